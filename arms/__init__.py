@@ -1,0 +1,17 @@
+"""The arms: recommenders a bandit chooses between, and the data they learn from."""
+
+from arms.base import DISLIKE_RATING, LIKE_RATING, Recommender, top_k
+from arms.errors import DataUnavailableError, NotFittedError
+from arms.popularity import PopularityRecommender
+from arms.random import RandomRecommender
+
+__all__ = [
+    "DISLIKE_RATING",
+    "LIKE_RATING",
+    "DataUnavailableError",
+    "NotFittedError",
+    "PopularityRecommender",
+    "RandomRecommender",
+    "Recommender",
+    "top_k",
+]

@@ -1,0 +1,6 @@
+"""Datasets: MovieLens 100K, a synthetic generator with the same schema, and splits."""
+
+from arms.data.dataset import Dataset
+from arms.data.movielens import find_movielens, load_movielens
+
+__all__ = ["Dataset", "find_movielens", "load_movielens"]

@@ -1,0 +1,176 @@
+"""The :class:`Dataset` every part of recbandits passes around.
+
+A dataset is ratings plus the catalogue of users and items they refer to. Both id spaces get a
+contiguous index that is fixed by the catalogue (``users`` and ``items``), not by the ratings, so
+every split of a dataset shares the same indices and a model fit on one split can be evaluated on
+another without re-mapping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from arms.errors import unknown_id_message
+
+RATING_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Ratings with the users and items they refer to.
+
+    Attributes
+    ----------
+    ratings : pandas.DataFrame
+        One row per rating with columns ``user_id`` (int64, raw id), ``item_id`` (int64, raw id),
+        ``rating`` (float32, 1-5), ``timestamp`` (int64, seconds since the epoch), ``user_index``
+        and ``item_index`` (int32, contiguous indices into ``users`` and ``items``).
+    items : pandas.DataFrame
+        Indexed by raw ``item_id`` in index order; columns ``title`` (str), ``release_date``
+        (datetime64, NaT where unknown), ``year`` (Int64), ``genres`` (str, ``|``-separated) and
+        one bool column per name in ``genre_names``.
+    users : pandas.DataFrame
+        Indexed by raw ``user_id`` in index order; columns ``age`` (int), ``gender`` (``"M"`` or
+        ``"F"``), ``occupation`` (category), ``zip_code`` (str).
+    genre_names : tuple of str
+        The genre flag columns of ``items``, in order.
+    name : str
+        Where the data came from, e.g. ``"ml-100k"`` or ``"synthetic"``.
+    """
+
+    ratings: pd.DataFrame
+    items: pd.DataFrame
+    users: pd.DataFrame
+    genre_names: tuple[str, ...]
+    name: str = "dataset"
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_frames(
+        cls,
+        ratings: pd.DataFrame,
+        items: pd.DataFrame,
+        users: pd.DataFrame,
+        genre_names: tuple[str, ...],
+        name: str = "dataset",
+    ) -> Dataset:
+        """Build a dataset from raw-id ratings, adding the contiguous indices.
+
+        Raises
+        ------
+        ValueError
+            If a column is missing or a rating names a user or item absent from the catalogue.
+        """
+        missing = [c for c in RATING_COLUMNS if c not in ratings.columns]
+        if missing:
+            raise ValueError(f"ratings lack columns {missing}; expected {list(RATING_COLUMNS)}")
+        frame = ratings.loc[:, list(RATING_COLUMNS)].copy()
+        frame["user_id"] = frame["user_id"].astype(np.int64)
+        frame["item_id"] = frame["item_id"].astype(np.int64)
+        frame["rating"] = frame["rating"].astype(np.float32)
+        frame["timestamp"] = frame["timestamp"].astype(np.int64)
+        user_pos = pd.Index(users.index).get_indexer(frame["user_id"])
+        item_pos = pd.Index(items.index).get_indexer(frame["item_id"])
+        if (user_pos < 0).any():
+            bad = frame["user_id"].to_numpy()[user_pos < 0][0]
+            raise ValueError(unknown_id_message("user_id", int(bad), users.index[:50]))
+        if (item_pos < 0).any():
+            bad = frame["item_id"].to_numpy()[item_pos < 0][0]
+            raise ValueError(unknown_id_message("item_id", int(bad), items.index[:50]))
+        frame["user_index"] = user_pos.astype(np.int32)
+        frame["item_index"] = item_pos.astype(np.int32)
+        return cls(frame.reset_index(drop=True), items, users, tuple(genre_names), name)
+
+    def with_ratings(self, ratings: pd.DataFrame, name: str | None = None) -> Dataset:
+        """A new dataset over the same catalogue holding ``ratings`` (raw ids are re-indexed)."""
+        return Dataset.from_frames(
+            ratings, self.items, self.users, self.genre_names, name or self.name
+        )
+
+    def subset(self, mask: np.ndarray, name: str | None = None) -> Dataset:
+        """A new dataset keeping the ratings where ``mask`` (shape ``(n_ratings,)``) is true."""
+        kept = self.ratings.loc[np.asarray(mask, dtype=bool)].reset_index(drop=True)
+        return replace(self, ratings=kept, name=name or self.name, _cache={})
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    @property
+    def n_ratings(self) -> int:
+        return len(self.ratings)
+
+    @cached_property
+    def user_ids(self) -> np.ndarray:
+        """Raw user ids in index order, shape ``(n_users,)``."""
+        return self.users.index.to_numpy(dtype=np.int64)
+
+    @cached_property
+    def item_ids(self) -> np.ndarray:
+        """Raw item ids in index order, shape ``(n_items,)``."""
+        return self.items.index.to_numpy(dtype=np.int64)
+
+    def user_index(self, user_ids: object) -> np.ndarray:
+        """Contiguous indices of raw ``user_ids``; raises ``ValueError`` naming an unknown id."""
+        return _lookup("user_id", self.users.index, user_ids)
+
+    def item_index(self, item_ids: object) -> np.ndarray:
+        """Contiguous indices of raw ``item_ids``; raises ``ValueError`` naming an unknown id."""
+        return _lookup("item_id", self.items.index, item_ids)
+
+    def interaction_matrix(self, *, binary: bool = False) -> sp.csr_matrix:
+        """Ratings as a CSR matrix of shape ``(n_users, n_items)`` (1.0 per rating if ``binary``).
+
+        A repeated (user, item) pair keeps its latest rating.
+        """
+        key = ("interactions", binary)
+        if key not in self._cache:
+            latest = self.ratings.sort_values("timestamp", kind="stable").drop_duplicates(
+                ["user_index", "item_index"], keep="last"
+            )
+            values = (
+                np.ones(len(latest), dtype=np.float32)
+                if binary
+                else latest["rating"].to_numpy(np.float32)
+            )
+            matrix = sp.csr_matrix(
+                (values, (latest["user_index"].to_numpy(), latest["item_index"].to_numpy())),
+                shape=(self.n_users, self.n_items),
+                dtype=np.float32,
+            )
+            matrix.sort_indices()
+            self._cache[key] = matrix
+        return self._cache[key]
+
+    def genre_matrix(self) -> np.ndarray:
+        """Genre flags of every item, shape ``(n_items, n_genres)``, dtype float32."""
+        return self.items.loc[:, list(self.genre_names)].to_numpy(dtype=np.float32)
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset(name={self.name!r}, n_users={self.n_users}, n_items={self.n_items}, "
+            f"n_ratings={self.n_ratings})"
+        )
+
+
+def _lookup(kind: str, index: pd.Index, ids: object) -> np.ndarray:
+    values = np.atleast_1d(np.asarray(ids))
+    if values.dtype.kind not in "iu":
+        try:
+            values = values.astype(np.int64)
+        except (TypeError, ValueError):
+            raise TypeError(f"{kind} must be integers, got {values.dtype}") from None
+    positions = index.get_indexer(values)
+    if (positions < 0).any():
+        bad = values[positions < 0][0]
+        raise ValueError(unknown_id_message(kind, int(bad), index[:200]))
+    return positions.astype(np.int64)

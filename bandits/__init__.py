@@ -1,0 +1,5 @@
+"""Bandit policies: which arm (recommender) answers each request."""
+
+from bandits.base import Policy
+
+__all__ = ["Policy"]

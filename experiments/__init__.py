@@ -1,0 +1,1 @@
+"""Experiments: the ``recbandits`` command line, runners, configs, reports and plots."""
