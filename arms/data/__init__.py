@@ -2,5 +2,6 @@
 
 from arms.data.dataset import Dataset
 from arms.data.movielens import find_movielens, load_movielens
+from arms.data.synthetic import make_synthetic
 
-__all__ = ["Dataset", "find_movielens", "load_movielens"]
+__all__ = ["Dataset", "find_movielens", "load_movielens", "make_synthetic"]

@@ -1,0 +1,266 @@
+"""The MovieLens loader (including the download path) and the synthetic generator."""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from arms.data import Dataset, find_movielens, load_movielens, make_synthetic
+from arms.data import movielens as movielens_module
+from arms.data.movielens import ML100K_GENRES
+from arms.data.synthetic import RATING_SHARES
+from arms.errors import DataUnavailableError
+
+SHARED_ML100K = Path("/work/shared/data/ml-100k")
+
+
+# ---------------------------------------------------------------------------- MovieLens
+@pytest.mark.movielens
+def test_movielens_shape_and_dtypes(movielens: Dataset) -> None:
+    assert (movielens.n_users, movielens.n_items, movielens.n_ratings) == (943, 1682, 100_000)
+    r = movielens.ratings
+    assert r.dtypes.to_dict() == {
+        "user_id": np.int64, "item_id": np.int64, "rating": np.float32,
+        "timestamp": np.int64, "user_index": np.int32, "item_index": np.int32,
+    }  # fmt: skip
+    assert sorted(r["rating"].unique()) == [1, 2, 3, 4, 5]
+    assert movielens.items.loc[1, "title"] == "Toy Story (1995)"
+    assert movielens.items.loc[1, "genres"] == "Animation|Children's|Comedy"
+    assert movielens.items.loc[1, "year"] == 1995
+    assert list(movielens.genre_names) == list(ML100K_GENRES)
+    assert movielens.users.loc[1, "occupation"] == "technician"
+    assert movielens.users.loc[1, "zip_code"] == "85711"
+    # The contiguous index maps back to the raw ids.
+    np.testing.assert_array_equal(movielens.user_ids[r["user_index"]], r["user_id"])
+    np.testing.assert_array_equal(movielens.item_ids[r["item_index"]], r["item_id"])
+
+
+def _zip_ml100k(folder: Path, *, corrupt: bool = False) -> Path:
+    """An archive laid out like GroupLens' ml-100k.zip, built from the shared copy."""
+    archive = folder / "ml-100k.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name in ("u.data", "u.item", "u.user"):
+            data = (SHARED_ML100K / name).read_bytes()
+            if corrupt and name == "u.data":
+                data = data.replace(b"\t5\t", b"\t4\t", 1)
+            zf.writestr(f"ml-100k/{name}", data)
+    return archive
+
+
+@pytest.fixture
+def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty user cache and no RECBANDITS_DATA, so the loader must download."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("RECBANDITS_DATA", raising=False)
+    return tmp_path / "cache" / "recbandits"
+
+
+needs_shared = pytest.mark.skipif(
+    not (SHARED_ML100K / "u.data").is_file(), reason="needs the shared MovieLens copy"
+)
+
+
+@needs_shared
+def test_download_into_cache_verifies_and_is_reused(
+    tmp_path: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive = _zip_ml100k(tmp_path)
+    monkeypatch.setattr(movielens_module, "ML100K_URL", archive.as_uri())
+    folder = find_movielens()
+    assert folder == isolated_cache / "ml-100k"
+    assert (folder / "u.data").stat().st_size == movielens_module.ML100K_UDATA_BYTES
+    # A second call finds the cached copy and does not touch the (now missing) archive.
+    archive.unlink()
+    assert find_movielens() == folder
+    data = load_movielens()
+    assert data.n_ratings == 100_000
+    assert not list(isolated_cache.glob("tmp*")), "the temporary download folder must be removed"
+
+
+@needs_shared
+def test_download_checksum_mismatch_leaves_no_copy(
+    tmp_path: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive = _zip_ml100k(tmp_path, corrupt=True)
+    monkeypatch.setattr(movielens_module, "ML100K_URL", archive.as_uri())
+    with pytest.raises(DataUnavailableError, match="checksum mismatch"):
+        find_movielens()
+    assert not (isolated_cache / "ml-100k").exists()
+
+
+def test_offline_error_names_every_option(
+    tmp_path: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(movielens_module, "ML100K_URL", (tmp_path / "no-such-archive.zip").as_uri())
+    with pytest.raises(DataUnavailableError) as excinfo:
+        load_movielens()
+    message = str(excinfo.value)
+    for option in ("--data", "RECBANDITS_DATA", str(isolated_cache)):
+        assert option in message
+    with pytest.raises(DataUnavailableError, match=r"download disabled.*--data"):
+        load_movielens(download=False)
+
+
+def test_data_dir_without_files_names_the_option(tmp_path: Path) -> None:
+    with pytest.raises(DataUnavailableError, match="--data"):
+        find_movielens(tmp_path)
+
+
+@needs_shared
+def test_lookup_order(
+    tmp_path: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The data_dir wins, RECBANDITS_DATA comes next, the cache last; either the folder holding
+    # ml-100k/ or ml-100k itself is accepted.
+    env_copy = tmp_path / "env"
+    shutil.copytree(SHARED_ML100K, env_copy / "ml-100k")
+    monkeypatch.setenv("RECBANDITS_DATA", str(env_copy))
+    assert find_movielens(download=False) == env_copy / "ml-100k"
+    assert find_movielens(SHARED_ML100K, download=False) == SHARED_ML100K
+    assert find_movielens(SHARED_ML100K.parent, download=False) == SHARED_ML100K
+    monkeypatch.setenv("RECBANDITS_DATA", str(tmp_path / "empty"))
+    shutil.copytree(SHARED_ML100K, isolated_cache / "ml-100k")
+    assert find_movielens(download=False) == isolated_cache / "ml-100k"
+
+
+# ---------------------------------------------------------------------------- synthetic
+@pytest.fixture(scope="module")
+def synthetic() -> Dataset:
+    return make_synthetic(random_state=0)
+
+
+@pytest.mark.movielens
+def test_synthetic_schema_matches_movielens(synthetic: Dataset, movielens: Dataset) -> None:
+    for part in ("ratings", "items", "users"):
+        ours, theirs = getattr(synthetic, part), getattr(movielens, part)
+        assert list(ours.columns) == list(theirs.columns), part
+        assert ours.dtypes.to_dict() == theirs.dtypes.to_dict(), part
+        assert ours.index.dtype == theirs.index.dtype and ours.index.name == theirs.index.name
+    assert synthetic.genre_names == movielens.genre_names
+    assert list(synthetic.users["occupation"].cat.categories) == list(
+        movielens.users["occupation"].cat.categories
+    )
+
+
+def test_synthetic_catalogue_values(synthetic: Dataset) -> None:
+    items, users = synthetic.items, synthetic.users
+    flags = items.loc[:, list(ML100K_GENRES)].to_numpy()
+    assert flags.any(axis=1).all(), "every item has a genre"
+    rebuilt = ["|".join(np.array(ML100K_GENRES)[row]) for row in flags]
+    assert list(items["genres"]) == rebuilt
+    assert (items["year"] == items["release_date"].dt.year).all()
+    assert users["age"].between(7, 73).all()
+    assert set(users["gender"]) == {"M", "F"}
+    assert users["zip_code"].str.fullmatch(r"\d{5}").all()
+    # Drama is MovieLens' commonest genre and Western a rare one; shares should be alike.
+    assert items["Drama"].mean() > 0.3 > items["Western"].mean()
+
+
+@pytest.mark.parametrize(
+    ("n_users", "n_items", "n_ratings"),
+    [(30, 40, 300), (100, 50, 2_500), (943, 1682, 100_000), (2_000, 300, 40_000)],
+)
+def test_synthetic_size_is_honoured(n_users: int, n_items: int, n_ratings: int) -> None:
+    data = make_synthetic(n_users, n_items, n_ratings, random_state=3)
+    assert (data.n_users, data.n_items, data.n_ratings) == (n_users, n_items, n_ratings)
+    r = data.ratings
+    assert not r.duplicated(["user_index", "item_index"]).any()
+    assert np.bincount(r["user_index"], minlength=n_users).min() >= 1
+    assert r["rating"].isin([1, 2, 3, 4, 5]).all()
+    # Strictly increasing time within each user: no ties to break.
+    same_user = r["user_index"].to_numpy()[1:] == r["user_index"].to_numpy()[:-1]
+    assert (np.diff(r["timestamp"].to_numpy())[same_user] > 0).all()
+
+
+def test_synthetic_is_deterministic_under_a_seed() -> None:
+    a = make_synthetic(200, 150, 5_000, random_state=7)
+    b = make_synthetic(200, 150, 5_000, random_state=np.random.default_rng(7))
+    c = make_synthetic(200, 150, 5_000, random_state=8)
+    for part in ("ratings", "items", "users"):
+        assert getattr(a, part).equals(getattr(b, part)), part
+    assert not a.ratings.equals(c.ratings)
+
+
+def test_synthetic_rating_skew_and_long_tail(synthetic: Dataset) -> None:
+    shares = synthetic.ratings["rating"].value_counts(normalize=True).sort_index().to_numpy()
+    np.testing.assert_allclose(shares, RATING_SHARES, atol=0.01)
+    counts = np.sort(np.bincount(synthetic.ratings["item_index"], minlength=synthetic.n_items))
+    top_decile = counts[-synthetic.n_items // 10 :].sum() / counts.sum()
+    assert top_decile > 0.25  # MovieLens 100K: 0.43; uniform popularity would give 0.10
+    per_user = np.bincount(synthetic.ratings["user_index"])
+    assert per_user.min() >= 20 and np.median(per_user) < per_user.mean()  # heavy right tail
+
+
+def _leave_last_out_hit_rates(data: Dataset, k: int = 10) -> tuple[float, float]:
+    """HR@k of a first-order transition model and of popularity on each user's last item."""
+    r = data.ratings.sort_values(["user_index", "timestamp", "item_index"])
+    users, items = r["user_index"].to_numpy(), r["item_index"].to_numpy()
+    is_last = np.r_[users[1:] != users[:-1], True]
+    test_users, test_items = users[is_last], items[is_last]
+    users, items = users[~is_last], items[~is_last]
+    follows = users[1:] == users[:-1]
+    transitions = sp.csr_matrix(
+        (np.ones(follows.sum()), (items[:-1][follows], items[1:][follows])),
+        shape=(data.n_items, data.n_items),
+    )
+    last_train = items[np.r_[users[1:] != users[:-1], True]]
+    seen = sp.csr_matrix((np.ones(len(users)), (users, items)),
+                         shape=(data.n_users, data.n_items)).toarray() > 0  # fmt: skip
+    popularity = np.bincount(items, minlength=data.n_items).astype(float)
+    rates = []
+    for scores in ((transitions + transitions.T)[last_train].toarray() + 1e-9 * popularity,
+                   np.tile(popularity, (len(test_users), 1))):  # fmt: skip
+        scores[seen[test_users]] = -np.inf
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        rates.append(float((top == test_items[:, None]).any(axis=1).mean()))
+    return rates[0], rates[1]
+
+
+def test_synthetic_timestamps_carry_sequential_signal(synthetic: Dataset) -> None:
+    sequential, popularity = _leave_last_out_hit_rates(synthetic)
+    assert sequential > 1.5 * popularity and sequential > 0.12
+    # Shuffling the timestamps within users must destroy the signal.
+    rng = np.random.default_rng(0)
+    r = synthetic.ratings.copy()
+    r["timestamp"] = r.groupby("user_index")["timestamp"].transform(
+        lambda t: rng.permutation(t.to_numpy())
+    )
+    shuffled, _ = _leave_last_out_hit_rates(synthetic.with_ratings(r))
+    assert shuffled < 0.75 * sequential
+
+
+def test_synthetic_context_carries_signal(synthetic: Dataset) -> None:
+    # Demographics come from the user factors, so users of one gender rate differently.
+    r = synthetic.ratings.join(synthetic.users["gender"], on="user_id")
+    per_item = r.pivot_table(index="item_index", columns="gender", values="rating",
+                             aggfunc="mean").dropna()  # fmt: skip
+    # Correlation of the gender gap with item genres: far from zero when context matters.
+    gap = (per_item["M"] - per_item["F"]).to_numpy()
+    genres = synthetic.genre_matrix()[per_item.index.to_numpy()]
+    corr = [abs(np.corrcoef(gap, genres[:, g])[0, 1]) for g in range(1, genres.shape[1])
+            if genres[:, g].std() > 0]  # fmt: skip
+    assert max(corr) > 0.15
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"n_users": 0}, ValueError, "n_users"),
+        ({"n_users": 2.5}, TypeError, "n_users"),
+        ({"n_items": True}, TypeError, "n_items"),
+        ({"n_users": 10, "n_ratings": 5}, ValueError, "n_ratings must be at least n_users"),
+        ({"n_users": 10, "n_items": 10, "n_ratings": 60}, ValueError, "at most half"),
+        ({"jump_probability": 1.5}, ValueError, "jump_probability"),
+        ({"step_scale": "big"}, TypeError, "step_scale"),
+        ({"random_state": "seed"}, TypeError, "random_state"),
+        ({"n_factors": 1}, ValueError, "n_factors"),
+    ],
+)
+def test_synthetic_bad_arguments(kwargs: dict, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        make_synthetic(**kwargs)
