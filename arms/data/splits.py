@@ -1,0 +1,228 @@
+"""Train/test splits of a :class:`~arms.data.Dataset`; each returns new datasets.
+
+Every split keeps the catalogue (users, items and their indices) of the dataset it splits, so a
+model fit on the training part scores the test part without re-mapping, and none mutates its
+input. The per-user splits follow one rule for how many ratings a user keeps in training: with
+``n`` ratings and a training share ``r``, the user keeps ``round(r * n)`` (round half to even, as
+Python and numpy round, which is what Microsoft Recommenders' splitters do) and never fewer than
+one, so a user with a single rating keeps it in training.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterator
+
+import numpy as np
+
+from arms.data.dataset import Dataset
+
+__all__ = ["kfold_split", "random_split", "temporal_split"]
+
+
+def temporal_split(
+    dataset: Dataset, *, n_last: int | None = None, fraction: float | None = None
+) -> tuple[Dataset, Dataset]:
+    """Hold out the latest ratings of every user.
+
+    Each user's ratings are put in time order; ties in ``timestamp`` are broken by the lower
+    ``item_index`` first, then by row position, so the split depends only on the data, not on
+    the order of the rows. The latest ones form the test set.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        The ratings to split.
+    n_last : int, optional
+        Hold out each user's last ``n_last`` ratings (``>= 1``). A user with ``n_last`` ratings
+        or fewer keeps them all in training (nothing to learn the user from otherwise); for
+        ``n_last=1`` that is leave-last-out.
+    fraction : float, optional
+        Hold out each user's last ``fraction`` of ratings, ``0 < fraction < 1``: the user keeps
+        ``round((1 - fraction) * n)`` ratings in training (at least one) and the rest go to test.
+        Exactly one of ``n_last`` and ``fraction`` must be given.
+
+    Returns
+    -------
+    train, test : Dataset
+        Disjoint, together all the ratings; every test timestamp of a user is at or after each
+        of that user's training timestamps.
+
+    Raises
+    ------
+    TypeError
+        If ``dataset`` is not a Dataset or ``n_last``/``fraction`` has the wrong type.
+    ValueError
+        If both or neither of ``n_last`` and ``fraction`` are given, or one is out of range.
+    """
+    _check_dataset(dataset)
+    if (n_last is None) == (fraction is None):
+        raise ValueError(
+            f"give exactly one of n_last and fraction, got n_last={n_last!r}, fraction={fraction!r}"
+        )
+    if n_last is not None:
+        _check_int("n_last", n_last, 1)
+    else:
+        share = _check_fraction("fraction", fraction)
+    ratings = dataset.ratings
+    users = ratings["user_index"].to_numpy()
+    order = np.lexsort(
+        (
+            np.arange(len(ratings)),
+            ratings["item_index"].to_numpy(),
+            ratings["timestamp"].to_numpy(),
+            users,
+        )
+    )
+    counts = np.bincount(users, minlength=dataset.n_users)
+    if n_last is not None:
+        n_train = np.where(counts > n_last, counts - n_last, counts)
+    else:
+        n_train = _train_sizes(counts, 1.0 - share)
+    return _split_by_rank(dataset, order, n_train, "temporal")
+
+
+def random_split(
+    dataset: Dataset,
+    *,
+    test_fraction: float = 0.25,
+    random_state: int | np.random.Generator | None = 0,
+) -> tuple[Dataset, Dataset]:
+    """Hold out a random share of every user's ratings (stratified by user).
+
+    The protocol of Microsoft Recommenders' ``python_stratified_split`` (75/25 per user by
+    default): each user keeps ``round((1 - test_fraction) * n)`` of their ``n`` ratings in
+    training (at least one), chosen uniformly at random; the rest are the test set.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        The ratings to split.
+    test_fraction : float, default 0.25
+        Share of each user's ratings held out, ``0 < test_fraction < 1``.
+    random_state : int, numpy.random.Generator or None, default 0
+        Seed or generator of the shuffle; the same seed gives the same split.
+
+    Returns
+    -------
+    train, test : Dataset
+
+    Raises
+    ------
+    TypeError, ValueError
+        If an argument has the wrong type or value.
+    """
+    _check_dataset(dataset)
+    share = _check_fraction("test_fraction", test_fraction)
+    rng = _check_rng(random_state)
+    users = dataset.ratings["user_index"].to_numpy()
+    order = np.lexsort((rng.random(len(users)), users))
+    counts = np.bincount(users, minlength=dataset.n_users)
+    return _split_by_rank(dataset, order, _train_sizes(counts, 1.0 - share), "random")
+
+
+def kfold_split(
+    dataset: Dataset,
+    *,
+    n_splits: int = 5,
+    random_state: int | np.random.Generator | None = 0,
+) -> Iterator[tuple[Dataset, Dataset]]:
+    """K-fold cross-validation over shuffled ratings, as Surprise's ``KFold``.
+
+    The ratings are shuffled once and cut into ``n_splits`` folds whose sizes differ by at most
+    one; fold ``i`` is the test set of the ``i``-th pair and the others its training set. Folds
+    ignore users, so a user may have no training rating in some pair (arms then fall back to
+    popularity).
+
+    Parameters
+    ----------
+    dataset : Dataset
+        The ratings to split.
+    n_splits : int, default 5
+        Number of folds, ``2 <= n_splits <= n_ratings``.
+    random_state : int, numpy.random.Generator or None, default 0
+        Seed or generator of the shuffle.
+
+    Yields
+    ------
+    train, test : Dataset
+        ``n_splits`` pairs; the test sets partition the ratings.
+
+    Raises
+    ------
+    TypeError, ValueError
+        If an argument has the wrong type or value (raised at the call, not at first iteration).
+    """
+    _check_dataset(dataset)
+    _check_int("n_splits", n_splits, 2)
+    if n_splits > dataset.n_ratings:
+        raise ValueError(
+            f"n_splits must be at most the number of ratings ({dataset.n_ratings}), got {n_splits}"
+        )
+    rng = _check_rng(random_state)
+    fold = np.empty(dataset.n_ratings, dtype=np.int64)
+    for i, rows in enumerate(np.array_split(rng.permutation(dataset.n_ratings), n_splits)):
+        fold[rows] = i
+    return _folds(dataset, fold, n_splits)
+
+
+def _folds(dataset: Dataset, fold: np.ndarray, n_splits: int) -> Iterator[tuple[Dataset, Dataset]]:
+    for i in range(n_splits):
+        test = fold == i
+        yield (
+            dataset.subset(~test, name=f"{dataset.name}:fold{i}-train"),
+            dataset.subset(test, name=f"{dataset.name}:fold{i}-test"),
+        )
+
+
+def _train_sizes(counts: np.ndarray, train_share: float) -> np.ndarray:
+    """Ratings each user keeps in training: ``round(train_share * n)``, at least one."""
+    return np.minimum(counts, np.maximum(np.round(train_share * counts), 1)).astype(np.int64)
+
+
+def _split_by_rank(
+    dataset: Dataset, order: np.ndarray, n_train: np.ndarray, kind: str
+) -> tuple[Dataset, Dataset]:
+    """Train = the first ``n_train[u]`` rows of each user in ``order`` (grouped by user)."""
+    users = dataset.ratings["user_index"].to_numpy()[order]
+    starts = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=dataset.n_users))])
+    rank = np.arange(len(order)) - starts[users]
+    in_train = np.empty(len(order), dtype=bool)
+    in_train[order] = rank < n_train[users]
+    return (
+        dataset.subset(in_train, name=f"{dataset.name}:{kind}-train"),
+        dataset.subset(~in_train, name=f"{dataset.name}:{kind}-test"),
+    )
+
+
+def _check_dataset(dataset: object) -> None:
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"dataset must be an arms.data.Dataset, got {type(dataset).__name__}")
+
+
+def _check_int(name: str, value: object, low: int) -> None:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < low:
+        raise ValueError(f"{name} must be at least {low}, got {value}")
+
+
+def _check_fraction(name: str, value: object) -> float:
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a float in (0, 1), got {type(value).__name__}")
+    if not 0.0 < float(value) < 1.0:
+        raise ValueError(f"{name} must be within (0, 1) exclusive, got {value!r}")
+    return float(value)
+
+
+def _check_rng(random_state: object) -> np.random.Generator:
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if random_state is None or (
+        isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool)
+    ):
+        return np.random.default_rng(random_state)
+    raise TypeError(
+        "random_state must be an int, a numpy.random.Generator or None, got "
+        f"{type(random_state).__name__}"
+    )
