@@ -1,17 +1,57 @@
-"""The interface every policy implements (see DESIGN.md, "Policy").
+"""The interface every policy implements (see DESIGN.md, "Policy"), and the shared machinery.
 
 Arms are identified by name (``policy.arms``) and by position; ``select`` returns the position,
 ``update`` accepts either. Everything a policy learned is in ``state_dict()``, plain JSON data from
 which ``Policy.from_state_dict`` rebuilds an identical policy, so the service can persist it and
 rebuild it from its decision log.
+
+Two layers
+----------
+:class:`Policy` is the abstract contract. :class:`BatchedPolicy` implements it once for every
+policy of this package on top of a *batched core*: the learned statistics live in a
+:class:`BatchState` of arrays whose first two axes are ``(runs, arms)``, and three methods advance
+all runs in one numpy step::
+
+    state = policy.init_batch(n_runs)                 # every run starts from the prior
+    arms = policy.select_batch(state, rng)            # (R,) positions
+    policy.update_batch(state, arms, rewards)         # (R,) observations, one per run
+
+The single-run methods (``select``/``update``/``action_probabilities``) are the same calls on a
+one-run state (``policy.state_``), so the single and the batched paths share one implementation of
+the maths (each policy supplies ``_init_stats``, ``_choose``, ``_learn`` and ``_probabilities``,
+thin wrappers around pure module-level functions).
+
+Randomness
+----------
+``rng`` in ``select_batch`` is either one ``numpy.random.Generator`` shared by all runs (fastest;
+runs are independent but their draws interleave in one stream) or a sequence of ``R`` Generators,
+one per run. In the second form run ``r`` draws exactly what a single policy with
+``random_state=rngs[r]`` draws, so ``R`` single runs and one batched run give identical results
+(``spawn_generators(seed, R)`` makes the children from one seed).
+
+Delayed updates
+---------------
+Every policy takes ``batch_size`` (B, default 1). Observations are buffered and the statistics are
+refreshed only when B observations have arrived (Chapelle & Li 2011, section 4); selections and
+propensities between refreshes use the last refreshed statistics. The buffer is part of the state.
 """
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
+
+from bandits.errors import UnknownArmError, arm_index, check_arm_names, check_int, check_rewards
+
+RandomState = int | np.random.Generator | np.random.SeedSequence | None
+RunRandom = np.random.Generator | Sequence[np.random.Generator]
+
+STATE_FORMAT = 1
 
 
 class Policy(ABC):
@@ -52,3 +92,678 @@ class Policy(ABC):
     @abstractmethod
     def from_state_dict(cls, state: dict[str, Any]) -> Policy:
         """Rebuild the policy :meth:`state_dict` described."""
+
+
+def make_generator(random_state: RandomState) -> np.random.Generator:
+    """A ``numpy.random.Generator`` from an int seed, a SeedSequence, a Generator or None.
+
+    A Generator is used as given (not copied), so the caller can share or inspect it.
+
+    Raises
+    ------
+    TypeError
+        Anything else.
+    """
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if random_state is None or isinstance(random_state, np.random.SeedSequence):
+        return np.random.default_rng(random_state)
+    if isinstance(random_state, int | np.integer) and not isinstance(random_state, bool):
+        return np.random.default_rng(int(random_state))
+    raise TypeError(
+        "random_state must be None, an int, a SeedSequence or a numpy Generator, "
+        f"got {type(random_state).__name__}"
+    )
+
+
+def spawn_generators(seed: int | np.random.SeedSequence, n: int) -> list[np.random.Generator]:
+    """``n`` independent Generators spawned from one seed (one per run)."""
+    seq = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    return [np.random.default_rng(child) for child in seq.spawn(n)]
+
+
+class Draws:
+    """Random draws for ``R`` runs from one shared Generator or from one Generator per run.
+
+    Every method returns an array whose first axis is the run. With one Generator per run, row
+    ``r`` is drawn by ``rngs[r]`` with exactly the call a one-run state makes, which is what makes
+    batched and single runs identical.
+
+    Parameters
+    ----------
+    rng : Generator or sequence of Generator
+        Shared generator, or ``n_runs`` generators.
+    n_runs : int
+        Number of runs ``R``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        ``rng`` is not a Generator / has the wrong number of Generators.
+    """
+
+    def __init__(self, rng: RunRandom, n_runs: int) -> None:
+        self.n_runs = n_runs
+        if isinstance(rng, np.random.Generator):
+            self._shared: np.random.Generator | None = rng
+            self._runs: list[np.random.Generator] = []
+            return
+        if not isinstance(rng, Sequence) or not all(
+            isinstance(g, np.random.Generator) for g in rng
+        ):
+            raise TypeError("rng must be a numpy Generator or a sequence of Generators "
+                            "(one per run)")
+        if len(rng) != n_runs:
+            raise ValueError(f"rng has {len(rng)} Generators; expected one per run ({n_runs})")
+        self._shared = None
+        self._runs = list(rng)
+
+    def _each(self, draw: Callable[[np.random.Generator, slice, int], np.ndarray]
+              ) -> np.ndarray:
+        if self._shared is not None:
+            return draw(self._shared, slice(None), self.n_runs)
+        return np.concatenate([draw(g, slice(r, r + 1), 1) for r, g in enumerate(self._runs)])
+
+    def random(self, tail: tuple[int, ...] = (), dtype: Any = np.float64) -> np.ndarray:
+        """Uniforms on [0, 1), shape ``(R, *tail)``."""
+        return self._each(lambda g, s, n: g.random((n, *tail), dtype=dtype))
+
+    def integers(self, high: int, tail: tuple[int, ...] = ()) -> np.ndarray:
+        """Integers in ``[0, high)``, shape ``(R, *tail)``."""
+        return self._each(lambda g, s, n: g.integers(high, size=(n, *tail)))
+
+    def standard_normal(self, tail: tuple[int, ...] = (), dtype: Any = np.float64) -> np.ndarray:
+        """Standard normals, shape ``(R, *tail)``."""
+        return self._each(lambda g, s, n: g.standard_normal((n, *tail), dtype=dtype))
+
+    def standard_gamma(self, shape: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Gamma(shape, 1) draws of the float array ``shape`` (first axis = run), same dtype.
+
+        ``out`` (same shape and dtype) avoids an allocation on the shared-generator path.
+        """
+        if self._shared is not None:
+            return self._shared.standard_gamma(shape, dtype=shape.dtype, out=out)
+        return self._each(lambda g, s, n: g.standard_gamma(shape[s], dtype=shape.dtype))
+
+
+def argmax_random_ties(scores: np.ndarray, draws: Draws) -> np.ndarray:
+    """Row-wise argmax of ``scores`` (R, K), ties broken uniformly at random.
+
+    Always draws ``(R, K)`` uniforms so every step consumes the same amount of randomness.
+    """
+    u = draws.random((scores.shape[1],))
+    is_max = scores >= scores.max(axis=1, keepdims=True)
+    return np.where(is_max, u, -1.0).argmax(axis=1)
+
+
+def argmax_set_probabilities(scores: np.ndarray) -> np.ndarray:
+    """Exact propensities of :func:`argmax_random_ties`: uniform over each row's maxima."""
+    is_max = scores >= scores.max(axis=1, keepdims=True)
+    return is_max / is_max.sum(axis=1, keepdims=True)
+
+
+def probability_of_max(
+    ppf: Callable[[int, np.ndarray], np.ndarray],
+    cdf: Callable[[np.ndarray], np.ndarray],
+    n_runs: int,
+    n_arms: int,
+    n_grid: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """P(arm k has the largest of independent continuous draws), by quadrature with a bound.
+
+    P(k is max) = ∫_0^1 g_k(u) du with g_k(u) = Π_{j≠k} F_j(F_k^{-1}(u)). Each g_k is
+    non-decreasing in u, so the left and right Riemann sums on the grid ``u_i = i / n_grid``
+    bracket the integral; the estimate is their mean (the trapezoid rule) and half their gap,
+    ``(g_k(1) - g_k(0)) / (2 n_grid) <= 1 / (2 n_grid)``, is a guaranteed bound on its error
+    (usually far above the actual error, which is of order ``1 / n_grid**2`` for smooth g).
+    Integrating in each arm's own quantile space keeps this accurate however concentrated the
+    posteriors are.
+
+    Parameters
+    ----------
+    ppf : callable
+        ``ppf(k, u)`` with ``u`` of shape ``(G,)`` returns arm k's quantiles, shape ``(R, G)``.
+    cdf : callable
+        ``cdf(x)`` with ``x`` of shape ``(R, G)`` returns every arm's CDF at x, ``(R, K, G)``.
+    n_runs, n_arms, n_grid : int
+        ``R``, ``K`` and the number of grid intervals ``G``.
+
+    Returns
+    -------
+    probabilities : ndarray, shape (R, K)
+        Estimates renormalised to sum to one per run.
+    error_bound : ndarray, shape (R, K)
+        Guaranteed bound on each (pre-normalisation) estimate's absolute error.
+    """
+    u = np.linspace(0.0, 1.0, n_grid + 1)
+    probs = np.empty((n_runs, n_arms))
+    bound = np.empty((n_runs, n_arms))
+    for k in range(n_arms):
+        x = ppf(k, u)
+        F = cdf(x)
+        F[:, k, :] = 1.0
+        g = F.prod(axis=1)
+        lower = g[:, :-1].mean(axis=1)
+        upper = g[:, 1:].mean(axis=1)
+        probs[:, k] = 0.5 * (lower + upper)
+        bound[:, k] = 0.5 * (upper - lower)
+    probs = np.clip(probs, 0.0, None)
+    probs /= probs.sum(axis=1, keepdims=True)
+    return probs, bound
+
+
+@dataclass
+class BatchState:
+    """Learned statistics of ``R`` independent runs (see :meth:`BatchedPolicy.init_batch`).
+
+    Attributes
+    ----------
+    stats : dict of str to ndarray
+        The policy's statistics; arrays named in the policy's ``per_arm_stats`` have shape
+        ``(R, K, ...)``, the others ``(R, ...)``.
+    pending_arms : ndarray of int, shape (R, B)
+        Buffered arm positions not yet learned (delayed updates).
+    pending_rewards : ndarray of float, shape (R, B)
+        Buffered rewards.
+    pending_contexts : ndarray of float, shape (R, B, d), or None
+        Buffered contexts (contextual policies only).
+    n_pending : int
+        Number of buffered observations per run (all runs advance in lockstep).
+    scratch : dict
+        Work buffers reused between steps; never persisted.
+    """
+
+    stats: dict[str, np.ndarray]
+    pending_arms: np.ndarray
+    pending_rewards: np.ndarray
+    pending_contexts: np.ndarray | None = None
+    n_pending: int = 0
+    scratch: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def n_runs(self) -> int:
+        """Number of runs ``R``."""
+        return self.pending_arms.shape[0]
+
+    def copy(self) -> BatchState:
+        """Deep copy of the arrays (scratch buffers are not copied)."""
+        return BatchState(
+            stats={k: v.copy() for k, v in self.stats.items()},
+            pending_arms=self.pending_arms.copy(),
+            pending_rewards=self.pending_rewards.copy(),
+            pending_contexts=None if self.pending_contexts is None
+            else self.pending_contexts.copy(),
+            n_pending=self.n_pending,
+        )
+
+
+_REGISTRY: dict[str, type[BatchedPolicy]] = {}
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, tuple | list):
+        return [_json_value(v) for v in value]
+    return value
+
+
+class BatchedPolicy(Policy):
+    """A policy built on the batched core; the base of every policy in this package.
+
+    Subclasses store their keyword-only hyper-parameters unchanged, then call
+    ``super().__init__(arms, batch_size=..., random_state=...)``, and implement
+    ``_init_stats``, ``_choose``, ``_learn`` and ``_probabilities`` (and ``_check_params`` /
+    ``_check_arm_params`` if they have hyper-parameters to validate).
+
+    Parameters
+    ----------
+    arms : list of str or int
+        Arm names (unique, non-empty), or a number of arms named ``arm0``, ``arm1``, ...
+    batch_size : int, default 1
+        Delayed updates: statistics are refreshed every ``batch_size`` observations.
+    random_state : int, SeedSequence, Generator or None, default None
+        Source of every random draw of the single-run methods.
+
+    Attributes
+    ----------
+    arms : list of str
+        Arm names in position order.
+    state_ : BatchState
+        The one-run state behind ``select``/``update``.
+    arm_params_ : dict of str to ndarray
+        Hyper-parameters that can differ per arm (e.g. Beta priors), shape ``(K,)`` each.
+    """
+
+    #: Closed support of a reward (None = unbounded).
+    reward_low: ClassVar[float | None] = None
+    reward_high: ClassVar[float | None] = None
+    #: Whether ``select``/``update`` need a context vector.
+    contextual: ClassVar[bool] = False
+    #: Names of the statistics whose axis 1 is the arm axis.
+    per_arm_stats: ClassVar[tuple[str, ...]] = ()
+    #: "exact" or "quadrature" (see :func:`probability_of_max`).
+    propensity_method: ClassVar[str] = "exact"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not inspect.isabstract(cls) and not cls.__name__.startswith("_"):
+            _REGISTRY[cls.__name__] = cls
+
+    def __init__(
+        self,
+        arms: Sequence[str] | int,
+        *,
+        batch_size: int = 1,
+        random_state: RandomState = None,
+    ) -> None:
+        self.batch_size = batch_size
+        self.random_state = random_state
+        self.arms = check_arm_names(arms)
+        check_int(batch_size, "batch_size", low=1)
+        self._check_params()
+        self.arm_params_ = self._check_arm_params(
+            {name: getattr(self, name) for name in self._arm_param_names()}, len(self.arms)
+        )
+        self._rng = make_generator(random_state)
+        self.state_ = self.init_batch(1)
+
+    # ----------------------------------------------------------------- subclass hooks
+    def _check_params(self) -> None:
+        """Validate the scalar hyper-parameters (raise TypeError/ValueError naming them)."""
+
+    def _arm_param_names(self) -> tuple[str, ...]:
+        """Hyper-parameters that may be given per arm (stored in ``arm_params_``)."""
+        return ()
+
+    def _check_arm_params(self, values: dict[str, Any], n_arms: int) -> dict[str, np.ndarray]:
+        """Validate per-arm hyper-parameters; return ``(n_arms,)`` arrays."""
+        return {}
+
+    def _default_arm_params(self) -> dict[str, float]:
+        """Per-arm hyper-parameters of an arm added without warm start or overrides."""
+        return {}
+
+    @abstractmethod
+    def _init_stats(self, n_runs: int, n_arms: int, dtype: Any) -> dict[str, np.ndarray]:
+        """Statistics of ``n_runs`` runs before any observation."""
+
+    @abstractmethod
+    def _choose(self, state: BatchState, draws: Draws, contexts: np.ndarray | None
+                ) -> np.ndarray:
+        """Arm positions, shape (R,), from the refreshed statistics."""
+
+    @abstractmethod
+    def _learn(self, stats: dict[str, np.ndarray], arms: np.ndarray, rewards: np.ndarray,
+               contexts: np.ndarray | None) -> None:
+        """Fold one observation per run into ``stats`` in place."""
+
+    @abstractmethod
+    def _probabilities(self, state: BatchState, contexts: np.ndarray | None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """Propensities (R, K) and an error bound (R, K) (zeros where exact)."""
+
+    def _on_remove_arm(self, stats: dict[str, np.ndarray], position: int) -> None:
+        """Fix statistics that refer to arm positions after ``position`` is removed."""
+
+    # ----------------------------------------------------------------- parameters
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [n for n in sig.parameters if n not in ("self", "arms", "random_state")]
+
+    def get_params(self) -> dict[str, Any]:
+        """Hyper-parameters as given (per-arm ones as the current per-arm lists), JSON-safe."""
+        params = {name: _json_value(getattr(self, name)) for name in self._param_names()}
+        for name, values in self.arm_params_.items():
+            params[name] = values.tolist()
+        return params
+
+    @property
+    def n_arms(self) -> int:
+        """Number of arms ``K``."""
+        return len(self.arms)
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}(arms={self.arms!r}, {params})"
+
+    # ----------------------------------------------------------------- batched core
+    def init_batch(self, n_runs: int, *, dtype: Any = np.float64) -> BatchState:
+        """A state of ``n_runs`` independent runs, each at the prior.
+
+        Parameters
+        ----------
+        n_runs : int
+            Number of runs ``R``.
+        dtype : float32 or float64, default float64
+            Float type of the statistics (float32 is faster and fine for Beta counts < 2**24).
+        """
+        check_int(n_runs, "n_runs", low=1)
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype={dtype} is not allowed; use float32 or float64")
+        B = self.batch_size
+        d = getattr(self, "n_features", None)
+        return BatchState(
+            stats=self._init_stats(n_runs, self.n_arms, dtype),
+            pending_arms=np.zeros((n_runs, B), dtype=np.int64),
+            pending_rewards=np.zeros((n_runs, B), dtype=np.float64),
+            pending_contexts=np.zeros((n_runs, B, d)) if self.contextual else None,
+        )
+
+    def _check_contexts(self, contexts: Any, n_runs: int, name: str = "context"
+                        ) -> np.ndarray | None:
+        if not self.contextual:
+            return None  # context-free policies ignore the context (serving may send one)
+        d = self.n_features  # type: ignore[attr-defined]
+        if contexts is None:
+            raise ValueError(f"{name}=None: {type(self).__name__} needs a context of {d} features")
+        try:
+            x = np.asarray(contexts, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name} must be numeric, got {contexts!r}") from exc
+        if n_runs == 1 and x.ndim == 1:
+            x = x[None, :]
+        if x.shape != (n_runs, d):
+            want = f"({d},) or (1, {d})" if n_runs == 1 else f"({n_runs}, {d})"
+            raise ValueError(f"{name} has shape {x.shape}; expected {want}")
+        if not np.isfinite(x).all():
+            raise ValueError(f"{name} contains NaN or infinite values")
+        return x
+
+    def select_batch(self, state: BatchState, rng: RunRandom, contexts: Any = None
+                     ) -> np.ndarray:
+        """One arm position per run, shape ``(R,)``.
+
+        Parameters
+        ----------
+        state : BatchState
+        rng : Generator or sequence of R Generators
+            See the module docstring ("Randomness").
+        contexts : array of shape (R, d), optional
+            Required by contextual policies.
+        """
+        x = self._check_contexts(contexts, state.n_runs, "contexts")
+        return self._choose(state, Draws(rng, state.n_runs), x)
+
+    def update_batch(self, state: BatchState, arms: Any, rewards: Any, contexts: Any = None,
+                     *, validate: bool = True) -> None:
+        """Learn one observation per run (buffered when ``batch_size > 1``).
+
+        Parameters
+        ----------
+        state : BatchState
+            Updated in place.
+        arms : array of int, shape (R,)
+            Arm positions pulled.
+        rewards : array of float, shape (R,)
+            Observed rewards (inside the policy's support).
+        contexts : array of shape (R, d), optional
+            Required by contextual policies.
+        validate : bool, default True
+            Check shapes, arm range and reward support first (the state is untouched on error).
+
+        Raises
+        ------
+        ValueError
+            Wrong shapes, arm positions out of range, rewards outside the support or NaN.
+        """
+        R = state.n_runs
+        if validate:
+            arms = np.asarray(arms)
+            if arms.shape != (R,) or not np.issubdtype(arms.dtype, np.integer):
+                raise ValueError(f"arms must be an int array of shape ({R},), got "
+                                 f"{arms.dtype} {arms.shape}")
+            if arms.size and (arms.min() < 0 or arms.max() >= self.n_arms):
+                bad = arms[(arms < 0) | (arms >= self.n_arms)][0]
+                raise UnknownArmError(f"arms contains {int(bad)}; positions are "
+                                      f"0..{self.n_arms - 1}")
+            rewards = np.asarray(rewards)
+            if rewards.shape != (R,):
+                raise ValueError(f"rewards has shape {rewards.shape}; expected ({R},)")
+            check_rewards(rewards, "reward", self.reward_low, self.reward_high)
+        x = self._check_contexts(contexts, R, "contexts") if validate else contexts
+        if self.batch_size == 1:
+            self._learn(state.stats, arms, rewards, x)
+            return
+        n = state.n_pending
+        state.pending_arms[:, n] = arms
+        state.pending_rewards[:, n] = rewards
+        if x is not None:
+            state.pending_contexts[:, n] = x  # type: ignore[index]
+        state.n_pending = n + 1
+        if state.n_pending == self.batch_size:
+            self.flush_batch(state)
+
+    def flush_batch(self, state: BatchState) -> None:
+        """Learn every buffered observation now (in arrival order) and empty the buffer."""
+        for j in range(state.n_pending):
+            ctx = None if state.pending_contexts is None else state.pending_contexts[:, j]
+            self._learn(state.stats, state.pending_arms[:, j], state.pending_rewards[:, j], ctx)
+        state.n_pending = 0
+
+    def probabilities_batch(self, state: BatchState, contexts: Any = None, *,
+                            return_error: bool = False
+                            ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Propensities of every arm in every run, shape ``(R, K)``, rows summing to one.
+
+        With ``return_error=True`` also returns a guaranteed bound on each entry's numerical
+        error (zeros for policies whose propensities are exact; see
+        :func:`probability_of_max` for the quadrature ones).
+        """
+        x = self._check_contexts(contexts, state.n_runs, "contexts")
+        probs, err = self._probabilities(state, x)
+        return (probs, err) if return_error else probs
+
+    # ----------------------------------------------------------------- single run
+    def select(self, context: Any = None) -> int:
+        """Position of the arm to pull, drawing from the policy's own generator.
+
+        Raises
+        ------
+        ValueError
+            Missing or malformed context for a contextual policy.
+        """
+        x = self._check_contexts(context, 1)
+        return int(self._choose(self.state_, Draws(self._rng, 1), x)[0])
+
+    def select_name(self, context: Any = None) -> str:
+        """Name of the arm :meth:`select` picks."""
+        return self.arms[self.select(context)]
+
+    def update(self, arm: int | str, reward: float, context: Any = None) -> None:
+        """Learn from one observed ``reward`` of ``arm`` (a name or a position).
+
+        Raises
+        ------
+        ValueError
+            Unknown arm (``UnknownArmError``), reward outside the support, NaN or infinite,
+            missing or malformed context; the state is left unchanged.
+        TypeError
+            ``arm`` neither str nor int, ``reward`` not a number.
+        """
+        k = arm_index(self.arms, arm)
+        if isinstance(reward, bool) or not isinstance(reward, int | float | np.number):
+            raise TypeError(f"reward must be a real number, got {reward!r}")
+        r = check_rewards(np.array([reward], dtype=np.float64), "reward",
+                          self.reward_low, self.reward_high)
+        x = self._check_contexts(context, 1)
+        self.update_batch(self.state_, np.array([k]), r, x, validate=False)
+
+    def flush(self) -> None:
+        """Learn the buffered observations now (delayed updates)."""
+        self.flush_batch(self.state_)
+
+    def action_probabilities(self, context: Any = None) -> np.ndarray:
+        """Propensity of every arm, shape ``(K,)``, summing to one (see ``propensity_method``)."""
+        return self.probabilities_batch(self.state_, self._check_contexts(context, 1))[0]
+
+    def action_probabilities_with_error(self, context: Any = None
+                                        ) -> tuple[np.ndarray, np.ndarray]:
+        """Propensities ``(K,)`` and a guaranteed bound on each one's numerical error ``(K,)``."""
+        p, e = self.probabilities_batch(self.state_, self._check_contexts(context, 1),
+                                        return_error=True)
+        return p[0], e[0]
+
+    # ----------------------------------------------------------------- arms at run time
+    def add_arm(self, name: str, *, warm_start_from: int | str | None = None,
+                **arm_params: float) -> int:
+        """Add an arm at the end; returns its position.
+
+        Parameters
+        ----------
+        name : str
+            New, unique arm name.
+        warm_start_from : str or int, optional
+            Copy that arm's statistics and per-arm hyper-parameters; otherwise the arm starts
+            from the prior (``_default_arm_params``, overridable through ``arm_params``, e.g.
+            ``prior_alpha=2.0``).
+
+        Raises
+        ------
+        ValueError
+            Duplicate or empty name, unknown warm-start arm, unknown or invalid per-arm
+            hyper-parameter. Nothing changes on error.
+        """
+        new_arms = check_arm_names([*self.arms, name])
+        unknown = sorted(set(arm_params) - set(self._arm_param_names()))
+        if unknown:
+            raise ValueError(f"unknown per-arm parameters {unknown}; allowed: "
+                             f"{list(self._arm_param_names())}")
+        src = None if warm_start_from is None else arm_index(self.arms, warm_start_from,
+                                                             "warm_start_from")
+        values: dict[str, Any] = {}
+        defaults = self._default_arm_params()
+        for pname, current in self.arm_params_.items():
+            new = current[src] if src is not None else defaults[pname]
+            values[pname] = [*current.tolist(), arm_params.get(pname, new)]
+        new_params = self._check_arm_params(values, len(new_arms))
+        st = self.state_
+        fresh = self._init_stats(st.n_runs, 1, next(iter(st.stats.values())).dtype)
+        for key in self.per_arm_stats:
+            col = st.stats[key][:, src:src + 1] if src is not None else fresh[key]
+            st.stats[key] = np.concatenate([st.stats[key], col.astype(st.stats[key].dtype)],
+                                           axis=1)
+        self.arms = new_arms
+        self.arm_params_ = new_params
+        return len(self.arms) - 1
+
+    def remove_arm(self, arm: int | str) -> None:
+        """Remove an arm and its statistics (buffered observations of it are dropped).
+
+        Raises
+        ------
+        ValueError
+            Unknown arm, or it is the last one.
+        """
+        k = arm_index(self.arms, arm)
+        if self.n_arms == 1:
+            raise ValueError(f"cannot remove {self.arms[k]!r}: a policy needs at least one arm")
+        st = self.state_
+        for key in self.per_arm_stats:
+            st.stats[key] = np.delete(st.stats[key], k, axis=1)
+        self._on_remove_arm(st.stats, k)
+        n = st.n_pending
+        keep = np.flatnonzero(st.pending_arms[0, :n] != k)
+        pa = st.pending_arms[0, keep]
+        st.pending_arms[0, :keep.size] = np.where(pa > k, pa - 1, pa)
+        st.pending_rewards[0, :keep.size] = st.pending_rewards[0, keep]
+        if st.pending_contexts is not None:
+            st.pending_contexts[0, :keep.size] = st.pending_contexts[0, keep]
+        st.n_pending = int(keep.size)
+        self.arm_params_ = {p: np.delete(v, k) for p, v in self.arm_params_.items()}
+        del self.arms[k]
+
+    # ----------------------------------------------------------------- persistence
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to rebuild this policy, as plain JSON data.
+
+        Keys: ``policy`` (class name), ``format``, ``arms``, ``params`` (hyper-parameters),
+        ``stats`` (the learned statistics, per-arm ones as lists in arm order), ``pending``
+        (buffered observations) and ``rng`` (the generator's bit-generator state, so a rebuilt
+        policy continues the same random stream).
+        """
+        st = self.state_
+        n = st.n_pending
+        pending: dict[str, Any] = {
+            "arms": st.pending_arms[0, :n].tolist(),
+            "rewards": st.pending_rewards[0, :n].tolist(),
+        }
+        if st.pending_contexts is not None:
+            pending["contexts"] = st.pending_contexts[0, :n].tolist()
+        return {
+            "policy": type(self).__name__,
+            "format": STATE_FORMAT,
+            "arms": list(self.arms),
+            "params": self.get_params(),
+            "stats": {k: v[0].tolist() for k, v in st.stats.items()},
+            "pending": pending,
+            "rng": _json_value(self._rng.bit_generator.state),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any], *,
+                        random_state: RandomState = None) -> BatchedPolicy:
+        """Rebuild the policy :meth:`state_dict` described.
+
+        Called on :class:`BatchedPolicy` it dispatches on ``state["policy"]``; called on a
+        subclass it also checks the class. The random stream continues from the saved ``rng``
+        unless ``random_state`` is given.
+
+        Raises
+        ------
+        ValueError
+            Unknown policy name, wrong class, malformed or inconsistent state.
+        """
+        if not isinstance(state, dict) or "policy" not in state:
+            raise ValueError("state must be a dict produced by state_dict() (no 'policy' key)")
+        name = state["policy"]
+        target = _REGISTRY.get(name)
+        if target is None:
+            raise ValueError(f"state['policy']={name!r} is not a known policy; "
+                             f"known: {sorted(_REGISTRY)}")
+        if not issubclass(target, cls):
+            raise ValueError(f"state describes a {name}, not a {cls.__name__}")
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"state['format']={state.get('format')!r}; this version reads "
+                             f"format {STATE_FORMAT}")
+        policy = target(state["arms"], **state["params"], random_state=random_state)
+        st = policy.state_
+        for key, arr in st.stats.items():
+            if key not in state["stats"]:
+                raise ValueError(f"state['stats'] lacks {key!r}")
+            value = np.asarray(state["stats"][key], dtype=arr.dtype)
+            if value.shape != arr.shape[1:]:
+                raise ValueError(f"state['stats'][{key!r}] has shape {value.shape}; expected "
+                                 f"{arr.shape[1:]}")
+            arr[0] = value
+        pend = state.get("pending", {})
+        n = len(pend.get("arms", []))
+        if n >= policy.batch_size and n:
+            raise ValueError(f"state['pending'] holds {n} observations; batch_size is "
+                             f"{policy.batch_size}")
+        st.pending_arms[0, :n] = pend.get("arms", [])
+        st.pending_rewards[0, :n] = pend.get("rewards", [])
+        if st.pending_contexts is not None and n:
+            st.pending_contexts[0, :n] = pend["contexts"]
+        st.n_pending = n
+        if random_state is None and state.get("rng"):
+            bg_name = state["rng"]["bit_generator"]
+            bit_gen = getattr(np.random, bg_name)()
+            bit_gen.state = state["rng"]
+            policy._rng = np.random.Generator(bit_gen)
+        return policy
+
+
+def policy_from_state_dict(state: dict[str, Any], *,
+                           random_state: RandomState = None) -> BatchedPolicy:
+    """Rebuild any policy of this package from its ``state_dict()`` (dispatch on ``"policy"``)."""
+    return BatchedPolicy.from_state_dict(state, random_state=random_state)
+
+
+def registered_policies() -> dict[str, type[BatchedPolicy]]:
+    """Policy classes by name (every concrete :class:`BatchedPolicy` subclass)."""
+    return dict(_REGISTRY)

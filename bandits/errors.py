@@ -1,0 +1,162 @@
+"""Exceptions of the ``bandits`` package and the checks that raise them.
+
+Every user-facing check lives here so the messages read the same everywhere: they name the
+parameter, show the value received and say what is allowed. Wrong types raise ``TypeError``,
+wrong values ``ValueError`` (``UnknownArmError`` is a ``ValueError`` too, with a "did you mean").
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+
+
+class UnknownArmError(ValueError):
+    """An arm name or position that the policy does not have."""
+
+
+def check_arm_names(arms: Sequence[str] | int, name: str = "arms") -> list[str]:
+    """Arm names from a list of unique non-empty strings or a count (named ``arm0``, ...).
+
+    Raises
+    ------
+    TypeError
+        ``arms`` is neither an int nor a sequence of str.
+    ValueError
+        Fewer than one arm, empty or duplicate names.
+    """
+    if isinstance(arms, Integral) and not isinstance(arms, bool):
+        if arms < 1:
+            raise ValueError(f"{name}={arms!r}: need at least one arm")
+        return [f"arm{i}" for i in range(int(arms))]
+    if isinstance(arms, str) or not isinstance(arms, Sequence):
+        raise TypeError(f"{name} must be a list of str or an int, got {type(arms).__name__}")
+    names = list(arms)
+    if not names:
+        raise ValueError(f"{name}=[]: need at least one arm")
+    for arm in names:
+        if not isinstance(arm, str):
+            raise TypeError(f"{name} must contain str, got {arm!r} ({type(arm).__name__})")
+        if not arm:
+            raise ValueError(f"{name} contains an empty name; arm names must be non-empty")
+    dupes = sorted({a for a in names if names.count(a) > 1})
+    if dupes:
+        raise ValueError(f"{name} contains duplicates {dupes}; arm names must be unique")
+    return names
+
+
+def arm_index(arms: list[str], arm: Any, name: str = "arm") -> int:
+    """Position of ``arm`` (a name or a position) in ``arms``.
+
+    Raises
+    ------
+    UnknownArmError
+        Unknown name (with the closest names) or position out of range.
+    TypeError
+        Neither str nor int.
+    """
+    if isinstance(arm, str):
+        try:
+            return arms.index(arm)
+        except ValueError:
+            close = difflib.get_close_matches(arm, arms, n=3)
+            hint = f"; did you mean {close}?" if close else ""
+            raise UnknownArmError(f"{name}={arm!r} is not an arm; arms are {arms}{hint}") from None
+    if isinstance(arm, Integral | np.integer) and not isinstance(arm, bool):
+        if 0 <= int(arm) < len(arms):
+            return int(arm)
+        raise UnknownArmError(
+            f"{name}={int(arm)} is out of range; positions are 0..{len(arms) - 1} ({arms})"
+        )
+    raise TypeError(f"{name} must be an arm name (str) or position (int), got {type(arm).__name__}")
+
+
+def check_real(value: Any, name: str, *, low: float | None = None, high: float | None = None,
+               low_open: bool = False, high_open: bool = False) -> float:
+    """``value`` as a finite float inside the given bounds.
+
+    Raises
+    ------
+    TypeError
+        Not a real number.
+    ValueError
+        NaN, infinite or outside ``[low, high]`` (open ends where asked).
+    """
+    if isinstance(value, bool) or not isinstance(value, Real | np.floating | np.integer):
+        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
+    x = float(value)
+    if not np.isfinite(x):
+        raise ValueError(f"{name}={x!r} must be finite")
+    lo_bad = low is not None and (x <= low if low_open else x < low)
+    hi_bad = high is not None and (x >= high if high_open else x > high)
+    if lo_bad or hi_bad:
+        lb = "(" if low_open else "["
+        hb = ")" if high_open else "]"
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        raise ValueError(f"{name}={x!r} is outside the allowed range {lb}{lo}, {hi}{hb}")
+    return x
+
+
+def check_int(value: Any, name: str, *, low: int = 1) -> int:
+    """``value`` as an int ``>= low``.
+
+    Raises
+    ------
+    TypeError
+        Not an integer.
+    ValueError
+        Smaller than ``low``.
+    """
+    if isinstance(value, bool) or not isinstance(value, Integral | np.integer):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    if int(value) < low:
+        raise ValueError(f"{name}={int(value)} must be >= {low}")
+    return int(value)
+
+
+def check_per_arm(value: Any, name: str, n_arms: int, *, low: float, low_open: bool) -> np.ndarray:
+    """A scalar or one value per arm, as a float array of shape ``(n_arms,)``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Wrong type, wrong length or a value outside ``(low, inf)`` / ``[low, inf)``.
+    """
+    if isinstance(value, Sequence | np.ndarray) and not isinstance(value, str):
+        values = list(value)
+        if len(values) != n_arms:
+            raise ValueError(f"{name} has {len(values)} values; expected one per arm ({n_arms})")
+        return np.array([check_real(v, f"{name}[{i}]", low=low, low_open=low_open)
+                         for i, v in enumerate(values)], dtype=np.float64)
+    return np.full(n_arms, check_real(value, name, low=low, low_open=low_open))
+
+
+def check_rewards(rewards: np.ndarray, name: str, low: float | None, high: float | None
+                  ) -> np.ndarray:
+    """Validate a reward array (any shape) against the support ``[low, high]``.
+
+    Raises
+    ------
+    ValueError
+        NaN, infinite or outside the support; the message shows the first offending value.
+    """
+    r = np.asarray(rewards, dtype=np.float64)
+    bad = ~np.isfinite(r)
+    if low is not None:
+        bad |= r < low
+    if high is not None:
+        bad |= r > high
+    if bad.any():
+        first = r.reshape(-1)[np.flatnonzero(bad.reshape(-1))[0]]
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        raise ValueError(
+            f"{name}={first!r} is outside the policy's reward support [{lo}, {hi}] "
+            "(NaN and infinities are never allowed)"
+        )
+    return r

@@ -1,0 +1,193 @@
+"""Beta-Bernoulli Thompson Sampling (Thompson 1933; Chapelle & Li 2011; Agrawal & Goyal 2012).
+
+Each arm's click rate has a Beta(alpha_k, beta_k) posterior, alpha_k = prior_alpha_k + successes_k
+and beta_k = prior_beta_k + failures_k. ``select`` draws one sample per arm and plays the largest.
+
+Fractional rewards r in [0, 1] are folded in directly (successes += r, failures += 1 - r), the
+"fractional Beta update": for 0/1 rewards it is the exact conjugate update; for fractional ones it
+matches the mean of Agrawal & Goyal's Bernoulli trick without its extra randomness.
+
+The pure functions here (:func:`beta_thompson_choose`, :func:`beta_learn`,
+:func:`beta_probability_of_max`) are shared by the single and the batched paths and by the
+non-stationary variants (:mod:`bandits.nonstationary`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from scipy import special
+
+from bandits.base import BatchedPolicy, BatchState, Draws, RandomState, probability_of_max
+from bandits.errors import check_int, check_per_arm
+
+
+def beta_thompson_choose(alpha: np.ndarray, beta: np.ndarray, draws: Draws,
+                         scratch: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """Row-wise argmax of one Beta(alpha, beta) sample per arm; shapes (R, K) -> (R,).
+
+    Beta draws are ``G_a / (G_a + G_b)`` with independent Gamma draws (what numpy's ``beta``
+    does internally), written out so the float32 path and reusable output buffers can be used.
+    Ties have probability zero.
+    """
+    out_a = out_b = None
+    if scratch is not None and draws.n_runs > 1:
+        if scratch.get("gamma_a") is None or scratch["gamma_a"].shape != alpha.shape \
+                or scratch["gamma_a"].dtype != alpha.dtype:
+            scratch["gamma_a"] = np.empty_like(alpha)
+            scratch["gamma_b"] = np.empty_like(alpha)
+        out_a, out_b = scratch["gamma_a"], scratch["gamma_b"]
+    ga = draws.standard_gamma(alpha, out=out_a)
+    gb = draws.standard_gamma(beta, out=out_b)
+    gb += ga
+    ga /= gb
+    return ga.argmax(axis=1)
+
+
+def beta_learn(successes: np.ndarray, failures: np.ndarray, arms: np.ndarray,
+               rewards: np.ndarray) -> None:
+    """Add one reward per run to the pulled arm's counts, in place; (R, K), (R,), (R,)."""
+    rows = np.arange(successes.shape[0])
+    successes[rows, arms] += rewards
+    failures[rows, arms] += 1.0 - rewards
+
+
+def beta_probability_of_max(alpha: np.ndarray, beta: np.ndarray, n_grid: int
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """P(arm k's Beta sample is the largest), (R, K), with its error bound (R, K).
+
+    Quadrature in each arm's quantile space (:func:`bandits.base.probability_of_max`); the bound
+    is at most ``1 / (2 n_grid)`` per entry.
+    """
+    a = np.asarray(alpha, dtype=np.float64)
+    b = np.asarray(beta, dtype=np.float64)
+    R, K = a.shape
+    return probability_of_max(
+        lambda k, u: special.betaincinv(a[:, k, None], b[:, k, None], u[None, :]),
+        lambda x: special.betainc(a[:, :, None], b[:, :, None], x[:, None, :]),
+        R, K, n_grid,
+    )
+
+
+class _BetaPolicy(BatchedPolicy):
+    """Shared parts of the Beta-posterior policies (priors per arm, posterior, propensities)."""
+
+    reward_low = 0.0
+    reward_high = 1.0
+    per_arm_stats = ("successes", "failures")
+    propensity_method = "quadrature"
+
+    prior_alpha: float | Sequence[float]
+    prior_beta: float | Sequence[float]
+    propensity_grid: int
+
+    def _check_params(self) -> None:
+        check_int(self.propensity_grid, "propensity_grid", low=2)
+
+    def _arm_param_names(self) -> tuple[str, ...]:
+        return ("prior_alpha", "prior_beta")
+
+    def _check_arm_params(self, values: dict[str, Any], n_arms: int) -> dict[str, np.ndarray]:
+        return {name: check_per_arm(values[name], name, n_arms, low=0.0, low_open=True)
+                for name in ("prior_alpha", "prior_beta")}
+
+    def _default_arm_params(self) -> dict[str, float]:
+        # A list prior has no obvious value for a new arm: fall back to the uniform Beta(1, 1).
+        def scalar(v: Any) -> float:
+            return 1.0 if isinstance(v, Sequence | np.ndarray) else float(v)
+        return {"prior_alpha": scalar(self.prior_alpha), "prior_beta": scalar(self.prior_beta)}
+
+    def _init_stats(self, n_runs: int, n_arms: int, dtype: Any) -> dict[str, np.ndarray]:
+        return {"successes": np.zeros((n_runs, n_arms), dtype),
+                "failures": np.zeros((n_runs, n_arms), dtype)}
+
+    def posterior_batch(self, state: BatchState, *, scratch: bool = False
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """Beta posterior parameters ``(alpha, beta)`` of every run and arm, each (R, K).
+
+        With ``scratch=True`` the arrays are work buffers of ``state`` (overwritten next step).
+        """
+        s, f = state.stats["successes"], state.stats["failures"]
+        if not scratch:
+            return s + self.arm_params_["prior_alpha"], f + self.arm_params_["prior_beta"]
+        buf = state.scratch
+        if buf.get("alpha") is None or buf["alpha"].shape != s.shape:
+            buf["alpha"], buf["beta"] = np.empty_like(s), np.empty_like(f)
+        np.add(s, self.arm_params_["prior_alpha"], out=buf["alpha"])
+        np.add(f, self.arm_params_["prior_beta"], out=buf["beta"])
+        return buf["alpha"], buf["beta"]
+
+    def _choose(self, state: BatchState, draws: Draws, contexts: np.ndarray | None
+                ) -> np.ndarray:
+        a, b = self.posterior_batch(state, scratch=True)
+        return beta_thompson_choose(a, b, draws, state.scratch)
+
+    def _probabilities(self, state: BatchState, contexts: np.ndarray | None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        a, b = self.posterior_batch(state)
+        return beta_probability_of_max(a, b, self.propensity_grid)
+
+    def posterior(self) -> dict[str, dict[str, float]]:
+        """Per-arm posterior of the single-run state, for display and the service's /policy.
+
+        Returns
+        -------
+        dict
+            ``{arm: {"alpha", "beta", "mean", "successes", "failures", "pulls"}}`` (floats;
+            ``pulls`` counts observations, discounted/windowed for the non-stationary variants).
+        """
+        a, b = (x[0] for x in self.posterior_batch(self.state_))
+        s, f = self.state_.stats["successes"][0], self.state_.stats["failures"][0]
+        return {
+            arm: {"alpha": float(a[k]), "beta": float(b[k]), "mean": float(a[k] / (a[k] + b[k])),
+                  "successes": float(s[k]), "failures": float(f[k]), "pulls": float(s[k] + f[k])}
+            for k, arm in enumerate(self.arms)
+        }
+
+
+class ThompsonSampling(_BetaPolicy):
+    """Beta-Bernoulli Thompson Sampling for rewards in [0, 1] (clicks).
+
+    Parameters
+    ----------
+    arms : list of str or int
+        Arm names, or their number.
+    prior_alpha, prior_beta : float or list of float, default 1.0
+        Beta prior, one value for all arms or one per arm (> 0). Beta(1, 1) is uniform.
+    batch_size : int, default 1
+        Delayed updates: the posterior is refreshed every ``batch_size`` observations.
+    propensity_grid : int, default 2048
+        Quadrature intervals for :meth:`action_probabilities`; each propensity's error is at
+        most ``1 / (2 * propensity_grid)`` (usually orders of magnitude less).
+    random_state : int, SeedSequence, Generator or None
+        Source of the posterior samples.
+
+    Attributes
+    ----------
+    state_.stats["successes"], state_.stats["failures"] : ndarray, shape (1, K)
+        Sums of ``r`` and of ``1 - r`` per arm (click and no-click counts for 0/1 rewards).
+    arm_params_ : dict
+        ``prior_alpha`` and ``prior_beta`` per arm, shape (K,).
+
+    Examples
+    --------
+    >>> ts = ThompsonSampling(["SVD", "Sequential", "Autoencoder"], random_state=0)
+    >>> arm = ts.select()
+    >>> ts.update(arm, 1.0)
+    >>> round(float(ts.action_probabilities().sum()), 6)
+    1.0
+    """
+
+    def __init__(self, arms: Sequence[str] | int, *, prior_alpha: float | Sequence[float] = 1.0,
+                 prior_beta: float | Sequence[float] = 1.0, batch_size: int = 1,
+                 propensity_grid: int = 2048, random_state: RandomState = None) -> None:
+        self.prior_alpha = prior_alpha
+        self.prior_beta = prior_beta
+        self.propensity_grid = propensity_grid
+        super().__init__(arms, batch_size=batch_size, random_state=random_state)
+
+    def _learn(self, stats: dict[str, np.ndarray], arms: np.ndarray, rewards: np.ndarray,
+               contexts: np.ndarray | None) -> None:
+        beta_learn(stats["successes"], stats["failures"], arms, rewards)
