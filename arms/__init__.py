@@ -4,6 +4,7 @@ from arms.base import DISLIKE_RATING, LIKE_RATING, Recommender, top_k
 from arms.errors import DataUnavailableError, NotFittedError
 from arms.popularity import PopularityRecommender
 from arms.random import RandomRecommender
+from arms.svd import SVDRecommender
 
 __all__ = [
     "DISLIKE_RATING",
@@ -13,5 +14,6 @@ __all__ = [
     "PopularityRecommender",
     "RandomRecommender",
     "Recommender",
+    "SVDRecommender",
     "top_k",
 ]

@@ -1,0 +1,50 @@
+"""Hyper-parameter checks shared by the arms, so every message has the same shape.
+
+Each check raises ``TypeError`` for a value of the wrong type and ``ValueError`` for one out of
+range, naming the parameter, the value received and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from numbers import Integral, Real
+
+
+def check_int(name: str, value: object, *, low: int | None = None) -> int:
+    """Return ``value`` as an int after checking it is an integer ``>= low``."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    if low is not None and value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def check_float(
+    name: str, value: object, *, low: float | None = None, strict: bool = False,
+    high: float | None = None,
+) -> float:
+    """Return ``value`` as a float after checking it is finite and within the bounds.
+
+    ``low`` is exclusive when ``strict`` is true, inclusive otherwise; ``high`` is inclusive.
+    """
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if low is not None and (value <= low if strict else value < low):
+        bound = f"> {low}" if strict else f">= {low}"
+        raise ValueError(f"{name} must be {bound}, got {value!r}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high}, got {value!r}")
+    return value
+
+
+def check_choice(name: str, value: object, allowed: Sequence[str]) -> str:
+    """Return ``value`` after checking it is one of the strings in ``allowed``."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, one of {list(allowed)}, got {value!r}")
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+    return value
