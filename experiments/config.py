@@ -1,0 +1,439 @@
+"""Experiment configuration: TOML files read with :mod:`tomllib` into validated dataclasses.
+
+A config names one environment, the policies to compare on it and how long and how often to run
+them. Every file in ``experiments/configs/`` has this shape::
+
+    name = "fixed_ctr"                  # used in the output folder name
+    description = "..."                 # optional, one line
+    horizon = 5000                      # steps (users) per run
+    runs = 200                          # independent runs per policy
+    seed = 2024                         # optional; drawn from the OS and recorded when absent
+
+    [env]
+    id = "recbandits/FixedCTR-v0"       # a registered Gymnasium id
+    [env.params]                        # keyword arguments of gymnasium.make
+    click_rates = [0.10, 0.15, 0.12]
+
+    [[policies]]
+    id = "ThompsonSampling"             # a bandits class name or an experiment baseline
+    label = "Thompson Sampling"         # optional, defaults to the id
+    [policies.params]                   # keyword arguments of the policy
+    prior_alpha = 1.0
+
+Optional top-level keys: ``runs_per_task`` (runs simulated together in one batched task; the
+split of the work, and so the results, never depends on the number of workers),
+``record_every`` (the step grid of ``steps.csv``), ``checkpoints`` (steps at which posteriors are
+plotted), ``executor`` (``"local"`` or ``"dask"``), ``scheduler`` (a Dask address) and
+``workers``.
+
+Command-line options override the file through :func:`override`; :func:`validate` runs on every
+config built here, so an invalid value never reaches a simulation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from arms.errors import unknown_id_message
+
+#: Policies of :mod:`bandits` a config may name (their class names).
+BANDIT_POLICY_IDS = (
+    "ThompsonSampling",
+    "GaussianThompsonSampling",
+    "DiscountedThompsonSampling",
+    "SlidingWindowThompsonSampling",
+    "EpsilonGreedy",
+    "UCB1",
+    "KLUCB",
+    "RandomPolicy",
+    "LinUCB",
+    "LinTS",
+)
+#: The experiment's own oracle baseline: the arm with the highest total expected reward over the
+#: run's users, known only in hindsight (see :mod:`experiments.simulate`).
+HINDSIGHT_POLICY_ID = "BestArmInHindsight"
+POLICY_IDS = (*BANDIT_POLICY_IDS, HINDSIGHT_POLICY_ID)
+#: Policies that read the user context observation.
+CONTEXTUAL_POLICY_IDS = ("LinUCB", "LinTS")
+EXECUTORS = ("local", "dask")
+ENV_NAMESPACE = "recbandits"
+
+_TOP_KEYS = (
+    "name", "description", "horizon", "runs", "seed", "runs_per_task", "record_every",
+    "checkpoints", "executor", "scheduler", "workers", "env", "policies", "meta",
+)  # fmt: skip
+_ENV_KEYS = ("id", "params")
+_POLICY_KEYS = ("id", "label", "params")
+
+
+class ConfigError(ValueError):
+    """A configuration file or option is invalid; the message names the key and what is allowed."""
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """The environment: a registered Gymnasium ``id`` and the keyword ``params`` of ``make``."""
+
+    id: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """One policy to run: its ``id``, a display ``label`` (unique) and constructor ``params``."""
+
+    id: str
+    label: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def contextual(self) -> bool:
+        """Whether the policy reads the user context."""
+        return self.id in CONTEXTUAL_POLICY_IDS
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A validated experiment.
+
+    Attributes
+    ----------
+    name : str
+        Short name, used in the output folder ``runs/<name>-<timestamp>/``.
+    env : EnvConfig
+        The environment.
+    policies : tuple of PolicyConfig
+        Policies in report order (at least one; labels unique).
+    horizon : int, default 1000
+        Steps (arriving users) per run, ``>= 1``.
+    runs : int, default 100
+        Independent runs per policy, ``>= 1``.
+    seed : int or None, default None
+        Root seed; ``None`` is resolved to fresh OS entropy by :func:`resolve_seed` and recorded.
+    runs_per_task : int, default 50
+        Runs advanced together in one batched task. Fixed by the config, never by the number of
+        workers, so every executor computes the same numbers.
+    record_every : int, default 1
+        Step grid of ``steps.csv`` (the last step is always recorded).
+    checkpoints : tuple of int, default ()
+        Steps at which posterior densities are plotted; empty picks four log-spaced steps.
+    executor : {"local", "dask"}, default "local"
+    scheduler : str or None, default None
+        Address of a Dask scheduler (``tcp://host:8786``); ``None`` starts a ``LocalCluster``.
+    workers : int or None, default None
+        Worker processes (local executor and ``LocalCluster``); ``None`` uses every core.
+    description : str, default ""
+    """
+
+    name: str
+    env: EnvConfig
+    policies: tuple[PolicyConfig, ...]
+    horizon: int = 1000
+    runs: int = 100
+    seed: int | None = None
+    runs_per_task: int = 50
+    record_every: int = 1
+    checkpoints: tuple[int, ...] = ()
+    executor: str = "local"
+    scheduler: str | None = None
+    workers: int | None = None
+    description: str = ""
+
+    @property
+    def policy_labels(self) -> list[str]:
+        return [p.label for p in self.policies]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data in the TOML layout (``None`` values left out, as TOML has no null)."""
+        data: dict[str, Any] = {
+            "name": self.name,
+            "description": self.description,
+            "horizon": self.horizon,
+            "runs": self.runs,
+            "seed": self.seed,
+            "runs_per_task": self.runs_per_task,
+            "record_every": self.record_every,
+            "checkpoints": list(self.checkpoints),
+            "executor": self.executor,
+            "scheduler": self.scheduler,
+            "workers": self.workers,
+            "env": {"id": self.env.id, "params": dict(self.env.params)},
+            "policies": [
+                {"id": p.id, "label": p.label, "params": dict(p.params)} for p in self.policies
+            ],
+        }
+        return {k: v for k, v in data.items() if v is not None}
+
+
+# ---------------------------------------------------------------------- valid ids
+def env_ids() -> list[str]:
+    """Registered ``recbandits/...`` Gymnasium ids (importing :mod:`envs` registers them)."""
+    import gymnasium
+
+    import envs  # noqa: F401  (registers the ids)
+
+    return sorted(
+        env_id for env_id in gymnasium.registry if env_id.startswith(f"{ENV_NAMESPACE}/")
+    )
+
+
+def _unknown(kind: str, where: str, value: object, valid: list[str] | tuple[str, ...]) -> str:
+    return f"{where}: {unknown_id_message(kind, value, valid)}. Valid {kind}s: {', '.join(valid)}"
+
+
+# ---------------------------------------------------------------------- parsing
+def _check_keys(table: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    unknown = [k for k in table if k not in allowed]
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(allowed)}"
+        )
+
+
+def _table(value: object, where: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must be a table, got {type(value).__name__} {value!r}")
+    return dict(value)
+
+
+def from_dict(data: Mapping[str, Any], *, default_name: str = "experiment") -> ExperimentConfig:
+    """Build and validate a config from TOML-shaped data.
+
+    Raises
+    ------
+    ConfigError
+        Unknown key, missing ``env`` or ``policies``, an id that is not registered (the message
+        lists the valid ones), or a value out of range.
+    """
+    data = _table(data, "config")
+    _check_keys(data, _TOP_KEYS, "config")
+    if "env" not in data:
+        raise ConfigError("config: missing [env] table with an 'id' (a registered env id)")
+    env_table = _table(data["env"], "[env]")
+    _check_keys(env_table, _ENV_KEYS, "[env]")
+    if "id" not in env_table:
+        raise ConfigError("[env]: missing 'id'; valid env ids: " + ", ".join(env_ids()))
+    env = EnvConfig(id=env_table["id"], params=_table(env_table.get("params", {}), "[env.params]"))
+
+    raw_policies = data.get("policies")
+    if not isinstance(raw_policies, list) or not raw_policies:
+        raise ConfigError(
+            "config: missing [[policies]] entries (at least one); valid policy ids: "
+            + ", ".join(POLICY_IDS)
+        )
+    policies = []
+    for i, raw in enumerate(raw_policies):
+        table = _table(raw, f"policies[{i}]")
+        _check_keys(table, _POLICY_KEYS, f"policies[{i}]")
+        if "id" not in table:
+            raise ConfigError(f"policies[{i}]: missing 'id'; valid policy ids: "
+                              + ", ".join(POLICY_IDS))
+        policies.append(
+            PolicyConfig(
+                id=table["id"],
+                label=table.get("label", table["id"]),
+                params=_table(table.get("params", {}), f"policies[{i}].params"),
+            )
+        )
+    scalars = {k: data[k] for k in _TOP_KEYS if k in data and k not in ("env", "policies", "meta")}
+    if "checkpoints" in scalars and isinstance(scalars["checkpoints"], list):
+        scalars["checkpoints"] = tuple(scalars["checkpoints"])
+    scalars.setdefault("name", default_name)
+    config = ExperimentConfig(env=env, policies=tuple(policies), **scalars)
+    validate(config)
+    return config
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+
+
+def validate(config: ExperimentConfig) -> ExperimentConfig:
+    """Check every field; returns ``config`` unchanged.
+
+    Raises
+    ------
+    ConfigError
+        With the field, the value received and what is allowed; unknown ids list the valid ones.
+    """
+    if not isinstance(config.name, str) or not config.name.strip():
+        raise ConfigError(f"name must be a non-empty string, got {config.name!r}")
+    if any(c in config.name for c in "/\\") or config.name.startswith("."):
+        raise ConfigError(f"name is used as a folder name; got {config.name!r}")
+    _check_int("horizon", config.horizon, 1)
+    _check_int("runs", config.runs, 1)
+    _check_int("runs_per_task", config.runs_per_task, 1)
+    _check_int("record_every", config.record_every, 1)
+    if config.seed is not None:
+        _check_int("seed", config.seed, 0)
+    for c in config.checkpoints:
+        _check_int("checkpoints[]", c, 1)
+        if c > config.horizon:
+            raise ConfigError(f"checkpoints: step {c} is beyond the horizon {config.horizon}")
+    if config.executor not in EXECUTORS:
+        raise ConfigError(
+            f"executor must be one of {', '.join(EXECUTORS)}, got {config.executor!r}"
+        )
+    if config.scheduler is not None and not isinstance(config.scheduler, str):
+        raise ConfigError(f"scheduler must be an address string, got {config.scheduler!r}")
+    if config.workers is not None:
+        _check_int("workers", config.workers, 1)
+
+    if not isinstance(config.env.id, str):
+        raise ConfigError(f"[env] id must be a string, got {config.env.id!r}")
+    valid_envs = env_ids()
+    if config.env.id not in valid_envs:
+        raise ConfigError(_unknown("env id", "[env] id", config.env.id, valid_envs))
+
+    labels: set[str] = set()
+    for i, policy in enumerate(config.policies):
+        if policy.id not in POLICY_IDS:
+            raise ConfigError(
+                _unknown("policy id", f"policies[{i}] id", policy.id, list(POLICY_IDS))
+            )
+        if not isinstance(policy.label, str) or not policy.label:
+            raise ConfigError(f"policies[{i}] label must be a non-empty string")
+        if policy.label in labels:
+            raise ConfigError(
+                f"policies[{i}] label {policy.label!r} is used twice; labels must be unique "
+                "(set 'label' to tell two entries with the same id apart)"
+            )
+        labels.add(policy.label)
+    return config
+
+
+# ---------------------------------------------------------------------- files
+def config_dir() -> Path:
+    """The folder of the configs shipped with the package."""
+    return Path(str(resources.files("experiments") / "configs"))
+
+
+def shipped_configs() -> list[str]:
+    """Names of the shipped configs (file stems)."""
+    return sorted(p.stem for p in config_dir().glob("*.toml"))
+
+
+def resolve_path(config: str | Path) -> Path:
+    """The file a CONFIG argument names: a path, or the name of a shipped config.
+
+    Raises
+    ------
+    ConfigError
+        When neither exists; the message lists the shipped configs.
+    """
+    path = Path(config)
+    if path.is_file():
+        return path
+    for candidate in (config_dir() / path.name, config_dir() / f"{path.name}.toml"):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"config {str(config)!r}: no such file and no shipped config of that name; shipped "
+        f"configs: {', '.join(shipped_configs())}"
+    )
+
+
+def load(config: str | Path) -> ExperimentConfig:
+    """Read and validate a TOML config (a path or a shipped config's name).
+
+    Raises
+    ------
+    ConfigError
+        File not found, TOML syntax error (with line and column) or invalid content.
+    """
+    path = resolve_path(config)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    try:
+        return from_dict(data, default_name=path.stem)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def override(config: ExperimentConfig, **changes: Any) -> ExperimentConfig:
+    """A copy with the non-``None`` ``changes`` applied and validated (command-line options).
+
+    ``policies`` may be given as labels or ids of the config's policies (keeping those) or as
+    new policy ids (added with default parameters).
+
+    Raises
+    ------
+    ConfigError
+        An unknown field or an invalid value.
+    """
+    changes = {k: v for k, v in changes.items() if v is not None}
+    fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    unknown = set(changes) - fields - {"env_id"}
+    if unknown:
+        raise ConfigError(f"cannot override {sorted(unknown)}; fields: {', '.join(sorted(fields))}")
+    if "env_id" in changes:
+        env_id = changes.pop("env_id")
+        same = env_id == config.env.id
+        changes["env"] = EnvConfig(id=env_id, params=dict(config.env.params) if same else {})
+    if "policies" in changes:
+        changes["policies"] = _select_policies(config, changes["policies"])
+    if "checkpoints" in changes:
+        changes["checkpoints"] = tuple(changes["checkpoints"])
+    return validate(dataclasses.replace(config, **changes))
+
+
+def _select_policies(config: ExperimentConfig, names: Any) -> tuple[PolicyConfig, ...]:
+    if isinstance(names, str):
+        names = [n for n in names.replace(",", " ").split() if n]
+    chosen = []
+    for name in names:
+        if isinstance(name, PolicyConfig):
+            chosen.append(name)
+            continue
+        match = [p for p in config.policies if name in (p.label, p.id)]
+        if match:
+            chosen.extend(m for m in match if m not in chosen)
+        elif name in POLICY_IDS:
+            chosen.append(PolicyConfig(id=name, label=name))
+        else:
+            valid = [*config.policy_labels, *POLICY_IDS]
+            raise ConfigError(_unknown("policy id", "--policies", name, valid))
+    if not chosen:
+        raise ConfigError("--policies: name at least one policy")
+    return tuple(chosen)
+
+
+def package_version() -> str:
+    """Installed version of recbandits (``"unknown"`` when run from an uninstalled tree)."""
+    try:
+        return importlib.metadata.version("recbandits")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def resolve_seed(config: ExperimentConfig) -> ExperimentConfig:
+    """The config with a concrete ``seed`` (fresh OS entropy when it had none)."""
+    if config.seed is not None:
+        return config
+    import numpy as np
+
+    seed = int(np.random.SeedSequence().entropy % (2**63))
+    return dataclasses.replace(config, seed=seed)
+
+
+def dump(config: ExperimentConfig, path: Path, **meta: Any) -> Path:
+    """Write ``config`` as TOML, with ``[meta]`` (package version and ``meta``) appended."""
+    import tomli_w
+
+    data = config.to_dict()
+    data["meta"] = {"recbandits_version": package_version(),
+                    **{k: v for k, v in meta.items() if v is not None}}
+    path.write_text(tomli_w.dumps(data), encoding="utf-8")
+    return path

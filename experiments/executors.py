@@ -1,0 +1,172 @@
+"""Where the tasks of a simulation run: local processes (joblib) or a Dask cluster.
+
+An executor only maps a picklable function over a list of tasks and hands back ``(index,
+result)`` pairs as they finish, so the caller can show progress and keep finished work when it is
+interrupted. It never decides how work is split: the simulation fixes its tasks and their seeds
+up front, which is why every executor and any number of workers give the same numbers.
+
+- ``local`` (default): :class:`joblib.Parallel` on the loky process backend; ``workers=1`` runs in
+  this process, with no pickling.
+- ``dask``: :mod:`dask.distributed`; ``scheduler="tcp://host:8786"`` joins an existing cluster,
+  no address starts a :class:`~dask.distributed.LocalCluster` of ``workers`` processes with one
+  thread each, closed again when the executor closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+from experiments.config import EXECUTORS
+
+logger = logging.getLogger(__name__)
+
+
+def default_workers() -> int:
+    """Cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class Executor(AbstractContextManager):
+    """Base class: ``imap_unordered(fn, tasks)`` yields ``(index, fn(task))`` as tasks finish."""
+
+    kind = "executor"
+
+    def imap_unordered(
+        self, fn: Callable[[Any], Any], tasks: Sequence[Any]
+    ) -> Iterator[tuple[int, Any]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release workers (a no-op where there is nothing to release)."""
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def describe(self) -> str:
+        return self.kind
+
+
+def _indexed(fn: Callable[[Any], Any], index: int, task: Any) -> tuple[int, Any]:
+    return index, fn(task)
+
+
+class LocalExecutor(Executor):
+    """joblib processes on this machine.
+
+    Parameters
+    ----------
+    workers : int or None, default None
+        Processes; ``None`` uses every core, ``1`` runs in this process.
+    """
+
+    kind = "local"
+
+    def __init__(self, *, workers: int | None = None) -> None:
+        self.workers = workers
+
+    def imap_unordered(
+        self, fn: Callable[[Any], Any], tasks: Sequence[Any]
+    ) -> Iterator[tuple[int, Any]]:
+        from joblib import Parallel, delayed
+
+        n_jobs = min(self.workers or default_workers(), max(len(tasks), 1))
+        if n_jobs == 1:
+            # In-process: no worker start-up, and caches (fitted arms) stay warm between calls.
+            for index, task in enumerate(tasks):
+                yield index, fn(task)
+            return
+        parallel = Parallel(n_jobs=n_jobs, backend="loky", return_as="generator_unordered")
+        yield from parallel(delayed(_indexed)(fn, i, task) for i, task in enumerate(tasks))
+
+    def describe(self) -> str:
+        return f"local ({self.workers or default_workers()} workers)"
+
+
+class DaskExecutor(Executor):
+    """Tasks on a Dask cluster.
+
+    Parameters
+    ----------
+    scheduler : str or None, default None
+        Address of a running scheduler; ``None`` starts a ``LocalCluster``.
+    workers : int or None, default None
+        Worker processes of the ``LocalCluster`` (ignored with ``scheduler``).
+    """
+
+    kind = "dask"
+
+    def __init__(self, *, scheduler: str | None = None, workers: int | None = None) -> None:
+        from dask.distributed import Client, LocalCluster
+
+        self.scheduler = scheduler
+        self.workers = workers
+        self._cluster = None
+        if scheduler is None:
+            self._cluster = LocalCluster(
+                n_workers=workers or default_workers(),
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+            )
+            self.client = Client(self._cluster)
+        else:
+            try:
+                self.client = Client(scheduler, timeout="20s")
+            except OSError as exc:
+                raise ConnectionError(
+                    f"--scheduler {scheduler}: cannot reach a Dask scheduler there ({exc}); start "
+                    "one with `dask scheduler` or omit --scheduler for a local cluster"
+                ) from exc
+
+    def imap_unordered(
+        self, fn: Callable[[Any], Any], tasks: Sequence[Any]
+    ) -> Iterator[tuple[int, Any]]:
+        from dask.distributed import as_completed
+
+        futures = [
+            self.client.submit(_indexed, fn, i, task, pure=False) for i, task in enumerate(tasks)
+        ]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        finally:
+            # Interrupted or failed: do not leave queued tasks running on a shared cluster.
+            pending = [f for f in futures if not f.done()]
+            if pending:
+                self.client.cancel(pending)
+
+    def close(self) -> None:
+        self.client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+    def describe(self) -> str:
+        return f"dask ({self.scheduler or 'LocalCluster'})"
+
+
+def make_executor(
+    kind: str = "local", *, workers: int | None = None, scheduler: str | None = None
+) -> Executor:
+    """The executor named ``kind``.
+
+    Raises
+    ------
+    ValueError
+        An unknown ``kind`` or a ``scheduler`` given to the local executor.
+    """
+    if kind == "local":
+        if scheduler is not None:
+            raise ValueError(
+                f"scheduler={scheduler!r} needs executor='dask' (the local executor has none)"
+            )
+        return LocalExecutor(workers=workers)
+    if kind == "dask":
+        return DaskExecutor(scheduler=scheduler, workers=workers)
+    raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {kind!r}")

@@ -1,0 +1,226 @@
+"""Figures of a simulation, written as PNG files with titles, labelled axes and legends.
+
+- ``regret.png`` / ``regret_logx.png``: mean cumulative regret over time with 95% bands, on a
+  linear and a logarithmic time axis (the latter with the Lai-Robbins lower bound where the arms'
+  click rates are the same for every user, so the bound is defined).
+- ``arm_share.png``: the share of runs choosing each arm over time, stacked, one panel per policy.
+- ``posteriors.png``: Beta posterior densities of each arm's click rate at a few checkpoints, from
+  the clicks and pulls of one run of a Thompson-Sampling policy.
+- ``click_rate.png``: each arm's expected click rate over the arriving users beside the click rate
+  each policy observed when it pulled that arm.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from scipy import stats
+
+from experiments.report import mean_ci
+
+if TYPE_CHECKING:
+    from experiments.simulate import PolicyRuns, SimulationResults
+
+logger = logging.getLogger(__name__)
+
+#: Policies whose model is a Beta posterior per arm (their posteriors are the interesting ones).
+BETA_POLICY_IDS = (
+    "ThompsonSampling",
+    "DiscountedThompsonSampling",
+    "SlidingWindowThompsonSampling",
+)
+_DPI = 110
+
+
+# Figures are built with matplotlib's object API (``Figure``, no pyplot): no global state, no
+# backend switch, so importing this module in a notebook leaves its inline backend alone, and the
+# functions return figures a notebook can show.
+def _save(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=_DPI)
+    return path
+
+
+def _tab10() -> tuple:
+    return colormaps["tab10"].colors
+
+
+def _active(results: SimulationResults) -> list[PolicyRuns]:
+    return [runs for runs in results.policies if runs.n_runs > 0]
+
+
+def lai_robbins_line(results: SimulationResults) -> tuple[float, np.ndarray] | None:
+    """Lai-Robbins constant of the arms' click rates, when they are the same for every user.
+
+    Returns ``(constant, means)`` or ``None`` when the expected rewards vary across users or
+    steps (then no single Bernoulli bandit, and so no constant, describes the problem).
+    """
+    runs = _active(results)
+    if not runs or not results.binary_rewards:
+        return None
+    first = runs[0]
+    if not np.allclose(first.expected_min, first.expected_max, atol=1e-12):
+        return None
+    means = np.asarray(first.expected_min, dtype=np.float64)
+    if np.all(means == means.max()):
+        return None
+    from bandits import lai_robbins_constant
+
+    return float(lai_robbins_constant(means)), means
+
+
+def regret_figure(results: SimulationResults, *, logx: bool = False) -> Figure:
+    """Mean cumulative regret with 95% bands per policy (``logx`` for a log time axis)."""
+    fig = Figure(figsize=(8, 5), layout="constrained")
+    ax = fig.subplots()
+    for runs in _active(results):
+        mean, low, high = mean_ci(runs.cum_regret)
+        steps = runs.record_steps
+        (line,) = ax.plot(steps, mean, label=f"{runs.label} (n={runs.n_runs})", lw=1.6)
+        if runs.n_runs > 1:
+            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, lw=0)
+    if logx:
+        ax.set_xscale("log")
+        bound = lai_robbins_line(results)
+        if bound is not None:
+            constant, _ = bound
+            t = np.unique(np.geomspace(1, results.config.horizon, 200))
+            ax.plot(t, constant * np.log(t), "k--", lw=1.2,
+                    label=f"Lai-Robbins bound {constant:.2f}·ln t")
+    ax.set_xlabel("step (users served)" + (", log scale" if logx else ""))
+    ax.set_ylabel("cumulative regret (expected clicks lost)")
+    ax.set_title(
+        f"{results.config.name}: cumulative regret, mean and 95% CI"
+        + (" (log time)" if logx else "")
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    return fig
+
+
+def _bins(horizon: int, n_bins: int = 100) -> np.ndarray:
+    return np.unique(np.linspace(0, horizon, min(n_bins, horizon) + 1).astype(int))
+
+
+def arm_share_figure(results: SimulationResults) -> Figure:
+    """Stacked share of each arm among the runs' choices over time, one panel per policy."""
+    active = _active(results)
+    n = max(len(active), 1)
+    ncols = min(3, n)
+    nrows = int(np.ceil(n / ncols))
+    fig = Figure(figsize=(4.2 * ncols, 3.2 * nrows + 0.8), layout="constrained")
+    axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
+    edges = _bins(results.config.horizon)
+    centres = (edges[:-1] + edges[1:]) / 2
+    colours = _tab10()
+    handles = []
+    for ax, runs in zip(axes.flat, active, strict=False):
+        binned = np.add.reduceat(runs.arm_counts, edges[:-1], axis=0)
+        share = binned / binned.sum(axis=1, keepdims=True)
+        handles = ax.stackplot(centres, share.T, labels=results.arm_names,
+                               colors=colours[: len(results.arm_names)], alpha=0.85)
+        ax.set_title(runs.label, fontsize=10)
+        ax.set_ylim(0, 1)
+        ax.set_xlim(1, results.config.horizon)
+    for ax in axes[-1]:
+        ax.set_xlabel("step")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("share of pulls")
+    for ax in list(axes.flat)[len(active):]:
+        ax.axis("off")
+    fig.suptitle(f"{results.config.name}: share of each arm chosen over time")
+    if handles:
+        fig.legend(handles, results.arm_names, loc="outside lower center",
+                   ncol=len(results.arm_names), fontsize=9, title="arm")
+    return fig
+
+
+def posterior_policy(results: SimulationResults) -> PolicyRuns | None:
+    """The policy whose posteriors are plotted: the first Beta-posterior policy, else the first."""
+    active = _active(results)
+    for runs in active:
+        if runs.policy_id in BETA_POLICY_IDS:
+            return runs
+    return active[0] if active else None
+
+
+def posterior_figure(results: SimulationResults) -> Figure | None:
+    """Beta(1 + clicks, 1 + misses) densities of each arm at the checkpoints of the first run.
+
+    Returns ``None`` when rewards are not clicks (0/1), as a Beta posterior
+    then describes nothing.
+    """
+    runs = posterior_policy(results)
+    if runs is None or not results.binary_rewards:
+        logger.info("posterior plot skipped: rewards are not binary clicks")
+        return None
+    checkpoints = runs.checkpoint_steps
+    pulls = runs.checkpoint_pulls[0]  # (C, K), first run
+    clicks = runs.checkpoint_clicks[0]
+    true_means = runs.expected_sum[0] / runs.horizon
+    upper = float(min(1.0, max(0.05, 2.2 * true_means.max() + 0.05)))
+    x = np.linspace(0, upper, 600)
+    colours = _tab10()
+    fig = Figure(figsize=(3.6 * len(checkpoints), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(checkpoints), squeeze=False)
+    for ax, step, n, s in zip(axes[0], checkpoints, pulls, clicks, strict=True):
+        for k, name in enumerate(results.arm_names):
+            density = stats.beta.pdf(x, 1 + s[k], 1 + n[k] - s[k])
+            ax.plot(x, density, color=colours[k % 10], lw=1.5,
+                    label=f"{name} ({int(s[k])}/{int(n[k])})")
+            ax.axvline(true_means[k], color=colours[k % 10], ls=":", lw=1)
+        ax.set_title(f"after {int(step)} steps", fontsize=10)
+        ax.set_xlabel("click rate")
+        ax.legend(fontsize=7, title="arm (clicks/pulls)", title_fontsize=7)
+    axes[0, 0].set_ylabel("posterior density")
+    fig.suptitle(
+        f"{results.config.name}: Beta posteriors of {runs.label}, run 1 "
+        "(dotted: each arm's true mean click rate)"
+    )
+    return fig
+
+
+def click_rate_figure(results: SimulationResults) -> Figure:
+    """Expected click rate of each arm over the users beside each policy's observed rate."""
+    active = _active(results)
+    arms = results.arm_names
+    n_groups = len(active) + 1
+    width = 0.8 / n_groups
+    x = np.arange(len(arms))
+    fig = Figure(figsize=(max(7, 1.6 * len(arms) * n_groups / 3), 4.8), layout="constrained")
+    ax = fig.subplots()
+    if active:
+        first = active[0]
+        expected = first.expected_sum.sum(axis=0) / (first.n_runs * first.horizon)
+        ax.bar(x - 0.4 + width / 2, expected, width, color="0.35",
+               label="expected over users (environment)")
+    for i, runs in enumerate(active, start=1):
+        pulls = runs.pulls.sum(axis=0).astype(np.float64)
+        clicks = runs.clicks.sum(axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rate = np.where(pulls > 0, clicks / pulls, np.nan)
+        ax.bar(x - 0.4 + width * (i + 0.5), rate, width, label=f"observed by {runs.label}")
+    ax.set_xticks(x, arms)
+    ax.set_xlabel("arm")
+    ax.set_ylabel("click rate (reward per pull)")
+    ax.set_title(f"{results.config.name}: click rate per arm")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
+def write_plots(results: SimulationResults, out_dir: Path) -> dict[str, Path]:
+    """Write every figure into ``out_dir``; returns the files written keyed by name."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = {
+        "regret.png": regret_figure(results),
+        "regret_logx.png": regret_figure(results, logx=True),
+        "arm_share.png": arm_share_figure(results),
+        "click_rate.png": click_rate_figure(results),
+        "posteriors.png": posterior_figure(results),
+    }
+    return {name: _save(fig, out_dir / name) for name, fig in figures.items() if fig is not None}

@@ -1,0 +1,256 @@
+"""Tables of a simulation: ``steps.csv``, ``summary.csv`` and ``summary.md``.
+
+Every interval is a 95% Student-t confidence interval of a mean over independent runs. The paired
+comparisons use the runs' common random numbers: run ``i`` of every policy sees the same users
+(the environment is seeded per run, not per policy), so the difference of two policies is taken
+run by run before it is averaged, which removes the variation of the users from the comparison.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from experiments.config import HINDSIGHT_POLICY_ID
+
+if TYPE_CHECKING:
+    from experiments.simulate import PolicyRuns, SimulationResults
+
+#: Columns of ``steps.csv``, in order.
+STEPS_COLUMNS = (
+    "policy", "step", "runs",
+    "cum_reward_mean", "cum_reward_ci_low", "cum_reward_ci_high",
+    "cum_regret_mean", "cum_regret_ci_low", "cum_regret_ci_high",
+)  # fmt: skip
+#: Columns of ``summary.csv``, in order.
+SUMMARY_COLUMNS = (
+    "policy", "policy_id", "runs", "horizon",
+    "cum_reward_mean", "cum_reward_ci_low", "cum_reward_ci_high",
+    "cum_regret_mean", "cum_regret_ci_low", "cum_regret_ci_high",
+    "best_arm_share",
+    "vs_hindsight_diff", "vs_hindsight_ci_low", "vs_hindsight_ci_high", "vs_hindsight_p",
+    "vs_random_diff", "vs_random_ci_low", "vs_random_ci_high", "vs_random_p",
+)  # fmt: skip
+RANDOM_POLICY_ID = "RandomPolicy"
+_FLOAT_FORMAT = "%.10g"
+
+
+def mean_ci(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and 95% t-interval along ``axis``.
+
+    Parameters
+    ----------
+    values : ndarray
+        Samples along ``axis`` (runs).
+
+    Returns
+    -------
+    mean, low, high : ndarray
+        The shape of ``values`` without ``axis``; the bounds are NaN with fewer than two samples.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    n = values.shape[axis]
+    mean = values.mean(axis=axis)
+    if n < 2:
+        nan = np.full_like(mean, np.nan)
+        return mean, nan, nan.copy()
+    half = stats.t.ppf(0.975, n - 1) * values.std(axis=axis, ddof=1) / np.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def paired_comparison(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float, float]:
+    """Mean of ``a - b`` run by run, its 95% interval and the paired t-test's two-sided p-value.
+
+    Parameters
+    ----------
+    a, b : ndarray of shape (n_runs,)
+        The same runs (same seeds) of two policies; only the first ``min`` of both is used when
+        an interrupted simulation left them with different numbers of runs.
+    """
+    n = min(len(a), len(b))
+    diff = np.asarray(a[:n], dtype=np.float64) - np.asarray(b[:n], dtype=np.float64)
+    mean, low, high = mean_ci(diff)
+    if n < 2:
+        p = np.nan
+    elif np.all(diff == diff[0]):
+        # A constant difference: no variation to test; p is 1 when it is zero, else 0.
+        p = 1.0 if diff[0] == 0 else 0.0
+    else:
+        p = float(stats.ttest_rel(a[:n], b[:n]).pvalue)
+    return float(mean), float(low), float(high), float(p)
+
+
+def steps_frame(results: SimulationResults) -> pd.DataFrame:
+    """Per recorded step and policy: runs, mean and 95% interval of cumulative reward and regret."""
+    frames = []
+    for runs in results.policies:
+        if runs.n_runs == 0:
+            continue
+        reward = mean_ci(runs.cum_reward)
+        regret = mean_ci(runs.cum_regret)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "policy": runs.label,
+                    "step": runs.record_steps,
+                    "runs": runs.n_runs,
+                    "cum_reward_mean": reward[0],
+                    "cum_reward_ci_low": reward[1],
+                    "cum_reward_ci_high": reward[2],
+                    "cum_regret_mean": regret[0],
+                    "cum_regret_ci_low": regret[1],
+                    "cum_regret_ci_high": regret[2],
+                }
+            )
+        )
+    if not frames:
+        return pd.DataFrame(columns=list(STEPS_COLUMNS))
+    return pd.concat(frames, ignore_index=True).loc[:, list(STEPS_COLUMNS)]
+
+
+def _baseline(results: SimulationResults, policy_id: str) -> PolicyRuns | None:
+    for runs in results.policies:
+        if runs.policy_id == policy_id and runs.n_runs > 0:
+            return runs
+    return None
+
+
+def summary_frame(results: SimulationResults) -> pd.DataFrame:
+    """One row per policy: final cumulative reward and regret with 95% intervals, the share of
+    pulls on each user's best arm, and paired differences of final cumulative reward against the
+    best single arm in hindsight and against uniform random (NaN where that baseline was not run).
+    """
+    hindsight = _baseline(results, HINDSIGHT_POLICY_ID)
+    random = _baseline(results, RANDOM_POLICY_ID)
+    rows = []
+    for runs in results.policies:
+        if runs.n_runs == 0:
+            continue
+        final_reward = runs.cum_reward[:, -1]
+        final_regret = runs.cum_regret[:, -1]
+        reward = mean_ci(final_reward)
+        regret = mean_ci(final_regret)
+        row = {
+            "policy": runs.label,
+            "policy_id": runs.policy_id,
+            "runs": runs.n_runs,
+            "horizon": int(runs.record_steps[-1]),
+            "cum_reward_mean": float(reward[0]),
+            "cum_reward_ci_low": float(reward[1]),
+            "cum_reward_ci_high": float(reward[2]),
+            "cum_regret_mean": float(regret[0]),
+            "cum_regret_ci_low": float(regret[1]),
+            "cum_regret_ci_high": float(regret[2]),
+            "best_arm_share": float(runs.best_arm_pulls.sum() / (runs.n_runs * runs.horizon)),
+        }
+        for prefix, base in (("vs_hindsight", hindsight), ("vs_random", random)):
+            if base is None:
+                values = (np.nan,) * 4
+            else:
+                values = paired_comparison(final_reward, base.cum_reward[:, -1])
+            for suffix, value in zip(("diff", "ci_low", "ci_high", "p"), values, strict=True):
+                row[f"{prefix}_{suffix}"] = value
+        rows.append(row)
+    return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+
+
+def _interval(mean: float, low: float, high: float, digits: int = 1) -> str:
+    if np.isnan(mean):
+        return "–"
+    if np.isnan(low):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {(high - low) / 2:.{digits}f}"
+
+
+def _p_value(p: float) -> str:
+    if np.isnan(p):
+        return ""
+    return "p<0.001" if p < 1e-3 else f"p={p:.3f}"
+
+
+def markdown_table(summary: pd.DataFrame) -> str:
+    """The summary as a Markdown table (the one printed at the end of ``simulate``)."""
+    header = (
+        "| policy | runs | cum. reward | cum. regret | best-arm share | "
+        "vs best arm in hindsight | vs uniform random |\n"
+        "|---|---:|---:|---:|---:|---:|---:|\n"
+    )
+    lines = []
+    for row in summary.itertuples(index=False):
+        cells = [
+            row.policy,
+            str(row.runs),
+            _interval(row.cum_reward_mean, row.cum_reward_ci_low, row.cum_reward_ci_high),
+            _interval(row.cum_regret_mean, row.cum_regret_ci_low, row.cum_regret_ci_high),
+            f"{row.best_arm_share:.1%}",
+            " ".join(filter(None, (
+                _interval(row.vs_hindsight_diff, row.vs_hindsight_ci_low,
+                          row.vs_hindsight_ci_high),
+                _p_value(row.vs_hindsight_p),
+            ))),
+            " ".join(filter(None, (
+                _interval(row.vs_random_diff, row.vs_random_ci_low, row.vs_random_ci_high),
+                _p_value(row.vs_random_p),
+            ))),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return header + "\n".join(lines) + "\n"
+
+
+def summary_markdown(results: SimulationResults, summary: pd.DataFrame) -> str:
+    """``summary.md``: what was run, the table, and how to read it."""
+    config = results.config
+    lines = [
+        f"# {config.name}: {config.env.id}",
+        "",
+    ]
+    if config.description:
+        lines += [config.description, ""]
+    lines += [
+        f"- horizon: {config.horizon} steps; runs per policy: {config.runs}; seed: {config.seed}",
+        f"- arms: {', '.join(results.arm_names)}",
+    ]
+    if results.notes:
+        lines += [f"- note: {note}" for note in results.notes]
+    if results.interrupted:
+        lines.append("- **interrupted**: only the runs finished before Ctrl-C are reported")
+    lines += [
+        "",
+        markdown_table(summary),
+        "Cumulative reward and regret are means over runs at the horizon with the half-width of "
+        "the 95% t-interval. Regret is the expected reward of each user's best arm minus that of "
+        "the chosen arm, summed over steps (pseudo-regret, exact from the environment). The "
+        "best-arm share counts pulls of the arm that is best for the arriving user. The last two "
+        "columns are paired differences of final cumulative reward (this policy minus the "
+        "baseline, run by run on the same users) with their 95% interval and the paired t-test.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_reports(results: SimulationResults, out_dir: Path) -> dict[str, Path]:
+    """Write ``steps.csv``, ``summary.csv`` and ``summary.md`` into ``out_dir``.
+
+    Returns
+    -------
+    dict of str to Path
+        The files written, keyed by file name.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    steps = steps_frame(results)
+    summary = summary_frame(results)
+    paths = {
+        "steps.csv": out_dir / "steps.csv",
+        "summary.csv": out_dir / "summary.csv",
+        "summary.md": out_dir / "summary.md",
+    }
+    steps.to_csv(paths["steps.csv"], index=False, float_format=_FLOAT_FORMAT, lineterminator="\n")
+    summary.to_csv(
+        paths["summary.csv"], index=False, float_format=_FLOAT_FORMAT, lineterminator="\n"
+    )
+    paths["summary.md"].write_text(summary_markdown(results, summary), encoding="utf-8")
+    return paths
