@@ -1,0 +1,48 @@
+"""Dependencies shared by the routes: the service, the metrics, the admin check."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from serving.errors import ForbiddenError, UnauthorizedError
+from serving.metrics import Metrics
+from serving.service import RecommendationService
+
+
+def get_service(request: Request) -> RecommendationService:
+    return request.app.state.service
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+def require_admin(
+    request: Request,
+    authorization: Annotated[str | None, Header(max_length=1000)] = None,
+) -> None:
+    """Allow the call only with ``Authorization: Bearer <admin token>``.
+
+    Raises
+    ------
+    UnauthorizedError
+        No bearer token (401).
+    ForbiddenError
+        Wrong token, or no admin token configured (403).
+    """
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise UnauthorizedError("admin endpoints need 'Authorization: Bearer <token>'")
+    expected = request.app.state.settings.admin_token
+    if expected is None:
+        raise ForbiddenError("admin endpoints are disabled: set RECBANDITS_ADMIN_TOKEN")
+    given = authorization[len("bearer "):].strip()
+    if not secrets.compare_digest(given.encode(), expected.get_secret_value().encode()):
+        raise ForbiddenError("wrong admin token")
+
+
+ServiceDep = Annotated[RecommendationService, Depends(get_service)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+AdminDep = Depends(require_admin)

@@ -1,0 +1,27 @@
+"""``POST /admin/retrain``: refit the arms on MovieLens plus feedback, swap them in."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+
+from serving.api.deps import AdminDep, ServiceDep
+from serving.schemas import RetrainOut
+
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
+
+
+@router.post("/retrain", response_model=RetrainOut,
+             responses={401: {"description": "no token"}, 403: {"description": "wrong token"}})
+async def retrain(service: ServiceDep) -> RetrainOut:
+    """Refit every arm (likes as 5, dislikes as 1) and publish a new policy version.
+
+    Requests keep being served by the old arms until the new ones are swapped in; every
+    worker picks the new version up within its refresh interval.
+    """
+    start = time.perf_counter()
+    version, n_ratings = await run_in_threadpool(service.retrain)
+    return RetrainOut(policy_version=version, n_feedback_ratings=n_ratings,
+                      seconds=time.perf_counter() - start)

@@ -1,0 +1,50 @@
+"""``POST /feedback``: like, dislike or click on a shown movie."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Response, status
+
+from serving.api.deps import MetricsDep, ServiceDep
+from serving.errors import ServingError
+from serving.schemas import FeedbackIn, FeedbackOut
+from serving.store.repository import RATING_OF_TYPE
+
+router = APIRouter(tags=["feedback"])
+
+ERRORS = {
+    404: {"description": "event_id is not in the decision log"},
+    409: {"description": "event_id was served to another user"},
+    422: {"description": "malformed body, unknown feedback_type or movie, movie not in slate"},
+}
+
+
+@router.post("/feedback", response_model=FeedbackOut, status_code=status.HTTP_201_CREATED,
+             responses={200: {"model": FeedbackOut,
+                              "description": "the same feedback was already stored"},
+                        **ERRORS})
+async def post_feedback(body: FeedbackIn, service: ServiceDep, metrics: MetricsDep,
+                        response: Response) -> FeedbackOut:
+    """Store the feedback and reward the arm of the decision that showed the movie.
+
+    Returns 201 with the stored row, or 200 with the row stored earlier when the same
+    ``(event, movie, feedback_type)`` was already received (it counts once). The response's
+    ``policy_updated`` and ``note`` say whether (and why not) the policy learned from it.
+    """
+    result = await service.feedback(body)
+    if not result.created:
+        response.status_code = status.HTTP_200_OK
+    else:
+        metrics.feedback.labels(body.feedback_type.value).inc()
+    row = result.row
+    return FeedbackOut(
+        id=row["id"], user_id=row["user_id"], movie_id=row["movie_id"],
+        feedback_type=row["feedback_type"], event_id=row["event_id"], arm=row["arm"],
+        reward=row["reward"], policy_updated=bool(row["counted"]),
+        rating=RATING_OF_TYPE.get(row["feedback_type"]), note=row["note"],
+        created_at=datetime.fromtimestamp(row["created_at"], UTC),
+    )
+
+
+__all__ = ["ServingError", "router"]

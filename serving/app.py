@@ -1,0 +1,155 @@
+"""The FastAPI application: ``create_app(settings)``; resources live in the lifespan.
+
+Nothing happens at import time. On start the lifespan opens the store, loads the arms (fitting
+and saving them the first time), reads the policy state, and starts the group-commit writer and
+the policy refresher; on shutdown it commits what is queued and closes everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from arms.base import Recommender
+from arms.data.dataset import Dataset
+from serving.api.routes import admin, feedback, health, policy, recommendations
+from serving.errors import ServingError, StoreUnavailableError
+from serving.metrics import Metrics, MetricsMiddleware
+from serving.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, catalog: Dataset | None = None,
+               arms: Mapping[str, Recommender] | None = None) -> FastAPI:
+    """Build the service.
+
+    Parameters
+    ----------
+    settings : Settings, optional
+        Default: ``Settings()`` (``RECBANDITS_*`` environment variables).
+    catalog : Dataset, optional
+        Base data instead of loading ``settings.dataset`` (tests pass a small synthetic one).
+    arms : mapping of name to fitted Recommender, optional
+        First-version arms instead of fitting ``settings.arms`` (see
+        :func:`serving.commands.prepare`).
+    """
+    settings = settings if settings is not None else Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from serving.commands import prepare
+        from serving.policy import PolicyModel
+        from serving.service import RecommendationService
+        from serving.store import GroupCommitWriter, PeriodicJob
+
+        resources = await run_in_threadpool(prepare, settings, catalog=catalog, arms=arms)
+        model = PolicyModel(settings.arms, prior_alpha=settings.prior_alpha,
+                            prior_beta=settings.prior_beta,
+                            propensity_grid=settings.propensity_grid)
+        service = RecommendationService(settings, resources.store, resources.catalog,
+                                        resources.arm_set, model)
+        await run_in_threadpool(service.start)
+        writer = GroupCommitWriter(
+            resources.store, batch_max=settings.batch_max,
+            jobs=[PeriodicJob("settle", settings.sweep_interval_s, service.settle)],
+            on_counted=service.policy_changed,
+        )
+        writer.start(asyncio.get_running_loop())
+        service.writer = writer
+        app.state.service = service
+        try:
+            yield
+        finally:
+            await run_in_threadpool(writer.stop)
+            service.close()
+            resources.store.dispose()
+
+    app = FastAPI(
+        title="recbandits",
+        summary="Recommendations routed through a Thompson Sampling policy over recommenders",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    metrics = Metrics(lambda: app.state.service.snapshot.counts
+                      if hasattr(app.state, "service") else {})
+    app.state.metrics = metrics
+    for module in (recommendations, feedback, policy, health, admin):
+        app.include_router(module.router)
+
+    @app.exception_handler(ServingError)
+    async def serving_error(_request: Request, exc: ServingError) -> JSONResponse:
+        headers = None
+        if isinstance(exc, StoreUnavailableError):
+            headers = {"Retry-After": str(exc.retry_after_s)}
+        elif exc.status_code == 401:
+            headers = {"WWW-Authenticate": "Bearer"}
+        return JSONResponse({"detail": exc.message, "code": exc.code},
+                            status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(sa.exc.OperationalError)
+    async def store_error(request: Request, exc: sa.exc.OperationalError) -> JSONResponse:
+        return await serving_error(request, StoreUnavailableError(f"the store failed: {exc}"))
+
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["GET", "POST"], allow_headers=["Content-Type"])
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory``: settings from ``RECBANDITS_*`` (used by ``serve``)."""
+    return create_app(Settings())
+
+
+class BodyLimitMiddleware:
+    """Answer 413 to a request body larger than ``max_bytes`` (declared or streamed)."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await self._reject(scope, receive, send)
+                return
+        received = 0
+
+        async def limited_receive() -> dict[str, Any]:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLargeError
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _BodyTooLargeError:
+            await self._reject(scope, receive, send)
+
+    async def _reject(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        response = JSONResponse({"detail": f"request body larger than {self.max_bytes} bytes",
+                                 "code": "body_too_large"}, status_code=413)
+        await response(scope, receive, send)
+
+
+class _BodyTooLargeError(Exception):
+    pass

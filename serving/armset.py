@@ -1,0 +1,216 @@
+"""The arms the service routes to: resolve by name, fit, save, load, and look up items.
+
+An :class:`ArmSet` is immutable once built; a retrain builds a new one and the service swaps the
+reference, so a request that started on the old set finishes on it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from arms.base import Recommender
+from arms.data.dataset import Dataset
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_arm_class(name: str) -> type[Recommender]:
+    """The :class:`~arms.base.Recommender` subclass whose ``name`` is ``name``.
+
+    Arms live in ``arms.<name>`` (``svd``, ``sequential``, ``autoencoder``, ``popularity``,
+    ``random``); the module is imported on demand.
+
+    Raises
+    ------
+    ValueError
+        If no arm of that name exists; the message lists the known names.
+    """
+    import arms  # noqa: F401 - registers the arms the package exports
+
+    with suppress(ModuleNotFoundError):
+        importlib.import_module(f"arms.{name}")
+    found = {cls.name: cls for cls in _all_subclasses(Recommender)}
+    if name not in found:
+        raise ValueError(f"unknown arm {name!r}; known arms: {sorted(found)}")
+    return found[name]
+
+
+def _all_subclasses(cls: type) -> list[type]:
+    out = []
+    for sub in cls.__subclasses__():
+        out.append(sub)
+        out.extend(_all_subclasses(sub))
+    return out
+
+
+def make_arm(name: str, *, seed: int | None) -> Recommender:
+    """An unfitted arm with default hyper-parameters (and ``random_state=seed`` if it takes one)."""
+    cls = resolve_arm_class(name)
+    params: dict[str, Any] = {}
+    if seed is not None and "random_state" in cls._param_names():
+        params["random_state"] = seed
+    return cls(**params)
+
+
+def fit_arms(names: Sequence[str], train: Dataset, *, seed: int | None) -> dict[str, Recommender]:
+    """Fit one arm per name on ``train``; logs the time each took."""
+    fitted = {}
+    for name in names:
+        start = time.perf_counter()
+        fitted[name] = make_arm(name, seed=seed).fit(train)
+        logger.info("fitted arm %s on %s in %.1f s", name, train, time.perf_counter() - start)
+    return fitted
+
+
+def refit_like(models: Mapping[str, Recommender], train: Dataset) -> dict[str, Recommender]:
+    """Fit fresh copies (same class and hyper-parameters) of ``models`` on ``train``."""
+    return {name: type(m)(**m.get_params()).fit(train) for name, m in models.items()}
+
+
+def save_arms(models: Mapping[str, Recommender], target: Path) -> Path:
+    """Write every arm to ``target/<name>.npz`` atomically (a folder renamed into place)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        for name, model in models.items():
+            model.save(tmp / f"{name}.npz")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def load_arms(folder: Path, names: Sequence[str]) -> dict[str, Recommender]:
+    """Read ``folder/<name>.npz`` for every name.
+
+    Raises
+    ------
+    FileNotFoundError
+        If an arm file is missing (the message names it).
+    """
+    missing = [n for n in names if not (folder / f"{n}.npz").is_file()]
+    if missing:
+        raise FileNotFoundError(f"no saved arm {missing} in {folder}")
+    return {name: Recommender.load(folder / f"{name}.npz") for name in names}
+
+
+@contextmanager
+def file_lock(path: Path):
+    """An exclusive lock between processes (several workers starting at once fit only once)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def training_set(base: Dataset, feedback: pd.DataFrame) -> Dataset:
+    """``base`` plus feedback ratings (like 5, dislike 1), newest rating of a pair winning.
+
+    Users that exist only in the feedback join the user catalogue (unknown demographics), so a
+    retrain turns them from cold-start users into known ones.
+    """
+    if feedback.empty:
+        return base
+    new_users = np.setdiff1d(feedback["user_id"].unique(), base.user_ids)
+    users = base.users
+    if len(new_users):
+        users = users.reindex(users.index.union(pd.Index(new_users)))
+    ratings = pd.concat([base.ratings.loc[:, list(feedback.columns)], feedback],
+                        ignore_index=True)
+    return Dataset.from_frames(ratings, base.items, users, base.genre_names,
+                               name=f"{base.name}+feedback")
+
+
+@dataclass(frozen=True)
+class ArmSet:
+    """Fitted arms sharing one catalogue, plus what the service needs to present items.
+
+    Attributes
+    ----------
+    names : tuple of str
+        Arm names in policy order.
+    models : dict of str to Recommender
+    version : int
+        Policy version these arms belong to.
+    user_index : dict of int to int
+        Raw user id -> arm user index (users the arms know).
+    item_ids : ndarray of int64, shape ``(n_items,)``
+    item_index : dict of int to int
+    titles, years, genres : lists of length ``n_items``
+    genre_unit : ndarray of float64, shape ``(n_items, n_genres)``
+        Genre flags scaled to unit length (cosine similarity is a dot product).
+    popularity : ndarray of float64, shape ``(n_items,)``
+        Cold-start scores.
+    """
+
+    names: tuple[str, ...]
+    models: dict[str, Recommender]
+    version: int
+    user_index: dict[int, int]
+    item_ids: np.ndarray
+    item_index: dict[int, int]
+    titles: list[str]
+    years: list[int | None]
+    genres: list[list[str]]
+    genre_unit: np.ndarray
+    popularity: np.ndarray
+
+    @classmethod
+    def build(cls, models: Mapping[str, Recommender], catalog: Dataset, *, version: int,
+              cold_start_arm: str) -> ArmSet:
+        """Check that every arm shares one catalogue and index the items for presentation.
+
+        Raises
+        ------
+        ValueError
+            If the arms disagree on users or items, or an arm's item is not in ``catalog``.
+        """
+        names = tuple(models)
+        first = models[names[0]]
+        for name in names[1:]:
+            other = models[name]
+            if not (np.array_equal(other.item_ids_, first.item_ids_)
+                    and np.array_equal(other.user_ids_, first.user_ids_)):
+                raise ValueError(f"arm {name!r} was fit on another catalogue than {names[0]!r}")
+        item_ids = np.asarray(first.item_ids_, dtype=np.int64)
+        missing = np.setdiff1d(item_ids, catalog.item_ids)
+        if missing.size:
+            raise ValueError(f"the arms know movie ids absent from the catalogue: {missing[:5]}")
+        items = catalog.items.loc[item_ids]
+        flags = items.loc[:, list(catalog.genre_names)].to_numpy(dtype=np.float64)
+        norms = np.linalg.norm(flags, axis=1, keepdims=True)
+        years = items["year"] if "year" in items else pd.Series([None] * len(items))
+        popular_model = models.get(cold_start_arm, first)
+        return cls(
+            names=names,
+            models=dict(models),
+            version=version,
+            user_index={int(u): i for i, u in enumerate(first.user_ids_)},
+            item_ids=item_ids,
+            item_index={int(m): i for i, m in enumerate(item_ids)},
+            titles=items["title"].astype(str).tolist(),
+            years=[None if pd.isna(y) else int(y) for y in years],
+            genres=[g.split("|") if g else [] for g in items["genres"].astype(str)],
+            genre_unit=np.divide(flags, norms, out=np.zeros_like(flags), where=norms > 0),
+            popularity=np.asarray(popular_model.popularity_, dtype=np.float64),
+        )

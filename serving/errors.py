@@ -1,0 +1,60 @@
+"""Domain errors of the service; :mod:`serving.app` maps each class to one HTTP status.
+
+Routes and the service raise these, never ``HTTPException``, so the mapping lives in one place.
+"""
+
+from __future__ import annotations
+
+
+class ServingError(Exception):
+    """Base class; ``status_code`` is the HTTP status the handler answers with."""
+
+    status_code = 500
+    code = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInputError(ServingError):
+    """Well-formed JSON whose values make no sense here (unknown movie, movie not in slate)."""
+
+    status_code = 422
+    code = "invalid_input"
+
+
+class EventNotFoundError(ServingError):
+    """Feedback names an ``event_id`` the decision log does not hold."""
+
+    status_code = 404
+    code = "event_not_found"
+
+
+class EventConflictError(ServingError):
+    """Feedback names an event that was served to another user."""
+
+    status_code = 409
+    code = "event_of_another_user"
+
+
+class UnauthorizedError(ServingError):
+    """An admin endpoint was called without a bearer token."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
+class ForbiddenError(ServingError):
+    """An admin endpoint was called with a wrong token, or admin is disabled."""
+
+    status_code = 403
+    code = "forbidden"
+
+
+class StoreUnavailableError(ServingError):
+    """The store cannot be reached or is locked; the client should retry later."""
+
+    status_code = 503
+    code = "store_unavailable"
+    retry_after_s = 2

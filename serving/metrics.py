@@ -1,0 +1,110 @@
+"""Prometheus metrics: requests, latency, decisions, feedback, and reward rate by arm.
+
+Each app gets its own registry (several apps in one test process never clash). With several
+worker processes the ``serve`` command sets ``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` sums
+the workers' files; the per-arm reward rate and pulls come from the store, shared by all.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from serving.store.repository import ArmCounts
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+
+
+class _ArmCollector:
+    """Reward rate, successes, failures and pulls per arm, read at scrape time."""
+
+    def __init__(self, counts: Callable[[], dict[str, ArmCounts]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self._counts()
+        rate = GaugeMetricFamily("recbandits_arm_reward_rate",
+                                 "Mean reward (successes / observations) by arm", labels=["arm"])
+        obs = GaugeMetricFamily("recbandits_arm_observations",
+                                "Rewards observed by arm", labels=["arm", "reward"])
+        pulls = GaugeMetricFamily("recbandits_arm_pulls", "Policy decisions by arm",
+                                  labels=["arm"])
+        for arm, c in sorted(counts.items()):
+            n = c.successes + c.failures
+            rate.add_metric([arm], c.successes / n if n else 0.0)
+            obs.add_metric([arm, "1"], c.successes)
+            obs.add_metric([arm, "0"], c.failures)
+            pulls.add_metric([arm], c.pulls)
+        yield from (rate, obs, pulls)
+
+    def describe(self) -> list[Metric]:
+        return []
+
+
+class Metrics:
+    """The app's metrics and their exposition.
+
+    Parameters
+    ----------
+    arm_counts : callable
+        Returns the current per-arm counts (the service's latest snapshot).
+    """
+
+    def __init__(self, arm_counts: Callable[[], dict[str, ArmCounts]]) -> None:
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("recbandits_http_requests", "HTTP requests",
+                                ["method", "route", "status"], registry=self.registry)
+        self.latency = Histogram("recbandits_http_request_duration_seconds",
+                                 "Time from request to response", ["route"],
+                                 buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.decisions = Counter("recbandits_decisions", "Decisions logged", ["arm"],
+                                 registry=self.registry)
+        self.feedback = Counter("recbandits_feedback", "Feedback stored", ["feedback_type"],
+                                registry=self.registry)
+        self._arms = _ArmCollector(arm_counts)
+        self.registry.register(self._arms)
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format of every metric (all workers' when multiprocess)."""
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged)
+        merged.register(self._arms)
+        return generate_latest(merged)
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware counting requests and timing them by route template."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_wrapper(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            # The template (not the raw path) keeps the label set small.
+            name = getattr(route, "path", None) or "unmatched"
+            self.metrics.latency.labels(name).observe(time.perf_counter() - start)
+            self.metrics.requests.labels(scope["method"], name, str(status["code"])).inc()

@@ -1,0 +1,102 @@
+"""Request and response models of the HTTP API (storage has its own tables in :mod:`store`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: Bounds shared by the routes and the models: ids fit a 63-bit integer, slates are 1..100 long.
+MAX_ID = 2**62
+MAX_K = 100
+EVENT_ID_PATTERN = r"^[0-9a-f]{32}$"
+
+
+class FeedbackType(StrEnum):
+    """What a user said about a shown movie: like and click reward 1, dislike rewards 0."""
+
+    like = "like"
+    dislike = "dislike"
+    click = "click"
+
+
+class RecommendedItem(BaseModel):
+    movie_id: int
+    title: str
+    year: int | None = None
+    genres: list[str]
+    score: float = Field(description="Arm score after the session adjustment (higher is better)")
+    position: int = Field(description="1-based rank in the slate")
+
+
+class RecommendationOut(BaseModel):
+    event_id: str = Field(description="Id of the logged decision; send it back with feedback")
+    user_id: int
+    arm: str
+    propensity: float = Field(description="Probability the policy had of choosing this arm")
+    policy_version: int
+    cold_start: bool = Field(description="True when the user is unknown to the arms and the "
+                             "popularity ranking served them outside the policy")
+    items: list[RecommendedItem]
+
+
+class FeedbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: int = Field(ge=1, le=MAX_ID)
+    movie_id: int = Field(ge=1, le=MAX_ID)
+    feedback_type: FeedbackType
+    event_id: str | None = Field(
+        default=None, pattern=EVENT_ID_PATTERN,
+        description="Decision that showed the movie; omitted: the latest such decision of this "
+                    "user within the reward window",
+    )
+
+
+class FeedbackOut(BaseModel):
+    id: int
+    user_id: int
+    movie_id: int
+    feedback_type: FeedbackType
+    event_id: str | None = Field(description="Decision the feedback was attributed to, if any")
+    arm: str | None = Field(description="Arm rewarded by this feedback, if any")
+    reward: float | None
+    policy_updated: bool = Field(description="Whether the feedback changed the policy's posterior")
+    rating: float | None = Field(description="Rating kept for retraining: like 5, dislike 1")
+    note: str = Field(description="Why the policy was or was not updated")
+    created_at: datetime
+
+
+class ArmPolicyOut(BaseModel):
+    arm: str
+    alpha: float = Field(description="Beta posterior parameter: prior + successes")
+    beta: float = Field(description="Beta posterior parameter: prior + failures")
+    pulls: int = Field(description="Decisions that chose this arm")
+    successes: int
+    failures: int
+    mean_reward: float | None = Field(description="successes / (successes + failures)")
+    posterior_mean: float
+    credible_interval: tuple[float, float] = Field(description="Central 95% posterior interval")
+    selection_probability: float
+
+
+class PolicyOut(BaseModel):
+    policy: str
+    policy_version: int
+    reward_window_s: float
+    arms: list[ArmPolicyOut]
+
+
+class HealthOut(BaseModel):
+    status: str
+    store: str
+    policy_version: int
+    arms: list[str]
+    pid: int
+
+
+class RetrainOut(BaseModel):
+    policy_version: int
+    n_feedback_ratings: int
+    seconds: float

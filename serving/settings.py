@@ -1,0 +1,152 @@
+"""Every setting of the service, from keyword arguments, options or ``RECBANDITS_*`` variables.
+
+One :class:`Settings` object is built by the CLI (options override environment variables) or by
+the tests, and handed to :func:`serving.app.create_app`; nothing reads the environment elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_ARMS = ("svd", "sequential", "autoencoder", "popularity")
+
+
+class Settings(BaseSettings):
+    """Configuration of the recommendation service.
+
+    Every field can be set by the environment variable ``RECBANDITS_<FIELD>`` (for example
+    ``RECBANDITS_DB=postgresql+psycopg://...`` or ``RECBANDITS_ARMS=svd,popularity``).
+
+    Attributes
+    ----------
+    data : path or None
+        Folder holding ``ml-100k/`` (``RECBANDITS_DATA``); None uses the MovieLens loader's
+        search (user cache, then download).
+    dataset : {"movielens", "synthetic"}
+        What the arms are fit on: MovieLens 100K, or :func:`arms.data.make_synthetic` with
+        ``synthetic_users`` x ``synthetic_items`` and ``synthetic_ratings`` ratings (seed
+        ``seed`` or 0) — small and instant, for tests and demos without the data.
+    state_dir : path or None
+        Where the SQLite file and the fitted arms live; default ``<data>/serving`` when ``data``
+        is set, else ``~/.cache/recbandits/serving``.
+    db : str or None
+        SQLAlchemy URL of the store; default an SQLite file ``<state_dir>/recbandits.db`` in WAL
+        mode. ``postgresql+psycopg://user@host:port/db`` for several workers or hosts.
+    arms : list of str
+        Arm names, in policy order (``svd``, ``sequential``, ``autoencoder``, ``popularity``,
+        ``random``).
+    cold_start_arm : str
+        Arm whose popularity ranking serves users unknown to the arms; such decisions are logged
+        with propensity 1 and never update the policy.
+    prior_alpha, prior_beta : float
+        Beta prior of Thompson Sampling on every arm's like rate.
+    reward_window_s : float
+        Seconds after a decision during which feedback on its slate rewards its arm; a decision
+        with no feedback in the window counts as reward 0, once (default 30 min).
+    settle_grace_s : float
+        Extra seconds before an expired decision is settled, so feedback stamped inside the
+        window but still being committed is never double counted.
+    session_window_s : float
+        Seconds of recent feedback that steer the next slates of the same user.
+    session_strength : float
+        Weight of the session adjustment in standard deviations of the arm's scores per unit of
+        genre similarity (0 switches the adjustment off).
+    admin_token : secret str or None
+        Bearer token for ``/admin/*``; None disables the admin endpoints (403).
+    seed : int or None
+        Seed of the arm selection generator (None: fresh entropy).
+    refresh_interval_s : float
+        How often each worker re-reads the posterior counts and policy version from the store.
+    sweep_interval_s : float
+        How often each worker settles expired decisions.
+    batch_max : int
+        Most writes committed in one group-commit transaction.
+    propensity_grid : int
+        Quadrature intervals of Thompson Sampling's selection probabilities.
+    max_body_bytes : int
+        Largest request body accepted (413 beyond).
+    cors_origins : list of str
+        Origins allowed by CORS; empty (default) sends no CORS headers.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="RECBANDITS_", extra="ignore")
+
+    data: Path | None = None
+    dataset: Literal["movielens", "synthetic"] = "movielens"
+    synthetic_users: int = Field(200, ge=2)
+    synthetic_items: int = Field(300, ge=10)
+    synthetic_ratings: int = Field(6000, ge=10)
+    state_dir: Path | None = None
+    db: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    arms: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_ARMS))
+    cold_start_arm: str = "popularity"
+    policy: Literal["thompson"] = "thompson"
+    prior_alpha: float = Field(1.0, gt=0)
+    prior_beta: float = Field(1.0, gt=0)
+    reward_window_s: float = Field(1800.0, gt=0)
+    settle_grace_s: float = Field(5.0, ge=0)
+    session_window_s: float = Field(1800.0, ge=0)
+    session_strength: float = Field(1.5, ge=0)
+    admin_token: SecretStr | None = None
+    seed: int | None = None
+    refresh_interval_s: float = Field(0.2, gt=0)
+    sweep_interval_s: float = Field(5.0, gt=0)
+    batch_max: int = Field(512, ge=1)
+    propensity_grid: int = Field(2048, ge=2)
+    max_body_bytes: int = Field(16_384, ge=256)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    log_level: str = "warning"
+
+    @field_validator("arms", "cors_origins", mode="before")
+    @classmethod
+    def _split_arms(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [name.strip() for name in value.split(",") if name.strip()]
+        return value
+
+    @field_validator("arms")
+    @classmethod
+    def _check_arms(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("arms must name at least one arm")
+        if len(set(value)) != len(value):
+            raise ValueError(f"arms must not repeat a name, got {value}")
+        return value
+
+    def resolved_state_dir(self) -> Path:
+        """The state folder (created on demand by the store, not here)."""
+        if self.state_dir is not None:
+            return Path(self.state_dir)
+        if self.data is not None:
+            return Path(self.data) / "serving"
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        return Path(base) / "recbandits" / "serving"
+
+    def resolved_db_url(self) -> str:
+        """The store URL: ``db`` or the default SQLite file under the state folder."""
+        if self.db:
+            return self.db
+        return f"sqlite:///{self.resolved_state_dir() / 'recbandits.db'}"
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``RECBANDITS_*`` variables, for worker processes to rebuild them."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if name in ("arms", "cors_origins"):
+                text = ",".join(value)
+            elif name == "admin_token":
+                text = self.admin_token.get_secret_value() if self.admin_token else ""
+            else:
+                text = str(value)
+            env[f"RECBANDITS_{name.upper()}"] = text
+        return env

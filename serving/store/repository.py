@@ -1,0 +1,407 @@
+"""Every SQL statement of the service, behind one :class:`Store` (SQLite or PostgreSQL).
+
+Two engines share one URL: a write engine whose transactions take the write lock up front
+(``BEGIN IMMEDIATE`` on SQLite, so two processes never dead-lock upgrading a read lock) and a
+read engine in autocommit mode. Writes are only issued by the group-commit writer
+(:mod:`serving.store.writer`: one thread per process, many requests per transaction);
+counters are incremented in SQL (``successes = successes + n``) so several processes never
+lose an update.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from serving.errors import StoreUnavailableError
+from serving.store.tables import (
+    arm_state,
+    decisions,
+    feedback,
+    feedback_ratings,
+    metadata,
+    policy_meta,
+)
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+POSITIVE_TYPES = ("like", "click")
+RATING_OF_TYPE = {"like": 5.0, "dislike": 1.0}
+
+
+def unavailable_on_db_error(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn a lost connection or a lock time-out into :class:`StoreUnavailableError` (503)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError) as exc:
+            raise StoreUnavailableError(f"the store is unavailable: {exc.orig or exc}") from exc
+
+    return wrapper
+
+
+@dataclass(frozen=True)
+class ArmCounts:
+    """Posterior counts of one arm as stored."""
+
+    successes: int = 0
+    failures: int = 0
+    pulls: int = 0
+
+
+@dataclass(frozen=True)
+class PolicyMeta:
+    version: int
+    arms_dir: str
+
+
+@dataclass
+class FeedbackWrite:
+    """One feedback insert as the writer executes it (values already validated)."""
+
+    values: dict[str, Any]
+    rating: float | None
+
+    @property
+    def key(self) -> tuple[int, str, int, str]:
+        v = self.values
+        return (v["user_id"], v["event_key"], v["movie_id"], v["feedback_type"])
+
+
+@dataclass
+class FeedbackResult:
+    row: dict[str, Any]
+    created: bool
+
+
+@dataclass
+class BatchResult:
+    feedback: list[FeedbackResult] = field(default_factory=list)
+    counted: int = 0
+
+
+class Store:
+    """The service's database.
+
+    Parameters
+    ----------
+    url : str
+        SQLAlchemy URL: ``sqlite:///path.db`` (the parent folder is created; WAL mode) or
+        ``postgresql+psycopg://user@host:port/db``.
+    sqlite_synchronous : {"FULL", "NORMAL"}, default "FULL"
+        SQLite's durability: FULL survives power loss, NORMAL survives a crash of the process.
+    """
+
+    def __init__(self, url: str, *, sqlite_synchronous: str = "FULL") -> None:
+        self.url = sa.engine.make_url(url)
+        self.backend = self.url.get_backend_name()
+        if self.backend not in ("sqlite", "postgresql"):
+            raise ValueError(f"db must be an sqlite:// or postgresql+psycopg:// URL, got {url!r}")
+        if self.backend == "sqlite":
+            if self.url.database in (None, "", ":memory:"):
+                raise ValueError("db: an in-memory SQLite store cannot be shared; give a file")
+            Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+            self.write_engine = self._sqlite_engine(immediate=True, sync=sqlite_synchronous)
+            self.read_engine = self._sqlite_engine(immediate=False, sync=sqlite_synchronous)
+            self._insert = sqlite.insert
+        else:
+            self.write_engine = sa.create_engine(self.url, pool_size=2, max_overflow=2,
+                                                 pool_pre_ping=True)
+            self.read_engine = sa.create_engine(self.url, pool_size=8, max_overflow=8,
+                                                pool_pre_ping=True,
+                                                isolation_level="AUTOCOMMIT")
+            self._insert = postgresql.insert
+
+    def _sqlite_engine(self, *, immediate: bool, sync: str) -> Engine:
+        engine = sa.create_engine(self.url, pool_size=8, max_overflow=8)
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Transactions are begun explicitly below, so pysqlite must not begin its own.
+            dbapi_conn.isolation_level = None
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA synchronous={sync}")
+            cursor.execute("PRAGMA busy_timeout=10000")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+
+    def describe(self) -> str:
+        """The URL without its password."""
+        return self.url.render_as_string(hide_password=True)
+
+    def dispose(self) -> None:
+        self.write_engine.dispose()
+        self.read_engine.dispose()
+
+    # ------------------------------------------------------------------ schema and metadata
+    @unavailable_on_db_error
+    def create_schema(self, arms: Iterable[str]) -> None:
+        """Create missing tables and an ``arm_state`` row (zeros) for every arm."""
+        metadata.create_all(self.write_engine, checkfirst=True)
+        with self.write_engine.begin() as conn:
+            for arm in arms:
+                conn.execute(self._insert(arm_state).values(arm=arm).on_conflict_do_nothing())
+
+    @unavailable_on_db_error
+    def policy_meta(self) -> PolicyMeta | None:
+        with self.read_engine.connect() as conn:
+            row = conn.execute(sa.select(policy_meta.c.version, policy_meta.c.arms_dir)
+                               .where(policy_meta.c.id == 1)).first()
+        return None if row is None else PolicyMeta(int(row.version), row.arms_dir)
+
+    @unavailable_on_db_error
+    def init_policy_meta(self, arms_dir: str) -> PolicyMeta:
+        """Record version 1 serving ``arms_dir`` unless a version exists; return the current."""
+        with self.write_engine.begin() as conn:
+            conn.execute(self._insert(policy_meta).values(
+                id=1, version=1, arms_dir=arms_dir, updated_at=time.time()
+            ).on_conflict_do_nothing())
+            row = conn.execute(sa.select(policy_meta.c.version, policy_meta.c.arms_dir)
+                               .where(policy_meta.c.id == 1)).one()
+        return PolicyMeta(int(row.version), row.arms_dir)
+
+    @unavailable_on_db_error
+    def next_version(self) -> int:
+        """The version a retrain will publish (current + 1; 1 when nothing is recorded)."""
+        meta = self.policy_meta()
+        return 1 if meta is None else meta.version + 1
+
+    @unavailable_on_db_error
+    def publish_version(self, arms_dir: str) -> PolicyMeta:
+        """Point the policy at freshly saved arms and increment the version atomically."""
+        with self.write_engine.begin() as conn:
+            updated = conn.execute(
+                policy_meta.update().where(policy_meta.c.id == 1)
+                .values(version=policy_meta.c.version + 1, arms_dir=arms_dir,
+                        updated_at=time.time())
+                .returning(policy_meta.c.version)
+            ).first()
+            if updated is None:
+                conn.execute(policy_meta.insert().values(id=1, version=1, arms_dir=arms_dir,
+                                                         updated_at=time.time()))
+                return PolicyMeta(1, arms_dir)
+        return PolicyMeta(int(updated.version), arms_dir)
+
+    # ------------------------------------------------------------------ reads
+    @unavailable_on_db_error
+    def arm_counts(self) -> dict[str, ArmCounts]:
+        with self.read_engine.connect() as conn:
+            rows = conn.execute(sa.select(arm_state)).all()
+        return {r.arm: ArmCounts(int(r.successes), int(r.failures), int(r.pulls)) for r in rows}
+
+    @unavailable_on_db_error
+    def state(self) -> tuple[PolicyMeta | None, dict[str, ArmCounts]]:
+        """Policy version and arm counts in one connection (the workers' periodic refresh)."""
+        with self.read_engine.connect() as conn:
+            rows = conn.execute(sa.select(arm_state)).all()
+            meta = conn.execute(sa.select(policy_meta.c.version, policy_meta.c.arms_dir)
+                                .where(policy_meta.c.id == 1)).first()
+        counts = {r.arm: ArmCounts(int(r.successes), int(r.failures), int(r.pulls))
+                  for r in rows}
+        return (None if meta is None else PolicyMeta(int(meta.version), meta.arms_dir)), counts
+
+    @unavailable_on_db_error
+    def user_feedback(self, user_id: int) -> list[tuple[int, str, float]]:
+        """``(movie_id, feedback_type, created_at)`` of every feedback of ``user_id``."""
+        stmt = (sa.select(feedback.c.movie_id, feedback.c.feedback_type, feedback.c.created_at)
+                .where(feedback.c.user_id == user_id))
+        with self.read_engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(stmt)]
+
+    @unavailable_on_db_error
+    def decision(self, event_id: str) -> dict[str, Any] | None:
+        with self.read_engine.connect() as conn:
+            row = conn.execute(sa.select(decisions)
+                               .where(decisions.c.event_id == event_id)).first()
+        return None if row is None else dict(row._mapping)
+
+    @unavailable_on_db_error
+    def latest_decision_showing(self, user_id: int, movie_id: int,
+                                since: float) -> dict[str, Any] | None:
+        """The latest decision of ``user_id`` made after ``since`` whose slate held the movie."""
+        stmt = (sa.select(decisions)
+                .where(decisions.c.user_id == user_id, decisions.c.created_at >= since)
+                .order_by(decisions.c.created_at.desc()).limit(500))
+        with self.read_engine.connect() as conn:
+            for row in conn.execute(stmt):
+                if movie_id in row.slate:
+                    return dict(row._mapping)
+        return None
+
+    @unavailable_on_db_error
+    def feedback_row(self, key: tuple[int, str, int, str]) -> dict[str, Any] | None:
+        user_id, event_key, movie_id, feedback_type = key
+        stmt = sa.select(feedback).where(
+            feedback.c.user_id == user_id, feedback.c.event_key == event_key,
+            feedback.c.movie_id == movie_id, feedback.c.feedback_type == feedback_type)
+        with self.read_engine.connect() as conn:
+            row = conn.execute(stmt).first()
+        return None if row is None else dict(row._mapping)
+
+    @unavailable_on_db_error
+    def ratings_frame(self) -> pd.DataFrame:
+        """Feedback ratings as ``user_id, item_id, rating, timestamp`` (for retraining)."""
+        with self.read_engine.connect() as conn:
+            rows = conn.execute(sa.select(feedback_ratings)).all()
+        frame = pd.DataFrame(rows, columns=["user_id", "movie_id", "rating", "updated_at"])
+        return pd.DataFrame({
+            "user_id": frame["user_id"].astype("int64"),
+            "item_id": frame["movie_id"].astype("int64"),
+            "rating": frame["rating"].astype("float32"),
+            "timestamp": frame["updated_at"].astype("int64"),
+        })
+
+    @unavailable_on_db_error
+    def count_rows(self) -> dict[str, int]:
+        with self.read_engine.connect() as conn:
+            return {t.name: int(conn.execute(sa.select(sa.func.count()).select_from(t))
+                                .scalar_one())
+                    for t in (decisions, feedback, feedback_ratings)}
+
+    @unavailable_on_db_error
+    def ping(self) -> None:
+        with self.read_engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    # ------------------------------------------------------------------ writes (writer thread)
+    def write_batch(self, decision_rows: Sequence[dict[str, Any]],
+                    feedback_writes: Sequence[FeedbackWrite]) -> BatchResult:
+        """Insert decisions and feedback, update counters and ratings, in ONE transaction.
+
+        Feedback whose idempotency key already exists inserts nothing and counts nothing; its
+        stored row is returned with ``created=False``.
+        """
+        result = BatchResult()
+        successes: Counter[str] = Counter()
+        failures: Counter[str] = Counter()
+        pulls = Counter(row["arm"] for row in decision_rows if not row["cold_start"])
+        with self.write_engine.begin() as conn:
+            if decision_rows:
+                conn.execute(decisions.insert(), list(decision_rows))
+            for write in feedback_writes:
+                inserted = conn.execute(
+                    self._insert(feedback).values(**write.values)
+                    .on_conflict_do_nothing(index_elements=["user_id", "event_key", "movie_id",
+                                                            "feedback_type"])
+                    .returning(feedback.c.id)
+                ).first()
+                if inserted is None:
+                    u, e, m, t = write.key
+                    existing = conn.execute(sa.select(feedback).where(
+                        feedback.c.user_id == u, feedback.c.event_key == e,
+                        feedback.c.movie_id == m, feedback.c.feedback_type == t)).one()
+                    result.feedback.append(FeedbackResult(dict(existing._mapping), False))
+                    continue
+                row = dict(write.values, id=int(inserted.id))
+                result.feedback.append(FeedbackResult(row, True))
+                if row["counted"]:
+                    result.counted += 1
+                    (successes if row["reward"] > 0 else failures)[row["arm"]] += 1
+                if write.rating is not None:
+                    conn.execute(
+                        self._insert(feedback_ratings)
+                        .values(user_id=row["user_id"], movie_id=row["movie_id"],
+                                rating=write.rating, updated_at=row["created_at"])
+                        .on_conflict_do_update(
+                            index_elements=["user_id", "movie_id"],
+                            set_={"rating": write.rating, "updated_at": row["created_at"]})
+                    )
+            self._increment(conn, successes, failures, pulls)
+        return result
+
+    def settle_expired(self, now: float, grace_s: float) -> int:
+        """Settle decisions whose window closed; those with no counted feedback count as 0.
+
+        Each decision is claimed by exactly one ``UPDATE ... WHERE settled_at IS NULL``, so
+        several workers sweeping at once never count a decision twice.
+        """
+        has_counted = sa.exists().where(feedback.c.event_id == decisions.c.event_id,
+                                        feedback.c.counted)
+        with self.write_engine.begin() as conn:
+            claimed = conn.execute(
+                decisions.update()
+                .where(decisions.c.settled_at.is_(None),
+                       decisions.c.reward_deadline < now - grace_s)
+                .values(settled_at=now,
+                        expired_zero=sa.and_(sa.not_(decisions.c.cold_start),
+                                             sa.not_(has_counted)))
+                .returning(decisions.c.arm, decisions.c.expired_zero)
+            ).all()
+            zeros = Counter(r.arm for r in claimed if r.expired_zero)
+            self._increment(conn, Counter(), zeros, Counter())
+        return len(claimed)
+
+    def _increment(self, conn: Connection, successes: Counter[str], failures: Counter[str],
+                   pulls: Counter[str]) -> None:
+        # Sorted so that concurrent transactions lock the rows in one order (no dead-lock).
+        for arm in sorted(set(successes) | set(failures) | set(pulls)):
+            conn.execute(
+                arm_state.update().where(arm_state.c.arm == arm).values(
+                    successes=arm_state.c.successes + successes[arm],
+                    failures=arm_state.c.failures + failures[arm],
+                    pulls=arm_state.c.pulls + pulls[arm],
+                )
+            )
+
+    # ------------------------------------------------------------------ replay
+    @unavailable_on_db_error
+    def replay_observations(self) -> tuple[list[tuple[float, str, float]], Counter[str]]:
+        """Rebuild, from the raw log, every reward the policy must have seen.
+
+        Feedback counts when it was attributed to a policy (not cold-start) decision and
+        stamped within that decision's reward window; a settled decision with no such feedback
+        counts as one reward 0. The stored ``counted``/``expired_zero`` flags are NOT used.
+
+        Returns
+        -------
+        observations : list of (time, arm, reward)
+            In time order.
+        pulls : Counter
+            Policy decisions per arm.
+        """
+        fb = (sa.select(feedback.c.created_at, feedback.c.feedback_type, feedback.c.event_id,
+                        decisions.c.arm)
+              .join(decisions, feedback.c.event_id == decisions.c.event_id)
+              .where(sa.not_(decisions.c.cold_start),
+                     feedback.c.created_at <= decisions.c.reward_deadline))
+        observations: list[tuple[float, str, float]] = []
+        rewarded: set[str] = set()
+        with self.read_engine.connect() as conn:
+            for row in conn.execute(fb):
+                reward = 1.0 if row.feedback_type in POSITIVE_TYPES else 0.0
+                observations.append((float(row.created_at), row.arm, reward))
+                rewarded.add(row.event_id)
+            settled = conn.execute(
+                sa.select(decisions.c.event_id, decisions.c.settled_at, decisions.c.arm)
+                .where(decisions.c.settled_at.is_not(None), sa.not_(decisions.c.cold_start)))
+            for row in settled:
+                if row.event_id not in rewarded:
+                    observations.append((float(row.settled_at), row.arm, 0.0))
+            pulls = Counter({r.arm: int(r.n) for r in conn.execute(
+                sa.select(decisions.c.arm, sa.func.count().label("n"))
+                .where(sa.not_(decisions.c.cold_start)).group_by(decisions.c.arm))})
+        observations.sort(key=lambda o: o[0])
+        return observations, pulls
