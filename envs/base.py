@@ -1,0 +1,157 @@
+"""The :class:`UserModel` interface and the reward arithmetic every environment shares.
+
+A user model is the ground truth of an environment: given users and the slates every arm would show
+them, it returns, for each slate position, the probability that the user *likes* (clicks) the item
+and the probability that they *dislike* it. Everything else — sampling responses, the realised
+reward, the expected reward of every arm, hence exact regret — follows from those two arrays with
+the pure functions of this module, which the single and the vectorised environment both call.
+
+Responses are coded as int8: ``LIKE = 1`` (a click or a like), ``DISLIKE = -1`` and ``NONE = 0``.
+Positions of a slate respond independently: with one uniform draw ``u`` per position, the user
+likes the item if ``u < like`` and dislikes it if ``like <= u < like + dislike``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import numpy as np
+
+LIKE = 1
+NONE = 0
+DISLIKE = -1
+
+#: Reward definitions: ``"any"`` is 1 when the user liked/clicked anything in the slate (the
+#: default), ``"count"`` the number of likes/clicks, ``"signed"`` likes minus dislikes.
+REWARDS = ("any", "count", "signed")
+
+
+def sample_responses(like: np.ndarray, dislike: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
+    """Responses for slates, shape ``(..., k)`` int8, from per-position probabilities.
+
+    Parameters
+    ----------
+    like, dislike : ndarray of float, shape ``(..., k)``
+        Probabilities per position; ``like + dislike <= 1``.
+    uniforms : ndarray of float, shape ``(..., k)``
+        One draw in ``[0, 1)`` per position.
+    """
+    liked = uniforms < like
+    disliked = (uniforms < like + dislike) & ~liked
+    return liked.astype(np.int8) - disliked.astype(np.int8)
+
+
+def realised_reward(responses: np.ndarray, reward: str) -> np.ndarray:
+    """The reward of each slate, shape ``responses.shape[:-1]``, float64."""
+    if reward == "any":
+        return (responses == LIKE).any(axis=-1).astype(np.float64)
+    if reward == "count":
+        return (responses == LIKE).sum(axis=-1, dtype=np.float64)
+    return responses.sum(axis=-1, dtype=np.float64)
+
+
+def expected_reward(like: np.ndarray, dislike: np.ndarray, reward: str) -> np.ndarray:
+    """Expectation of :func:`realised_reward`, reducing the last (slate) axis; float64."""
+    if reward == "any":
+        return 1.0 - np.prod(1.0 - like, axis=-1)
+    if reward == "count":
+        return like.sum(axis=-1, dtype=np.float64)
+    return (like - dislike).sum(axis=-1, dtype=np.float64)
+
+
+def check_reward(reward: object) -> str:
+    """Validate a reward name; raises ``ValueError`` naming the allowed values."""
+    if not isinstance(reward, str) or reward not in REWARDS:
+        raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
+    return reward
+
+
+class UserModel(ABC):
+    """How users respond to slates: the ground truth of an environment.
+
+    A model is built (by its constructor) from data, and then answers for batches. Subclasses
+    implement :meth:`prepare` (everything that depends only on users and slates, computed once for
+    all users when the arms are frozen) and :meth:`probabilities` (the cheap, per-step part that
+    may depend on the step ``t`` and on the episode state).
+
+    Attributes
+    ----------
+    n_users : int
+        Users the model knows, by contiguous index.
+    dynamic : bool
+        Whether probabilities change within an episode (drift with ``t``, boredom with the state).
+        Static models let the environment precompute every probability and expected reward.
+    """
+
+    name: ClassVar[str] = "user-model"
+    #: Whether the model needs real items in the slates (FixedCTR does not).
+    needs_items: ClassVar[bool] = True
+    n_users: int
+    dynamic: bool = False
+
+    @abstractmethod
+    def prepare(self, users: np.ndarray, slates: np.ndarray) -> dict[str, np.ndarray]:
+        """Step- and state-free quantities for ``slates``.
+
+        Parameters
+        ----------
+        users : ndarray of int64, shape ``(n,)``
+        slates : ndarray of int64, shape ``(n, n_arms, k)``
+            Item indices of every arm's slate for each user; ``-1`` pads short slates.
+
+        Returns
+        -------
+        dict of str to ndarray
+            Arrays of shape ``(n, n_arms, k)``; :meth:`probabilities` reads them back, possibly
+            after selecting rows with ``array[rows]``.
+        """
+
+    @abstractmethod
+    def probabilities(
+        self,
+        prepared: dict[str, np.ndarray],
+        users: np.ndarray,
+        t: np.ndarray,
+        fatigue: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Like and dislike probabilities, each of shape ``(n, n_arms, k)``.
+
+        Parameters
+        ----------
+        prepared : dict
+            Rows of what :meth:`prepare` returned for these users.
+        users : ndarray of int64, shape ``(n,)``
+        t : ndarray of int64, shape ``(n,)``
+            Step of the episode each user arrives at (0 for the first).
+        fatigue : ndarray of float64, shape ``(n, n_arms)``, or None
+            The users' episode state (see :meth:`new_fatigue`); None for models without one.
+        """
+
+    # ------------------------------------------------------------------ optional hooks
+    def eligible_users(self) -> np.ndarray:
+        """Mask of users who may arrive, shape ``(n_users,)``; by default everyone."""
+        return np.ones(self.n_users, dtype=bool)
+
+    def activity(self) -> np.ndarray:
+        """Arrival weights for ``arrival="activity"``, shape ``(n_users,)``; uniform by default."""
+        return np.ones(self.n_users, dtype=np.float64)
+
+    def replay_sequence(self) -> np.ndarray:
+        """User indices in their real order of arrival, for ``arrival="replay"``.
+
+        Raises
+        ------
+        ValueError
+            When the model has no timestamps to replay (the default).
+        """
+        raise ValueError(f"the {self.name} user model has no real arrivals to replay")
+
+    def new_fatigue(self, n_envs: int, n_arms: int) -> np.ndarray | None:
+        """Fresh episode state, shape ``(n_envs, n_users, n_arms)``, or None if stateless."""
+        return None
+
+    def update_fatigue(  # noqa: B027 - optional hook, a no-op for stateless models
+        self, fatigue: np.ndarray, envs: np.ndarray, users: np.ndarray, actions: np.ndarray
+    ) -> None:
+        """Advance the episode state in place after ``users`` were served by ``actions``."""

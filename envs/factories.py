@@ -1,0 +1,304 @@
+"""Builders behind the registered ids: configuration in, :class:`Simulator` and envs out.
+
+Each ``build_*`` function turns keyword arguments (the ones ``gymnasium.make(id, **kwargs)``
+accepts) into a :class:`Simulator`. Building one fits arms and user models, so simulators are
+cached per configuration within the process (:func:`cached_simulator`): ``gymnasium.make`` of the
+same id and arguments, ``check_env``'s re-creations and the vectorised env all share one, which is
+safe because a simulator holds no episode state and its arrays are read-only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from os import PathLike
+from typing import Any
+
+import numpy as np
+
+from arms.data import Dataset, load_movielens, temporal_split
+from envs.arm_set import DEFAULT_ARMS, arm_name, check_arms, fitted_arms
+from envs.context import user_context
+from envs.fixed_ctr import SEED_CTR, FixedCTR
+from envs.held_out import HeldOutRatings
+from envs.latent_factor import LatentFactorUsers
+from envs.recommender_env import RecommenderArmsEnv
+from envs.simulator import Simulator
+from envs.vector_env import RecommenderArmsVectorEnv
+
+logger = logging.getLogger(__name__)
+
+#: Default arms of the drifting simulator: popularity is the arm that survives a drift of tastes.
+DRIFT_ARMS = (*DEFAULT_ARMS, "popularity")
+#: Steps over which tastes turn in ``recbandits/MovieLensSimDrift-v0``.
+DRIFT_STEPS = 500
+_CACHE_SIZE = 8
+_simulators: OrderedDict[tuple, Simulator] = OrderedDict()
+
+
+@lru_cache(maxsize=4)
+def _movielens(data_dir: str | None) -> Dataset:
+    return load_movielens(data_dir)
+
+
+def resolve_dataset(dataset: Dataset | None, data_dir: str | PathLike | None) -> Dataset:
+    """``dataset`` if given, else MovieLens 100K (``data_dir``, ``RECBANDITS_DATA`` or cache)."""
+    if dataset is None:
+        return _movielens(None if data_dir is None else str(data_dir))
+    if not isinstance(dataset, Dataset):
+        raise TypeError(
+            f"dataset must be an arms.data.Dataset or None, got {type(dataset).__name__}"
+        )
+    return dataset
+
+
+def _check_slate_size(slate_size: object) -> int:
+    if isinstance(slate_size, bool) or not isinstance(slate_size, int | np.integer):
+        raise TypeError(f"slate_size must be an integer, got {type(slate_size).__name__}")
+    if slate_size < 1:
+        raise ValueError(f"slate_size must be >= 1, got {slate_size}")
+    return int(slate_size)
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, np.ndarray):
+        return ("ndarray", value.shape, value.tobytes())
+    return value
+
+
+def cached_simulator(builder: Callable[..., Simulator], **kwargs: Any) -> Simulator:
+    """``builder(**kwargs)``, reused for equal arguments (datasets and arms by identity)."""
+    key = (builder.__name__, tuple(sorted((k, _freeze(v)) for k, v in kwargs.items())))
+    try:
+        hash(key)
+    except TypeError:
+        return builder(**kwargs)
+    if key in _simulators:
+        _simulators.move_to_end(key)
+        return _simulators[key]
+    simulator = builder(**kwargs)
+    _simulators[key] = simulator
+    if len(_simulators) > _CACHE_SIZE:
+        _simulators.popitem(last=False)
+    return simulator
+
+
+# ---------------------------------------------------------------------- builders
+def build_fixed_ctr(
+    *,
+    ctr: Sequence[float] | np.ndarray | None = None,
+    arms: Sequence[Any] = DEFAULT_ARMS,
+    n_users: int = 1000,
+    dataset: Dataset | None = None,
+    slate_size: int = 10,
+    reward: str = "any",
+    arrival: str = "uniform",
+    online_learning: bool = False,
+    random_state: int = 0,
+) -> Simulator:
+    """Simulator of ``recbandits/FixedCTR-v0``.
+
+    Without ``dataset`` nothing is fitted: ``arms`` are labels, users are ``0..n_users-1``,
+    slates hold no item (``-1``) and the observation is one constant feature. With a dataset the
+    arms are fitted on it and users, slates and contexts are real; clicks still follow ``ctr``.
+    ``ctr`` defaults to the seed story for the arms it names (svd 0.10, sequential 0.15,
+    autoencoder 0.12).
+    """
+    k = _check_slate_size(slate_size)
+    if dataset is None:
+        if isinstance(arms, str) or not isinstance(arms, Sequence) or not arms:
+            raise TypeError(f"arms must be a non-empty sequence of names, got {arms!r}")
+        names = tuple(arm_name(a) for a in arms)
+        if len(set(names)) != len(names):
+            raise ValueError(f"arms must be distinct, got {list(names)}")
+    else:
+        names = tuple(arm_name(a) for a in check_arms(arms))
+    if ctr is None:
+        missing = [n for n in names if n not in SEED_CTR]
+        if missing:
+            raise ValueError(
+                f"ctr is required for arms without a seed click rate {missing}; seed rates "
+                f"exist for {sorted(SEED_CTR)}"
+            )
+        ctr = tuple(SEED_CTR[n] for n in names)
+    if dataset is None:
+        model = FixedCTR(ctr=ctr, n_users=n_users)
+        if model.n_arms != len(names):
+            raise ValueError(f"ctr has {model.n_arms} arm(s) but arms names {len(names)}")
+        if online_learning:
+            raise ValueError("online_learning needs a dataset: FixedCTR without one has no items")
+        return Simulator(
+            user_model=model,
+            arm_names=names,
+            slates=np.full((model.n_users, len(names), k), -1, dtype=np.int64),
+            contexts=np.ones((model.n_users, 1), dtype=np.float32),
+            feature_names=("bias",),
+            user_ids=np.arange(model.n_users, dtype=np.int64),
+            reward=reward,
+            arrival=arrival,
+        )
+    data = resolve_dataset(dataset, None)
+    fitted, slates = fitted_arms(arms, data, k=k, random_state=random_state)
+    values = np.asarray(ctr, dtype=np.float64)
+    if values.ndim == 2 and values.shape[0] != data.n_users:
+        raise ValueError(f"ctr has {values.shape[0]} rows but the dataset {data.n_users} users")
+    model = FixedCTR(ctr=values, n_users=data.n_users)
+    if model.n_arms != len(names):
+        raise ValueError(f"ctr has {model.n_arms} arm(s) but arms names {len(names)}")
+    contexts, features = user_context(data)
+    return Simulator(
+        user_model=model, arm_names=names, slates=slates, contexts=contexts,
+        feature_names=features, user_ids=data.user_ids, item_ids=data.item_ids, arms=fitted,
+        reward=reward, arrival=arrival, online_learning=online_learning,
+    )  # fmt: skip
+
+
+def build_movielens(
+    *,
+    arms: Sequence[Any] = DEFAULT_ARMS,
+    dataset: Dataset | None = None,
+    data_dir: str | PathLike | None = None,
+    held_out_fraction: float | None = 0.2,
+    n_last: int | None = None,
+    like_threshold: float = 4.0,
+    dislike_threshold: float = 2.0,
+    min_held_out: int = 1,
+    slate_size: int = 10,
+    reward: str = "any",
+    arrival: str = "uniform",
+    online_learning: bool = False,
+    random_state: int = 0,
+) -> Simulator:
+    """Simulator of ``recbandits/MovieLens-v0``: held-out users of a temporal split.
+
+    Each user's last ``held_out_fraction`` of ratings (or last ``n_last``, which takes
+    precedence) is the future; the arms learn from the rest, and users respond as
+    :class:`HeldOutRatings` says. Contexts come from the training part only.
+    """
+    data = resolve_dataset(dataset, data_dir)
+    k = _check_slate_size(slate_size)
+    if n_last is not None:
+        train, test = temporal_split(data, n_last=n_last)
+    else:
+        train, test = temporal_split(data, fraction=held_out_fraction)
+    model = HeldOutRatings(
+        like_threshold=like_threshold, dislike_threshold=dislike_threshold,
+        min_held_out=min_held_out,
+    ).fit(train, test)  # fmt: skip
+    fitted, slates = fitted_arms(arms, train, k=k, random_state=random_state)
+    if model.in_training(np.arange(train.n_users)[:, None, None], slates).any():
+        raise ValueError(
+            "an arm recommends items from the users' training history; HeldOutRatings needs "
+            "arms fitted on the training split with exclude_seen"
+        )
+    contexts, features = user_context(data, train)
+    return Simulator(
+        user_model=model, arm_names=tuple(arm_name(a) for a in check_arms(arms)), slates=slates,
+        contexts=contexts, feature_names=features, user_ids=data.user_ids,
+        item_ids=data.item_ids, arms=fitted, reward=reward, arrival=arrival,
+        online_learning=online_learning,
+    )  # fmt: skip
+
+
+def build_movielens_sim(
+    *,
+    arms: Sequence[Any] = DEFAULT_ARMS,
+    dataset: Dataset | None = None,
+    data_dir: str | PathLike | None = None,
+    rank: int = 16,
+    like_threshold: float = 4.5,
+    dislike_threshold: float = 2.0,
+    temperature: float = 0.3,
+    position_bias: float = 1.0,
+    boredom: float = 0.1,
+    boredom_decay: float = 0.5,
+    drift_steps: int | None = None,
+    mainstream_fatigue: float = 0.0,
+    slate_size: int = 10,
+    reward: str = "any",
+    arrival: str = "uniform",
+    online_learning: bool = False,
+    random_state: int = 0,
+) -> Simulator:
+    """Simulator of ``recbandits/MovieLensSim-v0``: :class:`LatentFactorUsers` ground truth.
+
+    The ground truth is fit to all the ratings; the arms are fitted to all of them too, with
+    their own models, and recommend unseen items only.
+    """
+    data = resolve_dataset(dataset, data_dir)
+    k = _check_slate_size(slate_size)
+    model = _latent_model(
+        data, rank, like_threshold, dislike_threshold, temperature, position_bias, boredom,
+        boredom_decay, drift_steps, mainstream_fatigue, random_state,
+    )  # fmt: skip
+    fitted, slates = fitted_arms(arms, data, k=k, random_state=random_state)
+    contexts, features = user_context(data)
+    return Simulator(
+        user_model=model, arm_names=tuple(arm_name(a) for a in check_arms(arms)), slates=slates,
+        contexts=contexts, feature_names=features, user_ids=data.user_ids,
+        item_ids=data.item_ids, arms=fitted, reward=reward, arrival=arrival,
+        online_learning=online_learning,
+    )  # fmt: skip
+
+
+@lru_cache(maxsize=8)
+def _latent_model(data: Dataset, *params: Any) -> LatentFactorUsers:
+    names = ("rank", "like_threshold", "dislike_threshold", "temperature", "position_bias",
+             "boredom", "boredom_decay", "drift_steps", "mainstream_fatigue", "random_state")
+    return LatentFactorUsers(**dict(zip(names, params, strict=True))).fit(data)
+
+
+def build_movielens_sim_drift(
+    *,
+    arms: Sequence[Any] = DRIFT_ARMS,
+    drift_steps: int | None = DRIFT_STEPS,
+    mainstream_fatigue: float = 0.5,
+    **kwargs: Any,
+) -> Simulator:
+    """Simulator of ``recbandits/MovieLensSimDrift-v0``: the simulator with drifting tastes.
+
+    Over ``drift_steps`` steps every user's taste turns into another user's and hits lose
+    ``mainstream_fatigue`` rating points per standard deviation of popularity, so the arm that
+    is best at the start of an episode is not the best at its end.
+    """
+    return build_movielens_sim(
+        arms=arms, drift_steps=drift_steps, mainstream_fatigue=mainstream_fatigue, **kwargs
+    )
+
+
+# ---------------------------------------------------------------------- entry points
+def _single(builder: Callable[..., Simulator]) -> Callable[..., RecommenderArmsEnv]:
+    def make(*, render_mode: str | None = None, **kwargs: Any) -> RecommenderArmsEnv:
+        return RecommenderArmsEnv(cached_simulator(builder, **kwargs), render_mode=render_mode)
+
+    make.__name__ = make.__qualname__ = builder.__name__.replace("build_", "make_")
+    make.__doc__ = f"A :class:`RecommenderArmsEnv` on :func:`{builder.__name__}`'s simulator."
+    return make
+
+
+def _vector(builder: Callable[..., Simulator]) -> Callable[..., RecommenderArmsVectorEnv]:
+    def make(
+        *, num_envs: int = 1, max_episode_steps: int | None = None, **kwargs: Any
+    ) -> RecommenderArmsVectorEnv:
+        return RecommenderArmsVectorEnv(
+            cached_simulator(builder, **kwargs), num_envs=num_envs,
+            max_episode_steps=max_episode_steps,
+        )  # fmt: skip
+
+    make.__name__ = make.__qualname__ = builder.__name__.replace("build_", "make_") + "_vector"
+    make.__doc__ = f"A :class:`RecommenderArmsVectorEnv` on :func:`{builder.__name__}`'s simulator."
+    return make
+
+
+make_fixed_ctr = _single(build_fixed_ctr)
+make_movielens = _single(build_movielens)
+make_movielens_sim = _single(build_movielens_sim)
+make_movielens_sim_drift = _single(build_movielens_sim_drift)
+make_fixed_ctr_vector = _vector(build_fixed_ctr)
+make_movielens_vector = _vector(build_movielens)
+make_movielens_sim_vector = _vector(build_movielens_sim)
+make_movielens_sim_drift_vector = _vector(build_movielens_sim_drift)

@@ -1,0 +1,74 @@
+"""FixedCTR: arm-level click probabilities, the seed story of the project, no data needed."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from envs.base import UserModel
+
+#: The seed story: the click-through rate of each default arm's slate.
+SEED_CTR = {"svd": 0.10, "sequential": 0.15, "autoencoder": 0.12}
+
+
+class FixedCTR(UserModel):
+    """Users who click an arm's slate with a fixed probability, whatever it shows.
+
+    ``ctr[a]`` is the probability that a user clicks *something* in arm ``a``'s slate of ``k``
+    items, i.e. the expected reward under ``reward="any"``. Each position is clicked independently
+    with probability ``q = 1 - (1 - ctr) ** (1 / k)``, so ``P(any click) = ctr`` exactly and the
+    expected number of clicks is ``k * q``. Nobody dislikes anything.
+
+    Parameters
+    ----------
+    ctr : array-like of float, shape ``(n_arms,)`` or ``(n_users, n_arms)``, default the seed story
+        Click probabilities within ``[0, 1]``; one row per user makes them personal. The default
+        is ``(0.10, 0.15, 0.12)`` for ``("svd", "sequential", "autoencoder")``.
+    n_users : int, default 1000
+        How many users arrive (ignored when ``ctr`` has one row per user).
+
+    Raises
+    ------
+    TypeError
+        If ``n_users`` is not an integer.
+    ValueError
+        If ``ctr`` is empty, not 1-d or 2-d, or holds a value outside ``[0, 1]``; or if
+        ``n_users < 1``.
+    """
+
+    name: ClassVar[str] = "fixed-ctr"
+    needs_items: ClassVar[bool] = False
+
+    def __init__(self, *, ctr: object = tuple(SEED_CTR.values()), n_users: int = 1000) -> None:
+        self.ctr = ctr
+        values = np.asarray(ctr, dtype=np.float64)
+        if values.ndim not in (1, 2) or values.size == 0:
+            raise ValueError(
+                f"ctr must be a non-empty array of shape (n_arms,) or (n_users, n_arms), "
+                f"got shape {values.shape}"
+            )
+        if not np.all(np.isfinite(values)) or (values < 0).any() or (values > 1).any():
+            raise ValueError(f"ctr must hold probabilities within [0, 1], got {values.tolist()}")
+        if isinstance(n_users, bool) or not isinstance(n_users, int | np.integer):
+            raise TypeError(f"n_users must be an integer, got {type(n_users).__name__}")
+        if n_users < 1:
+            raise ValueError(f"n_users must be >= 1, got {n_users}")
+        self.n_users = int(n_users) if values.ndim == 1 else values.shape[0]
+        self.ctr_ = np.broadcast_to(values, (self.n_users, values.shape[-1]))
+        self.n_arms = values.shape[-1]
+
+    def prepare(self, users: np.ndarray, slates: np.ndarray) -> dict[str, np.ndarray]:
+        k = slates.shape[-1]
+        per_position = 1.0 - (1.0 - self.ctr_[users]) ** (1.0 / k)
+        like = np.repeat(per_position[:, :, None], k, axis=2)
+        return {"like": like, "dislike": np.zeros_like(like)}
+
+    def probabilities(
+        self,
+        prepared: dict[str, np.ndarray],
+        users: np.ndarray,
+        t: np.ndarray,
+        fatigue: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return prepared["like"], prepared["dislike"]

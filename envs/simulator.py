@@ -1,0 +1,272 @@
+"""The dynamics of the recommender-arms environments, on batches of independent sub-environments.
+
+:class:`RecommenderArmsEnv` (one user per step) and :class:`RecommenderArmsVectorEnv` (one user per
+sub-environment per step) both call the same :class:`Simulator` methods — the single environment
+with batches of one — so their dynamics cannot diverge.
+
+Randomness. Each (sub-)environment owns one ``numpy.random.Generator`` and consumes it in blocks:
+at ``reset`` and whenever a block is used up it draws ``rng.random((BLOCK_STEPS, 1 + k))``; step
+``t`` uses row ``t`` — column 0 for the arrival of the user served at ``t`` and columns ``1..k``
+for that user's responses. The number of draws never depends on actions or outcomes, so a
+vectorised environment whose sub-environment ``i`` is seeded like a single environment reproduces
+that environment exactly, while drawing for all sub-environments in one call per block.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from arms import DISLIKE_RATING, LIKE_RATING, Recommender
+from envs.base import (
+    LIKE,
+    UserModel,
+    check_reward,
+    expected_reward,
+    realised_reward,
+    sample_responses,
+)
+from envs.errors import UserModelError
+
+ARRIVALS = ("uniform", "activity", "replay")
+#: Steps of random numbers drawn at once per (sub-)environment.
+BLOCK_STEPS = 256
+
+
+@dataclass
+class Outcome:
+    """What happened when a batch of users was served (arrays over the batch)."""
+
+    slates: np.ndarray  #: (n, k) int64 item indices of the slates shown, -1 padded
+    responses: np.ndarray  #: (n, k) int8
+    rewards: np.ndarray  #: (n,) float64
+    expected: np.ndarray  #: (n, n_arms) float64, every arm's expected reward for the user
+    best: np.ndarray  #: (n,) int64, an arm with the highest expected reward
+
+
+class Simulator:
+    """Users, arms and a user model wired together; stateless across episodes.
+
+    Parameters
+    ----------
+    user_model : UserModel
+        The ground truth; fitted.
+    arm_names : sequence of str
+        One name per arm (the action labels).
+    slates : ndarray of int64, shape ``(n_users, n_arms, k)``
+        Every arm's slate for every user, as the fitted arms recommend them (``-1`` throughout
+        when the user model needs no items).
+    contexts : ndarray of float32, shape ``(n_users, n_features)``
+        Observations, within ``[0, 1]``.
+    feature_names : sequence of str
+    user_ids : ndarray of int64, shape ``(n_users,)``
+        Raw user ids (reported in ``info``).
+    item_ids : ndarray of int64, shape ``(n_items,)``, optional
+        Raw item ids; None when there is no catalogue.
+    arms : sequence of Recommender, optional
+        The fitted arms; needed only with ``online_learning``.
+    reward : {"any", "count", "signed"}, default "any"
+    arrival : {"uniform", "activity", "replay"}, default "uniform"
+    online_learning : bool, default False
+        Whether arms learn from each response (``partial_fit``) inside an episode.
+
+    Raises
+    ------
+    ValueError
+        For a wrong reward or arrival, mismatched shapes, or online learning without arms.
+    UserModelError
+        If no user is eligible to arrive.
+    """
+
+    def __init__(
+        self,
+        *,
+        user_model: UserModel,
+        arm_names: Sequence[str],
+        slates: np.ndarray,
+        contexts: np.ndarray,
+        feature_names: Sequence[str],
+        user_ids: np.ndarray,
+        item_ids: np.ndarray | None = None,
+        arms: Sequence[Recommender] = (),
+        reward: str = "any",
+        arrival: str = "uniform",
+        online_learning: bool = False,
+    ) -> None:
+        self.user_model = user_model
+        self.arm_names = tuple(arm_names)
+        self.reward = check_reward(reward)
+        if not isinstance(arrival, str) or arrival not in ARRIVALS:
+            raise ValueError(f"arrival must be one of {ARRIVALS}, got {arrival!r}")
+        self.arrival = arrival
+        if not isinstance(online_learning, bool | np.bool_):
+            raise TypeError(f"online_learning must be a bool, got {online_learning!r}")
+        self.online_learning = bool(online_learning)
+        self.n_users, self.n_arms, self.slate_size = slates.shape
+        if self.n_arms != len(self.arm_names):
+            raise ValueError(f"slates hold {self.n_arms} arms but {len(self.arm_names)} names")
+        if contexts.shape[0] != self.n_users or user_model.n_users != self.n_users:
+            raise ValueError(
+                f"contexts ({contexts.shape[0]} rows), the user model ({user_model.n_users} "
+                f"users) and the slates ({self.n_users} users) must agree"
+            )
+        self.slates = slates
+        self.contexts = np.ascontiguousarray(contexts, dtype=np.float32)
+        self.contexts.setflags(write=False)
+        self.feature_names = tuple(feature_names)
+        self.user_ids = np.asarray(user_ids, dtype=np.int64)
+        self.item_ids = None if item_ids is None else np.asarray(item_ids, dtype=np.int64)
+        self.arms = tuple(arms)
+        if self.online_learning and (len(self.arms) != self.n_arms or self.item_ids is None):
+            raise ValueError(
+                "online_learning needs fitted arms and an item catalogue (a dataset); "
+                f"got {len(self.arms)} arm object(s) for {self.n_arms} arms"
+            )
+        self._init_arrivals()
+        self.prepared = user_model.prepare(np.arange(self.n_users), slates)
+        self.raw_slates = self.raw_items(slates)
+        if not user_model.dynamic:
+            self.like, self.dislike = user_model.probabilities(
+                self.prepared, np.arange(self.n_users), np.zeros(self.n_users, np.int64), None
+            )
+            self.expected = expected_reward(self.like, self.dislike, self.reward)
+            self.best = self.expected.argmax(axis=1)
+
+    # ------------------------------------------------------------------ arrivals
+    def _init_arrivals(self) -> None:
+        eligible = np.flatnonzero(self.user_model.eligible_users())
+        if len(eligible) == 0:
+            raise UserModelError(
+                f"the {self.user_model.name} user model has no user who may arrive"
+            )
+        self.eligible = eligible
+        self.replay: np.ndarray | None = None
+        if self.arrival == "replay":
+            self.replay = self.user_model.replay_sequence()
+            if len(self.replay) == 0:
+                raise UserModelError("arrival='replay' needs at least one recorded arrival")
+            self.arrival_probabilities = np.bincount(self.replay, minlength=self.n_users) / len(
+                self.replay
+            )
+            return
+        weights = np.zeros(self.n_users)
+        if self.arrival == "activity":
+            weights[eligible] = self.user_model.activity()[eligible]
+            if not weights.sum() > 0:
+                raise UserModelError("arrival='activity' needs some user with activity > 0")
+        else:
+            weights[eligible] = 1.0
+        self.arrival_probabilities = weights / weights.sum()
+        self.arrival_cdf = np.cumsum(weights[eligible]) / weights.sum()
+
+    @property
+    def episode_limit(self) -> int | None:
+        """Steps until the data runs out (the replay length), None when unbounded."""
+        return None if self.replay is None else len(self.replay)
+
+    def draw_users(self, uniforms: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Users arriving at steps ``t`` (shape ``(n,)``), from one uniform each."""
+        if self.replay is not None:
+            return self.replay[np.minimum(t, len(self.replay) - 1)]
+        pos = np.searchsorted(self.arrival_cdf, uniforms, side="right")
+        return self.eligible[np.minimum(pos, len(self.eligible) - 1)]
+
+    # ------------------------------------------------------------------ serving
+    def serve(
+        self,
+        users: np.ndarray,
+        actions: np.ndarray,
+        uniforms: np.ndarray,
+        t: np.ndarray,
+        fatigue: np.ndarray | None = None,
+        slates: np.ndarray | None = None,
+    ) -> Outcome:
+        """Show each user the slate of the chosen arm and sample the responses.
+
+        Parameters
+        ----------
+        users, actions, t : ndarray of int64, shape ``(n,)``
+        uniforms : ndarray of float64, shape ``(n, k)``
+        fatigue : ndarray of float64, shape ``(n, n_arms)``, optional
+            The users' episode state, for user models that keep one.
+        slates : ndarray of int64, shape ``(n, n_arms, k)``, optional
+            Current slates of every arm when arms learn online; the frozen slates otherwise.
+        """
+        rows = np.arange(len(users))
+        if slates is None and not self.user_model.dynamic:
+            like = self.like[users, actions]
+            dislike = self.dislike[users, actions]
+            expected = self.expected[users]
+            best = self.best[users]
+            shown = self.slates[users, actions]
+        else:
+            if slates is None:
+                prepared = {name: value[users] for name, value in self.prepared.items()}
+                shown = self.slates[users, actions]
+            else:
+                prepared = self.user_model.prepare(users, slates)
+                shown = slates[rows, actions]
+            like_all, dislike_all = self.user_model.probabilities(prepared, users, t, fatigue)
+            expected = expected_reward(like_all, dislike_all, self.reward)
+            best = expected.argmax(axis=1)
+            like, dislike = like_all[rows, actions], dislike_all[rows, actions]
+        responses = sample_responses(like, dislike, uniforms)
+        return Outcome(shown, responses, realised_reward(responses, self.reward), expected, best)
+
+    def raw_items(self, slates: np.ndarray) -> np.ndarray:
+        """Raw item ids of item indices (``-1`` stays ``-1``; all ``-1`` without a catalogue)."""
+        if self.item_ids is None:
+            return np.full(slates.shape, -1, dtype=np.int64)
+        return np.where(slates >= 0, self.item_ids[np.maximum(slates, 0)], -1)
+
+    # ------------------------------------------------------------------ online learning
+    def fresh_arms(self) -> list[Recommender]:
+        """Deep copies of the fitted arms, for one episode of online learning."""
+        return [copy.deepcopy(arm) for arm in self.arms]
+
+    def current_slates(self, arms: Sequence[Recommender], users: np.ndarray) -> np.ndarray:
+        """Every arm's slate for ``users`` now, shape ``(n, n_arms, k)``."""
+        return np.stack(
+            [arm.recommend(users, self.slate_size, exclude_seen=True)[0] for arm in arms], axis=1
+        )
+
+    def learn(
+        self,
+        arms: Sequence[Recommender],
+        users: np.ndarray,
+        shown: np.ndarray,
+        responses: np.ndarray,
+    ) -> None:
+        """Pass likes (rating 5) and dislikes (rating 1) on the shown items to every arm."""
+        rows, cols = np.nonzero(responses)
+        if len(rows) == 0:
+            return
+        feedback = pd.DataFrame(
+            {
+                "user_id": self.user_ids[users[rows]],
+                "item_id": self.item_ids[shown[rows, cols]],
+                "rating": np.where(responses[rows, cols] == LIKE, LIKE_RATING, DISLIKE_RATING),
+            }
+        )
+        for arm in arms:
+            arm.partial_fit(feedback)
+
+    # ------------------------------------------------------------------ ground truth
+    def expected_reward_matrix(self, t: int = 0) -> np.ndarray:
+        """Expected reward of every arm for every user at step ``t`` of a fresh episode.
+
+        Uses the frozen slates (the arms as fitted) and no fatigue; shape ``(n_users, n_arms)``.
+        """
+        if not self.user_model.dynamic:
+            return self.expected.copy()
+        users = np.arange(self.n_users)
+        like, dislike = self.user_model.probabilities(
+            self.prepared, users, np.full(self.n_users, t, dtype=np.int64),
+            None if self.user_model.new_fatigue(1, self.n_arms) is None
+            else np.zeros((self.n_users, self.n_arms)),
+        )
+        return expected_reward(like, dislike, self.reward)
