@@ -22,6 +22,61 @@ def _evaluate_arms(args: argparse.Namespace) -> int:
     return evaluate_main(args)
 
 
+def _serving_settings(args: argparse.Namespace) -> object:
+    """Settings from RECBANDITS_* variables, overridden by the options given."""
+    from serving.settings import Settings
+
+    names = ("host", "port", "workers", "db", "data", "state_dir", "arms", "dataset", "seed")
+    given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    return Settings(**given)
+
+
+def _run_serving(args: argparse.Namespace, command: str) -> int:
+    from pydantic import ValidationError
+
+    from serving import commands
+
+    try:
+        settings = _serving_settings(args)
+    except ValidationError as exc:
+        print(f"recbandits {command}: {exc}", file=sys.stderr)
+        return 2
+    return getattr(commands, command.replace("-", "_"))(settings)
+
+
+def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
+    def store_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--db", metavar="URL", help="SQLAlchemy URL of the store (default: "
+                         "SQLite in WAL mode under the state folder; "
+                         "postgresql+psycopg://user@host:port/db for several workers or hosts)")
+        sub.add_argument("--data", help="folder holding ml-100k/ (default: RECBANDITS_DATA)")
+        sub.add_argument("--state-dir", help="folder for the SQLite file and the fitted arms "
+                         "(default: <data>/serving)")
+        sub.add_argument("--arms", help="comma-separated arms (default: "
+                         "svd,sequential,autoencoder,popularity)")
+        sub.add_argument("--dataset", choices=["movielens", "synthetic"],
+                         help="what the arms are fit on (default: movielens)")
+        sub.add_argument("--seed", type=int, help="seed of arm fitting and arm selection")
+
+    serve = commands.add_parser("serve", help="run the recommendation service (FastAPI)")
+    serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.add_argument("--workers", type=int, metavar="N", help="worker processes (default 1)")
+    store_options(serve)
+    serve.set_defaults(handler=lambda args: _run_serving(args, "serve"))
+
+    retrain = commands.add_parser(
+        "retrain", help="refit the served arms on MovieLens plus feedback; new policy version")
+    store_options(retrain)
+    retrain.set_defaults(handler=lambda args: _run_serving(args, "retrain"))
+
+    rebuild = commands.add_parser(
+        "rebuild-state", help="replay the decision log; compare with the stored posterior "
+        "(exit 1 if they differ)")
+    store_options(rebuild)
+    rebuild.set_defaults(handler=lambda args: _run_serving(args, "rebuild-state"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recbandits",
@@ -40,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seeds", type=int, default=3,
                           help="split seeds averaged for the random protocol (default 3)")
     evaluate.set_defaults(handler=_evaluate_arms)
+    _add_serving_commands(commands)
     return parser
 
 
