@@ -1,0 +1,316 @@
+"""Sequential: the next item from the user's time-ordered history, with item-to-item transitions.
+
+How it learns
+-------------
+Each user's ratings are put in time order (ties in timestamp broken as the temporal split breaks
+them, so the order is deterministic). Every item ``a`` at position ``p`` and every item ``b`` at position
+``p + d`` with ``1 <= d <= window`` add ``decay ** (d - 1)`` to the forward transition count
+``C[a, b]``; the backward direction (``b`` then ``a``) adds ``backward_weight`` times as much, so
+items rated in the same burst support each other whatever their order inside it (MovieLens users
+rate many films within the same second). The counts are built from shifted copies of the sorted
+arrays, one vectorised pass per offset ``d``, then
+
+``P = D_row^-1 · C · D_pop^-damping``
+
+where ``D_row`` holds the row sums (so each row is a distribution over successors) and ``D_pop``
+the item popularity (``damping > 0`` lowers the successors every user would get anyway). Each row
+of ``P`` keeps its ``max_successors`` largest entries, which bounds memory on big catalogues.
+
+How it scores
+-------------
+A user's *context* is their ``n_recent`` most recent items, the ``r``-th most recent weighted
+``recency ** r``; their scores are the context-weighted sum of the transition rows (one sparse
+product for a batch of users), scaled so the best item scores 1, plus ``popularity_weight`` times
+the normalised popularity, which orders the items no transition reaches.
+
+Feedback (:meth:`partial_fit`)
+------------------------------
+A like (rating >= 3) appends the item to the user's sequence: it becomes the most recent item of
+the context and the older ones age by one place, so its successors rise at once. A dislike (rating
+< 3) puts the item on the user's dislike list and takes it out of the context; the disliked items'
+transition rows are *subtracted* with weight ``dislike_weight``, so what usually follows a disliked
+item is demoted. The latest feedback on an item wins (a like clears an earlier dislike). Feedback
+changes only that user's context, not the shared transition statistics; a refit folds it in.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+
+from arms.base import Recommender
+from arms.data.dataset import Dataset
+
+#: Ratings at or above this count as a like in :meth:`SequentialRecommender.partial_fit`.
+LIKE_THRESHOLD = 3.0
+
+
+class SequentialRecommender(Recommender):
+    """Next-item recommender from windowed, recency-decayed item-to-item transitions.
+
+    See the module docstring for the model. Users with no training rating get popularity (as every
+    arm does) until their first like gives them a context.
+
+    Parameters
+    ----------
+    window : int, default 10
+        How many following items of a user's sequence count as successors of an item (>= 1).
+    decay : float, default 0.9
+        Weight ratio between successors ``d`` and ``d + 1`` places away, in ``(0, 1]``.
+    backward_weight : float, default 0.5
+        Weight of the reversed pairs (a predecessor counts as this much of a successor), ``>= 0``.
+    damping : float, default 0.3
+        Exponent of the popularity damping of successors, in ``[0, 1]``; 0 keeps raw frequencies.
+    n_recent : int, default 20
+        How many of the user's most recent items form the context (>= 1).
+    recency : float, default 0.8
+        Weight ratio between consecutive context items, most recent first, in ``(0, 1]``.
+    popularity_weight : float, default 0.02
+        Weight of the normalised popularity added to the scores (its best item scores this much;
+        the best transition score is 1), ``>= 0``.
+    dislike_weight : float, default 1.0
+        How strongly a disliked item's transition row is subtracted, relative to a context item of
+        weight 1, ``>= 0``.
+    max_successors : int or None, default 500
+        Entries kept per transition row (the largest); ``None`` keeps all.
+
+    Attributes
+    ----------
+    transitions_ : scipy.sparse.csr_matrix, shape ``(n_items_, n_items_)``, float32
+        The normalised, damped transition matrix ``P``.
+    context_ages_ : scipy.sparse.csr_matrix, shape ``(n_users_, n_items_)``, int32
+        1 for each user's most recent item, 2 for the one before, ... up to ``n_recent``.
+    dislikes_ : scipy.sparse.csr_matrix, shape ``(n_users_, n_items_)``, float32
+        1 where the user disliked the item through feedback.
+    """
+
+    name = "sequential"
+    predicts_ratings = False
+    #: Small grid the evaluate-arms runner tunes on a validation split (4 combinations).
+    tuning_grid: ClassVar[dict[str, list]] = {"window": [10, 20], "damping": [0.25, 0.4]}
+
+    def __init__(
+        self,
+        *,
+        window: int = 10,
+        decay: float = 0.9,
+        backward_weight: float = 0.5,
+        damping: float = 0.3,
+        n_recent: int = 20,
+        recency: float = 0.8,
+        popularity_weight: float = 0.02,
+        dislike_weight: float = 1.0,
+        max_successors: int | None = 500,
+    ) -> None:
+        self.window = window
+        self.decay = decay
+        self.backward_weight = backward_weight
+        self.damping = damping
+        self.n_recent = n_recent
+        self.recency = recency
+        self.popularity_weight = popularity_weight
+        self.dislike_weight = dislike_weight
+        self.max_successors = max_successors
+
+    # ------------------------------------------------------------------ validation
+    def _validate_params(self) -> None:
+        _check_int("window", self.window, 1)
+        _check_int("n_recent", self.n_recent, 1)
+        if self.max_successors is not None:
+            _check_int("max_successors", self.max_successors, 1)
+        _check_real("decay", self.decay, 0.0, 1.0, low_open=True)
+        _check_real("recency", self.recency, 0.0, 1.0, low_open=True)
+        _check_real("damping", self.damping, 0.0, 1.0)
+        _check_real("backward_weight", self.backward_weight, 0.0, np.inf)
+        _check_real("popularity_weight", self.popularity_weight, 0.0, np.inf)
+        _check_real("dislike_weight", self.dislike_weight, 0.0, np.inf)
+
+    # ------------------------------------------------------------------ learning
+    def _fit(self, train: Dataset) -> None:
+        users, items = time_ordered(train)
+        self.transitions_ = self._transition_matrix(users, items)
+        # Ages: 1 for the last item of each user, counting back; keep the n_recent most recent.
+        starts = np.searchsorted(users, np.arange(self.n_users_ + 1))
+        age = starts[users + 1] - np.arange(len(users))
+        keep = age <= self.n_recent
+        self.context_ages_ = _min_matrix(
+            users[keep], items[keep], age[keep].astype(np.int32), (self.n_users_, self.n_items_)
+        )
+        self.dislikes_ = sp.csr_matrix((self.n_users_, self.n_items_), dtype=np.float32)
+
+    def _transition_matrix(self, users: np.ndarray, items: np.ndarray) -> sp.csr_matrix:
+        n = self.n_items_
+        counts = sp.csr_matrix((n, n), dtype=np.float32)
+        # One vectorised pass per offset: pairs (items[p], items[p + d]) of the same user.
+        for d in range(1, min(self.window, max(len(items) - 1, 1)) + 1):
+            same = (users[d:] == users[:-d]) & (items[d:] != items[:-d])
+            weight = np.float32(self.decay ** (d - 1))
+            counts = counts + sp.csr_matrix(
+                (np.full(int(same.sum()), weight, dtype=np.float32),
+                 (items[:-d][same], items[d:][same])),
+                shape=(n, n),
+            )  # fmt: skip
+        if self.backward_weight > 0:
+            counts = counts + np.float32(self.backward_weight) * counts.T.tocsr()
+        counts = counts.tocsr()
+        counts.sum_duplicates()
+        row_sums = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
+        row_scale = np.divide(1.0, row_sums, out=np.zeros_like(row_sums), where=row_sums > 0)
+        col_scale = np.maximum(self.popularity_, 1.0) ** -float(self.damping)
+        rows = np.repeat(np.arange(n), np.diff(counts.indptr))
+        counts.data = (counts.data * row_scale[rows] * col_scale[counts.indices]).astype(np.float32)
+        if self.max_successors is not None:
+            counts = _keep_row_top(counts, int(self.max_successors))
+        counts.sort_indices()
+        return counts
+
+    def _partial_fit(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray) -> None:
+        shape = (self.n_users_, self.n_items_)
+        # The latest feedback on a (user, item) pair wins; earlier rows for it are dropped.
+        order = np.arange(len(users))
+        last = _last_occurrence(users, items)
+        users, items, liked = users[last], items[last], ratings[last] >= LIKE_THRESHOLD
+        order = order[last]
+        touched = _indicator(users, items, shape)
+        ages = self.context_ages_
+        ages = (ages - ages.multiply(touched)).tocsr()
+        dislikes = (self.dislikes_ - self.dislikes_.multiply(touched)).tocsr()
+        if liked.any():
+            like_users, like_items, like_order = users[liked], items[liked], order[liked]
+            # Later likes are more recent: age 1 for the user's last like in the batch.
+            by_user = np.lexsort((-like_order, like_users))
+            like_users, like_items = like_users[by_user], like_items[by_user]
+            n_likes = np.bincount(like_users, minlength=self.n_users_)
+            first = np.searchsorted(like_users, like_users)
+            new_age = (np.arange(len(like_users)) - first + 1).astype(np.int32)
+            ages.data += np.repeat(n_likes, np.diff(ages.indptr)).astype(np.int32)
+            ages = ages + _min_matrix(like_users, like_items, new_age, shape)
+            ages.data[ages.data > self.n_recent] = 0
+            ages.eliminate_zeros()
+        if (~liked).any():
+            dislikes = dislikes + _indicator(users[~liked], items[~liked], shape)
+        self.context_ages_ = ages.astype(np.int32).tocsr()
+        self.dislikes_ = dislikes.astype(np.float32).tocsr()
+
+    # ------------------------------------------------------------------ scoring
+    def _score(self, users: np.ndarray) -> np.ndarray:
+        ages = self.context_ages_[users]
+        weights = sp.csr_matrix(
+            (float(self.recency) ** (ages.data.astype(np.float64) - 1), ages.indices, ages.indptr),
+            shape=ages.shape,
+        )
+        scores = (weights @ self.transitions_).toarray().astype(np.float64)
+        disliked = self.dislikes_[users]
+        if disliked.nnz:
+            scores -= self.dislike_weight * (disliked @ self.transitions_).toarray()
+        scale = np.abs(scores).max(axis=1, keepdims=True)
+        scores /= np.where(scale > 0, scale, 1.0)
+        if self.popularity_weight > 0:
+            top = self.popularity_.max()
+            scores += self.popularity_weight * self.popularity_ / (top if top > 0 else 1.0)
+        return scores
+
+    # ------------------------------------------------------------------ persistence
+    def _get_state(self) -> dict[str, np.ndarray]:
+        state: dict[str, np.ndarray] = {}
+        for key in ("transitions_", "context_ages_", "dislikes_"):
+            matrix: sp.csr_matrix = getattr(self, key)
+            state[f"{key}data"] = matrix.data
+            state[f"{key}indices"] = matrix.indices
+            state[f"{key}indptr"] = matrix.indptr
+        return state
+
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        shapes = {
+            "transitions_": (self.n_items_, self.n_items_),
+            "context_ages_": (self.n_users_, self.n_items_),
+            "dislikes_": (self.n_users_, self.n_items_),
+        }
+        for key, shape in shapes.items():
+            matrix = sp.csr_matrix(
+                (state[f"{key}data"], state[f"{key}indices"], state[f"{key}indptr"]), shape=shape
+            )
+            setattr(self, key, matrix)
+
+
+# ---------------------------------------------------------------------- helpers
+def time_ordered(data: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """User and item indices of every rating, sorted by user then timestamp.
+
+    Ties in timestamp are broken as :func:`arms.data.temporal_split` breaks them (lower
+    ``item_index`` first, then row position), so the model's notion of "most recent" matches the
+    split's.
+
+    Returns
+    -------
+    users, items : ndarray of int64, shape ``(n_ratings,)``
+    """
+    ratings = data.ratings
+    users = ratings["user_index"].to_numpy(np.int64)
+    items = ratings["item_index"].to_numpy(np.int64)
+    order = np.lexsort((np.arange(len(users)), items, ratings["timestamp"].to_numpy(), users))
+    return users[order], items[order]
+
+
+def _indicator(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    ones = np.ones(len(rows), dtype=np.float32)
+    return sp.csr_matrix((ones, (rows, cols)), shape=shape).sign().tocsr()
+
+
+def _min_matrix(
+    rows: np.ndarray, cols: np.ndarray, values: np.ndarray, shape: tuple[int, int]
+) -> sp.csr_matrix:
+    """CSR matrix holding, for each repeated ``(row, col)``, the smallest of its ``values``."""
+    order = np.lexsort((values, cols, rows))
+    rows, cols, values = rows[order], cols[order], values[order]
+    first = np.ones(len(rows), dtype=bool)
+    first[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
+    matrix = sp.csr_matrix((values[first], (rows[first], cols[first])), shape=shape)
+    matrix.sort_indices()
+    return matrix
+
+
+def _last_occurrence(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Positions of the last occurrence of each ``(row, col)`` pair, in their original order."""
+    order = np.lexsort((-np.arange(len(rows)), cols, rows))
+    r, c = rows[order], cols[order]
+    first = np.ones(len(r), dtype=bool)
+    first[1:] = (r[1:] != r[:-1]) | (c[1:] != c[:-1])
+    return np.sort(order[first])
+
+
+def _keep_row_top(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
+    """Each row's ``k`` largest entries (ties to the lower column), the rest dropped."""
+    lengths = np.diff(matrix.indptr)
+    if lengths.max(initial=0) <= k:
+        return matrix
+    rows = np.repeat(np.arange(matrix.shape[0]), lengths)
+    order = np.lexsort((matrix.indices, -matrix.data, rows))
+    rank = np.arange(len(order)) - matrix.indptr[rows]
+    keep = order[rank < k]
+    keep.sort()
+    return sp.csr_matrix(
+        (matrix.data[keep], (rows[keep], matrix.indices[keep])), shape=matrix.shape
+    )
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= {low}, got {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _check_real(
+    name: str, value: Any, low: float, high: float, *, low_open: bool = False
+) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    left = "(" if low_open else "["
+    right = "]" if np.isfinite(high) else ")"
+    below = value <= low if low_open else value < low
+    if not np.isfinite(value) or below or value > high:
+        raise ValueError(f"{name} must be within {left}{low}, {high}{right}, got {value!r}")
