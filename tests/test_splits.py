@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from arms.data import Dataset, kfold_split, make_synthetic, random_split, temporal_split
+from arms.data.splits import tie_break_key
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +51,11 @@ def test_temporal_leave_last_out_on_hand_example(tiny: Dataset) -> None:
     train, test = temporal_split(tiny, n_last=1)
     _assert_partition(tiny, train, test)
     # User 10 has one rating: it stays in training. User 20's latest is item 1 (t=40).
-    # User 30 ties items 3 and 1 at t=90: the higher item index, 3, counts as later.
+    # User 30 ties items 3 and 1 at t=90: the larger hash of (user_id, item_id) counts as later.
+    key = tie_break_key(np.array([30, 30]), np.array([1, 3]))
+    assert key[0] > key[1]
     held = sorted(zip(test.ratings["user_id"], test.ratings["item_id"], strict=True))
-    assert held == [(20, 1), (30, 3)]
+    assert held == [(20, 1), (30, 1)]
     _, test2 = temporal_split(tiny, n_last=2)
     held = sorted(zip(test2.ratings["user_id"], test2.ratings["item_id"], strict=True))
     assert held == [(20, 1), (20, 3), (30, 1), (30, 3)]
@@ -62,10 +65,20 @@ def test_temporal_fraction_on_hand_example(tiny: Dataset) -> None:
     # 20 % of 4 ratings: keep round(3.2) = 3; of 5: keep 4; of 1: keep 1.
     _, test = temporal_split(tiny, fraction=0.2)
     held = sorted(zip(test.ratings["user_id"], test.ratings["item_id"], strict=True))
-    assert held == [(20, 1), (30, 3)]
+    assert held == [(20, 1), (30, 1)]
     # 50 %: round(2.0) = 2 of 4 (items 2 and 4 first), round(2.5) = 2 of 5 (half to even).
     _, test = temporal_split(tiny, fraction=0.5)
     assert np.bincount(test.ratings["user_index"], minlength=3).tolist() == [0, 2, 3]
+
+
+def test_tie_break_key_is_fixed_and_spreads_pairs() -> None:
+    users = np.repeat(np.arange(1, 101), 50)
+    items = np.tile(np.arange(1, 51), 100)
+    keys = tie_break_key(users, items)
+    assert len(np.unique(keys)) == len(keys)
+    np.testing.assert_array_equal(keys, tie_break_key(users, items))
+    # Not monotone in the item id: about half of the consecutive pairs are out of order.
+    assert 0.4 < np.mean(np.diff(keys.reshape(100, 50).astype(np.float64), axis=1) > 0) < 0.6
 
 
 def test_temporal_split_is_row_order_invariant(tiny: Dataset) -> None:
