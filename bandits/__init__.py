@@ -1,5 +1,88 @@
-"""Bandit policies: which arm (recommender) answers each request."""
+"""Bandit policies: which arm (recommender) answers each request.
 
-from bandits.base import Policy
+Imports numpy and scipy only (DESIGN.md). Stable interface, relied on by envs/experiments/serving:
 
-__all__ = ["Policy"]
+Single run (the service)
+    ``policy = ThompsonSampling(["SVD", "Sequential", "Autoencoder"], random_state=0)``
+    ``k = policy.select(context=None)`` -> arm position (``policy.arms[k]`` is its name);
+    ``policy.update(arm, reward, context=None)`` with ``arm`` a name or a position;
+    ``policy.action_probabilities(context=None)`` -> ``(K,)`` propensities summing to one
+    (exact for epsilon-greedy, UCB1, KL-UCB, LinUCB, Random; numerical quadrature with a
+    guaranteed error bound ``<= 1 / (2 * propensity_grid)`` for the Thompson samplers, see
+    ``action_probabilities_with_error``);
+    ``policy.state_dict()`` -> plain JSON (``json.dumps`` works) and
+    ``policy_from_state_dict(state)`` / ``ThompsonSampling.from_state_dict(state)`` rebuild an
+    identical policy, including its random stream;
+    ``policy.add_arm(name, warm_start_from=None)`` / ``policy.remove_arm(name)``.
+    ``ThompsonSampling.posterior()`` gives per-arm alpha/beta/mean/successes/failures/pulls.
+    Invalid input (unknown arm, reward outside the support, NaN, wrong context shape) raises
+    ``ValueError`` (``UnknownArmError`` for arms) naming it; the state is left unchanged.
+    Every policy takes ``random_state`` (int, SeedSequence or Generator) and ``batch_size``
+    (delayed updates: the statistics are refreshed every B observations).
+
+Batched core (simulations): ``R`` independent runs on ``(R, K)`` arrays
+    ``state = policy.init_batch(R, dtype=np.float64)``;
+    ``arms = policy.select_batch(state, rng, contexts=None)`` -> ``(R,)``;
+    ``policy.update_batch(state, arms, rewards, contexts=None)``;
+    ``policy.probabilities_batch(state)`` -> ``(R, K)``.
+    ``rng`` is one Generator (fast) or ``R`` Generators (run r then equals a single policy seeded
+    with ``rng[r]`` exactly). Contextual policies (LinUCB, LinTS) are batched the same way with
+    ``contexts`` of shape ``(R, d)``.
+
+Simulation and regret (:mod:`bandits.simulate`)
+    ``simulate_bernoulli(policy_or_factory_or_spec, means, horizon, runs, seed,
+    checkpoints=None, snapshot=False)`` and ``simulate_gaussian`` -> :class:`SimulationResult`
+    (per-step arms/rewards/pseudo-regret, or cumulative figures and posterior snapshots at
+    checkpoints); ``lai_robbins_constant(means)``, ``cumulative_pseudo_regret(means, arms)``.
+"""
+
+from bandits.base import (
+    BatchedPolicy,
+    BatchState,
+    Policy,
+    policy_from_state_dict,
+    registered_policies,
+    spawn_generators,
+)
+from bandits.epsilon_greedy import EpsilonGreedy
+from bandits.errors import UnknownArmError
+from bandits.gaussian import GaussianThompsonSampling
+from bandits.linear import LinTS, LinUCB
+from bandits.nonstationary import DiscountedThompsonSampling, SlidingWindowThompsonSampling
+from bandits.random_policy import RandomPolicy
+from bandits.simulate import (
+    SimulationResult,
+    cumulative_pseudo_regret,
+    lai_robbins_constant,
+    simulate_bernoulli,
+    simulate_gaussian,
+)
+from bandits.thompson import ThompsonSampling
+from bandits.ucb import KLUCB, UCB1, bernoulli_kl, kl_ucb_upper
+
+__all__ = [
+    "KLUCB",
+    "UCB1",
+    "BatchState",
+    "BatchedPolicy",
+    "DiscountedThompsonSampling",
+    "EpsilonGreedy",
+    "GaussianThompsonSampling",
+    "LinTS",
+    "LinUCB",
+    "Policy",
+    "RandomPolicy",
+    "SimulationResult",
+    "SlidingWindowThompsonSampling",
+    "ThompsonSampling",
+    "UnknownArmError",
+    "bernoulli_kl",
+    "cumulative_pseudo_regret",
+    "kl_ucb_upper",
+    "lai_robbins_constant",
+    "policy_from_state_dict",
+    "registered_policies",
+    "simulate_bernoulli",
+    "simulate_gaussian",
+    "spawn_generators",
+]

@@ -1,0 +1,173 @@
+"""Gaussian Thompson Sampling for continuous rewards (e.g. ratings), with conjugate priors.
+
+Each arm's mean reward ``mu_k`` gets a conjugate prior; ``select`` samples every ``mu_k`` from its
+posterior and plays the largest. Sufficient statistics per arm: ``pulls`` (n), ``reward_sum``
+(S) and ``reward_sq_sum`` (SS).
+
+Known noise variance (``noise_variance=sigma2``)
+    ``mu ~ N(prior_mean, sigma2 / prior_strength)``; the posterior is
+    ``N(m_n, sigma2 / kappa_n)`` with ``kappa_n = prior_strength + n`` and
+    ``m_n = (prior_strength * prior_mean + S) / kappa_n``.
+Unknown noise variance (``noise_variance=None``): Normal-Gamma prior
+    precision ``lambda ~ Gamma(prior_shape, rate=prior_rate)``,
+    ``mu | lambda ~ N(prior_mean, 1 / (prior_strength * lambda))``. Posterior:
+    ``kappa_n`` and ``m_n`` as above, ``alpha_n = prior_shape + n / 2``,
+    ``beta_n = prior_rate + (SS - S**2 / n) / 2 + prior_strength * n * (S / n - prior_mean)**2
+    / (2 * kappa_n)``; the marginal of ``mu`` is Student-t with ``2 alpha_n`` degrees of freedom,
+    location ``m_n`` and scale ``sqrt(beta_n / (alpha_n kappa_n))``.
+
+Propensities use the quadrature of :func:`bandits.base.probability_of_max` over these (normal or
+Student-t) marginals, with the same ``1 / (2 * propensity_grid)`` error bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from scipy import special
+
+from bandits.base import BatchedPolicy, BatchState, Draws, RandomState, probability_of_max
+from bandits.errors import check_int, check_real
+
+
+def gaussian_posterior(pulls: np.ndarray, reward_sum: np.ndarray, reward_sq_sum: np.ndarray,
+                       prior_mean: float, prior_strength: float, noise_variance: float | None,
+                       prior_shape: float, prior_rate: float
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Posterior of every arm's mean: location, scale and Student-t degrees of freedom.
+
+    Returns ``(loc, scale, df)`` of shape (R, K); ``df`` is None for the known-variance
+    (normal) posterior.
+    """
+    kappa = prior_strength + pulls
+    loc = (prior_strength * prior_mean + reward_sum) / kappa
+    if noise_variance is not None:
+        return loc, np.sqrt(noise_variance / kappa), None
+    n = np.maximum(pulls, 1)
+    mean = reward_sum / n
+    within = np.maximum(reward_sq_sum - reward_sum * mean, 0.0)
+    shape = prior_shape + pulls / 2.0
+    rate = prior_rate + 0.5 * within + prior_strength * pulls * (mean - prior_mean) ** 2 / (
+        2.0 * kappa)
+    return loc, np.sqrt(rate / (shape * kappa)), 2.0 * shape
+
+
+def gaussian_thompson_choose(loc: np.ndarray, scale: np.ndarray, df: np.ndarray | None,
+                             draws: Draws) -> np.ndarray:
+    """Argmax of one posterior sample per arm, (R, K) -> (R,).
+
+    Student-t draws are ``z / sqrt(G / a)`` with ``G ~ Gamma(a)`` and ``a = df / 2``.
+    """
+    z = draws.standard_normal((loc.shape[1],))
+    if df is not None:
+        a = df / 2.0
+        z = z / np.sqrt(draws.standard_gamma(a) / a)
+    return (loc + scale * z).argmax(axis=1)
+
+
+def gaussian_probability_of_max(loc: np.ndarray, scale: np.ndarray, df: np.ndarray | None,
+                                n_grid: int) -> tuple[np.ndarray, np.ndarray]:
+    """P(arm k's sample is the largest), (R, K), with its error bound (R, K)."""
+    R, K = loc.shape
+    if df is None:
+        def ppf(k: int, u: np.ndarray) -> np.ndarray:
+            return loc[:, k, None] + scale[:, k, None] * special.ndtri(u)[None, :]
+
+        def cdf(x: np.ndarray) -> np.ndarray:
+            return special.ndtr((x[:, None, :] - loc[:, :, None]) / scale[:, :, None])
+    else:
+        def ppf(k: int, u: np.ndarray) -> np.ndarray:
+            return loc[:, k, None] + scale[:, k, None] * special.stdtrit(df[:, k, None], u)
+
+        def cdf(x: np.ndarray) -> np.ndarray:
+            return special.stdtr(df[:, :, None],
+                                 (x[:, None, :] - loc[:, :, None]) / scale[:, :, None])
+    with np.errstate(invalid="ignore"):
+        return probability_of_max(ppf, cdf, R, K, n_grid)
+
+
+class GaussianThompsonSampling(BatchedPolicy):
+    """Thompson Sampling for real-valued rewards with a Normal (or Normal-Gamma) prior.
+
+    Parameters
+    ----------
+    arms : list of str or int
+        Arm names, or their number.
+    prior_mean : float, default 0.0
+        Prior mean of every arm's mean reward.
+    prior_strength : float, default 1.0
+        kappa_0 > 0: the prior counts as this many observations.
+    noise_variance : float or None, default 1.0
+        Known reward variance (> 0); None learns it with a Normal-Gamma prior.
+    prior_shape, prior_rate : float, default 1.0
+        Gamma prior on the noise precision (> 0; used only when ``noise_variance`` is None).
+    batch_size : int, default 1
+        Delayed updates.
+    propensity_grid : int, default 2048
+        Quadrature intervals for :meth:`action_probabilities` (error <= 1 / (2 * grid)).
+    random_state : int, SeedSequence, Generator or None
+        Source of the posterior samples.
+    """
+
+    per_arm_stats = ("pulls", "reward_sum", "reward_sq_sum")
+    propensity_method = "quadrature"
+
+    def __init__(self, arms: Sequence[str] | int, *, prior_mean: float = 0.0,
+                 prior_strength: float = 1.0, noise_variance: float | None = 1.0,
+                 prior_shape: float = 1.0, prior_rate: float = 1.0, batch_size: int = 1,
+                 propensity_grid: int = 2048, random_state: RandomState = None) -> None:
+        self.prior_mean = prior_mean
+        self.prior_strength = prior_strength
+        self.noise_variance = noise_variance
+        self.prior_shape = prior_shape
+        self.prior_rate = prior_rate
+        self.propensity_grid = propensity_grid
+        super().__init__(arms, batch_size=batch_size, random_state=random_state)
+
+    def _check_params(self) -> None:
+        check_real(self.prior_mean, "prior_mean")
+        check_real(self.prior_strength, "prior_strength", low=0.0, low_open=True)
+        if self.noise_variance is not None:
+            check_real(self.noise_variance, "noise_variance", low=0.0, low_open=True)
+        check_real(self.prior_shape, "prior_shape", low=0.0, low_open=True)
+        check_real(self.prior_rate, "prior_rate", low=0.0, low_open=True)
+        check_int(self.propensity_grid, "propensity_grid", low=2)
+
+    def _init_stats(self, n_runs: int, n_arms: int, dtype: Any) -> dict[str, np.ndarray]:
+        return {name: np.zeros((n_runs, n_arms), dtype) for name in self.per_arm_stats}
+
+    def posterior_batch(self, state: BatchState
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Posterior ``(loc, scale, df)`` of every run's arm means, (R, K) each (df None if the
+        noise variance is known)."""
+        s = state.stats
+        nv = None if self.noise_variance is None else float(self.noise_variance)
+        return gaussian_posterior(s["pulls"], s["reward_sum"], s["reward_sq_sum"],
+                                  float(self.prior_mean), float(self.prior_strength), nv,
+                                  float(self.prior_shape), float(self.prior_rate))
+
+    def _choose(self, state: BatchState, draws: Draws, contexts: np.ndarray | None
+                ) -> np.ndarray:
+        return gaussian_thompson_choose(*self.posterior_batch(state), draws)
+
+    def _learn(self, stats: dict[str, np.ndarray], arms: np.ndarray, rewards: np.ndarray,
+               contexts: np.ndarray | None) -> None:
+        rows = np.arange(arms.shape[0])
+        stats["pulls"][rows, arms] += 1
+        stats["reward_sum"][rows, arms] += rewards
+        stats["reward_sq_sum"][rows, arms] += rewards * rewards
+
+    def _probabilities(self, state: BatchState, contexts: np.ndarray | None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        return gaussian_probability_of_max(*self.posterior_batch(state), self.propensity_grid)
+
+    def posterior(self) -> dict[str, dict[str, float]]:
+        """Per-arm posterior of the mean reward: ``{arm: {"loc", "scale", "df", "pulls"}}``
+        (``df`` is ``inf`` for the known-variance normal posterior)."""
+        loc, scale, df = self.posterior_batch(self.state_)
+        pulls = self.state_.stats["pulls"][0]
+        return {arm: {"loc": float(loc[0, k]), "scale": float(scale[0, k]),
+                      "df": float("inf") if df is None else float(df[0, k]),
+                      "pulls": float(pulls[k])} for k, arm in enumerate(self.arms)}
