@@ -3,12 +3,12 @@
 How it learns
 -------------
 Each user's ratings are put in time order (ties in timestamp broken as the temporal split breaks
-them, so the order is deterministic). Every item ``a`` at position ``p`` and every item ``b`` at position
-``p + d`` with ``1 <= d <= window`` add ``decay ** (d - 1)`` to the forward transition count
-``C[a, b]``; the backward direction (``b`` then ``a``) adds ``backward_weight`` times as much, so
-items rated in the same burst support each other whatever their order inside it (MovieLens users
-rate many films within the same second). The counts are built from shifted copies of the sorted
-arrays, one vectorised pass per offset ``d``, then
+them, so the order is deterministic). Every item ``a`` at position ``p`` and every item ``b`` at
+position ``p + d`` with ``1 <= d <= window`` add ``decay ** (d - 1)`` to the forward transition
+count ``C[a, b]``; the backward direction (``b`` then ``a``) adds ``backward_weight`` times as
+much, so items rated in the same burst support each other whatever their order inside it
+(MovieLens users rate many films within the same second). The counts are built from shifted
+copies of the sorted arrays, one vectorised pass per offset ``d``, then
 
 ``P = D_row^-1 · C · D_pop^-damping``
 
@@ -35,14 +35,15 @@ changes only that user's context, not the shared transition statistics; a refit 
 
 from __future__ import annotations
 
-import numbers
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 
+from arms._validation import check_float, check_int
 from arms.base import Recommender
 from arms.data.dataset import Dataset
+from arms.data.splits import tie_break_key
 
 #: Ratings at or above this count as a like in :meth:`SequentialRecommender.partial_fit`.
 LIKE_THRESHOLD = 3.0
@@ -117,16 +118,16 @@ class SequentialRecommender(Recommender):
 
     # ------------------------------------------------------------------ validation
     def _validate_params(self) -> None:
-        _check_int("window", self.window, 1)
-        _check_int("n_recent", self.n_recent, 1)
+        check_int("window", self.window, low=1)
+        check_int("n_recent", self.n_recent, low=1)
         if self.max_successors is not None:
-            _check_int("max_successors", self.max_successors, 1)
-        _check_real("decay", self.decay, 0.0, 1.0, low_open=True)
-        _check_real("recency", self.recency, 0.0, 1.0, low_open=True)
-        _check_real("damping", self.damping, 0.0, 1.0)
-        _check_real("backward_weight", self.backward_weight, 0.0, np.inf)
-        _check_real("popularity_weight", self.popularity_weight, 0.0, np.inf)
-        _check_real("dislike_weight", self.dislike_weight, 0.0, np.inf)
+            check_int("max_successors", self.max_successors, low=1)
+        check_float("decay", self.decay, low=0.0, strict=True, high=1.0)
+        check_float("recency", self.recency, low=0.0, strict=True, high=1.0)
+        check_float("damping", self.damping, low=0.0, high=1.0)
+        check_float("backward_weight", self.backward_weight, low=0.0)
+        check_float("popularity_weight", self.popularity_weight, low=0.0)
+        check_float("dislike_weight", self.dislike_weight, low=0.0)
 
     # ------------------------------------------------------------------ learning
     def _fit(self, train: Dataset) -> None:
@@ -240,9 +241,9 @@ class SequentialRecommender(Recommender):
 def time_ordered(data: Dataset) -> tuple[np.ndarray, np.ndarray]:
     """User and item indices of every rating, sorted by user then timestamp.
 
-    Ties in timestamp are broken as :func:`arms.data.temporal_split` breaks them (lower
-    ``item_index`` first, then row position), so the model's notion of "most recent" matches the
-    split's.
+    Ties in timestamp are broken as :func:`arms.data.temporal_split` breaks them (a fixed hash of
+    ``(user_id, item_id)``, then row position), so the model's "most recent" item is the one the
+    split would hold out.
 
     Returns
     -------
@@ -251,7 +252,8 @@ def time_ordered(data: Dataset) -> tuple[np.ndarray, np.ndarray]:
     ratings = data.ratings
     users = ratings["user_index"].to_numpy(np.int64)
     items = ratings["item_index"].to_numpy(np.int64)
-    order = np.lexsort((np.arange(len(users)), items, ratings["timestamp"].to_numpy(), users))
+    tie = tie_break_key(ratings["user_id"].to_numpy(), ratings["item_id"].to_numpy())
+    order = np.lexsort((np.arange(len(users)), tie, ratings["timestamp"].to_numpy(), users))
     return users[order], items[order]
 
 
@@ -295,22 +297,3 @@ def _keep_row_top(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
     return sp.csr_matrix(
         (matrix.data[keep], (rows[keep], matrix.indices[keep])), shape=matrix.shape
     )
-
-
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {low}, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
-def _check_real(
-    name: str, value: Any, low: float, high: float, *, low_open: bool = False
-) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    left = "(" if low_open else "["
-    right = "]" if np.isfinite(high) else ")"
-    below = value <= low if low_open else value < low
-    if not np.isfinite(value) or below or value > high:
-        raise ValueError(f"{name} must be within {left}{low}, {high}{right}, got {value!r}")
