@@ -1,0 +1,147 @@
+"""Helpers shared by the serving tests: a throw-away PostgreSQL server and uvicorn processes.
+
+PostgreSQL 15 from Debian (``/usr/lib/postgresql/15/bin``) is started once per test session on
+127.0.0.1 with a free port, in a temporary folder, as the ``postgres`` user when the tests run
+as root (``initdb`` refuses root); every test gets its own database. Where the binaries are
+missing or the server cannot start, the PostgreSQL variants are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+PG_BIN_DIRS = [Path("/usr/lib/postgresql/15/bin"), *sorted(Path("/usr/lib/postgresql").glob(
+    "*/bin"), reverse=True)] if Path("/usr/lib/postgresql").exists() else []
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class PostgresServer:
+    """A PostgreSQL cluster in a temporary folder; ``url(db)`` for SQLAlchemy."""
+
+    def __init__(self) -> None:
+        self.bin = next((d for d in PG_BIN_DIRS if (d / "initdb").is_file()), None)
+        if self.bin is None:
+            raise RuntimeError("no PostgreSQL binaries under /usr/lib/postgresql/*/bin "
+                               "(apt-get install postgresql)")
+        self.root = Path(tempfile.mkdtemp(prefix="recbandits-pg-"))
+        self.data = self.root / "data"
+        self.port = free_port()
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(self.root, user="postgres")
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        self._run([str(self.bin / "initdb"), "-D", str(self.data), "-U", "recbandits",
+                   "--auth=trust", "-E", "UTF8", "--no-sync"])
+        self._run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-l",
+                   str(self.root / "log"), "-w", "-t", "30", "-o",
+                   f"-h 127.0.0.1 -p {self.port} -k {self.root} -c fsync=off "
+                   f"-c max_connections=200", "start"])
+        atexit.register(self.stop)
+
+    def _run(self, cmd: list[str]) -> None:
+        proc = subprocess.run([*self.as_user, *cmd], capture_output=True, text=True,
+                              timeout=60, check=False)
+        if proc.returncode != 0:
+            log = self.root / "log"
+            detail = log.read_text()[-2000:] if log.exists() else ""
+            raise RuntimeError(f"{' '.join(cmd[:1])} failed: {proc.stderr.strip()} {detail}")
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://recbandits@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self) -> str:
+        """A fresh database; returns its SQLAlchemy URL."""
+        import psycopg
+
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=recbandits "
+                             f"dbname=postgres", autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return self.url(name)
+
+    def stop(self) -> None:
+        if self.data.exists():
+            with contextlib.suppress(Exception):
+                self._run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
+                           "-w", "stop"])
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+_SERVER: dict[str, PostgresServer | str] = {}
+
+
+def postgres() -> PostgresServer:
+    """The session's PostgreSQL server (started on first use); skips with the reason if none."""
+    if "server" not in _SERVER:
+        try:
+            _SERVER["server"] = PostgresServer()
+        except (RuntimeError, OSError, subprocess.SubprocessError, KeyError) as exc:
+            _SERVER["server"] = f"PostgreSQL could not be started here: {exc}"
+    server = _SERVER["server"]
+    if isinstance(server, str):
+        if os.environ.get("CI"):
+            pytest.fail(server)
+        pytest.skip(server)
+    return server
+
+
+def store_url(backend: str, tmp_path: Path) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return postgres().create_database()
+
+
+class ServiceProcess:
+    """``recbandits serve`` in a subprocess on a free loopback port."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        cmd = [sys.executable, "-m", "experiments.cli", "serve", "--port", str(self.port), *args]
+        self._log_handle = log.open("ab")
+        self.proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=REPO,
+                                     stdout=self._log_handle, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.base}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"server did not become healthy: {log.read_text()[-3000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self._log_handle.close()
