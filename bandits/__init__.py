@@ -8,7 +8,7 @@ Single run (the service)
     ``policy.update(arm, reward, context=None)`` with ``arm`` a name or a position;
     ``policy.action_probabilities(context=None)`` -> ``(K,)`` propensities summing to one
     (exact for epsilon-greedy, UCB1, KL-UCB, LinUCB, Random; numerical quadrature with a
-    guaranteed error bound ``<= 1 / (2 * propensity_grid)`` for the Thompson samplers, see
+    guaranteed error bound ``<= pi / (4 * propensity_grid)`` for the Thompson samplers, see
     ``action_probabilities_with_error``);
     ``policy.state_dict()`` -> plain JSON (``json.dumps`` works) and
     ``policy_from_state_dict(state)`` / ``ThompsonSampling.from_state_dict(state)`` rebuild an

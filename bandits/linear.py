@@ -8,7 +8,7 @@ Sherman-Morrison, O(d^2) per observation. For a context x:
   largest index wins (ties at random); propensities exact.
 * LinTS (Agrawal & Goyal 2013): ``theta ~ N(theta_k, scale^2 A_k^{-1})``. Only ``x.theta``
   matters, and it is exactly ``N(x.theta_k, scale^2 x^T A_k^{-1} x)``, so one normal draw per
-  arm replaces a d-dimensional one. Propensities by quadrature (error <= 1 / (2 * grid)).
+  arm replaces a d-dimensional one. Propensities by quadrature (error <= pi / (4 * grid)).
 
 Both are batched over runs as well as arms: statistics have shape (R, K, d, d) and (R, K, d) and
 contexts (R, d). Rewards may be any finite real.
@@ -145,7 +145,7 @@ class LinTS(_LinearPolicy):
     batch_size : int, default 1
         Delayed updates.
     propensity_grid : int, default 2048
-        Quadrature intervals for :meth:`action_probabilities` (error <= 1 / (2 * grid)).
+        Quadrature intervals for :meth:`action_probabilities` (error <= pi / (4 * grid)).
     random_state : int, SeedSequence, Generator or None
         Source of the posterior samples.
     """

@@ -68,7 +68,7 @@ class DiscountedThompsonSampling(_BetaPolicy):
     batch_size : int, default 1
         Delayed updates (the decay is applied per observation when the buffer is refreshed).
     propensity_grid : int, default 2048
-        Quadrature intervals for :meth:`action_probabilities` (error <= 1 / (2 * grid)).
+        Quadrature intervals for :meth:`action_probabilities` (error <= pi / (4 * grid)).
     random_state : int, SeedSequence, Generator or None
         Source of the posterior samples.
     """
@@ -107,7 +107,7 @@ class SlidingWindowThompsonSampling(_BetaPolicy):
     batch_size : int, default 1
         Delayed updates.
     propensity_grid : int, default 2048
-        Quadrature intervals for :meth:`action_probabilities` (error <= 1 / (2 * grid)).
+        Quadrature intervals for :meth:`action_probabilities` (error <= pi / (4 * grid)).
     random_state : int, SeedSequence, Generator or None
         Source of the posterior samples.
 

@@ -59,7 +59,7 @@ def beta_probability_of_max(alpha: np.ndarray, beta: np.ndarray, n_grid: int
     """P(arm k's Beta sample is the largest), (R, K), with its error bound (R, K).
 
     Quadrature in each arm's quantile space (:func:`bandits.base.probability_of_max`); the bound
-    is at most ``1 / (2 n_grid)`` per entry.
+    is at most ``pi / (4 n_grid)`` per entry.
     """
     a = np.asarray(alpha, dtype=np.float64)
     b = np.asarray(beta, dtype=np.float64)
@@ -160,7 +160,7 @@ class ThompsonSampling(_BetaPolicy):
         Delayed updates: the posterior is refreshed every ``batch_size`` observations.
     propensity_grid : int, default 2048
         Quadrature intervals for :meth:`action_probabilities`; each propensity's error is at
-        most ``1 / (2 * propensity_grid)`` (usually orders of magnitude less).
+        most ``pi / (4 * propensity_grid)`` (usually orders of magnitude less).
     random_state : int, SeedSequence, Generator or None
         Source of the posterior samples.
 
