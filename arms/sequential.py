@@ -285,15 +285,19 @@ def _last_occurrence(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
 
 
 def _keep_row_top(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
-    """Each row's ``k`` largest entries (ties to the lower column), the rest dropped."""
+    """Each row's ``k`` largest entries (ties to the lower column), the rest dropped.
+
+    ``matrix`` must have non-negative data and sorted indices.
+    """
     lengths = np.diff(matrix.indptr)
     if lengths.max(initial=0) <= k:
         return matrix
-    rows = np.repeat(np.arange(matrix.shape[0]), lengths)
-    order = np.lexsort((matrix.indices, -matrix.data, rows))
+    rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), lengths)
+    # Non-negative float32 bit patterns sort like the values, so one stable sort of an int64 key
+    # (row, then value descending; ties keep the column order) replaces a slower lexsort.
+    bits = matrix.data.astype(np.float32).view(np.uint32).astype(np.int64)
+    order = np.argsort((rows << 32) | (0xFFFFFFFF - bits), kind="stable")
     rank = np.arange(len(order)) - matrix.indptr[rows]
-    keep = order[rank < k]
-    keep.sort()
-    return sp.csr_matrix(
-        (matrix.data[keep], (rows[keep], matrix.indices[keep])), shape=matrix.shape
-    )
+    keep = np.sort(order[rank < k])
+    indptr = np.concatenate([[0], np.cumsum(np.minimum(lengths, k))])
+    return sp.csr_matrix((matrix.data[keep], matrix.indices[keep], indptr), shape=matrix.shape)
