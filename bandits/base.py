@@ -470,11 +470,12 @@ class BatchedPolicy(Policy):
             x = np.asarray(contexts, dtype=np.float64)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{name} must be numeric, got {contexts!r}") from exc
+        given = x.shape
         if n_runs == 1 and x.ndim == 1:
             x = x[None, :]
         if x.shape != (n_runs, d):
             want = f"({d},) or (1, {d})" if n_runs == 1 else f"({n_runs}, {d})"
-            raise ValueError(f"{name} has shape {x.shape}; expected {want}")
+            raise ValueError(f"{name} has shape {given}; expected {want}")
         if not np.isfinite(x).all():
             raise ValueError(f"{name} contains NaN or infinite values")
         return x

@@ -156,7 +156,7 @@ def check_rewards(rewards: np.ndarray, name: str, low: float | None, high: float
         lo = "-inf" if low is None else f"{low:g}"
         hi = "inf" if high is None else f"{high:g}"
         raise ValueError(
-            f"{name}={first!r} is outside the policy's reward support [{lo}, {hi}] "
+            f"{name}={float(first)!r} is outside the policy's reward support [{lo}, {hi}] "
             "(NaN and infinities are never allowed)"
         )
     return r

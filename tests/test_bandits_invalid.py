@@ -1,0 +1,174 @@
+"""Invalid input raises a clear error naming it and leaves the policy's state untouched."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import bandits as bd
+
+ARMS = ["SVD", "Sequential", "Autoencoder"]
+
+
+def trained(policy):
+    ctx = np.array([0.2, -0.4]) if policy.contextual else None
+    rng = np.random.default_rng(0)
+    for _ in range(7):
+        k = policy.select(ctx)
+        policy.update(k, float(rng.random() < 0.5), ctx)
+    return policy
+
+
+POLICIES = [
+    lambda: bd.ThompsonSampling(ARMS, batch_size=2, random_state=0),
+    lambda: bd.DiscountedThompsonSampling(ARMS, random_state=0),
+    lambda: bd.SlidingWindowThompsonSampling(ARMS, window=5, random_state=0),
+    lambda: bd.GaussianThompsonSampling(ARMS, noise_variance=None, random_state=0),
+    lambda: bd.EpsilonGreedy(ARMS, random_state=0),
+    lambda: bd.UCB1(ARMS, random_state=0),
+    lambda: bd.KLUCB(ARMS, random_state=0),
+    lambda: bd.RandomPolicy(ARMS, random_state=0),
+    lambda: bd.LinUCB(ARMS, n_features=2, random_state=0),
+    lambda: bd.LinTS(ARMS, n_features=2, batch_size=3, random_state=0),
+]
+IDS = ["ts", "dts", "swts", "gts", "eg", "ucb1", "klucb", "random", "linucb", "lints"]
+
+
+def assert_unchanged(policy, before):
+    assert json.dumps(policy.state_dict()) == before
+
+
+@pytest.mark.parametrize("make", POLICIES, ids=IDS)
+def test_bad_updates_raise_and_leave_state_untouched(make):
+    policy = trained(make())
+    ctx = np.array([0.2, -0.4]) if policy.contextual else None
+    before = json.dumps(policy.state_dict())
+    bad = [
+        (("Popularity", 1.0), ValueError, "Popularity.*did you mean|Popularity"),
+        (("Sequentail", 1.0), bd.UnknownArmError, "did you mean \\['Sequential'\\]"),
+        ((3, 1.0), bd.UnknownArmError, "out of range"),
+        ((-1, 1.0), bd.UnknownArmError, "out of range"),
+        ((0, float("nan")), ValueError, "reward=nan"),
+        ((0, float("inf")), ValueError, "reward=inf"),
+        ((0, "1"), TypeError, "reward"),
+        ((1.5, 1.0), TypeError, "arm"),
+    ]
+    if policy.reward_high is not None:
+        bad.append(((0, 1.5), ValueError, r"reward=1\.5 is outside .*\[0, 1\]"))
+        bad.append(((0, -0.1), ValueError, r"reward=-0\.1"))
+    for args, exc, match in bad:
+        with pytest.raises(exc, match=match):
+            policy.update(*args, context=ctx)
+        assert_unchanged(policy, before)
+
+
+@pytest.mark.parametrize("make", POLICIES[-2:], ids=IDS[-2:])
+def test_bad_contexts_raise_and_leave_state_untouched(make):
+    policy = trained(make())
+    before = json.dumps(policy.state_dict())
+    for ctx, match in [(None, "needs a context of 2 features"),
+                       ([1.0, 2.0, 3.0], r"shape \(3,\); expected \(2,\)"),
+                       (np.ones((2, 2)), r"shape \(2, 2\)"),
+                       ([np.nan, 1.0], "NaN"),
+                       (["a", "b"], "numeric")]:
+        with pytest.raises(ValueError, match=match):
+            policy.update(0, 1.0, ctx)
+        with pytest.raises(ValueError, match=match):
+            policy.select(ctx)
+        with pytest.raises(ValueError, match=match):
+            policy.action_probabilities(ctx)
+        assert_unchanged(policy, before)
+
+
+def test_batched_update_validates_before_touching_the_state():
+    ts = bd.ThompsonSampling(3)
+    state = ts.init_batch(4)
+    snapshot = state.copy()
+    for arms, rewards, match in [
+        (np.array([0, 1, 2, 3]), np.ones(4), "contains 3"),
+        (np.array([0, 1, 2]), np.ones(3), r"shape \(4,\)"),
+        (np.array([0.0, 1, 2, 0]), np.ones(4), "int array"),
+        (np.array([0, 1, 2, 0]), np.array([1, np.nan, 0, 0]), "reward=nan"),
+        (np.array([0, 1, 2, 0]), np.array([1, 2.0, 0, 0]), "outside"),
+        (np.array([0, 1, 2, 0]), np.ones(5), r"rewards has shape \(5,\)"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            ts.update_batch(state, arms, rewards)
+        for key in state.stats:
+            np.testing.assert_array_equal(state.stats[key], snapshot.stats[key])
+    with pytest.raises(ValueError, match="one per run"):
+        ts.select_batch(state, [np.random.default_rng(0)] * 3)
+    with pytest.raises(TypeError, match="Generator"):
+        ts.select_batch(state, 42)
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda: bd.ThompsonSampling(ARMS, prior_alpha=0.0), ValueError, "prior_alpha=0.0"),
+    (lambda: bd.ThompsonSampling(ARMS, prior_beta=[1, 2]), ValueError, "one per arm"),
+    (lambda: bd.ThompsonSampling(ARMS, prior_beta="x"), TypeError, "prior_beta"),
+    (lambda: bd.ThompsonSampling(ARMS, batch_size=0), ValueError, "batch_size=0"),
+    (lambda: bd.ThompsonSampling(ARMS, random_state="seed"), TypeError, "random_state"),
+    (lambda: bd.ThompsonSampling(["a", "a"]), ValueError, "duplicates"),
+    (lambda: bd.ThompsonSampling([]), ValueError, "at least one arm"),
+    (lambda: bd.ThompsonSampling("abc"), TypeError, "list of str"),
+    (lambda: bd.EpsilonGreedy(ARMS, epsilon=1.5), ValueError, r"epsilon=1\.5"),
+    (lambda: bd.EpsilonGreedy(ARMS, decay=-1.0), ValueError, "decay"),
+    (lambda: bd.UCB1(ARMS, exploration=0.0), ValueError, "exploration"),
+    (lambda: bd.KLUCB(ARMS, tol=0.0), ValueError, "tol"),
+    (lambda: bd.DiscountedThompsonSampling(ARMS, discount=1.2), ValueError, "discount"),
+    (lambda: bd.SlidingWindowThompsonSampling(ARMS, window=0), ValueError, "window"),
+    (lambda: bd.GaussianThompsonSampling(ARMS, noise_variance=-1.0), ValueError,
+     "noise_variance"),
+    (lambda: bd.LinUCB(ARMS, n_features=0), ValueError, "n_features"),
+    (lambda: bd.LinTS(ARMS, n_features=2, scale=0.0), ValueError, "scale"),
+])
+def test_bad_hyper_parameters_are_named(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_bad_arm_changes_leave_state_untouched():
+    ts = trained(bd.ThompsonSampling(ARMS, random_state=0))
+    before = json.dumps(ts.state_dict())
+    for call, match in [(lambda: ts.add_arm("SVD"), "duplicates"),
+                        (lambda: ts.add_arm("X", warm_start_from="Nope"), "warm_start_from"),
+                        (lambda: ts.add_arm("X", prior_alpha=-1.0), "prior_alpha"),
+                        (lambda: ts.add_arm("X", discount=0.5), "unknown per-arm"),
+                        (lambda: ts.remove_arm("Nope"), "Nope")]:
+        with pytest.raises(ValueError, match=match):
+            call()
+        assert_unchanged(ts, before)
+    single = bd.ThompsonSampling(["only"])
+    with pytest.raises(ValueError, match="at least one arm"):
+        single.remove_arm("only")
+
+
+def test_bad_state_dicts_are_rejected():
+    state = bd.ThompsonSampling(ARMS, random_state=0).state_dict()
+    with pytest.raises(ValueError, match="not a known policy"):
+        bd.policy_from_state_dict({**state, "policy": "Nope"})
+    with pytest.raises(ValueError, match="not a UCB1"):
+        bd.UCB1.from_state_dict(state)
+    with pytest.raises(ValueError, match="format"):
+        bd.policy_from_state_dict({**state, "format": 99})
+    broken = json.loads(json.dumps(state))
+    broken["stats"]["successes"] = [1.0, 2.0]
+    with pytest.raises(ValueError, match="successes"):
+        bd.policy_from_state_dict(broken)
+    with pytest.raises(ValueError, match="no 'policy' key"):
+        bd.policy_from_state_dict({"arms": ARMS})
+
+
+def test_simulator_rejects_bad_problems():
+    with pytest.raises(ValueError, match="means"):
+        bd.simulate_bernoulli(bd.ThompsonSampling(2), [0.5, 1.2], 10)
+    with pytest.raises(ValueError, match="2 arms; the problem has 3"):
+        bd.simulate_bernoulli(bd.ThompsonSampling(2), [0.1, 0.2, 0.3], 10)
+    with pytest.raises(ValueError, match="checkpoints"):
+        bd.simulate_bernoulli(bd.ThompsonSampling(2), [0.1, 0.2], 10, checkpoints=[0, 20])
+    with pytest.raises(ValueError, match="contextual"):
+        bd.simulate_bernoulli(bd.LinTS(2, n_features=2), [0.1, 0.2], 10)
+    with pytest.raises(ValueError, match="sds"):
+        bd.simulate_gaussian(bd.GaussianThompsonSampling(2), [0.1, 0.2], [1.0, 0.0], 10)
