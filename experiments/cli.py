@@ -94,6 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: runs/evaluate-arms-<timestamp>)")
     evaluate.add_argument("--seeds", type=int, default=3,
                           help="split seeds averaged for the random protocol (default 3)")
+    evaluate.add_argument("--arms", default=None, help="comma-separated arms to evaluate "
+                          "(default: svd,sequential,ease,popularity,random; also: dae)")
+    evaluate.add_argument("--no-tune", action="store_true",
+                          help="skip tuning on validation splits; use each arm's defaults")
+    evaluate.add_argument("--synthetic", type=int, default=None, metavar="N_RATINGS",
+                          help="evaluate on a synthetic dataset of N_RATINGS instead of MovieLens")
+    evaluate.add_argument("--jobs", type=int, default=2,
+                          help="worker processes fitting arms side by side (default 2)")
     evaluate.set_defaults(handler=_evaluate_arms)
     _add_serving_commands(commands)
     return parser

@@ -1,0 +1,221 @@
+"""The offline evaluation runner and its command, end to end on small synthetic data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from arms import PopularityRecommender
+from arms.data import Dataset, make_synthetic, random_split, temporal_split
+from experiments.cli import main as cli_main
+from experiments.evaluate_arms import (
+    COLUMNS,
+    DEFAULT_ARMS,
+    PROTOCOL_METRICS,
+    PROTOCOLS,
+    ArmSpec,
+    default_arms,
+    format_table,
+    run,
+)
+
+RANKING_METRICS = ("hit_rate@10", "precision@10", "recall@10", "ndcg@10", "map@10",
+                   "coverage@10")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data() -> Dataset:
+    return make_synthetic(150, 120, 6_000, random_state=2)
+
+
+@pytest.fixture(scope="module")
+def metrics(data: Dataset) -> pd.DataFrame:
+    return run(data, seeds=2)
+
+
+def _value(metrics: pd.DataFrame, protocol: str, arm: str, metric: str) -> float:
+    hit = metrics.query("protocol == @protocol and arm == @arm and metric == @metric")
+    assert len(hit) == 1, (protocol, arm, metric)
+    return float(hit["value"].iloc[0])
+
+
+def test_tidy_schema_and_every_protocol(metrics: pd.DataFrame) -> None:
+    assert list(metrics.columns) == COLUMNS
+    assert set(metrics["protocol"]) == set(PROTOCOLS)
+    assert not metrics.duplicated(["protocol", "arm", "metric"]).any()
+    assert metrics["value"].notna().all()
+    present = [a for a in DEFAULT_ARMS if a in default_arms()]
+    for protocol in ("random_75_25", "leave_last_out", "temporal_20_pos4"):
+        arms_seen = metrics.loc[metrics["protocol"] == protocol, "arm"]
+        assert list(dict.fromkeys(arms_seen)) == present
+    # Rating errors only for arms that predict ratings (SVD), in random_75_25 and kfold_5.
+    raters = {a for a in present if default_arms()[a].factory.predicts_ratings}
+    assert set(metrics.query("protocol == 'kfold_5'")["arm"]) == raters
+    assert set(metrics.query("metric == 'rmse'")["arm"]) == raters
+    expected = {
+        p: {f"{m}@10" if m not in ("rmse", "mae") else m for m in PROTOCOL_METRICS[p]}
+        | {"fit_time_s"}
+        for p in PROTOCOLS
+    }
+    for (protocol, arm), part in metrics.groupby(["protocol", "arm"]):
+        names = set(part["metric"]) - {"n_users"}
+        want = expected[protocol] - (set() if arm in raters else {"rmse", "mae"})
+        assert names == want, (protocol, arm)
+
+
+def test_values_are_in_range(metrics: pd.DataFrame, data: Dataset) -> None:
+    ranking = metrics[metrics["metric"].isin(RANKING_METRICS)]
+    assert ranking["value"].between(0.0, 1.0).all()
+    errors = metrics[metrics["metric"].isin(["rmse", "mae"])]
+    assert errors["value"].between(0.3, 2.0).all()
+    assert (metrics.query("metric == 'fit_time_s'")["value"] >= 0).all()
+    n_users = metrics.query("metric == 'n_users'")
+    assert n_users["value"].between(1, data.n_users).all()
+    # Hit rate bounds precision; recall and NDCG of one relevant item coincide with hit rates.
+    for arm in set(metrics["arm"]) - {"svd"}:
+        assert _value(metrics, "random_75_25", arm, "precision@10") <= _value(
+            metrics, "random_75_25", arm, "hit_rate@10"
+        )
+
+
+def test_protocol_user_counts(metrics: pd.DataFrame, data: Dataset) -> None:
+    # Every user has >= 2 ratings here, so all are evaluated on the random and last-item
+    # protocols; the temporal protocol counts only users with a held-out rating >= 4.
+    assert _value(metrics, "random_75_25", "popularity", "n_users") == data.n_users
+    assert _value(metrics, "leave_last_out", "popularity", "n_users") == data.n_users
+    _, test = temporal_split(data, fraction=0.2)
+    positives = test.ratings.loc[test.ratings["rating"] >= 4, "user_index"].nunique()
+    assert _value(metrics, "temporal_20_pos4", "popularity", "n_users") == positives
+
+
+def test_arms_rank_sensibly_on_synthetic_data(metrics: pd.DataFrame) -> None:
+    for protocol in ("random_75_25", "leave_last_out", "temporal_20_pos4"):
+        assert _value(metrics, protocol, "popularity", "ndcg@10") > _value(
+            metrics, protocol, "random", "ndcg@10"
+        )
+    if "sequential" in set(metrics["arm"]):
+        assert _value(metrics, "leave_last_out", "sequential", "hit_rate@10") > _value(
+            metrics, "leave_last_out", "popularity", "hit_rate@10"
+        )
+    # Popularity recommends nearly the same slate to everyone; random covers the catalogue.
+    assert _value(metrics, "random_75_25", "random", "coverage@10") > 0.9
+    assert _value(metrics, "random_75_25", "popularity", "coverage@10") < 0.5
+
+
+def test_deterministic_whatever_the_workers(metrics: pd.DataFrame, data: Dataset) -> None:
+    # SVD, the slowest arm here, is left out to keep the test short; the rest is re-run on two
+    # worker processes and must match the single-process run to the last digit.
+    arms = [a for a in metrics["arm"].unique() if a != "svd"]
+    again = run(data, seeds=2, n_jobs=2, arms=arms)
+    mine = metrics[metrics["arm"].isin(arms) & (metrics["metric"] != "fit_time_s")]
+    theirs = again[again["metric"] != "fit_time_s"]
+    pd.testing.assert_frame_equal(mine.reset_index(drop=True), theirs.reset_index(drop=True))
+    for protocol, chosen in again.attrs["params"].items():
+        for arm, params in chosen.items():
+            assert metrics.attrs["params"][protocol][arm] == params
+
+
+def test_table_lists_every_protocol(metrics: pd.DataFrame) -> None:
+    text = format_table(metrics)
+    for protocol in PROTOCOLS:
+        assert f"== {protocol}" in text
+    assert "ndcg@10" in text and "popularity" in text
+
+
+# ---------------------------------------------------------------------------- tuning
+class SpyRecommender(PopularityRecommender):
+    """Popularity with a dummy parameter; records the ratings of every fit."""
+
+    name = "spy"
+    tuning_grid: ClassVar[dict[str, list]] = {"shift": [0.0, 1.0]}
+    fits: ClassVar[list[tuple[float, set[tuple[int, int]]]]] = []
+
+    def __init__(self, *, shift: float = 0.0) -> None:
+        self.shift = shift
+
+    def _fit(self, train: Dataset) -> None:
+        super()._fit(train)
+        pairs = set(zip(train.ratings["user_id"], train.ratings["item_id"], strict=True))
+        SpyRecommender.fits.append((self.shift, pairs))
+
+
+def test_tuning_never_sees_the_test_split(data: Dataset) -> None:
+    SpyRecommender.fits.clear()
+    spec = {"spy": ArmSpec("spy", SpyRecommender)}
+    out = run(data, seeds=1, protocols=["random_75_25"], arm_specs=spec, n_jobs=1)
+    train, test = random_split(data, test_fraction=0.25, random_state=0)
+    test_pairs = set(zip(test.ratings["user_id"], test.ratings["item_id"], strict=True))
+    train_pairs = set(zip(train.ratings["user_id"], train.ratings["item_id"], strict=True))
+    # Two tuning fits on a part of train, then one fit on the whole of train.
+    assert [shift for shift, _ in SpyRecommender.fits[:2]] == [0.0, 1.0]
+    for _, pairs in SpyRecommender.fits[:2]:
+        assert pairs < train_pairs and not pairs & test_pairs
+    assert SpyRecommender.fits[2][1] == train_pairs
+    assert out.attrs["params"]["random_75_25"]["spy"] in ({"shift": 0.0}, {"shift": 1.0})
+    assert len(out.attrs["tuning"]["random_75_25"]["spy"]) == 2
+
+
+def test_leave_last_out_tunes_on_the_second_to_last_item(data: Dataset) -> None:
+    SpyRecommender.fits.clear()
+    run(data, protocols=["leave_last_out"], arm_specs={"spy": ArmSpec("spy", SpyRecommender)})
+    train, _ = temporal_split(data, n_last=1)
+    inner, _ = temporal_split(train, n_last=1)
+    inner_pairs = set(zip(inner.ratings["user_id"], inner.ratings["item_id"], strict=True))
+    assert SpyRecommender.fits[0][1] == inner_pairs
+
+
+def test_no_tune_uses_defaults(data: Dataset) -> None:
+    SpyRecommender.fits.clear()
+    out = run(data, seeds=1, protocols=["random_75_25"], tune=False,
+              arm_specs={"spy": ArmSpec("spy", SpyRecommender)})  # fmt: skip
+    assert len(SpyRecommender.fits) == 1 and out.attrs["params"]["random_75_25"]["spy"] == {}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"seeds": 0}, ValueError, "seeds"),
+        ({"k": 1.5}, TypeError, "k must"),
+        ({"k": 10_000}, ValueError, "k must"),
+        ({"arms": ["nope"]}, ValueError, "unknown arms"),
+        ({"protocols": ["nope"]}, ValueError, "unknown protocols"),
+        ({"n_jobs": 0}, ValueError, "n_jobs"),
+    ],
+)
+def test_bad_arguments(data: Dataset, kwargs: dict, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        run(data, **kwargs)
+
+
+# ---------------------------------------------------------------------------- command
+def test_command_writes_metrics_and_params(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    code = cli_main(["evaluate-arms", "--synthetic", "3000", "--seeds", "1", "--jobs", "1",
+                     "--arms", "popularity,random", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    frame = pd.read_csv(out / "metrics.csv")
+    assert list(frame.columns) == COLUMNS and set(frame["arm"]) == {"popularity", "random"}
+    params = json.loads((out / "params.json").read_text())
+    assert params["config"]["seeds"] == 1 and "chosen_params" in params
+    printed = capsys.readouterr().out
+    assert "== random_75_25" in printed and "metrics.csv" in printed
+    assert np.isfinite(frame["value"]).all()
+
+
+def test_command_without_data_exits_2_naming_the_option(tmp_path: Path, capsys) -> None:
+    code = cli_main(["evaluate-arms", "--data", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--data" in err and str(tmp_path) in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_command_rejects_unknown_arm(tmp_path: Path, capsys) -> None:
+    code = cli_main(["evaluate-arms", "--synthetic", "2000", "--arms", "svd,bogus",
+                     "--out", str(tmp_path)])  # fmt: skip
+    assert code == 2 and "bogus" in capsys.readouterr().err
