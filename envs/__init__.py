@@ -26,9 +26,9 @@ Ids and their keyword arguments (all optional; ``gymnasium.make(id, **kwargs)``)
 ``recbandits/MovieLensSim-v0`` (:func:`envs.factories.build_movielens_sim`)
     Latent-factor users: ``rank=16``, ``like_threshold=4.5``, ``dislike_threshold=2``,
     ``temperature=0.3``, ``position_bias=1``, ``boredom=0.1``, ``boredom_decay=0.5``,
-    ``drift_steps=None``, ``mainstream_fatigue=0``.
+    ``drift_steps=None``, ``herding=0``.
 ``recbandits/MovieLensSimDrift-v0`` (:func:`envs.factories.build_movielens_sim_drift`)
-    As the simulator with ``drift_steps=500``, ``mainstream_fatigue=0.5`` and arms
+    As the simulator with ``drift_steps=500``, ``herding=1`` and arms
     ``("svd", "sequential", "autoencoder", "popularity")``.
 
 Common to all: ``arms`` (names from ``envs.arm_set.ARM_CLASSES`` — svd, sequential,

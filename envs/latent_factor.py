@@ -26,10 +26,12 @@ class LatentFactorUsers(UserModel):
       ``x_u(t) = cos(theta_t) p_u + sin(theta_t) w_u`` and ``theta_t = pi/2 * min(1, t /
       drift_steps)``: with drift, each user's taste turns steadily into another user's (``w_u``,
       a fixed derangement of the users), so arms trained on the old tastes lose their edge while
-      the item biases, which popularity captures, stay. Without drift ``x_u = p_u``. With
-      ``mainstream_fatigue`` the audience also tires of blockbusters: the affinity drops by
-      ``mainstream_fatigue * min(1, t / drift_steps) * z_i``, ``z_i`` the standardised log number
-      of ratings of item ``i``, so hits lose appeal and the long tail gains it.
+      the item biases, which popularity captures, stay. Without drift ``x_u = p_u``.
+      Items drift too, with ``herding``: the audience follows the crowd, and an item's appeal
+      moves from its quality (``b_i``, what its raters thought) towards its popularity
+      (``sd(b) * z_i``, ``z_i`` the standardised log number of ratings): the item term becomes
+      ``b_i + min(1, t / drift_steps) * herding * (sd(b) * z_i - b_i)``. Arms that pick
+      acclaimed films lose ground to the popularity arm.
     * **position bias**: position ``j`` (0 first) of a slate is examined with probability
       ``(1 / log2(j + 2)) ** position_bias`` (the DCG discount; 0 switches it off).
     * **like / click**: ``examined * sigmoid((r - like_threshold) / temperature) * (1 - boredom) **
@@ -58,9 +60,9 @@ class LatentFactorUsers(UserModel):
         Share of fatigue a user keeps from one visit to the next, within ``[0, 1]``.
     drift_steps : int or None, default None
         Steps until tastes have fully turned; None for no drift.
-    mainstream_fatigue : float, default 0.0
-        Rating points a hit one standard deviation above the mean popularity loses at full drift;
-        >= 0, and only used with ``drift_steps``.
+    herding : float, default 0.0
+        Share of the item term that has moved from quality to popularity at full drift, within
+        ``[0, 1]``; only used with ``drift_steps``.
     random_state : int, default 0
         Seed of the SVD start vector and of the drift derangement.
 
@@ -89,7 +91,7 @@ class LatentFactorUsers(UserModel):
         boredom: float = 0.0,
         boredom_decay: float = 0.5,
         drift_steps: int | None = None,
-        mainstream_fatigue: float = 0.0,
+        herding: float = 0.0,
         random_state: int = 0,
     ) -> None:
         self.rank = rank
@@ -101,7 +103,7 @@ class LatentFactorUsers(UserModel):
         self.boredom = boredom
         self.boredom_decay = boredom_decay
         self.drift_steps = drift_steps
-        self.mainstream_fatigue = mainstream_fatigue
+        self.herding = herding
         self.random_state = random_state
 
     @property
@@ -129,7 +131,7 @@ class LatentFactorUsers(UserModel):
         number("position_bias", 0.0, np.inf, high_open=True)
         number("boredom", 0.0, 1.0, high_open=True)
         number("boredom_decay", 0.0, 1.0)
-        number("mainstream_fatigue", 0.0, np.inf, high_open=True)
+        number("herding", 0.0, 1.0)
         number("like_threshold", -np.inf, np.inf, low_open=True, high_open=True)
         number("dislike_threshold", -np.inf, np.inf, low_open=True, high_open=True)
         if not self.dislike_threshold < self.like_threshold:
@@ -193,7 +195,8 @@ class LatentFactorUsers(UserModel):
         self.drift_factors_ = self.user_factors_[target]
         self.ratings_ = data.interaction_matrix(binary=True)
         log_count = np.log1p(np.asarray(self.ratings_.sum(axis=0), dtype=np.float64).ravel())
-        self.item_popularity_z_ = (log_count - log_count.mean()) / max(log_count.std(), 1e-12)
+        buzz = self.item_bias_.std() * _standardise(log_count)
+        self.item_drift_ = self.herding * (buzz - self.item_bias_)
         self.order_ = data.ratings.sort_values("timestamp", kind="stable")["user_index"].to_numpy()
         return self
 
@@ -214,7 +217,7 @@ class LatentFactorUsers(UserModel):
             + self.user_bias_[users]
             + self.item_bias_[items]
             + np.einsum("...d,...d->...", taste, self.item_factors_[items])
-            - progress * self.mainstream_fatigue * self.item_popularity_z_[items]
+            + progress * self.item_drift_[items]
         )
 
     def _progress(self, t: np.ndarray) -> np.ndarray:
@@ -241,9 +244,7 @@ class LatentFactorUsers(UserModel):
             prepared["drift"] = np.einsum(
                 "nd,njd->nj", self.drift_factors_[users], item_factors
             ).reshape(n, m, k)
-            prepared["hit"] = (self.mainstream_fatigue * self.item_popularity_z_[flat]).reshape(
-                n, m, k
-            )
+            prepared["shift"] = self.item_drift_[flat].reshape(n, m, k)
         return prepared
 
     def probabilities(
@@ -261,7 +262,7 @@ class LatentFactorUsers(UserModel):
                 prepared["base"]
                 + np.cos(progress * np.pi / 2) * prepared["taste"]
                 + np.sin(progress * np.pi / 2) * prepared["drift"]
-                - progress * prepared["hit"]
+                + progress * prepared["shift"]
             )
         examined = prepared["examined"]
         like = examined * expit((score - self.like_threshold) / self.temperature)
@@ -294,3 +295,8 @@ class LatentFactorUsers(UserModel):
         if len(order) == 0:
             return order
         return order[np.r_[True, order[1:] != order[:-1]]]
+
+
+def _standardise(values: np.ndarray) -> np.ndarray:
+    spread = values.std()
+    return (values - values.mean()) / spread if spread > 0 else np.zeros_like(values)

@@ -176,7 +176,7 @@ class RecommenderArmsEnv(gym.Env[np.ndarray, np.int64]):
             "user_id": int(sim.user_ids[user]),
             "user_index": user,
             "t": t,
-            "slate": sim.raw_items(out.slates[0]),
+            "slate": out.raw_slates[0],
             "responses": out.responses[0],
             "expected_rewards": expected,
             "best_arm": best,

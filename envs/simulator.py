@@ -46,6 +46,7 @@ class Outcome:
     rewards: np.ndarray  #: (n,) float64
     expected: np.ndarray  #: (n, n_arms) float64, every arm's expected reward for the user
     best: np.ndarray  #: (n,) int64, an arm with the highest expected reward
+    raw_slates: np.ndarray  #: (n, k) int64 raw item ids of ``slates``, -1 padded
 
 
 class Simulator:
@@ -135,6 +136,14 @@ class Simulator:
             )
             self.expected = expected_reward(self.like, self.dislike, self.reward)
             self.best = self.expected.argmax(axis=1)
+        # (user, arm) rows flattened: np.take on one axis is several times faster than
+        # fancy indexing with two index arrays, and this is the hot path of the vector env.
+        flat = (self.n_users * self.n_arms, self.slate_size)
+        self._slates_flat = self.slates.reshape(flat)
+        self._raw_flat = self.raw_slates.reshape(flat)
+        if not user_model.dynamic:
+            self._like_flat = self.like.reshape(flat)
+            self._dislike_flat = self.dislike.reshape(flat)
 
     # ------------------------------------------------------------------ arrivals
     def _init_arrivals(self) -> None:
@@ -172,8 +181,12 @@ class Simulator:
         """Users arriving at steps ``t`` (shape ``(n,)``), from one uniform each."""
         if self.replay is not None:
             return self.replay[np.minimum(t, len(self.replay) - 1)]
-        pos = np.searchsorted(self.arrival_cdf, uniforms, side="right")
-        return self.eligible[np.minimum(pos, len(self.eligible) - 1)]
+        m = len(self.eligible)
+        if self.arrival == "uniform":
+            pos = (uniforms * m).astype(np.int64)
+        else:
+            pos = np.searchsorted(self.arrival_cdf, uniforms, side="right")
+        return np.take(self.eligible, np.minimum(pos, m - 1))
 
     # ------------------------------------------------------------------ serving
     def serve(
@@ -196,17 +209,20 @@ class Simulator:
         slates : ndarray of int64, shape ``(n, n_arms, k)``, optional
             Current slates of every arm when arms learn online; the frozen slates otherwise.
         """
-        rows = np.arange(len(users))
+        pairs = users * self.n_arms + actions
         if slates is None and not self.user_model.dynamic:
-            like = self.like[users, actions]
-            dislike = self.dislike[users, actions]
-            expected = self.expected[users]
-            best = self.best[users]
-            shown = self.slates[users, actions]
+            like = np.take(self._like_flat, pairs, axis=0)
+            dislike = np.take(self._dislike_flat, pairs, axis=0)
+            expected = np.take(self.expected, users, axis=0)
+            best = np.take(self.best, users)
+            shown = np.take(self._slates_flat, pairs, axis=0)
+            raw = np.take(self._raw_flat, pairs, axis=0)
         else:
+            rows = np.arange(len(users))
             if slates is None:
-                prepared = {name: value[users] for name, value in self.prepared.items()}
-                shown = self.slates[users, actions]
+                prepared = {name: np.take(value, users, axis=0)
+                            for name, value in self.prepared.items()}
+                shown = np.take(self._slates_flat, pairs, axis=0)
             else:
                 prepared = self.user_model.prepare(users, slates)
                 shown = slates[rows, actions]
@@ -214,8 +230,13 @@ class Simulator:
             expected = expected_reward(like_all, dislike_all, self.reward)
             best = expected.argmax(axis=1)
             like, dislike = like_all[rows, actions], dislike_all[rows, actions]
+            raw = (
+                self.raw_items(shown) if slates is not None else np.take(self._raw_flat, pairs, 0)
+            )
         responses = sample_responses(like, dislike, uniforms)
-        return Outcome(shown, responses, realised_reward(responses, self.reward), expected, best)
+        return Outcome(
+            shown, responses, realised_reward(responses, self.reward), expected, best, raw
+        )
 
     def raw_items(self, slates: np.ndarray) -> np.ndarray:
         """Raw item ids of item indices (``-1`` stays ``-1``; all ``-1`` without a catalogue)."""

@@ -135,23 +135,25 @@ class RecommenderArmsVectorEnv(VectorEnv):
         n = self.num_envs
         resetting = np.flatnonzero(self._autoreset)
         served = self._all if len(resetting) == 0 else np.flatnonzero(~self._autoreset)
-        users, t, chosen = self._users[served], self._t[served], actions[served]
+        index = slice(None) if len(resetting) == 0 else served
+        # Copies: with a slice these would be views that _arrive below overwrites.
+        users, t, chosen = self._users[index].copy(), self._t[index].copy(), actions[index]
         fatigue = None if self._fatigue is None else self._fatigue[served, users]
         slates = None
-        if sim.online_learning:
+        if sim.online_learning and len(served):
             slates = np.concatenate(
                 [sim.current_slates(self._arms[i], users[j : j + 1]) for j, i in enumerate(served)]
             )
-        out = sim.serve(users, chosen, self._uniforms[served], t, fatigue, slates)
+        out = sim.serve(users, chosen, self._uniforms[index], t, fatigue, slates)
         if self._fatigue is not None:
             sim.user_model.update_fatigue(self._fatigue, served, users, chosen)
         if sim.online_learning:
             for j, i in enumerate(served):
                 sim.learn(self._arms[i], users[j : j + 1], out.slates[j : j + 1],
                           out.responses[j : j + 1])
-        rewards = np.zeros(n)
-        rewards[served] = out.rewards
-        self._t[served] = t + 1
+        rewards = out.rewards if len(resetting) == 0 else np.zeros(n)
+        rewards[index] = out.rewards
+        self._t[index] = t + 1
         truncated = np.zeros(n, dtype=bool)
         limit = sim.episode_limit
         data_ends = (t + 1 >= limit) if limit is not None else np.zeros(len(served), dtype=bool)
@@ -160,7 +162,7 @@ class RecommenderArmsVectorEnv(VectorEnv):
             if self.max_episode_steps is not None
             else np.zeros(len(served), dtype=bool)
         )
-        truncated[served] = data_ends | time_ends
+        truncated[index] = data_ends | time_ends
         # As the single env: on a time limit the next user still arrives (consuming the same
         # random numbers); when the replay runs out nobody does.
         self._arrive(served[~data_ends])
@@ -173,7 +175,7 @@ class RecommenderArmsVectorEnv(VectorEnv):
                 info[f"_{key}"][resetting] = True
         self._autoreset = truncated
         return (
-            sim.contexts[self._users],
+            np.take(sim.contexts, self._users, axis=0),
             rewards,
             np.zeros(n, dtype=bool),
             truncated,
@@ -226,16 +228,23 @@ class RecommenderArmsVectorEnv(VectorEnv):
     def _arrive(self, envs: np.ndarray) -> None:
         if len(envs) == 0:
             return
-        exhausted = envs[self._row[envs] == BLOCK_STEPS]
-        if len(exhausted):
+        # Basic slicing when every sub-environment advances (the common case) is much cheaper
+        # than fancy indexing with arange(num_envs).
+        index = slice(None) if len(envs) == self.num_envs else envs
+        row = self._row[index]
+        if (row == BLOCK_STEPS).any():
+            exhausted = envs[row == BLOCK_STEPS]
             shape = (BLOCK_STEPS, 1 + self.simulator.slate_size)
             for i in exhausted:
                 self._block[i] = self._rngs[i].random(shape)
             self._row[exhausted] = 0
-        rows = self._block[envs, self._row[envs]]
-        self._row[envs] += 1
-        self._users[envs] = self.simulator.draw_users(rows[:, 0], self._t[envs])
-        self._uniforms[envs] = rows[:, 1:]
+            row = self._row[index]
+        rows = np.take(
+            self._block.reshape(-1, self._block.shape[2]), envs * BLOCK_STEPS + row, axis=0
+        )
+        self._row[index] += 1
+        self._users[index] = self.simulator.draw_users(rows[:, 0], self._t[index])
+        self._uniforms[index] = rows[:, 1:]
 
     def _reset_info(self, envs: np.ndarray) -> dict[str, Any]:
         n = self.num_envs
@@ -280,7 +289,7 @@ class RecommenderArmsVectorEnv(VectorEnv):
             "_user_index": mask.copy(),
             "t": spread(self._t[served] - 1, -1),
             "_t": mask.copy(),
-            "slate": spread(sim.raw_items(out.slates), -1, (k,)),
+            "slate": spread(out.raw_slates, -1, (k,)),
             "_slate": mask.copy(),
             "responses": spread(out.responses, 0, (k,)),
             "_responses": mask.copy(),
