@@ -22,6 +22,35 @@ def _evaluate_arms(args: argparse.Namespace) -> int:
     return evaluate_main(args)
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    from experiments import config as cfg
+    from experiments import simulate
+    from experiments.report import markdown_table
+
+    try:
+        config = cfg.override(
+            cfg.load(args.config),
+            env_id=args.env, policies=args.policies, horizon=args.horizon, runs=args.runs,
+            seed=args.seed, workers=args.workers, scheduler=args.scheduler,
+            executor=args.executor or ("dask" if args.scheduler else None),
+        )
+        results = simulate.run(
+            config, out_dir=args.out, progress=not args.quiet, plots=not args.no_plots,
+            on_note=lambda note: print(f"recbandits: {note}", file=sys.stderr),
+        )
+    except cfg.ConfigError as exc:
+        print(f"recbandits simulate: {exc}", file=sys.stderr)
+        return 2
+    print(markdown_table(results.summary))
+    for name, path in results.files.items():
+        print(f"{name:16s} {path}")
+    if results.interrupted:
+        print("recbandits: interrupted; the runs finished before Ctrl-C are reported above",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
 def _serving_settings(args: argparse.Namespace) -> object:
     """Settings from RECBANDITS_* variables, overridden by the options given."""
     from serving.settings import Settings
@@ -103,6 +132,31 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--jobs", type=int, default=2,
                           help="worker processes fitting arms side by side (default 2)")
     evaluate.set_defaults(handler=_evaluate_arms)
+
+    simulate = commands.add_parser(
+        "simulate", help="run bandit policies on an environment and report regret and plots"
+    )
+    simulate.add_argument("config", nargs="?", default="movielens",
+                          help="a TOML file, or the name of a shipped config (fixed_ctr, "
+                          "movielens, movielens_drift); default movielens")
+    simulate.add_argument("--env", help="environment id, overriding the config's")
+    simulate.add_argument("--policies", nargs="+", metavar="POLICY",
+                          help="labels or ids of the config's policies to run, or policy ids")
+    simulate.add_argument("--horizon", type=int, metavar="T", help="steps per run")
+    simulate.add_argument("--runs", type=int, metavar="R", help="runs per policy")
+    simulate.add_argument("--seed", type=int, metavar="S", help="root seed")
+    simulate.add_argument("--out", metavar="DIR",
+                          help="output folder (default runs/<config>-<timestamp>)")
+    simulate.add_argument("--executor", choices=("local", "dask"),
+                          help="local processes (joblib, default) or a Dask cluster")
+    simulate.add_argument("--scheduler", metavar="ADDRESS",
+                          help="Dask scheduler address, e.g. tcp://host:8786 (implies "
+                          "--executor dask; without it dask starts a LocalCluster)")
+    simulate.add_argument("--workers", type=int, metavar="N",
+                          help="worker processes (default: every core)")
+    simulate.add_argument("--no-plots", action="store_true", help="write the tables only")
+    simulate.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    simulate.set_defaults(handler=_simulate)
     _add_serving_commands(commands)
     return parser
 

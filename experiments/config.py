@@ -386,6 +386,11 @@ def override(config: ExperimentConfig, **changes: Any) -> ExperimentConfig:
         changes["policies"] = _select_policies(config, changes["policies"])
     if "checkpoints" in changes:
         changes["checkpoints"] = tuple(changes["checkpoints"])
+    elif "horizon" in changes and config.checkpoints:
+        # A shorter --horizon keeps the file's checkpoints that still fit, and ends on the horizon.
+        horizon = changes["horizon"]
+        kept = [c for c in config.checkpoints if isinstance(c, int) and c < horizon]
+        changes["checkpoints"] = (*kept, horizon) if isinstance(horizon, int) else ()
     return validate(dataclasses.replace(config, **changes))
 
 

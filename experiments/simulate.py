@@ -1,0 +1,644 @@
+"""``recbandits simulate``: run every policy of a config R times for T steps and report.
+
+Read top to bottom, one experiment is:
+
+1. **Resolve the config**: a concrete seed (recorded), the output folder
+   ``runs/<config>-<timestamp>/`` and the resolved ``config.toml`` written first, so even an
+   interrupted run says exactly what it was.
+2. **Probe the environment** once in this process: arm names, context size, and whether
+   MovieLens can be had (if not, the synthetic dataset stands in, said in one line).
+3. **Plan tasks**: each policy's runs are cut into blocks of ``runs_per_task``. A task advances
+   its block of runs together with the batched policy core (``(runs, arms)`` arrays) against the
+   native vector environment (one sub-environment per run), so one numpy step moves every run.
+4. **Seed per run and per block**: run ``r`` of every policy sees the same users (the
+   environment of run ``r`` is seeded from ``(seed, r)``), which makes the paired comparisons of
+   the report meaningful; a policy's block of runs draws from one generator seeded from
+   ``(seed, policy label, block)``. Blocks are fixed by the config, never by where tasks execute,
+   so the local executor, Dask, and any number of workers produce identical numbers.
+5. **Execute** the tasks on the chosen executor (joblib processes or Dask) with a tqdm bar;
+   Ctrl-C stops, keeps the finished tasks and reports them.
+6. **Aggregate and report**: ``steps.csv``, ``summary.csv``, ``summary.md`` and the plots.
+
+The "best arm in hindsight" baseline is not a bandit: for each run it plays the fixed arm whose
+total expected reward over that run's users is highest, found by playing every arm on the same
+users first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import functools
+import inspect
+import logging
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from experiments import config as cfg
+from experiments.config import HINDSIGHT_POLICY_ID, ExperimentConfig, PolicyConfig
+from experiments.executors import make_executor
+
+logger = logging.getLogger(__name__)
+
+#: Key of the expected reward of every arm in the environment's ``info`` (shape ``(n, K)``).
+EXPECTED_KEY = "expected_rewards"
+_ENV_STREAM, _POLICY_STREAM = 0, 1
+
+
+# ============================================================================ results
+@dataclass
+class PolicyRuns:
+    """Everything recorded for the runs of one policy (runs in seed order).
+
+    Attributes
+    ----------
+    label, policy_id : str
+    horizon : int
+    run_ids : ndarray of int64, shape (R,)
+        Which runs these are (``0..runs-1``, fewer when interrupted).
+    record_steps : ndarray of int64, shape (S,)
+        The 1-based steps at which the cumulative series are recorded (the last is the horizon).
+    cum_reward, cum_regret : ndarray of float64, shape (R, S)
+        Cumulative realised reward and cumulative pseudo-regret (expected reward of the user's
+        best arm minus that of the chosen arm) at ``record_steps``.
+    best_arm_pulls : ndarray of int64, shape (R,)
+        Steps on which the chosen arm was (one of) the arriving user's best.
+    arm_counts : ndarray of int64, shape (T, K)
+        Runs choosing each arm at each step.
+    pulls, clicks : ndarray, shape (R, K)
+        Pulls and summed reward of each arm per run.
+    expected_sum : ndarray of float64, shape (R, K)
+        Each arm's expected reward summed over the run's users (whatever was chosen).
+    expected_min, expected_max : ndarray of float64, shape (K,)
+        Range of each arm's expected reward over all users and steps.
+    checkpoint_steps : ndarray of int64, shape (C,)
+    checkpoint_pulls, checkpoint_clicks : ndarray, shape (R, C, K)
+        ``pulls`` and ``clicks`` as they were after each checkpoint step.
+    binary : bool
+        Whether every reward was 0 or 1.
+    """
+
+    label: str
+    policy_id: str
+    horizon: int
+    run_ids: np.ndarray
+    record_steps: np.ndarray
+    cum_reward: np.ndarray
+    cum_regret: np.ndarray
+    best_arm_pulls: np.ndarray
+    arm_counts: np.ndarray
+    pulls: np.ndarray
+    clicks: np.ndarray
+    expected_sum: np.ndarray
+    expected_min: np.ndarray
+    expected_max: np.ndarray
+    checkpoint_steps: np.ndarray
+    checkpoint_pulls: np.ndarray
+    checkpoint_clicks: np.ndarray
+    binary: bool = True
+
+    @property
+    def n_runs(self) -> int:
+        return len(self.run_ids)
+
+    @classmethod
+    def concatenate(cls, parts: list[PolicyRuns]) -> PolicyRuns:
+        """Join blocks of runs of one policy (in the given order)."""
+        first = parts[0]
+        per_run = ("run_ids", "cum_reward", "cum_regret", "best_arm_pulls", "pulls", "clicks",
+                   "expected_sum", "checkpoint_pulls", "checkpoint_clicks")
+        joined = {name: np.concatenate([getattr(p, name) for p in parts]) for name in per_run}
+        return dataclasses.replace(
+            first,
+            **joined,
+            arm_counts=np.sum([p.arm_counts for p in parts], axis=0),
+            expected_min=np.min([p.expected_min for p in parts], axis=0),
+            expected_max=np.max([p.expected_max for p in parts], axis=0),
+            binary=all(p.binary for p in parts),
+        )
+
+
+@dataclass
+class SimulationResults:
+    """The outcome of :func:`run`.
+
+    Attributes
+    ----------
+    config : ExperimentConfig
+        The resolved config (concrete seed; env params as actually used).
+    arm_names : list of str
+    policies : list of PolicyRuns
+        One per configured policy, in config order (with no runs if interrupted before any).
+    out_dir : Path or None
+        Where the files were written (None with ``write=False``).
+    files : dict of str to Path
+    notes : list of str
+        One-line remarks, e.g. the synthetic-data fallback.
+    interrupted : bool
+        Whether Ctrl-C stopped the simulation early.
+    steps, summary : pandas.DataFrame
+        The tables of ``steps.csv`` and ``summary.csv``.
+    """
+
+    config: ExperimentConfig
+    arm_names: list[str]
+    policies: list[PolicyRuns]
+    out_dir: Path | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    steps: Any = None
+    summary: Any = None
+
+    @property
+    def binary_rewards(self) -> bool:
+        return all(p.binary for p in self.policies if p.n_runs)
+
+    def policy(self, label: str) -> PolicyRuns:
+        """The runs of the policy labelled ``label``."""
+        for runs in self.policies:
+            if runs.label == label:
+                return runs
+        raise KeyError(f"no policy labelled {label!r}; labels: {[p.label for p in self.policies]}")
+
+
+# ============================================================================ seeding
+def _label_key(label: str) -> int:
+    # A stable number per policy label (Python's hash() is salted per process).
+    return zlib.crc32(label.encode("utf-8"))
+
+
+def env_seeds(seed: int, runs: range) -> list[int]:
+    """Environment seed of each run: shared by every policy, so run ``r`` sees the same users."""
+    return [
+        int(np.random.SeedSequence([seed, _ENV_STREAM, r]).generate_state(1, np.uint32)[0])
+        for r in runs
+    ]
+
+
+def policy_generator(seed: int, label: str, runs: range) -> np.random.Generator:
+    """The generator of the policy labelled ``label`` for one block of runs.
+
+    One generator per block, shared by its runs: the batched policies draw for every run in one
+    call (a generator per run costs a Python call per run per step, about ten times slower). The
+    blocks are fixed by ``runs_per_task`` in the config, never by the executor or the number of
+    workers, so those never change a number.
+    """
+    return np.random.default_rng([seed, _POLICY_STREAM, _label_key(label), runs.start, runs.stop])
+
+
+# ============================================================================ environment
+@dataclass(frozen=True)
+class EnvInfo:
+    """What the simulation needs to know about an environment before running it."""
+
+    arm_names: list[str]
+    n_features: int
+    params: dict[str, Any]
+    notes: tuple[str, ...] = ()
+
+
+#: ``dataset`` values a config may give (a Dataset object cannot be written in TOML).
+DATASETS = ("movielens", "synthetic")
+
+
+@functools.lru_cache(maxsize=4)
+def _synthetic(options: tuple[tuple[str, Any], ...]) -> Any:
+    # Cached so every environment of this process shares one Dataset object, which the envs'
+    # own cache keys on (a new object would refit the arms).
+    from arms.data import make_synthetic
+
+    return make_synthetic(**dict(options))
+
+
+def env_kwargs(params: dict[str, Any], horizon: int) -> dict[str, Any]:
+    """Keyword arguments of ``gymnasium.make_vec`` for config ``params``.
+
+    ``dataset = "synthetic"`` (or a table ``{name = "synthetic", n_ratings = ..., ...}`` of
+    :func:`arms.data.make_synthetic` arguments) becomes a seeded synthetic dataset;
+    ``"movielens"`` or no ``dataset`` means MovieLens 100K. Episodes last the whole horizon.
+
+    Raises
+    ------
+    ConfigError
+        An unknown dataset name.
+    """
+    kwargs = dict(params)
+    dataset = kwargs.pop("dataset", None)
+    options: dict[str, Any] = {}
+    if isinstance(dataset, dict):
+        options = {k: v for k, v in dataset.items() if k != "name"}
+        dataset = dataset.get("name")
+    if dataset == "synthetic":
+        kwargs["dataset"] = _synthetic(tuple(sorted(options.items())))
+    elif dataset not in (None, "movielens"):
+        raise cfg.ConfigError(
+            f"[env.params] dataset must be one of {', '.join(DATASETS)}, got {dataset!r}"
+        )
+    # One step of slack: a run must never be truncated (and auto-reset) inside the horizon.
+    kwargs["max_episode_steps"] = horizon + 1
+    return kwargs
+
+
+def make_vector_env(env_id: str, params: dict[str, Any], n: int, horizon: int) -> Any:
+    """A fresh native vector environment of ``env_id`` with ``n`` sub-environments.
+
+    Building a MovieLens environment fits the arms (seconds); :mod:`envs` caches the fitted
+    simulator per process, so only the first environment of a worker pays for it and the others
+    are cheap views on it. Each task still gets its own environment object, so no episode state
+    can leak from one task into the next.
+    """
+    import gymnasium
+
+    import envs  # noqa: F401  (registers the ids)
+
+    return gymnasium.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point",
+                              **env_kwargs(params, horizon))
+
+
+def probe_env(config: ExperimentConfig) -> EnvInfo:
+    """Arm names and context size of the config's environment, with the data fallback applied.
+
+    Where the environment needs MovieLens and it cannot be had, the synthetic dataset is used
+    instead and a one-line note says so.
+    """
+    from arms.errors import DataUnavailableError
+
+    params = dict(config.env.params)
+    notes: list[str] = []
+    try:
+        env = make_vector_env(config.env.id, params, 1, config.horizon)
+    except DataUnavailableError as exc:
+        params["dataset"] = "synthetic"
+        logger.info("MovieLens unavailable: %s", exc)
+        notes.append("MovieLens 100K not available; running on the synthetic dataset instead "
+                     "(set RECBANDITS_DATA to a folder holding ml-100k/ to use it)")
+        env = make_vector_env(config.env.id, params, 1, config.horizon)
+    unwrapped = getattr(env, "unwrapped", env)
+    arm_names = [str(a) for a in unwrapped.arm_names]
+    n_features = int(np.prod(env.single_observation_space.shape))
+    return EnvInfo(arm_names=arm_names, n_features=n_features, params=params, notes=tuple(notes))
+
+
+# ============================================================================ policies
+def build_policy(spec: PolicyConfig, arm_names: list[str], n_features: int) -> Any:
+    """The bandit policy of ``spec`` over ``arm_names``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        From the policy's own validation of ``spec.params`` (re-raised naming the policy).
+    """
+    import bandits
+
+    policy_cls = getattr(bandits, spec.id)
+    params = dict(spec.params)
+    accepted = inspect.signature(policy_cls.__init__).parameters
+    if "n_features" in accepted and "n_features" not in params:
+        params["n_features"] = n_features
+    try:
+        return policy_cls(list(arm_names), **params)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"policy {spec.label!r} ({spec.id}): {exc}") from exc
+
+
+class _BanditDriver:
+    """Runs of a bandits policy advanced together through its batched core."""
+
+    def __init__(self, policy: Any, rng: np.random.Generator, n_runs: int) -> None:
+        self.policy = policy
+        self.rng = rng
+        self.state = policy.init_batch(n_runs)
+        self.contextual = bool(getattr(policy, "contextual", False))
+
+    def select(self, obs: np.ndarray) -> np.ndarray:
+        contexts = obs if self.contextual else None
+        return self.policy.select_batch(self.state, self.rng, contexts)
+
+    def update(self, arms: np.ndarray, rewards: np.ndarray, obs: np.ndarray) -> None:
+        contexts = obs if self.contextual else None
+        # The environment produced these; re-validating them every step buys nothing.
+        self.policy.update_batch(self.state, arms, rewards, contexts, validate=False)
+
+
+class _FixedArmDriver:
+    """Each run pulls one given arm (the best arm in hindsight)."""
+
+    def __init__(self, arms: np.ndarray) -> None:
+        self.arms = np.asarray(arms, dtype=np.int64)
+
+    def select(self, obs: np.ndarray) -> np.ndarray:
+        return self.arms
+
+    def update(self, arms: np.ndarray, rewards: np.ndarray, obs: np.ndarray) -> None:
+        pass
+
+
+# ============================================================================ one task
+@dataclass(frozen=True)
+class Task:
+    """A block of runs of one policy: everything a worker needs, small and picklable."""
+
+    config: ExperimentConfig
+    env_params: dict[str, Any]
+    policy_index: int
+    run_start: int
+    run_stop: int
+    arm_names: tuple[str, ...]
+    n_features: int
+
+    @property
+    def policy(self) -> PolicyConfig:
+        return self.config.policies[self.policy_index]
+
+    @property
+    def runs(self) -> range:
+        return range(self.run_start, self.run_stop)
+
+
+def record_steps(horizon: int, every: int) -> np.ndarray:
+    """1-based steps recorded in ``steps.csv``: every ``every`` steps, and always the last."""
+    steps = np.arange(every, horizon + 1, every, dtype=np.int64)
+    if steps.size == 0 or steps[-1] != horizon:
+        steps = np.append(steps, horizon)
+    return steps
+
+
+def checkpoint_steps(config: ExperimentConfig) -> np.ndarray:
+    """Steps at which posteriors are kept: the config's, else four log-spaced ones."""
+    if config.checkpoints:
+        return np.unique(np.asarray(config.checkpoints, dtype=np.int64))
+    T = config.horizon
+    candidates = [10, 100, T // 10, T]
+    return np.unique(np.clip(np.asarray(candidates, dtype=np.int64), 1, T))
+
+
+def _hindsight_arms(task: Task) -> np.ndarray:
+    """For each run, the fixed arm with the highest total expected reward over its users.
+
+    Each arm is played throughout the run once (the users a run sees never depend on the
+    actions, but boredom may, so every arm gets its own pass); shape ``(n,)``.
+    """
+    n, K = len(task.runs), len(task.arm_names)
+    env = make_vector_env(task.config.env.id, task.env_params, n, task.config.horizon)
+    totals = np.zeros((n, K))
+    rows = np.arange(n)
+    for k in range(K):
+        if k:
+            env = make_vector_env(task.config.env.id, task.env_params, n, task.config.horizon)
+        env.reset(seed=env_seeds(task.config.seed, task.runs))
+        actions = np.full(n, k, dtype=np.int64)
+        for _ in range(task.config.horizon):
+            _, _, _, _, info = env.step(actions)
+            totals[:, k] += info[EXPECTED_KEY][rows, k]
+    return totals.argmax(axis=1)
+
+
+def simulate_task(task: Task) -> PolicyRuns:
+    """Advance one block of runs of one policy for the whole horizon.
+
+    This is the whole simulation loop: select an arm for every run at once, let the vector
+    environment serve every run's user, score the choice against the expected reward of every
+    arm, and let the policy learn.
+    """
+    config, spec = task.config, task.policy
+    n, K, T = len(task.runs), len(task.arm_names), config.horizon
+    if spec.id == HINDSIGHT_POLICY_ID:
+        driver: Any = _FixedArmDriver(_hindsight_arms(task))
+    else:
+        policy = build_policy(spec, list(task.arm_names), task.n_features)
+        driver = _BanditDriver(policy, policy_generator(config.seed, spec.label, task.runs), n)
+
+    rec_steps = record_steps(T, config.record_every)
+    chk_steps = checkpoint_steps(config)
+    cum_reward = np.zeros((n, rec_steps.size))
+    cum_regret = np.zeros((n, rec_steps.size))
+    chk_pulls = np.zeros((n, chk_steps.size, K), dtype=np.int64)
+    chk_clicks = np.zeros((n, chk_steps.size, K))
+    arm_counts = np.zeros((T, K), dtype=np.int64)
+    pulls = np.zeros((n, K), dtype=np.int64)
+    clicks = np.zeros((n, K))
+    expected_sum = np.zeros((n, K))
+    expected_min = np.full(K, np.inf)
+    expected_max = np.full(K, -np.inf)
+    best_arm_pulls = np.zeros(n, dtype=np.int64)
+    reward_total = np.zeros(n)
+    regret_total = np.zeros(n)
+    binary = True
+    rows = np.arange(n)
+    is_record = np.zeros(T + 1, dtype=bool)
+    is_record[rec_steps] = True
+    is_checkpoint = np.zeros(T + 1, dtype=bool)
+    is_checkpoint[chk_steps] = True
+    rec_i = chk_i = 0
+
+    env = make_vector_env(config.env.id, task.env_params, n, T)
+    obs, _ = env.reset(seed=env_seeds(config.seed, task.runs))
+    for t in range(1, T + 1):
+        actions = driver.select(obs)
+        next_obs, rewards, _, _, info = env.step(actions)
+        expected = info[EXPECTED_KEY]  # (n, K): exact regret needs every arm's expectation
+        if not np.isfinite(expected).all():  # e.g. a sub-environment reset inside the horizon
+            raise RuntimeError(f"{config.env.id} gave non-finite expected rewards at step {t}")
+        chosen = expected[rows, actions]
+        best = expected.max(axis=1)
+        driver.update(actions, rewards, obs)
+        obs = next_obs
+
+        reward_total += rewards
+        regret_total += best - chosen
+        best_arm_pulls += chosen >= best
+        pulls[rows, actions] += 1  # one entry per run: no repeated index, so += is exact
+        clicks[rows, actions] += rewards
+        arm_counts[t - 1] = np.bincount(actions, minlength=K)
+        expected_sum += expected
+        np.minimum(expected_min, expected.min(axis=0), out=expected_min)
+        np.maximum(expected_max, expected.max(axis=0), out=expected_max)
+        if binary and not np.all((rewards == 0) | (rewards == 1)):
+            binary = False
+        if is_record[t]:
+            cum_reward[:, rec_i] = reward_total
+            cum_regret[:, rec_i] = regret_total
+            rec_i += 1
+        if is_checkpoint[t]:
+            chk_pulls[:, chk_i] = pulls
+            chk_clicks[:, chk_i] = clicks
+            chk_i += 1
+
+    return PolicyRuns(
+        label=spec.label, policy_id=spec.id, horizon=T,
+        run_ids=np.arange(task.run_start, task.run_stop, dtype=np.int64),
+        record_steps=rec_steps, cum_reward=cum_reward, cum_regret=cum_regret,
+        best_arm_pulls=best_arm_pulls, arm_counts=arm_counts, pulls=pulls, clicks=clicks,
+        expected_sum=expected_sum, expected_min=expected_min, expected_max=expected_max,
+        checkpoint_steps=chk_steps, checkpoint_pulls=chk_pulls, checkpoint_clicks=chk_clicks,
+        binary=binary,
+    )  # fmt: skip
+
+
+def plan_tasks(config: ExperimentConfig, env: EnvInfo) -> list[Task]:
+    """Blocks of ``runs_per_task`` runs per policy, in config then run order."""
+    tasks = []
+    for p in range(len(config.policies)):
+        for start in range(0, config.runs, config.runs_per_task):
+            stop = min(start + config.runs_per_task, config.runs)
+            tasks.append(Task(config, env.params, p, start, stop, tuple(env.arm_names),
+                              env.n_features))
+    return tasks
+
+
+def _empty_runs(config: ExperimentConfig, spec: PolicyConfig, n_arms: int) -> PolicyRuns:
+    chk = checkpoint_steps(config)
+    return PolicyRuns(
+        label=spec.label, policy_id=spec.id, horizon=config.horizon,
+        run_ids=np.zeros(0, dtype=np.int64),
+        record_steps=record_steps(config.horizon, config.record_every),
+        cum_reward=np.zeros((0, 0)), cum_regret=np.zeros((0, 0)),
+        best_arm_pulls=np.zeros(0, dtype=np.int64),
+        arm_counts=np.zeros((config.horizon, n_arms), dtype=np.int64),
+        pulls=np.zeros((0, n_arms), dtype=np.int64), clicks=np.zeros((0, n_arms)),
+        expected_sum=np.zeros((0, n_arms)), expected_min=np.full(n_arms, np.inf),
+        expected_max=np.full(n_arms, -np.inf), checkpoint_steps=chk,
+        checkpoint_pulls=np.zeros((0, chk.size, n_arms), dtype=np.int64),
+        checkpoint_clicks=np.zeros((0, chk.size, n_arms)),
+    )  # fmt: skip
+
+
+def _aggregate(config: ExperimentConfig, tasks: list[Task], done: dict[int, PolicyRuns],
+               n_arms: int) -> list[PolicyRuns]:
+    """Each policy's finished blocks joined in run order; an interrupted policy keeps only its
+    leading finished blocks, so run ``r`` of every policy is still the same users."""
+    out = []
+    for p, spec in enumerate(config.policies):
+        parts = []
+        for i, task in enumerate(tasks):
+            if task.policy_index != p:
+                continue
+            if i not in done:
+                break
+            parts.append(done[i])
+        out.append(PolicyRuns.concatenate(parts) if parts else _empty_runs(config, spec, n_arms))
+    return out
+
+
+# ============================================================================ the experiment
+def default_out_dir(config: ExperimentConfig, root: Path | str = "runs") -> Path:
+    """``runs/<config>-<timestamp>/`` (made unique with a suffix if it exists)."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / f"{config.name}-{stamp}"
+    out, i = base, 1
+    while out.exists():
+        i += 1
+        out = base.with_name(f"{base.name}-{i}")
+    return out
+
+
+def run(
+    config: ExperimentConfig | str | Path,
+    *,
+    out_dir: Path | str | None = None,
+    write: bool = True,
+    progress: bool = True,
+    plots: bool = True,
+    on_note: Callable[[str], None] | None = None,
+) -> SimulationResults:
+    """Run an experiment and write its reports.
+
+    Parameters
+    ----------
+    config : ExperimentConfig, or a path / shipped config name
+    out_dir : path, optional
+        Output folder; default ``runs/<config>-<timestamp>/``.
+    write : bool, default True
+        Write ``config.toml``, the CSV and Markdown reports and the plots.
+    progress : bool, default True
+        Show a tqdm bar (runs finished out of policies x runs).
+    plots : bool, default True
+        Also write the PNG figures (with ``write``).
+    on_note : callable, optional
+        Receives one-line notes (e.g. the synthetic-data fallback) as they happen; they are
+        also logged and kept in ``results.notes``.
+
+    Returns
+    -------
+    SimulationResults
+        With ``interrupted=True`` when Ctrl-C stopped it (finished runs are kept and reported).
+
+    Raises
+    ------
+    ConfigError
+        An invalid config or an invalid policy parameter.
+    """
+    # 1. the config, with a concrete seed, written before anything runs
+    if not isinstance(config, ExperimentConfig):
+        config = cfg.load(config)
+    config = cfg.resolve_seed(cfg.validate(config))
+
+    # 2. the environment, probed once here (arm names, context size, data fallback)
+    env = probe_env(config)
+    for note in env.notes:  # said once: to the caller if it listens, else to the log
+        (on_note or logger.warning)(note)
+    if env.params != config.env.params:
+        config = dataclasses.replace(
+            config, env=dataclasses.replace(config.env, params=env.params)
+        )
+    for spec in config.policies:  # bad policy parameters fail now, not in a worker
+        if spec.id != HINDSIGHT_POLICY_ID:
+            try:
+                build_policy(spec, env.arm_names, env.n_features)
+            except (TypeError, ValueError) as exc:
+                raise cfg.ConfigError(str(exc)) from exc
+    out = None
+    if write:
+        out = Path(out_dir) if out_dir is not None else default_out_dir(config)
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.dump(config, out / "config.toml", created=_dt.datetime.now().isoformat(
+            timespec="seconds"), notes=list(env.notes) or None)
+
+    # 3-5. tasks, executed where the config says, finished ones kept on Ctrl-C
+    tasks = plan_tasks(config, env)
+    done: dict[int, PolicyRuns] = {}
+    interrupted = False
+    bar = tqdm(total=len(config.policies) * config.runs, unit="run", disable=not progress,
+               desc=config.name, dynamic_ncols=True)
+    try:
+        with make_executor(config.executor, workers=config.workers,
+                           scheduler=config.scheduler) as executor:
+            logger.info("running %d tasks on %s", len(tasks), executor.describe())
+            for index, result in executor.imap_unordered(simulate_task, tasks):
+                done[index] = result
+                bar.update(result.n_runs)
+                bar.set_postfix_str(result.label, refresh=False)
+    except KeyboardInterrupt:
+        interrupted = True
+        logger.warning("interrupted: reporting the %d of %d tasks that finished",
+                       len(done), len(tasks))
+    finally:
+        bar.close()
+
+    # 6. aggregate and report
+    results = SimulationResults(
+        config=config,
+        arm_names=list(env.arm_names),
+        policies=_aggregate(config, tasks, done, len(env.arm_names)),
+        notes=list(env.notes),
+        interrupted=interrupted,
+    )
+    from experiments import plots as figures
+    from experiments import report
+
+    results.steps = report.steps_frame(results)
+    results.summary = report.summary_frame(results)
+    if out is not None:
+        results.out_dir = out
+        results.files = {"config.toml": out / "config.toml"}
+        results.files.update(report.write_reports(results, out))
+        if plots and any(p.n_runs for p in results.policies):
+            results.files.update(figures.write_plots(results, out))
+    return results

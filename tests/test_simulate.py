@@ -1,0 +1,180 @@
+"""``recbandits simulate`` end to end on a small FixedCTR config: files, schema, determinism,
+executors, the best arm in hindsight, and interruption."""
+
+from __future__ import annotations
+
+import tomllib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments import config as cfg
+from experiments import report, simulate
+from experiments.cli import main
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SMALL = """\
+name = "small"
+horizon = 300
+runs = 6
+seed = 11
+runs_per_task = 3
+record_every = 10
+
+[env]
+id = "recbandits/FixedCTR-v0"
+
+[[policies]]
+id = "ThompsonSampling"
+label = "TS"
+
+[[policies]]
+id = "EpsilonGreedy"
+label = "eps"
+[policies.params]
+epsilon = 0.1
+
+[[policies]]
+id = "RandomPolicy"
+label = "random"
+
+[[policies]]
+id = "BestArmInHindsight"
+label = "hindsight"
+"""
+
+
+@pytest.fixture
+def small_config(tmp_path):
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL, encoding="utf-8")
+    return path
+
+
+def _run(config, **changes):
+    return simulate.run(cfg.override(cfg.load(config), **changes), write=False, progress=False)
+
+
+def test_cli_end_to_end(small_config, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["simulate", str(small_config), "--out", str(out), "--workers", "1", "-q"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| TS | 6 |" in printed and str(out / "summary.csv") in printed
+
+    expected = {"config.toml", "steps.csv", "summary.csv", "summary.md", "regret.png",
+                "regret_logx.png", "arm_share.png", "click_rate.png", "posteriors.png"}
+    assert expected <= {p.name for p in out.iterdir()}
+    for name in expected:
+        if name.endswith(".png"):
+            data = (out / name).read_bytes()
+            assert data[:8] == PNG_SIGNATURE and len(data) > 10_000, name
+
+    resolved = tomllib.loads((out / "config.toml").read_text())
+    assert resolved["seed"] == 11 and resolved["meta"]["recbandits_version"]
+    assert cfg.from_dict(resolved).policies == cfg.load(small_config).policies
+
+    steps = pd.read_csv(out / "steps.csv")
+    assert tuple(steps.columns) == report.STEPS_COLUMNS
+    assert len(steps) == 4 * 30 and set(steps.policy) == {"TS", "eps", "random", "hindsight"}
+    assert (steps.runs == 6).all()
+    assert (steps.cum_regret_ci_low <= steps.cum_regret_mean + 1e-12).all()
+    summary = pd.read_csv(out / "summary.csv")
+    assert tuple(summary.columns) == report.SUMMARY_COLUMNS
+    assert summary.set_index("policy").loc["hindsight", "cum_regret_mean"] == 0
+    final = steps[steps.step == 300].set_index("policy")
+    np.testing.assert_allclose(
+        final.cum_regret_mean, summary.set_index("policy").loc[final.index, "cum_regret_mean"]
+    )
+
+
+def test_learning_shows_in_the_numbers(small_config):
+    results = _run(small_config, horizon=1500, runs=10, runs_per_task=10,
+                   policies=["TS", "random"])
+    summary = results.summary.set_index("policy")
+    # FixedCTR seed story: sequential (0.15) is best; random loses 1/3 * (0.05 + 0.03) per step.
+    assert summary.loc["random", "cum_regret_mean"] == pytest.approx(1500 * 0.08 / 3, rel=0.1)
+    assert summary.loc["TS", "cum_regret_mean"] < 0.6 * summary.loc["random", "cum_regret_mean"]
+    assert summary.loc["TS", "best_arm_share"] > 0.6
+    assert summary.loc["TS", "vs_random_diff"] > 0
+    assert results.arm_names[int(np.argmax(results.policy("TS").pulls.sum(axis=0)))] == \
+        results.arm_names[int(np.argmax(results.policy("TS").expected_sum[0]))]
+
+
+def test_same_seed_gives_identical_csvs(small_config, tmp_path):
+    for name, seed in (("a", "11"), ("b", "11"), ("c", "12")):
+        assert main(["simulate", str(small_config), "--out", str(tmp_path / name), "--seed", seed,
+                     "--workers", "1", "--no-plots", "-q"]) == 0
+    assert not list((tmp_path / "a").glob("*.png"))
+    for csv in ("steps.csv", "summary.csv"):
+        assert (tmp_path / "a" / csv).read_bytes() == (tmp_path / "b" / csv).read_bytes()
+        assert (tmp_path / "a" / csv).read_bytes() != (tmp_path / "c" / csv).read_bytes()
+
+
+def test_results_do_not_depend_on_workers(small_config):
+    in_process = _run(small_config, workers=1)
+    two_processes = _run(small_config, workers=2)
+    pd.testing.assert_frame_equal(in_process.steps, two_processes.steps)
+    pd.testing.assert_frame_equal(in_process.summary, two_processes.summary)
+
+
+def test_users_of_a_run_do_not_depend_on_the_task_split(small_config):
+    one_task = _run(small_config, runs_per_task=6)
+    three_tasks = _run(small_config, runs_per_task=2)
+    for label in ("TS", "hindsight"):
+        np.testing.assert_array_equal(one_task.policy(label).expected_sum,
+                                      three_tasks.policy(label).expected_sum)
+    # The best arm in hindsight draws nothing, so its runs are the same whatever the split.
+    np.testing.assert_array_equal(one_task.policy("hindsight").cum_reward,
+                                  three_tasks.policy("hindsight").cum_reward)
+
+
+def test_policy_subset_keeps_its_runs(small_config):
+    full = _run(small_config)
+    only_ts = _run(small_config, policies=["TS"])
+    np.testing.assert_array_equal(full.policy("TS").cum_reward, only_ts.policy("TS").cum_reward)
+
+
+def test_paired_runs_see_the_same_users(small_config):
+    results = _run(small_config)
+    a, b = results.policy("TS"), results.policy("random")
+    np.testing.assert_array_equal(a.expected_sum, b.expected_sum)
+
+
+def test_interrupt_keeps_finished_runs(small_config, monkeypatch, tmp_path):
+    real = simulate.simulate_task
+    calls = {"n": 0}
+
+    def flaky(task):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(task)
+
+    monkeypatch.setattr(simulate, "simulate_task", flaky)
+    config = cfg.override(cfg.load(small_config), workers=1)
+    results = simulate.run(config, out_dir=tmp_path / "cut", progress=False)
+    assert results.interrupted
+    runs = {p.label: p.n_runs for p in results.policies}
+    assert runs == {"TS": 6, "eps": 3, "random": 0, "hindsight": 0}
+    summary = pd.read_csv(tmp_path / "cut" / "summary.csv")
+    assert summary.policy.tolist() == ["TS", "eps"]
+    assert "interrupted" in (tmp_path / "cut" / "summary.md").read_text()
+
+
+def test_bad_policy_parameter_fails_before_running(small_config, tmp_path):
+    text = SMALL.replace("epsilon = 0.1", "epsilon = 1.5")
+    path = tmp_path / "bad.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(cfg.ConfigError, match=r"policy 'eps'.*epsilon"):
+        simulate.run(path, write=False, progress=False)
+    assert main(["simulate", str(path), "--out", str(tmp_path / "x"), "-q"]) == 2
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_unknown_policy_lists_valid_ids(small_config, capsys):
+    code = main(["simulate", str(small_config), "--policies", "Thompson", "-q"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "unknown policy id 'Thompson'" in err and "ThompsonSampling" in err and "LinTS" in err

@@ -1,0 +1,128 @@
+"""Experiment configs: the shipped TOML files load, and bad input gets a clear error."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+
+from experiments import config as cfg
+from experiments.config import POLICY_IDS, ConfigError
+
+VALID = {
+    "name": "tiny",
+    "horizon": 50,
+    "runs": 4,
+    "seed": 1,
+    "env": {"id": "recbandits/FixedCTR-v0"},
+    "policies": [{"id": "ThompsonSampling", "label": "TS"}, {"id": "RandomPolicy"}],
+}
+
+
+def _with(**changes):
+    data = {**VALID, **changes}
+    return data
+
+
+@pytest.mark.parametrize("name", ["fixed_ctr", "movielens", "movielens_drift"])
+def test_shipped_configs_load(name):
+    config = cfg.load(name)
+    assert config.name == name
+    assert config.env.id in cfg.env_ids()
+    assert config.policies and all(p.id in POLICY_IDS for p in config.policies)
+    assert config.seed is not None  # shipped experiments are reproducible as shipped
+
+
+def test_movielens_config_has_the_issue_policies():
+    ids = {p.id for p in cfg.load("movielens").policies}
+    assert {"ThompsonSampling", "KLUCB", "EpsilonGreedy", "RandomPolicy",
+            "BestArmInHindsight", "LinTS"} <= ids
+
+
+def test_unknown_policy_id_lists_valid_ones():
+    data = _with(policies=[{"id": "ThompsonSamplin"}])
+    with pytest.raises(ConfigError) as info:
+        cfg.from_dict(data)
+    message = str(info.value)
+    assert "policies[0]" in message and "'ThompsonSamplin'" in message
+    assert "did you mean ThompsonSampling" in message
+    for policy_id in POLICY_IDS:
+        assert policy_id in message
+
+
+def test_unknown_env_id_lists_valid_ones():
+    data = _with(env={"id": "recbandits/MovieLenz-v0"})
+    with pytest.raises(ConfigError) as info:
+        cfg.from_dict(data)
+    message = str(info.value)
+    assert "'recbandits/MovieLenz-v0'" in message
+    for env_id in ("recbandits/FixedCTR-v0", "recbandits/MovieLens-v0",
+                   "recbandits/MovieLensSim-v0"):
+        assert env_id in message
+
+
+def test_unknown_policy_from_toml_file_names_the_file(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        'horizon = 10\n[env]\nid = "recbandits/FixedCTR-v0"\n'
+        '[[policies]]\nid = "Thompson"\n', encoding="utf-8"
+    )
+    with pytest.raises(ConfigError, match=r"bad\.toml.*unknown policy id 'Thompson'.*Valid"):
+        cfg.load(path)
+
+
+@pytest.mark.parametrize(
+    ("changes", "pattern"),
+    [
+        ({"horizn": 5}, r"unknown key 'horizn'; allowed keys: .*horizon"),
+        ({"horizon": 0}, r"horizon must be >= 1, got 0"),
+        ({"runs": 2.5}, r"runs must be an integer >= 1, got 2.5"),
+        ({"executor": "ray"}, r"executor must be one of local, dask, got 'ray'"),
+        ({"policies": []}, r"missing \[\[policies\]\]"),
+        ({"checkpoints": [10, 99]}, r"step 99 is beyond the horizon 50"),
+        ({"policies": [{"id": "UCB1"}, {"id": "UCB1"}]}, r"label 'UCB1' is used twice"),
+    ],
+)
+def test_invalid_values_are_named(changes, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        cfg.from_dict(_with(**changes))
+
+
+def test_invalid_toml_reports_position(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text("horizon = = 3\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"invalid TOML.*line 1"):
+        cfg.load(path)
+
+
+def test_missing_config_lists_shipped_ones():
+    with pytest.raises(ConfigError, match=r"shipped configs: .*fixed_ctr.*movielens"):
+        cfg.load("no_such_experiment")
+
+
+def test_override_applies_and_validates():
+    config = cfg.from_dict(VALID)
+    changed = cfg.override(config, horizon=20, runs=None, policies=["TS", "UCB1"])
+    assert changed.horizon == 20 and changed.runs == 4  # None leaves the file's value
+    assert [p.label for p in changed.policies] == ["TS", "UCB1"]
+    with pytest.raises(ConfigError, match=r"--policies: unknown policy id 'Thomson'"):
+        cfg.override(config, policies=["Thomson"])
+    with pytest.raises(ConfigError, match="runs must be >= 1"):
+        cfg.override(config, runs=0)
+
+
+def test_dump_round_trips_with_meta(tmp_path):
+    config = cfg.from_dict(VALID)
+    path = cfg.dump(config, tmp_path / "config.toml", created="now")
+    data = tomllib.loads(path.read_text())
+    assert data["meta"]["recbandits_version"] == cfg.package_version()
+    assert data["seed"] == 1
+    assert cfg.from_dict(data) == config
+
+
+def test_missing_seed_is_resolved_and_recorded():
+    data = {k: v for k, v in VALID.items() if k != "seed"}
+    config = cfg.from_dict(data)
+    assert config.seed is None
+    resolved = cfg.resolve_seed(config)
+    assert isinstance(resolved.seed, int) and resolved.seed >= 0

@@ -1,0 +1,150 @@
+"""Report arithmetic on hand-made results: intervals, paired comparisons, CSV schema, plots."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from experiments import plots, report
+from experiments.config import EnvConfig, ExperimentConfig, PolicyConfig
+from experiments.simulate import PolicyRuns, SimulationResults, checkpoint_steps, record_steps
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _runs(label, policy_id, rates, rng, *, n_runs=6, horizon=40, every=10):
+    """Runs of a fixed-rate 'policy' that pulls arm a with probability rates[a]."""
+    K = len(rates)
+    means = np.array([0.2, 0.5, 0.3])[:K]
+    steps = record_steps(horizon, every)
+    arms = rng.choice(K, size=(n_runs, horizon), p=rates)
+    rewards = (rng.random((n_runs, horizon)) < means[arms]).astype(float)
+    regret = means.max() - means[arms]
+    pulls = np.stack([(arms == k).sum(axis=1) for k in range(K)], axis=1)
+    clicks = np.stack([(rewards * (arms == k)).sum(axis=1) for k in range(K)], axis=1)
+    chk = np.array([10, horizon])
+    return PolicyRuns(
+        label=label, policy_id=policy_id, horizon=horizon,
+        run_ids=np.arange(n_runs), record_steps=steps,
+        cum_reward=rewards.cumsum(axis=1)[:, steps - 1],
+        cum_regret=regret.cumsum(axis=1)[:, steps - 1],
+        best_arm_pulls=(arms == means.argmax()).sum(axis=1),
+        arm_counts=np.stack([(arms == k).sum(axis=0) for k in range(K)], axis=1),
+        pulls=pulls, clicks=clicks,
+        expected_sum=np.tile(means * horizon, (n_runs, 1)),
+        expected_min=means.copy(), expected_max=means.copy(),
+        checkpoint_steps=chk,
+        checkpoint_pulls=np.stack([pulls // 4, pulls], axis=1),
+        checkpoint_clicks=np.stack([clicks // 4, clicks], axis=1),
+    )  # fmt: skip
+
+
+@pytest.fixture
+def results():
+    rng = np.random.default_rng(5)
+    config = ExperimentConfig(
+        name="hand", env=EnvConfig("recbandits/FixedCTR-v0"), horizon=40, runs=6, seed=3,
+        policies=(PolicyConfig("ThompsonSampling", "TS"), PolicyConfig("RandomPolicy", "random"),
+                  PolicyConfig("BestArmInHindsight", "hindsight")),
+    )
+    return SimulationResults(
+        config=config, arm_names=["svd", "sequential", "autoencoder"],
+        policies=[_runs("TS", "ThompsonSampling", [0.1, 0.8, 0.1], rng),
+                  _runs("random", "RandomPolicy", [1 / 3] * 3, rng),
+                  _runs("hindsight", "BestArmInHindsight", [0, 1, 0], rng)],
+    )
+
+
+def test_mean_ci_matches_scipy_t_interval():
+    x = np.random.default_rng(0).normal(3, 2, size=(12, 4))
+    mean, low, high = report.mean_ci(x)
+    for j in range(4):
+        lo, hi = stats.t.interval(0.95, 11, loc=x[:, j].mean(), scale=stats.sem(x[:, j]))
+        assert low[j] == pytest.approx(lo) and high[j] == pytest.approx(hi)
+    assert np.allclose(mean, x.mean(axis=0))
+    single = report.mean_ci(x[:1])
+    assert np.isnan(single[1]).all() and np.allclose(single[0], x[0])
+
+
+def test_paired_comparison_uses_run_by_run_differences():
+    rng = np.random.default_rng(1)
+    users = rng.normal(100, 30, size=20)  # shared variation, cancelled by pairing
+    a = users + 5 + rng.normal(0, 1, 20)
+    b = users + rng.normal(0, 1, 20)
+    diff, low, high, p = report.paired_comparison(a, b)
+    assert diff == pytest.approx(np.mean(a - b))
+    assert low < diff < high and high - low < 2.0  # unpaired would be ~ 40 wide
+    assert p == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    assert report.paired_comparison(a, a)[3] == 1.0
+
+
+def test_steps_frame_schema_and_values(results):
+    steps = report.steps_frame(results)
+    assert tuple(steps.columns) == report.STEPS_COLUMNS
+    assert len(steps) == 3 * 4  # three policies, steps 10, 20, 30, 40
+    ts = steps[steps.policy == "TS"]
+    assert ts.step.tolist() == [10, 20, 30, 40]
+    np.testing.assert_allclose(ts.cum_regret_mean, results.policies[0].cum_regret.mean(axis=0))
+    assert (ts.cum_regret_ci_low <= ts.cum_regret_mean).all()
+    assert (ts.cum_reward_ci_high >= ts.cum_reward_mean).all()
+    hind = steps[steps.policy == "hindsight"]
+    assert (hind.cum_regret_mean == 0).all()
+
+
+def test_summary_frame_columns_and_comparisons(results):
+    summary = report.summary_frame(results)
+    assert tuple(summary.columns) == report.SUMMARY_COLUMNS
+    ts, random, hindsight = (summary.iloc[i] for i in range(3))
+    assert ts.runs == 6 and ts.horizon == 40
+    runs = results.policies[0]
+    assert ts.best_arm_share == pytest.approx(runs.best_arm_pulls.sum() / (6 * 40))
+    assert hindsight.best_arm_share == 1.0
+    expected = np.mean(runs.cum_reward[:, -1] - results.policies[1].cum_reward[:, -1])
+    assert ts.vs_random_diff == pytest.approx(expected)
+    assert random.vs_random_diff == 0.0 and random.vs_random_p == 1.0
+    assert hindsight.vs_hindsight_diff == 0.0
+
+
+def test_summary_without_baselines_leaves_comparisons_empty(results):
+    results.policies = results.policies[:1]
+    summary = report.summary_frame(results)
+    assert summary[["vs_hindsight_diff", "vs_random_diff"]].isna().all().all()
+    assert "–" in report.markdown_table(summary)
+
+
+def test_write_reports_and_plots(results, tmp_path):
+    files = report.write_reports(results, tmp_path)
+    assert set(files) == {"steps.csv", "summary.csv", "summary.md"}
+    assert tuple(pd.read_csv(files["summary.csv"]).columns) == report.SUMMARY_COLUMNS
+    text = files["summary.md"].read_text()
+    assert "| TS | 6 |" in text and "recbandits/FixedCTR-v0" in text
+    pngs = plots.write_plots(results, tmp_path)
+    assert set(pngs) == {"regret.png", "regret_logx.png", "arm_share.png", "click_rate.png",
+                         "posteriors.png"}
+    for path in pngs.values():
+        data = path.read_bytes()
+        assert data[:8] == PNG_SIGNATURE and len(data) > 10_000
+
+
+def test_figures_have_titles_labels_and_legends(results):
+    fig = plots.regret_figure(results, logx=True)
+    ax = fig.axes[0]
+    assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(label.startswith("TS") for label in labels)
+    assert any("Lai-Robbins" in label for label in labels)  # constant click rates
+    share = plots.arm_share_figure(results)
+    assert share.legends and {t.get_text() for t in share.legends[0].get_texts()} == set(
+        results.arm_names)
+    posterior = plots.posterior_figure(results)
+    assert posterior.axes[0].get_legend() is not None and posterior.axes[0].get_xlabel()
+
+
+def test_record_and_checkpoint_steps():
+    assert record_steps(10, 3).tolist() == [3, 6, 9, 10]
+    assert record_steps(5, 1).tolist() == [1, 2, 3, 4, 5]
+    config = ExperimentConfig(name="x", env=EnvConfig("recbandits/FixedCTR-v0"),
+                              policies=(PolicyConfig("UCB1", "UCB1"),), horizon=5000)
+    assert checkpoint_steps(config).tolist() == [10, 100, 500, 5000]
