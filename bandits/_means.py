@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from bandits.base import add_to_pulled
+
 
 def init_mean_stats(n_runs: int, n_arms: int, dtype: Any) -> dict[str, np.ndarray]:
     """``pulls`` and ``reward_sum`` per run and arm, zeros of shape (R, K)."""
@@ -16,9 +18,8 @@ def init_mean_stats(n_runs: int, n_arms: int, dtype: Any) -> dict[str, np.ndarra
 def mean_learn(pulls: np.ndarray, reward_sum: np.ndarray, arms: np.ndarray,
                rewards: np.ndarray) -> None:
     """Count one pull and add its reward for each run, in place; (R, K), (R,), (R,)."""
-    rows = np.arange(pulls.shape[0])
-    pulls[rows, arms] += 1
-    reward_sum[rows, arms] += rewards
+    add_to_pulled(pulls, arms, 1.0)
+    add_to_pulled(reward_sum, arms, rewards)
 
 
 def empirical_means(pulls: np.ndarray, reward_sum: np.ndarray) -> np.ndarray:

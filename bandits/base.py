@@ -186,6 +186,20 @@ class Draws:
         return self._each(lambda g, s, n: g.standard_gamma(shape[s], dtype=shape.dtype))
 
 
+def add_to_pulled(arr: np.ndarray, arms: np.ndarray, values: np.ndarray | float) -> None:
+    """``arr[r, arms[r]] += values[r]`` for every run r, in place; ``arr`` is (R, K).
+
+    A 1-d scatter on the flat view is markedly faster than 2-d fancy indexing; each run adds to
+    one cell, so there are no repeated indices.
+    """
+    R, K = arr.shape[0], arr.shape[1]
+    if arr.ndim == 2 and arr.flags.c_contiguous:
+        flat = arr.reshape(-1)
+        flat[np.arange(0, R * K, K) + arms] += values
+    else:
+        arr[np.arange(R), arms] += values
+
+
 def argmax_random_ties(scores: np.ndarray, draws: Draws) -> np.ndarray:
     """Row-wise argmax of ``scores`` (R, K), ties broken uniformly at random.
 

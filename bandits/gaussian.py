@@ -28,7 +28,14 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-from bandits.base import BatchedPolicy, BatchState, Draws, RandomState, probability_of_max
+from bandits.base import (
+    BatchedPolicy,
+    BatchState,
+    Draws,
+    RandomState,
+    add_to_pulled,
+    probability_of_max,
+)
 from bandits.errors import check_int, check_real
 
 
@@ -154,10 +161,9 @@ class GaussianThompsonSampling(BatchedPolicy):
 
     def _learn(self, stats: dict[str, np.ndarray], arms: np.ndarray, rewards: np.ndarray,
                contexts: np.ndarray | None) -> None:
-        rows = np.arange(arms.shape[0])
-        stats["pulls"][rows, arms] += 1
-        stats["reward_sum"][rows, arms] += rewards
-        stats["reward_sq_sum"][rows, arms] += rewards * rewards
+        add_to_pulled(stats["pulls"], arms, 1.0)
+        add_to_pulled(stats["reward_sum"], arms, rewards)
+        add_to_pulled(stats["reward_sq_sum"], arms, rewards * rewards)
 
     def _probabilities(self, state: BatchState, contexts: np.ndarray | None
                        ) -> tuple[np.ndarray, np.ndarray]:

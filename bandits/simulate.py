@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from bandits.base import BatchedPolicy, Draws, registered_policies
+from bandits.base import BatchedPolicy, Draws, add_to_pulled, registered_policies
 from bandits.errors import check_int
 from bandits.ucb import bernoulli_kl
 
@@ -175,7 +175,6 @@ def _simulate(policy: PolicySpec, means: np.ndarray, draw_rewards: Callable[...,
     C = cps.size
     gaps = means.max() - means
     state = pol.init_batch(runs, dtype=dtype)
-    rows = np.arange(runs)
     counts = np.zeros((runs, K), dtype=np.int64)
     cum_regret = np.zeros(runs)
     cum_reward = np.zeros(runs)
@@ -193,7 +192,7 @@ def _simulate(policy: PolicySpec, means: np.ndarray, draw_rewards: Callable[...,
         pol.update_batch(state, arms, rewards, validate=False)
         cum_regret += gaps[arms]
         cum_reward += rewards
-        counts[rows, arms] += 1
+        add_to_pulled(counts, arms, 1)
         if full:
             arms_log[:, t] = arms  # type: ignore[index]
             rewards_log[:, t] = rewards  # type: ignore[index]

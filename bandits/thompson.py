@@ -20,7 +20,14 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-from bandits.base import BatchedPolicy, BatchState, Draws, RandomState, probability_of_max
+from bandits.base import (
+    BatchedPolicy,
+    BatchState,
+    Draws,
+    RandomState,
+    add_to_pulled,
+    probability_of_max,
+)
 from bandits.errors import check_int, check_per_arm
 
 
@@ -49,9 +56,8 @@ def beta_thompson_choose(alpha: np.ndarray, beta: np.ndarray, draws: Draws,
 def beta_learn(successes: np.ndarray, failures: np.ndarray, arms: np.ndarray,
                rewards: np.ndarray) -> None:
     """Add one reward per run to the pulled arm's counts, in place; (R, K), (R,), (R,)."""
-    rows = np.arange(successes.shape[0])
-    successes[rows, arms] += rewards
-    failures[rows, arms] += 1.0 - rewards
+    add_to_pulled(successes, arms, rewards)
+    add_to_pulled(failures, arms, 1.0 - rewards)
 
 
 def beta_probability_of_max(alpha: np.ndarray, beta: np.ndarray, n_grid: int

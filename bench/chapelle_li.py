@@ -56,8 +56,12 @@ def checkpoints(horizon: int, n: int) -> np.ndarray:
 
 
 def run(horizon: int, runs: int, epsilons: list[float], seed: int, n_checkpoints: int,
-        policies: list[str]) -> dict:
-    """Simulate every policy on every problem; returns mean regret curves and timings."""
+        policies: list[str], partial: Path | None = None) -> dict:
+    """Simulate every policy on every problem; returns mean regret curves and timings.
+
+    With ``partial``, the results so far are written there (JSON) after every policy, so a long
+    run can be inspected while it goes.
+    """
     cps = checkpoints(horizon, n_checkpoints)
     out: dict = {"horizon": horizon, "runs": runs, "checkpoints": cps.tolist(), "problems": {}}
     for eps in epsilons:
@@ -74,7 +78,9 @@ def run(horizon: int, runs: int, epsilons: list[float], seed: int, n_checkpoints
                                  / np.sqrt(runs)).tolist() if runs > 1 else [0.0] * len(cps)
             logging.info("eps=%g %s: final regret %.1f (%.1fs)", eps, name,
                          prob["curves"][name][-1], prob["seconds"][name])
-        out["problems"][str(eps)] = prob
+            out["problems"][str(eps)] = prob
+            if partial is not None:
+                partial.write_text(json.dumps(out))
     return out
 
 
@@ -123,7 +129,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     t0 = time.perf_counter()
-    results = run(args.horizon, args.runs, args.eps, args.seed, args.checkpoints, args.policies)
+    results = run(args.horizon, args.runs, args.eps, args.seed, args.checkpoints, args.policies,
+                  partial=args.json)
     results["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     plot(results, args.out)
     if args.json:
