@@ -27,6 +27,8 @@ VARIANTS = ("ease", "dae")
 ACTIVATIONS = ("relu", "tanh", "logistic")
 #: ``l2`` used when it is left as ``None``: EASE's lambda, or the network's weight decay.
 DEFAULT_L2 = {"ease": 500.0, "dae": 1e-4}
+#: Most dense (user, item) cells the denoising autoencoder holds per training step.
+_BLOCK_CELLS = 4_000_000
 
 
 class AutoencoderRecommender(Recommender):
@@ -45,7 +47,8 @@ class AutoencoderRecommender(Recommender):
         binary cross-entropy by scikit-learn's ``MLPClassifier`` (Adam), whose input is the row
         with each entry dropped with probability ``corruption`` (and the rest scaled by
         ``1 / (1 - corruption)``), and whose target is the clean row; a fresh corruption is drawn
-        every epoch.
+        every epoch. Training densifies blocks of about 4 million cells (32 MB) at a time; the
+        network has ``2 * n_items * hidden_units`` weights.
     l2 : float or None, default None
         EASE's ``lambda`` (default 500, chosen on a validation split carved from MovieLens
         training data), or the network's L2 penalty ``alpha`` (default 1e-4). Must be > 0 for EASE
@@ -152,12 +155,16 @@ class AutoencoderRecommender(Recommender):
             random_state=int(self.random_state),
             shuffle=True,
         )
-        target = rows.toarray()
         classes = np.arange(self.n_items_)
         keep = 1.0 - float(self.corruption)
+        # Dense rows only a block of users at a time, so memory stays bounded on big data.
+        block = max(32, _BLOCK_CELLS // self.n_items_)
         for _ in range(int(self.n_epochs)):
-            noisy = target * (rng.random(target.shape) < keep) / keep
-            network.partial_fit(noisy, target, classes=classes)
+            order = rng.permutation(rows.shape[0])
+            for start in range(0, len(order), block):
+                target = rows[order[start : start + block]].toarray()
+                noisy = target * (rng.random(target.shape) < keep) / keep
+                network.partial_fit(noisy, target, classes=classes)
         self.coefs_ = [np.asarray(w, dtype=np.float64) for w in network.coefs_]
         self.intercepts_ = [np.asarray(b, dtype=np.float64) for b in network.intercepts_]
         logger.info("DAE fit: %d epochs, final loss %.4f", self.n_epochs, network.loss_)

@@ -27,7 +27,7 @@ VARIANTS: dict[str, list[dict]] = {
     "SVDRecommender": [{"n_factors": 10, "n_epochs": 30}],
     "AutoencoderRecommender": [
         {"l2": 5.0},
-        {"variant": "dae", "hidden_units": 16, "n_epochs": 60, "learning_rate": 0.01},
+        {"variant": "dae"},
     ],
 }
 CASES = [
