@@ -5,6 +5,7 @@ from arms.base import DISLIKE_RATING, LIKE_RATING, Recommender, top_k
 from arms.errors import DataUnavailableError, NotFittedError
 from arms.popularity import PopularityRecommender
 from arms.random import RandomRecommender
+from arms.sequential import SequentialRecommender
 from arms.svd import SVDRecommender
 
 __all__ = [
@@ -17,5 +18,6 @@ __all__ = [
     "RandomRecommender",
     "Recommender",
     "SVDRecommender",
+    "SequentialRecommender",
     "top_k",
 ]
