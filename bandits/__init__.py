@@ -34,8 +34,14 @@ Simulation and regret (:mod:`bandits.simulate`)
     checkpoints=None, snapshot=False)`` and ``simulate_gaussian`` -> :class:`SimulationResult`
     (per-step arms/rewards/pseudo-regret, or cumulative figures and posterior snapshots at
     checkpoints); ``lai_robbins_constant(means)``, ``cumulative_pseudo_regret(means, arms)``.
+
+Off-policy evaluation (:mod:`bandits.ope`, plain arrays)
+    ``ope.estimate("ips" | "snips" | "dr", rewards, actions, logging_propensities,
+    target_probabilities, reward_model=None, n_bootstrap=1000, random_state=None)`` ->
+    ``OPEEstimate`` (value, bootstrap CI, effective sample size); ``ope.evaluate(...)`` runs all.
 """
 
+from bandits import ope
 from bandits.base import (
     BatchedPolicy,
     BatchState,
@@ -80,6 +86,7 @@ __all__ = [
     "cumulative_pseudo_regret",
     "kl_ucb_upper",
     "lai_robbins_constant",
+    "ope",
     "policy_from_state_dict",
     "registered_policies",
     "simulate_bernoulli",

@@ -35,9 +35,10 @@ def beta_thompson_choose(alpha: np.ndarray, beta: np.ndarray, draws: Draws,
                          scratch: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """Row-wise argmax of one Beta(alpha, beta) sample per arm; shapes (R, K) -> (R,).
 
-    Beta draws are ``G_a / (G_a + G_b)`` with independent Gamma draws (what numpy's ``beta``
-    does internally), written out so the float32 path and reusable output buffers can be used.
-    Ties have probability zero.
+    A Beta draw is ``G_a / (G_a + G_b)`` with independent Gamma draws (what numpy's ``beta``
+    does internally); it is increasing in ``G_a / G_b``, so the argmax of the ratio is the argmax
+    of the Beta samples and one pass is saved. Written out so the float32 path and reusable
+    output buffers can be used. Ties have probability zero.
     """
     out_a = out_b = None
     if scratch is not None and draws.n_runs > 1:
@@ -48,7 +49,6 @@ def beta_thompson_choose(alpha: np.ndarray, beta: np.ndarray, draws: Draws,
         out_a, out_b = scratch["gamma_a"], scratch["gamma_b"]
     ga = draws.standard_gamma(alpha, out=out_a)
     gb = draws.standard_gamma(beta, out=out_b)
-    gb += ga
     ga /= gb
     return ga.argmax(axis=1)
 
@@ -56,8 +56,14 @@ def beta_thompson_choose(alpha: np.ndarray, beta: np.ndarray, draws: Draws,
 def beta_learn(successes: np.ndarray, failures: np.ndarray, arms: np.ndarray,
                rewards: np.ndarray) -> None:
     """Add one reward per run to the pulled arm's counts, in place; (R, K), (R,), (R,)."""
-    add_to_pulled(successes, arms, rewards)
-    add_to_pulled(failures, arms, 1.0 - rewards)
+    R, K = successes.shape
+    if successes.flags.c_contiguous and failures.flags.c_contiguous:
+        idx = np.arange(0, R * K, K) + arms  # one index for both scatters (hot path)
+        successes.reshape(-1)[idx] += rewards
+        failures.reshape(-1)[idx] += 1.0 - rewards
+    else:
+        add_to_pulled(successes, arms, rewards)
+        add_to_pulled(failures, arms, 1.0 - rewards)
 
 
 def beta_probability_of_max(alpha: np.ndarray, beta: np.ndarray, n_grid: int
@@ -121,8 +127,9 @@ class _BetaPolicy(BatchedPolicy):
         buf = state.scratch
         if buf.get("alpha") is None or buf["alpha"].shape != s.shape:
             buf["alpha"], buf["beta"] = np.empty_like(s), np.empty_like(f)
-        np.add(s, self.arm_params_["prior_alpha"], out=buf["alpha"])
-        np.add(f, self.arm_params_["prior_beta"], out=buf["beta"])
+        # same-dtype operands: a float64 prior into float32 statistics takes a slow casting loop
+        np.add(s, self.arm_params_["prior_alpha"].astype(s.dtype), out=buf["alpha"])
+        np.add(f, self.arm_params_["prior_beta"].astype(f.dtype), out=buf["beta"])
         return buf["alpha"], buf["beta"]
 
     def _choose(self, state: BatchState, draws: Draws, contexts: np.ndarray | None
