@@ -5,9 +5,10 @@ An environment's arms are given as names (``"svd"``, ``"sequential"``, ``"autoen
 :func:`make_arm`; the classes are looked up in :mod:`arms` when asked for, so an arm that this
 installation lacks fails with a clear message only when it is requested.
 
-Fitting an arm on MovieLens 100K takes seconds, so :func:`fitted_arms` caches fitted arms and
-their frozen slates per (training data, arm names, seed, slate size) within the process; the slate
-arrays it returns are read-only so that no environment can corrupt the cache.
+Fitting an arm on MovieLens 100K takes seconds, so :func:`fitted_arms` caches each named arm per
+(name, training data, seed) and its frozen slates per slate size within the process; the slate
+arrays it returns are read-only so that no environment can corrupt the cache. The cached arm
+objects are shared: environments never mutate them (online learning works on deep copies).
 """
 
 from __future__ import annotations
@@ -118,10 +119,12 @@ def precompute_slates(fitted: Sequence[Recommender], n_users: int, k: int) -> np
 def fitted_arms(
     arm_specs: Sequence[str | Recommender], train: Dataset, *, k: int, random_state: int = 0
 ) -> tuple[tuple[Recommender, ...], np.ndarray]:
-    """Fit the arms on ``train`` and precompute their slates; cached when all are names.
+    """Fit the arms on ``train`` and precompute their slates.
 
-    Recommender instances are used as given when already fitted on ``train``'s catalogue and
-    fitted on ``train`` otherwise.
+    Arms given by name are fitted once per (name, training data, seed) within the process and
+    their slates computed once per slate size, so environments that share arms (e.g. the
+    simulator and its drifting variant) share the work. Recommender instances are used as given
+    when already fitted on ``train``'s catalogue and fitted on ``train`` otherwise.
 
     Returns
     -------
@@ -129,34 +132,32 @@ def fitted_arms(
     slates : ndarray of int64, shape ``(train.n_users, n_arms, k)``, read-only
     """
     specs = check_arms(arm_specs)
-    if all(isinstance(s, str) for s in specs):
-        return _cached_fit(specs, train, k, random_state)
-    return _fit(specs, train, k, random_state)
-
-
-@lru_cache(maxsize=16)
-def _cached_fit(
-    specs: tuple[str, ...], train: Dataset, k: int, random_state: int
-) -> tuple[tuple[Recommender, ...], np.ndarray]:
-    return _fit(specs, train, k, random_state)
-
-
-def _fit(
-    specs: tuple[str | Recommender, ...], train: Dataset, k: int, random_state: int
-) -> tuple[tuple[Recommender, ...], np.ndarray]:
-    fitted = []
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= train.n_items:
+        raise ValueError(f"slate_size must be an integer within [1, {train.n_items}], got {k!r}")
+    fitted, columns = [], []
     for spec in specs:
         if isinstance(spec, str):
-            logger.info("fitting arm %s on %r", spec, train)
-            fitted.append(make_arm(spec, random_state=random_state).fit(train))
-        elif getattr(spec, "n_items_", None) == train.n_items and getattr(
-            spec, "n_users_", None
-        ) == train.n_users:
-            fitted.append(spec)
+            arm = _fit_named(spec, train, random_state)
+            columns.append(_named_slates(spec, train, random_state, int(k)))
         else:
-            fitted.append(spec.fit(train))
-    if not 1 <= k <= train.n_items:
-        raise ValueError(f"slate_size must be within [1, {train.n_items}], got {k}")
-    slates = precompute_slates(fitted, train.n_users, k)
+            same_catalogue = (getattr(spec, "n_items_", None), getattr(spec, "n_users_", None)) \
+                == (train.n_items, train.n_users)
+            arm = spec if same_catalogue else spec.fit(train)
+            columns.append(precompute_slates([arm], train.n_users, int(k))[:, 0])
+        fitted.append(arm)
+    slates = np.stack(columns, axis=1)
     slates.setflags(write=False)
     return tuple(fitted), slates
+
+
+@lru_cache(maxsize=32)
+def _fit_named(name: str, train: Dataset, random_state: int) -> Recommender:
+    logger.info("fitting arm %s on %r", name, train)
+    return make_arm(name, random_state=random_state).fit(train)
+
+
+@lru_cache(maxsize=64)
+def _named_slates(name: str, train: Dataset, random_state: int, k: int) -> np.ndarray:
+    slates = precompute_slates([_fit_named(name, train, random_state)], train.n_users, k)[:, 0]
+    slates.setflags(write=False)
+    return slates

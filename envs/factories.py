@@ -9,6 +9,7 @@ safe because a simulator holds no episode state and its arrays are read-only.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -17,6 +18,7 @@ from os import PathLike
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from arms.data import Dataset, load_movielens, temporal_split
 from envs.arm_set import DEFAULT_ARMS, arm_name, check_arms, fitted_arms
@@ -44,14 +46,36 @@ def _movielens(data_dir: str | None) -> Dataset:
 
 
 def resolve_dataset(dataset: Dataset | None, data_dir: str | PathLike | None) -> Dataset:
-    """``dataset`` if given, else MovieLens 100K (``data_dir``, ``RECBANDITS_DATA`` or cache)."""
+    """``dataset`` if given, else MovieLens 100K (``data_dir``, ``RECBANDITS_DATA`` or cache).
+
+    A dataset equal in content to one seen before is replaced by that first instance, so the
+    caches keyed on it hit even though ``gymnasium.make`` deep-copies its keyword arguments.
+    """
     if dataset is None:
         return _movielens(None if data_dir is None else str(data_dir))
     if not isinstance(dataset, Dataset):
         raise TypeError(
             f"dataset must be an arms.data.Dataset or None, got {type(dataset).__name__}"
         )
-    return dataset
+    return _canonical.setdefault(dataset_fingerprint(dataset), dataset)
+
+
+_canonical: dict[tuple, Dataset] = {}
+
+
+def dataset_fingerprint(dataset: Dataset) -> tuple:
+    """A content key of ``dataset``: its sizes and a digest of its ratings and catalogue."""
+    digest = hashlib.blake2b(digest_size=16)
+    ratings = dataset.ratings
+    for column in ("user_index", "item_index", "rating", "timestamp"):
+        digest.update(np.ascontiguousarray(ratings[column].to_numpy()).tobytes())
+    digest.update(dataset.user_ids.tobytes())
+    digest.update(dataset.item_ids.tobytes())
+    digest.update(pd.util.hash_pandas_object(dataset.users, index=True).to_numpy().tobytes())
+    digest.update(pd.util.hash_pandas_object(
+        dataset.items.loc[:, list(dataset.genre_names)], index=True
+    ).to_numpy().tobytes())
+    return (dataset.name, dataset.n_users, dataset.n_items, dataset.n_ratings, digest.hexdigest())
 
 
 def _check_slate_size(slate_size: object) -> int:
@@ -72,6 +96,8 @@ def _freeze(value: Any) -> Any:
 
 def cached_simulator(builder: Callable[..., Simulator], **kwargs: Any) -> Simulator:
     """``builder(**kwargs)``, reused for equal arguments (datasets and arms by identity)."""
+    if isinstance(kwargs.get("dataset"), Dataset):
+        kwargs["dataset"] = resolve_dataset(kwargs["dataset"], None)
     key = (builder.__name__, tuple(sorted((k, _freeze(v)) for k, v in kwargs.items())))
     try:
         hash(key)
