@@ -43,6 +43,10 @@ class Executor(AbstractContextManager):
     ) -> Iterator[tuple[int, Any]]:
         raise NotImplementedError
 
+    def call(self, fn: Callable[[Any], Any], arg: Any) -> Any:
+        """``fn(arg)`` on one worker (where the tasks will run), returning its result."""
+        return next(iter(self.imap_unordered(fn, [arg])))[1]
+
     def close(self) -> None:
         """Release workers (a no-op where there is nothing to release)."""
 
@@ -76,7 +80,7 @@ class LocalExecutor(Executor):
     ) -> Iterator[tuple[int, Any]]:
         from joblib import Parallel, delayed
 
-        n_jobs = min(self.workers or default_workers(), max(len(tasks), 1))
+        n_jobs = self.workers or default_workers()
         if n_jobs == 1:
             # In-process: no worker start-up, and caches (fitted arms) stay warm between calls.
             for index, task in enumerate(tasks):

@@ -1,6 +1,7 @@
 """Figures of a simulation, written as PNG files with titles, labelled axes and legends.
 
-- ``regret.png`` / ``regret_logx.png``: mean cumulative regret over time with 95% bands, on a
+- ``regret.png`` / ``regret_logx.png``: mean cumulative regret against the best fixed arm in
+  hindsight over time with 95% bands, on a
   linear and a logarithmic time axis (the latter with the Lai-Robbins lower bound where the arms'
   click rates are the same for every user, so the bound is defined).
 - ``arm_share.png``: the share of runs choosing each arm over time, stacked, one panel per policy.
@@ -92,7 +93,8 @@ def regret_figure(results: SimulationResults, *, logx: bool = False) -> Figure:
             ax.plot(t, constant * np.log(t), "k--", lw=1.2,
                     label=f"Lai-Robbins bound {constant:.2f}·ln t")
     ax.set_xlabel("step (users served)" + (", log scale" if logx else ""))
-    ax.set_ylabel("cumulative regret (expected clicks lost)")
+    ax.axhline(0, color="0.5", lw=0.8)
+    ax.set_ylabel("cumulative regret vs best fixed arm\n(expected reward lost)")
     ax.set_title(
         f"{results.config.name}: cumulative regret, mean and 95% CI"
         + (" (log time)" if logx else "")

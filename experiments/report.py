@@ -25,13 +25,15 @@ STEPS_COLUMNS = (
     "policy", "step", "runs",
     "cum_reward_mean", "cum_reward_ci_low", "cum_reward_ci_high",
     "cum_regret_mean", "cum_regret_ci_low", "cum_regret_ci_high",
+    "cum_oracle_regret_mean", "cum_oracle_regret_ci_low", "cum_oracle_regret_ci_high",
 )  # fmt: skip
 #: Columns of ``summary.csv``, in order.
 SUMMARY_COLUMNS = (
     "policy", "policy_id", "runs", "horizon",
     "cum_reward_mean", "cum_reward_ci_low", "cum_reward_ci_high",
     "cum_regret_mean", "cum_regret_ci_low", "cum_regret_ci_high",
-    "best_arm_share",
+    "cum_oracle_regret_mean", "cum_oracle_regret_ci_low", "cum_oracle_regret_ci_high",
+    "best_arm_share", "oracle_arm_share",
     "vs_hindsight_diff", "vs_hindsight_ci_low", "vs_hindsight_ci_high", "vs_hindsight_p",
     "vs_random_diff", "vs_random_ci_low", "vs_random_ci_high", "vs_random_p",
 )  # fmt: skip
@@ -92,6 +94,7 @@ def steps_frame(results: SimulationResults) -> pd.DataFrame:
             continue
         reward = mean_ci(runs.cum_reward)
         regret = mean_ci(runs.cum_regret)
+        oracle = mean_ci(runs.cum_oracle_regret)
         frames.append(
             pd.DataFrame(
                 {
@@ -104,6 +107,9 @@ def steps_frame(results: SimulationResults) -> pd.DataFrame:
                     "cum_regret_mean": regret[0],
                     "cum_regret_ci_low": regret[1],
                     "cum_regret_ci_high": regret[2],
+                    "cum_oracle_regret_mean": oracle[0],
+                    "cum_oracle_regret_ci_low": oracle[1],
+                    "cum_oracle_regret_ci_high": oracle[2],
                 }
             )
         )
@@ -134,6 +140,8 @@ def summary_frame(results: SimulationResults) -> pd.DataFrame:
         final_regret = runs.cum_regret[:, -1]
         reward = mean_ci(final_reward)
         regret = mean_ci(final_regret)
+        oracle = mean_ci(runs.cum_oracle_regret[:, -1])
+        steps = runs.n_runs * runs.horizon
         row = {
             "policy": runs.label,
             "policy_id": runs.policy_id,
@@ -145,7 +153,11 @@ def summary_frame(results: SimulationResults) -> pd.DataFrame:
             "cum_regret_mean": float(regret[0]),
             "cum_regret_ci_low": float(regret[1]),
             "cum_regret_ci_high": float(regret[2]),
-            "best_arm_share": float(runs.best_arm_pulls.sum() / (runs.n_runs * runs.horizon)),
+            "cum_oracle_regret_mean": float(oracle[0]),
+            "cum_oracle_regret_ci_low": float(oracle[1]),
+            "cum_oracle_regret_ci_high": float(oracle[2]),
+            "best_arm_share": float(runs.best_arm_pulls.sum() / steps),
+            "oracle_arm_share": float(runs.oracle_arm_pulls.sum() / steps),
         }
         for prefix, base in (("vs_hindsight", hindsight), ("vs_random", random)):
             if base is None:
@@ -175,9 +187,9 @@ def _p_value(p: float) -> str:
 def markdown_table(summary: pd.DataFrame) -> str:
     """The summary as a Markdown table (the one printed at the end of ``simulate``)."""
     header = (
-        "| policy | runs | cum. reward | cum. regret | best-arm share | "
-        "vs best arm in hindsight | vs uniform random |\n"
-        "|---|---:|---:|---:|---:|---:|---:|\n"
+        "| policy | runs | cum. reward | regret (best fixed arm) | regret (each user's best) "
+        "| best-arm share | vs best arm in hindsight | vs uniform random |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     lines = []
     for row in summary.itertuples(index=False):
@@ -186,6 +198,8 @@ def markdown_table(summary: pd.DataFrame) -> str:
             str(row.runs),
             _interval(row.cum_reward_mean, row.cum_reward_ci_low, row.cum_reward_ci_high),
             _interval(row.cum_regret_mean, row.cum_regret_ci_low, row.cum_regret_ci_high),
+            _interval(row.cum_oracle_regret_mean, row.cum_oracle_regret_ci_low,
+                      row.cum_oracle_regret_ci_high),
             f"{row.best_arm_share:.1%}",
             " ".join(filter(None, (
                 _interval(row.vs_hindsight_diff, row.vs_hindsight_ci_low,
@@ -222,11 +236,13 @@ def summary_markdown(results: SimulationResults, summary: pd.DataFrame) -> str:
         "",
         markdown_table(summary),
         "Cumulative reward and regret are means over runs at the horizon with the half-width of "
-        "the 95% t-interval. Regret is the expected reward of each user's best arm minus that of "
-        "the chosen arm, summed over steps (pseudo-regret, exact from the environment). The "
-        "best-arm share counts pulls of the arm that is best for the arriving user. The last two "
-        "columns are paired differences of final cumulative reward (this policy minus the "
-        "baseline, run by run on the same users) with their 95% interval and the paired t-test.",
+        "the 95% t-interval. Regrets are pseudo-regrets, exact from the environment's expected "
+        "rewards: against the run's best fixed arm in hindsight (the arm with the highest "
+        "expected reward summed over the run's users; negative when a contextual policy beats "
+        "every fixed arm) and against each arriving user's own best arm. The best-arm share "
+        "counts pulls of the run's best fixed arm. The last two columns are paired differences "
+        "of final cumulative reward (this policy minus the baseline, run by run on the same "
+        "users) with their 95% interval and the paired t-test.",
         "",
     ]
     return "\n".join(lines)

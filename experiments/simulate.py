@@ -64,11 +64,20 @@ class PolicyRuns:
         Which runs these are (``0..runs-1``, fewer when interrupted).
     record_steps : ndarray of int64, shape (S,)
         The 1-based steps at which the cumulative series are recorded (the last is the horizon).
-    cum_reward, cum_regret : ndarray of float64, shape (R, S)
-        Cumulative realised reward and cumulative pseudo-regret (expected reward of the user's
-        best arm minus that of the chosen arm) at ``record_steps``.
-    best_arm_pulls : ndarray of int64, shape (R,)
-        Steps on which the chosen arm was (one of) the arriving user's best.
+    cum_reward : ndarray of float64, shape (R, S)
+        Cumulative realised reward at ``record_steps``.
+    cum_regret : ndarray of float64, shape (R, S)
+        Cumulative pseudo-regret against the run's best fixed arm in hindsight (the arm with
+        the highest expected reward summed over the run's users): its expected reward minus
+        that of the chosen arm, summed. Negative where a policy beats every fixed arm, which a
+        contextual policy can.
+    cum_oracle_regret : ndarray of float64, shape (R, S)
+        Cumulative pseudo-regret against each arriving user's own best arm (never negative).
+    best_arms : ndarray of int64, shape (R,)
+        The best fixed arm in hindsight of each run.
+    best_arm_pulls, oracle_arm_pulls : ndarray of int64, shape (R,)
+        Pulls of the run's best fixed arm; steps on which the chosen arm was (one of) the
+        arriving user's best.
     arm_counts : ndarray of int64, shape (T, K)
         Runs choosing each arm at each step.
     pulls, clicks : ndarray, shape (R, K)
@@ -91,7 +100,10 @@ class PolicyRuns:
     record_steps: np.ndarray
     cum_reward: np.ndarray
     cum_regret: np.ndarray
+    cum_oracle_regret: np.ndarray
+    best_arms: np.ndarray
     best_arm_pulls: np.ndarray
+    oracle_arm_pulls: np.ndarray
     arm_counts: np.ndarray
     pulls: np.ndarray
     clicks: np.ndarray
@@ -111,8 +123,9 @@ class PolicyRuns:
     def concatenate(cls, parts: list[PolicyRuns]) -> PolicyRuns:
         """Join blocks of runs of one policy (in the given order)."""
         first = parts[0]
-        per_run = ("run_ids", "cum_reward", "cum_regret", "best_arm_pulls", "pulls", "clicks",
-                   "expected_sum", "checkpoint_pulls", "checkpoint_clicks")
+        per_run = ("run_ids", "cum_reward", "cum_regret", "cum_oracle_regret", "best_arms",
+                   "best_arm_pulls", "oracle_arm_pulls", "pulls", "clicks", "expected_sum",
+                   "checkpoint_pulls", "checkpoint_clicks")
         joined = {name: np.concatenate([getattr(p, name) for p in parts]) for name in per_run}
         return dataclasses.replace(
             first,
@@ -379,24 +392,40 @@ def checkpoint_steps(config: ExperimentConfig) -> np.ndarray:
     return np.unique(np.clip(np.asarray(candidates, dtype=np.int64), 1, T))
 
 
+def _action_dependent(env: Any) -> bool:
+    """Whether what a user expects from an arm can depend on earlier actions (boredom, drift
+    with fatigue, arms learning online); unknown environments are assumed to be."""
+    simulator = getattr(env, "simulator", None)
+    if simulator is None:
+        return True
+    return bool(getattr(simulator.user_model, "dynamic", True) or simulator.online_learning)
+
+
 def _hindsight_arms(task: Task) -> np.ndarray:
     """For each run, the fixed arm with the highest total expected reward over its users.
 
-    Each arm is played throughout the run once (the users a run sees never depend on the
-    actions, but boredom may, so every arm gets its own pass); shape ``(n,)``.
+    The users a run sees never depend on the actions. Where their expectations do not either,
+    one pass playing any arm reads every arm's expected reward; otherwise (boredom, online
+    learning) each arm is played throughout the run in its own pass. Shape ``(n,)``.
     """
-    n, K = len(task.runs), len(task.arm_names)
-    env = make_vector_env(task.config.env.id, task.env_params, n, task.config.horizon)
+    n, K, T = len(task.runs), len(task.arm_names), task.config.horizon
+    seeds = env_seeds(task.config.seed, task.runs)
+    env = make_vector_env(task.config.env.id, task.env_params, n, T)
     totals = np.zeros((n, K))
+    if not _action_dependent(env):
+        env.reset(seed=seeds)
+        actions = np.zeros(n, dtype=np.int64)
+        for _ in range(T):
+            totals += env.step(actions)[4][EXPECTED_KEY]
+        return totals.argmax(axis=1)
     rows = np.arange(n)
     for k in range(K):
         if k:
-            env = make_vector_env(task.config.env.id, task.env_params, n, task.config.horizon)
-        env.reset(seed=env_seeds(task.config.seed, task.runs))
+            env = make_vector_env(task.config.env.id, task.env_params, n, T)
+        env.reset(seed=seeds)
         actions = np.full(n, k, dtype=np.int64)
-        for _ in range(task.config.horizon):
-            _, _, _, _, info = env.step(actions)
-            totals[:, k] += info[EXPECTED_KEY][rows, k]
+        for _ in range(T):
+            totals[:, k] += env.step(actions)[4][EXPECTED_KEY][rows, k]
     return totals.argmax(axis=1)
 
 
@@ -418,7 +447,9 @@ def simulate_task(task: Task) -> PolicyRuns:
     rec_steps = record_steps(T, config.record_every)
     chk_steps = checkpoint_steps(config)
     cum_reward = np.zeros((n, rec_steps.size))
-    cum_regret = np.zeros((n, rec_steps.size))
+    cum_oracle_regret = np.zeros((n, rec_steps.size))
+    cum_chosen = np.zeros((n, rec_steps.size))  # expected reward of the chosen arms
+    cum_arms = np.zeros((n, rec_steps.size, K))  # expected reward of every arm
     chk_pulls = np.zeros((n, chk_steps.size, K), dtype=np.int64)
     chk_clicks = np.zeros((n, chk_steps.size, K))
     arm_counts = np.zeros((T, K), dtype=np.int64)
@@ -427,9 +458,10 @@ def simulate_task(task: Task) -> PolicyRuns:
     expected_sum = np.zeros((n, K))
     expected_min = np.full(K, np.inf)
     expected_max = np.full(K, -np.inf)
-    best_arm_pulls = np.zeros(n, dtype=np.int64)
+    oracle_arm_pulls = np.zeros(n, dtype=np.int64)
     reward_total = np.zeros(n)
-    regret_total = np.zeros(n)
+    chosen_total = np.zeros(n)
+    oracle_total = np.zeros(n)
     binary = True
     rows = np.arange(n)
     is_record = np.zeros(T + 1, dtype=bool)
@@ -452,8 +484,9 @@ def simulate_task(task: Task) -> PolicyRuns:
         obs = next_obs
 
         reward_total += rewards
-        regret_total += best - chosen
-        best_arm_pulls += chosen >= best
+        chosen_total += chosen
+        oracle_total += best
+        oracle_arm_pulls += chosen >= best
         pulls[rows, actions] += 1  # one entry per run: no repeated index, so += is exact
         clicks[rows, actions] += rewards
         arm_counts[t - 1] = np.bincount(actions, minlength=K)
@@ -464,18 +497,25 @@ def simulate_task(task: Task) -> PolicyRuns:
             binary = False
         if is_record[t]:
             cum_reward[:, rec_i] = reward_total
-            cum_regret[:, rec_i] = regret_total
+            cum_chosen[:, rec_i] = chosen_total
+            cum_oracle_regret[:, rec_i] = oracle_total - chosen_total
+            cum_arms[:, rec_i] = expected_sum
             rec_i += 1
         if is_checkpoint[t]:
             chk_pulls[:, chk_i] = pulls
             chk_clicks[:, chk_i] = clicks
             chk_i += 1
 
+    # Regret against the best fixed arm needs that arm, known only once the run is over.
+    best_arms = expected_sum.argmax(axis=1)
     return PolicyRuns(
         label=spec.label, policy_id=spec.id, horizon=T,
         run_ids=np.arange(task.run_start, task.run_stop, dtype=np.int64),
-        record_steps=rec_steps, cum_reward=cum_reward, cum_regret=cum_regret,
-        best_arm_pulls=best_arm_pulls, arm_counts=arm_counts, pulls=pulls, clicks=clicks,
+        record_steps=rec_steps, cum_reward=cum_reward,
+        cum_regret=cum_arms[rows, :, best_arms] - cum_chosen,
+        cum_oracle_regret=cum_oracle_regret, best_arms=best_arms,
+        best_arm_pulls=pulls[rows, best_arms], oracle_arm_pulls=oracle_arm_pulls,
+        arm_counts=arm_counts, pulls=pulls, clicks=clicks,
         expected_sum=expected_sum, expected_min=expected_min, expected_max=expected_max,
         checkpoint_steps=chk_steps, checkpoint_pulls=chk_pulls, checkpoint_clicks=chk_clicks,
         binary=binary,
@@ -500,7 +540,8 @@ def _empty_runs(config: ExperimentConfig, spec: PolicyConfig, n_arms: int) -> Po
         run_ids=np.zeros(0, dtype=np.int64),
         record_steps=record_steps(config.horizon, config.record_every),
         cum_reward=np.zeros((0, 0)), cum_regret=np.zeros((0, 0)),
-        best_arm_pulls=np.zeros(0, dtype=np.int64),
+        cum_oracle_regret=np.zeros((0, 0)), best_arms=np.zeros(0, dtype=np.int64),
+        best_arm_pulls=np.zeros(0, dtype=np.int64), oracle_arm_pulls=np.zeros(0, dtype=np.int64),
         arm_counts=np.zeros((config.horizon, n_arms), dtype=np.int64),
         pulls=np.zeros((0, n_arms), dtype=np.int64), clicks=np.zeros((0, n_arms)),
         expected_sum=np.zeros((0, n_arms)), expected_min=np.full(n_arms, np.inf),
@@ -575,47 +616,52 @@ def run(
     ConfigError
         An invalid config or an invalid policy parameter.
     """
-    # 1. the config, with a concrete seed, written before anything runs
+    # 1. the config, with a concrete seed (written to config.toml before any task runs)
     if not isinstance(config, ExperimentConfig):
         config = cfg.load(config)
     config = cfg.resolve_seed(cfg.validate(config))
 
-    # 2. the environment, probed once here (arm names, context size, data fallback)
-    env = probe_env(config)
-    for note in env.notes:  # said once: to the caller if it listens, else to the log
-        (on_note or logger.warning)(note)
-    if env.params != config.env.params:
-        config = dataclasses.replace(
-            config, env=dataclasses.replace(config.env, params=env.params)
-        )
-    for spec in config.policies:  # bad policy parameters fail now, not in a worker
-        if spec.id != HINDSIGHT_POLICY_ID:
-            try:
-                build_policy(spec, env.arm_names, env.n_features)
-            except (TypeError, ValueError) as exc:
-                raise cfg.ConfigError(str(exc)) from exc
-    out = None
-    if write:
-        out = Path(out_dir) if out_dir is not None else default_out_dir(config)
-        out.mkdir(parents=True, exist_ok=True)
-        cfg.dump(config, out / "config.toml", created=_dt.datetime.now().isoformat(
-            timespec="seconds"), notes=list(env.notes) or None)
-
-    # 3-5. tasks, executed where the config says, finished ones kept on Ctrl-C
-    tasks = plan_tasks(config, env)
+    tasks: list[Task] = []
     done: dict[int, PolicyRuns] = {}
     interrupted = False
+    out = None
     bar = tqdm(total=len(config.policies) * config.runs, unit="run", disable=not progress,
                desc=config.name, dynamic_ncols=True)
     try:
         with make_executor(config.executor, workers=config.workers,
                            scheduler=config.scheduler) as executor:
+            # 2. the environment, probed on a worker: building it fits the arms there, once
+            #    per process, where the tasks will need them (the data fallback applies there).
+            env = executor.call(probe_env, config)
+            for note in env.notes:  # said once: to the caller if it listens, else to the log
+                (on_note or logger.warning)(note)
+            if env.params != config.env.params:
+                config = dataclasses.replace(
+                    config, env=dataclasses.replace(config.env, params=env.params)
+                )
+            for spec in config.policies:  # bad policy parameters fail now, not in a worker
+                if spec.id != HINDSIGHT_POLICY_ID:
+                    try:
+                        build_policy(spec, env.arm_names, env.n_features)
+                    except (TypeError, ValueError) as exc:
+                        raise cfg.ConfigError(str(exc)) from exc
+            if write:
+                out = Path(out_dir) if out_dir is not None else default_out_dir(config)
+                out.mkdir(parents=True, exist_ok=True)
+                cfg.dump(config, out / "config.toml",
+                         created=_dt.datetime.now().isoformat(timespec="seconds"),
+                         notes=list(env.notes) or None)
+
+            # 3-5. tasks, executed where the config says, finished ones kept on Ctrl-C
+            tasks = plan_tasks(config, env)
             logger.info("running %d tasks on %s", len(tasks), executor.describe())
             for index, result in executor.imap_unordered(simulate_task, tasks):
                 done[index] = result
                 bar.update(result.n_runs)
                 bar.set_postfix_str(result.label, refresh=False)
     except KeyboardInterrupt:
+        if not tasks:
+            raise  # nothing ran yet: nothing to report
         interrupted = True
         logger.warning("interrupted: reporting the %d of %d tasks that finished",
                        len(done), len(tasks))

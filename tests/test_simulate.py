@@ -80,6 +80,8 @@ def test_cli_end_to_end(small_config, tmp_path, capsys):
     assert len(steps) == 4 * 30 and set(steps.policy) == {"TS", "eps", "random", "hindsight"}
     assert (steps.runs == 6).all()
     assert (steps.cum_regret_ci_low <= steps.cum_regret_mean + 1e-12).all()
+    # each user's best arm is at least as good as any fixed arm, step by step
+    assert (steps.cum_oracle_regret_mean >= steps.cum_regret_mean - 1e-9).all()
     summary = pd.read_csv(out / "summary.csv")
     assert tuple(summary.columns) == report.SUMMARY_COLUMNS
     assert summary.set_index("policy").loc["hindsight", "cum_regret_mean"] == 0
