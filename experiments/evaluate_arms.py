@@ -354,7 +354,7 @@ def run(
                 for (s, combo), result in zip(to_tune, results, strict=True):
                     value = _validation_value(protocol, result)
                     tuning[pname].setdefault(s.label, []).append(
-                        {"params": combo, "validation": value}
+                        {"params": combo, "validation": value, "fit_time_s": result["fit_time_s"]}
                     )
                     logger.info("tune %s on %s: %s -> %.4f", s.label, pname, combo, value)
             for s in spec_list:
@@ -430,25 +430,55 @@ def write_results(
     return csv_path, params_path
 
 
+def synthetic_like_movielens(n_ratings: int, *, random_state: int = 0) -> Dataset:
+    """A synthetic dataset of ``n_ratings`` shaped like MovieLens 100K scaled to that size.
+
+    Users grow in proportion to the ratings (943 per 100,000, at least 20) and items with
+    their square root (1,682 at 100,000, at least 50), so the density stays MovieLens-like.
+
+    Raises
+    ------
+    ValueError
+        If ``n_ratings`` is too small for that catalogue (see :func:`arms.data.make_synthetic`).
+    """
+    scale = n_ratings / 100_000
+    n_users = max(20, round(943 * scale))
+    n_items = max(50, round(1682 * np.sqrt(scale)))
+    return make_synthetic(n_users, n_items, n_ratings, random_state=random_state)
+
+
 def main(args: argparse.Namespace) -> int:
     """Entry point of ``recbandits evaluate-arms``: load data, run, print, write files."""
     started = time.perf_counter()
-    n_synthetic = getattr(args, "synthetic", None)
-    if n_synthetic:
-        dataset = make_synthetic(n_ratings=int(n_synthetic), random_state=0)
-    else:
-        dataset = load_movielens(getattr(args, "data", None))
     arm_labels = getattr(args, "arms", None)
     if isinstance(arm_labels, str):
         arm_labels = [a.strip() for a in arm_labels.split(",") if a.strip()]
+    known = default_arms()
+    if arm_labels is not None:
+        unknown = [a for a in arm_labels if a not in known]
+        if unknown or not arm_labels:
+            print(f"recbandits evaluate-arms: --arms {','.join(arm_labels)}: unknown arms "
+                  f"{unknown}; available: {','.join(known)}", file=sys.stderr)  # fmt: skip
+            return 2
     seeds = int(getattr(args, "seeds", 3))
+    n_jobs = getattr(args, "jobs", None)
+    n_jobs = 1 if n_jobs is None else int(n_jobs)
+    for option, value in (("--seeds", seeds), ("--jobs", n_jobs)):
+        if value < 1:
+            print(f"recbandits evaluate-arms: {option} must be at least 1, got {value}",
+                  file=sys.stderr)  # fmt: skip
+            return 2
     tune = not getattr(args, "no_tune", False)
-    n_jobs = int(getattr(args, "jobs", 1) or 1)
-    try:
-        metrics = run(dataset, seeds=seeds, arms=arm_labels, tune=tune, n_jobs=n_jobs)
-    except ValueError as exc:
-        print(f"recbandits evaluate-arms: {exc}", file=sys.stderr)
-        return 2
+    n_synthetic = getattr(args, "synthetic", None)
+    if n_synthetic is not None:
+        try:
+            dataset = synthetic_like_movielens(int(n_synthetic))
+        except ValueError as exc:
+            print(f"recbandits evaluate-arms: --synthetic {n_synthetic}: {exc}", file=sys.stderr)
+            return 2
+    else:
+        dataset = load_movielens(getattr(args, "data", None))
+    metrics = run(dataset, seeds=seeds, arms=arm_labels, tune=tune, n_jobs=n_jobs)
     elapsed = time.perf_counter() - started
     out = getattr(args, "out", None)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -215,7 +215,16 @@ def test_command_without_data_exits_2_naming_the_option(tmp_path: Path, capsys) 
     assert not (tmp_path / "o").exists()
 
 
-def test_command_rejects_unknown_arm(tmp_path: Path, capsys) -> None:
-    code = cli_main(["evaluate-arms", "--synthetic", "2000", "--arms", "svd,bogus",
-                     "--out", str(tmp_path)])  # fmt: skip
-    assert code == 2 and "bogus" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--arms", "svd,bogus"], "bogus"),
+        (["--seeds", "0"], "--seeds"),
+        (["--jobs", "0"], "--jobs"),
+        (["--synthetic", "5"], "--synthetic"),
+    ],
+)
+def test_command_rejects_bad_options(tmp_path: Path, capsys, argv: list[str], named: str) -> None:
+    code = cli_main(["evaluate-arms", "--synthetic", "2000", *argv, "--out", str(tmp_path / "o")])
+    assert code == 2 and named in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
