@@ -123,7 +123,7 @@ class ServiceProcess:
         self.proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=REPO,
                                      stdout=self._log_handle, stderr=subprocess.STDOUT,
                                      start_new_session=True)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {log.read_text()[-3000:]}")
