@@ -178,6 +178,7 @@ class SequentialRecommender(Recommender):
         touched = _indicator(users, items, shape)
         ages = self.context_ages_
         ages = (ages - ages.multiply(touched)).tocsr()
+        ages.eliminate_zeros()  # the ageing below must only shift the entries still present
         dislikes = (self.dislikes_ - self.dislikes_.multiply(touched)).tocsr()
         if liked.any():
             like_users, like_items, like_order = users[liked], items[liked], order[liked]
