@@ -160,24 +160,26 @@ class RecommenderArmsEnv(gym.Env[np.ndarray, np.int64]):
         sim = self.simulator
         a = check_action(action, sim.n_arms, sim.arm_names)
         user, t = self._user, self._t
-        users = np.array([user])
-        actions = np.array([a])
-        slates = sim.current_slates(self._arms, users) if sim.online_learning else None
-        fatigue = None if self._fatigue is None else self._fatigue[0, users]
-        out = sim.serve(users, actions, self._uniforms[None], np.array([t]), fatigue, slates)
-        if self._fatigue is not None:
-            sim.user_model.update_fatigue(self._fatigue, np.zeros(1, np.int64), users, actions)
+        slates = None
         if sim.online_learning:
-            sim.learn(self._arms, users, out.slates, out.responses)
-        expected = out.expected[0]
-        best = int(out.best[0])
-        reward = float(out.rewards[0])
+            slates = sim.current_slates(self._arms, np.array([user]))
+        fatigue = None if self._fatigue is None else self._fatigue[0, user]
+        slate, responses, reward, expected, best = sim.serve_one(
+            user, a, self._uniforms, t, fatigue, slates
+        )
+        if self._fatigue is not None:
+            sim.user_model.update_fatigue(
+                self._fatigue, np.zeros(1, np.int64), np.array([user]), np.array([a])
+            )
+        if sim.online_learning:
+            shown = slates[0, a][None]
+            sim.learn(self._arms, np.array([user]), shown, responses[None])
         info = {
             "user_id": int(sim.user_ids[user]),
             "user_index": user,
             "t": t,
-            "slate": out.raw_slates[0],
-            "responses": out.responses[0],
+            "slate": slate,
+            "responses": responses,
             "expected_rewards": expected,
             "best_arm": best,
             "regret": float(expected[best] - expected[a]),
@@ -237,7 +239,5 @@ class RecommenderArmsEnv(gym.Env[np.ndarray, np.int64]):
             self._row = 0
         row = self._block[self._row]
         self._row += 1
-        self._user = int(
-            self.simulator.draw_users(row[:1], np.array([self._t]))[0]
-        )
+        self._user = self.simulator.draw_user(float(row[0]), self._t)
         self._uniforms = row[1:]

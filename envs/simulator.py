@@ -188,7 +188,51 @@ class Simulator:
             pos = np.searchsorted(self.arrival_cdf, uniforms, side="right")
         return np.take(self.eligible, np.minimum(pos, m - 1))
 
+    def draw_user(self, uniform: float, t: int) -> int:
+        """:meth:`draw_users` for one user, with scalars (the single env's hot path)."""
+        if self.replay is not None:
+            return int(self.replay[min(t, len(self.replay) - 1)])
+        m = len(self.eligible)
+        if self.arrival == "uniform":
+            pos = int(uniform * m)  # truncation, as astype(int64) in draw_users
+        else:
+            pos = int(np.searchsorted(self.arrival_cdf, uniform, side="right"))
+        return int(self.eligible[min(pos, m - 1)])
+
     # ------------------------------------------------------------------ serving
+    def serve_one(
+        self,
+        user: int,
+        action: int,
+        uniforms: np.ndarray,
+        t: int,
+        fatigue: np.ndarray | None = None,
+        slates: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray, int]:
+        """:meth:`serve` for one user, returning ``(raw_slate, responses, reward, expected, best)``.
+
+        With frozen arms and a static user model it reads the same precomputed tables with scalar
+        indexing and applies the same response and reward functions; otherwise it is
+        :meth:`serve` on a batch of one. ``expected`` is a new array the caller may keep.
+        """
+        if slates is None and not self.user_model.dynamic:
+            pair = user * self.n_arms + action
+            responses = sample_responses(self._like_flat[pair], self._dislike_flat[pair], uniforms)
+            return (
+                self._raw_flat[pair].copy(),
+                responses,
+                float(realised_reward(responses, self.reward)),
+                self.expected[user].copy(),
+                int(self.best[user]),
+            )
+        out = self.serve(
+            np.array([user]), np.array([action]), uniforms[None], np.array([t]),
+            None if fatigue is None else fatigue[None], slates,
+        )  # fmt: skip
+        return out.raw_slates[0], out.responses[0], float(out.rewards[0]), out.expected[0], int(
+            out.best[0]
+        )
+
     def serve(
         self,
         users: np.ndarray,

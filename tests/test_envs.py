@@ -288,6 +288,7 @@ def test_online_learning_restarts_from_the_fitted_arms_each_episode(toy):
     [
         ("recbandits/FixedCTR-v0", {}),
         ("recbandits/MovieLens-v0", {"reward": "signed"}),
+        ("recbandits/MovieLens-v0", {"arrival": "replay"}),
         ("recbandits/MovieLensSim-v0", {"arrival": "activity", "reward": "count"}),
         ("recbandits/MovieLensSimDrift-v0", {"drift_steps": 20}),
     ],
