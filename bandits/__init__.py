@@ -39,6 +39,9 @@ Off-policy evaluation (:mod:`bandits.ope`, plain arrays)
     ``ope.estimate("ips" | "snips" | "dr", rewards, actions, logging_propensities,
     target_probabilities, reward_model=None, n_bootstrap=1000, random_state=None)`` ->
     ``OPEEstimate`` (value, bootstrap CI, effective sample size); ``ope.evaluate(...)`` runs all.
+    ``evaluate_policies(rewards, actions, logging_propensities, {name: (n, K)}, reward_model)``
+    -> ``{name: PolicyReport}`` (all policies on shared bootstrap resamples, with flags for tiny
+    propensities, low effective sample size and missing support).
 """
 
 from bandits import ope
@@ -55,6 +58,7 @@ from bandits.errors import UnknownArmError
 from bandits.gaussian import GaussianThompsonSampling
 from bandits.linear import LinTS, LinUCB
 from bandits.nonstationary import DiscountedThompsonSampling, SlidingWindowThompsonSampling
+from bandits.ope import OPEEstimate, PolicyReport, evaluate_policies
 from bandits.random_policy import RandomPolicy
 from bandits.simulate import (
     SimulationResult,
@@ -76,7 +80,9 @@ __all__ = [
     "GaussianThompsonSampling",
     "LinTS",
     "LinUCB",
+    "OPEEstimate",
     "Policy",
+    "PolicyReport",
     "RandomPolicy",
     "SimulationResult",
     "SlidingWindowThompsonSampling",
@@ -84,6 +90,7 @@ __all__ = [
     "UnknownArmError",
     "bernoulli_kl",
     "cumulative_pseudo_regret",
+    "evaluate_policies",
     "kl_ucb_upper",
     "lai_robbins_constant",
     "ope",

@@ -15,10 +15,24 @@ propensities for every arm at every logged decision, ``target_probabilities`` of
 * Effective sample size ``(sum w)^2 / sum w^2`` (Kish): how many on-policy samples the weighted
   estimate is worth.
 * Percentile bootstrap confidence intervals (resampling decisions), seeded.
+
+The target policy may change from decision to decision (a learning policy replayed over the log,
+whose propensities at decision i depend only on what was observed before it): the estimators
+then estimate ``mean_i sum_a pi_e,i(a | x_i) E[r | x_i, a]``, and stay unbiased because every
+term is a martingale difference.
+
+All three estimators are column sums of per-decision terms (:func:`estimator_terms`), so one
+set of bootstrap resamples, drawn as multinomial counts and applied by a matrix product
+(:func:`bootstrap_sums`), serves every estimator of every target policy at once: memory is
+O(n) per chunk of resamples rather than O(B n), and the policies' intervals are paired.
+:func:`evaluate_policies` does that and flags what makes an estimate untrustworthy: logged
+propensities below ``min_propensity`` that a target relies on, a low effective sample size, and
+target mass on arms the logging policy could not play.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -28,6 +42,10 @@ from bandits.base import RandomState, make_generator
 from bandits.errors import check_int, check_real
 
 Estimator = Literal["ips", "snips", "dr"]
+ESTIMATORS: tuple[str, ...] = ("ips", "snips", "dr")
+
+#: Memory budget (float64 entries) of one chunk of bootstrap counts, ``(chunk, n)``.
+_BOOT_CELLS = 1 << 23
 
 
 @dataclass(frozen=True)
@@ -66,10 +84,20 @@ class OPEEstimate:
 def _check(rewards: Any, actions: Any, logging_propensities: Any, target_probabilities: Any,
            reward_model: Any = None
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    r, a, p0 = _check_log(rewards, actions, logging_propensities)
+    pe = _check_target(target_probabilities, r.size, "target_probabilities")
+    if a.max() >= pe.shape[1]:
+        raise ValueError(f"actions must lie in 0..{pe.shape[1] - 1} (the columns of "
+                         "target_probabilities)")
+    q = None if reward_model is None else _check_model(reward_model, pe.shape)
+    return r, a, p0, pe, q
+
+
+def _check_log(rewards: Any, actions: Any, logging_propensities: Any
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r = np.asarray(rewards, dtype=np.float64)
     a = np.asarray(actions)
     p0 = np.asarray(logging_propensities, dtype=np.float64)
-    pe = np.asarray(target_probabilities, dtype=np.float64)
     if r.ndim != 1 or r.size == 0:
         raise ValueError(f"rewards must be a non-empty 1-d array, got shape {r.shape}")
     n = r.size
@@ -77,27 +105,33 @@ def _check(rewards: Any, actions: Any, logging_propensities: Any, target_probabi
         raise ValueError(f"actions must be an int array of shape ({n},), got {a.dtype} {a.shape}")
     if p0.shape != (n,):
         raise ValueError(f"logging_propensities has shape {p0.shape}; expected ({n},)")
-    if pe.ndim != 2 or pe.shape[0] != n:
-        raise ValueError(f"target_probabilities has shape {pe.shape}; expected ({n}, n_arms)")
-    K = pe.shape[1]
     if not np.isfinite(r).all():
         raise ValueError("rewards contains NaN or infinite values")
-    if a.min() < 0 or a.max() >= K:
-        raise ValueError(f"actions must lie in 0..{K - 1} (the columns of target_probabilities)")
-    if not (np.isfinite(p0).all() and (p0 > 0).all() and (p0 <= 1).all()):
-        bad = p0[~(np.isfinite(p0) & (p0 > 0) & (p0 <= 1))][0]
-        raise ValueError(f"logging_propensities contains {bad!r}; each must lie in (0, 1]")
+    if a.min() < 0:
+        raise ValueError(f"actions must lie in 0..K-1, got {int(a.min())}")
+    ok = np.isfinite(p0) & (p0 > 0) & (p0 <= 1)
+    if not ok.all():
+        raise ValueError(f"logging_propensities contains {p0[~ok][0]!r}; each must lie in (0, 1]")
+    return r, a, p0
+
+
+def _check_target(target: Any, n: int, name: str) -> np.ndarray:
+    pe = np.asarray(target, dtype=np.float64)
+    if pe.ndim != 2 or pe.shape[0] != n:
+        raise ValueError(f"{name} has shape {pe.shape}; expected ({n}, n_arms)")
     if not (np.isfinite(pe).all() and (pe >= 0).all()) or not np.allclose(pe.sum(axis=1), 1.0,
                                                                           atol=1e-6):
-        raise ValueError("target_probabilities rows must be non-negative and sum to one")
-    q = None
-    if reward_model is not None:
-        q = np.asarray(reward_model, dtype=np.float64)
-        if q.shape != pe.shape:
-            raise ValueError(f"reward_model has shape {q.shape}; expected {pe.shape}")
-        if not np.isfinite(q).all():
-            raise ValueError("reward_model contains NaN or infinite values")
-    return r, a, p0, pe, q
+        raise ValueError(f"{name} rows must be non-negative and sum to one")
+    return pe
+
+
+def _check_model(reward_model: Any, shape: tuple[int, ...]) -> np.ndarray:
+    q = np.asarray(reward_model, dtype=np.float64)
+    if q.shape != shape:
+        raise ValueError(f"reward_model has shape {q.shape}; expected {shape}")
+    if not np.isfinite(q).all():
+        raise ValueError("reward_model contains NaN or infinite values")
+    return q
 
 
 def importance_weights(actions: Any, logging_propensities: Any, target_probabilities: Any
@@ -115,18 +149,74 @@ def effective_sample_size(weights: Any) -> float:
     return float(w.sum() ** 2 / ss) if ss > 0 else 0.0
 
 
-def _values(estimator: str, w: np.ndarray, r: np.ndarray, direct: np.ndarray | None,
-            q_logged: np.ndarray | None, idx: np.ndarray) -> np.ndarray:
-    """Estimates for each row of resampling indices ``idx`` (B, n) (vectorised bootstrap)."""
-    wi, ri = w[idx], r[idx]
-    if estimator == "ips":
-        return (wi * ri).mean(axis=-1)
-    if estimator == "snips":
-        den = wi.sum(axis=-1)
-        return np.divide((wi * ri).sum(axis=-1), den, out=np.zeros_like(den), where=den > 0)
-    if estimator == "dr":
-        return (direct[idx] + wi * (ri - q_logged[idx])).mean(axis=-1)  # type: ignore[index]
-    raise ValueError(f"estimator={estimator!r}; allowed: 'ips', 'snips', 'dr'")
+def estimator_terms(rewards: np.ndarray, actions: np.ndarray, logging_propensities: np.ndarray,
+                    target_probabilities: np.ndarray, reward_model: np.ndarray | None = None
+                    ) -> np.ndarray:
+    """Per-decision terms whose column sums give every estimator; shape (n, 3).
+
+    Columns: ``w r`` (IPS numerator), ``w`` (SNIPS denominator) and the doubly robust term
+    ``sum_a pi_e(a) q(a) + w (r - q(a_i))`` (NaN without a reward model). With column sums
+    ``S`` over n decisions: IPS = S0 / n, SNIPS = S0 / S1, DR = S2 / n. Inputs are not
+    validated here (see :func:`estimate`).
+    """
+    n = rewards.size
+    rows = np.arange(n)
+    w = target_probabilities[rows, actions] / logging_propensities
+    out = np.empty((n, 3))
+    np.multiply(w, rewards, out=out[:, 0])
+    out[:, 1] = w
+    if reward_model is None:
+        out[:, 2] = np.nan
+    else:
+        direct = np.einsum("ij,ij->i", target_probabilities, reward_model)
+        out[:, 2] = direct + w * (rewards - reward_model[rows, actions])
+    return out
+
+
+def _from_sums(sums: np.ndarray, n: int) -> np.ndarray:
+    """(..., 3) column sums -> (..., 3) estimates IPS, SNIPS, DR."""
+    out = np.empty(sums.shape)
+    out[..., 0] = sums[..., 0] / n
+    den = sums[..., 1]
+    out[..., 1] = np.divide(sums[..., 0], den, out=np.zeros_like(den), where=den > 0)
+    out[..., 2] = sums[..., 2] / n
+    return out
+
+
+def bootstrap_sums(columns: np.ndarray, n_bootstrap: int, random_state: RandomState = None
+                   ) -> np.ndarray:
+    """Column sums of ``n_bootstrap`` resamples (with replacement) of the rows of ``columns``.
+
+    Each resample is drawn as the counts of n uniform row indices and applied as a matrix
+    product, in chunks of at most ~8 M count cells, so memory stays O(n) whatever
+    ``n_bootstrap``.
+
+    Parameters
+    ----------
+    columns : ndarray of float, shape (n, m)
+    n_bootstrap : int
+    random_state : int, SeedSequence, Generator or None
+
+    Returns
+    -------
+    ndarray of float64, shape (n_bootstrap, m)
+    """
+    n, m = columns.shape
+    rng = make_generator(random_state)
+    out = np.empty((n_bootstrap, m))
+    chunk = max(1, min(n_bootstrap, _BOOT_CELLS // max(n, 1)))
+    counts = np.empty((chunk, n))
+    for start in range(0, n_bootstrap, chunk):
+        b = min(chunk, n_bootstrap - start)
+        for j in range(b):
+            counts[j] = np.bincount(rng.integers(n, size=n), minlength=n)
+        out[start:start + b] = counts[:b] @ columns
+    return out
+
+
+def _interval(boots: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = np.quantile(boots, [(1 - confidence) / 2, (1 + confidence) / 2], axis=0)
+    return lo, hi
 
 
 def estimate(estimator: Estimator, rewards: Any, actions: Any, logging_propensities: Any,
@@ -159,7 +249,7 @@ def estimate(estimator: Estimator, rewards: Any, actions: Any, logging_propensit
         Shapes disagree, propensities outside (0, 1], rows not summing to one, NaN, unknown
         estimator, "dr" without a reward model.
     """
-    if estimator not in ("ips", "snips", "dr"):
+    if estimator not in ESTIMATORS:
         raise ValueError(f"estimator={estimator!r}; allowed: 'ips', 'snips', 'dr'")
     if estimator == "dr" and reward_model is None:
         raise ValueError("estimator='dr' needs reward_model, an (n, K) array of predictions")
@@ -168,23 +258,16 @@ def estimate(estimator: Estimator, rewards: Any, actions: Any, logging_propensit
     r, a, p0, pe, q = _check(rewards, actions, logging_propensities, target_probabilities,
                              reward_model)
     n = r.size
-    w = importance_weights(a, p0, pe)
-    direct = q_logged = None
-    if estimator == "dr":
-        direct = (pe * q).sum(axis=1)  # type: ignore[operator]
-        q_logged = q[np.arange(n), a]  # type: ignore[index]
-    value = float(_values(estimator, w, r, direct, q_logged, np.arange(n)[None, :])[0])
+    col = ESTIMATORS.index(estimator)
+    terms = estimator_terms(r, a, p0, pe, q)
+    value = float(_from_sums(terms.sum(axis=0), n)[col])
     lo = hi = value
     if n_bootstrap:
-        rng = make_generator(random_state)
-        boots = np.concatenate([
-            _values(estimator, w, r, direct, q_logged,
-                    rng.integers(n, size=(min(200, n_bootstrap - b), n)))
-            for b in range(0, n_bootstrap, 200)  # chunks bound the (B, n) index memory
-        ])
-        lo, hi = (float(x) for x in np.quantile(boots, [(1 - confidence) / 2,
-                                                        (1 + confidence) / 2]))
-    return OPEEstimate(estimator, value, lo, hi, float(confidence), effective_sample_size(w), n)
+        boots = _from_sums(bootstrap_sums(terms, n_bootstrap, random_state), n)[:, col]
+        low, high = _interval(boots, confidence)
+        lo, hi = float(low), float(high)
+    return OPEEstimate(estimator, value, lo, hi, float(confidence),
+                       effective_sample_size(terms[:, 1]), n)
 
 
 def evaluate(rewards: Any, actions: Any, logging_propensities: Any, target_probabilities: Any,
@@ -196,3 +279,166 @@ def evaluate(rewards: Any, actions: Any, logging_propensities: Any, target_proba
     return {name: estimate(name, rewards, actions, logging_propensities, target_probabilities,
                            reward_model, n_bootstrap=n_bootstrap, confidence=confidence,
                            random_state=int(seed)) for name in names}
+
+
+@dataclass(frozen=True)
+class PolicyReport:
+    """Estimates of one target policy and what may make them untrustworthy.
+
+    Attributes
+    ----------
+    policy : str
+    estimates : dict of str to OPEEstimate
+        "ips", "snips" and, with a reward model, "dr".
+    effective_sample_size : float
+        Kish's ESS of the importance weights.
+    max_weight : float
+        Largest importance weight.
+    n_tiny_propensity : int
+        Decisions whose logged propensity is below ``min_propensity`` and where the target
+        gives the logged arm positive probability (their weights can dominate the estimate).
+    unsupported_mass : float
+        Mean target probability on arms the logging policy gave probability 0 (needs the
+        logging pmf; IPS and SNIPS are biased when it is positive).
+    flags : tuple of str
+        Subset of ``("tiny_propensity", "low_ess", "no_support")``.
+    messages : tuple of str
+        One human-readable warning per flag.
+    """
+
+    policy: str
+    estimates: dict[str, OPEEstimate]
+    effective_sample_size: float
+    max_weight: float
+    n_tiny_propensity: int
+    unsupported_mass: float
+    flags: tuple[str, ...]
+    messages: tuple[str, ...]
+
+    def to_row(self) -> dict[str, Any]:
+        """A flat record for tables: value and interval per estimator, ESS, flags."""
+        row: dict[str, Any] = {"policy": self.policy}
+        for name, est in self.estimates.items():
+            row[name] = est.value
+            row[f"{name}_low"] = est.ci_low
+            row[f"{name}_high"] = est.ci_high
+        row.update(ess=self.effective_sample_size, max_weight=self.max_weight,
+                   n_tiny_propensity=self.n_tiny_propensity,
+                   unsupported_mass=self.unsupported_mass, flags=",".join(self.flags))
+        return row
+
+
+def evaluate_policies(rewards: Any, actions: Any, logging_propensities: Any,
+                      targets: Mapping[str, Any], reward_model: Any = None, *,
+                      logging_pmf: Any = None, n_bootstrap: int = 1000,
+                      confidence: float = 0.95, min_propensity: float = 1e-3,
+                      min_ess: float = 100.0, random_state: RandomState = None
+                      ) -> dict[str, PolicyReport]:
+    """IPS, SNIPS and DR estimates of several target policies on one log, with flags.
+
+    Every policy and estimator is bootstrapped on the same resamples (paired intervals).
+
+    Parameters
+    ----------
+    rewards, actions, logging_propensities : arrays of shape (n,)
+        As for :func:`estimate`.
+    targets : mapping of str to array of float, shape (n, K)
+        Each target policy's propensities at every logged decision.
+    reward_model : array of float, shape (n, K), optional
+        Predicted rewards for DR (skipped without one).
+    logging_pmf : array of float, shape (n, K), optional
+        The logging policy's full distribution, to detect targets without support.
+    n_bootstrap : int, default 1000
+        0 skips the intervals.
+    confidence : float, default 0.95
+    min_propensity : float, default 1e-3
+        Logged propensities below this are "tiny".
+    min_ess : float, default 100
+        Effective sample sizes below this are "low".
+    random_state : int, SeedSequence, Generator or None
+        Seeds the bootstrap.
+
+    Returns
+    -------
+    dict of str to PolicyReport
+        In the order of ``targets``.
+
+    Raises
+    ------
+    ValueError
+        As :func:`estimate`; also for no targets, and a ``logging_pmf`` that is not a
+        distribution, disagrees with ``logging_propensities`` or has another arm count.
+    """
+    check_int(n_bootstrap, "n_bootstrap", low=0)
+    check_real(confidence, "confidence", low=0.0, high=1.0, low_open=True, high_open=True)
+    check_real(min_propensity, "min_propensity", low=0.0, high=1.0)
+    check_real(min_ess, "min_ess", low=0.0)
+    if not targets:
+        raise ValueError("targets is empty; give at least one {name: (n, K) array}")
+    r, a, p0 = _check_log(rewards, actions, logging_propensities)
+    n = r.size
+    checked = {}
+    for name, target in targets.items():
+        pe = _check_target(target, n, f"targets[{name!r}]")
+        if a.max() >= pe.shape[1]:
+            raise ValueError(f"actions must lie in 0..{pe.shape[1] - 1} (the columns of "
+                             f"targets[{name!r}])")
+        checked[name] = pe
+    shape = next(iter(checked.values())).shape
+    if any(pe.shape != shape for pe in checked.values()):
+        raise ValueError(f"every target must have shape {shape}; got "
+                         f"{ {k: v.shape for k, v in checked.items()} }")
+    q = None if reward_model is None else _check_model(reward_model, shape)
+    pmf = None
+    if logging_pmf is not None:
+        pmf = _check_target(logging_pmf, n, "logging_pmf")
+        if pmf.shape != shape:
+            raise ValueError(f"logging_pmf has shape {pmf.shape}; expected {shape}")
+        if not np.allclose(pmf[np.arange(n), a], p0, rtol=1e-6, atol=1e-9):
+            raise ValueError("logging_pmf at the logged arms must equal logging_propensities")
+
+    tiny = p0 < min_propensity
+    terms = np.empty((n, 3 * len(checked)))
+    reports: dict[str, dict[str, Any]] = {}
+    for j, (name, pe) in enumerate(checked.items()):
+        block = estimator_terms(r, a, p0, pe, q)
+        terms[:, 3 * j:3 * j + 3] = block
+        w = block[:, 1]
+        reports[name] = {
+            "ess": effective_sample_size(w), "max_weight": float(w.max()),
+            "n_tiny": int(np.count_nonzero(tiny & (w > 0))),
+            "unsupported": 0.0 if pmf is None else float((pe * (pmf <= 0)).sum() / n),
+        }
+    values = _from_sums(terms.sum(axis=0).reshape(-1, 3), n)
+    if n_bootstrap:
+        boots = _from_sums(bootstrap_sums(terms, n_bootstrap, random_state)
+                           .reshape(n_bootstrap, -1, 3), n)
+        lows, highs = _interval(boots, confidence)
+    else:
+        lows = highs = values
+    names = [e for e in ESTIMATORS if e != "dr" or q is not None]
+    out = {}
+    for j, (name, info) in enumerate(reports.items()):
+        estimates = {
+            e: OPEEstimate(e, float(values[j, c]), float(lows[j, c]), float(highs[j, c]),
+                           float(confidence), info["ess"], n)
+            for c, e in enumerate(ESTIMATORS) if e in names
+        }
+        flags, messages = [], []
+        if info["n_tiny"]:
+            flags.append("tiny_propensity")
+            messages.append(f"{name}: relies on {info['n_tiny']} decision(s) logged with "
+                            f"propensity < {min_propensity:g} (largest weight "
+                            f"{info['max_weight']:.3g}); its estimate may be unstable")
+        if info["ess"] < min_ess:
+            flags.append("low_ess")
+            messages.append(f"{name}: effective sample size {info['ess']:.1f} < {min_ess:g} "
+                            f"of {n} decisions; its interval is not reliable")
+        if info["unsupported"] > 0:
+            flags.append("no_support")
+            messages.append(f"{name}: puts {info['unsupported']:.3g} of its probability on "
+                            "arms the logging policy never played; IPS/SNIPS are biased")
+        out[name] = PolicyReport(name, estimates, info["ess"], info["max_weight"],
+                                 info["n_tiny"], info["unsupported"], tuple(flags),
+                                 tuple(messages))
+    return out
