@@ -15,9 +15,10 @@ install: $(BIN)/python
 install-dev: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 
-## run: install into .venv and run the main job on the default set-up
+## run: install into .venv and run the main job: Thompson Sampling and peers choosing between the
+##      recommenders for held-out MovieLens users (runs/movielens-<timestamp>/)
 run: install
-	$(BIN)/recbandits evaluate-arms
+	$(BIN)/recbandits simulate experiments/configs/movielens.toml
 
 ## test: install the dev extras and run every test
 test: install-dev
