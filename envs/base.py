@@ -154,4 +154,8 @@ class UserModel(ABC):
     def update_fatigue(  # noqa: B027 - optional hook, a no-op for stateless models
         self, fatigue: np.ndarray, envs: np.ndarray, users: np.ndarray, actions: np.ndarray
     ) -> None:
-        """Advance the episode state in place after ``users`` were served by ``actions``."""
+        """Advance the episode state in place after ``users`` were served by ``actions``.
+
+        ``envs``, ``users`` and ``actions`` are arrays of one shape (one entry per served
+        sub-environment) or, for the single env, plain ints.
+        """

@@ -240,6 +240,12 @@ class LatentFactorUsers(UserModel):
             ),
             "examined": self.examination(k) * valid,
         }
+        if self.drift_steps is None:
+            # Without drift the affinity is fixed: keep only the two probability arrays, so a
+            # step just scales the like probabilities by the fatigue.
+            like, dislike = self._respond(prepared["base"] + prepared["taste"],
+                                          prepared["examined"])
+            return {"like": like, "dislike": dislike}
         if self.drift_steps is not None:
             prepared["drift"] = np.einsum(
                 "nd,njd->nj", self.drift_factors_[users], item_factors
@@ -254,8 +260,8 @@ class LatentFactorUsers(UserModel):
         t: np.ndarray,
         fatigue: np.ndarray | None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        if self.drift_steps is None:
-            score = prepared["base"] + prepared["taste"]
+        if "like" in prepared:
+            like, dislike = prepared["like"], prepared["dislike"]
         else:
             progress = self._progress(t)[:, None, None]
             score = (
@@ -264,11 +270,14 @@ class LatentFactorUsers(UserModel):
                 + np.sin(progress * np.pi / 2) * prepared["drift"]
                 + progress * prepared["shift"]
             )
-        examined = prepared["examined"]
-        like = examined * expit((score - self.like_threshold) / self.temperature)
-        dislike = examined * expit((self.dislike_threshold - score) / self.temperature)
+            like, dislike = self._respond(score, prepared["examined"])
         if fatigue is not None:
             like = like * ((1.0 - self.boredom) ** fatigue)[:, :, None]
+        return like, dislike
+
+    def _respond(self, score: np.ndarray, examined: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        like = examined * expit((score - self.like_threshold) / self.temperature)
+        dislike = examined * expit((self.dislike_threshold - score) / self.temperature)
         return like, dislike
 
     # ------------------------------------------------------------------ episode state
