@@ -295,8 +295,9 @@ class PolicyReport:
     max_weight : float
         Largest importance weight.
     n_tiny_propensity : int
-        Decisions whose logged propensity is below ``min_propensity`` and where the target
-        gives the logged arm positive probability (their weights can dominate the estimate).
+        Decisions whose logged propensity is below ``min_propensity`` while the target gives
+        the logged arm at least ``min_propensity`` (weights above 1 resting on rare plays, which
+        can dominate the estimate; a target as cautious as the logger is not flagged).
     unsupported_mass : float
         Mean target probability on arms the logging policy gave probability 0 (needs the
         logging pmf; IPS and SNIPS are biased when it is positive).
@@ -406,7 +407,8 @@ def evaluate_policies(rewards: Any, actions: Any, logging_propensities: Any,
         w = block[:, 1]
         reports[name] = {
             "ess": effective_sample_size(w), "max_weight": float(w.max()),
-            "n_tiny": int(np.count_nonzero(tiny & (w > 0))),
+            # the target plays, with a non-tiny probability, an arm logged with a tiny one
+            "n_tiny": int(np.count_nonzero(tiny & (w * p0 >= min_propensity))),
             "unsupported": 0.0 if pmf is None else float((pe * (pmf <= 0)).sum() / n),
         }
     values = _from_sums(terms.sum(axis=0).reshape(-1, 3), n)

@@ -73,6 +73,36 @@ def _run_serving(args: argparse.Namespace, command: str) -> int:
     return getattr(commands, command.replace("-", "_"))(settings)
 
 
+def _ope(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from serving import offpolicy
+
+    url = args.db
+    if url is None:
+        from pydantic import ValidationError
+
+        try:
+            url = _serving_settings(argparse.Namespace()).resolved_db_url()  # type: ignore[attr-defined]
+        except ValidationError as exc:
+            print(f"recbandits ope: {exc}", file=sys.stderr)
+            return 2
+    try:
+        priors = [tuple(float(x) for x in p.split(",")) for p in args.ts_prior or []]
+    except ValueError:
+        priors = [()]
+    if any(len(p) != 2 or min(p) <= 0 for p in priors):
+        print(f"recbandits ope: --ts-prior takes ALPHA,BETA with both > 0, got {args.ts_prior}",
+              file=sys.stderr)
+        return 2
+    out = args.out or f"runs/ope-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
+    return offpolicy.run(
+        url, out_dir=out, n_bootstrap=args.bootstrap, seed=args.seed,
+        ts_priors=priors or offpolicy.DEFAULT_TS_PRIORS, include_open=args.include_open,
+        export_csv_path=args.export_csv, export_obp_path=args.export_obp,
+    )
+
+
 def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
     def store_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--db", metavar="URL", help="SQLAlchemy URL of the store (default: "
@@ -104,6 +134,26 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
         "(exit 1 if they differ)")
     store_options(rebuild)
     rebuild.set_defaults(handler=lambda args: _run_serving(args, "rebuild-state"))
+
+    ope = commands.add_parser(
+        "ope", help="off-policy evaluation of the decision log: IPS, SNIPS and doubly robust "
+        "estimates of candidate policies with bootstrap intervals")
+    ope.add_argument("--db", metavar="URL", help="SQLAlchemy URL of the store (default: the "
+                     "service's, from RECBANDITS_* variables)")
+    ope.add_argument("--out", metavar="DIR", help="folder for ope.csv and summary.json "
+                     "(default runs/ope-<timestamp>)")
+    ope.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                     help="bootstrap resamples (default 1000; 0: no intervals)")
+    ope.add_argument("--seed", type=int, default=0, metavar="S", help="bootstrap seed")
+    ope.add_argument("--ts-prior", action="append", metavar="ALPHA,BETA",
+                     help="Beta prior of a Thompson Sampling candidate (repeatable; default "
+                     "1,1 1,19 20,20)")
+    ope.add_argument("--include-open", action="store_true",
+                     help="also count decisions whose reward window is still open")
+    ope.add_argument("--export-csv", metavar="PATH", help="also write the log as CSV")
+    ope.add_argument("--export-obp", metavar="PATH",
+                     help="also write the log in Open Bandit Pipeline's layout (.npz)")
+    ope.set_defaults(handler=_ope)
 
 
 def build_parser() -> argparse.ArgumentParser:
