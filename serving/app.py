@@ -81,7 +81,8 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
         lifespan=lifespan,
     )
     app.state.settings = settings
-    metrics = Metrics(lambda: app.state.service.snapshot.counts
+    # Read at scrape time from the store, which every worker shares.
+    metrics = Metrics(lambda: app.state.service.store.arm_counts()
                       if hasattr(app.state, "service") else {})
     app.state.metrics = metrics
     for module in (recommendations, feedback, policy, health, admin):

@@ -12,10 +12,12 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -174,10 +176,64 @@ class ArmSet:
     genres: list[list[str]]
     genre_unit: np.ndarray
     popularity: np.ndarray
+    cache_size: int = 0
+    _cache: OrderedDict = field(default_factory=OrderedDict, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def user_scores(self, arm: str, user: int) -> np.ndarray:
+        """The arm's scores of every item for one user, items seen in training at ``-inf``.
+
+        Returns a fresh float64 array of shape ``(n_items,)`` the caller may modify. Scores only
+        change with the arms, and an ArmSet never changes, so up to ``cache_size`` (arm, user)
+        vectors are kept (least recently used evicted; float32, 4 bytes per item).
+        """
+        key = (arm, user)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit.astype(np.float64)
+        model = self.models[arm]
+        scores = model.score(np.array([user]))[0]
+        seen = model.seen_
+        scores[seen.indices[seen.indptr[user]:seen.indptr[user + 1]]] = -np.inf
+        if self.cache_size:
+            with self._lock:
+                self._cache[key] = scores.astype(np.float32)
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return scores
+
+    def warm(self, chunk: int = 256) -> int:
+        """Fill the score cache for the known users, arm by arm, in batched passes.
+
+        Runs in a background thread at start-up and before a new ArmSet is swapped in, so
+        requests rarely pay for scoring. Returns the number of vectors cached.
+        """
+        if not self.cache_size:
+            return 0
+        per_arm = self.cache_size // len(self.names)
+        first = self.models[self.names[0]]
+        users = np.flatnonzero(first.known_users_)[:per_arm]
+        done = 0
+        for arm in self.names:
+            model = self.models[arm]
+            for start in range(0, len(users), chunk):
+                batch = users[start:start + chunk]
+                scores = model.score(batch)
+                rows = model.seen_[batch]
+                scores[np.repeat(np.arange(len(batch)), np.diff(rows.indptr)),
+                       rows.indices] = -np.inf
+                block = scores.astype(np.float32)
+                with self._lock:
+                    for i, user in enumerate(batch.tolist()):
+                        self._cache.setdefault((arm, user), block[i])
+                done += len(batch)
+        return done
 
     @classmethod
     def build(cls, models: Mapping[str, Recommender], catalog: Dataset, *, version: int,
-              cold_start_arm: str) -> ArmSet:
+              cold_start_arm: str, cache_size: int = 0) -> ArmSet:
         """Check that every arm shares one catalogue and index the items for presentation.
 
         Raises
@@ -213,4 +269,5 @@ class ArmSet:
             genres=[g.split("|") if g else [] for g in items["genres"].astype(str)],
             genre_unit=np.divide(flags, norms, out=np.zeros_like(flags), where=norms > 0),
             popularity=np.asarray(popular_model.popularity_, dtype=np.float64),
+            cache_size=cache_size,
         )

@@ -84,7 +84,8 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
             meta = (store.init_policy_meta(folder) if meta is None
                     else store.publish_version(folder))
     arm_set = ArmSet.build(models, catalog, version=meta.version,
-                           cold_start_arm=settings.cold_start_arm)
+                           cold_start_arm=settings.cold_start_arm,
+                           cache_size=settings.score_cache_size)
     return Resources(store, catalog, arm_set)
 
 

@@ -53,7 +53,7 @@ class Metrics:
     Parameters
     ----------
     arm_counts : callable
-        Returns the current per-arm counts (the service's latest snapshot).
+        Returns the current per-arm counts (read from the store at scrape time).
     """
 
     def __init__(self, arm_counts: Callable[[], dict[str, ArmCounts]]) -> None:

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
         Most writes committed in one group-commit transaction.
     propensity_grid : int
         Quadrature intervals of Thompson Sampling's selection probabilities.
+    score_cache_size : int
+        (arm, user) score vectors each worker keeps (float32; 4 bytes per item each; 0 turns
+        the cache off). Scores only change with a retrain, which starts a fresh cache.
     max_body_bytes : int
         Largest request body accepted (413 beyond).
     cors_origins : list of str
@@ -101,6 +104,7 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(5.0, gt=0)
     batch_max: int = Field(512, ge=1)
     propensity_grid: int = Field(2048, ge=2)
+    score_cache_size: int = Field(4096, ge=0)
     max_body_bytes: int = Field(16_384, ge=256)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: str = "warning"
