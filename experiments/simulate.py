@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from experiments import config as cfg
 from experiments.config import HINDSIGHT_POLICY_ID, ExperimentConfig, PolicyConfig
