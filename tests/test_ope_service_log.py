@@ -260,3 +260,43 @@ def test_cli_errors_are_clear(tmp_path: Path, service_log: dict) -> None:
         with redirect_stdout(io.StringIO()), redirect_stderr(err):
             assert cli_main([*argv, "--out", str(tmp_path / "o")]) == 2, argv
         assert message in err.getvalue(), (argv, err.getvalue())
+
+
+# ---------------------------------------------------------------------------- notebook
+NOTEBOOK = "03_serving_logs.ipynb"
+SMALL_NOTEBOOK = (
+    "N_DECISIONS = 3000\nREFRESH_EVERY = 50\nN_BOOTSTRAP = 200\nSEED = 1\nDB_URL = None\n"
+)
+
+
+def test_notebook_committed_without_outputs() -> None:
+    from test_notebooks import _load
+
+    code = [c for c in _load(NOTEBOOK).cells if c.cell_type == "code"]
+    assert code and all(c.outputs == [] and c.execution_count is None for c in code)
+    assert sum("parameters" in c.metadata.get("tags", []) for c in code) == 1
+
+
+@pytest.mark.slow
+def test_notebook_runs_top_to_bottom(tmp_path: Path) -> None:
+    import os
+
+    from nbclient import NotebookClient
+    from test_notebooks import PNG_SIGNATURE, _images, _load, _text
+
+    notebook = _load(NOTEBOOK)
+    for cell in notebook.cells:
+        if "parameters" in cell.metadata.get("tags", []):
+            cell.source = SMALL_NOTEBOOK
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    NotebookClient(notebook, timeout=240, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    images = _images(notebook)
+    assert len(images) == 2 and all(p[:8] == PNG_SIGNATURE and len(p) > 5_000 for p in images)
+    text = _text(notebook)
+    assert "3000 decisions evaluable" in text and "always:sequential" in text
+    assert "logging policy: IPS" in text and "intervals covering the truth" in text
+    line = next(x for x in text.splitlines() if x.startswith("logging policy: IPS"))
+    ips, observed = line.split("IPS ")[1].split(" = observed ")
+    assert ips == observed
+    assert "'pscore': (3000,)" in text and "'pi_b': (3000, 4, 1)" in text
