@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from arms.base import Recommender
 from arms.data.dataset import Dataset
-from serving.api.routes import admin, feedback, health, policy, recommendations
+from serving.api.routes import admin, demo, feedback, health, policy, recommendations
 from serving.errors import ServingError, StoreUnavailableError
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.settings import Settings
@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
     app.state.metrics = metrics
     for module in (recommendations, feedback, policy, health, admin):
         app.include_router(module.router)
+    demo.mount(app)
 
     @app.exception_handler(ServingError)
     async def serving_error(_request: Request, exc: ServingError) -> JSONResponse:

@@ -1,0 +1,432 @@
+// The demo page: recommendations for one user, like/dislike feedback, the policy's posterior.
+// Plain browser JavaScript, no build step. Every piece of data reaches the DOM through
+// textContent or setAttribute, never through innerHTML, so titles cannot inject markup.
+"use strict";
+
+(() => {
+  const POLL_MS = 5000;
+  const $ = (id) => document.getElementById(id);
+
+  const state = {
+    userText: null,   // the user id as typed (digits), so ids above 2**53 stay exact
+    k: 10,
+    slate: null,      // the last /recommendations body shown
+    policy: null,     // the last /policy body shown
+    busy: false,
+  };
+
+  class ApiError extends Error {
+    constructor(status, message) {
+      super(message);
+      this.status = status;
+    }
+  }
+
+  // ------------------------------------------------------------------ HTTP
+  async function api(method, path, bodyText) {
+    const init = { method, headers: { Accept: "application/json" } };
+    if (bodyText !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = bodyText;
+    }
+    let response;
+    try {
+      response = await fetch(path, init);
+    } catch (err) {
+      throw new ApiError(0, `The service cannot be reached (${err.message}).`);
+    }
+    const text = await response.text();
+    let data = null;
+    try {
+      data = text ? JSON.parse(text) : null;
+    } catch (_err) {
+      data = null;
+    }
+    if (!response.ok) {
+      throw new ApiError(response.status, describeError(response, data, text));
+    }
+    return data;
+  }
+
+  function describeError(response, data, text) {
+    let detail = data && data.detail;
+    if (Array.isArray(detail)) {
+      // FastAPI validation errors: [{loc: ["query", "user_id"], msg: "..."}, ...]
+      detail = detail.map((e) => {
+        const where = (e.loc || []).filter((p) => p !== "body" && p !== "query").join(".");
+        return where ? `${where}: ${e.msg}` : String(e.msg);
+      }).join("; ");
+    } else if (detail !== undefined && detail !== null && typeof detail !== "string") {
+      detail = JSON.stringify(detail);
+    }
+    if (!detail) detail = text ? text.slice(0, 300) : response.statusText;
+    let message = `${response.status} ${response.statusText || "error"}: ${detail}`;
+    const retry = response.headers.get("Retry-After");
+    if (retry) message += ` (retry in ${retry} s)`;
+    return message;
+  }
+
+  // ------------------------------------------------------------------ small helpers
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function showError(message) {
+    const box = $("error");
+    box.textContent = message;
+    box.hidden = false;
+  }
+
+  function clearError() {
+    const box = $("error");
+    box.textContent = "";
+    box.hidden = true;
+  }
+
+  function setStatus(message) {
+    $("status").textContent = message;
+  }
+
+  function setBusy(busy) {
+    state.busy = busy;
+    $("recs").setAttribute("aria-busy", busy ? "true" : "false");
+    $("load").disabled = busy;
+    for (const button of $("recs").querySelectorAll("button")) button.disabled = busy;
+  }
+
+  // MovieLens titles carry the year and put articles last: "Usual Suspects, The (1995)".
+  function displayTitle(title, year) {
+    let text = String(title);
+    if (year !== null && year !== undefined) {
+      text = text.replace(new RegExp(`\\s*\\(${year}\\)\\s*$`), "");
+    }
+    const article = text.match(/^(.*), (The|A|An)$/);
+    return article ? `${article[2]} ${article[1]}` : text;
+  }
+
+  function sharedGenres(a, b) {
+    const other = new Set(b);
+    return a.filter((g) => other.has(g));
+  }
+
+  const fmt = (x, digits = 3) => (x === null || x === undefined ? "—" : Number(x).toFixed(digits));
+  const pct = (x) => `${(100 * x).toFixed(1)}%`;
+
+  // ------------------------------------------------------------------ recommendations
+  async function loadRecommendations(reaction) {
+    const path = `/recommendations?user_id=${state.userText}&k=${state.k}`;
+    const previous = state.slate;
+    const slate = await api("GET", path);
+    state.slate = slate;
+    const sameUser = previous && previous.user_id === slate.user_id;
+    renderList(slate, sameUser ? previous : null, reaction);
+    return { slate, previous: sameUser ? previous : null };
+  }
+
+  function renderList(slate, previous, reaction) {
+    $("heading-user").textContent = state.userText;
+    const served = $("served-by");
+    served.textContent = slate.cold_start
+      ? `User ${state.userText} is unknown to the arms: the popularity list served them outside `
+        + "the policy, so feedback here is stored but rewards no arm."
+      : `Served by ${slate.arm} (chosen with probability ${pct(slate.propensity)}), `
+        + `policy version ${slate.policy_version}.`;
+
+    const before = new Map();
+    if (previous) previous.items.forEach((item) => before.set(item.movie_id, item.position));
+    const target = reaction ? reaction.movie : null;
+
+    const list = $("recs");
+    list.replaceChildren();
+    list.dataset.eventId = slate.event_id;
+    list.dataset.arm = slate.arm;
+    for (const item of slate.items) {
+      const li = el("li", "movie");
+      li.dataset.movieId = String(item.movie_id);
+      li.dataset.position = String(item.position);
+      li.dataset.genres = item.genres.join("|");
+
+      li.append(el("span", "position", item.position));
+
+      const info = el("div", "info");
+      const title = el("h3", "title", displayTitle(item.title, item.year));
+      if (item.year !== null && item.year !== undefined) {
+        title.append(" ", el("span", "year", `(${item.year})`));
+      }
+      info.append(title);
+      const genres = el("ul", "genres");
+      genres.setAttribute("aria-label", "Genres");
+      for (const g of item.genres) genres.append(el("li", "genre", g));
+      info.append(genres);
+
+      const notes = el("p", "notes");
+      if (previous) {
+        const old = before.get(item.movie_id);
+        let move;
+        if (old === undefined) move = el("span", "move new", "new");
+        else if (old > item.position) move = el("span", "move up", `▲ ${old - item.position}`);
+        else if (old < item.position) move = el("span", "move down", `▼ ${item.position - old}`);
+        else move = el("span", "move same", "=");
+        move.title = old === undefined ? "not in the previous list" : `was #${old}`;
+        notes.append(move);
+      }
+      if (target) {
+        const shared = sharedGenres(item.genres, target.genres);
+        if (shared.length) {
+          li.classList.add("lookalike", reaction.type === "dislike" ? "disliked-like" : "liked-like");
+          notes.append(el("span", "lookalike-tag", `shares ${shared.join(", ")} with “${target.name}”`));
+        }
+      }
+      if (notes.childNodes.length) info.append(notes);
+      li.append(info);
+
+      const name = `${displayTitle(item.title, item.year)}${item.year ? ` (${item.year})` : ""}`;
+      const actions = el("div", "actions");
+      actions.append(feedbackButton("like", "More like this", "👍", name, item),
+                     feedbackButton("dislike", "Less of this", "👎", name, item));
+      li.append(actions);
+      list.append(li);
+    }
+    if (!slate.items.length) list.append(el("li", "empty", "No movies left to recommend."));
+
+    if (previous) {
+      const now = new Set(slate.items.map((i) => i.movie_id));
+      const gone = previous.items.filter((i) => !now.has(i.movie_id)
+        && (!target || i.movie_id !== target.movie_id));
+      if (gone.length) {
+        const out = el("li", "dropped");
+        out.append(el("span", "dropped-label", "Left the list: "));
+        out.append(gone.map((i) => displayTitle(i.title, i.year)).join(", "));
+        list.append(out);
+      }
+    }
+  }
+
+  function feedbackButton(type, label, emoji, name, item) {
+    const button = el("button", `feedback ${type}`);
+    button.type = "button";
+    button.dataset.feedback = type;
+    button.dataset.movieId = String(item.movie_id);
+    button.append(label, " ");
+    const icon = el("span", "emoji", emoji);
+    icon.setAttribute("aria-hidden", "true");
+    button.append(icon);
+    const hidden = el("span", "sr-only", `: ${name}`);
+    button.append(hidden);
+    button.disabled = state.busy;
+    return button;
+  }
+
+  // ------------------------------------------------------------------ feedback
+  async function sendFeedback(movieId, type, button) {
+    const slate = state.slate;
+    const item = slate && slate.items.find((i) => i.movie_id === movieId);
+    if (!item || state.busy) return;
+    const focusIndex = Array.from($("recs").querySelectorAll(`button[data-feedback="${type}"]`))
+      .indexOf(button);
+    clearError();
+    setBusy(true);
+    const verb = type === "like" ? "liked" : "disliked";
+    const name = displayTitle(item.title, item.year);
+    try {
+      // user_id goes in as the digits typed so that large ids are not rounded by JSON numbers.
+      const rest = JSON.stringify({ movie_id: item.movie_id, feedback_type: type,
+                                    event_id: slate.event_id });
+      const stored = await api("POST", "/feedback", `{"user_id":${state.userText},${rest.slice(1)}`);
+      const reaction = { type, movie: { movie_id: item.movie_id, genres: item.genres, name } };
+      const before = state.policy;
+      const { slate: next, previous } = await loadRecommendations(reaction);
+      await refreshPolicy(next.cold_start ? null : next.arm);
+      showReward(stored, type, name, before, state.policy);
+      const note = String(stored.note).replace(/[.\s]+$/, "");
+      setStatus(`You ${verb} “${name}”: ${note}. ${summarise(reaction, previous, next)}`);
+    } catch (err) {
+      showError(err.message);
+    } finally {
+      setBusy(false);
+      const again = $("recs").querySelectorAll(`button[data-feedback="${type}"]`);
+      const focus = again[Math.min(Math.max(focusIndex, 0), again.length - 1)];
+      (focus || $("recs-heading")).focus();
+    }
+  }
+
+  function showReward(stored, type, name, before, after) {
+    const box = $("last-reward");
+    box.hidden = false;
+    box.dataset.arm = stored.arm || "";
+    const icon = type === "like" ? "👍" : type === "dislike" ? "👎" : "click";
+    if (!stored.arm || !stored.policy_updated) {
+      box.textContent = `Your ${icon} on “${name}” updated no arm: ${stored.note}`;
+      return;
+    }
+    const find = (policy) => policy && policy.arms.find((a) => a.arm === stored.arm);
+    const was = find(before);
+    const now = find(after);
+    let text = `Your ${icon} on “${name}” gave ${stored.arm} reward ${stored.reward}`;
+    if (was && now) {
+      text += `: posterior mean ${fmt(was.posterior_mean)} → ${fmt(now.posterior_mean)}`;
+    }
+    box.textContent = `${text}.`;
+  }
+
+  function summarise(reaction, previous, next) {
+    if (!previous) return "";
+    const arms = previous.arm === next.arm ? ""
+      : ` (The new list came from ${next.arm}; the previous one from ${previous.arm}.)`;
+    const now = new Map(next.items.map((i) => [i.movie_id, i.position]));
+    const alike = previous.items.filter((i) => i.movie_id !== reaction.movie.movie_id
+      && sharedGenres(i.genres, reaction.movie.genres).length);
+    if (!alike.length) return `None of the other movies shared its genres.${arms}`;
+    const down = alike.filter((i) => !now.has(i.movie_id) || now.get(i.movie_id) > i.position);
+    const up = alike.filter((i) => now.has(i.movie_id) && now.get(i.movie_id) < i.position);
+    return reaction.type === "dislike"
+      ? `${down.length} of its ${alike.length} look-alikes moved down or out of the list.${arms}`
+      : `${up.length} of its ${alike.length} look-alikes moved up.${arms}`;
+  }
+
+  // ------------------------------------------------------------------ policy
+  async function refreshPolicy(servedArm) {
+    const policy = await api("GET", "/policy");
+    renderPolicy(policy, state.policy, servedArm);
+    state.policy = policy;
+  }
+
+  function renderPolicy(policy, previous, servedArm) {
+    const old = new Map(previous ? previous.arms.map((a) => [a.arm, a]) : []);
+    const servedNode = $("served-arm");
+    servedNode.textContent = servedArm || "popularity (cold start, outside the policy)";
+    servedNode.dataset.arm = servedArm || "";
+    const served = servedArm && policy.arms.find((a) => a.arm === servedArm);
+    $("served-propensity").textContent = state.slate && !state.slate.cold_start
+      ? `(chosen with probability ${pct(state.slate.propensity)})` : "";
+
+    const body = $("arms-body");
+    body.replaceChildren();
+    for (const arm of policy.arms) {
+      const before = old.get(arm.arm);
+      const row = el("tr");
+      row.dataset.arm = arm.arm;
+      if (served && arm.arm === served.arm) row.classList.add("served");
+
+      const name = el("th", "arm-name", arm.arm);
+      name.scope = "row";
+      if (served && arm.arm === served.arm) name.append(" ", el("span", "badge", "served"));
+      row.append(name);
+
+      const posterior = el("td", "posterior");
+      const mean = el("span", "mean num", fmt(arm.posterior_mean));
+      mean.dataset.value = String(arm.posterior_mean);
+      posterior.append(mean);
+      if (before && before.posterior_mean !== arm.posterior_mean) {
+        const delta = arm.posterior_mean - before.posterior_mean;
+        posterior.append(" ", el("span", delta > 0 ? "delta up" : "delta down",
+                                 `${delta > 0 ? "▲" : "▼"}${Math.abs(delta).toFixed(3)}`));
+      }
+      const [low, high] = arm.credible_interval;
+      const interval = el("span", "interval num", `95%: ${fmt(low)} – ${fmt(high)}`);
+      interval.dataset.low = String(low);
+      interval.dataset.high = String(high);
+      posterior.append(interval);
+      const track = el("span", "track");
+      track.setAttribute("aria-hidden", "true");
+      const range = el("span", "range");
+      range.style.left = `${100 * low}%`;
+      range.style.width = `${100 * Math.max(high - low, 0.005)}%`;
+      const dot = el("span", "dot");
+      dot.style.left = `${100 * arm.posterior_mean}%`;
+      track.append(range, dot);
+      posterior.append(track);
+      row.append(posterior);
+
+      const counts = el("td", "counts num", `${arm.successes} / ${arm.failures}`);
+      counts.dataset.successes = String(arm.successes);
+      counts.dataset.failures = String(arm.failures);
+      row.append(counts);
+      const pulls = el("td", "pulls num", arm.pulls);
+      row.append(pulls);
+      row.append(el("td", "chance num", pct(arm.selection_probability)));
+
+      if (before) {
+        if (before.posterior_mean !== arm.posterior_mean) posterior.classList.add("changed");
+        if (before.successes !== arm.successes || before.failures !== arm.failures) {
+          counts.classList.add("changed");
+        }
+        if (before.pulls !== arm.pulls) pulls.classList.add("changed");
+      }
+      body.append(row);
+    }
+    const window = Math.round(policy.reward_window_s / 60);
+    $("policy-meta").textContent = `${policy.policy} sampling, policy version `
+      + `${policy.policy_version}, reward window ${window} min; `
+      + `updated ${new Date().toLocaleTimeString()}.`;
+  }
+
+  // ------------------------------------------------------------------ wiring
+  function readForm() {
+    const userText = $("user-id").value.trim();
+    const kText = $("k").value.trim();
+    // Range checks are the API's (its 422 message is shown); here only the shape.
+    if (!/^\d+$/.test(userText)) throw new Error("User id must be a whole number, e.g. 196.");
+    if (!/^\d+$/.test(kText)) throw new Error("Movies must be a whole number from 1 to 100.");
+    return { userText: userText.replace(/^0+(?=\d)/, ""), k: kText.replace(/^0+(?=\d)/, "") };
+  }
+
+  async function onSubmit(event) {
+    if (event) event.preventDefault();
+    if (state.busy) return;
+    clearError();
+    let form;
+    try {
+      form = readForm();
+    } catch (err) {
+      showError(err.message);
+      $("user-id").focus();
+      return;
+    }
+    const switching = form.userText !== state.userText;
+    state.userText = form.userText;
+    state.k = form.k;
+    if (switching) state.slate = null;
+    setBusy(true);
+    try {
+      const url = new URL(window.location.href);
+      url.searchParams.set("user", state.userText);
+      window.history.replaceState(null, "", url);
+      const { slate } = await loadRecommendations(null);
+      await refreshPolicy(slate.cold_start ? null : slate.arm);
+      setStatus(`${slate.items.length} movies for user ${state.userText}.`);
+    } catch (err) {
+      showError(err.message);
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  function onListClick(event) {
+    const button = event.target.closest("button[data-feedback]");
+    if (!button || button.disabled) return;
+    sendFeedback(Number(button.dataset.movieId), button.dataset.feedback, button);
+  }
+
+  async function poll() {
+    if (document.hidden || state.busy || !state.policy) return;
+    try {
+      const servedArm = $("served-arm").dataset.arm || null;
+      await refreshPolicy(servedArm);
+    } catch (err) {
+      $("policy-meta").textContent = `Could not refresh the policy: ${err.message}`;
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    const fromUrl = new URL(window.location.href).searchParams.get("user");
+    if (fromUrl && /^\d+$/.test(fromUrl)) $("user-id").value = fromUrl;
+    $("user-form").addEventListener("submit", onSubmit);
+    $("recs").addEventListener("click", onListClick);
+    window.setInterval(poll, POLL_MS);
+    onSubmit(null);
+  });
+})();

@@ -1,0 +1,219 @@
+"""The like/dislike demo page at ``GET /``: served assets, and the page in a real browser.
+
+The browser test runs Debian's headless Chromium (``/usr/bin/chromium``; ``.ci/run`` installs
+it where missing) through Playwright's Python API against ``recbandits serve`` in a real uvicorn
+process, on small synthetic arms so it starts in seconds. It is skipped only where Chromium or
+Playwright is missing, with the reason; under CI (``CI`` set) it fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from test_serving_support import ServiceProcess
+
+from serving.api.routes.demo import STATIC_DIR
+from serving.app import create_app
+from serving.settings import Settings
+from serving.store.tables import feedback
+
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+ARMS = "svd,autoencoder,popularity"
+ENV = {"RECBANDITS_SYNTHETIC_USERS": "120", "RECBANDITS_SYNTHETIC_ITEMS": "200",
+       "RECBANDITS_SYNTHETIC_RATINGS": "3000", "RECBANDITS_REFRESH_INTERVAL_S": "0.05"}
+USER = 5  # known to the synthetic arms, so its lists go through the policy
+
+
+# ---------------------------------------------------------------------------- served assets
+@pytest.fixture
+def plain_client(tmp_path: Path) -> TestClient:
+    # No lifespan: the page and its assets need neither arms nor store.
+    return TestClient(create_app(Settings(state_dir=tmp_path, db=f"sqlite:///{tmp_path}/s.db")))
+
+
+def test_page_and_assets_are_served_from_the_package(plain_client: TestClient) -> None:
+    page = plain_client.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "default-src 'self'" in csp
+    assert '<script src="/static/app.js" defer></script>' in page.text
+    assert '<ol id="recs"' in page.text and 'aria-live="polite"' in page.text
+
+    script = plain_client.get("/static/app.js")
+    style = plain_client.get("/static/style.css")
+    assert script.status_code == style.status_code == 200
+    assert "javascript" in script.headers["content-type"]
+    assert style.headers["content-type"].startswith("text/css")
+    assert script.text == (STATIC_DIR / "app.js").read_text()
+
+    assert plain_client.get("/static/missing.js").status_code == 404
+    assert plain_client.get("/static/../app.py").status_code == 404
+    # The page is not part of the API contract that clients (and the fuzzer) see.
+    assert "/" not in plain_client.get("/openapi.json").json()["paths"]
+
+
+def test_assets_load_nothing_from_elsewhere_and_never_parse_data_as_html() -> None:
+    texts = {p.name: p.read_text() for p in STATIC_DIR.iterdir()}
+    assert set(texts) == {"index.html", "app.js", "style.css"}
+    for name, text in texts.items():
+        assert not re.search(r"https?://|//cdn|@import|url\(", text), name
+    script = re.sub(r"^\s*//.*$", "", texts["app.js"], flags=re.MULTILINE)  # code, not comments
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+        assert sink not in script, sink
+    assert "<script>" not in texts["index.html"] and " style=" not in texts["index.html"]
+
+
+# ---------------------------------------------------------------------------- in a browser
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI must run the browser test)")
+    pytest.skip(reason)
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).is_file():
+        _unavailable("Chromium is not installed here and the test does not install system "
+                     "packages: run `apt-get install -y chromium` (.ci/run does)")
+    return path
+
+
+def _slate(page) -> list[dict]:
+    return page.eval_on_selector_all(
+        "#recs li.movie",
+        "els => els.map(e => ({movie: Number(e.dataset.movieId),"
+        " position: Number(e.dataset.position), genres: e.dataset.genres.split('|')}))")
+
+
+def _arm_numbers(page, arm: str) -> dict:
+    row = f"#arms-body tr[data-arm='{arm}']"
+    return {"mean": float(page.get_attribute(f"{row} .mean", "data-value")),
+            "successes": int(page.get_attribute(f"{row} .counts", "data-successes")),
+            "failures": int(page.get_attribute(f"{row} .counts", "data-failures")),
+            "pulls": int(page.text_content(f"{row} .pulls"))}
+
+
+def _wait_for_new_list(page, event_id: str) -> None:
+    # Selectors only: the page's CSP forbids the string evaluation wait_for_function uses.
+    page.wait_for_selector(f"#recs[aria-busy='false']:not([data-event-id='{event_id}']) li.movie",
+                           timeout=15_000)
+
+
+@pytest.mark.slow
+def test_dislike_in_a_real_browser_reshapes_the_list_and_updates_the_posterior(
+        tmp_path: Path) -> None:
+    executable = _chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        _unavailable(f"playwright is not installed: {exc} (pip install -e '.[dev]')")
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    server = ServiceProcess(["--dataset", "synthetic", "--arms", ARMS, "--seed", "1",
+                             "--state-dir", str(tmp_path / "state"), "--db", url],
+                            ENV, tmp_path / "server.log")
+    problems: list[str] = []
+    foreign: list[str] = []
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("request", lambda r: None if r.url.startswith((server.base, "data:"))
+                    else foreign.append(r.url))
+
+            page.goto(f"{server.base}/", wait_until="domcontentloaded")
+            # The default user (196) is unknown to the synthetic arms: the cold-start list.
+            page.wait_for_selector("#recs[aria-busy='false'] li.movie")
+            assert page.input_value("#user-id") == "196"
+            assert "unknown to the arms" in page.text_content("#served-by")
+
+            page.fill("#user-id", str(USER))
+            page.press("#user-id", "Enter")
+            page.wait_for_selector(f"#heading-user:text-is('{USER}')")
+            page.wait_for_selector("#recs[aria-busy='false'] li.movie")
+            before = _slate(page)
+            event_id = page.get_attribute("#recs", "data-event-id")
+            served = page.get_attribute("#recs", "data-arm")
+            assert page.get_attribute("#served-arm", "data-arm") == served
+            assert served in ARMS.split(",") and len(before) == 10
+            numbers_before = _arm_numbers(page, served)
+
+            # Dislike the highest-ranked movie that shares a genre with another one listed.
+            target = next(m for m in before if any(
+                set(m["genres"]) & set(o["genres"]) for o in before if o is not m))
+            lookalikes = [m for m in before if m is not target
+                          and set(m["genres"]) & set(target["genres"])]
+            page.click(f"#recs li.movie[data-movie-id='{target['movie']}'] button.dislike")
+            _wait_for_new_list(page, event_id)
+            after = _slate(page)
+            next_event = page.get_attribute("#recs", "data-event-id")
+            page.wait_for_selector("#last-reward:not([hidden])")
+            numbers_after = _arm_numbers(page, served)
+            status = page.text_content("#status")
+            last_reward = page.text_content("#last-reward")
+            page.screenshot(path=str(tmp_path / "demo_page.png"), full_page=True)
+
+            # Keyboard: focus is back on a dislike button; Shift+Tab reaches its like button.
+            assert page.evaluate("document.activeElement.dataset.feedback") == "dislike"
+            page.keyboard.press("Shift+Tab")
+            liked = int(page.evaluate("document.activeElement.dataset.movieId"))
+            assert page.evaluate("document.activeElement.dataset.feedback") == "like"
+            page.keyboard.press("Enter")
+            _wait_for_new_list(page, next_event)
+            assert liked not in {m["movie"] for m in _slate(page)}
+
+            # An API error (user id out of range) is shown, not swallowed.
+            assert page.is_hidden("#error")
+            problems_before_error = list(problems)
+            page.fill("#user-id", "0")
+            page.press("#user-id", "Enter")
+            page.wait_for_selector("#error:not([hidden])")
+            error = page.text_content("#error")
+            assert page.get_attribute("#error", "role") == "alert"
+            browser.close()
+        policy = httpx.get(f"{server.base}/policy").json()
+    finally:
+        server.stop()
+
+    # The list reacted: the disliked movie is gone and its look-alikes dropped.
+    positions = {m["movie"]: m["position"] for m in after}
+    assert target["movie"] not in positions
+    dropped = [m for m in lookalikes
+               if m["movie"] not in positions or positions[m["movie"]] > m["position"]]
+    assert lookalikes and dropped, (target, before, after)
+    assert f"{len(dropped)} of its {len(lookalikes)} look-alikes moved down or out" in status
+
+    # The feedback row is in the store, attributed to the decision the page showed.
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(
+            sa.select(feedback).where(feedback.c.user_id == USER).order_by(feedback.c.id))]
+    engine.dispose()
+    assert [(r["movie_id"], r["feedback_type"]) for r in rows] == [
+        (target["movie"], "dislike"), (liked, "like")]
+    assert rows[0]["event_id"] == event_id and rows[0]["arm"] == served
+    assert rows[0]["reward"] == 0.0 and rows[0]["counted"]
+
+    # The posterior panel moved with it: one more failure, a lower mean, as /policy says.
+    assert numbers_after["failures"] == numbers_before["failures"] + 1
+    assert numbers_after["successes"] == numbers_before["successes"]
+    assert numbers_after["mean"] < numbers_before["mean"]
+    assert f"gave {served} reward 0" in last_reward
+    api = {a["arm"]: a for a in policy["arms"]}
+    assert api[served]["failures"] == numbers_after["failures"]
+
+    assert error.startswith("422") and "user_id" in error
+    assert problems_before_error == [], problems_before_error
+    assert foreign == [], f"the page fetched from other hosts: {foreign}"
