@@ -186,11 +186,16 @@ def read_log(url: str, *, as_of: float | None = None, include_open: bool = False
         arms: list[str] = []
         parts: list[dict[str, Any]] = []
         with store.read_engine.connect() as conn:
-            n_cold = int(conn.execute(sa.select(sa.func.count()).select_from(decisions)
-                                      .where(decisions.c.cold_start)).scalar_one())
-            result = conn.execution_options(yield_per=partition).execute(stmt)
-            for rows in result.partitions(partition):
-                parts.append(_arrays(rows, arms))
+            if store.backend == "postgresql":
+                # the read engine autocommits; a server-side cursor needs a transaction (and
+                # REPEATABLE READ gives the count and the rows one snapshot)
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                n_cold = int(conn.execute(sa.select(sa.func.count()).select_from(decisions)
+                                          .where(decisions.c.cold_start)).scalar_one())
+                result = conn.execution_options(yield_per=partition).execute(stmt)
+                for rows in result.partitions(partition):
+                    parts.append(_arrays(rows, arms))
         observations, _ = store.replay_observations()
         source = store.describe()
     finally:
