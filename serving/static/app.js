@@ -97,14 +97,22 @@
     for (const button of $("recs").querySelectorAll("button")) button.disabled = busy;
   }
 
-  // MovieLens titles carry the year and put articles last: "Usual Suspects, The (1995)".
-  function displayTitle(title, year) {
+  // MovieLens titles carry the film's year and put articles last: "Usual Suspects, The (1995)".
+  // That year wins over the catalogue's `year`, which comes from a (sometimes later) release date.
+  function splitTitle(title, year) {
     let text = String(title);
-    if (year !== null && year !== undefined) {
-      text = text.replace(new RegExp(`\\s*\\(${year}\\)\\s*$`), "");
+    let shown = year === null || year === undefined ? null : year;
+    const inTitle = text.match(/^(.*?)\s*\((\d{4})\)\s*$/);
+    if (inTitle) {
+      text = inTitle[1];
+      shown = Number(inTitle[2]);
     }
     const article = text.match(/^(.*), (The|A|An)$/);
-    return article ? `${article[2]} ${article[1]}` : text;
+    return { name: article ? `${article[2]} ${article[1]}` : text, year: shown };
+  }
+
+  function displayTitle(title, year) {
+    return splitTitle(title, year).name;
   }
 
   function sharedGenres(a, b) {
@@ -152,10 +160,9 @@
       li.append(el("span", "position", item.position));
 
       const info = el("div", "info");
-      const title = el("h3", "title", displayTitle(item.title, item.year));
-      if (item.year !== null && item.year !== undefined) {
-        title.append(" ", el("span", "year", `(${item.year})`));
-      }
+      const split = splitTitle(item.title, item.year);
+      const title = el("h3", "title", split.name);
+      if (split.year !== null) title.append(" ", el("span", "year", `(${split.year})`));
       info.append(title);
       const genres = el("ul", "genres");
       genres.setAttribute("aria-label", "Genres");
@@ -177,13 +184,15 @@
         const shared = sharedGenres(item.genres, target.genres);
         if (shared.length) {
           li.classList.add("lookalike", reaction.type === "dislike" ? "disliked-like" : "liked-like");
-          notes.append(el("span", "lookalike-tag", `shares ${shared.join(", ")} with “${target.name}”`));
+          const tag = el("span", "lookalike-tag", `shares ${shared.join(", ")}`);
+          tag.title = `shares ${shared.join(", ")} with “${target.name}”`;
+          notes.append(tag);
         }
       }
       if (notes.childNodes.length) info.append(notes);
       li.append(info);
 
-      const name = `${displayTitle(item.title, item.year)}${item.year ? ` (${item.year})` : ""}`;
+      const name = `${split.name}${split.year !== null ? ` (${split.year})` : ""}`;
       const actions = el("div", "actions");
       actions.append(feedbackButton("like", "More like this", "👍", name, item),
                      feedbackButton("dislike", "Less of this", "👎", name, item));
