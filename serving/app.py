@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
@@ -25,6 +24,7 @@ from serving.api.routes import admin, demo, feedback, health, policy, recommenda
 from serving.errors import ServingError, StoreUnavailableError
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.settings import Settings
+from serving.store.repository import database_errors, store_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -99,9 +99,18 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
         return JSONResponse({"detail": exc.message, "code": exc.code},
                             status_code=exc.status_code, headers=headers)
 
-    @app.exception_handler(sa.exc.OperationalError)
-    async def store_error(request: Request, exc: sa.exc.OperationalError) -> JSONResponse:
-        return await serving_error(request, StoreUnavailableError(f"the store failed: {exc}"))
+    async def store_error(request: Request, exc: Exception) -> JSONResponse:
+        # The one mapping of database failures to HTTP: an outage or a lock is a 503 with
+        # Retry-After (see store_unavailable); anything else from the store is a bug (500).
+        error = store_unavailable(exc)
+        if error is None:
+            logger.error("store error on %s %s", request.method, request.url.path, exc_info=exc)
+            return JSONResponse({"detail": "internal error of the store", "code": "internal"},
+                                status_code=500)
+        return await serving_error(request, error)
+
+    for error_class in database_errors():
+        app.add_exception_handler(error_class, store_error)
 
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,

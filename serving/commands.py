@@ -64,7 +64,7 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
     """
     if arms is not None and list(arms) != list(settings.arms):
         raise ValueError(f"arms names {list(arms)} must equal settings.arms {settings.arms}")
-    store = Store(settings.resolved_db_url())
+    store = Store(settings.resolved_db_url(), timeout_s=settings.store_timeout_s)
     store.create_schema(settings.arms)
     catalog = catalog if catalog is not None else load_catalog(settings)
     state_dir = settings.resolved_state_dir()
@@ -128,7 +128,7 @@ def rebuild_state(settings: Settings, out: TextIO = sys.stdout) -> int:
     Prints, per arm, the stored successes, failures and pulls beside the replay's, then
     whether the policy rebuilt by replay equals the policy restored from the store.
     """
-    store = Store(settings.resolved_db_url())
+    store = Store(settings.resolved_db_url(), timeout_s=settings.store_timeout_s)
     try:
         stored = store.arm_counts()
         observations, pulls = store.replay_observations()

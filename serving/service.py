@@ -30,7 +30,12 @@ import numpy as np
 from arms.data.dataset import Dataset
 from arms.errors import unknown_id_message
 from serving.armset import ArmSet, file_lock, load_arms, refit_like, save_arms, training_set
-from serving.errors import EventConflictError, EventNotFoundError, InvalidInputError
+from serving.errors import (
+    EventConflictError,
+    EventNotFoundError,
+    InvalidInputError,
+    StoreUnavailableError,
+)
 from serving.policy import PolicyModel, PolicySnapshot
 from serving.schemas import FeedbackIn
 from serving.session import session_adjust
@@ -109,6 +114,7 @@ class RecommendationService:
     def _refresh_loop(self) -> None:
         # At most one rebuild per refresh interval: the selection probabilities cost ~20 ms.
         interval = self.settings.refresh_interval_s
+        outage = False
         while not self._stopping.is_set():
             self._refresh_wanted.wait(interval)
             self._refresh_wanted.clear()
@@ -116,8 +122,17 @@ class RecommendationService:
                 return
             try:
                 self.refresh()
-            except Exception:  # a store outage must not kill the thread; next tick retries
+            except StoreUnavailableError as exc:  # once per outage, not once per tick
+                if not outage:
+                    logger.warning("cannot refresh the policy until the store is back: %s",
+                                   exc.message)
+                outage = True
+            except Exception:  # must not kill the thread; next tick retries
                 logger.exception("refreshing the policy from the store failed")
+            else:
+                if outage:
+                    logger.warning("the store is back; policy refreshed")
+                outage = False
             self._stopping.wait(interval / 2)
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:

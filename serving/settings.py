@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     score_cache_size : int
         (arm, user) score vectors each worker keeps (float32; 4 bytes per item each; 0 turns
         the cache off). Scores only change with a retrain, which starts a fresh cache.
+    store_timeout_s : float
+        Longest wait for the store (SQLite's write lock, a PostgreSQL connection) before a
+        request is answered 503 with ``Retry-After`` (default 10).
     max_body_bytes : int
         Largest request body accepted (413 beyond).
     cors_origins : list of str
@@ -105,6 +108,7 @@ class Settings(BaseSettings):
     batch_max: int = Field(512, ge=1)
     propensity_grid: int = Field(2048, ge=2)
     score_cache_size: int = Field(4096, ge=0)
+    store_timeout_s: float = Field(10.0, gt=0, le=600)
     max_body_bytes: int = Field(16_384, ge=256)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: str = "warning"

@@ -22,3 +22,19 @@ def movielens():
         if os.environ.get("CI"):
             raise
         pytest.skip(f"MovieLens 100K not available locally: {exc}")
+
+
+@pytest.fixture(scope="session")
+def serving_catalog():
+    """A small synthetic catalogue with MovieLens's schema for the serving fault/fuzz tests."""
+    from arms.data import make_synthetic
+
+    return make_synthetic(120, 200, 3000, random_state=0)
+
+
+@pytest.fixture(scope="session")
+def serving_arms(serving_catalog):
+    """SVD and popularity fitted on ``serving_catalog`` (seconds, not minutes, to build)."""
+    from serving.armset import fit_arms
+
+    return fit_arms(["svd", "popularity"], serving_catalog, seed=0)

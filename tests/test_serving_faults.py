@@ -8,9 +8,13 @@ connection, and stop and restart a PostgreSQL server of their own under a runnin
 
 from __future__ import annotations
 
+import asyncio
 import io
 import signal
+import sqlite3
 import threading
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -18,14 +22,16 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 from test_serving_process import ENV, serve_args
-from test_serving_support import ServiceProcess
+from test_serving_support import PostgresServer, ServiceProcess, postgres
 
+from arms.data.dataset import Dataset
+from serving.app import create_app
 from serving.commands import rebuild_state
+from serving.errors import StoreUnavailableError
 from serving.settings import Settings
 from serving.store.tables import arm_state, decisions, feedback
-
-ARMS = ["svd", "popularity"]
 
 
 def read_table(url: str, table: sa.Table) -> list[dict[str, Any]]:
@@ -130,3 +136,194 @@ def test_sigkill_mid_burst_loses_no_acknowledged_feedback(tmp_path: Path) -> Non
     assert sum(r["successes"] + r["failures"] for r in state.values()) == len(payloads)
     assert {a["arm"]: (a["successes"], a["failures"]) for a in policy["arms"]} == {
         arm: (r["successes"], r["failures"]) for arm, r in state.items()}
+
+
+# ---------------------------------------------------------------------------- outages
+SMALL_ARMS = ["svd", "popularity"]
+
+
+def small_settings(tmp_path: Path, db: str | None = None, **extra: Any) -> Settings:
+    return Settings(state_dir=tmp_path / "state", db=db, arms=SMALL_ARMS, seed=3,
+                    store_timeout_s=0.3, refresh_interval_s=0.05, **extra)
+
+
+def like(client: TestClient, user: int, position: int = 0) -> httpx.Response:
+    slate = client.get("/recommendations", params={"user_id": user, "k": 5}).json()
+    return client.post("/feedback", json={"user_id": user, "feedback_type": "like",
+                                          "movie_id": slate["items"][position]["movie_id"],
+                                          "event_id": slate["event_id"]})
+
+
+def assert_unavailable(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == str(StoreUnavailableError.retry_after_s)
+    body = response.json()
+    assert body["code"] == "store_unavailable" and "retry later" in body["detail"]
+    assert "[SQL" not in body["detail"], "the message must not leak SQL"
+
+
+def table_sizes(url: str) -> dict[str, int]:
+    return {t.name: len(read_table(url, t)) for t in (decisions, feedback, arm_state)}
+
+
+def test_locked_sqlite_store_is_a_503_and_recovers_by_itself(
+        tmp_path: Path, serving_catalog: Dataset, serving_arms: dict) -> None:
+    settings = small_settings(tmp_path)
+    url = settings.resolved_db_url()
+    with TestClient(create_app(settings, catalog=serving_catalog, arms=serving_arms)) as client:
+        assert like(client, 1).status_code == 201
+        slate = client.get("/recommendations", params={"user_id": 2, "k": 5}).json()
+        payload = {"user_id": 2, "movie_id": slate["items"][0]["movie_id"],
+                   "feedback_type": "dislike", "event_id": slate["event_id"]}
+        before = (table_sizes(url), client.get("/policy").json())
+
+        # Another process holds the write lock (as a long migration or a backup would).
+        holder = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            assert_unavailable(client.post("/feedback", json=payload))
+            assert_unavailable(client.get("/recommendations", params={"user_id": 3}))
+            with ThreadPoolExecutor(6) as pool:  # queued together: one batch, one 503 each
+                burst = list(pool.map(lambda _: client.post("/feedback", json=payload),
+                                      range(6)))
+            for response in burst:
+                assert_unavailable(response)
+            # WAL readers never wait for the writer: the posterior and health stay readable.
+            assert client.get("/policy").json() == before[1]
+            assert client.get("/health").status_code == 200
+            assert "locked" in client.post("/feedback", json=payload).json()["detail"]
+        finally:
+            holder.rollback()
+            holder.close()
+        assert (table_sizes(url), client.get("/policy").json()) == before
+
+        # The lock is gone: the same requests succeed, without a restart.
+        stored = client.post("/feedback", json=payload)
+        assert stored.status_code == 201 and stored.json()["policy_updated"]
+        assert client.post("/feedback", json=payload).status_code == 200
+        assert like(client, 3).status_code == 201
+    assert_state_is_the_log(url, ",".join(SMALL_ARMS), tmp_path / "state")
+    assert table_sizes(url)["feedback"] == 3
+
+
+class StoppablePostgres(PostgresServer):
+    """A PostgreSQL cluster of the test's own, so stopping it disturbs no other test."""
+
+    def ctl(self, action: str) -> None:
+        self._run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-l",
+                   str(self.root / "log"), "-w", "-t", "30", "-m", "fast", "-o",
+                   f"-h 127.0.0.1 -p {self.port} -k {self.root} -c fsync=off", action])
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[StoppablePostgres]:
+    postgres()  # skips (or fails on CI) with the reason when PostgreSQL cannot run here
+    server = StoppablePostgres()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_stopped_postgres_is_a_503_and_the_service_recovers_when_it_returns(
+        tmp_path: Path, serving_catalog: Dataset, serving_arms: dict,
+        own_postgres: StoppablePostgres) -> None:
+    url = own_postgres.create_database()
+    settings = small_settings(tmp_path, db=url)
+    with TestClient(create_app(settings, catalog=serving_catalog, arms=serving_arms)) as client:
+        assert like(client, 1).status_code == 201
+        slate = client.get("/recommendations", params={"user_id": 2, "k": 5}).json()
+        payload = {"user_id": 2, "movie_id": slate["items"][1]["movie_id"],
+                   "feedback_type": "like", "event_id": slate["event_id"]}
+        before = client.get("/policy").json()
+
+        own_postgres.ctl("stop")
+        assert_unavailable(client.post("/feedback", json=payload))
+        assert_unavailable(client.get("/recommendations", params={"user_id": 3}))
+        assert_unavailable(client.get("/policy"))
+        assert_unavailable(client.get("/health"))
+        own_postgres.ctl("start")
+
+        # Pooled connections died with the server; the service reconnects on its own.
+        for _ in range(100):
+            if client.get("/health").status_code == 200:
+                break
+            time.sleep(0.1)
+        assert client.get("/policy").json() == before, "a 503 must have changed nothing"
+        assert client.post("/feedback", json=payload).status_code == 201
+        assert like(client, 3).status_code == 201
+    assert table_sizes(url) == {"decisions": 3, "feedback": 3, "arm_state": 2}
+    assert_state_is_the_log(url, ",".join(SMALL_ARMS), tmp_path / "state")
+
+
+class FlakyStore:
+    """Stands in for :class:`Store` in the writer: every write fails with ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.calls: list[int] = []
+        self.release = threading.Event()
+
+    def write_batch(self, decision_rows: list, feedback_writes: list) -> None:
+        self.calls.append(len(decision_rows) + len(feedback_writes))
+        self.release.wait(10)  # hold the first batch until the others are queued behind it
+        raise self.error
+
+
+@pytest.mark.parametrize("outage", [True, False])
+def test_writer_fails_a_batch_at_once_on_an_outage_and_isolates_other_errors(
+        outage: bool) -> None:
+    from serving.store import GroupCommitWriter
+
+    error: Exception = (
+        sa.exc.OperationalError("BEGIN IMMEDIATE", {}, sqlite3.OperationalError("database is "
+                                                                                "locked"))
+        if outage else sa.exc.IntegrityError("INSERT", {}, sqlite3.IntegrityError("bad row")))
+    store = FlakyStore(error)
+    writer = GroupCommitWriter(store, batch_max=64)  # type: ignore[arg-type]
+
+    async def scenario() -> list[BaseException | None]:
+        writer.start(asyncio.get_running_loop())
+        first = asyncio.ensure_future(writer.write_decision({"n": 0}))
+        while not store.calls:
+            await asyncio.sleep(0.001)
+        rest = [asyncio.ensure_future(writer.write_decision({"n": i})) for i in range(1, 6)]
+        await asyncio.sleep(0.05)
+        store.release.set()
+        results = await asyncio.gather(first, *rest, return_exceptions=True)
+        if hasattr(writer, "aclose"):
+            await writer.aclose()
+        else:
+            await asyncio.get_running_loop().run_in_executor(None, writer.stop)
+        return results
+
+    results = asyncio.run(scenario())
+    assert len(results) == 6
+    if outage:
+        # One attempt for the first write, one for the five queued behind it: an outage costs
+        # each waiting request one time-out, not one per write ahead of it.
+        assert store.calls == [1, 5]
+        assert all(isinstance(r, StoreUnavailableError) for r in results)
+        assert "database is locked" in str(results[0])
+    else:
+        assert store.calls == [1, 5, 1, 1, 1, 1, 1]  # a bug in one write spares its batch
+        assert all(r is error for r in results)
+
+
+def test_only_outages_map_to_store_unavailable() -> None:
+    from serving.store.repository import store_unavailable
+
+    locked = sa.exc.OperationalError("UPDATE arm_state SET x = 1", {},
+                                     sqlite3.OperationalError("database is locked"))
+    error = store_unavailable(locked)
+    assert isinstance(error, StoreUnavailableError) and error.status_code == 503
+    assert "database is locked" in error.message and "UPDATE" not in error.message
+    disconnect = sa.exc.DBAPIError("SELECT 1", {}, Exception("server closed the connection"),
+                                   connection_invalidated=True)
+    assert "server closed" in store_unavailable(disconnect).message
+    assert store_unavailable(sqlite3.OperationalError("unable to open database file"))
+    assert store_unavailable(sa.exc.TimeoutError("QueuePool limit reached"))
+    assert store_unavailable(sa.exc.IntegrityError("INSERT", {}, Exception("dup"))) is None
+    assert store_unavailable(sqlite3.IntegrityError("dup")) is None
+    assert store_unavailable(ValueError("no")) is None

@@ -14,6 +14,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -48,6 +49,32 @@ POSITIVE_TYPES = ("like", "click")
 RATING_OF_TYPE = {"like": 5.0, "dislike": 1.0}
 
 
+def store_unavailable(exc: BaseException) -> StoreUnavailableError | None:
+    """The 503 error for ``exc`` if it means the store is down, unreachable or locked, else None.
+
+    The one place that decides which database errors are outages: SQLAlchemy's operational,
+    interface and pool time-out errors, any DBAPI error that invalidated its connection (a
+    disconnect), and the raw ``sqlite3``/``psycopg`` operational errors of the fast read path.
+    The message names the driver's reason, never the SQL.
+    """
+    if isinstance(exc, StoreUnavailableError):
+        return exc
+    if isinstance(exc, sa.exc.DBAPIError):
+        if not (exc.connection_invalidated
+                or isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)):
+            return None
+        reason: BaseException = exc.orig if exc.orig is not None else exc
+    elif isinstance(exc, sa.exc.TimeoutError) or _is_operational(exc):
+        reason = exc
+    else:
+        return None
+    lines = str(reason).strip().splitlines()
+    text = lines[0] if lines else type(reason).__name__
+    error = StoreUnavailableError(f"the store is unavailable ({text}); retry later")
+    error.__cause__ = exc
+    return error
+
+
 def unavailable_on_db_error(fn: Callable[P, R]) -> Callable[P, R]:
     """Turn a lost connection or a lock time-out into :class:`StoreUnavailableError` (503)."""
 
@@ -55,8 +82,11 @@ def unavailable_on_db_error(fn: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError) as exc:
-            raise StoreUnavailableError(f"the store is unavailable: {exc.orig or exc}") from exc
+        except Exception as exc:
+            error = store_unavailable(exc)
+            if error is None:
+                raise
+            raise error from exc
 
     return wrapper
 
@@ -112,6 +142,18 @@ def _is_operational(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.OperationalError)
 
 
+def database_errors() -> tuple[type[BaseException], ...]:
+    """Every exception class a store call can raise from SQLAlchemy or a driver."""
+    classes: list[type[BaseException]] = [sa.exc.DBAPIError, sa.exc.TimeoutError, sqlite3.Error]
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        pass
+    else:
+        classes.append(psycopg.Error)
+    return tuple(classes)
+
+
 class Store:
     """The service's database.
 
@@ -122,9 +164,21 @@ class Store:
         ``postgresql+psycopg://user@host:port/db``.
     sqlite_synchronous : {"FULL", "NORMAL"}, default "FULL"
         SQLite's durability: FULL survives power loss, NORMAL survives a crash of the process.
+    timeout_s : float, default 10.0
+        Longest wait for SQLite's write lock, a PostgreSQL connection or a pooled connection;
+        beyond it the operation fails with :class:`StoreUnavailableError` (HTTP 503).
+
+    Raises
+    ------
+    ValueError
+        If ``url`` is not a file SQLite or a PostgreSQL URL, or ``timeout_s`` is not positive.
     """
 
-    def __init__(self, url: str, *, sqlite_synchronous: str = "FULL") -> None:
+    def __init__(self, url: str, *, sqlite_synchronous: str = "FULL",
+                 timeout_s: float = 10.0) -> None:
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s!r}")
+        self.timeout_s = float(timeout_s)
         self.url = sa.engine.make_url(url)
         self.backend = self.url.get_backend_name()
         if self.backend not in ("sqlite", "postgresql"):
@@ -137,10 +191,13 @@ class Store:
             self.read_engine = self._sqlite_engine(immediate=False, sync=sqlite_synchronous)
             self._insert = sqlite.insert
         else:
+            connect = {"connect_timeout": max(1, math.ceil(self.timeout_s))}
             self.write_engine = sa.create_engine(self.url, pool_size=2, max_overflow=2,
-                                                 pool_pre_ping=True)
+                                                 pool_pre_ping=True, connect_args=connect,
+                                                 pool_timeout=self.timeout_s)
             self.read_engine = sa.create_engine(self.url, pool_size=8, max_overflow=8,
-                                                pool_pre_ping=True,
+                                                pool_pre_ping=True, connect_args=connect,
+                                                pool_timeout=self.timeout_s,
                                                 isolation_level="AUTOCOMMIT")
             self._insert = postgresql.insert
         self._param = "?" if self.backend == "sqlite" else "%s"
@@ -159,7 +216,9 @@ class Store:
             "DO NOTHING RETURNING id")
 
     def _sqlite_engine(self, *, immediate: bool, sync: str) -> Engine:
-        engine = sa.create_engine(self.url, pool_size=8, max_overflow=8)
+        engine = sa.create_engine(self.url, pool_size=8, max_overflow=8,
+                                  pool_timeout=self.timeout_s)
+        busy_ms = int(self.timeout_s * 1000)
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -168,7 +227,7 @@ class Store:
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute(f"PRAGMA synchronous={sync}")
-            cursor.execute("PRAGMA busy_timeout=10000")
+            cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
             cursor.close()
 
         @event.listens_for(engine, "begin")
@@ -269,20 +328,22 @@ class Store:
             with contextlib.suppress(Exception):
                 if conn is not None:
                     conn.close()
-            if _is_operational(exc):
-                raise StoreUnavailableError(f"the store is unavailable: {exc}") from exc
+            error = store_unavailable(exc)
+            if error is not None:
+                raise error from exc
             raise
 
     def _raw_connect(self) -> Any:
         if self.backend == "sqlite":
             conn = sqlite3.connect(self.url.database, isolation_level=None,
-                                   check_same_thread=False, timeout=10)
+                                   check_same_thread=False, timeout=self.timeout_s)
             conn.execute("PRAGMA query_only=ON")
             return conn
         import psycopg
 
         conninfo = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        return psycopg.connect(conninfo, autocommit=True, connect_timeout=5)
+        return psycopg.connect(conninfo, autocommit=True,
+                               connect_timeout=max(1, math.ceil(self.timeout_s)))
 
     def user_feedback(self, user_id: int) -> list[tuple[int, str, float]]:
         """``(movie_id, feedback_type, created_at)`` of every feedback of ``user_id``."""

@@ -20,10 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
-
-from serving.errors import ServingError, StoreUnavailableError
-from serving.store.repository import BatchResult, FeedbackResult, FeedbackWrite, Store
+from serving.errors import StoreUnavailableError
+from serving.store.repository import (
+    BatchResult,
+    FeedbackResult,
+    FeedbackWrite,
+    Store,
+    store_unavailable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -152,8 +156,12 @@ class GroupCommitWriter:
                 job.last = now
                 try:
                     job.fn()
-                except Exception:  # a failed refresh must not kill the writer
-                    logger.exception("periodic job %s failed", job.name)
+                except Exception as exc:  # a failed job must not kill the writer
+                    unavailable = store_unavailable(exc)
+                    if unavailable is None:
+                        logger.exception("periodic job %s failed", job.name)
+                    else:
+                        logger.warning("periodic job %s: %s", job.name, unavailable.message)
 
     def _commit(self, batch: list[_Item]) -> None:
         decisions = [i for i in batch if i.kind == "decision"]
@@ -162,8 +170,12 @@ class GroupCommitWriter:
             result = self.store.write_batch([i.payload for i in decisions],
                                             [i.payload for i in feedback])
         except Exception as exc:
-            if len(batch) == 1:
-                self._resolve([(batch[0], None, _as_serving_error(exc))])
+            unavailable = store_unavailable(exc)
+            if len(batch) == 1 or unavailable is not None:
+                # An outage fails the whole batch at once (503): retrying each write alone
+                # would hold every later request for one more time-out per write.
+                error = unavailable if unavailable is not None else exc
+                self._resolve([(item, None, error) for item in batch])
                 return
             # One bad write must not fail its neighbours: retry each alone.
             logger.warning("batch of %d failed (%s); retrying one by one", len(batch), exc)
@@ -194,14 +206,6 @@ def _set_results(outcomes: list[tuple[_Item, Any, BaseException | None]]) -> Non
             item.future.set_exception(error)
         else:
             item.future.set_result(result)
-
-
-def _as_serving_error(exc: BaseException) -> BaseException:
-    if isinstance(exc, ServingError):
-        return exc
-    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.TimeoutError):
-        return StoreUnavailableError(f"the store is unavailable: {exc}")
-    return exc
 
 
 __all__ = ["BatchResult", "GroupCommitWriter", "PeriodicJob"]
