@@ -135,8 +135,7 @@ def pacing(rate: float | None, connections: int) -> str:
         return ""
     per_connection_ms = 1000.0 * connections / rate
     # Jitter so the connections do not fire in lock-step.
-    return ("delay = function() return %.3f * (0.5 + math.random()) end\n"
-            % per_connection_ms)
+    return f"delay = function() return {per_connection_ms:.3f} * (0.5 + math.random()) end\n"
 
 
 def wrk(base: str, script: str, seconds: float, connections: int, tmp: Path) -> dict[str, float]:

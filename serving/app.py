@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -52,6 +53,9 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
         from serving.service import RecommendationService
         from serving.store import GroupCommitWriter, PeriodicJob
 
+        # The event loop shares the GIL with the writer and refresher threads; a short switch
+        # interval bounds how long a request waits for it after a read or a commit wake-up.
+        sys.setswitchinterval(settings.switch_interval_s)
         resources = await run_in_threadpool(prepare, settings, catalog=catalog, arms=arms)
         model = PolicyModel(settings.arms, prior_alpha=settings.prior_alpha,
                             prior_beta=settings.prior_beta,
@@ -63,6 +67,7 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
             resources.store, batch_max=settings.batch_max,
             jobs=[PeriodicJob("settle", settings.sweep_interval_s, service.settle)],
             on_counted=service.policy_changed,
+            inline=resources.store.inline_commits,
         )
         writer.start(asyncio.get_running_loop())
         service.writer = writer
@@ -70,7 +75,7 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
         try:
             yield
         finally:
-            await run_in_threadpool(writer.stop)
+            await writer.aclose()
             service.close()
             resources.store.dispose()
 

@@ -9,6 +9,8 @@ matching) with the advantage that the propensity logged is exactly the probabili
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -42,6 +44,9 @@ class PolicySnapshot:
     pmf: np.ndarray
     cdf: np.ndarray
     policy: ThompsonSampling
+    pmf_by_arm: dict[str, float] = dataclasses.field(default_factory=dict)
+    #: ``pmf_by_arm`` as JSON, serialised once for every decision logged under this snapshot.
+    pmf_json: str = "{}"
 
 
 class PolicyModel:
@@ -89,7 +94,9 @@ class PolicyModel:
         pmf /= pmf.sum()
         cdf = np.cumsum(pmf)
         cdf[-1] = 1.0
-        return PolicySnapshot(version, dict(counts), pmf, cdf, policy)
+        by_arm = dict(zip(self.arms, pmf.tolist(), strict=True))
+        return PolicySnapshot(version, dict(counts), pmf, cdf, policy, by_arm,
+                              json.dumps(by_arm))
 
     def replay(self, observations: Iterable[tuple[float, str, float]]) -> ThompsonSampling:
         """A fresh policy fed every ``(time, arm, reward)`` through ``update``, in order.

@@ -14,7 +14,9 @@ next retrain, after which the user is known) but updates no arm.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import os
 import threading
 import time
 import uuid
@@ -40,7 +42,7 @@ from serving.policy import PolicyModel, PolicySnapshot
 from serving.schemas import FeedbackIn
 from serving.session import session_adjust
 from serving.settings import Settings
-from serving.store import FeedbackResult, FeedbackWrite, Store
+from serving.store import ArmCounts, FeedbackResult, FeedbackWrite, Store
 from serving.store.repository import RATING_OF_TYPE
 
 logger = logging.getLogger(__name__)
@@ -95,7 +97,7 @@ class RecommendationService:
     def start(self) -> None:
         """Read the state once, then keep it fresh in a background thread."""
         self.refresh()
-        threading.Thread(target=self.arm_set.warm, name="recbandits-warm", daemon=True).start()
+        self.arm_set.warm()  # before the first request, so none pays for scoring
         self._refresher = threading.Thread(target=self._refresh_loop, daemon=True,
                                            name="recbandits-refresh")
         self._refresher.start()
@@ -133,7 +135,7 @@ class RecommendationService:
                 if outage:
                     logger.warning("the store is back; policy refreshed")
                 outage = False
-            self._stopping.wait(interval / 2)
+            self._stopping.wait(interval)
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         # An indexed read of a local SQLite file in WAL mode takes ~10 us and never waits for
@@ -147,8 +149,15 @@ class RecommendationService:
         """Re-read counts and version from the store (writer thread); start loading new arms."""
         meta, counts = self.store.state()
         version = meta.version if meta else self.arm_set.version
-        if self.snapshot.counts != counts or self.snapshot.version != version:
+        old = self.snapshot
+        if old.version != version or any(
+                (c.successes, c.failures) != (o.successes, o.failures)
+                for c, o in ((counts.get(a), old.counts.get(a, ArmCounts()))
+                             for a in self.policy_model.arms) if c is not None):
             self.snapshot = self.policy_model.snapshot(counts, version)
+        elif old.counts != counts:
+            # Only pulls moved: the posterior and the probabilities are unchanged.
+            self.snapshot = dataclasses.replace(old, counts=counts)
         if meta and meta.version > self.arm_set.version and self._loading is None:
             self._loading = threading.Thread(target=self._load_version, args=(meta.version,
                                              meta.arms_dir), name="recbandits-arms", daemon=True)
@@ -192,15 +201,15 @@ class RecommendationService:
             choice = int(np.searchsorted(snapshot.cdf, self.rng.random(), side="right"))
             choice = min(choice, len(arms.names) - 1)
             arm = arms.names[choice]
-            pmf = dict(zip(arms.names, snapshot.pmf.tolist(), strict=True))
-            propensity = pmf[arm]
+            pmf = snapshot.pmf_json
+            propensity = snapshot.pmf_by_arm[arm]
             scores = arms.user_scores(arm, user)
         liked, disliked = self._exclude_and_split(scores, history, arms, now)
         scores = session_adjust(scores, liked, disliked, arms.genre_unit,
                                 self.settings.session_strength)
         top, values = top_k_row(scores, k)
         slate = arms.item_ids[top].tolist()
-        event_id = uuid.uuid4().hex
+        event_id = os.urandom(16).hex()  # 128 random bits, like uuid4, 20x cheaper
         context = {"known_user": not cold_start, "k": k, "session_likes": int(liked.size),
                    "session_dislikes": int(disliked.size)}
         await self.writer.write_decision({

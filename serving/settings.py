@@ -66,6 +66,8 @@ class Settings(BaseSettings):
         How often each worker settles expired decisions.
     batch_max : int
         Most writes committed in one group-commit transaction.
+    switch_interval_s : float
+        Python's thread switch interval in the worker (``sys.setswitchinterval``).
     propensity_grid : int
         Quadrature intervals of Thompson Sampling's selection probabilities.
     score_cache_size : int
@@ -106,6 +108,7 @@ class Settings(BaseSettings):
     refresh_interval_s: float = Field(0.2, gt=0)
     sweep_interval_s: float = Field(5.0, gt=0)
     batch_max: int = Field(512, ge=1)
+    switch_interval_s: float = Field(0.0005, gt=0, le=0.1)
     propensity_grid: int = Field(2048, ge=2)
     score_cache_size: int = Field(4096, ge=0)
     store_timeout_s: float = Field(10.0, gt=0, le=600)
