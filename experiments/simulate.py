@@ -26,6 +26,7 @@ users first.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import functools
@@ -42,7 +43,7 @@ from tqdm import tqdm
 
 from experiments import config as cfg
 from experiments.config import HINDSIGHT_POLICY_ID, ExperimentConfig, PolicyConfig
-from experiments.executors import make_executor
+from experiments.executors import Executor, make_executor
 
 logger = logging.getLogger(__name__)
 
@@ -588,6 +589,7 @@ def run(
     progress: bool = True,
     plots: bool = True,
     on_note: Callable[[str], None] | None = None,
+    executor: Executor | None = None,
 ) -> SimulationResults:
     """Run an experiment and write its reports.
 
@@ -605,6 +607,9 @@ def run(
     on_note : callable, optional
         Receives one-line notes (e.g. the synthetic-data fallback) as they happen; they are
         also logged and kept in ``results.notes``.
+    executor : Executor, optional
+        An open executor to run on (left open), instead of the one the config names; lets
+        several experiments share one Dask cluster or pool of processes.
 
     Returns
     -------
@@ -628,8 +633,11 @@ def run(
     bar = tqdm(total=len(config.policies) * config.runs, unit="run", disable=not progress,
                desc=config.name, dynamic_ncols=True)
     try:
-        with make_executor(config.executor, workers=config.workers,
-                           scheduler=config.scheduler) as executor:
+        own = executor is None
+        if own:
+            executor = make_executor(config.executor, workers=config.workers,
+                                     scheduler=config.scheduler)
+        with executor if own else contextlib.nullcontext(executor):
             # 2. the environment, probed on a worker: building it fits the arms there, once
             #    per process, where the tasks will need them (the data fallback applies there).
             env = executor.call(probe_env, config)

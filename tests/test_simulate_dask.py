@@ -27,26 +27,35 @@ CONFIG = {
 }
 
 
+@pytest.fixture(scope="module")
+def cluster():
+    """A real LocalCluster with two worker processes, shared by this module's tests."""
+    with make_executor("dask", workers=2) as executor:
+        yield executor
+
+
 @pytest.mark.slow
-def test_dask_local_cluster_equals_local_executor():
+def test_dask_local_cluster_equals_local_executor(cluster):
+    assert isinstance(cluster, DaskExecutor)
+    workers = cluster.client.scheduler_info()["workers"]
+    assert len(workers) == 2
     config = cfg.from_dict(CONFIG)
     local = simulate.run(cfg.override(config, workers=1), write=False, progress=False)
-    distributed = simulate.run(
-        cfg.override(config, executor="dask", workers=2), write=False, progress=False
-    )
+    distributed = simulate.run(config, write=False, progress=False, executor=cluster)
     pd.testing.assert_frame_equal(local.steps, distributed.steps)
     pd.testing.assert_frame_equal(local.summary, distributed.summary)
     assert (local.summary.runs == 4).all()
+    # the tasks really ran in the cluster's worker processes (which imported the simulation)
+    imported = cluster.client.run(
+        lambda: __import__("sys").modules.get("experiments.simulate") is not None
+    )
+    assert any(imported.values())
 
 
 @pytest.mark.slow
-def test_dask_executor_runs_on_two_worker_processes():
-    with make_executor("dask", workers=2) as executor:
-        assert isinstance(executor, DaskExecutor)
-        info = executor.client.scheduler_info()
-        assert len(info["workers"]) == 2
-        results = dict(executor.imap_unordered(abs, [-1, -2, -3]))
-    assert results == {0: 1, 1: 2, 2: 3}
+def test_dask_executor_maps_and_calls(cluster):
+    assert dict(cluster.imap_unordered(abs, [-1, -2, -3])) == {0: 1, 1: 2, 2: 3}
+    assert cluster.call(abs, -4) == 4
 
 
 def test_local_executor_rejects_a_scheduler():
