@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 import pytest
 
@@ -50,6 +52,17 @@ def test_dask_local_cluster_equals_local_executor(cluster):
         lambda: __import__("sys").modules.get("experiments.simulate") is not None
     )
     assert any(imported.values())
+
+
+@pytest.mark.slow
+def test_scheduler_address_joins_an_existing_cluster(cluster):
+    address = cluster.client.scheduler.address  # e.g. tcp://127.0.0.1:40123
+    config = cfg.override(cfg.from_dict(CONFIG), executor="dask", scheduler=address,
+                          policies=["TS"])
+    joined = simulate.run(config, write=False, progress=False)
+    local = simulate.run(dataclasses.replace(config, executor="local", scheduler=None, workers=1),
+                         write=False, progress=False)
+    pd.testing.assert_frame_equal(joined.summary, local.summary)
 
 
 @pytest.mark.slow
