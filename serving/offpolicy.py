@@ -341,11 +341,10 @@ def candidate_policies(log: DecisionLog, *,
         raise ValueError(f"ts_states must be an int >= 1, got {ts_states!r}")
     n, K = log.n, len(log.arms)
     out: dict[str, np.ndarray] = {}
+    # constant policies as read-only broadcast views: no (n, K) memory each
     for k, arm in enumerate(log.arms):
-        p = np.zeros((n, K))
-        p[:, k] = 1.0
-        out[f"always:{arm}"] = p
-    out["uniform"] = np.full((n, K), 1.0 / K)
+        out[f"always:{arm}"] = np.broadcast_to(np.eye(K)[k], (n, K))
+    out["uniform"] = np.broadcast_to(np.full(K, 1.0 / K), (n, K))
     s, f = log.counts_before()
     out["greedy"] = argmax_set_probabilities((s + 1.0) / (s + f + 2.0))
     block = math.ceil(n / ts_states)
