@@ -15,9 +15,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from arms.base import Recommender
 from arms.data.dataset import Dataset
@@ -117,6 +119,18 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
     for error_class in database_errors():
         app.add_exception_handler(error_class, store_error)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if isinstance(exc, _BodyTooLargeError):  # cut off while FastAPI was reading it
+            return exc.response()
+        if exc.status_code == 400 and exc.__cause__ is not None:
+            # FastAPI answers 400 to a body it cannot decode (invalid UTF-8, ...); the API
+            # promises 422 with a message for every malformed body.
+            return JSONResponse({"detail": f"the request body is not valid JSON: "
+                                           f"{str(exc.__cause__)[:200]}",
+                                 "code": "malformed_body"}, status_code=422)
+        return await http_exception_handler(request, exc)
+
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["Content-Type"])
@@ -153,7 +167,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _BodyTooLargeError
+                    raise _BodyTooLargeError(self.max_bytes)
             return message
 
         try:
@@ -162,10 +176,13 @@ class BodyLimitMiddleware:
             await self._reject(scope, receive, send)
 
     async def _reject(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        response = JSONResponse({"detail": f"request body larger than {self.max_bytes} bytes",
-                                 "code": "body_too_large"}, status_code=413)
-        await response(scope, receive, send)
+        await _BodyTooLargeError(self.max_bytes).response()(scope, receive, send)
 
 
-class _BodyTooLargeError(Exception):
-    pass
+class _BodyTooLargeError(StarletteHTTPException):
+    # An HTTPException, so FastAPI's body reader lets it through instead of answering 400.
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"request body larger than {max_bytes} bytes")
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"detail": self.detail, "code": "body_too_large"}, status_code=413)

@@ -48,7 +48,7 @@ class FeedbackIn(BaseModel):
     movie_id: int = Field(ge=1, le=MAX_ID)
     feedback_type: FeedbackType
     event_id: str | None = Field(
-        default=None, pattern=EVENT_ID_PATTERN,
+        default=None, pattern=EVENT_ID_PATTERN, min_length=32, max_length=32,
         description="Decision that showed the movie; omitted: the latest such decision of this "
                     "user within the reward window",
     )
