@@ -38,6 +38,7 @@ propensities between refreshes use the last refreshed statistics. The buffer is 
 
 from __future__ import annotations
 
+import functools
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -186,6 +187,15 @@ class Draws:
         return self._each(lambda g, s, n: g.standard_gamma(shape[s], dtype=shape.dtype))
 
 
+@functools.lru_cache(maxsize=32)
+def row_starts(n_rows: int, n_cols: int) -> np.ndarray:
+    """Flat offsets ``0, n_cols, 2 n_cols, ...`` of the rows of a C-contiguous array (cached,
+    read-only: the per-step scatters and gathers of a simulation reuse it)."""
+    out = np.arange(0, n_rows * n_cols, n_cols)
+    out.flags.writeable = False
+    return out
+
+
 def add_to_pulled(arr: np.ndarray, arms: np.ndarray, values: np.ndarray | float) -> None:
     """``arr[r, arms[r]] += values[r]`` for every run r, in place; ``arr`` is (R, K).
 
@@ -194,10 +204,25 @@ def add_to_pulled(arr: np.ndarray, arms: np.ndarray, values: np.ndarray | float)
     """
     R, K = arr.shape[0], arr.shape[1]
     if arr.ndim == 2 and arr.flags.c_contiguous:
-        flat = arr.reshape(-1)
-        flat[np.arange(0, R * K, K) + arms] += values
+        arr.reshape(-1)[row_starts(R, K) + arms] += values
     else:
         arr[np.arange(R), arms] += values
+
+
+def row_sums(counts: np.ndarray) -> np.ndarray:
+    """Row sums ``(R,)`` of (R, K) counts as a matrix-vector product (several times faster than
+    ``sum(axis=1)`` on a short last axis; exact for integer-valued counts below 2**53, or
+    2**24 in float32)."""
+    return counts @ np.ones(counts.shape[1], dtype=counts.dtype)
+
+
+def row_max(scores: np.ndarray) -> np.ndarray:
+    """``scores.max(axis=1, keepdims=True)`` for (R, K) scores, as a gather at the row-wise
+    argmax (a reduction along a short last axis is several times slower)."""
+    if scores.ndim != 2 or not scores.flags.c_contiguous:
+        return scores.max(axis=1, keepdims=True)
+    R, K = scores.shape
+    return scores.reshape(-1)[row_starts(R, K) + scores.argmax(axis=1)][:, None]
 
 
 def argmax_random_ties(scores: np.ndarray, draws: Draws) -> np.ndarray:
@@ -206,13 +231,12 @@ def argmax_random_ties(scores: np.ndarray, draws: Draws) -> np.ndarray:
     Always draws ``(R, K)`` uniforms so every step consumes the same amount of randomness.
     """
     u = draws.random((scores.shape[1],))
-    is_max = scores >= scores.max(axis=1, keepdims=True)
-    return np.where(is_max, u, -1.0).argmax(axis=1)
+    return np.where(scores >= row_max(scores), u, -1.0).argmax(axis=1)
 
 
 def argmax_set_probabilities(scores: np.ndarray) -> np.ndarray:
     """Exact propensities of :func:`argmax_random_ties`: uniform over each row's maxima."""
-    is_max = scores >= scores.max(axis=1, keepdims=True)
+    is_max = scores >= row_max(scores)
     return is_max / is_max.sum(axis=1, keepdims=True)
 
 

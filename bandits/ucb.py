@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from scipy.special import xlogy
 
-from bandits._means import empirical_means, init_mean_stats, mean_learn
+from bandits._means import init_mean_stats, mean_learn
 from bandits.base import (
     BatchedPolicy,
     BatchState,
@@ -27,6 +27,7 @@ from bandits.base import (
     RandomState,
     argmax_random_ties,
     argmax_set_probabilities,
+    row_sums,
 )
 from bandits.errors import check_real
 
@@ -40,16 +41,172 @@ def bernoulli_kl(p: np.ndarray | float, q: np.ndarray | float) -> np.ndarray:
         return xlogy(p, p) - xlogy(p, q) + xlogy(1 - p, 1 - p) - xlogy(1 - p, 1 - q)
 
 
-def kl_ucb_upper(means: np.ndarray, budget: np.ndarray, *, tol: float = 1e-6,
-                 max_iter: int = 100) -> np.ndarray:
-    """Largest q in [p, 1] with kl(p, q) <= d, vectorised over any shape.
+def _neg_entropy(p: np.ndarray) -> np.ndarray:
+    """``p log p + (1 - p) log(1 - p)``, the part of ``kl(p, q)`` that does not depend on q."""
+    return xlogy(p, p) + xlogy(1.0 - p, 1.0 - p)
 
-    Newton's method on the convex, increasing ``q -> kl(p, q) - d`` started above the root at
-    the smaller of two closed-form upper bounds (Pinsker's ``p + sqrt(d / 2)`` and
+
+def _kl_from(p: np.ndarray, neg_entropy: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``kl(p, q)`` for q in (0, 1] given ``_neg_entropy(p)``."""
+    return neg_entropy - p * np.log(q) - (1.0 - p) * np.log1p(-q)
+
+
+def _kl_ucb_solve(p: np.ndarray, d: np.ndarray, tol: float, max_iter: int,
+                  start: np.ndarray | None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Core of :func:`kl_ucb_upper` on flat float64 arrays (p in [0, 1], d >= 0).
+
+    Callers hold ``np.errstate(divide="ignore", invalid="ignore", over="ignore")`` (the
+    ``q = 1`` and ``p in {0, 1}`` edges).
+
+    Returns
+    -------
+    index : ndarray
+        The smallest multiple ``m * tol`` at or above the root (capped at 1); the closed forms
+        ``p`` where ``d = 0`` and 1 where ``p = 1``.
+    grid : ndarray
+        ``m`` (float), NaN where a closed form was used.
+    kl_at_index : ndarray
+        ``kl(p, index)`` where the index was verified on the grid, ``+inf`` where ``p = 1``
+        and ``-inf`` elsewhere (see :func:`_kl_ucb_cached`).
+    iterate : ndarray
+        Newton's last iterate (a hair above the root): the best warm start for a later call.
+    """
+    # Closed-form upper bounds: Pinsker's p + sqrt(d / 2), and where that reaches 1,
+    # 1 - (1 - p) exp(-(d - p log p) / (1 - p)) (tight near q = 1).
+    upper = p + np.sqrt(0.5 * d)
+    big = np.flatnonzero(upper >= 1.0)
+    if big.size:
+        pb, db = p[big], d[big]
+        upper[big] = 1.0 - (1.0 - pb) * np.exp(-(db - xlogy(pb, pb))
+                                              / np.where(pb < 1, 1.0 - pb, 1.0))
+    upper = np.minimum(upper, 1.0)
+    q = np.where(d > 0, upper, p)
+    grid = np.full(p.shape, np.nan)
+    kl_q = np.where(p >= 1.0, np.inf, -np.inf)
+    raw = q.copy()
+    idx = np.flatnonzero((d > 0) & (upper < 1.0))  # implies p < upper < 1
+    if idx.size == 0:
+        return q, grid, kl_q, raw
+    pa, ua = p[idx], upper[idx]
+    negent = _neg_entropy(pa)
+    ne = negent - d[idx]
+    # kl(p, .) - d is convex and increasing on [p, 1): a Newton step from ANY point of (p, 1)
+    # lands at or above the root (from below it overshoots), and from above it decreases
+    # monotonically to the root. So a warm start (e.g. the last step's iterate: the root moves
+    # little between steps) only needs to lie in (p, 1); capping by the closed-form bound keeps
+    # a far-off guess from overshooting past 1.
+    if start is None:
+        qa = ua
+    else:
+        s = start[idx]
+        qa = np.where((s > pa) & (s < ua), s, ua)
+    raw_a = qa
+    pos = None
+    for _ in range(max_iter):
+        step = (ne - pa * np.log(qa) - (1.0 - pa) * np.log1p(-qa)) \
+            * (qa * (1.0 - qa)) / (qa - pa)
+        qa = np.minimum(np.maximum(qa - step, pa), ua)
+        # per-entry stopping (converged entries are frozen): each entry follows the same
+        # trajectory however the inputs are batched
+        go = np.abs(step) > tol
+        if pos is None:
+            raw_a = qa
+        else:
+            raw_a[pos] = qa
+        if not go.any():
+            break
+        pos = np.flatnonzero(go) if pos is None else pos[go]
+        pa, ne, ua, qa = pa[go], ne[go], ua[go], qa[go]
+    # A NaN step (cannot happen for q in (p, 1)) falls back to the closed-form bound.
+    raw_a = np.fmin(raw_a, upper[idx])
+    raw[idx] = raw_a
+    # Round up to the grid m * tol, then verify: step down while kl(p, (m - 1) tol) >= d.
+    # The result, the smallest grid point whose kl reaches d, depends on (p, d) only, not on
+    # the start: ties between identical arms stay exact and every path agrees.
+    pa, da = p[idx], d[idx]
+    m = np.ceil(raw_a / tol)
+    below = (m - 1.0) * tol
+    down = np.flatnonzero(below > pa)
+    for _ in range(max_iter):
+        down = down[_kl_from(pa[down], negent[down], below[down]) >= da[down]]
+        if down.size == 0:
+            break
+        m[down] -= 1.0
+        below[down] = (m[down] - 1.0) * tol
+        down = down[below[down] > pa[down]]
+    qa = np.minimum(m * tol, 1.0)
+    q[idx] = qa
+    grid[idx] = m
+    kl_q[idx] = _kl_from(pa, negent, qa)
+    return q, grid, kl_q, raw
+
+
+_CACHE_KEYS = ("kl_ucb_mean", "kl_ucb_budget", "kl_ucb_index", "kl_ucb_grid", "kl_ucb_kl",
+               "kl_ucb_iterate")
+
+
+def _kl_ucb_cached(means: np.ndarray, budget: np.ndarray, tol: float,
+                   cache: dict[str, Any]) -> np.ndarray:
+    """:func:`kl_ucb_upper` of C-contiguous ``means`` and ``budget``, re-solving only what moved.
+
+    The cache holds, per entry, the mean ``p`` and budget ``d`` last solved, the index
+    ``q = m * tol``, ``kl(p, q)`` and Newton's last iterate. The root grows with the budget, so
+    for an entry whose mean is unchanged and whose budget has not decreased the root is still
+    above ``(m - 1) * tol`` (verified when ``q`` was solved), and ``q`` is still the index while
+    ``d <= kl(p, q)``. When the budget just passed ``kl(p, q)`` (the root crossed the grid
+    point) the index moves up one point if ``d <= kl(p, (m + 1) tol)``. In a simulation step
+    that settles every arm but the pulled one with a comparison or one evaluation; the rest are
+    solved warm from the cached iterates. The result is the same as without the cache.
+    """
+    size = means.size
+    if cache.get("kl_ucb_index") is None or cache["kl_ucb_index"].size != size \
+            or cache["kl_ucb_tol"] != tol:
+        cache["kl_ucb_tol"] = np.float64(tol)
+        for key in _CACHE_KEYS:
+            cache[key] = np.full(size, np.inf if key == "kl_ucb_budget" else np.nan)
+    mean_c, budget_c, q_c, grid_c, kl_c, iter_c = (cache[k] for k in _CACHE_KEYS)
+    p, d = means.reshape(-1), budget.reshape(-1)
+    same = (p == mean_c) & (d >= budget_c)
+    budget_c[...] = d
+    need = ~(same & (d <= kl_c))
+    moved = np.flatnonzero(need)
+    if moved.size:
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            # the grid point above, where m * tol < 1 (otherwise kl_c is inf: never moved)
+            up = moved[same[moved] & (grid_c[moved] * tol < 1.0)]
+            if up.size:
+                pu = p[up]
+                q_up = np.minimum((grid_c[up] + 1.0) * tol, 1.0)
+                kl_up = _kl_from(pu, _neg_entropy(pu), q_up)
+                ok = d[up] <= kl_up
+                up = up[ok]
+                q_c[up], grid_c[up], kl_c[up] = q_up[ok], grid_c[up] + 1.0, kl_up[ok]
+                need[up] = False
+                moved = np.flatnonzero(need)
+            if moved.size:
+                ps = p[moved]
+                q_c[moved], grid_c[moved], kl_c[moved], iter_c[moved] = _kl_ucb_solve(
+                    ps, d[moved], tol, 100, iter_c[moved])
+                mean_c[moved] = ps
+    return q_c.reshape(means.shape)
+
+
+def kl_ucb_upper(means: np.ndarray, budget: np.ndarray, *, tol: float = 1e-6,
+                 max_iter: int = 100, start: np.ndarray | None = None) -> np.ndarray:
+    """Largest q in [p, 1] with kl(p, q) <= d, to ``tol`` from above, vectorised over any shape.
+
+    The result is the smallest multiple of ``tol`` at or above the root, so it is never below
+    the true index and less than ``tol`` above it; that is verified by the sign of
+    ``kl(p, q') - d`` at the multiple ``q'`` just below. It depends on ``(p, d)`` only (not on
+    ``start``), so equal inputs give equal indices whatever path computed them.
+
+    The root is found by Newton's method on the convex, increasing ``q -> kl(p, q) - d``,
+    started at ``start`` where given and inside ``(p, 1)`` (a warm start such as the previous
+    step's root: one Newton step from any such point lands above the root) and otherwise at the
+    smaller of two closed-form upper bounds (Pinsker's ``p + sqrt(d / 2)`` and
     ``1 - (1 - p) exp(-(d - p log p) / (1 - p))``, which is tight near q = 1). From above Newton
-    decreases monotonically to the root, so the result is never below it; iteration stops once
-    every step is below ``tol`` (the remaining error is then far below ``tol``: convergence is
-    quadratic).
+    decreases monotonically to the root; each entry stops once its step is below ``tol``.
 
     Parameters
     ----------
@@ -58,74 +215,70 @@ def kl_ucb_upper(means: np.ndarray, budget: np.ndarray, *, tol: float = 1e-6,
     budget : ndarray
         d >= 0, broadcastable to ``means``.
     tol : float, default 1e-6
-        Stopping tolerance on q.
+        Grid of the result (> 0): the index is less than ``tol`` above the root.
     max_iter : int, default 100
-        Safety cap on the iterations.
+        Safety cap on the Newton iterations and on the verification steps.
+    start : ndarray, optional
+        Starting guesses, broadcastable to the inputs (unusable ones are ignored).
 
     Returns
     -------
     ndarray
-        The index q, same shape as the broadcast inputs.
+        The index q, same shape as the broadcast inputs (``p`` where ``d = 0``, 1 where
+        ``p = 1``).
     """
     p, d = np.broadcast_arrays(np.asarray(means, dtype=np.float64),
                                np.asarray(budget, dtype=np.float64))
     shape = p.shape
     p = np.clip(p.reshape(-1), 0.0, 1.0)
     d = np.maximum(d.reshape(-1), 0.0)
+    s = None if start is None else np.broadcast_to(
+        np.asarray(start, dtype=np.float64), shape).reshape(-1)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        pinsker = p + np.sqrt(d / 2.0)
-        near_one = 1.0 - (1.0 - p) * np.exp(-(d - xlogy(p, p)) / np.where(p < 1, 1.0 - p, 1.0))
-        q = np.where(p >= 1.0, 1.0, np.clip(np.minimum(pinsker, near_one), p, 1.0))
-        active = (p < 1.0) & (d > 0) & (q > p) & (q < 1.0)
-        # Whole-array iterations (converged entries take ~zero steps) beat fancy indexing on the
-        # small (runs, arms) arrays of a simulation step; the negative entropy is loop-invariant.
-        neg_entropy = xlogy(p, p) + xlogy(1.0 - p, 1.0 - p) - d
-        qa = np.where(active, q, 0.5)
-        for _ in range(max_iter):
-            f = neg_entropy - p * np.log(qa) - (1.0 - p) * np.log1p(-qa)
-            step = f * (qa * (1.0 - qa)) / (qa - p)
-            step = np.where(active & np.isfinite(step), step, 0.0)
-            qa = np.maximum(qa - step, p)
-            if not (np.abs(step) > tol).any():
-                break
-        q = np.where(active, qa, q)
-    return q.reshape(shape)
-    return q
+        return _kl_ucb_solve(p, d, float(tol), max_iter, s)[0].reshape(shape)
 
 
 def ucb1_indices(pulls: np.ndarray, reward_sum: np.ndarray, exploration: float) -> np.ndarray:
     """UCB1 index per run and arm, (R, K) from (R, K) statistics."""
-    t = pulls.sum(axis=1, keepdims=True)
-    means = empirical_means(pulls, reward_sum)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        bonus = np.sqrt(exploration * np.log(np.maximum(t, 1)) / pulls)
-    return np.where(pulls > 0, means + bonus, np.inf)
+    t = row_sums(pulls)
+    n = np.maximum(pulls, 1)  # unpulled arms get inf below; no division by zero
+    bonus = np.sqrt((exploration * np.log(np.maximum(t, 1)))[:, None] / n)
+    return np.where(pulls > 0, reward_sum / n + bonus, np.inf)
 
 
 def kl_ucb_indices(pulls: np.ndarray, reward_sum: np.ndarray, c: float, tol: float, *,
-                   only_argmax: bool = False) -> np.ndarray:
+                   only_argmax: bool = False, cache: dict[str, Any] | None = None
+                   ) -> np.ndarray:
     """KL-UCB index per run and arm, (R, K) from (R, K) statistics.
 
-    With ``only_argmax=True`` the exact index is computed only for arms that can hold the row's
-    maximum: arms whose upper bound (Pinsker, ``p + sqrt(d / 2)``) is below the largest lower
-    bound in the row (from ``kl <= chi^2``, the root of ``(q - p)^2 = d q (1 - q)``) get that
-    upper bound instead. The row-wise argmax (and its tie set) is unchanged, which is all
-    selection needs, at a fraction of the cost; the other entries are then not the indices.
+    With ``cache`` (a dict kept between calls, e.g. a state's scratch buffers) only the entries
+    whose index may have moved are re-solved, warm (see :func:`_kl_ucb_cached`); every entry is
+    the exact index and ``only_argmax`` has no effect. The values do not depend on the cache.
+
+    Without a cache and with ``only_argmax=True`` the exact index is computed only for arms that
+    can hold the row's maximum: arms whose upper bound (Pinsker, ``p + sqrt(d / 2)``) is below
+    the largest lower bound in the row (from ``kl <= chi^2``, the root of
+    ``(q - p)^2 = d q (1 - q)``) get that upper bound instead. The row-wise argmax (and its tie
+    set) is unchanged, which is all selection needs; the other entries are then not the indices.
     """
-    t = np.maximum(pulls.sum(axis=1, keepdims=True), 1).astype(np.float64)
+    t = np.maximum(row_sums(pulls), 1).astype(np.float64)[:, None]
     log_t = np.log(t)
-    explore = log_t + c * np.log(np.maximum(log_t, 1.0))
+    explore = log_t + c * np.log(np.maximum(log_t, 1.0)) if c else log_t
     seen = pulls > 0
-    n = np.where(seen, pulls, 1)
-    means = np.where(seen, reward_sum / n, 0.0)
-    d = np.broadcast_to(explore / n, means.shape)
+    inv_n = 1.0 / np.where(seen, pulls, 1).astype(np.float64)
+    means = np.minimum(np.maximum(reward_sum * inv_n, 0.0), 1.0)  # unseen: sums are 0
+    d = explore * inv_n
+    if cache is not None:
+        return np.where(seen, _kl_ucb_cached(means, d, float(tol), cache), np.inf)
     if not only_argmax:
         return np.where(seen, kl_ucb_upper(means, d, tol=tol), np.inf)
     upper = np.minimum(means + np.sqrt(d / 2.0), 1.0)
     b = 2.0 * means + d
     lower = (b + np.sqrt(np.maximum(b * b - 4.0 * (1.0 + d) * means**2, 0.0))) / (2.0 * (1.0 + d))
     lower = np.where(seen, lower, np.inf)
-    candidate = upper >= lower.max(axis=1, keepdims=True)
+    # the margin absorbs rounding: at p = 1 the lower bound evaluates to 1 + 1 ulp, above a
+    # Pinsker bound capped at 1, which would wrongly rule out every arm whose bound reached 1
+    candidate = upper >= lower.max(axis=1, keepdims=True) - 1e-9
     out = np.where(seen, upper, np.inf)
     idx = np.flatnonzero(candidate & seen)
     out.reshape(-1)[idx] = kl_ucb_upper(means.reshape(-1)[idx], d.reshape(-1)[idx], tol=tol)
@@ -137,8 +290,8 @@ class _IndexPolicy(BatchedPolicy):
     reward_high = 1.0
     per_arm_stats = ("pulls", "reward_sum")
 
-    def _indices(self, stats: dict[str, np.ndarray], *, only_argmax: bool = False
-                 ) -> np.ndarray:
+    def _indices(self, stats: dict[str, np.ndarray], *, only_argmax: bool = False,
+                 cache: dict[str, Any] | None = None) -> np.ndarray:
         raise NotImplementedError
 
     def _init_stats(self, n_runs: int, n_arms: int, dtype: Any) -> dict[str, np.ndarray]:
@@ -146,7 +299,8 @@ class _IndexPolicy(BatchedPolicy):
 
     def _choose(self, state: BatchState, draws: Draws, contexts: np.ndarray | None
                 ) -> np.ndarray:
-        return argmax_random_ties(self._indices(state.stats, only_argmax=True), draws)
+        return argmax_random_ties(
+            self._indices(state.stats, only_argmax=True, cache=state.scratch), draws)
 
     def _learn(self, stats: dict[str, np.ndarray], arms: np.ndarray, rewards: np.ndarray,
                contexts: np.ndarray | None) -> None:
@@ -154,7 +308,7 @@ class _IndexPolicy(BatchedPolicy):
 
     def _probabilities(self, state: BatchState, contexts: np.ndarray | None
                        ) -> tuple[np.ndarray, np.ndarray]:
-        p = argmax_set_probabilities(self._indices(state.stats))
+        p = argmax_set_probabilities(self._indices(state.stats, cache=state.scratch))
         return p, np.zeros_like(p)
 
     def indices(self) -> np.ndarray:
@@ -185,8 +339,8 @@ class UCB1(_IndexPolicy):
     def _check_params(self) -> None:
         check_real(self.exploration, "exploration", low=0.0, low_open=True)
 
-    def _indices(self, stats: dict[str, np.ndarray], *, only_argmax: bool = False
-                 ) -> np.ndarray:
+    def _indices(self, stats: dict[str, np.ndarray], *, only_argmax: bool = False,
+                 cache: dict[str, Any] | None = None) -> np.ndarray:
         return ucb1_indices(stats["pulls"], stats["reward_sum"], float(self.exploration))
 
 
@@ -218,7 +372,7 @@ class KLUCB(_IndexPolicy):
         check_real(self.c, "c", low=0.0)
         check_real(self.tol, "tol", low=0.0, high=0.1, low_open=True)
 
-    def _indices(self, stats: dict[str, np.ndarray], *, only_argmax: bool = False
-                 ) -> np.ndarray:
+    def _indices(self, stats: dict[str, np.ndarray], *, only_argmax: bool = False,
+                 cache: dict[str, Any] | None = None) -> np.ndarray:
         return kl_ucb_indices(stats["pulls"], stats["reward_sum"], float(self.c),
-                              float(self.tol), only_argmax=only_argmax)
+                              float(self.tol), only_argmax=only_argmax, cache=cache)
