@@ -69,7 +69,7 @@ def test_sigkill_mid_burst_loses_no_acknowledged_feedback(tmp_path: Path) -> Non
     try:
         with httpx.Client(base_url=server.base, timeout=30) as client:
             slates = [client.get("/recommendations", params={"user_id": u, "k": 5}).json()
-                      for u in range(1, 101)]
+                      for u in range(1, 61)]
         payloads = [{"user_id": s["user_id"], "movie_id": item["movie_id"],
                      "feedback_type": ("like", "dislike", "click")[(i + j) % 3],
                      "event_id": s["event_id"]}
@@ -102,7 +102,7 @@ def test_sigkill_mid_burst_loses_no_acknowledged_feedback(tmp_path: Path) -> Non
                 f.result()
     finally:
         server.stop(signal.SIGKILL)
-    assert len(payloads) == 500
+    assert len(payloads) == 300
     # Killed mid-burst: some requests were answered, some got no answer.
     assert len(payloads) // 3 <= len(acknowledged) < len(payloads)
     assert lost, "the kill should have caught requests in flight"
