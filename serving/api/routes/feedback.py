@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 
-from serving.api.deps import MetricsDep, ServiceDep
 from serving.errors import ServingError
 from serving.schemas import FeedbackIn, FeedbackOut
 from serving.store.repository import RATING_OF_TYPE
@@ -24,19 +23,20 @@ ERRORS = {
              responses={200: {"model": FeedbackOut,
                               "description": "the same feedback was already stored"},
                         **ERRORS})
-async def post_feedback(body: FeedbackIn, service: ServiceDep, metrics: MetricsDep,
-                        response: Response) -> FeedbackOut:
+async def post_feedback(body: FeedbackIn, request: Request, response: Response) -> FeedbackOut:
     """Store the feedback and reward the arm of the decision that showed the movie.
 
     Returns 201 with the stored row, or 200 with the row stored earlier when the same
     ``(event, movie, feedback_type)`` was already received (it counts once). The response's
     ``policy_updated`` and ``note`` say whether (and why not) the policy learned from it.
     """
-    result = await service.feedback(body)
+    # The hot path reads app state directly: each Depends() costs a dependency-solving pass.
+    state = request.app.state
+    result = await state.service.feedback(body)
     if not result.created:
         response.status_code = status.HTTP_200_OK
     else:
-        metrics.feedback.labels(body.feedback_type.value).inc()
+        state.metrics.feedback.labels(body.feedback_type.value).inc()
     row = result.row
     return FeedbackOut(
         id=row["id"], user_id=row["user_id"], movie_id=row["movie_id"],

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
-from serving.api.deps import MetricsDep, ServiceDep
 from serving.schemas import MAX_ID, MAX_K, RecommendationOut
 
 router = APIRouter(tags=["recommendations"])
@@ -14,8 +13,7 @@ router = APIRouter(tags=["recommendations"])
 
 @router.get("/recommendations", response_model=RecommendationOut)
 async def recommendations(
-    service: ServiceDep,
-    metrics: MetricsDep,
+    request: Request,
     user_id: Annotated[int, Query(ge=1, le=MAX_ID, description="Raw user id")],
     k: Annotated[int, Query(ge=1, le=MAX_K, description="Slate size")] = 10,
 ) -> RecommendationOut:
@@ -25,8 +23,10 @@ async def recommendations(
     promote movies of similar genres and its dislikes demote them. A user unknown to the arms
     is served by popularity outside the policy (``cold_start: true``, propensity 1).
     """
-    result = await service.recommend(user_id, k)
-    metrics.decisions.labels(result.arm).inc()
+    # The hot path reads app state directly: each Depends() costs a dependency-solving pass.
+    state = request.app.state
+    result = await state.service.recommend(user_id, k)
+    state.metrics.decisions.labels(result.arm).inc()
     return RecommendationOut(
         event_id=result.event_id, user_id=result.user_id, arm=result.arm,
         propensity=result.propensity, policy_version=result.policy_version,
