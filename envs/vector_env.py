@@ -120,6 +120,8 @@ class RecommenderArmsVectorEnv(VectorEnv):
             )
         sim = self.simulator
         self._fatigue = sim.user_model.new_fatigue(self.num_envs, sim.n_arms)
+        # A full reset starts every episode now, so no sub-env owes an autoreset step.
+        self._autoreset[:] = False
         self._reset_envs(self._all)
         self._started = True
         return self.simulator.contexts[self._users], self._reset_info(self._all)

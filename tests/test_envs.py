@@ -346,3 +346,20 @@ def test_vector_env_seeds_from_a_list_and_spaces_are_batched(toy):
     assert np.array_equal(obs[1], single.reset(seed=6)[0])
     assert vec.observation_space.shape == (3, len(vec.unwrapped.feature_names))
     assert obs in vec.observation_space and vec.action_space.shape == (3,)
+
+
+def test_vector_reset_after_truncation_serves_the_next_step(toy):
+    """A reset() right after truncation starts fresh episodes: no pending autoreset step."""
+    kwargs = {"dataset": toy, "arms": ARMS, "max_episode_steps": 3}
+    vec = gymnasium.make_vec("recbandits/MovieLensSim-v0", num_envs=2, **kwargs)
+    single = gymnasium.make("recbandits/MovieLensSim-v0", **kwargs)
+    vec.reset(seed=8)
+    for _ in range(3):
+        *_, vtrunc, _ = vec.step(np.zeros(2, dtype=np.int64))
+    assert vtrunc.all()
+    vec.reset(seed=21)
+    single.reset(seed=21)
+    _, vrew, _, _, vinfo = vec.step(np.ones(2, dtype=np.int64))
+    _, reward, _, _, info = single.step(1)
+    assert vinfo["_slate"].all() and np.isfinite(vinfo["expected_rewards"]).all()
+    assert vrew[0] == reward and np.array_equal(vinfo["slate"][0], info["slate"])
