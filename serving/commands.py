@@ -108,11 +108,12 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-def retrain(settings: Settings, out: TextIO = sys.stdout) -> int:
+def retrain(settings: Settings, out: TextIO | None = None) -> int:
     """Refit the arms on the base data plus feedback ratings and publish a new version.
 
     A running service picks the new version up within its refresh interval.
     """
+    out = out if out is not None else sys.stdout  # looked up per call: tests redirect it
     resources = prepare(settings)
     version, n_ratings, _ = retrain_arms(settings, resources.store, resources.catalog,
                                          resources.arm_set.models)
@@ -122,12 +123,13 @@ def retrain(settings: Settings, out: TextIO = sys.stdout) -> int:
     return 0
 
 
-def rebuild_state(settings: Settings, out: TextIO = sys.stdout) -> int:
+def rebuild_state(settings: Settings, out: TextIO | None = None) -> int:
     """Replay the decision log and compare with the stored posterior; 0 if they match, 1 if not.
 
     Prints, per arm, the stored successes, failures and pulls beside the replay's, then
     whether the policy rebuilt by replay equals the policy restored from the store.
     """
+    out = out if out is not None else sys.stdout  # looked up per call: tests redirect it
     store = Store(settings.resolved_db_url(), timeout_s=settings.store_timeout_s)
     try:
         stored = store.arm_counts()
