@@ -2,9 +2,11 @@
 
 :func:`simulate_bernoulli` and :func:`simulate_gaussian` advance ``runs`` independent runs of a
 policy's batched core in lockstep for ``horizon`` steps, drawing rewards from Bernoulli(means[k])
-or N(means[k], sds[k]^2). They return a :class:`SimulationResult` with either every step (chosen
-arms, rewards, pseudo-regret) or, for long horizons, cumulative figures at ``checkpoints`` only
-(plus optional snapshots of the policy's statistics, e.g. Beta posteriors for density plots).
+or N(means[k], sds[k]^2) (``means`` of shape (K,) for one problem, or (R, K) for one problem per
+run, e.g. several gaps simulated in one batch). They return a :class:`SimulationResult` with
+either every step (chosen arms, rewards, pseudo-regret) or, for long horizons, cumulative figures
+at ``checkpoints`` only (plus optional snapshots of the policy's statistics, e.g. Beta posteriors
+for density plots).
 
 Seeding: ``seed`` feeds one ``SeedSequence`` which is split into a policy stream and an
 environment stream. ``rng_mode="shared"`` (default) uses one Generator for each stream (fast);
@@ -24,7 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from bandits.base import BatchedPolicy, Draws, add_to_pulled, registered_policies
+from bandits.base import BatchedPolicy, Draws, add_to_pulled, registered_policies, row_starts
 from bandits.errors import check_int
 from bandits.ucb import bernoulli_kl
 
@@ -37,12 +39,12 @@ class SimulationResult:
 
     Attributes
     ----------
-    means : ndarray, shape (K,)
-        Expected reward of every arm.
+    means : ndarray, shape (K,) or (R, K)
+        Expected reward of every arm (per run when 2-d).
     checkpoints : ndarray of int, shape (C,)
         Steps (1-based: after that many pulls) at which cumulative figures were recorded.
     cumulative_regret : ndarray, shape (R, C)
-        Cumulative pseudo-regret ``sum_t (max(means) - means[arm_t])``.
+        Cumulative pseudo-regret ``sum_t (max(means) - means[arm_t])`` (of the run's means).
     cumulative_reward : ndarray, shape (R, C)
         Cumulative observed reward.
     pulls : ndarray of int, shape (R, C, K)
@@ -146,13 +148,28 @@ def make_policy(spec: PolicySpec, n_arms: int) -> BatchedPolicy:
     return policy
 
 
+def _per_run(values: np.ndarray, arms: np.ndarray) -> np.ndarray:
+    """``values[arms]`` for per-arm values (K,), ``values[r, arms[r]]`` for per-run ones (R, K)."""
+    if values.ndim == 1:
+        return values[arms]
+    return values.reshape(-1)[row_starts(*values.shape) + arms]
+
+
+def _check_means(means: Any, runs: int, name: str = "means") -> np.ndarray:
+    runs = check_int(runs, "runs", low=1)
+    mu = np.asarray(means, dtype=np.float64)
+    if mu.ndim not in (1, 2) or mu.shape[-1] < 1 or (mu.ndim == 2 and mu.shape[0] != runs):
+        raise ValueError(f"{name} has shape {mu.shape}; expected (K,) or (runs={runs}, K)")
+    return np.ascontiguousarray(mu)
+
+
 def _simulate(policy: PolicySpec, means: np.ndarray, draw_rewards: Callable[..., np.ndarray],
               horizon: int, runs: int, seed: int | None, checkpoints: Sequence[int] | None,
               rng_mode: Literal["shared", "per_run"], dtype: Any, snapshot: bool
               ) -> SimulationResult:
     horizon = check_int(horizon, "horizon", low=1)
     runs = check_int(runs, "runs", low=1)
-    K = means.size
+    K = means.shape[-1]
     pol = make_policy(policy, K)
     if rng_mode == "per_run":
         policy_rng, env_rng = run_generators(seed, runs)
@@ -173,7 +190,9 @@ def _simulate(policy: PolicySpec, means: np.ndarray, draw_rewards: Callable[...,
             raise ValueError(f"checkpoints must lie in 1..horizon={horizon}, got "
                              f"{np.asarray(checkpoints).tolist()[:5]}...")
     C = cps.size
-    gaps = means.max() - means
+    gaps = means.max(axis=-1, keepdims=True) - means
+    if gaps.ndim == 1 or gaps.shape[0] != runs:
+        gaps = gaps.reshape(-1)
     state = pol.init_batch(runs, dtype=dtype)
     counts = np.zeros((runs, K), dtype=np.int64)
     cum_regret = np.zeros(runs)
@@ -190,7 +209,7 @@ def _simulate(policy: PolicySpec, means: np.ndarray, draw_rewards: Callable[...,
         arms = pol.select_batch(state, prng)
         rewards = draw_rewards(env, arms).astype(dtype)
         pol.update_batch(state, arms, rewards, validate=False)
-        cum_regret += gaps[arms]
+        cum_regret += _per_run(gaps, arms)
         cum_reward += rewards
         add_to_pulled(counts, arms, 1)
         if full:
@@ -209,7 +228,9 @@ def _simulate(policy: PolicySpec, means: np.ndarray, draw_rewards: Callable[...,
         means=means, checkpoints=cps, cumulative_regret=out_regret,
         cumulative_reward=out_reward, pulls=out_pulls, policy=pol, arms=arms_log,
         rewards=rewards_log,
-        pseudo_regret=None if arms_log is None else gaps[arms_log.astype(np.int64)],
+        pseudo_regret=None if arms_log is None else (
+            gaps[arms_log.astype(np.int64)] if gaps.ndim == 1
+            else np.take_along_axis(gaps, arms_log.astype(np.int64), axis=1)),
         snapshots=snaps,
     )
 
@@ -225,8 +246,9 @@ def simulate_bernoulli(policy: PolicySpec, means: Sequence[float] | np.ndarray, 
     ----------
     policy : BatchedPolicy, callable or dict
         See :func:`make_policy`; its hyper-parameters are used, every run starts at the prior.
-    means : sequence of float, shape (K,)
-        Click rate of every arm, in [0, 1].
+    means : array-like, shape (K,) or (runs, K)
+        Click rate of every arm, in [0, 1]; one row per run to simulate a different problem in
+        each run (all in one batch).
     horizon : int
         Steps T per run.
     runs : int, default 1
@@ -252,13 +274,12 @@ def simulate_bernoulli(policy: PolicySpec, means: Sequence[float] | np.ndarray, 
     ValueError
         Means outside [0, 1], bad horizon/runs/checkpoints, wrong number of arms.
     """
-    mu = np.asarray(means, dtype=np.float64)
-    if mu.ndim != 1 or mu.size < 1 or not np.isfinite(mu).all() or (mu < 0).any() \
-            or (mu > 1).any():
-        raise ValueError(f"means={np.asarray(means).tolist()} must be a 1-d sequence in [0, 1]")
+    mu = _check_means(means, runs)
+    if not np.isfinite(mu).all() or (mu < 0).any() or (mu > 1).any():
+        raise ValueError(f"means={np.asarray(means).tolist()} must lie in [0, 1]")
 
     def draw(env: Draws, arms: np.ndarray) -> np.ndarray:
-        return env.random() < mu[arms]
+        return env.random() < _per_run(mu, arms)
 
     return _simulate(policy, mu, draw, horizon, runs, seed, checkpoints, rng_mode, dtype,
                      snapshot)
@@ -276,15 +297,15 @@ def simulate_gaussian(policy: PolicySpec, means: Sequence[float] | np.ndarray,
     ValueError
         Non-finite means, non-positive standard deviations, or the errors of the Bernoulli one.
     """
-    mu = np.asarray(means, dtype=np.float64)
-    sd = np.broadcast_to(np.asarray(sds, dtype=np.float64), mu.shape)
-    if mu.ndim != 1 or not np.isfinite(mu).all():
-        raise ValueError(f"means={np.asarray(means).tolist()} must be a finite 1-d sequence")
+    mu = _check_means(means, runs)
+    sd = np.ascontiguousarray(np.broadcast_to(np.asarray(sds, dtype=np.float64), mu.shape))
+    if not np.isfinite(mu).all():
+        raise ValueError(f"means={np.asarray(means).tolist()} must be finite")
     if not (np.isfinite(sd).all() and (sd > 0).all()):
         raise ValueError(f"sds={np.asarray(sds).tolist()} must be positive and finite")
 
     def draw(env: Draws, arms: np.ndarray) -> np.ndarray:
-        return mu[arms] + sd[arms] * env.standard_normal()
+        return _per_run(mu, arms) + _per_run(sd, arms) * env.standard_normal()
 
     return _simulate(policy, mu, draw, horizon, runs, seed, checkpoints, rng_mode, dtype,
                      snapshot)

@@ -53,7 +53,7 @@ def _kl_from(p: np.ndarray, neg_entropy: np.ndarray, q: np.ndarray) -> np.ndarra
 
 def _kl_ucb_solve(p: np.ndarray, d: np.ndarray, tol: float, max_iter: int,
                   start: np.ndarray | None
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Core of :func:`kl_ucb_upper` on flat float64 arrays (p in [0, 1], d >= 0).
 
     Callers hold ``np.errstate(divide="ignore", invalid="ignore", over="ignore")`` (the
@@ -71,26 +71,31 @@ def _kl_ucb_solve(p: np.ndarray, d: np.ndarray, tol: float, max_iter: int,
         and ``-inf`` elsewhere (see :func:`_kl_ucb_cached`).
     iterate : ndarray
         Newton's last iterate (a hair above the root): the best warm start for a later call.
+    neg_entropy : ndarray
+        ``_neg_entropy(p)``.
     """
+    negent = _neg_entropy(p)
     # Closed-form upper bounds: Pinsker's p + sqrt(d / 2), and where that reaches 1,
     # 1 - (1 - p) exp(-(d - p log p) / (1 - p)) (tight near q = 1).
     upper = p + np.sqrt(0.5 * d)
-    big = np.flatnonzero(upper >= 1.0)
-    if big.size:
-        pb, db = p[big], d[big]
-        upper[big] = 1.0 - (1.0 - pb) * np.exp(-(db - xlogy(pb, pb))
-                                              / np.where(pb < 1, 1.0 - pb, 1.0))
-    upper = np.minimum(upper, 1.0)
-    q = np.where(d > 0, upper, p)
+    edge = np.flatnonzero((upper >= 1.0) | (d <= 0.0))
+    if edge.size == 0:  # the usual case once every arm has a few pulls
+        idx = None
+        pa, ua, ne, da = p, upper, negent - d, d
+    else:
+        pb, db = p[edge], d[edge]
+        upper[edge] = np.minimum(1.0 - (1.0 - pb) * np.exp(
+            -(db - xlogy(pb, pb)) / np.where(pb < 1, 1.0 - pb, 1.0)), 1.0)
+        upper[edge] = np.where(db > 0, upper[edge], pb)
+        idx = np.flatnonzero((d > 0) & (upper < 1.0))  # implies p < upper < 1
+        pa, ua, da = p[idx], upper[idx], d[idx]
+        ne = negent[idx] - da
+    q = upper.copy()
     grid = np.full(p.shape, np.nan)
     kl_q = np.where(p >= 1.0, np.inf, -np.inf)
-    raw = q.copy()
-    idx = np.flatnonzero((d > 0) & (upper < 1.0))  # implies p < upper < 1
-    if idx.size == 0:
-        return q, grid, kl_q, raw
-    pa, ua = p[idx], upper[idx]
-    negent = _neg_entropy(pa)
-    ne = negent - d[idx]
+    raw = upper.copy()
+    if pa.size == 0:
+        return q, grid, kl_q, raw, negent
     # kl(p, .) - d is convex and increasing on [p, 1): a Newton step from ANY point of (p, 1)
     # lands at or above the root (from below it overshoots), and from above it decreases
     # monotonically to the root. So a warm start (e.g. the last step's iterate: the root moves
@@ -99,51 +104,40 @@ def _kl_ucb_solve(p: np.ndarray, d: np.ndarray, tol: float, max_iter: int,
     if start is None:
         qa = ua
     else:
-        s = start[idx]
+        s = start if idx is None else start[idx]
         qa = np.where((s > pa) & (s < ua), s, ua)
-    raw_a = qa
-    pos = None
+    omp = 1.0 - pa
     for _ in range(max_iter):
-        step = (ne - pa * np.log(qa) - (1.0 - pa) * np.log1p(-qa)) \
-            * (qa * (1.0 - qa)) / (qa - pa)
+        step = (ne - pa * np.log(qa) - omp * np.log1p(-qa)) * (qa * (1.0 - qa)) / (qa - pa)
         qa = np.minimum(np.maximum(qa - step, pa), ua)
-        # per-entry stopping (converged entries are frozen): each entry follows the same
-        # trajectory however the inputs are batched
-        go = np.abs(step) > tol
-        if pos is None:
-            raw_a = qa
-        else:
-            raw_a[pos] = qa
-        if not go.any():
+        if not (np.abs(step) > tol).any():
             break
-        pos = np.flatnonzero(go) if pos is None else pos[go]
-        pa, ne, ua, qa = pa[go], ne[go], ua[go], qa[go]
     # A NaN step (cannot happen for q in (p, 1)) falls back to the closed-form bound.
-    raw_a = np.fmin(raw_a, upper[idx])
-    raw[idx] = raw_a
+    qa = np.fmin(qa, ua)
     # Round up to the grid m * tol, then verify: step down while kl(p, (m - 1) tol) >= d.
     # The result, the smallest grid point whose kl reaches d, depends on (p, d) only, not on
-    # the start: ties between identical arms stay exact and every path agrees.
-    pa, da = p[idx], d[idx]
-    m = np.ceil(raw_a / tol)
+    # the start or on how many iterations ran: equal inputs give equal indices on every path.
+    m = np.ceil(qa / tol)
     below = (m - 1.0) * tol
-    down = np.flatnonzero(below > pa)
+    nea = negent if idx is None else negent[idx]
+    down = np.flatnonzero((below > pa) & (_kl_from(pa, nea, below) >= da))
     for _ in range(max_iter):
-        down = down[_kl_from(pa[down], negent[down], below[down]) >= da[down]]
         if down.size == 0:
             break
         m[down] -= 1.0
         below[down] = (m[down] - 1.0) * tol
-        down = down[below[down] > pa[down]]
-    qa = np.minimum(m * tol, 1.0)
-    q[idx] = qa
-    grid[idx] = m
-    kl_q[idx] = _kl_from(pa, negent, qa)
-    return q, grid, kl_q, raw
+        down = down[(below[down] > pa[down])
+                    & (_kl_from(pa[down], nea[down], below[down]) >= da[down])]
+    index = np.minimum(m * tol, 1.0)
+    kl_index = _kl_from(pa, nea, index)
+    if idx is None:
+        return index, m, kl_index, qa, negent
+    q[idx], grid[idx], kl_q[idx], raw[idx] = index, m, kl_index, qa
+    return q, grid, kl_q, raw, negent
 
 
 _CACHE_KEYS = ("kl_ucb_mean", "kl_ucb_budget", "kl_ucb_index", "kl_ucb_grid", "kl_ucb_kl",
-               "kl_ucb_iterate")
+               "kl_ucb_iterate", "kl_ucb_negent")
 
 
 def _kl_ucb_cached(means: np.ndarray, budget: np.ndarray, tol: float,
@@ -165,30 +159,31 @@ def _kl_ucb_cached(means: np.ndarray, budget: np.ndarray, tol: float,
         cache["kl_ucb_tol"] = np.float64(tol)
         for key in _CACHE_KEYS:
             cache[key] = np.full(size, np.inf if key == "kl_ucb_budget" else np.nan)
-    mean_c, budget_c, q_c, grid_c, kl_c, iter_c = (cache[k] for k in _CACHE_KEYS)
+    mean_c, budget_c, q_c, grid_c, kl_c, iter_c, negent_c = (cache[k] for k in _CACHE_KEYS)
     p, d = means.reshape(-1), budget.reshape(-1)
-    same = (p == mean_c) & (d >= budget_c)
+    moved = np.flatnonzero(~((p == mean_c) & (d >= budget_c) & (d <= kl_c)))
+    if moved.size == 0:
+        budget_c[...] = d
+        return q_c.reshape(means.shape)
+    pm, dm, gm = p[moved], d[moved], grid_c[moved]
+    # same mean, budget up (the mean of an arm pulled with reward 0 at p = 0 stays put while
+    # its budget drops), root past the grid point: try the next point up (m * tol < 1, else
+    # kl_c is inf and the entry never moved)
+    up = (pm == mean_c[moved]) & (dm >= budget_c[moved]) & (gm * tol < 1.0)
     budget_c[...] = d
-    need = ~(same & (d <= kl_c))
-    moved = np.flatnonzero(need)
-    if moved.size:
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            # the grid point above, where m * tol < 1 (otherwise kl_c is inf: never moved)
-            up = moved[same[moved] & (grid_c[moved] * tol < 1.0)]
-            if up.size:
-                pu = p[up]
-                q_up = np.minimum((grid_c[up] + 1.0) * tol, 1.0)
-                kl_up = _kl_from(pu, _neg_entropy(pu), q_up)
-                ok = d[up] <= kl_up
-                up = up[ok]
-                q_c[up], grid_c[up], kl_c[up] = q_up[ok], grid_c[up] + 1.0, kl_up[ok]
-                need[up] = False
-                moved = np.flatnonzero(need)
-            if moved.size:
-                ps = p[moved]
-                q_c[moved], grid_c[moved], kl_c[moved], iter_c[moved] = _kl_ucb_solve(
-                    ps, d[moved], tol, 100, iter_c[moved])
-                mean_c[moved] = ps
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if up.any():
+            q_up = np.minimum((gm + 1.0) * tol, 1.0)
+            kl_up = _kl_from(pm, negent_c[moved], q_up)
+            up &= dm <= kl_up
+            at = moved[up]
+            q_c[at], grid_c[at], kl_c[at] = q_up[up], gm[up] + 1.0, kl_up[up]
+            keep = ~up
+            moved, pm, dm = moved[keep], pm[keep], dm[keep]
+        if moved.size:
+            (q_c[moved], grid_c[moved], kl_c[moved], iter_c[moved],
+             negent_c[moved]) = _kl_ucb_solve(pm, dm, tol, 100, iter_c[moved])
+            mean_c[moved] = pm
     return q_c.reshape(means.shape)
 
 
