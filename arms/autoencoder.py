@@ -15,7 +15,6 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 import scipy.special
-from sklearn.neural_network import MLPClassifier
 
 from arms._validation import check_choice, check_float, check_int
 from arms.base import Recommender
@@ -145,6 +144,10 @@ class AutoencoderRecommender(Recommender):
             self._fit_dae(self.inputs_[self.known_users_])
 
     def _fit_dae(self, rows: sp.csr_matrix) -> None:
+        # Imported here: scikit-learn costs about a second at import, and every process that
+        # imports ``arms`` (service workers, Dask workers) would pay it for a variant few use.
+        from sklearn.neural_network import MLPClassifier
+
         rng = np.random.default_rng(self.random_state)
         network = MLPClassifier(
             hidden_layer_sizes=(int(self.hidden_units),),
