@@ -2,8 +2,8 @@
 
 Public methods handle what every recommender shares — validation, id mapping, cold start, excluding
 seen items, top-k selection, feedback bookkeeping and persistence — so each arm writes only how it
-learns (``_fit``, ``_partial_fit``) and how it scores (``_score``), and, for ``save``/``load``, which
-arrays make up its learned state (``_get_state``/``_set_state``).
+learns (``_fit``, ``_partial_fit``) and how it scores (``_score``), and, for ``save``/``load``,
+which arrays make up its learned state (``_get_state``/``_set_state``).
 """
 
 from __future__ import annotations
@@ -161,7 +161,8 @@ class Recommender(ABC):
             raise TypeError(f"user_indices must be a 1-d integer array, got {users.dtype}")
         if users.size and (users.min() < 0 or users.max() >= self.n_users_):
             raise ValueError(f"user_indices must be within [0, {self.n_users_}), got {users}")
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= self.n_items_:
+        valid_k = isinstance(k, int | np.integer) and not isinstance(k, bool)
+        if not valid_k or not 1 <= k <= self.n_items_:
             raise ValueError(f"k must be an integer within [1, {self.n_items_}], got {k!r}")
         scores = self.score(users)
         if exclude_seen:
