@@ -115,13 +115,18 @@ class RecommendationService:
 
     def _refresh_loop(self) -> None:
         # At most one rebuild per refresh interval: the selection probabilities cost ~20 ms.
+        # Idle, a worker rebuilds every interval; asked early (its own counted feedback), it
+        # rebuilds as soon as an interval has passed since the last rebuild. Either way another
+        # worker's feedback reaches this worker's policy within one interval (plus ~20 ms).
         interval = self.settings.refresh_interval_s
         outage = False
+        last = time.monotonic()
         while not self._stopping.is_set():
-            self._refresh_wanted.wait(interval)
-            self._refresh_wanted.clear()
-            if self._stopping.is_set():
+            self._refresh_wanted.wait(max(0.0, last + interval - time.monotonic()))
+            if self._stopping.wait(max(0.0, last + interval - time.monotonic())):
                 return
+            self._refresh_wanted.clear()
+            last = time.monotonic()
             try:
                 self.refresh()
             except StoreUnavailableError as exc:  # once per outage, not once per tick
@@ -135,7 +140,6 @@ class RecommendationService:
                 if outage:
                     logger.warning("the store is back; policy refreshed")
                 outage = False
-            self._stopping.wait(interval)
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         # An indexed read of a local SQLite file in WAL mode takes ~10 us and never waits for
