@@ -27,6 +27,7 @@ from bandits.base import (
     RandomState,
     add_to_pulled,
     probability_of_max,
+    row_starts,
 )
 from bandits.errors import check_int, check_per_arm
 
@@ -56,9 +57,8 @@ def beta_thompson_choose(alpha: np.ndarray, beta: np.ndarray, draws: Draws,
 def beta_learn(successes: np.ndarray, failures: np.ndarray, arms: np.ndarray,
                rewards: np.ndarray) -> None:
     """Add one reward per run to the pulled arm's counts, in place; (R, K), (R,), (R,)."""
-    R, K = successes.shape
     if successes.flags.c_contiguous and failures.flags.c_contiguous:
-        idx = np.arange(0, R * K, K) + arms  # one index for both scatters (hot path)
+        idx = row_starts(*successes.shape) + arms  # one index for both scatters (hot path)
         successes.reshape(-1)[idx] += rewards
         failures.reshape(-1)[idx] += 1.0 - rewards
     else:
@@ -127,9 +127,15 @@ class _BetaPolicy(BatchedPolicy):
         buf = state.scratch
         if buf.get("alpha") is None or buf["alpha"].shape != s.shape:
             buf["alpha"], buf["beta"] = np.empty_like(s), np.empty_like(f)
-        # same-dtype operands: a float64 prior into float32 statistics takes a slow casting loop
-        np.add(s, self.arm_params_["prior_alpha"].astype(s.dtype), out=buf["alpha"])
-        np.add(f, self.arm_params_["prior_beta"].astype(f.dtype), out=buf["beta"])
+        for name, stat, out in (("prior_alpha", s, buf["alpha"]), ("prior_beta", f, buf["beta"])):
+            prior = self.arm_params_[name]
+            # same-dtype operands (a float64 prior into float32 statistics takes a slow casting
+            # loop), and a scalar when the prior is shared: adding a (K,) row broadcasts with an
+            # inner loop of length K per run, several times slower for small K
+            if (prior == prior[0]).all():
+                np.add(stat, stat.dtype.type(prior[0]), out=out)
+            else:
+                np.add(stat, prior.astype(stat.dtype), out=out)
         return buf["alpha"], buf["beta"]
 
     def _choose(self, state: BatchState, draws: Draws, contexts: np.ndarray | None
