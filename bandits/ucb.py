@@ -6,7 +6,11 @@ largest index. Rewards must lie in [0, 1].
 
 * UCB1: ``mean_k + sqrt(exploration * log(t) / n_k)`` with ``exploration = 2`` in the paper.
 * KL-UCB: ``max{q in [mean_k, 1] : n_k * kl(mean_k, q) <= log(t) + c * log(log(t))}`` with the
-  Bernoulli divergence ``kl``; solved by :func:`kl_ucb_upper` to a tolerance ``tol`` in q.
+  Bernoulli divergence ``kl``; :func:`kl_ucb_upper` returns the smallest multiple of ``tol`` at
+  or above it (verified, never below the exact index, the same value on every code path). A
+  policy's state keeps a cache (its scratch buffers, never persisted) so that a step re-solves
+  only the pulled arms and the few whose root crossed a grid point (warm-started Newton), with
+  identical results.
 
 ``t`` is the number of observations learned so far. An arm never pulled has index ``+inf``.
 """
@@ -52,8 +56,7 @@ def _kl_from(p: np.ndarray, neg_entropy: np.ndarray, q: np.ndarray) -> np.ndarra
 
 
 def _kl_ucb_solve(p: np.ndarray, d: np.ndarray, tol: float, max_iter: int,
-                  start: np.ndarray | None
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                  start: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Core of :func:`kl_ucb_upper` on flat float64 arrays (p in [0, 1], d >= 0).
 
     Callers hold ``np.errstate(divide="ignore", invalid="ignore", over="ignore")`` (the
@@ -62,96 +65,90 @@ def _kl_ucb_solve(p: np.ndarray, d: np.ndarray, tol: float, max_iter: int,
     Returns
     -------
     index : ndarray
-        The smallest multiple ``m * tol`` at or above the root (capped at 1); the closed forms
+        The smallest multiple of ``tol`` at or above the root (capped at 1); the closed forms
         ``p`` where ``d = 0`` and 1 where ``p = 1``.
-    grid : ndarray
-        ``m`` (float), NaN where a closed form was used.
     kl_at_index : ndarray
         ``kl(p, index)`` where the index was verified on the grid, ``+inf`` where ``p = 1``
         and ``-inf`` elsewhere (see :func:`_kl_ucb_cached`).
     iterate : ndarray
         Newton's last iterate (a hair above the root): the best warm start for a later call.
-    neg_entropy : ndarray
-        ``_neg_entropy(p)``.
     """
-    negent = _neg_entropy(p)
     # Closed-form upper bounds: Pinsker's p + sqrt(d / 2), and where that reaches 1,
     # 1 - (1 - p) exp(-(d - p log p) / (1 - p)) (tight near q = 1).
     upper = p + np.sqrt(0.5 * d)
     edge = np.flatnonzero((upper >= 1.0) | (d <= 0.0))
     if edge.size == 0:  # the usual case once every arm has a few pulls
         idx = None
-        pa, ua, ne, da = p, upper, negent - d, d
+        pa, ua, da = p, upper, d
     else:
         pb, db = p[edge], d[edge]
-        upper[edge] = np.minimum(1.0 - (1.0 - pb) * np.exp(
-            -(db - xlogy(pb, pb)) / np.where(pb < 1, 1.0 - pb, 1.0)), 1.0)
-        upper[edge] = np.where(db > 0, upper[edge], pb)
+        near_one = 1.0 - (1.0 - pb) * np.exp(-(db - xlogy(pb, pb))
+                                             / np.where(pb < 1, 1.0 - pb, 1.0))
+        upper[edge] = np.where(db > 0, np.minimum(near_one, 1.0), pb)
         idx = np.flatnonzero((d > 0) & (upper < 1.0))  # implies p < upper < 1
         pa, ua, da = p[idx], upper[idx], d[idx]
-        ne = negent[idx] - da
-    q = upper.copy()
-    grid = np.full(p.shape, np.nan)
-    kl_q = np.where(p >= 1.0, np.inf, -np.inf)
-    raw = upper.copy()
-    if pa.size == 0:
-        return q, grid, kl_q, raw, negent
+        q = upper.copy()
+        kl_q = np.where(p >= 1.0, np.inf, -np.inf)
+        raw = upper.copy()
+        if idx.size == 0:
+            return q, kl_q, raw
+    negent = _neg_entropy(pa)
+    ne = negent - da
+    omp = 1.0 - pa
     # kl(p, .) - d is convex and increasing on [p, 1): a Newton step from ANY point of (p, 1)
     # lands at or above the root (from below it overshoots), and from above it decreases
     # monotonically to the root. So a warm start (e.g. the last step's iterate: the root moves
-    # little between steps) only needs to lie in (p, 1); capping by the closed-form bound keeps
-    # a far-off guess from overshooting past 1.
+    # little between steps) only needs to lie in (p, 1); capping the first step by the
+    # closed-form bound keeps a far-off guess from overshooting past 1.
     if start is None:
         qa = ua
     else:
         s = start if idx is None else start[idx]
         qa = np.where((s > pa) & (s < ua), s, ua)
-    omp = 1.0 - pa
-    for _ in range(max_iter):
+    for i in range(max_iter):
         step = (ne - pa * np.log(qa) - omp * np.log1p(-qa)) * (qa * (1.0 - qa)) / (qa - pa)
-        qa = np.minimum(np.maximum(qa - step, pa), ua)
+        qa = qa - step
+        if i == 0:
+            qa = np.minimum(np.maximum(qa, pa), ua)
         if not (np.abs(step) > tol).any():
             break
-    # A NaN step (cannot happen for q in (p, 1)) falls back to the closed-form bound.
-    qa = np.fmin(qa, ua)
+    # A NaN (cannot happen for q in (p, 1)) falls back to the closed-form bound.
+    qa = np.fmin(np.maximum(qa, pa), ua)
     # Round up to the grid m * tol, then verify: step down while kl(p, (m - 1) tol) >= d.
     # The result, the smallest grid point whose kl reaches d, depends on (p, d) only, not on
     # the start or on how many iterations ran: equal inputs give equal indices on every path.
     m = np.ceil(qa / tol)
     below = (m - 1.0) * tol
-    nea = negent if idx is None else negent[idx]
-    down = np.flatnonzero((below > pa) & (_kl_from(pa, nea, below) >= da))
+    down = np.flatnonzero((below > pa) & (_kl_from(pa, negent, below) >= da))
     for _ in range(max_iter):
         if down.size == 0:
             break
         m[down] -= 1.0
         below[down] = (m[down] - 1.0) * tol
         down = down[(below[down] > pa[down])
-                    & (_kl_from(pa[down], nea[down], below[down]) >= da[down])]
+                    & (_kl_from(pa[down], negent[down], below[down]) >= da[down])]
     index = np.minimum(m * tol, 1.0)
-    kl_index = _kl_from(pa, nea, index)
+    kl_index = _kl_from(pa, negent, index)
     if idx is None:
-        return index, m, kl_index, qa, negent
-    q[idx], grid[idx], kl_q[idx], raw[idx] = index, m, kl_index, qa
-    return q, grid, kl_q, raw, negent
+        return index, kl_index, qa
+    q[idx], kl_q[idx], raw[idx] = index, kl_index, qa
+    return q, kl_q, raw
 
 
-_CACHE_KEYS = ("kl_ucb_mean", "kl_ucb_budget", "kl_ucb_index", "kl_ucb_grid", "kl_ucb_kl",
-               "kl_ucb_iterate", "kl_ucb_negent")
+_CACHE_KEYS = ("kl_ucb_mean", "kl_ucb_budget", "kl_ucb_index", "kl_ucb_kl", "kl_ucb_iterate")
 
 
 def _kl_ucb_cached(means: np.ndarray, budget: np.ndarray, tol: float,
                    cache: dict[str, Any]) -> np.ndarray:
     """:func:`kl_ucb_upper` of C-contiguous ``means`` and ``budget``, re-solving only what moved.
 
-    The cache holds, per entry, the mean ``p`` and budget ``d`` last solved, the index
-    ``q = m * tol``, ``kl(p, q)`` and Newton's last iterate. The root grows with the budget, so
-    for an entry whose mean is unchanged and whose budget has not decreased the root is still
-    above ``(m - 1) * tol`` (verified when ``q`` was solved), and ``q`` is still the index while
-    ``d <= kl(p, q)``. When the budget just passed ``kl(p, q)`` (the root crossed the grid
-    point) the index moves up one point if ``d <= kl(p, (m + 1) tol)``. In a simulation step
-    that settles every arm but the pulled one with a comparison or one evaluation; the rest are
-    solved warm from the cached iterates. The result is the same as without the cache.
+    The cache holds, per entry, the mean ``p`` and budget ``d`` last solved, the index ``q``,
+    ``kl(p, q)`` and Newton's last iterate. The root grows with the budget, so for an entry
+    whose mean is unchanged and whose budget has not decreased the root is still above the grid
+    point below ``q`` (verified when ``q`` was solved), and ``q`` is still the index while
+    ``d <= kl(p, q)``. In a simulation step that holds for every arm but the pulled one and the
+    few whose root just crossed a grid point; those are solved warm from the cached iterates.
+    The result is the same as without the cache.
     """
     size = means.size
     if cache.get("kl_ucb_index") is None or cache["kl_ucb_index"].size != size \
@@ -159,31 +156,16 @@ def _kl_ucb_cached(means: np.ndarray, budget: np.ndarray, tol: float,
         cache["kl_ucb_tol"] = np.float64(tol)
         for key in _CACHE_KEYS:
             cache[key] = np.full(size, np.inf if key == "kl_ucb_budget" else np.nan)
-    mean_c, budget_c, q_c, grid_c, kl_c, iter_c, negent_c = (cache[k] for k in _CACHE_KEYS)
+    mean_c, budget_c, q_c, kl_c, iter_c = (cache[k] for k in _CACHE_KEYS)
     p, d = means.reshape(-1), budget.reshape(-1)
     moved = np.flatnonzero(~((p == mean_c) & (d >= budget_c) & (d <= kl_c)))
-    if moved.size == 0:
-        budget_c[...] = d
-        return q_c.reshape(means.shape)
-    pm, dm, gm = p[moved], d[moved], grid_c[moved]
-    # same mean, budget up (the mean of an arm pulled with reward 0 at p = 0 stays put while
-    # its budget drops), root past the grid point: try the next point up (m * tol < 1, else
-    # kl_c is inf and the entry never moved)
-    up = (pm == mean_c[moved]) & (dm >= budget_c[moved]) & (gm * tol < 1.0)
     budget_c[...] = d
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        if up.any():
-            q_up = np.minimum((gm + 1.0) * tol, 1.0)
-            kl_up = _kl_from(pm, negent_c[moved], q_up)
-            up &= dm <= kl_up
-            at = moved[up]
-            q_c[at], grid_c[at], kl_c[at] = q_up[up], gm[up] + 1.0, kl_up[up]
-            keep = ~up
-            moved, pm, dm = moved[keep], pm[keep], dm[keep]
-        if moved.size:
-            (q_c[moved], grid_c[moved], kl_c[moved], iter_c[moved],
-             negent_c[moved]) = _kl_ucb_solve(pm, dm, tol, 100, iter_c[moved])
-            mean_c[moved] = pm
+    if moved.size:
+        pm = p[moved]
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            q_c[moved], kl_c[moved], iter_c[moved] = _kl_ucb_solve(pm, d[moved], tol, 100,
+                                                                    iter_c[moved])
+        mean_c[moved] = pm
     return q_c.reshape(means.shape)
 
 
@@ -256,12 +238,11 @@ def kl_ucb_indices(pulls: np.ndarray, reward_sum: np.ndarray, c: float, tol: flo
     ``(q - p)^2 = d q (1 - q)``) get that upper bound instead. The row-wise argmax (and its tie
     set) is unchanged, which is all selection needs; the other entries are then not the indices.
     """
-    t = np.maximum(row_sums(pulls), 1).astype(np.float64)[:, None]
-    log_t = np.log(t)
+    log_t = np.log(np.maximum(row_sums(pulls), 1.0, dtype=np.float64))[:, None]
     explore = log_t + c * np.log(np.maximum(log_t, 1.0)) if c else log_t
     seen = pulls > 0
-    inv_n = 1.0 / np.where(seen, pulls, 1).astype(np.float64)
-    means = np.minimum(np.maximum(reward_sum * inv_n, 0.0), 1.0)  # unseen: sums are 0
+    inv_n = 1.0 / np.maximum(pulls, 1.0, dtype=np.float64)
+    means = np.minimum(reward_sum * inv_n, 1.0)  # rewards in [0, 1]; unseen arms: sums are 0
     d = explore * inv_n
     if cache is not None:
         return np.where(seen, _kl_ucb_cached(means, d, float(tol), cache), np.inf)
@@ -350,7 +331,8 @@ class KLUCB(_IndexPolicy):
         Weight of ``log(log(t))`` in the exploration budget (Garivier & Cappé: 0 in practice,
         3 in the proof).
     tol : float, default 1e-6
-        Tolerance of the numerical solution of each index (see :func:`kl_ucb_upper`).
+        Resolution of each index: the smallest multiple of ``tol`` at or above the exact index
+        (see :func:`kl_ucb_upper`).
     batch_size : int, default 1
         Delayed updates.
     random_state : int, SeedSequence, Generator or None
