@@ -23,7 +23,7 @@ Usage::
 
     RECBANDITS_DATA=/work/shared/data .venv/bin/python bench/feedback_latency.py
         [--probes 150] [--seconds 60] [--workers 1 2] [--stores sqlite postgresql]
-        [--load-rps 400] [--dataset movielens|synthetic]
+        [--load-rps 200] [--dataset movielens|synthetic]
 
 Loopback only; every configuration is bounded by ``--probes`` and ``--seconds``. Ends with
 ``name: value`` lines.
@@ -83,9 +83,14 @@ def arm_row(policy: dict, arm: str) -> dict:
     return next(a for a in policy["arms"] if a["arm"] == arm)
 
 
-def probe_loop(base: str, probes: int, deadline: float, n_users: int,
-               seed: int) -> dict[str, list[float]]:
-    """Run the probes; returns lists of seconds per figure (and the count of time-outs)."""
+def probe_loop(base: str, probes: int, deadline: float, n_users: int, seed: int,
+               jitter_s: float) -> dict[str, list[float]]:
+    """Run the probes; returns lists of seconds per figure (and the count of time-outs).
+
+    Each probe starts after a random pause of up to ``jitter_s`` (the refresh interval): a probe
+    begins right after the previous one saw a refresh, so without it every feedback would
+    arrive at the same phase of the refresh cycle.
+    """
     rng = random.Random(seed)
     figures: dict[str, list[float]] = {"post": [], "policy": [], "policy_get": [],
                                        "serving_first": [], "serving_all": [], "timeouts": []}
@@ -96,6 +101,7 @@ def probe_loop(base: str, probes: int, deadline: float, n_users: int,
         for i in range(probes):
             if time.monotonic() > deadline:
                 break
+            time.sleep(rng.uniform(0.0, jitter_s))
             user = rng.randint(1, n_users)
             slate = client.get("/recommendations", params={"user_id": user, "k": 10}).json()
             if slate["cold_start"]:
@@ -167,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--stores", nargs="+", default=["sqlite"],
                         choices=["sqlite", "postgresql"])
-    parser.add_argument("--load-rps", type=float, default=400.0,
+    parser.add_argument("--load-rps", type=float, default=200.0,
                         help="background GET /recommendations per second (wrk, paced)")
     parser.add_argument("--dataset", default="movielens", choices=["movielens", "synthetic"])
     parser.add_argument("--refresh-interval", type=float, default=None,
@@ -207,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
                                             tmp)
                     time.sleep(1.0)  # the background load is running before the first probe
                     figures = probe_loop(service.base, args.probes,
-                                         time.monotonic() + args.seconds, n_users, workers)
+                                         time.monotonic() + args.seconds, n_users, workers,
+                                         refresh)
                     if load.poll() is None:  # probes done early: wrk reports on SIGINT
                         load.send_signal(signal.SIGINT)
                     background = background_result(load, load_seconds)

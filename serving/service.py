@@ -153,19 +153,28 @@ class RecommendationService:
         """Re-read counts and version from the store (writer thread); start loading new arms."""
         meta, counts = self.store.state()
         version = meta.version if meta else self.arm_set.version
+        reused = self._reuse_snapshot(counts, version)
+        self.snapshot = (reused if reused is not None
+                         else self.policy_model.snapshot(counts, version))
+        if meta and meta.version > self.arm_set.version and self._loading is None:
+            self._loading = threading.Thread(target=self._load_version, args=(meta.version,
+                                             meta.arms_dir), name="recbandits-arms", daemon=True)
+            self._loading.start()
+
+    def _reuse_snapshot(self, counts: dict[str, ArmCounts],
+                        version: int) -> PolicySnapshot | None:
+        """The current snapshot with ``counts`` if its posterior is theirs, else None.
+
+        Only successes and failures move the posterior; pulls do not, so the selection
+        probabilities (~20 ms to compute) are reused.
+        """
         old = self.snapshot
         if old.version != version or any(
                 (c.successes, c.failures) != (o.successes, o.failures)
                 for c, o in ((counts.get(a), old.counts.get(a, ArmCounts()))
                              for a in self.policy_model.arms) if c is not None):
-            self.snapshot = self.policy_model.snapshot(counts, version)
-        elif old.counts != counts:
-            # Only pulls moved: the posterior and the probabilities are unchanged.
-            self.snapshot = dataclasses.replace(old, counts=counts)
-        if meta and meta.version > self.arm_set.version and self._loading is None:
-            self._loading = threading.Thread(target=self._load_version, args=(meta.version,
-                                             meta.arms_dir), name="recbandits-arms", daemon=True)
-            self._loading.start()
+            return None
+        return old if old.counts == counts else dataclasses.replace(old, counts=counts)
 
     def _load_version(self, version: int, arms_dir: str) -> None:
         try:
@@ -312,7 +321,11 @@ class RecommendationService:
     async def policy_view(self) -> dict[str, Any]:
         """Posterior, counts and selection probability of every arm, read fresh from the store."""
         counts = await self._read(self.store.arm_counts)
-        snapshot = self.policy_model.snapshot(counts, self.snapshot.version)
+        version = self.snapshot.version
+        snapshot = self._reuse_snapshot(counts, version)
+        if snapshot is None:  # feedback newer than this worker's snapshot: off the event loop
+            snapshot = await asyncio.get_running_loop().run_in_executor(
+                self.readers, self.policy_model.snapshot, counts, version)
         return self.policy_model.describe(snapshot, self.settings.reward_window_s)
 
     def retrain(self) -> tuple[int, int]:
