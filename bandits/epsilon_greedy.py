@@ -25,6 +25,7 @@ from bandits.base import (
     RandomState,
     argmax_random_ties,
     argmax_set_probabilities,
+    row_sums,
 )
 from bandits.errors import check_real
 
@@ -33,7 +34,7 @@ def epsilon_schedule(pulls: np.ndarray, epsilon: float, decay: float | None) -> 
     """Exploration probability of every run, shape (R, 1), from the pull counts (R, K)."""
     if decay is None:
         return np.full((pulls.shape[0], 1), epsilon)
-    t = pulls.sum(axis=1, keepdims=True) + 1.0
+    t = row_sums(pulls)[:, None] + 1.0
     return np.minimum(epsilon, decay / t)
 
 
