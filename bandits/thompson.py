@@ -50,7 +50,8 @@ def beta_thompson_choose(alpha: np.ndarray, beta: np.ndarray, draws: Draws,
         out_a, out_b = scratch["gamma_a"], scratch["gamma_b"]
     ga = draws.standard_gamma(alpha, out=out_a)
     gb = draws.standard_gamma(beta, out=out_b)
-    ga /= gb
+    with np.errstate(divide="ignore"):  # a float32 Gamma(1) draw can round to 0: Beta = 1
+        ga /= gb
     return ga.argmax(axis=1)
 
 
