@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from arms.base import Recommender
 from arms.data.dataset import Dataset
+from serving.api.hotpath import HotPathMiddleware
 from serving.api.routes import admin, demo, feedback, health, policy, recommendations
 from serving.errors import ServingError, StoreUnavailableError
 from serving.metrics import Metrics, MetricsMiddleware
@@ -131,6 +132,8 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
                                  "code": "malformed_body"}, status_code=422)
         return await http_exception_handler(request, exc)
 
+    # Innermost of ours: metrics, body limit and CORS apply to the hot routes unchanged.
+    app.add_middleware(HotPathMiddleware, fastapi_app=app)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["Content-Type"])
