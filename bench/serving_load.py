@@ -5,7 +5,11 @@ For 1 and 2 uvicorn workers and for SQLite and PostgreSQL, wrk (Debian's ``wrk``
 - the bare endpoint (``GET /bare``: a FastAPI route returning a small JSON dict, same uvicorn
   settings): throughput at saturation and its p50/p99;
 - ``GET /recommendations`` (policy + arm + decision committed): throughput at saturation, and
-  p50/p99 at a fixed rate of half the bare endpoint's throughput (wrk paced by ``delay()``);
+  p50/p99 at a fixed rate of half the bare endpoint's throughput. wrk is closed-loop (a slow
+  answer delays the next request, so its latencies hide queueing) and Debian has no wrk2, so the
+  fixed-rate run uses :func:`open_loop`: requests are *scheduled* at ``rate`` per second on
+  keep-alive connections (a new one opens when all are busy) and each latency is measured from
+  its scheduled time, wrk2's correction for coordinated omission;
 - ``POST /feedback`` on distinct (event, movie, type) triples from decisions made just before
   (attribution + feedback row + arm counter + rating, committed before the response).
 
@@ -13,10 +17,15 @@ Targets (issue 6): recommendations >= 60% of bare throughput with p99 <= 20 ms a
 throughput; feedback >= 40%. The machine is shared and noisy: the ratios within one run are the
 figures, and every configuration is measured right after its own bare reference.
 
+CPU placement (``--pin``, 1 worker only): the machine has 2 cores, and unpinned, wrk and the
+server (and everyone else's jobs) migrate between them. With ``--pin`` the server (bare and
+service alike) runs on CPU 0 and wrk and the fixed-rate generator on CPU 1. Either way bare
+and service get the same placement, and the fitted arms are shared by every configuration.
+
 Usage::
 
     RECBANDITS_DATA=/work/shared/data .venv/bin/python bench/serving_load.py [--seconds 8]
-        [--workers 1 2] [--stores sqlite postgresql] [--connections 32]
+        [--workers 1 2] [--stores sqlite postgresql] [--connections 32] [--pin]
 
 Ends with ``name: value`` lines. Bounded: every wrk run lasts ``--seconds``; loopback only.
 """
@@ -67,13 +76,14 @@ class Server:
     """uvicorn in a subprocess with the settings every configuration shares."""
 
     def __init__(self, target: str, workers: int, env: dict[str, str], log: Path,
-                 health: str) -> None:
+                 health: str, cpus: str | None = None) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = log.open("ab")
-        cmd = [sys.executable, "-m", "uvicorn", target, "--factory", "--host", "127.0.0.1",
-               "--port", str(self.port), "--workers", str(workers), "--log-level", "warning",
-               "--no-access-log", "--app-dir", str(HERE)]
+        pin = [] if cpus is None else ["taskset", "-c", cpus]
+        cmd = [*pin, sys.executable, "-m", "uvicorn", target, "--factory", "--host", "127.0.0.1",
+                     "--port", str(self.port), "--workers", str(workers), "--log-level",
+                     "warning", "--no-access-log", "--app-dir", str(HERE)]
         self.proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=REPO,
                                      stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
@@ -106,7 +116,6 @@ math.randomseed(%(seed)d)
 request = function()
   return wrk.format("GET", "/recommendations?user_id=" .. math.random(1, %(n_users)d) .. "&k=10")
 end
-%(pacing)s
 """
 
 LUA_FEEDBACK = """
@@ -120,32 +129,127 @@ request = function()
   local body = lines[((i - 1) %% #lines) + 1]
   return wrk.format("POST", "/feedback", {["Content-Type"] = "application/json"}, body)
 end
-%(pacing)s
 """
 
 LUA_BARE = """
 request = function() return wrk.format("GET", "/bare") end
-%(pacing)s
 """
 
 
-def pacing(rate: float | None, connections: int) -> str:
-    """A wrk ``delay()`` giving ``rate`` requests/s over ``connections`` connections."""
-    if rate is None:
-        return ""
-    per_connection_ms = 1000.0 * connections / rate
-    # Jitter so the connections do not fire in lock-step.
-    return f"delay = function() return {per_connection_ms:.3f} * (0.5 + math.random()) end\n"
+class _HttpConnection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection with one request in flight (responses carry
+    Content-Length, as uvicorn's JSON responses do)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.need: int | None = None
+        self.status = 0
+        self.waiter: asyncio.Future[int] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if self.need is None:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self.buffer[:end]).lower()
+            self.status = int(head[9:12])
+            length = re.search(rb"content-length:\s*(\d+)", head)
+            self.need = end + 4 + int(length.group(1))
+        if len(self.buffer) >= self.need:
+            del self.buffer[:self.need]
+            self.need = None
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_result(self.status)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError("connection closed"))
+
+    async def request(self, raw: bytes) -> int:
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(raw)
+        return await self.waiter
 
 
-def wrk(base: str, script: str, seconds: float, connections: int, tmp: Path) -> dict[str, float]:
+async def _open_loop(port: int, rate: float, seconds: float, n_users: int,
+                     seed: int) -> dict[str, float]:
+    loop = asyncio.get_running_loop()
+    rng = random.Random(seed)
+    idle: list[_HttpConnection] = []
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    errors = 0
+
+    async def fire(raw: bytes, scheduled: float) -> None:
+        nonlocal errors
+        try:
+            if idle:
+                conn = idle.pop()
+            else:
+                _, conn = await loop.create_connection(_HttpConnection, "127.0.0.1", port)
+            status = await conn.request(raw)
+        except (ConnectionError, OSError):
+            errors += 1
+            return
+        latencies.append(loop.time() - scheduled)
+        statuses[status] = statuses.get(status, 0) + 1
+        idle.append(conn)
+
+    n = int(rate * seconds)
+    tasks = set()
+    start = loop.time() + 0.05
+    for i in range(n):
+        scheduled = start + i / rate
+        delay = scheduled - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        raw = (f"GET /recommendations?user_id={rng.randint(1, n_users)}&k=10 HTTP/1.1\r\n"
+               f"Host: 127.0.0.1:{port}\r\n\r\n").encode()
+        task = loop.create_task(fire(raw, scheduled))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    sent_s = loop.time() - start
+    if tasks:
+        await asyncio.wait(tasks, timeout=30)
+    ordered = sorted(latencies)
+
+    def pct(q: float) -> float:
+        return 1e3 * ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+    return {"rps": len(latencies) / max(sent_s, 1e-9), "target_rps": rate, "p50": pct(0.50),
+            "p99": pct(0.99), "max": pct(1.0), "requests": float(len(latencies)),
+            "non2xx": float(sum(v for k, v in statuses.items() if not 200 <= k < 300)),
+            "errors": float(errors + len(tasks))}
+
+
+def open_loop(base: str, rate: float, seconds: float, n_users: int, seed: int,
+              cpus: str | None = None) -> dict[str, float]:
+    """GET /recommendations at a fixed ``rate`` (requests scheduled, not waited for); p50/p99
+    in ms from each request's scheduled time. Runs in a child process (pinned to ``cpus``)."""
+    port = base.rsplit(":", 1)[1]
+    pin = [] if cpus is None else ["taskset", "-c", cpus]
+    cmd = [*pin, sys.executable, str(Path(__file__).resolve()), "--open-loop",
+           json.dumps({"port": int(port), "rate": rate, "seconds": seconds, "n_users": n_users,
+                       "seed": seed})]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 90, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def wrk(base: str, script: str, seconds: float, connections: int, tmp: Path,
+        cpus: str | None = None) -> dict[str, float]:
     """Run wrk with one thread; returns requests/s, p50, p99 (ms) and error counts."""
     path = tmp / f"script-{random.randrange(1 << 30)}.lua"
     path.write_text(script)
+    pin = [] if cpus is None else ["taskset", "-c", cpus]
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", str(path),
-         "--timeout", "5s", base], capture_output=True, text=True, timeout=seconds + 60,
-        check=True).stdout
+        [*pin, "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s",
+               str(path), "--timeout", "5s", base],
+        capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     def pct(p: str) -> float:
         match = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
@@ -203,6 +307,22 @@ def prepare_state(state: Path, dataset: str) -> None:
     subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, check=True, timeout=900)
 
 
+def seed_store(state: Path, db: str) -> None:
+    """Point a fresh store at the arms :func:`prepare_state` fitted (no refit per config)."""
+    from serving.settings import DEFAULT_ARMS
+    from serving.store import Store
+
+    source = Store(f"sqlite:///{state / 'recbandits.db'}")
+    target = Store(db)
+    try:
+        meta = source.policy_meta()
+        target.create_schema(DEFAULT_ARMS)
+        target.init_policy_meta(meta.arms_dir)
+    finally:
+        source.dispose()
+        target.dispose()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0)
@@ -213,7 +333,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="movielens", choices=["movielens", "synthetic"])
     parser.add_argument("--decisions", type=int, default=1500,
                         help="decisions made before the feedback run (x10 feedback bodies)")
+    parser.add_argument("--pin", action="store_true",
+                        help="1 worker: server on CPU 0, load generators on CPU 1")
+    parser.add_argument("--open-loop", help=argparse.SUPPRESS)  # the child of open_loop()
     args = parser.parse_args(argv)
+    if args.open_loop:
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvicorn[standard] brings it
+            uvloop = None
+        spec = json.loads(args.open_loop)
+        runner = uvloop.run if uvloop is not None else asyncio.run
+        print(json.dumps(runner(_open_loop(**spec))))
+        return 0
     if shutil.which("wrk") is None:
         print("wrk not found: apt-get install wrk", file=sys.stderr)
         return 2
@@ -230,10 +362,13 @@ def main(argv: list[str] | None = None) -> int:
                 create_db, pg = start_postgres(tmp)
             for workers in args.workers:
                 tag = f"{store}_w{workers}"
-                bare = Server("serving_load:bare_app", workers, {}, tmp / "bare.log", "/bare")
+                server_cpus, load_cpus = ("0", "1") if args.pin and workers == 1 else (None,
+                                                                                       None)
+                bare = Server("serving_load:bare_app", workers, {}, tmp / "bare.log", "/bare",
+                              server_cpus)
                 try:
-                    b = wrk(bare.base, LUA_BARE % {"pacing": ""}, args.seconds,
-                            args.connections, tmp)
+                    b = wrk(bare.base, LUA_BARE, args.seconds,
+                            args.connections, tmp, load_cpus)
                 finally:
                     bare.stop()
                 db = (f"sqlite:///{tmp / f'{tag}.db'}" if store == "sqlite" else create_db())
@@ -241,20 +376,21 @@ def main(argv: list[str] | None = None) -> int:
                        "RECBANDITS_DB": db, "RECBANDITS_SEED": "0"}
                 if workers > 1:
                     env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(dir=tmp)
+                seed_store(state, db)
                 service = Server("serving.app:app_from_env", workers, env,
-                                 tmp / f"{tag}.log", "/health")
+                                 tmp / f"{tag}.log", "/health", server_cpus)
                 try:
-                    recs_script = LUA_RECS % {"seed": 1, "n_users": n_users, "pacing": ""}
-                    r = wrk(service.base, recs_script, args.seconds, args.connections, tmp)
-                    half = LUA_RECS % {"seed": 2, "n_users": n_users,
-                                       "pacing": pacing(b["rps"] / 2, args.connections)}
-                    h = wrk(service.base, half, args.seconds, args.connections, tmp)
+                    recs_script = LUA_RECS % {"seed": 1, "n_users": n_users}
+                    r = wrk(service.base, recs_script, args.seconds, args.connections, tmp,
+                            load_cpus)
+                    h = open_loop(service.base, b["rps"] / 2, args.seconds, n_users, 2,
+                                  load_cpus)
                     slates = asyncio.run(make_decisions(service.base, args.decisions, n_users,
                                                         workers))
                     path = tmp / f"{tag}-feedback.jsonl"
                     path.write_text("\n".join(feedback_lines(slates, workers)) + "\n")
-                    f = wrk(service.base, LUA_FEEDBACK % {"path": path, "pacing": ""},
-                            args.seconds, args.connections, tmp)
+                    f = wrk(service.base, LUA_FEEDBACK % {"path": path},
+                            args.seconds, args.connections, tmp, load_cpus)
                 finally:
                     service.stop()
                 rows.append((tag, b, r, h, f))
@@ -264,7 +400,9 @@ def main(argv: list[str] | None = None) -> int:
                 results[f"{tag}_recommendations_ratio"] = r["rps"] / b["rps"]
                 results[f"{tag}_recommendations_p50_ms_at_half_bare"] = h["p50"]
                 results[f"{tag}_recommendations_p99_ms_at_half_bare"] = h["p99"]
+                results[f"{tag}_recommendations_target_rps_at_half_bare"] = h["target_rps"]
                 results[f"{tag}_recommendations_achieved_rps_at_half_bare"] = h["rps"]
+                results[f"{tag}_recommendations_errors_at_half_bare"] = h["errors"]
                 results[f"{tag}_feedback_rps"] = f["rps"]
                 results[f"{tag}_feedback_ratio"] = f["rps"] / b["rps"]
                 results[f"{tag}_feedback_p99_ms"] = f["p99"]
@@ -275,11 +413,14 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"\n{'config':<14}{'bare rps':>10}{'bare p99':>10}{'recs rps':>10}{'ratio':>7}"
-          f"{'p50@half':>10}{'p99@half':>10}{'fb rps':>9}{'ratio':>7}{'fb p99':>9}")
+          f"{'half rps':>10}{'p50@half':>10}{'p99@half':>10}{'fb rps':>9}{'ratio':>7}"
+          f"{'fb p99':>9}")
     for tag, b, r, h, f in rows:
         print(f"{tag:<14}{b['rps']:>10.0f}{b['p99']:>9.1f}m{r['rps']:>10.0f}"
-              f"{r['rps'] / b['rps']:>7.2f}{h['p50']:>9.1f}m{h['p99']:>9.1f}m{f['rps']:>9.0f}"
-              f"{f['rps'] / b['rps']:>7.2f}{f['p99']:>8.1f}m")
+              f"{r['rps'] / b['rps']:>7.2f}{h['rps']:>10.0f}{h['p50']:>9.1f}m{h['p99']:>9.1f}m"
+              f"{f['rps']:>9.0f}{f['rps'] / b['rps']:>7.2f}{f['p99']:>8.1f}m")
+    print("(half rps: achieved rate of the fixed-rate run, target = bare rps / 2; its p50/p99 "
+          "are from scheduled send times)")
     print()
     for name, value in results.items():
         print(f"{name}: {value:.3f}")
