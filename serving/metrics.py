@@ -87,6 +87,10 @@ class MetricsMiddleware:
     def __init__(self, app: Any, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # labels() costs a lock and a tuple hash per call; the label sets are few (route
+        # templates x methods x statuses), so their children are kept.
+        self._latency: dict[str, Any] = {}
+        self._requests: dict[tuple[str, str, int], Any] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -106,5 +110,13 @@ class MetricsMiddleware:
             route = scope.get("route")
             # The template (not the raw path) keeps the label set small.
             name = getattr(route, "path", None) or "unmatched"
-            self.metrics.latency.labels(name).observe(time.perf_counter() - start)
-            self.metrics.requests.labels(scope["method"], name, str(status["code"])).inc()
+            latency = self._latency.get(name)
+            if latency is None:
+                latency = self._latency[name] = self.metrics.latency.labels(name)
+            latency.observe(time.perf_counter() - start)
+            key = (scope["method"], name, status["code"])
+            counter = self._requests.get(key)
+            if counter is None:
+                counter = self._requests[key] = self.metrics.requests.labels(
+                    key[0], name, str(key[2]))
+            counter.inc()
