@@ -85,7 +85,9 @@ class RecommendationService:
         self.policy_model = policy_model
         self.rng = np.random.default_rng(settings.seed)
         self.writer: Any = None  # set by the app's lifespan (GroupCommitWriter)
-        self.readers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="recbandits-read")
+        # Off-loop reads outside the request path (health, /policy): the request-path reads of
+        # a PostgreSQL store are batched on the event loop instead (see _read).
+        self.readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="recbandits-read")
         self.snapshot: PolicySnapshot = policy_model.snapshot({}, arm_set.version)
         self._loading: threading.Thread | None = None
         self._retrain_lock = threading.Lock()
@@ -143,9 +145,15 @@ class RecommendationService:
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         # An indexed read of a local SQLite file in WAL mode takes ~10 us and never waits for
-        # the writer: cheaper inline than a hop to a thread. A network store goes to a thread.
+        # the writer: cheaper inline than a hop to a thread. On PostgreSQL the request-path
+        # reads join the writer's group reader (one query per batch, on the event loop); any
+        # other read goes to a thread.
         if self.store.backend == "sqlite":
             return fn(*args)
+        reader = getattr(self.writer, "reader", None)
+        name = getattr(fn, "__name__", "")
+        if reader is not None and name in reader.KINDS:
+            return await reader.read(name, *args)
         return await asyncio.get_running_loop().run_in_executor(self.readers, fn, *args)
 
     # ------------------------------------------------------------------ periodic jobs

@@ -50,6 +50,29 @@ POSITIVE_TYPES = ("like", "click")
 RATING_OF_TYPE = {"like": 5.0, "dislike": 1.0}
 
 
+class StoreBusyError(Exception):
+    """SQLite's write lock is held by another connection and the caller asked not to wait.
+
+    Raised by ``Store.write_batch(..., wait=False)`` after the transaction was rolled back:
+    nothing was written, and the batch can be retried where waiting is harmless (a thread).
+    """
+
+
+def _is_busy(exc: BaseException) -> bool:
+    return (isinstance(exc, sqlite3.OperationalError)
+            and (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_BUSY)
+
+
+# Page cache of the writer and reader connections (KiB; SQLite's default is 2 MiB): the
+# decisions table grows by thousands of rows a second under load and its primary key is a
+# random event id, so index inserts touch pages all over the B-tree.
+SQLITE_CACHE_KIB = 65_536
+# How often the serving writer checkpoints the WAL (PASSIVE) from its jobs thread.
+SQLITE_CHECKPOINT_INTERVAL_S = 1.0
+# The WAL file is truncated back to this size after a checkpoint let it restart.
+SQLITE_JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+
+
 def store_unavailable(exc: BaseException) -> StoreUnavailableError | None:
     """The 503 error for ``exc`` if it means the store is down, unreachable or locked, else None.
 
@@ -177,6 +200,17 @@ class Store:
         Longest wait for SQLite's write lock, a PostgreSQL connection or a pooled connection;
         beyond it the operation fails with :class:`StoreUnavailableError` (HTTP 503).
 
+    Notes
+    -----
+    SQLite checkpoints: the serving writer's connection has ``wal_autocheckpoint=0``, so no
+    commit (in the event loop) ever runs a checkpoint and its fsync; instead the writer's jobs
+    thread calls :meth:`checkpoint` (PASSIVE: it never waits for a lock or stalls a reader)
+    every ``SQLITE_CHECKPOINT_INTERVAL_S`` on a connection of its own. The WAL therefore holds
+    at most about one interval of commits beyond what readers still use, plus the pages of a
+    checkpoint that could not finish (it resumes on the next call); ``journal_size_limit``
+    truncates the file back after it restarts. Other connections (commands, the settle job)
+    keep SQLite's automatic checkpoints.
+
     Raises
     ------
     ValueError
@@ -204,6 +238,7 @@ class Store:
             self._insert = sqlite.insert
             # Sub-millisecond commits: cheaper in the event loop than through a thread.
             self.inline_commits = sqlite_synchronous == "NORMAL"
+            self.event_loop_io = False
         else:
             connect = {"connect_timeout": max(1, math.ceil(self.timeout_s))}
             self.write_engine = sa.create_engine(self.url, pool_size=2, max_overflow=2,
@@ -215,11 +250,19 @@ class Store:
                                                 isolation_level="AUTOCOMMIT")
             self._insert = postgresql.insert
             self.inline_commits = False
+            # The request-path reads and the group commits run as coroutines on the event
+            # loop (serving.store.pgasync); the engines serve everything else.
+            self.event_loop_io = True
         self._param = "?" if self.backend == "sqlite" else "%s"
         self._local = threading.local()
         self.sqlite_synchronous = sqlite_synchronous
         self._write_conn: sqlite3.Connection | None = None
+        self._write_busy_ms = 0
         self._write_lock = threading.Lock()
+        self._checkpoint_conn: sqlite3.Connection | None = None
+        self._checkpoint_lock = threading.Lock()
+        self.checkpoint_interval_s = SQLITE_CHECKPOINT_INTERVAL_S
+        self.last_checkpoint: tuple[int, int, int] | None = None
         p = self._param
         as_json = "" if self.backend == "sqlite" else "::json"
         self._insert_decision_sql = (
@@ -274,6 +317,13 @@ class Store:
             if self._write_conn is not None:
                 self._write_conn.close()
                 self._write_conn = None
+        with self._checkpoint_lock:
+            if self._checkpoint_conn is not None:
+                # What the writer left in the WAL goes to the database file now.
+                with contextlib.suppress(sqlite3.Error):
+                    self._checkpoint_conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                self._checkpoint_conn.close()
+                self._checkpoint_conn = None
         self.write_engine.dispose()
         self.read_engine.dispose()
 
@@ -371,6 +421,7 @@ class Store:
             conn = sqlite3.connect(self.url.database, isolation_level=None,
                                    check_same_thread=False, timeout=self.timeout_s)
             conn.execute("PRAGMA query_only=ON")
+            conn.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
             return conn
         import psycopg
 
@@ -448,18 +499,28 @@ class Store:
 
     # ------------------------------------------------------------------ writes (writer thread)
     def write_batch(self, decision_rows: Sequence[dict[str, Any]],
-                    feedback_writes: Sequence[FeedbackWrite]) -> BatchResult:
+                    feedback_writes: Sequence[FeedbackWrite], *,
+                    wait: bool = True) -> BatchResult:
         """Insert decisions and feedback, update counters and ratings, in ONE transaction.
 
         Feedback whose idempotency key already exists inserts nothing and counts nothing; its
         stored row is returned with ``created=False``.
+
+        Parameters
+        ----------
+        decision_rows, feedback_writes
+            What to write, in arrival order.
+        wait : bool, default True
+            SQLite: wait up to ``timeout_s`` for the write lock (then ``database is locked``,
+            a 503). False never waits: if another connection holds the lock the transaction is
+            rolled back and :class:`StoreBusyError` raised (the event loop's attempt).
         """
         result = BatchResult()
         successes: Counter[str] = Counter()
         failures: Counter[str] = Counter()
         pulls = Counter(row["arm"] for row in decision_rows if not row["cold_start"])
         ratings: list[tuple[Any, ...]] = []
-        with self._write_cursor() as cursor:
+        with self._write_cursor(wait) as cursor:
             if decision_rows:
                 cursor.executemany(self._insert_decision_sql, [
                     (r["event_id"], r["created_at"], r["user_id"], _json(r["context"]),
@@ -499,7 +560,7 @@ class Store:
         return result
 
     @contextlib.contextmanager
-    def _write_cursor(self) -> Iterator[Any]:
+    def _write_cursor(self, wait: bool = True) -> Iterator[Any]:
         """A DBAPI cursor inside one write transaction, committed on a clean exit.
 
         SQLAlchemy's per-statement and per-transaction work (pool check-out, events, result
@@ -519,12 +580,17 @@ class Store:
             conn = self._write_conn
             if conn is None:
                 conn = self._write_conn = self._raw_write_connect()
+                self._write_busy_ms = 0
+            busy_ms = int(self.timeout_s * 1000) if wait else 0
+            if busy_ms != self._write_busy_ms:
+                conn.execute(f"PRAGMA busy_timeout={busy_ms}")
+                self._write_busy_ms = busy_ms
             cursor = conn.cursor()
             try:
                 cursor.execute("BEGIN IMMEDIATE")
                 yield cursor
                 cursor.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 try:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
@@ -532,17 +598,56 @@ class Store:
                     self._write_conn = None
                     with contextlib.suppress(Exception):
                         conn.close()
+                if not wait and _is_busy(exc):
+                    raise StoreBusyError(str(exc)) from exc
                 raise
             finally:
                 cursor.close()
 
     def _raw_write_connect(self) -> sqlite3.Connection:
+        # busy_timeout 0: the wait for the lock is chosen per batch (see _write_cursor).
         conn = sqlite3.connect(self.url.database, isolation_level=None, check_same_thread=False,
-                               timeout=self.timeout_s)
+                               timeout=0)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.sqlite_synchronous}")
-        conn.execute(f"PRAGMA busy_timeout={int(self.timeout_s * 1000)}")
+        conn.execute("PRAGMA busy_timeout=0")
+        # Checkpoints run in the writer's jobs thread (checkpoint()), never inside a commit.
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        conn.execute(f"PRAGMA journal_size_limit={SQLITE_JOURNAL_SIZE_LIMIT}")
+        conn.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
         return conn
+
+    def checkpoint(self) -> tuple[int, int, int] | None:
+        """Copy the WAL's committed pages into the database file (SQLite; PASSIVE).
+
+        Never waits for a lock and never blocks readers or the writer: pages still used by a
+        reader are left for the next call. Called by the writer's jobs thread, so the fsyncs
+        of a checkpoint never happen inside a commit on the event loop.
+
+        Returns
+        -------
+        (busy, wal_frames, checkpointed_frames) or None
+            SQLite's answer (busy = 1 when another checkpoint was running); None for
+            PostgreSQL, which checkpoints by itself.
+        """
+        if self.backend != "sqlite":
+            return None
+        with self._checkpoint_lock:
+            try:
+                if self._checkpoint_conn is None:
+                    conn = sqlite3.connect(self.url.database, isolation_level=None,
+                                           check_same_thread=False, timeout=0)
+                    conn.execute("PRAGMA busy_timeout=0")
+                    self._checkpoint_conn = conn
+                row = self._checkpoint_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.Error:
+                if self._checkpoint_conn is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._checkpoint_conn.close()
+                self._checkpoint_conn = None
+                raise
+        self.last_checkpoint = (int(row[0]), int(row[1]), int(row[2]))
+        return self.last_checkpoint
 
     def settle_expired(self, now: float, grace_s: float) -> int:
         """Settle decisions whose window closed; those with no counted feedback count as 0.

@@ -1,11 +1,25 @@
-"""Group commit: one writer thread per process commits many requests in one transaction.
+"""Group commit: many requests' writes committed in one transaction, one batch at a time.
 
 A request hands its write to the writer and awaits a future; the writer takes everything queued
-(up to ``batch_max``), commits it in one transaction and then resolves all the futures in one
-call into the event loop. Under load the cost of a commit (an fsync on SQLite, a round trip on
-PostgreSQL) is shared by the whole batch, and no response is sent before its write is durable.
-Between batches (and when idle, every ``tick_s``) the thread runs the periodic jobs: re-reading
-the posterior counts and settling expired decisions.
+(up to ``batch_max``), commits it in one transaction and then resolves all the futures at once.
+Under load the cost of a commit (an fsync on SQLite, a round trip on PostgreSQL) is shared by
+the whole batch, and no response is sent before its write is durable. One batch is in flight at
+a time, so writes are committed in arrival order.
+
+Three ways to run the batches, picked from the store:
+
+- ``inline`` (SQLite, ``synchronous=NORMAL``): the commit runs in the event loop itself (well
+  under a millisecond: cheaper than a thread hand-off), but it never *waits* there for the
+  write lock: the inline attempt has a zero busy time-out, and when another connection holds
+  the lock (the other worker committing, a backup, a ``BEGIN EXCLUSIVE``) the batch goes to a
+  thread that waits up to ``store_timeout_s`` for it (503 after that, nothing written) while
+  the loop keeps serving.
+- ``async`` (PostgreSQL): batches are coroutines on the event loop
+  (:mod:`serving.store.pgasync`), as are the request-path reads (:class:`GroupReader`).
+- ``thread`` (anything else, e.g. SQLite with ``synchronous=FULL``): one writer thread.
+
+The periodic jobs (settling expired decisions, SQLite checkpoints) run in the writer thread
+between batches, or in a jobs thread of their own in the other two modes, never in the loop.
 """
 
 from __future__ import annotations
@@ -26,6 +40,7 @@ from serving.store.repository import (
     FeedbackResult,
     FeedbackWrite,
     Store,
+    StoreBusyError,
     store_unavailable,
 )
 
@@ -59,15 +74,16 @@ class GroupCommitWriter:
     batch_max : int
         Most requests per transaction.
     jobs : list of PeriodicJob
-        Run in the writer thread between batches.
+        Run between batches (``thread``) or in a jobs thread (``inline``, ``async``).
     tick_s : float, default 0.01
         Longest wait for work before the periodic jobs are checked.
     on_counted : callable, optional
-        Called (in the writer thread) after a commit that changed the posterior counts.
+        Called after a commit that changed the posterior counts (in the writer thread or the
+        event loop; it must be thread-safe and quick).
     inline : bool, default False
-        Commit in the event loop itself instead of a thread: for a local SQLite file whose
-        commits (WAL, ``synchronous=NORMAL``) take well under a millisecond, this saves the
-        thread hand-offs and the contention for the GIL that cost more than the commit.
+        Commit in the event loop itself (a local SQLite file with ``synchronous=NORMAL``; see
+        the module doc). Otherwise a store with ``event_loop_io`` (PostgreSQL) runs ``async``,
+        and any other store gets a writer thread.
     """
 
     def __init__(self, store: Store, *, batch_max: int, jobs: list[PeriodicJob] | None = None,
@@ -75,52 +91,90 @@ class GroupCommitWriter:
                  inline: bool = False) -> None:
         self.store = store
         self.inline = inline
+        self.mode = ("inline" if inline
+                     else "async" if getattr(store, "event_loop_io", False) else "thread")
         self._pending: list[_Item] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
         self.on_counted = on_counted
         self.batch_max = batch_max
         self.jobs = {job.name: job for job in jobs or []}
+        checkpoint = getattr(store, "checkpoint", None)
+        if inline and checkpoint is not None:
+            # The WAL is checkpointed here, off the request path (see Store.checkpoint).
+            self.jobs.setdefault("checkpoint", PeriodicJob(
+                "checkpoint", store.checkpoint_interval_s, checkpoint))
         self.tick_s = tick_s
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._jobs_thread: threading.Thread | None = None
+        self._jobs_stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
+        self.reader: Any = None  # GroupReader in async mode
+        self._async_writer: Any = None
         self.batches = 0
         self.items = 0
+        self.waited_batches = 0  # inline batches that had to wait for the lock in a thread
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._running = True
-        if self.inline:
-            self._wake = asyncio.Event()
-            self._tasks = [loop.create_task(self._inline_commits()),
-                           loop.create_task(self._inline_jobs())]
+        if self.mode == "thread":
+            self._thread = threading.Thread(target=self._run, name="recbandits-writer",
+                                            daemon=True)
+            self._thread.start()
             return
-        self._thread = threading.Thread(target=self._run, name="recbandits-writer", daemon=True)
-        self._thread.start()
+        self._wake = asyncio.Event()
+        if self.mode == "async":
+            from serving.store.pgasync import AsyncBatchWriter, GroupReader
+
+            self._async_writer = AsyncBatchWriter(self.store)
+            self.reader = GroupReader(self.store)
+            self.reader.start()
+        self._tasks = [loop.create_task(self._loop_commits())]
+        self._jobs_stop.clear()
+        self._jobs_thread = threading.Thread(target=self._jobs_loop, name="recbandits-jobs",
+                                             daemon=True)
+        self._jobs_thread.start()
 
     async def aclose(self, timeout: float = 10.0) -> None:
         """Commit what is queued, then stop."""
         if not self._running:
             return
         self._stopping = True
-        if self.inline:
-            for task in self._tasks:
-                task.cancel()
-            while self._pending:
-                batch, self._pending = (self._pending[:self.batch_max],
-                                        self._pending[self.batch_max:])
-                self._commit(batch)
-        else:
+        if self.mode == "thread":
             self._queue.put(None)
             await asyncio.to_thread(self._thread.join, timeout)
             self._thread = None
+        else:
+            # The batch in flight (if any) completes; then what is still queued.
+            self._wake.set()
+            deadline = time.monotonic() + timeout
+            while (self._pending or self._busy) and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks = []
+            _set_results([(item, None, StoreUnavailableError("the store writer stopped"))
+                          for item in self._pending])
+            self._pending = []
+            self._jobs_stop.set()
+            if self._jobs_thread is not None:
+                await asyncio.to_thread(self._jobs_thread.join, timeout)
+                self._jobs_thread = None
+            if self.reader is not None:
+                await self.reader.aclose()
+            if self._async_writer is not None:
+                await self._async_writer.aclose()
         self._running = False
 
-    # ------------------------------------------------------------------ inline mode
-    async def _inline_commits(self) -> None:
+    _busy = False
+
+    # ------------------------------------------------------------------ inline and async
+    async def _loop_commits(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -130,12 +184,48 @@ class GroupCommitWriter:
                                     self._pending[self.batch_max:])
             if self._pending:
                 self._wake.set()
-            if batch:
-                self._commit(batch)
+            if not batch:
+                continue
+            self._busy = True
+            try:
+                if self.mode == "async":
+                    outcomes = await self._commit_async(batch)
+                else:
+                    outcomes = await self._commit_inline(batch)
+            except BaseException as exc:  # cancelled mid-batch: nobody may wait forever
+                _set_results([(item, None, StoreUnavailableError(
+                    f"the store writer stopped ({type(exc).__name__})")) for item in batch])
+                raise
+            finally:
+                self._busy = False
+            _set_results(outcomes)
 
-    async def _inline_jobs(self) -> None:
-        while True:
-            await asyncio.sleep(self._wait_s())
+    async def _commit_inline(self, batch: list[_Item]) -> list[_Outcome]:
+        try:
+            return self._commit(batch, wait=False)
+        except StoreBusyError:
+            # Locked by another connection: wait for it in a thread, not in the loop.
+            self.waited_batches += 1
+            return await asyncio.to_thread(self._commit, batch, wait=True)
+
+    async def _commit_async(self, batch: list[_Item]) -> list[_Outcome]:
+        decisions = [i for i in batch if i.kind == "decision"]
+        feedback = [i for i in batch if i.kind == "feedback"]
+        try:
+            result = await self._async_writer.write_batch([i.payload for i in decisions],
+                                                          [i.payload for i in feedback])
+        except Exception as exc:
+            retry = self._failed(batch, exc)
+            if retry is not None:
+                return retry
+            outcomes: list[_Outcome] = []
+            for item in batch:
+                outcomes += await self._commit_async([item])
+            return outcomes
+        return self._succeeded(decisions, feedback, result)
+
+    def _jobs_loop(self) -> None:
+        while not self._jobs_stop.wait(self._wait_s()):
             self._run_jobs()
 
     def request(self, job: str) -> None:
@@ -153,11 +243,11 @@ class GroupCommitWriter:
         if not self._running or self._stopping:
             raise StoreUnavailableError("the store writer is not running")
         future = asyncio.get_running_loop().create_future()
-        if self.inline:
+        if self.mode == "thread":
+            self._queue.put(_Item(kind, payload, future))
+        else:
             self._pending.append(_Item(kind, payload, future))
             self._wake.set()
-        else:
-            self._queue.put(_Item(kind, payload, future))
         return await future
 
     # ------------------------------------------------------------------ the thread
@@ -184,7 +274,7 @@ class GroupCommitWriter:
                     continue
                 batch.append(item)
             if batch:
-                self._commit(batch)
+                self._resolve(self._commit(batch))
             self._run_jobs()
             if stop:
                 return
@@ -210,45 +300,63 @@ class GroupCommitWriter:
                     else:
                         logger.warning("periodic job %s: %s", job.name, unavailable.message)
 
-    def _commit(self, batch: list[_Item]) -> None:
+    def _commit(self, batch: list[_Item], *, wait: bool | None = None) -> list[_Outcome]:
+        """Commit ``batch``; the outcome of every item (``wait`` as in SQLite's write_batch)."""
         decisions = [i for i in batch if i.kind == "decision"]
         feedback = [i for i in batch if i.kind == "feedback"]
+        kwargs = {} if wait is None else {"wait": wait}
         try:
             result = self.store.write_batch([i.payload for i in decisions],
-                                            [i.payload for i in feedback])
+                                            [i.payload for i in feedback], **kwargs)
+        except StoreBusyError:
+            raise  # nothing was written: the caller retries the batch waiting for the lock
         except Exception as exc:
-            unavailable = store_unavailable(exc)
-            if len(batch) == 1 or unavailable is not None:
-                # An outage fails the whole batch at once (503): retrying each write alone
-                # would hold every later request for one more time-out per write.
-                error = unavailable if unavailable is not None else exc
-                self._resolve([(item, None, error) for item in batch])
-                return
-            # One bad write must not fail its neighbours: retry each alone.
-            logger.warning("batch of %d failed (%s); retrying one by one", len(batch), exc)
+            retry = self._failed(batch, exc)
+            if retry is not None:
+                return retry
+            if wait is False:
+                # Nothing was written (rolled back); the writes are retried one by one in a
+                # thread, where waiting for the lock cannot stall the loop.
+                raise StoreBusyError("retry the batch one write at a time") from exc
+            outcomes: list[_Outcome] = []
             for item in batch:
-                self._commit([item])
-            return
+                outcomes += self._commit([item], wait=wait)
+            return outcomes
+        return self._succeeded(decisions, feedback, result)
+
+    def _failed(self, batch: list[_Item], exc: Exception) -> list[_Outcome] | None:
+        """Outcomes failing the whole ``batch``, or None to retry each write alone."""
+        unavailable = store_unavailable(exc)
+        if len(batch) == 1 or unavailable is not None:
+            # An outage fails the whole batch at once (503): retrying each write alone
+            # would hold every later request for one more time-out per write.
+            error = unavailable if unavailable is not None else exc
+            return [(item, None, error) for item in batch]
+        # One bad write must not fail its neighbours: retry each alone.
+        logger.warning("batch of %d failed (%s); retrying one by one", len(batch), exc)
+        return None
+
+    def _succeeded(self, decisions: list[_Item], feedback: list[_Item],
+                   result: BatchResult) -> list[_Outcome]:
         self.batches += 1
-        self.items += len(batch)
-        outcomes: list[tuple[_Item, Any, BaseException | None]] = [
-            (i, None, None) for i in decisions
-        ]
+        self.items += len(decisions) + len(feedback)
+        outcomes: list[_Outcome] = [(i, None, None) for i in decisions]
         outcomes += [(i, r, None) for i, r in zip(feedback, result.feedback, strict=True)]
         if result.counted and self.on_counted is not None:
             self.on_counted()
-        self._resolve(outcomes)
+        return outcomes
 
-    def _resolve(self, outcomes: list[tuple[_Item, Any, BaseException | None]]) -> None:
-        if self.inline:
-            _set_results(outcomes)
-            return
+    def _resolve(self, outcomes: list[_Outcome]) -> None:
+        """From the writer thread: hand ``outcomes`` to the loop in one call."""
         assert self._loop is not None  # set by start(); internal invariant, not user input
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
             self._loop.call_soon_threadsafe(_set_results, outcomes)
 
 
-def _set_results(outcomes: list[tuple[_Item, Any, BaseException | None]]) -> None:
+_Outcome = tuple[_Item, Any, BaseException | None]
+
+
+def _set_results(outcomes: list[_Outcome]) -> None:
     for item, result, error in outcomes:
         if item.future.done():
             continue
