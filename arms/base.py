@@ -273,13 +273,24 @@ class Recommender(ABC):
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Best ``k`` columns of each row of ``scores`` (shape ``(n, m)``), best first.
 
-    Returns ``(items, values)`` of shape ``(n, k)``; entries whose score is ``-inf`` are ``-1``.
-    Ties are broken by the lower item index, so results are deterministic.
+    Returns ``(items, values)`` of shape ``(n, k)``; entries whose score is ``-inf`` or NaN are
+    ``-1``. Ties are broken by the lower item index, also where the k-th best score is shared
+    by more items than fit (``np.argpartition`` alone would pick among those arbitrarily).
     """
     n_rows, n_cols = scores.shape
     k = min(k, n_cols)
+    nan = np.isnan(scores)
+    if nan.any():  # ranked as -inf, so they are never picked before a rankable item
+        scores = np.where(nan, -np.inf, scores)
     if k < n_cols:
         part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        kth = np.take_along_axis(scores, part, axis=1).min(axis=1, keepdims=True)
+        above = scores > kth
+        # Of the items tied at the k-th score, the lowest-indexed fill the remaining places.
+        ties = scores == kth
+        wanted = k - above.sum(axis=1, keepdims=True)
+        chosen = above | (ties & (np.cumsum(ties, axis=1) <= wanted))
+        part = np.nonzero(chosen)[1].reshape(n_rows, k)
     else:
         part = np.broadcast_to(np.arange(n_cols), (n_rows, n_cols)).copy()
     part_scores = np.take_along_axis(scores, part, axis=1)
