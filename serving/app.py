@@ -8,11 +8,11 @@ the policy refresher; on shutdown it commits what is queued and closes everythin
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
@@ -23,7 +23,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from arms.base import Recommender
 from arms.data.dataset import Dataset
-from serving.api.hotpath import HotPathMiddleware
+from serving.api.body_limit import BodyLimitMiddleware, BodyTooLargeError
+from serving.api.hotpath import ServiceApp
 from serving.api.routes import admin, demo, feedback, health, policy, recommendations
 from serving.errors import ServingError, StoreUnavailableError
 from serving.metrics import Metrics, MetricsMiddleware
@@ -75,6 +76,9 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
         writer.start(asyncio.get_running_loop())
         service.writer = writer
         app.state.service = service
+        # The arms, the catalogue and the libraries are millions of long-lived objects: frozen,
+        # the garbage collector's full passes skip them instead of pausing requests to scan them.
+        gc.freeze()
         try:
             yield
         finally:
@@ -82,7 +86,7 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
             service.close()
             resources.store.dispose()
 
-    app = FastAPI(
+    app = ServiceApp(
         title="recbandits",
         summary="Recommendations routed through a Thompson Sampling policy over recommenders",
         version="0.1.0",
@@ -122,7 +126,7 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        if isinstance(exc, _BodyTooLargeError):  # cut off while FastAPI was reading it
+        if isinstance(exc, BodyTooLargeError):  # cut off while FastAPI was reading it
             return exc.response()
         if exc.status_code == 400 and exc.__cause__ is not None:
             # FastAPI answers 400 to a body it cannot decode (invalid UTF-8, ...); the API
@@ -132,60 +136,15 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
                                  "code": "malformed_body"}, status_code=422)
         return await http_exception_handler(request, exc)
 
-    # Innermost of ours: metrics, body limit and CORS apply to the hot routes unchanged.
-    app.add_middleware(HotPathMiddleware, fastapi_app=app)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["Content-Type"])
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.enable_hot_path(max_body_bytes=settings.max_body_bytes, cors=bool(settings.cors_origins))
     return app
 
 
 def app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory``: settings from ``RECBANDITS_*`` (used by ``serve``)."""
     return create_app(Settings())
-
-
-class BodyLimitMiddleware:
-    """Answer 413 to a request body larger than ``max_bytes`` (declared or streamed)."""
-
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._reject(scope, receive, send)
-                return
-        received = 0
-
-        async def limited_receive() -> dict[str, Any]:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _BodyTooLargeError(self.max_bytes)
-            return message
-
-        try:
-            await self.app(scope, limited_receive, send)
-        except _BodyTooLargeError:
-            await self._reject(scope, receive, send)
-
-    async def _reject(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        await _BodyTooLargeError(self.max_bytes).response()(scope, receive, send)
-
-
-class _BodyTooLargeError(StarletteHTTPException):
-    # An HTTPException, so FastAPI's body reader lets it through instead of answering 400.
-    def __init__(self, max_bytes: int) -> None:
-        super().__init__(413, f"request body larger than {max_bytes} bytes")
-
-    def response(self) -> JSONResponse:
-        return JSONResponse({"detail": self.detail, "code": "body_too_large"}, status_code=413)

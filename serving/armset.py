@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,70 @@ def training_set(base: Dataset, feedback: pd.DataFrame) -> Dataset:
                                name=f"{base.name}+feedback")
 
 
+#: How many of a user's best items a :class:`Ranking` keeps in order: ``k`` (at most 100) plus
+#: the user's excluded movies must fit in it, or the slate is ranked from all the scores.
+RANKING_DEPTH = 256
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """One user's scores under one arm, with the best items already sorted.
+
+    A request then only walks the head of ``order`` past the user's excluded movies instead of
+    partitioning every item's score.
+
+    Attributes
+    ----------
+    scores : ndarray, shape ``(n_items,)``
+        The arm's scores; ``-inf`` (or NaN) marks items never recommended to this user.
+    order : ndarray of int64, shape ``(m,)``, ``m <= RANKING_DEPTH``
+        The ``m`` best rankable items, best first, ties to the lower index (the order of
+        :func:`serving.service.top_k_row`).
+    complete : bool
+        ``order`` holds every rankable item.
+    """
+
+    scores: np.ndarray
+    order: np.ndarray
+    complete: bool
+
+    def top(self, k: int, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """The best ``k`` items not in ``excluded`` and their scores, or None if ``order`` is too
+        short to tell (the caller then ranks all of ``scores``).
+
+        Parameters
+        ----------
+        k : int
+        excluded : ndarray of int, shape ``(n_excluded,)``
+            Item indices not to recommend.
+
+        Returns
+        -------
+        items : ndarray of int64, shape ``(<= k,)``
+            Fewer than ``k`` only when fewer items are rankable.
+        scores : ndarray, shape like ``items``
+        """
+        head = self.order[:k + excluded.size]
+        if excluded.size:
+            hidden = np.zeros(self.scores.size, dtype=bool)
+            hidden[excluded] = True
+            head = head[~hidden[head]]
+        head = head[:k]
+        if head.size < k and not self.complete:
+            return None
+        return head, self.scores[head]
+
+
+def rank_rows(scores: np.ndarray, depth: int = RANKING_DEPTH) -> list[Ranking]:
+    """A :class:`Ranking` for every row of ``scores`` (shape ``(n_users, n_items)``)."""
+    rankable = np.isfinite(scores) | (scores > 0)
+    keyed = np.where(rankable, -scores, np.inf)
+    order = np.argsort(keyed, axis=1, kind="stable")[:, :depth]
+    n_rankable = rankable.sum(axis=1).tolist()
+    return [Ranking(row, order[i, :min(depth, n)].copy(), n <= depth)
+            for i, (row, n) in enumerate(zip(scores, n_rankable, strict=True))]
+
+
 @dataclass(frozen=True)
 class ArmSet:
     """Fitted arms sharing one catalogue, plus what the service needs to present items.
@@ -180,35 +245,41 @@ class ArmSet:
     _cache: OrderedDict = field(default_factory=OrderedDict, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def user_scores(self, arm: str, user: int) -> np.ndarray:
-        """The arm's scores of every item for one user, items seen in training at ``-inf``.
+    def ranking(self, arm: str, user: int) -> Ranking:
+        """The arm's :class:`Ranking` of every item for one user (arm user index ``user``).
 
-        Returns a fresh float64 array of shape ``(n_items,)`` the caller may modify. Scores only
-        change with the arms, and an ArmSet never changes, so up to ``cache_size`` (arm, user)
-        vectors are kept (least recently used evicted; float32, 4 bytes per item).
+        Scores only change with the arms, and an ArmSet never changes, so up to
+        ``cache_size`` (arm, user) rankings are kept (least recently used evicted; about
+        ``4 n_items + 8 RANKING_DEPTH`` bytes each).
         """
         key = (arm, user)
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
                 self._cache.move_to_end(key)
-                return hit.astype(np.float64)
+                return hit
         model = self.models[arm]
         scores = model.score(np.array([user]))[0]
         seen = model.seen_
         scores[seen.indices[seen.indptr[user]:seen.indptr[user + 1]]] = -np.inf
+        ranking = rank_rows(scores[None, :].astype(np.float32))[0]
         if self.cache_size:
             with self._lock:
-                self._cache[key] = scores.astype(np.float32)
+                self._cache[key] = ranking
                 while len(self._cache) > self.cache_size:
                     self._cache.popitem(last=False)
-        return scores
+        return ranking
+
+    @cached_property
+    def cold_start_ranking(self) -> Ranking:
+        """The popularity ranking served to users the arms do not know."""
+        return rank_rows(self.popularity[None, :])[0]
 
     def warm(self, chunk: int = 256) -> int:
-        """Fill the score cache for the known users, arm by arm, in batched passes.
+        """Fill the ranking cache for the known users, arm by arm, in batched passes.
 
-        Runs in a background thread at start-up and before a new ArmSet is swapped in, so
-        requests rarely pay for scoring. Returns the number of vectors cached.
+        Runs at start-up and before a new ArmSet is swapped in, so requests rarely pay for
+        scoring. Returns the number of rankings cached.
         """
         if not self.cache_size:
             return 0
@@ -224,10 +295,10 @@ class ArmSet:
                 rows = model.seen_[batch]
                 scores[np.repeat(np.arange(len(batch)), np.diff(rows.indptr)),
                        rows.indices] = -np.inf
-                block = scores.astype(np.float32)
+                rankings = rank_rows(scores.astype(np.float32))
                 with self._lock:
-                    for i, user in enumerate(batch.tolist()):
-                        self._cache.setdefault((arm, user), block[i])
+                    for user, ranking in zip(batch.tolist(), rankings, strict=True):
+                        self._cache.setdefault((arm, user), ranking)
                 done += len(batch)
         return done
 

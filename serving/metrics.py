@@ -70,6 +70,27 @@ class Metrics:
                                 registry=self.registry)
         self._arms = _ArmCollector(arm_counts)
         self.registry.register(self._arms)
+        # labels() costs a lock and a tuple hash per call; the label sets are few (route
+        # templates x methods x statuses, arms, feedback types), so their children are kept.
+        self._children: dict[tuple[int, tuple[Any, ...]], Any] = {}
+
+    def _child(self, metric: Any, *labels: Any) -> Any:
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*map(str, labels))
+        return child
+
+    def record_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one answered request and time it, labelled by route template."""
+        self._child(self.latency, route).observe(seconds)
+        self._child(self.requests, method, route, status).inc()
+
+    def record_decision(self, arm: str) -> None:
+        self._child(self.decisions, arm).inc()
+
+    def record_feedback(self, feedback_type: str) -> None:
+        self._child(self.feedback, feedback_type).inc()
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric (all workers' when multiprocess)."""
@@ -87,10 +108,6 @@ class MetricsMiddleware:
     def __init__(self, app: Any, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
-        # labels() costs a lock and a tuple hash per call; the label sets are few (route
-        # templates x methods x statuses), so their children are kept.
-        self._latency: dict[str, Any] = {}
-        self._requests: dict[tuple[str, str, int], Any] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -107,16 +124,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
             # The template (not the raw path) keeps the label set small.
-            name = getattr(route, "path", None) or "unmatched"
-            latency = self._latency.get(name)
-            if latency is None:
-                latency = self._latency[name] = self.metrics.latency.labels(name)
-            latency.observe(time.perf_counter() - start)
-            key = (scope["method"], name, status["code"])
-            counter = self._requests.get(key)
-            if counter is None:
-                counter = self._requests[key] = self.metrics.requests.labels(
-                    key[0], name, str(key[2]))
-            counter.inc()
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.record_request(scope["method"], route, status["code"],
+                                        time.perf_counter() - start)

@@ -1,33 +1,48 @@
-"""The two hot routes answered without FastAPI's per-request machinery.
+"""The two hot routes answered in front of FastAPI's middleware stack.
 
 ``GET /recommendations`` and ``POST /feedback`` are each a few tens of microseconds of domain
-work, and FastAPI's routing, parameter solving, response-model validation and serialisation
-cost more than that per request. :class:`HotPathMiddleware` answers the *well-formed* requests
-of these two routes directly: it parses the query string (or the JSON body) itself, validates
-the body with the same pydantic model, calls the same service method and sends pre-serialised
-JSON bytes of the same shape as the response model.
+work, and FastAPI's per-request machinery (its middleware layers, routing, parameter solving,
+response-model validation and serialisation) costs more than that. :class:`ServiceApp` is the
+FastAPI app with one addition: its ``__call__`` hands the *well-formed* requests of these two
+routes to :class:`HotPath`, which parses the query string (or the JSON body) itself, validates
+the body with the same pydantic model, calls the same service method, records the same metrics,
+applies the same body limit and sends pre-serialised JSON bytes of the same shape as the
+response model.
 
-Everything else goes to the FastAPI route, which stays the single definition of the contract
-(the OpenAPI schema, every 422 message): a query string with anything unusual (percent-encoding,
-repeated or unknown keys, values out of bounds), a body that is not plain ``application/json``
-or fails validation. Domain errors raised by the service are answered by the app's own
-exception handlers, so their status, body and headers are those of the FastAPI route.
+Everything else goes through the whole FastAPI stack, which stays the single definition of the
+contract (the OpenAPI schema, every 422 message): a query string with anything unusual
+(percent-encoding, repeated or unknown keys, values out of bounds), a body that is not plain
+``application/json`` or fails validation, a cross-origin request when CORS is configured, an app
+mounted under a root path. Errors raised by the service are answered by the app's own exception
+handlers, so their status, body and headers are those of the FastAPI route; anything else is a
+logged 500. FastAPI's native OpenTelemetry instrumentation does not see the hot requests (the
+service's own Prometheus metrics do).
 """
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from fastapi import FastAPI
 from pydantic import ValidationError
 from starlette.requests import Request
 
+from serving.api.body_limit import BodyTooLargeError, declared_too_large
 from serving.schemas import MAX_ID, MAX_K, FeedbackIn, FeedbackOut
 from serving.store.repository import RATING_OF_TYPE
 
+logger = logging.getLogger(__name__)
+
+ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+
 _JSON_HEADERS = (b"content-type", b"application/json")
 _MAX_ID_DIGITS = len(str(MAX_ID))
+_INTERNAL_ERROR = orjson.dumps({"detail": "internal error", "code": "internal"})
 
 
 def _int_param(raw: bytes, high: int) -> int | None:
@@ -65,77 +80,109 @@ def parse_recommendation_query(query: bytes) -> tuple[int, int] | None:
     return user_id, 10 if k is None else k
 
 
-class HotPathMiddleware:
-    """Answer well-formed ``GET /recommendations`` and ``POST /feedback`` directly.
+class ServiceApp(FastAPI):
+    """FastAPI, with :class:`HotPath` in front of the middleware stack once it is enabled."""
 
-    Sits inside the metrics, body-limit and CORS middleware (so they apply unchanged) and
-    outside FastAPI's exception middleware (so service errors are mapped here, by the app's
-    handlers). ``scope["route"]`` is set to the FastAPI route, which the metrics label uses.
+    hot_path: HotPath | None = None
+
+    def enable_hot_path(self, *, max_body_bytes: int, cors: bool) -> None:
+        """Answer the hot routes directly (see the module doc); call once, before serving."""
+        self.hot_path = HotPath(self, super().__call__, max_body_bytes=max_body_bytes,
+                                cors=cors)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if self.hot_path is not None and scope["type"] == "http":
+            await self.hot_path(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
+class HotPath:
+    """Answer well-formed ``GET /recommendations`` and ``POST /feedback``; pass the rest on.
 
     Parameters
     ----------
-    app : ASGI app
-        The rest of the stack (FastAPI's router).
-    fastapi_app : FastAPI
-        Where the routes, the exception handlers and ``state`` live.
+    app : FastAPI
+        Where the routes, the exception handlers and ``state`` (service, metrics) live.
+    rest : ASGI app
+        The whole FastAPI stack, for every request the hot path does not answer.
+    max_body_bytes : int
+        Feedback bodies over this get the same 413 as from the body-limit middleware.
+    cors : bool
+        CORS is configured: requests with an ``Origin`` header go through its middleware.
     """
 
-    def __init__(self, app: Any, fastapi_app: Any) -> None:
+    def __init__(self, app: FastAPI, rest: ASGIApp, *, max_body_bytes: int, cors: bool) -> None:
         self.app = app
-        self.fastapi_app = fastapi_app
-        self._routes: dict[tuple[str, str], Any] | None = None
-
-    def _route(self, method: str, path: str) -> Any:
-        if self._routes is None:
-            from serving.api.routes import feedback, recommendations
-
-            self._routes = {(m, r.path): r for module in (recommendations, feedback)
-                            for r in module.router.routes for m in getattr(r, "methods", ())}
-        return self._routes[method, path]
+        self.rest = rest
+        self.max_body_bytes = max_body_bytes
+        self.cors = cors
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and not scope.get("root_path"):
-            path = scope["path"]
+        path = scope["path"]
+        if (path == "/recommendations" or path == "/feedback") and self._plain(scope):
             if path == "/recommendations" and scope["method"] == "GET":
                 parsed = parse_recommendation_query(scope["query_string"])
                 if parsed is not None:
-                    await self._recommendations(scope, receive, send, *parsed)
+                    await self._timed(self._recommendations, "GET", path, scope, receive, send,
+                                      *parsed)
                     return
             elif path == "/feedback" and scope["method"] == "POST":
-                await self._feedback(scope, receive, send)
+                await self._timed(self._feedback, "POST", path, scope, receive, send)
                 return
-        await self.app(scope, receive, send)
+        await self.rest(scope, receive, send)
+
+    def _plain(self, scope: dict[str, Any]) -> bool:
+        if scope.get("root_path"):
+            return False
+        return not self.cors or all(name != b"origin" for name, _ in scope["headers"])
+
+    async def _timed(self, handler: Callable[..., Awaitable[int]], method: str, route: str,
+                     scope: dict[str, Any], receive: Any, send: Any, *args: Any) -> None:
+        start = time.perf_counter()
+        status = 500
+        try:
+            status = await handler(scope, receive, send, *args)
+        finally:
+            if status:  # 0: handed to the FastAPI stack, which records it itself
+                self.app.state.metrics.record_request(method, route, status,
+                                                      time.perf_counter() - start)
 
     async def _recommendations(self, scope: dict[str, Any], receive: Any, send: Any,
-                               user_id: int, k: int) -> None:
-        scope["route"] = self._route("GET", "/recommendations")
-        state = self.fastapi_app.state
+                               user_id: int, k: int) -> int:
+        state = self.app.state
         try:
             result = await state.service.recommend(user_id, k)
         except Exception as exc:
-            await self._error(scope, receive, send, exc)
-            return
-        state.metrics.decisions.labels(result.arm).inc()
+            return await self._error(scope, receive, send, exc)
+        state.metrics.record_decision(result.arm)
         # The keys and order of RecommendationOut (tests check the two agree).
         body = orjson.dumps({
             "event_id": result.event_id, "user_id": result.user_id, "arm": result.arm,
             "propensity": result.propensity, "policy_version": result.policy_version,
             "cold_start": result.cold_start, "items": result.items,
         })
-        await _send_json(send, 200, body)
+        return await _send_json(send, 200, body)
 
-    async def _feedback(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def _feedback(self, scope: dict[str, Any], receive: Any, send: Any) -> int:
+        if declared_too_large(scope, self.max_body_bytes):
+            return await self._too_large(scope, receive, send)
         content_type = None
         for name, value in scope["headers"]:
             if name == b"content-type":
                 content_type = value
         chunks = []
+        received = 0
         more = True
         while more:
             message = await receive()
             if message["type"] != "http.request":  # client gone: nothing to answer
-                return
-            chunks.append(message.get("body", b""))
+                return 499
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > self.max_body_bytes:
+                return await self._too_large(scope, receive, send)
+            chunks.append(chunk)
             more = message.get("more_body", False)
         raw = b"".join(chunks)
         body = None
@@ -146,17 +193,15 @@ class HotPathMiddleware:
                 body = None
         if body is None:
             # Not the common case: FastAPI reads the same body and answers as its route does.
-            await self.app(scope, _replay(raw, receive), send)
-            return
-        scope["route"] = self._route("POST", "/feedback")
-        state = self.fastapi_app.state
+            await self.rest(scope, _replay(raw, receive), send)
+            return 0
+        state = self.app.state
         try:
             result = await state.service.feedback(body)
         except Exception as exc:
-            await self._error(scope, receive, send, exc)
-            return
+            return await self._error(scope, receive, send, exc)
         if result.created:
-            state.metrics.feedback.labels(body.feedback_type.value).inc()
+            state.metrics.record_feedback(body.feedback_type.value)
         row = result.row
         out = FeedbackOut(
             id=row["id"], user_id=row["user_id"], movie_id=row["movie_id"],
@@ -165,20 +210,27 @@ class HotPathMiddleware:
             rating=RATING_OF_TYPE.get(row["feedback_type"]), note=row["note"],
             created_at=datetime.fromtimestamp(row["created_at"], UTC),
         )
-        await _send_json(send, 201 if result.created else 200, out.model_dump_json().encode())
+        return await _send_json(send, 201 if result.created else 200,
+                                out.model_dump_json().encode())
+
+    async def _too_large(self, scope: dict[str, Any], receive: Any, send: Any) -> int:
+        await BodyTooLargeError(self.max_body_bytes).response()(scope, receive, send)
+        return 413
 
     async def _error(self, scope: dict[str, Any], receive: Any, send: Any,
-                     exc: Exception) -> None:
-        # The handler the app registered for this class (or its nearest base), as
-        # starlette's ExceptionMiddleware would pick it; none: the server's 500.
-        handlers = self.fastapi_app.exception_handlers
+                     exc: Exception) -> int:
+        # The handler the app registered for this class (or its nearest base), as starlette's
+        # ExceptionMiddleware would pick it; none: a bug, logged and answered 500 as
+        # starlette's ServerErrorMiddleware would.
+        handlers = self.app.exception_handlers
         for cls in type(exc).__mro__:
             handler = handlers.get(cls)
             if handler is not None:
                 response = await handler(Request(scope, receive), exc)
                 await response(scope, receive, send)
-                return
-        raise exc
+                return response.status_code
+        logger.error("error answering %s %s", scope["method"], scope["path"], exc_info=exc)
+        return await _send_json(send, 500, _INTERNAL_ERROR)
 
 
 def _replay(body: bytes, receive: Any) -> Any:
@@ -195,7 +247,8 @@ def _replay(body: bytes, receive: Any) -> Any:
     return replay
 
 
-async def _send_json(send: Any, status: int, body: bytes) -> None:
+async def _send_json(send: Any, status: int, body: bytes) -> int:
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-length", str(len(body)).encode()), _JSON_HEADERS]})
     await send({"type": "http.response.body", "body": body})
+    return status

@@ -36,7 +36,7 @@ async def post_feedback(body: FeedbackIn, request: Request, response: Response) 
     if not result.created:
         response.status_code = status.HTTP_200_OK
     else:
-        state.metrics.feedback.labels(body.feedback_type.value).inc()
+        state.metrics.record_feedback(body.feedback_type.value)
     row = result.row
     return FeedbackOut(
         id=row["id"], user_id=row["user_id"], movie_id=row["movie_id"],

@@ -26,7 +26,7 @@ async def recommendations(
     # The hot path reads app state directly: each Depends() costs a dependency-solving pass.
     state = request.app.state
     result = await state.service.recommend(user_id, k)
-    state.metrics.decisions.labels(result.arm).inc()
+    state.metrics.record_decision(result.arm)
     return RecommendationOut(
         event_id=result.event_id, user_id=result.user_id, arm=result.arm,
         propensity=result.propensity, policy_version=result.policy_version,

@@ -1,0 +1,60 @@
+"""Request bodies larger than ``max_body_bytes`` are answered 413 before anything is parsed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+class BodyTooLargeError(StarletteHTTPException):
+    """A body over the limit; an HTTPException so FastAPI's body reader lets it through."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"request body larger than {max_bytes} bytes")
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"detail": self.detail, "code": "body_too_large"}, status_code=413)
+
+
+def declared_too_large(scope: dict[str, Any], max_bytes: int) -> bool:
+    """Whether the request's ``Content-Length`` already says the body is over ``max_bytes``."""
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > max_bytes:
+            return True
+    return False
+
+
+class BodyLimitMiddleware:
+    """Answer 413 to a request body larger than ``max_bytes`` (declared or streamed)."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if declared_too_large(scope, self.max_bytes):
+            await self._reject(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> dict[str, Any]:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLargeError(self.max_bytes)
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except BodyTooLargeError:
+            await self._reject(scope, receive, send)
+
+    async def _reject(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await BodyTooLargeError(self.max_bytes).response()(scope, receive, send)
