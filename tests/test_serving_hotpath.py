@@ -121,3 +121,21 @@ def test_metrics_label_the_hot_routes_by_template(client: TestClient) -> None:
     text = client.get("/metrics").text
     assert 'route="/recommendations",status="200"' in text
     assert 'route="unmatched"' not in text
+
+
+def test_an_unexpected_error_is_a_logged_500_and_counted(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    service = client.app.state.service
+
+    async def broken(user_id: int, k: int) -> None:
+        raise RuntimeError("arm exploded")
+
+    monkeypatch.setattr(service, "recommend", broken)
+    with caplog.at_level("ERROR", logger="serving.api.hotpath"):
+        response = client.get("/recommendations?user_id=7&k=5")
+    assert response.status_code == 500
+    assert response.json() == {"detail": "internal error", "code": "internal"}
+    assert "arm exploded" in caplog.text  # the traceback is logged, not sent
+    text = client.get("/metrics").text
+    assert 'route="/recommendations",status="500"} 1.0' in text

@@ -223,6 +223,15 @@ def test_cors_allows_only_the_configured_origins(
         simple = client.get("/policy", headers={"Origin": ORIGIN})
         assert simple.headers["access-control-allow-origin"] == ORIGIN
         assert "access-control-allow-credentials" not in simple.headers
+        # The hot routes as well: a cross-origin request skips their fast path.
+        slate = client.get("/recommendations?user_id=3&k=2", headers={"Origin": ORIGIN})
+        assert slate.status_code == 200
+        assert slate.headers["access-control-allow-origin"] == ORIGIN
+        liked = client.post("/feedback", headers={"Origin": ORIGIN}, json={
+            "user_id": 3, "movie_id": slate.json()["items"][0]["movie_id"],
+            "feedback_type": "like", "event_id": slate.json()["event_id"]})
+        assert liked.status_code == 201
+        assert liked.headers["access-control-allow-origin"] == ORIGIN
 
         other = "https://evil.example"
         refused = client.options("/feedback", headers={
