@@ -1,0 +1,361 @@
+"""The store's request path: PostgreSQL group reads and commits, SQLite locks and checkpoints.
+
+- PostgreSQL (:mod:`serving.store.pgasync`): a batch written by the event-loop writer stores,
+  counts and answers exactly what :meth:`Store.write_batch` does (duplicates within a batch,
+  keys already stored, the latest rating winning); batched reads answer what the Store's own
+  reads answer, many requests per query.
+- SQLite: while another connection holds the write lock, the event loop keeps serving (the batch
+  waits in a thread), the write lands once the lock is released, and after ``store_timeout_s``
+  it fails with a 503 having written nothing. The writer's commits never checkpoint the WAL;
+  :meth:`Store.checkpoint` (the writer's jobs thread) does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from test_serving_support import postgres
+
+from arms.data.dataset import Dataset
+from serving.app import create_app
+from serving.errors import StoreUnavailableError
+from serving.settings import Settings
+from serving.store import FeedbackWrite, GroupCommitWriter, Store
+from serving.store.repository import RATING_OF_TYPE
+from serving.store.tables import arm_state, decisions, feedback, feedback_ratings
+
+ARMS = ["svd", "popularity"]
+
+
+def decision(event_id: str, user: int, arm: str, slate: list[int], at: float,
+             cold_start: bool = False) -> dict[str, Any]:
+    return {"event_id": event_id, "created_at": at, "user_id": user,
+            "context": {"known_user": not cold_start, "k": len(slate)}, "arm": arm,
+            "propensity": 0.5, "pmf": '{"svd":0.5,"popularity":0.5}', "slate": slate,
+            "policy_version": 1, "cold_start": cold_start, "reward_deadline": at + 1800.0}
+
+
+def fb(user: int, movie: int, kind: str, event: dict[str, Any] | None,
+       at: float) -> FeedbackWrite:
+    counted = event is not None and not event["cold_start"]
+    values = {"created_at": at, "user_id": user, "movie_id": movie, "feedback_type": kind,
+              "event_id": None if event is None else event["event_id"],
+              "event_key": "" if event is None else event["event_id"],
+              "arm": None if event is None else event["arm"],
+              "reward": None if event is None else float(kind != "dislike"),
+              "counted": counted, "note": "n"}
+    return FeedbackWrite(values, RATING_OF_TYPE.get(kind))
+
+
+D1 = decision("e1", 1, "svd", [10, 11, 12], 100.0)
+D2 = decision("e2", 2, "popularity", [20, 21], 101.0)
+D3 = decision("e3", 1, "popularity", [11, 13], 102.0, cold_start=True)
+BATCH_1 = ([D1, D2, D3], [
+    fb(1, 10, "like", D1, 103.0),
+    fb(1, 10, "like", D1, 103.5),  # the same key again in the same batch: counted once
+    fb(2, 20, "dislike", D2, 104.0),
+    fb(1, 11, "click", D3, 105.0),  # cold start: stored, not counted
+    fb(3, 30, "like", None, 106.0),  # never shown: a rating only
+    fb(3, 30, "dislike", None, 107.0),  # the latest rating of (3, 30) wins
+])
+BATCH_2 = ([decision("e4", 2, "svd", [21, 22], 108.0)], [
+    fb(1, 10, "like", D1, 109.0),  # stored by the first batch: its row, not counted
+    fb(2, 21, "like", D2, 110.0),
+])
+
+
+def table(url: str, t: sa.Table) -> list[dict[str, Any]]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(sa.select(t))]
+    finally:
+        engine.dispose()
+
+
+def stored(url: str) -> dict[str, Any]:
+    """The store's content without ids (a PostgreSQL sequence also moves on a conflict)."""
+    return {
+        "decisions": sorted((r["event_id"], r["user_id"], r["arm"], tuple(r["slate"]),
+                             r["cold_start"], r["created_at"]) for r in table(url, decisions)),
+        "feedback": sorted(tuple(v for k, v in r.items() if k != "id")
+                           for r in table(url, feedback)),
+        "ratings": sorted(tuple(r.values()) for r in table(url, feedback_ratings)),
+        "arm_state": sorted(tuple(r.values()) for r in table(url, arm_state)),
+    }
+
+
+def outcomes(results: list[Any]) -> list[tuple[bool, Any, Any]]:
+    return [(r.created, r.row["feedback_type"], r.row["created_at"]) for r in results]
+
+
+@pytest.fixture
+def pg_store() -> Iterator[Store]:
+    store = Store(postgres().create_database())
+    store.create_schema(ARMS)
+    try:
+        yield store
+    finally:
+        store.dispose()
+
+
+# ---------------------------------------------------------------------------- PostgreSQL
+def test_event_loop_batch_stores_and_counts_what_the_store_does(
+        tmp_path: Path, pg_store: Store) -> None:
+    from serving.store.pgasync import AsyncBatchWriter
+
+    reference = Store(f"sqlite:///{tmp_path / 'ref.db'}")
+    reference.create_schema(ARMS)
+    expected = [reference.write_batch(*BATCH_1), reference.write_batch(*BATCH_2)]
+
+    async def run() -> list[Any]:
+        writer = AsyncBatchWriter(pg_store)
+        try:
+            return [await writer.write_batch(*BATCH_1), await writer.write_batch(*BATCH_2)]
+        finally:
+            await writer.aclose()
+
+    got = asyncio.run(run())
+    for mine, theirs in zip(got, expected, strict=True):
+        assert outcomes(mine.feedback) == outcomes(theirs.feedback)
+        assert mine.counted == theirs.counted
+    first = got[0].feedback
+    assert [r.created for r in first] == [True, False, True, True, True, True]
+    assert first[1].row["id"] == first[0].row["id"]  # the duplicate answers the stored row
+    assert first[1].row["created_at"] == 103.0
+    assert got[1].feedback[0].row["id"] == first[0].row["id"]
+    assert got[1].feedback[0].created is False
+    assert (got[0].counted, got[1].counted) == (2, 1)
+    mine, theirs = stored(pg_store.url.render_as_string(False)), stored(
+        reference.url.render_as_string(False))
+    assert mine == theirs
+    assert mine["arm_state"] == [("popularity", 1, 1, 1), ("svd", 1, 0, 2)]
+    # A click is no rating; (3, 30) was liked then disliked in one batch: the dislike stays.
+    assert [r[:3] for r in mine["ratings"]] == [(1, 10, 5.0), (2, 20, 1.0), (2, 21, 5.0),
+                                                (3, 30, 1.0)]
+    reference.dispose()
+
+
+def test_a_failed_batch_writes_nothing_and_the_connection_recovers(pg_store: Store) -> None:
+    from serving.store.pgasync import AsyncBatchWriter
+
+    bad = decision("e9", 1, "svd", [1], 1.0)
+    bad["arm"] = "x" * 65  # longer than the column: the whole transaction fails
+
+    async def run() -> Any:
+        writer = AsyncBatchWriter(pg_store)
+        try:
+            with pytest.raises(Exception, match="too long"):
+                await writer.write_batch([decision("e8", 1, "svd", [1], 1.0), bad],
+                                         [fb(1, 1, "like", None, 2.0)])
+            return await writer.write_batch([decision("e7", 1, "svd", [1], 3.0)], [])
+        finally:
+            await writer.aclose()
+
+    asyncio.run(run())
+    url = pg_store.url.render_as_string(False)
+    assert [r["event_id"] for r in table(url, decisions)] == ["e7"]
+    assert table(url, feedback) == [] and table(url, feedback_ratings) == []
+    assert {r["arm"]: r["pulls"] for r in table(url, arm_state)} == {"svd": 1, "popularity": 0}
+
+
+def test_group_reads_answer_what_the_store_reads_many_per_query(pg_store: Store) -> None:
+    from serving.store.pgasync import GroupReader
+
+    pg_store.write_batch(*BATCH_1)
+    pg_store.write_batch(*BATCH_2)
+    calls: list[tuple[str, tuple[Any, ...]]] = (
+        [("user_feedback", (u,)) for u in (1, 2, 3, 4, 1)]
+        + [("decision", (e,)) for e in ("e1", "e2", "e4", "nope", "e1")]
+        + [("latest_decision_showing", args) for args in (
+            (1, 11, 0.0),  # shown by e1 (policy) and e3 (cold start, later): e3
+            (1, 10, 0.0), (1, 10, 100.5),  # e1; then nothing after its time
+            (2, 21, 0.0),  # e2 and e4 show it: e4, the latest
+            (2, 99, 0.0), (7, 10, 0.0))])
+
+    def normal(kind: str, value: Any) -> Any:
+        return sorted(value) if kind == "user_feedback" else value
+
+    async def run() -> tuple[list[Any], GroupReader]:
+        reader = GroupReader(pg_store)
+        reader.start()
+        try:
+            answers = await asyncio.gather(*(reader.read(k, *a) for k, a in calls))
+            return list(answers), reader
+        finally:
+            await reader.aclose()
+
+    answers, reader = asyncio.run(run())
+    expected = [getattr(pg_store, kind)(*args) for kind, args in calls]
+    assert [normal(k, a) for (k, _), a in zip(calls, answers, strict=True)] == [
+        normal(k, e) for (k, _), e in zip(calls, expected, strict=True)]
+    assert [a and a["event_id"] for a in answers[-6:]] == ["e3", "e1", None, "e4", None, None]
+    assert sorted(answers[0]) == [(10, "like", 103.0), (11, "click", 105.0)]
+    # Queued together, answered together: one query per kind, not one per request.
+    assert reader.reads == len(calls) and reader.batches == 1
+
+
+def test_reader_rejects_unknown_kinds_and_refuses_when_stopped(pg_store: Store) -> None:
+    from serving.store.pgasync import GroupReader
+
+    async def run() -> None:
+        reader = GroupReader(pg_store)
+        with pytest.raises(StoreUnavailableError):
+            await reader.read("decision", "e1")
+        reader.start()
+        with pytest.raises(ValueError, match="kind must be one of"):
+            await reader.read("count_rows")
+        await reader.aclose()
+
+    asyncio.run(run())
+
+
+# ---------------------------------------------------------------------------- SQLite locks
+def sqlite_store(tmp_path: Path, timeout_s: float) -> Store:
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}", timeout_s=timeout_s)
+    store.create_schema(ARMS)
+    return store
+
+
+def hold_write_lock(store: Store) -> sqlite3.Connection:
+    holder = sqlite3.connect(store.url.database, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    return holder
+
+
+@pytest.mark.parametrize("released", [True, False])
+def test_inline_writer_waits_for_the_lock_off_the_event_loop(tmp_path: Path,
+                                                             released: bool) -> None:
+    # Released: the write lands once the lock is free. Not released: after the time-out the
+    # batch fails with a 503 having written nothing. Either way the loop ran meanwhile.
+    store = sqlite_store(tmp_path, timeout_s=30.0 if released else 0.3)
+    writer = GroupCommitWriter(store, batch_max=64, inline=True)
+    holder = hold_write_lock(store)
+
+    async def run() -> tuple[int, BaseException | None]:
+        writer.start(asyncio.get_running_loop())
+        ticks = 0
+        writes = [asyncio.ensure_future(writer.write_decision(
+            decision(f"e{i}", 1, "svd", [1], float(i)))) for i in range(3)]
+        # The event loop keeps turning while the batch waits for the lock.
+        while writer.waited_batches == 0 and not all(w.done() for w in writes):
+            ticks += 1
+            await asyncio.sleep(0.001)
+        assert writer.waited_batches == 1, "the batch waited for the lock in the event loop"
+        later = asyncio.ensure_future(writer.write_decision(decision("e9", 1, "svd", [1], 9.0)))
+        await asyncio.sleep(0.01)
+        assert not any(w.done() for w in [*writes, later])
+        if released:
+            holder.rollback()
+        results = await asyncio.gather(*writes, later, return_exceptions=True)
+        await writer.aclose()
+        errors = [r for r in results if isinstance(r, BaseException)]
+        return ticks, errors[0] if errors else None
+
+    try:
+        ticks, error = asyncio.run(run())
+    finally:
+        holder.close()
+    assert ticks >= 1
+    url = store.url.render_as_string(False)
+    if released:
+        assert error is None
+        # In arrival order: the batch that waited, then the one queued behind it.
+        assert [r["event_id"] for r in table(url, decisions)] == ["e0", "e1", "e2", "e9"]
+        assert writer.batches == 2
+    else:
+        assert isinstance(error, StoreUnavailableError) and "locked" in error.message
+        assert table(url, decisions) == []
+        assert {r["arm"]: r["pulls"] for r in table(url, arm_state)} == {"svd": 0,
+                                                                       "popularity": 0}
+    store.dispose()
+
+
+def test_health_answers_while_a_recommendation_waits_for_the_lock(
+        tmp_path: Path, serving_catalog: Dataset, serving_arms: dict) -> None:
+    settings = Settings(state_dir=tmp_path / "state", arms=["svd", "popularity"], seed=3,
+                        store_timeout_s=60.0)
+    with TestClient(create_app(settings, catalog=serving_catalog, arms=serving_arms)) as client:
+        writer = client.app.state.service.writer
+        assert writer.mode == "inline"
+        holder = hold_write_lock(writer.store)
+        try:
+            with ThreadPoolExecutor(1) as pool:
+                pending = pool.submit(client.get, "/recommendations",
+                                      params={"user_id": 1, "k": 5})
+                while writer.waited_batches == 0 and not pending.done():
+                    threading.Event().wait(0.005)
+                # A blocked loop would answer only after the 60 s time-out, once the
+                # recommendation had failed.
+                assert client.get("/health").status_code == 200
+                assert client.get("/policy").status_code == 200
+                assert not pending.done()
+                holder.rollback()
+                response = pending.result()
+        finally:
+            holder.close()
+        assert response.status_code == 200, response.text
+        event_id = response.json()["event_id"]
+    assert [r["event_id"] for r in table(settings.resolved_db_url(), decisions)] == [event_id]
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def wal_frames_written(store: Store) -> int:
+    """Frames in the WAL file (valid while the WAL has not restarted since it was created)."""
+    page_size = sqlite3.connect(store.url.database).execute("PRAGMA page_size").fetchone()[0]
+    return (os.path.getsize(f"{store.url.database}-wal") - 32) // (page_size + 24)
+
+
+def test_commits_never_checkpoint_and_the_checkpoint_job_does(tmp_path: Path) -> None:
+    store = sqlite_store(tmp_path, timeout_s=5.0)
+    store.checkpoint()  # the schema's pages: the WAL starts over with the first batch
+    for b in range(40):  # ~12k rows, well past SQLite's 1000-page automatic checkpoint
+        rows = [decision(f"{b:03d}-{i:04d}", i, "svd", list(range(20)), float(i))
+                for i in range(300)]
+        store.write_batch(rows, [], wait=False)
+    frames = wal_frames_written(store)
+    # An automatic checkpoint would have let the WAL restart at about 1000 pages.
+    assert frames > 2000
+    assert store.checkpoint() == (0, frames, frames)
+    # Fully checkpointed: the next commit starts the WAL over.
+    store.write_batch([decision("last", 1, "svd", [1], 1.0)], [], wait=False)
+    busy, log, done = store.checkpoint()
+    assert busy == 0 and 0 < log < 10 and done == log
+    assert len(table(store.url.render_as_string(False), decisions)) == 12_001
+    store.dispose()
+
+
+def test_the_writer_runs_the_checkpoint_job_for_an_inline_sqlite_store(tmp_path: Path) -> None:
+    store = sqlite_store(tmp_path, timeout_s=5.0)
+    store.checkpoint()  # the schema's pages
+    store.checkpoint_interval_s = 0.01
+    writer = GroupCommitWriter(store, batch_max=64, inline=True)
+    assert "checkpoint" in writer.jobs
+    seen: list[tuple[int, int, int]] = []
+
+    async def run() -> None:
+        writer.start(asyncio.get_running_loop())
+        for i in range(3):
+            await writer.write_decision(decision(f"e{i}", 1, "svd", [1], 1.0))
+            store.last_checkpoint = None
+            while store.last_checkpoint is None:  # the jobs thread's next checkpoint
+                await asyncio.sleep(0.002)
+            seen.append(store.last_checkpoint)
+        await writer.aclose()
+
+    asyncio.run(run())
+    assert all(busy == 0 and done == log for busy, log, done in seen), seen
+    # Every commit was followed by a checkpoint that emptied the WAL: it never grows.
+    assert max(log for _, log, _ in seen) < 10
+    assert len(table(store.url.render_as_string(False), decisions)) == 3
+    store.dispose()
