@@ -83,8 +83,21 @@ _UPSERT_RATINGS = (
     "updated_at = excluded.updated_at"
 )
 
-_INCREMENT = ("UPDATE arm_state SET successes = successes + %s, failures = failures + %s, "
-              "pulls = pulls + %s WHERE arm = %s")
+# All the arms' increments in one statement. The rows are locked in arm order first (LockRows
+# above a Sort: FOR UPDATE ... ORDER BY), and the UPDATE can only reach a row through the locked
+# subquery, so two workers' transactions always lock in the same order: no dead-lock.
+_INCREMENT_CTES = (
+    "v AS (SELECT * FROM json_to_recordset(%s::json) AS v(arm text, s int8, f int8, p int8)), "
+    "l AS (SELECT a.arm FROM arm_state AS a WHERE a.arm IN (SELECT arm FROM v) "
+    "ORDER BY a.arm FOR UPDATE)")
+_INCREMENT_UPDATE = (
+    "UPDATE arm_state SET successes = arm_state.successes + v.s, "
+    "failures = arm_state.failures + v.f, pulls = arm_state.pulls + v.p "
+    "FROM l JOIN v ON v.arm = l.arm WHERE arm_state.arm = l.arm")
+_INCREMENT = f"WITH {_INCREMENT_CTES} {_INCREMENT_UPDATE}"
+# A batch of decisions alone is ONE statement (one implicit transaction): the rows and the
+# pulls they add are committed together, and the arm rows stay locked for its execution only.
+_DECISIONS_AND_PULLS = f"WITH ins AS ({_INSERT_DECISIONS}), {_INCREMENT_CTES} {_INCREMENT_UPDATE}"
 
 
 def _conninfo(store: Store) -> str:
@@ -316,13 +329,22 @@ class AsyncBatchWriter:
             if write.key not in first:
                 first[write.key] = len(unique)
                 unique.append(write)
+        if not unique:
+            if decision_rows:
+                document = _dumps([_as_json(r) for r in decision_rows])
+                if pulls:
+                    await conn.execute(_DECISIONS_AND_PULLS, (document, _increments(
+                        successes, failures, pulls)))
+                else:
+                    await conn.execute(_INSERT_DECISIONS, (document,))
+            return result
         fb_cursor = conn.cursor()
         async with conn.pipeline() as pipeline:
             await conn.execute("BEGIN")
             if decision_rows:
                 await conn.execute(_INSERT_DECISIONS, (_dumps([_as_json(r)
                                                                for r in decision_rows]),))
-            if unique:
+            if unique:  # always: a batch without feedback returned above
                 await fb_cursor.execute(_INSERT_FEEDBACK, (_dumps([w.values for w in unique]),))
                 await pipeline.sync()
                 inserted = {(r[1], r[2], r[3], r[4]): int(r[0])
@@ -353,8 +375,8 @@ class AsyncBatchWriter:
                 if ratings:
                     await conn.execute(_UPSERT_RATINGS, (_dumps(
                         [{"u": u, "m": m, "r": r, "t": t} for u, m, r, t in ratings.values()]),))
-            for arm in sorted(set(successes) | set(failures) | set(pulls)):
-                await conn.execute(_INCREMENT, (successes[arm], failures[arm], pulls[arm], arm))
+            if successes or failures or pulls:
+                await conn.execute(_INCREMENT, (_increments(successes, failures, pulls),))
             await conn.execute("COMMIT")
         return result
 
@@ -381,6 +403,11 @@ class AsyncBatchWriter:
 
 def _dumps(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
+def _increments(successes: Counter[str], failures: Counter[str], pulls: Counter[str]) -> str:
+    return _dumps([{"arm": arm, "s": successes[arm], "f": failures[arm], "p": pulls[arm]}
+                   for arm in sorted(set(successes) | set(failures) | set(pulls))])
 
 
 def _int_array(values: Sequence[int]) -> str:
