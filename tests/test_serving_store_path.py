@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
@@ -167,6 +168,57 @@ def test_a_failed_batch_writes_nothing_and_the_connection_recovers(pg_store: Sto
     assert [r["event_id"] for r in table(url, decisions)] == ["e7"]
     assert table(url, feedback) == [] and table(url, feedback_ratings) == []
     assert {r["arm"]: r["pulls"] for r in table(url, arm_state)} == {"svd": 1, "popularity": 0}
+
+
+def test_concurrent_batches_never_dead_lock_and_count_exactly() -> None:
+    # Four writers (as four workers would) commit batches touching random subsets of the arms
+    # in random orders; the increments lock the arm rows in one order, so none dead-locks
+    # (which PostgreSQL would break by failing a transaction after a second) and every pull
+    # and reward is counted once.
+    from serving.store.pgasync import AsyncBatchWriter
+
+    arms = ["a", "b", "c", "d", "e"]
+    url = postgres().create_database()
+    setup = Store(url)
+    setup.create_schema(arms)
+    setup.dispose()
+    errors: list[BaseException] = []
+
+    def worker(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+
+        async def run() -> None:
+            store = Store(url)
+            writer = AsyncBatchWriter(store)
+            try:
+                for b in range(60):
+                    picked = rng.permutation(arms)[:rng.integers(1, len(arms) + 1)]
+                    rows = [decision(f"{seed}-{b}-{i}", int(seed), str(arm), [1, 2], float(b))
+                            for i, arm in enumerate(picked)]
+                    writes = [fb(int(seed), 1, "like", row, float(b)) for row in rows[::2]]
+                    await writer.write_batch(rows, writes if b % 2 else [])
+            finally:
+                await writer.aclose()
+                store.dispose()
+
+        try:
+            asyncio.run(run())
+        except BaseException as exc:  # collected: a thread's failure must fail the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    rows = table(url, decisions)
+    counted = table(url, feedback)
+    assert len(rows) > 4 * 60 and counted
+    state = {r["arm"]: r for r in table(url, arm_state)}
+    for arm in arms:
+        assert state[arm]["pulls"] == sum(r["arm"] == arm for r in rows), arm
+        assert state[arm]["successes"] == sum(r["arm"] == arm for r in counted), arm
 
 
 def test_group_reads_answer_what_the_store_reads_many_per_query(pg_store: Store) -> None:

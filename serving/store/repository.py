@@ -66,9 +66,11 @@ def _is_busy(exc: BaseException) -> bool:
 # Page cache of the writer and reader connections (KiB; SQLite's default is 2 MiB): the
 # decisions table grows by thousands of rows a second under load and its primary key is a
 # random event id, so index inserts touch pages all over the B-tree.
-SQLITE_CACHE_KIB = 65_536
-# How often the serving writer checkpoints the WAL (PASSIVE) from its jobs thread.
-SQLITE_CHECKPOINT_INTERVAL_S = 1.0
+SQLITE_CACHE_KIB = 32_768
+# How often the serving writer checkpoints the WAL (PASSIVE) from its jobs thread. Measured
+# (16-decision batches, 6000 commits): automatic checkpoints inside the commit: mean 1.25 ms,
+# p99 22.5 ms; this job every 0.1/0.25/1 s: mean 0.54/0.54/0.55 ms, p99 0.82/0.79/0.98 ms.
+SQLITE_CHECKPOINT_INTERVAL_S = 0.25
 # The WAL file is truncated back to this size after a checkpoint let it restart.
 SQLITE_JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 

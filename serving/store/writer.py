@@ -149,10 +149,14 @@ class GroupCommitWriter:
             await asyncio.to_thread(self._thread.join, timeout)
             self._thread = None
         else:
-            # The batch in flight (if any) completes; then what is still queued.
+            # The batch in flight completes (a batch waiting for SQLite's lock is bounded by
+            # the store's time-out: cancelling it could leave a write committed by its thread
+            # after its request was told it failed); then what is still queued.
             self._wake.set()
             deadline = time.monotonic() + timeout
-            while (self._pending or self._busy) and time.monotonic() < deadline:
+            busy_deadline = deadline + float(getattr(self.store, "timeout_s", 0.0))
+            while ((self._pending and time.monotonic() < deadline)
+                   or (self._busy and time.monotonic() < busy_deadline)):
                 await asyncio.sleep(0.005)
             for task in self._tasks:
                 task.cancel()
