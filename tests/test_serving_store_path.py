@@ -411,3 +411,39 @@ def test_the_writer_runs_the_checkpoint_job_for_an_inline_sqlite_store(tmp_path:
     assert max(log for _, log, _ in seen) < 10
     assert len(table(store.url.render_as_string(False), decisions)) == 3
     store.dispose()
+
+
+def test_a_large_wal_is_made_to_start_over_despite_readers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Under load a reader is almost always inside the WAL, so a PASSIVE checkpoint never
+    # copies all of it and the WAL never starts over (it grew past 300 MB in a 2-worker
+    # benchmark). Past the threshold the job's RESTART checkpoint waits for the readers, so
+    # the WAL is fully copied and the next commit starts it over.
+    from serving.store import repository
+
+    monkeypatch.setattr(repository, "SQLITE_WAL_RESTART_FRAMES", 50)
+    monkeypatch.setattr(repository, "SQLITE_RESTART_WAIT_MS", 30_000)
+    store = sqlite_store(tmp_path, timeout_s=5.0)
+
+    def write(tag: str) -> None:
+        store.write_batch([decision(f"{tag}-{i:04d}", i, "svd", list(range(20)), float(i))
+                           for i in range(300)], [], wait=False)
+
+    write("a")
+    reader = sqlite3.connect(store.url.database, isolation_level=None,
+                             check_same_thread=False)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM decisions").fetchone()  # a snapshot inside the WAL
+    write("b")
+    write("c")
+    leave = threading.Timer(0.05, reader.rollback)
+    leave.start()
+    busy, log, done = store.checkpoint()
+    leave.join()
+    reader.close()
+    assert busy == 0 and log > 50 and done == log  # PASSIVE alone stops at the reader
+    write("d")
+    busy, log_after, done = store.checkpoint()
+    assert 0 < log_after < log and done == log_after  # the WAL started over
+    assert len(table(store.url.render_as_string(False), decisions)) == 1200
+    store.dispose()
