@@ -18,8 +18,9 @@ Three ways to run the batches, picked from the store:
   (:mod:`serving.store.pgasync`), as are the request-path reads (:class:`GroupReader`).
 - ``thread`` (anything else, e.g. SQLite with ``synchronous=FULL``): one writer thread.
 
-The periodic jobs (settling expired decisions, SQLite checkpoints) run in the writer thread
-between batches, or in a jobs thread of their own in the other two modes, never in the loop.
+The periodic jobs (settling expired decisions, SQLite checkpoints: see ``Store.checkpoint``)
+run in the writer thread between batches, or in a jobs thread of their own in the other two
+modes, never in the loop.
 """
 
 from __future__ import annotations
