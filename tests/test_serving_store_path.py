@@ -257,6 +257,53 @@ def test_group_reads_answer_what_the_store_reads_many_per_query(pg_store: Store)
     assert reader.reads == len(calls) and reader.batches == 1
 
 
+def test_a_database_that_stops_answering_is_a_503_and_writes_nothing() -> None:
+    # Another session holds locks the batch needs (as a long migration would): past the
+    # store's time-out the write and the read fail with a 503 instead of holding their
+    # requests forever; the aborted write leaves nothing behind, and both recover.
+    import psycopg
+
+    from serving.store.pgasync import AsyncBatchWriter, GroupReader
+
+    store = Store(postgres().create_database(), timeout_s=0.5)
+    store.create_schema(ARMS)
+    holder = psycopg.connect(store.url.set(drivername="postgresql").render_as_string(False))
+    holder.execute("SELECT * FROM arm_state WHERE arm = 'svd' FOR UPDATE")
+    holder.execute("LOCK TABLE feedback IN ACCESS EXCLUSIVE MODE")
+
+    async def run() -> list[Any]:
+        writer, reader = AsyncBatchWriter(store), GroupReader(store)
+        reader.start()
+        out: list[Any] = []
+        try:
+            for attempt in (lambda: writer.write_batch([decision("e1", 1, "svd", [1], 1.0)], []),
+                            lambda: reader.read("user_feedback", 1)):
+                try:
+                    out.append(await attempt())
+                except StoreUnavailableError as exc:
+                    out.append(exc)
+            holder.rollback()
+            out.append(await writer.write_batch([decision("e2", 1, "svd", [1], 2.0)], []))
+            out.append(await reader.read("user_feedback", 1))
+        finally:
+            await reader.aclose()
+            await writer.aclose()
+        return out
+
+    try:
+        written, read, later, read_later = asyncio.run(run())
+    finally:
+        holder.close()
+    for error in (written, read):
+        assert isinstance(error, StoreUnavailableError), error
+        assert "no answer from the database within 0.5 s" in error.message
+    assert later.feedback == [] and read_later == []
+    url = store.url.render_as_string(False)
+    assert [r["event_id"] for r in table(url, decisions)] == ["e2"]
+    assert {r["arm"]: r["pulls"] for r in table(url, arm_state)} == {"svd": 1, "popularity": 0}
+    store.dispose()
+
+
 def test_reader_rejects_unknown_kinds_and_refuses_when_stopped(pg_store: Store) -> None:
     from serving.store.pgasync import GroupReader
 

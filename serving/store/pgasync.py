@@ -221,17 +221,21 @@ class GroupReader:
         for item in batch:
             by_kind[item.kind].append(item)
         try:
-            conn = await self._conn.get()
-            for kind, items in by_kind.items():
-                results = await getattr(self, f"_{kind}")(conn, items)
-                for item, result in zip(items, results, strict=True):
-                    if not item.future.done():
-                        item.future.set_result(result)
+            # A server that stops answering (without closing the connection) must not hold
+            # requests forever: after the store's time-out they get a 503.
+            async with asyncio.timeout(self.store.timeout_s):
+                conn = await self._conn.get()
+                for kind, items in by_kind.items():
+                    results = await getattr(self, f"_{kind}")(conn, items)
+                    for item, result in zip(items, results, strict=True):
+                        if not item.future.done():
+                            item.future.set_result(result)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             await self._conn.discard()
-            error: BaseException = store_unavailable(exc) or exc
+            error: BaseException = (_timed_out(self.store) if isinstance(exc, TimeoutError)
+                                    else store_unavailable(exc) or exc)
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(error)
@@ -278,6 +282,10 @@ class GroupReader:
         return [found.get(i) for i in range(len(items))]
 
 
+def _timed_out(store: Store) -> StoreUnavailableError:
+    return store_unavailable_error(f"no answer from the database within {store.timeout_s:g} s")
+
+
 def store_unavailable_error(reason: str) -> StoreUnavailableError:
     return StoreUnavailableError(f"the store is unavailable ({reason}); retry later")
 
@@ -298,7 +306,13 @@ class AsyncBatchWriter:
         """As :meth:`Store.write_batch`: everything in ONE transaction, counted exactly once."""
         conn = await self._conn.get()
         try:
-            return await self._write(conn, decision_rows, feedback_writes)
+            async with asyncio.timeout(self.store.timeout_s):
+                return await self._write(conn, decision_rows, feedback_writes)
+        except TimeoutError as exc:
+            # No answer: closing the connection aborts the transaction unless its COMMIT was
+            # already processed, which the 503 cannot rule out (as with any lost answer).
+            await self._conn.discard()
+            raise _timed_out(self.store) from exc
         except BaseException:
             # Whatever failed, the transaction must not survive: a broken connection is
             # replaced; a live one in a failed transaction is rolled back.
@@ -312,7 +326,8 @@ class AsyncBatchWriter:
             if conn.closed or conn.broken:
                 raise ConnectionError("broken")
             if conn.info.transaction_status != pq.TransactionStatus.IDLE:
-                await conn.execute("ROLLBACK")
+                async with asyncio.timeout(self.store.timeout_s):
+                    await conn.execute("ROLLBACK")
         except Exception:
             await self._conn.discard()
 
