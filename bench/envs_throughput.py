@@ -106,14 +106,14 @@ def python_loop_rate(data, steps: int, k: int = 10) -> float:
     return best_rate(run, steps)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-envs", type=int, default=2000)
     parser.add_argument("--steps", type=int, default=30_000, help="single-env steps")
     parser.add_argument("--vector-steps", type=int, default=300)
     parser.add_argument("--env-id", default="recbandits/MovieLens-v0")
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     global REPEATS
     REPEATS = args.repeats
 

@@ -46,7 +46,7 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serving_load import LUA_RECS, Server, pacing, prepare_state, start_postgres
+from serving_load import LUA_RECS, Server, prepare_state, start_postgres
 
 BACKGROUND_CONNECTIONS = 16
 CONSECUTIVE = 4
@@ -54,12 +54,19 @@ PROBE_TIMEOUT_S = 5.0
 POLL_PAUSE_S = 0.002
 
 
+def pacing(rate: float, connections: int) -> str:
+    """A wrk ``delay()`` giving ``rate`` requests/s over ``connections`` connections."""
+    per_connection_ms = 1000.0 * connections / rate
+    # Jitter so the connections do not fire in lock-step.
+    return f"delay = function() return {per_connection_ms:.3f} * (0.5 + math.random()) end\n"
+
+
 def start_background(base: str, rps: float, seconds: float, n_users: int,
                      tmp: Path) -> subprocess.Popen[str]:
     """wrk pacing ``GET /recommendations`` at ``rps`` for ``seconds`` (runs alongside)."""
     script = tmp / f"background-{random.randrange(1 << 30)}.lua"
-    script.write_text(LUA_RECS % {"seed": 7, "n_users": n_users,
-                                  "pacing": pacing(rps, BACKGROUND_CONNECTIONS)})
+    script.write_text(LUA_RECS % {"seed": 7, "n_users": n_users}
+                      + pacing(rps, BACKGROUND_CONNECTIONS))
     return subprocess.Popen(
         ["wrk", "-t1", f"-c{BACKGROUND_CONNECTIONS}", f"-d{seconds:g}s", "--latency", "-s",
          str(script), "--timeout", "5s", base], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -57,14 +57,14 @@ def timed(kind: str, workers: int, tasks: list[simulate.Task]) -> tuple[float, l
     return elapsed, [done[i] for i in range(len(tasks))]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[8, 32, 128],
                         help="seeds (runs) per policy at each size")
     parser.add_argument("--horizon", type=int, default=2000)
     parser.add_argument("--env", default="recbandits/FixedCTR-v0")
     parser.add_argument("--no-dask", action="store_true", help="skip the Dask LocalCluster")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     setups = [("local", 1), ("local", 2)] + ([] if args.no_dask else [("dask", 2)])
     print(f"sweep: {len(POLICIES)} policies x seeds, horizon {args.horizon}, env {args.env}")
