@@ -9,7 +9,9 @@ For 1 and 2 uvicorn workers and for SQLite and PostgreSQL, wrk (Debian's ``wrk``
   answer delays the next request, so its latencies hide queueing) and Debian has no wrk2, so the
   fixed-rate run uses :func:`open_loop`: requests are *scheduled* at ``rate`` per second on
   keep-alive connections (a new one opens when all are busy) and each latency is measured from
-  its scheduled time, wrk2's correction for coordinated omission;
+  its scheduled time, wrk2's correction for coordinated omission. The bare endpoint is run
+  through the same generator at the same rate: its p99 is the floor of this measurement on this
+  machine (the generator's own jitter and the other processes on the cores);
 - ``POST /feedback`` on distinct (event, movie, type) triples from decisions made just before
   (attribution + feedback row + arm counter + rating, committed before the response).
 
@@ -177,7 +179,7 @@ class _HttpConnection(asyncio.Protocol):
 
 
 async def _open_loop(port: int, rate: float, seconds: float, n_users: int,
-                     seed: int) -> dict[str, float]:
+                     seed: int, bare: bool = False) -> dict[str, float]:
     loop = asyncio.get_running_loop()
     rng = random.Random(seed)
     idle: list[_HttpConnection] = []
@@ -208,8 +210,8 @@ async def _open_loop(port: int, rate: float, seconds: float, n_users: int,
         delay = scheduled - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        raw = (f"GET /recommendations?user_id={rng.randint(1, n_users)}&k=10 HTTP/1.1\r\n"
-               f"Host: 127.0.0.1:{port}\r\n\r\n").encode()
+        target = "/bare" if bare else f"/recommendations?user_id={rng.randint(1, n_users)}&k=10"
+        raw = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
         task = loop.create_task(fire(raw, scheduled))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
@@ -228,14 +230,15 @@ async def _open_loop(port: int, rate: float, seconds: float, n_users: int,
 
 
 def open_loop(base: str, rate: float, seconds: float, n_users: int, seed: int,
-              cpus: str | None = None) -> dict[str, float]:
-    """GET /recommendations at a fixed ``rate`` (requests scheduled, not waited for); p50/p99
-    in ms from each request's scheduled time. Runs in a child process (pinned to ``cpus``)."""
+              cpus: str | None = None, bare: bool = False) -> dict[str, float]:
+    """GET /recommendations (``bare``: GET /bare) at a fixed ``rate`` (requests scheduled, not
+    waited for); p50/p99 in ms from each request's scheduled time. Runs in a child process
+    (pinned to ``cpus``)."""
     port = base.rsplit(":", 1)[1]
     pin = [] if cpus is None else ["taskset", "-c", cpus]
     cmd = [*pin, sys.executable, str(Path(__file__).resolve()), "--open-loop",
            json.dumps({"port": int(port), "rate": rate, "seconds": seconds, "n_users": n_users,
-                       "seed": seed})]
+                       "seed": seed, "bare": bare})]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 90, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -369,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     b = wrk(bare.base, LUA_BARE, args.seconds,
                             args.connections, tmp, load_cpus)
+                    # The floor of the fixed-rate measurement: the same generator, same rate.
+                    bh = open_loop(bare.base, b["rps"] / 2, args.seconds, n_users, 2,
+                                   load_cpus, bare=True)
                 finally:
                     bare.stop()
                 db = (f"sqlite:///{tmp / f'{tag}.db'}" if store == "sqlite" else create_db())
@@ -393,9 +399,10 @@ def main(argv: list[str] | None = None) -> int:
                             args.seconds, args.connections, tmp, load_cpus)
                 finally:
                     service.stop()
-                rows.append((tag, b, r, h, f))
+                rows.append((tag, b, bh, r, h, f))
                 results[f"{tag}_bare_rps"] = b["rps"]
                 results[f"{tag}_bare_p99_ms"] = b["p99"]
+                results[f"{tag}_bare_p99_ms_at_half_bare"] = bh["p99"]
                 results[f"{tag}_recommendations_rps"] = r["rps"]
                 results[f"{tag}_recommendations_ratio"] = r["rps"] / b["rps"]
                 results[f"{tag}_recommendations_p50_ms_at_half_bare"] = h["p50"]
@@ -413,14 +420,15 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"\n{'config':<14}{'bare rps':>10}{'bare p99':>10}{'recs rps':>10}{'ratio':>7}"
-          f"{'half rps':>10}{'p50@half':>10}{'p99@half':>10}{'fb rps':>9}{'ratio':>7}"
-          f"{'fb p99':>9}")
-    for tag, b, r, h, f in rows:
+          f"{'half rps':>10}{'p50@half':>10}{'p99@half':>10}{'bare p99@half':>15}{'fb rps':>9}"
+          f"{'ratio':>7}{'fb p99':>9}")
+    for tag, b, bh, r, h, f in rows:
         print(f"{tag:<14}{b['rps']:>10.0f}{b['p99']:>9.1f}m{r['rps']:>10.0f}"
               f"{r['rps'] / b['rps']:>7.2f}{h['rps']:>10.0f}{h['p50']:>9.1f}m{h['p99']:>9.1f}m"
-              f"{f['rps']:>9.0f}{f['rps'] / b['rps']:>7.2f}{f['p99']:>8.1f}m")
+              f"{bh['p99']:>14.1f}m{f['rps']:>9.0f}{f['rps'] / b['rps']:>7.2f}{f['p99']:>8.1f}m")
     print("(half rps: achieved rate of the fixed-rate run, target = bare rps / 2; its p50/p99 "
-          "are from scheduled send times)")
+          "are from scheduled send times; bare p99@half: the bare endpoint under the same "
+          "fixed-rate generator, the floor of this measurement on this machine)")
     print()
     for name, value in results.items():
         print(f"{name}: {value:.3f}")
