@@ -107,7 +107,6 @@ class UserModel(ABC):
             after selecting rows with ``array[rows]``.
         """
 
-    @abstractmethod
     def probabilities(
         self,
         prepared: dict[str, np.ndarray],
@@ -116,6 +115,10 @@ class UserModel(ABC):
         fatigue: np.ndarray | None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Like and dislike probabilities, each of shape ``(n, n_arms, k)``.
+
+        By default ``prepared["like"]`` and ``prepared["dislike"]``: models whose
+        probabilities depend on neither the step nor the episode state compute them once in
+        :meth:`prepare`.
 
         Parameters
         ----------
@@ -127,6 +130,7 @@ class UserModel(ABC):
         fatigue : ndarray of float64, shape ``(n, n_arms)``, or None
             The users' episode state (see :meth:`new_fatigue`); None for models without one.
         """
+        return prepared["like"], prepared["dislike"]
 
     # ------------------------------------------------------------------ optional hooks
     def eligible_users(self) -> np.ndarray:

@@ -63,12 +63,3 @@ class FixedCTR(UserModel):
         per_position = 1.0 - (1.0 - self.ctr_[users]) ** (1.0 / k)
         like = np.repeat(per_position[:, :, None], k, axis=2)
         return {"like": like, "dislike": np.zeros_like(like)}
-
-    def probabilities(
-        self,
-        prepared: dict[str, np.ndarray],
-        users: np.ndarray,
-        t: np.ndarray,
-        fatigue: np.ndarray | None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        return prepared["like"], prepared["dislike"]

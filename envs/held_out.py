@@ -136,15 +136,6 @@ class HeldOutRatings(UserModel):
         dislike = ((rating > 0) & (rating <= self.dislike_threshold)).astype(np.float64)
         return {"like": like, "dislike": dislike}
 
-    def probabilities(
-        self,
-        prepared: dict[str, np.ndarray],
-        users: np.ndarray,
-        t: np.ndarray,
-        fatigue: np.ndarray | None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        return prepared["like"], prepared["dislike"]
-
     def eligible_users(self) -> np.ndarray:
         return self.eligible_.copy()
 
