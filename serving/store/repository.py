@@ -40,6 +40,7 @@ from serving.store.tables import (
     metadata,
     policy_meta,
 )
+from serving.store.write_lock import WriteLock
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ SQLITE_CHECKPOINT_INTERVAL_S = 0.25
 # threshold makes them rarer but every read searches one more WAL-index segment per 4096
 # frames, and 16000 measured no better at p99.
 SQLITE_WAL_RESTART_FRAMES = 4000
-# Longest wait of that RESTART checkpoint for the write lock and for readers.
+# Longest wait of that RESTART checkpoint for the writers' lock (it never waits for readers).
 SQLITE_RESTART_WAIT_MS = 100
 # The WAL file is truncated back to this size after a checkpoint let it restart.
 SQLITE_JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
@@ -271,6 +272,9 @@ class Store:
         self._write_lock = threading.Lock()
         self._checkpoint_conn: sqlite3.Connection | None = None
         self._checkpoint_lock = threading.Lock()
+        # Taken before SQLite's own write lock by every serving write (see write_lock.py).
+        self.writers_lock = (WriteLock(self.url.database) if self.backend == "sqlite"
+                             else None)
         self.checkpoint_interval_s = SQLITE_CHECKPOINT_INTERVAL_S
         self.last_checkpoint: tuple[int, int, int] | None = None
         p = self._param
@@ -334,6 +338,8 @@ class Store:
                     self._checkpoint_conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 self._checkpoint_conn.close()
                 self._checkpoint_conn = None
+        if self.writers_lock is not None:
+            self.writers_lock.close()
         self.write_engine.dispose()
         self.read_engine.dispose()
 
@@ -586,7 +592,7 @@ class Store:
                 finally:
                     cursor.close()
             return
-        with self._write_lock:
+        with self._write_lock, self._writers_locked(wait):
             conn = self._write_conn
             if conn is None:
                 conn = self._write_conn = self._raw_write_connect()
@@ -614,6 +620,33 @@ class Store:
             finally:
                 cursor.close()
 
+    @contextlib.contextmanager
+    def _writers_locked(self, wait: bool = True) -> Iterator[None]:
+        """Hold :attr:`writers_lock` (SQLite), waiting up to ``timeout_s`` for it if ``wait``.
+
+        Raises
+        ------
+        StoreBusyError
+            ``wait`` is False and another writer holds it.
+        StoreUnavailableError
+            It stayed taken for ``timeout_s`` (503; nothing was written).
+        """
+        lock = self.writers_lock
+        if lock is None:
+            yield
+            return
+        if not wait:
+            if not lock.try_acquire():
+                raise StoreBusyError("another writer holds the SQLite write lock")
+        elif not lock.acquire(self.timeout_s):
+            raise StoreUnavailableError(
+                f"the store is unavailable (database is locked: another writer held it for "
+                f"{self.timeout_s:g} s); retry later")
+        try:
+            yield
+        finally:
+            lock.release()
+
     def _raw_write_connect(self) -> sqlite3.Connection:
         # busy_timeout 0: the wait for the lock is chosen per batch (see _write_cursor).
         conn = sqlite3.connect(self.url.database, isolation_level=None, check_same_thread=False,
@@ -634,12 +667,13 @@ class Store:
         writer (pages still used by a reader are left for the next call). A WAL only starts
         over when a writer finds it fully checkpointed, which never happens while commits keep
         arriving during the checkpoint; so once the WAL holds ``SQLITE_WAL_RESTART_FRAMES``
-        or more, a RESTART checkpoint follows: it takes the write lock (waiting at most
-        ``SQLITE_RESTART_WAIT_MS``), copies the few pages committed since the PASSIVE one and
-        waits as long for readers to leave the WAL, so the next commit starts it over. The
-        serving writer's commits meanwhile get "busy" and retry from the event loop, which is
-        never blocked. Called by the writer's jobs thread, so no checkpoint (and no fsync of
-        the database file) ever runs inside a commit on the event loop.
+        or more, a RESTART checkpoint follows under :attr:`writers_lock` (waiting at most
+        ``SQLITE_RESTART_WAIT_MS`` for it): it copies the few pages committed since the PASSIVE
+        one, so the WAL starts over at the next commit unless a reader is still in it (then
+        the next call tries again; it never waits for readers). The serving writers meanwhile
+        wait for the lock in a thread, never in the event loop. Called by the writer's jobs
+        thread, so no checkpoint (and no fsync of the database file) ever runs inside a commit
+        on the event loop.
 
         Returns
         -------
@@ -658,12 +692,12 @@ class Store:
                     self._checkpoint_conn = conn
                 conn = self._checkpoint_conn
                 row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                if row[1] >= SQLITE_WAL_RESTART_FRAMES:
-                    conn.execute(f"PRAGMA busy_timeout={SQLITE_RESTART_WAIT_MS}")
+                if (row[1] >= SQLITE_WAL_RESTART_FRAMES
+                        and self.writers_lock.acquire(SQLITE_RESTART_WAIT_MS / 1000)):
                     try:
                         row = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
                     finally:
-                        conn.execute("PRAGMA busy_timeout=0")
+                        self.writers_lock.release()
             except sqlite3.Error:
                 if self._checkpoint_conn is not None:
                     with contextlib.suppress(sqlite3.Error):
@@ -681,7 +715,7 @@ class Store:
         """
         has_counted = sa.exists().where(feedback.c.event_id == decisions.c.event_id,
                                         feedback.c.counted)
-        with self.write_engine.begin() as conn:
+        with self._writers_locked(), self.write_engine.begin() as conn:
             claimed = conn.execute(
                 decisions.update()
                 .where(decisions.c.settled_at.is_(None),
