@@ -495,3 +495,36 @@ def test_a_large_wal_is_made_to_start_over_once_readers_leave(
     assert 0 < log_after < log and done == log_after  # the WAL started over
     assert len(table(store.url.render_as_string(False), decisions)) == 1200
     store.dispose()
+
+
+def wal_checkpoint_sequence(store: Store) -> int:
+    """The WAL header's checkpoint sequence number: +1 each time the WAL starts over."""
+    with open(f"{store.url.database}-wal", "rb") as wal:
+        return int.from_bytes(wal.read(16)[12:16], "big")
+
+
+def test_the_wal_starts_over_in_the_checkpoint_job_not_in_the_next_commit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first commit into a restarted WAL fsyncs its header; the job makes that commit
+    # itself (under the writers' lock), so the serving writer's next commit does not.
+    from serving.store import repository
+
+    monkeypatch.setattr(repository, "SQLITE_WAL_RESTART_FRAMES", 50)
+    store = sqlite_store(tmp_path, timeout_s=5.0)
+    for b in range(4):
+        store.write_batch([decision(f"{b}-{i:04d}", i, "svd", list(range(20)), float(i))
+                           for i in range(300)], [], wait=False)
+    before = wal_checkpoint_sequence(store)
+    busy, log, done = store.checkpoint()
+    assert busy == 0 and log > 50 and done == log
+    assert wal_checkpoint_sequence(store) == before + 1  # restarted, before any other commit
+    assert not store.writers_lock.held
+    busy, log_after, done = store.checkpoint()
+    assert (busy, log_after, done) == (0, 1, 1)  # only the job's one-page commit is in it
+    store.write_batch([decision("next", 1, "svd", [1], 1.0)], [], wait=False)
+    assert wal_checkpoint_sequence(store) == before + 1
+    assert len(table(store.url.render_as_string(False), decisions)) == 1201
+    with sqlite3.connect(store.url.database) as conn:  # the job's write changed nothing
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 0
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    store.dispose()
