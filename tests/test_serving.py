@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from test_serving_support import store_url
+from test_serving_support import read_table, store_url
 
 from arms.data import make_synthetic
 from arms.data.dataset import Dataset
@@ -54,12 +54,7 @@ def client(settings: Settings, catalog: Dataset, fitted: dict) -> Iterator[TestC
 
 
 def rows(settings: Settings, table: sa.Table) -> list[dict]:
-    engine = sa.create_engine(settings.resolved_db_url())
-    try:
-        with engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(sa.select(table))]
-    finally:
-        engine.dispose()
+    return read_table(settings.resolved_db_url(), table)
 
 
 def table_sizes(settings: Settings) -> dict[str, int]:

@@ -24,7 +24,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from test_serving_process import ENV, serve_args
-from test_serving_support import PostgresServer, ServiceProcess, postgres
+from test_serving_support import PostgresServer, ServiceProcess, postgres, read_table
 
 from arms.data.dataset import Dataset
 from serving.app import create_app
@@ -32,15 +32,6 @@ from serving.commands import rebuild_state
 from serving.errors import StoreUnavailableError
 from serving.settings import Settings
 from serving.store.tables import arm_state, decisions, feedback
-
-
-def read_table(url: str, table: sa.Table) -> list[dict[str, Any]]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(sa.select(table))]
-    finally:
-        engine.dispose()
 
 
 def assert_state_is_the_log(url: str, arms: str, state_dir: Path) -> dict[str, Any]:

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from test_serving_support import postgres
+from test_serving_support import read_table as table
 
 from arms.data.dataset import Dataset
 from serving.app import create_app
@@ -73,15 +73,6 @@ BATCH_2 = ([decision("e4", 2, "svd", [21, 22], 108.0)], [
     fb(1, 10, "like", D1, 109.0),  # stored by the first batch: its row, not counted
     fb(2, 21, "like", D2, 110.0),
 ])
-
-
-def table(url: str, t: sa.Table) -> list[dict[str, Any]]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(sa.select(t))]
-    finally:
-        engine.dispose()
 
 
 def stored(url: str) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Helpers shared by the serving tests: a throw-away PostgreSQL server and uvicorn processes.
+"""Helpers shared by the serving tests: a throw-away PostgreSQL server, uvicorn processes, and
+reading a table back.
 
 PostgreSQL 15 from Debian (``/usr/lib/postgresql/15/bin``) is started once per test session on
 127.0.0.1 with a free port, in a temporary folder, as the ``postgres`` user when the tests run
@@ -23,10 +24,21 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 PG_BIN_DIRS = [Path("/usr/lib/postgresql/15/bin"), *sorted(Path("/usr/lib/postgresql").glob(
     "*/bin"), reverse=True)] if Path("/usr/lib/postgresql").exists() else []
 REPO = Path(__file__).resolve().parent.parent
+
+
+def read_table(url: str, table: sa.Table) -> list[dict]:
+    """Every row of ``table`` in the database at ``url``, in storage order."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(sa.select(table))]
+    finally:
+        engine.dispose()
 
 
 def free_port() -> int:
