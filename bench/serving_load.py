@@ -150,19 +150,76 @@ request = function() return wrk.format("GET", "/bare") end
 """
 
 
-class _HttpConnection(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection with one request in flight (responses carry
-    Content-Length, as uvicorn's JSON responses do)."""
+class _OpenLoop:
+    """The fixed-rate generator: one timer callback per request, protocol callbacks for the
+    answers; no task, coroutine or future per request, so that the generator takes as little
+    as it can of the two cores it shares with the server (measured at 5,500 requests/s: 47 us
+    of CPU a request, against 60 us with a task per request).
 
-    def __init__(self) -> None:
+    A request goes out on an idle keep-alive connection (the most recently idle: as a client
+    pool does), or on a new one when every connection is busy; its latency runs from its
+    scheduled time to the last byte of the answer (responses carry Content-Length, as
+    uvicorn's JSON responses do).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, port: int) -> None:
+        self.loop = loop
+        self.port = port
+        self.idle: list[_HttpConnection] = []
+        self.latencies: list[float] = []
+        self.statuses: dict[int, int] = {}
+        self.errors = 0
+        self.in_flight = 0
+        self.opening: set[asyncio.Task[None]] = set()
+
+    def send(self, raw: bytes, scheduled: float) -> None:
+        self.in_flight += 1
+        if self.idle:
+            self.idle.pop().send(raw, scheduled)
+        else:
+            task = self.loop.create_task(self._open(raw, scheduled))
+            self.opening.add(task)
+            task.add_done_callback(self.opening.discard)
+
+    async def _open(self, raw: bytes, scheduled: float) -> None:
+        try:
+            _, conn = await self.loop.create_connection(lambda: _HttpConnection(self),
+                                                        "127.0.0.1", self.port)
+        except OSError:
+            self.failed()
+            return
+        conn.send(raw, scheduled)
+
+    def answered(self, conn: _HttpConnection, status: int, scheduled: float) -> None:
+        self.in_flight -= 1
+        # loop.time() is the loop's cached clock, in whole milliseconds (uvloop); the same
+        # monotonic clock read now gives the answer's time to the microsecond.
+        self.latencies.append(time.monotonic() - scheduled)
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        self.idle.append(conn)
+
+    def failed(self) -> None:
+        self.in_flight -= 1
+        self.errors += 1
+
+
+class _HttpConnection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection of :class:`_OpenLoop`, one request in flight."""
+
+    def __init__(self, generator: _OpenLoop) -> None:
+        self.generator = generator
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.need: int | None = None
         self.status = 0
-        self.waiter: asyncio.Future[int] | None = None
+        self.scheduled: float | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+
+    def send(self, raw: bytes, scheduled: float) -> None:
+        self.scheduled = scheduled
+        self.transport.write(raw)
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -177,68 +234,54 @@ class _HttpConnection(asyncio.Protocol):
         if len(self.buffer) >= self.need:
             del self.buffer[:self.need]
             self.need = None
-            if self.waiter is not None and not self.waiter.done():
-                self.waiter.set_result(self.status)
+            scheduled, self.scheduled = self.scheduled, None
+            if scheduled is not None:
+                self.generator.answered(self, self.status, scheduled)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(ConnectionError("connection closed"))
-
-    async def request(self, raw: bytes) -> int:
-        self.waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(raw)
-        return await self.waiter
+        if self.scheduled is not None:
+            self.scheduled = None
+            self.generator.failed()
+        if self in self.generator.idle:
+            self.generator.idle.remove(self)
 
 
 async def _open_loop(port: int, rate: float, seconds: float, n_users: int,
                      seed: int, bare: bool = False) -> dict[str, float]:
     loop = asyncio.get_running_loop()
     rng = random.Random(seed)
-    idle: list[_HttpConnection] = []
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    errors = 0
-
-    async def fire(raw: bytes, scheduled: float) -> None:
-        nonlocal errors
-        try:
-            if idle:
-                conn = idle.pop()
-            else:
-                _, conn = await loop.create_connection(_HttpConnection, "127.0.0.1", port)
-            status = await conn.request(raw)
-        except (ConnectionError, OSError):
-            errors += 1
-            return
-        latencies.append(loop.time() - scheduled)
-        statuses[status] = statuses.get(status, 0) + 1
-        idle.append(conn)
-
+    generator = _OpenLoop(loop, port)
     n = int(rate * seconds)
-    tasks = set()
+    host = f"Host: 127.0.0.1:{port}\r\n\r\n".encode()
+    targets = [b"GET /bare HTTP/1.1\r\n" + host if bare else
+               f"GET /recommendations?user_id={rng.randint(1, n_users)}&k=10 HTTP/1.1\r\n"
+               .encode() + host for _ in range(n)]
     start = loop.time() + 0.05
-    for i in range(n):
-        scheduled = start + i / rate
-        delay = scheduled - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        target = "/bare" if bare else f"/recommendations?user_id={rng.randint(1, n_users)}&k=10"
-        raw = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
-        task = loop.create_task(fire(raw, scheduled))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+    # Timers are set 20 ms ahead, a few at a time: 40,000 set at once would take longer than
+    # the lead and start the run with a burst.
+    i = 0
+    while i < n:
+        horizon = loop.time() + 0.02
+        while i < n and start + i / rate < horizon:
+            scheduled = start + i / rate
+            loop.call_at(scheduled, generator.send, targets[i], scheduled)
+            i += 1
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(max(0.0, start + n / rate - loop.time()))
     sent_s = loop.time() - start
-    if tasks:
-        await asyncio.wait(tasks, timeout=30)
-    ordered = sorted(latencies)
+    deadline = loop.time() + 30
+    while (generator.in_flight or generator.opening) and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    ordered = sorted(generator.latencies)
 
     def pct(q: float) -> float:
         return 1e3 * ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
-    return {"rps": len(latencies) / max(sent_s, 1e-9), "target_rps": rate, "p50": pct(0.50),
-            "p99": pct(0.99), "max": pct(1.0), "requests": float(len(latencies)),
+    statuses = generator.statuses
+    return {"rps": len(ordered) / max(sent_s, 1e-9), "target_rps": rate, "p50": pct(0.50),
+            "p99": pct(0.99), "max": pct(1.0), "requests": float(len(ordered)),
             "non2xx": float(sum(v for k, v in statuses.items() if not 200 <= k < 300)),
-            "errors": float(errors + len(tasks))}
+            "errors": float(generator.errors + generator.in_flight)}
 
 
 def open_loop(base: str, rate: float, seconds: float, n_users: int, seed: int,
