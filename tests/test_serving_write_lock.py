@@ -163,6 +163,32 @@ def test_a_write_waiting_in_a_thread_lands_when_the_other_worker_releases(
     store.dispose()
 
 
+def test_the_wait_for_sqlites_lock_gets_only_what_is_left_of_the_time_out(
+        tmp_path: Path, other_process: subprocess.Popen[str]) -> None:
+    # A program outside the writers' lock (a shell, a backup) can hold SQLite's own lock too:
+    # the busy wait a write then does gets what the wait for the writers' lock left of
+    # store_timeout_s, so a write never waits for twice the time-out before its 503.
+    store = sqlite_store(tmp_path, timeout_s=30.0)
+    writing = threading.Thread(target=store.write_batch,
+                               args=([decision("e1", 1, "svd", [1], 1.0)], []))
+    writing.start()
+    writing.join(timeout=1.0)  # the other worker keeps the lock for at least this second
+    assert writing.is_alive()
+    release(other_process)
+    writing.join(timeout=30)
+    assert not writing.is_alive()
+    assert busy_timeout_ms(store) <= 29_000  # the second spent waiting is gone from the budget
+    store.write_batch([decision("e2", 1, "svd", [1], 1.0)], [], wait=True)
+    assert busy_timeout_ms(store) > 29_000  # waited for nothing: nearly all of the 30 s
+    assert [r["event_id"] for r in table(store.url.render_as_string(False), decisions)] == [
+        "e1", "e2"]
+    store.dispose()
+
+
+def busy_timeout_ms(store: Store) -> int:
+    return store._write_conn.execute("PRAGMA busy_timeout").fetchone()[0]
+
+
 def test_the_restart_checkpoint_waits_briefly_for_the_lock_and_gives_up(
         store: Store, other_process: subprocess.Popen[str],
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -617,12 +617,13 @@ class Store:
                 finally:
                     cursor.close()
             return
-        with self._write_lock, self._writers_locked(wait):
+        with self._write_lock, self._writers_locked(wait) as time_left_s:
             conn = self._write_conn
             if conn is None:
                 conn = self._write_conn = self._raw_write_connect()
                 self._write_busy_ms = 0
-            busy_ms = int(self.timeout_s * 1000) if wait else 0
+            # At least 1 ms: 0 would mean "never wait" where some wait is still allowed.
+            busy_ms = max(1, int(time_left_s * 1000)) if wait else 0
             if busy_ms != self._write_busy_ms:
                 conn.execute(f"PRAGMA busy_timeout={busy_ms}")
                 self._write_busy_ms = busy_ms
@@ -646,8 +647,12 @@ class Store:
                 cursor.close()
 
     @contextlib.contextmanager
-    def _writers_locked(self, wait: bool = True) -> Iterator[None]:
+    def _writers_locked(self, wait: bool = True) -> Iterator[float]:
         """Hold :attr:`writers_lock` (SQLite), waiting up to ``timeout_s`` for it if ``wait``.
+
+        Yields the seconds left of ``timeout_s`` after that wait: what SQLite's own busy wait
+        may still take (a program outside the lock, like a shell or a backup, can hold SQLite's
+        lock), so that the two waits together never exceed the time-out.
 
         Raises
         ------
@@ -658,8 +663,9 @@ class Store:
         """
         lock = self.writers_lock
         if lock is None:
-            yield
+            yield self.timeout_s
             return
+        started = time.monotonic()
         if not wait:
             if not lock.try_acquire():
                 raise StoreBusyError("another writer holds the SQLite write lock")
@@ -668,7 +674,7 @@ class Store:
                 f"the store is unavailable (database is locked: another writer held it for "
                 f"{self.timeout_s:g} s); retry later")
         try:
-            yield
+            yield max(0.0, self.timeout_s - (time.monotonic() - started))
         finally:
             lock.release()
 
