@@ -16,6 +16,7 @@ import asyncio
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -425,22 +426,41 @@ def test_commits_never_checkpoint_and_the_checkpoint_job_does(tmp_path: Path) ->
     store.dispose()
 
 
-def test_the_writer_runs_the_checkpoint_job_for_an_inline_sqlite_store(tmp_path: Path) -> None:
-    store = sqlite_store(tmp_path, timeout_s=5.0)
+@pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
+def test_the_writer_runs_the_checkpoint_job_for_an_sqlite_store(tmp_path: Path,
+                                                                synchronous: str) -> None:
+    # NORMAL commits inline on the event loop, FULL in the writer thread; the store's write
+    # connection never checkpoints by itself, so in both modes the writer's job must.
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}", timeout_s=5.0,
+                  sqlite_synchronous=synchronous)
+    store.create_schema(ARMS)
     store.checkpoint()  # the schema's pages
     store.checkpoint_interval_s = 0.01
-    writer = GroupCommitWriter(store, batch_max=64, inline=True)
+    writer = GroupCommitWriter(store, batch_max=64, inline=store.inline_commits)
+    assert writer.mode == ("inline" if synchronous == "NORMAL" else "thread")
     assert "checkpoint" in writer.jobs
+    runs: list[tuple[float, tuple[int, int, int]]] = []  # (started at, SQLite's answer)
+
+    def recorded() -> tuple[int, int, int] | None:
+        started = time.monotonic()
+        answer = store.checkpoint()
+        runs.append((started, answer))
+        return answer
+
+    writer.jobs["checkpoint"].fn = recorded
     seen: list[tuple[int, int, int]] = []
 
     async def run() -> None:
         writer.start(asyncio.get_running_loop())
         for i in range(3):
             await writer.write_decision(decision(f"e{i}", 1, "svd", [1], 1.0))
-            store.last_checkpoint = None
-            while store.last_checkpoint is None:  # the jobs thread's next checkpoint
+            committed = time.monotonic()
+            deadline = committed + 10.0
+            # The first checkpoint that started after this commit.
+            while not any(started > committed for started, _ in runs):
+                assert time.monotonic() < deadline, "no checkpoint within 10 s of a commit"
                 await asyncio.sleep(0.002)
-            seen.append(store.last_checkpoint)
+            seen.append(next(answer for started, answer in runs if started > committed))
         await writer.aclose()
 
     asyncio.run(run())

@@ -103,8 +103,9 @@ class GroupCommitWriter:
         self.batch_max = batch_max
         self.jobs = {job.name: job for job in jobs or []}
         checkpoint = getattr(store, "checkpoint", None)
-        if inline and checkpoint is not None:
-            # The WAL is checkpointed here, off the request path (see Store.checkpoint).
+        if checkpoint is not None and getattr(store, "backend", None) == "sqlite":
+            # The WAL is checkpointed here, off the request path (see Store.checkpoint): the
+            # store's write connection never checkpoints by itself, whatever the mode.
             self.jobs.setdefault("checkpoint", PeriodicJob(
                 "checkpoint", store.checkpoint_interval_s, checkpoint))
         self.tick_s = tick_s
