@@ -324,6 +324,41 @@ def hold_write_lock(store: Store) -> sqlite3.Connection:
     return holder
 
 
+def test_a_bad_write_in_an_inline_batch_is_retried_alone_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The event loop's attempt at the batch fails for one write (a duplicate event id) and
+    # rolls back; each write is then committed alone, once, in a thread. The batch neither
+    # runs a second time whole nor counts as having waited for the lock.
+    store = sqlite_store(tmp_path, timeout_s=5.0)
+    store.write_batch([decision("e0", 1, "svd", [1], 1.0)], [])
+    calls: list[tuple[list[str], bool]] = []
+    write_batch = store.write_batch
+
+    def spied(rows: list[dict[str, Any]], feedback: list[Any], *, wait: bool = True) -> Any:
+        calls.append(([r["event_id"] for r in rows], wait))
+        return write_batch(rows, feedback, wait=wait)
+
+    monkeypatch.setattr(store, "write_batch", spied)
+    writer = GroupCommitWriter(store, batch_max=64, inline=True)
+
+    async def run() -> list[Any]:
+        writer.start(asyncio.get_running_loop())
+        outcomes = await asyncio.gather(
+            *(writer.write_decision(decision(e, 2, "svd", [1], 2.0)) for e in ("e1", "e0", "e2")),
+            return_exceptions=True)
+        await writer.aclose()
+        return outcomes
+
+    first, duplicate, last = asyncio.run(run())
+    assert first is None and last is None
+    assert isinstance(duplicate, sqlite3.IntegrityError)
+    assert calls == [(["e1", "e0", "e2"], False), (["e1"], True), (["e0"], True), (["e2"], True)]
+    assert writer.waited_batches == 0
+    assert [r["event_id"] for r in table(store.url.render_as_string(False), decisions)] == [
+        "e0", "e1", "e2"]
+    store.dispose()
+
+
 @pytest.mark.parametrize("released", [True, False])
 def test_inline_writer_waits_for_the_lock_off_the_event_loop(tmp_path: Path,
                                                              released: bool) -> None:

@@ -213,6 +213,10 @@ class GroupCommitWriter:
     async def _commit_inline(self, batch: list[_Item]) -> list[_Outcome]:
         try:
             return self._commit(batch, wait=False)
+        except _BatchHasBadWriteError:
+            # One bad write failed the batch (rolled back): each is committed alone, in a
+            # thread, where waiting for the lock cannot stall the loop.
+            return await asyncio.to_thread(self._commit_each, batch, True)
         except StoreBusyError:
             # Locked by another connection (or a write to retry alone): wait in a thread, not
             # in the loop.
@@ -326,14 +330,15 @@ class GroupCommitWriter:
             if retry is not None:
                 return retry
             if wait is False:
-                # Nothing was written (rolled back); the writes are retried one by one in a
-                # thread, where waiting for the lock cannot stall the loop.
-                raise StoreBusyError("retry the batch one write at a time") from exc
-            outcomes: list[_Outcome] = []
-            for item in batch:
-                outcomes += self._commit([item], wait=wait)
-            return outcomes
+                raise _BatchHasBadWriteError from exc
+            return self._commit_each(batch, wait)
         return self._succeeded(decisions, feedback, result)
+
+    def _commit_each(self, batch: list[_Item], wait: bool | None) -> list[_Outcome]:
+        outcomes: list[_Outcome] = []
+        for item in batch:
+            outcomes += self._commit([item], wait=wait)
+        return outcomes
 
     def _failed(self, batch: list[_Item], exc: Exception) -> list[_Outcome] | None:
         """Outcomes failing the whole ``batch``, or None to retry each write alone."""
@@ -365,6 +370,10 @@ class GroupCommitWriter:
 
 
 _Outcome = tuple[_Item, Any, BaseException | None]
+
+
+class _BatchHasBadWriteError(Exception):
+    """The event loop's attempt at a batch failed for one of its writes (nothing written)."""
 
 
 def _set_results(outcomes: list[_Outcome]) -> None:
