@@ -574,3 +574,33 @@ def test_the_wal_starts_over_in_the_checkpoint_job_not_in_the_next_commit(
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 0
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     store.dispose()
+
+
+def test_a_quiet_connection_is_kept_whatever_its_descriptor_number() -> None:
+    # The pre-use check must tell "nothing to read" (keep the connection) from "the server
+    # ended it" (reconnect) also for descriptors of 1024 and over, where select() fails.
+    import resource
+    import socket
+
+    from serving.store.pgasync import _has_input
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip(f"the open-file hard limit ({hard}) allows no descriptor of 2000")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), hard))
+    ours, server = socket.socketpair()
+    high = os.dup2(ours.fileno(), 2000)
+    try:
+        class Conn:
+            def fileno(self) -> int:
+                return high
+
+        assert not _has_input(Conn())
+        server.sendall(b"E")  # what a terminated backend's last message looks like to us
+        assert _has_input(Conn())
+    finally:
+        os.close(high)
+        ours.close()
+        server.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+

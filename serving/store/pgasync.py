@@ -113,11 +113,14 @@ async def _connect(store: Store) -> Any:
 
 
 def _has_input(conn: Any) -> bool:
+    # poll, not select: select refuses descriptors of 1024 and over, which a busy worker
+    # with a raised open-file limit reaches (every connection would then count as broken).
+    poller = select.poll()
     try:
-        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+        poller.register(conn.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError):
         return True
-    return bool(readable)
 
 
 class _Connection:
