@@ -68,6 +68,21 @@ def test_two_locks_on_one_file_exclude_each_other(tmp_path: Path) -> None:
     assert lock_path(tmp_path / "db").exists()  # left in place: another process may use it
 
 
+def test_a_lock_file_that_cannot_be_opened_fails_every_attempt_alike(tmp_path: Path) -> None:
+    # The error is raised each time; it must not leave the in-process lock taken, which would
+    # turn every later write of this worker into a lock time-out.
+    lock = WriteLock(tmp_path / "missing-folder" / "db")
+    for _ in range(2):
+        with pytest.raises(FileNotFoundError):
+            lock.try_acquire()
+        with pytest.raises(FileNotFoundError):
+            lock.acquire(0.5)
+    assert not lock.held
+    (tmp_path / "missing-folder").mkdir()
+    assert lock.try_acquire() and lock.held
+    lock.close()
+
+
 def test_threads_sharing_one_lock_are_serialised(tmp_path: Path) -> None:
     lock = WriteLock(tmp_path / "db")
     assert lock.acquire(1.0)

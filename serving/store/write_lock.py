@@ -110,13 +110,19 @@ class WriteLock:
             self._fd = None
 
     def _try_flock(self) -> bool:
+        """With the thread lock held: flock, or False if another process holds it. Any other
+        failure (the lock file cannot be opened) lets the thread lock go before it is raised,
+        so the next attempt fails the same way instead of finding the lock taken forever."""
         if fcntl is not None:
-            if self._fd is None:
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
+                if self._fd is None:
+                    self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
                 fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return False
+            except BaseException:
+                self._thread_lock.release()
+                raise
         self._held = True
         return True
 
