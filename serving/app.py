@@ -124,6 +124,14 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
     for error_class in database_errors():
         app.add_exception_handler(error_class, store_error)
 
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        # A bug: the traceback is logged, never sent. The same body on the hot path (which
+        # picks this handler too) and through FastAPI (where starlette's ServerErrorMiddleware
+        # calls it, then re-raises for the server to log as well).
+        logger.error("error answering %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": "internal error", "code": "internal"}, status_code=500)
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if isinstance(exc, BodyTooLargeError):  # cut off while FastAPI was reading it

@@ -21,7 +21,6 @@ service's own Prometheus metrics do).
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -36,13 +35,10 @@ from serving.api.body_limit import BodyTooLargeError, declared_too_large
 from serving.schemas import MAX_ID, MAX_K, FeedbackIn, FeedbackOut
 from serving.store.repository import RATING_OF_TYPE
 
-logger = logging.getLogger(__name__)
-
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 _JSON_HEADERS = (b"content-type", b"application/json")
 _MAX_ID_DIGITS = len(str(MAX_ID))
-_INTERNAL_ERROR = orjson.dumps({"detail": "internal error", "code": "internal"})
 
 
 def _int_param(raw: bytes, high: int) -> int | None:
@@ -219,9 +215,8 @@ class HotPath:
 
     async def _error(self, scope: dict[str, Any], receive: Any, send: Any,
                      exc: Exception) -> int:
-        # The handler the app registered for this class (or its nearest base), as starlette's
-        # ExceptionMiddleware would pick it; none: a bug, logged and answered 500 as
-        # starlette's ServerErrorMiddleware would.
+        # The handler the app registered for this class or its nearest base, as starlette
+        # picks it; the app's handler for Exception answers every bug with a logged 500.
         handlers = self.app.exception_handlers
         for cls in type(exc).__mro__:
             handler = handlers.get(cls)
@@ -229,8 +224,7 @@ class HotPath:
                 response = await handler(Request(scope, receive), exc)
                 await response(scope, receive, send)
                 return response.status_code
-        logger.error("error answering %s %s", scope["method"], scope["path"], exc_info=exc)
-        return await _send_json(send, 500, _INTERNAL_ERROR)
+        raise exc  # no handler even for Exception: an app built without create_app
 
 
 def _replay(body: bytes, receive: Any) -> Any:
