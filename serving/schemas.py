@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from serving.store.repository import RATING_OF_TYPE
 
 #: Bounds shared by the routes and the models: ids fit a 63-bit integer, slates are 1..100 long.
 MAX_ID = 2**62
@@ -66,6 +70,17 @@ class FeedbackOut(BaseModel):
     rating: float | None = Field(description="Rating kept for retraining: like 5, dislike 1")
     note: str = Field(description="Why the policy was or was not updated")
     created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> FeedbackOut:
+        """The response for a stored feedback row (the route and the hot path share it)."""
+        return cls(
+            id=row["id"], user_id=row["user_id"], movie_id=row["movie_id"],
+            feedback_type=row["feedback_type"], event_id=row["event_id"], arm=row["arm"],
+            reward=row["reward"], policy_updated=bool(row["counted"]),
+            rating=RATING_OF_TYPE.get(row["feedback_type"]), note=row["note"],
+            created_at=datetime.fromtimestamp(row["created_at"], UTC),
+        )
 
 
 class ArmPolicyOut(BaseModel):

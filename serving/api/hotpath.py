@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -33,7 +32,6 @@ from starlette.requests import Request
 
 from serving.api.body_limit import BodyTooLargeError, declared_too_large
 from serving.schemas import MAX_ID, MAX_K, FeedbackIn, FeedbackOut
-from serving.store.repository import RATING_OF_TYPE
 
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
@@ -198,14 +196,7 @@ class HotPath:
             return await self._error(scope, receive, send, exc)
         if result.created:
             state.metrics.record_feedback(body.feedback_type.value)
-        row = result.row
-        out = FeedbackOut(
-            id=row["id"], user_id=row["user_id"], movie_id=row["movie_id"],
-            feedback_type=row["feedback_type"], event_id=row["event_id"], arm=row["arm"],
-            reward=row["reward"], policy_updated=bool(row["counted"]),
-            rating=RATING_OF_TYPE.get(row["feedback_type"]), note=row["note"],
-            created_at=datetime.fromtimestamp(row["created_at"], UTC),
-        )
+        out = FeedbackOut.from_row(result.row)
         return await _send_json(send, 201 if result.created else 200,
                                 out.model_dump_json().encode())
 

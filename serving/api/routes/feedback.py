@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from fastapi import APIRouter, Request, Response, status
 
 from serving.errors import ServingError
 from serving.schemas import FeedbackIn, FeedbackOut
-from serving.store.repository import RATING_OF_TYPE
 
 router = APIRouter(tags=["feedback"])
 
@@ -37,14 +34,7 @@ async def post_feedback(body: FeedbackIn, request: Request, response: Response) 
         response.status_code = status.HTTP_200_OK
     else:
         state.metrics.record_feedback(body.feedback_type.value)
-    row = result.row
-    return FeedbackOut(
-        id=row["id"], user_id=row["user_id"], movie_id=row["movie_id"],
-        feedback_type=row["feedback_type"], event_id=row["event_id"], arm=row["arm"],
-        reward=row["reward"], policy_updated=bool(row["counted"]),
-        rating=RATING_OF_TYPE.get(row["feedback_type"]), note=row["note"],
-        created_at=datetime.fromtimestamp(row["created_at"], UTC),
-    )
+    return FeedbackOut.from_row(result.row)
 
 
 __all__ = ["ServingError", "router"]
