@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +46,6 @@ from serving.store import ArmCounts, FeedbackResult, FeedbackWrite, Store
 from serving.store.repository import RATING_OF_TYPE
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -143,18 +142,21 @@ class RecommendationService:
                     logger.warning("the store is back; policy refreshed")
                 outage = False
 
-    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
-        # An indexed read of a local SQLite file in WAL mode takes ~10 us and never waits for
-        # the writer: cheaper inline than a hop to a thread. On PostgreSQL the request-path
-        # reads join the writer's group reader (one query per batch, on the event loop); any
-        # other read goes to a thread.
+    async def _read(self, kind: str, *args: Any) -> Any:
+        """``Store.<kind>(*args)``, read where it is cheapest for this store.
+
+        An indexed read of a local SQLite file in WAL mode takes ~10 us and never waits for
+        the writer: cheaper inline than a hop to a thread. On PostgreSQL the request-path reads
+        (the group reader's kinds) join the writer's group reader, one query per batch on the
+        event loop; any other read goes to a thread.
+        """
         if self.store.backend == "sqlite":
-            return fn(*args)
+            return getattr(self.store, kind)(*args)
         reader = getattr(self.writer, "reader", None)
-        name = getattr(fn, "__name__", "")
-        if reader is not None and name in reader.KINDS:
-            return await reader.read(name, *args)
-        return await asyncio.get_running_loop().run_in_executor(self.readers, fn, *args)
+        if reader is not None and kind in reader.KINDS:
+            return await reader.read(kind, *args)
+        return await asyncio.get_running_loop().run_in_executor(
+            self.readers, getattr(self.store, kind), *args)
 
     # ------------------------------------------------------------------ periodic jobs
     def refresh(self) -> None:
@@ -208,7 +210,7 @@ class RecommendationService:
         """Pick an arm, take its top-``k`` for the user, log the decision; see the module doc."""
         arms = self.arm_set
         snapshot = self.snapshot
-        history = await self._read(self.store.user_feedback, user_id)
+        history = await self._read("user_feedback", user_id)
         now = time.time()
         user = arms.user_index.get(user_id)
         if user is None:
@@ -296,7 +298,7 @@ class RecommendationService:
         feedback_type = body.feedback_type.value
         window = self.settings.reward_window_s
         if body.event_id is not None:
-            decision = await self._read(self.store.decision, body.event_id)
+            decision = await self._read("decision", body.event_id)
             if decision is None:
                 raise EventNotFoundError(f"event_id {body.event_id!r} is not in the decision log")
             if decision["user_id"] != body.user_id:
@@ -308,7 +310,7 @@ class RecommendationService:
                     f"movie_id {body.movie_id} was not in the slate of event {body.event_id!r} "
                     f"(it showed {decision['slate']})")
         else:
-            decision = await self._read(self.store.latest_decision_showing, body.user_id,
+            decision = await self._read("latest_decision_showing", body.user_id,
                                         body.movie_id, now - window)
         reward = None
         arm = None
@@ -339,7 +341,7 @@ class RecommendationService:
     # ------------------------------------------------------------------ policy and retraining
     async def policy_view(self) -> dict[str, Any]:
         """Posterior, counts and selection probability of every arm, read fresh from the store."""
-        counts = await self._read(self.store.arm_counts)
+        counts = await self._read("arm_counts")
         version = self.snapshot.version
         snapshot = self._reuse_snapshot(counts, version)
         if snapshot is None:  # feedback newer than this worker's snapshot: off the event loop

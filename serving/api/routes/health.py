@@ -16,7 +16,7 @@ router = APIRouter(tags=["operations"])
 @router.get("/health", response_model=HealthOut, responses={503: {"description": "store down"}})
 async def health(service: ServiceDep) -> HealthOut:
     """``ok`` when the store answers; 503 with ``Retry-After`` when it does not."""
-    await service._read(service.store.ping)
+    await service._read("ping")
     return HealthOut(status="ok", store=service.store.describe(),
                      policy_version=service.arm_set.version,
                      arms=list(service.arm_set.names), pid=os.getpid())
