@@ -284,13 +284,18 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         scores = np.where(nan, -np.inf, scores)
     if k < n_cols:
         part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        kth = np.take_along_axis(scores, part, axis=1).min(axis=1, keepdims=True)
-        above = scores > kth
-        # Of the items tied at the k-th score, the lowest-indexed fill the remaining places.
+        part_scores = np.take_along_axis(scores, part, axis=1)
+        kth = part_scores.min(axis=1, keepdims=True)
         ties = scores == kth
-        wanted = k - above.sum(axis=1, keepdims=True)
-        chosen = above | (ties & (np.cumsum(ties, axis=1) <= wanted))
-        part = np.nonzero(chosen)[1].reshape(n_rows, k)
+        # Rows whose k-th score is shared by more items than fit: argpartition picked among
+        # them arbitrarily, so there the lowest-indexed tied items fill the remaining places.
+        split = np.flatnonzero(ties.sum(axis=1) > (part_scores == kth).sum(axis=1))
+        if split.size:
+            tied = ties[split]
+            above = scores[split] > kth[split]
+            wanted = k - above.sum(axis=1, keepdims=True)
+            chosen = above | (tied & (np.cumsum(tied, axis=1) <= wanted))
+            part[split] = np.nonzero(chosen)[1].reshape(split.size, k)
     else:
         part = np.broadcast_to(np.arange(n_cols), (n_rows, n_cols)).copy()
     part_scores = np.take_along_axis(scores, part, axis=1)

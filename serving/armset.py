@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from arms.base import Recommender
+from arms.base import Recommender, top_k
 from arms.data.dataset import Dataset
 
 logger = logging.getLogger(__name__)
@@ -200,10 +200,8 @@ class Ranking:
 
 def rank_rows(scores: np.ndarray, depth: int = RANKING_DEPTH) -> list[Ranking]:
     """A :class:`Ranking` for every row of ``scores`` (shape ``(n_users, n_items)``)."""
-    rankable = np.isfinite(scores) | (scores > 0)
-    keyed = np.where(rankable, -scores, np.inf)
-    order = np.argsort(keyed, axis=1, kind="stable")[:, :depth]
-    n_rankable = rankable.sum(axis=1).tolist()
+    n_rankable = (np.isfinite(scores) | (scores > 0)).sum(axis=1).tolist()
+    order, _ = top_k(scores, depth)  # unrankable (-inf, NaN) last, as -1
     return [Ranking(row, order[i, :min(depth, n)].copy(), n <= depth)
             for i, (row, n) in enumerate(zip(scores, n_rankable, strict=True))]
 
