@@ -45,6 +45,7 @@ def test_top_equals_ranking_every_score(n_items: int, k: int, depth: int, n_excl
         # Only allowed when the kept head cannot hold k movies past the exclusions.
         assert not ranking.complete
         assert ranking.order.size < k + excluded.size
+        assert np.setdiff1d(ranking.order, excluded).size < k
         return
     items, values = got
     np.testing.assert_array_equal(items, want_items)
