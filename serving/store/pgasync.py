@@ -48,7 +48,7 @@ from serving.store.repository import (
 
 logger = logging.getLogger(__name__)
 
-_DECISION_COLUMNS = "event_id, user_id, arm, slate, cold_start, reward_deadline, created_at"
+_DECISION_COLUMNS = Store._DECISION_COLUMNS
 
 # A batch travels as ONE JSON document per statement (orjson: one C call for the whole batch,
 # exact float round trip), unpacked by the server with json_to_recordset; per-element array

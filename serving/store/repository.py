@@ -594,10 +594,7 @@ class Store:
                                     row["created_at"]))
             if ratings:  # in arrival order, so the latest rating of a movie wins
                 cursor.executemany(self._upsert_rating_sql, ratings)
-            # Sorted so that concurrent transactions lock the rows in one order (no dead-lock).
-            for arm in sorted(set(successes) | set(failures) | set(pulls)):
-                cursor.execute(self._increment_sql,
-                               (successes[arm], failures[arm], pulls[arm], arm))
+            self._increment(cursor.execute, successes, failures, pulls)
         return result
 
     @contextlib.contextmanager
@@ -770,18 +767,16 @@ class Store:
                 .returning(decisions.c.arm, decisions.c.expired_zero)
             ).all()
             zeros = Counter(r.arm for r in claimed if r.expired_zero)
-            self._increment(conn, Counter(), zeros, Counter())
+            self._increment(conn.exec_driver_sql, Counter(), zeros, Counter())
         return len(claimed)
 
-    def _increment(self, conn: Connection, successes: Counter[str], failures: Counter[str],
-                   pulls: Counter[str]) -> None:
+    def _increment(self, execute: Callable[[str, tuple[Any, ...]], Any],
+                   successes: Counter[str], failures: Counter[str], pulls: Counter[str]) -> None:
+        """Add the counts to ``arm_state`` in SQL (``execute``: a DBAPI cursor's or a
+        connection's), so that concurrent writers never lose an update."""
         # Sorted so that concurrent transactions lock the rows in one order (no dead-lock).
-        p = self._param
         for arm in sorted(set(successes) | set(failures) | set(pulls)):
-            conn.exec_driver_sql(
-                f"UPDATE arm_state SET successes = successes + {p}, failures = failures + {p}, "
-                f"pulls = pulls + {p} WHERE arm = {p}",
-                (successes[arm], failures[arm], pulls[arm], arm))
+            execute(self._increment_sql, (successes[arm], failures[arm], pulls[arm], arm))
 
     # ------------------------------------------------------------------ replay
     @unavailable_on_db_error
