@@ -4,25 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.store.repository import RATING_OF_TYPE
+from serving.rules import FeedbackType
 
 #: Bounds shared by the routes and the models: ids fit a 63-bit integer, slates are 1..100 long.
 MAX_ID = 2**62
 MAX_K = 100
 EVENT_ID_PATTERN = r"^[0-9a-f]{32}$"
-
-
-class FeedbackType(StrEnum):
-    """What a user said about a shown movie: like and click reward 1, dislike rewards 0."""
-
-    like = "like"
-    dislike = "dislike"
-    click = "click"
 
 
 class RecommendedItem(BaseModel):
@@ -67,7 +58,8 @@ class FeedbackOut(BaseModel):
     arm: str | None = Field(description="Arm rewarded by this feedback, if any")
     reward: float | None
     policy_updated: bool = Field(description="Whether the feedback changed the policy's posterior")
-    rating: float | None = Field(description="Rating kept for retraining: like 5, dislike 1")
+    rating: float | None = Field(description="Rating kept for retraining (the rule book's: "
+                                 "like 5, dislike 1, click none)")
     note: str = Field(description="Why the policy was or was not updated")
     created_at: datetime
 
@@ -78,7 +70,7 @@ class FeedbackOut(BaseModel):
             id=row["id"], user_id=row["user_id"], movie_id=row["movie_id"],
             feedback_type=row["feedback_type"], event_id=row["event_id"], arm=row["arm"],
             reward=row["reward"], policy_updated=bool(row["counted"]),
-            rating=RATING_OF_TYPE.get(row["feedback_type"]), note=row["note"],
+            rating=row["rating"], note=row["note"],
             created_at=datetime.fromtimestamp(row["created_at"], UTC),
         )
 
