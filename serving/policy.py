@@ -1,130 +1,287 @@
-"""The bandit policy as the service uses it: built from the store's counts, never stored itself.
+"""The bandit policy as the service runs it: any policy of :mod:`bandits`, a fold of the log.
 
-The store holds the posterior counts (``arm_state``); a :class:`PolicyModel` turns them into a
-:class:`bandits.thompson.ThompsonSampling` through its public ``state_dict``/``from_state_dict``
-contract and precomputes the selection probabilities. Arms are drawn from those probabilities
-with the service's generator, which is Thompson Sampling's own choice distribution (probability
-matching) with the advantage that the propensity logged is exactly the probability used.
+The store never holds the policy's statistics. It holds the log, and in it one **outcome** per
+settled decision (arm, reward, the context the policy saw), numbered in commit order
+(:mod:`serving.store`). The learned state is the fold of those outcomes, in that order, through
+the policy's own ``update`` rule, starting from a fresh policy:
+
+    state(log) = fold(update, fresh policy, outcomes ordered by seq)
+
+Every worker keeps its policy and the seq of the last outcome it folded, and at each refresh
+folds the outcomes after it; ``rebuild-state`` and ``ope`` fold the same rows from zero with the
+same :meth:`PolicyModel.fold`. Why this is exact with concurrent writers on PostgreSQL, where a
+sequence's order is not commit order: an outcome's seq is taken from the single ``log_head`` row
+(``UPDATE ... RETURNING``) in the transaction that inserts it, and that row stays locked until the
+transaction commits; so a transaction holding a larger seq can only commit after every smaller
+one committed, and a worker that has seen seq ``n`` can never later see a new outcome below
+``n``. SQLite serialises its writers anyway. Because the fold is the same sequence of floating
+point operations everywhere, a worker's state equals ``rebuild-state``'s bit for bit, for order
+dependent policies (discounted, sliding window) and matrix ones (LinTS, LinUCB) alike.
+
+Arms are drawn from the policy's action probabilities with the service's generator (probability
+matching: for Thompson Sampling this is its own choice distribution), so the propensity logged is
+exactly the probability used. Context-free policies' probabilities are computed once per
+snapshot; contextual ones' per request, for that request's context.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 from scipy import stats
 
-from bandits.thompson import ThompsonSampling
-from serving.store.repository import ArmCounts
+from bandits.base import BatchedPolicy, registered_policies
+
+#: The policies the service can run (every policy of :mod:`bandits` but the Gaussian one, whose
+#: rewards are unbounded, and Random, which learns nothing).
+SERVABLE_POLICIES = ("ThompsonSampling", "DiscountedThompsonSampling",
+                     "SlidingWindowThompsonSampling", "LinTS", "LinUCB", "EpsilonGreedy", "UCB1",
+                     "KLUCB")
+DEFAULT_POLICY = "ThompsonSampling"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One decided reward as the fold consumes it.
+
+    Attributes
+    ----------
+    seq : int
+        Position in the log (commit order).
+    event_id : str
+        The decision.
+    arm : str
+    reward : float
+        In ``[0, 1]``.
+    context : list of float or None
+        The context vector the policy saw when it made the decision.
+    """
+
+    seq: int
+    event_id: str
+    arm: str
+    reward: float
+    context: Sequence[float] | None = None
 
 
 @dataclass(frozen=True)
 class PolicySnapshot:
-    """An immutable view of the policy at one set of counts.
+    """An immutable view of the policy after folding the log up to ``seq``.
 
     Attributes
     ----------
     version : int
-        Policy version (incremented by every retrain).
-    counts : dict of str to ArmCounts
-    pmf : ndarray of float64, shape ``(n_arms,)``
-        Selection probability of every arm (sums to one).
-    cdf : ndarray of float64, shape ``(n_arms,)``
-        ``cumsum(pmf)`` with the last entry forced to 1, for sampling.
-    policy : ThompsonSampling
-        The policy these numbers came from (read-only once built).
+        Arm version (incremented by every retrain).
+    seq : int
+        Log position of the last outcome folded (0: none).
+    policy : BatchedPolicy
+        The policy (read-only once built; a refresh folds into a copy).
+    pulls : dict of str to int
+        Decisions per arm (logged pulls, whether or not their reward is decided).
+    pmf, cdf : ndarray of float64, shape ``(n_arms,)`` or None
+        Context-free policies: the selection probabilities and their cumulative sums (last
+        entry 1); None for contextual policies, whose probabilities depend on the context.
+    pmf_json : str
+        ``pmf`` by arm name as JSON, serialised once for every decision logged under it.
     """
 
     version: int
-    counts: dict[str, ArmCounts]
-    pmf: np.ndarray
-    cdf: np.ndarray
-    policy: ThompsonSampling
-    pmf_by_arm: dict[str, float] = dataclasses.field(default_factory=dict)
-    #: ``pmf_by_arm`` as JSON, serialised once for every decision logged under this snapshot.
+    seq: int
+    policy: BatchedPolicy
+    pulls: dict[str, int]
+    pmf: np.ndarray | None
+    cdf: np.ndarray | None
     pmf_json: str = "{}"
 
 
+def check_policy_name(name: str) -> str:
+    """``name`` if the service can run it.
+
+    Raises
+    ------
+    ValueError
+        Any other name (the message lists the allowed ones).
+    """
+    if name not in SERVABLE_POLICIES:
+        raise ValueError(f"policy must be one of {list(SERVABLE_POLICIES)}, got {name!r}")
+    return name
+
+
 class PolicyModel:
-    """Build Thompson Sampling policies over ``arms`` from stored counts.
+    """Builds, folds and describes the served policy.
 
     Parameters
     ----------
+    name : str
+        One of :data:`SERVABLE_POLICIES`.
     arms : list of str
         Arm names in policy order.
-    prior_alpha, prior_beta : float
-        Beta prior of every arm.
-    propensity_grid : int, default 2048
-        Quadrature intervals of the selection probabilities (error <= 1 / (2 grid)).
+    params : mapping, optional
+        Hyper-parameters of the policy class (keyword arguments; ``n_features`` is set from
+        ``n_features`` for contextual policies).
+    n_features : int, optional
+        Context dimension (required for contextual policies).
+
+    Raises
+    ------
+    ValueError
+        Unknown policy, invalid hyper-parameters (the policy class's own message), or a
+        contextual policy without ``n_features``.
     """
 
-    name = "thompson"
-
-    def __init__(self, arms: Sequence[str], *, prior_alpha: float = 1.0, prior_beta: float = 1.0,
-                 propensity_grid: int = 2048) -> None:
+    def __init__(self, name: str, arms: Sequence[str], *,
+                 params: Mapping[str, Any] | None = None, n_features: int | None = None) -> None:
+        self.name = check_policy_name(name)
+        self.cls: type[BatchedPolicy] = registered_policies()[name]
         self.arms = list(arms)
-        self.prior_alpha = prior_alpha
-        self.prior_beta = prior_beta
-        self.propensity_grid = propensity_grid
+        self.contextual = bool(self.cls.contextual)
+        self.params = dict(params or {})
+        if "n_features" in self.params:
+            raise ValueError("policy params must not set n_features: it is the context's "
+                             "dimension, set by the service's feature set")
+        if self.contextual:
+            if n_features is None:
+                raise ValueError(f"{name} is contextual: n_features is required")
+            self.params["n_features"] = int(n_features)
+        self.n_features = n_features if self.contextual else None
+        self.fresh()  # validates the hyper-parameters now, not at the first request
 
-    def fresh(self) -> ThompsonSampling:
-        """A policy at the prior."""
-        return ThompsonSampling(self.arms, prior_alpha=self.prior_alpha,
-                                prior_beta=self.prior_beta,
-                                propensity_grid=self.propensity_grid, random_state=0)
+    def fresh(self) -> BatchedPolicy:
+        """A policy before any observation."""
+        try:
+            return self.cls(self.arms, **self.params, random_state=0)
+        except TypeError as exc:  # an unknown keyword: name the allowed ones
+            allowed = [p for p in self.cls._param_names() if p != "n_features"]
+            raise ValueError(f"invalid parameters {sorted(self.params)} for {self.name}: "
+                             f"{exc}; allowed: {allowed}") from None
 
-    def build(self, counts: Mapping[str, ArmCounts]) -> ThompsonSampling:
-        """The policy whose learned statistics are ``counts`` (absent arms at the prior)."""
-        state = self.fresh().state_dict()
-        zero = ArmCounts()
-        state["stats"] = {
-            "successes": [float(counts.get(a, zero).successes) for a in self.arms],
-            "failures": [float(counts.get(a, zero).failures) for a in self.arms],
-        }
-        return cast(ThompsonSampling, ThompsonSampling.from_state_dict(state, random_state=0))
+    def describe_params(self) -> dict[str, Any]:
+        """Name, class hyper-parameters as the policy reports them: logged with every decision."""
+        return {"name": self.name, "params": self.fresh().get_params()}
 
-    def snapshot(self, counts: Mapping[str, ArmCounts], version: int) -> PolicySnapshot:
-        policy = self.build(counts)
-        pmf = np.asarray(policy.action_probabilities(), dtype=np.float64)
-        pmf = np.clip(pmf, 0.0, None)
-        pmf /= pmf.sum()
-        cdf = np.cumsum(pmf)
-        cdf[-1] = 1.0
-        by_arm = dict(zip(self.arms, pmf.tolist(), strict=True))
-        return PolicySnapshot(version, dict(counts), pmf, cdf, policy, by_arm,
-                              json.dumps(by_arm))
+    def fold(self, policy: BatchedPolicy, outcomes: Iterable[Outcome]) -> int:
+        """Feed ``outcomes`` (in log order) to ``policy.update``; the number folded.
 
-    def replay(self, observations: Iterable[tuple[float, str, float]]) -> ThompsonSampling:
-        """A fresh policy fed every ``(time, arm, reward)`` through ``update``, in order.
-
-        Observations of arms the policy does not have (removed from the settings) are skipped.
+        Outcomes of arms the policy does not have (removed from the settings), and, for a
+        contextual policy, outcomes without a context of its dimension (logged under another
+        feature set or cold start) are skipped: the same rows on every worker and in replays.
         """
-        policy = self.fresh()
         known = set(self.arms)
-        for _, arm, reward in observations:
-            if arm in known:
-                policy.update(arm, reward)
+        folded = 0
+        for outcome in outcomes:
+            if outcome.arm not in known:
+                continue
+            if self.contextual:
+                context = outcome.context
+                if context is None or len(context) != self.n_features:
+                    continue
+                policy.update(outcome.arm, outcome.reward, np.asarray(context, np.float64))
+            else:
+                policy.update(outcome.arm, outcome.reward)
+            folded += 1
+        return folded
+
+    def replay(self, outcomes: Iterable[Outcome]) -> BatchedPolicy:
+        """The policy after folding ``outcomes`` from the start (``rebuild-state``, ``ope``)."""
+        policy = self.fresh()
+        self.fold(policy, outcomes)
         return policy
 
-    def describe(self, snapshot: PolicySnapshot, reward_window_s: float) -> dict[str, Any]:
-        """What ``GET /policy`` answers: posterior, counts, selection probability per arm."""
-        posterior = snapshot.policy.posterior()
+    def advance(self, snapshot: PolicySnapshot | None, outcomes: Sequence[Outcome],
+                pulls: Mapping[str, int], version: int) -> PolicySnapshot:
+        """A new snapshot: ``snapshot``'s policy (copied) with ``outcomes`` folded in."""
+        if snapshot is None:
+            policy, seq = self.fresh(), 0
+        elif outcomes:
+            policy, seq = copy.deepcopy(snapshot.policy), snapshot.seq
+        else:
+            policy, seq = snapshot.policy, snapshot.seq
+        self.fold(policy, outcomes)
+        if outcomes:
+            seq = max(seq, outcomes[-1].seq)
+        if (snapshot is not None and policy is snapshot.policy
+                and snapshot.version == version):
+            return PolicySnapshot(version, seq, policy, dict(pulls), snapshot.pmf, snapshot.cdf,
+                                  snapshot.pmf_json)
+        if self.contextual:
+            return PolicySnapshot(version, seq, policy, dict(pulls), None, None)
+        pmf = _normalised(policy.action_probabilities())
+        cdf = np.cumsum(pmf)
+        cdf[-1] = 1.0
+        return PolicySnapshot(version, seq, policy, dict(pulls), pmf, cdf,
+                              json.dumps(dict(zip(self.arms, pmf.tolist(), strict=True))))
+
+    def probabilities(self, snapshot: PolicySnapshot,
+                      context: np.ndarray | None) -> np.ndarray:
+        """Selection probability of every arm for one request, shape ``(n_arms,)``."""
+        if snapshot.pmf is not None:
+            return snapshot.pmf
+        return _normalised(snapshot.policy.action_probabilities(context))
+
+    def describe(self, snapshot: PolicySnapshot, mean_context: np.ndarray | None,
+                 reward_window_s: float) -> dict[str, Any]:
+        """What ``GET /policy`` answers, for whatever policy runs.
+
+        Per arm: pulls, the folded rewards and their mean, the expected reward (the posterior
+        mean; for a contextual policy at ``mean_context``, the average context of the logged
+        decisions) and the current selection probability (at ``mean_context`` when
+        contextual). Beta policies add their posterior and its 95% interval.
+        """
+        policy = snapshot.policy
+        stats_ = {k: np.asarray(v[0]) for k, v in policy.state_.stats.items()}
+        if self.contextual:
+            x = mean_context if mean_context is not None else _bias_only(self.n_features or 1)
+            pmf = _normalised(policy.action_probabilities(x))
+            expected: np.ndarray = policy.coefficients() @ x  # type: ignore[attr-defined]
+        else:
+            pmf = snapshot.pmf if snapshot.pmf is not None else _normalised(
+                policy.action_probabilities())
+            if "successes" in stats_:  # Beta policies: the posterior mean
+                alpha = policy.arm_params_["prior_alpha"] + stats_["successes"]
+                beta = policy.arm_params_["prior_beta"] + stats_["failures"]
+                expected = alpha / (alpha + beta)
+            else:  # mean-reward policies: the observed mean (0 before any observation)
+                n = stats_["pulls"]
+                expected = np.divide(stats_["reward_sum"], n, out=np.zeros_like(n), where=n > 0)
         rows = []
         for k, arm in enumerate(self.arms):
-            post = posterior[arm]
-            count = snapshot.counts.get(arm, ArmCounts())
-            n = count.successes + count.failures
-            low, high = stats.beta.ppf([0.025, 0.975], post["alpha"], post["beta"])
-            rows.append({
-                "arm": arm, "alpha": post["alpha"], "beta": post["beta"], "pulls": count.pulls,
-                "successes": count.successes, "failures": count.failures,
-                "mean_reward": count.successes / n if n else None,
-                "posterior_mean": post["mean"], "credible_interval": (float(low), float(high)),
-                "selection_probability": float(snapshot.pmf[k]),
-            })
-        return {"policy": self.name, "policy_version": snapshot.version,
-                "reward_window_s": reward_window_s, "arms": rows}
+            row: dict[str, Any] = {
+                "arm": arm, "pulls": int(snapshot.pulls.get(arm, 0)),
+                "expected_reward": float(expected[k]),
+                "selection_probability": float(pmf[k]),
+            }
+            if "successes" in stats_:
+                a = float(policy.arm_params_["prior_alpha"][k] + stats_["successes"][k])
+                b = float(policy.arm_params_["prior_beta"][k] + stats_["failures"][k])
+                low, high = stats.beta.ppf([0.025, 0.975], a, b)
+                row.update(alpha=a, beta=b, successes=float(stats_["successes"][k]),
+                           failures=float(stats_["failures"][k]),
+                           credible_interval=(float(low), float(high)))
+            else:
+                row["rewards_observed"] = float(stats_["pulls"][k])
+            rows.append(row)
+        return {"policy": self.name, "params": self.describe_params()["params"],
+                "contextual": self.contextual, "policy_version": snapshot.version,
+                "log_seq": snapshot.seq, "reward_window_s": reward_window_s, "arms": rows}
+
+
+def _bias_only(d: int) -> np.ndarray:
+    """The context with only its first (bias) feature set."""
+    x = np.zeros(d)
+    x[0] = 1.0
+    return x
+
+
+def _normalised(pmf: np.ndarray) -> np.ndarray:
+    """``pmf`` clipped at 0 and summing to one exactly enough to sample from."""
+    p = np.clip(np.asarray(pmf, dtype=np.float64), 0.0, None)
+    return p / p.sum()
+
+
+__all__ = ["DEFAULT_POLICY", "SERVABLE_POLICIES", "Outcome", "PolicyModel", "PolicySnapshot",
+           "check_policy_name"]
