@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib import colormaps
@@ -23,9 +22,7 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from experiments.report import mean_ci
-
-if TYPE_CHECKING:
-    from experiments.simulate import PolicyRuns, SimulationResults
+from experiments.results import PolicyRuns, SimulationResults
 
 logger = logging.getLogger(__name__)
 

@@ -9,16 +9,13 @@ run by run before it is averaged, which removes the variation of the users from 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from experiments.config import HINDSIGHT_POLICY_ID
-
-if TYPE_CHECKING:
-    from experiments.simulate import PolicyRuns, SimulationResults
+from experiments.results import PolicyRuns, SimulationResults
 
 #: Columns of ``steps.csv``, in order.
 STEPS_COLUMNS = (
