@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import shutil
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from test_movielens_large import pin_archive
 
 from arms.data import Dataset, find_movielens, load_movielens, make_synthetic
 from arms.data import movielens as movielens_module
@@ -70,10 +72,10 @@ def test_download_into_cache_verifies_and_is_reused(
     tmp_path: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     archive = _zip_ml100k(tmp_path)
-    monkeypatch.setattr(movielens_module, "ML100K_URL", archive.as_uri())
+    pin_archive(monkeypatch, "ml-100k", archive)
     folder = find_movielens()
     assert folder == isolated_cache / "ml-100k"
-    assert (folder / "u.data").stat().st_size == movielens_module.ML100K_UDATA_BYTES
+    assert (folder / "u.data").read_bytes() == (SHARED_ML100K / "u.data").read_bytes()
     # A second call finds the cached copy and does not touch the (now missing) archive.
     archive.unlink()
     assert find_movielens() == folder
@@ -86,8 +88,9 @@ def test_download_into_cache_verifies_and_is_reused(
 def test_download_checksum_mismatch_leaves_no_copy(
     tmp_path: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    archive = _zip_ml100k(tmp_path, corrupt=True)
-    monkeypatch.setattr(movielens_module, "ML100K_URL", archive.as_uri())
+    # The table pins the intact archive; the one served has one rating changed.
+    pin_archive(monkeypatch, "ml-100k", _zip_ml100k(tmp_path))
+    _zip_ml100k(tmp_path, corrupt=True)
     with pytest.raises(DataUnavailableError, match="checksum mismatch"):
         find_movielens()
     assert not (isolated_cache / "ml-100k").exists()
@@ -96,7 +99,9 @@ def test_download_checksum_mismatch_leaves_no_copy(
 def test_offline_error_names_every_option(
     tmp_path: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(movielens_module, "ML100K_URL", (tmp_path / "no-such-archive.zip").as_uri())
+    row = replace(movielens_module.MOVIELENS_VARIANTS["ml-100k"],
+                  url=(tmp_path / "no-such-archive.zip").as_uri())
+    monkeypatch.setitem(movielens_module.MOVIELENS_VARIANTS, "ml-100k", row)
     with pytest.raises(DataUnavailableError) as excinfo:
         load_movielens()
     message = str(excinfo.value)

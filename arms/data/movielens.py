@@ -1,11 +1,37 @@
-"""MovieLens 100K: find it, download it once, parse it into a :class:`Dataset`.
+"""MovieLens 100K, 1M, 10M, 20M, 25M and 32M: find them, download them once, parse them.
 
-The files are looked for, in order, in the ``data_dir`` argument (the CLI's ``--data``), the
-folder named by ``RECBANDITS_DATA``, and the user cache (``$XDG_CACHE_HOME/recbandits`` or
-``~/.cache/recbandits``); a folder may be the ``ml-100k`` folder itself or one holding it. Failing
-all three, the official GroupLens archive is downloaded into the cache and ``u.data`` is checked
-against its published size and md5. The licence forbids redistribution, so the project never ships
-the files.
+Every variant is one row of :data:`MOVIELENS_VARIANTS` (archive URL, its SHA-256, size and the MD5
+GroupLens publishes beside it, the folder names, the file layout and the published counts); the
+finding, downloading and parsing below read that table and nothing else.
+
+Where the files come from, in order: the ``data_dir`` argument (the CLI's ``--data``), the folder
+named by ``RECBANDITS_DATA``, the user cache (``$XDG_CACHE_HOME/recbandits`` or
+``~/.cache/recbandits``). A folder qualifies if it holds the variant's folder (``ml-1m/``, ...) or
+is that folder itself. Failing all three, the official GroupLens archive is downloaded into the
+cache, checked against its pinned size, SHA-256 and MD5 before anything is unpacked, and only the
+files the loader reads are extracted. The licence forbids redistribution, so the project never
+ships the files.
+
+File layouts (``layout`` in the table):
+
+``"100k"``
+    ``u.data`` (tab-separated ``user item rating timestamp``), ``u.item`` (``|``-separated, latin-1,
+    19 genre flags, release dates), ``u.user`` (``|``-separated demographics).
+``"dat"``
+    ``ratings.dat`` and ``movies.dat`` with ``::`` between fields (``MovieID::Title::Genres``,
+    genres ``|``-separated); 1M's titles are latin-1 and it has ``users.dat``
+    (``UserID::Gender::Age::Occupation::Zip-code``, age and occupation as codes); 10M has no users
+    file and half-star ratings.
+``"csv"``
+    ``ratings.csv`` (``userId,movieId,rating,timestamp`` with a header) and ``movies.csv``
+    (``movieId,title,genres``, quoted where a title holds a comma), UTF-8, half-star ratings.
+
+Every variant becomes the same :class:`~arms.data.Dataset` schema as 100K. Where a variant lacks
+something, the column is kept and holds missing values: no release dates beyond 100K (``year`` is
+read from the title's trailing ``(1995)``), and no demographics beyond 1M (users are the raters,
+with ``age`` as a nullable ``Int64`` NA, ``gender``/``zip_code`` None, ``occupation`` an empty
+category). Genres use 100K's names (``Children`` becomes ``Children's``, ``(no genres listed)``
+becomes ``unknown``); a genre 100K lacks (``IMAX``) is appended after them.
 """
 
 from __future__ import annotations
@@ -18,25 +44,145 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from arms.data.dataset import Dataset
-from arms.errors import DataUnavailableError
+from arms.errors import DataUnavailableError, unknown_id_message
 
 logger = logging.getLogger(__name__)
 
-ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
-ML100K_UDATA_MD5 = "6e47046882bad158b0efbb84cd5cb987"
-ML100K_UDATA_BYTES = 1_979_173
-REQUIRED_FILES = ("u.data", "u.item", "u.user")
 ML100K_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
     "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance",
     "Sci-Fi", "Thriller", "War", "Western",
 )  # fmt: skip
+#: Genre spellings of the later releases mapped onto 100K's names.
+GENRE_ALIASES = {"Children": "Children's", "(no genres listed)": "unknown"}
+#: ``users.dat`` occupation codes of MovieLens 1M (its README), in code order.
+ML1M_OCCUPATIONS = (
+    "other", "academic/educator", "artist", "clerical/admin", "college/grad student",
+    "customer service", "doctor/health care", "executive/managerial", "farmer", "homemaker",
+    "K-12 student", "lawyer", "programmer", "retired", "sales/marketing", "scientist",
+    "self-employed", "technician/engineer", "tradesman/craftsman", "unemployed", "writer",
+)  # fmt: skip
+_BASE_URL = "https://files.grouplens.org/datasets/movielens/"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class MovieLensVariant:
+    """One MovieLens release: where to get it, how to check it, how its files are laid out.
+
+    Attributes
+    ----------
+    name : str
+        The id used everywhere (``"ml-1m"``); also the dataset's ``name``.
+    folders : tuple of str
+        Folder names the files may sit in; the first is the one inside the archive.
+    url : str
+        The archive's address.
+    sha256, md5 : str
+        Hex digests of the archive; the MD5 is the one GroupLens publishes in ``<url>.md5``.
+    size : int
+        The archive's size in bytes.
+    layout : {"100k", "dat", "csv"}
+        The file format (see the module docstring).
+    files : tuple of str
+        The files the loader reads; a folder qualifies only if it holds all of them.
+    encodings : tuple of str
+        Text encodings of the movie titles, tried in order.
+    n_users, n_items, n_ratings : int
+        Published counts (items: every movie in the movie file, rated or not).
+    """
+
+    name: str
+    folders: tuple[str, ...]
+    url: str
+    sha256: str
+    md5: str
+    size: int
+    layout: str
+    files: tuple[str, ...]
+    encodings: tuple[str, ...]
+    n_users: int
+    n_items: int
+    n_ratings: int
+
+
+# SHA-256 and sizes: TensorFlow Datasets' url_checksums/movielens.txt for 100K, 1M, 20M and 25M;
+# for 10M and 32M, pins published by several independent projects, each pairing them with the
+# GroupLens MD5 below. The MD5s are GroupLens' own ``.md5`` files. Both digests are checked.
+_CSV_FILES = ("ratings.csv", "movies.csv")
+MOVIELENS_VARIANTS: dict[str, MovieLensVariant] = {
+    v.name: v
+    for v in (
+        MovieLensVariant(
+            "ml-100k", ("ml-100k",), _BASE_URL + "ml-100k.zip",
+            "50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229",
+            "0e33842e24a9c977be4e0107933c0723", 4_924_029,
+            "100k", ("u.data", "u.item", "u.user"), ("latin-1",), 943, 1_682, 100_000,
+        ),
+        MovieLensVariant(
+            "ml-1m", ("ml-1m",), _BASE_URL + "ml-1m.zip",
+            "a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20",
+            "c4d9eecfca2ab87c1945afe126590906", 5_917_549,
+            "dat", ("ratings.dat", "movies.dat", "users.dat"), ("latin-1",),
+            6_040, 3_883, 1_000_209,
+        ),
+        MovieLensVariant(
+            "ml-10m", ("ml-10M100K", "ml-10m"), _BASE_URL + "ml-10m.zip",
+            "813c411ccb6122564edfe752e7f80c4dcc5aa25fa94c93622f6877a7ba252862",
+            "ce571fd55effeba0271552578f2648bd", 65_566_137,
+            "dat", ("ratings.dat", "movies.dat"), ("utf-8", "latin-1"),
+            69_878, 10_681, 10_000_054,
+        ),
+        MovieLensVariant(
+            "ml-20m", ("ml-20m",), _BASE_URL + "ml-20m.zip",
+            "96f243c338a8665f6bcc89c53edf6ee39162a846940de6b7c8c48aeada765ff3",
+            "cd245b17a1ae2cc31bb14903e1204af3", 198_702_078,
+            "csv", _CSV_FILES, ("utf-8",), 138_493, 27_278, 20_000_263,
+        ),
+        MovieLensVariant(
+            "ml-25m", ("ml-25m",), _BASE_URL + "ml-25m.zip",
+            "8b21cfb7eb1706b4ec0aac894368d90acf26ebdfb6aced3ebd4ad5bd1eb9c6aa",
+            "6b51fb2759a8657d3bfcbfc42b592ada", 261_978_986,
+            "csv", _CSV_FILES, ("utf-8",), 162_541, 62_423, 25_000_095,
+        ),
+        MovieLensVariant(
+            "ml-32m", ("ml-32m",), _BASE_URL + "ml-32m.zip",
+            "e4a68655d7386b8f95f2f2424b2ff975dfdd15ffd59e0d864a14dca43e99d6ee",
+            "d472be332d4daa821edc399621853b57", 238_950_008,
+            "csv", _CSV_FILES, ("utf-8",), 200_948, 87_585, 32_000_204,
+        ),
+    )
+}  # fmt: skip
+#: Older names that stay valid: ``movielens`` has always meant 100K.
+MOVIELENS_ALIASES = {"movielens": "ml-100k"}
+#: Every name :func:`load_movielens` accepts, for command-line choices.
+MOVIELENS_NAMES = (*MOVIELENS_ALIASES, *MOVIELENS_VARIANTS)
+
+
+def movielens_variant(name: str) -> MovieLensVariant:
+    """The table row of ``name`` (``"ml-1m"``, ..., or the alias ``"movielens"`` for 100K).
+
+    Raises
+    ------
+    TypeError
+        If ``name`` is not a string.
+    ValueError
+        If ``name`` is unknown; the message lists the names allowed.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"variant must be a string, one of {list(MOVIELENS_NAMES)}, got {name!r}")
+    key = MOVIELENS_ALIASES.get(name, name)
+    if key not in MOVIELENS_VARIANTS:
+        message = unknown_id_message("MovieLens variant", name, MOVIELENS_NAMES)
+        raise ValueError(f"{message}; allowed: {', '.join(MOVIELENS_NAMES)}")
+    return MOVIELENS_VARIANTS[key]
 
 
 def cache_dir() -> Path:
@@ -45,112 +191,153 @@ def cache_dir() -> Path:
     return Path(base) / "recbandits"
 
 
-def _ml100k_folder(candidate: Path) -> Path | None:
-    for folder in (candidate / "ml-100k", candidate):
-        if all((folder / name).is_file() for name in REQUIRED_FILES):
+def _variant_folder(candidate: Path, variant: MovieLensVariant) -> Path | None:
+    """``candidate/<folder>`` or ``candidate`` itself (if so named) when it holds every file."""
+    options = [candidate / name for name in variant.folders]
+    if candidate.name in variant.folders:
+        options.append(candidate)
+    for folder in options:
+        if all((folder / name).is_file() for name in variant.files):
             return folder
     return None
 
 
-def find_movielens(data_dir: str | os.PathLike | None = None, *, download: bool = True) -> Path:
-    """Path of a folder holding the MovieLens 100K files, downloading them if needed.
+def find_movielens(
+    data_dir: str | os.PathLike | None = None,
+    *,
+    variant: str = "ml-100k",
+    download: bool = True,
+) -> Path:
+    """Path of a folder holding the files of MovieLens ``variant``, downloading them if needed.
 
     Parameters
     ----------
     data_dir : path, optional
-        A folder holding ``ml-100k/`` (or the ``ml-100k`` folder itself). When given, it must hold
-        the files: nothing else is searched.
+        A folder holding the variant's folder (``ml-100k/``, ``ml-1m/``, ...) or that folder
+        itself. When given, it must hold the files: nothing else is searched.
+    variant : str, default "ml-100k"
+        One of :data:`MOVIELENS_NAMES`.
     download : bool, default True
         Whether to download into the user cache when no copy is found.
 
     Raises
     ------
+    TypeError, ValueError
+        For a ``variant`` that is not one of :data:`MOVIELENS_NAMES`.
     DataUnavailableError
-        When no copy is found and the download is disabled or fails; the message says which
-        option points at a local copy.
+        When no copy is found and the download is disabled or fails (including a checksum
+        mismatch); the message says which option points at a local copy.
     """
+    spec = movielens_variant(variant)
+    label = spec.name
     if data_dir is not None:
-        found = _ml100k_folder(Path(data_dir))
+        found = _variant_folder(Path(data_dir), spec)
         if found is None:
             raise DataUnavailableError(
-                f"--data {data_dir}: no MovieLens 100K files there (expected "
-                f"{', '.join(REQUIRED_FILES)} in {Path(data_dir) / 'ml-100k'})"
+                f"--data {data_dir}: no {label} files there (expected "
+                f"{', '.join(spec.files)} in {Path(data_dir) / spec.folders[0]})"
             )
         return found
     env_dir = os.environ.get("RECBANDITS_DATA")
     if env_dir:
-        found = _ml100k_folder(Path(env_dir))
+        found = _variant_folder(Path(env_dir), spec)
         if found is not None:
             return found
-        logger.warning("RECBANDITS_DATA=%s holds no ml-100k folder; trying the cache", env_dir)
-    found = _ml100k_folder(cache_dir())
+        logger.info("RECBANDITS_DATA=%s holds no %s folder; trying the cache", env_dir, label)
+    found = _variant_folder(cache_dir(), spec)
     if found is not None:
         return found
     hint = (
-        "pass --data DIR (a folder holding ml-100k/), set RECBANDITS_DATA=DIR, or place the "
-        f"unzipped ml-100k folder in {cache_dir()}"
+        f"pass --data DIR (a folder holding {spec.folders[0]}/), set RECBANDITS_DATA=DIR, or "
+        f"place the unzipped {spec.folders[0]} folder in {cache_dir()}"
     )
     if not download:
-        raise DataUnavailableError(f"MovieLens 100K not found and download disabled: {hint}")
+        raise DataUnavailableError(f"MovieLens {label} not found and download disabled: {hint}")
     try:
-        return _download(cache_dir())
+        return _download(spec, cache_dir())
     except (OSError, urllib.error.URLError, zipfile.BadZipFile, ValueError) as exc:
         raise DataUnavailableError(
-            f"MovieLens 100K not found and the download from {ML100K_URL} failed ({exc}): {hint}"
+            f"MovieLens {label} not found and the download from {spec.url} failed ({exc}): {hint}"
         ) from exc
 
 
-def _download(target: Path) -> Path:
+def _download(spec: MovieLensVariant, target: Path) -> Path:
+    """Fetch, verify and unpack ``spec``'s archive into ``target/<folder>``; returns the folder.
+
+    Raises ``ValueError`` on a size or checksum mismatch, before anything is unpacked.
+    """
     target.mkdir(parents=True, exist_ok=True)
-    logger.info("downloading MovieLens 100K from %s into %s", ML100K_URL, target)
+    logger.info("downloading MovieLens %s from %s into %s", spec.name, spec.url, target)
     with tempfile.TemporaryDirectory(dir=target) as tmp:
-        archive = Path(tmp) / "ml-100k.zip"
-        with urllib.request.urlopen(ML100K_URL, timeout=60) as response, archive.open("wb") as out:
-            shutil.copyfileobj(response, out)
+        archive = Path(tmp) / "archive.zip"
+        sha256, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
+        with urllib.request.urlopen(spec.url, timeout=60) as response, archive.open("wb") as out:
+            while chunk := response.read(_CHUNK):
+                sha256.update(chunk)
+                md5.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
+        got = (size, sha256.hexdigest(), md5.hexdigest())
+        if got != (spec.size, spec.sha256, spec.md5):
+            raise ValueError(
+                f"{spec.name} archive checksum mismatch: got {got[0]} bytes, sha256 {got[1]}, "
+                f"md5 {got[2]}; want {spec.size} bytes, sha256 {spec.sha256}, md5 {spec.md5}"
+            )
+        inner = spec.folders[0]
         with zipfile.ZipFile(archive) as zf:
-            zf.extractall(tmp)
-        udata = Path(tmp) / "ml-100k" / "u.data"
-        digest = hashlib.md5(udata.read_bytes()).hexdigest()
-        if udata.stat().st_size != ML100K_UDATA_BYTES or digest != ML100K_UDATA_MD5:
-            raise ValueError(f"u.data checksum mismatch (md5 {digest}, want {ML100K_UDATA_MD5})")
-        final = target / "ml-100k"
+            for name in spec.files:  # only what the loader reads (25M's genome alone is 400 MB)
+                zf.extract(f"{inner}/{name}", tmp)
+        final = target / inner
         if final.exists():
             shutil.rmtree(final)
         # Rename inside one filesystem so a concurrent reader never sees half a folder.
-        (Path(tmp) / "ml-100k").rename(final)
+        (Path(tmp) / inner).rename(final)
     return final
 
 
 def load_movielens(
-    data_dir: str | os.PathLike | None = None, *, download: bool = True
+    data_dir: str | os.PathLike | None = None,
+    *,
+    variant: str = "ml-100k",
+    download: bool = True,
 ) -> Dataset:
-    """Load MovieLens 100K (943 users, 1,682 movies, 100,000 ratings) as a :class:`Dataset`.
+    """Load MovieLens ``variant`` as a :class:`Dataset` (100K by default).
 
-    See :func:`find_movielens` for where the files come from and what is raised.
+    Sizes (users, movies, ratings): 100K 943 / 1,682 / 100,000; 1M 6,040 / 3,883 / 1,000,209;
+    10M 69,878 / 10,681 / 10,000,054; 20M 138,493 / 27,278 / 20,000,263; 25M 162,541 / 62,423 /
+    25,000,095; 32M 200,948 / 87,585 / 32,000,204. The ratings frame takes 36 bytes a rating
+    (1.15 GB for 32M), and parsing briefly needs about twice that.
+
+    See :func:`find_movielens` for the parameters, where the files come from and what is raised;
+    the module docstring describes each file format and what fills the columns a variant lacks.
     """
-    folder = find_movielens(data_dir, download=download)
-    ratings = pd.read_csv(
-        folder / "u.data",
-        sep="\t",
-        names=["user_id", "item_id", "rating", "timestamp"],
-        dtype={"user_id": np.int64, "item_id": np.int64, "rating": np.float32,
-               "timestamp": np.int64},
-    )
+    spec = movielens_variant(variant)
+    folder = find_movielens(data_dir, variant=spec.name, download=download)
+    reader = {"100k": _read_100k, "dat": _read_dat, "csv": _read_csv}[spec.layout]
+    ratings, (items, genre_names), users = reader(folder, spec)
+    if users is None:
+        users = _anonymous_users(ratings["user_id"])
+    return Dataset.from_frames(ratings, items, users, genre_names, name=spec.name)
+
+
+# ---------------------------------------------------------------------- the three layouts
+_RATING_DTYPES = {"user_id": np.int64, "item_id": np.int64, "rating": np.float32,
+                  "timestamp": np.int64}  # fmt: skip
+_RATING_NAMES = list(_RATING_DTYPES)
+#: ratings, (items, genre names), users (None where the release has no users file)
+Frames = tuple[pd.DataFrame, tuple[pd.DataFrame, tuple[str, ...]], pd.DataFrame | None]
+
+
+def _read_100k(folder: Path, spec: MovieLensVariant) -> Frames:
+    ratings = pd.read_csv(folder / "u.data", sep="\t", names=_RATING_NAMES, dtype=_RATING_DTYPES)
     item_columns = ["item_id", "title", "release_date", "video_release_date", "imdb_url",
-                    *ML100K_GENRES]
-    items = pd.read_csv(
-        folder / "u.item", sep="|", names=item_columns, encoding="latin-1", index_col="item_id"
-    )
-    items = items.drop(columns=["video_release_date"])
-    items["title"] = items["title"].astype(str)
-    items["release_date"] = pd.to_datetime(items["release_date"], format="%d-%b-%Y",
-                                           errors="coerce")
-    items["year"] = items["release_date"].dt.year.astype("Int64")
-    flags = items.loc[:, list(ML100K_GENRES)].astype(bool)
-    items[list(ML100K_GENRES)] = flags
-    genre_array = np.array(ML100K_GENRES, dtype=object)
-    items["genres"] = ["|".join(genre_array[row]) for row in flags.to_numpy()]
-    items = items.sort_index()
+                    *ML100K_GENRES]  # fmt: skip
+    raw = pd.read_csv(folder / "u.item", sep="|", names=item_columns, encoding=spec.encodings[0],
+                      index_col="item_id")  # fmt: skip
+    release = pd.to_datetime(raw["release_date"], format="%d-%b-%Y", errors="coerce")
+    genres = raw.loc[:, list(ML100K_GENRES)].astype(bool)
+    items = _items_frame(raw.index, raw["title"], genres, release_date=release,
+                         year=release.dt.year, imdb_url=raw["imdb_url"])  # fmt: skip
     users = pd.read_csv(
         folder / "u.user",
         sep="|",
@@ -159,4 +346,120 @@ def load_movielens(
                "zip_code": str},
         index_col="user_id",
     ).sort_index()
-    return Dataset.from_frames(ratings, items, users, ML100K_GENRES, name="ml-100k")
+    return ratings, items, users
+
+
+def _read_dat(folder: Path, spec: MovieLensVariant) -> Frames:
+    # "1::1193::5::978300760" split on single colons puts the fields in columns 0, 2, 4 and 6;
+    # pandas' C parser takes one-character separators only, and the Python one is ~20x slower.
+    ratings = pd.read_csv(
+        folder / "ratings.dat", sep=":", header=None, usecols=[0, 2, 4, 6],
+        dtype={0: np.int64, 2: np.int64, 4: np.float32, 6: np.int64},
+    )  # fmt: skip
+    ratings.columns = _RATING_NAMES
+    # Titles may hold single colons ("Star Wars: Episode IV"), so the small files are split on
+    # "::" itself: the id before the first, the genres after the last.
+    lines = _lines(folder / "movies.dat", spec.encodings)
+    head = lines.str.split("::", n=1, expand=True)
+    tail = head[1].str.rsplit("::", n=1, expand=True)
+    item_ids = pd.Index(head[0].astype(np.int64), name="item_id")
+    items = _items_frame(item_ids, tail[0], _genre_flags(tail[1]))
+    users = None
+    if "users.dat" in spec.files:
+        fields = _lines(folder / "users.dat", spec.encodings).str.split("::", expand=True)
+        occupation = pd.Categorical.from_codes(fields[3].astype(np.int64),
+                                               categories=list(ML1M_OCCUPATIONS))  # fmt: skip
+        users = pd.DataFrame(
+            {"age": fields[2].astype(np.int64).to_numpy(),
+             "gender": fields[1].astype(str).to_numpy(),
+             "occupation": occupation,
+             "zip_code": fields[4].astype(str).to_numpy()},
+            index=pd.Index(fields[0].astype(np.int64), name="user_id"),
+        ).sort_index()  # fmt: skip
+    return ratings, items, users
+
+
+def _read_csv(folder: Path, spec: MovieLensVariant) -> Frames:
+    ratings = pd.read_csv(
+        folder / "ratings.csv",
+        dtype={"userId": np.int64, "movieId": np.int64, "rating": np.float32,
+               "timestamp": np.int64},
+    ).rename(columns={"userId": "user_id", "movieId": "item_id"})  # fmt: skip
+    movies = pd.read_csv(folder / "movies.csv", dtype={"movieId": np.int64, "title": str,
+                                                        "genres": str},
+                         encoding=spec.encodings[0], keep_default_na=False)  # fmt: skip
+    item_ids = pd.Index(movies["movieId"], name="item_id")
+    items = _items_frame(item_ids, movies["title"], _genre_flags(movies["genres"]))
+    return ratings.loc[:, _RATING_NAMES], items, None
+
+
+# ---------------------------------------------------------------------- shared pieces
+def _lines(path: Path, encodings: tuple[str, ...]) -> pd.Series:
+    """Non-empty lines of a small text file, decoded with the first encoding that fits."""
+    raw = path.read_bytes()
+    for encoding in encodings[:-1]:
+        try:
+            text = raw.decode(encoding)
+            break
+        except UnicodeDecodeError:
+            continue
+    else:
+        text = raw.decode(encodings[-1])
+    lines = pd.Series(text.splitlines(), dtype=object)
+    return lines[lines.str.len() > 0].reset_index(drop=True)
+
+
+def _genre_flags(genres: pd.Series) -> pd.DataFrame:
+    """``|``-separated genres as bool flags: 100K's genres in its order, then any others."""
+    flags = genres.fillna("").str.get_dummies(sep="|").astype(bool)
+    flags = flags.T.groupby(lambda g: GENRE_ALIASES.get(g, g)).any().T  # merge aliased names
+    extra = sorted(set(flags.columns) - set(ML100K_GENRES))
+    flags = flags.reindex(columns=[*ML100K_GENRES, *extra], fill_value=False)
+    return flags.set_axis(genres.index)
+
+
+def _items_frame(
+    item_ids: pd.Index,
+    titles: pd.Series,
+    flags: pd.DataFrame,
+    *,
+    release_date: pd.Series | None = None,
+    year: pd.Series | None = None,
+    imdb_url: pd.Series | None = None,
+) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """The items frame of the :class:`Dataset` schema, sorted by raw id, and its genre names.
+
+    Columns in 100K's order: ``title``, ``release_date``, ``imdb_url`` (empty where unknown), one
+    bool column per genre, ``year`` (Int64), ``genres``.
+    """
+    titles = pd.Series(np.asarray(titles, dtype=object), index=item_ids).astype(str)
+    if release_date is None:  # the unit pandas gives u.item's parsed dates, so dtypes match
+        release_date = pd.Series(pd.NaT, index=item_ids, dtype="datetime64[us]")
+    if year is None:  # the trailing "(1995)" of the title; "(2006-2007)" gives its first year
+        year = titles.str.extract(r"\((\d{4})[^()]*\)\s*$", expand=False).astype(float)
+    flag_values = flags.to_numpy(dtype=bool)
+    names = np.array(flags.columns, dtype=object)
+    if imdb_url is None:
+        imdb_url = pd.Series("", index=item_ids).astype(str)
+    items = pd.DataFrame(
+        {"title": titles.to_numpy(), "release_date": release_date.to_numpy(),
+         "imdb_url": imdb_url.to_numpy()},
+        index=item_ids,
+    )
+    items[list(names)] = flag_values
+    items["year"] = pd.array(np.asarray(year, dtype=float), dtype="Int64")
+    items["genres"] = ["|".join(names[row]) for row in flag_values]
+    return items.sort_index(), tuple(str(n) for n in names)
+
+
+def _anonymous_users(user_ids: pd.Series) -> pd.DataFrame:
+    """Users of a release without demographics: the raters, every demographic missing."""
+    index = pd.Index(np.unique(user_ids.to_numpy()), name="user_id")
+    n = len(index)
+    return pd.DataFrame(
+        {"age": pd.array([pd.NA] * n, dtype="Int64"),
+         "gender": pd.Series([None] * n, dtype=object).to_numpy(),
+         "occupation": pd.Categorical([None] * n, categories=[]),
+         "zip_code": pd.Series([None] * n, dtype=object).to_numpy()},
+        index=index,
+    )  # fmt: skip
