@@ -173,6 +173,15 @@ def estimator_terms(rewards: np.ndarray, actions: np.ndarray, logging_propensiti
     return out
 
 
+def estimates_from_sums(sums: np.ndarray, n: int) -> np.ndarray:
+    """Column sums of :func:`estimator_terms` over n decisions -> IPS, SNIPS, DR estimates.
+
+    ``sums`` has shape (..., 3) (e.g. one row per bootstrap resample from
+    :func:`bootstrap_sums`); the result has the same shape (DR is NaN without a reward model).
+    """
+    return _from_sums(sums, n)
+
+
 def _from_sums(sums: np.ndarray, n: int) -> np.ndarray:
     """(..., 3) column sums -> (..., 3) estimates IPS, SNIPS, DR."""
     out = np.empty(sums.shape)

@@ -74,6 +74,8 @@ def _run_serving(args: argparse.Namespace, command: str) -> int:
 
 
 def _ope(args: argparse.Namespace) -> int:
+    if args.obd:
+        return _ope_obd(args)
     from datetime import UTC, datetime
 
     from serving import offpolicy
@@ -101,6 +103,21 @@ def _ope(args: argparse.Namespace) -> int:
         ts_priors=priors or offpolicy.DEFAULT_TS_PRIORS, include_open=args.include_open,
         export_csv_path=args.export_csv, export_obp_path=args.export_obp,
     )
+
+
+def _ope_obd(args: argparse.Namespace) -> int:
+    from experiments import obd_ope
+
+    config = obd_ope.config_from(
+        campaigns=(args.campaign,) if args.campaign else None, data_dir=args.data,
+        full=args.full, n_bootstrap=args.bootstrap, seed=args.seed)
+    results = obd_ope.run(config)
+    print(results.markdown())
+    print()
+    print(results.reconstructions.to_string(index=False, float_format="{:.3f}".format))
+    for note in results.notes:
+        print(f"recbandits ope: {note}", file=sys.stderr)
+    return 0
 
 
 def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
@@ -153,6 +170,15 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
     ope.add_argument("--export-csv", metavar="PATH", help="also write the log as CSV")
     ope.add_argument("--export-obp", metavar="PATH",
                      help="also write the log in Open Bandit Pipeline's layout (.npz)")
+    ope.add_argument("--obd", action="store_true", help="instead of the service's log: "
+                     "evaluate the Open Bandit Dataset's random policy from its Thompson "
+                     "Sampling log and vice versa, against their on-policy click rates")
+    ope.add_argument("--campaign", choices=("all", "men", "women"),
+                     help="with --obd: one campaign (default: all three)")
+    ope.add_argument("--data", metavar="DIR", help="with --obd: folder holding the OBD tree "
+                     "(default: the sample in RECBANDITS_DATA/obd)")
+    ope.add_argument("--full", action="store_true", help="with --obd: the full dataset, "
+                     "downloaded once into the user cache")
     ope.set_defaults(handler=_ope)
 
 
@@ -174,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seeds", type=int, default=3,
                           help="split seeds averaged for the random protocol (default 3)")
     evaluate.add_argument("--arms", default=None, help="comma-separated arms to evaluate "
-                          "(default: svd,sequential,ease,popularity,random; also: dae)")
+                          "(default: svd,sequential,autoencoder,popularity,random; also: dae; "
+                          "'ease' is the deprecated name of autoencoder)")
     evaluate.add_argument("--no-tune", action="store_true",
                           help="skip tuning on validation splits; use each arm's defaults")
     evaluate.add_argument("--synthetic", type=int, default=None, metavar="N_RATINGS",
