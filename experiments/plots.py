@@ -4,11 +4,15 @@
   hindsight over time with 95% bands, on a
   linear and a logarithmic time axis (the latter with the slope of the Lai-Robbins lower bound
   where the arms' click rates are the same for every user, so the bound is defined).
-- ``arm_share.png``: the share of runs choosing each arm over time, stacked, one panel per policy.
+- ``arm_share.png``: the share of runs choosing each arm over time, stacked, one panel per policy
+  (the best-arm-in-hindsight panel says which arm each run fixed on).
 - ``posteriors.png``: Beta posterior densities of each arm's click rate at a few checkpoints, from
   the clicks and pulls of one run of a Thompson-Sampling policy.
 - ``click_rate.png``: each arm's expected click rate over the arriving users beside the click rate
   each policy observed when it pulled that arm.
+
+Policies and arms are coloured from two palettes that share no colour (``POLICY_PALETTE``,
+``ARM_PALETTE``), and a policy keeps its colour in every figure.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from scipy import stats
 
+from experiments.config import HINDSIGHT_POLICY_ID
 from experiments.report import mean_ci
 from experiments.results import PolicyRuns, SimulationResults
 
@@ -43,8 +48,25 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def _tab10() -> tuple:
-    return colormaps["tab10"].colors
+#: Policies are drawn in tab10's saturated colours and arms in Set2's muted ones: the two sets
+#: share no colour, so a blue line is never a policy in one figure and an arm in the next.
+POLICY_PALETTE, ARM_PALETTE = "tab10", "Set2"
+#: Line styles and markers cycled over policies, so lines that lie on top of each other (TS and
+#: KL-UCB often do) stay distinguishable.
+_LINE_STYLES = ("-", "--", "-.", ":")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def policy_colours(results: SimulationResults) -> dict[str, tuple]:
+    """Colour of each policy label, by its place in the config (stable across figures)."""
+    colours = colormaps[POLICY_PALETTE].colors
+    return {runs.label: colours[i % len(colours)] for i, runs in enumerate(results.policies)}
+
+
+def arm_colours(n_arms: int) -> list[tuple]:
+    """Colours of ``n_arms`` arms, from a palette disjoint from the policies'."""
+    colours = colormaps[ARM_PALETTE].colors
+    return [colours[k % len(colours)] for k in range(n_arms)]
 
 
 def _active(results: SimulationResults) -> list[PolicyRuns]:
@@ -75,12 +97,23 @@ def regret_figure(results: SimulationResults, *, logx: bool = False) -> Figure:
     """Mean cumulative regret with 95% bands per policy (``logx`` for a log time axis)."""
     fig = Figure(figsize=(8, 5), layout="constrained")
     ax = fig.subplots()
-    for runs in _active(results):
+    colours = policy_colours(results)
+    active = _active(results)
+    for i, runs in enumerate(active):
         mean, low, high = mean_ci(runs.cum_regret)
         steps = runs.record_steps
-        (line,) = ax.plot(steps, mean, label=f"{runs.label} (n={runs.n_runs})", lw=1.6)
+        # Policies with near-equal regret overlap: each gets its own dash pattern and markers
+        # at staggered steps, and the first listed is drawn on top.
+        n_marks = 8
+        offset = (i * max(1, len(steps) // n_marks)) // max(len(active), 1)
+        (line,) = ax.plot(steps, mean, label=f"{runs.label} (n={runs.n_runs})", lw=1.6,
+                          color=colours[runs.label], ls=_LINE_STYLES[i % len(_LINE_STYLES)],
+                          marker=_MARKERS[i % len(_MARKERS)], markersize=4.5,
+                          markevery=(offset, max(1, len(steps) // n_marks)),
+                          zorder=3 + len(active) - i)
         if runs.n_runs > 1:
-            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, lw=0)
+            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.15, lw=0,
+                            zorder=1)
     if logx:
         ax.set_xscale("log")
         bound = lai_robbins_line(results)
@@ -121,14 +154,18 @@ def arm_share_figure(results: SimulationResults) -> Figure:
     axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
     edges = _bins(results.config.horizon)
     centres = (edges[:-1] + edges[1:]) / 2
-    colours = _tab10()
+    colours = arm_colours(len(results.arm_names))
     handles = []
     for ax, runs in zip(axes.flat, active, strict=False):
         binned = np.add.reduceat(runs.arm_counts, edges[:-1], axis=0)
         share = binned / binned.sum(axis=1, keepdims=True)
-        handles = ax.stackplot(centres, share.T, labels=results.arm_names,
-                               colors=colours[: len(results.arm_names)], alpha=0.85)
+        handles = ax.stackplot(centres, share.T, labels=results.arm_names, colors=colours,
+                               alpha=0.9)
         ax.set_title(runs.label, fontsize=10)
+        if runs.policy_id == HINDSIGHT_POLICY_ID:
+            ax.text(0.5, 0.5, hindsight_note(runs, results.arm_names), transform=ax.transAxes,
+                    ha="center", va="center", fontsize=8.5, wrap=True,
+                    bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.9, "lw": 0.5})
         ax.set_ylim(0, 1)
         ax.set_xlim(1, results.config.horizon)
     for ax in axes[-1]:
@@ -142,6 +179,20 @@ def arm_share_figure(results: SimulationResults) -> Figure:
         fig.legend(handles, results.arm_names, loc="outside lower center",
                    ncol=len(results.arm_names), fontsize=9, title="arm")
     return fig
+
+
+def hindsight_note(runs: PolicyRuns, arm_names: list[str]) -> str:
+    """What the best-arm-in-hindsight panel shows: one fixed arm per run, not one overall.
+
+    E.g. "Each run plays its own best arm:\nsequential in 5 of 8 runs,\nautoencoder in 3".
+    """
+    counts = np.bincount(runs.best_arms, minlength=len(arm_names))
+    order = [k for k in np.argsort(-counts, kind="stable") if counts[k]]
+    if len(order) == 1:
+        return f"The best fixed arm is\n{arm_names[order[0]]} in all {runs.n_runs} runs"
+    parts = [f"{arm_names[order[0]]} in {counts[order[0]]} of {runs.n_runs} runs"]
+    parts += [f"{arm_names[k]} in {counts[k]}" for k in order[1:]]
+    return "The best arm differs by run;\neach run plays its own:\n" + ",\n".join(parts)
 
 
 def posterior_policy(results: SimulationResults) -> PolicyRuns | None:
@@ -169,15 +220,15 @@ def posterior_figure(results: SimulationResults) -> Figure | None:
     true_means = runs.expected_sum[0] / runs.horizon
     upper = float(min(1.0, max(0.05, 2.2 * true_means.max() + 0.05)))
     x = np.linspace(0, upper, 600)
-    colours = _tab10()
+    colours = arm_colours(len(results.arm_names))
     fig = Figure(figsize=(3.6 * len(checkpoints), 3.8), layout="constrained")
     axes = fig.subplots(1, len(checkpoints), squeeze=False)
     for ax, step, n, s in zip(axes[0], checkpoints, pulls, clicks, strict=True):
         for k, name in enumerate(results.arm_names):
             density = stats.beta.pdf(x, 1 + s[k], 1 + n[k] - s[k])
-            ax.plot(x, density, color=colours[k % 10], lw=1.5,
+            ax.plot(x, density, color=colours[k], lw=1.8,
                     label=f"{name} ({int(s[k])}/{int(n[k])})")
-            ax.axvline(true_means[k], color=colours[k % 10], ls=":", lw=1)
+            ax.axvline(true_means[k], color=colours[k], ls=":", lw=1.2)
         ax.set_title(f"after {int(step)} steps", fontsize=10)
         ax.set_xlabel("click rate")
         ax.legend(fontsize=7, title="arm (clicks/pulls)", title_fontsize=7)
@@ -196,8 +247,9 @@ def click_rate_figure(results: SimulationResults) -> Figure:
     n_groups = len(active) + 1
     width = 0.8 / n_groups
     x = np.arange(len(arms))
-    fig = Figure(figsize=(max(7, 1.6 * len(arms) * n_groups / 3), 4.8), layout="constrained")
+    fig = Figure(figsize=(max(7, 1.6 * len(arms) * n_groups / 3), 5.4), layout="constrained")
     ax = fig.subplots()
+    colours = policy_colours(results)
     if active:
         first = active[0]
         expected = first.expected_sum.sum(axis=0) / (first.n_runs * first.horizon)
@@ -208,13 +260,15 @@ def click_rate_figure(results: SimulationResults) -> Figure:
         clicks = runs.clicks.sum(axis=0)
         with np.errstate(divide="ignore", invalid="ignore"):
             rate = np.where(pulls > 0, clicks / pulls, np.nan)
-        ax.bar(x - 0.4 + width * (i + 0.5), rate, width, label=f"observed by {runs.label}")
+        ax.bar(x - 0.4 + width * (i + 0.5), rate, width, color=colours[runs.label],
+               label=f"observed by {runs.label}")
     ax.set_xticks(x, arms)
     ax.set_xlabel("arm")
     ax.set_ylabel("click rate (reward per pull)")
     ax.set_title(f"{results.config.name}: click rate per arm")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    # Below the axes, not inside: inside, the legend covered the tallest bars.
+    fig.legend(loc="outside lower center", fontsize=8, ncol=min(n_groups, 4))
     return fig
 
 

@@ -242,7 +242,40 @@ def summary_markdown(results: SimulationResults, summary: pd.DataFrame) -> str:
         "users) with their 95% interval and the paired t-test.",
         "",
     ]
+    if results.action_dependent and _baseline(results, HINDSIGHT_POLICY_ID) is not None:
+        lines += [action_dependent_note(summary), ""]
     return "\n".join(lines)
+
+
+def action_dependent_note(summary: pd.DataFrame) -> str:
+    """Why, with boredom, a policy can have positive regret against the best fixed arm and yet
+    collect more reward than the best arm in hindsight; names the policies where that happened.
+
+    Parameters
+    ----------
+    summary : DataFrame
+        :func:`summary_frame` of the results.
+    """
+    both = summary[(summary.cum_regret_mean > 0) & (summary.vs_hindsight_diff > 0)]
+    example = ""
+    if len(both):
+        row = both.iloc[0]
+        others = list(both.policy.iloc[1:])
+        example = (
+            f" Here {row.policy} has regret {row.cum_regret_mean:+.1f} against the best fixed "
+            f"arm and yet collects {row.vs_hindsight_diff:+.1f} reward against the best arm in "
+            "hindsight" + (f" (so do {', '.join(others)})" if others else "") + "."
+        )
+    return (
+        "**Boredom: regret and reward can disagree.** In this environment what a user expects "
+        "from an arm depends on what they were shown before: an arm served again and again "
+        "tires them. The regret column scores the best fixed arm on the users as this policy "
+        "left them (rested by varied lists), a level no fixed arm reaches when it is actually "
+        "played every time. The best arm in hindsight does play its one arm every time, and its "
+        "users tire of it, so a policy that switches arms can have positive regret against the "
+        "best fixed arm and still collect more reward than the best arm in hindsight. The "
+        "reward columns compare what each policy actually collected." + example
+    )
 
 
 def write_reports(results: SimulationResults, out_dir: Path) -> dict[str, Path]:

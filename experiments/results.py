@@ -120,6 +120,10 @@ class SimulationResults:
     files : dict of str to Path
     notes : list of str
         One-line remarks, e.g. the synthetic-data fallback.
+    action_dependent : bool
+        Whether what a user expects from an arm can depend on earlier actions (boredom): then
+        the regret against the best fixed arm and the reward against the best arm in hindsight
+        can disagree (explained in ``summary.md``).
     interrupted : bool
         Whether Ctrl-C stopped the simulation early.
     steps, summary : pandas.DataFrame
@@ -132,6 +136,7 @@ class SimulationResults:
     out_dir: Path | None = None
     files: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    action_dependent: bool = False
     interrupted: bool = False
     steps: Any = None
     summary: Any = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -151,3 +153,74 @@ def test_record_and_checkpoint_steps():
     config = ExperimentConfig(name="x", env=EnvConfig("recbandits/FixedCTR-v0"),
                               policies=(PolicyConfig("UCB1", "UCB1"),), horizon=5000)
     assert checkpoint_steps(config).tolist() == [10, 100, 500, 5000]
+
+
+def test_policies_and_arms_never_share_a_colour(results):
+    policy = set(plots.policy_colours(results).values())
+    assert len(policy) == len(results.policies)  # one colour per policy
+    # Every colour either palette can give, so no config of up to 10 policies and 8 arms mixes.
+    all_policy = {plots.policy_colours(dataclasses.replace(
+        results, policies=[dataclasses.replace(results.policies[0], label=str(i))
+                           for i in range(10)]))[str(i)] for i in range(10)}
+    assert all_policy.isdisjoint(plots.arm_colours(8))
+    share = plots.arm_share_figure(results)
+    stack_colours = {tuple(c.get_facecolor()[0][:3]) for c in share.axes[0].collections}
+    assert stack_colours == {tuple(c) for c in plots.arm_colours(3)}
+    click = plots.click_rate_figure(results)
+    bar_colours = {tuple(p.get_facecolor()[:3]) for p in click.axes[0].patches}
+    assert bar_colours.isdisjoint(stack_colours)
+
+
+def test_click_rate_legend_covers_no_bar(results):
+    fig = plots.click_rate_figure(results)
+    fig.draw_without_rendering()
+    ax = fig.axes[0]
+    assert ax.get_legend() is None and len(fig.legends) == 1
+    legend = fig.legends[0].get_window_extent()
+    assert not [p for p in ax.patches if p.get_window_extent().overlaps(legend)]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels[0] == "expected over users (environment)" and "observed by TS" in labels
+
+
+def test_regret_lines_stay_visible_when_they_coincide(results):
+    twin = dataclasses.replace(results.policies[0], label="TS twin", policy_id="KLUCB")
+    same = dataclasses.replace(results, policies=[results.policies[0], twin])
+    ax = plots.regret_figure(same).axes[0]
+    ts, other = (line for line in ax.get_lines() if line.get_label().startswith("TS"))
+    np.testing.assert_array_equal(ts.get_ydata(), other.get_ydata())  # exactly on top
+    assert ts.get_linestyle() != other.get_linestyle() and ts.get_marker() != other.get_marker()
+    assert ts.get_zorder() > other.get_zorder()  # the first listed policy on top
+    assert ts.get_color() != other.get_color()
+
+
+def test_hindsight_panel_says_the_best_arm_differs_by_run(results):
+    hindsight = results.policies[2]
+    assert plots.hindsight_note(hindsight, results.arm_names) == (
+        "The best fixed arm is\nsequential in all 6 runs")
+    mixed = dataclasses.replace(hindsight, best_arms=np.array([1, 2, 1, 1, 0, 2]))
+    note = plots.hindsight_note(mixed, results.arm_names)
+    assert note == ("The best arm differs by run;\neach run plays its own:\n"
+                    "sequential in 3 of 6 runs,\nautoencoder in 2,\nsvd in 1")
+    fig = plots.arm_share_figure(dataclasses.replace(
+        results, policies=[*results.policies[:2], mixed]))
+    panel = next(ax for ax in fig.axes if ax.get_title() == "hindsight")
+    assert [t.get_text() for t in panel.texts] == [note]
+    assert not any(ax.texts for ax in fig.axes if ax is not panel)
+
+
+def test_summary_explains_boredom_only_where_actions_change_expectations(results):
+    summary = report.summary_frame(results)
+    assert "Boredom" not in report.summary_markdown(results, summary)
+    bored = dataclasses.replace(results, action_dependent=True)
+    text = report.summary_markdown(bored, summary)
+    assert "**Boredom: regret and reward can disagree.**" in text
+    # The drift run of the issue: TS +25.4 regret against the best fixed arm, yet more reward
+    # than the best arm in hindsight; the note names it with both numbers.
+    paradox = summary.copy()
+    paradox.loc[paradox.policy == "TS", ["cum_regret_mean", "vs_hindsight_diff"]] = [25.4, 31.0]
+    note = report.action_dependent_note(paradox)
+    assert note.endswith("Here TS has regret +25.4 against the best fixed arm and yet collects "
+                         "+31.0 reward against the best arm in hindsight.")
+    no_hindsight = dataclasses.replace(bored, policies=results.policies[:2])
+    assert "Boredom" not in report.summary_markdown(no_hindsight,
+                                                    report.summary_frame(no_hindsight))
