@@ -32,6 +32,7 @@ import datetime as _dt
 import functools
 import inspect
 import logging
+import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,10 +89,45 @@ class EnvInfo:
     n_features: int
     params: dict[str, Any]
     notes: tuple[str, ...] = ()
+    action_dependent: bool = False
 
 
 #: ``dataset`` values a config may give (a Dataset object cannot be written in TOML).
 DATASETS = ("movielens", "synthetic")
+_MOVIELENS_NAME = re.compile(r"movielens", re.IGNORECASE)
+_MOVIELENS_TEXT = re.compile(r"MovieLens(?: 100K)?", re.IGNORECASE)
+
+
+def dataset_name(params: dict[str, Any]) -> str | None:
+    """The ``DATASETS`` entry that env ``params`` name, or None where they name none.
+
+    ``dataset`` may be a name or a table whose ``name`` is one (see :func:`env_kwargs`).
+    """
+    dataset = params.get("dataset")
+    if isinstance(dataset, dict):
+        dataset = dataset.get("name")
+    return dataset if isinstance(dataset, str) else None
+
+
+def label_dataset(config: ExperimentConfig) -> ExperimentConfig:
+    """``config`` named after the dataset it runs on: the one place that decides the label.
+
+    The run's name (its folder ``runs/<name>-<timestamp>/`` and every plot title) and its
+    description (the head of ``summary.md``) are written for MovieLens in the shipped configs.
+    When the environment runs on the synthetic dataset instead (the fallback of
+    :func:`probe_env`, or a config asking for it), "movielens" in the name and "MovieLens
+    (100K)" in the description become "synthetic"; a name or description that then still does
+    not say "synthetic" gets it added. Any other config is returned unchanged.
+    """
+    if dataset_name(config.env.params) != "synthetic":
+        return config
+    name = _MOVIELENS_NAME.sub("synthetic", config.name)
+    if "synthetic" not in name.lower():
+        name = f"{name}-synthetic"
+    description = _MOVIELENS_TEXT.sub("synthetic", config.description or "")
+    if "synthetic" not in description.lower():
+        description = f"On the synthetic dataset. {description}".strip()
+    return dataclasses.replace(config, name=name, description=description)
 
 
 @functools.lru_cache(maxsize=4)
@@ -169,7 +205,8 @@ def probe_env(config: ExperimentConfig) -> EnvInfo:
     unwrapped = getattr(env, "unwrapped", env)
     arm_names = [str(a) for a in unwrapped.arm_names]
     n_features = int(np.prod(env.single_observation_space.shape))
-    return EnvInfo(arm_names=arm_names, n_features=n_features, params=params, notes=tuple(notes))
+    return EnvInfo(arm_names=arm_names, n_features=n_features, params=params, notes=tuple(notes),
+                   action_dependent=_action_dependent(env))
 
 
 # ============================================================================ policies
@@ -181,9 +218,7 @@ def build_policy(spec: PolicyConfig, arm_names: list[str], n_features: int) -> A
     TypeError, ValueError
         From the policy's own validation of ``spec.params`` (re-raised naming the policy).
     """
-    import bandits
-
-    policy_cls = getattr(bandits, spec.id)
+    policy_cls = cfg.BANDIT_POLICIES[spec.id]
     params = dict(spec.params)
     accepted = inspect.signature(policy_cls.__init__).parameters
     if "n_features" in accepted and "n_features" not in params:
@@ -519,6 +554,7 @@ def run(
                 config = dataclasses.replace(
                     config, env=dataclasses.replace(config.env, params=env.params)
                 )
+            config = label_dataset(config)  # before the folder, titles and summary use the name
             for spec in config.policies:  # bad policy parameters fail now, not in a worker
                 if spec.id != HINDSIGHT_POLICY_ID:
                     try:
@@ -554,6 +590,7 @@ def run(
         arm_names=list(env.arm_names),
         policies=_aggregate(config, tasks, done, len(env.arm_names)),
         notes=list(env.notes),
+        action_dependent=env.action_dependent,
         interrupted=interrupted,
     )
     # matplotlib is imported only when figures are drawn: workers running tasks never need it.

@@ -3,7 +3,9 @@ executors, the best arm in hindsight, and interruption."""
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -180,4 +182,73 @@ def test_cli_unknown_policy_lists_valid_ids(small_config, capsys):
     code = main(["simulate", str(small_config), "--policies", "Thompson", "-q"])
     assert code == 2
     err = capsys.readouterr().err
-    assert "unknown policy id 'Thompson'" in err and "ThompsonSampling" in err and "LinTS" in err
+    assert "--policies: unknown policy 'Thompson'" in err and "ThompsonSampling" in err
+    assert "LinTS" in err
+
+
+def test_synthetic_fallback_is_labelled_synthetic_everywhere(monkeypatch, tmp_path):
+    # MovieLens cannot be had: probe_env falls back to the synthetic dataset (a small one here,
+    # so the arms fit in a second). The shipped movielens config must then not say MovieLens in
+    # its folder name, plot titles or description; only the note says what happened.
+    from arms.errors import DataUnavailableError
+
+    real_env, real_synthetic = simulate.make_vector_env, simulate._synthetic
+
+    def no_movielens(env_id, params, n, horizon):
+        if simulate.dataset_name(params) != "synthetic":
+            raise DataUnavailableError("MovieLens 100K not found (test)")
+        return real_env(env_id, params, n, horizon)
+
+    small = (("min_user_ratings", 10), ("n_items", 120), ("n_ratings", 3000), ("n_users", 80))
+    monkeypatch.setattr(simulate, "make_vector_env", no_movielens)
+    monkeypatch.setattr(simulate, "_synthetic", lambda options: real_synthetic(options or small))
+    monkeypatch.chdir(tmp_path)  # the default folder is runs/<name>-<timestamp>/ under here
+    notes: list[str] = []
+    config = cfg.override(cfg.load("movielens"), horizon=30, runs=2, runs_per_task=2,
+                          workers=1, policies=["Thompson Sampling", "best arm in hindsight"])
+    results = simulate.run(config, progress=False, on_note=notes.append)
+
+    assert results.out_dir.parent == Path("runs")  # relative to the working folder
+    assert results.out_dir.name.startswith("synthetic-")
+    assert results.config.name == "synthetic"
+    assert results.config.description == (
+        "SVD, sequential, autoencoder (EASE) and popularity arms on held-out synthetic users.")
+    assert len(notes) == 1 and "running on the synthetic dataset" in notes[0]
+
+    summary = (results.out_dir / "summary.md").read_text(encoding="utf-8").splitlines()
+    assert summary[0] == "# synthetic: recbandits/MovieLens-v0"  # the environment's id stays
+    assert summary[2] == results.config.description
+    mentions = [line for line in summary[1:] if "movielens" in line.lower()]
+    assert mentions == [f"- note: {notes[0]}"]
+    written = tomllib.loads((results.out_dir / "config.toml").read_text(encoding="utf-8"))
+    assert written["name"] == "synthetic" and written["env"]["params"]["dataset"] == "synthetic"
+
+    from experiments import plots
+
+    titles = [plots.regret_figure(results), plots.regret_figure(results, logx=True),
+              plots.arm_share_figure(results), plots.click_rate_figure(results),
+              plots.posterior_figure(results)]
+    for fig in titles:
+        texts = [ax.get_title() for ax in fig.axes] + [fig.get_suptitle()]
+        heading = next(t for t in texts if t.startswith(("synthetic", "movielens")))
+        assert heading.startswith("synthetic: "), heading
+        assert not any("movielens" in t.lower() for t in texts), texts
+
+
+def test_label_dataset_leaves_other_datasets_alone():
+    movielens = cfg.load("movielens_drift")
+    assert simulate.label_dataset(movielens) is movielens
+    fixed = cfg.load("fixed_ctr")
+    assert simulate.label_dataset(fixed) is fixed
+    drift = simulate.label_dataset(_with_params(movielens, dataset="synthetic"))
+    assert drift.name == "synthetic_drift"
+    assert drift.description.startswith("Latent-factor synthetic users whose tastes drift")
+    mine = simulate.label_dataset(_with_params(
+        dataclasses.replace(fixed, name="mine", description=""),
+        dataset={"name": "synthetic", "n_ratings": 2000}))
+    assert (mine.name, mine.description) == ("mine-synthetic", "On the synthetic dataset.")
+
+
+def _with_params(config, **params):
+    env = dataclasses.replace(config.env, params={**config.env.params, **params})
+    return dataclasses.replace(config, env=env)
