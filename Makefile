@@ -9,23 +9,31 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-install: $(BIN)/python
+# Stamp files: pip runs again only when pyproject.toml changes (an editable install picks up
+# edits to the code by itself), not on every `make run` (13 s and setuptools' banner each time).
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
+	touch $@
 
-install-dev: $(BIN)/python
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(VENV)/.installed $@
+
+install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
 
 ## run: install into .venv and run the main job: Thompson Sampling and peers choosing between the
 ##      recommenders for held-out MovieLens users (runs/movielens-<timestamp>/)
-run: install
+run: $(VENV)/.installed
 	$(BIN)/recbandits simulate experiments/configs/movielens.toml
 
 ## test: install the dev extras and run every test
-test: install-dev
+test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
-lint: install-dev
+lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 
 clean:
