@@ -30,7 +30,9 @@ def data():
 
 @pytest.fixture(scope="module")
 def ease(data):
-    return AutoencoderRecommender(l2=20.0).fit(data)
+    # float64 so the closed-form checks below can be exact to 1e-12 (float32: see
+    # test_arms_ease_scale.py).
+    return AutoencoderRecommender(l2=20.0, dtype="float64").fit(data)
 
 
 def _feedback(data, pairs):
@@ -70,7 +72,7 @@ def test_ease_scores_are_the_rows_times_b(ease, data):
 
 
 def test_like_adds_the_item_row_of_b_and_dislike_subtracts_it(data):
-    model = AutoencoderRecommender(l2=20.0).fit(data)
+    model = AutoencoderRecommender(l2=20.0, dtype="float64").fit(data)
     everyone = np.arange(data.n_users)
     seen = data.interaction_matrix(binary=True)
     user = 3
