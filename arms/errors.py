@@ -14,9 +14,36 @@ class NotFittedError(RuntimeError):
     """A recommender was used before ``fit``."""
 
 
-def unknown_id_message(kind: str, value: object, known: Iterable[object]) -> str:
-    """Message naming an unknown id and, where one is close, suggesting it."""
-    known_text = [str(k) for k in known]
+class UnknownArmError(ValueError):
+    """An arm name that :mod:`arms.registry` does not know."""
+
+
+def unknown_id_message(
+    kind: str, value: object, known: Iterable[object], *, list_known: bool = False
+) -> str:
+    """Message naming an unknown id and, where one is close, suggesting it.
+
+    Parameters
+    ----------
+    kind : str
+        What the id is, e.g. ``"arm"`` or ``"policy id"``.
+    value : object
+        The id received.
+    known : iterable
+        The valid ids, in the order to list them; duplicates are listed once.
+    list_known : bool, default False
+        Append every valid id (for short vocabularies, not for user or item ids).
+
+    Returns
+    -------
+    str
+        ``unknown arm 'ease2'; did you mean ease?`` and, with ``list_known``, a second
+        sentence `` Valid arms: svd, ....`` (never "?.").
+    """
+    known_text = list(dict.fromkeys(str(k) for k in known))
     close = difflib.get_close_matches(str(value), known_text, n=1)
-    hint = f"; did you mean {close[0]}?" if close else ""
-    return f"unknown {kind} {value!r}{hint}"
+    message = f"unknown {kind} {value!r}" + (f"; did you mean {close[0]}?" if close else "")
+    if list_known:
+        # A sentence of its own after the suggestion's "?", so the message never reads "?.".
+        message += ("" if close else ".") + f" Valid {kind}s: {', '.join(known_text)}."
+    return message

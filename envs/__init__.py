@@ -31,8 +31,8 @@ Ids and their keyword arguments (all optional; ``gymnasium.make(id, **kwargs)``)
     As the simulator with ``drift_steps=500``, ``herding=1`` and arms
     ``("svd", "sequential", "autoencoder", "popularity")``.
 
-Common to all: ``arms`` (names from ``envs.arm_set.ARM_CLASSES`` — svd, sequential,
-autoencoder, popularity, random — or fitted/unfitted :class:`arms.Recommender` objects),
+Common to all: ``arms`` (names of :mod:`arms.registry` — svd, sequential, autoencoder, dae,
+popularity, random — or fitted/unfitted :class:`arms.Recommender` objects),
 ``dataset`` (an :class:`arms.data.Dataset`; default MovieLens 100K via
 :func:`arms.data.load_movielens`, i.e. ``data_dir`` or ``RECBANDITS_DATA``), ``slate_size=10``,
 ``reward`` (``"any"``: 1 if anything liked/clicked; ``"count"``; ``"signed"``: likes - dislikes),
@@ -52,7 +52,7 @@ before ``reset``, :class:`~envs.errors.UserModelError` when the data cannot supp
 (e.g. too few held-out ratings), :class:`~envs.errors.UnknownArmError` for an unknown arm name.
 """
 
-from envs.arm_set import ARM_CLASSES, DEFAULT_ARMS, make_arm, precompute_slates
+from envs.arm_set import DEFAULT_ARMS, make_arm, precompute_slates
 from envs.base import DISLIKE, LIKE, NONE, REWARDS, UserModel, expected_reward, realised_reward
 from envs.context import user_context
 from envs.errors import InvalidActionError, StepBeforeResetError, UnknownArmError, UserModelError
@@ -65,7 +65,6 @@ from envs.simulator import Simulator
 from envs.vector_env import RecommenderArmsVectorEnv
 
 __all__ = [
-    "ARM_CLASSES",
     "DEFAULT_ARMS",
     "DISLIKE",
     "ENV_ID_LIST",

@@ -1,9 +1,8 @@
 """Arms by name: build, fit (once per process) and precompute their slates.
 
-An environment's arms are given as names (``"svd"``, ``"sequential"``, ``"autoencoder"``,
-``"popularity"``, ``"random"``) or as :class:`arms.Recommender` instances. Names are resolved by
-:func:`make_arm`; the classes are looked up in :mod:`arms` when asked for, so an arm that this
-installation lacks fails with a clear message only when it is requested.
+An environment's arms are given as names of :mod:`arms.registry` (``"svd"``, ``"sequential"``,
+``"autoencoder"``, ``"dae"``, ``"popularity"``, ``"random"``) or as :class:`arms.Recommender`
+instances. The registry is the only place arms are named; this module only fits and caches them.
 
 Fitting an arm on MovieLens 100K takes seconds, so :func:`fitted_arms` caches each named arm per
 (name, training data, seed) and its frozen slates per slate size within the process; the slate
@@ -13,29 +12,18 @@ objects are shared: environments never mutate them (online learning works on dee
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
 
-import arms
-from arms import Recommender
+from arms import Recommender, registry
 from arms.data import Dataset
-from envs.errors import UnknownArmError
 
 logger = logging.getLogger(__name__)
 
-#: Arm name -> (class name in :mod:`arms`, constructor keywords).
-ARM_CLASSES: dict[str, tuple[str, dict[str, object]]] = {
-    "svd": ("SVDRecommender", {}),
-    "sequential": ("SequentialRecommender", {}),
-    "autoencoder": ("AutoencoderRecommender", {"variant": "ease"}),
-    "popularity": ("PopularityRecommender", {}),
-    "random": ("RandomRecommender", {}),
-}
-#: The recommenders a MovieLens environment serves by default.
+#: The recommenders a MovieLens environment serves by default (names of :mod:`arms.registry`).
 DEFAULT_ARMS = ("svd", "sequential", "autoencoder")
 #: Users recommended for in one pass when precomputing slates (bounds memory to
 #: ``chunk * n_items`` scores).
@@ -43,34 +31,21 @@ SLATE_CHUNK = 4096
 
 
 def arm_name(arm: str | Recommender) -> str:
-    """Display name of an arm: the name given, or the recommender's ``name``."""
-    return arm if isinstance(arm, str) else str(type(arm).name)
+    """Display name of an arm: its canonical registry name, or a recommender's registry name."""
+    return registry.canonical_name(arm) if isinstance(arm, str) else registry.name_of(arm)
 
 
 def make_arm(name: str, *, random_state: int = 0) -> Recommender:
-    """A new, unfitted arm from its name.
+    """A new, unfitted arm from its registry name (:func:`arms.registry.make_arm`).
 
     Raises
     ------
     TypeError
         If ``name`` is not a string.
-    UnknownArmError
-        If the name is not one of :data:`ARM_CLASSES` or its class is missing from :mod:`arms`.
+    arms.UnknownArmError
+        If the name is not registered (``envs.UnknownArmError`` is the same class).
     """
-    if not isinstance(name, str):
-        raise TypeError(f"an arm name must be a string, got {type(name).__name__}")
-    if name not in ARM_CLASSES:
-        raise UnknownArmError(f"unknown arm {name!r}; known arms are {sorted(ARM_CLASSES)}")
-    class_name, keywords = ARM_CLASSES[name]
-    klass = getattr(arms, class_name, None)
-    if klass is None:
-        raise UnknownArmError(
-            f"arm {name!r} needs arms.{class_name}, which this installation of arms lacks"
-        )
-    keywords = dict(keywords)
-    if "random_state" in inspect.signature(klass).parameters:
-        keywords["random_state"] = random_state
-    return klass(**keywords)
+    return registry.make_arm(name, random_state=random_state)
 
 
 def check_arms(arm_specs: object) -> tuple[str | Recommender, ...]:
@@ -81,7 +56,9 @@ def check_arms(arm_specs: object) -> tuple[str | Recommender, ...]:
     TypeError
         If ``arm_specs`` is a bare string or holds something else than names and recommenders.
     ValueError
-        If it is empty or names an arm twice.
+        If it is empty or names an arm twice (an alias and its canonical name count as one).
+    arms.UnknownArmError
+        If a name is not registered.
     """
     if isinstance(arm_specs, str) or not isinstance(arm_specs, Sequence):
         raise TypeError(
@@ -95,8 +72,8 @@ def check_arms(arm_specs: object) -> tuple[str | Recommender, ...]:
             raise TypeError(
                 f"arms must hold arm names or Recommender instances, got {type(spec).__name__}"
             )
-        if isinstance(spec, str) and spec not in ARM_CLASSES:
-            raise UnknownArmError(f"unknown arm {spec!r}; known arms are {sorted(ARM_CLASSES)}")
+        if isinstance(spec, str):
+            registry.resolve(spec)  # raises UnknownArmError, with a "did you mean"
     names = [arm_name(s) for s in specs]
     if len(set(names)) != len(names):
         raise ValueError(f"arms must be distinct, got {names}")
@@ -137,8 +114,9 @@ def fitted_arms(
     fitted, columns = [], []
     for spec in specs:
         if isinstance(spec, str):
-            arm = _fit_named(spec, train, random_state)
-            columns.append(_named_slates(spec, train, random_state, int(k)))
+            name = arm_name(spec)  # canonical, so an alias shares the cache of its arm
+            arm = _fit_named(name, train, random_state)
+            columns.append(_named_slates(name, train, random_state, int(k)))
         else:
             same_catalogue = (getattr(spec, "n_items_", None), getattr(spec, "n_users_", None)) \
                 == (train.n_items, train.n_users)

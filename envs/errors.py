@@ -8,6 +8,12 @@ from __future__ import annotations
 
 from gymnasium.error import ResetNeeded
 
+# An unknown arm name is the registry's error (:mod:`arms.registry`), re-exported so that
+# ``envs.UnknownArmError`` and ``arms.UnknownArmError`` are one class.
+from arms.errors import UnknownArmError
+
+__all__ = ["InvalidActionError", "StepBeforeResetError", "UnknownArmError", "UserModelError"]
+
 
 class InvalidActionError(ValueError):
     """The action is not the index of one of the environment's arms."""
@@ -21,5 +27,3 @@ class UserModelError(ValueError):
     """A user model cannot be built from the data it was given (e.g. too few held-out ratings)."""
 
 
-class UnknownArmError(ValueError):
-    """An arm name that the arm factory does not know."""

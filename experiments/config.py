@@ -39,29 +39,31 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
+import bandits
 from arms.errors import unknown_id_message
 
-#: Policies of :mod:`bandits` a config may name (their class names).
-BANDIT_POLICY_IDS = (
-    "ThompsonSampling",
-    "GaussianThompsonSampling",
-    "DiscountedThompsonSampling",
-    "SlidingWindowThompsonSampling",
-    "EpsilonGreedy",
-    "UCB1",
-    "KLUCB",
-    "RandomPolicy",
-    "LinUCB",
-    "LinTS",
-)
+
+def _package_policies() -> dict[str, type[bandits.BatchedPolicy]]:
+    # The bandits registry holds every concrete policy class by class name; a subclass defined
+    # in a test or a notebook registers itself too, but only the package's own are config ids.
+    registered = bandits.registered_policies()
+    return {name: registered[name] for name in sorted(registered)
+            if registered[name].__module__.startswith("bandits.")}
+
+
+#: Policy classes a config may name, by id (their class name): :func:`bandits.registered_policies`.
+BANDIT_POLICIES: Mapping[str, type[bandits.BatchedPolicy]] = MappingProxyType(_package_policies())
+BANDIT_POLICY_IDS = tuple(BANDIT_POLICIES)
 #: The experiment's own oracle baseline: the arm with the highest total expected reward over the
 #: run's users, known only in hindsight (see :mod:`experiments.simulate`).
 HINDSIGHT_POLICY_ID = "BestArmInHindsight"
+#: Every policy id a config may name.
 POLICY_IDS = (*BANDIT_POLICY_IDS, HINDSIGHT_POLICY_ID)
-#: Policies that read the user context observation.
-CONTEXTUAL_POLICY_IDS = ("LinUCB", "LinTS")
+#: Policies that read the user context observation (``contextual`` in their class).
+CONTEXTUAL_POLICY_IDS = tuple(name for name, cls in BANDIT_POLICIES.items() if cls.contextual)
 EXECUTORS = ("local", "dask")
 ENV_NAMESPACE = "recbandits"
 
@@ -172,7 +174,17 @@ class ExperimentConfig:
         return {k: v for k, v in data.items() if v is not None}
 
 
-# ---------------------------------------------------------------------- valid ids
+# ---------------------------------------------------------------------- ids and labels
+def default_label(policy_id: str) -> str:
+    """The label of a policy given without one: its id.
+
+    The one place that derives a label. Labels name a policy in every table and figure and seed
+    its random stream (:func:`experiments.simulate.policy_generator`), so changing this rule
+    would change the numbers of every configured policy that has no ``label``.
+    """
+    return policy_id
+
+
 def env_ids() -> list[str]:
     """Registered ``recbandits/...`` Gymnasium ids (importing :mod:`envs` registers them)."""
     import gymnasium
@@ -185,7 +197,23 @@ def env_ids() -> list[str]:
 
 
 def _unknown(kind: str, where: str, value: object, valid: list[str] | tuple[str, ...]) -> str:
-    return f"{where}: {unknown_id_message(kind, value, valid)}. Valid {kind}s: {', '.join(valid)}"
+    return f"{where}: {unknown_id_message(kind, value, valid, list_known=True)}"
+
+
+def unknown_policy_message(name: str, labels: list[str] | tuple[str, ...]) -> str:
+    """Why ``--policies`` cannot use ``name``: neither one of ``labels`` nor a policy id.
+
+    Suggests the closest label or id, then lists the labels of the config's policies (quoted:
+    they may hold spaces and commas) and the policy ids, each once: a label that is also an id
+    (``UCB1`` labelled ``"UCB1"``) is listed with the ids only.
+    """
+    extra = list(dict.fromkeys(label for label in labels if label not in POLICY_IDS))
+    message = f"--policies: {unknown_id_message('policy', name, [*extra, *POLICY_IDS])}"
+    if not message.endswith("?"):
+        message += "."
+    if extra:
+        message += f" Labels of the config's policies: {', '.join(map(repr, extra))}."
+    return message + f" Policy ids: {', '.join(POLICY_IDS)}."
 
 
 # ---------------------------------------------------------------------- parsing
@@ -238,7 +266,7 @@ def from_dict(data: Mapping[str, Any], *, default_name: str = "experiment") -> E
         policies.append(
             PolicyConfig(
                 id=table["id"],
-                label=table.get("label", table["id"]),
+                label=table.get("label", default_label(table["id"])),
                 params=_table(table.get("params", {}), f"policies[{i}].params"),
             )
         )
@@ -406,10 +434,9 @@ def _select_policies(config: ExperimentConfig, names: Any) -> tuple[PolicyConfig
         if match:
             chosen.extend(m for m in match if m not in chosen)
         elif name in POLICY_IDS:
-            chosen.append(PolicyConfig(id=name, label=name))
+            chosen.append(PolicyConfig(id=name, label=default_label(name)))
         else:
-            valid = [*config.policy_labels, *POLICY_IDS]
-            raise ConfigError(_unknown("policy id", "--policies", name, valid))
+            raise ConfigError(unknown_policy_message(name, config.policy_labels))
     if not chosen:
         raise ConfigError("--policies: name at least one policy")
     return tuple(chosen)

@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-import arms
+from arms import registry
 from arms.base import Recommender
 from arms.data import (
     Dataset,
@@ -74,8 +74,8 @@ PROTOCOL_METRICS = {
 }
 RANKING_PROTOCOLS = ("random_75_25", "leave_last_out", "temporal_20_pos4")
 POSITIVE_RATING = 4.0
-#: Arms evaluated when none are named.
-DEFAULT_ARMS = ("svd", "sequential", "ease", "popularity", "random")
+#: Arms evaluated when none are named (names of :mod:`arms.registry`; "ease" is "autoencoder").
+DEFAULT_ARMS = ("svd", "sequential", "autoencoder", "popularity", "random")
 USER_BATCH = 1024
 COLUMNS = ["protocol", "arm", "metric", "value"]
 
@@ -105,26 +105,12 @@ class ArmSpec:
 
 
 def default_arms() -> dict[str, ArmSpec]:
-    """Every arm the runner knows, by label, from what :mod:`arms` exports.
+    """Every arm of :mod:`arms.registry`, by its registry name.
 
     ``dae`` (the denoising autoencoder) is known but left out of :data:`DEFAULT_ARMS`: one fit
     takes about 15 s on MovieLens 100K, too slow for a run under a minute; name it in ``arms``.
     """
-    specs = {}
-    for label, cls_name, params in (
-        ("svd", "SVDRecommender", {}),
-        ("sequential", "SequentialRecommender", {}),
-        ("ease", "AutoencoderRecommender", {"variant": "ease"}),
-        ("popularity", "PopularityRecommender", {}),
-        ("random", "RandomRecommender", {}),
-        ("dae", "AutoencoderRecommender", {"variant": "dae"}),
-    ):
-        cls = getattr(arms, cls_name, None)
-        if cls is None:
-            logger.warning("arms.%s is not available; skipping arm %r", cls_name, label)
-            continue
-        specs[label] = ArmSpec(label, cls, params)
-    return specs
+    return {e.name: ArmSpec(e.name, e.cls, dict(e.params)) for e in registry.ARMS.values()}
 
 
 # ---------------------------------------------------------------------------- scoring one fit
@@ -315,7 +301,7 @@ def run(
     if arms is None:
         labels = [a for a in DEFAULT_ARMS if a in specs] if arm_specs is None else list(specs)
     else:
-        labels = list(arms)
+        labels = [registry.canonical_name(a) for a in arms]  # a deprecated alias warns
     unknown = [a for a in labels if a not in specs]
     if unknown:
         raise ValueError(f"unknown arms {unknown}; available: {sorted(specs)}")
@@ -452,7 +438,8 @@ def main(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     arm_labels = getattr(args, "arms", None)
     if isinstance(arm_labels, str):
-        arm_labels = [a.strip() for a in arm_labels.split(",") if a.strip()]
+        arm_labels = [registry.canonical_name(a.strip()) for a in arm_labels.split(",")
+                      if a.strip()]
     known = default_arms()
     if arm_labels is not None:
         unknown = [a for a in arm_labels if a not in known]

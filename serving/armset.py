@@ -7,7 +7,6 @@ reference, so a request that started on the old set finishes on it.
 from __future__ import annotations
 
 import fcntl
-import importlib
 import logging
 import os
 import shutil
@@ -16,57 +15,30 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from arms import registry
 from arms.base import Recommender, top_k
 from arms.data.dataset import Dataset
 
 logger = logging.getLogger(__name__)
 
 
-def resolve_arm_class(name: str) -> type[Recommender]:
-    """The :class:`~arms.base.Recommender` subclass whose ``name`` is ``name``.
-
-    Arms live in ``arms.<name>`` (``svd``, ``sequential``, ``autoencoder``, ``popularity``,
-    ``random``); the module is imported on demand.
+def make_arm(name: str, *, seed: int | None) -> Recommender:
+    """An unfitted arm by its :mod:`arms.registry` name (``random_state=seed`` if it takes one).
 
     Raises
     ------
-    ValueError
-        If no arm of that name exists; the message lists the known names.
+    arms.UnknownArmError
+        A ``ValueError``, if the name is not registered; the message lists the valid names.
     """
-    import arms  # noqa: F401 - registers the arms the package exports
-
-    with suppress(ModuleNotFoundError):
-        importlib.import_module(f"arms.{name}")
-    found = {cls.name: cls for cls in _all_subclasses(Recommender)}
-    if name not in found:
-        raise ValueError(f"unknown arm {name!r}; known arms: {sorted(found)}")
-    return found[name]
-
-
-def _all_subclasses(cls: type) -> list[type]:
-    out = []
-    for sub in cls.__subclasses__():
-        out.append(sub)
-        out.extend(_all_subclasses(sub))
-    return out
-
-
-def make_arm(name: str, *, seed: int | None) -> Recommender:
-    """An unfitted arm with default hyper-parameters (and ``random_state=seed`` if it takes one)."""
-    cls = resolve_arm_class(name)
-    params: dict[str, Any] = {}
-    if seed is not None and "random_state" in cls._param_names():
-        params["random_state"] = seed
-    return cls(**params)
+    return registry.make_arm(name, random_state=seed)
 
 
 def fit_arms(names: Sequence[str], train: Dataset, *, seed: int | None) -> dict[str, Recommender]:

@@ -13,6 +13,9 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from arms import registry
+
+#: Arms served by default, in policy order (names of :mod:`arms.registry`).
 DEFAULT_ARMS = ("svd", "sequential", "autoencoder", "popularity")
 
 
@@ -38,11 +41,12 @@ class Settings(BaseSettings):
         SQLAlchemy URL of the store; default an SQLite file ``<state_dir>/recbandits.db`` in WAL
         mode. ``postgresql+psycopg://user@host:port/db`` for several workers or hosts.
     arms : list of str
-        Arm names, in policy order (``svd``, ``sequential``, ``autoencoder``, ``popularity``,
-        ``random``).
+        Arm names of :mod:`arms.registry`, in policy order (``svd``, ``sequential``,
+        ``autoencoder``, ``dae``, ``popularity``, ``random``); a deprecated alias is replaced by
+        its canonical name.
     cold_start_arm : str
-        Arm whose popularity ranking serves users unknown to the arms; such decisions are logged
-        with propensity 1 and never update the policy.
+        Arm (a registry name) whose popularity ranking serves users unknown to the arms; such
+        decisions are logged with propensity 1 and never update the policy.
     prior_alpha, prior_beta : float
         Beta prior of Thompson Sampling on every arm's like rate.
     reward_window_s : float
@@ -128,9 +132,17 @@ class Settings(BaseSettings):
     def _check_arms(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("arms must name at least one arm")
+        # Canonical registry names (a deprecated alias warns), so the log and the saved arm
+        # files always use one name per arm; an unknown name fails here, before any fitting.
+        value = [registry.resolve(name).name for name in value]
         if len(set(value)) != len(value):
-            raise ValueError(f"arms must not repeat a name, got {value}")
+            raise ValueError(f"arms must not repeat an arm, got {value}")
         return value
+
+    @field_validator("cold_start_arm")
+    @classmethod
+    def _check_cold_start_arm(cls, value: str) -> str:
+        return registry.resolve(value).name
 
     def resolved_state_dir(self) -> Path:
         """The state folder (created on demand by the store, not here)."""

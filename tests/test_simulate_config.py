@@ -105,7 +105,7 @@ def test_override_applies_and_validates():
     changed = cfg.override(config, horizon=20, runs=None, policies=["TS", "UCB1"])
     assert changed.horizon == 20 and changed.runs == 4  # None leaves the file's value
     assert [p.label for p in changed.policies] == ["TS", "UCB1"]
-    with pytest.raises(ConfigError, match=r"--policies: unknown policy id 'Thomson'"):
+    with pytest.raises(ConfigError, match=r"--policies: unknown policy 'Thomson'"):
         cfg.override(config, policies=["Thomson"])
     with pytest.raises(ConfigError, match="runs must be >= 1"):
         cfg.override(config, runs=0)

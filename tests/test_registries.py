@@ -1,0 +1,220 @@
+"""One registry of arms (:mod:`arms.registry`) and one list of policy ids (the bandits registry).
+
+Environments, ``evaluate-arms`` and the service must resolve every arm name to the same class and
+hyper-parameters; the experiments' policy ids must be the bandits package's registered policies;
+unknown names get one readable message with a "did you mean".
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import tomllib
+import warnings
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+import arms
+import bandits
+import envs
+from arms import registry
+from arms.autoencoder import AutoencoderRecommender
+from envs.arm_set import check_arms
+from envs.factories import DRIFT_ARMS
+from envs.fixed_ctr import SEED_CTR
+from experiments import config as cfg
+from experiments import evaluate_arms
+from experiments.config import ConfigError
+from serving import armset
+from serving.settings import DEFAULT_ARMS as SERVED_ARMS
+from serving.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = registry.arm_names()
+
+
+# ------------------------------------------------------------------------------------ arms
+def _same_arm(a: arms.Recommender, b: arms.Recommender) -> bool:
+    return type(a) is type(b) and a.get_params() == b.get_params()
+
+
+def test_registry_names_each_arm_once():
+    assert NAMES == ("svd", "sequential", "autoencoder", "dae", "popularity", "random")
+    assert not set(registry.ALIASES) & set(NAMES)
+    assert set(registry.ALIASES.values()) <= set(NAMES)
+    assert registry.ARMS["autoencoder"].params == {"variant": "ease"}
+    assert registry.ARMS["dae"].params == {"variant": "dae"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_envs_experiments_and_serving_build_the_same_arm(name):
+    built = registry.make_arm(name, random_state=3)
+    assert registry.name_of(built) == name
+    assert _same_arm(envs.make_arm(name, random_state=3), built)
+    assert _same_arm(armset.make_arm(name, seed=3), built)
+    spec = evaluate_arms.default_arms()[name]
+    assert spec.label == name
+    evaluated = spec.build()
+    assert type(evaluated) is type(built)
+    assert {k: v for k, v in evaluated.get_params().items() if k != "random_state"} == {
+        k: v for k, v in built.get_params().items() if k != "random_state"
+    }
+
+
+def test_every_registry_arm_is_known_to_evaluate_arms_and_nothing_else():
+    assert tuple(evaluate_arms.default_arms()) == NAMES
+
+
+def test_seed_only_reaches_arms_that_take_one():
+    assert registry.make_arm("svd", random_state=7).random_state == 7
+    assert registry.make_arm("svd").random_state == 0  # the class default
+    registry.make_arm("popularity", random_state=7)  # takes no seed: not passed
+    assert registry.make_arm("autoencoder", l2=250.0).l2 == 250.0
+
+
+def test_every_default_arm_list_uses_registry_names():
+    shipped = []
+    for path in sorted((ROOT / "experiments" / "configs").glob("*.toml")):
+        env = tomllib.loads(path.read_text(encoding="utf-8"))["env"]
+        if env["id"] != "recbandits/FixedCTR-v0":  # without a dataset its arms are mere labels
+            shipped.extend(env.get("params", {}).get("arms", []))
+    assert "autoencoder" in shipped
+    for names in (envs.DEFAULT_ARMS, DRIFT_ARMS, SERVED_ARMS, evaluate_arms.DEFAULT_ARMS,
+                  tuple(SEED_CTR), tuple(shipped), (Settings().cold_start_arm,)):
+        assert set(names) <= set(NAMES), names
+
+
+def test_only_the_registry_builds_arms_by_class():
+    # Outside arms/, no module of envs, experiments or serving names a recommender class: they
+    # all go through arms.registry (a second table of name -> class is what this forbids).
+    classes = {n for n in arms.__all__ if n.endswith("Recommender") and n != "Recommender"}
+    offenders = []
+    for package in ("envs", "experiments", "serving"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                name = getattr(node, "id", None) or getattr(node, "attr", None)
+                if name in classes or (isinstance(node, ast.Constant) and node.value in classes):
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {name or node.value}")
+    assert not offenders, offenders
+
+
+def test_name_of_tells_the_autoencoder_variants_apart():
+    assert registry.name_of(AutoencoderRecommender(variant="dae", hidden_units=8)) == "dae"
+    assert registry.name_of(AutoencoderRecommender(l2=10.0)) == "autoencoder"
+
+
+def test_old_name_ease_resolves_with_a_future_warning():
+    with pytest.warns(FutureWarning, match=r"arm name 'ease' is deprecated; use 'autoencoder'"):
+        model = registry.make_arm("ease")
+    assert _same_arm(model, registry.make_arm("autoencoder"))
+    with pytest.warns(FutureWarning):
+        assert Settings(arms="svd,ease").arms == ["svd", "autoencoder"]
+    with pytest.warns(FutureWarning):
+        assert check_arms(["svd", "ease"]) == ("svd", "ease")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        with pytest.raises(ValueError, match="distinct"):
+            check_arms(["ease", "autoencoder"])  # one arm under two names
+        with pytest.raises(ValidationError, match="must not repeat an arm"):
+            Settings(arms="ease,autoencoder")
+
+
+@pytest.mark.parametrize(
+    "build",
+    [lambda n: registry.make_arm(n), lambda n: envs.make_arm(n),
+     lambda n: armset.make_arm(n, seed=None), lambda n: check_arms(["svd", n])],
+    ids=["registry", "envs", "serving", "envs-check"],
+)
+def test_unknown_arm_is_one_error_with_a_suggestion(build):
+    with pytest.raises(arms.UnknownArmError) as info:
+        build("autoencodr")
+    assert str(info.value) == (
+        "unknown arm 'autoencodr'; did you mean autoencoder? "
+        "Valid arms: svd, sequential, autoencoder, dae, popularity, random."
+    )
+    assert envs.UnknownArmError is arms.UnknownArmError
+    assert isinstance(info.value, ValueError)
+
+
+def test_unknown_arm_in_service_settings_fails_before_fitting():
+    with pytest.raises(ValidationError, match=r"unknown arm 'pagerank'\. Valid arms: svd"):
+        Settings(arms="svd,pagerank")
+    with pytest.raises(ValidationError, match=r"unknown arm 'populrity'; did you mean popularity"):
+        Settings(cold_start_arm="populrity")
+
+
+def test_arm_name_must_be_a_string():
+    with pytest.raises(TypeError, match=r"an arm name must be a string, got 3 \(int\)"):
+        registry.make_arm(3)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------ policies
+def test_policy_ids_are_the_bandits_registry():
+    package = {n for n, c in bandits.registered_policies().items()
+               if c.__module__.startswith("bandits.")}
+    assert set(cfg.BANDIT_POLICY_IDS) == package
+    assert (*sorted(package), cfg.HINDSIGHT_POLICY_ID) == cfg.POLICY_IDS
+    assert all(cfg.BANDIT_POLICIES[n] is getattr(bandits, n) for n in package)
+    assert set(cfg.CONTEXTUAL_POLICY_IDS) == {"LinUCB", "LinTS"}
+
+
+def test_a_policy_subclass_outside_the_package_is_no_config_id():
+    class TestOnlyPolicy(bandits.RandomPolicy):  # registers itself in the bandits registry
+        pass
+
+    assert "TestOnlyPolicy" in bandits.registered_policies()
+    assert "TestOnlyPolicy" not in cfg._package_policies()
+
+
+def test_labels_default_to_the_id_in_one_place():
+    config = cfg.from_dict({"env": {"id": "recbandits/FixedCTR-v0"},
+                            "policies": [{"id": "KLUCB"}, {"id": "UCB1", "label": "ucb"}]})
+    assert config.policy_labels == [cfg.default_label("KLUCB"), "ucb"] == ["KLUCB", "ucb"]
+    added = cfg.override(config, policies=["ucb", "RandomPolicy"])
+    assert added.policy_labels == ["ucb", cfg.default_label("RandomPolicy")]
+
+
+# ------------------------------------------------------------------------------------ messages
+LABELLED = {
+    "env": {"id": "recbandits/FixedCTR-v0"},
+    "policies": [
+        {"id": "ThompsonSampling", "label": "Thompson Sampling"},
+        {"id": "UCB1", "label": "UCB1"},  # a label that is also an id
+        {"id": "EpsilonGreedy", "label": "epsilon-greedy (0.1)"},
+    ],
+}
+
+
+def test_policies_option_message_lists_labels_and_ids_apart_each_once():
+    config = cfg.from_dict(LABELLED)
+    with pytest.raises(ConfigError) as info:
+        cfg.override(config, policies=["Thompson"])
+    message = str(info.value)
+    ids = ", ".join(cfg.POLICY_IDS)
+    assert message == (
+        "--policies: unknown policy 'Thompson'; did you mean ThompsonSampling? "
+        "Labels of the config's policies: 'Thompson Sampling', 'epsilon-greedy (0.1)'. "
+        f"Policy ids: {ids}."
+    )
+    assert "?." not in message
+    assert message.count("UCB1") == 1
+    for policy_id in cfg.POLICY_IDS:  # once, and the suggestion once more
+        expected = 2 if policy_id == "ThompsonSampling" else 1
+        assert len(re.findall(rf"\b{policy_id}\b", message)) == expected
+
+
+def test_policies_option_message_without_a_close_match():
+    with pytest.raises(ConfigError) as info:
+        cfg.override(cfg.from_dict(LABELLED), policies=["zzz"])
+    assert str(info.value).startswith("--policies: unknown policy 'zzz'. Labels of the config's")
+
+
+def test_config_policy_id_message_reads_as_sentences():
+    with pytest.raises(ConfigError) as info:
+        cfg.from_dict({**LABELLED, "policies": [{"id": "ThompsonSamplin"}]})
+    assert str(info.value) == (
+        "policies[0] id: unknown policy id 'ThompsonSamplin'; did you mean ThompsonSampling? "
+        f"Valid policy ids: {', '.join(cfg.POLICY_IDS)}."
+    )
