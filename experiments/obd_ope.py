@@ -312,25 +312,33 @@ def logged_asof_probabilities(source: OBDLog, at: OBDLog) -> np.ndarray:
 
     For impression i of ``at`` (time t, position k), column a holds the propensity ``source``
     logged for item a at position k nearest in time to t; items ``source`` never logged at k get
-    0; rows are renormalised to sum to one.
+    0; rows are renormalised to sum to one (a position ``source`` never logged gets the uniform
+    row). Impressions are matched in chunks of about 4 M (impression, item) cells, so the
+    full release's logs need no more than the ``(n_at, n_items)`` result.
     """
     n_at, n_items = at.n_rounds, source.n_items
-    query = pd.DataFrame({
-        "t": np.repeat(at.timestamps.as_unit("ns").asi8, n_items),
-        "key": (np.repeat(at.positions, n_items) * n_items
-                + np.tile(np.arange(n_items), n_at)),
-        "cell": np.arange(n_at * n_items),
-    }).sort_values("t", kind="stable")
     known = pd.DataFrame({
         "t": source.timestamps.as_unit("ns").asi8,
         "key": source.positions * n_items + source.items,
         "p": source.propensities,
     }).sort_values("t", kind="stable")
-    matched = pd.merge_asof(query, known, on="t", by="key", direction="nearest")
-    probs = np.zeros(n_at * n_items)
-    probs[matched["cell"].to_numpy()] = matched["p"].fillna(0.0).to_numpy()
-    probs = probs.reshape(n_at, n_items)
-    return probs / probs.sum(axis=1, keepdims=True)
+    times = at.timestamps.as_unit("ns").asi8
+    probs = np.zeros((n_at, n_items))
+    chunk = max(1, (1 << 22) // n_items)
+    for start in range(0, n_at, chunk):  # chunks of impressions, each one vectorised merge
+        stop = min(n_at, start + chunk)
+        m = stop - start
+        query = pd.DataFrame({
+            "t": np.repeat(times[start:stop], n_items),
+            "key": (np.repeat(at.positions[start:stop], n_items) * n_items
+                    + np.tile(np.arange(n_items), m)),
+            "cell": np.arange(m * n_items),
+        }).sort_values("t", kind="stable")
+        matched = pd.merge_asof(query, known, on="t", by="key", direction="nearest")
+        flat = probs[start:stop].reshape(-1)  # a view: rows of probs are contiguous
+        flat[matched["cell"].to_numpy()] = matched["p"].fillna(0.0).to_numpy()
+    totals = probs.sum(axis=1, keepdims=True)
+    return np.divide(probs, totals, out=np.full_like(probs, 1.0 / n_items), where=totals > 0)
 
 
 def cross_fitted_reward_model(log: OBDLog, n_folds: int, prior_strength: float,

@@ -154,6 +154,27 @@ def test_full_dataset_downloads_once_into_the_cache(tmp_path: Path,
     assert sorted(p.name for p in root.parent.iterdir()) == ["open_bandit_dataset"]
 
 
+def test_download_over_loopback_http(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import functools
+    import http.server
+    import threading
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    url, digest = _archive(tmp_path)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        http_url = f"http://127.0.0.1:{server.server_port}/{Path(url).name}"
+        root = find_obd(full=True, url=http_url, sha256=digest)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert load_obd("random", "men", root).n_rounds == 40
+
+
 def test_checksum_mismatch_raises_and_leaves_nothing(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -209,6 +230,9 @@ def test_asof_takes_the_nearest_logged_propensity_per_item() -> None:
                         seconds=np.array([2, 9]))
     probs = logged_asof_probabilities(source, at)
     np.testing.assert_allclose(probs, [[0.2 / 0.8, 0.6 / 0.8], [0.7 / 0.8, 0.1 / 0.8]])
+    # a position the source never logged: nothing to match, the uniform row
+    elsewhere = _synthetic_log(np.array([0]), np.array([1]), np.array([0.5]))
+    np.testing.assert_array_equal(logged_asof_probabilities(source, elsewhere), [[0.5, 0.5]])
 
 
 def test_reward_model_is_cross_fitted() -> None:
@@ -221,10 +245,11 @@ def test_reward_model_is_cross_fitted() -> None:
         assert q[i, 0] == pytest.approx(log.clicks[folds != folds[i]].mean())
 
 
-def test_run_and_cli_on_a_generated_tree(tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_and_cli_on_a_generated_tree(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
     from experiments.cli import main
 
+    monkeypatch.delenv("RECBANDITS_DATA", raising=False)  # no sample's bts_prior.yaml to find
     _write_tree(tmp_path, n=300, seed=5)
     results = run(OBDOPEConfig(campaigns=("men",), data_dir=str(tmp_path), n_bootstrap=50))
     assert [(r.target, r.action_dist) for r in results.rows] == [
@@ -240,6 +265,18 @@ def test_run_and_cli_on_a_generated_tree(tmp_path: Path,
     assert "Relative error over bootstrap resamples" in out
     with pytest.raises(ValueError, match="campaigns contains 'kids'"):
         OBDOPEConfig(campaigns=("kids",))
+
+    # with priors beside the tree, the Monte Carlo reconstruction joins in
+    alpha, beta = np.arange(1.0, 35.0), np.full(34, 500.0)
+    (tmp_path / "bts_prior.yaml").write_text(
+        f"men:\n  alpha: {alpha.tolist()}\n  beta: {beta.tolist()}\n")
+    got = load_bts_prior("men", tmp_path)
+    np.testing.assert_array_equal(got[0], alpha)
+    np.testing.assert_array_equal(got[1], beta)
+    results = run(OBDOPEConfig(campaigns=("men",), data_dir=str(tmp_path), n_bootstrap=0))
+    assert [r.action_dist for r in results.rows][1] == "prior_mc" and not results.notes
+    with pytest.raises(DataUnavailableError, match="no OBD tree"):
+        load_bts_prior("men")
 
 
 # --- the real sample (RECBANDITS_DATA/obd) ---------------------------------------------------

@@ -329,8 +329,9 @@ def load_bts_prior(campaign: str, data_dir: str | os.PathLike | None = None) -> 
                                                                                        np.ndarray]:
     """The production Bernoulli TS's Beta(alpha, beta) parameters per item (``bts_prior.yaml``).
 
-    The file ships with the sample (Open Bandit Pipeline's ``prior_bts.yaml``); it is looked for
-    at the root of the sample's tree (see :func:`find_obd` with ``full=False``).
+    The file ships with the sample (Open Bandit Pipeline's ``prior_bts.yaml``), not with the full
+    release: it is looked for at the root of ``data_dir``'s tree when one is given, then at the
+    root of the sample in ``$RECBANDITS_DATA/obd``.
 
     Returns
     -------
@@ -346,10 +347,16 @@ def load_bts_prior(campaign: str, data_dir: str | os.PathLike | None = None) -> 
     import yaml  # a dependency of dask already; imported here as only this reader needs it
 
     _check_choice(campaign, "campaign", CAMPAIGNS)
-    root = find_obd(data_dir, full=False)
-    path = root / "bts_prior.yaml"
-    if not path.is_file():
-        raise DataUnavailableError(f"{path} not found (it ships with the OBD sample)")
+    roots = [find_obd(data_dir)] if data_dir is not None else []
+    env_dir = os.environ.get("RECBANDITS_DATA")
+    sample = _obd_root(Path(env_dir)) if env_dir else None
+    roots += [sample] if sample is not None else []
+    found = [root / "bts_prior.yaml" for root in roots if (root / "bts_prior.yaml").is_file()]
+    if not found:
+        raise DataUnavailableError(
+            f"bts_prior.yaml not found in {', '.join(map(str, roots)) or 'no OBD tree'} (it "
+            "ships with the OBD sample: set RECBANDITS_DATA to a folder holding obd/)")
+    path = found[0]
     with path.open("rb") as fh:
         spec = yaml.safe_load(fh)
     try:
