@@ -108,9 +108,13 @@ def _ope(args: argparse.Namespace) -> int:
 def _ope_obd(args: argparse.Namespace) -> int:
     from experiments import obd_ope
 
-    config = obd_ope.config_from(
-        campaigns=(args.campaign,) if args.campaign else None, data_dir=args.data,
-        full=args.full, n_bootstrap=args.bootstrap, seed=args.seed)
+    try:
+        config = obd_ope.config_from(
+            campaigns=(args.campaign,) if args.campaign else None, data_dir=args.data,
+            full=args.full, n_bootstrap=args.bootstrap, seed=args.seed)
+    except (TypeError, ValueError) as exc:
+        print(f"recbandits ope --obd: {exc}", file=sys.stderr)
+        return 2
     results = obd_ope.run(config)
     print(results.markdown())
     print()

@@ -263,6 +263,8 @@ def test_run_and_cli_on_a_generated_tree(tmp_path: Path, capsys: pytest.CaptureF
     out = capsys.readouterr().out
     assert out.count("| men | ") == 8 and "random ← bts" in out and "logged_asof" in out
     assert "Relative error over bootstrap resamples" in out
+    assert main(["ope", "--obd", "--data", str(tmp_path), "--bootstrap", "-1"]) == 2
+    assert "n_bootstrap" in capsys.readouterr().err
     with pytest.raises(ValueError, match="campaigns contains 'kids'"):
         OBDOPEConfig(campaigns=("kids",))
 
