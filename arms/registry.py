@@ -28,9 +28,9 @@ Examples
 >>> from arms.registry import make_arm, arm_names
 >>> arm_names()
 ('svd', 'sequential', 'autoencoder', 'dae', 'popularity', 'random')
->>> make_arm("autoencoder", random_state=1)
-AutoencoderRecommender(variant='ease', l2=None, hidden_units=200, activation='relu', \
-corruption=0.5, n_epochs=20, learning_rate=0.003, random_state=1)
+>>> model = make_arm("autoencoder", random_state=1)
+>>> type(model).__name__, model.variant, model.random_state
+('AutoencoderRecommender', 'ease', 1)
 """
 
 from __future__ import annotations
