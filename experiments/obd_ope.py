@@ -42,7 +42,6 @@ the other folds), as Open Bandit Pipeline cross-fits its regression model.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,8 +60,6 @@ from bandits.ope import (
     estimator_terms,
     evaluate_policies,
 )
-
-logger = logging.getLogger(__name__)
 
 RECONSTRUCTIONS: tuple[str, ...] = ("prior_mc", "empirical", "logged_hmean", "logged_asof")
 
@@ -196,8 +193,11 @@ class OBDOPEResults:
     reconstructions : pandas.DataFrame
         Per campaign and reconstruction of TS's table, how well it reproduces the TS log:
         ``tv_to_empirical`` (mean over positions of the total-variation distance to the log's
-        item frequencies) and ``median_abs_log_ratio`` (median over TS-log impressions of
-        ``|log(pi(item | pos) / logged propensity)|``).
+        item frequencies; NaN for ``logged_asof``, which has no single table),
+        ``median_abs_log_ratio`` (median over TS-log impressions of
+        ``|log(pi(item | pos) / logged propensity)|``; ``logged_asof`` fits the odd impressions
+        from the even ones, as an impression would otherwise match its own record) and
+        ``zero_at_logged`` (share of TS-log impressions the reconstruction gives probability 0).
     notes : tuple of str
         Reconstructions skipped and why.
     """
