@@ -41,21 +41,28 @@ _simulators: OrderedDict[tuple, Simulator] = OrderedDict()
 
 
 @lru_cache(maxsize=4)
-def _movielens(data_dir: str | None) -> Dataset:
-    return load_movielens(data_dir)
+def _movielens(variant: str, data_dir: str | None) -> Dataset:
+    return load_movielens(data_dir, variant=variant)
 
 
-def resolve_dataset(dataset: Dataset | None, data_dir: str | PathLike | None) -> Dataset:
-    """``dataset`` if given, else MovieLens 100K (``data_dir``, ``RECBANDITS_DATA`` or cache).
+def resolve_dataset(dataset: Dataset | str | None, data_dir: str | PathLike | None) -> Dataset:
+    """``dataset`` if a Dataset, else the MovieLens release it names (``"ml-1m"``, ...; None
+    means 100K) from ``data_dir``, ``RECBANDITS_DATA`` or the cache (``arms.data.load_movielens``).
 
     A dataset equal in content to one seen before is replaced by that first instance, so the
     caches keyed on it hit even though ``gymnasium.make`` deep-copies its keyword arguments.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a ``dataset`` that is neither a Dataset, None nor a MovieLens name.
     """
-    if dataset is None:
-        return _movielens(None if data_dir is None else str(data_dir))
+    if dataset is None or isinstance(dataset, str):
+        return _movielens(dataset or "ml-100k", None if data_dir is None else str(data_dir))
     if not isinstance(dataset, Dataset):
         raise TypeError(
-            f"dataset must be an arms.data.Dataset or None, got {type(dataset).__name__}"
+            "dataset must be an arms.data.Dataset, a MovieLens name such as 'ml-1m' or None, "
+            f"got {type(dataset).__name__}"
         )
     return _canonical.setdefault(dataset_fingerprint(dataset), dataset)
 
@@ -119,7 +126,7 @@ def build_fixed_ctr(
     ctr: Sequence[float] | np.ndarray | None = None,
     arms: Sequence[Any] = DEFAULT_ARMS,
     n_users: int = 1000,
-    dataset: Dataset | None = None,
+    dataset: Dataset | str | None = None,
     slate_size: int = 10,
     reward: str = "any",
     arrival: str = "uniform",
@@ -129,10 +136,10 @@ def build_fixed_ctr(
     """Simulator of ``recbandits/FixedCTR-v0``.
 
     Without ``dataset`` nothing is fitted: ``arms`` are labels, users are ``0..n_users-1``,
-    slates hold no item (``-1``) and the observation is one constant feature. With a dataset the
-    arms are fitted on it and users, slates and contexts are real; clicks still follow ``ctr``.
-    ``ctr`` defaults to the seed story for the arms it names (svd 0.10, sequential 0.15,
-    autoencoder 0.12).
+    slates hold no item (``-1``) and the observation is one constant feature. With a dataset (or
+    a MovieLens name such as ``"ml-1m"``, see :func:`resolve_dataset`) the arms are fitted on
+    it and users, slates and contexts are real; clicks still follow ``ctr``. ``ctr`` defaults
+    to the seed story for the arms it names (svd 0.10, sequential 0.15, autoencoder 0.12).
     """
     k = _check_slate_size(slate_size)
     if dataset is None:
@@ -186,7 +193,7 @@ def build_fixed_ctr(
 def build_movielens(
     *,
     arms: Sequence[Any] = DEFAULT_ARMS,
-    dataset: Dataset | None = None,
+    dataset: Dataset | str | None = None,
     data_dir: str | PathLike | None = None,
     held_out_fraction: float | None = 0.2,
     n_last: int | None = None,
@@ -233,7 +240,7 @@ def build_movielens(
 def build_movielens_sim(
     *,
     arms: Sequence[Any] = DEFAULT_ARMS,
-    dataset: Dataset | None = None,
+    dataset: Dataset | str | None = None,
     data_dir: str | PathLike | None = None,
     rank: int = 16,
     like_threshold: float = 4.5,

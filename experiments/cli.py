@@ -7,10 +7,12 @@ never pay for (or depend on) the web stack.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from arms.data.movielens import MOVIELENS_NAMES
 from arms.errors import DataUnavailableError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -28,8 +30,12 @@ def _simulate(args: argparse.Namespace) -> int:
     from experiments.report import markdown_table
 
     try:
+        config = cfg.load(args.config)
+        if args.dataset is not None:  # the env's dataset, as [env.params] dataset in the file
+            params = {**config.env.params, "dataset": args.dataset}
+            config = dataclasses.replace(config, env=dataclasses.replace(config.env, params=params))
         config = cfg.override(
-            cfg.load(args.config),
+            config,
             env_id=args.env, policies=args.policies, horizon=args.horizon, runs=args.runs,
             seed=args.seed, workers=args.workers, scheduler=args.scheduler,
             executor=args.executor or ("dask" if args.scheduler else None),
@@ -195,10 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     evaluate = commands.add_parser(
-        "evaluate-arms", help="offline evaluation of the arms on MovieLens 100K"
+        "evaluate-arms", help="offline evaluation of the arms on MovieLens (100K by default)"
     )
-    evaluate.add_argument("--data", help="folder holding ml-100k/ (default: RECBANDITS_DATA, "
-                          "the user cache, else download)")
+    evaluate.add_argument("--data", help="folder holding ml-100k/, ml-1m/, ... (default: "
+                          "RECBANDITS_DATA, the user cache, else download)")
     evaluate.add_argument("--out", default=None, help="folder for metrics.csv "
                           "(default: runs/evaluate-arms-<timestamp>)")
     evaluate.add_argument("--seeds", type=int, default=3,
@@ -208,8 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "'ease' is the deprecated name of autoencoder)")
     evaluate.add_argument("--no-tune", action="store_true",
                           help="skip tuning on validation splits; use each arm's defaults")
-    evaluate.add_argument("--synthetic", type=int, default=None, metavar="N_RATINGS",
-                          help="evaluate on a synthetic dataset of N_RATINGS instead of MovieLens")
+    source = evaluate.add_mutually_exclusive_group()
+    source.add_argument("--dataset", choices=MOVIELENS_NAMES, default="movielens",
+                        help="MovieLens release (default movielens, i.e. ml-100k); ml-1m to "
+                        "ml-32m are downloaded once into the user cache")
+    source.add_argument("--synthetic", type=int, default=None, metavar="N_RATINGS",
+                        help="evaluate on a synthetic dataset of N_RATINGS instead of MovieLens")
     evaluate.add_argument("--jobs", type=int, default=2,
                           help="worker processes fitting arms side by side (default 2)")
     evaluate.set_defaults(handler=_evaluate_arms)
@@ -221,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="a TOML file, or the name of a shipped config (fixed_ctr, "
                           "movielens, movielens_drift); default movielens")
     simulate.add_argument("--env", help="environment id, overriding the config's")
+    simulate.add_argument("--dataset", choices=(*MOVIELENS_NAMES, "synthetic"),
+                          help="the environment's dataset, overriding the config's "
+                          "[env.params] dataset (movielens is ml-100k)")
     simulate.add_argument("--policies", nargs="+", metavar="POLICY",
                           help="labels or ids of the config's policies to run, or policy ids")
     simulate.add_argument("--horizon", type=int, metavar="T", help="steps per run")

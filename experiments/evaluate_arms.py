@@ -464,7 +464,8 @@ def main(args: argparse.Namespace) -> int:
             print(f"recbandits evaluate-arms: --synthetic {n_synthetic}: {exc}", file=sys.stderr)
             return 2
     else:
-        dataset = load_movielens(getattr(args, "data", None))
+        variant = getattr(args, "dataset", None) or "movielens"
+        dataset = load_movielens(getattr(args, "data", None), variant=variant)
     metrics = run(dataset, seeds=seeds, arms=arm_labels, tune=tune, n_jobs=n_jobs)
     elapsed = time.perf_counter() - started
     out = getattr(args, "out", None)

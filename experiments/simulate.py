@@ -42,6 +42,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from arms.data.movielens import (
+    MOVIELENS_ALIASES,
+    MOVIELENS_NAMES,
+    MOVIELENS_VARIANTS,
+    movielens_variant,
+)
 from experiments import config as cfg
 from experiments import report
 from experiments.config import HINDSIGHT_POLICY_ID, ExperimentConfig, PolicyConfig
@@ -92,8 +98,9 @@ class EnvInfo:
     action_dependent: bool = False
 
 
-#: ``dataset`` values a config may give (a Dataset object cannot be written in TOML).
-DATASETS = ("movielens", "synthetic")
+#: ``dataset`` values a config may give (a Dataset object cannot be written in TOML): the
+#: MovieLens releases (``"movielens"`` is 100K) and the synthetic generator.
+DATASETS = (*MOVIELENS_NAMES, "synthetic")
 _MOVIELENS_NAME = re.compile(r"movielens", re.IGNORECASE)
 _MOVIELENS_TEXT = re.compile(r"MovieLens(?: 100K)?", re.IGNORECASE)
 
@@ -113,21 +120,28 @@ def label_dataset(config: ExperimentConfig) -> ExperimentConfig:
     """``config`` named after the dataset it runs on: the one place that decides the label.
 
     The run's name (its folder ``runs/<name>-<timestamp>/`` and every plot title) and its
-    description (the head of ``summary.md``) are written for MovieLens in the shipped configs.
-    When the environment runs on the synthetic dataset instead (the fallback of
+    description (the head of ``summary.md``) are written for MovieLens 100K in the shipped
+    configs. When the environment runs on the synthetic dataset instead (the fallback of
     :func:`probe_env`, or a config asking for it), "movielens" in the name and "MovieLens
-    (100K)" in the description become "synthetic"; a name or description that then still does
-    not say "synthetic" gets it added. Any other config is returned unchanged.
+    (100K)" in the description become "synthetic"; on another MovieLens release they become its
+    name (``ml-1m``) and title (``MovieLens 1M``). A name or description that then still does
+    not say so gets it added. Any other config is returned unchanged.
     """
-    if dataset_name(config.env.params) != "synthetic":
+    name = dataset_name(config.env.params)
+    if name == "synthetic":
+        label, title, sentence = "synthetic", "synthetic", "On the synthetic dataset."
+    elif name in MOVIELENS_NAMES and movielens_variant(name).name != "ml-100k":
+        label, title = movielens_variant(name).name, movielens_variant(name).title
+        sentence = f"On {title}."
+    else:
         return config
-    name = _MOVIELENS_NAME.sub("synthetic", config.name)
-    if "synthetic" not in name.lower():
-        name = f"{name}-synthetic"
-    description = _MOVIELENS_TEXT.sub("synthetic", config.description or "")
-    if "synthetic" not in description.lower():
-        description = f"On the synthetic dataset. {description}".strip()
-    return dataclasses.replace(config, name=name, description=description)
+    run_name = _MOVIELENS_NAME.sub(label, config.name)
+    if label not in run_name.lower():
+        run_name = f"{run_name}-{label}"
+    description = _MOVIELENS_TEXT.sub(title, config.description or "")
+    if title.lower() not in description.lower():
+        description = f"{sentence} {description}".strip()
+    return dataclasses.replace(config, name=run_name, description=description)
 
 
 @functools.lru_cache(maxsize=4)
@@ -144,7 +158,10 @@ def env_kwargs(params: dict[str, Any], horizon: int) -> dict[str, Any]:
 
     ``dataset = "synthetic"`` (or a table ``{name = "synthetic", n_ratings = ..., ...}`` of
     :func:`arms.data.make_synthetic` arguments) becomes a seeded synthetic dataset;
-    ``"movielens"`` or no ``dataset`` means MovieLens 100K. Episodes last the whole horizon.
+    ``"movielens"`` or no ``dataset`` means MovieLens 100K, and ``"ml-1m"``, ``"ml-10m"``,
+    ``"ml-20m"``, ``"ml-25m"``, ``"ml-32m"`` (or ``"ml-100k"``) name a release the environment
+    loads itself (from its ``data_dir``, ``RECBANDITS_DATA`` or the cache). Episodes last the
+    whole horizon.
 
     Raises
     ------
@@ -159,7 +176,9 @@ def env_kwargs(params: dict[str, Any], horizon: int) -> dict[str, Any]:
         dataset = dataset.get("name")
     if dataset == "synthetic":
         kwargs["dataset"] = _synthetic(tuple(sorted(options.items())))
-    elif dataset not in (None, "movielens"):
+    elif dataset in MOVIELENS_VARIANTS:
+        kwargs["dataset"] = dataset
+    elif dataset not in (None, *MOVIELENS_ALIASES):
         raise cfg.ConfigError(
             f"[env.params] dataset must be one of {', '.join(DATASETS)}, got {dataset!r}"
         )
@@ -197,10 +216,11 @@ def probe_env(config: ExperimentConfig) -> EnvInfo:
     try:
         env = make_vector_env(config.env.id, params, 1, config.horizon)
     except DataUnavailableError as exc:
+        wanted = movielens_variant(dataset_name(params) or "movielens")
         params["dataset"] = "synthetic"
         logger.info("MovieLens unavailable: %s", exc)
-        notes.append("MovieLens 100K not available; running on the synthetic dataset instead "
-                     "(set RECBANDITS_DATA to a folder holding ml-100k/ to use it)")
+        notes.append(f"{wanted.title} not available; running on the synthetic dataset instead "
+                     f"(set RECBANDITS_DATA to a folder holding {wanted.folders[0]}/ to use it)")
         env = make_vector_env(config.env.id, params, 1, config.horizon)
     unwrapped = getattr(env, "unwrapped", env)
     arm_names = [str(a) for a in unwrapped.arm_names]

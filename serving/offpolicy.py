@@ -59,9 +59,8 @@ from bandits import ThompsonSampling
 from bandits.base import argmax_set_probabilities
 from bandits.ope import PolicyReport, evaluate_policies
 from serving.policy import PolicyModel
-from serving.store import ArmCounts, open_store
+from serving.store.repository import POSITIVE_TYPES, ArmCounts, Store
 from serving.store.tables import arm_state, decisions, feedback
-from serving.store.types import POSITIVE_TYPES
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +169,7 @@ def read_log(url: str, *, as_of: float | None = None, include_open: bool = False
             and not Path(parsed.database).is_file():
         raise ValueError(f"db: no SQLite file at {parsed.database!r}")
     as_of = time.time() if as_of is None else float(as_of)
-    store = open_store(url)
+    store = Store(url)
     try:
         if not sa.inspect(store.read_engine).has_table("decisions"):
             raise EmptyLogError(f"{store.describe()} has no decision log (no 'decisions' table)")
@@ -622,7 +621,7 @@ def simulate_service_log(url: str, arms: Sequence[str], respond: Respond, n_deci
     model = PolicyModel(arms, prior_alpha=prior_alpha, prior_beta=prior_beta,
                         propensity_grid=propensity_grid)
     rng = np.random.default_rng(seed)
-    store = open_store(url)  # SQLite: synchronous=NORMAL, the default
+    store = Store(url, sqlite_synchronous="NORMAL")
     store.create_schema(arms)
     successes = np.zeros(K)
     failures = np.zeros(K)

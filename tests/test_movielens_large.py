@@ -392,3 +392,117 @@ def test_real_release_matches_published_counts(variant: str, reference: Dataset)
     assert steps.min() >= 0.5 and steps.max() == 5.0 and np.all(steps * 2 == np.round(steps * 2))
     assert data.items["title"].str.len().min() > 0
     assert data.items["year"].notna().mean() > 0.99
+
+
+# ---------------------------------------------------------------------------- the lab's choice
+def write_as_ml1m(data: Dataset, folder: Path) -> Path:
+    """``data`` written in MovieLens 1M's exact format (``::``, latin-1, coded demographics)."""
+    r = data.ratings
+    lines = (r["user_id"].astype(str) + "::" + r["item_id"].astype(str) + "::"
+             + r["rating"].astype(int).astype(str) + "::" + r["timestamp"].astype(str))  # fmt: skip
+    items, users = data.items, data.users
+    movies = items.index.astype(str) + "::" + items["title"] + "::" + items["genres"]
+    codes = users["occupation"].cat.codes % len(ml.ML1M_OCCUPATIONS)
+    people = (users.index.astype(str) + "::" + users["gender"] + "::" + users["age"].astype(str)
+              + "::" + codes.astype(str) + "::" + users["zip_code"])  # fmt: skip
+    return write_release(folder / "ml-1m", {
+        "ratings.dat": ("\n".join(lines) + "\n").encode("latin-1"),
+        "movies.dat": ("\n".join(movies) + "\n").encode("latin-1"),
+        "users.dat": ("\n".join(people) + "\n").encode("latin-1"),
+    })  # fmt: skip
+
+
+@pytest.fixture
+def ml1m_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Dataset]:
+    """RECBANDITS_DATA holding a small ml-1m/ (80 users, 120 movies); yields its source."""
+    from envs import factories
+
+    source = make_synthetic(80, 120, 3000, random_state=4, min_user_ratings=10)
+    write_as_ml1m(source, tmp_path / "data")
+    monkeypatch.setenv("RECBANDITS_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    factories._movielens.cache_clear()  # keyed by (variant, data_dir): RECBANDITS_DATA moved
+    yield source
+    factories._movielens.cache_clear()
+
+
+def test_ml1m_round_trip_keeps_every_rating(ml1m_home: Dataset) -> None:
+    data = load_movielens(variant="ml-1m", download=False)
+    columns = ["user_id", "item_id", "rating", "timestamp"]
+    pd.testing.assert_frame_equal(data.ratings[columns], ml1m_home.ratings[columns])
+    assert data.items["genres"].tolist() == ml1m_home.items["genres"].tolist()
+    assert data.users["gender"].tolist() == ml1m_home.users["gender"].tolist()
+
+
+def test_envs_load_a_release_by_name(ml1m_home: Dataset) -> None:
+    import gymnasium
+
+    import envs  # noqa: F401  (registers the ids)
+    from envs.factories import resolve_dataset
+
+    data = resolve_dataset("ml-1m", None)
+    assert (data.name, data.n_users, data.n_ratings) == ("ml-1m", 80, 3000)
+    assert resolve_dataset("ml-1m", None) is data  # cached: the arms are fit once
+    env = gymnasium.make("recbandits/FixedCTR-v0", dataset="ml-1m", arms=["popularity"],
+                         ctr=[0.1])  # fmt: skip
+    np.testing.assert_array_equal(env.unwrapped.simulator.user_ids, ml1m_home.user_ids)
+    with pytest.raises(ValueError, match="unknown MovieLens variant 'ml-2m'"):
+        resolve_dataset("ml-2m", None)
+
+
+def test_simulate_runs_on_a_release_named_on_the_command_line(
+    ml1m_home: Dataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import tomllib
+
+    from experiments.cli import main
+
+    out = tmp_path / "run"
+    code = main(["simulate", "movielens", "--dataset", "ml-1m", "--horizon", "20", "--runs", "2",
+                 "--workers", "1", "--policies", "Thompson Sampling", "--no-plots", "-q",
+                 "--out", str(out)])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    written = tomllib.loads((out / "config.toml").read_text(encoding="utf-8"))
+    assert written["env"]["params"]["dataset"] == "ml-1m"
+    assert written["name"] == "ml-1m"  # the run is named after the release, not "movielens"
+    assert "MovieLens 1M users" in written["description"]
+
+
+def test_simulate_names_the_release_it_could_not_find(
+    tmp_path: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from experiments import config as cfg
+    from experiments import simulate
+
+    row = dataclasses.replace(ml.MOVIELENS_VARIANTS["ml-20m"], url=(tmp_path / "x.zip").as_uri())
+    monkeypatch.setitem(ml.MOVIELENS_VARIANTS, "ml-20m", row)
+    real = simulate._synthetic
+    small = (("min_user_ratings", 10), ("n_items", 120), ("n_ratings", 3000), ("n_users", 80))
+    monkeypatch.setattr(simulate, "_synthetic", lambda options: real(options or small))
+    config = cfg.load("movielens")
+    params = {**config.env.params, "dataset": "ml-20m", "arms": ["popularity"]}
+    config = dataclasses.replace(config, env=dataclasses.replace(config.env, params=params))
+    info = simulate.probe_env(config)
+    assert info.params["dataset"] == "synthetic"
+    assert info.notes == ("MovieLens 20M not available; running on the synthetic dataset "
+                          "instead (set RECBANDITS_DATA to a folder holding ml-20m/ to use it)",)
+    with pytest.raises(cfg.ConfigError, match=r"dataset must be one of movielens, ml-100k, "
+                       r"ml-1m, ml-10m, ml-20m, ml-25m, ml-32m, synthetic, got 'ml-2m'"):
+        simulate.env_kwargs({"dataset": "ml-2m"}, 10)
+
+
+def test_evaluate_arms_on_a_release(
+    ml1m_home: Dataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from experiments.cli import main
+
+    code = main(["evaluate-arms", "--dataset", "ml-1m", "--arms", "popularity", "--no-tune",
+                 "--seeds", "1", "--jobs", "1", "--out", str(tmp_path / "eval")])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "evaluate-arms on Dataset(name='ml-1m', n_users=80, n_items=120, n_ratings=3000)" in (
+        printed
+    )
+    with pytest.raises(SystemExit):  # one source of data: a release or a synthetic size
+        main(["evaluate-arms", "--dataset", "ml-1m", "--synthetic", "5000"])
+    assert "not allowed with argument" in capsys.readouterr().err

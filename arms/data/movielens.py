@@ -112,6 +112,11 @@ class MovieLensVariant:
     n_items: int
     n_ratings: int
 
+    @property
+    def title(self) -> str:
+        """The release's usual name, e.g. ``"MovieLens 1M"``."""
+        return f"MovieLens {self.name.removeprefix('ml-').upper()}"
+
 
 # SHA-256 and sizes: TensorFlow Datasets' url_checksums/movielens.txt for 100K, 1M, 20M and 25M;
 # for 10M and 32M, pins published by several independent projects, each pairing them with the
@@ -252,12 +257,12 @@ def find_movielens(
         f"place the unzipped {spec.folders[0]} folder in {cache_dir()}"
     )
     if not download:
-        raise DataUnavailableError(f"MovieLens {label} not found and download disabled: {hint}")
+        raise DataUnavailableError(f"{spec.title} not found and download disabled: {hint}")
     try:
         return _download(spec, cache_dir())
     except (OSError, urllib.error.URLError, zipfile.BadZipFile, ValueError) as exc:
         raise DataUnavailableError(
-            f"MovieLens {label} not found and the download from {spec.url} failed ({exc}): {hint}"
+            f"{spec.title} not found and the download from {spec.url} failed ({exc}): {hint}"
         ) from exc
 
 
@@ -267,7 +272,7 @@ def _download(spec: MovieLensVariant, target: Path) -> Path:
     Raises ``ValueError`` on a size or checksum mismatch, before anything is unpacked.
     """
     target.mkdir(parents=True, exist_ok=True)
-    logger.info("downloading MovieLens %s from %s into %s", spec.name, spec.url, target)
+    logger.info("downloading %s from %s into %s", spec.title, spec.url, target)
     with tempfile.TemporaryDirectory(dir=target) as tmp:
         archive = Path(tmp) / "archive.zip"
         sha256, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0

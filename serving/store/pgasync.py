@@ -1,7 +1,4 @@
-"""PostgreSQL: pooled engines, and group reads and group commits on the event loop.
-
-:class:`PostgreSQLStore` is the backend; its request-path reads and its commits during serving
-run as coroutines (:class:`GroupReader`, :class:`AsyncBatchWriter`), a few round trips per batch.
+"""PostgreSQL on the event loop: group reads and group commits, a few round trips per batch.
 
 Profiling the thread-based path (one ``run_in_executor`` hop and one round trip per read, the
 writer's batch in about seven round trips, 9 threads contending for the GIL) showed the worker
@@ -14,39 +11,40 @@ those hand-offs. Here both paths run as coroutines on the worker's event loop, e
   answered by ONE query per kind (``WHERE user_id = ANY(%s)``, ``event_id = ANY(%s)``, a
   ``LATERAL`` join for the latest decision showing a movie), and the results are handed to the
   waiting requests in the same loop turn.
-- :class:`AsyncBatchWriter`: a batch (decisions and feedback of many requests) is one transaction of
-  a few statements sent in pipeline mode: one ``INSERT ... SELECT FROM unnest(...)`` for all the
-  decisions, one for all the feedback (``ON CONFLICT DO NOTHING RETURNING``), then the ratings and
-  the ``arm_state`` increments and ``COMMIT``. The counters are incremented in SQL, one ``UPDATE``
-  per arm in sorted order (no dead-lock between workers), in the same transaction as the rows they
-  count, and as the last statements before ``COMMIT`` in the same pipeline, so a worker holds the
-  hot ``arm_state`` rows for the server's execution time only, never for a client round trip.
+- :func:`write_batch`: a batch (decisions and feedback of many requests) is one transaction of a
+  few statements sent in pipeline mode: one ``INSERT ... SELECT FROM unnest(...)`` for all the
+  decisions, one for all the feedback (``ON CONFLICT DO NOTHING RETURNING``), then the ratings
+  and the ``arm_state`` increments and ``COMMIT``. The counters are incremented in SQL, one
+  ``UPDATE`` per arm in sorted order (no dead-lock between workers), in the same transaction as
+  the rows they count, and as the last statements before ``COMMIT`` in the same pipeline, so a
+  worker holds the hot ``arm_state`` rows for the server's execution time only, never for a
+  client round trip.
 
-The results are those of :meth:`PostgreSQLStore.write_batch` and the store's read methods (the
-tests run the same API suite on both paths).
+The results are those of :meth:`Store.write_batch` and the Store's read methods (the tests run
+the same API suite on both paths).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import select
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Connection, Engine
 
 from serving.errors import StoreUnavailableError
-from serving.store.base import CommitMode, Store, rated, stored_feedback_row
-from serving.store.errors import store_unavailable, store_unavailable_error
-from serving.store.types import BatchResult, FeedbackResult, FeedbackWrite
+from serving.store.repository import (
+    BatchResult,
+    FeedbackResult,
+    FeedbackWrite,
+    Store,
+    store_unavailable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -102,86 +100,11 @@ _INCREMENT = f"WITH {_INCREMENT_CTES} {_INCREMENT_UPDATE}"
 _DECISIONS_AND_PULLS = f"WITH ins AS ({_INSERT_DECISIONS}), {_INCREMENT_CTES} {_INCREMENT_UPDATE}"
 
 
-class PostgreSQLStore(Store):
-    """The service's database on a PostgreSQL server, shared by any number of workers.
-
-    Parameters
-    ----------
-    url : str
-        ``postgresql+psycopg://user@host:port/db``.
-    timeout_s : float, default 10.0
-        Longest wait for a connection, a pooled connection or an answer (then a 503).
-    create : bool, default True
-        Accepted for every backend; the database must exist on the server either way.
-
-    Raises
-    ------
-    ValueError
-        ``timeout_s`` not positive.
-    """
-
-    PARAM = "%s"
-    JSON_CAST = "::json"
-    insert = staticmethod(postgresql.insert)
-
-    def _check_url(self, url: str, create: bool) -> None:
-        """Nothing to check before connecting: the server answers for the database."""
-
-    @property
-    def commit_mode(self) -> CommitMode:
-        # The request-path reads and the group commits run as coroutines on the event loop
-        # (GroupReader, AsyncBatchWriter below); the engines serve everything else.
-        return "async"
-
-    def async_writer(self) -> AsyncBatchWriter:
-        return AsyncBatchWriter(self)
-
-    def group_reader(self) -> GroupReader:
-        return GroupReader(self)
-
-    def _engines(self) -> tuple[Engine, Engine]:
-        connect = {"connect_timeout": max(1, math.ceil(self.timeout_s))}
-        write = sa.create_engine(self.url, pool_size=2, max_overflow=2, pool_pre_ping=True,
-                                 connect_args=connect, pool_timeout=self.timeout_s)
-        read = sa.create_engine(self.url, pool_size=8, max_overflow=8, pool_pre_ping=True,
-                                connect_args=connect, pool_timeout=self.timeout_s,
-                                isolation_level="AUTOCOMMIT")
-        return write, read
-
-    def _raw_connect(self) -> Any:
-        import psycopg
-
-        return psycopg.connect(_conninfo(self), autocommit=True,
-                               connect_timeout=max(1, math.ceil(self.timeout_s)))
-
-    @contextlib.contextmanager
-    def _snapshot_connection(self) -> Iterator[Connection]:
-        # The read engine autocommits; a server-side cursor needs a transaction (and
-        # REPEATABLE READ gives a count and the rows one snapshot).
-        with self.read_engine.connect() as conn:
-            conn = conn.execution_options(isolation_level="REPEATABLE READ")
-            with conn.begin():
-                yield conn
-
-    def write_batch(self, decision_rows: Sequence[dict[str, Any]],
-                    feedback_writes: Sequence[FeedbackWrite], *,
-                    wait: bool = True) -> BatchResult:
-        """See :meth:`Store.write_batch`: the cursor of a pooled connection in ``begin()``
-        (serving commits go through :meth:`async_writer` instead). ``wait`` is ignored: the
-        server's row locks are waited for."""
-        with self.write_engine.begin() as conn:
-            cursor = conn.connection.cursor()
-            try:
-                return self._write_rows(cursor, decision_rows, feedback_writes)
-            finally:
-                cursor.close()
-
-
-def _conninfo(store: PostgreSQLStore) -> str:
+def _conninfo(store: Store) -> str:
     return store.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-async def _connect(store: PostgreSQLStore) -> Any:
+async def _connect(store: Store) -> Any:
     import psycopg
 
     return await psycopg.AsyncConnection.connect(
@@ -203,7 +126,7 @@ def _has_input(conn: Any) -> bool:
 class _Connection:
     """One async connection, opened on first use and again after a failure."""
 
-    def __init__(self, store: PostgreSQLStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
         self.conn: Any = None
 
@@ -247,13 +170,13 @@ class GroupReader:
 
     Parameters
     ----------
-    store : PostgreSQLStore
-        Its URL and time-out are used.
+    store : Store
+        A PostgreSQL store (its URL and time-out are used).
     """
 
     KINDS = frozenset({"user_feedback", "decision", "latest_decision_showing"})
 
-    def __init__(self, store: PostgreSQLStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
         self._conn = _Connection(store)
         self._pending: list[_Read] = []
@@ -362,15 +285,19 @@ class GroupReader:
         return [found.get(i) for i in range(len(items))]
 
 
-def _timed_out(store: PostgreSQLStore) -> StoreUnavailableError:
+def _timed_out(store: Store) -> StoreUnavailableError:
     return store_unavailable_error(f"no answer from the database within {store.timeout_s:g} s")
+
+
+def store_unavailable_error(reason: str) -> StoreUnavailableError:
+    return StoreUnavailableError(f"the store is unavailable ({reason}); retry later")
 
 
 # ---------------------------------------------------------------------------- writes
 class AsyncBatchWriter:
     """Commits one batch per call on a dedicated async connection (see the module doc)."""
 
-    def __init__(self, store: PostgreSQLStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
         self._conn = _Connection(store)
 
@@ -379,7 +306,7 @@ class AsyncBatchWriter:
 
     async def write_batch(self, decision_rows: Sequence[dict[str, Any]],
                           feedback_writes: Sequence[FeedbackWrite]) -> BatchResult:
-        """As :meth:`PostgreSQLStore.write_batch`: all in ONE transaction, counted exactly once."""
+        """As :meth:`Store.write_batch`: everything in ONE transaction, counted exactly once."""
         conn = await self._conn.get()
         try:
             async with asyncio.timeout(self.store.timeout_s):
@@ -450,11 +377,9 @@ class AsyncBatchWriter:
                     key = write.key
                     if key in rows or key in existing:
                         row = rows.get(key) or existing[key]
-                        # As stored: the rule book's rating, whatever this write carried.
-                        result.feedback.append(FeedbackResult(stored_feedback_row(dict(row)),
-                                                              False))
+                        result.feedback.append(FeedbackResult(dict(row), False))
                         continue
-                    row = rated(dict(write.values, id=inserted[key]), write.rating)
+                    row = dict(write.values, id=inserted[key])
                     rows[key] = row
                     result.feedback.append(FeedbackResult(row, True))
                     if row["counted"]:
@@ -488,7 +413,8 @@ class AsyncBatchWriter:
         await pipeline.sync()
         found = {}
         for values in await cursor.fetchall():
-            row = stored_feedback_row(dict(zip(columns, values, strict=True)))
+            row = dict(zip(columns, values, strict=True))
+            row["counted"] = bool(row["counted"])
             found[row["user_id"], row["event_key"], row["movie_id"], row["feedback_type"]] = row
         return found
 
@@ -520,4 +446,4 @@ def _as_json(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["AsyncBatchWriter", "GroupReader", "PostgreSQLStore"]
+__all__ = ["AsyncBatchWriter", "GroupReader"]
