@@ -53,14 +53,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import sqlalchemy as sa
 
 from bandits import ThompsonSampling
 from bandits.base import argmax_set_probabilities
 from bandits.ope import PolicyReport, evaluate_policies
 from serving.policy import PolicyModel
-from serving.store.repository import POSITIVE_TYPES, ArmCounts, Store
-from serving.store.tables import arm_state, decisions, feedback
+from serving.store import ArmCounts, open_store
 
 logger = logging.getLogger(__name__)
 
@@ -164,38 +162,15 @@ def read_log(url: str, *, as_of: float | None = None, include_open: bool = False
     ValueError
         For a URL that is neither SQLite nor PostgreSQL, or an SQLite file that does not exist.
     """
-    parsed = sa.engine.make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:") \
-            and not Path(parsed.database).is_file():
-        raise ValueError(f"db: no SQLite file at {parsed.database!r}")
+    store = open_store(url, create=False)  # ValueError: no such SQLite file
     as_of = time.time() if as_of is None else float(as_of)
-    store = Store(url)
     try:
-        if not sa.inspect(store.read_engine).has_table("decisions"):
+        if not store.has_log():
             raise EmptyLogError(f"{store.describe()} has no decision log (no 'decisions' table)")
-        outcome = _feedback_outcomes()
-        cols = (decisions.c.event_id, decisions.c.created_at, decisions.c.user_id,
-                sa.cast(decisions.c.context, sa.Text), decisions.c.arm,
-                decisions.c.propensity, sa.cast(decisions.c.pmf, sa.Text),
-                decisions.c.policy_version, decisions.c.reward_deadline,
-                decisions.c.settled_at, outcome.c.positive)
-        stmt = (sa.select(*cols)
-                .outerjoin(outcome, outcome.c.event_id == decisions.c.event_id)
-                .where(sa.not_(decisions.c.cold_start))
-                .order_by(decisions.c.created_at, decisions.c.event_id))
         arms: list[str] = []
         parts: list[dict[str, Any]] = []
-        with store.read_engine.connect() as conn:
-            if store.backend == "postgresql":
-                # the read engine autocommits; a server-side cursor needs a transaction (and
-                # REPEATABLE READ gives the count and the rows one snapshot)
-                conn = conn.execution_options(isolation_level="REPEATABLE READ")
-            with conn.begin():
-                n_cold = int(conn.execute(sa.select(sa.func.count()).select_from(decisions)
-                                          .where(decisions.c.cold_start)).scalar_one())
-                result = conn.execution_options(yield_per=partition).execute(stmt)
-                for rows in result.partitions(partition):
-                    parts.append(_arrays(rows, arms))
+        n_cold = store.decision_log_rows(lambda rows: parts.append(_arrays(rows, arms)),
+                                         partition=partition)
         observations, _ = store.replay_observations()
         source = store.describe()
     finally:
@@ -244,22 +219,10 @@ def read_log(url: str, *, as_of: float | None = None, include_open: bool = False
     )
 
 
-def _feedback_outcomes() -> sa.Subquery:
-    """``(event_id, positive)`` per decision with counted feedback (the service's rule).
-
-    ``positive`` is 1 when a like or click counted, 0 when only dislikes did.
-    """
-    positive = sa.func.max(sa.case((feedback.c.feedback_type.in_(POSITIVE_TYPES), 1), else_=0))
-    stmt = (sa.select(feedback.c.event_id, positive.label("positive"))
-            .join(decisions, feedback.c.event_id == decisions.c.event_id)
-            .where(sa.not_(decisions.c.cold_start),
-                   feedback.c.created_at <= decisions.c.reward_deadline)
-            .group_by(feedback.c.event_id))
-    return stmt.subquery("outcome")
-
-
 def _arrays(rows: Sequence[Any], arms: list[str]) -> dict[str, Any]:
     """One partition of decision rows as arrays; ``arms`` grows as new names appear.
+
+    ``rows`` hold :attr:`serving.store.Store.DECISION_LOG_COLUMNS`.
 
     ``pmf`` and ``context`` arrive as JSON text: the pmf only changes when the service
     refreshes its snapshot, so each distinct text is parsed once and rows gather from a small
@@ -621,7 +584,7 @@ def simulate_service_log(url: str, arms: Sequence[str], respond: Respond, n_deci
     model = PolicyModel(arms, prior_alpha=prior_alpha, prior_beta=prior_beta,
                         propensity_grid=propensity_grid)
     rng = np.random.default_rng(seed)
-    store = Store(url, sqlite_synchronous="NORMAL")
+    store = open_store(url)
     store.create_schema(arms)
     successes = np.zeros(K)
     failures = np.zeros(K)
@@ -635,10 +598,7 @@ def simulate_service_log(url: str, arms: Sequence[str], respond: Respond, n_deci
     def flush(final: bool = False) -> None:
         if not dec_rows or (len(dec_rows) < chunk and not final):
             return
-        with store.write_engine.begin() as conn:
-            conn.execute(decisions.insert(), dec_rows)
-            if fb_rows:
-                conn.execute(feedback.insert(), fb_rows)
+        store.insert_simulated(dec_rows, fb_rows)
         written["decisions"] += len(dec_rows)
         written["feedback"] += len(fb_rows)
         dec_rows.clear()
@@ -712,15 +672,11 @@ def simulate_service_log(url: str, arms: Sequence[str], respond: Respond, n_deci
             arm_idx = pending[:, 1].astype(np.int64)
             successes += np.bincount(arm_idx, weights=pending[:, 2], minlength=K)
             failures += np.bincount(arm_idx, weights=1.0 - pending[:, 2], minlength=K)
-        with store.write_engine.begin() as conn:
-            for k, a in enumerate(arms):
-                conn.execute(arm_state.update().where(arm_state.c.arm == a).values(
-                    successes=int(successes[k]), failures=int(failures[k]),
-                    pulls=int(pulls[k])))
+        final = {a: ArmCounts(int(successes[k]), int(failures[k]), int(pulls[k]))
+                 for k, a in enumerate(arms)}
+        store.set_arm_counts(final)
     finally:
         store.dispose()
-    final = {a: ArmCounts(int(successes[k]), int(failures[k]), int(pulls[k]))
-             for k, a in enumerate(arms)}
     return {**written, "counts": final}
 
 
