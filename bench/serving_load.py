@@ -369,10 +369,10 @@ def prepare_state(state: Path, dataset: str) -> None:
 def seed_store(state: Path, db: str) -> None:
     """Point a fresh store at the arms :func:`prepare_state` fitted (no refit per config)."""
     from serving.settings import DEFAULT_ARMS
-    from serving.store import Store
+    from serving.store import open_store
 
-    source = Store(f"sqlite:///{state / 'recbandits.db'}")
-    target = Store(db)
+    source = open_store(f"sqlite:///{state / 'recbandits.db'}")
+    target = open_store(db)
     try:
         meta = source.policy_meta()
         target.create_schema(DEFAULT_ARMS)

@@ -29,7 +29,7 @@ from serving.api.routes import admin, demo, feedback, health, policy, recommenda
 from serving.errors import ServingError, StoreUnavailableError
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.settings import Settings
-from serving.store.repository import database_errors, store_unavailable
+from serving.store.errors import database_errors, store_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,6 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
             resources.store, batch_max=settings.batch_max,
             jobs=[PeriodicJob("settle", settings.sweep_interval_s, service.settle)],
             on_counted=service.policy_changed,
-            inline=resources.store.inline_commits,
         )
         writer.start(asyncio.get_running_loop())
         service.writer = writer

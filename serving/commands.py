@@ -24,7 +24,7 @@ from serving.armset import ArmSet, file_lock, fit_arms, load_arms, save_arms
 from serving.policy import PolicyModel
 from serving.service import retrain_arms
 from serving.settings import Settings
-from serving.store import Store
+from serving.store import Store, open_store
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
     """
     if arms is not None and list(arms) != list(settings.arms):
         raise ValueError(f"arms names {list(arms)} must equal settings.arms {settings.arms}")
-    store = Store(settings.resolved_db_url(), timeout_s=settings.store_timeout_s)
+    store = open_store(settings.resolved_db_url(), timeout_s=settings.store_timeout_s)
     store.create_schema(settings.arms)
     catalog = catalog if catalog is not None else load_catalog(settings)
     state_dir = settings.resolved_state_dir()
@@ -130,7 +130,7 @@ def rebuild_state(settings: Settings, out: TextIO | None = None) -> int:
     whether the policy rebuilt by replay equals the policy restored from the store.
     """
     out = out if out is not None else sys.stdout  # looked up per call: tests redirect it
-    store = Store(settings.resolved_db_url(), timeout_s=settings.store_timeout_s)
+    store = open_store(settings.resolved_db_url(), timeout_s=settings.store_timeout_s)
     try:
         stored = store.arm_counts()
         observations, pulls = store.replay_observations()

@@ -43,7 +43,7 @@ from serving.schemas import FeedbackIn
 from serving.session import session_adjust
 from serving.settings import Settings
 from serving.store import ArmCounts, FeedbackResult, FeedbackWrite, Store
-from serving.store.repository import RATING_OF_TYPE
+from serving.store.types import RATING_OF_TYPE
 
 logger = logging.getLogger(__name__)
 
@@ -145,12 +145,13 @@ class RecommendationService:
     async def _read(self, kind: str, *args: Any) -> Any:
         """``Store.<kind>(*args)``, read where it is cheapest for this store.
 
-        An indexed read of a local SQLite file in WAL mode takes ~10 us and never waits for
-        the writer: cheaper inline than a hop to a thread. On PostgreSQL the request-path reads
-        (the group reader's kinds) join the writer's group reader, one query per batch on the
-        event loop; any other read goes to a thread.
+        A store whose reads are cheap enough runs them inline (``Store.inline_reads``: an
+        indexed read of a local SQLite file in WAL mode takes ~10 us and never waits for the
+        writer). Otherwise the request-path reads (the group reader's kinds) join the writer's
+        group reader if the store has one (PostgreSQL: one query per batch on the event loop);
+        any other read goes to a thread.
         """
-        if self.store.backend == "sqlite":
+        if self.store.inline_reads:
             return getattr(self.store, kind)(*args)
         reader = getattr(self.writer, "reader", None)
         if reader is not None and kind in reader.KINDS:

@@ -24,7 +24,7 @@ from serving.app import create_app
 from serving.armset import fit_arms
 from serving.commands import rebuild_state
 from serving.settings import DEFAULT_ARMS, Settings
-from serving.store import Store
+from serving.store import open_store
 from serving.store.tables import arm_state, decisions, feedback, feedback_ratings
 
 ARMS = list(DEFAULT_ARMS)
@@ -401,9 +401,9 @@ def test_admin_disabled_without_token(tmp_path: Path, catalog: Dataset, fitted: 
 
 def test_store_rejects_bad_url(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="sqlite:// or postgresql"):
-        Store("mysql://x@localhost/db")
+        open_store("mysql://x@localhost/db")
     with pytest.raises(ValueError, match="in-memory"):
-        Store("sqlite://")
+        open_store("sqlite://")
 
 
 @pytest.mark.slow

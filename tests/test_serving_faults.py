@@ -251,10 +251,15 @@ def test_stopped_postgres_is_a_503_and_the_service_recovers_when_it_returns(
 class FlakyStore:
     """Stands in for :class:`Store` in the writer: every write fails with ``error``."""
 
+    commit_mode = "thread"
+
     def __init__(self, error: Exception) -> None:
         self.error = error
         self.calls: list[int] = []
         self.release = threading.Event()
+
+    def periodic_jobs(self) -> list:
+        return []
 
     def write_batch(self, decision_rows: list, feedback_writes: list) -> None:
         self.calls.append(len(decision_rows) + len(feedback_writes))
@@ -303,7 +308,7 @@ def test_writer_fails_a_batch_at_once_on_an_outage_and_isolates_other_errors(
 
 
 def test_only_outages_map_to_store_unavailable() -> None:
-    from serving.store.repository import store_unavailable
+    from serving.store.errors import store_unavailable
 
     locked = sa.exc.OperationalError("UPDATE arm_state SET x = 1", {},
                                      sqlite3.OperationalError("database is locked"))

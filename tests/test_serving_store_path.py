@@ -1,13 +1,13 @@
 """The store's request path: PostgreSQL group reads and commits, SQLite locks and checkpoints.
 
-- PostgreSQL (:mod:`serving.store.pgasync`): a batch written by the event-loop writer stores,
+- PostgreSQL (:mod:`serving.store.postgresql`): a batch written by the event-loop writer stores,
   counts and answers exactly what :meth:`Store.write_batch` does (duplicates within a batch,
   keys already stored, the latest rating winning); batched reads answer what the Store's own
   reads answer, many requests per query.
 - SQLite: while another connection holds the write lock, the event loop keeps serving (the batch
   waits in a thread), the write lands once the lock is released, and after ``store_timeout_s``
   it fails with a 503 having written nothing. The writer's commits never checkpoint the WAL;
-  :meth:`Store.checkpoint` (the writer's jobs thread) does.
+  :meth:`SQLiteStore.checkpoint` (the writer's jobs thread) does.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from arms.data.dataset import Dataset
 from serving.app import create_app
 from serving.errors import StoreUnavailableError
 from serving.settings import Settings
-from serving.store import FeedbackWrite, GroupCommitWriter, Store
-from serving.store.repository import RATING_OF_TYPE
+from serving.store import FeedbackWrite, GroupCommitWriter, Store, open_store
 from serving.store.tables import arm_state, decisions, feedback, feedback_ratings
+from serving.store.types import RATING_OF_TYPE
 
 ARMS = ["svd", "popularity"]
 
@@ -94,7 +94,7 @@ def outcomes(results: list[Any]) -> list[tuple[bool, Any, Any]]:
 
 @pytest.fixture
 def pg_store() -> Iterator[Store]:
-    store = Store(postgres().create_database())
+    store = open_store(postgres().create_database())
     store.create_schema(ARMS)
     try:
         yield store
@@ -105,9 +105,9 @@ def pg_store() -> Iterator[Store]:
 # ---------------------------------------------------------------------------- PostgreSQL
 def test_event_loop_batch_stores_and_counts_what_the_store_does(
         tmp_path: Path, pg_store: Store) -> None:
-    from serving.store.pgasync import AsyncBatchWriter
+    from serving.store.postgresql import AsyncBatchWriter
 
-    reference = Store(f"sqlite:///{tmp_path / 'ref.db'}")
+    reference = open_store(f"sqlite:///{tmp_path / 'ref.db'}")
     reference.create_schema(ARMS)
     expected = [reference.write_batch(*BATCH_1), reference.write_batch(*BATCH_2)]
 
@@ -140,7 +140,7 @@ def test_event_loop_batch_stores_and_counts_what_the_store_does(
 
 
 def test_a_failed_batch_writes_nothing_and_the_connection_recovers(pg_store: Store) -> None:
-    from serving.store.pgasync import AsyncBatchWriter
+    from serving.store.postgresql import AsyncBatchWriter
 
     bad = decision("e9", 1, "svd", [1], 1.0)
     bad["arm"] = "x" * 65  # longer than the column: the whole transaction fails
@@ -167,11 +167,11 @@ def test_concurrent_batches_never_dead_lock_and_count_exactly() -> None:
     # in random orders; the increments lock the arm rows in one order, so none dead-locks
     # (which PostgreSQL would break by failing a transaction after a second) and every pull
     # and reward is counted once.
-    from serving.store.pgasync import AsyncBatchWriter
+    from serving.store.postgresql import AsyncBatchWriter
 
     arms = ["a", "b", "c", "d", "e"]
     url = postgres().create_database()
-    setup = Store(url)
+    setup = open_store(url)
     setup.create_schema(arms)
     setup.dispose()
     errors: list[BaseException] = []
@@ -180,7 +180,7 @@ def test_concurrent_batches_never_dead_lock_and_count_exactly() -> None:
         rng = np.random.default_rng(seed)
 
         async def run() -> None:
-            store = Store(url)
+            store = open_store(url)
             writer = AsyncBatchWriter(store)
             try:
                 for b in range(60):
@@ -214,7 +214,7 @@ def test_concurrent_batches_never_dead_lock_and_count_exactly() -> None:
 
 
 def test_group_reads_answer_what_the_store_reads_many_per_query(pg_store: Store) -> None:
-    from serving.store.pgasync import GroupReader
+    from serving.store.postgresql import GroupReader
 
     pg_store.write_batch(*BATCH_1)
     pg_store.write_batch(*BATCH_2)
@@ -255,9 +255,9 @@ def test_a_database_that_stops_answering_is_a_503_and_writes_nothing() -> None:
     # requests forever; the aborted write leaves nothing behind, and both recover.
     import psycopg
 
-    from serving.store.pgasync import AsyncBatchWriter, GroupReader
+    from serving.store.postgresql import AsyncBatchWriter, GroupReader
 
-    store = Store(postgres().create_database(), timeout_s=2.0)
+    store = open_store(postgres().create_database(), timeout_s=2.0)
     store.create_schema(ARMS)
     holder = psycopg.connect(store.url.set(drivername="postgresql").render_as_string(False))
     holder.execute("SELECT * FROM arm_state WHERE arm = 'svd' FOR UPDATE")
@@ -297,7 +297,7 @@ def test_a_database_that_stops_answering_is_a_503_and_writes_nothing() -> None:
 
 
 def test_reader_rejects_unknown_kinds_and_refuses_when_stopped(pg_store: Store) -> None:
-    from serving.store.pgasync import GroupReader
+    from serving.store.postgresql import GroupReader
 
     async def run() -> None:
         reader = GroupReader(pg_store)
@@ -313,7 +313,7 @@ def test_reader_rejects_unknown_kinds_and_refuses_when_stopped(pg_store: Store) 
 
 # ---------------------------------------------------------------------------- SQLite locks
 def sqlite_store(tmp_path: Path, timeout_s: float) -> Store:
-    store = Store(f"sqlite:///{tmp_path / 'store.db'}", timeout_s=timeout_s)
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}", timeout_s=timeout_s)
     store.create_schema(ARMS)
     return store
 
@@ -339,7 +339,7 @@ def test_a_bad_write_in_an_inline_batch_is_retried_alone_once(
         return write_batch(rows, feedback, wait=wait)
 
     monkeypatch.setattr(store, "write_batch", spied)
-    writer = GroupCommitWriter(store, batch_max=64, inline=True)
+    writer = GroupCommitWriter(store, batch_max=64)
 
     async def run() -> list[Any]:
         writer.start(asyncio.get_running_loop())
@@ -365,7 +365,7 @@ def test_inline_writer_waits_for_the_lock_off_the_event_loop(tmp_path: Path,
     # Released: the write lands once the lock is free. Not released: after the time-out the
     # batch fails with a 503 having written nothing. Either way the loop ran meanwhile.
     store = sqlite_store(tmp_path, timeout_s=30.0 if released else 2.0)
-    writer = GroupCommitWriter(store, batch_max=64, inline=True)
+    writer = GroupCommitWriter(store, batch_max=64)
     holder = hold_write_lock(store)
 
     async def run() -> tuple[int, BaseException | None]:
@@ -468,12 +468,12 @@ def test_the_writer_runs_the_checkpoint_job_for_an_sqlite_store(tmp_path: Path,
                                                                 synchronous: str) -> None:
     # NORMAL commits inline on the event loop, FULL in the writer thread; the store's write
     # connection never checkpoints by itself, so in both modes the writer's job must.
-    store = Store(f"sqlite:///{tmp_path / 'store.db'}", timeout_s=5.0,
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}", timeout_s=5.0,
                   sqlite_synchronous=synchronous)
     store.create_schema(ARMS)
     store.checkpoint()  # the schema's pages
     store.checkpoint_interval_s = 0.01
-    writer = GroupCommitWriter(store, batch_max=64, inline=store.inline_commits)
+    writer = GroupCommitWriter(store, batch_max=64)
     assert writer.mode == ("inline" if synchronous == "NORMAL" else "thread")
     assert "checkpoint" in writer.jobs
     runs: list[tuple[float, tuple[int, int, int]]] = []  # (started at, SQLite's answer)
@@ -516,9 +516,9 @@ def test_a_large_wal_is_made_to_start_over_once_readers_leave(
     # no commit lands meanwhile, copies everything the readers allow; it does not wait for a
     # reader (the writers would wait with it), so a reader inside the WAL keeps it until a
     # later call, after which the next commit starts it over.
-    from serving.store import repository
+    from serving.store import sqlite as sqlite_backend
 
-    monkeypatch.setattr(repository, "SQLITE_WAL_RESTART_FRAMES", 50)
+    monkeypatch.setattr(sqlite_backend, "SQLITE_WAL_RESTART_FRAMES", 50)
     store = sqlite_store(tmp_path, timeout_s=5.0)
 
     def write(tag: str) -> None:
@@ -555,9 +555,9 @@ def test_the_wal_starts_over_in_the_checkpoint_job_not_in_the_next_commit(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The first commit into a restarted WAL fsyncs its header; the job makes that commit
     # itself (under the writers' lock), so the serving writer's next commit does not.
-    from serving.store import repository
+    from serving.store import sqlite as sqlite_backend
 
-    monkeypatch.setattr(repository, "SQLITE_WAL_RESTART_FRAMES", 50)
+    monkeypatch.setattr(sqlite_backend, "SQLITE_WAL_RESTART_FRAMES", 50)
     store = sqlite_store(tmp_path, timeout_s=5.0)
     for b in range(4):
         store.write_batch([decision(f"{b}-{i:04d}", i, "svd", list(range(20)), float(i))
@@ -584,7 +584,7 @@ def test_a_quiet_connection_is_kept_whatever_its_descriptor_number() -> None:
     import resource
     import socket
 
-    from serving.store.pgasync import _has_input
+    from serving.store.postgresql import _has_input
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 2048:

@@ -23,7 +23,7 @@ from test_serving_store_path import ARMS, decision, sqlite_store, table
 
 from serving.errors import StoreUnavailableError
 from serving.store import Store
-from serving.store.repository import StoreBusyError
+from serving.store.errors import StoreBusyError
 from serving.store.tables import arm_state, decisions
 from serving.store.write_lock import WriteLock, lock_path
 
@@ -210,10 +210,10 @@ def test_the_restart_checkpoint_waits_briefly_for_the_lock_and_gives_up(
     # The RESTART checkpoint runs only under the writers' lock (so no commit lands while it
     # copies); when another worker keeps it, the job gives up after SQLITE_RESTART_WAIT_MS
     # with the PASSIVE checkpoint's answer and tries again next time.
-    from serving.store import repository
+    from serving.store import sqlite as sqlite_backend
 
-    monkeypatch.setattr(repository, "SQLITE_WAL_RESTART_FRAMES", 10)
-    monkeypatch.setattr(repository, "SQLITE_RESTART_WAIT_MS", 20)
+    monkeypatch.setattr(sqlite_backend, "SQLITE_WAL_RESTART_FRAMES", 10)
+    monkeypatch.setattr(sqlite_backend, "SQLITE_RESTART_WAIT_MS", 20)
     lock = store.writers_lock
     assert lock is not None
     attempts: list[tuple[float, bool]] = []

@@ -1,14 +1,89 @@
-"""The service's storage: schema, SQL statements and the group-commit writer."""
+"""The service's storage: one backend-neutral :class:`Store`, one module per backend.
 
-from serving.store.repository import ArmCounts, FeedbackResult, FeedbackWrite, PolicyMeta, Store
-from serving.store.writer import GroupCommitWriter, PeriodicJob
+:func:`open_store` is the one place that looks at a URL's backend: a new backend is one new
+module (a :class:`Store` subclass) and one entry in :data:`BACKENDS`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from serving.store.base import Store
+from serving.store.errors import (
+    StoreBusyError,
+    database_errors,
+    store_unavailable,
+    unavailable_on_db_error,
+)
+from serving.store.postgresql import PostgreSQLStore
+from serving.store.sqlite import SQLiteStore
+from serving.store.types import (
+    ArmCounts,
+    BatchResult,
+    FeedbackResult,
+    FeedbackWrite,
+    PeriodicJob,
+    PolicyMeta,
+)
+from serving.store.writer import GroupCommitWriter
+
+#: Store class of each SQLAlchemy backend name (the URL's scheme before any ``+driver``).
+BACKENDS: dict[str, type[Store]] = {
+    "sqlite": SQLiteStore,
+    "postgresql": PostgreSQLStore,
+}
+
+
+def open_store(url: str, **options: Any) -> Store:
+    """Open the store at ``url`` with the class of its backend.
+
+    Parameters
+    ----------
+    url : str
+        SQLAlchemy URL: ``sqlite:///path.db`` or ``postgresql+psycopg://user@host:port/db``.
+    **options
+        Keyword arguments of that class: ``timeout_s`` and ``create`` for every backend,
+        ``sqlite_synchronous`` for SQLite (see :class:`SQLiteStore`).
+
+    Raises
+    ------
+    TypeError
+        If ``url`` is not a str, or an option is not one of the backend's.
+    ValueError
+        If ``url`` is not a URL of one of :data:`BACKENDS`, or the backend rejects it or an
+        option's value.
+    """
+    if not isinstance(url, str):
+        raise TypeError(f"db must be a URL string, got {type(url).__name__}: {url!r}")
+    allowed = " or ".join(f"{name}://" for name in BACKENDS)
+    try:
+        backend = sa.engine.make_url(url).get_backend_name()
+    except sa.exc.ArgumentError as exc:
+        raise ValueError(f"db must be an {allowed} URL, got {url!r}") from exc
+    store_class = BACKENDS.get(backend)
+    if store_class is None:
+        raise ValueError(f"db must be an {allowed} URL (allowed backends: "
+                         f"{', '.join(BACKENDS)}), got {url!r}")
+    return store_class(url, **options)
+
 
 __all__ = [
+    "BACKENDS",
     "ArmCounts",
+    "BatchResult",
     "FeedbackResult",
     "FeedbackWrite",
     "GroupCommitWriter",
     "PeriodicJob",
     "PolicyMeta",
+    "PostgreSQLStore",
+    "SQLiteStore",
     "Store",
+    "StoreBusyError",
+    "database_errors",
+    "open_store",
+    "store_unavailable",
+    "unavailable_on_db_error",
 ]

@@ -2,7 +2,7 @@
 
 Times are seconds since the epoch (float64) so SQLite and PostgreSQL agree without time zones.
 The decision log is the source of truth: ``arm_state`` is a cache of what replaying
-``decisions`` and ``feedback`` gives (see :func:`serving.store.repository.replay_counts`).
+``decisions`` and ``feedback`` gives (see :meth:`serving.store.Store.replay_observations`).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Under load the cost of a commit (an fsync on SQLite, a round trip on PostgreSQL)
 the whole batch, and no response is sent before its write is durable. One batch is in flight at
 a time, so writes are committed in arrival order.
 
-Three ways to run the batches, picked from the store:
+Three ways to run the batches, the store's ``commit_mode``:
 
 - ``inline`` (SQLite, ``synchronous=NORMAL``): the commit runs in the event loop itself (well
   under a millisecond: cheaper than a thread hand-off), but it never *waits* there for the
@@ -16,13 +16,13 @@ Three ways to run the batches, picked from the store:
   written) while the loop keeps serving. The workers' own writes queue on a lock file in
   front of SQLite's lock (:mod:`serving.store.write_lock`), so such a wait ends when the
   holder lets go.
-- ``async`` (PostgreSQL): batches are coroutines on the event loop
-  (:mod:`serving.store.pgasync`), as are the request-path reads (:class:`GroupReader`).
-- ``thread`` (anything else, e.g. SQLite with ``synchronous=FULL``): one writer thread.
+- ``async`` (PostgreSQL): batches are coroutines on the event loop (the store's
+  ``async_writer()``), as are the request-path reads (its ``group_reader()``, if any).
+- ``thread`` (e.g. SQLite with ``synchronous=FULL``): one writer thread.
 
-The periodic jobs (settling expired decisions, SQLite checkpoints: see ``Store.checkpoint``)
-run in the writer thread between batches, or in a jobs thread of their own in the other two
-modes, never in the loop.
+The periodic jobs (settling expired decisions, and the store's own ``periodic_jobs()``, such as
+SQLite's checkpoints) run in the writer thread between batches, or in a jobs thread of their
+own in the other two modes, never in the loop.
 """
 
 from __future__ import annotations
@@ -38,14 +38,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from serving.errors import StoreUnavailableError
-from serving.store.repository import (
-    BatchResult,
-    FeedbackResult,
-    FeedbackWrite,
-    Store,
-    StoreBusyError,
-    store_unavailable,
-)
+from serving.store.base import COMMIT_MODES, Store
+from serving.store.errors import StoreBusyError, store_unavailable
+from serving.store.types import BatchResult, FeedbackResult, FeedbackWrite, PeriodicJob
 
 logger = logging.getLogger(__name__)
 
@@ -57,23 +52,14 @@ class _Item:
     future: asyncio.Future[Any]
 
 
-@dataclass
-class PeriodicJob:
-    """``fn`` runs in the writer thread every ``interval_s`` (and when ``request()``-ed)."""
-
-    name: str
-    interval_s: float
-    fn: Callable[[], None]
-    last: float = 0.0
-    wanted: bool = False
-
-
 class GroupCommitWriter:
     """The only code path that writes to the store during serving.
 
     Parameters
     ----------
     store : Store
+        Also says how to commit (``commit_mode``) and which upkeep jobs to run
+        (``periodic_jobs()``).
     batch_max : int
         Most requests per transaction.
     jobs : list of PeriodicJob
@@ -83,31 +69,28 @@ class GroupCommitWriter:
     on_counted : callable, optional
         Called after a commit that changed the posterior counts (in the writer thread or the
         event loop; it must be thread-safe and quick).
-    inline : bool, default False
-        Commit in the event loop itself (a local SQLite file with ``synchronous=NORMAL``; see
-        the module doc). Otherwise a store with ``event_loop_io`` (PostgreSQL) runs ``async``,
-        and any other store gets a writer thread.
+
+    Raises
+    ------
+    ValueError
+        If the store's ``commit_mode`` is not one of ``COMMIT_MODES``.
     """
 
     def __init__(self, store: Store, *, batch_max: int, jobs: list[PeriodicJob] | None = None,
-                 tick_s: float = 0.01, on_counted: Callable[[], None] | None = None,
-                 inline: bool = False) -> None:
+                 tick_s: float = 0.01, on_counted: Callable[[], None] | None = None) -> None:
         self.store = store
-        self.inline = inline
-        self.mode = ("inline" if inline
-                     else "async" if getattr(store, "event_loop_io", False) else "thread")
+        self.mode = store.commit_mode
+        if self.mode not in COMMIT_MODES:
+            raise ValueError(f"store.commit_mode must be one of {list(COMMIT_MODES)}, got "
+                             f"{self.mode!r}")
         self._pending: list[_Item] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
         self.on_counted = on_counted
         self.batch_max = batch_max
         self.jobs = {job.name: job for job in jobs or []}
-        checkpoint = getattr(store, "checkpoint", None)
-        if checkpoint is not None and getattr(store, "backend", None) == "sqlite":
-            # The WAL is checkpointed here, off the request path (see Store.checkpoint): the
-            # store's write connection never checkpoints by itself, whatever the mode.
-            self.jobs.setdefault("checkpoint", PeriodicJob(
-                "checkpoint", store.checkpoint_interval_s, checkpoint))
+        for job in store.periodic_jobs():  # the backend's upkeep, off the request path
+            self.jobs.setdefault(job.name, job)
         self.tick_s = tick_s
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -115,7 +98,7 @@ class GroupCommitWriter:
         self._jobs_stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
-        self.reader: Any = None  # GroupReader in async mode
+        self.reader: Any = None  # the store's group reader in async mode, if it has one
         self._async_writer: Any = None
         self.batches = 0
         self.items = 0
@@ -132,11 +115,10 @@ class GroupCommitWriter:
             return
         self._wake = asyncio.Event()
         if self.mode == "async":
-            from serving.store.pgasync import AsyncBatchWriter, GroupReader
-
-            self._async_writer = AsyncBatchWriter(self.store)
-            self.reader = GroupReader(self.store)
-            self.reader.start()
+            self._async_writer = self.store.async_writer()
+            self.reader = self.store.group_reader()
+            if self.reader is not None:
+                self.reader.start()
         self._tasks = [loop.create_task(self._loop_commits())]
         self._jobs_stop.clear()
         self._jobs_thread = threading.Thread(target=self._jobs_loop, name="recbandits-jobs",
@@ -158,7 +140,7 @@ class GroupCommitWriter:
             # after its request was told it failed); then what is still queued.
             self._wake.set()
             deadline = time.monotonic() + timeout
-            busy_deadline = deadline + float(getattr(self.store, "timeout_s", 0.0))
+            busy_deadline = deadline + self.store.timeout_s
             while ((self._pending and time.monotonic() < deadline)
                    or (self._busy and time.monotonic() < busy_deadline)):
                 await asyncio.sleep(0.005)
