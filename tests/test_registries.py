@@ -158,6 +158,10 @@ def test_policy_ids_are_the_bandits_registry():
     assert (*sorted(package), cfg.HINDSIGHT_POLICY_ID) == cfg.POLICY_IDS
     assert all(cfg.BANDIT_POLICIES[n] is getattr(bandits, n) for n in package)
     assert set(cfg.CONTEXTUAL_POLICY_IDS) == {"LinUCB", "LinTS"}
+    # The other modules that single out policies name them from this list.
+    from experiments import plots, report
+
+    assert set(plots.BETA_POLICY_IDS) | {report.RANDOM_POLICY_ID} <= set(cfg.BANDIT_POLICY_IDS)
 
 
 def test_a_policy_subclass_outside_the_package_is_no_config_id():
