@@ -62,10 +62,24 @@ def test_page_and_assets_are_served_from_the_package(plain_client: TestClient) -
     assert "/" not in plain_client.get("/openapi.json").json()["paths"]
 
 
+def _emoji(text: str) -> list[str]:
+    # The blocks emoji fonts draw (pictographs, dingbats, symbols, regional indicators, the
+    # emoji variation selector); Debian's Chromium has no emoji font, so each shows as a box.
+    blocks = ((0x1F000, 0x1FAFF), (0x2600, 0x27BF), (0x2B00, 0x2BFF), (0xFE0F, 0xFE0F))
+    return [c for c in text if any(lo <= ord(c) <= hi for lo, hi in blocks)]
+
+
+def test_assets_hold_no_emoji() -> None:
+    for path in STATIC_DIR.iterdir():
+        assert _emoji(path.read_text(encoding="utf-8")) == [], path.name
+
+
 def test_assets_load_nothing_from_elsewhere_and_never_parse_data_as_html() -> None:
     texts = {p.name: p.read_text() for p in STATIC_DIR.iterdir()}
     assert set(texts) == {"index.html", "app.js", "style.css"}
     for name, text in texts.items():
+        # The SVG namespace is a name that createElementNS needs, never fetched.
+        text = text.replace('"http://www.w3.org/2000/svg"', "")
         assert not re.search(r"https?://|//cdn|@import|url\(", text), name
     script = re.sub(r"^\s*//.*$", "", texts["app.js"], flags=re.MULTILINE)  # code, not comments
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
@@ -221,3 +235,108 @@ def test_dislike_in_a_real_browser_reshapes_the_list_and_updates_the_posterior(
     assert error.startswith("422") and "user_id" in error
     assert problems_before_error == [], problems_before_error
     assert foreign == [], f"the page fetched from other hosts: {foreign}"
+
+
+# Emoji as the browser sees them (the Unicode properties, not only the blocks above).
+EMOJI_IN_PAGE = ("() => Array.from(document.title + document.body.innerText)"
+                 ".filter(c => /\\p{Extended_Pictographic}|\\p{Emoji_Presentation}/u.test(c))")
+OVERFLOW = "() => [document.documentElement.scrollWidth, window.innerWidth]"
+FOCUSED = ("() => { const e = document.activeElement; const s = getComputedStyle(e);"
+           " return {id: e.id, feedback: e.dataset.feedback || null,"
+           " movie: e.dataset.movieId ? Number(e.dataset.movieId) : null,"
+           " outline: s.outlineStyle, width: parseFloat(s.outlineWidth)}; }")
+
+
+def _chances(page) -> dict[str, tuple[float, float]]:
+    return {row["arm"]: (row["before"], row["after"]) for row in page.eval_on_selector_all(
+        "#movement-body tr",
+        "rows => rows.map(r => ({arm: r.dataset.arm,"
+        " before: Number(r.querySelector('.chance-before').dataset.value),"
+        " after: Number(r.querySelector('.chance-after').dataset.value)}))")}
+
+
+@pytest.mark.slow
+def test_page_fits_a_phone_shows_no_emoji_and_works_by_keyboard(tmp_path: Path) -> None:
+    """At 1280 and 390 px: no horizontal overflow, no emoji, Tab reaches the like buttons with a
+    visible focus ring and Enter sends the like, after which the page shows each arm's chance of
+    serving the next list before and after and says the arm is drawn by Thompson Sampling.
+
+    Screenshots go to ``RECBANDITS_DEMO_SCREENSHOTS`` when set (``docs/`` for the README:
+    ``RECBANDITS_DEMO_SCREENSHOTS=docs pytest tests/test_demo_page.py -k phone``), else to the
+    test's temporary folder.
+    """
+    executable = _chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        _unavailable(f"playwright is not installed: {exc} (pip install -e '.[dev]')")
+    shots = Path(os.environ.get("RECBANDITS_DEMO_SCREENSHOTS") or tmp_path)
+    server = ServiceProcess(["--dataset", "synthetic", "--arms", ARMS, "--seed", "1",
+                             "--state-dir", str(tmp_path / "state"),
+                             "--db", f"sqlite:///{tmp_path / 'store.db'}"],
+                            ENV, tmp_path / "server.log")
+    seen: dict[str, dict] = {}
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+            for name, width in (("desktop", 1280), ("phone", 390)):
+                page = browser.new_page(viewport={"width": width, "height": 900})
+                problems: list[str] = []
+                page.on("pageerror", lambda exc, problems=problems: problems.append(str(exc)))
+                page.goto(f"{server.base}/?user={USER}", wait_until="domcontentloaded")
+                page.wait_for_selector("#recs[aria-busy='false'] li.movie")
+                page.wait_for_selector("#arms-body tr")
+                first = {"overflow": page.evaluate(OVERFLOW), "emoji": page.evaluate(EMOJI_IN_PAGE)}
+
+                # Tab from the top of the page: skip link, the form, then the first film's like.
+                path = []
+                for _ in range(8):
+                    page.keyboard.press("Tab")
+                    focused = page.evaluate(FOCUSED)
+                    path.append(focused["id"] or focused["feedback"])
+                    if focused["feedback"]:
+                        break
+                event_id = page.get_attribute("#recs", "data-event-id")
+                served = page.get_attribute("#recs", "data-arm")
+                first_movie = int(page.get_attribute("#recs li.movie", "data-movie-id"))
+                page.keyboard.press("Enter")
+                _wait_for_new_list(page, event_id)
+                page.wait_for_selector("#movement:not([hidden]) #movement-body tr")
+                page.screenshot(path=str(shots / f"demo_{name}.png"), full_page=True)
+                seen[name] = {
+                    **first, "path": path, "focus": focused, "served": served,
+                    "first_movie": first_movie,
+                    "drawn": page.get_attribute("#recs", "data-arm"),
+                    "chances": _chances(page),
+                    "movement": page.text_content("#movement-text"),
+                    "reward": page.text_content("#last-reward"),
+                    "after": {"overflow": page.evaluate(OVERFLOW),
+                              "emoji": page.evaluate(EMOJI_IN_PAGE)},
+                    "problems": problems,
+                }
+                page.close()
+            browser.close()
+    finally:
+        server.stop()
+
+    for name, got in seen.items():
+        for when in (got, got["after"]):  # on load, and with the movement panel shown
+            scroll, inner = when["overflow"]
+            assert scroll <= inner, f"{name}: page {scroll} px wide in a {inner} px window"
+            assert when["emoji"] == [], (name, when["emoji"])
+        assert got["path"] == ["skip", "user-id", "k", "load", "like"], (name, got["path"])
+        assert got["focus"]["movie"] == got["first_movie"]
+        assert got["focus"]["outline"] != "none" and got["focus"]["width"] >= 2, got["focus"]
+        # Enter sent the like: the served arm got reward 1 and the panel shows the movement.
+        assert "Your like of “" in got["reward"] and f"gave {got['served']} reward 1" in got[
+            "reward"], got["reward"]
+        chances = got["chances"]
+        assert set(chances) == set(ARMS.split(","))
+        assert sum(after for _, after in chances.values()) == pytest.approx(1, abs=1e-6)
+        assert sum(before for before, _ in chances.values()) == pytest.approx(1, abs=1e-6)
+        before, after = chances[got["served"]]
+        assert after > before, (name, chances)  # the like raised the rated arm's chance
+        assert "drawn by Thompson Sampling" in got["movement"]
+        assert f"raised {got['served']}'s chance" in got["movement"]
+        assert f"the draw fell on {got['drawn']}" in got["movement"]
+        assert got["problems"] == []

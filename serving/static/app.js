@@ -120,6 +120,27 @@
     return a.filter((g) => other.has(g));
   }
 
+  // Thumb icons as inline SVG: Debian's Chromium has no emoji font, so emoji showed as boxes.
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  const THUMB_PATHS = {
+    like: "M14 9V5a3 3 0 0 0-3-3l-4 9v11h11.28a2 2 0 0 0 2-1.7l1.38-9a2 2 0 0 0-2-2.3zM7 22H4"
+      + "a2 2 0 0 1-2-2v-7a2 2 0 0 1 2-2h3",
+    dislike: "M10 15v4a3 3 0 0 0 3 3l4-9V2H5.72a2 2 0 0 0-2 1.7l-1.38 9a2 2 0 0 0 2 2.3zm7-13h2.67"
+      + "A2.31 2.31 0 0 1 22 4v7a2.31 2.31 0 0 1-2.33 2H17",
+  };
+
+  function thumbIcon(type) {
+    const svg = document.createElementNS(SVG_NS, "svg");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("class", "icon");
+    svg.setAttribute("aria-hidden", "true");
+    svg.setAttribute("focusable", "false");
+    const path = document.createElementNS(SVG_NS, "path");
+    path.setAttribute("d", THUMB_PATHS[type]);
+    svg.append(path);
+    return svg;
+  }
+
   const fmt = (x, digits = 3) => (x === null || x === undefined ? "—" : Number(x).toFixed(digits));
   const pct = (x) => `${(100 * x).toFixed(1)}%`;
 
@@ -194,8 +215,8 @@
 
       const name = `${split.name}${split.year !== null ? ` (${split.year})` : ""}`;
       const actions = el("div", "actions");
-      actions.append(feedbackButton("like", "More like this", "👍", name, item),
-                     feedbackButton("dislike", "Less of this", "👎", name, item));
+      actions.append(feedbackButton("like", "More like this", name, item),
+                     feedbackButton("dislike", "Less of this", name, item));
       li.append(actions);
       list.append(li);
     }
@@ -214,15 +235,12 @@
     }
   }
 
-  function feedbackButton(type, label, emoji, name, item) {
+  function feedbackButton(type, label, name, item) {
     const button = el("button", `feedback ${type}`);
     button.type = "button";
     button.dataset.feedback = type;
     button.dataset.movieId = String(item.movie_id);
-    button.append(label, " ");
-    const icon = el("span", "emoji", emoji);
-    icon.setAttribute("aria-hidden", "true");
-    button.append(icon);
+    button.append(thumbIcon(type), label);
     const hidden = el("span", "sr-only", `: ${name}`);
     button.append(hidden);
     button.disabled = state.busy;
@@ -250,6 +268,7 @@
       const { slate: next, previous } = await loadRecommendations(reaction);
       await refreshPolicy(next.cold_start ? null : next.arm);
       showReward(stored, type, name, before, state.policy);
+      showMovement(stored, type, before, state.policy, next);
       const note = String(stored.note).replace(/[.\s]+$/, "");
       setStatus(`You ${verb} “${name}”: ${note}. ${summarise(reaction, previous, next)}`);
     } catch (err) {
@@ -266,19 +285,75 @@
     const box = $("last-reward");
     box.hidden = false;
     box.dataset.arm = stored.arm || "";
-    const icon = type === "like" ? "👍" : type === "dislike" ? "👎" : "click";
     if (!stored.arm || !stored.policy_updated) {
-      box.textContent = `Your ${icon} on “${name}” updated no arm: ${stored.note}`;
+      box.textContent = `Your ${type} of “${name}” updated no arm: ${stored.note}`;
       return;
     }
     const find = (policy) => policy && policy.arms.find((a) => a.arm === stored.arm);
     const was = find(before);
     const now = find(after);
-    let text = `Your ${icon} on “${name}” gave ${stored.arm} reward ${stored.reward}`;
+    let text = `Your ${type} of “${name}” gave ${stored.arm} reward ${stored.reward}`;
     if (was && now) {
       text += `: posterior mean ${fmt(was.posterior_mean)} → ${fmt(now.posterior_mean)}`;
     }
     box.textContent = `${text}.`;
+  }
+
+  // The session's movement: each arm's chance of serving the next list before and after this
+  // feedback, and why the list that came may be another arm's. Thompson Sampling draws the arm
+  // of every list from the posteriors; a like raises the chance of the arm that served the liked
+  // film, it does not force that arm.
+  function showMovement(stored, type, before, after, next) {
+    const box = $("movement");
+    const body = $("movement-body");
+    body.replaceChildren();
+    if (!stored.arm || !stored.policy_updated || !before || !after) {
+      box.hidden = true;
+      return;
+    }
+    const was = new Map(before.arms.map((a) => [a.arm, a.selection_probability]));
+    for (const arm of after.arms) {
+      const row = el("tr");
+      row.dataset.arm = arm.arm;
+      const name = el("th", "arm-name", arm.arm);
+      name.scope = "row";
+      if (arm.arm === stored.arm) name.append(" ", el("span", "badge rated", type));
+      if (!next.cold_start && arm.arm === next.arm) {
+        name.append(" ", el("span", "badge", "drawn"));
+      }
+      row.append(name);
+      const old = was.get(arm.arm);
+      const cellBefore = el("td", "num chance-before", old === undefined ? "—" : pct(old));
+      const cellAfter = el("td", "num chance-after", pct(arm.selection_probability));
+      if (old !== undefined) {
+        cellBefore.dataset.value = String(old);
+        const delta = arm.selection_probability - old;
+        if (Math.abs(delta) >= 0.0005) {
+          cellAfter.append(" ", el("span", delta > 0 ? "delta up" : "delta down",
+                                   `${delta > 0 ? "+" : "−"}${(100 * Math.abs(delta)).toFixed(1)}`));
+        }
+      }
+      cellAfter.dataset.value = String(arm.selection_probability);
+      row.append(cellBefore, cellAfter);
+      body.append(row);
+    }
+    const rated = stored.arm;
+    const moved = type === "like" ? "raised" : "lowered";
+    let text = `Every list's arm is drawn by Thompson Sampling from all the arms' posteriors, `
+      + `so your ${type} ${moved} ${rated}'s chance of serving your next list but does not `
+      + "decide it. ";
+    if (next.cold_start) {
+      text += "This list is the cold-start popularity list, outside the policy.";
+    } else if (next.arm === rated) {
+      text += `This time the draw fell on ${rated} again (its chance when drawn: `
+        + `${pct(next.propensity)}).`;
+    } else {
+      text += `This time the draw fell on ${next.arm} (its chance when drawn: `
+        + `${pct(next.propensity)}), not on ${rated}: a ${type} of one arm's film does not `
+        + "force that arm.";
+    }
+    $("movement-text").textContent = text;
+    box.hidden = false;
   }
 
   function summarise(reaction, previous, next) {
@@ -335,7 +410,7 @@
                                  `${delta > 0 ? "▲" : "▼"}${Math.abs(delta).toFixed(3)}`));
       }
       const [low, high] = arm.credible_interval;
-      const interval = el("span", "interval num", `95%: ${fmt(low)} – ${fmt(high)}`);
+      const interval = el("span", "interval num", `${fmt(low)}–${fmt(high)}`);
       interval.dataset.low = String(low);
       interval.dataset.high = String(high);
       posterior.append(interval);
@@ -420,14 +495,17 @@
     sendFeedback(Number(button.dataset.movieId), button.dataset.feedback, button);
   }
 
-  async function poll() {
-    if (document.hidden || state.busy || !state.policy) return;
-    try {
-      const servedArm = $("served-arm").dataset.arm || null;
-      await refreshPolicy(servedArm);
-    } catch (err) {
-      $("policy-meta").textContent = `Could not refresh the policy: ${err.message}`;
-    }
+  // Keeps the policy panel current with other users' feedback. The one place that polls
+  // GET /policy: a push stream (Server-Sent Events) replaces this function alone.
+  function watchPolicy() {
+    window.setInterval(async () => {
+      if (document.hidden || state.busy || !state.policy) return;
+      try {
+        await refreshPolicy($("served-arm").dataset.arm || null);
+      } catch (err) {
+        $("policy-meta").textContent = `Could not refresh the policy: ${err.message}`;
+      }
+    }, POLL_MS);
   }
 
   document.addEventListener("DOMContentLoaded", () => {
@@ -435,7 +513,7 @@
     if (fromUrl && /^\d+$/.test(fromUrl)) $("user-id").value = fromUrl;
     $("user-form").addEventListener("submit", onSubmit);
     $("recs").addEventListener("click", onListClick);
-    window.setInterval(poll, POLL_MS);
+    watchPolicy();
     onSubmit(null);
   });
 })();
