@@ -19,9 +19,22 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _evaluate_arms(args: argparse.Namespace) -> int:
-    from experiments.evaluate_arms import main as evaluate_main
+    from experiments import evaluate_arms as ev
 
-    return evaluate_main(args)
+    names = [] if args.arms is None else [a.strip() for a in args.arms.split(",")]
+    arms = None if args.arms is None else tuple(a for a in names if a)
+    config = ev.EvaluateConfig(
+        data=args.data, synthetic=args.synthetic, arms=arms, seeds=args.seeds,
+        tune=not args.no_tune, n_jobs=args.jobs, out_dir=args.out,
+    )  # fmt: skip
+    try:
+        results = ev.run(config)
+    except ev.EvaluateConfigError as exc:
+        option = {"n_jobs": "--jobs"}.get(exc.field, f"--{exc.field}")
+        print(f"recbandits evaluate-arms: {option}: {exc}", file=sys.stderr)
+        return 2
+    print(ev.format_results(results))
+    return 0
 
 
 def _simulate(args: argparse.Namespace) -> int:

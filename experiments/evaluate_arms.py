@@ -1,6 +1,6 @@
 """Offline evaluation of the arms: ``recbandits evaluate-arms``.
 
-Four protocols, each a function of the dataset alone (nothing is chosen on a test split):
+Four protocols, each a function of the dataset alone:
 
 ``random_75_25``
     Microsoft Recommenders' protocol: each user's ratings split 75/25 at random
@@ -21,24 +21,49 @@ Four protocols, each a function of the dataset alone (nothing is chosen on a tes
 Every protocol reports each arm's fit time (``fit_time_s``, mean over seeds or folds) and the
 number of users its means are over (``n_users``).
 
-Tuning. An arm class may declare ``tuning_grid`` (``{param: [values]}``; the autoencoder keys its
-grids by variant in ``variant_tuning_grids``). For each protocol the runner carves a validation
-split out of the *training* part of the first seed, the same way the protocol splits (for
-``leave_last_out`` the second-to-last item), fits every combination on the rest, keeps the best
-by NDCG@10 on the validation users (by RMSE for ``kfold_5``; ties go to the earlier
-combination), then fits that choice on the full training part of every seed and reports the test
-part. The choices are written to ``params.json`` next to ``metrics.csv``.
+Tuning (nested). An arm class may declare ``tuning_grid`` (``{param: [values]}``; the
+autoencoder keys its grids by variant in ``variant_tuning_grids``). Each split (each seed of
+``random_75_25``, each fold of ``kfold_5``) chooses its own parameters from validation splits
+carved out of **its own training part only**, so no rating that a split's model is scored on
+ever helped choose that model's parameters (a fold's training part does hold the other folds'
+test ratings: that is k-fold). Every grid combination is fitted on the rest of the training
+part and scored on the validation part: NDCG@10 on the validation users (minus RMSE for
+``kfold_5``), averaged over the validation splits; the best mean wins (ties: the earlier
+combination, i.e. the smaller value of an ascending grid). The choice is then fitted on the whole
+training part and scored on the split's test part. The validation splits, per protocol:
+
+``random_75_25``
+    :data:`VALIDATION_REPEATS` random per-user splits of :data:`VALIDATION_FRACTION` of the
+    training ratings (:func:`~arms.data.random_split`). Not 25 %: what a user's row holds at
+    scoring time moves the best regularisation, and a 25 % carve leaves each validation user
+    56 % of their ratings against the 75 % the test users have. On MovieLens 100K, averaged
+    over three carves per seed, a 25 % carve put EASE's best lambda at 700-1,000, where the
+    test optimum is 350-400 for every seed; a 10 % carve (users keep 67.5 %) puts it at
+    400-500. One 10 % carve alone is noisy (its best lambda ranged over 150-700), hence the
+    mean over three.
+``leave_last_out``
+    The second-to-last rating of each user (``temporal_split(train, n_last=1)``).
+``temporal_20_pos4``
+    The last 20 % of each user's training ratings.
+``kfold_5``
+    One fold of a ``n_folds``-fold split of the training part.
+
+The chosen parameters of every split are in the results and ``params.json``, with every
+validation score.
+
+Use :func:`run` with an :class:`EvaluateConfig` (what the command does: load the data, evaluate,
+write ``metrics.csv``, ``metrics_per_split.csv`` and ``params.json``), or :func:`evaluate` on a
+:class:`~arms.data.Dataset` already in memory.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import datetime as dt
 import itertools
 import json
 import logging
 import platform
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -74,10 +99,15 @@ PROTOCOL_METRICS = {
 }
 RANKING_PROTOCOLS = ("random_75_25", "leave_last_out", "temporal_20_pos4")
 POSITIVE_RATING = 4.0
+#: Share of each user's training ratings held out by each validation split of ``random_75_25``.
+VALIDATION_FRACTION = 0.1
+#: Validation splits of ``random_75_25`` whose scores are averaged (the others have one).
+VALIDATION_REPEATS = 3
 #: Arms evaluated when none are named (names of :mod:`arms.registry`; "ease" is "autoencoder").
 DEFAULT_ARMS = ("svd", "sequential", "autoencoder", "popularity", "random")
 USER_BATCH = 1024
 COLUMNS = ["protocol", "arm", "metric", "value"]
+SPLIT_COLUMNS = ["protocol", "arm", "split", "metric", "value"]
 
 
 @dataclass(frozen=True)
@@ -159,13 +189,20 @@ def _fit(spec: ArmSpec, tuned: dict[str, Any], train: Dataset) -> tuple[Recommen
 # ---------------------------------------------------------------------------- protocols
 @dataclass(frozen=True)
 class Protocol:
-    """How a protocol splits data into (train, test) pairs, carves validation, and scores."""
+    """How a protocol splits data into (train, test) pairs, carves validation, and scores.
+
+    ``carve(train, rng)`` returns ``(inner, validation)``, a partition of ``train``;
+    ``repeats`` carves (drawn from independent generators) are averaged. ``split_label`` names a
+    split in reports ("seed", "fold"; empty for a protocol with one split).
+    """
 
     name: str
     splits: Callable[[Dataset], Iterator[tuple[Dataset, Dataset]]]
-    carve: Callable[[Dataset], tuple[Dataset, Dataset]]
+    carve: Callable[[Dataset, np.random.Generator], tuple[Dataset, Dataset]]
     threshold: float | None
     ranking: bool
+    repeats: int = 1
+    split_label: str = ""
 
 
 def _protocols(seeds: int, k_folds: int, random_state: int) -> dict[str, Protocol]:
@@ -176,28 +213,30 @@ def _protocols(seeds: int, k_folds: int, random_state: int) -> dict[str, Protoco
     def one(split: Callable[[Dataset], tuple[Dataset, Dataset]]):
         return lambda data: iter([split(data)])
 
-    def first_fold(data: Dataset) -> tuple[Dataset, Dataset]:
-        return next(iter(kfold_split(data, n_splits=k_folds, random_state=random_state + 1)))
+    def first_fold(data: Dataset, rng: np.random.Generator) -> tuple[Dataset, Dataset]:
+        return next(iter(kfold_split(data, n_splits=k_folds, random_state=rng)))
 
     return {
         "random_75_25": Protocol(
             "random_75_25",
             random_splits,
-            lambda d: random_split(d, test_fraction=0.25, random_state=random_state + 1000),
+            lambda d, rng: random_split(d, test_fraction=VALIDATION_FRACTION, random_state=rng),
             None,
             True,
+            repeats=VALIDATION_REPEATS,
+            split_label="seed",
         ),
         "leave_last_out": Protocol(
             "leave_last_out",
             one(lambda d: temporal_split(d, n_last=1)),
-            lambda d: temporal_split(d, n_last=1),
+            lambda d, rng: temporal_split(d, n_last=1),
             None,
             True,
         ),
         "temporal_20_pos4": Protocol(
             "temporal_20_pos4",
             one(lambda d: temporal_split(d, fraction=0.2)),
-            lambda d: temporal_split(d, fraction=0.2),
+            lambda d, rng: temporal_split(d, fraction=0.2),
             POSITIVE_RATING,
             True,
         ),
@@ -207,6 +246,7 @@ def _protocols(seeds: int, k_folds: int, random_state: int) -> dict[str, Protoco
             first_fold,
             None,
             False,
+            split_label="fold",
         ),
     }
 
@@ -237,7 +277,27 @@ def _validation_value(protocol: Protocol, result: dict[str, float]) -> float:
     return -result.get("rmse", float("nan"))
 
 
-def run(
+def _check_int(name: str, value: object, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    if value < low:
+        raise ValueError(f"{name} must be at least {low}, got {value}")
+
+
+def _choose(
+    protocol: Protocol, trials: list[dict[str, Any]], grid: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The grid combination with the best mean validation score (the first among equals)."""
+    if not trials:
+        return grid[0] if len(grid) == 1 else {}
+    values = np.array([t["validation"] for t in trials], dtype=np.float64)
+    if np.isnan(values).all():
+        logger.warning("%s: every validation score is nan; using the defaults", protocol.name)
+        return {}
+    return trials[int(np.nanargmax(values))]["params"]
+
+
+def evaluate(
     dataset: Dataset,
     *,
     seeds: int = 3,
@@ -261,15 +321,16 @@ def run(
     k : int, default 10
         Slate length of the ranking metrics.
     arms : sequence of str, optional
-        Labels of the arms to evaluate: default :data:`DEFAULT_ARMS` (those :mod:`arms`
-        exports), or every arm in ``arm_specs`` when that is given.
+        Names of the arms to evaluate: default :data:`DEFAULT_ARMS`, or every arm in
+        ``arm_specs`` when that is given. A deprecated registry alias ("ease") warns.
     protocols : sequence of str, default all of :data:`PROTOCOLS`
     tune : bool, default True
-        Tune each arm's ``tuning_grid`` on a validation split; ``False`` uses the defaults.
+        Tune each arm's grid on validation splits of each split's training part (nested);
+        ``False`` uses the defaults.
     n_folds : int, default 5
-        Folds of ``kfold_5``.
+        Folds of ``kfold_5`` (and of the carve that tunes each of them).
     random_state : int, default 0
-        Base seed of every split.
+        Base seed of every split and every validation carve (>= 0).
     n_jobs : int, default 1
         Worker processes (joblib) fitting arms side by side; results do not depend on it, fit
         times do (workers share the machine).
@@ -279,8 +340,13 @@ def run(
     Returns
     -------
     pandas.DataFrame
-        Tidy metrics, columns ``protocol, arm, metric, value``; ``attrs["params"]`` holds the
-        chosen hyper-parameters per protocol and arm, ``attrs["tuning"]`` every validation score.
+        Tidy metrics (means over the splits), columns :data:`COLUMNS`. ``attrs["params"]``:
+        ``{protocol: {arm: [params of split 0, split 1, ...]}}``, the hyper-parameters each split
+        was scored with; ``attrs["tuning"]``: ``{protocol: {arm: [trial, ...]}}``, one trial per
+        split and grid combination (``split``, ``params``, ``validation`` the mean score,
+        ``scores`` one per validation carve, ``fit_time_s``); ``attrs["per_split"]``: the metrics
+        of every split, columns :data:`SPLIT_COLUMNS`; ``attrs["split_labels"]``:
+        ``{protocol: "seed" | "fold" | ""}``.
 
     Raises
     ------
@@ -290,11 +356,8 @@ def run(
     if not isinstance(dataset, Dataset):
         raise TypeError(f"dataset must be an arms.data.Dataset, got {type(dataset).__name__}")
     for name, value, low in (("seeds", seeds, 1), ("k", k, 1), ("n_folds", n_folds, 2),
-                             ("n_jobs", n_jobs, 1)):  # fmt: skip
-        if isinstance(value, bool) or not isinstance(value, int | np.integer):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-        if value < low:
-            raise ValueError(f"{name} must be at least {low}, got {value}")
+                             ("random_state", random_state, 0), ("n_jobs", n_jobs, 1)):  # fmt: skip
+        _check_int(name, value, low)
     if k > dataset.n_items:
         raise ValueError(f"k must be at most the number of items ({dataset.n_items}), got {k}")
     specs = default_arms() if arm_specs is None else dict(arm_specs)
@@ -313,8 +376,9 @@ def run(
 
     table = _protocols(seeds, n_folds, random_state)
     rows: list[tuple[str, str, str, float]] = []
-    chosen: dict[str, dict[str, dict[str, Any]]] = {}
-    tuning: dict[str, dict[str, list]] = {}
+    split_rows: list[tuple[str, str, int, str, float]] = []
+    chosen: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    tuning: dict[str, dict[str, list[dict[str, Any]]]] = {}
     with joblib.Parallel(n_jobs=n_jobs) as parallel:
         for pname in (p for p in PROTOCOLS if p in protocols):
             protocol = table[pname]
@@ -324,59 +388,264 @@ def run(
                 continue
             with_ratings = pname in ("random_75_25", "kfold_5")
             splits = list(protocol.splits(dataset))
-
-            # Tuning: every grid combination of every arm, on the first split's training part.
             grids = {s.label: (s.grid() if tune else []) for s in spec_list}
-            to_tune = [(s, combo) for s in spec_list if len(grids[s.label]) > 1
-                       for combo in grids[s.label]]  # fmt: skip
-            chosen[pname], tuning[pname] = {}, {}
-            if to_tune:
-                inner, validation = protocol.carve(splits[0][0])
-                results = parallel(
-                    joblib.delayed(_task)(s, {**s.params, **c}, inner, validation, protocol, k,
-                                          not protocol.ranking)
-                    for s, c in to_tune
-                )  # fmt: skip
-                for (s, combo), result in zip(to_tune, results, strict=True):
-                    value = _validation_value(protocol, result)
-                    tuning[pname].setdefault(s.label, []).append(
-                        {"params": combo, "validation": value, "fit_time_s": result["fit_time_s"]}
-                    )
-                    logger.info("tune %s on %s: %s -> %.4f", s.label, pname, combo, value)
-            for s in spec_list:
-                trials = tuning[pname].get(s.label, [])
-                values = np.array([t["validation"] for t in trials], dtype=np.float64)
-                if trials and not np.isnan(values).all():
-                    best = trials[int(np.nanargmax(values))]["params"]
-                else:
-                    best = grids[s.label][0] if len(grids[s.label]) == 1 else {}
-                chosen[pname][s.label] = {**s.params, **best}
+            tuned_specs = [s for s in spec_list if len(grids[s.label]) > 1]
+            chosen[pname] = {s.label: [] for s in spec_list}
+            tuning[pname] = {s.label: [] for s in tuned_specs}
 
-            # Evaluation: the chosen parameters on every split.
-            jobs = [(s, train, test) for train, test in splits for s in spec_list]
+            # Tuning, nested: the validation carves of split j come from split j's training part
+            # alone, and choose split j's parameters alone.
+            carves = {
+                (j, r): protocol.carve(train, np.random.default_rng([random_state, j, r]))
+                for j, (train, _) in enumerate(splits) if tuned_specs
+                for r in range(protocol.repeats)
+            }  # fmt: skip
+            trials = [(j, s, combo) for j in range(len(splits)) for s in tuned_specs
+                      for combo in grids[s.label]]  # fmt: skip
             results = parallel(
-                joblib.delayed(_task)(s, chosen[pname][s.label], train, test, protocol, k,
+                joblib.delayed(_task)(s, {**s.params, **combo}, *carves[j, r], protocol, k,
+                                      not protocol.ranking)
+                for j, s, combo in trials for r in range(protocol.repeats)
+            )  # fmt: skip
+            for i, (j, s, combo) in enumerate(trials):
+                mine = results[i * protocol.repeats : (i + 1) * protocol.repeats]
+                scores = [_validation_value(protocol, result) for result in mine]
+                value = float(np.mean(scores))
+                tuning[pname][s.label].append({
+                    "split": j, "params": combo, "validation": value, "scores": scores,
+                    "fit_time_s": float(np.mean([result["fit_time_s"] for result in mine])),
+                })  # fmt: skip
+                logger.info("tune %s on %s split %d: %s -> %.4f", s.label, pname, j, combo, value)
+            for j in range(len(splits)):
+                for s in spec_list:
+                    mine = [t for t in tuning[pname].get(s.label, []) if t["split"] == j]
+                    best = _choose(protocol, mine, grids[s.label])
+                    chosen[pname][s.label].append({**s.params, **best})
+
+            # Evaluation: each split's own choice on its test part.
+            jobs = [(j, s) for j in range(len(splits)) for s in spec_list]
+            results = parallel(
+                joblib.delayed(_task)(s, chosen[pname][s.label][j], *splits[j], protocol, k,
                                       with_ratings)
-                for s, train, test in jobs
+                for j, s in jobs
             )  # fmt: skip
             per_arm: dict[str, list[dict[str, float]]] = {s.label: [] for s in spec_list}
-            for (s, _, _), result in zip(jobs, results, strict=True):
-                per_arm[s.label].append(result)
-                logger.info("%s %s: %s", pname, s.label, result)
             wanted = (*PROTOCOL_METRICS[pname], "n_users", "fit_time_s")
+            for (j, s), result in zip(jobs, results, strict=True):
+                per_arm[s.label].append(result)
+                logger.info("%s %s split %d: %s", pname, s.label, j, result)
+                split_rows.extend((pname, s.label, j, _metric_name(m, k), float(result[m]))
+                                  for m in wanted if m in result)  # fmt: skip
             for s in spec_list:
                 frame = pd.DataFrame(per_arm[s.label])
-                for metric in wanted:
-                    if metric in frame:
-                        name = f"{metric}@{k}" if metric in _AT_K else metric
-                        rows.append((pname, s.label, name, float(frame[metric].mean())))
+                rows.extend((pname, s.label, _metric_name(m, k), float(frame[m].mean()))
+                            for m in wanted if m in frame)  # fmt: skip
     out = pd.DataFrame(rows, columns=COLUMNS)
     out.attrs["params"] = chosen
     out.attrs["tuning"] = tuning
+    out.attrs["per_split"] = pd.DataFrame(split_rows, columns=SPLIT_COLUMNS)
+    out.attrs["split_labels"] = {p: table[p].split_label for p in chosen}
     return out
 
 
 _AT_K = ("hit_rate", "precision", "recall", "ndcg", "map", "coverage")
+
+
+def _metric_name(metric: str, k: int) -> str:
+    return f"{metric}@{k}" if metric in _AT_K else metric
+
+
+# ---------------------------------------------------------------------------- the command
+class EvaluateConfigError(ValueError):
+    """A value of :class:`EvaluateConfig` that cannot be run; ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Everything one ``evaluate-arms`` run depends on (written to ``params.json``).
+
+    Parameters
+    ----------
+    data : str or None, default None
+        Folder holding the MovieLens files; None: ``RECBANDITS_DATA``, the user cache, else a
+        download (see :func:`arms.data.load_movielens`).
+    dataset : str, default "ml-100k"
+        MovieLens variant to load (a name :func:`arms.data.load_movielens` knows).
+    synthetic : int or None, default None
+        Evaluate on :func:`synthetic_like_movielens` of this many ratings instead of MovieLens.
+    arms : tuple of str or None, default None
+        Registry names of the arms (None: :data:`DEFAULT_ARMS`); "ease" is a deprecated alias
+        of "autoencoder" and warns.
+    protocols : tuple of str, default :data:`PROTOCOLS`
+    seeds, k, tune, n_folds, random_state, n_jobs
+        As in :func:`evaluate` (defaults 3, 10, True, 5, 0, 1).
+    out_dir : str or None, default None
+        Folder for the files; None: ``runs/evaluate-arms-<timestamp>``.
+    """
+
+    data: str | None = None
+    dataset: str = "ml-100k"
+    synthetic: int | None = None
+    arms: tuple[str, ...] | None = None
+    protocols: tuple[str, ...] = PROTOCOLS
+    seeds: int = 3
+    k: int = 10
+    tune: bool = True
+    n_folds: int = 5
+    random_state: int = 0
+    n_jobs: int = 1
+    out_dir: str | None = None
+
+
+def validate(config: EvaluateConfig) -> EvaluateConfig:
+    """``config`` with arm aliases replaced by canonical names, checked before any data is read.
+
+    Raises
+    ------
+    TypeError
+        If ``config`` is not an :class:`EvaluateConfig` or a field has the wrong type.
+    EvaluateConfigError
+        (a ValueError) If a value is out of range or names an unknown arm or protocol; its
+        ``field`` says which.
+    """
+    if not isinstance(config, EvaluateConfig):
+        raise TypeError(f"config must be an EvaluateConfig, got {type(config).__name__}")
+    for name, low in (("seeds", 1), ("k", 1), ("n_folds", 2), ("random_state", 0),
+                      ("n_jobs", 1)):  # fmt: skip
+        try:
+            _check_int(name, getattr(config, name), low)
+        except ValueError as exc:
+            raise EvaluateConfigError(name, str(exc)) from None
+    if config.synthetic is not None:
+        try:
+            _check_int("synthetic", config.synthetic, 1)
+        except ValueError as exc:
+            raise EvaluateConfigError("synthetic", str(exc)) from None
+    arms = config.arms
+    if arms is not None:
+        if isinstance(arms, str) or not all(isinstance(a, str) for a in arms):
+            raise TypeError(f"arms must be a tuple of arm names, got {arms!r}")
+        if not arms:
+            raise EvaluateConfigError("arms", "arms is empty; name at least one arm")
+        try:
+            arms = tuple(registry.resolve(a).name for a in arms)
+        except ValueError as exc:
+            raise EvaluateConfigError("arms", str(exc)) from None
+    bad = [p for p in config.protocols if p not in PROTOCOLS]
+    if bad or not config.protocols:
+        raise EvaluateConfigError(
+            "protocols", f"unknown protocols {bad}; available: {list(PROTOCOLS)}"
+        )
+    return dataclasses.replace(config, arms=arms, protocols=tuple(config.protocols))
+
+
+@dataclass(frozen=True)
+class EvaluateResults:
+    """What :func:`run` returns.
+
+    Attributes
+    ----------
+    config : EvaluateConfig
+        The validated config.
+    dataset : str
+        ``repr`` of the dataset evaluated.
+    metrics : pandas.DataFrame
+        Means over the splits, columns :data:`COLUMNS`.
+    per_split : pandas.DataFrame
+        Every split's metrics, columns :data:`SPLIT_COLUMNS`.
+    params : dict
+        ``{protocol: {arm: [params of split 0, ...]}}``: what each split was scored with.
+    tuning : dict
+        Every validation trial (see :func:`evaluate`).
+    split_labels : dict
+        ``{protocol: "seed" | "fold" | ""}``.
+    wall_time_s : float
+        Loading and evaluating (not writing).
+    files : dict of str to Path
+        What was written (empty with ``write=False``).
+    """
+
+    config: EvaluateConfig
+    dataset: str
+    metrics: pd.DataFrame
+    per_split: pd.DataFrame
+    params: dict[str, dict[str, list[dict[str, Any]]]]
+    tuning: dict[str, dict[str, list[dict[str, Any]]]]
+    split_labels: dict[str, str]
+    wall_time_s: float
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def load_dataset(config: EvaluateConfig) -> Dataset:
+    """The dataset ``config`` names: synthetic of ``synthetic`` ratings, else MovieLens.
+
+    Raises
+    ------
+    EvaluateConfigError
+        If ``synthetic`` is too small for its catalogue.
+    arms.errors.DataUnavailableError
+        If MovieLens is neither in ``data`` nor to be had (see :func:`arms.data.load_movielens`).
+    """
+    if config.synthetic is not None:
+        try:
+            return synthetic_like_movielens(int(config.synthetic))
+        except ValueError as exc:
+            raise EvaluateConfigError("synthetic", f"synthetic {config.synthetic}: {exc}") from None
+    return load_movielens(config.data, variant=config.dataset)
+
+
+def run(
+    config: EvaluateConfig, *, dataset: Dataset | None = None, write: bool = True
+) -> EvaluateResults:
+    """Run ``recbandits evaluate-arms``: load the data, evaluate, write the files.
+
+    Parameters
+    ----------
+    config : EvaluateConfig
+    dataset : Dataset, optional
+        Evaluate this instead of loading what ``config`` names.
+    write : bool, default True
+        Write ``metrics.csv``, ``metrics_per_split.csv`` and ``params.json`` to
+        ``config.out_dir``.
+
+    Returns
+    -------
+    EvaluateResults
+
+    Raises
+    ------
+    TypeError, EvaluateConfigError
+        From :func:`validate`, before any data is read.
+    arms.errors.DataUnavailableError
+        If the data cannot be had.
+    """
+    config = validate(config)
+    started = time.perf_counter()
+    data = load_dataset(config) if dataset is None else dataset
+    metrics = evaluate(
+        data, seeds=config.seeds, k=config.k, arms=config.arms, protocols=config.protocols,
+        tune=config.tune, n_folds=config.n_folds, random_state=config.random_state,
+        n_jobs=config.n_jobs,
+    )  # fmt: skip
+    results = EvaluateResults(
+        config=config,
+        dataset=repr(data),
+        metrics=metrics,
+        per_split=metrics.attrs["per_split"],
+        params=metrics.attrs["params"],
+        tuning=metrics.attrs["tuning"],
+        split_labels=metrics.attrs["split_labels"],
+        wall_time_s=time.perf_counter() - started,
+    )
+    if not write:
+        return results
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir = Path(config.out_dir) if config.out_dir else Path("runs") / f"evaluate-arms-{stamp}"
+    return dataclasses.replace(results, files=write_results(results, out_dir))
 
 
 # ---------------------------------------------------------------------------- reporting
@@ -393,27 +662,85 @@ def format_table(metrics: pd.DataFrame) -> str:
     return "\n\n".join(blocks)
 
 
+def format_choices(results: EvaluateResults) -> str:
+    """The tuned parameters of every split, one line per protocol and tuned arm.
+
+    Only the parameters of the arm's grid are shown (not those fixed by the registry, such as
+    ``variant``); an arm without a grid, or a run without tuning, has no line.
+    """
+    specs = default_arms()
+    lines = []
+    for pname, per_arm in results.params.items():
+        label = results.split_labels.get(pname, "")
+        for arm, per_split in per_arm.items():
+            fixed = specs[arm].params if arm in specs else {}
+            shown = [{p: v for p, v in params.items() if fixed.get(p, object()) != v}
+                     for params in per_split]  # fmt: skip
+            if not any(shown):
+                continue
+            parts = [f"{label} {j} " * bool(label) + json.dumps(s, default=_json_default)
+                     for j, s in enumerate(shown)]  # fmt: skip
+            lines.append(f"chosen on validation ({pname}, {arm}): {'; '.join(parts)}")
+    return "\n".join(lines)
+
+
+def format_results(results: EvaluateResults) -> str:
+    """What the command prints: the run, the table, the choices per split, the files."""
+    config = results.config
+    head = (f"evaluate-arms on {results.dataset}, {config.seeds} split seed(s), tuning "
+            f"{'on (nested, per split)' if config.tune else 'off'}")  # fmt: skip
+    blocks = [head, format_table(results.metrics)]
+    choices = format_choices(results)
+    if choices:
+        blocks.append(choices)
+    tail = f"wall time {results.wall_time_s:.1f} s"
+    if results.files:
+        tail += "; wrote " + ", ".join(str(p) for p in results.files.values())
+    blocks.append(tail)
+    return "\n\n".join(blocks)
+
+
 def _json_default(value: object) -> object:
     if isinstance(value, np.generic):
         return value.item()
+    if isinstance(value, Path):
+        return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def write_results(
-    metrics: pd.DataFrame, out_dir: Path, config: dict[str, Any]
-) -> tuple[Path, Path]:
-    """Write ``metrics.csv`` and ``params.json`` (config, chosen params, validation scores)."""
+def write_results(results: EvaluateResults, out_dir: Path) -> dict[str, Path]:
+    """Write ``metrics.csv``, ``metrics_per_split.csv`` and ``params.json`` into ``out_dir``.
+
+    ``params.json`` holds the config with the run's facts (dataset, wall time, versions), the
+    parameters each split was scored with and every validation score.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path = out_dir / "metrics.csv"
-    metrics.to_csv(csv_path, index=False, float_format="%.6g")
-    params_path = out_dir / "params.json"
+    files = {
+        "metrics": out_dir / "metrics.csv",
+        "per_split": out_dir / "metrics_per_split.csv",
+        "params": out_dir / "params.json",
+    }
+    results.metrics.to_csv(files["metrics"], index=False, float_format="%.6g")
+    results.per_split.to_csv(files["per_split"], index=False, float_format="%.6g")
+    config = {
+        **dataclasses.asdict(results.config),
+        "dataset_loaded": results.dataset,
+        "arms_evaluated": list(dict.fromkeys(results.metrics["arm"])),
+        "validation_fraction": VALIDATION_FRACTION,
+        "validation_repeats": VALIDATION_REPEATS,
+        "wall_time_s": round(results.wall_time_s, 2),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+    }
     payload = {
         "config": config,
-        "chosen_params": metrics.attrs.get("params", {}),
-        "validation": metrics.attrs.get("tuning", {}),
+        "split_labels": results.split_labels,
+        "chosen_params": results.params,
+        "validation": results.tuning,
     }
-    params_path.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
-    return csv_path, params_path
+    files["params"].write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
+    return files
 
 
 def synthetic_like_movielens(n_ratings: int, *, random_state: int = 0) -> Dataset:
@@ -431,66 +758,3 @@ def synthetic_like_movielens(n_ratings: int, *, random_state: int = 0) -> Datase
     n_users = max(20, round(943 * scale))
     n_items = max(50, round(1682 * np.sqrt(scale)))
     return make_synthetic(n_users, n_items, n_ratings, random_state=random_state)
-
-
-def main(args: argparse.Namespace) -> int:
-    """Entry point of ``recbandits evaluate-arms``: load data, run, print, write files."""
-    started = time.perf_counter()
-    arm_labels = getattr(args, "arms", None)
-    if isinstance(arm_labels, str):
-        arm_labels = [registry.canonical_name(a.strip()) for a in arm_labels.split(",")
-                      if a.strip()]
-    known = default_arms()
-    if arm_labels is not None:
-        unknown = [a for a in arm_labels if a not in known]
-        if unknown or not arm_labels:
-            print(f"recbandits evaluate-arms: --arms {','.join(arm_labels)}: unknown arms "
-                  f"{unknown}; available: {','.join(known)}", file=sys.stderr)  # fmt: skip
-            return 2
-    seeds = int(getattr(args, "seeds", 3))
-    n_jobs = getattr(args, "jobs", None)
-    n_jobs = 1 if n_jobs is None else int(n_jobs)
-    for option, value in (("--seeds", seeds), ("--jobs", n_jobs)):
-        if value < 1:
-            print(f"recbandits evaluate-arms: {option} must be at least 1, got {value}",
-                  file=sys.stderr)  # fmt: skip
-            return 2
-    tune = not getattr(args, "no_tune", False)
-    n_synthetic = getattr(args, "synthetic", None)
-    if n_synthetic is not None:
-        try:
-            dataset = synthetic_like_movielens(int(n_synthetic))
-        except ValueError as exc:
-            print(f"recbandits evaluate-arms: --synthetic {n_synthetic}: {exc}", file=sys.stderr)
-            return 2
-    else:
-        variant = getattr(args, "dataset", None) or "movielens"
-        dataset = load_movielens(getattr(args, "data", None), variant=variant)
-    metrics = run(dataset, seeds=seeds, arms=arm_labels, tune=tune, n_jobs=n_jobs)
-    elapsed = time.perf_counter() - started
-    out = getattr(args, "out", None)
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out_dir = Path(out) if out else Path("runs") / f"evaluate-arms-{stamp}"
-    config = {
-        "dataset": repr(dataset),
-        "seeds": seeds,
-        "k": 10,
-        "tune": tune,
-        "n_jobs": n_jobs,
-        "arms": sorted(set(metrics["arm"])),
-        "wall_time_s": round(elapsed, 2),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "pandas": pd.__version__,
-    }
-    csv_path, params_path = write_results(metrics, out_dir, config)
-    print(f"evaluate-arms on {dataset!r}, {seeds} split seed(s), tuning {'on' if tune else 'off'}")
-    print()
-    print(format_table(metrics))
-    print()
-    for pname, per_arm in metrics.attrs["params"].items():
-        tuned = {arm: p for arm, p in per_arm.items() if p}
-        if tuned:
-            print(f"chosen on validation ({pname}): {json.dumps(tuned, default=_json_default)}")
-    print(f"wall time {elapsed:.1f} s; wrote {csv_path} and {params_path}")
-    return 0

@@ -10,18 +10,25 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from arms import PopularityRecommender
-from arms.data import Dataset, make_synthetic, random_split, temporal_split
+from arms import AutoencoderRecommender, PopularityRecommender
+from arms.data import Dataset, kfold_split, make_synthetic, random_split, temporal_split
+from experiments import evaluate_arms
 from experiments.cli import main as cli_main
 from experiments.evaluate_arms import (
     COLUMNS,
     DEFAULT_ARMS,
     PROTOCOL_METRICS,
     PROTOCOLS,
+    VALIDATION_REPEATS,
     ArmSpec,
+    EvaluateConfig,
+    EvaluateConfigError,
     default_arms,
+    evaluate,
+    format_results,
     format_table,
     run,
+    validate,
 )
 
 RANKING_METRICS = ("hit_rate@10", "precision@10", "recall@10", "ndcg@10", "map@10",
@@ -35,7 +42,7 @@ def data() -> Dataset:
 
 @pytest.fixture(scope="module")
 def metrics(data: Dataset) -> pd.DataFrame:
-    return run(data, seeds=2)
+    return evaluate(data, seeds=2)
 
 
 def _value(metrics: pd.DataFrame, protocol: str, arm: str, metric: str) -> float:
@@ -111,7 +118,7 @@ def test_deterministic_whatever_the_workers(metrics: pd.DataFrame, data: Dataset
     # SVD, the slowest arm here, is left out to keep the test short; the rest is re-run on two
     # worker processes and must match the single-process run to the last digit.
     arms = [a for a in metrics["arm"].unique() if a != "svd"]
-    again = run(data, seeds=2, n_jobs=2, arms=arms)
+    again = evaluate(data, seeds=2, n_jobs=2, arms=arms)
     mine = metrics[metrics["arm"].isin(arms) & (metrics["metric"] != "fit_time_s")]
     theirs = again[again["metric"] != "fit_time_s"]
     pd.testing.assert_frame_equal(mine.reset_index(drop=True), theirs.reset_index(drop=True))
@@ -144,25 +151,78 @@ class SpyRecommender(PopularityRecommender):
         SpyRecommender.fits.append((self.shift, pairs))
 
 
-def test_tuning_never_sees_the_test_split(data: Dataset) -> None:
-    SpyRecommender.fits.clear()
-    spec = {"spy": ArmSpec("spy", SpyRecommender)}
-    out = run(data, seeds=1, protocols=["random_75_25"], arm_specs=spec, n_jobs=1)
-    train, test = random_split(data, test_fraction=0.25, random_state=0)
-    test_pairs = set(zip(test.ratings["user_id"], test.ratings["item_id"], strict=True))
-    train_pairs = set(zip(train.ratings["user_id"], train.ratings["item_id"], strict=True))
-    # Two tuning fits on a part of train, then one fit on the whole of train.
-    assert [shift for shift, _ in SpyRecommender.fits[:2]] == [0.0, 1.0]
-    for _, pairs in SpyRecommender.fits[:2]:
-        assert pairs < train_pairs and not pairs & test_pairs
-    assert SpyRecommender.fits[2][1] == train_pairs
-    assert out.attrs["params"]["random_75_25"]["spy"] in ({"shift": 0.0}, {"shift": 1.0})
-    assert len(out.attrs["tuning"]["random_75_25"]["spy"]) == 2
+class RatingSpy(SpyRecommender):
+    """The spy, predicting ratings too, so that ``kfold_5`` evaluates (and tunes) it."""
+
+    predicts_ratings: ClassVar[bool] = True
+
+    def predict(self, user_indices: np.ndarray, item_indices: np.ndarray) -> np.ndarray:
+        return np.full(len(user_indices), 3.0 + self.shift)
+
+
+def _pairs(dataset: Dataset) -> frozenset[tuple[int, int]]:
+    return frozenset(zip(dataset.ratings["user_id"], dataset.ratings["item_id"], strict=True))
+
+
+@pytest.mark.parametrize(("protocol", "n_splits", "repeats"),
+                         [("random_75_25", 3, VALIDATION_REPEATS), ("kfold_5", 5, 1)])  # fmt: skip
+def test_each_split_tunes_inside_its_own_training_part(
+    data: Dataset, monkeypatch: pytest.MonkeyPatch, protocol: str, n_splits: int, repeats: int
+) -> None:
+    # Every fit the runner makes, as (params, training pairs, scored pairs).
+    calls: list[tuple[dict, frozenset, frozenset]] = []
+    real_task = evaluate_arms._task
+
+    def recording_task(
+        spec: ArmSpec, params: dict, train: Dataset, test: Dataset, *rest: object
+    ) -> dict[str, float]:
+        calls.append((params, _pairs(train), _pairs(test)))
+        return real_task(spec, params, train, test, *rest)
+
+    monkeypatch.setattr(evaluate_arms, "_task", recording_task)
+    out = evaluate(data, seeds=3, n_folds=5, protocols=[protocol],
+                   arm_specs={"spy": ArmSpec("spy", RatingSpy)})  # fmt: skip
+    if protocol == "random_75_25":
+        splits = [random_split(data, test_fraction=0.25, random_state=s) for s in range(3)]
+    else:
+        splits = list(kfold_split(data, n_splits=5, random_state=0))
+    outer = [(_pairs(train), _pairs(test)) for train, test in splits]
+    assert len(outer) == n_splits
+    tuning = [c for c in calls if (c[1], c[2]) not in outer]
+    assert len(calls) - len(tuning) == n_splits  # one scored fit per split
+    claimed = 0
+    for train, test in outer:
+        # The tuning fits of this split: fitted on part of its training ratings, validated on
+        # the rest, so no validation rating is a test rating of this split (the old runner
+        # carved one validation split from split 0's training part and used it for all).
+        mine = [c for c in tuning if c[1] | c[2] == train]
+        assert sorted(c[0]["shift"] for c in mine) == sorted([0.0, 1.0] * repeats)
+        for _, inner, validation in mine:
+            assert validation and not inner & validation and not validation & test
+        claimed += len(mine)
+    assert claimed == len(tuning)  # and no tuning fit outside a split's training part
+    chosen = out.attrs["params"][protocol]["spy"]
+    assert len(chosen) == n_splits and all(c in ({"shift": 0.0}, {"shift": 1.0}) for c in chosen)
+    trials = out.attrs["tuning"][protocol]["spy"]
+    assert sorted(t["split"] for t in trials) == sorted(list(range(n_splits)) * 2)
+    assert all(len(t["scores"]) == repeats for t in trials)
+
+
+def test_each_split_keeps_the_best_mean_validation_score(data: Dataset) -> None:
+    out = evaluate(data, seeds=2, protocols=["kfold_5"], n_folds=3,
+                   arm_specs={"spy": ArmSpec("spy", RatingSpy)})  # fmt: skip
+    trials = out.attrs["tuning"]["kfold_5"]["spy"]
+    for split, chosen in enumerate(out.attrs["params"]["kfold_5"]["spy"]):
+        mine = [t for t in trials if t["split"] == split]
+        best = max(mine, key=lambda t: t["validation"])
+        assert chosen == best["params"]
+        assert all(np.isclose(t["validation"], np.mean(t["scores"])) for t in mine)
 
 
 def test_leave_last_out_tunes_on_the_second_to_last_item(data: Dataset) -> None:
     SpyRecommender.fits.clear()
-    run(data, protocols=["leave_last_out"], arm_specs={"spy": ArmSpec("spy", SpyRecommender)})
+    evaluate(data, protocols=["leave_last_out"],
+             arm_specs={"spy": ArmSpec("spy", SpyRecommender)})  # fmt: skip
     train, _ = temporal_split(data, n_last=1)
     inner, _ = temporal_split(train, n_last=1)
     inner_pairs = set(zip(inner.ratings["user_id"], inner.ratings["item_id"], strict=True))
@@ -171,9 +231,9 @@ def test_leave_last_out_tunes_on_the_second_to_last_item(data: Dataset) -> None:
 
 def test_no_tune_uses_defaults(data: Dataset) -> None:
     SpyRecommender.fits.clear()
-    out = run(data, seeds=1, protocols=["random_75_25"], tune=False,
-              arm_specs={"spy": ArmSpec("spy", SpyRecommender)})  # fmt: skip
-    assert len(SpyRecommender.fits) == 1 and out.attrs["params"]["random_75_25"]["spy"] == {}
+    out = evaluate(data, seeds=1, protocols=["random_75_25"], tune=False,
+                   arm_specs={"spy": ArmSpec("spy", SpyRecommender)})  # fmt: skip
+    assert len(SpyRecommender.fits) == 1 and out.attrs["params"]["random_75_25"]["spy"] == [{}]
 
 
 @pytest.mark.parametrize(
@@ -189,7 +249,60 @@ def test_no_tune_uses_defaults(data: Dataset) -> None:
 )
 def test_bad_arguments(data: Dataset, kwargs: dict, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
-        run(data, **kwargs)
+        evaluate(data, **kwargs)
+
+
+# ---------------------------------------------------------------------------- run(config)
+def test_run_reports_every_split_and_its_choice(data: Dataset) -> None:
+    config = EvaluateConfig(arms=("popularity", "autoencoder"), protocols=("random_75_25",),
+                            seeds=2)  # fmt: skip
+    results = run(config, dataset=data, write=False)
+    assert results.files == {} and results.config == config
+    per_split = results.per_split
+    assert set(per_split["split"]) == {0, 1}
+    means = per_split.groupby(["protocol", "arm", "metric"])["value"].mean()
+    for row in results.metrics.itertuples():
+        assert means[row.protocol, row.arm, row.metric] == pytest.approx(row.value)
+    grid = AutoencoderRecommender.variant_tuning_grids["ease"]["l2"]
+    chosen = results.params["random_75_25"]["autoencoder"]
+    assert len(chosen) == 2
+    assert all(c["variant"] == "ease" and c["l2"] in grid for c in chosen)
+    assert results.params["random_75_25"]["popularity"] == [{}, {}]
+    text = format_results(results)
+    line = next(t for t in text.splitlines() if t.startswith("chosen on validation"))
+    assert line == (
+        "chosen on validation (random_75_25, autoencoder): "
+        f'seed 0 {{"l2": {chosen[0]["l2"]}}}; seed 1 {{"l2": {chosen[1]["l2"]}}}'
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "field"),
+    [
+        ({"seeds": 0}, EvaluateConfigError, "seeds"),
+        ({"n_jobs": 0}, EvaluateConfigError, "n_jobs"),
+        ({"arms": ("svd", "bogus")}, EvaluateConfigError, "arms"),
+        ({"arms": ()}, EvaluateConfigError, "arms"),
+        ({"protocols": ("nope",)}, EvaluateConfigError, "protocols"),
+        ({"synthetic": 5}, EvaluateConfigError, "synthetic"),
+        ({"k": 1.5}, TypeError, None),
+        ({"arms": "svd"}, TypeError, None),
+    ],
+)
+def test_run_rejects_a_bad_config_before_reading_data(
+    tmp_path: Path, changes: dict, error: type[Exception], field: str | None
+) -> None:
+    # data points at an empty folder: a config error must come first, and nothing is written.
+    config = EvaluateConfig(data=str(tmp_path), out_dir=str(tmp_path / "o"), **changes)
+    with pytest.raises(error) as info:
+        run(config)
+    assert getattr(info.value, "field", None) == field
+    assert not (tmp_path / "o").exists()
+
+
+def test_validate_names_arms_canonically() -> None:
+    with pytest.warns(FutureWarning, match="ease"):
+        assert validate(EvaluateConfig(arms=("ease", "svd"))).arms == ("autoencoder", "svd")
 
 
 # ---------------------------------------------------------------------------- command
@@ -202,6 +315,8 @@ def test_command_writes_metrics_and_params(tmp_path: Path, capsys) -> None:
     assert list(frame.columns) == COLUMNS and set(frame["arm"]) == {"popularity", "random"}
     params = json.loads((out / "params.json").read_text())
     assert params["config"]["seeds"] == 1 and "chosen_params" in params
+    per_split = pd.read_csv(out / "metrics_per_split.csv")
+    assert set(per_split["arm"]) == {"popularity", "random"} and set(per_split["split"]) == {0}
     printed = capsys.readouterr().out
     assert "== random_75_25" in printed and "metrics.csv" in printed
     assert np.isfinite(frame["value"]).all()
