@@ -2,8 +2,9 @@
 
 Run from the repository root::
 
-    RECBANDITS_DATA=/path/holding/ml-100k .venv/bin/python bench/arms_fit.py            # 1e6, 1e7
+    RECBANDITS_DATA=/path/holding/ml-100k .venv/bin/python bench/arms_fit.py      # 1e6, 1e7, 2e7
     RECBANDITS_DATA=/path/holding/ml-100k .venv/bin/python bench/arms_fit.py --sizes 1e5 1e6
+    .venv/bin/python bench/arms_fit.py --skip-movielens --sizes --ease-items 5000   # EASE only
 
 What it measures
 ----------------
@@ -17,6 +18,12 @@ What it measures
    ratings). Each (size, arm) runs in a fresh subprocess that generates the data, resets the
    kernel's peak-RSS mark (``/proc/self/clear_refs``), fits once and reports the fit time, the
    resident memory before the fit (mostly the dataset) and the peak during the fit.
+3. **EASE against its catalogue** (``--ease-items``, default 10,000 items, ``--ease-ratings``
+   ratings): EASE's memory and time grow with the square and the cube of the items it keeps, not
+   with the ratings, so the same data is fit in float64, in float32 (the default) and in float32
+   with ``max_items`` at half the catalogue, each in a fresh subprocess; the table sets the
+   measured extra memory of each fit beside the ``m^2`` matrix the docstring promises, and the
+   summary gives the float32/float64 and half/full ratios measured in the same run.
 
 Every BLAS/OpenMP pool is pinned to ``--threads`` threads (default 1): the environment variables
 are set before numpy is imported, here and in the subprocesses, and threadpoolctl limits the
@@ -48,9 +55,13 @@ MOVIELENS_TARGET_S = 10.0
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--sizes", nargs="*", default=["1e6", "1e7"], metavar="N",
-        help="synthetic rating counts, e.g. 1e6 1e7 (default); none to skip the synthetic part",
+        "--sizes", nargs="*", default=["1e6", "1e7", "2e7"], metavar="N",
+        help="synthetic rating counts (default 1e6 1e7 2e7); none to skip the synthetic part",
     )  # fmt: skip
+    parser.add_argument("--ease-items", type=int, default=10_000, metavar="M",
+                        help="catalogue of the EASE memory part (default 10000; 0 skips it)")
+    parser.add_argument("--ease-ratings", default="1e6", metavar="N",
+                        help="ratings of the EASE memory part (default 1e6)")  # fmt: skip
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     parser.add_argument("--n-items", type=int, default=2000, help="synthetic catalogue size")
     parser.add_argument("--ratings-per-user", type=int, default=100)
@@ -61,13 +72,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--child", choices=ARMS, help=argparse.SUPPRESS)
     parser.add_argument("--n-ratings", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--dtype", choices=("float32", "float64"), help=argparse.SUPPRESS)
+    parser.add_argument("--max-items", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    try:
+        args.ease_ratings = int(float(args.ease_ratings))
+    except ValueError:
+        parser.error(f"--ease-ratings takes a rating count such as 1e6, got {args.ease_ratings}")
     try:
         args.sizes = [int(float(s)) for s in args.sizes]
     except ValueError:
         parser.error(f"--sizes takes rating counts such as 1e6, got {args.sizes}")
     if any(s < 1000 for s in args.sizes):
         parser.error(f"--sizes must be at least 1000 ratings each, got {args.sizes}")
+    if args.ease_items < 0 or (args.ease_items and args.ease_ratings < 1000):
+        parser.error("--ease-items must be >= 0 and --ease-ratings >= 1000, got "
+                     f"{args.ease_items} and {args.ease_ratings}")  # fmt: skip
     for name in ("n_items", "ratings_per_user", "repeats", "threads"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -80,7 +100,8 @@ def pin_threads(threads: int) -> None:
         os.environ[name] = str(threads)
 
 
-def make_arm(name: str):
+def make_arm(name: str, **ease_options: object):
+    """A default arm; ``ease_options`` (``dtype``, ``max_items``) go to EASE only."""
     from arms import (
         AutoencoderRecommender,
         PopularityRecommender,
@@ -91,7 +112,7 @@ def make_arm(name: str):
     return {
         "svd": SVDRecommender,
         "sequential": SequentialRecommender,
-        "ease": lambda: AutoencoderRecommender(variant="ease"),
+        "ease": lambda: AutoencoderRecommender(variant="ease", **ease_options),
         "popularity": PopularityRecommender,
     }[name]()
 
@@ -138,7 +159,9 @@ def child(args: argparse.Namespace) -> None:
     )
     data.interaction_matrix(binary=True)  # cached on the dataset: part of the data, not the fit
     generate_s = time.perf_counter() - start
-    model = make_arm(args.child)
+    ease_options = {k: v for k, v in (("dtype", args.dtype), ("max_items", args.max_items))
+                    if v is not None}  # fmt: skip
+    model = make_arm(args.child, **ease_options)
     gc.collect()
     exact_peak = _reset_peak()
     before_mb = _status_mb("VmRSS")
@@ -156,11 +179,16 @@ def child(args: argparse.Namespace) -> None:
     }))  # fmt: skip
 
 
-def run_child(args: argparse.Namespace, arm: str, size: int) -> dict:
+def run_child(
+    args: argparse.Namespace, arm: str, size: int, *, n_items: int | None = None,
+    extra: tuple[str, ...] = (),
+) -> dict:
+    """One (arm, size) cell in a fresh process: its peak RSS is the fit's alone."""
     command = [
         sys.executable, str(Path(__file__).resolve()), "--child", arm, "--n-ratings", str(size),
-        "--n-items", str(args.n_items), "--ratings-per-user", str(args.ratings_per_user),
-        "--threads", str(args.threads), "--seed", str(args.seed), "--sizes",
+        "--n-items", str(n_items or args.n_items), "--ratings-per-user",
+        str(args.ratings_per_user), "--threads", str(args.threads), "--seed", str(args.seed),
+        "--ease-items", "0", *extra, "--sizes",
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
     if done.returncode != 0:
@@ -246,10 +274,53 @@ def main(argv: list[str] | None = None) -> int:
                       f"x{extra_b / extra_a:.1f}")  # fmt: skip
                 summary.append((f"fit_time_growth_{arm}", f"{time_ratio:.2f}"))
 
+    if args.ease_items:
+        summary += bench_ease_catalogue(args)
+
     print()
     for name, value in summary:
         print(f"{name}: {value}")
     return 0
+
+
+def bench_ease_catalogue(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """EASE in float64, float32 and float32 with half the items, on one synthetic dataset."""
+    m = args.ease_items
+    cases = [
+        ("float64", m, ("--dtype", "float64")),
+        ("float32", m, ("--dtype", "float32")),
+        (f"float32, max_items={m // 2}", m // 2, ("--dtype", "float32", "--max-items",
+                                                  str(m // 2))),
+    ]  # fmt: skip
+    print(f"\nEASE against its catalogue: {args.ease_ratings:,} synthetic ratings, {m:,} items, "
+          f"users = ratings / {args.ratings_per_user}; one subprocess per row")  # fmt: skip
+    print(f"{'EASE':<26}{'fit s':>9}{'RSS before MB':>15}{'peak MB':>10}{'fit extra MB':>14}"
+          f"{'m^2 matrix MB':>15}")  # fmt: skip
+    rows = {}
+    for label, kept, extra in cases:
+        row = run_child(args, "ease", args.ease_ratings, n_items=m, extra=extra)
+        itemsize = 8 if "64" in label else 4
+        matrix_mb = kept * kept * itemsize / 2**20
+        fit_extra = row["peak_rss_mb"] - row["rss_before_mb"]
+        rows[label] = (row, fit_extra)
+        print(f"{label:<26}{row['fit_s']:>9.2f}{row['rss_before_mb']:>15.0f}"
+              f"{row['peak_rss_mb']:>10.0f}{fit_extra:>14.0f}{matrix_mb:>15.0f}",
+              flush=True)  # fmt: skip
+    (r64, x64), (r32, x32), (rhalf, xhalf) = rows.values()
+    ratios = [
+        ("ease_float32_over_float64_fit_time", r32["fit_s"] / max(r64["fit_s"], 1e-9)),
+        ("ease_float32_over_float64_fit_extra_memory", x32 / max(x64, 1e-9)),
+        ("ease_half_items_over_all_fit_time", rhalf["fit_s"] / max(r32["fit_s"], 1e-9)),
+        ("ease_half_items_over_all_fit_extra_memory", xhalf / max(x32, 1e-9)),
+    ]
+    print("ratios (same run): " + ", ".join(f"{n.removeprefix('ease_')} {v:.2f}"
+                                            for n, v in ratios))  # fmt: skip
+    summary = [(f"ease_{m}_items_fit_s_{k.split(',')[0]}{'_half' if ',' in k else ''}",
+                f"{r['fit_s']:.2f}") for k, (r, _) in rows.items()]  # fmt: skip
+    summary += [(f"ease_{m}_items_fit_extra_mb_{k.split(',')[0]}{'_half' if ',' in k else ''}",
+                 f"{x:.0f}") for k, (_, x) in rows.items()]  # fmt: skip
+    summary += [(n, f"{v:.3f}") for n, v in ratios]
+    return summary
 
 
 if __name__ == "__main__":
