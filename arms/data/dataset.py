@@ -28,7 +28,8 @@ class Dataset:
     ----------
     ratings : pandas.DataFrame
         One row per rating with columns ``user_id`` (int64, raw id), ``item_id`` (int64, raw id),
-        ``rating`` (float32, 1-5), ``timestamp`` (int64, seconds since the epoch), ``user_index``
+        ``rating`` (float32: whole stars 1-5 in MovieLens 100K and 1M, half stars 0.5-5 from 10M
+        on), ``timestamp`` (int64, seconds since the epoch), ``user_index``
         and ``item_index`` (int32, contiguous indices into ``users`` and ``items``).
     items : pandas.DataFrame
         Indexed by raw ``item_id`` in index order; columns ``title`` (str), ``release_date``
@@ -40,7 +41,7 @@ class Dataset:
     genre_names : tuple of str
         The genre flag columns of ``items``, in order.
     name : str
-        Where the data came from, e.g. ``"ml-100k"`` or ``"synthetic"``.
+        Where the data came from, e.g. ``"ml-100k"``, ``"ml-20m"`` or ``"synthetic"``.
     """
 
     ratings: pd.DataFrame
