@@ -268,8 +268,9 @@ def action_dependent_note(summary: pd.DataFrame) -> str:
         )
     return (
         "**Boredom: regret and reward can disagree.** In this environment what a user expects "
-        "from an arm depends on what they were shown before: an arm served again and again "
-        "tires them. The regret column scores the best fixed arm on the users as this policy "
+        "from an arm depends on what was shown before: an arm served again and again tires "
+        "its users (and arms that learn online learn only from what they showed). The regret "
+        "column scores the best fixed arm on the users as this policy "
         "left them (rested by varied lists), a level no fixed arm reaches when it is actually "
         "played every time. The best arm in hindsight does play its one arm every time, and its "
         "users tire of it, so a policy that switches arms can have positive regret against the "
