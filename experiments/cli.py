@@ -24,8 +24,8 @@ def _evaluate_arms(args: argparse.Namespace) -> int:
     names = [] if args.arms is None else [a.strip() for a in args.arms.split(",")]
     arms = None if args.arms is None else tuple(a for a in names if a)
     config = ev.EvaluateConfig(
-        data=args.data, synthetic=args.synthetic, arms=arms, seeds=args.seeds,
-        tune=not args.no_tune, n_jobs=args.jobs, out_dir=args.out,
+        data=args.data, dataset=args.dataset, synthetic=args.synthetic, arms=arms,
+        seeds=args.seeds, tune=not args.no_tune, n_jobs=args.jobs, out_dir=args.out,
     )  # fmt: skip
     try:
         results = ev.run(config)
