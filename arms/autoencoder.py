@@ -31,6 +31,8 @@ DEFAULT_L2 = {"ease": 500.0, "dae": 1e-4}
 _BLOCK_CELLS = 4_000_000
 #: Most (item, item) cells of the Gram matrix EASE builds per sparse product (a block of columns).
 _GRAM_BLOCK_CELLS = 4_000_000
+#: EASE's dense matrix above this many bytes gets a warning naming ``max_items`` (4 GB).
+_WARN_BYTES = 4_000_000_000
 
 
 class AutoencoderRecommender(Recommender):
@@ -171,6 +173,13 @@ class AutoencoderRecommender(Recommender):
             by_count = np.argsort(-self.popularity_, kind="stable")
             self.kept_items_ = np.sort(by_count[:n_kept]).astype(np.int64)
             inputs = self.inputs_ if n_kept == self.n_items_ else self.inputs_[:, self.kept_items_]
+            need = n_kept * n_kept * np.dtype(dtype).itemsize
+            if need > _WARN_BYTES:  # 32M's 87,585 movies would need 30.7 GB in float32
+                logger.warning(
+                    "EASE over %d items holds a %.1f GB %s matrix while fitting and after; "
+                    "max_items=20000 would hold %.1f GB", n_kept, need / 1e9, np.dtype(dtype).name,
+                    20_000**2 * np.dtype(dtype).itemsize / 1e9,
+                )  # fmt: skip
             self.weights_ = ease_weights(inputs, self.l2_, dtype=dtype)
         else:
             self._fit_dae(self.inputs_[self.known_users_])

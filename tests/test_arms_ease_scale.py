@@ -144,3 +144,16 @@ def test_dae_ignores_the_ease_only_options(data):
     model = AutoencoderRecommender(variant="dae", hidden_units=4, n_epochs=1, max_items=5,
                                    dtype="float32").fit(small)  # fmt: skip
     assert model.inputs_.dtype == np.float64 and model.score([0]).shape == (1, 30)
+
+
+def test_a_catalogue_too_big_for_memory_is_named_before_the_fit(data, monkeypatch, caplog):
+    # 90 items in float32 are 32,400 bytes; a 30,000-byte limit stands in for 4 GB.
+    monkeypatch.setattr("arms.autoencoder._WARN_BYTES", 30_000)
+    with caplog.at_level("WARNING", logger="arms.autoencoder"):
+        AutoencoderRecommender(l2=20.0).fit(data)
+        AutoencoderRecommender(l2=20.0, max_items=80).fit(data)  # 25,600 bytes: no warning
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings == [
+        "EASE over 90 items holds a 0.0 GB float32 matrix while fitting and after; "
+        "max_items=20000 would hold 1.6 GB"
+    ]
