@@ -10,21 +10,21 @@ import logging
 import os
 import sys
 import tempfile
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from arms.base import Recommender
 from arms.data import load_movielens, make_synthetic
 from arms.data.dataset import Dataset
 from serving.armset import ArmSet, file_lock, fit_arms, load_arms, save_arms
-from serving.policy import PolicyModel
+from serving.replay import DecisionRow, FeedbackRow, OutcomeRow, check_log
 from serving.service import retrain_arms
 from serving.settings import Settings
 from serving.store import Store, open_store
+from serving.store.errors import StoreNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +90,14 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
 
 
 def serve(settings: Settings) -> int:
-    """Prepare the store and arms once, then run uvicorn with ``settings.workers`` workers."""
+    """Prepare the store and arms once, then run uvicorn with ``settings.workers`` workers.
+
+    Each worker enforces the connection limits of ``settings`` (header size and time-out, body
+    and keep-alive time-outs, requests in flight; see :mod:`serving.api.protocol`).
+    """
     import uvicorn
+
+    from serving.api.protocol import uvicorn_options
 
     resources = prepare(settings)
     resources.store.dispose()
@@ -104,7 +110,7 @@ def serve(settings: Settings) -> int:
           f"{settings.workers} worker(s); store {resources.store.describe()}", flush=True)
     uvicorn.run("serving.app:app_from_env", factory=True, host=settings.host,
                 port=settings.port, workers=settings.workers, log_level=settings.log_level,
-                access_log=False)
+                access_log=False, **uvicorn_options(settings))
     return 0
 
 
@@ -124,41 +130,56 @@ def retrain(settings: Settings, out: TextIO | None = None) -> int:
 
 
 def rebuild_state(settings: Settings, out: TextIO | None = None) -> int:
-    """Replay the decision log and compare with the stored posterior; 0 if they match, 1 if not.
+    """Replay the log and compare every derived state with the stored one; 0 if all match.
 
-    Prints, per arm, the stored successes, failures and pulls beside the replay's, then
-    whether the policy rebuilt by replay equals the policy restored from the store.
+    Re-derives each decision's outcome with the rule book, the pulls per arm, the ratings kept
+    for retraining and the policy (the fold of the outcomes under ``settings.policy``), prints
+    them per arm and every disagreement, then ``match: yes`` or ``match: NO`` (exit 1). A store
+    that does not exist or holds no log yet is reported as such and left untouched (exit 0).
     """
     out = out if out is not None else sys.stdout  # looked up per call: tests redirect it
-    store = open_store(settings.resolved_db_url(), timeout_s=settings.store_timeout_s)
     try:
-        stored = store.arm_counts()
-        observations, pulls = store.replay_observations()
+        store = open_store(settings.resolved_db_url(), timeout_s=settings.store_timeout_s,
+                           create=False)
+    except StoreNotFoundError as exc:
+        print(f"nothing to rebuild: {exc}", file=out)
+        return 0
+    try:
+        if not store.has_log():
+            print(f"nothing to rebuild: {store.describe()} holds no decision log yet", file=out)
+            return 0
+        rows = store.log_rows()
+        source = store.describe()
     finally:
         store.dispose()
-    model = PolicyModel(settings.arms, prior_alpha=settings.prior_alpha,
-                        prior_beta=settings.prior_beta)
-    replayed = model.replay(observations)
-    restored = model.build(stored)
-    successes: Counter[str] = Counter()
-    failures: Counter[str] = Counter()
-    for _, arm, reward in observations:
-        (successes if reward > 0 else failures)[arm] += 1
-    arms = sorted(set(stored) | set(successes) | set(failures) | set(pulls))
-    header = (f"{'arm':<14}{'stored s':>10}{'replay s':>10}{'stored f':>10}{'replay f':>10}"
-              f"{'stored n':>10}{'replay n':>10}")
-    print(f"store: {store.describe()}  ({len(observations)} rewards replayed)", file=out)
-    print(header, file=out)
-    counts_match = True
+    check = check_log(
+        [DecisionRow(e, a, bool(c), float(d), bool(s)) for e, a, c, d, s in rows["decisions"]],
+        [FeedbackRow(int(q), e, int(u), int(m), float(t), ty, bool(c), r)
+         for q, e, u, m, t, ty, c, r in rows["feedback"]],
+        [OutcomeRow(int(q), e, a, float(r), None if f is None else int(f))
+         for q, e, a, r, f in rows["outcomes"]],
+        rows["contexts"], rows["pulls"], rows["ratings"], settings.rule_book(),
+        settings.policy_model(_feature_dimension(rows["contexts"])))
+    print(f"store: {source}  ({len(rows['decisions'])} decisions, {len(rows['feedback'])} "
+          f"feedback, {check.n_outcomes} outcomes, {check.pending} undecided)", file=out)
+    print(f"policy: {settings.policy} folded over the outcomes in log order", file=out)
+    print(f"{'arm':<14}{'stored n':>10}{'replay n':>10}{'outcomes':>10}{'mean reward':>13}",
+          file=out)
+    arms = sorted(set(check.pulls_stored) | set(check.pulls_replayed) | set(check.rewards))
     for arm in arms:
-        s = stored.get(arm)
-        row = (s.successes if s else 0, successes[arm], s.failures if s else 0, failures[arm],
-               s.pulls if s else 0, pulls[arm])
-        counts_match &= row[0] == row[1] and row[2] == row[3] and row[4] == row[5]
-        print(f"{arm:<14}" + "".join(f"{v:>10}" for v in row), file=out)
-    policies_match = replayed.state_dict()["stats"] == restored.state_dict()["stats"]
-    match = counts_match and policies_match
-    print(f"counts match: {'yes' if counts_match else 'NO'}; replayed policy equals stored "
-          f"policy: {'yes' if policies_match else 'NO'}", file=out)
-    print(f"match: {'yes' if match else 'NO'}", file=out)
-    return 0 if match else 1
+        n, total = check.rewards.get(arm, (0, 0.0))
+        mean = f"{total / n:.4f}" if n else "-"
+        print(f"{arm:<14}{check.pulls_stored[arm]:>10}{check.pulls_replayed[arm]:>10}{n:>10}"
+              f"{mean:>13}", file=out)
+    for line in check.mismatches:
+        print(f"  mismatch: {line}", file=out)
+    print(f"match: {'yes' if check.match else 'NO'}", file=out)
+    return 0 if check.match else 1
+
+
+def _feature_dimension(contexts: Mapping[str, Any]) -> int | None:
+    """The length of the logged context vectors (None when no decided decision logged one)."""
+    for vector in contexts.values():
+        if vector is not None:
+            return len(vector)
+    return None

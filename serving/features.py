@@ -102,6 +102,11 @@ class UserFeatures:
         """Length ``d`` of every vector."""
         return len(self.names)
 
+    def mean_vector(self) -> np.ndarray:
+        """The average context of the catalogue's users with an empty session, shape ``(d,)``
+        (where ``GET /policy`` evaluates a contextual policy)."""
+        return np.concatenate((self._static.mean(axis=0), (0.0, 0.0)))
+
     def vector(self, user_id: int, session_likes: int, session_dislikes: int) -> np.ndarray:
         """The context of one request, shape ``(d,)``.
 

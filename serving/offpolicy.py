@@ -8,12 +8,11 @@ IPS, self-normalised IPS and doubly robust estimators and bootstrap intervals
 exported as CSV (:func:`export_csv`) and in Open Bandit Pipeline's layout (:func:`export_obp`).
 
 Reward of a decision
-    The service's definition (:meth:`serving.store.Store.replay_observations`): feedback counts
-    when it was attributed to a policy (not cold-start) decision and stamped within that
-    decision's reward window. A decision's reward is 1 when such feedback includes a like or a
-    click, else 0 once its window has closed (disliked, or no feedback at all: the service's
-    expired zero). Decisions whose window is still open at ``as_of`` are left out (their reward
-    is not known yet; leaving out only the open ones without a like would bias every estimate
+    The one reward the service decided for it: its stored outcome (:mod:`serving.rules`: the
+    first rewarded feedback in its window, or the window's close). A decision whose window
+    closed before its outcome was stored gets the default reward the settle sweep will give
+    it. Decisions whose window is still open at ``as_of`` are left out (their reward is not
+    known yet; leaving out only the open ones without a like would bias every estimate
     upwards), unless ``include_open`` counts them with what they have so far. Cold-start
     decisions were made outside the policy (propensity 1, one fixed arm) and are left out.
 
@@ -25,7 +24,7 @@ Candidate policies (per logged decision i, non-contextual like the served policy
 
     Offline replay: the posterior of ``greedy`` and of each Thompson candidate at decision i is
     the prior plus every reward the service's policy had observed before decision i (the
-    replay of :meth:`~serving.store.Store.replay_observations`, in time order). The candidates
+    decided outcomes, in the order they were decided). The candidates
     therefore learn from the log's rewards, i.e. from the arms the *logging* policy played,
     not from the arms they would have played themselves; their propensities at i depend only
     on the past, so the estimators stay unbiased for ``mean_i sum_a pi_i(a) E[r | x_i, a]``.
@@ -55,14 +54,17 @@ import numpy as np
 import pandas as pd
 
 from bandits import ThompsonSampling
-from bandits.base import argmax_set_probabilities
+from bandits.base import argmax_set_probabilities, policy_from_state_dict
 from bandits.ope import PolicyReport, evaluate_policies
 from serving.policy import PolicyModel
-from serving.store import ArmCounts, open_store
+from serving.rules import RuleBook
+from serving.store import open_store
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TS_PRIORS: tuple[tuple[float, float], ...] = ((1.0, 1.0), (1.0, 19.0), (20.0, 20.0))
+#: The rules the simulated log follows and ``read_log`` applies to undecided decisions.
+RULES = RuleBook()
 
 
 class EmptyLogError(ValueError):
@@ -88,7 +90,7 @@ class DecisionLog:
     pmf : ndarray of float64, shape (n, K)
         Logged probability of every arm (0 for arms absent at the time).
     rewards : ndarray of float64, shape (n,)
-        1 if the decision got a counted like/click, else 0 (see the module doc).
+        The decision's one reward (see the module doc).
     policy_versions : ndarray of int64, shape (n,)
     context : ndarray of float64, shape (n, d)
         Numeric fields of the logged context, columns ``context_names``.
@@ -171,7 +173,6 @@ def read_log(url: str, *, as_of: float | None = None, include_open: bool = False
         parts: list[dict[str, Any]] = []
         n_cold = store.decision_log_rows(lambda rows: parts.append(_arrays(rows, arms)),
                                          partition=partition)
-        observations, _ = store.replay_observations()
         source = store.describe()
     finally:
         store.dispose()
@@ -185,8 +186,11 @@ def read_log(url: str, *, as_of: float | None = None, include_open: bool = False
     for p in parts:
         pmf[row:row + p["pmf"].shape[0], :p["pmf"].shape[1]] = p["pmf"]
         row += p["pmf"].shape[0]
-    positive = cat["positive"] > 0  # NaN (no counted feedback) compares False
+    decided = ~np.isnan(cat["reward"])
     closed = ~np.isnan(cat["settled_at"]) | (cat["reward_deadline"] < as_of)
+    # An undecided decision whose window closed gets the default reward when the sweep settles
+    # it (earliest: no feedback decided it); so does an open one counted with include_open.
+    rewards = np.where(decided, cat["reward"], RULES.default_reward)
     keep = closed | include_open
     unknown = cat["actions"] < 0
     keep &= ~unknown
@@ -194,8 +198,9 @@ def read_log(url: str, *, as_of: float | None = None, include_open: bool = False
         raise EmptyLogError(
             f"{source}: none of the {pmf.shape[0]} policy decisions has a closed reward window "
             f"yet ({int((~closed).sum())} open); wait for the window or use include_open")
-    arm_index = {a: k for k, a in enumerate(arms)}
-    obs = [(t, arm_index[a], r) for t, a, r in observations if a in arm_index]
+    # What the service's policy observed: every decided outcome, in the order it was decided.
+    observed = np.flatnonzero(decided & ~unknown)
+    observed = observed[np.argsort(cat["decided_at"][observed], kind="stable")]
     ctx_names = parts[0]["context_names"].tolist()
     return DecisionLog(
         arms=arms,
@@ -205,13 +210,13 @@ def read_log(url: str, *, as_of: float | None = None, include_open: bool = False
         actions=cat["actions"][keep],
         propensities=cat["propensities"][keep],
         pmf=pmf[keep],
-        rewards=positive[keep].astype(np.float64),
+        rewards=rewards[keep].astype(np.float64),
         policy_versions=cat["policy_versions"][keep],
         context=cat["context"][keep],
         context_names=ctx_names,
-        obs_times=np.array([o[0] for o in obs], dtype=np.float64),
-        obs_actions=np.array([o[1] for o in obs], dtype=np.int64),
-        obs_rewards=np.array([o[2] for o in obs], dtype=np.float64),
+        obs_times=cat["decided_at"][observed],
+        obs_actions=cat["actions"][observed],
+        obs_rewards=cat["reward"][observed],
         excluded={"cold_start": n_cold,
                   "open": 0 if include_open else int((~closed & ~unknown).sum()),
                   "unknown_arm": int(unknown.sum())},
@@ -229,7 +234,7 @@ def _arrays(rows: Sequence[Any], arms: list[str]) -> dict[str, Any]:
     table (parsing every row dominated the cost of reading 10^6 decisions).
     """
     (event_ids, created, users, contexts, arm, prop, pmfs, versions, deadlines,
-     settled, positive) = zip(*rows, strict=True)
+     settled, reward, decided_at) = zip(*rows, strict=True)
     index = {a: k for k, a in enumerate(arms)}
 
     def distinct(texts: tuple[str, ...]) -> tuple[np.ndarray, list[Any]]:
@@ -262,7 +267,8 @@ def _arrays(rows: Sequence[Any], arms: list[str]) -> dict[str, Any]:
         "policy_versions": np.array(versions, dtype=np.int64),
         "reward_deadline": np.array(deadlines, dtype=np.float64),
         "settled_at": np.array(settled, dtype=np.float64),  # None -> NaN
-        "positive": np.array(positive, dtype=np.float64),
+        "reward": np.array(reward, dtype=np.float64),  # None -> NaN
+        "decided_at": np.array(decided_at, dtype=np.float64),
         "context": ctx_table[ctx_codes],
         "context_names": np.array(names, dtype=object),
         "pmf": table[pmf_codes],
@@ -548,10 +554,12 @@ def simulate_service_log(url: str, arms: Sequence[str], respond: Respond, n_deci
     The service's :class:`~serving.policy.PolicyModel` (Thompson Sampling, propensities by
     quadrature) draws each decision's arm from its snapshot, which is rebuilt from the counts
     every ``refresh_every`` decisions (the service's periodic refresh). Decision i is made at
-    ``start + i * spacing_s``; its feedback one tenth of a spacing later; a decision with no
-    feedback is settled as reward 0 one spacing after its window closes. Rows go straight into
-    the service's tables (bulk inserts, no idempotency checks), and ``arm_state`` ends equal
-    to a replay of the log, so ``recbandits rebuild-state`` agrees with it.
+    ``start + i * spacing_s``; its feedback one tenth of a spacing later, the first of which
+    decides its outcome (the rule book's ``earliest`` aggregation); a decision with no
+    feedback gets the default reward about one spacing after its window closes. Rows go
+    straight into the service's tables (bulk inserts, no idempotency checks) with log positions
+    in time order, and ``arm_state`` ends equal to the pulls of the log, so
+    ``recbandits rebuild-state`` agrees with it.
 
     Parameters
     ----------
@@ -574,35 +582,49 @@ def simulate_service_log(url: str, arms: Sequence[str], respond: Respond, n_deci
     Returns
     -------
     dict
-        ``decisions``, ``feedback`` (rows written), ``counts`` (final per-arm ArmCounts).
+        ``decisions``, ``feedback``, ``outcomes`` (rows written), ``pulls`` (per arm).
     """
     if n_decisions < 1 or refresh_every < 1:
         raise ValueError(f"n_decisions and refresh_every must be >= 1, got {n_decisions}, "
                          f"{refresh_every}")
     arms = list(arms)
     K = len(arms)
-    model = PolicyModel(arms, prior_alpha=prior_alpha, prior_beta=prior_beta,
-                        propensity_grid=propensity_grid)
+    model = PolicyModel("ThompsonSampling", arms, params={
+        "prior_alpha": prior_alpha, "prior_beta": prior_beta,
+        "propensity_grid": propensity_grid})
+    policy_json = json.dumps(model.describe_params())
+    template = model.fresh().state_dict()
     rng = np.random.default_rng(seed)
     store = open_store(url)
     store.create_schema(arms)
+    base_seq = store.log_seq()
+    # Log positions follow time: decision i's feedback comes at i + 0.1 spacings, its window
+    # closes at i + settle_lag spacings; seq = 256 * (4 * bucket + kind) + j keeps that order.
+    settle_lag = math.ceil(reward_window_s / spacing_s) + 1
+
+    def seq_of(bucket: int, kind: int, j: int = 0) -> int:
+        return base_seq + 256 * (4 * bucket + kind) + j + 1
+
     successes = np.zeros(K)
     failures = np.zeros(K)
     pulls = np.zeros(K, dtype=np.int64)
-    # Observations not yet seen by the policy: (time, arm, success 0/1), in time order.
+    # Outcomes not yet seen by the policy: (time, arm, reward), in time order.
     pending = np.empty((0, 3))
     dec_rows: list[dict[str, Any]] = []
     fb_rows: list[dict[str, Any]] = []
-    written = {"decisions": 0, "feedback": 0}
+    out_rows: list[dict[str, Any]] = []
+    written = {"decisions": 0, "feedback": 0, "outcomes": 0}
 
     def flush(final: bool = False) -> None:
         if not dec_rows or (len(dec_rows) < chunk and not final):
             return
-        store.insert_simulated(dec_rows, fb_rows)
+        store.insert_simulated(dec_rows, fb_rows, out_rows)
         written["decisions"] += len(dec_rows)
         written["feedback"] += len(fb_rows)
+        written["outcomes"] += len(out_rows)
         dec_rows.clear()
         fb_rows.clear()
+        out_rows.clear()
 
     try:
         for first in range(0, n_decisions, refresh_every):
@@ -614,14 +636,18 @@ def simulate_service_log(url: str, arms: Sequence[str], respond: Respond, n_deci
                 successes += np.bincount(arm_idx, weights=wins, minlength=K)
                 failures += np.bincount(arm_idx, weights=1.0 - wins, minlength=K)
                 pending = pending[~due]
-            counts = {a: ArmCounts(int(successes[k]), int(failures[k]), int(pulls[k]))
-                      for k, a in enumerate(arms)}
-            snap = model.snapshot(counts, 1)
+            # The served policy at these counts (a Beta policy's state is its counts).
+            state = {**template, "stats": {"successes": successes.tolist(),
+                                           "failures": failures.tolist()}}
+            pmf_arr = policy_from_state_dict(state).action_probabilities()
+            pmf_arr = np.clip(pmf_arr, 0.0, None) / np.clip(pmf_arr, 0.0, None).sum()
+            cdf = np.cumsum(pmf_arr)
+            cdf[-1] = 1.0
             b = min(refresh_every, n_decisions - first)
-            actions = np.minimum(np.searchsorted(snap.cdf, rng.random(b), side="right"), K - 1)
+            actions = np.minimum(np.searchsorted(cdf, rng.random(b), side="right"), K - 1)
             pulls += np.bincount(actions, minlength=K)
             resp = respond(actions, rng)
-            pmf = dict(zip(arms, snap.pmf.tolist(), strict=True))
+            pmf = dict(zip(arms, pmf_arr.tolist(), strict=True))
             times = start + (first + np.arange(b)) * spacing_s
             n_fb = resp.likes + resp.dislikes
             obs = []
@@ -631,17 +657,15 @@ def simulate_service_log(url: str, arms: Sequence[str], respond: Respond, n_deci
                 event = f"{seed:08x}{i:024x}"
                 arm = arms[actions[j]]
                 deadline = t + reward_window_s
+                settled_at = start + (i + settle_lag) * spacing_s
                 k_show = max(int(n_fb[j]), 1)
                 slate = (resp.slates[j].tolist() if resp.slates is not None
                          else list(range(1, k_show + 1)))
-                no_feedback = n_fb[j] == 0
                 dec_rows.append({
                     "event_id": event, "created_at": t, "user_id": int(resp.user_ids[j]),
-                    "context": {"known_user": True, "k": len(slate), "session_likes": 0,
-                                "session_dislikes": 0},
-                    "arm": arm, "propensity": pmf[arm], "pmf": pmf, "slate": slate,
-                    "policy_version": 1, "cold_start": False, "reward_deadline": deadline,
-                    "settled_at": deadline + spacing_s, "expired_zero": bool(no_feedback),
+                    "context": {"k": len(slate)}, "arm": arm, "propensity": pmf[arm],
+                    "pmf": pmf, "slate": slate, "policy": policy_json, "policy_version": 1,
+                    "cold_start": False, "reward_deadline": deadline, "settled_at": settled_at,
                 })
                 fb_time = t + 0.1 * spacing_s
                 if resp.codes is not None:
@@ -651,33 +675,38 @@ def simulate_service_log(url: str, arms: Sequence[str], respond: Respond, n_deci
                 else:
                     kinds = ["like"] * int(resp.likes[j]) + ["dislike"] * int(resp.dislikes[j])
                     rated = list(zip(slate, kinds, strict=False))
-                for movie, kind in rated:
-                    reward = 1.0 if kind == "like" else 0.0
+                for n, (movie, kind) in enumerate(rated[:255]):
+                    rule = RULES.rule(kind)
+                    decides = n == 0  # earliest: the first rewarded feedback decides
+                    fb_seq = seq_of(i, 1, n)
                     fb_rows.append({
                         "created_at": fb_time, "user_id": int(resp.user_ids[j]),
                         "movie_id": int(movie), "feedback_type": kind, "event_id": event,
-                        "event_key": event, "arm": arm, "reward": reward, "counted": True,
-                        "note": f"reward {reward:g} given to arm {arm}",
+                        "event_key": event, "arm": arm, "reward": rule.reward,
+                        "rating": rule.rating, "counted": decides, "seq": fb_seq,
+                        "note": (f"reward {rule.reward:g} given to arm {arm}" if decides else
+                                 "the decision's reward was already decided"),
                     })
-                    obs.append((fb_time, actions[j], reward))
-                if no_feedback:
-                    obs.append((deadline + spacing_s, actions[j], 0.0))
+                    if decides:
+                        out_rows.append({"event_id": event, "seq": seq_of(i, 1, 255),
+                                         "arm": arm, "reward": rule.reward,
+                                         "decided_at": fb_time, "feedback_seq": fb_seq})
+                        obs.append((fb_time, actions[j], rule.reward))
+                if not rated:
+                    out_rows.append({"event_id": event, "seq": seq_of(i + settle_lag, 2),
+                                     "arm": arm, "reward": RULES.default_reward,
+                                     "decided_at": settled_at, "feedback_seq": None})
+                    obs.append((settled_at, actions[j], RULES.default_reward))
             if obs:
                 new = np.array(obs, dtype=np.float64)
                 pending = np.concatenate([pending, new])
                 pending = pending[np.argsort(pending[:, 0], kind="stable")]
             flush()
         flush(final=True)
-        if len(pending):
-            arm_idx = pending[:, 1].astype(np.int64)
-            successes += np.bincount(arm_idx, weights=pending[:, 2], minlength=K)
-            failures += np.bincount(arm_idx, weights=1.0 - pending[:, 2], minlength=K)
-        final = {a: ArmCounts(int(successes[k]), int(failures[k]), int(pulls[k]))
-                 for k, a in enumerate(arms)}
-        store.set_arm_counts(final)
+        store.set_pulls({a: int(pulls[k]) for k, a in enumerate(arms)})
     finally:
         store.dispose()
-    return {**written, "counts": final}
+    return {**written, "pulls": {a: int(pulls[k]) for k, a in enumerate(arms)}}
 
 
 # ---------------------------------------------------------------------------- the command

@@ -29,13 +29,14 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
 from bandits.base import BatchedPolicy, registered_policies
+from serving.store.types import Outcome
 
 #: The policies the service can run (every policy of :mod:`bandits` but the Gaussian one, whose
 #: rewards are unbounded, and Random, which learns nothing).
@@ -43,30 +44,6 @@ SERVABLE_POLICIES = ("ThompsonSampling", "DiscountedThompsonSampling",
                      "SlidingWindowThompsonSampling", "LinTS", "LinUCB", "EpsilonGreedy", "UCB1",
                      "KLUCB")
 DEFAULT_POLICY = "ThompsonSampling"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """One decided reward as the fold consumes it.
-
-    Attributes
-    ----------
-    seq : int
-        Position in the log (commit order).
-    event_id : str
-        The decision.
-    arm : str
-    reward : float
-        In ``[0, 1]``.
-    context : list of float or None
-        The context vector the policy saw when it made the decision.
-    """
-
-    seq: int
-    event_id: str
-    arm: str
-    reward: float
-    context: Sequence[float] | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +65,8 @@ class PolicySnapshot:
         entry 1); None for contextual policies, whose probabilities depend on the context.
     pmf_json : str
         ``pmf`` by arm name as JSON, serialised once for every decision logged under it.
+    rewards : dict of str to (int, float)
+        Outcomes folded and their reward sum, per arm.
     """
 
     version: int
@@ -97,6 +76,7 @@ class PolicySnapshot:
     pmf: np.ndarray | None
     cdf: np.ndarray | None
     pmf_json: str = "{}"
+    rewards: dict[str, tuple[int, float]] = field(default_factory=dict)
 
 
 def check_policy_name(name: str) -> str:
@@ -164,8 +144,11 @@ class PolicyModel:
         """Name, class hyper-parameters as the policy reports them: logged with every decision."""
         return {"name": self.name, "params": self.fresh().get_params()}
 
-    def fold(self, policy: BatchedPolicy, outcomes: Iterable[Outcome]) -> int:
+    def fold(self, policy: BatchedPolicy, outcomes: Iterable[Outcome],
+             rewards: dict[str, tuple[int, float]] | None = None) -> int:
         """Feed ``outcomes`` (in log order) to ``policy.update``; the number folded.
+
+        ``rewards``, if given, is updated in place with each folded outcome's arm tally.
 
         Outcomes of arms the policy does not have (removed from the settings), and, for a
         contextual policy, outcomes without a context of its dimension (logged under another
@@ -184,6 +167,9 @@ class PolicyModel:
             else:
                 policy.update(outcome.arm, outcome.reward)
             folded += 1
+            if rewards is not None:
+                n, total = rewards.get(outcome.arm, (0, 0.0))
+                rewards[outcome.arm] = (n + 1, total + outcome.reward)
         return folded
 
     def replay(self, outcomes: Iterable[Outcome]) -> BatchedPolicy:
@@ -195,26 +181,28 @@ class PolicyModel:
     def advance(self, snapshot: PolicySnapshot | None, outcomes: Sequence[Outcome],
                 pulls: Mapping[str, int], version: int) -> PolicySnapshot:
         """A new snapshot: ``snapshot``'s policy (copied) with ``outcomes`` folded in."""
+        rewards = {} if snapshot is None else dict(snapshot.rewards)
         if snapshot is None:
             policy, seq = self.fresh(), 0
         elif outcomes:
             policy, seq = copy.deepcopy(snapshot.policy), snapshot.seq
         else:
             policy, seq = snapshot.policy, snapshot.seq
-        self.fold(policy, outcomes)
+        self.fold(policy, outcomes, rewards)
         if outcomes:
             seq = max(seq, outcomes[-1].seq)
         if (snapshot is not None and policy is snapshot.policy
                 and snapshot.version == version):
             return PolicySnapshot(version, seq, policy, dict(pulls), snapshot.pmf, snapshot.cdf,
-                                  snapshot.pmf_json)
+                                  snapshot.pmf_json, rewards)
         if self.contextual:
-            return PolicySnapshot(version, seq, policy, dict(pulls), None, None)
+            return PolicySnapshot(version, seq, policy, dict(pulls), None, None, "{}", rewards)
         pmf = _normalised(policy.action_probabilities())
         cdf = np.cumsum(pmf)
         cdf[-1] = 1.0
         return PolicySnapshot(version, seq, policy, dict(pulls), pmf, cdf,
-                              json.dumps(dict(zip(self.arms, pmf.tolist(), strict=True))))
+                              json.dumps(dict(zip(self.arms, pmf.tolist(), strict=True))),
+                              rewards)
 
     def probabilities(self, snapshot: PolicySnapshot,
                       context: np.ndarray | None) -> np.ndarray:
@@ -250,8 +238,10 @@ class PolicyModel:
                 expected = np.divide(stats_["reward_sum"], n, out=np.zeros_like(n), where=n > 0)
         rows = []
         for k, arm in enumerate(self.arms):
+            n, total = snapshot.rewards.get(arm, (0, 0.0))
             row: dict[str, Any] = {
-                "arm": arm, "pulls": int(snapshot.pulls.get(arm, 0)),
+                "arm": arm, "pulls": int(snapshot.pulls.get(arm, 0)), "outcomes": n,
+                "mean_reward": total / n if n else None,
                 "expected_reward": float(expected[k]),
                 "selection_probability": float(pmf[k]),
             }
@@ -262,8 +252,6 @@ class PolicyModel:
                 row.update(alpha=a, beta=b, successes=float(stats_["successes"][k]),
                            failures=float(stats_["failures"][k]),
                            credible_interval=(float(low), float(high)))
-            else:
-                row["rewards_observed"] = float(stats_["pulls"][k])
             rows.append(row)
         return {"policy": self.name, "params": self.describe_params()["params"],
                 "contextual": self.contextual, "policy_version": snapshot.version,

@@ -2,8 +2,14 @@
 
 Routes call :class:`RecommendationService` and hold no modelling logic. The service keeps two
 immutable snapshots, swapped by reference: the :class:`~serving.armset.ArmSet` (changed by a
-retrain) and the :class:`PolicySnapshot` (rebuilt from the store's counts by the writer thread
-every ``refresh_interval_s`` and right after this worker's own feedback commits).
+retrain) and the :class:`~serving.policy.PolicySnapshot`: the served policy after folding the
+log's outcomes up to a log position, advanced by the refresher thread every
+``refresh_interval_s`` (sooner after this worker's own feedback decided an outcome) by folding
+the outcomes logged since (see :mod:`serving.policy` for why that is exact).
+
+Every decision logs the context the policy saw (:mod:`serving.features`), the probability of
+every arm under that context, and the policy's name and hyper-parameters. Feedback is worth what
+the rule book (:mod:`serving.rules`) says; the store decides each decision's one reward once.
 
 Cold start: a user id the arms do not know (not in the training catalogue) is served the
 popularity ranking of ``cold_start_arm`` outside the policy. The decision is logged with
@@ -14,7 +20,7 @@ next retrain, after which the user is known) but updates no arm.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import json
 import logging
 import os
 import threading
@@ -38,12 +44,13 @@ from serving.errors import (
     InvalidInputError,
     StoreUnavailableError,
 )
+from serving.features import UserFeatures
 from serving.policy import PolicyModel, PolicySnapshot
+from serving.rules import RuleBook
 from serving.schemas import FeedbackIn
 from serving.session import session_adjust
 from serving.settings import Settings
-from serving.store import ArmCounts, FeedbackResult, FeedbackWrite, Store
-from serving.store.types import RATING_OF_TYPE
+from serving.store import FeedbackResult, FeedbackWrite, Store
 
 logger = logging.getLogger(__name__)
 
@@ -71,23 +78,34 @@ class RecommendationService:
         retrain starts from.
     arm_set : ArmSet
         The arms of the current policy version.
-    policy_model : PolicyModel
-        Builds the bandit policy from stored counts.
+    policy_model : PolicyModel, optional
+        The served policy (default: ``settings.policy_model`` for the feature set).
+    features : UserFeatures, optional
+        The context of each request (default: built from ``catalog``).
+    rules : RuleBook, optional
+        Default: ``settings.rule_book()``.
     """
 
     def __init__(self, settings: Settings, store: Store, catalog: Dataset, arm_set: ArmSet,
-                 policy_model: PolicyModel) -> None:
+                 policy_model: PolicyModel | None = None, features: UserFeatures | None = None,
+                 rules: RuleBook | None = None) -> None:
         self.settings = settings
         self.store = store
         self.catalog = catalog
         self.arm_set = arm_set
-        self.policy_model = policy_model
+        self.features = features if features is not None else UserFeatures(catalog)
+        self.policy_model = (policy_model if policy_model is not None
+                             else settings.policy_model(self.features.dimension))
+        self.rules = rules if rules is not None else settings.rule_book()
+        # Logged with every decision: serialised once.
+        self._policy_json = json.dumps(self.policy_model.describe_params())
         self.rng = np.random.default_rng(settings.seed)
         self.writer: Any = None  # set by the app's lifespan (GroupCommitWriter)
         # Off-loop reads outside the request path (health, /policy): the request-path reads of
         # a PostgreSQL store are batched on the event loop instead (see _read).
         self.readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="recbandits-read")
-        self.snapshot: PolicySnapshot = policy_model.snapshot({}, arm_set.version)
+        self.snapshot: PolicySnapshot = self.policy_model.advance(None, [], {}, arm_set.version)
+        self._advance_lock = threading.Lock()
         self._loading: threading.Thread | None = None
         self._retrain_lock = threading.Lock()
         self._refresh_wanted = threading.Event()
@@ -161,31 +179,17 @@ class RecommendationService:
 
     # ------------------------------------------------------------------ periodic jobs
     def refresh(self) -> None:
-        """Re-read counts and version from the store (writer thread); start loading new arms."""
-        meta, counts = self.store.state()
-        version = meta.version if meta else self.arm_set.version
-        reused = self._reuse_snapshot(counts, version)
-        self.snapshot = (reused if reused is not None
-                         else self.policy_model.snapshot(counts, version))
+        """Fold the outcomes logged since the snapshot; re-read pulls and version; start
+        loading new arms if a retrain published them."""
+        with self._advance_lock:  # the refresher and policy_view never fold the same rows twice
+            meta, pulls = self.store.state()
+            version = meta.version if meta else self.arm_set.version
+            outcomes = self.store.outcomes_after(self.snapshot.seq)
+            self.snapshot = self.policy_model.advance(self.snapshot, outcomes, pulls, version)
         if meta and meta.version > self.arm_set.version and self._loading is None:
             self._loading = threading.Thread(target=self._load_version, args=(meta.version,
                                              meta.arms_dir), name="recbandits-arms", daemon=True)
             self._loading.start()
-
-    def _reuse_snapshot(self, counts: dict[str, ArmCounts],
-                        version: int) -> PolicySnapshot | None:
-        """The current snapshot with ``counts`` if its posterior is theirs, else None.
-
-        Only successes and failures move the posterior; pulls do not, so the selection
-        probabilities (~20 ms to compute) are reused.
-        """
-        old = self.snapshot
-        if old.version != version or any(
-                (c.successes, c.failures) != (o.successes, o.failures)
-                for c, o in ((counts.get(a), old.counts.get(a, ArmCounts()))
-                             for a in self.policy_model.arms) if c is not None):
-            return None
-        return old if old.counts == counts else dataclasses.replace(old, counts=counts)
 
     def _load_version(self, version: int, arms_dir: str) -> None:
         try:
@@ -202,8 +206,9 @@ class RecommendationService:
             self._loading = None
 
     def settle(self) -> None:
-        """Count decisions whose reward window closed without feedback as reward 0 (once)."""
-        if self.store.settle_expired(time.time(), self.settings.settle_grace_s):
+        """Decide the outcome of every decision whose reward window closed (once, in the
+        store; see :mod:`serving.rules`)."""
+        if self.store.settle_expired(time.time(), self.settings.settle_grace_s, self.rules):
             self.refresh()
 
     # ------------------------------------------------------------------ recommendations
@@ -214,6 +219,8 @@ class RecommendationService:
         history = await self._read("user_feedback", user_id)
         now = time.time()
         user = arms.user_index.get(user_id)
+        excluded, liked, disliked = self._split_history(history, arms, now)
+        features = self.features.vector(user_id, liked.size, disliked.size)
         if user is None:
             cold_start = True
             arm = self.settings.cold_start_arm
@@ -222,13 +229,20 @@ class RecommendationService:
             ranking = arms.cold_start_ranking
         else:
             cold_start = False
-            choice = int(np.searchsorted(snapshot.cdf, self.rng.random(), side="right"))
-            choice = min(choice, len(arms.names) - 1)
-            arm = arms.names[choice]
-            pmf = snapshot.pmf_json
-            propensity = snapshot.pmf_by_arm[arm]
+            model = self.policy_model
+            if snapshot.cdf is not None:  # context-free: computed once per snapshot
+                cdf, pmf = snapshot.cdf, snapshot.pmf_json
+                probabilities = snapshot.pmf
+            else:
+                probabilities = model.probabilities(snapshot, features)
+                cdf = np.cumsum(probabilities)
+                cdf[-1] = 1.0
+                pmf = dict(zip(model.arms, probabilities.tolist(), strict=True))
+            choice = int(np.searchsorted(cdf, self.rng.random(), side="right"))
+            choice = min(choice, len(model.arms) - 1)
+            arm = model.arms[choice]
+            propensity = float(probabilities[choice])
             ranking = arms.ranking(arm, user)
-        excluded, liked, disliked = self._split_history(history, arms, now)
         strength = self.settings.session_strength
         top = None
         if strength == 0 or not (liked.size or disliked.size):
@@ -243,14 +257,13 @@ class RecommendationService:
         # 48 bits of milliseconds, then 80 random bits: unguessable like a uuid4, but the log's
         # primary-key index grows at its end instead of splitting pages at random.
         event_id = f"{int(now * 1000):012x}{os.urandom(10).hex()}"
-        context = {"known_user": not cold_start, "k": k, "session_likes": int(liked.size),
-                   "session_dislikes": int(disliked.size)}
+        context = {"feature_version": self.features.version, "features": features.tolist(),
+                   "k": k}
         await self.writer.write_decision({
             "event_id": event_id, "created_at": now, "user_id": user_id, "context": context,
             "arm": arm, "propensity": propensity, "pmf": pmf, "slate": slate,
-            "policy_version": arms.version, "cold_start": cold_start,
-            "reward_deadline": now + self.settings.reward_window_s, "settled_at": None,
-            "expired_zero": False,
+            "policy": self._policy_json, "policy_version": arms.version,
+            "cold_start": cold_start, "reward_deadline": now + self.settings.reward_window_s,
         })
         self.on_decision(arm)
         titles, years, genres = arms.titles, arms.years, arms.genres
@@ -274,8 +287,11 @@ class RecommendationService:
         rows = [(index[m], t, at) for m, t, at in history if m in index]
         excluded = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         since = now - self.settings.session_window_s
-        liked = np.array([i for i, t, at in rows if at >= since and t != "dislike"], np.int64)
-        disliked = np.array([i for i, t, at in rows if at >= since and t == "dislike"], np.int64)
+        rules = self.rules.rules
+        recent = [(i, rules[t].session_sign if t in rules else 0)
+                  for i, t, at in rows if at >= since]
+        liked = np.array([i for i, sign in recent if sign > 0], np.int64)
+        disliked = np.array([i for i, sign in recent if sign < 0], np.int64)
         return excluded, liked, disliked
 
     # ------------------------------------------------------------------ feedback
@@ -313,42 +329,61 @@ class RecommendationService:
         else:
             decision = await self._read("latest_decision_showing", body.user_id,
                                         body.movie_id, now - window)
-        reward = None
+        rule = self.rules.rule(feedback_type)
+        reward = rule.reward
         arm = None
-        counted = False
+        outcome = None
+        decided_note = ""
         if decision is None:
             note = ("movie never shown to this user within the reward window: kept as a rating "
                     "signal, no arm updated")
         else:
             arm = decision["arm"]
-            reward = 1.0 if feedback_type in ("like", "click") else 0.0
             if decision["cold_start"]:
                 note = "cold-start decision (served outside the policy): no arm updated"
             elif now > decision["reward_deadline"]:
                 note = "after the decision's reward window closed: no arm updated"
+            elif reward is None:
+                note = f"{feedback_type} carries no reward: stored, no arm updated"
+            elif not self.rules.decides_at_once:
+                note = (f"reward {reward:g} for arm {arm} is combined ({self.rules.aggregation}) "
+                        "with the decision's other feedback when its window closes")
             else:
-                counted = True
-                note = f"reward {reward:g} given to arm {arm}"
+                # The store inserts the decision's one outcome unless one exists already.
+                outcome = {"event_id": decision["event_id"], "arm": arm, "reward": reward}
+                decided_note = f"reward {reward:g} given to arm {arm}"
+                note = ("the decision's reward was already decided by earlier feedback or by "
+                        "its window closing: stored, no arm updated")
         values = {
             "created_at": now, "user_id": body.user_id, "movie_id": body.movie_id,
             "feedback_type": feedback_type,
             "event_id": None if decision is None else decision["event_id"],
             "event_key": "" if decision is None else decision["event_id"],
-            "arm": arm, "reward": reward, "counted": counted, "note": note,
+            "arm": arm, "reward": reward, "rating": rule.rating, "counted": False,
+            "note": note,
         }
-        return await self.writer.write_feedback(
-            FeedbackWrite(values, RATING_OF_TYPE.get(feedback_type)))
+        return await self.writer.write_feedback(FeedbackWrite(values, outcome, decided_note))
 
     # ------------------------------------------------------------------ policy and retraining
     async def policy_view(self) -> dict[str, Any]:
-        """Posterior, counts and selection probability of every arm, read fresh from the store."""
-        counts = await self._read("arm_counts")
-        version = self.snapshot.version
-        snapshot = self._reuse_snapshot(counts, version)
-        if snapshot is None:  # feedback newer than this worker's snapshot: off the event loop
-            snapshot = await asyncio.get_running_loop().run_in_executor(
-                self.readers, self.policy_model.snapshot, counts, version)
-        return self.policy_model.describe(snapshot, self.settings.reward_window_s)
+        """What ``GET /policy`` answers: the policy folded up to the log's latest outcome."""
+        await asyncio.get_running_loop().run_in_executor(self.readers, self.refresh)
+        return self.policy_model.describe(self.snapshot, self.features.mean_vector(),
+                                          self.settings.reward_window_s)
+
+    def arm_tallies(self) -> dict[str, tuple[int, int, float]]:
+        """Per arm: (pulls, outcomes folded, reward sum), for ``/metrics``."""
+        pulls = self.store.pulls()
+        rewards = self.snapshot.rewards
+        return {arm: (pulls.get(arm, 0), *rewards.get(arm, (0, 0.0)))
+                for arm in self.policy_model.arms}
+
+    def policy_state(self) -> dict[str, Any]:
+        """The learned state this worker serves and the log position it folded up to (tests
+        and ``rebuild-state`` compare it with the fold of the log)."""
+        snapshot = self.snapshot
+        return {"log_seq": snapshot.seq, "policy_version": snapshot.version,
+                "state": snapshot.policy.state_dict()}
 
     def retrain(self) -> tuple[int, int]:
         """Refit the arms on the catalogue plus feedback ratings and publish a new version.

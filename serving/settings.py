@@ -6,14 +6,19 @@ the tests, and handed to :func:`serving.app.create_app`; nothing reads the envir
 
 from __future__ import annotations
 
+import json
 import os
+import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from arms import registry
+from bandits.base import registered_policies
+from serving.policy import DEFAULT_POLICY, PolicyModel, check_policy_name
+from serving.rules import Aggregation, RuleBook
 
 #: Arms served by default, in policy order (names of :mod:`arms.registry`).
 DEFAULT_ARMS = ("svd", "sequential", "autoencoder", "popularity")
@@ -47,8 +52,22 @@ class Settings(BaseSettings):
     cold_start_arm : str
         Arm (a registry name) whose popularity ranking serves users unknown to the arms; such
         decisions are logged with propensity 1 and never update the policy.
+    policy : str
+        The bandit policy (``RECBANDITS_POLICY``): one of
+        :data:`serving.policy.SERVABLE_POLICIES` (``ThompsonSampling`` by default,
+        ``DiscountedThompsonSampling``, ``SlidingWindowThompsonSampling``, ``LinTS``,
+        ``LinUCB``, ``EpsilonGreedy``, ``UCB1``, ``KLUCB``).
+    policy_params : dict
+        Hyper-parameters of that policy class (keyword arguments, e.g. ``{"scale": 0.5}`` for
+        LinTS; ``RECBANDITS_POLICY_PARAMS`` as JSON, or a ``[policy_params]`` table in the
+        settings file). Contextual policies get ``n_features`` from the feature set.
     prior_alpha, prior_beta : float
-        Beta prior of Thompson Sampling on every arm's like rate.
+        Beta prior of the Thompson Sampling policies on every arm's reward rate (used when the
+        policy takes them and ``policy_params`` does not set them).
+    aggregation : {"earliest", "max"}
+        How several feedbacks on one decision make its one reward (:mod:`serving.rules`).
+    default_reward : float
+        Reward of a decision whose window closed without rewarded feedback (default 0).
     reward_window_s : float
         Seconds after a decision during which feedback on its slate rewards its arm; a decision
         with no feedback in the window counts as reward 0, once (default 30 min).
@@ -73,7 +92,8 @@ class Settings(BaseSettings):
     switch_interval_s : float
         Python's thread switch interval in the worker (``sys.setswitchinterval``).
     propensity_grid : int
-        Quadrature intervals of Thompson Sampling's selection probabilities.
+        Quadrature intervals of the Thompson samplers' selection probabilities (used when the
+        policy takes it and ``policy_params`` does not set it).
     score_cache_size : int
         (arm, user) score vectors each worker keeps (float32; 4 bytes per item each; 0 turns
         the cache off). Scores only change with a retrain, which starts a fresh cache.
@@ -84,6 +104,21 @@ class Settings(BaseSettings):
         Largest request body accepted (413 beyond).
     cors_origins : list of str
         Origins allowed by CORS; empty (default) sends no CORS headers.
+    max_header_bytes : int
+        Largest request head (request line and headers) a worker accepts: 431 and the
+        connection closed beyond it, counted as the bytes arrive (default 16 KiB).
+    header_timeout_s : float
+        Seconds a client has to send a whole request head from its first byte (408 and closed
+        after; default 10).
+    body_timeout_s : float
+        Seconds a client has to send a request body after its head (408 and closed after;
+        default 10).
+    keep_alive_timeout_s : float
+        Seconds a connection may stay idle, before its first request or between requests,
+        before the worker closes it (default 5).
+    max_concurrency : int
+        Requests in flight per worker; beyond it a request is answered 503 with
+        ``Retry-After`` before the app sees it (default 256).
     """
 
     model_config = SettingsConfigDict(env_prefix="RECBANDITS_", extra="ignore")
@@ -100,9 +135,13 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, le=64)
     arms: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_ARMS))
     cold_start_arm: str = "popularity"
-    policy: Literal["thompson"] = "thompson"
+    policy: str = DEFAULT_POLICY
+    policy_params: dict[str, float | int | bool | list[float] | None] = Field(
+        default_factory=dict)
     prior_alpha: float = Field(1.0, gt=0)
     prior_beta: float = Field(1.0, gt=0)
+    aggregation: Aggregation = "earliest"
+    default_reward: float = Field(0.0, ge=0, le=1)
     reward_window_s: float = Field(1800.0, gt=0)
     settle_grace_s: float = Field(5.0, ge=0)
     session_window_s: float = Field(1800.0, ge=0)
@@ -119,6 +158,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(16_384, ge=256)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: str = "warning"
+    # The HTTP server's limits (serving.api.protocol), per worker.
+    max_header_bytes: int = Field(16_384, ge=1024)
+    header_timeout_s: float = Field(10.0, gt=0)
+    body_timeout_s: float = Field(10.0, gt=0)
+    keep_alive_timeout_s: float = Field(5.0, gt=0)
+    max_concurrency: int = Field(256, ge=1)
 
     @field_validator("arms", "cors_origins", mode="before")
     @classmethod
@@ -139,10 +184,49 @@ class Settings(BaseSettings):
             raise ValueError(f"arms must not repeat an arm, got {value}")
         return value
 
+    @field_validator("policy")
+    @classmethod
+    def _check_policy(cls, value: str) -> str:
+        return check_policy_name(value)
+
     @field_validator("cold_start_arm")
     @classmethod
     def _check_cold_start_arm(cls, value: str) -> str:
         return registry.resolve(value).name
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: Any) -> Settings:
+        """Settings from a TOML file (keys are field names), then ``overrides``.
+
+        ``RECBANDITS_*`` variables still apply to the fields neither sets. Raises
+        ``ValueError`` naming the file when it cannot be read or parsed, and pydantic's
+        ``ValidationError`` for an unknown or invalid value.
+        """
+        try:
+            with open(path, "rb") as handle:
+                values = tomllib.load(handle)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ValueError(f"cannot read the settings file {str(path)!r}: {exc}") from exc
+        unknown = sorted(set(values) - set(cls.model_fields))
+        if unknown:
+            raise ValueError(f"settings file {str(path)!r}: unknown settings {unknown}; known: "
+                             f"{sorted(cls.model_fields)}")
+        return cls(**{**values, **overrides})
+
+    def policy_model(self, n_features: int | None) -> PolicyModel:
+        """The served policy's model: ``policy`` with ``policy_params`` (plus the shared
+        ``prior_alpha``/``prior_beta``/``propensity_grid`` where the class takes them)."""
+        cls = registered_policies()[self.policy]
+        shared = {"prior_alpha": self.prior_alpha, "prior_beta": self.prior_beta,
+                  "propensity_grid": self.propensity_grid}
+        accepted = cls._param_names()
+        params = {k: v for k, v in shared.items() if k in accepted}
+        params.update(self.policy_params)
+        return PolicyModel(self.policy, self.arms, params=params, n_features=n_features)
+
+    def rule_book(self) -> RuleBook:
+        """The rules in force (:mod:`serving.rules`)."""
+        return RuleBook(aggregation=self.aggregation, default_reward=self.default_reward)
 
     def resolved_state_dir(self) -> Path:
         """The state folder (created on demand by the store, not here)."""
@@ -165,7 +249,9 @@ class Settings(BaseSettings):
         for name, value in self.model_dump().items():
             if value is None:
                 continue
-            if name in ("arms", "cors_origins"):
+            if name == "policy_params":
+                text = json.dumps(value)
+            elif name in ("arms", "cors_origins"):
                 text = ",".join(value)
             elif name == "admin_token":
                 text = self.admin_token.get_secret_value() if self.admin_token else ""

@@ -294,7 +294,7 @@
     const now = find(after);
     let text = `Your ${type} of “${name}” gave ${stored.arm} reward ${stored.reward}`;
     if (was && now) {
-      text += `: posterior mean ${fmt(was.posterior_mean)} → ${fmt(now.posterior_mean)}`;
+      text += `: posterior mean ${fmt(was.expected_reward)} → ${fmt(now.expected_reward)}`;
     }
     box.textContent = `${text}.`;
   }
@@ -401,16 +401,18 @@
       row.append(name);
 
       const posterior = el("td", "posterior");
-      const mean = el("span", "mean num", fmt(arm.posterior_mean));
-      mean.dataset.value = String(arm.posterior_mean);
+      const mean = el("span", "mean num", fmt(arm.expected_reward));
+      mean.dataset.value = String(arm.expected_reward);
       posterior.append(mean);
-      if (before && before.posterior_mean !== arm.posterior_mean) {
-        const delta = arm.posterior_mean - before.posterior_mean;
+      if (before && before.expected_reward !== arm.expected_reward) {
+        const delta = arm.expected_reward - before.expected_reward;
         posterior.append(" ", el("span", delta > 0 ? "delta up" : "delta down",
                                  `${delta > 0 ? "▲" : "▼"}${Math.abs(delta).toFixed(3)}`));
       }
-      const [low, high] = arm.credible_interval;
-      const interval = el("span", "interval num", `${fmt(low)}–${fmt(high)}`);
+      // Beta policies have a credible interval; the others show their estimate alone.
+      const [low, high] = arm.credible_interval || [arm.expected_reward, arm.expected_reward];
+      const interval = el("span", "interval num",
+                          arm.credible_interval ? `${fmt(low)}–${fmt(high)}` : "");
       interval.dataset.low = String(low);
       interval.dataset.high = String(high);
       posterior.append(interval);
@@ -420,12 +422,13 @@
       range.style.left = `${100 * low}%`;
       range.style.width = `${100 * Math.max(high - low, 0.005)}%`;
       const dot = el("span", "dot");
-      dot.style.left = `${100 * arm.posterior_mean}%`;
+      dot.style.left = `${100 * arm.expected_reward}%`;
       track.append(range, dot);
       posterior.append(track);
       row.append(posterior);
 
-      const counts = el("td", "counts num", `${arm.successes} / ${arm.failures}`);
+      const counts = el("td", "counts num", arm.successes == null
+        ? `${arm.outcomes}` : `${arm.successes} / ${arm.failures}`);
       counts.dataset.successes = String(arm.successes);
       counts.dataset.failures = String(arm.failures);
       row.append(counts);
@@ -434,7 +437,7 @@
       row.append(el("td", "chance num", pct(arm.selection_probability)));
 
       if (before) {
-        if (before.posterior_mean !== arm.posterior_mean) posterior.classList.add("changed");
+        if (before.expected_reward !== arm.expected_reward) posterior.classList.add("changed");
         if (before.successes !== arm.successes || before.failures !== arm.failures) {
           counts.classList.add("changed");
         }

@@ -20,10 +20,10 @@ from serving.store.errors import (
 from serving.store.postgresql import PostgreSQLStore
 from serving.store.sqlite import SQLiteStore
 from serving.store.types import (
-    ArmCounts,
     BatchResult,
     FeedbackResult,
     FeedbackWrite,
+    Outcome,
     PeriodicJob,
     PolicyMeta,
 )
@@ -71,11 +71,11 @@ def open_store(url: str, **options: Any) -> Store:
 
 __all__ = [
     "BACKENDS",
-    "ArmCounts",
     "BatchResult",
     "FeedbackResult",
     "FeedbackWrite",
     "GroupCommitWriter",
+    "Outcome",
     "PeriodicJob",
     "PolicyMeta",
     "PostgreSQLStore",

@@ -1,4 +1,4 @@
-"""The backend-neutral :class:`Store`: schema, policy metadata, counts, settle sweep, replay.
+"""The backend-neutral :class:`Store`: schema, the log's writes and reads, settle sweep, replay.
 
 Every SQL statement of the service is behind one :class:`Store`; a backend (one module each:
 :mod:`serving.store.sqlite`, :mod:`serving.store.postgresql`) subclasses it and supplies its
@@ -9,8 +9,13 @@ the URL, the one place that knows the backends by name.
 Two engines share one URL: a write engine whose transactions take the write lock up front
 (``BEGIN IMMEDIATE`` on SQLite, so two processes never dead-lock upgrading a read lock) and a
 read engine in autocommit mode. Serving writes are only issued by the group-commit writer (one
-batch at a time, many requests per transaction); counters are incremented in SQL
-(``successes = successes + n``) so several processes never lose an update.
+batch at a time, many requests per transaction); the pulls are incremented in SQL
+(``pulls = pulls + n``) so several processes never lose an update.
+
+Each decision's outcome is decided once, atomically: the ``outcomes`` table's primary key is the
+decision, and every insert is ``ON CONFLICT DO NOTHING``, so the first of a feedback and the
+settle sweep wins and the other changes nothing. Feedback and outcomes take their ``seq`` from
+the ``log_head`` row in the transaction that writes them (see :mod:`serving.store.tables`).
 """
 
 from __future__ import annotations
@@ -29,22 +34,23 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from serving.rules import DEFAULT_RULES
+from serving.rules import Feedback, RuleBook
 from serving.store.errors import store_unavailable, unavailable_on_db_error
 from serving.store.tables import (
     arm_state,
     decisions,
     feedback,
     feedback_ratings,
+    log_head,
     metadata,
+    outcomes,
     policy_meta,
 )
 from serving.store.types import (
-    POSITIVE_TYPES,
-    ArmCounts,
     BatchResult,
     FeedbackResult,
     FeedbackWrite,
+    Outcome,
     PeriodicJob,
     PolicyMeta,
 )
@@ -61,21 +67,21 @@ def _json(value: Any) -> str:
     return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
-def rated(row: dict[str, Any], rating: float | None) -> dict[str, Any]:
-    """``row`` with its ``rating``: the write's for a new row."""
-    row["rating"] = rating
+def stored_feedback_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A feedback row read back from the table, as the store returns it (``counted`` a bool:
+    SQLite stores an int)."""
+    row["counted"] = bool(row["counted"])
     return row
 
 
-def stored_feedback_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A feedback row read back from the table, as the store returns it.
-
-    ``counted`` as a bool (SQLite stores an int) and the ``rating`` the rule book gives its
-    type (the table keeps no rating per feedback).
-    """
-    row["counted"] = bool(row["counted"])
-    rule = DEFAULT_RULES.get(row["feedback_type"])
-    return rated(row, None if rule is None else rule.rating)
+def _context_features(context: Any) -> list[float] | None:
+    """The feature vector of a logged ``context`` (JSON text or a dict), or None."""
+    if isinstance(context, str | bytes):
+        context = orjson.loads(context)
+    if not isinstance(context, dict):
+        return None
+    features = context.get("features")
+    return features if isinstance(features, list) else None
 
 
 class Store(abc.ABC):
@@ -132,21 +138,24 @@ class Store(abc.ABC):
         as_json = self.JSON_CAST
         self._insert_decision_sql = (
             "INSERT INTO decisions (event_id, created_at, user_id, context, arm, propensity, "
-            "pmf, slate, policy_version, cold_start, reward_deadline, expired_zero) VALUES "
-            f"({p}, {p}, {p}, {p}{as_json}, {p}, {p}, {p}{as_json}, {p}{as_json}, {p}, {p}, {p}, "
-            "false)")
+            "pmf, slate, policy, policy_version, cold_start, reward_deadline) VALUES "
+            f"({p}, {p}, {p}, {p}{as_json}, {p}, {p}, {p}{as_json}, {p}{as_json}, {p}{as_json}, "
+            f"{p}, {p}, {p})")
         self._insert_feedback_sql = (
             "INSERT INTO feedback (created_at, user_id, movie_id, feedback_type, event_id, "
-            f"event_key, arm, reward, counted, note) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, "
-            f"{p}, {p}, {p}) ON CONFLICT (user_id, event_key, movie_id, feedback_type) "
-            "DO NOTHING RETURNING id")
+            f"event_key, arm, reward, rating, counted, note, seq) VALUES ({p}, {p}, {p}, {p}, "
+            f"{p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT (user_id, event_key, movie_id, "
+            "feedback_type) DO NOTHING RETURNING id")
         self._feedback_columns = [c.name for c in feedback.columns]
         self._select_feedback_sql = (
             f"SELECT {', '.join(self._feedback_columns)} FROM feedback WHERE user_id = {p} AND "
             f"event_key = {p} AND movie_id = {p} AND feedback_type = {p}")
-        self._increment_sql = (
-            f"UPDATE arm_state SET successes = successes + {p}, failures = failures + {p}, "
-            f"pulls = pulls + {p} WHERE arm = {p}")
+        self._next_seq_sql = f"UPDATE log_head SET seq = seq + {p} WHERE id = 1 RETURNING seq"
+        self._insert_outcome_sql = (
+            "INSERT INTO outcomes (event_id, seq, arm, reward, decided_at, feedback_seq) VALUES "
+            f"({p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT (event_id) DO NOTHING RETURNING seq")
+        self._mark_counted_sql = f"UPDATE feedback SET counted = true, note = {p} WHERE seq = {p}"
+        self._increment_sql = f"UPDATE arm_state SET pulls = pulls + {p} WHERE arm = {p}"
         self._upsert_rating_sql = (
             f"INSERT INTO feedback_ratings (user_id, movie_id, rating, updated_at) VALUES ({p}, "
             f"{p}, {p}, {p}) ON CONFLICT (user_id, movie_id) DO UPDATE SET rating = "
@@ -229,9 +238,23 @@ class Store(abc.ABC):
     # ------------------------------------------------------------------ schema and metadata
     @unavailable_on_db_error
     def create_schema(self, arms: Iterable[str]) -> None:
-        """Create missing tables and an ``arm_state`` row (zeros) for every arm."""
+        """Create missing tables, the ``log_head`` row and an ``arm_state`` row per arm.
+
+        Raises
+        ------
+        ValueError
+            The database holds a log written by an older recbandits (no ``outcomes`` table
+            beside an existing ``feedback`` table without ``seq``): start a new store.
+        """
+        inspector = sa.inspect(self.write_engine)
+        if inspector.has_table(feedback.name) and "seq" not in {
+                c["name"] for c in inspector.get_columns(feedback.name)}:
+            raise ValueError(f"the store {self.describe()} holds a log of an older recbandits "
+                             "(feedback without seq, no outcomes table); point --db at a new "
+                             "store (its arms can be refitted with 'recbandits retrain')")
         metadata.create_all(self.write_engine, checkfirst=True)
         with self.write_engine.begin() as conn:
+            conn.execute(self.insert(log_head).values(id=1, seq=0).on_conflict_do_nothing())
             for arm in arms:
                 conn.execute(self.insert(arm_state).values(arm=arm).on_conflict_do_nothing())
 
@@ -281,21 +304,48 @@ class Store(abc.ABC):
 
     # ------------------------------------------------------------------ reads
     @unavailable_on_db_error
-    def arm_counts(self) -> dict[str, ArmCounts]:
+    def pulls(self) -> dict[str, int]:
+        """Policy decisions per arm."""
         with self.read_engine.connect() as conn:
-            rows = conn.execute(sa.select(arm_state)).all()
-        return {r.arm: ArmCounts(int(r.successes), int(r.failures), int(r.pulls)) for r in rows}
+            rows = conn.execute(sa.select(arm_state.c.arm, arm_state.c.pulls)).all()
+        return {r.arm: int(r.pulls) for r in rows}
 
     @unavailable_on_db_error
-    def state(self) -> tuple[PolicyMeta | None, dict[str, ArmCounts]]:
-        """Policy version and arm counts in one connection (the workers' periodic refresh)."""
+    def state(self) -> tuple[PolicyMeta | None, dict[str, int]]:
+        """Policy version and pulls per arm in one connection (the workers' refresh)."""
         with self.read_engine.connect() as conn:
-            rows = conn.execute(sa.select(arm_state)).all()
+            rows = conn.execute(sa.select(arm_state.c.arm, arm_state.c.pulls)).all()
             meta = conn.execute(sa.select(policy_meta.c.version, policy_meta.c.arms_dir)
                                 .where(policy_meta.c.id == 1)).first()
-        counts = {r.arm: ArmCounts(int(r.successes), int(r.failures), int(r.pulls))
-                  for r in rows}
-        return (None if meta is None else PolicyMeta(int(meta.version), meta.arms_dir)), counts
+        pulls = {r.arm: int(r.pulls) for r in rows}
+        return (None if meta is None else PolicyMeta(int(meta.version), meta.arms_dir)), pulls
+
+    @unavailable_on_db_error
+    def outcomes_after(self, seq: int, *, with_context: bool = True,
+                       limit: int | None = None) -> list[Outcome]:
+        """The outcomes logged after ``seq``, in log order (what a worker folds next).
+
+        Parameters
+        ----------
+        seq : int
+            The last position already folded (0: from the start).
+        with_context : bool, default True
+            Also read each decision's context vector (contextual policies need it).
+        limit : int, optional
+            At most this many (the oldest first).
+        """
+        cols = [outcomes.c.seq, outcomes.c.event_id, outcomes.c.arm, outcomes.c.reward]
+        stmt = sa.select(*cols)
+        if with_context:
+            stmt = (sa.select(*cols, sa.cast(decisions.c.context, sa.Text))
+                    .join(decisions, decisions.c.event_id == outcomes.c.event_id))
+        stmt = stmt.where(outcomes.c.seq > seq).order_by(outcomes.c.seq)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self.read_engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [Outcome(int(r[0]), r[1], r[2], float(r[3]),
+                        _context_features(r[4]) if with_context else None) for r in rows]
 
     # The three reads on the request path skip SQLAlchemy: one DBAPI connection per reader
     # thread (the backend's _raw_connect), plain SQL, no pool check-out or transaction round
@@ -339,17 +389,18 @@ class Store(abc.ABC):
                           (event_id,))
         return self._decision_row(rows[0]) if rows else None
 
+    #: Whether a decision's JSON ``slate`` holds a movie id (a backend's SQL; ``?`` is the id).
+    SLATE_HOLDS: ClassVar[str]
+
     def latest_decision_showing(self, user_id: int, movie_id: int,
                                 since: float) -> dict[str, Any] | None:
-        """The latest decision of ``user_id`` made after ``since`` whose slate held the movie."""
+        """The latest decision of ``user_id`` made at or after ``since`` whose slate held the
+        movie: every such decision is searched, in SQL (the same rule on every backend)."""
         rows = self._fast(f"SELECT {self._DECISION_COLUMNS} FROM decisions WHERE user_id = ? "
-                          "AND created_at >= ? ORDER BY created_at DESC LIMIT 500",
-                          (user_id, since))
-        for row in rows:
-            decision = self._decision_row(row)
-            if movie_id in decision["slate"]:
-                return decision
-        return None
+                          f"AND created_at >= ? AND {self.SLATE_HOLDS} "
+                          "ORDER BY created_at DESC, event_id DESC LIMIT 1",
+                          (user_id, since, movie_id))
+        return self._decision_row(rows[0]) if rows else None
 
     @unavailable_on_db_error
     def feedback_row(self, key: tuple[int, str, int, str]) -> dict[str, Any] | None:
@@ -393,25 +444,33 @@ class Store(abc.ABC):
 
         SQLAlchemy's per-statement and per-transaction work (pool check-out, events, result
         metadata) costs more than SQLite's own insert, so the batch runs on plain DBAPI.
+        A batch with feedback first takes its seqs from ``log_head`` (one number per feedback
+        and per outcome it may decide; unused numbers leave gaps, which order does not mind).
         """
         result = BatchResult()
-        successes: Counter[str] = Counter()
-        failures: Counter[str] = Counter()
         pulls = Counter(row["arm"] for row in decision_rows if not row["cold_start"])
         ratings: list[tuple[Any, ...]] = []
         if decision_rows:
             cursor.executemany(self._insert_decision_sql, [
                 (r["event_id"], r["created_at"], r["user_id"], _json(r["context"]),
                  r["arm"], r["propensity"], _json(r["pmf"]), _json(r["slate"]),
-                 r["policy_version"], r["cold_start"], r["reward_deadline"])
+                 _json(r.get("policy")), r["policy_version"], r["cold_start"],
+                 r["reward_deadline"])
                 for r in decision_rows])
+        seq = 0
+        if feedback_writes:
+            wanted = len(feedback_writes) + sum(w.outcome is not None for w in feedback_writes)
+            cursor.execute(self._next_seq_sql, (wanted,))
+            seq = int(cursor.fetchone()[0]) - wanted
         for write in feedback_writes:
             v = write.values
+            seq += 1
+            feedback_seq = seq
             cursor.execute(
                 self._insert_feedback_sql,
                 (v["created_at"], v["user_id"], v["movie_id"], v["feedback_type"],
-                 v["event_id"], v["event_key"], v["arm"], v["reward"], v["counted"],
-                 v["note"]))
+                 v["event_id"], v["event_key"], v["arm"], v["reward"], v["rating"], False,
+                 v["note"], feedback_seq))
             inserted = cursor.fetchone()
             if inserted is None:
                 cursor.execute(self._select_feedback_sql, (
@@ -419,130 +478,145 @@ class Store(abc.ABC):
                 existing = dict(zip(self._feedback_columns, cursor.fetchone(), strict=True))
                 result.feedback.append(FeedbackResult(stored_feedback_row(existing), False))
                 continue
-            row = rated(dict(v, id=int(inserted[0])), write.rating)
+            row = dict(v, id=int(inserted[0]), seq=feedback_seq, counted=False)
+            if write.outcome is not None:
+                seq += 1
+                o = write.outcome
+                cursor.execute(self._insert_outcome_sql, (
+                    o["event_id"], seq, o["arm"], o["reward"], v["created_at"], feedback_seq))
+                if cursor.fetchone() is not None:
+                    cursor.execute(self._mark_counted_sql, (write.decided_note, feedback_seq))
+                    row.update(counted=True, note=write.decided_note)
+                    result.counted += 1
             result.feedback.append(FeedbackResult(row, True))
-            if row["counted"]:
-                result.counted += 1
-                (successes if row["reward"] > 0 else failures)[row["arm"]] += 1
-            if write.rating is not None:
-                ratings.append((row["user_id"], row["movie_id"], write.rating,
-                                row["created_at"]))
-        if ratings:  # in arrival order, so the latest rating of a movie wins
+            if v["rating"] is not None:
+                ratings.append((row["user_id"], row["movie_id"], v["rating"], row["created_at"]))
+        if ratings:  # in log order, so the latest rating of a movie wins
             cursor.executemany(self._upsert_rating_sql, ratings)
-        self._increment(cursor.execute, successes, failures, pulls)
+        self._increment(cursor.execute, pulls)
         return result
 
-    def settle_expired(self, now: float, grace_s: float) -> int:
-        """Settle decisions whose window closed; those with no counted feedback count as 0.
+    def _increment(self, execute: Callable[[str, tuple[Any, ...]], Any],
+                   pulls: Counter[str]) -> None:
+        """Add the pulls to ``arm_state`` in SQL (``execute``: a DBAPI cursor's or a
+        connection's), so that concurrent writers never lose an update."""
+        # Sorted so that concurrent transactions lock the rows in one order (no dead-lock).
+        for arm in sorted(pulls):
+            execute(self._increment_sql, (pulls[arm], arm))
 
-        Each decision is claimed by exactly one ``UPDATE ... WHERE settled_at IS NULL``, so
-        several workers sweeping at once never count a decision twice.
+    def settle_expired(self, now: float, grace_s: float, rules: RuleBook) -> int:
+        """Decide the outcome of every decision whose window closed more than ``grace_s`` ago.
+
+        Each decision is claimed by exactly one ``UPDATE ... WHERE settled_at IS NULL`` (several
+        workers sweeping at once never settle one twice); each claimed policy decision then gets
+        the outcome ``rules`` give it at this point of the log (its seq is taken now, under the
+        ``log_head`` lock): under ``earliest`` the default reward unless a feedback decided it
+        already (the insert then changes nothing), under ``max`` the best reward of the
+        feedback stamped in its window.
+
+        Returns
+        -------
+        int
+            Decisions claimed (cold-start ones included).
         """
-        has_counted = sa.exists().where(feedback.c.event_id == decisions.c.event_id,
-                                        feedback.c.counted)
         with self._write_transaction() as conn:
             claimed = conn.execute(
                 decisions.update()
                 .where(decisions.c.settled_at.is_(None),
                        decisions.c.reward_deadline < now - grace_s)
-                .values(settled_at=now,
-                        expired_zero=sa.and_(sa.not_(decisions.c.cold_start),
-                                             sa.not_(has_counted)))
-                .returning(decisions.c.arm, decisions.c.expired_zero)
+                .values(settled_at=now)
+                .returning(decisions.c.event_id, decisions.c.arm, decisions.c.reward_deadline,
+                           decisions.c.cold_start)
             ).all()
-            zeros = Counter(r.arm for r in claimed if r.expired_zero)
-            self._increment(conn.exec_driver_sql, Counter(), zeros, Counter())
+            policy = sorted((r for r in claimed if not r.cold_start), key=lambda r: r.event_id)
+            if not policy:
+                return len(claimed)
+            last = int(conn.exec_driver_sql(self._next_seq_sql, (len(policy),)).scalar_one())
+            by_event: dict[str, list[Feedback]] = {r.event_id: [] for r in policy}
+            ids = list(by_event)
+            for start in range(0, len(ids), 500):
+                for f in conn.execute(
+                        sa.select(feedback.c.event_id, feedback.c.seq, feedback.c.created_at,
+                                  feedback.c.feedback_type)
+                        .where(feedback.c.event_id.in_(ids[start:start + 500]))):
+                    by_event[f.event_id].append(Feedback(int(f.seq), float(f.created_at),
+                                                         f.feedback_type))
+            seq = last - len(policy)
+            for r in policy:
+                seq += 1
+                decided = rules.outcome(by_event[r.event_id], float(r.reward_deadline), seq)
+                assert decided is not None  # settled_seq given: always an outcome
+                reward, decider = decided
+                inserted = conn.exec_driver_sql(self._insert_outcome_sql, (
+                    r.event_id, seq, r.arm, reward, now,
+                    None if decider is None else decider.seq)).first()
+                if inserted is not None and decider is not None:
+                    conn.exec_driver_sql(self._mark_counted_sql, (
+                        f"reward {reward:g} given to arm {r.arm} ({rules.aggregation} of the "
+                        "window's feedback)", decider.seq))
         return len(claimed)
-
-    def _increment(self, execute: Callable[[str, tuple[Any, ...]], Any],
-                   successes: Counter[str], failures: Counter[str], pulls: Counter[str]) -> None:
-        """Add the counts to ``arm_state`` in SQL (``execute``: a DBAPI cursor's or a
-        connection's), so that concurrent writers never lose an update."""
-        # Sorted so that concurrent transactions lock the rows in one order (no dead-lock).
-        for arm in sorted(set(successes) | set(failures) | set(pulls)):
-            execute(self._increment_sql, (successes[arm], failures[arm], pulls[arm], arm))
 
     # ------------------------------------------------------------------ the log as a whole
     @unavailable_on_db_error
-    def replay_observations(self) -> tuple[list[tuple[float, str, float]], Counter[str]]:
-        """Rebuild, from the raw log, every reward the policy must have seen.
-
-        Feedback counts when it was attributed to a policy (not cold-start) decision and
-        stamped within that decision's reward window; a settled decision with no such feedback
-        counts as one reward 0. The stored ``counted``/``expired_zero`` flags are NOT used.
+    def log_rows(self) -> dict[str, Any]:
+        """The whole log and its stored folds, from one snapshot (``rebuild-state``).
 
         Returns
         -------
-        observations : list of (time, arm, reward)
-            In time order.
-        pulls : Counter
-            Policy decisions per arm.
+        dict
+            ``decisions``: ``(event_id, arm, cold_start, reward_deadline, settled)`` tuples;
+            ``feedback``: ``(seq, event_id, user_id, movie_id, created_at, feedback_type,
+            counted, rating)``; ``outcomes``: ``(seq, event_id, arm, reward, feedback_seq)``;
+            ``contexts``: event_id -> feature vector (decisions with an outcome);
+            ``pulls``: arm -> stored pulls; ``ratings``: (user_id, movie_id) -> rating.
         """
-        fb = (sa.select(feedback.c.created_at, feedback.c.feedback_type, feedback.c.event_id,
-                        decisions.c.arm)
-              .join(decisions, feedback.c.event_id == decisions.c.event_id)
-              .where(sa.not_(decisions.c.cold_start),
-                     feedback.c.created_at <= decisions.c.reward_deadline))
-        observations: list[tuple[float, str, float]] = []
-        rewarded: set[str] = set()
-        with self.read_engine.connect() as conn:
-            for row in conn.execute(fb):
-                reward = 1.0 if row.feedback_type in POSITIVE_TYPES else 0.0
-                observations.append((float(row.created_at), row.arm, reward))
-                rewarded.add(row.event_id)
-            settled = conn.execute(
-                sa.select(decisions.c.event_id, decisions.c.settled_at, decisions.c.arm)
-                .where(decisions.c.settled_at.is_not(None), sa.not_(decisions.c.cold_start)))
-            for row in settled:
-                if row.event_id not in rewarded:
-                    observations.append((float(row.settled_at), row.arm, 0.0))
-            pulls = Counter({r.arm: int(r.n) for r in conn.execute(
-                sa.select(decisions.c.arm, sa.func.count().label("n"))
-                .where(sa.not_(decisions.c.cold_start)).group_by(decisions.c.arm))})
-        observations.sort(key=lambda o: o[0])
-        return observations, pulls
-
-    @staticmethod
-    def _feedback_outcomes() -> sa.Subquery:
-        """``(event_id, positive)`` per decision with counted feedback (the service's rule).
-
-        ``positive`` is 1 when a like or click counted, 0 when only dislikes did.
-        """
-        positive = sa.func.max(sa.case((feedback.c.feedback_type.in_(POSITIVE_TYPES), 1),
-                                       else_=0))
-        stmt = (sa.select(feedback.c.event_id, positive.label("positive"))
-                .join(decisions, feedback.c.event_id == decisions.c.event_id)
-                .where(sa.not_(decisions.c.cold_start),
-                       feedback.c.created_at <= decisions.c.reward_deadline)
-                .group_by(feedback.c.event_id))
-        return stmt.subquery("outcome")
+        with self._snapshot_connection() as conn:
+            out: dict[str, Any] = {
+                "decisions": [tuple(r) for r in conn.execute(sa.select(
+                    decisions.c.event_id, decisions.c.arm, decisions.c.cold_start,
+                    decisions.c.reward_deadline, decisions.c.settled_at.is_not(None)))],
+                "feedback": [tuple(r) for r in conn.execute(sa.select(
+                    feedback.c.seq, feedback.c.event_id, feedback.c.user_id,
+                    feedback.c.movie_id, feedback.c.created_at, feedback.c.feedback_type,
+                    feedback.c.counted, feedback.c.rating))],
+                "outcomes": [tuple(r) for r in conn.execute(sa.select(
+                    outcomes.c.seq, outcomes.c.event_id, outcomes.c.arm, outcomes.c.reward,
+                    outcomes.c.feedback_seq))],
+                "contexts": {r[0]: _context_features(r[1]) for r in conn.execute(
+                    sa.select(decisions.c.event_id, sa.cast(decisions.c.context, sa.Text))
+                    .join(outcomes, outcomes.c.event_id == decisions.c.event_id))},
+                "pulls": {r.arm: int(r.pulls) for r in conn.execute(sa.select(arm_state))},
+                "ratings": {(int(r.user_id), int(r.movie_id)): float(r.rating)
+                            for r in conn.execute(sa.select(feedback_ratings))},
+            }
+        return out
 
     #: Columns of :meth:`decision_log_rows`, in order.
     DECISION_LOG_COLUMNS = ("event_id", "created_at", "user_id", "context", "arm", "propensity",
-                            "pmf", "policy_version", "reward_deadline", "settled_at", "positive")
+                            "pmf", "policy_version", "reward_deadline", "settled_at", "reward",
+                            "decided_at")
 
     def decision_log_rows(self, consume: Callable[[Sequence[Any]], None], *,
                           partition: int = 50_000) -> int:
         """Hand every policy (not cold-start) decision to ``consume``, ``partition`` at a time.
 
         Rows are tuples of :attr:`DECISION_LOG_COLUMNS` in ``(created_at, event_id)`` order:
-        ``context`` and ``pmf`` as JSON text, ``settled_at`` None while unsettled, and
-        ``positive`` 1 when a like or click counted within the window, 0 when only dislikes
-        did, None without counted feedback. The count and the rows come from one snapshot.
+        ``context`` and ``pmf`` as JSON text, ``settled_at`` None while unsettled, ``reward``
+        and ``decided_at`` the decision's outcome (None while undecided). The count and the
+        rows come from one snapshot.
 
         Returns
         -------
         int
             The number of cold-start decisions (left out of the rows).
         """
-        outcome = self._feedback_outcomes()
         cols = (decisions.c.event_id, decisions.c.created_at, decisions.c.user_id,
                 sa.cast(decisions.c.context, sa.Text), decisions.c.arm,
                 decisions.c.propensity, sa.cast(decisions.c.pmf, sa.Text),
                 decisions.c.policy_version, decisions.c.reward_deadline,
-                decisions.c.settled_at, outcome.c.positive)
+                decisions.c.settled_at, outcomes.c.reward, outcomes.c.decided_at)
         stmt = (sa.select(*cols)
-                .outerjoin(outcome, outcome.c.event_id == decisions.c.event_id)
+                .outerjoin(outcomes, outcomes.c.event_id == decisions.c.event_id)
                 .where(sa.not_(decisions.c.cold_start))
                 .order_by(decisions.c.created_at, decisions.c.event_id))
         with self._snapshot_connection() as conn:
@@ -553,25 +627,42 @@ class Store(abc.ABC):
                 consume(rows)
         return n_cold
 
-    def insert_simulated(self, decision_rows: Sequence[Mapping[str, Any]],
-                         feedback_rows: Sequence[Mapping[str, Any]]) -> None:
-        """Bulk-insert simulated log rows in one transaction (no idempotency check, no counts).
+    @unavailable_on_db_error
+    def outcome_rows(self) -> list[Outcome]:
+        """Every outcome in log order, with its decision's context (``ope``'s replays)."""
+        return self.outcomes_after(0)
 
-        The rows hold every column of their table but the feedback ``id``; ``arm_state`` is
-        left alone (see :meth:`set_arm_counts`).
+    def insert_simulated(self, decision_rows: Sequence[Mapping[str, Any]],
+                         feedback_rows: Sequence[Mapping[str, Any]],
+                         outcome_rows: Sequence[Mapping[str, Any]] = ()) -> None:
+        """Bulk-insert simulated log rows in one transaction (no idempotency check).
+
+        The rows hold every column of their table but the feedback ``id``; their ``seq``
+        values must be above the log's and increasing in log order: ``log_head`` is moved to
+        the largest. ``arm_state`` is left alone (see :meth:`set_pulls`).
         """
         with self.write_engine.begin() as conn:
             if decision_rows:
                 conn.execute(decisions.insert(), list(decision_rows))
             if feedback_rows:
                 conn.execute(feedback.insert(), list(feedback_rows))
+            if outcome_rows:
+                conn.execute(outcomes.insert(), list(outcome_rows))
+            top = max([int(r["seq"]) for r in (*feedback_rows, *outcome_rows)], default=0)
+            conn.execute(log_head.update().where(log_head.c.id == 1, log_head.c.seq < top)
+                         .values(seq=top))
 
-    def set_arm_counts(self, counts: Mapping[str, ArmCounts]) -> None:
-        """Overwrite the stored counts of the arms in ``counts`` (a simulated log's end state)."""
+    def log_seq(self) -> int:
+        """The last seq handed out."""
+        with self.read_engine.connect() as conn:
+            return int(conn.execute(sa.select(log_head.c.seq).where(log_head.c.id == 1))
+                       .scalar_one_or_none() or 0)
+
+    def set_pulls(self, pulls: Mapping[str, int]) -> None:
+        """Overwrite the stored pulls of the arms in ``pulls`` (a simulated log's end state)."""
         with self.write_engine.begin() as conn:
-            for arm, c in counts.items():
-                conn.execute(arm_state.update().where(arm_state.c.arm == arm).values(
-                    successes=c.successes, failures=c.failures, pulls=c.pulls))
+            for arm, n in pulls.items():
+                conn.execute(arm_state.update().where(arm_state.c.arm == arm).values(pulls=n))
 
 
 __all__ = ["COMMIT_MODES", "CommitMode", "Store"]

@@ -15,6 +15,10 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+class StoreNotFoundError(ValueError):
+    """A store opened with ``create=False`` does not exist (nothing was created)."""
+
+
 class StoreBusyError(Exception):
     """SQLite's write lock is held by another connection and the caller asked not to wait.
 
@@ -93,5 +97,11 @@ def database_errors() -> tuple[type[BaseException], ...]:
     return tuple(classes)
 
 
-__all__ = ["StoreBusyError", "database_errors", "store_unavailable", "store_unavailable_error",
-           "unavailable_on_db_error"]
+__all__ = [
+    "StoreBusyError",
+    "StoreNotFoundError",
+    "database_errors",
+    "store_unavailable",
+    "store_unavailable_error",
+    "unavailable_on_db_error",
+]

@@ -14,13 +14,14 @@ those hand-offs. Here both paths run as coroutines on the worker's event loop, e
   answered by ONE query per kind (``WHERE user_id = ANY(%s)``, ``event_id = ANY(%s)``, a
   ``LATERAL`` join for the latest decision showing a movie), and the results are handed to the
   waiting requests in the same loop turn.
-- :class:`AsyncBatchWriter`: a batch (decisions and feedback of many requests) is one transaction of
-  a few statements sent in pipeline mode: one ``INSERT ... SELECT FROM unnest(...)`` for all the
-  decisions, one for all the feedback (``ON CONFLICT DO NOTHING RETURNING``), then the ratings and
-  the ``arm_state`` increments and ``COMMIT``. The counters are incremented in SQL, one ``UPDATE``
-  per arm in sorted order (no dead-lock between workers), in the same transaction as the rows they
-  count, and as the last statements before ``COMMIT`` in the same pipeline, so a worker holds the
-  hot ``arm_state`` rows for the server's execution time only, never for a client round trip.
+- :class:`AsyncBatchWriter`: a batch (decisions and feedback of many requests) is one transaction
+  of a few statements sent in pipeline mode: one ``INSERT ... SELECT FROM json_to_recordset`` for
+  all the decisions; for the feedback, one statement that takes the batch's seqs from
+  ``log_head`` (its row stays locked until ``COMMIT``: the commit order of the log) and inserts the
+  rows (``ON CONFLICT DO NOTHING RETURNING``), and one that inserts the outcomes they decide
+  (``ON CONFLICT (event_id) DO NOTHING``: a decision is decided once) and marks their feedback
+  counted; then the ratings, the pulls and ``COMMIT``. The pulls are incremented in SQL in arm
+  order (no dead-lock between workers) as the last statement before ``COMMIT``.
 
 The results are those of :meth:`PostgreSQLStore.write_batch` and the store's read methods (the
 tests run the same API suite on both paths).
@@ -44,7 +45,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 
 from serving.errors import StoreUnavailableError
-from serving.store.base import CommitMode, Store, rated, stored_feedback_row
+from serving.store.base import CommitMode, Store, stored_feedback_row
 from serving.store.errors import store_unavailable, store_unavailable_error
 from serving.store.types import BatchResult, FeedbackResult, FeedbackWrite
 
@@ -57,25 +58,44 @@ _DECISION_COLUMNS = Store._DECISION_COLUMNS
 # parameters cost ~10x more client CPU (psycopg's list dumper quotes every element in Python).
 _DECISION_RECORD = (
     "event_id text, created_at float8, user_id int8, context json, arm text, "
-    "propensity float8, pmf json, slate json, policy_version int4, cold_start bool, "
+    "propensity float8, pmf json, slate json, policy json, policy_version int4, cold_start bool, "
     "reward_deadline float8")
 _INSERT_DECISIONS = (
     "INSERT INTO decisions (event_id, created_at, user_id, context, arm, propensity, pmf, slate, "
-    "policy_version, cold_start, reward_deadline, expired_zero) "
-    "SELECT event_id, created_at, user_id, context, arm, propensity, pmf, slate, policy_version, "
-    f"cold_start, reward_deadline, false FROM json_to_recordset(%s::json) AS t({_DECISION_RECORD})"
+    "policy, policy_version, cold_start, reward_deadline) "
+    "SELECT event_id, created_at, user_id, context, arm, propensity, pmf, slate, policy, "
+    "policy_version, cold_start, reward_deadline FROM json_to_recordset(%s::json) "
+    f"AS t({_DECISION_RECORD})"
 )
 
+# The batch's seqs: log_head moves by ``wanted`` (feedback + outcome candidates); feedback i
+# (1-based) gets head - wanted + i, outcome candidate j gets head - wanted + n_feedback + j.
 _FEEDBACK_RECORD = (
     "created_at float8, user_id int8, movie_id int8, feedback_type text, event_id text, "
-    "event_key text, arm text, reward float8, counted bool, note text")
+    "event_key text, arm text, reward float8, rating float8, note text")
 _INSERT_FEEDBACK = (
+    "WITH h AS (UPDATE log_head SET seq = seq + %s WHERE id = 1 RETURNING seq) "
     "INSERT INTO feedback (created_at, user_id, movie_id, feedback_type, event_id, event_key, "
-    "arm, reward, counted, note) "
+    "arm, reward, rating, counted, note, seq) "
     "SELECT created_at, user_id, movie_id, feedback_type, event_id, event_key, arm, reward, "
-    f"counted, note FROM json_to_recordset(%s::json) AS t({_FEEDBACK_RECORD}) "
+    "rating, false, note, h.seq - %s + t.ord "
+    f"FROM h, json_to_recordset(%s::json) WITH ORDINALITY AS t({_FEEDBACK_RECORD}, ord) "
     "ON CONFLICT (user_id, event_key, movie_id, feedback_type) DO NOTHING "
-    "RETURNING id, user_id, event_key, movie_id, feedback_type"
+    "RETURNING id, seq, user_id, event_key, movie_id, feedback_type"
+)
+# Outcome candidate j of feedback f (its ordinal in the batch): inserted only if that feedback
+# was (it is no duplicate) and its decision has no outcome yet; its feedback is then counted.
+_INSERT_OUTCOMES = (
+    "WITH h AS (SELECT seq FROM log_head WHERE id = 1), "
+    "c AS (SELECT c.*, h.seq - %s + c.f AS feedback_seq, h.seq - %s + c.ord AS seq "
+    "FROM h, json_to_recordset(%s::json) WITH ORDINALITY AS c(event_id text, arm text, "
+    "reward float8, decided_at float8, f int8, note text, ord)), "
+    "ins AS (INSERT INTO outcomes (event_id, seq, arm, reward, decided_at, feedback_seq) "
+    "SELECT event_id, seq, arm, reward, decided_at, feedback_seq FROM c "
+    "WHERE EXISTS (SELECT 1 FROM feedback WHERE feedback.seq = c.feedback_seq) "
+    "ON CONFLICT (event_id) DO NOTHING RETURNING feedback_seq) "
+    "UPDATE feedback SET counted = true, note = c.note FROM ins JOIN c USING (feedback_seq) "
+    "WHERE feedback.seq = ins.feedback_seq RETURNING feedback.seq"
 )
 
 _UPSERT_RATINGS = (
@@ -89,12 +109,11 @@ _UPSERT_RATINGS = (
 # above a Sort: FOR UPDATE ... ORDER BY), and the UPDATE can only reach a row through the locked
 # subquery, so two workers' transactions always lock in the same order: no dead-lock.
 _INCREMENT_CTES = (
-    "v AS (SELECT * FROM json_to_recordset(%s::json) AS v(arm text, s int8, f int8, p int8)), "
+    "v AS (SELECT * FROM json_to_recordset(%s::json) AS v(arm text, p int8)), "
     "l AS (SELECT a.arm FROM arm_state AS a WHERE a.arm IN (SELECT arm FROM v) "
     "ORDER BY a.arm FOR UPDATE)")
 _INCREMENT_UPDATE = (
-    "UPDATE arm_state SET successes = arm_state.successes + v.s, "
-    "failures = arm_state.failures + v.f, pulls = arm_state.pulls + v.p "
+    "UPDATE arm_state SET pulls = arm_state.pulls + v.p "
     "FROM l JOIN v ON v.arm = l.arm WHERE arm_state.arm = l.arm")
 _INCREMENT = f"WITH {_INCREMENT_CTES} {_INCREMENT_UPDATE}"
 # A batch of decisions alone is ONE statement (one implicit transaction): the rows and the
@@ -122,6 +141,7 @@ class PostgreSQLStore(Store):
 
     PARAM = "%s"
     JSON_CAST = "::json"
+    SLATE_HOLDS = "decisions.slate::jsonb @> to_jsonb(ARRAY[?::int8])"
     insert = staticmethod(postgresql.insert)
 
     def _check_url(self, url: str, create: bool) -> None:
@@ -355,7 +375,7 @@ class GroupReader:
             "CROSS JOIN LATERAL (SELECT * FROM decisions "
             "WHERE decisions.user_id = q.u AND decisions.created_at >= q.since "
             "AND decisions.slate::jsonb @> to_jsonb(ARRAY[q.m]) "
-            "ORDER BY decisions.created_at DESC LIMIT 1) AS d",
+            "ORDER BY decisions.created_at DESC, decisions.event_id DESC LIMIT 1) AS d",
             (_dumps([{"i": i, "u": item.args[0], "m": item.args[1], "since": item.args[2]}
                      for i, item in enumerate(items)]),))
         found = {int(row[0]): Store._decision_row(row[1:]) for row in await cursor.fetchall()}
@@ -411,8 +431,6 @@ class AsyncBatchWriter:
                      feedback_writes: Sequence[FeedbackWrite]) -> BatchResult:
         result = BatchResult()
         pulls = Counter(row["arm"] for row in decision_rows if not row["cold_start"])
-        successes: Counter[str] = Counter()
-        failures: Counter[str] = Counter()
         # The first write of a key in the batch is the one inserted; later ones see its row.
         first: dict[tuple[int, str, int, str], int] = {}
         unique: list[FeedbackWrite] = []
@@ -424,52 +442,62 @@ class AsyncBatchWriter:
             if decision_rows:
                 document = _dumps([_as_json(r) for r in decision_rows])
                 if pulls:
-                    await conn.execute(_DECISIONS_AND_PULLS, (document, _increments(
-                        successes, failures, pulls)))
+                    await conn.execute(_DECISIONS_AND_PULLS, (document, _increments(pulls)))
                 else:
                     await conn.execute(_INSERT_DECISIONS, (document,))
             return result
+        candidates = [
+            {**w.outcome, "decided_at": w.values["created_at"], "f": i + 1,
+             "note": w.decided_note}
+            for i, w in enumerate(unique) if w.outcome is not None]
+        wanted = len(unique) + len(candidates)
         fb_cursor = conn.cursor()
+        outcome_cursor = conn.cursor()
         async with conn.pipeline() as pipeline:
             await conn.execute("BEGIN")
             if decision_rows:
                 await conn.execute(_INSERT_DECISIONS, (_dumps([_as_json(r)
                                                                for r in decision_rows]),))
-            if unique:  # always: a batch without feedback returned above
-                await fb_cursor.execute(_INSERT_FEEDBACK, (_dumps([w.values for w in unique]),))
-                await pipeline.sync()
-                inserted = {(r[1], r[2], r[3], r[4]): int(r[0])
-                            for r in await fb_cursor.fetchall()}
-                missing = [w.key for w in unique if w.key not in inserted]
-                existing: dict[tuple[int, str, int, str], dict[str, Any]] = {}
-                if missing:
-                    existing = await self._existing(conn, pipeline, missing)
-                rows: dict[tuple[int, str, int, str], dict[str, Any]] = {}
-                ratings: dict[tuple[int, int], tuple[Any, ...]] = {}
-                for write in feedback_writes:
-                    key = write.key
-                    if key in rows or key in existing:
-                        row = rows.get(key) or existing[key]
-                        # As stored: the rule book's rating, whatever this write carried.
-                        result.feedback.append(FeedbackResult(stored_feedback_row(dict(row)),
-                                                              False))
-                        continue
-                    row = rated(dict(write.values, id=inserted[key]), write.rating)
-                    rows[key] = row
-                    result.feedback.append(FeedbackResult(row, True))
-                    if row["counted"]:
-                        result.counted += 1
-                        (successes if row["reward"] > 0 else failures)[row["arm"]] += 1
-                    if write.rating is not None:
-                        # In arrival order: the latest rating of a movie wins, as one upsert
-                        # per write would leave it.
-                        ratings[row["user_id"], row["movie_id"]] = (
-                            row["user_id"], row["movie_id"], write.rating, row["created_at"])
-                if ratings:
-                    await conn.execute(_UPSERT_RATINGS, (_dumps(
-                        [{"u": u, "m": m, "r": r, "t": t} for u, m, r, t in ratings.values()]),))
-            if successes or failures or pulls:
-                await conn.execute(_INCREMENT, (_increments(successes, failures, pulls),))
+            await fb_cursor.execute(_INSERT_FEEDBACK, (wanted, wanted, _dumps(
+                [{k: w.values[k] for k in _FEEDBACK_KEYS} for w in unique])))
+            if candidates:
+                # Candidate j's seq is head - wanted + len(unique) + j.
+                await outcome_cursor.execute(_INSERT_OUTCOMES, (
+                    wanted, wanted - len(unique), _dumps(candidates)))
+            await pipeline.sync()
+            inserted = {(r[2], r[3], r[4], r[5]): (int(r[0]), int(r[1]))
+                        for r in await fb_cursor.fetchall()}
+            counted = ({int(r[0]) for r in await outcome_cursor.fetchall()} if candidates
+                       else set())
+            missing = [w.key for w in unique if w.key not in inserted]
+            existing: dict[tuple[int, str, int, str], dict[str, Any]] = {}
+            if missing:
+                existing = await self._existing(conn, pipeline, missing)
+            rows: dict[tuple[int, str, int, str], dict[str, Any]] = {}
+            ratings: dict[tuple[int, int], tuple[Any, ...]] = {}
+            for write in feedback_writes:
+                key = write.key
+                if key in rows or key in existing:
+                    row = rows.get(key) or existing[key]
+                    result.feedback.append(FeedbackResult(stored_feedback_row(dict(row)), False))
+                    continue
+                row_id, seq = inserted[key]
+                row = dict(write.values, id=row_id, seq=seq, counted=seq in counted)
+                if row["counted"]:
+                    row["note"] = write.decided_note
+                    result.counted += 1
+                rows[key] = row
+                result.feedback.append(FeedbackResult(row, True))
+                if row["rating"] is not None:
+                    # In log order: the latest rating of a movie wins, as one upsert per
+                    # write would leave it.
+                    ratings[row["user_id"], row["movie_id"]] = (
+                        row["user_id"], row["movie_id"], row["rating"], row["created_at"])
+            if ratings:
+                await conn.execute(_UPSERT_RATINGS, (_dumps(
+                    [{"u": u, "m": m, "r": r, "t": t} for u, m, r, t in ratings.values()]),))
+            if pulls:
+                await conn.execute(_INCREMENT, (_increments(pulls),))
             await conn.execute("COMMIT")
         return result
 
@@ -497,9 +525,13 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
-def _increments(successes: Counter[str], failures: Counter[str], pulls: Counter[str]) -> str:
-    return _dumps([{"arm": arm, "s": successes[arm], "f": failures[arm], "p": pulls[arm]}
-                   for arm in sorted(set(successes) | set(failures) | set(pulls))])
+def _increments(pulls: Counter[str]) -> str:
+    return _dumps([{"arm": arm, "p": pulls[arm]} for arm in sorted(pulls)])
+
+
+#: The feedback columns the batch document carries (``seq`` and ``counted`` are set in SQL).
+_FEEDBACK_KEYS = ("created_at", "user_id", "movie_id", "feedback_type", "event_id", "event_key",
+                  "arm", "reward", "rating", "note")
 
 
 def _int_array(values: Sequence[int]) -> str:
@@ -511,8 +543,8 @@ def _as_json(row: dict[str, Any]) -> dict[str, Any]:
     """A decision row for the batch document: JSON columns the service passes as already
     serialised text are embedded as JSON values, not as strings."""
     out = row
-    for column in ("context", "pmf", "slate"):
-        value = row[column]
+    for column in ("context", "pmf", "slate", "policy"):
+        value = row.get(column)
         if isinstance(value, str):
             if out is row:
                 out = dict(row)

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from serving.errors import StoreUnavailableError
 from serving.store.base import CommitMode, Store
-from serving.store.errors import StoreBusyError
+from serving.store.errors import StoreBusyError, StoreNotFoundError
 from serving.store.types import BatchResult, FeedbackWrite, PeriodicJob
 from serving.store.write_lock import WriteLock
 
@@ -115,6 +115,7 @@ class SQLiteStore(Store):
     """
 
     PARAM = "?"
+    SLATE_HOLDS = "EXISTS (SELECT 1 FROM json_each(decisions.slate) WHERE value = ?)"
     JSON_CAST = ""
     insert = staticmethod(sqlite.insert)
     # An indexed read of a local file in WAL mode takes ~10 us and never waits for the writer:
@@ -143,7 +144,7 @@ class SQLiteStore(Store):
         if database in (None, "", ":memory:"):
             raise ValueError("db: an in-memory SQLite store cannot be shared; give a file")
         if not create and not Path(database).is_file():
-            raise ValueError(f"db: no SQLite file at {database!r}")
+            raise StoreNotFoundError(f"db: no SQLite file at {database!r}")
         Path(database).parent.mkdir(parents=True, exist_ok=True)
 
     @property

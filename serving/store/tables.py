@@ -1,8 +1,15 @@
-"""Storage schema (SQLAlchemy Core): the decision log, feedback, arm state, ratings, version.
+"""Storage schema (SQLAlchemy Core): the log (decisions, feedback, outcomes) and what folds it.
 
 Times are seconds since the epoch (float64) so SQLite and PostgreSQL agree without time zones.
-The decision log is the source of truth: ``arm_state`` is a cache of what replaying
-``decisions`` and ``feedback`` gives (see :meth:`serving.store.Store.replay_observations`).
+The log is the source of truth: ``decisions`` (what was served, to whom, with which context and
+propensities), ``feedback`` (what users said) and ``outcomes`` (each decision's one reward, decided
+once: by its first rewarded feedback, or when its window closed; :mod:`serving.rules`).
+Feedback and outcomes carry ``seq``, their position in the log's commit order, taken from the
+one ``log_head`` row in the transaction that writes them (see :mod:`serving.policy` for why that
+makes the fold exact with concurrent writers). ``arm_state`` (pulls per arm) and
+``feedback_ratings`` (ratings for retraining) are caches of folds of the log that
+``rebuild-state`` recomputes (:mod:`serving.replay`); the policy's statistics are not stored at
+all: every worker folds ``outcomes`` itself.
 """
 
 from __future__ import annotations
@@ -24,14 +31,14 @@ decisions = sa.Table(
     sa.Column("pmf", sa.JSON, nullable=False),
     # Movie ids shown, best first.
     sa.Column("slate", sa.JSON, nullable=False),
+    # The policy's name and hyper-parameters: {"name": ..., "params": {...}}.
+    sa.Column("policy", sa.JSON, nullable=True),
     sa.Column("policy_version", sa.Integer, nullable=False),
     # Cold-start decisions were made outside the policy and never update it.
     sa.Column("cold_start", sa.Boolean, nullable=False),
     sa.Column("reward_deadline", sa.Float(precision=53), nullable=False),
-    # Set once by the sweeper when the window has passed; ``expired_zero`` records whether the
-    # decision then counted as reward 0 (it had no counted feedback).
+    # Set once by the settle sweep when the window (plus the grace) has passed.
     sa.Column("settled_at", sa.Float(precision=53), nullable=True),
-    sa.Column("expired_zero", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_decisions_user_time", "user_id", "created_at"),
     sa.Index("ix_decisions_open", "settled_at", "reward_deadline"),
 )
@@ -48,21 +55,45 @@ feedback = sa.Table(
     # event_id or "" : part of the idempotency key (NULLs never collide in a unique index).
     sa.Column("event_key", sa.String(32), nullable=False),
     sa.Column("arm", sa.String(64), nullable=True),
+    # The rule book's reward of the type (None: it carries none) and rating for retraining.
     sa.Column("reward", sa.Float(precision=53), nullable=True),
+    sa.Column("rating", sa.Float(precision=53), nullable=True),
+    # Whether this feedback decided its decision's outcome (the outcome names its seq).
     sa.Column("counted", sa.Boolean, nullable=False),
     sa.Column("note", sa.String(200), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False, unique=True),
     sa.UniqueConstraint("user_id", "event_key", "movie_id", "feedback_type",
                         name="uq_feedback_key"),
     sa.Index("ix_feedback_user_time", "user_id", "created_at"),
     sa.Index("ix_feedback_event", "event_id"),
 )
 
+# One row per decided decision: its one reward for the policy.
+outcomes = sa.Table(
+    "outcomes",
+    metadata,
+    sa.Column("event_id", sa.String(32), primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False, unique=True),
+    sa.Column("arm", sa.String(64), nullable=False),
+    sa.Column("reward", sa.Float(precision=53), nullable=False),
+    sa.Column("decided_at", sa.Float(precision=53), nullable=False),
+    # The feedback that decided it; NULL: the window closed (default reward, or ``max``).
+    sa.Column("feedback_seq", sa.BigInteger, nullable=True),
+)
+
+# One row (id = 1): the last seq handed out. Its row lock orders the writers' commits.
+log_head = sa.Table(
+    "log_head",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+)
+
+# Policy decisions per arm (a cache of counting ``decisions``).
 arm_state = sa.Table(
     "arm_state",
     metadata,
     sa.Column("arm", sa.String(64), primary_key=True),
-    sa.Column("successes", sa.BigInteger, nullable=False, server_default="0"),
-    sa.Column("failures", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("pulls", sa.BigInteger, nullable=False, server_default="0"),
 )
 

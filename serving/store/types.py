@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-POSITIVE_TYPES = ("like", "click")
-RATING_OF_TYPE = {"like": 5.0, "dislike": 1.0}
-
 
 @dataclass(frozen=True)
-class ArmCounts:
-    """Posterior counts of one arm as stored."""
+class Outcome:
+    """One decided reward as the policy's fold consumes it.
 
-    successes: int = 0
-    failures: int = 0
-    pulls: int = 0
+    Attributes
+    ----------
+    seq : int
+        Position in the log (commit order).
+    event_id : str
+        The decision.
+    arm : str
+    reward : float
+        In ``[0, 1]``.
+    context : list of float or None
+        The context vector the policy saw when it made the decision (None when not read).
+    """
+
+    seq: int
+    event_id: str
+    arm: str
+    reward: float
+    context: Sequence[float] | None = None
 
 
 @dataclass(frozen=True)
@@ -27,10 +39,23 @@ class PolicyMeta:
 
 @dataclass
 class FeedbackWrite:
-    """One feedback insert as the writer executes it (values already validated)."""
+    """One feedback insert as the writer executes it (values already validated).
+
+    Attributes
+    ----------
+    values : dict
+        The feedback row's columns but ``id`` and ``seq`` (``counted`` False, ``note`` what
+        holds when it decides nothing).
+    outcome : dict or None
+        ``{"event_id", "arm", "reward"}``: the outcome this feedback decides unless its decision
+        has one already (None: it decides none).
+    decided_note : str
+        The row's ``note`` when it does decide the outcome.
+    """
 
     values: dict[str, Any]
-    rating: float | None
+    outcome: dict[str, Any] | None = None
+    decided_note: str = ""
 
     @property
     def key(self) -> tuple[int, str, int, str]:
@@ -61,5 +86,11 @@ class PeriodicJob:
     wanted: bool = False
 
 
-__all__ = ["POSITIVE_TYPES", "RATING_OF_TYPE", "ArmCounts", "BatchResult", "FeedbackResult",
-           "FeedbackWrite", "PeriodicJob", "PolicyMeta"]
+__all__ = [
+    "BatchResult",
+    "FeedbackResult",
+    "FeedbackWrite",
+    "Outcome",
+    "PeriodicJob",
+    "PolicyMeta",
+]

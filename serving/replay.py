@@ -1,0 +1,190 @@
+"""Replaying the log: every derived state of the service recomputed from the raw log.
+
+``rebuild-state`` calls :func:`check_log`: it re-derives each decision's outcome from the
+decision and its feedback with the rule book (:meth:`serving.rules.RuleBook.outcome`), the pulls
+per arm, the ratings kept for retraining, and the policy (the fold of the outcomes,
+:meth:`serving.policy.PolicyModel.replay`), and compares each with what the store holds.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bandits.base import BatchedPolicy
+from serving.policy import Outcome, PolicyModel
+from serving.rules import Feedback, RuleBook
+
+
+@dataclass(frozen=True)
+class DecisionRow:
+    """The fields of a logged decision that the replay needs."""
+
+    event_id: str
+    arm: str
+    cold_start: bool
+    reward_deadline: float
+    settled: bool
+
+
+@dataclass(frozen=True)
+class FeedbackRow:
+    """The fields of a logged feedback that the replay needs."""
+
+    seq: int
+    event_id: str | None
+    user_id: int
+    movie_id: int
+    created_at: float
+    feedback_type: str
+    counted: bool
+    rating: float | None
+
+
+@dataclass(frozen=True)
+class OutcomeRow:
+    """A stored outcome: ``feedback_seq`` names the feedback that decided it (None: the window
+    closed)."""
+
+    seq: int
+    event_id: str
+    arm: str
+    reward: float
+    feedback_seq: int | None
+
+
+@dataclass
+class LogCheck:
+    """What :func:`check_log` found.
+
+    Attributes
+    ----------
+    mismatches : list of str
+        One line per disagreement between the store and the replay (empty: they match).
+    pulls_stored, pulls_replayed : Counter
+        Policy decisions per arm, as stored and as counted from the log.
+    rewards : dict of str to (n, sum)
+        Outcomes and their reward sum per arm (the fold's input).
+    pending : int
+        Policy decisions whose outcome is not decided yet.
+    policy : BatchedPolicy
+        The fold of the outcomes in log order.
+    """
+
+    mismatches: list[str] = field(default_factory=list)
+    pulls_stored: Counter[str] = field(default_factory=Counter)
+    pulls_replayed: Counter[str] = field(default_factory=Counter)
+    rewards: dict[str, tuple[int, float]] = field(default_factory=dict)
+    pending: int = 0
+    n_outcomes: int = 0
+    policy: BatchedPolicy | None = None
+
+    @property
+    def match(self) -> bool:
+        """Whether every derived state equals its replay."""
+        return not self.mismatches
+
+
+def check_log(decisions: Iterable[DecisionRow], feedback: Iterable[FeedbackRow],
+              outcomes: Iterable[OutcomeRow], contexts: Mapping[str, Any],
+              pulls_stored: Mapping[str, int], ratings_stored: Mapping[tuple[int, int], float],
+              rules: RuleBook, model: PolicyModel, *, max_lines: int = 20) -> LogCheck:
+    """Replay the log and compare each derived state with the stored one.
+
+    Parameters
+    ----------
+    decisions, feedback, outcomes
+        The whole log (any order).
+    contexts : mapping of event_id to list of float or None
+        The context vector each decision logged (for a contextual policy's fold).
+    pulls_stored : mapping of str to int
+        The store's pulls per arm.
+    ratings_stored : mapping of (user_id, movie_id) to float
+        The ratings kept for retraining.
+    rules : RuleBook
+    model : PolicyModel
+    max_lines : int, default 20
+        Mismatch lines kept beyond a count.
+    """
+    report = LogCheck()
+    problems: list[str] = []
+    by_event: dict[str, list[Feedback]] = defaultdict(list)
+    counted_seqs: set[int] = set()
+    ratings: dict[tuple[int, int], tuple[int, float]] = {}
+    for f in feedback:
+        if f.event_id is not None:
+            by_event[f.event_id].append(Feedback(f.seq, f.created_at, f.feedback_type))
+        if f.counted:
+            counted_seqs.add(f.seq)
+        if f.rating is not None:
+            key = (f.user_id, f.movie_id)
+            if key not in ratings or ratings[key][0] < f.seq:
+                ratings[key] = (f.seq, f.rating)
+    outcome_list = list(outcomes)
+    stored = {o.event_id: o for o in outcome_list}
+    deciding: set[int] = set()
+    for d in decisions:
+        o = stored.pop(d.event_id, None)
+        if d.cold_start:
+            if o is not None:
+                problems.append(f"cold-start decision {d.event_id} has an outcome")
+            continue
+        report.pulls_replayed[d.arm] += 1
+        fb = by_event.get(d.event_id, [])
+        if o is None:
+            expected = rules.outcome(fb, d.reward_deadline)
+            if expected is not None:
+                problems.append(f"decision {d.event_id}: the rules decide reward "
+                                f"{expected[0]:g} but no outcome is stored")
+            elif d.settled:
+                problems.append(f"decision {d.event_id} was settled but has no outcome")
+            else:
+                report.pending += 1
+            continue
+        settled_seq = o.seq if o.feedback_seq is None else None
+        expected = rules.outcome(fb, d.reward_deadline, settled_seq)
+        decider = None if expected is None or expected[1] is None else expected[1].seq
+        if expected is None or expected[0] != o.reward or decider != o.feedback_seq:
+            problems.append(f"decision {d.event_id}: stored outcome reward {o.reward:g} "
+                            f"(feedback seq {o.feedback_seq}) but the rules give "
+                            f"{'none' if expected is None else f'{expected[0]:g}'} "
+                            f"(feedback seq {decider})")
+        if o.arm != d.arm:
+            problems.append(f"decision {d.event_id}: outcome arm {o.arm} is not the decision's "
+                            f"arm {d.arm}")
+        if o.feedback_seq is not None:
+            deciding.add(o.feedback_seq)
+    for event_id in stored:
+        problems.append(f"outcome of {event_id} has no decision")
+    if counted_seqs != deciding:
+        problems.append(f"{len(counted_seqs ^ deciding)} feedback row(s) say 'counted' where no "
+                        f"outcome names them, or the reverse")
+    pulls = Counter({a: int(n) for a, n in pulls_stored.items() if n})
+    report.pulls_stored = pulls
+    if pulls != report.pulls_replayed:
+        problems.append(f"pulls stored {dict(pulls)} != replayed {dict(report.pulls_replayed)}")
+    replayed_ratings = {k: v for k, (_, v) in ratings.items()}
+    if replayed_ratings != dict(ratings_stored):
+        diff = set(replayed_ratings.items()) ^ set(ratings_stored.items())
+        problems.append(f"ratings for retraining: {len(diff)} (user, movie) entries differ "
+                        "from the fold of the feedback")
+    report.policy, report.rewards = fold_outcomes(outcome_list, contexts, model)
+    report.n_outcomes = len(outcome_list)
+    report.mismatches = problems[:max_lines] + (
+        [f"... and {len(problems) - max_lines} more"] if len(problems) > max_lines else [])
+    return report
+
+
+def fold_outcomes(outcomes: Iterable[OutcomeRow], contexts: Mapping[str, Any],
+                  model: PolicyModel) -> tuple[BatchedPolicy, dict[str, tuple[int, float]]]:
+    """The policy folded over ``outcomes`` in log order, and (n, reward sum) per arm."""
+    ordered = sorted(outcomes, key=lambda o: o.seq)
+    sums: dict[str, tuple[int, float]] = {}
+    for o in ordered:
+        n, total = sums.get(o.arm, (0, 0.0))
+        sums[o.arm] = (n + 1, total + o.reward)
+    policy = model.replay(Outcome(o.seq, o.event_id, o.arm, o.reward, contexts.get(o.event_id))
+                          for o in ordered)
+    return policy, sums
