@@ -34,7 +34,8 @@ from serving.errors import StoreUnavailableError
 from serving.settings import Settings
 from serving.store import FeedbackWrite, GroupCommitWriter, Store, open_store
 from serving.store.tables import arm_state, decisions, feedback, feedback_ratings
-from serving.store.types import RATING_OF_TYPE
+from serving.store.tables import outcomes as outcomes_table
+from serving.rules import RuleBook
 
 ARMS = ["svd", "popularity"]
 
@@ -47,16 +48,22 @@ def decision(event_id: str, user: int, arm: str, slate: list[int], at: float,
             "policy_version": 1, "cold_start": cold_start, "reward_deadline": at + 1800.0}
 
 
+RULES = RuleBook()
+
+
 def fb(user: int, movie: int, kind: str, event: dict[str, Any] | None,
        at: float) -> FeedbackWrite:
-    counted = event is not None and not event["cold_start"]
+    """A feedback write as the service makes it: it may decide a policy decision's outcome."""
+    decides = event is not None and not event["cold_start"]
+    reward = RULES.reward(kind)
     values = {"created_at": at, "user_id": user, "movie_id": movie, "feedback_type": kind,
               "event_id": None if event is None else event["event_id"],
               "event_key": "" if event is None else event["event_id"],
-              "arm": None if event is None else event["arm"],
-              "reward": None if event is None else float(kind != "dislike"),
-              "counted": counted, "note": "n"}
-    return FeedbackWrite(values, RATING_OF_TYPE.get(kind))
+              "arm": None if event is None else event["arm"], "reward": reward,
+              "rating": RULES.rating(kind), "counted": False, "note": "n"}
+    outcome = ({"event_id": event["event_id"], "arm": event["arm"], "reward": reward}
+               if decides and event is not None else None)
+    return FeedbackWrite(values, outcome, "decided")
 
 
 D1 = decision("e1", 1, "svd", [10, 11, 12], 100.0)
@@ -81,7 +88,9 @@ def stored(url: str) -> dict[str, Any]:
     return {
         "decisions": sorted((r["event_id"], r["user_id"], r["arm"], tuple(r["slate"]),
                              r["cold_start"], r["created_at"]) for r in table(url, decisions)),
-        "feedback": sorted(tuple(v for k, v in r.items() if k != "id")
+        # Without ids and seqs: a PostgreSQL sequence also moves on a conflict, and the two
+        # writers hand out seqs to duplicates differently (order, not value, is the contract).
+        "feedback": sorted(tuple(v for k, v in r.items() if k not in ("id", "seq"))
                            for r in table(url, feedback)),
         "ratings": sorted(tuple(r.values()) for r in table(url, feedback_ratings)),
         "arm_state": sorted(tuple(r.values()) for r in table(url, arm_state)),
@@ -128,11 +137,13 @@ def test_event_loop_batch_stores_and_counts_what_the_store_does(
     assert first[1].row["created_at"] == 103.0
     assert got[1].feedback[0].row["id"] == first[0].row["id"]
     assert got[1].feedback[0].created is False
-    assert (got[0].counted, got[1].counted) == (2, 1)
+    # The like on e1 and the dislike on e2 decide their outcomes; the later like on e2 finds
+    # e2 decided (earliest aggregation): stored, not counted.
+    assert (got[0].counted, got[1].counted) == (2, 0)
     mine, theirs = stored(pg_store.url.render_as_string(False)), stored(
         reference.url.render_as_string(False))
     assert mine == theirs
-    assert mine["arm_state"] == [("popularity", 1, 1, 1), ("svd", 1, 0, 2)]
+    assert mine["arm_state"] == [("popularity", 1), ("svd", 2)]
     # A click is no rating; (3, 30) was liked then disliked in one batch: the dislike stays.
     assert [r[:3] for r in mine["ratings"]] == [(1, 10, 5.0), (2, 20, 1.0), (2, 21, 5.0),
                                                 (3, 30, 1.0)]
@@ -208,9 +219,16 @@ def test_concurrent_batches_never_dead_lock_and_count_exactly() -> None:
     counted = table(url, feedback)
     assert len(rows) > 4 * 60 and counted
     state = {r["arm"]: r for r in table(url, arm_state)}
+    decided = table(url, outcomes_table)
     for arm in arms:
         assert state[arm]["pulls"] == sum(r["arm"] == arm for r in rows), arm
-        assert state[arm]["successes"] == sum(r["arm"] == arm for r in counted), arm
+        assert sum(r["arm"] == arm for r in decided) == sum(
+            r["arm"] == arm and r["counted"] for r in counted), arm
+    # Every feedback here decided its decision's outcome, and seq order is the log's order.
+    assert sorted(r["feedback_seq"] for r in decided) == sorted(
+        r["seq"] for r in counted if r["counted"])
+    assert len({r["seq"] for r in decided} | {r["seq"] for r in counted}) == len(decided) + len(
+        counted)
 
 
 def test_group_reads_answer_what_the_store_reads_many_per_query(pg_store: Store) -> None:
@@ -406,6 +424,73 @@ def test_inline_writer_waits_for_the_lock_off_the_event_loop(tmp_path: Path,
         assert table(url, decisions) == []
         assert {r["arm"]: r["pulls"] for r in table(url, arm_state)} == {"svd": 0,
                                                                        "popularity": 0}
+    store.dispose()
+
+
+@pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])  # inline and thread writers
+def test_writes_queued_behind_a_batch_that_timed_out_fail_with_it(
+        tmp_path: Path, synchronous: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding 4: while another connection holds SQLite's lock, no write waits for it more than
+    about one ``store_timeout_s`` in all.
+
+    The old writer (fa0c8ed) tried the writes that queued during a failing batch's wait as a
+    new batch, which waited the whole time-out again: their 503 came after up to twice the
+    time-out (3.5-4.0 s with 2 s), and the store was waited for twice.
+    """
+    timeout = 2.0
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}", timeout_s=timeout,
+                       sqlite_synchronous=synchronous)
+    store.create_schema(ARMS)
+    waits: list[int] = []  # one entry per attempt allowed to wait for the lock
+    write_batch = store.write_batch
+
+    def spied(rows: list[dict[str, Any]], feedback: list[Any], *, wait: bool = True) -> Any:
+        if wait:
+            waits.append(len(rows))
+        return write_batch(rows, feedback, wait=wait)
+
+    monkeypatch.setattr(store, "write_batch", spied)
+    writer = GroupCommitWriter(store, batch_max=64)
+    holder = hold_write_lock(store)
+
+    async def one(i: int) -> tuple[float, BaseException | None]:
+        start = time.monotonic()
+        try:
+            await writer.write_decision(decision(f"e{i}", 1, "svd", [1], float(i)))
+        except StoreUnavailableError as exc:
+            return time.monotonic() - start, exc
+        return time.monotonic() - start, None
+
+    async def run() -> list[tuple[float, BaseException | None]]:
+        writer.start(asyncio.get_running_loop())
+        first = asyncio.ensure_future(one(0))
+        while not waits:  # the first batch is waiting for the lock
+            await asyncio.sleep(0.001)
+        queued = []
+        for i in range(1, 9):  # eight more, queued over the first 80% of its wait
+            await asyncio.sleep(0.1 * timeout)
+            queued.append(asyncio.ensure_future(one(i)))
+        results = await asyncio.gather(first, *queued)
+        holder.rollback()  # the lock is free again: the next write lands normally
+        results.append(await one(9))
+        await writer.aclose()
+        return results
+
+    try:
+        results = asyncio.run(run())
+    finally:
+        holder.close()
+    *locked_out, after = results
+    assert all(isinstance(error, StoreUnavailableError) and "locked" in error.message
+               for _, error in locked_out), locked_out
+    # The store was waited for once for all nine; the writes queued during that wait were
+    # failed with it (the old writer waited a second time for them).
+    assert waits[:2] == [1, 1] and len(waits) == 2, waits
+    # Generous bound (the old writer's earliest queued writes took ~1.9x the time-out).
+    assert max(latency for latency, _ in locked_out) < 1.5 * timeout, locked_out
+    assert after[1] is None
+    assert [r["event_id"] for r in table(store.url.render_as_string(False), decisions)] == [
+        "e9"]
     store.dispose()
 
 

@@ -73,23 +73,31 @@ _INSERT_DECISIONS = (
 _FEEDBACK_RECORD = (
     "created_at float8, user_id int8, movie_id int8, feedback_type text, event_id text, "
     "event_key text, arm text, reward float8, rating float8, note text")
+def _numbered(document: str, record: str, alias: str) -> str:
+    """``json_to_recordset`` of ``record`` columns, numbered 1, 2, ... in column ``ord``
+    (a column definition list only takes WITH ORDINALITY inside ``ROWS FROM``)."""
+    names = ", ".join(column.split()[0] for column in record.split(", "))
+    return (f"ROWS FROM (json_to_recordset({document}) AS ({record})) WITH ORDINALITY "
+            f"AS {alias}({names}, ord)")
+
+
 _INSERT_FEEDBACK = (
     "WITH h AS (UPDATE log_head SET seq = seq + %s WHERE id = 1 RETURNING seq) "
     "INSERT INTO feedback (created_at, user_id, movie_id, feedback_type, event_id, event_key, "
     "arm, reward, rating, counted, note, seq) "
     "SELECT created_at, user_id, movie_id, feedback_type, event_id, event_key, arm, reward, "
     "rating, false, note, h.seq - %s + t.ord "
-    f"FROM h, json_to_recordset(%s::json) WITH ORDINALITY AS t({_FEEDBACK_RECORD}, ord) "
+    f"FROM h, {_numbered('%s::json', _FEEDBACK_RECORD, 't')} "
     "ON CONFLICT (user_id, event_key, movie_id, feedback_type) DO NOTHING "
     "RETURNING id, seq, user_id, event_key, movie_id, feedback_type"
 )
 # Outcome candidate j of feedback f (its ordinal in the batch): inserted only if that feedback
 # was (it is no duplicate) and its decision has no outcome yet; its feedback is then counted.
+_OUTCOME_RECORD = "event_id text, arm text, reward float8, decided_at float8, f int8, note text"
 _INSERT_OUTCOMES = (
     "WITH h AS (SELECT seq FROM log_head WHERE id = 1), "
     "c AS (SELECT c.*, h.seq - %s + c.f AS feedback_seq, h.seq - %s + c.ord AS seq "
-    "FROM h, json_to_recordset(%s::json) WITH ORDINALITY AS c(event_id text, arm text, "
-    "reward float8, decided_at float8, f int8, note text, ord)), "
+    f"FROM h, {_numbered('%s::json', _OUTCOME_RECORD, 'c')}), "
     "ins AS (INSERT INTO outcomes (event_id, seq, arm, reward, decided_at, feedback_seq) "
     "SELECT event_id, seq, arm, reward, decided_at, feedback_seq FROM c "
     "WHERE EXISTS (SELECT 1 FROM feedback WHERE feedback.seq = c.feedback_seq) "
