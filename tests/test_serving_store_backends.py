@@ -165,20 +165,19 @@ def _decision(event_id: str, at: float) -> dict[str, Any]:
 def _feedback(movie: int, kind: str, at: float, rating: float | None) -> FeedbackWrite:
     return FeedbackWrite({"created_at": at, "user_id": 1, "movie_id": movie,
                           "feedback_type": kind, "event_id": "e1", "event_key": "e1",
-                          "arm": "svd", "reward": float(kind != "dislike"), "counted": True,
-                          "note": "n"}, rating)
+                          "arm": "svd", "reward": float(kind != "dislike"), "rating": rating,
+                          "counted": False, "note": "n"})
 
 
-# A new row keeps the write's rating (7.0: not the rule book's, to tell them apart); a row
-# already stored (in this batch or before) answers the rule book's rating of its type.
+# Every row keeps the rating it was written with (7.0: not the rule book's, to tell them
+# apart), whether it is new or was stored earlier in the batch or before: the log is the truth.
 BATCHES = (
     ([_decision("e1", 100.0)], [_feedback(10, "like", 101.0, 7.0),
                                 _feedback(10, "like", 102.0, 7.0),
                                 _feedback(11, "click", 103.0, None)]),
     ([], [_feedback(10, "like", 104.0, 7.0), _feedback(11, "dislike", 105.0, 1.0)]),
 )
-EXPECTED = [[(True, 7.0), (False, DEFAULT_RULES["like"].rating), (True, None)],
-            [(False, DEFAULT_RULES["like"].rating), (True, 1.0)]]
+EXPECTED = [[(True, 7.0), (False, 7.0), (True, None)], [(False, 7.0), (True, 1.0)]]
 
 
 def _ratings(results: list[Any]) -> list[list[tuple[bool, float | None]]]:
@@ -197,7 +196,7 @@ def test_sqlite_feedback_rows_carry_their_rating(sqlite_store: Store) -> None:
     assert _ratings([sqlite_store.write_batch(*batch) for batch in BATCHES]) == EXPECTED
     row = sqlite_store.feedback_row((1, "e1", 11, "dislike"))
     assert row is not None and row["rating"] == DEFAULT_RULES["dislike"].rating == 1.0
-    assert row["counted"] is True
+    assert row["counted"] is False  # it decided no outcome (the write carried none)
 
 
 def test_postgresql_feedback_rows_carry_their_rating() -> None:
@@ -215,6 +214,6 @@ def test_postgresql_feedback_rows_carry_their_rating() -> None:
         assert _ratings(asyncio.run(run())) == EXPECTED
         # The thread path (the store's own write_batch) answers the same.
         assert _ratings([store.write_batch([], BATCHES[1][1])]) == [
-            [(False, 5.0), (False, 1.0)]]
+            [(False, 7.0), (False, 1.0)]]
     finally:
         store.dispose()

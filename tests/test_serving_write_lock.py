@@ -22,6 +22,7 @@ import pytest
 from test_serving_store_path import ARMS, decision, sqlite_store, table
 
 from serving.errors import StoreUnavailableError
+from serving.rules import RuleBook
 from serving.store import Store
 from serving.store.errors import StoreBusyError
 from serving.store.tables import arm_state, decisions
@@ -153,7 +154,7 @@ def test_writes_wait_for_another_worker_and_fail_cleanly_after_the_time_out(
         store.write_batch(rows, [], wait=True)
     assert failed.value.status_code == 503
     with pytest.raises(StoreUnavailableError, match="locked"):
-        store.settle_expired(now=1e12, grace_s=0.0)
+        store.settle_expired(now=1e12, grace_s=0.0, rules=RuleBook())
     assert table(url, decisions) == [] and pulls(store) == dict.fromkeys(ARMS, 0)
     release(other_process)
     store.write_batch(rows, [], wait=False)
@@ -226,8 +227,8 @@ def test_the_restart_checkpoint_waits_briefly_for_the_lock_and_gives_up(
     monkeypatch.setattr(lock, "acquire", spied)
     # A program that does not take the writers' lock (like a shell) fills the WAL.
     raw = sqlite3.connect(store.url.database, isolation_level=None)
-    raw.executemany("INSERT INTO arm_state (arm, successes, failures, pulls) "
-                    "VALUES (?, 0, 0, 0)", [(f"x{i}",) for i in range(200)])
+    raw.executemany("INSERT INTO arm_state (arm, pulls) VALUES (?, 0)",
+                    [(f"x{i}",) for i in range(200)])
     busy, log, done = store.checkpoint()
     assert busy == 0 and log > 10 and done == log  # PASSIVE copied it all
     assert attempts == [(0.02, False)] and not lock.held
