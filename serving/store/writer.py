@@ -23,6 +23,12 @@ Three ways to run the batches, the store's ``commit_mode``:
 The periodic jobs (settling expired decisions, and the store's own ``periodic_jobs()``, such as
 SQLite's checkpoints) run in the writer thread between batches, or in a jobs thread of their
 own in the other two modes, never in the loop.
+
+An outage costs a request at most one time-out: when a batch fails because the store is
+unavailable (after waiting up to ``store_timeout_s`` for the lock, a connection or an answer),
+every write that queued behind it during that wait fails at once with the same 503, instead of
+starting a wait of its own (which made requests that queued late in the wait answer after up to
+twice the time-out). A write queued after the failure is tried again normally.
 """
 
 from __future__ import annotations
@@ -191,6 +197,11 @@ class GroupCommitWriter:
             finally:
                 self._busy = False
             _set_results(outcomes)
+            outage = _outage(outcomes)
+            if outage is not None and self._pending:
+                # Queued while the batch waited in vain: the same 503 now, not a second wait.
+                queued, self._pending = self._pending, []
+                _set_results([(item, None, outage) for item in queued])
 
     async def _commit_inline(self, batch: list[_Item]) -> list[_Outcome]:
         try:
@@ -271,10 +282,30 @@ class GroupCommitWriter:
                     continue
                 batch.append(item)
             if batch:
-                self._resolve(self._commit(batch))
+                outcomes = self._commit(batch)
+                outage = _outage(outcomes)
+                if outage is not None:
+                    # Queued while the batch waited in vain: the same 503 now, not a second
+                    # wait each.
+                    queued, stop = self._drain(stop)
+                    outcomes += [(item, None, outage) for item in queued]
+                self._resolve(outcomes)
             self._run_jobs()
             if stop:
                 return
+
+    def _drain(self, stop: bool) -> tuple[list[_Item], bool]:
+        """Everything queued now, and whether the stop sentinel was among it (or ``stop``)."""
+        items: list[_Item] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return items, stop
+            if item is None:
+                stop = True
+            else:
+                items.append(item)
 
     def _wait_s(self) -> float:
         now = time.monotonic()
@@ -356,6 +387,17 @@ _Outcome = tuple[_Item, Any, BaseException | None]
 
 class _BatchHasBadWriteError(Exception):
     """The event loop's attempt at a batch failed for one of its writes (nothing written)."""
+
+
+def _outage(outcomes: list[_Outcome]) -> StoreUnavailableError | None:
+    """The 503 that failed a whole batch (``outcomes``) because the store is unavailable, or
+    None (the batch, or some of its writes, succeeded or failed for another reason)."""
+    if not outcomes:
+        return None
+    error = outcomes[0][2]
+    if not isinstance(error, StoreUnavailableError):
+        return None
+    return error if all(outcome[2] is error for outcome in outcomes) else None
 
 
 def _set_results(outcomes: list[_Outcome]) -> None:
