@@ -382,8 +382,9 @@ class RecommendationService:
         """The learned state this worker serves and the log position it folded up to (tests
         and ``rebuild-state`` compare it with the fold of the log)."""
         snapshot = self.snapshot
+        # pid: which worker answered (a test must see every worker's state).
         return {"log_seq": snapshot.seq, "policy_version": snapshot.version,
-                "state": snapshot.policy.state_dict()}
+                "pid": os.getpid(), "state": snapshot.policy.state_dict()}
 
     def retrain(self) -> tuple[int, int]:
         """Refit the arms on the catalogue plus feedback ratings and publish a new version.
