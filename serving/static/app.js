@@ -446,7 +446,7 @@
       body.append(row);
     }
     const window = Math.round(policy.reward_window_s / 60);
-    $("policy-meta").textContent = `${policy.policy} sampling, policy version `
+    $("policy-meta").textContent = `Policy ${policy.policy}, version `
       + `${policy.policy_version}, reward window ${window} min; `
       + `updated ${new Date().toLocaleTimeString()}.`;
   }
