@@ -123,6 +123,144 @@ def spawn_generators(seed: int | np.random.SeedSequence, n: int) -> list[np.rand
     return [np.random.default_rng(child) for child in seq.spawn(n)]
 
 
+#: Below this many entries :func:`standard_gamma` calls numpy's sampler: the vectorised one
+#: makes about 40 numpy calls per block, which only pay off over many entries (CPU time per
+#: call, shapes 1..19: 2,048 entries 48 us numpy / 67 us vectorised, 4,096 89 / 84 us,
+#: 16,384 340 / 206 us).
+FAST_GAMMA_MIN_SIZE = 4096
+#: Entries per block of the vectorised sampler: its ten or so float32 temporaries then stay in
+#: a core's L2 cache (measured on 600,000 shapes under load ~7, CPU time: whole array 14.5 ms,
+#: blocks of 65,536 7.2 ms, of 16,384 9.5 ms (call overhead), numpy 11.3 ms).
+GAMMA_BLOCK = 65_536
+
+
+def standard_gamma(rng: np.random.Generator, shape: np.ndarray,
+                   out: np.ndarray | None = None) -> np.ndarray:
+    """Exact Gamma(shape, 1) draws of the float array ``shape``, same shape and dtype.
+
+    float32 arrays of at least :data:`FAST_GAMMA_MIN_SIZE` entries take one vectorised round of
+    Marsaglia & Tsang's (2000) rejection method (:func:`_marsaglia_tsang_float32`); the entries
+    it rejects (0.03-5%, depending on the shape), and every other array, are drawn by
+    ``rng.standard_gamma``. Exact: an accepted proposal has exactly the Gamma law, whatever
+    the other entries did, and a rejected entry gets a fresh exact draw. Which path runs
+    depends only on the array's dtype and size, so a run drawn on its own and the same run
+    inside a per-run batch draw identically (see :class:`Draws`).
+
+    Why: numpy's loop calls the bit generator and its float ziggurat entry by entry (18 ns per
+    float32 draw on a quiet machine), while uniforms in bulk cost 1.8 ns and float32 log, sin,
+    cos and sqrt a fraction of a ns each under SIMD. In float64 numpy's sampler is kept:
+    float64 ``sin``/``cos`` have no SIMD loop here (7 ms per 600,000) and the vectorised
+    version measured 29.5 ms against numpy's 17.8 ms on 600,000 shapes.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of the draws.
+    shape : ndarray of float32 or float64
+        Gamma shapes (> 0), any array shape.
+    out : ndarray, optional
+        Same shape and dtype as ``shape``, C-contiguous; filled and returned.
+
+    Returns
+    -------
+    ndarray
+        The draws (``out`` when given).
+    """
+    if shape.dtype != np.float32 or shape.size < FAST_GAMMA_MIN_SIZE:
+        return rng.standard_gamma(shape, dtype=shape.dtype, out=out)
+    if out is None:
+        out = np.empty(shape.shape, dtype=np.float32)
+    flat_shape = np.ascontiguousarray(shape).reshape(-1)
+    flat_out = out.reshape(-1)
+    rejected = [start + _marsaglia_tsang_float32(rng, flat_shape[start:start + GAMMA_BLOCK],
+                                                 flat_out[start:start + GAMMA_BLOCK])
+                for start in range(0, flat_shape.size, GAMMA_BLOCK)]
+    redo = np.concatenate(rejected)
+    if redo.size:
+        flat_out[redo] = rng.standard_gamma(flat_shape[redo], dtype=np.float32)
+    return out
+
+
+def _uniforms_float32(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` uniforms on [1, 2) in float32 (add -1 for [0, 1), take 2 - u for (0, 1]).
+
+    Each 64-bit output of the bit generator gives two: 23 random bits as the mantissa of a
+    float in [1, 2), i.e. a uniform on the grid of step 2^-23 (numpy's float32 ``random``
+    uses 24 bits through a multiply; this needs only integer shifts). 0.9 ns per uniform
+    against 1.8 ns for ``rng.random(dtype=np.float32)`` (blocks of 65,536, CPU time).
+    """
+    bits = rng.bit_generator.random_raw((n + 1) // 2).view(np.uint32)[:n]
+    bits >>= np.uint32(9)
+    bits |= np.uint32(0x3F800000)
+    return bits.view(np.float32)
+
+
+def _marsaglia_tsang_float32(rng: np.random.Generator, shape: np.ndarray, out: np.ndarray
+                             ) -> np.ndarray:
+    """One round of Marsaglia & Tsang (2000) on flat float32 shapes; returns rejected positions.
+
+    For a >= 1, with d = a - 1/3 and c = 1 / sqrt(9 d): propose ``d v`` with
+    ``v = (1 + c x)^3``, x standard normal (Box & Muller 1958 on two uniforms: the pair
+    ``r cos t, r sin t`` with ``r = sqrt(-2 log u1)``, u1 in (0, 1], t = 2 pi u2), and accept it
+    when ``v > 0`` and ``log u < x^2 / 2 + d (1 - v + log v)``, u uniform. The squeeze
+    ``u < 1 - 0.0331 x^4`` implies that test and settles about 92% of proposals without a log;
+    the others take the full test in float64 (in float32 ``d (1 - v + log v)`` loses its
+    digits to cancellation once d is large). Shapes below 1 use Gamma(a) = Gamma(a + 1) U^(1/a)
+    (the same paper). ``out`` holds the accepted draws; the rejected positions are returned
+    for the caller to redraw.
+    """
+    n = shape.size
+    m = (n + 1) // 2
+    small = shape < 1
+    any_small = bool(small.any())
+    d = np.where(small, shape + np.float32(1.0), shape) if any_small else shape.copy()
+    d -= np.float32(1.0 / 3.0)
+    c = d * np.float32(9.0)
+    np.sqrt(c, out=c)
+    np.reciprocal(c, out=c)
+    uni = _uniforms_float32(rng, 2 * m + n)
+    r, t, u = uni[:m], uni[m:2 * m], uni[2 * m:]
+    np.subtract(np.float32(2.0), r, out=r)  # (0, 1]: the log below is finite
+    np.log(r, out=r)
+    r *= np.float32(-2.0)
+    np.sqrt(r, out=r)
+    t -= np.float32(1.0)
+    t *= np.float32(2.0 * np.pi)
+    x = np.empty(2 * m, dtype=np.float32)
+    np.cos(t, out=x[:m])
+    np.sin(t, out=x[m:])
+    x[:m] *= r
+    x[m:] *= r
+    x = x[:n]
+    u -= np.float32(1.0)
+    v = c * x
+    v += np.float32(1.0)
+    positive = v > 0
+    x *= x  # x^2 from here on
+    np.multiply(v, v, out=out)
+    out *= v  # out = v^3
+    np.multiply(x, x, out=v)  # v is free: x^4 -> the squeeze
+    v *= np.float32(-0.0331)
+    v += np.float32(1.0)
+    accept = u < v
+    accept &= positive
+    unsure = np.flatnonzero(positive & ~accept)
+    if unsure.size:
+        vu = out[unsure].astype(np.float64)
+        with np.errstate(divide="ignore"):  # u = 0: log u = -inf, accepted as it should
+            log_u = np.log(u[unsure].astype(np.float64))
+        accept[unsure] = log_u < 0.5 * x[unsure] + d[unsure] * (1.0 - vu + np.log(vu))
+    out *= d
+    rejected = np.flatnonzero(~accept)
+    if any_small:
+        # Gamma(a) = Gamma(a + 1) * U^(1/a) for the accepted shapes below 1 (float64: the
+        # power is tiny for small a); rejected ones are redrawn by numpy with their own shape
+        boost = np.flatnonzero(small & accept)
+        uu = rng.random(boost.size)
+        out[boost] *= np.exp(np.log1p(-uu) / shape[boost]).astype(np.float32)
+    return rejected
+
+
 class Draws:
     """Random draws for ``R`` runs from one shared Generator or from one Generator per run.
 
@@ -180,11 +318,12 @@ class Draws:
     def standard_gamma(self, shape: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Gamma(shape, 1) draws of the float array ``shape`` (first axis = run), same dtype.
 
-        ``out`` (same shape and dtype) avoids an allocation on the shared-generator path.
+        Exact (see :func:`standard_gamma`). ``out`` (same shape and dtype) avoids an allocation
+        on the shared-generator path.
         """
         if self._shared is not None:
-            return self._shared.standard_gamma(shape, dtype=shape.dtype, out=out)
-        return self._each(lambda g, s, n: g.standard_gamma(shape[s], dtype=shape.dtype))
+            return standard_gamma(self._shared, shape, out=out)
+        return self._each(lambda g, s, n: standard_gamma(g, shape[s]))
 
 
 @functools.lru_cache(maxsize=32)

@@ -7,9 +7,9 @@ Fractional rewards r in [0, 1] are folded in directly (successes += r, failures 
 "fractional Beta update": for 0/1 rewards it is the exact conjugate update; for fractional ones it
 matches the mean of Agrawal & Goyal's Bernoulli trick without its extra randomness.
 
-The pure functions here (:func:`beta_thompson_choose`, :func:`beta_learn`,
-:func:`beta_probability_of_max`) are shared by the single and the batched paths and by the
-non-stationary variants (:mod:`bandits.nonstationary`).
+The pure functions here (:func:`beta_thompson_choose` and its sampler :func:`gamma_pair_draws`,
+:func:`beta_learn`, :func:`beta_probability_of_max`) are shared by the single and the batched
+paths and by the non-stationary variants (:mod:`bandits.nonstationary`).
 """
 
 from __future__ import annotations
@@ -32,14 +32,15 @@ from bandits.base import (
 from bandits.errors import check_int, check_per_arm
 
 
-def beta_thompson_choose(alpha: np.ndarray, beta: np.ndarray, draws: Draws,
-                         scratch: dict[str, np.ndarray] | None = None) -> np.ndarray:
-    """Row-wise argmax of one Beta(alpha, beta) sample per arm; shapes (R, K) -> (R,).
+def gamma_pair_draws(alpha: np.ndarray, beta: np.ndarray, draws: Draws,
+                     scratch: dict[str, np.ndarray] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Independent Gamma(alpha, 1) and Gamma(beta, 1) draws, each shaped like ``alpha`` (R, K).
 
-    A Beta draw is ``G_a / (G_a + G_b)`` with independent Gamma draws (what numpy's ``beta``
-    does internally); it is increasing in ``G_a / G_b``, so the argmax of the ratio is the argmax
-    of the Beta samples and one pass is saved. Written out so the float32 path and reusable
-    output buffers can be used. Ties have probability zero.
+    ``G_a / (G_a + G_b)`` is then exactly Beta(alpha, beta) (what numpy's ``beta`` does
+    internally); the draws come from :meth:`Draws.standard_gamma`, exact in float32 and
+    float64. With ``scratch`` (a state's work buffers) the outputs reuse buffers and are
+    overwritten by the next call.
     """
     out_a = out_b = None
     if scratch is not None and draws.n_runs > 1:
@@ -48,8 +49,18 @@ def beta_thompson_choose(alpha: np.ndarray, beta: np.ndarray, draws: Draws,
             scratch["gamma_a"] = np.empty_like(alpha)
             scratch["gamma_b"] = np.empty_like(alpha)
         out_a, out_b = scratch["gamma_a"], scratch["gamma_b"]
-    ga = draws.standard_gamma(alpha, out=out_a)
-    gb = draws.standard_gamma(beta, out=out_b)
+    return draws.standard_gamma(alpha, out=out_a), draws.standard_gamma(beta, out=out_b)
+
+
+def beta_thompson_choose(alpha: np.ndarray, beta: np.ndarray, draws: Draws,
+                         scratch: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """Row-wise argmax of one Beta(alpha, beta) sample per arm; shapes (R, K) -> (R,).
+
+    A Beta draw is ``G_a / (G_a + G_b)`` (:func:`gamma_pair_draws`); it is increasing in
+    ``G_a / G_b``, so the argmax of the ratio is the argmax of the Beta samples and one pass
+    is saved. Ties have probability zero.
+    """
+    ga, gb = gamma_pair_draws(alpha, beta, draws, scratch)
     with np.errstate(divide="ignore"):  # a float32 Gamma(1) draw can round to 0: Beta = 1
         ga /= gb
     return ga.argmax(axis=1)
