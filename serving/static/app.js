@@ -338,10 +338,16 @@
       body.append(row);
     }
     const rated = stored.arm;
-    const moved = type === "like" ? "raised" : "lowered";
-    let text = `Every list's arm is drawn by Thompson Sampling from all the arms' posteriors, `
-      + `so your ${type} ${moved} ${rated}'s chance of serving your next list but does not `
-      + "decide it. ";
+    const ratedAfter = after.arms.find((a) => a.arm === rated);
+    const change = ratedAfter && was.has(rated)
+      ? ratedAfter.selection_probability - was.get(rated) : 0;
+    const moved = change > 0.0005 ? "raised" : change < -0.0005 ? "lowered" : "barely moved";
+    // /policy names the policy's class ("ThompsonSampling"; "thompson" before the rewrite).
+    const thompson = ["ThompsonSampling", "thompson"].includes(after.policy);
+    const how = thompson ? "Thompson Sampling from all the arms' posteriors"
+      : `the ${after.policy} policy from what every arm has earned`;
+    let text = `Every list's arm is drawn by ${how}, so your ${type} ${moved} ${rated}'s chance `
+      + "of serving your next list but does not decide it. ";
     if (next.cold_start) {
       text += "This list is the cold-start popularity list, outside the policy.";
     } else if (next.arm === rated) {
