@@ -372,8 +372,10 @@ class RecommendationService:
                                           self.settings.reward_window_s)
 
     def arm_tallies(self) -> dict[str, tuple[int, int, float]]:
-        """Per arm: (pulls, outcomes folded, reward sum), for ``/metrics``."""
-        pulls = self.store.pulls()
+        """Per arm: (pulls, outcomes folded, reward sum), for ``/metrics`` (fresh: the outcomes
+        logged since the last refresh are folded first, as ``/policy`` does)."""
+        self.refresh()
+        pulls = self.snapshot.pulls
         rewards = self.snapshot.rewards
         return {arm: (pulls.get(arm, 0), *rewards.get(arm, (0, 0.0)))
                 for arm in self.policy_model.arms}

@@ -23,9 +23,11 @@ from arms.data.dataset import Dataset
 from serving.app import create_app
 from serving.armset import fit_arms
 from serving.commands import rebuild_state
+from serving.features import UserFeatures
+from serving.rules import RuleBook
 from serving.settings import DEFAULT_ARMS, Settings
 from serving.store import open_store
-from serving.store.tables import arm_state, decisions, feedback, feedback_ratings
+from serving.store.tables import arm_state, decisions, feedback, feedback_ratings, outcomes
 
 ARMS = list(DEFAULT_ARMS)
 TOKEN = "s3cret-token"
@@ -63,7 +65,8 @@ def table_sizes(settings: Settings) -> dict[str, int]:
 
 def counts(client: TestClient) -> dict[str, tuple[int, int, int]]:
     body = client.get("/policy").json()
-    return {a["arm"]: (a["successes"], a["failures"], a["pulls"]) for a in body["arms"]}
+    return {a["arm"]: (int(a["successes"]), int(a["failures"]), a["pulls"])
+            for a in body["arms"]}
 
 
 def recommend(client: TestClient, user: int, k: int = 10) -> dict:
@@ -94,7 +97,12 @@ def test_recommendation_is_a_logged_decision(client: TestClient, settings: Setti
     assert set(row["pmf"]) == set(ARMS) and sum(row["pmf"].values()) == pytest.approx(1.0)
     assert row["propensity"] == pytest.approx(row["pmf"][row["arm"]]) == body["propensity"]
     assert row["policy_version"] == body["policy_version"] == 1
-    assert row["context"]["known_user"] is True
+    # The context the policy saw, logged with its feature set, and the policy that ran.
+    features = UserFeatures(catalog)
+    assert row["context"]["feature_version"] == features.version
+    assert row["context"]["features"] == features.vector(5, 0, 0).tolist()
+    assert row["policy"]["name"] == "ThompsonSampling"
+    assert row["policy"]["params"]["prior_alpha"] == [1.0] * len(ARMS)
     assert counts(client)[body["arm"]][2] == 1
 
 
@@ -141,10 +149,13 @@ def test_like_rewards_the_arm_and_is_idempotent(client: TestClient, settings: Se
     assert again.status_code == 200 and again.json() == out
     assert counts(client)[arm] == (1, 0, 1)
     assert table_sizes(settings) == {"decisions": 1, "feedback": 1, "feedback_ratings": 1}
-    # The same movie disliked is another feedback type: it counts as reward 0.
+    # The same movie disliked is another feedback, worth 0; but the decision's one reward was
+    # decided by the like (earliest aggregation): stored, the policy unchanged.
     dislike = client.post("/feedback", json={**payload, "feedback_type": "dislike"})
     assert dislike.status_code == 201 and dislike.json()["reward"] == 0.0
-    assert counts(client)[arm] == (1, 1, 1)
+    assert dislike.json()["policy_updated"] is False
+    assert "already decided" in dislike.json()["note"]
+    assert counts(client)[arm] == (1, 0, 1)
     assert rows(settings, feedback_ratings)[0]["rating"] == 1.0  # the latest rating wins
 
 
@@ -277,8 +288,10 @@ def test_reward_window_expiry_counts_zero_once(tmp_path: Path, catalog: Dataset,
         expected[disliked["arm"]][1] += 1
         expected[silent["arm"]][1] += 1  # no feedback: one zero
         expected[late["arm"]][1] += 1  # the late like does not count, the expiry does
-        assert service.store.settle_expired(time.time(), 0.0) == 4
-        assert service.store.settle_expired(time.time() + 10, 0.0) == 0  # never twice
+        rules = RuleBook()
+        assert service.store.settle_expired(time.time(), 0.0, rules) == 4
+        assert service.store.settle_expired(time.time() + 10, 0.0, rules) == 0  # never twice
+        service.refresh()
         got = counts(client)
         assert {arm: [s, f] for arm, (s, f, _) in got.items()} == expected
         out = io.StringIO()
@@ -307,15 +320,25 @@ def test_state_survives_restart_and_equals_replay(settings: Settings, catalog: D
     out = io.StringIO()
     assert rebuild_state(settings, out) == 0, out.getvalue()
     assert "match: yes" in out.getvalue()
-    # Tampering with the stored counts is detected.
+    # Tampering with the stored pulls, or with an outcome's reward, is detected.
     engine = sa.create_engine(settings.resolved_db_url())
     with engine.begin() as conn:
         conn.execute(arm_state.update().where(arm_state.c.arm == "svd")
-                     .values(successes=arm_state.c.successes + 1))
+                     .values(pulls=arm_state.c.pulls + 1))
+    out = io.StringIO()
+    assert rebuild_state(settings, out) == 1
+    assert "match: NO" in out.getvalue() and "pulls stored" in out.getvalue()
+    with engine.begin() as conn:
+        conn.execute(arm_state.update().where(arm_state.c.arm == "svd")
+                     .values(pulls=arm_state.c.pulls - 1))
+        decided = conn.execute(sa.select(outcomes.c.event_id, outcomes.c.reward)
+                               .where(outcomes.c.feedback_seq.is_not(None))).first()
+        conn.execute(outcomes.update().where(outcomes.c.event_id == decided.event_id)
+                     .values(reward=1.0 - decided.reward))
     engine.dispose()
     out = io.StringIO()
     assert rebuild_state(settings, out) == 1
-    assert "match: NO" in out.getvalue()
+    assert f"decision {decided.event_id}: stored outcome reward" in out.getvalue()
 
 
 # ---------------------------------------------------------------------------- policy, ops
@@ -324,11 +347,13 @@ def test_policy_reports_posterior_and_probabilities(client: TestClient) -> None:
     client.post("/feedback", json={"user_id": 60, "movie_id": body["items"][0]["movie_id"],
                                     "feedback_type": "like", "event_id": body["event_id"]})
     policy = client.get("/policy").json()
-    assert policy["policy"] == "thompson" and [a["arm"] for a in policy["arms"]] == ARMS
+    assert policy["policy"] == "ThompsonSampling" and [a["arm"] for a in policy["arms"]] == ARMS
+    assert policy["contextual"] is False and policy["log_seq"] >= 1
     assert sum(a["selection_probability"] for a in policy["arms"]) == pytest.approx(1.0)
     arm = next(a for a in policy["arms"] if a["arm"] == body["arm"])
     assert (arm["alpha"], arm["beta"], arm["successes"], arm["mean_reward"]) == (2, 1, 1, 1.0)
-    assert arm["posterior_mean"] == pytest.approx(2 / 3)
+    assert arm["expected_reward"] == pytest.approx(2 / 3)
+    assert (arm["outcomes"], arm["pulls"]) == (1, 1)
     low, high = arm["credible_interval"]
     assert low == pytest.approx(np.sqrt(0.025), abs=1e-9)  # Beta(2,1): cdf x^2
     assert high == pytest.approx(np.sqrt(0.975), abs=1e-9)
@@ -337,7 +362,8 @@ def test_policy_reports_posterior_and_probabilities(client: TestClient) -> None:
 
 
 def test_health_metrics_and_docs(client: TestClient) -> None:
-    health = client.get("/health").json()
+    assert client.get("/health").json() == {"status": "ok"}  # anonymous: up or down only
+    health = client.get("/health", headers={"Authorization": f"Bearer {TOKEN}"}).json()
     assert health["status"] == "ok" and health["arms"] == ARMS and health["policy_version"] == 1
     body = recommend(client, 70)
     client.post("/feedback", json={"user_id": 70, "movie_id": body["items"][0]["movie_id"],
@@ -346,7 +372,8 @@ def test_health_metrics_and_docs(client: TestClient) -> None:
     assert 'recbandits_http_requests_total{method="GET",route="/recommendations",status="200"}' \
         ' 1.0' in text
     assert 'recbandits_feedback_total{feedback_type="dislike"} 1.0' in text
-    assert f'recbandits_arm_observations{{arm="{body["arm"]}",reward="0"}} 1.0' in text
+    assert f'recbandits_arm_outcomes{{arm="{body["arm"]}"}} 1.0' in text
+    assert f'recbandits_arm_pulls{{arm="{body["arm"]}"}} 1.0' in text
     assert f'recbandits_arm_reward_rate{{arm="{body["arm"]}"}} 0.0' in text
     assert "recbandits_http_request_duration_seconds_bucket" in text
     assert client.get("/docs").status_code == 200
@@ -385,7 +412,8 @@ def test_retrain_needs_the_token_and_swaps_arms_without_failing_requests(
     assert response.json()["policy_version"] == 2
     assert response.json()["n_feedback_ratings"] == 3
     assert statuses and set(statuses) == {200}
-    assert client.get("/health").json()["policy_version"] == 2
+    assert client.get("/health", headers={"Authorization": f"Bearer {TOKEN}"}).json()[
+        "policy_version"] == 2
     warm = recommend(client, newcomer)
     assert not warm["cold_start"] and warm["policy_version"] == 2
     assert not {i["movie_id"] for i in cold["items"][:3]} & {i["movie_id"] for i in warm["items"]}
