@@ -379,6 +379,19 @@ def argmax_set_probabilities(scores: np.ndarray) -> np.ndarray:
     return is_max / is_max.sum(axis=1, keepdims=True)
 
 
+@functools.lru_cache(maxsize=16)
+def quadrature_grid(n_grid: int) -> tuple[np.ndarray, np.ndarray]:
+    """The cosine-spaced grid of :func:`probability_of_max` and its spacings (read-only,
+    computed once per size: the service asks for a contextual policy's probabilities on
+    every request)."""
+    u = 0.5 * (1.0 - np.cos(np.pi * np.arange(n_grid + 1) / n_grid))
+    u[0], u[-1] = 0.0, 1.0
+    du = np.diff(u)
+    u.flags.writeable = False
+    du.flags.writeable = False
+    return u, du
+
+
 def probability_of_max(
     ppf: Callable[[int, np.ndarray], np.ndarray],
     cdf: Callable[[np.ndarray], np.ndarray],
@@ -415,9 +428,7 @@ def probability_of_max(
     error_bound : ndarray, shape (R, K)
         Guaranteed bound on each (pre-normalisation) estimate's absolute error.
     """
-    u = 0.5 * (1.0 - np.cos(np.pi * np.arange(n_grid + 1) / n_grid))
-    u[0], u[-1] = 0.0, 1.0
-    du = np.diff(u)
+    u, du = quadrature_grid(n_grid)
     probs = np.empty((n_runs, n_arms))
     bound = np.empty((n_runs, n_arms))
     for k in range(n_arms):

@@ -16,6 +16,7 @@ contexts (R, d). Rewards may be any finite real.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,8 +31,18 @@ from bandits.base import (
     argmax_random_ties,
     argmax_set_probabilities,
     probability_of_max,
+    quadrature_grid,
 )
 from bandits.errors import check_int, check_real
+
+
+@functools.lru_cache(maxsize=16)
+def _normal_quantiles(n_grid: int) -> np.ndarray:
+    """Standard normal quantiles of :func:`bandits.base.quadrature_grid`'s points (cached:
+    computing them took a third of a single-context LinTS probability call)."""
+    z = special.ndtri(quadrature_grid(n_grid)[0])
+    z.flags.writeable = False
+    return z
 
 
 def linear_predict(A_inv: np.ndarray, b: np.ndarray, contexts: np.ndarray
@@ -180,8 +191,9 @@ class LinTS(_LinearPolicy):
                        ) -> tuple[np.ndarray, np.ndarray]:
         mean, sd = self._posterior(state, contexts)  # type: ignore[arg-type]
         R, K = mean.shape
+        z = _normal_quantiles(self.propensity_grid)  # the same for every arm and call
         return probability_of_max(
-            lambda k, u: mean[:, k, None] + sd[:, k, None] * special.ndtri(u)[None, :],
+            lambda k, u: mean[:, k, None] + sd[:, k, None] * z[None, :],
             lambda x: special.ndtr((x[:, None, :] - mean[:, :, None]) / sd[:, :, None]),
             R, K, self.propensity_grid,
         )

@@ -24,6 +24,10 @@ from serving.rules import Aggregation, RuleBook
 DEFAULT_ARMS = ("svd", "sequential", "autoencoder", "popularity")
 
 
+#: Quadrature intervals of a contextual policy's per-request probabilities (see policy_model).
+CONTEXTUAL_PROPENSITY_GRID = 256
+
+
 class Settings(BaseSettings):
     """Configuration of the recommendation service.
 
@@ -92,8 +96,9 @@ class Settings(BaseSettings):
     switch_interval_s : float
         Python's thread switch interval in the worker (``sys.setswitchinterval``).
     propensity_grid : int
-        Quadrature intervals of the Thompson samplers' selection probabilities (used when the
-        policy takes it and ``policy_params`` does not set it).
+        Quadrature intervals of the Thompson samplers' selection probabilities (used when a
+        context-free policy takes it and ``policy_params`` does not set it; contextual ones
+        use :data:`CONTEXTUAL_PROPENSITY_GRID` unless ``policy_params`` sets it).
     score_cache_size : int
         (arm, user) score vectors each worker keeps (float32; 4 bytes per item each; 0 turns
         the cache off). Scores only change with a retrain, which starts a fresh cache.
@@ -217,8 +222,14 @@ class Settings(BaseSettings):
         """The served policy's model: ``policy`` with ``policy_params`` (plus the shared
         ``prior_alpha``/``prior_beta``/``propensity_grid`` where the class takes them)."""
         cls = registered_policies()[self.policy]
+        # A contextual policy's probabilities are computed on every request, for its context:
+        # 256 intervals cost 0.38 ms against 1.46 ms for 2048 (LinTS, 4 arms, d = 53). The
+        # propensity logged is still exactly the probability the arm was drawn with (the
+        # service samples from the computed pmf); the grid only bounds how far that pmf is
+        # from LinTS's own (pi / 1024 at most).
+        grid = CONTEXTUAL_PROPENSITY_GRID if cls.contextual else self.propensity_grid
         shared = {"prior_alpha": self.prior_alpha, "prior_beta": self.prior_beta,
-                  "propensity_grid": self.propensity_grid}
+                  "propensity_grid": grid}
         accepted = cls._param_names()
         params = {k: v for k, v in shared.items() if k in accepted}
         params.update(self.policy_params)
