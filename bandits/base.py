@@ -170,6 +170,9 @@ def standard_gamma(rng: np.random.Generator, shape: np.ndarray,
         return rng.standard_gamma(shape, dtype=shape.dtype, out=out)
     if out is None:
         out = np.empty(shape.shape, dtype=np.float32)
+    elif not out.flags.c_contiguous:
+        raise ValueError(f"out must be C-contiguous (its flat view is written); got an array "
+                         f"of shape {out.shape} with strides {out.strides}")
     flat_shape = np.ascontiguousarray(shape).reshape(-1)
     flat_out = out.reshape(-1)
     rejected = [start + _marsaglia_tsang_float32(rng, flat_shape[start:start + GAMMA_BLOCK],
@@ -211,54 +214,51 @@ def _marsaglia_tsang_float32(rng: np.random.Generator, shape: np.ndarray, out: n
     """
     n = shape.size
     m = (n + 1) // 2
-    small = shape < 1
-    any_small = bool(small.any())
-    d = np.where(small, shape + np.float32(1.0), shape) if any_small else shape.copy()
-    d -= np.float32(1.0 / 3.0)
-    c = d * np.float32(9.0)
-    np.sqrt(c, out=c)
-    np.reciprocal(c, out=c)
-    uni = _uniforms_float32(rng, 2 * m + n)
+    small = shape < 1 if shape.min() < 1 else None
+    d = shape - np.float32(1.0 / 3.0)
+    if small is not None:
+        d[small] += np.float32(1.0)
+    c = np.sqrt(d)
+    np.divide(np.float32(1.0 / 3.0), c, out=c)
+    uni = _uniforms_float32(rng, 2 * m + n)  # on [1, 2)
     r, t, u = uni[:m], uni[m:2 * m], uni[2 * m:]
     np.subtract(np.float32(2.0), r, out=r)  # (0, 1]: the log below is finite
     np.log(r, out=r)
     r *= np.float32(-2.0)
     np.sqrt(r, out=r)
-    t -= np.float32(1.0)
-    t *= np.float32(2.0 * np.pi)
+    t *= np.float32(2.0 * np.pi)  # cos and sin have period 2 pi: t in [1, 2) serves as t - 1
     x = np.empty(2 * m, dtype=np.float32)
     np.cos(t, out=x[:m])
     np.sin(t, out=x[m:])
     x[:m] *= r
     x[m:] *= r
     x = x[:n]
-    u -= np.float32(1.0)
     v = c * x
     v += np.float32(1.0)
-    positive = v > 0
     x *= x  # x^2 from here on
     np.multiply(v, v, out=out)
     out *= v  # out = v^3
-    np.multiply(x, x, out=v)  # v is free: x^4 -> the squeeze
+    np.multiply(x, x, out=v)  # v is free: x^4 -> the squeeze, shifted by 1 as u is on [1, 2)
     v *= np.float32(-0.0331)
-    v += np.float32(1.0)
+    v += np.float32(2.0)
+    # No separate v > 0 check: with a >= 1 (d >= 2/3), 1 + c x <= 0 needs x <= -3 sqrt(d)
+    # <= -2.449, where the squeeze 1 - 0.0331 x^4 < -0.19 rejects anyway.
     accept = u < v
-    accept &= positive
-    unsure = np.flatnonzero(positive & ~accept)
-    if unsure.size:
-        vu = out[unsure].astype(np.float64)
-        with np.errstate(divide="ignore"):  # u = 0: log u = -inf, accepted as it should
-            log_u = np.log(u[unsure].astype(np.float64))
-        accept[unsure] = log_u < 0.5 * x[unsure] + d[unsure] * (1.0 - vu + np.log(vu))
+    unsure = np.flatnonzero(~accept)
+    vu = out[unsure].astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):  # log 0 = -inf: accepted as it should;
+        log_u = np.log(u[unsure].astype(np.float64) - 1.0)  # v <= 0: NaN, rejected below
+        ok = log_u < 0.5 * x[unsure] + d[unsure] * (1.0 - vu + np.log(vu))
+    ok &= vu > 0
+    accept[unsure] = ok
     out *= d
-    rejected = np.flatnonzero(~accept)
-    if any_small:
+    if small is not None:
         # Gamma(a) = Gamma(a + 1) * U^(1/a) for the accepted shapes below 1 (float64: the
         # power is tiny for small a); rejected ones are redrawn by numpy with their own shape
         boost = np.flatnonzero(small & accept)
         uu = rng.random(boost.size)
         out[boost] *= np.exp(np.log1p(-uu) / shape[boost]).astype(np.float32)
-    return rejected
+    return unsure[~ok]
 
 
 class Draws:

@@ -46,8 +46,8 @@ def gamma_pair_draws(alpha: np.ndarray, beta: np.ndarray, draws: Draws,
     if scratch is not None and draws.n_runs > 1:
         if scratch.get("gamma_a") is None or scratch["gamma_a"].shape != alpha.shape \
                 or scratch["gamma_a"].dtype != alpha.dtype:
-            scratch["gamma_a"] = np.empty_like(alpha)
-            scratch["gamma_b"] = np.empty_like(alpha)
+            scratch["gamma_a"] = np.empty(alpha.shape, dtype=alpha.dtype)  # C order: the
+            scratch["gamma_b"] = np.empty(alpha.shape, dtype=alpha.dtype)  # sampler needs it
         out_a, out_b = scratch["gamma_a"], scratch["gamma_b"]
     return draws.standard_gamma(alpha, out=out_a), draws.standard_gamma(beta, out=out_b)
 

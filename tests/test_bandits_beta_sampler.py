@@ -111,6 +111,8 @@ def test_gamma_out_buffer_and_non_contiguous_input():
     assert g.shape == (5000, 3)
     assert stats.kstest(np.concatenate([out.ravel(), g.ravel()]).astype(np.float64),
                         stats.gamma(2.5).cdf).pvalue > P_MIN
+    with pytest.raises(ValueError, match="out must be C-contiguous"):
+        standard_gamma(rng, shape.T, out=np.empty_like(shape).T)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
