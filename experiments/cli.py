@@ -71,11 +71,15 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _serving_settings(args: argparse.Namespace) -> object:
-    """Settings from RECBANDITS_* variables, overridden by the options given."""
+    """Settings from RECBANDITS_* variables and the ``--settings`` file, overridden by the
+    options given."""
     from serving.settings import Settings
 
-    names = ("host", "port", "workers", "db", "data", "state_dir", "arms", "dataset", "seed")
+    names = ("host", "port", "workers", "db", "data", "state_dir", "arms", "dataset", "seed",
+             "policy")
     given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    if getattr(args, "settings", None):
+        return Settings.from_file(args.settings, **given)
     return Settings(**given)
 
 
@@ -86,7 +90,7 @@ def _run_serving(args: argparse.Namespace, command: str) -> int:
 
     try:
         settings = _serving_settings(args)
-    except ValidationError as exc:
+    except (ValidationError, ValueError) as exc:  # a bad option, variable or settings file
         print(f"recbandits {command}: {exc}", file=sys.stderr)
         return 2
     return getattr(commands, command.replace("-", "_"))(settings)
@@ -116,12 +120,34 @@ def _ope(args: argparse.Namespace) -> int:
         print(f"recbandits ope: --ts-prior takes ALPHA,BETA with both > 0, got {args.ts_prior}",
               file=sys.stderr)
         return 2
-    out = args.out or f"runs/ope-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
-    return offpolicy.run(
-        url, out_dir=out, n_bootstrap=args.bootstrap, seed=args.seed,
-        ts_priors=priors or offpolicy.DEFAULT_TS_PRIORS, include_open=args.include_open,
+    try:
+        linear = tuple(offpolicy.LinearCandidate.parse(t) for t in args.linear or [])
+    except ValueError as exc:
+        print(f"recbandits ope: --linear: {exc}", file=sys.stderr)
+        return 2
+    config = offpolicy.OPEConfig(
+        url=url, out_dir=args.out or f"runs/ope-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}",
+        n_bootstrap=args.bootstrap, seed=args.seed,
+        ts_priors=tuple(priors) or offpolicy.DEFAULT_TS_PRIORS,  # type: ignore[arg-type]
+        linear=linear or offpolicy.DEFAULT_LINEAR, include_open=args.include_open,
         export_csv_path=args.export_csv, export_obp_path=args.export_obp,
-    )
+    )  # fmt: skip
+    try:
+        results = offpolicy.run(config)
+    except offpolicy.EmptyLogError as exc:
+        advice = ("; wait for it, or pass --include-open to count open decisions with the "
+                  "feedback they have so far") if exc.n_open else ""
+        print(f"recbandits ope: {exc.what}{advice}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"recbandits ope: {exc}", file=sys.stderr)
+        return 2
+    print(offpolicy.format_run(results))
+    for message in results.result.messages:
+        print(f"warning: {message}", file=sys.stderr)
+    for note in results.result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return 0
 
 
 def _ope_obd(args: argparse.Namespace) -> int:
@@ -156,6 +182,12 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
         sub.add_argument("--dataset", choices=["movielens", "synthetic"],
                          help="what the arms are fit on (default: movielens)")
         sub.add_argument("--seed", type=int, help="seed of arm fitting and arm selection")
+        sub.add_argument("--policy", help="the bandit policy: ThompsonSampling (default), "
+                         "DiscountedThompsonSampling, SlidingWindowThompsonSampling, LinTS, "
+                         "LinUCB, EpsilonGreedy, UCB1 or KLUCB (RECBANDITS_POLICY)")
+        sub.add_argument("--settings", metavar="FILE", help="a TOML file of settings (keys as "
+                         "the RECBANDITS_* variables without the prefix, lower case; a "
+                         "[policy_params] table for the policy's hyper-parameters)")
 
     serve = commands.add_parser("serve", help="run the recommendation service (FastAPI)")
     serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
@@ -170,8 +202,8 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
     retrain.set_defaults(handler=lambda args: _run_serving(args, "retrain"))
 
     rebuild = commands.add_parser(
-        "rebuild-state", help="replay the decision log; compare with the stored posterior "
-        "(exit 1 if they differ)")
+        "rebuild-state", help="replay the log: re-derive every outcome, the pulls, the ratings "
+        "and the policy's fold; compare with the store (exit 1 if they differ)")
     store_options(rebuild)
     rebuild.set_defaults(handler=lambda args: _run_serving(args, "rebuild-state"))
 
@@ -188,8 +220,13 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
     ope.add_argument("--ts-prior", action="append", metavar="ALPHA,BETA",
                      help="Beta prior of a Thompson Sampling candidate (repeatable; default "
                      "1,1 1,19 20,20)")
+    ope.add_argument("--linear", action="append", metavar="NAME:KEY=VALUE,...",
+                     help="a contextual candidate, e.g. LinTS:scale=0.5,ridge=1 or "
+                     "LinUCB:alpha=1 (repeatable; default LinTS scale 1, 0.25 and 0.5 with "
+                     "ridge 10, LinUCB alpha 0.5 and 0)")
     ope.add_argument("--include-open", action="store_true",
-                     help="also count decisions whose reward window is still open")
+                     help="also count decisions whose reward window (30 min by default) is "
+                     "still open, with the feedback they have so far")
     ope.add_argument("--export-csv", metavar="PATH", help="also write the log as CSV")
     ope.add_argument("--export-obp", metavar="PATH",
                      help="also write the log in Open Bandit Pipeline's layout (.npz)")

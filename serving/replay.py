@@ -143,7 +143,9 @@ def check_log(decisions: Iterable[DecisionRow], feedback: Iterable[FeedbackRow],
             else:
                 report.pending += 1
             continue
-        settled_seq = o.seq if o.feedback_seq is None else None
+        # Decided by a feedback at once (earliest), or at the window's close (its own seq).
+        at_once = rules.decides_at_once and o.feedback_seq is not None
+        settled_seq = None if at_once else o.seq
         expected = rules.outcome(fb, d.reward_deadline, settled_seq)
         decider = None if expected is None or expected[1] is None else expected[1].seq
         if expected is None or expected[0] != o.reward or decider != o.feedback_seq:

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from arms import registry
@@ -193,6 +193,13 @@ class Settings(BaseSettings):
     @classmethod
     def _check_policy(cls, value: str) -> str:
         return check_policy_name(value)
+
+    @model_validator(mode="after")
+    def _check_policy_params(self) -> Settings:
+        # Built once here, so a wrong hyper-parameter fails when the settings are read (the
+        # CLI's exit 2 with the message), not at the service's first request.
+        self.policy_model(n_features=1)
+        return self
 
     @field_validator("cold_start_arm")
     @classmethod

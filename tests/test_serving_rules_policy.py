@@ -1,0 +1,211 @@
+"""The rule book, the served policy as a fold of the log, the context and the settings file."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import ValidationError
+
+from arms.data import make_synthetic
+from experiments.cli import main as cli_main
+from serving.app import create_app
+from serving.commands import rebuild_state
+from serving.features import UserFeatures
+from serving.policy import SERVABLE_POLICIES, PolicyModel
+from serving.rules import Feedback, FeedbackRule, RuleBook
+from serving.settings import Settings
+from serving.store import Outcome, open_store
+
+ARMS = ["svd", "popularity"]
+
+
+# ---------------------------------------------------------------------------- the rule book
+def test_earliest_takes_the_first_rewarded_feedback_in_the_window() -> None:
+    rules = RuleBook()
+    like, dislike, click = (Feedback(3, 10.0, "like"), Feedback(2, 11.0, "dislike"),
+                            Feedback(5, 9.0, "click"))
+    # The first in log order decides, whatever the time stamps say.
+    assert rules.outcome([like, dislike, click], deadline=20.0) == (0.0, dislike)
+    assert rules.outcome([like, click], deadline=20.0) == (1.0, like)
+    # Stamped after the deadline: never counts; open until the window closes.
+    assert rules.outcome([Feedback(1, 25.0, "like")], deadline=20.0) is None
+    # Logged after the window's close: the close decided (default reward).
+    assert rules.outcome([Feedback(9, 19.0, "like")], 20.0, settled_seq=8) == (0.0, None)
+    assert rules.outcome([], 20.0, settled_seq=8) == (0.0, None)
+
+
+def test_max_waits_for_the_window_and_takes_the_best_reward() -> None:
+    rules = RuleBook(aggregation="max", default_reward=0.25)
+    fb = [Feedback(1, 1.0, "dislike"), Feedback(2, 2.0, "like"), Feedback(3, 3.0, "click")]
+    assert rules.outcome(fb, deadline=10.0) is None  # open until settled
+    assert rules.outcome(fb, 10.0, settled_seq=4) == (1.0, fb[1])  # ties: the earliest
+    assert rules.outcome(fb[:1], 10.0, settled_seq=4) == (0.0, fb[0])
+    assert rules.outcome([], 10.0, settled_seq=4) == (0.25, None)
+
+
+def test_a_new_feedback_type_is_one_entry_of_the_rule_book() -> None:
+    rules = RuleBook(rules={**RuleBook().rules,
+                            "purchase": FeedbackRule(reward=1.0, rating=5.0, session_sign=1),
+                            "view": FeedbackRule(reward=None, rating=None, session_sign=0)})
+    assert rules.outcome([Feedback(1, 1.0, "view"), Feedback(2, 2.0, "purchase")], 5.0) == (
+        1.0, Feedback(2, 2.0, "purchase"))
+    assert rules.outcome([Feedback(1, 1.0, "view")], 5.0) is None  # carries no reward
+
+
+@pytest.mark.parametrize("bad", [
+    {"aggregation": "mean"}, {"default_reward": 1.5},
+])
+def test_rule_book_rejects_bad_values(bad: dict) -> None:
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        RuleBook(**bad)
+    with pytest.raises(ValueError, match="reward must be in"):
+        FeedbackRule(reward=2.0, rating=None, session_sign=0)
+    with pytest.raises(ValueError, match="unknown feedback_type 'buy'"):
+        RuleBook().rule("buy")
+
+
+# ---------------------------------------------------------------------------- the fold
+def _outcomes(n: int, d: int, seed: int) -> list[Outcome]:
+    rng = np.random.default_rng(seed)
+    return [Outcome(i + 1, f"e{i}", ARMS[int(rng.integers(2))], float(rng.random() < 0.4),
+                    rng.random(d).tolist()) for i in range(n)]
+
+
+@pytest.mark.parametrize("name", SERVABLE_POLICIES)
+def test_incremental_fold_equals_the_replay_bit_for_bit(name: str) -> None:
+    # A worker folds the log in pieces (one per refresh); rebuild-state folds it at once.
+    model = PolicyModel(name, ARMS, n_features=4)
+    outcomes = _outcomes(60, 4, seed=1)
+    snapshot = model.advance(None, [], {}, 1)
+    for start in range(0, 60, 7):
+        snapshot = model.advance(snapshot, outcomes[start:start + 7], {"svd": 1}, 1)
+    replayed = model.replay(outcomes).state_dict()["stats"]
+    assert snapshot.seq == 60
+    assert snapshot.policy.state_dict()["stats"] == replayed
+    assert sum(n for n, _ in snapshot.rewards.values()) == 60
+    p = model.probabilities(snapshot, np.full(4, 0.5))
+    assert p.shape == (2,) and p.sum() == pytest.approx(1.0) and (p >= 0).all()
+
+
+def test_a_contextual_fold_skips_outcomes_without_a_context_of_its_dimension() -> None:
+    model = PolicyModel("LinTS", ARMS, n_features=3)
+    rows = [Outcome(1, "a", "svd", 1.0, [1.0, 0.0, 0.0]), Outcome(2, "b", "svd", 1.0, None),
+            Outcome(3, "c", "svd", 0.0, [1.0, 0.0]), Outcome(4, "d", "gone", 1.0, [1, 0, 0])]
+    assert model.fold(model.fresh(), rows) == 1
+
+
+def test_policy_model_names_what_is_allowed() -> None:
+    with pytest.raises(ValueError, match=r"policy must be one of .*'LinTS'"):
+        PolicyModel("Thompson", ARMS)
+    with pytest.raises(ValueError, match=r"allowed: \['exploration', 'batch_size'\]"):
+        PolicyModel("UCB1", ARMS, params={"alpha": 1.0})
+    with pytest.raises(ValueError, match="n_features is required"):
+        PolicyModel("LinUCB", ARMS)
+
+
+# ---------------------------------------------------------------------------- context
+def test_user_features_from_demographics_and_history() -> None:
+    catalog = make_synthetic(30, 40, 400, random_state=0)
+    features = UserFeatures(catalog)
+    names = features.names
+    assert names[0] == "bias" and names[-2:] == ["session_likes", "session_dislikes"]
+    user = int(catalog.users.index[0])
+    x = features.vector(user, 2, 0)
+    assert x.shape == (features.dimension,)
+    gender = str(catalog.users.loc[user, "gender"])
+    assert x[names.index(f"gender={gender}")] == 1.0
+    shares = x[[i for i, n in enumerate(names) if n.startswith("genre=")]]
+    assert shares.sum() == pytest.approx(1.0)
+    assert x[-2] == pytest.approx(np.log1p(2)) and x[-1] == 0.0
+    unknown = features.vector(10**9, 0, 1)
+    assert unknown[0] == 1.0 and unknown[1:-1].sum() == 0.0 and unknown[-1] == np.log1p(1)
+
+
+# ---------------------------------------------------------------------------- settings
+def test_settings_file_sets_the_policy_and_its_parameters(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text('policy = "LinTS"\naggregation = "max"\n[policy_params]\nscale = 0.5\n')
+    settings = Settings.from_file(path, seed=3)
+    model = settings.policy_model(n_features=5)
+    assert (model.name, model.params["scale"], model.params["n_features"]) == ("LinTS", 0.5, 5)
+    assert settings.rule_book().aggregation == "max" and settings.seed == 3
+    path.write_text("polcy = 'UCB1'\n")
+    with pytest.raises(ValueError, match=r"unknown settings \['polcy'\]"):
+        Settings.from_file(path)
+    with pytest.raises(ValidationError, match=r"allowed: \['exploration', 'batch_size'\]"):
+        Settings(policy="UCB1", policy_params={"bogus": 1})
+
+
+def test_cli_rejects_a_bad_policy_with_exit_2(capsys: pytest.CaptureFixture[str],
+                                              tmp_path: Path) -> None:
+    assert cli_main(["rebuild-state", "--policy", "Thompson",
+                     "--state-dir", str(tmp_path)]) == 2
+    assert "policy must be one of" in capsys.readouterr().err
+
+
+def test_rebuild_state_on_a_new_store_creates_nothing(tmp_path: Path) -> None:
+    out = io.StringIO()
+    settings = Settings(state_dir=tmp_path / "state", arms=ARMS)
+    assert rebuild_state(settings, out) == 0
+    assert "nothing to rebuild" in out.getvalue()
+    assert not (tmp_path / "state").exists()
+
+
+# ---------------------------------------------------------------------------- served
+@pytest.mark.parametrize(("policy", "aggregation"), [("LinTS", "earliest"),
+                                                     ("UCB1", "max")])
+def test_any_policy_is_served_and_equals_the_fold_of_its_log(
+        tmp_path: Path, policy: str, aggregation: str) -> None:
+    catalog = make_synthetic(40, 60, 800, random_state=0)
+    settings = Settings(state_dir=tmp_path / "state", arms=ARMS, seed=1, policy=policy,
+                        aggregation=aggregation, reward_window_s=0.5, settle_grace_s=0.0,
+                        sweep_interval_s=0.1, refresh_interval_s=0.05,
+                        admin_token="t")
+    with TestClient(create_app(settings, catalog=catalog)) as client:
+        served = []
+        for user in range(1, 13):
+            body = client.get("/recommendations", params={"user_id": user, "k": 4}).json()
+            served.append(body)
+            assert sum(body.get("pmf", {}).values() or [1.0]) == pytest.approx(1.0)
+            if user % 2:
+                for kind in ("dislike", "like"):
+                    out = client.post("/feedback", json={
+                        "user_id": user, "movie_id": body["items"][0]["movie_id"],
+                        "feedback_type": kind, "event_id": body["event_id"]}).json()
+                    # earliest: the dislike decides at once; max: nothing decides yet
+                    assert out["policy_updated"] is (aggregation == "earliest"
+                                                     and kind == "dislike")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # every window closes and is settled
+            policy_view = client.get("/policy").json()
+            if sum(a["outcomes"] for a in policy_view["arms"]) == 12:
+                break
+            time.sleep(0.1)
+        assert sum(a["outcomes"] for a in policy_view["arms"]) == 12
+        assert policy_view["policy"] == policy
+        assert all(a["outcomes"] <= a["pulls"] for a in policy_view["arms"])
+        state = client.get("/admin/policy-state",
+                           headers={"Authorization": "Bearer t"}).json()
+    store = open_store(settings.resolved_db_url())
+    try:
+        outcomes = store.outcomes_after(0)
+    finally:
+        store.dispose()
+    d = len(outcomes[0].context) if outcomes[0].context else None
+    model = settings.policy_model(d)
+    upto = [o for o in outcomes if o.seq <= state["log_seq"]]
+    assert len(upto) == 12
+    assert model.replay(upto).state_dict()["stats"] == state["state"]["stats"]
+    # The odd users liked after disliking: earliest keeps the dislike (0), max the like (1).
+    rewards = {o.event_id: o.reward for o in outcomes}
+    expected = 0.0 if aggregation == "earliest" else 1.0
+    assert [rewards[b["event_id"]] for b in served[::2]] == [expected] * 6
+    assert [rewards[b["event_id"]] for b in served[1::2]] == [0.0] * 6  # no feedback: default
+    out = io.StringIO()
+    assert rebuild_state(settings, out) == 0, out.getvalue()
+    assert "match: yes" in out.getvalue()
