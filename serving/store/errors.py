@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import sqlite3
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -32,7 +31,8 @@ def store_unavailable(exc: BaseException) -> StoreUnavailableError | None:
 
     The one place that decides which database errors are outages: SQLAlchemy's operational,
     interface and pool time-out errors, any DBAPI error that invalidated its connection (a
-    disconnect), and the raw ``sqlite3``/``psycopg`` operational errors of the fast read path.
+    disconnect), and the raw drivers' operational errors of the fast read path (each backend
+    registers its driver's: :func:`register_driver_errors`).
     The message names the driver's reason, never the SQL.
     """
     if isinstance(exc, StoreUnavailableError):
@@ -74,33 +74,38 @@ def unavailable_on_db_error(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+#: The raw driver errors of every backend: the base class of each driver's errors, and the
+#: ones meaning "down or locked". Each backend module registers its own driver's classes
+#: (:func:`register_driver_errors`), so a new backend adds its errors in its own file.
+_DRIVER_ERRORS: list[type[BaseException]] = []
+_OPERATIONAL_ERRORS: list[type[BaseException]] = []
+
+
+def register_driver_errors(base: type[BaseException],
+                           operational: type[BaseException]) -> None:
+    """Make a backend's DBAPI driver errors known: ``base`` (every error of the driver) and
+    ``operational`` (the store is down, unreachable or locked: a 503)."""
+    if base not in _DRIVER_ERRORS:
+        _DRIVER_ERRORS.append(base)
+    if operational not in _OPERATIONAL_ERRORS:
+        _OPERATIONAL_ERRORS.append(operational)
+
+
 def _is_operational(exc: BaseException) -> bool:
     """Whether a DBAPI error means the store is down or locked (rather than a bug)."""
-    if isinstance(exc, sqlite3.OperationalError):
-        return True
-    try:
-        import psycopg
-    except ImportError:  # pragma: no cover - psycopg is a dependency
-        return False
-    return isinstance(exc, psycopg.OperationalError)
+    return isinstance(exc, tuple(_OPERATIONAL_ERRORS))
 
 
 def database_errors() -> tuple[type[BaseException], ...]:
     """Every exception class a store call can raise from SQLAlchemy or a driver."""
-    classes: list[type[BaseException]] = [sa.exc.DBAPIError, sa.exc.TimeoutError, sqlite3.Error]
-    try:
-        import psycopg
-    except ImportError:  # pragma: no cover - psycopg is a dependency
-        pass
-    else:
-        classes.append(psycopg.Error)
-    return tuple(classes)
+    return (sa.exc.DBAPIError, sa.exc.TimeoutError, *_DRIVER_ERRORS)
 
 
 __all__ = [
     "StoreBusyError",
     "StoreNotFoundError",
     "database_errors",
+    "register_driver_errors",
     "store_unavailable",
     "store_unavailable_error",
     "unavailable_on_db_error",

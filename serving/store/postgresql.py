@@ -40,16 +40,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 
 from serving.errors import StoreUnavailableError
 from serving.store.base import CommitMode, Store, stored_feedback_row
-from serving.store.errors import store_unavailable, store_unavailable_error
+from serving.store.errors import (
+    register_driver_errors,
+    store_unavailable,
+    store_unavailable_error,
+)
 from serving.store.types import BatchResult, FeedbackResult, FeedbackWrite
 
 logger = logging.getLogger(__name__)
+register_driver_errors(psycopg.Error, psycopg.OperationalError)
 
 _DECISION_COLUMNS = Store._DECISION_COLUMNS
 

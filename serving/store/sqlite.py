@@ -23,9 +23,11 @@ from sqlalchemy.engine import Connection, Engine
 
 from serving.errors import StoreUnavailableError
 from serving.store.base import CommitMode, Store
-from serving.store.errors import StoreBusyError, StoreNotFoundError
+from serving.store.errors import StoreBusyError, StoreNotFoundError, register_driver_errors
 from serving.store.types import BatchResult, FeedbackWrite, PeriodicJob
 from serving.store.write_lock import WriteLock
+
+register_driver_errors(sqlite3.Error, sqlite3.OperationalError)
 
 # Page cache of the writer and reader connections (KiB; SQLite's default is 2 MiB): the
 # decisions table grows by thousands of rows a second under load and its primary key is a
