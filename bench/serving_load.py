@@ -25,10 +25,15 @@ server (and everyone else's jobs) migrate between them. With ``--pin`` the serve
 service alike) runs on CPU 0 and wrk and the fixed-rate generator on CPU 1. Either way bare
 and service get the same placement, and the fitted arms are shared by every configuration.
 
+Both servers run under the uvicorn options of ``recbandits serve``
+(:func:`serving.api.protocol.uvicorn_options`: header cap, time-outs, concurrency limit);
+``--stock-server`` runs both on uvicorn's defaults instead, to measure what the limits cost.
+
 Usage::
 
     RECBANDITS_DATA=/work/shared/data .venv/bin/python bench/serving_load.py [--seconds 8]
         [--workers 1 2] [--stores sqlite postgresql] [--connections 32] [--pin]
+        [--stock-server]
 
 Ends with ``name: value`` lines. Bounded: every wrk run lasts ``--seconds``; loopback only.
 """
@@ -69,6 +74,23 @@ def bare_app():  # uvicorn --factory target
     return app
 
 
+def run_server(target: str, port: int, workers: int, stock: bool) -> None:
+    """uvicorn as ``recbandits serve`` runs it: the same options (``serving.api.protocol``:
+    the header cap and time-outs, the concurrency limit), for the bare app and the service
+    alike; ``stock``: uvicorn's defaults instead, to measure what the limits cost."""
+    import uvicorn
+
+    options: dict[str, object] = {}
+    if not stock:
+        from serving.api.protocol import uvicorn_options
+        from serving.settings import Settings
+
+        options = uvicorn_options(Settings())
+    # Log level info for uvicorn's "Application startup complete." of every worker.
+    uvicorn.run(target, factory=True, host="127.0.0.1", port=port, workers=workers,
+                log_level="info", access_log=False, app_dir=str(HERE), **options)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -79,16 +101,15 @@ class Server:
     """uvicorn in a subprocess with the settings every configuration shares."""
 
     def __init__(self, target: str, workers: int, env: dict[str, str], log: Path,
-                 health: str, cpus: str | None = None) -> None:
+                 health: str, cpus: str | None = None, stock: bool = False) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = log.open("ab")
         log_start = self.log.tell()
         pin = [] if cpus is None else ["taskset", "-c", cpus]
-        # Log level info for uvicorn's "Application startup complete." of every worker.
-        cmd = [*pin, sys.executable, "-m", "uvicorn", target, "--factory", "--host", "127.0.0.1",
-                     "--port", str(self.port), "--workers", str(workers), "--log-level",
-                     "info", "--no-access-log", "--app-dir", str(HERE)]
+        cmd = [*pin, sys.executable, str(Path(__file__).resolve()), "--serve",
+               json.dumps({"target": target, "port": self.port, "workers": workers,
+                           "stock": stock})]
         self.proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=REPO,
                                      stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
@@ -114,6 +135,25 @@ class Server:
         with log.open("rb") as f:
             f.seek(offset)
             return f.read().count(b"Application startup complete.")
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) used so far by the server and its worker processes.
+
+        Requests per CPU second is the server's cost on this shared machine with the other
+        jobs mostly taken out (its throughput swings with their load; this barely does)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        pids = [self.proc.pid]
+        total = 0.0
+        while pids:
+            pid = pids.pop()
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            except OSError:  # gone
+                continue
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+            pids.extend(int(c) for c in children)
+        return total
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -310,13 +350,14 @@ def wrk(base: str, script: str, seconds: float, connections: int, tmp: Path,
                str(path), "--timeout", "5s", base],
         capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    requests = float(re.search(r"(\d+) requests in", out).group(1))
     def pct(p: str) -> float:
         match = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
         value, unit = float(match.group(1)), match.group(2)
         return value * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors:.*", out)
-    return {"rps": rps, "p50": pct("50"), "p99": pct("99"),
+    return {"rps": rps, "requests": requests, "p50": pct("50"), "p99": pct("99"),
             "non2xx": float(non2xx.group(1)) if non2xx else 0.0,
             "socket_errors": errors.group(0) if errors else ""}
 
@@ -394,8 +435,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="decisions made before the feedback run (x10 feedback bodies)")
     parser.add_argument("--pin", action="store_true",
                         help="1 worker: server on CPU 0, load generators on CPU 1")
+    parser.add_argument("--stock-server", action="store_true",
+                        help="uvicorn's default options instead of serve's limits (to measure "
+                             "their cost)")
     parser.add_argument("--open-loop", help=argparse.SUPPRESS)  # the child of open_loop()
+    parser.add_argument("--serve", help=argparse.SUPPRESS)  # the child of Server
     args = parser.parse_args(argv)
+    if args.serve:
+        run_server(**json.loads(args.serve))
+        return 0
     if args.open_loop:
         try:
             import uvloop
@@ -431,10 +479,12 @@ def main(argv: list[str] | None = None) -> int:
                 server_cpus, load_cpus = ("0", "1") if args.pin and workers == 1 else (None,
                                                                                        None)
                 bare = Server("serving_load:bare_app", workers, {}, tmp / "bare.log", "/bare",
-                              server_cpus)
+                              server_cpus, args.stock_server)
                 try:
+                    cpu = bare.cpu_s()
                     b = wrk(bare.base, LUA_BARE, args.seconds,
                             args.connections, tmp, load_cpus)
+                    b["cpu_us"] = 1e6 * (bare.cpu_s() - cpu) / b["requests"]
                     # The floor of the fixed-rate measurement: the same generator, same rate.
                     bh = open_loop(bare.base, b["rps"] / 2, args.seconds, n_users, 2,
                                    load_cpus, bare=True)
@@ -447,24 +497,33 @@ def main(argv: list[str] | None = None) -> int:
                     env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(dir=tmp)
                 seed_store(state, db)
                 service = Server("serving.app:app_from_env", workers, env,
-                                 tmp / f"{tag}.log", "/health", server_cpus)
+                                 tmp / f"{tag}.log", "/health", server_cpus, args.stock_server)
                 try:
                     recs_script = LUA_RECS % {"seed": 1, "n_users": n_users}
+                    cpu = service.cpu_s()
                     r = wrk(service.base, recs_script, args.seconds, args.connections, tmp,
                             load_cpus)
+                    r["cpu_us"] = 1e6 * (service.cpu_s() - cpu) / r["requests"]
                     h = open_loop(service.base, b["rps"] / 2, args.seconds, n_users, 2,
                                   load_cpus)
                     slates = asyncio.run(make_decisions(service.base, args.decisions, n_users,
                                                         workers))
                     path = tmp / f"{tag}-feedback.jsonl"
                     path.write_text("\n".join(feedback_lines(slates, workers)) + "\n")
+                    cpu = service.cpu_s()
                     f = wrk(service.base, LUA_FEEDBACK % {"path": path},
                             args.seconds, args.connections, tmp, load_cpus)
+                    f["cpu_us"] = 1e6 * (service.cpu_s() - cpu) / f["requests"]
                 finally:
                     service.stop()
                 rows.append((tag, b, bh, r, h, f))
                 results[f"{tag}_bare_rps"] = b["rps"]
                 results[f"{tag}_bare_p99_ms"] = b["p99"]
+                results[f"{tag}_bare_cpu_us_per_request"] = b["cpu_us"]
+                results[f"{tag}_recommendations_cpu_us_per_request"] = r["cpu_us"]
+                results[f"{tag}_recommendations_cpu_ratio"] = b["cpu_us"] / r["cpu_us"]
+                results[f"{tag}_feedback_cpu_us_per_request"] = f["cpu_us"]
+                results[f"{tag}_feedback_cpu_ratio"] = b["cpu_us"] / f["cpu_us"]
                 results[f"{tag}_bare_p99_ms_at_half_bare"] = bh["p99"]
                 results[f"{tag}_recommendations_rps"] = r["rps"]
                 results[f"{tag}_recommendations_ratio"] = r["rps"] / b["rps"]
@@ -489,6 +548,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{tag:<14}{b['rps']:>10.0f}{b['p99']:>9.1f}m{r['rps']:>10.0f}"
               f"{r['rps'] / b['rps']:>7.2f}{h['rps']:>10.0f}{h['p50']:>9.1f}m{h['p99']:>9.1f}m"
               f"{bh['p99']:>14.1f}m{f['rps']:>9.0f}{f['rps'] / b['rps']:>7.2f}{f['p99']:>8.1f}m")
+    print(f"\n{'config':<14}{'bare us':>9}{'recs us':>9}{'ratio':>7}{'fb us':>9}{'ratio':>7}"
+          "   (server CPU per request under wrk; ratio: bare / route)")
+    for tag, b, _bh, r, _h, f in rows:
+        print(f"{tag:<14}{b['cpu_us']:>9.0f}{r['cpu_us']:>9.0f}{b['cpu_us'] / r['cpu_us']:>7.2f}"
+              f"{f['cpu_us']:>9.0f}{b['cpu_us'] / f['cpu_us']:>7.2f}")
     print("(half rps: achieved rate of the fixed-rate run, target = bare rps / 2; its p50/p99 "
           "are from scheduled send times; bare p99@half: the bare endpoint under the same "
           "fixed-rate generator, the floor of this measurement on this machine)")

@@ -14,22 +14,17 @@ import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.exception_handlers import http_exception_handler
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from arms.base import Recommender
 from arms.data.dataset import Dataset
-from serving.api.body_limit import BodyLimitMiddleware, BodyTooLargeError
-from serving.api.hotpath import ServiceApp
+from serving.api import handlers, openapi
+from serving.api.body_limit import BodyLimitMiddleware
 from serving.api.routes import admin, demo, feedback, health, policy, recommendations
-from serving.errors import ServingError, StoreUnavailableError
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.settings import Settings
-from serving.store.errors import database_errors, store_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +80,7 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
             service.close()
             resources.store.dispose()
 
-    app = ServiceApp(
+    app = FastAPI(
         title="recbandits",
         summary="Recommendations routed through a Thompson Sampling policy over recommenders",
         version="0.1.0",
@@ -96,59 +91,18 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
     metrics = Metrics(lambda: app.state.service.store.arm_counts()
                       if hasattr(app.state, "service") else {})
     app.state.metrics = metrics
-    for module in (recommendations, feedback, policy, health, admin):
+    for module in (policy, health, admin):
         app.include_router(module.router)
+    # The hot routes: plain Starlette routes, documented from their models (serving.api.openapi).
+    openapi.install(app, [recommendations.route, feedback.route])
     demo.mount(app)
-
-    @app.exception_handler(ServingError)
-    async def serving_error(_request: Request, exc: ServingError) -> JSONResponse:
-        headers = None
-        if isinstance(exc, StoreUnavailableError):
-            headers = {"Retry-After": str(exc.retry_after_s)}
-        elif exc.status_code == 401:
-            headers = {"WWW-Authenticate": "Bearer"}
-        return JSONResponse({"detail": exc.message, "code": exc.code},
-                            status_code=exc.status_code, headers=headers)
-
-    async def store_error(request: Request, exc: Exception) -> JSONResponse:
-        # The one mapping of database failures to HTTP: an outage or a lock is a 503 with
-        # Retry-After (see store_unavailable); anything else from the store is a bug (500).
-        error = store_unavailable(exc)
-        if error is None:
-            logger.error("store error on %s %s", request.method, request.url.path, exc_info=exc)
-            return JSONResponse({"detail": "internal error of the store", "code": "internal"},
-                                status_code=500)
-        return await serving_error(request, error)
-
-    for error_class in database_errors():
-        app.add_exception_handler(error_class, store_error)
-
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        # A bug: the traceback is logged, never sent. The same body on the hot path (which
-        # picks this handler too) and through FastAPI (where starlette's ServerErrorMiddleware
-        # calls it, then re-raises for the server to log as well).
-        logger.error("error answering %s %s", request.method, request.url.path, exc_info=exc)
-        return JSONResponse({"detail": "internal error", "code": "internal"}, status_code=500)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        if isinstance(exc, BodyTooLargeError):  # cut off while FastAPI was reading it
-            return exc.response()
-        if exc.status_code == 400 and exc.__cause__ is not None:
-            # FastAPI answers 400 to a body it cannot decode (invalid UTF-8, ...); the API
-            # promises 422 with a message for every malformed body.
-            return JSONResponse({"detail": f"the request body is not valid JSON: "
-                                           f"{str(exc.__cause__)[:200]}",
-                                 "code": "malformed_body"}, status_code=422)
-        return await http_exception_handler(request, exc)
+    handlers.install(app)
 
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["Content-Type"])
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.enable_hot_path(max_body_bytes=settings.max_body_bytes, cors=bool(settings.cors_origins))
     return app
 
 

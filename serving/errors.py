@@ -58,3 +58,10 @@ class StoreUnavailableError(ServingError):
     status_code = 503
     code = "store_unavailable"
     retry_after_s = 2
+
+
+class UnsupportedMediaTypeError(ServingError):
+    """A request body that is not JSON (``Content-Type`` other than ``application/json``)."""
+
+    status_code = 415
+    code = "unsupported_media_type"

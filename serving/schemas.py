@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from serving.rules import FeedbackType
 
@@ -14,6 +15,39 @@ from serving.rules import FeedbackType
 MAX_ID = 2**62
 MAX_K = 100
 EVENT_ID_PATTERN = r"^[0-9a-f]{32}$"
+#: Longest digit string a query integer may be (Python's int() refuses over 4,300 digits).
+_MAX_DIGITS = 4000
+
+
+def _decimal(value: object) -> object:
+    """A query-string integer: plain ASCII digits only, so ``"1_0"``, ``"+1"``, ``" 1"``,
+    ``"1.0"`` and ``"\u0661"`` (which ``int()`` or pydantic's lax mode would take) are
+    refused; non-strings pass on to the strict integer check (which refuses ``True``)."""
+    if isinstance(value, str):
+        if not (value.isascii() and value.isdigit()):
+            raise PydanticCustomError("int_parsing", "Input should be a valid integer in plain "
+                                      "decimal digits")
+        if len(value) > _MAX_DIGITS:
+            raise PydanticCustomError("int_parsing_size", "Unable to parse input string as an "
+                                      "integer, exceeded maximum size")
+        return int(value)
+    return value
+
+
+#: An id in a JSON body: a JSON integer only (``true``, ``1.0`` and ``"10"`` are refused).
+Id = Annotated[int, Field(strict=True, ge=1, le=MAX_ID)]
+#: Parses a query-string integer (after the bounds in the annotation, so that the JSON schema
+#: shows them as ``minimum``/``maximum``).
+QUERY_INT = BeforeValidator(_decimal)
+
+
+class RecommendationQuery(BaseModel):
+    """The query of ``GET /recommendations`` (unknown keys are ignored, as by FastAPI)."""
+
+    user_id: Annotated[int, Field(strict=True, ge=1, le=MAX_ID, description="Raw user id"),
+                       QUERY_INT]
+    k: Annotated[int, Field(strict=True, ge=1, le=MAX_K, description="Slate size"),
+                 QUERY_INT] = 10
 
 
 class RecommendedItem(BaseModel):
@@ -39,8 +73,8 @@ class RecommendationOut(BaseModel):
 class FeedbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    user_id: int = Field(ge=1, le=MAX_ID)
-    movie_id: int = Field(ge=1, le=MAX_ID)
+    user_id: Id
+    movie_id: Id
     feedback_type: FeedbackType
     event_id: str | None = Field(
         default=None, pattern=EVENT_ID_PATTERN, min_length=32, max_length=32,
@@ -96,11 +130,31 @@ class PolicyOut(BaseModel):
 
 
 class HealthOut(BaseModel):
-    status: str
-    store: str
-    policy_version: int
-    arms: list[str]
-    pid: int
+    """``status`` for everyone; the rest only for a caller with the admin token."""
+
+    status: str = Field(description="``ok``: the store answers (503 when it does not)")
+    store: str | None = Field(None, description="The store (admin token only)")
+    policy_version: int | None = Field(None, description="Served version (admin token only)")
+    arms: list[str] | None = Field(None, description="Served arms (admin token only)")
+    pid: int | None = Field(None, description="Worker process id (admin token only)")
+    version: str | None = Field(None, description="Service version (admin token only)")
+
+
+class ValidationIssue(BaseModel):
+    """One reason a request was refused (pydantic's error, without the offending input)."""
+
+    loc: list[str | int] = Field(description="Where: ``query``/``body``/``header``, then the "
+                                 "field")
+    msg: str
+    type: str = Field(description="pydantic's error type, e.g. ``int_parsing``")
+
+
+class ErrorOut(BaseModel):
+    """Every error answer: ``detail`` is a message, or the list of validation issues (422)."""
+
+    detail: str | list[ValidationIssue]
+    code: str = Field(description="Machine-readable reason, e.g. ``invalid_request``, "
+                      "``event_not_found``, ``store_unavailable``")
 
 
 class RetrainOut(BaseModel):

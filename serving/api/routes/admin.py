@@ -8,13 +8,14 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from serving.api.deps import AdminDep, ServiceDep
-from serving.schemas import RetrainOut
+from serving.schemas import ErrorOut, RetrainOut
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
 
 
 @router.post("/retrain", response_model=RetrainOut,
-             responses={401: {"description": "no token"}, 403: {"description": "wrong token"}})
+             responses={401: {"model": ErrorOut, "description": "no token"},
+                        403: {"model": ErrorOut, "description": "wrong token"}})
 async def retrain(service: ServiceDep) -> RetrainOut:
     """Refit every arm (likes as 5, dislikes as 1) and publish a new policy version.
 

@@ -1,34 +1,44 @@
-"""``GET /recommendations``: the policy picks an arm, the arm fills the slate."""
+"""``GET /recommendations``: the policy picks an arm, the arm fills the slate.
+
+A plain Starlette route (see :mod:`serving.api.openapi`): FastAPI's per-request parameter
+solving and response-model validation cost more than the domain work of this route.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from starlette.requests import Request
+from starlette.responses import Response
 
-from fastapi import APIRouter, Query, Request
+from serving.api.openapi import DocumentedRoute, operation
+from serving.api.responses import json_response
+from serving.api.validation import validate
+from serving.schemas import RecommendationOut, RecommendationQuery
 
-from serving.schemas import MAX_ID, MAX_K, RecommendationOut
+#: The response's keys, in the model's order (the service's Recommendation has each of them).
+FIELDS = tuple(RecommendationOut.model_fields)
 
-router = APIRouter(tags=["recommendations"])
+DESCRIPTION = """Top-``k`` movies for ``user_id`` from the arm the policy picks; the decision is
+logged.
+
+Movies the user rated in training or gave feedback on are excluded; the session's likes promote
+movies of similar genres and its dislikes demote them. A user unknown to the arms is served by
+popularity outside the policy (``cold_start: true``, propensity 1)."""
 
 
-@router.get("/recommendations", response_model=RecommendationOut)
-async def recommendations(
-    request: Request,
-    user_id: Annotated[int, Query(ge=1, le=MAX_ID, description="Raw user id")],
-    k: Annotated[int, Query(ge=1, le=MAX_K, description="Slate size")] = 10,
-) -> RecommendationOut:
-    """Top-``k`` movies for ``user_id`` from the arm the policy picks; the decision is logged.
-
-    Movies the user rated in training or gave feedback on are excluded; the session's likes
-    promote movies of similar genres and its dislikes demote them. A user unknown to the arms
-    is served by popularity outside the policy (``cold_start: true``, propensity 1).
-    """
-    # The hot path reads app state directly: each Depends() costs a dependency-solving pass.
+async def recommendations(request: Request) -> Response:
+    query = validate(RecommendationQuery, request.query_params, "query")
     state = request.app.state
-    result = await state.service.recommend(user_id, k)
+    result = await state.service.recommend(query.user_id, query.k)
     state.metrics.record_decision(result.arm)
-    return RecommendationOut(
-        event_id=result.event_id, user_id=result.user_id, arm=result.arm,
-        propensity=result.propensity, policy_version=result.policy_version,
-        cold_start=result.cold_start, items=result.items,
-    )
+    # Written as the service made it (RecommendationOut documents it; tests check they agree).
+    return json_response({name: getattr(result, name) for name in FIELDS})
+
+
+_OPENAPI, _MODELS = operation(
+    summary="Recommendations", description=DESCRIPTION, tag="recommendations",
+    operation_id="recommendations", query=RecommendationQuery,
+    responses={200: (RecommendationOut, "the slate and the logged decision")},
+    errors={503: "the store is unavailable (``Retry-After``)"})
+
+route = DocumentedRoute("/recommendations", recommendations, method="GET", openapi=_OPENAPI,
+                        models=_MODELS)

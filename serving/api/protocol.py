@@ -1,0 +1,239 @@
+"""The HTTP server's limits: uvicorn's httptools protocol with a header cap and read time-outs.
+
+uvicorn bounds neither the size of a request head nor the time a client takes to send it:
+``timeout_keep_alive`` only runs between a response and the next request's first byte (and is
+not armed at all on a fresh connection), every received byte cancels it, and the httptools
+protocol keeps appending an unfinished header to memory (``h11_max_incomplete_event_size``
+exists for the slower h11 protocol only, and answers 400, not 431). Its ``limit_concurrency``
+counts open connections as well as requests in flight, so idle keep-alive clients would turn
+every request into a 503, and its 503 is plain text rather than the API's error body.
+
+:class:`GuardedHttpToolsProtocol` adds, per connection:
+
+- a cap on the request head (request line and headers): 431 and close above
+  ``max_header_bytes``; bytes are counted as they arrive, so an unfinished head is cut off at
+  the cap (plus at most one socket read), not when it ends;
+- a header time-out: the whole head must arrive within ``header_timeout_s`` of its first byte
+  (408 and close), so a client trickling one byte a second cannot hold a connection;
+- a body time-out: the body must arrive within ``body_timeout_s`` of the end of the head (408
+  and close; the app sees a disconnect);
+- an idle time-out from the moment a connection opens (uvicorn's keep-alive time-out, which it
+  otherwise arms only after a response);
+- a cap on requests in flight in the worker: 503 with ``Retry-After`` and close beyond
+  ``max_concurrency``, before the app is called.
+
+Refusals carry the API's error body (``{"detail": ..., "code": ...}``). They happen below the
+app, so the app's Prometheus counters do not see them.
+
+:func:`uvicorn_options` turns :class:`~serving.settings.Settings` into the keyword arguments of
+``uvicorn.run`` (``serve`` and ``bench/serving_load.py`` share it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import httptools
+import orjson
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from serving.settings import Settings
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """What :class:`GuardedHttpToolsProtocol` enforces (see the module doc)."""
+
+    max_header_bytes: int
+    header_timeout_s: float
+    body_timeout_s: float
+    max_concurrency: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ConnectionLimits:
+        return cls(max_header_bytes=settings.max_header_bytes,
+                   header_timeout_s=settings.header_timeout_s,
+                   body_timeout_s=settings.body_timeout_s,
+                   max_concurrency=settings.max_concurrency)
+
+
+class _RefusedError(Exception):
+    """Raised in a parser callback to stop parsing once the request has been answered."""
+
+
+# Where the parser is in the current request.
+_IDLE, _HEAD, _BODY = 0, 1, 2
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with :class:`ConnectionLimits` (see the module doc).
+
+    Parameters
+    ----------
+    config, server_state, app_state, _loop
+        As for uvicorn's ``HttpToolsProtocol``.
+    limits : ConnectionLimits
+        Bound with :func:`functools.partial` by :func:`uvicorn_options` (a partial of a
+        module-level class pickles, so it reaches spawned workers).
+    """
+
+    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None, *,
+                 limits: ConnectionLimits) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.limits = limits
+        self._phase = _IDLE
+        self._head_bytes = 0  # bytes received since the head began, before the current read
+        self._read_bytes = 0  # size of the read being parsed
+        self._deadline: asyncio.TimerHandle | None = None
+        self._refused = False
+
+    # -------------------------------------------------------------------- connection
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # A connection that never sends a byte is idle too.
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_deadline()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        # uvicorn's data_received, with the head counted and our refusals left alone.
+        if self._refused:
+            return
+        self._unset_keepalive_if_required()
+        self._read_bytes = len(data)
+        try:
+            self.parser.feed_data(data)
+        except _RefusedError:
+            return
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        except httptools.HttpParserError as exc:
+            if self._refused or isinstance(exc.__context__, _RefusedError):
+                return
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+            return
+        if self._phase == _HEAD:
+            # Still inside a head: count what came (an over-estimate when the head began
+            # inside this read, never an under-estimate) and cut it off at the cap.
+            self._head_bytes += len(data)
+            if self._head_bytes > self.limits.max_header_bytes:
+                self._refuse(431, "headers_too_large", self._too_large_detail())
+        elif self._phase == _BODY and self._deadline is None:
+            self._deadline = self.loop.call_later(self.limits.body_timeout_s,
+                                                  self._body_timed_out)
+
+    # -------------------------------------------------------------------- parser callbacks
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._phase = _HEAD
+        self._head_bytes = 0
+        self._cancel_deadline()
+        self._deadline = self.loop.call_later(self.limits.header_timeout_s,
+                                              self._head_timed_out)
+
+    def on_headers_complete(self) -> None:
+        self._cancel_deadline()
+        self._phase = _BODY
+        limits = self.limits
+        # The exact size is only worked out when the bytes received could exceed the cap.
+        if (self._head_bytes + self._read_bytes > limits.max_header_bytes
+                and self._head_size() > limits.max_header_bytes):
+            self._refuse(431, "headers_too_large", self._too_large_detail())
+            raise _RefusedError
+        if len(self.tasks) >= limits.max_concurrency:
+            self.logger.warning("more than %d requests in flight: 503", limits.max_concurrency)
+            self._refuse(503, "overloaded",
+                         f"the worker already serves {limits.max_concurrency} requests; retry "
+                         "shortly", retry_after=True)
+            raise _RefusedError
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._phase = _IDLE
+        self._cancel_deadline()
+        super().on_message_complete()
+
+    # -------------------------------------------------------------------- limits
+    def _head_size(self) -> int:
+        """Bytes of the request line and headers as received (without optional spaces)."""
+        return (len(self.url) + len(self.parser.get_method()) + 14  # " ", " HTTP/1.1\r\n"
+                + sum(len(name) + len(value) + 4 for name, value in self.headers) + 2)
+
+    def _too_large_detail(self) -> str:
+        return f"request header fields larger than {self.limits.max_header_bytes} bytes"
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _head_timed_out(self) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or self.cycle.response_complete:
+            self._refuse(408, "request_timeout", f"request headers not received within "
+                         f"{self.limits.header_timeout_s:g} s")
+        else:  # a pipelined head behind a response still being sent: just hang up
+            self._refused = True
+            self.transport.close()
+
+    def _body_timed_out(self) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_started:
+            # The app sees a disconnect and its own answer goes nowhere (uvicorn drops sends
+            # on a disconnected cycle), so the 408 is the only response on the wire.
+            cycle.disconnected = True
+            cycle.message_event.set()
+            self._refuse(408, "request_timeout", f"request body not received within "
+                         f"{self.limits.body_timeout_s:g} s")
+        else:
+            self._refused = True
+            self.transport.close()
+
+    def _refuse(self, status: int, code: str, detail: str, *, retry_after: bool = False) -> None:
+        """Answer ``status`` with the API's error body and close the connection."""
+        self._refused = True
+        self._cancel_deadline()
+        body = orjson.dumps({"detail": detail, "code": code})
+        content = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            content.extend([name, b": ", value, b"\r\n"])
+        if retry_after:
+            content.append(b"retry-after: 1\r\n")
+        content.extend([b"content-type: application/json\r\n",
+                        b"content-length: ", str(len(body)).encode(), b"\r\n",
+                        b"connection: close\r\n\r\n", body])
+        self.transport.write(b"".join(content))
+        self.transport.close()
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments of ``uvicorn.run`` for the server limits in ``settings``.
+
+    The guarded httptools protocol (see the module doc) and uvicorn's keep-alive time-out;
+    ``limit_concurrency`` stays off (the protocol counts requests in flight instead).
+    """
+    return {
+        "http": functools.partial(GuardedHttpToolsProtocol,
+                                  limits=ConnectionLimits.from_settings(settings)),
+        "timeout_keep_alive": settings.keep_alive_timeout_s,
+    }

@@ -1,0 +1,334 @@
+"""The HTTP layer alone: validation, the one 422 shape, errors, ``/health``, the schema.
+
+The app is the real one (``create_app``: routes, middleware, handlers, OpenAPI) around a stub
+service that records its calls, so that these tests pin the HTTP contract whatever the store
+and the policy do; test_serving_hotpath and test_serving run the same routes with the real
+service. Findings 2 and 7 of issue 13 are pinned here: hostile numbers and strings are a 422
+with a message on every route (they were a 500), and ids are strict (``true`` was user 1).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Annotated, Any
+
+import pytest
+from fastapi import FastAPI, Query
+from fastapi.testclient import TestClient
+
+from serving.app import create_app
+from serving.errors import EventNotFoundError, InvalidInputError
+from serving.schemas import (
+    MAX_ID,
+    ErrorOut,
+    FeedbackIn,
+    FeedbackOut,
+    RecommendationOut,
+    RecommendationQuery,
+)
+from serving.settings import Settings
+
+TOKEN = "http-admin-token"
+EVENT = "ab" * 16
+
+
+@dataclass(frozen=True)
+class StubRecommendation:
+    event_id: str
+    user_id: int
+    arm: str
+    propensity: float
+    policy_version: int
+    cold_start: bool
+    items: list[dict[str, Any]]
+
+
+class StubService:
+    """The service's contract (recommend, feedback, policy_view, the ping read), recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.rows: dict[tuple[int, int, str], dict[str, Any]] = {}
+        self.store = SimpleNamespace(describe=lambda: "sqlite:///stub.db", arm_counts=dict)
+        self.arm_set = SimpleNamespace(version=3, names=("svd", "popularity"))
+
+    async def _read(self, kind: str, *args: Any) -> None:
+        self.calls.append(("read", kind))
+
+    async def recommend(self, user_id: int, k: int) -> StubRecommendation:
+        self.calls.append(("recommend", (user_id, k)))
+        items = [{"movie_id": m, "title": f"movie {m}", "year": 1990 + m, "genres": ["Drama"],
+                  "score": 1.0 / m, "position": m} for m in range(1, k + 1)]
+        return StubRecommendation(EVENT, user_id, "svd", 0.25, 3, False, items)
+
+    async def feedback(self, body: FeedbackIn) -> SimpleNamespace:
+        self.calls.append(("feedback", body))
+        if body.movie_id == 999:
+            raise InvalidInputError("unknown movie_id 999")
+        if body.event_id == "0" * 32:
+            raise EventNotFoundError("event_id is not in the decision log")
+        key = (body.user_id, body.movie_id, body.feedback_type.value)
+        created = key not in self.rows
+        row = self.rows.setdefault(key, {
+            "id": len(self.rows) + 1, "user_id": body.user_id, "movie_id": body.movie_id,
+            "feedback_type": body.feedback_type.value, "event_id": body.event_id, "arm": "svd",
+            "reward": 1.0, "counted": True, "rating": 5.0, "note": "rewarded",
+            "created_at": time.time()})
+        return SimpleNamespace(row=row, created=created)
+
+    async def policy_view(self) -> dict[str, Any]:
+        return {"policy": "stub", "policy_version": 3, "reward_window_s": 60.0, "arms": []}
+
+
+def stub_app(tmp: Path) -> tuple[FastAPI, StubService]:
+    app = create_app(Settings(state_dir=tmp, arms=["svd", "popularity"], admin_token=TOKEN))
+    service = StubService()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        app.state.service = service
+        yield
+
+    app.router.lifespan_context = lifespan
+
+    # A FastAPI route validating a query integer as FastAPI does: its 422 must have the shape
+    # of the Starlette routes' 422.
+    @app.get("/fastapi-probe")
+    async def probe(user_id: Annotated[int, Query(ge=1, le=MAX_ID)]) -> dict[str, int]:
+        return {"user_id": user_id}
+
+    return app, service
+
+
+@pytest.fixture
+def app_and_service(tmp_path: Path) -> Iterator[tuple[TestClient, StubService]]:
+    app, service = stub_app(tmp_path)
+    with TestClient(app) as client:
+        yield client, service
+
+
+@pytest.fixture
+def client(app_and_service: tuple[TestClient, StubService]) -> TestClient:
+    return app_and_service[0]
+
+
+def assert_invalid(response: Any, where: str, field: str | None = None) -> list[dict]:
+    """A 422 in the one shape, located at ``where`` (and ``field``), with a message."""
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    ErrorOut.model_validate(body)
+    assert set(body) == {"detail", "code"} and body["code"] == "invalid_request"
+    assert body["detail"] and all(set(i) == {"loc", "msg", "type"} for i in body["detail"])
+    assert body["detail"][0]["loc"][0] == where
+    if field is not None:
+        assert body["detail"][0]["loc"][1] == field, body
+    assert all(issue["msg"] for issue in body["detail"])
+    return body["detail"]
+
+
+GOOD = {"user_id": 5, "movie_id": 7, "feedback_type": "like", "event_id": EVENT}
+
+
+def with_raw(field: str, value: str) -> bytes:
+    """``GOOD`` as JSON text with ``field`` set to the raw JSON text ``value``."""
+    return json.dumps({**GOOD, field: "@RAW@"}).replace('"@RAW@"', value).encode()
+
+
+# ---------------------------------------------------------------------------- finding 2
+@pytest.mark.parametrize("field", ["user_id", "movie_id", "feedback_type", "event_id"])
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e400", "-1e400",
+                                   '"\\ud800"', '"a\\udfffb"'])
+def test_hostile_numbers_and_lone_surrogates_in_a_body_are_422_not_500(
+        app_and_service: tuple[TestClient, StubService], field: str, value: str) -> None:
+    client, service = app_and_service
+    raw = with_raw(field, value)
+    response = client.post("/feedback", content=raw,
+                           headers={"content-type": "application/json"})
+    issues = assert_invalid(response, "body")
+    # Numbers are refused where they stand; a lone surrogate makes the JSON invalid.
+    assert issues[0]["loc"] in (["body", field], ["body"])
+    assert not [c for c in service.calls if c[0] == "feedback"]
+
+
+@pytest.mark.parametrize("query", ["user_id=nan", "user_id=inf", "user_id=1e400",
+                                   "user_id=Infinity", "user_id=%ED%A0%80", "user_id=%F0",
+                                   "user_id=5&k=nan", "user_id=5&k=1e400", "user_id=" + "9" * 5000])
+def test_hostile_numbers_and_bad_unicode_in_a_query_are_422(
+        app_and_service: tuple[TestClient, StubService], query: str) -> None:
+    client, service = app_and_service
+    response = client.get(f"/recommendations?{query}")
+    assert_invalid(response, "query", "k" if "&k=" in query else "user_id")
+    assert not service.calls
+
+
+# ---------------------------------------------------------------------------- finding 7
+@pytest.mark.parametrize("value", ["true", "false", '"1_0"', '"10"', "10.0", "[10]", "null"])
+@pytest.mark.parametrize("field", ["user_id", "movie_id"])
+def test_ids_in_a_body_are_json_integers_only(
+        app_and_service: tuple[TestClient, StubService], field: str, value: str) -> None:
+    client, service = app_and_service
+    raw = with_raw(field, value)
+    response = client.post("/feedback", content=raw,
+                           headers={"content-type": "application/json"})
+    assert_invalid(response, "body", field)
+    assert not service.calls
+
+
+@pytest.mark.parametrize("value", ["1_0", "+10", " 10", "10 ", "10.0", "1e1", "0x10", "true",
+                                   "%D9%A1%D9%A0", "-0"])
+def test_query_integers_are_plain_decimal_digits(
+        app_and_service: tuple[TestClient, StubService], value: str) -> None:
+    client, service = app_and_service
+    for query in (f"user_id={value}", f"user_id=5&k={value}"):
+        assert_invalid(client.get(f"/recommendations?{query}"), "query")
+    assert not service.calls
+    # What is plain is taken (leading zeros included), unknown keys are ignored, last wins.
+    for query, expected in [("user_id=10", (10, 10)), ("user_id=010&k=03", (10, 3)),
+                            ("k=2&user_id=7&x=1", (7, 2)), ("user_id=1&user_id=8", (8, 10))]:
+        assert client.get(f"/recommendations?{query}").status_code == 200
+        assert service.calls[-1] == ("recommend", expected)
+
+
+# ---------------------------------------------------------------------------- one 422 shape
+@pytest.mark.parametrize("value", ["abc", "0", "nan", str(MAX_ID + 1), "", "2.5"])
+def test_fastapi_and_the_starlette_routes_give_the_same_422(client: TestClient,
+                                                            value: str) -> None:
+    ours = client.get(f"/recommendations?user_id={value}")
+    fastapi = client.get(f"/fastapi-probe?user_id={value}")
+    a, b = assert_invalid(ours, "query", "user_id"), assert_invalid(fastapi, "query", "user_id")
+    assert [(i["loc"], i["type"]) for i in a] == [(i["loc"], i["type"]) for i in b]
+    if value in ("0", str(MAX_ID + 1)):  # the same pydantic error, word for word
+        assert a == b
+    else:  # not digits: refused by the stricter parser here, with its own words
+        assert a[0]["msg"] == "Input should be a valid integer in plain decimal digits"
+    missing = (client.get("/recommendations"), client.get("/fastapi-probe"))
+    assert missing[0].json() == missing[1].json() == {
+        "detail": [{"loc": ["query", "user_id"], "msg": "Field required", "type": "missing"}],
+        "code": "invalid_request"}
+
+
+def test_every_route_answers_errors_in_one_shape(client: TestClient) -> None:
+    responses = {
+        "recommendations": client.get("/recommendations?user_id=0"),
+        "feedback body": client.post("/feedback", json={**GOOD, "feedback_type": "meh"}),
+        "feedback json": client.post("/feedback", content=b"{not json",
+                                     headers={"content-type": "application/json"}),
+        "admin header": client.post("/admin/retrain",
+                                    headers={"Authorization": "Bearer " + "x" * 1001}),
+        "health header": client.get("/health", headers={"Authorization": "x" * 1001}),
+    }
+    for name, response in responses.items():
+        assert_invalid(response, "header" if "header" in name else
+                       "query" if name == "recommendations" else "body")
+    others = [
+        (client.post("/feedback", json={**GOOD, "movie_id": 999}), 422, "invalid_input"),
+        (client.post("/feedback", json={**GOOD, "event_id": "0" * 32}), 404,
+         "event_not_found"),
+        (client.post("/feedback", content=b"a=1",
+                     headers={"content-type": "application/x-www-form-urlencoded"}), 415,
+         "unsupported_media_type"),
+        (client.post("/feedback", content=b" " * 20_000,
+                     headers={"content-type": "application/json"}), 413, "body_too_large"),
+        (client.post("/admin/retrain"), 401, "unauthorized"),
+        (client.get("/nowhere"), 404, "not_found"),
+        (client.post("/policy"), 405, "method_not_allowed"),
+        (client.get("/feedback"), 405, "method_not_allowed"),
+    ]
+    for response, status, code in others:
+        assert response.status_code == status, response.text
+        body = response.json()
+        assert set(body) == {"detail", "code"} and body["code"] == code, body
+        assert isinstance(body["detail"], str) and body["detail"]
+        ErrorOut.model_validate(body)
+
+
+# ---------------------------------------------------------------------------- the routes
+def test_answers_follow_the_response_models(
+        app_and_service: tuple[TestClient, StubService]) -> None:
+    client, service = app_and_service
+    slate = client.get("/recommendations?user_id=5&k=3")
+    assert slate.status_code == 200 and slate.headers["content-type"] == "application/json"
+    body = slate.json()
+    assert list(body) == list(RecommendationOut.model_fields)
+    assert RecommendationOut.model_validate(body).model_dump(mode="json") == body
+    assert len(body["items"]) == 3
+    created = client.post("/feedback", json=GOOD)
+    again = client.post("/feedback", content=orjson_bytes(GOOD),
+                        headers={"content-type": "application/json; charset=utf-8"})
+    assert (created.status_code, again.status_code) == (201, 200)
+    assert created.json() == again.json()
+    assert list(created.json()) == list(FeedbackOut.model_fields)
+    assert FeedbackOut.model_validate(created.json()).model_dump(mode="json") == created.json()
+    assert created.json()["created_at"].endswith("Z")
+    sent = [c[1] for c in service.calls if c[0] == "feedback"]
+    assert sent[0] == FeedbackIn(**GOOD)
+    text = client.get("/metrics").text
+    assert 'route="/recommendations",status="200"} 1.0' in text
+    assert 'route="/feedback",status="201"} 1.0' in text
+    assert 'recbandits_decisions_total{arm="svd"} 1.0' in text
+    assert 'recbandits_feedback_total{feedback_type="like"} 1.0' in text
+
+
+def orjson_bytes(value: Any) -> bytes:
+    import orjson
+
+    return orjson.dumps(value)
+
+
+def test_an_unexpected_error_is_a_logged_500_in_the_error_shape(
+        app_and_service: tuple[TestClient, StubService], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    client, service = app_and_service
+
+    async def broken(user_id: int, k: int) -> None:
+        raise RuntimeError("arm exploded")
+
+    monkeypatch.setattr(service, "recommend", broken)
+    quiet = TestClient(client.app, raise_server_exceptions=False)  # not entered: no restart
+    with caplog.at_level("ERROR", logger="serving.app"):
+        response = quiet.get("/recommendations?user_id=7&k=5")
+    assert response.status_code == 500
+    assert response.json() == {"detail": "internal error", "code": "internal"}
+    assert "arm exploded" in caplog.text  # the traceback is logged, not sent
+    assert 'route="/recommendations",status="500"} 1.0' in client.get("/metrics").text
+
+
+def test_health_tells_an_anonymous_caller_only_up_or_down(client: TestClient) -> None:
+    anonymous = client.get("/health")
+    assert anonymous.status_code == 200 and anonymous.json() == {"status": "ok"}
+    admin = client.get("/health", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    assert admin["status"] == "ok" and admin["store"] == "sqlite:///stub.db"
+    assert admin["policy_version"] == 3 and admin["arms"] == ["svd", "popularity"]
+    assert isinstance(admin["pid"], int) and admin["version"]
+    wrong = client.get("/health", headers={"Authorization": "Bearer wrong"})
+    assert wrong.status_code == 403 and "store" not in wrong.text
+
+
+def test_the_schema_documents_the_starlette_routes_from_their_models(
+        client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    recs = spec["paths"]["/recommendations"]["get"]
+    query = RecommendationQuery.model_json_schema()["properties"]
+    assert {p["name"]: (p["schema"]["minimum"], p["schema"]["maximum"])
+            for p in recs["parameters"]} == {
+        name: (prop["minimum"], prop["maximum"]) for name, prop in query.items()}
+    assert [p["required"] for p in recs["parameters"]] == [True, False]
+    fb = spec["paths"]["/feedback"]["post"]
+    assert fb["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/FeedbackIn")
+    assert {"200", "201", "404", "409", "413", "415", "422", "503"} <= set(fb["responses"])
+    schemas = spec["components"]["schemas"]
+    assert schemas["FeedbackIn"]["additionalProperties"] is False
+    assert "HTTPValidationError" not in schemas
+    for path in spec["paths"].values():  # every 422 is documented with the one error body
+        for op in path.values():
+            if "422" in op["responses"]:
+                ref = op["responses"]["422"]["content"]["application/json"]["schema"]["$ref"]
+                assert ref.endswith("/ErrorOut")

@@ -1,0 +1,273 @@
+"""The HTTP server's limits (serving.api.protocol) on a real uvicorn worker on loopback.
+
+Finding 5 of issue 13: no cap on the request head, no header or body time-out, idle
+connections never closed. The worker here runs a tiny Starlette app under exactly the uvicorn
+options ``recbandits serve`` uses (:func:`serving.api.protocol.uvicorn_options`); the limits
+live below the app, so the app does not matter (test_serving_process covers ``serve`` with the
+real service end to end).
+
+No wall-clock asserts: every wait is for an event (a closed socket, an answer), with a
+generous deadline that only bounds a broken run; the server's time-outs are short (1-2 s), the
+deadlines 60 s, which a load of 10 does not reach.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from test_serving_support import free_port
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parent.parent
+LIMITS = {"RECBANDITS_MAX_HEADER_BYTES": "16384", "RECBANDITS_HEADER_TIMEOUT_S": "2",
+          "RECBANDITS_BODY_TIMEOUT_S": "2", "RECBANDITS_KEEP_ALIVE_TIMEOUT_S": "1",
+          "RECBANDITS_MAX_CONCURRENCY": "4"}
+DEADLINE_S = 60.0
+
+
+def limits_app() -> object:
+    """``GET /ok``; ``POST /echo`` (reads the body); ``GET /hold`` (answers once the file
+    named by ``HOLD_FILE`` exists, so requests stay in flight as long as the test wants)."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    hold_file = Path(os.environ["HOLD_FILE"])
+
+    async def ok(_request: Request) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    async def echo(request: Request) -> JSONResponse:
+        return JSONResponse({"bytes": len(await request.body())})
+
+    async def hold(_request: Request) -> JSONResponse:
+        while not hold_file.exists():
+            await asyncio.sleep(0.02)
+        return JSONResponse({"held": True})
+
+    return Starlette(routes=[Route("/ok", ok), Route("/echo", echo, methods=["POST"]),
+                             Route("/hold", hold)])
+
+
+class Worker:
+    """One uvicorn worker (this process is the worker: no supervisor) with ``LIMITS``."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.hold_file = tmp / "release"
+        code = ("import uvicorn; from serving.api.protocol import uvicorn_options; "
+                "from serving.settings import Settings; "
+                f"uvicorn.run('test_serving_protocol:limits_app', factory=True, "
+                f"host='127.0.0.1', port={self.port}, log_level='error', "
+                f"app_dir={str(Path(__file__).parent)!r}, **uvicorn_options(Settings()))")
+        self.log = (tmp / "worker.log").open("wb")
+        self.proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO,
+                                     env={**os.environ, **LIMITS,
+                                          "HOLD_FILE": str(self.hold_file)},
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + DEADLINE_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited: {(tmp / 'worker.log').read_text()}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/ok", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("worker did not start")
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def connect(self) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=DEADLINE_S)
+        return sock
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    w = Worker(tmp_path_factory.mktemp("limits"))
+    try:
+        yield w
+    finally:
+        w.stop()
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (DEADLINE_S at most)."""
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def status_of(answer: bytes) -> int:
+    return int(answer[9:12])
+
+
+def test_a_head_over_16_kib_is_431_and_one_under_is_served(worker: Worker) -> None:
+    url = f"http://127.0.0.1:{worker.port}/ok"
+    under = httpx.get(url, headers={"x-pad": "a" * 15_000})
+    assert under.status_code == 200
+    over = httpx.get(url, headers={"x-pad": "a" * 16_400})
+    assert over.status_code == 431
+    assert over.json() == {"detail": "request header fields larger than 16384 bytes",
+                           "code": "headers_too_large"}
+    assert over.headers["connection"] == "close"
+    # Many small headers count as much as one large one.
+    many = httpx.get(url, headers={f"x-h{i}": "b" * 100 for i in range(200)})
+    assert many.status_code == 431
+
+
+def test_unfinished_10_mb_heads_are_cut_off_without_growing_the_worker(worker: Worker) -> None:
+    """20 connections each sending 10 MB of one header that never ends (the old worker grew
+    by about 10 MB per connection)."""
+    before = worker.rss_kib()
+    answers: list[bytes] = []
+    sent: list[int] = []
+
+    def attack() -> None:
+        sock = worker.connect()
+        n = 0
+        try:
+            sock.sendall(b"GET /ok HTTP/1.1\r\nHost: x\r\nX-Big: ")
+            chunk = b"a" * 65536
+            while n < 10 * 2**20:
+                sock.sendall(chunk)
+                n += len(chunk)
+        except OSError:  # the server answered and closed: the rest cannot be sent
+            pass
+        sent.append(n)
+        answers.append(read_until_closed(sock))
+        sock.close()
+
+    threads = [threading.Thread(target=attack) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(DEADLINE_S)
+    grown_kib = worker.rss_kib() - before
+    assert len(answers) == 20
+    assert all(status_of(a) == 431 for a in answers if a), answers
+    assert sum(1 for a in answers if a) >= 1  # (a reset may beat the answer to the client)
+    assert min(sent) < 10 * 2**20  # every connection was cut off before its 10 MB
+    assert grown_kib < 8 * 1024, grown_kib
+    assert httpx.get(f"http://127.0.0.1:{worker.port}/ok").status_code == 200
+
+
+def test_an_idle_connection_is_closed_after_the_keep_alive_time_out(worker: Worker) -> None:
+    # After a request ...
+    sock = worker.connect()
+    sock.sendall(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = sock.recv(65536)
+    assert status_of(answer) == 200 and answer.endswith(b'{"ok":true}')
+    assert read_until_closed(sock) == b""  # then nothing more, and closed by the server
+    sock.close()
+    # ... and before any (uvicorn alone never closes a connection that sent nothing).
+    fresh = worker.connect()
+    assert read_until_closed(fresh) == b""
+    fresh.close()
+
+
+def test_a_client_sending_its_head_a_byte_a_second_is_cut_off(worker: Worker) -> None:
+    """Each byte would reset a keep-alive timer; the header time-out (2 s) runs from the head's
+    first byte."""
+    sock = worker.connect()
+    head = b"GET /ok HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"s" * 200
+    sock.settimeout(1.0)
+    answer = b""
+    sent = 0
+    for byte in head:
+        try:
+            sock.sendall(bytes([byte]))
+        except OSError:
+            break
+        sent += 1
+        try:
+            answer = sock.recv(65536)
+        except TimeoutError:  # nothing yet: send the next byte a second later
+            continue
+        except ConnectionResetError:
+            break
+        break
+    sock.close()
+    # The connection ended long before the head did: 408 (a second per byte, 2 s allowed;
+    # the margin is 60 bytes, as a loaded machine can run the timer late).
+    assert sent < 60, sent
+    assert status_of(answer) == 408, answer
+    assert b'"code":"request_timeout"' in answer
+
+
+def test_a_body_that_stops_arriving_is_408(worker: Worker) -> None:
+    sock = worker.connect()
+    sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 100\r\n\r\n{\"a\": ")
+    answer = read_until_closed(sock)
+    sock.close()
+    assert status_of(answer) == 408, answer
+    assert b"request body not received" in answer
+    # A complete body is served.
+    assert httpx.post(f"http://127.0.0.1:{worker.port}/echo", content=b"x" * 100).json() == \
+        {"bytes": 100}
+
+
+def test_requests_beyond_the_concurrency_limit_are_503(worker: Worker) -> None:
+    assert not worker.hold_file.exists()
+    held = []
+    for _ in range(4):  # the limit: 4 requests in flight
+        sock = worker.connect()
+        sock.sendall(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
+        held.append(sock)
+    # The 4 are in flight once a 5th is refused; retried until they all arrived (no sleep).
+    deadline = time.monotonic() + DEADLINE_S
+    refused = None
+    while time.monotonic() < deadline:
+        response = httpx.get(f"http://127.0.0.1:{worker.port}/ok")
+        if response.status_code == 503:
+            refused = response
+            break
+    assert refused is not None
+    assert refused.json()["code"] == "overloaded"
+    assert refused.headers["retry-after"] == "1"
+    worker.hold_file.touch()  # the held requests end ...
+    for sock in held:
+        answer = sock.recv(65536)
+        assert status_of(answer) == 200 and b'"held":true' in answer
+        sock.close()
+    # ... and the worker serves again.
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        if httpx.get(f"http://127.0.0.1:{worker.port}/ok").status_code == 200:
+            break
+    else:
+        pytest.fail("the worker kept refusing after the held requests ended")
