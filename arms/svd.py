@@ -48,8 +48,10 @@ class SVDRecommender(Recommender):
         Seed of Surprise's generator: the same seed and data give the same model.
 
     The defaults are Surprise's, whose published 5-fold RMSE on MovieLens 100K is 0.934 (0.937
-    measured with :func:`~arms.data.kfold_split`); ``tuning_grid`` chosen on a validation split of
-    each training fold gives 0.921.
+    measured with :func:`~arms.data.kfold_split`). ``recbandits evaluate-arms`` tunes
+    ``tuning_grid`` inside each of the 5 folds, by RMSE on one fifth of that fold's training part
+    (so no fold's choice sees its own test ratings): every fold chose ``lr_all=0.01,
+    reg_all=0.1``, and the mean RMSE is 0.9205 (MAE 0.7284).
 
     Learned attributes
     ------------------
