@@ -6,7 +6,8 @@ the same machine in the same process:
 
 * recbandits: ``ThompsonSampling.select_batch`` / ``update_batch`` advancing ``--runs``
   independent runs per numpy step (float32 statistics, reusable Gamma buffers, one shared
-  Generator);
+  Generator); also the same loop with numpy's own Gamma sampler in place of the vectorised one
+  (``bandits.base.standard_gamma``), so the sampler's share is measured in the same run;
 * MABWiser ``LearningPolicy.ThompsonSampling()``: ``predict()`` + ``partial_fit`` per step;
 * Vowpal Wabbit ``--cb_explore 3`` (epsilon-greedy exploration): ``predict`` (a pmf), sample an
   arm from it, ``learn`` the ``action:cost:probability`` label, per step.
@@ -24,12 +25,16 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import platform
 import time
+from collections.abc import Iterator
 
 import numpy as np
 
 import bandits as bd
+import bandits.base
 
 ARMS = ["SVD", "Sequential", "Autoencoder"]
 MEANS = np.array([0.10, 0.15, 0.12])
@@ -55,6 +60,17 @@ def bench_recbandits(runs: int, steps: int, seed: int, dtype: type = np.float32
         ts.update_batch(state, arms, (u < means[arms]).astype(dtype), validate=False)
     elapsed = time.perf_counter() - t0
     return runs * steps / elapsed, float((arms == BEST).mean())
+
+
+@contextlib.contextmanager
+def numpy_gamma_sampler() -> Iterator[None]:
+    """Route every Gamma draw to numpy's sampler (the code before the vectorised one)."""
+    saved = bandits.base.FAST_GAMMA_MIN_SIZE
+    bandits.base.FAST_GAMMA_MIN_SIZE = np.iinfo(np.int64).max
+    try:
+        yield
+    finally:
+        bandits.base.FAST_GAMMA_MIN_SIZE = saved
 
 
 def bench_recbandits_single(steps: int, seed: int) -> tuple[float, float]:
@@ -123,12 +139,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parser.parse_args(argv)
 
     print(f"seed problem {dict(zip(ARMS, MEANS.tolist(), strict=True))}; "
-          f"python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}")
+          f"python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}; "
+          f"load average {os.getloadavg()[0]:.2f}")
     # Peers first and last, recbandits in between, so a change in machine load during the run
     # hits both sides; best of each pair is kept.
     mab_a = bench_mabwiser(args.peer_steps, args.seed)
     batched = max((bench_recbandits(args.runs, args.steps, args.seed + i)
                    for i in range(args.repeats)), key=lambda x: x[0])
+    with numpy_gamma_sampler():
+        batched_np = max((bench_recbandits(args.runs, args.steps, args.seed + i)
+                          for i in range(args.repeats)), key=lambda x: x[0])
     batched64 = bench_recbandits(args.runs, args.steps, args.seed, np.float64)
     single = bench_recbandits_single(args.peer_steps, args.seed)
     mab_b = bench_mabwiser(args.peer_steps, args.seed + 1)
@@ -136,12 +156,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     figures: dict[str, float] = {
         "recbandits_batched_pulls_per_s": batched[0],
+        "recbandits_batched_numpy_gamma_pulls_per_s": batched_np[0],
+        "speedup_vectorised_vs_numpy_gamma": batched[0] / batched_np[0],
         "recbandits_batched_float64_pulls_per_s": batched64[0],
         "recbandits_single_pulls_per_s": single[0],
     }
     print(f"recbandits batched TS (R={args.runs}, float32): {batched[0]:,.0f} pulls/s; "
           f"best-arm share at step {args.steps + 1}: {batched[1]:.3f}")
-    print(f"recbandits batched TS (float64):               {batched64[0]:,.0f} pulls/s")
+    print(f"  same, numpy's Gamma sampler (as before):     {batched_np[0]:,.0f} pulls/s; "
+          f"best-arm share at step {args.steps + 1}: {batched_np[1]:.3f}")
+    print(f"recbandits batched TS (float64, numpy Gamma):  {batched64[0]:,.0f} pulls/s")
     print(f"recbandits single-run select+update:           {single[0]:,.0f} pulls/s; "
           f"best-arm share (last 20%): {single[1]:.3f}")
     if isinstance(mab_a, str) or isinstance(mab_b, str):
@@ -161,6 +185,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         figures["ratio_batched_vs_vw"] = batched[0] / vw[0]
         print(f"Vowpal Wabbit --cb_explore 3:                  {vw[0]:,.0f} pulls/s; "
               f"best-arm share (last 20%): {vw[1]:.3f}")
+    figures["load_average_1min"] = os.getloadavg()[0]
     print()
     for key, value in figures.items():
         print(f"{key}: {value:.4g}")
