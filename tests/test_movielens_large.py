@@ -391,7 +391,7 @@ def test_real_release_matches_published_counts(variant: str, reference: Dataset)
     steps = np.unique(data.ratings["rating"].to_numpy())
     assert steps.min() >= 0.5 and steps.max() == 5.0 and np.all(steps * 2 == np.round(steps * 2))
     assert data.items["title"].str.len().min() > 0
-    assert data.items["year"].notna().mean() > 0.99
+    assert data.items["year"].notna().mean() > 0.98  # a few titles carry no "(year)"
 
 
 # ---------------------------------------------------------------------------- the lab's choice
