@@ -38,8 +38,8 @@ training part and scored on the split's test part. The validation splits, per pr
     scoring time moves the best regularisation, and a 25 % carve leaves each validation user
     56 % of their ratings against the 75 % the test users have. On MovieLens 100K, averaged
     over three carves per seed, a 25 % carve put EASE's best lambda at 700-1,000, where the
-    test optimum is 350-400 for every seed; a 10 % carve (users keep 67.5 %) puts it at
-    400-500. One 10 % carve alone is noisy (its best lambda ranged over 150-700), hence the
+    test curve of every seed peaks at 350-425; 10 % carves (users keep 67.5 %) put it at
+    350-500. One 10 % carve alone is noisy (its best lambda ranged over 150-700), hence the
     mean over three.
 ``leave_last_out``
     The second-to-last rating of each user (``temporal_split(train, n_last=1)``).
