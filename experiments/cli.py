@@ -179,7 +179,7 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
                          "(default: <data>/serving)")
         sub.add_argument("--arms", help="comma-separated arms (default: "
                          "svd,sequential,autoencoder,popularity)")
-        sub.add_argument("--dataset", choices=["movielens", "synthetic"],
+        sub.add_argument("--dataset", choices=(*MOVIELENS_NAMES, "synthetic"),
                          help="what the arms are fit on (default: movielens)")
         sub.add_argument("--seed", type=int, help="seed of arm fitting and arm selection")
         sub.add_argument("--policy", help="the bandit policy: ThompsonSampling (default), "

@@ -34,7 +34,7 @@ def load_catalog(settings: Settings) -> Dataset:
     if settings.dataset == "synthetic":
         return make_synthetic(settings.synthetic_users, settings.synthetic_items,
                               settings.synthetic_ratings, random_state=settings.seed or 0)
-    return load_movielens(settings.data)
+    return load_movielens(settings.data, variant=settings.dataset)
 
 
 @dataclass

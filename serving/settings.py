@@ -10,12 +10,13 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from arms import registry
+from arms.data import MOVIELENS_NAMES
 from bandits.base import registered_policies
 from serving.policy import DEFAULT_POLICY, PolicyModel, check_policy_name
 from serving.rules import Aggregation, RuleBook
@@ -39,8 +40,12 @@ class Settings(BaseSettings):
     data : path or None
         Folder holding ``ml-100k/`` (``RECBANDITS_DATA``); None uses the MovieLens loader's
         search (user cache, then download).
-    dataset : {"movielens", "synthetic"}
-        What the arms are fit on: MovieLens 100K, or :func:`arms.data.make_synthetic` with
+    dataset : str
+        ``movielens`` (100K), ``ml-100k``, ``ml-1m``, ``ml-10m``, ``ml-20m``, ``ml-25m``,
+        ``ml-32m`` or ``synthetic``.
+        What the arms are fit on: a MovieLens release (``movielens`` is 100K; the larger ones
+        are downloaded once, see :func:`arms.data.load_movielens`), or
+        :func:`arms.data.make_synthetic` with
         ``synthetic_users`` x ``synthetic_items`` and ``synthetic_ratings`` ratings (seed
         ``seed`` or 0) — small and instant, for tests and demos without the data.
     state_dir : path or None
@@ -129,7 +134,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RECBANDITS_", extra="ignore")
 
     data: Path | None = None
-    dataset: Literal["movielens", "synthetic"] = "movielens"
+    dataset: str = "movielens"
     synthetic_users: int = Field(200, ge=2)
     synthetic_items: int = Field(300, ge=10)
     synthetic_ratings: int = Field(6000, ge=10)
@@ -187,6 +192,14 @@ class Settings(BaseSettings):
         value = [registry.resolve(name).name for name in value]
         if len(set(value)) != len(value):
             raise ValueError(f"arms must not repeat an arm, got {value}")
+        return value
+
+    @field_validator("dataset")
+    @classmethod
+    def _check_dataset(cls, value: str) -> str:
+        allowed = (*MOVIELENS_NAMES, "synthetic")
+        if value not in allowed:
+            raise ValueError(f"dataset must be one of {list(allowed)}, got {value!r}")
         return value
 
     @field_validator("policy")
