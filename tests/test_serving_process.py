@@ -1,7 +1,10 @@
 """The service as users run it: ``recbandits serve`` under uvicorn, two workers, restarted.
 
-Runs on SQLite and on a PostgreSQL the tests start on loopback. Process start-up dominates the
-cost, so one test per store covers both the concurrency and the restart requirements.
+Runs on SQLite and on a PostgreSQL the tests start on loopback, for Thompson Sampling and for
+LinTS (whose state is matrices folded from the logged contexts, not counters). Process start-up
+dominates the cost, so one test per store and policy covers both the concurrency and the restart
+requirements: after concurrent feedback through two workers, every worker's learned state equals
+the fold of the log up to the position it reports, and so does a restarted worker's.
 """
 
 from __future__ import annotations
@@ -12,16 +15,30 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
-from test_serving_support import ServiceProcess, store_url
+from test_serving_support import (
+    ADMIN_TOKEN,
+    ServiceProcess,
+    assert_log_invariants,
+    assert_workers_are_the_fold,
+    store_url,
+)
 
 from experiments.cli import main as cli_main
-from serving.store.tables import arm_state, decisions, feedback
+from serving.settings import Settings
+from serving.store.tables import arm_state, decisions, feedback, outcomes
 
 pytestmark = pytest.mark.slow
 
 ARMS = "svd,autoencoder,popularity"
 ENV = {"RECBANDITS_SYNTHETIC_USERS": "120", "RECBANDITS_SYNTHETIC_ITEMS": "200",
-       "RECBANDITS_SYNTHETIC_RATINGS": "3000", "RECBANDITS_REFRESH_INTERVAL_S": "0.05"}
+       "RECBANDITS_SYNTHETIC_RATINGS": "3000", "RECBANDITS_REFRESH_INTERVAL_S": "0.05",
+       "RECBANDITS_ADMIN_TOKEN": ADMIN_TOKEN}
+POLICIES = ["ThompsonSampling", "LinTS"]
+
+
+def serve_env(policy: str = "ThompsonSampling") -> dict[str, str]:
+    """The workers' environment serving ``policy``."""
+    return {**ENV, "RECBANDITS_POLICY": policy}
 
 
 def serve_args(tmp_path: Path, url: str) -> list[str]:
@@ -29,11 +46,20 @@ def serve_args(tmp_path: Path, url: str) -> list[str]:
             "--state-dir", str(tmp_path / "state"), "--db", url]
 
 
+def served_settings(tmp_path: Path, url: str, policy: str) -> Settings:
+    """The settings the served workers run with (for the fold and rebuild-state)."""
+    return Settings(db=url, arms=ARMS.split(","), seed=1, policy=policy,
+                    state_dir=tmp_path / "state")
+
+
+@pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_two_workers_lose_no_feedback_and_a_restart_keeps_state(
-        backend: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        backend: str, policy: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     url = store_url(backend, tmp_path)
-    server = ServiceProcess([*serve_args(tmp_path, url), "--workers", "2"], ENV,
+    settings = served_settings(tmp_path, url, policy)
+    server = ServiceProcess([*serve_args(tmp_path, url), "--workers", "2"], serve_env(policy),
                             tmp_path / "server.log")
     try:
         with httpx.Client(base_url=server.base, timeout=30) as client:
@@ -54,6 +80,8 @@ def test_two_workers_lose_no_feedback_and_a_restart_keeps_state(
         # (so both workers take a share).
         with ThreadPoolExecutor(8) as pool:
             statuses = list(pool.map(send, payloads + payloads[::-1]))
+        # Both workers, once refreshed, serve exactly the fold of the log.
+        assert len(assert_workers_are_the_fold(server.base, url, settings, workers=2)) == 2
         before = httpx.get(f"{server.base}/policy").json()
     finally:
         server.stop()
@@ -62,24 +90,26 @@ def test_two_workers_lose_no_feedback_and_a_restart_keeps_state(
 
     engine = sa.create_engine(url)
     with engine.connect() as conn:
-        counted = conn.execute(sa.select(feedback.c.arm, feedback.c.reward)
-                               .where(feedback.c.counted)).all()
+        counted = conn.execute(sa.select(sa.func.count()).select_from(feedback)
+                               .where(feedback.c.counted)).scalar_one()
         n_feedback = conn.execute(sa.select(sa.func.count()).select_from(feedback)).scalar_one()
         n_decisions = conn.execute(sa.select(sa.func.count())
                                    .select_from(decisions)).scalar_one()
-        state = {r.arm: r for r in conn.execute(sa.select(arm_state))}
+        decided = conn.execute(sa.select(outcomes.c.event_id)).scalars().all()
+        pulls = sum(r.pulls for r in conn.execute(sa.select(arm_state)))
     engine.dispose()
-    assert n_feedback == len(counted) == 180 and n_decisions == 60
-    for arm, row in state.items():
-        assert row.successes == sum(1 for a, r in counted if a == arm and r == 1.0), arm
-        assert row.failures == sum(1 for a, r in counted if a == arm and r == 0.0), arm
-    assert sum(r.pulls for r in state.values()) == 60
-    assert sum(a["successes"] + a["failures"] for a in before["arms"]) == 180
+    # Three rewarded feedbacks on each decision, one outcome each (the earliest decides).
+    assert n_feedback == 180 and n_decisions == 60 and pulls == 60
+    assert len(decided) == len(set(decided)) == counted == 60
+    assert sum(a["outcomes"] for a in before["arms"]) == 60
+    assert before["policy"] == policy
 
-    # Restarted (one worker this time): the same posterior, and serving goes on.
-    server = ServiceProcess(serve_args(tmp_path, url), ENV, tmp_path / "server.log")
+    # Restarted (one worker this time): the same policy, and serving goes on.
+    server = ServiceProcess(serve_args(tmp_path, url), serve_env(policy),
+                            tmp_path / "server.log")
     try:
         assert httpx.get(f"{server.base}/policy").json() == before
+        assert_workers_are_the_fold(server.base, url, settings, workers=1)
         body = httpx.get(f"{server.base}/recommendations", params={"user_id": 1}).json()
         assert body["policy_version"] == 1
         assert not {i["movie_id"] for i in body["items"]} & {
@@ -87,9 +117,11 @@ def test_two_workers_lose_no_feedback_and_a_restart_keeps_state(
     finally:
         server.stop()
 
+    assert_log_invariants(url, settings)
     capsys.readouterr()
+    monkeypatch.setenv("RECBANDITS_POLICY", policy)  # the CLI reads the policy from the env
     code = cli_main(["rebuild-state", "--db", url, "--arms", ARMS,
                      "--state-dir", str(tmp_path / "state")])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "match: yes" in out
+    assert "match: yes" in out and f"policy: {policy}" in out

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -20,7 +21,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -157,3 +160,97 @@ class ServiceProcess:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
         self._log_handle.close()
+
+
+# ---------------------------------------------------------------------------- state == fold
+ADMIN_TOKEN = "test-admin-token"
+
+
+def fold_stats(url: str, settings: Any, upto: int | None = None) -> Any:
+    """``state_dict()["stats"]`` of ``settings``' policy folded over the store's outcomes with
+    ``seq <= upto`` (all of them if None), as it reads back from JSON."""
+    from serving.store import open_store
+
+    store = open_store(url, create=False)
+    try:
+        outcomes = store.outcomes_after(0)
+    finally:
+        store.dispose()
+    n_features = next((len(o.context) for o in outcomes if o.context is not None), None)
+    model = settings.policy_model(n_features)
+    policy = model.replay(o for o in outcomes if upto is None or o.seq <= upto)
+    return json.loads(json.dumps(policy.state_dict()["stats"]))
+
+
+def last_outcome_seq(url: str) -> int:
+    """The seq of the store's last outcome (0: none)."""
+    from serving.store.tables import outcomes
+
+    return max((int(r["seq"]) for r in read_table(url, outcomes)), default=0)
+
+
+def assert_workers_are_the_fold(base: str | httpx.Client, url: str, settings: Any,
+                                workers: int, deadline_s: float = 60.0) -> dict[int, int]:
+    """Every worker's ``GET /admin/policy-state`` equals the fold of the log up to its log_seq.
+
+    ``base``: the service's URL, or a client of an in-process app (a ``TestClient``).
+    Polls over fresh connections (so that every worker answers in turn) until ``workers``
+    distinct worker pids have answered with the log's last outcome folded in; each answer, up
+    to date or not, must equal the fold up to its own ``log_seq`` exactly. Returns pid ->
+    log_seq of the up-to-date answers.
+
+    Raises
+    ------
+    AssertionError
+        A state differing from the fold, or fewer than ``workers`` up-to-date workers seen
+        before ``deadline_s``.
+    """
+    top = last_outcome_seq(url)
+    folds: dict[int, Any] = {}
+    caught_up: dict[int, int] = {}
+    answers = 0
+    deadline = time.monotonic() + deadline_s
+    while len(caught_up) < workers:
+        assert time.monotonic() < deadline, (
+            f"only workers {caught_up} folded the log up to seq {top} within {deadline_s} s "
+            f"({answers} answers)")
+        auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        if isinstance(base, str):
+            with httpx.Client(base_url=base, timeout=30, headers=auth) as client:
+                response = client.get("/admin/policy-state")
+        else:
+            response = base.get("/admin/policy-state", headers=auth)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        answers += 1
+        seq = int(body["log_seq"])
+        if seq not in folds:
+            folds[seq] = fold_stats(url, settings, seq)
+        assert body["state"]["stats"] == folds[seq], f"worker {body['pid']} at seq {seq}"
+        if seq == top:
+            caught_up[int(body["pid"])] = seq
+        else:
+            time.sleep(0.02)  # not refreshed yet: ask again (the deadline bounds the wait)
+    return caught_up
+
+
+def assert_log_invariants(url: str, settings: Any) -> str:
+    """``rebuild-state`` prints ``match: yes``; per arm folded rewards <= pulls, and for a Beta
+    policy successes <= pulls. Returns rebuild-state's output."""
+    import io
+
+    from serving.commands import rebuild_state
+    from serving.store.tables import arm_state, outcomes
+
+    out = io.StringIO()
+    code = rebuild_state(settings.model_copy(update={"db": url}), out)
+    assert code == 0 and "match: yes" in out.getvalue(), out.getvalue()
+    pulls = {r["arm"]: int(r["pulls"]) for r in read_table(url, arm_state)}
+    rewards = Counter(r["arm"] for r in read_table(url, outcomes))
+    for arm, n in rewards.items():
+        assert n <= pulls.get(arm, 0), (arm, n, pulls)
+    stats = fold_stats(url, settings)
+    if "successes" in stats:
+        for arm, successes in zip(settings.arms, stats["successes"], strict=True):
+            assert successes <= pulls.get(arm, 0), (arm, successes, pulls)
+    return out.getvalue()
