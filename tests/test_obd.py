@@ -180,7 +180,7 @@ def test_checksum_mismatch_raises_and_leaves_nothing(tmp_path: Path,
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     url, digest = _archive(tmp_path)
     wrong = ("0" if digest[0] != "0" else "1") + digest[1:]
-    with pytest.raises(DataUnavailableError, match=f"checksum mismatch.*expected {wrong}"):
+    with pytest.raises(DataUnavailableError, match=f"checksum mismatch.*want .*sha256 {wrong}"):
         find_obd(full=True, url=url, sha256=wrong)
     assert list((tmp_path / "cache" / "recbandits").iterdir()) == []  # no folder, no temp file
     with pytest.raises(DataUnavailableError, match="download disabled"):

@@ -36,11 +36,8 @@ becomes ``unknown``); a genre 100K lacks (``IMAX``) is appended after them.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import shutil
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -51,6 +48,7 @@ import numpy as np
 import pandas as pd
 
 from arms.data.dataset import Dataset
+from arms.data.download import download_zip
 from arms.errors import DataUnavailableError, unknown_id_message
 
 logger = logging.getLogger(__name__)
@@ -271,33 +269,9 @@ def _download(spec: MovieLensVariant, target: Path) -> Path:
 
     Raises ``ValueError`` on a size or checksum mismatch, before anything is unpacked.
     """
-    target.mkdir(parents=True, exist_ok=True)
-    logger.info("downloading %s from %s into %s", spec.title, spec.url, target)
-    with tempfile.TemporaryDirectory(dir=target) as tmp:
-        archive = Path(tmp) / "archive.zip"
-        sha256, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
-        with urllib.request.urlopen(spec.url, timeout=60) as response, archive.open("wb") as out:
-            while chunk := response.read(_CHUNK):
-                sha256.update(chunk)
-                md5.update(chunk)
-                size += len(chunk)
-                out.write(chunk)
-        got = (size, sha256.hexdigest(), md5.hexdigest())
-        if got != (spec.size, spec.sha256, spec.md5):
-            raise ValueError(
-                f"{spec.name} archive checksum mismatch: got {got[0]} bytes, sha256 {got[1]}, "
-                f"md5 {got[2]}; want {spec.size} bytes, sha256 {spec.sha256}, md5 {spec.md5}"
-            )
-        inner = spec.folders[0]
-        with zipfile.ZipFile(archive) as zf:
-            for name in spec.files:  # only what the loader reads (25M's genome alone is 400 MB)
-                zf.extract(f"{inner}/{name}", tmp)
-        final = target / inner
-        if final.exists():
-            shutil.rmtree(final)
-        # Rename inside one filesystem so a concurrent reader never sees half a folder.
-        (Path(tmp) / inner).rename(final)
-    return final
+    logger.info("downloading %s", spec.title)
+    return download_zip(spec.url, target, folder=spec.folders[0], sha256=spec.sha256,
+                        md5=spec.md5, size=spec.size, members=spec.files)
 
 
 def load_movielens(

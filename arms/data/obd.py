@@ -25,11 +25,8 @@ The full dataset is published by ZOZO, Inc. under CC BY 4.0 (Saito, Aihara, Mats
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import shutil
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -40,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from arms.data.download import download_zip
 from arms.data.movielens import cache_dir
 from arms.errors import DataUnavailableError
 
@@ -225,29 +223,7 @@ def download_archive(url: str, target: str | os.PathLike, *, sha256: str, folder
     OSError, urllib.error.URLError, zipfile.BadZipFile
         The download or the archive failed.
     """
-    target = Path(target)
-    target.mkdir(parents=True, exist_ok=True)
-    logger.info("downloading %s into %s", url, target)
-    with tempfile.TemporaryDirectory(dir=target) as tmp:
-        archive = Path(tmp) / "archive.zip"
-        digest = hashlib.sha256()
-        with urllib.request.urlopen(url, timeout=60) as response, archive.open("wb") as out:
-            while chunk := response.read(_CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-        if digest.hexdigest() != sha256.lower():
-            raise ValueError(f"checksum mismatch for {url}: sha256 {digest.hexdigest()}, "
-                             f"expected {sha256.lower()}")
-        unpacked = Path(tmp) / "unpacked"
-        with zipfile.ZipFile(archive) as zf:
-            zf.extractall(unpacked)  # zipfile drops absolute paths and ".." components
-        if not (unpacked / folder).is_dir():
-            raise ValueError(f"{url} holds no {folder}/ folder")
-        final = target / folder
-        if final.exists():
-            shutil.rmtree(final)
-        (unpacked / folder).rename(final)
-    return final
+    return download_zip(url, Path(target), folder=folder, sha256=sha256)
 
 
 def load_obd(behavior_policy: str, campaign: str, data_dir: str | os.PathLike | None = None, *,
