@@ -22,7 +22,7 @@ from arms.base import Recommender
 from arms.data.dataset import Dataset
 from serving.api import handlers, openapi
 from serving.api.body_limit import BodyLimitMiddleware
-from serving.api.routes import admin, demo, feedback, health, policy, recommendations
+from serving.api.routes import admin, demo, feedback, health, policy, recommendations, stream
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.settings import Settings
 
@@ -48,7 +48,6 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from serving.commands import prepare
-        from serving.policy import PolicyModel
         from serving.service import RecommendationService
         from serving.store import GroupCommitWriter, PeriodicJob
 
@@ -56,11 +55,9 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
         # interval bounds how long a request waits for it after a read or a commit wake-up.
         sys.setswitchinterval(settings.switch_interval_s)
         resources = await run_in_threadpool(prepare, settings, catalog=catalog, arms=arms)
-        model = PolicyModel(settings.arms, prior_alpha=settings.prior_alpha,
-                            prior_beta=settings.prior_beta,
-                            propensity_grid=settings.propensity_grid)
+        # The policy, the feature set and the rule book come from the settings.
         service = RecommendationService(settings, resources.store, resources.catalog,
-                                        resources.arm_set, model)
+                                        resources.arm_set)
         await run_in_threadpool(service.start)
         writer = GroupCommitWriter(
             resources.store, batch_max=settings.batch_max,
@@ -87,11 +84,12 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
         lifespan=lifespan,
     )
     app.state.settings = settings
-    # Read at scrape time from the store, which every worker shares.
-    metrics = Metrics(lambda: app.state.service.store.arm_counts()
+    # Read at scrape time: pulls from the store, rewards from this worker's fold of the log
+    # (the same on every worker within one refresh interval).
+    metrics = Metrics(lambda: app.state.service.arm_tallies()
                       if hasattr(app.state, "service") else {})
     app.state.metrics = metrics
-    for module in (policy, health, admin):
+    for module in (policy, health, admin, stream):
         app.include_router(module.router)
     # The hot routes: plain Starlette routes, documented from their models (serving.api.openapi).
     openapi.install(app, [recommendations.route, feedback.route])

@@ -16,31 +16,32 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from serving.store.types import ArmCounts
-
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
 
-class _ArmCollector:
-    """Reward rate, successes, failures and pulls per arm, read at scrape time."""
+#: Per arm at scrape time: (pulls, outcomes folded, their reward sum).
+ArmTallies = dict[str, tuple[int, int, float]]
 
-    def __init__(self, counts: Callable[[], dict[str, ArmCounts]]) -> None:
+
+class _ArmCollector:
+    """Mean reward, outcomes and pulls per arm, read at scrape time."""
+
+    def __init__(self, counts: Callable[[], ArmTallies]) -> None:
         self._counts = counts
 
     def collect(self) -> Iterator[Metric]:
         counts = self._counts()
         rate = GaugeMetricFamily("recbandits_arm_reward_rate",
-                                 "Mean reward (successes / observations) by arm", labels=["arm"])
-        obs = GaugeMetricFamily("recbandits_arm_observations",
-                                "Rewards observed by arm", labels=["arm", "reward"])
+                                 "Mean reward of the decided outcomes by arm", labels=["arm"])
+        obs = GaugeMetricFamily("recbandits_arm_outcomes",
+                                "Decided outcomes (rewards the policy folded) by arm",
+                                labels=["arm"])
         pulls = GaugeMetricFamily("recbandits_arm_pulls", "Policy decisions by arm",
                                   labels=["arm"])
-        for arm, c in sorted(counts.items()):
-            n = c.successes + c.failures
-            rate.add_metric([arm], c.successes / n if n else 0.0)
-            obs.add_metric([arm, "1"], c.successes)
-            obs.add_metric([arm, "0"], c.failures)
-            pulls.add_metric([arm], c.pulls)
+        for arm, (n_pulls, n, total) in sorted(counts.items()):
+            rate.add_metric([arm], total / n if n else 0.0)
+            obs.add_metric([arm], n)
+            pulls.add_metric([arm], n_pulls)
         yield from (rate, obs, pulls)
 
     def describe(self) -> list[Metric]:
@@ -56,7 +57,7 @@ class Metrics:
         Returns the current per-arm counts (read from the store at scrape time).
     """
 
-    def __init__(self, arm_counts: Callable[[], dict[str, ArmCounts]]) -> None:
+    def __init__(self, arm_counts: Callable[[], ArmTallies]) -> None:
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter("recbandits_http_requests", "HTTP requests",

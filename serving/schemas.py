@@ -110,21 +110,33 @@ class FeedbackOut(BaseModel):
 
 
 class ArmPolicyOut(BaseModel):
+    """One arm of the served policy; the Beta fields only for the Thompson Sampling policies."""
+
     arm: str
-    alpha: float = Field(description="Beta posterior parameter: prior + successes")
-    beta: float = Field(description="Beta posterior parameter: prior + failures")
     pulls: int = Field(description="Decisions that chose this arm")
-    successes: int
-    failures: int
-    mean_reward: float | None = Field(description="successes / (successes + failures)")
-    posterior_mean: float
-    credible_interval: tuple[float, float] = Field(description="Central 95% posterior interval")
-    selection_probability: float
+    outcomes: int = Field(description="Rewards the policy folded for this arm (decided outcomes)")
+    mean_reward: float | None = Field(description="Mean of those rewards (None before any)")
+    expected_reward: float = Field(
+        description="The policy's estimate: the posterior mean (Beta policies), the observed "
+                    "mean (UCB, epsilon-greedy), or x.theta at the average context (LinTS, "
+                    "LinUCB)")
+    selection_probability: float = Field(
+        description="Probability of choosing this arm now (at the average context when "
+                    "contextual)")
+    alpha: float | None = Field(None, description="Beta posterior parameter: prior + successes")
+    beta: float | None = Field(None, description="Beta posterior parameter: prior + failures")
+    successes: float | None = None
+    failures: float | None = None
+    credible_interval: tuple[float, float] | None = Field(
+        None, description="Central 95% posterior interval")
 
 
 class PolicyOut(BaseModel):
-    policy: str
+    policy: str = Field(description="The policy class served")
+    params: dict[str, Any] = Field(description="Its hyper-parameters")
+    contextual: bool
     policy_version: int
+    log_seq: int = Field(description="Log position of the last outcome folded into the state")
     reward_window_s: float
     arms: list[ArmPolicyOut]
 
