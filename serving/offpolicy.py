@@ -4,7 +4,8 @@ The decision log (SQLite or PostgreSQL, :mod:`serving.store.tables`) is read int
 (:func:`read_log`), candidate policies' action probabilities are built for every logged decision
 (:func:`candidate_policies`), and :func:`bandits.ope.evaluate_policies` estimates their value with
 IPS, self-normalised IPS and doubly robust estimators and bootstrap intervals
-(:func:`evaluate_log`). ``recbandits ope`` prints the table and writes it as CSV; the log can be
+(:func:`evaluate_log`). ``recbandits ope`` is :func:`run` (an :class:`OPEConfig` in, an
+:class:`OPERun` out; it writes the table as CSV, the CLI prints :func:`format_run`); the log can be
 exported as CSV (:func:`export_csv`) and in Open Bandit Pipeline's layout (:func:`export_obp`).
 
 Reward of a decision
@@ -16,7 +17,7 @@ Reward of a decision
     upwards), unless ``include_open`` counts them with what they have so far. Cold-start
     decisions were made outside the policy (propensity 1, one fixed arm) and are left out.
 
-Candidate policies (per logged decision i, non-contextual like the served policy)
+Candidate policies (per logged decision i)
     ``always:<arm>`` for every arm; ``uniform``; ``greedy`` on the posterior means
     (Beta(1, 1) prior; ties split evenly); ``thompson(a=..,b=..)``: Thompson Sampling with other
     Beta priors; ``logging``: the logged pmf itself, whose IPS and SNIPS estimates equal the
@@ -33,14 +34,30 @@ Candidate policies (per logged decision i, non-contextual like the served policy
     propensities come from :meth:`bandits.ThompsonSampling.probabilities_batch` (the batched
     ``action_probabilities``) with ``propensity_grid`` quadrature intervals.
 
+Contextual candidates (when every decision logged its context vector, ``context["features"]``)
+    ``LinTS(scale=..,ridge=..)`` and ``LinUCB(alpha=..,ridge=..)`` (:data:`DEFAULT_LINEAR`, or
+    ``--linear``): replayed the same way, in the same refresh blocks: at the start of a block
+    their ridge statistics hold every observation (context, arm, reward) decided before it,
+    and their propensities at each decision's logged context come from one batched
+    ``probabilities_batch`` call per block. With the logging policy's own parameters and
+    refresh points the replay reproduces a LinTS logger's pmf (tested). And
+    ``best_arm_per_segment``: users are grouped by their one-hot gender x age columns (every
+    0/1 column when the feature names are unknown, as the service logs only the vector and its
+    ``feature_version``); at decision i, the arm with the best smoothed mean reward
+    ``(wins + 1) / (plays + 2)`` among the earlier observations of the user's segment, ties
+    split evenly. Logs of a contextual logging policy need nothing special: the logged pmf is
+    per decision already.
+
 Reward model for DR
     Per arm, the mean reward of the *earlier* logged decisions that played it (Beta(1, 1)
-    smoothing). Being predictable it keeps DR unbiased; it is crude (no user features), so DR
-    mainly helps the candidates that rely on rarely played arms.
+    smoothing); with user segments, the mean of the earlier decisions of the user's segment,
+    shrunk towards it. Being predictable it keeps DR unbiased; it is crude, so DR mainly helps
+    the candidates that rely on rarely played arms.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import math
@@ -54,11 +71,17 @@ import numpy as np
 import pandas as pd
 
 from bandits import ThompsonSampling
-from bandits.base import argmax_set_probabilities, policy_from_state_dict
+from bandits.base import (
+    BatchedPolicy,
+    BatchState,
+    argmax_set_probabilities,
+    registered_policies,
+)
 from bandits.ope import PolicyReport, evaluate_policies
-from serving.policy import PolicyModel
+from serving.policy import PolicyModel, check_policy_name
 from serving.rules import RuleBook
 from serving.store import open_store
+from serving.store.types import Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +91,25 @@ RULES = RuleBook()
 
 
 class EmptyLogError(ValueError):
-    """The log holds no decision that can be evaluated."""
+    """The log holds no decision that can be evaluated.
+
+    Attributes
+    ----------
+    n_open : int
+        Policy decisions whose reward window is still open (0 when waiting will not help).
+    first_close : float or None
+        When the first of them closes (seconds since the epoch).
+    what : str
+        The message without the advice (which names the Python parameter; the CLI gives its
+        own, naming its option).
+    """
+
+    def __init__(self, message: str, *, n_open: int = 0, first_close: float | None = None,
+                 what: str | None = None) -> None:
+        super().__init__(message)
+        self.n_open = n_open
+        self.first_close = first_close
+        self.what = message if what is None else what
 
 
 @dataclass
@@ -101,6 +142,20 @@ class DecisionLog:
         Decisions left out: ``cold_start``, ``open`` (window not closed), ``unknown_arm``.
     source : str
         The store URL without password.
+    features : ndarray of float64, shape (n, d), or None
+        The context vector the logging policy saw (``context["features"]``); rows of
+        decisions logged without one (older or simulated logs, another ``feature_version``
+        or dimension) are zero and ``has_features`` is False there. None when no decision
+        has one.
+    has_features : ndarray of bool, shape (n,), or None
+    feature_version : str or None
+        The version of ``features`` (the most frequent (version, dimension) of the log).
+    feature_names : list of str or None
+        Names of the ``d`` columns when known (logged as ``context["feature_names"]`` or given
+        to :func:`read_log`).
+    obs_features : ndarray of float64, shape (m, d), or None
+        The context of every observation (``obs_*``), zero where ``obs_has_features`` is False.
+    obs_has_features : ndarray of bool, shape (m,), or None
     """
 
     arms: list[str]
@@ -119,10 +174,28 @@ class DecisionLog:
     obs_rewards: np.ndarray
     excluded: dict[str, int] = field(default_factory=dict)
     source: str = ""
+    features: np.ndarray | None = None
+    has_features: np.ndarray | None = None
+    feature_version: str | None = None
+    feature_names: list[str] | None = None
+    obs_features: np.ndarray | None = None
+    obs_has_features: np.ndarray | None = None
 
     @property
     def n(self) -> int:
         return int(self.actions.size)
+
+    def contextual_note(self) -> str | None:
+        """Why contextual candidates cannot be evaluated on this log, or None if they can."""
+        if self.features is None or self.has_features is None:
+            return ("no decision logged a context vector (context['features']): contextual "
+                    "candidates (LinTS, LinUCB, best arm per segment) skipped")
+        missing = int((~self.has_features).sum())
+        if missing:
+            return (f"{missing} of {self.n} decisions have no context vector of feature set "
+                    f"{self.feature_version!r} ({self.features.shape[1]} values): contextual "
+                    "candidates (LinTS, LinUCB, best arm per segment) skipped")
+        return None
 
     def counts_before(self) -> tuple[np.ndarray, np.ndarray]:
         """Successes and failures per arm the policy had observed before each decision.
@@ -143,7 +216,8 @@ class DecisionLog:
 
 # ---------------------------------------------------------------------------- reading
 def read_log(url: str, *, as_of: float | None = None, include_open: bool = False,
-             partition: int = 50_000) -> DecisionLog:
+             partition: int = 50_000, feature_names: Sequence[str] | None = None
+             ) -> DecisionLog:
     """Read the evaluable decisions of the store at ``url`` into a :class:`DecisionLog`.
 
     Parameters
@@ -156,11 +230,16 @@ def read_log(url: str, *, as_of: float | None = None, include_open: bool = False
         Count decisions whose window is still open with the feedback they have so far.
     partition : int, default 50000
         Rows fetched at a time.
+    feature_names : sequence of str, optional
+        Names of the logged context vector's columns (the service logs the vector and its
+        ``feature_version`` only); used to find user segments. Ignored unless its length is
+        the vector's.
 
     Raises
     ------
     EmptyLogError
-        No decision can be evaluated (empty log, or only cold-start/open decisions).
+        No decision can be evaluated (empty log, or only cold-start/open decisions); its
+        ``n_open`` and ``first_close`` say whether waiting helps.
     ValueError
         For a URL that is neither SQLite nor PostgreSQL, or an SQLite file that does not exist.
     """
@@ -180,7 +259,9 @@ def read_log(url: str, *, as_of: float | None = None, include_open: bool = False
         raise EmptyLogError(f"{source} holds no policy decision (cold-start decisions: "
                             f"{n_cold})")
     K = len(arms)
-    cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "pmf"}
+    features_all, has_all, version, logged_names = _features(parts)
+    cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]
+           if k not in ("pmf", "features")}
     pmf = np.zeros((cat["created_at"].size, K))
     row = 0
     for p in parts:
@@ -195,13 +276,26 @@ def read_log(url: str, *, as_of: float | None = None, include_open: bool = False
     unknown = cat["actions"] < 0
     keep &= ~unknown
     if not keep.any():
-        raise EmptyLogError(
-            f"{source}: none of the {pmf.shape[0]} policy decisions has a closed reward window "
-            f"yet ({int((~closed).sum())} open); wait for the window or use include_open")
+        open_ = ~closed & ~unknown
+        first = float(cat["reward_deadline"][open_].min()) if open_.any() else None
+        when = ("" if first is None else
+                f"; the first closes at {_utc(first)} UTC, in {max(first - as_of, 0) / 60:.0f} "
+                "min")
+        what = (f"{source}: none of the {pmf.shape[0]} policy decisions has a closed reward "
+                f"window yet ({int(open_.sum())} open{when})")
+        raise EmptyLogError(f"{what}; wait for it, or count open decisions with the feedback "
+                            "they have so far (include_open=True)",
+                            n_open=int(open_.sum()), first_close=first, what=what)
     # What the service's policy observed: every decided outcome, in the order it was decided.
     observed = np.flatnonzero(decided & ~unknown)
     observed = observed[np.argsort(cat["decided_at"][observed], kind="stable")]
     ctx_names = parts[0]["context_names"].tolist()
+    names = list(feature_names) if feature_names is not None else logged_names
+    d = 0 if features_all is None else features_all.shape[1]
+    if names is not None and len(names) != d:
+        logger.warning("feature_names has %d names but the logged vectors have %d values; "
+                       "ignored", len(names), d)
+        names = None
     return DecisionLog(
         arms=arms,
         event_ids=cat["event_ids"][keep],
@@ -221,7 +315,47 @@ def read_log(url: str, *, as_of: float | None = None, include_open: bool = False
                   "open": 0 if include_open else int((~closed & ~unknown).sum()),
                   "unknown_arm": int(unknown.sum())},
         source=source,
+        features=None if features_all is None else features_all[keep],
+        has_features=None if has_all is None else has_all[keep],
+        feature_version=version, feature_names=names,
+        obs_features=None if features_all is None else features_all[observed],
+        obs_has_features=None if has_all is None else has_all[observed],
     )
+
+
+def _utc(t: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _features(parts: Sequence[dict[str, Any]]
+              ) -> tuple[np.ndarray | None, np.ndarray | None, str | None, list[str] | None]:
+    """The log's context vectors: (n, d) array, (n,) mask, version, logged names.
+
+    The (feature version, dimension) logged most often wins (ties: the latest); vectors of
+    another version or dimension count as absent, as the service's fold skips them.
+    """
+    counts: dict[tuple[str | None, int], int] = {}
+    for p in parts:
+        for key, (rows, _, _) in p["features"].items():
+            counts[key] = counts.get(key, 0) + rows.size
+    if not counts:
+        return None, None, None, None
+    key = max(reversed(list(counts)), key=counts.__getitem__)
+    n = sum(p["created_at"].size for p in parts)
+    out = np.zeros((n, key[1]))
+    has = np.zeros(n, dtype=bool)
+    names = None
+    start = 0
+    for p in parts:
+        if key in p["features"]:
+            rows, matrix, logged = p["features"][key]
+            out[start + rows] = matrix
+            has[start + rows] = True
+            names = names or logged
+        start += p["created_at"].size
+    return out, has, key[0], names
 
 
 def _arrays(rows: Sequence[Any], arms: list[str]) -> dict[str, Any]:
@@ -258,6 +392,22 @@ def _arrays(rows: Sequence[Any], arms: list[str]) -> dict[str, Any]:
     ctx_table = np.array([[float((c if isinstance(c, dict) else {}).get(k, 0) or 0)
                            for k in names] for c in ctx_parsed],
                          dtype=np.float64).reshape(len(ctx_parsed), len(names))
+    # context vectors, grouped by (feature_version, dimension): rows, (rows, d), logged names
+    vectors: dict[tuple[str | None, int], list[int]] = {}
+    for j, c in enumerate(ctx_parsed):
+        f = c.get("features") if isinstance(c, dict) else None
+        if isinstance(f, list) and f:
+            vectors.setdefault((c.get("feature_version"), len(f)), []).append(j)
+    features: dict[tuple[str | None, int], tuple[np.ndarray, np.ndarray, list[str] | None]] = {}
+    for key, distinct_rows in vectors.items():
+        table_ = np.array([ctx_parsed[j]["features"] for j in distinct_rows], dtype=np.float64)
+        lookup = np.full(len(ctx_parsed), -1, dtype=np.int64)
+        lookup[distinct_rows] = np.arange(len(distinct_rows))
+        at = lookup[ctx_codes]
+        rows = np.flatnonzero(at >= 0)
+        logged = ctx_parsed[distinct_rows[0]].get("feature_names")
+        features[key] = (rows, table_[at[rows]],
+                         list(logged) if isinstance(logged, list) else None)
     return {
         "event_ids": np.array(event_ids, dtype=object),
         "created_at": np.array(created, dtype=np.float64),
@@ -272,6 +422,7 @@ def _arrays(rows: Sequence[Any], arms: list[str]) -> dict[str, Any]:
         "context": ctx_table[ctx_codes],
         "context_names": np.array(names, dtype=object),
         "pmf": table[pmf_codes],
+        "features": features,
     }
 
 
@@ -280,11 +431,231 @@ def ts_name(alpha: float, beta: float) -> str:
     return f"thompson(a={alpha:g},b={beta:g})"
 
 
+@dataclass(frozen=True)
+class LinearCandidate:
+    """A contextual candidate: LinTS or LinUCB with given hyper-parameters.
+
+    Attributes
+    ----------
+    policy : {"LinTS", "LinUCB"}
+    params : tuple of (str, float)
+        Keyword hyper-parameters of the class (``scale`` or ``alpha``, ``ridge``).
+    """
+
+    policy: str
+    params: tuple[tuple[str, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.policy not in ("LinTS", "LinUCB"):
+            raise ValueError(f"LinearCandidate.policy must be 'LinTS' or 'LinUCB', got "
+                             f"{self.policy!r}")
+
+    @property
+    def name(self) -> str:
+        return f"{self.policy}({','.join(f'{k}={v:g}' for k, v in self.params)})"
+
+    @property
+    def ridge(self) -> float:
+        return float(dict(self.params).get("ridge", 1.0))
+
+    @classmethod
+    def parse(cls, text: str) -> LinearCandidate:
+        """``"LinTS:scale=0.5,ridge=1"`` -> LinearCandidate (the CLI's ``--linear``).
+
+        Raises
+        ------
+        ValueError
+            Not ``NAME[:KEY=VALUE,...]`` with a known NAME and numeric values.
+        """
+        name, _, rest = text.partition(":")
+        params = []
+        for item in filter(None, rest.split(",")):
+            key, eq, value = item.partition("=")
+            try:
+                params.append((key.strip(), float(value)))
+            except ValueError:
+                eq = ""
+            if not eq:
+                raise ValueError(f"linear candidate {text!r}: parameters are KEY=NUMBER, got "
+                                 f"{item!r}")
+        return cls(name.strip(), tuple(params))
+
+
+#: Contextual candidates evaluated by default (LinTS with the service's default and a narrower
+#: and a stronger-prior posterior; LinUCB with and without its bonus).
+DEFAULT_LINEAR: tuple[LinearCandidate, ...] = (
+    LinearCandidate("LinTS", (("scale", 1.0), ("ridge", 1.0))),
+    LinearCandidate("LinTS", (("scale", 0.25), ("ridge", 1.0))),
+    LinearCandidate("LinTS", (("scale", 0.5), ("ridge", 10.0))),
+    LinearCandidate("LinUCB", (("alpha", 0.5), ("ridge", 1.0))),
+    LinearCandidate("LinUCB", (("alpha", 0.0), ("ridge", 1.0))),
+)
+#: Feature-name prefixes whose one-hot columns define the user segments (gender x age bucket).
+DEFAULT_SEGMENTS: tuple[str, ...] = ("gender=", "age=")
+SEGMENT_CANDIDATE = "best_arm_per_segment"
+#: Decisions per call of a linear policy's batched probabilities (bounds the (rows, K, grid)
+#: quadrature arrays).
+_LINEAR_ROWS = 2048
+
+
+def linear_probabilities(policy: BatchedPolicy, stats: dict[str, np.ndarray],
+                         contexts: np.ndarray) -> np.ndarray:
+    """One linear policy state's propensities at many contexts, shape (n, K).
+
+    ``stats`` is one run's statistics (``A_inv`` (K, d, d), ``b`` (K, d), ``pulls`` (K,));
+    they are broadcast (read-only views, no copy) over the rows of ``contexts`` (n, d), so
+    one call of the policy's :meth:`~bandits.base.BatchedPolicy.probabilities_batch` covers a
+    whole refresh block. The rows are normalised like the service's (clipped at 0, summing to
+    one).
+    """
+    out = np.empty((contexts.shape[0], policy.n_arms))
+    for start in range(0, contexts.shape[0], _LINEAR_ROWS):
+        x = contexts[start:start + _LINEAR_ROWS]
+        rows = x.shape[0]
+        state = BatchState(
+            stats={k: np.broadcast_to(v, (rows, *v.shape)) for k, v in stats.items()},
+            pending_arms=np.zeros((rows, 1), dtype=np.int64),
+            pending_rewards=np.zeros((rows, 1)))
+        p = np.clip(np.asarray(policy.probabilities_batch(state, x)), 0.0, None)
+        out[start:start + rows] = p / p.sum(axis=1, keepdims=True)
+    return out
+
+
+def _blocks(n: int, ts_states: int) -> np.ndarray:
+    """First decision of each refresh block: every ``ceil(n / ts_states)`` decisions."""
+    return np.arange(0, n, math.ceil(n / ts_states))
+
+
+def _linear_replay(log: DecisionLog, candidates: Sequence[LinearCandidate], ts_states: int,
+                   propensity_grid: int) -> dict[str, np.ndarray]:
+    """Propensities of the linear candidates, replayed over the log in refresh blocks.
+
+    At the start of each block the ridge statistics per arm are those of every observation
+    decided before the block's first decision, ``A_k = ridge I + X_k^T X_k`` and
+    ``b_k = X_k^T r_k`` (accumulated block by block with matrix products and inverted once per
+    block and arm, the same estimate as the service's Sherman-Morrison fold); the candidate's
+    propensities for every decision of the block come from one batched call at their contexts.
+    """
+    x_all, obs_x, usable = log.features, log.obs_features, log.obs_has_features
+    if x_all is None or obs_x is None or usable is None:
+        raise ValueError(f"{log.source}: the log has no context vectors")
+    n, K, d = log.n, len(log.arms), x_all.shape[1]
+    starts = _blocks(n, ts_states)
+    ends = np.append(starts[1:], n)
+    before = np.searchsorted(log.obs_times, log.created_at[starts], side="left")
+    xtx = np.zeros((K, d, d))
+    xtr = np.zeros((K, d))
+    pulls = np.zeros(K)
+    ridges = sorted({c.ridge for c in candidates})
+    stats_by_block: list[dict[float, dict[str, np.ndarray]]] = []
+    done = 0
+    for upto in before.tolist():
+        new = np.arange(done, upto)[usable[done:upto]]
+        for k in np.unique(log.obs_actions[new]).tolist():  # BLAS products, one per arm
+            mine = new[log.obs_actions[new] == k]
+            x = obs_x[mine]
+            xtx[k] += x.T @ x
+            xtr[k] += log.obs_rewards[mine] @ x
+            pulls[k] += mine.size
+        done = upto
+        stats_by_block.append({
+            ridge: {"A_inv": np.linalg.inv(ridge * np.eye(d) + xtx), "b": xtr.copy(),
+                    "pulls": pulls.copy()} for ridge in ridges})
+    out: dict[str, np.ndarray] = {}
+    for cand in candidates:
+        params = dict(cand.params)
+        if cand.policy == "LinTS":
+            params.setdefault("propensity_grid", propensity_grid)
+        try:
+            policy = registered_policies()[cand.policy](log.arms, n_features=d, **params,
+                                                         random_state=0)
+        except TypeError as exc:
+            raise ValueError(f"linear candidate {cand.name}: {exc}") from None
+        probs = np.empty((n, K))
+        for block, (a, b) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+            probs[a:b] = linear_probabilities(policy, stats_by_block[block][cand.ridge],
+                                              x_all[a:b])
+        out[cand.name] = probs
+    return out
+
+
+def segments(log: DecisionLog, prefixes: Sequence[str] = DEFAULT_SEGMENTS
+             ) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """User segment of every decision and observation, from the logged context vectors.
+
+    With feature names, the segment is the pattern of the columns whose names start with one
+    of ``prefixes`` (default gender x age bucket); without names (the service logs only the
+    vector and its version), the pattern of every 0/1-valued column that varies. None when
+    the log has no context vectors, or no such column.
+
+    Returns
+    -------
+    codes : ndarray of int64, shape (n,)
+        Segment of each decision (-1 without a context vector).
+    obs_codes : ndarray of int64, shape (m,)
+        Segment of each observation (-1 without a context vector).
+    description : str
+        Which columns define the segments.
+    """
+    x, obs_x, has, obs_has = (log.features, log.obs_features, log.has_features,
+                              log.obs_has_features)
+    if x is None or obs_x is None or has is None or obs_has is None:
+        return None
+    both = np.concatenate([x[has], obs_x[obs_has]])
+    if log.feature_names is not None:
+        cols = [j for j, name in enumerate(log.feature_names) if name.startswith(tuple(prefixes))]
+        how = f"columns starting with {', '.join(map(repr, prefixes))}"
+    else:
+        binary = ((both == 0) | (both == 1)).all(axis=0) & (both.min(axis=0) < both.max(axis=0))
+        cols = np.flatnonzero(binary).tolist()
+        how = "every 0/1 column of the context vector (feature names not logged)"
+    if not cols or both.shape[0] == 0:
+        return None
+    _, inverse = np.unique(both[:, cols], axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    codes = np.full(log.n, -1, dtype=np.int64)
+    obs_codes = np.full(log.obs_actions.size, -1, dtype=np.int64)
+    k = int(has.sum())
+    codes[has] = inverse[:k]
+    obs_codes[obs_has] = inverse[k:]
+    return codes, obs_codes, f"{int(inverse.max()) + 1} segments: {how}"
+
+
+def segment_counts_before(log: DecisionLog, codes: np.ndarray, obs_codes: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """Rewards and plays per arm of the user's segment observed before each decision.
+
+    Returns
+    -------
+    wins, plays : ndarray of float64, shape (n, K)
+        Zero for decisions without a segment.
+    """
+    K = len(log.arms)
+    wins = np.zeros((log.n, K))
+    plays = np.zeros((log.n, K))
+    for seg in np.unique(codes[codes >= 0]).tolist():  # one pass per segment, not per decision
+        mine = np.flatnonzero(obs_codes == seg)
+        onehot = np.zeros((mine.size + 1, K))
+        onehot[np.arange(1, mine.size + 1), log.obs_actions[mine]] = 1.0
+        rewarded = onehot.copy()
+        rewarded[1:] *= log.obs_rewards[mine, None]
+        rows = np.flatnonzero(codes == seg)
+        at = np.searchsorted(log.obs_times[mine], log.created_at[rows], side="left")
+        plays[rows] = np.cumsum(onehot, axis=0)[at]
+        wins[rows] = np.cumsum(rewarded, axis=0)[at]
+    return wins, plays
+
+
 def candidate_policies(log: DecisionLog, *,
                        ts_priors: Iterable[tuple[float, float]] = DEFAULT_TS_PRIORS,
-                       ts_states: int = 100, propensity_grid: int = 256
+                       ts_states: int = 100, propensity_grid: int = 256,
+                       linear: Sequence[LinearCandidate] = DEFAULT_LINEAR,
+                       segment_prefixes: Sequence[str] = DEFAULT_SEGMENTS
                        ) -> dict[str, np.ndarray]:
     """Action probabilities of every candidate at every logged decision (see the module doc).
+
+    Contextual candidates (``linear`` and ``best_arm_per_segment``) are added only when every
+    decision logged a context vector (:meth:`DecisionLog.contextual_note` says why not).
 
     Parameters
     ----------
@@ -292,19 +663,25 @@ def candidate_policies(log: DecisionLog, *,
     ts_priors : iterable of (alpha, beta), default ((1, 1), (1, 19), (20, 20))
         Beta priors of the Thompson Sampling candidates.
     ts_states : int, default 100
-        Most posterior refreshes of a Thompson candidate over the log.
+        Most posterior refreshes of a Thompson or linear candidate over the log.
     propensity_grid : int, default 256
-        Quadrature intervals of the Thompson propensities (error <= pi / (4 grid)).
+        Quadrature intervals of the Thompson and LinTS propensities (error <= pi / (4 grid)).
+    linear : sequence of LinearCandidate, default DEFAULT_LINEAR
+        LinTS / LinUCB candidates.
+    segment_prefixes : sequence of str, default ("gender=", "age=")
+        Feature-name prefixes of the segment columns (see :func:`segments`).
 
     Returns
     -------
     dict of str to ndarray of float64, shape (n, K)
-        ``always:<arm>`` ..., ``uniform``, ``greedy``, ``thompson(a=..,b=..)`` ..., ``logging``.
+        ``always:<arm>`` ..., ``uniform``, ``greedy``, ``thompson(a=..,b=..)`` ...,
+        ``LinTS(..)`` / ``LinUCB(..)`` ..., ``best_arm_per_segment``, ``logging``.
 
     Raises
     ------
     ValueError
-        For a prior that is not positive, or ``ts_states`` < 1.
+        For a prior that is not positive, ``ts_states`` < 1, or a linear candidate's invalid
+        hyper-parameter.
     """
     if not isinstance(ts_states, int) or ts_states < 1:
         raise ValueError(f"ts_states must be an int >= 1, got {ts_states!r}")
@@ -316,8 +693,7 @@ def candidate_policies(log: DecisionLog, *,
     out["uniform"] = np.broadcast_to(np.full(K, 1.0 / K), (n, K))
     s, f = log.counts_before()
     out["greedy"] = argmax_set_probabilities((s + 1.0) / (s + f + 2.0))
-    block = math.ceil(n / ts_states)
-    starts = np.arange(0, n, block)
+    starts = _blocks(n, ts_states)
     states, inverse = np.unique(np.concatenate([s[starts], f[starts]], axis=1), axis=0,
                                 return_inverse=True)
     rows = np.repeat(inverse.reshape(-1), np.diff(np.append(starts, n)))
@@ -331,20 +707,40 @@ def candidate_policies(log: DecisionLog, *,
         state.stats["failures"][:] = states[:, K:]
         probs = np.asarray(policy.probabilities_batch(state))
         out[ts_name(alpha, beta)] = probs[rows]
+    if log.contextual_note() is None:
+        out.update(_linear_replay(log, linear, ts_states, propensity_grid))
+        seg = segments(log, segment_prefixes)
+        if seg is not None:
+            wins, plays = segment_counts_before(log, seg[0], seg[1])
+            out[SEGMENT_CANDIDATE] = argmax_set_probabilities((wins + 1.0) / (plays + 2.0))
     pmf = log.pmf / log.pmf.sum(axis=1, keepdims=True)
     out["logging"] = pmf
     return out
 
 
-def reward_model(log: DecisionLog) -> np.ndarray:
-    """Per-arm mean reward of the earlier decisions (Beta(1, 1) smoothed), shape (n, K)."""
+def reward_model(log: DecisionLog, codes: np.ndarray | None = None) -> np.ndarray:
+    """Predicted reward of every arm at every decision, from earlier decisions only; (n, K).
+
+    Per arm, the mean reward of the earlier logged decisions that played it (Beta(1, 1)
+    smoothed). With segment ``codes`` (n,) (see :func:`segments`), the mean of the earlier
+    decisions of the same segment, shrunk towards that arm-wide mean with the weight of two
+    decisions (decisions without a segment, code -1, keep the arm-wide mean).
+    """
     n, K = log.n, len(log.arms)
     played = np.zeros((n, K))
     played[np.arange(n), log.actions] = 1.0
     wins = played * log.rewards[:, None]
     pulls_before = np.cumsum(played, axis=0) - played
     wins_before = np.cumsum(wins, axis=0) - wins
-    return (wins_before + 1.0) / (pulls_before + 2.0)
+    q = (wins_before + 1.0) / (pulls_before + 2.0)
+    if codes is None:
+        return q
+    for seg in np.unique(codes[codes >= 0]).tolist():  # one pass per segment
+        rows = np.flatnonzero(codes == seg)
+        p, w = played[rows], wins[rows]
+        q[rows] = ((np.cumsum(w, axis=0) - w) + 2.0 * q[rows]) / ((np.cumsum(p, axis=0) - p)
+                                                                   + 2.0)
+    return q
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -362,18 +758,23 @@ class OPEResult:
         Warnings (tiny propensities, low ESS, support, left-out decisions).
     summary : dict
         Decisions evaluated and left out, observed mean reward, arms, settings.
+    notes : list of str
+        What was evaluated how (contextual candidates skipped and why, the segments used).
     """
 
     table: pd.DataFrame
     reports: dict[str, PolicyReport]
     messages: list[str]
     summary: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
 
 
 def evaluate_log(log: DecisionLog, *, n_bootstrap: int = 1000, seed: int = 0,
                  confidence: float = 0.95,
                  ts_priors: Iterable[tuple[float, float]] = DEFAULT_TS_PRIORS,
                  ts_states: int = 100, propensity_grid: int = 256,
+                 linear: Sequence[LinearCandidate] = DEFAULT_LINEAR,
+                 segment_prefixes: Sequence[str] = DEFAULT_SEGMENTS,
                  min_propensity: float = 1e-3, min_ess: float = 100.0) -> OPEResult:
     """Estimate every candidate's value on ``log``; see :func:`candidate_policies`.
 
@@ -385,15 +786,27 @@ def evaluate_log(log: DecisionLog, *, n_bootstrap: int = 1000, seed: int = 0,
     seed : int, default 0
         Seeds the bootstrap.
     confidence : float, default 0.95
-    ts_priors, ts_states, propensity_grid
+    ts_priors, ts_states, propensity_grid, linear, segment_prefixes
         As :func:`candidate_policies`.
     min_propensity, min_ess : float
         Thresholds of the warnings (:func:`bandits.ope.evaluate_policies`).
     """
     targets = candidate_policies(log, ts_priors=ts_priors, ts_states=ts_states,
-                                 propensity_grid=propensity_grid)
+                                 propensity_grid=propensity_grid, linear=linear,
+                                 segment_prefixes=segment_prefixes)
+    notes: list[str] = []
+    skipped = log.contextual_note()
+    seg = None if skipped else segments(log, segment_prefixes)
+    if skipped:
+        notes.append(skipped)
+    elif seg is None:
+        notes.append(f"no segment column in the context vectors: {SEGMENT_CANDIDATE} skipped "
+                     "and the DR reward model is per arm only")
+    else:
+        notes.append(f"{SEGMENT_CANDIDATE} and the DR reward model: {seg[2]}")
     reports = evaluate_policies(log.rewards, log.actions, log.propensities, targets,
-                                reward_model(log), logging_pmf=log.pmf,
+                                reward_model(log, None if seg is None else seg[0]),
+                                logging_pmf=log.pmf,
                                 n_bootstrap=n_bootstrap, confidence=confidence,
                                 min_propensity=min_propensity, min_ess=min_ess,
                                 random_state=seed)
@@ -422,9 +835,12 @@ def evaluate_log(log: DecisionLog, *, n_bootstrap: int = 1000, seed: int = 0,
         "policy_observations": int(log.obs_actions.size),
         "n_bootstrap": n_bootstrap, "seed": seed, "confidence": confidence,
         "ts_priors": [list(p) for p in ts_priors], "ts_states": ts_states,
+        "feature_version": log.feature_version,
+        "linear": [c.name for c in linear] if not skipped else [],
+        "segments": None if seg is None else seg[2],
         "min_propensity": min_propensity, "min_ess": min_ess,
     }
-    return OPEResult(table, reports, messages, summary)
+    return OPEResult(table, reports, messages, summary, notes)
 
 
 def format_table(table: pd.DataFrame) -> str:
@@ -544,21 +960,84 @@ def bernoulli_users(arm_rates: Sequence[float], *, n_users: int = 943,
     return respond
 
 
-def simulate_service_log(url: str, arms: Sequence[str], respond: Respond, n_decisions: int, *,
-                         seed: int = 0, refresh_every: int = 100, prior_alpha: float = 1.0,
-                         prior_beta: float = 1.0, propensity_grid: int = 2048,
-                         start: float = 1.7e9, spacing_s: float = 1.0,
-                         reward_window_s: float = 30.0, chunk: int = 20_000) -> dict[str, Any]:
+@dataclass(frozen=True)
+class FeatureUsers:
+    """Simulated users known by a context vector, whose like rate per arm is known too.
+
+    A decision draws a user uniformly; the logging policy sees ``features[user]``; the slate
+    of arm k is liked (one like) with probability ``rates[user, k]``, else disliked with
+    probability ``dislike_share``, else ignored (reward 0 when the window closes).
+
+    Attributes
+    ----------
+    features : ndarray of float64, shape (U, d)
+    rates : ndarray of float64, shape (U, K)
+        True expected reward of every arm for every user.
+    names : tuple of str
+        The ``d`` feature names.
+    version : str, default "synthetic-v1"
+        Logged as the context's ``feature_version``.
+    dislike_share : float, default 0.5
+    """
+
+    features: np.ndarray
+    rates: np.ndarray
+    names: tuple[str, ...]
+    version: str = "synthetic-v1"
+    dislike_share: float = 0.5
+
+    def respond(self, users: np.ndarray, actions: np.ndarray,
+                rng: np.random.Generator) -> Responses:
+        liked = rng.random(actions.size) < self.rates[users, actions]
+        disliked = ~liked & (rng.random(actions.size) < self.dislike_share)
+        return Responses(users + 1, liked.astype(np.int64), disliked.astype(np.int64))
+
+
+def segment_users(n_users: int = 600, *, seed: int = 0) -> FeatureUsers:
+    """Users in gender x age segments whose best arm depends on the segment (three arms).
+
+    Features ``bias, gender=F, gender=M, age=<25, age=25-44, age=45+`` (one-hot); the like
+    rate of arm k is ``base[k] + by_gender[g, k] + by_age[a, k]``, linear in the features, so
+    LinTS can learn it exactly: women like arm 0 best, men arm 1, and arm 2 is the best for
+    no one but the most even.
+    """
+    rng = np.random.default_rng(seed)
+    gender = rng.integers(2, size=n_users)
+    age = rng.integers(3, size=n_users)
+    features = np.zeros((n_users, 6))
+    features[:, 0] = 1.0
+    features[np.arange(n_users), 1 + gender] = 1.0
+    features[np.arange(n_users), 3 + age] = 1.0
+    base = np.array([0.12, 0.12, 0.15])
+    by_gender = np.array([[0.14, -0.06, 0.0], [-0.06, 0.14, 0.0]])
+    by_age = np.array([[0.04, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.04, 0.0]])
+    rates = base + by_gender[gender] + by_age[age]
+    return FeatureUsers(features, rates, ("bias", "gender=F", "gender=M", "age=<25",
+                                          "age=25-44", "age=45+"))
+
+
+def simulate_service_log(url: str, arms: Sequence[str], respond: Respond | FeatureUsers,
+                         n_decisions: int, *, seed: int = 0, refresh_every: int = 100,
+                         policy: str = "ThompsonSampling",
+                         policy_params: dict[str, Any] | None = None,
+                         prior_alpha: float = 1.0, prior_beta: float = 1.0,
+                         propensity_grid: int = 2048, start: float = 1.7e9,
+                         spacing_s: float = 1.0, reward_window_s: float = 30.0,
+                         chunk: int = 20_000) -> dict[str, Any]:
     """Write a decision log as the service's policy would produce it against simulated users.
 
-    The service's :class:`~serving.policy.PolicyModel` (Thompson Sampling, propensities by
-    quadrature) draws each decision's arm from its snapshot, which is rebuilt from the counts
-    every ``refresh_every`` decisions (the service's periodic refresh). Decision i is made at
-    ``start + i * spacing_s``; its feedback one tenth of a spacing later, the first of which
-    decides its outcome (the rule book's ``earliest`` aggregation); a decision with no
-    feedback gets the default reward about one spacing after its window closes. Rows go
-    straight into the service's tables (bulk inserts, no idempotency checks) with log positions
-    in time order, and ``arm_state`` ends equal to the pulls of the log, so
+    The service's :class:`~serving.policy.PolicyModel` (``policy``, Thompson Sampling by
+    default, propensities by quadrature) draws each decision's arm from its snapshot, which
+    folds the decided outcomes (with :meth:`PolicyModel.fold`, the service's own update) every
+    ``refresh_every`` decisions (the service's periodic refresh). With :class:`FeatureUsers`
+    each decision logs the user's context vector (``context["features"]`` and its
+    ``feature_version``, as the service does) and a contextual policy's pmf at it. Decision i
+    is made at ``start + i * spacing_s``; its feedback one tenth of a spacing later, the most
+    rewarding first, which decides its outcome (the rule book's ``earliest`` aggregation: the
+    reward is 1 if anything was liked, the envs' reward); a decision with
+    no feedback gets the default reward about one spacing after its window closes. Rows go
+    straight into the service's tables (bulk inserts, no idempotency checks) with log
+    positions in time order, and ``arm_state`` ends equal to the pulls of the log, so
     ``recbandits rebuild-state`` agrees with it.
 
     Parameters
@@ -566,14 +1045,21 @@ def simulate_service_log(url: str, arms: Sequence[str], respond: Respond, n_deci
     url : str
         Store URL; the tables are created if missing. Use an empty store.
     arms : sequence of str
-    respond : callable
-        ``respond(actions, rng) -> Responses`` for a block of arm positions.
+    respond : callable or FeatureUsers
+        ``respond(actions, rng) -> Responses`` for a block of arm positions (no context), or
+        users with context vectors and known like rates.
     n_decisions : int
     seed : int, default 0
-        Seeds the arm draws and ``respond``'s generator.
+        Seeds the user and arm draws and the responses.
     refresh_every : int, default 100
+    policy : str, default "ThompsonSampling"
+        Any of :data:`serving.policy.SERVABLE_POLICIES`; a contextual one needs
+        :class:`FeatureUsers`.
+    policy_params : dict, optional
+        Its hyper-parameters (Thompson Sampling: ``prior_alpha`` / ``prior_beta`` below).
     prior_alpha, prior_beta, propensity_grid
-        The served policy's settings.
+        The served Thompson Sampling's prior, and the quadrature grid of any policy that has
+        one.
     start, spacing_s, reward_window_s : float
         Time line of the log (seconds).
     chunk : int, default 20000
@@ -582,18 +1068,36 @@ def simulate_service_log(url: str, arms: Sequence[str], respond: Respond, n_deci
     Returns
     -------
     dict
-        ``decisions``, ``feedback``, ``outcomes`` (rows written), ``pulls`` (per arm).
+        ``decisions``, ``feedback``, ``outcomes`` (rows written), ``pulls`` (per arm); with
+        :class:`FeatureUsers` also ``expected_rewards`` (n, K), every arm's true like rate for
+        each decision's user, in decision order.
+
+    Raises
+    ------
+    ValueError
+        ``n_decisions`` or ``refresh_every`` < 1, an unknown policy or invalid parameters, a
+        contextual policy without :class:`FeatureUsers`, or users of another arm count.
     """
     if n_decisions < 1 or refresh_every < 1:
         raise ValueError(f"n_decisions and refresh_every must be >= 1, got {n_decisions}, "
                          f"{refresh_every}")
     arms = list(arms)
     K = len(arms)
-    model = PolicyModel("ThompsonSampling", arms, params={
-        "prior_alpha": prior_alpha, "prior_beta": prior_beta,
-        "propensity_grid": propensity_grid})
+    users = respond if isinstance(respond, FeatureUsers) else None
+    params = dict(policy_params or {})
+    if policy == "ThompsonSampling":
+        params = {"prior_alpha": prior_alpha, "prior_beta": prior_beta, **params}
+    if "propensity_grid" in registered_policies()[check_policy_name(policy)]._param_names():
+        params.setdefault("propensity_grid", propensity_grid)
+    if registered_policies()[policy].contextual and users is None:
+        raise ValueError(f"policy={policy!r} is contextual: respond must be FeatureUsers (users "
+                         "with context vectors)")
+    model = PolicyModel(policy, arms, params=params,
+                        n_features=None if users is None else users.features.shape[1])
+    if users is not None and users.rates.shape[1] != K:
+        raise ValueError(f"respond has like rates for {users.rates.shape[1]} arms; arms has {K}")
     policy_json = json.dumps(model.describe_params())
-    template = model.fresh().state_dict()
+    served = model.fresh()
     rng = np.random.default_rng(seed)
     store = open_store(url)
     store.create_schema(arms)
@@ -605,11 +1109,10 @@ def simulate_service_log(url: str, arms: Sequence[str], respond: Respond, n_deci
     def seq_of(bucket: int, kind: int, j: int = 0) -> int:
         return base_seq + 256 * (4 * bucket + kind) + j + 1
 
-    successes = np.zeros(K)
-    failures = np.zeros(K)
     pulls = np.zeros(K, dtype=np.int64)
-    # Outcomes not yet seen by the policy: (time, arm, reward), in time order.
-    pending = np.empty((0, 3))
+    # Outcomes not yet folded by the served policy: (time, Outcome), in time order.
+    pending: list[tuple[float, Outcome]] = []
+    truth: list[np.ndarray] = []
     dec_rows: list[dict[str, Any]] = []
     fb_rows: list[dict[str, Any]] = []
     out_rows: list[dict[str, Any]] = []
@@ -629,28 +1132,32 @@ def simulate_service_log(url: str, arms: Sequence[str], respond: Respond, n_deci
     try:
         for first in range(0, n_decisions, refresh_every):
             now = start + first * spacing_s
-            due = pending[:, 0] < now
-            if due.any():
-                arm_idx = pending[due, 1].astype(np.int64)
-                wins = pending[due, 2]
-                successes += np.bincount(arm_idx, weights=wins, minlength=K)
-                failures += np.bincount(arm_idx, weights=1.0 - wins, minlength=K)
-                pending = pending[~due]
-            # The served policy at these counts (a Beta policy's state is its counts).
-            state = {**template, "stats": {"successes": successes.tolist(),
-                                           "failures": failures.tolist()}}
-            pmf_arr = policy_from_state_dict(state).action_probabilities()
-            pmf_arr = np.clip(pmf_arr, 0.0, None) / np.clip(pmf_arr, 0.0, None).sum()
-            cdf = np.cumsum(pmf_arr)
-            cdf[-1] = 1.0
+            due = bisect.bisect_left(pending, now, key=lambda p: p[0])
+            model.fold(served, [o for _, o in pending[:due]])
+            del pending[:due]
             b = min(refresh_every, n_decisions - first)
-            actions = np.minimum(np.searchsorted(cdf, rng.random(b), side="right"), K - 1)
+            if users is not None:
+                who = rng.integers(users.features.shape[0], size=b)
+                x = users.features[who]
+                truth.append(users.rates[who])
+            if model.contextual:  # the pmf at each user's context, as the service computes it
+                pmf_arr = linear_probabilities(
+                    served, {k: v[0] for k, v in served.state_.stats.items()}, x)
+            else:  # one pmf per snapshot
+                p = np.clip(served.action_probabilities(), 0.0, None)
+                pmf_arr = np.broadcast_to(p / p.sum(), (b, K))
+            cdf = np.cumsum(pmf_arr, axis=1)
+            cdf[:, -1] = 1.0
+            u = rng.random(b)
+            actions = np.minimum((cdf <= u[:, None]).sum(axis=1), K - 1)
             pulls += np.bincount(actions, minlength=K)
-            resp = respond(actions, rng)
-            pmf = dict(zip(arms, pmf_arr.tolist(), strict=True))
+            resp = respond(actions, rng) if users is None else users.respond(who, actions, rng)
             times = start + (first + np.arange(b)) * spacing_s
             n_fb = resp.likes + resp.dislikes
-            obs = []
+            pmf_json = ([dict(zip(arms, row, strict=True)) for row in pmf_arr.tolist()]
+                        if model.contextual else
+                        [dict(zip(arms, pmf_arr[0].tolist(), strict=True))] * b)
+            obs: list[tuple[float, Outcome]] = []
             for j in range(b):
                 i = first + j
                 t = float(times[j])
@@ -661,9 +1168,16 @@ def simulate_service_log(url: str, arms: Sequence[str], respond: Respond, n_deci
                 k_show = max(int(n_fb[j]), 1)
                 slate = (resp.slates[j].tolist() if resp.slates is not None
                          else list(range(1, k_show + 1)))
+                context: dict[str, Any] = {"k": len(slate)}
+                vector = None
+                if users is not None:
+                    vector = x[j].tolist()
+                    context = {"feature_version": users.version, "features": vector,
+                               "k": len(slate)}
+                pmf = pmf_json[j]
                 dec_rows.append({
                     "event_id": event, "created_at": t, "user_id": int(resp.user_ids[j]),
-                    "context": {"k": len(slate)}, "arm": arm, "propensity": pmf[arm],
+                    "context": context, "arm": arm, "propensity": pmf[arm],
                     "pmf": pmf, "slate": slate, "policy": policy_json, "policy_version": 1,
                     "cold_start": False, "reward_deadline": deadline, "settled_at": settled_at,
                 })
@@ -675,6 +1189,9 @@ def simulate_service_log(url: str, arms: Sequence[str], respond: Respond, n_deci
                 else:
                     kinds = ["like"] * int(resp.likes[j]) + ["dislike"] * int(resp.dislikes[j])
                     rated = list(zip(slate, kinds, strict=False))
+                # a user's most rewarding feedback comes first, so the decision's reward (the
+                # first rewarded feedback decides) is the largest, "liked anything" for the envs
+                rated.sort(key=lambda mk: -(RULES.rule(mk[1]).reward or 0.0))
                 for n, (movie, kind) in enumerate(rated[:255]):
                     rule = RULES.rule(kind)
                     decides = n == 0  # earliest: the first rewarded feedback decides
@@ -691,63 +1208,149 @@ def simulate_service_log(url: str, arms: Sequence[str], respond: Respond, n_deci
                         out_rows.append({"event_id": event, "seq": seq_of(i, 1, 255),
                                          "arm": arm, "reward": rule.reward,
                                          "decided_at": fb_time, "feedback_seq": fb_seq})
-                        obs.append((fb_time, actions[j], rule.reward))
+                        obs.append((fb_time, Outcome(seq_of(i, 1, 255), event, arm,
+                                                     float(rule.reward or 0.0), vector)))
                 if not rated:
-                    out_rows.append({"event_id": event, "seq": seq_of(i + settle_lag, 2),
+                    seq = seq_of(i + settle_lag, 2)
+                    out_rows.append({"event_id": event, "seq": seq,
                                      "arm": arm, "reward": RULES.default_reward,
                                      "decided_at": settled_at, "feedback_seq": None})
-                    obs.append((settled_at, actions[j], RULES.default_reward))
-            if obs:
-                new = np.array(obs, dtype=np.float64)
-                pending = np.concatenate([pending, new])
-                pending = pending[np.argsort(pending[:, 0], kind="stable")]
+                    obs.append((settled_at, Outcome(seq, event, arm, RULES.default_reward,
+                                                    vector)))
+            pending = sorted(pending + obs, key=lambda p: p[0])  # stable: log order on ties
             flush()
         flush(final=True)
         store.set_pulls({a: int(pulls[k]) for k, a in enumerate(arms)})
     finally:
         store.dispose()
-    return {**written, "pulls": {a: int(pulls[k]) for k, a in enumerate(arms)}}
+    result: dict[str, Any] = {**written,
+                              "pulls": {a: int(pulls[k]) for k, a in enumerate(arms)}}
+    if users is not None:
+        result["expected_rewards"] = np.concatenate(truth)
+    return result
 
 
 # ---------------------------------------------------------------------------- the command
-def run(url: str, *, out_dir: str | Path, n_bootstrap: int = 1000, seed: int = 0,
-        confidence: float = 0.95, ts_priors: Iterable[tuple[float, float]] = DEFAULT_TS_PRIORS,
-        include_open: bool = False, export_csv_path: str | Path | None = None,
-        export_obp_path: str | Path | None = None, out: Any = None, err: Any = None) -> int:
-    """What ``recbandits ope`` does: read, evaluate, print, write; returns the exit code.
+@dataclass(frozen=True)
+class OPEConfig:
+    """What ``recbandits ope`` evaluates (the service's decision log).
 
-    Writes ``<out_dir>/ope.csv`` (the table) and ``<out_dir>/summary.json``; prints the table
-    to ``out`` and warnings to ``err`` (default stdout and stderr). Exit 2 when the log holds
-    nothing to evaluate.
+    Attributes
+    ----------
+    url : str
+        Store URL.
+    out_dir : str or Path
+        Folder for ``ope.csv`` and ``summary.json``.
+    n_bootstrap : int, default 1000
+    seed : int, default 0
+        Bootstrap seed.
+    confidence : float, default 0.95
+    ts_priors : tuple of (alpha, beta), default DEFAULT_TS_PRIORS
+    linear : tuple of LinearCandidate, default DEFAULT_LINEAR
+    segment_prefixes : tuple of str, default ("gender=", "age=")
+    feature_names : tuple of str, optional
+        Names of the logged context vector's columns (see :func:`read_log`).
+    include_open : bool, default False
+    as_of : float, optional
+        When windows are judged closed (default: now).
+    export_csv_path, export_obp_path : str or Path, optional
+        Also write the log as CSV / in Open Bandit Pipeline's layout.
+
+    Raises
+    ------
+    ValueError
+        ``n_bootstrap`` < 0, ``confidence`` outside (0, 1), or a prior that is not positive.
     """
-    import sys
 
-    out = out or sys.stdout
-    err = err or sys.stderr
-    try:
-        log = read_log(url, include_open=include_open)
-    except (EmptyLogError, ValueError) as exc:
-        print(f"recbandits ope: {exc}", file=err)
-        return 2
-    result = evaluate_log(log, n_bootstrap=n_bootstrap, seed=seed, confidence=confidence,
-                          ts_priors=ts_priors)
-    folder = Path(out_dir)
+    url: str
+    out_dir: str | Path
+    n_bootstrap: int = 1000
+    seed: int = 0
+    confidence: float = 0.95
+    ts_priors: tuple[tuple[float, float], ...] = DEFAULT_TS_PRIORS
+    linear: tuple[LinearCandidate, ...] = DEFAULT_LINEAR
+    segment_prefixes: tuple[str, ...] = DEFAULT_SEGMENTS
+    feature_names: tuple[str, ...] | None = None
+    include_open: bool = False
+    as_of: float | None = None
+    export_csv_path: str | Path | None = None
+    export_obp_path: str | Path | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n_bootstrap, bool) or not isinstance(self.n_bootstrap, int) \
+                or self.n_bootstrap < 0:
+            raise ValueError(f"n_bootstrap must be an int >= 0, got {self.n_bootstrap!r}")
+        if not 0 < self.confidence < 1:
+            raise ValueError(f"confidence must lie in (0, 1), got {self.confidence!r}")
+        for prior in self.ts_priors:
+            if len(prior) != 2 or not min(prior) > 0:
+                raise ValueError(f"ts_priors: each is (alpha, beta) with both > 0, got {prior!r}")
+
+
+@dataclass
+class OPERun:
+    """What :func:`run` returns.
+
+    Attributes
+    ----------
+    config : OPEConfig
+    log : DecisionLog
+    result : OPEResult
+    files : dict of str to Path
+        ``table``, ``summary`` and the exports written.
+    """
+
+    config: OPEConfig
+    log: DecisionLog
+    result: OPEResult
+    files: dict[str, Path]
+
+
+def run(config: OPEConfig) -> OPERun:
+    """What ``recbandits ope`` does: read the log, evaluate every candidate, write the files.
+
+    Writes ``<out_dir>/ope.csv`` (the table), ``<out_dir>/summary.json`` and the exports asked
+    for; prints nothing (the CLI prints :func:`format_run`).
+
+    Raises
+    ------
+    EmptyLogError
+        Nothing to evaluate (``n_open`` / ``first_close`` say whether waiting helps).
+    ValueError
+        An unknown or missing store, or an invalid candidate.
+    """
+    log = read_log(config.url, as_of=config.as_of, include_open=config.include_open,
+                   feature_names=config.feature_names)
+    result = evaluate_log(log, n_bootstrap=config.n_bootstrap, seed=config.seed,
+                          confidence=config.confidence, ts_priors=config.ts_priors,
+                          linear=config.linear, segment_prefixes=config.segment_prefixes)
+    folder = Path(config.out_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    result.table.to_csv(folder / "ope.csv", index=False)
-    (folder / "summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
-    s = result.summary
+    files = {"table": folder / "ope.csv", "summary": folder / "summary.json"}
+    result.table.to_csv(files["table"], index=False)
+    files["summary"].write_text(json.dumps(result.summary, indent=2) + "\n")
+    if config.export_csv_path:
+        files["csv"] = export_csv(log, config.export_csv_path)
+    if config.export_obp_path:
+        files["obp"] = export_obp(log, config.export_obp_path)
+    return OPERun(config, log, result, files)
+
+
+def format_run(results: OPERun) -> str:
+    """The report ``recbandits ope`` prints: the log's summary line, plays by arm, the table,
+    and where the files went (warnings and notes are in ``results.result``)."""
+    s = results.result.summary
     excluded = ", ".join(f"{v} {k.replace('_', '-')}" for k, v in s["excluded"].items() if v)
-    print(f"decision log: {s['source']}: {s['decisions']} decisions evaluated"
-          + (f" ({excluded} left out)" if excluded else "")
-          + f"; observed mean reward {s['observed_mean_reward']:.4f}", file=out)
-    print("plays by arm: " + ", ".join(f"{a} {n}" for a, n in s["plays_by_arm"].items()),
-          file=out)
-    print(format_table(result.table), file=out)
-    for message in result.messages:
-        print(f"warning: {message}", file=err)
-    print(f"table: {folder / 'ope.csv'}", file=out)
-    if export_csv_path:
-        print(f"log (CSV): {export_csv(log, export_csv_path)}", file=out)
-    if export_obp_path:
-        print(f"log (Open Bandit Pipeline .npz): {export_obp(log, export_obp_path)}", file=out)
-    return 0
+    lines = [
+        f"decision log: {s['source']}: {s['decisions']} decisions evaluated"
+        + (f" ({excluded} left out)" if excluded else "")
+        + f"; observed mean reward {s['observed_mean_reward']:.4f}",
+        "plays by arm: " + ", ".join(f"{a} {n}" for a, n in s["plays_by_arm"].items()),
+        format_table(results.result.table),
+        f"table: {results.files['table']}",
+    ]
+    if "csv" in results.files:
+        lines.append(f"log (CSV): {results.files['csv']}")
+    if "obp" in results.files:
+        lines.append(f"log (Open Bandit Pipeline .npz): {results.files['obp']}")
+    return "\n".join(lines)

@@ -639,13 +639,19 @@ class Store(abc.ABC):
 
         The rows hold every column of their table but the feedback ``id``; their ``seq``
         values must be above the log's and increasing in log order: ``log_head`` is moved to
-        the largest. ``arm_state`` is left alone (see :meth:`set_pulls`).
+        the largest; the feedback's ratings are upserted into ``feedback_ratings`` as the
+        service does. ``arm_state`` is left alone (see :meth:`set_pulls`).
         """
         with self.write_engine.begin() as conn:
             if decision_rows:
                 conn.execute(decisions.insert(), list(decision_rows))
             if feedback_rows:
                 conn.execute(feedback.insert(), list(feedback_rows))
+                ratings = [(r["user_id"], r["movie_id"], r["rating"], r["created_at"])
+                           for r in sorted(feedback_rows, key=lambda r: r["seq"])
+                           if r["rating"] is not None]  # the latest rating of a movie wins
+                if ratings:
+                    conn.exec_driver_sql(self._upsert_rating_sql, ratings)
             if outcome_rows:
                 conn.execute(outcomes.insert(), list(outcome_rows))
             top = max([int(r["seq"]) for r in (*feedback_rows, *outcome_rows)], default=0)
