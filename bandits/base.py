@@ -129,8 +129,9 @@ def spawn_generators(seed: int | np.random.SeedSequence, n: int) -> list[np.rand
 #: 16,384 340 / 206 us).
 FAST_GAMMA_MIN_SIZE = 4096
 #: Entries per block of the vectorised sampler: its ten or so float32 temporaries then stay in
-#: a core's L2 cache (measured on 600,000 shapes under load ~7, CPU time: whole array 14.5 ms,
-#: blocks of 65,536 7.2 ms, of 16,384 9.5 ms (call overhead), numpy 11.3 ms).
+#: a core's L2 cache. CPU time of one Thompson Sampling choice over 200,000 runs x 3 arms at load
+#: ~6 (two Gamma arrays of 600,000): blocks of 16,384 15.9 ms (call overhead), 32,768 14.5,
+#: 65,536 14.0, 131,072 14.6, the whole array at once 27.5 ms.
 GAMMA_BLOCK = 65_536
 
 
@@ -147,10 +148,20 @@ def standard_gamma(rng: np.random.Generator, shape: np.ndarray,
     inside a per-run batch draw identically (see :class:`Draws`).
 
     Why: numpy's loop calls the bit generator and its float ziggurat entry by entry (18 ns per
-    float32 draw on a quiet machine), while uniforms in bulk cost 1.8 ns and float32 log, sin,
-    cos and sqrt a fraction of a ns each under SIMD. In float64 numpy's sampler is kept:
-    float64 ``sin``/``cos`` have no SIMD loop here (7 ms per 600,000) and the vectorised
-    version measured 29.5 ms against numpy's 17.8 ms on 600,000 shapes.
+    float32 draw on a quiet machine), while uniforms from raw bits cost 0.9 ns in bulk and
+    float32 log, sin, cos and sqrt a fraction of a ns each under SIMD. 600,000 shapes (a third
+    1, the rest 1..59, as in a simulation), same process, CPU time: 5.4 ms against numpy's
+    8.8 ms; in the throughput bench the whole Thompson step is 1.6-2.4x faster. In float64
+    numpy's sampler is kept: float64 ``sin``/``cos`` have no SIMD loop here (7 ms per
+    600,000) and a float64 version of this sampler took 29.5 ms against numpy's 17.8 ms.
+
+    Also measured and dropped (600,000 Beta draws, same load): ``Generator.beta`` 27.9 ms,
+    no faster than two float32 ``standard_gamma`` calls (28.0 ms); Cheng's (1978) BB/BC Beta
+    algorithms vectorised: one uniform pair per Beta, but 6-31% rejections at the small counts
+    of a simulation and sums like ``a + r - w`` that cancel in float32 once the counts are
+    large, so the tests need float64 arithmetic: 33 ms for one round (a prototype in
+    ``/tmp``, not blocked). Drawing only for the
+    arms that could still win does not help where it matters: early in a run every arm can.
 
     Parameters
     ----------
