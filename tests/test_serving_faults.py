@@ -1,9 +1,11 @@
 """Faults: a SIGKILL mid-burst loses no acknowledged feedback; a locked or stopped store is a 503.
 
-The crash test runs ``recbandits serve`` (uvicorn, SQLite file store in WAL mode) as users do,
-kills it with SIGKILL while eight clients are sending feedback, restarts it and checks the store
-against what the clients were told. The outage tests hold SQLite's write lock from another
-connection, and stop and restart a PostgreSQL server of their own under a running app.
+The crash test runs ``recbandits serve`` (uvicorn, on SQLite in WAL mode and on PostgreSQL) as
+users do, kills it with SIGKILL while eight clients are sending feedback, restarts it and checks
+the store against what the clients were told. The outage tests hold SQLite's write lock from
+another connection, and stop and restart a PostgreSQL server of their own under a running app.
+Each runs for Thompson Sampling and LinTS, and ends with the served state equal to the fold of
+the log (``/admin/policy-state``) and ``rebuild-state`` matching.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from test_serving_support import (
     assert_workers_are_the_fold,
     postgres,
     read_table,
+    store_url,
 )
 
 from arms.data.dataset import Dataset
@@ -53,8 +56,10 @@ def assert_state_is_the_log(url: str, settings: Settings) -> dict[str, tuple[int
 # ---------------------------------------------------------------------------- crash
 @pytest.mark.slow
 @pytest.mark.parametrize("policy", POLICIES)
-def test_sigkill_mid_burst_loses_no_acknowledged_feedback(tmp_path: Path, policy: str) -> None:
-    url = f"sqlite:///{tmp_path / 'store.db'}"
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_sigkill_mid_burst_loses_no_acknowledged_feedback(tmp_path: Path, backend: str,
+                                                         policy: str) -> None:
+    url = store_url(backend, tmp_path)
     settings = served_settings(tmp_path, url, policy)
     args = serve_args(tmp_path, url)
     server = ServiceProcess(args, serve_env(policy), tmp_path / "server.log")
