@@ -49,8 +49,9 @@ class Settings(BaseSettings):
         ``synthetic_users`` x ``synthetic_items`` and ``synthetic_ratings`` ratings (seed
         ``seed`` or 0) — small and instant, for tests and demos without the data.
     state_dir : path or None
-        Where the SQLite file and the fitted arms live; default ``<data>/serving`` when ``data``
-        is set, else ``~/.cache/recbandits/serving``.
+        Where the SQLite file and the fitted arms live; default the user's state directory,
+        ``$XDG_STATE_HOME/recbandits`` (``~/.local/state/recbandits`` when unset), never inside
+        ``data``, which may be read-only or shared.
     db : str or None
         SQLAlchemy URL of the store; default an SQLite file ``<state_dir>/recbandits.db`` in WAL
         mode. ``postgresql+psycopg://user@host:port/db`` for several workers or hosts.
@@ -129,6 +130,16 @@ class Settings(BaseSettings):
     max_concurrency : int
         Requests in flight per worker; beyond it a request is answered 503 with
         ``Retry-After`` before the app sees it (default 256).
+    stream_max : int
+        Live-push streams (``GET /users/{id}/stream``) open at once per worker; 503 beyond
+        (default 100).
+    stream_queue : int
+        Updates a stream may hold unsent; a reader that falls further behind has them dropped
+        and is resynced from the log when it reads again (default 32).
+    stream_poll_s : float
+        How often a worker with open streams reads the log's feedback tail (default 0.05).
+    stream_heartbeat_s : float
+        Seconds between an idle stream's heartbeat comments (default 5).
     """
 
     model_config = SettingsConfigDict(env_prefix="RECBANDITS_", extra="ignore")
@@ -174,6 +185,11 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(10.0, gt=0)
     keep_alive_timeout_s: float = Field(5.0, gt=0)
     max_concurrency: int = Field(256, ge=1)
+    # The live push (serving.stream), per worker.
+    stream_max: int = Field(100, ge=0)
+    stream_queue: int = Field(32, ge=1)
+    stream_poll_s: float = Field(0.05, gt=0, le=10)
+    stream_heartbeat_s: float = Field(5.0, gt=0, le=300)
 
     @field_validator("arms", "cors_origins", mode="before")
     @classmethod
@@ -260,13 +276,14 @@ class Settings(BaseSettings):
         return RuleBook(aggregation=self.aggregation, default_reward=self.default_reward)
 
     def resolved_state_dir(self) -> Path:
-        """The state folder (created on demand by the store, not here)."""
+        """The state folder: ``state_dir``, else ``$XDG_STATE_HOME/recbandits``, else
+        ``~/.local/state/recbandits`` (created on demand by the store, not here)."""
         if self.state_dir is not None:
             return Path(self.state_dir)
-        if self.data is not None:
-            return Path(self.data) / "serving"
-        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-        return Path(base) / "recbandits" / "serving"
+        # The XDG spec says a relative XDG_STATE_HOME is invalid and must be ignored.
+        base = os.environ.get("XDG_STATE_HOME", "")
+        root = Path(base) if os.path.isabs(base) else Path.home() / ".local" / "state"
+        return root / "recbandits"
 
     def resolved_db_url(self) -> str:
         """The store URL: ``db`` or the default SQLite file under the state folder."""

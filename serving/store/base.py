@@ -664,6 +664,38 @@ class Store(abc.ABC):
             return int(conn.execute(sa.select(log_head.c.seq).where(log_head.c.id == 1))
                        .scalar_one_or_none() or 0)
 
+    @unavailable_on_db_error
+    def feedback_after(self, seq: int, user_ids: Iterable[int]
+                       ) -> tuple[int, list[dict[str, Any]]]:
+        """The log's tail for the live push (:mod:`serving.stream`): the feedback of
+        ``user_ids`` logged after ``seq``, in log order, and the position it is complete up to.
+
+        The head is read first: every transaction that took a seq up to it has committed (seqs
+        are handed out under ``log_head``'s row lock, in commit order), so the rows in
+        ``(seq, head]`` are all visible to the second statement, and a later call from ``head``
+        misses none.
+
+        Returns
+        -------
+        (head, rows)
+            ``rows``: dicts with ``seq``, ``user_id``, ``movie_id``, ``feedback_type``,
+            ``event_id`` and ``counted``; only rows with ``seq <= head``.
+        """
+        users = sorted({int(u) for u in user_ids})
+        cols = (feedback.c.seq, feedback.c.user_id, feedback.c.movie_id,
+                feedback.c.feedback_type, feedback.c.event_id, feedback.c.counted)
+        with self.read_engine.connect() as conn:
+            head = int(conn.execute(sa.select(log_head.c.seq).where(log_head.c.id == 1))
+                       .scalar_one_or_none() or 0)
+            if not users or head <= seq:
+                return head, []
+            rows = conn.execute(sa.select(*cols).where(
+                feedback.c.seq > seq, feedback.c.seq <= head, feedback.c.user_id.in_(users))
+                .order_by(feedback.c.seq)).all()
+        return head, [{"seq": int(r[0]), "user_id": int(r[1]), "movie_id": int(r[2]),
+                       "feedback_type": r[3], "event_id": r[4], "counted": bool(r[5])}
+                      for r in rows]
+
     def set_pulls(self, pulls: Mapping[str, int]) -> None:
         """Overwrite the stored pulls of the arms in ``pulls`` (a simulated log's end state)."""
         with self.write_engine.begin() as conn:
