@@ -375,6 +375,28 @@ def row_max(scores: np.ndarray) -> np.ndarray:
     return scores.reshape(-1)[row_starts(R, K) + scores.argmax(axis=1)][:, None]
 
 
+def row_argmax(scores: np.ndarray) -> np.ndarray:
+    """``scores.argmax(axis=1)`` for (R, K) scores, the first maximum of each row; (R,) intp.
+
+    With many rows and at most 8 columns, one comparison per column over contiguous copies of
+    the columns: numpy's argmax along a short last axis pays a call per row. CPU time, R =
+    200,000 float32: K = 2 0.94 ms against 1.69, K = 3 1.56 against 2.48, K = 8 4.03 against
+    4.66; K = 10 5.72 against 5.40, so wider rows keep argmax. (A NaN is not picked as the
+    maximum, unlike argmax.)
+    """
+    R, K = scores.shape
+    if K > 8 or R < 4096:
+        return scores.argmax(axis=1)
+    cols = scores.T.copy()
+    best = cols[0]
+    choice = np.zeros(R, dtype=np.int8)  # int8: np.where into intp measured 3x slower
+    for k in range(1, K):
+        wins = cols[k] > best  # strict: the first of equal maxima keeps the row, as in argmax
+        np.maximum(best, cols[k], out=best)
+        choice = np.where(wins, np.int8(k), choice)
+    return choice.astype(np.intp)
+
+
 def argmax_random_ties(scores: np.ndarray, draws: Draws) -> np.ndarray:
     """Row-wise argmax of ``scores`` (R, K), ties broken uniformly at random.
 

@@ -27,6 +27,7 @@ from bandits.base import (
     RandomState,
     add_to_pulled,
     probability_of_max,
+    row_argmax,
     row_starts,
 )
 from bandits.errors import check_int, check_per_arm
@@ -63,7 +64,7 @@ def beta_thompson_choose(alpha: np.ndarray, beta: np.ndarray, draws: Draws,
     ga, gb = gamma_pair_draws(alpha, beta, draws, scratch)
     with np.errstate(divide="ignore"):  # a float32 Gamma(1) draw can round to 0: Beta = 1
         ga /= gb
-    return ga.argmax(axis=1)
+    return row_argmax(ga)
 
 
 def beta_learn(successes: np.ndarray, failures: np.ndarray, arms: np.ndarray,

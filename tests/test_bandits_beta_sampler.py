@@ -22,7 +22,7 @@ import pytest
 from scipy import special, stats
 
 import bandits as bd
-from bandits.base import FAST_GAMMA_MIN_SIZE, Draws, standard_gamma
+from bandits.base import FAST_GAMMA_MIN_SIZE, Draws, row_argmax, standard_gamma
 from bandits.thompson import gamma_pair_draws
 
 # (alpha, beta): below 1 (priors), at 1 (the uniform prior, a Gamma(1) side), click-like counts,
@@ -127,3 +127,13 @@ def test_thompson_choices_follow_the_exact_probability_of_being_best(dtype):
     probs = ts.action_probabilities()  # the single-run state has the same posterior
     counts = np.bincount(arms, minlength=4)
     assert stats.chisquare(counts, probs * R).pvalue > P_MIN, (counts / R, probs)
+
+
+def test_row_argmax_matches_numpy_including_ties_and_infinities():
+    rng = np.random.default_rng(16)
+    for K in (1, 2, 3, 5, 8, 9):
+        for R in (10, 5000):
+            scores = rng.integers(0, 4, size=(R, K)).astype(np.float32)  # many ties
+            scores[rng.random((R, K)) < 0.05] = np.inf
+            np.testing.assert_array_equal(row_argmax(scores), scores.argmax(axis=1))
+            assert row_argmax(scores).dtype == np.intp
