@@ -20,6 +20,8 @@ the log never mixes vectors of different meanings under one name.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -92,9 +94,11 @@ class UserFeatures:
         col += flags.shape[1]
         counts = np.bincount(user_pos, minlength=n_users).astype(np.float64)
         static[:, col] = np.log1p(counts) / max(np.log1p(counts.max(initial=0.0)), 1.0)
-        self._static = static
+        # Whole vectors with an empty session: a request copies its row and sets the last two
+        # values (2 us, against 10 us for concatenating the parts).
+        self._full = np.concatenate((static, np.zeros((n_users, 2))), axis=1)
         self._row = {int(u): i for i, u in enumerate(users.index)}
-        self._unknown = np.zeros(len(self.names) - 2)
+        self._unknown = np.zeros(len(self.names))
         self._unknown[0] = 1.0
 
     @property
@@ -105,7 +109,7 @@ class UserFeatures:
     def mean_vector(self) -> np.ndarray:
         """The average context of the catalogue's users with an empty session, shape ``(d,)``
         (where ``GET /policy`` evaluates a contextual policy)."""
-        return np.concatenate((self._static.mean(axis=0), (0.0, 0.0)))
+        return self._full.mean(axis=0)
 
     def vector(self, user_id: int, session_likes: int, session_dislikes: int) -> np.ndarray:
         """The context of one request, shape ``(d,)``.
@@ -118,8 +122,10 @@ class UserFeatures:
             Positive and negative feedback of the user within the session window.
         """
         row = self._row.get(user_id)
-        static = self._unknown if row is None else self._static[row]
-        return np.concatenate((static, (np.log1p(session_likes), np.log1p(session_dislikes))))
+        x = self._unknown.copy() if row is None else self._full[row].copy()
+        x[-2] = math.log1p(session_likes)
+        x[-1] = math.log1p(session_dislikes)
+        return x
 
 
 __all__ = ["AGE_BUCKETS", "FEATURE_VERSION", "UserFeatures"]

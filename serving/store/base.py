@@ -64,7 +64,8 @@ COMMIT_MODES: tuple[CommitMode, ...] = ("inline", "async", "thread")
 
 def _json(value: Any) -> str:
     """``value`` as JSON text; a str is taken as already serialised (the service caches some)."""
-    return value if isinstance(value, str) else orjson.dumps(value).decode()
+    return (value if isinstance(value, str)
+            else orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode())
 
 
 def stored_feedback_row(row: dict[str, Any]) -> dict[str, Any]:
