@@ -503,14 +503,16 @@ def linear_probabilities(policy: BatchedPolicy, stats: dict[str, np.ndarray],
     """One linear policy state's propensities at many contexts, shape (n, K).
 
     ``stats`` is one run's statistics (``A_inv`` (K, d, d), ``b`` (K, d), ``pulls`` (K,));
-    they are broadcast (read-only views, no copy) over the rows of ``contexts`` (n, d), so
-    one call of the policy's :meth:`~bandits.base.BatchedPolicy.probabilities_batch` covers a
-    whole refresh block. The rows are normalised like the service's (clipped at 0, summing to
-    one).
+    they are broadcast (read-only views, no copy) over the distinct rows of ``contexts``
+    (n, d), so one call of the policy's :meth:`~bandits.base.BatchedPolicy.probabilities_batch`
+    covers a whole refresh block (a user seen twice in a block costs one row: LinTS's
+    quadrature, not Python, is the cost of a row). The rows are normalised like the service's
+    (clipped at 0, summing to one).
     """
-    out = np.empty((contexts.shape[0], policy.n_arms))
-    for start in range(0, contexts.shape[0], _LINEAR_ROWS):
-        x = contexts[start:start + _LINEAR_ROWS]
+    distinct, inverse = np.unique(contexts, axis=0, return_inverse=True)
+    out = np.empty((distinct.shape[0], policy.n_arms))
+    for start in range(0, distinct.shape[0], _LINEAR_ROWS):
+        x = distinct[start:start + _LINEAR_ROWS]
         rows = x.shape[0]
         state = BatchState(
             stats={k: np.broadcast_to(v, (rows, *v.shape)) for k, v in stats.items()},
@@ -518,7 +520,7 @@ def linear_probabilities(policy: BatchedPolicy, stats: dict[str, np.ndarray],
             pending_rewards=np.zeros((rows, 1)))
         p = np.clip(np.asarray(policy.probabilities_batch(state, x)), 0.0, None)
         out[start:start + rows] = p / p.sum(axis=1, keepdims=True)
-    return out
+    return out[inverse.reshape(-1)]
 
 
 def _blocks(n: int, ts_states: int) -> np.ndarray:

@@ -340,3 +340,8 @@ def test_notebook_runs_top_to_bottom(tmp_path: Path) -> None:
     ips, observed = line.split("IPS ")[1].split(" = observed ")
     assert ips == observed
     assert "'pscore': (3000,)" in text and "'pi_b': (3000, 4, 1)" in text
+    # the contextual section: a LinTS-logged log, contextual candidates, the replay check
+    assert "best_arm_per_segment" in text and "LinUCB(alpha=0.5,ridge=1)" in text
+    assert "note: no decision logged a context vector" in text
+    replay = next(x for x in text.splitlines() if "replayed: max |pmf - logged pmf|" in x)
+    assert float(replay.rsplit("= ", 1)[1]) < 1e-9
