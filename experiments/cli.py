@@ -176,7 +176,8 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
                          "postgresql+psycopg://user@host:port/db for several workers or hosts)")
         sub.add_argument("--data", help="folder holding ml-100k/ (default: RECBANDITS_DATA)")
         sub.add_argument("--state-dir", help="folder for the SQLite file and the fitted arms "
-                         "(default: <data>/serving)")
+                         "(default: $XDG_STATE_HOME/recbandits, else "
+                         "~/.local/state/recbandits)")
         sub.add_argument("--arms", help="comma-separated arms (default: "
                          "svd,sequential,autoencoder,popularity)")
         sub.add_argument("--dataset", choices=(*MOVIELENS_NAMES, "synthetic"),

@@ -28,10 +28,11 @@ File layouts (``layout`` in the table):
 
 Every variant becomes the same :class:`~arms.data.Dataset` schema as 100K. Where a variant lacks
 something, the column is kept and holds missing values: no release dates beyond 100K (``year`` is
-read from the title's trailing ``(1995)``), and no demographics beyond 1M (users are the raters,
-with ``age`` as a nullable ``Int64`` NA, ``gender``/``zip_code`` None, ``occupation`` an empty
-category). Genres use 100K's names (``Children`` becomes ``Children's``, ``(no genres listed)``
-becomes ``unknown``); a genre 100K lacks (``IMAX``) is appended after them.
+the title's trailing ``(1995)`` in every release, else the release date's year), and no demographics
+beyond 1M (users are the raters, with ``age`` as a nullable ``Int64`` NA, ``gender``/``zip_code``
+None, ``occupation`` an empty category). Genres use 100K's names (``Children`` becomes
+``Children's``, ``(no genres listed)`` becomes ``unknown``); a genre 100K lacks (``IMAX``) is
+appended after them.
 """
 
 from __future__ import annotations
@@ -316,7 +317,7 @@ def _read_100k(folder: Path, spec: MovieLensVariant) -> Frames:
     release = pd.to_datetime(raw["release_date"], format="%d-%b-%Y", errors="coerce")
     genres = raw.loc[:, list(ML100K_GENRES)].astype(bool)
     items = _items_frame(raw.index, raw["title"], genres, release_date=release,
-                         year=release.dt.year, imdb_url=raw["imdb_url"])  # fmt: skip
+                         imdb_url=raw["imdb_url"])  # fmt: skip
     users = pd.read_csv(
         folder / "u.user",
         sep="|",
@@ -403,19 +404,25 @@ def _items_frame(
     flags: pd.DataFrame,
     *,
     release_date: pd.Series | None = None,
-    year: pd.Series | None = None,
     imdb_url: pd.Series | None = None,
 ) -> tuple[pd.DataFrame, tuple[str, ...]]:
     """The items frame of the :class:`Dataset` schema, sorted by raw id, and its genre names.
 
     Columns in 100K's order: ``title``, ``release_date``, ``imdb_url`` (empty where unknown), one
     bool column per genre, ``year`` (Int64), ``genres``.
+
+    ``year`` is the title's trailing ``(1995)`` (``(2006-2007)`` gives its first year; a note such
+    as ``(V)`` may follow it), else the year of ``release_date``, else missing: the one rule for
+    every release. The title comes first because 100K dates some films by a later release (Fargo
+    (1996) is dated 14-Feb-1997, Return of the Jedi (1983) 14-Mar-1997).
     """
     titles = pd.Series(np.asarray(titles, dtype=object), index=item_ids).astype(str)
     if release_date is None:  # the unit pandas gives u.item's parsed dates, so dtypes match
         release_date = pd.Series(pd.NaT, index=item_ids, dtype="datetime64[us]")
-    if year is None:  # the trailing "(1995)" of the title; "(2006-2007)" gives its first year
-        year = titles.str.extract(r"\((\d{4})[^()]*\)\s*$", expand=False).astype(float)
+    # A trailing note without digits may follow the year: "... Giving (1995) (V)".
+    year = (titles.str.extract(r"\((\d{4})[^()]*\)(?:\s*\([^()\d]*\))*\s*$", expand=False)
+            .astype(float)
+            .fillna(pd.Series(release_date.dt.year.to_numpy(dtype=float), index=item_ids)))
     flag_values = flags.to_numpy(dtype=bool)
     names = np.array(flags.columns, dtype=object)
     if imdb_url is None:
