@@ -181,19 +181,26 @@ def test_postgresql_log_reads_like_sqlite(tmp_path: Path) -> None:
     """The same simulated service log in PostgreSQL and in SQLite gives the same arrays."""
     from test_serving_support import store_url
 
-    logs = {}
-    for backend in ("sqlite", "postgresql"):
-        url = store_url(backend, tmp_path)
-        offpolicy.simulate_service_log(url, ["a", "b", "c"],
-                                       offpolicy.bernoulli_users([0.2, 0.4, 0.3]), 400,
-                                       seed=2, refresh_every=40, propensity_grid=256)
-        logs[backend] = offpolicy.read_log(url)
-    lite, pg = logs["sqlite"], logs["postgresql"]
-    assert pg.source.startswith("postgresql") and pg.n == lite.n == 400
-    for name in ("event_ids", "actions", "propensities", "pmf", "rewards", "context",
-                 "created_at", "obs_times", "obs_actions", "obs_rewards"):
-        np.testing.assert_array_equal(getattr(pg, name), getattr(lite, name), err_msg=name)
-    assert pg.arms == lite.arms and pg.context_names == lite.context_names
+    # a context-free log, and a LinTS log with context vectors
+    for respond, policy in ((offpolicy.bernoulli_users([0.2, 0.4, 0.3]), "ThompsonSampling"),
+                            (offpolicy.segment_users(100), "LinTS")):
+        logs = {}
+        for backend in ("sqlite", "postgresql"):
+            (tmp_path / policy).mkdir(exist_ok=True)
+            url = store_url(backend, tmp_path / policy)
+            offpolicy.simulate_service_log(url, ["a", "b", "c"], respond, 400, seed=2,
+                                           refresh_every=40, policy=policy,
+                                           propensity_grid=256)
+            logs[backend] = offpolicy.read_log(url)
+        lite, pg = logs["sqlite"], logs["postgresql"]
+        assert pg.source.startswith("postgresql") and pg.n == lite.n == 400
+        for name in ("event_ids", "actions", "propensities", "pmf", "rewards", "context",
+                     "created_at", "obs_times", "obs_actions", "obs_rewards", "features",
+                     "has_features", "obs_features"):
+            np.testing.assert_array_equal(getattr(pg, name), getattr(lite, name), err_msg=name)
+        assert pg.arms == lite.arms and pg.context_names == lite.context_names
+        assert pg.feature_version == lite.feature_version
+        assert (lite.features is None) == (policy == "ThompsonSampling")
 
 
 # ---------------------------------------------------------------------------- real service
