@@ -254,18 +254,18 @@ def _marsaglia_tsang_float32(rng: np.random.Generator, shape: np.ndarray, out: n
     v += np.float32(2.0)
     # No separate v > 0 check: with a >= 1 (d >= 2/3), 1 + c x <= 0 needs x <= -3 sqrt(d)
     # <= -2.449, where the squeeze 1 - 0.0331 x^4 < -0.19 rejects anyway.
-    accept = u < v
-    unsure = np.flatnonzero(~accept)
+    unsure = np.flatnonzero(u >= v)  # the squeeze did not accept these
     vu = out[unsure].astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):  # log 0 = -inf: accepted as it should;
         log_u = np.log(u[unsure].astype(np.float64) - 1.0)  # v <= 0: NaN, rejected below
         ok = log_u < 0.5 * x[unsure] + d[unsure] * (1.0 - vu + np.log(vu))
     ok &= vu > 0
-    accept[unsure] = ok
     out *= d
     if small is not None:
         # Gamma(a) = Gamma(a + 1) * U^(1/a) for the accepted shapes below 1 (float64: the
         # power is tiny for small a); rejected ones are redrawn by numpy with their own shape
+        accept = np.ones(n, dtype=bool)
+        accept[unsure] = ok
         boost = np.flatnonzero(small & accept)
         uu = rng.random(boost.size)
         out[boost] *= np.exp(np.log1p(-uu) / shape[boost]).astype(np.float32)
