@@ -232,8 +232,7 @@ def read_log(url: str, *, as_of: float | None = None, include_open: bool = False
         Rows fetched at a time.
     feature_names : sequence of str, optional
         Names of the logged context vector's columns (the service logs the vector and its
-        ``feature_version`` only); used to find user segments. Ignored unless its length is
-        the vector's.
+        ``feature_version`` only); used to find user segments.
 
     Raises
     ------
@@ -241,7 +240,8 @@ def read_log(url: str, *, as_of: float | None = None, include_open: bool = False
         No decision can be evaluated (empty log, or only cold-start/open decisions); its
         ``n_open`` and ``first_close`` say whether waiting helps.
     ValueError
-        For a URL that is neither SQLite nor PostgreSQL, or an SQLite file that does not exist.
+        For a URL that is neither SQLite nor PostgreSQL, an SQLite file that does not exist,
+        or ``feature_names`` of another length than the logged vectors.
     """
     store = open_store(url, create=False)  # ValueError: no such SQLite file
     as_of = time.time() if as_of is None else float(as_of)
@@ -283,18 +283,20 @@ def read_log(url: str, *, as_of: float | None = None, include_open: bool = False
                 "min")
         what = (f"{source}: none of the {pmf.shape[0]} policy decisions has a closed reward "
                 f"window yet ({int(open_.sum())} open{when})")
-        raise EmptyLogError(f"{what}; wait for it, or count open decisions with the feedback "
-                            "they have so far (include_open=True)",
-                            n_open=int(open_.sum()), first_close=first, what=what)
+        advice = ("; wait for it, or count open decisions with the feedback they have so far "
+                  "(include_open=True)") if open_.any() else ""
+        raise EmptyLogError(what + advice, n_open=int(open_.sum()), first_close=first,
+                            what=what)
     # What the service's policy observed: every decided outcome, in the order it was decided.
     observed = np.flatnonzero(decided & ~unknown)
     observed = observed[np.argsort(cat["decided_at"][observed], kind="stable")]
     ctx_names = parts[0]["context_names"].tolist()
     names = list(feature_names) if feature_names is not None else logged_names
     d = 0 if features_all is None else features_all.shape[1]
-    if names is not None and len(names) != d:
-        logger.warning("feature_names has %d names but the logged vectors have %d values; "
-                       "ignored", len(names), d)
+    if feature_names is not None and len(feature_names) != d:
+        raise ValueError(f"feature_names has {len(feature_names)} names; the logged context "
+                         f"vectors have {d} values")
+    if names is not None and len(names) != d:  # logged names of another vector
         names = None
     return DecisionLog(
         arms=arms,
@@ -542,6 +544,16 @@ def _linear_replay(log: DecisionLog, candidates: Sequence[LinearCandidate], ts_s
     if x_all is None or obs_x is None or usable is None:
         raise ValueError(f"{log.source}: the log has no context vectors")
     n, K, d = log.n, len(log.arms), x_all.shape[1]
+    policies: dict[str, BatchedPolicy] = {}
+    for cand in candidates:  # validate every hyper-parameter before any work
+        params = dict(cand.params)
+        if cand.policy == "LinTS":
+            params.setdefault("propensity_grid", propensity_grid)
+        try:
+            policies[cand.name] = registered_policies()[cand.policy](
+                log.arms, n_features=d, **params, random_state=0)
+        except TypeError as exc:
+            raise ValueError(f"linear candidate {cand.name}: {exc}") from None
     starts = _blocks(n, ts_states)
     ends = np.append(starts[1:], n)
     before = np.searchsorted(log.obs_times, log.created_at[starts], side="left")
@@ -565,18 +577,10 @@ def _linear_replay(log: DecisionLog, candidates: Sequence[LinearCandidate], ts_s
                     "pulls": pulls.copy()} for ridge in ridges})
     out: dict[str, np.ndarray] = {}
     for cand in candidates:
-        params = dict(cand.params)
-        if cand.policy == "LinTS":
-            params.setdefault("propensity_grid", propensity_grid)
-        try:
-            policy = registered_policies()[cand.policy](log.arms, n_features=d, **params,
-                                                         random_state=0)
-        except TypeError as exc:
-            raise ValueError(f"linear candidate {cand.name}: {exc}") from None
         probs = np.empty((n, K))
         for block, (a, b) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
-            probs[a:b] = linear_probabilities(policy, stats_by_block[block][cand.ridge],
-                                              x_all[a:b])
+            probs[a:b] = linear_probabilities(policies[cand.name],
+                                              stats_by_block[block][cand.ridge], x_all[a:b])
         out[cand.name] = probs
     return out
 
@@ -604,6 +608,8 @@ def segments(log: DecisionLog, prefixes: Sequence[str] = DEFAULT_SEGMENTS
     if x is None or obs_x is None or has is None or obs_has is None:
         return None
     both = np.concatenate([x[has], obs_x[obs_has]])
+    if both.shape[0] == 0:
+        return None
     if log.feature_names is not None:
         cols = [j for j, name in enumerate(log.feature_names) if name.startswith(tuple(prefixes))]
         how = f"columns starting with {', '.join(map(repr, prefixes))}"
@@ -611,7 +617,7 @@ def segments(log: DecisionLog, prefixes: Sequence[str] = DEFAULT_SEGMENTS
         binary = ((both == 0) | (both == 1)).all(axis=0) & (both.min(axis=0) < both.max(axis=0))
         cols = np.flatnonzero(binary).tolist()
         how = "every 0/1 column of the context vector (feature names not logged)"
-    if not cols or both.shape[0] == 0:
+    if not cols:
         return None
     _, inverse = np.unique(both[:, cols], axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)

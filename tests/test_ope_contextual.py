@@ -95,6 +95,12 @@ def test_logging_estimate_is_the_observed_mean_and_candidates_are_covered(
                             "columns starting with 'gender=', 'age='"]
 
 
+def test_feature_names_of_another_length_are_refused(lints_log: dict) -> None:
+    with pytest.raises(ValueError, match="feature_names has 2 names; the logged context "
+                                         "vectors have 6 values"):
+        offpolicy.read_log(lints_log["url"], feature_names=["bias", "x"])
+
+
 def test_segments_without_names_use_the_binary_columns(lints_log: dict) -> None:
     log = lints_log["log"]
     named = offpolicy.segments(log)
@@ -176,6 +182,13 @@ def test_linear_candidate_parsing() -> None:
                          ("LinTS:scale", "KEY=NUMBER"), ("LinTS:scale=big", "KEY=NUMBER")):
         with pytest.raises(ValueError, match=message):
             offpolicy.LinearCandidate.parse(bad)
+
+
+def test_invalid_linear_hyper_parameters_name_the_candidate(lints_log: dict) -> None:
+    for params, message in (((("ridge", 0.0),), "ridge"), ((("alpha", 1.0),), "alpha")):
+        cand = offpolicy.LinearCandidate("LinTS", params)
+        with pytest.raises(ValueError, match=message):
+            offpolicy.candidate_policies(lints_log["log"], ts_priors=[], linear=[cand])
 
 
 def test_run_returns_results_and_the_cli_prints_them(lints_log: dict, tmp_path: Path) -> None:
