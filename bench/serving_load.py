@@ -431,6 +431,9 @@ def main(argv: list[str] | None = None) -> int:
                         choices=["sqlite", "postgresql"])
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--dataset", default="movielens", choices=["movielens", "synthetic"])
+    parser.add_argument("--policies", nargs="+", default=["ThompsonSampling", "LinTS"],
+                        help="served policies; the first is measured in every configuration, "
+                             "the others with one worker (LinTS: the 53-value user-v1 context)")
     parser.add_argument("--decisions", type=int, default=1500,
                         help="decisions made before the feedback run (x10 feedback bodies)")
     parser.add_argument("--pin", action="store_true",
@@ -490,52 +493,60 @@ def main(argv: list[str] | None = None) -> int:
                                    load_cpus, bare=True)
                 finally:
                     bare.stop()
-                db = (f"sqlite:///{tmp / f'{tag}.db'}" if store == "sqlite" else create_db())
-                env = {"RECBANDITS_STATE_DIR": str(state), "RECBANDITS_DATASET": args.dataset,
-                       "RECBANDITS_DB": db, "RECBANDITS_SEED": "0"}
-                if workers > 1:
-                    env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(dir=tmp)
-                seed_store(state, db)
-                service = Server("serving.app:app_from_env", workers, env,
-                                 tmp / f"{tag}.log", "/health", server_cpus, args.stock_server)
-                try:
-                    recs_script = LUA_RECS % {"seed": 1, "n_users": n_users}
-                    cpu = service.cpu_s()
-                    r = wrk(service.base, recs_script, args.seconds, args.connections, tmp,
-                            load_cpus)
-                    r["cpu_us"] = 1e6 * (service.cpu_s() - cpu) / r["requests"]
-                    h = open_loop(service.base, b["rps"] / 2, args.seconds, n_users, 2,
-                                  load_cpus)
-                    slates = asyncio.run(make_decisions(service.base, args.decisions, n_users,
-                                                        workers))
-                    path = tmp / f"{tag}-feedback.jsonl"
-                    path.write_text("\n".join(feedback_lines(slates, workers)) + "\n")
-                    cpu = service.cpu_s()
-                    f = wrk(service.base, LUA_FEEDBACK % {"path": path},
-                            args.seconds, args.connections, tmp, load_cpus)
-                    f["cpu_us"] = 1e6 * (service.cpu_s() - cpu) / f["requests"]
-                finally:
-                    service.stop()
-                rows.append((tag, b, bh, r, h, f))
-                results[f"{tag}_bare_rps"] = b["rps"]
-                results[f"{tag}_bare_p99_ms"] = b["p99"]
-                results[f"{tag}_bare_cpu_us_per_request"] = b["cpu_us"]
-                results[f"{tag}_recommendations_cpu_us_per_request"] = r["cpu_us"]
-                results[f"{tag}_recommendations_cpu_ratio"] = b["cpu_us"] / r["cpu_us"]
-                results[f"{tag}_feedback_cpu_us_per_request"] = f["cpu_us"]
-                results[f"{tag}_feedback_cpu_ratio"] = b["cpu_us"] / f["cpu_us"]
-                results[f"{tag}_bare_p99_ms_at_half_bare"] = bh["p99"]
-                results[f"{tag}_recommendations_rps"] = r["rps"]
-                results[f"{tag}_recommendations_ratio"] = r["rps"] / b["rps"]
-                results[f"{tag}_recommendations_p50_ms_at_half_bare"] = h["p50"]
-                results[f"{tag}_recommendations_p99_ms_at_half_bare"] = h["p99"]
-                results[f"{tag}_recommendations_target_rps_at_half_bare"] = h["target_rps"]
-                results[f"{tag}_recommendations_achieved_rps_at_half_bare"] = h["rps"]
-                results[f"{tag}_recommendations_errors_at_half_bare"] = h["errors"]
-                results[f"{tag}_feedback_rps"] = f["rps"]
-                results[f"{tag}_feedback_ratio"] = f["rps"] / b["rps"]
-                results[f"{tag}_feedback_p99_ms"] = f["p99"]
-                results[f"{tag}_non2xx"] = r["non2xx"] + h["non2xx"] + f["non2xx"]
+                for policy in args.policies:
+                    if policy != args.policies[0] and workers > 1:
+                        continue
+                    ptag = tag if policy == args.policies[0] else f"{tag}_{policy}"
+                    if store == "postgresql" and policy != args.policies[0]:
+                        pg.stop()  # a fresh server per measured configuration (see above)
+                        create_db, pg = start_postgres(tmp)
+                    db = (f"sqlite:///{tmp / f'{ptag}.db'}" if store == "sqlite" else create_db())
+                    env = {"RECBANDITS_STATE_DIR": str(state), "RECBANDITS_DATASET": args.dataset,
+                           "RECBANDITS_DB": db, "RECBANDITS_SEED": "0",
+                           "RECBANDITS_POLICY": policy}
+                    if workers > 1:
+                        env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(dir=tmp)
+                    seed_store(state, db)
+                    service = Server("serving.app:app_from_env", workers, env,
+                                     tmp / f"{ptag}.log", "/health", server_cpus, args.stock_server)
+                    try:
+                        recs_script = LUA_RECS % {"seed": 1, "n_users": n_users}
+                        cpu = service.cpu_s()
+                        r = wrk(service.base, recs_script, args.seconds, args.connections, tmp,
+                                load_cpus)
+                        r["cpu_us"] = 1e6 * (service.cpu_s() - cpu) / r["requests"]
+                        h = open_loop(service.base, b["rps"] / 2, args.seconds, n_users, 2,
+                                      load_cpus)
+                        slates = asyncio.run(make_decisions(service.base, args.decisions, n_users,
+                                                            workers))
+                        path = tmp / f"{ptag}-feedback.jsonl"
+                        path.write_text("\n".join(feedback_lines(slates, workers)) + "\n")
+                        cpu = service.cpu_s()
+                        f = wrk(service.base, LUA_FEEDBACK % {"path": path},
+                                args.seconds, args.connections, tmp, load_cpus)
+                        f["cpu_us"] = 1e6 * (service.cpu_s() - cpu) / f["requests"]
+                    finally:
+                        service.stop()
+                    rows.append((ptag, b, bh, r, h, f))
+                    results[f"{ptag}_bare_rps"] = b["rps"]
+                    results[f"{ptag}_bare_p99_ms"] = b["p99"]
+                    results[f"{ptag}_bare_cpu_us_per_request"] = b["cpu_us"]
+                    results[f"{ptag}_recommendations_cpu_us_per_request"] = r["cpu_us"]
+                    results[f"{ptag}_recommendations_cpu_ratio"] = b["cpu_us"] / r["cpu_us"]
+                    results[f"{ptag}_feedback_cpu_us_per_request"] = f["cpu_us"]
+                    results[f"{ptag}_feedback_cpu_ratio"] = b["cpu_us"] / f["cpu_us"]
+                    results[f"{ptag}_bare_p99_ms_at_half_bare"] = bh["p99"]
+                    results[f"{ptag}_recommendations_rps"] = r["rps"]
+                    results[f"{ptag}_recommendations_ratio"] = r["rps"] / b["rps"]
+                    results[f"{ptag}_recommendations_p50_ms_at_half_bare"] = h["p50"]
+                    results[f"{ptag}_recommendations_p99_ms_at_half_bare"] = h["p99"]
+                    results[f"{ptag}_recommendations_target_rps_at_half_bare"] = h["target_rps"]
+                    results[f"{ptag}_recommendations_achieved_rps_at_half_bare"] = h["rps"]
+                    results[f"{ptag}_recommendations_errors_at_half_bare"] = h["errors"]
+                    results[f"{ptag}_feedback_rps"] = f["rps"]
+                    results[f"{ptag}_feedback_ratio"] = f["rps"] / b["rps"]
+                    results[f"{ptag}_feedback_p99_ms"] = f["p99"]
+                    results[f"{ptag}_non2xx"] = r["non2xx"] + h["non2xx"] + f["non2xx"]
     finally:
         if pg is not None:
             pg.stop()
