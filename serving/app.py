@@ -22,7 +22,16 @@ from arms.base import Recommender
 from arms.data.dataset import Dataset
 from serving.api import handlers, openapi
 from serving.api.body_limit import BodyLimitMiddleware
-from serving.api.routes import admin, demo, feedback, health, policy, recommendations, stream
+from serving.api.routes import (
+    admin,
+    demo,
+    feedback,
+    health,
+    policy,
+    preferences,
+    recommendations,
+    stream,
+)
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.settings import Settings
 
@@ -89,7 +98,7 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
     metrics = Metrics(lambda: app.state.service.arm_tallies()
                       if hasattr(app.state, "service") else {})
     app.state.metrics = metrics
-    for module in (policy, health, admin, stream):
+    for module in (policy, health, admin, stream, preferences):
         app.include_router(module.router)
     # The hot routes: plain Starlette routes, documented from their models (serving.api.openapi).
     openapi.install(app, [recommendations.route, feedback.route])
@@ -98,7 +107,7 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
 
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
-                           allow_methods=["GET", "POST"], allow_headers=["Content-Type"])
+                           allow_methods=["GET", "POST", "PUT"], allow_headers=["Content-Type"])
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -198,6 +198,8 @@ class ArmSet:
         Genre flags scaled to unit length (cosine similarity is a dot product).
     popularity : ndarray of float64, shape ``(n_items,)``
         Cold-start scores.
+    genre_names : tuple of str
+        The catalogue's genres, in the order of ``genre_unit``'s columns.
     """
 
     names: tuple[str, ...]
@@ -212,6 +214,7 @@ class ArmSet:
     genre_unit: np.ndarray
     popularity: np.ndarray
     cache_size: int = 0
+    genre_names: tuple[str, ...] = ()
     _cache: OrderedDict = field(default_factory=OrderedDict, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -233,17 +236,51 @@ class ArmSet:
         seen = model.seen_
         scores[seen.indices[seen.indptr[user]:seen.indptr[user + 1]]] = -np.inf
         ranking = rank_rows(scores[None, :].astype(np.float32))[0]
+        self._remember(key, ranking)
+        return ranking
+
+    def _remember(self, key: tuple, ranking: Ranking) -> None:
+        """Cache ``ranking`` (up to ``cache_size``, least recently used evicted)."""
         if self.cache_size:
             with self._lock:
                 self._cache[key] = ranking
                 while len(self._cache) > self.cache_size:
                     self._cache.popitem(last=False)
-        return ranking
 
     @cached_property
     def cold_start_ranking(self) -> Ranking:
         """The popularity ranking served to users the arms do not know."""
         return rank_rows(self.popularity[None, :])[0]
+
+    def preferred_ranking(self, genres: Sequence[str]) -> Ranking:
+        """The cold-start ranking steered by stated genres: the items of any of ``genres``
+        first, then the others, each part in popularity order (ties to the lower index), so
+        a slate is full even where those genres hold fewer than ``k`` items. The scores stay
+        the popularity scores. Cached like the arms' rankings (one sort of the items each).
+
+        Raises
+        ------
+        ValueError
+            If a genre is not one of ``genre_names``.
+        """
+        unknown = sorted(set(genres) - set(self.genre_names))
+        if unknown:
+            raise ValueError(f"genres must be among {list(self.genre_names)}, got {unknown}")
+        if not genres:
+            return self.cold_start_ranking
+        columns = sorted({self.genre_names.index(g) for g in genres})
+        key = ("genres", tuple(columns))
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        preferred = (self.genre_unit[:, columns] > 0).any(axis=1)
+        scores = self.popularity
+        # lexsort: the last key is the primary one.
+        order = np.lexsort((np.arange(scores.size), -scores, ~preferred))
+        ranking = Ranking(scores, order[np.isfinite(scores[order])], complete=True)
+        self._remember(key, ranking)
+        return ranking
 
     def warm(self, chunk: int = 256) -> int:
         """Fill the ranking cache for the known users, arm by arm, in batched passes.
@@ -311,4 +348,5 @@ class ArmSet:
             genre_unit=np.divide(flags, norms, out=np.zeros_like(flags), where=norms > 0),
             popularity=np.asarray(popular_model.popularity_, dtype=np.float64),
             cache_size=cache_size,
+            genre_names=tuple(catalog.genre_names),
         )

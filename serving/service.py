@@ -12,9 +12,10 @@ every arm under that context, and the policy's name and hyper-parameters. Feedba
 the rule book (:mod:`serving.rules`) says; the store decides each decision's one reward once.
 
 Cold start: a user id the arms do not know (not in the training catalogue) is served the
-popularity ranking of ``cold_start_arm`` outside the policy. The decision is logged with
-propensity 1 and ``cold_start = true``; feedback on it is stored (and kept as a rating for the
-next retrain, after which the user is known) but updates no arm.
+popularity ranking of ``cold_start_arm`` outside the policy (with the genres the user stated,
+``PUT /users/{id}/preferences``, first: :meth:`serving.armset.ArmSet.preferred_ranking`). The
+decision is logged with propensity 1 and ``cold_start = true``; feedback on it is stored (and
+kept as a rating for the next retrain, after which the user is known) but updates no arm.
 """
 
 from __future__ import annotations
@@ -226,7 +227,10 @@ class RecommendationService:
             arm = self.settings.cold_start_arm
             pmf: Any = {arm: 1.0}
             propensity = 1.0
-            ranking = arms.cold_start_ranking
+            # A newcomer's stated genres (PUT /users/{id}/preferences) put those genres first.
+            stated = await self._read("user_preferences", user_id)
+            ranking = (arms.cold_start_ranking if stated is None else arms.preferred_ranking(
+                [g for g in stated[0] if g in arms.genre_names]))
         else:
             cold_start = False
             model = self.policy_model

@@ -11,14 +11,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from fastapi.testclient import TestClient
+from test_serving_support import read_table, store_url
 
 from arms.data import load_movielens
 from arms.data.dataset import Dataset
+from serving.app import create_app
 from serving.settings import Settings
+from serving.store.tables import log_head, preferences
 
 
 # ---------------------------------------------------------------------------- item 7: year
@@ -112,3 +118,118 @@ def test_cli_state_dir_help_names_the_default(capsys: pytest.CaptureFixture[str]
     assert ("--state-dir STATE_DIR folder for the SQLite file and the fitted arms (default: "
             "$XDG_STATE_HOME/recbandits, else ~/.local/state/recbandits)") in help_text
     assert "<data>/serving" not in help_text
+
+
+# ---------------------------------------------------------------------------- preferences
+NEWCOMER = 10_000  # not among the synthetic catalogue's users: served as a cold start
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def pref_client(request: pytest.FixtureRequest, tmp_path: Path, serving_catalog: Dataset,
+                serving_arms: dict) -> Iterator[TestClient]:
+    settings = Settings(state_dir=tmp_path / "state", db=store_url(request.param, tmp_path),
+                        arms=["svd", "popularity"], seed=3)
+    with TestClient(create_app(settings, catalog=serving_catalog, arms=serving_arms)) as c:
+        yield c
+
+
+def _slate(client: TestClient, user: int, k: int) -> dict:
+    response = client.get("/recommendations", params={"user_id": user, "k": k})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _expected_cold_start(catalog: Dataset, popularity: np.ndarray, genres: set[str],
+                         k: int) -> list[int]:
+    """The movie ids a newcomer with ``genres`` should see, computed with pandas."""
+    items = catalog.items.loc[catalog.item_ids]
+    frame = pd.DataFrame({
+        "movie": catalog.item_ids, "popularity": popularity,
+        "preferred": items["genres"].str.split("|").map(lambda g: bool(genres & set(g))).to_numpy(),
+        "position": np.arange(len(popularity))})
+    frame = frame.sort_values(["preferred", "popularity", "position"],
+                              ascending=[False, False, True])
+    return frame["movie"].head(k).tolist()
+
+
+def test_preferences_put_get_and_the_latest_wins(pref_client: TestClient,
+                                                 serving_catalog: Dataset) -> None:
+    genres = list(serving_catalog.genre_names)
+    empty = pref_client.get(f"/users/{NEWCOMER}/preferences")
+    assert empty.status_code == 200
+    assert empty.json() == {"user_id": NEWCOMER, "genres": [], "updated_at": None,
+                            "available": genres}
+    # Stored in the catalogue's order, each once.
+    put = pref_client.put(f"/users/{NEWCOMER}/preferences",
+                          json={"genres": ["Western", "Comedy", "Western"]})
+    assert put.status_code == 200, put.text
+    assert put.json()["genres"] == ["Comedy", "Western"]
+    assert put.json()["updated_at"] is not None
+    assert pref_client.put(f"/users/{NEWCOMER}/preferences",
+                           json={"genres": ["Horror"]}).status_code == 200
+    got = pref_client.get(f"/users/{NEWCOMER}/preferences").json()
+    assert got["genres"] == ["Horror"]
+    assert pref_client.get(f"/users/{NEWCOMER + 1}/preferences").json()["genres"] == []
+    # Log rows with seqs from log_head, in statement order.
+    url = pref_client.app.state.settings.resolved_db_url()  # type: ignore[attr-defined]
+    rows = sorted(read_table(url, preferences), key=lambda r: r["seq"])
+    assert [(r["user_id"], r["genres"]) for r in rows] == [
+        (NEWCOMER, ["Comedy", "Western"]), (NEWCOMER, ["Horror"])]
+    assert rows[-1]["seq"] == max(r["seq"] for r in read_table(url, log_head))
+
+
+def test_preferences_reject_what_the_catalogue_lacks(pref_client: TestClient) -> None:
+    path = f"/users/{NEWCOMER}/preferences"
+    bad = pref_client.put(path, json={"genres": ["Comedy", "Telenovela"]})
+    assert bad.status_code == 422
+    assert bad.json()["code"] == "invalid_input"
+    assert "['Telenovela']" in bad.json()["detail"]
+    assert "allowed: ['unknown', 'Action', 'Adventure'," in bad.json()["detail"]
+    for body in ({"genres": "Comedy"}, {"genres": [1]}, {"genres": []} | {"extra": 1}, {}):
+        response = pref_client.put(path, json=body)
+        assert response.status_code == 422, body
+        assert response.json()["code"] == "invalid_request"
+    for user in ("1_0", "+1", "0", "1.0"):
+        assert pref_client.get(f"/users/{user}/preferences").status_code == 422, user
+    # Nothing was stored by any of them.
+    assert pref_client.get(path).json()["genres"] == []
+
+
+def test_a_newcomers_stated_genres_come_first(pref_client: TestClient,
+                                              serving_catalog: Dataset,
+                                              serving_arms: dict) -> None:
+    popularity = serving_arms["popularity"].popularity_
+    items = serving_catalog.items
+    counts = {g: int(items[g].sum()) for g in serving_catalog.genre_names if items[g].any()}
+    rare = min(counts, key=counts.__getitem__)  # fewer items than the slate: the rest follow
+    k = counts[rare] + 3
+    plain = _slate(pref_client, NEWCOMER, k)
+    assert plain["cold_start"] is True
+    plain_ids = [i["movie_id"] for i in plain["items"]]
+    assert plain_ids == _expected_cold_start(serving_catalog, popularity, set(), k)
+
+    assert pref_client.put(f"/users/{NEWCOMER}/preferences",
+                           json={"genres": [rare]}).status_code == 200
+    steered = _slate(pref_client, NEWCOMER, k)
+    assert steered["cold_start"] is True and steered["propensity"] == 1.0
+    ids = [i["movie_id"] for i in steered["items"]]
+    assert ids == _expected_cold_start(serving_catalog, popularity, {rare}, k)
+    assert ids != plain_ids
+    assert all(rare in i["genres"] for i in steered["items"][:counts[rare]])
+    assert not any(rare in i["genres"] for i in steered["items"][counts[rare]:])
+    # Scores are still the popularity scores.
+    index = {m: j for j, m in enumerate(serving_catalog.item_ids.tolist())}
+    assert [i["score"] for i in steered["items"]] == pytest.approx(
+        [popularity[index[m]] for m in ids])
+
+    # Two genres; then an empty list clears the preference.
+    assert pref_client.put(f"/users/{NEWCOMER}/preferences",
+                           json={"genres": ["Comedy", rare]}).status_code == 200
+    assert [i["movie_id"] for i in _slate(pref_client, NEWCOMER, 10)["items"]] == (
+        _expected_cold_start(serving_catalog, popularity, {"Comedy", rare}, 10))
+    assert pref_client.put(f"/users/{NEWCOMER}/preferences",
+                           json={"genres": []}).status_code == 200
+    assert [i["movie_id"] for i in _slate(pref_client, NEWCOMER, k)["items"]] == plain_ids
+    # A known user's statement is stored but the policy still serves them.
+    assert pref_client.put("/users/1/preferences", json={"genres": [rare]}).status_code == 200
+    assert _slate(pref_client, 1, 5)["cold_start"] is False

@@ -45,6 +45,7 @@ from serving.store.tables import (
     metadata,
     outcomes,
     policy_meta,
+    preferences,
 )
 from serving.store.types import (
     BatchResult,
@@ -402,6 +403,26 @@ class Store(abc.ABC):
                           "ORDER BY created_at DESC, event_id DESC LIMIT 1",
                           (user_id, since, movie_id))
         return self._decision_row(rows[0]) if rows else None
+
+    def user_preferences(self, user_id: int) -> tuple[list[str], float] | None:
+        """The genres ``user_id`` stated last and when (``(genres, created_at)``), or None."""
+        rows = self._fast("SELECT genres, created_at FROM preferences WHERE user_id = ? "
+                          "ORDER BY seq DESC LIMIT 1", (user_id,))
+        if not rows:
+            return None
+        genres = rows[0][0]
+        return (json.loads(genres) if isinstance(genres, str) else list(genres),
+                float(rows[0][1]))
+
+    @unavailable_on_db_error
+    def set_preferences(self, user_id: int, genres: Sequence[str], now: float) -> int:
+        """Log that ``user_id`` stated ``genres`` at ``now`` (the latest statement wins, in
+        log order: its seq comes from ``log_head`` like feedback's). Returns the seq."""
+        with self.write_engine.begin() as conn:
+            seq = int(conn.exec_driver_sql(self._next_seq_sql, (1,)).scalar_one())
+            conn.execute(preferences.insert().values(seq=seq, user_id=user_id,
+                                                     genres=list(genres), created_at=now))
+        return seq
 
     @unavailable_on_db_error
     def feedback_row(self, key: tuple[int, str, int, str]) -> dict[str, Any] | None:

@@ -115,3 +115,17 @@ policy_meta = sa.Table(
     sa.Column("arms_dir", sa.String(1000), nullable=False),
     sa.Column("updated_at", sa.Float(precision=53), nullable=False),
 )
+
+# Genres a user stated (``PUT /users/{id}/preferences``), one row per statement: the row with the
+# highest seq (taken from ``log_head`` like feedback's) is the user's current preference. Read
+# for users the arms do not know yet, whose cold-start slate they steer.
+preferences = sa.Table(
+    "preferences",
+    metadata,
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("user_id", sa.BigInteger, nullable=False),
+    # Genre names of the catalogue, in its order ([]: no preference).
+    sa.Column("genres", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.Float(precision=53), nullable=False),
+    sa.Index("ix_preferences_user_seq", "user_id", "seq"),
+)
