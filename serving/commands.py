@@ -6,11 +6,12 @@ calls these; they return an exit code and print the user-facing output.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,17 +67,24 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
         raise ValueError(f"arms names {list(arms)} must equal settings.arms {settings.arms}")
     store = open_store(settings.resolved_db_url(), timeout_s=settings.store_timeout_s)
     store.create_schema(settings.arms)
-    catalog = catalog if catalog is not None else load_catalog(settings)
+    if catalog is None:
+        logger.info("loading the %s data", settings.dataset)
+        catalog = load_catalog(settings)
     state_dir = settings.resolved_state_dir()
     with file_lock(state_dir / "arms.lock"):
         meta = store.policy_meta()
         if meta is not None and all((Path(meta.arms_dir) / f"{n}.npz").is_file()
                                     for n in settings.arms):
+            logger.info("loading the arms of policy version %d from %s", meta.version,
+                        meta.arms_dir)
             models = load_arms(Path(meta.arms_dir), settings.arms)
         else:
             if meta is not None:
                 logger.warning("arms of version %d missing in %s; fitting them again",
                                meta.version, meta.arms_dir)
+            elif arms is None:
+                logger.info("first start: fitting the arms once (saved under %s for the "
+                            "next starts)", state_dir)
             models = dict(arms) if arms is not None else fit_arms(settings.arms, catalog,
                                                                   seed=settings.seed)
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
@@ -89,6 +97,37 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
     return Resources(store, catalog, arm_set)
 
 
+#: The loggers whose INFO lines show a command's start-up progress (see progress_on_stderr).
+PROGRESS_LOGGERS = ("serving.commands", "serving.armset")
+
+
+@contextlib.contextmanager
+def progress_on_stderr() -> Iterator[None]:
+    """Show the start-up's progress on stderr whatever the log level: the data loading, each
+    arm's fit with its time, the arms loaded (a first ``serve`` on MovieLens fits for ~20 s and
+    would otherwise print nothing until it listens).
+
+    The INFO lines of :data:`PROGRESS_LOGGERS` go to stderr as ``recbandits: <message>`` inside
+    the block (not to the root logger too, so ``-v`` prints them once); the loggers' levels and
+    handlers are restored on exit.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("recbandits: %(message)s"))
+    loggers = [logging.getLogger(name) for name in PROGRESS_LOGGERS]
+    saved = [(log.level, log.propagate) for log in loggers]
+    for log in loggers:
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    try:
+        yield
+    finally:
+        for log, (level, propagate) in zip(loggers, saved, strict=True):
+            log.removeHandler(handler)
+            log.setLevel(level)
+            log.propagate = propagate
+
+
 def serve(settings: Settings) -> int:
     """Prepare the store and arms once, then run uvicorn with ``settings.workers`` workers.
 
@@ -99,7 +138,8 @@ def serve(settings: Settings) -> int:
 
     from serving.api.protocol import uvicorn_options
 
-    resources = prepare(settings)
+    with progress_on_stderr():
+        resources = prepare(settings)
     resources.store.dispose()
     env = settings.to_env()
     os.environ.update(env)
@@ -120,9 +160,10 @@ def retrain(settings: Settings, out: TextIO | None = None) -> int:
     A running service picks the new version up within its refresh interval.
     """
     out = out if out is not None else sys.stdout  # looked up per call: tests redirect it
-    resources = prepare(settings)
-    version, n_ratings, _ = retrain_arms(settings, resources.store, resources.catalog,
-                                         resources.arm_set.models)
+    with progress_on_stderr():
+        resources = prepare(settings)
+        version, n_ratings, _ = retrain_arms(settings, resources.store, resources.catalog,
+                                             resources.arm_set.models)
     print(f"retrained {', '.join(settings.arms)} on {resources.catalog.name} plus "
           f"{n_ratings} feedback ratings: policy version {version}", file=out)
     resources.store.dispose()

@@ -11,20 +11,29 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from test_serving_support import read_table, store_url
+from test_serving_support import REPO, free_port, read_table, store_url
 
 from arms.data import load_movielens
 from arms.data.dataset import Dataset
 from serving.app import create_app
 from serving.settings import Settings
-from serving.store.tables import log_head, preferences
+from serving.store.tables import decisions, feedback, log_head, preferences
 
 
 # ---------------------------------------------------------------------------- item 7: year
@@ -233,3 +242,111 @@ def test_a_newcomers_stated_genres_come_first(pref_client: TestClient,
     # A known user's statement is stored but the policy still serves them.
     assert pref_client.put("/users/1/preferences", json={"genres": [rare]}).status_code == 200
     assert _slate(pref_client, 1, 5)["cold_start"] is False
+
+
+# ---------------------------------------------------------------------------- item 8: progress
+def test_prepare_shows_each_arms_fit_then_loads_them(
+        tmp_path: Path, serving_catalog: Dataset, capsys: pytest.CaptureFixture[str]) -> None:
+    from serving.commands import PROGRESS_LOGGERS, prepare, progress_on_stderr
+
+    settings = Settings(state_dir=tmp_path / "state", arms=["svd", "popularity"], seed=0)
+    with progress_on_stderr():
+        prepare(settings, catalog=serving_catalog).store.dispose()
+    first = capsys.readouterr().err.splitlines()
+    assert first[0].startswith("recbandits: first start: fitting the arms once (saved under "
+                               f"{tmp_path / 'state'}")
+    assert [re.sub(r"\d+\.\d s$", "T s", line) for line in first[1:]] == [
+        f"recbandits: fitting arm svd (1 of 2) on {serving_catalog}",
+        "recbandits: fitted arm svd in T s",
+        f"recbandits: fitting arm popularity (2 of 2) on {serving_catalog}",
+        "recbandits: fitted arm popularity in T s"]
+    with progress_on_stderr():
+        prepare(settings, catalog=serving_catalog).store.dispose()
+    again = capsys.readouterr().err.splitlines()
+    assert len(again) == 1
+    assert again[0].startswith("recbandits: loading the arms of policy version 1 from ")
+    # Outside the block the loggers are as they were: nothing shown at the default level.
+    assert all(logging.getLogger(n).level == logging.NOTSET for n in PROGRESS_LOGGERS)
+    prepare(settings, catalog=serving_catalog).store.dispose()
+    assert capsys.readouterr().err == ""
+
+
+# ---------------------------------------------------------------------------- item 4: README
+def readme_block(marker: str) -> str:
+    """The shell commands of README.md's fenced block between ``<!-- marker -->`` and
+    ``<!-- /marker -->``."""
+    text = (REPO / "README.md").read_text()
+    match = re.search(rf"<!-- {marker} -->\s*```bash\n(.*?)```\s*<!-- /{marker} -->", text,
+                      re.DOTALL)
+    assert match is not None, f"README.md has no ```bash block between <!-- {marker} --> marks"
+    return match.group(1)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, Path, str]]:
+    """``recbandits serve --dataset synthetic`` (a first start) on a free loopback port, with
+    the README's admin token; its stdout and stderr in separate files."""
+    root = tmp_path_factory.mktemp("served")
+    port = free_port()
+    out, err = root / "stdout.txt", root / "stderr.txt"
+    env = {**os.environ, "RECBANDITS_ADMIN_TOKEN": "secret", "RECBANDITS_SEED": "1"}
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "experiments.cli", "serve", "--dataset", "synthetic",
+             "--arms", "svd,popularity", "--port", str(port), "--state-dir", str(root / "state")],
+            env=env, cwd=REPO, stdout=stdout, stderr=stderr, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"serve did not come up: {err.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        yield base, out, err, f"sqlite:///{root / 'state' / 'recbandits.db'}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(30)
+
+
+def test_serve_shows_its_progress_on_stderr(served: tuple[str, Path, Path, str]) -> None:
+    _, out, err, _ = served
+    lines = err.read_text().splitlines()
+    progress = [line for line in lines if line.startswith("recbandits: ")]
+    assert progress[0] == "recbandits: loading the synthetic data"
+    assert progress[1].startswith("recbandits: first start: fitting the arms once")
+    assert [re.sub(r"\d+\.\d s$", "T s", re.sub(r" on .*$", "", line))
+            for line in progress[2:6]] == [
+        "recbandits: fitting arm svd (1 of 2)", "recbandits: fitted arm svd in T s",
+        "recbandits: fitting arm popularity (2 of 2)", "recbandits: fitted arm popularity in T s"]
+    assert not any(line.startswith("recbandits: ") for line in out.read_text().splitlines()
+                   if "fit" in line)  # progress goes to stderr, the address to stdout
+    assert "recbandits: serving svd, popularity (policy version 1)" in out.read_text()
+
+
+def test_readme_serve_example_works_when_pasted(served: tuple[str, Path, Path, str]) -> None:
+    base, _, _, url = served
+    script = readme_block("serve-example")
+    assert "localhost:8000" in script and "<" not in script  # no placeholder to fill in
+    script = script.replace("localhost:8000", base.removeprefix("http://"))
+    run = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    # The like named the slate's event and its first movie, and rewarded the arm.
+    decision = next(r for r in read_table(url, decisions) if r["user_id"] == 196)
+    (liked,) = [r for r in read_table(url, feedback) if r["user_id"] == 196]
+    assert (liked["event_id"], liked["movie_id"], liked["feedback_type"]) == (
+        decision["event_id"], decision["slate"][0], "like")
+    assert liked["counted"] and '"policy_updated": true' in run.stdout
+    # The newcomer's genres were stored and their five films are Comedies or Romances.
+    assert '["Comedy","Romance"]' in run.stdout.splitlines()
+    newcomer = [json.loads(line) for line in run.stdout.splitlines()
+                if line.startswith('["') and line.endswith("]]")]
+    assert len(newcomer) == 5
+    assert all({"Comedy", "Romance"} & set(genres) for _, genres in newcomer)
+    assert '"policy_version": 2' in run.stdout  # the retrain
