@@ -340,3 +340,77 @@ def test_page_fits_a_phone_shows_no_emoji_and_works_by_keyboard(tmp_path: Path) 
         assert f"raised {got['served']}'s chance" in got["movement"]
         assert f"the draw fell on {got['drawn']}" in got["movement"]
         assert got["problems"] == []
+
+
+@pytest.mark.slow
+def test_the_push_brings_a_like_sent_from_elsewhere_and_a_dropped_stream_is_shown(
+        tmp_path: Path) -> None:
+    """At 1280 and 390 px, the page's stream is up; a like of user USER sent by another client
+    (httpx) brings the next list and the policy to the page without a reload or a poll; when the
+    server goes away, the page says the live updates are interrupted."""
+    executable = _chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        _unavailable(f"playwright is not installed: {exc} (pip install -e '.[dev]')")
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    server = ServiceProcess(["--dataset", "synthetic", "--arms", ARMS, "--seed", "1",
+                             "--state-dir", str(tmp_path / "state"), "--db", url],
+                            ENV, tmp_path / "server.log")
+    seen: dict[str, dict] = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        pages = {}
+        try:
+            for name, width in (("desktop", 1280), ("phone", 390)):
+                page = browser.new_page(viewport={"width": width, "height": 900})
+                problems: list[str] = []
+                page.on("pageerror", lambda exc, problems=problems: problems.append(str(exc)))
+                page.goto(f"{server.base}/?user={USER}", wait_until="domcontentloaded")
+                page.wait_for_selector("#recs[aria-busy='false'] li.movie")
+                page.wait_for_selector("#live-status[data-live='on']", timeout=15_000)
+                event_id = page.get_attribute("#recs", "data-event-id")
+                outcomes = sum(_arm_numbers(page, a)["successes"] for a in ARMS.split(","))
+                # A like of USER sent by another client, on a list the page never showed.
+                with httpx.Client(base_url=server.base, timeout=30) as client:
+                    slate = client.get("/recommendations", params={"user_id": USER}).json()
+                    liked = slate["items"][0]["movie_id"]
+                    stored = client.post("/feedback", json={
+                        "user_id": USER, "movie_id": liked, "feedback_type": "like",
+                        "event_id": slate["event_id"]})
+                assert stored.status_code == 201
+                _wait_for_new_list(page, event_id)
+                page.wait_for_selector("#status:has-text('elsewhere')")
+                seen[name] = {
+                    "event_id": page.get_attribute("#recs", "data-event-id"),
+                    "movies": [m["movie"] for m in _slate(page)], "liked": liked,
+                    "successes": sum(_arm_numbers(page, a)["successes"]
+                                     for a in ARMS.split(",")),
+                    "before": outcomes, "status": page.text_content("#status"),
+                    "overflow": page.evaluate(OVERFLOW), "problems": problems,
+                }
+                pages[name] = page
+        finally:
+            server.stop()
+        # The server is gone: each page says so (EventSource keeps retrying meanwhile).
+        for name, page in pages.items():
+            page.wait_for_selector("#live-status[data-live='off']", timeout=15_000)
+            seen[name]["dropped"] = page.text_content("#live-status")
+        browser.close()
+
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        logged = set(conn.execute(sa.text("SELECT event_id FROM decisions WHERE user_id = :u"),
+                                  {"u": USER}).scalars())
+    engine.dispose()
+    for name, got in seen.items():
+        assert got["problems"] == [], (name, got["problems"])
+        # The pushed list is a logged decision of the user, without the film liked elsewhere.
+        assert got["event_id"] in logged, name
+        assert got["liked"] not in got["movies"] and len(got["movies"]) == 10
+        assert f"like of movie {got['liked']}" in got["status"]
+        # The pushed policy panel counts the like (one more success somewhere).
+        assert got["successes"] == got["before"] + 1, (name, got)
+        scroll, inner = got["overflow"]
+        assert scroll <= inner, f"{name}: page {scroll} px wide in a {inner} px window"
+        assert "interrupted" in got["dropped"] or "off" in got["dropped"], got["dropped"]

@@ -4,7 +4,8 @@
 "use strict";
 
 (() => {
-  const POLL_MS = 5000;
+  // How long a like waits for its own push before the page asks for the list itself.
+  const PUSH_WAIT_MS = 4000;
   const $ = (id) => document.getElementById(id);
 
   const state = {
@@ -13,6 +14,14 @@
     slate: null,      // the last /recommendations body shown
     policy: null,     // the last /policy body shown
     busy: false,
+  };
+
+  // The live push: one EventSource on GET /users/{id}/stream for the user shown.
+  const live = {
+    source: null,
+    key: null,        // "user/k" of the open stream
+    ready: false,     // its "ready" event arrived and it has not failed since
+    waiters: [],      // this page's own feedback waiting for its push: {movieId, type, resolve}
   };
 
   class ApiError extends Error {
@@ -147,8 +156,12 @@
   // ------------------------------------------------------------------ recommendations
   async function loadRecommendations(reaction) {
     const path = `/recommendations?user_id=${state.userText}&k=${state.k}`;
+    return showSlate(await api("GET", path), reaction);
+  }
+
+  // A slate from GET /recommendations or from the push (the same JSON).
+  function showSlate(slate, reaction) {
     const previous = state.slate;
-    const slate = await api("GET", path);
     state.slate = slate;
     const sameUser = previous && previous.user_id === slate.user_id;
     renderList(slate, sameUser ? previous : null, reaction);
@@ -262,11 +275,23 @@
       // user_id goes in as the digits typed so that large ids are not rounded by JSON numbers.
       const rest = JSON.stringify({ movie_id: item.movie_id, feedback_type: type,
                                     event_id: slate.event_id });
+      // Waiting before the POST: the push may arrive before its answer does.
+      const pushed = awaitPush(item.movie_id, type);
       const stored = await api("POST", "/feedback", `{"user_id":${state.userText},${rest.slice(1)}`);
       const reaction = { type, movie: { movie_id: item.movie_id, genres: item.genres, name } };
       const before = state.policy;
-      const { slate: next, previous } = await loadRecommendations(reaction);
-      await refreshPolicy(next.cold_start ? null : next.arm);
+      // The stream brings the next list (a logged decision) and the policy; without it (not
+      // connected, or late) the page asks for both itself.
+      const update = await pushed;
+      let next;
+      let previous;
+      if (update) {
+        ({ slate: next, previous } = showSlate(update.recommendations, reaction));
+        showPolicy(update.policy, next.cold_start ? null : next.arm);
+      } else {
+        ({ slate: next, previous } = await loadRecommendations(reaction));
+        await refreshPolicy(next.cold_start ? null : next.arm);
+      }
       showReward(stored, type, name, before, state.policy);
       showMovement(stored, type, before, state.policy, next);
       const note = String(stored.note).replace(/[.\s]+$/, "");
@@ -379,7 +404,10 @@
 
   // ------------------------------------------------------------------ policy
   async function refreshPolicy(servedArm) {
-    const policy = await api("GET", "/policy");
+    showPolicy(await api("GET", "/policy"), servedArm);
+  }
+
+  function showPolicy(policy, servedArm) {
     renderPolicy(policy, state.policy, servedArm);
     state.policy = policy;
   }
@@ -457,6 +485,55 @@
       + `updated ${new Date().toLocaleTimeString()}.`;
   }
 
+  // ------------------------------------------------------------------ a newcomer's genres
+  // A user the arms do not know gets the popularity list; PUT /users/{id}/preferences puts
+  // the genres they pick first. The picker shows only for such a user.
+  async function showGenrePicker(slate) {
+    const form = $("genre-form");
+    if (!slate.cold_start) {
+      form.hidden = true;
+      return;
+    }
+    const prefs = await api("GET", `/users/${state.userText}/preferences`);
+    const chosen = new Set(prefs.genres);
+    const options = $("genre-options");
+    options.replaceChildren();
+    for (const genre of prefs.available) {
+      const label = el("label", "genre-option");
+      const box = el("input");
+      box.type = "checkbox";
+      box.name = "genre";
+      box.value = genre;
+      box.checked = chosen.has(genre);
+      label.append(box, genre);
+      options.append(label);
+    }
+    form.hidden = false;
+  }
+
+  async function onSaveGenres(event) {
+    event.preventDefault();
+    if (state.busy) return;
+    clearError();
+    const genres = Array.from($("genre-options").querySelectorAll("input:checked"))
+      .map((box) => box.value);
+    setBusy(true);
+    $("save-genres").disabled = true;
+    try {
+      await api("PUT", `/users/${state.userText}/preferences`, JSON.stringify({ genres }));
+      const { slate } = await loadRecommendations(null);
+      setStatus(genres.length
+        ? `Saved: ${genres.join(", ")}. The list now puts these genres first.`
+        : "Cleared your genres: the list is the most popular films.");
+      if (!slate.cold_start) $("genre-form").hidden = true;
+    } catch (err) {
+      showError(err.message);
+    } finally {
+      setBusy(false);
+      $("save-genres").disabled = false;
+    }
+  }
+
   // ------------------------------------------------------------------ wiring
   function readForm() {
     const userText = $("user-id").value.trim();
@@ -490,6 +567,8 @@
       window.history.replaceState(null, "", url);
       const { slate } = await loadRecommendations(null);
       await refreshPolicy(slate.cold_start ? null : slate.arm);
+      await showGenrePicker(slate);
+      watchStream();
       setStatus(`${slate.items.length} movies for user ${state.userText}.`);
     } catch (err) {
       showError(err.message);
@@ -504,25 +583,91 @@
     sendFeedback(Number(button.dataset.movieId), button.dataset.feedback, button);
   }
 
-  // Keeps the policy panel current with other users' feedback. The one place that polls
-  // GET /policy: a push stream (Server-Sent Events) replaces this function alone.
-  function watchPolicy() {
-    window.setInterval(async () => {
-      if (document.hidden || state.busy || !state.policy) return;
-      try {
-        await refreshPolicy($("served-arm").dataset.arm || null);
-      } catch (err) {
-        $("policy-meta").textContent = `Could not refresh the policy: ${err.message}`;
+  // ------------------------------------------------------------------ live push
+  // GET /users/{id}/stream (Server-Sent Events) replaces polling /policy: after each feedback
+  // of the user shown, sent from this page or from anywhere else, the service pushes the next
+  // list and the policy panel. EventSource reconnects by itself and sends Last-Event-ID, so
+  // the service replays what was missed; while it is down the page says so, and its own likes
+  // fetch the list and the policy themselves.
+  function setLive(text, ok) {
+    const box = $("live-status");
+    box.textContent = text;
+    box.dataset.live = ok ? "on" : "off";
+  }
+
+  function awaitPush(movieId, type) {
+    if (!live.ready) return Promise.resolve(null);
+    return new Promise((resolve) => {
+      const waiter = { movieId, type, resolve };
+      live.waiters.push(waiter);
+      window.setTimeout(() => settleWaiter(waiter, null), PUSH_WAIT_MS);
+    });
+  }
+
+  function settleWaiter(waiter, update) {
+    const i = live.waiters.indexOf(waiter);
+    if (i < 0) return;
+    live.waiters.splice(i, 1);
+    waiter.resolve(update);
+  }
+
+  function onUpdate(event) {
+    let update;
+    try {
+      update = JSON.parse(event.data);
+    } catch (_err) {
+      return;
+    }
+    if (String(update.user_id) !== state.userText) return;
+    const mine = live.waiters.find((w) => update.feedback.some(
+      (f) => f.movie_id === w.movieId && f.feedback_type === w.type));
+    if (mine) {
+      settleWaiter(mine, update);  // sendFeedback shows it, with the movement
+      return;
+    }
+    // Feedback sent from elsewhere (another tab, device or client).
+    const { slate } = showSlate(update.recommendations, null);
+    showPolicy(update.policy, slate.cold_start ? null : slate.arm);
+    const what = update.feedback.map((f) => `${f.feedback_type} of movie ${f.movie_id}`);
+    setStatus(`Updated live after feedback sent elsewhere (${what.join(", ")}): `
+      + `a new list from ${slate.cold_start ? "the cold-start list" : slate.arm}.`);
+  }
+
+  function watchStream() {
+    const key = `${state.userText}/${state.k}`;
+    if (live.key === key && live.source) return;
+    if (live.source) live.source.close();
+    live.key = key;
+    live.ready = false;
+    setLive("Live updates: connecting…", false);
+    const source = new EventSource(`/users/${state.userText}/stream?k=${state.k}`);
+    live.source = source;
+    source.addEventListener("ready", () => {
+      live.ready = true;
+      setLive("Live: new lists and the policy arrive as feedback is sent, from anywhere.", true);
+    });
+    source.addEventListener("update", onUpdate);
+    source.addEventListener("unavailable", () => {
+      setLive("Live updates paused: the service's store is unavailable; reconnecting…", false);
+    });
+    source.addEventListener("error", () => {
+      live.ready = false;
+      for (const waiter of live.waiters.slice()) settleWaiter(waiter, null);
+      if (source.readyState === EventSource.CLOSED) {
+        setLive("Live updates are off (the service refused the stream, e.g. too many open); "
+          + "lists and the policy refresh after your own feedback. Reload to retry.", false);
+      } else {
+        setLive("Live updates interrupted; reconnecting (nothing sent meanwhile is lost)…", false);
       }
-    }, POLL_MS);
+    });
   }
 
   document.addEventListener("DOMContentLoaded", () => {
     const fromUrl = new URL(window.location.href).searchParams.get("user");
     if (fromUrl && /^\d+$/.test(fromUrl)) $("user-id").value = fromUrl;
     $("user-form").addEventListener("submit", onSubmit);
+    $("genre-form").addEventListener("submit", onSaveGenres);
     $("recs").addEventListener("click", onListClick);
-    watchPolicy();
     onSubmit(null);
   });
 })();

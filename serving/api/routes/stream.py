@@ -20,8 +20,9 @@ The events::
 
     : heartbeat                      (a comment, every ``stream_heartbeat_s`` when idle)
 
-    event: error                     (the store failed: the stream ends; reconnecting with
-    data: {"detail": ..., "code": ...}  Last-Event-ID replays what this event did not send)
+    event: unavailable               (the store failed: the stream ends; reconnecting with
+    data: {"detail": ..., "code": ...}  Last-Event-ID replays what this event did not send;
+                                     not "error", which is EventSource's own event name)
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ async def events(request: Request, streams: StreamHub, stream: Stream, k: int,
                 chunk = await update_event(request, stream, k, rows)
             except ServingError as exc:
                 # The rows are not marked sent: a reconnect with Last-Event-ID replays them.
-                yield sse("error", {"detail": exc.message, "code": exc.code})
+                yield sse("unavailable", {"detail": exc.message, "code": exc.code})
                 return
             stream.sent = rows[-1]["seq"]
             yield chunk
