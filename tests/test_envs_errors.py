@@ -86,7 +86,8 @@ def test_latent_model_that_cannot_be_built_is_a_clear_error(toy):
         ({"temperature": 0}, ValueError, "temperature"),
         ({"like_threshold": 1.0}, ValueError, "dislike_threshold must be below"),
         ({"drift_steps": 0}, ValueError, "drift_steps must be None or an integer >= 1"),
-        ({"dataset": "ml-100k"}, TypeError, "dataset must be an arms.data.Dataset"),
+        ({"dataset": 100}, TypeError, "dataset must be an arms.data.Dataset"),
+        ({"dataset": "ml-2m"}, ValueError, "ml-2m"),
         ({"render_mode": "human"}, ValueError, "render_mode"),
     ],
 )
