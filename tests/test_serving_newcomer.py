@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from test_serving_support import REPO, free_port, read_table, store_url
+from test_serving_support import REPO, ServiceProcess, free_port, read_table, store_url
 
 from arms.data import load_movielens
 from arms.data.dataset import Dataset
@@ -350,3 +350,60 @@ def test_readme_serve_example_works_when_pasted(served: tuple[str, Path, Path, s
     assert len(newcomer) == 5
     assert all({"Comedy", "Romance"} & set(genres) for _, genres in newcomer)
     assert '"policy_version": 2' in run.stdout  # the retrain
+
+
+# ---------------------------------------------------------------------------- the demo page
+@pytest.mark.slow
+def test_demo_page_offers_a_newcomer_a_genre_picker(tmp_path: Path) -> None:
+    """At 390 px: a newcomer sees the picker, ticks Comedy by keyboard and saves; the list
+    that comes puts Comedies first and the page does not overflow. A known user sees none."""
+    from test_demo_page import ARMS, CHROMIUM_ARGS, ENV, OVERFLOW, USER, _chromium, _unavailable
+
+    executable = _chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        _unavailable(f"playwright is not installed: {exc} (pip install -e '.[dev]')")
+    server = ServiceProcess(["--dataset", "synthetic", "--arms", ARMS, "--seed", "1",
+                             "--state-dir", str(tmp_path / "state")], ENV, tmp_path / "log")
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 390, "height": 900})
+            problems: list[str] = []
+            page.on("pageerror", lambda exc: problems.append(str(exc)))
+            page.goto(f"{server.base}/?user={NEWCOMER}", wait_until="domcontentloaded")
+            page.wait_for_selector("#genre-form:not([hidden]) input[value='Comedy']")
+            page.wait_for_selector("#recs[aria-busy='false'] li.movie")
+            offered = page.eval_on_selector_all("#genre-options input", "e => e.map(x => x.value)")
+            before = page.eval_on_selector_all(
+                "#recs li.movie", "e => e.map(x => x.dataset.genres.split('|'))")
+            event_id = page.get_attribute("#recs", "data-event-id")
+            page.focus("#genre-options input[value='Comedy']")
+            page.keyboard.press("Space")
+            page.keyboard.press("Tab")  # past the other genres to the save button
+            while page.evaluate("() => document.activeElement.id") != "save-genres":
+                page.keyboard.press("Tab")
+            page.keyboard.press("Enter")
+            page.wait_for_selector(f"#recs[aria-busy='false']:not([data-event-id='{event_id}'])"
+                                   " li.movie", timeout=15_000)
+            after = page.eval_on_selector_all(
+                "#recs li.movie", "e => e.map(x => x.dataset.genres.split('|'))")
+            status = page.text_content("#status")
+            overflow = page.evaluate(OVERFLOW)
+            page.goto(f"{server.base}/?user={USER}", wait_until="domcontentloaded")
+            page.wait_for_selector("#recs[aria-busy='false'] li.movie")
+            known_hidden = page.is_hidden("#genre-form")
+            browser.close()
+        stated = httpx.get(f"{server.base}/users/{NEWCOMER}/preferences").json()["genres"]
+    finally:
+        server.stop()
+    assert offered[:3] == ["unknown", "Action", "Adventure"] and "Comedy" in offered
+    assert stated == ["Comedy"]
+    assert all("Comedy" in genres for genres in after), after
+    assert len(before) == len(after) == 10
+    assert sum("Comedy" in genres for genres in before) < 5  # plain popularity: 2 of 10 here
+    assert status.startswith("Saved: Comedy. The list now puts these genres first.")
+    assert overflow[0] <= overflow[1], overflow
+    assert known_hidden
+    assert problems == []
