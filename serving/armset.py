@@ -264,6 +264,8 @@ class ArmSet:
         first, then the others, each part in popularity order (ties to the lower index), so
         a slate is full even where those genres hold fewer than ``k`` items. The scores stay
         the popularity scores. Cached like the arms' rankings (one sort of the items each).
+        Once the user's session has likes or dislikes, the service's session adjustment
+        re-ranks those scores instead (the genres of what they liked then lead).
 
         Raises
         ------

@@ -65,6 +65,7 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
     """
     if arms is not None and list(arms) != list(settings.arms):
         raise ValueError(f"arms names {list(arms)} must equal settings.arms {settings.arms}")
+    _warn_of_an_old_state_folder(settings)
     store = open_store(settings.resolved_db_url(), timeout_s=settings.store_timeout_s)
     store.create_schema(settings.arms)
     if catalog is None:
@@ -95,6 +96,18 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
                            cold_start_arm=settings.cold_start_arm,
                            cache_size=settings.score_cache_size)
     return Resources(store, catalog, arm_set)
+
+
+def _warn_of_an_old_state_folder(settings: Settings) -> None:
+    """Say where an earlier recbandits' state is, if the default folder moved away from it
+    (until issue 14 the default was ``<data>/serving``; a new default starts a new store)."""
+    if settings.state_dir is not None or settings.db or settings.data is None:
+        return
+    old = Path(settings.data) / "serving"
+    if (old / "recbandits.db").is_file() and old != settings.resolved_state_dir():
+        logger.warning("the state folder is now %s; an earlier recbandits kept its store and "
+                       "arms in %s: pass --state-dir %s to keep using them",
+                       settings.resolved_state_dir(), old, old)
 
 
 #: The loggers whose INFO lines show a command's start-up progress (see progress_on_stderr).

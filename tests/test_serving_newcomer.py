@@ -407,3 +407,28 @@ def test_demo_page_offers_a_newcomer_a_genre_picker(tmp_path: Path) -> None:
     assert overflow[0] <= overflow[1], overflow
     assert known_hidden
     assert problems == []
+
+
+def test_an_old_state_folder_is_pointed_out(tmp_path: Path, serving_catalog: Dataset,
+                                            monkeypatch: pytest.MonkeyPatch,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    from serving.commands import prepare
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state-home"))
+    old = tmp_path / "data" / "serving"
+    old.mkdir(parents=True)
+    (old / "recbandits.db").touch()
+    settings = Settings(data=tmp_path / "data", arms=["popularity"], seed=0)
+    with caplog.at_level("WARNING", logger="serving.commands"):
+        prepare(settings, catalog=serving_catalog).store.dispose()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"the state folder is now {tmp_path / 'state-home' / 'recbandits'}; an earlier "
+        f"recbandits kept its store and arms in {old}: pass --state-dir {old} to keep using them"]
+    # The new store is in the state folder; the old one is left alone.
+    assert (tmp_path / "state-home" / "recbandits" / "recbandits.db").stat().st_size > 0
+    assert (old / "recbandits.db").stat().st_size == 0
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="serving.commands"):
+        prepare(settings.model_copy(update={"state_dir": old / "elsewhere"}),
+                catalog=serving_catalog).store.dispose()
+    assert caplog.records == []
