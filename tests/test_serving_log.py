@@ -107,7 +107,7 @@ def test_a_like_waiting_for_a_locked_store_and_the_settle_sweep_decide_once(
     At fa0c8ed the sweep settled such a decision as reward 0 and the like was counted as well:
     ``rebuild-state`` printed ``match: NO`` in 2 of 3 trials (lock 9 s, window 3 s).
     """
-    window, grace, interval = 1.0, 0.1, 2.5
+    window, grace, interval = 2.0, 0.1, 3.5
     settings = settings_for(tmp_path, reward_window_s=window, settle_grace_s=grace,
                             sweep_interval_s=interval, store_timeout_s=30.0)
     url = settings.resolved_db_url()
