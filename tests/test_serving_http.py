@@ -86,8 +86,9 @@ class StubService:
         return {"policy": "stub", "policy_version": 3, "reward_window_s": 60.0, "arms": []}
 
 
-def stub_app(tmp: Path) -> tuple[FastAPI, StubService]:
-    app = create_app(Settings(state_dir=tmp, arms=["svd", "popularity"], admin_token=TOKEN))
+def stub_app(tmp: Path, **settings: Any) -> tuple[FastAPI, StubService]:
+    app = create_app(Settings(state_dir=tmp, arms=["svd", "popularity"], admin_token=TOKEN,
+                              **settings))
     service = StubService()
 
     @asynccontextmanager
@@ -332,3 +333,56 @@ def test_the_schema_documents_the_starlette_routes_from_their_models(
             if "422" in op["responses"]:
                 ref = op["responses"]["422"]["content"]["application/json"]["schema"]["$ref"]
                 assert ref.endswith("/ErrorOut")
+
+
+def test_cross_origin_requests_get_the_same_answers(tmp_path: Path) -> None:
+    """With CORS on, a cross-origin request (through the CORS middleware) gets the same status
+    and body as a same-origin one, errors included, and is counted alike."""
+    origin = "https://shop.example"
+    app, service = stub_app(tmp_path, cors_origins=[origin], max_body_bytes=1024)
+
+    async def broken(user_id: int, k: int) -> None:
+        raise RuntimeError("arm exploded")
+
+    requests: list[tuple[str, str, dict[str, Any]]] = [
+        ("GET", "/recommendations?user_id=5&k=2", {}),
+        ("GET", "/recommendations?user_id=1_0", {}),
+        ("GET", "/recommendations", {}),
+        ("POST", "/feedback", {"json": GOOD}),
+        ("POST", "/feedback", {"json": {**GOOD, "movie_id": 999}}),
+        ("POST", "/feedback", {"json": {**GOOD, "event_id": "0" * 32}}),
+        ("POST", "/feedback", {"content": b'{"user_id": NaN}',
+                               "headers": {"content-type": "application/json"}}),
+        ("POST", "/feedback", {"content": b"a=1",
+                               "headers": {"content-type": "text/plain"}}),
+        ("POST", "/feedback", {"content": b" " * 2000,
+                               "headers": {"content-type": "application/json"}}),
+        ("PUT", "/feedback", {}),
+        ("GET", "/recommendations?user_id=6", {"broken": True}),
+    ]
+    answers: dict[bool, list[tuple[int, Any]]] = {}
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for cross_origin in (False, True):
+            service.rows.clear()
+            answers[cross_origin] = []
+            for method, url, kwargs in requests:
+                kwargs = dict(kwargs)
+                if kwargs.pop("broken", False):
+                    service.recommend = broken  # type: ignore[method-assign]
+                headers = {**kwargs.pop("headers", {}),
+                           **({"Origin": origin} if cross_origin else {})}
+                response = client.request(method, url, headers=headers, **kwargs)
+                body = response.json()
+                if isinstance(body, dict):
+                    body.pop("created_at", None)
+                answers[cross_origin].append((response.status_code, body))
+                if response.status_code == 200:  # through CORS (413 is answered outside it)
+                    assert ("access-control-allow-origin" in response.headers) == cross_origin
+            service.recommend = StubService.recommend.__get__(service)  # type: ignore
+        text = client.get("/metrics").text
+    assert answers[False] == answers[True]
+    assert [status for status, _ in answers[False]] == [200, 422, 422, 201, 422, 404, 422,
+                                                        415, 413, 405, 500]
+    assert 'route="/recommendations",status="200"} 2.0' in text
+    assert 'route="unmatched",status="413"} 2.0' in text  # refused before routing
+    assert 'route="/recommendations",status="500"} 2.0' in text
