@@ -253,8 +253,10 @@ def test_cli_prints_the_table_and_exports(service_log: dict, tmp_path: Path) -> 
         assert cli_main(argv) == 0
     text = out.getvalue()
     assert "30 decisions evaluated (1 cold-start left out)" in text
+    # the service logs each decision's user-v1 context vector: contextual candidates too
     for name in ("always:popularity", "always:svd", "uniform", "greedy",
-                 "thompson(a=1,b=19)", "logging"):
+                 "thompson(a=1,b=19)", "LinTS(scale=1,ridge=1)", "LinUCB(alpha=0,ridge=1)",
+                 "best_arm_per_segment", "logging"):
         assert name in text
     assert "effective sample size" in err.getvalue()  # 30 decisions: low ESS warned about
     table = pd.read_csv(tmp_path / "ope" / "ope.csv")
@@ -265,6 +267,8 @@ def test_cli_prints_the_table_and_exports(service_log: dict, tmp_path: Path) -> 
     assert (table["ips_low"] <= table["ips"]).all() and (table["ips"] <= table["ips_high"]).all()
     summary = json.loads((tmp_path / "ope" / "summary.json").read_text())
     assert summary["decisions"] == 30 and summary["observed_mean_reward"] == pytest.approx(mean)
+    assert summary["feature_version"] == "user-v1"
+    assert "every 0/1 column" in summary["segments"]  # the service logs no feature names
 
     exported = pd.read_csv(tmp_path / "log.csv")
     assert len(exported) == 30 and set(exported["arm"]) <= set(service_log["arms"])
