@@ -9,6 +9,7 @@ assertions are on what arrived, never on how fast.
 from __future__ import annotations
 
 import queue
+import signal
 import socket
 import threading
 import time
@@ -20,7 +21,7 @@ import httpx
 import orjson
 import pytest
 import uvicorn
-from test_serving_support import ServiceProcess, free_port, read_table
+from test_serving_support import ServiceProcess, free_port, read_table, store_url
 
 from arms.data.dataset import Dataset
 from serving.api.protocol import uvicorn_options
@@ -287,27 +288,36 @@ def test_offer_drops_and_resyncs_beyond_the_queue() -> None:
 
 
 @pytest.mark.slow
-def test_a_feedback_on_another_worker_process_is_pushed(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'store.db'}"
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_feedback_on_another_worker_process_is_pushed_and_a_stop_ends_the_stream(
+        backend: str, tmp_path: Path) -> None:
+    """Two ``recbandits serve`` processes on one store (two workers, or two hosts): the stream
+    held by one gets the feedback the other took; SIGTERM with the stream open ends it and the
+    worker exits by itself (uvicorn waits for open responses, so a stream must end)."""
+    url = store_url(backend, tmp_path)
     args = ["--dataset", "synthetic", "--arms", ",".join(ARMS), "--seed", "1",
             "--state-dir", str(tmp_path / "state"), "--db", url]
     env = {"RECBANDITS_SYNTHETIC_USERS": "120", "RECBANDITS_SYNTHETIC_ITEMS": "200",
            "RECBANDITS_SYNTHETIC_RATINGS": "3000"}
     holder = ServiceProcess(args, env, tmp_path / "a.log")
     other = ServiceProcess(args, env, tmp_path / "b.log")
+    reader = None
     try:
         reader = EventReader(holder.base, 9)
-        try:
-            pid = reader.next("ready")["data"]["pid"]
-            liked = like(other.base, 9)
-            update = reader.next()
-            assert int(update["id"]) == seq_of(url, liked)
-            assert update["data"]["feedback"][0]["movie_id"] == liked["movie_id"]
-            assert pid == holder.proc.pid != other.proc.pid  # held by the other process
-            slate = update["data"]["recommendations"]
-            assert {r["event_id"] for r in read_table(url, decisions)} >= {slate["event_id"]}
-        finally:
-            reader.close()
+        pid = reader.next("ready")["data"]["pid"]
+        assert pid == holder.proc.pid != other.proc.pid  # held by the other process
+        liked = like(other.base, 9)
+        update = reader.next()
+        assert int(update["id"]) == seq_of(url, liked)
+        assert update["data"]["feedback"][0]["movie_id"] == liked["movie_id"]
+        slate = update["data"]["recommendations"]
+        assert {r["event_id"] for r in read_table(url, decisions)} >= {slate["event_id"]}
+        holder.stop()  # SIGTERM, the stream still open
+        assert holder.proc.returncode != -signal.SIGKILL, "the worker had to be killed"
+        reader.thread.join(WAIT_S)
+        assert not reader.thread.is_alive(), "the stream did not end"
     finally:
+        if reader is not None:
+            reader.close()
         other.stop()
         holder.stop()
