@@ -253,6 +253,9 @@ def read_log(url: str, *, as_of: float | None = None, include_open: bool = False
         n_cold = store.decision_log_rows(lambda rows: parts.append(_arrays(rows, arms)),
                                          partition=partition)
         source = store.describe()
+        _, _, logged_version, _ = _features(parts) if parts else (None, None, None, None)
+        stored_names = (store.feature_names(logged_version) if logged_version is not None
+                        else None)
     finally:
         store.dispose()
     if not parts:
@@ -291,6 +294,8 @@ def read_log(url: str, *, as_of: float | None = None, include_open: bool = False
     observed = np.flatnonzero(decided & ~unknown)
     observed = observed[np.argsort(cat["decided_at"][observed], kind="stable")]
     ctx_names = parts[0]["context_names"].tolist()
+    if logged_names is None:
+        logged_names = stored_names  # the service logs the names once per feature set
     names = list(feature_names) if feature_names is not None else logged_names
     d = 0 if features_all is None else features_all.shape[1]
     if feature_names is not None and len(feature_names) != d:

@@ -115,7 +115,9 @@ class RecommendationService:
         self.on_decision: Callable[[str], None] = lambda arm: None
 
     def start(self) -> None:
-        """Read the state once, then keep it fresh in a background thread."""
+        """Log the feature set's names, read the state once, then keep it fresh in a
+        background thread."""
+        self.store.register_feature_set(self.features.version, self.features.names)
         self.refresh()
         self.arm_set.warm()  # before the first request, so none pays for scoring
         self._refresher = threading.Thread(target=self._refresh_loop, daemon=True,

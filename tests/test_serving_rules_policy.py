@@ -209,3 +209,25 @@ def test_any_policy_is_served_and_equals_the_fold_of_its_log(
     out = io.StringIO()
     assert rebuild_state(settings, out) == 0, out.getvalue()
     assert "match: yes" in out.getvalue()
+
+
+def test_the_feature_names_are_logged_once_per_feature_set(tmp_path: Path) -> None:
+    from serving import offpolicy
+
+    catalog = make_synthetic(40, 60, 800, random_state=0)
+    settings = Settings(state_dir=tmp_path / "state", arms=ARMS, seed=1)
+    with TestClient(create_app(settings, catalog=catalog)) as client:
+        for user in range(1, 6):
+            client.get("/recommendations", params={"user_id": user, "k": 4})
+    store = open_store(settings.resolved_db_url())
+    try:
+        names = UserFeatures(catalog).names
+        assert store.feature_names("user-v1") == names
+        assert store.feature_names("user-v0") is None
+        store.register_feature_set("user-v1", names)  # the same names again: fine
+        with pytest.raises(ValueError, match="needs a new version"):
+            store.register_feature_set("user-v1", names[::-1])
+    finally:
+        store.dispose()
+    log = offpolicy.read_log(settings.resolved_db_url(), include_open=True)
+    assert log.feature_names == names  # ope finds the names the service logged

@@ -39,6 +39,7 @@ from serving.store.errors import store_unavailable, unavailable_on_db_error
 from serving.store.tables import (
     arm_state,
     decisions,
+    feature_sets,
     feedback,
     feedback_ratings,
     log_head,
@@ -259,6 +260,34 @@ class Store(abc.ABC):
             conn.execute(self.insert(log_head).values(id=1, seq=0).on_conflict_do_nothing())
             for arm in arms:
                 conn.execute(self.insert(arm_state).values(arm=arm).on_conflict_do_nothing())
+
+    @unavailable_on_db_error
+    def register_feature_set(self, version: str, names: Sequence[str]) -> None:
+        """Log the names of feature set ``version`` (once; a version never changes meaning).
+
+        Raises
+        ------
+        ValueError
+            ``version`` is logged already with other names.
+        """
+        with self.write_engine.begin() as conn:
+            conn.execute(self.insert(feature_sets).values(version=version, names=list(names))
+                         .on_conflict_do_nothing())
+            stored = conn.execute(sa.select(feature_sets.c.names)
+                                  .where(feature_sets.c.version == version)).scalar_one()
+        if list(stored) != list(names):
+            raise ValueError(f"feature set {version!r} is logged with other names; a changed "
+                             "feature set needs a new version")
+
+    @unavailable_on_db_error
+    def feature_names(self, version: str) -> list[str] | None:
+        """The names of feature set ``version``'s vector, or None if it was never logged."""
+        if not sa.inspect(self.read_engine).has_table(feature_sets.name):
+            return None
+        with self.read_engine.connect() as conn:
+            names = conn.execute(sa.select(feature_sets.c.names)
+                                 .where(feature_sets.c.version == version)).scalar_one_or_none()
+        return None if names is None else list(names)
 
     def has_log(self) -> bool:
         """Whether the database holds a decision log (a ``decisions`` table)."""

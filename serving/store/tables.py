@@ -81,6 +81,15 @@ outcomes = sa.Table(
     sa.Column("feedback_seq", sa.BigInteger, nullable=True),
 )
 
+# The names of each feature set's context vector, logged once per version (decisions log only
+# the vector and its version).
+feature_sets = sa.Table(
+    "feature_sets",
+    metadata,
+    sa.Column("version", sa.String(64), primary_key=True),
+    sa.Column("names", sa.JSON, nullable=False),
+)
+
 # One row (id = 1): the last seq handed out. Its row lock orders the writers' commits.
 log_head = sa.Table(
     "log_head",
