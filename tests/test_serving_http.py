@@ -82,6 +82,10 @@ class StubService:
             "created_at": time.time()})
         return SimpleNamespace(row=row, created=created)
 
+    def arm_tallies(self) -> dict[str, tuple[int, int, float]]:
+        """Per arm (pulls, outcomes, reward sum), read by /metrics at scrape time."""
+        return {}
+
     async def policy_view(self) -> dict[str, Any]:
         return {"policy": "stub", "policy_version": 3, "reward_window_s": 60.0, "arms": []}
 
