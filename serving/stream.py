@@ -222,8 +222,10 @@ class StreamHub:
                 if not outage:
                     logger.warning("live push paused until the store is back: %s", exc.message)
                 outage = True
-            except Exception:  # must not end the task: the next tick retries
-                logger.exception("reading the log's tail for the live push failed")
+            except Exception:  # must not end the task (the next tick retries), nor log 20/s
+                if not outage:
+                    logger.exception("reading the log's tail for the live push failed")
+                outage = True
             else:
                 outage = False
                 self.polls += 1
