@@ -321,3 +321,18 @@ def test_a_feedback_on_another_worker_process_is_pushed_and_a_stop_ends_the_stre
             reader.close()
         other.stop()
         holder.stop()
+
+
+def test_feedback_after_reads_the_users_tail_up_to_the_head(live: LiveServer) -> None:
+    url = live.app.state.settings.resolved_db_url()
+    store = live.app.state.service.store
+    rows = [like(live.base, u, p) for u, p in ((7, 0), (8, 0), (7, 1))]
+    seqs = [seq_of(url, r) for r in rows]
+    head = store.log_seq()
+    assert store.feedback_after(0, []) == (head, [])
+    got_head, got = store.feedback_after(0, [7, 9])
+    assert got_head == head >= max(seqs)
+    assert [(r["seq"], r["user_id"], r["movie_id"]) for r in got] == [
+        (seqs[0], 7, rows[0]["movie_id"]), (seqs[2], 7, rows[2]["movie_id"])]
+    assert [r["seq"] for r in store.feedback_after(seqs[0], [7, 8])[1]] == seqs[1:]
+    assert store.feedback_after(head, [7, 8]) == (head, [])
