@@ -21,6 +21,7 @@ from test_serving_support import (
     assert_log_invariants,
     assert_workers_are_the_fold,
     store_url,
+    wait_for_workers,
 )
 
 from experiments.cli import main as cli_main
@@ -62,6 +63,7 @@ def test_two_workers_lose_no_feedback_and_a_restart_keeps_state(
     server = ServiceProcess([*serve_args(tmp_path, url), "--workers", "2"], serve_env(policy),
                             tmp_path / "server.log")
     try:
+        wait_for_workers(server.base, 2)  # so that both take a share of the burst
         with httpx.Client(base_url=server.base, timeout=30) as client:
             slates = [client.get("/recommendations", params={"user_id": u, "k": 4}).json()
                       for u in range(1, 61)]

@@ -138,7 +138,8 @@ class ServiceProcess:
         self.proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=REPO,
                                      stdout=self._log_handle, stderr=subprocess.STDOUT,
                                      start_new_session=True)
-        deadline = time.monotonic() + 120
+        # A generous bound: on a shared 2-core machine at load ~11, start-up took 80-120 s.
+        deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {log.read_text()[-3000:]}")
@@ -189,8 +190,30 @@ def last_outcome_seq(url: str) -> int:
     return max((int(r["seq"]) for r in read_table(url, outcomes)), default=0)
 
 
+def wait_for_workers(base: str, workers: int, deadline_s: float = 300.0) -> set[int]:
+    """Wait until ``workers`` distinct worker pids have answered (the first worker's health
+    does not mean the others have started); their pids.
+
+    Raises
+    ------
+    AssertionError
+        Fewer answered before ``deadline_s``.
+    """
+    pids: set[int] = set()
+    deadline = time.monotonic() + deadline_s
+    while len(pids) < workers:
+        assert time.monotonic() < deadline, f"only workers {pids} answered in {deadline_s} s"
+        with httpx.Client(base_url=base, timeout=30,
+                          headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
+            response = client.get("/admin/policy-state")
+        assert response.status_code == 200, response.text
+        pids.add(int(response.json()["pid"]))
+        time.sleep(0.02)
+    return pids
+
+
 def assert_workers_are_the_fold(base: str | httpx.Client, url: str, settings: Any,
-                                workers: int, deadline_s: float = 60.0) -> dict[int, int]:
+                                workers: int, deadline_s: float = 120.0) -> dict[int, int]:
     """Every worker's ``GET /admin/policy-state`` equals the fold of the log up to its log_seq.
 
     ``base``: the service's URL, or a client of an in-process app (a ``TestClient``).
@@ -208,12 +231,13 @@ def assert_workers_are_the_fold(base: str | httpx.Client, url: str, settings: An
     top = last_outcome_seq(url)
     folds: dict[int, Any] = {}
     caught_up: dict[int, int] = {}
+    seen: dict[int, int] = {}  # pid -> log_seq of its latest answer
     answers = 0
     deadline = time.monotonic() + deadline_s
     while len(caught_up) < workers:
         assert time.monotonic() < deadline, (
             f"only workers {caught_up} folded the log up to seq {top} within {deadline_s} s "
-            f"({answers} answers)")
+            f"({answers} answers; latest log_seq per worker: {seen})")
         auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         if isinstance(base, str):
             with httpx.Client(base_url=base, timeout=30, headers=auth) as client:
@@ -224,6 +248,7 @@ def assert_workers_are_the_fold(base: str | httpx.Client, url: str, settings: An
         body = response.json()
         answers += 1
         seq = int(body["log_seq"])
+        seen[int(body["pid"])] = seq
         if seq not in folds:
             folds[seq] = fold_stats(url, settings, seq)
         assert body["state"]["stats"] == folds[seq], f"worker {body['pid']} at seq {seq}"
