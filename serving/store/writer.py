@@ -227,8 +227,10 @@ class GroupCommitWriter:
             if retry is not None:
                 return retry
             outcomes: list[_Outcome] = []
-            for item in batch:
+            for n, item in enumerate(batch):
                 outcomes += await self._commit_async([item])
+                if _stop_at_outage(outcomes, batch[n + 1:]):
+                    break
             return outcomes
         return self._succeeded(decisions, feedback, result)
 
@@ -349,8 +351,10 @@ class GroupCommitWriter:
 
     def _commit_each(self, batch: list[_Item], wait: bool | None) -> list[_Outcome]:
         outcomes: list[_Outcome] = []
-        for item in batch:
+        for n, item in enumerate(batch):
             outcomes += self._commit([item], wait=wait)
+            if _stop_at_outage(outcomes, batch[n + 1:]):
+                break
         return outcomes
 
     def _failed(self, batch: list[_Item], exc: Exception) -> list[_Outcome] | None:
@@ -398,6 +402,16 @@ def _outage(outcomes: list[_Outcome]) -> StoreUnavailableError | None:
     if not isinstance(error, StoreUnavailableError):
         return None
     return error if all(outcome[2] is error for outcome in outcomes) else None
+
+
+def _stop_at_outage(outcomes: list[_Outcome], rest: list[_Item]) -> bool:
+    """When the last write retried alone failed with an outage, fail ``rest`` with the same
+    503 (appended to ``outcomes``) rather than wait one more time-out for each; whether it did."""
+    outage = _outage(outcomes[-1:])
+    if outage is None:
+        return False
+    outcomes += [(item, None, outage) for item in rest]
+    return True
 
 
 def _set_results(outcomes: list[_Outcome]) -> None:
