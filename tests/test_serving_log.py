@@ -63,7 +63,7 @@ def test_a_like_and_a_click_on_one_slate_are_one_reward(
     At fa0c8ed each counted: ``GET /policy`` showed pulls 1, successes 2 (a Beta posterior no
     longer a posterior, and disagreeing with ``ope``'s one reward per decision).
     """
-    settings = settings_for(tmp_path, aggregation=aggregation, reward_window_s=1.0,
+    settings = settings_for(tmp_path, aggregation=aggregation, reward_window_s=3.0,
                             settle_grace_s=0.0, sweep_interval_s=0.05)
     url = settings.resolved_db_url()
     with TestClient(create_app(settings, catalog=serving_catalog, arms=serving_arms)) as client:
