@@ -265,8 +265,9 @@ class FlakyStore:
 
     commit_mode = "thread"
 
-    def __init__(self, error: Exception) -> None:
+    def __init__(self, error: Exception, timeout_s: float = 10.0) -> None:
         self.error = error
+        self.timeout_s = timeout_s
         self.calls: list[int] = []
         self.release = threading.Event()
 
@@ -279,16 +280,16 @@ class FlakyStore:
         raise self.error
 
 
-@pytest.mark.parametrize("outage", [True, False])
+@pytest.mark.parametrize(("outage", "timeout_s"), [(True, 10.0), (True, 0.02), (False, 10.0)])
 def test_writer_fails_a_batch_at_once_on_an_outage_and_isolates_other_errors(
-        outage: bool) -> None:
+        outage: bool, timeout_s: float) -> None:
     from serving.store import GroupCommitWriter
 
     error: Exception = (
         sa.exc.OperationalError("BEGIN IMMEDIATE", {}, sqlite3.OperationalError("database is "
                                                                                 "locked"))
         if outage else sa.exc.IntegrityError("INSERT", {}, sqlite3.IntegrityError("bad row")))
-    store = FlakyStore(error)
+    store = FlakyStore(error, timeout_s)
     writer = GroupCommitWriter(store, batch_max=64)  # type: ignore[arg-type]
 
     async def scenario() -> list[BaseException | None]:
@@ -309,10 +310,11 @@ def test_writer_fails_a_batch_at_once_on_an_outage_and_isolates_other_errors(
     results = asyncio.run(scenario())
     assert len(results) == 6
     if outage:
-        # One attempt for the first write; the five queued behind it during that attempt fail
-        # with it: an outage costs each waiting request at most one time-out (the writer of
-        # fa0c8ed made a second attempt, [1, 5], so they waited up to two).
-        assert store.calls == [1]
+        # The first write fails after 0.05 s. The five queued behind it meanwhile fail with it
+        # if they have waited half the time-out by then (0.02 s: the writer of fa0c8ed tried
+        # them again, waiting up to a second time-out); otherwise (10 s: a fast failure, such
+        # as a dropped connection) they get an attempt of their own, failed here too.
+        assert store.calls == ([1] if timeout_s < 0.1 else [1, 5])
         assert all(isinstance(r, StoreUnavailableError) for r in results)
         assert "database is locked" in str(results[0])
     else:

@@ -24,11 +24,12 @@ The periodic jobs (settling expired decisions, and the store's own ``periodic_jo
 SQLite's checkpoints) run in the writer thread between batches, or in a jobs thread of their
 own in the other two modes, never in the loop.
 
-An outage costs a request at most one time-out: when a batch fails because the store is
-unavailable (after waiting up to ``store_timeout_s`` for the lock, a connection or an answer),
-every write that queued behind it during that wait fails at once with the same 503, instead of
-starting a wait of its own (which made requests that queued late in the wait answer after up to
-twice the time-out). A write queued after the failure is tried again normally.
+An outage costs a request at most about one and a half time-outs: when a batch fails because
+the store is unavailable (after waiting up to ``store_timeout_s`` for the lock, a connection or
+an answer), every write queued behind it that has waited ``OUTAGE_SHARE`` of the time-out
+already fails at once with the same 503 instead of starting a wait of its own (which made
+requests answer after up to twice the time-out); the writes queued later are tried again, so a
+batch that failed fast (a dropped connection) costs the writes behind it nothing.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from serving.errors import StoreUnavailableError
@@ -50,12 +51,18 @@ from serving.store.types import BatchResult, FeedbackResult, FeedbackWrite, Peri
 
 logger = logging.getLogger(__name__)
 
+#: A write queued behind a batch that failed with an outage fails with it once it has waited
+#: this share of ``store_timeout_s``; a write queued later gets an attempt of its own. So no
+#: write waits more than (1 + OUTAGE_SHARE) time-outs in all.
+OUTAGE_SHARE = 0.5
+
 
 @dataclass
 class _Item:
     kind: str  # "decision" or "feedback"
     payload: Any
     future: asyncio.Future[Any]
+    queued_at: float = field(default_factory=time.monotonic)
 
 
 class GroupCommitWriter:
@@ -200,8 +207,8 @@ class GroupCommitWriter:
             outage = _outage(outcomes)
             if outage is not None and self._pending:
                 # Queued while the batch waited in vain: the same 503 now, not a second wait.
-                queued, self._pending = self._pending, []
-                _set_results([(item, None, outage) for item in queued])
+                waited, self._pending = self._waited(self._pending)
+                _set_results([(item, None, outage) for item in waited])
 
     async def _commit_inline(self, batch: list[_Item]) -> list[_Outcome]:
         try:
@@ -262,18 +269,20 @@ class GroupCommitWriter:
 
     # ------------------------------------------------------------------ the thread
     def _run(self) -> None:
+        carried: list[_Item] = []  # queued behind a failed batch, not waited long: next batch
+        stop = False
         while True:
-            batch: list[_Item] = []
-            stop = False
-            try:
-                first = self._queue.get(timeout=self._wait_s())
-            except queue.Empty:
-                first = None
-            else:
-                if first is None:
-                    stop = True
+            batch, carried = carried[:self.batch_max], carried[self.batch_max:]
+            if not batch and not stop:
+                try:
+                    first = self._queue.get(timeout=self._wait_s())
+                except queue.Empty:
+                    first = None
                 else:
-                    batch.append(first)
+                    if first is None:
+                        stop = True
+                    else:
+                        batch.append(first)
             while len(batch) < self.batch_max:
                 try:
                     item = self._queue.get_nowait()
@@ -290,11 +299,19 @@ class GroupCommitWriter:
                     # Queued while the batch waited in vain: the same 503 now, not a second
                     # wait each.
                     queued, stop = self._drain(stop)
-                    outcomes += [(item, None, outage) for item in queued]
+                    waited, later = self._waited(queued)
+                    outcomes += [(item, None, outage) for item in waited]
+                    carried += later
                 self._resolve(outcomes)
             self._run_jobs()
-            if stop:
+            if stop and not carried:
                 return
+
+    def _waited(self, items: list[_Item]) -> tuple[list[_Item], list[_Item]]:
+        """``items`` that have waited ``OUTAGE_SHARE`` of the time-out, and the others."""
+        limit = time.monotonic() - OUTAGE_SHARE * self.store.timeout_s
+        return ([i for i in items if i.queued_at <= limit],
+                [i for i in items if i.queued_at > limit])
 
     def _drain(self, stop: bool) -> tuple[list[_Item], bool]:
         """Everything queued now, and whether the stop sentinel was among it (or ``stop``)."""
