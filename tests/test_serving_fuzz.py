@@ -143,7 +143,7 @@ def feedback_plans(draw: st.DrawFn) -> tuple[int, list[tuple[int, int, str, bool
 
 
 def arm_counts(client: TestClient) -> dict[str, tuple[int, int]]:
-    return {a["arm"]: (a["successes"], a["failures"])
+    return {a["arm"]: (int(a["successes"]), int(a["failures"]))
             for a in client.get("/policy").json()["arms"]}
 
 
@@ -183,6 +183,8 @@ def test_duplicate_feedback_in_any_interleaving_gives_the_same_state(
     expected: dict[tuple[str, int, str], tuple[str, float]] = {}
     ids: dict[tuple[str, int, str], set[int]] = {}
     created: Counter[tuple[str, int, str]] = Counter()
+    # One reward per decision: exactly one distinct feedback of each decision decided it.
+    deciders: dict[str, set[tuple[str, int, str]]] = {}
     for message, response in zip(sent, responses, strict=True):
         body = payload(message)
         key = (resolved_event(message), body["movie_id"], body["feedback_type"])
@@ -190,8 +192,9 @@ def test_duplicate_feedback_in_any_interleaving_gives_the_same_state(
         assert response.status_code in (200, 201), response.text
         out = response.json()
         assert (out["event_id"], out["movie_id"], out["feedback_type"]) == key
-        assert out["arm"] == arm_of[key[0]] and out["policy_updated"]
+        assert out["arm"] == arm_of[key[0]]
         ids.setdefault(key, set()).add(out["id"])
+        deciders.setdefault(key[0], set()).update([key] if out["policy_updated"] else [])
         created[key] += response.status_code == 201
     # Each distinct feedback is stored once (one 201, one row id), whatever the order.
     assert all(len(v) == 1 for v in ids.values()) and set(created.values()) == {1}
@@ -202,11 +205,19 @@ def test_duplicate_feedback_in_any_interleaving_gives_the_same_state(
             key = (resolved_event(message), body["movie_id"], body["feedback_type"])
             assert response.status_code == (200 if key in seen else 201)
             seen.add(key)
-    # The posterior moved by exactly one observation per distinct feedback.
+    assert all(len(keys) == 1 for keys in deciders.values()), deciders
+    if not concurrent:  # sequential: the first feedback of a decision decides it (earliest)
+        first: dict[str, tuple[str, int, str]] = {}
+        for message in sent:
+            body = payload(message)
+            first.setdefault(resolved_event(message),
+                             (resolved_event(message), body["movie_id"], body["feedback_type"]))
+        assert {event: {key} for event, key in first.items()} == deciders
+    # The posterior moved by exactly one observation per decision, its decider's reward.
     after = arm_counts(client)
     delta = Counter()
-    for arm, reward in expected.values():
-        delta[(arm, reward)] += 1
+    for (key,) in deciders.values():
+        delta[expected[key]] += 1
     for arm in ARMS:
         assert after[arm][0] - before[arm][0] == delta[(arm, 1.0)], (arm, expected)
         assert after[arm][1] - before[arm][1] == delta[(arm, 0.0)], (arm, expected)
