@@ -28,9 +28,10 @@ install-dev: $(VENV)/.installed-dev
 run: $(VENV)/.installed
 	$(BIN)/recbandits simulate experiments/configs/movielens.toml
 
-## test: install the dev extras and run every test
+## test: install the dev extras and run every test (after ruff and the mypy type check)
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
+	$(BIN)/mypy bandits arms
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-dev

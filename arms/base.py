@@ -185,7 +185,7 @@ class Recommender(ABC):
         return scores
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | PathLike) -> Path:
+    def save(self, path: str | PathLike[str]) -> Path:
         """Write hyper-parameters and learned state to one ``.npz`` file (no pickle)."""
         self._check_fitted()
         path = Path(path)
@@ -200,12 +200,12 @@ class Recommender(ABC):
             known_users=self.known_users_,
             seen_indptr=self.seen_.indptr,
             seen_indices=self.seen_.indices,
-            **arrays,
+            **arrays,  # type: ignore[arg-type]  # numpy's stub types **kwds by its keyword flags
         )
         return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
 
     @classmethod
-    def load(cls, path: str | PathLike) -> Recommender:
+    def load(cls, path: str | PathLike[str]) -> Recommender:
         """Read a recommender written by :meth:`save`; returns the saved subclass."""
         with np.load(Path(path), allow_pickle=False) as data:
             meta = json.loads(bytes(data["meta"]).decode())

@@ -142,7 +142,7 @@ def _caller_level() -> int:
     """``stacklevel`` of the first frame outside this module, so a warning names the caller."""
     frame, level = sys._getframe(1), 1
     while frame is not None and frame.f_code.co_filename == __file__:
-        frame, level = frame.f_back, level + 1
+        frame, level = frame.f_back, level + 1  # type: ignore[assignment]  # None ends the loop
     return level
 
 

@@ -91,7 +91,7 @@ class SequentialRecommender(Recommender):
     name = "sequential"
     predicts_ratings = False
     #: Small grid the evaluate-arms runner tunes on a validation split (4 combinations).
-    tuning_grid: ClassVar[dict[str, list]] = {"window": [10, 20], "damping": [0.25, 0.4]}
+    tuning_grid: ClassVar[dict[str, list[float]]] = {"window": [10, 20], "damping": [0.25, 0.4]}
 
     def __init__(
         self,

@@ -76,7 +76,8 @@ class SVDRecommender(Recommender):
     name: ClassVar[str] = "svd"
     predicts_ratings: ClassVar[bool] = True
     #: Validated on a split carved from training data by ``evaluate-arms``; includes the defaults.
-    tuning_grid: ClassVar[dict[str, list]] = {"lr_all": [0.005, 0.01], "reg_all": [0.02, 0.1]}
+    tuning_grid: ClassVar[dict[str, list[float]]] = {"lr_all": [0.005, 0.01],
+                                                     "reg_all": [0.02, 0.1]}
 
     def __init__(
         self,
@@ -196,7 +197,7 @@ class SVDRecommender(Recommender):
     # ------------------------------------------------------------------ persistence
     def _get_state(self) -> dict[str, np.ndarray]:
         return {
-            "global_mean": np.float64(self.global_mean_),
+            "global_mean": np.float64(self.global_mean_),  # type: ignore[dict-item]  # saved as a 0-d array
             "user_bias": self.user_bias_,
             "item_bias": self.item_bias_,
             "user_factors": self.user_factors_,

@@ -340,7 +340,8 @@ class Draws:
 @functools.lru_cache(maxsize=32)
 def row_starts(n_rows: int, n_cols: int) -> np.ndarray:
     """Flat offsets ``0, n_cols, 2 n_cols, ...`` of the rows of a C-contiguous array (cached,
-    read-only: the per-step scatters and gathers of a simulation reuse it)."""
+    read-only: the per-step scatters and gathers of a simulation reuse it).
+    """
     out = np.arange(0, n_rows * n_cols, n_cols)
     out.flags.writeable = False
     return out
@@ -362,13 +363,15 @@ def add_to_pulled(arr: np.ndarray, arms: np.ndarray, values: np.ndarray | float)
 def row_sums(counts: np.ndarray) -> np.ndarray:
     """Row sums ``(R,)`` of (R, K) counts as a matrix-vector product (several times faster than
     ``sum(axis=1)`` on a short last axis; exact for integer-valued counts below 2**53, or
-    2**24 in float32)."""
+    2**24 in float32).
+    """
     return counts @ np.ones(counts.shape[1], dtype=counts.dtype)
 
 
 def row_max(scores: np.ndarray) -> np.ndarray:
     """``scores.max(axis=1, keepdims=True)`` for (R, K) scores, as a gather at the row-wise
-    argmax (a reduction along a short last axis is several times slower)."""
+    argmax (a reduction along a short last axis is several times slower).
+    """
     if scores.ndim != 2 or not scores.flags.c_contiguous:
         return scores.max(axis=1, keepdims=True)
     R, K = scores.shape
@@ -416,7 +419,8 @@ def argmax_set_probabilities(scores: np.ndarray) -> np.ndarray:
 def quadrature_grid(n_grid: int) -> tuple[np.ndarray, np.ndarray]:
     """The cosine-spaced grid of :func:`probability_of_max` and its spacings (read-only,
     computed once per size: the service asks for a contextual policy's probabilities on
-    every request)."""
+    every request).
+    """
     u = 0.5 * (1.0 - np.cos(np.pi * np.arange(n_grid + 1) / n_grid))
     u[0], u[-1] = 0.0, 1.0
     du = np.diff(u)
@@ -987,7 +991,20 @@ class BatchedPolicy(Policy):
 
 def policy_from_state_dict(state: dict[str, Any], *,
                            random_state: RandomState = None) -> BatchedPolicy:
-    """Rebuild any policy of this package from its ``state_dict()`` (dispatch on ``"policy"``)."""
+    """Rebuild any policy of this package from its ``state_dict()`` (dispatch on ``"policy"``).
+
+    Parameters
+    ----------
+    state : dict
+        What a policy's ``state_dict()`` returned.
+    random_state : int, Generator, SeedSequence or None, default None
+        A new random stream for the rebuilt policy; None continues the saved one.
+
+    Raises
+    ------
+    ValueError
+        As :meth:`BatchedPolicy.from_state_dict`: an unknown policy name or a malformed state.
+    """
     return BatchedPolicy.from_state_dict(state, random_state=random_state)
 
 

@@ -148,7 +148,8 @@ class GaussianThompsonSampling(BatchedPolicy):
     def posterior_batch(self, state: BatchState
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Posterior ``(loc, scale, df)`` of every run's arm means, (R, K) each (df None if the
-        noise variance is known)."""
+        noise variance is known).
+        """
         s = state.stats
         nv = None if self.noise_variance is None else float(self.noise_variance)
         return gaussian_posterior(s["pulls"], s["reward_sum"], s["reward_sq_sum"],
@@ -171,7 +172,8 @@ class GaussianThompsonSampling(BatchedPolicy):
 
     def posterior(self) -> dict[str, dict[str, float]]:
         """Per-arm posterior of the mean reward: ``{arm: {"loc", "scale", "df", "pulls"}}``
-        (``df`` is ``inf`` for the known-variance normal posterior)."""
+        (``df`` is ``inf`` for the known-variance normal posterior).
+        """
         loc, scale, df = self.posterior_batch(self.state_)
         pulls = self.state_.stats["pulls"][0]
         return {arm: {"loc": float(loc[0, k]), "scale": float(scale[0, k]),

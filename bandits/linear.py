@@ -39,7 +39,8 @@ from bandits.errors import check_int, check_real
 @functools.lru_cache(maxsize=16)
 def _normal_quantiles(n_grid: int) -> np.ndarray:
     """Standard normal quantiles of :func:`bandits.base.quadrature_grid`'s points (cached:
-    computing them took a third of a single-context LinTS probability call)."""
+    computing them took a third of a single-context LinTS probability call).
+    """
     z = special.ndtri(quadrature_grid(n_grid)[0])
     z.flags.writeable = False
     return z

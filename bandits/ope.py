@@ -1,4 +1,4 @@
-"""Off-policy evaluation on plain arrays: what would a target policy have earned on logged data?
+"""Off-policy evaluation on plain arrays: what a target policy would have earned on logged data.
 
 Logged data from a logging policy pi_0 (the service's decision log): for each of n decisions
 the chosen arm ``actions[i]``, its observed ``rewards[i]`` and the logged propensity

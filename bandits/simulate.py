@@ -79,6 +79,11 @@ def lai_robbins_constant(means: Sequence[float] | np.ndarray) -> float:
 
     Any consistent policy's regret is at least ``(constant + o(1)) * log T``.
 
+    Parameters
+    ----------
+    means : sequence of float, shape ``(K,)``
+        Bernoulli mean of each arm, in [0, 1], at least two arms.
+
     Raises
     ------
     ValueError
@@ -96,7 +101,15 @@ def lai_robbins_constant(means: Sequence[float] | np.ndarray) -> float:
 
 def cumulative_pseudo_regret(means: Sequence[float] | np.ndarray, arms: np.ndarray
                              ) -> np.ndarray:
-    """Cumulative pseudo-regret along the last axis of ``arms`` (positions), same shape."""
+    """Cumulative pseudo-regret along the last axis of ``arms`` (positions), same shape.
+
+    Parameters
+    ----------
+    means : sequence of float, shape ``(K,)``
+        Mean reward of each arm; the regret of a pull is ``max(means) - means[arm]``.
+    arms : ndarray of int, any shape
+        Arm pulled at each position (last axis: time).
+    """
     mu = np.asarray(means, dtype=np.float64)
     return np.cumsum(mu.max() - mu[np.asarray(arms)], axis=-1)
 
@@ -291,6 +304,16 @@ def simulate_gaussian(policy: PolicySpec, means: Sequence[float] | np.ndarray,
                       rng_mode: Literal["shared", "per_run"] = "shared",
                       dtype: Any = np.float64, snapshot: bool = False) -> SimulationResult:
     """Like :func:`simulate_bernoulli` with rewards ``N(means[k], sds[k]**2)``.
+
+    Parameters
+    ----------
+    policy, horizon, runs, seed, checkpoints, rng_mode, dtype, snapshot
+        As in :func:`simulate_bernoulli` (``runs`` default 1, ``seed`` None,
+        ``rng_mode`` ``"shared"``, ``dtype`` float64, ``snapshot`` False).
+    means : sequence of float, shape ``(K,)`` or ``(runs, K)``
+        Mean reward of each arm (finite).
+    sds : float or sequence of float, broadcastable to ``means``
+        Standard deviation of each arm's rewards (positive, finite).
 
     Raises
     ------

@@ -38,7 +38,8 @@ from bandits.errors import check_real
 
 def bernoulli_kl(p: np.ndarray | float, q: np.ndarray | float) -> np.ndarray:
     """KL divergence between Bernoulli(p) and Bernoulli(q), elementwise (``inf`` where q hits 0/1
-    and p does not)."""
+    and p does not).
+    """
     p = np.asarray(p, dtype=np.float64)
     q = np.asarray(q, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):

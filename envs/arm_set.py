@@ -38,6 +38,13 @@ def arm_name(arm: str | Recommender) -> str:
 def make_arm(name: str, *, random_state: int = 0) -> Recommender:
     """A new, unfitted arm from its registry name (:func:`arms.registry.make_arm`).
 
+    Parameters
+    ----------
+    name : str
+        A registered arm name or alias.
+    random_state : int, default 0
+        Seed of the arm's randomness.
+
     Raises
     ------
     TypeError
@@ -84,6 +91,14 @@ def precompute_slates(fitted: Sequence[Recommender], n_users: int, k: int) -> np
     """Every arm's top-``k`` unseen items for every user, shape ``(n_users, n_arms, k)``.
 
     Item indices, ``-1`` where an arm has fewer than ``k`` unseen items for a user.
+
+    Parameters
+    ----------
+    fitted : sequence of Recommender
+        The arms, fitted on the data whose users are ``0 .. n_users - 1``.
+    n_users : int
+    k : int
+        Slate size.
     """
     slates = np.empty((n_users, len(fitted), k), dtype=np.int64)
     for start in range(0, n_users, SLATE_CHUNK):

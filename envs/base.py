@@ -52,7 +52,16 @@ def realised_reward(responses: np.ndarray, reward: str) -> np.ndarray:
 
 
 def expected_reward(like: np.ndarray, dislike: np.ndarray, reward: str) -> np.ndarray:
-    """Expectation of :func:`realised_reward`, reducing the last (slate) axis; float64."""
+    """Expectation of :func:`realised_reward`, reducing the last (slate) axis; float64.
+
+    Parameters
+    ----------
+    like, dislike : ndarray of float64, same shape ``(..., k)``
+        Probability that each slate position is liked, resp. disliked.
+    reward : {"any", "count", "signed"}
+        ``any``: P(at least one like); ``count``: expected likes; ``signed``: likes minus
+        dislikes.
+    """
     if reward == "any":
         return 1.0 - np.prod(1.0 - like, axis=-1)
     if reward == "count":

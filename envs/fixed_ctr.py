@@ -59,6 +59,12 @@ class FixedCTR(UserModel):
         self.n_arms = values.shape[-1]
 
     def prepare(self, users: np.ndarray, slates: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-position like probabilities whose slate-level CTR is the arm's ``ctr_``.
+
+        A slate of ``k`` items is liked with probability ``ctr_[user, arm]`` when each position is
+        liked with ``1 - (1 - ctr) ** (1 / k)``; this model has no dislikes (all zero). Shapes and
+        meaning of ``users`` and ``slates`` as in :meth:`envs.base.UserModel.prepare`.
+        """
         k = slates.shape[-1]
         per_position = 1.0 - (1.0 - self.ctr_[users]) ** (1.0 / k)
         like = np.repeat(per_position[:, :, None], k, axis=2)

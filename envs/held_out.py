@@ -131,16 +131,24 @@ class HeldOutRatings(UserModel):
         return (self.train_keys_[pos] == keys) & (items >= 0)
 
     def prepare(self, users: np.ndarray, slates: np.ndarray) -> dict[str, np.ndarray]:
+        """Like if a held-out rating is >= ``like_threshold``, dislike if <= ``dislike_threshold``.
+
+        Unrated items (rating 0) get neither. Shapes of ``users`` and ``slates`` and of the
+        returned arrays as in :meth:`envs.base.UserModel.prepare`.
+        """
         rating = self.rating_of(np.broadcast_to(users[:, None, None], slates.shape), slates)
         like = (rating >= self.like_threshold).astype(np.float64)
         dislike = ((rating > 0) & (rating <= self.dislike_threshold)).astype(np.float64)
         return {"like": like, "dislike": dislike}
 
     def eligible_users(self) -> np.ndarray:
+        """Mask of users with at least ``min_held_out`` held-out ratings, shape ``(n_users,)``."""
         return self.eligible_.copy()
 
     def activity(self) -> np.ndarray:
+        """Held-out ratings per user as arrival weights, shape ``(n_users,)``."""
         return self.held_out_counts_.astype(np.float64)
 
     def replay_sequence(self) -> np.ndarray:
+        """User indices in the order of their held-out ratings' timestamps (a copy)."""
         return self.replay_.copy()

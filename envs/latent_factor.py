@@ -108,6 +108,7 @@ class LatentFactorUsers(UserModel):
 
     @property
     def dynamic(self) -> bool:  # type: ignore[override]
+        """Whether the model changes within an episode (``boredom > 0`` or a drift is set)."""
         return self.boredom > 0 or self.drift_steps is not None
 
     def _validate(self) -> None:
@@ -227,6 +228,12 @@ class LatentFactorUsers(UserModel):
         return np.minimum(1.0, t / self.drift_steps)
 
     def prepare(self, users: np.ndarray, slates: np.ndarray) -> dict[str, np.ndarray]:
+        """Biases, taste and (when drifting) drift terms of every slate item, per user.
+
+        Shapes of ``users``, ``slates`` and of the returned arrays as in
+        :meth:`envs.base.UserModel.prepare`; a static model returns ``like`` and ``dislike``
+        directly.
+        """
         valid = slates >= 0
         items = np.where(valid, slates, 0)
         n, m, k = slates.shape
@@ -260,6 +267,11 @@ class LatentFactorUsers(UserModel):
         t: np.ndarray,
         fatigue: np.ndarray | None,
     ) -> tuple[np.ndarray, np.ndarray]:
+        """Like and dislike probabilities at steps ``t``, with ``fatigue`` discounting likes.
+
+        ``prepared``, ``users``, ``t`` and ``fatigue`` as in
+        :meth:`envs.base.UserModel.probabilities`; a like is scaled by ``(1 - boredom) ** fatigue``.
+        """
         if "like" in prepared:
             like, dislike = prepared["like"], prepared["dislike"]
         else:
@@ -282,6 +294,7 @@ class LatentFactorUsers(UserModel):
 
     # ------------------------------------------------------------------ episode state
     def new_fatigue(self, n_envs: int, n_arms: int) -> np.ndarray | None:
+        """Zero fatigue, shape ``(n_envs, n_users, n_arms)``; None when ``boredom`` is 0."""
         if self.boredom == 0:
             return None
         return np.zeros((n_envs, self.n_users, n_arms), dtype=np.float64)
@@ -289,17 +302,25 @@ class LatentFactorUsers(UserModel):
     def update_fatigue(
         self, fatigue: np.ndarray, envs: np.ndarray, users: np.ndarray, actions: np.ndarray
     ) -> None:
+        """Decay the served users' ``fatigue`` by ``boredom_decay``, then add 1 for ``actions``.
+
+        ``envs``, ``users`` and ``actions`` index ``fatigue`` (modified in place) as in
+        :meth:`envs.base.UserModel.update_fatigue`.
+        """
         fatigue[envs, users] *= self.boredom_decay
         fatigue[envs, users, actions] += 1.0
 
     # ------------------------------------------------------------------ arrivals
     def activity(self) -> np.ndarray:
+        """Ratings per user as arrival weights, shape ``(n_users,)``."""
         return np.diff(self.ratings_.indptr).astype(np.float64)
 
     def eligible_users(self) -> np.ndarray:
+        """Mask of users with at least one rating, shape ``(n_users,)``."""
         return np.diff(self.ratings_.indptr) > 0
 
     def replay_sequence(self) -> np.ndarray:
+        """User indices in timestamp order, runs of one user folded into one arrival."""
         order = self.order_.astype(np.int64)
         if len(order) == 0:
             return order

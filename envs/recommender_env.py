@@ -139,6 +139,22 @@ class RecommenderArmsEnv(gym.Env[np.ndarray, np.int64]):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start an episode: the first user arrives.
+
+        Parameters
+        ----------
+        seed : int or None, default None
+            Seeds ``self.np_random`` (Gymnasium's rule); None keeps the current generator.
+        options : dict or None, default None
+            Unused; accepted for the Gymnasium API.
+
+        Returns
+        -------
+        observation : ndarray of float64, shape ``(n_features,)``
+            The arriving user's context.
+        info : dict
+            ``user_id``, ``user_index`` and the step ``t`` (0).
+        """
         super().reset(seed=seed)
         sim = self.simulator
         self._block = self.np_random.random((BLOCK_STEPS, 1 + sim.slate_size))
@@ -155,6 +171,27 @@ class RecommenderArmsEnv(gym.Env[np.ndarray, np.int64]):
         }
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Serve the current user the slate of arm ``action``; the next user arrives.
+
+        Parameters
+        ----------
+        action : int or numpy integer
+            Arm index in ``[0, n_arms)``.
+
+        Returns
+        -------
+        observation, reward, terminated, truncated, info
+            The next user's context (shape ``(n_features,)``), the slate's reward, False (episodes
+            never end by themselves), whether ``episode_limit`` steps were served, and ``info`` with
+            the slate, responses, expected rewards, best arm and regret of this step.
+
+        Raises
+        ------
+        StepBeforeResetError
+            Before the first :meth:`reset` (or after :meth:`close`).
+        TypeError, InvalidActionError
+            For an ``action`` of the wrong type or out of range.
+        """
         if self._user is None:
             raise StepBeforeResetError("call reset() before step()")
         sim = self.simulator
@@ -197,11 +234,13 @@ class RecommenderArmsEnv(gym.Env[np.ndarray, np.int64]):
         return sim.contexts[self._user].copy(), reward, False, truncated, info
 
     def render(self) -> str | None:
+        """The last step as one line of text when ``render_mode="ansi"``; None otherwise."""
         if self.render_mode == "ansi":
             return self._last or f"t={getattr(self, '_t', 0)} user={self._user} (no step yet)"
         return None
 
     def close(self) -> None:
+        """End the episode: :meth:`step` needs a new :meth:`reset`."""
         self._user = None
 
     # ------------------------------------------------------------------ ground truth

@@ -72,7 +72,8 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def _serving_settings(args: argparse.Namespace) -> object:
     """Settings from RECBANDITS_* variables and the ``--settings`` file, overridden by the
-    options given."""
+    options given.
+    """
     from serving.settings import Settings
 
     names = ("host", "port", "workers", "db", "data", "state_dir", "arms", "dataset", "seed",
@@ -244,6 +245,7 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``recbandits`` argument parser, one sub-command per handler."""
     parser = argparse.ArgumentParser(
         prog="recbandits",
         description="Learn which recommender to trust: recommenders as the arms of a bandit.",
@@ -307,6 +309,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``recbandits`` command line.
+
+    Parameters
+    ----------
+    argv : sequence of str or None, default None
+        Arguments without the program name; None reads ``sys.argv``.
+
+    Returns
+    -------
+    int
+        Exit status: the handler's, 2 when the data is unavailable, 130 on Ctrl-C.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

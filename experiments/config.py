@@ -150,6 +150,7 @@ class ExperimentConfig:
 
     @property
     def policy_labels(self) -> list[str]:
+        """Label of each policy, in the config's order."""
         return [p.label for p in self.policies]
 
     def to_dict(self) -> dict[str, Any]:

@@ -131,6 +131,7 @@ class ArmSpec:
                 for values in itertools.product(*(grid[n] for n in names))]  # fmt: skip
 
     def build(self, tuned: dict[str, Any] | None = None) -> Recommender:
+        """A new, unfitted arm: the spec's ``params`` with ``tuned`` (default none) on top."""
         return self.factory(**{**self.params, **(tuned or {})})
 
 

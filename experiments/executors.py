@@ -41,6 +41,7 @@ class Executor(AbstractContextManager):
     def imap_unordered(
         self, fn: Callable[[Any], Any], tasks: Sequence[Any]
     ) -> Iterator[tuple[int, Any]]:
+        """Yield ``(index, fn(task))`` for each of ``tasks`` as it finishes, in any order."""
         raise NotImplementedError
 
     def call(self, fn: Callable[[Any], Any], arg: Any) -> Any:
@@ -54,6 +55,7 @@ class Executor(AbstractContextManager):
         self.close()
 
     def describe(self) -> str:
+        """A short label for logs: the executor's ``kind``."""
         return self.kind
 
 
@@ -78,6 +80,7 @@ class LocalExecutor(Executor):
     def imap_unordered(
         self, fn: Callable[[Any], Any], tasks: Sequence[Any]
     ) -> Iterator[tuple[int, Any]]:
+        """Run ``fn`` over ``tasks`` with joblib, yielding ``(index, result)`` as each finishes."""
         from joblib import Parallel, delayed
 
         n_jobs = self.workers or default_workers()
@@ -90,6 +93,7 @@ class LocalExecutor(Executor):
         yield from parallel(delayed(_indexed)(fn, i, task) for i, task in enumerate(tasks))
 
     def describe(self) -> str:
+        """A short label for logs, with the number of workers."""
         return f"local ({self.workers or default_workers()} workers)"
 
 
@@ -132,6 +136,7 @@ class DaskExecutor(Executor):
     def imap_unordered(
         self, fn: Callable[[Any], Any], tasks: Sequence[Any]
     ) -> Iterator[tuple[int, Any]]:
+        """Submit ``fn`` over ``tasks`` to Dask, yielding ``(index, result)`` as each finishes."""
         from dask.distributed import as_completed
 
         futures = [
@@ -147,11 +152,13 @@ class DaskExecutor(Executor):
                 self.client.cancel(pending)
 
     def close(self) -> None:
+        """Close the client, and the local cluster if this executor started one."""
         self.client.close()
         if self._cluster is not None:
             self._cluster.close()
 
     def describe(self) -> str:
+        """A short label for logs, with the scheduler's address (or ``LocalCluster``)."""
         return f"dask ({self.scheduler or 'LocalCluster'})"
 
 

@@ -182,7 +182,7 @@ def arm_share_figure(results: SimulationResults) -> Figure:
 
 
 def hindsight_note(runs: PolicyRuns, arm_names: list[str]) -> str:
-    """What the best-arm-in-hindsight panel shows: one fixed arm per run, not one overall.
+    r"""What the best-arm-in-hindsight panel shows: one fixed arm per run, not one overall.
 
     E.g. "Each run plays its own best arm:\nsequential in 5 of 8 runs,\nautoencoder in 3".
     """

@@ -84,6 +84,7 @@ class PolicyRuns:
 
     @property
     def n_runs(self) -> int:
+        """Number of runs in this block, ``len(run_ids)``."""
         return len(self.run_ids)
 
     @classmethod
@@ -143,6 +144,7 @@ class SimulationResults:
 
     @property
     def binary_rewards(self) -> bool:
+        """Whether every policy with runs had binary (0/1) rewards."""
         return all(p.binary for p in self.policies if p.n_runs)
 
     def policy(self, label: str) -> PolicyRuns:

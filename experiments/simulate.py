@@ -296,10 +296,12 @@ class Task:
 
     @property
     def policy(self) -> PolicyConfig:
+        """The task's policy, ``config.policies[policy_index]``."""
         return self.config.policies[self.policy_index]
 
     @property
     def runs(self) -> range:
+        """The task's run indices, ``range(run_start, run_stop)``."""
         return range(self.run_start, self.run_stop)
 
 
@@ -322,7 +324,8 @@ def checkpoint_steps(config: ExperimentConfig) -> np.ndarray:
 
 def _action_dependent(env: Any) -> bool:
     """Whether what a user expects from an arm can depend on earlier actions (boredom, drift
-    with fatigue, arms learning online); unknown environments are assumed to be."""
+    with fatigue, arms learning online); unknown environments are assumed to be.
+    """
     simulator = getattr(env, "simulator", None)
     if simulator is None:
         return True
@@ -482,7 +485,8 @@ def _empty_runs(config: ExperimentConfig, spec: PolicyConfig, n_arms: int) -> Po
 def _aggregate(config: ExperimentConfig, tasks: list[Task], done: dict[int, PolicyRuns],
                n_arms: int) -> list[PolicyRuns]:
     """Each policy's finished blocks joined in run order; an interrupted policy keeps only its
-    leading finished blocks, so run ``r`` of every policy is still the same users."""
+    leading finished blocks, so run ``r`` of every policy is still the same users.
+    """
     out = []
     for p, spec in enumerate(config.policies):
         parts = []

@@ -53,7 +53,8 @@ def refit_like(models: Mapping[str, Recommender], train: Dataset) -> dict[str, R
 
 def _fit_each(unfitted: Mapping[str, Recommender], train: Dataset) -> dict[str, Recommender]:
     """Fit every arm on ``train``, logging (INFO) each as it starts and the time it took:
-    ``serve`` and ``retrain`` show these lines (a first start on MovieLens takes ~20 s)."""
+    ``serve`` and ``retrain`` show these lines (a first start on MovieLens takes ~20 s).
+    """
     fitted = {}
     for i, (name, model) in enumerate(unfitted.items(), 1):
         logger.info("fitting arm %s (%d of %d) on %s", name, i, len(unfitted), train)

@@ -40,6 +40,8 @@ def load_catalog(settings: Settings) -> Dataset:
 
 @dataclass
 class Resources:
+    """What a serving command works on: the open ``store``, the ``catalog`` and the ``arm_set``."""
+
     store: Store
     catalog: Dataset
     arm_set: ArmSet
@@ -100,7 +102,8 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
 
 def _warn_of_an_old_state_folder(settings: Settings) -> None:
     """Say where an earlier recbandits' state is, if the default folder moved away from it
-    (until issue 14 the default was ``<data>/serving``; a new default starts a new store)."""
+    (until issue 14 the default was ``<data>/serving``; a new default starts a new store).
+    """
     if settings.state_dir is not None or settings.db or settings.data is None:
         return
     old = Path(settings.data) / "serving"

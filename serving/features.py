@@ -108,7 +108,8 @@ class UserFeatures:
 
     def mean_vector(self) -> np.ndarray:
         """The average context of the catalogue's users with an empty session, shape ``(d,)``
-        (where ``GET /policy`` evaluates a contextual policy)."""
+        (where ``GET /policy`` evaluates a contextual policy).
+        """
         return self._full.mean(axis=0)
 
     def vector(self, user_id: int, session_likes: int, session_dislikes: int) -> np.ndarray:

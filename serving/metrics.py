@@ -88,9 +88,11 @@ class Metrics:
         self._child(self.requests, method, route, status).inc()
 
     def record_decision(self, arm: str) -> None:
+        """Count one decision served by ``arm``."""
         self._child(self.decisions, arm).inc()
 
     def record_feedback(self, feedback_type: str) -> None:
+        """Count one feedback of ``feedback_type``."""
         self._child(self.feedback, feedback_type).inc()
 
     def exposition(self) -> bytes:
@@ -111,6 +113,7 @@ class MetricsMiddleware:
         self.metrics = metrics
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Time the HTTP request of ``scope`` (``receive``, ``send``: ASGI's); count its status."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

@@ -1,4 +1,4 @@
-"""Off-policy evaluation of the decision log: what would other policies have earned?
+"""Off-policy evaluation of the decision log: what other policies would have earned.
 
 The decision log (SQLite or PostgreSQL, :mod:`serving.store.tables`) is read into arrays
 (:func:`read_log`), candidate policies' action probabilities are built for every logged decision
@@ -183,6 +183,7 @@ class DecisionLog:
 
     @property
     def n(self) -> int:
+        """Number of logged decisions, ``actions.size``."""
         return int(self.actions.size)
 
     def contextual_note(self) -> str | None:
@@ -435,6 +436,7 @@ def _arrays(rows: Sequence[Any], arms: list[str]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- candidates
 def ts_name(alpha: float, beta: float) -> str:
+    """The candidate name of Thompson Sampling with a Beta(``alpha``, ``beta``) prior."""
     return f"thompson(a={alpha:g},b={beta:g})"
 
 
@@ -459,10 +461,12 @@ class LinearCandidate:
 
     @property
     def name(self) -> str:
+        """Display name, e.g. ``"LinTS(scale=0.5,ridge=1)"``."""
         return f"{self.policy}({','.join(f'{k}={v:g}' for k, v in self.params)})"
 
     @property
     def ridge(self) -> float:
+        """The ``ridge`` hyper-parameter (default 1.0)."""
         return float(dict(self.params).get("ridge", 1.0))
 
     @classmethod
@@ -1001,6 +1005,11 @@ class FeatureUsers:
 
     def respond(self, users: np.ndarray, actions: np.ndarray,
                 rng: np.random.Generator) -> Responses:
+        """Draw each user's response to ``actions`` with ``rng``.
+
+        A like with probability ``rates[users, actions]``; a dislike, among the rest, with
+        ``dislike_share``. ``users`` and ``actions`` are index arrays of one shape ``(b,)``.
+        """
         liked = rng.random(actions.size) < self.rates[users, actions]
         disliked = ~liked & (rng.random(actions.size) < self.dislike_share)
         return Responses(users + 1, liked.astype(np.int64), disliked.astype(np.int64))
@@ -1351,7 +1360,8 @@ def run(config: OPEConfig) -> OPERun:
 
 def format_run(results: OPERun) -> str:
     """The report ``recbandits ope`` prints: the log's summary line, plays by arm, the table,
-    and where the files went (warnings and notes are in ``results.result``)."""
+    and where the files went (warnings and notes are in ``results.result``).
+    """
     s = results.result.summary
     excluded = ", ".join(f"{v} {k.replace('_', '-')}" for k, v in s["excluded"].items() if v)
     lines = [

@@ -46,7 +46,8 @@ class FeedbackRow:
 @dataclass(frozen=True)
 class OutcomeRow:
     """A stored outcome: ``feedback_seq`` names the feedback that decided it (None: the window
-    closed)."""
+    closed).
+    """
 
     seq: int
     event_id: str

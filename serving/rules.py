@@ -82,7 +82,17 @@ DEFAULT_RULES: Mapping[str, FeedbackRule] = {
 
 @dataclass(frozen=True)
 class Feedback:
-    """One stored feedback as the rules see it (``seq``: its position in the log)."""
+    """One stored feedback as the rules see it.
+
+    Attributes
+    ----------
+    seq : int
+        Its position in the log.
+    created_at : float
+        When it was recorded (Unix seconds).
+    feedback_type : str
+        ``like``, ``dislike`` or ``click`` (a key of the rule book).
+    """
 
     seq: int
     created_at: float

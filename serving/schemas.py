@@ -22,7 +22,8 @@ _MAX_DIGITS = 4000
 def _decimal(value: object) -> object:
     """A query-string integer: plain ASCII digits only, so ``"1_0"``, ``"+1"``, ``" 1"``,
     ``"1.0"`` and ``"\u0661"`` (which ``int()`` or pydantic's lax mode would take) are
-    refused; non-strings pass on to the strict integer check (which refuses ``True``)."""
+    refused; non-strings pass on to the strict integer check (which refuses ``True``).
+    """
     if isinstance(value, str):
         if not (value.isascii() and value.isdigit()):
             raise PydanticCustomError("int_parsing", "Input should be a valid integer in plain "
@@ -51,6 +52,8 @@ class RecommendationQuery(BaseModel):
 
 
 class RecommendedItem(BaseModel):
+    """One movie of a slate."""
+
     movie_id: int
     title: str
     year: int | None = None
@@ -60,6 +63,8 @@ class RecommendedItem(BaseModel):
 
 
 class RecommendationOut(BaseModel):
+    """A slate: the decision's ``event_id``, the arm that chose it and its propensity."""
+
     event_id: str = Field(description="Id of the logged decision; send it back with feedback")
     user_id: int
     arm: str
@@ -71,6 +76,8 @@ class RecommendationOut(BaseModel):
 
 
 class FeedbackIn(BaseModel):
+    """A user's like, dislike or click on a movie, optionally naming the decision that showed it."""
+
     model_config = ConfigDict(extra="forbid")
 
     user_id: Id
@@ -84,6 +91,8 @@ class FeedbackIn(BaseModel):
 
 
 class FeedbackOut(BaseModel):
+    """The recorded feedback, and whether (and why) it updated the policy."""
+
     id: int
     user_id: int
     movie_id: int
@@ -132,6 +141,8 @@ class ArmPolicyOut(BaseModel):
 
 
 class PolicyOut(BaseModel):
+    """The served policy: its class, hyper-parameters, version and per-arm posterior."""
+
     policy: str = Field(description="The policy class served")
     params: dict[str, Any] = Field(description="Its hyper-parameters")
     contextual: bool
@@ -170,6 +181,8 @@ class ErrorOut(BaseModel):
 
 
 class RetrainOut(BaseModel):
+    """A finished retrain: the new ``policy_version``, the feedback ratings used, its duration."""
+
     policy_version: int
     n_feedback_ratings: int
     seconds: float

@@ -58,6 +58,22 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Recommendation:
+    """A served decision (logged as ``event_id``): the user, the arm, its propensity, the items.
+
+    Attributes
+    ----------
+    event_id : str
+    user_id : int
+    arm : str
+    propensity : float
+        Probability the policy had of choosing ``arm``.
+    policy_version : int
+    cold_start : bool
+        True when popularity served an unknown user outside the policy.
+    items : list of dict
+        The slate, as :class:`serving.schemas.RecommendedItem` fields.
+    """
+
     event_id: str
     user_id: int
     arm: str
@@ -116,7 +132,8 @@ class RecommendationService:
 
     def start(self) -> None:
         """Log the feature set's names, read the state once, then keep it fresh in a
-        background thread."""
+        background thread.
+        """
         self.store.register_feature_set(self.features.version, self.features.names)
         self.refresh()
         self.arm_set.warm()  # before the first request, so none pays for scoring
@@ -125,6 +142,7 @@ class RecommendationService:
         self._refresher.start()
 
     def close(self) -> None:
+        """Stop the refresher thread (waiting up to 5 s) and the read pool."""
         self._stopping.set()
         self._refresh_wanted.set()
         if self._refresher is not None:
@@ -183,7 +201,8 @@ class RecommendationService:
     # ------------------------------------------------------------------ periodic jobs
     def refresh(self) -> None:
         """Fold the outcomes logged since the snapshot; re-read pulls and version; start
-        loading new arms if a retrain published them."""
+        loading new arms if a retrain published them.
+        """
         with self._advance_lock:  # the refresher and policy_view never fold the same rows twice
             meta, pulls = self.store.state()
             version = meta.version if meta else self.arm_set.version
@@ -210,7 +229,8 @@ class RecommendationService:
 
     def settle(self) -> None:
         """Decide the outcome of every decision whose reward window closed (once, in the
-        store; see :mod:`serving.rules`)."""
+        store; see :mod:`serving.rules`).
+        """
         if self.store.settle_expired(time.time(), self.settings.settle_grace_s, self.rules):
             self.refresh()
 
@@ -285,7 +305,8 @@ class RecommendationService:
     def _split_history(self, history: list[tuple[int, str, float]], arms: ArmSet,
                        now: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Item indices of every movie the user gave feedback on (excluded from the slate), and
-        of the session's likes (and clicks) and dislikes."""
+        of the session's likes (and clicks) and dislikes.
+        """
         empty = np.empty(0, dtype=np.int64)
         if not history:
             return empty, empty, empty
@@ -379,7 +400,8 @@ class RecommendationService:
 
     def arm_tallies(self) -> dict[str, tuple[int, int, float]]:
         """Per arm: (pulls, outcomes folded, reward sum), for ``/metrics`` (fresh: the outcomes
-        logged since the last refresh are folded first, as ``/policy`` does)."""
+        logged since the last refresh are folded first, as ``/policy`` does).
+        """
         self.refresh()
         pulls = self.snapshot.pulls
         rewards = self.snapshot.rewards
@@ -388,7 +410,8 @@ class RecommendationService:
 
     def policy_state(self) -> dict[str, Any]:
         """The learned state this worker serves and the log position it folded up to (tests
-        and ``rebuild-state`` compare it with the fold of the log)."""
+        and ``rebuild-state`` compare it with the fold of the log).
+        """
         snapshot = self.snapshot
         # pid: which worker answered (a test must see every worker's state).
         return {"log_seq": snapshot.seq, "policy_version": snapshot.version,

@@ -256,7 +256,8 @@ class Settings(BaseSettings):
 
     def policy_model(self, n_features: int | None) -> PolicyModel:
         """The served policy's model: ``policy`` with ``policy_params`` (plus the shared
-        ``prior_alpha``/``prior_beta``/``propensity_grid`` where the class takes them)."""
+        ``prior_alpha``/``prior_beta``/``propensity_grid`` where the class takes them).
+        """
         cls = registered_policies()[self.policy]
         # A contextual policy's probabilities are computed on every request, for its context:
         # 256 intervals cost 0.38 ms against 1.46 ms for 2048 (LinTS, 4 arms, d = 53). The
@@ -277,7 +278,8 @@ class Settings(BaseSettings):
 
     def resolved_state_dir(self) -> Path:
         """The state folder: ``state_dir``, else ``$XDG_STATE_HOME/recbandits``, else
-        ``~/.local/state/recbandits`` (created on demand by the store, not here)."""
+        ``~/.local/state/recbandits`` (created on demand by the store, not here).
+        """
         if self.state_dir is not None:
             return Path(self.state_dir)
         # The XDG spec says a relative XDG_STATE_HOME is invalid and must be ignored.

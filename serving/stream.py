@@ -54,7 +54,10 @@ logger = logging.getLogger(__name__)
 
 
 class StreamLimitError(ServingError):
-    """This worker already holds its ``stream_max`` open streams (HTTP 503)."""
+    """Raised when the worker already holds its ``stream_max`` open streams (HTTP 503).
+
+    ``message`` (as for every :class:`ServingError`) says which limit was reached.
+    """
 
     status_code = 503
     code = "too_many_streams"
@@ -76,6 +79,10 @@ class Stream:
         Rows were dropped: the next read goes to the log from ``sent``.
     dropped : int
         How many times rows were dropped (tests and logs).
+    closing : bool
+        The stream is being shut down: it sends nothing more.
+    wake : asyncio.Event
+        Set when rows arrive or the stream closes, to wake the task that sends them.
     """
 
     user_id: int
@@ -193,7 +200,8 @@ class StreamHub:
     async def next_rows(self, stream: Stream, timeout: float) -> list[dict[str, Any]] | None:
         """The feedback rows ``stream`` has not sent yet, oldest first; None if nothing came
         within ``timeout`` seconds (a heartbeat is due) or the stream is closing. May be
-        empty after a wake-up whose rows were all sent already."""
+        empty after a wake-up whose rows were all sent already.
+        """
         if not stream.wake.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stream.wake.wait(), timeout)

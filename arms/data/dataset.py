@@ -100,14 +100,17 @@ class Dataset:
 
     @property
     def n_users(self) -> int:
+        """Number of users, ``len(self.users)``."""
         return len(self.users)
 
     @property
     def n_items(self) -> int:
+        """Number of items in the catalogue, ``len(self.items)``."""
         return len(self.items)
 
     @property
     def n_ratings(self) -> int:
+        """Number of ratings, ``len(self.ratings)``."""
         return len(self.ratings)
 
     @cached_property

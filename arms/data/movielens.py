@@ -290,6 +290,13 @@ def load_movielens(
 
     See :func:`find_movielens` for the parameters, where the files come from and what is raised;
     the module docstring describes each file format and what fills the columns a variant lacks.
+
+    Parameters
+    ----------
+    data_dir : path-like or None, default None
+    variant : str, default "ml-100k"
+    download : bool, default True
+        As in :func:`find_movielens`.
     """
     spec = movielens_variant(variant)
     folder = find_movielens(data_dir, variant=spec.name, download=download)

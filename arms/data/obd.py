@@ -136,7 +136,7 @@ def _obd_root(candidate: Path) -> Path | None:
     return None
 
 
-def find_obd(data_dir: str | os.PathLike | None = None, *, full: bool = False,
+def find_obd(data_dir: str | os.PathLike[str] | None = None, *, full: bool = False,
              download: bool = True, url: str = OBD_URL, sha256: str = OBD_ZIP_SHA256) -> Path:
     """Root folder of an Open Bandit Dataset tree (``<root>/<policy>/<campaign>/...``).
 
@@ -193,7 +193,7 @@ def find_obd(data_dir: str | os.PathLike | None = None, *, full: bool = False,
                                    f"failed ({exc}): {hint}") from exc
 
 
-def download_archive(url: str, target: str | os.PathLike, *, sha256: str, folder: str) -> Path:
+def download_archive(url: str, target: str | os.PathLike[str], *, sha256: str, folder: str) -> Path:
     """Download a zip archive, check its SHA-256, unpack its ``folder`` into ``target``.
 
     The archive is streamed to a temporary file inside ``target`` while it is hashed; only when
@@ -226,7 +226,7 @@ def download_archive(url: str, target: str | os.PathLike, *, sha256: str, folder
     return download_zip(url, Path(target), folder=folder, sha256=sha256)
 
 
-def load_obd(behavior_policy: str, campaign: str, data_dir: str | os.PathLike | None = None, *,
+def load_obd(behavior_policy: str, campaign: str, data_dir: str | os.PathLike[str] | None = None, *,
              full: bool = False, download: bool = True, features: bool = False) -> OBDLog:
     """One logged policy's rounds on one campaign of the Open Bandit Dataset.
 
@@ -268,7 +268,7 @@ def load_obd(behavior_policy: str, campaign: str, data_dir: str | os.PathLike | 
         raise ValueError(f"{path}: missing column(s) {missing}; an Open Bandit Dataset log has "
                          f"{', '.join(_CORE_COLUMNS)}")
     wanted = list(header) if features else list(_CORE_COLUMNS)
-    frame = pd.read_csv(path, index_col=0, usecols=[0, *[header.get_loc(c) + 1 for c in wanted]],
+    frame = pd.read_csv(path, index_col=0, usecols=[0, *[header.get_loc(c) + 1 for c in wanted]],  # type: ignore[operator]  # unique columns: get_loc is an int
                         dtype={"item_id": np.int64, "position": np.int64, "click": np.int64,
                                "propensity_score": np.float64})
     n_items = N_ITEMS[campaign]
@@ -301,8 +301,8 @@ def _check_range(values: np.ndarray, low: int, high: int, name: str, path: Path,
                          f"{int(np.flatnonzero(bad)[0])}; allowed {low + offset}..{high + offset}")
 
 
-def load_bts_prior(campaign: str, data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray,
-                                                                                       np.ndarray]:
+def load_bts_prior(campaign: str, data_dir: str | os.PathLike[str] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """The production Bernoulli TS's Beta(alpha, beta) parameters per item (``bts_prior.yaml``).
 
     The file ships with the sample (Open Bandit Pipeline's ``prior_bts.yaml``), not with the full

@@ -238,7 +238,7 @@ def _check_rng(random_state: object) -> np.random.Generator:
     if random_state is None or (
         isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool)
     ):
-        return np.random.default_rng(random_state)
+        return np.random.default_rng(random_state)  # type: ignore[arg-type]  # an Integral (checked above) is a valid seed
     raise TypeError(
         "random_state must be an int, a numpy.random.Generator or None, got "
         f"{type(random_state).__name__}"

@@ -362,7 +362,7 @@ def _items_frame(rng: np.random.Generator, factors: np.ndarray) -> pd.DataFrame:
     day = (np.asarray(year - 1970, dtype="datetime64[Y]").astype("datetime64[D]")
            + rng.integers(0, 365, n_items))  # fmt: skip
     # Parsed from text exactly as the MovieLens loader parses u.item, so the dtype matches.
-    release = pd.to_datetime(pd.Series(np.datetime_as_string(day)), format="%Y-%m-%d")
+    release = pd.to_datetime(pd.Series(np.datetime_as_string(day)), format="%Y-%m-%d")  # type: ignore[arg-type]  # day is datetime64[D]; numpy's stub loses that in the sum
     names = list(ML100K_GENRES)
     genres = pd.Series(np.full(n_items, "", dtype=object))
     for g, genre in enumerate(names):  # 19 genres, each vectorised over items

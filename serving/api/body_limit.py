@@ -15,6 +15,7 @@ class BodyTooLargeError(StarletteHTTPException):
         super().__init__(413, f"request body larger than {max_bytes} bytes")
 
     def response(self) -> JSONResponse:
+        """The 413 answer, ``{"detail": ..., "code": "body_too_large"}``."""
         return JSONResponse({"detail": self.detail, "code": "body_too_large"}, status_code=413)
 
 
@@ -34,6 +35,10 @@ class BodyLimitMiddleware:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Pass an HTTP request on, or answer 413 once its body is over ``max_bytes``.
+
+        ``scope``, ``receive`` and ``send`` are the ASGI call's; other scope types pass unchanged.
+        """
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

@@ -17,10 +17,12 @@ from serving.service import RecommendationService
 
 
 async def get_service(request: Request) -> RecommendationService:
+    """The worker's :class:`RecommendationService`, from ``request.app.state``."""
     return request.app.state.service
 
 
 async def get_metrics(request: Request) -> Metrics:
+    """The worker's :class:`Metrics`, from ``request.app.state``."""
     return request.app.state.metrics
 
 

@@ -28,6 +28,10 @@ logger = logging.getLogger("serving.app")
 
 
 async def serving_error(_request: Request, exc: ServingError) -> Response:
+    """Answer a domain error ``exc`` with its status, message and code.
+
+    A 503 carries ``Retry-After``, a 401 ``WWW-Authenticate: Bearer``; ``_request`` is unused.
+    """
     headers = None
     if isinstance(exc, StoreUnavailableError):
         headers = {"Retry-After": str(exc.retry_after_s)}
@@ -37,6 +41,10 @@ async def serving_error(_request: Request, exc: ServingError) -> Response:
 
 
 async def store_error(request: Request, exc: Exception) -> Response:
+    """Answer a database error ``exc`` from the store: 503 for an outage or a lock, else 500.
+
+    The 500 is logged with ``request``'s method and path and its traceback.
+    """
     # The one mapping of database failures to HTTP: an outage or a lock is a 503 with
     # Retry-After (see store_unavailable); anything else from the store is a bug (500).
     error = store_unavailable(exc)
@@ -47,10 +55,12 @@ async def store_error(request: Request, exc: Exception) -> Response:
 
 
 async def validation_error(_request: Request, exc: RequestValidationError) -> Response:
+    """Answer FastAPI's validation error ``exc`` with the 422 body of :class:`ErrorOut`."""
     return json_response(invalid_request_body(exc.errors()), 422)
 
 
 async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+    """Answer Starlette's HTTP error ``exc`` as an :class:`ErrorOut` (its code: the phrase)."""
     if isinstance(exc, BodyTooLargeError):  # cut off while the body was being read
         return exc.response()
     code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
@@ -58,6 +68,7 @@ async def http_error(_request: Request, exc: StarletteHTTPException) -> Response
 
 
 async def internal_error(request: Request, exc: Exception) -> Response:
+    """Answer an unexpected ``exc`` with a bare 500, logging it with ``request``'s path."""
     # A bug: the traceback is logged, never sent. Starlette's ServerErrorMiddleware calls this,
     # then re-raises for the server to log as well.
     logger.error("error answering %s %s", request.method, request.url.path, exc_info=exc)

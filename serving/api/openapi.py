@@ -39,6 +39,7 @@ class DocumentedRoute(Route):
         self.models = models
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        """Match as :class:`Route` does, setting ``scope["route"]`` to this route on a match."""
         match, child = super().matches(scope)
         if match is not Match.NONE:
             child["route"] = self

@@ -56,6 +56,7 @@ class ConnectionLimits:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ConnectionLimits:
+        """The limits of ``settings`` (max_header_bytes, the two time-outs, max_concurrency)."""
         return cls(max_header_bytes=settings.max_header_bytes,
                    header_timeout_s=settings.header_timeout_s,
                    body_timeout_s=settings.body_timeout_s,
@@ -95,16 +96,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     # -------------------------------------------------------------------- connection
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Accept ``transport``, and time the connection out if it never sends a byte."""
         super().connection_made(transport)
         # A connection that never sends a byte is idle too.
         self.timeout_keep_alive_task = self.loop.call_later(
             self.timeout_keep_alive, self.timeout_keep_alive_handler)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """Cancel the pending deadline; then uvicorn's clean-up (``exc``: the cause, if any)."""
         self._cancel_deadline()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        """Parse ``data`` as uvicorn does, counting head bytes against ``max_header_bytes``."""
         # uvicorn's data_received, with the head counted and our refusals left alone.
         if self._refused:
             return
@@ -139,6 +143,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     # -------------------------------------------------------------------- parser callbacks
     def on_message_begin(self) -> None:
+        """A request begins: its head must be complete within ``header_timeout_s``."""
         super().on_message_begin()
         self._phase = _HEAD
         self._head_bytes = 0
@@ -147,6 +152,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                                               self._head_timed_out)
 
     def on_headers_complete(self) -> None:
+        """The head is in: refuse it over ``max_concurrency``, else time the body."""
         self._cancel_deadline()
         self._phase = _BODY
         limits = self.limits
@@ -164,6 +170,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
+        """The request is in: clear its deadline; the connection is idle until the next one."""
         self._phase = _IDLE
         self._cancel_deadline()
         super().on_message_complete()

@@ -72,7 +72,8 @@ def _json(value: Any) -> str:
 
 def stored_feedback_row(row: dict[str, Any]) -> dict[str, Any]:
     """A feedback row read back from the table, as the store returns it (``counted`` a bool:
-    SQLite stores an int)."""
+    SQLite stores an int).
+    """
     row["counted"] = bool(row["counted"])
     return row
 
@@ -182,7 +183,8 @@ class Store(abc.ABC):
     def commit_mode(self) -> CommitMode:
         """How the group-commit writer runs this store's batches: ``inline`` (in the event
         loop, falling back to a thread when the lock is taken), ``async`` (coroutines of
-        :meth:`async_writer`) or ``thread`` (one writer thread)."""
+        :meth:`async_writer`) or ``thread`` (one writer thread).
+        """
 
     @abc.abstractmethod
     def write_batch(self, decision_rows: Sequence[dict[str, Any]],
@@ -235,6 +237,7 @@ class Store(abc.ABC):
         return self.url.render_as_string(hide_password=True)
 
     def dispose(self) -> None:
+        """Close both engines' pooled connections."""
         self.write_engine.dispose()
         self.read_engine.dispose()
 
@@ -295,6 +298,7 @@ class Store(abc.ABC):
 
     @unavailable_on_db_error
     def policy_meta(self) -> PolicyMeta | None:
+        """The served policy's version and arms folder; None before the first is recorded."""
         with self.read_engine.connect() as conn:
             row = conn.execute(sa.select(policy_meta.c.version, policy_meta.c.arms_dir)
                                .where(policy_meta.c.id == 1)).first()
@@ -426,7 +430,8 @@ class Store(abc.ABC):
     def latest_decision_showing(self, user_id: int, movie_id: int,
                                 since: float) -> dict[str, Any] | None:
         """The latest decision of ``user_id`` made at or after ``since`` whose slate held the
-        movie: every such decision is searched, in SQL (the same rule on every backend)."""
+        movie: every such decision is searched, in SQL (the same rule on every backend).
+        """
         rows = self._fast(f"SELECT {self._DECISION_COLUMNS} FROM decisions WHERE user_id = ? "
                           f"AND created_at >= ? AND {self.SLATE_HOLDS} "
                           "ORDER BY created_at DESC, event_id DESC LIMIT 1",
@@ -446,7 +451,8 @@ class Store(abc.ABC):
     @unavailable_on_db_error
     def set_preferences(self, user_id: int, genres: Sequence[str], now: float) -> int:
         """Log that ``user_id`` stated ``genres`` at ``now`` (the latest statement wins, in
-        log order: its seq comes from ``log_head`` like feedback's). Returns the seq."""
+        log order: its seq comes from ``log_head`` like feedback's). Returns the seq.
+        """
         with self.write_engine.begin() as conn:
             seq = int(conn.exec_driver_sql(self._next_seq_sql, (1,)).scalar_one())
             conn.execute(preferences.insert().values(seq=seq, user_id=user_id,
@@ -455,6 +461,7 @@ class Store(abc.ABC):
 
     @unavailable_on_db_error
     def feedback_row(self, key: tuple[int, str, int, str]) -> dict[str, Any] | None:
+        """The stored feedback row of ``key`` (user, event key, movie, type), or None."""
         user_id, event_key, movie_id, feedback_type = key
         stmt = sa.select(feedback).where(
             feedback.c.user_id == user_id, feedback.c.event_key == event_key,
@@ -478,6 +485,7 @@ class Store(abc.ABC):
 
     @unavailable_on_db_error
     def count_rows(self) -> dict[str, int]:
+        """Rows in the ``decisions``, ``feedback`` and ``feedback_ratings`` tables, by name."""
         with self.read_engine.connect() as conn:
             return {t.name: int(conn.execute(sa.select(sa.func.count()).select_from(t))
                                 .scalar_one())
@@ -485,6 +493,7 @@ class Store(abc.ABC):
 
     @unavailable_on_db_error
     def ping(self) -> None:
+        """Run ``SELECT 1``: raises :class:`StoreUnavailableError` when the database is down."""
         with self.read_engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
 
@@ -550,7 +559,8 @@ class Store(abc.ABC):
     def _increment(self, execute: Callable[[str, tuple[Any, ...]], Any],
                    pulls: Counter[str]) -> None:
         """Add the pulls to ``arm_state`` in SQL (``execute``: a DBAPI cursor's or a
-        connection's), so that concurrent writers never lose an update."""
+        connection's), so that concurrent writers never lose an update.
+        """
         # Sorted so that concurrent transactions lock the rows in one order (no dead-lock).
         for arm in sorted(pulls):
             execute(self._increment_sql, (pulls[arm], arm))

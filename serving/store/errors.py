@@ -59,7 +59,11 @@ def store_unavailable_error(reason: str) -> StoreUnavailableError:
 
 
 def unavailable_on_db_error(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn a lost connection or a lock time-out into :class:`StoreUnavailableError` (503)."""
+    """Wrap ``fn``: a lost connection or a lock time-out becomes :class:`StoreUnavailableError`.
+
+    Any other exception from ``fn`` propagates unchanged; the route layer answers the
+    :class:`StoreUnavailableError` with a 503 and ``Retry-After``.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -84,7 +88,8 @@ _OPERATIONAL_ERRORS: list[type[BaseException]] = []
 def register_driver_errors(base: type[BaseException],
                            operational: type[BaseException]) -> None:
     """Make a backend's DBAPI driver errors known: ``base`` (every error of the driver) and
-    ``operational`` (the store is down, unreachable or locked: a 503)."""
+    ``operational`` (the store is down, unreachable or locked: a 503).
+    """
     if base not in _DRIVER_ERRORS:
         _DRIVER_ERRORS.append(base)
     if operational not in _OPERATIONAL_ERRORS:

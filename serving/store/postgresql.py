@@ -81,7 +81,8 @@ _FEEDBACK_RECORD = (
     "event_key text, arm text, reward float8, rating float8, note text")
 def _numbered(document: str, record: str, alias: str) -> str:
     """``json_to_recordset`` of ``record`` columns, numbered 1, 2, ... in column ``ord``
-    (a column definition list only takes WITH ORDINALITY inside ``ROWS FROM``)."""
+    (a column definition list only takes WITH ORDINALITY inside ``ROWS FROM``).
+    """
     names = ", ".join(column.split()[0] for column in record.split(", "))
     return (f"ROWS FROM (json_to_recordset({document}) AS ({record})) WITH ORDINALITY "
             f"AS {alias}({names}, ord)")
@@ -163,14 +164,17 @@ class PostgreSQLStore(Store):
 
     @property
     def commit_mode(self) -> CommitMode:
+        """Always ``"async"``: reads and group commits run as coroutines on the event loop."""
         # The request-path reads and the group commits run as coroutines on the event loop
         # (GroupReader, AsyncBatchWriter below); the engines serve everything else.
         return "async"
 
     def async_writer(self) -> AsyncBatchWriter:
+        """A new :class:`AsyncBatchWriter` on this store."""
         return AsyncBatchWriter(self)
 
     def group_reader(self) -> GroupReader:
+        """A new :class:`GroupReader` on this store."""
         return GroupReader(self)
 
     def _engines(self) -> tuple[Engine, Engine]:
@@ -202,7 +206,8 @@ class PostgreSQLStore(Store):
                     wait: bool = True) -> BatchResult:
         """See :meth:`Store.write_batch`: the cursor of a pooled connection in ``begin()``
         (serving commits go through :meth:`async_writer` instead). ``wait`` is ignored: the
-        server's row locks are waited for."""
+        server's row locks are waited for.
+        """
         with self.write_engine.begin() as conn:
             cursor = conn.connection.cursor()
             try:
@@ -297,10 +302,12 @@ class GroupReader:
         self.reads = 0
 
     def start(self) -> None:
+        """Start the batching task on the running event loop."""
         self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def aclose(self) -> None:
+        """Stop the task, fail the reads still queued (503) and close the connection."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -312,6 +319,15 @@ class GroupReader:
         await self._conn.close()
 
     async def read(self, kind: str, *args: Any) -> Any:
+        """Queue one read ``kind`` (one of :attr:`KINDS`) with ``args``; await its answer.
+
+        Raises
+        ------
+        ValueError
+            For a ``kind`` not in :attr:`KINDS`.
+        StoreUnavailableError
+            When the reader is not running, or the database does not answer in time.
+        """
         if kind not in self.KINDS:
             raise ValueError(f"kind must be one of {sorted(self.KINDS)}, got {kind!r}")
         if self._task is None or self._wake is None:
@@ -402,13 +418,20 @@ def _timed_out(store: PostgreSQLStore) -> StoreUnavailableError:
 
 # ---------------------------------------------------------------------------- writes
 class AsyncBatchWriter:
-    """Commits one batch per call on a dedicated async connection (see the module doc)."""
+    """Commits one batch per call on a dedicated async connection (see the module doc).
+
+    Parameters
+    ----------
+    store : PostgreSQLStore
+        Its URL and time-out are used.
+    """
 
     def __init__(self, store: PostgreSQLStore) -> None:
         self.store = store
         self._conn = _Connection(store)
 
     async def aclose(self) -> None:
+        """Close the writer's connection."""
         await self._conn.close()
 
     async def write_batch(self, decision_rows: Sequence[dict[str, Any]],
@@ -555,7 +578,8 @@ def _int_array(values: Sequence[int]) -> str:
 
 def _as_json(row: dict[str, Any]) -> dict[str, Any]:
     """A decision row for the batch document: JSON columns the service passes as already
-    serialised text are embedded as JSON values, not as strings."""
+    serialised text are embedded as JSON values, not as strings.
+    """
     out = row
     for column in ("context", "pmf", "slate", "policy"):
         value = row.get(column)

@@ -151,10 +151,12 @@ class SQLiteStore(Store):
 
     @property
     def commit_mode(self) -> CommitMode:
+        """``"inline"`` with ``synchronous=NORMAL`` (sub-millisecond commits), else ``"thread"``."""
         # Sub-millisecond commits (NORMAL): cheaper in the event loop than through a thread.
         return "inline" if self.sqlite_synchronous == "NORMAL" else "thread"
 
     def periodic_jobs(self) -> list[PeriodicJob]:
+        """The WAL checkpoint, every ``checkpoint_interval_s``, run by the writer."""
         # The WAL is checkpointed by the writer, off the request path: the store's write
         # connection never checkpoints by itself, whatever the commit mode.
         return [PeriodicJob("checkpoint", self.checkpoint_interval_s, self.checkpoint)]
@@ -206,6 +208,10 @@ class SQLiteStore(Store):
         return conn
 
     def dispose(self) -> None:
+        """Close the write connection, checkpoint the WAL and close the checkpoint connection.
+
+        Then release the writers' lock file and both engines' pools.
+        """
         with self._write_lock:
             if self._write_conn is not None:
                 self._write_conn.close()
@@ -225,7 +231,8 @@ class SQLiteStore(Store):
                     feedback_writes: Sequence[FeedbackWrite], *,
                     wait: bool = True) -> BatchResult:
         """See :meth:`Store.write_batch`: on one dedicated DBAPI connection, under the
-        writers' lock (``BEGIN IMMEDIATE`` ... ``COMMIT``, the engine's pragmas)."""
+        writers' lock (``BEGIN IMMEDIATE`` ... ``COMMIT``, the engine's pragmas).
+        """
         with self._write_cursor(wait) as cursor:
             return self._write_rows(cursor, decision_rows, feedback_writes)
 

@@ -33,6 +33,8 @@ class Outcome:
 
 @dataclass(frozen=True)
 class PolicyMeta:
+    """The served policy's ``version`` and the folder of its fitted arms, ``arms_dir``."""
+
     version: int
     arms_dir: str
 
@@ -59,25 +61,42 @@ class FeedbackWrite:
 
     @property
     def key(self) -> tuple[int, str, int, str]:
+        """The feedback's identity: ``(user_id, event_key, movie_id, feedback_type)``."""
         v = self.values
         return (v["user_id"], v["event_key"], v["movie_id"], v["feedback_type"])
 
 
 @dataclass
 class FeedbackResult:
+    """One written feedback: its stored ``row``, and whether this write ``created`` it."""
+
     row: dict[str, Any]
     created: bool
 
 
 @dataclass
 class BatchResult:
+    """What a batch commit did: each ``feedback`` write's result and the outcomes it ``counted``."""
+
     feedback: list[FeedbackResult] = field(default_factory=list)
     counted: int = 0
 
 
 @dataclass
 class PeriodicJob:
-    """``fn`` runs in the writer thread every ``interval_s`` (and when ``request()``-ed)."""
+    """``fn`` runs in the writer thread every ``interval_s`` (and when ``request()``-ed).
+
+    Attributes
+    ----------
+    name : str
+        Key of the job in the writer's ``jobs`` (what ``request()`` names).
+    interval_s : float
+    fn : callable
+    last : float, default 0.0
+        ``time.monotonic()`` of the last run (0: never run).
+    wanted : bool, default False
+        Set by ``request()``: run at the end of the current batch.
+    """
 
     name: str
     interval_s: float

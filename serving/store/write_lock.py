@@ -99,6 +99,7 @@ class WriteLock:
 
     @property
     def held(self) -> bool:
+        """Whether this process holds the lock."""
         return self._held
 
     def close(self) -> None:
@@ -112,7 +113,8 @@ class WriteLock:
     def _try_flock(self) -> bool:
         """With the thread lock held: flock, or False if another process holds it. Any other
         failure (the lock file cannot be opened) lets the thread lock go before it is raised,
-        so the next attempt fails the same way instead of finding the lock taken forever."""
+        so the next attempt fails the same way instead of finding the lock taken forever.
+        """
         if fcntl is not None:
             try:
                 if self._fd is None:

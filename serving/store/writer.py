@@ -119,6 +119,7 @@ class GroupCommitWriter:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start writing on ``loop``: a thread, or a task on it, per the store's commit mode."""
         self._loop = loop
         self._running = True
         if self.mode == "thread":
@@ -251,9 +252,11 @@ class GroupCommitWriter:
 
     # ------------------------------------------------------------------ submitting
     async def write_decision(self, row: dict[str, Any]) -> None:
+        """Queue the decision ``row``; return when it is committed."""
         await self._submit("decision", row)
 
     async def write_feedback(self, write: FeedbackWrite) -> FeedbackResult:
+        """Queue the feedback ``write``; return its result once committed."""
         return await self._submit("feedback", write)
 
     async def _submit(self, kind: str, payload: Any) -> Any:
@@ -412,7 +415,8 @@ class _BatchHasBadWriteError(Exception):
 
 def _outage(outcomes: list[_Outcome]) -> StoreUnavailableError | None:
     """The 503 that failed a whole batch (``outcomes``) because the store is unavailable, or
-    None (the batch, or some of its writes, succeeded or failed for another reason)."""
+    None (the batch, or some of its writes, succeeded or failed for another reason).
+    """
     if not outcomes:
         return None
     error = outcomes[0][2]
@@ -423,7 +427,8 @@ def _outage(outcomes: list[_Outcome]) -> StoreUnavailableError | None:
 
 def _stop_at_outage(outcomes: list[_Outcome], rest: list[_Item]) -> bool:
     """When the last write retried alone failed with an outage, fail ``rest`` with the same
-    503 (appended to ``outcomes``) rather than wait one more time-out for each; whether it did."""
+    503 (appended to ``outcomes``) rather than wait one more time-out for each; whether it did.
+    """
     outage = _outage(outcomes[-1:])
     if outage is None:
         return False

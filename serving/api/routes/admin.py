@@ -35,5 +35,6 @@ async def retrain(service: ServiceDep) -> RetrainOut:
 async def policy_state(service: ServiceDep) -> dict[str, Any]:
     """The learned state this worker serves (``state_dict`` of its policy) and the log
     position it folded up to: equal, on every worker, to the fold of the log's outcomes up to
-    that position (``recbandits rebuild-state`` computes the same fold)."""
+    that position (``recbandits rebuild-state`` computes the same fold).
+    """
     return service.policy_state()

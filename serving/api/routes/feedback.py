@@ -31,6 +31,11 @@ def _is_json(content_type: str | None) -> bool:
 
 
 async def post_feedback(request: Request) -> Response:
+    """``POST /feedback``: record a like, dislike or click, and update the policy.
+
+    The body is parsed by hand from ``request`` (JSON only: 415 otherwise) and validated as
+    :class:`FeedbackIn`; the answer is :class:`FeedbackOut`.
+    """
     if not _is_json(request.headers.get("content-type")):
         raise UnsupportedMediaTypeError("the request body must be application/json")
     try:

@@ -29,6 +29,8 @@ UserId = Annotated[int, Path(ge=1, le=MAX_ID, description="Raw user id"), QUERY_
 
 
 class PreferencesIn(BaseModel):
+    """A user's stated genres (``PUT /users/{user_id}/preferences``)."""
+
     model_config = ConfigDict(extra="forbid")
 
     genres: list[Annotated[str, Field(max_length=64)]] = Field(
@@ -37,6 +39,8 @@ class PreferencesIn(BaseModel):
 
 
 class PreferencesOut(BaseModel):
+    """A user's stated genres, when they were stated, and the genres the catalogue has."""
+
     user_id: int
     genres: list[str] = Field(description="The stated genres, in the catalogue's order")
     updated_at: datetime | None = Field(description="When they were stated (null: never)")

@@ -34,6 +34,11 @@ popularity outside the policy (``cold_start: true``, propensity 1)."""
 
 
 async def recommendations(request: Request) -> Response:
+    """``GET /recommendations``: top-``k`` movies for ``user_id`` (see ``DESCRIPTION``).
+
+    The query of ``request`` is validated as :class:`RecommendationQuery`; the decision is
+    logged and counted in the metrics.
+    """
     query = validate(RecommendationQuery, request.query_params, "query")
     state = request.app.state
     result = await state.service.recommend(query.user_id, query.k)

@@ -48,7 +48,7 @@ RETRY_MS = 1000
 
 
 def hub(request: Request) -> StreamHub:
-    """This worker's hub, made on the first stream (nothing at import or start-up)."""
+    """Return the worker's hub, made on the first stream (nothing at import or start-up)."""
     state = request.app.state
     if getattr(state, "stream_hub", None) is None:
         settings = state.settings
