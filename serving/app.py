@@ -22,6 +22,7 @@ from arms.base import Recommender
 from arms.data.dataset import Dataset
 from serving.api import handlers, openapi
 from serving.api.body_limit import BodyLimitMiddleware
+from serving.api.front import ServiceApp
 from serving.api.routes import (
     admin,
     demo,
@@ -86,7 +87,7 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
             service.close()
             resources.store.dispose()
 
-    app = FastAPI(
+    app = ServiceApp(
         title="recbandits",
         summary="Recommendations routed through a Thompson Sampling policy over recommenders",
         version="0.1.0",
@@ -110,6 +111,10 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
                            allow_methods=["GET", "POST", "PUT"], allow_headers=["Content-Type"])
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    # The same two endpoints, answered in front of the stack (serving.api.front: the figure).
+    app.enable_front({("GET", "/recommendations"): recommendations.recommendations,
+                      ("POST", "/feedback"): feedback.post_feedback},
+                     max_body_bytes=settings.max_body_bytes, cors=bool(settings.cors_origins))
     return app
 
 

@@ -3,13 +3,10 @@
 A plain Starlette route (see :mod:`serving.api.openapi`): FastAPI's per-request parameter
 solving and response-model validation cost more than the domain work of this route.
 
-No hand-written path is kept in front of the app's middleware stack. Measured with
-bench/serving_load.py (1 worker, SQLite, server CPU per request, three alternated pairs at load
-9-12): a shorter stack for the hot routes (the same routes, middleware and handlers without
-FastAPI's own layers) took 153/178/195 us per recommendation against 183/206/188 us for the
-app's stack (-9% on average, one pair the other way; the rate ratios did not separate them),
-under the 10% that would justify a second way in. The hand-written ASGI path this replaced
-took about 113 us (two runs).
+The app answers it in front of its middleware stack (:mod:`serving.api.front`, with the
+measured figure), calling this same endpoint with the app's own handlers; a shorter stack alone
+measured 9% (153/178/195 against 183/206/188 us of server CPU, three alternated bench pairs at
+load 9-12), not enough, while skipping the stack altogether halves the cost in process.
 """
 
 from __future__ import annotations
