@@ -681,7 +681,7 @@ class BatchedPolicy(Policy):
             stats=self._init_stats(n_runs, self.n_arms, dtype),
             pending_arms=np.zeros((n_runs, B), dtype=np.int64),
             pending_rewards=np.zeros((n_runs, B), dtype=np.float64),
-            pending_contexts=np.zeros((n_runs, B, d)) if self.contextual else None,
+            pending_contexts=np.zeros((n_runs, B, d)) if self.contextual else None,  # type: ignore[arg-type]  # d is an int when contextual
         )
 
     def _check_contexts(self, contexts: Any, n_runs: int, name: str = "context"

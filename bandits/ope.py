@@ -286,7 +286,7 @@ def evaluate(rewards: Any, actions: Any, logging_propensities: Any, target_proba
              reward_model: Any = None, *, n_bootstrap: int = 1000, confidence: float = 0.95,
              random_state: RandomState = None) -> dict[str, OPEEstimate]:
     """IPS, SNIPS and (with a reward model) DR estimates with the same bootstrap seed."""
-    names: list[Estimator] = ["ips", "snips"] + (["dr"] if reward_model is not None else [])
+    names: list[Estimator] = ["ips", "snips"] + (["dr"] if reward_model is not None else [])  # type: ignore[assignment]  # mypy widens the concatenated literals to str
     seed = make_generator(random_state).integers(2**63)
     return {name: estimate(name, rewards, actions, logging_propensities, target_probabilities,
                            reward_model, n_bootstrap=n_bootstrap, confidence=confidence,

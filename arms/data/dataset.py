@@ -49,7 +49,8 @@ class Dataset:
     users: pd.DataFrame
     genre_names: tuple[str, ...]
     name: str = "dataset"
-    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+    _cache: dict[tuple[str, bool], sp.csr_matrix] = field(default_factory=dict, repr=False,
+                                                          compare=False)
 
     @classmethod
     def from_frames(
@@ -173,7 +174,7 @@ def _lookup(kind: str, index: pd.Index, ids: object) -> np.ndarray:
             values = values.astype(np.int64)
         except (TypeError, ValueError):
             raise TypeError(f"{kind} must be integers, got {values.dtype}") from None
-    positions = index.get_indexer(values)
+    positions = index.get_indexer(values)  # type: ignore[arg-type]  # pandas-stubs wants an Index; pandas takes any array-like
     if (positions < 0).any():
         bad = values[positions < 0][0]
         raise ValueError(unknown_id_message(kind, int(bad), index[:200]))

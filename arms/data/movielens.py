@@ -207,7 +207,7 @@ def _variant_folder(candidate: Path, variant: MovieLensVariant) -> Path | None:
 
 
 def find_movielens(
-    data_dir: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
     *,
     variant: str = "ml-100k",
     download: bool = True,
@@ -276,7 +276,7 @@ def _download(spec: MovieLensVariant, target: Path) -> Path:
 
 
 def load_movielens(
-    data_dir: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
     *,
     variant: str = "ml-100k",
     download: bool = True,
@@ -329,7 +329,7 @@ def _read_100k(folder: Path, spec: MovieLensVariant) -> Frames:
         folder / "u.user",
         sep="|",
         names=["user_id", "age", "gender", "occupation", "zip_code"],
-        dtype={"user_id": np.int64, "age": np.int64, "gender": str, "occupation": "category",
+        dtype={"user_id": np.int64, "age": np.int64, "gender": str, "occupation": "category",  # type: ignore[arg-type]  # a mixed dtype mapping, which pandas-stubs does not infer
                "zip_code": str},
         index_col="user_id",
     ).sort_index()
@@ -354,7 +354,7 @@ def _read_dat(folder: Path, spec: MovieLensVariant) -> Frames:
     users = None
     if "users.dat" in spec.files:
         fields = _lines(folder / "users.dat", spec.encodings).str.split("::", expand=True)
-        occupation = pd.Categorical.from_codes(fields[3].astype(np.int64),
+        occupation = pd.Categorical.from_codes(fields[3].astype(np.int64),  # type: ignore[call-overload]  # pandas-stubs wants an Index of categories; pandas takes a list
                                                categories=list(ML1M_OCCUPATIONS))  # fmt: skip
         users = pd.DataFrame(
             {"age": fields[2].astype(np.int64).to_numpy(),
