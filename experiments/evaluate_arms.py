@@ -362,15 +362,7 @@ def evaluate(
     if k > dataset.n_items:
         raise ValueError(f"k must be at most the number of items ({dataset.n_items}), got {k}")
     specs = default_arms() if arm_specs is None else dict(arm_specs)
-    if arms is None:
-        labels = [a for a in DEFAULT_ARMS if a in specs] if arm_specs is None else list(specs)
-    else:
-        labels = [registry.canonical_name(a) for a in arms]  # a deprecated alias warns
-    unknown = [a for a in labels if a not in specs]
-    if unknown:
-        raise ValueError(f"unknown arms {unknown}; available: {sorted(specs)}")
-    if not labels:
-        raise ValueError("arms is empty; name at least one arm")
+    labels = _arm_labels(specs, arms, defaults=arm_specs is None)
     bad = [p for p in protocols if p not in PROTOCOLS]
     if bad:
         raise ValueError(f"unknown protocols {bad}; available: {list(PROTOCOLS)}")
@@ -387,66 +379,165 @@ def evaluate(
                          if protocol.ranking or specs[a].factory.predicts_ratings]  # fmt: skip
             if not spec_list:
                 continue
-            with_ratings = pname in ("random_75_25", "kfold_5")
             splits = list(protocol.splits(dataset))
             grids = {s.label: (s.grid() if tune else []) for s in spec_list}
-            tuned_specs = [s for s in spec_list if len(grids[s.label]) > 1]
-            chosen[pname] = {s.label: [] for s in spec_list}
-            tuning[pname] = {s.label: [] for s in tuned_specs}
-
-            # Tuning, nested: the validation carves of split j come from split j's training part
-            # alone, and choose split j's parameters alone.
-            carves = {
-                (j, r): protocol.carve(train, np.random.default_rng([random_state, j, r]))
-                for j, (train, _) in enumerate(splits) if tuned_specs
-                for r in range(protocol.repeats)
-            }  # fmt: skip
-            trials = [(j, s, combo) for j in range(len(splits)) for s in tuned_specs
-                      for combo in grids[s.label]]  # fmt: skip
-            results = parallel(
-                joblib.delayed(_task)(s, {**s.params, **combo}, *carves[j, r], protocol, k,
-                                      not protocol.ranking)
-                for j, s, combo in trials for r in range(protocol.repeats)
-            )  # fmt: skip
-            for i, (j, s, combo) in enumerate(trials):
-                mine = results[i * protocol.repeats : (i + 1) * protocol.repeats]
-                scores = [_validation_value(protocol, result) for result in mine]
-                value = float(np.mean(scores))
-                tuning[pname][s.label].append({
-                    "split": j, "params": combo, "validation": value, "scores": scores,
-                    "fit_time_s": float(np.mean([result["fit_time_s"] for result in mine])),
-                })  # fmt: skip
-                logger.info("tune %s on %s split %d: %s -> %.4f", s.label, pname, j, combo, value)
-            for j in range(len(splits)):
-                for s in spec_list:
-                    mine = [t for t in tuning[pname].get(s.label, []) if t["split"] == j]
-                    best = _choose(protocol, mine, grids[s.label])
-                    chosen[pname][s.label].append({**s.params, **best})
-
-            # Evaluation: each split's own choice on its test part.
-            jobs = [(j, s) for j in range(len(splits)) for s in spec_list]
-            results = parallel(
-                joblib.delayed(_task)(s, chosen[pname][s.label][j], *splits[j], protocol, k,
-                                      with_ratings)
-                for j, s in jobs
-            )  # fmt: skip
-            per_arm: dict[str, list[dict[str, float]]] = {s.label: [] for s in spec_list}
-            wanted = (*PROTOCOL_METRICS[pname], "n_users", "fit_time_s")
-            for (j, s), result in zip(jobs, results, strict=True):
-                per_arm[s.label].append(result)
-                logger.info("%s %s split %d: %s", pname, s.label, j, result)
-                split_rows.extend((pname, s.label, j, _metric_name(m, k), float(result[m]))
-                                  for m in wanted if m in result)  # fmt: skip
-            for s in spec_list:
-                frame = pd.DataFrame(per_arm[s.label])
-                rows.extend((pname, s.label, _metric_name(m, k), float(frame[m].mean()))
-                            for m in wanted if m in frame)  # fmt: skip
+            tuning[pname] = _tune(parallel, protocol, splits, spec_list, grids, k, random_state)
+            chosen[pname] = _chosen(protocol, spec_list, grids, tuning[pname], len(splits))
+            _score(parallel, protocol, splits, spec_list, chosen[pname], k, rows, split_rows)
     out = pd.DataFrame(rows, columns=COLUMNS)
     out.attrs["params"] = chosen
     out.attrs["tuning"] = tuning
     out.attrs["per_split"] = pd.DataFrame(split_rows, columns=SPLIT_COLUMNS)
     out.attrs["split_labels"] = {p: table[p].split_label for p in chosen}
     return out
+
+
+def _arm_labels(specs: dict[str, ArmSpec], arms: Sequence[str] | None, *,
+                defaults: bool) -> list[str]:
+    """The arms :func:`evaluate` runs, in order, checked against ``specs``.
+
+    Parameters
+    ----------
+    specs : dict of str to ArmSpec
+        The arms to choose from.
+    arms : sequence of str or None
+        Names asked for; None: :data:`DEFAULT_ARMS` when ``defaults`` (the registry's specs),
+        else every arm of ``specs``.
+    defaults : bool
+        Whether ``specs`` are :func:`default_arms`.
+
+    Raises
+    ------
+    ValueError
+        For an unknown arm, or none at all.
+    """
+    if arms is None:
+        labels = [a for a in DEFAULT_ARMS if a in specs] if defaults else list(specs)
+    else:
+        labels = [registry.canonical_name(a) for a in arms]  # a deprecated alias warns
+    unknown = [a for a in labels if a not in specs]
+    if unknown:
+        raise ValueError(f"unknown arms {unknown}; available: {sorted(specs)}")
+    if not labels:
+        raise ValueError("arms is empty; name at least one arm")
+    return labels
+
+
+def _chosen(protocol: Protocol, spec_list: list[ArmSpec], grids: dict[str, list[dict[str, Any]]],
+            tuning: dict[str, list[dict[str, Any]]], n_splits: int
+            ) -> dict[str, list[dict[str, Any]]]:
+    """Each arm's parameters for each of ``n_splits`` splits: its defaults, then the best trial.
+
+    Parameters
+    ----------
+    protocol : Protocol
+    spec_list : list of ArmSpec
+    grids : dict of str to list of dict
+        Each arm's grid combinations, by label.
+    tuning : dict of str to list of dict
+        :func:`_tune`'s trials (arms without trials keep their defaults).
+    n_splits : int
+    """
+    return {
+        s.label: [{**s.params, **_choose(protocol, [t for t in tuning.get(s.label, [])
+                                                    if t["split"] == j], grids[s.label])}
+                  for j in range(n_splits)]
+        for s in spec_list
+    }
+
+
+def _tune(parallel: joblib.Parallel, protocol: Protocol, splits: list[tuple[Dataset, Dataset]],
+          spec_list: list[ArmSpec], grids: dict[str, list[dict[str, Any]]], k: int,
+          random_state: int) -> dict[str, list[dict[str, Any]]]:
+    """Score every grid combination of each tuned arm on validation carves of every split.
+
+    Nested: the validation carves of split ``j`` come from split ``j``'s training part alone
+    (seeded by ``[random_state, j, repeat]``), and choose split ``j``'s parameters alone. Arms
+    whose grid in ``grids`` has fewer than two combinations are not tuned.
+
+    Parameters
+    ----------
+    parallel : joblib.Parallel
+        The workers fitting the arms.
+    protocol : Protocol
+    splits : list of (train, test) Datasets
+    spec_list : list of ArmSpec
+    grids : dict of str to list of dict
+        Each arm's grid combinations, by label.
+    k : int
+        Slate length of the ranking metrics.
+    random_state : int
+
+    Returns
+    -------
+    dict of str to list of dict
+        Per tuned arm, one trial per split and combination (``split``, ``params``,
+        ``validation``, ``scores``, ``fit_time_s``).
+    """
+    tuned_specs = [s for s in spec_list if len(grids[s.label]) > 1]
+    tuning: dict[str, list[dict[str, Any]]] = {s.label: [] for s in tuned_specs}
+    carves = {
+        (j, r): protocol.carve(train, np.random.default_rng([random_state, j, r]))
+        for j, (train, _) in enumerate(splits) if tuned_specs
+        for r in range(protocol.repeats)
+    }  # fmt: skip
+    trials = [(j, s, combo) for j in range(len(splits)) for s in tuned_specs
+              for combo in grids[s.label]]  # fmt: skip
+    results = parallel(
+        joblib.delayed(_task)(s, {**s.params, **combo}, *carves[j, r], protocol, k,
+                              not protocol.ranking)
+        for j, s, combo in trials for r in range(protocol.repeats)
+    )  # fmt: skip
+    for i, (j, s, combo) in enumerate(trials):
+        mine = results[i * protocol.repeats : (i + 1) * protocol.repeats]
+        scores = [_validation_value(protocol, result) for result in mine]
+        value = float(np.mean(scores))
+        tuning[s.label].append({
+            "split": j, "params": combo, "validation": value, "scores": scores,
+            "fit_time_s": float(np.mean([result["fit_time_s"] for result in mine])),
+        })  # fmt: skip
+        logger.info("tune %s on %s split %d: %s -> %.4f", s.label, protocol.name, j, combo, value)
+    return tuning
+
+
+def _score(parallel: joblib.Parallel, protocol: Protocol, splits: list[tuple[Dataset, Dataset]],
+           spec_list: list[ArmSpec], chosen: dict[str, list[dict[str, Any]]], k: int,
+           rows: list[tuple[str, str, str, float]],
+           split_rows: list[tuple[str, str, int, str, float]]) -> None:
+    """Fit each split's chosen parameters on its training part and score its test part.
+
+    Parameters
+    ----------
+    parallel : joblib.Parallel
+    protocol : Protocol
+    splits : list of (train, test) Datasets
+    spec_list : list of ArmSpec
+    chosen : dict of str to list of dict
+        Per arm label, the parameters of each split.
+    k : int
+        Slate length of the ranking metrics.
+    rows, split_rows : list
+        Appended to: the means over the splits (:data:`COLUMNS`) and every split's metrics
+        (:data:`SPLIT_COLUMNS`).
+    """
+    pname = protocol.name
+    with_ratings = pname in ("random_75_25", "kfold_5")
+    jobs = [(j, s) for j in range(len(splits)) for s in spec_list]
+    results = parallel(
+        joblib.delayed(_task)(s, chosen[s.label][j], *splits[j], protocol, k, with_ratings)
+        for j, s in jobs
+    )  # fmt: skip
+    per_arm: dict[str, list[dict[str, float]]] = {s.label: [] for s in spec_list}
+    wanted = (*PROTOCOL_METRICS[pname], "n_users", "fit_time_s")
+    for (j, s), result in zip(jobs, results, strict=True):
+        per_arm[s.label].append(result)
+        logger.info("%s %s split %d: %s", pname, s.label, j, result)
+        split_rows.extend((pname, s.label, j, _metric_name(m, k), float(result[m]))
+                          for m in wanted if m in result)  # fmt: skip
+    for s in spec_list:
+        frame = pd.DataFrame(per_arm[s.label])
+        rows.extend((pname, s.label, _metric_name(m, k), float(frame[m].mean()))
+                    for m in wanted if m in frame)  # fmt: skip
 
 
 _AT_K = ("hit_rate", "precision", "recall", "ndcg", "map", "coverage")
@@ -526,22 +617,33 @@ def validate(config: EvaluateConfig) -> EvaluateConfig:
             _check_int("synthetic", config.synthetic, 1)
         except ValueError as exc:
             raise EvaluateConfigError("synthetic", str(exc)) from None
-    arms = config.arms
-    if arms is not None:
-        if isinstance(arms, str) or not all(isinstance(a, str) for a in arms):
-            raise TypeError(f"arms must be a tuple of arm names, got {arms!r}")
-        if not arms:
-            raise EvaluateConfigError("arms", "arms is empty; name at least one arm")
-        try:
-            arms = tuple(registry.resolve(a).name for a in arms)
-        except ValueError as exc:
-            raise EvaluateConfigError("arms", str(exc)) from None
+    arms = None if config.arms is None else _canonical_arms(config.arms)
     bad = [p for p in config.protocols if p not in PROTOCOLS]
     if bad or not config.protocols:
         raise EvaluateConfigError(
             "protocols", f"unknown protocols {bad}; available: {list(PROTOCOLS)}"
         )
     return dataclasses.replace(config, arms=arms, protocols=tuple(config.protocols))
+
+
+def _canonical_arms(arms: tuple[str, ...]) -> tuple[str, ...]:
+    """The canonical registry names of ``arms`` (a tuple of names or aliases).
+
+    Raises
+    ------
+    TypeError
+        If ``arms`` is a bare string or holds something else than strings.
+    EvaluateConfigError
+        If it is empty or names an unknown arm (``field`` is ``"arms"``).
+    """
+    if isinstance(arms, str) or not all(isinstance(a, str) for a in arms):
+        raise TypeError(f"arms must be a tuple of arm names, got {arms!r}")
+    if not arms:
+        raise EvaluateConfigError("arms", "arms is empty; name at least one arm")
+    try:
+        return tuple(registry.resolve(a).name for a in arms)
+    except ValueError as exc:
+        raise EvaluateConfigError("arms", str(exc)) from None
 
 
 @dataclass(frozen=True)
