@@ -11,9 +11,13 @@ import dataclasses
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from arms.data.movielens import MOVIELENS_NAMES
 from arms.errors import DataUnavailableError
+
+if TYPE_CHECKING:  # serving is imported lazily at run time (see the module docstring)
+    from serving.offpolicy import LinearCandidate
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -97,6 +101,28 @@ def _run_serving(args: argparse.Namespace, command: str) -> int:
     return getattr(commands, command.replace("-", "_"))(settings)
 
 
+def _ope_candidates(
+    args: argparse.Namespace,
+) -> tuple[list[tuple[float, ...]], tuple[LinearCandidate, ...]] | None:
+    """The ``--ts-prior`` pairs and ``--linear`` candidates of ``args``; None (said) if invalid."""
+    from serving import offpolicy
+
+    try:
+        priors = [tuple(float(x) for x in p.split(",")) for p in args.ts_prior or []]
+    except ValueError:
+        priors = [()]
+    if any(len(p) != 2 or min(p) <= 0 for p in priors):
+        print(f"recbandits ope: --ts-prior takes ALPHA,BETA with both > 0, got {args.ts_prior}",
+              file=sys.stderr)
+        return None
+    try:
+        linear = tuple(offpolicy.LinearCandidate.parse(t) for t in args.linear or [])
+    except ValueError as exc:
+        print(f"recbandits ope: --linear: {exc}", file=sys.stderr)
+        return None
+    return priors, linear
+
+
 def _ope(args: argparse.Namespace) -> int:
     if args.obd:
         return _ope_obd(args)
@@ -113,19 +139,10 @@ def _ope(args: argparse.Namespace) -> int:
         except ValidationError as exc:
             print(f"recbandits ope: {exc}", file=sys.stderr)
             return 2
-    try:
-        priors = [tuple(float(x) for x in p.split(",")) for p in args.ts_prior or []]
-    except ValueError:
-        priors = [()]
-    if any(len(p) != 2 or min(p) <= 0 for p in priors):
-        print(f"recbandits ope: --ts-prior takes ALPHA,BETA with both > 0, got {args.ts_prior}",
-              file=sys.stderr)
+    candidates = _ope_candidates(args)
+    if candidates is None:
         return 2
-    try:
-        linear = tuple(offpolicy.LinearCandidate.parse(t) for t in args.linear or [])
-    except ValueError as exc:
-        print(f"recbandits ope: --linear: {exc}", file=sys.stderr)
-        return 2
+    priors, linear = candidates
     config = offpolicy.OPEConfig(
         url=url, out_dir=args.out or f"runs/ope-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}",
         n_bootstrap=args.bootstrap, seed=args.seed,

@@ -295,6 +295,20 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
     ConfigError
         With the field, the value received and what is allowed; unknown ids list the valid ones.
     """
+    _check_run(config)
+    _check_env(config.env)
+    _check_policies(config.policies)
+    return config
+
+
+def _check_run(config: ExperimentConfig) -> None:
+    """Check the run's fields of ``config``: name, sizes, seed, checkpoints and executor.
+
+    Raises
+    ------
+    ConfigError
+        As :func:`validate`.
+    """
     if not isinstance(config.name, str) or not config.name.strip():
         raise ConfigError(f"name must be a non-empty string, got {config.name!r}")
     if any(c in config.name for c in "/\\") or config.name.startswith("."):
@@ -318,14 +332,32 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
     if config.workers is not None:
         _check_int("workers", config.workers, 1)
 
-    if not isinstance(config.env.id, str):
-        raise ConfigError(f"[env] id must be a string, got {config.env.id!r}")
-    valid_envs = env_ids()
-    if config.env.id not in valid_envs:
-        raise ConfigError(_unknown("env id", "[env] id", config.env.id, valid_envs))
 
+def _check_env(env: EnvConfig) -> None:
+    """Check that ``env`` names a registered environment id.
+
+    Raises
+    ------
+    ConfigError
+        As :func:`validate`, listing the valid ids.
+    """
+    if not isinstance(env.id, str):
+        raise ConfigError(f"[env] id must be a string, got {env.id!r}")
+    valid_envs = env_ids()
+    if env.id not in valid_envs:
+        raise ConfigError(_unknown("env id", "[env] id", env.id, valid_envs))
+
+
+def _check_policies(policies: tuple[PolicyConfig, ...]) -> None:
+    """Check each of ``policies``: a known id and a unique, non-empty label.
+
+    Raises
+    ------
+    ConfigError
+        As :func:`validate`, listing the valid ids.
+    """
     labels: set[str] = set()
-    for i, policy in enumerate(config.policies):
+    for i, policy in enumerate(policies):
         if policy.id not in POLICY_IDS:
             raise ConfigError(
                 _unknown("policy id", f"policies[{i}] id", policy.id, list(POLICY_IDS))
@@ -338,7 +370,6 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
                 "(set 'label' to tell two entries with the same id apart)"
             )
         labels.add(policy.label)
-    return config
 
 
 # ---------------------------------------------------------------------- files

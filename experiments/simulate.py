@@ -512,6 +512,47 @@ def default_out_dir(config: ExperimentConfig, root: Path | str = "runs") -> Path
     return out
 
 
+def _settle_config(config: ExperimentConfig, env: EnvInfo,
+                   on_note: Callable[[str], None] | None) -> ExperimentConfig:
+    """``config`` as the probed ``env`` settled it, its policies checked before any task runs.
+
+    ``env``'s notes go to ``on_note`` (else the log's warnings), once; its parameters (the data
+    fallback applied) replace the config's, and the dataset's name labels the run.
+
+    Raises
+    ------
+    ConfigError
+        For a policy parameter that its class refuses.
+    """
+    for note in env.notes:  # said once: to the caller if it listens, else to the log
+        (on_note or logger.warning)(note)
+    if env.params != config.env.params:
+        config = dataclasses.replace(
+            config, env=dataclasses.replace(config.env, params=env.params)
+        )
+    config = label_dataset(config)  # before the folder, titles and summary use the name
+    for spec in config.policies:  # bad policy parameters fail now, not in a worker
+        if spec.id != HINDSIGHT_POLICY_ID:
+            try:
+                build_policy(spec, env.arm_names, env.n_features)
+            except (TypeError, ValueError) as exc:
+                raise cfg.ConfigError(str(exc)) from exc
+    return config
+
+
+def _write_config(config: ExperimentConfig, env: EnvInfo, out_dir: Path | str | None) -> Path:
+    """Create the run's folder (``out_dir``, default :func:`default_out_dir`) and its config.toml.
+
+    The file records ``config`` with the creation time and ``env``'s notes; returns the folder.
+    """
+    out = Path(out_dir) if out_dir is not None else default_out_dir(config)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.dump(config, out / "config.toml",
+             created=_dt.datetime.now().isoformat(timespec="seconds"),
+             notes=list(env.notes) or None)
+    return out
+
+
 def run(
     config: ExperimentConfig | str | Path,
     *,
@@ -572,25 +613,9 @@ def run(
             # 2. the environment, probed on a worker: building it fits the arms there, once
             #    per process, where the tasks will need them (the data fallback applies there).
             env = executor.call(probe_env, config)
-            for note in env.notes:  # said once: to the caller if it listens, else to the log
-                (on_note or logger.warning)(note)
-            if env.params != config.env.params:
-                config = dataclasses.replace(
-                    config, env=dataclasses.replace(config.env, params=env.params)
-                )
-            config = label_dataset(config)  # before the folder, titles and summary use the name
-            for spec in config.policies:  # bad policy parameters fail now, not in a worker
-                if spec.id != HINDSIGHT_POLICY_ID:
-                    try:
-                        build_policy(spec, env.arm_names, env.n_features)
-                    except (TypeError, ValueError) as exc:
-                        raise cfg.ConfigError(str(exc)) from exc
+            config = _settle_config(config, env, on_note)
             if write:
-                out = Path(out_dir) if out_dir is not None else default_out_dir(config)
-                out.mkdir(parents=True, exist_ok=True)
-                cfg.dump(config, out / "config.toml",
-                         created=_dt.datetime.now().isoformat(timespec="seconds"),
-                         notes=list(env.notes) or None)
+                out = _write_config(config, env, out_dir)
 
             # 3-5. tasks, executed where the config says, finished ones kept on Ctrl-C
             tasks = plan_tasks(config, env)
