@@ -962,31 +962,49 @@ class BatchedPolicy(Policy):
             raise ValueError(f"state['format']={state.get('format')!r}; this version reads "
                              f"format {STATE_FORMAT}")
         policy = target(state["arms"], **state["params"], random_state=random_state)
-        st = policy.state_
-        for key, arr in st.stats.items():
-            if key not in state["stats"]:
-                raise ValueError(f"state['stats'] lacks {key!r}")
-            value = np.asarray(state["stats"][key], dtype=arr.dtype)
-            if value.shape != arr.shape[1:]:
-                raise ValueError(f"state['stats'][{key!r}] has shape {value.shape}; expected "
-                                 f"{arr.shape[1:]}")
-            arr[0] = value
-        pend = state.get("pending", {})
-        n = len(pend.get("arms", []))
-        if n >= policy.batch_size and n:
-            raise ValueError(f"state['pending'] holds {n} observations; batch_size is "
-                             f"{policy.batch_size}")
-        st.pending_arms[0, :n] = pend.get("arms", [])
-        st.pending_rewards[0, :n] = pend.get("rewards", [])
-        if st.pending_contexts is not None and n:
-            st.pending_contexts[0, :n] = pend["contexts"]
-        st.n_pending = n
+        _restore_arrays(policy, state)
         if random_state is None and state.get("rng"):
             bg_name = state["rng"]["bit_generator"]
             bit_gen = getattr(np.random, bg_name)()
             bit_gen.state = state["rng"]
             policy._rng = np.random.Generator(bit_gen)
         return policy
+
+
+def _restore_arrays(policy: BatchedPolicy, state: dict[str, Any]) -> None:
+    """Copy the statistics and pending observations of ``state`` into a new ``policy``.
+
+    Parameters
+    ----------
+    policy : BatchedPolicy
+        Just built from ``state``'s arms and parameters (one run).
+    state : dict
+        What :meth:`BatchedPolicy.state_dict` returned.
+
+    Raises
+    ------
+    ValueError
+        A statistic missing or of the wrong shape, or a full batch pending.
+    """
+    st = policy.state_
+    for key, arr in st.stats.items():
+        if key not in state["stats"]:
+            raise ValueError(f"state['stats'] lacks {key!r}")
+        value = np.asarray(state["stats"][key], dtype=arr.dtype)
+        if value.shape != arr.shape[1:]:
+            raise ValueError(f"state['stats'][{key!r}] has shape {value.shape}; expected "
+                             f"{arr.shape[1:]}")
+        arr[0] = value
+    pend = state.get("pending", {})
+    n = len(pend.get("arms", []))
+    if n >= policy.batch_size and n:
+        raise ValueError(f"state['pending'] holds {n} observations; batch_size is "
+                         f"{policy.batch_size}")
+    st.pending_arms[0, :n] = pend.get("arms", [])
+    st.pending_rewards[0, :n] = pend.get("rewards", [])
+    if st.pending_contexts is not None and n:
+        st.pending_contexts[0, :n] = pend["contexts"]
+    st.n_pending = n
 
 
 def policy_from_state_dict(state: dict[str, Any], *,

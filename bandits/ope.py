@@ -341,6 +341,80 @@ class PolicyReport:
         return row
 
 
+def _check_targets(targets: Mapping[str, Any], a: np.ndarray) -> dict[str, np.ndarray]:
+    """Each of ``targets`` checked as an ``(n, K)`` distribution over the logged arms ``a``.
+
+    Raises
+    ------
+    ValueError
+        A target that is not a distribution per row, has too few columns for ``a``, or has
+        another shape than the first.
+    """
+    n = a.size
+    checked = {}
+    for name, target in targets.items():
+        pe = _check_target(target, n, f"targets[{name!r}]")
+        if a.max() >= pe.shape[1]:
+            raise ValueError(f"actions must lie in 0..{pe.shape[1] - 1} (the columns of "
+                             f"targets[{name!r}])")
+        checked[name] = pe
+    shape = next(iter(checked.values())).shape
+    if any(pe.shape != shape for pe in checked.values()):
+        raise ValueError(f"every target must have shape {shape}; got "
+                         f"{ {k: v.shape for k, v in checked.items()} }")
+    return checked
+
+
+def _check_logging_pmf(logging_pmf: Any, a: np.ndarray, p0: np.ndarray,
+                       shape: tuple[int, ...]) -> np.ndarray:
+    """``logging_pmf`` checked: a distribution of ``shape`` that gives the logged arms ``a`` ``p0``.
+
+    Raises
+    ------
+    ValueError
+        Not a distribution per row, another shape, or other propensities than ``p0``.
+    """
+    n = a.size
+    pmf = _check_target(logging_pmf, n, "logging_pmf")
+    if pmf.shape != shape:
+        raise ValueError(f"logging_pmf has shape {pmf.shape}; expected {shape}")
+    if not np.allclose(pmf[np.arange(n), a], p0, rtol=1e-6, atol=1e-9):
+        raise ValueError("logging_pmf at the logged arms must equal logging_propensities")
+    return pmf
+
+
+def _flags(name: str, info: dict[str, Any], n: int, min_propensity: float,
+           min_ess: float) -> tuple[list[str], list[str]]:
+    """The warning flags of target ``name`` and a message for each.
+
+    Parameters
+    ----------
+    name : str
+    info : dict
+        The target's ``ess``, ``max_weight``, ``n_tiny`` and ``unsupported``.
+    n : int
+        Logged decisions.
+    min_propensity, min_ess : float
+        As in :func:`evaluate_policies`.
+    """
+    flags: list[str] = []
+    messages: list[str] = []
+    if info["n_tiny"]:
+        flags.append("tiny_propensity")
+        messages.append(f"{name}: relies on {info['n_tiny']} decision(s) logged with "
+                        f"propensity < {min_propensity:g} (largest weight "
+                        f"{info['max_weight']:.3g}); its estimate may be unstable")
+    if info["ess"] < min_ess:
+        flags.append("low_ess")
+        messages.append(f"{name}: effective sample size {info['ess']:.1f} < {min_ess:g} "
+                        f"of {n} decisions; its interval is not reliable")
+    if info["unsupported"] > 0:
+        flags.append("no_support")
+        messages.append(f"{name}: puts {info['unsupported']:.3g} of its probability on "
+                        "arms the logging policy never played; IPS/SNIPS are biased")
+    return flags, messages
+
+
 def evaluate_policies(rewards: Any, actions: Any, logging_propensities: Any,
                       targets: Mapping[str, Any], reward_model: Any = None, *,
                       logging_pmf: Any = None, n_bootstrap: int = 1000,
@@ -390,25 +464,10 @@ def evaluate_policies(rewards: Any, actions: Any, logging_propensities: Any,
         raise ValueError("targets is empty; give at least one {name: (n, K) array}")
     r, a, p0 = _check_log(rewards, actions, logging_propensities)
     n = r.size
-    checked = {}
-    for name, target in targets.items():
-        pe = _check_target(target, n, f"targets[{name!r}]")
-        if a.max() >= pe.shape[1]:
-            raise ValueError(f"actions must lie in 0..{pe.shape[1] - 1} (the columns of "
-                             f"targets[{name!r}])")
-        checked[name] = pe
+    checked = _check_targets(targets, a)
     shape = next(iter(checked.values())).shape
-    if any(pe.shape != shape for pe in checked.values()):
-        raise ValueError(f"every target must have shape {shape}; got "
-                         f"{ {k: v.shape for k, v in checked.items()} }")
     q = None if reward_model is None else _check_model(reward_model, shape)
-    pmf = None
-    if logging_pmf is not None:
-        pmf = _check_target(logging_pmf, n, "logging_pmf")
-        if pmf.shape != shape:
-            raise ValueError(f"logging_pmf has shape {pmf.shape}; expected {shape}")
-        if not np.allclose(pmf[np.arange(n), a], p0, rtol=1e-6, atol=1e-9):
-            raise ValueError("logging_pmf at the logged arms must equal logging_propensities")
+    pmf = None if logging_pmf is None else _check_logging_pmf(logging_pmf, a, p0, shape)
 
     tiny = p0 < min_propensity
     terms = np.empty((3 * len(checked), n)).T  # column-major: see bootstrap_sums
@@ -438,20 +497,7 @@ def evaluate_policies(rewards: Any, actions: Any, logging_propensities: Any,
                            float(confidence), info["ess"], n)
             for c, e in enumerate(ESTIMATORS) if e in names
         }
-        flags, messages = [], []
-        if info["n_tiny"]:
-            flags.append("tiny_propensity")
-            messages.append(f"{name}: relies on {info['n_tiny']} decision(s) logged with "
-                            f"propensity < {min_propensity:g} (largest weight "
-                            f"{info['max_weight']:.3g}); its estimate may be unstable")
-        if info["ess"] < min_ess:
-            flags.append("low_ess")
-            messages.append(f"{name}: effective sample size {info['ess']:.1f} < {min_ess:g} "
-                            f"of {n} decisions; its interval is not reliable")
-        if info["unsupported"] > 0:
-            flags.append("no_support")
-            messages.append(f"{name}: puts {info['unsupported']:.3g} of its probability on "
-                            "arms the logging policy never played; IPS/SNIPS are biased")
+        flags, messages = _flags(name, info, n, min_propensity, min_ess)
         out[name] = PolicyReport(name, estimates, info["ess"], info["max_weight"],
                                  info["n_tiny"], info["unsupported"], tuple(flags),
                                  tuple(messages))

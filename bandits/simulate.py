@@ -176,6 +176,49 @@ def _check_means(means: Any, runs: int, name: str = "means") -> np.ndarray:
     return np.ascontiguousarray(mu)
 
 
+def _generators(seed: int | None, runs: int, rng_mode: str) -> tuple[Any, Draws]:
+    """The policy's generator(s) and the environment's draws of ``rng_mode``.
+
+    Parameters
+    ----------
+    seed : int or None
+        Root of both streams (OS entropy when None).
+    runs : int
+    rng_mode : {"shared", "per_run"}
+        ``"shared"``: one generator each for the policy and the environment, shared by the
+        runs; ``"per_run"``: one per run each (:func:`run_generators`).
+
+    Raises
+    ------
+    ValueError
+        For another ``rng_mode``.
+    """
+    if rng_mode == "per_run":
+        policy_rng, env_rng = run_generators(seed, runs)
+        return policy_rng, Draws(env_rng, runs)
+    if rng_mode == "shared":
+        policy_seq, env_seq = np.random.SeedSequence(seed).spawn(2)
+        return np.random.default_rng(policy_seq), Draws(np.random.default_rng(env_seq), runs)
+    raise ValueError(f"rng_mode={rng_mode!r}; allowed: 'shared', 'per_run'")
+
+
+def _checkpoint_steps(checkpoints: Sequence[int] | None, horizon: int) -> np.ndarray:
+    """Sorted unique 1-based steps to record: ``checkpoints``, or every step when None.
+
+    Raises
+    ------
+    ValueError
+        If ``checkpoints`` is empty or a step lies outside ``1..horizon``.
+    """
+    if checkpoints is None:
+        return np.arange(1, horizon + 1)
+    cps = np.unique(np.asarray(checkpoints, dtype=np.int64))
+    if cps.size == 0 or cps[0] < 1 or cps[-1] > horizon:
+        raise ValueError(f"checkpoints must lie in 1..horizon={horizon}, got "
+                         f"{np.asarray(checkpoints).tolist()[:5]}...")
+    return cps
+
+
 def _simulate(policy: PolicySpec, means: np.ndarray, draw_rewards: Callable[..., np.ndarray],
               horizon: int, runs: int, seed: int | None, checkpoints: Sequence[int] | None,
               rng_mode: Literal["shared", "per_run"], dtype: Any, snapshot: bool
@@ -184,24 +227,9 @@ def _simulate(policy: PolicySpec, means: np.ndarray, draw_rewards: Callable[...,
     runs = check_int(runs, "runs", low=1)
     K = means.shape[-1]
     pol = make_policy(policy, K)
-    if rng_mode == "per_run":
-        policy_rng, env_rng = run_generators(seed, runs)
-        prng: Any = policy_rng
-        env = Draws(env_rng, runs)
-    elif rng_mode == "shared":
-        policy_seq, env_seq = np.random.SeedSequence(seed).spawn(2)
-        prng = np.random.default_rng(policy_seq)
-        env = Draws(np.random.default_rng(env_seq), runs)
-    else:
-        raise ValueError(f"rng_mode={rng_mode!r}; allowed: 'shared', 'per_run'")
+    prng, env = _generators(seed, runs, rng_mode)
     full = checkpoints is None
-    if full:
-        cps = np.arange(1, horizon + 1)
-    else:
-        cps = np.unique(np.asarray(checkpoints, dtype=np.int64))
-        if cps.size == 0 or cps[0] < 1 or cps[-1] > horizon:
-            raise ValueError(f"checkpoints must lie in 1..horizon={horizon}, got "
-                             f"{np.asarray(checkpoints).tolist()[:5]}...")
+    cps = _checkpoint_steps(checkpoints, horizon)
     C = cps.size
     gaps = means.max(axis=-1, keepdims=True) - means
     if gaps.ndim == 1 or gaps.shape[0] != runs:

@@ -121,6 +121,43 @@ def cached_simulator(builder: Callable[..., Simulator], **kwargs: Any) -> Simula
 
 
 # ---------------------------------------------------------------------- builders
+def _fixed_ctr_names(arms: Sequence[Any], *, fitted: bool) -> tuple[str, ...]:
+    """The names of FixedCTR's ``arms``: labels, or (when ``fitted``) arms to fit.
+
+    Raises
+    ------
+    TypeError
+        Labels that are not a non-empty sequence; see :func:`check_arms` for arms to fit.
+    ValueError
+        Labels named twice; see :func:`check_arms` for arms to fit.
+    """
+    if fitted:
+        return tuple(arm_name(a) for a in check_arms(arms))
+    if isinstance(arms, str) or not isinstance(arms, Sequence) or not arms:
+        raise TypeError(f"arms must be a non-empty sequence of names, got {arms!r}")
+    names = tuple(arm_name(a) for a in arms)
+    if len(set(names)) != len(names):
+        raise ValueError(f"arms must be distinct, got {list(names)}")
+    return names
+
+
+def _seed_ctr(names: tuple[str, ...]) -> tuple[float, ...]:
+    """The seed story's click rate of each arm in ``names`` (:data:`SEED_CTR`).
+
+    Raises
+    ------
+    ValueError
+        If an arm has no seed click rate (then ``ctr`` must be given).
+    """
+    missing = [n for n in names if n not in SEED_CTR]
+    if missing:
+        raise ValueError(
+            f"ctr is required for arms without a seed click rate {missing}; seed rates "
+            f"exist for {sorted(SEED_CTR)}"
+        )
+    return tuple(SEED_CTR[n] for n in names)
+
+
 def build_fixed_ctr(
     *,
     ctr: Sequence[float] | np.ndarray | None = None,
@@ -142,22 +179,9 @@ def build_fixed_ctr(
     to the seed story for the arms it names (svd 0.10, sequential 0.15, autoencoder 0.12).
     """
     k = _check_slate_size(slate_size)
-    if dataset is None:
-        if isinstance(arms, str) or not isinstance(arms, Sequence) or not arms:
-            raise TypeError(f"arms must be a non-empty sequence of names, got {arms!r}")
-        names = tuple(arm_name(a) for a in arms)
-        if len(set(names)) != len(names):
-            raise ValueError(f"arms must be distinct, got {list(names)}")
-    else:
-        names = tuple(arm_name(a) for a in check_arms(arms))
+    names = _fixed_ctr_names(arms, fitted=dataset is not None)
     if ctr is None:
-        missing = [n for n in names if n not in SEED_CTR]
-        if missing:
-            raise ValueError(
-                f"ctr is required for arms without a seed click rate {missing}; seed rates "
-                f"exist for {sorted(SEED_CTR)}"
-            )
-        ctr = tuple(SEED_CTR[n] for n in names)
+        ctr = _seed_ctr(names)
     if dataset is None:
         model = FixedCTR(ctr=ctr, n_users=n_users)
         if model.n_arms != len(names):
