@@ -88,6 +88,72 @@ class LogCheck:
         return not self.mismatches
 
 
+def _index_feedback(feedback: Iterable[FeedbackRow]) -> tuple[
+        dict[str, list[Feedback]], set[int], dict[tuple[int, int], tuple[int, float]]]:
+    """One pass over ``feedback``: what the checks compare against.
+
+    Returns
+    -------
+    by_event : dict of event_id to list of Feedback
+        The feedback attributed to each decision, as the rules read it.
+    counted_seqs : set of int
+        Seqs of the rows marked ``counted`` (they decided an outcome).
+    ratings : dict of (user_id, movie_id) to (seq, rating)
+        The latest rating of each pair (the fold that ``feedback_ratings`` caches).
+    """
+    by_event: dict[str, list[Feedback]] = defaultdict(list)
+    counted_seqs: set[int] = set()
+    ratings: dict[tuple[int, int], tuple[int, float]] = {}
+    for f in feedback:
+        if f.event_id is not None:
+            by_event[f.event_id].append(Feedback(f.seq, f.created_at, f.feedback_type))
+        if f.counted:
+            counted_seqs.add(f.seq)
+        if f.rating is not None:
+            key = (f.user_id, f.movie_id)
+            if key not in ratings or ratings[key][0] < f.seq:
+                ratings[key] = (f.seq, f.rating)
+    return by_event, counted_seqs, ratings
+
+
+def _check_undecided(d: DecisionRow, fb: list[Feedback], rules: RuleBook,
+                     problems: list[str]) -> int:
+    """Check policy decision ``d`` that has no stored outcome; 1 if it is rightly pending.
+
+    A problem is appended to ``problems`` when the ``rules`` decide it on its feedback ``fb``,
+    or when it was marked settled.
+    """
+    expected = rules.outcome(fb, d.reward_deadline)
+    if expected is not None:
+        problems.append(f"decision {d.event_id}: the rules decide reward "
+                        f"{expected[0]:g} but no outcome is stored")
+    elif d.settled:
+        problems.append(f"decision {d.event_id} was settled but has no outcome")
+    else:
+        return 1
+    return 0
+
+
+def _outcome_problems(d: DecisionRow, o: OutcomeRow, fb: list[Feedback],
+                      rules: RuleBook) -> list[str]:
+    """Disagreements of decision ``d``'s stored outcome ``o`` with the ``rules`` on ``fb``."""
+    problems = []
+    # Decided by a feedback at once (earliest), or at the window's close (its own seq).
+    at_once = rules.decides_at_once and o.feedback_seq is not None
+    settled_seq = None if at_once else o.seq
+    expected = rules.outcome(fb, d.reward_deadline, settled_seq)
+    decider = None if expected is None or expected[1] is None else expected[1].seq
+    if expected is None or expected[0] != o.reward or decider != o.feedback_seq:
+        problems.append(f"decision {d.event_id}: stored outcome reward {o.reward:g} "
+                        f"(feedback seq {o.feedback_seq}) but the rules give "
+                        f"{'none' if expected is None else f'{expected[0]:g}'} "
+                        f"(feedback seq {decider})")
+    if o.arm != d.arm:
+        problems.append(f"decision {d.event_id}: outcome arm {o.arm} is not the decision's "
+                        f"arm {d.arm}")
+    return problems
+
+
 def check_log(decisions: Iterable[DecisionRow], feedback: Iterable[FeedbackRow],
               outcomes: Iterable[OutcomeRow], contexts: Mapping[str, Any],
               pulls_stored: Mapping[str, int], ratings_stored: Mapping[tuple[int, int], float],
@@ -111,18 +177,7 @@ def check_log(decisions: Iterable[DecisionRow], feedback: Iterable[FeedbackRow],
     """
     report = LogCheck()
     problems: list[str] = []
-    by_event: dict[str, list[Feedback]] = defaultdict(list)
-    counted_seqs: set[int] = set()
-    ratings: dict[tuple[int, int], tuple[int, float]] = {}
-    for f in feedback:
-        if f.event_id is not None:
-            by_event[f.event_id].append(Feedback(f.seq, f.created_at, f.feedback_type))
-        if f.counted:
-            counted_seqs.add(f.seq)
-        if f.rating is not None:
-            key = (f.user_id, f.movie_id)
-            if key not in ratings or ratings[key][0] < f.seq:
-                ratings[key] = (f.seq, f.rating)
+    by_event, counted_seqs, ratings = _index_feedback(feedback)
     outcome_list = list(outcomes)
     stored = {o.event_id: o for o in outcome_list}
     deciding: set[int] = set()
@@ -135,28 +190,9 @@ def check_log(decisions: Iterable[DecisionRow], feedback: Iterable[FeedbackRow],
         report.pulls_replayed[d.arm] += 1
         fb = by_event.get(d.event_id, [])
         if o is None:
-            expected = rules.outcome(fb, d.reward_deadline)
-            if expected is not None:
-                problems.append(f"decision {d.event_id}: the rules decide reward "
-                                f"{expected[0]:g} but no outcome is stored")
-            elif d.settled:
-                problems.append(f"decision {d.event_id} was settled but has no outcome")
-            else:
-                report.pending += 1
+            report.pending += _check_undecided(d, fb, rules, problems)
             continue
-        # Decided by a feedback at once (earliest), or at the window's close (its own seq).
-        at_once = rules.decides_at_once and o.feedback_seq is not None
-        settled_seq = None if at_once else o.seq
-        expected = rules.outcome(fb, d.reward_deadline, settled_seq)
-        decider = None if expected is None or expected[1] is None else expected[1].seq
-        if expected is None or expected[0] != o.reward or decider != o.feedback_seq:
-            problems.append(f"decision {d.event_id}: stored outcome reward {o.reward:g} "
-                            f"(feedback seq {o.feedback_seq}) but the rules give "
-                            f"{'none' if expected is None else f'{expected[0]:g}'} "
-                            f"(feedback seq {decider})")
-        if o.arm != d.arm:
-            problems.append(f"decision {d.event_id}: outcome arm {o.arm} is not the decision's "
-                            f"arm {d.arm}")
+        problems.extend(_outcome_problems(d, o, fb, rules))
         if o.feedback_seq is not None:
             deciding.add(o.feedback_seq)
     for event_id in stored:
@@ -164,10 +200,10 @@ def check_log(decisions: Iterable[DecisionRow], feedback: Iterable[FeedbackRow],
     if counted_seqs != deciding:
         problems.append(f"{len(counted_seqs ^ deciding)} feedback row(s) say 'counted' where no "
                         f"outcome names them, or the reverse")
-    pulls = Counter({a: int(n) for a, n in pulls_stored.items() if n})
-    report.pulls_stored = pulls
-    if pulls != report.pulls_replayed:
-        problems.append(f"pulls stored {dict(pulls)} != replayed {dict(report.pulls_replayed)}")
+    report.pulls_stored = Counter({a: int(n) for a, n in pulls_stored.items() if n})
+    if report.pulls_stored != report.pulls_replayed:
+        problems.append(f"pulls stored {dict(report.pulls_stored)} != replayed "
+                        f"{dict(report.pulls_replayed)}")
     replayed_ratings = {k: v for k, (_, v) in ratings.items()}
     if replayed_ratings != dict(ratings_stored):
         diff = set(replayed_ratings.items()) ^ set(ratings_stored.items())

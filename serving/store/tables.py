@@ -4,12 +4,14 @@ Times are seconds since the epoch (float64) so SQLite and PostgreSQL agree witho
 The log is the source of truth: ``decisions`` (what was served, to whom, with which context and
 propensities), ``feedback`` (what users said) and ``outcomes`` (each decision's one reward, decided
 once: by its first rewarded feedback, or when its window closed; :mod:`serving.rules`).
-Feedback and outcomes carry ``seq``, their position in the log's commit order, taken from the
-one ``log_head`` row in the transaction that writes them (see :mod:`serving.policy` for why that
-makes the fold exact with concurrent writers). ``arm_state`` (pulls per arm) and
-``feedback_ratings`` (ratings for retraining) are caches of folds of the log that
-``rebuild-state`` recomputes (:mod:`serving.replay`); the policy's statistics are not stored at
-all: every worker folds ``outcomes`` itself.
+Feedback, outcomes and stated ``preferences`` carry ``seq``, their position in the log's commit
+order, taken from the one ``log_head`` row in the transaction that writes them (see
+:mod:`serving.policy` for why that makes the fold exact with concurrent writers).
+``arm_state`` (pulls per arm) and ``feedback_ratings`` (ratings for retraining) are caches of
+folds of the log that ``rebuild-state`` recomputes and checks against the stored rows
+(:mod:`serving.replay`); the policy's statistics are not stored at all: every worker folds
+``outcomes`` itself. ``policy_meta`` names the served version and its arms' folder, and
+``feature_sets`` the feature names of each logged context version.
 """
 
 from __future__ import annotations
