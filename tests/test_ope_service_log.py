@@ -268,7 +268,8 @@ def test_cli_prints_the_table_and_exports(service_log: dict, tmp_path: Path) -> 
     summary = json.loads((tmp_path / "ope" / "summary.json").read_text())
     assert summary["decisions"] == 30 and summary["observed_mean_reward"] == pytest.approx(mean)
     assert summary["feature_version"] == "user-v1"
-    assert "every 0/1 column" in summary["segments"]  # the service logs no feature names
+    # The service logs its feature set's names once: the segments are gender x age.
+    assert "columns starting with 'gender=', 'age='" in summary["segments"]
 
     exported = pd.read_csv(tmp_path / "log.csv")
     assert len(exported) == 30 and set(exported["arm"]) <= set(service_log["arms"])
