@@ -40,10 +40,15 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeAlias
 
 import bandits
 from arms.errors import unknown_id_message
+
+#: A TOML table as :mod:`tomllib` reads it (``[env.params]``, a policy's ``params``): its values
+#: are whatever TOML holds, checked by the code that takes them (the experiment runner's seam
+#: names this alias rather than spelling ``Any``).
+TomlTable: TypeAlias = dict[str, Any]
 
 
 def _package_policies() -> dict[str, type[bandits.BatchedPolicy]]:
@@ -84,7 +89,7 @@ class EnvConfig:
     """The environment: a registered Gymnasium ``id`` and the keyword ``params`` of ``make``."""
 
     id: str
-    params: dict[str, Any] = field(default_factory=dict)
+    params: TomlTable = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,7 @@ class PolicyConfig:
 
     id: str
     label: str
-    params: dict[str, Any] = field(default_factory=dict)
+    params: TomlTable = field(default_factory=dict)
 
     @property
     def contextual(self) -> bool:
@@ -488,7 +493,7 @@ def resolve_seed(config: ExperimentConfig) -> ExperimentConfig:
         return config
     import numpy as np
 
-    seed = int(np.random.SeedSequence().entropy % (2**63))
+    seed = int(np.random.SeedSequence().entropy % (2**63))  # type: ignore[operator]  # fresh entropy is an int
     return dataclasses.replace(config, seed=seed)
 
 

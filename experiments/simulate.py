@@ -37,9 +37,10 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+import numpy.typing as npt
 from tqdm import tqdm
 
 from arms.data.movielens import (
@@ -50,9 +51,19 @@ from arms.data.movielens import (
 )
 from experiments import config as cfg
 from experiments import report
-from experiments.config import HINDSIGHT_POLICY_ID, ExperimentConfig, PolicyConfig
+from experiments.config import HINDSIGHT_POLICY_ID, ExperimentConfig, PolicyConfig, TomlTable
 from experiments.executors import Executor, make_executor
 from experiments.results import PolicyRuns, SimulationResults
+
+if TYPE_CHECKING:  # annotations only: gymnasium and the data are imported where they are used
+    import gymnasium
+
+    from arms.data.dataset import Dataset
+    from bandits.base import BatchedPolicy
+
+    #: Our native vector environments: float observations, int arms, float rewards.
+    VectorEnv = gymnasium.vector.VectorEnv[npt.NDArray[np.float64], npt.NDArray[np.int64],
+                                           npt.NDArray[np.float64]]
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +104,7 @@ class EnvInfo:
 
     arm_names: list[str]
     n_features: int
-    params: dict[str, Any]
+    params: TomlTable
     notes: tuple[str, ...] = ()
     action_dependent: bool = False
 
@@ -105,7 +116,7 @@ _MOVIELENS_NAME = re.compile(r"movielens", re.IGNORECASE)
 _MOVIELENS_TEXT = re.compile(r"MovieLens(?: 100K)?", re.IGNORECASE)
 
 
-def dataset_name(params: dict[str, Any]) -> str | None:
+def dataset_name(params: TomlTable) -> str | None:
     """The ``DATASETS`` entry that env ``params`` name, or None where they name none.
 
     ``dataset`` may be a name or a table whose ``name`` is one (see :func:`env_kwargs`).
@@ -145,15 +156,15 @@ def label_dataset(config: ExperimentConfig) -> ExperimentConfig:
 
 
 @functools.lru_cache(maxsize=4)
-def _synthetic(options: tuple[tuple[str, Any], ...]) -> Any:
+def _synthetic(options: tuple[tuple[str, object], ...]) -> Dataset:
     # Cached so every environment of this process shares one Dataset object, which the envs'
     # own cache keys on (a new object would refit the arms).
     from arms.data import make_synthetic
 
-    return make_synthetic(**dict(options))
+    return make_synthetic(**dict(options))  # type: ignore[arg-type]  # make_synthetic checks them
 
 
-def env_kwargs(params: dict[str, Any], horizon: int) -> dict[str, Any]:
+def env_kwargs(params: TomlTable, horizon: int) -> TomlTable:
     """Keyword arguments of ``gymnasium.make_vec`` for config ``params``.
 
     ``dataset = "synthetic"`` (or a table ``{name = "synthetic", n_ratings = ..., ...}`` of
@@ -170,7 +181,7 @@ def env_kwargs(params: dict[str, Any], horizon: int) -> dict[str, Any]:
     """
     kwargs = dict(params)
     dataset = kwargs.pop("dataset", None)
-    options: dict[str, Any] = {}
+    options: TomlTable = {}
     if isinstance(dataset, dict):
         options = {k: v for k, v in dataset.items() if k != "name"}
         dataset = dataset.get("name")
@@ -187,7 +198,8 @@ def env_kwargs(params: dict[str, Any], horizon: int) -> dict[str, Any]:
     return kwargs
 
 
-def make_vector_env(env_id: str, params: dict[str, Any], n: int, horizon: int) -> Any:
+def make_vector_env(env_id: str, params: TomlTable, n: int,
+                    horizon: int) -> VectorEnv:
     """A fresh native vector environment of ``env_id`` with ``n`` sub-environments.
 
     Building a MovieLens environment fits the arms (seconds); :mod:`envs` caches the fitted
@@ -223,14 +235,14 @@ def probe_env(config: ExperimentConfig) -> EnvInfo:
                      f"(set RECBANDITS_DATA to a folder holding {wanted.folders[0]}/ to use it)")
         env = make_vector_env(config.env.id, params, 1, config.horizon)
     unwrapped = getattr(env, "unwrapped", env)
-    arm_names = [str(a) for a in unwrapped.arm_names]
-    n_features = int(np.prod(env.single_observation_space.shape))
+    arm_names = [str(a) for a in unwrapped.arm_names]  # type: ignore[union-attr]  # envs' vector envs name their arms
+    n_features = int(np.prod(env.single_observation_space.shape))  # type: ignore[arg-type]  # a Box: shaped
     return EnvInfo(arm_names=arm_names, n_features=n_features, params=params, notes=tuple(notes),
                    action_dependent=_action_dependent(env))
 
 
 # ============================================================================ policies
-def build_policy(spec: PolicyConfig, arm_names: list[str], n_features: int) -> Any:
+def build_policy(spec: PolicyConfig, arm_names: list[str], n_features: int) -> BatchedPolicy:
     """The bandit policy of ``spec`` over ``arm_names``.
 
     Raises
@@ -249,20 +261,32 @@ def build_policy(spec: PolicyConfig, arm_names: list[str], n_features: int) -> A
         raise type(exc)(f"policy {spec.label!r} ({spec.id}): {exc}") from exc
 
 
+class _Driver(Protocol):
+    """What :func:`simulate_task` steps: every run's arm from the observations, then learning."""
+
+    def select(self, obs: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+        """The arm of every run, shape ``(n,)``, for the observations ``obs`` ``(n, d)``."""
+
+    def update(self, arms: npt.NDArray[np.int64], rewards: npt.NDArray[np.float64],
+               obs: npt.NDArray[np.float64]) -> None:
+        """Learn from the runs' ``rewards`` ``(n,)`` for ``arms`` pulled at ``obs``."""
+
+
 class _BanditDriver:
     """Runs of a bandits policy advanced together through its batched core."""
 
-    def __init__(self, policy: Any, rng: np.random.Generator, n_runs: int) -> None:
+    def __init__(self, policy: BatchedPolicy, rng: np.random.Generator, n_runs: int) -> None:
         self.policy = policy
         self.rng = rng
         self.state = policy.init_batch(n_runs)
         self.contextual = bool(getattr(policy, "contextual", False))
 
-    def select(self, obs: np.ndarray) -> np.ndarray:
+    def select(self, obs: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
         contexts = obs if self.contextual else None
         return self.policy.select_batch(self.state, self.rng, contexts)
 
-    def update(self, arms: np.ndarray, rewards: np.ndarray, obs: np.ndarray) -> None:
+    def update(self, arms: npt.NDArray[np.int64], rewards: npt.NDArray[np.float64],
+               obs: npt.NDArray[np.float64]) -> None:
         contexts = obs if self.contextual else None
         # The environment produced these; re-validating them every step buys nothing.
         self.policy.update_batch(self.state, arms, rewards, contexts, validate=False)
@@ -271,13 +295,14 @@ class _BanditDriver:
 class _FixedArmDriver:
     """Each run pulls one given arm (the best arm in hindsight)."""
 
-    def __init__(self, arms: np.ndarray) -> None:
+    def __init__(self, arms: npt.NDArray[np.int64]) -> None:
         self.arms = np.asarray(arms, dtype=np.int64)
 
-    def select(self, obs: np.ndarray) -> np.ndarray:
+    def select(self, obs: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
         return self.arms
 
-    def update(self, arms: np.ndarray, rewards: np.ndarray, obs: np.ndarray) -> None:
+    def update(self, arms: npt.NDArray[np.int64], rewards: npt.NDArray[np.float64],
+               obs: npt.NDArray[np.float64]) -> None:
         pass
 
 
@@ -287,7 +312,7 @@ class Task:
     """A block of runs of one policy: everything a worker needs, small and picklable."""
 
     config: ExperimentConfig
-    env_params: dict[str, Any]
+    env_params: TomlTable
     policy_index: int
     run_start: int
     run_stop: int
@@ -305,7 +330,7 @@ class Task:
         return range(self.run_start, self.run_stop)
 
 
-def record_steps(horizon: int, every: int) -> np.ndarray:
+def record_steps(horizon: int, every: int) -> npt.NDArray[np.int64]:
     """1-based steps recorded in ``steps.csv``: every ``every`` steps, and always the last."""
     steps = np.arange(every, horizon + 1, every, dtype=np.int64)
     if steps.size == 0 or steps[-1] != horizon:
@@ -313,7 +338,7 @@ def record_steps(horizon: int, every: int) -> np.ndarray:
     return steps
 
 
-def checkpoint_steps(config: ExperimentConfig) -> np.ndarray:
+def checkpoint_steps(config: ExperimentConfig) -> npt.NDArray[np.int64]:
     """Steps at which posteriors are kept: the config's, else four log-spaced ones."""
     if config.checkpoints:
         return np.unique(np.asarray(config.checkpoints, dtype=np.int64))
@@ -322,7 +347,7 @@ def checkpoint_steps(config: ExperimentConfig) -> np.ndarray:
     return np.unique(np.clip(np.asarray(candidates, dtype=np.int64), 1, T))
 
 
-def _action_dependent(env: Any) -> bool:
+def _action_dependent(env: object) -> bool:
     """Whether what a user expects from an arm can depend on earlier actions (boredom, drift
     with fatigue, arms learning online); unknown environments are assumed to be.
     """
@@ -332,7 +357,7 @@ def _action_dependent(env: Any) -> bool:
     return bool(getattr(simulator.user_model, "dynamic", True) or simulator.online_learning)
 
 
-def _hindsight_arms(task: Task) -> np.ndarray:
+def _hindsight_arms(task: Task) -> npt.NDArray[np.int64]:
     """For each run, the fixed arm with the highest total expected reward over its users.
 
     The users a run sees never depend on the actions. Where their expectations do not either,
@@ -340,11 +365,11 @@ def _hindsight_arms(task: Task) -> np.ndarray:
     learning) each arm is played throughout the run in its own pass. Shape ``(n,)``.
     """
     n, K, T = len(task.runs), len(task.arm_names), task.config.horizon
-    seeds = env_seeds(task.config.seed, task.runs)
+    seeds = env_seeds(task.config.seed, task.runs)  # type: ignore[arg-type]  # resolve_seed set it before any task
     env = make_vector_env(task.config.env.id, task.env_params, n, T)
     totals = np.zeros((n, K))
     if not _action_dependent(env):
-        env.reset(seed=seeds)
+        env.reset(seed=seeds)  # type: ignore[arg-type]  # a native vector env takes a seed per run
         actions = np.zeros(n, dtype=np.int64)
         for _ in range(T):
             totals += env.step(actions)[4][EXPECTED_KEY]
@@ -353,7 +378,7 @@ def _hindsight_arms(task: Task) -> np.ndarray:
     for k in range(K):
         if k:
             env = make_vector_env(task.config.env.id, task.env_params, n, T)
-        env.reset(seed=seeds)
+        env.reset(seed=seeds)  # type: ignore[arg-type]  # a native vector env takes a seed per run
         actions = np.full(n, k, dtype=np.int64)
         for _ in range(T):
             totals[:, k] += env.step(actions)[4][EXPECTED_KEY][rows, k]
@@ -370,10 +395,10 @@ def simulate_task(task: Task) -> PolicyRuns:
     config, spec = task.config, task.policy
     n, K, T = len(task.runs), len(task.arm_names), config.horizon
     if spec.id == HINDSIGHT_POLICY_ID:
-        driver: Any = _FixedArmDriver(_hindsight_arms(task))
+        driver: _Driver = _FixedArmDriver(_hindsight_arms(task))
     else:
         policy = build_policy(spec, list(task.arm_names), task.n_features)
-        driver = _BanditDriver(policy, policy_generator(config.seed, spec.label, task.runs), n)
+        driver = _BanditDriver(policy, policy_generator(config.seed, spec.label, task.runs), n)  # type: ignore[arg-type]  # resolve_seed set it before any task
 
     rec_steps = record_steps(T, config.record_every)
     chk_steps = checkpoint_steps(config)
@@ -402,7 +427,7 @@ def simulate_task(task: Task) -> PolicyRuns:
     rec_i = chk_i = 0
 
     env = make_vector_env(config.env.id, task.env_params, n, T)
-    obs, _ = env.reset(seed=env_seeds(config.seed, task.runs))
+    obs, _ = env.reset(seed=env_seeds(config.seed, task.runs))  # type: ignore[arg-type]  # a seed per run; resolve_seed set config.seed
     for t in range(1, T + 1):
         actions = driver.select(obs)
         next_obs, rewards, _, _, info = env.step(actions)
@@ -606,7 +631,7 @@ def run(
                desc=config.name, dynamic_ncols=True)
     try:
         own = executor is None
-        if own:
+        if executor is None:
             executor = make_executor(config.executor, workers=config.workers,
                                      scheduler=config.scheduler)
         with executor if own else contextlib.nullcontext(executor):

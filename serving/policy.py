@@ -30,13 +30,13 @@ import copy
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from scipy import stats
 
 from bandits.base import BatchedPolicy, registered_policies
-from serving.store.types import Outcome
+from serving.store.types import JsonObject, Outcome
 
 #: The policies the service can run (every policy of :mod:`bandits` but the Gaussian one, whose
 #: rewards are unbounded, and Random, which learns nothing).
@@ -78,11 +78,12 @@ class PolicySnapshot:
     seq: int
     policy: BatchedPolicy
     pulls: dict[str, int]
-    pmf: np.ndarray | None
-    cdf: np.ndarray | None
+    pmf: npt.NDArray[np.float64] | None
+    cdf: npt.NDArray[np.float64] | None
     pmf_json: str = "{}"
     rewards: dict[str, tuple[int, float]] = field(default_factory=dict)
-    cache: dict[bytes, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+    cache: dict[bytes, npt.NDArray[np.float64]] = field(default_factory=dict, compare=False,
+                                                        repr=False)
 
 
 def check_policy_name(name: str) -> str:
@@ -121,7 +122,7 @@ class PolicyModel:
     """
 
     def __init__(self, name: str, arms: Sequence[str], *,
-                 params: Mapping[str, Any] | None = None, n_features: int | None = None) -> None:
+                 params: JsonObject | None = None, n_features: int | None = None) -> None:
         self.name = check_policy_name(name)
         self.cls: type[BatchedPolicy] = registered_policies()[name]
         self.arms = list(arms)
@@ -146,7 +147,7 @@ class PolicyModel:
             raise ValueError(f"invalid parameters {sorted(self.params)} for {self.name}: "
                              f"{exc}; allowed: {allowed}") from None
 
-    def describe_params(self) -> dict[str, Any]:
+    def describe_params(self) -> JsonObject:
         """Name, class hyper-parameters as the policy reports them: logged with every decision."""
         return {"name": self.name, "params": self.fresh().get_params()}
 
@@ -211,7 +212,7 @@ class PolicyModel:
                               rewards)
 
     def probabilities(self, snapshot: PolicySnapshot,
-                      context: np.ndarray | None) -> np.ndarray:
+                      context: npt.NDArray[np.float64] | None) -> npt.NDArray[np.float64]:
         """Selection probability of every arm for one request, shape ``(n_arms,)``.
 
         A contextual policy's are computed once per (policy state, context) and kept in the
@@ -229,8 +230,8 @@ class PolicyModel:
             snapshot.cache[key] = cached
         return cached
 
-    def describe(self, snapshot: PolicySnapshot, mean_context: np.ndarray | None,
-                 reward_window_s: float) -> dict[str, Any]:
+    def describe(self, snapshot: PolicySnapshot, mean_context: npt.NDArray[np.float64] | None,
+                 reward_window_s: float) -> JsonObject:
         """What ``GET /policy`` answers, for whatever policy runs.
 
         Per arm: pulls, the folded rewards and their mean, the expected reward (the posterior
@@ -243,7 +244,7 @@ class PolicyModel:
         if self.contextual:
             x = mean_context if mean_context is not None else _bias_only(self.n_features or 1)
             pmf = _normalised(policy.action_probabilities(x))
-            expected: np.ndarray = policy.coefficients() @ x  # type: ignore[attr-defined]
+            expected: npt.NDArray[np.float64] = policy.coefficients() @ x  # type: ignore[attr-defined]
         else:
             pmf = snapshot.pmf if snapshot.pmf is not None else _normalised(
                 policy.action_probabilities())
@@ -256,10 +257,10 @@ class PolicyModel:
                 expected = np.divide(stats_["reward_sum"], n, out=np.zeros_like(n), where=n > 0)
         rows = []
         for k, arm in enumerate(self.arms):
-            n, total = snapshot.rewards.get(arm, (0, 0.0))
-            row: dict[str, Any] = {
-                "arm": arm, "pulls": int(snapshot.pulls.get(arm, 0)), "outcomes": n,
-                "mean_reward": total / n if n else None,
+            n_outcomes, total = snapshot.rewards.get(arm, (0, 0.0))
+            row: JsonObject = {
+                "arm": arm, "pulls": int(snapshot.pulls.get(arm, 0)), "outcomes": n_outcomes,
+                "mean_reward": total / n_outcomes if n_outcomes else None,
                 "expected_reward": float(expected[k]),
                 "selection_probability": float(pmf[k]),
             }
@@ -276,14 +277,14 @@ class PolicyModel:
                 "log_seq": snapshot.seq, "reward_window_s": reward_window_s, "arms": rows}
 
 
-def _bias_only(d: int) -> np.ndarray:
+def _bias_only(d: int) -> npt.NDArray[np.float64]:
     """The context with only its first (bias) feature set."""
     x = np.zeros(d)
     x[0] = 1.0
     return x
 
 
-def _normalised(pmf: np.ndarray) -> np.ndarray:
+def _normalised(pmf: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """``pmf`` clipped at 0 and summing to one exactly enough to sample from."""
     p = np.clip(np.asarray(pmf, dtype=np.float64), 0.0, None)
     return p / p.sum()

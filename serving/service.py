@@ -32,10 +32,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Literal, Protocol, overload
 
 import numpy as np
+import numpy.typing as npt
 
+from arms.base import Recommender
 from arms.data.dataset import Dataset
 from arms.errors import unknown_id_message
 from serving.armset import ArmSet, file_lock, load_arms, refit_like, save_arms, training_set
@@ -52,6 +54,10 @@ from serving.schemas import FeedbackIn
 from serving.session import session_adjust
 from serving.settings import Settings
 from serving.store import FeedbackResult, FeedbackWrite, Store
+from serving.store.types import JsonObject, Row
+
+if TYPE_CHECKING:  # only for annotations: the group reader lives in the backend module
+    from serving.store.postgresql import GroupReader
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +86,22 @@ class Recommendation:
     propensity: float
     policy_version: int
     cold_start: bool
-    items: list[dict[str, Any]]
+    items: list[JsonObject]
+
+
+class Writer(Protocol):
+    """What the service needs of the store writer (the app's
+    :class:`~serving.store.writer.GroupCommitWriter`): each call returns once its write is
+    committed; ``reader`` is the store's group reader when the writer runs one.
+    """
+
+    reader: GroupReader | None
+
+    async def write_decision(self, row: Row) -> None:
+        """Queue the decision ``row``; return when it is committed."""
+
+    async def write_feedback(self, write: FeedbackWrite) -> FeedbackResult:
+        """Queue the feedback ``write``; return its result once committed."""
 
 
 class RecommendationService:
@@ -117,7 +138,7 @@ class RecommendationService:
         # Logged with every decision: serialised once.
         self._policy_json = json.dumps(self.policy_model.describe_params())
         self.rng = np.random.default_rng(settings.seed)
-        self.writer: Any = None  # set by the app's lifespan (GroupCommitWriter)
+        self.writer: Writer | None = None  # set by the app's lifespan (GroupCommitWriter)
         # Off-loop reads outside the request path (health, /policy): the request-path reads of
         # a PostgreSQL store are batched on the event loop instead (see _read).
         self.readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="recbandits-read")
@@ -181,7 +202,22 @@ class RecommendationService:
                     logger.warning("the store is back; policy refreshed")
                 outage = False
 
-    async def _read(self, kind: str, *args: Any) -> Any:
+    # The store reads the service makes, by name (the group reader batches them by name).
+    @overload
+    async def _read(self, kind: Literal["ping"], /) -> None: ...
+    @overload
+    async def _read(self, kind: Literal["user_feedback"],
+                    user_id: int, /) -> list[tuple[int, str, float]]: ...
+    @overload
+    async def _read(self, kind: Literal["user_preferences"],
+                    user_id: int, /) -> tuple[list[str], float] | None: ...
+    @overload
+    async def _read(self, kind: Literal["decision"], event_id: str, /) -> Row | None: ...
+    @overload
+    async def _read(self, kind: Literal["latest_decision_showing"], user_id: int,
+                    movie_id: int, since: float, /) -> Row | None: ...
+
+    async def _read(self, kind: str, *args: object) -> object:
         """``Store.<kind>(*args)``, read where it is cheapest for this store.
 
         A store whose reads are cheap enough runs them inline (``Store.inline_reads``: an
@@ -192,7 +228,7 @@ class RecommendationService:
         """
         if self.store.inline_reads:
             return getattr(self.store, kind)(*args)
-        reader = getattr(self.writer, "reader", None)
+        reader = self.writer.reader if self.writer is not None else None
         if reader is not None and kind in reader.KINDS:
             return await reader.read(kind, *args)
         return await asyncio.get_running_loop().run_in_executor(
@@ -247,7 +283,7 @@ class RecommendationService:
         if user is None:
             cold_start = True
             arm = self.settings.cold_start_arm
-            pmf: Any = {arm: 1.0}
+            pmf: dict[str, float] | str = {arm: 1.0}  # str: the snapshot's cached JSON
             propensity = 1.0
             # A newcomer's stated genres (PUT /users/{id}/preferences) put those genres first.
             stated = await self._read("user_preferences", user_id)
@@ -258,7 +294,7 @@ class RecommendationService:
             model = self.policy_model
             if snapshot.cdf is not None:  # context-free: computed once per snapshot
                 cdf, pmf = snapshot.cdf, snapshot.pmf_json
-                probabilities = snapshot.pmf
+                probabilities: npt.NDArray[np.float64] = snapshot.pmf  # type: ignore[assignment]  # set whenever cdf is
             else:
                 probabilities = model.probabilities(snapshot, features)
                 cdf = np.cumsum(probabilities)
@@ -285,6 +321,7 @@ class RecommendationService:
         event_id = f"{int(now * 1000):012x}{os.urandom(10).hex()}"
         # The vector goes to the writer as an array: orjson writes it in one C call.
         context = {"feature_version": self.features.version, "features": features, "k": k}
+        assert self.writer is not None  # set by the app's lifespan before any request
         await self.writer.write_decision({
             "event_id": event_id, "created_at": now, "user_id": user_id, "context": context,
             "arm": arm, "propensity": propensity, "pmf": pmf, "slate": slate,
@@ -303,7 +340,9 @@ class RecommendationService:
                               items)
 
     def _split_history(self, history: list[tuple[int, str, float]], arms: ArmSet,
-                       now: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                       now: float
+                       ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64],
+                                  npt.NDArray[np.int64]]:
         """Item indices of every movie the user gave feedback on (excluded from the slate), and
         of the session's likes (and clicks) and dislikes.
         """
@@ -389,10 +428,11 @@ class RecommendationService:
             "arm": arm, "reward": reward, "rating": rule.rating, "counted": False,
             "note": note,
         }
+        assert self.writer is not None  # set by the app's lifespan before any request
         return await self.writer.write_feedback(FeedbackWrite(values, outcome, decided_note))
 
     # ------------------------------------------------------------------ policy and retraining
-    async def policy_view(self) -> dict[str, Any]:
+    async def policy_view(self) -> JsonObject:
         """What ``GET /policy`` answers: the policy folded up to the log's latest outcome."""
         await asyncio.get_running_loop().run_in_executor(self.readers, self.refresh)
         return self.policy_model.describe(self.snapshot, self.features.mean_vector(),
@@ -408,7 +448,7 @@ class RecommendationService:
         return {arm: (pulls.get(arm, 0), *rewards.get(arm, (0, 0.0)))
                 for arm in self.policy_model.arms}
 
-    def policy_state(self) -> dict[str, Any]:
+    def policy_state(self) -> JsonObject:
         """The learned state this worker serves and the log position it folded up to (tests
         and ``rebuild-state`` compare it with the fold of the log).
         """
@@ -435,7 +475,8 @@ class RecommendationService:
             return version, n_ratings
 
 
-def top_k_row(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def top_k_row(scores: npt.NDArray[np.float64], k: int
+              ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
     """:func:`arms.base.top_k` for one row, without its batch machinery (~5x faster).
 
     Same contract: the best ``k`` of ``scores`` (shape ``(n_items,)``), best first, ties to the
@@ -460,7 +501,7 @@ def top_k_row(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def retrain_arms(settings: Settings, store: Store, catalog: Dataset,
-                 models: dict[str, Any]) -> tuple[int, int, ArmSet]:
+                 models: dict[str, Recommender]) -> tuple[int, int, ArmSet]:
     """Fit fresh copies of ``models`` on ``catalog`` + feedback ratings, save, publish."""
     ratings = store.ratings_frame()
     train = training_set(catalog, ratings)

@@ -50,11 +50,15 @@ from serving.store.tables import (
 )
 from serving.store.types import (
     BatchResult,
+    Dbapi,
     FeedbackResult,
     FeedbackWrite,
+    LogRows,
     Outcome,
     PeriodicJob,
     PolicyMeta,
+    Record,
+    Row,
 )
 
 if TYPE_CHECKING:  # only for annotations: the async helpers live in the backend modules
@@ -64,13 +68,13 @@ CommitMode = Literal["inline", "async", "thread"]
 COMMIT_MODES: tuple[CommitMode, ...] = ("inline", "async", "thread")
 
 
-def _json(value: Any) -> str:
+def _json(value: object) -> str:
     """``value`` as JSON text; a str is taken as already serialised (the service caches some)."""
     return (value if isinstance(value, str)
             else orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode())
 
 
-def stored_feedback_row(row: dict[str, Any]) -> dict[str, Any]:
+def stored_feedback_row(row: Row) -> Row:
     """A feedback row read back from the table, as the store returns it (``counted`` a bool:
     SQLite stores an int).
     """
@@ -78,7 +82,7 @@ def stored_feedback_row(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _context_features(context: Any) -> list[float] | None:
+def _context_features(context: object) -> list[float] | None:
     """The feature vector of a logged ``context`` (JSON text or a dict), or None."""
     if isinstance(context, str | bytes):
         context = orjson.loads(context)
@@ -124,7 +128,7 @@ class Store(abc.ABC):
     #: What follows a parameter that fills a JSON column in the DBAPI inserts ("" or "::json").
     JSON_CAST: ClassVar[str] = ""
     #: The dialect's ``insert`` (with ``on_conflict_do_nothing``).
-    insert: ClassVar[Callable[..., Any]]
+    insert: ClassVar[Callable[..., Any]]  # type: ignore[explicit-any]  # a dialect's insert(); its table type is private to SQLAlchemy
     inline_reads: ClassVar[bool] = False
 
     _DECISION_COLUMNS = "event_id, user_id, arm, slate, cold_start, reward_deadline, created_at"
@@ -175,7 +179,7 @@ class Store(abc.ABC):
         """The write engine and the (autocommit) read engine."""
 
     @abc.abstractmethod
-    def _raw_connect(self) -> Any:
+    def _raw_connect(self) -> Dbapi:
         """A DBAPI connection in autocommit mode for the request-path reads (one per thread)."""
 
     @property
@@ -187,7 +191,7 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    def write_batch(self, decision_rows: Sequence[dict[str, Any]],
+    def write_batch(self, decision_rows: Sequence[Row],
                     feedback_writes: Sequence[FeedbackWrite], *,
                     wait: bool = True) -> BatchResult:
         """Insert decisions and feedback, update counters and ratings, in ONE transaction.
@@ -385,7 +389,7 @@ class Store(abc.ABC):
     # The three reads on the request path skip SQLAlchemy: one DBAPI connection per reader
     # thread (the backend's _raw_connect), plain SQL, no pool check-out or transaction round
     # trips (about 10x cheaper).
-    def _fast(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    def _fast(self, sql: str, params: Record) -> list[Record]:
         conn = getattr(self._local, "conn", None)
         try:
             if conn is None:
@@ -411,14 +415,14 @@ class Store(abc.ABC):
                           "WHERE user_id = ?", (user_id,))
 
     @staticmethod
-    def _decision_row(row: Sequence[Any]) -> dict[str, Any]:
+    def _decision_row(row: Record) -> Row:
         slate = row[3]
         return {"event_id": row[0], "user_id": int(row[1]), "arm": row[2],
                 "slate": json.loads(slate) if isinstance(slate, str) else slate,
                 "cold_start": bool(row[4]), "reward_deadline": float(row[5]),
                 "created_at": float(row[6])}
 
-    def decision(self, event_id: str) -> dict[str, Any] | None:
+    def decision(self, event_id: str) -> Row | None:
         """The logged decision ``event_id`` (the fields attribution needs), or None."""
         rows = self._fast(f"SELECT {self._DECISION_COLUMNS} FROM decisions WHERE event_id = ?",
                           (event_id,))
@@ -428,7 +432,7 @@ class Store(abc.ABC):
     SLATE_HOLDS: ClassVar[str]
 
     def latest_decision_showing(self, user_id: int, movie_id: int,
-                                since: float) -> dict[str, Any] | None:
+                                since: float) -> Row | None:
         """The latest decision of ``user_id`` made at or after ``since`` whose slate held the
         movie: every such decision is searched, in SQL (the same rule on every backend).
         """
@@ -460,7 +464,7 @@ class Store(abc.ABC):
         return seq
 
     @unavailable_on_db_error
-    def feedback_row(self, key: tuple[int, str, int, str]) -> dict[str, Any] | None:
+    def feedback_row(self, key: tuple[int, str, int, str]) -> Row | None:
         """The stored feedback row of ``key`` (user, event key, movie, type), or None."""
         user_id, event_key, movie_id, feedback_type = key
         stmt = sa.select(feedback).where(
@@ -498,7 +502,7 @@ class Store(abc.ABC):
             conn.execute(sa.text("SELECT 1"))
 
     # ------------------------------------------------------------------ writes
-    def _write_rows(self, cursor: Any, decision_rows: Sequence[dict[str, Any]],
+    def _write_rows(self, cursor: Dbapi, decision_rows: Sequence[Row],
                     feedback_writes: Sequence[FeedbackWrite]) -> BatchResult:
         """The body of :meth:`write_batch` on a DBAPI ``cursor`` inside the transaction.
 
@@ -509,7 +513,7 @@ class Store(abc.ABC):
         """
         result = BatchResult()
         pulls = Counter(row["arm"] for row in decision_rows if not row["cold_start"])
-        ratings: list[tuple[Any, ...]] = []
+        ratings: list[Record] = []
         if decision_rows:
             cursor.executemany(self._insert_decision_sql, [
                 (r["event_id"], r["created_at"], r["user_id"], _json(r["context"]),
@@ -556,7 +560,7 @@ class Store(abc.ABC):
         self._increment(cursor.execute, pulls)
         return result
 
-    def _increment(self, execute: Callable[[str, tuple[Any, ...]], Any],
+    def _increment(self, execute: Callable[[str, Record], object],
                    pulls: Counter[str]) -> None:
         """Add the pulls to ``arm_state`` in SQL (``execute``: a DBAPI cursor's or a
         connection's), so that concurrent writers never lose an update.
@@ -619,7 +623,7 @@ class Store(abc.ABC):
 
     # ------------------------------------------------------------------ the log as a whole
     @unavailable_on_db_error
-    def log_rows(self) -> dict[str, Any]:
+    def log_rows(self) -> LogRows:
         """The whole log and its stored folds, from one snapshot (``rebuild-state``).
 
         Returns
@@ -632,7 +636,7 @@ class Store(abc.ABC):
             ``pulls``: arm -> stored pulls; ``ratings``: (user_id, movie_id) -> rating.
         """
         with self._snapshot_connection() as conn:
-            out: dict[str, Any] = {
+            out: LogRows = {
                 "decisions": [tuple(r) for r in conn.execute(sa.select(
                     decisions.c.event_id, decisions.c.arm, decisions.c.cold_start,
                     decisions.c.reward_deadline, decisions.c.settled_at.is_not(None)))],
@@ -657,7 +661,7 @@ class Store(abc.ABC):
                             "pmf", "policy_version", "reward_deadline", "settled_at", "reward",
                             "decided_at")
 
-    def decision_log_rows(self, consume: Callable[[Sequence[Any]], None], *,
+    def decision_log_rows(self, consume: Callable[[Sequence[Record]], None], *,
                           partition: int = 50_000) -> int:
         """Hand every policy (not cold-start) decision to ``consume``, ``partition`` at a time.
 
@@ -693,9 +697,9 @@ class Store(abc.ABC):
         """Every outcome in log order, with its decision's context (``ope``'s replays)."""
         return self.outcomes_after(0)
 
-    def insert_simulated(self, decision_rows: Sequence[Mapping[str, Any]],
-                         feedback_rows: Sequence[Mapping[str, Any]],
-                         outcome_rows: Sequence[Mapping[str, Any]] = ()) -> None:
+    def insert_simulated(self, decision_rows: Sequence[Row],
+                         feedback_rows: Sequence[Row],
+                         outcome_rows: Sequence[Row] = ()) -> None:
         """Bulk-insert simulated log rows in one transaction (no idempotency check).
 
         The rows hold every column of their table but the feedback ``id``; their ``seq``
@@ -727,7 +731,7 @@ class Store(abc.ABC):
 
     @unavailable_on_db_error
     def feedback_after(self, seq: int, user_ids: Iterable[int]
-                       ) -> tuple[int, list[dict[str, Any]]]:
+                       ) -> tuple[int, list[Row]]:
         """The log's tail for the live push (:mod:`serving.stream`): the feedback of
         ``user_ids`` logged after ``seq``, in log order, and the position it is complete up to.
 

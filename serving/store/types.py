@@ -4,7 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias, TypedDict
+
+#: A stored row as the DBAPI drivers (sqlite3, psycopg) take and return it: column name ->
+#: value. The values are the driver's (int, float, str, None; a JSON column as text or, from
+#: psycopg, decoded), so each reader narrows those it uses. The store seam's one explicit ``Any``,
+#: named here so that no signature spells it.
+Row: TypeAlias = dict[str, Any]  # type: ignore[explicit-any]  # DBAPI values carry no types
+#: One record as a DBAPI cursor or SQLAlchemy hands it over, its values the driver's.
+Record: TypeAlias = tuple[Any, ...]  # type: ignore[explicit-any]  # DBAPI values carry no types
+#: A PEP 249 connection or cursor (sqlite3's or psycopg's, chosen by the backend): the DBAPI
+#: specifies methods by prose, not types.
+Dbapi: TypeAlias = Any  # type: ignore[explicit-any]  # PEP 249 objects carry no types
+#: A JSON object as the service logs and answers it (a policy's hyper-parameters, ``GET
+#: /policy``, a config table): its values are whatever JSON holds, narrowed by each reader.
+JsonObject: TypeAlias = dict[str, Any]  # type: ignore[explicit-any]  # JSON values carry no types
 
 
 @dataclass(frozen=True)
@@ -31,6 +45,17 @@ class Outcome:
     context: Sequence[float] | None = None
 
 
+class LogRows(TypedDict):
+    """The whole log and its stored folds, as ``Store.log_rows`` reads them from one snapshot."""
+
+    decisions: list[Record]
+    feedback: list[Record]
+    outcomes: list[Record]
+    contexts: dict[str, list[float] | None]
+    pulls: dict[str, int]
+    ratings: dict[tuple[int, int], float]
+
+
 @dataclass(frozen=True)
 class PolicyMeta:
     """The served policy's ``version`` and the folder of its fitted arms, ``arms_dir``."""
@@ -55,8 +80,8 @@ class FeedbackWrite:
         The row's ``note`` when it does decide the outcome.
     """
 
-    values: dict[str, Any]
-    outcome: dict[str, Any] | None = None
+    values: Row
+    outcome: Row | None = None
     decided_note: str = ""
 
     @property
@@ -70,7 +95,7 @@ class FeedbackWrite:
 class FeedbackResult:
     """One written feedback: its stored ``row``, and whether this write ``created`` it."""
 
-    row: dict[str, Any]
+    row: Row
     created: bool
 
 
@@ -100,7 +125,7 @@ class PeriodicJob:
 
     name: str
     interval_s: float
-    fn: Callable[[], Any]
+    fn: Callable[[], object]
     last: float = 0.0
     wanted: bool = False
 
@@ -112,4 +137,5 @@ __all__ = [
     "Outcome",
     "PeriodicJob",
     "PolicyMeta",
+    "Row",
 ]

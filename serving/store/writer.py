@@ -42,12 +42,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from serving.errors import StoreUnavailableError
 from serving.store.base import COMMIT_MODES, Store
 from serving.store.errors import StoreBusyError, store_unavailable
-from serving.store.types import BatchResult, FeedbackResult, FeedbackWrite, PeriodicJob
+from serving.store.types import BatchResult, FeedbackResult, FeedbackWrite, PeriodicJob, Row
+
+if TYPE_CHECKING:  # only for annotations: the async helpers live in the backend module
+    from serving.store.postgresql import AsyncBatchWriter, GroupReader
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +63,8 @@ OUTAGE_SHARE = 0.5
 @dataclass
 class _Item:
     kind: str  # "decision" or "feedback"
-    payload: Any
-    future: asyncio.Future[Any]
+    payload: Row | FeedbackWrite  # a decision row, or a feedback write
+    future: asyncio.Future[FeedbackResult | None]  # None for a decision
     queued_at: float = field(default_factory=time.monotonic)
 
 
@@ -111,8 +114,8 @@ class GroupCommitWriter:
         self._jobs_stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
-        self.reader: Any = None  # the store's group reader in async mode, if it has one
-        self._async_writer: Any = None
+        self.reader: GroupReader | None = None  # the store's group reader in async mode, if any
+        self._async_writer: AsyncBatchWriter | None = None
         self.batches = 0
         self.items = 0
         self.waited_batches = 0  # inline batches that had to wait for the lock in a thread
@@ -146,7 +149,7 @@ class GroupCommitWriter:
         self._stopping = True
         if self.mode == "thread":
             self._queue.put(None)
-            await asyncio.to_thread(self._thread.join, timeout)
+            await asyncio.to_thread(self._thread.join, timeout)  # type: ignore[union-attr]  # started by start() in thread mode
             self._thread = None
         else:
             # The batch in flight completes (a batch waiting for SQLite's lock is bounded by
@@ -228,8 +231,9 @@ class GroupCommitWriter:
         decisions = [i for i in batch if i.kind == "decision"]
         feedback = [i for i in batch if i.kind == "feedback"]
         try:
-            result = await self._async_writer.write_batch([i.payload for i in decisions],
-                                                          [i.payload for i in feedback])
+            result = await self._async_writer.write_batch(  # type: ignore[union-attr]  # set by start() in async mode
+                cast("list[Row]", [i.payload for i in decisions]),
+                cast("list[FeedbackWrite]", [i.payload for i in feedback]))
         except Exception as exc:
             retry = self._failed(batch, exc)
             if retry is not None:
@@ -251,15 +255,16 @@ class GroupCommitWriter:
         self.jobs[job].wanted = True
 
     # ------------------------------------------------------------------ submitting
-    async def write_decision(self, row: dict[str, Any]) -> None:
+    async def write_decision(self, row: Row) -> None:
         """Queue the decision ``row``; return when it is committed."""
         await self._submit("decision", row)
 
     async def write_feedback(self, write: FeedbackWrite) -> FeedbackResult:
         """Queue the feedback ``write``; return its result once committed."""
-        return await self._submit("feedback", write)
+        # A feedback item always resolves to its result (None is a decision's).
+        return cast(FeedbackResult, await self._submit("feedback", write))
 
-    async def _submit(self, kind: str, payload: Any) -> Any:
+    async def _submit(self, kind: str, payload: Row | FeedbackWrite) -> FeedbackResult | None:
         if not self._running or self._stopping:
             raise StoreUnavailableError("the store writer is not running")
         future = asyncio.get_running_loop().create_future()
@@ -356,8 +361,9 @@ class GroupCommitWriter:
         feedback = [i for i in batch if i.kind == "feedback"]
         kwargs = {} if wait is None else {"wait": wait}
         try:
-            result = self.store.write_batch([i.payload for i in decisions],
-                                            [i.payload for i in feedback], **kwargs)
+            result = self.store.write_batch(cast("list[Row]", [i.payload for i in decisions]),
+                                            cast("list[FeedbackWrite]",
+                                                 [i.payload for i in feedback]), **kwargs)
         except StoreBusyError:
             raise  # nothing was written: the caller retries the batch waiting for the lock
         except Exception as exc:
@@ -406,7 +412,7 @@ class GroupCommitWriter:
             self._loop.call_soon_threadsafe(_set_results, outcomes)
 
 
-_Outcome = tuple[_Item, Any, BaseException | None]
+_Outcome = tuple[_Item, FeedbackResult | None, BaseException | None]
 
 
 class _BatchHasBadWriteError(Exception):
