@@ -1038,6 +1038,79 @@ def segment_users(n_users: int = 600, *, seed: int = 0) -> FeatureUsers:
                                           "age=25-44", "age=45+"))
 
 
+def _simulation_model(policy: str, arms: list[str], users: FeatureUsers | None,
+                      policy_params: dict[str, Any] | None, prior_alpha: float,
+                      prior_beta: float, propensity_grid: int) -> PolicyModel:
+    """The served :class:`PolicyModel` of :func:`simulate_service_log` (same parameters).
+
+    Raises
+    ------
+    ValueError
+        An unknown policy or invalid parameters, a contextual policy without ``users``, or
+        ``users`` with like rates for another number of arms than ``arms``.
+    """
+    params = dict(policy_params or {})
+    if policy == "ThompsonSampling":
+        params = {"prior_alpha": prior_alpha, "prior_beta": prior_beta, **params}
+    if "propensity_grid" in registered_policies()[check_policy_name(policy)]._param_names():
+        params.setdefault("propensity_grid", propensity_grid)
+    if registered_policies()[policy].contextual and users is None:
+        raise ValueError(f"policy={policy!r} is contextual: respond must be FeatureUsers (users "
+                         "with context vectors)")
+    model = PolicyModel(policy, arms, params=params,
+                        n_features=None if users is None else users.features.shape[1])
+    if users is not None and users.rates.shape[1] != len(arms):
+        raise ValueError(f"respond has like rates for {users.rates.shape[1]} arms; arms has "
+                         f"{len(arms)}")
+    return model
+
+
+def _snapshot_pmf(served: BatchedPolicy, b: int) -> np.ndarray:
+    """A context-free policy's pmf, one row for each of ``b`` decisions, shape ``(b, K)``."""
+    p = np.clip(served.action_probabilities(), 0.0, None)
+    return np.broadcast_to(p / p.sum(), (b, p.size))
+
+
+def _rated(resp: Responses, j: int, slate: list[int]) -> list[tuple[int, str]]:
+    """``(movie, "like" | "dislike")`` of decision ``j``'s ``slate``, most rewarding first.
+
+    From ``resp.codes`` (per position) where the users give them, else the first
+    ``likes[j]`` movies liked and the next ``dislikes[j]`` disliked. Most rewarding first, so
+    that the decision's reward (the first rewarded feedback decides) is its largest: "liked
+    anything", the envs' reward.
+    """
+    if resp.codes is not None:
+        rated = [(m, "like" if c > 0 else "dislike")
+                 for m, c in zip(slate, resp.codes[j].tolist(), strict=True) if c != 0]
+    else:
+        kinds = ["like"] * int(resp.likes[j]) + ["dislike"] * int(resp.dislikes[j])
+        rated = list(zip(slate, kinds, strict=False))
+    rated.sort(key=lambda mk: -(RULES.rule(mk[1]).reward or 0.0))
+    return rated
+
+
+def _feedback_rows(rated: list[tuple[int, str]], seqs: list[int], event: str, arm: str,
+                   user_id: int, created_at: float) -> list[dict[str, Any]]:
+    """The feedback rows of one decision: ``rated`` (the first ``len(seqs)``) at ``seqs``.
+
+    The first decides the outcome of decision ``event`` (served by ``arm`` to ``user_id``),
+    and is ``counted``; all are stamped ``created_at``.
+    """
+    rows = []
+    for n, ((movie, kind), seq) in enumerate(zip(rated, seqs, strict=False)):
+        rule = RULES.rule(kind)
+        decides = n == 0  # earliest: the first rewarded feedback decides
+        rows.append({
+            "created_at": created_at, "user_id": user_id,
+            "movie_id": int(movie), "feedback_type": kind, "event_id": event,
+            "event_key": event, "arm": arm, "reward": rule.reward,
+            "rating": rule.rating, "counted": decides, "seq": seq,
+            "note": (f"reward {rule.reward:g} given to arm {arm}" if decides else
+                     "the decision's reward was already decided"),
+        })
+    return rows
+
+
 def simulate_service_log(url: str, arms: Sequence[str], respond: Respond | FeatureUsers,
                          n_decisions: int, *, seed: int = 0, refresh_every: int = 100,
                          policy: str = "ThompsonSampling",
@@ -1106,18 +1179,8 @@ def simulate_service_log(url: str, arms: Sequence[str], respond: Respond | Featu
     arms = list(arms)
     K = len(arms)
     users = respond if isinstance(respond, FeatureUsers) else None
-    params = dict(policy_params or {})
-    if policy == "ThompsonSampling":
-        params = {"prior_alpha": prior_alpha, "prior_beta": prior_beta, **params}
-    if "propensity_grid" in registered_policies()[check_policy_name(policy)]._param_names():
-        params.setdefault("propensity_grid", propensity_grid)
-    if registered_policies()[policy].contextual and users is None:
-        raise ValueError(f"policy={policy!r} is contextual: respond must be FeatureUsers (users "
-                         "with context vectors)")
-    model = PolicyModel(policy, arms, params=params,
-                        n_features=None if users is None else users.features.shape[1])
-    if users is not None and users.rates.shape[1] != K:
-        raise ValueError(f"respond has like rates for {users.rates.shape[1]} arms; arms has {K}")
+    model = _simulation_model(policy, arms, users, policy_params, prior_alpha, prior_beta,
+                              propensity_grid)
     policy_json = json.dumps(model.describe_params())
     served = model.fresh()
     rng = np.random.default_rng(seed)
@@ -1162,12 +1225,10 @@ def simulate_service_log(url: str, arms: Sequence[str], respond: Respond | Featu
                 who = rng.integers(users.features.shape[0], size=b)
                 x = users.features[who]
                 truth.append(users.rates[who])
-            if model.contextual:  # the pmf at each user's context, as the service computes it
-                pmf_arr = linear_probabilities(
-                    served, {k: v[0] for k, v in served.state_.stats.items()}, x)
-            else:  # one pmf per snapshot
-                p = np.clip(served.action_probabilities(), 0.0, None)
-                pmf_arr = np.broadcast_to(p / p.sum(), (b, K))
+            # the pmf at each user's context, as the service computes it; else one per snapshot
+            pmf_arr = (linear_probabilities(served, {k: v[0] for k, v in
+                                                     served.state_.stats.items()}, x)
+                       if model.contextual else _snapshot_pmf(served, b))
             cdf = np.cumsum(pmf_arr, axis=1)
             cdf[:, -1] = 1.0
             u = rng.random(b)
@@ -1190,12 +1251,10 @@ def simulate_service_log(url: str, arms: Sequence[str], respond: Respond | Featu
                 k_show = max(int(n_fb[j]), 1)
                 slate = (resp.slates[j].tolist() if resp.slates is not None
                          else list(range(1, k_show + 1)))
-                context: dict[str, Any] = {"k": len(slate)}
-                vector = None
-                if users is not None:
-                    vector = x[j].tolist()
-                    context = {"feature_version": users.version, "features": vector,
-                               "k": len(slate)}
+                vector = None if users is None else x[j].tolist()
+                context: dict[str, Any] = ({"k": len(slate)} if users is None else
+                                           {"feature_version": users.version,
+                                            "features": vector, "k": len(slate)})
                 pmf = pmf_json[j]
                 dec_rows.append({
                     "event_id": event, "created_at": t, "user_id": int(resp.user_ids[j]),
@@ -1204,35 +1263,19 @@ def simulate_service_log(url: str, arms: Sequence[str], respond: Respond | Featu
                     "cold_start": False, "reward_deadline": deadline, "settled_at": settled_at,
                 })
                 fb_time = t + 0.1 * spacing_s
-                if resp.codes is not None:
-                    code = resp.codes[j]
-                    rated = [(m, "like" if c > 0 else "dislike")
-                             for m, c in zip(slate, code.tolist(), strict=True) if c != 0]
+                rated = _rated(resp, j, slate)
+                if rated:
+                    fb_seqs = [seq_of(i, 1, n) for n in range(min(len(rated), 255))]
+                    fb_rows.extend(_feedback_rows(rated, fb_seqs, event, arm,
+                                                  int(resp.user_ids[j]), fb_time))
+                    # earliest: the first (most rewarding) feedback decides
+                    reward = RULES.rule(rated[0][1]).reward
+                    out_rows.append({"event_id": event, "seq": seq_of(i, 1, 255),
+                                     "arm": arm, "reward": reward,
+                                     "decided_at": fb_time, "feedback_seq": fb_seqs[0]})
+                    obs.append((fb_time, Outcome(seq_of(i, 1, 255), event, arm,
+                                                 float(reward or 0.0), vector)))
                 else:
-                    kinds = ["like"] * int(resp.likes[j]) + ["dislike"] * int(resp.dislikes[j])
-                    rated = list(zip(slate, kinds, strict=False))
-                # a user's most rewarding feedback comes first, so the decision's reward (the
-                # first rewarded feedback decides) is the largest, "liked anything" for the envs
-                rated.sort(key=lambda mk: -(RULES.rule(mk[1]).reward or 0.0))
-                for n, (movie, kind) in enumerate(rated[:255]):
-                    rule = RULES.rule(kind)
-                    decides = n == 0  # earliest: the first rewarded feedback decides
-                    fb_seq = seq_of(i, 1, n)
-                    fb_rows.append({
-                        "created_at": fb_time, "user_id": int(resp.user_ids[j]),
-                        "movie_id": int(movie), "feedback_type": kind, "event_id": event,
-                        "event_key": event, "arm": arm, "reward": rule.reward,
-                        "rating": rule.rating, "counted": decides, "seq": fb_seq,
-                        "note": (f"reward {rule.reward:g} given to arm {arm}" if decides else
-                                 "the decision's reward was already decided"),
-                    })
-                    if decides:
-                        out_rows.append({"event_id": event, "seq": seq_of(i, 1, 255),
-                                         "arm": arm, "reward": rule.reward,
-                                         "decided_at": fb_time, "feedback_seq": fb_seq})
-                        obs.append((fb_time, Outcome(seq_of(i, 1, 255), event, arm,
-                                                     float(rule.reward or 0.0), vector)))
-                if not rated:
                     seq = seq_of(i + settle_lag, 2)
                     out_rows.append({"event_id": event, "seq": seq,
                                      "arm": arm, "reward": RULES.default_reward,
