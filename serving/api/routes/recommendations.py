@@ -11,6 +11,8 @@ load 9-12), not enough, while skipping the stack altogether halves the cost in p
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -30,13 +32,34 @@ movies of similar genres and its dislikes demote them. A user unknown to the arm
 popularity outside the policy (``cold_start: true``, propensity 1)."""
 
 
+def _query(request: Request) -> Mapping[str, str]:
+    """The parameters of ``request``'s query: a plain one split here, any other by Starlette.
+
+    A query of plain ASCII without escapes and without a repeated key is split here: Starlette's
+    ``QueryParams`` (``parse_qsl`` into a multi-dict) took ~15 us of a ~90 us request in process.
+    Either way the values are validated by the same model, so the answers are the same.
+    """
+    raw: bytes = request.scope["query_string"]
+    if raw.isascii() and b"%" not in raw and b"+" not in raw:
+        params: dict[str, str] = {}
+        for part in raw.split(b"&"):
+            name, _, value = part.partition(b"=")
+            key = name.decode()
+            if key in params:
+                break  # a repeated key: Starlette's rule (the last value) applies
+            params[key] = value.decode()
+        else:
+            return params
+    return request.query_params
+
+
 async def recommendations(request: Request) -> Response:
     """``GET /recommendations``: top-``k`` movies for ``user_id`` (see ``DESCRIPTION``).
 
     The query of ``request`` is validated as :class:`RecommendationQuery`; the decision is
     logged and counted in the metrics.
     """
-    query = validate(RecommendationQuery, request.query_params, "query")
+    query = validate(RecommendationQuery, _query(request), "query")
     state = request.app.state
     result = await state.service.recommend(query.user_id, query.k)
     state.metrics.record_decision(result.arm)
