@@ -28,6 +28,8 @@ import pandas as pd
 from arms.data.dataset import Dataset
 
 FEATURE_VERSION = "user-v1"
+#: Decimals every feature value is rounded to (what is logged is exactly what the policy saw).
+DECIMALS = 4
 #: MovieLens 1M's age groups (lower bounds), used for every catalogue with an ``age`` column.
 AGE_BUCKETS = (0, 18, 25, 35, 45, 50, 56)
 
@@ -96,7 +98,10 @@ class UserFeatures:
         static[:, col] = np.log1p(counts) / max(np.log1p(counts.max(initial=0.0)), 1.0)
         # Whole vectors with an empty session: a request copies its row and sets the last two
         # values (2 us, against 10 us for concatenating the parts).
-        self._full = np.concatenate((static, np.zeros((n_users, 2))), axis=1)
+        # Rounded to 4 decimals: every decision logs its vector, and 53 values of 17 digits
+        # made a decision row ~1 KB (~250 bytes rounded); the policy sees the rounded values too.
+        self._full = np.round(np.concatenate((static, np.zeros((n_users, 2))), axis=1),
+                              DECIMALS)
         self._row = {int(u): i for i, u in enumerate(users.index)}
         self._unknown = np.zeros(len(self.names))
         self._unknown[0] = 1.0
@@ -124,8 +129,8 @@ class UserFeatures:
         """
         row = self._row.get(user_id)
         x = self._unknown.copy() if row is None else self._full[row].copy()
-        x[-2] = math.log1p(session_likes)
-        x[-1] = math.log1p(session_dislikes)
+        x[-2] = round(math.log1p(session_likes), DECIMALS)
+        x[-1] = round(math.log1p(session_dislikes), DECIMALS)
         return x
 
 
