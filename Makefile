@@ -31,7 +31,7 @@ run: $(VENV)/.installed
 ## test: install the dev extras and run every test (after ruff and the mypy type check)
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
-	$(BIN)/mypy bandits arms
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-dev

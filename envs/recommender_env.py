@@ -112,7 +112,7 @@ class RecommenderArmsEnv(gym.Env[np.ndarray, np.int64]):
     * v0: initial version (FixedCTR, held-out MovieLens, latent-factor simulator, drift).
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 4}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 4}  # type: ignore[misc]  # gymnasium's is an instance attribute; a ClassVar here (RUF012)
 
     def __init__(self, simulator: Simulator, *, render_mode: str | None = None) -> None:
         if not isinstance(simulator, Simulator):
@@ -208,9 +208,9 @@ class RecommenderArmsEnv(gym.Env[np.ndarray, np.int64]):
             # Scalar indices: basic indexing, several times cheaper than arrays of one.
             sim.user_model.update_fatigue(self._fatigue, 0, user, a)  # type: ignore[arg-type]
         if sim.online_learning:
-            shown = slates[0, a][None]
+            shown = slates[0, a][None]  # type: ignore[index]  # computed above when learning online
             sim.learn(self._arms, np.array([user]), shown, responses[None])
-        info = {
+        info: dict[str, Any] = {
             "user_id": int(sim.user_ids[user]),
             "user_index": user,
             "t": t,

@@ -313,7 +313,7 @@ class Simulator:
         feedback = pd.DataFrame(
             {
                 "user_id": self.user_ids[users[rows]],
-                "item_id": self.item_ids[shown[rows, cols]],
+                "item_id": self.item_ids[shown[rows, cols]],  # type: ignore[index]  # online learning requires a catalogue
                 "rating": np.where(responses[rows, cols] == LIKE, LIKE_RATING, DISLIKE_RATING),
             }
         )

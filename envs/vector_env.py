@@ -49,7 +49,7 @@ class RecommenderArmsVectorEnv(VectorEnv):
     sub-environment at a time: correct, but without the vectorised speed.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {
+    metadata: ClassVar[dict[str, Any]] = {  # type: ignore[misc]  # gymnasium's is an instance attribute; a ClassVar here (RUF012)
         "autoreset_mode": AutoresetMode.NEXT_STEP,
         "render_modes": [],
     }
@@ -215,7 +215,7 @@ class RecommenderArmsVectorEnv(VectorEnv):
         sim = self.simulator
         shape = (BLOCK_STEPS, 1 + sim.slate_size)
         for i in envs:
-            self._block[i] = self._rngs[i].random(shape)
+            self._block[i] = self._rngs[i].random(shape)  # type: ignore[index]  # set by reset()
         self._row[envs] = 0
         self._t[envs] = 0
         if self._fatigue is not None:
@@ -238,7 +238,7 @@ class RecommenderArmsVectorEnv(VectorEnv):
             exhausted = envs[row == BLOCK_STEPS]
             shape = (BLOCK_STEPS, 1 + self.simulator.slate_size)
             for i in exhausted:
-                self._block[i] = self._rngs[i].random(shape)
+                self._block[i] = self._rngs[i].random(shape)  # type: ignore[index]  # set by reset()
             self._row[exhausted] = 0
             row = self._row[index]
         rows = np.take(

@@ -436,7 +436,7 @@ def run(config: OBDOPEConfig | None = None) -> OBDOPEResults:
         random_log = load_obd("random", campaign, config.data_dir, full=config.full)
         ts_log = load_obd("bts", campaign, config.data_dir, full=config.full)
         n_items = ts_log.n_items
-        opts = dict(n_bootstrap=config.n_bootstrap, confidence=config.confidence)
+        opts: dict[str, Any] = dict(n_bootstrap=config.n_bootstrap, confidence=config.confidence)
 
         # random <- TS log: the TS log carries its own propensities
         uniform = np.full((ts_log.n_rounds, n_items), 1.0 / n_items)

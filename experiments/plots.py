@@ -59,13 +59,13 @@ _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 def policy_colours(results: SimulationResults) -> dict[str, tuple]:
     """Colour of each policy label, by its place in the config (stable across figures)."""
-    colours = colormaps[POLICY_PALETTE].colors
+    colours = colormaps[POLICY_PALETTE].colors  # type: ignore[attr-defined]  # a ListedColormap
     return {runs.label: colours[i % len(colours)] for i, runs in enumerate(results.policies)}
 
 
 def arm_colours(n_arms: int) -> list[tuple]:
     """Colours of ``n_arms`` arms, from a palette disjoint from the policies'."""
-    colours = colormaps[ARM_PALETTE].colors
+    colours = colormaps[ARM_PALETTE].colors  # type: ignore[attr-defined]  # a ListedColormap
     return [colours[k % len(colours)] for k in range(n_arms)]
 
 

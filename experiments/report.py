@@ -9,6 +9,7 @@ run by run before it is averaged, which removes the variation of the users from 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -189,6 +190,7 @@ def markdown_table(summary: pd.DataFrame) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     lines = []
+    row: Any  # pandas-stubs types an itertuples() field as any scalar; these are float/str
     for row in summary.itertuples(index=False):
         cells = [
             row.policy,

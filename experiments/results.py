@@ -97,7 +97,7 @@ class PolicyRuns:
         joined = {name: np.concatenate([getattr(p, name) for p in parts]) for name in per_run}
         return dataclasses.replace(
             first,
-            **joined,
+            **joined,  # type: ignore[arg-type]  # only the per-run array fields
             arm_counts=np.sum([p.arm_counts for p in parts], axis=0),
             expected_min=np.min([p.expected_min for p in parts], axis=0),
             expected_max=np.max([p.expected_max for p in parts], axis=0),

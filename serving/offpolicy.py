@@ -412,9 +412,9 @@ def _arrays(rows: Sequence[Any], arms: list[str]) -> dict[str, Any]:
         lookup = np.full(len(ctx_parsed), -1, dtype=np.int64)
         lookup[distinct_rows] = np.arange(len(distinct_rows))
         at = lookup[ctx_codes]
-        rows = np.flatnonzero(at >= 0)
+        ctx_rows = np.flatnonzero(at >= 0)
         logged = ctx_parsed[distinct_rows[0]].get("feature_names")
-        features[key] = (rows, table_[at[rows]],
+        features[key] = (ctx_rows, table_[at[ctx_rows]],
                          list(logged) if isinstance(logged, list) else None)
     return {
         "event_ids": np.array(event_ids, dtype=object),
@@ -555,11 +555,11 @@ def _linear_replay(log: DecisionLog, candidates: Sequence[LinearCandidate], ts_s
     n, K, d = log.n, len(log.arms), x_all.shape[1]
     policies: dict[str, BatchedPolicy] = {}
     for cand in candidates:  # validate every hyper-parameter before any work
-        params = dict(cand.params)
+        params: dict[str, Any] = dict(cand.params)
         if cand.policy == "LinTS":
             params.setdefault("propensity_grid", propensity_grid)
         try:
-            policies[cand.name] = registered_policies()[cand.policy](
+            policies[cand.name] = registered_policies()[cand.policy](  # type: ignore[call-arg]  # a contextual class: it takes n_features
                 log.arms, n_features=d, **params, random_state=0)
         except TypeError as exc:
             raise ValueError(f"linear candidate {cand.name}: {exc}") from None
@@ -1234,7 +1234,7 @@ def simulate_service_log(url: str, arms: Sequence[str], respond: Respond | Featu
             u = rng.random(b)
             actions = np.minimum((cdf <= u[:, None]).sum(axis=1), K - 1)
             pulls += np.bincount(actions, minlength=K)
-            resp = respond(actions, rng) if users is None else users.respond(who, actions, rng)
+            resp = respond(actions, rng) if users is None else users.respond(who, actions, rng)  # type: ignore[operator]  # respond is the callable when users is None
             times = start + (first + np.arange(b)) * spacing_s
             n_fb = resp.likes + resp.dislikes
             pmf_json = ([dict(zip(arms, row, strict=True)) for row in pmf_arr.tolist()]

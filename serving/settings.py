@@ -268,7 +268,7 @@ class Settings(BaseSettings):
         shared = {"prior_alpha": self.prior_alpha, "prior_beta": self.prior_beta,
                   "propensity_grid": grid}
         accepted = cls._param_names()
-        params = {k: v for k, v in shared.items() if k in accepted}
+        params: dict[str, object] = {k: v for k, v in shared.items() if k in accepted}
         params.update(self.policy_params)
         return PolicyModel(self.policy, self.arms, params=params, n_features=n_features)
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
 
 class BodyTooLargeError(StarletteHTTPException):
@@ -19,7 +20,7 @@ class BodyTooLargeError(StarletteHTTPException):
         return JSONResponse({"detail": self.detail, "code": "body_too_large"}, status_code=413)
 
 
-def declared_too_large(scope: dict[str, Any], max_bytes: int) -> bool:
+def declared_too_large(scope: Scope, max_bytes: int) -> bool:
     """Whether the request's ``Content-Length`` already says the body is over ``max_bytes``."""
     for name, value in scope["headers"]:
         if name == b"content-length" and value.isdigit() and int(value) > max_bytes:

@@ -28,6 +28,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from serving.api.body_limit import BodyTooLargeError, declared_too_large
 
@@ -58,7 +59,7 @@ class ServiceApp(FastAPI):
         self._max_body_bytes = max_body_bytes
         self._cors = cors
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         """Dispatch an ASGI call: a plain hot request to its endpoint, anything else to FastAPI."""
         hot = getattr(self, "_hot", None)
         if hot and scope["type"] == "http" and not scope.get("root_path"):
@@ -69,13 +70,13 @@ class ServiceApp(FastAPI):
                 return
         await super().__call__(scope, receive, send)
 
-    async def _answer(self, endpoint: Endpoint, scope: dict[str, Any], receive: Any,
+    async def _answer(self, endpoint: Endpoint, scope: Scope, receive: Any,
                       send: Any) -> None:
         start = time.perf_counter()
         scope["app"] = self
         route = scope["path"]
         if declared_too_large(scope, self._max_body_bytes):
-            response = BodyTooLargeError(self._max_body_bytes).response()
+            response: Response = BodyTooLargeError(self._max_body_bytes).response()
             route = "unmatched"  # refused before routing, as the body-limit middleware labels it
         else:
             response = await self._respond(endpoint, scope, self._limited(receive))
@@ -83,7 +84,7 @@ class ServiceApp(FastAPI):
         self.state.metrics.record_request(scope["method"], route, response.status_code,
                                           time.perf_counter() - start)
 
-    async def _respond(self, endpoint: Endpoint, scope: dict[str, Any],
+    async def _respond(self, endpoint: Endpoint, scope: Scope,
                        receive: Any) -> Response:
         request = Request(scope, receive)
         try:
@@ -94,7 +95,7 @@ class ServiceApp(FastAPI):
             for cls in type(exc).__mro__:
                 handler = self.exception_handlers.get(cls)
                 if handler is not None:
-                    return await handler(request, exc)  # type: ignore[no-any-return]
+                    return await handler(request, exc)  # type: ignore[misc]  # the app's handlers are all async
             raise
 
     def _limited(self, receive: Any) -> Any:

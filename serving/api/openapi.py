@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
@@ -32,7 +32,8 @@ class DocumentedRoute(Route):
     """
 
     def __init__(self, path: str, endpoint: Callable[..., Any], *, method: str,
-                 openapi: dict[str, Any], models: list[tuple[type[BaseModel], str]]) -> None:
+                 openapi: dict[str, Any],
+                 models: list[tuple[type[BaseModel], JsonSchemaMode]]) -> None:
         super().__init__(path, endpoint, methods=[method], include_in_schema=False)
         self.method = method.lower()
         self.openapi = openapi
@@ -57,8 +58,8 @@ def _json(model: type[BaseModel], description: str) -> dict[str, Any]:
 def operation(*, summary: str, description: str, tag: str, operation_id: str,
               query: type[BaseModel] | None = None, body: type[BaseModel] | None = None,
               responses: Mapping[int, tuple[type[BaseModel], str]],
-              errors: Mapping[int, str]) -> tuple[dict[str, Any], list[tuple[type[BaseModel],
-                                                                             str]]]:
+              errors: Mapping[int, str]
+              ) -> tuple[dict[str, Any], list[tuple[type[BaseModel], JsonSchemaMode]]]:
     """An OpenAPI operation and the models it refers to.
 
     Parameters
@@ -80,7 +81,7 @@ def operation(*, summary: str, description: str, tag: str, operation_id: str,
         For :func:`install`: pydantic's JSON-schema mode of each model
         (``validation`` for what comes in, ``serialization`` for what goes out).
     """
-    models: list[tuple[type[BaseModel], str]] = [(ErrorOut, "serialization")]
+    models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(ErrorOut, "serialization")]
     op: dict[str, Any] = {"tags": [tag], "summary": summary, "description": description,
                           "operationId": operation_id}
     if query is not None:

@@ -101,7 +101,7 @@ def _is_operational(exc: BaseException) -> bool:
     return isinstance(exc, tuple(_OPERATIONAL_ERRORS))
 
 
-def database_errors() -> tuple[type[BaseException], ...]:
+def database_errors() -> tuple[type[Exception], ...]:
     """Every exception class a store call can raise from SQLAlchemy or a driver."""
     return (sa.exc.DBAPIError, sa.exc.TimeoutError, *_DRIVER_ERRORS)
 

@@ -137,7 +137,7 @@ class SQLiteStore(Store):
         self._checkpoint_conn: sqlite3.Connection | None = None
         self._checkpoint_lock = threading.Lock()
         # Taken before SQLite's own write lock by every serving write (see write_lock.py).
-        self.writers_lock = WriteLock(self.url.database)
+        self.writers_lock = WriteLock(self.url.database)  # type: ignore[arg-type]  # _check_url requires a database file
         self.checkpoint_interval_s = SQLITE_CHECKPOINT_INTERVAL_S
         self.last_checkpoint: tuple[int, int, int] | None = None
 
@@ -188,7 +188,7 @@ class SQLiteStore(Store):
         return engine
 
     def _raw_connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.url.database, isolation_level=None,
+        conn = sqlite3.connect(self.url.database, isolation_level=None,  # type: ignore[arg-type]  # _check_url requires a database file
                                check_same_thread=False, timeout=self.timeout_s)
         conn.execute("PRAGMA query_only=ON")
         conn.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
@@ -196,7 +196,7 @@ class SQLiteStore(Store):
 
     def _raw_write_connect(self) -> sqlite3.Connection:
         # busy_timeout 0: the wait for the lock is chosen per batch (see _write_cursor).
-        conn = sqlite3.connect(self.url.database, isolation_level=None, check_same_thread=False,
+        conn = sqlite3.connect(self.url.database, isolation_level=None, check_same_thread=False,  # type: ignore[arg-type]  # _check_url requires a database file
                                timeout=0)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.sqlite_synchronous}")
@@ -325,7 +325,7 @@ class SQLiteStore(Store):
         with self._checkpoint_lock:
             try:
                 if self._checkpoint_conn is None:
-                    conn = sqlite3.connect(self.url.database, isolation_level=None,
+                    conn = sqlite3.connect(self.url.database, isolation_level=None,  # type: ignore[arg-type]  # _check_url requires a database file
                                            check_same_thread=False, timeout=0)
                     conn.execute("PRAGMA busy_timeout=0")
                     conn.execute(f"PRAGMA synchronous={self.sqlite_synchronous}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
@@ -63,8 +63,10 @@ def stated_genres(genres: Sequence[str], allowed: Sequence[str]) -> list[str]:
     return [g for g in allowed if g in wanted]
 
 
-_ERRORS = {422: {"model": ErrorOut, "description": "malformed body or an unknown genre"},
-           503: {"model": ErrorOut, "description": "the store is unavailable (Retry-After)"}}
+# Typed as FastAPI's ``responses`` parameter is (a dict's value types are not widened).
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorOut, "description": "malformed body or an unknown genre"},
+    503: {"model": ErrorOut, "description": "the store is unavailable (Retry-After)"}}
 
 
 @router.put("/users/{user_id}/preferences", response_model=PreferencesOut, responses=_ERRORS)
