@@ -361,6 +361,33 @@ class RecommendationService:
         return excluded, liked, disliked
 
     # ------------------------------------------------------------------ feedback
+    async def _attributed_decision(self, body: FeedbackIn, now: float) -> Row | None:
+        """The decision feedback ``body`` received at ``now`` is attributed to, if any.
+
+        The one its ``event_id`` names, checked against its user and slate; without one, the
+        user's latest decision that showed the movie within the reward window.
+
+        Raises
+        ------
+        EventNotFoundError, EventConflictError, InvalidInputError
+            As :meth:`feedback`.
+        """
+        if body.event_id is None:
+            return await self._read("latest_decision_showing", body.user_id, body.movie_id,
+                                    now - self.settings.reward_window_s)
+        decision = await self._read("decision", body.event_id)
+        if decision is None:
+            raise EventNotFoundError(f"event_id {body.event_id!r} is not in the decision log")
+        if decision["user_id"] != body.user_id:
+            raise EventConflictError(
+                f"event_id {body.event_id!r} was served to another user, not user_id "
+                f"{body.user_id}")
+        if body.movie_id not in decision["slate"]:
+            raise InvalidInputError(
+                f"movie_id {body.movie_id} was not in the slate of event {body.event_id!r} "
+                f"(it showed {decision['slate']})")
+        return decision
+
     async def feedback(self, body: FeedbackIn) -> FeedbackResult:
         """Validate, attribute and store one feedback; see :mod:`serving` for the rules.
 
@@ -379,22 +406,7 @@ class RecommendationService:
                                                        arms.item_ids[:500]))
         now = time.time()
         feedback_type = body.feedback_type.value
-        window = self.settings.reward_window_s
-        if body.event_id is not None:
-            decision = await self._read("decision", body.event_id)
-            if decision is None:
-                raise EventNotFoundError(f"event_id {body.event_id!r} is not in the decision log")
-            if decision["user_id"] != body.user_id:
-                raise EventConflictError(
-                    f"event_id {body.event_id!r} was served to another user, not user_id "
-                    f"{body.user_id}")
-            if body.movie_id not in decision["slate"]:
-                raise InvalidInputError(
-                    f"movie_id {body.movie_id} was not in the slate of event {body.event_id!r} "
-                    f"(it showed {decision['slate']})")
-        else:
-            decision = await self._read("latest_decision_showing", body.user_id,
-                                        body.movie_id, now - window)
+        decision = await self._attributed_decision(body, now)
         rule = self.rules.rule(feedback_type)
         reward = rule.reward
         arm = None

@@ -417,6 +417,66 @@ def _timed_out(store: PostgreSQLStore) -> StoreUnavailableError:
 
 
 # ---------------------------------------------------------------------------- writes
+async def _write_decisions(conn: Any, decision_rows: Sequence[dict[str, Any]],
+                           pulls: Counter[str]) -> None:
+    """Insert ``decision_rows`` and add ``pulls`` to ``arm_state`` in one statement (autocommit).
+
+    Nothing is sent when ``decision_rows`` is empty; ``conn`` is the writer's async connection.
+    """
+    if not decision_rows:
+        return
+    document = _dumps([_as_json(r) for r in decision_rows])
+    if pulls:
+        await conn.execute(_DECISIONS_AND_PULLS, (document, _increments(pulls)))
+    else:
+        await conn.execute(_INSERT_DECISIONS, (document,))
+
+
+def _feedback_results(feedback_writes: Sequence[FeedbackWrite],
+                      inserted: dict[tuple[int, str, int, str], tuple[int, int]],
+                      existing: dict[tuple[int, str, int, str], dict[str, Any]],
+                      counted: set[int], result: BatchResult,
+                      ) -> dict[tuple[int, int], tuple[Any, ...]]:
+    """Append each write's :class:`FeedbackResult` to ``result``; return the ratings to upsert.
+
+    Parameters
+    ----------
+    feedback_writes : sequence of FeedbackWrite
+        The batch's writes, in order; a key written twice gets the first write's row.
+    inserted : dict of key to (id, seq)
+        The rows this batch inserted.
+    existing : dict of key to row
+        Rows stored before the batch, for the keys not inserted.
+    counted : set of int
+        Seqs of the feedback that decided an outcome (``result.counted`` grows by them).
+    result : BatchResult
+
+    Returns
+    -------
+    dict of (user_id, movie_id) to (user_id, movie_id, rating, created_at)
+        In log order: the latest rating of a movie wins, as one upsert per write would leave it.
+    """
+    rows: dict[tuple[int, str, int, str], dict[str, Any]] = {}
+    ratings: dict[tuple[int, int], tuple[Any, ...]] = {}
+    for write in feedback_writes:
+        key = write.key
+        if key in rows or key in existing:
+            row = rows.get(key) or existing[key]
+            result.feedback.append(FeedbackResult(stored_feedback_row(dict(row)), False))
+            continue
+        row_id, seq = inserted[key]
+        row = dict(write.values, id=row_id, seq=seq, counted=seq in counted)
+        if row["counted"]:
+            row["note"] = write.decided_note
+            result.counted += 1
+        rows[key] = row
+        result.feedback.append(FeedbackResult(row, True))
+        if row["rating"] is not None:
+            ratings[row["user_id"], row["movie_id"]] = (
+                row["user_id"], row["movie_id"], row["rating"], row["created_at"])
+    return ratings
+
+
 class AsyncBatchWriter:
     """Commits one batch per call on a dedicated async connection (see the module doc).
 
@@ -469,19 +529,12 @@ class AsyncBatchWriter:
         result = BatchResult()
         pulls = Counter(row["arm"] for row in decision_rows if not row["cold_start"])
         # The first write of a key in the batch is the one inserted; later ones see its row.
-        first: dict[tuple[int, str, int, str], int] = {}
-        unique: list[FeedbackWrite] = []
+        first: dict[tuple[int, str, int, str], FeedbackWrite] = {}
         for write in feedback_writes:
-            if write.key not in first:
-                first[write.key] = len(unique)
-                unique.append(write)
+            first.setdefault(write.key, write)
+        unique = list(first.values())
         if not unique:
-            if decision_rows:
-                document = _dumps([_as_json(r) for r in decision_rows])
-                if pulls:
-                    await conn.execute(_DECISIONS_AND_PULLS, (document, _increments(pulls)))
-                else:
-                    await conn.execute(_INSERT_DECISIONS, (document,))
+            await _write_decisions(conn, decision_rows, pulls)
             return result
         candidates = [
             {**w.outcome, "decided_at": w.values["created_at"], "f": i + 1,
@@ -510,26 +563,7 @@ class AsyncBatchWriter:
             existing: dict[tuple[int, str, int, str], dict[str, Any]] = {}
             if missing:
                 existing = await self._existing(conn, pipeline, missing)
-            rows: dict[tuple[int, str, int, str], dict[str, Any]] = {}
-            ratings: dict[tuple[int, int], tuple[Any, ...]] = {}
-            for write in feedback_writes:
-                key = write.key
-                if key in rows or key in existing:
-                    row = rows.get(key) or existing[key]
-                    result.feedback.append(FeedbackResult(stored_feedback_row(dict(row)), False))
-                    continue
-                row_id, seq = inserted[key]
-                row = dict(write.values, id=row_id, seq=seq, counted=seq in counted)
-                if row["counted"]:
-                    row["note"] = write.decided_note
-                    result.counted += 1
-                rows[key] = row
-                result.feedback.append(FeedbackResult(row, True))
-                if row["rating"] is not None:
-                    # In log order: the latest rating of a movie wins, as one upsert per
-                    # write would leave it.
-                    ratings[row["user_id"], row["movie_id"]] = (
-                        row["user_id"], row["movie_id"], row["rating"], row["created_at"])
+            ratings = _feedback_results(feedback_writes, inserted, existing, counted, result)
             if ratings:
                 await conn.execute(_UPSERT_RATINGS, (_dumps(
                     [{"u": u, "m": m, "r": r, "t": t} for u, m, r, t in ratings.values()]),))

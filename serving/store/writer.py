@@ -281,25 +281,7 @@ class GroupCommitWriter:
         stop = False
         while True:
             batch, carried = carried[:self.batch_max], carried[self.batch_max:]
-            if not batch and not stop:
-                try:
-                    first = self._queue.get(timeout=self._wait_s())
-                except queue.Empty:
-                    first = None
-                else:
-                    if first is None:
-                        stop = True
-                    else:
-                        batch.append(first)
-            while len(batch) < self.batch_max:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    continue
-                batch.append(item)
+            stop = self._fill(batch, stop)
             if batch:
                 outcomes = self._commit(batch)
                 outage = _outage(outcomes)
@@ -314,6 +296,34 @@ class GroupCommitWriter:
             self._run_jobs()
             if stop and not carried:
                 return
+
+    def _fill(self, batch: list[_Item], stop: bool) -> bool:
+        """Top ``batch`` up to ``batch_max`` from the queue; whether the stop sentinel came.
+
+        An empty ``batch`` first waits for one item until the next periodic job is due (1 s at
+        most; not at all once ``stop`` is set); then whatever is queued is taken without
+        waiting.
+        """
+        if not batch and not stop:
+            try:
+                first = self._queue.get(timeout=self._wait_s())
+            except queue.Empty:
+                first = None
+            else:
+                if first is None:
+                    stop = True
+                else:
+                    batch.append(first)
+        while len(batch) < self.batch_max:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                stop = True
+                continue
+            batch.append(item)
+        return stop
 
     def _waited(self, items: list[_Item]) -> tuple[list[_Item], list[_Item]]:
         """``items`` that have waited ``OUTAGE_SHARE`` of the time-out, and the others."""
