@@ -150,5 +150,8 @@ class HeldOutRatings(UserModel):
         return self.held_out_counts_.astype(np.float64)
 
     def replay_sequence(self) -> np.ndarray:
-        """User indices in the order of their held-out ratings' timestamps (a copy)."""
+        """Eligible users in their held-out ratings' timestamp order, one visit per run (a copy).
+
+        Consecutive ratings by one user are one visit (a session), not many arrivals.
+        """
         return self.replay_.copy()

@@ -152,7 +152,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                                               self._head_timed_out)
 
     def on_headers_complete(self) -> None:
-        """The head is in: refuse it over ``max_concurrency``, else time the body."""
+        """The head is in: refuse it (431 over ``max_header_bytes``, 503 over ``max_concurrency``).
+
+        Otherwise the body phase begins (timed by ``body_timeout_s``) and uvicorn runs the
+        request.
+        """
         self._cancel_deadline()
         self._phase = _BODY
         limits = self.limits

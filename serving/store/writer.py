@@ -122,7 +122,12 @@ class GroupCommitWriter:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Start writing on ``loop``: a thread, or a task on it, per the store's commit mode."""
+        """Start writing, per the store's commit mode.
+
+        ``thread``: one writer thread that also runs the periodic jobs. ``inline`` and
+        ``async``: a commit task on ``loop`` and a thread for the jobs; ``async`` also opens the
+        store's async batch writer and starts its group reader.
+        """
         self._loop = loop
         self._running = True
         if self.mode == "thread":
