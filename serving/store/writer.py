@@ -261,11 +261,24 @@ class GroupCommitWriter:
 
     # ------------------------------------------------------------------ submitting
     async def write_decision(self, row: Row) -> None:
-        """Queue the decision ``row``; return when it is committed."""
+        """Queue the decision ``row`` (the ``decisions`` columns); return once it is committed.
+
+        Raises
+        ------
+        StoreUnavailableError
+            When the writer is not running, or the database is down or locked (HTTP 503);
+            another error of the store while writing this row is raised as it came.
+        """
         await self._submit("decision", row)
 
     async def write_feedback(self, write: FeedbackWrite) -> FeedbackResult:
-        """Queue the feedback ``write``; return its result once committed."""
+        """Queue the feedback ``write``; return its stored row once committed.
+
+        Raises
+        ------
+        StoreUnavailableError
+            As :meth:`write_decision`.
+        """
         # A feedback item always resolves to its result (None is a decision's).
         return cast(FeedbackResult, await self._submit("feedback", write))
 
