@@ -48,6 +48,10 @@ DEFAULT_POLICY = "ThompsonSampling"
 PMF_CACHE_SIZE = 8192
 
 
+#: (probabilities, their cumulative sums, probabilities by arm as JSON) of one request.
+Selection = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], str]
+
+
 @dataclass(frozen=True)
 class PolicySnapshot:
     """An immutable view of the policy after folding the log up to ``seq``.
@@ -82,7 +86,7 @@ class PolicySnapshot:
     cdf: npt.NDArray[np.float64] | None
     pmf_json: str = "{}"
     rewards: dict[str, tuple[int, float]] = field(default_factory=dict)
-    cache: dict[bytes, npt.NDArray[np.float64]] = field(default_factory=dict, compare=False,
+    cache: dict[bytes, Selection] = field(default_factory=dict, compare=False,
                                                         repr=False)
 
 
@@ -213,18 +217,27 @@ class PolicyModel:
 
     def probabilities(self, snapshot: PolicySnapshot,
                       context: npt.NDArray[np.float64] | None) -> npt.NDArray[np.float64]:
-        """Selection probability of every arm for one request, shape ``(n_arms,)``.
+        """Selection probability of every arm for one request, shape ``(n_arms,)``."""
+        return self.selection(snapshot, context)[0]
+
+    def selection(self, snapshot: PolicySnapshot,
+                  context: npt.NDArray[np.float64] | None) -> Selection:
+        """What a request draws its arm with: the probabilities, their cumulative sums (last
+        entry 1) and the probabilities by arm as JSON (logged with the decision).
 
         A contextual policy's are computed once per (policy state, context) and kept in the
         snapshot's cache (the same user asks again within a session; a refresh that folds no
         new outcome keeps the cache): a LinTS computation costs ~0.3 ms, a cache hit ~2 us.
         """
-        if snapshot.pmf is not None:
-            return snapshot.pmf
+        if snapshot.pmf is not None and snapshot.cdf is not None:
+            return snapshot.pmf, snapshot.cdf, snapshot.pmf_json
         key = np.asarray(context, dtype=np.float64).tobytes()
         cached = snapshot.cache.get(key)
         if cached is None:
-            cached = _normalised(snapshot.policy.action_probabilities(context))
+            pmf = _normalised(snapshot.policy.action_probabilities(context))
+            cdf = np.cumsum(pmf)
+            cdf[-1] = 1.0
+            cached = (pmf, cdf, json.dumps(dict(zip(self.arms, pmf.tolist(), strict=True))))
             if len(snapshot.cache) >= PMF_CACHE_SIZE:
                 snapshot.cache.clear()  # bounded: the hot contexts come back at once
             snapshot.cache[key] = cached

@@ -292,14 +292,8 @@ class RecommendationService:
         else:
             cold_start = False
             model = self.policy_model
-            if snapshot.cdf is not None:  # context-free: computed once per snapshot
-                cdf, pmf = snapshot.cdf, snapshot.pmf_json
-                probabilities: npt.NDArray[np.float64] = snapshot.pmf  # type: ignore[assignment]  # set whenever cdf is
-            else:
-                probabilities = model.probabilities(snapshot, features)
-                cdf = np.cumsum(probabilities)
-                cdf[-1] = 1.0
-                pmf = dict(zip(model.arms, probabilities.tolist(), strict=True))
+            # Context-free: computed once per snapshot; contextual: once per context in it.
+            probabilities, cdf, pmf = model.selection(snapshot, features)
             choice = int(np.searchsorted(cdf, self.rng.random(), side="right"))
             choice = min(choice, len(model.arms) - 1)
             arm = model.arms[choice]
