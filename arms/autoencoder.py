@@ -9,7 +9,7 @@ trained by scikit-learn on rows whose entries are randomly dropped.
 from __future__ import annotations
 
 import logging
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import numpy as np
 import scipy.linalg
@@ -226,7 +226,7 @@ class AutoencoderRecommender(Recommender):
             return scores
         hidden = _activate(self.activation, rows @ self.coefs_[0] + self.intercepts_[0])
         # Sigmoid is monotone, but probabilities keep the scores on a readable 0-1 scale.
-        return scipy.special.expit(hidden @ self.coefs_[1] + self.intercepts_[1])
+        return cast(np.ndarray, scipy.special.expit(hidden @ self.coefs_[1] + self.intercepts_[1]))
 
     def _partial_fit(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray) -> None:
         # The last rating of a pair wins, as in the base class's bookkeeping.
@@ -330,7 +330,7 @@ def ease_weights(
         block[:] = np.triu(block) + np.triu(block, 1).T
     # P is symmetric, so its transpose is the same matrix in C order: scaling that view's columns
     # gives B C-contiguous, which the sparse-times-dense scoring reads without a copy.
-    weights = precision.T
+    weights: np.ndarray = precision.T  # precision comes from LAPACK (no stubs)
     weights /= -np.diag(weights).copy()
     weights[np.diag_indices(n)] = 0.0
     return weights
@@ -338,7 +338,7 @@ def ease_weights(
 
 def _activate(name: str, values: np.ndarray) -> np.ndarray:
     if name == "relu":
-        return np.maximum(values, 0.0)
+        return cast(np.ndarray, np.maximum(values, 0.0))
     if name == "tanh":
-        return np.tanh(values)
-    return scipy.special.expit(values)
+        return cast(np.ndarray, np.tanh(values))
+    return cast(np.ndarray, scipy.special.expit(values))

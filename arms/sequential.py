@@ -204,7 +204,7 @@ class SequentialRecommender(Recommender):
             (float(self.recency) ** (ages.data.astype(np.float64) - 1), ages.indices, ages.indptr),
             shape=ages.shape,
         )
-        scores = (weights @ self.transitions_).toarray().astype(np.float64)
+        scores: np.ndarray = (weights @ self.transitions_).toarray().astype(np.float64)
         disliked = self.dislikes_[users]
         if disliked.nnz:
             scores -= self.dislike_weight * (disliked @ self.transitions_).toarray()

@@ -8,7 +8,7 @@ product and predicting a batch of ratings one gather, with no per-item ``predict
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import surprise
@@ -136,7 +136,7 @@ class SVDRecommender(Recommender):
                     trainset.n_users, trainset.n_items)
 
     def _score(self, users: np.ndarray) -> np.ndarray:
-        scores = self.user_factors_[users] @ self.item_factors_.T
+        scores: np.ndarray = self.user_factors_[users] @ self.item_factors_.T
         scores += self.item_bias_
         scores += (self.global_mean_ + self.user_bias_[users])[:, None]
         return scores
@@ -174,7 +174,7 @@ class SVDRecommender(Recommender):
             + self.item_bias_[items]
             + np.einsum("ij,ij->i", self.user_factors_[users], self.item_factors_[items])
         )
-        return np.clip(estimate, *RATING_SCALE)
+        return cast(np.ndarray, np.clip(estimate, *RATING_SCALE))
 
     def _partial_fit(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray) -> None:
         dim = self.n_factors + 1

@@ -43,7 +43,7 @@ import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 
@@ -373,9 +373,9 @@ def row_max(scores: np.ndarray) -> np.ndarray:
     argmax (a reduction along a short last axis is several times slower).
     """
     if scores.ndim != 2 or not scores.flags.c_contiguous:
-        return scores.max(axis=1, keepdims=True)
+        return cast(np.ndarray, scores.max(axis=1, keepdims=True))
     R, K = scores.shape
-    return scores.reshape(-1)[row_starts(R, K) + scores.argmax(axis=1)][:, None]
+    return cast(np.ndarray, scores.reshape(-1)[row_starts(R, K) + scores.argmax(axis=1)][:, None])
 
 
 def row_argmax(scores: np.ndarray) -> np.ndarray:
@@ -389,7 +389,7 @@ def row_argmax(scores: np.ndarray) -> np.ndarray:
     """
     R, K = scores.shape
     if K > 8 or R < 4096:
-        return scores.argmax(axis=1)
+        return cast(np.ndarray, scores.argmax(axis=1))
     cols = scores.T.copy()
     best = cols[0]
     choice = np.zeros(R, dtype=np.int8)  # int8: np.where into intp measured 3x slower
@@ -406,13 +406,13 @@ def argmax_random_ties(scores: np.ndarray, draws: Draws) -> np.ndarray:
     Always draws ``(R, K)`` uniforms so every step consumes the same amount of randomness.
     """
     u = draws.random((scores.shape[1],))
-    return np.where(scores >= row_max(scores), u, -1.0).argmax(axis=1)
+    return cast(np.ndarray, np.where(scores >= row_max(scores), u, -1.0).argmax(axis=1))
 
 
 def argmax_set_probabilities(scores: np.ndarray) -> np.ndarray:
     """Exact propensities of :func:`argmax_random_ties`: uniform over each row's maxima."""
     is_max = scores >= row_max(scores)
-    return is_max / is_max.sum(axis=1, keepdims=True)
+    return cast(np.ndarray, is_max / is_max.sum(axis=1, keepdims=True))
 
 
 @functools.lru_cache(maxsize=16)
@@ -513,7 +513,7 @@ class BatchState:
     @property
     def n_runs(self) -> int:
         """Number of runs ``R``."""
-        return self.pending_arms.shape[0]
+        return cast(int, self.pending_arms.shape[0])
 
     def copy(self) -> BatchState:
         """Deep copy of the arrays (scratch buffers are not copied)."""

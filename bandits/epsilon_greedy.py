@@ -13,7 +13,7 @@ is the number of observations learned plus one. Auer et al.'s epsilon_n-greedy i
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -53,7 +53,7 @@ def epsilon_greedy_probabilities(pulls: np.ndarray, reward_sum: np.ndarray, epsi
     """Exact propensities (R, K) of :func:`epsilon_greedy_choose`."""
     eps = epsilon_schedule(pulls, epsilon, decay)
     greedy = argmax_set_probabilities(empirical_means(pulls, reward_sum))
-    return eps / pulls.shape[1] + (1.0 - eps) * greedy
+    return cast(np.ndarray, eps / pulls.shape[1] + (1.0 - eps) * greedy)
 
 
 class EpsilonGreedy(BatchedPolicy):

@@ -23,7 +23,7 @@ Student-t) marginals, with the same ``pi / (4 * propensity_grid)`` error bound.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from scipy import special
@@ -71,7 +71,7 @@ def gaussian_thompson_choose(loc: np.ndarray, scale: np.ndarray, df: np.ndarray 
     if df is not None:
         a = df / 2.0
         z = z / np.sqrt(draws.standard_gamma(a) / a)
-    return (loc + scale * z).argmax(axis=1)
+    return cast(np.ndarray, (loc + scale * z).argmax(axis=1))
 
 
 def gaussian_probability_of_max(loc: np.ndarray, scale: np.ndarray, df: np.ndarray | None,
@@ -80,17 +80,19 @@ def gaussian_probability_of_max(loc: np.ndarray, scale: np.ndarray, df: np.ndarr
     R, K = loc.shape
     if df is None:
         def ppf(k: int, u: np.ndarray) -> np.ndarray:
-            return loc[:, k, None] + scale[:, k, None] * special.ndtri(u)[None, :]
+            return cast(np.ndarray, loc[:, k, None] + scale[:, k, None] * special.ndtri(u)[None, :])
 
         def cdf(x: np.ndarray) -> np.ndarray:
-            return special.ndtr((x[:, None, :] - loc[:, :, None]) / scale[:, :, None])
+            return cast(np.ndarray,
+                        special.ndtr((x[:, None, :] - loc[:, :, None]) / scale[:, :, None]))
     else:
         def ppf(k: int, u: np.ndarray) -> np.ndarray:
-            return loc[:, k, None] + scale[:, k, None] * special.stdtrit(df[:, k, None], u)
+            return cast(np.ndarray,
+                        loc[:, k, None] + scale[:, k, None] * special.stdtrit(df[:, k, None], u))
 
         def cdf(x: np.ndarray) -> np.ndarray:
-            return special.stdtr(df[:, :, None],
-                                 (x[:, None, :] - loc[:, :, None]) / scale[:, :, None])
+            return cast(np.ndarray, special.stdtr(
+                df[:, :, None], (x[:, None, :] - loc[:, :, None]) / scale[:, :, None]))
     with np.errstate(invalid="ignore"):
         return probability_of_max(ppf, cdf, R, K, n_grid)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from scipy import special
@@ -41,7 +41,7 @@ def _normal_quantiles(n_grid: int) -> np.ndarray:
     """Standard normal quantiles of :func:`bandits.base.quadrature_grid`'s points (cached:
     computing them took a third of a single-context LinTS probability call).
     """
-    z = special.ndtri(quadrature_grid(n_grid)[0])
+    z: np.ndarray = special.ndtri(quadrature_grid(n_grid)[0])  # scipy has no stubs
     z.flags.writeable = False
     return z
 
@@ -93,7 +93,7 @@ class _LinearPolicy(BatchedPolicy):
     def coefficients(self) -> np.ndarray:
         """Ridge estimate ``theta_k`` of every arm, shape (K, d)."""
         s = self.state_.stats
-        return np.einsum("kij,kj->ki", s["A_inv"][0], s["b"][0])
+        return cast(np.ndarray, np.einsum("kij,kj->ki", s["A_inv"][0], s["b"][0]))
 
 
 class LinUCB(_LinearPolicy):
@@ -129,7 +129,7 @@ class LinUCB(_LinearPolicy):
 
     def _scores(self, state: BatchState, contexts: np.ndarray) -> np.ndarray:
         mean, var = linear_predict(state.stats["A_inv"], state.stats["b"], contexts)
-        return mean + float(self.alpha) * np.sqrt(var)
+        return cast(np.ndarray, mean + float(self.alpha) * np.sqrt(var))
 
     def _choose(self, state: BatchState, draws: Draws, contexts: np.ndarray | None
                 ) -> np.ndarray:
@@ -186,7 +186,7 @@ class LinTS(_LinearPolicy):
     def _choose(self, state: BatchState, draws: Draws, contexts: np.ndarray | None
                 ) -> np.ndarray:
         mean, sd = self._posterior(state, contexts)  # type: ignore[arg-type]
-        return (mean + sd * draws.standard_normal((self.n_arms,))).argmax(axis=1)
+        return cast(np.ndarray, (mean + sd * draws.standard_normal((self.n_arms,))).argmax(axis=1))
 
     def _probabilities(self, state: BatchState, contexts: np.ndarray | None
                        ) -> tuple[np.ndarray, np.ndarray]:

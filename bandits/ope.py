@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -139,7 +139,8 @@ def importance_weights(actions: Any, logging_propensities: Any, target_probabili
     """``pi_e(a_i | x_i) / pi_0(a_i | x_i)``, shape (n,)."""
     a = np.asarray(actions)
     pe = np.asarray(target_probabilities, dtype=np.float64)
-    return pe[np.arange(a.size), a] / np.asarray(logging_propensities, dtype=np.float64)
+    return cast(np.ndarray,
+                pe[np.arange(a.size), a] / np.asarray(logging_propensities, dtype=np.float64))
 
 
 def effective_sample_size(weights: Any) -> float:

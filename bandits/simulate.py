@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -71,7 +71,7 @@ class SimulationResult:
 
     def mean_regret(self) -> np.ndarray:
         """Cumulative pseudo-regret averaged over runs, shape (C,)."""
-        return self.cumulative_regret.mean(axis=0)
+        return cast(np.ndarray, self.cumulative_regret.mean(axis=0))
 
 
 def lai_robbins_constant(means: Sequence[float] | np.ndarray) -> float:
@@ -164,8 +164,8 @@ def make_policy(spec: PolicySpec, n_arms: int) -> BatchedPolicy:
 def _per_run(values: np.ndarray, arms: np.ndarray) -> np.ndarray:
     """``values[arms]`` for per-arm values (K,), ``values[r, arms[r]]`` for per-run ones (R, K)."""
     if values.ndim == 1:
-        return values[arms]
-    return values.reshape(-1)[row_starts(*values.shape) + arms]
+        return cast(np.ndarray, values[arms])
+    return cast(np.ndarray, values.reshape(-1)[row_starts(*values.shape) + arms])
 
 
 def _check_means(means: Any, runs: int, name: str = "means") -> np.ndarray:
@@ -356,7 +356,7 @@ def simulate_gaussian(policy: PolicySpec, means: Sequence[float] | np.ndarray,
         raise ValueError(f"sds={np.asarray(sds).tolist()} must be positive and finite")
 
     def draw(env: Draws, arms: np.ndarray) -> np.ndarray:
-        return _per_run(mu, arms) + _per_run(sd, arms) * env.standard_normal()
+        return cast(np.ndarray, _per_run(mu, arms) + _per_run(sd, arms) * env.standard_normal())
 
     return _simulate(policy, mu, draw, horizon, runs, seed, checkpoints, rng_mode, dtype,
                      snapshot)

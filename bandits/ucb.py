@@ -18,7 +18,7 @@ largest index. Rewards must lie in [0, 1].
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from scipy.special import xlogy
@@ -43,17 +43,18 @@ def bernoulli_kl(p: np.ndarray | float, q: np.ndarray | float) -> np.ndarray:
     p = np.asarray(p, dtype=np.float64)
     q = np.asarray(q, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return xlogy(p, p) - xlogy(p, q) + xlogy(1 - p, 1 - p) - xlogy(1 - p, 1 - q)
+        return cast(np.ndarray,
+                    xlogy(p, p) - xlogy(p, q) + xlogy(1 - p, 1 - p) - xlogy(1 - p, 1 - q))
 
 
 def _neg_entropy(p: np.ndarray) -> np.ndarray:
     """``p log p + (1 - p) log(1 - p)``, the part of ``kl(p, q)`` that does not depend on q."""
-    return xlogy(p, p) + xlogy(1.0 - p, 1.0 - p)
+    return cast(np.ndarray, xlogy(p, p) + xlogy(1.0 - p, 1.0 - p))
 
 
 def _kl_from(p: np.ndarray, neg_entropy: np.ndarray, q: np.ndarray) -> np.ndarray:
     """``kl(p, q)`` for q in (0, 1] given ``_neg_entropy(p)``."""
-    return neg_entropy - p * np.log(q) - (1.0 - p) * np.log1p(-q)
+    return cast(np.ndarray, neg_entropy - p * np.log(q) - (1.0 - p) * np.log1p(-q))
 
 
 def _kl_ucb_solve(p: np.ndarray, d: np.ndarray, tol: float, max_iter: int,
@@ -167,7 +168,7 @@ def _kl_ucb_cached(means: np.ndarray, budget: np.ndarray, tol: float,
             q_c[moved], kl_c[moved], iter_c[moved] = _kl_ucb_solve(pm, d[moved], tol, 100,
                                                                     iter_c[moved])
         mean_c[moved] = pm
-    return q_c.reshape(means.shape)
+    return cast(np.ndarray, q_c.reshape(means.shape))
 
 
 def kl_ucb_upper(means: np.ndarray, budget: np.ndarray, *, tol: float = 1e-6,
@@ -290,7 +291,7 @@ class _IndexPolicy(BatchedPolicy):
 
     def indices(self) -> np.ndarray:
         """Current index of every arm, shape (K,) (``inf`` for arms never pulled)."""
-        return self._indices(self.state_.stats)[0]
+        return cast(np.ndarray, self._indices(self.state_.stats)[0])
 
 
 class UCB1(_IndexPolicy):

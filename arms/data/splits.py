@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Iterator
+from typing import cast
 
 import numpy as np
 
@@ -194,7 +195,8 @@ def _folds(dataset: Dataset, fold: np.ndarray, n_splits: int) -> Iterator[tuple[
 
 def _train_sizes(counts: np.ndarray, train_share: float) -> np.ndarray:
     """Ratings each user keeps in training: ``round(train_share * n)``, at least one."""
-    return np.minimum(counts, np.maximum(np.round(train_share * counts), 1)).astype(np.int64)
+    sizes = np.minimum(counts, np.maximum(np.round(train_share * counts), 1))
+    return cast(np.ndarray, sizes.astype(np.int64))
 
 
 def _split_by_rank(

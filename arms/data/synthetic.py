@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import numbers
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -394,7 +395,7 @@ def _users_frame(rng: np.random.Generator, factors: np.ndarray) -> pd.DataFrame:
 
     def projection() -> np.ndarray:
         direction = rng.normal(size=n_factors)
-        return z @ (direction / np.linalg.norm(direction))
+        return cast(np.ndarray, z @ (direction / np.linalg.norm(direction)))
 
     age = np.clip(
         np.rint(34 + 12 * (0.7 * projection() + 0.7 * rng.normal(size=n_users))), 7, 73
