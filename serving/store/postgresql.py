@@ -106,11 +106,16 @@ _INSERT_OUTCOMES = (
     "c AS (SELECT c.*, h.seq - %s + c.f AS feedback_seq, h.seq - %s + c.ord AS seq "
     f"FROM h, {_numbered('%s::json', _OUTCOME_RECORD, 'c')}), "
     "ins AS (INSERT INTO outcomes (event_id, seq, arm, reward, decided_at, feedback_seq) "
-    "SELECT event_id, seq, arm, reward, decided_at, feedback_seq FROM c "
-    "WHERE EXISTS (SELECT 1 FROM feedback WHERE feedback.seq = c.feedback_seq) "
+    # A LATERAL ... LIMIT 1 keeps the test one index probe per candidate: EXISTS is planned as
+    # a hash over a sequential scan of the whole feedback table (2.8 ms a batch at 20,000 rows).
+    "SELECT c.event_id, c.seq, c.arm, c.reward, c.decided_at, c.feedback_seq FROM c "
+    "CROSS JOIN LATERAL (SELECT 1 FROM feedback WHERE feedback.seq = c.feedback_seq "
+    "LIMIT 1) AS stored "
     "ON CONFLICT (event_id) DO NOTHING RETURNING feedback_seq) "
-    "UPDATE feedback SET counted = true, note = c.note FROM ins JOIN c USING (feedback_seq) "
-    "WHERE feedback.seq = ins.feedback_seq RETURNING feedback.seq"
+    # = ANY(ARRAY(...)) likewise makes the update an index scan of the few rows it marks.
+    "UPDATE feedback SET counted = true, "
+    "note = (SELECT c.note FROM c WHERE c.feedback_seq = feedback.seq) "
+    "WHERE feedback.seq = ANY(ARRAY(SELECT feedback_seq FROM ins)) RETURNING feedback.seq"
 )
 
 _UPSERT_RATINGS = (
