@@ -194,34 +194,12 @@ def find_obd(data_dir: str | os.PathLike[str] | None = None, *, full: bool = Fal
 
 
 def download_archive(url: str, target: str | os.PathLike[str], *, sha256: str, folder: str) -> Path:
-    """Download a zip archive, check its SHA-256, unpack its ``folder`` into ``target``.
+    """Download the zip at ``url``, check its SHA-256, unpack its ``folder`` into ``target``.
 
-    The archive is streamed to a temporary file inside ``target`` while it is hashed; only when
-    the digest matches is it unpacked, and the folder is then renamed into place in one step (so
-    a concurrent reader never sees half a folder). Nothing is left behind on failure.
-
-    Parameters
-    ----------
-    url : str
-        ``https://``, ``http://`` or ``file://`` URL of a zip file.
-    target : path
-        Folder to unpack into (created if needed).
-    sha256 : str
-        Expected hex digest of the archive (case-insensitive).
-    folder : str
-        Top folder the archive must contain; ``target / folder`` is returned.
-
-    Returns
-    -------
-    pathlib.Path
-        ``target / folder``.
-
-    Raises
-    ------
-    ValueError
-        The digest differs, or the archive has no ``folder``.
-    OSError, urllib.error.URLError, zipfile.BadZipFile
-        The download or the archive failed.
+    :func:`arms.data.download.download_zip` with the Open Bandit Dataset's arguments: ``url``
+    (https, http or file), ``target`` (created if needed), ``sha256`` (the archive's hex digest)
+    and ``folder`` (the archive's top folder; ``target / folder`` is returned). Raises what it
+    raises (``ValueError`` on a digest mismatch, nothing unpacked).
     """
     return download_zip(url, Path(target), folder=folder, sha256=sha256)
 
