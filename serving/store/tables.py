@@ -63,7 +63,8 @@ feedback = sa.Table(
     # Whether this feedback decided its decision's outcome (the outcome names its seq).
     sa.Column("counted", sa.Boolean, nullable=False),
     sa.Column("note", sa.String(200), nullable=False),
-    sa.Column("seq", sa.BigInteger, nullable=False, unique=True),
+    # NULL only inside a PostgreSQL batch's own transaction, until it takes its seqs at the end.
+    sa.Column("seq", sa.BigInteger, nullable=True, unique=True),
     sa.UniqueConstraint("user_id", "event_key", "movie_id", "feedback_type",
                         name="uq_feedback_key"),
     sa.Index("ix_feedback_user_time", "user_id", "created_at"),
