@@ -128,17 +128,23 @@ def _ope(args: argparse.Namespace) -> int:
         return _ope_obd(args)
     from datetime import UTC, datetime
 
+    from pydantic import ValidationError
+
     from serving import offpolicy
 
     url = args.db
-    if url is None:
-        from pydantic import ValidationError
-
-        try:
-            url = _serving_settings(argparse.Namespace()).resolved_db_url()  # type: ignore[attr-defined]
-        except ValidationError as exc:
+    # The service's settings (RECBANDITS_*): its store and the reward an undecided closed
+    # decision gets. With --db given, broken settings only cost the default reward.
+    default_reward = offpolicy.RULES.default_reward
+    try:
+        settings = _serving_settings(argparse.Namespace())
+    except ValidationError as exc:
+        if url is None:
             print(f"recbandits ope: {exc}", file=sys.stderr)
             return 2
+    else:
+        url = url or settings.resolved_db_url()  # type: ignore[attr-defined]
+        default_reward = settings.default_reward  # type: ignore[attr-defined]
     candidates = _ope_candidates(args)
     if candidates is None:
         return 2
@@ -148,6 +154,7 @@ def _ope(args: argparse.Namespace) -> int:
         n_bootstrap=args.bootstrap, seed=args.seed,
         ts_priors=tuple(priors) or offpolicy.DEFAULT_TS_PRIORS,  # type: ignore[arg-type]
         linear=linear or offpolicy.DEFAULT_LINEAR, include_open=args.include_open,
+        default_reward=default_reward,
         export_csv_path=args.export_csv, export_obp_path=args.export_obp,
     )  # fmt: skip
     try:

@@ -217,8 +217,8 @@ class DecisionLog:
 
 # ---------------------------------------------------------------------------- reading
 def read_log(url: str, *, as_of: float | None = None, include_open: bool = False,
-             partition: int = 50_000, feature_names: Sequence[str] | None = None
-             ) -> DecisionLog:
+             partition: int = 50_000, feature_names: Sequence[str] | None = None,
+             default_reward: float = RULES.default_reward) -> DecisionLog:
     """Read the evaluable decisions of the store at ``url`` into a :class:`DecisionLog`.
 
     Parameters
@@ -234,6 +234,9 @@ def read_log(url: str, *, as_of: float | None = None, include_open: bool = False
     feature_names : sequence of str, optional
         Names of the logged context vector's columns (the service logs the vector and its
         ``feature_version`` only); used to find user segments.
+    default_reward : float, default the rule book's
+        The reward a decision gets when its window closes without rewarded feedback (the
+        service's ``default_reward`` setting): what a closed decision not yet settled counts as.
 
     Raises
     ------
@@ -275,7 +278,7 @@ def read_log(url: str, *, as_of: float | None = None, include_open: bool = False
     closed = ~np.isnan(cat["settled_at"]) | (cat["reward_deadline"] < as_of)
     # An undecided decision whose window closed gets the default reward when the sweep settles
     # it (earliest: no feedback decided it); so does an open one counted with include_open.
-    rewards = np.where(decided, cat["reward"], RULES.default_reward)
+    rewards = np.where(decided, cat["reward"], default_reward)
     keep = closed | include_open
     unknown = cat["actions"] < 0
     keep &= ~unknown
@@ -1316,6 +1319,8 @@ class OPEConfig:
     feature_names : tuple of str, optional
         Names of the logged context vector's columns (see :func:`read_log`).
     include_open : bool, default False
+    default_reward : float, default the rule book's
+        The service's ``default_reward`` (see :func:`read_log`).
     as_of : float, optional
         When windows are judged closed (default: now).
     export_csv_path, export_obp_path : str or Path, optional
@@ -1337,6 +1342,7 @@ class OPEConfig:
     segment_prefixes: tuple[str, ...] = DEFAULT_SEGMENTS
     feature_names: tuple[str, ...] | None = None
     include_open: bool = False
+    default_reward: float = RULES.default_reward
     as_of: float | None = None
     export_csv_path: str | Path | None = None
     export_obp_path: str | Path | None = None
@@ -1385,7 +1391,7 @@ def run(config: OPEConfig) -> OPERun:
         An unknown or missing store, or an invalid candidate.
     """
     log = read_log(config.url, as_of=config.as_of, include_open=config.include_open,
-                   feature_names=config.feature_names)
+                   feature_names=config.feature_names, default_reward=config.default_reward)
     result = evaluate_log(log, n_bootstrap=config.n_bootstrap, seed=config.seed,
                           confidence=config.confidence, ts_priors=config.ts_priors,
                           linear=config.linear, segment_prefixes=config.segment_prefixes)

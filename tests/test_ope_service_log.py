@@ -357,3 +357,22 @@ def test_notebook_runs_top_to_bottom(tmp_path: Path) -> None:
     assert "note: no decision logged a context vector" in text
     replay = next(x for x in text.splitlines() if "replayed: max |pmf - logged pmf|" in x)
     assert float(replay.rsplit("= ", 1)[1]) < 1e-9
+
+
+def test_a_closed_undecided_decision_counts_as_the_services_default_reward(
+        tmp_path: Path) -> None:
+    """A decision whose window closed before the settle sweep decided it gets the reward the
+    sweep will give: the service's ``default_reward``, not a constant of ``ope``'s own."""
+    from serving.store import open_store
+
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    store = open_store(url)
+    store.create_schema(["svd", "popularity"])
+    store.write_batch([{
+        "event_id": "e" * 32, "created_at": 100.0, "user_id": 1, "context": {"k": 2},
+        "arm": "svd", "propensity": 0.5, "pmf": {"svd": 0.5, "popularity": 0.5},
+        "slate": [1, 2], "policy": None, "policy_version": 1, "cold_start": False,
+        "reward_deadline": 200.0}], [])
+    store.dispose()
+    assert offpolicy.read_log(url, as_of=300.0).rewards.tolist() == [0.0]
+    assert offpolicy.read_log(url, as_of=300.0, default_reward=0.25).rewards.tolist() == [0.25]
