@@ -31,6 +31,7 @@ count.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -39,8 +40,25 @@ Aggregation = Literal["earliest", "max"]
 AGGREGATIONS: tuple[Aggregation, ...] = ("earliest", "max")
 
 
+class EventType(enum.StrEnum):
+    """What a user did with an item (see :data:`DEFAULT_RULES` for what each is worth).
+
+    ``rating`` carries a value from 1 to 5 (stars) and ``dwell`` a value in seconds; the other
+    types carry none.
+    """
+
+    view = "view"
+    click = "click"
+    like = "like"
+    dislike = "dislike"
+    add_to_cart = "add_to_cart"
+    purchase = "purchase"
+    rating = "rating"
+    dwell = "dwell"
+
+
 class FeedbackType(enum.StrEnum):
-    """What a user said about a shown movie (see :data:`DEFAULT_RULES` for what each is worth)."""
+    """The types ``POST /feedback`` takes (the seeds' like / dislike API, and click)."""
 
     like = "like"
     dislike = "dislike"
@@ -48,37 +66,188 @@ class FeedbackType(enum.StrEnum):
 
 
 @dataclass(frozen=True)
-class FeedbackRule:
-    """What one feedback type is worth.
+class ValueRange:
+    """The value an event type must carry: a number in ``[low, high]`` (``unit`` for messages).
 
     Attributes
     ----------
-    reward : float or None
-        Reward for the policy in ``[0, 1]``; None: the type never decides an outcome.
-    rating : float or None
-        Implicit rating kept for retraining (None: none).
-    session_sign : {-1, 0, 1}
-        Steers the user's next slates towards (+1) or away from (-1) the item's genres.
+    low, high : float
+    unit : str
     """
 
-    reward: float | None
-    rating: float | None
-    session_sign: int
+    low: float
+    high: float
+    unit: str
 
     def __post_init__(self) -> None:
-        if self.reward is not None and not 0.0 <= self.reward <= 1.0:
+        if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low < self.high):
+            raise ValueError(f"a value range needs finite low < high, got [{self.low!r}, "
+                             f"{self.high!r}]")
+
+
+@dataclass(frozen=True)
+class Scale:
+    """A worth that grows linearly with the event's value: ``at_low`` at ``low`` (and below),
+    ``at_high`` at ``high`` (and above).
+
+    Attributes
+    ----------
+    low, high : float
+        The value range mapped (``low < high``).
+    at_low, at_high : float
+        The worth at each end.
+    """
+
+    low: float
+    high: float
+    at_low: float
+    at_high: float
+
+    def __post_init__(self) -> None:
+        if not all(map(math.isfinite, (self.low, self.high, self.at_low, self.at_high))):
+            raise ValueError(f"a scale needs finite numbers, got {self!r}")
+        if not self.low < self.high:
+            raise ValueError(f"a scale needs low < high, got low={self.low!r}, "
+                             f"high={self.high!r}")
+
+    def __call__(self, value: float) -> float:
+        """The worth of ``value`` (clipped to the range)."""
+        share = (min(max(value, self.low), self.high) - self.low) / (self.high - self.low)
+        return self.at_low + share * (self.at_high - self.at_low)
+
+    def bounds(self) -> tuple[float, float]:
+        """The smallest and largest worth."""
+        return min(self.at_low, self.at_high), max(self.at_low, self.at_high)
+
+
+#: A worth: a constant, a :class:`Scale` of the event's value, or None (none).
+Worth = float | Scale | None
+
+
+@dataclass(frozen=True)
+class FeedbackRule:
+    """What one event type is worth.
+
+    Attributes
+    ----------
+    reward : float, Scale or None
+        Reward for the policy in ``[0, 1]``; None: the type never decides an outcome.
+    rating : float, Scale or None
+        Implicit rating (1-5) kept for retraining (None: none).
+    session_sign : {-1, 0, 1} or None
+        Steers the user's next slates towards (+1) or away from (-1) the item's genres; None:
+        the sign of ``rating - 3`` (a 4-star rating pulls, a 2-star one pushes).
+    value : ValueRange or None
+        The value an event of this type must carry (None: it carries none). A rule whose
+        reward or rating is a :class:`Scale` must have one.
+    excludes : bool, default True
+        Whether the item is never recommended to the user again after such an event (a like,
+        dislike, rating or purchase: yes; a view, dwell or add-to-cart: no, the user may still
+        want it).
+    """
+
+    reward: Worth
+    rating: Worth
+    session_sign: int | None
+    value: ValueRange | None = None
+    excludes: bool = True
+
+    def __post_init__(self) -> None:
+        low, high = _worth_bounds(self.reward)
+        if not 0.0 <= low <= high <= 1.0:
             raise ValueError(f"reward must be in [0, 1] or None, got {self.reward!r}")
-        if self.session_sign not in (-1, 0, 1):
-            raise ValueError(f"session_sign must be -1, 0 or 1, got {self.session_sign!r}")
+        low, high = _worth_bounds(self.rating)
+        if self.rating is not None and not 1.0 <= low <= high <= 5.0:
+            raise ValueError(f"rating must be in [1, 5] or None, got {self.rating!r}")
+        if self.session_sign not in (-1, 0, 1, None):
+            raise ValueError(f"session_sign must be -1, 0, 1 or None, got "
+                             f"{self.session_sign!r}")
+        if self.value is None and (isinstance(self.reward, Scale)
+                                   or isinstance(self.rating, Scale)):
+            raise ValueError("a reward or rating that scales with the value needs a value "
+                             "range (value=ValueRange(...))")
+        if self.session_sign is None and self.rating is None:
+            raise ValueError("session_sign=None takes the sign of the rating: give a rating "
+                             "or a session_sign")
+
+    def check_value(self, event_type: str, value: float | None) -> None:
+        """Refuse a value this type does not take.
+
+        Raises
+        ------
+        ValueError
+            A value missing, present where none is taken, not finite, or out of range (the
+            message names the type and the range).
+        """
+        if self.value is None:
+            if value is not None:
+                raise ValueError(f"{event_type} events carry no value, got {value!r}")
+            return
+        spec = self.value
+        if value is None:
+            raise ValueError(f"{event_type} events need a value in [{spec.low:g}, "
+                             f"{spec.high:g}] {spec.unit}")
+        if not (math.isfinite(value) and spec.low <= value <= spec.high):
+            raise ValueError(f"{event_type} value must be in [{spec.low:g}, {spec.high:g}] "
+                             f"{spec.unit}, got {value!r}")
+
+    def reward_for(self, value: float | None = None) -> float | None:
+        """The reward of one event with ``value`` (None: the type carries none)."""
+        return _worth(self.reward, value)
+
+    def rating_for(self, value: float | None = None) -> float | None:
+        """The rating kept for retraining of one event with ``value`` (None: none)."""
+        return _worth(self.rating, value)
+
+    def sign_for(self, value: float | None = None) -> int:
+        """The session sign of one event with ``value``."""
+        if self.session_sign is not None:
+            return self.session_sign
+        rating = self.rating_for(value)
+        assert rating is not None  # checked in __post_init__
+        return (rating > 3.0) - (rating < 3.0)
 
 
-#: The default worth of each feedback type (like 5 and dislike 1 as MovieLens ratings).
+def _worth_bounds(worth: Worth) -> tuple[float, float]:
+    if worth is None:
+        return 0.0, 0.0
+    if isinstance(worth, Scale):
+        return worth.bounds()
+    return float(worth), float(worth)
+
+
+def _worth(worth: Worth, value: float | None) -> float | None:
+    if worth is None or not isinstance(worth, Scale):
+        return worth
+    if value is None:
+        raise ValueError("this worth scales with the event's value, and none was given")
+    return worth(value)
+
+
+#: Longest dwell a ``dwell`` event may report (a day, in seconds).
+MAX_DWELL_S = 86_400.0
+
+#: The default worth of each event type. Ratings are on MovieLens's 1-5 scale: a like is 5 and
+#: a dislike 1, as the seeds had it; 3 is neutral (a view: seen, neither liked nor not).
+#: A dwell carries no reward by default: under ``earliest`` a short dwell arriving first would
+#: decide the decision's reward before the like that follows it.
 DEFAULT_RULES: Mapping[str, FeedbackRule] = {
-    FeedbackType.like: FeedbackRule(reward=1.0, rating=5.0, session_sign=1),
-    FeedbackType.dislike: FeedbackRule(reward=0.0, rating=1.0, session_sign=-1),
-    FeedbackType.click: FeedbackRule(reward=1.0, rating=None, session_sign=1),
+    EventType.view: FeedbackRule(reward=None, rating=3.0, session_sign=0,
+                                  excludes=False),
+    EventType.click: FeedbackRule(reward=1.0, rating=4.0, session_sign=1),
+    EventType.like: FeedbackRule(reward=1.0, rating=5.0, session_sign=1),
+    EventType.dislike: FeedbackRule(reward=0.0, rating=1.0, session_sign=-1),
+    EventType.add_to_cart: FeedbackRule(reward=1.0, rating=4.5, session_sign=1,
+                                         excludes=False),
+    EventType.purchase: FeedbackRule(reward=1.0, rating=5.0, session_sign=1),
+    EventType.rating: FeedbackRule(
+        reward=Scale(1.0, 5.0, 0.0, 1.0), rating=Scale(1.0, 5.0, 1.0, 5.0), session_sign=None,
+        value=ValueRange(1.0, 5.0, "stars")),
+    # Seconds on the item: 0 s is neutral (3), a minute or more as good as a like (5).
+    EventType.dwell: FeedbackRule(
+        reward=None, rating=Scale(0.0, 60.0, 3.0, 5.0), session_sign=0,
+        value=ValueRange(0.0, MAX_DWELL_S, "seconds"), excludes=False),
 }
-
 
 @dataclass(frozen=True)
 class Feedback:
@@ -91,12 +260,15 @@ class Feedback:
     created_at : float
         When it was recorded (Unix seconds).
     feedback_type : str
-        ``like``, ``dislike`` or ``click`` (a key of the rule book).
+        Its event type (a key of the rule book).
+    value : float or None
+        The value it carries (a rating's stars, a dwell's seconds), if its type takes one.
     """
 
     seq: int
     created_at: float
     feedback_type: str
+    value: float | None = None
 
 
 @dataclass(frozen=True)
@@ -146,13 +318,27 @@ class RuleBook:
             raise ValueError(f"unknown feedback_type {feedback_type!r}; known types: "
                              f"{self.types}") from None
 
-    def reward(self, feedback_type: str) -> float | None:
-        """Reward for the policy of one feedback of ``feedback_type`` (None: carries none)."""
-        return self.rule(feedback_type).reward
+    def reward(self, feedback_type: str, value: float | None = None) -> float | None:
+        """Reward for the policy of one event of ``feedback_type`` carrying ``value`` (None:
+        it carries none).
+        """
+        return self.rule(feedback_type).reward_for(value)
 
-    def rating(self, feedback_type: str) -> float | None:
-        """Rating kept for retraining (None: none)."""
-        return self.rule(feedback_type).rating
+    def rating(self, feedback_type: str, value: float | None = None) -> float | None:
+        """Rating kept for retraining of one event (None: none)."""
+        return self.rule(feedback_type).rating_for(value)
+
+    def session_sign(self, feedback_type: str, value: float | None = None) -> int:
+        """+1, 0 or -1: how one event steers the user's next slates (0 for an unknown type)."""
+        rule = self.rules.get(feedback_type)
+        return 0 if rule is None else rule.sign_for(value)
+
+    def excludes(self, feedback_type: str) -> bool:
+        """Whether an event of this type removes its item from the user's next slates (an
+        unknown type: yes, as every feedback did before types said otherwise).
+        """
+        rule = self.rules.get(feedback_type)
+        return True if rule is None else rule.excludes
 
     @property
     def decides_at_once(self) -> bool:
@@ -180,16 +366,17 @@ class RuleBook:
             ``earliest``: until rewarded feedback arrives or the window closes).
         """
         rewarded = sorted(
-            (f for f in feedback
-             if f.created_at <= deadline and self.reward(f.feedback_type) is not None
-             and (settled_seq is None or f.seq < settled_seq)),
-            key=lambda f: f.seq)
+            ((f, reward) for f in feedback
+             if f.created_at <= deadline and (settled_seq is None or f.seq < settled_seq)
+             and (reward := self.reward(f.feedback_type, f.value)) is not None),
+            key=lambda fr: fr[0].seq)
         if self.aggregation == "earliest":
             if rewarded:
-                return float(self.reward(rewarded[0].feedback_type) or 0.0), rewarded[0]
+                first, reward = rewarded[0]
+                return float(reward), first
         elif settled_seq is not None and rewarded:
-            best = max(rewarded, key=lambda f: (self.reward(f.feedback_type) or 0.0, -f.seq))
-            return float(self.reward(best.feedback_type) or 0.0), best
+            best, reward = max(rewarded, key=lambda fr: (fr[1], -fr[0].seq))
+            return float(reward), best
         if settled_seq is None:
             return None
         return self.default_reward, None
@@ -198,9 +385,13 @@ class RuleBook:
 __all__ = [
     "AGGREGATIONS",
     "DEFAULT_RULES",
+    "MAX_DWELL_S",
     "Aggregation",
+    "EventType",
     "Feedback",
     "FeedbackRule",
     "FeedbackType",
     "RuleBook",
+    "Scale",
+    "ValueRange",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias, TypedDict
+from typing import Any, NamedTuple, TypeAlias, TypedDict
 
 #: A stored row as the DBAPI drivers (sqlite3, psycopg) take and return it: column name ->
 #: value. The values are the driver's (int, float, str, None; a JSON column as text or, from
@@ -19,6 +19,30 @@ Dbapi: TypeAlias = Any  # type: ignore[explicit-any]  # PEP 249 objects carry no
 #: A JSON object as the service logs and answers it (a policy's hyper-parameters, ``GET
 #: /policy``, a config table): its values are whatever JSON holds, narrowed by each reader.
 JsonObject: TypeAlias = dict[str, Any]  # type: ignore[explicit-any]  # JSON values carry no types
+
+
+class UserEvent(NamedTuple):
+    """One event of a user as the request path reads it from the log (oldest first).
+
+    Attributes
+    ----------
+    seq : int
+        Position in the log (commit order).
+    movie_id : int
+        The item (raw id).
+    event_type : str
+        A key of the rule book (``view``, ``click``, ``like``, ...).
+    value : float or None
+        A rating's stars or a dwell's seconds; None for types that carry none.
+    created_at : float
+        When it happened (Unix seconds): the client's ``timestamp``, or when it was received.
+    """
+
+    seq: int
+    movie_id: int
+    event_type: str
+    value: float | None
+    created_at: float
 
 
 @dataclass(frozen=True)
