@@ -5,6 +5,7 @@ Arms are named in one place, :mod:`arms.registry` (``make_arm("svd")``, ``arm_na
 
 from arms.autoencoder import AutoencoderRecommender
 from arms.base import DISLIKE_RATING, LIKE_RATING, Recommender, top_k
+from arms.cooccurrence import CooccurrenceRecommender
 from arms.errors import DataUnavailableError, NotFittedError, UnknownArmError
 from arms.popularity import PopularityRecommender
 from arms.random import RandomRecommender
@@ -16,6 +17,7 @@ __all__ = [
     "DISLIKE_RATING",
     "LIKE_RATING",
     "AutoencoderRecommender",
+    "CooccurrenceRecommender",
     "DataUnavailableError",
     "NotFittedError",
     "PopularityRecommender",

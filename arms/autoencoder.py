@@ -216,12 +216,28 @@ class AutoencoderRecommender(Recommender):
         logger.info("DAE fit: %d epochs, final loss %.4f", self.n_epochs, network.loss_)
 
     def _score(self, users: np.ndarray) -> np.ndarray:
-        rows = self.inputs_[users]
+        return self._score_rows(self.inputs_[users])
+
+    def _score_history(
+        self, user: int | None, items: np.ndarray, ratings: np.ndarray
+    ) -> np.ndarray:
+        # The user's input row (or an empty one) with the events written in as partial_fit
+        # writes them, times the model: the arm itself is not modified.
+        if user is None:
+            row = sp.csr_matrix((1, self.n_items_), dtype=self.inputs_.dtype)
+        else:
+            row = self.inputs_[[user]]
+        users = np.zeros(len(items), dtype=np.int64)
+        scores: np.ndarray = self._score_rows(_with_feedback(row, users, items, ratings))[0]
+        return scores
+
+    def _score_rows(self, rows: sp.csr_matrix) -> np.ndarray:
+        """Scores of the input rows ``rows``, shape ``(n_rows, n_items_)``."""
         if self.variant == "ease":
             kept = self.kept_items_
             if len(kept) == self.n_items_:
                 return np.asarray(rows @ self.weights_)
-            scores = np.full((len(users), self.n_items_), -np.inf)
+            scores = np.full((rows.shape[0], self.n_items_), -np.inf)
             scores[:, kept] = rows[:, kept] @ self.weights_
             return scores
         hidden = _activate(self.activation, rows @ self.coefs_[0] + self.intercepts_[0])
@@ -229,20 +245,7 @@ class AutoencoderRecommender(Recommender):
         return cast(np.ndarray, scipy.special.expit(hidden @ self.coefs_[1] + self.intercepts_[1]))
 
     def _partial_fit(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray) -> None:
-        # The last rating of a pair wins, as in the base class's bookkeeping.
-        pairs = users * self.n_items_ + items
-        last = len(pairs) - 1 - np.unique(pairs[::-1], return_index=True)[1]
-        users, items = users[last], items[last]
-        shape, dtype = self.inputs_.shape, self.inputs_.dtype
-        # Built in the inputs' dtype: a float64 term would turn float32 rows into float64 ones,
-        # and every score would then copy B to float64.
-        overwritten = sp.csr_matrix((np.ones(len(last), dtype), (users, items)), shape=shape)
-        weights = sp.csr_matrix(
-            (((ratings[last] - 3.0) / 2.0).astype(dtype), (users, items)), shape=shape
-        )
-        inputs = self.inputs_ - self.inputs_.multiply(overwritten) + weights
-        inputs.eliminate_zeros()
-        self.inputs_ = sp.csr_matrix(inputs, dtype=dtype)
+        self.inputs_ = _with_feedback(self.inputs_, users, items, ratings)
 
     # ------------------------------------------------------------------ persistence
     def _get_state(self) -> dict[str, np.ndarray]:
@@ -274,6 +277,28 @@ class AutoencoderRecommender(Recommender):
         else:
             self.coefs_ = [state["coef0"], state["coef1"]]
             self.intercepts_ = [state["intercept0"], state["intercept1"]]
+
+
+def _with_feedback(
+    inputs: sp.csr_matrix, users: np.ndarray, items: np.ndarray, ratings: np.ndarray
+) -> sp.csr_matrix:
+    """``inputs`` with the weight ``(rating - 3) / 2`` written into rows ``users`` (a copy).
+
+    The last rating of a (user, item) pair wins, as in the base class's bookkeeping.
+    """
+    pairs = users * inputs.shape[1] + items
+    last = len(pairs) - 1 - np.unique(pairs[::-1], return_index=True)[1]
+    users, items = users[last], items[last]
+    shape, dtype = inputs.shape, inputs.dtype
+    # Built in the inputs' dtype: a float64 term would turn float32 rows into float64 ones,
+    # and every score would then copy B to float64.
+    overwritten = sp.csr_matrix((np.ones(len(last), dtype), (users, items)), shape=shape)
+    weights = sp.csr_matrix(
+        (((ratings[last] - 3.0) / 2.0).astype(dtype), (users, items)), shape=shape
+    )
+    updated = inputs - inputs.multiply(overwritten) + weights
+    updated.eliminate_zeros()
+    return sp.csr_matrix(updated, dtype=dtype)
 
 
 def ease_weights(

@@ -4,6 +4,12 @@ Public methods handle what every recommender shares — validation, id mapping, 
 seen items, top-k selection, feedback bookkeeping and persistence — so each arm writes only how it
 learns (``_fit``, ``_partial_fit``) and how it scores (``_score``), and, for ``save``/``load``,
 which arrays make up its learned state (``_get_state``/``_set_state``).
+
+Real time: :meth:`Recommender.score_history` scores every item for one user from that user's
+events since training, without changing the model (hook ``_score_history``);
+:meth:`Recommender.observe` folds events of all users into arms that learn from the stream (hook
+``_observe``); :meth:`Recommender.grow` adds catalogue items to arms that can take them at once
+(hook ``_grow``).
 """
 
 from __future__ import annotations
@@ -47,6 +53,10 @@ class Recommender(ABC):
     name: ClassVar[str] = "recommender"
     #: Whether the arm predicts ratings on the 1-5 scale (and so has RMSE/MAE).
     predicts_ratings: ClassVar[bool] = False
+    #: Whether :meth:`observe` folds live events of all users into the arm's state.
+    learns_from_stream: ClassVar[bool] = False
+    #: Whether :meth:`grow` can add catalogue items without a refit.
+    can_grow: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -181,8 +191,171 @@ class Recommender(ABC):
         if known.any():
             scores[known] = self._score(users[known])
         if not known.all():
-            scores[~known] = self.popularity_
+            scores[~known] = self._cold_scores()
         return scores
+
+    # ------------------------------------------------------------------ real time
+    def score_history(
+        self, user_index: int | None, item_indices: Any, ratings: Any
+    ) -> np.ndarray:
+        """Scores of every item for one user from their events since training, without a refit.
+
+        The fitted model is not modified; the cost is one user's work (no loop over items). For
+        the arms that take feedback the scores equal those :meth:`score` gives after
+        :meth:`partial_fit` of the same events on a copy (EASE, sequential, SVD).
+
+        Parameters
+        ----------
+        user_index : int or None
+            The user's training row, or None for a user unknown to training (then only the
+            events count). A row without training ratings counts as None.
+        item_indices : array-like of int, shape ``(n_events,)``
+            The arm's item indices of the user's events since training, oldest first.
+        ratings : array-like of float, shape ``(n_events,)``
+            Their implicit ratings, 1-5 (the service's rule book: like 5, dislike 1, ...).
+
+        Returns
+        -------
+        ndarray of float64, shape ``(n_items_,)``
+            With no event: :meth:`score`'s row for a known user, the cold-start scores
+            (popularity; live popularity for the live arms) for an unknown one.
+
+        Raises
+        ------
+        TypeError
+            If ``user_index`` is not an int or None, or the items are not integers.
+        ValueError
+            If an index is out of range, the lengths differ or a rating is outside 1-5.
+        """
+        self._check_fitted()
+        user = self._check_user_index(user_index)
+        items, values = self._check_history(item_indices, ratings)
+        if len(items) == 0:
+            if user is None:
+                return np.array(self._cold_scores(), dtype=np.float64)
+            row: np.ndarray = self.score(np.array([user]))[0]
+            return row
+        return np.asarray(self._score_history(user, items, values), dtype=np.float64)
+
+    def recommend_history(
+        self, user_index: int | None, item_indices: Any, ratings: Any, k: int = 10
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` of :meth:`score_history`, leaving out the user's seen and event items.
+
+        Returns
+        -------
+        items, scores : ndarray of shape ``(k,)``
+            As one row of :meth:`recommend` (``-1`` and ``-inf`` pad a short slate).
+
+        Raises
+        ------
+        TypeError, ValueError
+            As :meth:`score_history`; ``ValueError`` if ``k`` is not within ``[1, n_items_]``.
+        """
+        scores = self.score_history(user_index, item_indices, ratings)
+        valid_k = isinstance(k, int | np.integer) and not isinstance(k, bool)
+        if not valid_k or not 1 <= k <= self.n_items_:
+            raise ValueError(f"k must be an integer within [1, {self.n_items_}], got {k!r}")
+        if user_index is not None:
+            row = self.seen_[int(user_index)]
+            scores[row.indices] = -np.inf
+        scores[np.asarray(item_indices, dtype=np.int64)] = -np.inf
+        items, values = top_k(scores[None, :], int(k))
+        return items[0], values[0]
+
+    def observe(
+        self, user_ids: Any, item_indices: Any, weights: Any, timestamps: Any
+    ) -> Self:
+        """Fold live events of any users into an arm that learns from the stream.
+
+        Parameters
+        ----------
+        user_ids : array-like of int, shape ``(n_events,)``
+            Raw user ids (a user unknown to training is welcome).
+        item_indices : array-like of int, shape ``(n_events,)``
+            The arm's item indices.
+        weights : array-like of float, shape ``(n_events,)``
+            Weight of each event, ``>= 0`` (the caller maps event types to weights, e.g. the
+            implicit rating); an event of weight 0 is ignored.
+        timestamps : array-like of int, shape ``(n_events,)``
+            Seconds since the epoch, in the order of the log.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        NotImplementedError
+            If the arm does not learn from the stream (``learns_from_stream`` is false).
+        TypeError, ValueError
+            If an array has the wrong type, length or values; nothing changes.
+        """
+        self._check_fitted()
+        if not self.learns_from_stream:
+            raise NotImplementedError(
+                f"{type(self).__name__} does not learn from the stream; its events reach it "
+                "through score_history, partial_fit or a refit"
+            )
+        users = _int_array("user_ids", user_ids)
+        items = self._check_items("item_indices", item_indices)
+        values = _float_array("weights", weights, len(items))
+        times = _int_array("timestamps", timestamps)
+        if len(users) != len(items) or len(times) != len(items):
+            raise ValueError(
+                "user_ids, item_indices, weights and timestamps must have one length, got "
+                f"{len(users)}, {len(items)}, {len(values)} and {len(times)}"
+            )
+        if (values < 0).any():
+            raise ValueError(f"weights must be >= 0, got {float(values[values < 0][0])!r}")
+        keep = values > 0
+        if keep.any():
+            self._observe(users[keep], items[keep], values[keep], times[keep])
+        return self
+
+    def grow(self, item_ids: Any) -> Self:
+        """Add new catalogue items at once (indices ``n_items_``, ``n_items_ + 1``, ...).
+
+        Parameters
+        ----------
+        item_ids : array-like of int, shape ``(n_new,)``
+            Raw ids of the new items, distinct and not yet in ``item_ids_``.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        NotImplementedError
+            If the arm needs a refit to include new items (``can_grow`` is false).
+        TypeError, ValueError
+            If an id is not an integer, repeated or already in the catalogue; nothing changes.
+        """
+        self._check_fitted()
+        if not self.can_grow:
+            raise NotImplementedError(
+                f"{type(self).__name__} includes new items only at its next refit"
+            )
+        new_ids = _int_array("item_ids", item_ids)
+        clash = np.intersect1d(new_ids, self.item_ids_)
+        if clash.size:
+            raise ValueError(f"item_ids must be new, got {int(clash[0])}, already in the catalogue")
+        values, counts = np.unique(new_ids, return_counts=True)
+        if (counts > 1).any():
+            raise ValueError(f"item_ids must be distinct, got {int(values[counts > 1][0])} twice")
+        n_new = len(new_ids)
+        if n_new == 0:
+            return self
+        self.item_ids_ = np.concatenate([self.item_ids_, new_ids])
+        self.n_items_ += n_new
+        self.popularity_ = np.concatenate([self.popularity_, np.zeros(n_new)])
+        self.seen_ = sp.csr_matrix(
+            (self.seen_.data, self.seen_.indices, self.seen_.indptr),
+            shape=(self.n_users_, self.n_items_),
+        )
+        self._grow(n_new)
+        return self
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | PathLike[str]) -> Path:
@@ -244,6 +417,33 @@ class Recommender(ABC):
     def _partial_fit(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray) -> None:
         """Move the scores of ``users`` towards their feedback (indices, validated)."""
 
+    def _cold_scores(self) -> np.ndarray:
+        """Scores of a user without training ratings or events, shape ``(n_items_,)``."""
+        return self.popularity_
+
+    def _score_history(
+        self, user: int | None, items: np.ndarray, ratings: np.ndarray
+    ) -> np.ndarray:
+        """Scores from a validated, non-empty history; shape ``(n_items_,)``.
+
+        The default is for arms that take events only as exclusions (random, popularity): the
+        user's :meth:`score` row, or the cold-start scores for an unknown user.
+        """
+        if user is None:
+            return np.array(self._cold_scores(), dtype=np.float64)
+        row: np.ndarray = self.score(np.array([user]))[0]
+        return row
+
+    def _observe(  # pragma: no cover - reached only where learns_from_stream is true
+        self, users: np.ndarray, items: np.ndarray, weights: np.ndarray, times: np.ndarray
+    ) -> None:
+        """Fold validated events (weights > 0) into the live state."""
+        raise NotImplementedError
+
+    def _grow(self, n_new: int) -> None:  # pragma: no cover - reached only where can_grow
+        """Extend the learned state by ``n_new`` items (the base class has grown its own)."""
+        raise NotImplementedError
+
     @abstractmethod
     def _get_state(self) -> dict[str, np.ndarray]:
         """The learned arrays :meth:`save` writes."""
@@ -257,6 +457,39 @@ class Recommender(ABC):
         if not hasattr(self, "seen_"):
             raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(train) first")
 
+    def _check_user_index(self, user_index: object) -> int | None:
+        """``user_index`` as an int, or None for a user without training ratings."""
+        if user_index is None:
+            return None
+        if isinstance(user_index, bool) or not isinstance(user_index, int | np.integer):
+            raise TypeError(
+                f"user_index must be an int or None, got {user_index!r} "
+                f"({type(user_index).__name__})"
+            )
+        if not 0 <= user_index < self.n_users_:
+            raise ValueError(f"user_index must be within [0, {self.n_users_}), got {user_index}")
+        return int(user_index) if self.known_users_[user_index] else None
+
+    def _check_items(self, name: str, value: Any) -> np.ndarray:
+        items = _int_array(name, value)
+        if items.size and (items.min() < 0 or items.max() >= self.n_items_):
+            bad = items[(items < 0) | (items >= self.n_items_)][0]
+            raise ValueError(f"{name} must be within [0, {self.n_items_}), got {bad}")
+        return items
+
+    def _check_history(self, item_indices: Any, ratings: Any) -> tuple[np.ndarray, np.ndarray]:
+        items = self._check_items("item_indices", item_indices)
+        values = _float_array("ratings", ratings, len(items))
+        if len(values) != len(items):
+            raise ValueError(
+                f"item_indices and ratings must have one length, got {len(items)} and "
+                f"{len(values)}"
+            )
+        if ((values < 1) | (values > 5)).any():
+            bad = values[(values < 1) | (values > 5)][0]
+            raise ValueError(f"ratings must be within 1-5 (like 5, dislike 1), got {float(bad)!r}")
+        return items, values
+
     @staticmethod
     def _map_ids(kind: str, raw: np.ndarray, known: np.ndarray) -> np.ndarray:
         raw = np.asarray(raw, dtype=np.int64)
@@ -268,6 +501,30 @@ class Recommender(ABC):
         if bad.any():
             raise ValueError(unknown_id_message(kind, int(raw[bad][0]), known[:200]))
         return mapped.astype(np.int64)
+
+
+def _int_array(name: str, value: Any) -> np.ndarray:
+    """``value`` as a 1-d int64 array; ``TypeError`` naming ``name`` otherwise."""
+    array = np.atleast_1d(np.asarray(value))
+    if array.ndim != 1 or (array.size and array.dtype.kind not in "iu"):
+        raise TypeError(f"{name} must be a 1-d integer array, got dtype {array.dtype} "
+                        f"and shape {array.shape}")
+    return array.astype(np.int64)
+
+
+def _float_array(name: str, value: Any, size: int) -> np.ndarray:
+    """``value`` as a 1-d float64 array of finite numbers (a scalar is repeated ``size`` times)."""
+    array = np.asarray(value)
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be real numbers, got dtype {array.dtype}")
+    if array.ndim == 0:
+        array = np.full(size, float(array))
+    if array.ndim != 1:
+        raise TypeError(f"{name} must be 1-d, got shape {array.shape}")
+    array = array.astype(np.float64)
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} must be finite, got {float(array[~np.isfinite(array)][0])!r}")
+    return array
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,36 +1,112 @@
-"""Popularity: the cold-start arm, ranking items by how often they were rated."""
+"""Popularity: the cold-start arm, ranking items by how often they were rated, or live counts."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
+from arms._validation import check_float
 from arms.base import Recommender
+from arms.cooccurrence import decay_runs, decayed_to, fixed_point, shift_frames, time_order
 from arms.data.dataset import Dataset
 
 
 class PopularityRecommender(Recommender):
-    """Recommend the most-rated items not yet seen; the same ranking for everyone.
+    """Recommend the most popular items not yet seen; the same ranking for everyone.
 
-    Feedback moves the global counts: a like adds one to the item's count, a dislike removes one,
-    so the arm drifts towards what the audience of the service likes.
+    Parameters
+    ----------
+    half_life : float or None, default None
+        None: the counts are the number of training ratings of each item, and
+        :meth:`observe` adds each event's weight to them, undecayed. A number of seconds (> 0):
+        *live popularity*, the weights of the training ratings (weight: the rating) and of
+        the observed events, each decayed exponentially with this half-life from its time, in
+        the exact fixed point of :mod:`arms.cooccurrence` (the same events in the same order give
+        bit-identical counts however they are batched); every user, known or not, is then scored
+        by the live counts decayed to the latest event.
+
+    Feedback moves the counts: a like adds one to the item's count, a dislike removes one (at the
+    latest event's time for live popularity), so the arm drifts towards what the audience of the
+    service likes.
+
+    Attributes
+    ----------
+    counts_ : ndarray of shape ``(n_items_,)``
+        float64 counts; for live popularity int64 fixed point of frame ``frame_`` (``clock_``
+        is the latest timestamp observed).
     """
 
     name = "popularity"
+    learns_from_stream: ClassVar[bool] = True
+    can_grow: ClassVar[bool] = True
 
-    def __init__(self) -> None:
-        pass
+    def __init__(self, *, half_life: float | None = None) -> None:
+        self.half_life = half_life
+
+    def _validate_params(self) -> None:
+        if self.half_life is not None:
+            check_float("half_life", self.half_life, low=0.0, strict=True)
 
     def _fit(self, train: Dataset) -> None:
-        self.counts_ = self.popularity_.copy()
+        if self.half_life is None:
+            self.counts_ = self.popularity_.copy()
+            return
+        self.counts_ = np.zeros(self.n_items_, dtype=np.int64)
+        self.frame_, self.clock_ = 0, 0
+        ratings = train.ratings.iloc[time_order(train)]
+        self._observe(
+            ratings["user_id"].to_numpy(np.int64), ratings["item_index"].to_numpy(np.int64),
+            ratings["rating"].to_numpy(np.float64), ratings["timestamp"].to_numpy(np.int64),
+        )  # fmt: skip
+
+    def _observe(
+        self, users: np.ndarray, items: np.ndarray, weights: np.ndarray, times: np.ndarray
+    ) -> None:
+        if self.half_life is None:
+            np.add.at(self.counts_, items, weights)
+            return
+        if (times < 0).any():
+            raise ValueError(f"timestamps must be >= 0 (seconds since 1970), got {times.min()}")
+        half_life = float(self.half_life)
+        counts = self.counts_.copy()
+        for start, stop, frame in decay_runs(times, half_life, self.frame_):
+            counts = shift_frames(counts, frame - self.frame_)
+            self.frame_ = frame
+            np.add.at(counts, items[start:stop],
+                      fixed_point(weights[start:stop], times[start:stop], half_life, frame))
+        self.counts_ = counts
+        self.clock_ = max(self.clock_, int(times.max()))
+
+    def _cold_scores(self) -> np.ndarray:
+        if self.half_life is None:
+            return self.popularity_
+        return decayed_to(self.counts_, self.frame_, float(self.clock_), float(self.half_life))
 
     def _score(self, users: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(self.counts_, (len(users), self.n_items_)).copy()
+        counts = self.counts_ if self.half_life is None else self._cold_scores()
+        return np.broadcast_to(counts, (len(users), self.n_items_)).astype(np.float64)
 
     def _partial_fit(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray) -> None:
-        np.add.at(self.counts_, items, np.where(ratings >= 3, 1.0, -1.0))
+        signs = np.where(ratings >= 3, 1.0, -1.0)
+        if self.half_life is None:
+            np.add.at(self.counts_, items, signs)
+            return
+        at = np.full(len(items), self.clock_, dtype=np.int64)
+        np.add.at(self.counts_, items, fixed_point(signs, at, float(self.half_life), self.frame_))
+
+    def _grow(self, n_new: int) -> None:
+        self.counts_ = np.concatenate([self.counts_, np.zeros(n_new, dtype=self.counts_.dtype)])
 
     def _get_state(self) -> dict[str, np.ndarray]:
-        return {"counts": self.counts_}
+        if self.half_life is None:
+            return {"counts": self.counts_}
+        return {"counts": self.counts_, "frame": np.asarray(self.frame_, dtype=np.int64),
+                "clock": np.asarray(self.clock_, dtype=np.int64)}
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
-        self.counts_ = state["counts"].astype(np.float64)
+        if self.half_life is None:
+            self.counts_ = state["counts"].astype(np.float64)
+            return
+        self.counts_ = state["counts"].astype(np.int64)
+        self.frame_, self.clock_ = int(state["frame"]), int(state["clock"])

@@ -14,9 +14,16 @@ autoencoder   ``AutoencoderRecommender(variant="ease")``      EASE, the closed-f
                                                               autoencoder (Steck 2019)
 dae           ``AutoencoderRecommender(variant="dae")``       denoising autoencoder (one hidden
                                                               layer; ~15 s a fit on 100K)
-popularity    ``PopularityRecommender()``                     most-rated items
+popularity    ``PopularityRecommender()``                     most-rated items; with
+                                                              ``half_life=`` live, time-decayed
+                                                              counts of the events observed
 random        ``RandomRecommender()``                         uniform random items
+cooccurrence  ``CooccurrenceRecommender()``                   item-item co-occurrence of live
+                                                              events, time-decayed
 ============  ==============================================  ====================================
+
+Live popularity is not an arm of its own: it is ``make_arm("popularity", half_life=...)``, the
+same class with a half-life (one place for popularity's rules).
 
 ``autoencoder`` is the canonical name of the EASE arm because the service, the environments, the
 shipped configs and the notebooks already used it (and it is ``AutoencoderRecommender.name``);
@@ -27,7 +34,7 @@ Examples
 --------
 >>> from arms.registry import make_arm, arm_names
 >>> arm_names()
-('svd', 'sequential', 'autoencoder', 'dae', 'popularity', 'random')
+('svd', 'sequential', 'autoencoder', 'dae', 'popularity', 'random', 'cooccurrence')
 >>> model = make_arm("autoencoder", random_state=1)
 >>> type(model).__name__, model.variant, model.random_state
 ('AutoencoderRecommender', 'ease', 1)
@@ -45,6 +52,7 @@ from typing import Any
 
 from arms.autoencoder import AutoencoderRecommender
 from arms.base import Recommender
+from arms.cooccurrence import CooccurrenceRecommender
 from arms.errors import UnknownArmError, unknown_id_message
 from arms.popularity import PopularityRecommender
 from arms.random import RandomRecommender
@@ -102,6 +110,7 @@ ARMS: Mapping[str, ArmEntry] = MappingProxyType({
         _entry("dae", AutoencoderRecommender, variant="dae"),
         _entry("popularity", PopularityRecommender),
         _entry("random", RandomRecommender),
+        _entry("cooccurrence", CooccurrenceRecommender),
     )
 })  # fmt: skip
 #: Deprecated name -> canonical name (each resolves with a FutureWarning).

@@ -169,23 +169,35 @@ class SequentialRecommender(Recommender):
         return counts
 
     def _partial_fit(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray) -> None:
-        shape = (self.n_users_, self.n_items_)
+        self.context_ages_, self.dislikes_ = self._fold_feedback(
+            self.context_ages_, self.dislikes_, users, items, ratings
+        )
+
+    def _fold_feedback(
+        self, ages: sp.csr_matrix, dislikes: sp.csr_matrix, users: np.ndarray, items: np.ndarray,
+        ratings: np.ndarray,
+    ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """Context ages and dislikes of rows ``users`` after the feedback (see the module).
+
+        ``ages`` and ``dislikes`` (same shape, one row per user) are not modified; the arm's own
+        matrices for :meth:`partial_fit`, one user's rows for :meth:`score_history`.
+        """
+        shape = ages.shape
         # The latest feedback on a (user, item) pair wins; earlier rows for it are dropped.
         order = np.arange(len(users))
         last = _last_occurrence(users, items)
         users, items, liked = users[last], items[last], ratings[last] >= LIKE_THRESHOLD
         order = order[last]
         touched = _indicator(users, items, shape)
-        ages = self.context_ages_
         ages = (ages - ages.multiply(touched)).tocsr()
         ages.eliminate_zeros()  # the ageing below must only shift the entries still present
-        dislikes = (self.dislikes_ - self.dislikes_.multiply(touched)).tocsr()
+        dislikes = (dislikes - dislikes.multiply(touched)).tocsr()
         if liked.any():
             like_users, like_items, like_order = users[liked], items[liked], order[liked]
             # Later likes are more recent: age 1 for the user's last like in the batch.
             by_user = np.lexsort((-like_order, like_users))
             like_users, like_items = like_users[by_user], like_items[by_user]
-            n_likes = np.bincount(like_users, minlength=self.n_users_)
+            n_likes = np.bincount(like_users, minlength=shape[0])
             first = np.searchsorted(like_users, like_users)
             new_age = (np.arange(len(like_users)) - first + 1).astype(np.int32)
             ages.data += np.repeat(n_likes, np.diff(ages.indptr)).astype(np.int32)
@@ -194,18 +206,35 @@ class SequentialRecommender(Recommender):
             ages.eliminate_zeros()
         if (~liked).any():
             dislikes = dislikes + _indicator(users[~liked], items[~liked], shape)
-        self.context_ages_ = ages.astype(np.int32).tocsr()
-        self.dislikes_ = dislikes.astype(np.float32).tocsr()
+        return ages.astype(np.int32).tocsr(), dislikes.astype(np.float32).tocsr()
 
     # ------------------------------------------------------------------ scoring
     def _score(self, users: np.ndarray) -> np.ndarray:
-        ages = self.context_ages_[users]
+        return self._score_rows(self.context_ages_[users], self.dislikes_[users])
+
+    def _score_history(
+        self, user: int | None, items: np.ndarray, ratings: np.ndarray
+    ) -> np.ndarray:
+        # The user's context (training tail, or none) with the events folded in as partial_fit
+        # folds them, on copies of that one row: the arm is not modified.
+        if user is None:
+            ages = sp.csr_matrix((1, self.n_items_), dtype=np.int32)
+            dislikes = sp.csr_matrix((1, self.n_items_), dtype=np.float32)
+        else:
+            ages, dislikes = self.context_ages_[[user]], self.dislikes_[[user]]
+        ages, dislikes = self._fold_feedback(
+            ages, dislikes, np.zeros(len(items), dtype=np.int64), items, ratings
+        )
+        scores: np.ndarray = self._score_rows(ages, dislikes)[0]
+        return scores
+
+    def _score_rows(self, ages: sp.csr_matrix, disliked: sp.csr_matrix) -> np.ndarray:
+        """Scores of users whose context ages and dislikes are the rows given."""
         weights = sp.csr_matrix(
             (float(self.recency) ** (ages.data.astype(np.float64) - 1), ages.indices, ages.indptr),
             shape=ages.shape,
         )
         scores: np.ndarray = (weights @ self.transitions_).toarray().astype(np.float64)
-        disliked = self.dislikes_[users]
         if disliked.nnz:
             scores -= self.dislike_weight * (disliked @ self.transitions_).toarray()
         scale = np.abs(scores).max(axis=1, keepdims=True)

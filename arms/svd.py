@@ -71,6 +71,11 @@ class SVDRecommender(Recommender):
     solves ``(H + X_f^T X_f) w = H w_0 + X_f^T (r - mu - b_f)``: with no feedback nothing moves;
     a like (rating 5) raises the user's scores of the item and of items with similar factors, a
     dislike (rating 1) lowers them; a user with few ratings moves further than one with many.
+    This is the ridge least-squares fit of the user's training ratings (summarised by the
+    trained ``w_0``) plus the events, with the item factors fixed and the regulariser
+    ``reg_all * max(n_u, 1) * ||w - w_0||^2``. :meth:`score_history` folds a user's events
+    in the same way without storing them; for a user unknown to training ``w_0 = 0`` and the
+    regulariser is ``reg_all * ||w||^2`` (ridge on the events alone).
     """
 
     name: ClassVar[str] = "svd"
@@ -177,22 +182,45 @@ class SVDRecommender(Recommender):
         return cast(np.ndarray, np.clip(estimate, *RATING_SCALE))
 
     def _partial_fit(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray) -> None:
-        dim = self.n_factors + 1
         for user in np.unique(users):
             mine = users == user
-            # Rows (1, q_j): the bias and the factors are solved for together.
-            rated = self.seen_.indices[self.seen_.indptr[user] : self.seen_.indptr[user + 1]]
-            known_x = _design(self.item_factors_[rated])
-            precision = known_x.T @ known_x
-            precision[np.diag_indices(dim)] += self.reg_all * max(len(rated), 1)
-            new_x = _design(self.item_factors_[items[mine]])
-            target = ratings[mine] - self.global_mean_ - self.item_bias_[items[mine]]
-            prior_mean = np.concatenate(([self.user_bias_[user]], self.user_factors_[user]))
-            posterior = np.linalg.solve(
-                precision + new_x.T @ new_x, precision @ prior_mean + new_x.T @ target
+            self.user_bias_[user], self.user_factors_[user] = self._fold_in(
+                int(user), items[mine], ratings[mine]
             )
-            self.user_bias_[user] = posterior[0]
-            self.user_factors_[user] = posterior[1:]
+
+    def _fold_in(
+        self, user: int | None, items: np.ndarray, ratings: np.ndarray
+    ) -> tuple[float, np.ndarray]:
+        """The user's bias and factors after the events (see Feedback); nothing is modified.
+
+        ``user`` None is a user unknown to training: prior mean zero, prior precision
+        ``reg_all * I``, so the result is the ridge least-squares fit of the events alone.
+        """
+        dim = self.n_factors + 1
+        if user is None:
+            rated = np.zeros(0, dtype=np.int64)
+            prior_mean = np.zeros(dim)
+        else:
+            rated = self.seen_.indices[self.seen_.indptr[user] : self.seen_.indptr[user + 1]]
+            prior_mean = np.concatenate(([self.user_bias_[user]], self.user_factors_[user]))
+        # Rows (1, q_j): the bias and the factors are solved for together.
+        known_x = _design(self.item_factors_[rated])
+        precision = known_x.T @ known_x
+        precision[np.diag_indices(dim)] += self.reg_all * max(len(rated), 1)
+        new_x = _design(self.item_factors_[items])
+        target = ratings - self.global_mean_ - self.item_bias_[items]
+        posterior = np.linalg.solve(
+            precision + new_x.T @ new_x, precision @ prior_mean + new_x.T @ target
+        )
+        return float(posterior[0]), posterior[1:]
+
+    def _score_history(
+        self, user: int | None, items: np.ndarray, ratings: np.ndarray
+    ) -> np.ndarray:
+        bias, factors = self._fold_in(user, items, ratings)
+        scores: np.ndarray = self.item_factors_ @ factors
+        scores += self.item_bias_ + self.global_mean_ + bias
+        return scores
 
     # ------------------------------------------------------------------ persistence
     def _get_state(self) -> dict[str, np.ndarray]:

@@ -41,7 +41,8 @@ def _same_arm(a: arms.Recommender, b: arms.Recommender) -> bool:
 
 
 def test_registry_names_each_arm_once():
-    assert NAMES == ("svd", "sequential", "autoencoder", "dae", "popularity", "random")
+    assert NAMES == ("svd", "sequential", "autoencoder", "dae", "popularity", "random",
+                     "cooccurrence")
     assert not set(registry.ALIASES) & set(NAMES)
     assert set(registry.ALIASES.values()) <= set(NAMES)
     assert registry.ARMS["autoencoder"].params == {"variant": "ease"}
@@ -132,7 +133,7 @@ def test_unknown_arm_is_one_error_with_a_suggestion(build):
         build("autoencodr")
     assert str(info.value) == (
         "unknown arm 'autoencodr'; did you mean autoencoder? "
-        "Valid arms: svd, sequential, autoencoder, dae, popularity, random."
+        "Valid arms: svd, sequential, autoencoder, dae, popularity, random, cooccurrence."
     )
     assert envs.UnknownArmError is arms.UnknownArmError
     assert isinstance(info.value, ValueError)

@@ -1,0 +1,456 @@
+"""Co-occurrence: which items go together in the live events of all users, time-decayed.
+
+How it learns
+-------------
+:meth:`CooccurrenceRecommender.observe` takes events of any users in the order of the log. Each
+user has a window of their last ``window`` items; a new event of item ``b`` (weight ``w_b``, time
+``t``) adds ``sqrt(w_a * w_b)`` to the co-occurrence ``C[a, b]`` and ``C[b, a]`` of every other
+item ``a`` (weight ``w_a``) in the user's window, then joins the window. Each event also adds its
+weight to the item's live count ``n_b``. Both decay exponentially from the time they are added,
+with half-life ``half_life`` seconds: a weight ``w`` added at ``t`` is worth ``w * 2 ** -((T - t)
+/ half_life)`` at time ``T``. The caller chooses the weights (the service: each event type's
+implicit rating); ``fit`` seeds the state from the training ratings (weight: the rating), or,
+with ``from_train=False``, the arm learns only from the stream.
+
+Exact and deterministic state
+-----------------------------
+The service folds the event log into this state on every worker, live event by event or at
+start in one batch, and the results must be identical. So the state is kept in fixed point
+(int64, whose addition is exact and associative) relative to a *frame* of
+:data:`FRAME_HALF_LIVES` half-lives: a weight ``w`` at time ``t`` in frame ``f = floor(t /
+(FRAME_HALF_LIVES * half_life))`` is stored as ``round(w * 2 ** (FIXED_POINT_BITS + (t - f *
+span) / half_life))``, and when the log enters a later frame the whole state is shifted right by
+``FRAME_HALF_LIVES`` bits per frame (halved that many times) before the next event is added. An
+event of an earlier frame (a late one) is shifted likewise. Events are processed in runs that
+share a frame, so folding the same events in the same order gives bit-identical arrays however
+they are batched, and :meth:`save`/:meth:`load` round-trip them. The relative precision is
+``2 ** -FIXED_POINT_BITS`` of the current frame's scale; one cell overflows after about
+``2 ** (63 - FIXED_POINT_BITS - FRAME_HALF_LIVES) / w`` events of weight ``w`` within one frame
+(about 400,000 of weight 5), which raises ``OverflowError`` rather than wrapping.
+
+How it scores
+-------------
+A user's context is their last ``window`` items (the training tail, then the events given to
+:meth:`score_history`), the ``r``-th most recent weighted ``recency ** (r - 1)``, negatively
+where the rating is below 3 (a dislike pushes its companions down). Scores are the weighted sum
+of the context items' rows of ``C``, divided by ``n ** damping`` (so the items everyone consumes
+do not win every slate), scaled so the best scores 1, plus ``popularity_weight`` times the live
+counts scaled so the best scores 1: they order the items no context reaches and are the whole
+score of a user without context.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, cast
+
+import numpy as np
+import scipy.sparse as sp
+
+from arms._validation import check_float, check_int
+from arms.base import Recommender
+from arms.data.dataset import Dataset
+from arms.data.splits import tie_break_key
+
+#: Half-lives per frame of the fixed-point state; a frame change shifts the state this many bits.
+FRAME_HALF_LIVES = 8
+#: Bits of the fixed point: a weight ``w`` at the start of the current frame is ``w * 2**32``.
+FIXED_POINT_BITS = 32
+#: Largest magnitude a state entry may reach (2**62): beyond it an addition could wrap.
+_LIMIT = 1 << 62
+#: Default half-life: one week, in seconds.
+WEEK = 7 * 24 * 3600.0
+
+
+# ---------------------------------------------------------------------- decayed fixed point
+def frame_of(times: np.ndarray, half_life: float) -> np.ndarray:
+    """Frame index of each timestamp, ``floor(t / (FRAME_HALF_LIVES * half_life))``, int64."""
+    span = FRAME_HALF_LIVES * half_life
+    return np.floor(np.asarray(times, dtype=np.float64) / span).astype(np.int64)
+
+
+def fixed_point(
+    weights: np.ndarray, times: np.ndarray, half_life: float, frame: int
+) -> np.ndarray:
+    """Weights at ``times`` as int64 fixed point relative to the start of ``frame``.
+
+    Parameters
+    ----------
+    weights : ndarray of float64, shape ``(n,)``
+    times : ndarray of int64, shape ``(n,)``
+        Seconds; an event of a frame before ``frame`` is shifted right a frame's bits per frame.
+    half_life : float
+        Seconds.
+    frame : int
+        The current frame, at least every event's own frame.
+
+    Returns
+    -------
+    ndarray of int64, shape ``(n,)``
+        ``round(w * 2 ** (FIXED_POINT_BITS + (t - f * span) / half_life)) >> (frame - f) * 8``.
+    """
+    frames = frame_of(times, half_life)
+    offset = (np.asarray(times, dtype=np.float64) - frames * (FRAME_HALF_LIVES * half_life))
+    values = np.rint(np.ldexp(weights * np.exp2(offset / half_life), FIXED_POINT_BITS))
+    shift = np.minimum((frame - frames) * FRAME_HALF_LIVES, 63)
+    return cast(np.ndarray, values.astype(np.int64) >> shift)
+
+
+def decay_runs(times: np.ndarray, half_life: float, frame: int) -> list[tuple[int, int, int]]:
+    """Consecutive runs of events sharing the running frame: ``(start, stop, frame)`` each.
+
+    The running frame is the largest of ``frame`` and the frames of the events so far; the
+    state moves to a run's frame before the run's events are added.
+    """
+    running = np.maximum(np.maximum.accumulate(frame_of(times, half_life)), frame)
+    cuts = (np.flatnonzero(np.diff(running)) + 1).tolist()
+    starts, stops = [0, *cuts], [*cuts, len(times)]
+    return [(a, b, int(running[a])) for a, b in zip(starts, stops, strict=True)]
+
+
+def shift_frames(values: np.ndarray, frames: int) -> np.ndarray:
+    """``values`` (int64) moved ``frames`` frames on: halved ``FRAME_HALF_LIVES`` times each."""
+    return cast(np.ndarray, values >> min(frames * FRAME_HALF_LIVES, 63))
+
+
+def decayed_to(values: np.ndarray, frame: int, at: float, half_life: float) -> np.ndarray:
+    """Fixed-point ``values`` of ``frame`` as float64 weights decayed to time ``at``."""
+    start = frame * FRAME_HALF_LIVES * half_life
+    scale = np.ldexp(np.exp2(-(at - start) / half_life), -FIXED_POINT_BITS)
+    return cast(np.ndarray, values.astype(np.float64) * scale)
+
+
+def check_limit(values: np.ndarray, what: str) -> None:
+    """Raise ``OverflowError`` if a fixed-point entry has reached :data:`_LIMIT`."""
+    if values.size and np.abs(values).max() >= _LIMIT:
+        raise OverflowError(
+            f"{what}: a fixed-point entry reached 2**62 (more than ~2**{63 - FIXED_POINT_BITS - 8} "
+            "weight within one frame of FRAME_HALF_LIVES half-lives); lower the weights or the "
+            "half_life"
+        )
+
+
+def time_order(data: Dataset) -> np.ndarray:
+    """Row order of ``data``'s ratings by timestamp; ties by the splits' hash, then by row."""
+    ratings = data.ratings
+    tie = tie_break_key(ratings["user_id"].to_numpy(), ratings["item_id"].to_numpy())
+    return np.lexsort((np.arange(len(ratings)), tie, ratings["timestamp"].to_numpy()))
+
+
+# ---------------------------------------------------------------------- the arm
+class CooccurrenceRecommender(Recommender):
+    """Item-item co-occurrence of live events, exponentially time-decayed, on scipy.sparse.
+
+    See the module docstring for the model, the fixed-point state and the scores.
+
+    Parameters
+    ----------
+    window : int, default 10
+        Items of a user's recent events an event pairs with, and the items of the scoring
+        context (>= 1).
+    half_life : float, default 604800.0 (one week)
+        Seconds after which a co-occurrence or a count weighs half (> 0).
+    from_train : bool, default True
+        Seed the state from the training ratings (weight: the rating) in time order; False
+        starts it empty, so the arm learns only from :meth:`observe`. The users' training tails
+        (their scoring context) are kept either way.
+    recency : float, default 0.8
+        Weight ratio between consecutive context items, most recent first, in ``(0, 1]``.
+    damping : float, default 0.5
+        Exponent of the live count that divides a companion's score, in ``[0, 1]``.
+    popularity_weight : float, default 0.02
+        Weight of the live counts in the scores (their best item scores this much), ``>= 0``.
+
+    Attributes
+    ----------
+    pairs_ : scipy.sparse.csr_matrix of int64, shape ``(n_items_, n_items_)``
+        The symmetric co-occurrence ``C`` in fixed point of frame ``frame_``.
+    counts_ : ndarray of int64, shape ``(n_items_,)``
+        The live counts ``n`` in fixed point of frame ``frame_``.
+    frame_ : int
+        The current frame; ``clock_`` (int) is the latest timestamp observed.
+    window_users_ : ndarray of int64, shape ``(n_window_users,)``
+        Raw ids of the users with a window, in order of their first event.
+    window_items_ : ndarray of int64, shape ``(n_window_users, window)``
+        Their last items, oldest first, ``-1`` where the window is not full (on the left).
+    window_weights_ : ndarray of float64, shape ``(n_window_users, window)``
+        The weights of those events.
+    tail_ : ndarray of int64, shape ``(n_users_, window)``
+        Each user's last training items, then feedback items (:meth:`partial_fit`), oldest
+        first, ``-1``-padded on the left: the user's context.
+    tail_ratings_ : ndarray of float64, shape ``(n_users_, window)``
+        Their ratings (``-1`` for padding).
+    """
+
+    name: ClassVar[str] = "cooccurrence"
+    learns_from_stream: ClassVar[bool] = True
+    can_grow: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        *,
+        window: int = 10,
+        half_life: float = WEEK,
+        from_train: bool = True,
+        recency: float = 0.8,
+        damping: float = 0.5,
+        popularity_weight: float = 0.02,
+    ) -> None:
+        self.window = window
+        self.half_life = half_life
+        self.from_train = from_train
+        self.recency = recency
+        self.damping = damping
+        self.popularity_weight = popularity_weight
+
+    def _validate_params(self) -> None:
+        check_int("window", self.window, low=1)
+        check_float("half_life", self.half_life, low=0.0, strict=True)
+        if not isinstance(self.from_train, bool):
+            raise TypeError(f"from_train must be a bool, got {self.from_train!r}")
+        check_float("recency", self.recency, low=0.0, strict=True, high=1.0)
+        check_float("damping", self.damping, low=0.0, high=1.0)
+        check_float("popularity_weight", self.popularity_weight, low=0.0)
+
+    # ------------------------------------------------------------------ learning
+    def _fit(self, train: Dataset) -> None:
+        n, width = self.n_items_, int(self.window)
+        self.pairs_ = sp.csr_matrix((n, n), dtype=np.int64)
+        self.counts_ = np.zeros(n, dtype=np.int64)
+        self.frame_, self.clock_ = 0, 0
+        self.window_users_ = np.zeros(0, dtype=np.int64)
+        self.window_items_ = np.zeros((0, width), dtype=np.int64)
+        self.window_weights_ = np.zeros((0, width), dtype=np.float64)
+        ratings = train.ratings.iloc[time_order(train)]
+        users = ratings["user_index"].to_numpy(np.int64)
+        items = ratings["item_index"].to_numpy(np.int64)
+        self.tail_ = _last_per_group(users, items, self.n_users_, width)
+        self.tail_ratings_ = _last_per_group(
+            users, ratings["rating"].to_numpy(np.float64), self.n_users_, width)
+        if self.from_train:
+            self._observe(
+                ratings["user_id"].to_numpy(np.int64), items,
+                ratings["rating"].to_numpy(np.float64), ratings["timestamp"].to_numpy(np.int64),
+            )  # fmt: skip
+
+    def _observe(
+        self, users: np.ndarray, items: np.ndarray, weights: np.ndarray, times: np.ndarray
+    ) -> None:
+        if (times < 0).any():
+            raise ValueError(f"timestamps must be >= 0 (seconds since 1970), got {times.min()}")
+        half_life = float(self.half_life)
+        rows = self._window_rows(users)
+        for start, stop, frame in decay_runs(times, half_life, self.frame_):
+            if frame > self.frame_:
+                self._move_to(frame)
+            part = slice(start, stop)
+            self._fold_run(rows[part], items[part], weights[part], times[part])
+        self.clock_ = max(self.clock_, int(times.max()))
+
+    def _move_to(self, frame: int) -> None:
+        passed = frame - self.frame_
+        self.counts_ = shift_frames(self.counts_, passed)
+        pairs = self.pairs_.copy()
+        pairs.data = shift_frames(pairs.data, passed)
+        pairs.eliminate_zeros()
+        self.pairs_, self.frame_ = pairs, frame
+
+    def _window_rows(self, users: np.ndarray) -> np.ndarray:
+        """Each event's row of the window arrays; new users get rows in order of appearance."""
+        known = dict(zip(self.window_users_.tolist(), range(len(self.window_users_)),
+                         strict=True))  # fmt: skip
+        first = np.sort(np.unique(users, return_index=True)[1])
+        new = [u for u in users[first].tolist() if u not in known]
+        if new:
+            width = int(self.window)
+            known.update(zip(new, range(len(known), len(known) + len(new)), strict=True))
+            self.window_users_ = np.concatenate([self.window_users_, np.array(new, np.int64)])
+            self.window_items_ = np.vstack(
+                [self.window_items_, np.full((len(new), width), -1, np.int64)])
+            self.window_weights_ = np.vstack(
+                [self.window_weights_, np.zeros((len(new), width), np.float64)])
+        lookup = np.array([known[u] for u in users[first].tolist()], dtype=np.int64)
+        return _map_rows(users, users[first], lookup)
+
+    def _fold_run(
+        self, rows: np.ndarray, items: np.ndarray, weights: np.ndarray, times: np.ndarray
+    ) -> None:
+        """Add one run's events (all in frame ``frame_``) to the pairs, counts and windows."""
+        width, half_life = int(self.window), float(self.half_life)
+        owners, inverse = np.unique(rows, return_inverse=True)
+        # Each owner's sequence: its window (oldest first), then its events in log order.
+        old_items = self.window_items_[owners].ravel()
+        old_weights = self.window_weights_[owners].ravel()
+        old_owner = np.repeat(np.arange(len(owners)), width)
+        present = old_items >= 0
+        seq_owner = np.concatenate([old_owner[present], inverse])
+        order = np.argsort(seq_owner, kind="stable")
+        seq_owner = seq_owner[order]
+        seq_items = np.concatenate([old_items[present], items])[order]
+        seq_weights = np.concatenate([old_weights[present], weights])[order]
+        seq_times = np.concatenate([np.zeros(int(present.sum()), np.int64), times])[order]
+        is_new = np.concatenate([np.zeros(int(present.sum()), bool),
+                                 np.ones(len(items), bool)])[order]  # fmt: skip
+        pair_a, pair_b, pair_w, pair_t = [], [], [], []
+        for d in range(1, min(width, len(seq_items) - 1) + 1):
+            ok = is_new[d:] & (seq_owner[d:] == seq_owner[:-d]) & (seq_items[d:] != seq_items[:-d])
+            pair_a.append(seq_items[:-d][ok])
+            pair_b.append(seq_items[d:][ok])
+            pair_w.append(np.sqrt(seq_weights[:-d][ok] * seq_weights[d:][ok]))
+            pair_t.append(seq_times[d:][ok])
+        counts = self.counts_.copy()
+        np.add.at(counts, items, fixed_point(weights, times, half_life, self.frame_))
+        check_limit(counts, "live counts")
+        pairs = self.pairs_
+        if pair_a:
+            a, b = np.concatenate(pair_a), np.concatenate(pair_b)
+            value = fixed_point(np.concatenate(pair_w), np.concatenate(pair_t), half_life,
+                                self.frame_)  # fmt: skip
+            added = sp.csr_matrix(
+                (np.concatenate([value, value]), (np.concatenate([a, b]), np.concatenate([b, a]))),
+                shape=pairs.shape, dtype=np.int64,
+            )  # fmt: skip
+            pairs = (pairs + added).tocsr()
+            pairs.eliminate_zeros()
+            pairs.sort_indices()
+            check_limit(pairs.data, "co-occurrence")
+        self.counts_, self.pairs_ = counts, pairs
+        self._write_windows(owners, seq_owner, seq_items, seq_weights)
+
+    def _write_windows(
+        self, owners: np.ndarray, seq_owner: np.ndarray, seq_items: np.ndarray,
+        seq_weights: np.ndarray,
+    ) -> None:
+        """Each owner's last ``window`` items of the sequence become their window."""
+        width = int(self.window)
+        ends = np.searchsorted(seq_owner, np.arange(len(owners)), side="right")
+        from_end = ends[seq_owner] - np.arange(len(seq_owner))  # 1 for the newest
+        keep = from_end <= width
+        items = np.full((len(owners), width), -1, dtype=np.int64)
+        weights = np.zeros((len(owners), width), dtype=np.float64)
+        items[seq_owner[keep], width - from_end[keep]] = seq_items[keep]
+        weights[seq_owner[keep], width - from_end[keep]] = seq_weights[keep]
+        self.window_items_[owners] = items
+        self.window_weights_[owners] = weights
+
+    def _partial_fit(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray) -> None:
+        """Feedback joins the live state as events at the clock, weighted by the rating, and
+        the user's context (the tail) as their most recent items.
+        """
+        self._observe(self.user_ids_[users], items, ratings,
+                      np.full(len(users), self.clock_, dtype=np.int64))
+        width = int(self.window)
+        touched = np.unique(users)
+        old = self.tail_[touched].ravel()
+        present = old >= 0
+        groups = np.concatenate([np.repeat(np.arange(len(touched)), width)[present],
+                                 np.searchsorted(touched, users)])  # fmt: skip
+        self.tail_[touched] = _last_per_group(
+            groups, np.concatenate([old[present], items]), len(touched), width)
+        self.tail_ratings_[touched] = _last_per_group(
+            groups, np.concatenate([self.tail_ratings_[touched].ravel()[present], ratings]),
+            len(touched), width,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ scoring
+    def live_counts(self) -> np.ndarray:
+        """The live counts decayed to the clock (the latest event), float64 ``(n_items_,)``."""
+        return decayed_to(self.counts_, self.frame_, float(self.clock_), float(self.half_life))
+
+    def _cold_scores(self) -> np.ndarray:
+        return self.live_counts()
+
+    def _score(self, users: np.ndarray) -> np.ndarray:
+        return self._score_contexts(self.tail_[users], self.tail_ratings_[users])
+
+    def _score_history(
+        self, user: int | None, items: np.ndarray, ratings: np.ndarray
+    ) -> np.ndarray:
+        width = int(self.window)
+        if user is None:
+            tail, tail_ratings = np.full(width, -1, np.int64), np.full(width, -1.0)
+        else:
+            tail, tail_ratings = self.tail_[user], self.tail_ratings_[user]
+        context = np.concatenate([tail, items])[-width:]
+        values = np.concatenate([tail_ratings, ratings])[-width:]
+        scores: np.ndarray = self._score_contexts(context[None, :], values[None, :])[0]
+        return scores
+
+    def _score_contexts(self, contexts: np.ndarray, ratings: np.ndarray) -> np.ndarray:
+        """Scores of rows of context items (``(n, window)``, oldest first, ``-1`` for none)."""
+        n_rows, width = contexts.shape
+        present = contexts >= 0
+        age = width - np.arange(width)  # 1 for the newest column
+        weight = float(self.recency) ** (age - 1.0) * np.where(ratings >= 3, 1.0, -1.0)
+        row_index = np.repeat(np.arange(n_rows), width).reshape(n_rows, width)
+        # Only the context items' rows of C are converted to float: a request costs the
+        # context's share of the matrix, not all of it.
+        rows, columns = np.unique(contexts[present], return_inverse=True)
+        context = sp.csr_matrix(
+            (weight[present], (row_index[present], columns.ravel())), shape=(n_rows, len(rows))
+        )
+        counts = np.maximum(self.counts_.astype(np.float64), 1.0)
+        scores = np.asarray((context @ self.pairs_[rows].astype(np.float64)).toarray())
+        scores /= counts ** float(self.damping)
+        scale = np.abs(scores).max(axis=1, keepdims=True)
+        scores /= np.where(scale > 0, scale, 1.0)
+        if self.popularity_weight > 0:
+            live = self.counts_.astype(np.float64)
+            top = np.abs(live).max()
+            scores += float(self.popularity_weight) * live / (top if top > 0 else 1.0)
+        return scores
+
+    # ------------------------------------------------------------------ growth, persistence
+    def _grow(self, n_new: int) -> None:
+        n = self.n_items_
+        self.counts_ = np.concatenate([self.counts_, np.zeros(n_new, dtype=np.int64)])
+        pairs = self.pairs_
+        indptr = np.concatenate([pairs.indptr, np.full(n_new, pairs.indptr[-1])])
+        self.pairs_ = sp.csr_matrix((pairs.data, pairs.indices, indptr), shape=(n, n))
+
+    def _get_state(self) -> dict[str, np.ndarray]:
+        return {
+            "pairs_data": self.pairs_.data, "pairs_indices": self.pairs_.indices,
+            "pairs_indptr": self.pairs_.indptr, "counts": self.counts_,
+            "frame": np.asarray(self.frame_, dtype=np.int64),
+            "clock": np.asarray(self.clock_, dtype=np.int64),
+            "window_users": self.window_users_, "window_items": self.window_items_,
+            "window_weights": self.window_weights_, "tail": self.tail_,
+            "tail_ratings": self.tail_ratings_,
+        }  # fmt: skip
+
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        n = self.n_items_
+        self.pairs_ = sp.csr_matrix(
+            (state["pairs_data"], state["pairs_indices"], state["pairs_indptr"]), shape=(n, n))
+        self.counts_ = state["counts"].astype(np.int64)
+        self.frame_, self.clock_ = int(state["frame"]), int(state["clock"])
+        self.window_users_ = state["window_users"].astype(np.int64)
+        self.window_items_ = state["window_items"].astype(np.int64)
+        self.window_weights_ = state["window_weights"].astype(np.float64)
+        self.tail_ = state["tail"].astype(np.int64)
+        self.tail_ratings_ = state["tail_ratings"].astype(np.float64)
+
+
+def _map_rows(values: np.ndarray, keys: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``rows[j]`` for each value equal to ``keys[j]`` (every value is among the keys)."""
+    order = np.argsort(keys)
+    mapped: np.ndarray = rows[order[np.searchsorted(keys, values, sorter=order)]]
+    return mapped
+
+
+def _last_per_group(
+    groups: np.ndarray, values: np.ndarray, n_groups: int, width: int
+) -> np.ndarray:
+    """Each group's last ``width`` values in the given order, oldest first, ``-1`` on the left.
+
+    ``groups`` need not be sorted; the order within a group is the order of the arrays. The
+    result has ``values``' dtype, shape ``(n_groups, width)``.
+    """
+    order = np.argsort(groups, kind="stable")
+    g, v = groups[order], values[order]
+    ends = np.searchsorted(g, np.arange(n_groups), side="right")
+    from_end = ends[g] - np.arange(len(g))
+    keep = from_end <= width
+    out = np.full((n_groups, width), -1, dtype=values.dtype)
+    out[g[keep], width - from_end[keep]] = v[keep]
+    return out

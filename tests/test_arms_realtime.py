@@ -1,0 +1,365 @@
+"""Real-time arms: ``score_history`` without a refit, live co-occurrence and live popularity.
+
+Synthetic data throughout: the properties are exact (equalities, closed forms, bit-identical
+state), so no quality claim needs MovieLens here.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from arms import CooccurrenceRecommender, PopularityRecommender
+from arms.cooccurrence import FIXED_POINT_BITS, FRAME_HALF_LIVES, decayed_to
+from arms.data import make_synthetic
+from arms.registry import make_arm
+
+#: Arm name, small hyper-parameters (SVD: a few epochs, a few factors: seconds, not minutes).
+ARMS = {
+    "autoencoder": ("autoencoder", {"l2": 50.0}),
+    "sequential": ("sequential", {}),
+    "svd": ("svd", {"n_factors": 8, "n_epochs": 5}),
+    "popularity": ("popularity", {}),
+    "live_popularity": ("popularity", {"half_life": 86_400.0}),
+    "cooccurrence": ("cooccurrence", {}),
+}
+#: Arms whose score_history must equal score() after partial_fit of the same events on a copy.
+FOLDED = ("autoencoder", "sequential", "svd")
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_synthetic(60, 90, 1800, random_state=4)
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    return {key: make_arm(name, **params).fit(data) for key, (name, params) in ARMS.items()}
+
+
+def _state(model) -> dict[str, np.ndarray]:
+    state = {k: np.array(v, copy=True) for k, v in model._get_state().items()}
+    state["seen_indices"] = model.seen_.indices.copy()
+    state["seen_indptr"] = model.seen_.indptr.copy()
+    state["known_users"] = model.known_users_.copy()
+    return state
+
+
+def _assert_same_state(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key].dtype == b[key].dtype, key
+        assert np.array_equal(a[key], b[key]), key
+
+
+def _rank(scores: np.ndarray, item: int) -> int:
+    """Place of ``item`` when ``scores`` are sorted best first (0: the best)."""
+    return int((scores > scores[item]).sum())
+
+
+# ------------------------------------------------------------------------ score_history
+@pytest.mark.parametrize("key", sorted(ARMS))
+def test_no_events_is_score_for_a_known_user_and_cold_scores_for_none(fitted, key):
+    model = fitted[key]
+    users = np.flatnonzero(model.known_users_)[:3]
+    for user in users:
+        assert np.array_equal(model.score_history(int(user), [], []), model.score(users)[
+            list(users).index(user)])
+    cold = model.score_history(None, [], [])
+    if key in ("live_popularity", "cooccurrence"):  # live arms: the live counts, decayed
+        assert np.array_equal(cold, model._cold_scores())
+        assert np.argmax(cold) == np.argmax(model.counts_)
+    else:
+        assert np.array_equal(cold, model.popularity_)
+    assert cold.shape == (model.n_items_,) and cold.dtype == np.float64
+
+
+@pytest.mark.parametrize("key", FOLDED)
+def test_score_history_equals_partial_fit_on_a_copy(fitted, key):
+    model = fitted[key]
+    before = _state(model)
+    user = 7
+    items = np.array([3, 11, 40, 3, 52])  # item 3 twice: the later rating wins in both paths
+    ratings = np.array([5.0, 1.0, 4.0, 2.0, 3.0])
+    live = model.score_history(user, items, ratings)
+    _assert_same_state(before, _state(model))  # the fitted model is untouched
+    refit_free = copy.deepcopy(model).partial_fit(pd.DataFrame({
+        "user_id": model.user_ids_[np.full(len(items), user)],
+        "item_id": model.item_ids_[items], "rating": ratings}))
+    expected = refit_free.score(np.array([user]))[0]
+    if key == "svd":  # one linear solve each, the same numbers; the sum's order may differ
+        np.testing.assert_allclose(live, expected, rtol=1e-12, atol=1e-12)
+    else:
+        assert np.array_equal(live, expected)
+
+
+@pytest.mark.parametrize("key", ["autoencoder", "sequential", "cooccurrence"])
+def test_a_liked_items_neighbours_rise(fitted, key):
+    model = fitted[key]
+    moved = []
+    for user in np.flatnonzero(model.known_users_)[:20]:
+        seen = model.seen_[user].indices
+        unseen = np.setdiff1d(np.arange(model.n_items_), seen)
+        liked = int(unseen[np.argmax(model.popularity_[unseen])])
+        # The liked item's nearest neighbour by the arm itself: the top of a newcomer's
+        # scores after that one like, among the items this user has not seen.
+        alone = model.score_history(None, [liked], [5.0])
+        alone[np.append(seen, liked)] = -np.inf
+        neighbour = int(np.argmax(alone))
+        before = model.score_history(int(user), [], [])[unseen]
+        after = model.score_history(int(user), [liked], [5.0])[unseen]
+        place = int(np.searchsorted(unseen, neighbour))
+        moved.append((_rank(before, place), _rank(after, place)))
+    before_ranks, after_ranks = np.array(moved).T  # places among the user's unseen items
+    assert np.all(after_ranks <= before_ranks), moved
+    below_top = before_ranks > 0
+    assert np.mean(after_ranks[below_top] < before_ranks[below_top]) >= 0.75, moved
+
+
+def test_svd_a_liked_items_factor_neighbour_rises_most(fitted):
+    model = fitted["svd"]
+    factors = model.item_factors_ / np.linalg.norm(model.item_factors_, axis=1, keepdims=True)
+    outcomes = []
+    for user in np.flatnonzero(model.known_users_)[:20]:
+        unseen = np.setdiff1d(np.arange(model.n_items_), model.seen_[user].indices)
+        liked = int(unseen[np.argmin(model.score_history(int(user), [], [])[unseen])])
+        similarity = factors[unseen] @ factors[liked]
+        similarity[unseen == liked] = -np.inf
+        neighbour = int(unseen[np.argmax(similarity)])
+        rise = model.score_history(int(user), [liked], [5.0]) - model.score_history(
+            int(user), [], [])
+        outcomes.append(rise[neighbour] > np.median(rise[unseen]) and rise[neighbour] > 0)
+    assert np.mean(outcomes) >= 0.9
+
+
+def test_a_newcomers_events_alone_drive_the_scores(fitted):
+    model = fitted["autoencoder"]
+    item = 5
+    expected = np.asarray(model.weights_[item], dtype=np.float64)  # row e_item @ B, weight 1
+    np.testing.assert_allclose(model.score_history(None, [item], [5.0]), expected, rtol=1e-6)
+    # a user row without training ratings counts as None
+    assert model.score_history(None, [item], [1.0])[model.weights_[item].argmax()] < 0
+
+
+def test_score_history_validates_its_input(fitted):
+    model = fitted["sequential"]
+    with pytest.raises(TypeError, match=r"user_index must be an int or None, got '3' \(str\)"):
+        model.score_history("3", [], [])
+    with pytest.raises(ValueError, match=r"user_index must be within \[0, 60\), got 60"):
+        model.score_history(60, [], [])
+    with pytest.raises(ValueError, match=r"item_indices must be within \[0, 90\), got 90"):
+        model.score_history(1, [90], [5.0])
+    with pytest.raises(TypeError, match="item_indices must be a 1-d integer array"):
+        model.score_history(1, [1.5], [5.0])
+    with pytest.raises(ValueError, match=r"ratings must be within 1-5 .* got 6\.0"):
+        model.score_history(1, [1], [6.0])
+    with pytest.raises(ValueError, match="item_indices and ratings must have one length"):
+        model.score_history(1, [1, 2], [5.0, 4.0, 3.0])
+    with pytest.raises(ValueError, match=r"k must be an integer within \[1, 90\], got 0"):
+        model.recommend_history(1, [1], [5.0], k=0)
+
+
+def test_recommend_history_leaves_out_seen_and_event_items(fitted):
+    model = fitted["autoencoder"]
+    user = 2
+    seen = set(model.seen_[user].indices.tolist())
+    items, scores = model.recommend_history(user, [1, 2, 4], [5.0, 5.0, 1.0], k=10)
+    assert not (set(items.tolist()) & (seen | {1, 2, 4}))
+    assert np.all(np.diff(scores) <= 0) and len(items) == 10
+    full = model.score_history(user, [1, 2, 4], [5.0, 5.0, 1.0])
+    np.testing.assert_array_equal(scores, full[items])
+
+
+# ------------------------------------------------------------------------ live arms
+def _stream(n_events: int, n_users: int, n_items: int, span: int, seed: int):
+    rng = np.random.default_rng(seed)
+    users = rng.integers(1, n_users + 1, n_events) * 7  # raw ids, many unknown to training
+    items = rng.integers(0, n_items, n_events)
+    weights = rng.choice([1.0, 3.0, 4.0, 5.0], n_events)
+    times = np.sort(rng.integers(1_000_000, 1_000_000 + span, n_events))
+    return users, items, weights, times
+
+
+def _empty_live(data, **params) -> CooccurrenceRecommender:
+    return CooccurrenceRecommender(from_train=False, **params).fit(data)
+
+
+def test_cooccurrence_incremental_fold_is_bit_identical_to_one_batch(data):
+    # half-life 60 s over 40 min: the stream crosses 5 frames of 8 half-lives, so the shifts
+    # between frames are exercised; one event is late (an earlier frame than the one before).
+    users, items, weights, times = _stream(400, 25, 90, 2_400, seed=1)
+    times[200] = times[150]
+    params = {"half_life": 60.0, "window": 4}
+    batch = _empty_live(data, **params).observe(users, items, weights, times)
+    one_by_one = _empty_live(data, **params)
+    for i in range(len(users)):
+        one_by_one.observe(users[i : i + 1], items[i : i + 1], weights[i : i + 1], times[i : i + 1])
+    chunks = _empty_live(data, **params)
+    cuts = np.sort(np.random.default_rng(2).choice(np.arange(1, 400), 12, replace=False))
+    for part in np.split(np.arange(400), cuts):
+        chunks.observe(users[part], items[part], weights[part], times[part])
+    assert batch.frame_ == int(times.max() // (FRAME_HALF_LIVES * 60.0))
+    assert batch.frame_ > 3
+    _assert_same_state(_state(batch), _state(one_by_one))
+    _assert_same_state(_state(batch), _state(chunks))
+    assert batch.pairs_.nnz > 100
+    assert (batch.pairs_ != batch.pairs_.T).nnz == 0  # symmetric
+
+
+def test_decay_matches_the_closed_form_on_a_tiny_case(data):
+    h = 100.0
+    t0, t1, t2 = 1_000_000, 1_000_450, 1_001_300  # t2 is a frame (800 s) later than t1
+    model = _empty_live(data, half_life=h, window=2)
+    model.observe([1, 1, 1], [0, 1, 2], [4.0, 1.0, 2.0], [t0, t1, t2])
+    at = float(t2 + 37)
+    pairs = decayed_to(model.pairs_.toarray(), model.frame_, at, h)
+    expected = {  # sqrt(w_a w_b), decayed from the later event's time
+        (0, 1): np.sqrt(4.0) * 2 ** -((at - t1) / h),
+        (0, 2): np.sqrt(8.0) * 2 ** -((at - t2) / h),
+        (1, 2): np.sqrt(2.0) * 2 ** -((at - t2) / h),
+    }
+    for (a, b), value in expected.items():
+        np.testing.assert_allclose([pairs[a, b], pairs[b, a]], value, rtol=2.0 ** -20)
+    assert np.count_nonzero(pairs) == 6
+    counts = decayed_to(model.counts_, model.frame_, at, h)
+    np.testing.assert_allclose(
+        counts[:3], [4 * 2 ** -((at - t0) / h), 2 ** -((at - t1) / h), 2 * 2 ** -((at - t2) / h)],
+        rtol=2.0 ** -20)
+    assert model.counts_[2] == round(2.0 * 2 ** (FIXED_POINT_BITS + (t2 - 1_000_800) / h))
+    live = PopularityRecommender(half_life=h).fit(data)
+    assert live._cold_scores().max() > 0  # seeded from training
+    late = live.clock_ + 100_000  # a thousand half-lives on: the training counts are gone
+    live.observe([1, 2, 3], [0, 1, 2], [4.0, 1.0, 2.0], [late + t0, late + t1, late + t2])
+    np.testing.assert_allclose(
+        live._cold_scores()[:3],
+        [4 * 2 ** -((t2 - t0) / h), 2 ** -((t2 - t1) / h), 2.0], rtol=2.0 ** -20)
+
+
+def test_window_holds_the_last_items_of_each_user(data):
+    model = _empty_live(data, window=1)
+    # user 1: items 0, 1, 2; user 2 interleaved: items 5, 6
+    model.observe([1, 2, 1, 2, 1], [0, 5, 1, 6, 2], 1.0, [10, 11, 12, 13, 14])
+    nonzero = {tuple(p) for p in np.argwhere(model.pairs_.toarray() > 0)}
+    assert nonzero == {(0, 1), (1, 0), (1, 2), (2, 1), (5, 6), (6, 5)}  # no (0, 2): window 1
+    assert model.window_users_.tolist() == [1, 2]
+    assert model.window_items_.tolist() == [[2], [6]]
+    wide = _empty_live(data, window=3)
+    wide.observe([1, 2, 1, 2, 1], [0, 5, 1, 6, 2], 1.0, [10, 11, 12, 13, 14])
+    assert wide.pairs_[0, 2] > 0
+    assert wide.window_items_.tolist() == [[0, 1, 2], [-1, 5, 6]]
+
+
+def test_cooccurrence_scores_the_companions_of_recent_items(data):
+    model = _empty_live(data, half_life=3600.0)
+    # Many users watch 10 then 20; item 30 is popular on its own.
+    n = 40
+    users = np.repeat(np.arange(1000, 1000 + n), 2)
+    items = np.tile([10, 20], n)
+    model.observe(users, items, 5.0, np.arange(2 * n) + 5_000)
+    model.observe(np.arange(2000, 2100), np.full(100, 30), 5.0, np.arange(100) + 6_000)
+    assert np.argmax(model.score_history(None, [], [])) == 30  # cold: live popularity
+    scores = model.score_history(None, [10], [5.0])
+    assert np.argmax(scores) == 20
+    assert model.score_history(None, [10], [1.0])[20] < 0  # a dislike pushes companions down
+    slate, _ = model.recommend_history(None, [10], [5.0], k=2)
+    assert slate.tolist() == [20, 30]
+
+
+def test_save_load_round_trip_is_bit_identical(data, tmp_path):
+    users, items, weights, times = _stream(300, 20, 90, 5_000, seed=3)
+    for model in (CooccurrenceRecommender(half_life=500.0).fit(data),
+                  PopularityRecommender(half_life=500.0).fit(data),
+                  PopularityRecommender().fit(data)):
+        model.observe(users, items, weights, times)
+        path = model.save(tmp_path / type(model).__name__)
+        loaded = type(model).load(path)
+        _assert_same_state(_state(model), _state(loaded))
+        assert loaded.get_params() == model.get_params()
+        # ... and it goes on identically
+        model.observe(users[:50], items[:50], weights[:50], times[:50] + 10_000)
+        loaded.observe(users[:50], items[:50], weights[:50], times[:50] + 10_000)
+        _assert_same_state(_state(model), _state(loaded))
+        np.testing.assert_array_equal(model.score_history(3, [4], [5.0]),
+                                      loaded.score_history(3, [4], [5.0]))
+
+
+def test_popularity_without_half_life_adds_weights_undecayed(data):
+    model = PopularityRecommender().fit(data)
+    before = model.counts_.copy()
+    model.observe([1, 2, 3], [4, 4, 9], [2.0, 3.0, 1.0], [5, 6, 7])
+    expected = before.copy()
+    expected[4] += 5.0
+    expected[9] += 1.0
+    np.testing.assert_array_equal(model.counts_, expected)
+
+
+def test_grow_adds_items_the_live_arms_can_recommend_at_once(data):
+    for model in (CooccurrenceRecommender(half_life=3600.0).fit(data),
+                  PopularityRecommender(half_life=3600.0).fit(data)):
+        n = model.n_items_
+        model.grow([10_001, 10_002])
+        assert model.n_items_ == n + 2 and model.item_ids_[-2:].tolist() == [10_001, 10_002]
+        assert model.seen_.shape == (model.n_users_, n + 2)
+        clock = model.clock_
+        model.observe(np.arange(100, 130), np.full(30, n + 1), 5.0, np.full(30, clock + 1))
+        items, _ = model.recommend_history(None, [], [], k=1)
+        assert items.tolist() == [n + 1]
+        assert model.recommend(np.array([0]), k=1)[0].shape == (1, 1)
+        with pytest.raises(ValueError, match="item_ids must be new, got 10001"):
+            model.grow([10_001])
+        with pytest.raises(ValueError, match="item_ids must be distinct, got 20007 twice"):
+            model.grow([20_007, 20_007])
+    model = _empty_live(data, half_life=3600.0)
+    model.observe([1, 1, 2, 2], [3, 33, 3, 33], 5.0, [1, 2, 3, 4])
+    n = model.n_items_
+    model.grow([10_001])
+    clock = model.clock_
+    model.observe(np.repeat(np.arange(900, 910), 2), np.tile([3, n], 10), 5.0,
+                  clock + np.arange(1, 21))
+    assert np.argmax(model.score_history(None, [3], [5.0])) == n  # it co-occurs at once
+
+
+def test_arms_that_need_a_refit_refuse_to_grow_and_observe(fitted):
+    with pytest.raises(NotImplementedError, match="includes new items only at its next refit"):
+        copy.deepcopy(fitted["svd"]).grow([10_001])
+    with pytest.raises(NotImplementedError, match="does not learn from the stream"):
+        copy.deepcopy(fitted["autoencoder"]).observe([1], [1], [1.0], [1])
+
+
+def test_observe_validates_and_ignores_zero_weights(data):
+    model = _empty_live(data)
+    with pytest.raises(ValueError, match=r"weights must be >= 0, got -1.0"):
+        model.observe([1], [2], [-1.0], [10])
+    with pytest.raises(ValueError, match="must have one length, got 2, 1, 1 and 1"):
+        model.observe([1, 2], [2], [1.0], [10])
+    with pytest.raises(TypeError, match="timestamps must be a 1-d integer array"):
+        model.observe([1], [2], [1.0], [10.5])
+    with pytest.raises(ValueError, match="timestamps must be >= 0"):
+        model.observe([1], [2], [1.0], [-5])
+    model.observe([1, 1], [2, 3], [0.0, 0.0], [10, 11])
+    assert model.pairs_.nnz == 0 and not model.counts_.any() and len(model.window_users_) == 0
+
+
+def test_cooccurrence_params_are_validated(data):
+    with pytest.raises(ValueError, match=r"half_life must be > 0\.0, got 0\.0"):
+        CooccurrenceRecommender(half_life=0.0).fit(data)
+    with pytest.raises(TypeError, match="window must be an integer"):
+        CooccurrenceRecommender(window=2.5).fit(data)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="from_train must be a bool"):
+        CooccurrenceRecommender(from_train=1).fit(data)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"half_life must be > 0\.0"):
+        PopularityRecommender(half_life=-1.0).fit(data)
+
+
+def test_seeded_cooccurrence_equals_an_empty_one_fed_the_training_ratings(data):
+    from arms.cooccurrence import time_order
+
+    seeded = CooccurrenceRecommender().fit(data)
+    empty = _empty_live(data)
+    rows = data.ratings.iloc[time_order(data)]
+    empty.observe(rows["user_id"].to_numpy(), rows["item_index"].to_numpy(),
+                  rows["rating"].to_numpy(np.float64), rows["timestamp"].to_numpy())
+    _assert_same_state(_state(seeded), _state(empty))
