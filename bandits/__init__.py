@@ -35,6 +35,14 @@ Simulation and regret (:mod:`bandits.simulate`)
     (per-step arms/rewards/pseudo-regret, or cumulative figures and posterior snapshots at
     checkpoints); ``lai_robbins_constant(means)``, ``cumulative_pseudo_regret(means, arms)``.
 
+Multileaved slates (:mod:`bandits.multileave`)
+    ``team_draft(rankings, k, rng)`` -> ``(items, teams)`` for ``(R, m, L)`` lists;
+    ``draft_order`` / ``fill_slate`` (its two halves), ``credit(teams, clicks, K)`` -> clicks
+    and filled positions per arm; ``MultileaveThompsonSampling(arms, m=2, slate_size=10)``
+    picks the ``m`` arms to multileave and learns from credited clicks (``select`` ->
+    arms, teams and the propensities a log needs; ``update(teams, clicks)``; JSON
+    ``state_dict``). Not a ``Policy``: its action is a set of arms and a slate composition.
+
 Off-policy evaluation (:mod:`bandits.ope`, plain arrays)
     ``ope.estimate("ips" | "snips" | "dr", rewards, actions, logging_propensities,
     target_probabilities, reward_model=None, n_bootstrap=1000, random_state=None)`` ->
@@ -57,6 +65,16 @@ from bandits.epsilon_greedy import EpsilonGreedy
 from bandits.errors import UnknownArmError
 from bandits.gaussian import GaussianThompsonSampling
 from bandits.linear import LinTS, LinUCB
+from bandits.multileave import (
+    MultileaveChoice,
+    MultileaveState,
+    MultileaveThompsonSampling,
+    credit,
+    draft_order,
+    fill_slate,
+    order_probability,
+    team_draft,
+)
 from bandits.nonstationary import DiscountedThompsonSampling, SlidingWindowThompsonSampling
 from bandits.ope import OPEEstimate, PolicyReport, evaluate_policies
 from bandits.random_policy import RandomPolicy
@@ -80,6 +98,9 @@ __all__ = [
     "GaussianThompsonSampling",
     "LinTS",
     "LinUCB",
+    "MultileaveChoice",
+    "MultileaveState",
+    "MultileaveThompsonSampling",
     "OPEEstimate",
     "Policy",
     "PolicyReport",
@@ -89,14 +110,19 @@ __all__ = [
     "ThompsonSampling",
     "UnknownArmError",
     "bernoulli_kl",
+    "credit",
     "cumulative_pseudo_regret",
+    "draft_order",
     "evaluate_policies",
+    "fill_slate",
     "kl_ucb_upper",
     "lai_robbins_constant",
     "ope",
+    "order_probability",
     "policy_from_state_dict",
     "registered_policies",
     "simulate_bernoulli",
     "simulate_gaussian",
     "spawn_generators",
+    "team_draft",
 ]

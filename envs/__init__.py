@@ -30,6 +30,12 @@ Ids and their keyword arguments (all optional; ``gymnasium.make(id, **kwargs)``)
 ``recbandits/MovieLensSimDrift-v0`` (:func:`envs.factories.build_movielens_sim_drift`)
     As the simulator with ``drift_steps=500``, ``herding=1`` and arms
     ``("svd", "sequential", "autoencoder", "popularity")``.
+``recbandits/MovieLensSlate-v0`` (:func:`envs.slate.build_movielens_slate`)
+    Multileaved slates: the action is the arm of every slate position (``MultiDiscrete([K] *
+    k)``), ``info["arms"]`` credits each click; ``click_model="pbm"`` or ``"cascade"``, the
+    simulator's arguments otherwise, arms ``("svd", "sequential", "autoencoder",
+    "popularity")``. ``recbandits/SyntheticSlate-v0`` is the same on synthetic ratings
+    (``n_users=120``, ``n_items=300``, ``n_ratings=6000``, ``data_seed=0``).
 
 Common to all: ``arms`` (names of :mod:`arms.registry` — svd, sequential, autoencoder, dae,
 popularity, random — or fitted/unfitted :class:`arms.Recommender` objects),
@@ -62,6 +68,7 @@ from envs.latent_factor import LatentFactorUsers
 from envs.recommender_env import RecommenderArmsEnv
 from envs.registration import ENV_ID_LIST, register_envs
 from envs.simulator import Simulator
+from envs.slate import SlateDynamics, SlateEnv, SlateVectorEnv
 from envs.vector_env import RecommenderArmsVectorEnv
 
 __all__ = [
@@ -79,6 +86,9 @@ __all__ = [
     "RecommenderArmsEnv",
     "RecommenderArmsVectorEnv",
     "Simulator",
+    "SlateDynamics",
+    "SlateEnv",
+    "SlateVectorEnv",
     "StepBeforeResetError",
     "UnknownArmError",
     "UserModel",
