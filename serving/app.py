@@ -26,6 +26,7 @@ from serving.api.front import ServiceApp
 from serving.api.routes import (
     admin,
     demo,
+    events,
     feedback,
     health,
     policy,
@@ -102,19 +103,23 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
     for module in (policy, health, admin, stream, preferences):
         app.include_router(module.router)
     # The hot routes: plain Starlette routes, documented from their models (serving.api.openapi).
-    openapi.install(app, [recommendations.route, feedback.route])
+    openapi.install(app, [recommendations.route, feedback.route, events.route])
     demo.mount(app)
     handlers.install(app)
 
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST", "PUT"], allow_headers=["Content-Type"])
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    body_limits = {"/events": settings.max_events_body_bytes}
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
+                       per_path=body_limits)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    # The same two endpoints, answered in front of the stack (serving.api.front: the figure).
+    # The same endpoints, answered in front of the stack (serving.api.front: the figure).
     app.enable_front({("GET", "/recommendations"): recommendations.recommendations,
-                      ("POST", "/feedback"): feedback.post_feedback},
-                     max_body_bytes=settings.max_body_bytes, cors=bool(settings.cors_origins))
+                      ("POST", "/feedback"): feedback.post_feedback,
+                      ("POST", "/events"): events.post_events},
+                     max_body_bytes=settings.max_body_bytes, cors=bool(settings.cors_origins),
+                     body_limits=body_limits)
     return app
 
 

@@ -211,8 +211,8 @@ def rebuild_state(settings: Settings, out: TextIO | None = None) -> int:
         store.dispose()
     check = check_log(
         [DecisionRow(e, a, bool(c), float(d), bool(s)) for e, a, c, d, s in rows["decisions"]],
-        [FeedbackRow(int(q), e, int(u), int(m), float(t), ty, bool(c), r)
-         for q, e, u, m, t, ty, c, r in rows["feedback"]],
+        [FeedbackRow(int(q), e, int(u), int(m), float(t), ty, bool(c), r, v)
+         for q, e, u, m, t, ty, c, r, v in rows["feedback"]],
         [OutcomeRow(int(q), e, a, float(r), None if f is None else int(f))
          for q, e, a, r, f in rows["outcomes"]],
         rows["contexts"], rows["pulls"], rows["ratings"], settings.rule_book(),

@@ -1088,7 +1088,7 @@ def _rated(resp: Responses, j: int, slate: list[int]) -> list[tuple[int, str]]:
     else:
         kinds = ["like"] * int(resp.likes[j]) + ["dislike"] * int(resp.dislikes[j])
         rated = list(zip(slate, kinds, strict=False))
-    rated.sort(key=lambda mk: -(RULES.rule(mk[1]).reward or 0.0))
+    rated.sort(key=lambda mk: -(RULES.reward(mk[1]) or 0.0))
     return rated
 
 
@@ -1101,14 +1101,13 @@ def _feedback_rows(rated: list[tuple[int, str]], seqs: list[int], event: str, ar
     """
     rows = []
     for n, ((movie, kind), seq) in enumerate(zip(rated, seqs, strict=False)):
-        rule = RULES.rule(kind)
         decides = n == 0  # earliest: the first rewarded feedback decides
         rows.append({
             "created_at": created_at, "user_id": user_id,
             "movie_id": int(movie), "feedback_type": kind, "event_id": event,
-            "event_key": event, "arm": arm, "reward": rule.reward,
-            "rating": rule.rating, "counted": decides, "seq": seq,
-            "note": (f"reward {rule.reward:g} given to arm {arm}" if decides else
+            "event_key": event, "arm": arm, "reward": RULES.reward(kind),
+            "rating": RULES.rating(kind), "counted": decides, "seq": seq,
+            "note": (f"reward {RULES.reward(kind):g} given to arm {arm}" if decides else
                      "the decision's reward was already decided"),
         })
     return rows
@@ -1272,7 +1271,7 @@ def simulate_service_log(url: str, arms: Sequence[str], respond: Respond | Featu
                     fb_rows.extend(_feedback_rows(rated, fb_seqs, event, arm,
                                                   int(resp.user_ids[j]), fb_time))
                     # earliest: the first (most rewarding) feedback decides
-                    reward = RULES.rule(rated[0][1]).reward
+                    reward = RULES.reward(rated[0][1])
                     out_rows.append({"event_id": event, "seq": seq_of(i, 1, 255),
                                      "arm": arm, "reward": reward,
                                      "decided_at": fb_time, "feedback_seq": fb_seqs[0]})

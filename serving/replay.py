@@ -41,6 +41,7 @@ class FeedbackRow:
     feedback_type: str
     counted: bool
     rating: float | None
+    value: float | None = None
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ class LogCheck:
         return not self.mismatches
 
 
-def _index_feedback(feedback: Iterable[FeedbackRow]) -> tuple[
+def _index_feedback(feedback: Iterable[FeedbackRow], rules: RuleBook) -> tuple[
         dict[str, list[Feedback]], set[int], dict[tuple[int, int], tuple[int, float]]]:
     """One pass over ``feedback``: what the checks compare against.
 
@@ -99,20 +100,25 @@ def _index_feedback(feedback: Iterable[FeedbackRow]) -> tuple[
     counted_seqs : set of int
         Seqs of the rows marked ``counted`` (they decided an outcome).
     ratings : dict of (user_id, movie_id) to (seq, rating)
-        The latest rating of each pair (the fold that ``feedback_ratings`` caches).
+        The latest rating of each pair (the fold that ``feedback_ratings`` caches), as the
+        rule book gives it for the event's type and value (a type the rule book no longer
+        knows keeps the rating it was stored with).
     """
     by_event: dict[str, list[Feedback]] = defaultdict(list)
     counted_seqs: set[int] = set()
     ratings: dict[tuple[int, int], tuple[int, float]] = {}
     for f in feedback:
         if f.event_id is not None:
-            by_event[f.event_id].append(Feedback(f.seq, f.created_at, f.feedback_type))
+            by_event[f.event_id].append(Feedback(f.seq, f.created_at, f.feedback_type,
+                                                  f.value))
         if f.counted:
             counted_seqs.add(f.seq)
-        if f.rating is not None:
+        rating = (rules.rating(f.feedback_type, f.value) if f.feedback_type in rules.rules
+                  else f.rating)
+        if rating is not None:
             key = (f.user_id, f.movie_id)
             if key not in ratings or ratings[key][0] < f.seq:
-                ratings[key] = (f.seq, f.rating)
+                ratings[key] = (f.seq, rating)
     return by_event, counted_seqs, ratings
 
 
@@ -177,7 +183,7 @@ def check_log(decisions: Iterable[DecisionRow], feedback: Iterable[FeedbackRow],
     """
     report = LogCheck()
     problems: list[str] = []
-    by_event, counted_seqs, ratings = _index_feedback(feedback)
+    by_event, counted_seqs, ratings = _index_feedback(feedback, rules)
     outcome_list = list(outcomes)
     stored = {o.event_id: o for o in outcome_list}
     deciding: set[int] = set()

@@ -249,6 +249,72 @@ DEFAULT_RULES: Mapping[str, FeedbackRule] = {
         value=ValueRange(0.0, MAX_DWELL_S, "seconds"), excludes=False),
 }
 
+#: The keys a settings file may set for an event type (``[rules.<type>]`` in TOML).
+RULE_KEYS = ("reward", "rating", "session_sign", "excludes")
+
+
+def _worth_setting(event_type: str, key: str, value: object) -> Worth:
+    """A worth from a settings value: a number, ``false`` (none) or a scale table."""
+    if value is False or value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, Mapping) and set(value) == {"low", "high", "at_low", "at_high"}:
+        return Scale(**{k: float(v) for k, v in value.items()})
+    raise ValueError(f"rules.{event_type}.{key} must be a number, false (none) or a table "
+                     f"{{low, high, at_low, at_high}}, got {value!r}")
+
+
+def _overridden(event_type: str, rule: FeedbackRule,
+                table: Mapping[str, object]) -> FeedbackRule:
+    """``rule`` with a settings table's values (checked) in place of its own."""
+    reward, rating = rule.reward, rule.rating
+    sign, excludes = rule.session_sign, rule.excludes
+    if "reward" in table:
+        reward = _worth_setting(event_type, "reward", table["reward"])
+    if "rating" in table:
+        rating = _worth_setting(event_type, "rating", table["rating"])
+    if "session_sign" in table:
+        value = table["session_sign"]
+        if isinstance(value, bool) or not isinstance(value, int | float) or value not in (
+                -1, 0, 1):
+            raise ValueError(f"rules.{event_type}.session_sign must be -1, 0 or 1, got "
+                             f"{value!r}")
+        sign = int(value)
+    if "excludes" in table:
+        value = table["excludes"]
+        if not isinstance(value, bool):
+            raise ValueError(f"rules.{event_type}.excludes must be true or false, got "
+                             f"{value!r}")
+        excludes = value
+    try:
+        return FeedbackRule(reward, rating, sign, rule.value, excludes)
+    except ValueError as exc:
+        raise ValueError(f"rules.{event_type}: {exc}") from None
+
+
+def overridden_rules(overrides: Mapping[str, Mapping[str, object]],
+                     base: Mapping[str, FeedbackRule] = DEFAULT_RULES) -> dict[str, FeedbackRule]:
+    """``base`` with the settings' ``overrides`` (type -> {key: value}) applied.
+
+    Raises
+    ------
+    ValueError
+        An unknown type or key, or a value the rule refuses (the message names it).
+    """
+    rules = dict(base)
+    for event_type, table in overrides.items():
+        if event_type not in rules:
+            raise ValueError(f"rules: unknown event type {event_type!r}; known: "
+                             f"{[str(t) for t in rules]}")
+        unknown = sorted(set(table) - set(RULE_KEYS))
+        if unknown:
+            raise ValueError(f"rules.{event_type}: unknown keys {unknown}; allowed: "
+                             f"{list(RULE_KEYS)}")
+        rules[event_type] = _overridden(event_type, rules[event_type], table)
+    return rules
+
+
 @dataclass(frozen=True)
 class Feedback:
     """One stored feedback as the rules see it.
@@ -386,6 +452,7 @@ __all__ = [
     "AGGREGATIONS",
     "DEFAULT_RULES",
     "MAX_DWELL_S",
+    "RULE_KEYS",
     "Aggregation",
     "EventType",
     "Feedback",
@@ -394,4 +461,5 @@ __all__ = [
     "RuleBook",
     "Scale",
     "ValueRange",
+    "overridden_rules",
 ]

@@ -6,10 +6,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
-from serving.rules import FeedbackType
+from serving.rules import EventType, FeedbackType
 
 #: Bounds shared by the routes and the models: ids fit a 63-bit integer, slates are 1..100 long.
 MAX_ID = 2**62
@@ -88,6 +88,88 @@ class FeedbackIn(BaseModel):
         description="Decision that showed the movie; omitted: the latest such decision of this "
                     "user within the reward window",
     )
+
+
+#: Most events in one ``POST /events`` request.
+MAX_EVENTS = 1000
+IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+
+
+class EventIn(BaseModel):
+    """One thing a user did with an item (``POST /events``); what it is worth is the rule book's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: Id
+    item_id: Id = Field(description="The item (a movie id, or one added by POST /admin/items)")
+    type: EventType
+    value: Annotated[float, Field(strict=True, allow_inf_nan=False)] | None = Field(
+        default=None, description="A rating's stars (1-5) or a dwell's seconds; omitted for "
+                                  "the other types")
+    timestamp: AwareDatetime | Annotated[float, Field(strict=True, allow_inf_nan=False)] | None = (
+        Field(default=None, description="When it happened: ISO 8601 with a UTC offset, or Unix "
+                                        "seconds (default: when it is received). Not in the "
+                                        "future, nor older than the retention window"))
+    event_id: str | None = Field(
+        default=None, pattern=EVENT_ID_PATTERN, min_length=32, max_length=32,
+        description="Decision that showed the item; omitted: the latest such decision of this "
+                    "user within the reward window")
+    idempotency_key: str | None = Field(
+        default=None, pattern=IDEMPOTENCY_KEY_PATTERN,
+        description="Makes retries safe: an event with the same user, item, type and key is "
+                    "stored once. Without it, an event is a duplicate of one with the same "
+                    "user, item, type, decision and timestamp")
+
+    def unix_time(self) -> float | None:
+        """``timestamp`` in Unix seconds (None when not given)."""
+        if self.timestamp is None or isinstance(self.timestamp, float | int):
+            return self.timestamp
+        return self.timestamp.timestamp()
+
+
+class EventsIn(BaseModel):
+    """A batch of events, stored all or none, in order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[EventIn] = Field(min_length=1, max_length=MAX_EVENTS)
+
+
+class EventOut(BaseModel):
+    """One stored event, and whether (and why) it updated the policy."""
+
+    id: int
+    user_id: int
+    item_id: int
+    type: EventType
+    value: float | None
+    event_id: str | None = Field(description="Decision the event was attributed to, if any")
+    arm: str | None = Field(description="Arm of that decision, if any")
+    reward: float | None = Field(description="The rule book's reward for it (None: it carries "
+                                 "none)")
+    policy_updated: bool = Field(description="Whether it decided its decision's reward")
+    rating: float | None = Field(description="Implicit rating kept for retraining")
+    note: str
+    created: bool = Field(description="False: the same event was stored earlier (counted once)")
+    timestamp: datetime = Field(description="When it happened")
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], created: bool) -> EventOut:
+        """The answer for a stored event row."""
+        return cls(
+            id=row["id"], user_id=row["user_id"], item_id=row["movie_id"],
+            type=row["feedback_type"], value=row.get("value"), event_id=row["event_id"],
+            arm=row["arm"], reward=row["reward"], policy_updated=bool(row["counted"]),
+            rating=row["rating"], note=row["note"], created=created,
+            timestamp=datetime.fromtimestamp(row["created_at"], UTC))
+
+
+class EventsOut(BaseModel):
+    """The stored events, in request order."""
+
+    stored: int = Field(description="Events stored by this request")
+    duplicates: int = Field(description="Events that were stored already")
+    events: list[EventOut]
 
 
 class FeedbackOut(BaseModel):

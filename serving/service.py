@@ -21,13 +21,14 @@ kept as a rating for the next retrain, after which the user is known) but update
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,16 +46,17 @@ from serving.errors import (
     EventConflictError,
     EventNotFoundError,
     InvalidInputError,
+    ServingError,
     StoreUnavailableError,
 )
 from serving.features import UserFeatures
 from serving.policy import PolicyModel, PolicySnapshot
 from serving.rules import RuleBook
-from serving.schemas import FeedbackIn
+from serving.schemas import EventIn, FeedbackIn
 from serving.session import session_adjust
 from serving.settings import Settings
 from serving.store import FeedbackResult, FeedbackWrite, Store
-from serving.store.types import JsonObject, Row
+from serving.store.types import JsonObject, Row, UserEvent
 
 if TYPE_CHECKING:  # only for annotations: the group reader lives in the backend module
     from serving.store.postgresql import GroupReader
@@ -102,6 +104,9 @@ class Writer(Protocol):
 
     async def write_feedback(self, write: FeedbackWrite) -> FeedbackResult:
         """Queue the feedback ``write``; return its result once committed."""
+
+    async def write_events(self, writes: list[FeedbackWrite]) -> list[FeedbackResult]:
+        """Queue one request's writes (one transaction); return their results once committed."""
 
 
 class RecommendationService:
@@ -207,7 +212,7 @@ class RecommendationService:
     async def _read(self, kind: Literal["ping"], /) -> None: ...
     @overload
     async def _read(self, kind: Literal["user_feedback"],
-                    user_id: int, /) -> list[tuple[int, str, float]]: ...
+                    user_id: int, /) -> list[UserEvent]: ...
     @overload
     async def _read(self, kind: Literal["user_preferences"],
                     user_id: int, /) -> tuple[list[str], float] | None: ...
@@ -333,54 +338,146 @@ class RecommendationService:
         return Recommendation(event_id, user_id, arm, propensity, arms.version, cold_start,
                               items)
 
-    def _split_history(self, history: list[tuple[int, str, float]], arms: ArmSet,
-                       now: float
+    def _split_history(self, history: list[UserEvent], arms: ArmSet, now: float
                        ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64],
                                   npt.NDArray[np.int64]]:
-        """Item indices of every movie the user gave feedback on (excluded from the slate), and
-        of the session's likes (and clicks) and dislikes.
+        """Item indices of the user's events whose type excludes the item from their slates
+        (a like, dislike, click, rating or purchase; not a view), and of the session's events
+        that pull the slates towards their genres or push them away (the rule book's signs).
         """
         empty = np.empty(0, dtype=np.int64)
         if not history:
             return empty, empty, empty
         index = arms.item_index
-        rows = [(index[m], t, at) for m, t, at in history if m in index]
-        excluded = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        rules = self.rules
         since = now - self.settings.session_window_s
-        rules = self.rules.rules
-        recent = [(i, rules[t].session_sign if t in rules else 0)
-                  for i, t, at in rows if at >= since]
-        liked = np.array([i for i, sign in recent if sign > 0], np.int64)
-        disliked = np.array([i for i, sign in recent if sign < 0], np.int64)
-        return excluded, liked, disliked
+        excluded: list[int] = []
+        liked: list[int] = []
+        disliked: list[int] = []
+        for event in history:
+            i = index.get(event.movie_id)
+            if i is None:
+                continue
+            if rules.excludes(event.event_type):
+                excluded.append(i)
+            if event.created_at >= since:
+                sign = rules.session_sign(event.event_type, event.value)
+                if sign > 0:
+                    liked.append(i)
+                elif sign < 0:
+                    disliked.append(i)
+        return (np.array(excluded, np.int64), np.array(liked, np.int64),
+                np.array(disliked, np.int64))
 
-    # ------------------------------------------------------------------ feedback
-    async def _attributed_decision(self, body: FeedbackIn, now: float) -> Row | None:
-        """The decision feedback ``body`` received at ``now`` is attributed to, if any.
+    # ------------------------------------------------------------------ feedback and events
+    async def _attributed_decision(self, user_id: int, movie_id: int, event_id: str | None,
+                                   at: float) -> Row | None:
+        """The decision an event of ``user_id`` on ``movie_id`` at ``at`` is attributed to.
 
-        The one its ``event_id`` names, checked against its user and slate; without one, the
-        user's latest decision that showed the movie within the reward window.
+        The one ``event_id`` names, checked against its user and slate; without one, the
+        user's latest decision that showed the movie within the reward window before ``at``.
 
         Raises
         ------
         EventNotFoundError, EventConflictError, InvalidInputError
             As :meth:`feedback`.
         """
-        if body.event_id is None:
-            return await self._read("latest_decision_showing", body.user_id, body.movie_id,
-                                    now - self.settings.reward_window_s)
-        decision = await self._read("decision", body.event_id)
+        if event_id is None:
+            return await self._read("latest_decision_showing", user_id, movie_id,
+                                    at - self.settings.reward_window_s)
+        decision = await self._read("decision", event_id)
         if decision is None:
-            raise EventNotFoundError(f"event_id {body.event_id!r} is not in the decision log")
-        if decision["user_id"] != body.user_id:
+            raise EventNotFoundError(f"event_id {event_id!r} is not in the decision log")
+        if decision["user_id"] != user_id:
             raise EventConflictError(
-                f"event_id {body.event_id!r} was served to another user, not user_id "
-                f"{body.user_id}")
-        if body.movie_id not in decision["slate"]:
+                f"event_id {event_id!r} was served to another user, not user_id {user_id}")
+        if movie_id not in decision["slate"]:
             raise InvalidInputError(
-                f"movie_id {body.movie_id} was not in the slate of event {body.event_id!r} "
+                f"movie_id {movie_id} was not in the slate of event {event_id!r} "
                 f"(it showed {decision['slate']})")
         return decision
+
+    def _event_time(self, timestamp: float | None, now: float) -> float:
+        """When an event happened: its ``timestamp``, checked against now and the retention.
+
+        Raises
+        ------
+        InvalidInputError
+            A timestamp in the future (beyond the clock-skew tolerance) or older than the
+            retention window; the message names the limit.
+        """
+        if timestamp is None:
+            return now
+        latest = now + self.settings.clock_skew_s
+        earliest = now - self.settings.retention_s
+        if timestamp > latest:
+            raise InvalidInputError(
+                f"timestamp {_iso(timestamp)} is in the future: events may be stamped at most "
+                f"{self.settings.clock_skew_s:g} s after the server's clock ({_iso(now)})")
+        if timestamp < earliest:
+            raise InvalidInputError(
+                f"timestamp {_iso(timestamp)} is older than the retention window of "
+                f"{self.settings.retention_s:g} s (the earliest accepted now is "
+                f"{_iso(earliest)})")
+        return timestamp
+
+    async def _event_write(self, user_id: int, movie_id: int, event_type: str,
+                           value: float | None, at: float, event_id: str | None,
+                           event_key: str | None, *, item_field: str = "movie_id"
+                           ) -> FeedbackWrite:
+        """The write of one event (validated): attributed, worth what the rule book says.
+
+        ``event_key`` None: the decision's id (or ``""``), as ``POST /feedback`` keys feedback.
+        ``item_field`` names the item in messages (``movie_id`` or ``item_id``).
+
+        Raises
+        ------
+        InvalidInputError, EventNotFoundError, EventConflictError
+            As :meth:`feedback`; also a value the type does not take.
+        """
+        arms = self.arm_set
+        if movie_id not in arms.item_index:
+            raise InvalidInputError(unknown_id_message(item_field, movie_id,
+                                                       arms.item_ids[:500]))
+        rule = self.rules.rule(event_type)
+        try:
+            rule.check_value(event_type, value)
+        except ValueError as exc:
+            raise InvalidInputError(str(exc)) from None
+        decision = await self._attributed_decision(user_id, movie_id, event_id, at)
+        reward = rule.reward_for(value)
+        arm = None
+        outcome = None
+        decided_note = ""
+        if decision is None:
+            note = ("item never shown to this user within the reward window: kept as a rating "
+                    "signal, no arm updated")
+        else:
+            arm = decision["arm"]
+            if decision["cold_start"]:
+                note = "cold-start decision (served outside the policy): no arm updated"
+            elif at > decision["reward_deadline"]:
+                note = "after the decision's reward window closed: no arm updated"
+            elif reward is None:
+                note = f"{event_type} carries no reward: stored, no arm updated"
+            elif not self.rules.decides_at_once:
+                note = (f"reward {reward:g} for arm {arm} is combined ({self.rules.aggregation}) "
+                        "with the decision's other feedback when its window closes")
+            else:
+                # The store inserts the decision's one outcome unless one exists already.
+                outcome = {"event_id": decision["event_id"], "arm": arm, "reward": reward}
+                decided_note = f"reward {reward:g} given to arm {arm}"
+                note = ("the decision's reward was already decided by earlier feedback or by "
+                        "its window closing: stored, no arm updated")
+        decided_id = None if decision is None else decision["event_id"]
+        values = {
+            "created_at": at, "user_id": user_id, "movie_id": movie_id,
+            "feedback_type": event_type, "value": value, "event_id": decided_id,
+            "event_key": (decided_id or "") if event_key is None else event_key,
+            "arm": arm, "reward": reward, "rating": rule.rating_for(value), "counted": False,
+            "note": note,
+        }
+        return FeedbackWrite(values, outcome, decided_note)
 
     async def feedback(self, body: FeedbackIn) -> FeedbackResult:
         """Validate, attribute and store one feedback; see :mod:`serving` for the rules.
@@ -394,48 +491,34 @@ class RecommendationService:
         EventConflictError
             ``event_id`` served to another user (409).
         """
-        arms = self.arm_set
-        if body.movie_id not in arms.item_index:
-            raise InvalidInputError(unknown_id_message("movie_id", body.movie_id,
-                                                       arms.item_ids[:500]))
-        now = time.time()
-        feedback_type = body.feedback_type.value
-        decision = await self._attributed_decision(body, now)
-        rule = self.rules.rule(feedback_type)
-        reward = rule.reward
-        arm = None
-        outcome = None
-        decided_note = ""
-        if decision is None:
-            note = ("movie never shown to this user within the reward window: kept as a rating "
-                    "signal, no arm updated")
-        else:
-            arm = decision["arm"]
-            if decision["cold_start"]:
-                note = "cold-start decision (served outside the policy): no arm updated"
-            elif now > decision["reward_deadline"]:
-                note = "after the decision's reward window closed: no arm updated"
-            elif reward is None:
-                note = f"{feedback_type} carries no reward: stored, no arm updated"
-            elif not self.rules.decides_at_once:
-                note = (f"reward {reward:g} for arm {arm} is combined ({self.rules.aggregation}) "
-                        "with the decision's other feedback when its window closes")
-            else:
-                # The store inserts the decision's one outcome unless one exists already.
-                outcome = {"event_id": decision["event_id"], "arm": arm, "reward": reward}
-                decided_note = f"reward {reward:g} given to arm {arm}"
-                note = ("the decision's reward was already decided by earlier feedback or by "
-                        "its window closing: stored, no arm updated")
-        values = {
-            "created_at": now, "user_id": body.user_id, "movie_id": body.movie_id,
-            "feedback_type": feedback_type,
-            "event_id": None if decision is None else decision["event_id"],
-            "event_key": "" if decision is None else decision["event_id"],
-            "arm": arm, "reward": reward, "rating": rule.rating, "counted": False,
-            "note": note,
-        }
+        write = await self._event_write(body.user_id, body.movie_id, body.feedback_type.value,
+                                        None, time.time(), body.event_id, None)
         assert self.writer is not None  # set by the app's lifespan before any request
-        return await self.writer.write_feedback(FeedbackWrite(values, outcome, decided_note))
+        return await self.writer.write_feedback(write)
+
+    async def record_events(self, events: Sequence[EventIn]) -> list[FeedbackResult]:
+        """Validate, attribute and store a batch of events, all or none, in order.
+
+        Raises
+        ------
+        InvalidInputError, EventNotFoundError, EventConflictError
+            As :meth:`feedback`, or a timestamp outside the accepted range, or a value the type
+            does not take; the message starts with ``events[i]``, the first event refused
+            (nothing of the batch is stored).
+        """
+        now = time.time()
+        writes = []
+        for i, event in enumerate(events):
+            try:
+                at = self._event_time(event.unix_time(), now)
+                key = event_key(event, at)
+                writes.append(await self._event_write(
+                    event.user_id, event.item_id, event.type.value, event.value, at,
+                    event.event_id, key, item_field="item_id"))
+            except ServingError as exc:  # the same error, saying which event
+                raise type(exc)(f"events[{i}]: {exc.message}") from None
+        assert self.writer is not None  # set by the app's lifespan before any request
+        return await self.writer.write_events(writes)
 
     # ------------------------------------------------------------------ policy and retraining
     async def policy_view(self) -> JsonObject:
@@ -479,6 +562,28 @@ class RecommendationService:
             self.arm_set = arm_set
             self.refresh()
             return version, n_ratings
+
+    # ------------------------------------------------------------------ user features
+
+
+def _iso(unix_s: float) -> str:
+    """``unix_s`` as ISO 8601 in UTC, to the second (for messages)."""
+    return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="seconds")
+
+
+def event_key(event: EventIn, at: float) -> str | None:
+    """The idempotency part of an event's identity (the store's key is user, key, item, type).
+
+    ``idempotency_key`` given: a digest of it (the column holds 32 characters, a key up to 64).
+    Else, with a ``timestamp``: a digest of the decision and the time, so that a retry of the
+    same event is stored once while the same action at another time is a new event. Else None:
+    keyed by its decision, as ``POST /feedback`` keys feedback.
+    """
+    if event.idempotency_key is not None:
+        return "k" + hashlib.sha256(event.idempotency_key.encode()).hexdigest()[:31]
+    if event.timestamp is not None:
+        return "t" + hashlib.sha256(f"{event.event_id}|{at!r}".encode()).hexdigest()[:31]
+    return None
 
 
 def top_k_row(scores: npt.NDArray[np.float64], k: int

@@ -19,7 +19,7 @@ from arms import registry
 from arms.data import MOVIELENS_NAMES
 from bandits.base import registered_policies
 from serving.policy import DEFAULT_POLICY, PolicyModel, check_policy_name
-from serving.rules import Aggregation, RuleBook
+from serving.rules import Aggregation, RuleBook, overridden_rules
 
 #: Arms served by default, in policy order (names of :mod:`arms.registry`).
 DEFAULT_ARMS = ("svd", "sequential", "autoencoder", "popularity")
@@ -76,6 +76,11 @@ class Settings(BaseSettings):
         policy takes them and ``policy_params`` does not set them).
     aggregation : {"earliest", "max"}
         How several feedbacks on one decision make its one reward (:mod:`serving.rules`).
+    rules : dict
+        What event types are worth, where it differs from :data:`serving.rules.DEFAULT_RULES`:
+        ``{type: {reward, rating, session_sign, excludes}}`` (a ``[rules.<type>]`` table in the
+        settings file, or ``RECBANDITS_RULES`` as JSON). A reward or rating is a number,
+        ``false`` (none) or a scale of the event's value ``{low, high, at_low, at_high}``.
     default_reward : float
         Reward of a decision whose window closed without rewarded feedback (default 0).
     reward_window_s : float
@@ -86,6 +91,15 @@ class Settings(BaseSettings):
         window but still being committed is never double counted.
     session_window_s : float
         Seconds of recent feedback that steer the next slates of the same user.
+    retention_s : float
+        Events older than this stop steering features and real-time scores, and an event
+        stamped earlier is refused (422); ``recbandits purge`` may delete them (default 90 days).
+    clock_skew_s : float
+        How far in the future an event's ``timestamp`` may lie (clients' clocks drift; 422
+        beyond; default 300).
+    max_events_body_bytes : int
+        Largest ``POST /events`` body (a batch of up to 1,000 events; 413 beyond; default
+        1 MiB).
     session_strength : float
         Weight of the session adjustment in standard deviations of the arm's scores per unit of
         genre similarity (0 switches the adjustment off).
@@ -163,9 +177,13 @@ class Settings(BaseSettings):
     prior_beta: float = Field(1.0, gt=0)
     aggregation: Aggregation = "earliest"
     default_reward: float = Field(0.0, ge=0, le=1)
+    rules: dict[str, dict[str, float | bool | dict[str, float]]] = Field(default_factory=dict)
     reward_window_s: float = Field(1800.0, gt=0)
     settle_grace_s: float = Field(5.0, ge=0)
     session_window_s: float = Field(1800.0, ge=0)
+    retention_s: float = Field(90 * 86_400.0, gt=0)
+    clock_skew_s: float = Field(300.0, ge=0)
+    max_events_body_bytes: int = Field(1 << 20, ge=1024)
     session_strength: float = Field(1.5, ge=0)
     admin_token: SecretStr | None = None
     seed: int | None = None
@@ -228,6 +246,7 @@ class Settings(BaseSettings):
         # Built once here, so a wrong hyper-parameter fails when the settings are read (the
         # CLI's exit 2 with the message), not at the service's first request.
         self.policy_model(n_features=1)
+        self.rule_book()  # likewise a wrong rule
         return self
 
     @field_validator("cold_start_arm")
@@ -273,8 +292,9 @@ class Settings(BaseSettings):
         return PolicyModel(self.policy, self.arms, params=params, n_features=n_features)
 
     def rule_book(self) -> RuleBook:
-        """The rules in force (:mod:`serving.rules`)."""
-        return RuleBook(aggregation=self.aggregation, default_reward=self.default_reward)
+        """The rules in force (:mod:`serving.rules`): the defaults with ``rules`` applied."""
+        return RuleBook(overridden_rules(self.rules), aggregation=self.aggregation,
+                        default_reward=self.default_reward)
 
     def resolved_state_dir(self) -> Path:
         """The state folder: ``state_dir``, else ``$XDG_STATE_HOME/recbandits``, else
@@ -299,7 +319,7 @@ class Settings(BaseSettings):
         for name, value in self.model_dump().items():
             if value is None:
                 continue
-            if name == "policy_params":
+            if name in ("policy_params", "rules"):
                 text = json.dumps(value)
             elif name in ("arms", "cors_origins"):
                 text = ",".join(value)

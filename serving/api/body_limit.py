@@ -1,7 +1,11 @@
-"""Request bodies larger than ``max_body_bytes`` are answered 413 before anything is parsed."""
+"""Request bodies larger than ``max_body_bytes`` are answered 413 before anything is parsed.
+
+One limit for every route, except those given their own (``POST /events`` takes batches).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi.responses import JSONResponse
@@ -28,12 +32,22 @@ def declared_too_large(scope: Scope, max_bytes: int) -> bool:
     return False
 
 
-class BodyLimitMiddleware:
-    """Answer 413 to a request body larger than ``max_bytes`` (declared or streamed)."""
+def body_limit(scope: Scope, max_bytes: int, per_path: Mapping[str, int]) -> int:
+    """The body limit of the request in ``scope``: its path's own, else ``max_bytes``."""
+    return per_path.get(scope["path"], max_bytes)
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
+
+class BodyLimitMiddleware:
+    """Answer 413 to a request body larger than ``max_bytes`` (declared or streamed).
+
+    ``per_path`` gives some paths a limit of their own.
+    """
+
+    def __init__(self, app: Any, max_bytes: int, per_path: Mapping[str, int] | None = None
+                 ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.per_path = dict(per_path or {})
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Pass an HTTP request on, or answer 413 once its body is over ``max_bytes``.
@@ -43,8 +57,9 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if declared_too_large(scope, self.max_bytes):
-            await self._reject(scope, receive, send)
+        limit = body_limit(scope, self.max_bytes, self.per_path)
+        if declared_too_large(scope, limit):
+            await BodyTooLargeError(limit).response()(scope, receive, send)
             return
         received = 0
 
@@ -53,14 +68,11 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLargeError(self.max_bytes)
+                if received > limit:
+                    raise BodyTooLargeError(limit)
             return message
 
         try:
             await self.app(scope, limited_receive, send)
         except BodyTooLargeError:
-            await self._reject(scope, receive, send)
-
-    async def _reject(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        await BodyTooLargeError(self.max_bytes).response()(scope, receive, send)
+            await BodyTooLargeError(limit).response()(scope, receive, send)

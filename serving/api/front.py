@@ -22,7 +22,8 @@ method, a mounted root path, an ``Origin`` header when CORS is configured.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from fastapi import FastAPI
@@ -30,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
 
-from serving.api.body_limit import BodyTooLargeError, declared_too_large
+from serving.api.body_limit import BodyTooLargeError, body_limit, declared_too_large
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -40,10 +41,11 @@ class ServiceApp(FastAPI):
 
     _hot: dict[tuple[str, str], Endpoint]
     _max_body_bytes: int = 0
+    _body_limits: Mapping[str, int] = MappingProxyType({})
     _cors: bool = False
 
     def enable_front(self, routes: dict[tuple[str, str], Endpoint], *, max_body_bytes: int,
-                     cors: bool) -> None:
+                     cors: bool, body_limits: Mapping[str, int] | None = None) -> None:
         """Answer ``routes`` (``(method, path) -> endpoint``) in front of the stack.
 
         Parameters
@@ -54,9 +56,12 @@ class ServiceApp(FastAPI):
             Bodies over this are answered 413, as by the body-limit middleware.
         cors : bool
             CORS is configured: requests with an ``Origin`` header take the whole stack.
+        body_limits : mapping of path to int, optional
+            Paths with a body limit of their own.
         """
         self._hot = dict(routes)
         self._max_body_bytes = max_body_bytes
+        self._body_limits = dict(body_limits or {})
         self._cors = cors
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
@@ -75,11 +80,12 @@ class ServiceApp(FastAPI):
         start = time.perf_counter()
         scope["app"] = self
         route = scope["path"]
-        if declared_too_large(scope, self._max_body_bytes):
-            response: Response = BodyTooLargeError(self._max_body_bytes).response()
+        limit = body_limit(scope, self._max_body_bytes, self._body_limits)
+        if declared_too_large(scope, limit):
+            response: Response = BodyTooLargeError(limit).response()
             route = "unmatched"  # refused before routing, as the body-limit middleware labels it
         else:
-            response = await self._respond(endpoint, scope, self._limited(receive))
+            response = await self._respond(endpoint, scope, self._limited(receive, limit))
         await response(scope, receive, send)
         self.state.metrics.record_request(scope["method"], route, response.status_code,
                                           time.perf_counter() - start)
@@ -98,9 +104,9 @@ class ServiceApp(FastAPI):
                     return await handler(request, exc)  # type: ignore[misc]  # the app's handlers are all async
             raise
 
-    def _limited(self, receive: Any) -> Any:
-        """``receive`` that raises :class:`BodyTooLargeError` past the body limit."""
-        limit = self._max_body_bytes
+    @staticmethod
+    def _limited(receive: Any, limit: int) -> Any:
+        """``receive`` that raises :class:`BodyTooLargeError` past ``limit`` bytes."""
         received = 0
 
         async def limited() -> dict[str, Any]:

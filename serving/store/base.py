@@ -42,6 +42,7 @@ from serving.store.tables import (
     feature_sets,
     feedback,
     feedback_ratings,
+    items,
     log_head,
     metadata,
     outcomes,
@@ -49,17 +50,23 @@ from serving.store.tables import (
     preferences,
 )
 from serving.store.types import (
+    AddedItem,
     BatchResult,
     Dbapi,
     FeedbackResult,
     FeedbackWrite,
+    LogEvent,
     LogRows,
     Outcome,
     PeriodicJob,
     PolicyMeta,
     Record,
     Row,
+    UserEvent,
 )
+
+#: The columns of a :class:`~serving.store.types.UserEvent`, in its order (every backend's read).
+USER_EVENT_COLUMNS = "seq, movie_id, feedback_type, value, created_at"
 
 if TYPE_CHECKING:  # only for annotations: the async helpers live in the backend modules
     from serving.store.postgresql import AsyncBatchWriter, GroupReader
@@ -150,10 +157,10 @@ class Store(abc.ABC):
             f"({p}, {p}, {p}, {p}{as_json}, {p}, {p}, {p}{as_json}, {p}{as_json}, {p}{as_json}, "
             f"{p}, {p}, {p})")
         self._insert_feedback_sql = (
-            "INSERT INTO feedback (created_at, user_id, movie_id, feedback_type, event_id, "
-            f"event_key, arm, reward, rating, counted, note, seq) VALUES ({p}, {p}, {p}, {p}, "
-            f"{p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT (user_id, event_key, movie_id, "
-            "feedback_type) DO NOTHING RETURNING id")
+            "INSERT INTO feedback (created_at, user_id, movie_id, feedback_type, value, "
+            f"event_id, event_key, arm, reward, rating, counted, note, seq) VALUES ({p}, {p}, "
+            f"{p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT (user_id, "
+            "event_key, movie_id, feedback_type) DO NOTHING RETURNING id")
         self._feedback_columns = [c.name for c in feedback.columns]
         self._select_feedback_sql = (
             f"SELECT {', '.join(self._feedback_columns)} FROM feedback WHERE user_id = {p} AND "
@@ -264,6 +271,9 @@ class Store(abc.ABC):
                              "store (its arms can be refitted with 'recbandits retrain')")
         metadata.create_all(self.write_engine, checkfirst=True)
         with self.write_engine.begin() as conn:
+            # A store written before events carried values gains the (nullable) column.
+            if "value" not in {c["name"] for c in sa.inspect(conn).get_columns(feedback.name)}:
+                conn.exec_driver_sql("ALTER TABLE feedback ADD COLUMN value DOUBLE PRECISION")
             conn.execute(self.insert(log_head).values(id=1, seq=0).on_conflict_do_nothing())
             for arm in arms:
                 conn.execute(self.insert(arm_state).values(arm=arm).on_conflict_do_nothing())
@@ -386,6 +396,52 @@ class Store(abc.ABC):
         return [Outcome(int(r[0]), r[1], r[2], float(r[3]),
                         _context_features(r[4]) if with_context else None) for r in rows]
 
+    @unavailable_on_db_error
+    def events_after(self, seq: int, *, limit: int | None = None) -> list[LogEvent]:
+        """The events (feedback of every user) logged after ``seq``, in log order (what a
+        worker's live arms fold next); at most ``limit``, the oldest first.
+        """
+        stmt = (sa.select(feedback.c.seq, feedback.c.user_id, feedback.c.movie_id,
+                          feedback.c.feedback_type, feedback.c.value, feedback.c.created_at)
+                .where(feedback.c.seq > seq).order_by(feedback.c.seq))
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self.read_engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [LogEvent(int(r[0]), int(r[1]), int(r[2]), r[3],
+                         None if r[4] is None else float(r[4]), float(r[5])) for r in rows]
+
+    @unavailable_on_db_error
+    def add_item(self, item_id: int, title: str, genres: Sequence[str], year: int | None,
+                 now: float) -> AddedItem:
+        """Log a new catalogue item (its seq from ``log_head``, like feedback's).
+
+        Raises
+        ------
+        ValueError
+            ``item_id`` was added before (the message names it).
+        """
+        try:
+            with self.write_engine.begin() as conn:
+                seq = int(conn.exec_driver_sql(self._next_seq_sql, (1,)).scalar_one())
+                conn.execute(items.insert().values(item_id=item_id, seq=seq, title=title,
+                                                   genres=list(genres), year=year,
+                                                   created_at=now))
+        except sa.exc.IntegrityError:
+            raise ValueError(f"item_id {item_id} was added already") from None
+        return AddedItem(seq, item_id, title, list(genres), year, now)
+
+    @unavailable_on_db_error
+    def items_after(self, seq: int) -> list[AddedItem]:
+        """The items added after log position ``seq``, in log order."""
+        with self.read_engine.connect() as conn:
+            rows = conn.execute(sa.select(items).where(items.c.seq > seq)
+                                .order_by(items.c.seq)).all()
+        return [AddedItem(int(r.seq), int(r.item_id), r.title,
+                          json.loads(r.genres) if isinstance(r.genres, str) else list(r.genres),
+                          None if r.year is None else int(r.year), float(r.created_at))
+                for r in rows]
+
     # The three reads on the request path skip SQLAlchemy: one DBAPI connection per reader
     # thread (the backend's _raw_connect), plain SQL, no pool check-out or transaction round
     # trips (about 10x cheaper).
@@ -409,10 +465,11 @@ class Store(abc.ABC):
                 raise error from exc
             raise
 
-    def user_feedback(self, user_id: int) -> list[tuple[int, str, float]]:
-        """``(movie_id, feedback_type, created_at)`` of every feedback of ``user_id``."""
-        return self._fast("SELECT movie_id, feedback_type, created_at FROM feedback "
-                          "WHERE user_id = ?", (user_id,))
+    def user_feedback(self, user_id: int) -> list[UserEvent]:
+        """Every event (feedback) of ``user_id``, oldest first in log order."""
+        return [UserEvent(*row) for row in self._fast(
+            f"SELECT {USER_EVENT_COLUMNS} FROM feedback WHERE user_id = ? ORDER BY seq",
+            (user_id,))]
 
     @staticmethod
     def _decision_row(row: Record) -> Row:
@@ -533,8 +590,8 @@ class Store(abc.ABC):
             cursor.execute(
                 self._insert_feedback_sql,
                 (v["created_at"], v["user_id"], v["movie_id"], v["feedback_type"],
-                 v["event_id"], v["event_key"], v["arm"], v["reward"], v["rating"], False,
-                 v["note"], feedback_seq))
+                 v.get("value"), v["event_id"], v["event_key"], v["arm"], v["reward"],
+                 v["rating"], False, v["note"], feedback_seq))
             inserted = cursor.fetchone()
             if inserted is None:
                 cursor.execute(self._select_feedback_sql, (
@@ -602,10 +659,10 @@ class Store(abc.ABC):
             for start in range(0, len(ids), 500):
                 for f in conn.execute(
                         sa.select(feedback.c.event_id, feedback.c.seq, feedback.c.created_at,
-                                  feedback.c.feedback_type)
+                                  feedback.c.feedback_type, feedback.c.value)
                         .where(feedback.c.event_id.in_(ids[start:start + 500]))):
                     by_event[f.event_id].append(Feedback(int(f.seq), float(f.created_at),
-                                                         f.feedback_type))
+                                                         f.feedback_type, f.value))
             seq = last - len(policy)
             for r in policy:
                 seq += 1
@@ -631,7 +688,7 @@ class Store(abc.ABC):
         dict
             ``decisions``: ``(event_id, arm, cold_start, reward_deadline, settled)`` tuples;
             ``feedback``: ``(seq, event_id, user_id, movie_id, created_at, feedback_type,
-            counted, rating)``; ``outcomes``: ``(seq, event_id, arm, reward, feedback_seq)``;
+            counted, rating, value)``; ``outcomes``: ``(seq, event_id, arm, reward, feedback_seq)``;
             ``contexts``: event_id -> feature vector (decisions with an outcome);
             ``pulls``: arm -> stored pulls; ``ratings``: (user_id, movie_id) -> rating.
         """
@@ -643,7 +700,7 @@ class Store(abc.ABC):
                 "feedback": [tuple(r) for r in conn.execute(sa.select(
                     feedback.c.seq, feedback.c.event_id, feedback.c.user_id,
                     feedback.c.movie_id, feedback.c.created_at, feedback.c.feedback_type,
-                    feedback.c.counted, feedback.c.rating))],
+                    feedback.c.counted, feedback.c.rating, feedback.c.value))],
                 "outcomes": [tuple(r) for r in conn.execute(sa.select(
                     outcomes.c.seq, outcomes.c.event_id, outcomes.c.arm, outcomes.c.reward,
                     outcomes.c.feedback_seq))],

@@ -46,13 +46,13 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 
 from serving.errors import StoreUnavailableError
-from serving.store.base import CommitMode, Store, stored_feedback_row
+from serving.store.base import USER_EVENT_COLUMNS, CommitMode, Store, stored_feedback_row
 from serving.store.errors import (
     register_driver_errors,
     store_unavailable,
     store_unavailable_error,
 )
-from serving.store.types import BatchResult, FeedbackResult, FeedbackWrite
+from serving.store.types import BatchResult, FeedbackResult, FeedbackWrite, UserEvent
 
 logger = logging.getLogger(__name__)
 register_driver_errors(psycopg.Error, psycopg.OperationalError)
@@ -77,8 +77,8 @@ _INSERT_DECISIONS = (
 # The batch's seqs: log_head moves by ``wanted`` (feedback + outcome candidates); feedback i
 # (1-based) gets head - wanted + i, outcome candidate j gets head - wanted + n_feedback + j.
 _FEEDBACK_RECORD = (
-    "created_at float8, user_id int8, movie_id int8, feedback_type text, event_id text, "
-    "event_key text, arm text, reward float8, rating float8, note text")
+    "created_at float8, user_id int8, movie_id int8, feedback_type text, value float8, "
+    "event_id text, event_key text, arm text, reward float8, rating float8, note text")
 def _numbered(document: str, record: str, alias: str) -> str:
     """``json_to_recordset`` of ``record`` columns, numbered 1, 2, ... in column ``ord``
     (a column definition list only takes WITH ORDINALITY inside ``ROWS FROM``).
@@ -93,10 +93,10 @@ def _numbered(document: str, record: str, alias: str) -> str:
 # execution of those statements only, never across a client round trip (with two workers the
 # lock taken first and held over the round trip cut feedback to 0.20 of the bare endpoint).
 _INSERT_FEEDBACK = (
-    "INSERT INTO feedback (created_at, user_id, movie_id, feedback_type, event_id, event_key, "
-    "arm, reward, rating, counted, note) "
-    "SELECT created_at, user_id, movie_id, feedback_type, event_id, event_key, arm, reward, "
-    f"rating, false, note FROM json_to_recordset(%s::json) AS t({_FEEDBACK_RECORD}) "
+    "INSERT INTO feedback (created_at, user_id, movie_id, feedback_type, value, event_id, "
+    "event_key, arm, reward, rating, counted, note) "
+    "SELECT created_at, user_id, movie_id, feedback_type, value, event_id, event_key, arm, "
+    f"reward, rating, false, note FROM json_to_recordset(%s::json) AS t({_FEEDBACK_RECORD}) "
     "ON CONFLICT (user_id, event_key, movie_id, feedback_type) DO NOTHING "
     "RETURNING id, user_id, event_key, movie_id, feedback_type"
 )
@@ -383,14 +383,15 @@ class GroupReader:
         self.reads += len(batch)
 
     @staticmethod
-    async def _user_feedback(conn: Any, items: list[_Read]) -> list[list[tuple[Any, ...]]]:
+    async def _user_feedback(conn: Any, items: list[_Read]) -> list[list[UserEvent]]:
         users = sorted({int(item.args[0]) for item in items})
         cursor = conn.cursor()
-        await cursor.execute("SELECT user_id, movie_id, feedback_type, created_at FROM feedback "
-                             "WHERE user_id = ANY(%s::int8[])", (_int_array(users),))
-        found: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
-        for user, movie, kind, at in await cursor.fetchall():
-            found[user].append((movie, kind, at))
+        await cursor.execute(f"SELECT user_id, {USER_EVENT_COLUMNS} FROM feedback "
+                             "WHERE user_id = ANY(%s::int8[]) ORDER BY seq",
+                             (_int_array(users),))
+        found: dict[int, list[UserEvent]] = defaultdict(list)
+        for user, *event in await cursor.fetchall():
+            found[user].append(UserEvent(*event))
         return [found.get(item.args[0], []) for item in items]
 
     @staticmethod
@@ -573,7 +574,7 @@ class AsyncBatchWriter:
                 await conn.execute(_INSERT_DECISIONS, (_dumps([_as_json(r)
                                                                for r in decision_rows]),))
             await fb_cursor.execute(_INSERT_FEEDBACK, (_dumps(
-                [{k: w.values[k] for k in _FEEDBACK_KEYS} for w in unique]),))
+                [{k: w.values.get(k) for k in _FEEDBACK_KEYS} for w in unique]),))
             await pipeline.sync()
             ids = {(r[1], r[2], r[3], r[4]): int(r[0]) for r in await fb_cursor.fetchall()}
             missing = [w.key for w in unique if w.key not in ids]
@@ -640,8 +641,8 @@ def _increments(pulls: Counter[str]) -> str:
 
 
 #: The feedback columns the batch document carries (``seq`` and ``counted`` are set in SQL).
-_FEEDBACK_KEYS = ("created_at", "user_id", "movie_id", "feedback_type", "event_id", "event_key",
-                  "arm", "reward", "rating", "note")
+_FEEDBACK_KEYS = ("created_at", "user_id", "movie_id", "feedback_type", "value", "event_id",
+                  "event_key", "arm", "reward", "rating", "note")
 
 
 def _int_array(values: Sequence[int]) -> str:

@@ -53,6 +53,8 @@ feedback = sa.Table(
     sa.Column("user_id", sa.BigInteger, nullable=False),
     sa.Column("movie_id", sa.BigInteger, nullable=False),
     sa.Column("feedback_type", sa.String(16), nullable=False),
+    # A rating's stars or a dwell's seconds (NULL for types that carry no value).
+    sa.Column("value", sa.Float(precision=53), nullable=True),
     sa.Column("event_id", sa.String(32), nullable=True),
     # event_id or "" : part of the idempotency key (NULLs never collide in a unique index).
     sa.Column("event_key", sa.String(32), nullable=False),
@@ -140,4 +142,18 @@ preferences = sa.Table(
     sa.Column("genres", sa.JSON, nullable=False),
     sa.Column("created_at", sa.Float(precision=53), nullable=False),
     sa.Index("ix_preferences_user_seq", "user_id", "seq"),
+)
+
+# Items added to the catalogue at run time (``POST /admin/items``), in log order: every worker
+# folds them (the live arms grow, the catalogue shows them) and a retrain trains on them.
+items = sa.Table(
+    "items",
+    metadata,
+    sa.Column("item_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger, nullable=False, unique=True),
+    sa.Column("title", sa.String(500), nullable=False),
+    # Genre names of the catalogue ([]: none).
+    sa.Column("genres", sa.JSON, nullable=False),
+    sa.Column("year", sa.Integer, nullable=True),
+    sa.Column("created_at", sa.Float(precision=53), nullable=False),
 )

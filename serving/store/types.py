@@ -45,6 +45,45 @@ class UserEvent(NamedTuple):
     created_at: float
 
 
+class LogEvent(NamedTuple):
+    """One event of the log as the live arms fold it (any user, in log order).
+
+    Attributes
+    ----------
+    seq, user_id, movie_id, event_type, value, created_at
+        As :class:`UserEvent`, with the user.
+    """
+
+    seq: int
+    user_id: int
+    movie_id: int
+    event_type: str
+    value: float | None
+    created_at: float
+
+
+@dataclass(frozen=True)
+class AddedItem:
+    """An item added to the catalogue at run time, at log position ``seq``.
+
+    Attributes
+    ----------
+    seq : int
+    item_id : int
+    title : str
+    genres : list of str
+    year : int or None
+    created_at : float
+    """
+
+    seq: int
+    item_id: int
+    title: str
+    genres: list[str]
+    year: int | None
+    created_at: float
+
+
 @dataclass(frozen=True)
 class Outcome:
     """One decided reward as the policy's fold consumes it.

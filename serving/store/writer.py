@@ -62,10 +62,26 @@ OUTAGE_SHARE = 0.5
 
 @dataclass
 class _Item:
-    kind: str  # "decision" or "feedback"
-    payload: Row | FeedbackWrite  # a decision row, or a feedback write
-    future: asyncio.Future[FeedbackResult | None]  # None for a decision
+    kind: str  # "decision", "feedback" or "events"
+    # A decision row, a feedback write, or the writes of one events request (committed
+    # together: one item is never split over two transactions, nor retried in parts).
+    payload: Row | FeedbackWrite | list[FeedbackWrite]
+    # None for a decision, a list of results for an events request.
+    future: asyncio.Future[FeedbackResult | list[FeedbackResult] | None]
     queued_at: float = field(default_factory=time.monotonic)
+
+
+def _split(batch: list[_Item]) -> tuple[list[_Item], list[_Item], list[FeedbackWrite]]:
+    """The decision items, the feedback/events items, and the feedback writes in item order."""
+    decisions = [i for i in batch if i.kind == "decision"]
+    feedback = [i for i in batch if i.kind != "decision"]
+    writes: list[FeedbackWrite] = []
+    for item in feedback:
+        if item.kind == "events":
+            writes.extend(cast("list[FeedbackWrite]", item.payload))
+        else:
+            writes.append(cast(FeedbackWrite, item.payload))
+    return decisions, feedback, writes
 
 
 class GroupCommitWriter:
@@ -233,12 +249,10 @@ class GroupCommitWriter:
             return await asyncio.to_thread(self._commit, batch, wait=True)
 
     async def _commit_async(self, batch: list[_Item]) -> list[_Outcome]:
-        decisions = [i for i in batch if i.kind == "decision"]
-        feedback = [i for i in batch if i.kind == "feedback"]
+        decisions, feedback, writes = _split(batch)
         try:
             result = await self._async_writer.write_batch(  # type: ignore[union-attr]  # set by start() in async mode
-                cast("list[Row]", [i.payload for i in decisions]),
-                cast("list[FeedbackWrite]", [i.payload for i in feedback]))
+                cast("list[Row]", [i.payload for i in decisions]), writes)
         except Exception as exc:
             retry = self._failed(batch, exc)
             if retry is not None:
@@ -282,7 +296,20 @@ class GroupCommitWriter:
         # A feedback item always resolves to its result (None is a decision's).
         return cast(FeedbackResult, await self._submit("feedback", write))
 
-    async def _submit(self, kind: str, payload: Row | FeedbackWrite) -> FeedbackResult | None:
+    async def write_events(self, writes: list[FeedbackWrite]) -> list[FeedbackResult]:
+        """Queue the writes of one events request; return their results once committed.
+
+        They are committed in one transaction, in order: all or none.
+
+        Raises
+        ------
+        StoreUnavailableError
+            As :meth:`write_decision`.
+        """
+        return cast("list[FeedbackResult]", await self._submit("events", writes))
+
+    async def _submit(self, kind: str, payload: Row | FeedbackWrite | list[FeedbackWrite]
+                      ) -> FeedbackResult | list[FeedbackResult] | None:
         if not self._running or self._stopping:
             raise StoreUnavailableError("the store writer is not running")
         future = asyncio.get_running_loop().create_future()
@@ -385,13 +412,11 @@ class GroupCommitWriter:
 
     def _commit(self, batch: list[_Item], *, wait: bool | None = None) -> list[_Outcome]:
         """Commit ``batch``; the outcome of every item (``wait`` as in SQLite's write_batch)."""
-        decisions = [i for i in batch if i.kind == "decision"]
-        feedback = [i for i in batch if i.kind == "feedback"]
+        decisions, feedback, writes = _split(batch)
         kwargs = {} if wait is None else {"wait": wait}
         try:
             result = self.store.write_batch(cast("list[Row]", [i.payload for i in decisions]),
-                                            cast("list[FeedbackWrite]",
-                                                 [i.payload for i in feedback]), **kwargs)
+                                            writes, **kwargs)
         except StoreBusyError:
             raise  # nothing was written: the caller retries the batch waiting for the lock
         except Exception as exc:
@@ -428,7 +453,13 @@ class GroupCommitWriter:
         self.batches += 1
         self.items += len(decisions) + len(feedback)
         outcomes: list[_Outcome] = [(i, None, None) for i in decisions]
-        outcomes += [(i, r, None) for i, r in zip(feedback, result.feedback, strict=True)]
+        results = iter(result.feedback)
+        for item in feedback:
+            if item.kind == "events":
+                n = len(cast("list[FeedbackWrite]", item.payload))
+                outcomes.append((item, [next(results) for _ in range(n)], None))
+            else:
+                outcomes.append((item, next(results), None))
         if result.counted and self.on_counted is not None:
             self.on_counted()
         return outcomes
@@ -440,7 +471,7 @@ class GroupCommitWriter:
             self._loop.call_soon_threadsafe(_set_results, outcomes)
 
 
-_Outcome = tuple[_Item, FeedbackResult | None, BaseException | None]
+_Outcome = tuple[_Item, FeedbackResult | list[FeedbackResult] | None, BaseException | None]
 
 
 class _BatchHasBadWriteError(Exception):

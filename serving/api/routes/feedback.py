@@ -21,7 +21,8 @@ Returns 201 with the stored row, or 200 with the row stored earlier when the sam
 ``policy_updated`` and ``note`` say whether (and why not) the policy learned from it."""
 
 
-def _is_json(content_type: str | None) -> bool:
+def is_json(content_type: str | None) -> bool:
+    """Whether a request's ``Content-Type`` is JSON (none counts as JSON, as in FastAPI)."""
     # No Content-Type is taken as JSON, as FastAPI does.
     if content_type is None:
         return True
@@ -36,7 +37,7 @@ async def post_feedback(request: Request) -> Response:
     The body is parsed by hand from ``request`` (JSON only: 415 otherwise) and validated as
     :class:`FeedbackIn`; the answer is :class:`FeedbackOut`.
     """
-    if not _is_json(request.headers.get("content-type")):
+    if not is_json(request.headers.get("content-type")):
         raise UnsupportedMediaTypeError("the request body must be application/json")
     try:
         raw = await request.body()

@@ -1,0 +1,277 @@
+"""``POST /events``: every event type's worth, batches all or none, idempotency, time limits,
+and the log still folding to what ``rebuild-state`` replays.
+
+Arms are popularity and SVD fitted on a small synthetic catalogue with the MovieLens schema
+(the session fixtures of ``conftest.py``).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from test_serving_support import read_table, store_url
+
+from arms.base import Recommender
+from arms.data.dataset import Dataset
+from serving.app import create_app
+from serving.commands import rebuild_state
+from serving.rules import DEFAULT_RULES, EventType, RuleBook
+from serving.settings import Settings
+from serving.store.tables import feedback, feedback_ratings, outcomes
+
+RULES = RuleBook()
+#: A value each type takes (None: it takes none).
+VALUES = {"rating": 4.0, "dwell": 30.0}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    return Settings(state_dir=tmp_path / "state", db=store_url(request.param, tmp_path),
+                    arms=["svd", "popularity"], seed=5, refresh_interval_s=0.05)
+
+
+@pytest.fixture
+def client(settings: Settings, serving_catalog: Dataset,
+           serving_arms: dict[str, Recommender]) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, catalog=serving_catalog, arms=serving_arms)) as c:
+        yield c
+
+
+def recommend(client: TestClient, user_id: int, k: int = 5) -> dict:
+    response = client.get("/recommendations", params={"user_id": user_id, "k": k})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def event(user_id: int, item_id: int, kind: str, **extra: object) -> dict:
+    body = {"user_id": user_id, "item_id": item_id, "type": kind, **extra}
+    if kind in VALUES and "value" not in extra:
+        body["value"] = VALUES[kind]
+    return body
+
+
+def check_replay(settings: Settings) -> None:
+    out = io.StringIO()
+    assert rebuild_state(settings, out) == 0, out.getvalue()
+    assert "match: yes" in out.getvalue()
+
+
+def test_every_type_is_worth_what_the_rule_book_says(client: TestClient,
+                                                     settings: Settings) -> None:
+    decided = {}
+    for n, kind in enumerate(EventType):
+        slate = recommend(client, 10 + n)
+        body = event(slate["user_id"], slate["items"][0]["movie_id"], kind.value,
+                     event_id=slate["event_id"])
+        response = client.post("/events", json={"events": [body]})
+        assert response.status_code == 201, response.text
+        out = response.json()
+        assert (out["stored"], out["duplicates"]) == (1, 0)
+        stored = out["events"][0]
+        value = VALUES.get(kind.value)
+        assert stored["reward"] == RULES.reward(kind.value, value)
+        assert stored["rating"] == RULES.rating(kind.value, value)
+        assert stored["value"] == value
+        # A type with a reward decides its decision's one reward; one without never does.
+        assert stored["policy_updated"] is (RULES.reward(kind.value, value) is not None)
+        decided[slate["event_id"]] = stored["reward"]
+    rows = {r["event_id"]: r["reward"] for r in read_table(settings.resolved_db_url(), outcomes)}
+    assert rows == {e: r for e, r in decided.items() if r is not None}
+    # Every type reaches retraining as an implicit rating (a view is a neutral 3).
+    ratings = read_table(settings.resolved_db_url(), feedback_ratings)
+    assert len(ratings) == len(EventType)
+    assert sorted(r["rating"] for r in ratings) == sorted(
+        RULES.rating(k.value, VALUES.get(k.value)) for k in EventType)
+    check_replay(settings)
+
+
+def test_a_batch_is_stored_all_or_none_and_names_the_refused_event(
+        client: TestClient, settings: Settings) -> None:
+    slate = recommend(client, 3)
+    user, items = slate["user_id"], [i["movie_id"] for i in slate["items"]]
+    good = [event(user, items[0], "view"), event(user, items[1], "click")]
+    cases = [
+        (event(user, 10**9, "like"), 422, "item_id"),  # unknown item
+        (event(user, items[2], "rating", value=6.0), 422, "[1, 5] stars"),
+        (event(user, items[2], "view", value=1.0), 422, "carry no value"),
+        (event(user, items[2], "like", event_id="f" * 32), 404, "not in the decision log"),
+        (event(user + 1, items[2], "like", event_id=slate["event_id"]), 409, "another user"),
+    ]
+    for bad, status, words in cases:
+        response = client.post("/events", json={"events": [*good, bad]})
+        assert response.status_code == status, response.text
+        assert response.json()["detail"].startswith("events[2]: ")
+        assert words in response.json()["detail"]
+    assert read_table(settings.resolved_db_url(), feedback) == []
+    response = client.post("/events", json={"events": good})
+    assert response.status_code == 201
+    assert len(read_table(settings.resolved_db_url(), feedback)) == 2
+
+
+@pytest.mark.parametrize("body", [
+    {"events": []},
+    {"events": [{"user_id": 1, "item_id": 1, "type": "buy"}]},
+    {"events": [{"user_id": True, "item_id": 1, "type": "like"}]},
+    {"events": [{"user_id": 1, "item_id": "1", "type": "like"}]},
+    {"events": [{"user_id": 1, "item_id": 1, "type": "rating", "value": "4"}]},
+    {"events": [{"user_id": 1, "item_id": 1, "type": "like", "timestamp": "2026-01-01T00:00"}]},
+    {"events": [{"user_id": 1, "item_id": 1, "type": "like", "idempotency_key": "a b"}]},
+    {"events": [{"user_id": 1, "item_id": 1, "type": "like", "extra": 1}]},
+])
+def test_malformed_events_are_422_with_their_location(client: TestClient, body: dict) -> None:
+    response = client.post("/events", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "invalid_request"
+    assert response.json()["detail"][0]["loc"][0] == "body"
+
+
+@pytest.mark.parametrize("raw", [b'{"events": [{"user_id": 1, "item_id": 1, "type": "rating", '
+                                 b'"value": NaN}]}',
+                                 b'{"events": [{"user_id": 1, "item_id": 1, "type": "dwell", '
+                                 b'"value": 1e400}]}',
+                                 b'{"events": [{"user_id": 1, "item_id": 1, "type": "like", '
+                                 b'"timestamp": Infinity}]}'])
+def test_non_finite_numbers_are_422_not_500(client: TestClient, raw: bytes) -> None:
+    response = client.post("/events", content=raw,
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+
+
+def test_a_batch_over_the_general_body_limit_is_taken_up_to_1000_events(
+        client: TestClient, settings: Settings, serving_catalog: Dataset) -> None:
+    items = serving_catalog.item_ids
+    batch = [event(7, int(items[i % len(items)]), "view", idempotency_key=f"v{i}")
+             for i in range(1000)]
+    response = client.post("/events", json={"events": batch})
+    assert response.status_code == 201, response.text[:300]
+    assert response.json()["stored"] == 1000
+    assert len(response.content) > settings.max_body_bytes  # the answer, like the body
+    response = client.post("/events", json={"events": [*batch, batch[0]]})
+    assert response.status_code == 422
+    # Idempotent: the same batch again stores nothing.
+    again = client.post("/events", json={"events": batch})
+    assert again.status_code == 200
+    assert (again.json()["stored"], again.json()["duplicates"]) == (0, 1000)
+    assert len(read_table(settings.resolved_db_url(), feedback)) == 1000
+
+
+def test_retries_are_stored_once_and_distinct_occurrences_are_not(
+        client: TestClient, settings: Settings) -> None:
+    slate = recommend(client, 4)
+    user, item = slate["user_id"], slate["items"][0]["movie_id"]
+    now = time.time()
+    views = [event(user, item, "view", timestamp=now - 60),
+             event(user, item, "view", timestamp=now - 30)]
+    first = client.post("/events", json={"events": views}).json()
+    assert first["stored"] == 2  # two views at two times: two events
+    retry = client.post("/events", json={"events": views}).json()
+    assert (retry["stored"], retry["duplicates"]) == (0, 2)
+    assert [e["id"] for e in retry["events"]] == [e["id"] for e in first["events"]]
+    keyed = event(user, item, "add_to_cart", idempotency_key="cart-1")
+    assert client.post("/events", json={"events": [keyed]}).status_code == 201
+    assert client.post("/events", json={"events": [keyed]}).status_code == 200
+    # A like without key or timestamp is keyed by its decision, as POST /feedback keys it.
+    like = event(user, item, "like", event_id=slate["event_id"])
+    assert client.post("/events", json={"events": [like]}).status_code == 201
+    response = client.post("/feedback", json={"user_id": user, "movie_id": item,
+                                               "feedback_type": "like",
+                                               "event_id": slate["event_id"]})
+    assert response.status_code == 200  # the same like, through the seeds' API
+    assert len(read_table(settings.resolved_db_url(), feedback)) == 4
+    check_replay(settings)
+
+
+def test_timestamps_in_the_future_or_past_retention_are_refused_naming_the_limit(
+        tmp_path: Path, serving_catalog: Dataset, serving_arms: dict[str, Recommender]) -> None:
+    settings = Settings(state_dir=tmp_path, arms=["svd", "popularity"], seed=1,
+                        retention_s=3600, clock_skew_s=60)
+    with TestClient(create_app(settings, catalog=serving_catalog, arms=serving_arms)) as client:
+        item = int(serving_catalog.item_ids[0])
+        now = time.time()
+        future = client.post("/events", json={"events": [
+            event(1, item, "view", timestamp=now + 120)]})
+        assert future.status_code == 422
+        assert "in the future" in future.json()["detail"]
+        assert "60 s" in future.json()["detail"]
+        old = client.post("/events", json={"events": [
+            event(1, item, "view", timestamp=now - 3700)]})
+        assert old.status_code == 422
+        assert "retention window of 3600 s" in old.json()["detail"]
+        stamp = datetime.fromtimestamp(now - 1800, UTC).replace(microsecond=0)
+        ok = client.post("/events", json={"events": [
+            event(1, item, "view", timestamp=stamp.isoformat()),
+            event(1, item, "click", timestamp=now + 30)]})  # within the clock skew
+        assert ok.status_code == 201, ok.text
+        assert datetime.fromisoformat(ok.json()["events"][0]["timestamp"]) == stamp
+
+
+def test_an_event_stamped_inside_the_window_counts_when_it_arrives_late(
+        tmp_path: Path, serving_catalog: Dataset, serving_arms: dict[str, Recommender]) -> None:
+    settings = Settings(state_dir=tmp_path, arms=["svd", "popularity"], seed=2,
+                        reward_window_s=1.0, settle_grace_s=3600, sweep_interval_s=3600)
+    with TestClient(create_app(settings, catalog=serving_catalog, arms=serving_arms)) as client:
+        slate = recommend(client, 9)
+        shown = time.time()
+        time.sleep(1.2)  # the window has closed by the server's clock, not by the event's
+        stamped_in = client.post("/events", json={"events": [event(
+            9, slate["items"][0]["movie_id"], "purchase", timestamp=shown + 0.5)]}).json()
+        assert stamped_in["events"][0]["policy_updated"] is True
+        assert stamped_in["events"][0]["event_id"] == slate["event_id"]
+        check_replay(settings)
+
+
+def test_views_keep_the_item_in_the_next_slates_and_purchases_remove_it(
+        tmp_path: Path, serving_catalog: Dataset, serving_arms: dict[str, Recommender]) -> None:
+    settings = Settings(state_dir=tmp_path, arms=["popularity"], seed=0, session_strength=0)
+    assert not DEFAULT_RULES["view"].excludes and DEFAULT_RULES["purchase"].excludes
+    with TestClient(create_app(settings, catalog=serving_catalog,
+                               arms={"popularity": serving_arms["popularity"]})) as client:
+        user = int(serving_catalog.user_ids[0])
+        top = recommend(client, user)["items"][0]["movie_id"]
+        client.post("/events", json={"events": [event(user, top, "view"),
+                                                event(user, top, "dwell")]})
+        assert recommend(client, user)["items"][0]["movie_id"] == top
+        client.post("/events", json={"events": [event(user, top, "purchase")]})
+        assert top not in [i["movie_id"] for i in recommend(client, user)["items"]]
+
+
+def test_a_low_rating_pushes_the_next_slates_away_and_a_high_one_pulls() -> None:
+    assert RULES.session_sign("rating", 1.0) == -1
+    assert RULES.session_sign("rating", 3.0) == 0
+    assert RULES.session_sign("rating", 4.5) == 1
+    assert RULES.reward("rating", 1.0) == 0.0 and RULES.reward("rating", 5.0) == 1.0
+    assert RULES.rating("dwell", 0.0) == 3.0 and RULES.rating("dwell", 600.0) == 5.0
+    with pytest.raises(ValueError, match=r"rating events need a value in \[1, 5\] stars"):
+        RULES.rule("rating").check_value("rating", None)
+
+
+def test_the_settings_file_sets_what_a_type_is_worth(
+        tmp_path: Path, serving_catalog: Dataset, serving_arms: dict[str, Recommender]) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text('seed = 4\narms = ["svd", "popularity"]\n'
+                    "[rules.dwell]\nreward = {low = 0, high = 120, at_low = 0, at_high = 1}\n"
+                    "[rules.click]\nreward = false\nrating = 3.5\n")
+    settings = Settings.from_file(path, state_dir=tmp_path / "state")
+    with TestClient(create_app(settings, catalog=serving_catalog, arms=serving_arms)) as client:
+        slate = recommend(client, 12)
+        user, items = slate["user_id"], [i["movie_id"] for i in slate["items"]]
+        out = client.post("/events", json={"events": [
+            event(user, items[0], "click"), event(user, items[1], "dwell", value=90.0)]}).json()
+        click, dwell = out["events"]
+        assert (click["reward"], click["rating"], click["policy_updated"]) == (None, 3.5, False)
+        assert (dwell["reward"], dwell["policy_updated"]) == (0.75, True)
+        check_replay(settings)
+    for bad, words in (({"buy": {"reward": 1}}, "unknown event type 'buy'"),
+                       ({"like": {"reward": 2}}, "reward must be in [0, 1]"),
+                       ({"like": {"session_sign": 2}}, "session_sign must be -1, 0 or 1"),
+                       ({"like": {"reward": {"low": 0, "high": 1, "at_low": 0,
+                                             "at_high": 1}}}, "needs a value range")):
+        with pytest.raises(ValueError, match=re.escape(words)):
+            Settings(rules=bad)
