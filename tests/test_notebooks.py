@@ -17,6 +17,7 @@ SMALL = {
         "HORIZON = 300\nRUNS = 3\nSEED = 3\nDATA = 'synthetic'\n"
         "SYNTHETIC = {'n_users': 150, 'n_items': 300, 'n_ratings': 6000, 'random_state': 1}\n"
     ),
+    "05_multileave.ipynb": "RUNS = 40\nHORIZON = 150\nSEED = 0\nDATA = 'synthetic'\n",
 }
 
 
@@ -56,7 +57,8 @@ def _text(notebook: nbformat.NotebookNode) -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "min_images"), [("01_thompson_sampling.ipynb", 4),
-                                                   ("02_recommender_arms.ipynb", 5)])
+                                                   ("02_recommender_arms.ipynb", 5),
+                                                   ("05_multileave.ipynb", 3)])
 def test_notebook_runs_top_to_bottom(name, min_images, tmp_path):
     from nbclient import NotebookClient
 
@@ -79,6 +81,9 @@ def test_notebook_runs_top_to_bottom(name, min_images, tmp_path):
     text = _text(notebook)
     if name.startswith("01"):
         assert "Lai-Robbins constant" in text and "| Thompson Sampling |" in text
+    elif name.startswith("05"):
+        assert "impressions uniform (A/B/n) / multileave m=2" in text
+        assert "| multileave m=2 |" in text and "inclusion probabilities" in text
     else:
         assert "LinTS picks the truly best arm for" in text
         assert "| LinTS (user context) |" in text
