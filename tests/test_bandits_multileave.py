@@ -204,6 +204,24 @@ def test_state_is_json_and_rebuilds_the_same_policy_and_stream():
         MultileaveThompsonSampling.from_state_dict(bd.ThompsonSampling(2).state_dict())
 
 
+def test_state_is_the_fold_of_the_logged_decisions():
+    # what a log row keeps (the arm of every position and the clicks) rebuilds the state
+    policy = MultileaveThompsonSampling(4, m=2, slate_size=6, random_state=3)
+    clicks = np.random.default_rng(0).integers(0, 2, (20, 6))
+    log = []
+    for row in clicks:
+        decision = policy.select()
+        policy.update(decision["teams"], row)
+        log.append(json.dumps({"teams": decision["teams"], "clicks": row.tolist(),
+                               "set_probability": decision["set_probability"]}))
+    rebuilt = MultileaveThompsonSampling(4, m=2, slate_size=6)
+    for line in log:
+        entry = json.loads(line)
+        rebuilt.update(entry["teams"], entry["clicks"])
+    assert rebuilt.posterior() == policy.posterior()
+    assert rebuilt.state_dict()["stats"] == policy.state_dict()["stats"]
+
+
 def test_batched_runs_equal_single_policies_with_the_same_generators():
     runs = 3
     policy = MultileaveThompsonSampling(4, m=2, slate_size=6)
