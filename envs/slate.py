@@ -217,6 +217,23 @@ class SlateDynamics:
             raw_slates=sim.raw_items(items),
         )  # fmt: skip
 
+    def expected_reward_matrix(self, t: int = 0) -> np.ndarray:
+        """Expected reward of every arm's own slate for every user at step ``t`` of a fresh
+        episode, under the click model; shape ``(n_users, n_arms)``.
+
+        The simulator's matrix when the click model cannot change it (position-based, or the
+        ``"any"`` reward, which the cascade keeps).
+        """
+        sim = self.simulator
+        if self.click_model == "pbm" or sim.reward == "any":
+            return sim.expected_reward_matrix(t)
+        users = np.arange(sim.n_users)
+        fatigue = (None if self.model.new_fatigue(1, sim.n_arms) is None
+                   else np.zeros((sim.n_users, sim.n_arms)))
+        like, dislike = self.model.probabilities(
+            sim.prepared, users, np.full(sim.n_users, t, dtype=np.int64), fatigue)
+        return slate_expected_reward(like, dislike, sim.reward, self.click_model)
+
     def update_fatigue(self, fatigue: np.ndarray, envs: np.ndarray | int,
                        users: np.ndarray | int, teams: np.ndarray) -> None:
         """Decay the served users' fatigue, then add each arm's share of its slate, in place.
@@ -317,6 +334,13 @@ class SlateEnv(RecommenderArmsEnv):
         self.action_space = spaces.MultiDiscrete(  # type: ignore[assignment]
             np.full(sim.slate_size, sim.n_arms))
 
+    def expected_reward_matrix(self, t: int = 0) -> np.ndarray:
+        """Every arm's own slate's expected reward per user under the click model.
+
+        Shape ``(n_users, n_arms)``; see :meth:`SlateDynamics.expected_reward_matrix`.
+        """
+        return self.dynamics.expected_reward_matrix(t)
+
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Serve the current user the slate ``action`` composes; the next user arrives.
 
@@ -394,6 +418,10 @@ class SlateVectorEnv(RecommenderArmsVectorEnv):
         self.single_action_space = spaces.MultiDiscrete(np.full(sim.slate_size, sim.n_arms))
         self.action_space = spaces.MultiDiscrete(np.full((self.num_envs, sim.slate_size),
                                                          sim.n_arms))
+
+    def expected_reward_matrix(self, t: int = 0) -> np.ndarray:
+        """As :meth:`SlateEnv.expected_reward_matrix`."""
+        return self.dynamics.expected_reward_matrix(t)
 
     def step(self, actions: Any
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:

@@ -146,6 +146,18 @@ def test_expected_reward_of_the_slate_shown_matches_sampling(toy, click_model, r
     assert abs(gaps.mean()) < 4 * gaps.std() / np.sqrt(len(gaps))
 
 
+@pytest.mark.parametrize("reward", ["any", "count", "signed"])
+def test_expected_reward_matrix_follows_the_click_model(toy, reward):
+    pbm = make(toy, reward=reward)
+    cascade = make(toy, reward=reward, click_model="cascade")
+    _, info = cascade.reset(seed=3)
+    *_, step = cascade.step(np.zeros(k, dtype=np.int64))  # the first visit: no fatigue yet
+    matrix = cascade.unwrapped.expected_reward_matrix()
+    assert np.allclose(matrix[info["user_index"]], step["expected_rewards"])
+    same = np.allclose(matrix, pbm.unwrapped.expected_reward_matrix())
+    assert same == (reward == "any")  # the cascade keeps the first click, so P(any) is unchanged
+
+
 def test_cascade_clicks_at_most_once_and_ranks_positions_by_reach(toy):
     env = make(toy, click_model="cascade")
     env.reset(seed=1)
