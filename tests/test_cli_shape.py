@@ -20,7 +20,7 @@ from experiments import config as cfg
 from experiments.results import SimulationResults
 
 #: Lab command -> the module whose ``run(config)`` it calls.
-LAB_COMMANDS = {"simulate": "experiments.simulate"}
+LAB_COMMANDS = {"simulate": "experiments.simulate", "replay": "experiments.replay"}
 #: Commands not (yet) in that shape, and why.
 OTHER_COMMANDS = {
     "evaluate-arms": "passes an argparse Namespace down; being reshaped (issue 18)",

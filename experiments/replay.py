@@ -1,0 +1,572 @@
+"""``recbandits replay``: does learning from each event help? A streaming replay in time order.
+
+Read top to bottom, one replay is:
+
+1. **Cut** the ratings at the ``cut`` quantile of their timestamps: the ratings strictly before
+   the cut's second train the arms, the rest form the stream (a second is never split).
+2. **Order the stream** by time; ratings of one user within one second form a *step* (half of
+   MovieLens 100K's ratings share their second with another rating of the same user, and their
+   order within it is unknown). Steps are ordered by time, then user id.
+3. **Score, then reveal**: for each step of a user with training ratings, every variant of every
+   arm recommends one top-``k`` slate for that user, leaving out what the user rated before
+   (in training or earlier in the stream); each rating of the step is then a hit if its item is
+   in the slate (NDCG: ``1 / log2(rank + 1)``). Only then are the step's ratings revealed. So all
+   of a second's ratings are scored against the same slate, before any of them is known.
+4. **Cold users**: a user without a rating before the cut has nothing a frozen arm can know.
+   Their ratings are *revealed* (they feed the live arms and retraining, as a service's
+   events of new users would) but **not scored**; the notes say how many events and users
+   that leaves out.
+5. **Variants** of each arm:
+
+   - ``frozen``: fitted once on the training ratings; events only hide consumed items.
+   - ``realtime``: ``score_history`` of the user's events since the cut, on the same fitted
+     arm (no refit); the arms that learn from the stream (``popularity`` as live popularity,
+     ``cooccurrence``) also :meth:`~arms.base.Recommender.observe` every revealed event of every
+     user (weight: the rating), and the co-occurrence arm starts empty (``from_train=False``):
+     it learns only from the stream.
+   - ``retrain``: refitted on the training ratings plus the revealed stream every
+     ``retrain_every`` events, frozen in between.
+
+6. **Report** HR@k and NDCG@k per arm and variant with 95% bootstrap intervals, and paired
+   differences (real time minus frozen, retrain minus frozen, real time minus retrain, and
+   co-occurrence minus live popularity, both in real time), each with its own interval from
+   the same resamples. The bootstrap resamples *users* (their events stay together), because a
+   user's events are not independent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+
+from arms.base import Recommender, top_k
+from arms.cooccurrence import time_order
+from arms.data import load_movielens, make_synthetic
+from arms.data.dataset import Dataset
+from arms.registry import make_arm, resolve
+from bandits.ope import bootstrap_sums
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ARMS = ("sequential", "autoencoder", "cooccurrence", "popularity")
+VARIANTS = ("frozen", "realtime", "retrain")
+COLD_USERS = ("drop", "include")
+DAY = 86_400.0
+#: Hyper-parameters of the real-time variant where it differs from the frozen arm (see above).
+REALTIME_PARAMS: Mapping[str, Mapping[str, Any]] = {
+    "popularity": {"half_life": None},  # None: filled with the config's half-life
+    "cooccurrence": {"from_train": False},
+}
+#: The cross-arm comparison: co-occurrence from the stream against live popularity.
+CROSS = (("cooccurrence", "realtime"), ("popularity", "realtime"))
+
+
+class ReplayConfigError(ValueError):
+    """A replay setting out of range; ``field`` names it."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field_name
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """What one replay runs.
+
+    Attributes
+    ----------
+    data : str or None, default None
+        Folder holding ``ml-100k/`` (None: ``RECBANDITS_DATA``, the user cache, else download).
+    synthetic : mapping or None, default None
+        Keyword arguments of :func:`arms.data.make_synthetic` to replay synthetic ratings
+        instead of MovieLens 100K.
+    cut : float, default 0.9
+        Quantile of the timestamps where the stream starts, in ``(0, 1)``.
+    arms : tuple of str, default ``DEFAULT_ARMS``
+        Registry names.
+    variants : tuple of str, default ``("frozen", "realtime", "retrain")``
+    retrain_every : int, default 2000
+        Stream events between refits of the ``retrain`` variant (>= 1).
+    half_life_days : float, default 7.0
+        Half-life of live popularity and co-occurrence, in days (> 0).
+    k : int, default 10
+        Slate size.
+    max_events : int or None, default None
+        Replay only the first steps of the stream holding this many events (>= 1); None: all.
+    n_bootstrap : int, default 1000
+        Bootstrap resamples of users (>= 10).
+    seed : int, default 0
+        Seed of the bootstrap (the replay itself draws nothing at random).
+    cold_users : {"drop", "include"}, default "drop"
+        ``"drop"``: ratings of users without a training rating are revealed, not scored.
+        ``"include"``: they are scored too from the user's second step on (their first step
+        has no history for any variant to use); frozen arms give them popularity.
+    arm_params : mapping of str to mapping, default empty
+        Hyper-parameters per arm name, for every variant (on top of the registry's and the
+        half-life), e.g. ``{"cooccurrence": {"window": 20}}``.
+    """
+
+    data: str | None = None
+    synthetic: Mapping[str, Any] | None = None
+    cut: float = 0.9
+    arms: tuple[str, ...] = DEFAULT_ARMS
+    variants: tuple[str, ...] = VARIANTS
+    retrain_every: int = 2000
+    half_life_days: float = 7.0
+    k: int = 10
+    max_events: int | None = None
+    n_bootstrap: int = 1000
+    seed: int = 0
+    cold_users: str = "drop"
+    arm_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Check every field; raise :class:`ReplayConfigError` naming the first bad one."""
+        if not 0.0 < float(self.cut) < 1.0:
+            raise ReplayConfigError("cut", f"cut must be within (0, 1), got {self.cut!r}")
+        if not self.arms:
+            raise ReplayConfigError("arms", "arms must name at least one arm")
+        for name in self.arms:
+            resolve(name)  # UnknownArmError (a ValueError) with a suggestion
+        bad = [v for v in self.variants if v not in VARIANTS]
+        if bad or not self.variants:
+            raise ReplayConfigError(
+                "variants", f"variants must be among {list(VARIANTS)}, got {list(self.variants)}")
+        for name, low in (("retrain_every", 1), ("k", 1), ("n_bootstrap", 10), ("seed", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ReplayConfigError(name, f"{name} must be an integer >= {low}, got {value!r}")
+        if self.max_events is not None and (
+            not isinstance(self.max_events, int) or self.max_events < 1
+        ):
+            raise ReplayConfigError("max_events", "max_events must be an integer >= 1 or None, "
+                                    f"got {self.max_events!r}")
+        if self.cold_users not in COLD_USERS:
+            raise ReplayConfigError("cold_users", f"cold_users must be one of "
+                                    f"{list(COLD_USERS)}, got {self.cold_users!r}")
+        if not float(self.half_life_days) > 0:
+            raise ReplayConfigError(
+                "half_life_days", f"half_life_days must be > 0, got {self.half_life_days!r}")
+
+
+@dataclass
+class ReplayResults:
+    """What :func:`run` returns.
+
+    Attributes
+    ----------
+    config : ReplayConfig
+    summary : pandas.DataFrame
+        One row per arm and variant: ``arm, variant, events, users, hr, hr_low, hr_high, ndcg,
+        ndcg_low, ndcg_high`` (95% bootstrap intervals over users).
+    differences : pandas.DataFrame
+        One row per comparison and metric: ``a, b, metric, difference, low, high`` where ``a``
+        and ``b`` read ``arm/variant`` and the difference is ``a - b``.
+    events : pandas.DataFrame
+        One row per scored event and arm variant: ``step, timestamp, user_id, item_id, arm,
+        variant, rank`` (1-based place in the slate, 0 for a miss), ``hit``, ``ndcg``.
+    counts : dict of str to int
+        ``train``, ``stream``, ``scored`` (events) of ``scored_users``, ``steps``, ``tied``
+        (stream events sharing their step with another), ``cold_events`` of ``cold_users``
+        (no training rating), ``cold_scored`` (of those, scored), ``refits``.
+    notes : list of str
+        Plain sentences about the protocol's choices (cold users, ties).
+    files : dict of str to Path
+        Files written, when an output folder was given.
+    """
+
+    config: ReplayConfig
+    summary: pd.DataFrame
+    differences: pd.DataFrame
+    events: pd.DataFrame
+    counts: dict[str, int]
+    notes: list[str] = field(default_factory=list)
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+# ============================================================================ data and stream
+def load_data(config: ReplayConfig) -> Dataset:
+    """MovieLens 100K, or the synthetic ratings the config asks for."""
+    if config.synthetic is not None:
+        return make_synthetic(**dict(config.synthetic))
+    return load_movielens(config.data)
+
+
+@dataclass
+class Stream:
+    """The ratings after the cut, in replay order, with their steps.
+
+    Attributes
+    ----------
+    train : Dataset
+        The ratings strictly before the cut's second.
+    users, items, times : ndarray of int64, shape ``(n,)``
+        User and item indices and timestamps of the stream, in replay order.
+    user_ids, item_ids : ndarray of int64, shape ``(n,)``
+        Their raw ids.
+    ratings : ndarray of float64, shape ``(n,)``
+    step_starts : ndarray of int64, shape ``(n_steps + 1,)``
+        Step ``s`` is ``[step_starts[s], step_starts[s + 1])``.
+    warm : ndarray of bool, shape ``(n_users,)``
+        Whether a user has a training rating.
+    rows : ndarray of int64, shape ``(n,)``
+        Row of each stream rating in the full dataset (for retraining).
+    in_train : ndarray of bool, shape ``(n_ratings,)``
+        Which rows of the full dataset are training ratings.
+    """
+
+    train: Dataset
+    users: np.ndarray
+    items: np.ndarray
+    times: np.ndarray
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    ratings: np.ndarray
+    step_starts: np.ndarray
+    warm: np.ndarray
+    rows: np.ndarray
+    in_train: np.ndarray
+
+
+def make_stream(data: Dataset, cut: float, max_events: int | None = None) -> Stream:
+    """Split ``data`` at the ``cut`` quantile of time and order the stream into steps."""
+    ratings = data.ratings
+    times = ratings["timestamp"].to_numpy(np.int64)
+    cut_time = int(np.quantile(times, cut, method="higher"))
+    in_train = times < cut_time
+    train = data.subset(in_train, name=f"{data.name}:before-cut")
+    order = time_order(data)
+    rows = order[~in_train[order]]
+    users = ratings["user_index"].to_numpy(np.int64)[rows]
+    # Within a second, a user's ratings are one step: group them (stable, so the time order
+    # and its tie rule hold between steps) by (time, user).
+    by_step = np.lexsort((users, times[rows]))
+    rows, users = rows[by_step], users[by_step]
+    step_times = times[rows]
+    new_step = np.ones(len(rows), dtype=bool)
+    new_step[1:] = (step_times[1:] != step_times[:-1]) | (users[1:] != users[:-1])
+    step_starts = np.append(np.flatnonzero(new_step), len(rows)).astype(np.int64)
+    if max_events is not None and len(rows) > max_events:
+        # Whole steps only: the step holding event max_events is the last.
+        last = int(np.searchsorted(step_starts, max_events, side="left"))
+        step_starts = step_starts[: last + 1]
+        rows, users = rows[: step_starts[-1]], users[: step_starts[-1]]
+    warm = np.diff(train.interaction_matrix(binary=True).indptr) > 0
+    return Stream(
+        train=train, users=users, items=ratings["item_index"].to_numpy(np.int64)[rows],
+        times=times[rows], user_ids=ratings["user_id"].to_numpy(np.int64)[rows],
+        item_ids=ratings["item_id"].to_numpy(np.int64)[rows],
+        ratings=ratings["rating"].to_numpy(np.float64)[rows], step_starts=step_starts,
+        warm=warm, rows=rows, in_train=in_train,
+    )  # fmt: skip
+
+
+# ============================================================================ the variants
+class _Variant:
+    """One arm in one variant: how it makes a slate and what it does with revealed events."""
+
+    def __init__(self, arm: str, variant: str, model: Recommender, config: ReplayConfig,
+                 params: Mapping[str, Any]) -> None:  # fmt: skip
+        self.arm, self.variant, self.model = arm, variant, model
+        self.params = params
+        self.live = variant == "realtime" and model.learns_from_stream
+        self.k = config.k
+        self.pending: list[np.ndarray] = []  # revealed, not yet observed (observe is batched)
+
+    def slate(self, user: int, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
+        """Top-``k`` for ``user`` whose stream events so far are ``items``/``ratings``."""
+        if self.variant == "realtime":
+            self._flush()
+            return self.model.recommend_history(user, items, ratings, k=self.k)[0]
+        scores = self.model.score(np.array([user]))[0]
+        scores[self.model.seen_[user].indices] = -np.inf
+        scores[items] = -np.inf
+        return top_k(scores[None, :], self.k)[0][0]
+
+    def reveal(self, user_ids: np.ndarray, items: np.ndarray, ratings: np.ndarray,
+               times: np.ndarray) -> None:  # fmt: skip
+        """Queue revealed events for the live arms (folded in before their next slate)."""
+        if self.live:
+            self.pending.append(np.stack([user_ids, items, ratings, times]))
+
+    def _flush(self) -> None:
+        # One observe per slate, not per event: the fixed-point state is the same however the
+        # events are batched, and each call costs O(nnz) of the co-occurrence matrix.
+        if self.pending:
+            block = np.concatenate(self.pending, axis=1)
+            self.pending = []
+            self.model.observe(block[0].astype(np.int64), block[1].astype(np.int64), block[2],
+                               block[3].astype(np.int64))  # fmt: skip
+
+
+def _arm_params(arm: str, variant: str, half_life: float) -> dict[str, Any]:
+    params: dict[str, Any] = {"half_life": half_life} if arm == "cooccurrence" else {}
+    if variant == "realtime":
+        for key, value in REALTIME_PARAMS.get(arm, {}).items():
+            params[key] = half_life if value is None and key == "half_life" else value
+    return params
+
+
+def build_variants(config: ReplayConfig, train: Dataset) -> list[_Variant]:
+    """Fit each arm once per distinct set of hyper-parameters and wrap it per variant.
+
+    The frozen, retrain (until its first refit) and real-time variants share one fitted arm
+    where their hyper-parameters agree: neither ``score`` nor ``score_history`` changes it.
+    """
+    half_life = float(config.half_life_days) * DAY
+    fitted: dict[tuple[str, str, bool], Recommender] = {}
+    variants = []
+    for arm in config.arms:
+        for variant in config.variants:
+            params = {**_arm_params(arm, variant, half_life), **config.arm_params.get(arm, {})}
+            # A variant that observes the stream changes its arm: it gets one of its own.
+            observes = variant == "realtime" and resolve(arm).cls.learns_from_stream
+            key = (arm, json.dumps(params, sort_keys=True), observes)
+            if key not in fitted:
+                fitted[key] = make_arm(arm, **params).fit(train)
+            variants.append(_Variant(arm, variant, fitted[key], config, params))
+    return variants
+
+
+# ============================================================================ the replay
+def _hits(slate: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """1-based place of each item in ``slate``, 0 where it is absent; shape ``(len(items),)``."""
+    match = slate[None, :] == items[:, None]
+    return np.where(match.any(axis=1), match.argmax(axis=1) + 1, 0)
+
+
+def replay(
+    config: ReplayConfig, stream: Stream, data: Dataset,
+    on_step: Callable[[int], None] | None = None,
+) -> tuple[pd.DataFrame, int]:
+    """Run every variant over the stream; returns the per-event ranks and the refit count."""
+    variants = build_variants(config, stream.train)
+    history: dict[int, list[int]] = {}
+    refits = 0
+    records: list[np.ndarray] = []
+    n_steps = len(stream.step_starts) - 1
+    for step in range(n_steps):
+        lo, hi = int(stream.step_starts[step]), int(stream.step_starts[step + 1])
+        user = int(stream.users[lo])
+        if stream.warm[user] or (config.cold_users == "include" and user in history):
+            past = np.asarray(history.get(user, []), dtype=np.int64)
+            items, ratings = stream.items[past], stream.ratings[past]
+            for index, variant in enumerate(variants):
+                ranks = _hits(variant.slate(user, items, ratings), stream.items[lo:hi])
+                records.append(np.stack([np.arange(lo, hi), np.full(hi - lo, index), ranks]))
+        history.setdefault(user, []).extend(range(lo, hi))
+        for variant in variants:
+            variant.reveal(stream.user_ids[lo:hi], stream.items[lo:hi], stream.ratings[lo:hi],
+                           stream.times[lo:hi])  # fmt: skip
+        if "retrain" in config.variants and hi // config.retrain_every > refits:
+            refits = hi // config.retrain_every
+            _refit(variants, data, stream, hi)
+        if on_step is not None:
+            on_step(step)
+    table = np.concatenate(records, axis=1) if records else np.zeros((3, 0), dtype=np.int64)
+    event, which, rank = table.astype(np.int64)
+    frame = pd.DataFrame({
+        "step": np.searchsorted(stream.step_starts, event, side="right") - 1,
+        "timestamp": stream.times[event], "user_id": stream.user_ids[event],
+        "item_id": stream.item_ids[event],
+        "arm": pd.Categorical([variants[i].arm for i in which], categories=list(config.arms)),
+        "variant": pd.Categorical([variants[i].variant for i in which],
+                                  categories=list(config.variants)),
+        "rank": rank, "hit": rank > 0,
+        "ndcg": np.where(rank > 0, 1.0 / np.log2(np.maximum(rank, 1) + 1.0), 0.0),
+    })  # fmt: skip
+    frame = frame.sort_values(["step", "arm", "variant"], kind="stable").reset_index(drop=True)
+    return frame, refits
+
+
+def _refit(variants: list[_Variant], data: Dataset, stream: Stream, revealed: int) -> None:
+    keep = stream.in_train.copy()
+    keep[stream.rows[:revealed]] = True
+    current = data.subset(keep, name=f"{data.name}:retrain-{revealed}")
+    for variant in variants:
+        if variant.variant == "retrain":
+            variant.model = make_arm(variant.arm, **variant.params).fit(current)
+    logger.info("retrained on %d ratings (%d of the stream)", current.n_ratings, revealed)
+
+
+# ============================================================================ the report
+def _columns(events: pd.DataFrame, labels: list[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-user sums: hits and NDCG of each label, then the event count; users as rows."""
+    first = events.loc[(events["arm"] == labels[0][0]) & (events["variant"] == labels[0][1])]
+    users, user_of = np.unique(first["user_id"].to_numpy(), return_inverse=True)
+    columns = np.zeros((len(users), 2 * len(labels) + 1))
+    columns[:, -1] = np.bincount(user_of, minlength=len(users))
+    for j, (arm, variant) in enumerate(labels):
+        part = events.loc[(events["arm"] == arm) & (events["variant"] == variant)]
+        index = np.searchsorted(users, part["user_id"].to_numpy())
+        columns[:, 2 * j] = np.bincount(index, part["hit"].to_numpy(float), len(users))
+        columns[:, 2 * j + 1] = np.bincount(index, part["ndcg"].to_numpy(float), len(users))
+    return users, columns
+
+
+def summarise(events: pd.DataFrame, config: ReplayConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The summary and the paired differences, with bootstrap intervals over users."""
+    labels = [(a, v) for a in config.arms for v in config.variants]
+    users, columns = _columns(events, labels)
+    boots = bootstrap_sums(columns, config.n_bootstrap, config.seed)
+    point = columns.sum(axis=0)
+    metric = {}  # (label, metric) -> (point, resampled)
+    rows = []
+    for j, (arm, variant) in enumerate(labels):
+        row: dict[str, Any] = {"arm": arm, "variant": variant, "events": int(point[-1]),
+                               "users": len(users)}
+        for offset, name in ((0, "hr"), (1, "ndcg")):
+            value = point[2 * j + offset] / point[-1]
+            resampled = boots[:, 2 * j + offset] / boots[:, -1]
+            metric[(arm, variant), name] = (value, resampled)
+            low, high = np.quantile(resampled, [0.025, 0.975])
+            row.update({name: value, f"{name}_low": low, f"{name}_high": high})
+        rows.append(row)
+    differences = []
+    for a, b in _comparisons(config):
+        for name in ("hr", "ndcg"):
+            (va, ra), (vb, rb) = metric[a, name], metric[b, name]
+            low, high = np.quantile(ra - rb, [0.025, 0.975])
+            differences.append({"a": "/".join(a), "b": "/".join(b), "metric": name,
+                                "difference": va - vb, "low": low, "high": high})
+    return pd.DataFrame(rows), pd.DataFrame(differences)
+
+
+def _comparisons(config: ReplayConfig) -> list[tuple[tuple[str, str], tuple[str, str]]]:
+    pairs = [("realtime", "frozen"), ("retrain", "frozen"), ("realtime", "retrain")]
+    out = [((arm, a), (arm, b)) for arm in config.arms for a, b in pairs
+           if a in config.variants and b in config.variants]  # fmt: skip
+    if all(arm in config.arms for arm, _ in CROSS) and "realtime" in config.variants:
+        out.append(CROSS)
+    return out
+
+
+def format_results(results: ReplayResults) -> str:
+    """Markdown tables of the summary and the differences, and the counts."""
+    k = results.config.k
+    summary = results.summary
+    lines = [f"| arm | variant | events | users | HR@{k} (95% CI) | NDCG@{k} (95% CI) |",
+             "|---|---|---:|---:|---|---|"]
+    for r in summary.to_dict("records"):
+        lines.append(
+            f"| {r['arm']} | {r['variant']} | {r['events']} | {r['users']} | "
+            f"{r['hr']:.4f} [{r['hr_low']:.4f}, {r['hr_high']:.4f}] | "
+            f"{r['ndcg']:.4f} [{r['ndcg_low']:.4f}, {r['ndcg_high']:.4f}] |")
+    lines += ["", "| a - b | metric | difference (95% CI) | interval above 0 |",
+              "|---|---|---|---|"]
+    for r in results.differences.to_dict("records"):
+        mark = "yes" if r["low"] > 0 else ("below 0" if r["high"] < 0 else "no")
+        lines.append(f"| {r['a']} - {r['b']} | {str(r['metric']).upper()}@{k} | "
+                     f"{r['difference']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}] | {mark} |")
+    c = results.counts
+    lines += ["", f"train {c['train']} ratings; stream {c['stream']} ratings in {c['steps']} "
+              f"steps; scored {c['scored']} events of {c['scored_users']} users; "
+              f"{c['refits']} refits"]
+    return "\n".join(lines)
+
+
+# ============================================================================ run
+def run(config: ReplayConfig, *, out_dir: str | Path | None = None,
+        on_step: Callable[[int], None] | None = None,
+        dataset: Dataset | None = None) -> ReplayResults:
+    """Replay the stream for every arm and variant and report (see the module docstring).
+
+    Parameters
+    ----------
+    config : ReplayConfig
+    out_dir : str or Path or None, default None
+        Folder for ``summary.csv``, ``differences.csv``, ``events.csv`` and ``config.json``;
+        None writes nothing.
+    on_step : callable or None
+        Called with each step's index (a progress bar).
+    dataset : Dataset or None, default None
+        Ratings to replay instead of the config's (``data``/``synthetic``); for tests and
+        notebooks with ratings of their own.
+
+    Returns
+    -------
+    ReplayResults
+
+    Raises
+    ------
+    arms.errors.DataUnavailableError
+        If MovieLens 100K can be neither found nor downloaded.
+    ValueError
+        If the cut leaves no training rating, or no step of a user with one.
+    """
+    data = load_data(config) if dataset is None else dataset
+    stream = make_stream(data, config.cut, config.max_events)
+    if stream.train.n_ratings == 0:
+        raise ValueError(f"cut {config.cut} leaves no rating before it; raise it")
+    events, refits = replay(config, stream, data, on_step)
+    if events.empty:
+        raise ValueError("no stream rating belongs to a user with training ratings; lower cut "
+                         "or raise max_events")
+    summary, differences = summarise(events, config)
+    counts, notes = _accounting(stream, events, refits, config.cold_users)
+    results = ReplayResults(config, summary, differences, events, counts, notes)
+    if out_dir is not None:
+        results.files = write(results, Path(out_dir))
+    return results
+
+
+def _accounting(
+    stream: Stream, events: pd.DataFrame, refits: int, cold_users: str
+) -> tuple[dict[str, int], list[str]]:
+    """The counts of :class:`ReplayResults` and the notes on cold users and ties."""
+    warm_events = stream.warm[stream.users]
+    step_sizes = np.diff(stream.step_starts)
+    scored = events.loc[(events["arm"] == events["arm"].iloc[0])
+                        & (events["variant"] == events["variant"].iloc[0])]  # fmt: skip
+    cold_scored = int((~stream.warm[stream.users][_event_rows(stream, scored)]).sum())
+    counts = {
+        "train": stream.train.n_ratings, "stream": len(stream.users), "scored": len(scored),
+        "scored_users": int(scored["user_id"].nunique()), "steps": len(step_sizes),
+        "tied": int(step_sizes[step_sizes > 1].sum()),
+        "cold_events": int((~warm_events).sum()),
+        "cold_users": len(np.unique(stream.users[~warm_events])),
+        "cold_scored": cold_scored, "refits": refits,
+    }  # fmt: skip
+    if cold_users == "drop":
+        cold = (f"{counts['cold_events']} of {counts['stream']} stream ratings "
+                f"({counts['cold_users']} users) belong to users with no rating before the cut: "
+                "revealed to the live arms and to retraining, not scored.")
+    else:
+        cold = (f"{counts['cold_events']} of {counts['stream']} stream ratings "
+                f"({counts['cold_users']} users) belong to users with no rating before the cut; "
+                f"{cold_scored} of them (all but each such user's first step) are scored, the "
+                "frozen arms giving those users popularity.")
+    tied = (f"{counts['tied']} stream ratings share their second with another rating of the same "
+            "user; each such group is scored against one slate before any of it is revealed.")
+    return counts, [cold, tied]
+
+
+def _event_rows(stream: Stream, scored: pd.DataFrame) -> np.ndarray:
+    """Stream positions of the scored events (their step's user is the event's user)."""
+    return cast(np.ndarray, stream.step_starts[scored["step"].to_numpy()])
+
+
+def write(results: ReplayResults, out_dir: Path) -> dict[str, Path]:
+    """Write the tables and the config to ``out_dir``; returns the paths by name."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {name: out_dir / name for name in
+             ("summary.csv", "differences.csv", "events.csv", "config.json")}
+    results.summary.to_csv(files["summary.csv"], index=False)
+    results.differences.to_csv(files["differences.csv"], index=False)
+    results.events.to_csv(files["events.csv"], index=False)
+    config = dataclasses.asdict(results.config)
+    config["synthetic"] = dict(results.config.synthetic or {}) or None
+    config["arm_params"] = {k: dict(v) for k, v in results.config.arm_params.items()}
+    payload = {"config": config, "counts": results.counts, "notes": results.notes,
+               "written": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
+    files["config.json"].write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    return files
