@@ -243,8 +243,9 @@ class SlateDynamics:
         """
         n_arms = self.simulator.n_arms
         teams = np.atleast_2d(teams)
-        share = np.zeros((teams.shape[0], n_arms))
-        np.add.at(share, (np.arange(teams.shape[0])[:, None], teams), 1.0 / teams.shape[1])
+        n, k = teams.shape
+        cells = (np.arange(n)[:, None] * n_arms + teams).ravel()  # one bincount, no Python loop
+        share = np.bincount(cells, minlength=n * n_arms).reshape(n, n_arms) / k
         decayed = fatigue[envs, users] * self.model.boredom_decay
         fatigue[envs, users] = decayed + (share[0] if np.ndim(users) == 0 else share)
 
