@@ -17,6 +17,12 @@ SMALL = {
         "HORIZON = 300\nRUNS = 3\nSEED = 3\nDATA = 'synthetic'\n"
         "SYNTHETIC = {'n_users': 150, 'n_items': 300, 'n_ratings': 6000, 'random_state': 1}\n"
     ),
+    "04_realtime.ipynb": (
+        "DATA = 'synthetic'\n"
+        "SYNTHETIC = {'n_users': 80, 'n_items': 150, 'n_ratings': 4000, 'random_state': 1}\n"
+        "CUT = 0.8\nMAX_EVENTS = 400\nCOLD_USERS = 'include'\nRETRAIN_EVERY = 200\n"
+        "N_BOOTSTRAP = 100\n"
+    ),
     "05_multileave.ipynb": "RUNS = 40\nHORIZON = 150\nSEED = 0\nDATA = 'synthetic'\n",
 }
 
@@ -58,6 +64,7 @@ def _text(notebook: nbformat.NotebookNode) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "min_images"), [("01_thompson_sampling.ipynb", 4),
                                                    ("02_recommender_arms.ipynb", 5),
+                                                   ("04_realtime.ipynb", 3),
                                                    ("05_multileave.ipynb", 3)])
 def test_notebook_runs_top_to_bottom(name, min_images, tmp_path):
     from nbclient import NotebookClient
@@ -81,6 +88,9 @@ def test_notebook_runs_top_to_bottom(name, min_images, tmp_path):
     text = _text(notebook)
     if name.startswith("01"):
         assert "Lai-Robbins constant" in text and "| Thompson Sampling |" in text
+    elif name.startswith("04"):
+        assert "| autoencoder/realtime - autoencoder/frozen | HR@10 |" in text
+        assert "stream ratings share their second" in text and "real-time top 3" in text
     elif name.startswith("05"):
         assert "impressions uniform (A/B/n) / multileave m=2" in text
         assert "| multileave m=2 |" in text and "inclusion probabilities" in text
