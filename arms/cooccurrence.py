@@ -216,14 +216,39 @@ class CooccurrenceRecommender(Recommender):
         check_float("popularity_weight", self.popularity_weight, low=0.0)
 
     # ------------------------------------------------------------------ learning
+    # The learned arrays the docstring lists; pairs_ and the windows are views of storage that
+    # makes one observe() cheap: additions to C wait in a small buffer (merged before any read
+    # of the whole matrix, before a frame change, and once it holds 1/64 of C's entries; int64
+    # sums do not depend on when), and the window arrays grow by doubling.
+    @property
+    def pairs_(self) -> sp.csr_matrix:
+        """The co-occurrence matrix ``C`` (see the class docstring)."""
+        self._merge()
+        return self._pairs
+
+    @property
+    def window_users_(self) -> np.ndarray:
+        """Raw ids of the users with a window (see the class docstring)."""
+        return self._win_users[: self._n_windows]
+
+    @property
+    def window_items_(self) -> np.ndarray:
+        """The users' window items (see the class docstring)."""
+        return self._win_items[: self._n_windows]
+
+    @property
+    def window_weights_(self) -> np.ndarray:
+        """The users' window weights (see the class docstring)."""
+        return self._win_weights[: self._n_windows]
+
     def _fit(self, train: Dataset) -> None:
         n, width = self.n_items_, int(self.window)
-        self.pairs_ = sp.csr_matrix((n, n), dtype=np.int64)
+        self._pairs = sp.csr_matrix((n, n), dtype=np.int64)
+        self._pending: list[np.ndarray] = []
         self.counts_ = np.zeros(n, dtype=np.int64)
         self.frame_, self.clock_ = 0, 0
-        self.window_users_ = np.zeros(0, dtype=np.int64)
-        self.window_items_ = np.zeros((0, width), dtype=np.int64)
-        self.window_weights_ = np.zeros((0, width), dtype=np.float64)
+        self._set_windows(np.zeros(0, np.int64), np.zeros((0, width), np.int64),
+                          np.zeros((0, width), np.float64))  # fmt: skip
         ratings = train.ratings.iloc[time_order(train)]
         users = ratings["user_index"].to_numpy(np.int64)
         items = ratings["item_index"].to_numpy(np.int64)
@@ -253,27 +278,65 @@ class CooccurrenceRecommender(Recommender):
     def _move_to(self, frame: int) -> None:
         passed = frame - self.frame_
         self.counts_ = shift_frames(self.counts_, passed)
-        pairs = self.pairs_.copy()
+        pairs = self.pairs_.copy()  # merged first: the shift applies to every sum so far
         pairs.data = shift_frames(pairs.data, passed)
         pairs.eliminate_zeros()
-        self.pairs_, self.frame_ = pairs, frame
+        self._pairs, self.frame_ = pairs, frame
+
+    def _merge(self) -> None:
+        """Add the buffered co-occurrences to ``C``."""
+        if not self._pending:
+            return
+        rows, cols, values = np.concatenate(self._pending, axis=1)
+        added = sp.csr_matrix((values, (rows, cols)), shape=self._pairs.shape, dtype=np.int64)
+        pairs = (self._pairs + added).tocsr()
+        pairs.eliminate_zeros()
+        pairs.sort_indices()
+        check_limit(pairs.data, "co-occurrence")
+        self._pairs, self._pending = pairs, []
+
+    def _pair_rows(self, rows: np.ndarray) -> sp.csr_matrix:
+        """Rows ``rows`` (sorted, distinct) of ``C`` with the buffered additions, as float64."""
+        block = self._pairs[rows].astype(np.float64)
+        if self._pending:
+            self._pending = [np.concatenate(self._pending, axis=1)]
+            pr, pc, pv = self._pending[0]
+            place = np.minimum(np.searchsorted(rows, pr), len(rows) - 1)
+            hit = rows[place] == pr
+            block = block + sp.csr_matrix(
+                (pv[hit].astype(np.float64), (place[hit], pc[hit])), shape=block.shape)
+        return block
+
+    def _set_windows(self, users: np.ndarray, items: np.ndarray, weights: np.ndarray) -> None:
+        self._win_users, self._win_items, self._win_weights = users, items, weights
+        self._n_windows = len(users)
+        self._win_index = {u: i for i, u in enumerate(users.tolist())}
 
     def _window_rows(self, users: np.ndarray) -> np.ndarray:
         """Each event's row of the window arrays; new users get rows in order of appearance."""
-        known = dict(zip(self.window_users_.tolist(), range(len(self.window_users_)),
-                         strict=True))  # fmt: skip
-        first = np.sort(np.unique(users, return_index=True)[1])
-        new = [u for u in users[first].tolist() if u not in known]
+        first = users[np.sort(np.unique(users, return_index=True)[1])].tolist()
+        new = [u for u in first if u not in self._win_index]
         if new:
+            self._add_windows(new)
+        lookup = np.array([self._win_index[u] for u in first], dtype=np.int64)
+        return _map_rows(users, np.array(first, dtype=np.int64), lookup)
+
+    def _add_windows(self, new: list[int]) -> None:
+        start, stop = self._n_windows, self._n_windows + len(new)
+        if stop > len(self._win_users):  # grow by doubling, so adding users costs O(1) each
+            capacity = max(stop, 2 * len(self._win_users), 16)
             width = int(self.window)
-            known.update(zip(new, range(len(known), len(known) + len(new)), strict=True))
-            self.window_users_ = np.concatenate([self.window_users_, np.array(new, np.int64)])
-            self.window_items_ = np.vstack(
-                [self.window_items_, np.full((len(new), width), -1, np.int64)])
-            self.window_weights_ = np.vstack(
-                [self.window_weights_, np.zeros((len(new), width), np.float64)])
-        lookup = np.array([known[u] for u in users[first].tolist()], dtype=np.int64)
-        return _map_rows(users, users[first], lookup)
+            users = np.zeros(capacity, np.int64)
+            items = np.full((capacity, width), -1, np.int64)
+            weights = np.zeros((capacity, width), np.float64)
+            users[:start], items[:start], weights[:start] = (
+                self._win_users[:start], self._win_items[:start], self._win_weights[:start])
+            self._win_users, self._win_items, self._win_weights = users, items, weights
+        self._win_users[start:stop] = new
+        self._win_items[start:stop] = -1
+        self._win_weights[start:stop] = 0.0
+        self._win_index.update(zip(new, range(start, stop), strict=True))
+        self._n_windows = stop
 
     def _fold_run(
         self, rows: np.ndarray, items: np.ndarray, weights: np.ndarray, times: np.ndarray
@@ -304,20 +367,15 @@ class CooccurrenceRecommender(Recommender):
         counts = self.counts_.copy()
         np.add.at(counts, items, fixed_point(weights, times, half_life, self.frame_))
         check_limit(counts, "live counts")
-        pairs = self.pairs_
+        self.counts_ = counts
         if pair_a:
             a, b = np.concatenate(pair_a), np.concatenate(pair_b)
             value = fixed_point(np.concatenate(pair_w), np.concatenate(pair_t), half_life,
                                 self.frame_)  # fmt: skip
-            added = sp.csr_matrix(
-                (np.concatenate([value, value]), (np.concatenate([a, b]), np.concatenate([b, a]))),
-                shape=pairs.shape, dtype=np.int64,
-            )  # fmt: skip
-            pairs = (pairs + added).tocsr()
-            pairs.eliminate_zeros()
-            pairs.sort_indices()
-            check_limit(pairs.data, "co-occurrence")
-        self.counts_, self.pairs_ = counts, pairs
+            self._pending.append(np.stack([np.concatenate([a, b]), np.concatenate([b, a]),
+                                           np.concatenate([value, value])]))  # fmt: skip
+            if sum(p.shape[1] for p in self._pending) > max(4096, self._pairs.nnz // 64):
+                self._merge()
         self._write_windows(owners, seq_owner, seq_items, seq_weights)
 
     def _write_windows(
@@ -333,8 +391,8 @@ class CooccurrenceRecommender(Recommender):
         weights = np.zeros((len(owners), width), dtype=np.float64)
         items[seq_owner[keep], width - from_end[keep]] = seq_items[keep]
         weights[seq_owner[keep], width - from_end[keep]] = seq_weights[keep]
-        self.window_items_[owners] = items
-        self.window_weights_[owners] = weights
+        self._win_items[owners] = items
+        self._win_weights[owners] = weights
 
     def _partial_fit(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray) -> None:
         """Feedback joins the live state as events at the clock, weighted by the rating, and
@@ -393,7 +451,7 @@ class CooccurrenceRecommender(Recommender):
             (weight[present], (row_index[present], columns.ravel())), shape=(n_rows, len(rows))
         )
         counts = np.maximum(self.counts_.astype(np.float64), 1.0)
-        scores = np.asarray((context @ self.pairs_[rows].astype(np.float64)).toarray())
+        scores = np.asarray((context @ self._pair_rows(rows)).toarray())
         scores /= counts ** float(self.damping)
         scale = np.abs(scores).max(axis=1, keepdims=True)
         scores /= np.where(scale > 0, scale, 1.0)
@@ -409,7 +467,7 @@ class CooccurrenceRecommender(Recommender):
         self.counts_ = np.concatenate([self.counts_, np.zeros(n_new, dtype=np.int64)])
         pairs = self.pairs_
         indptr = np.concatenate([pairs.indptr, np.full(n_new, pairs.indptr[-1])])
-        self.pairs_ = sp.csr_matrix((pairs.data, pairs.indices, indptr), shape=(n, n))
+        self._pairs = sp.csr_matrix((pairs.data, pairs.indices, indptr), shape=(n, n))
 
     def _get_state(self) -> dict[str, np.ndarray]:
         return {
@@ -424,13 +482,14 @@ class CooccurrenceRecommender(Recommender):
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         n = self.n_items_
-        self.pairs_ = sp.csr_matrix(
+        self._pairs = sp.csr_matrix(
             (state["pairs_data"], state["pairs_indices"], state["pairs_indptr"]), shape=(n, n))
+        self._pending = []
         self.counts_ = state["counts"].astype(np.int64)
         self.frame_, self.clock_ = int(state["frame"]), int(state["clock"])
-        self.window_users_ = state["window_users"].astype(np.int64)
-        self.window_items_ = state["window_items"].astype(np.int64)
-        self.window_weights_ = state["window_weights"].astype(np.float64)
+        self._set_windows(state["window_users"].astype(np.int64),
+                          state["window_items"].astype(np.int64),
+                          state["window_weights"].astype(np.float64))  # fmt: skip
         self.tail_ = state["tail"].astype(np.int64)
         self.tail_ratings_ = state["tail_ratings"].astype(np.float64)
 

@@ -209,6 +209,18 @@ def test_cooccurrence_incremental_fold_is_bit_identical_to_one_batch(data):
     assert (batch.pairs_ != batch.pairs_.T).nnz == 0  # symmetric
 
 
+def test_buffered_cooccurrences_score_as_merged_ones(data):
+    users, items, weights, times = _stream(300, 20, 90, 5_000, seed=5)
+    model = CooccurrenceRecommender(half_life=500.0).fit(data)  # C holds the training pairs
+    model.observe(users, items, weights, times + model.clock_)
+    assert model._pending  # below the merge threshold: the additions wait in the buffer
+    buffered = [model.score_history(None, [i], [5.0]) for i in (3, 17, 40)]
+    merged_matrix = model.pairs_  # reading C merges the buffer
+    assert not model._pending and merged_matrix.nnz > 0
+    for i, scores in zip((3, 17, 40), buffered, strict=True):
+        np.testing.assert_array_equal(model.score_history(None, [i], [5.0]), scores)
+
+
 def test_decay_matches_the_closed_form_on_a_tiny_case(data):
     h = 100.0
     t0, t1, t2 = 1_000_000, 1_000_450, 1_001_300  # t2 is a frame (800 s) later than t1
