@@ -143,6 +143,7 @@ class SpyRecommender(PopularityRecommender):
     fits: ClassVar[list[tuple[float, set[tuple[int, int]]]]] = []
 
     def __init__(self, *, shift: float = 0.0) -> None:
+        super().__init__()  # popularity's own hyper-parameters (half_life) keep their defaults
         self.shift = shift
 
     def _fit(self, train: Dataset) -> None:
