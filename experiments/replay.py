@@ -61,11 +61,6 @@ DEFAULT_ARMS = ("sequential", "autoencoder", "cooccurrence", "popularity")
 VARIANTS = ("frozen", "realtime", "retrain")
 COLD_USERS = ("drop", "include")
 DAY = 86_400.0
-#: Hyper-parameters of the real-time variant where it differs from the frozen arm (see above).
-REALTIME_PARAMS: Mapping[str, Mapping[str, Any]] = {
-    "popularity": {"half_life": None},  # None: filled with the config's half-life
-    "cooccurrence": {"from_train": False},
-}
 #: The cross-arm comparison: co-occurrence from the stream against live popularity.
 CROSS = (("cooccurrence", "realtime"), ("popularity", "realtime"))
 
@@ -309,10 +304,14 @@ class _Variant:
 
 
 def _arm_params(arm: str, variant: str, half_life: float) -> dict[str, Any]:
+    """The config's half-life for the live arms; in real time, popularity is live popularity and
+    co-occurrence starts empty (it learns from the stream only).
+    """
     params: dict[str, Any] = {"half_life": half_life} if arm == "cooccurrence" else {}
-    if variant == "realtime":
-        for key, value in REALTIME_PARAMS.get(arm, {}).items():
-            params[key] = half_life if value is None and key == "half_life" else value
+    if variant == "realtime" and arm == "popularity":
+        params["half_life"] = half_life
+    if variant == "realtime" and arm == "cooccurrence":
+        params["from_train"] = False
     return params
 
 
