@@ -33,6 +33,7 @@ from serving.api.routes import (
     preferences,
     recommendations,
     stream,
+    users,
 )
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.settings import Settings
@@ -103,7 +104,7 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
     for module in (policy, health, admin, stream, preferences):
         app.include_router(module.router)
     # The hot routes: plain Starlette routes, documented from their models (serving.api.openapi).
-    openapi.install(app, [recommendations.route, feedback.route, events.route])
+    openapi.install(app, [recommendations.route, feedback.route, events.route, users.route])
     demo.mount(app)
     handlers.install(app)
 

@@ -1,37 +1,93 @@
 """The context a contextual policy sees: what the service knows about the user at request time.
 
-Feature set ``user-v1`` (53 values on MovieLens 100K, names in :attr:`UserFeatures.names`):
+Feature set ``user-v2`` (:class:`FeatureStore`; 100 values on MovieLens 100K with the default
+rule book's 8 event types and 19 genres):
 
-==================  ======================================================================
-``bias``            1 for every request
-``gender=<g>``      one-hot of the catalogue's genders (all zero when unknown)
-``age=<bucket>``    one-hot of the MovieLens age buckets (<18, 18-24, ..., 56+)
-``occupation=<o>``  one-hot of the catalogue's occupations
-``genre=<g>``       share of each genre among the movies the user rated in training
-``activity``        ``log1p(ratings in training) / log1p(most ratings of any user)``
-``session_likes``   ``log1p(positive feedback in the session window)``
-``session_dislikes`` ``log1p(negative feedback in the session window)``
-==================  ======================================================================
+=======================  ==========================================================================
+``bias``                 1 for every request
+``gender=<g>``           one-hot of the catalogue's genders (all zero when unknown)
+``age=<bucket>``         one-hot of the MovieLens age buckets (<18, 18-24, ..., 56+)
+``occupation=<o>``       one-hot of the catalogue's occupations
+``genre=<g>``            share of each genre among the movies the user rated in training
+``activity``             ``log1p(ratings in training) / log1p(most ratings of any user)``
+``count=<type>``         ``log1p(decayed count of the user's events of <type>)``, one per type of
+                         the rule book (``view``, ``click``, ``like``, ...)
+``affinity=<g>``         ``(P_g - N_g) / sum over genres of (P_g + N_g)``, in ``[-1, 1]``: ``P_g``
+                         (``N_g``) is the decayed number of events on movies of genre ``g`` that
+                         the rule book signs positive (negative; ``RuleBook.session_sign``)
+``recency``              ``2 ** (-(now - latest event) / half_life)``; 0 with no event
+``live_activity``        ``log1p(decayed count of all the user's events)``
+``diversity``            entropy of the genre shares ``P_g / sum(P)`` over ``log(n_genres)``, in
+                         ``[0, 1]`` (0 with no positive event)
+``stated=<g>``           one-hot of the genres the user stated (``PUT /users/{id}/preferences``)
+=======================  ==========================================================================
 
-A user the catalogue does not know has only the bias and session features. Every decision logs
-the vector with ``FEATURE_VERSION``; a change of the feature set must change the version, so that
-the log never mixes vectors of different meanings under one name.
+The first six rows are the **static** part (training data; all zero but ``bias`` for a user the
+catalogue does not know); the next five the **behavioural** part, a fold of the user's events
+(:class:`BehaviourState`); the last the stated preferences. Every value is rounded to
+:data:`DECIMALS` decimals, so what a decision logs is exactly what the policy saw.
+
+**Decay.** An event ``half_life_s`` seconds old weighs 1/2, one twice as old 1/4. A state keeps
+its sums relative to an **anchor** time ``A`` (its first event's time): an event at ``t`` adds
+``2 ** ((t - A) / half_life)``, and a vector at ``now`` multiplies the sums by
+``2 ** ((A - now) / half_life)``. Each event's term depends on the event and the anchor only, and
+the terms are added one by one in log order (``numpy.add.accumulate``, which adds sequentially),
+so folding a log in any chunks, saving and restoring the state in between, gives bit for bit the
+sums of one replay; an event stamped in the past (or at the same second as another) simply adds
+a smaller term. The anchor moves to an event's time when the event lies more than
+:data:`REBASE_HALF_LIVES` half-lives after it (the sums are scaled down once), at the same event
+in every chunking, so that the terms never overflow.
+
+**Retention.** Events older than ``retention_s`` stop steering the features: the fold takes only
+the events stamped at or after the cut-off ``now - retention_s``, and a state whose oldest
+folded event has left the window (or that dropped an event that the cut-off now admits) is
+rebuilt from the events the caller passes (:meth:`BehaviourState.covers`). A
+:class:`FeatureCache` keeps one state per user, so a request folds only the events logged since
+the last one; the vector always equals a replay of the user's events within the window.
+
+Set ``user-v1`` (:class:`UserFeatures`; the static part plus ``session_likes`` and
+``session_dislikes``, ``log1p`` of the positive and negative feedback in the session window) is
+what the request path logs until it uses ``user-v2``. A change of the feature set must change
+the version, so that the log never mixes vectors of different meanings under one name.
 """
 
 from __future__ import annotations
 
+import bisect
+import json
 import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import repeat
+from operator import attrgetter
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from arms.data.dataset import Dataset
+from serving.rules import RuleBook
+from serving.store.types import UserEvent
 
-FEATURE_VERSION = "user-v1"
+FEATURE_VERSION = "user-v2"
+#: The version of :class:`UserFeatures` (static part and session counts).
+SESSION_FEATURE_VERSION = "user-v1"
 #: Decimals every feature value is rounded to (what is logged is exactly what the policy saw).
 DECIMALS = 4
 #: MovieLens 1M's age groups (lower bounds), used for every catalogue with an ``age`` column.
 AGE_BUCKETS = (0, 18, 25, 35, 45, 50, 56)
+#: Default half-life of an event's weight (a day).
+DEFAULT_HALF_LIFE_S = 86_400.0
+#: Default retention (the service's default ``retention_s``: 90 days).
+DEFAULT_RETENTION_S = 90 * 86_400.0
+#: Default number of users a worker's :class:`FeatureCache` keeps.
+DEFAULT_CACHE_USERS = 10_000
+#: Half-lives an event may lie after a state's anchor before the anchor moves to it: a term is
+#: at most 2**256 (~1e77), so sums of billions of events stay far below float64's 1.8e308.
+REBASE_HALF_LIVES = 256.0
+
+_SEQ = attrgetter("seq")
 
 
 def _age_labels() -> list[str]:
@@ -40,8 +96,87 @@ def _age_labels() -> list[str]:
             for low, high in zip(AGE_BUCKETS, bounds, strict=True)]
 
 
+def _one_hot(matrix: np.ndarray, col: int, values: pd.Series, categories: list[str]) -> None:
+    """Set ``matrix[row, col + code] = 1`` for each row's category code (none when unknown)."""
+    codes = pd.Categorical(values.astype("string"), categories=categories).codes
+    rows = np.flatnonzero(codes >= 0)
+    matrix[rows, col + codes[rows]] = 1.0
+
+
+def _demographics(users: pd.DataFrame) -> tuple[list[str], np.ndarray]:
+    """Names and one-hot columns of the users' gender, age bucket and occupation."""
+    genders = sorted(map(str, users["gender"].dropna().unique())) if "gender" in users else []
+    occupations = (sorted(map(str, users["occupation"].dropna().unique()))
+                   if "occupation" in users else [])
+    names = [*(f"gender={g}" for g in genders), *_age_labels(),
+             *(f"occupation={o}" for o in occupations)]
+    block = np.zeros((len(users), len(names)))
+    if genders:
+        _one_hot(block, 0, users["gender"], genders)
+    col = len(genders)
+    if "age" in users:
+        ages = pd.to_numeric(users["age"], errors="coerce").to_numpy(dtype=np.float64)
+        known = np.isfinite(ages)
+        bucket = np.searchsorted(AGE_BUCKETS, ages[known], side="right") - 1
+        block[np.flatnonzero(known), col + bucket] = 1.0
+    col += len(AGE_BUCKETS)
+    if occupations:
+        _one_hot(block, col, users["occupation"], occupations)
+    return names, block
+
+
+@dataclass(frozen=True)
+class StaticFeatures:
+    """The part of the context that comes from the catalogue (``bias`` to ``activity``).
+
+    Attributes
+    ----------
+    names : list of str
+        ``bias``, demographics, ``genre=<g>`` training shares, ``activity``.
+    rows : ndarray of float64, shape ``(n_users, len(names))``
+        Each catalogue user's values, rounded to :data:`DECIMALS`.
+    unknown : ndarray of float64, shape ``(len(names),)``
+        The values of a user the catalogue does not know (``bias`` only).
+    index : dict of int to int
+        Raw user id -> row of ``rows``.
+    """
+
+    names: list[str]
+    rows: np.ndarray
+    unknown: np.ndarray
+    index: dict[int, int]
+
+    @classmethod
+    def build(cls, catalog: Dataset) -> StaticFeatures:
+        """The static features of ``catalog``'s users (demographics, training ratings)."""
+        users = catalog.users
+        demo_names, demographics = _demographics(users)
+        ratings = catalog.ratings
+        flags = catalog.items.loc[:, list(catalog.genre_names)].to_numpy(dtype=np.float64)
+        user_pos = ratings["user_index"].to_numpy()
+        genre_sums = np.zeros((len(users), flags.shape[1]))
+        np.add.at(genre_sums, user_pos, flags[ratings["item_index"].to_numpy()])
+        totals = genre_sums.sum(axis=1, keepdims=True)
+        shares = np.divide(genre_sums, totals, out=np.zeros_like(genre_sums), where=totals > 0)
+        counts = np.bincount(user_pos, minlength=len(users)).astype(np.float64)
+        activity = np.log1p(counts) / max(np.log1p(counts.max(initial=0.0)), 1.0)
+        names = ["bias", *demo_names, *(f"genre={g}" for g in catalog.genre_names), "activity"]
+        # Rounded to 4 decimals: every decision logs its vector, and 53 values of 17 digits
+        # made a decision row ~1 KB (~250 bytes rounded); the policy sees the rounded values too.
+        rows = np.round(np.column_stack((np.ones(len(users)), demographics, shares, activity)),
+                        DECIMALS)
+        unknown = np.zeros(len(names))
+        unknown[0] = 1.0
+        return cls(names, rows, unknown, {int(u): i for i, u in enumerate(users.index)})
+
+    def row(self, user_id: int) -> np.ndarray:
+        """The static values of ``user_id`` (read-only view; ``unknown`` for a stranger)."""
+        i = self.index.get(user_id)
+        return self.unknown if i is None else self.rows[i]
+
+
 class UserFeatures:
-    """Context vectors of ``catalog``'s users, precomputed once; session counts added per request.
+    """Feature set ``user-v1``: the static part, plus session counts added per request.
 
     Parameters
     ----------
@@ -49,62 +184,16 @@ class UserFeatures:
         Users (demographics) and training ratings (genre shares, activity).
     """
 
-    version = FEATURE_VERSION
+    version = SESSION_FEATURE_VERSION
 
     def __init__(self, catalog: Dataset) -> None:
-        users = catalog.users
-        genders = sorted(map(str, users["gender"].dropna().unique())) if "gender" in users else []
-        occupations = (sorted(map(str, users["occupation"].dropna().unique()))
-                       if "occupation" in users else [])
-        self.names: list[str] = [
-            "bias", *(f"gender={g}" for g in genders), *_age_labels(),
-            *(f"occupation={o}" for o in occupations),
-            *(f"genre={g}" for g in catalog.genre_names), "activity",
-            "session_likes", "session_dislikes",
-        ]
-        n_users = len(users)
-        static = np.zeros((n_users, len(self.names) - 2), dtype=np.float64)
-        static[:, 0] = 1.0
-        col = 1
-        if genders:
-            codes = pd.Categorical(users["gender"].astype("string"), categories=genders).codes
-            rows = np.flatnonzero(codes >= 0)
-            static[rows, col + codes[rows]] = 1.0
-        col += len(genders)
-        if "age" in users:
-            ages = pd.to_numeric(users["age"], errors="coerce").to_numpy(dtype=np.float64)
-            known = np.isfinite(ages)
-            bucket = np.searchsorted(AGE_BUCKETS, ages[known], side="right") - 1
-            static[np.flatnonzero(known), col + bucket] = 1.0
-        col += len(AGE_BUCKETS)
-        if occupations:
-            codes = pd.Categorical(users["occupation"].astype("string"),
-                                   categories=occupations).codes
-            rows = np.flatnonzero(codes >= 0)
-            static[rows, col + codes[rows]] = 1.0
-        col += len(occupations)
-        ratings = catalog.ratings
-        flags = catalog.items.loc[:, list(catalog.genre_names)].to_numpy(dtype=np.float64)
-        user_pos = ratings["user_index"].to_numpy()
-        item_pos = ratings["item_index"].to_numpy()
-        genre_sums = np.zeros((n_users, flags.shape[1]))
-        np.add.at(genre_sums, user_pos, flags[item_pos])
-        totals = genre_sums.sum(axis=1, keepdims=True)
-        static[:, col:col + flags.shape[1]] = np.divide(genre_sums, totals,
-                                                        out=np.zeros_like(genre_sums),
-                                                        where=totals > 0)
-        col += flags.shape[1]
-        counts = np.bincount(user_pos, minlength=n_users).astype(np.float64)
-        static[:, col] = np.log1p(counts) / max(np.log1p(counts.max(initial=0.0)), 1.0)
+        static = StaticFeatures.build(catalog)
+        self.names: list[str] = [*static.names, "session_likes", "session_dislikes"]
         # Whole vectors with an empty session: a request copies its row and sets the last two
         # values (2 us, against 10 us for concatenating the parts).
-        # Rounded to 4 decimals: every decision logs its vector, and 53 values of 17 digits
-        # made a decision row ~1 KB (~250 bytes rounded); the policy sees the rounded values too.
-        self._full = np.round(np.concatenate((static, np.zeros((n_users, 2))), axis=1),
-                              DECIMALS)
-        self._row = {int(u): i for i, u in enumerate(users.index)}
-        self._unknown = np.zeros(len(self.names))
-        self._unknown[0] = 1.0
+        self._full = np.concatenate((static.rows, np.zeros((len(static.rows), 2))), axis=1)
+        self._row = static.index
+        self._unknown = np.concatenate((static.unknown, np.zeros(2)))
 
     @property
     def dimension(self) -> int:
@@ -134,4 +223,519 @@ class UserFeatures:
         return x
 
 
-__all__ = ["AGE_BUCKETS", "FEATURE_VERSION", "UserFeatures"]
+# ---------------------------------------------------------------------------- behaviour
+def _positive_finite(name: str, value: object) -> float:
+    """``value`` as a float, or an error naming ``name``.
+
+    Raises
+    ------
+    TypeError
+        Not a real number.
+    ValueError
+        Not finite, or not above 0.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
+    return float(value)
+
+
+class BehaviourSpec:
+    """What a :class:`BehaviourState` counts: the rule book's types, the catalogue's genres.
+
+    Shared by every user's state (immutable).
+
+    Parameters
+    ----------
+    rules : RuleBook
+        Event types (one ``count=<type>`` each) and each event's session sign.
+    item_ids : array-like of int, shape ``(n_items,)``
+        The catalogue's raw item ids.
+    genre_flags : array-like of float, shape ``(n_items, n_genres)``
+        1 where an item has a genre.
+    genre_names : sequence of str, length ``n_genres``
+    half_life_s : float, default :data:`DEFAULT_HALF_LIFE_S`
+        Seconds after which an event weighs half as much.
+
+    Raises
+    ------
+    TypeError, ValueError
+        ``half_life_s`` not a positive finite number; ``item_ids`` and ``genre_flags`` of
+        different lengths.
+    """
+
+    def __init__(self, rules: RuleBook, item_ids: Sequence[int] | np.ndarray,
+                 genre_flags: np.ndarray, genre_names: Sequence[str], *,
+                 half_life_s: float = DEFAULT_HALF_LIFE_S) -> None:
+        self.rules = rules
+        self.half_life_s = _positive_finite("half_life_s", half_life_s)
+        self.types: tuple[str, ...] = tuple(rules.types)
+        self.genres: tuple[str, ...] = tuple(genre_names)
+        ids = np.asarray(item_ids, dtype=np.int64)
+        flags = np.asarray(genre_flags, dtype=np.float64)
+        if flags.shape != (ids.size, len(self.genres)):
+            raise ValueError(f"genre_flags must have shape (len(item_ids), len(genre_names)) = "
+                             f"{(ids.size, len(self.genres))}, got {flags.shape}")
+        order = np.argsort(ids, kind="stable")
+        # One more id, above any raw id, and its row of zeros: where an item the catalogue does
+        # not know is looked up (no genre).
+        self._ids = np.append(ids[order], np.iinfo(np.int64).max)
+        self._flags = np.vstack((flags[order], np.zeros((1, len(self.genres)))))
+        self._type_code = {t: i for i, t in enumerate(self.types)}
+        # Each type's sign where its rule has a constant one (valued: it depends on the value);
+        # one more entry, 0, for code -1 (a type the rule book does not know).
+        constant = [rules.rule(t).session_sign for t in self.types]
+        self._type_sign = np.array([*(s or 0 for s in constant), 0], dtype=np.float64)
+        self._valued = np.array([s is None for s in constant], dtype=bool)
+
+    @classmethod
+    def from_catalog(cls, catalog: Dataset, rules: RuleBook, *,
+                     half_life_s: float = DEFAULT_HALF_LIFE_S) -> BehaviourSpec:
+        """The spec of ``catalog``'s items and genres under ``rules``."""
+        return cls(rules, catalog.item_ids, catalog.genre_matrix(), catalog.genre_names,
+                   half_life_s=half_life_s)
+
+    @property
+    def names(self) -> list[str]:
+        """Names of the behavioural features, in :meth:`BehaviourState.vector`'s order."""
+        return [*(f"count={t}" for t in self.types), *(f"affinity={g}" for g in self.genres),
+                "recency", "live_activity", "diversity"]
+
+    @property
+    def width(self) -> int:
+        """Number of sums a state keeps: a count per type, positive and negative per genre."""
+        return len(self.types) + 2 * len(self.genres)
+
+    def describe(self) -> dict[str, Any]:
+        """What a saved state must match to be restored under this spec."""
+        return {"types": list(self.types), "genres": list(self.genres),
+                "half_life_s": self.half_life_s}
+
+    def signs(self, codes: np.ndarray, values: Sequence[float | None]) -> np.ndarray:
+        """The rule book's session sign of each event, shape ``(n,)`` (0 for a code of -1).
+
+        A type with a constant sign takes it at once; the rule book is asked once per distinct
+        value of a type whose sign depends on the value (a rating's stars).
+        """
+        signs = self._type_sign[codes]
+        for code in np.flatnonzero(self._valued).tolist():
+            mine = np.flatnonzero(codes == code)
+            if not mine.size:
+                continue
+            event_type = self.types[code]
+            # None -> nan: the rule book refuses a missing value of a type that needs one.
+            given = np.array([values[i] for i in mine.tolist()], dtype=np.float64)
+            distinct, inverse = np.unique(given, return_inverse=True)
+            per_value = [self.rules.session_sign(event_type, None if math.isnan(v) else v)
+                         for v in distinct.tolist()]
+            signs[mine] = np.asarray(per_value, dtype=np.float64)[inverse]
+        return signs
+
+    def terms(self, codes: np.ndarray, signs: np.ndarray, movies: np.ndarray,
+              weights: np.ndarray) -> np.ndarray:
+        """Each event's addition to the sums, shape ``(n, width)``: its weight in its type's
+        count, and in its movie's genres, positive or negative by its sign.
+        """
+        n_types, n_genres = len(self.types), len(self.genres)
+        pos = np.searchsorted(self._ids, movies)  # at most the last id's, the unknown one's
+        rows = self._flags[np.where(self._ids[pos] == movies, pos, self._ids.size - 1)]
+        out = np.zeros((codes.size, self.width))
+        out[np.arange(codes.size), codes] = weights
+        out[:, n_types:n_types + n_genres] = rows * (weights * (signs > 0))[:, None]
+        out[:, n_types + n_genres:] = rows * (weights * (signs < 0))[:, None]
+        return out
+
+    def encode(self, events: Sequence[UserEvent]
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The events of a known type as arrays: ``(times, codes, signs, movies)``, each of
+        shape ``(n_known,)`` (a type the rule book does not know steers nothing).
+
+        Raises
+        ------
+        ValueError
+            Events not in log order (ascending ``seq``).
+        """
+        seq, movie, kind, value, at = zip(*events, strict=True)
+        seqs = np.asarray(seq, dtype=np.int64)
+        if seqs.size > 1 and (np.diff(seqs) <= 0).any():
+            raise ValueError("events must be in log order (strictly ascending seq), got seqs "
+                             f"{seqs.tolist()[:10]}...")
+        codes = np.fromiter(map(self._type_code.get, kind, repeat(-1)), np.int64, len(kind))
+        signs = self.signs(codes, value)
+        times = np.asarray(at, dtype=np.float64)
+        movies = np.asarray(movie, dtype=np.int64)
+        known = codes >= 0
+        if not known.all():
+            return times[known], codes[known], signs[known], movies[known]
+        return times, codes, signs, movies
+
+
+def _json_time(value: float) -> float | None:
+    return None if math.isinf(value) else value
+
+
+def _time_from_json(value: float | None, none: float) -> float:
+    return none if value is None else float(value)
+
+
+class BehaviourState:
+    """One user's behavioural features as a fold of their events (see the module doc).
+
+    Parameters
+    ----------
+    spec : BehaviourSpec
+
+    Attributes
+    ----------
+    seq_ : int
+        Highest log position seen (folded or dropped); -1 before any.
+    anchor_ : float
+        Time the sums are relative to (nan before any event).
+    sums_ : ndarray of float64, shape ``(spec.width,)``
+        Decayed counts per type, then positive and negative genre weights, at ``anchor_``.
+    oldest_, latest_ : float
+        Earliest and latest time of the folded events (``inf`` / ``-inf`` before any).
+    dropped_ : float
+        Latest time of an event left out for being before its fold's cut-off (``-inf``: none).
+    n_events_ : int
+        Events folded.
+    """
+
+    def __init__(self, spec: BehaviourSpec) -> None:
+        self.spec = spec
+        self.seq_ = -1
+        self.anchor_ = math.nan
+        self.sums_ = np.zeros(spec.width)
+        self.oldest_ = math.inf
+        self.latest_ = -math.inf
+        self.dropped_ = -math.inf
+        self.n_events_ = 0
+        # What vector() derives from the sums, until the next fold (see _timeless).
+        self._template: np.ndarray | None = None
+        self._counts = self.sums_[:0]
+
+    def covers(self, since: float) -> bool:
+        """Whether this state equals a replay of the events stamped at or after ``since``
+        (none it folded is older, none it dropped is as recent).
+        """
+        return self.oldest_ >= since and self.dropped_ < since
+
+    def fold(self, events: Sequence[UserEvent], since: float = -math.inf) -> BehaviourState:
+        """Add the events after ``seq_`` stamped at or after ``since``; returns ``self``.
+
+        Parameters
+        ----------
+        events : sequence of UserEvent
+            The user's events in log order (ascending ``seq``), as the store reads them; those
+            at or before ``seq_`` (already seen) are skipped, so the whole log may be passed.
+        since : float, default -inf
+            Cut-off (Unix seconds): older events are left out (the retention window).
+
+        Raises
+        ------
+        ValueError
+            Events not in log order.
+        """
+        new = events[bisect.bisect_right(events, self.seq_, key=_SEQ):]
+        if not new:
+            return self
+        times, codes, signs, movies = self.spec.encode(new)
+        self.seq_ = max(self.seq_, int(new[-1].seq))
+        inside = times >= since
+        if not inside.all():
+            self.dropped_ = max(self.dropped_, float(times[~inside].max()))
+            times, codes, signs, movies = (times[inside], codes[inside], signs[inside],
+                                           movies[inside])
+        if times.size:
+            self._add(times, codes, signs, movies)
+        return self
+
+    def _add(self, times: np.ndarray, codes: np.ndarray, signs: np.ndarray,
+             movies: np.ndarray) -> None:
+        """Fold events (in log order) into the sums, moving the anchor where the module doc says."""
+        half_life = self.spec.half_life_s
+        if math.isnan(self.anchor_):
+            self.anchor_ = float(times[0])
+        start = 0
+        while start < times.size:
+            # The first event too far after the anchor (if any) ends this run of terms.
+            far = np.flatnonzero(times[start:] > self.anchor_ + REBASE_HALF_LIVES * half_life)
+            stop = start + int(far[0]) if far.size else times.size
+            if stop > start:
+                weights = np.exp2((times[start:stop] - self.anchor_) / half_life)
+                terms = self.spec.terms(codes[start:stop], signs[start:stop],
+                                        movies[start:stop], weights)
+                # Sequential adds (not np.sum's pairwise ones): any chunking adds the same
+                # terms in the same order (one term: the same single add, without the stack).
+                self.sums_ = (self.sums_ + terms[0] if stop - start == 1 else
+                              np.add.accumulate(np.vstack((self.sums_, terms)), axis=0)[-1])
+            if stop < times.size:
+                anchor = float(times[stop])
+                self.sums_ = self.sums_ * np.exp2((self.anchor_ - anchor) / half_life)
+                self.anchor_ = anchor
+            start = stop
+        self._template = None
+        self.oldest_ = min(self.oldest_, float(times.min()))
+        self.latest_ = max(self.latest_, float(times.max()))
+        self.n_events_ += int(times.size)
+
+    def _timeless(self) -> np.ndarray:
+        """The vector with the parts that do not change with time filled in (affinities and
+        diversity: ratios of sums, where the decay cancels), rounded; kept until the next fold.
+        """
+        if self._template is None:
+            spec = self.spec
+            n_types, n_genres = len(spec.types), len(spec.genres)
+            out = np.zeros(n_types + n_genres + 3)
+            positive = self.sums_[n_types:n_types + n_genres]
+            negative = self.sums_[n_types + n_genres:]
+            mass = float(positive.sum() + negative.sum())
+            if mass > 0:
+                out[n_types:n_types + n_genres] = (positive - negative) / mass
+            out[-1] = _diversity(positive)
+            self._template = np.round(out, DECIMALS)
+            self._counts = self.sums_[:n_types].copy()
+        return self._template
+
+    def vector(self, now: float) -> np.ndarray:
+        """The behavioural features at ``now`` (see the module doc), shape
+        ``(len(spec.names),)``, rounded to :data:`DECIMALS`.
+
+        ``now`` before the latest event (a client clock ahead of the server's) is taken as the
+        latest event's time.
+        """
+        out = self._timeless().copy()
+        if self.n_events_ == 0:
+            return out
+        half_life = self.spec.half_life_s
+        now = max(now, self.latest_)
+        counts = self._counts * (2.0 ** ((self.anchor_ - now) / half_life))
+        n_types = counts.size
+        out[:n_types] = np.log1p(counts)
+        out[-3] = 2.0 ** ((self.latest_ - now) / half_life)
+        out[-2] = math.log1p(float(counts.sum()))
+        out[:n_types] = np.round(out[:n_types], DECIMALS)
+        out[-3:-1] = np.round(out[-3:-1], DECIMALS)
+        return out
+
+    def to_json(self) -> str:
+        """The state as JSON text (floats written exactly: :meth:`from_json` restores the bits)."""
+        return json.dumps({
+            "version": FEATURE_VERSION, **self.spec.describe(), "seq": self.seq_,
+            "anchor": None if math.isnan(self.anchor_) else self.anchor_,
+            "sums": self.sums_.tolist(), "oldest": _json_time(self.oldest_),
+            "latest": _json_time(self.latest_), "dropped": _json_time(self.dropped_),
+            "n_events": self.n_events_})
+
+    @classmethod
+    def from_json(cls, spec: BehaviourSpec, text: str | bytes) -> BehaviourState:
+        """The state :meth:`to_json` wrote, under ``spec``.
+
+        Raises
+        ------
+        ValueError
+            The text was written for another feature version, types, genres or half-life.
+        """
+        data = json.loads(text)
+        written = {k: data.get(k) for k in ("version", "types", "genres", "half_life_s")}
+        expected = {"version": FEATURE_VERSION, **spec.describe()}
+        if written != expected:
+            raise ValueError(f"state was saved for {written}, which is not this spec's "
+                             f"{expected}; rebuild it from the events")
+        state = cls(spec)
+        state.seq_ = int(data["seq"])
+        state.anchor_ = math.nan if data["anchor"] is None else float(data["anchor"])
+        state.sums_ = np.asarray(data["sums"], dtype=np.float64)
+        state.oldest_ = _time_from_json(data["oldest"], math.inf)
+        state.latest_ = _time_from_json(data["latest"], -math.inf)
+        state.dropped_ = _time_from_json(data["dropped"], -math.inf)
+        state.n_events_ = int(data["n_events"])
+        return state
+
+
+def _diversity(positive: np.ndarray) -> float:
+    """Normalised entropy of the genre shares of ``positive`` (0 with none or one genre)."""
+    total = float(positive.sum())
+    if total <= 0 or positive.size < 2:
+        return 0.0
+    shares = positive[positive > 0] / total
+    return float(-(shares * np.log(shares)).sum() / math.log(positive.size))
+
+
+class FeatureCache:
+    """Each user's :class:`BehaviourState`, kept between requests (one cache per worker).
+
+    A request folds only the events logged since the user's last request; a state that no
+    longer :meth:`~BehaviourState.covers` the retention window is rebuilt from the events
+    passed, and a read older than the cached state is replayed on its own, so :meth:`state`
+    always equals a replay of the events passed, within the window. The log's seqs must be
+    visible in order (the store gives a feedback its seq when it commits, under the lock that
+    orders the log), so a read that sees a seq has seen every smaller one of the user. Least
+    recently used users are evicted beyond ``max_users``. Not thread-safe: the service uses it
+    from its event loop only (a fold never awaits).
+
+    Parameters
+    ----------
+    spec : BehaviourSpec
+    retention_s : float or None, default :data:`DEFAULT_RETENTION_S`
+        Events older than this (at the request's ``now``) are left out; None keeps them all.
+    max_users : int, default :data:`DEFAULT_CACHE_USERS`
+
+    Raises
+    ------
+    TypeError, ValueError
+        ``retention_s`` not a positive finite number (or None); ``max_users`` not an int >= 1.
+    """
+
+    def __init__(self, spec: BehaviourSpec, *, retention_s: float | None = DEFAULT_RETENTION_S,
+                 max_users: int = DEFAULT_CACHE_USERS) -> None:
+        if isinstance(max_users, bool) or not isinstance(max_users, int):
+            raise TypeError(f"max_users must be an int, got {type(max_users).__name__}")
+        if max_users < 1:
+            raise ValueError(f"max_users must be >= 1, got {max_users}")
+        self.spec = spec
+        self.retention_s = (None if retention_s is None
+                            else _positive_finite("retention_s", retention_s))
+        self.max_users = max_users
+        self._states: OrderedDict[int, BehaviourState] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def since(self, now: float) -> float:
+        """The retention cut-off at ``now`` (``-inf`` without retention)."""
+        return -math.inf if self.retention_s is None else now - self.retention_s
+
+    def replay(self, events: Sequence[UserEvent], now: float) -> BehaviourState:
+        """A fresh state folded from ``events`` within the window at ``now`` (no cache)."""
+        return BehaviourState(self.spec).fold(events, self.since(now))
+
+    def state(self, user_id: int, events: Sequence[UserEvent], now: float) -> BehaviourState:
+        """``user_id``'s state at ``now``: the cached one advanced by the new ``events``, or a
+        replay when the window moved past it.
+
+        Parameters
+        ----------
+        user_id : int
+        events : sequence of UserEvent
+            All the user's events the store holds, in log order.
+        now : float
+            Unix seconds.
+        """
+        since = self.since(now)
+        state = self._states.get(user_id)
+        if state is not None and (events[-1].seq if events else -1) < state.seq_:
+            # A read older than the cached state (a concurrent request of the same user read
+            # the log first): replayed on its own, the cache left as it is.
+            return self.replay(events, now)
+        self._states.pop(user_id, None)
+        if state is None or not state.covers(since):
+            state = BehaviourState(self.spec)
+        state.fold(events, since)
+        self._states[user_id] = state
+        if len(self._states) > self.max_users:
+            self._states.popitem(last=False)
+        return state
+
+
+class FeatureStore:
+    """Feature set ``user-v2`` (see the module doc): static, behavioural and stated features.
+
+    One per worker; its :class:`FeatureCache` keeps each user's behavioural state between
+    requests.
+
+    Parameters
+    ----------
+    catalog : Dataset
+        Users (demographics), training ratings (genre shares, activity), items' genres.
+    rules : RuleBook, optional
+        Event types and signs (default: ``RuleBook()``, the default rules).
+    half_life_s : float, default :data:`DEFAULT_HALF_LIFE_S`
+    retention_s : float or None, default :data:`DEFAULT_RETENTION_S`
+        The service's ``retention_s``.
+    cache_users : int, default :data:`DEFAULT_CACHE_USERS`
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :class:`BehaviourSpec` and :class:`FeatureCache`.
+    """
+
+    version = FEATURE_VERSION
+
+    def __init__(self, catalog: Dataset, rules: RuleBook | None = None, *,
+                 half_life_s: float = DEFAULT_HALF_LIFE_S,
+                 retention_s: float | None = DEFAULT_RETENTION_S,
+                 cache_users: int = DEFAULT_CACHE_USERS) -> None:
+        self.static = StaticFeatures.build(catalog)
+        self.spec = BehaviourSpec.from_catalog(catalog, rules if rules is not None
+                                               else RuleBook(), half_life_s=half_life_s)
+        self.cache = FeatureCache(self.spec, retention_s=retention_s, max_users=cache_users)
+        self.genres = self.spec.genres
+        self._genre_pos = {g: i for i, g in enumerate(self.genres)}
+        self.names: list[str] = [*self.static.names, *self.spec.names,
+                                 *(f"stated={g}" for g in self.genres)]
+
+    @property
+    def dimension(self) -> int:
+        """Length ``d`` of every vector."""
+        return len(self.names)
+
+    def mean_vector(self) -> np.ndarray:
+        """The average context of the catalogue's users with no event and no stated genre,
+        shape ``(d,)`` (where ``GET /policy`` evaluates a contextual policy).
+        """
+        rest = np.zeros(self.dimension - len(self.static.names))
+        return np.concatenate((self.static.rows.mean(axis=0), rest))
+
+    def stated_vector(self, stated: Sequence[str] | None) -> np.ndarray:
+        """One-hot of the ``stated`` genres, shape ``(n_genres,)``; a name the catalogue does not
+        have is ignored (``PUT /users/{id}/preferences`` refuses those).
+        """
+        out = np.zeros(len(self.genres))
+        for genre in stated or ():
+            pos = self._genre_pos.get(genre)
+            if pos is not None:
+                out[pos] = 1.0
+        return out
+
+    def vector(self, user_id: int, events: Sequence[UserEvent],
+               stated: Sequence[str] | None, now: float, *, cached: bool = True) -> np.ndarray:
+        """The context of ``user_id`` at ``now``, shape ``(d,)``, rounded to :data:`DECIMALS`.
+
+        Parameters
+        ----------
+        user_id : int
+            Raw user id (a stranger gets the bias, behavioural and stated features only).
+        events : sequence of UserEvent
+            Every event of the user the store holds, in log order (``Store.user_feedback``).
+        stated : sequence of str or None
+            The genres the user stated last (``Store.user_preferences``), None if never.
+        now : float
+            Unix seconds: the retention cut-off and the decay are taken at this time.
+        cached : bool, default True
+            Use (and advance) the worker's :class:`FeatureCache`; False replays the events.
+        """
+        state = (self.cache.state(user_id, events, now) if cached
+                 else self.cache.replay(events, now))
+        return np.concatenate((self.static.row(user_id), state.vector(now),
+                               self.stated_vector(stated)))
+
+
+__all__ = [
+    "AGE_BUCKETS",
+    "DECIMALS",
+    "DEFAULT_CACHE_USERS",
+    "DEFAULT_HALF_LIFE_S",
+    "DEFAULT_RETENTION_S",
+    "FEATURE_VERSION",
+    "REBASE_HALF_LIVES",
+    "SESSION_FEATURE_VERSION",
+    "BehaviourSpec",
+    "BehaviourState",
+    "FeatureCache",
+    "FeatureStore",
+    "StaticFeatures",
+    "UserFeatures",
+]

@@ -564,6 +564,27 @@ class RecommendationService:
             return version, n_ratings
 
     # ------------------------------------------------------------------ user features
+    async def user_features(self, user_id: int) -> tuple[list[str], list[float], float]:
+        """``user_id``'s feature vector of set ``user-v2`` (:mod:`serving.features`) as of now:
+        ``(names, values, as_of)``, ``as_of`` in Unix seconds (``GET /users/{id}/features``).
+
+        The behavioural features fold the user's events within ``settings.retention_s``
+        (this worker's feature cache folds only those logged since the user's last call); the
+        stated ones are the genres of their latest ``PUT /users/{id}/preferences``.
+        """
+        from serving.features import FeatureStore  # here while the request path uses user-v1
+
+        # One feature store (and cache) per worker, built on first use.
+        features = self.__dict__.get("feature_store")
+        if not isinstance(features, FeatureStore):
+            features = FeatureStore(self.catalog, self.rules,
+                                    retention_s=self.settings.retention_s)
+            self.__dict__["feature_store"] = features
+        events = await self._read("user_feedback", user_id)
+        stated = await self._read("user_preferences", user_id)
+        now = time.time()
+        values = features.vector(user_id, events, None if stated is None else stated[0], now)
+        return features.names, values.tolist(), now
 
 
 def _iso(unix_s: float) -> str:
