@@ -151,8 +151,9 @@ def standard_gamma(rng: np.random.Generator, shape: np.ndarray,
     Why: numpy's loop calls the bit generator and its float ziggurat entry by entry (18 ns per
     float32 draw on a quiet machine), while uniforms from raw bits cost 0.9 ns in bulk and
     float32 log, sin, cos and sqrt a fraction of a ns each under SIMD. 600,000 shapes (a third
-    1, the rest 1..59, as in a simulation), same process, CPU time: 5.4 ms against numpy's
-    8.8 ms; in the throughput bench the whole Thompson step is 1.6-2.4x faster. In float64
+    1, the rest 1..59, as in a simulation), same process, CPU time: 4.3 ms against numpy's
+    11.4 ms at load 7 (the version before the per-shape squeeze and the spare bits: 4.9 ms;
+    5.4 against 8.8 in an older, quieter measurement). In float64
     numpy's sampler is kept: float64 ``sin``/``cos`` have no SIMD loop here (7 ms per
     600,000) and a float64 version of this sampler took 29.5 ms against numpy's 17.8 ms.
 
@@ -161,7 +162,11 @@ def standard_gamma(rng: np.random.Generator, shape: np.ndarray,
     algorithms vectorised: one uniform pair per Beta, but 6-31% rejections at the small counts
     of a simulation and sums like ``a + r - w`` that cancel in float32 once the counts are
     large, so the tests need float64 arithmetic: 33 ms for one round (a prototype in
-    ``/tmp``, not blocked). Drawing only for the
+    ``/tmp``, not blocked). Tried again with Cheng's BA (BB's squeezes in float32, a float64
+    full test for the rest, every round on the rejected entries): it passes the KS tests,
+    but accepts only 68-89% of proposals at the shapes of a simulation (34% at (0.1, 3)) and
+    BB's squeeze settles 39-52% in float32, so 600,000 Beta draws took 64 ms against 9.1 ms
+    for two calls of this sampler. Drawing only for the
     arms that could still win does not help where it matters: early in a run every arm can.
 
     Parameters

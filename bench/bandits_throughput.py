@@ -13,7 +13,12 @@ the same machine in the same process:
   arm from it, ``learn`` the ``action:cost:probability`` label, per step.
 
 Each contender also reports the share of its last pulls that went to the best arm, so speed is
-not bought with wrong answers. Peers come from the ``bench`` extra (``pip install -e .[bench]``);
+not bought with wrong answers. Besides wall-clock pulls/s, recbandits (batched) and MABWiser are
+timed in CPU seconds of this process (``time.process_time``; both run on one thread): on a
+shared machine the wall-clock ratio also measures how much of a core the scheduler gave each side
+while it ran, which moves by 2-3x between consecutive runs under load; the CPU-time ratio
+(``ratio_batched_vs_mabwiser_cpu``) measures the work each needs per pull. Peers come from the
+``bench`` extra (``pip install -e .[bench]``);
 a missing peer is reported and skipped.
 
 Usage::
@@ -42,8 +47,8 @@ BEST = int(MEANS.argmax())
 
 
 def bench_recbandits(runs: int, steps: int, seed: int, dtype: type = np.float32
-                     ) -> tuple[float, float]:
-    """Pulls/s and best-arm share of the last step for batched TS over ``runs`` runs."""
+                     ) -> tuple[float, float, float]:
+    """Pulls/s (wall), best-arm share of the last step and pulls per CPU second, batched TS."""
     ts = bd.ThompsonSampling(ARMS)
     rng = np.random.default_rng(seed)
     means = MEANS.astype(dtype)
@@ -53,13 +58,13 @@ def bench_recbandits(runs: int, steps: int, seed: int, dtype: type = np.float32
     arms = ts.select_batch(state, rng)
     ts.update_batch(state, arms, (rng.random(runs, dtype=dtype) < means[arms]).astype(dtype),
                     validate=False)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(steps):
         arms = ts.select_batch(state, rng)
         rng.random(dtype=dtype, out=u)
         ts.update_batch(state, arms, (u < means[arms]).astype(dtype), validate=False)
-    elapsed = time.perf_counter() - t0
-    return runs * steps / elapsed, float((arms == BEST).mean())
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return runs * steps / elapsed, float((arms == BEST).mean()), runs * steps / cpu
 
 
 @contextlib.contextmanager
@@ -87,8 +92,8 @@ def bench_recbandits_single(steps: int, seed: int) -> tuple[float, float]:
     return steps / elapsed, float(np.mean(np.array(picks[-steps // 5:]) == BEST))
 
 
-def bench_mabwiser(steps: int, seed: int) -> tuple[float, float] | str:
-    """Pulls/s of MABWiser's Thompson Sampling, predict + partial_fit per step."""
+def bench_mabwiser(steps: int, seed: int) -> tuple[float, float, float] | str:
+    """Pulls/s (wall), best-arm share and pulls per CPU second of MABWiser's TS."""
     try:
         from mabwiser.mab import MAB, LearningPolicy
     except ImportError as exc:
@@ -97,14 +102,15 @@ def bench_mabwiser(steps: int, seed: int) -> tuple[float, float] | str:
     mab.fit(decisions=ARMS, rewards=[0, 0, 0])  # one observation per arm so predict works
     env = np.random.default_rng(seed + 1)
     picks = []
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(steps):
         arm = mab.predict()
         k = ARMS.index(arm)
         mab.partial_fit([arm], [int(env.random() < MEANS[k])])
         picks.append(k)
-    elapsed = time.perf_counter() - t0
-    return steps / elapsed, float(np.mean(np.array(picks[-steps // 5:]) == BEST))
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return (steps / elapsed, float(np.mean(np.array(picks[-steps // 5:]) == BEST)),
+            steps / cpu)
 
 
 def bench_vw(steps: int, seed: int) -> tuple[float, float] | str:
@@ -144,8 +150,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     # Peers first and last, recbandits in between, so a change in machine load during the run
     # hits both sides; best of each pair is kept.
     mab_a = bench_mabwiser(args.peer_steps, args.seed)
-    batched = max((bench_recbandits(args.runs, args.steps, args.seed + i)
-                   for i in range(args.repeats)), key=lambda x: x[0])
+    repeats = [bench_recbandits(args.runs, args.steps, args.seed + i)
+               for i in range(args.repeats)]
+    batched = max(repeats, key=lambda x: x[0])
+    batched_cpu = max(x[2] for x in repeats)
     with numpy_gamma_sampler():
         batched_np = max((bench_recbandits(args.runs, args.steps, args.seed + i)
                           for i in range(args.repeats)), key=lambda x: x[0])
@@ -156,6 +164,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     figures: dict[str, float] = {
         "recbandits_batched_pulls_per_s": batched[0],
+        "recbandits_batched_pulls_per_cpu_s": batched_cpu,
         "recbandits_batched_numpy_gamma_pulls_per_s": batched_np[0],
         "speedup_vectorised_vs_numpy_gamma": batched[0] / batched_np[0],
         "recbandits_batched_float64_pulls_per_s": batched64[0],
@@ -175,6 +184,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         figures["mabwiser_pulls_per_s"] = mab[0]
         figures["ratio_batched_vs_mabwiser"] = batched[0] / mab[0]
         figures["ratio_single_vs_mabwiser"] = single[0] / mab[0]
+        mab_cpu = max(mab_a[2], mab_b[2])
+        figures["mabwiser_pulls_per_cpu_s"] = mab_cpu
+        figures["ratio_batched_vs_mabwiser_cpu"] = batched_cpu / mab_cpu
+        print(f"CPU time: recbandits batched {batched_cpu:,.0f} pulls per CPU second, MABWiser "
+              f"{mab_cpu:,.0f}: ratio {batched_cpu / mab_cpu:,.0f}x")
         print(f"MABWiser ThompsonSampling predict+partial_fit: {mab[0]:,.0f} pulls/s "
               f"(runs: {mab_a[0]:,.0f}, {mab_b[0]:,.0f}); best-arm share (last 20%): "
               f"{mab[1]:.3f}")
