@@ -268,9 +268,10 @@ def _marsaglia_tsang_float32(rng: np.random.Generator, shape: np.ndarray, out: n
     the worst L, ``x^4 / 108 < (511 - H) / 512 * d min(1, w)``, in float32 with ``x^4``
     inflated by ``1 / (1 - 2^-20)``, four times the rounding of those few float32 products, so
     rounding cannot make it accept what the exact inequality refuses. Every entry it does not
-    settle (0.2% more than the full squeeze would leave) draws its L from ``rng.random`` and
-    takes the full test with ``U = (H + L) / 512``: given H, that U is exactly uniform on
-    H's interval, so every decision is the one a full-precision U would give. This halves the
+    settle (at most 2^-9, 0.2%, more than the full-precision squeeze would leave) draws its L
+    from ``rng.random`` and takes the full test with ``U = (H + L) / 512``: given H, that U is
+    exactly uniform on H's interval, so every decision is the one a full-precision U would
+    give. This halves the
     bits drawn per Gamma (one 64-bit output of the bit generator per two draws).
 
     Temporaries live in per-thread buffers (:func:`_gamma_work`).
