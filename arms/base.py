@@ -171,9 +171,7 @@ class Recommender(ABC):
             raise TypeError(f"user_indices must be a 1-d integer array, got {users.dtype}")
         if users.size and (users.min() < 0 or users.max() >= self.n_users_):
             raise ValueError(f"user_indices must be within [0, {self.n_users_}), got {users}")
-        valid_k = isinstance(k, int | np.integer) and not isinstance(k, bool)
-        if not valid_k or not 1 <= k <= self.n_items_:
-            raise ValueError(f"k must be an integer within [1, {self.n_items_}], got {k!r}")
+        self._check_k(k)
         scores = self.score(users)
         if exclude_seen:
             rows = self.seen_[users]
@@ -253,9 +251,7 @@ class Recommender(ABC):
             As :meth:`score_history`; ``ValueError`` if ``k`` is not within ``[1, n_items_]``.
         """
         scores = self.score_history(user_index, item_indices, ratings)
-        valid_k = isinstance(k, int | np.integer) and not isinstance(k, bool)
-        if not valid_k or not 1 <= k <= self.n_items_:
-            raise ValueError(f"k must be an integer within [1, {self.n_items_}], got {k!r}")
+        self._check_k(k)
         if user_index is not None:
             row = self.seen_[int(user_index)]
             scores[row.indices] = -np.inf
@@ -456,6 +452,11 @@ class Recommender(ABC):
     def _check_fitted(self) -> None:
         if not hasattr(self, "seen_"):
             raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(train) first")
+
+    def _check_k(self, k: object) -> None:
+        valid_k = isinstance(k, int | np.integer) and not isinstance(k, bool)
+        if not valid_k or not 1 <= k <= self.n_items_:  # type: ignore[operator]  # an int here
+            raise ValueError(f"k must be an integer within [1, {self.n_items_}], got {k!r}")
 
     def _check_user_index(self, user_index: object) -> int | None:
         """``user_index`` as an int, or None for a user without training ratings."""
