@@ -15,13 +15,12 @@ those hand-offs. Here both paths run as coroutines on the worker's event loop, e
   ``LATERAL`` join for the latest decision showing a movie), and the results are handed to the
   waiting requests in the same loop turn.
 - :class:`AsyncBatchWriter`: a batch (decisions and feedback of many requests) is one transaction
-  of a few statements sent in pipeline mode: one ``INSERT ... SELECT FROM json_to_recordset`` for
-  all the decisions; for the feedback, one statement that takes the batch's seqs from
-  ``log_head`` (its row stays locked until ``COMMIT``: the commit order of the log) and inserts the
-  rows (``ON CONFLICT DO NOTHING RETURNING``), and one that inserts the outcomes they decide
-  (``ON CONFLICT (event_id) DO NOTHING``: a decision is decided once) and marks their feedback
-  counted; then the ratings, the pulls and ``COMMIT``. The pulls are incremented in SQL in arm
-  order (no dead-lock between workers) as the last statement before ``COMMIT``.
+  of a few statements sent in pipeline mode and read back in one round trip: one
+  ``INSERT ... SELECT FROM json_to_recordset`` for all the decisions; for the feedback, the
+  batch's seqs taken from ``log_head`` (its row stays locked until ``COMMIT``: the commit order
+  of the log), then one statement that writes each new row once, with its seq, the outcomes the
+  new rows decide (a decision is decided once) and the ratings; then the pulls, incremented in
+  SQL in arm order (no dead-lock between workers), and ``COMMIT``.
 
 The results are those of :meth:`PostgreSQLStore.write_batch` and the store's read methods (the
 tests run the same API suite on both paths).
@@ -59,6 +58,17 @@ register_driver_errors(psycopg.Error, psycopg.OperationalError)
 
 _DECISION_COLUMNS = Store._DECISION_COLUMNS
 
+# Statements whose best plan depends on the tables' sizes are planned for the tables as they are
+# when they run. psycopg prepares a statement at its 5th execution and PostgreSQL then keeps one
+# generic plan, costed for the sizes of that moment, until the table is next analysed: on a log
+# growing from empty (every new store; the benchmark) the feedback batch's statements kept a
+# sequential scan of the whole feedback table, under the log_head lock (two writers, 16 writes a
+# batch: 2,944 -> 8,134 feedback writes/s, PostgreSQL CPU 111 -> 38 us a write). Planning costs:
+# the decisions-only batch (the hot path of GET /recommendations, a plan that no size changes)
+# keeps its generic plan (planned each time: 49-51 -> 83-94 us of PostgreSQL CPU a decision);
+# every other connection plans each statement, a feedback batch's transaction too (SET LOCAL).
+_CUSTOM_PLANS = "-c plan_cache_mode=force_custom_plan"
+
 # A batch travels as ONE JSON document per statement (orjson: one C call for the whole batch,
 # exact float round trip), unpacked by the server with json_to_recordset; per-element array
 # parameters cost ~10x more client CPU (psycopg's list dumper quotes every element in Python).
@@ -74,59 +84,59 @@ _INSERT_DECISIONS = (
     f"AS t({_DECISION_RECORD})"
 )
 
-# The batch's seqs: log_head moves by ``wanted`` (feedback + outcome candidates); feedback i
-# (1-based) gets head - wanted + i, outcome candidate j gets head - wanted + n_feedback + j.
-_FEEDBACK_RECORD = (
-    "created_at float8, user_id int8, movie_id int8, feedback_type text, value float8, "
-    "event_id text, event_key text, arm text, reward float8, rating float8, note text")
-def _numbered(document: str, record: str, alias: str) -> str:
-    """``json_to_recordset`` of ``record`` columns, numbered 1, 2, ... in column ``ord``
-    (a column definition list only takes WITH ORDINALITY inside ``ROWS FROM``).
-    """
-    names = ", ".join(column.split()[0] for column in record.split(", "))
-    return (f"ROWS FROM (json_to_recordset({document}) AS ({record})) WITH ORDINALITY "
-            f"AS {alias}({names}, ord)")
-
-
-# The rows go in without a seq; once the client knows which were new (duplicates are not), the
-# batch's last statements take the seqs from log_head, so its row lock is held for the server's
-# execution of those statements only, never across a client round trip (with two workers the
-# lock taken first and held over the round trip cut feedback to 0.20 of the bare endpoint).
-_INSERT_FEEDBACK = (
-    "INSERT INTO feedback (created_at, user_id, movie_id, feedback_type, value, event_id, "
-    "event_key, arm, reward, rating, counted, note) "
-    "SELECT created_at, user_id, movie_id, feedback_type, value, event_id, event_key, arm, "
-    f"reward, rating, false, note FROM json_to_recordset(%s::json) AS t({_FEEDBACK_RECORD}) "
-    "ON CONFLICT (user_id, event_key, movie_id, feedback_type) DO NOTHING "
-    "RETURNING id, user_id, event_key, movie_id, feedback_type"
-)
-# The new rows' seqs, in batch order (= ANY keeps it an index scan of the primary key).
-_ASSIGN_SEQS = (
-    "WITH h AS (UPDATE log_head SET seq = seq + %s WHERE id = 1 RETURNING seq) "
-    "UPDATE feedback SET seq = h.seq - %s + array_position(%s::int8[], feedback.id) FROM h "
-    "WHERE feedback.id = ANY(%s::int8[]) RETURNING feedback.id, feedback.seq"
-)
-# Outcome candidate j of new feedback f (its ordinal among the batch's new rows): inserted only
-# if its decision has no outcome yet; its feedback is then counted.
-_OUTCOME_RECORD = "event_id text, arm text, reward float8, decided_at float8, f int8, note text"
-_INSERT_OUTCOMES = (
-    "WITH h AS (SELECT seq FROM log_head WHERE id = 1), "
-    "c AS (SELECT c.*, h.seq - %s + c.f AS feedback_seq, h.seq - %s + c.ord AS seq "
-    f"FROM h, {_numbered('%s::json', _OUTCOME_RECORD, 'c')}), "
-    "ins AS (INSERT INTO outcomes (event_id, seq, arm, reward, decided_at, feedback_seq) "
-    "SELECT c.event_id, c.seq, c.arm, c.reward, c.decided_at, c.feedback_seq FROM c "
-    "ON CONFLICT (event_id) DO NOTHING RETURNING feedback_seq) "
-    # = ANY(ARRAY(...)) likewise makes the update an index scan of the few rows it marks.
-    "UPDATE feedback SET counted = true, "
-    "note = (SELECT c.note FROM c WHERE c.feedback_seq = feedback.seq) "
-    "WHERE feedback.seq = ANY(ARRAY(SELECT feedback_seq FROM ins)) RETURNING feedback.seq"
-)
-
-_UPSERT_RATINGS = (
-    "INSERT INTO feedback_ratings (user_id, movie_id, rating, updated_at) "
-    "SELECT u, m, r, t FROM json_to_recordset(%s::json) AS x(u int8, m int8, r float8, t float8) "
+# A feedback batch is one transaction sent in pipeline mode, read back once, at its COMMIT:
+# BEGIN, [the decisions], _TAKE_SEQS (log_head's row lock, held to COMMIT: the log's commit
+# order), _WRITE_FEEDBACK, [the pulls], COMMIT. _WRITE_FEEDBACK is a statement of its own, after
+# the lock: its snapshot is taken when it starts, so it sees every batch committed before this
+# one took the lock (in one statement with the lock, it would not). Every writer of feedback and
+# outcomes holds the lock (settle_expired, Store._write_rows too), so what it reads cannot change
+# under it: which rows are new, and which new row decides its decision's outcome, are known
+# before anything is written. Each row is then written once, with its seq and its ``counted``
+# (an earlier design inserted the rows, then set their seqs and marked the counted ones: two
+# more versions of each row and index entries, and two scans of the table under the lock).
+# A conflict can then only come from a writer that skipped the lock: the inserts have no ON
+# CONFLICT clause, so it fails the batch (retried write by write) instead of counting wrongly.
+_TAKE_SEQS = "UPDATE log_head SET seq = seq + %s WHERE id = 1"
+_PLAN_EACH = "SET LOCAL plan_cache_mode = force_custom_plan"  # see _CUSTOM_PLANS
+# Each unique write of the batch, in order: its seq offset ``s`` and, if it may decide an
+# outcome, the outcome's ``o_*`` fields and seq offset ``os`` (numbered as Store._write_rows
+# numbers them: a feedback, then its outcome); offsets count from log_head's value before the
+# batch moved it by ``wanted``.
+_WRITE_RECORD = (
+    "s int8, created_at float8, user_id int8, movie_id int8, feedback_type text, value float8, "
+    "event_id text, event_key text, arm text, reward float8, rating float8, note text, "
+    "os int8, o_event text, o_arm text, o_reward float8, o_note text")
+_WRITE_FEEDBACK = (
+    "WITH h AS (SELECT seq - %s AS base FROM log_head WHERE id = 1), "
+    f"w AS (SELECT w.* FROM json_to_recordset(%s::json) AS w({_WRITE_RECORD})), "
+    # New: no stored row has the key (duplicates are answered with the stored row).
+    # (LATERAL ... LIMIT 1: one unique-index probe per row; NOT EXISTS was planned as a hash
+    # anti-join over a sequential scan of the whole table, json_to_recordset being costed at
+    # 100 rows.)
+    "n AS (SELECT w.*, h.base + w.s AS seq, h.base + w.os AS oseq FROM h, w "
+    "LEFT JOIN LATERAL (SELECT true AS hit FROM feedback AS f WHERE f.user_id = w.user_id "
+    "AND f.event_key = w.event_key AND f.movie_id = w.movie_id "
+    "AND f.feedback_type = w.feedback_type LIMIT 1) AS x ON true WHERE x.hit IS NULL), "
+    # A new row decides its decision's outcome if none is stored and no earlier row of the
+    # batch decides it (the first rewarded feedback wins, as in the rule book).
+    "d AS (SELECT n.*, coalesce(n.o_event IS NOT NULL AND y.hit IS NULL AND row_number() "
+    "OVER (PARTITION BY n.o_event ORDER BY n.s) = 1, false) AS decides FROM n "
+    "LEFT JOIN LATERAL (SELECT true AS hit FROM outcomes AS o WHERE o.event_id = n.o_event "
+    "LIMIT 1) AS y ON true), "
+    "f AS (INSERT INTO feedback (created_at, user_id, movie_id, feedback_type, value, event_id, "
+    "event_key, arm, reward, rating, counted, note, seq) SELECT created_at, user_id, movie_id, "
+    "feedback_type, value, event_id, event_key, arm, reward, rating, decides, "
+    "CASE WHEN decides THEN o_note ELSE note END, seq FROM d "
+    "RETURNING id, seq, counted, user_id, event_key, movie_id, feedback_type), "
+    "o AS (INSERT INTO outcomes (event_id, seq, arm, reward, decided_at, feedback_seq) "
+    "SELECT o_event, oseq, o_arm, o_reward, created_at, seq FROM d WHERE decides), "
+    # The latest rating of a movie in the batch wins, as one upsert per write would leave it.
+    "r AS (INSERT INTO feedback_ratings (user_id, movie_id, rating, updated_at) "
+    "SELECT DISTINCT ON (user_id, movie_id) user_id, movie_id, rating, created_at FROM d "
+    "WHERE rating IS NOT NULL ORDER BY user_id, movie_id, s DESC "
     "ON CONFLICT (user_id, movie_id) DO UPDATE SET rating = excluded.rating, "
-    "updated_at = excluded.updated_at"
+    "updated_at = excluded.updated_at) "
+    "SELECT * FROM f"
 )
 
 # All the arms' increments in one statement. The rows are locked in arm order first (LockRows
@@ -187,7 +197,8 @@ class PostgreSQLStore(Store):
         return GroupReader(self)
 
     def _engines(self) -> tuple[Engine, Engine]:
-        connect = {"connect_timeout": max(1, math.ceil(self.timeout_s))}
+        connect = {"connect_timeout": max(1, math.ceil(self.timeout_s)),
+                   "options": _CUSTOM_PLANS}
         write = sa.create_engine(self.url, pool_size=2, max_overflow=2, pool_pre_ping=True,
                                  connect_args=connect, pool_timeout=self.timeout_s)
         read = sa.create_engine(self.url, pool_size=8, max_overflow=8, pool_pre_ping=True,
@@ -198,7 +209,7 @@ class PostgreSQLStore(Store):
     def _raw_connect(self) -> Any:
         import psycopg
 
-        return psycopg.connect(_conninfo(self), autocommit=True,
+        return psycopg.connect(_conninfo(self), autocommit=True, options=_CUSTOM_PLANS,
                                connect_timeout=max(1, math.ceil(self.timeout_s)))
 
     @contextlib.contextmanager
@@ -229,11 +240,11 @@ def _conninfo(store: PostgreSQLStore) -> str:
     return store.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-async def _connect(store: PostgreSQLStore) -> Any:
+async def _connect(store: PostgreSQLStore, options: str) -> Any:
     import psycopg
 
     return await psycopg.AsyncConnection.connect(
-        _conninfo(store), autocommit=True,
+        _conninfo(store), autocommit=True, options=options,
         connect_timeout=max(1, math.ceil(store.timeout_s)))
 
 
@@ -249,10 +260,13 @@ def _has_input(conn: Any) -> bool:
 
 
 class _Connection:
-    """One async connection, opened on first use and again after a failure."""
+    """One async connection, opened on first use and again after a failure (``options``: the
+    server settings of its session).
+    """
 
-    def __init__(self, store: PostgreSQLStore) -> None:
+    def __init__(self, store: PostgreSQLStore, options: str = _CUSTOM_PLANS) -> None:
         self.store = store
+        self.options = options
         self.conn: Any = None
 
     async def get(self) -> Any:
@@ -263,7 +277,8 @@ class _Connection:
             # SQLAlchemy's pre-ping would cost a round trip per batch for the same.
             await self.discard()
         if self.conn is None:
-            self.conn = await asyncio.wait_for(_connect(self.store), self.store.timeout_s)
+            self.conn = await asyncio.wait_for(_connect(self.store, self.options),
+                                               self.store.timeout_s)
         return self.conn
 
     async def discard(self) -> None:
@@ -442,68 +457,55 @@ async def _write_decisions(conn: Any, decision_rows: Sequence[dict[str, Any]],
         await conn.execute(_INSERT_DECISIONS, (document,))
 
 
-def _new_ratings(feedback_writes: Sequence[FeedbackWrite],
-                 ids: dict[tuple[int, str, int, str], int],
-                 ) -> dict[tuple[int, int], tuple[Any, ...]]:
-    """The ratings the batch's new rows (``ids``: key -> id) keep, in log order (the latest
-    rating of a movie wins, as one upsert per write would leave it).
+def _write_document(unique: Sequence[FeedbackWrite]) -> tuple[str, int]:
+    """``_WRITE_FEEDBACK``'s document for the batch's ``unique`` writes, and ``wanted``: the
+    seqs the batch takes (one per write, one more per write that may decide an outcome).
     """
-    ratings: dict[tuple[int, int], tuple[Any, ...]] = {}
-    seen: set[tuple[int, str, int, str]] = set()
-    for write in feedback_writes:
-        if write.key in seen or write.key not in ids:
-            continue
-        seen.add(write.key)
-        v = write.values
-        if v["rating"] is not None:
-            ratings[v["user_id"], v["movie_id"]] = (v["user_id"], v["movie_id"], v["rating"],
-                                                    v["created_at"])
-    return ratings
+    records = []
+    offset = 0
+    for write in unique:
+        offset += 1
+        record = {key: write.values.get(key) for key in _FEEDBACK_KEYS}
+        record["s"] = offset
+        if write.outcome is not None:
+            offset += 1
+            record.update(os=offset, o_event=write.outcome["event_id"],
+                          o_arm=write.outcome["arm"], o_reward=write.outcome["reward"],
+                          o_note=write.decided_note)
+        records.append(record)
+    return _dumps(records), offset
 
 
 def _feedback_results(feedback_writes: Sequence[FeedbackWrite],
-                      inserted: dict[tuple[int, str, int, str], tuple[int, int]],
+                      inserted: dict[tuple[int, str, int, str], tuple[int, int, bool]],
                       existing: dict[tuple[int, str, int, str], dict[str, Any]],
-                      counted: set[int], result: BatchResult,
-                      ) -> dict[tuple[int, int], tuple[Any, ...]]:
-    """Append each write's :class:`FeedbackResult` to ``result``; return the ratings to upsert.
+                      result: BatchResult) -> None:
+    """Append each write's :class:`FeedbackResult` to ``result`` (and count the counted).
 
     Parameters
     ----------
     feedback_writes : sequence of FeedbackWrite
         The batch's writes, in order; a key written twice gets the first write's row.
-    inserted : dict of key to (id, seq)
+    inserted : dict of key to (id, seq, counted)
         The rows this batch inserted.
     existing : dict of key to row
         Rows stored before the batch, for the keys not inserted.
-    counted : set of int
-        Seqs of the feedback that decided an outcome (``result.counted`` grows by them).
     result : BatchResult
-
-    Returns
-    -------
-    dict of (user_id, movie_id) to (user_id, movie_id, rating, created_at)
-        In log order: the latest rating of a movie wins, as one upsert per write would leave it.
     """
     rows: dict[tuple[int, str, int, str], dict[str, Any]] = {}
-    ratings: dict[tuple[int, int], tuple[Any, ...]] = {}
     for write in feedback_writes:
         key = write.key
         if key in rows or key in existing:
             row = rows.get(key) or existing[key]
             result.feedback.append(FeedbackResult(stored_feedback_row(dict(row)), False))
             continue
-        row_id, seq = inserted[key]
-        row = dict(write.values, id=row_id, seq=seq, counted=seq in counted)
-        if row["counted"]:
+        row_id, seq, counted = inserted[key]
+        row = dict(write.values, id=row_id, seq=seq, counted=counted)
+        if counted:
             row["note"] = write.decided_note
             result.counted += 1
         rows[key] = row
         result.feedback.append(FeedbackResult(row, True))
-        if row["rating"] is not None:
-            ratings[row["user_id"], row["movie_id"]] = (
-                row["user_id"], row["movie_id"], row["rating"], row["created_at"])
-    return ratings
 
 
 class AsyncBatchWriter:
@@ -517,7 +519,7 @@ class AsyncBatchWriter:
 
     def __init__(self, store: PostgreSQLStore) -> None:
         self.store = store
-        self._conn = _Connection(store)
+        self._conn = _Connection(store, options="")  # generic plans: see _CUSTOM_PLANS
 
     async def aclose(self) -> None:
         """Close the writer's connection."""
@@ -565,55 +567,32 @@ class AsyncBatchWriter:
         if not unique:
             await _write_decisions(conn, decision_rows, pulls)
             return result
-        fb_cursor = conn.cursor()
-        seq_cursor = conn.cursor()
-        outcome_cursor = conn.cursor()
+        document, wanted = _write_document(unique)
+        cursor = conn.cursor()
+        # One round trip: nothing is read before COMMIT, so log_head stays locked for the
+        # server's execution of the statements after _TAKE_SEQS only.
         async with conn.pipeline() as pipeline:
             await conn.execute("BEGIN")
+            await conn.execute(_PLAN_EACH)
             if decision_rows:
                 await conn.execute(_INSERT_DECISIONS, (_dumps([_as_json(r)
                                                                for r in decision_rows]),))
-            await fb_cursor.execute(_INSERT_FEEDBACK, (_dumps(
-                [{k: w.values.get(k) for k in _FEEDBACK_KEYS} for w in unique]),))
-            await pipeline.sync()
-            ids = {(r[1], r[2], r[3], r[4]): int(r[0]) for r in await fb_cursor.fetchall()}
-            missing = [w.key for w in unique if w.key not in ids]
-            existing: dict[tuple[int, str, int, str], dict[str, Any]] = {}
-            if missing:
-                existing = await self._existing(conn, pipeline, missing)
-            new = [w for w in unique if w.key in ids]
-            candidates = [
-                {**w.outcome, "decided_at": w.values["created_at"], "f": i + 1,
-                 "note": w.decided_note}
-                for i, w in enumerate(new) if w.outcome is not None]
-            wanted = len(new) + len(candidates)
-            # From here to COMMIT no result is read: log_head stays locked for the server's
-            # execution of these statements only.
-            if new:
-                order = _int_array([ids[w.key] for w in new])
-                await seq_cursor.execute(_ASSIGN_SEQS, (wanted, wanted, order, order))
-                if candidates:
-                    # New row f's seq is head - wanted + f; candidate j's, that + len(new) + j.
-                    await outcome_cursor.execute(_INSERT_OUTCOMES, (
-                        wanted, wanted - len(new), _dumps(candidates)))
-            ratings = _new_ratings(feedback_writes, ids)
-            if ratings:
-                await conn.execute(_UPSERT_RATINGS, (_dumps(
-                    [{"u": u, "m": m, "r": r, "t": t} for u, m, r, t in ratings.values()]),))
+            await conn.execute(_TAKE_SEQS, (wanted,))
+            await cursor.execute(_WRITE_FEEDBACK, (wanted, document))
             if pulls:
                 await conn.execute(_INCREMENT, (_increments(pulls),))
             await conn.execute("COMMIT")
             await pipeline.sync()
-            seqs = ({int(r[0]): int(r[1]) for r in await seq_cursor.fetchall()} if new
-                    else {})
-            counted = ({int(r[0]) for r in await outcome_cursor.fetchall()} if candidates
-                       else set())
-        inserted = {key: (row_id, seqs[row_id]) for key, row_id in ids.items()}
-        _feedback_results(feedback_writes, inserted, existing, counted, result)
+            inserted = {(r[3], r[4], r[5], r[6]): (int(r[0]), int(r[1]), bool(r[2]))
+                        for r in await cursor.fetchall()}
+        missing = [w.key for w in unique if w.key not in inserted]
+        existing = await self._existing(conn, missing) if missing else {}
+        _feedback_results(feedback_writes, inserted, existing, result)
         return result
 
-    async def _existing(self, conn: Any, pipeline: Any, keys: list[tuple[int, str, int, str]],
+    async def _existing(self, conn: Any, keys: list[tuple[int, str, int, str]],
                         ) -> dict[tuple[int, str, int, str], dict[str, Any]]:
+        """The stored rows of ``keys`` (read after the batch's COMMIT: they are not its own)."""
         columns = self.store._feedback_columns
         cursor = conn.cursor()
         # LATERAL ... LIMIT 1 keeps it one unique-index probe per key: a plain join is planned
@@ -624,7 +603,6 @@ class AsyncBatchWriter:
             "(SELECT * FROM feedback WHERE user_id = k.u AND event_key = k.e AND movie_id = k.m "
             "AND feedback_type = k.t LIMIT 1) AS f",
             (_dumps([{"u": u, "e": e, "m": m, "t": t} for u, e, m, t in keys]),))
-        await pipeline.sync()
         found = {}
         for values in await cursor.fetchall():
             row = stored_feedback_row(dict(zip(columns, values, strict=True)))
