@@ -80,7 +80,7 @@ class PopularityRecommender(Recommender):
 
     def _cold_scores(self) -> np.ndarray:
         if self.half_life is None:
-            return self.popularity_
+            return self.counts_  # the training counts plus every event observed since
         return decayed_to(self.counts_, self.frame_, float(self.clock_), float(self.half_life))
 
     def _score(self, users: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@ reference, so a request that started on the old set finishes on it.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -25,7 +26,8 @@ import pandas as pd
 
 from arms import registry
 from arms.base import Recommender, top_k
-from arms.data.dataset import Dataset
+from arms.data.dataset import RATING_COLUMNS, Dataset
+from serving.store.types import AddedItem
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +126,23 @@ def training_set(base: Dataset, feedback: pd.DataFrame) -> Dataset:
                                name=f"{base.name}+feedback")
 
 
+def with_added_items(base: Dataset, added: Sequence[AddedItem]) -> Dataset:
+    """``base`` with the items added at run time in its item catalogue (title, genres, year),
+    so that a retrain learns them from their ratings.
+    """
+    new = [a for a in added if a.item_id not in set(base.item_ids.tolist())]
+    if not new:
+        return base
+    genre_names = list(base.genre_names)
+    rows = pd.DataFrame(
+        [{"title": a.title, "year": a.year, "genres": "|".join(a.genres),
+          **{g: int(g in a.genres) for g in genre_names}} for a in new],
+        index=pd.Index([a.item_id for a in new], name=base.items.index.name))
+    items = pd.concat([base.items, rows.reindex(columns=base.items.columns)])
+    return Dataset.from_frames(base.ratings.loc[:, list(RATING_COLUMNS)], items, base.users,
+                               base.genre_names, name=base.name)
+
+
 #: How many of a user's best items a :class:`Ranking` keeps in order: ``k`` (at most 100) plus
 #: the user's excluded movies must fit in it, or the slate is ranked from all the scores.
 RANKING_DEPTH = 256
@@ -188,7 +207,14 @@ def rank_rows(scores: np.ndarray, depth: int = RANKING_DEPTH) -> list[Ranking]:
 
 @dataclass(frozen=True)
 class ArmSet:
-    """Fitted arms sharing one catalogue, plus what the service needs to present items.
+    """Fitted arms over one item universe, plus what the service needs to present items.
+
+    The universe is every item some arm knows, in the first arm's order, then the items added
+    at run time (``POST /admin/items``) in log order. Arms need not know the same items: arms
+    that can grow (co-occurrence, popularity) learn an added item at once, the others at their
+    next refit. An item an arm does not know gets that arm's lowest score for the user (never
+    ``-inf``), so the session's genre adjustment can still lift it: the content path that shows
+    a new item before any arm has learned it.
 
     Attributes
     ----------
@@ -200,14 +226,24 @@ class ArmSet:
     user_index : dict of int to int
         Raw user id -> arm user index (users the arms know).
     item_ids : ndarray of int64, shape ``(n_items,)``
+        The universe.
     item_index : dict of int to int
     titles, years, genres : lists of length ``n_items``
     genre_unit : ndarray of float64, shape ``(n_items, n_genres)``
         Genre flags scaled to unit length (cosine similarity is a dot product).
     popularity : ndarray of float64, shape ``(n_items,)``
         Cold-start scores.
+    positions : dict of str to ndarray of int64
+        Per arm, the universe index of each of the arm's items (shape ``(arm's n_items_,)``).
     genre_names : tuple of str
         The catalogue's genres, in the order of ``genre_unit``'s columns.
+    added : tuple of AddedItem
+        The items added at run time that the universe holds.
+    cold_start_name : str
+        The arm whose popularity serves cold starts.
+    live_lock : threading.Lock
+        Held while an arm that learns from the stream folds events or scores (shared by the
+        copies an added item makes).
     """
 
     names: tuple[str, ...]
@@ -221,18 +257,77 @@ class ArmSet:
     genres: list[list[str]]
     genre_unit: np.ndarray
     popularity: np.ndarray
+    positions: dict[str, np.ndarray] = field(default_factory=dict)
     cache_size: int = 0
     genre_names: tuple[str, ...] = ()
+    added: tuple[AddedItem, ...] = ()
+    cold_start_name: str = ""
+    live_lock: threading.Lock = field(default_factory=threading.Lock, repr=False,
+                                      compare=False)
     _cache: OrderedDict = field(default_factory=OrderedDict, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def ranking(self, arm: str, user: int) -> Ranking:
-        """The arm's :class:`Ranking` of every item for one user (arm user index ``user``).
+    @cached_property
+    def live_names(self) -> tuple[str, ...]:
+        """The arms that learn from the stream (their state is a fold of the event log)."""
+        return tuple(n for n in self.names if self.models[n].learns_from_stream)
+
+    @cached_property
+    def _user_rows(self) -> dict[str, dict[int, int]]:
+        """Per arm, raw user id -> the arm's user row (live arms keep their base fit's users;
+        the others share ``user_index``).
+        """
+        out = {}
+        for name in self.names:
+            model = self.models[name]
+            out[name] = (self.user_index if name not in self.live_names else
+                         {int(u): i for i, u in enumerate(model.user_ids_)})
+        return out
+
+    @cached_property
+    def _model_index(self) -> dict[str, np.ndarray]:
+        """Per arm, the arm's index of each universe item (-1: unknown to the arm)."""
+        out = {}
+        for name, positions in self.positions.items():
+            index = np.full(self.item_ids.size, -1, dtype=np.int64)
+            index[positions] = np.arange(positions.size)
+            out[name] = index
+        return out
+
+    def to_universe(self, arm: str, scores: np.ndarray, seen: np.ndarray | None = None
+                    ) -> np.ndarray:
+        """An arm's scores (its own item order) over the universe, float32.
+
+        Items the arm does not know get its lowest finite score; ``seen`` (the arm's item
+        indices) get ``-inf``.
+        """
+        positions = self.positions[arm]
+        if seen is not None and seen.size:
+            scores = scores.copy()
+            scores[seen] = -np.inf
+        if positions.size == self.item_ids.size and positions[-1] == positions.size - 1:
+            return scores.astype(np.float32)  # the arm knows every item, in universe order
+        finite = scores[np.isfinite(scores)]
+        full = np.full(self.item_ids.size, finite.min() if finite.size else -np.inf,
+                       dtype=np.float32)
+        full[positions] = scores
+        return full
+
+    def ranking(self, arm: str, user_id: int) -> Ranking:
+        """The arm's :class:`Ranking` of every item for one user it knows (raw ``user_id``).
 
         Scores only change with the arms, and an ArmSet never changes, so up to
         ``cache_size`` (arm, user) rankings are kept (least recently used evicted; about
-        ``4 n_items + 8 RANKING_DEPTH`` bytes each).
+        ``4 n_items + 8 RANKING_DEPTH`` bytes each). An arm that learns from the stream is
+        scored afresh (its state moves with the log).
+
+        A user this arm does not know (a live arm keeps its base fit's users) is scored as one
+        without events (:meth:`history_ranking`).
         """
+        user = self._user_rows[arm].get(user_id)
+        if user is None:
+            empty = np.empty(0, dtype=np.int64)
+            return self.history_ranking(arm, user_id, empty, empty.astype(np.float64))
         key = (arm, user)
         with self._lock:
             hit = self._cache.get(key)
@@ -240,12 +335,41 @@ class ArmSet:
                 self._cache.move_to_end(key)
                 return hit
         model = self.models[arm]
-        scores = model.score(np.array([user]))[0]
         seen = model.seen_
-        scores[seen.indices[seen.indptr[user]:seen.indptr[user + 1]]] = -np.inf
-        ranking = rank_rows(scores[None, :].astype(np.float32))[0]
-        self._remember(key, ranking)
+        live = model.learns_from_stream
+        with self.live_lock if live else contextlib.nullcontext():
+            scores = model.score(np.array([user]))[0]
+        full = self.to_universe(arm, scores, seen.indices[seen.indptr[user]:seen.indptr[user + 1]])
+        ranking = rank_rows(full[None, :])[0]
+        if not live:
+            self._remember(key, ranking)
         return ranking
+
+    def history_ranking(self, arm: str, user_id: int, items: np.ndarray,
+                        ratings: np.ndarray) -> Ranking:
+        """The arm's :class:`Ranking` for one user from their events since training.
+
+        Parameters
+        ----------
+        arm : str
+        user_id : int
+            Raw id; a user the arm does not know is scored from the events alone.
+        items : ndarray of int64, shape ``(n_events,)``
+            Universe indices of the user's events, oldest first (items the arm does not know
+            are left out for it).
+        ratings : ndarray of float64, shape ``(n_events,)``
+            Each event's implicit rating (the rule book's).
+        """
+        model = self.models[arm]
+        user = self._user_rows[arm].get(user_id)
+        own = self._model_index[arm][items]
+        known = own >= 0
+        with self.live_lock if model.learns_from_stream else contextlib.nullcontext():
+            scores = model.score_history(user, own[known], ratings[known])
+        seen = None
+        if user is not None:
+            seen = model.seen_.indices[model.seen_.indptr[user]:model.seen_.indptr[user + 1]]
+        return rank_rows(self.to_universe(arm, scores, seen)[None, :])[0]
 
     def _remember(self, key: tuple, ranking: Ranking) -> None:
         """Cache ``ranking`` (up to ``cache_size``, least recently used evicted)."""
@@ -293,18 +417,22 @@ class ArmSet:
         return ranking
 
     def warm(self, chunk: int = 256) -> int:
-        """Fill the ranking cache for the known users, arm by arm, in batched passes.
+        """Fill the ranking cache for the known users, arm by arm, in batched passes (arms
+        that learn from the stream are scored per request instead).
 
         Runs at start-up and before a new ArmSet is swapped in, so requests rarely pay for
         scoring. Returns the number of rankings cached.
         """
         if not self.cache_size:
             return 0
-        per_arm = self.cache_size // len(self.names)
-        first = self.models[self.names[0]]
+        frozen = [n for n in self.names if n not in self.live_names]
+        if not frozen:
+            return 0
+        per_arm = self.cache_size // len(frozen)
+        first = self.models[frozen[0]]
         users = np.flatnonzero(first.known_users_)[:per_arm]
         done = 0
-        for arm in self.names:
+        for arm in frozen:
             model = self.models[arm]
             for start in range(0, len(users), chunk):
                 batch = users[start:start + chunk]
@@ -312,7 +440,7 @@ class ArmSet:
                 rows = model.seen_[batch]
                 scores[np.repeat(np.arange(len(batch)), np.diff(rows.indptr)),
                        rows.indices] = -np.inf
-                rankings = rank_rows(scores.astype(np.float32))
+                rankings = rank_rows(np.stack([self.to_universe(arm, row) for row in scores]))
                 with self._lock:
                     for user, ranking in zip(batch.tolist(), rankings, strict=True):
                         self._cache.setdefault((arm, user), ranking)
@@ -321,42 +449,94 @@ class ArmSet:
 
     @classmethod
     def build(cls, models: Mapping[str, Recommender], catalog: Dataset, *, version: int,
-              cold_start_arm: str, cache_size: int = 0) -> ArmSet:
-        """Check that every arm shares one catalogue and index the items for presentation.
+              cold_start_arm: str, cache_size: int = 0,
+              added: Sequence[AddedItem] = ()) -> ArmSet:
+        """Index the arms' items for presentation: the universe is every arm's items (the
+        first arm's order, then any others'), then ``added`` (items added at run time, in log
+        order, unless an arm's catalogue holds them already).
 
         Raises
         ------
         ValueError
-            If the arms disagree on users or items, or an arm's item is not in ``catalog``.
+            If the arms disagree on users, or an arm's item is in neither ``catalog`` nor
+            ``added``.
         """
         names = tuple(models)
         first = models[names[0]]
+        # The live arms keep the users of their base fit; the others are refitted together.
+        refitted = [n for n in names if not models[n].learns_from_stream] or list(names)
+        users = models[refitted[0]].user_ids_
+        for name in refitted[1:]:
+            if not np.array_equal(models[name].user_ids_, users):
+                raise ValueError(f"arm {name!r} was fit on other users than {refitted[0]!r}")
+        universe = list(np.asarray(first.item_ids_, dtype=np.int64).tolist())
+        known = set(universe)
         for name in names[1:]:
-            other = models[name]
-            if not (np.array_equal(other.item_ids_, first.item_ids_)
-                    and np.array_equal(other.user_ids_, first.user_ids_)):
-                raise ValueError(f"arm {name!r} was fit on another catalogue than {names[0]!r}")
-        item_ids = np.asarray(first.item_ids_, dtype=np.int64)
-        missing = np.setdiff1d(item_ids, catalog.item_ids)
-        if missing.size:
+            extra = [int(i) for i in models[name].item_ids_ if int(i) not in known]
+            universe += extra
+            known.update(extra)
+        for item in added:
+            if item.item_id not in known:
+                universe.append(item.item_id)
+                known.add(item.item_id)
+        item_ids = np.array(universe, dtype=np.int64)
+        # An item's metadata: the catalogue's, else the one it was added with.
+        by_id = {a.item_id: a for a in added}
+        in_catalog = np.isin(item_ids, catalog.item_ids)
+        missing = [int(i) for i in item_ids[~in_catalog] if int(i) not in by_id]
+        if missing:
             raise ValueError(f"the arms know movie ids absent from the catalogue: {missing[:5]}")
-        items = catalog.items.loc[item_ids]
-        flags = items.loc[:, list(catalog.genre_names)].to_numpy(dtype=np.float64)
+        genre_names = list(catalog.genre_names)
+        items = catalog.items.loc[item_ids[in_catalog]]
+        flags = np.zeros((item_ids.size, len(genre_names)))
+        flags[in_catalog] = items.loc[:, genre_names].to_numpy(dtype=np.float64)
+        titles: list[str] = [""] * item_ids.size
+        years: list[int | None] = [None] * item_ids.size
+        genres: list[list[str]] = [[] for _ in range(item_ids.size)]
+        rows = np.flatnonzero(in_catalog)
+        catalog_years = items["year"] if "year" in items else pd.Series([None] * len(items))
+        for row, title, year, names_text in zip(rows.tolist(), items["title"].astype(str),
+                                                catalog_years, items["genres"].astype(str),
+                                                strict=True):
+            titles[row], years[row] = title, None if pd.isna(year) else int(year)
+            genres[row] = names_text.split("|") if names_text else []
+        for row in np.flatnonzero(~in_catalog).tolist():
+            item = by_id[int(item_ids[row])]
+            titles[row], years[row], genres[row] = item.title, item.year, list(item.genres)
+            flags[row] = [g in item.genres for g in genre_names]
         norms = np.linalg.norm(flags, axis=1, keepdims=True)
-        years = items["year"] if "year" in items else pd.Series([None] * len(items))
-        popular_model = models.get(cold_start_arm, first)
+        item_index = {int(m): i for i, m in enumerate(item_ids)}
+        positions = {name: np.array([item_index[int(i)] for i in models[name].item_ids_],
+                                    dtype=np.int64) for name in names}
+        popular_name = cold_start_arm if cold_start_arm in models else names[0]
+        popularity = np.zeros(item_ids.size)
+        popularity[positions[popular_name]] = models[popular_name].popularity_
         return cls(
             names=names,
             models=dict(models),
             version=version,
-            user_index={int(u): i for i, u in enumerate(first.user_ids_)},
+            user_index={int(u): i for i, u in enumerate(users)},
             item_ids=item_ids,
-            item_index={int(m): i for i, m in enumerate(item_ids)},
-            titles=items["title"].astype(str).tolist(),
-            years=[None if pd.isna(y) else int(y) for y in years],
-            genres=[g.split("|") if g else [] for g in items["genres"].astype(str)],
+            item_index=item_index,
+            titles=titles,
+            years=years,
+            genres=genres,
             genre_unit=np.divide(flags, norms, out=np.zeros_like(flags), where=norms > 0),
-            popularity=np.asarray(popular_model.popularity_, dtype=np.float64),
+            popularity=popularity,
+            positions=positions,
             cache_size=cache_size,
-            genre_names=tuple(catalog.genre_names),
+            genre_names=tuple(genre_names),
+            added=tuple(added),
+            cold_start_name=cold_start_arm,
         )
+
+    def with_items(self, added: Sequence[AddedItem], catalog: Dataset) -> ArmSet:
+        """The arm set with ``added`` items in the universe (the arms that can grow have
+        grown already: see :func:`serving.live.fold_log`); the ranking cache starts afresh,
+        the live lock is shared.
+        """
+        grown = ArmSet.build(self.models, catalog, version=self.version,
+                             cold_start_arm=self.cold_start_name, cache_size=self.cache_size,
+                             added=[*self.added, *(a for a in added if a not in self.added)])
+        object.__setattr__(grown, "live_lock", self.live_lock)
+        return grown

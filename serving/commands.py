@@ -7,6 +7,7 @@ calls these; they return an exit code and print the user-facing output.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import sys
@@ -88,15 +89,17 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
             elif arms is None:
                 logger.info("first start: fitting the arms once (saved under %s for the "
                             "next starts)", state_dir)
-            models = dict(arms) if arms is not None else fit_arms(settings.arms, catalog,
-                                                                  seed=settings.seed)
+            # The live arms fold the log in place: the caller's objects stay as given.
+            models = ({n: copy.deepcopy(m) if m.learns_from_stream else m
+                       for n, m in arms.items()} if arms is not None
+                      else fit_arms(settings.arms, catalog, seed=settings.seed))
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
             folder = str(save_arms(models, state_dir / "arms" / f"{stamp}-{os.getpid()}"))
             meta = (store.init_policy_meta(folder) if meta is None
                     else store.publish_version(folder))
     arm_set = ArmSet.build(models, catalog, version=meta.version,
                            cold_start_arm=settings.cold_start_arm,
-                           cache_size=settings.score_cache_size)
+                           cache_size=settings.score_cache_size, added=store.items_after(0))
     return Resources(store, catalog, arm_set)
 
 

@@ -262,6 +262,32 @@ class ErrorOut(BaseModel):
                       "``event_not_found``, ``store_unavailable``")
 
 
+class ItemIn(BaseModel):
+    """A new catalogue item (``POST /admin/items``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    item_id: Id = Field(description="Its id: not yet in the catalogue")
+    title: str = Field(min_length=1, max_length=500)
+    genres: list[Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=list, max_length=64,
+        description="Genre names of the catalogue (``GET /users/{id}/preferences`` lists them)")
+    year: Annotated[int, Field(strict=True, ge=1800, le=2200)] | None = None
+
+
+class ItemOut(BaseModel):
+    """An added item: where it is in the log, and which arms can show it at once."""
+
+    item_id: int
+    title: str
+    genres: list[str]
+    year: int | None
+    log_seq: int = Field(description="Its position in the log")
+    arms_now: list[str] = Field(description="Arms that learned it at once (they grow with the "
+                                "catalogue); the others include it at the next retrain and "
+                                "meanwhile rank it by the session's genres only")
+
+
 class RetrainOut(BaseModel):
     """A finished retrain: the new ``policy_version``, the feedback ratings used, its duration."""
 

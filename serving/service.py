@@ -41,7 +41,15 @@ import numpy.typing as npt
 from arms.base import Recommender
 from arms.data.dataset import Dataset
 from arms.errors import unknown_id_message
-from serving.armset import ArmSet, file_lock, load_arms, refit_like, save_arms, training_set
+from serving.armset import (
+    ArmSet,
+    file_lock,
+    load_arms,
+    refit_like,
+    save_arms,
+    training_set,
+    with_added_items,
+)
 from serving.errors import (
     EventConflictError,
     EventNotFoundError,
@@ -50,13 +58,14 @@ from serving.errors import (
     StoreUnavailableError,
 )
 from serving.features import UserFeatures
+from serving.live import fold_log, user_history
 from serving.policy import PolicyModel, PolicySnapshot
 from serving.rules import RuleBook
 from serving.schemas import EventIn, FeedbackIn
 from serving.session import session_adjust
 from serving.settings import Settings
 from serving.store import FeedbackResult, FeedbackWrite, Store
-from serving.store.types import JsonObject, Row, UserEvent
+from serving.store.types import AddedItem, JsonObject, Row, UserEvent
 
 if TYPE_CHECKING:  # only for annotations: the group reader lives in the backend module
     from serving.store.postgresql import GroupReader
@@ -155,6 +164,9 @@ class RecommendationService:
         self._stopping = threading.Event()
         self._refresher: threading.Thread | None = None
         self.on_decision: Callable[[str], None] = lambda arm: None
+        # Log positions of the last event and added item folded into the arm set.
+        self.live_seq = 0
+        self.items_seq = 0
 
     def start(self) -> None:
         """Log the feature set's names, read the state once, then keep it fresh in a
@@ -249,19 +261,51 @@ class RecommendationService:
             version = meta.version if meta else self.arm_set.version
             outcomes = self.store.outcomes_after(self.snapshot.seq)
             self.snapshot = self.policy_model.advance(self.snapshot, outcomes, pulls, version)
+            self._fold_live()
         if meta and meta.version > self.arm_set.version and self._loading is None:
             self._loading = threading.Thread(target=self._load_version, args=(meta.version,
                                              meta.arms_dir), name="recbandits-arms", daemon=True)
             self._loading.start()
 
+    def _fold_live(self) -> None:
+        """Fold the events and added items logged since the last call into the arm set (its
+        live arms and its universe; :mod:`serving.live`). Events are read before items: an
+        event's item was committed before it, so it is among the items read.
+        """
+        live = bool(self.arm_set.live_names)
+        events = self.store.events_after(self.live_seq) if live else []
+        added = self.store.items_after(self.items_seq)
+        if events or added:
+            self.arm_set = fold_log(self.arm_set, events, added, self.rules, self.catalog)
+        if events:
+            self.live_seq = events[-1].seq
+        if added:
+            self.items_seq = added[-1].seq
+
+    def _swap(self, arm_set: ArmSet) -> None:
+        """Serve ``arm_set`` from now on, with every item the refresher added to the current
+        one meanwhile (the two never interleave: both hold the advance lock).
+        """
+        with self._advance_lock:
+            latest = self.arm_set.added
+            self.arm_set = (arm_set.with_items(latest, self.catalog)
+                            if set(latest) - set(arm_set.added) else arm_set)
+
     def _load_version(self, version: int, arms_dir: str) -> None:
         try:
-            models = load_arms(Path(arms_dir), self.arm_set.names)
-            arm_set = ArmSet.build(models, self.catalog, version=version,
-                                   cold_start_arm=self.settings.cold_start_arm,
-                                   cache_size=self.settings.score_cache_size)
+            current = self.arm_set
+            # The live arms are a fold of the log from their base fit: carried over, not
+            # reloaded (a retrain does not refit them).
+            models = {**load_arms(Path(arms_dir), [n for n in current.names
+                                                   if n not in current.live_names]),
+                      **{n: current.models[n] for n in current.live_names}}
+            arm_set = ArmSet.build({n: models[n] for n in current.names}, self.catalog,
+                                   version=version, cold_start_arm=self.settings.cold_start_arm,
+                                   cache_size=self.settings.score_cache_size,
+                                   added=current.added)
+            object.__setattr__(arm_set, "live_lock", current.live_lock)
             arm_set.warm()
-            self.arm_set = arm_set
+            self._swap(arm_set)
             logger.info("now serving arms of policy version %d from %s", version, arms_dir)
         except Exception:
             logger.exception("could not load the arms of version %d from %s", version, arms_dir)
@@ -285,15 +329,25 @@ class RecommendationService:
         user = arms.user_index.get(user_id)
         excluded, liked, disliked = self._split_history(history, arms, now)
         features = self.features.vector(user_id, liked.size, disliked.size)
-        if user is None:
+        # The user's events within the retention window, as every arm scores them now.
+        recent, ratings, _ = user_history(history, arms, self.rules,
+                                          now - self.settings.retention_s)
+        if user is None and not self.policy_model.contextual:
+            # A context-free policy cannot tell a newcomer from anyone else: popularity serves
+            # them outside it. A contextual one chooses for them from their features.
             cold_start = True
             arm = self.settings.cold_start_arm
             pmf: dict[str, float] | str = {arm: 1.0}  # str: the snapshot's cached JSON
             propensity = 1.0
             # A newcomer's stated genres (PUT /users/{id}/preferences) put those genres first.
             stated = await self._read("user_preferences", user_id)
-            ranking = (arms.cold_start_ranking if stated is None else arms.preferred_ranking(
-                [g for g in stated[0] if g in arms.genre_names]))
+            if stated is not None:
+                ranking = arms.preferred_ranking([g for g in stated[0]
+                                                  if g in arms.genre_names])
+            elif arm in arms.names:  # live: the latest counts, and the user's own events
+                ranking = arms.history_ranking(arm, user_id, recent, ratings)
+            else:
+                ranking = arms.cold_start_ranking
         else:
             cold_start = False
             model = self.policy_model
@@ -303,7 +357,10 @@ class RecommendationService:
             choice = min(choice, len(model.arms) - 1)
             arm = model.arms[choice]
             propensity = float(probabilities[choice])
-            ranking = arms.ranking(arm, user)
+            if user is not None and not recent.size:
+                ranking = arms.ranking(arm, user_id)  # cached while the user has no events
+            else:
+                ranking = arms.history_ranking(arm, user_id, recent, ratings)
         strength = self.settings.session_strength
         top = None
         if strength == 0 or not (liked.size or disliked.size):
@@ -435,10 +492,9 @@ class RecommendationService:
         InvalidInputError, EventNotFoundError, EventConflictError
             As :meth:`feedback`; also a value the type does not take.
         """
-        arms = self.arm_set
-        if movie_id not in arms.item_index:
+        if not await self._known_item(movie_id):
             raise InvalidInputError(unknown_id_message(item_field, movie_id,
-                                                       arms.item_ids[:500]))
+                                                       self.arm_set.item_ids[:500]))
         rule = self.rules.rule(event_type)
         try:
             rule.check_value(event_type, value)
@@ -520,6 +576,47 @@ class RecommendationService:
         assert self.writer is not None  # set by the app's lifespan before any request
         return await self.writer.write_events(writes)
 
+    def add_item(self, item_id: int, title: str, genres: Sequence[str], year: int | None
+                 ) -> tuple[AddedItem, list[str]]:
+        """Log a new catalogue item and fold it in here at once (other workers within one
+        refresh interval); returns it and the arms that learned it at once.
+
+        Raises
+        ------
+        EventConflictError
+            The item is in the catalogue already (409).
+        InvalidInputError
+            A genre the catalogue does not have (422).
+        """
+        if item_id in self.arm_set.item_index:
+            raise EventConflictError(f"item_id {item_id} is in the catalogue already")
+        unknown = sorted(set(genres) - set(self.arm_set.genre_names))
+        if unknown:
+            raise InvalidInputError(f"genres must be among {list(self.arm_set.genre_names)}, "
+                                    f"got {unknown}")
+        try:
+            item = self.store.add_item(item_id, title, list(dict.fromkeys(genres)), year,
+                                       time.time())
+        except ValueError as exc:
+            raise EventConflictError(str(exc)) from None
+        self.refresh()
+        return item, [n for n in self.arm_set.names if self.arm_set.models[n].can_grow]
+
+    async def _known_item(self, movie_id: int) -> bool:
+        """Whether ``movie_id`` is in the catalogue, folding in items another worker added
+        since this one's last refresh.
+        """
+        if movie_id in self.arm_set.item_index:
+            return True
+
+        def catch_up() -> None:
+            # One indexed read; the whole refresh only when an item was in fact added.
+            if self.store.items_after(self.items_seq):
+                self.refresh()
+
+        await asyncio.get_running_loop().run_in_executor(self.readers, catch_up)
+        return movie_id in self.arm_set.item_index
+
     # ------------------------------------------------------------------ policy and retraining
     async def policy_view(self) -> JsonObject:
         """What ``GET /policy`` answers: the policy folded up to the log's latest outcome."""
@@ -556,35 +653,16 @@ class RecommendationService:
         (policy_version, n_feedback_ratings)
         """
         with self._retrain_lock:
+            current = self.arm_set
             version, n_ratings, arm_set = retrain_arms(
-                self.settings, self.store, self.catalog, self.arm_set.models)
+                self.settings, self.store, self.catalog, current.models)
+            object.__setattr__(arm_set, "live_lock", current.live_lock)
             arm_set.warm()
-            self.arm_set = arm_set
+            self._swap(arm_set)
             self.refresh()
             return version, n_ratings
 
     # ------------------------------------------------------------------ user features
-    async def user_features(self, user_id: int) -> tuple[list[str], list[float], float]:
-        """``user_id``'s feature vector of set ``user-v2`` (:mod:`serving.features`) as of now:
-        ``(names, values, as_of)``, ``as_of`` in Unix seconds (``GET /users/{id}/features``).
-
-        The behavioural features fold the user's events within ``settings.retention_s``
-        (this worker's feature cache folds only those logged since the user's last call); the
-        stated ones are the genres of their latest ``PUT /users/{id}/preferences``.
-        """
-        from serving.features import FeatureStore  # here while the request path uses user-v1
-
-        # One feature store (and cache) per worker, built on first use.
-        features = self.__dict__.get("feature_store")
-        if not isinstance(features, FeatureStore):
-            features = FeatureStore(self.catalog, self.rules,
-                                    retention_s=self.settings.retention_s)
-            self.__dict__["feature_store"] = features
-        events = await self._read("user_feedback", user_id)
-        stated = await self._read("user_preferences", user_id)
-        now = time.time()
-        values = features.vector(user_id, events, None if stated is None else stated[0], now)
-        return features.names, values.tolist(), now
 
 
 def _iso(unix_s: float) -> str:
@@ -634,17 +712,27 @@ def top_k_row(scores: npt.NDArray[np.float64], k: int
 
 def retrain_arms(settings: Settings, store: Store, catalog: Dataset,
                  models: dict[str, Recommender]) -> tuple[int, int, ArmSet]:
-    """Fit fresh copies of ``models`` on ``catalog`` + feedback ratings, save, publish."""
+    """Fit fresh copies of ``models`` on ``catalog`` (with the items added at run time) plus
+    the ratings of the log; save, publish.
+
+    The arms that learn from the stream are not refitted: their state is a fold of the log
+    from their fit on the base catalogue (:mod:`serving.live`), which is what is saved for them
+    (a worker folds the log into it), while the arm set returned keeps ``models``' live arms.
+    """
     ratings = store.ratings_frame()
-    train = training_set(catalog, ratings)
-    fitted = refit_like(models, train)
+    added = store.items_after(0)
+    train = training_set(with_added_items(catalog, added), ratings)
+    live = [n for n, m in models.items() if m.learns_from_stream]
+    fitted = refit_like({n: m for n, m in models.items() if n not in live}, train)
+    bases = refit_like({n: models[n] for n in live}, catalog)
     state_dir = settings.resolved_state_dir()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     with file_lock(state_dir / "arms.lock"):
-        folder = save_arms(fitted, state_dir / "arms" / f"{stamp}-{uuid.uuid4().hex[:8]}")
+        folder = save_arms({n: fitted[n] if n in fitted else bases[n] for n in models},
+                           state_dir / "arms" / f"{stamp}-{uuid.uuid4().hex[:8]}")
         meta = store.publish_version(str(folder))
-    arm_set = ArmSet.build(fitted, catalog, version=meta.version,
-                           cold_start_arm=settings.cold_start_arm,
-                           cache_size=settings.score_cache_size)
+    arm_set = ArmSet.build({n: fitted[n] if n in fitted else models[n] for n in models}, catalog,
+                           version=meta.version, cold_start_arm=settings.cold_start_arm,
+                           cache_size=settings.score_cache_size, added=added)
     logger.info("retrained on %s: policy version %d", train, meta.version)
     return meta.version, len(ratings), arm_set

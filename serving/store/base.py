@@ -429,7 +429,7 @@ class Store(abc.ABC):
                                                    created_at=now))
         except sa.exc.IntegrityError:
             raise ValueError(f"item_id {item_id} was added already") from None
-        return AddedItem(seq, item_id, title, list(genres), year, now)
+        return AddedItem(seq, item_id, title, tuple(genres), year, now)
 
     @unavailable_on_db_error
     def items_after(self, seq: int) -> list[AddedItem]:
@@ -438,7 +438,7 @@ class Store(abc.ABC):
             rows = conn.execute(sa.select(items).where(items.c.seq > seq)
                                 .order_by(items.c.seq)).all()
         return [AddedItem(int(r.seq), int(r.item_id), r.title,
-                          json.loads(r.genres) if isinstance(r.genres, str) else list(r.genres),
+                          tuple(json.loads(r.genres) if isinstance(r.genres, str) else r.genres),
                           None if r.year is None else int(r.year), float(r.created_at))
                 for r in rows]
 

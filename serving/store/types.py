@@ -71,7 +71,7 @@ class AddedItem:
     seq : int
     item_id : int
     title : str
-    genres : list of str
+    genres : tuple of str
     year : int or None
     created_at : float
     """
@@ -79,7 +79,7 @@ class AddedItem:
     seq: int
     item_id: int
     title: str
-    genres: list[str]
+    genres: tuple[str, ...]
     year: int | None
     created_at: float
 

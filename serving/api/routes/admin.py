@@ -1,4 +1,6 @@
-"""``POST /admin/retrain``: refit the arms on MovieLens plus feedback, swap them in."""
+"""``/admin``: refit the arms (``POST /admin/retrain``), add catalogue items (``POST
+/admin/items``), and show a worker's learned state (``GET /admin/policy-state``).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from serving.api.deps import AdminDep, ServiceDep
-from serving.schemas import ErrorOut, RetrainOut
+from serving.schemas import ErrorOut, ItemIn, ItemOut, RetrainOut
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
 
@@ -38,3 +40,22 @@ async def policy_state(service: ServiceDep) -> dict[str, Any]:
     that position (``recbandits rebuild-state`` computes the same fold).
     """
     return service.policy_state()
+
+
+@router.post("/items", response_model=ItemOut, status_code=201,
+             responses={401: {"model": ErrorOut, "description": "no token"},
+                        403: {"model": ErrorOut, "description": "wrong token"},
+                        409: {"model": ErrorOut, "description": "the item exists already"},
+                        422: {"model": ErrorOut, "description": "malformed body or unknown "
+                                                               "genre"}})
+async def add_item(body: ItemIn, service: ServiceDep) -> ItemOut:
+    """Add an item to the catalogue at once, on every worker within one refresh interval.
+
+    Events on it are accepted at once; the arms that grow with the catalogue (co-occurrence,
+    popularity) learn it from its events; the others include it at the next retrain (its
+    events become ratings) and meanwhile rank it by the genres of the user's session.
+    """
+    item, arms_now = await run_in_threadpool(service.add_item, body.item_id, body.title,
+                                             body.genres, body.year)
+    return ItemOut(item_id=item.item_id, title=item.title, genres=list(item.genres), year=item.year,
+                   log_seq=item.seq, arms_now=arms_now)

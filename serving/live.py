@@ -1,0 +1,143 @@
+"""Arms that learn from every event at once, the same on every worker.
+
+Events reach the arms in two ways, and neither refits anything:
+
+**Per user, at request time.** A user's events within ``retention_s`` (read from the log on
+every request, so every worker sees a user's latest event: read your writes) are scored by each
+arm's :meth:`~arms.base.Recommender.score_history` with the implicit rating the rule book gives
+each event: EASE from the updated history row, the sequential arm from the latest items, SVD by
+folding in the user's factors. :func:`user_history` turns the log's events into those arrays.
+
+**Globally, as a fold of the log.** The arms that learn from the stream (``cooccurrence``, and
+``popularity`` with a half-life) fold every event of every user in log order
+(:func:`fold_log`), on every worker, from the arm fitted on the base catalogue: a worker that
+starts (or restarts) folds the log from its start, one that runs folds what was logged since its
+last refresh. Their states are deterministic functions of the events in log order (fixed-point
+arithmetic, :mod:`arms.cooccurrence`), so every worker holds the same state at the same log
+position, and ``rebuild-state`` could rebuild it from the log alone. Items added at run time
+(``POST /admin/items``) are part of the same log: an arm that can grow learns an added item at
+its position in the log, before any event on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from arms.data.dataset import Dataset
+from serving.armset import ArmSet
+from serving.rules import RuleBook
+from serving.store.types import AddedItem, LogEvent, UserEvent
+
+
+def user_history(events: Sequence[UserEvent], arm_set: ArmSet, rules: RuleBook, since: float
+                 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], int]:
+    """A user's events stamped at or after ``since`` as the arms score them.
+
+    Parameters
+    ----------
+    events : sequence of UserEvent
+        The user's events, in log order.
+    arm_set : ArmSet
+        Maps items to universe indices.
+    rules : RuleBook
+        Gives each event's implicit rating.
+    since : float
+        Events stamped earlier are past retention and left out.
+
+    Returns
+    -------
+    items : ndarray of int64, shape ``(n,)``
+        Universe indices, in log order (events on items the arm set does not know are left
+        out, as are types the rule book gives no rating).
+    ratings : ndarray of float64, shape ``(n,)``
+        Each event's implicit rating.
+    last_seq : int
+        Log position of the user's latest event (0: none).
+    """
+    index = arm_set.item_index
+    items: list[int] = []
+    ratings: list[float] = []
+    for event in events:
+        if event.created_at < since or event.event_type not in rules.rules:
+            continue
+        position = index.get(event.movie_id)
+        rating = rules.rating(event.event_type, event.value)
+        if position is None or rating is None:
+            continue
+        items.append(position)
+        ratings.append(rating)
+    last = events[-1].seq if events else 0
+    return np.array(items, dtype=np.int64), np.array(ratings, dtype=np.float64), int(last)
+
+
+def fold_log(arm_set: ArmSet, events: Sequence[LogEvent], added: Sequence[AddedItem],
+             rules: RuleBook, catalog: Dataset) -> ArmSet:
+    """Fold logged ``events`` and ``added`` items into ``arm_set``'s live arms, in log order.
+
+    The live arms change in place (under the arm set's ``live_lock``); the arm set returned
+    holds the added items in its universe (``arm_set`` itself when none were added).
+
+    Parameters
+    ----------
+    arm_set : ArmSet
+    events : sequence of LogEvent
+        Events after the position already folded, in log order.
+    added : sequence of AddedItem
+        Items added after that position, in log order.
+    rules : RuleBook
+        Each event's weight for the stream is its implicit rating (types without one are
+        left out).
+    catalog : Dataset
+        The base catalogue (for the genres of the universe).
+    """
+    live = [arm_set.models[n] for n in arm_set.live_names]
+    marks = [a.seq for a in added]
+    # Events between two additions are folded in one batch: the arms' states do not depend on
+    # how the events are batched, only on their order.
+    bounds = np.searchsorted(np.array([e.seq for e in events], dtype=np.int64),
+                             np.array(marks, dtype=np.int64))
+    start = 0
+    with arm_set.live_lock:
+        for item, stop in zip([*added, None], [*bounds.tolist(), len(events)], strict=True):
+            _observe(arm_set, live, events[start:stop], rules)
+            start = stop
+            if item is not None:
+                for model in live:
+                    if model.can_grow and item.item_id not in set(model.item_ids_.tolist()):
+                        model.grow([item.item_id])
+    if added:
+        arm_set = arm_set.with_items(added, catalog)
+    return arm_set
+
+
+def _observe(arm_set: ArmSet, live: list, events: Sequence[LogEvent], rules: RuleBook) -> None:
+    """Fold one run of events (no item added inside it) into every live arm."""
+    if not live or not events:
+        return
+    users, items, weights, times = [], [], [], []
+    for event in events:
+        if event.event_type not in rules.rules:
+            continue
+        rating = rules.rating(event.event_type, event.value)
+        if rating is None:
+            continue
+        users.append(event.user_id)
+        items.append(event.movie_id)
+        weights.append(rating)
+        times.append(int(event.created_at))
+    if not items:
+        return
+    raw = np.array(items, dtype=np.int64)
+    for model in live:
+        # The arm's own index of each item (every logged item is in its catalogue: an event on
+        # an unknown item is refused, and added items grew the arm before their events).
+        order = np.argsort(model.item_ids_)
+        own = order[np.searchsorted(model.item_ids_, raw, sorter=order)]
+        model.observe(np.array(users, dtype=np.int64), own, np.array(weights),
+                      np.array(times, dtype=np.int64))
+
+
+__all__ = ["fold_log", "user_history"]
