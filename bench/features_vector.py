@@ -91,14 +91,16 @@ def main() -> None:
     scratch = best_us(lambda i: store.vector(user, base, stated, now, cached=False),
                       args.calls // 10 or 1, args.repeats)
     store.vector(user, base, stated, now)
-    cursor = [args.events]
+    # Each call sees the log one event longer (built beforehand: the store's read makes it).
+    prefixes = [log[:n] for n in range(args.events + 1, len(log) + 1)]
+    cursor = iter(prefixes)
 
     def one_new(_: int) -> None:
-        cursor[0] += 1
-        store.vector(user, log[:cursor[0]], stated, log[cursor[0] - 1].created_at)
+        events = next(cursor)
+        store.vector(user, events, stated, events[-1].created_at)
 
     one = best_us(one_new, args.calls, args.repeats)
-    last = log[:cursor[0]]
+    last = prefixes[-1]
     at = last[-1].created_at + 1.0
     none_new = best_us(lambda i: store.vector(user, last, stated, at), args.calls, args.repeats)
     v1 = UserFeatures(catalog)

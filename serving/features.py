@@ -88,6 +88,7 @@ DEFAULT_CACHE_USERS = 10_000
 REBASE_HALF_LIVES = 256.0
 
 _SEQ = attrgetter("seq")
+_NONE = np.empty(0, dtype=np.int64)
 
 
 def _age_labels() -> list[str]:
@@ -287,7 +288,7 @@ class BehaviourSpec:
         # one more entry, 0, for code -1 (a type the rule book does not know).
         constant = [rules.rule(t).session_sign for t in self.types]
         self._type_sign = np.array([*(s or 0 for s in constant), 0], dtype=np.float64)
-        self._valued = np.array([s is None for s in constant], dtype=bool)
+        self._valued_codes = [code for code, s in enumerate(constant) if s is None]
 
     @classmethod
     def from_catalog(cls, catalog: Dataset, rules: RuleBook, *,
@@ -319,7 +320,7 @@ class BehaviourSpec:
         value of a type whose sign depends on the value (a rating's stars).
         """
         signs = self._type_sign[codes]
-        for code in np.flatnonzero(self._valued).tolist():
+        for code in self._valued_codes:
             mine = np.flatnonzero(codes == code)
             if not mine.size:
                 continue
@@ -354,8 +355,11 @@ class BehaviourSpec:
         Raises
         ------
         ValueError
-            Events not in log order (ascending ``seq``).
+            Events not in log order (ascending ``seq``), or a time that is not finite.
         """
+        if not events:
+            empty = np.empty(0)
+            return empty, np.empty(0, dtype=np.int64), empty, np.empty(0, dtype=np.int64)
         seq, movie, kind, value, at = zip(*events, strict=True)
         seqs = np.asarray(seq, dtype=np.int64)
         if seqs.size > 1 and (np.diff(seqs) <= 0).any():
@@ -364,6 +368,9 @@ class BehaviourSpec:
         codes = np.fromiter(map(self._type_code.get, kind, repeat(-1)), np.int64, len(kind))
         signs = self.signs(codes, value)
         times = np.asarray(at, dtype=np.float64)
+        if not np.isfinite(times).all():
+            raise ValueError(f"event times (created_at) must be finite Unix seconds, got "
+                             f"{times[~np.isfinite(times)].tolist()[:3]}")
         movies = np.asarray(movie, dtype=np.int64)
         known = codes >= 0
         if not known.all():
@@ -457,28 +464,35 @@ class BehaviourState:
         half_life = self.spec.half_life_s
         if math.isnan(self.anchor_):
             self.anchor_ = float(times[0])
+        first, last = float(times.min()), float(times.max())
         start = 0
         while start < times.size:
-            # The first event too far after the anchor (if any) ends this run of terms.
-            far = np.flatnonzero(times[start:] > self.anchor_ + REBASE_HALF_LIVES * half_life)
+            limit = self.anchor_ + REBASE_HALF_LIVES * half_life
+            # The first event too far after the anchor (if any; usually none) ends this run.
+            far = np.flatnonzero(times[start:] > limit) if last > limit else _NONE
             stop = start + int(far[0]) if far.size else times.size
             if stop > start:
-                weights = np.exp2((times[start:stop] - self.anchor_) / half_life)
-                terms = self.spec.terms(codes[start:stop], signs[start:stop],
-                                        movies[start:stop], weights)
-                # Sequential adds (not np.sum's pairwise ones): any chunking adds the same
-                # terms in the same order (one term: the same single add, without the stack).
-                self.sums_ = (self.sums_ + terms[0] if stop - start == 1 else
-                              np.add.accumulate(np.vstack((self.sums_, terms)), axis=0)[-1])
+                part = slice(start, stop)
+                self._accumulate(times[part], codes[part], signs[part], movies[part])
             if stop < times.size:
                 anchor = float(times[stop])
                 self.sums_ = self.sums_ * np.exp2((self.anchor_ - anchor) / half_life)
                 self.anchor_ = anchor
             start = stop
         self._template = None
-        self.oldest_ = min(self.oldest_, float(times.min()))
-        self.latest_ = max(self.latest_, float(times.max()))
+        self.oldest_ = min(self.oldest_, first)
+        self.latest_ = max(self.latest_, last)
         self.n_events_ += int(times.size)
+
+    def _accumulate(self, times: np.ndarray, codes: np.ndarray, signs: np.ndarray,
+                    movies: np.ndarray) -> None:
+        """Add the events' terms at the current anchor, one by one in order."""
+        weights = np.exp2((times - self.anchor_) / self.spec.half_life_s)
+        terms = self.spec.terms(codes, signs, movies, weights)
+        # Sequential adds (not np.sum's pairwise ones): any chunking adds the same terms in the
+        # same order (one term: the same single add, without the stack).
+        self.sums_ = (self.sums_ + terms[0] if times.size == 1 else
+                      np.add.accumulate(np.vstack((self.sums_, terms)), axis=0)[-1])
 
     def _timeless(self) -> np.ndarray:
         """The vector with the parts that do not change with time filled in (affinities and
@@ -515,9 +529,8 @@ class BehaviourState:
         out[:n_types] = np.log1p(counts)
         out[-3] = 2.0 ** ((self.latest_ - now) / half_life)
         out[-2] = math.log1p(float(counts.sum()))
-        out[:n_types] = np.round(out[:n_types], DECIMALS)
-        out[-3:-1] = np.round(out[-3:-1], DECIMALS)
-        return out
+        # The template's values are rounded already, and rounding is idempotent on them.
+        return np.round(out, DECIMALS, out=out)
 
     def to_json(self) -> str:
         """The state as JSON text (floats written exactly: :meth:`from_json` restores the bits)."""
