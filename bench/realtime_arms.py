@@ -18,7 +18,7 @@ users it then times, in this process and in the same run:
 
 The table gives the mean time of each and the ratio real-time / frozen. BLAS pools are pinned to
 ``--threads`` threads (default 1): SVD's fold-in solves a 101 x 101 system per request, and a
-multi-threaded BLAS on a loaded 2-core machine made it 10-30 times slower. The output ends with
+multi-threaded BLAS on a loaded 2-core machine made it 5-30 times slower. The output ends with
 ``name: value`` lines.
 """
 
