@@ -240,6 +240,13 @@ class Recommender(ABC):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` of :meth:`score_history`, leaving out the user's seen and event items.
 
+        Parameters
+        ----------
+        user_index, item_indices, ratings
+            As :meth:`score_history`.
+        k : int, default 10
+            Slate size, ``1 <= k <= n_items_``.
+
         Returns
         -------
         items, scores : ndarray of shape ``(k,)``
