@@ -207,6 +207,12 @@ def test_cooccurrence_incremental_fold_is_bit_identical_to_one_batch(data):
     _assert_same_state(_state(batch), _state(chunks))
     assert batch.pairs_.nnz > 100
     assert (batch.pairs_ != batch.pairs_.T).nnz == 0  # symmetric
+    # live popularity: the same fixed point, the same guarantee
+    live = [PopularityRecommender(half_life=60.0).fit(data) for _ in range(2)]
+    live[0].observe(users, items, weights, times)
+    for i in range(len(users)):
+        live[1].observe(users[i : i + 1], items[i : i + 1], weights[i : i + 1], times[i : i + 1])
+    _assert_same_state(_state(live[0]), _state(live[1]))
 
 
 def test_buffered_cooccurrences_score_as_merged_ones(data):
