@@ -16,6 +16,7 @@ calls; the best is the round least disturbed by other processes on the machine):
 3. **cached, no new event**: the cache is up to date; only the vector at ``now`` is computed.
 4. **peer, user-v1**: ``UserFeatures.vector`` (static row plus two session counts), what the
    request path computes today, measured in the same run; the ratios are against it.
+5. **cache memory**: bytes allocated (tracemalloc) per user state in the cache.
 
 The load average (``/proc/loadavg``) is printed before and after: the machine is shared.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import tracemalloc
 from collections.abc import Callable
 
 import numpy as np
@@ -112,6 +114,17 @@ def main() -> None:
     print(f"{'path':<28}{'us/call':>10}{'x user-v1':>11}")
     for name, us in rows:
         print(f"{name:<28}{us:>10.1f}{us / peer:>11.1f}")
+    # Memory of the per-worker cache: states of 2,000 users with 20 events each.
+    small = FeatureStore(catalog, cache_users=2000)
+    logs = [event_log(catalog, small, 20, seed=u) for u in range(2000)]
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for u, events in enumerate(logs):
+        small.vector(u, events, None, events[-1].created_at)
+    per_user = (tracemalloc.get_traced_memory()[0] - before) / len(logs)
+    tracemalloc.stop()
+    print(f"cache memory: {per_user / 1024:.2f} KiB per user, "
+          f"{per_user * 10_000 / 2**20:.1f} MiB for the default 10,000 users")
     print(f"load average after: {loadavg()}")
     for name, us in rows:
         print(f"{name.split(' (')[0].replace(' ', '_').replace(',', '').replace(':', '')}_us: "

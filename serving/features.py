@@ -490,9 +490,10 @@ class BehaviourState:
         weights = np.exp2((times - self.anchor_) / self.spec.half_life_s)
         terms = self.spec.terms(codes, signs, movies, weights)
         # Sequential adds (not np.sum's pairwise ones): any chunking adds the same terms in the
-        # same order (one term: the same single add, without the stack).
+        # same order (one term: the same single add, without the stack). The last row is
+        # copied: a view would keep the whole (n + 1, width) stack alive in the cache.
         self.sums_ = (self.sums_ + terms[0] if times.size == 1 else
-                      np.add.accumulate(np.vstack((self.sums_, terms)), axis=0)[-1])
+                      np.add.accumulate(np.vstack((self.sums_, terms)), axis=0)[-1].copy())
 
     def _timeless(self) -> np.ndarray:
         """The vector with the parts that do not change with time filled in (affinities and
