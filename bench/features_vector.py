@@ -15,7 +15,8 @@ calls; the best is the round least disturbed by other processes on the machine):
    event (the common request after an event).
 3. **cached, no new event**: the cache is up to date; only the vector at ``now`` is computed.
 4. **peer, user-v1**: ``UserFeatures.vector`` (static row plus two session counts), what the
-   request path computes today, measured in the same run; the ratios are against it.
+   request path computed before ``user-v2``, measured in the same run; the ratios are against
+   it.
 5. **cache memory**: bytes allocated (tracemalloc) per user state in the cache.
 
 The load average (``/proc/loadavg``) is printed before and after: the machine is shared.

@@ -47,8 +47,9 @@ the last one; the vector always equals a replay of the user's events within the 
 
 Set ``user-v1`` (:class:`UserFeatures`; the static part plus ``session_likes`` and
 ``session_dislikes``, ``log1p`` of the positive and negative feedback in the session window) is
-what the request path logs until it uses ``user-v2``. A change of the feature set must change
-the version, so that the log never mixes vectors of different meanings under one name.
+what the request path logged before ``user-v2``; older logs hold its vectors under its name. A
+change of the feature set must change the version, so that the log never mixes vectors of
+different meanings under one name.
 """
 
 from __future__ import annotations
