@@ -156,7 +156,7 @@ def _serving_settings(args: argparse.Namespace) -> object:
     return Settings(**given)
 
 
-def _run_serving(args: argparse.Namespace, command: str) -> int:
+def _run_serving(args: argparse.Namespace, command: str, **options: object) -> int:
     from pydantic import ValidationError
 
     from serving import commands
@@ -166,7 +166,7 @@ def _run_serving(args: argparse.Namespace, command: str) -> int:
     except (ValidationError, ValueError) as exc:  # a bad option, variable or settings file
         print(f"recbandits {command}: {exc}", file=sys.stderr)
         return 2
-    return getattr(commands, command.replace("-", "_"))(settings)
+    return getattr(commands, command.replace("-", "_"))(settings, **options)
 
 
 def _ope_candidates(
@@ -300,6 +300,18 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
         "and the policy's fold; compare with the store (exit 1 if they differ)")
     store_options(rebuild)
     rebuild.set_defaults(handler=lambda args: _run_serving(args, "rebuild-state"))
+
+    purge = commands.add_parser(
+        "purge", help="delete the raw log before DATE (older than the retention window), "
+        "keeping a fold snapshot so that rebuild-state and every worker stay exact")
+    purge.add_argument("--before", required=True, metavar="DATE",
+                       help="ISO date or date-time (UTC unless it says otherwise), at most now "
+                       "minus retention_s (90 days by default)")
+    purge.add_argument("--dry-run", action="store_true",
+                       help="count what would be deleted; delete nothing")
+    store_options(purge)
+    purge.set_defaults(handler=lambda args: _run_serving(
+        args, "purge", before=args.before, dry_run=args.dry_run))
 
     ope = commands.add_parser(
         "ope", help="off-policy evaluation of the decision log: IPS, SNIPS and doubly robust "

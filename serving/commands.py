@@ -1,4 +1,4 @@
-"""What the ``recbandits serve``, ``retrain`` and ``rebuild-state`` commands do.
+"""What the ``recbandits serve``, ``retrain``, ``rebuild-state`` and ``purge`` commands do.
 
 The CLI (:mod:`experiments.cli`) only parses options into :class:`~serving.settings.Settings` and
 calls these; they return an exit code and print the user-facing output.
@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,12 +22,21 @@ from typing import Any, TextIO
 from arms.base import Recommender
 from arms.data import load_movielens, make_synthetic
 from arms.data.dataset import Dataset
-from serving.armset import ArmSet, file_lock, fit_arms, load_arms, save_arms
-from serving.replay import DecisionRow, FeedbackRow, OutcomeRow, check_log
-from serving.service import retrain_arms
+from serving.armset import ArmSet, file_lock, fit_arms, load_arms, make_arm, save_arms
+from serving.live import arm_bytes, arm_from_bytes, fold_live_arms
+from serving.replay import (
+    DecisionRow,
+    FeedbackRow,
+    OutcomeRow,
+    check_log,
+    fold_policy,
+    latest_ratings,
+)
+from serving.service import _iso, retrain_arms
 from serving.settings import Settings
 from serving.store import Store, open_store
 from serving.store.errors import StoreNotFoundError
+from serving.store.types import FoldSnapshot, JsonObject
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +102,8 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
             # The live arms fold the log in place: the caller's objects stay as given.
             models = ({n: copy.deepcopy(m) if m.learns_from_stream else m
                        for n, m in arms.items()} if arms is not None
-                      else fit_arms(settings.arms, catalog, seed=settings.seed))
+                      else fit_arms(settings.arms, catalog, seed=settings.seed,
+                                    params=settings.arm_params))
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
             folder = str(save_arms(models, state_dir / "arms" / f"{stamp}-{os.getpid()}"))
             meta = (store.init_policy_meta(folder) if meta is None
@@ -212,16 +223,30 @@ def rebuild_state(settings: Settings, out: TextIO | None = None) -> int:
         source = store.describe()
     finally:
         store.dispose()
-    check = check_log(
-        [DecisionRow(e, a, bool(c), float(d), bool(s)) for e, a, c, d, s in rows["decisions"]],
-        [FeedbackRow(int(q), e, int(u), int(m), float(t), ty, bool(c), r, v)
-         for q, e, u, m, t, ty, c, r, v in rows["feedback"]],
-        [OutcomeRow(int(q), e, a, float(r), None if f is None else int(f))
-         for q, e, a, r, f in rows["outcomes"]],
-        rows["contexts"], rows["pulls"], rows["ratings"], settings.rule_book(),
-        settings.policy_model(_feature_dimension(rows["contexts"])))
+    fold = rows["fold"]
+    # A purged log's policy has the dimension it was folded with.
+    state = None if fold is None else fold.policy["state"]
+    dimension = (_feature_dimension(rows["contexts"]) if state is None
+                 else state["params"].get("n_features"))
+    try:
+        check = check_log(
+            [DecisionRow(e, a, bool(c), float(d), bool(s))
+             for e, a, c, d, s in rows["decisions"]],
+            [FeedbackRow(int(q), e, int(u), int(m), float(t), ty, bool(c), r, v)
+             for q, e, u, m, t, ty, c, r, v in rows["feedback"]],
+            [OutcomeRow(int(q), e, a, float(r), None if f is None else int(f))
+             for q, e, a, r, f in rows["outcomes"]],
+            rows["contexts"], rows["pulls"], rows["ratings"], settings.rule_book(),
+            settings.policy_model(dimension), fold=fold)
+    except ValueError as exc:  # the snapshot's policy is not the settings' one
+        print(f"recbandits rebuild-state: {exc}", file=out)
+        return 2
     print(f"store: {source}  ({len(rows['decisions'])} decisions, {len(rows['feedback'])} "
           f"feedback, {check.n_outcomes} outcomes, {check.pending} undecided)", file=out)
+    if fold is not None:
+        print(f"fold snapshot at log position {fold.seq} (purged before {_iso(fold.cut)}): "
+              f"{sum(fold.pulls.values())} pulls and {len(fold.ratings)} ratings of purged "
+              "rows; every fold starts from it", file=out)
     print(f"policy: {settings.policy} folded over the outcomes in log order", file=out)
     print(f"{'arm':<14}{'stored n':>10}{'replay n':>10}{'outcomes':>10}{'mean reward':>13}",
           file=out)
@@ -235,6 +260,167 @@ def rebuild_state(settings: Settings, out: TextIO | None = None) -> int:
         print(f"  mismatch: {line}", file=out)
     print(f"match: {'yes' if check.match else 'NO'}", file=out)
     return 0 if check.match else 1
+
+
+def parse_date(text: str) -> float:
+    """An ISO 8601 date or date-time as Unix seconds (a time without a zone is UTC).
+
+    Raises
+    ------
+    ValueError
+        ``text`` is neither (the message shows the value and two accepted forms).
+    """
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--before must be an ISO date or date-time such as 2026-09-01 or "
+                         f"2026-09-01T12:00:00+00:00, got {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def purge(settings: Settings, before: str, *, dry_run: bool = False,
+          out: TextIO | None = None, catalog: Dataset | None = None,
+          now: float | None = None) -> int:
+    """Delete the raw log before ``before`` and keep a fold snapshot, so that every fold
+    (``rebuild-state``, a starting worker, a running one) stays exact.
+
+    What goes (:meth:`serving.store.Store.purge`): settled decisions whose reward window closed
+    before the DATE, their outcomes and feedback, and the feedback stamped before it that no
+    remaining decision owns. The snapshot, at the log head S read before folding, holds the
+    policy folded over every outcome up to S (from the previous snapshot, if any), the purged
+    decisions' pulls, the purged feedback's latest ratings and the live arms folded over every
+    event and added item up to S (:func:`serving.live.fold_live_arms`).
+
+    Parameters
+    ----------
+    settings : Settings
+    before : str
+        ISO 8601 date or date-time (UTC unless it says otherwise); at most now -
+        ``settings.retention_s``: younger events still steer features and real-time scores.
+    dry_run : bool, default False
+        Count what would go; delete and store nothing.
+    out : text stream, optional
+        Where the report goes (default stdout).
+    catalog : Dataset, optional
+        The base data instead of ``load_catalog(settings)`` (the live arms' universe).
+    now : float, optional
+        Unix seconds of now (default the clock; tests move it).
+
+    Returns
+    -------
+    int
+        0 done (or nothing to purge), 1 the store changed under the purge (run it again), 2 a
+        DATE that is malformed or inside the retention window.
+    """
+    out = out if out is not None else sys.stdout  # looked up per call: tests redirect it
+    now = time.time() if now is None else now
+    try:
+        cut = parse_date(before)
+    except ValueError as exc:
+        print(f"recbandits purge: {exc}", file=sys.stderr)
+        return 2
+    limit = now - settings.retention_s
+    if cut > limit:
+        print(f"recbandits purge: --before {_iso(cut)} is inside the retention window "
+              f"(retention_s = {settings.retention_s:g} s): events after now - retention "
+              f"still steer features and real-time scores; the latest DATE allowed now is "
+              f"{_iso(limit)}", file=sys.stderr)
+        return 2
+    try:
+        store = open_store(settings.resolved_db_url(), timeout_s=settings.store_timeout_s,
+                           create=False)
+    except StoreNotFoundError as exc:
+        print(f"nothing to purge: {exc}", file=out)
+        return 0
+    try:
+        if not store.has_log():
+            print(f"nothing to purge: {store.describe()} holds no decision log yet", file=out)
+            return 0
+        store.create_schema(settings.arms)  # a store older than the snapshot tables gains them
+        head = store.log_seq()
+        counts = store.purge_counts(cut, head)
+        what = (f"{counts['decisions']} decisions, {counts['outcomes']} outcomes and "
+                f"{counts['feedback']} feedback rows before {_iso(cut)}")
+        if dry_run or not any(counts.values()):
+            print(f"{'dry run: would delete' if dry_run else 'nothing to purge:'} {what} "
+                  f"(log head {head}); nothing deleted", file=out)
+            return 0
+        catalog = catalog if catalog is not None else load_catalog(settings)
+        previous = store.fold_snapshot(arms=True)
+        policy, n_outcomes = _fold_policy(settings, store, previous, head)
+        arms, n_events = _fold_arms(settings, store, catalog, previous, head)
+        rules = settings.rule_book()
+        try:
+            deleted = store.purge(
+                cut, head, 0 if previous is None else previous.seq, policy, arms,
+                lambda rows: latest_ratings(
+                    (FeedbackRow(int(q), None, int(u), int(m), 0.0, ty, False, r, v)
+                     for q, u, m, ty, v, r in rows), rules), now)
+        except ValueError as exc:
+            print(f"recbandits purge: {exc}", file=sys.stderr)
+            return 1
+        source = store.describe()
+    finally:
+        store.dispose()
+    start = "the empty state" if previous is None else f"the snapshot at {previous.seq}"
+    print(f"store: {source}", file=out)
+    print(f"fold snapshot at log position {head}, from {start}: {settings.policy} over "
+          f"{n_outcomes} more outcomes; live arms {', '.join(arms) or '(none)'} over "
+          f"{n_events} more events", file=out)
+    print(f"deleted {deleted['decisions']} decisions, {deleted['outcomes']} outcomes and "
+          f"{deleted['feedback']} feedback rows before {_iso(cut)}", file=out)
+    return 0
+
+
+def _fold_policy(settings: Settings, store: Store, previous: FoldSnapshot | None,
+                 head: int) -> tuple[JsonObject, int]:
+    """The policy folded over every outcome up to ``head`` (from ``previous``), as a fold
+    snapshot stores it (``{"state", "rewards"}``; state None: nothing folded yet), and how
+    many outcomes this fold read.
+
+    A contextual policy's dimension is the one it folded with (``previous``), else that of the
+    latest outcome's context: the feature set the service logs now, whose outcomes it folds.
+    """
+    start = 0 if previous is None else previous.seq
+    outcomes = [o for o in store.outcomes_after(start) if o.seq <= head]
+    state = None if previous is None else previous.policy["state"]
+    if state is None and not outcomes:
+        return {"state": None, "rewards": {}}, 0
+    dimension = (state["params"].get("n_features") if state is not None else
+                 _feature_dimension({o.event_id: o.context for o in reversed(outcomes)}))
+    policy, rewards = fold_policy(outcomes, settings.policy_model(dimension), previous)
+    return ({"state": policy.state_dict(),
+             "rewards": {arm: [n, total] for arm, (n, total) in rewards.items()}},
+            len(outcomes))
+
+
+def _fold_arms(settings: Settings, store: Store, catalog: Dataset,
+               previous: FoldSnapshot | None, head: int) -> tuple[dict[str, bytes], int]:
+    """The live arms folded over every event and added item up to ``head`` (from
+    ``previous``'s, else from their base fits in the served version's folder), saved; and how
+    many events this fold read.
+    """
+    live = [n for n in settings.arms if make_arm(n, seed=None).learns_from_stream]
+    if not live:
+        return {}, 0
+    start = 0 if previous is None else previous.seq
+    meta = store.policy_meta()
+    based = [n for n in live if previous is None or n not in previous.arms]
+    if based and meta is None:
+        raise ValueError("the store records no arms folder (policy_meta): start the service "
+                         "once before purging")
+    models = {**(load_arms(Path(meta.arms_dir), based) if based and meta else {}),
+              **({n: arm_from_bytes(previous.arms[n]) for n in live if n not in based}
+                 if previous is not None else {})}
+    items = store.items_after(0)
+    events = [e for e in store.events_after(start) if e.seq <= head]
+    folded = fold_live_arms({n: models[n] for n in live}, events,
+                            [a for a in items if a.seq <= start],
+                            [a for a in items if start < a.seq <= head],
+                            settings.rule_book(), catalog)
+    return {n: arm_bytes(m) for n, m in folded.items()}, len(events)
 
 
 def _feature_dimension(contexts: Mapping[str, Any]) -> int | None:

@@ -17,15 +17,22 @@ arithmetic, :mod:`arms.cooccurrence`), so every worker holds the same state at t
 position, and ``rebuild-state`` could rebuild it from the log alone. Items added at run time
 (``POST /admin/items``) are part of the same log: an arm that can grow learns an added item at
 its position in the log, before any event on it.
+
+After ``recbandits purge`` the events before the cut are gone: the fold starts from the live
+arms the fold snapshot saved at its log position S (:func:`arm_bytes`, folded by
+:func:`fold_live_arms` exactly as a worker folds) and takes the events after S.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
+from arms.base import Recommender
 from arms.data.dataset import Dataset
 from serving.armset import ArmSet
 from serving.rules import RuleBook
@@ -140,4 +147,49 @@ def _observe(arm_set: ArmSet, live: list, events: Sequence[LogEvent], rules: Rul
                       np.array(times, dtype=np.int64))
 
 
-__all__ = ["fold_log", "user_history"]
+def arm_bytes(model: Recommender) -> bytes:
+    """``model`` as the bytes of its saved ``.npz`` (:meth:`~arms.base.Recommender.save`: the
+    hyper-parameters, the items it has grown and its ``_get_state`` arrays): how a fold snapshot
+    keeps a live arm.
+    """
+    with tempfile.TemporaryDirectory(prefix="recbandits-arm-") as folder:
+        return model.save(Path(folder) / "arm.npz").read_bytes()
+
+
+def arm_from_bytes(blob: bytes) -> Recommender:
+    """The arm :func:`arm_bytes` saved, bit for bit."""
+    with tempfile.TemporaryDirectory(prefix="recbandits-arm-") as folder:
+        path = Path(folder) / "arm.npz"
+        path.write_bytes(blob)
+        return Recommender.load(path)
+
+
+def fold_live_arms(models: Mapping[str, Recommender], events: Sequence[LogEvent],
+                   known: Sequence[AddedItem], added: Sequence[AddedItem], rules: RuleBook,
+                   catalog: Dataset) -> dict[str, Recommender]:
+    """The live arms ``models`` (changed in place) after folding ``events`` and ``added``
+    items in log order, exactly as a worker folds them (:func:`fold_log`): what ``recbandits
+    purge`` keeps in its fold snapshot.
+
+    Parameters
+    ----------
+    models : mapping of str to Recommender
+        Arms that learn from the stream, at the position the events follow (their base fits,
+        or the previous snapshot's).
+    events, added : sequences of LogEvent, AddedItem
+        What was logged after that position, in log order.
+    known : sequence of AddedItem
+        Items added up to that position (the arms have grown them already).
+    rules : RuleBook
+    catalog : Dataset
+        The base catalogue.
+    """
+    if not models:
+        return {}
+    arm_set = ArmSet.build(models, catalog, version=0, cold_start_arm=next(iter(models)),
+                           added=known)
+    folded = fold_log(arm_set, events, added, rules, catalog)
+    return {n: folded.models[n] for n in models}
+
+
+__all__ = ["arm_bytes", "arm_from_bytes", "fold_live_arms", "fold_log", "user_history"]

@@ -189,6 +189,53 @@ class PolicyModel:
         self.fold(policy, outcomes)
         return policy
 
+    def restore(self, state: JsonObject | None) -> BatchedPolicy:
+        """The policy a fold snapshot saved (its ``state_dict()``, or None when it had folded
+        nothing: a fresh policy; ``recbandits purge``).
+
+        Raises
+        ------
+        ValueError
+            ``state`` is of another policy class, arms or hyper-parameters than this model's:
+            the outcomes it folded may be purged, so it cannot be folded again under other
+            settings (the message names both).
+        """
+        if state is None:
+            return self.fresh()
+        # Through JSON, as the snapshot stored it (tuples become lists, and so on).
+        mine = json.loads(json.dumps(self.fresh().state_dict()))
+        for key in ("policy", "arms", "params"):
+            if state.get(key) != mine[key]:
+                raise ValueError(
+                    f"the fold snapshot's policy has {key} {state.get(key)!r} but the "
+                    f"settings' has {mine[key]!r}: a purged log can only be folded further "
+                    "under the policy it was folded with")
+        return BatchedPolicy.from_state_dict(state)
+
+    def resume(self, state: JsonObject | None, seq: int,
+               rewards: Mapping[str, Sequence[float]],
+               pulls: Mapping[str, int], version: int) -> PolicySnapshot:
+        """A snapshot of the policy a fold snapshot saved at log position ``seq``.
+
+        Parameters
+        ----------
+        state : dict or None
+            The policy's ``state_dict()`` folded over every outcome up to ``seq`` (None: none).
+        seq : int
+            The fold snapshot's log position (the next fold reads the outcomes after it).
+        rewards : mapping of str to (n, sum)
+            The folded outcomes' tally per arm at ``seq``.
+        pulls : mapping of str to int
+        version : int
+
+        Raises
+        ------
+        ValueError
+            As :meth:`restore`.
+        """
+        tally = {arm: (int(n), float(total)) for arm, (n, total) in rewards.items()}
+        return self._snapshot(version, seq, self.restore(state), pulls, tally)
+
     def advance(self, snapshot: PolicySnapshot | None, outcomes: Sequence[Outcome],
                 pulls: Mapping[str, int], version: int) -> PolicySnapshot:
         """A new snapshot: ``snapshot``'s policy (copied) with ``outcomes`` folded in."""
@@ -206,6 +253,11 @@ class PolicyModel:
                 and snapshot.version == version):
             return PolicySnapshot(version, seq, policy, dict(pulls), snapshot.pmf, snapshot.cdf,
                                   snapshot.pmf_json, rewards, snapshot.cache)
+        return self._snapshot(version, seq, policy, pulls, rewards)
+
+    def _snapshot(self, version: int, seq: int, policy: BatchedPolicy, pulls: Mapping[str, int],
+                  rewards: dict[str, tuple[int, float]]) -> PolicySnapshot:
+        """A new snapshot of ``policy`` (a context-free one's probabilities computed once)."""
         if self.contextual:
             return PolicySnapshot(version, seq, policy, dict(pulls), None, None, "{}", rewards)
         pmf = _normalised(policy.action_probabilities())

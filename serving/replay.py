@@ -4,6 +4,13 @@
 decision and its feedback with the rule book (:meth:`serving.rules.RuleBook.outcome`), the pulls
 per arm, the ratings kept for retraining, and the policy (the fold of the outcomes,
 :meth:`serving.policy.PolicyModel.replay`), and compares each with what the store holds.
+
+After ``recbandits purge`` the log starts at a **fold snapshot** (:class:`FoldSnapshot`): every
+fold starts from the snapshot's state at its log position S instead of the empty state, and
+folds only the rows after S (outcomes up to S that a purge kept are not folded twice): the
+policy from the snapshot's ``state_dict``, the pulls from those of the purged decisions, the
+ratings from the latest rating of each (user, movie) of the purged feedback, overlaid by the
+remaining feedback (the latest seq wins).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from typing import Any
 from bandits.base import BatchedPolicy
 from serving.policy import Outcome, PolicyModel
 from serving.rules import Feedback, RuleBook
+from serving.store.types import FoldSnapshot
 
 
 @dataclass(frozen=True)
@@ -89,7 +97,29 @@ class LogCheck:
         return not self.mismatches
 
 
-def _index_feedback(feedback: Iterable[FeedbackRow], rules: RuleBook) -> tuple[
+def latest_ratings(feedback: Iterable[FeedbackRow], rules: RuleBook,
+                   start: Mapping[tuple[int, int], tuple[int, float]] | None = None
+                   ) -> dict[tuple[int, int], tuple[int, float]]:
+    """The latest rating of each (user, movie) of ``feedback``: the fold that
+    ``feedback_ratings`` caches, and that a fold snapshot keeps of the feedback it purges.
+
+    Each row's rating is the rule book's for its type and value (a type the rule book no longer
+    knows keeps the rating it was stored with); of several rows of one pair the highest seq
+    wins, also over ``start`` (a fold snapshot's ``(seq, rating)`` per pair).
+    """
+    ratings: dict[tuple[int, int], tuple[int, float]] = dict(start or {})
+    for f in feedback:
+        rating = (rules.rating(f.feedback_type, f.value) if f.feedback_type in rules.rules
+                  else f.rating)
+        if rating is not None:
+            key = (f.user_id, f.movie_id)
+            if key not in ratings or ratings[key][0] < f.seq:
+                ratings[key] = (f.seq, rating)
+    return ratings
+
+
+def _index_feedback(feedback: Iterable[FeedbackRow], rules: RuleBook,
+                    fold: FoldSnapshot | None = None) -> tuple[
         dict[str, list[Feedback]], set[int], dict[tuple[int, int], tuple[int, float]]]:
     """One pass over ``feedback``: what the checks compare against.
 
@@ -100,25 +130,18 @@ def _index_feedback(feedback: Iterable[FeedbackRow], rules: RuleBook) -> tuple[
     counted_seqs : set of int
         Seqs of the rows marked ``counted`` (they decided an outcome).
     ratings : dict of (user_id, movie_id) to (seq, rating)
-        The latest rating of each pair (the fold that ``feedback_ratings`` caches), as the
-        rule book gives it for the event's type and value (a type the rule book no longer
-        knows keeps the rating it was stored with).
+        :func:`latest_ratings` of the feedback, starting from ``fold``'s.
     """
+    rows = list(feedback)
     by_event: dict[str, list[Feedback]] = defaultdict(list)
     counted_seqs: set[int] = set()
-    ratings: dict[tuple[int, int], tuple[int, float]] = {}
-    for f in feedback:
+    for f in rows:
         if f.event_id is not None:
             by_event[f.event_id].append(Feedback(f.seq, f.created_at, f.feedback_type,
                                                   f.value))
         if f.counted:
             counted_seqs.add(f.seq)
-        rating = (rules.rating(f.feedback_type, f.value) if f.feedback_type in rules.rules
-                  else f.rating)
-        if rating is not None:
-            key = (f.user_id, f.movie_id)
-            if key not in ratings or ratings[key][0] < f.seq:
-                ratings[key] = (f.seq, rating)
+    ratings = latest_ratings(rows, rules, None if fold is None else fold.ratings)
     return by_event, counted_seqs, ratings
 
 
@@ -163,13 +186,14 @@ def _outcome_problems(d: DecisionRow, o: OutcomeRow, fb: list[Feedback],
 def check_log(decisions: Iterable[DecisionRow], feedback: Iterable[FeedbackRow],
               outcomes: Iterable[OutcomeRow], contexts: Mapping[str, Any],
               pulls_stored: Mapping[str, int], ratings_stored: Mapping[tuple[int, int], float],
-              rules: RuleBook, model: PolicyModel, *, max_lines: int = 20) -> LogCheck:
+              rules: RuleBook, model: PolicyModel, *, fold: FoldSnapshot | None = None,
+              max_lines: int = 20) -> LogCheck:
     """Replay the log and compare each derived state with the stored one.
 
     Parameters
     ----------
     decisions, feedback, outcomes
-        The whole log (any order).
+        The log (any order): the whole log, or what a purge left of it after ``fold``.
     contexts : mapping of event_id to list of float or None
         The context vector each decision logged (for a contextual policy's fold).
     pulls_stored : mapping of str to int
@@ -178,12 +202,20 @@ def check_log(decisions: Iterable[DecisionRow], feedback: Iterable[FeedbackRow],
         The ratings kept for retraining.
     rules : RuleBook
     model : PolicyModel
+    fold : FoldSnapshot, optional
+        The latest fold snapshot (with its ratings): every fold starts from it.
     max_lines : int, default 20
         Mismatch lines kept beyond a count.
+
+    Raises
+    ------
+    ValueError
+        ``fold`` holds the state of another policy than ``model`` (:meth:`PolicyModel.restore`).
     """
-    report = LogCheck()
+    # The pulls start from the purged decisions' (a fold snapshot's).
+    report = LogCheck(pulls_replayed=Counter({} if fold is None else fold.pulls))
     problems: list[str] = []
-    by_event, counted_seqs, ratings = _index_feedback(feedback, rules)
+    by_event, counted_seqs, ratings = _index_feedback(feedback, rules, fold)
     outcome_list = list(outcomes)
     stored = {o.event_id: o for o in outcome_list}
     deciding: set[int] = set()
@@ -215,7 +247,7 @@ def check_log(decisions: Iterable[DecisionRow], feedback: Iterable[FeedbackRow],
         diff = set(replayed_ratings.items()) ^ set(ratings_stored.items())
         problems.append(f"ratings for retraining: {len(diff)} (user, movie) entries differ "
                         "from the fold of the feedback")
-    report.policy, report.rewards = fold_outcomes(outcome_list, contexts, model)
+    report.policy, report.rewards = fold_outcomes(outcome_list, contexts, model, fold)
     report.n_outcomes = len(outcome_list)
     report.mismatches = problems[:max_lines] + (
         [f"... and {len(problems) - max_lines} more"] if len(problems) > max_lines else [])
@@ -223,13 +255,34 @@ def check_log(decisions: Iterable[DecisionRow], feedback: Iterable[FeedbackRow],
 
 
 def fold_outcomes(outcomes: Iterable[OutcomeRow], contexts: Mapping[str, Any],
-                  model: PolicyModel) -> tuple[BatchedPolicy, dict[str, tuple[int, float]]]:
-    """The policy folded over ``outcomes`` in log order, and (n, reward sum) per arm."""
-    ordered = sorted(outcomes, key=lambda o: o.seq)
-    sums: dict[str, tuple[int, float]] = {}
-    for o in ordered:
-        n, total = sums.get(o.arm, (0, 0.0))
-        sums[o.arm] = (n + 1, total + o.reward)
-    policy = model.replay(Outcome(o.seq, o.event_id, o.arm, o.reward, contexts.get(o.event_id))
-                          for o in ordered)
+                  model: PolicyModel, fold: FoldSnapshot | None = None
+                  ) -> tuple[BatchedPolicy, dict[str, tuple[int, float]]]:
+    """:func:`fold_policy` of stored outcome rows (any order) with their decisions' contexts."""
+    return fold_policy(sorted((Outcome(o.seq, o.event_id, o.arm, o.reward,
+                                       contexts.get(o.event_id)) for o in outcomes),
+                              key=lambda o: o.seq), model, fold)
+
+
+def fold_policy(outcomes: Iterable[Outcome], model: PolicyModel,
+                fold: FoldSnapshot | None = None
+                ) -> tuple[BatchedPolicy, dict[str, tuple[int, float]]]:
+    """The policy folded over ``outcomes`` (in log order), and (n, reward sum) per arm of the
+    outcomes it folded (:meth:`PolicyModel.fold`'s tally, what ``GET /policy`` shows).
+
+    With a ``fold`` snapshot the fold starts from its policy and tally and takes only the
+    outcomes after its log position (those up to it are in its state already): what
+    ``rebuild-state`` and ``recbandits purge`` both fold.
+
+    Raises
+    ------
+    ValueError
+        ``fold`` holds the state of another policy than ``model``.
+    """
+    if fold is None:
+        policy, sums = model.fresh(), {}
+    else:
+        policy = model.restore(fold.policy["state"])
+        sums = {arm: (int(n), float(total)) for arm, (n, total) in fold.policy["rewards"].items()}
+    start = 0 if fold is None else fold.seq
+    model.fold(policy, (o for o in outcomes if o.seq > start), sums)
     return policy, sums

@@ -58,14 +58,14 @@ from serving.errors import (
     StoreUnavailableError,
 )
 from serving.features import UserFeatures
-from serving.live import fold_log, user_history
+from serving.live import arm_from_bytes, fold_log, user_history
 from serving.policy import PolicyModel, PolicySnapshot
 from serving.rules import RuleBook
 from serving.schemas import EventIn, FeedbackIn
 from serving.session import session_adjust
 from serving.settings import Settings
 from serving.store import FeedbackResult, FeedbackWrite, Store
-from serving.store.types import AddedItem, JsonObject, Row, UserEvent
+from serving.store.types import AddedItem, JsonObject, LogEvent, Row, UserEvent
 
 if TYPE_CHECKING:  # only for annotations: the group reader lives in the backend module
     from serving.store.postgresql import GroupReader
@@ -259,22 +259,74 @@ class RecommendationService:
         with self._advance_lock:  # the refresher and policy_view never fold the same rows twice
             meta, pulls = self.store.state()
             version = meta.version if meta else self.arm_set.version
-            outcomes = self.store.outcomes_after(self.snapshot.seq)
+            while True:
+                outcomes = self.store.outcomes_after(self.snapshot.seq)
+                live = self._live_tail()
+                # Read after the rows: a purge that deleted rows this fold has not taken yet
+                # committed its fold snapshot with them, so it shows here; then the fold
+                # restarts from the snapshot and reads the rows after it again.
+                if not self._behind_fold(self.store.fold_mark()):
+                    break
+                self._resume_from_fold(pulls, version)
             self.snapshot = self.policy_model.advance(self.snapshot, outcomes, pulls, version)
-            self._fold_live()
+            self._fold_live(*live)
         if meta and meta.version > self.arm_set.version and self._loading is None:
             self._loading = threading.Thread(target=self._load_version, args=(meta.version,
                                              meta.arms_dir), name="recbandits-arms", daemon=True)
             self._loading.start()
 
-    def _fold_live(self) -> None:
-        """Fold the events and added items logged since the last call into the arm set (its
-        live arms and its universe; :mod:`serving.live`). Events are read before items: an
-        event's item was committed before it, so it is among the items read.
+    def _behind_fold(self, fold_seq: int) -> bool:
+        """Whether the fold snapshot at ``fold_seq`` is past what the policy or the live arms
+        have folded (the rows in between may be purged).
+        """
+        return fold_seq > self.snapshot.seq or (bool(self.arm_set.live_names)
+                                                and fold_seq > self.live_seq)
+
+    def _resume_from_fold(self, pulls: dict[str, int], version: int) -> None:
+        """Restart the folds that are behind the latest fold snapshot from it: the policy from
+        its state, the live arms from their saved arrays (with the items they had grown by
+        then in the universe).
+        """
+        live = self.arm_set.live_names
+        fold = self.store.fold_snapshot(arms=bool(live))
+        if fold is None:
+            return
+        if fold.seq > self.snapshot.seq:
+            self.snapshot = self.policy_model.resume(fold.policy["state"], fold.seq,
+                                                     fold.policy["rewards"], pulls, version)
+        if live and fold.seq > self.live_seq:
+            current = self.arm_set
+            missing = [n for n in live if n not in fold.arms]
+            if missing:
+                logger.warning("the fold snapshot at %d holds no state of the live arms %s: "
+                               "they fold only the events after it", fold.seq, missing)
+            models = {**current.models,
+                      **{n: arm_from_bytes(fold.arms[n]) for n in live if n in fold.arms}}
+            grown = [a for a in self.store.items_after(self.items_seq) if a.seq <= fold.seq]
+            arm_set = ArmSet.build(models, self.catalog, version=current.version,
+                                   cold_start_arm=self.settings.cold_start_arm,
+                                   cache_size=self.settings.score_cache_size,
+                                   added=[*current.added,
+                                          *(a for a in grown if a not in current.added)])
+            object.__setattr__(arm_set, "live_lock", current.live_lock)
+            self.arm_set = arm_set
+            self.live_seq = fold.seq
+            if grown:
+                self.items_seq = grown[-1].seq
+
+    def _live_tail(self) -> tuple[list[LogEvent], list[AddedItem]]:
+        """The events (if any arm learns from them) and added items logged since the last
+        fold. Events are read before items: an event's item was committed before it, so it is
+        among the items read.
         """
         live = bool(self.arm_set.live_names)
         events = self.store.events_after(self.live_seq) if live else []
-        added = self.store.items_after(self.items_seq)
+        return events, self.store.items_after(self.items_seq)
+
+    def _fold_live(self, events: list[LogEvent], added: list[AddedItem]) -> None:
+        """Fold ``events`` and ``added`` items (:meth:`_live_tail`) into the arm set (its live
+        arms and its universe; :mod:`serving.live`).
+        """
         if events or added:
             self.arm_set = fold_log(self.arm_set, events, added, self.rules, self.catalog)
         if events:

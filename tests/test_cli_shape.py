@@ -27,6 +27,7 @@ OTHER_COMMANDS = {
     "serve": "the service",
     "retrain": "the service",
     "rebuild-state": "the service",
+    "purge": "the service",
     "ope": "the service's log (and --obd, whose handler calls experiments.obd_ope.run)",
 }
 

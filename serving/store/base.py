@@ -42,6 +42,9 @@ from serving.store.tables import (
     feature_sets,
     feedback,
     feedback_ratings,
+    fold_arms,
+    fold_ratings,
+    fold_snapshots,
     items,
     log_head,
     metadata,
@@ -55,6 +58,8 @@ from serving.store.types import (
     Dbapi,
     FeedbackResult,
     FeedbackWrite,
+    FoldSnapshot,
+    JsonObject,
     LogEvent,
     LogRows,
     Outcome,
@@ -690,7 +695,8 @@ class Store(abc.ABC):
             ``feedback``: ``(seq, event_id, user_id, movie_id, created_at, feedback_type,
             counted, rating, value)``; ``outcomes``: ``(seq, event_id, arm, reward, feedback_seq)``;
             ``contexts``: event_id -> feature vector (decisions with an outcome);
-            ``pulls``: arm -> stored pulls; ``ratings``: (user_id, movie_id) -> rating.
+            ``pulls``: arm -> stored pulls; ``ratings``: (user_id, movie_id) -> rating;
+            ``fold``: the latest fold snapshot with its ratings (None: never purged).
         """
         with self._snapshot_connection() as conn:
             out: LogRows = {
@@ -710,6 +716,7 @@ class Store(abc.ABC):
                 "pulls": {r.arm: int(r.pulls) for r in conn.execute(sa.select(arm_state))},
                 "ratings": {(int(r.user_id), int(r.movie_id)): float(r.rating)
                             for r in conn.execute(sa.select(feedback_ratings))},
+                "fold": self._read_fold(conn, ratings=True, arms=False),
             }
         return out
 
@@ -817,6 +824,177 @@ class Store(abc.ABC):
         return head, [{"seq": int(r[0]), "user_id": int(r[1]), "movie_id": int(r[2]),
                        "feedback_type": r[3], "event_id": r[4], "counted": bool(r[5])}
                       for r in rows]
+
+    # ------------------------------------------------------------------ fold snapshots (purge)
+    @unavailable_on_db_error
+    def fold_mark(self) -> int:
+        """The log position of the latest fold snapshot (0: none), one indexed read: what a
+        worker's refresh compares with the positions it has folded up to.
+        """
+        with self.read_engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.max(fold_snapshots.c.seq))).scalar_one()
+                       or 0)
+
+    @unavailable_on_db_error
+    def fold_snapshot(self, *, ratings: bool = False, arms: bool = False
+                      ) -> FoldSnapshot | None:
+        """The latest fold snapshot (None: the log was never purged), read in one snapshot.
+
+        Parameters
+        ----------
+        ratings, arms : bool, default False
+            Also read its ratings (``rebuild-state``) or its live arms' saved bytes (a worker).
+        """
+        with self._snapshot_connection() as conn:
+            return self._read_fold(conn, ratings=ratings, arms=arms)
+
+    def _read_fold(self, conn: Connection, *, ratings: bool, arms: bool) -> FoldSnapshot | None:
+        """:meth:`fold_snapshot` on ``conn`` (None also for a store older than the table)."""
+        if not sa.inspect(conn).has_table(fold_snapshots.name):
+            return None
+        row = conn.execute(sa.select(fold_snapshots).order_by(fold_snapshots.c.seq.desc())
+                           .limit(1)).first()
+        if row is None:
+            return None
+        seq = int(row.seq)
+        return FoldSnapshot(
+            seq=seq, cut=float(row.cut), created_at=float(row.created_at),
+            policy=json.loads(row.policy),
+            pulls={a: int(n) for a, n in json.loads(row.pulls).items()},
+            deleted={k: int(n) for k, n in json.loads(row.deleted).items()},
+            ratings={(int(r.user_id), int(r.movie_id)): (int(r.seq), float(r.rating))
+                     for r in conn.execute(sa.select(fold_ratings))} if ratings else {},
+            arms={r.arm: bytes(r.state) for r in conn.execute(
+                sa.select(fold_arms.c.arm, fold_arms.c.state).where(fold_arms.c.seq == seq))}
+            if arms else {})
+
+    @staticmethod
+    def _purged(cut: float, seq: int) -> tuple[sa.ColumnElement[bool], sa.ColumnElement[bool],
+                                               sa.ColumnElement[bool]]:
+        """What a purge before ``cut`` at log position ``seq`` deletes (``recbandits purge``):
+        the ``WHERE`` of the decisions, the outcomes and the feedback it deletes.
+
+        A decision goes if it is settled, its reward window closed before ``cut`` (so no event
+        the service still accepts, stamped at or after now - retention >= ``cut``, can be
+        attributed to it), its outcome (if any) is at or before ``seq``, and none of its
+        feedback is stamped at or after ``cut`` or logged after ``seq``. Its outcome goes with
+        it; feedback goes if it is stamped before ``cut``, logged at or before ``seq`` and not
+        attributed to a decision that stays.
+        """
+        def doomed(event_id: sa.ColumnElement[str], settled_at: sa.ColumnElement[float],
+                   reward_deadline: sa.ColumnElement[float]) -> sa.ColumnElement[bool]:
+            """Whether the decision of these columns (of ``decisions`` or an alias) goes."""
+            young = feedback.alias("young")
+            later = outcomes.alias("later")
+            return sa.and_(
+                settled_at.is_not(None), reward_deadline < cut,
+                ~sa.exists().where(later.c.event_id == event_id, later.c.seq > seq),
+                ~sa.exists().where(young.c.event_id == event_id, sa.or_(
+                    young.c.created_at >= cut, young.c.seq > seq, young.c.seq.is_(None))))
+
+        kept = decisions.alias("kept")
+        gone = decisions.alias("gone")
+        feedback_gone = sa.and_(
+            feedback.c.created_at < cut, feedback.c.seq <= seq,
+            sa.or_(feedback.c.event_id.is_(None), ~sa.exists().where(
+                kept.c.event_id == feedback.c.event_id,
+                ~doomed(kept.c.event_id, kept.c.settled_at, kept.c.reward_deadline))))
+        outcome_gone = sa.and_(outcomes.c.seq <= seq, sa.exists().where(
+            gone.c.event_id == outcomes.c.event_id,
+            doomed(gone.c.event_id, gone.c.settled_at, gone.c.reward_deadline)))
+        return (doomed(decisions.c.event_id, decisions.c.settled_at, decisions.c.reward_deadline),
+                outcome_gone, feedback_gone)
+
+    @unavailable_on_db_error
+    def purge_counts(self, cut: float, seq: int) -> dict[str, int]:
+        """The rows a purge before ``cut`` at log position ``seq`` would delete, by table."""
+        decision_gone, outcome_gone, feedback_gone = self._purged(cut, seq)
+        with self._snapshot_connection() as conn:
+            return {t.name: int(conn.execute(sa.select(sa.func.count()).select_from(t)
+                                             .where(where)).scalar_one())
+                    for t, where in ((decisions, decision_gone), (outcomes, outcome_gone),
+                                     (feedback, feedback_gone))}
+
+    @unavailable_on_db_error
+    def purge(self, cut: float, seq: int, previous: int, policy: JsonObject,
+              arms: Mapping[str, bytes],
+              ratings: Callable[[Sequence[Record]], Mapping[tuple[int, int], tuple[int, float]]],
+              now: float) -> dict[str, int]:
+        """Delete the raw log before ``cut`` and store the fold snapshot at ``seq``, in ONE
+        transaction (see :meth:`_purged` for what goes).
+
+        The transaction first takes the ``log_head`` row lock (no writer that takes a seq
+        interleaves, and two purges run one after the other).
+
+        Parameters
+        ----------
+        cut : float
+            Unix seconds: the purge's DATE.
+        seq : int
+            The snapshot's log position S: every row up to it was committed before the folds
+            were read (the log head then).
+        previous : int
+            The log position of the snapshot the folds started from (0: none).
+        policy : dict
+            ``{"state", "rewards"}``: the policy folded over every outcome up to ``seq``
+            (:class:`~serving.store.types.FoldSnapshot`).
+        arms : mapping of str to bytes
+            Each live arm saved (``Recommender.save``) after folding every event and added
+            item up to ``seq``.
+        ratings : callable
+            Given the deleted feedback rows ``(seq, user_id, movie_id, feedback_type, value,
+            rating)``, their latest ``(seq, rating)`` per ``(user_id, movie_id)``
+            (:func:`serving.replay.latest_ratings`).
+        now : float
+
+        Returns
+        -------
+        dict of str to int
+            Rows deleted per table (``decisions``, ``outcomes``, ``feedback``).
+
+        Raises
+        ------
+        ValueError
+            Another purge stored a snapshot after ``previous`` meanwhile (run it again).
+        """
+        decision_gone, outcome_gone, feedback_gone = self._purged(cut, seq)
+        with self._write_transaction() as conn:
+            conn.exec_driver_sql(self._next_seq_sql, (0,))  # the log_head row lock
+            latest = int(conn.execute(sa.select(sa.func.max(fold_snapshots.c.seq)))
+                         .scalar_one() or 0)
+            if latest != previous:
+                raise ValueError(f"another purge stored a fold snapshot at log position "
+                                 f"{latest} while this one folded from {previous}: run it again")
+            gone_feedback = conn.execute(feedback.delete().where(feedback_gone).returning(
+                feedback.c.seq, feedback.c.user_id, feedback.c.movie_id,
+                feedback.c.feedback_type, feedback.c.value, feedback.c.rating)).all()
+            n_outcomes = len(conn.execute(outcomes.delete().where(outcome_gone)
+                                          .returning(outcomes.c.seq)).all())
+            gone = conn.execute(decisions.delete().where(decision_gone).returning(
+                decisions.c.arm, decisions.c.cold_start)).all()
+            deleted = {"decisions": len(gone), "outcomes": n_outcomes,
+                       "feedback": len(gone_feedback)}
+            pulls = Counter(json.loads(conn.execute(
+                sa.select(fold_snapshots.c.pulls).where(fold_snapshots.c.seq == previous)
+            ).scalar_one_or_none() or "{}"))
+            pulls.update(r.arm for r in gone if not r.cold_start)
+            conn.execute(fold_snapshots.insert().values(
+                seq=seq, cut=cut, created_at=now, policy=json.dumps(policy),
+                pulls=json.dumps(dict(sorted(pulls.items()))), deleted=json.dumps(deleted)))
+            conn.execute(fold_arms.delete())
+            if arms:
+                conn.execute(fold_arms.insert(), [{"arm": a, "seq": seq, "state": blob}
+                                                  for a, blob in arms.items()])
+            latest_ratings = ratings([tuple(r) for r in gone_feedback])
+            if latest_ratings:
+                insert = self.insert(fold_ratings)
+                conn.execute(insert.on_conflict_do_update(
+                    index_elements=[fold_ratings.c.user_id, fold_ratings.c.movie_id],
+                    set_={"seq": insert.excluded.seq, "rating": insert.excluded.rating},
+                    where=insert.excluded.seq > fold_ratings.c.seq),
+                    [{"user_id": u, "movie_id": m, "seq": q, "rating": r}
+                     for (u, m), (q, r) in latest_ratings.items()])
+        return deleted
 
     def set_pulls(self, pulls: Mapping[str, int]) -> None:
         """Overwrite the stored pulls of the arms in ``pulls`` (a simulated log's end state)."""

@@ -11,7 +11,9 @@ order, taken from the one ``log_head`` row in the transaction that writes them (
 folds of the log that ``rebuild-state`` recomputes and checks against the stored rows
 (:mod:`serving.replay`); the policy's statistics are not stored at all: every worker folds
 ``outcomes`` itself. ``policy_meta`` names the served version and its arms' folder, and
-``feature_sets`` the feature names of each logged context version.
+``feature_sets`` the feature names of each logged context version. After ``recbandits purge``
+the log starts at the latest fold snapshot (``fold_snapshots``, ``fold_arms``,
+``fold_ratings``): the folds of every row up to its ``seq``, from which every fold starts.
 """
 
 from __future__ import annotations
@@ -156,4 +158,46 @@ items = sa.Table(
     sa.Column("genres", sa.JSON, nullable=False),
     sa.Column("year", sa.Integer, nullable=True),
     sa.Column("created_at", sa.Float(precision=53), nullable=False),
+)
+
+# Fold snapshots (``recbandits purge``): one row per purge, at log position ``seq`` (S). The raw
+# log before the cut is deleted, so every fold starts from the latest snapshot instead of the
+# empty state: the policy folded over every outcome with seq <= S, the pulls of the deleted
+# decisions, the latest rating of each (user, movie) of the deleted feedback (``fold_ratings``)
+# and the live arms folded over every event and added item with seq <= S (``fold_arms``).
+fold_snapshots = sa.Table(
+    "fold_snapshots",
+    metadata,
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    # The purge's DATE (Unix seconds): rows stamped before it were deleted.
+    sa.Column("cut", sa.Float(precision=53), nullable=False),
+    sa.Column("created_at", sa.Float(precision=53), nullable=False),
+    # JSON text (floats round-trip exactly through repr): {"state", "rewards": {arm: [n, sum]}},
+    # the policy's ``state_dict`` folded over the outcomes <= seq (null: none folded yet).
+    sa.Column("policy", sa.Text, nullable=False),
+    # JSON text {arm: n}: policy decisions deleted by this purge and every earlier one.
+    sa.Column("pulls", sa.Text, nullable=False),
+    # Rows deleted by this purge (for the record): decisions, outcomes, feedback.
+    sa.Column("deleted", sa.Text, nullable=False),
+)
+
+# The latest snapshot's live arms: each a whole saved arm (``Recommender.save``'s .npz bytes,
+# its items grown and its ``_get_state`` arrays folded up to the snapshot's seq).
+fold_arms = sa.Table(
+    "fold_arms",
+    metadata,
+    sa.Column("arm", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("state", sa.LargeBinary, nullable=False),
+)
+
+# The latest snapshot's ratings for retraining of the deleted feedback: the latest (seq, rating)
+# of each (user, movie), overlaid by the remaining feedback in ``rebuild-state``'s check.
+fold_ratings = sa.Table(
+    "fold_ratings",
+    metadata,
+    sa.Column("user_id", sa.BigInteger, primary_key=True),
+    sa.Column("movie_id", sa.BigInteger, primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("rating", sa.Float(precision=53), nullable=False),
 )

@@ -108,8 +108,46 @@ class Outcome:
     context: Sequence[float] | None = None
 
 
+@dataclass(frozen=True)
+class FoldSnapshot:
+    """The latest fold snapshot of a purged log (``recbandits purge``): every fold starts from
+    it and takes only the rows after ``seq``.
+
+    Attributes
+    ----------
+    seq : int
+        Its log position S: it holds the folds of every row up to S.
+    cut : float
+        The purge's DATE (Unix seconds).
+    created_at : float
+    policy : dict
+        ``{"state", "rewards"}``: the policy's ``state_dict()`` folded over every outcome up
+        to ``seq`` (None: none folded yet), and the folded outcomes' ``[n, reward sum]`` per
+        arm.
+    pulls : dict of str to int
+        Policy decisions per arm deleted by every purge so far.
+    deleted : dict of str to int
+        Rows this purge deleted, by table.
+    ratings : dict of (user_id, movie_id) to (seq, rating)
+        The latest rating of each pair of the deleted feedback (read when asked for).
+    arms : dict of str to bytes
+        Each live arm folded up to ``seq``, saved (read when asked for).
+    """
+
+    seq: int
+    cut: float
+    created_at: float
+    policy: JsonObject
+    pulls: dict[str, int]
+    deleted: dict[str, int]
+    ratings: dict[tuple[int, int], tuple[int, float]] = field(default_factory=dict)
+    arms: dict[str, bytes] = field(default_factory=dict)
+
+
 class LogRows(TypedDict):
-    """The whole log and its stored folds, as ``Store.log_rows`` reads them from one snapshot."""
+    """The whole log and its stored folds, as ``Store.log_rows`` reads them from one snapshot
+    (``fold``: the latest fold snapshot with its ratings, None if the log was never purged).
+    """
 
     decisions: list[Record]
     feedback: list[Record]
@@ -117,6 +155,7 @@ class LogRows(TypedDict):
     contexts: dict[str, list[float] | None]
     pulls: dict[str, int]
     ratings: dict[tuple[int, int], float]
+    fold: FoldSnapshot | None
 
 
 @dataclass(frozen=True)
@@ -197,6 +236,7 @@ __all__ = [
     "BatchResult",
     "FeedbackResult",
     "FeedbackWrite",
+    "FoldSnapshot",
     "Outcome",
     "PeriodicJob",
     "PolicyMeta",

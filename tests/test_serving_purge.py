@@ -1,0 +1,419 @@
+"""``recbandits purge --before DATE``: the raw log before the cut goes, a fold snapshot stays, and
+every fold (``rebuild-state``, a running worker, a restarted one) equals the fold of the whole
+log taken before the purge: the policy's state, the live arms' arrays, the pulls, the ratings.
+
+Arms are SVD and the two live arms (co-occurrence, popularity) fitted on a small synthetic
+catalogue with the MovieLens schema. Time is moved by the store's settle sweep and the purge's
+``now`` (the decisions are minutes old, the purge runs "months later").
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from test_serving_support import read_table, store_url
+
+from arms.base import Recommender
+from arms.data import make_synthetic
+from arms.data.dataset import Dataset
+from experiments.cli import main
+from serving.app import create_app
+from serving.armset import fit_arms
+from serving.commands import purge, rebuild_state
+from serving.live import arm_from_bytes, fold_live_arms
+from serving.replay import fold_policy
+from serving.settings import Settings
+from serving.store import open_store
+from serving.store.tables import decisions, feedback, feedback_ratings, outcomes
+from serving.store.types import LogEvent, Outcome
+
+TOKEN = "t0ken"
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+ARMS = ["svd", "cooccurrence", "popularity"]
+LIVE = ("cooccurrence", "popularity")
+KINDS = ["view", "click", "like", "dislike", "purchase", "add_to_cart", "rating", "dwell"]
+VALUES = {"rating": 4.0, "dwell": 30.0}
+HOUR = 3600.0
+
+
+@pytest.fixture(scope="module")
+def catalog() -> Dataset:
+    return make_synthetic(120, 200, 3000, random_state=4)
+
+
+@pytest.fixture(scope="module")
+def fitted(catalog: Dataset) -> dict[str, Recommender]:
+    return fit_arms(ARMS, catalog, seed=0)
+
+
+def make_settings(tmp_path: Path, backend: str = "sqlite", **extra: object) -> Settings:
+    values: dict = {"state_dir": tmp_path / "state", "db": store_url(backend, tmp_path),
+                    "arms": ARMS, "seed": 2, "admin_token": TOKEN, "session_strength": 0.0,
+                    "refresh_interval_s": HOUR, **extra}  # refreshed by hand only
+    return Settings(**values)
+
+
+def worker(settings: Settings, catalog: Dataset, fitted: dict[str, Recommender]) -> TestClient:
+    return TestClient(create_app(settings, catalog=catalog, arms=copy.deepcopy(fitted)))
+
+
+def iso(unix_s: float) -> str:
+    return datetime.fromtimestamp(unix_s, UTC).isoformat()
+
+
+def traffic(client: TestClient, rng: np.random.Generator, n: int) -> None:
+    """``n`` slates to random users and events on them (attributed and not), every type."""
+    users = client.app.state.service.catalog.user_ids[:50]
+    items = client.app.state.service.catalog.item_ids
+    for _ in range(n):
+        response = client.get("/recommendations",
+                              params={"user_id": int(rng.choice(users)), "k": 5})
+        assert response.status_code == 200, response.text
+        shown = response.json()
+        batch = []
+        for item in shown["items"][:int(rng.integers(0, 3))]:
+            kind = str(rng.choice(KINDS))
+            batch.append({"user_id": shown["user_id"], "item_id": item["movie_id"],
+                          "type": kind, "event_id": shown["event_id"],
+                          **({"value": VALUES[kind]} if kind in VALUES else {})})
+        # An event on an item never shown: a rating signal for no decision.
+        batch.append({"user_id": shown["user_id"], "item_id": int(rng.choice(items)),
+                      "type": "view", "idempotency_key": f"v{rng.integers(10**12)}"})
+        response = client.post("/events", json={"events": batch})
+        assert response.status_code == 201, response.text
+
+
+def settle_all(client: TestClient) -> int:
+    """The settle sweep as it runs once every reward window has closed."""
+    service = client.app.state.service
+    return service.store.settle_expired(time.time() + 2 * HOUR, 0.0, service.rules)
+
+
+class Log:
+    """The whole log's rows as read before a purge (they are the reference the folds after it
+    are checked against), extended by what is logged after.
+    """
+
+    def __init__(self) -> None:
+        self.outcomes: dict[int, Outcome] = {}
+        self.events: dict[int, LogEvent] = {}
+
+    def read(self, settings: Settings) -> None:
+        store = open_store(settings.resolved_db_url(), create=False)
+        try:
+            self.outcomes.update((o.seq, o) for o in store.outcomes_after(0))
+            self.events.update((e.seq, e) for e in store.events_after(0))
+        finally:
+            store.dispose()
+
+    def policy_stats(self, client: TestClient) -> dict:
+        """The fold of every outcome under the worker's policy model."""
+        model = client.app.state.service.policy_model
+        return model.replay(self.outcomes[q] for q in sorted(self.outcomes)).state_dict()
+
+    def live_states(self, settings: Settings, catalog: Dataset,
+                    fitted: dict[str, Recommender]) -> dict[str, dict[str, np.ndarray]]:
+        models = fold_live_arms({n: copy.deepcopy(fitted[n]) for n in LIVE},
+                                [self.events[q] for q in sorted(self.events)], [], [],
+                                settings.rule_book(), catalog)
+        return {n: m._get_state() for n, m in models.items()}
+
+
+def assert_states_equal(got: dict[str, Recommender] | dict[str, dict[str, np.ndarray]],
+                        want: dict[str, dict[str, np.ndarray]]) -> None:
+    for name, state in want.items():
+        other = got[name]
+        arrays = other._get_state() if isinstance(other, Recommender) else other
+        assert arrays.keys() == state.keys(), name
+        for key, value in state.items():
+            np.testing.assert_array_equal(arrays[key], value, err_msg=f"{name}.{key}")
+            assert np.asarray(arrays[key]).dtype == np.asarray(value).dtype, f"{name}.{key}"
+
+
+def bits(values: Sequence) -> bytes:
+    """The float64 bytes of nested lists (bit equality, -0.0 and NaN included)."""
+    return np.asarray(values, dtype=np.float64).tobytes()
+
+
+def assert_same_policy(got: dict, want: dict) -> None:
+    assert got.keys() >= {"stats"}
+    assert got["stats"].keys() == want["stats"].keys()
+    for key, value in want["stats"].items():
+        assert bits(got["stats"][key]) == bits(value), key
+
+
+def run_purge(settings: Settings, catalog: Dataset, cut: float, *,
+              dry_run: bool = False) -> str:
+    out = io.StringIO()
+    code = purge(settings, iso(cut), dry_run=dry_run, out=out, catalog=catalog,
+                 now=cut + settings.retention_s + 1.0)
+    assert code == 0, out.getvalue()
+    return out.getvalue()
+
+
+def check_replay(settings: Settings) -> str:
+    out = io.StringIO()
+    assert rebuild_state(settings, out) == 0, out.getvalue()
+    assert "match: yes" in out.getvalue()
+    return out.getvalue()
+
+
+def counts(settings: Settings) -> dict[str, int]:
+    url = settings.resolved_db_url()
+    return {t.name: len(read_table(url, t)) for t in (decisions, outcomes, feedback)}
+
+
+def policy_state(client: TestClient) -> dict:
+    response = client.get("/admin/policy-state", headers=AUTH)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def test_after_a_purge_every_fold_equals_the_fold_of_the_whole_log(
+        backend: str, tmp_path: Path, catalog: Dataset,
+        fitted: dict[str, Recommender]) -> None:
+    settings = make_settings(tmp_path, backend)
+    rng = np.random.default_rng(0)
+    log = Log()
+    with worker(settings, catalog, fitted) as running:
+        traffic(running, rng, 30)
+        assert settle_all(running) > 0  # outcomes this worker has not folded: it is behind S
+        traffic(running, rng, 5)  # unsettled decisions, kept with their feedback
+        log.read(settings)
+        ratings = {(r["user_id"], r["movie_id"]): r["rating"]
+                   for r in read_table(settings.resolved_db_url(), feedback_ratings)}
+        before = counts(settings)
+        cut = time.time() + 4 * HOUR  # every settled decision's window closed before it
+
+        report = run_purge(settings, catalog, cut)
+        after = counts(settings)
+        assert f"deleted {before['decisions'] - after['decisions']} decisions" in report
+        assert 0 < after["decisions"] < before["decisions"]
+        # What stays: the open decisions, with their outcomes (decided by a feedback at once).
+        url = settings.resolved_db_url()
+        open_ids = {r["event_id"] for r in read_table(url, decisions)}
+        assert all(r["settled_at"] is None for r in read_table(url, decisions))
+        assert {r["event_id"] for r in read_table(url, outcomes)} <= open_ids
+        assert 0 < after["feedback"] < before["feedback"]
+        # Ratings for retraining are untouched; rebuild-state sees the same folds.
+        assert {(r["user_id"], r["movie_id"]): r["rating"] for r in read_table(
+            settings.resolved_db_url(), feedback_ratings)} == ratings
+        text = check_replay(settings)
+        assert "fold snapshot at log position" in text
+
+        # The snapshot holds the fold of the whole log, bit for bit through JSON.
+        store = running.app.state.service.store
+        fold = store.fold_snapshot(ratings=True, arms=True)
+        assert fold is not None and fold.seq == store.log_seq()
+        want = log.policy_stats(running)
+        assert_same_policy(fold.policy["state"], want)
+        assert fold.ratings  # the purged feedback's, overlaid by the rest in rebuild-state
+        live = log.live_states(settings, catalog, fitted)
+        assert_states_equal({n: arm_from_bytes(b) for n, b in fold.arms.items()}, live)
+
+        # The running worker, behind S, notices the snapshot at its next refresh and keeps
+        # serving: after more feedback its state is the fold of the whole log again.
+        traffic(running, rng, 10)
+        settle_all(running)
+        log.read(settings)
+        running.app.state.service.refresh()
+        state = policy_state(running)
+        want = log.policy_stats(running)
+        assert_same_policy(state["state"], want)
+        assert state["log_seq"] == max(log.outcomes)
+        live = log.live_states(settings, catalog, fitted)
+        assert_states_equal(running.app.state.service.arm_set.models, live)
+        check_replay(settings)
+    # A restarted worker starts from the snapshot and folds the rest: the same state.
+    with worker(settings, catalog, fitted) as restarted:
+        assert_same_policy(policy_state(restarted)["state"], want)
+        assert_states_equal(restarted.app.state.service.arm_set.models, live)
+
+
+def test_purging_twice_folds_from_the_previous_snapshot(
+        backend: str, tmp_path: Path, catalog: Dataset,
+        fitted: dict[str, Recommender]) -> None:
+    settings = make_settings(tmp_path, backend)
+    rng = np.random.default_rng(1)
+    log = Log()
+    with worker(settings, catalog, fitted) as running:
+        traffic(running, rng, 15)
+        settle_all(running)
+        log.read(settings)
+        first = time.time() + 4 * HOUR
+        assert "deleted" in run_purge(settings, catalog, first)
+        first_seq = running.app.state.service.store.fold_mark()
+        traffic(running, rng, 15)
+        settle_all(running)
+        log.read(settings)
+        second = first + 24 * HOUR
+        report = run_purge(settings, catalog, second)
+        assert f"from the snapshot at {first_seq}" in report
+        assert counts(settings) == {"decisions": 0, "outcomes": 0, "feedback": 0}
+        check_replay(settings)
+        want = log.policy_stats(running)
+        live = log.live_states(settings, catalog, fitted)
+        fold = running.app.state.service.store.fold_snapshot(arms=True)
+        assert fold is not None and fold.seq > first_seq
+        assert_same_policy(fold.policy["state"], want)
+        assert_states_equal({n: arm_from_bytes(b) for n, b in fold.arms.items()}, live)
+        running.app.state.service.refresh()
+        assert_same_policy(policy_state(running)["state"], want)
+    with worker(settings, catalog, fitted) as restarted:
+        assert_same_policy(policy_state(restarted)["state"], want)
+        assert_states_equal(restarted.app.state.service.arm_set.models, live)
+        # The pulls of both purges' decisions are still the stored pulls.
+        pulls = restarted.app.state.service.store.pulls()
+        assert sum(fold.pulls.values()) == sum(pulls.values()) > 0
+
+
+def test_a_decision_settled_after_the_snapshot_is_kept_and_folded_once(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
+    settings = make_settings(tmp_path)
+    rng = np.random.default_rng(2)
+    with worker(settings, catalog, fitted) as running:
+        traffic(running, rng, 12)
+        settle_all(running)
+        traffic(running, rng, 6)  # open at the purge
+        store = running.app.state.service.store
+        open_ids = {r["event_id"] for r in read_table(settings.resolved_db_url(), decisions)
+                    if r["settled_at"] is None}
+        assert len(open_ids) == 6
+        cut = time.time() + 4 * HOUR
+        # The purge's rule at a position before the last outcome keeps that outcome's decision
+        # (and its feedback), so a purge never deletes what a fold after S still needs.
+        head = store.log_seq()
+        last = max(o.seq for o in store.outcomes_after(0) if o.event_id not in open_ids)
+        at_head, before_last = store.purge_counts(cut, head), store.purge_counts(cut, last - 1)
+        assert at_head["decisions"] - before_last["decisions"] == 1
+        assert at_head["outcomes"] - before_last["outcomes"] == 1
+        # Open decisions a feedback decided at once keep their outcome (before S, in the
+        # snapshot's state already: never folded twice).
+        decided = {o.event_id for o in store.outcomes_after(0)} & open_ids
+        assert decided
+        run_purge(settings, catalog, cut)
+        kept = {r["event_id"] for r in read_table(settings.resolved_db_url(), decisions)}
+        assert kept == open_ids
+        assert {r["event_id"] for r in read_table(settings.resolved_db_url(), outcomes)} == decided
+        # Settled after S: their outcomes come after it and are folded on top of the snapshot.
+        assert settle_all(running) == 6
+        late = store.outcomes_after(store.fold_mark())
+        assert {o.event_id for o in late} == open_ids - decided
+        text = check_replay(settings)
+        assert "6 outcomes" in text
+        fold = store.fold_snapshot()
+        assert fold is not None
+        model = running.app.state.service.policy_model
+        policy = model.restore(fold.policy["state"])
+        model.fold(policy, late)
+        running.app.state.service.refresh()
+        assert_same_policy(policy_state(running)["state"], policy.state_dict())
+        # rebuild-state's fold of what is left skips the outcomes up to S the snapshot holds.
+        replayed, tally = fold_policy(store.outcomes_after(0), model, fold)
+        assert_same_policy(replayed.state_dict(), policy.state_dict())
+        assert sum(n for n, _ in tally.values()) == sum(
+            n for n, _ in fold.policy["rewards"].values()) + len(late)
+
+
+def test_a_contextual_policy_round_trips_through_the_snapshot_bit_for_bit(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
+    settings = make_settings(tmp_path, policy="LinTS")
+    rng = np.random.default_rng(3)
+    log = Log()
+    with worker(settings, catalog, fitted) as running:
+        traffic(running, rng, 20)
+        settle_all(running)
+        log.read(settings)
+        want = log.policy_stats(running)
+        assert json.loads(json.dumps(want)) == want
+        run_purge(settings, catalog, time.time() + 4 * HOUR)
+        fold = running.app.state.service.store.fold_snapshot()
+        assert fold is not None
+        assert_same_policy(fold.policy["state"], want)
+        check_replay(settings)
+        running.app.state.service.refresh()
+        assert_same_policy(policy_state(running)["state"], want)
+    # Another policy cannot continue a purged log: said, not silently folded afresh.
+    other = make_settings(tmp_path, policy="ThompsonSampling")
+    out = io.StringIO()
+    assert rebuild_state(other, out) == 2
+    assert "a purged log can only be folded further under the policy" in out.getvalue()
+
+
+def test_a_dry_run_deletes_nothing_and_reports_the_counts(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
+    settings = make_settings(tmp_path)
+    with worker(settings, catalog, fitted) as running:
+        traffic(running, np.random.default_rng(4), 10)
+        settle_all(running)
+        store = running.app.state.service.store
+        cut = time.time() + 4 * HOUR
+        expected = store.purge_counts(cut, store.log_seq())
+        before = counts(settings)
+        report = run_purge(settings, catalog, cut, dry_run=True)
+        assert (f"dry run: would delete {expected['decisions']} decisions, "
+                f"{expected['outcomes']} outcomes and {expected['feedback']} feedback rows"
+                in report)
+        assert expected == before  # here every row would go
+        assert counts(settings) == before
+        assert store.fold_snapshot() is None
+        check_replay(settings)
+
+
+def test_a_date_inside_the_retention_window_is_refused(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    settings = make_settings(tmp_path, retention_s=7 * 24 * HOUR)
+    with worker(settings, catalog, fitted) as running:
+        traffic(running, np.random.default_rng(5), 3)
+    now = time.time()
+    before = counts(settings)
+    assert purge(settings, iso(now - 6 * 24 * HOUR), now=now) == 2
+    err = capsys.readouterr().err
+    assert "inside the retention window (retention_s = 604800 s)" in err
+    assert f"the latest DATE allowed now is {iso(now - 7 * 24 * HOUR)[:19]}" in err
+    assert purge(settings, "last tuesday", now=now) == 2
+    assert "--before must be an ISO date or date-time" in capsys.readouterr().err
+    assert counts(settings) == before
+
+
+def test_the_command_line_purges_and_refuses(tmp_path: Path, catalog: Dataset,
+                                              fitted: dict[str, Recommender],
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    settings = make_settings(tmp_path)
+    with worker(settings, catalog, fitted) as running:
+        traffic(running, np.random.default_rng(6), 3)
+    options = ["--db", settings.resolved_db_url(), "--state-dir", str(settings.state_dir),
+               "--arms", ",".join(ARMS)]
+    # Nothing is that old: nothing to purge, and nothing deleted by the dry run either.
+    assert main(["purge", "--before", "2020-01-01", "--dry-run", *options]) == 0
+    assert "dry run: would delete 0 decisions" in capsys.readouterr().out
+    assert main(["purge", "--before", "2020-01-01", *options]) == 0
+    assert "nothing to purge" in capsys.readouterr().out
+    assert main(["purge", "--before", datetime.now(UTC).date().isoformat(), *options]) == 2
+    assert "inside the retention window" in capsys.readouterr().err
+
+
+@pytest.fixture
+def no_store(tmp_path: Path) -> Iterator[Settings]:
+    yield make_settings(tmp_path)
+
+
+def test_a_store_that_does_not_exist_has_nothing_to_purge(no_store: Settings) -> None:
+    out = io.StringIO()
+    assert purge(no_store, "2020-01-01", out=out) == 0
+    assert out.getvalue().startswith("nothing to purge")
