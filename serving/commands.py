@@ -324,7 +324,8 @@ def purge(settings: Settings, before: str, *, dry_run: bool = False,
     limit = now - settings.retention_s
     if cut > limit:
         print(f"recbandits purge: --before {_iso(cut)} is inside the retention window "
-              f"(retention_s = {settings.retention_s:g} s): events after now - retention "
+              f"(retention_s = {settings.retention_s:.0f} s, "
+              f"{settings.retention_s / 86_400:g} days): events after now - retention "
               f"still steer features and real-time scores; the latest DATE allowed now is "
               f"{_iso(limit)}", file=sys.stderr)
         return 2

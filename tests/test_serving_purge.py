@@ -384,7 +384,7 @@ def test_a_date_inside_the_retention_window_is_refused(
     before = counts(settings)
     assert purge(settings, iso(now - 6 * 24 * HOUR), now=now) == 2
     err = capsys.readouterr().err
-    assert "inside the retention window (retention_s = 604800 s)" in err
+    assert "inside the retention window (retention_s = 604800 s, 7 days)" in err
     assert f"the latest DATE allowed now is {iso(now - 7 * 24 * HOUR)[:19]}" in err
     assert purge(settings, "last tuesday", now=now) == 2
     assert "--before must be an ISO date or date-time" in capsys.readouterr().err
