@@ -336,10 +336,22 @@ class RecommendationService:
 
     def _swap(self, arm_set: ArmSet) -> None:
         """Serve ``arm_set`` from now on, with every item the refresher added to the current
-        one meanwhile (the two never interleave: both hold the advance lock).
+        one meanwhile, and the current one's live arms if the refresher replaced them meanwhile
+        (a fold snapshot: :meth:`_resume_from_fold`); the two never interleave: both hold the
+        advance lock.
         """
         with self._advance_lock:
-            latest = self.arm_set.added
+            current = self.arm_set
+            latest = current.added
+            replaced = {n: current.models[n] for n in current.live_names
+                        if arm_set.models.get(n) is not current.models[n]}
+            if replaced:
+                arm_set = ArmSet.build(
+                    {**arm_set.models, **replaced}, self.catalog, version=arm_set.version,
+                    cold_start_arm=self.settings.cold_start_arm,
+                    cache_size=self.settings.score_cache_size,
+                    added=[*arm_set.added, *(a for a in latest if a not in arm_set.added)])
+                object.__setattr__(arm_set, "live_lock", current.live_lock)
             self.arm_set = (arm_set.with_items(latest, self.catalog)
                             if set(latest) - set(arm_set.added) else arm_set)
 

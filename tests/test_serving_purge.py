@@ -27,7 +27,7 @@ from arms.data import make_synthetic
 from arms.data.dataset import Dataset
 from experiments.cli import main
 from serving.app import create_app
-from serving.armset import fit_arms
+from serving.armset import ArmSet, fit_arms
 from serving.commands import purge, rebuild_state
 from serving.live import arm_from_bytes, fold_live_arms
 from serving.replay import fold_policy
@@ -327,6 +327,30 @@ def test_a_decision_settled_after_the_snapshot_is_kept_and_folded_once(
         assert_same_policy(replayed.state_dict(), policy.state_dict())
         assert sum(n for n, _ in tally.values()) == sum(
             n for n, _ in fold.policy["rewards"].values()) + len(late)
+
+
+def test_arms_loaded_across_a_purge_keep_the_live_arms_resumed_from_it(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
+    # A retrain's arms (or a new version's, loaded in a thread) are built from the live arms
+    # served when the load began; if a refresh resumed them from a fold snapshot meanwhile, the
+    # swap keeps the resumed ones (the folds after S continue from them, not from the old).
+    settings = make_settings(tmp_path)
+    with worker(settings, catalog, fitted) as running:
+        service = running.app.state.service
+        traffic(running, np.random.default_rng(7), 10)
+        settle_all(running)
+        loading_from = service.arm_set
+        run_purge(settings, catalog, time.time() + 4 * HOUR)
+        service.refresh()
+        resumed = {n: service.arm_set.models[n] for n in LIVE}
+        assert all(resumed[n] is not loading_from.models[n] for n in LIVE)
+        loaded = ArmSet.build(loading_from.models, catalog, version=loading_from.version + 1,
+                              cold_start_arm=settings.cold_start_arm,
+                              added=loading_from.added)
+        service._swap(loaded)
+        assert service.arm_set.version == loading_from.version + 1
+        assert all(service.arm_set.models[n] is resumed[n] for n in LIVE)
+        assert service.arm_set.models["svd"] is loading_from.models["svd"]
 
 
 def test_a_contextual_policy_round_trips_through_the_snapshot_bit_for_bit(
