@@ -25,6 +25,10 @@ server (and everyone else's jobs) migrate between them. With ``--pin`` the serve
 service alike) runs on CPU 0 and wrk and the fixed-rate generator on CPU 1. Either way bare
 and service get the same placement, and the fitted arms are shared by every configuration.
 
+CPU per request is printed beside the rates (steadier on a shared machine): the uvicorn
+processes', and on PostgreSQL the database server's (its backends included), which shares the
+same two cores.
+
 Both servers run under the uvicorn options of ``recbandits serve``
 (:func:`serving.api.protocol.uvicorn_options`: header cap, time-outs, concurrency limit);
 ``--stock-server`` runs both on uvicorn's defaults instead, to measure what the limits cost.
@@ -97,6 +101,32 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` and its descendants, those that ended
+    included (a process's waited-for children are in its cutime/cstime: the PostgreSQL
+    backends of connections closed during a run)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    pids = [pid]
+    total = 0.0
+    while pids:
+        pid = pids.pop()
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:  # gone
+            continue
+        total += sum(int(v) for v in fields[11:15]) / tick  # utime, stime, cutime, cstime
+        pids.extend(int(c) for c in children)
+    return total
+
+
+def db_cpu_s(pg: object | None) -> float:
+    """CPU seconds used so far by the PostgreSQL server ``pg`` (0 for SQLite: in process)."""
+    if pg is None:
+        return 0.0
+    return tree_cpu_s(int((pg.data / "postmaster.pid").read_text().split()[0]))
+
+
 class Server:
     """uvicorn in a subprocess with the settings every configuration shares."""
 
@@ -141,19 +171,7 @@ class Server:
 
         Requests per CPU second is the server's cost on this shared machine with the other
         jobs mostly taken out (its throughput swings with their load; this barely does)."""
-        tick = os.sysconf("SC_CLK_TCK")
-        pids = [self.proc.pid]
-        total = 0.0
-        while pids:
-            pid = pids.pop()
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-            except OSError:  # gone
-                continue
-            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-            pids.extend(int(c) for c in children)
-        return total
+        return tree_cpu_s(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -507,24 +525,27 @@ def main(argv: list[str] | None = None) -> int:
                     if workers > 1:
                         env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(dir=tmp)
                     seed_store(state, db)
+                    db_server = pg if store == "postgresql" else None
                     service = Server("serving.app:app_from_env", workers, env,
                                      tmp / f"{ptag}.log", "/health", server_cpus, args.stock_server)
                     try:
                         recs_script = LUA_RECS % {"seed": 1, "n_users": n_users}
-                        cpu = service.cpu_s()
+                        cpu, db_cpu = service.cpu_s(), db_cpu_s(db_server)
                         r = wrk(service.base, recs_script, args.seconds, args.connections, tmp,
                                 load_cpus)
                         r["cpu_us"] = 1e6 * (service.cpu_s() - cpu) / r["requests"]
+                        r["db_us"] = 1e6 * (db_cpu_s(db_server) - db_cpu) / r["requests"]
                         h = open_loop(service.base, b["rps"] / 2, args.seconds, n_users, 2,
                                       load_cpus)
                         slates = asyncio.run(make_decisions(service.base, args.decisions, n_users,
                                                             workers))
                         path = tmp / f"{ptag}-feedback.jsonl"
                         path.write_text("\n".join(feedback_lines(slates, workers)) + "\n")
-                        cpu = service.cpu_s()
+                        cpu, db_cpu = service.cpu_s(), db_cpu_s(db_server)
                         f = wrk(service.base, LUA_FEEDBACK % {"path": path},
                                 args.seconds, args.connections, tmp, load_cpus)
                         f["cpu_us"] = 1e6 * (service.cpu_s() - cpu) / f["requests"]
+                        f["db_us"] = 1e6 * (db_cpu_s(db_server) - db_cpu) / f["requests"]
                     finally:
                         service.stop()
                     rows.append((ptag, b, bh, r, h, f))
@@ -535,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
                     results[f"{ptag}_recommendations_cpu_ratio"] = b["cpu_us"] / r["cpu_us"]
                     results[f"{ptag}_feedback_cpu_us_per_request"] = f["cpu_us"]
                     results[f"{ptag}_feedback_cpu_ratio"] = b["cpu_us"] / f["cpu_us"]
+                    results[f"{ptag}_recommendations_db_cpu_us_per_request"] = r["db_us"]
+                    results[f"{ptag}_feedback_db_cpu_us_per_request"] = f["db_us"]
                     results[f"{ptag}_bare_p99_ms_at_half_bare"] = bh["p99"]
                     results[f"{ptag}_recommendations_rps"] = r["rps"]
                     results[f"{ptag}_recommendations_ratio"] = r["rps"] / b["rps"]
@@ -560,10 +583,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['rps'] / b['rps']:>7.2f}{h['rps']:>10.0f}{h['p50']:>9.1f}m{h['p99']:>9.1f}m"
               f"{bh['p99']:>14.1f}m{f['rps']:>9.0f}{f['rps'] / b['rps']:>7.2f}{f['p99']:>8.1f}m")
     print(f"\n{'config':<14}{'bare us':>9}{'recs us':>9}{'ratio':>7}{'fb us':>9}{'ratio':>7}"
-          "   (server CPU per request under wrk; ratio: bare / route)")
+          f"{'recs db':>9}{'fb db':>9}   (server CPU per request under wrk; ratio: bare / "
+          "route; db: the PostgreSQL server's, beside it)")
     for tag, b, _bh, r, _h, f in rows:
         print(f"{tag:<14}{b['cpu_us']:>9.0f}{r['cpu_us']:>9.0f}{b['cpu_us'] / r['cpu_us']:>7.2f}"
-              f"{f['cpu_us']:>9.0f}{b['cpu_us'] / f['cpu_us']:>7.2f}")
+              f"{f['cpu_us']:>9.0f}{b['cpu_us'] / f['cpu_us']:>7.2f}{r['db_us']:>9.0f}"
+              f"{f['db_us']:>9.0f}")
     print("(half rps: achieved rate of the fixed-rate run, target = bare rps / 2; its p50/p99 "
           "are from scheduled send times; bare p99@half: the bare endpoint under the same "
           "fixed-rate generator, the floor of this measurement on this machine)")
