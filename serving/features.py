@@ -66,6 +66,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.special import entr
 
 from arms.data.dataset import Dataset
 from serving.rules import RuleBook
@@ -504,13 +505,13 @@ class BehaviourState:
             spec = self.spec
             n_types, n_genres = len(spec.types), len(spec.genres)
             out = np.zeros(n_types + n_genres + 3)
-            positive = self.sums_[n_types:n_types + n_genres]
-            negative = self.sums_[n_types + n_genres:]
-            mass = float(positive.sum() + negative.sum())
+            signed = self.sums_[n_types:].reshape(2, n_genres)  # positive, negative
+            totals = signed.sum(axis=1)
+            mass = float(totals[0] + totals[1])
             if mass > 0:
-                out[n_types:n_types + n_genres] = (positive - negative) / mass
-            out[-1] = _diversity(positive)
-            self._template = np.round(out, DECIMALS)
+                out[n_types:n_types + n_genres] = (signed[0] - signed[1]) / mass
+            out[-1] = _diversity(signed[0], float(totals[0]))
+            self._template = np.round(out, DECIMALS, out=out)
             self._counts = self.sums_[:n_types].copy()
         return self._template
 
@@ -569,13 +570,11 @@ class BehaviourState:
         return state
 
 
-def _diversity(positive: np.ndarray) -> float:
-    """Normalised entropy of the genre shares of ``positive`` (0 with none or one genre)."""
-    total = float(positive.sum())
+def _diversity(positive: np.ndarray, total: float) -> float:
+    """Normalised entropy of the genre shares ``positive / total`` (0 with none or one genre)."""
     if total <= 0 or positive.size < 2:
         return 0.0
-    shares = positive[positive > 0] / total
-    return float(-(shares * np.log(shares)).sum() / math.log(positive.size))
+    return float(entr(positive / total).sum() / math.log(positive.size))
 
 
 class FeatureCache:
