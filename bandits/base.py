@@ -141,19 +141,27 @@ def standard_gamma(rng: np.random.Generator, shape: np.ndarray,
     """Exact Gamma(shape, 1) draws of the float array ``shape``, same shape and dtype.
 
     float32 arrays of at least :data:`FAST_GAMMA_MIN_SIZE` entries take one vectorised round of
-    Marsaglia & Tsang's (2000) rejection method (:func:`_marsaglia_tsang_float32`); the entries
-    it rejects (0.03-5%, depending on the shape), and every other array, are drawn by
-    ``rng.standard_gamma``. Exact: an accepted proposal has exactly the Gamma law, whatever
-    the other entries did, and a rejected entry gets a fresh exact draw. Which path runs
-    depends only on the array's dtype and size, so a run drawn on its own and the same run
-    inside a per-run batch draw identically (see :class:`Draws`).
+    Marsaglia & Tsang's (2000) rejection method (:func:`_marsaglia_tsang_float32` block by
+    block, then one :func:`_full_test` for the entries no block's squeeze settled); the entries
+    it rejects (0.03-5%, depending on the shape) are drawn again by this function (vectorised
+    again if there are enough of them), every other array by ``rng.standard_gamma``. Exact: an
+    accepted proposal has exactly the Gamma law, whatever the other entries did, and a rejected
+    entry gets a fresh exact draw (up to float32 resolution: Box-Muller's uniforms lie on a
+    grid of step 2^-23, so the normal proposals stop at 5.65 sigma, a tail of 1.6e-8). Which
+    path runs depends only on the array's dtype and size, so a run drawn on its own and the
+    same run inside a per-run batch draw identically (see :class:`Draws`).
 
     Why: numpy's loop calls the bit generator and its float ziggurat entry by entry (18 ns per
     float32 draw on a quiet machine), while uniforms from raw bits cost 0.9 ns in bulk and
     float32 log, sin, cos and sqrt a fraction of a ns each under SIMD. 600,000 shapes (a third
     1, the rest 1..59, as in a simulation), same process, CPU time: 4.3 ms against numpy's
     11.4 ms at load 7 (the version before the per-shape squeeze and the spare bits: 4.9 ms;
-    5.4 against 8.8 in an older, quieter measurement). In float64
+    5.4 against 8.8 in an older, quieter measurement). The full test once over all blocks
+    instead of once per block (its numpy calls on a few thousand entries are mostly call
+    overhead), the squeeze and the result from ``d w`` (one pass less each) and the rejected
+    entries redrawn by this function: the two Gamma calls of a Thompson Sampling step (the
+    throughput benchmark's state after 30 steps) 8.32 ms against 8.64 before, same process,
+    load 5. In float64
     numpy's sampler is kept: float64 ``sin``/``cos`` have no SIMD loop here (7 ms per
     600,000) and a float64 version of this sampler took 29.5 ms against numpy's 17.8 ms.
 
@@ -192,16 +200,29 @@ def standard_gamma(rng: np.random.Generator, shape: np.ndarray,
                          f"of shape {out.shape} with strides {out.strides}")
     flat_shape = np.ascontiguousarray(shape).reshape(-1)
     flat_out = out.reshape(-1)
-    rejected = [start + _marsaglia_tsang_float32(rng, flat_shape[start:start + GAMMA_BLOCK],
-                                                 flat_out[start:start + GAMMA_BLOCK])
-                for start in range(0, flat_shape.size, GAMMA_BLOCK)]
-    redo = np.concatenate(rejected)
-    if redo.size:
-        flat_out[redo] = rng.standard_gamma(flat_shape[redo], dtype=np.float32)
+    small = flat_shape < 1 if flat_shape.min() < 1 else None
+    unsure = [_marsaglia_tsang_float32(rng, flat_shape[start:start + GAMMA_BLOCK],
+                                       flat_out[start:start + GAMMA_BLOCK], small is not None,
+                                       start)
+              for start in range(0, flat_shape.size, GAMMA_BLOCK)]
+    # One full test for the entries no block's squeeze settled: its dozen numpy calls on a few
+    # thousand entries cost mostly call overhead, once per call instead of once per block.
+    where, spare, z2, w = (np.concatenate(part) for part in zip(*unsure, strict=True))
+    rejected = where[~_full_test(rng, flat_shape[where], spare, z2, w)]
+    if small is not None:
+        # Gamma(a) = Gamma(a + 1) * U^(1/a) for the accepted shapes below 1 (float64: the
+        # power is tiny for small a); the rejected ones are redrawn with their own shape below
+        small[rejected] = False
+        boost = np.flatnonzero(small)
+        uu = rng.random(boost.size)
+        flat_out[boost] *= np.exp(np.log1p(-uu) / flat_shape[boost]).astype(np.float32)
+    if rejected.size:
+        # a fresh exact draw: vectorised again when there are enough of them, else numpy's
+        flat_out[rejected] = standard_gamma(rng, flat_shape[rejected])
     return out
 
 
-def _uniforms_float32(rng: np.random.Generator, n: int) -> np.ndarray:
+def uniforms_float32(rng: np.random.Generator, n: int) -> np.ndarray:
     """``n`` uniforms on [1, 2) in float32 (add -1 for [0, 1), take 2 - u for (0, 1]).
 
     Each 64-bit output of the bit generator gives two: 23 random bits as the mantissa of a
@@ -215,7 +236,7 @@ def _uniforms_float32(rng: np.random.Generator, n: int) -> np.ndarray:
     return bits.view(np.float32)
 
 
-#: Low bits of each 32-bit word that the [1, 2) mantissa trick of :func:`_uniforms_float32`
+#: Low bits of each 32-bit word that the [1, 2) mantissa trick of :func:`uniforms_float32`
 #: drops; :func:`_marsaglia_tsang_float32` reads them as the top bits of its acceptance uniform.
 _SPARE_BITS = 9
 #: ``k = (2^9 / (108 (1 - 2^-20)))^(1/4)``: the sampler draws ``z = k x`` instead of the normal
@@ -232,23 +253,26 @@ def _gamma_work() -> dict[str, np.ndarray]:
     if work is None:
         work = {name: np.empty(GAMMA_BLOCK + 1, dtype=np.float32)
                 for name in ("d", "c", "z", "w", "s", "g")}
-        work["ones"] = np.ones(GAMMA_BLOCK, dtype=np.float32)
         work["bits"] = np.empty(GAMMA_BLOCK, dtype=np.uint32)
         work["mask"] = np.empty(GAMMA_BLOCK, dtype=bool)
         _GAMMA_WORK.buffers = work
     return work
 
 
-def _marsaglia_tsang_float32(rng: np.random.Generator, shape: np.ndarray, out: np.ndarray
-                             ) -> np.ndarray:
-    """One round of Marsaglia & Tsang (2000) on flat float32 shapes; returns rejected positions.
+def _marsaglia_tsang_float32(rng: np.random.Generator, shape: np.ndarray, out: np.ndarray,
+                             has_small: bool, offset: int
+                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One round of Marsaglia & Tsang (2000) on one block of flat float32 shapes.
 
     For a >= 1, with d = a - 1/3 and c = 1 / sqrt(9 d): propose ``d v`` with
     ``v = (1 + c x)^3``, x standard normal (Box & Muller 1958 on two uniforms: the pair
     ``r cos t, r sin t`` with ``r = sqrt(-2 log u1)``, u1 in (0, 1], t = 2 pi u2), and accept it
     when ``v > 0`` and ``log U < h = x^2 / 2 + d (1 - v + log v)``, U uniform on [0, 1).
-    Shapes below 1 use Gamma(a) = Gamma(a + 1) U^(1/a) (the same paper). ``out`` holds the
-    accepted draws; the rejected positions are returned for the caller to redraw.
+    Shapes below 1 use Gamma(a) = Gamma(a + 1) U^(1/a) (the same paper; ``has_small``: the
+    block may hold some, the caller applies the power). ``out`` is filled with every
+    proposal ``d v``; the entries the squeeze below does not settle are returned, as positions
+    (plus ``offset``, the block's start) and their ``511 - H``, ``z^2`` and ``w``, for
+    :func:`_full_test` (run once over all blocks by :func:`standard_gamma`).
 
     The squeeze. With ``y = c x`` (so ``x^2 / 2 = 9 d y^2 / 2``), ``h = -3 d S(y)`` where
     ``S(y) = y - y^2/2 + y^3/3 - log(1 + y) = sum_{j>=4} (-y)^j / j``. For ``y >= 0``,
@@ -280,10 +304,9 @@ def _marsaglia_tsang_float32(rng: np.random.Generator, shape: np.ndarray, out: n
     m = (n + 1) // 2
     work = _gamma_work()
     d, c, w, s, g = (work[name][:n] for name in ("d", "c", "w", "s", "g"))
-    small = shape < 1 if shape.min() < 1 else None
     np.subtract(shape, np.float32(1.0 / 3.0), out=d)
-    if small is not None:
-        d[small] += np.float32(1.0)
+    if has_small:
+        d[shape < 1] += np.float32(1.0)
     np.sqrt(d, out=c)
     np.divide(np.float32(1.0 / (3.0 * _Z_SCALE)), c, out=c)  # c / k: w = 1 + (c / k) z
     words = rng.bit_generator.random_raw(m).view(np.uint32)  # 2m >= n words
@@ -309,33 +332,49 @@ def _marsaglia_tsang_float32(rng: np.random.Generator, shape: np.ndarray, out: n
     z = z[:n]
     np.multiply(c, z, out=w)
     w += np.float32(1.0)
-    np.minimum(w, work["ones"][:n], out=s)  # an array operand: minimum with a scalar is 5x slower
-    s *= g
-    s *= d  # s = (511 - H) d min(1, w)
-    z2 = c  # c is spent: z^2 from here on
-    np.multiply(z, z, out=z2)
-    np.multiply(z2, z2, out=out)  # z^4 = 512 x^4 / (108 (1 - 2^-20)); out is free until the cube
-    unsure: np.ndarray = np.flatnonzero(np.greater_equal(out, s, out=work["mask"][:n]))  # z finite
+    dw = c  # c is spent: d w from here on, so min(d, d w) = d min(1, w) and d w^3 = w^2 (d w)
+    np.multiply(d, w, out=dw)  # save a pass each on the squeeze and on the result
+    np.minimum(dw, d, out=s)
+    s *= g  # s = (511 - H) d min(1, w)
+    np.multiply(z, z, out=z)  # z^2
+    np.multiply(z, z, out=out)  # z^4 = 512 x^4 / (108 (1 - 2^-20)); out is free until the cube
+    unsure = np.flatnonzero(np.greater_equal(out, s, out=work["mask"][:n]))  # z finite
     np.multiply(w, w, out=out)
-    out *= w  # v = w^3
-    vu = out[unsure].astype(np.float64)
-    low = rng.random(unsure.size)  # L of the unsettled entries
+    out *= dw  # d v
+    return unsure + offset, g[unsure], z[unsure], w[unsure]
+
+
+def _full_test(rng: np.random.Generator, shape: np.ndarray, spare: np.ndarray,
+               z2: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Marsaglia & Tsang's acceptance test, in float64, for the entries the squeeze left.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Draws the low part ``L`` of each acceptance uniform.
+    shape : ndarray of float32, shape (u,)
+        Their Gamma shapes (below 1: the boosted shape + 1 is tested).
+    spare, z2, w : ndarray of float32, shape (u,)
+        ``511 - H`` (H: the uniform's top bits), ``z^2`` and ``w = 1 + c x`` of each proposal,
+        as :func:`_marsaglia_tsang_float32` left them.
+
+    Returns
+    -------
+    ndarray of bool, shape (u,)
+        True where the proposal is accepted.
+    """
+    top = (1 << _SPARE_BITS) - 1
+    a = shape.astype(np.float64)
+    d = a - 1.0 / 3.0
+    d[a < 1] += 1.0
+    v = w.astype(np.float64) ** 3
+    low = rng.random(a.size)  # L of the unsettled entries
     with np.errstate(divide="ignore", invalid="ignore"):  # log 0 = -inf: accepted as it should;
-        log_u = np.log((top - g[unsure] + low) / (top + 1.0))  # v <= 0: NaN, rejected below
-        x2 = z2[unsure].astype(np.float64) * _Z_SCALE**-2
-        ok: np.ndarray = log_u < 0.5 * x2 + d[unsure] * (1.0 - vu + np.log(vu))
-    ok &= vu > 0
-    out *= d
-    if small is not None:
-        # Gamma(a) = Gamma(a + 1) * U^(1/a) for the accepted shapes below 1 (float64: the
-        # power is tiny for small a); rejected ones are redrawn by numpy with their own shape
-        accept = np.ones(n, dtype=bool)
-        accept[unsure] = ok
-        boost = np.flatnonzero(small & accept)
-        uu = rng.random(boost.size)
-        out[boost] *= np.exp(np.log1p(-uu) / shape[boost]).astype(np.float32)
-    rejected: np.ndarray = unsure[~ok]
-    return rejected
+        log_u = np.log((top - spare + low) / (top + 1.0))  # v <= 0: NaN, rejected below
+        x2 = z2.astype(np.float64) * _Z_SCALE**-2
+        ok: np.ndarray = log_u < 0.5 * x2 + d * (1.0 - v + np.log(v))
+    ok &= v > 0
+    return ok
 
 
 class Draws:
@@ -373,6 +412,14 @@ class Draws:
             raise ValueError(f"rng has {len(rng)} Generators; expected one per run ({n_runs})")
         self._shared = None
         self._runs = list(rng)
+
+    @property
+    def shared(self) -> np.random.Generator | None:
+        """The one Generator shared by all runs, or None with one Generator per run (then a
+        sampler that draws a run's entries differently depending on the other runs' must not
+        be used).
+        """
+        return self._shared
 
     def _each(self, draw: Callable[[np.random.Generator, slice, int], np.ndarray]
               ) -> np.ndarray:
@@ -603,6 +650,11 @@ _REGISTRY: dict[str, type[BatchedPolicy]] = {}
 
 
 def _json_value(value: Any) -> Any:
+    """``value`` as plain JSON data: arrays and numpy scalars to lists and Python numbers, also
+    inside dicts (an SFC64 state holds its words as a uint64 array).
+    """
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):

@@ -6,8 +6,11 @@ the same machine in the same process:
 
 * recbandits: ``ThompsonSampling.select_batch`` / ``update_batch`` advancing ``--runs``
   independent runs per numpy step (float32 statistics, reusable Gamma buffers, one shared
-  Generator); also the same loop with numpy's own Gamma sampler in place of the vectorised one
-  (``bandits.base.standard_gamma``), so the sampler's share is measured in the same run;
+  Generator, ``numpy.random.default_rng``'s PCG64 unless ``--bit-generator`` says otherwise);
+  also the same loop with numpy's own Gamma sampler in place of the vectorised one
+  (``bandits.base.standard_gamma``) and without the one-uniform path for ``alpha == 1``
+  (``bandits.thompson.beta_odds_draws``), i.e. the code before both, and the same loop with
+  only the one-uniform path switched off, so each one's share is measured in the same run;
 * MABWiser ``LearningPolicy.ThompsonSampling()``: ``predict()`` + ``partial_fit`` per step;
 * Vowpal Wabbit ``--cb_explore 3`` (epsilon-greedy exploration): ``predict`` (a pmf), sample an
   arm from it, ``learn`` the ``action:cost:probability`` label, per step.
@@ -40,17 +43,18 @@ import numpy as np
 
 import bandits as bd
 import bandits.base
+import bandits.thompson
 
 ARMS = ["SVD", "Sequential", "Autoencoder"]
 MEANS = np.array([0.10, 0.15, 0.12])
 BEST = int(MEANS.argmax())
 
 
-def bench_recbandits(runs: int, steps: int, seed: int, dtype: type = np.float32
-                     ) -> tuple[float, float, float]:
+def bench_recbandits(runs: int, steps: int, seed: int, dtype: type = np.float32,
+                     bit_generator: str = "PCG64") -> tuple[float, float, float]:
     """Pulls/s (wall), best-arm share of the last step and pulls per CPU second, batched TS."""
     ts = bd.ThompsonSampling(ARMS)
-    rng = np.random.default_rng(seed)
+    rng = np.random.Generator(getattr(np.random, bit_generator)(seed))
     means = MEANS.astype(dtype)
     state = ts.init_batch(runs, dtype=dtype)
     u = np.empty(runs, dtype=dtype)
@@ -68,12 +72,26 @@ def bench_recbandits(runs: int, steps: int, seed: int, dtype: type = np.float32
 
 
 @contextlib.contextmanager
+def without_alpha_one_path() -> Iterator[None]:
+    """Draw every Beta sample from two Gamma draws, ``alpha == 1`` or not."""
+    saved = bandits.thompson.ALPHA_ONE_MIN_SHARE
+    bandits.thompson.ALPHA_ONE_MIN_SHARE = np.inf
+    try:
+        yield
+    finally:
+        bandits.thompson.ALPHA_ONE_MIN_SHARE = saved
+
+
+@contextlib.contextmanager
 def numpy_gamma_sampler() -> Iterator[None]:
-    """Route every Gamma draw to numpy's sampler (the code before the vectorised one)."""
+    """Route every Gamma draw to numpy's sampler, two per Beta sample (the code before the
+    vectorised sampler and the ``alpha == 1`` path).
+    """
     saved = bandits.base.FAST_GAMMA_MIN_SIZE
     bandits.base.FAST_GAMMA_MIN_SIZE = np.iinfo(np.int64).max
     try:
-        yield
+        with without_alpha_one_path():
+            yield
     finally:
         bandits.base.FAST_GAMMA_MIN_SIZE = saved
 
@@ -142,6 +160,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--peer-steps", type=int, default=4_000, help="steps for each peer")
     parser.add_argument("--repeats", type=int, default=3, help="best of N (recbandits)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bit-generator", default="PCG64",
+                        choices=["PCG64", "PCG64DXSM", "SFC64", "Philox", "MT19937"],
+                        help="bit generator of recbandits' shared Generator (default_rng: PCG64)")
     args = parser.parse_args(argv)
 
     print(f"seed problem {dict(zip(ARMS, MEANS.tolist(), strict=True))}; "
@@ -150,12 +171,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     # Peers first and last, recbandits in between, so a change in machine load during the run
     # hits both sides; best of each pair is kept.
     mab_a = bench_mabwiser(args.peer_steps, args.seed)
-    repeats = [bench_recbandits(args.runs, args.steps, args.seed + i)
+    bg = args.bit_generator
+    repeats = [bench_recbandits(args.runs, args.steps, args.seed + i, bit_generator=bg)
                for i in range(args.repeats)]
     batched = max(repeats, key=lambda x: x[0])
     batched_cpu = max(x[2] for x in repeats)
+    with without_alpha_one_path():
+        two_gammas = [bench_recbandits(args.runs, args.steps, args.seed + i, bit_generator=bg)
+                      for i in range(args.repeats)]
     with numpy_gamma_sampler():
-        batched_np = max((bench_recbandits(args.runs, args.steps, args.seed + i)
+        batched_np = max((bench_recbandits(args.runs, args.steps, args.seed + i, bit_generator=bg)
                           for i in range(args.repeats)), key=lambda x: x[0])
     batched64 = bench_recbandits(args.runs, args.steps, args.seed, np.float64)
     single = bench_recbandits_single(args.peer_steps, args.seed)
@@ -165,13 +190,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     figures: dict[str, float] = {
         "recbandits_batched_pulls_per_s": batched[0],
         "recbandits_batched_pulls_per_cpu_s": batched_cpu,
+        "recbandits_batched_two_gammas_pulls_per_cpu_s": max(x[2] for x in two_gammas),
+        "speedup_alpha_one_path_cpu": batched_cpu / max(x[2] for x in two_gammas),
         "recbandits_batched_numpy_gamma_pulls_per_s": batched_np[0],
         "speedup_vectorised_vs_numpy_gamma": batched[0] / batched_np[0],
         "recbandits_batched_float64_pulls_per_s": batched64[0],
         "recbandits_single_pulls_per_s": single[0],
     }
-    print(f"recbandits batched TS (R={args.runs}, float32): {batched[0]:,.0f} pulls/s; "
+    print(f"recbandits batched TS (R={args.runs}, float32, {bg}): {batched[0]:,.0f} pulls/s; "
           f"best-arm share at step {args.steps + 1}: {batched[1]:.3f}")
+    print(f"  same, two Gamma draws also at alpha = 1:     "
+          f"{max(x[2] for x in two_gammas):,.0f} pulls per CPU s (against {batched_cpu:,.0f})")
     print(f"  same, numpy's Gamma sampler (as before):     {batched_np[0]:,.0f} pulls/s; "
           f"best-arm share at step {args.steps + 1}: {batched_np[1]:.3f}")
     print(f"recbandits batched TS (float64, numpy Gamma):  {batched64[0]:,.0f} pulls/s")

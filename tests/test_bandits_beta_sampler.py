@@ -5,7 +5,8 @@ a vectorised Marsaglia-Tsang round (plus numpy for the rejected entries) and eve
 numpy. The policy's sampler, :func:`bandits.thompson.gamma_pair_draws`, is checked on each path by
 Kolmogorov-Smirnov tests against the Beta law (scipy) at many (alpha, beta), small (< 1: the prior
 can be) and large, and the same test at the same size is shown to reject a sampler whose shape is
-5% off.
+5% off. So is :func:`bandits.thompson.beta_odds_draws`'s path for many ``alpha == 1`` entries
+(``B = 1 - U^(1/beta)``, no Gamma draw).
 
 The tests look at the logit of the Beta draw, ``log G_a - log G_b``, rather than at
 ``G_a / (G_a + G_b)``: the KS statistic is the same for any increasing transform, but a Beta draw
@@ -22,8 +23,9 @@ import pytest
 from scipy import special, stats
 
 import bandits as bd
+from bandits import thompson
 from bandits.base import FAST_GAMMA_MIN_SIZE, GAMMA_BLOCK, Draws, row_argmax, standard_gamma
-from bandits.thompson import gamma_pair_draws
+from bandits.thompson import ALPHA_ONE_MIN_SHARE, beta_odds_draws, gamma_pair_draws
 
 # (alpha, beta): below 1 (priors), at 1 (the uniform prior, a Gamma(1) side), click-like counts,
 # unbalanced and large counts.
@@ -82,6 +84,41 @@ def test_the_same_ks_test_rejects_a_sampler_whose_shape_is_5_percent_off():
     assert (p < P_MIN).mean() >= 0.75, dict(zip(PAIRS, p.round(5), strict=True))
 
 
+# Six of ten pairs at alpha = 1 (>= ALPHA_ONE_MIN_SHARE): those take B = 1 - U^(1/beta), the
+# other four two Gamma draws, in the same call.
+ONE_PAIRS = [(1.0, 0.1), (1.0, 0.5), (1.0, 1.0), (1.0, 3.0), (1.0, 40.0), (1.0, 5e5),
+             (0.5, 0.5), (2.5, 7.5), (12.0, 88.0), (0.3, 40.0)]
+
+
+def _logit_odds(alpha: np.ndarray, beta: np.ndarray, seed: int,
+                monkeypatch: pytest.MonkeyPatch) -> np.ndarray:
+    calls = []
+    real = thompson._odds_with_alpha_one
+    monkeypatch.setattr(thompson, "_odds_with_alpha_one",
+                        lambda *args: calls.append(1) or real(*args))
+    odds = beta_odds_draws(alpha, beta, Draws(np.random.default_rng(seed), alpha.shape[0]), {})
+    assert calls == [1] and odds.dtype == np.float32 and (odds >= 0).all()
+    with np.errstate(divide="ignore"):
+        return np.log(odds.astype(np.float64))
+
+
+def test_the_alpha_one_path_draws_the_beta_law(monkeypatch):
+    alpha, beta = _shapes(ONE_PAIRS, N_FAST, np.float32)
+    assert (alpha == 1).mean() >= ALPHA_ONE_MIN_SHARE
+    p = _ks_pvalues(_logit_odds(alpha, beta, 18, monkeypatch), ONE_PAIRS)
+    assert (p > P_MIN).all(), dict(zip(ONE_PAIRS, p.round(5), strict=True))
+
+
+def test_the_same_ks_test_rejects_the_alpha_one_path_with_beta_5_percent_off(monkeypatch):
+    # e.g. a mistyped exponent U^(1/(1.05 beta)): at beta >= 1 the test above fails (seeds
+    # 100-109: the largest p of those four pairs was 0.011 over the ten seeds, 1.4e-3 the median)
+    alpha, beta = _shapes(ONE_PAIRS, N_FAST, np.float32)
+    off = np.where(alpha == 1, beta * np.float32(1.05), beta).astype(np.float32)
+    p = _ks_pvalues(_logit_odds(alpha, off, 18, monkeypatch), ONE_PAIRS)
+    hit = np.array([a == 1 and b >= 1 for a, b in ONE_PAIRS])
+    assert (p[hit] < 0.02).all(), dict(zip(ONE_PAIRS, p.round(5), strict=True))
+
+
 def test_numpy_path_small_float32_arrays_and_float64_draw_the_beta_law():
     pairs = PAIRS[::2]
     n32 = (FAST_GAMMA_MIN_SIZE - 1) // len(pairs)  # the largest float32 batch numpy still draws
@@ -116,11 +153,14 @@ def test_gamma_out_buffer_and_non_contiguous_input():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_thompson_choices_follow_the_exact_probability_of_being_best(dtype):
+@pytest.mark.parametrize("prior", [([3.0, 5.0, 1.5, 0.5], [7.0, 9.0, 2.0, 0.5]),
+                                   ([1.0, 1.0, 1.0, 2.0], [1.0, 5.0, 30.0, 9.0])],
+                         ids=["two-gammas", "alpha-one"])
+def test_thompson_choices_follow_the_exact_probability_of_being_best(dtype, prior):
     # End to end: R runs in the same posterior state pick arm k with P(arm k's sample is the
-    # largest), computed by quadrature; chi-square over the arms.
-    ts = bd.ThompsonSampling(["a", "b", "c", "d"], prior_alpha=[3.0, 5.0, 1.5, 0.5],
-                             prior_beta=[7.0, 9.0, 2.0, 0.5])
+    # largest), computed by quadrature; chi-square over the arms. The second prior has three
+    # arms at alpha = 1: in float32 they take beta_odds_draws's one-uniform path.
+    ts = bd.ThompsonSampling(["a", "b", "c", "d"], prior_alpha=prior[0], prior_beta=prior[1])
     R = 40_000
     state = ts.init_batch(R, dtype=dtype)
     arms = ts.select_batch(state, np.random.default_rng(15))
