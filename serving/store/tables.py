@@ -67,7 +67,8 @@ feedback = sa.Table(
     # Whether this feedback decided its decision's outcome (the outcome names its seq).
     sa.Column("counted", sa.Boolean, nullable=False),
     sa.Column("note", sa.String(200), nullable=False),
-    # NULL only inside a PostgreSQL batch's own transaction, until it takes its seqs at the end.
+    # Always set (nullable only because a PostgreSQL batch once inserted its rows before
+    # taking their seqs; it now writes each row once, with its seq).
     sa.Column("seq", sa.BigInteger, nullable=True, unique=True),
     sa.UniqueConstraint("user_id", "event_key", "movie_id", "feedback_type",
                         name="uq_feedback_key"),
