@@ -32,20 +32,29 @@ from serving.store.types import AddedItem
 logger = logging.getLogger(__name__)
 
 
-def make_arm(name: str, *, seed: int | None) -> Recommender:
-    """An unfitted arm by its :mod:`arms.registry` name (``random_state=seed`` if it takes one).
+def make_arm(name: str, *, seed: int | None, **params: object) -> Recommender:
+    """An unfitted arm by its :mod:`arms.registry` name (``random_state=seed`` if it takes one),
+    with ``params`` over the registry's hyper-parameters.
 
     Raises
     ------
     arms.UnknownArmError
         A ``ValueError``, if the name is not registered; the message lists the valid names.
+    TypeError, ValueError
+        A hyper-parameter the arm does not take, or a bad value (from the arm).
     """
-    return registry.make_arm(name, random_state=seed)
+    return registry.make_arm(name, random_state=seed, **params)
 
 
-def fit_arms(names: Sequence[str], train: Dataset, *, seed: int | None) -> dict[str, Recommender]:
-    """Fit one arm per name on ``train`` (progress logged: see :func:`_fit_each`)."""
-    return _fit_each({name: make_arm(name, seed=seed) for name in names}, train)
+def fit_arms(names: Sequence[str], train: Dataset, *, seed: int | None,
+             params: Mapping[str, Mapping[str, object]] | None = None
+             ) -> dict[str, Recommender]:
+    """Fit one arm per name on ``train`` (``params``: hyper-parameters by arm name; progress
+    logged: see :func:`_fit_each`).
+    """
+    params = params or {}
+    return _fit_each({name: make_arm(name, seed=seed, **params.get(name, {}))
+                      for name in names}, train)
 
 
 def refit_like(models: Mapping[str, Recommender], train: Dataset) -> dict[str, Recommender]:

@@ -57,7 +57,7 @@ from serving.errors import (
     ServingError,
     StoreUnavailableError,
 )
-from serving.features import UserFeatures
+from serving.features import FeatureStore
 from serving.live import arm_from_bytes, fold_log, user_history
 from serving.policy import PolicyModel, PolicySnapshot
 from serving.rules import RuleBook
@@ -132,23 +132,26 @@ class RecommendationService:
         The arms of the current policy version.
     policy_model : PolicyModel, optional
         The served policy (default: ``settings.policy_model`` for the feature set).
-    features : UserFeatures, optional
-        The context of each request (default: built from ``catalog``).
+    features : FeatureStore, optional
+        The context of each request, feature set ``user-v2`` (default: built from ``catalog``
+        and the rules, with the settings' half-life and retention).
     rules : RuleBook, optional
         Default: ``settings.rule_book()``.
     """
 
     def __init__(self, settings: Settings, store: Store, catalog: Dataset, arm_set: ArmSet,
-                 policy_model: PolicyModel | None = None, features: UserFeatures | None = None,
+                 policy_model: PolicyModel | None = None, features: FeatureStore | None = None,
                  rules: RuleBook | None = None) -> None:
         self.settings = settings
         self.store = store
         self.catalog = catalog
         self.arm_set = arm_set
-        self.features = features if features is not None else UserFeatures(catalog)
+        self.rules = rules if rules is not None else settings.rule_book()
+        self.features = features if features is not None else FeatureStore(
+            catalog, self.rules, half_life_s=settings.feature_half_life_s,
+            retention_s=settings.retention_s)
         self.policy_model = (policy_model if policy_model is not None
                              else settings.policy_model(self.features.dimension))
-        self.rules = rules if rules is not None else settings.rule_book()
         # Logged with every decision: serialised once.
         self._policy_json = json.dumps(self.policy_model.describe_params())
         self.rng = np.random.default_rng(settings.seed)
@@ -225,6 +228,9 @@ class RecommendationService:
     @overload
     async def _read(self, kind: Literal["user_feedback"],
                     user_id: int, /) -> list[UserEvent]: ...
+    @overload
+    async def _read(self, kind: Literal["user_context"],
+                    user_id: int, /) -> tuple[list[UserEvent], list[str] | None]: ...
     @overload
     async def _read(self, kind: Literal["user_preferences"],
                     user_id: int, /) -> tuple[list[str], float] | None: ...
@@ -388,11 +394,11 @@ class RecommendationService:
         """Pick an arm, take its top-``k`` for the user, log the decision; see the module doc."""
         arms = self.arm_set
         snapshot = self.snapshot
-        history = await self._read("user_feedback", user_id)
+        history, stated = await self._read("user_context", user_id)
         now = time.time()
         user = arms.user_index.get(user_id)
         excluded, liked, disliked = self._split_history(history, arms, now)
-        features = self.features.vector(user_id, liked.size, disliked.size)
+        features = self.features.vector(user_id, history, stated, now)
         # The user's events within the retention window, as every arm scores them now.
         recent, ratings, _ = user_history(history, arms, self.rules,
                                           now - self.settings.retention_s)
@@ -404,10 +410,8 @@ class RecommendationService:
             pmf: dict[str, float] | str = {arm: 1.0}  # str: the snapshot's cached JSON
             propensity = 1.0
             # A newcomer's stated genres (PUT /users/{id}/preferences) put those genres first.
-            stated = await self._read("user_preferences", user_id)
             if stated is not None:
-                ranking = arms.preferred_ranking([g for g in stated[0]
-                                                  if g in arms.genre_names])
+                ranking = arms.preferred_ranking([g for g in stated if g in arms.genre_names])
             elif arm in arms.names:  # live: the latest counts, and the user's own events
                 ranking = arms.history_ranking(arm, user_id, recent, ratings)
             else:
@@ -727,7 +731,19 @@ class RecommendationService:
             return version, n_ratings
 
     # ------------------------------------------------------------------ user features
+    async def user_features(self, user_id: int) -> tuple[list[str], list[float], float]:
+        """``user_id``'s context as a request would see it now, feature set ``user-v2``
+        (:mod:`serving.features`): ``(names, values, as_of)``, ``as_of`` in Unix seconds
+        (``GET /users/{id}/features``).
 
+        The behavioural features fold the user's events within ``settings.retention_s`` (this
+        worker's feature cache folds only those logged since the user's last request); the
+        stated ones are the genres of their latest ``PUT /users/{id}/preferences``.
+        """
+        events, stated = await self._read("user_context", user_id)
+        now = time.time()
+        values = self.features.vector(user_id, events, stated, now)
+        return self.features.names, values.tolist(), now
 
 def _iso(unix_s: float) -> str:
     """``unix_s`` as ISO 8601 in UTC, to the second (for messages)."""

@@ -18,6 +18,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from arms import registry
 from arms.data import MOVIELENS_NAMES
 from bandits.base import registered_policies
+from serving.armset import make_arm
+from serving.features import DEFAULT_HALF_LIFE_S
 from serving.policy import DEFAULT_POLICY, PolicyModel, check_policy_name
 from serving.rules import Aggregation, RuleBook, overridden_rules
 
@@ -59,6 +61,11 @@ class Settings(BaseSettings):
         Arm names of :mod:`arms.registry`, in policy order (``svd``, ``sequential``,
         ``autoencoder``, ``dae``, ``popularity``, ``random``); a deprecated alias is replaced by
         its canonical name.
+    arm_params : dict
+        Hyper-parameters by arm name, over the registry's, used when the arms are first fitted
+        (a ``[arm_params.<arm>]`` table in the settings file, or ``RECBANDITS_ARM_PARAMS`` as
+        JSON), e.g. ``{"popularity": {"half_life": 604800}}`` for popularity counts that decay
+        with a one-week half-life, or ``{"cooccurrence": {"window": 20}}``. A retrain keeps them.
     cold_start_arm : str
         Arm (a registry name) whose popularity ranking serves users unknown to the arms; such
         decisions are logged with propensity 1 and never update the policy.
@@ -94,6 +101,9 @@ class Settings(BaseSettings):
     retention_s : float
         Events older than this stop steering features and real-time scores, and an event
         stamped earlier is refused (422); ``recbandits purge`` may delete them (default 90 days).
+    feature_half_life_s : float
+        Half-life of the decayed event counts and genre affinities of the users' features
+        (feature set ``user-v2``; default one day).
     clock_skew_s : float
         How far in the future an event's ``timestamp`` may lie (clients' clocks drift; 422
         beyond; default 300).
@@ -169,6 +179,8 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     workers: int = Field(1, ge=1, le=64)
     arms: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_ARMS))
+    arm_params: dict[str, dict[str, float | int | bool | str | None]] = Field(
+        default_factory=dict)
     cold_start_arm: str = "popularity"
     policy: str = DEFAULT_POLICY
     policy_params: dict[str, float | int | bool | list[float] | None] = Field(
@@ -183,6 +195,7 @@ class Settings(BaseSettings):
     session_window_s: float = Field(1800.0, ge=0)
     retention_s: float = Field(90 * 86_400.0, gt=0)
     clock_skew_s: float = Field(300.0, ge=0)
+    feature_half_life_s: float = Field(DEFAULT_HALF_LIFE_S, gt=0)
     max_events_body_bytes: int = Field(1 << 20, ge=1024)
     session_strength: float = Field(1.5, ge=0)
     admin_token: SecretStr | None = None
@@ -247,6 +260,14 @@ class Settings(BaseSettings):
         # CLI's exit 2 with the message), not at the service's first request.
         self.policy_model(n_features=1)
         self.rule_book()  # likewise a wrong rule
+        for name, params in self.arm_params.items():  # and an arm's hyper-parameter
+            if name not in self.arms:
+                raise ValueError(f"arm_params names arm {name!r}, which is not served; arms: "
+                                 f"{self.arms}")
+            try:
+                make_arm(name, seed=None, **params)._validate_params()
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"arm_params.{name}: {exc}") from None
         return self
 
     @field_validator("cold_start_arm")
@@ -319,7 +340,7 @@ class Settings(BaseSettings):
         for name, value in self.model_dump().items():
             if value is None:
                 continue
-            if name in ("policy_params", "rules"):
+            if name in ("policy_params", "rules", "arm_params"):
                 text = json.dumps(value)
             elif name in ("arms", "cors_origins"):
                 text = ",".join(value)

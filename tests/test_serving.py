@@ -23,7 +23,7 @@ from arms.data.dataset import Dataset
 from serving.app import create_app
 from serving.armset import fit_arms
 from serving.commands import rebuild_state
-from serving.features import UserFeatures
+from serving.features import FeatureStore
 from serving.rules import RuleBook
 from serving.settings import DEFAULT_ARMS, Settings
 from serving.store import open_store
@@ -98,9 +98,10 @@ def test_recommendation_is_a_logged_decision(client: TestClient, settings: Setti
     assert row["propensity"] == pytest.approx(row["pmf"][row["arm"]]) == body["propensity"]
     assert row["policy_version"] == body["policy_version"] == 1
     # The context the policy saw, logged with its feature set, and the policy that ran.
-    features = UserFeatures(catalog)
-    assert row["context"]["feature_version"] == features.version
-    assert row["context"]["features"] == features.vector(5, 0, 0).tolist()
+    features = FeatureStore(catalog, RuleBook())
+    assert row["context"]["feature_version"] == features.version == "user-v2"
+    # User 5 has no event and stated nothing: the vector does not depend on the time.
+    assert row["context"]["features"] == features.vector(5, [], None, time.time()).tolist()
     assert row["policy"]["name"] == "ThompsonSampling"
     assert row["policy"]["params"]["prior_alpha"] == [1.0] * len(ARMS)
     assert counts(client)[body["arm"]][2] == 1

@@ -208,3 +208,24 @@ def test_a_contextual_policy_chooses_for_newcomers_from_their_features(
         assert 0 < response["propensity"] <= 1
         assert len(arms) > 1  # chosen by the policy, not the cold-start arm every time
         assert anchor not in [i["movie_id"] for i in response["items"]]
+
+
+def test_arm_params_set_the_arms_hyper_parameters_and_survive_a_retrain(
+        tmp_path: Path, catalog: Dataset) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text('arms = ["svd", "popularity"]\nseed = 2\nadmin_token = "t0ken"\n'
+                    "[arm_params.popularity]\nhalf_life = 604800.0\n"
+                    "[arm_params.svd]\nn_factors = 8\n")
+    settings = Settings.from_file(path, state_dir=tmp_path / "state")
+    with TestClient(create_app(settings, catalog=catalog)) as client:
+        models = client.app.state.service.arm_set.models
+        assert models["popularity"].half_life == 604800.0
+        assert models["svd"].n_factors == 8
+        assert client.post("/admin/retrain", headers=AUTH).status_code == 200
+        models = client.app.state.service.arm_set.models
+        assert models["popularity"].half_life == 604800.0 and models["svd"].n_factors == 8
+    for bad, words in (({"svdx": {}}, "not served"),
+                       ({"popularity": {"half_life": -1}}, "half_life must be > 0"),
+                       ({"popularity": {"colour": 1}}, "unexpected keyword argument 'colour'")):
+        with pytest.raises(ValueError, match=words):
+            Settings(arms=["svd", "popularity"], arm_params=bad)

@@ -15,7 +15,7 @@ from arms.data import make_synthetic
 from experiments.cli import main as cli_main
 from serving.app import create_app
 from serving.commands import rebuild_state
-from serving.features import UserFeatures
+from serving.features import FeatureStore, UserFeatures
 from serving.policy import SERVABLE_POLICIES, PolicyModel
 from serving.rules import Feedback, FeedbackRule, RuleBook
 from serving.settings import Settings
@@ -222,12 +222,12 @@ def test_the_feature_names_are_logged_once_per_feature_set(tmp_path: Path) -> No
             client.get("/recommendations", params={"user_id": user, "k": 4})
     store = open_store(settings.resolved_db_url())
     try:
-        names = UserFeatures(catalog).names
-        assert store.feature_names("user-v1") == names
-        assert store.feature_names("user-v0") is None
-        store.register_feature_set("user-v1", names)  # the same names again: fine
+        names = FeatureStore(catalog, RuleBook()).names
+        assert store.feature_names("user-v2") == names
+        assert store.feature_names("user-v1") is None  # the request path logs user-v2 only
+        store.register_feature_set("user-v2", names)  # the same names again: fine
         with pytest.raises(ValueError, match="needs a new version"):
-            store.register_feature_set("user-v1", names[::-1])
+            store.register_feature_set("user-v2", names[::-1])
     finally:
         store.dispose()
     log = offpolicy.read_log(settings.resolved_db_url(), include_open=True)

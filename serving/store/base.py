@@ -504,6 +504,13 @@ class Store(abc.ABC):
                           (user_id, since, movie_id))
         return self._decision_row(rows[0]) if rows else None
 
+    def user_context(self, user_id: int) -> tuple[list[UserEvent], list[str] | None]:
+        """What a request knows of ``user_id``: every event, oldest first in log order, and the
+        genres they stated last (None: never).
+        """
+        stated = self.user_preferences(user_id)
+        return self.user_feedback(user_id), None if stated is None else stated[0]
+
     def user_preferences(self, user_id: int) -> tuple[list[str], float] | None:
         """The genres ``user_id`` stated last and when (``(genres, created_at)``), or None."""
         rows = self._fast("SELECT genres, created_at FROM preferences WHERE user_id = ? "

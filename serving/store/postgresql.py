@@ -314,7 +314,7 @@ class GroupReader:
         Its URL and time-out are used.
     """
 
-    KINDS = frozenset({"user_feedback", "decision", "latest_decision_showing"})
+    KINDS = frozenset({"user_feedback", "user_context", "decision", "latest_decision_showing"})
 
     def __init__(self, store: PostgreSQLStore) -> None:
         self.store = store
@@ -408,6 +408,29 @@ class GroupReader:
         for user, *event in await cursor.fetchall():
             found[user].append(UserEvent(*event))
         return [found.get(item.args[0], []) for item in items]
+
+    @staticmethod
+    async def _user_context(conn: Any, items: list[_Read]
+                            ) -> list[tuple[list[UserEvent], list[str] | None]]:
+        # One round trip: each user's latest stated genres beside each of their events (a user
+        # with no event still gets a row, with NULL event columns).
+        users = sorted({int(item.args[0]) for item in items})
+        cursor = conn.cursor()
+        event_columns = ", ".join(f"f.{c}" for c in USER_EVENT_COLUMNS.split(", "))
+        await cursor.execute(
+            f"SELECT u.id, p.genres, {event_columns} FROM unnest(%s::int8[]) AS u(id) "
+            "LEFT JOIN LATERAL (SELECT genres FROM preferences WHERE user_id = u.id "
+            "ORDER BY seq DESC LIMIT 1) AS p ON true "
+            "LEFT JOIN feedback AS f ON f.user_id = u.id ORDER BY u.id, f.seq",
+            (_int_array(users),))
+        events: dict[int, list[UserEvent]] = defaultdict(list)
+        stated: dict[int, list[str] | None] = {}
+        for user, genres, *event in await cursor.fetchall():
+            stated[user] = None if genres is None else list(genres)
+            if event[0] is not None:
+                events[user].append(UserEvent(*event))
+        return [(events.get(item.args[0], []), stated.get(item.args[0]))
+                for item in items]
 
     @staticmethod
     async def _decision(conn: Any, items: list[_Read]) -> list[dict[str, Any] | None]:
