@@ -32,10 +32,11 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
+_T = TypeVar("_T")
 Aggregation = Literal["earliest", "max"]
 AGGREGATIONS: tuple[Aggregation, ...] = ("earliest", "max")
 
@@ -220,8 +221,17 @@ def _worth(worth: Worth, value: float | None) -> float | None:
     if worth is None or not isinstance(worth, Scale):
         return worth
     if value is None:
-        raise ValueError("this worth scales with the event's value, and none was given")
+        raise ValueError(f"this worth scales with the event's value (from {worth.low:g} to "
+                         f"{worth.high:g}), and none was given")
     return worth(value)
+
+
+def _named(event_type: str, compute: Callable[[], _T]) -> _T:
+    """``compute()``, its ValueError naming ``event_type``."""
+    try:
+        return compute()
+    except ValueError as exc:
+        raise ValueError(f"{event_type}: {exc}") from None
 
 
 #: Longest dwell a ``dwell`` event may report (a day, in seconds).
@@ -387,17 +397,27 @@ class RuleBook:
     def reward(self, feedback_type: str, value: float | None = None) -> float | None:
         """Reward for the policy of one event of ``feedback_type`` carrying ``value`` (None:
         it carries none).
+
+        Raises
+        ------
+        ValueError
+            An unknown type, or no value for a type whose reward scales with it (the message
+            names the type).
         """
-        return self.rule(feedback_type).reward_for(value)
+        rule = self.rule(feedback_type)
+        return _named(feedback_type, lambda: rule.reward_for(value))
 
     def rating(self, feedback_type: str, value: float | None = None) -> float | None:
-        """Rating kept for retraining of one event (None: none)."""
-        return self.rule(feedback_type).rating_for(value)
+        """Rating kept for retraining of one event (None: none); raises as :meth:`reward`."""
+        rule = self.rule(feedback_type)
+        return _named(feedback_type, lambda: rule.rating_for(value))
 
     def session_sign(self, feedback_type: str, value: float | None = None) -> int:
-        """+1, 0 or -1: how one event steers the user's next slates (0 for an unknown type)."""
+        """+1, 0 or -1: how one event steers the user's next slates (0 for an unknown type);
+        raises as :meth:`reward`.
+        """
         rule = self.rules.get(feedback_type)
-        return 0 if rule is None else rule.sign_for(value)
+        return 0 if rule is None else _named(feedback_type, lambda: rule.sign_for(value))
 
     def excludes(self, feedback_type: str) -> bool:
         """Whether an event of this type removes its item from the user's next slates (an

@@ -275,3 +275,11 @@ def test_the_settings_file_sets_what_a_type_is_worth(
                                              "at_high": 1}}}, "needs a value range")):
         with pytest.raises(ValueError, match=re.escape(words)):
             Settings(rules=bad)
+
+
+def test_a_missing_value_names_its_type() -> None:
+    with pytest.raises(ValueError, match=r"^rating: this worth scales with the event's value "
+                                         r"\(from 1 to 5\)"):
+        RULES.session_sign("rating", None)
+    with pytest.raises(ValueError, match=r"^dwell: "):
+        RULES.rating("dwell")
