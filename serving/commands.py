@@ -311,8 +311,9 @@ def purge(settings: Settings, before: str, *, dry_run: bool = False,
     Returns
     -------
     int
-        0 done (or nothing to purge), 1 the store changed under the purge (run it again), 2 a
-        DATE that is malformed or inside the retention window.
+        0 done (or nothing to purge); 1 nothing deleted: the previous snapshot is of another
+        policy, the store records no arms folder, or another purge ran meanwhile (run it
+        again); 2 a DATE that is malformed or inside the retention window.
     """
     out = out if out is not None else sys.stdout  # looked up per call: tests redirect it
     now = time.time() if now is None else now
@@ -350,10 +351,10 @@ def purge(settings: Settings, before: str, *, dry_run: bool = False,
             return 0
         catalog = catalog if catalog is not None else load_catalog(settings)
         previous = store.fold_snapshot(arms=True)
-        policy, n_outcomes = _fold_policy(settings, store, previous, head)
-        arms, n_events = _fold_arms(settings, store, catalog, previous, head)
         rules = settings.rule_book()
-        try:
+        try:  # a snapshot of another policy, no arms folder, or another purge meanwhile
+            policy, n_outcomes = _fold_policy(settings, store, previous, head)
+            arms, n_events = _fold_arms(settings, store, catalog, previous, head)
             deleted = store.purge(
                 cut, head, 0 if previous is None else previous.seq, policy, arms,
                 lambda rows: latest_ratings(

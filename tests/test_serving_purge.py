@@ -371,11 +371,17 @@ def test_a_contextual_policy_round_trips_through_the_snapshot_bit_for_bit(
         check_replay(settings)
         running.app.state.service.refresh()
         assert_same_policy(policy_state(running)["state"], want)
+        traffic(running, rng, 5)
+        settle_all(running)
     # Another policy cannot continue a purged log: said, not silently folded afresh.
     other = make_settings(tmp_path, policy="ThompsonSampling")
     out = io.StringIO()
     assert rebuild_state(other, out) == 2
     assert "a purged log can only be folded further under the policy" in out.getvalue()
+    before = counts(other)
+    assert purge(other, iso(time.time() + 8 * HOUR), catalog=catalog,
+                 now=time.time() + 8 * HOUR + other.retention_s) == 1
+    assert counts(other) == before
 
 
 def test_a_dry_run_deletes_nothing_and_reports_the_counts(
