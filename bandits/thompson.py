@@ -91,10 +91,11 @@ def beta_odds_draws(alpha: np.ndarray, beta: np.ndarray, draws: Draws,
     rng = draws.shared
     if (rng is not None and alpha.dtype == np.float32 and beta.dtype == np.float32
             and alpha.size >= FAST_GAMMA_MIN_SIZE):
-        work = _work_buffers(scratch, alpha.size)
+        work = _work_buffers(scratch, alpha.size, ("one",))
         fa = np.ascontiguousarray(alpha).reshape(-1)
         one = np.equal(fa, np.float32(1.0), out=work["one"])
         if np.count_nonzero(one) >= ALPHA_ONE_MIN_SHARE * fa.size:
+            work = _work_buffers(work, fa.size, ("odds", "rest_a", "rest_b", "draw_a", "draw_b"))
             odds = _odds_with_alpha_one(rng, fa, np.ascontiguousarray(beta).reshape(-1), work)
             return odds.reshape(alpha.shape)
     ga, gb = gamma_pair_draws(alpha, beta, draws, scratch)
@@ -103,16 +104,17 @@ def beta_odds_draws(alpha: np.ndarray, beta: np.ndarray, draws: Draws,
     return ga
 
 
-def _work_buffers(scratch: dict[str, np.ndarray] | None, n: int) -> dict[str, np.ndarray]:
-    """Flat work buffers of :func:`_odds_with_alpha_one` for ``n`` entries, kept in ``scratch``
-    (a state's work buffers) when given: fresh arrays of a few MB each step cost page faults
-    (1,400-1,600 per step measured at 200,000 x 3, which made the step 2-6 ms slower).
+def _work_buffers(scratch: dict[str, np.ndarray] | None, n: int, names: tuple[str, ...]
+                  ) -> dict[str, np.ndarray]:
+    """Flat work buffers ``names`` of :func:`beta_odds_draws` for ``n`` entries (``"one"`` bool,
+    the others float32), kept in ``scratch`` (a state's work buffers) when given and made only
+    when first needed: fresh arrays of a few MB each step cost page faults (1,400-1,600 per
+    step measured at 200,000 x 3, which made the step 2-6 ms slower).
     """
     work = scratch if scratch is not None else {}
-    if work.get("one") is None or work["one"].size != n:
-        work["one"] = np.empty(n, dtype=bool)
-        for name in ("odds", "rest_a", "rest_b", "draw_a", "draw_b"):
-            work[name] = np.empty(n, dtype=np.float32)
+    for name in names:
+        if work.get(name) is None or work[name].size != n:
+            work[name] = np.empty(n, dtype=bool if name == "one" else np.float32)
     return work
 
 
