@@ -206,6 +206,13 @@ class Ranking:
         return head, self.scores[head]
 
 
+def unranked(scores: np.ndarray) -> Ranking:
+    """A :class:`Ranking` of ``scores`` with no order kept: its :meth:`~Ranking.top` says it
+    cannot tell, so the caller partitions the scores (for scores used once).
+    """
+    return Ranking(scores, np.empty(0, dtype=np.int64), complete=False)
+
+
 def rank_rows(scores: np.ndarray, depth: int = RANKING_DEPTH) -> list[Ranking]:
     """A :class:`Ranking` for every row of ``scores`` (shape ``(n_users, n_items)``)."""
     n_rankable = (np.isfinite(scores) | (scores > 0)).sum(axis=1).tolist()
@@ -303,18 +310,28 @@ class ArmSet:
             out[name] = index
         return out
 
+    @cached_property
+    def _in_order(self) -> dict[str, bool]:
+        """Per arm, whether it knows exactly the universe, in its order (no mapping needed)."""
+        n = self.item_ids.size
+        return {name: bool(positions.size == n and np.array_equal(positions, np.arange(n)))
+                for name, positions in self.positions.items()}
+
     def to_universe(self, arm: str, scores: np.ndarray, seen: np.ndarray | None = None
                     ) -> np.ndarray:
         """An arm's scores (its own item order) over the universe, float32.
 
         Items the arm does not know get its lowest finite score; ``seen`` (the arm's item
-        indices) get ``-inf``.
+        indices) get ``-inf``. A live arm may have grown since this arm set was built (the
+        refresher folds added items into the shared arm): the items it learned since are
+        appended at its end and left out here, as this arm set's universe does not hold them.
         """
         positions = self.positions[arm]
+        scores = scores[:positions.size]
         if seen is not None and seen.size:
             scores = scores.copy()
-            scores[seen] = -np.inf
-        if positions.size == self.item_ids.size and positions[-1] == positions.size - 1:
+            scores[seen[seen < positions.size]] = -np.inf
+        if self._in_order[arm]:
             return scores.astype(np.float32)  # the arm knows every item, in universe order
         finite = scores[np.isfinite(scores)]
         full = np.full(self.item_ids.size, finite.min() if finite.size else -np.inf,
@@ -349,9 +366,10 @@ class ArmSet:
         with self.live_lock if live else contextlib.nullcontext():
             scores = model.score(np.array([user]))[0]
         full = self.to_universe(arm, scores, seen.indices[seen.indptr[user]:seen.indptr[user + 1]])
+        if live:  # scored for this request only: its slate is partitioned out of the scores
+            return unranked(full)
         ranking = rank_rows(full[None, :])[0]
-        if not live:
-            self._remember(key, ranking)
+        self._remember(key, ranking)
         return ranking
 
     def history_ranking(self, arm: str, user_id: int, items: np.ndarray,
@@ -378,7 +396,9 @@ class ArmSet:
         seen = None
         if user is not None:
             seen = model.seen_.indices[model.seen_.indptr[user]:model.seen_.indptr[user + 1]]
-        return rank_rows(self.to_universe(arm, scores, seen)[None, :])[0]
+        # Scored for this request only: sorting a ranking's head would cost more than the one
+        # partition the service makes of the scores (about 0.3 ms of 0.7 on MovieLens).
+        return unranked(self.to_universe(arm, scores, seen))
 
     def _remember(self, key: tuple, ranking: Ranking) -> None:
         """Cache ``ranking`` (up to ``cache_size``, least recently used evicted)."""

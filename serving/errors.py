@@ -60,6 +60,13 @@ class StoreUnavailableError(ServingError):
     retry_after_s = 2
 
 
+class ItemExistsError(ServingError):
+    """``POST /admin/items`` names an item the catalogue holds already."""
+
+    status_code = 409
+    code = "item_exists"
+
+
 class UnsupportedMediaTypeError(ServingError):
     """A request body that is not JSON (``Content-Type`` other than ``application/json``)."""
 

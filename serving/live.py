@@ -58,7 +58,8 @@ def user_history(events: Sequence[UserEvent], arm_set: ArmSet, rules: RuleBook, 
     -------
     items : ndarray of int64, shape ``(n,)``
         Universe indices, in log order (events on items the arm set does not know are left
-        out, as are types the rule book gives no rating).
+        out, as are types the rule book gives no rating, and neutral ones: no reward and no
+        session sign, such as a view).
     ratings : ndarray of float64, shape ``(n,)``
         Each event's implicit rating.
     last_seq : int
@@ -69,6 +70,12 @@ def user_history(events: Sequence[UserEvent], arm_set: ArmSet, rules: RuleBook, 
     ratings: list[float] = []
     for event in events:
         if event.created_at < since or event.event_type not in rules.rules:
+            continue
+        if (rules.reward(event.event_type, event.value) is None
+                and rules.session_sign(event.event_type, event.value) == 0):
+            # A neutral signal (a view, a dwell): its implicit rating of about 3 would read as a
+            # middling explicit rating to SVD and EASE and push the item down. It reaches the
+            # arms that learn from the stream (fold_log) and the features instead.
             continue
         position = index.get(event.movie_id)
         rating = rules.rating(event.event_type, event.value)
@@ -95,8 +102,8 @@ def fold_log(arm_set: ArmSet, events: Sequence[LogEvent], added: Sequence[AddedI
     added : sequence of AddedItem
         Items added after that position, in log order.
     rules : RuleBook
-        Each event's weight for the stream is its implicit rating (types without one are
-        left out).
+        Each event's weight for the stream (:meth:`~serving.rules.RuleBook.stream_weight`;
+        a dislike, weight 0, is left out).
     catalog : Dataset
         The base catalogue (for the genres of the universe).
     """
@@ -128,12 +135,12 @@ def _observe(arm_set: ArmSet, live: list, events: Sequence[LogEvent], rules: Rul
     for event in events:
         if event.event_type not in rules.rules:
             continue
-        rating = rules.rating(event.event_type, event.value)
-        if rating is None:
+        weight = rules.stream_weight(event.event_type, event.value)
+        if not weight:
             continue
         users.append(event.user_id)
         items.append(event.movie_id)
-        weights.append(rating)
+        weights.append(weight)
         times.append(int(event.created_at))
     if not items:
         return
@@ -142,7 +149,12 @@ def _observe(arm_set: ArmSet, live: list, events: Sequence[LogEvent], rules: Rul
         # The arm's own index of each item (every logged item is in its catalogue: an event on
         # an unknown item is refused, and added items grew the arm before their events).
         order = np.argsort(model.item_ids_)
-        own = order[np.searchsorted(model.item_ids_, raw, sorter=order)]
+        own = order[np.minimum(np.searchsorted(model.item_ids_, raw, sorter=order),
+                               order.size - 1)]
+        unknown = model.item_ids_[own] != raw
+        if unknown.any():
+            raise ValueError(f"the live arm {type(model).__name__} does not know item "
+                             f"{int(raw[unknown][0])}: the log's items must be folded first")
         model.observe(np.array(users, dtype=np.int64), own, np.array(weights),
                       np.array(times, dtype=np.int64))
 
@@ -157,7 +169,7 @@ def arm_bytes(model: Recommender) -> bytes:
 
 
 def arm_from_bytes(blob: bytes) -> Recommender:
-    """The arm :func:`arm_bytes` saved, bit for bit."""
+    """The arm :func:`arm_bytes` saved in ``blob`` (its ``.npz`` bytes), bit for bit."""
     with tempfile.TemporaryDirectory(prefix="recbandits-arm-") as folder:
         path = Path(folder) / "arm.npz"
         path.write_bytes(blob)

@@ -419,6 +419,16 @@ class RuleBook:
         rule = self.rules.get(feedback_type)
         return 0 if rule is None else _named(feedback_type, lambda: rule.sign_for(value))
 
+    def stream_weight(self, feedback_type: str, value: float | None = None) -> float:
+        """How much one event counts for the arms that learn from the stream (co-occurrence,
+        live popularity): its rating less 1, so a dislike (1) counts for nothing, a view (3)
+        2, a like or purchase (5) 4; 0 for a type without a rating or unknown.
+        """
+        if feedback_type not in self.rules:
+            return 0.0
+        rating = self.rating(feedback_type, value)
+        return 0.0 if rating is None else max(rating - 1.0, 0.0)
+
     def excludes(self, feedback_type: str) -> bool:
         """Whether an event of this type removes its item from the user's next slates (an
         unknown type: yes, as every feedback did before types said otherwise).

@@ -90,6 +90,9 @@ class FeedbackIn(BaseModel):
     )
 
 
+#: Printable text with at least one visible character: no NUL or other control character (one
+#: store refuses NUL in text, and none belongs in a title).
+PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
 #: Most events in one ``POST /events`` request.
 MAX_EVENTS = 1000
 IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
@@ -118,7 +121,9 @@ class EventIn(BaseModel):
         default=None, pattern=IDEMPOTENCY_KEY_PATTERN,
         description="Makes retries safe: an event with the same user, item, type and key is "
                     "stored once. Without it, an event is a duplicate of one with the same "
-                    "user, item, type, decision and timestamp")
+                    "user, item, type, decision and timestamp (without a timestamp either: "
+                    "the same user, item, type and decision, so a repeated view needs a key "
+                    "or a timestamp)")
 
     def unix_time(self) -> float | None:
         """``timestamp`` in Unix seconds (None when not given)."""
@@ -268,8 +273,9 @@ class ItemIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     item_id: Id = Field(description="Its id: not yet in the catalogue")
-    title: str = Field(min_length=1, max_length=500)
-    genres: list[Annotated[str, Field(max_length=64)]] = Field(
+    title: str = Field(min_length=1, max_length=500, pattern=PRINTABLE_PATTERN,
+                       description="Printable text, not only spaces")
+    genres: list[Annotated[str, Field(max_length=64, pattern=PRINTABLE_PATTERN)]] = Field(
         default_factory=list, max_length=64,
         description="Genre names of the catalogue (``GET /users/{id}/preferences`` lists them)")
     year: Annotated[int, Field(strict=True, ge=1800, le=2200)] | None = None

@@ -21,6 +21,7 @@ kept as a rating for the next retrain, after which the user is known) but update
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -30,6 +31,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +46,7 @@ from arms.errors import unknown_id_message
 from serving.armset import (
     ArmSet,
     file_lock,
+    fit_arms,
     load_arms,
     refit_like,
     save_arms,
@@ -54,6 +57,7 @@ from serving.errors import (
     EventConflictError,
     EventNotFoundError,
     InvalidInputError,
+    ItemExistsError,
     ServingError,
     StoreUnavailableError,
 )
@@ -229,8 +233,8 @@ class RecommendationService:
     async def _read(self, kind: Literal["user_feedback"],
                     user_id: int, /) -> list[UserEvent]: ...
     @overload
-    async def _read(self, kind: Literal["user_context"],
-                    user_id: int, /) -> tuple[list[UserEvent], list[str] | None]: ...
+    async def _read(self, kind: Literal["user_context"], user_id: int, since: float,
+                    limit: int, /) -> tuple[list[UserEvent], list[str] | None]: ...
     @overload
     async def _read(self, kind: Literal["user_preferences"],
                     user_id: int, /) -> tuple[list[str], float] | None: ...
@@ -238,7 +242,7 @@ class RecommendationService:
     async def _read(self, kind: Literal["decision"], event_id: str, /) -> Row | None: ...
     @overload
     async def _read(self, kind: Literal["latest_decision_showing"], user_id: int,
-                    movie_id: int, since: float, /) -> Row | None: ...
+                    movie_id: int, since: float, until: float, /) -> Row | None: ...
 
     async def _read(self, kind: str, *args: object) -> object:
         """``Store.<kind>(*args)``, read where it is cheapest for this store.
@@ -256,6 +260,14 @@ class RecommendationService:
             return await reader.read(kind, *args)
         return await asyncio.get_running_loop().run_in_executor(
             self.readers, getattr(self.store, kind), *args)
+
+    async def _user_context(self, user_id: int, now: float
+                            ) -> tuple[list[UserEvent], list[str] | None]:
+        """The user's latest ``history_limit`` events within the retention window (oldest
+        first) and their stated genres: all a request reads of them.
+        """
+        return await self._read("user_context", user_id, now - self.settings.retention_s,
+                                 self.settings.history_limit)
 
     # ------------------------------------------------------------------ periodic jobs
     def refresh(self) -> None:
@@ -394,11 +406,13 @@ class RecommendationService:
         """Pick an arm, take its top-``k`` for the user, log the decision; see the module doc."""
         arms = self.arm_set
         snapshot = self.snapshot
-        history, stated = await self._read("user_context", user_id)
         now = time.time()
+        history, stated = await self._user_context(user_id, now)
         user = arms.user_index.get(user_id)
         excluded, liked, disliked = self._split_history(history, arms, now)
-        features = self.features.vector(user_id, history, stated, now)
+        # A history cut at history_limit is folded afresh: the cache may hold older events.
+        features = self.features.vector(user_id, history, stated, now,
+                                        cached=len(history) < self.settings.history_limit)
         # The user's events within the retention window, as every arm scores them now.
         recent, ratings, _ = user_history(history, arms, self.rules,
                                           now - self.settings.retention_s)
@@ -499,20 +513,25 @@ class RecommendationService:
                                    at: float) -> Row | None:
         """The decision an event of ``user_id`` on ``movie_id`` at ``at`` is attributed to.
 
-        The one ``event_id`` names, checked against its user and slate; without one, the
-        user's latest decision that showed the movie within the reward window before ``at``.
+        The one ``event_id`` names, checked against its user, its slate and its time (made at or
+        before ``at``); without one, the user's latest decision made in the reward window
+        before ``at`` that showed the movie.
 
         Raises
         ------
         EventNotFoundError, EventConflictError, InvalidInputError
             As :meth:`feedback`.
         """
-        if event_id is None:
+        if event_id is None:  # a decision made before the event, within the window
             return await self._read("latest_decision_showing", user_id, movie_id,
-                                    at - self.settings.reward_window_s)
+                                    at - self.settings.reward_window_s, at)
         decision = await self._read("decision", event_id)
         if decision is None:
             raise EventNotFoundError(f"event_id {event_id!r} is not in the decision log")
+        if at < decision["created_at"]:
+            raise InvalidInputError(
+                f"timestamp {_iso(at)} is before decision {event_id!r} was made "
+                f"({_iso(decision['created_at'])}): an event cannot answer a later slate")
         if decision["user_id"] != user_id:
             raise EventConflictError(
                 f"event_id {event_id!r} was served to another user, not user_id {user_id}")
@@ -568,14 +587,20 @@ class RecommendationService:
             rule.check_value(event_type, value)
         except ValueError as exc:
             raise InvalidInputError(str(exc)) from None
-        decision = await self._attributed_decision(user_id, movie_id, event_id, at)
         reward = rule.reward_for(value)
+        if reward is None and event_id is None:
+            # A type that carries no reward decides nothing: no search for its decision (a
+            # batch of 1,000 views would otherwise read the decision log 1,000 times).
+            decision = None
+        else:
+            decision = await self._attributed_decision(user_id, movie_id, event_id, at)
         arm = None
         outcome = None
         decided_note = ""
         if decision is None:
-            note = ("item never shown to this user within the reward window: kept as a rating "
-                    "signal, no arm updated")
+            note = (f"{event_type} carries no reward: stored, no arm updated" if reward is None
+                    else "item never shown to this user within the reward window: kept as a "
+                         "rating signal, no arm updated")
         else:
             arm = decision["arm"]
             if decision["cold_start"]:
@@ -639,6 +664,8 @@ class RecommendationService:
                 writes.append(await self._event_write(
                     event.user_id, event.item_id, event.type.value, event.value, at,
                     event.event_id, key, item_field="item_id"))
+            except StoreUnavailableError:
+                raise  # the store's fault, not this event's
             except ServingError as exc:  # the same error, saying which event
                 raise type(exc)(f"events[{i}]: {exc.message}") from None
         assert self.writer is not None  # set by the app's lifespan before any request
@@ -651,13 +678,13 @@ class RecommendationService:
 
         Raises
         ------
-        EventConflictError
+        ItemExistsError
             The item is in the catalogue already (409).
         InvalidInputError
             A genre the catalogue does not have (422).
         """
         if item_id in self.arm_set.item_index:
-            raise EventConflictError(f"item_id {item_id} is in the catalogue already")
+            raise ItemExistsError(f"item_id {item_id} is in the catalogue already")
         unknown = sorted(set(genres) - set(self.arm_set.genre_names))
         if unknown:
             raise InvalidInputError(f"genres must be among {list(self.arm_set.genre_names)}, "
@@ -666,7 +693,7 @@ class RecommendationService:
             item = self.store.add_item(item_id, title, list(dict.fromkeys(genres)), year,
                                        time.time())
         except ValueError as exc:
-            raise EventConflictError(str(exc)) from None
+            raise ItemExistsError(str(exc)) from None
         self.refresh()
         return item, [n for n in self.arm_set.names if self.arm_set.models[n].can_grow]
 
@@ -723,7 +750,8 @@ class RecommendationService:
         with self._retrain_lock:
             current = self.arm_set
             version, n_ratings, arm_set = retrain_arms(
-                self.settings, self.store, self.catalog, current.models)
+                self.settings, self.store, self.catalog, current.models,
+                lock=self._advance_lock)
             object.__setattr__(arm_set, "live_lock", current.live_lock)
             arm_set.warm()
             self._swap(arm_set)
@@ -740,14 +768,20 @@ class RecommendationService:
         worker's feature cache folds only those logged since the user's last request); the
         stated ones are the genres of their latest ``PUT /users/{id}/preferences``.
         """
-        events, stated = await self._read("user_context", user_id)
         now = time.time()
-        values = self.features.vector(user_id, events, stated, now)
+        events, stated = await self._user_context(user_id, now)
+        values = self.features.vector(user_id, events, stated, now,
+                                      cached=len(events) < self.settings.history_limit)
         return self.features.names, values.tolist(), now
 
 def _iso(unix_s: float) -> str:
-    """``unix_s`` as ISO 8601 in UTC, to the second (for messages)."""
-    return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="seconds")
+    """``unix_s`` as ISO 8601 in UTC, to the second (for messages); Unix seconds when the
+    time lies beyond what a datetime holds (years 1-9999).
+    """
+    try:
+        return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError):
+        return f"{unix_s:g} (Unix seconds)"
 
 
 def event_key(event: EventIn, at: float) -> str | None:
@@ -791,28 +825,36 @@ def top_k_row(scores: npt.NDArray[np.float64], k: int
 
 
 def retrain_arms(settings: Settings, store: Store, catalog: Dataset,
-                 models: dict[str, Recommender]) -> tuple[int, int, ArmSet]:
-    """Fit fresh copies of ``models`` on ``catalog`` (with the items added at run time) plus
-    the ratings of the log; save, publish.
+                 models: dict[str, Recommender], *,
+                 lock: AbstractContextManager[object] | None = None
+                 ) -> tuple[int, int, ArmSet]:
+    """Fit the arms afresh (hyper-parameters from ``settings.arm_params``) on ``catalog`` with
+    the items added at run time plus the ratings of the log; save, publish.
 
     The arms that learn from the stream are not refitted: their state is a fold of the log
     from their fit on the base catalogue (:mod:`serving.live`), which is what is saved for them
     (a worker folds the log into it), while the arm set returned keeps ``models``' live arms.
+    The arm set is built, and the version published, holding ``lock`` (the service's: its
+    refresher may grow the live arms with an item added during the fit, which the arm set
+    must then present), so a failure publishes nothing.
     """
     ratings = store.ratings_frame()
-    added = store.items_after(0)
-    train = training_set(with_added_items(catalog, added), ratings)
+    train = training_set(with_added_items(catalog, store.items_after(0)), ratings)
     live = [n for n, m in models.items() if m.learns_from_stream]
-    fitted = refit_like({n: m for n, m in models.items() if n not in live}, train)
+    fitted = fit_arms([n for n in models if n not in live], train, seed=settings.seed,
+                      params=settings.arm_params)
     bases = refit_like({n: models[n] for n in live}, catalog)
     state_dir = settings.resolved_state_dir()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    with file_lock(state_dir / "arms.lock"):
-        folder = save_arms({n: fitted[n] if n in fitted else bases[n] for n in models},
-                           state_dir / "arms" / f"{stamp}-{uuid.uuid4().hex[:8]}")
-        meta = store.publish_version(str(folder))
-    arm_set = ArmSet.build({n: fitted[n] if n in fitted else models[n] for n in models}, catalog,
-                           version=meta.version, cold_start_arm=settings.cold_start_arm,
-                           cache_size=settings.score_cache_size, added=added)
+    with lock if lock is not None else contextlib.nullcontext():
+        arm_set = ArmSet.build({n: fitted[n] if n in fitted else models[n] for n in models},
+                               catalog, version=0, cold_start_arm=settings.cold_start_arm,
+                               cache_size=settings.score_cache_size,
+                               added=store.items_after(0))
+        with file_lock(state_dir / "arms.lock"):
+            folder = save_arms({n: fitted[n] if n in fitted else bases[n] for n in models},
+                               state_dir / "arms" / f"{stamp}-{uuid.uuid4().hex[:8]}")
+            meta = store.publish_version(str(folder))
+    object.__setattr__(arm_set, "version", meta.version)
     logger.info("retrained on %s: policy version %d", train, meta.version)
     return meta.version, len(ratings), arm_set

@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     retention_s : float
         Events older than this stop steering features and real-time scores, and an event
         stamped earlier is refused (422); ``recbandits purge`` may delete them (default 90 days).
+    history_limit : int
+        Most events of a user a request reads (the latest, within ``retention_s``): what
+        excludes items, steers the session, feeds the real-time scores and the features. Older
+        ones stop counting, so that no user's history can make requests slow (default 1,000).
     feature_half_life_s : float
         Half-life of the decayed event counts and genre affinities of the users' features
         (feature set ``user-v2``; default one day).
@@ -132,6 +136,9 @@ class Settings(BaseSettings):
     score_cache_size : int
         (arm, user) score vectors each worker keeps (float32; 4 bytes per item each; 0 turns
         the cache off). Scores only change with a retrain, which starts a fresh cache.
+    startup_timeout_s : float
+        How long a starting worker keeps trying a store that is unavailable (locked by another
+        process, its server restarting) before it gives up (default 120).
     store_timeout_s : float
         Longest wait for the store (SQLite's write lock, a PostgreSQL connection) before a
         request is answered 503 with ``Retry-After`` (default 10).
@@ -196,6 +203,7 @@ class Settings(BaseSettings):
     retention_s: float = Field(90 * 86_400.0, gt=0)
     clock_skew_s: float = Field(300.0, ge=0)
     feature_half_life_s: float = Field(DEFAULT_HALF_LIFE_S, gt=0)
+    history_limit: int = Field(1000, ge=1, le=100_000)
     max_events_body_bytes: int = Field(1 << 20, ge=1024)
     session_strength: float = Field(1.5, ge=0)
     admin_token: SecretStr | None = None
@@ -207,6 +215,7 @@ class Settings(BaseSettings):
     propensity_grid: int = Field(2048, ge=2)
     score_cache_size: int = Field(4096, ge=0)
     store_timeout_s: float = Field(10.0, gt=0, le=600)
+    startup_timeout_s: float = Field(120.0, ge=0)
     max_body_bytes: int = Field(16_384, ge=256)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: str = "warning"

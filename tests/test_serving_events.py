@@ -283,3 +283,41 @@ def test_a_missing_value_names_its_type() -> None:
         RULES.session_sign("rating", None)
     with pytest.raises(ValueError, match=r"^dwell: "):
         RULES.rating("dwell")
+
+
+@pytest.mark.parametrize("stamp", [1e20, -1e20, 1e300, "0001-01-01T00:00:00+14:00",
+                                   "9999-12-31T23:59:59-14:00"])
+def test_timestamps_beyond_a_calendar_are_422_not_500(client: TestClient, stamp: object,
+                                                      serving_catalog: Dataset) -> None:
+    item = int(serving_catalog.item_ids[0])
+    response = client.post("/events", json={"events": [event(1, item, "view", timestamp=stamp)]})
+    assert response.status_code == 422, response.text
+    assert "timestamp" in response.json()["detail"]
+
+
+def test_an_event_cannot_answer_a_slate_shown_after_it(client: TestClient,
+                                                       settings: Settings) -> None:
+    before = time.time() - 60
+    slate = recommend(client, 8)
+    item = slate["items"][0]["movie_id"]
+    named = client.post("/events", json={"events": [
+        event(8, item, "like", event_id=slate["event_id"], timestamp=before)]})
+    assert named.status_code == 422
+    assert "before decision" in named.json()["detail"]
+    # Without event_id: stored, attributed to no decision, rewarding nothing.
+    unnamed = client.post("/events", json={"events": [event(8, item, "like", timestamp=before)]})
+    assert unnamed.status_code == 201
+    assert unnamed.json()["events"][0]["event_id"] is None
+    assert unnamed.json()["events"][0]["policy_updated"] is False
+    check_replay(settings)
+
+
+def test_a_request_reads_a_bounded_history(settings: Settings, client: TestClient,
+                                           serving_catalog: Dataset) -> None:
+    items = [int(i) for i in serving_catalog.item_ids[:8]]
+    client.post("/events", json={"events": [event(5, m, "click") for m in items]})
+    store = client.app.state.service.store
+    events, stated = store.user_context(5, 0.0, 5)
+    assert [e.movie_id for e in events] == items[3:]  # the latest 5, oldest first
+    assert stated is None
+    assert store.user_context(5, time.time() + 10, 5) == ([], None)  # none that recent

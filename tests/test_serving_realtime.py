@@ -132,17 +132,22 @@ def test_live_arms_are_a_fold_of_the_log_identical_after_a_restart(
             assert state.keys() == again.keys()
             for key in state:
                 np.testing.assert_array_equal(state[key], again[key], err_msg=f"{name}.{key}")
-        # And the same as folding the log offline into the base fit, all in one batch.
+        # And the same as folding the log offline into the base fits, all in one batch (a
+        # dislike has weight 0 for the stream: left out).
         events = service.store.events_after(0)
         rules = RuleBook()
-        offline = copy.deepcopy(fitted["cooccurrence"])
-        rated = [(e.user_id, e.movie_id, rules.rating(e.event_type, e.value), e.created_at)
-                 for e in events]
-        index = {int(m): i for i, m in enumerate(offline.item_ids_)}
-        offline.observe(np.array([r[0] for r in rated]), np.array([index[r[1]] for r in rated]),
-                        np.array([r[2] for r in rated]), np.array([int(r[3]) for r in rated]))
-        for key, value in offline._get_state().items():
-            np.testing.assert_array_equal(value, states["cooccurrence"][key], err_msg=key)
+        weighted = [(e.user_id, e.movie_id, rules.stream_weight(e.event_type, e.value),
+                     int(e.created_at)) for e in events]
+        weighted = [w for w in weighted if w[2] > 0]
+        assert len(weighted) < len(events)  # the stream held dislikes
+        for name in ("cooccurrence", "popularity"):
+            offline = copy.deepcopy(fitted[name])
+            index = {int(m): i for i, m in enumerate(offline.item_ids_)}
+            offline.observe(np.array([w[0] for w in weighted]),
+                            np.array([index[w[1]] for w in weighted]),
+                            np.array([w[2] for w in weighted]), np.array([w[3] for w in weighted]))
+            for key, value in offline._get_state().items():
+                np.testing.assert_array_equal(value, states[name][key], err_msg=f"{name}.{key}")
 
 
 def test_an_added_item_is_recommended_at_once_and_learned_at_the_retrain(
@@ -178,7 +183,7 @@ def test_an_added_item_is_recommended_at_once_and_learned_at_the_retrain(
         recent = np.array([service.arm_set.item_index[anchor]])
         for arm in ("cooccurrence", "popularity"):
             ranking = service.arm_set.history_ranking(arm, newcomer, recent, np.array([3.0]))
-            assert service.arm_set.item_ids[ranking.order[0]] == new_id, arm
+            assert service.arm_set.item_ids[np.argmax(ranking.scores)] == new_id, arm
         # Served: a newcomer (context-free policy: the cold-start arm, live popularity) sees it
         # first, with the title it was added with.
         shown = slate(b, newcomer + 1, k=5)
@@ -229,3 +234,107 @@ def test_arm_params_set_the_arms_hyper_parameters_and_survive_a_retrain(
                        ({"popularity": {"colour": 1}}, "unexpected keyword argument 'colour'")):
         with pytest.raises(ValueError, match=words):
             Settings(arms=["svd", "popularity"], arm_params=bad)
+
+
+def test_added_items_refuse_control_characters_and_name_the_clash(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
+    settings = make_settings(tmp_path, arms=["popularity"])
+    with app_client(settings, catalog, {"popularity": fitted["popularity"]}) as client:
+        for title in ("a\x00b", "   ", "line\nbreak"):
+            response = client.post("/admin/items", json={"item_id": 10**6, "title": title},
+                                   headers=AUTH)
+            assert response.status_code == 422, title
+        existing = int(catalog.item_ids[0])
+        response = client.post("/admin/items", json={"item_id": existing, "title": "x"},
+                               headers=AUTH)
+        assert response.status_code == 409
+        assert response.json()["code"] == "item_exists"
+
+
+def test_neutral_events_do_not_move_the_per_user_scores(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
+    from serving.live import user_history
+    from serving.store.types import UserEvent
+
+    settings = make_settings(tmp_path, arms=["autoencoder"])
+    with app_client(settings, catalog, {"autoencoder": fitted["autoencoder"]}) as client:
+        arm_set = client.app.state.service.arm_set
+        item = int(catalog.item_ids[0])
+        events = [UserEvent(1, item, "view", None, 100.0), UserEvent(2, item, "dwell", 5.0, 101.0)]
+        items, ratings, last = user_history(events, arm_set, RuleBook(), 0.0)
+        assert items.size == 0 and ratings.size == 0 and last == 2
+        items, ratings, _ = user_history([*events, UserEvent(3, item, "like", None, 102.0)],
+                                         arm_set, RuleBook(), 0.0)
+        assert ratings.tolist() == [5.0]
+
+
+def test_a_worker_waits_for_a_locked_store_at_start_instead_of_failing(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
+    import sqlite3
+    import threading
+
+    settings = make_settings(tmp_path, arms=["popularity"], store_timeout_s=0.2,
+                             startup_timeout_s=30)
+    path = settings.resolved_db_url().removeprefix("sqlite:///")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    # Longer than the first attempt waits for the lock (about 5 s on a new file).
+    release = threading.Timer(6.0, holder.execute, args=("COMMIT",))
+    release.start()
+    try:
+        with app_client(settings, catalog, {"popularity": fitted["popularity"]}) as client:
+            assert client.get("/health").status_code == 200
+            assert client.get("/recommendations", params={"user_id": 1}).status_code == 200
+    finally:
+        release.join()
+        holder.close()
+
+
+def test_an_arm_set_still_serving_when_its_live_arms_grow_ranks_its_own_items(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
+    settings = make_settings(tmp_path, arms=["cooccurrence", "popularity"])
+    arms = {n: fitted[n] for n in settings.arms}
+    with app_client(settings, catalog, arms) as client:
+        service = client.app.state.service
+        old = service.arm_set  # what a request captured before the item came
+        new_id = int(catalog.item_ids.max()) + 7
+        assert client.post("/admin/items", json={"item_id": new_id, "title": "New"},
+                           headers=AUTH).status_code == 201
+        client.post("/events", json={"events": [
+            {"user_id": int(u), "item_id": new_id, "type": "purchase"}
+            for u in catalog.user_ids[:30]]})
+        service.refresh()
+        assert old.models["popularity"].n_items_ == old.item_ids.size + 1  # grown in place
+        empty = np.empty(0, dtype=np.int64)
+        for arm in ("cooccurrence", "popularity"):
+            for ranking in (old.ranking(arm, int(catalog.user_ids[0])),
+                            old.history_ranking(arm, 10**9, empty, empty.astype(float))):
+                assert ranking.scores.size == old.item_ids.size  # its universe, not grown
+        # The new set ranks it: 30 purchases of stream weight 4 each.
+        now = service.arm_set.history_ranking("popularity", 10**9, empty, empty.astype(float))
+        assert now.scores[service.arm_set.item_index[new_id]] == 30 * 4.0
+
+
+def test_an_item_added_while_a_retrain_fits_is_in_the_arm_set_it_publishes(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import serving.service
+
+    settings = make_settings(tmp_path, arms=["autoencoder", "popularity"])
+    arms = {n: fitted[n] for n in settings.arms}
+    with app_client(settings, catalog, arms) as client:
+        service = client.app.state.service
+        new_id = int(catalog.item_ids.max()) + 11
+        real_fit = serving.service.fit_arms
+
+        def fit_while_an_item_comes(*args: object, **kwargs: object) -> object:
+            out = real_fit(*args, **kwargs)
+            service.add_item(new_id, "Added mid-retrain", [], None)  # grows the live arm
+            return out
+
+        monkeypatch.setattr(serving.service, "fit_arms", fit_while_an_item_comes)
+        response = client.post("/admin/retrain", headers=AUTH)
+        assert response.status_code == 200, response.text
+        assert new_id in service.arm_set.item_index
+        assert service.arm_set.version == response.json()["policy_version"] == 2

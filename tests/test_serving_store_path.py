@@ -241,6 +241,8 @@ def test_group_reads_answer_what_the_store_reads_many_per_query(pg_store: Store)
         [("user_feedback", (u,)) for u in (1, 2, 3, 4, 1)]
         + [("decision", (e,)) for e in ("e1", "e2", "e4", "nope", "e1")]
         + [("latest_decision_showing", args) for args in (
+            (1, 11, 0.0, float("inf")), (1, 11, 0.0, 0.0))]  # until: unbounded; before all
+        + [("latest_decision_showing", args) for args in (
             (1, 11, 0.0),  # shown by e1 (policy) and e3 (cold start, later): e3
             (1, 10, 0.0), (1, 10, 100.5),  # e1; then nothing after its time
             (2, 21, 0.0),  # e2 and e4 show it: e4, the latest

@@ -493,23 +493,29 @@ class Store(abc.ABC):
     #: Whether a decision's JSON ``slate`` holds a movie id (a backend's SQL; ``?`` is the id).
     SLATE_HOLDS: ClassVar[str]
 
-    def latest_decision_showing(self, user_id: int, movie_id: int,
-                                since: float) -> Row | None:
-        """The latest decision of ``user_id`` made at or after ``since`` whose slate held the
-        movie: every such decision is searched, in SQL (the same rule on every backend).
+    def latest_decision_showing(self, user_id: int, movie_id: int, since: float,
+                                until: float = float("inf")) -> Row | None:
+        """The latest decision of ``user_id`` made within ``[since, until]`` whose slate held
+        the movie: every such decision is searched, in SQL (the same rule on every backend).
         """
         rows = self._fast(f"SELECT {self._DECISION_COLUMNS} FROM decisions WHERE user_id = ? "
-                          f"AND created_at >= ? AND {self.SLATE_HOLDS} "
+                          f"AND created_at >= ? AND created_at <= ? AND {self.SLATE_HOLDS} "
                           "ORDER BY created_at DESC, event_id DESC LIMIT 1",
-                          (user_id, since, movie_id))
+                          (user_id, since, until, movie_id))
         return self._decision_row(rows[0]) if rows else None
 
-    def user_context(self, user_id: int) -> tuple[list[UserEvent], list[str] | None]:
-        """What a request knows of ``user_id``: every event, oldest first in log order, and the
-        genres they stated last (None: never).
+    def user_context(self, user_id: int, since: float, limit: int
+                     ) -> tuple[list[UserEvent], list[str] | None]:
+        """What a request knows of ``user_id``: their latest ``limit`` events stamped at or after
+        ``since``, oldest first in log order, and the genres they stated last (None: never).
+
+        Bounded, so that no user's history (anyone may post events for any user) can make a
+        request slow.
         """
         stated = self.user_preferences(user_id)
-        return self.user_feedback(user_id), None if stated is None else stated[0]
+        rows = self._fast(f"SELECT {USER_EVENT_COLUMNS} FROM feedback WHERE user_id = ? AND "
+                          "created_at >= ? ORDER BY seq DESC LIMIT ?", (user_id, since, limit))
+        return [UserEvent(*row) for row in reversed(rows)], None if stated is None else stated[0]
 
     def user_preferences(self, user_id: int) -> tuple[list[str], float] | None:
         """The genres ``user_id`` stated last and when (``(genres, created_at)``), or None."""

@@ -412,25 +412,27 @@ class GroupReader:
     @staticmethod
     async def _user_context(conn: Any, items: list[_Read]
                             ) -> list[tuple[list[UserEvent], list[str] | None]]:
-        # One round trip: each user's latest stated genres beside each of their events (a user
-        # with no event still gets a row, with NULL event columns).
-        users = sorted({int(item.args[0]) for item in items})
+        # One round trip: each user's latest stated genres beside each of their latest events
+        # (a user with no event still gets a row, with NULL event columns).
+        queries = [{"i": i, "u": item.args[0], "since": item.args[1], "n": item.args[2]}
+                   for i, item in enumerate(items)]
         cursor = conn.cursor()
         event_columns = ", ".join(f"f.{c}" for c in USER_EVENT_COLUMNS.split(", "))
         await cursor.execute(
-            f"SELECT u.id, p.genres, {event_columns} FROM unnest(%s::int8[]) AS u(id) "
-            "LEFT JOIN LATERAL (SELECT genres FROM preferences WHERE user_id = u.id "
+            f"SELECT q.i, p.genres, {event_columns} "
+            "FROM json_to_recordset(%s::json) AS q(i int8, u int8, since float8, n int8) "
+            "LEFT JOIN LATERAL (SELECT genres FROM preferences WHERE user_id = q.u "
             "ORDER BY seq DESC LIMIT 1) AS p ON true "
-            "LEFT JOIN feedback AS f ON f.user_id = u.id ORDER BY u.id, f.seq",
-            (_int_array(users),))
+            "LEFT JOIN LATERAL (SELECT * FROM feedback WHERE user_id = q.u AND created_at >= "
+            "q.since ORDER BY seq DESC LIMIT q.n) AS f ON true ORDER BY q.i, f.seq",
+            (_dumps(queries),))
         events: dict[int, list[UserEvent]] = defaultdict(list)
         stated: dict[int, list[str] | None] = {}
-        for user, genres, *event in await cursor.fetchall():
-            stated[user] = None if genres is None else list(genres)
+        for i, genres, *event in await cursor.fetchall():
+            stated[i] = None if genres is None else list(genres)
             if event[0] is not None:
-                events[user].append(UserEvent(*event))
-        return [(events.get(item.args[0], []), stated.get(item.args[0]))
-                for item in items]
+                events[i].append(UserEvent(*event))
+        return [(events.get(i, []), stated.get(i)) for i in range(len(items))]
 
     @staticmethod
     async def _decision(conn: Any, items: list[_Read]) -> list[dict[str, Any] | None]:
@@ -449,12 +451,16 @@ class GroupReader:
         cursor = conn.cursor()
         await cursor.execute(
             f"SELECT q.i, {', '.join('d.' + c for c in _DECISION_COLUMNS.split(', '))} "
-            "FROM json_to_recordset(%s::json) AS q(i int8, u int8, m int8, since float8) "
-            "CROSS JOIN LATERAL (SELECT * FROM decisions "
+            "FROM json_to_recordset(%s::json) AS q(i int8, u int8, m int8, since float8, "
+            "until float8) CROSS JOIN LATERAL (SELECT * FROM decisions "
             "WHERE decisions.user_id = q.u AND decisions.created_at >= q.since "
+            "AND (q.until IS NULL OR decisions.created_at <= q.until) "
             "AND decisions.slate::jsonb @> to_jsonb(ARRAY[q.m]) "
             "ORDER BY decisions.created_at DESC, decisions.event_id DESC LIMIT 1) AS d",
-            (_dumps([{"i": i, "u": item.args[0], "m": item.args[1], "since": item.args[2]}
+            # JSON has no infinity: an unbounded ``until`` goes as null.
+            (_dumps([{"i": i, "u": item.args[0], "m": item.args[1], "since": item.args[2],
+                      "until": (item.args[3] if len(item.args) > 3
+                                and math.isfinite(item.args[3]) else None)}
                      for i, item in enumerate(items)]),))
         found = {int(row[0]): Store._decision_row(row[1:]) for row in await cursor.fetchall()}
         return [found.get(i) for i in range(len(items))]
