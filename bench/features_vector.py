@@ -70,13 +70,13 @@ def event_log(catalog: Dataset, store: FeatureStore, n: int, seed: int) -> list[
     return log
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=60)
     parser.add_argument("--synthetic", action="store_true", help="skip MovieLens")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     print(f"load average before: {loadavg()}")
     try:
         if args.synthetic:

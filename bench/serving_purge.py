@@ -104,12 +104,12 @@ def run(backend: str, url: str, n: int, catalog: object, fitted: dict) -> dict[s
     return record
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--decisions", type=int, default=2000)
     parser.add_argument("--stores", nargs="+", default=["sqlite", "postgresql"],
                         choices=["sqlite", "postgresql"])
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO / "tests"))
     from arms.data import make_synthetic
     from serving.armset import fit_arms

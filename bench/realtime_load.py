@@ -1,0 +1,230 @@
+"""Load test of the real-time service (issue 19) on loopback, beside a bare endpoint in the run.
+
+One configuration, as the issue states it: one uvicorn worker, the arms that learn from each
+event (``svd, sequential, autoencoder, cooccurrence, popularity``: every user with events is
+scored by ``score_history``, co-occurrence and popularity fold the log) and LinTS on the
+``user-v2`` feature vector. Measured, with the machinery of :mod:`serving_load` (wrk for
+throughput, the open-loop generator for latency at a fixed rate, CPU per request):
+
+1. the bare endpoint: throughput and, at half its rate, p99 (the floor of this machine);
+2. ``POST /events``, one event per request (view, click, like, add to cart, purchase, rating,
+   dwell; distinct idempotency keys): throughput against bare (target >= 0.50);
+3. ``GET /recommendations`` once every user has events (about ten each, from step 2), so every
+   slate goes through the real-time path: throughput against bare (target >= 0.60) and p99 at
+   half the bare rate (target <= 20 ms);
+4. read your writes: each connection alternates an event of a user and that user's
+   recommendation (pairs per second, p99 of both).
+
+Usage::
+
+    RECBANDITS_DATA=/work/shared/data .venv/bin/python bench/realtime_load.py [--seconds 8]
+        [--store sqlite|postgresql] [--connections 32]
+
+Ends with ``name: value`` lines; ``cat /proc/loadavg`` is printed at the start and the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from serving_load import (
+    LUA_BARE,
+    REPO,
+    Server,
+    db_cpu_s,
+    make_decisions,
+    open_loop,
+    start_postgres,
+    wrk,
+)
+
+ARMS = "svd,sequential,autoencoder,cooccurrence,popularity"
+POLICY = "LinTS"
+TYPES = ("view", "click", "like", "add_to_cart", "purchase", "rating", "dwell")
+
+LUA_EVENTS = """
+local lines = {}
+for line in io.lines("%(path)s") do lines[#lines + 1] = line end
+local i = 0
+request = function()
+  i = i + 1
+  local body = lines[((i - 1) %% #lines) + 1]
+  return wrk.format("POST", "/events", {["Content-Type"] = "application/json"}, body)
+end
+"""
+
+# Each connection alternates: an event of a user, then that user's slate.
+LUA_READ_YOUR_WRITES = """
+local lines = {}
+local users = {}
+for line in io.lines("%(path)s") do
+  lines[#lines + 1] = line
+  users[#users + 1] = string.match(line, '"user_id": (%%d+)')
+end
+local i = 0
+local pending = nil
+request = function()
+  if pending then
+    local user = pending
+    pending = nil
+    return wrk.format("GET", "/recommendations?user_id=" .. user .. "&k=10")
+  end
+  i = i + 1
+  local n = ((i - 1) %% #lines) + 1
+  pending = users[n]
+  return wrk.format("POST", "/events", {["Content-Type"] = "application/json"}, lines[n])
+end
+"""
+
+LUA_RECS = """
+math.randomseed(1)
+request = function()
+  return wrk.format("GET", "/recommendations?user_id=" .. math.random(1, %(n_users)d) .. "&k=10")
+end
+"""
+
+
+def event_lines(items: list[int], n_users: int, n: int, seed: int, prefix: str) -> list[str]:
+    """``n`` single-event bodies of random users, items and types (distinct keys)."""
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n):
+        kind = rng.choice(TYPES)
+        event: dict[str, object] = {"user_id": rng.randint(1, n_users),
+                                    "item_id": rng.choice(items), "type": kind,
+                                    "idempotency_key": f"{prefix}{i}"}
+        if kind == "rating":
+            event["value"] = float(rng.randint(1, 5))
+        elif kind == "dwell":
+            event["value"] = round(rng.uniform(0, 120), 1)
+        lines.append(json.dumps({"events": [event]}))
+    return lines
+
+
+def prepare(state: Path, dataset: str) -> None:
+    """Fit and save the arms once (the service then only loads them)."""
+    env = {**os.environ, "RECBANDITS_STATE_DIR": str(state), "RECBANDITS_DATASET": dataset,
+           "RECBANDITS_ARMS": ARMS, "RECBANDITS_POLICY": POLICY}
+    code = ("from serving.commands import prepare; from serving.settings import Settings; "
+            "prepare(Settings()).store.dispose()")
+    subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, check=True, timeout=900)
+
+
+def point_store(state: Path, db: str) -> None:
+    """A fresh store using the arms :func:`prepare` fitted."""
+    from serving.store import open_store
+
+    source = open_store(f"sqlite:///{state / 'recbandits.db'}")
+    target = open_store(db)
+    try:
+        meta = source.policy_meta()
+        target.create_schema(ARMS.split(","))
+        target.init_policy_meta(meta.arms_dir)
+    finally:
+        source.dispose()
+        target.dispose()
+
+
+def loadavg() -> str:
+    """The 1, 5 and 15 minute load averages."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--store", default="sqlite", choices=["sqlite", "postgresql"])
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--dataset", default="movielens", choices=["movielens", "synthetic"])
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk not found: apt-get install wrk", file=sys.stderr)
+        return 2
+    print(f"load average at start: {loadavg()}")
+    tmp = Path(tempfile.mkdtemp(prefix="recbandits-rt-bench-"))
+    state = tmp / "state"
+    prepare(state, args.dataset)
+    n_users = 943 if args.dataset == "movielens" else 200
+    pg = None
+    results: dict[str, float] = {}
+    try:
+        if args.store == "postgresql":
+            create_db, pg = start_postgres(tmp)
+            db = create_db()
+        else:
+            db = f"sqlite:///{tmp / 'rt.db'}"
+        point_store(state, db)
+        bare = Server("serving_load:bare_app", 1, {}, tmp / "bare.log", "/bare")
+        try:
+            cpu = bare.cpu_s()
+            b = wrk(bare.base, LUA_BARE, args.seconds, args.connections, tmp)
+            b["cpu_us"] = 1e6 * (bare.cpu_s() - cpu) / b["requests"]
+            bh = open_loop(bare.base, b["rps"] / 2, args.seconds, n_users, 2, bare=True)
+        finally:
+            bare.stop()
+        env = {"RECBANDITS_STATE_DIR": str(state), "RECBANDITS_DATASET": args.dataset,
+               "RECBANDITS_DB": db, "RECBANDITS_SEED": "0", "RECBANDITS_POLICY": POLICY,
+               "RECBANDITS_ARMS": ARMS}
+        service = Server("serving.app:app_from_env", 1, env, tmp / "rt.log", "/health")
+        try:
+            slates = asyncio.run(make_decisions(service.base, 200, n_users, 1))
+            items = sorted({i["movie_id"] for s in slates for i in s["items"]})
+            path = tmp / "events.jsonl"
+            path.write_text("\n".join(event_lines(items, n_users, 200_000, 3, "e")) + "\n")
+            measured = {}
+            for name, script in (("events", LUA_EVENTS % {"path": path}),
+                                 ("recommendations", LUA_RECS % {"n_users": n_users})):
+                cpu, db_cpu = service.cpu_s(), db_cpu_s(pg)
+                run = wrk(service.base, script, args.seconds, args.connections, tmp)
+                run["cpu_us"] = 1e6 * (service.cpu_s() - cpu) / run["requests"]
+                run["db_us"] = 1e6 * (db_cpu_s(pg) - db_cpu) / run["requests"]
+                measured[name] = run
+            h = open_loop(service.base, b["rps"] / 2, args.seconds, n_users, 2)
+            pairs_path = tmp / "pairs.jsonl"
+            pairs_path.write_text("\n".join(event_lines(items, n_users, 200_000, 4, "p")) + "\n")
+            ryw = wrk(service.base, LUA_READ_YOUR_WRITES % {"path": pairs_path}, args.seconds,
+                      args.connections, tmp)
+        finally:
+            service.stop()
+    finally:
+        if pg is not None:
+            pg.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    e, r = measured["events"], measured["recommendations"]
+    results.update({
+        "bare_rps": b["rps"], "bare_p99_ms_at_half_bare": bh["p99"],
+        "events_rps": e["rps"], "events_ratio": e["rps"] / b["rps"], "events_p99_ms": e["p99"],
+        "events_cpu_us_per_request": e["cpu_us"],
+        "recommendations_rps": r["rps"], "recommendations_ratio": r["rps"] / b["rps"],
+        "recommendations_cpu_us_per_request": r["cpu_us"],
+        "recommendations_p50_ms_at_half_bare": h["p50"],
+        "recommendations_p99_ms_at_half_bare": h["p99"],
+        "recommendations_achieved_rps_at_half_bare": h["rps"],
+        "read_your_writes_requests_rps": ryw["rps"], "read_your_writes_p99_ms": ryw["p99"],
+        "non2xx": e["non2xx"] + r["non2xx"] + h["non2xx"] + ryw["non2xx"],
+    })
+    print(f"\nreal-time service: {args.store}, 1 worker, {POLICY} on user-v2, arms {ARMS}")
+    print(f"bare            {b['rps']:>8.0f} req/s   p99 at half rate {bh['p99']:.1f} ms")
+    print(f"POST /events    {e['rps']:>8.0f} req/s   ratio {e['rps'] / b['rps']:.2f} "
+          "(target >= 0.50)")
+    print(f"recommendations {r['rps']:>8.0f} req/s   ratio {r['rps'] / b['rps']:.2f} (target "
+          f">= 0.60); p99 at half the bare rate {h['p99']:.1f} ms (target <= 20)")
+    print(f"read your writes {ryw['rps']:>7.0f} req/s (event, then that user's slate)   "
+          f"p99 {ryw['p99']:.1f} ms")
+    print(f"load average at end: {loadavg()}\n")
+    for name, value in results.items():
+        print(f"{name}: {value:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
