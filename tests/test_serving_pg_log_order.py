@@ -8,8 +8,8 @@
   up to the earlier outcome gets the later one next (never one below it).
 - The batch writer's results and the log it leaves equal SQLite's for the same writes
   (duplicates in and across batches, two outcome candidates of one decision, ratings).
-- The request-path reads are planned for the tables as they are: a plan cached while the log
-  was empty does not keep scanning the whole feedback table once it has grown.
+- The cached plans follow the log's growth: a plan cached while the log was empty does not keep
+  scanning the whole feedback table once it has grown (the store analyses the grown table).
 """
 
 from __future__ import annotations
@@ -213,15 +213,20 @@ def _plan(conn: Any) -> str:
     return "\n".join(r[0] for r in conn.execute("EXPLAIN EXECUTE q(ARRAY[5, 7])").fetchall())
 
 
-def test_the_reads_are_planned_for_the_tables_as_they_are(pg_store: PostgreSQLStore) -> None:
+def test_the_cached_plans_follow_the_logs_growth(pg_store: PostgreSQLStore) -> None:
     url = pg_store.url.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(url, autocommit=True) as plain, pg_store._raw_connect() as store:
-        _prepare(plain)
-        _prepare(store)  # the store's session: the request-path reads' settings
-        plain.execute(
-            "INSERT INTO feedback (created_at, user_id, movie_id, feedback_type, event_key, "
-            "counted, note, seq) SELECT 0, g % 1000, g, 'like', '', false, '', g "
-            "FROM generate_series(1, 20000) AS g")
-        # Without the store's settings the plan cached on the empty table stays.
-        assert "Seq Scan on feedback" in _plan(plain)
-        assert "Seq Scan" not in _plan(store) and "ix_feedback_user_time" in _plan(store)
+    # A session keeping generic plans, as the group reader's and the batch writer's do.
+    with psycopg.connect(url, autocommit=True) as reader:
+        _prepare(reader)
+        with psycopg.connect(url, autocommit=True) as writer:
+            writer.execute(
+                "INSERT INTO feedback (created_at, user_id, movie_id, feedback_type, event_key, "
+                "counted, note, seq) SELECT 0, g % 1000, g, 'like', '', false, '', g "
+                "FROM generate_series(1, 20000) AS g")
+            writer.execute("SELECT pg_stat_force_next_flush()")  # its counts, now
+            writer.execute("SELECT 1")
+        assert "Seq Scan on feedback" in _plan(reader)  # the plan cached on the empty table
+        assert pg_store.analyze_grown() == ["feedback"]
+        assert "Seq Scan" not in _plan(reader) and "ix_feedback_user_time" in _plan(reader)
+        assert pg_store.analyze_grown() == []  # not again before it doubles
+    assert [job.name for job in pg_store.periodic_jobs()] == ["analyze"]

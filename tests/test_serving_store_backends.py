@@ -62,7 +62,7 @@ def test_open_store_picks_postgresql_by_url() -> None:
         assert type(store) is PostgreSQLStore
         assert store.commit_mode == "async"
         assert store.inline_reads is False
-        assert store.periodic_jobs() == []
+        assert [job.name for job in store.periodic_jobs()] == ["analyze"]
         assert store.describe() == "postgresql+psycopg://user:***@localhost:1/db"
     finally:
         store.dispose()

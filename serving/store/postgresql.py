@@ -50,24 +50,38 @@ from serving.store.errors import (
     register_driver_errors,
     store_unavailable,
     store_unavailable_error,
+    unavailable_on_db_error,
 )
-from serving.store.types import BatchResult, FeedbackResult, FeedbackWrite, UserEvent
+from serving.store.types import (
+    BatchResult,
+    FeedbackResult,
+    FeedbackWrite,
+    PeriodicJob,
+    UserEvent,
+)
 
 logger = logging.getLogger(__name__)
 register_driver_errors(psycopg.Error, psycopg.OperationalError)
 
 _DECISION_COLUMNS = Store._DECISION_COLUMNS
 
-# Statements whose best plan depends on the tables' sizes are planned for the tables as they are
-# when they run. psycopg prepares a statement at its 5th execution and PostgreSQL then keeps one
-# generic plan, costed for the sizes of that moment, until the table is next analysed: on a log
-# growing from empty (every new store; the benchmark) the feedback batch's statements kept a
-# sequential scan of the whole feedback table, under the log_head lock (two writers, 16 writes a
-# batch: 2,944 -> 8,134 feedback writes/s, PostgreSQL CPU 111 -> 38 us a write). Planning costs:
-# the decisions-only batch (the hot path of GET /recommendations, a plan that no size changes)
-# keeps its generic plan (planned each time: 49-51 -> 83-94 us of PostgreSQL CPU a decision);
-# every other connection plans each statement, a feedback batch's transaction too (SET LOCAL).
+# Plans must follow the log's growth. psycopg prepares a statement at its 5th execution and
+# PostgreSQL then keeps one generic plan, costed for the table sizes of that moment, until the
+# table is next analysed: on a log growing from empty (every new store; the benchmark) the
+# feedback batch's statements kept a sequential scan of the whole feedback table, under the
+# log_head lock (two writers, 16 writes a batch: 2,944 -> 8,134 feedback writes/s, PostgreSQL CPU
+# 111 -> 38 us a write), and the request path's reads (user_id = ANY(...)) would too. Planning
+# every execution costs: the decisions-only batch 49-51 -> 83-94 us of PostgreSQL CPU a decision,
+# the request-path reads 47-61 -> 72-91 us a recommendation. So the hot paths keep their generic
+# plans and the store analyses the log's tables as they grow (PostgreSQLStore.analyze_grown,
+# every ANALYZE_INTERVAL_S: ANALYZE invalidates every session's cached plans of the table); the
+# feedback batch's transaction (SET LOCAL) and the engines' connections (refresh, settle, the
+# maintenance reads) plan each statement.
 _CUSTOM_PLANS = "-c plan_cache_mode=force_custom_plan"
+#: Seconds between two looks for grown log tables (:meth:`PostgreSQLStore.analyze_grown`).
+ANALYZE_INTERVAL_S = 2.0
+#: The log's tables whose plans must follow their growth.
+_LOG_TABLES = ("decisions", "feedback", "outcomes", "preferences")
 
 # A batch travels as ONE JSON document per statement (orjson: one C call for the whole batch,
 # exact float round trip), unpacked by the server with json_to_recordset; per-element array
@@ -192,6 +206,27 @@ class PostgreSQLStore(Store):
         """A new :class:`AsyncBatchWriter` on this store."""
         return AsyncBatchWriter(self)
 
+    def periodic_jobs(self) -> list[PeriodicJob]:
+        """``analyze``: :meth:`analyze_grown` every :data:`ANALYZE_INTERVAL_S` seconds."""
+        return [PeriodicJob("analyze", ANALYZE_INTERVAL_S, self.analyze_grown)]
+
+    @unavailable_on_db_error
+    def analyze_grown(self) -> list[str]:
+        """ANALYZE each log table changed by more rows since its last analysis than it held
+        then (it has about doubled; 500 rows at least), so that the sessions' cached generic
+        plans are made again for its size; returns their names (autovacuum's own threshold, a
+        tenth of the table, is checked once a minute: far too late for a log growing from
+        empty). Several workers may run it at once (SKIP_LOCKED: one analyses a table).
+        """
+        with self.read_engine.connect() as conn:
+            grown = [str(r[0]) for r in conn.exec_driver_sql(
+                "SELECT relname FROM pg_stat_user_tables WHERE relname = ANY(%(tables)s) "
+                "AND n_mod_since_analyze > greatest(500, n_live_tup - n_mod_since_analyze) "
+                "ORDER BY relname", {"tables": list(_LOG_TABLES)})]
+            for table in grown:
+                conn.exec_driver_sql(f"ANALYZE (SKIP_LOCKED) {table}")
+        return grown
+
     def group_reader(self) -> GroupReader:
         """A new :class:`GroupReader` on this store."""
         return GroupReader(self)
@@ -264,7 +299,7 @@ class _Connection:
     server settings of its session).
     """
 
-    def __init__(self, store: PostgreSQLStore, options: str = _CUSTOM_PLANS) -> None:
+    def __init__(self, store: PostgreSQLStore, options: str = "") -> None:
         self.store = store
         self.options = options
         self.conn: Any = None
@@ -318,7 +353,7 @@ class GroupReader:
 
     def __init__(self, store: PostgreSQLStore) -> None:
         self.store = store
-        self._conn = _Connection(store)
+        self._conn = _Connection(store)  # generic plans: see _CUSTOM_PLANS
         self._pending: list[_Read] = []
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -548,7 +583,7 @@ class AsyncBatchWriter:
 
     def __init__(self, store: PostgreSQLStore) -> None:
         self.store = store
-        self._conn = _Connection(store, options="")  # generic plans: see _CUSTOM_PLANS
+        self._conn = _Connection(store)  # generic plans: see _CUSTOM_PLANS
 
     async def aclose(self) -> None:
         """Close the writer's connection."""
