@@ -90,7 +90,7 @@ class EventReader:
                 else:
                     name, _, value = line.partition(": ")
                     event[name] = orjson.loads(value) if name == "data" else value
-        except httpx.HTTPError:
+        except (httpx.HTTPError, httpx.StreamError):  # the test closed the stream: done
             pass
 
     def next(self, kind: str = "update") -> dict[str, Any]:
