@@ -60,6 +60,13 @@ class StoreUnavailableError(ServingError):
     retry_after_s = 2
 
 
+class IdempotencyConflictError(ServingError):
+    """An ``idempotency_key`` used again for an event that is not the same event."""
+
+    status_code = 409
+    code = "idempotency_key_reused"
+
+
 class ItemExistsError(ServingError):
     """``POST /admin/items`` names an item the catalogue holds already."""
 

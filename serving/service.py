@@ -56,6 +56,7 @@ from serving.armset import (
 from serving.errors import (
     EventConflictError,
     EventNotFoundError,
+    IdempotencyConflictError,
     InvalidInputError,
     ItemExistsError,
     ServingError,
@@ -243,6 +244,9 @@ class RecommendationService:
     @overload
     async def _read(self, kind: Literal["latest_decision_showing"], user_id: int,
                     movie_id: int, since: float, until: float, /) -> Row | None: ...
+    @overload
+    async def _read(self, kind: Literal["feedback_rows"],
+                    keys: list[tuple[int, str, int, str]], /) -> list[Row | None]: ...
 
     async def _read(self, kind: str, *args: object) -> object:
         """``Store.<kind>(*args)``, read where it is cheapest for this store.
@@ -645,6 +649,39 @@ class RecommendationService:
         assert self.writer is not None  # set by the app's lifespan before any request
         return await self.writer.write_feedback(write)
 
+    async def _check_retries(self, events: Sequence[EventIn], writes: Sequence[FeedbackWrite]
+                             ) -> None:
+        """Refuse an ``idempotency_key`` stored before with another event (a retry must repeat
+        its event: same value, and same timestamp and decision when it gave them).
+
+        Raises
+        ------
+        IdempotencyConflictError
+            409 naming ``events[i]``, the key and what differs. (Two requests racing with one
+            key and two payloads: the first to commit is stored, the other is answered as its
+            duplicate.)
+        """
+        keyed = [i for i, e in enumerate(events) if e.idempotency_key is not None]
+        if not keyed:
+            return
+        stored = await self._read("feedback_rows", [writes[i].key for i in keyed])
+        for i, row in zip(keyed, stored, strict=True):
+            if row is None:
+                continue
+            event, at = events[i], writes[i].values["created_at"]
+            differs = []
+            if row["value"] != event.value:
+                differs.append(f"value {row['value']!r}, not {event.value!r}")
+            if event.timestamp is not None and row["created_at"] != at:
+                differs.append(f"timestamp {_iso(row['created_at'])}, not {_iso(at)}")
+            if event.event_id is not None and row["event_id"] != event.event_id:
+                differs.append(f"event_id {row['event_id']!r}, not {event.event_id!r}")
+            if differs:
+                raise IdempotencyConflictError(
+                    f"events[{i}]: idempotency_key {event.idempotency_key!r} was used for "
+                    f"another {event.type} event of this user and item ({'; '.join(differs)}):"
+                    " a retry must repeat its event, a new event needs a new key")
+
     async def record_events(self, events: Sequence[EventIn]) -> list[FeedbackResult]:
         """Validate, attribute and store a batch of events, all or none, in order.
 
@@ -668,6 +705,7 @@ class RecommendationService:
                 raise  # the store's fault, not this event's
             except ServingError as exc:  # the same error, saying which event
                 raise type(exc)(f"events[{i}]: {exc.message}") from None
+        await self._check_retries(events, writes)
         assert self.writer is not None  # set by the app's lifespan before any request
         return await self.writer.write_events(writes)
 

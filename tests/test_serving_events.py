@@ -321,3 +321,22 @@ def test_a_request_reads_a_bounded_history(settings: Settings, client: TestClien
     assert [e.movie_id for e in events] == items[3:]  # the latest 5, oldest first
     assert stated is None
     assert store.user_context(5, time.time() + 10, 5) == ([], None)  # none that recent
+
+
+def test_an_idempotency_key_used_again_for_another_event_is_409(
+        client: TestClient, settings: Settings, serving_catalog: Dataset) -> None:
+    item = int(serving_catalog.item_ids[0])
+    first = event(3, item, "rating", value=1.0, idempotency_key="r-1")
+    assert client.post("/events", json={"events": [first]}).status_code == 201
+    assert client.post("/events", json={"events": [first]}).status_code == 200  # a retry
+    other = client.post("/events", json={"events": [event(3, item, "view"),
+                                                    {**first, "value": 5.0}]})
+    assert other.status_code == 409
+    assert other.json()["code"] == "idempotency_key_reused"
+    assert other.json()["detail"].startswith("events[1]: idempotency_key 'r-1'")
+    assert "value 1.0, not 5.0" in other.json()["detail"]
+    # Nothing of the refused batch was stored; a new key is a new event.
+    assert len(read_table(settings.resolved_db_url(), feedback)) == 1
+    renewed = client.post("/events", json={"events": [{**first, "value": 5.0,
+                                                       "idempotency_key": "r-2"}]})
+    assert renewed.status_code == 201
