@@ -200,6 +200,28 @@ def retrain(settings: Settings, out: TextIO | None = None) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _open_log(settings: Settings, verb: str, out: TextIO) -> Iterator[Store | None]:
+    """The settings' store holding a decision log, disposed of afterwards; or None, after saying
+    there is nothing to ``verb`` (no store, or no log yet: nothing is created).
+    """
+    try:
+        store = open_store(settings.resolved_db_url(), timeout_s=settings.store_timeout_s,
+                           create=False)
+    except StoreNotFoundError as exc:
+        print(f"nothing to {verb}: {exc}", file=out)
+        yield None
+        return
+    try:
+        if not store.has_log():
+            print(f"nothing to {verb}: {store.describe()} holds no decision log yet", file=out)
+            yield None
+            return
+        yield store
+    finally:
+        store.dispose()
+
+
 def rebuild_state(settings: Settings, out: TextIO | None = None) -> int:
     """Replay the log and compare every derived state with the stored one; 0 if all match.
 
@@ -209,20 +231,11 @@ def rebuild_state(settings: Settings, out: TextIO | None = None) -> int:
     that does not exist or holds no log yet is reported as such and left untouched (exit 0).
     """
     out = out if out is not None else sys.stdout  # looked up per call: tests redirect it
-    try:
-        store = open_store(settings.resolved_db_url(), timeout_s=settings.store_timeout_s,
-                           create=False)
-    except StoreNotFoundError as exc:
-        print(f"nothing to rebuild: {exc}", file=out)
-        return 0
-    try:
-        if not store.has_log():
-            print(f"nothing to rebuild: {store.describe()} holds no decision log yet", file=out)
+    with _open_log(settings, "rebuild", out) as store:
+        if store is None:
             return 0
         rows = store.log_rows()
         source = store.describe()
-    finally:
-        store.dispose()
     fold = rows["fold"]
     # A purged log's policy has the dimension it was folded with.
     state = None if fold is None else fold.policy["state"]
@@ -330,15 +343,8 @@ def purge(settings: Settings, before: str, *, dry_run: bool = False,
               f"still steer features and real-time scores; the latest DATE allowed now is "
               f"{_iso(limit)}", file=sys.stderr)
         return 2
-    try:
-        store = open_store(settings.resolved_db_url(), timeout_s=settings.store_timeout_s,
-                           create=False)
-    except StoreNotFoundError as exc:
-        print(f"nothing to purge: {exc}", file=out)
-        return 0
-    try:
-        if not store.has_log():
-            print(f"nothing to purge: {store.describe()} holds no decision log yet", file=out)
+    with _open_log(settings, "purge", out) as store:
+        if store is None:
             return 0
         store.create_schema(settings.arms)  # a store older than the snapshot tables gains them
         head = store.log_seq()
@@ -364,8 +370,6 @@ def purge(settings: Settings, before: str, *, dry_run: bool = False,
             print(f"recbandits purge: {exc}", file=sys.stderr)
             return 1
         source = store.describe()
-    finally:
-        store.dispose()
     start = "the empty state" if previous is None else f"the snapshot at {previous.seq}"
     print(f"store: {source}", file=out)
     print(f"fold snapshot at log position {head}, from {start}: {settings.policy} over "

@@ -16,6 +16,9 @@ from typing import Any, TypeVar
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect, Request
+
+from serving.errors import UnsupportedMediaTypeError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -60,6 +63,35 @@ def validate_json(model: type[M], raw: bytes) -> M:
         return model.model_validate_json(raw)
     except ValidationError as exc:
         raise RequestValidationError(_errors(exc, "body")) from None
+
+
+def is_json(content_type: str | None) -> bool:
+    """Whether a request's ``Content-Type`` is JSON (none counts as JSON, as in FastAPI)."""
+    if content_type is None:
+        return True
+    media = content_type.partition(";")[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/")
+                                            and media.endswith("+json"))
+
+
+async def json_body(request: Request, model: type[M]) -> M | None:
+    """A hot route's JSON body as ``model``; None when the client went away before sending it
+    all (or was cut off at the body time-out): nobody is left to answer.
+
+    Raises
+    ------
+    UnsupportedMediaTypeError
+        A body that is not JSON (415).
+    RequestValidationError
+        As :func:`validate_json` (422).
+    """
+    if not is_json(request.headers.get("content-type")):
+        raise UnsupportedMediaTypeError("the request body must be application/json")
+    try:
+        raw = await request.body()
+    except ClientDisconnect:
+        return None
+    return validate_json(model, raw)
 
 
 def _text(value: Any) -> Any:

@@ -6,14 +6,12 @@ A plain Starlette route answered in front of the middleware stack, like ``POST /
 
 from __future__ import annotations
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
 from serving.api.openapi import DocumentedRoute, operation
 from serving.api.responses import json_response
-from serving.api.routes.feedback import is_json
-from serving.api.validation import validate_json
-from serving.errors import UnsupportedMediaTypeError
+from serving.api.validation import json_body
 from serving.schemas import MAX_EVENTS, EventOut, EventsIn, EventsOut
 
 DESCRIPTION = f"""Store a batch of up to {MAX_EVENTS:,} events, all or none, in order.
@@ -31,13 +29,9 @@ before (retries are safe: see ``idempotency_key``). A refused event refuses the 
 
 async def post_events(request: Request) -> Response:
     """``POST /events``: validate :class:`EventsIn`, store, answer :class:`EventsOut`."""
-    if not is_json(request.headers.get("content-type")):
-        raise UnsupportedMediaTypeError("the request body must be application/json")
-    try:
-        raw = await request.body()
-    except ClientDisconnect:  # gone (or cut off at the body time-out): nobody to answer
+    body = await json_body(request, EventsIn)
+    if body is None:  # the client went away
         return Response(status_code=499)
-    body = validate_json(EventsIn, raw)
     state = request.app.state
     results = await state.service.record_events(body.events)
     stored = 0

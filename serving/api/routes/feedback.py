@@ -5,13 +5,12 @@ A plain Starlette route (see :mod:`serving.api.openapi`), like ``GET /recommenda
 
 from __future__ import annotations
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
 from serving.api.openapi import DocumentedRoute, operation
 from serving.api.responses import json_response
-from serving.api.validation import validate_json
-from serving.errors import UnsupportedMediaTypeError
+from serving.api.validation import json_body
 from serving.schemas import FeedbackIn, FeedbackOut
 
 DESCRIPTION = """Store the feedback and reward the arm of the decision that showed the movie.
@@ -21,29 +20,15 @@ Returns 201 with the stored row, or 200 with the row stored earlier when the sam
 ``policy_updated`` and ``note`` say whether (and why not) the policy learned from it."""
 
 
-def is_json(content_type: str | None) -> bool:
-    """Whether a request's ``Content-Type`` is JSON (none counts as JSON, as in FastAPI)."""
-    # No Content-Type is taken as JSON, as FastAPI does.
-    if content_type is None:
-        return True
-    media = content_type.partition(";")[0].strip().lower()
-    return media == "application/json" or (media.startswith("application/")
-                                            and media.endswith("+json"))
-
-
 async def post_feedback(request: Request) -> Response:
     """``POST /feedback``: record a like, dislike or click, and update the policy.
 
     The body is parsed by hand from ``request`` (JSON only: 415 otherwise) and validated as
     :class:`FeedbackIn`; the answer is :class:`FeedbackOut`.
     """
-    if not is_json(request.headers.get("content-type")):
-        raise UnsupportedMediaTypeError("the request body must be application/json")
-    try:
-        raw = await request.body()
-    except ClientDisconnect:  # gone (or cut off at the body time-out): nobody to answer
+    body = await json_body(request, FeedbackIn)
+    if body is None:  # the client went away
         return Response(status_code=499)
-    body = validate_json(FeedbackIn, raw)
     state = request.app.state
     result = await state.service.feedback(body)
     if result.created:
