@@ -28,21 +28,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from serving_load import (
     LUA_BARE,
-    REPO,
+    LUA_RECS,
     Server,
     db_cpu_s,
     make_decisions,
     open_loop,
+    prepare_state,
+    seed_store,
     start_postgres,
     wrk,
 )
@@ -85,14 +85,6 @@ request = function()
 end
 """
 
-LUA_RECS = """
-math.randomseed(1)
-request = function()
-  return wrk.format("GET", "/recommendations?user_id=" .. math.random(1, %(n_users)d) .. "&k=10")
-end
-"""
-
-
 def event_lines(items: list[int], n_users: int, n: int, seed: int, prefix: str) -> list[str]:
     """``n`` single-event bodies of random users, items and types (distinct keys)."""
     rng = random.Random(seed)
@@ -108,30 +100,6 @@ def event_lines(items: list[int], n_users: int, n: int, seed: int, prefix: str) 
             event["value"] = round(rng.uniform(0, 120), 1)
         lines.append(json.dumps({"events": [event]}))
     return lines
-
-
-def prepare(state: Path, dataset: str) -> None:
-    """Fit and save the arms once (the service then only loads them)."""
-    env = {**os.environ, "RECBANDITS_STATE_DIR": str(state), "RECBANDITS_DATASET": dataset,
-           "RECBANDITS_ARMS": ARMS, "RECBANDITS_POLICY": POLICY}
-    code = ("from serving.commands import prepare; from serving.settings import Settings; "
-            "prepare(Settings()).store.dispose()")
-    subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, check=True, timeout=900)
-
-
-def point_store(state: Path, db: str) -> None:
-    """A fresh store using the arms :func:`prepare` fitted."""
-    from serving.store import open_store
-
-    source = open_store(f"sqlite:///{state / 'recbandits.db'}")
-    target = open_store(db)
-    try:
-        meta = source.policy_meta()
-        target.create_schema(ARMS.split(","))
-        target.init_policy_meta(meta.arms_dir)
-    finally:
-        source.dispose()
-        target.dispose()
 
 
 def loadavg() -> str:
@@ -152,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average at start: {loadavg()}")
     tmp = Path(tempfile.mkdtemp(prefix="recbandits-rt-bench-"))
     state = tmp / "state"
-    prepare(state, args.dataset)
+    prepare_state(state, args.dataset, {"RECBANDITS_ARMS": ARMS, "RECBANDITS_POLICY": POLICY})
     n_users = 943 if args.dataset == "movielens" else 200
     pg = None
     results: dict[str, float] = {}
@@ -162,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             db = create_db()
         else:
             db = f"sqlite:///{tmp / 'rt.db'}"
-        point_store(state, db)
+        seed_store(state, db, ARMS.split(","))
         bare = Server("serving_load:bare_app", 1, {}, tmp / "bare.log", "/bare")
         try:
             cpu = bare.cpu_s()
@@ -182,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text("\n".join(event_lines(items, n_users, 200_000, 3, "e")) + "\n")
             measured = {}
             for name, script in (("events", LUA_EVENTS % {"path": path}),
-                                 ("recommendations", LUA_RECS % {"n_users": n_users})):
+                                 ("recommendations", LUA_RECS % {"seed": 1, "n_users": n_users})):
                 cpu, db_cpu = service.cpu_s(), db_cpu_s(pg)
                 run = wrk(service.base, script, args.seconds, args.connections, tmp)
                 run["cpu_us"] = 1e6 * (service.cpu_s() - cpu) / run["requests"]

@@ -417,16 +417,19 @@ def start_postgres(tmp: Path) -> tuple[str, object]:
     return server.create_database, server
 
 
-def prepare_state(state: Path, dataset: str) -> None:
-    """Fit and save the default arms once, so every configuration only loads them."""
-    env = {**os.environ, "RECBANDITS_STATE_DIR": str(state), "RECBANDITS_DATASET": dataset}
+def prepare_state(state: Path, dataset: str, settings: dict[str, str] | None = None) -> None:
+    """Fit and save the arms once (the default ones, or those of ``settings``:
+    ``RECBANDITS_*`` variables), so every configuration only loads them."""
+    env = {**os.environ, "RECBANDITS_STATE_DIR": str(state), "RECBANDITS_DATASET": dataset,
+           **(settings or {})}
     code = ("from serving.commands import prepare; from serving.settings import Settings; "
             "prepare(Settings()).store.dispose()")
     subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, check=True, timeout=900)
 
 
-def seed_store(state: Path, db: str) -> None:
-    """Point a fresh store at the arms :func:`prepare_state` fitted (no refit per config)."""
+def seed_store(state: Path, db: str, arms: list[str] | None = None) -> None:
+    """Point a fresh store at the arms :func:`prepare_state` fitted (no refit per config);
+    ``arms``: their names (default: the service's default arms)."""
     from serving.settings import DEFAULT_ARMS
     from serving.store import open_store
 
@@ -434,7 +437,7 @@ def seed_store(state: Path, db: str) -> None:
     target = open_store(db)
     try:
         meta = source.policy_meta()
-        target.create_schema(DEFAULT_ARMS)
+        target.create_schema(arms if arms is not None else DEFAULT_ARMS)
         target.init_policy_meta(meta.arms_dir)
     finally:
         source.dispose()
