@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from serving.rules import EventType, FeedbackType
@@ -133,11 +133,20 @@ class EventIn(BaseModel):
 
 
 class EventsIn(BaseModel):
-    """A batch of events, stored all or none, in order."""
+    """A batch of events, stored all or none, in order; one event may come bare (an object
+    without ``events``), taken as a batch of one, so its errors name ``events[0]``.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     events: list[EventIn] = Field(min_length=1, max_length=MAX_EVENTS)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_event(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "events" not in data:
+            return {"events": [data]}
+        return data
 
 
 class EventOut(BaseModel):

@@ -115,6 +115,25 @@ def test_a_batch_is_stored_all_or_none_and_names_the_refused_event(
     assert len(read_table(settings.resolved_db_url(), feedback)) == 2
 
 
+def test_one_event_may_come_bare_as_a_batch_of_one(client: TestClient,
+                                                   settings: Settings) -> None:
+    slate = recommend(client, 3)
+    user, item = slate["user_id"], slate["items"][0]["movie_id"]
+    response = client.post("/events", json=event(user, item, "like"))
+    assert response.status_code == 201, response.text
+    assert response.json()["stored"] == 1
+    assert response.json()["events"][0]["reward"] == 1.0
+    assert len(read_table(settings.resolved_db_url(), feedback)) == 1
+    # A bare event's error names it as events[0], like a batch's.
+    response = client.post("/events", json=event(user, 10**9, "like"))
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("events[0]: ")
+    response = client.post("/events", json={"user_id": user, "item_id": item, "type": "buy"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"][:3] == ["body", "events", 0]
+    assert len(read_table(settings.resolved_db_url(), feedback)) == 1
+
+
 @pytest.mark.parametrize("body", [
     {"events": []},
     {"events": [{"user_id": 1, "item_id": 1, "type": "buy"}]},

@@ -14,7 +14,8 @@ from serving.api.responses import json_response
 from serving.api.validation import json_body
 from serving.schemas import MAX_EVENTS, EventOut, EventsIn, EventsOut
 
-DESCRIPTION = f"""Store a batch of up to {MAX_EVENTS:,} events, all or none, in order.
+DESCRIPTION = f"""Store one event, or a batch of up to {MAX_EVENTS:,} (``{{"events": [...]}}``),
+all or none, in order; a bare event is a batch of one.
 
 Each event is attributed to the decision that showed its item (its ``event_id``, or the user's
 latest decision showing it within the reward window) and is worth what the rule book says: a
