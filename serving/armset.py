@@ -27,6 +27,7 @@ import pandas as pd
 from arms import registry
 from arms.base import Recommender, top_k
 from arms.data.dataset import RATING_COLUMNS, Dataset
+from serving.session import session_adjust
 from serving.store.types import AddedItem
 
 logger = logging.getLogger(__name__)
@@ -152,6 +153,27 @@ def with_added_items(base: Dataset, added: Sequence[AddedItem]) -> Dataset:
                                base.genre_names, name=base.name)
 
 
+class LiveLock:
+    """The lock over an arm set's live arms (those that learn from the stream), and how many
+    times they changed under it.
+
+    :func:`serving.live.fold_log` bumps ``generation`` under the lock whenever it folds events
+    or grows an arm; a live arm's rankings are cached under the generation they were scored
+    at, so a ranking of an older state is never served once the state has moved.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.generation = 0
+
+    def __enter__(self) -> LiveLock:
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
 #: How many of a user's best items a :class:`Ranking` keeps in order: ``k`` (at most 100) plus
 #: the user's excluded movies must fit in it, or the slate is ranked from all the scores.
 RANKING_DEPTH = 256
@@ -257,9 +279,9 @@ class ArmSet:
         The items added at run time that the universe holds.
     cold_start_name : str
         The arm whose popularity serves cold starts.
-    live_lock : threading.Lock
+    live_lock : LiveLock
         Held while an arm that learns from the stream folds events or scores (shared by the
-        copies an added item makes).
+        copies an added item makes and the arm sets a retrain publishes).
     """
 
     names: tuple[str, ...]
@@ -278,8 +300,7 @@ class ArmSet:
     genre_names: tuple[str, ...] = ()
     added: tuple[AddedItem, ...] = ()
     cold_start_name: str = ""
-    live_lock: threading.Lock = field(default_factory=threading.Lock, repr=False,
-                                      compare=False)
+    live_lock: LiveLock = field(default_factory=LiveLock, repr=False, compare=False)
     _cache: OrderedDict = field(default_factory=OrderedDict, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -345,7 +366,8 @@ class ArmSet:
         Scores only change with the arms, and an ArmSet never changes, so up to
         ``cache_size`` (arm, user) rankings are kept (least recently used evicted; about
         ``4 n_items + 8 RANKING_DEPTH`` bytes each). An arm that learns from the stream is
-        scored afresh (its state moves with the log).
+        cached under its state's generation (:class:`LiveLock`): scored afresh once the log
+        has moved it.
 
         A user this arm does not know (a live arm keeps its base fit's users) is scored as one
         without events (:meth:`history_ranking`).
@@ -354,27 +376,26 @@ class ArmSet:
         if user is None:
             empty = np.empty(0, dtype=np.int64)
             return self.history_ranking(arm, user_id, empty, empty.astype(np.float64))
-        key = (arm, user)
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None:
-                self._cache.move_to_end(key)
-                return hit
         model = self.models[arm]
-        seen = model.seen_
         live = model.learns_from_stream
         with self.live_lock if live else contextlib.nullcontext():
-            scores = model.score(np.array([user]))[0]
+            key = (arm, user, self.live_lock.generation) if live else (arm, user)
+            hit = self._cached(key)
+            if hit is None:
+                scores = model.score(np.array([user]))[0]
+        if hit is not None:
+            return self._ranked(key, hit)
+        seen = model.seen_
         full = self.to_universe(arm, scores, seen.indices[seen.indptr[user]:seen.indptr[user + 1]])
-        if live:  # scored for this request only: its slate is partitioned out of the scores
-            return unranked(full)
-        ranking = rank_rows(full[None, :])[0]
+        # A live arm's state moves with the log: its ranking is sorted only if asked for again.
+        ranking = unranked(full) if live else rank_rows(full[None, :])[0]
         self._remember(key, ranking)
         return ranking
 
     def history_ranking(self, arm: str, user_id: int, items: np.ndarray,
                         ratings: np.ndarray) -> Ranking:
-        """The arm's :class:`Ranking` for one user from their events since training.
+        """The arm's :class:`Ranking` for one user from their events since training (scored
+        for this request: see :meth:`user_ranking` for the cached path).
 
         Parameters
         ----------
@@ -387,6 +408,13 @@ class ArmSet:
         ratings : ndarray of float64, shape ``(n_events,)``
             Each event's implicit rating (the rule book's).
         """
+        return unranked(self._history_scores(arm, user_id, items, ratings))
+
+    def _history_scores(self, arm: str, user_id: int, items: np.ndarray,
+                        ratings: np.ndarray) -> np.ndarray:
+        """The arm's scores over the universe for one user from their events (seen items
+        ``-inf``); see :meth:`history_ranking`. Live arms are scored under ``live_lock``.
+        """
         model = self.models[arm]
         user = self._user_rows[arm].get(user_id)
         own = self._model_index[arm][items]
@@ -396,9 +424,79 @@ class ArmSet:
         seen = None
         if user is not None:
             seen = model.seen_.indices[model.seen_.indptr[user]:model.seen_.indptr[user + 1]]
-        # Scored for this request only: sorting a ranking's head would cost more than the one
-        # partition the service makes of the scores (about 0.3 ms of 0.7 on MovieLens).
-        return unranked(self.to_universe(arm, scores, seen))
+        return self.to_universe(arm, scores, seen)
+
+    def user_ranking(self, arm: str, user_id: int, items: np.ndarray, ratings: np.ndarray,
+                     excluded: np.ndarray, liked: np.ndarray, disliked: np.ndarray,
+                     strength: float) -> Ranking:
+        """The arm's :class:`Ranking` for one user as a request serves it: from their events
+        since training (:meth:`history_ranking`; :meth:`ranking` when they have none), with
+        ``excluded`` items at ``-inf`` and the session's adjustment
+        (:func:`serving.session.session_adjust`) when it has likes or dislikes.
+
+        Cached by everything the ranking depends on (the arm, the user, the events and their
+        ratings, the excluded, liked and disliked items, ``strength``, and a live arm's state
+        generation), so a user's repeated requests between two of their events (paging, a
+        reload, another device) are served without scoring: on MovieLens with the real-time
+        arms, the scoring and session adjustment were 0.8 ms of a request's ~1 ms of CPU.
+        The first hit sorts the ranking's head (70 us), later hits read it (2 us).
+
+        Parameters
+        ----------
+        arm : str
+        user_id : int
+        items, ratings : ndarray, shape ``(n_events,)``
+            As :meth:`history_ranking`.
+        excluded, liked, disliked : ndarray of int64
+            Universe indices of the items the user's events exclude, and of the session's
+            likes and dislikes.
+        strength : float
+            The session adjustment's strength (0: none).
+        """
+        model = self.models[arm]
+        live = model.learns_from_stream
+        session = bool(strength) and bool(liked.size or disliked.size)
+        if (not items.size and not session and not excluded.size
+                and user_id in self._user_rows[arm]):
+            return self.ranking(arm, user_id)  # cached per user (frozen arms: warmed at start)
+        key = ("user", arm, user_id, items.tobytes(), ratings.tobytes(), excluded.tobytes(),
+               liked.tobytes(), disliked.tobytes(), strength if session else 0.0)
+        if live:
+            with self.live_lock:  # the generation the state is scored at, or later
+                key = (*key, self.live_lock.generation)
+        hit = self._cached(key)
+        if hit is not None:
+            return self._ranked(key, hit)
+        if items.size or user_id not in self._user_rows[arm]:
+            scores = self._history_scores(arm, user_id, items, ratings).astype(np.float64)
+        else:
+            scores = self.ranking(arm, user_id).scores.astype(np.float64)
+        scores[excluded] = -np.inf
+        if session:
+            scores = session_adjust(scores, liked, disliked, self.genre_unit, strength)
+        # The first request partitions the scores (cheaper than sorting a head it may never
+        # reuse); a second one sorts it.
+        ranking = unranked(scores)
+        self._remember(key, ranking)
+        return ranking
+
+    def _ranked(self, key: tuple, hit: Ranking) -> Ranking:
+        """``hit``, the ranking cached under ``key``, with its head sorted (sorted now, and
+        cached so, if it was kept unranked: it is being asked for a second time).
+        """
+        if hit.order.size or hit.complete:
+            return hit
+        ranking = rank_rows(hit.scores[None, :])[0]
+        self._remember(key, ranking)
+        return ranking
+
+    def _cached(self, key: tuple) -> Ranking | None:
+        """The cached ranking under ``key`` (marked recently used), or None."""
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+            return hit
 
     def _remember(self, key: tuple, ranking: Ranking) -> None:
         """Cache ``ranking`` (up to ``cache_size``, least recently used evicted)."""

@@ -69,20 +69,20 @@ def user_history(events: Sequence[UserEvent], arm_set: ArmSet, rules: RuleBook, 
     items: list[int] = []
     ratings: list[float] = []
     for event in events:
-        if event.created_at < since or event.event_type not in rules.rules:
+        if event.created_at < since:
             continue
-        if (rules.reward(event.event_type, event.value) is None
-                and rules.session_sign(event.event_type, event.value) == 0):
+        worth = rules.worth(event.event_type, event.value)
+        if worth.reward is None and worth.session_sign == 0:
             # A neutral signal (a view, a dwell): its implicit rating of about 3 would read as a
             # middling explicit rating to SVD and EASE and push the item down. It reaches the
-            # arms that learn from the stream (fold_log) and the features instead.
+            # arms that learn from the stream (fold_log) and the features instead. (So is an
+            # unknown type.)
             continue
         position = index.get(event.movie_id)
-        rating = rules.rating(event.event_type, event.value)
-        if position is None or rating is None:
+        if position is None or worth.rating is None:
             continue
         items.append(position)
-        ratings.append(rating)
+        ratings.append(worth.rating)
     last = events[-1].seq if events else 0
     return np.array(items, dtype=np.int64), np.array(ratings, dtype=np.float64), int(last)
 
@@ -115,6 +115,7 @@ def fold_log(arm_set: ArmSet, events: Sequence[LogEvent], added: Sequence[AddedI
                              np.array(marks, dtype=np.int64))
     start = 0
     with arm_set.live_lock:
+        arm_set.live_lock.generation += 1  # the live arms' cached rankings are now stale
         for item, stop in zip([*added, None], [*bounds.tolist(), len(events)], strict=True):
             _observe(arm_set, live, events[start:stop], rules)
             start = stop

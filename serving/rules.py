@@ -34,7 +34,7 @@ import enum
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Literal, NamedTuple, TypeVar
 
 _T = TypeVar("_T")
 Aggregation = Literal["earliest", "max"]
@@ -347,6 +347,19 @@ class Feedback:
     value: float | None = None
 
 
+class EventWorth(NamedTuple):
+    """What one event is worth under a rule book (:meth:`RuleBook.worth`)."""
+
+    reward: float | None
+    rating: float | None
+    session_sign: int
+    excludes: bool
+
+
+#: The worth of an event of a type the rule book does not know.
+UNKNOWN_WORTH = EventWorth(None, None, 0, True)
+
+
 @dataclass(frozen=True)
 class RuleBook:
     """The rules in force: feedback worth, aggregation and the default reward.
@@ -367,6 +380,8 @@ class RuleBook:
     rules: Mapping[str, FeedbackRule] = field(default_factory=lambda: dict(DEFAULT_RULES))
     aggregation: Aggregation = "earliest"
     default_reward: float = 0.0
+    _worths: dict[tuple[str, float | None], EventWorth] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.aggregation not in AGGREGATIONS:
@@ -429,6 +444,26 @@ class RuleBook:
         rating = self.rating(feedback_type, value)
         return 0.0 if rating is None else max(rating - 1.0, 0.0)
 
+    def worth(self, feedback_type: str, value: float | None = None) -> EventWorth:
+        """Reward, rating, session sign and exclusion of one event (:meth:`reward`,
+        :meth:`rating`, :meth:`session_sign`, :meth:`excludes`) in one call, remembered per
+        (type, value): a request reads them for every event of the user's history
+        (:data:`UNKNOWN_WORTH` for a type the book does not know); raises as :meth:`reward`.
+        """
+        key = (feedback_type, value)
+        worth = self._worths.get(key)
+        if worth is None:
+            if feedback_type not in self.rules:
+                return UNKNOWN_WORTH
+            worth = EventWorth(self.reward(feedback_type, value),
+                               self.rating(feedback_type, value),
+                               self.session_sign(feedback_type, value),
+                               self.excludes(feedback_type))
+            if len(self._worths) >= 4096:  # dwell seconds vary: keep the memo bounded
+                self._worths.clear()
+            self._worths[key] = worth
+        return worth
+
     def excludes(self, feedback_type: str) -> bool:
         """Whether an event of this type removes its item from the user's next slates (an
         unknown type: yes, as every feedback did before types said otherwise).
@@ -483,8 +518,10 @@ __all__ = [
     "DEFAULT_RULES",
     "MAX_DWELL_S",
     "RULE_KEYS",
+    "UNKNOWN_WORTH",
     "Aggregation",
     "EventType",
+    "EventWorth",
     "Feedback",
     "FeedbackRule",
     "FeedbackType",

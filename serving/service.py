@@ -443,18 +443,20 @@ class RecommendationService:
             choice = min(choice, len(model.arms) - 1)
             arm = model.arms[choice]
             propensity = float(probabilities[choice])
-            if user is not None and not recent.size:
-                ranking = arms.ranking(arm, user_id)  # cached while the user has no events
-            else:
-                ranking = arms.history_ranking(arm, user_id, recent, ratings)
+            # Cached until the user's next event (or, for a live arm, the log's next fold).
+            ranking = arms.user_ranking(arm, user_id, recent, ratings, excluded, liked,
+                                        disliked, self.settings.session_strength)
         strength = self.settings.session_strength
-        top = None
-        if strength == 0 or not (liked.size or disliked.size):
-            top = ranking.top(k, excluded)  # the common case: no partition of every score
+        if cold_start and strength and (liked.size or disliked.size):
+            scores = ranking.scores.astype(np.float64)
+            scores[excluded] = -np.inf
+            top = top_k_row(session_adjust(scores, liked, disliked, arms.genre_unit, strength),
+                            k)
+        else:
+            top = ranking.top(k, excluded)  # None: its head is not sorted, or too short
         if top is None:
             scores = ranking.scores.astype(np.float64)
             scores[excluded] = -np.inf
-            scores = session_adjust(scores, liked, disliked, arms.genre_unit, strength)
             top = top_k_row(scores, k)
         indices, values = top
         slate = arms.item_ids[indices].tolist()
@@ -501,10 +503,11 @@ class RecommendationService:
             i = index.get(event.movie_id)
             if i is None:
                 continue
-            if rules.excludes(event.event_type):
+            worth = rules.worth(event.event_type, event.value)
+            if worth.excludes:
                 excluded.append(i)
             if event.created_at >= since:
-                sign = rules.session_sign(event.event_type, event.value)
+                sign = worth.session_sign
                 if sign > 0:
                     liked.append(i)
                 elif sign < 0:

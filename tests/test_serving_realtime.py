@@ -338,3 +338,65 @@ def test_an_item_added_while_a_retrain_fits_is_in_the_arm_set_it_publishes(
         assert response.status_code == 200, response.text
         assert new_id in service.arm_set.item_index
         assert service.arm_set.version == response.json()["policy_version"] == 2
+
+
+def test_a_users_cached_ranking_equals_scoring_afresh_and_moves_with_the_log(
+        catalog: Dataset, fitted: dict[str, Recommender]) -> None:
+    from serving.armset import ArmSet
+    from serving.live import fold_log
+    from serving.service import top_k_row
+    from serving.session import session_adjust
+    from serving.store.types import LogEvent
+
+    arms = ArmSet.build(copy.deepcopy(fitted), catalog, version=1, cold_start_arm="popularity",
+                        cache_size=64)
+    user = int(catalog.user_ids[0])
+    items = np.array([3, 17, 40], dtype=np.int64)
+    ratings = np.array([5.0, 4.0, 1.0])
+    excluded = items.copy()
+    liked, disliked = items[:2], items[2:]
+
+    def afresh(arm: str) -> tuple[np.ndarray, np.ndarray]:
+        scores = arms.history_ranking(arm, user, items, ratings).scores.astype(np.float64)
+        scores[excluded] = -np.inf
+        return top_k_row(session_adjust(scores, liked, disliked, arms.genre_unit, 1.5), 10)
+
+    def served(arm: str) -> tuple[np.ndarray, np.ndarray]:
+        ranking = arms.user_ranking(arm, user, items, ratings, excluded, liked, disliked, 1.5)
+        top = ranking.top(10, excluded)
+        if top is None:  # the first request: its head is not sorted yet
+            scores = ranking.scores.astype(np.float64)
+            scores[excluded] = -np.inf
+            top = top_k_row(scores, 10)
+        return top
+
+    before = {}
+    for arm in ARMS:
+        expected = afresh(arm)
+        for _ in range(3):  # scored, then sorted at the second request, then read
+            got = served(arm)
+            np.testing.assert_array_equal(got[0], expected[0], err_msg=arm)
+            np.testing.assert_allclose(got[1], expected[1], rtol=1e-6, err_msg=arm)
+        first = arms.user_ranking(arm, user, items, ratings, excluded, liked, disliked, 1.5)
+        assert arms.user_ranking(arm, user, items, ratings, excluded, liked, disliked,
+                                 1.5) is first, arm  # cached
+        before[arm] = first
+        # Another event of the user is another key.
+        other = arms.user_ranking(arm, user, items[:2], ratings[:2], excluded[:2], liked,
+                                  disliked[:0], 1.5)
+        assert other is not first
+    # The log moves the live arms: their rankings are scored afresh, the frozen ones' are kept.
+    unseen = np.setdiff1d(np.arange(arms.item_ids.size),
+                          np.r_[afresh("popularity")[0], excluded])
+    top_item = int(arms.item_ids[unseen[-1]])  # not in the user's popularity slate yet
+    events = [LogEvent(i + 1, int(catalog.user_ids[1 + i % 20]), top_item, "purchase", None,
+                       1.7e9 + i) for i in range(60)]
+    assert fold_log(arms, events, [], RuleBook(), catalog) is arms
+    for arm in ARMS:
+        now = arms.user_ranking(arm, user, items, ratings, excluded, liked, disliked, 1.5)
+        if arm in arms.live_names:
+            assert now is not before[arm], arm
+            np.testing.assert_array_equal(served(arm)[0], afresh(arm)[0], err_msg=arm)
+        else:
+            assert now is before[arm], arm
+    assert arms.item_index[top_item] in served("popularity")[0]
