@@ -280,6 +280,7 @@ def evaluate_gate(
         for label, per_metric in differences.items()
         for m, d in per_metric.items() if d["value"] < -margin
     ]
+    decision: Literal["promote", "reject"]
     if not common:
         decision, reason = "reject", (
             f"no candidate arm ({sorted(cand_specs)}) has a serving counterpart "

@@ -245,7 +245,7 @@ class ChangeDetector(ABC):
 
     def statistic(self) -> np.ndarray:
         """:meth:`statistic_batch` of the single run, shape ``(K,)``."""
-        return self.statistic_batch(self.state_)[0]
+        return cast(np.ndarray, self.statistic_batch(self.state_)[0])
 
     def alarm_counts(self) -> dict[str, int]:
         """Alarms raised so far by each arm of the single run, by name."""
