@@ -131,3 +131,20 @@ def test_bad_floors_raise_naming_value_and_range(floor, error, match):
 def test_only_policies_can_be_floored():
     with pytest.raises(TypeError, match="policy must be a bandits policy, got list"):
         ExplorationFloor(ARMS, floor=0.1)  # type: ignore[arg-type]
+
+
+def test_contextual_policies_are_floored_per_context():
+    policy = bd.LinUCB(["a", "b", "c"], n_features=2, alpha=0.1, random_state=0)
+    x = np.array([1.0, 0.5])
+    for _ in range(50):  # arm 0 pays in this context, the others never do
+        for k in range(3):
+            policy.update(k, float(k == 0), x)
+    assert policy.action_probabilities(x).tolist() == [1.0, 0.0, 0.0]
+    floored = ExplorationFloor(policy, floor=0.1, random_state=0)
+    choices = [floored.choose(x) for _ in range(400)]
+    np.testing.assert_allclose(choices[0].probabilities, [0.8, 0.1, 0.1])
+    arms = np.array([c.arm for c in choices])
+    assert stats.chisquare(np.bincount(arms, minlength=3), 400 * np.array([0.8, 0.1, 0.1])
+                           ).pvalue > 0.001
+    with pytest.raises(ValueError, match="context"):
+        floored.choose(None)
