@@ -125,3 +125,18 @@ def test_bad_specs_raise_naming_them(data):
     with pytest.raises(ValueError, match=r"data lacks columns \['timestamp'\]"):
         evaluate_gate(pd.DataFrame({"user_id": [1], "item_id": [1], "rating": [5.0]}),
                       ["svd"], ["svd"], holdout_fraction=0.1)
+
+
+def test_a_drop_within_noise_does_not_reject_unless_asked(data):
+    # SVD refitted with another seed: HR@10 -0.011 with a paired interval [-0.046, +0.028] on
+    # these 300 users, beyond the margin on the point estimate but not beyond noise.
+    kwargs = {"holdout_fraction": 0.1, "n_bootstrap": 200}
+    noisy = evaluate_gate(data, {"svd": {"random_state": 1}}, ["svd"], **kwargs)
+    d = noisy.differences["svd"]["hit_rate"]
+    assert d["value"] < -noisy.margin < 0.0 < d["high"]
+    assert noisy.decision == "promote" and "beyond noise" in noisy.reason
+    strict = evaluate_gate(data, {"svd": {"random_state": 1}}, ["svd"], beyond_noise=False,
+                           **kwargs)
+    assert strict.decision == "reject" and "svd hit_rate@10" in strict.reason
+    with pytest.raises(TypeError, match="beyond_noise must be True or False, got 1"):
+        evaluate_gate(data, ["svd"], ["svd"], beyond_noise=1, **kwargs)
