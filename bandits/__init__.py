@@ -50,6 +50,21 @@ Off-policy evaluation (:mod:`bandits.ope`, plain arrays)
     ``evaluate_policies(rewards, actions, logging_propensities, {name: (n, K)}, reward_model)``
     -> ``{name: PolicyReport}`` (all policies on shared bootstrap resamples, with flags for tiny
     propensities, low effective sample size and missing support).
+
+Exploration floor (:mod:`bandits.exploration`)
+    ``ExplorationFloor(policy, floor=0.01, random_state=None).choose(context)`` ->
+    ``FlooredChoice(arm, propensity, probabilities, error)``: with probability ``K * floor`` a
+    uniform arm, else the policy's own choice, so every propensity is at least ``floor``
+    (``0 <= floor <= 1 / K``) and the logged one is ``floor + (1 - K * floor) * p[arm]``;
+    ``floored_select_batch(policy, state, rng, floor)`` -> ``(arms, propensities)`` for ``R``
+    runs; ``floor_probabilities(p, floor)``.
+
+Change detectors (:mod:`bandits.drift`)
+    ``PageHinkley(arms, threshold=..., delta=..., min_samples=30)`` and ``CUSUM(...)``, one
+    detector per arm: ``state = det.init_batch(R)``; ``det.update_batch(state, arms, rewards)``
+    -> ``(R,)`` alarms (an alarming arm restarts from scratch); single run ``det.update(arm,
+    reward)`` -> bool; ``state_dict()`` / ``detector_from_state_dict``; ``delay_bound(shift,
+    n_before)``.
 """
 
 from bandits import ope
@@ -61,8 +76,22 @@ from bandits.base import (
     registered_policies,
     spawn_generators,
 )
+from bandits.drift import (
+    CUSUM,
+    ChangeDetector,
+    DetectorState,
+    PageHinkley,
+    detector_from_state_dict,
+)
 from bandits.epsilon_greedy import EpsilonGreedy
 from bandits.errors import UnknownArmError
+from bandits.exploration import (
+    ExplorationFloor,
+    FlooredChoice,
+    check_floor,
+    floor_probabilities,
+    floored_select_batch,
+)
 from bandits.gaussian import GaussianThompsonSampling
 from bandits.linear import LinTS, LinUCB
 from bandits.multileave import (
@@ -89,12 +118,17 @@ from bandits.thompson import ThompsonSampling
 from bandits.ucb import KLUCB, UCB1, bernoulli_kl, kl_ucb_upper
 
 __all__ = [
+    "CUSUM",
     "KLUCB",
     "UCB1",
     "BatchState",
     "BatchedPolicy",
+    "ChangeDetector",
+    "DetectorState",
     "DiscountedThompsonSampling",
     "EpsilonGreedy",
+    "ExplorationFloor",
+    "FlooredChoice",
     "GaussianThompsonSampling",
     "LinTS",
     "LinUCB",
@@ -102,6 +136,7 @@ __all__ = [
     "MultileaveState",
     "MultileaveThompsonSampling",
     "OPEEstimate",
+    "PageHinkley",
     "Policy",
     "PolicyReport",
     "RandomPolicy",
@@ -110,11 +145,15 @@ __all__ = [
     "ThompsonSampling",
     "UnknownArmError",
     "bernoulli_kl",
+    "check_floor",
     "credit",
     "cumulative_pseudo_regret",
+    "detector_from_state_dict",
     "draft_order",
     "evaluate_policies",
     "fill_slate",
+    "floor_probabilities",
+    "floored_select_batch",
     "kl_ucb_upper",
     "lai_robbins_constant",
     "ope",
