@@ -11,8 +11,10 @@ import copy
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 from arms import CooccurrenceRecommender, PopularityRecommender
+from arms.autoencoder import _with_feedback
 from arms.cooccurrence import FIXED_POINT_BITS, FRAME_HALF_LIVES, decayed_to
 from arms.data import make_synthetic
 from arms.registry import make_arm
@@ -92,8 +94,41 @@ def test_score_history_equals_partial_fit_on_a_copy(fitted, key):
     expected = refit_free.score(np.array([user]))[0]
     if key == "svd":  # one linear solve each, the same numbers; the sum's order may differ
         np.testing.assert_allclose(live, expected, rtol=1e-12, atol=1e-12)
+    elif key == "autoencoder":  # rows of a float32 B summed densely: float32 rounding only
+        assert live.dtype == expected.dtype
+        np.testing.assert_allclose(live, expected, rtol=1e-5,
+                                   atol=1e-6 * np.abs(expected).max())
     else:
         assert np.array_equal(live, expected)
+
+
+@pytest.mark.parametrize("params", [{}, {"max_items": 40}, {"dtype": "float64"}])
+def test_ease_score_history_equals_partial_fit_over_random_histories(data, params):
+    # EASE scores a history on a dense row (the rows of B of its inputs); partial_fit writes
+    # the events into the sparse inputs. Over users known and unknown, repeated items and
+    # every rating, with all items kept or only the most rated (the rest -inf).
+    model = make_arm("autoencoder", **params).fit(data)
+    rng = np.random.default_rng(8)
+    for trial in range(12):
+        n = int(rng.integers(1, 12))
+        items = rng.integers(0, model.n_items_, n)
+        ratings = rng.choice([1.0, 2.0, 3.0, 4.0, 5.0], n)
+        user = None if trial % 4 == 0 else int(rng.integers(0, model.n_users_))
+        live = model.score_history(user, items, ratings)
+        copy_ = copy.deepcopy(model)
+        if user is None:  # a newcomer: an empty row with the events written in, times B
+            empty = sp.csr_matrix((1, model.n_items_), dtype=model.inputs_.dtype)
+            expected = model._score_rows(_with_feedback(empty, np.zeros(n, dtype=np.int64),
+                                                        items, ratings))[0]
+        else:
+            copy_.partial_fit(pd.DataFrame({"user_id": model.user_ids_[np.full(n, user)],
+                                            "item_id": model.item_ids_[items],
+                                            "rating": ratings}))
+            expected = copy_.score(np.array([user]))[0]
+        np.testing.assert_array_equal(np.isfinite(live), np.isfinite(expected))
+        finite = np.isfinite(expected)
+        np.testing.assert_allclose(live[finite], expected[finite], rtol=1e-5,
+                                   atol=1e-6 * np.abs(expected[finite]).max())
 
 
 @pytest.mark.parametrize("key", ["autoencoder", "sequential", "cooccurrence"])
