@@ -535,6 +535,39 @@ def _float_array(name: str, value: Any, size: int) -> np.ndarray:
     return array
 
 
+def weighted_row_sum(matrix: sp.csr_matrix, rows: np.ndarray, weights: np.ndarray
+                     ) -> np.ndarray:
+    """``weights @ matrix[rows]`` as a dense float64 vector, without building sparse matrices.
+
+    For one user's scores from a handful of rows of an item-item matrix, scipy.sparse's
+    slicing and product cost ~0.1 ms each in validation and index work; this gathers the rows'
+    entries and sums them with one ``bincount`` (summed in the same order as the sparse
+    product: row by row, each in column order).
+
+    Parameters
+    ----------
+    matrix : scipy.sparse.csr_matrix, shape ``(n, m)``
+    rows : ndarray of int, shape ``(r,)``
+        Row indices (ascending for the sparse product's summation order).
+    weights : ndarray of float, shape ``(r,)``
+
+    Returns
+    -------
+    ndarray of float64, shape ``(m,)``
+    """
+    starts = matrix.indptr[rows]
+    lengths = matrix.indptr[rows + 1] - starts
+    total = int(lengths.sum())
+    # Position of every gathered entry: each row's start, then 0, 1, ... within the row.
+    offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
+    entries = offsets + np.arange(total)
+    values = np.repeat(np.asarray(weights, dtype=np.float64), lengths)
+    values *= matrix.data[entries]
+    # (bincount of nothing is int64, even with float weights)
+    return np.bincount(matrix.indices[entries], weights=values,
+                       minlength=matrix.shape[1]).astype(np.float64, copy=False)
+
+
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Best ``k`` columns of each row of ``scores`` (shape ``(n, m)``), best first.
 

@@ -41,7 +41,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from arms._validation import check_float, check_int
-from arms.base import Recommender
+from arms.base import Recommender, weighted_row_sum
 from arms.data.dataset import Dataset
 from arms.data.splits import tie_break_key
 
@@ -216,17 +216,40 @@ class SequentialRecommender(Recommender):
         self, user: int | None, items: np.ndarray, ratings: np.ndarray
     ) -> np.ndarray:
         # The user's context (training tail, or none) with the events folded in as partial_fit
-        # folds them, on copies of that one row: the arm is not modified.
-        if user is None:
-            ages = sp.csr_matrix((1, self.n_items_), dtype=np.int32)
-            dislikes = sp.csr_matrix((1, self.n_items_), dtype=np.float32)
-        else:
-            ages, dislikes = self.context_ages_[[user]], self.dislikes_[[user]]
-        ages, dislikes = self._fold_feedback(
-            ages, dislikes, np.zeros(len(items), dtype=np.int64), items, ratings
-        )
-        scores: np.ndarray = self._score_rows(ages, dislikes)[0]
-        return scores
+        # folds them, on dense copies of that one row: the arm is not modified. Dense: 0.1 ms
+        # against 0.8 ms for the same fold on one-row sparse matrices (MovieLens 100K).
+        ages, dislikes = self._history_row(user, items, ratings)
+        liked = np.flatnonzero(ages)
+        scores = weighted_row_sum(self.transitions_, liked,
+                                  float(self.recency) ** (ages[liked] - 1.0))
+        disliked = np.flatnonzero(dislikes)
+        if disliked.size:
+            scores -= self.dislike_weight * weighted_row_sum(
+                self.transitions_, disliked, np.ones(disliked.size))
+        return self._normalised(scores[None, :])[0]
+
+    def _history_row(self, user: int | None, items: np.ndarray, ratings: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """One user's context ages and dislikes (dense, shape ``(n_items_,)``) after their
+        events, folded as :meth:`_fold_feedback` folds them.
+        """
+        ages = np.zeros(self.n_items_, dtype=np.int64)
+        dislikes = np.zeros(self.n_items_, dtype=bool)
+        if user is not None:
+            for matrix, row in ((self.context_ages_, ages), (self.dislikes_, dislikes)):
+                lo, hi = matrix.indptr[user], matrix.indptr[user + 1]
+                row[matrix.indices[lo:hi]] = matrix.data[lo:hi]
+        last = _last_occurrence(np.zeros(len(items), dtype=np.int64), items)  # log order
+        items, liked = items[last], ratings[last] >= LIKE_THRESHOLD
+        ages[items] = 0
+        dislikes[items] = False
+        if liked.any():
+            newest_first = items[liked][::-1]
+            ages[ages > 0] += newest_first.size
+            ages[newest_first] = np.arange(1, newest_first.size + 1)
+            ages[ages > self.n_recent] = 0
+        dislikes[items[~liked]] = True
+        return ages, dislikes
 
     def _score_rows(self, ages: sp.csr_matrix, disliked: sp.csr_matrix) -> np.ndarray:
         """Scores of users whose context ages and dislikes are the rows given."""
@@ -237,6 +260,12 @@ class SequentialRecommender(Recommender):
         scores: np.ndarray = (weights @ self.transitions_).toarray().astype(np.float64)
         if disliked.nnz:
             scores -= self.dislike_weight * (disliked @ self.transitions_).toarray()
+        return self._normalised(scores)
+
+    def _normalised(self, scores: np.ndarray) -> np.ndarray:
+        """Transition scores (rows of users) scaled to at most 1 in absolute value, plus the
+        popularity term (in place).
+        """
         scale = np.abs(scores).max(axis=1, keepdims=True)
         scores /= np.where(scale > 0, scale, 1.0)
         if self.popularity_weight > 0:

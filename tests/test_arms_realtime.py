@@ -94,7 +94,7 @@ def test_score_history_equals_partial_fit_on_a_copy(fitted, key):
     expected = refit_free.score(np.array([user]))[0]
     if key == "svd":  # one linear solve each, the same numbers; the sum's order may differ
         np.testing.assert_allclose(live, expected, rtol=1e-12, atol=1e-12)
-    elif key == "autoencoder":  # rows of a float32 B summed densely: float32 rounding only
+    elif key in ("autoencoder", "sequential"):  # float32 rows summed densely: its rounding
         assert live.dtype == expected.dtype
         np.testing.assert_allclose(live, expected, rtol=1e-5,
                                    atol=1e-6 * np.abs(expected).max())
@@ -129,6 +129,33 @@ def test_ease_score_history_equals_partial_fit_over_random_histories(data, param
         finite = np.isfinite(expected)
         np.testing.assert_allclose(live[finite], expected[finite], rtol=1e-5,
                                    atol=1e-6 * np.abs(expected[finite]).max())
+
+
+@pytest.mark.parametrize("params", [{}, {"n_recent": 2, "dislike_weight": 0.5},
+                                    {"popularity_weight": 0.3, "recency": 0.5}])
+def test_sequential_score_history_equals_the_sparse_fold_over_random_histories(data, params):
+    # The dense fold of one user's events (ages, dislikes) against the sparse fold that
+    # partial_fit runs, over known users and newcomers, repeats, likes and dislikes.
+    model = make_arm("sequential", **params).fit(data)
+    rng = np.random.default_rng(9)
+    for trial in range(16):
+        n = int(rng.integers(1, 10))
+        items = rng.integers(0, model.n_items_, n)
+        ratings = rng.choice([1.0, 2.0, 3.0, 4.0, 5.0], n)
+        user = None if trial % 4 == 0 else int(rng.integers(0, model.n_users_))
+        if user is None:
+            ages = sp.csr_matrix((1, model.n_items_), dtype=np.int32)
+            dislikes = sp.csr_matrix((1, model.n_items_), dtype=np.float32)
+        else:
+            ages, dislikes = model.context_ages_[[user]], model.dislikes_[[user]]
+        folded = model._fold_feedback(ages, dislikes, np.zeros(n, dtype=np.int64), items,
+                                      ratings)
+        expected = model._score_rows(*folded)[0]
+        dense_ages, dense_dislikes = model._history_row(user, items, ratings)
+        np.testing.assert_array_equal(dense_ages, folded[0].toarray()[0])
+        np.testing.assert_array_equal(dense_dislikes, folded[1].toarray()[0] > 0)
+        np.testing.assert_allclose(model.score_history(user, items, ratings), expected,
+                                   rtol=1e-5, atol=1e-6 * np.abs(expected).max())
 
 
 @pytest.mark.parametrize("key", ["autoencoder", "sequential", "cooccurrence"])
