@@ -289,6 +289,35 @@ def test_buffered_cooccurrences_score_as_merged_ones(data):
         np.testing.assert_array_equal(model.score_history(None, [i], [5.0]), scores)
 
 
+@pytest.mark.parametrize("buffered", [False, True])
+def test_cooccurrence_score_history_equals_the_sparse_product(data, buffered):
+    # One user's history scored on dense rows against _score_contexts' sparse product (which
+    # score() runs for many users), with the stream's additions buffered or merged into C.
+    model = CooccurrenceRecommender(half_life=500.0, window=6).fit(data)
+    users, items, weights, times = _stream(300, 20, 90, 5_000, seed=6)
+    model.observe(users, items, weights, times + model.clock_)
+    if not buffered:
+        assert model.pairs_.nnz > 0  # reading C merges the buffer
+    assert bool(model._pending) == buffered
+    rng = np.random.default_rng(10)
+    for trial in range(12):
+        n = int(rng.integers(1, 9))
+        history = rng.integers(0, model.n_items_, n)
+        ratings = rng.choice([1.0, 2.0, 3.0, 4.0, 5.0], n)
+        user = None if trial % 3 == 0 else int(rng.integers(0, model.n_users_))
+        width = int(model.window)
+        if user is None:
+            tail, tail_ratings = np.full(width, -1), np.full(width, -1.0)
+        else:
+            tail, tail_ratings = model.tail_[user], model.tail_ratings_[user]
+        context = np.concatenate([tail, history])[-width:]
+        values = np.concatenate([tail_ratings, ratings])[-width:]
+        expected = model._score_contexts(context[None, :], values[None, :])[0]
+        np.testing.assert_allclose(model.score_history(user, history, ratings), expected,
+                                   rtol=1e-12, atol=1e-12)
+    assert bool(model._pending) == buffered  # scoring does not merge the buffer
+
+
 def test_decay_matches_the_closed_form_on_a_tiny_case(data):
     h = 100.0
     t0, t1, t2 = 1_000_000, 1_000_450, 1_001_300  # t2 is a frame (800 s) later than t1
