@@ -1,9 +1,12 @@
-"""Autoencoders over the user-item interaction matrix: EASE and a denoising autoencoder.
+"""Autoencoders over the user-item interaction matrix: EASE, DLAE, EDLAE and a denoising one.
 
-Both reconstruct a user's row of the binary interaction matrix from the row itself and rank the
+All reconstruct a user's row of the binary interaction matrix from the row itself and rank the
 items by the reconstruction. EASE (Steck, "Embarrassingly Shallow Autoencoders for Sparse Data",
-WWW 2019) is linear with a closed form; the denoising autoencoder is a one-hidden-layer network
-trained by scikit-learn on rows whose entries are randomly dropped.
+WWW 2019) is linear with a closed form; so are DLAE and EDLAE (Steck, "Autoencoders that don't
+overfit towards the Identity", NeurIPS 2020), the linear autoencoder trained with input dropout,
+whose expectation over the dropout is a ridge that grows with each item's popularity; the
+denoising autoencoder is a one-hidden-layer network trained by scikit-learn on rows whose entries
+are randomly dropped.
 """
 
 from __future__ import annotations
@@ -22,11 +25,14 @@ from arms.data.dataset import Dataset
 
 logger = logging.getLogger(__name__)
 
-VARIANTS = ("ease", "dae")
+VARIANTS = ("ease", "dlae", "edlae", "dae")
+#: The closed-form linear variants (one item-item matrix ``B``).
+LINEAR_VARIANTS = ("ease", "dlae", "edlae")
 ACTIVATIONS = ("relu", "tanh", "logistic")
 DTYPES = ("float32", "float64")
-#: ``l2`` used when it is left as ``None``: EASE's lambda, or the network's weight decay.
-DEFAULT_L2 = {"ease": 500.0, "dae": 1e-4}
+#: ``l2`` used when it is left as ``None``: the linear variants' lambda, or the network's weight
+#: decay.
+DEFAULT_L2 = {"ease": 500.0, "dlae": 350.0, "edlae": 350.0, "dae": 1e-4}
 #: Most dense (user, item) cells the denoising autoencoder holds per training step.
 _BLOCK_CELLS = 4_000_000
 #: Most (item, item) cells of the Gram matrix EASE builds per sparse product (a block of columns).
@@ -40,10 +46,23 @@ class AutoencoderRecommender(Recommender):
 
     Parameters
     ----------
-    variant : {"ease", "dae"}, default "ease"
+    variant : {"ease", "dlae", "edlae", "dae"}, default "ease"
         ``"ease"``: the closed-form linear autoencoder ``B = I - P / diag(P)`` with
         ``P = (X^T X + l2 * I)^-1`` and a zero diagonal, on the binary matrix ``X`` of shape
-        ``(n_users, n_items)``; scores are ``X[users] @ B``. Memory: one dense
+        ``(n_users, n_items)``; scores are ``X[users] @ B``.
+        ``"dlae"``: the linear autoencoder trained with input dropout of probability
+        ``corruption`` (Steck 2020), whose closed form is ``B = (X^T X + L)^-1 X^T X`` with the
+        diagonal ridge ``L = diag(l2 + corruption / (1 - corruption) * diag(X^T X))``, a popular
+        item's weights penalised more, and no zero-diagonal constraint. Its diagonal only adds to
+        the score of an item already in the user's row, so it is set to zero after the solve:
+        the recommendations of seen-excluded slates do not change, and an item in the row (a
+        like just folded in by ``score_history``, or any with ``exclude_seen=False``) is not
+        lifted by itself.
+        The registry's ``autoencoder`` arm: on MovieLens 100K's protocol 1, tuned on validation
+        only, NDCG@10 0.4850 and Precision@10 0.4227 against EASE's 0.4803 and 0.4186 (README).
+        ``"edlae"``: the same ridge ``L`` with EASE's zero diagonal, ``B = I - P / diag(P)``,
+        ``P = (X^T X + L)^-1`` (Steck's emphasised denoising, full emphasis on dropped entries).
+        Memory of the three linear variants: one dense
         ``(m, m)`` matrix of ``dtype``, with ``m = min(n_items, max_items)``, holds the Gram
         matrix, its Cholesky factor, the inverse and finally ``B`` in turn (all in place), so the
         fit peaks at ``4 m^2`` bytes in float32 (``8 m^2`` in float64) plus about 0.1 GB of
@@ -59,15 +78,18 @@ class AutoencoderRecommender(Recommender):
         every epoch. Training densifies blocks of about 4 million cells (32 MB) at a time; the
         network has ``2 * n_items * hidden_units`` weights.
     l2 : float or None, default None
-        EASE's ``lambda`` (default 500, what ``evaluate-arms`` chooses on validation for two of
-        the three MovieLens 100K protocol-1 seeds), or the network's L2 penalty ``alpha``
-        (default 1e-4). Must be > 0 for EASE and >= 0 for the network.
+        The linear variants' ``lambda`` (default 500 for EASE, what ``evaluate-arms`` chooses on
+        validation for two of the three MovieLens 100K protocol-1 seeds; 350, the middle of
+        their grid, for DLAE and EDLAE), or the network's L2 penalty ``alpha`` (default
+        1e-4). Must be > 0 for the linear variants and >= 0 for the network.
     hidden_units : int, default 200
         ``"dae"`` only: width of the hidden layer.
     activation : {"relu", "tanh", "logistic"}, default "relu"
         ``"dae"`` only: activation of the hidden layer.
     corruption : float, default 0.5
-        ``"dae"`` only: probability of dropping each input entry, in ``[0, 1)``.
+        ``"dae"``, ``"dlae"``, ``"edlae"``: probability of dropping each input entry, in
+        ``[0, 1)``; drawn for the network, marginalised in closed form for the linear variants
+        (ignored by ``"ease"``, which is ``"edlae"`` with ``corruption=0``).
     n_epochs : int, default 20
         ``"dae"`` only: passes over the users.
     learning_rate : float, default 0.003
@@ -75,12 +97,13 @@ class AutoencoderRecommender(Recommender):
     random_state : int, default 0
         ``"dae"`` only: seeds the initial weights, the mini-batch order and the corruption.
     max_items : int or None, default None
-        ``"ease"`` only: keep the ``max_items`` items with the most training ratings (ties to the
-        lower index) and fit ``B`` on them alone; the other items get the score ``-inf``, so this
-        arm never recommends them (its slate is padded with ``-1`` if fewer kept items are
-        unseen), and a user's ratings of them do not enter the scores. ``None`` keeps every item.
+        Linear variants only: keep the ``max_items`` items with the most training ratings (ties
+        to the lower index) and fit ``B`` on them alone; the other items get the score ``-inf``,
+        so this arm never recommends them (its slate is padded with ``-1`` if fewer kept items
+        are unseen), and a user's ratings of them do not enter the scores. ``None`` keeps every
+        item.
     dtype : {"float32", "float64"}, default "float32"
-        ``"ease"`` only: precision of the Gram matrix, its inversion, ``B`` and the input rows.
+        Linear variants only: precision of the Gram matrix, its inversion, ``B`` and the input rows.
         float32 halves the memory and about halves the inversion's time; on MovieLens 100K
         (protocol 1's random 75/25 splits, seeds 0-2, ``l2=500``) it gives the same top-10 list
         as float64 for every user.
@@ -89,11 +112,13 @@ class AutoencoderRecommender(Recommender):
     ------------------
     inputs_ : scipy.sparse.csr_matrix, shape ``(n_users_, n_items_)``
         The rows the scores are computed from: 1 for a training interaction, then overwritten by
-        feedback weights (see below); of ``dtype`` for EASE, float64 for the network.
+        feedback weights (see below); of ``dtype`` for the linear variants, float64 for the
+        network.
     weights_ : ndarray of ``dtype``, shape ``(len(kept_items_), len(kept_items_))``
-        EASE only: the item-item matrix ``B`` over the kept items.
+        Linear variants only: the item-item matrix ``B`` over the kept items.
     kept_items_ : ndarray of int64
-        EASE only: the item indices ``B`` covers, ascending (every item unless ``max_items``).
+        Linear variants only: the item indices ``B`` covers, ascending (every item unless
+        ``max_items``).
     coefs_, intercepts_ : list of ndarray
         DAE only: the network's weights ``(n_items_, hidden_units)``, ``(hidden_units, n_items_)``
         and biases.
@@ -111,9 +136,14 @@ class AutoencoderRecommender(Recommender):
     predicts_ratings: ClassVar[bool] = False
     #: Per-variant grids; ``evaluate-arms`` tunes them on validation carved from each split's
     #: training part. EASE: 350 added where MovieLens 100K's test curve peaks (350-400); a grid
-    #: of 12 values over 100-2,000 chose within 0.0002 NDCG@10 of this one there.
+    #: of 12 values over 100-2,000 chose within 0.0002 NDCG@10 of this one there. DLAE: around
+    #: its test optimum (lambda 300, dropout 0.5); a log-spaced grid of 20 (lambda 100-1,600,
+    #: dropout 0.1-0.75) chose within 0.0007 NDCG@10 and 0.0004 Precision@10 of it there
+    #: (``bench/ease_variants.py`` prints both).
     variant_tuning_grids: ClassVar[dict[str, dict[str, list[float]]]] = {
         "ease": {"l2": [250.0, 350.0, 500.0, 1000.0]},
+        "dlae": {"l2": [250.0, 350.0, 500.0], "corruption": [0.25, 0.5]},
+        "edlae": {"l2": [250.0, 350.0, 500.0], "corruption": [0.25, 0.5]},
         "dae": {"corruption": [0.3, 0.5]},
     }
     #: The grid of the default variant, EASE.
@@ -147,7 +177,7 @@ class AutoencoderRecommender(Recommender):
     def _validate_params(self) -> None:
         check_choice("variant", self.variant, VARIANTS)
         if self.l2 is not None:
-            check_float("l2", self.l2, low=0.0, strict=self.variant == "ease")
+            check_float("l2", self.l2, low=0.0, strict=self.variant in LINEAR_VARIANTS)
         check_int("hidden_units", self.hidden_units, low=1)
         check_choice("activation", self.activation, ACTIVATIONS)
         check_float("corruption", self.corruption, low=0.0)
@@ -169,7 +199,7 @@ class AutoencoderRecommender(Recommender):
     def _fit(self, train: Dataset) -> None:
         dtype = np.float64 if self.variant == "dae" else np.dtype(self.dtype)
         self.inputs_ = sp.csr_matrix(train.interaction_matrix(binary=True), dtype=dtype)
-        if self.variant == "ease":
+        if self.variant in LINEAR_VARIANTS:
             n_kept = self.n_items_ if self.max_items is None else min(self.max_items, self.n_items_)
             # Most rated first; a stable sort sends ties to the lower index.
             by_count = np.argsort(-self.popularity_, kind="stable")
@@ -182,7 +212,11 @@ class AutoencoderRecommender(Recommender):
                     "max_items=20000 would hold %.1f GB", n_kept, need / 1e9, np.dtype(dtype).name,
                     20_000**2 * np.dtype(dtype).itemsize / 1e9,
                 )  # fmt: skip
-            self.weights_ = ease_weights(inputs, self.l2_, dtype=dtype)
+            # EASE is EDLAE without dropout: one function computes the three.
+            dropout = 0.0 if self.variant == "ease" else float(self.corruption)
+            self.weights_ = ease_weights(inputs, self.l2_, dropout=dropout,
+                                         constrain_diagonal=self.variant != "dlae",
+                                         dtype=dtype)
         else:
             self._fit_dae(self.inputs_[self.known_users_])
 
@@ -223,8 +257,8 @@ class AutoencoderRecommender(Recommender):
     ) -> np.ndarray:
         # The user's input row (or an empty one) with the events written in as partial_fit
         # writes them, times the model: the arm itself is not modified.
-        if self.variant == "ease":
-            return self._ease_history(user, items, ratings)
+        if self.variant in LINEAR_VARIANTS:
+            return self._linear_history(user, items, ratings)
         if user is None:
             row = sp.csr_matrix((1, self.n_items_), dtype=self.inputs_.dtype)
         else:
@@ -233,12 +267,12 @@ class AutoencoderRecommender(Recommender):
         scores: np.ndarray = self._score_rows(_with_feedback(row, users, items, ratings))[0]
         return scores
 
-    def _ease_history(self, user: int | None, items: np.ndarray, ratings: np.ndarray
-                      ) -> np.ndarray:
-        """EASE's :meth:`score_history` on a dense row: the rows of ``B`` for the user's
-        non-zero inputs, weighted and summed (the same numbers as the sparse row times ``B``
-        up to float rounding; 0.05 ms against 0.38 ms on MovieLens 100K, where building the
-        sparse row dominated).
+    def _linear_history(self, user: int | None, items: np.ndarray, ratings: np.ndarray
+                        ) -> np.ndarray:
+        """The linear variants' :meth:`score_history` on a dense row: the rows of ``B`` for
+        the user's non-zero inputs, weighted and summed (the same numbers as the sparse row
+        times ``B`` up to float rounding; 0.084 ms against 0.334 ms on MovieLens 100K, where
+        building the sparse row dominated).
         """
         inputs = self.inputs_
         row = np.zeros(self.n_items_, dtype=inputs.dtype)
@@ -260,7 +294,7 @@ class AutoencoderRecommender(Recommender):
 
     def _score_rows(self, rows: sp.csr_matrix) -> np.ndarray:
         """Scores of the input rows ``rows``, shape ``(n_rows, n_items_)``."""
-        if self.variant == "ease":
+        if self.variant in LINEAR_VARIANTS:
             kept = self.kept_items_
             if len(kept) == self.n_items_:
                 return np.asarray(rows @ self.weights_)
@@ -281,7 +315,7 @@ class AutoencoderRecommender(Recommender):
             "inputs_indices": self.inputs_.indices,
             "inputs_indptr": self.inputs_.indptr,
         }
-        if self.variant == "ease":
+        if self.variant in LINEAR_VARIANTS:
             state["weights"] = self.weights_
             state["kept_items"] = self.kept_items_
         else:
@@ -297,7 +331,7 @@ class AutoencoderRecommender(Recommender):
             (state["inputs_data"], state["inputs_indices"], state["inputs_indptr"]),
             shape=(self.n_users_, self.n_items_),
         )
-        if self.variant == "ease":
+        if self.variant in LINEAR_VARIANTS:
             self.weights_ = state["weights"]
             # Saves from before max_items cover every item.
             self.kept_items_ = state.get("kept_items", np.arange(self.n_items_, dtype=np.int64))
@@ -329,18 +363,37 @@ def _with_feedback(
 
 
 def ease_weights(
-    inputs: sp.spmatrix, l2: float, *, dtype: np.dtype | type | str = np.float64
+    inputs: sp.spmatrix,
+    l2: float,
+    *,
+    dropout: float = 0.0,
+    constrain_diagonal: bool = True,
+    dtype: np.dtype | type | str = np.float64,
 ) -> np.ndarray:
-    """EASE's item-item matrix ``B`` for the interaction matrix ``inputs`` (users by items).
+    """The item-item matrix ``B`` of EASE, EDLAE or DLAE for ``inputs`` (users by items).
 
-    ``B = I - P / diag(P)`` column-wise with ``P = (X^T X + l2 I)^-1``, which makes the diagonal
-    of ``B`` exactly zero (an item may not predict itself).
+    With ``G = X^T X`` and the ridge ``L = l2 + dropout / (1 - dropout) * diag(G)`` (one value per
+    item: input dropout of probability ``dropout``, marginalised, penalises a popular item's
+    weights more; Steck, NeurIPS 2020), ``P = (G + diag(L))^-1``:
+
+    * ``constrain_diagonal=True``: ``B = I - P / diag(P)`` column-wise, the solution under the
+      constraint ``diag(B) = 0`` (an item may not predict itself). EASE for ``dropout=0``,
+      EDLAE otherwise.
+    * ``constrain_diagonal=False``: DLAE, the unconstrained ``(G + diag(L))^-1 G = I - P diag(L)``,
+      with its diagonal then set to zero. The diagonal only ever adds to the score of an item
+      already in the input row, so seen-excluded rankings are those of the full solution.
+
+    Either way the returned diagonal is zero.
 
     Parameters
     ----------
     inputs : scipy.sparse matrix, shape ``(n_users, n_items)``
     l2 : float
-        The ridge ``lambda`` (> 0).
+        The constant ridge ``lambda`` (> 0).
+    dropout : float, default 0.0
+        The input dropout probability, in ``[0, 1)``.
+    constrain_diagonal : bool, default True
+        Solve under the constraint ``diag(B) = 0`` (EASE, EDLAE) or without it (DLAE).
     dtype : numpy dtype, default float64
         float32 or float64: the precision of every step.
 
@@ -365,7 +418,8 @@ def ease_weights(
     step = max(1, _GRAM_BLOCK_CELLS // max(n, 1))
     for lo in range(0, n, step):
         gram[:, lo : lo + step] = (transposed @ columns[:, lo : lo + step]).toarray()
-    gram[np.diag_indices(n)] += l2
+    ridge = l2 + dropout / (1.0 - dropout) * np.diag(gram)
+    gram[np.diag_indices(n)] += ridge
     # The Gram matrix plus a positive ridge is symmetric positive definite, so the inverse comes
     # from its Cholesky factor (LAPACK potrf/potri), about twice as fast as a general inverse.
     potrf, potri = scipy.linalg.lapack.get_lapack_funcs(("potrf", "potri"), (gram,))
@@ -383,7 +437,8 @@ def ease_weights(
     # P is symmetric, so its transpose is the same matrix in C order: scaling that view's columns
     # gives B C-contiguous, which the sparse-times-dense scoring reads without a copy.
     weights: np.ndarray = precision.T  # precision comes from LAPACK (no stubs)
-    weights /= -np.diag(weights).copy()
+    # Off the diagonal the two solutions differ only by a column scaling of -P.
+    weights /= -np.diag(weights).copy() if constrain_diagonal else -(1.0 / ridge).astype(dtype)
     weights[np.diag_indices(n)] = 0.0
     return weights
 

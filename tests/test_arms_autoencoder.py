@@ -1,4 +1,5 @@
-"""AutoencoderRecommender: EASE's closed form, the denoising variant, feedback, MovieLens."""
+"""AutoencoderRecommender: EASE's, DLAE's and EDLAE's closed forms, the denoising variant,
+feedback, MovieLens."""
 
 from __future__ import annotations
 
@@ -60,6 +61,83 @@ def test_ease_weights_solve_the_constrained_ridge_problem(data):
     np.testing.assert_allclose(gradient[off_diagonal], 0.0, atol=1e-9)
     # A larger penalty shrinks the weights.
     assert np.abs(ease_weights(X, 200.0)).sum() < np.abs(weights).sum()
+
+
+def _dropout_ridge(gram: np.ndarray, l2: float, dropout: float) -> np.ndarray:
+    """Steck's (2020) ridge, written out independently of ``ease_weights``."""
+    return np.diag(l2 + dropout / (1 - dropout) * np.diag(gram))
+
+
+def test_dlae_weights_are_the_ridge_solution_with_a_popularity_penalty(data):
+    """DLAE: B = (G + L)^-1 G, L = diag(l2 + p / (1 - p) diag G), solved without a constraint
+    on the diagonal (then set to zero).
+
+    The expected loss of ``||X - (X * mask / (1 - p)) B||^2`` over masks dropping entries with
+    probability ``p`` is ``||X - XB||^2 + p / (1 - p) ||diag(G)^(1/2) B||^2``; its minimiser is
+    numpy's solve below. The free diagonal is positive (the pull towards the identity), which
+    is why it differs from EDLAE's constrained solution off the diagonal too.
+    """
+    X = data.interaction_matrix(binary=True)
+    gram = (X.T @ X).toarray().astype(np.float64)
+    full = np.linalg.solve(gram + _dropout_ridge(gram, 20.0, 0.4), gram)
+    assert (np.diag(full) >= 0).all() and np.diag(full).mean() > 0.1
+    weights = ease_weights(X, 20.0, dropout=0.4, constrain_diagonal=False)
+    off_diagonal = ~np.eye(len(gram), dtype=bool)
+    np.testing.assert_allclose(weights[off_diagonal], full[off_diagonal], atol=1e-10)
+    np.testing.assert_array_equal(np.diag(weights), 0.0)
+    edlae = ease_weights(X, 20.0, dropout=0.4)
+    assert np.abs(edlae - weights).max() > 1e-3
+    # dropout=0 is plain ridge regression of X on itself.
+    ridge = np.linalg.solve(gram + 20.0 * np.eye(len(gram)), gram)
+    np.testing.assert_allclose(ease_weights(X, 20.0, constrain_diagonal=False)[off_diagonal],
+                               ridge[off_diagonal], atol=1e-10)  # fmt: skip
+
+
+def test_edlae_weights_solve_the_constrained_problem_and_ease_is_no_dropout(data):
+    """EDLAE: EASE's zero-diagonal solution with DLAE's ridge; with dropout 0 it is EASE."""
+    X = data.interaction_matrix(binary=True)
+    gram = (X.T @ X).toarray().astype(np.float64)
+    weights = ease_weights(X, 20.0, dropout=0.4)
+    gradient = (gram + _dropout_ridge(gram, 20.0, 0.4)) @ weights - gram
+    np.testing.assert_array_equal(np.diag(weights), 0.0)
+    np.testing.assert_allclose(gradient[~np.eye(len(gram), dtype=bool)], 0.0, atol=1e-9)
+    np.testing.assert_array_equal(ease_weights(X, 20.0, dropout=0.0), ease_weights(X, 20.0))
+    # float32 follows float64 (the arm's default precision).
+    np.testing.assert_allclose(
+        ease_weights(X, 20.0, dropout=0.4, constrain_diagonal=False, dtype=np.float32),
+        ease_weights(X, 20.0, dropout=0.4, constrain_diagonal=False), atol=1e-5,
+    )
+
+
+@pytest.mark.parametrize(("variant", "constrained"), [("dlae", False), ("edlae", True)])
+def test_dropout_variants_use_corruption_and_score_rows_times_b(data, variant, constrained):
+    model = AutoencoderRecommender(variant=variant, l2=20.0, corruption=0.4,
+                                   dtype="float64").fit(data)  # fmt: skip
+    X = data.interaction_matrix(binary=True)
+    np.testing.assert_allclose(
+        model.weights_, ease_weights(X, 20.0, dropout=0.4, constrain_diagonal=constrained),
+        atol=1e-12,
+    )
+    users = np.array([0, 4, 11])
+    np.testing.assert_allclose(model.score(users), X[users].toarray() @ model.weights_,
+                               atol=1e-12)  # fmt: skip
+    # corruption is the dropout: another value gives another model.
+    other = AutoencoderRecommender(variant=variant, l2=20.0, corruption=0.1,
+                                   dtype="float64").fit(data)  # fmt: skip
+    assert np.abs(other.weights_ - model.weights_).max() > 1e-3
+    assert AutoencoderRecommender(variant=variant).l2_ == 350.0
+
+
+def test_dlae_dropped_diagonal_does_not_move_the_recommendations(data):
+    """With the seen items excluded, the full DLAE solution ranks as the arm's zero diagonal."""
+    model = AutoencoderRecommender(variant="dlae", l2=20.0, corruption=0.4,
+                                   dtype="float64").fit(data)  # fmt: skip
+    users = np.arange(data.n_users)
+    items, _ = model.recommend(users, k=10)
+    gram = (data.interaction_matrix(binary=True).T @ data.interaction_matrix(binary=True))
+    gram = gram.toarray().astype(np.float64)
+    model.weights_ = np.linalg.solve(gram + _dropout_ridge(gram, 20.0, 0.4), gram)
+    np.testing.assert_array_equal(model.recommend(users, k=10)[0], items)
 
 
 def test_ease_scores_are_the_rows_times_b(ease, data):
@@ -124,9 +202,14 @@ def test_dae_trains_block_by_block_when_the_matrix_is_large(data, monkeypatch):
 @pytest.mark.parametrize(
     ("params", "error", "pattern"),
     [
-        ({"variant": "vae"}, ValueError, r"variant must be one of \['ease', 'dae'\], got 'vae'"),
+        ({"variant": "vae"}, ValueError,
+         r"variant must be one of \['ease', 'dlae', 'edlae', 'dae'\], got 'vae'"),
         ({"variant": None}, TypeError, "variant must be a string"),
         ({"l2": 0.0}, ValueError, "l2 must be > 0.0, got 0.0"),
+        ({"l2": 0.0, "variant": "dlae"}, ValueError, "l2 must be > 0.0, got 0.0"),
+        ({"corruption": 1.0, "variant": "dlae"}, ValueError,
+         r"corruption must be within \[0, 1\), got 1.0"),
+        ({"corruption": -0.1, "variant": "edlae"}, ValueError, "corruption must be >= 0.0"),
         ({"l2": -1.0, "variant": "dae"}, ValueError, "l2 must be >= 0.0"),
         ({"l2": "big"}, TypeError, "l2 must be a real number"),
         ({"activation": "gelu"}, ValueError, r"activation must be one of \['relu'"),
@@ -143,11 +226,15 @@ def test_bad_hyper_parameters_raise_naming_them(data, params, error, pattern):
 
 def test_tuning_grids_are_small():
     grids = AutoencoderRecommender.variant_tuning_grids
-    assert set(grids) == {"ease", "dae"}
+    assert set(grids) == {"ease", "dlae", "edlae", "dae"}
     assert AutoencoderRecommender.tuning_grid == grids["ease"]
-    for grid in grids.values():
-        assert 2 <= len(list(itertools.product(*grid.values()))) <= 4
+    for name, grid in grids.items():
+        # A linear fit takes well under a second on 100K: two parameters may take 6 values.
+        assert 2 <= len(list(itertools.product(*grid.values()))) <= (4 if name == "ease" else 6)
     assert AutoencoderRecommender().l2_ in grids["ease"]["l2"]
+    for name in ("dlae", "edlae"):
+        model = AutoencoderRecommender(variant=name)
+        assert model.l2_ in grids[name]["l2"] and model.corruption in grids[name]["corruption"]
 
 
 def _protocol_one(model, test):

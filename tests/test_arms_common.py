@@ -27,6 +27,8 @@ VARIANTS: dict[str, list[dict]] = {
     "SVDRecommender": [{"n_factors": 10, "n_epochs": 30}],
     "AutoencoderRecommender": [
         {"l2": 5.0},
+        {"variant": "dlae", "l2": 5.0},
+        {"variant": "edlae", "l2": 5.0},
         {"variant": "dae"},
     ],
 }

@@ -264,16 +264,17 @@ def test_run_reports_every_split_and_its_choice(data: Dataset) -> None:
     means = per_split.groupby(["protocol", "arm", "metric"])["value"].mean()
     for row in results.metrics.itertuples():
         assert means[row.protocol, row.arm, row.metric] == pytest.approx(row.value)
-    grid = AutoencoderRecommender.variant_tuning_grids["ease"]["l2"]
+    grid = AutoencoderRecommender.variant_tuning_grids["dlae"]
     chosen = results.params["random_75_25"]["autoencoder"]
     assert len(chosen) == 2
-    assert all(c["variant"] == "ease" and c["l2"] in grid for c in chosen)
+    assert all(c["variant"] == "dlae" and c["l2"] in grid["l2"]
+               and c["corruption"] in grid["corruption"] for c in chosen)  # fmt: skip
     assert results.params["random_75_25"]["popularity"] == [{}, {}]
     text = format_results(results)
     line = next(t for t in text.splitlines() if t.startswith("chosen on validation"))
-    assert line == (
-        "chosen on validation (random_75_25, autoencoder): "
-        f'seed 0 {{"l2": {chosen[0]["l2"]}}}; seed 1 {{"l2": {chosen[1]["l2"]}}}'
+    assert line == "chosen on validation (random_75_25, autoencoder): " + "; ".join(
+        f'seed {j} {{"corruption": {c["corruption"]}, "l2": {c["l2"]}}}'
+        for j, c in enumerate(chosen)
     )
 
 
@@ -349,17 +350,22 @@ def test_command_rejects_bad_options(tmp_path: Path, capsys, argv: list[str], na
 # ---------------------------------------------------------------------------- MovieLens
 @pytest.mark.movielens
 @pytest.mark.slow
-def test_movielens_ease_tuned_on_validation_of_seed_0(movielens: Dataset) -> None:
-    """EASE on protocol 1, seed 0: the smallest setting in which the old tuner fails.
+def test_movielens_autoencoder_tuned_on_validation_of_seed_0(movielens: Dataset) -> None:
+    """The autoencoder arm (DLAE) on protocol 1, seed 0, tuned on validation only.
 
-    The old tuner (one 25 % carve, grid 250/500/1000) chose lambda 1000 here: NDCG@10 0.4681,
-    Precision@10 0.4059. Nested, on three 10 % carves, it chooses 350: 0.4767 and 0.4152 (the
-    best lambda on this test split, looked at only here: 400, 0.4774 and 0.4157). All three
-    seeds, the issue's target (NDCG@10 >= 0.48, Precision@10 >= 0.42), take about three times as
-    long; the README gives those figures.
+    Nested, on three 10 % carves of seed 0's training part, it chooses lambda 250 and dropout
+    0.5: NDCG@10 0.4818, Precision@10 0.4205. The bounds are the worst of its six grid values on
+    this split (0.4783 NDCG, 0.4170 P at lambda 250 / dropout 0.25 and lambda 350 / 0.25), so a
+    flip of the choice by rounding cannot fail the test, while EASE, the arm before, fails it at
+    every lambda of its grid (best 0.4767 and 0.4152 at 350; the old single-carve tuner: 0.4681,
+    0.4059). The seed-to-seed spread is larger than the margin (P@10 sd 0.0022 per split), which
+    is why the bounds are for this seed's split, not the target. All three seeds (the issue's
+    target, NDCG@10 >= 0.48, Precision@10 >= 0.42) take about three times as long; the README
+    gives those figures.
     """
     metrics = evaluate(movielens, seeds=1, arms=["autoencoder"], protocols=["random_75_25"])
     ndcg = _value(metrics, "random_75_25", "autoencoder", "ndcg@10")
     precision = _value(metrics, "random_75_25", "autoencoder", "precision@10")
     chosen = metrics.attrs["params"]["random_75_25"]["autoencoder"]
-    assert ndcg >= 0.475 and precision >= 0.413, (ndcg, precision, chosen)
+    assert chosen[0]["variant"] == "dlae"
+    assert ndcg >= 0.478 and precision >= 0.4165, (ndcg, precision, chosen)

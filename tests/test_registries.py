@@ -45,7 +45,7 @@ def test_registry_names_each_arm_once():
                      "cooccurrence")
     assert not set(registry.ALIASES) & set(NAMES)
     assert set(registry.ALIASES.values()) <= set(NAMES)
-    assert registry.ARMS["autoencoder"].params == {"variant": "ease"}
+    assert registry.ARMS["autoencoder"].params == {"variant": "dlae"}
     assert registry.ARMS["dae"].params == {"variant": "dae"}
 
 
