@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import os
 import sys
@@ -87,18 +88,27 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
     state_dir = settings.resolved_state_dir()
     with file_lock(state_dir / "arms.lock"):
         meta = store.policy_meta()
+        models = None
         if meta is not None and all((Path(meta.arms_dir) / f"{n}.npz").is_file()
                                     for n in settings.arms):
             logger.info("loading the arms of policy version %d from %s", meta.version,
                         meta.arms_dir)
             models = load_arms(Path(meta.arms_dir), settings.arms)
-        else:
-            if meta is not None:
-                logger.warning("arms of version %d missing in %s; fitting them again",
-                               meta.version, meta.arms_dir)
-            elif arms is None:
-                logger.info("first start: fitting the arms once (saved under %s for the "
-                            "next starts)", state_dir)
+            # The settings are the truth: arms saved with other hyper-parameters (arm_params
+            # changed between two starts) are fitted again, as a retrain would fit them.
+            changed = {} if arms is not None else other_params(models, settings)
+            if changed:
+                logger.warning("the arms of version %d were fitted with other hyper-parameters "
+                               "than the settings give (%s); fitting them again", meta.version,
+                               "; ".join(f"{n}: {d}" for n, d in changed.items()))
+                models = None
+        elif meta is not None:
+            logger.warning("arms of version %d missing in %s; fitting them again",
+                           meta.version, meta.arms_dir)
+        elif arms is None:
+            logger.info("first start: fitting the arms once (saved under %s for the "
+                        "next starts)", state_dir)
+        if models is None:
             # The live arms fold the log in place: the caller's objects stay as given.
             models = ({n: copy.deepcopy(m) if m.learns_from_stream else m
                        for n, m in arms.items()} if arms is not None
@@ -112,6 +122,26 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
                            cold_start_arm=settings.cold_start_arm,
                            cache_size=settings.score_cache_size, added=store.items_after(0))
     return Resources(store, catalog, arm_set)
+
+
+def other_params(models: Mapping[str, Recommender], settings: Settings
+                 ) -> dict[str, dict[str, tuple[object, object]]]:
+    """Per arm of ``models`` fitted with other hyper-parameters than ``settings`` give it
+    (``arm_params`` over the registry's defaults): ``{parameter: (fitted with, asked for)}``.
+    The seed (``random_state``) is left out: a new seed alone does not refit saved arms.
+    """
+    out: dict[str, dict[str, tuple[object, object]]] = {}
+    for name, model in models.items():
+        wanted = make_arm(name, seed=settings.seed,
+                          **settings.arm_params.get(name, {})).get_params()
+        saved = model.get_params()
+        # Compared as JSON: a saved arm's tuples come back as lists, its floats as floats.
+        differ = {key: (saved.get(key), value) for key, value in wanted.items()
+                  if key != "random_state"
+                  and json.dumps(saved.get(key), default=str) != json.dumps(value, default=str)}
+        if differ:
+            out[name] = differ
+    return out
 
 
 def _warn_of_an_old_state_folder(settings: Settings) -> None:

@@ -236,6 +236,24 @@ def test_arm_params_set_the_arms_hyper_parameters_and_survive_a_retrain(
             Settings(arms=["svd", "popularity"], arm_params=bad)
 
 
+def test_arm_params_changed_between_two_starts_refit_the_arms_at_the_second(
+        tmp_path: Path, catalog: Dataset) -> None:
+    path = tmp_path / "settings.toml"
+
+    def start(n_factors: int) -> tuple[int, int]:
+        path.write_text(f'arms = ["svd", "popularity"]\nseed = 2\n'
+                        f"[arm_params.svd]\nn_factors = {n_factors}\n")
+        settings = Settings.from_file(path, state_dir=tmp_path / "state")
+        with TestClient(create_app(settings, catalog=catalog)) as client:
+            service = client.app.state.service
+            return service.arm_set.models["svd"].n_factors, service.arm_set.version
+
+    assert start(8) == (8, 1)
+    assert start(8) == (8, 1)  # the same settings: the saved arms, no refit
+    assert start(4) == (4, 2)  # changed: fitted again and published as a new version
+    assert start(4) == (4, 2)
+
+
 def test_added_items_refuse_control_characters_and_name_the_clash(
         tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
     settings = make_settings(tmp_path, arms=["popularity"])
