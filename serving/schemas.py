@@ -60,6 +60,9 @@ class RecommendedItem(BaseModel):
     genres: list[str]
     score: float = Field(description="Arm score after the session adjustment (higher is better)")
     position: int = Field(description="1-based rank in the slate")
+    arm: str | None = Field(None, description="The arm that contributed this movie: the "
+                            "decision's arm, or in a multileaved slate the arm whose ranking "
+                            "the team draft took it from (events on it credit that arm)")
 
 
 class RecommendationOut(BaseModel):

@@ -43,8 +43,10 @@ import numpy.typing as npt
 from arms.base import Recommender
 from arms.data.dataset import Dataset
 from arms.errors import unknown_id_message
+from bandits.multileave import order_probability
 from serving.armset import (
     ArmSet,
+    Ranking,
     file_lock,
     fit_arms,
     load_arms,
@@ -64,6 +66,14 @@ from serving.errors import (
 )
 from serving.features import FeatureStore
 from serving.live import arm_from_bytes, fold_log, user_history
+from serving.multileave import (
+    MultileaveView,
+    choose,
+    draft,
+    item_arm,
+    multileave_view,
+    set_name,
+)
 from serving.policy import PolicyModel, PolicySnapshot
 from serving.rules import RuleBook
 from serving.schemas import EventIn, FeedbackIn
@@ -175,6 +185,9 @@ class RecommendationService:
         # Log positions of the last event and added item folded into the arm set.
         self.live_seq = 0
         self.items_seq = 0
+        # slate_mode "multileave": the set chooser of the current snapshot (serving.multileave).
+        self._multileave = settings.slate_mode == "multileave"
+        self._multileave_view: MultileaveView | None = None
 
     def start(self) -> None:
         """Log the feature set's names, read the state once, then keep it fresh in a
@@ -291,6 +304,8 @@ class RecommendationService:
                     break
                 self._resume_from_fold(pulls, version)
             self.snapshot = self.policy_model.advance(self.snapshot, outcomes, pulls, version)
+            if self._multileave:  # its set probabilities, off the request path
+                self.multileave_view()
             self._fold_live(*live)
         if meta and meta.version > self.arm_set.version and self._loading is None:
             self._loading = threading.Thread(target=self._load_version, args=(meta.version,
@@ -420,6 +435,10 @@ class RecommendationService:
         # The user's events within the retention window, as every arm scores them now.
         recent, ratings, _ = user_history(history, arms, self.rules,
                                           now - self.settings.retention_s)
+        if self._multileave and user is not None:
+            return await self._recommend_multileave(
+                user_id, user, k, arms, now, features,
+                (recent, ratings, excluded, liked, disliked))
         if user is None and not self.policy_model.contextual:
             # A context-free policy cannot tell a newcomer from anyone else: popularity serves
             # them outside it. A contextual one chooses for them from their features.
@@ -443,20 +462,8 @@ class RecommendationService:
             choice = min(choice, len(model.arms) - 1)
             arm = model.arms[choice]
             propensity = float(probabilities[choice])
-            if user is not None and not recent.size:
-                ranking = arms.ranking(arm, user_id)  # cached while the user has no events
-            else:
-                ranking = arms.history_ranking(arm, user_id, recent, ratings)
-        strength = self.settings.session_strength
-        top = None
-        if strength == 0 or not (liked.size or disliked.size):
-            top = ranking.top(k, excluded)  # the common case: no partition of every score
-        if top is None:
-            scores = ranking.scores.astype(np.float64)
-            scores[excluded] = -np.inf
-            scores = session_adjust(scores, liked, disliked, arms.genre_unit, strength)
-            top = top_k_row(scores, k)
-        indices, values = top
+            ranking = self._user_ranking(arms, arm, user_id, user, recent, ratings)
+        indices, values = self._top(arms, ranking, k, excluded, liked, disliked)
         slate = arms.item_ids[indices].tolist()
         # 48 bits of milliseconds, then 80 random bits: unguessable like a uuid4, but the log's
         # primary-key index grows at its end instead of splitting pages at random.
@@ -474,12 +481,109 @@ class RecommendationService:
         titles, years, genres = arms.titles, arms.years, arms.genres
         items = [
             {"movie_id": movie, "title": titles[i], "year": years[i], "genres": genres[i],
-             "score": v, "position": pos}
+             "score": v, "position": pos, "arm": arm}
             for pos, movie, i, v in zip(range(1, len(slate) + 1), slate, indices.tolist(),
                                         values.tolist(), strict=True)
         ]
         return Recommendation(event_id, user_id, arm, propensity, arms.version, cold_start,
                               items)
+
+    # ------------------------------------------------------------------ multileaved slates
+    @staticmethod
+    def _user_ranking(arms: ArmSet, arm: str, user_id: int, user: int | None,
+                      recent: npt.NDArray[np.int64], ratings: npt.NDArray[np.float64]
+                      ) -> Ranking:
+        """``arm``'s ranking for the user: cached while they have no events since training,
+        else scored from those events.
+        """
+        if user is not None and not recent.size:
+            return arms.ranking(arm, user_id)
+        return arms.history_ranking(arm, user_id, recent, ratings)
+
+    def _top(self, arms: ArmSet, ranking: Ranking, k: int, excluded: npt.NDArray[np.int64],
+             liked: npt.NDArray[np.int64], disliked: npt.NDArray[np.int64]
+             ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+        """The best ``k`` item indices of ``ranking`` and their scores, the user's excluded
+        items left out and the session's likes and dislikes applied.
+        """
+        strength = self.settings.session_strength
+        top = None
+        if strength == 0 or not (liked.size or disliked.size):
+            top = ranking.top(k, excluded)  # the common case: no partition of every score
+        if top is None:
+            scores = ranking.scores.astype(np.float64)
+            scores[excluded] = -np.inf
+            scores = session_adjust(scores, liked, disliked, arms.genre_unit, strength)
+            top = top_k_row(scores, k)
+        return top
+
+    def multileave_view(self) -> MultileaveView:
+        """The multileaving policy of the current snapshot (built once per snapshot)."""
+        view = self._multileave_view
+        snapshot = self.snapshot
+        if view is None or view.snapshot is not snapshot:
+            view = self._multileave_view = multileave_view(
+                snapshot, self.settings.multileave_arms, self.settings.propensity_grid)
+        return view
+
+    async def _recommend_multileave(
+            self, user_id: int, user: int, k: int, arms: ArmSet, now: float,
+            features: npt.NDArray[np.float64],
+            history: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64],
+                           npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]
+            ) -> Recommendation:
+        """A multileaved slate for a user the arms know (:mod:`serving.multileave`): the set
+        and draft order drawn, each arm of the set ranked as for a single-arm slate, the team
+        draft of their top ``k``, logged with what reproduces and evaluates it.
+
+        Raises
+        ------
+        InvalidInputError
+            ``k`` smaller than ``multileave_arms`` (422): every arm must fill a position.
+        """
+        m = self.settings.multileave_arms
+        if k < m:
+            raise InvalidInputError(f"k={k} is smaller than multileave_arms={m}: a multileaved "
+                                    f"slate needs k >= {m} so that every arm fills a position")
+        recent, ratings, excluded, liked, disliked = history
+        view = self.multileave_view()
+        names = view.policy.arms
+        choice = choose(view, k, self.rng)
+        chosen = [names[a] for a in choice.arms]
+        tops = [self._top(arms, self._user_ranking(arms, arm, user_id, user, recent, ratings), k,
+                          excluded, liked, disliked) for arm in chosen]
+        indices, order = draft([i for i, _ in tops], choice.order, k)
+        scores = {(j, int(i)): float(v) for j, (idx, val) in enumerate(tops)
+                  for i, v in zip(idx.tolist(), val.tolist(), strict=True)}
+        slate = arms.item_ids[indices].tolist()
+        teams = [chosen[j] for j in order.tolist()]
+        arm = set_name(chosen)
+        propensity = view.set_probabilities[tuple(choice.arms)]
+        event_id = f"{int(now * 1000):012x}{os.urandom(10).hex()}"
+        context = {"feature_version": self.features.version, "features": features, "k": k}
+        multileave = {
+            "arms": chosen, "order": order.tolist(), "teams": teams,
+            "rankings": {a: arms.item_ids[i].tolist() for a, (i, _) in zip(chosen, tops,
+                                                                          strict=True)},
+            "set_probability": propensity,
+            "order_probability": order_probability(m, k),
+            "inclusion": view.inclusion,
+        }
+        assert self.writer is not None  # set by the app's lifespan before any request
+        await self.writer.write_decision({
+            "event_id": event_id, "created_at": now, "user_id": user_id, "context": context,
+            "arm": arm, "propensity": propensity, "pmf": view.pmf_json, "slate": slate,
+            "policy": self._policy_json, "policy_version": arms.version, "cold_start": False,
+            "reward_deadline": now + self.settings.reward_window_s, "multileave": multileave,
+        })
+        self.on_decision(arm)
+        items = [
+            {"movie_id": movie, "title": arms.titles[i], "year": arms.years[i],
+             "genres": arms.genres[i], "score": scores[j, i], "position": pos, "arm": chosen[j]}
+            for pos, movie, i, j in zip(range(1, len(slate) + 1), slate, indices.tolist(),
+                                        order.tolist(), strict=True)
+        ]
+        return Recommendation(event_id, user_id, arm, propensity, arms.version, False, items)
 
     def _split_history(self, history: list[UserEvent], arms: ArmSet, now: float
                        ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64],
@@ -606,7 +710,7 @@ class RecommendationService:
                     else "item never shown to this user within the reward window: kept as a "
                          "rating signal, no arm updated")
         else:
-            arm = decision["arm"]
+            arm = item_arm(decision, movie_id)
             if decision["cold_start"]:
                 note = "cold-start decision (served outside the policy): no arm updated"
             elif at > decision["reward_deadline"]:
