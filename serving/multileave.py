@@ -53,7 +53,9 @@ SET_SEPARATOR = "+"
 
 
 def parse(multileave: object) -> JsonObject | None:
-    """A decision's ``multileave`` column as a dict (from JSON text, a dict or None)."""
+    """A decision's ``multileave`` column as a dict (``multileave``: JSON text, a dict or
+    None; None for a single-arm decision).
+    """
     if multileave is None:
         return None
     if isinstance(multileave, str | bytes):
@@ -62,14 +64,16 @@ def parse(multileave: object) -> JsonObject | None:
 
 
 def decision_arms(arm: str, multileave: object) -> tuple[str, ...]:
-    """The arms a decision credits (each gets one outcome): the multileaved set, else ``arm``."""
+    """The arms a decision credits (each gets one outcome): the multileaved set of its
+    ``multileave`` column, else its own ``arm``.
+    """
     parsed = parse(multileave)
     return (arm,) if parsed is None else tuple(parsed["arms"])
 
 
 def decision_pulls(decision_rows: Iterable[Row]) -> Counter[str]:
-    """Pulls per arm of decision rows as the service writes them: one per credited arm of every
-    policy (not cold-start) decision. Every backend counts the pulls it adds with this.
+    """Pulls per arm of ``decision_rows`` as the service writes them: one per credited arm of
+    every policy (not cold-start) decision. Every backend counts the pulls it adds with this.
     """
     pulls: Counter[str] = Counter()
     for row in decision_rows:
@@ -114,7 +118,7 @@ def credited_feedback(arms: Sequence[str], multileaved: bool,
 
 
 def set_name(arms: Sequence[str]) -> str:
-    """The name of a multileaved set (``decisions.arm``)."""
+    """The name of the multileaved set of ``arms`` (``decisions.arm``)."""
     return SET_SEPARATOR.join(arms)
 
 
@@ -144,7 +148,8 @@ class MultileaveView:
 
 
 def multileave_view(snapshot: PolicySnapshot, m: int, propensity_grid: int) -> MultileaveView:
-    """The multileaving policy on ``snapshot``'s Thompson Sampling statistics.
+    """The multileaving policy on ``snapshot``'s Thompson Sampling statistics, choosing ``m``
+    arms, its set probabilities by quadrature on ``propensity_grid`` intervals.
 
     Raises
     ------
@@ -189,8 +194,9 @@ class MultileaveChoice:
 
 
 def choose(view: MultileaveView, k: int, rng: np.random.Generator) -> MultileaveChoice:
-    """Draw the set (the ``m`` largest of one Beta sample per arm) and the draft order of a
-    slate of ``k`` (every arm of the set drafts once per round, in a random order).
+    """Draw the set (the ``m`` largest of one Beta sample per arm of ``view``'s policy) and
+    the draft order of a slate of ``k`` (every arm of the set drafts once per round, in a
+    random order), from ``rng``.
     """
     policy = view.policy
     chosen = policy.select_batch(policy.state_, rng).arms[0]
@@ -323,7 +329,7 @@ def _pairwise(names: Sequence[str], reward: npt.NDArray[np.float64]) -> pd.DataF
 
 
 def format_credit(report: CreditReport) -> str:
-    """The report as text (``recbandits credit``'s output)."""
+    """The ``report`` as text (``recbandits credit``'s output)."""
     lines = [f"{report.n_decisions} multileaved decisions", "",
              f"{'arm':<14}{'impressions':>12}{'decided':>9}{'credited':>10}{'rate':>8}"
              f"{'95% interval':>18}"]

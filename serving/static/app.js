@@ -174,8 +174,12 @@
     served.textContent = slate.cold_start
       ? `User ${state.userText} is unknown to the arms: the popularity list served them outside `
         + "the policy, so feedback here is stored but rewards no arm."
-      : `Served by ${slate.arm} (chosen with probability ${pct(slate.propensity)}), `
-        + `policy version ${slate.policy_version}.`;
+      : slate.arm.includes("+")
+        ? `Multileaved from ${slate.arm.split("+").join(" and ")} (this set chosen with `
+          + `probability ${pct(slate.propensity)}): each movie names the arm it came from, `
+          + `and feedback on it credits that arm; policy version ${slate.policy_version}.`
+        : `Served by ${slate.arm} (chosen with probability ${pct(slate.propensity)}), `
+          + `policy version ${slate.policy_version}.`;
 
     const before = new Map();
     if (previous) previous.items.forEach((item) => before.set(item.movie_id, item.position));
@@ -190,6 +194,7 @@
       li.dataset.movieId = String(item.movie_id);
       li.dataset.position = String(item.position);
       li.dataset.genres = item.genres.join("|");
+      if (item.arm) li.dataset.arm = item.arm;
 
       li.append(el("span", "position", item.position));
 
@@ -198,6 +203,11 @@
       const title = el("h3", "title", split.name);
       if (split.year !== null) title.append(" ", el("span", "year", `(${split.year})`));
       info.append(title);
+      if (item.arm && item.arm !== slate.arm) {  // a multileaved slate: the contributing arm
+        const from = el("span", "badge item-arm", `from ${item.arm}`);
+        from.title = `${item.arm} contributed this movie; feedback on it credits ${item.arm}`;
+        title.append(" ", from);
+      }
       const genres = el("ul", "genres");
       genres.setAttribute("aria-label", "Genres");
       for (const g of item.genres) genres.append(el("li", "genre", g));
