@@ -255,7 +255,8 @@ def credit_report(decisions: Iterable[tuple[str, object]],
     outcomes : iterable of (event_id, arm, reward)
         The decided (decision, arm) outcomes of those decisions.
     arms : sequence of str
-        Arm names, in the report's order (arms seen in the log but not named are appended).
+        Arm names, the report's order of those the log multileaved (others it multileaved are
+        appended by name).
     n_bootstrap : int, default 1000
         Bootstrap resamples of the decisions (>= 1).
     seed : int, default 0
@@ -268,7 +269,8 @@ def credit_report(decisions: Iterable[tuple[str, object]],
     if n_bootstrap < 1:
         raise ValueError(f"n_bootstrap must be >= 1, got {n_bootstrap}")
     sets = {e: tuple(parse(m)["arms"]) for e, m in decisions}  # type: ignore[index]
-    names = list(arms) + sorted({a for s in sets.values() for a in s} - set(arms))
+    seen = {a for s in sets.values() for a in s}
+    names = [a for a in arms if a in seen] + sorted(seen - set(arms))
     column = {a: j for j, a in enumerate(names)}
     row = {e: i for i, e in enumerate(sets)}
     n, K = len(sets), len(names)

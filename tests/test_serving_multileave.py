@@ -3,7 +3,8 @@ of the logged rankings, an event credits its item's arm once, the settle sweep g
 uncredited arm its default reward once, and the policy is the fold of the log, mixed logs too.
 
 Arms are SVD, popularity and random fitted on the small synthetic catalogue of ``conftest.py``;
-both stores. Team-draft fairness is tested with the lab's code (``tests/test_multileave.py``).
+both stores. Team-draft fairness is tested with the lab's code
+(``tests/test_bandits_multileave.py``).
 """
 
 from __future__ import annotations
@@ -316,3 +317,48 @@ def test_an_old_store_gains_the_multileave_schema(backend: str, tmp_path: Path) 
         ("e1", "svd", 1.0)]
     store.dispose()
     engine.dispose()
+
+
+@pytest.mark.slow
+def test_two_workers_credit_each_arm_once_and_serve_the_fold(tmp_path: Path) -> None:
+    # PostgreSQL: the store where two workers' batches commit concurrently (SQLite serialises).
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+    from test_serving_support import ServiceProcess, wait_for_workers
+
+    url = store_url("postgresql", tmp_path)
+    env = {"RECBANDITS_SYNTHETIC_USERS": "120", "RECBANDITS_SYNTHETIC_ITEMS": "200",
+           "RECBANDITS_SYNTHETIC_RATINGS": "3000", "RECBANDITS_REFRESH_INTERVAL_S": "0.05",
+           "RECBANDITS_ADMIN_TOKEN": ADMIN_TOKEN, "RECBANDITS_PROPENSITY_GRID": "256"}
+    args = ["--dataset", "synthetic", "--arms", ",".join(ARMS), "--seed", "1", "--state-dir",
+            str(tmp_path / "state"), "--db", url, "--slate-mode", "multileave",
+            "--multileave-arms", "2"]
+    settings = Settings(db=url, arms=ARMS, seed=1, state_dir=tmp_path / "state",
+                        slate_mode="multileave")
+    server = ServiceProcess([*args, "--workers", "2"], env, tmp_path / "server.log")
+    try:
+        wait_for_workers(server.base, 2)
+        with httpx.Client(base_url=server.base, timeout=30) as client:
+            slates = [client.get("/recommendations", params={"user_id": u, "k": 4}).json()
+                      for u in range(1, 41)]
+        payloads = [{"user_id": s["user_id"], "movie_id": item["movie_id"],
+                     "feedback_type": ("like", "click", "dislike")[(i + j) % 3],
+                     "event_id": s["event_id"]}
+                    for i, s in enumerate(slates) for j, item in enumerate(s["items"])]
+
+        def send(payload: dict) -> int:
+            with httpx.Client(base_url=server.base, timeout=30) as c:
+                return c.post("/feedback", json=payload).status_code
+
+        with ThreadPoolExecutor(8) as pool:  # every payload twice, interleaved
+            statuses = list(pool.map(send, payloads + payloads[::-1]))
+        assert len(assert_workers_are_the_fold(server.base, url, settings, workers=2)) == 2
+    finally:
+        server.stop()
+    assert statuses.count(201) == statuses.count(200) == len(payloads) == 160
+    decided = [(r["event_id"], r["arm"]) for r in read_table(url, outcomes)]
+    # Every (decision, arm) had rewarded feedback on its items: one outcome each, no more.
+    assert len(decided) == len(set(decided)) == 2 * 40
+    assert sum(r["counted"] for r in read_table(url, feedback)) == 80
+    assert_log_invariants(url, settings)
