@@ -362,3 +362,33 @@ def test_two_workers_credit_each_arm_once_and_serve_the_fold(tmp_path: Path) -> 
     assert len(decided) == len(set(decided)) == 2 * 40
     assert sum(r["counted"] for r in read_table(url, feedback)) == 80
     assert_log_invariants(url, settings)
+
+
+@pytest.mark.slow
+def test_readme_multileave_example_works_when_pasted(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from test_serving_newcomer import readme_block
+    from test_serving_support import ServiceProcess
+
+    script = readme_block("multileave-example")
+    assert "localhost:8000" in script and "/tmp/ml-demo" in script
+    state = str(tmp_path / "state")
+    server = ServiceProcess(["--dataset", "synthetic", "--arms", "svd,popularity,random",
+                             "--state-dir", state, "--slate-mode", "multileave",
+                             "--multileave-arms", "2"], {}, tmp_path / "server.log")
+    try:
+        script = (script.replace("localhost:8000", server.base.removeprefix("http://"))
+                  .replace("/tmp/ml-demo", state)
+                  .replace("recbandits credit", f"{sys.executable} -m experiments.cli credit"))
+        run = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script],
+                             capture_output=True, text=True, timeout=300)
+    finally:
+        server.stop()
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith('{"arm":"') and '"propensity":' in lines[0]
+    fifth_arm = lines[5].split(",")[-1].strip('"]')  # the items' lines follow the slate's
+    assert f'{{"arm":"{fifth_arm}","reward":1,' in lines[7]
+    assert "1 multileaved decisions" in run.stdout and "win rate" in run.stdout
