@@ -228,6 +228,9 @@ class ArmPolicyOut(BaseModel):
     failures: float | None = None
     credible_interval: tuple[float, float] | None = Field(
         None, description="Central 95% posterior interval")
+    inclusion_probability: float | None = Field(
+        None, description="With multileaved slates: probability this arm is among the "
+                          "multileaved arms of the next slate (summing to multileave_arms)")
 
 
 class PolicyOut(BaseModel):
@@ -239,6 +242,9 @@ class PolicyOut(BaseModel):
     policy_version: int
     log_seq: int = Field(description="Log position of the last outcome folded into the state")
     reward_window_s: float
+    slate_mode: str = Field("single", description="``single`` or ``multileave`` (slates mixed "
+                            "from multileave_arms arms, each event crediting its item's arm)")
+    multileave_arms: int | None = Field(None, description="Arms per multileaved slate")
     arms: list[ArmPolicyOut]
 
 

@@ -517,13 +517,17 @@ class RecommendationService:
             top = top_k_row(scores, k)
         return top
 
-    def multileave_view(self) -> MultileaveView:
-        """The multileaving policy of the current snapshot (built once per snapshot)."""
+    def multileave_view(self, snapshot: PolicySnapshot | None = None) -> MultileaveView:
+        """The multileaving policy of ``snapshot`` (default the current one), built once per
+        snapshot.
+        """
         view = self._multileave_view
-        snapshot = self.snapshot
+        snapshot = self.snapshot if snapshot is None else snapshot
         if view is None or view.snapshot is not snapshot:
-            view = self._multileave_view = multileave_view(
-                snapshot, self.settings.multileave_arms, self.settings.propensity_grid)
+            view = multileave_view(snapshot, self.settings.multileave_arms,
+                                   self.settings.propensity_grid)
+            if snapshot is self.snapshot:
+                self._multileave_view = view
         return view
 
     async def _recommend_multileave(
@@ -858,8 +862,15 @@ class RecommendationService:
     async def policy_view(self) -> JsonObject:
         """What ``GET /policy`` answers: the policy folded up to the log's latest outcome."""
         await asyncio.get_running_loop().run_in_executor(self.readers, self.refresh)
-        return self.policy_model.describe(self.snapshot, self.features.mean_vector(),
+        snapshot = self.snapshot
+        view = self.policy_model.describe(snapshot, self.features.mean_vector(),
                                           self.settings.reward_window_s)
+        if self._multileave:  # each arm's chance of being multileaved into the next slate
+            inclusion = self.multileave_view(snapshot).inclusion
+            view.update(slate_mode="multileave", multileave_arms=self.settings.multileave_arms)
+            for row in view["arms"]:
+                row["inclusion_probability"] = inclusion[row["arm"]]
+        return view
 
     def arm_tallies(self) -> dict[str, tuple[int, int, float]]:
         """Per arm: (pulls, outcomes folded, reward sum), for ``/metrics`` (fresh: the outcomes

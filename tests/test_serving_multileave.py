@@ -161,6 +161,12 @@ def test_a_like_credits_the_arm_of_its_position_once(client: TestClient,
     counted = [r for r in read_table(settings.db, feedback) if r["counted"]]
     assert [r["movie_id"] for r in counted] == [fifth["movie_id"]]
     assert decided[fifth["arm"]]["feedback_seq"] == counted[0]["seq"]
+    policy = client.get("/policy").json()
+    assert (policy["slate_mode"], policy["multileave_arms"]) == ("multileave", 2)
+    inclusion = [a["inclusion_probability"] for a in policy["arms"]]
+    assert sum(inclusion) == pytest.approx(2.0)
+    assert max(inclusion) == next(a["inclusion_probability"] for a in policy["arms"]
+                                  if a["arm"] == fifth["arm"])  # the one arm with a success
     # The fold: the credited arm gained one success, no other arm anything yet.
     stats = client.get("/admin/policy-state",
                        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).json()
@@ -392,3 +398,45 @@ def test_readme_multileave_example_works_when_pasted(tmp_path: Path) -> None:
     fifth_arm = lines[5].split(",")[-1].strip('"]')  # the items' lines follow the slate's
     assert f'{{"arm":"{fifth_arm}","reward":1,' in lines[7]
     assert "1 multileaved decisions" in run.stdout and "win rate" in run.stdout
+
+
+@pytest.mark.slow
+def test_the_demo_page_names_each_movies_arm(tmp_path: Path) -> None:
+    from test_demo_page import CHROMIUM_ARGS, ENV, _chromium, _unavailable, _wait_for_new_list
+    from test_serving_support import ServiceProcess
+
+    executable = _chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        _unavailable(f"playwright is not installed: {exc} (pip install -e '.[dev]')")
+    server = ServiceProcess(["--dataset", "synthetic", "--arms", ",".join(ARMS), "--seed", "1",
+                             "--state-dir", str(tmp_path / "state"), "--slate-mode",
+                             "multileave"], ENV, tmp_path / "server.log")
+    problems: list[str] = []
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+            page.goto(f"{server.base}/?user=5", wait_until="domcontentloaded")
+            page.wait_for_selector("#heading-user:text-is('5')")
+            page.wait_for_selector("#recs[aria-busy='false'] li.movie")
+            assert page.text_content("#served-by").startswith("Multileaved from ")
+            arms = page.eval_on_selector_all("#recs li.movie", "els => els.map(e => "
+                                             "[e.dataset.arm, e.querySelector('.item-arm')"
+                                             ".textContent])")
+            assert len(arms) == 10 and all(badge == f"from {arm}" for arm, badge in arms)
+            assert len({arm for arm, _ in arms}) == 2
+            event_id = page.get_attribute("#recs", "data-event-id")
+            fifth = page.get_attribute("#recs li.movie:nth-child(5)", "data-movie-id")
+            page.click(f"#recs li.movie[data-movie-id='{fifth}'] button.like")
+            _wait_for_new_list(page, event_id)
+            page.wait_for_selector("#last-reward:not([hidden])")
+            assert page.get_attribute("#last-reward", "data-arm") == arms[4][0]
+            assert f"gave {arms[4][0]} reward 1" in page.text_content("#last-reward")
+            page.screenshot(path=str(tmp_path / "demo_multileave.png"), full_page=True)
+            browser.close()
+    finally:
+        server.stop()
+    assert not problems, problems
