@@ -30,6 +30,7 @@ mixed logs too. A request multileaves the ``m`` arms with the largest of one Bet
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -335,18 +336,18 @@ def format_credit(report: CreditReport) -> str:
     lines = [f"{report.n_decisions} multileaved decisions", "",
              f"{'arm':<14}{'impressions':>12}{'decided':>9}{'credited':>10}{'rate':>8}"
              f"{'95% interval':>18}"]
-    for r in report.arms.itertuples():
-        interval = "-" if np.isnan(r.low) else f"[{r.low:.3f}, {r.high:.3f}]"
-        rate = "-" if np.isnan(r.rate) else f"{r.rate:.3f}"
-        lines.append(f"{r.arm:<14}{r.impressions:>12}{r.decided:>9}{r.credited:>10g}{rate:>8}"
-                     f"{interval:>18}")
+    for r in report.arms.to_dict("records"):
+        interval = "-" if math.isnan(r["low"]) else f"[{r['low']:.3f}, {r['high']:.3f}]"
+        rate = "-" if math.isnan(r["rate"]) else f"{r['rate']:.3f}"
+        lines.append(f"{r['arm']:<14}{r['impressions']:>12}{r['decided']:>9}"
+                     f"{r['credited']:>10g}{rate:>8}{interval:>18}")
     lines += ["", "pairwise (team-draft comparisons of the slates showing both arms):",
               f"{'arm':<14}{'versus':<14}{'slates':>8}{'wins':>7}{'losses':>8}{'ties':>7}"
               f"{'win rate':>10}"]
-    for w in report.wins.itertuples():
-        rate = "-" if np.isnan(w.win_rate) else f"{w.win_rate:.3f}"
-        lines.append(f"{w.arm:<14}{w.versus:<14}{w.comparisons:>8}{w.wins:>7}{w.losses:>8}"
-                     f"{w.ties:>7}{rate:>10}")
+    for w in report.wins.to_dict("records"):
+        rate = "-" if math.isnan(w["win_rate"]) else f"{w['win_rate']:.3f}"
+        lines.append(f"{w['arm']:<14}{w['versus']:<14}{w['comparisons']:>8}{w['wins']:>7}"
+                     f"{w['losses']:>8}{w['ties']:>7}{rate:>10}")
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -440,3 +441,43 @@ def test_the_demo_page_names_each_movies_arm(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert not problems, problems
+
+
+def test_a_purge_keeps_the_multileaved_folds(client: TestClient, settings: Settings,
+                                             serving_catalog: Dataset) -> None:
+    from datetime import UTC, datetime
+
+    from serving.commands import purge
+
+    rng = np.random.default_rng(1)
+    for user in range(1, 9):
+        slate = recommend(client, user, k=4)
+        like(client, slate, int(rng.integers(1, 5)), ("like", "dislike")[user % 2])
+    settle_past_the_window(client)
+    recommend(client, 9, k=4)  # open: kept by the purge
+    service = client.app.state.service
+    whole = service.policy_model.replay(service.store.outcomes_after(0)).state_dict()["stats"]
+    pulls = {r["arm"]: r["pulls"] for r in read_table(settings.db, arm_state)}
+    cut = time.time() + 4 * 3600
+    out = io.StringIO()
+    assert purge(settings, datetime.fromtimestamp(cut, UTC).isoformat(), out=out,
+                 catalog=serving_catalog, now=cut + settings.retention_s + 1.0) == 0, \
+        out.getvalue()
+    assert "deleted 8 decisions, 16 outcomes" in out.getvalue()
+    store = open_store(settings.db, create=False)
+    try:
+        fold = store.fold_snapshot()
+    finally:
+        store.dispose()
+    (kept,) = read_table(settings.db, decisions)  # the open decision
+    purged = Counter(pulls)
+    purged.subtract(kept["multileave"]["arms"])  # each purged decision pulled both its arms
+    assert fold is not None and fold.pulls == dict(+purged)
+    assert fold.policy["state"]["stats"] == json_round_trip(whole)
+    assert_log_invariants(settings.db, settings)
+
+
+def json_round_trip(value: object) -> object:
+    import json
+
+    return json.loads(json.dumps(value))

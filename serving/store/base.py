@@ -1066,7 +1066,7 @@ class Store(abc.ABC):
             pulls = Counter(json.loads(conn.execute(
                 sa.select(fold_snapshots.c.pulls).where(fold_snapshots.c.seq == previous)
             ).scalar_one_or_none() or "{}"))
-            pulls.update(decision_pulls(r._mapping for r in gone))
+            pulls.update(decision_pulls(dict(r._mapping) for r in gone))
             conn.execute(fold_snapshots.insert().values(
                 seq=seq, cut=cut, created_at=now, policy=json.dumps(policy),
                 pulls=json.dumps(dict(sorted(pulls.items()))), deleted=json.dumps(deleted)))
