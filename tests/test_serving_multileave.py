@@ -481,3 +481,18 @@ def json_round_trip(value: object) -> object:
     import json
 
     return json.loads(json.dumps(value))
+
+
+def test_an_event_without_its_decision_credits_the_items_arm(client: TestClient,
+                                                              settings: Settings) -> None:
+    # Attributed to the user's latest decision showing the item (no event_id): the arm is
+    # still the one that contributed the item.
+    slate = recommend(client, 3)
+    third = slate["items"][2]
+    response = client.post("/events", json={"events": [
+        {"user_id": 3, "item_id": third["movie_id"], "type": "click"}]})
+    assert response.status_code == 201, response.text
+    stored = response.json()["events"][0]
+    assert (stored["event_id"], stored["arm"], stored["policy_updated"]) == (
+        slate["event_id"], third["arm"], True)
+    assert list(outcome_rows(settings, slate["event_id"])) == [third["arm"]]
