@@ -95,8 +95,8 @@ def main() -> None:
             times.setdefault(name, []).append(json.loads(out.stdout.strip().splitlines()[-1]))
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
     single = statistics.median(times["single"])
-    print(f"recommend() in process, CPU time, {args.dataset}, {args.requests} requests x {args.rounds} "
-          f"rounds (load average {' '.join(load)})")
+    print(f"recommend() in process, CPU time, {args.dataset}, {args.requests} requests x "
+          f"{args.rounds} rounds (load average {' '.join(load)})")
     for name, values in times.items():
         median = statistics.median(values)
         print(f"{name:<22}{median:>9.1f} us/request  ({median / single:.2f} of single; min "
