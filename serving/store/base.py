@@ -287,18 +287,29 @@ class Store(abc.ABC):
             # A store written before events carried values gains the (nullable) column.
             if "value" not in {c["name"] for c in sa.inspect(conn).get_columns(feedback.name)}:
                 conn.exec_driver_sql("ALTER TABLE feedback ADD COLUMN value DOUBLE PRECISION")
-            self._upgrade_for_multileave(conn)
             conn.execute(self.insert(log_head).values(id=1, seq=0).on_conflict_do_nothing())
+            self._upgrade_for_multileave(conn)
             for arm in arms:
                 conn.execute(self.insert(arm_state).values(arm=arm).on_conflict_do_nothing())
 
-    @staticmethod
-    def _upgrade_for_multileave(conn: Connection) -> None:
+    def _upgrade_for_multileave(self, conn: Connection) -> None:
         """Give a store written before multileaving its schema: the ``decisions.multileave``
         column, and ``outcomes`` keyed by (decision, arm) instead of the decision (the rows are
         copied: a primary key cannot be altered in place on SQLite). Portable SQL only.
+
+        Under the ``log_head`` row lock, looked at again once held: workers starting together
+        on an old store upgrade it once, and no writer of outcomes runs meanwhile.
         """
+        def old(inspector: sa.Inspector) -> bool:
+            return ("multileave" not in {c["name"] for c in inspector.get_columns(decisions.name)}
+                    or inspector.get_pk_constraint(outcomes.name)["constrained_columns"]
+                    == ["event_id"])
+
+        if not old(sa.inspect(conn)):
+            return
+        conn.exec_driver_sql(self._next_seq_sql, (0,))  # the log_head row lock
         inspector = sa.inspect(conn)
+        inspector.clear_cache()
         if "multileave" not in {c["name"] for c in inspector.get_columns(decisions.name)}:
             conn.exec_driver_sql("ALTER TABLE decisions ADD COLUMN multileave JSON")
         if inspector.get_pk_constraint(outcomes.name)["constrained_columns"] == ["event_id"]:
