@@ -70,8 +70,10 @@ class RecommendationOut(BaseModel):
 
     event_id: str = Field(description="Id of the logged decision; send it back with feedback")
     user_id: int
-    arm: str
-    propensity: float = Field(description="Probability the policy had of choosing this arm")
+    arm: str = Field(description="The arm that ranked the slate, or with multileaved slates "
+                     "the set of arms mixed into it, joined by '+' (each item names its own)")
+    propensity: float = Field(description="Probability the policy had of choosing this arm (a "
+                              "multileaved slate: this set of arms)")
     policy_version: int
     cold_start: bool = Field(description="True when the user is unknown to the arms and the "
                              "popularity ranking served them outside the policy")

@@ -97,8 +97,9 @@ class Recommendation:
     event_id : str
     user_id : int
     arm : str
+        The arm, or a multileaved slate's set of arms joined by ``+``.
     propensity : float
-        Probability the policy had of choosing ``arm``.
+        Probability the policy had of choosing ``arm`` (the set).
     policy_version : int
     cold_start : bool
         True when popularity served an unknown user outside the policy.
