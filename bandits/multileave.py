@@ -161,6 +161,8 @@ def fill_slate(rankings: Any, order: Any) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"order must hold ranker indices in [0, {n_rankers}), got values in "
                          f"[{order.min()}, {order.max()}]")
     k = order.shape[1]
+    if R == 1:  # one request (the service): a plain walk, ~20x cheaper than k numpy steps
+        return _fill_one(lists[0], order[0])
     items = np.full((R, k), -1, dtype=np.int64)
     ranks = np.full((R, k), -1, dtype=np.int64)
     flat = lists.reshape(R * n_rankers, L)
@@ -175,6 +177,32 @@ def fill_slate(rankings: Any, order: Any) -> tuple[np.ndarray, np.ndarray]:
         items[:, j] = np.where(found, own[np.arange(R), first], -1)
         ranks[:, j] = np.where(found, first, -1)
     return items, ranks
+
+
+def _fill_one(lists: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`fill_slate` of one run: ``lists`` (n_rankers, L), ``order`` (k,); (1, k) each.
+
+    The same rule, walked in Python: each ranker keeps a pointer past the items it has passed
+    (shown or padding), which can only be shown again by no one.
+    """
+    rows = lists.tolist()
+    pointer = [0] * len(rows)
+    shown: set[int] = set()
+    items, ranks = [], []
+    for ranker in order.tolist():
+        row, p = rows[ranker], pointer[ranker]
+        while p < len(row) and (row[p] < 0 or row[p] in shown):
+            p += 1
+        if p < len(row):
+            shown.add(row[p])
+            items.append(row[p])
+            ranks.append(p)
+            p += 1
+        else:
+            items.append(-1)
+            ranks.append(-1)
+        pointer[ranker] = p
+    return np.array([items], dtype=np.int64), np.array([ranks], dtype=np.int64)
 
 
 def team_draft(rankings: Any, k: int, rng: RunRandom) -> tuple[np.ndarray, np.ndarray]:

@@ -149,7 +149,7 @@ def _serving_settings(args: argparse.Namespace) -> object:
     from serving.settings import Settings
 
     names = ("host", "port", "workers", "db", "data", "state_dir", "arms", "dataset", "seed",
-             "policy")
+             "policy", "slate_mode", "multileave_arms")
     given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     if getattr(args, "settings", None):
         return Settings.from_file(args.settings, **given)
@@ -287,6 +287,12 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8000)")
     serve.add_argument("--workers", type=int, metavar="N", help="worker processes (default 1)")
+    serve.add_argument("--slate-mode", choices=("single", "multileave"),
+                       help="single (default): one arm ranks each slate; multileave: the team "
+                       "draft of --multileave-arms arms, each event crediting its item's arm "
+                       "(RECBANDITS_SLATE_MODE)")
+    serve.add_argument("--multileave-arms", type=int, metavar="M",
+                       help="arms per multileaved slate (default 2; RECBANDITS_MULTILEAVE_ARMS)")
     store_options(serve)
     serve.set_defaults(handler=lambda args: _run_serving(args, "serve"))
 
@@ -294,6 +300,17 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
         "retrain", help="refit the served arms on MovieLens plus feedback; new policy version")
     store_options(retrain)
     retrain.set_defaults(handler=lambda args: _run_serving(args, "retrain"))
+
+    credit = commands.add_parser(
+        "credit", help="compare the arms of the log's multileaved slates: credited click rates "
+        "with bootstrap intervals and pairwise team-draft win rates")
+    store_options(credit)
+    credit.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                        help="bootstrap resamples (default 1000)")
+    credit.add_argument("--bootstrap-seed", type=int, default=0, metavar="S",
+                        help="bootstrap seed (default 0)")
+    credit.set_defaults(handler=lambda args: _run_serving(
+        args, "credit", n_bootstrap=args.bootstrap, seed=args.bootstrap_seed))
 
     rebuild = commands.add_parser(
         "rebuild-state", help="replay the log: re-derive every outcome, the pulls, the ratings "

@@ -25,6 +25,7 @@ from arms.data import load_movielens, make_synthetic
 from arms.data.dataset import Dataset
 from serving.armset import ArmSet, file_lock, fit_arms, load_arms, make_arm, save_arms
 from serving.live import arm_bytes, arm_from_bytes, fold_live_arms
+from serving.multileave import credit_report, format_credit
 from serving.replay import (
     DecisionRow,
     FeedbackRow,
@@ -273,10 +274,10 @@ def rebuild_state(settings: Settings, out: TextIO | None = None) -> int:
                  else state["params"].get("n_features"))
     try:
         check = check_log(
-            [DecisionRow(e, a, bool(c), float(d), bool(s))
-             for e, a, c, d, s in rows["decisions"]],
-            [FeedbackRow(int(q), e, int(u), int(m), float(t), ty, bool(c), r, v)
-             for q, e, u, m, t, ty, c, r, v in rows["feedback"]],
+            [DecisionRow(e, a, bool(c), float(d), bool(s), ml)
+             for e, a, c, d, s, ml in rows["decisions"]],
+            [FeedbackRow(int(q), e, int(u), int(m), float(t), ty, bool(c), r, v, fa)
+             for q, e, u, m, t, ty, c, r, v, fa in rows["feedback"]],
             [OutcomeRow(int(q), e, a, float(r), None if f is None else int(f))
              for q, e, a, r, f in rows["outcomes"]],
             rows["contexts"], rows["pulls"], rows["ratings"], settings.rule_book(),
@@ -303,6 +304,36 @@ def rebuild_state(settings: Settings, out: TextIO | None = None) -> int:
         print(f"  mismatch: {line}", file=out)
     print(f"match: {'yes' if check.match else 'NO'}", file=out)
     return 0 if check.match else 1
+
+
+def credit(settings: Settings, *, n_bootstrap: int = 1000, seed: int = 0,
+           out: TextIO | None = None) -> int:
+    """Compare the arms of the log's multileaved decisions (``recbandits credit``); 0 unless
+    the log holds none (2, said).
+
+    Per arm: impressions (multileaved slates it contributed to), the credited rewards of the
+    decided ones, their rate with a 95% percentile bootstrap interval (decisions resampled,
+    ``n_bootstrap`` times from ``seed``), and the pairwise win rates of the team-draft
+    comparisons (:func:`serving.multileave.credit_report`).
+    """
+    out = out if out is not None else sys.stdout
+    if n_bootstrap < 1:
+        print(f"recbandits credit: --bootstrap must be >= 1, got {n_bootstrap}", file=out)
+        return 2
+    with _open_log(settings, "credit", out) as store:
+        if store is None:
+            return 0
+        decisions, outcomes = store.multileave_rows()
+        source = store.describe()
+    if not decisions:
+        print(f"recbandits credit: {source} holds no multileaved decision (serve with "
+              "--slate-mode multileave)", file=out)
+        return 2
+    report = credit_report(decisions, outcomes, settings.arms, n_bootstrap=n_bootstrap,
+                           seed=seed)
+    print(f"store: {source}", file=out)
+    print(format_credit(report), file=out)
+    return 0
 
 
 def parse_date(text: str) -> float:

@@ -15,12 +15,13 @@ remaining feedback (the latest seq wins).
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from bandits.base import BatchedPolicy
+from serving.multileave import credited_feedback, decision_arms, group_feedback
 from serving.policy import Outcome, PolicyModel
 from serving.rules import Feedback, RuleBook
 from serving.store.types import FoldSnapshot
@@ -35,6 +36,13 @@ class DecisionRow:
     cold_start: bool
     reward_deadline: float
     settled: bool
+    #: A multileaved decision's ``multileave`` column (None: a single-arm decision).
+    multileave: Any = None
+
+    @property
+    def arms(self) -> tuple[str, ...]:
+        """The arms it credits, one outcome each (:func:`serving.multileave.decision_arms`)."""
+        return decision_arms(self.arm, self.multileave)
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,8 @@ class FeedbackRow:
     counted: bool
     rating: float | None
     value: float | None = None
+    #: The arm the row was attributed to (a multileaved slate's: the item's contributing arm).
+    arm: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,7 +88,8 @@ class LogCheck:
     rewards : dict of str to (n, sum)
         Outcomes and their reward sum per arm (the fold's input).
     pending : int
-        Policy decisions whose outcome is not decided yet.
+        Policy decisions (a multileaved one: per credited arm) whose outcome is not decided
+        yet.
     policy : BatchedPolicy
         The fold of the outcomes in log order.
     """
@@ -120,34 +131,32 @@ def latest_ratings(feedback: Iterable[FeedbackRow], rules: RuleBook,
 
 def _index_feedback(feedback: Iterable[FeedbackRow], rules: RuleBook,
                     fold: FoldSnapshot | None = None) -> tuple[
-        dict[str, list[Feedback]], set[int], dict[tuple[int, int], tuple[int, float]]]:
+        Mapping[str, list[tuple[str | None, Feedback]]], set[int],
+        dict[tuple[int, int], tuple[int, float]]]:
     """One pass over ``feedback``: what the checks compare against.
 
     Returns
     -------
-    by_event : dict of event_id to list of Feedback
-        The feedback attributed to each decision, as the rules read it.
+    by_event : mapping of event_id to list of (arm, Feedback)
+        The feedback attributed to each decision, as the rules read it, with its arm.
     counted_seqs : set of int
         Seqs of the rows marked ``counted`` (they decided an outcome).
     ratings : dict of (user_id, movie_id) to (seq, rating)
         :func:`latest_ratings` of the feedback, starting from ``fold``'s.
     """
     rows = list(feedback)
-    by_event: dict[str, list[Feedback]] = defaultdict(list)
-    counted_seqs: set[int] = set()
-    for f in rows:
-        if f.event_id is not None:
-            by_event[f.event_id].append(Feedback(f.seq, f.created_at, f.feedback_type,
-                                                  f.value))
-        if f.counted:
-            counted_seqs.add(f.seq)
+    by_event = group_feedback((f.event_id, f.arm, Feedback(f.seq, f.created_at,
+                                                           f.feedback_type, f.value))
+                              for f in rows if f.event_id is not None)
+    counted_seqs = {f.seq for f in rows if f.counted}
     ratings = latest_ratings(rows, rules, None if fold is None else fold.ratings)
     return by_event, counted_seqs, ratings
 
 
 def _check_undecided(d: DecisionRow, fb: list[Feedback], rules: RuleBook,
                      problems: list[str]) -> int:
-    """Check policy decision ``d`` that has no stored outcome; 1 if it is rightly pending.
+    """Check policy decision ``d`` (one credited arm of it) that has no stored outcome; 1 if
+    it is rightly pending.
 
     A problem is appended to ``problems`` when the ``rules`` decide it on its feedback ``fb``,
     or when it was marked settled.
@@ -177,10 +186,26 @@ def _outcome_problems(d: DecisionRow, o: OutcomeRow, fb: list[Feedback],
                         f"(feedback seq {o.feedback_seq}) but the rules give "
                         f"{'none' if expected is None else f'{expected[0]:g}'} "
                         f"(feedback seq {decider})")
-    if o.arm != d.arm:
-        problems.append(f"decision {d.event_id}: outcome arm {o.arm} is not the decision's "
-                        f"arm {d.arm}")
     return problems
+
+
+def _check_decision(d: DecisionRow, fb: list[tuple[str | None, Feedback]],
+                    stored: dict[tuple[str, str], OutcomeRow], rules: RuleBook,
+                    report: LogCheck, problems: list[str], deciding: set[int]) -> None:
+    """Check policy decision ``d`` against its feedback ``fb``: one outcome per credited arm
+    (popped from ``stored``), each the rules' on the feedback that arm is credited with (a
+    multileaved decision's arm: its own items'); count its pulls and deciding feedback.
+    """
+    by_arm = credited_feedback(d.arms, d.multileave is not None, fb)
+    for arm in d.arms:
+        report.pulls_replayed[arm] += 1
+        o = stored.pop((d.event_id, arm), None)
+        if o is None:
+            report.pending += _check_undecided(d, by_arm[arm], rules, problems)
+            continue
+        problems.extend(_outcome_problems(d, o, by_arm[arm], rules))
+        if o.feedback_seq is not None:
+            deciding.add(o.feedback_seq)
 
 
 def check_log(decisions: Iterable[DecisionRow], feedback: Iterable[FeedbackRow],
@@ -217,24 +242,17 @@ def check_log(decisions: Iterable[DecisionRow], feedback: Iterable[FeedbackRow],
     problems: list[str] = []
     by_event, counted_seqs, ratings = _index_feedback(feedback, rules, fold)
     outcome_list = list(outcomes)
-    stored = {o.event_id: o for o in outcome_list}
+    stored = {(o.event_id, o.arm): o for o in outcome_list}
     deciding: set[int] = set()
     for d in decisions:
-        o = stored.pop(d.event_id, None)
         if d.cold_start:
-            if o is not None:
+            if stored.pop((d.event_id, d.arm), None) is not None:
                 problems.append(f"cold-start decision {d.event_id} has an outcome")
             continue
-        report.pulls_replayed[d.arm] += 1
-        fb = by_event.get(d.event_id, [])
-        if o is None:
-            report.pending += _check_undecided(d, fb, rules, problems)
-            continue
-        problems.extend(_outcome_problems(d, o, fb, rules))
-        if o.feedback_seq is not None:
-            deciding.add(o.feedback_seq)
-    for event_id in stored:
-        problems.append(f"outcome of {event_id} has no decision")
+        _check_decision(d, by_event.get(d.event_id, []), stored, rules, report, problems,
+                        deciding)
+    for event_id, arm in stored:
+        problems.append(f"outcome of {event_id} (arm {arm}) has no decision crediting that arm")
     if counted_seqs != deciding:
         problems.append(f"{len(counted_seqs ^ deciding)} feedback row(s) say 'counted' where no "
                         f"outcome names them, or the reverse")

@@ -60,6 +60,9 @@ class RecommendedItem(BaseModel):
     genres: list[str]
     score: float = Field(description="Arm score after the session adjustment (higher is better)")
     position: int = Field(description="1-based rank in the slate")
+    arm: str | None = Field(None, description="The arm that contributed this movie: the "
+                            "decision's arm, or in a multileaved slate the arm whose ranking "
+                            "the team draft took it from (events on it credit that arm)")
 
 
 class RecommendationOut(BaseModel):
@@ -67,8 +70,10 @@ class RecommendationOut(BaseModel):
 
     event_id: str = Field(description="Id of the logged decision; send it back with feedback")
     user_id: int
-    arm: str
-    propensity: float = Field(description="Probability the policy had of choosing this arm")
+    arm: str = Field(description="The arm that ranked the slate, or with multileaved slates "
+                     "the set of arms mixed into it, joined by '+' (each item names its own)")
+    propensity: float = Field(description="Probability the policy had of choosing this arm (a "
+                              "multileaved slate: this set of arms)")
     policy_version: int
     cold_start: bool = Field(description="True when the user is unknown to the arms and the "
                              "popularity ranking served them outside the policy")
@@ -234,6 +239,9 @@ class ArmPolicyOut(BaseModel):
     failures: float | None = None
     credible_interval: tuple[float, float] | None = Field(
         None, description="Central 95% posterior interval")
+    inclusion_probability: float | None = Field(
+        None, description="With multileaved slates: probability this arm is among the "
+                          "multileaved arms of the next slate (summing to multileave_arms)")
 
 
 class PolicyOut(BaseModel):
@@ -245,6 +253,9 @@ class PolicyOut(BaseModel):
     policy_version: int
     log_seq: int = Field(description="Log position of the last outcome folded into the state")
     reward_window_s: float
+    slate_mode: str = Field("single", description="``single`` or ``multileave`` (slates mixed "
+                            "from multileave_arms arms, each event crediting its item's arm)")
+    multileave_arms: int | None = Field(None, description="Arms per multileaved slate")
     arms: list[ArmPolicyOut]
 
 

@@ -43,8 +43,10 @@ import numpy.typing as npt
 from arms.base import Recommender
 from arms.data.dataset import Dataset
 from arms.errors import unknown_id_message
+from bandits.multileave import order_probability
 from serving.armset import (
     ArmSet,
+    Ranking,
     file_lock,
     fit_arms,
     load_arms,
@@ -64,6 +66,14 @@ from serving.errors import (
 )
 from serving.features import FeatureStore
 from serving.live import arm_from_bytes, fold_log, user_history
+from serving.multileave import (
+    MultileaveView,
+    choose,
+    draft,
+    item_arm,
+    multileave_view,
+    set_name,
+)
 from serving.policy import PolicyModel, PolicySnapshot
 from serving.rules import RuleBook
 from serving.schemas import EventIn, FeedbackIn
@@ -87,8 +97,9 @@ class Recommendation:
     event_id : str
     user_id : int
     arm : str
+        The arm, or a multileaved slate's set of arms joined by ``+``.
     propensity : float
-        Probability the policy had of choosing ``arm``.
+        Probability the policy had of choosing ``arm`` (the set).
     policy_version : int
     cold_start : bool
         True when popularity served an unknown user outside the policy.
@@ -175,6 +186,9 @@ class RecommendationService:
         # Log positions of the last event and added item folded into the arm set.
         self.live_seq = 0
         self.items_seq = 0
+        # slate_mode "multileave": the set chooser of the current snapshot (serving.multileave).
+        self._multileave = settings.slate_mode == "multileave"
+        self._multileave_view: MultileaveView | None = None
 
     def start(self) -> None:
         """Log the feature set's names, read the state once, then keep it fresh in a
@@ -291,6 +305,8 @@ class RecommendationService:
                     break
                 self._resume_from_fold(pulls, version)
             self.snapshot = self.policy_model.advance(self.snapshot, outcomes, pulls, version)
+            if self._multileave:  # its set probabilities, off the request path
+                self.multileave_view()
             self._fold_live(*live)
         if meta and meta.version > self.arm_set.version and self._loading is None:
             self._loading = threading.Thread(target=self._load_version, args=(meta.version,
@@ -420,6 +436,10 @@ class RecommendationService:
         # The user's events within the retention window, as every arm scores them now.
         recent, ratings, _ = user_history(history, arms, self.rules,
                                           now - self.settings.retention_s)
+        if self._multileave and user is not None:
+            return await self._recommend_multileave(
+                user_id, user, k, arms, now, features,
+                (recent, ratings, excluded, liked, disliked))
         if user is None and not self.policy_model.contextual:
             # A context-free policy cannot tell a newcomer from anyone else: popularity serves
             # them outside it. A contextual one chooses for them from their features.
@@ -434,6 +454,14 @@ class RecommendationService:
                 ranking = arms.history_ranking(arm, user_id, recent, ratings)
             else:
                 ranking = arms.cold_start_ranking
+            strength = self.settings.session_strength
+            if strength and (liked.size or disliked.size):
+                scores = ranking.scores.astype(np.float64)
+                scores[excluded] = -np.inf
+                top = top_k_row(session_adjust(scores, liked, disliked, arms.genre_unit,
+                                               strength), k)
+            else:
+                top = _best(ranking, k, excluded)
         else:
             cold_start = False
             model = self.policy_model
@@ -443,21 +471,8 @@ class RecommendationService:
             choice = min(choice, len(model.arms) - 1)
             arm = model.arms[choice]
             propensity = float(probabilities[choice])
-            # Cached until the user's next event (or, for a live arm, the log's next fold).
-            ranking = arms.user_ranking(arm, user_id, recent, ratings, excluded, liked,
-                                        disliked, self.settings.session_strength)
-        strength = self.settings.session_strength
-        if cold_start and strength and (liked.size or disliked.size):
-            scores = ranking.scores.astype(np.float64)
-            scores[excluded] = -np.inf
-            top = top_k_row(session_adjust(scores, liked, disliked, arms.genre_unit, strength),
-                            k)
-        else:
-            top = ranking.top(k, excluded)  # None: its head is not sorted, or too short
-        if top is None:
-            scores = ranking.scores.astype(np.float64)
-            scores[excluded] = -np.inf
-            top = top_k_row(scores, k)
+            top = self._arm_top(arms, arm, user_id, k,
+                                (recent, ratings, excluded, liked, disliked))
         indices, values = top
         slate = arms.item_ids[indices].tolist()
         # 48 bits of milliseconds, then 80 random bits: unguessable like a uuid4, but the log's
@@ -476,12 +491,99 @@ class RecommendationService:
         titles, years, genres = arms.titles, arms.years, arms.genres
         items = [
             {"movie_id": movie, "title": titles[i], "year": years[i], "genres": genres[i],
-             "score": v, "position": pos}
+             "score": v, "position": pos, "arm": arm}
             for pos, movie, i, v in zip(range(1, len(slate) + 1), slate, indices.tolist(),
                                         values.tolist(), strict=True)
         ]
         return Recommendation(event_id, user_id, arm, propensity, arms.version, cold_start,
                               items)
+
+    # ------------------------------------------------------------------ multileaved slates
+    def _arm_top(self, arms: ArmSet, arm: str, user_id: int, k: int,
+                 history: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64],
+                                npt.NDArray[np.int64], npt.NDArray[np.int64],
+                                npt.NDArray[np.int64]]
+                 ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+        """``arm``'s best ``k`` item indices for the user and their scores: its ranking from
+        the user's events (``history``: recent items and their ratings, excluded, liked and
+        disliked items), the excluded items left out and the session's likes and dislikes
+        applied; cached until the user's next event or a live arm's next fold
+        (:meth:`ArmSet.user_ranking`).
+        """
+        recent, ratings, excluded, liked, disliked = history
+        ranking = arms.user_ranking(arm, user_id, recent, ratings, excluded, liked, disliked,
+                                    self.settings.session_strength)
+        return _best(ranking, k, excluded)
+
+    def multileave_view(self, snapshot: PolicySnapshot | None = None) -> MultileaveView:
+        """The multileaving policy of ``snapshot`` (default the current one), built once per
+        snapshot.
+        """
+        view = self._multileave_view
+        snapshot = self.snapshot if snapshot is None else snapshot
+        if view is None or view.snapshot is not snapshot:
+            view = multileave_view(snapshot, self.settings.multileave_arms,
+                                   self.settings.propensity_grid)
+            if snapshot is self.snapshot:
+                self._multileave_view = view
+        return view
+
+    async def _recommend_multileave(
+            self, user_id: int, user: int, k: int, arms: ArmSet, now: float,
+            features: npt.NDArray[np.float64],
+            history: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64],
+                           npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]
+            ) -> Recommendation:
+        """A multileaved slate for a user the arms know (:mod:`serving.multileave`): the set
+        and draft order drawn, each arm of the set ranked as for a single-arm slate, the team
+        draft of their top ``k``, logged with what reproduces and evaluates it.
+
+        Raises
+        ------
+        InvalidInputError
+            ``k`` smaller than ``multileave_arms`` (422): every arm must fill a position.
+        """
+        m = self.settings.multileave_arms
+        if k < m:
+            raise InvalidInputError(f"k={k} is smaller than multileave_arms={m}: a multileaved "
+                                    f"slate needs k >= {m} so that every arm fills a position")
+        view = self.multileave_view()
+        names = view.policy.arms
+        choice = choose(view, k, self.rng)
+        chosen = [names[a] for a in choice.arms]
+        tops = [self._arm_top(arms, arm, user_id, k, history) for arm in chosen]
+        indices, order = draft([i for i, _ in tops], choice.order, k)
+        scores = {(j, int(i)): float(v) for j, (idx, val) in enumerate(tops)
+                  for i, v in zip(idx.tolist(), val.tolist(), strict=True)}
+        slate = arms.item_ids[indices].tolist()
+        teams = [chosen[j] for j in order.tolist()]
+        arm = set_name(chosen)
+        propensity = view.set_probabilities[tuple(choice.arms)]
+        event_id = f"{int(now * 1000):012x}{os.urandom(10).hex()}"
+        context = {"feature_version": self.features.version, "features": features, "k": k}
+        multileave = {
+            "arms": chosen, "order": order.tolist(), "teams": teams,
+            "rankings": {a: arms.item_ids[i].tolist() for a, (i, _) in zip(chosen, tops,
+                                                                          strict=True)},
+            "set_probability": propensity,
+            "order_probability": order_probability(m, k),
+            "inclusion": view.inclusion,
+        }
+        assert self.writer is not None  # set by the app's lifespan before any request
+        await self.writer.write_decision({
+            "event_id": event_id, "created_at": now, "user_id": user_id, "context": context,
+            "arm": arm, "propensity": propensity, "pmf": view.pmf_json, "slate": slate,
+            "policy": self._policy_json, "policy_version": arms.version, "cold_start": False,
+            "reward_deadline": now + self.settings.reward_window_s, "multileave": multileave,
+        })
+        self.on_decision(arm)
+        items = [
+            {"movie_id": movie, "title": arms.titles[i], "year": arms.years[i],
+             "genres": arms.genres[i], "score": scores[j, i], "position": pos, "arm": chosen[j]}
+            for pos, movie, i, j in zip(range(1, len(slate) + 1), slate, indices.tolist(),
+                                        order.tolist(), strict=True)
+        ]
+        return Recommendation(event_id, user_id, arm, propensity, arms.version, False, items)
 
     def _split_history(self, history: list[UserEvent], arms: ArmSet, now: float
                        ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64],
@@ -609,7 +711,7 @@ class RecommendationService:
                     else "item never shown to this user within the reward window: kept as a "
                          "rating signal, no arm updated")
         else:
-            arm = decision["arm"]
+            arm = item_arm(decision, movie_id)
             if decision["cold_start"]:
                 note = "cold-start decision (served outside the policy): no arm updated"
             elif at > decision["reward_deadline"]:
@@ -757,8 +859,15 @@ class RecommendationService:
     async def policy_view(self) -> JsonObject:
         """What ``GET /policy`` answers: the policy folded up to the log's latest outcome."""
         await asyncio.get_running_loop().run_in_executor(self.readers, self.refresh)
-        return self.policy_model.describe(self.snapshot, self.features.mean_vector(),
+        snapshot = self.snapshot
+        view = self.policy_model.describe(snapshot, self.features.mean_vector(),
                                           self.settings.reward_window_s)
+        if self._multileave:  # each arm's chance of being multileaved into the next slate
+            inclusion = self.multileave_view(snapshot).inclusion
+            view.update(slate_mode="multileave", multileave_arms=self.settings.multileave_arms)
+            for row in view["arms"]:
+                row["inclusion_probability"] = inclusion[row["arm"]]
+        return view
 
     def arm_tallies(self) -> dict[str, tuple[int, int, float]]:
         """Per arm: (pulls, outcomes folded, reward sum), for ``/metrics`` (fresh: the outcomes
@@ -838,6 +947,19 @@ def event_key(event: EventIn, at: float) -> str | None:
     if event.timestamp is not None:
         return "t" + hashlib.sha256(f"{event.event_id}|{at!r}".encode()).hexdigest()[:31]
     return None
+
+
+def _best(ranking: Ranking, k: int, excluded: npt.NDArray[np.int64]
+          ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+    """The best ``k`` items of ``ranking`` not in ``excluded`` and their scores: read off its
+    sorted head, or (a head not sorted yet, or too short) from all its scores.
+    """
+    top = ranking.top(k, excluded)
+    if top is None:
+        scores = ranking.scores.astype(np.float64)
+        scores[excluded] = -np.inf
+        top = top_k_row(scores, k)
+    return top
 
 
 def top_k_row(scores: npt.NDArray[np.float64], k: int

@@ -10,7 +10,7 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -75,6 +75,15 @@ class Settings(BaseSettings):
         Hyper-parameters of that policy class (keyword arguments, e.g. ``{"scale": 0.5}`` for
         LinTS; ``RECBANDITS_POLICY_PARAMS`` as JSON, or a ``[policy_params]`` table in the
         settings file). Contextual policies get ``n_features`` from the feature set.
+    slate_mode : {"single", "multileave"}
+        ``single`` (default): one arm ranks a request's slate. ``multileave``
+        (``RECBANDITS_SLATE_MODE``, ``recbandits serve --slate-mode multileave``): the slate
+        mixes the rankings of ``multileave_arms`` arms by team draft and each rewarded event
+        credits the arm that contributed its item (:mod:`serving.multileave`); the policy must
+        be ``ThompsonSampling``, whose Beta statistics choose the set.
+    multileave_arms : int
+        Arms per multileaved slate, ``m`` (default 2; at least 2 and at most the number of
+        arms; a request's ``k`` must be at least ``m``).
     prior_alpha, prior_beta : float
         Beta prior of the Thompson Sampling policies on every arm's reward rate (used when the
         policy takes them and ``policy_params`` does not set them).
@@ -188,6 +197,8 @@ class Settings(BaseSettings):
     policy: str = DEFAULT_POLICY
     policy_params: dict[str, float | int | bool | list[float] | None] = Field(
         default_factory=dict)
+    slate_mode: Literal["single", "multileave"] = "single"
+    multileave_arms: int = Field(2, ge=2)
     prior_alpha: float = Field(1.0, gt=0)
     prior_beta: float = Field(1.0, gt=0)
     aggregation: Aggregation = "earliest"
@@ -265,6 +276,7 @@ class Settings(BaseSettings):
         # CLI's exit 2 with the message), not at the service's first request.
         self.policy_model(n_features=1)
         self.rule_book()  # likewise a wrong rule
+        self._check_multileave()
         for name, params in self.arm_params.items():  # and an arm's hyper-parameter
             if name not in self.arms:
                 raise ValueError(f"arm_params names arm {name!r}, which is not served; arms: "
@@ -274,6 +286,18 @@ class Settings(BaseSettings):
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"arm_params.{name}: {exc}") from None
         return self
+
+    def _check_multileave(self) -> None:
+        if self.slate_mode != "multileave":
+            return
+        if self.multileave_arms > len(self.arms):
+            raise ValueError(f"multileave_arms={self.multileave_arms} is more than the "
+                             f"{len(self.arms)} arms served ({self.arms}); allowed: 2 to "
+                             f"{len(self.arms)}")
+        if self.policy != "ThompsonSampling":
+            raise ValueError(f"slate_mode 'multileave' chooses its arms by Thompson Sampling's "
+                             f"Beta statistics; policy must be 'ThompsonSampling', got "
+                             f"{self.policy!r}")
 
     @field_validator("cold_start_arm")
     @classmethod

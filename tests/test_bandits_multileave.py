@@ -74,6 +74,21 @@ def test_a_ranker_with_nothing_left_leaves_its_position_empty():
     assert items.tolist() == [[5, 6, -1]] and ranks.tolist() == [[0, 1, -1]]
 
 
+def test_one_run_is_filled_as_every_run_of_a_batch():
+    # fill_slate walks a single run (the service's request) in Python: the same slates as the
+    # batched numpy steps, padding and exhausted rankers included
+    rng = np.random.default_rng(4)
+    lists = overlapping_lists(rng, 40, 3, length=6, pool=9)
+    lists[rng.random(lists.shape) < 0.1] = -1
+    order = draft_order(40, 3, 8, rng)
+    items, ranks = fill_slate(lists, order)
+    assert (items == -1).any()  # some ranker ran out: the empty position is covered
+    for r in range(40):
+        one = fill_slate(lists[r:r + 1], order[r:r + 1])
+        assert one[0].tolist() == items[r:r + 1].tolist()
+        assert one[1].tolist() == ranks[r:r + 1].tolist()
+
+
 def test_every_ranker_has_the_same_share_of_every_position():
     # fairness: under the random draft order each of m rankers fills position j with
     # probability 1/m (a fixed order would give 1 or 0)

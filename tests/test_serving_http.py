@@ -64,7 +64,7 @@ class StubService:
     async def recommend(self, user_id: int, k: int) -> StubRecommendation:
         self.calls.append(("recommend", (user_id, k)))
         items = [{"movie_id": m, "title": f"movie {m}", "year": 1990 + m, "genres": ["Drama"],
-                  "score": 1.0 / m, "position": m} for m in range(1, k + 1)]
+                  "score": 1.0 / m, "position": m, "arm": "svd"} for m in range(1, k + 1)]
         return StubRecommendation(EVENT, user_id, "svd", 0.25, 3, False, items)
 
     async def feedback(self, body: FeedbackIn) -> SimpleNamespace:

@@ -168,14 +168,22 @@
     return { slate, previous: sameUser ? previous : null };
   }
 
+  // An arm's chance of serving the next list: of being drawn, or with multileaved slates of
+  // being among the arms multileaved (GET /policy's inclusion_probability).
+  const chance = (arm) => arm.inclusion_probability ?? arm.selection_probability;
+
   function renderList(slate, previous, reaction) {
     $("heading-user").textContent = state.userText;
     const served = $("served-by");
     served.textContent = slate.cold_start
       ? `User ${state.userText} is unknown to the arms: the popularity list served them outside `
         + "the policy, so feedback here is stored but rewards no arm."
-      : `Served by ${slate.arm} (chosen with probability ${pct(slate.propensity)}), `
-        + `policy version ${slate.policy_version}.`;
+      : slate.arm.includes("+")
+        ? `Multileaved from ${slate.arm.split("+").join(" and ")} (this set chosen with `
+          + `probability ${pct(slate.propensity)}): each movie names the arm it came from, `
+          + `and feedback on it credits that arm; policy version ${slate.policy_version}.`
+        : `Served by ${slate.arm} (chosen with probability ${pct(slate.propensity)}), `
+          + `policy version ${slate.policy_version}.`;
 
     const before = new Map();
     if (previous) previous.items.forEach((item) => before.set(item.movie_id, item.position));
@@ -190,6 +198,7 @@
       li.dataset.movieId = String(item.movie_id);
       li.dataset.position = String(item.position);
       li.dataset.genres = item.genres.join("|");
+      if (item.arm) li.dataset.arm = item.arm;
 
       li.append(el("span", "position", item.position));
 
@@ -198,6 +207,11 @@
       const title = el("h3", "title", split.name);
       if (split.year !== null) title.append(" ", el("span", "year", `(${split.year})`));
       info.append(title);
+      if (item.arm && item.arm !== slate.arm) {  // a multileaved slate: the contributing arm
+        const from = el("span", "badge item-arm", `from ${item.arm}`);
+        from.title = `${item.arm} contributed this movie; feedback on it credits ${item.arm}`;
+        title.append(" ", from);
+      }
       const genres = el("ul", "genres");
       genres.setAttribute("aria-label", "Genres");
       for (const g of item.genres) genres.append(el("li", "genre", g));
@@ -336,7 +350,7 @@
       box.hidden = true;
       return;
     }
-    const was = new Map(before.arms.map((a) => [a.arm, a.selection_probability]));
+    const was = new Map(before.arms.map((a) => [a.arm, chance(a)]));
     for (const arm of after.arms) {
       const row = el("tr");
       row.dataset.arm = arm.arm;
@@ -349,23 +363,23 @@
       row.append(name);
       const old = was.get(arm.arm);
       const cellBefore = el("td", "num chance-before", old === undefined ? "—" : pct(old));
-      const cellAfter = el("td", "num chance-after", pct(arm.selection_probability));
+      const cellAfter = el("td", "num chance-after", pct(chance(arm)));
       if (old !== undefined) {
         cellBefore.dataset.value = String(old);
-        const delta = arm.selection_probability - old;
+        const delta = chance(arm) - old;
         if (Math.abs(delta) >= 0.0005) {
           cellAfter.append(" ", el("span", delta > 0 ? "delta up" : "delta down",
                                    `${delta > 0 ? "+" : "−"}${(100 * Math.abs(delta)).toFixed(1)}`));
         }
       }
-      cellAfter.dataset.value = String(arm.selection_probability);
+      cellAfter.dataset.value = String(chance(arm));
       row.append(cellBefore, cellAfter);
       body.append(row);
     }
     const rated = stored.arm;
     const ratedAfter = after.arms.find((a) => a.arm === rated);
     const change = ratedAfter && was.has(rated)
-      ? ratedAfter.selection_probability - was.get(rated) : 0;
+      ? chance(ratedAfter) - was.get(rated) : 0;
     const moved = change > 0.0005 ? "raised" : change < -0.0005 ? "lowered" : "barely moved";
     // /policy names the policy's class ("ThompsonSampling"; "thompson" before the rewrite).
     const thompson = ["ThompsonSampling", "thompson"].includes(after.policy);
@@ -373,8 +387,13 @@
       : `the ${after.policy} policy from what every arm has earned`;
     let text = `Every list's arm is drawn by ${how}, so your ${type} ${moved} ${rated}'s chance `
       + "of serving your next list but does not decide it. ";
+    const nextArms = next.arm.split("+");  // a multileaved list names its arms "a+b"
     if (next.cold_start) {
       text += "This list is the cold-start popularity list, outside the policy.";
+    } else if (nextArms.length > 1) {
+      text += `This time the draw multileaved ${nextArms.join(" and ")} (that set's chance: `
+        + `${pct(next.propensity)})`
+        + (nextArms.includes(rated) ? `, ${rated} among them.` : `, not ${rated}.`);
     } else if (next.arm === rated) {
       text += `This time the draw fell on ${rated} again (its chance when drawn: `
         + `${pct(next.propensity)}).`;
@@ -468,7 +487,7 @@
       row.append(counts);
       const pulls = el("td", "pulls num", arm.pulls);
       row.append(pulls);
-      row.append(el("td", "chance num", pct(arm.selection_probability)));
+      row.append(el("td", "chance num", pct(chance(arm))));
 
       if (before) {
         if (before.expected_reward !== arm.expected_reward) posterior.classList.add("changed");

@@ -34,6 +34,13 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from serving.multileave import (
+    credited_feedback,
+    decision_arms,
+    decision_pulls,
+    group_feedback,
+    parse,
+)
 from serving.rules import Feedback, RuleBook
 from serving.store.errors import store_unavailable, unavailable_on_db_error
 from serving.store.tables import (
@@ -143,7 +150,8 @@ class Store(abc.ABC):
     insert: ClassVar[Callable[..., Any]]  # type: ignore[explicit-any]  # a dialect's insert(); its table type is private to SQLAlchemy
     inline_reads: ClassVar[bool] = False
 
-    _DECISION_COLUMNS = "event_id, user_id, arm, slate, cold_start, reward_deadline, created_at"
+    _DECISION_COLUMNS = ("event_id, user_id, arm, slate, cold_start, reward_deadline, created_at, "
+                         "multileave")
 
     def __init__(self, url: str, *, timeout_s: float = 10.0, create: bool = True) -> None:
         if not timeout_s > 0:
@@ -158,9 +166,9 @@ class Store(abc.ABC):
         as_json = self.JSON_CAST
         self._insert_decision_sql = (
             "INSERT INTO decisions (event_id, created_at, user_id, context, arm, propensity, "
-            "pmf, slate, policy, policy_version, cold_start, reward_deadline) VALUES "
+            "pmf, slate, policy, policy_version, cold_start, reward_deadline, multileave) VALUES "
             f"({p}, {p}, {p}, {p}{as_json}, {p}, {p}, {p}{as_json}, {p}{as_json}, {p}{as_json}, "
-            f"{p}, {p}, {p})")
+            f"{p}, {p}, {p}, {p}{as_json})")
         self._insert_feedback_sql = (
             "INSERT INTO feedback (created_at, user_id, movie_id, feedback_type, value, "
             f"event_id, event_key, arm, reward, rating, counted, note, seq) VALUES ({p}, {p}, "
@@ -173,7 +181,7 @@ class Store(abc.ABC):
         self._next_seq_sql = f"UPDATE log_head SET seq = seq + {p} WHERE id = 1 RETURNING seq"
         self._insert_outcome_sql = (
             "INSERT INTO outcomes (event_id, seq, arm, reward, decided_at, feedback_seq) VALUES "
-            f"({p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT (event_id) DO NOTHING RETURNING seq")
+            f"({p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT (event_id, arm) DO NOTHING RETURNING seq")
         self._mark_counted_sql = f"UPDATE feedback SET counted = true, note = {p} WHERE seq = {p}"
         self._increment_sql = f"UPDATE arm_state SET pulls = pulls + {p} WHERE arm = {p}"
         self._upsert_rating_sql = (
@@ -280,8 +288,38 @@ class Store(abc.ABC):
             if "value" not in {c["name"] for c in sa.inspect(conn).get_columns(feedback.name)}:
                 conn.exec_driver_sql("ALTER TABLE feedback ADD COLUMN value DOUBLE PRECISION")
             conn.execute(self.insert(log_head).values(id=1, seq=0).on_conflict_do_nothing())
+            self._upgrade_for_multileave(conn)
             for arm in arms:
                 conn.execute(self.insert(arm_state).values(arm=arm).on_conflict_do_nothing())
+
+    def _upgrade_for_multileave(self, conn: Connection) -> None:
+        """Give a store written before multileaving its schema: the ``decisions.multileave``
+        column, and ``outcomes`` keyed by (decision, arm) instead of the decision (the rows are
+        copied: a primary key cannot be altered in place on SQLite). Portable SQL only.
+
+        Under the ``log_head`` row lock, looked at again once held: workers starting together
+        on an old store upgrade it once, and no writer of outcomes runs meanwhile.
+        """
+        def old(inspector: sa.Inspector) -> bool:
+            return ("multileave" not in {c["name"] for c in inspector.get_columns(decisions.name)}
+                    or inspector.get_pk_constraint(outcomes.name)["constrained_columns"]
+                    == ["event_id"])
+
+        if not old(sa.inspect(conn)):
+            return
+        conn.exec_driver_sql(self._next_seq_sql, (0,))  # the log_head row lock
+        inspector = sa.inspect(conn)
+        inspector.clear_cache()
+        if "multileave" not in {c["name"] for c in inspector.get_columns(decisions.name)}:
+            conn.exec_driver_sql("ALTER TABLE decisions ADD COLUMN multileave JSON")
+        if inspector.get_pk_constraint(outcomes.name)["constrained_columns"] == ["event_id"]:
+            columns = ", ".join(c.name for c in outcomes.columns)
+            conn.exec_driver_sql(f"CREATE TABLE outcomes_v1 AS SELECT {columns} FROM outcomes")
+            conn.exec_driver_sql("DROP TABLE outcomes")
+            outcomes.create(conn)
+            conn.exec_driver_sql(f"INSERT INTO outcomes ({columns}) SELECT {columns} "
+                                 "FROM outcomes_v1")
+            conn.exec_driver_sql("DROP TABLE outcomes_v1")
 
     @unavailable_on_db_error
     def register_feature_set(self, version: str, names: Sequence[str]) -> None:
@@ -482,7 +520,7 @@ class Store(abc.ABC):
         return {"event_id": row[0], "user_id": int(row[1]), "arm": row[2],
                 "slate": json.loads(slate) if isinstance(slate, str) else slate,
                 "cold_start": bool(row[4]), "reward_deadline": float(row[5]),
-                "created_at": float(row[6])}
+                "created_at": float(row[6]), "multileave": parse(row[7])}
 
     def decision(self, event_id: str) -> Row | None:
         """The logged decision ``event_id`` (the fields attribution needs), or None."""
@@ -600,14 +638,15 @@ class Store(abc.ABC):
         and per outcome it may decide; unused numbers leave gaps, which order does not mind).
         """
         result = BatchResult()
-        pulls = Counter(row["arm"] for row in decision_rows if not row["cold_start"])
+        pulls = decision_pulls(decision_rows)
         ratings: list[Record] = []
         if decision_rows:
             cursor.executemany(self._insert_decision_sql, [
                 (r["event_id"], r["created_at"], r["user_id"], _json(r["context"]),
                  r["arm"], r["propensity"], _json(r["pmf"]), _json(r["slate"]),
                  _json(r.get("policy")), r["policy_version"], r["cold_start"],
-                 r["reward_deadline"])
+                 r["reward_deadline"],
+                 None if r.get("multileave") is None else _json(r["multileave"]))
                 for r in decision_rows])
         seq = 0
         if feedback_writes:
@@ -679,35 +718,50 @@ class Store(abc.ABC):
                        decisions.c.reward_deadline < now - grace_s)
                 .values(settled_at=now)
                 .returning(decisions.c.event_id, decisions.c.arm, decisions.c.reward_deadline,
-                           decisions.c.cold_start)
+                           decisions.c.cold_start, decisions.c.multileave)
             ).all()
             policy = sorted((r for r in claimed if not r.cold_start), key=lambda r: r.event_id)
             if not policy:
                 return len(claimed)
-            last = int(conn.exec_driver_sql(self._next_seq_sql, (len(policy),)).scalar_one())
-            by_event: dict[str, list[Feedback]] = {r.event_id: [] for r in policy}
-            ids = list(by_event)
+            # One outcome per credited arm (one per decision unless multileaved), in arm order.
+            credited = {r.event_id: decision_arms(r.arm, r.multileave) for r in policy}
+            wanted = sum(len(a) for a in credited.values())
+            last = int(conn.exec_driver_sql(self._next_seq_sql, (wanted,)).scalar_one())
+            rows: list[tuple[str, str | None, Feedback]] = []
+            ids = list(credited)
             for start in range(0, len(ids), 500):
-                for f in conn.execute(
-                        sa.select(feedback.c.event_id, feedback.c.seq, feedback.c.created_at,
-                                  feedback.c.feedback_type, feedback.c.value)
-                        .where(feedback.c.event_id.in_(ids[start:start + 500]))):
-                    by_event[f.event_id].append(Feedback(int(f.seq), float(f.created_at),
-                                                         f.feedback_type, f.value))
-            seq = last - len(policy)
+                rows += [(f.event_id, f.arm, Feedback(int(f.seq), float(f.created_at),
+                                                       f.feedback_type, f.value))
+                         for f in conn.execute(
+                    sa.select(feedback.c.event_id, feedback.c.arm, feedback.c.seq,
+                              feedback.c.created_at, feedback.c.feedback_type, feedback.c.value)
+                    .where(feedback.c.event_id.in_(ids[start:start + 500])))]
+            by_event = group_feedback(rows)
+            seq = last - wanted
             for r in policy:
-                seq += 1
-                decided = rules.outcome(by_event[r.event_id], float(r.reward_deadline), seq)
-                assert decided is not None  # settled_seq given: always an outcome
-                reward, decider = decided
-                inserted = conn.exec_driver_sql(self._insert_outcome_sql, (
-                    r.event_id, seq, r.arm, reward, now,
-                    None if decider is None else decider.seq)).first()
-                if inserted is not None and decider is not None:
-                    conn.exec_driver_sql(self._mark_counted_sql, (
-                        f"reward {reward:g} given to arm {r.arm} ({rules.aggregation} of the "
-                        "window's feedback)", decider.seq))
+                arms = credited[r.event_id]
+                by_arm = credited_feedback(arms, r.multileave is not None,
+                                           by_event.get(r.event_id, []))
+                for arm in arms:
+                    seq += 1
+                    self._settle_one(conn, r.event_id, arm, by_arm[arm],
+                                     float(r.reward_deadline), seq, now, rules)
         return len(claimed)
+
+    def _settle_one(self, conn: Connection, event_id: str, arm: str, fb: list[Feedback],
+                    deadline: float, seq: int, now: float, rules: RuleBook) -> None:
+        """Insert the outcome ``rules`` give (decision ``event_id``, ``arm``) on its feedback
+        ``fb`` at log position ``seq`` unless one is stored; mark the deciding feedback.
+        """
+        decided = rules.outcome(fb, deadline, seq)
+        assert decided is not None  # settled_seq given: always an outcome
+        reward, decider = decided
+        inserted = conn.exec_driver_sql(self._insert_outcome_sql, (
+            event_id, seq, arm, reward, now, None if decider is None else decider.seq)).first()
+        if inserted is not None and decider is not None:
+            conn.exec_driver_sql(self._mark_counted_sql, (
+                f"reward {reward:g} given to arm {arm} ({rules.aggregation} of the "
+                "window's feedback)", decider.seq))
 
     # ------------------------------------------------------------------ the log as a whole
     @unavailable_on_db_error
@@ -717,9 +771,10 @@ class Store(abc.ABC):
         Returns
         -------
         dict
-            ``decisions``: ``(event_id, arm, cold_start, reward_deadline, settled)`` tuples;
-            ``feedback``: ``(seq, event_id, user_id, movie_id, created_at, feedback_type,
-            counted, rating, value)``; ``outcomes``: ``(seq, event_id, arm, reward, feedback_seq)``;
+            ``decisions``: ``(event_id, arm, cold_start, reward_deadline, settled,
+            multileave)`` tuples; ``feedback``: ``(seq, event_id, user_id, movie_id,
+            created_at, feedback_type, counted, rating, value, arm)``; ``outcomes``: ``(seq,
+            event_id, arm, reward, feedback_seq)``;
             ``contexts``: event_id -> feature vector (decisions with an outcome);
             ``pulls``: arm -> stored pulls; ``ratings``: (user_id, movie_id) -> rating;
             ``fold``: the latest fold snapshot with its ratings (None: never purged).
@@ -728,11 +783,12 @@ class Store(abc.ABC):
             out: LogRows = {
                 "decisions": [tuple(r) for r in conn.execute(sa.select(
                     decisions.c.event_id, decisions.c.arm, decisions.c.cold_start,
-                    decisions.c.reward_deadline, decisions.c.settled_at.is_not(None)))],
+                    decisions.c.reward_deadline, decisions.c.settled_at.is_not(None),
+                    decisions.c.multileave))],
                 "feedback": [tuple(r) for r in conn.execute(sa.select(
                     feedback.c.seq, feedback.c.event_id, feedback.c.user_id,
                     feedback.c.movie_id, feedback.c.created_at, feedback.c.feedback_type,
-                    feedback.c.counted, feedback.c.rating, feedback.c.value))],
+                    feedback.c.counted, feedback.c.rating, feedback.c.value, feedback.c.arm))],
                 "outcomes": [tuple(r) for r in conn.execute(sa.select(
                     outcomes.c.seq, outcomes.c.event_id, outcomes.c.arm, outcomes.c.reward,
                     outcomes.c.feedback_seq))],
@@ -770,9 +826,11 @@ class Store(abc.ABC):
                 decisions.c.propensity, sa.cast(decisions.c.pmf, sa.Text),
                 decisions.c.policy_version, decisions.c.reward_deadline,
                 decisions.c.settled_at, outcomes.c.reward, outcomes.c.decided_at)
+        # Multileaved decisions (several credited arms, serving.multileave) are compared by
+        # ``recbandits credit``, not evaluated as single-arm actions.
         stmt = (sa.select(*cols)
                 .outerjoin(outcomes, outcomes.c.event_id == decisions.c.event_id)
-                .where(sa.not_(decisions.c.cold_start))
+                .where(sa.not_(decisions.c.cold_start), decisions.c.multileave.is_(None))
                 .order_by(decisions.c.created_at, decisions.c.event_id))
         with self._snapshot_connection() as conn:
             n_cold = int(conn.execute(sa.select(sa.func.count()).select_from(decisions)
@@ -781,6 +839,22 @@ class Store(abc.ABC):
             for rows in result.partitions(partition):
                 consume(rows)
         return n_cold
+
+    @unavailable_on_db_error
+    def multileave_rows(self) -> tuple[list[tuple[str, object]], list[tuple[str, str, float]]]:
+        """The multileaved decisions ``(event_id, multileave)`` and their decided outcomes
+        ``(event_id, arm, reward)``, from one snapshot (``recbandits credit``).
+        """
+        multileaved = decisions.c.multileave.is_not(None)
+        with self._snapshot_connection() as conn:
+            rows = [(r[0], r[1]) for r in conn.execute(
+                sa.select(decisions.c.event_id, decisions.c.multileave).where(multileaved)
+                .order_by(decisions.c.created_at, decisions.c.event_id))]
+            decided = [(r[0], r[1], float(r[2])) for r in conn.execute(
+                sa.select(outcomes.c.event_id, outcomes.c.arm, outcomes.c.reward)
+                .join(decisions, decisions.c.event_id == outcomes.c.event_id)
+                .where(multileaved))]
+        return rows, decided
 
     @unavailable_on_db_error
     def outcome_rows(self) -> list[Outcome]:
@@ -997,13 +1071,13 @@ class Store(abc.ABC):
             n_outcomes = len(conn.execute(outcomes.delete().where(outcome_gone)
                                           .returning(outcomes.c.seq)).all())
             gone = conn.execute(decisions.delete().where(decision_gone).returning(
-                decisions.c.arm, decisions.c.cold_start)).all()
+                decisions.c.arm, decisions.c.cold_start, decisions.c.multileave)).all()
             deleted = {"decisions": len(gone), "outcomes": n_outcomes,
                        "feedback": len(gone_feedback)}
             pulls = Counter(json.loads(conn.execute(
                 sa.select(fold_snapshots.c.pulls).where(fold_snapshots.c.seq == previous)
             ).scalar_one_or_none() or "{}"))
-            pulls.update(r.arm for r in gone if not r.cold_start)
+            pulls.update(decision_pulls(dict(r._mapping) for r in gone))
             conn.execute(fold_snapshots.insert().values(
                 seq=seq, cut=cut, created_at=now, policy=json.dumps(policy),
                 pulls=json.dumps(dict(sorted(pulls.items()))), deleted=json.dumps(deleted)))

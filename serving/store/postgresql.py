@@ -45,6 +45,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 
 from serving.errors import StoreUnavailableError
+from serving.multileave import decision_pulls
 from serving.store.base import USER_EVENT_COLUMNS, CommitMode, Store, stored_feedback_row
 from serving.store.errors import (
     register_driver_errors,
@@ -89,12 +90,12 @@ _LOG_TABLES = ("decisions", "feedback", "outcomes", "preferences")
 _DECISION_RECORD = (
     "event_id text, created_at float8, user_id int8, context json, arm text, "
     "propensity float8, pmf json, slate json, policy json, policy_version int4, cold_start bool, "
-    "reward_deadline float8")
+    "reward_deadline float8, multileave json")
 _INSERT_DECISIONS = (
     "INSERT INTO decisions (event_id, created_at, user_id, context, arm, propensity, pmf, slate, "
-    "policy, policy_version, cold_start, reward_deadline) "
+    "policy, policy_version, cold_start, reward_deadline, multileave) "
     "SELECT event_id, created_at, user_id, context, arm, propensity, pmf, slate, policy, "
-    "policy_version, cold_start, reward_deadline FROM json_to_recordset(%s::json) "
+    "policy_version, cold_start, reward_deadline, multileave FROM json_to_recordset(%s::json) "
     f"AS t({_DECISION_RECORD})"
 )
 
@@ -131,12 +132,12 @@ _WRITE_FEEDBACK = (
     "LEFT JOIN LATERAL (SELECT true AS hit FROM feedback AS f WHERE f.user_id = w.user_id "
     "AND f.event_key = w.event_key AND f.movie_id = w.movie_id "
     "AND f.feedback_type = w.feedback_type LIMIT 1) AS x ON true WHERE x.hit IS NULL), "
-    # A new row decides its decision's outcome if none is stored and no earlier row of the
-    # batch decides it (the first rewarded feedback wins, as in the rule book).
+    # A new row decides its (decision, arm)'s outcome if none is stored and no earlier row of
+    # the batch decides it (the first rewarded feedback wins, as in the rule book).
     "d AS (SELECT n.*, coalesce(n.o_event IS NOT NULL AND y.hit IS NULL AND row_number() "
-    "OVER (PARTITION BY n.o_event ORDER BY n.s) = 1, false) AS decides FROM n "
+    "OVER (PARTITION BY n.o_event, n.o_arm ORDER BY n.s) = 1, false) AS decides FROM n "
     "LEFT JOIN LATERAL (SELECT true AS hit FROM outcomes AS o WHERE o.event_id = n.o_event "
-    "LIMIT 1) AS y ON true), "
+    "AND o.arm = n.o_arm LIMIT 1) AS y ON true), "
     "f AS (INSERT INTO feedback (created_at, user_id, movie_id, feedback_type, value, event_id, "
     "event_key, arm, reward, rating, counted, note, seq) SELECT created_at, user_id, movie_id, "
     "feedback_type, value, event_id, event_key, arm, reward, rating, decides, "
@@ -622,7 +623,7 @@ class AsyncBatchWriter:
     async def _write(self, conn: Any, decision_rows: Sequence[dict[str, Any]],
                      feedback_writes: Sequence[FeedbackWrite]) -> BatchResult:
         result = BatchResult()
-        pulls = Counter(row["arm"] for row in decision_rows if not row["cold_start"])
+        pulls = decision_pulls(decision_rows)
         # The first write of a key in the batch is the one inserted; later ones see its row.
         first: dict[tuple[int, str, int, str], FeedbackWrite] = {}
         for write in feedback_writes:
@@ -697,7 +698,7 @@ def _as_json(row: dict[str, Any]) -> dict[str, Any]:
     serialised text are embedded as JSON values, not as strings.
     """
     out = row
-    for column in ("context", "pmf", "slate", "policy"):
+    for column in ("context", "pmf", "slate", "policy", "multileave"):
         value = row.get(column)
         if isinstance(value, str):
             if out is row:

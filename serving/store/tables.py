@@ -2,8 +2,9 @@
 
 Times are seconds since the epoch (float64) so SQLite and PostgreSQL agree without time zones.
 The log is the source of truth: ``decisions`` (what was served, to whom, with which context and
-propensities), ``feedback`` (what users said) and ``outcomes`` (each decision's one reward, decided
-once: by its first rewarded feedback, or when its window closed; :mod:`serving.rules`).
+propensities), ``feedback`` (what users said) and ``outcomes`` (each decision's one reward per
+credited arm, decided once: by its first rewarded feedback, or when its window closed;
+:mod:`serving.rules`; a multileaved decision credits several arms, :mod:`serving.multileave`).
 Feedback, outcomes and stated ``preferences`` carry ``seq``, their position in the log's commit
 order, taken from the one ``log_head`` row in the transaction that writes them (see
 :mod:`serving.policy` for why that makes the fold exact with concurrent writers).
@@ -41,6 +42,9 @@ decisions = sa.Table(
     # Cold-start decisions were made outside the policy and never update it.
     sa.Column("cold_start", sa.Boolean, nullable=False),
     sa.Column("reward_deadline", sa.Float(precision=53), nullable=False),
+    # A multileaved decision's set, draft order, arm of every position, the arms' rankings and
+    # probabilities (serving.multileave); NULL for a single-arm decision.
+    sa.Column("multileave", sa.JSON(none_as_null=True), nullable=True),
     # Set once by the settle sweep when the window (plus the grace) has passed.
     sa.Column("settled_at", sa.Float(precision=53), nullable=True),
     sa.Index("ix_decisions_user_time", "user_id", "created_at"),
@@ -76,13 +80,14 @@ feedback = sa.Table(
     sa.Index("ix_feedback_event", "event_id"),
 )
 
-# One row per decided decision: its one reward for the policy.
+# One row per decided (decision, credited arm): its one reward for the policy. A single-arm
+# decision credits its arm; a multileaved one each arm of its set (serving.multileave).
 outcomes = sa.Table(
     "outcomes",
     metadata,
     sa.Column("event_id", sa.String(32), primary_key=True),
+    sa.Column("arm", sa.String(64), primary_key=True),
     sa.Column("seq", sa.BigInteger, nullable=False, unique=True),
-    sa.Column("arm", sa.String(64), nullable=False),
     sa.Column("reward", sa.Float(precision=53), nullable=False),
     sa.Column("decided_at", sa.Float(precision=53), nullable=False),
     # The feedback that decided it; NULL: the window closed (default reward, or ``max``).
