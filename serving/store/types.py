@@ -182,17 +182,19 @@ class FeedbackWrite:
         has one already (None: it decides none).
     decided_note : str
         The row's ``note`` when it does decide the outcome.
-    precedence : float, default 0.0
-        Its type's precedence for the (user, movie)'s rating for retraining (the rule book's).
-    excludes : bool, default True
-        Whether its type excludes the movie from the user's slates (the rule book's).
+    precedence : float
+        Its type's precedence for the (user, movie)'s rating for retraining (the rule book's;
+        keyword-only and required: a default would rank every caller's events alike).
+    excludes : bool
+        Whether its type excludes the movie from the user's slates (the rule book's;
+        keyword-only and required).
     """
 
     values: Row
     outcome: Row | None = None
     decided_note: str = ""
-    precedence: float = 0.0
-    excludes: bool = True
+    precedence: float = field(kw_only=True)
+    excludes: bool = field(kw_only=True)
 
     @property
     def key(self) -> tuple[int, str, int, str]:
