@@ -39,7 +39,8 @@ from serving.armset import fit_arms, training_set
 from serving.commands import purge, rebuild_state
 from serving.rules import EventType, KeptRating, RuleBook, fold_kept
 from serving.settings import Settings
-from serving.store.tables import feedback, feedback_ratings, fold_ratings
+from serving.store import open_store
+from serving.store.tables import RATING_COLUMNS_ADDED, feedback, feedback_ratings, fold_ratings
 
 TOKEN = "t0ken"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -405,3 +406,24 @@ def test_rebuild_state_reports_a_corrupted_live_arm(
         assert rebuild_state(config.model_copy(update={"admin_token": None}), out) == 0
         assert all("not compared (no admin token set" in line
                    for line in live_lines(out.getvalue()).values()), out.getvalue()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_an_older_store_gains_the_rating_columns(backend: str, tmp_path: Path) -> None:
+    store = open_store(store_url(backend, tmp_path))
+    try:
+        store.create_schema(["svd"])
+        with store.write_engine.begin() as conn:  # the tables as an older recbandits made them
+            for table, columns in RATING_COLUMNS_ADDED.items():
+                for column in columns:
+                    conn.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
+            conn.exec_driver_sql("INSERT INTO feedback_ratings (user_id, movie_id, rating, "
+                                 "updated_at) VALUES (1, 2, 5.0, 100.0)")
+        store.create_schema(["svd"])
+        legacy = store.log_rows()["ratings"][(1, 2)]
+        # An older row ranks below any new event of its pair and stays excluded.
+        assert legacy == KeptRating(5.0, 0.0, 100.0, 0, True)
+        frame = store.ratings_frame()
+        assert frame[["precedence", "excludes"]].to_numpy().tolist() == [[0.0, True]]
+    finally:
+        store.dispose()
