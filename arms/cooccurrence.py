@@ -454,7 +454,8 @@ class CooccurrenceRecommender(Recommender):
             hit = rows[place] == pending_rows
             scores += np.bincount(pending_cols[hit], minlength=self.n_items_,
                                   weights=weights[place[hit]] * pending_values[hit])
-        return self._finished(scores[None, :])[0]
+        finished: np.ndarray = self._finished(scores[None, :])[0]
+        return finished
 
     def _context_weights(self, ratings: np.ndarray) -> np.ndarray:
         """Each context column's weight (oldest first): the recency decay by age, signed by
@@ -462,7 +463,9 @@ class CooccurrenceRecommender(Recommender):
         """
         width = ratings.shape[-1]
         age = width - np.arange(width)  # 1 for the newest column
-        return float(self.recency) ** (age - 1.0) * np.where(ratings >= 3, 1.0, -1.0)
+        weights: np.ndarray = float(self.recency) ** (age - 1.0) * np.where(ratings >= 3, 1.0,
+                                                                            -1.0)
+        return weights
 
     def _score_contexts(self, contexts: np.ndarray, ratings: np.ndarray) -> np.ndarray:
         """Scores of rows of context items (``(n, window)``, oldest first, ``-1`` for none)."""

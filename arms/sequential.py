@@ -226,7 +226,8 @@ class SequentialRecommender(Recommender):
         if disliked.size:
             scores -= self.dislike_weight * weighted_row_sum(
                 self.transitions_, disliked, np.ones(disliked.size))
-        return self._normalised(scores[None, :])[0]
+        normalised: np.ndarray = self._normalised(scores[None, :])[0]
+        return normalised
 
     def _history_row(self, user: int | None, items: np.ndarray, ratings: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray]:

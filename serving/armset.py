@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from arms import registry
 from arms.base import Recommender, top_k
@@ -118,8 +119,20 @@ def file_lock(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def training_set(base: Dataset, feedback: pd.DataFrame) -> Dataset:
-    """``base`` plus feedback ratings (like 5, dislike 1), newest rating of a pair winning.
+def training_set(base: Dataset, feedback: pd.DataFrame, *, base_precedence: float) -> Dataset:
+    """``base`` plus feedback ratings, each (user, item) keeping one rating by the rule book's
+    rule (:class:`serving.rules.KeptRating`): of the base rating and the feedback's, the one of
+    higher precedence, then the later.
+
+    Parameters
+    ----------
+    base : Dataset
+        The base catalogue's ratings: explicit ratings, ranked with ``base_precedence``.
+    feedback : pandas.DataFrame
+        :meth:`serving.store.Store.ratings_frame`: ``user_id, item_id, rating, timestamp,
+        precedence`` (more columns are ignored), one row per pair.
+    base_precedence : float
+        The precedence of the base ratings (the rule book's for an explicit ``rating``).
 
     Users that exist only in the feedback join the user catalogue (unknown demographics), so a
     retrain turns them from cold-start users into known ones.
@@ -130,10 +143,37 @@ def training_set(base: Dataset, feedback: pd.DataFrame) -> Dataset:
     users = base.users
     if len(new_users):
         users = users.reindex(users.index.union(pd.Index(new_users)))
-    ratings = pd.concat([base.ratings.loc[:, list(feedback.columns)], feedback],
-                        ignore_index=True)
-    return Dataset.from_frames(ratings, base.items, users, base.genre_names,
+    columns = [*RATING_COLUMNS, "precedence"]
+    ratings = pd.concat([base.ratings.loc[:, list(RATING_COLUMNS)].assign(
+        precedence=float(base_precedence)), feedback.loc[:, columns]], ignore_index=True)
+    # One rating per pair: the largest (precedence, timestamp), the feedback's on a full tie
+    # (a stable sort keeps the base rows first).
+    kept = ratings.sort_values(["precedence", "timestamp"], kind="stable").drop_duplicates(
+        ["user_id", "item_id"], keep="last")
+    return Dataset.from_frames(kept.sort_index(), base.items, users, base.genre_names,
                                name=f"{base.name}+feedback")
+
+
+def seen_after_retrain(train: Dataset, base: Dataset, feedback: pd.DataFrame) -> sp.csr_matrix:
+    """What a retrained arm never shows a user again, on ``train``'s indices: their ratings of
+    the ``base`` catalogue and the pairs of ``feedback`` (:meth:`serving.store.Store.
+    ratings_frame`) whose ``excludes`` is set (an event of a type that excludes: a like, a
+    purchase, a rating...; not a view, which still trains the arms).
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix of float32, shape ``(train.n_users, train.n_items)``
+        1 where excluded (sorted indices, as :meth:`arms.data.Dataset.interaction_matrix`).
+    """
+    pairs = pd.concat([base.ratings.loc[:, ["user_id", "item_id"]],
+                       feedback.loc[feedback["excludes"].astype(bool), ["user_id", "item_id"]]],
+                      ignore_index=True)
+    rows = pd.Index(train.user_ids).get_indexer(pairs["user_id"])
+    cols = pd.Index(train.item_ids).get_indexer(pairs["item_id"])
+    matrix = sp.csr_matrix((np.ones(len(pairs), dtype=np.float32), (rows, cols)),
+                           shape=(train.n_users, train.n_items)).sign().astype(np.float32)
+    matrix.sort_indices()
+    return matrix
 
 
 def with_added_items(base: Dataset, added: Sequence[AddedItem]) -> Dataset:
@@ -459,11 +499,12 @@ class ArmSet:
         if (not items.size and not session and not excluded.size
                 and user_id in self._user_rows[arm]):
             return self.ranking(arm, user_id)  # cached per user (frozen arms: warmed at start)
-        key = ("user", arm, user_id, items.tobytes(), ratings.tobytes(), excluded.tobytes(),
-               liked.tobytes(), disliked.tobytes(), strength if session else 0.0)
+        generation = 0
         if live:
             with self.live_lock:  # the generation the state is scored at, or later
-                key = (*key, self.live_lock.generation)
+                generation = self.live_lock.generation
+        key = ("user", arm, user_id, items.tobytes(), ratings.tobytes(), excluded.tobytes(),
+               liked.tobytes(), disliked.tobytes(), strength if session else 0.0, generation)
         hit = self._cached(key)
         if hit is not None:
             return self._ranked(key, hit)

@@ -20,11 +20,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+import httpx
+
 from arms.base import Recommender
 from arms.data import load_movielens, make_synthetic
 from arms.data.dataset import Dataset
 from serving.armset import ArmSet, file_lock, fit_arms, load_arms, make_arm, save_arms
-from serving.live import arm_bytes, arm_from_bytes, fold_live_arms
+from serving.live import arm_bytes, arm_from_bytes, fold_live_arms, fold_models, state_digest
 from serving.multileave import credit_report, format_credit
 from serving.replay import (
     DecisionRow,
@@ -32,7 +34,7 @@ from serving.replay import (
     OutcomeRow,
     check_log,
     fold_policy,
-    latest_ratings,
+    kept_ratings,
 )
 from serving.service import _iso, retrain_arms
 from serving.settings import Settings
@@ -119,6 +121,7 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
             folder = str(save_arms(models, state_dir / "arms" / f"{stamp}-{os.getpid()}"))
             meta = (store.init_policy_meta(folder) if meta is None
                     else store.publish_version(folder))
+    assert meta is not None  # loaded from it, or just recorded
     arm_set = ArmSet.build(models, catalog, version=meta.version,
                            cold_start_arm=settings.cold_start_arm,
                            cache_size=settings.score_cache_size, added=store.items_after(0))
@@ -253,13 +256,26 @@ def _open_log(settings: Settings, verb: str, out: TextIO) -> Iterator[Store | No
         store.dispose()
 
 
-def rebuild_state(settings: Settings, out: TextIO | None = None) -> int:
+def rebuild_state(settings: Settings, out: TextIO | None = None, *,
+                  service: httpx.Client | None = None) -> int:
     """Replay the log and compare every derived state with the stored one; 0 if all match.
 
     Re-derives each decision's outcome with the rule book, the pulls per arm, the ratings kept
     for retraining and the policy (the fold of the outcomes under ``settings.policy``), prints
-    them per arm and every disagreement, then ``match: yes`` or ``match: NO`` (exit 1). A store
-    that does not exist or holds no log yet is reported as such and left untouched (exit 0).
+    them per arm and every disagreement; then rebuilds the live arms (co-occurrence, live
+    popularity) from the log (:func:`_check_live_arms`) and prints a match line per live arm;
+    then ``match: yes`` or ``match: NO`` (exit 1). A store that does not exist or holds no log
+    yet is reported as such and left untouched (exit 0).
+
+    Parameters
+    ----------
+    settings : Settings
+    out : text stream, optional
+        Where the report goes (default stdout).
+    service : httpx.Client, optional
+        A client of the running service whose live arms are compared (its base URL set);
+        default: the service ``settings.host`` and ``settings.port`` name, asked with
+        ``settings.admin_token`` (none asked without a token).
     """
     out = out if out is not None else sys.stdout  # looked up per call: tests redirect it
     with _open_log(settings, "rebuild", out) as store:
@@ -267,6 +283,7 @@ def rebuild_state(settings: Settings, out: TextIO | None = None) -> int:
             return 0
         rows = store.log_rows()
         source = store.describe()
+        live_lines, live_match = _check_live_arms(settings, store, service)
     fold = rows["fold"]
     # A purged log's policy has the dimension it was folded with.
     state = None if fold is None else fold.policy["state"]
@@ -302,8 +319,90 @@ def rebuild_state(settings: Settings, out: TextIO | None = None) -> int:
               f"{mean:>13}", file=out)
     for line in check.mismatches:
         print(f"  mismatch: {line}", file=out)
-    print(f"match: {'yes' if check.match else 'NO'}", file=out)
-    return 0 if check.match else 1
+    for line in live_lines:
+        print(line, file=out)
+    match = check.match and live_match
+    print(f"match: {'yes' if match else 'NO'}", file=out)
+    return 0 if match else 1
+
+
+def _live_names(settings: Settings) -> list[str]:
+    """The served arms that learn from the stream (their state is a fold of the log)."""
+    return [n for n in settings.arms if make_arm(n, seed=None).learns_from_stream]
+
+
+def _check_live_arms(settings: Settings, store: Store, service: httpx.Client | None
+                     ) -> tuple[list[str], bool]:
+    """Rebuild the live arms from the log and compare them with a running worker's.
+
+    The fold starts where a worker's does (the latest fold snapshot's saved arms, else the
+    base fits of the served version's folder) and takes every event and added item up to the
+    worker's log position (:meth:`serving.service.RecommendationService.live_state`), or up to
+    the log head when no worker answers (then nothing is compared: the lines say why).
+
+    Returns
+    -------
+    (lines, match)
+        One line per live arm (``live arm NAME: match yes|NO ...``); ``match`` False when a
+        worker's digest differs from the rebuilt one.
+    """
+    live = _live_names(settings)
+    if not live:
+        return [], True
+    held, where = _service_live_state(settings, store, service)
+    previous = store.fold_snapshot(arms=True)
+    position = int(held["log_seq"]) if held is not None else store.log_seq()
+    if previous is not None and position < previous.seq:
+        # The worker has not reached the snapshot yet; the events before it are gone.
+        return [f"live arm {n}: not compared: the worker at {where} is at log position "
+                f"{position}, before the fold snapshot at {previous.seq}" for n in live], True
+    try:
+        models, n_events = _live_arms_at(settings, store, previous, position)
+    except (ValueError, FileNotFoundError) as exc:  # no arms folder, or an arm file missing
+        return [f"live arm {n}: not rebuilt: {exc}" for n in live], held is None
+    start = "their base fits" if previous is None else f"the fold snapshot at {previous.seq}"
+    lines = []
+    match = True
+    for name in live:
+        digest = state_digest(models[name])
+        folded = (f"{n_events} events and the items added up to log position {position} "
+                  f"folded from {start}")
+        if held is None:
+            lines.append(f"live arm {name}: not compared ({where}); {folded}")
+            continue
+        same = held["arms"].get(name) == digest
+        match = match and same
+        lines.append(f"live arm {name}: match {'yes' if same else 'NO'} (worker pid "
+                     f"{held['pid']} at {where}: {folded})")
+    return lines, match
+
+
+def _service_live_state(settings: Settings, store: Store, service: httpx.Client | None
+                        ) -> tuple[JsonObject | None, str]:
+    """A running worker's ``GET /admin/live-state`` and where it came from; or None and why
+    not (no token, no answer, another store).
+    """
+    token = settings.admin_token
+    if token is None:
+        return None, "no admin token set: no running service asked"
+    host = settings.host if settings.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    client = service if service is not None else httpx.Client(
+        base_url=f"http://{f'[{host}]' if ':' in host else host}:{settings.port}", timeout=5.0)
+    where = str(client.base_url).rstrip("/")
+    try:
+        response = client.get("/admin/live-state",
+                              headers={"authorization": f"Bearer {token.get_secret_value()}"})
+    except httpx.HTTPError as exc:
+        return None, f"no service answered at {where}: {exc}"
+    finally:
+        if service is None:
+            client.close()
+    if response.status_code != 200:
+        return None, f"the service at {where} answered {response.status_code}"
+    body = response.json()
+    if body.get("store") != store.describe():
+        return None, f"the service at {where} serves another store ({body.get('store')})"
+    return body, where
 
 
 def credit(settings: Settings, *, n_bootstrap: int = 1000, seed: int = 0,
@@ -364,7 +463,7 @@ def purge(settings: Settings, before: str, *, dry_run: bool = False,
     before the DATE, their outcomes and feedback, and the feedback stamped before it that no
     remaining decision owns. The snapshot, at the log head S read before folding, holds the
     policy folded over every outcome up to S (from the previous snapshot, if any), the purged
-    decisions' pulls, the purged feedback's latest ratings and the live arms folded over every
+    decisions' pulls, the purged feedback's kept ratings and the live arms folded over every
     event and added item up to S (:func:`serving.live.fold_live_arms`).
 
     Parameters
@@ -424,9 +523,9 @@ def purge(settings: Settings, before: str, *, dry_run: bool = False,
             arms, n_events = _fold_arms(settings, store, catalog, previous, head)
             deleted = store.purge(
                 cut, head, 0 if previous is None else previous.seq, policy, arms,
-                lambda rows: latest_ratings(
-                    (FeedbackRow(int(q), None, int(u), int(m), 0.0, ty, False, r, v)
-                     for q, u, m, ty, v, r in rows), rules), now)
+                lambda rows: kept_ratings(
+                    (FeedbackRow(int(q), None, int(u), int(m), float(t), ty, False, r, v)
+                     for q, u, m, ty, v, r, t in rows), rules), now)
         except ValueError as exc:
             print(f"recbandits purge: {exc}", file=sys.stderr)
             return 1
@@ -469,18 +568,11 @@ def _fold_arms(settings: Settings, store: Store, catalog: Dataset,
     ``previous``'s, else from their base fits in the served version's folder), saved; and how
     many events this fold read.
     """
-    live = [n for n in settings.arms if make_arm(n, seed=None).learns_from_stream]
+    live = _live_names(settings)
     if not live:
         return {}, 0
     start = 0 if previous is None else previous.seq
-    meta = store.policy_meta()
-    based = [n for n in live if previous is None or n not in previous.arms]
-    if based and meta is None:
-        raise ValueError("the store records no arms folder (policy_meta): start the service "
-                         "once before purging")
-    models = {**(load_arms(Path(meta.arms_dir), based) if based and meta else {}),
-              **({n: arm_from_bytes(previous.arms[n]) for n in live if n not in based}
-                 if previous is not None else {})}
+    models = _start_models(store, live, previous)
     items = store.items_after(0)
     events = [e for e in store.events_after(start) if e.seq <= head]
     folded = fold_live_arms({n: models[n] for n in live}, events,
@@ -488,6 +580,41 @@ def _fold_arms(settings: Settings, store: Store, catalog: Dataset,
                             [a for a in items if start < a.seq <= head],
                             settings.rule_book(), catalog)
     return {n: arm_bytes(m) for n, m in folded.items()}, len(events)
+
+
+def _start_models(store: Store, live: list[str], previous: FoldSnapshot | None
+                  ) -> dict[str, Recommender]:
+    """The ``live`` arms where every fold of them starts: ``previous``'s saved arms (a fold
+    snapshot), else their base fits in the served version's folder.
+
+    Raises
+    ------
+    ValueError
+        The store records no arms folder (the service never started).
+    """
+    meta = store.policy_meta()
+    based = [n for n in live if previous is None or n not in previous.arms]
+    if based and meta is None:
+        raise ValueError("the store records no arms folder (policy_meta): start the service "
+                         "once first")
+    return {**(load_arms(Path(meta.arms_dir), based) if based and meta else {}),
+            **({n: arm_from_bytes(previous.arms[n]) for n in live if n not in based}
+               if previous is not None else {})}
+
+
+def _live_arms_at(settings: Settings, store: Store, previous: FoldSnapshot | None,
+                  position: int) -> tuple[dict[str, Recommender], int]:
+    """The live arms folded from where they start (:func:`_start_models`) over every event
+    and added item up to log position ``position`` (:func:`serving.live.fold_models`: what a
+    worker folds, without its catalogue), and how many events were folded.
+    """
+    live = _live_names(settings)
+    start = 0 if previous is None else previous.seq
+    models = _start_models(store, live, previous)
+    events = [e for e in store.events_after(start) if e.seq <= position]
+    added = [a for a in store.items_after(start) if a.seq <= position]
+    fold_models([models[n] for n in live], events, added, settings.rule_book())
+    return models, len(events)
 
 
 def _feature_dimension(contexts: Mapping[str, Any]) -> int | None:

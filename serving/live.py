@@ -25,6 +25,7 @@ arms the fold snapshot saved at its log position S (:func:`arm_bytes`, folded by
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -107,28 +108,58 @@ def fold_log(arm_set: ArmSet, events: Sequence[LogEvent], added: Sequence[AddedI
     catalog : Dataset
         The base catalogue (for the genres of the universe).
     """
-    live = [arm_set.models[n] for n in arm_set.live_names]
+    with arm_set.live_lock:
+        arm_set.live_lock.generation += 1  # the live arms' cached rankings are now stale
+        fold_models([arm_set.models[n] for n in arm_set.live_names], events, added, rules)
+    if added:
+        arm_set = arm_set.with_items(added, catalog)
+    return arm_set
+
+
+def fold_models(live: Sequence[Recommender], events: Sequence[LogEvent],
+                added: Sequence[AddedItem], rules: RuleBook) -> None:
+    """Fold ``events`` and ``added`` items into the ``live`` arms (changed in place), in log
+    order: the arms' part of :func:`fold_log`, which ``rebuild-state`` runs without a catalogue.
+
+    Parameters
+    ----------
+    live : sequence of Recommender
+        Arms that learn from the stream.
+    events, added : sequences of LogEvent, AddedItem
+        What was logged after the position the arms hold, in log order.
+    rules : RuleBook
+    """
     marks = [a.seq for a in added]
     # Events between two additions are folded in one batch: the arms' states do not depend on
     # how the events are batched, only on their order.
     bounds = np.searchsorted(np.array([e.seq for e in events], dtype=np.int64),
                              np.array(marks, dtype=np.int64))
     start = 0
-    with arm_set.live_lock:
-        arm_set.live_lock.generation += 1  # the live arms' cached rankings are now stale
-        for item, stop in zip([*added, None], [*bounds.tolist(), len(events)], strict=True):
-            _observe(arm_set, live, events[start:stop], rules)
-            start = stop
-            if item is not None:
-                for model in live:
-                    if model.can_grow and item.item_id not in set(model.item_ids_.tolist()):
-                        model.grow([item.item_id])
-    if added:
-        arm_set = arm_set.with_items(added, catalog)
-    return arm_set
+    for item, stop in zip([*added, None], [*bounds.tolist(), len(events)], strict=True):
+        _observe(list(live), events[start:stop], rules)
+        start = stop
+        if item is not None:
+            for model in live:
+                if model.can_grow and item.item_id not in set(model.item_ids_.tolist()):
+                    model.grow([item.item_id])
 
 
-def _observe(arm_set: ArmSet, live: list, events: Sequence[LogEvent], rules: RuleBook) -> None:
+def state_digest(model: Recommender) -> str:
+    """A SHA-256 of live arm ``model``'s state: its items and its ``_get_state`` arrays (name,
+    dtype, shape and bytes, in name order). Two arms folded over the same log have the same digest
+    (their states are exact: :mod:`arms.cooccurrence`), so ``rebuild-state`` compares a
+    worker's arms with its own fold without shipping them.
+    """
+    digest = hashlib.sha256()
+    arrays = {"item_ids": np.asarray(model.item_ids_), **model._get_state()}
+    for name in sorted(arrays):
+        value = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}:{value.dtype.str}:{value.shape}:".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def _observe(live: list, events: Sequence[LogEvent], rules: RuleBook) -> None:
     """Fold one run of events (no item added inside it) into every live arm."""
     if not live or not events:
         return
@@ -205,4 +236,5 @@ def fold_live_arms(models: Mapping[str, Recommender], events: Sequence[LogEvent]
     return {n: folded.models[n] for n in models}
 
 
-__all__ = ["arm_bytes", "arm_from_bytes", "fold_live_arms", "fold_log", "user_history"]
+__all__ = ["arm_bytes", "arm_from_bytes", "fold_live_arms", "fold_log", "fold_models",
+           "state_digest", "user_history"]

@@ -9,8 +9,8 @@ After ``recbandits purge`` the log starts at a **fold snapshot** (:class:`FoldSn
 fold starts from the snapshot's state at its log position S instead of the empty state, and
 folds only the rows after S (outcomes up to S that a purge kept are not folded twice): the
 policy from the snapshot's ``state_dict``, the pulls from those of the purged decisions, the
-ratings from the latest rating of each (user, movie) of the purged feedback, overlaid by the
-remaining feedback (the latest seq wins).
+ratings from the kept rating of each (user, movie) of the purged feedback, into which the
+remaining feedback is folded by the rule book's rule (:class:`serving.rules.KeptRating`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 from bandits.base import BatchedPolicy
 from serving.multileave import credited_feedback, decision_arms, group_feedback
 from serving.policy import Outcome, PolicyModel
-from serving.rules import Feedback, RuleBook
+from serving.rules import Feedback, KeptRating, RuleBook, fold_kept
 from serving.store.types import FoldSnapshot
 
 
@@ -108,31 +108,27 @@ class LogCheck:
         return not self.mismatches
 
 
-def latest_ratings(feedback: Iterable[FeedbackRow], rules: RuleBook,
-                   start: Mapping[tuple[int, int], tuple[int, float]] | None = None
-                   ) -> dict[tuple[int, int], tuple[int, float]]:
-    """The latest rating of each (user, movie) of ``feedback``: the fold that
+def kept_ratings(feedback: Iterable[FeedbackRow], rules: RuleBook,
+                 start: Mapping[tuple[int, int], KeptRating] | None = None
+                 ) -> dict[tuple[int, int], KeptRating]:
+    """The rating each (user, movie) of ``feedback`` keeps for retraining: the fold that
     ``feedback_ratings`` caches, and that a fold snapshot keeps of the feedback it purges.
 
-    Each row's rating is the rule book's for its type and value (a type the rule book no longer
-    knows keeps the rating it was stored with); of several rows of one pair the highest seq
-    wins, also over ``start`` (a fold snapshot's ``(seq, rating)`` per pair).
+    Each row is the rule book's :meth:`~serving.rules.RuleBook.kept_rating` (a type the rule
+    book no longer knows keeps the rating it was stored with); the rows of one pair, and
+    ``start`` (a fold snapshot's), are folded by :meth:`~serving.rules.KeptRating.then`, so
+    the order of ``feedback`` does not matter.
     """
-    ratings: dict[tuple[int, int], tuple[int, float]] = dict(start or {})
-    for f in feedback:
-        rating = (rules.rating(f.feedback_type, f.value) if f.feedback_type in rules.rules
-                  else f.rating)
-        if rating is not None:
-            key = (f.user_id, f.movie_id)
-            if key not in ratings or ratings[key][0] < f.seq:
-                ratings[key] = (f.seq, rating)
-    return ratings
+    return fold_kept(dict(start or {}), (
+        ((f.user_id, f.movie_id), kept) for f in feedback
+        if (kept := rules.kept_rating(f.feedback_type, f.value, f.created_at, f.seq,
+                                      f.rating)) is not None))
 
 
 def _index_feedback(feedback: Iterable[FeedbackRow], rules: RuleBook,
                     fold: FoldSnapshot | None = None) -> tuple[
         Mapping[str, list[tuple[str | None, Feedback]]], set[int],
-        dict[tuple[int, int], tuple[int, float]]]:
+        dict[tuple[int, int], KeptRating]]:
     """One pass over ``feedback``: what the checks compare against.
 
     Returns
@@ -141,15 +137,15 @@ def _index_feedback(feedback: Iterable[FeedbackRow], rules: RuleBook,
         The feedback attributed to each decision, as the rules read it, with its arm.
     counted_seqs : set of int
         Seqs of the rows marked ``counted`` (they decided an outcome).
-    ratings : dict of (user_id, movie_id) to (seq, rating)
-        :func:`latest_ratings` of the feedback, starting from ``fold``'s.
+    ratings : dict of (user_id, movie_id) to KeptRating
+        :func:`kept_ratings` of the feedback, starting from ``fold``'s.
     """
     rows = list(feedback)
     by_event = group_feedback((f.event_id, f.arm, Feedback(f.seq, f.created_at,
                                                            f.feedback_type, f.value))
                               for f in rows if f.event_id is not None)
     counted_seqs = {f.seq for f in rows if f.counted}
-    ratings = latest_ratings(rows, rules, None if fold is None else fold.ratings)
+    ratings = kept_ratings(rows, rules, None if fold is None else fold.ratings)
     return by_event, counted_seqs, ratings
 
 
@@ -210,7 +206,8 @@ def _check_decision(d: DecisionRow, fb: list[tuple[str | None, Feedback]],
 
 def check_log(decisions: Iterable[DecisionRow], feedback: Iterable[FeedbackRow],
               outcomes: Iterable[OutcomeRow], contexts: Mapping[str, Any],
-              pulls_stored: Mapping[str, int], ratings_stored: Mapping[tuple[int, int], float],
+              pulls_stored: Mapping[str, int],
+              ratings_stored: Mapping[tuple[int, int], KeptRating],
               rules: RuleBook, model: PolicyModel, *, fold: FoldSnapshot | None = None,
               max_lines: int = 20) -> LogCheck:
     """Replay the log and compare each derived state with the stored one.
@@ -223,8 +220,9 @@ def check_log(decisions: Iterable[DecisionRow], feedback: Iterable[FeedbackRow],
         The context vector each decision logged (for a contextual policy's fold).
     pulls_stored : mapping of str to int
         The store's pulls per arm.
-    ratings_stored : mapping of (user_id, movie_id) to float
-        The ratings kept for retraining.
+    ratings_stored : mapping of (user_id, movie_id) to KeptRating
+        The ratings kept for retraining (``feedback_ratings``): compared whole with the
+        replay's (rating, precedence, time, seq and excludes).
     rules : RuleBook
     model : PolicyModel
     fold : FoldSnapshot, optional
@@ -260,11 +258,12 @@ def check_log(decisions: Iterable[DecisionRow], feedback: Iterable[FeedbackRow],
     if report.pulls_stored != report.pulls_replayed:
         problems.append(f"pulls stored {dict(report.pulls_stored)} != replayed "
                         f"{dict(report.pulls_replayed)}")
-    replayed_ratings = {k: v for k, (_, v) in ratings.items()}
-    if replayed_ratings != dict(ratings_stored):
-        diff = set(replayed_ratings.items()) ^ set(ratings_stored.items())
+    if ratings != dict(ratings_stored):
+        diff = {k for k in ratings.keys() | ratings_stored.keys()
+                if ratings.get(k) != ratings_stored.get(k)}
         problems.append(f"ratings for retraining: {len(diff)} (user, movie) entries differ "
-                        "from the fold of the feedback")
+                        f"from the fold of the feedback (e.g. {min(diff)}: stored "
+                        f"{ratings_stored.get(min(diff))}, replayed {ratings.get(min(diff))})")
     report.policy, report.rewards = fold_outcomes(outcome_list, contexts, model, fold)
     report.n_outcomes = len(outcome_list)
     report.mismatches = problems[:max_lines] + (

@@ -10,7 +10,14 @@ A feedback type has
   so it never decides a decision's outcome);
 - a **rating** kept for retraining (``None``: no rating);
 - a **session sign**: +1 when it pulls the user's next slates towards the item's genres, -1 when
-  it pushes them away, 0 when it does neither.
+  it pushes them away, 0 when it does neither;
+- whether it **excludes** the item from the user's next slates (live, and after a retrain);
+- a **precedence**: which of a (user, item)'s rated events gives the pair its one rating for
+  retraining (:meth:`RuleBook.kept_rating`). The event of highest precedence wins, ties going to
+  the later event (its timestamp, then its log position): an explicit ``rating`` outranks every
+  implicit event and the latest of several explicit ratings wins; a like or a dislike outranks
+  a click or a view, so a view after a like leaves the like's rating. The fold is commutative,
+  so the rating does not depend on the order the events arrive in.
 
 Exactly one reward in ``[0, 1]`` per policy decision reaches the policy. How several feedbacks
 on one decision combine is the **aggregation**, as Azure Personalizer had it:
@@ -33,7 +40,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, NamedTuple, TypeVar
 
 _T = TypeVar("_T")
@@ -144,7 +151,10 @@ class FeedbackRule:
     excludes : bool, default True
         Whether the item is never recommended to the user again after such an event (a like,
         dislike, rating or purchase: yes; a view, dwell or add-to-cart: no, the user may still
-        want it).
+        want it), live and after a retrain.
+    precedence : float, default 0.0
+        Rank of this type's rating among a (user, item)'s events for retraining: the pair keeps
+        the rating of its event of highest precedence (ties: the later event).
     """
 
     reward: Worth
@@ -152,6 +162,7 @@ class FeedbackRule:
     session_sign: int | None
     value: ValueRange | None = None
     excludes: bool = True
+    precedence: float = 0.0
 
     def __post_init__(self) -> None:
         low, high = _worth_bounds(self.reward)
@@ -170,6 +181,9 @@ class FeedbackRule:
         if self.session_sign is None and self.rating is None:
             raise ValueError("session_sign=None takes the sign of the rating: give a rating "
                              "or a session_sign")
+        if isinstance(self.precedence, bool) or not (
+                isinstance(self.precedence, int | float) and math.isfinite(self.precedence)):
+            raise ValueError(f"precedence must be a finite number, got {self.precedence!r}")
 
     def check_value(self, event_type: str, value: float | None) -> None:
         """Refuse a value this type does not take.
@@ -241,26 +255,30 @@ MAX_DWELL_S = 86_400.0
 #: a dislike 1, as the seeds had it; 3 is neutral (a view: seen, neither liked nor not).
 #: A dwell carries no reward by default: under ``earliest`` a short dwell arriving first would
 #: decide the decision's reward before the like that follows it.
+#: Precedence (which event's rating a (user, item) keeps for retraining): a view 0, a dwell 1,
+#: a click 2, an add-to-cart 3; a like, a dislike and a purchase 4 (a stated opinion or a
+#: commitment: the latest of them wins, so a dislike after a purchase is kept); an explicit
+#: rating 5, above every implicit event (MovieLens's own ratings rank as explicit ratings too).
 DEFAULT_RULES: Mapping[str, FeedbackRule] = {
     EventType.view: FeedbackRule(reward=None, rating=3.0, session_sign=0,
-                                  excludes=False),
-    EventType.click: FeedbackRule(reward=1.0, rating=4.0, session_sign=1),
-    EventType.like: FeedbackRule(reward=1.0, rating=5.0, session_sign=1),
-    EventType.dislike: FeedbackRule(reward=0.0, rating=1.0, session_sign=-1),
+                                  excludes=False, precedence=0.0),
+    EventType.click: FeedbackRule(reward=1.0, rating=4.0, session_sign=1, precedence=2.0),
+    EventType.like: FeedbackRule(reward=1.0, rating=5.0, session_sign=1, precedence=4.0),
+    EventType.dislike: FeedbackRule(reward=0.0, rating=1.0, session_sign=-1, precedence=4.0),
     EventType.add_to_cart: FeedbackRule(reward=1.0, rating=4.5, session_sign=1,
-                                         excludes=False),
-    EventType.purchase: FeedbackRule(reward=1.0, rating=5.0, session_sign=1),
+                                         excludes=False, precedence=3.0),
+    EventType.purchase: FeedbackRule(reward=1.0, rating=5.0, session_sign=1, precedence=4.0),
     EventType.rating: FeedbackRule(
         reward=Scale(1.0, 5.0, 0.0, 1.0), rating=Scale(1.0, 5.0, 1.0, 5.0), session_sign=None,
-        value=ValueRange(1.0, 5.0, "stars")),
+        value=ValueRange(1.0, 5.0, "stars"), precedence=5.0),
     # Seconds on the item: 0 s is neutral (3), a minute or more as good as a like (5).
     EventType.dwell: FeedbackRule(
         reward=None, rating=Scale(0.0, 60.0, 3.0, 5.0), session_sign=0,
-        value=ValueRange(0.0, MAX_DWELL_S, "seconds"), excludes=False),
+        value=ValueRange(0.0, MAX_DWELL_S, "seconds"), excludes=False, precedence=1.0),
 }
 
 #: The keys a settings file may set for an event type (``[rules.<type>]`` in TOML).
-RULE_KEYS = ("reward", "rating", "session_sign", "excludes")
+RULE_KEYS = ("reward", "rating", "session_sign", "excludes", "precedence")
 
 
 def _worth_setting(event_type: str, key: str, value: object) -> Worth:
@@ -279,7 +297,7 @@ def _overridden(event_type: str, rule: FeedbackRule,
                 table: Mapping[str, object]) -> FeedbackRule:
     """``rule`` with a settings table's values (checked) in place of its own."""
     reward, rating = rule.reward, rule.rating
-    sign, excludes = rule.session_sign, rule.excludes
+    sign, excludes, precedence = rule.session_sign, rule.excludes, rule.precedence
     if "reward" in table:
         reward = _worth_setting(event_type, "reward", table["reward"])
     if "rating" in table:
@@ -297,8 +315,15 @@ def _overridden(event_type: str, rule: FeedbackRule,
             raise ValueError(f"rules.{event_type}.excludes must be true or false, got "
                              f"{value!r}")
         excludes = value
+    if "precedence" in table:
+        value = table["precedence"]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
+                value):
+            raise ValueError(f"rules.{event_type}.precedence must be a finite number, got "
+                             f"{value!r}")
+        precedence = float(value)
     try:
-        return FeedbackRule(reward, rating, sign, rule.value, excludes)
+        return FeedbackRule(reward, rating, sign, rule.value, excludes, precedence)
     except ValueError as exc:
         raise ValueError(f"rules.{event_type}: {exc}") from None
 
@@ -358,6 +383,57 @@ class EventWorth(NamedTuple):
 
 #: The worth of an event of a type the rule book does not know.
 UNKNOWN_WORTH = EventWorth(None, None, 0, True)
+
+
+@dataclass(frozen=True)
+class KeptRating:
+    """The rating a (user, item) keeps for retraining, and what decides it.
+
+    Folding a pair's events with :meth:`then` (in any order: it is commutative and associative)
+    gives the same value as the store's upsert (:mod:`serving.store`), ``rebuild-state``'s replay
+    and a purge's fold snapshot.
+
+    Attributes
+    ----------
+    rating : float
+        The rating of the winning event.
+    precedence : float
+        Its type's precedence (:class:`FeedbackRule`).
+    created_at : float
+        Its timestamp (Unix seconds).
+    seq : int
+        Its log position (the last tie-break: two events of one pair stamped in one instant).
+    excludes : bool
+        Whether ANY event of the pair so far excludes the item from the user's slates (its
+        type's ``excludes``): after a retrain the arms treat exactly these pairs as seen.
+    """
+
+    rating: float
+    precedence: float
+    created_at: float
+    seq: int
+    excludes: bool
+
+    @property
+    def rank(self) -> tuple[float, float, int]:
+        """``(precedence, created_at, seq)``: the larger wins."""
+        return (self.precedence, self.created_at, self.seq)
+
+    def then(self, other: KeptRating) -> KeptRating:
+        """The pair's kept rating once ``other`` is folded in too."""
+        winner = other if other.rank > self.rank else self
+        excludes = self.excludes or other.excludes
+        return winner if winner.excludes == excludes else replace(winner, excludes=excludes)
+
+
+def fold_kept(ratings: dict[tuple[int, int], KeptRating],
+              events: Iterable[tuple[tuple[int, int], KeptRating]]
+              ) -> dict[tuple[int, int], KeptRating]:
+    """Fold ``(pair, kept rating)`` of events into ``ratings`` (changed in place, returned)."""
+    for key, kept in events:
+        old = ratings.get(key)
+        ratings[key] = kept if old is None else old.then(kept)
+    return ratings
 
 
 @dataclass(frozen=True)
@@ -464,6 +540,29 @@ class RuleBook:
             self._worths[key] = worth
         return worth
 
+    def precedence(self, feedback_type: str) -> float:
+        """The precedence of ``feedback_type``'s rating for retraining (0 for an unknown type)."""
+        rule = self.rules.get(feedback_type)
+        return 0.0 if rule is None else float(rule.precedence)
+
+    def kept_rating(self, feedback_type: str, value: float | None, created_at: float, seq: int,
+                    stored_rating: float | None = None) -> KeptRating | None:
+        """One event as a candidate for its (user, item)'s rating for retraining (None: its
+        type gives no rating). A type the rule book no longer knows keeps ``stored_rating`` (the
+        rating it was logged with), precedence 0, and excludes (as :meth:`excludes`).
+
+        Raises
+        ------
+        ValueError
+            As :meth:`rating`.
+        """
+        rating = (self.rating(feedback_type, value) if feedback_type in self.rules
+                  else stored_rating)
+        if rating is None:
+            return None
+        return KeptRating(float(rating), self.precedence(feedback_type), float(created_at),
+                          int(seq), self.excludes(feedback_type))
+
     def excludes(self, feedback_type: str) -> bool:
         """Whether an event of this type removes its item from the user's next slates (an
         unknown type: yes, as every feedback did before types said otherwise).
@@ -525,8 +624,10 @@ __all__ = [
     "Feedback",
     "FeedbackRule",
     "FeedbackType",
+    "KeptRating",
     "RuleBook",
     "Scale",
     "ValueRange",
+    "fold_kept",
     "overridden_rules",
 ]

@@ -52,6 +52,7 @@ from serving.armset import (
     load_arms,
     refit_like,
     save_arms,
+    seen_after_retrain,
     training_set,
     with_added_items,
 )
@@ -65,7 +66,7 @@ from serving.errors import (
     StoreUnavailableError,
 )
 from serving.features import FeatureStore
-from serving.live import arm_from_bytes, fold_log, user_history
+from serving.live import arm_from_bytes, fold_log, state_digest, user_history
 from serving.multileave import (
     MultileaveView,
     choose,
@@ -75,7 +76,7 @@ from serving.multileave import (
     set_name,
 )
 from serving.policy import PolicyModel, PolicySnapshot
-from serving.rules import RuleBook
+from serving.rules import EventType, RuleBook
 from serving.schemas import EventIn, FeedbackIn
 from serving.session import session_adjust
 from serving.settings import Settings
@@ -735,7 +736,8 @@ class RecommendationService:
             "arm": arm, "reward": reward, "rating": rule.rating_for(value), "counted": False,
             "note": note,
         }
-        return FeedbackWrite(values, outcome, decided_note)
+        return FeedbackWrite(values, outcome, decided_note, precedence=rule.precedence,
+                             excludes=rule.excludes)
 
     async def feedback(self, body: FeedbackIn) -> FeedbackResult:
         """Validate, attribute and store one feedback; see :mod:`serving` for the rules.
@@ -888,6 +890,22 @@ class RecommendationService:
         return {"log_seq": snapshot.seq, "policy_version": snapshot.version,
                 "pid": os.getpid(), "state": snapshot.policy.state_dict()}
 
+    def live_state(self) -> JsonObject:
+        """The worker's live arms (those that learn from the stream) as digests
+        (:func:`serving.live.state_digest`), the log position they folded up to, and the store
+        they fold: what ``recbandits rebuild-state`` compares with its own fold of the log.
+
+        The position is the later of the last event and the last added item folded: the
+        refresher folds every event and item up to the head it read, so nothing lies between.
+        """
+        with self._advance_lock:  # no fold in between: the digests are of that position
+            arm_set = self.arm_set
+            with arm_set.live_lock:
+                arms = {n: state_digest(arm_set.models[n]) for n in arm_set.live_names}
+            position = max(self.live_seq, self.items_seq)
+        return {"log_seq": position, "pid": os.getpid(), "store": self.store.describe(),
+                "arms": arms}
+
     def retrain(self) -> tuple[int, int]:
         """Refit the arms on the catalogue plus feedback ratings and publish a new version.
 
@@ -992,7 +1010,10 @@ def retrain_arms(settings: Settings, store: Store, catalog: Dataset,
                  lock: AbstractContextManager[object] | None = None
                  ) -> tuple[int, int, ArmSet]:
     """Fit the arms afresh (hyper-parameters from ``settings.arm_params``) on ``catalog`` with
-    the items added at run time plus the ratings of the log; save, publish.
+    the items added at run time plus the ratings of the log (one per (user, item), by the rule
+    book: :func:`serving.armset.training_set`); save, publish. The refitted arms exclude from a
+    user's slates their base ratings and the items of their events whose type excludes
+    (:func:`serving.armset.seen_after_retrain`), not every training pair.
 
     The arms that learn from the stream are not refitted: their state is a fold of the log
     from their fit on the base catalogue (:mod:`serving.live`), which is what is saved for them
@@ -1002,10 +1023,18 @@ def retrain_arms(settings: Settings, store: Store, catalog: Dataset,
     must then present), so a failure publishes nothing.
     """
     ratings = store.ratings_frame()
-    train = training_set(with_added_items(catalog, store.items_after(0)), ratings)
+    base = with_added_items(catalog, store.items_after(0))
+    # Every kept rating trains (a view's too); the base ratings rank as explicit ratings.
+    train = training_set(base, ratings,
+                         base_precedence=settings.rule_book().precedence(EventType.rating))
     live = [n for n, m in models.items() if m.learns_from_stream]
     fitted = fit_arms([n for n in models if n not in live], train, seed=settings.seed,
                       params=settings.arm_params)
+    # A fit marks every training pair seen; the rule book says which of them the user must not
+    # be shown again (a viewed item may still be recommended, a purchased one not).
+    seen = seen_after_retrain(train, base, ratings)
+    for model in fitted.values():
+        model.seen_ = seen.copy()
     bases = refit_like({n: models[n] for n in live}, catalog)
     state_dir = settings.resolved_state_dir()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")

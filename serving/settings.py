@@ -91,9 +91,10 @@ class Settings(BaseSettings):
         How several feedbacks on one decision make its one reward (:mod:`serving.rules`).
     rules : dict
         What event types are worth, where it differs from :data:`serving.rules.DEFAULT_RULES`:
-        ``{type: {reward, rating, session_sign, excludes}}`` (a ``[rules.<type>]`` table in the
-        settings file, or ``RECBANDITS_RULES`` as JSON). A reward or rating is a number,
-        ``false`` (none) or a scale of the event's value ``{low, high, at_low, at_high}``.
+        ``{type: {reward, rating, session_sign, excludes, precedence}}`` (a ``[rules.<type>]``
+        table in the settings file, or ``RECBANDITS_RULES`` as JSON). A reward or rating is a
+        number, ``false`` (none) or a scale of the event's value ``{low, high, at_low,
+        at_high}``; a precedence a number (which event's rating a (user, item) keeps).
     default_reward : float
         Reward of a decision whose window closed without rewarded feedback (default 0).
     reward_window_s : float

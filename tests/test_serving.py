@@ -194,7 +194,8 @@ def test_feedback_on_a_never_shown_movie_is_only_a_rating(client: TestClient,
     assert counts(client) == before
     assert rows(settings, feedback_ratings) == [
         {"user_id": 12, "movie_id": movie, "rating": 1.0,
-         "updated_at": pytest.approx(rows(settings, feedback)[0]["created_at"])}]
+         "updated_at": pytest.approx(rows(settings, feedback)[0]["created_at"]),
+         "precedence": 4.0, "seq": rows(settings, feedback)[0]["seq"], "excludes": True}]
 
 
 def test_feedback_errors_write_nothing(client: TestClient, settings: Settings) -> None:

@@ -128,7 +128,8 @@ def test_the_slate_is_the_team_draft_of_the_logged_rankings(
         arm_set = service.arm_set
         for arm in chosen:
             none = np.empty(0, np.int64)
-            top, _ = service._top(arm_set, arm_set.ranking(arm, user), 7, none, none, none)
+            top, _ = service._arm_top(arm_set, arm, user, 7,
+                                      (none, none.astype(float), none, none, none))
             assert ml["rankings"][arm] == arm_set.item_ids[top].tolist()
         # The propensity is P(set) under the policy; the pmf is over the sets.
         assert slate["propensity"] == row["propensity"] == ml["set_probability"]

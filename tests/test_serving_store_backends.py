@@ -166,7 +166,9 @@ def _feedback(movie: int, kind: str, at: float, rating: float | None) -> Feedbac
     return FeedbackWrite({"created_at": at, "user_id": 1, "movie_id": movie,
                           "feedback_type": kind, "event_id": "e1", "event_key": "e1",
                           "arm": "svd", "reward": float(kind != "dislike"), "rating": rating,
-                          "counted": False, "note": "n"})
+                          "counted": False, "note": "n"},
+                         precedence=DEFAULT_RULES[kind].precedence,
+                         excludes=DEFAULT_RULES[kind].excludes)
 
 
 # Every row keeps the rating it was written with (7.0: not the rule book's, to tell them

@@ -63,7 +63,8 @@ def fb(user: int, movie: int, kind: str, event: dict[str, Any] | None,
               "rating": RULES.rating(kind), "counted": False, "note": "n"}
     outcome = ({"event_id": event["event_id"], "arm": event["arm"], "reward": reward}
                if decides and event is not None else None)
-    return FeedbackWrite(values, outcome, "decided")
+    return FeedbackWrite(values, outcome, "decided", precedence=RULES.precedence(kind),
+                         excludes=RULES.excludes(kind))
 
 
 D1 = decision("e1", 1, "svd", [10, 11, 12], 100.0)
@@ -92,7 +93,9 @@ def stored(url: str) -> dict[str, Any]:
         # writers hand out seqs to duplicates differently (order, not value, is the contract).
         "feedback": sorted(tuple(v for k, v in r.items() if k not in ("id", "seq"))
                            for r in table(url, feedback)),
-        "ratings": sorted(tuple(r.values()) for r in table(url, feedback_ratings)),
+        # Without seqs either (see "feedback"): the rating, its rank and exclusion are compared.
+        "ratings": sorted(tuple(v for k, v in r.items() if k != "seq")
+                          for r in table(url, feedback_ratings)),
         "arm_state": sorted(tuple(r.values()) for r in table(url, arm_state)),
     }
 

@@ -41,9 +41,10 @@ from serving.multileave import (
     group_feedback,
     parse,
 )
-from serving.rules import Feedback, RuleBook
+from serving.rules import Feedback, KeptRating, RuleBook
 from serving.store.errors import store_unavailable, unavailable_on_db_error
 from serving.store.tables import (
+    RATING_COLUMNS_ADDED,
     arm_state,
     decisions,
     feature_sets,
@@ -80,6 +81,50 @@ from serving.store.types import (
 #: The columns of a :class:`~serving.store.types.UserEvent`, in its order (every backend's read).
 USER_EVENT_COLUMNS = "seq, movie_id, feedback_type, value, created_at"
 
+#: The columns of ``feedback_ratings`` and ``fold_ratings`` that :func:`kept_rating_upsert`
+#: writes, in its order.
+KEPT_RATING_COLUMNS = ("user_id", "movie_id", "rating", "updated_at", "precedence", "seq",
+                       "excludes")
+
+
+def kept_rating_set(table: str) -> str:
+    """The ``ON CONFLICT (user_id, movie_id) DO UPDATE`` clause that folds a new event's kept
+    rating (the ``excluded`` row) into ``table``'s: :meth:`serving.rules.KeptRating.then` in
+    SQL, so that the stored rating never depends on the order events arrive in (the row of
+    larger ``(precedence, updated_at, seq)`` wins; ``excludes`` is the OR of both). Row-value
+    comparison: SQLite >= 3.15 and PostgreSQL.
+    """
+    wins = (f"(excluded.precedence, excluded.updated_at, excluded.seq) > "
+            f"({table}.precedence, {table}.updated_at, {table}.seq)")
+    taken = ", ".join(f"{c} = CASE WHEN {wins} THEN excluded.{c} ELSE {table}.{c} END"
+                      for c in ("rating", "updated_at", "precedence", "seq"))
+    return (f"ON CONFLICT (user_id, movie_id) DO UPDATE SET {taken}, "
+            f"excludes = {table}.excludes OR excluded.excludes")
+
+
+def kept_rating_upsert(table: str, n: int, param: str) -> str:
+    """The upsert of ``n`` rows of :data:`KEPT_RATING_COLUMNS` into ``table`` (no pair twice:
+    one statement cannot update a row twice), folding each into the stored one
+    (:func:`kept_rating_set`); ``param`` is the driver's parameter marker.
+    """
+    row = "(" + ", ".join([param] * len(KEPT_RATING_COLUMNS)) + ")"
+    return (f"INSERT INTO {table} ({', '.join(KEPT_RATING_COLUMNS)}) VALUES "
+            f"{', '.join([row] * n)} {kept_rating_set(table)}")
+
+
+def kept_rating_record(user_id: int, movie_id: int, kept: KeptRating) -> Record:
+    """One row of :data:`KEPT_RATING_COLUMNS`: ``user_id``, ``movie_id`` and the ``kept``
+    rating's fields.
+    """
+    return (user_id, movie_id, kept.rating, kept.created_at, kept.precedence, kept.seq,
+            kept.excludes)
+
+
+def _kept(row: Any) -> KeptRating:  # type: ignore[explicit-any]  # a SQLAlchemy Row
+    """A stored ``feedback_ratings`` or ``fold_ratings`` row as a :class:`KeptRating`."""
+    return KeptRating(float(row.rating), float(row.precedence), float(row.updated_at),
+                      int(row.seq), bool(row.excludes))
+
 if TYPE_CHECKING:  # only for annotations: the async helpers live in the backend modules
     from serving.store.postgresql import AsyncBatchWriter, GroupReader
 
@@ -109,6 +154,13 @@ def _context_features(context: object) -> list[float] | None:
         return None
     features = context.get("features")
     return features if isinstance(features, list) else None
+
+
+def _default_sql(column: sa.Column[Any], conn: Connection) -> str:  # type: ignore[explicit-any]
+    """``column``'s server default as SQL text of ``conn``'s dialect."""
+    default = column.server_default.arg  # type: ignore[union-attr]  # every added column has one
+    return str(default if isinstance(default, str)
+               else default.compile(dialect=conn.dialect))
 
 
 class Store(abc.ABC):
@@ -184,10 +236,7 @@ class Store(abc.ABC):
             f"({p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT (event_id, arm) DO NOTHING RETURNING seq")
         self._mark_counted_sql = f"UPDATE feedback SET counted = true, note = {p} WHERE seq = {p}"
         self._increment_sql = f"UPDATE arm_state SET pulls = pulls + {p} WHERE arm = {p}"
-        self._upsert_rating_sql = (
-            f"INSERT INTO feedback_ratings (user_id, movie_id, rating, updated_at) VALUES ({p}, "
-            f"{p}, {p}, {p}) ON CONFLICT (user_id, movie_id) DO UPDATE SET rating = "
-            "excluded.rating, updated_at = excluded.updated_at")
+        self._upsert_rating_sql = kept_rating_upsert("feedback_ratings", 1, p)
 
     # ------------------------------------------------------------------ what a backend supplies
     @abc.abstractmethod
@@ -287,6 +336,15 @@ class Store(abc.ABC):
             # A store written before events carried values gains the (nullable) column.
             if "value" not in {c["name"] for c in sa.inspect(conn).get_columns(feedback.name)}:
                 conn.exec_driver_sql("ALTER TABLE feedback ADD COLUMN value DOUBLE PRECISION")
+            # A store written before ratings had a precedence gains those columns.
+            for name, added in RATING_COLUMNS_ADDED.items():
+                table = metadata.tables[name]
+                have = {c["name"] for c in sa.inspect(conn).get_columns(name)}
+                for column in (table.c[c] for c in added if c not in have):
+                    conn.execute(sa.DDL(
+                        f"ALTER TABLE {name} ADD COLUMN {column.name} "
+                        f"{column.type.compile(conn.dialect)} NOT NULL DEFAULT "
+                        f"{_default_sql(column, conn)}"))
             conn.execute(self.insert(log_head).values(id=1, seq=0).on_conflict_do_nothing())
             self._upgrade_for_multileave(conn)
             for arm in arms:
@@ -602,15 +660,22 @@ class Store(abc.ABC):
 
     @unavailable_on_db_error
     def ratings_frame(self) -> pd.DataFrame:
-        """Feedback ratings as ``user_id, item_id, rating, timestamp`` (for retraining)."""
+        """Feedback ratings as ``user_id, item_id, rating, timestamp, precedence, excludes``
+        (for retraining: :func:`serving.armset.training_set`), one row per (user, item).
+        """
+        cols = (feedback_ratings.c.user_id, feedback_ratings.c.movie_id,
+                feedback_ratings.c.rating, feedback_ratings.c.updated_at,
+                feedback_ratings.c.precedence, feedback_ratings.c.excludes)
         with self.read_engine.connect() as conn:
-            rows = conn.execute(sa.select(feedback_ratings)).all()
-        frame = pd.DataFrame(rows, columns=["user_id", "movie_id", "rating", "updated_at"])
+            rows = conn.execute(sa.select(*cols)).all()
+        frame = pd.DataFrame(rows, columns=[c.name for c in cols])
         return pd.DataFrame({
             "user_id": frame["user_id"].astype("int64"),
             "item_id": frame["movie_id"].astype("int64"),
             "rating": frame["rating"].astype("float32"),
             "timestamp": frame["updated_at"].astype("int64"),
+            "precedence": frame["precedence"].astype("float64"),
+            "excludes": frame["excludes"].astype(bool),
         })
 
     @unavailable_on_db_error
@@ -681,8 +746,10 @@ class Store(abc.ABC):
                     result.counted += 1
             result.feedback.append(FeedbackResult(row, True))
             if v["rating"] is not None:
-                ratings.append((row["user_id"], row["movie_id"], v["rating"], row["created_at"]))
-        if ratings:  # in log order, so the latest rating of a movie wins
+                ratings.append(kept_rating_record(row["user_id"], row["movie_id"], KeptRating(
+                    v["rating"], write.precedence, row["created_at"], feedback_seq,
+                    write.excludes)))
+        if ratings:  # each folded into the pair's stored one (any order gives the same)
             cursor.executemany(self._upsert_rating_sql, ratings)
         self._increment(cursor.execute, pulls)
         return result
@@ -776,8 +843,9 @@ class Store(abc.ABC):
             created_at, feedback_type, counted, rating, value, arm)``; ``outcomes``: ``(seq,
             event_id, arm, reward, feedback_seq)``;
             ``contexts``: event_id -> feature vector (decisions with an outcome);
-            ``pulls``: arm -> stored pulls; ``ratings``: (user_id, movie_id) -> rating;
-            ``fold``: the latest fold snapshot with its ratings (None: never purged).
+            ``pulls``: arm -> stored pulls; ``ratings``: (user_id, movie_id) -> its
+            :class:`~serving.rules.KeptRating`; ``fold``: the latest fold snapshot with its
+            ratings (None: never purged).
         """
         with self._snapshot_connection() as conn:
             out: LogRows = {
@@ -796,7 +864,7 @@ class Store(abc.ABC):
                     sa.select(decisions.c.event_id, sa.cast(decisions.c.context, sa.Text))
                     .join(outcomes, outcomes.c.event_id == decisions.c.event_id))},
                 "pulls": {r.arm: int(r.pulls) for r in conn.execute(sa.select(arm_state))},
-                "ratings": {(int(r.user_id), int(r.movie_id)): float(r.rating)
+                "ratings": {(int(r.user_id), int(r.movie_id)): _kept(r)
                             for r in conn.execute(sa.select(feedback_ratings))},
                 "fold": self._read_fold(conn, ratings=True, arms=False),
             }
@@ -863,22 +931,27 @@ class Store(abc.ABC):
 
     def insert_simulated(self, decision_rows: Sequence[Row],
                          feedback_rows: Sequence[Row],
-                         outcome_rows: Sequence[Row] = ()) -> None:
+                         outcome_rows: Sequence[Row] = (), *,
+                         rules: RuleBook | None = None) -> None:
         """Bulk-insert simulated log rows in one transaction (no idempotency check).
 
         The rows hold every column of their table but the feedback ``id``; their ``seq``
         values must be above the log's and increasing in log order: ``log_head`` is moved to
-        the largest; the feedback's ratings are upserted into ``feedback_ratings`` as the
-        service does. ``arm_state`` is left alone (see :meth:`set_pulls`).
+        the largest; the feedback's ratings are folded into ``feedback_ratings`` as the service
+        does, by ``rules`` (default: the default rule book). ``arm_state`` is left alone (see
+        :meth:`set_pulls`).
         """
+        rules = rules if rules is not None else RuleBook()
         with self.write_engine.begin() as conn:
             if decision_rows:
                 conn.execute(decisions.insert(), list(decision_rows))
             if feedback_rows:
                 conn.execute(feedback.insert(), list(feedback_rows))
-                ratings = [(r["user_id"], r["movie_id"], r["rating"], r["created_at"])
-                           for r in sorted(feedback_rows, key=lambda r: r["seq"])
-                           if r["rating"] is not None]  # the latest rating of a movie wins
+                ratings = [kept_rating_record(r["user_id"], r["movie_id"], kept)
+                           for r in feedback_rows
+                           if (kept := rules.kept_rating(r["feedback_type"], r.get("value"),
+                                                         r["created_at"], r["seq"],
+                                                         r["rating"])) is not None]
                 if ratings:
                     conn.exec_driver_sql(self._upsert_rating_sql, ratings)
             if outcome_rows:
@@ -962,7 +1035,7 @@ class Store(abc.ABC):
             policy=json.loads(row.policy),
             pulls={a: int(n) for a, n in json.loads(row.pulls).items()},
             deleted={k: int(n) for k, n in json.loads(row.deleted).items()},
-            ratings={(int(r.user_id), int(r.movie_id)): (int(r.seq), float(r.rating))
+            ratings={(int(r.user_id), int(r.movie_id)): _kept(r)
                      for r in conn.execute(sa.select(fold_ratings))} if ratings else {},
             arms={r.arm: bytes(r.state) for r in conn.execute(
                 sa.select(fold_arms.c.arm, fold_arms.c.state).where(fold_arms.c.seq == seq))}
@@ -1018,7 +1091,7 @@ class Store(abc.ABC):
     @unavailable_on_db_error
     def purge(self, cut: float, seq: int, previous: int, policy: JsonObject,
               arms: Mapping[str, bytes],
-              ratings: Callable[[Sequence[Record]], Mapping[tuple[int, int], tuple[int, float]]],
+              ratings: Callable[[Sequence[Record]], Mapping[tuple[int, int], KeptRating]],
               now: float) -> dict[str, int]:
         """Delete the raw log before ``cut`` and store the fold snapshot at ``seq``, in ONE
         transaction (see :meth:`_purged` for what goes).
@@ -1043,8 +1116,9 @@ class Store(abc.ABC):
             item up to ``seq``.
         ratings : callable
             Given the deleted feedback rows ``(seq, user_id, movie_id, feedback_type, value,
-            rating)``, their latest ``(seq, rating)`` per ``(user_id, movie_id)``
-            (:func:`serving.replay.latest_ratings`).
+            rating, created_at)``, their kept rating per ``(user_id, movie_id)``
+            (:func:`serving.replay.kept_ratings`), folded into the snapshot's (the same rule in
+            SQL: :func:`kept_rating_set`).
         now : float
 
         Returns
@@ -1067,7 +1141,8 @@ class Store(abc.ABC):
                                  f"{latest} while this one folded from {previous}: run it again")
             gone_feedback = conn.execute(feedback.delete().where(feedback_gone).returning(
                 feedback.c.seq, feedback.c.user_id, feedback.c.movie_id,
-                feedback.c.feedback_type, feedback.c.value, feedback.c.rating)).all()
+                feedback.c.feedback_type, feedback.c.value, feedback.c.rating,
+                feedback.c.created_at)).all()
             n_outcomes = len(conn.execute(outcomes.delete().where(outcome_gone)
                                           .returning(outcomes.c.seq)).all())
             gone = conn.execute(decisions.delete().where(decision_gone).returning(
@@ -1085,26 +1160,16 @@ class Store(abc.ABC):
             if arms:
                 conn.execute(fold_arms.insert(), [{"arm": a, "seq": seq, "state": blob}
                                                   for a, blob in arms.items()])
-            rows = [(u, m, q, r) for (u, m), (q, r)
+            rows = [kept_rating_record(u, m, kept) for (u, m), kept
                     in ratings([tuple(r) for r in gone_feedback]).items()]
             # Multi-row statements of plain SQL (one row per pair: none is updated twice by one
             # statement): an executemany of the upsert cost PostgreSQL ~50-65 us a row, under
             # the log_head lock.
             for start in range(0, len(rows), 1000):
                 chunk = rows[start:start + 1000]
-                conn.exec_driver_sql(self._upsert_fold_ratings_sql(len(chunk)),
+                conn.exec_driver_sql(kept_rating_upsert("fold_ratings", len(chunk), self.PARAM),
                                      tuple(v for row in chunk for v in row))
         return deleted
-
-    def _upsert_fold_ratings_sql(self, n: int) -> str:
-        """The upsert of ``n`` fold-snapshot ratings ``(user_id, movie_id, seq, rating)``:
-        the later seq of a pair wins.
-        """
-        p = self.PARAM
-        values = ", ".join([f"({p}, {p}, {p}, {p})"] * n)
-        return (f"INSERT INTO fold_ratings (user_id, movie_id, seq, rating) VALUES {values} "
-                "ON CONFLICT (user_id, movie_id) DO UPDATE SET seq = excluded.seq, rating = "
-                "excluded.rating WHERE excluded.seq > fold_ratings.seq")
 
     def set_pulls(self, pulls: Mapping[str, int]) -> None:
         """Overwrite the stored pulls of the arms in ``pulls`` (a simulated log's end state)."""
@@ -1113,4 +1178,5 @@ class Store(abc.ABC):
                 conn.execute(arm_state.update().where(arm_state.c.arm == arm).values(pulls=n))
 
 
-__all__ = ["COMMIT_MODES", "CommitMode", "Store"]
+__all__ = ["COMMIT_MODES", "KEPT_RATING_COLUMNS", "CommitMode", "Store", "kept_rating_record",
+           "kept_rating_set", "kept_rating_upsert"]

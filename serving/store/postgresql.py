@@ -46,7 +46,13 @@ from sqlalchemy.engine import Connection, Engine
 
 from serving.errors import StoreUnavailableError
 from serving.multileave import decision_pulls
-from serving.store.base import USER_EVENT_COLUMNS, CommitMode, Store, stored_feedback_row
+from serving.store.base import (
+    USER_EVENT_COLUMNS,
+    CommitMode,
+    Store,
+    kept_rating_set,
+    stored_feedback_row,
+)
 from serving.store.errors import (
     register_driver_errors,
     store_unavailable,
@@ -120,7 +126,8 @@ _PLAN_EACH = "SET LOCAL plan_cache_mode = force_custom_plan"  # see _CUSTOM_PLAN
 _WRITE_RECORD = (
     "s int8, created_at float8, user_id int8, movie_id int8, feedback_type text, value float8, "
     "event_id text, event_key text, arm text, reward float8, rating float8, note text, "
-    "os int8, o_event text, o_arm text, o_reward float8, o_note text")
+    "os int8, o_event text, o_arm text, o_reward float8, o_note text, precedence float8, "
+    "excludes bool")
 _WRITE_FEEDBACK = (
     "WITH h AS (SELECT seq - %s AS base FROM log_head WHERE id = 1), "
     f"w AS (SELECT w.* FROM json_to_recordset(%s::json) AS w({_WRITE_RECORD})), "
@@ -145,12 +152,14 @@ _WRITE_FEEDBACK = (
     "RETURNING id, seq, counted, user_id, event_key, movie_id, feedback_type), "
     "o AS (INSERT INTO outcomes (event_id, seq, arm, reward, decided_at, feedback_seq) "
     "SELECT o_event, oseq, o_arm, o_reward, created_at, seq FROM d WHERE decides), "
-    # The latest rating of a movie in the batch wins, as one upsert per write would leave it.
-    "r AS (INSERT INTO feedback_ratings (user_id, movie_id, rating, updated_at) "
-    "SELECT DISTINCT ON (user_id, movie_id) user_id, movie_id, rating, created_at FROM d "
-    "WHERE rating IS NOT NULL ORDER BY user_id, movie_id, s DESC "
-    "ON CONFLICT (user_id, movie_id) DO UPDATE SET rating = excluded.rating, "
-    "updated_at = excluded.updated_at) "
+    # Each movie's kept rating in the batch (the rule book's KeptRating: the row of largest
+    # (precedence, created_at, seq), excludes the OR of the rows; window functions run before
+    # DISTINCT ON), folded into the stored one by the same clause as every other upsert.
+    "r AS (INSERT INTO feedback_ratings (user_id, movie_id, rating, updated_at, precedence, seq, "
+    "excludes) SELECT DISTINCT ON (user_id, movie_id) user_id, movie_id, rating, created_at, "
+    "precedence, seq, bool_or(excludes) OVER (PARTITION BY user_id, movie_id) FROM d "
+    "WHERE rating IS NOT NULL ORDER BY user_id, movie_id, precedence DESC, created_at DESC, "
+    f"s DESC {kept_rating_set('feedback_ratings')}) "
     "SELECT * FROM f"
 )
 
@@ -531,7 +540,7 @@ def _write_document(unique: Sequence[FeedbackWrite]) -> tuple[str, int]:
     for write in unique:
         offset += 1
         record = {key: write.values.get(key) for key in _FEEDBACK_KEYS}
-        record["s"] = offset
+        record.update(s=offset, precedence=write.precedence, excludes=write.excludes)
         if write.outcome is not None:
             offset += 1
             record.update(os=offset, o_event=write.outcome["event_id"],

@@ -119,6 +119,10 @@ arm_state = sa.Table(
     sa.Column("pulls", sa.BigInteger, nullable=False, server_default="0"),
 )
 
+# The rating each (user, movie) keeps for retraining: that of its event of highest precedence,
+# then latest ``updated_at`` (the event's timestamp), then highest ``seq``
+# (:class:`serving.rules.KeptRating`); ``excludes``: whether any of its events excludes the movie
+# from the user's slates. The last three columns came later: ``RATING_COLUMNS_ADDED``.
 feedback_ratings = sa.Table(
     "feedback_ratings",
     metadata,
@@ -126,6 +130,9 @@ feedback_ratings = sa.Table(
     sa.Column("movie_id", sa.BigInteger, primary_key=True),
     sa.Column("rating", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float(precision=53), nullable=False),
+    sa.Column("precedence", sa.Float(precision=53), nullable=False, server_default="0"),
+    sa.Column("seq", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("excludes", sa.Boolean, nullable=False, server_default=sa.true()),
 )
 
 # One row (id = 1): the policy version and the folder of the arms it serves.
@@ -197,8 +204,9 @@ fold_arms = sa.Table(
     sa.Column("state", sa.LargeBinary, nullable=False),
 )
 
-# The latest snapshot's ratings for retraining of the deleted feedback: the latest (seq, rating)
-# of each (user, movie), overlaid by the remaining feedback in ``rebuild-state``'s check.
+# The latest snapshot's ratings for retraining of the deleted feedback: the kept rating of each
+# (user, movie) as ``feedback_ratings`` holds it (same rule), overlaid by the remaining feedback
+# in ``rebuild-state``'s check.
 fold_ratings = sa.Table(
     "fold_ratings",
     metadata,
@@ -206,4 +214,15 @@ fold_ratings = sa.Table(
     sa.Column("movie_id", sa.BigInteger, primary_key=True),
     sa.Column("seq", sa.BigInteger, nullable=False),
     sa.Column("rating", sa.Float(precision=53), nullable=False),
+    sa.Column("precedence", sa.Float(precision=53), nullable=False, server_default="0"),
+    sa.Column("updated_at", sa.Float(precision=53), nullable=False, server_default="0"),
+    sa.Column("excludes", sa.Boolean, nullable=False, server_default=sa.true()),
 )
+
+#: Columns added to tables of older stores (``Store.create_schema`` adds them, with their server
+#: defaults: an older row ranks below every new event of its pair, and stays excluded, as every
+#: rating was before).
+RATING_COLUMNS_ADDED: dict[str, tuple[str, ...]] = {
+    "feedback_ratings": ("precedence", "seq", "excludes"),
+    "fold_ratings": ("precedence", "updated_at", "excludes"),
+}

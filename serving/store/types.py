@@ -6,6 +6,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeAlias, TypedDict
 
+from serving.rules import KeptRating
+
 #: A stored row as the DBAPI drivers (sqlite3, psycopg) take and return it: column name ->
 #: value. The values are the driver's (int, float, str, None; a JSON column as text or, from
 #: psycopg, decoded), so each reader narrows those it uses. The store seam's one explicit ``Any``,
@@ -128,8 +130,8 @@ class FoldSnapshot:
         Policy decisions per arm deleted by every purge so far.
     deleted : dict of str to int
         Rows this purge deleted, by table.
-    ratings : dict of (user_id, movie_id) to (seq, rating)
-        The latest rating of each pair of the deleted feedback (read when asked for).
+    ratings : dict of (user_id, movie_id) to KeptRating
+        The kept rating of each pair of the deleted feedback (read when asked for).
     arms : dict of str to bytes
         Each live arm folded up to ``seq``, saved (read when asked for).
     """
@@ -140,7 +142,7 @@ class FoldSnapshot:
     policy: JsonObject
     pulls: dict[str, int]
     deleted: dict[str, int]
-    ratings: dict[tuple[int, int], tuple[int, float]] = field(default_factory=dict)
+    ratings: dict[tuple[int, int], KeptRating] = field(default_factory=dict)
     arms: dict[str, bytes] = field(default_factory=dict)
 
 
@@ -154,7 +156,7 @@ class LogRows(TypedDict):
     outcomes: list[Record]
     contexts: dict[str, list[float] | None]
     pulls: dict[str, int]
-    ratings: dict[tuple[int, int], float]
+    ratings: dict[tuple[int, int], KeptRating]
     fold: FoldSnapshot | None
 
 
@@ -180,11 +182,19 @@ class FeedbackWrite:
         has one already (None: it decides none).
     decided_note : str
         The row's ``note`` when it does decide the outcome.
+    precedence : float
+        Its type's precedence for the (user, movie)'s rating for retraining (the rule book's;
+        keyword-only and required: a default would rank every caller's events alike).
+    excludes : bool
+        Whether its type excludes the movie from the user's slates (the rule book's;
+        keyword-only and required).
     """
 
     values: Row
     outcome: Row | None = None
     decided_note: str = ""
+    precedence: float = field(kw_only=True)
+    excludes: bool = field(kw_only=True)
 
     @property
     def key(self) -> tuple[int, str, int, str]:

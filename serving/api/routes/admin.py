@@ -1,5 +1,6 @@
 """``/admin``: refit the arms (``POST /admin/retrain``), add catalogue items (``POST
-/admin/items``), and show a worker's learned state (``GET /admin/policy-state``).
+/admin/items``), and show a worker's learned state (``GET /admin/policy-state``, ``GET
+/admin/live-state``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,17 @@ async def policy_state(service: ServiceDep) -> dict[str, Any]:
     that position (``recbandits rebuild-state`` computes the same fold).
     """
     return service.policy_state()
+
+
+@router.get("/live-state",
+            responses={401: {"model": ErrorOut, "description": "no token"},
+                       403: {"model": ErrorOut, "description": "wrong token"}})
+async def live_state(service: ServiceDep) -> dict[str, Any]:
+    """The worker's live arms (co-occurrence, live popularity) as a SHA-256 of their state,
+    the log position they folded up to and the store they fold: ``recbandits rebuild-state``
+    folds the log to that position and compares.
+    """
+    return await run_in_threadpool(service.live_state)
 
 
 @router.post("/items", response_model=ItemOut, status_code=201,
