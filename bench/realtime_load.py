@@ -188,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         "recommendations_achieved_rps_at_half_bare": h["rps"],
         "read_your_writes_requests_rps": ryw["rps"], "read_your_writes_p99_ms": ryw["p99"],
         "non2xx": e["non2xx"] + r["non2xx"] + h["non2xx"] + ryw["non2xx"],
+        "events_non2xx": e["non2xx"], "recommendations_first_pass_non2xx": f["non2xx"],
+        "recommendations_non2xx": r["non2xx"], "recommendations_non2xx_at_half_bare":
+        h["non2xx"], "recommendations_errors_at_half_bare": h.get("errors", 0.0),
+        "read_your_writes_non2xx": ryw["non2xx"],
     })
     print(f"\nreal-time service: {args.store}, 1 worker, {POLICY} on user-v2, arms {ARMS}")
     print(f"bare            {b['rps']:>8.0f} req/s   p99 at half rate {bh['p99']:.1f} ms")
