@@ -57,6 +57,9 @@ class Recommender(ABC):
     learns_from_stream: ClassVar[bool] = False
     #: Whether :meth:`grow` can add catalogue items without a refit.
     can_grow: ClassVar[bool] = False
+    #: Whether :meth:`score` can differ between users (False: every row is the same, so a
+    #: service ranks the items once and leaves out each user's seen items).
+    personalised: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

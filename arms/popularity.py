@@ -40,6 +40,7 @@ class PopularityRecommender(Recommender):
     name = "popularity"
     learns_from_stream: ClassVar[bool] = True
     can_grow: ClassVar[bool] = True
+    personalised: ClassVar[bool] = False
 
     def __init__(self, *, half_life: float | None = None) -> None:
         self.half_life = half_life

@@ -418,6 +418,10 @@ class ArmSet:
             return self.history_ranking(arm, user_id, empty, empty.astype(np.float64))
         model = self.models[arm]
         live = model.learns_from_stream
+        seen = model.seen_
+        if not model.personalised:
+            return self._shared_ranking(arm, user, seen.indices[seen.indptr[user]:
+                                                               seen.indptr[user + 1]])
         with self.live_lock if live else contextlib.nullcontext():
             key = (arm, user, self.live_lock.generation) if live else (arm, user)
             hit = self._cached(key)
@@ -425,12 +429,39 @@ class ArmSet:
                 scores = model.score(np.array([user]))[0]
         if hit is not None:
             return self._ranked(key, hit)
-        seen = model.seen_
         full = self.to_universe(arm, scores, seen.indices[seen.indptr[user]:seen.indptr[user + 1]])
         # A live arm's state moves with the log: its ranking is sorted only if asked for again.
         ranking = unranked(full) if live else rank_rows(full[None, :])[0]
         self._remember(key, ranking)
         return ranking
+
+    def _shared_ranking(self, arm: str, user: int, seen: np.ndarray) -> Ranking:
+        """The ranking of an arm whose scores are the same for every user (``personalised``
+        false: popularity), for the user of row ``user`` whose seen items (the arm's indices)
+        are ``seen``: the items are ranked once per state of the arm (cached under its
+        generation, for a live arm) and each request leaves out its user's seen items, instead
+        of caching a ranking per user (which a live arm's every fold would invalidate: 56 us
+        to score and partition a user's row, 100 us to sort it, against ~10 us here).
+        """
+        model = self.models[arm]
+        with self.live_lock if model.learns_from_stream else contextlib.nullcontext():
+            key = ("shared", arm, self.live_lock.generation)
+            shared = self._cached(key)
+            if shared is None:
+                scores = self.to_universe(arm, model.score(np.array([user]))[0])
+        if shared is None:
+            finite = np.flatnonzero(np.isfinite(scores))
+            # Best first, ties to the lower index (the order of top_k_row); every rankable item.
+            order = finite[np.lexsort((finite, -scores[finite]))]
+            shared = Ranking(scores, order, complete=True)
+            self._remember(key, shared)
+        hidden = self.positions[arm][seen[seen < self.positions[arm].size]]
+        if not hidden.size:
+            return shared
+        scores = shared.scores.copy()
+        scores[hidden] = -np.inf
+        keep = np.isfinite(scores)
+        return Ranking(scores, shared.order[keep[shared.order]], complete=True)
 
     def history_ranking(self, arm: str, user_id: int, items: np.ndarray,
                         ratings: np.ndarray) -> Ranking:

@@ -418,3 +418,45 @@ def test_a_users_cached_ranking_equals_scoring_afresh_and_moves_with_the_log(
         else:
             assert now is before[arm], arm
     assert arms.item_index[top_item] in served("popularity")[0]
+
+
+def test_popularitys_one_ranking_per_state_serves_each_user_their_unseen_items(
+        catalog: Dataset, fitted: dict[str, Recommender]) -> None:
+    from serving.armset import ArmSet
+    from serving.live import fold_log
+    from serving.service import _best, top_k_row
+    from serving.store.types import LogEvent
+
+    arms = ArmSet.build(copy.deepcopy(fitted), catalog, version=1, cold_start_arm="popularity",
+                        cache_size=64)
+    model = arms.models["popularity"]
+    assert not model.personalised and all(arms.models[n].personalised for n in ARMS[:3])
+    rng = np.random.default_rng(12)
+
+    def per_user(user_id: int, excluded: np.ndarray) -> np.ndarray:
+        # What a per-user ranking serves: the row with the user's seen items at -inf.
+        row = arms._user_rows["popularity"][user_id]
+        seen = model.seen_.indices[model.seen_.indptr[row]:model.seen_.indptr[row + 1]]
+        scores = arms.to_universe("popularity", model.score(np.array([row]))[0], seen)
+        scores = scores.astype(np.float64)
+        scores[excluded] = -np.inf
+        return top_k_row(scores, 12)[0]
+
+    def check() -> None:
+        for user_id in catalog.user_ids[:25].tolist():
+            excluded = rng.choice(arms.item_ids.size, 5, replace=False).astype(np.int64)
+            ranking = arms.ranking("popularity", int(user_id))
+            assert ranking.complete
+            np.testing.assert_array_equal(_best(ranking, 12, excluded)[0],
+                                          per_user(int(user_id), excluded))
+
+    check()
+    shared = arms._cached(("shared", "popularity", arms.live_lock.generation))
+    assert shared is not None  # one ranking of the items for every user
+    # The log moves the counts: the next request ranks them again.
+    low = int(arms.item_ids[np.argsort(shared.scores)[0]])
+    fold_log(arms, [LogEvent(i + 1, int(catalog.user_ids[i % 30]), low, "purchase", None,
+                             1.7e9 + i) for i in range(80)], [], RuleBook(), catalog)
+    check()
+    newcomer = arms.ranking("popularity", 10**9).scores  # a user the arm does not know
+    assert arms.item_index[low] == int(np.argmax(newcomer))
