@@ -67,7 +67,7 @@ def _child(mode: str, m: int, requests: int, dataset: str) -> None:
         resources.store.dispose()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--baseline-tree", type=Path, default=None,
                         help="another checkout whose single path is timed alongside")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.child:
         _child(args.child[0], int(args.child[1]), args.requests, args.dataset)
         return

@@ -28,6 +28,7 @@ OTHER_COMMANDS = {
     "retrain": "the service",
     "rebuild-state": "the service",
     "purge": "the service",
+    "credit": "the service's log (multileaved decisions)",
     "ope": "the service's log (and --obd, whose handler calls experiments.obd_ope.run)",
 }
 
