@@ -20,10 +20,10 @@ from experiments import config as cfg
 from experiments.results import SimulationResults
 
 #: Lab command -> the module whose ``run(config)`` it calls.
-LAB_COMMANDS = {"simulate": "experiments.simulate", "replay": "experiments.replay"}
+LAB_COMMANDS = {"simulate": "experiments.simulate", "replay": "experiments.replay",
+                "evaluate-arms": "experiments.evaluate_arms"}
 #: Commands not (yet) in that shape, and why.
 OTHER_COMMANDS = {
-    "evaluate-arms": "passes an argparse Namespace down; being reshaped (issue 18)",
     "serve": "the service",
     "retrain": "the service",
     "rebuild-state": "the service",
