@@ -84,7 +84,7 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
         raise ValueError(f"arms names {list(arms)} must equal settings.arms {settings.arms}")
     _warn_of_an_old_state_folder(settings)
     store = open_store(settings.resolved_db_url(), timeout_s=settings.store_timeout_s)
-    store.create_schema(settings.arms)
+    store.create_schema(settings.arms, settings.rule_book())
     if catalog is None:
         logger.info("loading the %s data", settings.dataset)
         catalog = load_catalog(settings)
@@ -506,7 +506,7 @@ def purge(settings: Settings, before: str, *, dry_run: bool = False,
     with _open_log(settings, "purge", out) as store:
         if store is None:
             return 0
-        store.create_schema(settings.arms)  # a store older than the snapshot tables gains them
+        store.create_schema(settings.arms, settings.rule_book())  # an older store gains tables
         head = store.log_seq()
         counts = store.purge_counts(cut, head)
         what = (f"{counts['decisions']} decisions, {counts['outcomes']} outcomes and "

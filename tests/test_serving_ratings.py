@@ -409,21 +409,67 @@ def test_rebuild_state_reports_a_corrupted_live_arm(
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_an_older_store_gains_the_rating_columns(backend: str, tmp_path: Path) -> None:
-    store = open_store(store_url(backend, tmp_path))
+def test_an_older_store_refolds_its_kept_ratings_from_the_log(
+        backend: str, tmp_path: Path, serving_catalog: Dataset,
+        live_fitted: dict[str, Recommender]) -> None:
+    config = make_settings(tmp_path, backend, LIVE_ARMS)
+    now = time.time()
+    user, items = int(serving_catalog.user_ids[0]), serving_catalog.item_ids[:3].tolist()
+    with TestClient(create_app(config, catalog=serving_catalog,
+                               arms=copy.deepcopy(live_fitted))) as client:
+        post(client, [event(user, items[0], "like", now - 30), event(user, items[0], "view",
+                                                                      now - 20),
+                      event(user, items[1], "rating", now - 30, 2.0),
+                      event(user, items[1], "click", now - 20),
+                      event(user, items[2], "view", now - 10)])
+    store = open_store(config.resolved_db_url())
     try:
-        store.create_schema(["svd"])
-        with store.write_engine.begin() as conn:  # the tables as an older recbandits made them
+        with store.write_engine.begin() as conn:  # as an older recbandits left it: latest wins
             for table, columns in RATING_COLUMNS_ADDED.items():
                 for column in columns:
                     conn.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
-            conn.exec_driver_sql("INSERT INTO feedback_ratings (user_id, movie_id, rating, "
-                                 "updated_at) VALUES (1, 2, 5.0, 100.0)")
-        store.create_schema(["svd"])
-        legacy = store.log_rows()["ratings"][(1, 2)]
-        # An older row ranks below any new event of its pair and stays excluded.
-        assert legacy == KeptRating(5.0, 0.0, 100.0, 0, True)
-        frame = store.ratings_frame()
-        assert frame[["precedence", "excludes"]].to_numpy().tolist() == [[0.0, True]]
+            conn.exec_driver_sql("UPDATE feedback_ratings SET rating = 3.0 WHERE movie_id = "
+                                 f"{items[0]}")
+        store.create_schema(config.arms, config.rule_book())
+        store.create_schema(config.arms, config.rule_book())  # a second start changes nothing
+        kept = store.log_rows()["ratings"]
     finally:
         store.dispose()
+    # The like outranks the later view; the explicit rating outranks the later click.
+    assert (kept[(user, items[0])].rating, kept[(user, items[0])].excludes) == (5.0, True)
+    assert kept[(user, items[1])].rating == 2.0
+    assert (kept[(user, items[2])].rating, kept[(user, items[2])].excludes) == (3.0, False)
+    assert stored_ratings(config) == expected_ratings(config, {user})
+    check_replay(config)
+
+
+def test_workers_starting_together_upgrade_an_older_store_once(tmp_path: Path) -> None:
+    import threading
+
+    url = store_url("postgresql", tmp_path)
+    setup = open_store(url)
+    setup.create_schema(["svd"])
+    for trial in range(4):
+        with setup.write_engine.begin() as conn:  # an older store, again
+            for table, columns in RATING_COLUMNS_ADDED.items():
+                for column in columns:
+                    conn.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
+        stores = [open_store(url) for _ in range(2)]
+        barrier, errors = threading.Barrier(2), []
+
+        def start(store: object, barrier: threading.Barrier, errors: list) -> None:
+            barrier.wait()
+            try:
+                store.create_schema(["svd"])  # type: ignore[attr-defined]
+            except Exception as exc:  # the test reports any failure
+                errors.append(exc)
+
+        threads = [threading.Thread(target=start, args=(s, barrier, errors)) for s in stores]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for s in stores:
+            s.dispose()
+        assert errors == [], (trial, errors)
+    setup.dispose()

@@ -41,7 +41,7 @@ from serving.multileave import (
     group_feedback,
     parse,
 )
-from serving.rules import Feedback, KeptRating, RuleBook
+from serving.rules import Feedback, KeptRating, RuleBook, fold_kept
 from serving.store.errors import store_unavailable, unavailable_on_db_error
 from serving.store.tables import (
     RATING_COLUMNS_ADDED,
@@ -316,8 +316,17 @@ class Store(abc.ABC):
 
     # ------------------------------------------------------------------ schema and metadata
     @unavailable_on_db_error
-    def create_schema(self, arms: Iterable[str]) -> None:
-        """Create missing tables, the ``log_head`` row and an ``arm_state`` row per arm.
+    def create_schema(self, arms: Iterable[str], rules: RuleBook | None = None) -> None:
+        """Create missing tables, the ``log_head`` row and an ``arm_state`` row per arm, and
+        upgrade a store written by an older recbandits (:meth:`_upgrade_columns`,
+        :meth:`_upgrade_for_multileave`).
+
+        Parameters
+        ----------
+        arms : iterable of str
+        rules : RuleBook, optional
+            The rule book a store that gains the ratings' precedence refolds its kept ratings
+            with (default: the default rule book).
 
         Raises
         ------
@@ -333,22 +342,67 @@ class Store(abc.ABC):
                              "store (its arms can be refitted with 'recbandits retrain')")
         metadata.create_all(self.write_engine, checkfirst=True)
         with self.write_engine.begin() as conn:
-            # A store written before events carried values gains the (nullable) column.
-            if "value" not in {c["name"] for c in sa.inspect(conn).get_columns(feedback.name)}:
-                conn.exec_driver_sql("ALTER TABLE feedback ADD COLUMN value DOUBLE PRECISION")
-            # A store written before ratings had a precedence gains those columns.
-            for name, added in RATING_COLUMNS_ADDED.items():
-                table = metadata.tables[name]
-                have = {c["name"] for c in sa.inspect(conn).get_columns(name)}
-                for column in (table.c[c] for c in added if c not in have):
-                    conn.execute(sa.DDL(
-                        f"ALTER TABLE {name} ADD COLUMN {column.name} "
-                        f"{column.type.compile(conn.dialect)} NOT NULL DEFAULT "
-                        f"{_default_sql(column, conn)}"))
             conn.execute(self.insert(log_head).values(id=1, seq=0).on_conflict_do_nothing())
+        with self.write_engine.begin() as conn:
+            self._upgrade_columns(conn, rules or RuleBook())
             self._upgrade_for_multileave(conn)
             for arm in arms:
                 conn.execute(self.insert(arm_state).values(arm=arm).on_conflict_do_nothing())
+
+    def _missing_columns(self, conn: Connection) -> dict[str, list[sa.Column]]:
+        """Per table, the columns an older store lacks (``feedback.value``, the kept ratings'
+        :data:`RATING_COLUMNS_ADDED`).
+        """
+        inspector = sa.inspect(conn)
+        inspector.clear_cache()
+        wanted = {feedback.name: ("value",), **RATING_COLUMNS_ADDED}
+        missing = {}
+        for name, columns in wanted.items():
+            have = {c["name"] for c in inspector.get_columns(name)}
+            table = metadata.tables[name]
+            if lacking := [table.c[c] for c in columns if c not in have]:
+                missing[name] = lacking
+        return missing
+
+    def _upgrade_columns(self, conn: Connection, rules: RuleBook) -> None:
+        """Add the columns an older store lacks, under the ``log_head`` row lock and looked at
+        again once it is held (workers starting together on an old store upgrade it once).
+
+        A store whose kept ratings gain their precedence, time and seq has them refolded from
+        the log under ``rules`` (the fold :func:`serving.replay.kept_ratings` and
+        ``rebuild-state`` compute), starting from the fold snapshot's ratings of purged
+        feedback, which keep precedence 0 (their events are gone).
+        """
+        if not self._missing_columns(conn):
+            return
+        conn.exec_driver_sql(self._next_seq_sql, (0,))  # the log_head row lock
+        missing = self._missing_columns(conn)
+        for name, columns in missing.items():
+            for column in columns:
+                default = ("" if column.nullable else
+                           f" NOT NULL DEFAULT {_default_sql(column, conn)}")
+                conn.execute(sa.DDL(f"ALTER TABLE {name} ADD COLUMN {column.name} "
+                                    f"{column.type.compile(conn.dialect)}{default}"))
+        if feedback_ratings.name in missing:
+            self._refold_kept_ratings(conn, rules)
+
+    @staticmethod
+    def _refold_kept_ratings(conn: Connection, rules: RuleBook) -> None:
+        """Rewrite ``feedback_ratings`` as the fold of the log's feedback under ``rules``."""
+        start = {(int(r.user_id), int(r.movie_id)): _kept(r)
+                 for r in conn.execute(sa.select(fold_ratings))}
+        rows = conn.execute(sa.select(
+            feedback.c.user_id, feedback.c.movie_id, feedback.c.feedback_type, feedback.c.value,
+            feedback.c.created_at, feedback.c.seq, feedback.c.rating))
+        kept = fold_kept(start, (
+            ((int(r.user_id), int(r.movie_id)), k) for r in rows
+            if (k := rules.kept_rating(r.feedback_type, r.value, r.created_at, r.seq,
+                                       r.rating)) is not None))
+        conn.execute(feedback_ratings.delete())
+        if kept:
+            conn.execute(feedback_ratings.insert(), [
+                dict(zip(KEPT_RATING_COLUMNS, kept_rating_record(u, m, k), strict=True))
+                for (u, m), k in kept.items()])
 
     def _upgrade_for_multileave(self, conn: Connection) -> None:
         """Give a store written before multileaving its schema: the ``decisions.multileave``
