@@ -547,8 +547,9 @@ class ArmSet:
         if session:
             scores = session_adjust(scores, liked, disliked, self.genre_unit, strength)
         # The first request partitions the scores (cheaper than sorting a head it may never
-        # reuse); a second one sorts it.
-        ranking = unranked(scores)
+        # reuse); a second one sorts it. Kept in float32, as the arms' own rankings are: half
+        # the memory of a cache entry.
+        ranking = unranked(scores.astype(np.float32))
         self._remember(key, ranking)
         return ranking
 

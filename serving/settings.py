@@ -140,8 +140,11 @@ class Settings(BaseSettings):
         Quadrature intervals of the Thompson samplers' selection probabilities (Beta and
         LinTS, unless ``policy_params`` sets it; default 256: see :meth:`policy_model`).
     score_cache_size : int
-        (arm, user) score vectors each worker keeps (float32; 4 bytes per item each; 0 turns
-        the cache off). Scores only change with a retrain, which starts a fresh cache.
+        Rankings each worker keeps (least recently used evicted; 0 turns the cache off): an
+        arm's scores for a user (float32, 4 bytes per item, plus its sorted head of up to 256
+        items), under a key of everything they depend on (the user's events, the session, a
+        live arm's state: see ``ArmSet.user_ranking``). A retrain or an added item starts a
+        fresh cache. Default 4096: about 36 MB per worker on MovieLens 100K's 1,682 items.
     startup_timeout_s : float
         How long a starting worker keeps trying a store that is unavailable (locked by another
         process, its server restarting) before it gives up (default 120).
