@@ -339,8 +339,17 @@ class RecommendationService:
             if missing:
                 logger.warning("the fold snapshot at %d holds no state of the live arms %s: "
                                "they fold only the events after it", fold.seq, missing)
-            models = {**current.models,
-                      **{n: arm_from_bytes(fold.arms[n]) for n in live if n in fold.arms}}
+            restored = {n: arm_from_bytes(fold.arms[n]) for n in live if n in fold.arms}
+            for name, arm in restored.items():
+                saved, asked = arm.get_params(), current.models[name].get_params()
+                if {k: v for k, v in saved.items() if k != "random_state"} != {
+                        k: v for k, v in asked.items() if k != "random_state"}:
+                    # Its events before the snapshot are purged: it cannot be folded again
+                    # under other hyper-parameters, so it goes on with the ones it had.
+                    logger.warning("the fold snapshot at %d holds the live arm %s with the "
+                                   "hyper-parameters %s, not %s: the events before it are "
+                                   "purged, so it keeps those", fold.seq, name, saved, asked)
+            models = {**current.models, **restored}
             grown = [a for a in self.store.items_after(self.items_seq) if a.seq <= fold.seq]
             arm_set = ArmSet.build(models, self.catalog, version=current.version,
                                    cold_start_arm=self.settings.cold_start_arm,

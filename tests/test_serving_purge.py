@@ -447,3 +447,26 @@ def test_a_store_that_does_not_exist_has_nothing_to_purge(no_store: Settings) ->
     out = io.StringIO()
     assert purge(no_store, "2020-01-01", out=out) == 0
     assert out.getvalue().startswith("nothing to purge")
+
+
+def test_a_live_arm_resumed_from_a_snapshot_keeps_its_hyper_parameters_and_says_so(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender],
+        caplog: pytest.LogCaptureFixture) -> None:
+    settings = make_settings(tmp_path)
+    with worker(settings, catalog, fitted) as running:
+        traffic(running, np.random.default_rng(5), 10)
+        settle_all(running)
+        run_purge(settings, catalog, time.time() + 4 * HOUR)
+    before = fitted["popularity"].get_params()
+    changed = settings.model_copy(update={"arm_params": {"popularity": {"half_life": 12345.0}}})
+    with caplog.at_level("WARNING", logger="serving.service"), \
+            TestClient(create_app(changed, catalog=catalog)) as restarted:
+        # The arms were refitted with the new setting, but the live popularity's events
+        # before the snapshot are purged: it goes on from the snapshot, as it was.
+        service = restarted.app.state.service
+        assert service.arm_set.version == 2  # refitted (arm_params changed) and published
+        assert service.arm_set.models["popularity"].get_params() == before
+    warned = [r.getMessage() for r in caplog.records
+              if "holds the live arm popularity with the hyper-parameters" in r.getMessage()]
+    assert warned and "12345.0" in warned[0], [r.getMessage() for r in caplog.records]
+    check_replay(changed)
