@@ -417,7 +417,8 @@ def credit(settings: Settings, *, n_bootstrap: int = 1000, seed: int = 0,
     """
     out = out if out is not None else sys.stdout
     if n_bootstrap < 1:
-        print(f"recbandits credit: --bootstrap must be >= 1, got {n_bootstrap}", file=out)
+        print(f"recbandits credit: --bootstrap must be >= 1, got {n_bootstrap}",
+              file=sys.stderr)
         return 2
     with _open_log(settings, "credit", out) as store:
         if store is None:
@@ -426,7 +427,7 @@ def credit(settings: Settings, *, n_bootstrap: int = 1000, seed: int = 0,
         source = store.describe()
     if not decisions:
         print(f"recbandits credit: {source} holds no multileaved decision (serve with "
-              "--slate-mode multileave)", file=out)
+              "--slate-mode multileave)", file=sys.stderr)
         return 2
     report = credit_report(decisions, outcomes, settings.arms, n_bootstrap=n_bootstrap,
                            seed=seed)
