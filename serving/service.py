@@ -82,6 +82,7 @@ from serving.session import session_adjust
 from serving.settings import Settings
 from serving.store import FeedbackResult, FeedbackWrite, Store
 from serving.store.types import AddedItem, JsonObject, LogEvent, Row, UserEvent
+from serving.store.writer import longest_write_wait
 
 if TYPE_CHECKING:  # only for annotations: the group reader lives in the backend module
     from serving.store.postgresql import GroupReader
@@ -426,9 +427,14 @@ class RecommendationService:
 
     def settle(self) -> None:
         """Decide the outcome of every decision whose reward window closed (once, in the
-        store; see :mod:`serving.rules`).
+        store; see :mod:`serving.rules`), ``settle_grace_s`` after its close and never before
+        a write received inside the window has committed or failed
+        (:func:`~serving.store.writer.longest_write_wait`): a like acknowledged within the
+        window decides its decision however long the store was locked.
         """
-        if self.store.settle_expired(time.time(), self.settings.settle_grace_s, self.rules):
+        grace = max(self.settings.settle_grace_s,
+                    longest_write_wait(self.settings.store_timeout_s))
+        if self.store.settle_expired(time.time(), grace, self.rules):
             self.refresh()
 
     # ------------------------------------------------------------------ recommendations

@@ -101,8 +101,10 @@ class Settings(BaseSettings):
         Seconds after a decision during which feedback on its slate rewards its arm; a decision
         with no feedback in the window counts as reward 0, once (default 30 min).
     settle_grace_s : float
-        Extra seconds before an expired decision is settled, so feedback stamped inside the
-        window but still being committed is never double counted.
+        Extra seconds before an expired decision is settled (at least ``1.5 *
+        store_timeout_s``, the longest a write waits for the store before it commits or is
+        refused: so feedback received inside the window but still waiting for a locked store
+        decides its decision, and is never settled away).
     session_window_s : float
         Seconds of recent feedback that steer the next slates of the same user.
     retention_s : float

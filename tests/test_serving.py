@@ -266,7 +266,7 @@ def test_session_feedback_moves_similar_movies(tmp_path: Path, catalog: Dataset,
 def test_reward_window_expiry_counts_zero_once(tmp_path: Path, catalog: Dataset, fitted: dict
                                                ) -> None:
     settings = Settings(state_dir=tmp_path, arms=ARMS, seed=3, reward_window_s=0.5,
-                        settle_grace_s=0.0, sweep_interval_s=3600)
+                        settle_grace_s=0.0, sweep_interval_s=3600, store_timeout_s=0.2)
     with TestClient(create_app(settings, catalog=catalog, arms=fitted)) as client:
         service = client.app.state.service
         silent = recommend(client, 30)

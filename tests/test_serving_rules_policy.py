@@ -165,6 +165,7 @@ def test_any_policy_is_served_and_equals_the_fold_of_its_log(
     catalog = make_synthetic(40, 60, 800, random_state=0)
     settings = Settings(state_dir=tmp_path / "state", arms=ARMS, seed=1, policy=policy,
                         aggregation=aggregation, reward_window_s=0.5, settle_grace_s=0.0,
+                        store_timeout_s=0.2,
                         sweep_interval_s=0.1, refresh_interval_s=0.05,
                         admin_token="t")
     with TestClient(create_app(settings, catalog=catalog)) as client:

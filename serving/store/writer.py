@@ -60,6 +60,14 @@ logger = logging.getLogger(__name__)
 OUTAGE_SHARE = 0.5
 
 
+def longest_write_wait(timeout_s: float) -> float:
+    """The longest a queued write waits before it commits or fails (503), for a store
+    time-out of ``timeout_s``: what the settle sweep must wait past a reward window, so that
+    a feedback received inside the window is never settled away while it waits for the store.
+    """
+    return (1.0 + OUTAGE_SHARE) * timeout_s
+
+
 @dataclass
 class _Item:
     kind: str  # "decision", "feedback" or "events"
