@@ -584,13 +584,15 @@ class ArmSet:
         """The popularity ranking served to users the arms do not know."""
         return rank_rows(self.popularity[None, :])[0]
 
-    def preferred_ranking(self, genres: Sequence[str]) -> Ranking:
-        """The cold-start ranking steered by stated genres: the items of any of ``genres``
-        first, then the others, each part in popularity order (ties to the lower index), so
-        a slate is full even where those genres hold fewer than ``k`` items. The scores stay
-        the popularity scores. Cached like the arms' rankings (one sort of the items each).
-        Once the user's session has likes or dislikes, the service's session adjustment
-        re-ranks those scores instead (the genres of what they liked then lead).
+    def preferred_ranking(self, genres: Sequence[str], base: Ranking | None = None) -> Ranking:
+        """A cold-start ranking steered by stated genres: the items of any of ``genres``
+        first, then the others, each part in the order of ``base``'s scores (ties to the lower
+        index), so a slate is full even where those genres hold fewer than ``k`` items. The
+        scores stay ``base``'s. ``base`` defaults to the base fit's popularity
+        (:attr:`cold_start_ranking`), whose steered rankings are cached (one sort each); a live
+        one (the newcomer's ranking by the live cold-start arm) is steered afresh. Once the
+        user's session has likes or dislikes, the service's session adjustment re-ranks those
+        scores instead (the genres of what they liked then lead).
 
         Raises
         ------
@@ -601,19 +603,20 @@ class ArmSet:
         if unknown:
             raise ValueError(f"genres must be among {list(self.genre_names)}, got {unknown}")
         if not genres:
-            return self.cold_start_ranking
+            return self.cold_start_ranking if base is None else base
         columns = sorted({self.genre_names.index(g) for g in genres})
         key = ("genres", tuple(columns))
-        with self._lock:
-            hit = self._cache.get(key)
-        if hit is not None:
-            return hit
+        if base is None:
+            hit = self._cached(key)
+            if hit is not None:
+                return hit
         preferred = (self.genre_unit[:, columns] > 0).any(axis=1)
-        scores = self.popularity
+        scores = self.popularity if base is None else base.scores
         # lexsort: the last key is the primary one.
         order = np.lexsort((np.arange(scores.size), -scores, ~preferred))
         ranking = Ranking(scores, order[np.isfinite(scores[order])], complete=True)
-        self._remember(key, ranking)
+        if base is None:
+            self._remember(key, ranking)
         return ranking
 
     def warm(self, chunk: int = 256) -> int:

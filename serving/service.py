@@ -463,13 +463,13 @@ class RecommendationService:
             arm = self.settings.cold_start_arm
             pmf: dict[str, float] | str = {arm: 1.0}  # str: the snapshot's cached JSON
             propensity = 1.0
-            # A newcomer's stated genres (PUT /users/{id}/preferences) put those genres first.
-            if stated is not None:
-                ranking = arms.preferred_ranking([g for g in stated if g in arms.genre_names])
-            elif arm in arms.names:  # live: the latest counts, and the user's own events
-                ranking = arms.history_ranking(arm, user_id, recent, ratings)
-            else:
-                ranking = arms.cold_start_ranking
+            # The live cold-start arm's latest counts (with the user's own events), else the
+            # base fit's popularity; stated genres (PUT /users/{id}/preferences) go first.
+            base = (arms.history_ranking(arm, user_id, recent, ratings) if arm in arms.names
+                    else None)
+            genres = [g for g in stated or () if g in arms.genre_names]
+            ranking = (arms.preferred_ranking(genres, base) if genres
+                       else base if base is not None else arms.cold_start_ranking)
             strength = self.settings.session_strength
             if strength and (liked.size or disliked.size):
                 scores = ranking.scores.astype(np.float64)

@@ -460,3 +460,34 @@ def test_popularitys_one_ranking_per_state_serves_each_user_their_unseen_items(
     check()
     newcomer = arms.ranking("popularity", 10**9).scores  # a user the arm does not know
     assert arms.item_index[low] == int(np.argmax(newcomer))
+
+
+def test_a_newcomer_with_stated_genres_gets_the_live_popularity_of_those_genres(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
+    settings = make_settings(tmp_path)
+    with app_client(settings, catalog, fitted) as client:
+        service = client.app.state.service
+        arm_set = service.arm_set
+        genre = max(arm_set.genre_names, key=lambda g: sum(g in x for x in arm_set.genres))
+        in_genre = [int(i) for i, g in zip(arm_set.item_ids.tolist(), arm_set.genres,
+                                           strict=True) if genre in g]
+        assert len(in_genre) >= 10
+        before = slate(client, 10**6, k=5)  # a newcomer (context-free policy: cold start)
+        assert before["cold_start"] is True
+        assert client.put(f"/users/{10**6 + 1}/preferences",
+                          json={"genres": [genre]}).status_code == 200
+        steered = slate(client, 10**6 + 1, k=5)
+        assert all(i["movie_id"] in in_genre for i in steered["items"])
+        # Other users buy the genre's least popular item: the live counts move it first.
+        item = [i for i in in_genre if i not in {x["movie_id"] for x in steered["items"]}][-1]
+        for n, user in enumerate(catalog.user_ids.tolist()):
+            assert client.post("/events", json={"user_id": user, "item_id": item,
+                                                "type": "purchase",
+                                                "idempotency_key": f"p{n}"}).status_code == 201
+        service.refresh()
+        assert slate(client, 10**6 + 1, k=5)["items"][0]["movie_id"] == item
+        assert slate(client, 10**6 + 2, k=5)["items"][0]["movie_id"] == item  # no genres
+        # An empty statement is no statement: the live list, as for any newcomer.
+        assert client.put(f"/users/{10**6 + 3}/preferences",
+                          json={"genres": []}).status_code == 200
+        assert slate(client, 10**6 + 3, k=5)["items"] == slate(client, 10**6 + 4, k=5)["items"]
