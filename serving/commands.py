@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
 import os
 import sys
@@ -40,7 +39,7 @@ from serving.service import _iso, retrain_arms
 from serving.settings import Settings
 from serving.store import Store, open_store
 from serving.store.errors import StoreNotFoundError
-from serving.store.types import FoldSnapshot, JsonObject
+from serving.store.types import FoldSnapshot, JsonObject, PolicyMeta
 
 logger = logging.getLogger(__name__)
 
@@ -101,10 +100,12 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
             # changed between two starts) are fitted again, as a retrain would fit them.
             changed = {} if arms is not None else other_params(models, settings)
             if changed:
-                logger.warning("the arms of version %d were fitted with other hyper-parameters "
-                               "than the settings give (%s); fitting them again", meta.version,
+                logger.warning("arms of version %d were fitted with other hyper-parameters than "
+                               "the settings give (%s); fitting those again", meta.version,
                                "; ".join(f"{n}: {d}" for n, d in changed.items()))
-                models = None
+                models = {**models, **fit_arms(list(changed), catalog, seed=settings.seed,
+                                               params=settings.arm_params)}
+                meta = _publish(store, models, state_dir, meta)
         elif meta is not None:
             logger.warning("arms of version %d missing in %s; fitting them again",
                            meta.version, meta.arms_dir)
@@ -117,15 +118,37 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
                        for n, m in arms.items()} if arms is not None
                       else fit_arms(settings.arms, catalog, seed=settings.seed,
                                     params=settings.arm_params))
-            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-            folder = str(save_arms(models, state_dir / "arms" / f"{stamp}-{os.getpid()}"))
-            meta = (store.init_policy_meta(folder) if meta is None
-                    else store.publish_version(folder))
+            meta = _publish(store, models, state_dir, meta)
     assert meta is not None  # loaded from it, or just recorded
     arm_set = ArmSet.build(models, catalog, version=meta.version,
                            cold_start_arm=settings.cold_start_arm,
                            cache_size=settings.score_cache_size, added=store.items_after(0))
     return Resources(store, catalog, arm_set)
+
+
+def _publish(store: Store, models: Mapping[str, Recommender], state_dir: Path,
+             meta: PolicyMeta | None) -> PolicyMeta:
+    """Save ``models`` in a new folder of ``state_dir`` and record them: the first version,
+    or the next one after ``meta``'s.
+    """
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    folder = str(save_arms(models, state_dir / "arms" / f"{stamp}-{os.getpid()}"))
+    return store.init_policy_meta(folder) if meta is None else store.publish_version(folder)
+
+
+def _comparable(value: object) -> object:
+    """``value`` with numbers as floats and sequences as lists: how two spellings of one
+    hyper-parameter (``3600`` and ``3600.0``, a tuple saved as a list) compare equal.
+    """
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, list | tuple):
+        return [_comparable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _comparable(v) for k, v in value.items()}
+    return str(value)
 
 
 def other_params(models: Mapping[str, Recommender], settings: Settings
@@ -139,10 +162,9 @@ def other_params(models: Mapping[str, Recommender], settings: Settings
         wanted = make_arm(name, seed=settings.seed,
                           **settings.arm_params.get(name, {})).get_params()
         saved = model.get_params()
-        # Compared as JSON: a saved arm's tuples come back as lists, its floats as floats.
         differ = {key: (saved.get(key), value) for key, value in wanted.items()
                   if key != "random_state"
-                  and json.dumps(saved.get(key), default=str) != json.dumps(value, default=str)}
+                  and _comparable(saved.get(key)) != _comparable(value)}
         if differ:
             out[name] = differ
     return out

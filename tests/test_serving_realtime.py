@@ -237,12 +237,13 @@ def test_arm_params_set_the_arms_hyper_parameters_and_survive_a_retrain(
 
 
 def test_arm_params_changed_between_two_starts_refit_the_arms_at_the_second(
-        tmp_path: Path, catalog: Dataset) -> None:
+        tmp_path: Path, catalog: Dataset, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "settings.toml"
 
-    def start(n_factors: int) -> tuple[int, int]:
+    def start(n_factors: int, half_life: str = "3600.0") -> tuple[int, int]:
         path.write_text(f'arms = ["svd", "popularity"]\nseed = 2\n'
-                        f"[arm_params.svd]\nn_factors = {n_factors}\n")
+                        f"[arm_params.svd]\nn_factors = {n_factors}\n"
+                        f"[arm_params.popularity]\nhalf_life = {half_life}\n")
         settings = Settings.from_file(path, state_dir=tmp_path / "state")
         with TestClient(create_app(settings, catalog=catalog)) as client:
             service = client.app.state.service
@@ -250,7 +251,12 @@ def test_arm_params_changed_between_two_starts_refit_the_arms_at_the_second(
 
     assert start(8) == (8, 1)
     assert start(8) == (8, 1)  # the same settings: the saved arms, no refit
-    assert start(4) == (4, 2)  # changed: fitted again and published as a new version
+    assert start(8, "3600") == (8, 1)  # the same value spelt as an int: no refit either
+    with caplog.at_level("WARNING", logger="serving.commands"):
+        assert start(4) == (4, 2)  # changed: fitted again and published as a new version
+    [warning] = [r.getMessage() for r in caplog.records if "fitting those again" in
+                 r.getMessage()]
+    assert "svd: {'n_factors': (8, 4)}" in warning and "popularity" not in warning
     assert start(4) == (4, 2)
 
 
