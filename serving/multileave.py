@@ -341,6 +341,13 @@ def format_credit(report: CreditReport) -> str:
         rate = "-" if math.isnan(r["rate"]) else f"{r['rate']:.3f}"
         lines.append(f"{r['arm']:<14}{r['impressions']:>12}{r['decided']:>9}"
                      f"{r['credited']:>10g}{rate:>8}{interval:>18}")
+    undecided = int((report.arms["impressions"] - report.arms["decided"]).sum())
+    if undecided:
+        # Under "earliest" a credited arm is decided at once, an uncredited one only when the
+        # window closes: until then the rates lean towards the credited.
+        lines += ["", f"note: {undecided} (decision, arm) outcomes are still open: an arm "
+                  "without credit gets the default reward when its decision's window closes, "
+                  "so the rates above count the credited ones first"]
     lines += ["", "pairwise (team-draft comparisons of the slates showing both arms):",
               f"{'arm':<14}{'versus':<14}{'slates':>8}{'wins':>7}{'losses':>8}{'ties':>7}"
               f"{'win rate':>10}"]

@@ -260,11 +260,14 @@ def read_log(url: str, *, as_of: float | None = None, include_open: bool = False
         _, _, logged_version, _ = _features(parts) if parts else (None, None, None, None)
         stored_names = (store.feature_names(logged_version) if logged_version is not None
                         else None)
+        n_multileaved = 0 if parts else len(store.multileave_rows()[0])
     finally:
         store.dispose()
     if not parts:
-        raise EmptyLogError(f"{source} holds no policy decision (cold-start decisions: "
-                            f"{n_cold})")
+        raise EmptyLogError(f"{source} holds no single-arm policy decision (cold-start "
+                            f"decisions: {n_cold}; multileaved decisions: {n_multileaved}"
+                            + (", whose arms 'recbandits credit' compares)" if n_multileaved
+                               else ")"))
     K = len(arms)
     features_all, has_all, version, logged_names = _features(parts)
     cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]

@@ -251,11 +251,15 @@ def test_credit_command_reads_the_log(client: TestClient, settings: Settings) ->
     for user in range(1, 7):
         slate = recommend(client, user)
         like(client, slate, 1)
+    out = io.StringIO()
+    assert credit(settings, n_bootstrap=100, out=out) == 0, out.getvalue()
+    assert "note: 6 (decision, arm) outcomes are still open" in out.getvalue()
     settle_past_the_window(client)
     out = io.StringIO()
     assert credit(settings, n_bootstrap=100, out=out) == 0, out.getvalue()
     text = out.getvalue()
     assert "6 multileaved decisions" in text and "win rate" in text
+    assert "still open" not in text
     store = open_store(settings.db, create=False)
     try:
         rows, decided = store.multileave_rows()
@@ -263,6 +267,11 @@ def test_credit_command_reads_the_log(client: TestClient, settings: Settings) ->
         store.dispose()
     assert len(rows) == 6 and len(decided) == 12
     assert sum(r for _, _, r in decided) == 6.0  # each first item credited its arm once
+    # ope evaluates single-arm policies: on this log it says what it holds and where to look.
+    from serving import offpolicy
+    with pytest.raises(offpolicy.EmptyLogError, match="multileaved decisions: 6, whose arms "
+                                                      "'recbandits credit' compares"):
+        offpolicy.read_log(settings.db)
 
 
 def test_k_below_m_and_foreign_items_are_refused(client: TestClient) -> None:
