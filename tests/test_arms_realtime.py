@@ -7,6 +7,7 @@ state), so no quality claim needs MovieLens here.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -107,6 +108,19 @@ def test_score_history_equals_partial_fit_on_a_copy(fitted, key):
         assert np.array_equal(live, expected)
 
 
+def random_histories(model, *, seed: int, trials: int, longest: int
+                     ) -> Iterator[tuple[int | None, np.ndarray, np.ndarray]]:
+    """``trials`` seeded histories ``(user, items, ratings)`` for ``model``: 1 to ``longest``
+    events with every rating and repeated items, a newcomer (None) every fourth.
+    """
+    rng = np.random.default_rng(seed)
+    for trial in range(trials):
+        n = int(rng.integers(1, longest + 1))
+        items = rng.integers(0, model.n_items_, n)
+        ratings = rng.choice([1.0, 2.0, 3.0, 4.0, 5.0], n)
+        yield (None if trial % 4 == 0 else int(rng.integers(0, model.n_users_))), items, ratings
+
+
 @pytest.mark.parametrize("params", [{}, {"max_items": 40}, {"dtype": "float64"},
                                     {"variant": "ease"}, {"variant": "edlae"}])
 def test_linear_autoencoder_score_history_equals_partial_fit_over_random_histories(data,
@@ -116,12 +130,8 @@ def test_linear_autoencoder_score_history_equals_partial_fit_over_random_histori
     # and unknown, repeated items and every rating, with all items kept or only the most
     # rated (the rest -inf).
     model = make_arm("autoencoder", **params).fit(data)
-    rng = np.random.default_rng(8)
-    for trial in range(12):
-        n = int(rng.integers(1, 12))
-        items = rng.integers(0, model.n_items_, n)
-        ratings = rng.choice([1.0, 2.0, 3.0, 4.0, 5.0], n)
-        user = None if trial % 4 == 0 else int(rng.integers(0, model.n_users_))
+    for user, items, ratings in random_histories(model, seed=8, trials=12, longest=11):
+        n = len(items)
         live = model.score_history(user, items, ratings)
         copy_ = copy.deepcopy(model)
         if user is None:  # a newcomer: an empty row with the events written in, times B
@@ -145,12 +155,8 @@ def test_sequential_score_history_equals_the_sparse_fold_over_random_histories(d
     # The dense fold of one user's events (ages, dislikes) against the sparse fold that
     # partial_fit runs, over known users and newcomers, repeats, likes and dislikes.
     model = make_arm("sequential", **params).fit(data)
-    rng = np.random.default_rng(9)
-    for trial in range(16):
-        n = int(rng.integers(1, 10))
-        items = rng.integers(0, model.n_items_, n)
-        ratings = rng.choice([1.0, 2.0, 3.0, 4.0, 5.0], n)
-        user = None if trial % 4 == 0 else int(rng.integers(0, model.n_users_))
+    for user, items, ratings in random_histories(model, seed=9, trials=16, longest=9):
+        n = len(items)
         if user is None:
             ages = sp.csr_matrix((1, model.n_items_), dtype=np.int32)
             dislikes = sp.csr_matrix((1, model.n_items_), dtype=np.float32)
