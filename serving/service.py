@@ -467,8 +467,8 @@ class RecommendationService:
             # base fit's popularity; stated genres (PUT /users/{id}/preferences) go first.
             base = (arms.history_ranking(arm, user_id, recent, ratings) if arm in arms.names
                     else None)
-            genres = [g for g in stated or () if g in arms.genre_names]
-            ranking = (arms.preferred_ranking(genres, base) if genres
+            steer = [g for g in stated or () if g in arms.genre_names]
+            ranking = (arms.preferred_ranking(steer, base) if steer
                        else base if base is not None else arms.cold_start_ranking)
             strength = self.settings.session_strength
             if strength and (liked.size or disliked.size):
