@@ -149,7 +149,7 @@ def _serving_settings(args: argparse.Namespace) -> object:
     from serving.settings import Settings
 
     names = ("host", "port", "workers", "db", "data", "state_dir", "arms", "dataset", "seed",
-             "policy", "slate_mode", "multileave_arms")
+             "policy", "slate_mode", "multileave_arms", "exploration_floor")
     given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     if getattr(args, "settings", None):
         return Settings.from_file(args.settings, **given)
@@ -293,6 +293,9 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
                        "(RECBANDITS_SLATE_MODE)")
     serve.add_argument("--multileave-arms", type=int, metavar="M",
                        help="arms per multileaved slate (default 2; RECBANDITS_MULTILEAVE_ARMS)")
+    serve.add_argument("--exploration-floor", type=float, metavar="P",
+                       help="least propensity of every arm, 0 to 1/len(arms): the policy mixed "
+                            "with uniform (default 0; RECBANDITS_EXPLORATION_FLOOR)")
     store_options(serve)
     serve.set_defaults(handler=lambda args: _run_serving(args, "serve"))
 

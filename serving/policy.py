@@ -36,6 +36,7 @@ import numpy.typing as npt
 from scipy import stats
 
 from bandits.base import BatchedPolicy, registered_policies
+from bandits.exploration import check_floor, floor_probabilities
 from serving.store.types import JsonObject, Outcome
 
 #: The policies the service can run (every policy of :mod:`bandits` but the Gaussian one, whose
@@ -117,17 +118,29 @@ class PolicyModel:
         ``n_features`` for contextual policies).
     n_features : int, optional
         Context dimension (required for contextual policies).
+    floor : float, default 0.0
+        The exploration floor: every arm's served probability is at least ``floor`` (the
+        policy's mixed with uniform, :meth:`served`), from 0 to ``1 / len(arms)``.
 
     Raises
     ------
     ValueError
-        Unknown policy, invalid hyper-parameters (the policy class's own message), or a
+        An exploration floor outside ``[0, 1 / len(arms)]``, an
+        unknown policy, invalid hyper-parameters (the policy class's own message), or a
         contextual policy without ``n_features``.
     """
 
     def __init__(self, name: str, arms: Sequence[str], *,
-                 params: JsonObject | None = None, n_features: int | None = None) -> None:
+                 params: JsonObject | None = None, n_features: int | None = None,
+                 floor: float = 0.0) -> None:
         self.name = check_policy_name(name)
+        # Every arm's propensity is at least ``floor``: the policy's probabilities mixed with
+        # uniform (bandits.exploration), so off-policy evaluation always has support.
+        try:
+            self.floor = check_floor(floor, len(arms))
+        except ValueError as exc:
+            raise ValueError(f"exploration_floor: {exc} (at most 1 / {len(arms)} arms)"
+                             ) from None
         self.cls: type[BatchedPolicy] = registered_policies()[name]
         self.arms = list(arms)
         self.contextual = bool(self.cls.contextual)
@@ -152,8 +165,20 @@ class PolicyModel:
                              f"{exc}; allowed: {allowed}") from None
 
     def describe_params(self) -> JsonObject:
-        """Name, class hyper-parameters as the policy reports them: logged with every decision."""
-        return {"name": self.name, "params": self.fresh().get_params()}
+        """Name, class hyper-parameters as the policy reports them, and the exploration floor
+        when there is one: logged with every decision.
+        """
+        described: JsonObject = {"name": self.name, "params": self.fresh().get_params()}
+        if self.floor:
+            described["exploration_floor"] = self.floor
+        return described
+
+    def served(self, probabilities: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """The policy's ``probabilities`` as the service draws an arm from them: normalised
+        and, with an exploration floor, mixed with uniform (``floor + (1 - K floor) p``).
+        """
+        pmf = _normalised(probabilities)
+        return floor_probabilities(pmf, self.floor) if self.floor else pmf
 
     def fold(self, policy: BatchedPolicy, outcomes: Iterable[Outcome],
              rewards: dict[str, tuple[int, float]] | None = None) -> int:
@@ -260,7 +285,7 @@ class PolicyModel:
         """A new snapshot of ``policy`` (a context-free one's probabilities computed once)."""
         if self.contextual:
             return PolicySnapshot(version, seq, policy, dict(pulls), None, None, "{}", rewards)
-        pmf = _normalised(policy.action_probabilities())
+        pmf = self.served(policy.action_probabilities())
         cdf = np.cumsum(pmf)
         cdf[-1] = 1.0
         return PolicySnapshot(version, seq, policy, dict(pulls), pmf, cdf,
@@ -286,7 +311,7 @@ class PolicyModel:
         key = np.asarray(context, dtype=np.float64).tobytes()
         cached = snapshot.cache.get(key)
         if cached is None:
-            pmf = _normalised(snapshot.policy.action_probabilities(context))
+            pmf = self.served(snapshot.policy.action_probabilities(context))
             cdf = np.cumsum(pmf)
             cdf[-1] = 1.0
             cached = (pmf, cdf, json.dumps(dict(zip(self.arms, pmf.tolist(), strict=True))))
@@ -308,10 +333,10 @@ class PolicyModel:
         stats_ = {k: np.asarray(v[0]) for k, v in policy.state_.stats.items()}
         if self.contextual:
             x = mean_context if mean_context is not None else _bias_only(self.n_features or 1)
-            pmf = _normalised(policy.action_probabilities(x))
+            pmf = self.served(policy.action_probabilities(x))
             expected: npt.NDArray[np.float64] = policy.coefficients() @ x  # type: ignore[attr-defined]
         else:
-            pmf = snapshot.pmf if snapshot.pmf is not None else _normalised(
+            pmf = snapshot.pmf if snapshot.pmf is not None else self.served(
                 policy.action_probabilities())
             if "successes" in stats_:  # Beta policies: the posterior mean
                 alpha = policy.arm_params_["prior_alpha"] + stats_["successes"]

@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     multileave_arms : int
         Arms per multileaved slate, ``m`` (default 2; at least 2 and at most the number of
         arms; a request's ``k`` must be at least ``m``).
+    exploration_floor : float
+        Least propensity of every arm, from 0 (default: none) to ``1 / len(arms)``: the
+        policy's probabilities mixed with uniform, ``floor + (1 - K floor) p``, drawn from and
+        logged as every decision's pmf, so off-policy evaluation has support for every arm
+        (``RECBANDITS_EXPLORATION_FLOOR``). Single-arm slates only.
     prior_alpha, prior_beta : float
         Beta prior of the Thompson Sampling policies on every arm's reward rate (used when the
         policy takes them and ``policy_params`` does not set them).
@@ -205,6 +210,7 @@ class Settings(BaseSettings):
         default_factory=dict)
     slate_mode: Literal["single", "multileave"] = "single"
     multileave_arms: int = Field(2, ge=2)
+    exploration_floor: float = Field(0.0, ge=0.0, le=1.0, allow_inf_nan=False)
     prior_alpha: float = Field(1.0, gt=0)
     prior_beta: float = Field(1.0, gt=0)
     aggregation: Aggregation = "earliest"
@@ -296,6 +302,10 @@ class Settings(BaseSettings):
     def _check_multileave(self) -> None:
         if self.slate_mode != "multileave":
             return
+        if self.exploration_floor:
+            raise ValueError(f"exploration_floor={self.exploration_floor} applies to "
+                             "single-arm slates; slate_mode 'multileave' draws sets of arms "
+                             "(set exploration_floor to 0)")
         if self.multileave_arms > len(self.arms):
             raise ValueError(f"multileave_arms={self.multileave_arms} is more than the "
                              f"{len(self.arms)} arms served ({self.arms}); allowed: 2 to "
@@ -346,7 +356,8 @@ class Settings(BaseSettings):
         accepted = cls._param_names()
         params: dict[str, object] = {k: v for k, v in shared.items() if k in accepted}
         params.update(self.policy_params)
-        return PolicyModel(self.policy, self.arms, params=params, n_features=n_features)
+        return PolicyModel(self.policy, self.arms, params=params, n_features=n_features,
+                           floor=self.exploration_floor)
 
     def rule_book(self) -> RuleBook:
         """The rules in force (:mod:`serving.rules`): the defaults with ``rules`` applied."""

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
+from test_serving_support import read_table
 
 from arms.data import make_synthetic
 from experiments.cli import main as cli_main
@@ -20,6 +21,7 @@ from serving.policy import SERVABLE_POLICIES, PolicyModel
 from serving.rules import Feedback, FeedbackRule, RuleBook
 from serving.settings import Settings
 from serving.store import Outcome, open_store
+from serving.store.tables import decisions
 
 ARMS = ["svd", "popularity"]
 
@@ -233,3 +235,45 @@ def test_the_feature_names_are_logged_once_per_feature_set(tmp_path: Path) -> No
         store.dispose()
     log = offpolicy.read_log(settings.resolved_db_url(), include_open=True)
     assert log.feature_names == names  # ope finds the names the service logged
+
+
+@pytest.mark.parametrize("policy", ["ThompsonSampling", "LinTS"])
+def test_an_exploration_floor_holds_for_every_decision_and_is_logged(
+        tmp_path: Path, policy: str) -> None:
+    catalog = make_synthetic(40, 60, 800, random_state=0)
+    arms = ["svd", "popularity", "sequential"]
+    settings = Settings(state_dir=tmp_path / "state", arms=arms, seed=1, policy=policy,
+                        exploration_floor=0.2, refresh_interval_s=0.05, admin_token="t")
+    with TestClient(create_app(settings, catalog=catalog)) as client:
+        service = client.app.state.service
+        bodies = []
+        for n in range(40):  # every like goes to svd: the policy leans on it
+            body = client.get("/recommendations", params={"user_id": 1 + n % 30, "k": 3}).json()
+            bodies.append(body)
+            if body["arm"] == "svd":
+                assert client.post("/feedback", json={
+                    "user_id": body["user_id"], "movie_id": body["items"][0]["movie_id"],
+                    "feedback_type": "like", "event_id": body["event_id"]}).status_code == 201
+            if n % 10 == 9:
+                service.refresh()
+        view = client.get("/policy").json()
+    assert all(a["selection_probability"] >= 0.2 - 1e-12 for a in view["arms"])
+    # Every decision: each arm's logged probability at least the floor, the drawn arm's too.
+    assert all(b["propensity"] >= 0.2 - 1e-12 for b in bodies)
+    logged = read_table(settings.resolved_db_url(), decisions)
+    assert len(logged) == 40
+    assert all(min(r["pmf"].values()) >= 0.2 - 1e-12 for r in logged)
+    assert all(sum(r["pmf"].values()) == pytest.approx(1.0) for r in logged)
+    assert all(r["policy"]["exploration_floor"] == 0.2 for r in logged)
+    assert {b["arm"] for b in bodies} == set(arms)
+    # The served pmf is the policy's mixed with uniform: floor + (1 - K floor) p.
+    model = service.policy_model
+    p = np.array([0.7, 0.2, 0.1])
+    np.testing.assert_allclose(model.served(p), 0.2 + (1 - 3 * 0.2) * p)
+    assert model.describe_params()["exploration_floor"] == 0.2
+    out = io.StringIO()
+    assert rebuild_state(settings, out) == 0, out.getvalue()
+    with pytest.raises(ValidationError, match="exploration_floor"):
+        Settings(arms=arms, exploration_floor=0.5)
+    with pytest.raises(ValidationError, match="single-arm slates"):
+        Settings(arms=arms, exploration_floor=0.1, slate_mode="multileave")
