@@ -59,6 +59,32 @@ def fit_arms(names: Sequence[str], train: Dataset, *, seed: int | None,
                       for name in names}, train)
 
 
+def _comparable(value: object) -> object:
+    """``value`` with numbers as floats and sequences as lists: how two spellings of one
+    hyper-parameter (``3600`` and ``3600.0``, a tuple saved as a list) compare equal.
+    """
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, list | tuple):
+        return [_comparable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _comparable(v) for k, v in value.items()}
+    return str(value)
+
+
+def params_differ(fitted: Recommender, asked: Recommender
+                  ) -> dict[str, tuple[object, object]]:
+    """The hyper-parameters ``fitted`` was made with that differ from ``asked``'s:
+    ``{parameter: (fitted's, asked's)}``, compared by value; the seed (``random_state``) is
+    left out (a new seed alone refits nothing).
+    """
+    mine, theirs = fitted.get_params(), asked.get_params()
+    return {key: (mine.get(key), value) for key, value in theirs.items()
+            if key != "random_state" and _comparable(mine.get(key)) != _comparable(value)}
+
+
 def refit_like(models: Mapping[str, Recommender], train: Dataset) -> dict[str, Recommender]:
     """Fit fresh copies (same class and hyper-parameters) of ``models`` on ``train``."""
     return _fit_each({name: type(m)(**m.get_params()) for name, m in models.items()}, train)

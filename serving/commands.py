@@ -24,7 +24,15 @@ import httpx
 from arms.base import Recommender
 from arms.data import load_movielens, make_synthetic
 from arms.data.dataset import Dataset
-from serving.armset import ArmSet, file_lock, fit_arms, load_arms, make_arm, save_arms
+from serving.armset import (
+    ArmSet,
+    file_lock,
+    fit_arms,
+    load_arms,
+    make_arm,
+    params_differ,
+    save_arms,
+)
 from serving.live import arm_bytes, arm_from_bytes, fold_live_arms, fold_models, state_digest
 from serving.multileave import credit_report, format_credit
 from serving.replay import (
@@ -136,21 +144,6 @@ def _publish(store: Store, models: Mapping[str, Recommender], state_dir: Path,
     return store.init_policy_meta(folder) if meta is None else store.publish_version(folder)
 
 
-def _comparable(value: object) -> object:
-    """``value`` with numbers as floats and sequences as lists: how two spellings of one
-    hyper-parameter (``3600`` and ``3600.0``, a tuple saved as a list) compare equal.
-    """
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, list | tuple):
-        return [_comparable(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _comparable(v) for k, v in value.items()}
-    return str(value)
-
-
 def other_params(models: Mapping[str, Recommender], settings: Settings
                  ) -> dict[str, dict[str, tuple[object, object]]]:
     """Per arm of ``models`` fitted with other hyper-parameters than ``settings`` give it
@@ -159,13 +152,8 @@ def other_params(models: Mapping[str, Recommender], settings: Settings
     """
     out: dict[str, dict[str, tuple[object, object]]] = {}
     for name, model in models.items():
-        wanted = make_arm(name, seed=settings.seed,
-                          **settings.arm_params.get(name, {})).get_params()
-        saved = model.get_params()
-        differ = {key: (saved.get(key), value) for key, value in wanted.items()
-                  if key != "random_state"
-                  and _comparable(saved.get(key)) != _comparable(value)}
-        if differ:
+        wanted = make_arm(name, seed=settings.seed, **settings.arm_params.get(name, {}))
+        if differ := params_differ(model, wanted):
             out[name] = differ
     return out
 

@@ -50,6 +50,7 @@ from serving.armset import (
     file_lock,
     fit_arms,
     load_arms,
+    params_differ,
     refit_like,
     save_arms,
     seen_after_retrain,
@@ -342,14 +343,13 @@ class RecommendationService:
                                "they fold only the events after it", fold.seq, missing)
             restored = {n: arm_from_bytes(fold.arms[n]) for n in live if n in fold.arms}
             for name, arm in restored.items():
-                saved, asked = arm.get_params(), current.models[name].get_params()
-                if {k: v for k, v in saved.items() if k != "random_state"} != {
-                        k: v for k, v in asked.items() if k != "random_state"}:
+                if differ := params_differ(arm, current.models[name]):
                     # Its events before the snapshot are purged: it cannot be folded again
                     # under other hyper-parameters, so it goes on with the ones it had.
                     logger.warning("the fold snapshot at %d holds the live arm %s with the "
-                                   "hyper-parameters %s, not %s: the events before it are "
-                                   "purged, so it keeps those", fold.seq, name, saved, asked)
+                                   "hyper-parameters %s, not the settings' (%s as (kept, "
+                                   "asked)): the events before it are purged, so it keeps "
+                                   "those", fold.seq, name, arm.get_params(), differ)
             models = {**current.models, **restored}
             grown = [a for a in self.store.items_after(self.items_seq) if a.seq <= fold.seq]
             arm_set = ArmSet.build(models, self.catalog, version=current.version,
