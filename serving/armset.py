@@ -566,18 +566,28 @@ class ArmSet:
         if hit is not None:
             return self._ranked(key, hit)
         if items.size or user_id not in self._user_rows[arm]:
-            scores = self._history_scores(arm, user_id, items, ratings).astype(np.float64)
+            scores = self._history_scores(arm, user_id, items, ratings)
         else:
-            scores = self.ranking(arm, user_id).scores.astype(np.float64)
-        scores[excluded] = -np.inf
-        if session:
-            scores = session_adjust(scores, liked, disliked, self.genre_unit, strength)
+            scores = self.ranking(arm, user_id).scores
+        scores = self.session_scores(scores, excluded, liked, disliked, strength)
         # The first request partitions the scores (cheaper than sorting a head it may never
         # reuse); a second one sorts it. Kept in float32, as the arms' own rankings are: half
         # the memory of a cache entry.
         ranking = unranked(scores.astype(np.float32))
         self._remember(key, ranking)
         return ranking
+
+    def session_scores(self, scores: np.ndarray, excluded: np.ndarray, liked: np.ndarray,
+                       disliked: np.ndarray, strength: float) -> np.ndarray:
+        """``scores`` (a copy, float64) as a request ranks them: ``excluded`` items at
+        ``-inf``, then the session's adjustment (:func:`serving.session.session_adjust`) when
+        it has likes or dislikes and ``strength`` is not 0.
+        """
+        out = scores.astype(np.float64)
+        out[excluded] = -np.inf
+        if strength and (liked.size or disliked.size):
+            out = session_adjust(out, liked, disliked, self.genre_unit, strength)
+        return out
 
     def _ranked(self, key: tuple, hit: Ranking) -> Ranking:
         """``hit``, the ranking cached under ``key``, with its head sorted (sorted now, and

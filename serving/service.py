@@ -79,7 +79,6 @@ from serving.multileave import (
 from serving.policy import PolicyModel, PolicySnapshot
 from serving.rules import EventType, RuleBook
 from serving.schemas import EventIn, FeedbackIn
-from serving.session import session_adjust
 from serving.settings import Settings
 from serving.store import FeedbackResult, FeedbackWrite, Store
 from serving.store.types import AddedItem, JsonObject, LogEvent, Row, UserEvent
@@ -472,10 +471,8 @@ class RecommendationService:
                        else base if base is not None else arms.cold_start_ranking)
             strength = self.settings.session_strength
             if strength and (liked.size or disliked.size):
-                scores = ranking.scores.astype(np.float64)
-                scores[excluded] = -np.inf
-                top = top_k_row(session_adjust(scores, liked, disliked, arms.genre_unit,
-                                               strength), k)
+                top = top_k_row(arms.session_scores(ranking.scores, excluded, liked, disliked,
+                                                    strength), k)
             else:
                 top = _best(ranking, k, excluded)
         else:
