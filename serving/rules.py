@@ -155,6 +155,13 @@ class FeedbackRule:
     precedence : float, default 0.0
         Rank of this type's rating among a (user, item)'s events for retraining: the pair keeps
         the rating of its event of highest precedence (ties: the later event).
+
+    Raises
+    ------
+    TypeError
+        If ``precedence`` is not a number (a bool is not one).
+    ValueError
+        If a value is out of its range, or ``precedence`` is not finite.
     """
 
     reward: Worth
@@ -181,8 +188,10 @@ class FeedbackRule:
         if self.session_sign is None and self.rating is None:
             raise ValueError("session_sign=None takes the sign of the rating: give a rating "
                              "or a session_sign")
-        if isinstance(self.precedence, bool) or not (
-                isinstance(self.precedence, int | float) and math.isfinite(self.precedence)):
+        if isinstance(self.precedence, bool) or not isinstance(self.precedence, int | float):
+            raise TypeError(f"precedence must be a number, got {self.precedence!r} of type "
+                            f"{type(self.precedence).__name__}")
+        if not math.isfinite(self.precedence):
             raise ValueError(f"precedence must be a finite number, got {self.precedence!r}")
 
     def check_value(self, event_type: str, value: float | None) -> None:

@@ -71,6 +71,18 @@ def test_rule_book_rejects_bad_values(bad: dict) -> None:
         RuleBook().rule("buy")
 
 
+@pytest.mark.parametrize(("precedence", "error"), [
+    ("4", TypeError), (True, TypeError), (None, TypeError), (float("nan"), ValueError),
+    (float("inf"), ValueError),
+])
+def test_feedback_rule_precedence_type_and_value(precedence: object,
+                                                 error: type[Exception]) -> None:
+    """A precedence of the wrong type is a TypeError naming it; a non-finite one a ValueError."""
+    with pytest.raises(error, match="precedence must be"):
+        FeedbackRule(reward=1.0, rating=5.0, session_sign=1,
+                     precedence=precedence)  # type: ignore[arg-type]
+
+
 # ---------------------------------------------------------------------------- the fold
 def _outcomes(n: int, d: int, seed: int) -> list[Outcome]:
     rng = np.random.default_rng(seed)
