@@ -175,10 +175,12 @@ def _serve(args: argparse.Namespace) -> int:
     return 2 if settings is None else commands.serve(settings)  # type: ignore[arg-type]
 
 
-def _run_serving(args: argparse.Namespace, command: str, **options: object) -> int:
-    """Call ``serving.commands``' function of ``command`` with the settings and ``options``,
-    print its results (a :mod:`serving.results` object, as ``str()``) on stdout or its refusal
-    on stderr, and return the exit status.
+def _run_serving(args: argparse.Namespace, command: str, function: str | None = None,
+                 **options: object) -> int:
+    """Call ``serving.commands``' function of ``command`` (``function``, default ``command``
+    with ``_`` for ``-``) with the settings and ``options``, print its results (a
+    :mod:`serving.results` object, as ``str()``) on stdout or its refusal on stderr, and return
+    the exit status.
     """
     from serving import commands
     from serving.results import CommandError
@@ -186,7 +188,7 @@ def _run_serving(args: argparse.Namespace, command: str, **options: object) -> i
     settings = _settings_or_none(args, command)
     if settings is None:
         return 2
-    run = getattr(commands, command.replace("-", "_"))
+    run = getattr(commands, function or command.replace("-", "_"))
     try:
         results = run(settings, **options)
     except CommandError as exc:  # nothing done: the message says why
