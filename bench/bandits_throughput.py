@@ -16,13 +16,27 @@ the same machine in the same process:
   arm from it, ``learn`` the ``action:cost:probability`` label, per step.
 
 Each contender also reports the share of its last pulls that went to the best arm, so speed is
-not bought with wrong answers. Besides wall-clock pulls/s, recbandits (batched) and MABWiser are
-timed in CPU seconds of this process (``time.process_time``; both run on one thread): on a
-shared machine the wall-clock ratio also measures how much of a core the scheduler gave each side
-while it ran, which moves by 2-3x between consecutive runs under load; the CPU-time ratio
-(``ratio_batched_vs_mabwiser_cpu``) measures the work each needs per pull. Peers come from the
-``bench`` extra (``pip install -e .[bench]``);
+not bought with wrong answers. Peers come from the ``bench`` extra (``pip install -e .[bench]``);
 a missing peer is reported and skipped.
+
+The headline ratio against MABWiser (``ratio_batched_vs_mabwiser_cpu_paired``) is measured so
+that machine load cancels out as far as one run can make it:
+
+* **CPU time**, not wall time (``time.process_time``; both sides run on one thread): on a shared
+  machine the wall clock also measures how much of a core the scheduler gave each side while it
+  ran, which moves by 2-3x between consecutive runs under load (MABWiser's wall rate moved 7x
+  between two runs 10 s apart at load 6);
+* **interleaved and paired**: ``--pairs`` N gives the sequence M0 R1 M1 R2 ... RN MN, each R one
+  whole batched run (``--steps`` steps of ``--runs`` runs from the prior, a fresh state) and
+  each M one whole MABWiser run (``--peer-steps`` steps, a fresh model), each some 0.4-0.6 s of
+  CPU; pair i's ratio is R_i's pulls per CPU second over the geometric mean of its two
+  neighbours M_{i-1} and M_i, so a change of load during the run reaches both sides of a pair;
+* **the median of the N paired ratios**, printed with their smallest and largest, rather than
+  the best of each side taken apart (which lets the side with more repeats pick a luckier
+  moment).
+
+The other figures (the ablations, float64, the single-run path, VW) are best of ``--repeats``,
+in wall and CPU time as named.
 
 Usage::
 
@@ -153,12 +167,40 @@ def bench_vw(steps: int, seed: int) -> tuple[float, float] | str:
     return steps / elapsed, float(np.mean(np.array(picks[-steps // 5:]) == BEST))
 
 
+def paired_cpu_ratios(pairs: int, runs: int, steps: int, peer_steps: int, seed: int,
+                      bit_generator: str) -> tuple[list[float], list[float], list[float]] | str:
+    """Interleaved CPU-time measurement: MABWiser, recbandits, MABWiser, ... (``pairs``
+    recbandits runs, each between two MABWiser runs).
+
+    Returns
+    -------
+    (ratios, recbandits, mabwiser) or str
+        Per pair: recbandits' pulls per CPU second over the geometric mean of its two MABWiser
+        neighbours'; the recbandits rates (``pairs``) and the MABWiser rates (``pairs + 1``),
+        pulls per CPU second. A string when MABWiser is missing.
+    """
+    first = bench_mabwiser(peer_steps, seed)
+    if isinstance(first, str):
+        return first
+    mab = [first[2]]
+    ours = []
+    for i in range(pairs):
+        ours.append(bench_recbandits(runs, steps, seed + i, bit_generator=bit_generator)[2])
+        peer = bench_mabwiser(peer_steps, seed + i + 1)
+        assert not isinstance(peer, str)
+        mab.append(peer[2])
+    ratios = [r / float(np.sqrt(a * b)) for r, a, b in zip(ours, mab[:-1], mab[1:], strict=True)]
+    return ratios, ours, mab
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200_000, help="batched runs R")
     parser.add_argument("--steps", type=int, default=60, help="batched steps")
     parser.add_argument("--peer-steps", type=int, default=4_000, help="steps for each peer")
-    parser.add_argument("--repeats", type=int, default=3, help="best of N (recbandits)")
+    parser.add_argument("--repeats", type=int, default=3, help="best of N (the ablations)")
+    parser.add_argument("--pairs", type=int, default=7,
+                        help="interleaved recbandits/MABWiser pairs of the paired CPU ratio")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bit-generator", default="PCG64",
                         choices=["PCG64", "PCG64DXSM", "SFC64", "Philox", "MT19937"],
@@ -168,6 +210,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"seed problem {dict(zip(ARMS, MEANS.tolist(), strict=True))}; "
           f"python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}; "
           f"load average {os.getloadavg()[0]:.2f}")
+    paired = paired_cpu_ratios(args.pairs, args.runs, args.steps, args.peer_steps, args.seed,
+                               args.bit_generator)
+    load_after_pairs = os.getloadavg()[0]
     # Peers first and last, recbandits in between, so a change in machine load during the run
     # hits both sides; best of each pair is kept.
     mab_a = bench_mabwiser(args.peer_steps, args.seed)
@@ -228,6 +273,20 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         figures["ratio_batched_vs_vw"] = batched[0] / vw[0]
         print(f"Vowpal Wabbit --cb_explore 3:                  {vw[0]:,.0f} pulls/s; "
               f"best-arm share (last 20%): {vw[1]:.3f}")
+    if isinstance(paired, str):
+        print(f"paired CPU ratio: MABWiser {paired}")
+    else:
+        ratios, ours, mabs = paired
+        figures["ratio_batched_vs_mabwiser_cpu_paired"] = float(np.median(ratios))
+        figures["ratio_batched_vs_mabwiser_cpu_paired_min"] = min(ratios)
+        figures["ratio_batched_vs_mabwiser_cpu_paired_max"] = max(ratios)
+        figures["recbandits_batched_pulls_per_cpu_s_paired_median"] = float(np.median(ours))
+        figures["mabwiser_pulls_per_cpu_s_paired_median"] = float(np.median(mabs))
+        print(f"paired CPU ratio ({args.pairs} recbandits runs, each between two MABWiser runs; "
+              f"load {load_after_pairs:.2f} after them): median {np.median(ratios):,.0f}x "
+              f"(pairs: {', '.join(f'{r:,.0f}' for r in ratios)}); recbandits median "
+              f"{np.median(ours) / 1e6:.2f} M pulls per CPU s, MABWiser median "
+              f"{np.median(mabs):,.0f}")
     figures["load_average_1min"] = os.getloadavg()[0]
     print()
     for key, value in figures.items():

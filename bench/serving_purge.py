@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
-import io
 import sys
 import tempfile
 import time
@@ -91,16 +90,15 @@ def run(backend: str, url: str, n: int, catalog: object, fitted: dict) -> dict[s
             settled = store.settle_expired(time.time() + 7200, 0.0, client.app.state.service.rules)
             record["settle_s"] = time.perf_counter() - start
             cut = time.time() + 4 * 3600
-            out = io.StringIO()
             start = time.perf_counter()
-            code = purge(settings, datetime.fromtimestamp(cut, UTC).isoformat(), out=out,
-                         catalog=catalog, now=cut + settings.retention_s + 1)
+            result = purge(settings, datetime.fromtimestamp(cut, UTC).isoformat(),
+                           catalog=catalog, now=cut + settings.retention_s + 1)
             record["total_s"] = time.perf_counter() - start
-            assert code == 0, out.getvalue()
+            assert result.exit_code == 0, str(result)
     finally:
         Store.purge = purge_tx  # type: ignore[method-assign]
     print(f"{backend}: {rows['decisions']} decisions ({settled} settled), {rows['feedback']} "
-          f"feedback; {out.getvalue().splitlines()[-1]}")
+          f"feedback; {str(result).splitlines()[-1]}")
     return record
 
 

@@ -156,17 +156,49 @@ def _serving_settings(args: argparse.Namespace) -> object:
     return Settings(**given)
 
 
-def _run_serving(args: argparse.Namespace, command: str, **options: object) -> int:
+def _settings_or_none(args: argparse.Namespace, command: str) -> object | None:
+    """The service's settings for ``command``; None after saying why they are invalid."""
     from pydantic import ValidationError
 
-    from serving import commands
-
     try:
-        settings = _serving_settings(args)
+        return _serving_settings(args)
     except (ValidationError, ValueError) as exc:  # a bad option, variable or settings file
         print(f"recbandits {command}: {exc}", file=sys.stderr)
+        return None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """``serve`` runs the server until it stops: its status, no results to print."""
+    from serving import commands
+
+    settings = _settings_or_none(args, "serve")
+    return 2 if settings is None else commands.serve(settings)  # type: ignore[arg-type]
+
+
+def _run_serving(args: argparse.Namespace, command: str, function: str | None = None,
+                 **options: object) -> int:
+    """Call ``serving.commands``' function of ``command`` (``function``, default ``command``
+    with ``_`` for ``-``) with the settings and ``options``, print its results (a
+    :mod:`serving.results` object, as ``str()``) on stdout or its refusal on stderr, and return
+    the exit status.
+    """
+    from serving import commands
+    from serving.results import CommandError
+
+    settings = _settings_or_none(args, command)
+    if settings is None:
         return 2
-    return getattr(commands, command.replace("-", "_"))(settings, **options)
+    run = getattr(commands, function or command.replace("-", "_"))
+    try:
+        results = run(settings, **options)
+    except CommandError as exc:  # nothing done: the message says why
+        print(f"recbandits {command}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except ValueError as exc:  # a bad value (a DATE, --bootstrap) or settings the log refuses
+        print(f"recbandits {command}: {exc}", file=sys.stderr)
+        return 2
+    print(results)
+    return int(results.exit_code)
 
 
 def _ope_candidates(
@@ -297,7 +329,7 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
                        help="least propensity of every arm, 0 to 1/len(arms): the policy mixed "
                             "with uniform (default 0; RECBANDITS_EXPLORATION_FLOOR)")
     store_options(serve)
-    serve.set_defaults(handler=lambda args: _run_serving(args, "serve"))
+    serve.set_defaults(handler=_serve)
 
     retrain = commands.add_parser(
         "retrain", help="refit the served arms on MovieLens plus feedback; new policy version")

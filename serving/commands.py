@@ -1,7 +1,12 @@
-"""What the ``recbandits serve``, ``retrain``, ``rebuild-state`` and ``purge`` commands do.
+"""What the ``recbandits serve``, ``retrain``, ``rebuild-state``, ``purge`` and ``credit``
+commands do.
 
-The CLI (:mod:`experiments.cli`) only parses options into :class:`~serving.settings.Settings` and
-calls these; they return an exit code and print the user-facing output.
+The CLI (:mod:`experiments.cli`) only parses options into :class:`~serving.settings.Settings`,
+calls these and prints. Each command but ``serve`` has the shape of ``simulate``: it returns a
+results dataclass of :mod:`serving.results` (``str()`` is its report, ``exit_code`` its status)
+and prints nothing; a refusal raises ``ValueError`` (a bad value) or
+:class:`~serving.results.CommandError` (nothing done, with its exit status). ``serve`` runs the
+server until it stops and returns its exit status.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import httpx
 
@@ -34,7 +39,7 @@ from serving.armset import (
     save_arms,
 )
 from serving.live import arm_bytes, arm_from_bytes, fold_live_arms, fold_models, state_digest
-from serving.multileave import credit_report, format_credit
+from serving.multileave import credit_report
 from serving.replay import (
     DecisionRow,
     FeedbackRow,
@@ -42,6 +47,18 @@ from serving.replay import (
     check_log,
     fold_policy,
     kept_ratings,
+)
+from serving.results import (
+    ArmCheck,
+    CommandError,
+    CreditResults,
+    LiveArmCheck,
+    NothingToDo,
+    PurgeResults,
+    PurgeSnapshot,
+    RebuildStateResults,
+    RetrainResults,
+    SnapshotInfo,
 )
 from serving.service import _iso, retrain_arms
 from serving.settings import Settings
@@ -228,112 +245,102 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-def retrain(settings: Settings, out: TextIO | None = None) -> int:
+def retrain(settings: Settings) -> RetrainResults:
     """Refit the arms on the base data plus feedback ratings and publish a new version.
 
     A running service picks the new version up within its refresh interval.
+
+    Returns
+    -------
+    RetrainResults
+        The arms, the base data, the feedback ratings added and the version published.
     """
-    out = out if out is not None else sys.stdout  # looked up per call: tests redirect it
     with progress_on_stderr():
         resources = prepare(settings)
         version, n_ratings, _ = retrain_arms(settings, resources.store, resources.catalog,
                                              resources.arm_set.models)
-    print(f"retrained {', '.join(settings.arms)} on {resources.catalog.name} plus "
-          f"{n_ratings} feedback ratings: policy version {version}", file=out)
     resources.store.dispose()
-    return 0
+    return RetrainResults(tuple(settings.arms), resources.catalog.name, n_ratings, version)
 
 
 @contextlib.contextmanager
-def _open_log(settings: Settings, verb: str, out: TextIO) -> Iterator[Store | None]:
-    """The settings' store holding a decision log, disposed of afterwards; or None, after saying
-    there is nothing to ``verb`` (no store, or no log yet: nothing is created).
+def _open_log(settings: Settings, verb: str) -> Iterator[Store | NothingToDo]:
+    """The settings' store holding a decision log, disposed of afterwards; or, when there is
+    no store or no log yet, the :class:`~serving.results.NothingToDo` saying so (nothing is
+    created).
     """
     try:
         store = open_store(settings.resolved_db_url(), timeout_s=settings.store_timeout_s,
                            create=False)
     except StoreNotFoundError as exc:
-        print(f"nothing to {verb}: {exc}", file=out)
-        yield None
+        yield NothingToDo(verb, str(exc))
         return
     try:
         if not store.has_log():
-            print(f"nothing to {verb}: {store.describe()} holds no decision log yet", file=out)
-            yield None
+            yield NothingToDo(verb, f"{store.describe()} holds no decision log yet")
             return
         yield store
     finally:
         store.dispose()
 
 
-def rebuild_state(settings: Settings, out: TextIO | None = None, *,
-                  service: httpx.Client | None = None) -> int:
-    """Replay the log and compare every derived state with the stored one; 0 if all match.
+def rebuild_state(settings: Settings, *, service: httpx.Client | None = None
+                  ) -> RebuildStateResults | NothingToDo:
+    """Replay the log and compare every derived state with the stored one.
 
     Re-derives each decision's outcome with the rule book, the pulls per arm, the ratings kept
-    for retraining and the policy (the fold of the outcomes under ``settings.policy``), prints
-    them per arm and every disagreement; then rebuilds the live arms (co-occurrence, live
-    popularity) from the log (:func:`_check_live_arms`) and prints a match line per live arm;
-    then ``match: yes`` or ``match: NO`` (exit 1). A store that does not exist or holds no log
-    yet is reported as such and left untouched (exit 0).
+    for retraining and the policy (the fold of the outcomes under ``settings.policy``), per arm
+    and every disagreement; then rebuilds the live arms (co-occurrence, live popularity) from
+    the log and compares them with a running worker's (:func:`_check_live_arms`).
 
     Parameters
     ----------
     settings : Settings
-    out : text stream, optional
-        Where the report goes (default stdout).
     service : httpx.Client, optional
         A client of the running service whose live arms are compared (its base URL set);
         default: the service ``settings.host`` and ``settings.port`` name, asked with
         ``settings.admin_token`` (none asked without a token).
+
+    Returns
+    -------
+    RebuildStateResults or NothingToDo
+        The comparison (``match``; ``exit_code`` 1 if anything differs); NothingToDo when the
+        store does not exist or holds no log yet (left untouched).
+
+    Raises
+    ------
+    ValueError
+        A purged log's fold snapshot is of another policy than ``settings.policy``.
     """
-    out = out if out is not None else sys.stdout  # looked up per call: tests redirect it
-    with _open_log(settings, "rebuild", out) as store:
-        if store is None:
-            return 0
+    with _open_log(settings, "rebuild") as store:
+        if isinstance(store, NothingToDo):
+            return store
         rows = store.log_rows()
         source = store.describe()
-        live_lines, live_match = _check_live_arms(settings, store, service)
+        live = _check_live_arms(settings, store, service)
     fold = rows["fold"]
     # A purged log's policy has the dimension it was folded with.
     state = None if fold is None else fold.policy["state"]
     dimension = (_feature_dimension(rows["contexts"]) if state is None
                  else state["params"].get("n_features"))
-    try:
-        check = check_log(
-            [DecisionRow(e, a, bool(c), float(d), bool(s), ml)
-             for e, a, c, d, s, ml in rows["decisions"]],
-            [FeedbackRow(int(q), e, int(u), int(m), float(t), ty, bool(c), r, v, fa)
-             for q, e, u, m, t, ty, c, r, v, fa in rows["feedback"]],
-            [OutcomeRow(int(q), e, a, float(r), None if f is None else int(f))
-             for q, e, a, r, f in rows["outcomes"]],
-            rows["contexts"], rows["pulls"], rows["ratings"], settings.rule_book(),
-            settings.policy_model(dimension), fold=fold)
-    except ValueError as exc:  # the snapshot's policy is not the settings' one
-        print(f"recbandits rebuild-state: {exc}", file=out)
-        return 2
-    print(f"store: {source}  ({len(rows['decisions'])} decisions, {len(rows['feedback'])} "
-          f"feedback, {check.n_outcomes} outcomes, {check.pending} undecided)", file=out)
-    if fold is not None:
-        print(f"fold snapshot at log position {fold.seq} (purged before {_iso(fold.cut)}): "
-              f"{sum(fold.pulls.values())} pulls and {len(fold.ratings)} ratings of purged "
-              "rows; every fold starts from it", file=out)
-    print(f"policy: {settings.policy} folded over the outcomes in log order", file=out)
-    print(f"{'arm':<14}{'stored n':>10}{'replay n':>10}{'outcomes':>10}{'mean reward':>13}",
-          file=out)
-    arms = sorted(set(check.pulls_stored) | set(check.pulls_replayed) | set(check.rewards))
-    for arm in arms:
-        n, total = check.rewards.get(arm, (0, 0.0))
-        mean = f"{total / n:.4f}" if n else "-"
-        print(f"{arm:<14}{check.pulls_stored[arm]:>10}{check.pulls_replayed[arm]:>10}{n:>10}"
-              f"{mean:>13}", file=out)
-    for line in check.mismatches:
-        print(f"  mismatch: {line}", file=out)
-    for line in live_lines:
-        print(line, file=out)
-    match = check.match and live_match
-    print(f"match: {'yes' if match else 'NO'}", file=out)
-    return 0 if match else 1
+    check = check_log(
+        [DecisionRow(e, a, bool(c), float(d), bool(s), ml)
+         for e, a, c, d, s, ml in rows["decisions"]],
+        [FeedbackRow(int(q), e, int(u), int(m), float(t), ty, bool(c), r, v, fa)
+         for q, e, u, m, t, ty, c, r, v, fa in rows["feedback"]],
+        [OutcomeRow(int(q), e, a, float(r), None if f is None else int(f))
+         for q, e, a, r, f in rows["outcomes"]],
+        rows["contexts"], rows["pulls"], rows["ratings"], settings.rule_book(),
+        settings.policy_model(dimension), fold=fold)
+    names = sorted(set(check.pulls_stored) | set(check.pulls_replayed) | set(check.rewards))
+    return RebuildStateResults(
+        source=source, n_decisions=len(rows["decisions"]), n_feedback=len(rows["feedback"]),
+        n_outcomes=check.n_outcomes, pending=check.pending, policy=settings.policy,
+        arms=tuple(ArmCheck(arm, check.pulls_stored[arm], check.pulls_replayed[arm],
+                            *check.rewards.get(arm, (0, 0.0))) for arm in names),
+        mismatches=tuple(check.mismatches), live=tuple(live),
+        snapshot=None if fold is None else SnapshotInfo(
+            fold.seq, fold.cut, sum(fold.pulls.values()), len(fold.ratings)))
 
 
 def _live_names(settings: Settings) -> list[str]:
@@ -342,7 +349,7 @@ def _live_names(settings: Settings) -> list[str]:
 
 
 def _check_live_arms(settings: Settings, store: Store, service: httpx.Client | None
-                     ) -> tuple[list[str], bool]:
+                     ) -> list[LiveArmCheck]:
     """Rebuild the live arms from the log and compare them with a running worker's.
 
     The fold starts where a worker's does (the latest fold snapshot's saved arms, else the
@@ -352,39 +359,37 @@ def _check_live_arms(settings: Settings, store: Store, service: httpx.Client | N
 
     Returns
     -------
-    (lines, match)
-        One line per live arm (``live arm NAME: match yes|NO ...``); ``match`` False when a
-        worker's digest differs from the rebuilt one.
+    list of LiveArmCheck
+        One per live arm: ``match`` False when a worker's digest differs from the rebuilt one
+        (or a worker answered and the arm could not be rebuilt), None when nothing was compared.
     """
     live = _live_names(settings)
     if not live:
-        return [], True
+        return []
     held, where = _service_live_state(settings, store, service)
     previous = store.fold_snapshot(arms=True)
     position = int(held["log_seq"]) if held is not None else store.log_seq()
     if previous is not None and position < previous.seq:
         # The worker has not reached the snapshot yet; the events before it are gone.
-        return [f"live arm {n}: not compared: the worker at {where} is at log position "
-                f"{position}, before the fold snapshot at {previous.seq}" for n in live], True
+        return [LiveArmCheck(n, None, f"not compared: the worker at {where} is at log "
+                             f"position {position}, before the fold snapshot at {previous.seq}")
+                for n in live]
     try:
         models, n_events = _live_arms_at(settings, store, previous, position)
     except (ValueError, FileNotFoundError) as exc:  # no arms folder, or an arm file missing
-        return [f"live arm {n}: not rebuilt: {exc}" for n in live], held is None
+        return [LiveArmCheck(n, None if held is None else False, f"not rebuilt: {exc}")
+                for n in live]
     start = "their base fits" if previous is None else f"the fold snapshot at {previous.seq}"
-    lines = []
-    match = True
+    folded = (f"{n_events} events and the items added up to log position {position} "
+              f"folded from {start}")
+    if held is None:
+        return [LiveArmCheck(n, None, f"not compared ({where}); {folded}") for n in live]
+    checks = []
     for name in live:
-        digest = state_digest(models[name])
-        folded = (f"{n_events} events and the items added up to log position {position} "
-                  f"folded from {start}")
-        if held is None:
-            lines.append(f"live arm {name}: not compared ({where}); {folded}")
-            continue
-        same = held["arms"].get(name) == digest
-        match = match and same
-        lines.append(f"live arm {name}: match {'yes' if same else 'NO'} (worker pid "
-                     f"{held['pid']} at {where}: {folded})")
-    return lines, match
+        same = held["arms"].get(name) == state_digest(models[name])
+        checks.append(LiveArmCheck(name, same, f"match {'yes' if same else 'NO'} (worker pid "
+                                   f"{held['pid']} at {where}: {folded})"))
+    return checks
 
 
 def _service_live_state(settings: Settings, store: Store, service: httpx.Client | None
@@ -415,35 +420,39 @@ def _service_live_state(settings: Settings, store: Store, service: httpx.Client 
     return body, where
 
 
-def credit(settings: Settings, *, n_bootstrap: int = 1000, seed: int = 0,
-           out: TextIO | None = None) -> int:
-    """Compare the arms of the log's multileaved decisions (``recbandits credit``); 0 unless
-    the log holds none (2, said).
+def credit(settings: Settings, *, n_bootstrap: int = 1000, seed: int = 0
+           ) -> CreditResults | NothingToDo:
+    """Compare the arms of the log's multileaved decisions (``recbandits credit``).
 
     Per arm: impressions (multileaved slates it contributed to), the credited rewards of the
     decided ones, their rate with a 95% percentile bootstrap interval (decisions resampled,
     ``n_bootstrap`` times from ``seed``), and the pairwise win rates of the team-draft
     comparisons (:func:`serving.multileave.credit_report`).
+
+    Returns
+    -------
+    CreditResults or NothingToDo
+        The report; NothingToDo when the store does not exist or holds no log yet.
+
+    Raises
+    ------
+    ValueError
+        ``n_bootstrap`` < 1 (checked before the store is opened).
+    CommandError
+        The log holds no multileaved decision (exit status 2).
     """
-    out = out if out is not None else sys.stdout
     if n_bootstrap < 1:
-        print(f"recbandits credit: --bootstrap must be >= 1, got {n_bootstrap}",
-              file=sys.stderr)
-        return 2
-    with _open_log(settings, "credit", out) as store:
-        if store is None:
-            return 0
+        raise ValueError(f"--bootstrap (n_bootstrap) must be >= 1, got {n_bootstrap}")
+    with _open_log(settings, "credit") as store:
+        if isinstance(store, NothingToDo):
+            return store
         decisions, outcomes = store.multileave_rows()
         source = store.describe()
     if not decisions:
-        print(f"recbandits credit: {source} holds no multileaved decision (serve with "
-              "--slate-mode multileave)", file=sys.stderr)
-        return 2
-    report = credit_report(decisions, outcomes, settings.arms, n_bootstrap=n_bootstrap,
-                           seed=seed)
-    print(f"store: {source}", file=out)
-    print(format_credit(report), file=out)
-    return 0
+        raise CommandError(f"{source} holds no multileaved decision (serve with "
+                           "--slate-mode multileave)")
+    return CreditResults(source, credit_report(decisions, outcomes, settings.arms,
+                                               n_bootstrap=n_bootstrap, seed=seed))
 
 
 def parse_date(text: str) -> float:
@@ -465,8 +474,8 @@ def parse_date(text: str) -> float:
 
 
 def purge(settings: Settings, before: str, *, dry_run: bool = False,
-          out: TextIO | None = None, catalog: Dataset | None = None,
-          now: float | None = None) -> int:
+          catalog: Dataset | None = None, now: float | None = None
+          ) -> PurgeResults | NothingToDo:
     """Delete the raw log before ``before`` and keep a fold snapshot, so that every fold
     (``rebuild-state``, a starting worker, a running one) stays exact.
 
@@ -485,8 +494,6 @@ def purge(settings: Settings, before: str, *, dry_run: bool = False,
         ``settings.retention_s``: younger events still steer features and real-time scores.
     dry_run : bool, default False
         Count what would go; delete and store nothing.
-    out : text stream, optional
-        Where the report goes (default stdout).
     catalog : Dataset, optional
         The base data instead of ``load_catalog(settings)`` (the live arms' universe).
     now : float, optional
@@ -494,38 +501,37 @@ def purge(settings: Settings, before: str, *, dry_run: bool = False,
 
     Returns
     -------
-    int
-        0 done (or nothing to purge); 1 nothing deleted: the previous snapshot is of another
-        policy, the store records no arms folder, or another purge ran meanwhile (run it
-        again); 2 a DATE that is malformed or inside the retention window.
+    PurgeResults or NothingToDo
+        The rows counted before the cut and, unless a dry run or nothing to purge, the rows
+        deleted and the snapshot stored; NothingToDo when the store does not exist or holds no
+        log yet.
+
+    Raises
+    ------
+    ValueError
+        ``before`` is malformed or inside the retention window (nothing is read).
+    CommandError
+        Nothing deleted (exit status 1): the previous snapshot is of another policy, the store
+        records no arms folder, or another purge ran meanwhile (run it again).
     """
-    out = out if out is not None else sys.stdout  # looked up per call: tests redirect it
     now = time.time() if now is None else now
-    try:
-        cut = parse_date(before)
-    except ValueError as exc:
-        print(f"recbandits purge: {exc}", file=sys.stderr)
-        return 2
+    cut = parse_date(before)
     limit = now - settings.retention_s
     if cut > limit:
-        print(f"recbandits purge: --before {_iso(cut)} is inside the retention window "
-              f"(retention_s = {settings.retention_s:.0f} s, "
-              f"{settings.retention_s / 86_400:g} days): events after now - retention "
-              f"still steer features and real-time scores; the latest DATE allowed now is "
-              f"{_iso(limit)}", file=sys.stderr)
-        return 2
-    with _open_log(settings, "purge", out) as store:
-        if store is None:
-            return 0
+        raise ValueError(
+            f"--before {_iso(cut)} is inside the retention window (retention_s = "
+            f"{settings.retention_s:.0f} s, {settings.retention_s / 86_400:g} days): events "
+            f"after now - retention still steer features and real-time scores; the latest DATE "
+            f"allowed now is {_iso(limit)}")
+    with _open_log(settings, "purge") as store:
+        if isinstance(store, NothingToDo):
+            return store
         store.create_schema(settings.arms, settings.rule_book())  # an older store gains tables
         head = store.log_seq()
         counts = store.purge_counts(cut, head)
-        what = (f"{counts['decisions']} decisions, {counts['outcomes']} outcomes and "
-                f"{counts['feedback']} feedback rows before {_iso(cut)}")
+        source = store.describe()
         if dry_run or not any(counts.values()):
-            print(f"{'dry run: would delete' if dry_run else 'nothing to purge:'} {what} "
-                  f"(log head {head}); nothing deleted", file=out)
-            return 0
+            return PurgeResults(source, cut, head, counts, dry_run=dry_run)
         catalog = catalog if catalog is not None else load_catalog(settings)
         previous = store.fold_snapshot(arms=True)
         rules = settings.rule_book()
@@ -538,17 +544,11 @@ def purge(settings: Settings, before: str, *, dry_run: bool = False,
                     (FeedbackRow(int(q), None, int(u), int(m), float(t), ty, False, r, v)
                      for q, u, m, ty, v, r, t in rows), rules), now)
         except ValueError as exc:
-            print(f"recbandits purge: {exc}", file=sys.stderr)
-            return 1
-        source = store.describe()
-    start = "the empty state" if previous is None else f"the snapshot at {previous.seq}"
-    print(f"store: {source}", file=out)
-    print(f"fold snapshot at log position {head}, from {start}: {settings.policy} over "
-          f"{n_outcomes} more outcomes; live arms {', '.join(arms) or '(none)'} over "
-          f"{n_events} more events", file=out)
-    print(f"deleted {deleted['decisions']} decisions, {deleted['outcomes']} outcomes and "
-          f"{deleted['feedback']} feedback rows before {_iso(cut)}", file=out)
-    return 0
+            raise CommandError(str(exc), exit_code=1) from exc
+    return PurgeResults(source, cut, head, counts, deleted=dict(deleted),
+                        snapshot=PurgeSnapshot(head, None if previous is None else previous.seq,
+                                               settings.policy, n_outcomes, tuple(arms),
+                                               n_events))
 
 
 def _fold_policy(settings: Settings, store: Store, previous: FoldSnapshot | None,

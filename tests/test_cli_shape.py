@@ -1,9 +1,15 @@
-"""Every lab command has the shape of ``simulate``: an importable ``run(config) -> results``, and a
-CLI handler that only parses, calls ``run`` and prints.
+"""Every command has the shape of ``simulate``: an importable function that returns a results
+object, and a CLI handler that only parses, calls it and prints.
 
-Commands are listed here by kind, so a new command must say which it is. ``evaluate-arms`` is
-being reshaped (issue 18) and the service's commands print from inside (the service rewrite
-owns them); they are listed apart until they take the shape.
+Commands are listed here by kind, so a new command must say which it is:
+
+* the lab's commands (and ``ope``, on the service's log or with ``--obd`` on the Open Bandit
+  Dataset) call a module's ``run(config) -> results``;
+* the service's commands call ``serving.commands.<name>(settings, ...)``, which returns a
+  dataclass of :mod:`serving.results` (``str()`` is the report, ``exit_code`` the status) and
+  prints nothing; a refusal is an exception the CLI prints on stderr;
+* ``serve`` alone is apart: it runs the server until it stops, so there is no result to return
+  but its exit status.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import typing
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -18,19 +26,19 @@ import pytest
 from experiments import cli, report, simulate
 from experiments import config as cfg
 from experiments.results import SimulationResults
+from serving import commands
+from serving import results as sr
+from serving.settings import Settings
 
-#: Lab command -> the module whose ``run(config)`` it calls.
-LAB_COMMANDS = {"simulate": "experiments.simulate", "replay": "experiments.replay",
-                "evaluate-arms": "experiments.evaluate_arms"}
-#: Commands not (yet) in that shape, and why.
-OTHER_COMMANDS = {
-    "serve": "the service",
-    "retrain": "the service",
-    "rebuild-state": "the service",
-    "purge": "the service",
-    "credit": "the service's log (multileaved decisions)",
-    "ope": "the service's log (and --obd, whose handler calls experiments.obd_ope.run)",
-}
+#: Command -> the modules whose ``run(config)`` it calls.
+LAB_COMMANDS = {"simulate": ("experiments.simulate",), "replay": ("experiments.replay",),
+                "evaluate-arms": ("experiments.evaluate_arms",),
+                "ope": ("serving.offpolicy", "experiments.obd_ope")}
+#: Service command -> its function in serving.commands, returning a serving.results object.
+SERVICE_COMMANDS = {"retrain": "retrain", "rebuild-state": "rebuild_state", "purge": "purge",
+                    "credit": "credit"}
+#: Commands in neither shape, and why.
+OTHER_COMMANDS = {"serve": "runs the server until it stops: no results, only an exit status"}
 
 
 def _commands() -> set[str]:
@@ -40,14 +48,28 @@ def _commands() -> set[str]:
 
 
 def test_every_command_is_classified():
-    assert _commands() == set(LAB_COMMANDS) | set(OTHER_COMMANDS)
+    kinds = [set(LAB_COMMANDS), set(SERVICE_COMMANDS), set(OTHER_COMMANDS)]
+    assert _commands() == set.union(*kinds) and sum(map(len, kinds)) == len(_commands())
 
 
-@pytest.mark.parametrize("command", sorted(LAB_COMMANDS))
-def test_lab_command_module_has_run_taking_a_config(command):
-    run = importlib.import_module(LAB_COMMANDS[command]).run
+@pytest.mark.parametrize(("command", "module"),
+                         [(c, m) for c, ms in sorted(LAB_COMMANDS.items()) for m in ms])
+def test_lab_command_module_has_run_taking_a_config(command, module):
+    run = importlib.import_module(module).run
     first = next(iter(inspect.signature(run).parameters.values()))
     assert first.name == "config" and first.kind is first.POSITIONAL_OR_KEYWORD
+
+
+@pytest.mark.parametrize("command", sorted(SERVICE_COMMANDS))
+def test_service_command_takes_the_settings_and_returns_results(command):
+    run = getattr(commands, SERVICE_COMMANDS[command])
+    first = next(iter(inspect.signature(run).parameters.values()))
+    assert first.name == "settings" and first.kind is first.POSITIONAL_OR_KEYWORD
+    returned = typing.get_type_hints(run)["return"]
+    for kind in typing.get_args(returned) or (returned,):
+        assert kind.__module__ == "serving.results" and hasattr(kind, "exit_code"), kind
+    # No stream to print to: the function returns, the CLI prints.
+    assert "out" not in inspect.signature(run).parameters
 
 
 def test_simulate_cli_only_parses_calls_and_prints(monkeypatch, capsys, tmp_path):
@@ -75,3 +97,97 @@ def test_simulate_cli_only_parses_calls_and_prints(monkeypatch, capsys, tmp_path
     out, err = capsys.readouterr()
     assert out == report.markdown_table(summary) + f"\nsummary.csv      {tmp_path}/summary.csv\n"
     assert err == "recbandits: a note\n"
+
+
+def _rebuilt(*, stored: int = 4, mismatches: tuple[str, ...] = ()) -> sr.RebuildStateResults:
+    """A rebuild-state result made by hand (two arms, one live arm compared)."""
+    return sr.RebuildStateResults(
+        source="sqlite:///x.db", n_decisions=7, n_feedback=5, n_outcomes=4, pending=3,
+        policy="ThompsonSampling",
+        arms=(sr.ArmCheck("popularity", 3, 3, 0, 0.0), sr.ArmCheck("svd", stored, 4, 4, 3.0)),
+        mismatches=mismatches,
+        live=(sr.LiveArmCheck("popularity", True, "match yes (worker pid 42 at "
+                              "http://127.0.0.1:8000: 5 events ...)"),),
+        snapshot=sr.SnapshotInfo(seq=12, cut=0.0, pulls=9, ratings=2))
+
+
+def test_rebuild_state_results_print_as_before():
+    """The report's layout (the text ``rebuild-state`` printed line by line before it
+    returned results): tests, the README and scripts read it.
+    """
+    assert str(_rebuilt()) == "\n".join([
+        "store: sqlite:///x.db  (7 decisions, 5 feedback, 4 outcomes, 3 undecided)",
+        "fold snapshot at log position 12 (purged before 1970-01-01T00:00:00+00:00): 9 pulls "
+        "and 2 ratings of purged rows; every fold starts from it",
+        "policy: ThompsonSampling folded over the outcomes in log order",
+        "arm             stored n  replay n  outcomes  mean reward",
+        "popularity             3         3         0            -",
+        "svd                    4         4         4       0.7500",
+        "live arm popularity: match yes (worker pid 42 at http://127.0.0.1:8000: 5 events ...)",
+        "match: yes"])
+    bad = _rebuilt(stored=5, mismatches=("svd: pulls stored 5, replayed 4",))
+    assert (bad.match, bad.exit_code) == (False, 1)
+    assert str(bad).splitlines()[-2:] == [
+        "live arm popularity: match yes (worker pid 42 at http://127.0.0.1:8000: 5 events ...)",
+        "match: NO"]
+    assert "  mismatch: svd: pulls stored 5, replayed 4" in str(bad).splitlines()
+    not_compared = sr.LiveArmCheck("popularity", None, "not compared (no admin token set)")
+    differs = sr.LiveArmCheck("popularity", False, "match NO (...)")
+    assert sr.RebuildStateResults(**{**_rebuilt().__dict__, "live": (not_compared,)}).match
+    assert not sr.RebuildStateResults(**{**_rebuilt().__dict__, "live": (differs,)}).match
+
+
+def test_purge_and_credit_results_print_as_before():
+    counts = {"decisions": 3, "outcomes": 2, "feedback": 5}
+    dry = sr.PurgeResults("sqlite:///x.db", 0.0, 20, counts, dry_run=True)
+    assert str(dry) == ("dry run: would delete 3 decisions, 2 outcomes and 5 feedback rows "
+                        "before 1970-01-01T00:00:00+00:00 (log head 20); nothing deleted")
+    none = sr.PurgeResults("sqlite:///x.db", 0.0, 20, dict.fromkeys(counts, 0))
+    assert str(none).startswith("nothing to purge: 0 decisions")
+    done = sr.PurgeResults("sqlite:///x.db", 0.0, 20, counts, deleted=counts,
+                           snapshot=sr.PurgeSnapshot(20, 8, "LinTS", 2, ("popularity",), 5))
+    assert str(done) == "\n".join([
+        "store: sqlite:///x.db",
+        "fold snapshot at log position 20, from the snapshot at 8: LinTS over 2 more "
+        "outcomes; live arms popularity over 5 more events",
+        "deleted 3 decisions, 2 outcomes and 5 feedback rows before "
+        "1970-01-01T00:00:00+00:00"])
+    assert str(sr.NothingToDo("credit", "no store at x")) == "nothing to credit: no store at x"
+    assert sr.NothingToDo("credit", "x").exit_code == 0
+
+
+@pytest.mark.parametrize(("returned", "code"), [(_rebuilt(), 0),
+                                                (_rebuilt(mismatches=("a",)), 1),
+                                                (sr.NothingToDo("rebuild", "no store"), 0)])
+def test_a_service_command_cli_only_parses_calls_and_prints(monkeypatch, capsys, tmp_path,
+                                                            returned, code):
+    calls = []
+
+    def fake(settings, **options):
+        calls.append((settings, options))
+        return returned
+
+    monkeypatch.setattr(commands, "rebuild_state", fake)
+    assert cli.main(["rebuild-state", "--state-dir", str(tmp_path), "--arms", "svd"]) == code
+    (settings, options), = calls
+    assert isinstance(settings, Settings) and options == {}
+    assert Path(settings.state_dir) == tmp_path and settings.arms == ["svd"]
+    out, err = capsys.readouterr()
+    assert (out, err) == (f"{returned}\n", "")
+
+
+@pytest.mark.parametrize(("error", "code"), [(ValueError("--before: no"), 2),
+                                             (sr.CommandError("another purge ran", 1), 1)])
+def test_a_service_command_refusal_goes_to_stderr_with_its_status(monkeypatch, capsys,
+                                                                   tmp_path, error, code):
+    calls = []
+
+    def fake(settings, **options):
+        calls.append(options)
+        raise error
+
+    monkeypatch.setattr(commands, "purge", fake)
+    assert cli.main(["purge", "--before", "2020-01-01", "--dry-run",
+                     "--state-dir", str(tmp_path)]) == code
+    assert calls == [{"before": "2020-01-01", "dry_run": True}]
+    assert capsys.readouterr() == ("", f"recbandits purge: {error}\n")

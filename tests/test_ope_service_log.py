@@ -172,9 +172,9 @@ def test_thompson_replay_reproduces_the_served_policy(movielens_log: dict) -> No
 
 def test_simulated_log_is_a_consistent_service_log(movielens_log: dict, tmp_path: Path) -> None:
     """serving's own replay of the log equals the stored posterior (rebuild-state exits 0)."""
-    out = io.StringIO()
     settings = Settings(db=movielens_log["url"], arms=list(ENV_ARMS), state_dir=tmp_path)
-    assert rebuild_state(settings, out=out) == 0, out.getvalue()
+    result = rebuild_state(settings)
+    assert result.exit_code == 0, str(result)
 
 
 def test_postgresql_log_reads_like_sqlite(tmp_path: Path) -> None:

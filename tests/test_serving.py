@@ -6,7 +6,7 @@ dataset with the MovieLens schema; one slow test serves them fitted on MovieLens
 
 from __future__ import annotations
 
-import io
+import dataclasses
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +24,7 @@ from serving.app import create_app
 from serving.armset import fit_arms
 from serving.commands import rebuild_state
 from serving.features import FeatureStore
+from serving.results import RebuildStateResults
 from serving.rules import RuleBook
 from serving.settings import DEFAULT_ARMS, Settings
 from serving.store import open_store
@@ -296,9 +297,9 @@ def test_reward_window_expiry_counts_zero_once(tmp_path: Path, catalog: Dataset,
         service.refresh()
         got = counts(client)
         assert {arm: [s, f] for arm, (s, f, _) in got.items()} == expected
-        out = io.StringIO()
-        assert rebuild_state(settings, out) == 0
-        assert "match: yes" in out.getvalue()
+        result = rebuild_state(settings)
+        assert isinstance(result, RebuildStateResults) and result.match, str(result)
+        assert str(result).endswith("match: yes")
 
 
 # ---------------------------------------------------------------------------- persistence
@@ -319,17 +320,20 @@ def test_state_survives_restart_and_equals_replay(settings: Settings, catalog: D
         assert client.get("/policy").json() == policy_before
         slate = recommend(client, 40)
         assert slate["policy_version"] == 1
-    out = io.StringIO()
-    assert rebuild_state(settings, out) == 0, out.getvalue()
-    assert "match: yes" in out.getvalue()
+    result = rebuild_state(settings)
+    assert isinstance(result, RebuildStateResults) and result.exit_code == 0, str(result)
+    assert str(result).endswith("match: yes")
     # Tampering with the stored pulls, or with an outcome's reward, is detected.
     engine = sa.create_engine(settings.resolved_db_url())
     with engine.begin() as conn:
         conn.execute(arm_state.update().where(arm_state.c.arm == "svd")
                      .values(pulls=arm_state.c.pulls + 1))
-    out = io.StringIO()
-    assert rebuild_state(settings, out) == 1
-    assert "match: NO" in out.getvalue() and "pulls stored" in out.getvalue()
+    tampered = rebuild_state(settings)
+    assert isinstance(tampered, RebuildStateResults) and tampered.exit_code == 1
+    svd = {a.arm: a for a in result.arms}["svd"]
+    assert {a.arm: a for a in tampered.arms}["svd"] == dataclasses.replace(
+        svd, pulls_stored=svd.pulls_stored + 1)  # the one figure tampered with, nothing else
+    assert "match: NO" in str(tampered) and "pulls stored" in str(tampered)
     with engine.begin() as conn:
         conn.execute(arm_state.update().where(arm_state.c.arm == "svd")
                      .values(pulls=arm_state.c.pulls - 1))
@@ -338,9 +342,10 @@ def test_state_survives_restart_and_equals_replay(settings: Settings, catalog: D
         conn.execute(outcomes.update().where(outcomes.c.event_id == decided.event_id)
                      .values(reward=1.0 - decided.reward))
     engine.dispose()
-    out = io.StringIO()
-    assert rebuild_state(settings, out) == 1
-    assert f"decision {decided.event_id}: stored outcome reward" in out.getvalue()
+    tampered = rebuild_state(settings)
+    assert isinstance(tampered, RebuildStateResults) and not tampered.match
+    assert any(f"decision {decided.event_id}: stored outcome reward" in line
+               for line in tampered.mismatches), tampered.mismatches
 
 
 # ---------------------------------------------------------------------------- policy, ops

@@ -13,7 +13,6 @@ Findings of the attack on the service at fa0c8ed, each with the test that now ho
 from __future__ import annotations
 
 import ast
-import io
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -161,9 +160,9 @@ def test_a_like_waiting_for_a_locked_store_decides_before_the_settle_sweep(
             assert decided["reward"] == (1.0 if like_won else 0.0)
             assert row["counted"] == like_won == response.json()["policy_updated"]
             winners.append("like" if like_won else "settle")
-            out = io.StringIO()
-            assert rebuild_state(settings, out) == 0, out.getvalue()
-            assert "match: yes" in out.getvalue(), (winners, out.getvalue())
+            result = rebuild_state(settings)
+            assert result.exit_code == 0, (winners, str(result))
+            assert str(result).endswith("match: yes"), (winners, str(result))
     assert winners == ["like"] * 4, winners
     assert_log_invariants(url, settings)
 

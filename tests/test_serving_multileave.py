@@ -9,7 +9,6 @@ both stores. Team-draft fairness is tested with the lab's code
 
 from __future__ import annotations
 
-import io
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -36,6 +35,7 @@ from serving.app import create_app
 from serving.armset import fit_arms
 from serving.commands import credit
 from serving.multileave import credit_report
+from serving.results import CreditResults, PurgeResults
 from serving.settings import Settings
 from serving.store import open_store
 from serving.store.tables import arm_state, decisions, feedback, outcomes
@@ -251,15 +251,19 @@ def test_credit_command_reads_the_log(client: TestClient, settings: Settings) ->
     for user in range(1, 7):
         slate = recommend(client, user)
         like(client, slate, 1)
-    out = io.StringIO()
-    assert credit(settings, n_bootstrap=100, out=out) == 0, out.getvalue()
-    assert "note: 6 (decision, arm) outcomes are still open" in out.getvalue()
+    result = credit(settings, n_bootstrap=100)
+    assert isinstance(result, CreditResults) and result.exit_code == 0, str(result)
+    assert "note: 6 (decision, arm) outcomes are still open" in str(result)
     settle_past_the_window(client)
-    out = io.StringIO()
-    assert credit(settings, n_bootstrap=100, out=out) == 0, out.getvalue()
-    text = out.getvalue()
+    result = credit(settings, n_bootstrap=100)
+    assert isinstance(result, CreditResults), str(result)
+    text = str(result)
     assert "6 multileaved decisions" in text and "win rate" in text
     assert "still open" not in text
+    arms = result.report.arms.set_index("arm")
+    assert result.report.n_decisions == 6
+    assert arms["decided"].sum() == arms["impressions"].sum() == 12  # two arms a slate
+    assert arms["credited"].sum() == 6.0  # one like a slate, credited to one arm
     store = open_store(settings.db, create=False)
     try:
         rows, decided = store.multileave_rows()
@@ -469,11 +473,11 @@ def test_a_purge_keeps_the_multileaved_folds(client: TestClient, settings: Setti
     whole = service.policy_model.replay(service.store.outcomes_after(0)).state_dict()["stats"]
     pulls = {r["arm"]: r["pulls"] for r in read_table(settings.db, arm_state)}
     cut = time.time() + 4 * 3600
-    out = io.StringIO()
-    assert purge(settings, datetime.fromtimestamp(cut, UTC).isoformat(), out=out,
-                 catalog=serving_catalog, now=cut + settings.retention_s + 1.0) == 0, \
-        out.getvalue()
-    assert "deleted 8 decisions, 16 outcomes" in out.getvalue()
+    result = purge(settings, datetime.fromtimestamp(cut, UTC).isoformat(),
+                   catalog=serving_catalog, now=cut + settings.retention_s + 1.0)
+    assert isinstance(result, PurgeResults), str(result)
+    assert result.deleted["decisions"] == 8 and result.deleted["outcomes"] == 16
+    assert "deleted 8 decisions, 16 outcomes" in str(result)
     store = open_store(settings.db, create=False)
     try:
         fold = store.fold_snapshot()

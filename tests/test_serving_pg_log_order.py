@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -66,10 +65,9 @@ def pg_store() -> Iterator[PostgreSQLStore]:
 
 
 def _rebuilt(store: Store) -> str:
-    out = io.StringIO()
-    code = rebuild_state(Settings(db=store.url.render_as_string(hide_password=False)), out=out)
-    assert code == 0, out.getvalue()
-    return out.getvalue()
+    result = rebuild_state(Settings(db=store.url.render_as_string(hide_password=False)))
+    assert result.exit_code == 0, str(result)
+    return str(result)
 
 
 def _hold_log(store: PostgreSQLStore, writes: list[FeedbackWrite]) -> Any:

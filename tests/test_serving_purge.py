@@ -10,7 +10,6 @@ catalogue with the MovieLens schema. Time is moved by the store's settle sweep a
 from __future__ import annotations
 
 import copy
-import io
 import json
 import time
 from collections.abc import Iterator, Sequence
@@ -31,6 +30,7 @@ from serving.armset import ArmSet, fit_arms
 from serving.commands import purge, rebuild_state
 from serving.live import arm_from_bytes, fold_live_arms
 from serving.replay import fold_policy
+from serving.results import CommandError, NothingToDo, PurgeResults, RebuildStateResults
 from serving.settings import Settings
 from serving.store import open_store
 from serving.store.tables import decisions, feedback, feedback_ratings, outcomes
@@ -152,19 +152,18 @@ def assert_same_policy(got: dict, want: dict) -> None:
 
 
 def run_purge(settings: Settings, catalog: Dataset, cut: float, *,
-              dry_run: bool = False) -> str:
-    out = io.StringIO()
-    code = purge(settings, iso(cut), dry_run=dry_run, out=out, catalog=catalog,
-                 now=cut + settings.retention_s + 1.0)
-    assert code == 0, out.getvalue()
-    return out.getvalue()
+              dry_run: bool = False) -> PurgeResults:
+    result = purge(settings, iso(cut), dry_run=dry_run, catalog=catalog,
+                   now=cut + settings.retention_s + 1.0)
+    assert isinstance(result, PurgeResults), str(result)
+    return result
 
 
-def check_replay(settings: Settings) -> str:
-    out = io.StringIO()
-    assert rebuild_state(settings, out) == 0, out.getvalue()
-    assert "match: yes" in out.getvalue()
-    return out.getvalue()
+def check_replay(settings: Settings) -> RebuildStateResults:
+    result = rebuild_state(settings)
+    assert isinstance(result, RebuildStateResults) and result.exit_code == 0, str(result)
+    assert str(result).endswith("match: yes")
+    return result
 
 
 def counts(settings: Settings) -> dict[str, int]:
@@ -201,7 +200,9 @@ def test_after_a_purge_every_fold_equals_the_fold_of_the_whole_log(
 
         report = run_purge(settings, catalog, cut)
         after = counts(settings)
-        assert f"deleted {before['decisions'] - after['decisions']} decisions" in report
+        assert report.deleted == {t: before[t] - after[t] for t in before}
+        assert report.counts == report.deleted  # nothing else wrote meanwhile
+        assert f"deleted {before['decisions'] - after['decisions']} decisions" in str(report)
         assert 0 < after["decisions"] < before["decisions"]
         # What stays: the open decisions, with their outcomes (decided by a feedback at once).
         url = settings.resolved_db_url()
@@ -212,13 +213,17 @@ def test_after_a_purge_every_fold_equals_the_fold_of_the_whole_log(
         # Ratings for retraining are untouched; rebuild-state sees the same folds.
         assert {(r["user_id"], r["movie_id"]): r["rating"] for r in read_table(
             settings.resolved_db_url(), feedback_ratings)} == ratings
-        text = check_replay(settings)
-        assert "fold snapshot at log position" in text
+        replayed = check_replay(settings)
+        assert "fold snapshot at log position" in str(replayed)
 
         # The snapshot holds the fold of the whole log, bit for bit through JSON.
         store = running.app.state.service.store
         fold = store.fold_snapshot(ratings=True, arms=True)
         assert fold is not None and fold.seq == store.log_seq()
+        assert report.snapshot is not None and report.snapshot.seq == fold.seq
+        assert replayed.snapshot is not None and replayed.snapshot.seq == fold.seq
+        assert replayed.snapshot.pulls == sum(fold.pulls.values()) == report.deleted["decisions"]
+        assert replayed.snapshot.ratings == len(fold.ratings)
         want = log.policy_stats(running)
         assert_same_policy(fold.policy["state"], want)
         assert fold.ratings  # the purged feedback's, overlaid by the rest in rebuild-state
@@ -255,14 +260,15 @@ def test_purging_twice_folds_from_the_previous_snapshot(
         settle_all(running)
         log.read(settings)
         first = time.time() + 4 * HOUR
-        assert "deleted" in run_purge(settings, catalog, first)
+        assert "deleted" in str(run_purge(settings, catalog, first))
         first_seq = running.app.state.service.store.fold_mark()
         traffic(running, rng, 15)
         settle_all(running)
         log.read(settings)
         second = first + 24 * HOUR
         report = run_purge(settings, catalog, second)
-        assert f"from the snapshot at {first_seq}" in report
+        assert report.snapshot is not None and report.snapshot.previous == first_seq
+        assert f"from the snapshot at {first_seq}" in str(report)
         assert counts(settings) == {"decisions": 0, "outcomes": 0, "feedback": 0}
         check_replay(settings)
         want = log.policy_stats(running)
@@ -313,8 +319,8 @@ def test_a_decision_settled_after_the_snapshot_is_kept_and_folded_once(
         assert settle_all(running) == 6
         late = store.outcomes_after(store.fold_mark())
         assert {o.event_id for o in late} == open_ids - decided
-        text = check_replay(settings)
-        assert "6 outcomes" in text
+        replayed = check_replay(settings)
+        assert replayed.n_outcomes == 6 and "6 outcomes" in str(replayed)
         fold = store.fold_snapshot()
         assert fold is not None
         model = running.app.state.service.policy_model
@@ -375,12 +381,14 @@ def test_a_contextual_policy_round_trips_through_the_snapshot_bit_for_bit(
         settle_all(running)
     # Another policy cannot continue a purged log: said, not silently folded afresh.
     other = make_settings(tmp_path, policy="ThompsonSampling")
-    out = io.StringIO()
-    assert rebuild_state(other, out) == 2
-    assert "a purged log can only be folded further under the policy" in out.getvalue()
+    with pytest.raises(ValueError, match="a purged log can only be folded further under the "
+                                         "policy"):
+        rebuild_state(other)
     before = counts(other)
-    assert purge(other, iso(time.time() + 8 * HOUR), catalog=catalog,
-                 now=time.time() + 8 * HOUR + other.retention_s) == 1
+    with pytest.raises(CommandError) as refused:
+        purge(other, iso(time.time() + 8 * HOUR), catalog=catalog,
+              now=time.time() + 8 * HOUR + other.retention_s)
+    assert refused.value.exit_code == 1
     assert counts(other) == before
 
 
@@ -395,9 +403,10 @@ def test_a_dry_run_deletes_nothing_and_reports_the_counts(
         expected = store.purge_counts(cut, store.log_seq())
         before = counts(settings)
         report = run_purge(settings, catalog, cut, dry_run=True)
+        assert report.counts == expected and report.deleted == {} and report.snapshot is None
         assert (f"dry run: would delete {expected['decisions']} decisions, "
                 f"{expected['outcomes']} outcomes and {expected['feedback']} feedback rows"
-                in report)
+                in str(report))
         assert expected == before  # here every row would go
         assert counts(settings) == before
         assert store.fold_snapshot() is None
@@ -405,19 +414,19 @@ def test_a_dry_run_deletes_nothing_and_reports_the_counts(
 
 
 def test_a_date_inside_the_retention_window_is_refused(
-        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender],
-        capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
     settings = make_settings(tmp_path, retention_s=7 * 24 * HOUR)
     with worker(settings, catalog, fitted) as running:
         traffic(running, np.random.default_rng(5), 3)
     now = time.time()
     before = counts(settings)
-    assert purge(settings, iso(now - 6 * 24 * HOUR), now=now) == 2
-    err = capsys.readouterr().err
-    assert "inside the retention window (retention_s = 604800 s, 7 days)" in err
-    assert f"the latest DATE allowed now is {iso(now - 7 * 24 * HOUR)[:19]}" in err
-    assert purge(settings, "last tuesday", now=now) == 2
-    assert "--before must be an ISO date or date-time" in capsys.readouterr().err
+    with pytest.raises(ValueError) as refused:
+        purge(settings, iso(now - 6 * 24 * HOUR), now=now)
+    assert "inside the retention window (retention_s = 604800 s, 7 days)" in str(refused.value)
+    assert (f"the latest DATE allowed now is {iso(now - 7 * 24 * HOUR)[:19]}"
+            in str(refused.value))
+    with pytest.raises(ValueError, match="--before must be an ISO date or date-time"):
+        purge(settings, "last tuesday", now=now)
     assert counts(settings) == before
 
 
@@ -444,9 +453,9 @@ def no_store(tmp_path: Path) -> Iterator[Settings]:
 
 
 def test_a_store_that_does_not_exist_has_nothing_to_purge(no_store: Settings) -> None:
-    out = io.StringIO()
-    assert purge(no_store, "2020-01-01", out=out) == 0
-    assert out.getvalue().startswith("nothing to purge")
+    result = purge(no_store, "2020-01-01")
+    assert isinstance(result, NothingToDo) and result.exit_code == 0
+    assert str(result).startswith("nothing to purge: ")
 
 
 def test_a_live_arm_resumed_from_a_snapshot_keeps_its_hyper_parameters_and_says_so(

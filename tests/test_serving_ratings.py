@@ -17,12 +17,12 @@ PostgreSQL (skipped with the reason where no server can be started).
 from __future__ import annotations
 
 import copy
-import io
 import itertools
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,7 @@ from arms.data.dataset import Dataset
 from serving.app import create_app
 from serving.armset import fit_arms, training_set
 from serving.commands import purge, rebuild_state
+from serving.results import PurgeResults, RebuildStateResults
 from serving.rules import EventType, KeptRating, RuleBook, fold_kept
 from serving.settings import Settings
 from serving.store import open_store
@@ -95,11 +96,10 @@ def expected_ratings(settings: Settings, users: set[int]
     return out
 
 
-def check_replay(settings: Settings, **kwargs: object) -> str:
-    out = io.StringIO()
-    code = rebuild_state(settings, out, **kwargs)
-    assert code == 0 and "match: yes" in out.getvalue(), out.getvalue()
-    return out.getvalue()
+def check_replay(settings: Settings, **kwargs: Any) -> str:
+    result = rebuild_state(settings, **kwargs)
+    assert result.exit_code == 0 and str(result).endswith("match: yes"), str(result)
+    return str(result)
 
 
 # ---------------------------------------------------------------------------- the rule itself
@@ -254,11 +254,12 @@ def test_a_purge_keeps_the_stronger_rating_of_the_purged_events(
         post(client, [event(user, item, "like", now - 100)])  # older, arrives later
         post(client, [event(user, item, "dislike", now - 200)])  # equal rank, older
         assert stored_ratings(config)[(user, item)] == (5.0, True)
-        out = io.StringIO()
         cut = now - 50  # the like and the dislike go, the view stays
-        assert purge(config, datetime.fromtimestamp(cut, UTC).isoformat(), out=out,
-                     catalog=serving_catalog, now=cut + config.retention_s + 1) == 0
-        assert "deleted 0 decisions, 0 outcomes and 2 feedback rows" in out.getvalue()
+        result = purge(config, datetime.fromtimestamp(cut, UTC).isoformat(),
+                       catalog=serving_catalog, now=cut + config.retention_s + 1)
+        assert isinstance(result, PurgeResults), str(result)
+        assert result.deleted == {"decisions": 0, "outcomes": 0, "feedback": 2}
+        assert "deleted 0 decisions, 0 outcomes and 2 feedback rows" in str(result)
         fold_row = read_table(config.resolved_db_url(), fold_ratings)
         assert [(r["rating"], r["precedence"], bool(r["excludes"])) for r in fold_row] == [
             (5.0, RULES.precedence("like"), True)]
@@ -372,10 +373,9 @@ def test_rebuild_state_finds_the_live_arms_of_a_worker_equal_to_the_log(
         # After a purge, the fold starts from the snapshot's arms and still matches.
         cut = time.time() + 2 * HOUR
         client.app.state.service.store.settle_expired(cut, 0.0, client.app.state.service.rules)
-        out = io.StringIO()
-        assert purge(config, datetime.fromtimestamp(cut, UTC).isoformat(), out=out,
-                     catalog=serving_catalog, now=cut + config.retention_s + 1) == 0, \
-            out.getvalue()
+        result = purge(config, datetime.fromtimestamp(cut, UTC).isoformat(),
+                       catalog=serving_catalog, now=cut + config.retention_s + 1)
+        assert isinstance(result, PurgeResults), str(result)
         burst(client, rng, 5)
         client.app.state.service.refresh()
         text = check_replay(config, service=client)
@@ -395,17 +395,21 @@ def test_rebuild_state_reports_a_corrupted_live_arm(
         model = service.arm_set.models["cooccurrence"]
         model.counts_ = model.counts_.copy()
         model.counts_[int(np.argmax(model.counts_))] += 1  # one count off
-        out = io.StringIO()
-        assert rebuild_state(config, out, service=client) == 1, out.getvalue()
-        lines = live_lines(out.getvalue())
+        result = rebuild_state(config, service=client)
+        assert isinstance(result, RebuildStateResults) and result.exit_code == 1, str(result)
+        assert not result.mismatches  # the log's folds match: only the live arm differs
+        assert {c.arm: c.match for c in result.live} == {"cooccurrence": False,
+                                                         "popularity": True}
+        lines = live_lines(str(result))
         assert "match NO" in lines["cooccurrence"]
         assert "match yes" in lines["popularity"]
-        assert out.getvalue().rstrip().endswith("match: NO")
+        assert str(result).endswith("match: NO")
         # Without a service to ask, the arms are rebuilt and the lines say nothing compared.
-        out = io.StringIO()
-        assert rebuild_state(config.model_copy(update={"admin_token": None}), out) == 0
+        result = rebuild_state(config.model_copy(update={"admin_token": None}))
+        assert isinstance(result, RebuildStateResults) and result.exit_code == 0, str(result)
+        assert {c.match for c in result.live} == {None}
         assert all("not compared (no admin token set" in line
-                   for line in live_lines(out.getvalue()).values()), out.getvalue()
+                   for line in live_lines(str(result)).values()), str(result)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

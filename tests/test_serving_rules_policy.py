@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from serving.app import create_app
 from serving.commands import rebuild_state
 from serving.features import FeatureStore, UserFeatures
 from serving.policy import SERVABLE_POLICIES, PolicyModel
+from serving.results import NothingToDo
 from serving.rules import Feedback, FeedbackRule, RuleBook
 from serving.settings import Settings
 from serving.store import Outcome, open_store
@@ -164,10 +164,10 @@ def test_cli_rejects_a_bad_policy_with_exit_2(capsys: pytest.CaptureFixture[str]
 
 
 def test_rebuild_state_on_a_new_store_creates_nothing(tmp_path: Path) -> None:
-    out = io.StringIO()
     settings = Settings(state_dir=tmp_path / "state", arms=ARMS)
-    assert rebuild_state(settings, out) == 0
-    assert "nothing to rebuild" in out.getvalue()
+    result = rebuild_state(settings)
+    assert isinstance(result, NothingToDo) and result.exit_code == 0
+    assert str(result).startswith("nothing to rebuild: ")
     assert not (tmp_path / "state").exists()
 
 
@@ -222,9 +222,8 @@ def test_any_policy_is_served_and_equals_the_fold_of_its_log(
     expected = 0.0 if aggregation == "earliest" else 1.0
     assert [rewards[b["event_id"]] for b in served[::2]] == [expected] * 6
     assert [rewards[b["event_id"]] for b in served[1::2]] == [0.0] * 6  # no feedback: default
-    out = io.StringIO()
-    assert rebuild_state(settings, out) == 0, out.getvalue()
-    assert "match: yes" in out.getvalue()
+    result = rebuild_state(settings)
+    assert result.exit_code == 0 and str(result).endswith("match: yes"), str(result)
 
 
 def test_the_feature_names_are_logged_once_per_feature_set(tmp_path: Path) -> None:
@@ -283,8 +282,8 @@ def test_an_exploration_floor_holds_for_every_decision_and_is_logged(
     p = np.array([0.7, 0.2, 0.1])
     np.testing.assert_allclose(model.served(p), 0.2 + (1 - 3 * 0.2) * p)
     assert model.describe_params()["exploration_floor"] == 0.2
-    out = io.StringIO()
-    assert rebuild_state(settings, out) == 0, out.getvalue()
+    result = rebuild_state(settings)
+    assert result.exit_code == 0, str(result)
     with pytest.raises(ValidationError, match="exploration_floor"):
         Settings(arms=arms, exploration_floor=0.5)
     with pytest.raises(ValidationError, match="single-arm slates"):

@@ -262,14 +262,11 @@ def assert_workers_are_the_fold(base: str | httpx.Client, url: str, settings: An
 def assert_log_invariants(url: str, settings: Any) -> str:
     """``rebuild-state`` prints ``match: yes``; per arm folded rewards <= pulls, and for a Beta
     policy successes <= pulls. Returns rebuild-state's output."""
-    import io
-
     from serving.commands import rebuild_state
     from serving.store.tables import arm_state, outcomes
 
-    out = io.StringIO()
-    code = rebuild_state(settings.model_copy(update={"db": url}), out)
-    assert code == 0 and "match: yes" in out.getvalue(), out.getvalue()
+    result = rebuild_state(settings.model_copy(update={"db": url}))
+    assert result.exit_code == 0 and str(result).endswith("match: yes"), str(result)
     pulls = {r["arm"]: int(r["pulls"]) for r in read_table(url, arm_state)}
     rewards = Counter(r["arm"] for r in read_table(url, outcomes))
     for arm, n in rewards.items():
@@ -278,4 +275,4 @@ def assert_log_invariants(url: str, settings: Any) -> str:
     if "successes" in stats:
         for arm, successes in zip(settings.arms, stats["successes"], strict=True):
             assert successes <= pulls.get(arm, 0), (arm, successes, pulls)
-    return out.getvalue()
+    return str(result)

@@ -1,0 +1,80 @@
+"""The service's commands return their figures (``serving.results``), on SQLite and PostgreSQL.
+
+``rebuild-state``'s per-arm pulls, outcomes and rewards are the ones the requests made, and
+``retrain``'s rating count and version are the log's; the text printed is ``str()`` of the same
+object (its format is pinned in ``tests/test_cli_shape.py``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from test_serving_support import store_url
+
+from arms.data.dataset import Dataset
+from serving.app import create_app
+from serving.commands import load_catalog, rebuild_state, retrain
+from serving.results import RebuildStateResults, RetrainResults
+from serving.settings import Settings
+
+ARMS = ["svd", "popularity"]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    return Settings(state_dir=tmp_path / "state", db=store_url(request.param, tmp_path),
+                    arms=ARMS, seed=3, dataset="synthetic", synthetic_users=60,
+                    synthetic_items=80, synthetic_ratings=1200, refresh_interval_s=0.05)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    # The catalogue retrain loads from the settings is the one the service was started on.
+    catalog: Dataset = load_catalog(settings)
+    with TestClient(create_app(settings, catalog=catalog)) as c:
+        yield c
+
+
+def test_rebuild_state_and_retrain_return_the_figures_of_the_log(
+        client: TestClient, settings: Settings) -> None:
+    served = []
+    for user in range(1, 13):
+        response = client.get("/recommendations", params={"user_id": user, "k": 5})
+        assert response.status_code == 200, response.text
+        served.append(response.json())
+    # Users 1, 3, ..., 11 like their second movie (decided at once: reward 1); user 2 dislikes
+    # one (decided: reward 0); the others send nothing (undecided until the window closes).
+    rewarded = served[::2]
+    for body in [*rewarded, served[1]]:
+        kind = "like" if body in rewarded else "dislike"
+        response = client.post("/feedback", json={
+            "user_id": body["user_id"], "movie_id": body["items"][1]["movie_id"],
+            "feedback_type": kind, "event_id": body["event_id"]})
+        assert response.status_code == 201, response.text
+
+    result = rebuild_state(settings)
+    assert isinstance(result, RebuildStateResults), str(result)
+    assert result.match and result.exit_code == 0 and not result.mismatches
+    pulls = Counter(b["arm"] for b in served)
+    likes = Counter(b["arm"] for b in rewarded)
+    decided = likes + Counter([served[1]["arm"]])
+    assert (result.n_decisions, result.n_feedback, result.n_outcomes, result.pending) == (
+        12, 7, 7, 5)
+    assert result.policy == "ThompsonSampling" and result.snapshot is None
+    assert {a.arm: (a.pulls_stored, a.pulls_replayed, a.n_outcomes, a.reward_sum)
+            for a in result.arms} == {
+        arm: (pulls[arm], pulls[arm], decided[arm], float(likes[arm])) for arm in pulls}
+    for a in result.arms:
+        assert a.mean_reward == pytest.approx(likes[a.arm] / decided[a.arm]) if decided[a.arm] \
+            else a.mean_reward != a.mean_reward  # NaN without an outcome
+    assert str(result).splitlines()[0].endswith("(12 decisions, 7 feedback, 7 outcomes, "
+                                                "5 undecided)")
+
+    retrained = retrain(settings)
+    assert retrained == RetrainResults(tuple(ARMS), load_catalog(settings).name, 7, 2)
+    assert str(retrained) == (f"retrained svd, popularity on {retrained.dataset} plus 7 "
+                              "feedback ratings: policy version 2")
