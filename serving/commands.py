@@ -33,6 +33,7 @@ from serving.armset import (
     params_differ,
     save_arms,
 )
+from serving.errors import RetrainBusyError
 from serving.live import arm_bytes, arm_from_bytes, fold_live_arms, fold_models, state_digest
 from serving.multileave import credit_report, format_credit
 from serving.replay import (
@@ -43,6 +44,7 @@ from serving.replay import (
     fold_policy,
     kept_ratings,
 )
+from serving.retrain_trigger import hold_retrain_lease
 from serving.service import _iso, retrain_arms
 from serving.settings import Settings
 from serving.store import Store, open_store
@@ -231,13 +233,24 @@ def serve(settings: Settings) -> int:
 def retrain(settings: Settings, out: TextIO | None = None) -> int:
     """Refit the arms on the base data plus feedback ratings and publish a new version.
 
-    A running service picks the new version up within its refresh interval.
+    A running service picks the new version up within its refresh interval. Holds the
+    store's retrain lease (:mod:`serving.retrain_trigger`): while another retrain runs (a
+    worker's trigger, ``POST /admin/retrain``, another ``retrain``) it says so on stderr and
+    returns 1, fitting nothing.
     """
     out = out if out is not None else sys.stdout  # looked up per call: tests redirect it
     with progress_on_stderr():
         resources = prepare(settings)
-        version, n_ratings, _ = retrain_arms(settings, resources.store, resources.catalog,
-                                             resources.arm_set.models)
+        try:
+            with hold_retrain_lease(resources.store, settings.retrain_lease_s) as lease:
+                version, n_ratings, _ = retrain_arms(
+                    settings, resources.store, resources.catalog, resources.arm_set.models,
+                    lock=lease.guard(contextlib.nullcontext()))
+                lease.fitted()
+        except RetrainBusyError as exc:
+            print(f"recbandits retrain: {exc.message}", file=sys.stderr)
+            resources.store.dispose()
+            return 1
     print(f"retrained {', '.join(settings.arms)} on {resources.catalog.name} plus "
           f"{n_ratings} feedback ratings: policy version {version}", file=out)
     resources.store.dispose()
