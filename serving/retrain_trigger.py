@@ -224,9 +224,9 @@ class RetrainTrigger:
         if self.every_s is not None and now >= lease.fitted_at + self.every_s:
             return f"{now - lease.fitted_at:.0f} s since the last retrain (retrain_every)"
         if self.after_events is not None:
-            new = self.store.feedback_count_after(lease.fitted_seq)
+            new = self.store.feedback_count_after(lease.fitted_seq, limit=self.after_events)
             if new >= self.after_events:
-                return (f"{new} events since log position {lease.fitted_seq} "
+                return (f"{new} events or more since log position {lease.fitted_seq} "
                         f"(retrain_after_events={self.after_events})")
         return None
 

@@ -150,6 +150,27 @@ def test_a_stale_lease_expires_and_a_lost_one_changes_nothing(store: Store) -> N
     assert (store.retrain_lease().fitted_seq, store.retrain_lease().fitted_at) == (5, 1030.0)
 
 
+def test_the_heartbeat_renews_the_lease_while_a_retrain_runs(store: Store) -> None:
+    # lease_s 2: renewed every 0.5 s; polled, so a loaded machine only makes the wait longer.
+    with hold_retrain_lease(store, 2.0) as lease:
+        first = store.retrain_lease()
+        assert first.holder == lease.holder
+        poll(lambda: store.retrain_lease().expires_at > first.expires_at, "a renewal")
+    assert store.retrain_lease().holder is None
+
+
+def test_counting_new_events_stops_at_the_limit(store: Store) -> None:
+    store.insert_simulated([], [
+        {"created_at": 1.0, "user_id": 1, "movie_id": 1, "feedback_type": "view",
+         "value": None, "event_id": None, "event_key": f"k{seq}", "arm": None,
+         "reward": None, "rating": 3.0, "counted": False, "note": "", "seq": seq}
+        for seq in range(1, 11)])
+    assert store.feedback_count_after(0) == 10
+    assert store.feedback_count_after(4) == 6
+    assert store.feedback_count_after(4, limit=3) == 3
+    assert store.feedback_count_after(4, limit=50) == 6
+
+
 def test_a_holder_that_lost_its_lease_publishes_nothing(store: Store) -> None:
     now = [1000.0]
     with hold_retrain_lease(store, 10.0, clock=lambda: now[0]) as lease:

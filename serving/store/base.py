@@ -578,11 +578,17 @@ class Store(abc.ABC):
         return released == 1
 
     @unavailable_on_db_error
-    def feedback_count_after(self, seq: int) -> int:
-        """How many events (feedback rows) the log holds after position ``seq``."""
+    def feedback_count_after(self, seq: int, limit: int | None = None) -> int:
+        """How many events (feedback rows) the log holds after position ``seq``, counting at
+        most ``limit`` (None: all): a trigger asks whether there are N, and a look must not
+        cost more the longer the log grows past N.
+        """
+        after = sa.select(feedback.c.seq).where(feedback.c.seq > seq)
+        if limit is not None:
+            after = after.limit(limit)
         with self.read_engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(feedback)
-                                    .where(feedback.c.seq > seq)).scalar_one())
+            return int(conn.execute(sa.select(sa.func.count())
+                                    .select_from(after.subquery())).scalar_one())
 
     # ------------------------------------------------------------------ reads
     @unavailable_on_db_error
