@@ -33,7 +33,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
 from serving.errors import RetrainBusyError, StoreUnavailableError
@@ -49,17 +48,13 @@ logger = logging.getLogger(__name__)
 Clock = Callable[[], float]
 
 
-def _iso(unix_s: float) -> str:
-    return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="seconds")
-
-
 class Retrainable(Protocol):
     """What a trigger retrains (:class:`serving.service.RecommendationService`)."""
 
     store: Store
 
-    def retrain(self, lease: HeldLease | None = None) -> tuple[int, int]:
-        """Retrain holding ``lease``; ``(policy_version, n_feedback_ratings)``."""
+    def retrain(self, lease: HeldLease | None = None) -> object:
+        """Retrain holding ``lease`` (its result is the caller's: the trigger ignores it)."""
         ...
 
 
@@ -160,11 +155,12 @@ def hold_retrain_lease(store: Store, lease_s: float, *, clock: Clock = time.time
         Another holder has the lease (a retrain is running on some worker or host).
     """
     holder = lease_holder()
-    taken = store.take_retrain_lease(holder, clock(), lease_s)
+    now = clock()
+    taken = store.take_retrain_lease(holder, now, lease_s)
     if taken is None:
         current = store.retrain_lease()
-        until = (f" until {_iso(current.expires_at)} unless renewed" if current.holder
-                 else "")
+        until = (f" for {max(0.0, current.expires_at - now):.0f} s more unless renewed"
+                 if current.holder else "")
         raise RetrainBusyError(f"a retrain is running already (the retrain lease is held by "
                                f"{current.holder}{until}); try again when it has ended")
     try:
