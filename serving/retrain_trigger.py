@@ -219,7 +219,10 @@ class RetrainTrigger:
         """Why a retrain is due given the lease row ``lease`` at ``now``; None if it is not."""
         if self.every_s is not None and now >= lease.fitted_at + self.every_s:
             return f"{now - lease.fitted_at:.0f} s since the last retrain (retrain_every)"
-        if self.after_events is not None:
+        # Events are a part of the log's positions: fewer positions than N since the last
+        # retrain's reach (one indexed read) means fewer events, without counting them.
+        if (self.after_events is not None
+                and self.store.log_seq() - lease.fitted_seq >= self.after_events):
             new = self.store.feedback_count_after(lease.fitted_seq, limit=self.after_events)
             if new >= self.after_events:
                 return (f"{new} events or more since log position {lease.fitted_seq} "
