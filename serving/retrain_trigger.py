@@ -126,7 +126,15 @@ class HeldLease:
         self._released.set()
         self._heartbeat.join()
         fitted_seq = self.log_seq if self._fitted else None
-        if not self.store.release_retrain_lease(self.holder, self.clock(), fitted_seq):
+        try:
+            released = self.store.release_retrain_lease(self.holder, self.clock(), fitted_seq)
+        except StoreUnavailableError as exc:
+            # What the retrain did stands (a version may be published): the lease is left to
+            # expire, and its reach is not recorded (the next trigger counts from the last).
+            logger.warning("cannot free the retrain lease of %s (%s); it expires in %g s",
+                           self.holder, exc.message, self.lease_s)
+            return
+        if not released:
             logger.error("the retrain lease of %s had been taken by another holder when it "
                          "was released", self.holder)
 
@@ -159,10 +167,10 @@ def hold_retrain_lease(store: Store, lease_s: float, *, clock: Clock = time.time
     taken = store.take_retrain_lease(holder, now, lease_s)
     if taken is None:
         current = store.retrain_lease()
-        until = (f" for {max(0.0, current.expires_at - now):.0f} s more unless renewed"
-                 if current.holder else "")
-        raise RetrainBusyError(f"a retrain is running already (the retrain lease is held by "
-                               f"{current.holder}{until}); try again when it has ended")
+        held = (f"held by {current.holder} for {max(0.0, current.expires_at - now):.0f} s "
+                "more unless renewed" if current.holder else "freed since")
+        raise RetrainBusyError(f"a retrain is running already (the retrain lease is {held}); "
+                               "try again when it has ended")
     try:
         lease = HeldLease(store, holder, taken, lease_s, clock)
     except BaseException:
@@ -272,7 +280,7 @@ class RetrainTrigger:
             except Exception:  # must not kill the thread: the next look tries again
                 logger.exception("a triggered retrain failed; trying again later")
                 # A failure that repeats (a bad fit) is retried ever less often, up to 10 min.
-                backoff = min(max(2 * backoff, self.check_s), 600.0)
+                backoff = max(self.check_s, min(2 * backoff, 600.0))
                 continue
             backoff = self.check_s
 

@@ -41,7 +41,7 @@ from arms.data.dataset import Dataset
 from experiments.cli import _serving_settings, build_parser
 from serving import commands, service
 from serving.app import create_app
-from serving.errors import RetrainBusyError
+from serving.errors import RetrainBusyError, StoreUnavailableError
 from serving.retrain_trigger import RetrainTrigger, hold_retrain_lease
 from serving.settings import Settings, parse_duration
 from serving.store import Store, open_store
@@ -157,6 +157,24 @@ def test_the_heartbeat_renews_the_lease_while_a_retrain_runs(store: Store) -> No
         assert first.holder == lease.holder
         poll(lambda: store.retrain_lease().expires_at > first.expires_at, "a renewal")
     assert store.retrain_lease().holder is None
+
+
+def test_a_release_the_store_refuses_leaves_the_lease_to_expire(store: Store) -> None:
+    class Down:
+        def __init__(self, inner: Store) -> None:
+            self.inner = inner
+
+        def release_retrain_lease(self, *args: object, **kwargs: object) -> bool:
+            raise StoreUnavailableError("the store is down")
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.inner, name)
+
+    with hold_retrain_lease(Down(store), 10.0, clock=lambda: 1000.0) as lease:
+        lease.fitted()  # what the retrain did stands; the block ends without an error
+    left = store.retrain_lease()
+    assert left.holder == lease.holder and left.expires_at == 1010.0 and left.fitted_seq == 0
+    assert store.take_retrain_lease("next", 1010.0, 10.0) is not None
 
 
 def test_counting_new_events_stops_at_the_limit(store: Store) -> None:
