@@ -15,6 +15,8 @@ folds of the log that ``rebuild-state`` recomputes and checks against the stored
 ``feature_sets`` the feature names of each logged context version. After ``recbandits purge``
 the log starts at the latest fold snapshot (``fold_snapshots``, ``fold_arms``,
 ``fold_ratings``): the folds of every row up to its ``seq``, from which every fold starts.
+``retrain_lease`` lets one retrain run at a time across workers and hosts
+(:mod:`serving.retrain_trigger`): coordination, not a fold of the log.
 """
 
 from __future__ import annotations
