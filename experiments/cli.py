@@ -149,7 +149,8 @@ def _serving_settings(args: argparse.Namespace) -> object:
     from serving.settings import Settings
 
     names = ("host", "port", "workers", "db", "data", "state_dir", "arms", "dataset", "seed",
-             "policy", "slate_mode", "multileave_arms", "exploration_floor")
+             "policy", "slate_mode", "multileave_arms", "exploration_floor", "retrain_every",
+             "retrain_after_events")
     given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     if getattr(args, "settings", None):
         return Settings.from_file(args.settings, **given)
@@ -328,6 +329,12 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--exploration-floor", type=float, metavar="P",
                        help="least propensity of every arm, 0 to 1/len(arms): the policy mixed "
                             "with uniform (default 0; RECBANDITS_EXPLORATION_FLOOR)")
+    serve.add_argument("--retrain-every", metavar="DURATION",
+                       help="retrain on its own this long after the last retrain: seconds or "
+                            "90s, 30m, 6h, 1d (default off; RECBANDITS_RETRAIN_EVERY)")
+    serve.add_argument("--retrain-after-events", type=int, metavar="N",
+                       help="retrain on its own once N events were logged since the last "
+                            "retrain (default off; RECBANDITS_RETRAIN_AFTER_EVENTS)")
     store_options(serve)
     serve.set_defaults(handler=_serve)
 

@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from serving.commands import prepare
+        from serving.retrain_trigger import retrain_trigger
         from serving.service import RecommendationService
         from serving.store import GroupCommitWriter, PeriodicJob
 
@@ -85,6 +86,9 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
         writer.start(asyncio.get_running_loop())
         service.writer = writer
         app.state.service = service
+        trigger = retrain_trigger(settings, service)
+        if trigger is not None:
+            trigger.start()
         # The arms, the catalogue and the libraries are millions of long-lived objects: frozen,
         # the garbage collector's full passes skip them instead of pausing requests to scan them.
         gc.freeze()
@@ -96,6 +100,8 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
             with threadpool_limits(1, user_api="blas"):
                 yield
         finally:
+            if trigger is not None:
+                await run_in_threadpool(trigger.close)
             await writer.aclose()
             service.close()
             resources.store.dispose()

@@ -38,6 +38,7 @@ from serving.armset import (
     params_differ,
     save_arms,
 )
+from serving.errors import RetrainBusyError
 from serving.live import arm_bytes, arm_from_bytes, fold_live_arms, fold_models, state_digest
 from serving.multileave import credit_report
 from serving.replay import (
@@ -60,6 +61,7 @@ from serving.results import (
     RetrainResults,
     SnapshotInfo,
 )
+from serving.retrain_trigger import hold_retrain_lease
 from serving.service import _iso, retrain_arms
 from serving.settings import Settings
 from serving.store import Store, open_store
@@ -248,17 +250,31 @@ def serve(settings: Settings) -> int:
 def retrain(settings: Settings) -> RetrainResults:
     """Refit the arms on the base data plus feedback ratings and publish a new version.
 
-    A running service picks the new version up within its refresh interval.
+    A running service picks the new version up within its refresh interval. Holds the
+    store's retrain lease (:mod:`serving.retrain_trigger`).
 
     Returns
     -------
     RetrainResults
         The arms, the base data, the feedback ratings added and the version published.
+
+    Raises
+    ------
+    CommandError
+        While another retrain runs (a worker's trigger, ``POST /admin/retrain``, another
+        ``retrain``): nothing is fitted (exit code 1).
     """
     with progress_on_stderr():
         resources = prepare(settings)
-        version, n_ratings, _ = retrain_arms(settings, resources.store, resources.catalog,
-                                             resources.arm_set.models)
+        try:
+            with hold_retrain_lease(resources.store, settings.retrain_lease_s) as lease:
+                version, n_ratings, _ = retrain_arms(
+                    settings, resources.store, resources.catalog, resources.arm_set.models,
+                    lock=lease.guard(contextlib.nullcontext()))
+                lease.fitted()
+        except RetrainBusyError as exc:
+            resources.store.dispose()
+            raise CommandError(exc.message, exit_code=1) from None
     resources.store.dispose()
     return RetrainResults(tuple(settings.arms), resources.catalog.name, n_ratings, version)
 

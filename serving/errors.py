@@ -79,3 +79,12 @@ class UnsupportedMediaTypeError(ServingError):
 
     status_code = 415
     code = "unsupported_media_type"
+
+
+class RetrainBusyError(ServingError):
+    """A retrain was asked for while another holds the retrain lease (on any worker or host),
+    or this one's lease expired and was taken before it could publish.
+    """
+
+    status_code = 409
+    code = "retrain_running"

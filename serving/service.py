@@ -77,6 +77,7 @@ from serving.multileave import (
     set_name,
 )
 from serving.policy import PolicyModel, PolicySnapshot
+from serving.retrain_trigger import HeldLease, hold_retrain_lease
 from serving.rules import EventType, RuleBook
 from serving.schemas import EventIn, FeedbackIn
 from serving.settings import Settings
@@ -918,20 +919,32 @@ class RecommendationService:
         return {"log_seq": position, "pid": os.getpid(), "store": self.store.describe(),
                 "arms": arms}
 
-    def retrain(self) -> tuple[int, int]:
+    def retrain(self, lease: HeldLease | None = None) -> tuple[int, int]:
         """Refit the arms on the catalogue plus feedback ratings and publish a new version.
 
-        Runs in a thread; requests keep being served by the old arms until the swap.
+        Runs in a thread; requests keep being served by the old arms until the swap. Holds
+        the store's retrain lease (:mod:`serving.retrain_trigger`): ``lease`` if given (a
+        trigger took it), else taken here.
 
         Returns
         -------
         (policy_version, n_feedback_ratings)
+
+        Raises
+        ------
+        RetrainBusyError
+            Another retrain holds the lease, on this or another worker or host (409).
         """
-        with self._retrain_lock:
+        with contextlib.ExitStack() as stack:
+            if lease is None:
+                lease = stack.enter_context(hold_retrain_lease(
+                    self.store, self.settings.retrain_lease_s))
+            stack.enter_context(self._retrain_lock)
             current = self.arm_set
             version, n_ratings, arm_set = retrain_arms(
                 self.settings, self.store, self.catalog, current.models,
-                lock=self._advance_lock)
+                lock=lease.guard(self._advance_lock))
+            lease.fitted()
             object.__setattr__(arm_set, "live_lock", current.live_lock)
             arm_set.warm()
             self._swap(arm_set)

@@ -7,7 +7,9 @@ the tests, and handed to :func:`serving.app.create_app`; nothing reads the envir
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -26,6 +28,39 @@ from serving.rules import Aggregation, RuleBook, overridden_rules
 #: Arms served by default, in policy order (names of :mod:`arms.registry`).
 DEFAULT_ARMS = ("svd", "sequential", "autoencoder", "popularity")
 
+
+#: Seconds per unit of a duration setting (``"90s"``, ``"30m"``, ``"6h"``, ``"1d"``).
+DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0}
+_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([smhd]?)\s*")
+
+
+def parse_duration(name: str, value: object) -> float | None:
+    """A duration setting in seconds: a positive number of seconds, or a string of one with
+    a unit of :data:`DURATION_UNITS` (``"6h"``); None, ``""`` or ``"off"`` for none.
+
+    Raises
+    ------
+    TypeError
+        ``value`` is neither a number, a string nor None.
+    ValueError
+        ``value`` is not a finite positive duration; the message names ``name``.
+    """
+    allowed = ("a positive number of seconds, or one with a unit s, m, h or d ('90s', '30m', "
+               "'6h', '1d'), or 'off'")
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "off")):
+        return None
+    if isinstance(value, str):
+        match = _DURATION.fullmatch(value.lower())
+        if match is None:
+            raise ValueError(f"{name} must be {allowed}, got {value!r}")
+        seconds = float(match.group(1)) * DURATION_UNITS[match.group(2) or "s"]
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise TypeError(f"{name} must be {allowed}, got {type(value).__name__} {value!r}")
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return seconds
 
 
 class Settings(BaseSettings):
@@ -135,6 +170,26 @@ class Settings(BaseSettings):
         Bearer token for ``/admin/*``; None disables the admin endpoints (403).
     seed : int or None
         Seed of the arm selection generator (None: fresh entropy).
+    retrain_every : float or None
+        Retrain on its own when this many seconds have passed since the last retrain ended
+        (``RECBANDITS_RETRAIN_EVERY``, ``serve --retrain-every``): seconds, or a number with a
+        unit ``s``, ``m``, ``h`` or ``d`` (``"6h"``); None (default) or ``"off"``: never for
+        time. Across workers and hosts one retrain runs at a time
+        (:mod:`serving.retrain_trigger`).
+    retrain_after_events : int or None
+        Retrain on its own when at least this many events (feedback rows, any type) were
+        logged after the log position the last retrain read up to
+        (``RECBANDITS_RETRAIN_AFTER_EVENTS``, ``serve --retrain-after-events``); None
+        (default): never for events.
+    retrain_check_s : float
+        How often each worker looks whether a triggered retrain is due (default 10; two
+        indexed reads, no write, when none is).
+    retrain_lease_s : float
+        How long the retrain lease outlives its holder's last renewal (renewed every quarter
+        of it while a fit runs; default 600): a worker that crashed mid-retrain blocks
+        retrains for at most this long. It must exceed the longest time a holder can go
+        without renewing (a fit holding the GIL, a store outage); a holder that overran it
+        and lost the lease publishes nothing.
     refresh_interval_s : float
         How often each worker re-reads the posterior counts and policy version from the store.
     sweep_interval_s : float
@@ -227,6 +282,10 @@ class Settings(BaseSettings):
     session_strength: float = Field(1.5, ge=0)
     admin_token: SecretStr | None = None
     seed: int | None = None
+    retrain_every: float | None = None
+    retrain_after_events: int | None = Field(None, ge=1)
+    retrain_check_s: float = Field(10.0, gt=0, le=3600, allow_inf_nan=False)
+    retrain_lease_s: float = Field(600.0, ge=1, le=86_400, allow_inf_nan=False)
     refresh_interval_s: float = Field(0.2, gt=0)
     sweep_interval_s: float = Field(5.0, gt=0)
     batch_max: int = Field(512, ge=1)
@@ -268,6 +327,11 @@ class Settings(BaseSettings):
         if len(set(value)) != len(value):
             raise ValueError(f"arms must not repeat an arm, got {value}")
         return value
+
+    @field_validator("retrain_every", mode="before")
+    @classmethod
+    def _parse_retrain_every(cls, value: object) -> object:
+        return parse_duration("retrain_every", value)
 
     @field_validator("dataset")
     @classmethod

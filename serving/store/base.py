@@ -59,6 +59,7 @@ from serving.store.tables import (
     outcomes,
     policy_meta,
     preferences,
+    retrain_lease,
 )
 from serving.store.types import (
     AddedItem,
@@ -74,6 +75,7 @@ from serving.store.types import (
     PeriodicJob,
     PolicyMeta,
     Record,
+    RetrainLease,
     Row,
     UserEvent,
 )
@@ -343,6 +345,8 @@ class Store(abc.ABC):
         metadata.create_all(self.write_engine, checkfirst=True)
         with self.write_engine.begin() as conn:
             conn.execute(self.insert(log_head).values(id=1, seq=0).on_conflict_do_nothing())
+            conn.execute(self.insert(retrain_lease).values(id=1, fitted_at=time.time())
+                         .on_conflict_do_nothing())
         with self.write_engine.begin() as conn:
             self._upgrade_columns(conn, rules or RuleBook())
             self._upgrade_for_multileave(conn)
@@ -505,6 +509,86 @@ class Store(abc.ABC):
                                                          updated_at=time.time()))
                 return PolicyMeta(1, arms_dir)
         return PolicyMeta(int(updated.version), arms_dir)
+
+    # ------------------------------------------------------------------ the retrain lease
+    _LEASE_COLUMNS = (retrain_lease.c.holder, retrain_lease.c.expires_at,
+                      retrain_lease.c.fitted_seq, retrain_lease.c.fitted_at)
+
+    @staticmethod
+    def _lease(row: Any) -> RetrainLease:  # type: ignore[explicit-any]  # a SQLAlchemy Row
+        return RetrainLease(row.holder, float(row.expires_at), int(row.fitted_seq),
+                            float(row.fitted_at))
+
+    @unavailable_on_db_error
+    def retrain_lease(self) -> RetrainLease:
+        """The ``retrain_lease`` row as it stands (a trigger's cheap look before taking it)."""
+        with self.read_engine.connect() as conn:
+            row = conn.execute(sa.select(*self._LEASE_COLUMNS)
+                               .where(retrain_lease.c.id == 1)).one()
+        return self._lease(row)
+
+    @unavailable_on_db_error
+    def take_retrain_lease(self, holder: str, now: float, lease_s: float
+                           ) -> RetrainLease | None:
+        """Take the retrain lease for ``holder`` until ``now + lease_s`` if it is free or
+        expired (``expires_at <= now``); the row as taken, or None if another holds it.
+
+        One conditional UPDATE: SQLite runs it under its write lock; on PostgreSQL a second
+        UPDATE of the row waits for the first to commit and evaluates its condition again on
+        the row the first wrote. Either way, of concurrent takers exactly one succeeds, and the
+        ``fitted_seq`` it returns is that of the last retrain that released the lease.
+        """
+        with self.write_engine.begin() as conn:
+            row = conn.execute(
+                retrain_lease.update()
+                .where(retrain_lease.c.id == 1,
+                       sa.or_(retrain_lease.c.holder.is_(None),
+                              retrain_lease.c.expires_at <= now))
+                .values(holder=holder, expires_at=now + lease_s)
+                .returning(*self._LEASE_COLUMNS)).first()
+        return None if row is None else self._lease(row)
+
+    @unavailable_on_db_error
+    def renew_retrain_lease(self, holder: str, now: float, lease_s: float) -> bool:
+        """Extend ``holder``'s lease to ``now + lease_s``; False if ``holder`` no longer holds
+        it (it expired and another took it).
+        """
+        with self.write_engine.begin() as conn:
+            renewed = conn.execute(
+                retrain_lease.update()
+                .where(retrain_lease.c.id == 1, retrain_lease.c.holder == holder)
+                .values(expires_at=now + lease_s)).rowcount
+        return renewed == 1
+
+    @unavailable_on_db_error
+    def release_retrain_lease(self, holder: str, now: float, fitted_seq: int | None = None
+                              ) -> bool:
+        """Free ``holder``'s lease; with ``fitted_seq``, record in the same UPDATE that a
+        retrain read the log up to it and ended at ``now`` (so the next holder counts from
+        there). False if ``holder`` no longer held it (nothing changes then).
+        """
+        values: dict[str, object] = {"holder": None, "expires_at": 0.0}
+        if fitted_seq is not None:
+            values.update(fitted_seq=fitted_seq, fitted_at=now)
+        with self.write_engine.begin() as conn:
+            released = conn.execute(
+                retrain_lease.update()
+                .where(retrain_lease.c.id == 1, retrain_lease.c.holder == holder)
+                .values(**values)).rowcount
+        return released == 1
+
+    @unavailable_on_db_error
+    def feedback_count_after(self, seq: int, limit: int | None = None) -> int:
+        """How many events (feedback rows) the log holds after position ``seq``, counting at
+        most ``limit`` (None: all): a trigger asks whether there are N, and a look must not
+        cost more the longer the log grows past N.
+        """
+        after = sa.select(feedback.c.seq).where(feedback.c.seq > seq)
+        if limit is not None:
+            after = after.limit(limit)
+        with self.read_engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count())
+                                    .select_from(after.subquery())).scalar_one())
 
     # ------------------------------------------------------------------ reads
     @unavailable_on_db_error

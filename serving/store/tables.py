@@ -15,6 +15,8 @@ folds of the log that ``rebuild-state`` recomputes and checks against the stored
 ``feature_sets`` the feature names of each logged context version. After ``recbandits purge``
 the log starts at the latest fold snapshot (``fold_snapshots``, ``fold_arms``,
 ``fold_ratings``): the folds of every row up to its ``seq``, from which every fold starts.
+``retrain_lease`` lets one retrain run at a time across workers and hosts
+(:mod:`serving.retrain_trigger`): coordination, not a fold of the log.
 """
 
 from __future__ import annotations
@@ -109,6 +111,23 @@ log_head = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("seq", sa.BigInteger, nullable=False),
+)
+
+# One row (id = 1): the retrain lease and the last retrain's reach (serving.retrain_trigger).
+# ``holder`` may retrain until ``expires_at`` (NULL: nobody holds it); a lease is taken by one
+# conditional UPDATE of this row, so of two workers or hosts exactly one gets it, and an expired
+# lease (its holder crashed) is taken like a free one. ``fitted_seq`` is the log position the
+# last completed retrain read the log up to and ``fitted_at`` when it ended (the row's creation
+# before any): the triggers count new events and time from them. Coordination, not a fold of
+# the log: rebuild-state does not check it.
+retrain_lease = sa.Table(
+    "retrain_lease",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("holder", sa.String(128), nullable=True),
+    sa.Column("expires_at", sa.Float(precision=53), nullable=False, server_default="0"),
+    sa.Column("fitted_seq", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("fitted_at", sa.Float(precision=53), nullable=False),
 )
 
 # Policy decisions per arm (a cache of counting ``decisions``).

@@ -168,6 +168,28 @@ class PolicyMeta:
     arms_dir: str
 
 
+@dataclass(frozen=True)
+class RetrainLease:
+    """The ``retrain_lease`` row: who may retrain until when, and the last retrain's reach.
+
+    Attributes
+    ----------
+    holder : str or None
+        The lease's holder (``host:pid:nonce``), None when free.
+    expires_at : float
+        Unix seconds after which the lease may be taken by another (0 when free).
+    fitted_seq : int
+        The log position the last completed retrain read the log up to (0 before any).
+    fitted_at : float
+        Unix seconds when it ended (the row's creation before any).
+    """
+
+    holder: str | None
+    expires_at: float
+    fitted_seq: int
+    fitted_at: float
+
+
 @dataclass
 class FeedbackWrite:
     """One feedback insert as the writer executes it (values already validated).

@@ -19,12 +19,17 @@ router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
 
 @router.post("/retrain", response_model=RetrainOut,
              responses={401: {"model": ErrorOut, "description": "no token"},
-                        403: {"model": ErrorOut, "description": "wrong token"}})
+                        403: {"model": ErrorOut, "description": "wrong token"},
+                        409: {"model": ErrorOut, "description": "a retrain is running "
+                                                               "already (on any worker or "
+                                                               "host)"}})
 async def retrain(service: ServiceDep) -> RetrainOut:
     """Refit every arm (likes as 5, dislikes as 1) and publish a new policy version.
 
     Requests keep being served by the old arms until the new ones are swapped in; every
-    worker picks the new version up within its refresh interval.
+    worker picks the new version up within its refresh interval. One retrain runs at a time
+    across workers and hosts (the store's retrain lease, as the triggers take it): while one
+    runs, another is answered 409 ``retrain_running``.
     """
     start = time.perf_counter()
     version, n_ratings = await run_in_threadpool(service.retrain)
