@@ -149,7 +149,8 @@ def _serving_settings(args: argparse.Namespace) -> object:
     from serving.settings import Settings
 
     names = ("host", "port", "workers", "db", "data", "state_dir", "arms", "dataset", "seed",
-             "policy", "slate_mode", "multileave_arms", "exploration_floor")
+             "policy", "slate_mode", "multileave_arms", "exploration_floor", "holdout_share",
+             "holdout_baseline", "drift_detector")
     given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     if getattr(args, "settings", None):
         return Settings.from_file(args.settings, **given)
@@ -296,6 +297,15 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--exploration-floor", type=float, metavar="P",
                        help="least propensity of every arm, 0 to 1/len(arms): the policy mixed "
                             "with uniform (default 0; RECBANDITS_EXPLORATION_FLOOR)")
+    serve.add_argument("--holdout-share", type=float, metavar="S",
+                       help="share of requests served by --holdout-baseline instead of the "
+                            "policy, 0 <= S < 1 (default 0; RECBANDITS_HOLDOUT_SHARE)")
+    serve.add_argument("--holdout-baseline", metavar="ARM",
+                       help="what serves the held-out requests: uniform (default) or an arm "
+                            "(RECBANDITS_HOLDOUT_BASELINE)")
+    serve.add_argument("--drift-detector", choices=("PageHinkley", "CUSUM", "none"),
+                       help="change detector on each arm's reward stream (default "
+                            "PageHinkley; RECBANDITS_DRIFT_DETECTOR)")
     store_options(serve)
     serve.set_defaults(handler=lambda args: _run_serving(args, "serve"))
 
@@ -314,6 +324,17 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
                         help="bootstrap seed (default 0)")
     credit.set_defaults(handler=lambda args: _run_serving(
         args, "credit", n_bootstrap=args.bootstrap, seed=args.bootstrap_seed))
+
+    holdout = commands.add_parser(
+        "holdout", help="compare the reward rate of the policy-served decisions with the "
+        "held-out ones (served by the baseline) on the live log, with bootstrap intervals")
+    store_options(holdout)
+    holdout.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                         help="bootstrap resamples (default 1000)")
+    holdout.add_argument("--bootstrap-seed", type=int, default=0, metavar="S",
+                         help="bootstrap seed (default 0)")
+    holdout.set_defaults(handler=lambda args: _run_serving(
+        args, "holdout", n_bootstrap=args.bootstrap, seed=args.bootstrap_seed))
 
     rebuild = commands.add_parser(
         "rebuild-state", help="replay the log: re-derive every outcome, the pulls, the ratings "

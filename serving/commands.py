@@ -33,6 +33,8 @@ from serving.armset import (
     params_differ,
     save_arms,
 )
+from serving.drift import check_replay
+from serving.holdout import check_decisions, format_report, holdout_report
 from serving.live import arm_bytes, arm_from_bytes, fold_live_arms, fold_models, state_digest
 from serving.multileave import credit_report, format_credit
 from serving.replay import (
@@ -47,7 +49,7 @@ from serving.service import _iso, retrain_arms
 from serving.settings import Settings
 from serving.store import Store, open_store
 from serving.store.errors import StoreNotFoundError
-from serving.store.types import FoldSnapshot, JsonObject, PolicyMeta
+from serving.store.types import FoldSnapshot, JsonObject, LogRows, Outcome, PolicyMeta
 
 logger = logging.getLogger(__name__)
 
@@ -294,6 +296,8 @@ def rebuild_state(settings: Settings, out: TextIO | None = None, *,
         rows = store.log_rows()
         source = store.describe()
         live_lines, live_match = _check_live_arms(settings, store, service)
+        lifecycle_lines, lifecycle_match = _check_holdout_and_drift(settings, store, rows,
+                                                                    service)
     fold = rows["fold"]
     # A purged log's policy has the dimension it was folded with.
     state = None if fold is None else fold.policy["state"]
@@ -329,11 +333,53 @@ def rebuild_state(settings: Settings, out: TextIO | None = None, *,
               f"{mean:>13}", file=out)
     for line in check.mismatches:
         print(f"  mismatch: {line}", file=out)
-    for line in live_lines:
+    for line in [*live_lines, *lifecycle_lines]:
         print(line, file=out)
-    match = check.match and live_match
+    match = check.match and live_match and lifecycle_match
     print(f"match: {'yes' if match else 'NO'}", file=out)
     return 0 if match else 1
+
+
+def _check_holdout_and_drift(settings: Settings, store: Store, rows: LogRows,
+                             service: httpx.Client | None) -> tuple[list[str], bool]:
+    """The holdout's logged decisions checked (:func:`serving.holdout.check_decisions`), and
+    the drift monitor replayed from the fold snapshot's position over the outcomes and
+    compared with a running worker's (:func:`serving.drift.check_replay`).
+    """
+    lines, match = check_decisions(store.holdout_rows())
+    held, where = _service_live_state(settings, store, service)
+    start = 0 if rows["fold"] is None else rows["fold"].seq
+    outcomes = [Outcome(int(q), e, a, float(r)) for q, e, a, r, _ in rows["outcomes"]
+                if int(q) > start]
+    drift_lines, drift_match = check_replay(settings.drift_monitor().fresh(start), outcomes,
+                                            None if held is None else held.get("drift"), where)
+    return [*lines, *drift_lines], match and drift_match
+
+
+def holdout(settings: Settings, *, n_bootstrap: int = 1000, seed: int = 0,
+            out: TextIO | None = None) -> int:
+    """Compare the policy-served decisions with the held-out ones (``recbandits holdout``,
+    :func:`serving.holdout.holdout_report`); 0, or 2 (said) when no decision of the log was
+    logged with a holdout.
+    """
+    out = out if out is not None else sys.stdout
+    if n_bootstrap < 1:
+        print(f"recbandits holdout: --bootstrap must be >= 1, got {n_bootstrap}",
+              file=sys.stderr)
+        return 2
+    with _open_log(settings, "compare", out) as store:
+        if store is None:
+            return 0
+        report = holdout_report(((a, p, r) for _, a, _, _, p, r in store.holdout_rows()),
+                                n_bootstrap=n_bootstrap, seed=seed)
+        source = store.describe()
+    if not report.policy.decisions and not report.holdout.decisions:
+        print(f"recbandits holdout: {source} holds no decision logged with a holdout (serve "
+              "with --holdout-share)", file=sys.stderr)
+        return 2
+    print(f"store: {source}", file=out)
+    print(format_report(report), file=out)
+    return 0
 
 
 def _live_names(settings: Settings) -> list[str]:

@@ -29,6 +29,7 @@ OTHER_COMMANDS = {
     "rebuild-state": "the service",
     "purge": "the service",
     "credit": "the service's log (multileaved decisions)",
+    "holdout": "the service's log (policy-served against held-out decisions)",
     "ope": "the service's log (and --obd, whose handler calls experiments.obd_ope.run)",
 }
 
