@@ -145,6 +145,17 @@ def holdout_problems(event_id: str, policy: JsonObject | None, pmf: JsonObject |
     """What is wrong with a logged decision's holdout entry (``rebuild-state``): its
     ``held_out`` flag against its draw and share, its pmf against the mixture of the baseline
     and the policy's part, its propensity against its pmf. Empty: right, or no holdout.
+
+    Parameters
+    ----------
+    event_id : str
+        The decision (named in the lines).
+    policy, pmf : dict or None
+        Its logged policy JSON and pmf by arm.
+    arm : str
+        The arm it served.
+    propensity : float
+        Its logged propensity.
     """
     entry = (policy or {}).get("holdout")
     if not entry:
@@ -176,6 +187,7 @@ def check_decisions(rows: Iterable[tuple[str, str, float, JsonObject | None,
                     max_lines: int = 20) -> tuple[list[str], bool]:
     """``rebuild-state``'s holdout lines: :func:`holdout_problems` of every decision of
     ``rows`` (``Store.holdout_rows``: event_id, arm, propensity, pmf, policy, reward).
+    At most ``max_lines`` mismatch lines are kept beyond a count.
 
     Returns
     -------
