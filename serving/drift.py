@@ -26,6 +26,7 @@ import json
 import logging
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -65,7 +66,7 @@ class DriftMonitor:
     """
 
     def __init__(self, arms: Sequence[str], detector: str = "PageHinkley",
-                 params: Mapping[str, float] | None = None,
+                 params: Mapping[str, Any] | None = None,
                  windows: Sequence[int] = (100, 1000), start: int = 0) -> None:
         if detector != "none" and detector not in DETECTORS:
             raise ValueError(f"drift_detector={detector!r} is not a detector; allowed: "
@@ -217,7 +218,7 @@ def replay(monitor: DriftMonitor, outcomes: Iterable[Outcome], upto: int | None 
 
 
 def check_replay(monitor: DriftMonitor, outcomes: Iterable[Outcome],
-                 worker: Mapping[str, object] | None, where: str) -> tuple[list[str], bool]:
+                 worker: Mapping[str, Any] | None, where: str) -> tuple[list[str], bool]:
     """``rebuild-state``'s drift lines: ``monitor`` (fresh, starting at the fold snapshot's
     position) replayed over the log's ``outcomes`` up to the position a running ``worker``
     reported (``GET /admin/live-state``'s ``drift``; None: none answered, ``where`` says why,
@@ -229,8 +230,8 @@ def check_replay(monitor: DriftMonitor, outcomes: Iterable[Outcome],
     (lines, match)
         ``match`` False only when a worker answered with another state.
     """
-    comparable = worker is not None and int(worker["start"]) == monitor.start  # type: ignore[call-overload]
-    upto = int(worker["log_seq"]) if comparable else None  # type: ignore[call-overload, index]
+    comparable = worker is not None and int(worker["start"]) == monitor.start
+    upto = int(worker["log_seq"]) if worker is not None and comparable else None
     replayed = replay(monitor, outcomes, upto)
     counts = replayed.alarm_counts()
     line = (f"drift: {replayed.name} on each arm's reward stream, replayed from log position "
