@@ -16,6 +16,7 @@ from test_serving_support import read_table
 
 from arms.data import make_synthetic
 from experiments.cli import main as cli_main
+from serving import offpolicy
 from serving.app import create_app
 from serving.commands import holdout as holdout_command
 from serving.commands import rebuild_state
@@ -109,6 +110,11 @@ def test_held_out_decisions_are_logged_with_the_mixture_and_rebuild_state_checks
         if entry["held_out"] and baseline != "uniform":
             assert row["arm"] == baseline
     assert 6 <= held <= 30  # Binomial(60, 0.3): mean 18, sd 3.5
+    # ope reads the mixture: the propensities the arms really had.
+    log = offpolicy.read_log(settings.resolved_db_url(), include_open=True)
+    assert log.n == 60
+    assert sorted(log.propensities.tolist()) == pytest.approx(
+        sorted(r["propensity"] for r in logged.values()))
     out = io.StringIO()
     assert rebuild_state(settings, out) == 0, out.getvalue()
     assert f"holdout: {held} of 60 decisions" in out.getvalue()
