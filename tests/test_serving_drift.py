@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -153,3 +154,44 @@ def test_two_workers_report_the_same_alarm_and_rebuild_state_replays_it(
     text = out.getvalue()
     assert "drift: PageHinkley" in text and "'popularity': 1" in text
     assert "; match yes (worker at" in text
+
+
+def test_after_a_purge_every_drift_fold_starts_at_the_snapshot(tmp_path: Path) -> None:
+    from test_serving_purge import (
+        HOUR,
+        make_settings,
+        run_purge,
+        settle_all,
+        traffic,
+        worker,
+    )
+
+    from serving.armset import fit_arms
+
+    catalog = make_synthetic(120, 200, 3000, random_state=4)
+    settings = make_settings(tmp_path, drift_windows="5,20")
+    fitted = fit_arms(settings.arms, catalog, seed=0)
+    rng = np.random.default_rng(0)
+    auth = {"authorization": f"Bearer {settings.admin_token.get_secret_value()}"}
+    with worker(settings, catalog, fitted) as running:
+        service = running.app.state.service
+        traffic(running, rng, 30)
+        settle_all(running)
+        service.refresh()
+        before = service.drift
+        assert before.start == 0 and sum(before.folded.values()) > 0
+        run_purge(settings, catalog, time.time() + 4 * HOUR)
+        traffic(running, rng, 10)
+        settle_all(running)
+        service.refresh()  # sees the snapshot: the monitor restarts there
+        mark = service.store.fold_mark()
+        assert mark > 0 and service.drift.start == mark
+        assert service.drift.seq == service.snapshot.seq > mark
+        state = running.get("/admin/live-state", headers=auth).json()["drift"]
+        out = io.StringIO()
+        assert rebuild_state(settings, out, service=running) == 0, out.getvalue()
+        assert f"replayed from log position {mark} to {state['log_seq']}" in out.getvalue()
+        assert "; match yes (worker at" in out.getvalue()
+    with worker(settings, catalog, fitted) as restarted:  # starts at the snapshot too
+        again = restarted.get("/admin/live-state", headers=auth).json()["drift"]
+    assert again == state
