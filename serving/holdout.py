@@ -41,6 +41,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
+from serving.multileave import parse
 from serving.store.types import JsonObject
 
 #: The baseline that serves every arm with probability ``1 / K``.
@@ -157,14 +158,14 @@ def holdout_problems(event_id: str, policy: JsonObject | None, pmf: JsonObject |
     propensity : float
         Its logged propensity.
     """
-    entry = (policy or {}).get("holdout")
+    entry = (parse(policy) or {}).get("holdout")
     if not entry:
         return []
     problems = []
     if bool(entry["held_out"]) != (float(entry["draw"]) < float(entry["share"])):
         problems.append(f"decision {event_id}: holdout held_out={entry['held_out']} but its "
                         f"draw {entry['draw']} against share {entry['share']} says otherwise")
-    pmf = pmf or {}
+    pmf = parse(pmf) or {}
     arms = list(pmf)
     if arms:
         base = (np.full(len(arms), 1.0 / len(arms)) if entry["baseline"] == UNIFORM
@@ -197,7 +198,7 @@ def check_decisions(rows: Iterable[tuple[str, str, float, JsonObject | None,
     problems: list[str] = []
     n_holdout = n_held = 0
     for event_id, arm, propensity, pmf, policy, _ in rows:
-        entry = (policy or {}).get("holdout")
+        entry = (parse(policy) or {}).get("holdout")
         if not entry:
             continue
         n_holdout += 1
@@ -330,7 +331,8 @@ def holdout_report(rows: Iterable[tuple[str, JsonObject | None, float | None]], 
     baselines: set[str] = set()
     without = 0
     for arm, policy, reward in rows:
-        entry = (policy or {}).get("holdout")
+        # A JSON column may read back as text (a log written by other tools): parse reads both.
+        entry = (parse(policy) or {}).get("holdout")
         if not entry:
             without += 1
         elif entry["held_out"]:
