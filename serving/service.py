@@ -897,8 +897,8 @@ class RecommendationService:
         snapshot = self.snapshot
         view = self.policy_model.describe(snapshot, self.features.mean_vector(),
                                           self.settings.reward_window_s)
-        with self._advance_lock:  # the refresher folds into it meanwhile
-            view["drift"] = self.drift.describe()
+        view["drift"] = await asyncio.get_running_loop().run_in_executor(self.readers,
+                                                                         self.drift_view)
         if self.holdout is not None:
             view["holdout"] = {"share": self.holdout.share, "baseline": self.holdout.baseline}
         if self._multileave:  # each arm's chance of being multileaved into the next slate
@@ -917,6 +917,13 @@ class RecommendationService:
         rewards = self.snapshot.rewards
         return {arm: (pulls.get(arm, 0), *rewards.get(arm, (0, 0.0)))
                 for arm in self.policy_model.arms}
+
+    def drift_view(self) -> JsonObject:
+        """The drift monitor as ``GET /policy`` shows it (read under the advance lock: the
+        refresher folds into it meanwhile).
+        """
+        with self._advance_lock:
+            return self.drift.describe()
 
     def drift_tallies(self) -> tuple[dict[str, dict[int, tuple[int, float | None]]],
                                      dict[str, int], dict[str, float]]:
