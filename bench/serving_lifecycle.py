@@ -7,7 +7,8 @@ Two figures, each beside its peer measured in the same run:
   (:meth:`serving.policy.PolicyModel.fold`, Thompson Sampling): both run in each worker's
   refresher thread, off the request path, and in ``rebuild-state``;
 * **holdout draw**: microseconds per request of :meth:`serving.holdout.Holdout.choose`
-  (the holdout's draw, the arm's, the cached mixture) against the plain draw of the arm
+  (the holdout's draw, the arm's, the cached mixture, the decision's policy JSON with its
+  holdout entry) against the plain draw of the arm
   from the policy's cdf that a request makes without a holdout.
 
 Usage::
@@ -20,6 +21,7 @@ Prints the load average before and after: the machine is shared.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -72,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pmf = np.array([0.4, 0.3, 0.2, 0.1])
     cdf = np.cumsum(pmf)
     holdout = Holdout(0.1, "uniform", ARMS)
+    policy_json = json.dumps(model.describe_params())
     gen = np.random.default_rng(1)
     n = args.draws
 
@@ -81,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def held() -> None:
         for _ in range(n):
-            holdout.choose(pmf, cdf, "key", gen)
+            holdout.choose(pmf, cdf, "key", gen, policy_json)
 
     plain_us = _best(plain, args.repeats) * 1e6 / n
     held_us = _best(held, args.repeats) * 1e6 / n

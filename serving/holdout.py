@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -63,6 +64,30 @@ def check_holdout(share: float, baseline: str, arms: Sequence[str]) -> None:
     if baseline != UNIFORM and baseline not in arms:
         raise ValueError(f"holdout_baseline={baseline!r} is neither 'uniform' nor a served "
                          f"arm; allowed: {[UNIFORM, *arms]}")
+
+
+class HoldoutChoice(NamedTuple):
+    """One request's draw with a holdout (:meth:`Holdout.choose`).
+
+    Attributes
+    ----------
+    arm : int
+        The arm's position.
+    propensity : float
+        Its probability under the mixture.
+    pmf_json : str
+        The mixture by arm as JSON: the decision's ``pmf``.
+    entry : dict
+        The ``holdout`` entry (share, baseline, draw, held_out).
+    policy_json : str
+        The decision's ``policy``: the policy's description with ``entry`` added.
+    """
+
+    arm: int
+    propensity: float
+    pmf_json: str
+    entry: JsonObject
+    policy_json: str
 
 
 class Holdout:
@@ -109,7 +134,8 @@ class Holdout:
         return self.share * self.baseline_pmf + (1.0 - self.share) * np.asarray(pmf)
 
     def choose(self, pmf: npt.NDArray[np.float64], cdf: npt.NDArray[np.float64],
-               pmf_json: str, rng: np.random.Generator) -> tuple[int, float, str, JsonObject]:
+               pmf_json: str, rng: np.random.Generator, policy_json: str = "{}"
+               ) -> HoldoutChoice:
         """Draw one request's arm with the holdout.
 
         Parameters
@@ -120,10 +146,9 @@ class Holdout:
             ``pmf`` by arm as JSON (the key of the cached mixture).
         rng : numpy.random.Generator
             The service's generator: one draw decides the holdout, one the arm.
-
-        Returns
-        -------
-        (arm index, propensity, mixture by arm as JSON, holdout entry of the policy JSON)
+        policy_json : str, default "{}"
+            The policy's description as every decision logs it (a JSON object), to which the
+            choice's ``holdout`` entry is added.
         """
         draw = float(rng.random())
         held = draw < self.share
@@ -138,7 +163,10 @@ class Holdout:
                 self._mixtures.clear()  # bounded: the hot contexts come back at once
             self._mixtures[pmf_json] = cached
         q, q_json = cached
-        return choice, float(q[choice]), q_json, self.describe(draw)
+        entry = self.describe(draw)
+        logged = (f'{policy_json[:-1]}{", " if len(policy_json) > 2 else ""}'
+                  f'"holdout": {json.dumps(entry)}}}')
+        return HoldoutChoice(choice, float(q[choice]), q_json, entry, logged)
 
 
 def holdout_problems(event_id: str, policy: JsonObject | None, pmf: JsonObject | None,
@@ -382,6 +410,6 @@ def format_report(report: HoldoutReport) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["UNIFORM", "GroupRate", "Holdout", "HoldoutReport", "check_decisions",
+__all__ = ["UNIFORM", "GroupRate", "Holdout", "HoldoutChoice", "HoldoutReport", "check_decisions",
            "check_holdout",
            "format_report", "holdout_problems", "holdout_report"]

@@ -501,9 +501,8 @@ class RecommendationService:
                 choice = min(choice, len(model.arms) - 1)
                 propensity = float(probabilities[choice])
             else:  # the mixture with the baseline is drawn from and logged (serving.holdout)
-                choice, propensity, pmf, held = self.holdout.choose(probabilities, cdf, pmf,
-                                                                    self.rng)
-                policy_json = f'{self._policy_json[:-1]}, "holdout": {json.dumps(held)}}}'
+                choice, propensity, pmf, _, policy_json = self.holdout.choose(
+                    probabilities, cdf, pmf, self.rng, self._policy_json)
             arm = model.arms[choice]
             top = self._arm_top(arms, arm, user_id, k,
                                 (recent, ratings, excluded, liked, disliked))

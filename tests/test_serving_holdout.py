@@ -5,6 +5,7 @@ with the mixture's propensities, checked by rebuild-state, and compared by ``rec
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -40,12 +41,15 @@ def test_the_arm_is_drawn_from_the_mixture_and_the_share_is_held_out() -> None:
     # Frequencies within 4 standard errors of the logged mixture (a draw from the policy's
     # pmf alone would give popularity 0.1, not 0.37).
     assert np.all(np.abs(counts / n - q) < 4 * np.sqrt(q * (1 - q) / n)), (counts / n, q)
-    held = np.array([h["held_out"] for *_, h in draws])
+    held = np.array([h["held_out"] for *_, h, _ in draws])
     assert abs(held.mean() - 0.3) < 4 * np.sqrt(0.3 * 0.7 / n)
     # Held out: the baseline's arm every time; the propensity is the mixture's, always.
-    assert {c for c, _, _, h in draws if h["held_out"]} == {1}
-    assert all(p == pytest.approx(q[c]) for c, p, _, _ in draws)
-    assert all(h["held_out"] == (h["draw"] < 0.3) for *_, h in draws)
+    assert {c for c, _, _, h, _ in draws if h["held_out"]} == {1}
+    assert all(p == pytest.approx(q[c]) for c, p, *_ in draws)
+    assert all(h["held_out"] == (h["draw"] < 0.3) for *_, h, _ in draws)
+    # The policy's description gains the entry (what the decision logs).
+    logged = holdout.choose(pmf, cdf, "key", rng, '{"name": "TS"}')
+    assert json.loads(logged.policy_json) == {"name": "TS", "holdout": logged.entry}
 
 
 def test_bad_holdout_settings_are_refused_with_the_value_and_what_is_allowed() -> None:
