@@ -121,6 +121,8 @@ class Holdout:
         # The mixture's probabilities by arm as JSON, per policy pmf JSON (a context-free
         # policy's is one string per snapshot; a contextual one's one per context): bounded.
         self._mixtures: dict[str, tuple[npt.NDArray[np.float64], str]] = {}
+        # The entry's constant part as JSON, serialised once (a request adds its draw).
+        self._entry_head = json.dumps({"share": self.share, "baseline": baseline})[:-1]
 
     def describe(self, draw: float) -> JsonObject:
         """The ``holdout`` entry of a decision's policy JSON for the random ``draw``."""
@@ -164,8 +166,10 @@ class Holdout:
             self._mixtures[pmf_json] = cached
         q, q_json = cached
         entry = self.describe(draw)
-        logged = (f'{policy_json[:-1]}{", " if len(policy_json) > 2 else ""}'
-                  f'"holdout": {json.dumps(entry)}}}')
+        # repr of a float in [0, 1) is valid JSON: cheaper than json.dumps of the whole entry.
+        logged = (f'{policy_json[:-1]}{", " if len(policy_json) > 2 else ""}"holdout": '
+                  f'{self._entry_head}, "draw": {draw!r}, '
+                  f'"held_out": {"true" if held else "false"}}}}}')
         return HoldoutChoice(choice, float(q[choice]), q_json, entry, logged)
 
 
