@@ -52,7 +52,12 @@ def test_the_arm_is_drawn_from_the_mixture_and_the_share_is_held_out() -> None:
     assert json.loads(logged.policy_json) == {"name": "TS", "holdout": logged.entry}
 
 
-def test_bad_holdout_settings_are_refused_with_the_value_and_what_is_allowed() -> None:
+def test_bad_holdout_settings_are_refused_with_the_value_and_what_is_allowed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["serve", "--dataset", "synthetic", "--state-dir", str(tmp_path),
+                     "--holdout-share", "1.5"]) == 2
+    assert "holdout_share" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before anything was created
     with pytest.raises(ValidationError, match="holdout_share"):
         Settings(arms=ARMS, holdout_share=1.0)
     with pytest.raises(ValidationError, match="holdout_share"):
