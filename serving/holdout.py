@@ -43,6 +43,7 @@ import numpy.typing as npt
 from scipy import stats
 
 from serving.multileave import parse
+from serving.policy import PMF_CACHE_SIZE
 from serving.store.types import JsonObject
 
 #: The baseline that serves every arm with probability ``1 / K``.
@@ -161,7 +162,7 @@ class Holdout:
         if cached is None:
             q = self.mixture(pmf)
             cached = (q, json.dumps(dict(zip(self.arms, q.tolist(), strict=True))))
-            if len(self._mixtures) >= 8192:
+            if len(self._mixtures) >= PMF_CACHE_SIZE:  # as the policy's own cache
                 self._mixtures.clear()  # bounded: the hot contexts come back at once
             self._mixtures[pmf_json] = cached
         q, q_json = cached
