@@ -150,7 +150,7 @@ def _serving_settings(args: argparse.Namespace) -> object:
 
     names = ("host", "port", "workers", "db", "data", "state_dir", "arms", "dataset", "seed",
              "policy", "slate_mode", "multileave_arms", "exploration_floor", "retrain_every",
-             "retrain_after_events")
+             "retrain_after_events", "holdout_share", "holdout_baseline", "drift_detector")
     given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     if getattr(args, "settings", None):
         return Settings.from_file(args.settings, **given)
@@ -335,6 +335,15 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--retrain-after-events", type=int, metavar="N",
                        help="retrain on its own once N events were logged since the last "
                             "retrain (default off; RECBANDITS_RETRAIN_AFTER_EVENTS)")
+    serve.add_argument("--holdout-share", type=float, metavar="S",
+                       help="share of requests served by --holdout-baseline instead of the "
+                            "policy, 0 <= S < 1 (default 0; RECBANDITS_HOLDOUT_SHARE)")
+    serve.add_argument("--holdout-baseline", metavar="ARM",
+                       help="what serves the held-out requests: uniform (default) or an arm "
+                            "(RECBANDITS_HOLDOUT_BASELINE)")
+    serve.add_argument("--drift-detector", choices=("PageHinkley", "CUSUM", "none"),
+                       help="change detector on each arm's reward stream (default "
+                            "PageHinkley; RECBANDITS_DRIFT_DETECTOR)")
     store_options(serve)
     serve.set_defaults(handler=_serve)
 
@@ -353,6 +362,17 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
                         help="bootstrap seed (default 0)")
     credit.set_defaults(handler=lambda args: _run_serving(
         args, "credit", n_bootstrap=args.bootstrap, seed=args.bootstrap_seed))
+
+    holdout = commands.add_parser(
+        "holdout", help="compare the reward rate of the policy-served decisions with the "
+        "held-out ones (served by the baseline) on the live log, with bootstrap intervals")
+    store_options(holdout)
+    holdout.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                         help="bootstrap resamples (default 1000)")
+    holdout.add_argument("--bootstrap-seed", type=int, default=0, metavar="S",
+                         help="bootstrap seed (default 0)")
+    holdout.set_defaults(handler=lambda args: _run_serving(
+        args, "holdout", n_bootstrap=args.bootstrap, seed=args.bootstrap_seed))
 
     rebuild = commands.add_parser(
         "rebuild-state", help="replay the log: re-derive every outcome, the pulls, the ratings "

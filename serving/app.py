@@ -116,7 +116,9 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
     # Read at scrape time: pulls from the store, rewards from this worker's fold of the log
     # (the same on every worker within one refresh interval).
     metrics = Metrics(lambda: app.state.service.arm_tallies()
-                      if hasattr(app.state, "service") else {})
+                      if hasattr(app.state, "service") else {},
+                      lambda: app.state.service.drift_tallies()
+                      if hasattr(app.state, "service") else None)
     app.state.metrics = metrics
     for module in (policy, health, admin, stream, preferences):
         app.include_router(module.router)

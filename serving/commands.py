@@ -38,7 +38,9 @@ from serving.armset import (
     params_differ,
     save_arms,
 )
+from serving.drift import check_replay
 from serving.errors import RetrainBusyError
+from serving.holdout import check_decisions, holdout_report
 from serving.live import arm_bytes, arm_from_bytes, fold_live_arms, fold_models, state_digest
 from serving.multileave import credit_report
 from serving.replay import (
@@ -53,6 +55,7 @@ from serving.results import (
     ArmCheck,
     CommandError,
     CreditResults,
+    HoldoutResults,
     LiveArmCheck,
     NothingToDo,
     PurgeResults,
@@ -66,7 +69,7 @@ from serving.service import _iso, retrain_arms
 from serving.settings import Settings
 from serving.store import Store, open_store
 from serving.store.errors import StoreNotFoundError
-from serving.store.types import FoldSnapshot, JsonObject, PolicyMeta
+from serving.store.types import FoldSnapshot, JsonObject, LogRows, Outcome, PolicyMeta
 
 logger = logging.getLogger(__name__)
 
@@ -334,6 +337,7 @@ def rebuild_state(settings: Settings, *, service: httpx.Client | None = None
         rows = store.log_rows()
         source = store.describe()
         live = _check_live_arms(settings, store, service)
+        lifecycle, lifecycle_match = _check_holdout_and_drift(settings, store, rows, service)
     fold = rows["fold"]
     # A purged log's policy has the dimension it was folded with.
     state = None if fold is None else fold.policy["state"]
@@ -354,9 +358,57 @@ def rebuild_state(settings: Settings, *, service: httpx.Client | None = None
         n_outcomes=check.n_outcomes, pending=check.pending, policy=settings.policy,
         arms=tuple(ArmCheck(arm, check.pulls_stored[arm], check.pulls_replayed[arm],
                             *check.rewards.get(arm, (0, 0.0))) for arm in names),
-        mismatches=tuple(check.mismatches), live=tuple(live),
+        mismatches=tuple(check.mismatches), live=tuple(live), lifecycle=tuple(lifecycle),
+        lifecycle_match=lifecycle_match,
         snapshot=None if fold is None else SnapshotInfo(
             fold.seq, fold.cut, sum(fold.pulls.values()), len(fold.ratings)))
+
+
+def _check_holdout_and_drift(settings: Settings, store: Store, rows: LogRows,
+                             service: httpx.Client | None) -> tuple[list[str], bool]:
+    """The holdout's logged decisions checked (:func:`serving.holdout.check_decisions`), and
+    the drift monitor replayed from the fold snapshot's position over the outcomes and
+    compared with a running worker's (:func:`serving.drift.check_replay`).
+    """
+    lines, match = check_decisions(store.holdout_rows())
+    held, where = _service_live_state(settings, store, service)
+    start = 0 if rows["fold"] is None else rows["fold"].seq
+    outcomes = [Outcome(int(q), e, a, float(r)) for q, e, a, r, _ in rows["outcomes"]
+                if int(q) > start]
+    drift_lines, drift_match = check_replay(settings.drift_monitor().fresh(start), outcomes,
+                                            None if held is None else held.get("drift"), where)
+    return [*lines, *drift_lines], match and drift_match
+
+
+def holdout(settings: Settings, *, n_bootstrap: int = 1000, seed: int = 0
+            ) -> HoldoutResults | NothingToDo:
+    """Compare the policy-served decisions with the held-out ones (``recbandits holdout``,
+    :func:`serving.holdout.holdout_report`).
+
+    Returns
+    -------
+    HoldoutResults or NothingToDo
+        The report; NothingToDo when the store does not exist or holds no log yet.
+
+    Raises
+    ------
+    ValueError
+        ``n_bootstrap`` < 1 (checked before the store is opened).
+    CommandError
+        No decision of the log was logged with a holdout (exit status 2).
+    """
+    if n_bootstrap < 1:
+        raise ValueError(f"--bootstrap (n_bootstrap) must be >= 1, got {n_bootstrap}")
+    with _open_log(settings, "compare") as store:
+        if isinstance(store, NothingToDo):
+            return store
+        report = holdout_report(((a, p, r) for _, a, _, _, p, r in store.holdout_rows()),
+                                n_bootstrap=n_bootstrap, seed=seed)
+        source = store.describe()
+    if not report.policy.decisions and not report.holdout.decisions:
+        raise CommandError(f"{source} holds no decision logged with a holdout (serve with "
+                           "--holdout-share)")
+    return HoldoutResults(source, report)
 
 
 def _live_names(settings: Settings) -> list[str]:

@@ -3,6 +3,9 @@
 Each app gets its own registry (several apps in one test process never clash). With several
 worker processes the ``serve`` command sets ``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` sums
 the workers' files; the per-arm reward rate and pulls come from the store, shared by all.
+The drift figures (sliding-window reward rates, alarms, the detector's statistic;
+:mod:`serving.drift`) are gauges of the answering worker's fold of the log, read at scrape
+time like the per-arm rates: equal on every worker at one log position, so never summed.
 """
 
 from __future__ import annotations
@@ -21,6 +24,47 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 
 
 #: Per arm at scrape time: (pulls, outcomes folded, their reward sum).
 ArmTallies = dict[str, tuple[int, int, float]]
+#: At scrape time: per arm and window size (outcomes in it, their mean reward or None); alarms
+#: per arm; the detector's statistic per arm (:meth:`RecommendationService.drift_tallies`).
+DriftTallies = tuple[dict[str, dict[int, tuple[int, float | None]]], dict[str, int],
+                     dict[str, float]]
+
+
+class _DriftCollector:
+    """Sliding-window reward rates, drift alarms and statistics per arm, read at scrape time."""
+
+    def __init__(self, tallies: Callable[[], DriftTallies | None]) -> None:
+        self._tallies = tallies
+
+    def collect(self) -> Iterator[Metric]:
+        tallies = self._tallies()
+        if tallies is None:
+            return
+        windows, alarms, statistics = tallies
+        rate = GaugeMetricFamily(
+            "recbandits_arm_window_reward_rate",
+            "Mean reward of the arm's last `window` decided outcomes (NaN: none yet)",
+            labels=["arm", "window"])
+        count = GaugeMetricFamily("recbandits_arm_window_outcomes",
+                                  "Decided outcomes in the arm's sliding window",
+                                  labels=["arm", "window"])
+        alarm = GaugeMetricFamily(
+            "recbandits_drift_alarms",
+            "Change-detector alarms on the arm's reward stream (a fold of the log)",
+            labels=["arm"])
+        statistic = GaugeMetricFamily("recbandits_drift_statistic",
+                                      "The change detector's evidence of a shift",
+                                      labels=["arm"])
+        for arm in sorted(windows):
+            for size, (n, mean) in sorted(windows[arm].items()):
+                rate.add_metric([arm, str(size)], float("nan") if mean is None else mean)
+                count.add_metric([arm, str(size)], n)
+            alarm.add_metric([arm], alarms.get(arm, 0))
+            statistic.add_metric([arm], statistics.get(arm, 0.0))
+        yield from (rate, count, alarm, statistic)
+
+    def describe(self) -> list[Metric]:
+        return []
 
 
 class _ArmCollector:
@@ -55,9 +99,12 @@ class Metrics:
     ----------
     arm_counts : callable
         Returns the current per-arm counts (read from the store at scrape time).
+    drift : callable, optional
+        Returns the drift tallies (:data:`DriftTallies`) or None (no service yet).
     """
 
-    def __init__(self, arm_counts: Callable[[], ArmTallies]) -> None:
+    def __init__(self, arm_counts: Callable[[], ArmTallies],
+                 drift: Callable[[], DriftTallies | None] | None = None) -> None:
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter("recbandits_http_requests", "HTTP requests",
@@ -71,6 +118,8 @@ class Metrics:
                                 registry=self.registry)
         self._arms = _ArmCollector(arm_counts)
         self.registry.register(self._arms)
+        self._drift = _DriftCollector(drift if drift is not None else lambda: None)
+        self.registry.register(self._drift)
         # labels() costs a lock and a tuple hash per call; the label sets are few (route
         # templates x methods x statuses, arms, feedback types), so their children are kept.
         self._children: dict[tuple[int, tuple[Any, ...]], Any] = {}
@@ -102,6 +151,7 @@ class Metrics:
         merged = CollectorRegistry()
         MultiProcessCollector(merged)
         merged.register(self._arms)
+        merged.register(self._drift)
         return generate_latest(merged)
 
 

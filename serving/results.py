@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from serving.holdout import HoldoutReport, format_report
 from serving.multileave import CreditReport, format_credit
 from serving.service import _iso
 
@@ -184,6 +185,11 @@ class RebuildStateResults:
         One per live arm served.
     snapshot : SnapshotInfo or None
         The fold snapshot the replay started from (a purged log).
+    lifecycle : tuple of str
+        The live holdout's logged decisions checked and the drift monitor replayed
+        (:func:`serving.holdout.check_decisions`, :func:`serving.drift.check_replay`).
+    lifecycle_match : bool
+        Whether those agree with the log and the running worker.
     """
 
     source: str
@@ -196,11 +202,16 @@ class RebuildStateResults:
     mismatches: tuple[str, ...] = ()
     live: tuple[LiveArmCheck, ...] = ()
     snapshot: SnapshotInfo | None = None
+    lifecycle: tuple[str, ...] = ()
+    lifecycle_match: bool = True
 
     @property
     def match(self) -> bool:
-        """No mismatch, and no worker's live arm differs from its rebuild."""
-        return not self.mismatches and all(c.match is not False for c in self.live)
+        """No mismatch, no worker's live arm differs from its rebuild, and the holdout and drift
+        checks agree.
+        """
+        return (not self.mismatches and all(c.match is not False for c in self.live)
+                and self.lifecycle_match)
 
     @property
     def exit_code(self) -> int:
@@ -223,6 +234,7 @@ class RebuildStateResults:
                          f"{a.n_outcomes:>10}{mean:>13}")
         lines += [f"  mismatch: {line}" for line in self.mismatches]
         lines += [str(c) for c in self.live]
+        lines += list(self.lifecycle)
         lines.append(f"match: {'yes' if self.match else 'NO'}")
         return "\n".join(lines)
 
@@ -336,6 +348,31 @@ class CreditResults:
         return f"store: {self.source}\n{format_credit(self.report)}"
 
 
+@dataclass(frozen=True)
+class HoldoutResults:
+    """The policy-served decisions compared with the held-out ones (``recbandits holdout``,
+    :func:`serving.commands.holdout`).
+
+    Attributes
+    ----------
+    source : str
+        The store.
+    report : HoldoutReport
+        Per group and their difference (:func:`serving.holdout.holdout_report`).
+    """
+
+    source: str
+    report: HoldoutReport
+
+    @property
+    def exit_code(self) -> int:
+        """0: a report was made."""
+        return 0
+
+    def __str__(self) -> str:
+        return f"store: {self.source}\n{format_report(self.report)}"
+
+
 #: Any result of a service command but ``serve``.
 CommandResults = (RetrainResults | RebuildStateResults | PurgeResults | CreditResults
-                  | NothingToDo)
+                  | HoldoutResults | NothingToDo)

@@ -256,6 +256,13 @@ class PolicyOut(BaseModel):
     slate_mode: str = Field("single", description="``single`` or ``multileave`` (slates mixed "
                             "from multileave_arms arms, each event crediting its item's arm)")
     multileave_arms: int | None = Field(None, description="Arms per multileaved slate")
+    holdout: dict[str, Any] | None = Field(
+        None, description="The live holdout, ``{share, baseline}`` (None: none; "
+        ":mod:`serving.holdout`)")
+    drift: dict[str, Any] | None = Field(
+        None, description="Per arm: the sliding-window reward rates, the change detector's "
+        "alarms (with the latest alarms' log positions) and statistic, a fold of the log "
+        "(:mod:`serving.drift`)")
     arms: list[ArmPolicyOut]
 
 

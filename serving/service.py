@@ -82,7 +82,7 @@ from serving.rules import EventType, RuleBook
 from serving.schemas import EventIn, FeedbackIn
 from serving.settings import Settings
 from serving.store import FeedbackResult, FeedbackWrite, Store
-from serving.store.types import AddedItem, JsonObject, LogEvent, Row, UserEvent
+from serving.store.types import AddedItem, JsonObject, LogEvent, Outcome, Row, UserEvent
 from serving.store.writer import longest_write_wait
 
 if TYPE_CHECKING:  # only for annotations: the group reader lives in the backend module
@@ -174,6 +174,9 @@ class RecommendationService:
         # Logged with every decision: serialised once.
         self._policy_json = json.dumps(self.policy_model.describe_params())
         self.rng = np.random.default_rng(settings.seed)
+        # The live holdout (None: none) and the drift monitor, a fold of the outcomes.
+        self.holdout = settings.holdout()
+        self.drift = settings.drift_monitor()
         self.writer: Writer | None = None  # set by the app's lifespan (GroupCommitWriter)
         # Off-loop reads outside the request path (health, /policy): the request-path reads of
         # a PostgreSQL store are batched on the event loop instead (see _read).
@@ -304,10 +307,12 @@ class RecommendationService:
                 # Read after the rows: a purge that deleted rows this fold has not taken yet
                 # committed its fold snapshot with them, so it shows here; then the fold
                 # restarts from the snapshot and reads the rows after it again.
-                if not self._behind_fold(self.store.fold_mark()):
+                mark = self.store.fold_mark()
+                if not self._behind_fold(mark):
                     break
                 self._resume_from_fold(pulls, version)
             self.snapshot = self.policy_model.advance(self.snapshot, outcomes, pulls, version)
+            self._fold_drift(outcomes, mark)
             if self._multileave:  # its set probabilities, off the request path
                 self.multileave_view()
             self._fold_live(*live)
@@ -315,6 +320,16 @@ class RecommendationService:
             self._loading = threading.Thread(target=self._load_version, args=(meta.version,
                                              meta.arms_dir), name="recbandits-arms", daemon=True)
             self._loading.start()
+
+    def _fold_drift(self, outcomes: list[Outcome], mark: int) -> None:
+        """Fold ``outcomes`` (the policy's, in log order) into the drift monitor; restart it
+        at a newer fold snapshot's position ``mark`` first (the rows before may be purged:
+        every worker and ``rebuild-state`` start it there; :mod:`serving.drift`).
+        """
+        if mark > self.drift.start:
+            self.drift = self.drift.fresh(mark)
+            outcomes = self.store.outcomes_after(mark, with_context=False)
+        self.drift.fold(outcomes)
 
     def _behind_fold(self, fold_seq: int) -> bool:
         """Whether the fold snapshot at ``fold_seq`` is past what the policy or the live arms
@@ -456,6 +471,7 @@ class RecommendationService:
             return await self._recommend_multileave(
                 user_id, user, k, arms, now, features,
                 (recent, ratings, excluded, liked, disliked))
+        policy_json = self._policy_json
         if user is None and not self.policy_model.contextual:
             # A context-free policy cannot tell a newcomer from anyone else: popularity serves
             # them outside it. A contextual one chooses for them from their features.
@@ -481,10 +497,14 @@ class RecommendationService:
             model = self.policy_model
             # Context-free: computed once per snapshot; contextual: once per context in it.
             probabilities, cdf, pmf = model.selection(snapshot, features)
-            choice = int(np.searchsorted(cdf, self.rng.random(), side="right"))
-            choice = min(choice, len(model.arms) - 1)
+            if self.holdout is None:
+                choice = int(np.searchsorted(cdf, self.rng.random(), side="right"))
+                choice = min(choice, len(model.arms) - 1)
+                propensity = float(probabilities[choice])
+            else:  # the mixture with the baseline is drawn from and logged (serving.holdout)
+                choice, propensity, pmf, _, policy_json = self.holdout.choose(
+                    probabilities, cdf, pmf, self.rng, self._policy_json)
             arm = model.arms[choice]
-            propensity = float(probabilities[choice])
             top = self._arm_top(arms, arm, user_id, k,
                                 (recent, ratings, excluded, liked, disliked))
         indices, values = top
@@ -498,7 +518,7 @@ class RecommendationService:
         await self.writer.write_decision({
             "event_id": event_id, "created_at": now, "user_id": user_id, "context": context,
             "arm": arm, "propensity": propensity, "pmf": pmf, "slate": slate,
-            "policy": self._policy_json, "policy_version": arms.version,
+            "policy": policy_json, "policy_version": arms.version,
             "cold_start": cold_start, "reward_deadline": now + self.settings.reward_window_s,
         })
         self.on_decision(arm)
@@ -877,6 +897,10 @@ class RecommendationService:
         snapshot = self.snapshot
         view = self.policy_model.describe(snapshot, self.features.mean_vector(),
                                           self.settings.reward_window_s)
+        view["drift"] = await asyncio.get_running_loop().run_in_executor(self.readers,
+                                                                         self.drift_view)
+        if self.holdout is not None:
+            view["holdout"] = {"share": self.holdout.share, "baseline": self.holdout.baseline}
         if self._multileave:  # each arm's chance of being multileaved into the next slate
             inclusion = self.multileave_view(snapshot).inclusion
             view.update(slate_mode="multileave", multileave_arms=self.settings.multileave_arms)
@@ -893,6 +917,22 @@ class RecommendationService:
         rewards = self.snapshot.rewards
         return {arm: (pulls.get(arm, 0), *rewards.get(arm, (0, 0.0)))
                 for arm in self.policy_model.arms}
+
+    def drift_view(self) -> JsonObject:
+        """The drift monitor as ``GET /policy`` shows it (read under the advance lock: the
+        refresher folds into it meanwhile).
+        """
+        with self._advance_lock:
+            return self.drift.describe()
+
+    def drift_tallies(self) -> tuple[dict[str, dict[int, tuple[int, float | None]]],
+                                     dict[str, int], dict[str, float]]:
+        """Per arm: the sliding windows' (outcomes, reward rate), the drift alarms and the
+        detector's statistic, for ``/metrics`` (after :meth:`arm_tallies`' refresh).
+        """
+        with self._advance_lock:
+            drift = self.drift
+            return drift.window_rates(), drift.alarm_counts(), drift.statistics()
 
     def policy_state(self) -> JsonObject:
         """The learned state this worker serves and the log position it folded up to (tests
@@ -916,8 +956,10 @@ class RecommendationService:
             with arm_set.live_lock:
                 arms = {n: state_digest(arm_set.models[n]) for n in arm_set.live_names}
             position = max(self.live_seq, self.items_seq)
+            drift = {"log_seq": self.drift.seq, "start": self.drift.start,
+                     "alarms": self.drift.alarm_counts(), "digest": self.drift.digest()}
         return {"log_seq": position, "pid": os.getpid(), "store": self.store.describe(),
-                "arms": arms}
+                "arms": arms, "drift": drift}
 
     def retrain(self, lease: HeldLease | None = None) -> tuple[int, int]:
         """Refit the arms on the catalogue plus feedback ratings and publish a new version.

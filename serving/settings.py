@@ -21,7 +21,9 @@ from arms import registry
 from arms.data import MOVIELENS_NAMES
 from bandits.base import registered_policies
 from serving.armset import make_arm
+from serving.drift import DriftMonitor
 from serving.features import DEFAULT_HALF_LIFE_S
+from serving.holdout import Holdout, check_holdout
 from serving.policy import DEFAULT_POLICY, PolicyModel, check_policy_name
 from serving.rules import Aggregation, RuleBook, overridden_rules
 
@@ -124,6 +126,25 @@ class Settings(BaseSettings):
         policy's probabilities mixed with uniform, ``floor + (1 - K floor) p``, drawn from and
         logged as every decision's pmf, so off-policy evaluation has support for every arm
         (``RECBANDITS_EXPLORATION_FLOOR``). Single-arm slates only.
+    holdout_share : float
+        Share of policy requests served by ``holdout_baseline`` instead of the policy, within
+        ``[0, 1)`` (default 0: none; ``RECBANDITS_HOLDOUT_SHARE``, ``serve --holdout-share``):
+        the decision logs the mixture ``s * baseline + (1 - s) * policy`` as its pmf and is
+        marked held out or not in its policy JSON (:mod:`serving.holdout`). Single-arm slates
+        only.
+    holdout_baseline : str
+        ``uniform`` (default) or the name of a served arm: what serves the held-out requests.
+    drift_detector : {"PageHinkley", "CUSUM", "none"}
+        The change detector watching each arm's reward stream (default ``PageHinkley``;
+        ``none``: no detector, the sliding-window rates still shown; :mod:`serving.drift`).
+    drift_threshold, drift_delta : float or None
+        The detector's alarm level and allowance (None: the class's lab-chosen defaults,
+        23 and 0.01 for Page-Hinkley, 16 and 0.05 for CUSUM; ``bench/drift_detection.py``).
+    drift_min_samples : int or None
+        Observations of an arm before it may alarm (None: the class's default, 30 or 200).
+    drift_windows : list of int
+        Sizes of the sliding windows of decided outcomes per arm whose reward rate
+        ``/metrics`` and ``GET /policy`` show (default ``100,1000``).
     prior_alpha, prior_beta : float
         Beta prior of the Thompson Sampling policies on every arm's reward rate (used when the
         policy takes them and ``policy_params`` does not set them).
@@ -266,6 +287,13 @@ class Settings(BaseSettings):
     slate_mode: Literal["single", "multileave"] = "single"
     multileave_arms: int = Field(2, ge=2)
     exploration_floor: float = Field(0.0, ge=0.0, le=1.0, allow_inf_nan=False)
+    holdout_share: float = Field(0.0, ge=0.0, lt=1.0, allow_inf_nan=False)
+    holdout_baseline: str = "uniform"
+    drift_detector: Literal["PageHinkley", "CUSUM", "none"] = "PageHinkley"
+    drift_threshold: float | None = Field(None, gt=0, allow_inf_nan=False)
+    drift_delta: float | None = Field(None, ge=0, lt=1)
+    drift_min_samples: int | None = Field(None, ge=1)
+    drift_windows: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [100, 1000])
     prior_alpha: float = Field(1.0, gt=0)
     prior_beta: float = Field(1.0, gt=0)
     aggregation: Aggregation = "earliest"
@@ -309,7 +337,7 @@ class Settings(BaseSettings):
     stream_poll_s: float = Field(0.05, gt=0, le=10)
     stream_heartbeat_s: float = Field(5.0, gt=0, le=300)
 
-    @field_validator("arms", "cors_origins", mode="before")
+    @field_validator("arms", "cors_origins", "drift_windows", mode="before")
     @classmethod
     def _split_arms(cls, value: object) -> object:
         if isinstance(value, str):
@@ -353,6 +381,11 @@ class Settings(BaseSettings):
         self.policy_model(n_features=1)
         self.rule_book()  # likewise a wrong rule
         self._check_multileave()
+        check_holdout(self.holdout_share, self.holdout_baseline, self.arms)
+        if not self.drift_windows or min(self.drift_windows) < 1:
+            raise ValueError(f"drift_windows must be window sizes >= 1, got "
+                             f"{self.drift_windows}")
+        self.drift_monitor()  # a wrong detector parameter fails here too
         for name, params in self.arm_params.items():  # and an arm's hyper-parameter
             if name not in self.arms:
                 raise ValueError(f"arm_params names arm {name!r}, which is not served; arms: "
@@ -370,6 +403,10 @@ class Settings(BaseSettings):
             raise ValueError(f"exploration_floor={self.exploration_floor} applies to "
                              "single-arm slates; slate_mode 'multileave' draws sets of arms "
                              "(set exploration_floor to 0)")
+        if self.holdout_share:
+            raise ValueError(f"holdout_share={self.holdout_share} applies to single-arm "
+                             "slates; slate_mode 'multileave' draws sets of arms (set "
+                             "holdout_share to 0)")
         if self.multileave_arms > len(self.arms):
             raise ValueError(f"multileave_arms={self.multileave_arms} is more than the "
                              f"{len(self.arms)} arms served ({self.arms}); allowed: 2 to "
@@ -423,6 +460,20 @@ class Settings(BaseSettings):
         return PolicyModel(self.policy, self.arms, params=params, n_features=n_features,
                            floor=self.exploration_floor)
 
+    def holdout(self) -> Holdout | None:
+        """The live holdout (:mod:`serving.holdout`), None when ``holdout_share`` is 0."""
+        if not self.holdout_share:
+            return None
+        return Holdout(self.holdout_share, self.holdout_baseline, self.arms)
+
+    def drift_monitor(self) -> DriftMonitor:
+        """A fresh drift monitor of the arms (:mod:`serving.drift`) with these settings."""
+        params = {"threshold": self.drift_threshold, "delta": self.drift_delta,
+                  "min_samples": self.drift_min_samples}
+        return DriftMonitor(self.arms, self.drift_detector,
+                            {k: v for k, v in params.items() if v is not None},
+                            windows=self.drift_windows)
+
     def rule_book(self) -> RuleBook:
         """The rules in force (:mod:`serving.rules`): the defaults with ``rules`` applied."""
         return RuleBook(overridden_rules(self.rules), aggregation=self.aggregation,
@@ -453,8 +504,8 @@ class Settings(BaseSettings):
                 continue
             if name in ("policy_params", "rules", "arm_params"):
                 text = json.dumps(value)
-            elif name in ("arms", "cors_origins"):
-                text = ",".join(value)
+            elif name in ("arms", "cors_origins", "drift_windows"):
+                text = ",".join(map(str, value))
             elif name == "admin_token":
                 text = self.admin_token.get_secret_value() if self.admin_token else ""
             else:

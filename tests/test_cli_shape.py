@@ -36,7 +36,7 @@ LAB_COMMANDS = {"simulate": ("experiments.simulate",), "replay": ("experiments.r
                 "ope": ("serving.offpolicy", "experiments.obd_ope")}
 #: Service command -> its function in serving.commands, returning a serving.results object.
 SERVICE_COMMANDS = {"retrain": "retrain", "rebuild-state": "rebuild_state", "purge": "purge",
-                    "credit": "credit"}
+                    "credit": "credit", "holdout": "holdout"}
 #: Commands in neither shape, and why.
 OTHER_COMMANDS = {"serve": "runs the server until it stops: no results, only an exit status"}
 

@@ -86,6 +86,10 @@ class StubService:
         """Per arm (pulls, outcomes, reward sum), read by /metrics at scrape time."""
         return {}
 
+    def drift_tallies(self) -> tuple[dict, dict, dict]:
+        """Window rates, drift alarms and statistics per arm, read by /metrics."""
+        return {}, {}, {}
+
     async def policy_view(self) -> dict[str, Any]:
         return {"policy": "stub", "policy_version": 3, "reward_window_s": 60.0, "arms": []}
 

@@ -1071,6 +1071,23 @@ class Store(abc.ABC):
         return rows, decided
 
     @unavailable_on_db_error
+    def holdout_rows(self) -> list[tuple[str, str, float, JsonObject | None, JsonObject | None,
+                                         float | None]]:
+        """Every single-arm policy decision (not cold-start, not multileaved) as ``(event_id,
+        arm, propensity, pmf, policy, reward)``: its logged pmf and policy JSON and its decided
+        reward (None: undecided), in time order, from one snapshot (``recbandits holdout`` and
+        ``rebuild-state``'s holdout checks, :mod:`serving.holdout`).
+        """
+        stmt = (sa.select(decisions.c.event_id, decisions.c.arm, decisions.c.propensity,
+                          decisions.c.pmf, decisions.c.policy, outcomes.c.reward)
+                .outerjoin(outcomes, outcomes.c.event_id == decisions.c.event_id)
+                .where(sa.not_(decisions.c.cold_start), decisions.c.multileave.is_(None))
+                .order_by(decisions.c.created_at, decisions.c.event_id))
+        with self._snapshot_connection() as conn:
+            return [(r[0], r[1], float(r[2]), r[3], r[4], None if r[5] is None else float(r[5]))
+                    for r in conn.execute(stmt)]
+
+    @unavailable_on_db_error
     def outcome_rows(self) -> list[Outcome]:
         """Every outcome in log order, with its decision's context (``ope``'s replays)."""
         return self.outcomes_after(0)
