@@ -24,6 +24,7 @@ import httpx
 from arms.base import Recommender
 from arms.data import load_movielens, make_synthetic
 from arms.data.dataset import Dataset
+from serving import versions
 from serving.armset import (
     ArmSet,
     file_lock,
@@ -43,7 +44,7 @@ from serving.replay import (
     fold_policy,
     kept_ratings,
 )
-from serving.service import _iso, retrain_arms
+from serving.service import _iso
 from serving.settings import Settings
 from serving.store import Store, open_store
 from serving.store.errors import StoreNotFoundError
@@ -113,7 +114,8 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
                                "; ".join(f"{n}: {d}" for n, d in changed.items()))
                 models = {**models, **fit_arms(list(changed), catalog, seed=settings.seed,
                                                params=settings.arm_params)}
-                meta = _publish(store, models, state_dir, meta)
+                meta = _publish(store, models, state_dir, meta, changed=list(changed),
+                                settings=settings)
         elif meta is not None:
             logger.warning("arms of version %d missing in %s; fitting them again",
                            meta.version, meta.arms_dir)
@@ -126,8 +128,12 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
                        for n, m in arms.items()} if arms is not None
                       else fit_arms(settings.arms, catalog, seed=settings.seed,
                                     params=settings.arm_params))
-            meta = _publish(store, models, state_dir, meta)
+            meta = _publish(store, models, state_dir, meta, changed=list(models),
+                            settings=settings)
     assert meta is not None  # loaded from it, or just recorded
+    # A store from before the versions table gets a row for the version it serves.
+    store.ensure_version_row(meta, arms=_arm_params(models), data={},
+                             reason="served when the versions table was created")
     arm_set = ArmSet.build(models, catalog, version=meta.version,
                            cold_start_arm=settings.cold_start_arm,
                            cache_size=settings.score_cache_size, added=store.items_after(0))
@@ -135,13 +141,27 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
 
 
 def _publish(store: Store, models: Mapping[str, Recommender], state_dir: Path,
-             meta: PolicyMeta | None) -> PolicyMeta:
+             meta: PolicyMeta | None, *, changed: list[str], settings: Settings) -> PolicyMeta:
     """Save ``models`` in a new folder of ``state_dir`` and record them: the first version,
-    or the next one after ``meta``'s.
+    or the next one after ``meta``'s (``changed``: the arms fitted again, to which the
+    posterior carry-over applies; :mod:`serving.versions`).
     """
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     folder = str(save_arms(models, state_dir / "arms" / f"{stamp}-{os.getpid()}"))
-    return store.init_policy_meta(folder) if meta is None else store.publish_version(folder)
+    if meta is None:
+        return store.init_policy_meta(folder, arms=_arm_params(models))
+    row = store.serve_version(
+        kind="start", arms_dir=folder, arms=_arm_params(models), data={}, gate=None,
+        reason=f"fitted again at start with the settings' hyper-parameters: {changed}",
+        changed_arms=[n for n in changed if not models[n].learns_from_stream],
+        carryover=versions.carryover_of(settings),
+        retire_reason="replaced by version {version} (arm_params changed)")
+    return PolicyMeta(row.version, folder)
+
+
+def _arm_params(models: Mapping[str, Recommender]) -> JsonObject:
+    """Every arm's hyper-parameters as the versions table records them."""
+    return {n: versions.arm_spec(n, m) for n, m in models.items()}
 
 
 def other_params(models: Mapping[str, Recommender], settings: Settings
@@ -229,18 +249,39 @@ def serve(settings: Settings) -> int:
 
 
 def retrain(settings: Settings, out: TextIO | None = None) -> int:
-    """Refit the arms on the base data plus feedback ratings and publish a new version.
+    """Fit a candidate arm set on the base data plus feedback ratings, gate it, and serve it
+    as a new version if the gate accepts it (:func:`serving.versions.retrain`).
 
-    A running service picks the new version up within its refresh interval.
+    Prints the decision with the gate's metrics; exit 0 when served, 1 when rejected (nothing
+    served changed). A running service picks a new version up within its refresh interval.
     """
     out = out if out is not None else sys.stdout  # looked up per call: tests redirect it
     with progress_on_stderr():
         resources = prepare(settings)
-        version, n_ratings, _ = retrain_arms(settings, resources.store, resources.catalog,
-                                             resources.arm_set.models)
-    print(f"retrained {', '.join(settings.arms)} on {resources.catalog.name} plus "
-          f"{n_ratings} feedback ratings: policy version {version}", file=out)
+        result = versions.retrain(settings, resources.store, resources.catalog,
+                                  resources.arm_set.models)
     resources.store.dispose()
+    print(f"retrained {', '.join(settings.arms)} on {resources.catalog.name} plus "
+          f"{result.n_feedback_ratings} feedback ratings in {result.seconds:.1f} s (gate "
+          f"{result.gate_seconds:.1f} s): version {result.version} {result.status}; serving "
+          f"version {result.policy_version}", file=out)
+    print(versions.format_gate(result.gate, result.reason), file=out)
+    return 0 if result.status == "live" else 1
+
+
+def models(settings: Settings, action: str, version: int | None = None,
+           out: TextIO | None = None) -> int:
+    """``recbandits models list | show V | promote V | rollback`` (:func:`serving.versions.run`):
+    print the result; exit 0, or 1 with the reason on stderr (an unknown version, one that
+    cannot be served, nothing to roll back to).
+    """
+    out = out if out is not None else sys.stdout  # looked up per call: tests redirect it
+    try:
+        result = versions.run(settings, action, version)
+    except versions.ModelsError as exc:
+        print(f"recbandits models {action}: {exc.message}", file=sys.stderr)
+        return 1
+    print(versions.format_models(result), file=out)
     return 0
 
 
@@ -292,6 +333,7 @@ def rebuild_state(settings: Settings, out: TextIO | None = None, *,
         if store is None:
             return 0
         rows = store.log_rows()
+        switches = store.switches_after(0) if store.has_versions() else []
         source = store.describe()
         live_lines, live_match = _check_live_arms(settings, store, service)
     fold = rows["fold"]
@@ -308,7 +350,7 @@ def rebuild_state(settings: Settings, out: TextIO | None = None, *,
             [OutcomeRow(int(q), e, a, float(r), None if f is None else int(f))
              for q, e, a, r, f in rows["outcomes"]],
             rows["contexts"], rows["pulls"], rows["ratings"], settings.rule_book(),
-            settings.policy_model(dimension), fold=fold)
+            settings.policy_model(dimension), fold=fold, switches=switches)
     except ValueError as exc:  # the snapshot's policy is not the settings' one
         print(f"recbandits rebuild-state: {exc}", file=out)
         return 2
@@ -318,7 +360,11 @@ def rebuild_state(settings: Settings, out: TextIO | None = None, *,
         print(f"fold snapshot at log position {fold.seq} (purged before {_iso(fold.cut)}): "
               f"{sum(fold.pulls.values())} pulls and {len(fold.ratings)} ratings of purged "
               "rows; every fold starts from it", file=out)
-    print(f"policy: {settings.policy} folded over the outcomes in log order", file=out)
+    applied = [w for w in switches if w.mode != "carry" and w.arms]
+    print(f"policy: {settings.policy} folded over the outcomes in log order"
+          + (f", with the carry-over of {len(applied)} version switch(es) at their log "
+             f"positions ({', '.join(f'{w.mode} at {w.seq}' for w in applied[-3:])})"
+             if applied else ""), file=out)
     print(f"{'arm':<14}{'stored n':>10}{'replay n':>10}{'outcomes':>10}{'mean reward':>13}",
           file=out)
     arms = sorted(set(check.pulls_stored) | set(check.pulls_replayed) | set(check.rewards))
@@ -563,11 +609,13 @@ def _fold_policy(settings: Settings, store: Store, previous: FoldSnapshot | None
     start = 0 if previous is None else previous.seq
     outcomes = [o for o in store.outcomes_after(start) if o.seq <= head]
     state = None if previous is None else previous.policy["state"]
-    if state is None and not outcomes:
+    if state is None and not outcomes:  # a switch changes nothing in a fresh policy
         return {"state": None, "rewards": {}}, 0
     dimension = (state["params"].get("n_features") if state is not None else
                  _feature_dimension({o.event_id: o.context for o in reversed(outcomes)}))
-    policy, rewards = fold_policy(outcomes, settings.policy_model(dimension), previous)
+    switches = [w for w in store.switches_after(start) if w.seq <= head]
+    policy, rewards = fold_policy(outcomes, settings.policy_model(dimension), previous,
+                                  switches)
     return ({"state": policy.state_dict(),
              "rewards": {arm: [n, total] for arm, (n, total) in rewards.items()}},
             len(outcomes))

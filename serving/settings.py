@@ -89,6 +89,33 @@ class Settings(BaseSettings):
         policy's probabilities mixed with uniform, ``floor + (1 - K floor) p``, drawn from and
         logged as every decision's pmf, so off-policy evaluation has support for every arm
         (``RECBANDITS_EXPLORATION_FLOOR``). Single-arm slates only.
+    posterior_carryover : {"carry", "reset", "discount"}
+        What a refitted arm's policy statistics start from when a new model version starts
+        being served (a retrain, a promotion, a rollback; ``RECBANDITS_POSTERIOR_CARRYOVER``):
+        ``carry`` (default) keeps them, ``reset`` returns them to the prior, ``discount``
+        keeps a share ``carryover_discount`` of their evidence (Beta: ``prior + gamma *
+        (alpha - prior_alpha, beta - prior_beta)``; LinTS/LinUCB: ``A -> ridge I + gamma (A -
+        ridge I)``, ``b -> gamma b``). Logged with the version, applied at its log position by
+        the policy's fold (:mod:`serving.versions`); the arms that learn from the stream are
+        never refitted, so never touched. ``SlidingWindowThompsonSampling`` takes carry or
+        reset only.
+    carryover_discount : float
+        The share gamma kept by ``discount``, in ``(0, 1]`` (default 0.5).
+    gate_enabled : bool
+        Whether a retrain is gated (default true): the candidate arms and the serving arms'
+        hyper-parameters are both fitted before a temporal cut of the training data and
+        compared on the events after it (full-catalogue HR@10 and NDCG@10,
+        :func:`arms.gate.evaluate_gate`); the candidate is served only if no arm is worse by
+        more than ``gate_margin`` beyond noise.
+    gate_holdout : float
+        The most recent share of the training events held out by the gate (default 0.1).
+    gate_holdout_s : float, optional
+        Instead: hold out the events of the last ``gate_holdout_s`` seconds of the data.
+    gate_margin : float
+        Largest drop of HR@10 or NDCG@10 a candidate arm may show (default 0.01).
+    gate_bootstrap : int
+        Bootstrap resamples of the hold-out's users for the gate's intervals (default 200:
+        the intervals' ends move by ~0.002 against 1,000, at a fifth of the time).
     prior_alpha, prior_beta : float
         Beta prior of the Thompson Sampling policies on every arm's reward rate (used when the
         policy takes them and ``policy_params`` does not set them).
@@ -211,6 +238,13 @@ class Settings(BaseSettings):
     slate_mode: Literal["single", "multileave"] = "single"
     multileave_arms: int = Field(2, ge=2)
     exploration_floor: float = Field(0.0, ge=0.0, le=1.0, allow_inf_nan=False)
+    posterior_carryover: Literal["carry", "reset", "discount"] = "carry"
+    carryover_discount: float = Field(0.5, gt=0.0, le=1.0, allow_inf_nan=False)
+    gate_enabled: bool = True
+    gate_holdout: float = Field(0.1, gt=0.0, lt=1.0)
+    gate_holdout_s: float | None = Field(None, gt=0)
+    gate_margin: float = Field(0.01, ge=0.0, le=1.0)
+    gate_bootstrap: int = Field(200, ge=1)
     prior_alpha: float = Field(1.0, gt=0)
     prior_beta: float = Field(1.0, gt=0)
     aggregation: Aggregation = "earliest"
@@ -289,6 +323,12 @@ class Settings(BaseSettings):
         self.policy_model(n_features=1)
         self.rule_book()  # likewise a wrong rule
         self._check_multileave()
+        if self.posterior_carryover == "discount" and self.carryover_discount < 1.0 and (
+                self.policy == "SlidingWindowThompsonSampling"):
+            raise ValueError(f"posterior_carryover 'discount' (carryover_discount="
+                             f"{self.carryover_discount}) is not defined for "
+                             "SlidingWindowThompsonSampling, whose window keeps whole "
+                             "observations; allowed: carry or reset")
         for name, params in self.arm_params.items():  # and an arm's hyper-parameter
             if name not in self.arms:
                 raise ValueError(f"arm_params names arm {name!r}, which is not served; arms: "

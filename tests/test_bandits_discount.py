@@ -77,7 +77,7 @@ def test_sliding_window_reset_forgets_the_arm_and_its_later_evictions():
         policy.update(arm, reward)
     assert stats["successes"][0].tolist() == [1.0, 1.0]
     assert stats["failures"][0].tolist() == [0.0, 1.0]
-    with pytest.raises(ValueError, match="gamma=0.5: a sliding window keeps whole"):
+    with pytest.raises(ValueError, match=r"gamma=0\.5: a sliding window keeps whole"):
         policy.discount_arms(["a"], 0.5)
 
 

@@ -26,6 +26,7 @@ LAB_COMMANDS = {"simulate": "experiments.simulate", "replay": "experiments.repla
 OTHER_COMMANDS = {
     "serve": "the service",
     "retrain": "the service",
+    "models": "the service (serving.versions.run returns a ModelsResult; commands.models prints)",
     "rebuild-state": "the service",
     "purge": "the service",
     "credit": "the service's log (multileaved decisions)",
