@@ -84,6 +84,13 @@ class UnsupportedMediaTypeError(ServingError):
 class ModelVersionError(ServingError, ValueError):
     """A model version that cannot be shown, promoted or rolled back to (``serving.versions``):
     404 for an unknown version, 409 for one that cannot be served, 400 for a malformed ask.
+
+    Parameters
+    ----------
+    message : str
+        Names the version and what is allowed.
+    status_code : int, default 409
+        The HTTP status the API answers with.
     """
 
     status_code = 409

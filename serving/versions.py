@@ -64,8 +64,8 @@ from serving.store.types import JsonObject, ModelVersion
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ModelsError", "RetrainResult", "arm_spec", "carryover_of", "promote", "retrain",
-           "rollback", "show"]
+__all__ = ["ModelsError", "RetrainResult", "arm_spec", "carryover_of", "fit_candidate", "promote",
+           "retrain", "rollback", "show"]
 
 #: A candidate arm set as the gate takes it: ``{label: {"arm": registry name, param: value}}``.
 Spec = dict[str, dict[str, object]]
@@ -134,16 +134,27 @@ def carryover_of(settings: Settings) -> JsonObject:
     return {"mode": settings.posterior_carryover, "gamma": float(gamma)}
 
 
-def _unfitted(spec: Spec, seed: int | None) -> dict[str, Recommender]:
-    """Unfitted arms from a gate spec (the seed unless the spec sets ``random_state``)."""
-    out = {}
+def fit_candidate(spec: Mapping[str, Mapping[str, object]], train: Dataset,
+                  seed: int | None) -> dict[str, Recommender]:
+    """Fit the arms of a gate spec on ``train`` (each seeded with ``seed`` unless the spec sets
+    ``random_state``), logging each fit as :func:`serving.armset.fit_arms` does.
+
+    Parameters
+    ----------
+    spec : mapping
+        ``{label: {"arm": registry name, param: value}}`` (``"arm"`` defaults to the label).
+    train : Dataset
+    seed : int or None
+    """
+    unfitted = {}
     for label, params in spec.items():
         rest = {k: v for k, v in params.items() if k not in ("arm", "random_state")}
-        arm = str(params.get("arm", label))
         state = params.get("random_state", seed)
-        out[label] = registry.make_arm(arm, random_state=None if state is None else int(
-            state), **rest)  # type: ignore[call-overload]
-    return out
+        unfitted[label] = registry.make_arm(
+            str(params.get("arm", label)),
+            random_state=None if state is None else int(state),  # type: ignore[call-overload]
+            **rest)
+    return refit_like(unfitted, train)
 
 
 def _data_span(train: Dataset, n_feedback: int, log_seq: int) -> JsonObject:
@@ -233,7 +244,7 @@ def retrain(settings: Settings, store: Store, catalog: Dataset,
         logger.warning("retrain rejected (version %d): %s", row.version, reason)
         return RetrainResult("rejected", row.version, served.version if served else 0, reason,
                              len(ratings), gate, gate_seconds, time.perf_counter() - start)
-    fitted = refit_like(_unfitted(spec, settings.seed), train)
+    fitted = fit_candidate(spec, train, settings.seed)
     # A fit marks every training pair seen; the rule book says which of them the user must not
     # be shown again (a viewed item may still be recommended, a purchased one not).
     seen = seen_after_retrain(train, base, ratings)
@@ -263,6 +274,11 @@ def retrain(settings: Settings, store: Store, catalog: Dataset,
 def show(store: Store, version: int) -> ModelVersion:
     """The row of ``version``.
 
+    Parameters
+    ----------
+    store : Store
+    version : int
+
     Raises
     ------
     ModelsError
@@ -281,6 +297,22 @@ def promote(settings: Settings, store: Store, version: int, *,
     """Serve the arms of ``version`` (retired or a candidate) as a new version pointing at its
     folder; the posterior carry-over applies to the arms it refits (every arm but those that
     learn from the stream, whose state is a fold of the log).
+
+    Parameters
+    ----------
+    settings : Settings
+        The served arms and ``posterior_carryover``.
+    store : Store
+    version : int
+    kind : {"promote", "rollback"}, default "promote"
+        What the new row records as its making.
+    reason : str, optional
+        The new row's reason (and the retired one's); default: says which version is promoted.
+
+    Returns
+    -------
+    ModelVersion
+        The new live row.
 
     Raises
     ------
@@ -316,6 +348,16 @@ def rollback(settings: Settings, store: Store) -> ModelVersion:
     Versions are taken in the order they started being served; skipped are those a rollback
     retired (the version served right after them is a rollback) and those serving the live
     version's folder. Repeated, it walks back through the served versions.
+
+    Parameters
+    ----------
+    settings : Settings
+    store : Store
+
+    Returns
+    -------
+    ModelVersion
+        The new live row.
 
     Raises
     ------
