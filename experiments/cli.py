@@ -322,9 +322,13 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
     retrain = commands.add_parser(
         "retrain", help="fit candidate arms on MovieLens plus feedback, gate them on a "
         "temporal hold-out, serve them as a new version if accepted (exit 1 if rejected)")
+    retrain.add_argument("--candidate", action="store_true",
+                         help="save an accepted candidate without serving it (status "
+                         "candidate; 'recbandits models promote V' serves it)")
     store_options(retrain)
     lifecycle_options(retrain)
-    retrain.set_defaults(handler=lambda args: _run_serving(args, "retrain"))
+    retrain.set_defaults(handler=lambda args: _run_serving(args, "retrain",
+                                                           candidate=args.candidate))
 
     models = commands.add_parser(
         "models", help="the model versions: list, show V, promote V, rollback (every worker "

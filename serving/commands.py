@@ -129,7 +129,8 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
                       else fit_arms(settings.arms, catalog, seed=settings.seed,
                                     params=settings.arm_params))
             meta = _publish(store, models, state_dir, meta, changed=list(models),
-                            settings=settings)
+                            settings=settings, data=versions.data_span(catalog, 0,
+                                                                       store.log_seq()))
     assert meta is not None  # loaded from it, or just recorded
     # A store from before the versions table gets a row for the version it serves.
     store.ensure_version_row(meta, arms=_arm_params(models), data={},
@@ -141,7 +142,8 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
 
 
 def _publish(store: Store, models: Mapping[str, Recommender], state_dir: Path,
-             meta: PolicyMeta | None, *, changed: list[str], settings: Settings) -> PolicyMeta:
+             meta: PolicyMeta | None, *, changed: list[str], settings: Settings,
+             data: JsonObject | None = None) -> PolicyMeta:
     """Save ``models`` in a new folder of ``state_dir`` and record them: the first version,
     or the next one after ``meta``'s (``changed``: the arms fitted again, to which the
     posterior carry-over applies; :mod:`serving.versions`).
@@ -149,9 +151,9 @@ def _publish(store: Store, models: Mapping[str, Recommender], state_dir: Path,
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     folder = str(save_arms(models, state_dir / "arms" / f"{stamp}-{os.getpid()}"))
     if meta is None:
-        return store.init_policy_meta(folder, arms=_arm_params(models))
+        return store.init_policy_meta(folder, arms=_arm_params(models), data=data)
     row = store.serve_version(
-        kind="start", arms_dir=folder, arms=_arm_params(models), data={}, gate=None,
+        kind="start", arms_dir=folder, arms=_arm_params(models), data=data or {}, gate=None,
         reason=f"fitted again at start with the settings' hyper-parameters: {changed}",
         changed_arms=[n for n in changed if not models[n].learns_from_stream],
         carryover=versions.carryover_of(settings),
@@ -248,25 +250,27 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-def retrain(settings: Settings, out: TextIO | None = None) -> int:
+def retrain(settings: Settings, out: TextIO | None = None, *, candidate: bool = False) -> int:
     """Fit a candidate arm set on the base data plus feedback ratings, gate it, and serve it
     as a new version if the gate accepts it (:func:`serving.versions.retrain`).
 
-    Prints the decision with the gate's metrics; exit 0 when served, 1 when rejected (nothing
-    served changed). A running service picks a new version up within its refresh interval.
+    Prints the decision with the gate's metrics; exit 0 when served (or saved, with
+    ``candidate``: status ``candidate``, served by ``recbandits models promote V``), 1 when
+    rejected (nothing served changed). A running service picks a new version up within its
+    refresh interval.
     """
     out = out if out is not None else sys.stdout  # looked up per call: tests redirect it
     with progress_on_stderr():
         resources = prepare(settings)
         result = versions.retrain(settings, resources.store, resources.catalog,
-                                  resources.arm_set.models)
+                                  resources.arm_set.models, serve=not candidate)
     resources.store.dispose()
     print(f"retrained {', '.join(settings.arms)} on {resources.catalog.name} plus "
           f"{result.n_feedback_ratings} feedback ratings in {result.seconds:.1f} s (gate "
           f"{result.gate_seconds:.1f} s): version {result.version} {result.status}; serving "
           f"version {result.policy_version}", file=out)
     print(versions.format_gate(result.gate, result.reason), file=out)
-    return 0 if result.status == "live" else 1
+    return 1 if result.status == "rejected" else 0
 
 
 def models(settings: Settings, action: str, version: int | None = None,

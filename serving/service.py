@@ -932,16 +932,21 @@ class RecommendationService:
         return {"log_seq": position, "pid": os.getpid(), "store": self.store.describe(),
                 "arms": arms}
 
-    def retrain(self) -> RetrainResult:
+    def retrain(self, *, serve: bool = True) -> RetrainResult:
         """Fit a candidate arm set, gate it, and serve it if accepted
         (:func:`serving.versions.retrain`); a rejected one changes nothing served.
 
         Runs in a thread; requests keep being served by the old arms until the swap.
+
+        Parameters
+        ----------
+        serve : bool, default True
+            False: an accepted candidate is only saved (status ``candidate``).
         """
         with self._retrain_lock:
             current = self.arm_set
             result = versions.retrain(self.settings, self.store, self.catalog, current.models,
-                                      lock=self._advance_lock)
+                                      lock=self._advance_lock, serve=serve)
             if result.arm_set is not None:
                 object.__setattr__(result.arm_set, "live_lock", current.live_lock)
                 result.arm_set.warm()

@@ -64,7 +64,8 @@ from serving.store.types import JsonObject, ModelVersion
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ModelsError", "RetrainResult", "arm_spec", "carryover_of", "fit_candidate", "promote",
+__all__ = ["ModelsError", "RetrainResult", "arm_spec", "carryover_of", "data_span",
+           "fit_candidate", "promote",
            "retrain", "rollback", "show"]
 
 #: A candidate arm set as the gate takes it: ``{label: {"arm": registry name, param: value}}``.
@@ -82,8 +83,9 @@ class RetrainResult:
 
     Attributes
     ----------
-    status : {"live", "rejected"}
-        Served now, or rejected by the gate (nothing served changed).
+    status : {"live", "candidate", "rejected"}
+        Served now, saved for a later promotion (``serve=False``), or rejected by the gate
+        (nothing served changed in the last two).
     version : int
         The version recorded for this retrain (its row in the versions table).
     policy_version : int
@@ -99,7 +101,7 @@ class RetrainResult:
         The accepted arms, ready to serve (None when rejected).
     """
 
-    status: Literal["live", "rejected"]
+    status: Literal["live", "candidate", "rejected"]
     version: int
     policy_version: int
     reason: str
@@ -157,8 +159,11 @@ def fit_candidate(spec: Mapping[str, Mapping[str, object]], train: Dataset,
     return refit_like(unfitted, train)
 
 
-def _data_span(train: Dataset, n_feedback: int, log_seq: int) -> JsonObject:
-    """What a fit saw: its events' count and time span, the log ratings and log position."""
+def data_span(train: Dataset, n_feedback: int, log_seq: int) -> JsonObject:
+    """What a fit saw, as the versions table records it: its events' count and time span
+    (``train``), the kept log ratings among them (``n_feedback``) and the log position read
+    (``log_seq``).
+    """
     times = train.ratings["timestamp"]
     return {"n_ratings": int(train.n_ratings), "n_feedback_ratings": int(n_feedback),
             "first_event": int(times.min()) if len(times) else None,
@@ -191,7 +196,8 @@ def _gate(settings: Settings, train: Dataset, candidate: Spec, serving: Spec
 def retrain(settings: Settings, store: Store, catalog: Dataset,
             models: Mapping[str, Recommender], *,
             lock: AbstractContextManager[object] | None = None,
-            candidate: Mapping[str, Mapping[str, object]] | None = None) -> RetrainResult:
+            candidate: Mapping[str, Mapping[str, object]] | None = None,
+            serve: bool = True) -> RetrainResult:
     """Fit a candidate arm set, gate it, and serve it only if the gate accepts it.
 
     The training data is ``catalog`` with the items added at run time plus the ratings of the
@@ -215,6 +221,9 @@ def retrain(settings: Settings, store: Store, catalog: Dataset,
     candidate : mapping, optional
         ``{arm: {"arm": registry name, param: value}}`` instead of the settings' arms (a test
         hook: e.g. ``{"svd": {"arm": "random"}}`` is a broken candidate).
+    serve : bool, default True
+        False: an accepted candidate is saved and recorded with status ``candidate``, served
+        only when promoted (``recbandits models promote V``).
 
     Returns
     -------
@@ -234,7 +243,7 @@ def retrain(settings: Settings, store: Store, catalog: Dataset,
                                                      **settings.arm_params.get(n, {})))
                   for n in refit}
     serving: Spec = {n: arm_spec(n, models[n]) for n in refit}
-    data = _data_span(train, len(ratings), log_seq)
+    data = data_span(train, len(ratings), log_seq)
     accepted, reason, gate, gate_seconds = _gate(settings, train, spec, serving)
     params: JsonObject = {**spec, **{n: arm_spec(n, models[n]) for n in live}}
     if not accepted:
@@ -253,6 +262,16 @@ def retrain(settings: Settings, store: Store, catalog: Dataset,
     bases = refit_like({n: models[n] for n in live}, catalog)
     state_dir = settings.resolved_state_dir()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    if not serve:  # saved for a later promotion; nothing served changes
+        with file_lock(state_dir / "arms.lock"):
+            folder = save_arms({n: fitted[n] if n in fitted else bases[n] for n in models},
+                               state_dir / "arms" / f"{stamp}-{uuid.uuid4().hex[:8]}")
+            row = store.record_version(status="candidate", reason=reason, arms_dir=str(folder),
+                                       arms=params, data=data, gate=gate)
+        served = store.policy_meta()
+        return RetrainResult("candidate", row.version, served.version if served else 0,
+                             reason, len(ratings), gate, gate_seconds,
+                             time.perf_counter() - start)
     with lock if lock is not None else contextlib.nullcontext():
         arm_set = ArmSet.build({n: fitted[n] if n in fitted else models[n] for n in models},
                                catalog, version=0, cold_start_arm=settings.cold_start_arm,
@@ -499,11 +518,11 @@ def format_models(result: ModelsResult) -> str:
                 f"{row.source_version}, {row.kind}; log position {row.served_seq}; carry-over "
                 f"{row.carryover['mode']} on {', '.join(row.changed_arms) or 'no arm'}): every "
                 "worker loads it within one refresh interval")
-    head = (f"{'version':>7}  {'status':<9}{'kind':<9}{'created':<21}{'served at':>10}"
+    head = (f"{'version':>7}  {'status':<10}{'kind':<9}{'created':<21}{'log pos':>10}"
             f"{'source':>7}  reason")
     lines = [head]
     for r in result.rows:
-        lines.append(f"{r.version:>7}  {r.status:<9}{r.kind:<9}{_when(r.created_at):<21}"
+        lines.append(f"{r.version:>7}  {r.status:<10}{r.kind:<9}{_when(r.created_at):<21}"
                      f"{'-' if r.served_seq is None else r.served_seq:>10}"
                      f"{'-' if r.source_version is None else r.source_version:>7}  "
                      f"{r.reason if len(r.reason) <= 90 else r.reason[:87] + '...'}")

@@ -242,9 +242,29 @@ def test_bad_versions_get_a_clear_4xx(tmp_path: Path, catalog: Dataset, fitted: 
     assert "no model version 99" in capsys.readouterr().err
     assert models_command(settings, "list") == 0
     out = capsys.readouterr().out
-    assert "      1  live     start" in out and out.rstrip().endswith("serving version 1")
+    assert "      1  live      start" in out and out.rstrip().endswith("serving version 1")
     assert models_command(settings, "promote") == 1
     assert "promote takes a version V, got version=None" in capsys.readouterr().err
+
+
+def test_a_candidate_is_saved_and_served_only_when_promoted(
+        tmp_path: Path, catalog: Dataset, fitted: dict) -> None:
+    settings = make_settings(tmp_path, "sqlite")
+    with worker(settings, catalog, fitted) as client:
+        body = client.post("/admin/retrain", params={"candidate": "true"}, headers=AUTH).json()
+        assert (body["status"], body["version"], body["policy_version"]) == ("candidate", 2, 1)
+        row = client.get("/admin/models/2", headers=AUTH).json()
+        assert row["status"] == "candidate" and row["served_seq"] is None and row["arms_dir"]
+        client.app.state.service.refresh()
+        assert served_version(client) == 1
+        promoted = client.post("/admin/models/2/promote", headers=AUTH).json()
+        assert (promoted["version"], promoted["source_version"], promoted["status"]) == (
+            3, 2, "live")
+        wait_for_version(client, 3)
+        rows = client.get("/admin/models", headers=AUTH).json()["versions"]
+        assert [(r["version"], r["status"]) for r in rows] == [
+            (1, "retired"), (2, "retired"), (3, "live")]
+        assert rows[1]["reason"].endswith("retired: replaced by version 3 (version 2 promoted)")
 
 
 # ---------------------------------------------------------------------------- the posterior

@@ -547,8 +547,8 @@ class Store(abc.ABC):
                       retire_reason: str = "replaced") -> ModelVersion:
         """Serve ``arms_dir`` as a new version, in one transaction: take the next log position
         (``log_head``, as an outcome does: so the switch sits in the policy's fold at the
-        position of its commit), point ``policy_meta`` at it, retire the live version (its
-        reason gains ``retire_reason``) and insert the new row, live.
+        position of its commit), point ``policy_meta`` at it, retire the live version and a
+        candidate it serves (their reasons gain ``retire_reason``) and insert the new row, live.
 
         Parameters
         ----------
@@ -575,7 +575,11 @@ class Store(abc.ABC):
         with self.write_engine.begin() as conn:
             seq = int(conn.exec_driver_sql(self._next_seq_sql, (1,)).scalar_one())
             version = self._next_version(conn)
-            conn.execute(model_versions.update().where(model_versions.c.status == "live")
+            # The live row, and a candidate served now (it is the new row's source).
+            conn.execute(model_versions.update().where(sa.or_(
+                model_versions.c.status == "live",
+                sa.and_(model_versions.c.status == "candidate",
+                        model_versions.c.version == (source_version or 0))))
                          .values(status="retired",
                                  reason=model_versions.c.reason + "; retired: "
                                  + retire_reason.replace("{version}", str(version))))

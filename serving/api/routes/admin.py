@@ -31,15 +31,17 @@ _AUTH: dict[int | str, dict[str, Any]] = {401: {"model": ErrorOut, "description"
 
 
 @router.post("/retrain", response_model=RetrainOut, responses=_AUTH)
-async def retrain(service: ServiceDep) -> RetrainOut:
+async def retrain(service: ServiceDep, candidate: bool = False) -> RetrainOut:
     """Fit a candidate arm set (likes as 5, dislikes as 1), gate it, and serve it as a new
     policy version if the gate accepts it (``serving.versions``).
 
     200 either way: ``status`` says ``live`` or ``rejected`` (nothing served changed), with
-    the gate's metrics. Requests keep being served by the old arms until the new ones are
-    swapped in; every worker picks the new version up within its refresh interval.
+    the gate's metrics; ``?candidate=true`` saves an accepted candidate without serving it
+    (``candidate``; ``POST /admin/models/{v}/promote`` serves it). Requests keep being served
+    by the old arms until the new ones are swapped in; every worker picks the new version up
+    within its refresh interval.
     """
-    result = await run_in_threadpool(service.retrain)
+    result = await run_in_threadpool(lambda: service.retrain(serve=not candidate))
     return RetrainOut(**result.to_dict())
 
 
