@@ -339,7 +339,6 @@ def test_a_switch_read_past_the_outcomes_is_folded_in_log_order(
 
 # ---------------------------------------------------------------------------- two workers
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["postgresql"])
 def test_two_workers_serve_a_rollback_with_no_failed_request(backend: str,
                                                             tmp_path: Path) -> None:
     url = store_url(backend, tmp_path)
