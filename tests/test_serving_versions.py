@@ -267,6 +267,33 @@ def test_a_candidate_is_saved_and_served_only_when_promoted(
         assert rows[1]["reason"].endswith("retired: replaced by version 3 (version 2 promoted)")
 
 
+def test_a_store_from_before_the_versions_table_gains_it_with_its_served_version(
+        backend: str, tmp_path: Path, catalog: Dataset, fitted: dict) -> None:
+    import sqlalchemy as sa
+
+    from serving.store.tables import model_versions, policy_meta
+
+    settings = make_settings(tmp_path, backend)
+    with worker(settings, catalog, fitted) as client:
+        traffic(client, range(1, 11))
+    engine = sa.create_engine(settings.resolved_db_url())
+    with engine.begin() as conn:  # as an older recbandits left it: version 5, no table
+        model_versions.drop(conn)
+        conn.execute(policy_meta.update().values(version=5))
+    engine.dispose()
+    with worker(settings, catalog, fitted) as client:
+        rows = client.get("/admin/models", headers=AUTH).json()
+        assert rows["live"] == 5
+        (row,) = rows["versions"]
+        assert (row["version"], row["status"], row["kind"], row["served_seq"]) == (
+            5, "live", "start", None)
+        assert row["reason"] == "served when the versions table was created"
+        assert served_version(client) == 5
+        response = client.post("/admin/retrain", headers=AUTH).json()
+        assert (response["status"], response["version"]) == ("live", 6)
+        assert_state_is_the_fold(client, settings)
+
+
 # ---------------------------------------------------------------------------- the posterior
 @pytest.mark.parametrize("mode", ["carry", "reset", "discount"])
 @pytest.mark.parametrize("policy", ["ThompsonSampling", "LinTS"])
