@@ -265,12 +265,8 @@ def retrain(settings: Settings, out: TextIO | None = None, *, candidate: bool = 
         result = versions.retrain(settings, resources.store, resources.catalog,
                                   resources.arm_set.models, serve=not candidate)
     resources.store.dispose()
-    print(f"retrained {', '.join(settings.arms)} on {resources.catalog.name} plus "
-          f"{result.n_feedback_ratings} feedback ratings in {result.seconds:.1f} s (gate "
-          f"{result.gate_seconds:.1f} s): version {result.version} {result.status}; serving "
-          f"version {result.policy_version}", file=out)
-    print(versions.format_gate(result.gate, result.reason), file=out)
-    return 1 if result.status == "rejected" else 0
+    print(result, file=out)
+    return result.exit_code
 
 
 def models(settings: Settings, action: str, version: int | None = None,
@@ -285,8 +281,8 @@ def models(settings: Settings, action: str, version: int | None = None,
     except versions.ModelsError as exc:
         print(f"recbandits models {action}: {exc.message}", file=sys.stderr)
         return 1
-    print(versions.format_models(result), file=out)
-    return 0
+    print(result, file=out)
+    return result.exit_code
 
 
 @contextlib.contextmanager

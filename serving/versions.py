@@ -97,8 +97,12 @@ class RetrainResult:
         The gate's report (``arms.gate.GateReport.to_dict()``); None with the gate off.
     gate_seconds, seconds : float
         Time the gate took, and the whole retrain.
+    arms : tuple of str
+        The arms of the version (refitted, or live and carried over).
+    dataset : str
+        The base data's name.
     arm_set : ArmSet or None
-        The accepted arms, ready to serve (None when rejected).
+        The accepted arms, ready to serve (None unless served).
     """
 
     status: Literal["live", "candidate", "rejected"]
@@ -109,7 +113,20 @@ class RetrainResult:
     gate: JsonObject | None
     gate_seconds: float
     seconds: float
+    arms: tuple[str, ...] = ()
+    dataset: str = ""
     arm_set: ArmSet | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def exit_code(self) -> int:
+        """``recbandits retrain``'s status: 1 when the gate rejected the candidate, else 0."""
+        return 1 if self.status == "rejected" else 0
+
+    def __str__(self) -> str:
+        return (f"retrained {', '.join(self.arms)} on {self.dataset} plus "
+                f"{self.n_feedback_ratings} feedback ratings in {self.seconds:.1f} s (gate "
+                f"{self.gate_seconds:.1f} s): version {self.version} {self.status}; serving "
+                f"version {self.policy_version}\n{format_gate(self.gate, self.reason)}")
 
     def to_dict(self) -> JsonObject:
         """The result as plain JSON data (without the arm set)."""
@@ -252,7 +269,8 @@ def retrain(settings: Settings, store: Store, catalog: Dataset,
         served = store.policy_meta()
         logger.warning("retrain rejected (version %d): %s", row.version, reason)
         return RetrainResult("rejected", row.version, served.version if served else 0, reason,
-                             len(ratings), gate, gate_seconds, time.perf_counter() - start)
+                             len(ratings), gate, gate_seconds, time.perf_counter() - start,
+                             tuple(models), catalog.name)
     fitted = fit_candidate(spec, train, settings.seed)
     # A fit marks every training pair seen; the rule book says which of them the user must not
     # be shown again (a viewed item may still be recommended, a purchased one not).
@@ -271,7 +289,7 @@ def retrain(settings: Settings, store: Store, catalog: Dataset,
         served = store.policy_meta()
         return RetrainResult("candidate", row.version, served.version if served else 0,
                              reason, len(ratings), gate, gate_seconds,
-                             time.perf_counter() - start)
+                             time.perf_counter() - start, tuple(models), catalog.name)
     with lock if lock is not None else contextlib.nullcontext():
         arm_set = ArmSet.build({n: fitted[n] if n in fitted else models[n] for n in models},
                                catalog, version=0, cold_start_arm=settings.cold_start_arm,
@@ -287,7 +305,8 @@ def retrain(settings: Settings, store: Store, catalog: Dataset,
     object.__setattr__(arm_set, "version", row.version)
     logger.info("retrained on %s: policy version %d", train, row.version)
     return RetrainResult("live", row.version, row.version, reason, len(ratings), gate,
-                         gate_seconds, time.perf_counter() - start, arm_set)
+                         gate_seconds, time.perf_counter() - start, tuple(models), catalog.name,
+                         arm_set)
 
 
 def show(store: Store, version: int) -> ModelVersion:
@@ -420,6 +439,14 @@ class ModelsResult:
     action: str
     rows: list[ModelVersion]
     live: int | None
+
+    @property
+    def exit_code(self) -> int:
+        """``recbandits models``' status: 0 (a refusal raises :data:`ModelsError`)."""
+        return 0
+
+    def __str__(self) -> str:
+        return format_models(self)
 
 
 #: The actions of ``recbandits models`` and whether each takes a version.
