@@ -331,7 +331,7 @@ def show(store: Store, version: int) -> ModelVersion:
 
 def promote(settings: Settings, store: Store, version: int, *,
             kind: Literal["promote", "rollback"] = "promote",
-            reason: str | None = None) -> ModelVersion:
+            reason: str | None = None, expect_live: int | None = None) -> ModelVersion:
     """Serve the arms of ``version`` (retired or a candidate) as a new version pointing at its
     folder; the posterior carry-over applies to the arms it refits (every arm but those that
     learn from the stream, whose state is a fold of the log).
@@ -346,6 +346,9 @@ def promote(settings: Settings, store: Store, version: int, *,
         What the new row records as its making.
     reason : str, optional
         The new row's reason (and the retired one's); default: says which version is promoted.
+    expect_live : int, optional
+        The live version the caller decided on (default: the one read here); if another
+        promotion or rollback changed it meanwhile, nothing is served (409).
 
     Returns
     -------
@@ -355,10 +358,12 @@ def promote(settings: Settings, store: Store, version: int, *,
     Raises
     ------
     ModelsError
-        ``version`` unknown (404), rejected by the gate (no saved arms), live already, or its
-        folder lacks a served arm (409); the message names it and what is allowed.
+        ``version`` unknown (404), rejected by the gate (no saved arms), live already, its
+        folder lacks a served arm, or the live version changed since it was read (409); the
+        message names it and what is allowed.
     """
     row = show(store, version)
+    served = store.policy_meta()
     if row.arms_dir is None:
         raise ModelsError(f"model version {version} was rejected by the gate ({row.reason}); "
                           "its arms were never saved, so it cannot be served: retrain with "
@@ -375,7 +380,9 @@ def promote(settings: Settings, store: Store, version: int, *,
         kind=kind, arms_dir=row.arms_dir, arms=row.arms, data=row.data, gate=row.gate,
         reason=reason or f"promoted: the arms of version {version}", changed_arms=refitted,
         carryover=carryover_of(settings), source_version=row.source_version or row.version,
-        retire_reason=reason or f"replaced by version {{version}} (version {version} promoted)")
+        retire_reason=reason or f"replaced by version {{version}} (version {version} promoted)",
+        expect_live=expect_live if expect_live is not None
+        else (None if served is None else served.version))
     logger.info("version %d serves the arms of version %d", new.version, version)
     return new
 
@@ -419,7 +426,7 @@ def rollback(settings: Settings, store: Store) -> ModelVersion:
     target = choices[-1]
     return promote(settings, store, target.version, kind="rollback",
                    reason=f"rolled back from version {live.version} to the arms of version "
-                          f"{target.version}")
+                          f"{target.version}", expect_live=live.version)
 
 
 @dataclass(frozen=True)

@@ -236,7 +236,13 @@ def test_bad_versions_get_a_clear_4xx(tmp_path: Path, catalog: Dataset, fitted: 
         assert live.status_code == 409 and "model version 1 is live already" in live.text
         assert client.post("/admin/models/rollback", headers=AUTH).status_code == 409
         assert client.get("/admin/models/x", headers=AUTH).status_code == 422
-        assert client.app.state.service.store.policy_meta().version == 1
+        store = client.app.state.service.store
+        # A promotion decided on a live version another one replaced meanwhile serves nothing.
+        with pytest.raises(versions.ModelsError, match="the live version is 1 now, not 7"):
+            store.serve_version(kind="promote", arms_dir="x", arms={}, data={}, gate=None,
+                                reason="stale", changed_arms=[], carryover={},
+                                expect_live=7)
+        assert store.policy_meta().version == 1 and len(store.versions()) == 1
     # The CLI says the same on stderr, exit 1; list prints the table.
     assert models_command(settings, "show", 99) == 1
     assert "no model version 99" in capsys.readouterr().err

@@ -34,6 +34,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from serving.errors import ModelVersionError
 from serving.multileave import (
     credited_feedback,
     decision_arms,
@@ -544,7 +545,8 @@ class Store(abc.ABC):
     def serve_version(self, *, kind: str, arms_dir: str, arms: JsonObject, data: JsonObject,
                       gate: JsonObject | None, reason: str, changed_arms: Sequence[str],
                       carryover: JsonObject, source_version: int | None = None,
-                      retire_reason: str = "replaced") -> ModelVersion:
+                      retire_reason: str = "replaced",
+                      expect_live: int | None = None) -> ModelVersion:
         """Serve ``arms_dir`` as a new version, in one transaction: take the next log position
         (``log_head``, as an outcome does: so the switch sits in the policy's fold at the
         position of its commit), point ``policy_meta`` at it, retire the live version and a
@@ -565,15 +567,31 @@ class Store(abc.ABC):
             A promotion or rollback: the version whose arms are served again.
         retire_reason : str, default "replaced"
             ``{version}`` in it is replaced by the new version's number.
+        expect_live : int, optional
+            Serve only if this version is still the live one once the ``log_head`` lock is
+            held (a promotion or rollback decided on what it read: two of them at once must
+            not both apply).
 
         Returns
         -------
         ModelVersion
             The new row.
+
+        Raises
+        ------
+        serving.errors.ModelVersionError
+            ``expect_live`` is not the live version any more (409; nothing written).
         """
         now = time.time()
         with self.write_engine.begin() as conn:
             seq = int(conn.exec_driver_sql(self._next_seq_sql, (1,)).scalar_one())
+            if expect_live is not None:
+                live = conn.execute(sa.select(policy_meta.c.version)
+                                    .where(policy_meta.c.id == 1)).scalar()
+                if live != expect_live:
+                    raise ModelVersionError(f"the live version is {live} now, not "
+                                            f"{expect_live} as read: another promotion or "
+                                            "rollback came first; look again")
             version = self._next_version(conn)
             # The live row, and a candidate served now (it is the new row's source).
             conn.execute(model_versions.update().where(sa.or_(
