@@ -335,6 +335,36 @@ def test_the_posterior_across_a_retrain_is_part_of_the_fold(
         assert_state_is_the_fold(restarted, settings)
 
 
+def test_a_purge_folds_the_switches_before_its_cut(backend: str, tmp_path: Path,
+                                                   catalog: Dataset, fitted: dict) -> None:
+    from datetime import UTC, datetime
+
+    from serving.commands import purge
+
+    hour = 3600.0
+    settings = make_settings(tmp_path, backend, posterior_carryover="discount",
+                             carryover_discount=0.5, gate_enabled=False)
+    url = settings.resolved_db_url()
+    with worker(settings, catalog, fitted) as client:
+        service = client.app.state.service
+        traffic(client, range(1, 31))
+        assert client.post("/admin/retrain", headers=AUTH).json()["status"] == "live"
+        traffic(client, range(31, 51))
+        want = fold_stats(url, settings)  # the whole log, switch included
+        assert service.store.settle_expired(time.time() + 2 * hour, 0.0, service.rules) > 0
+        cut = time.time() + 4 * hour
+        out = io.StringIO()
+        assert purge(settings, datetime.fromtimestamp(cut, UTC).isoformat(), out=out,
+                     catalog=catalog, now=cut + settings.retention_s + 1.0) == 0, out.getvalue()
+        fold = service.store.fold_snapshot()
+        assert fold is not None and fold.policy["state"]["stats"] == want
+        assert policy_stats(client)[0] == want
+        check = io.StringIO()
+        assert rebuild_state(settings, check) == 0 and "match: yes" in check.getvalue()
+    with worker(settings, catalog, fitted) as restarted:
+        assert policy_stats(restarted)[0] == want
+
+
 def test_a_switch_read_past_the_outcomes_is_folded_in_log_order(
         tmp_path: Path, catalog: Dataset, fitted: dict) -> None:
     """An outcome committed between a worker's read of the outcomes and its read of the
