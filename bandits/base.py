@@ -48,7 +48,14 @@ from typing import Any, ClassVar, cast
 
 import numpy as np
 
-from bandits.errors import UnknownArmError, arm_index, check_arm_names, check_int, check_rewards
+from bandits.errors import (
+    UnknownArmError,
+    arm_index,
+    check_arm_names,
+    check_int,
+    check_real,
+    check_rewards,
+)
 
 RandomState = int | np.random.Generator | np.random.SeedSequence | None
 RunRandom = np.random.Generator | Sequence[np.random.Generator]
@@ -762,6 +769,19 @@ class BatchedPolicy(Policy):
     def _on_remove_arm(self, stats: dict[str, np.ndarray], position: int) -> None:
         """Fix statistics that refer to arm positions after ``position`` is removed."""
 
+    def _discount_stats(self, stats: dict[str, np.ndarray], positions: np.ndarray,
+                        gamma: float) -> None:
+        """Shrink the evidence of the arms at ``positions`` towards the prior, in place.
+
+        The default suits every policy whose per-arm statistics are sums of observations with
+        the prior kept apart (Beta successes/failures, pulls and reward sums): each is
+        multiplied by ``gamma``, so a Beta posterior ``(alpha, beta)`` becomes
+        ``prior + gamma * (alpha - prior_alpha, beta - prior_beta)``. Policies whose statistics
+        hold the prior (the ridge models) or refer to arms by position (a window) override it.
+        """
+        for key in self.per_arm_stats:
+            stats[key][:, positions] *= gamma
+
     # ----------------------------------------------------------------- parameters
     @classmethod
     def _param_names(cls) -> list[str]:
@@ -1031,6 +1051,44 @@ class BatchedPolicy(Policy):
         st.n_pending = int(keep.size)
         self.arm_params_ = {p: np.delete(v, k) for p, v in self.arm_params_.items()}
         del self.arms[k]
+
+    def discount_arms(self, arms: Sequence[int | str], gamma: float) -> None:
+        """Keep a share ``gamma`` of what ``arms`` learned: the posterior across a refit.
+
+        What a recommender arm's statistics start from when the model behind it changes (the
+        service's ``posterior_carryover``): ``gamma = 1`` keeps everything, ``gamma = 0``
+        resets the arms to the prior, in between every observation counts ``gamma`` times (Beta
+        policies: ``(alpha, beta) -> prior + gamma * (alpha - prior_alpha, beta -
+        prior_beta)``; ridge models: ``A -> ridge * I + gamma * (A - ridge * I)``, ``b -> gamma
+        * b``). Buffered observations are learned first. One rule for every policy, here.
+
+        Parameters
+        ----------
+        arms : sequence of str or int
+            Arm names or positions (each at most once); empty: nothing changes.
+        gamma : float
+            Share kept, in ``[0, 1]``.
+
+        Raises
+        ------
+        ValueError
+            ``gamma`` outside ``[0, 1]`` or NaN, an unknown or repeated arm, or a ``gamma`` the
+            policy cannot apply (a sliding window takes only 0 or 1). Nothing changes on error.
+        TypeError
+            ``gamma`` not a real number.
+        """
+        check_real(gamma, "gamma", low=0.0, high=1.0)
+        positions = np.array([arm_index(self.arms, a) for a in arms], dtype=np.int64)
+        if np.unique(positions).size != positions.size:
+            raise ValueError(f"arms names an arm twice: {list(arms)}")
+        self._check_discount(float(gamma))
+        if positions.size == 0 or gamma == 1.0:
+            return
+        self.flush_batch(self.state_)
+        self._discount_stats(self.state_.stats, positions, float(gamma))
+
+    def _check_discount(self, gamma: float) -> None:
+        """Raise ValueError if this policy cannot keep a share ``gamma`` of its evidence."""
 
     # ----------------------------------------------------------------- persistence
     def state_dict(self) -> dict[str, Any]:

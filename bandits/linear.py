@@ -90,6 +90,24 @@ class _LinearPolicy(BatchedPolicy):
         linear_learn(stats["A_inv"], stats["b"], stats["pulls"], arms, rewards,
                      contexts)  # type: ignore[arg-type]
 
+    def _discount_stats(self, stats: dict[str, np.ndarray], positions: np.ndarray,
+                        gamma: float) -> None:
+        # The statistics hold the prior: A = ridge * I + sum x x^T is kept as its inverse, so
+        # the data part is shrunk on A itself (A -> ridge I + gamma (A - ridge I)), then
+        # inverted again; gamma = 0 gives back exactly the prior's I / ridge.
+        # An arm without evidence is at the prior already: left bit for bit as it is.
+        positions = positions[(stats["pulls"][:, positions] > 0).any(axis=0)]
+        d = self.n_features
+        eye = np.eye(d)
+        if gamma == 0.0:
+            stats["A_inv"][:, positions] = eye / float(self.ridge)
+        else:
+            A = np.linalg.inv(stats["A_inv"][:, positions])
+            shrunk = float(self.ridge) * eye + gamma * (A - float(self.ridge) * eye)
+            stats["A_inv"][:, positions] = np.linalg.inv(shrunk)
+        stats["b"][:, positions] *= gamma
+        stats["pulls"][:, positions] *= gamma
+
     def coefficients(self) -> np.ndarray:
         """Ridge estimate ``theta_k`` of every arm, shape (K, d)."""
         s = self.state_.stats

@@ -142,6 +142,22 @@ class SlidingWindowThompsonSampling(_BetaPolicy):
                contexts: np.ndarray | None) -> None:
         window_beta_learn(stats, arms, rewards)
 
+    def _check_discount(self, gamma: float) -> None:
+        # A window evicts each observation whole when it leaves: a shrunk count would go
+        # negative then (clipped, so wrong), hence only forget all (0) or nothing (1).
+        if gamma not in (0.0, 1.0):
+            raise ValueError(f"gamma={gamma!r}: a sliding window keeps whole observations; "
+                             "allowed: 0 (forget the arms' window entries) or 1")
+
+    def _discount_stats(self, stats: dict[str, np.ndarray], positions: np.ndarray,
+                        gamma: float) -> None:
+        stats["successes"][:, positions] = 0.0
+        stats["failures"][:, positions] = 0.0
+        # Their slots stay in the ring, emptied, so their eviction later subtracts nothing.
+        gone = np.isin(stats["window_arms"], positions)
+        stats["window_arms"][gone] = -1
+        stats["window_rewards"][gone] = 0.0
+
     def _on_remove_arm(self, stats: dict[str, np.ndarray], position: int) -> None:
         w = stats["window_arms"]
         stats["window_arms"] = np.where(w == position, -1, np.where(w > position, w - 1, w))

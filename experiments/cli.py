@@ -150,7 +150,9 @@ def _serving_settings(args: argparse.Namespace) -> object:
 
     names = ("host", "port", "workers", "db", "data", "state_dir", "arms", "dataset", "seed",
              "policy", "slate_mode", "multileave_arms", "exploration_floor", "retrain_every",
-             "retrain_after_events", "holdout_share", "holdout_baseline", "drift_detector")
+             "retrain_after_events", "holdout_share", "holdout_baseline", "drift_detector",
+             "posterior_carryover", "carryover_discount", "gate_enabled", "gate_holdout",
+             "gate_margin")
     given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     if getattr(args, "settings", None):
         return Settings.from_file(args.settings, **given)
@@ -316,6 +318,23 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
                          "the RECBANDITS_* variables without the prefix, lower case; a "
                          "[policy_params] table for the policy's hyper-parameters)")
 
+    def lifecycle_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--posterior-carryover", choices=("carry", "reset", "discount"),
+                         help="what a refitted arm's policy statistics start from when a new "
+                         "version is served (default carry; RECBANDITS_POSTERIOR_CARRYOVER)")
+        sub.add_argument("--carryover-discount", type=float, metavar="GAMMA",
+                         help="share of the evidence discount keeps, in (0, 1] (default 0.5; "
+                         "RECBANDITS_CARRYOVER_DISCOUNT)")
+        sub.add_argument("--no-gate", dest="gate_enabled", action="store_const", const=False,
+                         help="serve a retrain's arms without the evaluation gate "
+                         "(RECBANDITS_GATE_ENABLED=false)")
+        sub.add_argument("--gate-holdout", type=float, metavar="FRACTION",
+                         help="most recent share of events the gate holds out (default 0.1; "
+                         "RECBANDITS_GATE_HOLDOUT)")
+        sub.add_argument("--gate-margin", type=float, metavar="M",
+                         help="largest HR@10/NDCG@10 drop the gate allows (default 0.01; "
+                         "RECBANDITS_GATE_MARGIN)")
+
     serve = commands.add_parser("serve", help="run the recommendation service (FastAPI)")
     serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8000)")
@@ -345,12 +364,30 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
                        help="change detector on each arm's reward stream (default "
                             "PageHinkley; RECBANDITS_DRIFT_DETECTOR)")
     store_options(serve)
+    lifecycle_options(serve)
     serve.set_defaults(handler=_serve)
 
     retrain = commands.add_parser(
-        "retrain", help="refit the served arms on MovieLens plus feedback; new policy version")
+        "retrain", help="fit candidate arms on MovieLens plus feedback, gate them on a "
+        "temporal hold-out, serve them as a new version if accepted (exit 1 if rejected)")
+    retrain.add_argument("--candidate", action="store_true",
+                         help="save an accepted candidate without serving it (status "
+                         "candidate; 'recbandits models promote V' serves it)")
     store_options(retrain)
-    retrain.set_defaults(handler=lambda args: _run_serving(args, "retrain"))
+    lifecycle_options(retrain)
+    retrain.set_defaults(handler=lambda args: _run_serving(args, "retrain",
+                                                           candidate=args.candidate))
+
+    models = commands.add_parser(
+        "models", help="the model versions: list, show V, promote V, rollback (every worker "
+        "serves a promotion or rollback within one refresh interval)")
+    models.add_argument("action", choices=("list", "show", "promote", "rollback"))
+    models.add_argument("version", type=int, nargs="?", metavar="V",
+                        help="the version (show, promote)")
+    store_options(models)
+    lifecycle_options(models)
+    models.set_defaults(handler=lambda args: _run_serving(
+        args, "models", action=args.action, version=args.version))
 
     credit = commands.add_parser(
         "credit", help="compare the arms of the log's multileaved slates: credited click rates "

@@ -29,6 +29,7 @@ import httpx
 from arms.base import Recommender
 from arms.data import load_movielens, make_synthetic
 from arms.data.dataset import Dataset
+from serving import versions
 from serving.armset import (
     ArmSet,
     file_lock,
@@ -61,15 +62,15 @@ from serving.results import (
     PurgeResults,
     PurgeSnapshot,
     RebuildStateResults,
-    RetrainResults,
     SnapshotInfo,
 )
 from serving.retrain_trigger import hold_retrain_lease
-from serving.service import _iso, retrain_arms
+from serving.service import _iso
 from serving.settings import Settings
 from serving.store import Store, open_store
 from serving.store.errors import StoreNotFoundError
 from serving.store.types import FoldSnapshot, JsonObject, LogRows, Outcome, PolicyMeta
+from serving.versions import ModelsResult, RetrainResult
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +136,8 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
                                "; ".join(f"{n}: {d}" for n, d in changed.items()))
                 models = {**models, **fit_arms(list(changed), catalog, seed=settings.seed,
                                                params=settings.arm_params)}
-                meta = _publish(store, models, state_dir, meta)
+                meta = _publish(store, models, state_dir, meta, changed=list(changed),
+                                settings=settings)
         elif meta is not None:
             logger.warning("arms of version %d missing in %s; fitting them again",
                            meta.version, meta.arms_dir)
@@ -148,8 +150,13 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
                        for n, m in arms.items()} if arms is not None
                       else fit_arms(settings.arms, catalog, seed=settings.seed,
                                     params=settings.arm_params))
-            meta = _publish(store, models, state_dir, meta)
+            meta = _publish(store, models, state_dir, meta, changed=list(models),
+                            settings=settings, data=versions.data_span(catalog, 0,
+                                                                       store.log_seq()))
     assert meta is not None  # loaded from it, or just recorded
+    # A store from before the versions table gets a row for the version it serves.
+    store.ensure_version_row(meta, arms=_arm_params(models), data={},
+                             reason="served when the versions table was created")
     arm_set = ArmSet.build(models, catalog, version=meta.version,
                            cold_start_arm=settings.cold_start_arm,
                            cache_size=settings.score_cache_size, added=store.items_after(0))
@@ -157,13 +164,28 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
 
 
 def _publish(store: Store, models: Mapping[str, Recommender], state_dir: Path,
-             meta: PolicyMeta | None) -> PolicyMeta:
+             meta: PolicyMeta | None, *, changed: list[str], settings: Settings,
+             data: JsonObject | None = None) -> PolicyMeta:
     """Save ``models`` in a new folder of ``state_dir`` and record them: the first version,
-    or the next one after ``meta``'s.
+    or the next one after ``meta``'s (``changed``: the arms fitted again, to which the
+    posterior carry-over applies; :mod:`serving.versions`).
     """
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     folder = str(save_arms(models, state_dir / "arms" / f"{stamp}-{os.getpid()}"))
-    return store.init_policy_meta(folder) if meta is None else store.publish_version(folder)
+    if meta is None:
+        return store.init_policy_meta(folder, arms=_arm_params(models), data=data)
+    row = store.serve_version(
+        kind="start", arms_dir=folder, arms=_arm_params(models), data=data or {}, gate=None,
+        reason=f"fitted again at start with the settings' hyper-parameters: {changed}",
+        changed_arms=[n for n in changed if not models[n].learns_from_stream],
+        carryover=versions.carryover_of(settings),
+        retire_reason="replaced by version {version} (arm_params changed)")
+    return PolicyMeta(row.version, folder)
+
+
+def _arm_params(models: Mapping[str, Recommender]) -> JsonObject:
+    """Every arm's hyper-parameters as the versions table records them."""
+    return {n: versions.arm_spec(n, m) for n, m in models.items()}
 
 
 def other_params(models: Mapping[str, Recommender], settings: Settings
@@ -250,16 +272,25 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-def retrain(settings: Settings) -> RetrainResults:
-    """Refit the arms on the base data plus feedback ratings and publish a new version.
+def retrain(settings: Settings, *, candidate: bool = False) -> RetrainResult:
+    """Fit a candidate arm set on the base data plus feedback ratings, gate it, and serve it
+    as a new version if the gate accepts it (:func:`serving.versions.retrain`).
 
-    A running service picks the new version up within its refresh interval. Holds the
-    store's retrain lease (:mod:`serving.retrain_trigger`).
+    A running service picks a new version up within its refresh interval. Holds the store's
+    retrain lease (:mod:`serving.retrain_trigger`).
+
+    Parameters
+    ----------
+    settings : Settings
+    candidate : bool, default False
+        Save an accepted candidate without serving it (status ``candidate``, served by
+        ``recbandits models promote V``).
 
     Returns
     -------
-    RetrainResults
-        The arms, the base data, the feedback ratings added and the version published.
+    serving.versions.RetrainResult
+        The decision with the gate's metrics; ``exit_code`` 1 when the gate rejected the
+        candidate (nothing served changed).
 
     Raises
     ------
@@ -271,15 +302,33 @@ def retrain(settings: Settings) -> RetrainResults:
         resources = prepare(settings)
         try:
             with hold_retrain_lease(resources.store, settings.retrain_lease_s) as lease:
-                version, n_ratings, _ = retrain_arms(
-                    settings, resources.store, resources.catalog, resources.arm_set.models,
-                    lock=lease.guard(contextlib.nullcontext()))
+                result = versions.retrain(settings, resources.store, resources.catalog,
+                                          resources.arm_set.models, serve=not candidate,
+                                          lock=lease.guard(contextlib.nullcontext()))
                 lease.fitted()
         except RetrainBusyError as exc:
-            resources.store.dispose()
             raise CommandError(exc.message, exit_code=1) from None
-    resources.store.dispose()
-    return RetrainResults(tuple(settings.arms), resources.catalog.name, n_ratings, version)
+        finally:
+            resources.store.dispose()
+    return result
+
+
+def models(settings: Settings, action: str, version: int | None = None) -> ModelsResult:
+    """``recbandits models list | show V | promote V | rollback`` (:func:`serving.versions.run`).
+
+    Returns
+    -------
+    serving.versions.ModelsResult
+
+    Raises
+    ------
+    CommandError
+        An unknown version, one that cannot be served, nothing to roll back to (exit code 1).
+    """
+    try:
+        return versions.run(settings, action, version)
+    except versions.ModelsError as exc:
+        raise CommandError(exc.message, exit_code=1) from None
 
 
 @contextlib.contextmanager
@@ -335,6 +384,7 @@ def rebuild_state(settings: Settings, *, service: httpx.Client | None = None
         if isinstance(store, NothingToDo):
             return store
         rows = store.log_rows()
+        switches = store.switches_after(0) if store.has_versions() else []
         source = store.describe()
         live = _check_live_arms(settings, store, service)
         lifecycle, lifecycle_match = _check_holdout_and_drift(settings, store, rows, service)
@@ -351,11 +401,12 @@ def rebuild_state(settings: Settings, *, service: httpx.Client | None = None
         [OutcomeRow(int(q), e, a, float(r), None if f is None else int(f))
          for q, e, a, r, f in rows["outcomes"]],
         rows["contexts"], rows["pulls"], rows["ratings"], settings.rule_book(),
-        settings.policy_model(dimension), fold=fold)
+        settings.policy_model(dimension), fold=fold, switches=switches)
     names = sorted(set(check.pulls_stored) | set(check.pulls_replayed) | set(check.rewards))
     return RebuildStateResults(
         source=source, n_decisions=len(rows["decisions"]), n_feedback=len(rows["feedback"]),
         n_outcomes=check.n_outcomes, pending=check.pending, policy=settings.policy,
+        switches=tuple((w.mode, w.seq) for w in switches if w.mode != "carry" and w.arms),
         arms=tuple(ArmCheck(arm, check.pulls_stored[arm], check.pulls_replayed[arm],
                             *check.rewards.get(arm, (0, 0.0))) for arm in names),
         mismatches=tuple(check.mismatches), live=tuple(live), lifecycle=tuple(lifecycle),
@@ -631,11 +682,13 @@ def _fold_policy(settings: Settings, store: Store, previous: FoldSnapshot | None
     start = 0 if previous is None else previous.seq
     outcomes = [o for o in store.outcomes_after(start) if o.seq <= head]
     state = None if previous is None else previous.policy["state"]
-    if state is None and not outcomes:
+    if state is None and not outcomes:  # a switch changes nothing in a fresh policy
         return {"state": None, "rewards": {}}, 0
     dimension = (state["params"].get("n_features") if state is not None else
                  _feature_dimension({o.event_id: o.context for o in reversed(outcomes)}))
-    policy, rewards = fold_policy(outcomes, settings.policy_model(dimension), previous)
+    switches = [w for w in store.switches_after(start) if w.seq <= head]
+    policy, rewards = fold_policy(outcomes, settings.policy_model(dimension), previous,
+                                  switches)
     return ({"state": policy.state_dict(),
              "rewards": {arm: [n, total] for arm, (n, total) in rewards.items()}},
             len(outcomes))

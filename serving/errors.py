@@ -88,3 +88,25 @@ class RetrainBusyError(ServingError):
 
     status_code = 409
     code = "retrain_running"
+
+
+class ModelVersionError(ServingError, ValueError):
+    """A model version that cannot be shown, promoted or rolled back to (``serving.versions``):
+    404 for an unknown version, 409 for one that cannot be served, 400 for a malformed ask.
+
+    Parameters
+    ----------
+    message : str
+        Names the version and what is allowed.
+    status_code : int, default 409
+        The HTTP status the API answers with.
+    """
+
+    status_code = 409
+    code = "model_version"
+
+    def __init__(self, message: str, status_code: int = 409) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = {404: "unknown_version", 400: "bad_models_request"}.get(status_code,
+                                                                           "model_version")

@@ -37,7 +37,7 @@ from scipy import stats
 
 from bandits.base import BatchedPolicy, registered_policies
 from bandits.exploration import check_floor, floor_probabilities
-from serving.store.types import JsonObject, Outcome
+from serving.store.types import JsonObject, Outcome, VersionSwitch
 
 #: The policies the service can run (every policy of :mod:`bandits` but the Gaussian one, whose
 #: rewards are unbounded, and Random, which learns nothing).
@@ -181,10 +181,14 @@ class PolicyModel:
         return floor_probabilities(pmf, self.floor) if self.floor else pmf
 
     def fold(self, policy: BatchedPolicy, outcomes: Iterable[Outcome],
-             rewards: dict[str, tuple[int, float]] | None = None) -> int:
+             rewards: dict[str, tuple[int, float]] | None = None,
+             switches: Sequence[VersionSwitch] = ()) -> int:
         """Feed ``outcomes`` (in log order) to ``policy.update``; the number folded.
 
         ``rewards``, if given, is updated in place with each folded outcome's arm tally.
+        ``switches`` (in log order): versions that started being served, applied between the
+        outcomes at their log positions (:meth:`switch`): where a refitted arm's statistics
+        start from is part of the fold.
 
         Outcomes of arms the policy does not have (removed from the settings), and, for a
         contextual policy, outcomes without a context of its dimension (logged under another
@@ -192,7 +196,12 @@ class PolicyModel:
         """
         known = set(self.arms)
         folded = 0
+        pending = iter(switches)
+        upcoming = next(pending, None)
         for outcome in outcomes:
+            while upcoming is not None and upcoming.seq < outcome.seq:
+                self.switch(policy, upcoming)
+                upcoming = next(pending, None)
             if outcome.arm not in known:
                 continue
             if self.contextual:
@@ -206,12 +215,28 @@ class PolicyModel:
             if rewards is not None:
                 n, total = rewards.get(outcome.arm, (0, 0.0))
                 rewards[outcome.arm] = (n + 1, total + outcome.reward)
+        while upcoming is not None:
+            self.switch(policy, upcoming)
+            upcoming = next(pending, None)
         return folded
 
-    def replay(self, outcomes: Iterable[Outcome]) -> BatchedPolicy:
-        """The policy after folding ``outcomes`` from the start (``rebuild-state``, ``ope``)."""
+    def switch(self, policy: BatchedPolicy, switch: VersionSwitch) -> None:
+        """Apply the posterior carry-over a version switch logged to ``policy``, in place: its
+        changed arms (those the policy has) keep a share ``gamma`` of their evidence
+        (:meth:`bandits.base.BatchedPolicy.discount_arms`; reset: 0, carry: 1, nothing to do).
+        """
+        if switch.mode == "carry":
+            return
+        gamma = 0.0 if switch.mode == "reset" else switch.gamma
+        policy.discount_arms([a for a in switch.arms if a in policy.arms], gamma)
+
+    def replay(self, outcomes: Iterable[Outcome],
+               switches: Sequence[VersionSwitch] = ()) -> BatchedPolicy:
+        """The policy after folding ``outcomes`` (and ``switches``) from the start
+        (``rebuild-state``, ``ope``).
+        """
         policy = self.fresh()
-        self.fold(policy, outcomes)
+        self.fold(policy, outcomes, switches=switches)
         return policy
 
     def restore(self, state: JsonObject | None) -> BatchedPolicy:
@@ -262,18 +287,23 @@ class PolicyModel:
         return self._snapshot(version, seq, self.restore(state), pulls, tally)
 
     def advance(self, snapshot: PolicySnapshot | None, outcomes: Sequence[Outcome],
-                pulls: Mapping[str, int], version: int) -> PolicySnapshot:
-        """A new snapshot: ``snapshot``'s policy (copied) with ``outcomes`` folded in."""
+                pulls: Mapping[str, int], version: int,
+                switches: Sequence[VersionSwitch] = ()) -> PolicySnapshot:
+        """A new snapshot: ``snapshot``'s policy (copied) with ``outcomes`` and ``switches``
+        (version switches, between them in log order: :meth:`fold`) folded in.
+        """
         rewards = {} if snapshot is None else dict(snapshot.rewards)
         if snapshot is None:
             policy, seq = self.fresh(), 0
-        elif outcomes:
+        elif outcomes or switches:
             policy, seq = copy.deepcopy(snapshot.policy), snapshot.seq
         else:
             policy, seq = snapshot.policy, snapshot.seq
-        self.fold(policy, outcomes, rewards)
+        self.fold(policy, outcomes, rewards, switches)
         if outcomes:
             seq = max(seq, outcomes[-1].seq)
+        if switches:
+            seq = max(seq, switches[-1].seq)
         if (snapshot is not None and policy is snapshot.policy
                 and snapshot.version == version):
             return PolicySnapshot(version, seq, policy, dict(pulls), snapshot.pmf, snapshot.cdf,

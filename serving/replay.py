@@ -16,7 +16,7 @@ remaining feedback is folded by the rule book's rule (:class:`serving.rules.Kept
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,7 @@ from bandits.base import BatchedPolicy
 from serving.multileave import credited_feedback, decision_arms, group_feedback
 from serving.policy import Outcome, PolicyModel
 from serving.rules import Feedback, KeptRating, RuleBook, fold_kept
-from serving.store.types import FoldSnapshot
+from serving.store.types import FoldSnapshot, VersionSwitch
 
 
 @dataclass(frozen=True)
@@ -209,7 +209,7 @@ def check_log(decisions: Iterable[DecisionRow], feedback: Iterable[FeedbackRow],
               pulls_stored: Mapping[str, int],
               ratings_stored: Mapping[tuple[int, int], KeptRating],
               rules: RuleBook, model: PolicyModel, *, fold: FoldSnapshot | None = None,
-              max_lines: int = 20) -> LogCheck:
+              switches: Sequence[VersionSwitch] = (), max_lines: int = 20) -> LogCheck:
     """Replay the log and compare each derived state with the stored one.
 
     Parameters
@@ -227,6 +227,9 @@ def check_log(decisions: Iterable[DecisionRow], feedback: Iterable[FeedbackRow],
     model : PolicyModel
     fold : FoldSnapshot, optional
         The latest fold snapshot (with its ratings): every fold starts from it.
+    switches : sequence of VersionSwitch, optional
+        The versions that started being served, in log order (the policy's fold applies
+        their posterior carry-over at their positions).
     max_lines : int, default 20
         Mismatch lines kept beyond a count.
 
@@ -264,7 +267,8 @@ def check_log(decisions: Iterable[DecisionRow], feedback: Iterable[FeedbackRow],
         problems.append(f"ratings for retraining: {len(diff)} (user, movie) entries differ "
                         f"from the fold of the feedback (e.g. {min(diff)}: stored "
                         f"{ratings_stored.get(min(diff))}, replayed {ratings.get(min(diff))})")
-    report.policy, report.rewards = fold_outcomes(outcome_list, contexts, model, fold)
+    report.policy, report.rewards = fold_outcomes(outcome_list, contexts, model, fold,
+                                                  switches)
     report.n_outcomes = len(outcome_list)
     report.mismatches = problems[:max_lines] + (
         [f"... and {len(problems) - max_lines} more"] if len(problems) > max_lines else [])
@@ -272,23 +276,25 @@ def check_log(decisions: Iterable[DecisionRow], feedback: Iterable[FeedbackRow],
 
 
 def fold_outcomes(outcomes: Iterable[OutcomeRow], contexts: Mapping[str, Any],
-                  model: PolicyModel, fold: FoldSnapshot | None = None
+                  model: PolicyModel, fold: FoldSnapshot | None = None,
+                  switches: Sequence[VersionSwitch] = ()
                   ) -> tuple[BatchedPolicy, dict[str, tuple[int, float]]]:
     """:func:`fold_policy` of stored outcome rows (any order) with their decisions' contexts."""
     return fold_policy(sorted((Outcome(o.seq, o.event_id, o.arm, o.reward,
                                        contexts.get(o.event_id)) for o in outcomes),
-                              key=lambda o: o.seq), model, fold)
+                              key=lambda o: o.seq), model, fold, switches)
 
 
 def fold_policy(outcomes: Iterable[Outcome], model: PolicyModel,
-                fold: FoldSnapshot | None = None
+                fold: FoldSnapshot | None = None, switches: Sequence[VersionSwitch] = ()
                 ) -> tuple[BatchedPolicy, dict[str, tuple[int, float]]]:
-    """The policy folded over ``outcomes`` (in log order), and (n, reward sum) per arm of the
-    outcomes it folded (:meth:`PolicyModel.fold`'s tally, what ``GET /policy`` shows).
+    """The policy folded over ``outcomes`` (in log order) and the version ``switches`` between
+    them (:meth:`PolicyModel.fold`), and (n, reward sum) per arm of the outcomes it folded
+    (:meth:`PolicyModel.fold`'s tally, what ``GET /policy`` shows).
 
     With a ``fold`` snapshot the fold starts from its policy and tally and takes only the
-    outcomes after its log position (those up to it are in its state already): what
-    ``rebuild-state`` and ``recbandits purge`` both fold.
+    outcomes and switches after its log position (those up to it are in its state already):
+    what ``rebuild-state`` and ``recbandits purge`` both fold.
 
     Raises
     ------
@@ -301,5 +307,6 @@ def fold_policy(outcomes: Iterable[Outcome], model: PolicyModel,
         policy = model.restore(fold.policy["state"])
         sums = {arm: (int(n), float(total)) for arm, (n, total) in fold.policy["rewards"].items()}
     start = 0 if fold is None else fold.seq
-    model.fold(policy, (o for o in outcomes if o.seq > start), sums)
+    model.fold(policy, (o for o in outcomes if o.seq > start), sums,
+               sorted((w for w in switches if w.seq > start), key=lambda w: w.seq))
     return policy, sums

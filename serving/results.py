@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from serving.holdout import HoldoutReport, format_report
 from serving.multileave import CreditReport, format_credit
 from serving.service import _iso
+from serving.versions import ModelsResult, RetrainResult
 
 
 class CommandError(ValueError):
@@ -58,37 +59,6 @@ class NothingToDo:
 
     def __str__(self) -> str:
         return f"nothing to {self.verb}: {self.reason}"
-
-
-@dataclass(frozen=True)
-class RetrainResults:
-    """What ``recbandits retrain`` did (:func:`serving.commands.retrain`).
-
-    Attributes
-    ----------
-    arms : tuple of str
-        The arms refitted.
-    dataset : str
-        The base data's name.
-    n_ratings : int
-        Kept feedback ratings added to the base data.
-    version : int
-        The policy version published.
-    """
-
-    arms: tuple[str, ...]
-    dataset: str
-    n_ratings: int
-    version: int
-
-    @property
-    def exit_code(self) -> int:
-        """0: a retrain that returns has published."""
-        return 0
-
-    def __str__(self) -> str:
-        return (f"retrained {', '.join(self.arms)} on {self.dataset} plus {self.n_ratings} "
-                f"feedback ratings: policy version {self.version}")
 
 
 @dataclass(frozen=True)
@@ -185,6 +155,9 @@ class RebuildStateResults:
         One per live arm served.
     snapshot : SnapshotInfo or None
         The fold snapshot the replay started from (a purged log).
+    switches : tuple of (str, int)
+        The model-version switches whose carry-over (``reset`` or ``discount``) the fold
+        applied, with their log positions (:mod:`serving.versions`).
     lifecycle : tuple of str
         The live holdout's logged decisions checked and the drift monitor replayed
         (:func:`serving.holdout.check_decisions`, :func:`serving.drift.check_replay`).
@@ -202,6 +175,7 @@ class RebuildStateResults:
     mismatches: tuple[str, ...] = ()
     live: tuple[LiveArmCheck, ...] = ()
     snapshot: SnapshotInfo | None = None
+    switches: tuple[tuple[str, int], ...] = ()
     lifecycle: tuple[str, ...] = ()
     lifecycle_match: bool = True
 
@@ -225,7 +199,11 @@ class RebuildStateResults:
             lines.append(f"fold snapshot at log position {s.seq} (purged before {_iso(s.cut)}): "
                          f"{s.pulls} pulls and {s.ratings} ratings of purged rows; every fold "
                          "starts from it")
-        lines.append(f"policy: {self.policy} folded over the outcomes in log order")
+        lines.append(f"policy: {self.policy} folded over the outcomes in log order"
+                     + (f", with the carry-over of {len(self.switches)} version switch(es) at "
+                        "their log positions ("
+                        + ", ".join(f"{mode} at {seq}" for mode, seq in self.switches[-3:]) + ")"
+                        if self.switches else ""))
         lines.append(f"{'arm':<14}{'stored n':>10}{'replay n':>10}{'outcomes':>10}"
                      f"{'mean reward':>13}")
         for a in self.arms:
@@ -374,5 +352,5 @@ class HoldoutResults:
 
 
 #: Any result of a service command but ``serve``.
-CommandResults = (RetrainResults | RebuildStateResults | PurgeResults | CreditResults
-                  | HoldoutResults | NothingToDo)
+CommandResults = (RetrainResult | ModelsResult | RebuildStateResults | PurgeResults
+                  | CreditResults | HoldoutResults | NothingToDo)

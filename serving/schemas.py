@@ -322,8 +322,45 @@ class ItemOut(BaseModel):
 
 
 class RetrainOut(BaseModel):
-    """A finished retrain: the new ``policy_version``, the feedback ratings used, its duration."""
+    """A finished retrain and the gate's decision (HTTP 200 either way): ``status`` ``live``
+    (the candidate passed and is served as ``version``) or ``rejected`` (nothing served
+    changed; ``policy_version`` is still the one served), with the gate's report.
+    """
 
-    policy_version: int
+    status: str = Field(description="live (served now) or rejected (by the gate)")
+    version: int = Field(description="The version recorded for this retrain")
+    policy_version: int = Field(description="The version served after the retrain")
+    reason: str
     n_feedback_ratings: int
+    gate: dict[str, Any] | None = Field(description="The gate's report (arms.gate: per arm "
+                                        "HR@10 / NDCG@10 with intervals, candidate and "
+                                        "serving); null with the gate off")
+    gate_seconds: float
     seconds: float
+
+
+class ModelVersionOut(BaseModel):
+    """One row of the versions table (``serving.versions``)."""
+
+    version: int
+    created_at: float
+    status: str = Field(description="live, candidate, rejected or retired")
+    kind: str = Field(description="start, retrain, promote or rollback")
+    reason: str
+    arms_dir: str | None
+    arms: dict[str, Any]
+    data: dict[str, Any] = Field(description="n_ratings, n_feedback_ratings, first_event, "
+                                 "last_event, log_seq of the fit")
+    gate: dict[str, Any] | None
+    source_version: int | None = Field(description="Promotion or rollback: whose arms")
+    served_seq: int | None = Field(description="Log position where it started being served")
+    served_at: float | None
+    changed_arms: list[str]
+    carryover: dict[str, Any]
+
+
+class ModelsOut(BaseModel):
+    """Every model version, and the one served."""
+
+    live: int | None
+    versions: list[ModelVersionOut]

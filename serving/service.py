@@ -28,10 +28,8 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,22 +38,15 @@ from typing import TYPE_CHECKING, Literal, Protocol, overload
 import numpy as np
 import numpy.typing as npt
 
-from arms.base import Recommender
 from arms.data.dataset import Dataset
 from arms.errors import unknown_id_message
 from bandits.multileave import order_probability
+from serving import versions
 from serving.armset import (
     ArmSet,
     Ranking,
-    file_lock,
-    fit_arms,
     load_arms,
     params_differ,
-    refit_like,
-    save_arms,
-    seen_after_retrain,
-    training_set,
-    with_added_items,
 )
 from serving.errors import (
     EventConflictError,
@@ -78,12 +69,22 @@ from serving.multileave import (
 )
 from serving.policy import PolicyModel, PolicySnapshot
 from serving.retrain_trigger import HeldLease, hold_retrain_lease
-from serving.rules import EventType, RuleBook
+from serving.rules import RuleBook
 from serving.schemas import EventIn, FeedbackIn
 from serving.settings import Settings
 from serving.store import FeedbackResult, FeedbackWrite, Store
-from serving.store.types import AddedItem, JsonObject, LogEvent, Outcome, Row, UserEvent
+from serving.store.types import (
+    AddedItem,
+    JsonObject,
+    LogEvent,
+    ModelVersion,
+    Outcome,
+    Row,
+    UserEvent,
+    VersionSwitch,
+)
 from serving.store.writer import longest_write_wait
+from serving.versions import RetrainResult
 
 if TYPE_CHECKING:  # only for annotations: the group reader lives in the backend module
     from serving.store.postgresql import GroupReader
@@ -302,7 +303,7 @@ class RecommendationService:
             meta, pulls = self.store.state()
             version = meta.version if meta else self.arm_set.version
             while True:
-                outcomes = self.store.outcomes_after(self.snapshot.seq)
+                outcomes, switches = self._policy_tail()
                 live = self._live_tail()
                 # Read after the rows: a purge that deleted rows this fold has not taken yet
                 # committed its fold snapshot with them, so it shows here; then the fold
@@ -311,7 +312,8 @@ class RecommendationService:
                 if not self._behind_fold(mark):
                     break
                 self._resume_from_fold(pulls, version)
-            self.snapshot = self.policy_model.advance(self.snapshot, outcomes, pulls, version)
+            self.snapshot = self.policy_model.advance(self.snapshot, outcomes, pulls, version,
+                                                      switches)
             self._fold_drift(outcomes, mark)
             if self._multileave:  # its set probabilities, off the request path
                 self.multileave_view()
@@ -330,6 +332,19 @@ class RecommendationService:
             self.drift = self.drift.fresh(mark)
             outcomes = self.store.outcomes_after(mark, with_context=False)
         self.drift.fold(outcomes)
+
+    def _policy_tail(self) -> tuple[list[Outcome], list[VersionSwitch]]:
+        """The outcomes and version switches logged after the snapshot, complete up to the
+        later of the last of each: a switch read after the outcomes may lie past outcomes
+        committed in between, so those are read again (an outcome below a visible switch
+        committed before it, by the log's commit order) and none past the switch is taken.
+        """
+        seq = self.snapshot.seq
+        outcomes = self.store.outcomes_after(seq)
+        switches = self.store.switches_after(seq)
+        if switches and switches[-1].seq > (outcomes[-1].seq if outcomes else seq):
+            outcomes = [o for o in self.store.outcomes_after(seq) if o.seq < switches[-1].seq]
+        return outcomes, switches
 
     def _behind_fold(self, fold_seq: int) -> bool:
         """Whether the fold snapshot at ``fold_seq`` is past what the policy or the live arms
@@ -961,16 +976,20 @@ class RecommendationService:
         return {"log_seq": position, "pid": os.getpid(), "store": self.store.describe(),
                 "arms": arms, "drift": drift}
 
-    def retrain(self, lease: HeldLease | None = None) -> tuple[int, int]:
-        """Refit the arms on the catalogue plus feedback ratings and publish a new version.
+    def retrain(self, lease: HeldLease | None = None, *, serve: bool = True) -> RetrainResult:
+        """Fit a candidate arm set, gate it, and serve it if accepted
+        (:func:`serving.versions.retrain`); a rejected one changes nothing served.
 
         Runs in a thread; requests keep being served by the old arms until the swap. Holds
         the store's retrain lease (:mod:`serving.retrain_trigger`): ``lease`` if given (a
         trigger took it), else taken here.
 
-        Returns
-        -------
-        (policy_version, n_feedback_ratings)
+        Parameters
+        ----------
+        lease : HeldLease, optional
+            The retrain lease a trigger took (default: taken here).
+        serve : bool, default True
+            False: an accepted candidate is only saved (status ``candidate``).
 
         Raises
         ------
@@ -983,15 +1002,31 @@ class RecommendationService:
                     self.store, self.settings.retrain_lease_s))
             stack.enter_context(self._retrain_lock)
             current = self.arm_set
-            version, n_ratings, arm_set = retrain_arms(
-                self.settings, self.store, self.catalog, current.models,
-                lock=lease.guard(self._advance_lock))
+            result = versions.retrain(self.settings, self.store, self.catalog, current.models,
+                                      lock=lease.guard(self._advance_lock), serve=serve)
+            # A rejected candidate counts as a retrain for the triggers too.
             lease.fitted()
-            object.__setattr__(arm_set, "live_lock", current.live_lock)
-            arm_set.warm()
-            self._swap(arm_set)
+            if result.arm_set is not None:
+                object.__setattr__(result.arm_set, "live_lock", current.live_lock)
+                result.arm_set.warm()
+                self._swap(result.arm_set)
             self.refresh()
-            return version, n_ratings
+            return result
+
+    def serve_version(self, version: int | None) -> ModelVersion:
+        """Promote ``version`` (None: roll back to the version served before the live one);
+        this worker starts loading its arms at once, every other within one refresh interval.
+
+        Raises
+        ------
+        serving.versions.ModelsError
+            See :func:`serving.versions.promote` and :func:`serving.versions.rollback`.
+        """
+        with self._retrain_lock:
+            row = (versions.rollback(self.settings, self.store) if version is None
+                   else versions.promote(self.settings, self.store, version))
+        self.refresh()
+        return row
 
     # ------------------------------------------------------------------ user features
     async def user_features(self, user_id: int) -> tuple[list[str], list[float], float]:
@@ -1070,50 +1105,3 @@ def top_k_row(scores: npt.NDArray[np.float64], k: int
     items, values = part[order], part_scores[order]
     keep = np.isfinite(values) | (values > 0)
     return items[keep], values[keep]
-
-
-def retrain_arms(settings: Settings, store: Store, catalog: Dataset,
-                 models: dict[str, Recommender], *,
-                 lock: AbstractContextManager[object] | None = None
-                 ) -> tuple[int, int, ArmSet]:
-    """Fit the arms afresh (hyper-parameters from ``settings.arm_params``) on ``catalog`` with
-    the items added at run time plus the ratings of the log (one per (user, item), by the rule
-    book: :func:`serving.armset.training_set`); save, publish. The refitted arms exclude from a
-    user's slates their base ratings and the items of their events whose type excludes
-    (:func:`serving.armset.seen_after_retrain`), not every training pair.
-
-    The arms that learn from the stream are not refitted: their state is a fold of the log
-    from their fit on the base catalogue (:mod:`serving.live`), which is what is saved for them
-    (a worker folds the log into it), while the arm set returned keeps ``models``' live arms.
-    The arm set is built, and the version published, holding ``lock`` (the service's: its
-    refresher may grow the live arms with an item added during the fit, which the arm set
-    must then present), so a failure publishes nothing.
-    """
-    ratings = store.ratings_frame()
-    base = with_added_items(catalog, store.items_after(0))
-    # Every kept rating trains (a view's too); the base ratings rank as explicit ratings.
-    train = training_set(base, ratings,
-                         base_precedence=settings.rule_book().precedence(EventType.rating))
-    live = [n for n, m in models.items() if m.learns_from_stream]
-    fitted = fit_arms([n for n in models if n not in live], train, seed=settings.seed,
-                      params=settings.arm_params)
-    # A fit marks every training pair seen; the rule book says which of them the user must not
-    # be shown again (a viewed item may still be recommended, a purchased one not).
-    seen = seen_after_retrain(train, base, ratings)
-    for model in fitted.values():
-        model.seen_ = seen.copy()
-    bases = refit_like({n: models[n] for n in live}, catalog)
-    state_dir = settings.resolved_state_dir()
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    with lock if lock is not None else contextlib.nullcontext():
-        arm_set = ArmSet.build({n: fitted[n] if n in fitted else models[n] for n in models},
-                               catalog, version=0, cold_start_arm=settings.cold_start_arm,
-                               cache_size=settings.score_cache_size,
-                               added=store.items_after(0))
-        with file_lock(state_dir / "arms.lock"):
-            folder = save_arms({n: fitted[n] if n in fitted else bases[n] for n in models},
-                               state_dir / "arms" / f"{stamp}-{uuid.uuid4().hex[:8]}")
-            meta = store.publish_version(str(folder))
-    object.__setattr__(arm_set, "version", meta.version)
-    logger.info("retrained on %s: policy version %d", train, meta.version)
-    return meta.version, len(ratings), arm_set

@@ -145,6 +145,33 @@ class Settings(BaseSettings):
     drift_windows : list of int
         Sizes of the sliding windows of decided outcomes per arm whose reward rate
         ``/metrics`` and ``GET /policy`` show (default ``100,1000``).
+    posterior_carryover : {"carry", "reset", "discount"}
+        What a refitted arm's policy statistics start from when a new model version starts
+        being served (a retrain, a promotion, a rollback; ``RECBANDITS_POSTERIOR_CARRYOVER``):
+        ``carry`` (default) keeps them, ``reset`` returns them to the prior, ``discount``
+        keeps a share ``carryover_discount`` of their evidence (Beta: ``prior + gamma *
+        (alpha - prior_alpha, beta - prior_beta)``; LinTS/LinUCB: ``A -> ridge I + gamma (A -
+        ridge I)``, ``b -> gamma b``). Logged with the version, applied at its log position by
+        the policy's fold (:mod:`serving.versions`); the arms that learn from the stream are
+        never refitted, so never touched. ``SlidingWindowThompsonSampling`` takes carry or
+        reset only.
+    carryover_discount : float
+        The share gamma kept by ``discount``, in ``(0, 1]`` (default 0.5).
+    gate_enabled : bool
+        Whether a retrain is gated (default true): the candidate arms and the serving arms'
+        hyper-parameters are both fitted before a temporal cut of the training data and
+        compared on the events after it (full-catalogue HR@10 and NDCG@10,
+        :func:`arms.gate.evaluate_gate`); the candidate is served only if no arm is worse by
+        more than ``gate_margin`` beyond noise.
+    gate_holdout : float
+        The most recent share of the training events held out by the gate (default 0.1).
+    gate_holdout_s : float, optional
+        Instead: hold out the events of the last ``gate_holdout_s`` seconds of the data.
+    gate_margin : float
+        Largest drop of HR@10 or NDCG@10 a candidate arm may show (default 0.01).
+    gate_bootstrap : int
+        Bootstrap resamples of the hold-out's users for the gate's intervals (default 200:
+        the intervals' ends move by ~0.002 against 1,000, at a fifth of the time).
     prior_alpha, prior_beta : float
         Beta prior of the Thompson Sampling policies on every arm's reward rate (used when the
         policy takes them and ``policy_params`` does not set them).
@@ -294,6 +321,13 @@ class Settings(BaseSettings):
     drift_delta: float | None = Field(None, ge=0, lt=1)
     drift_min_samples: int | None = Field(None, ge=1)
     drift_windows: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [100, 1000])
+    posterior_carryover: Literal["carry", "reset", "discount"] = "carry"
+    carryover_discount: float = Field(0.5, gt=0.0, le=1.0, allow_inf_nan=False)
+    gate_enabled: bool = True
+    gate_holdout: float = Field(0.1, gt=0.0, lt=1.0)
+    gate_holdout_s: float | None = Field(None, gt=0)
+    gate_margin: float = Field(0.01, ge=0.0, le=1.0)
+    gate_bootstrap: int = Field(200, ge=1)
     prior_alpha: float = Field(1.0, gt=0)
     prior_beta: float = Field(1.0, gt=0)
     aggregation: Aggregation = "earliest"
@@ -386,6 +420,12 @@ class Settings(BaseSettings):
             raise ValueError(f"drift_windows must be window sizes >= 1, got "
                              f"{self.drift_windows}")
         self.drift_monitor()  # a wrong detector parameter fails here too
+        if self.posterior_carryover == "discount" and self.carryover_discount < 1.0 and (
+                self.policy == "SlidingWindowThompsonSampling"):
+            raise ValueError(f"posterior_carryover 'discount' (carryover_discount="
+                             f"{self.carryover_discount}) is not defined for "
+                             "SlidingWindowThompsonSampling, whose window keeps whole "
+                             "observations; allowed: carry or reset")
         for name, params in self.arm_params.items():  # and an arm's hyper-parameter
             if name not in self.arms:
                 raise ValueError(f"arm_params names arm {name!r}, which is not served; arms: "

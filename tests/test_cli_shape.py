@@ -34,9 +34,10 @@ from serving.settings import Settings
 LAB_COMMANDS = {"simulate": ("experiments.simulate",), "replay": ("experiments.replay",),
                 "evaluate-arms": ("experiments.evaluate_arms",),
                 "ope": ("serving.offpolicy", "experiments.obd_ope")}
-#: Service command -> its function in serving.commands, returning a serving.results object.
+#: Service command -> its function in serving.commands, returning a results object of
+#: serving.results (or of the module that does the work, as serving.versions).
 SERVICE_COMMANDS = {"retrain": "retrain", "rebuild-state": "rebuild_state", "purge": "purge",
-                    "credit": "credit", "holdout": "holdout"}
+                    "credit": "credit", "holdout": "holdout", "models": "models"}
 #: Commands in neither shape, and why.
 OTHER_COMMANDS = {"serve": "runs the server until it stops: no results, only an exit status"}
 
@@ -67,7 +68,8 @@ def test_service_command_takes_the_settings_and_returns_results(command):
     assert first.name == "settings" and first.kind is first.POSITIONAL_OR_KEYWORD
     returned = typing.get_type_hints(run)["return"]
     for kind in typing.get_args(returned) or (returned,):
-        assert kind.__module__ == "serving.results" and hasattr(kind, "exit_code"), kind
+        assert kind.__module__ in ("serving.results", "serving.versions"), kind
+        assert hasattr(kind, "exit_code") and "__str__" in vars(kind), kind
     # No stream to print to: the function returns, the CLI prints.
     assert "out" not in inspect.signature(run).parameters
 

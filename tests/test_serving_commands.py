@@ -18,7 +18,7 @@ from test_serving_support import store_url
 from arms.data.dataset import Dataset
 from serving.app import create_app
 from serving.commands import load_catalog, rebuild_state, retrain
-from serving.results import RebuildStateResults, RetrainResults
+from serving.results import RebuildStateResults
 from serving.settings import Settings
 
 ARMS = ["svd", "popularity"]
@@ -75,6 +75,8 @@ def test_rebuild_state_and_retrain_return_the_figures_of_the_log(
                                                 "5 undecided)")
 
     retrained = retrain(settings)
-    assert retrained == RetrainResults(tuple(ARMS), load_catalog(settings).name, 7, 2)
-    assert str(retrained) == (f"retrained svd, popularity on {retrained.dataset} plus 7 "
-                              "feedback ratings: policy version 2")
+    assert (retrained.status, retrained.version, retrained.policy_version) == ("live", 2, 2)
+    assert retrained.arms == tuple(ARMS) and retrained.dataset == load_catalog(settings).name
+    assert retrained.n_feedback_ratings == 7 and retrained.exit_code == 0
+    assert str(retrained).startswith(f"retrained svd, popularity on {retrained.dataset} plus 7 "
+                                     "feedback ratings in ")

@@ -343,21 +343,21 @@ def test_an_arm_set_still_serving_when_its_live_arms_grow_ranks_its_own_items(
 def test_an_item_added_while_a_retrain_fits_is_in_the_arm_set_it_publishes(
         tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import serving.service
+    import serving.versions
 
     settings = make_settings(tmp_path, arms=["autoencoder", "popularity"])
     arms = {n: fitted[n] for n in settings.arms}
     with app_client(settings, catalog, arms) as client:
         service = client.app.state.service
         new_id = int(catalog.item_ids.max()) + 11
-        real_fit = serving.service.fit_arms
+        real_fit = serving.versions.fit_candidate
 
         def fit_while_an_item_comes(*args: object, **kwargs: object) -> object:
             out = real_fit(*args, **kwargs)
             service.add_item(new_id, "Added mid-retrain", [], None)  # grows the live arm
             return out
 
-        monkeypatch.setattr(serving.service, "fit_arms", fit_while_an_item_comes)
+        monkeypatch.setattr(serving.versions, "fit_candidate", fit_while_an_item_comes)
         response = client.post("/admin/retrain", headers=AUTH)
         assert response.status_code == 200, response.text
         assert new_id in service.arm_set.item_index

@@ -175,19 +175,26 @@ def fold_stats(url: str, settings: Any, upto: int | None = None) -> Any:
     store = open_store(url, create=False)
     try:
         outcomes = store.outcomes_after(0)
+        # Versions that started being served: their posterior carry-over is part of the fold.
+        switches = store.switches_after(0) if store.has_versions() else []
     finally:
         store.dispose()
     n_features = next((len(o.context) for o in outcomes if o.context is not None), None)
     model = settings.policy_model(n_features)
-    policy = model.replay(o for o in outcomes if upto is None or o.seq <= upto)
+    policy = model.replay((o for o in outcomes if upto is None or o.seq <= upto),
+                          [w for w in switches if upto is None or w.seq <= upto])
     return json.loads(json.dumps(policy.state_dict()["stats"]))
 
 
 def last_outcome_seq(url: str) -> int:
-    """The seq of the store's last outcome (0: none)."""
-    from serving.store.tables import outcomes
+    """The log position of the store's last outcome or version switch (0: none): what a
+    worker that folded everything reports as its ``log_seq``.
+    """
+    from serving.store.tables import model_versions, outcomes
 
-    return max((int(r["seq"]) for r in read_table(url, outcomes)), default=0)
+    return max([int(r["seq"]) for r in read_table(url, outcomes)]
+               + [int(r["served_seq"]) for r in read_table(url, model_versions)
+                  if r["served_seq"] is not None], default=0)
 
 
 def wait_for_workers(base: str, workers: int, deadline_s: float = 300.0) -> set[int]:

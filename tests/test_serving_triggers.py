@@ -39,7 +39,7 @@ from test_serving_support import (
 
 from arms.data.dataset import Dataset
 from experiments.cli import _serving_settings, build_parser
-from serving import commands, service
+from serving import commands, versions
 from serving.app import create_app
 from serving.errors import RetrainBusyError, StoreUnavailableError
 from serving.results import CommandError
@@ -314,7 +314,10 @@ def test_retrain_after_events_publishes_one_version_per_trigger_with_two_service
     store = open_store(settings.resolved_db_url())
     try:
         lease = store.retrain_lease()
-        assert lease.holder is None and lease.fitted_seq == store.log_seq()
+        # The last fit read the log up to its events; the switch to version 3 then took the
+        # next log position (serving.versions), where the policy's fold applies it.
+        switch = store.versions(3)[0].served_seq
+        assert lease.holder is None and lease.fitted_seq == switch - 1 == store.log_seq() - 1
         assert store.feedback_count_after(0) == 2 * n
     finally:
         store.dispose()
@@ -343,14 +346,14 @@ def test_a_second_retrain_while_one_runs_is_refused(
         monkeypatch: pytest.MonkeyPatch) -> None:
     settings = service_settings(tmp_path, store_url(backend, tmp_path))
     started, go = threading.Event(), threading.Event()
-    real = service.retrain_arms
+    real = versions.retrain
 
-    def slow_retrain_arms(*args, **kwargs):
+    def slow_retrain(*args, **kwargs):
         started.set()
         assert go.wait(120)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(service, "retrain_arms", slow_retrain_arms)
+    monkeypatch.setattr(versions, "retrain", slow_retrain)
     answers: list[httpx.Response] = []
     with TestClient(create_app(settings, catalog=serving_catalog, arms=serving_arms)) as client:
         first = threading.Thread(target=lambda: answers.append(

@@ -34,6 +34,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from serving.errors import ModelVersionError
 from serving.multileave import (
     credited_feedback,
     decision_arms,
@@ -56,6 +57,7 @@ from serving.store.tables import (
     items,
     log_head,
     metadata,
+    model_versions,
     outcomes,
     policy_meta,
     preferences,
@@ -71,6 +73,7 @@ from serving.store.types import (
     JsonObject,
     LogEvent,
     LogRows,
+    ModelVersion,
     Outcome,
     PeriodicJob,
     PolicyMeta,
@@ -78,6 +81,7 @@ from serving.store.types import (
     RetrainLease,
     Row,
     UserEvent,
+    VersionSwitch,
 )
 
 #: The columns of a :class:`~serving.store.types.UserEvent`, in its order (every backend's read).
@@ -163,6 +167,22 @@ def _default_sql(column: sa.Column[Any], conn: Connection) -> str:  # type: igno
     default = column.server_default.arg  # type: ignore[union-attr]  # every added column has one
     return str(default if isinstance(default, str)
                else default.compile(dialect=conn.dialect))
+
+
+def _model_version(row: Mapping[str, Any]) -> ModelVersion:  # type: ignore[explicit-any]  # a SQLAlchemy RowMapping
+    """A ``model_versions`` row as a :class:`ModelVersion` (integers as Python ints)."""
+    def optional_int(value: object) -> int | None:
+        return None if value is None else int(value)  # type: ignore[call-overload]
+
+    return ModelVersion(
+        version=int(row["version"]), created_at=float(row["created_at"]),
+        status=str(row["status"]), kind=str(row["kind"]), reason=str(row["reason"]),
+        arms_dir=row["arms_dir"], arms=dict(row["arms"]), data=dict(row["data"]),
+        gate=None if row["gate"] is None else dict(row["gate"]),
+        source_version=optional_int(row["source_version"]),
+        served_seq=optional_int(row["served_seq"]),
+        served_at=None if row["served_at"] is None else float(row["served_at"]),
+        changed_arms=list(row["changed_arms"]), carryover=dict(row["carryover"]))
 
 
 class Store(abc.ABC):
@@ -465,6 +485,10 @@ class Store(abc.ABC):
                                  .where(feature_sets.c.version == version)).scalar_one_or_none()
         return None if names is None else list(names)
 
+    def has_versions(self) -> bool:
+        """Whether the database holds the versions table (a store started since issue 15)."""
+        return sa.inspect(self.read_engine).has_table(model_versions.name)
+
     def has_log(self) -> bool:
         """Whether the database holds a decision log (a ``decisions`` table)."""
         return sa.inspect(self.read_engine).has_table(decisions.name)
@@ -478,37 +502,175 @@ class Store(abc.ABC):
         return None if row is None else PolicyMeta(int(row.version), row.arms_dir)
 
     @unavailable_on_db_error
-    def init_policy_meta(self, arms_dir: str) -> PolicyMeta:
-        """Record version 1 serving ``arms_dir`` unless a version exists; return the current."""
+    def init_policy_meta(self, arms_dir: str, *, arms: JsonObject | None = None,
+                         data: JsonObject | None = None) -> PolicyMeta:
+        """Record version 1 serving ``arms_dir`` unless a version exists; return the current.
+
+        The version gets its row in the versions table (``arms``, ``data``: its arms'
+        hyper-parameters and what they were fitted on), live from the start: no carry-over
+        applies to it (the policy starts fresh).
+        """
         with self.write_engine.begin() as conn:
             conn.execute(self.insert(policy_meta).values(
                 id=1, version=1, arms_dir=arms_dir, updated_at=time.time()
             ).on_conflict_do_nothing())
             row = conn.execute(sa.select(policy_meta.c.version, policy_meta.c.arms_dir)
                                .where(policy_meta.c.id == 1)).one()
-        return PolicyMeta(int(row.version), row.arms_dir)
+        meta = PolicyMeta(int(row.version), row.arms_dir)
+        self.ensure_version_row(meta, arms=arms or {}, data=data or {},
+                                reason="first start: the arms fitted on the base data")
+        return meta
 
     @unavailable_on_db_error
     def next_version(self) -> int:
-        """The version a retrain will publish (current + 1; 1 when nothing is recorded)."""
-        meta = self.policy_meta()
-        return 1 if meta is None else meta.version + 1
+        """The version number the next recorded version takes (1 when nothing is recorded)."""
+        with self.read_engine.connect() as conn:
+            return self._next_version(conn)
+
+    @staticmethod
+    def _next_version(conn: Connection) -> int:
+        """One more than every version recorded (the versions table and ``policy_meta``)."""
+        rows = conn.execute(sa.select(sa.func.max(model_versions.c.version))).scalar()
+        meta = conn.execute(sa.select(policy_meta.c.version)
+                            .where(policy_meta.c.id == 1)).scalar()
+        return max(int(rows or 0), int(meta or 0)) + 1
 
     @unavailable_on_db_error
     def publish_version(self, arms_dir: str) -> PolicyMeta:
-        """Point the policy at freshly saved arms and increment the version atomically."""
+        """Serve freshly saved arms as a new version, carrying the policy over (no gate, no
+        report: :func:`serving.versions.retrain` is what a retrain calls).
+        """
+        row = self.serve_version(kind="start", arms_dir=arms_dir, arms={}, data={}, gate=None,
+                                 reason="published", changed_arms=[],
+                                 carryover={"mode": "carry", "gamma": 1.0})
+        return PolicyMeta(row.version, arms_dir)
+
+    @unavailable_on_db_error
+    def serve_version(self, *, kind: str, arms_dir: str, arms: JsonObject, data: JsonObject,
+                      gate: JsonObject | None, reason: str, changed_arms: Sequence[str],
+                      carryover: JsonObject, source_version: int | None = None,
+                      retire_reason: str = "replaced",
+                      expect_live: int | None = None) -> ModelVersion:
+        """Serve ``arms_dir`` as a new version, in one transaction: take the next log position
+        (``log_head``, as an outcome does: so the switch sits in the policy's fold at the
+        position of its commit), point ``policy_meta`` at it, retire the live version and a
+        candidate it serves (their reasons gain ``retire_reason``) and insert the new row, live.
+
+        Parameters
+        ----------
+        kind : {"start", "retrain", "promote", "rollback"}
+        arms_dir : str
+        arms, data, gate
+            The row's hyper-parameters by arm, data span, and gate report (None: not gated).
+        reason : str
+        changed_arms : sequence of str
+            Arms whose models change at the switch (the carry-over applies to them).
+        carryover : dict
+            ``{"mode": "carry" | "reset" | "discount", "gamma": float}`` applied at the switch.
+        source_version : int, optional
+            A promotion or rollback: the version whose arms are served again.
+        retire_reason : str, default "replaced"
+            ``{version}`` in it is replaced by the new version's number.
+        expect_live : int, optional
+            Serve only if this version is still the live one once the ``log_head`` lock is
+            held (a promotion or rollback decided on what it read: two of them at once must
+            not both apply).
+
+        Returns
+        -------
+        ModelVersion
+            The new row.
+
+        Raises
+        ------
+        serving.errors.ModelVersionError
+            ``expect_live`` is not the live version any more (409; nothing written).
+        """
+        now = time.time()
         with self.write_engine.begin() as conn:
-            updated = conn.execute(
-                policy_meta.update().where(policy_meta.c.id == 1)
-                .values(version=policy_meta.c.version + 1, arms_dir=arms_dir,
-                        updated_at=time.time())
-                .returning(policy_meta.c.version)
-            ).first()
-            if updated is None:
-                conn.execute(policy_meta.insert().values(id=1, version=1, arms_dir=arms_dir,
-                                                         updated_at=time.time()))
-                return PolicyMeta(1, arms_dir)
-        return PolicyMeta(int(updated.version), arms_dir)
+            seq = int(conn.exec_driver_sql(self._next_seq_sql, (1,)).scalar_one())
+            if expect_live is not None:
+                live = conn.execute(sa.select(policy_meta.c.version)
+                                    .where(policy_meta.c.id == 1)).scalar()
+                if live != expect_live:
+                    raise ModelVersionError(f"the live version is {live} now, not "
+                                            f"{expect_live} as read: another promotion or "
+                                            "rollback came first; look again")
+            version = self._next_version(conn)
+            # The live row, and a candidate served now (it is the new row's source).
+            conn.execute(model_versions.update().where(sa.or_(
+                model_versions.c.status == "live",
+                sa.and_(model_versions.c.status == "candidate",
+                        model_versions.c.version == (source_version or 0))))
+                         .values(status="retired",
+                                 reason=model_versions.c.reason + "; retired: "
+                                 + retire_reason.replace("{version}", str(version))))
+            updated = conn.execute(policy_meta.update().where(policy_meta.c.id == 1).values(
+                version=version, arms_dir=arms_dir, updated_at=now)).rowcount
+            if not updated:
+                conn.execute(policy_meta.insert().values(id=1, version=version,
+                                                         arms_dir=arms_dir, updated_at=now))
+            values: Row = dict(version=version, created_at=now, status="live", kind=kind,
+                          reason=reason,
+                          arms_dir=arms_dir, arms=arms, data=data, gate=gate,
+                          source_version=source_version, served_seq=seq, served_at=now,
+                          changed_arms=list(changed_arms), carryover=dict(carryover))
+            conn.execute(model_versions.insert().values(**values))
+        return _model_version(values)
+
+    @unavailable_on_db_error
+    def record_version(self, *, status: Literal["candidate", "rejected"], reason: str,
+                       arms_dir: str | None, arms: JsonObject, data: JsonObject,
+                       gate: JsonObject | None) -> ModelVersion:
+        """Record a version that is not served (rejected by the gate, or a candidate); nothing
+        served changes. Its number is taken under the ``log_head`` row lock, as a served
+        version's.
+        """
+        now = time.time()
+        with self.write_engine.begin() as conn:
+            conn.exec_driver_sql(self._next_seq_sql, (0,))  # the log_head row lock
+            values: Row = dict(version=self._next_version(conn), created_at=now, status=status,
+                          kind="retrain", reason=reason, arms_dir=arms_dir, arms=arms,
+                          data=data, gate=gate,
+                          source_version=None, served_seq=None, served_at=None,
+                          changed_arms=[], carryover={"mode": "carry", "gamma": 1.0})
+            conn.execute(model_versions.insert().values(**values))
+        return _model_version(values)
+
+    @unavailable_on_db_error
+    def ensure_version_row(self, meta: PolicyMeta, *, arms: JsonObject, data: JsonObject,
+                           reason: str) -> None:
+        """Give the served version ``meta`` a row (live) if it has none: a first start, or a
+        store written before the versions table (its earlier versions stay unrecorded).
+        """
+        with self.write_engine.begin() as conn:
+            conn.execute(self.insert(model_versions).values(
+                version=meta.version, created_at=time.time(), status="live", kind="start",
+                reason=reason,
+                arms_dir=meta.arms_dir, arms=arms, data=data, gate=None, source_version=None,
+                served_seq=None, served_at=None, changed_arms=[],
+                carryover={"mode": "carry", "gamma": 1.0}).on_conflict_do_nothing())
+
+    @unavailable_on_db_error
+    def versions(self, version: int | None = None) -> list[ModelVersion]:
+        """Every row of the versions table, by version (or the one ``version``'s, if any)."""
+        query = sa.select(model_versions).order_by(model_versions.c.version)
+        if version is not None:
+            query = query.where(model_versions.c.version == version)
+        with self.read_engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [_model_version(dict(r)) for r in rows]
+
+    @unavailable_on_db_error
+    def switches_after(self, seq: int) -> list[VersionSwitch]:
+        """The versions that started being served after log position ``seq``, in log order
+        (what the policy's fold applies between outcomes: :meth:`PolicyModel.fold`).
+        """
+        query = (sa.select(model_versions).where(model_versions.c.served_seq > seq)
+                 .order_by(model_versions.c.served_seq))
+        with self.read_engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [switch for r in rows if (switch := _model_version(dict(r)).switch()) is not None]
 
     # ------------------------------------------------------------------ the retrain lease
     _LEASE_COLUMNS = (retrain_lease.c.holder, retrain_lease.c.expires_at,

@@ -164,6 +164,38 @@ policy_meta = sa.Table(
     sa.Column("updated_at", sa.Float(precision=53), nullable=False),
 )
 
+# One row per model version (issue 15, ``serving.versions``): every arm set a retrain fitted, with
+# its evaluation gate's report, whether it was served, and why. A version that starts being served
+# (a gated retrain, a promotion, a rollback, a refit at start) takes ``served_seq`` from
+# ``log_head`` in the transaction that points ``policy_meta`` at it: its position in the stream
+# the policy folds (the posterior carry-over applies there, to ``changed_arms``). Rejected
+# versions save no arms (``arms_dir`` NULL).
+model_versions = sa.Table(
+    "model_versions",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("created_at", sa.Float(precision=53), nullable=False),
+    # live (served now), candidate (saved, not served), rejected (by the gate), retired.
+    sa.Column("status", sa.String(16), nullable=False),
+    # What made it: start (a first start, or a refit at start), retrain, promote, rollback.
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("arms_dir", sa.String(1000), nullable=True),
+    # {arm: {hyper-parameter: value}} of every arm, as fitted (live arms: their base fit's).
+    sa.Column("arms", sa.JSON, nullable=False),
+    # What the fit saw: {n_ratings, n_feedback_ratings, first_event, last_event, log_seq}.
+    sa.Column("data", sa.JSON, nullable=False),
+    # The gate's report (arms.gate.GateReport.to_dict) and its seconds; NULL: not gated.
+    sa.Column("gate", sa.JSON(none_as_null=True), nullable=True),
+    # A promotion or rollback: the version whose arms (folder) it serves again.
+    sa.Column("source_version", sa.Integer, nullable=True),
+    sa.Column("served_seq", sa.BigInteger, nullable=True, unique=True),
+    sa.Column("served_at", sa.Float(precision=53), nullable=True),
+    # Arms whose models changed at the switch, and {mode, gamma} applied to their statistics.
+    sa.Column("changed_arms", sa.JSON, nullable=False),
+    sa.Column("carryover", sa.JSON, nullable=False),
+)
+
 # Genres a user stated (``PUT /users/{id}/preferences``), one row per statement: the row with the
 # highest seq (taken from ``log_head`` like feedback's) is the user's current preference. Read
 # for users the arms do not know yet, whose cold-start slate they steer.

@@ -190,6 +190,61 @@ class RetrainLease:
     fitted_at: float
 
 
+@dataclass(frozen=True)
+class VersionSwitch:
+    """A model version starting to be served, as the policy's fold consumes it.
+
+    Attributes
+    ----------
+    seq : int
+        Its position in the log (taken from ``log_head`` like an outcome's).
+    version : int
+    arms : tuple of str
+        The arms whose models changed: the carry-over applies to their statistics.
+    mode : {"carry", "reset", "discount"}
+    gamma : float
+        Share of the evidence kept (1 carry, 0 reset).
+    """
+
+    seq: int
+    version: int
+    arms: tuple[str, ...]
+    mode: str
+    gamma: float
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One row of the versions table (see ``serving.store.tables.model_versions``)."""
+
+    version: int
+    created_at: float
+    status: str
+    kind: str
+    reason: str
+    arms_dir: str | None
+    arms: JsonObject
+    data: JsonObject
+    gate: JsonObject | None
+    source_version: int | None
+    served_seq: int | None
+    served_at: float | None
+    changed_arms: list[str]
+    carryover: JsonObject
+
+    def to_dict(self) -> JsonObject:
+        """The row as plain JSON data."""
+        return {f: getattr(self, f) for f in self.__dataclass_fields__}
+
+    def switch(self) -> VersionSwitch | None:
+        """The row as a position of the fold (None: it never started being served)."""
+        if self.served_seq is None:
+            return None
+        return VersionSwitch(self.served_seq, self.version, tuple(self.changed_arms),
+                             str(self.carryover.get("mode", "carry")),
+                             float(self.carryover.get("gamma", 1.0)))
+
+
 @dataclass
 class FeedbackWrite:
     """One feedback insert as the writer executes it (values already validated).

@@ -1,40 +1,90 @@
-"""``/admin``: refit the arms (``POST /admin/retrain``), add catalogue items (``POST
+"""``/admin``: refit the arms (``POST /admin/retrain``, gated), the model versions (``GET
+/admin/models``, ``GET /admin/models/{v}``, ``POST /admin/models/{v}/promote``, ``POST
+/admin/models/rollback``), add catalogue items (``POST
 /admin/items``), and show a worker's learned state (``GET /admin/policy-state``, ``GET
 /admin/live-state``).
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
+from serving import versions
 from serving.api.deps import AdminDep, ServiceDep
-from serving.schemas import ErrorOut, ItemIn, ItemOut, RetrainOut
+from serving.schemas import (
+    ErrorOut,
+    ItemIn,
+    ItemOut,
+    ModelsOut,
+    ModelVersionOut,
+    RetrainOut,
+)
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
 
 
-@router.post("/retrain", response_model=RetrainOut,
-             responses={401: {"model": ErrorOut, "description": "no token"},
-                        403: {"model": ErrorOut, "description": "wrong token"},
-                        409: {"model": ErrorOut, "description": "a retrain is running "
-                                                               "already (on any worker or "
-                                                               "host)"}})
-async def retrain(service: ServiceDep) -> RetrainOut:
-    """Refit every arm (likes as 5, dislikes as 1) and publish a new policy version.
+_AUTH: dict[int | str, dict[str, Any]] = {401: {"model": ErrorOut, "description": "no token"},
+         403: {"model": ErrorOut, "description": "wrong token"}}
 
-    Requests keep being served by the old arms until the new ones are swapped in; every
-    worker picks the new version up within its refresh interval. One retrain runs at a time
-    across workers and hosts (the store's retrain lease, as the triggers take it): while one
-    runs, another is answered 409 ``retrain_running``.
+
+@router.post("/retrain", response_model=RetrainOut,
+             responses={**_AUTH, 409: {"model": ErrorOut, "description": "a retrain is running "
+                                                                      "already (on any worker "
+                                                                      "or host)"}})
+async def retrain(service: ServiceDep, candidate: bool = False) -> RetrainOut:
+    """Fit a candidate arm set (likes as 5, dislikes as 1), gate it, and serve it as a new
+    policy version if the gate accepts it (``serving.versions``).
+
+    200 either way: ``status`` says ``live`` or ``rejected`` (nothing served changed), with
+    the gate's metrics; ``?candidate=true`` saves an accepted candidate without serving it
+    (``candidate``; ``POST /admin/models/{v}/promote`` serves it). Requests keep being served
+    by the old arms until the new ones are swapped in; every worker picks the new version up
+    within its refresh interval. One retrain runs at a time across workers and hosts (the
+    store's retrain lease, as the triggers take it): while one runs, another is answered 409
+    ``retrain_running``.
     """
-    start = time.perf_counter()
-    version, n_ratings = await run_in_threadpool(service.retrain)
-    return RetrainOut(policy_version=version, n_feedback_ratings=n_ratings,
-                      seconds=time.perf_counter() - start)
+    result = await run_in_threadpool(lambda: service.retrain(serve=not candidate))
+    return RetrainOut(**result.to_dict())
+
+
+@router.get("/models", response_model=ModelsOut, responses=_AUTH)
+async def models(service: ServiceDep) -> ModelsOut:
+    """Every model version (the versions table): status, reason, data span, gate report."""
+    rows = await run_in_threadpool(service.store.versions)
+    live = next((r.version for r in rows if r.status == "live"), None)
+    return ModelsOut(live=live, versions=[ModelVersionOut(**r.to_dict()) for r in rows])
+
+
+@router.get("/models/{version}", response_model=ModelVersionOut,
+            responses={**_AUTH, 404: {"model": ErrorOut, "description": "unknown version"}})
+async def model(version: int, service: ServiceDep) -> ModelVersionOut:
+    """One model version's row."""
+    row = await run_in_threadpool(versions.show, service.store, version)
+    return ModelVersionOut(**row.to_dict())
+
+
+@router.post("/models/{version}/promote", response_model=ModelVersionOut,
+             responses={**_AUTH, 404: {"model": ErrorOut, "description": "unknown version"},
+                        409: {"model": ErrorOut, "description": "rejected by the gate (no "
+                              "saved arms), live already, or its arms are missing"}})
+async def promote(version: int, service: ServiceDep) -> ModelVersionOut:
+    """Serve the arms of ``version`` as a new version (pointing at its folder); every worker
+    loads them within one refresh interval while the old arms keep serving.
+    """
+    row = await run_in_threadpool(service.serve_version, version)
+    return ModelVersionOut(**row.to_dict())
+
+
+@router.post("/models/rollback", response_model=ModelVersionOut,
+             responses={**_AUTH, 409: {"model": ErrorOut, "description": "nothing to roll "
+                                       "back to"}})
+async def rollback(service: ServiceDep) -> ModelVersionOut:
+    """Serve again the arms of the version served before the live one, as a new version."""
+    row = await run_in_threadpool(service.serve_version, None)
+    return ModelVersionOut(**row.to_dict())
 
 
 @router.get("/policy-state",

@@ -1,0 +1,565 @@
+"""Model versions (issue 15): the gated retrain, promotion, rollback, and the versions table.
+
+Every arm set the service fits is a row of the versions table (``model_versions``,
+:mod:`serving.store.tables`): its hyper-parameters, the data it was fitted on, the evaluation
+gate's report, its status (``live``, ``candidate``, ``rejected``, ``retired``) and why.
+
+**The gate.** :func:`retrain` fits nothing for serving until the candidate arm set (the
+settings' hyper-parameters) has passed :func:`arms.gate.evaluate_gate` against the serving arm
+set (their hyper-parameters as served), both fitted on the training data before a temporal cut
+of its most recent events (``gate_holdout`` of them, or those of the last ``gate_holdout_s``
+seconds) and scored with full-catalogue HR@10 / NDCG@10 after it. Rejected: the row says why,
+no arms are saved and nothing served changes. Accepted: the arms are fitted on all the data,
+saved, and served as a new version.
+
+**Promotion and rollback make new versions.** Serving an older arm set again
+(:func:`promote`, :func:`rollback`) records a new version number pointing at that version's
+folder (``source_version`` names it), so the decision log's ``policy_version`` always names
+exactly the arms that served a decision and versions only grow (every worker loads a version
+greater than its own within one refresh interval, while the old arms keep serving). A rejected
+version has no saved arms and cannot be promoted; a rollback serves the arms of the version
+served before the live one (skipping versions that were themselves rolled back).
+
+**The posterior across versions.** A version that starts being served takes a log position
+(``served_seq``) in the transaction that points the service at it, so it sits in the stream the
+policy folds at the position of its commit; the fold applies the carry-over the row logged
+(``posterior_carryover``: ``carry``, ``reset`` or ``discount`` with ``carryover_discount``) to
+the arms whose models changed (:meth:`serving.policy.PolicyModel.switch`), on every worker and
+in ``rebuild-state`` alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from arms import registry
+from arms.base import Recommender
+from arms.data.dataset import Dataset
+from arms.gate import evaluate_gate
+from serving.armset import (
+    ArmSet,
+    file_lock,
+    refit_like,
+    save_arms,
+    seen_after_retrain,
+    training_set,
+    with_added_items,
+)
+from serving.errors import ModelVersionError
+from serving.rules import EventType
+from serving.settings import Settings
+from serving.store import Store, open_store
+from serving.store.errors import StoreNotFoundError
+from serving.store.types import JsonObject, ModelVersion
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ModelsError", "RetrainResult", "arm_spec", "carryover_of", "data_span",
+           "fit_candidate", "promote",
+           "retrain", "rollback", "show"]
+
+#: A candidate arm set as the gate takes it: ``{label: {"arm": registry name, param: value}}``.
+Spec = dict[str, dict[str, object]]
+
+
+#: The error of this module: :class:`serving.errors.ModelVersionError` (a ValueError whose
+#: ``status_code`` the API answers with).
+ModelsError = ModelVersionError
+
+
+@dataclass(frozen=True)
+class RetrainResult:
+    """What a (gated) retrain decided.
+
+    Attributes
+    ----------
+    status : {"live", "candidate", "rejected"}
+        Served now, saved for a later promotion (``serve=False``), or rejected by the gate
+        (nothing served changed in the last two).
+    version : int
+        The version recorded for this retrain (its row in the versions table).
+    policy_version : int
+        The version served after the retrain (``version`` if accepted).
+    reason : str
+    n_feedback_ratings : int
+        Kept log ratings the fit trained on (besides the base ratings).
+    gate : dict or None
+        The gate's report (``arms.gate.GateReport.to_dict()``); None with the gate off.
+    gate_seconds, seconds : float
+        Time the gate took, and the whole retrain.
+    arms : tuple of str
+        The arms of the version (refitted, or live and carried over).
+    dataset : str
+        The base data's name.
+    arm_set : ArmSet or None
+        The accepted arms, ready to serve (None unless served).
+    """
+
+    status: Literal["live", "candidate", "rejected"]
+    version: int
+    policy_version: int
+    reason: str
+    n_feedback_ratings: int
+    gate: JsonObject | None
+    gate_seconds: float
+    seconds: float
+    arms: tuple[str, ...] = ()
+    dataset: str = ""
+    arm_set: ArmSet | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def exit_code(self) -> int:
+        """``recbandits retrain``'s status: 1 when the gate rejected the candidate, else 0."""
+        return 1 if self.status == "rejected" else 0
+
+    def __str__(self) -> str:
+        return (f"retrained {', '.join(self.arms)} on {self.dataset} plus "
+                f"{self.n_feedback_ratings} feedback ratings in {self.seconds:.1f} s (gate "
+                f"{self.gate_seconds:.1f} s): version {self.version} {self.status}; serving "
+                f"version {self.policy_version}\n{format_gate(self.gate, self.reason)}")
+
+    def to_dict(self) -> JsonObject:
+        """The result as plain JSON data (without the arm set)."""
+        return {"status": self.status, "version": self.version,
+                "policy_version": self.policy_version, "reason": self.reason,
+                "n_feedback_ratings": self.n_feedback_ratings, "gate": self.gate,
+                "gate_seconds": self.gate_seconds, "seconds": self.seconds}
+
+
+def arm_spec(label: str, model: Recommender) -> dict[str, object]:
+    """``model``'s hyper-parameters as a gate spec entry (``"arm"``: its registry name, which
+    is ``label`` unless the model is of another registered class).
+    """
+    name = next((e.name for e in registry.ARMS.values() if type(model) is e.cls
+                 and e.name == label), None) or next(
+        (e.name for e in registry.ARMS.values() if type(model) is e.cls), label)
+    return {"arm": name, **model.get_params()}
+
+
+def carryover_of(settings: Settings) -> JsonObject:
+    """The carry-over a version switch logs under ``settings``: ``{"mode", "gamma"}``."""
+    gamma = {"carry": 1.0, "reset": 0.0}.get(settings.posterior_carryover,
+                                            settings.carryover_discount)
+    return {"mode": settings.posterior_carryover, "gamma": float(gamma)}
+
+
+def fit_candidate(spec: Mapping[str, Mapping[str, object]], train: Dataset,
+                  seed: int | None) -> dict[str, Recommender]:
+    """Fit the arms of a gate spec on ``train`` (each seeded with ``seed`` unless the spec sets
+    ``random_state``), logging each fit as :func:`serving.armset.fit_arms` does.
+
+    Parameters
+    ----------
+    spec : mapping
+        ``{label: {"arm": registry name, param: value}}`` (``"arm"`` defaults to the label).
+    train : Dataset
+    seed : int or None
+    """
+    unfitted = {}
+    for label, params in spec.items():
+        rest = {k: v for k, v in params.items() if k not in ("arm", "random_state")}
+        state = params.get("random_state", seed)
+        unfitted[label] = registry.make_arm(
+            str(params.get("arm", label)),
+            random_state=None if state is None else int(state),  # type: ignore[call-overload]
+            **rest)
+    return refit_like(unfitted, train)
+
+
+def data_span(train: Dataset, n_feedback: int, log_seq: int) -> JsonObject:
+    """What a fit saw, as the versions table records it: its events' count and time span
+    (``train``), the kept log ratings among them (``n_feedback``) and the log position read
+    (``log_seq``).
+    """
+    times = train.ratings["timestamp"]
+    return {"n_ratings": int(train.n_ratings), "n_feedback_ratings": int(n_feedback),
+            "first_event": int(times.min()) if len(times) else None,
+            "last_event": int(times.max()) if len(times) else None, "log_seq": int(log_seq)}
+
+
+def _gate(settings: Settings, train: Dataset, candidate: Spec, serving: Spec
+          ) -> tuple[bool, str, JsonObject | None, float]:
+    """Run the gate: (accepted, reason, report, seconds). A gate that cannot run (too few
+    events to cut) rejects, saying why: nothing vouches for the candidate then.
+    """
+    if not settings.gate_enabled or not candidate:
+        return True, "gate disabled" if candidate else "no arm to refit", None, 0.0
+    start = time.perf_counter()
+    holdout = ({"cut_time": int(train.ratings["timestamp"].max() - settings.gate_holdout_s)}
+               if settings.gate_holdout_s is not None
+               else {"holdout_fraction": settings.gate_holdout})
+    try:
+        report = evaluate_gate(train, candidate, serving, margin=settings.gate_margin,
+                               n_bootstrap=settings.gate_bootstrap,
+                               random_state=settings.seed or 0, **holdout)
+    except ValueError as exc:
+        return False, f"the gate could not evaluate the candidate: {exc}", None, (
+            time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    gate = {**report.to_dict(), "seconds": seconds}
+    return report.decision == "promote", report.reason, gate, seconds
+
+
+def retrain(settings: Settings, store: Store, catalog: Dataset,
+            models: Mapping[str, Recommender], *,
+            lock: AbstractContextManager[object] | None = None,
+            candidate: Mapping[str, Mapping[str, object]] | None = None,
+            serve: bool = True) -> RetrainResult:
+    """Fit a candidate arm set, gate it, and serve it only if the gate accepts it.
+
+    The training data is ``catalog`` with the items added at run time plus the ratings of the
+    log (one per (user, item), by the rule book: :func:`serving.armset.training_set`). The
+    arms that learn from the stream are not refitted (their state is a fold of the log from
+    their base fit, which is what is saved for them) and not gated. The refitted arms exclude
+    from a user's slates their base ratings and the items of their events whose type excludes
+    (:func:`serving.armset.seen_after_retrain`).
+
+    Parameters
+    ----------
+    settings : Settings
+        ``arm_params`` (the candidate), ``gate_*`` and ``posterior_carryover``.
+    store : Store
+    catalog : Dataset
+    models : mapping of str to Recommender
+        The served arms (their hyper-parameters are the gate's serving side).
+    lock : context manager, optional
+        Held while the arm set is built and the version served (the service's advance lock:
+        its refresher may grow the live arms meanwhile); a failure serves nothing.
+    candidate : mapping, optional
+        ``{arm: {"arm": registry name, param: value}}`` instead of the settings' arms (a test
+        hook: e.g. ``{"svd": {"arm": "random"}}`` is a broken candidate).
+    serve : bool, default True
+        False: an accepted candidate is saved and recorded with status ``candidate``, served
+        only when promoted (``recbandits models promote V``).
+
+    Returns
+    -------
+    RetrainResult
+    """
+    start = time.perf_counter()
+    log_seq = store.log_seq()
+    ratings = store.ratings_frame()
+    base = with_added_items(catalog, store.items_after(0))
+    # Every kept rating trains (a view's too); the base ratings rank as explicit ratings.
+    train = training_set(base, ratings,
+                         base_precedence=settings.rule_book().precedence(EventType.rating))
+    live = [n for n, m in models.items() if m.learns_from_stream]
+    refit = [n for n in models if n not in live]
+    spec: Spec = {n: dict(candidate[n]) if candidate is not None and n in candidate
+                  else arm_spec(n, registry.make_arm(n, random_state=settings.seed,
+                                                     **settings.arm_params.get(n, {})))
+                  for n in refit}
+    serving: Spec = {n: arm_spec(n, models[n]) for n in refit}
+    data = data_span(train, len(ratings), log_seq)
+    accepted, reason, gate, gate_seconds = _gate(settings, train, spec, serving)
+    params: JsonObject = {**spec, **{n: arm_spec(n, models[n]) for n in live}}
+    if not accepted:
+        row = store.record_version(status="rejected", reason=reason, arms_dir=None,
+                                   arms=params, data=data, gate=gate)
+        served = store.policy_meta()
+        logger.warning("retrain rejected (version %d): %s", row.version, reason)
+        return RetrainResult("rejected", row.version, served.version if served else 0, reason,
+                             len(ratings), gate, gate_seconds, time.perf_counter() - start,
+                             tuple(models), catalog.name)
+    fitted = fit_candidate(spec, train, settings.seed)
+    # A fit marks every training pair seen; the rule book says which of them the user must not
+    # be shown again (a viewed item may still be recommended, a purchased one not).
+    seen = seen_after_retrain(train, base, ratings)
+    for model in fitted.values():
+        model.seen_ = seen.copy()
+    bases = refit_like({n: models[n] for n in live}, catalog)
+    state_dir = settings.resolved_state_dir()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    if not serve:  # saved for a later promotion; nothing served changes
+        with file_lock(state_dir / "arms.lock"):
+            folder = save_arms({n: fitted[n] if n in fitted else bases[n] for n in models},
+                               state_dir / "arms" / f"{stamp}-{uuid.uuid4().hex[:8]}")
+            row = store.record_version(status="candidate", reason=reason, arms_dir=str(folder),
+                                       arms=params, data=data, gate=gate)
+        served = store.policy_meta()
+        return RetrainResult("candidate", row.version, served.version if served else 0,
+                             reason, len(ratings), gate, gate_seconds,
+                             time.perf_counter() - start, tuple(models), catalog.name)
+    with lock if lock is not None else contextlib.nullcontext():
+        arm_set = ArmSet.build({n: fitted[n] if n in fitted else models[n] for n in models},
+                               catalog, version=0, cold_start_arm=settings.cold_start_arm,
+                               cache_size=settings.score_cache_size,
+                               added=store.items_after(0))
+        with file_lock(state_dir / "arms.lock"):
+            folder = save_arms({n: fitted[n] if n in fitted else bases[n] for n in models},
+                               state_dir / "arms" / f"{stamp}-{uuid.uuid4().hex[:8]}")
+            row = store.serve_version(kind="retrain", arms_dir=str(folder), arms=params,
+                                      data=data, gate=gate, reason=reason,
+                                      changed_arms=refit, carryover=carryover_of(settings),
+                                      retire_reason="replaced by version {version} (retrain)")
+    object.__setattr__(arm_set, "version", row.version)
+    logger.info("retrained on %s: policy version %d", train, row.version)
+    return RetrainResult("live", row.version, row.version, reason, len(ratings), gate,
+                         gate_seconds, time.perf_counter() - start, tuple(models), catalog.name,
+                         arm_set)
+
+
+def show(store: Store, version: int) -> ModelVersion:
+    """The row of ``version``.
+
+    Parameters
+    ----------
+    store : Store
+    version : int
+
+    Raises
+    ------
+    ModelsError
+        No such version (status 404; the message lists the recorded ones).
+    """
+    rows = store.versions(version)
+    if not rows:
+        known = [r.version for r in store.versions()]
+        raise ModelsError(f"no model version {version}; recorded versions: {known}", 404)
+    return rows[0]
+
+
+def promote(settings: Settings, store: Store, version: int, *,
+            kind: Literal["promote", "rollback"] = "promote",
+            reason: str | None = None, expect_live: int | None = None) -> ModelVersion:
+    """Serve the arms of ``version`` (retired or a candidate) as a new version pointing at its
+    folder; the posterior carry-over applies to the arms it refits (every arm but those that
+    learn from the stream, whose state is a fold of the log).
+
+    Parameters
+    ----------
+    settings : Settings
+        The served arms and ``posterior_carryover``.
+    store : Store
+    version : int
+    kind : {"promote", "rollback"}, default "promote"
+        What the new row records as its making.
+    reason : str, optional
+        The new row's reason (and the retired one's); default: says which version is promoted.
+    expect_live : int, optional
+        The live version the caller decided on (default: the one read here); if another
+        promotion or rollback changed it meanwhile, nothing is served (409).
+
+    Returns
+    -------
+    ModelVersion
+        The new live row.
+
+    Raises
+    ------
+    ModelsError
+        ``version`` unknown (404), rejected by the gate (no saved arms), live already, its
+        folder lacks a served arm, or the live version changed since it was read (409); the
+        message names it and what is allowed.
+    """
+    row = show(store, version)
+    served = store.policy_meta()
+    if row.arms_dir is None:
+        raise ModelsError(f"model version {version} was rejected by the gate ({row.reason}); "
+                          "its arms were never saved, so it cannot be served: retrain with "
+                          "other settings instead")
+    if row.status == "live":
+        raise ModelsError(f"model version {version} is live already")
+    refitted = [n for n in settings.arms
+                if not registry.resolve(n).cls.learns_from_stream]
+    missing = [n for n in refitted if not (Path(row.arms_dir) / f"{n}.npz").is_file()]
+    if missing:
+        raise ModelsError(f"model version {version} cannot serve the arms {settings.arms}: "
+                          f"{missing} missing in {row.arms_dir}")
+    new = store.serve_version(
+        kind=kind, arms_dir=row.arms_dir, arms=row.arms, data=row.data, gate=row.gate,
+        reason=reason or f"promoted: the arms of version {version}", changed_arms=refitted,
+        carryover=carryover_of(settings), source_version=row.source_version or row.version,
+        retire_reason=reason or f"replaced by version {{version}} (version {version} promoted)",
+        expect_live=expect_live if expect_live is not None
+        else (None if served is None else served.version))
+    logger.info("version %d serves the arms of version %d", new.version, version)
+    return new
+
+
+def rollback(settings: Settings, store: Store) -> ModelVersion:
+    """Serve again the arms of the version served before the live one (as a new version).
+
+    Versions are taken in the order they started being served; skipped are those a rollback
+    retired (the version served right after them is a rollback) and those serving the live
+    version's folder. Repeated, it walks back through the served versions.
+
+    Parameters
+    ----------
+    settings : Settings
+    store : Store
+
+    Returns
+    -------
+    ModelVersion
+        The new live row.
+
+    Raises
+    ------
+    ModelsError
+        No version is live, or none served before it with other arms (409).
+    """
+    rows = store.versions()
+    order = sorted((r for r in rows if r.served_seq is not None or r.kind == "start"),
+                   key=lambda r: (r.served_seq is not None, r.served_seq or 0, r.version))
+    live = next((r for r in rows if r.status == "live"), None)
+    if live is None or live not in order:
+        raise ModelsError("no version is live; nothing to roll back")
+    before = order[:order.index(live)]
+    rolled_back = {r.version for r, after in itertools.pairwise(order)
+                   if after.kind == "rollback"}
+    choices = [r for r in before if r.version not in rolled_back and r.arms_dir is not None
+               and r.arms_dir != live.arms_dir]
+    if not choices:
+        raise ModelsError(f"nothing to roll back to: no version served before version "
+                          f"{live.version} with other arms (see 'recbandits models list')")
+    target = choices[-1]
+    return promote(settings, store, target.version, kind="rollback",
+                   reason=f"rolled back from version {live.version} to the arms of version "
+                          f"{target.version}", expect_live=live.version)
+
+
+@dataclass(frozen=True)
+class ModelsResult:
+    """What ``recbandits models`` did (:func:`run`).
+
+    Attributes
+    ----------
+    action : {"list", "show", "promote", "rollback"}
+    rows : list of ModelVersion
+        Every version (list), the one asked for (show), or the new live version (promote,
+        rollback).
+    live : int or None
+        The version served now.
+    """
+
+    action: str
+    rows: list[ModelVersion]
+    live: int | None
+
+    @property
+    def exit_code(self) -> int:
+        """``recbandits models``' status: 0 (a refusal raises :data:`ModelsError`)."""
+        return 0
+
+    def __str__(self) -> str:
+        return format_models(self)
+
+
+#: The actions of ``recbandits models`` and whether each takes a version.
+ACTIONS = {"list": False, "show": True, "promote": True, "rollback": False}
+
+
+def run(settings: Settings, action: str, version: int | None = None) -> ModelsResult:
+    """``recbandits models ACTION [V]`` on the settings' store.
+
+    Parameters
+    ----------
+    settings : Settings
+    action : {"list", "show", "promote", "rollback"}
+    version : int, optional
+        Required by ``show`` and ``promote``, refused by the others.
+
+    Returns
+    -------
+    ModelsResult
+
+    Raises
+    ------
+    ModelsError
+        An unknown action, a version missing or given where none is taken, no store yet, or
+        what :func:`show`, :func:`promote` and :func:`rollback` raise.
+    """
+    if action not in ACTIONS:
+        raise ModelsError(f"action must be one of {list(ACTIONS)}, got {action!r}", 400)
+    if ACTIONS[action] != (version is not None):
+        takes = "takes a version V" if ACTIONS[action] else "takes no version"
+        raise ModelsError(f"{action} {takes}, got version={version!r}", 400)
+    try:
+        store = open_store(settings.resolved_db_url(), timeout_s=settings.store_timeout_s,
+                           create=False)
+    except StoreNotFoundError as exc:
+        raise ModelsError(f"no model versions: {exc}", 404) from None
+    try:
+        store.create_schema(settings.arms, settings.rule_book())  # an older store gains the table
+        if action == "show":
+            assert version is not None  # checked above
+            rows = [show(store, version)]
+        elif action == "promote":
+            assert version is not None
+            rows = [promote(settings, store, version)]
+        elif action == "rollback":
+            rows = [rollback(settings, store)]
+        else:
+            rows = store.versions()
+        meta = store.policy_meta()
+    finally:
+        store.dispose()
+    return ModelsResult(action, rows, None if meta is None else meta.version)
+
+
+def _when(unix_s: float | None) -> str:
+    """``unix_s`` as an ISO date-time in UTC to the second ('-' for None)."""
+    if unix_s is None:
+        return "-"
+    return datetime.fromtimestamp(unix_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def format_gate(gate: JsonObject | None, reason: str) -> str:
+    """The gate's report as lines: per gated arm, HR@10 and NDCG@10 of the candidate and the
+    serving arms with their intervals; then the decision's reason.
+    """
+    if gate is None:
+        return f"gate: not run ({reason})"
+    k = gate["k"]
+    lines = [f"gate: {gate['decision']} (margin {gate['margin']:g}; hold-out of {gate['n_holdout']}"
+             f" events of {gate['n_users']} users from {_when(gate['cut_time'])}; "
+             f"{gate.get('seconds', 0.0):.1f} s)"]
+    for label, metrics in gate["metrics"]["candidate"].items():
+        cells = []
+        for m, name in (("hit_rate", f"HR@{k}"), ("ndcg", f"NDCG@{k}")):
+            c = metrics[m]
+            s = gate["metrics"]["serving"].get(label, {}).get(m)
+            cells.append(f"{name} {c['value']:.4f} [{c['low']:.4f}, {c['high']:.4f}]"
+                         + (f" vs serving {s['value']:.4f} [{s['low']:.4f}, {s['high']:.4f}]"
+                            if s else " (new arm)"))
+        lines.append(f"  {label:<12} " + "; ".join(cells))
+    lines.append(f"  reason: {reason}")
+    return "\n".join(lines)
+
+
+def format_models(result: ModelsResult) -> str:
+    """What ``recbandits models`` prints: a table (list), a row's JSON (show), or the new
+    live version (promote, rollback).
+    """
+    import json
+
+    if result.action == "show":
+        return json.dumps(result.rows[0].to_dict(), indent=2, default=str)
+    if result.action in ("promote", "rollback"):
+        row = result.rows[0]
+        return (f"now serving version {row.version} (the arms of version "
+                f"{row.source_version}, {row.kind}; log position {row.served_seq}; carry-over "
+                f"{row.carryover['mode']} on {', '.join(row.changed_arms) or 'no arm'}): every "
+                "worker loads it within one refresh interval")
+    head = (f"{'version':>7}  {'status':<10}{'kind':<9}{'created':<21}{'log pos':>10}"
+            f"{'source':>7}  reason")
+    lines = [head]
+    for r in result.rows:
+        lines.append(f"{r.version:>7}  {r.status:<10}{r.kind:<9}{_when(r.created_at):<21}"
+                     f"{'-' if r.served_seq is None else r.served_seq:>10}"
+                     f"{'-' if r.source_version is None else r.source_version:>7}  "
+                     f"{r.reason if len(r.reason) <= 90 else r.reason[:87] + '...'}")
+    lines.append(f"serving version {result.live}" if result.live is not None
+                 else "no version served yet")
+    return "\n".join(lines)
