@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import os
 import sys
@@ -24,6 +25,7 @@ import httpx
 from arms.base import Recommender
 from arms.data import load_movielens, make_synthetic
 from arms.data.dataset import Dataset
+from serving import shadow
 from serving.armset import (
     ArmSet,
     file_lock,
@@ -45,7 +47,7 @@ from serving.replay import (
 )
 from serving.service import _iso, retrain_arms
 from serving.settings import Settings
-from serving.store import Store, open_store
+from serving.store import Outcome, Store, open_store
 from serving.store.errors import StoreNotFoundError
 from serving.store.types import FoldSnapshot, JsonObject, PolicyMeta
 
@@ -291,6 +293,11 @@ def rebuild_state(settings: Settings, out: TextIO | None = None, *,
     with _open_log(settings, "rebuild", out) as store:
         if store is None:
             return 0
+        # The live and shadow policies in force: the settings', or a promotion's.
+        settings = shadow.effective(settings, store)
+        # Asked before the log is read: the worker's position is then within the rows read.
+        worker = (_service_policy_state(settings, store, service)
+                  if settings.shadow_policy is not None else (None, ""))
         rows = store.log_rows()
         source = store.describe()
         live_lines, live_match = _check_live_arms(settings, store, service)
@@ -331,9 +338,48 @@ def rebuild_state(settings: Settings, out: TextIO | None = None, *,
         print(f"  mismatch: {line}", file=out)
     for line in live_lines:
         print(line, file=out)
-    match = check.match and live_match
+    shadow_lines, shadow_match = check_shadow(settings, rows, dimension, *worker)
+    for line in shadow_lines:
+        print(line, file=out)
+    match = check.match and live_match and shadow_match
     print(f"match: {'yes' if match else 'NO'}", file=out)
     return 0 if match else 1
+
+
+def check_shadow(settings: Settings, rows: JsonObject, dimension: int | None,
+                 held: JsonObject | None, where: str) -> tuple[list[str], bool]:
+    """Fold the log's outcomes under the shadow policy's rule and compare with a running
+    worker's shadow state (``held``: its ``GET /admin/policy-state``), up to its log position.
+
+    The fold starts from a fresh shadow policy, at the latest fold snapshot's position after a
+    purge (the shadow's state cannot be restored from it: :mod:`serving.shadow`).
+
+    Returns
+    -------
+    (lines, match)
+        One ``shadow ...`` line (none without a shadow policy); ``match`` False when the
+        worker's shadow state differs from the fold.
+    """
+    model = settings.shadow_model(dimension)
+    if model is None:
+        return [], True
+    fold = rows["fold"]
+    start = 0 if fold is None else fold.seq
+    theirs = None if held is None else held.get("shadow")
+    upto = None if theirs is None else int(theirs["log_seq"])
+    outcomes = sorted((Outcome(int(q), e, a, float(r), rows["contexts"].get(e))
+                       for q, e, a, r, _ in rows["outcomes"]
+                       if q > start and (upto is None or q <= upto)), key=lambda o: o.seq)
+    policy = model.replay(outcomes)
+    name = f"shadow {model.name} {json.dumps(model.describe_params()['params'])}"
+    folded = f"{len(outcomes)} outcomes folded" + (f" from the fold snapshot at {start}"
+                                                    if start else "")
+    if theirs is None:
+        return [f"{name}: not compared ({where or 'no worker answered with a shadow'}); "
+                f"{folded}"], True
+    same = (json.loads(json.dumps(policy.state_dict())) == theirs["state"])
+    return [f"{name}: match {'yes' if same else 'NO'} (worker pid {held['pid'] if held else '?'}"
+            f" at {where}, log position {upto}: {folded})"], same
 
 
 def _live_names(settings: Settings) -> list[str]:
@@ -387,10 +433,18 @@ def _check_live_arms(settings: Settings, store: Store, service: httpx.Client | N
     return lines, match
 
 
-def _service_live_state(settings: Settings, store: Store, service: httpx.Client | None
-                        ) -> tuple[JsonObject | None, str]:
-    """A running worker's ``GET /admin/live-state`` and where it came from; or None and why
-    not (no token, no answer, another store).
+def _service_policy_state(settings: Settings, store: Store, service: httpx.Client | None
+                          ) -> tuple[JsonObject | None, str]:
+    """A running worker's ``GET /admin/policy-state`` (with its shadow's state) and where it
+    came from; or None and why not (as :func:`_service_live_state`).
+    """
+    return _service_live_state(settings, store, service, path="/admin/policy-state")
+
+
+def _service_live_state(settings: Settings, store: Store, service: httpx.Client | None,
+                        path: str = "/admin/live-state") -> tuple[JsonObject | None, str]:
+    """A running worker's ``GET /admin/live-state`` (or ``path``) and where it came from; or
+    None and why not (no token, no answer, another store).
     """
     token = settings.admin_token
     if token is None:
@@ -400,7 +454,7 @@ def _service_live_state(settings: Settings, store: Store, service: httpx.Client 
         base_url=f"http://{f'[{host}]' if ':' in host else host}:{settings.port}", timeout=5.0)
     where = str(client.base_url).rstrip("/")
     try:
-        response = client.get("/admin/live-state",
+        response = client.get(path,
                               headers={"authorization": f"Bearer {token.get_secret_value()}"})
     except httpx.HTTPError as exc:
         return None, f"no service answered at {where}: {exc}"
@@ -443,6 +497,52 @@ def credit(settings: Settings, *, n_bootstrap: int = 1000, seed: int = 0,
                            seed=seed)
     print(f"store: {source}", file=out)
     print(format_credit(report), file=out)
+    return 0
+
+
+def shadow_status(settings: Settings, out: TextIO | None = None) -> int:
+    """Print the live and shadow policies in force on the settings' store, the latest
+    promotion and how many decisions carry a shadow record (``recbandits shadow status``;
+    :func:`serving.shadow.status`); 0.
+    """
+    out = out if out is not None else sys.stdout
+    with _open_log(settings, "show", out) as store:
+        if store is None:
+            return 0
+        report = shadow.status(settings, store)
+        source = store.describe()
+    print(f"store: {source}", file=out)
+    print(f"live:   {report['live']['name']} {json.dumps(report['live']['params'])}", file=out)
+    print("shadow: " + ("none" if report["shadow"] is None else
+                        f"{report['shadow']['name']} {json.dumps(report['shadow']['params'])}"),
+          file=out)
+    promotion = report["promotion"]
+    print("promotion: " + ("none (the settings' policy is live)" if promotion is None else
+                           f"#{promotion['id']}: {promotion['policy']['name']} replaced "
+                           f"{promotion['previous']['name']} (it overrides the settings' "
+                           "policy)"), file=out)
+    print(f"decisions with a shadow record: {report['shadow_decisions']}", file=out)
+    return 0
+
+
+def shadow_promote(settings: Settings, out: TextIO | None = None) -> int:
+    """Make the shadow policy the live one (``recbandits shadow promote``;
+    :func:`serving.shadow.promote`): recorded in the store, followed by every worker within
+    one refresh interval; 0, or 2 (said on stderr) when there is nothing to promote.
+    """
+    out = out if out is not None else sys.stdout
+    with _open_log(settings, "promote", out) as store:
+        if store is None:
+            return 2
+        try:
+            result = shadow.promote(settings, store)
+        except ValueError as exc:
+            print(f"recbandits shadow promote: {exc}", file=sys.stderr)
+            return 2
+    p = result.promotion
+    print(f"promoted {p.policy} {json.dumps(p.params)} (promotion #{p.id}), replacing "
+          f"{result.previous['name']} {json.dumps(result.previous['params'])}; every worker "
+          "serves it within one refresh interval", file=out)
     return 0
 
 
@@ -567,7 +667,8 @@ def _fold_policy(settings: Settings, store: Store, previous: FoldSnapshot | None
         return {"state": None, "rewards": {}}, 0
     dimension = (state["params"].get("n_features") if state is not None else
                  _feature_dimension({o.event_id: o.context for o in reversed(outcomes)}))
-    policy, rewards = fold_policy(outcomes, settings.policy_model(dimension), previous)
+    model = shadow.effective(settings, store).policy_model(dimension)  # a promotion's
+    policy, rewards = fold_policy(outcomes, model, previous)
     return ({"state": policy.state_dict(),
              "rewards": {arm: [n, total] for arm, (n, total) in rewards.items()}},
             len(outcomes))

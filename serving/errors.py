@@ -79,3 +79,10 @@ class UnsupportedMediaTypeError(ServingError):
 
     status_code = 415
     code = "unsupported_media_type"
+
+
+class PromotionRefusedError(ServingError):
+    """``POST /admin/shadow/promote`` with no shadow policy in force, or on a purged log."""
+
+    status_code = 409
+    code = "promotion_refused"

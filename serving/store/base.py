@@ -58,6 +58,7 @@ from serving.store.tables import (
     metadata,
     outcomes,
     policy_meta,
+    policy_promotions,
     preferences,
 )
 from serving.store.types import (
@@ -218,9 +219,9 @@ class Store(abc.ABC):
         as_json = self.JSON_CAST
         self._insert_decision_sql = (
             "INSERT INTO decisions (event_id, created_at, user_id, context, arm, propensity, "
-            "pmf, slate, policy, policy_version, cold_start, reward_deadline, multileave) VALUES "
-            f"({p}, {p}, {p}, {p}{as_json}, {p}, {p}, {p}{as_json}, {p}{as_json}, {p}{as_json}, "
-            f"{p}, {p}, {p}, {p}{as_json})")
+            "pmf, slate, policy, policy_version, cold_start, reward_deadline, multileave, shadow) "
+            f"VALUES ({p}, {p}, {p}, {p}{as_json}, {p}, {p}, {p}{as_json}, {p}{as_json}, "
+            f"{p}{as_json}, {p}, {p}, {p}, {p}{as_json}, {p}{as_json})")
         self._insert_feedback_sql = (
             "INSERT INTO feedback (created_at, user_id, movie_id, feedback_type, value, "
             f"event_id, event_key, arm, reward, rating, counted, note, seq) VALUES ({p}, {p}, "
@@ -351,11 +352,12 @@ class Store(abc.ABC):
 
     def _missing_columns(self, conn: Connection) -> dict[str, list[sa.Column]]:
         """Per table, the columns an older store lacks (``feedback.value``, the kept ratings'
-        :data:`RATING_COLUMNS_ADDED`).
+        :data:`RATING_COLUMNS_ADDED`, ``decisions.shadow``: NULL for the older decisions).
         """
         inspector = sa.inspect(conn)
         inspector.clear_cache()
-        wanted = {feedback.name: ("value",), **RATING_COLUMNS_ADDED}
+        wanted = {feedback.name: ("value",), decisions.name: ("shadow",),
+                  **RATING_COLUMNS_ADDED}
         missing = {}
         for name, columns in wanted.items():
             have = {c["name"] for c in inspector.get_columns(name)}
@@ -505,6 +507,41 @@ class Store(abc.ABC):
                                                          updated_at=time.time()))
                 return PolicyMeta(1, arms_dir)
         return PolicyMeta(int(updated.version), arms_dir)
+
+    # ------------------------------------------------------------------ shadow promotions
+    @unavailable_on_db_error
+    def latest_promotion(self) -> tuple[int, JsonObject, JsonObject] | None:
+        """The latest promotion of a shadow policy (``id``, the promoted ``{"name",
+        "params"}``, the one it replaced); None when none was recorded (:mod:`serving.shadow`).
+        """
+        with self.read_engine.connect() as conn:
+            row = conn.execute(sa.select(policy_promotions.c.id, policy_promotions.c.policy,
+                                         policy_promotions.c.previous)
+                               .order_by(policy_promotions.c.id.desc()).limit(1)).first()
+        return None if row is None else (int(row.id), dict(row.policy), dict(row.previous))
+
+    @unavailable_on_db_error
+    def record_promotion(self, policy: JsonObject, previous: JsonObject, now: float) -> int:
+        """Record that ``policy`` replaced ``previous`` as the live policy; its id."""
+        with self.write_engine.begin() as conn:
+            return int(conn.execute(policy_promotions.insert().values(
+                created_at=now, policy=policy, previous=previous)
+                .returning(policy_promotions.c.id)).scalar_one())
+
+    @unavailable_on_db_error
+    def count_shadow(self) -> int:
+        """Decisions that carry a shadow record."""
+        with self.read_engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(decisions)
+                                    .where(decisions.c.shadow.is_not(None))).scalar_one())
+
+    @unavailable_on_db_error
+    def shadow_rows(self) -> dict[str, JsonObject]:
+        """Each decision's shadow record by ``event_id`` (the decisions that carry one)."""
+        with self.read_engine.connect() as conn:
+            return {r[0]: json.loads(r[1]) for r in conn.execute(
+                sa.select(decisions.c.event_id, sa.cast(decisions.c.shadow, sa.Text))
+                .where(decisions.c.shadow.is_not(None)))}
 
     # ------------------------------------------------------------------ reads
     @unavailable_on_db_error
@@ -773,7 +810,8 @@ class Store(abc.ABC):
                  r["arm"], r["propensity"], _json(r["pmf"]), _json(r["slate"]),
                  _json(r.get("policy")), r["policy_version"], r["cold_start"],
                  r["reward_deadline"],
-                 None if r.get("multileave") is None else _json(r["multileave"]))
+                 None if r.get("multileave") is None else _json(r["multileave"]),
+                 None if r.get("shadow") is None else _json(r["shadow"]))
                 for r in decision_rows])
         seq = 0
         if feedback_writes:
