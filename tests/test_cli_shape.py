@@ -29,6 +29,7 @@ OTHER_COMMANDS = {
     "rebuild-state": "the service",
     "purge": "the service",
     "credit": "the service's log (multileaved decisions)",
+    "shadow": "the service's store (status; promote records a promotion)",
     "ope": "the service's log (and --obd, whose handler calls experiments.obd_ope.run)",
 }
 
