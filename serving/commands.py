@@ -49,7 +49,7 @@ from serving.service import _iso, retrain_arms
 from serving.settings import Settings
 from serving.store import Outcome, Store, open_store
 from serving.store.errors import StoreNotFoundError
-from serving.store.types import FoldSnapshot, JsonObject, PolicyMeta
+from serving.store.types import FoldSnapshot, JsonObject, LogRows, PolicyMeta
 
 logger = logging.getLogger(__name__)
 
@@ -346,7 +346,7 @@ def rebuild_state(settings: Settings, out: TextIO | None = None, *,
     return 0 if match else 1
 
 
-def check_shadow(settings: Settings, rows: JsonObject, dimension: int | None,
+def check_shadow(settings: Settings, rows: LogRows, dimension: int | None,
                  held: JsonObject | None, where: str) -> tuple[list[str], bool]:
     """Fold the log's outcomes under the shadow policy's rule and compare with a running
     worker's shadow state (``held``: its ``GET /admin/policy-state``), up to its log position.

@@ -937,8 +937,9 @@ def subset(log: DecisionLog, mask: np.ndarray) -> DecisionLog:
     """
     per_decision = ("event_ids", "created_at", "user_ids", "actions", "propensities", "pmf",
                     "rewards", "policy_versions", "context", "features", "has_features")
-    return replace(log, **{k: (None if getattr(log, k) is None else getattr(log, k)[mask])
-                           for k in per_decision})
+    changes: dict[str, Any] = {k: (None if getattr(log, k) is None else getattr(log, k)[mask])
+                               for k in per_decision}
+    return replace(log, **changes)
 
 
 def shadow_pmf(records: Sequence[dict[str, Any]], arms: Sequence[str]) -> np.ndarray:

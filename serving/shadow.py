@@ -173,11 +173,11 @@ def promote(settings: Settings, store: Store, *, now: float | None = None) -> Pr
         raise ValueError(f"the log was purged (fold snapshot at log position "
                          f"{store.fold_mark()}): the shadow has not folded the purged outcomes, "
                          "so it cannot become the live policy's fold of the log")
-    policy = {"name": current.shadow_policy, "params": dict(current.shadow_policy_params)}
-    previous = {"name": current.policy, "params": dict(current.policy_params)}
-    row_id = store.record_promotion(policy, previous, time.time() if now is None else now)
-    return PromoteResult(Promotion(row_id, policy["name"], policy["params"], previous),
-                         previous)
+    name, params = current.shadow_policy, dict(current.shadow_policy_params)
+    previous: JsonObject = {"name": current.policy, "params": dict(current.policy_params)}
+    row_id = store.record_promotion({"name": name, "params": params}, previous,
+                                    time.time() if now is None else now)
+    return PromoteResult(Promotion(row_id, name, params, previous), previous)
 
 
 def status(settings: Settings, store: Store) -> JsonObject:

@@ -298,12 +298,12 @@ def synthetic_shadow_log(url: str, n: int, shadows: dict[str, np.ndarray], seed:
         rows.append({
             "event_id": event_id, "created_at": 1000.0 + i, "user_id": 1 + i % 50,
             "context": {"k": 3}, "arm": ARMS[actions[i]], "propensity": live[actions[i]],
-            "pmf": dict(zip(ARMS, live.tolist())), "slate": [1, 2, 3],
+            "pmf": dict(zip(ARMS, live.tolist(), strict=True)), "slate": [1, 2, 3],
             "policy": {"name": "ThompsonSampling", "params": {}}, "policy_version": 1,
             "cold_start": False, "reward_deadline": 1001.0 + i, "settled_at": 1002.0 + i,
             "shadow": {"policy": {"name": name, "params": {}}, "arm": ARMS[int(pmf.argmax())],
                        "propensity": float(pmf.max()), "u": 0.5, "seq": i,
-                       "pmf": dict(zip(ARMS, pmf.tolist()))}})
+                       "pmf": dict(zip(ARMS, pmf.tolist(), strict=True))}})
         outcomes.append({"event_id": event_id, "arm": ARMS[actions[i]], "seq": i + 1,
                          "reward": rewards[i], "decided_at": 1001.5 + i, "feedback_seq": None})
     store.insert_simulated(rows, [], outcomes)
