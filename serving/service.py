@@ -986,9 +986,9 @@ class RecommendationService:
     async def policy_view(self) -> JsonObject:
         """What ``GET /policy`` answers: the policy folded up to the log's latest outcome."""
         await asyncio.get_running_loop().run_in_executor(self.readers, self.refresh)
-        snapshot = self.snapshot
-        view = self.policy_model.describe(snapshot, self.features.mean_vector(),
-                                          self.settings.reward_window_s)
+        model, snapshot, _ = self._live  # one pair, even across a promotion
+        view = model.describe(snapshot, self.features.mean_vector(),
+                              self.settings.reward_window_s)
         if self._multileave:  # each arm's chance of being multileaved into the next slate
             inclusion = self.multileave_view(snapshot).inclusion
             view.update(slate_mode="multileave", multileave_arms=self.settings.multileave_arms)

@@ -197,8 +197,19 @@ def test_an_older_store_gains_the_shadow_column(tmp_path: Path, backend: str) ->
         store.create_schema(ARMS)
         with store.write_engine.begin() as conn:
             conn.exec_driver_sql("ALTER TABLE decisions DROP COLUMN shadow")
+            conn.exec_driver_sql("DROP TABLE policy_promotions")
         assert "shadow" not in {c["name"] for c in sa.inspect(store.write_engine)
                                 .get_columns("decisions")}
+    finally:
+        store.dispose()
+    old = open_store(url, create=False)  # what rebuild-state, ope and shadow status open
+    try:
+        assert (old.latest_promotion(), old.count_shadow(), old.shadow_rows()) == (None, 0, {})
+        assert shadow.effective(Settings(arms=ARMS), old).policy == "ThompsonSampling"
+    finally:
+        old.dispose()
+    store = open_store(url)
+    try:
         store.create_schema(ARMS)
         assert "shadow" in {c["name"] for c in sa.inspect(store.write_engine)
                             .get_columns("decisions")}
@@ -259,14 +270,20 @@ def test_the_promote_command_records_it_and_refuses_without_a_shadow(
         tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender],
         capsys: pytest.CaptureFixture[str]) -> None:
     settings = make_settings(tmp_path, "sqlite", refresh_interval_s=HOUR)
-    with worker(settings, catalog, fitted) as client:
-        traffic(client, 10)
     common = ["--db", settings.resolved_db_url(), "--state-dir", str(tmp_path / "state")]
-    assert cli_main(["shadow", "promote", *common]) == 2
-    assert "no shadow policy to promote" in capsys.readouterr().err
-    assert cli_main(["shadow", "promote", *common, "--shadow-policy", "UCB1"]) == 0
-    assert "promoted UCB1 {} (promotion #1), replacing ThompsonSampling" in \
-        capsys.readouterr().out
+    with worker(settings, catalog, fitted) as client:  # runs without the shadow
+        traffic(client, 20)
+        assert cli_main(["shadow", "promote", *common]) == 2
+        assert "no shadow policy to promote" in capsys.readouterr().err
+        assert cli_main(["shadow", "promote", *common, "--shadow-policy", "UCB1"]) == 0
+        assert "promoted UCB1 {} (promotion #1), replacing ThompsonSampling" in \
+            capsys.readouterr().out
+        client.app.state.service.refresh()  # it refolds the log under UCB1's rule
+        state = client.get("/admin/policy-state", headers=AUTH).json()
+        assert state["policy"]["name"] == "UCB1" and state["log_seq"] > 0
+        promoted = settings.model_copy(update={"shadow_policy": "UCB1"})
+        assert state["state"] == fold_state(promoted, "live", state["log_seq"])
+        traffic(client, 10)
     assert cli_main(["shadow", "status", *common]) == 0
     printed = capsys.readouterr().out
     assert "live:   UCB1 {}" in printed and "shadow: none" in printed

@@ -214,6 +214,9 @@ class Store(abc.ABC):
         self.backend = self.url.get_backend_name()
         self._check_url(url, create)
         self._local = threading.local()
+        # Whether the store has the shadow mode's schema (a store not opened by a service
+        # since: no promotion and no shadow record, rather than an error; see _has_shadow).
+        self._shadow_schema = False
         self.write_engine, self.read_engine = self._engines()
         p = self.PARAM
         as_json = self.JSON_CAST
@@ -509,11 +512,23 @@ class Store(abc.ABC):
         return PolicyMeta(int(updated.version), arms_dir)
 
     # ------------------------------------------------------------------ shadow promotions
+    def _has_shadow(self) -> bool:
+        """Whether the store has ``policy_promotions`` and ``decisions.shadow`` (every store
+        a service started since has: :meth:`create_schema`); looked up until it has.
+        """
+        if not self._shadow_schema:
+            inspector = sa.inspect(self.read_engine)
+            self._shadow_schema = inspector.has_table(policy_promotions.name) and "shadow" in {
+                c["name"] for c in inspector.get_columns(decisions.name)}
+        return self._shadow_schema
+
     @unavailable_on_db_error
     def latest_promotion(self) -> tuple[int, JsonObject, JsonObject] | None:
         """The latest promotion of a shadow policy (``id``, the promoted ``{"name",
         "params"}``, the one it replaced); None when none was recorded (:mod:`serving.shadow`).
         """
+        if not self._has_shadow():
+            return None
         with self.read_engine.connect() as conn:
             row = conn.execute(sa.select(policy_promotions.c.id, policy_promotions.c.policy,
                                          policy_promotions.c.previous)
@@ -522,7 +537,10 @@ class Store(abc.ABC):
 
     @unavailable_on_db_error
     def record_promotion(self, policy: JsonObject, previous: JsonObject, now: float) -> int:
-        """Record that ``policy`` replaced ``previous`` as the live policy; its id."""
+        """Record that ``policy`` replaced ``previous`` as the live policy; its id (a store
+        no service has opened since shadow mode existed gains the table first).
+        """
+        policy_promotions.create(self.write_engine, checkfirst=True)
         with self.write_engine.begin() as conn:
             return int(conn.execute(policy_promotions.insert().values(
                 created_at=now, policy=policy, previous=previous)
@@ -531,6 +549,8 @@ class Store(abc.ABC):
     @unavailable_on_db_error
     def count_shadow(self) -> int:
         """Decisions that carry a shadow record."""
+        if not self._has_shadow():
+            return 0
         with self.read_engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(decisions)
                                     .where(decisions.c.shadow.is_not(None))).scalar_one())
@@ -538,6 +558,8 @@ class Store(abc.ABC):
     @unavailable_on_db_error
     def shadow_rows(self) -> dict[str, JsonObject]:
         """Each decision's shadow record by ``event_id`` (the decisions that carry one)."""
+        if not self._has_shadow():
+            return {}
         with self.read_engine.connect() as conn:
             return {r[0]: json.loads(r[1]) for r in conn.execute(
                 sa.select(decisions.c.event_id, sa.cast(decisions.c.shadow, sa.Text))
