@@ -6,15 +6,24 @@ from __future__ import annotations
 import copy
 import io
 import json
+import threading
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
-from test_serving_support import read_table, store_url
+from test_serving_support import (
+    ADMIN_TOKEN,
+    ServiceProcess,
+    assert_workers_are_the_fold,
+    read_table,
+    store_url,
+    wait_for_workers,
+)
 
 from arms.base import Recommender
 from arms.data import make_synthetic
@@ -264,6 +273,71 @@ def test_a_promotion_reaches_every_worker_survives_a_restart_and_is_the_fold(
     assert cli_main(["shadow", "status", "--db", settings.resolved_db_url(),
                      "--state-dir", str(tmp_path / "state"), "--shadow-policy", "LinTS",
                      "--shadow-policy-params", '{"scale": 0.5}']) == 0
+
+
+@pytest.mark.slow
+def test_two_uvicorn_workers_follow_a_promotion_under_load_with_no_failed_request(
+        tmp_path: Path, backend: str) -> None:
+    url = store_url(backend, tmp_path)
+    env = {"RECBANDITS_SYNTHETIC_USERS": "120", "RECBANDITS_SYNTHETIC_ITEMS": "200",
+           "RECBANDITS_SYNTHETIC_RATINGS": "3000", "RECBANDITS_REFRESH_INTERVAL_S": "0.05",
+           "RECBANDITS_ADMIN_TOKEN": ADMIN_TOKEN, "RECBANDITS_SHADOW_POLICY": "LinTS",
+           "RECBANDITS_SHADOW_POLICY_PARAMS": '{"scale": 0.5}'}
+    args = ["--dataset", "synthetic", "--arms", "svd,popularity", "--seed", "1",
+            "--state-dir", str(tmp_path / "state"), "--db", url, "--workers", "2"]
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def load(offset: int) -> None:  # fresh connections, so that both workers take a share
+        user = offset
+        while not stop.is_set():
+            user = user % 100 + 1
+            with httpx.Client(base_url=server.base, timeout=30) as c:
+                answer = c.get("/recommendations", params={"user_id": user, "k": 3})
+                statuses.append(answer.status_code)
+                if answer.status_code == 200 and user % 2:
+                    body = answer.json()
+                    statuses.append(c.post("/feedback", json={
+                        "user_id": user, "movie_id": body["items"][0]["movie_id"],
+                        "feedback_type": "like", "event_id": body["event_id"]}).status_code)
+
+    server = ServiceProcess(args, env, tmp_path / "server.log")
+    try:
+        wait_for_workers(server.base, 2)
+        threads = [threading.Thread(target=load, args=(k * 25,)) for k in range(3)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)
+        answer = httpx.post(f"{server.base}/admin/shadow/promote", headers=auth, timeout=30)
+        assert answer.status_code == 200, answer.text
+        following: set[int] = set()
+        deadline = time.monotonic() + 60
+        while len(following) < 2:  # each worker follows within its refresh interval
+            assert time.monotonic() < deadline, f"only {following} serve LinTS"
+            with httpx.Client(base_url=server.base, timeout=30, headers=auth) as c:
+                state = c.get("/admin/policy-state").json()
+            if state["policy"]["name"] == "LinTS":
+                following.add(int(state["pid"]))
+        time.sleep(0.5)
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+        promoted = Settings(db=url, arms=["svd", "popularity"], seed=1, policy="LinTS",
+                            policy_params={"scale": 0.5}, state_dir=tmp_path / "state")
+        assert len(assert_workers_are_the_fold(server.base, url, promoted, workers=2)) == 2
+    finally:
+        stop.set()
+        server.stop()
+    assert len(statuses) > 20 and set(statuses) <= {200, 201}, sorted(set(statuses))
+    logged = read_table(url, decisions)
+    assert {r["policy"]["name"] for r in logged} == {"ThompsonSampling", "LinTS"}
+    assert all((r["shadow"] is None) == (r["policy"]["name"] == "LinTS") for r in logged)
+    out = io.StringIO()
+    settings = Settings(db=url, arms=["svd", "popularity"], seed=1, shadow_policy="LinTS",
+                        shadow_policy_params={"scale": 0.5}, state_dir=tmp_path / "state")
+    assert rebuild_state(settings, out) == 0, out.getvalue()
+    assert "policy: LinTS" in out.getvalue()
 
 
 def test_the_promote_command_records_it_and_refuses_without_a_shadow(
