@@ -94,8 +94,9 @@ class Settings(BaseSettings):
         decision it computes its choice and its probability of every arm for the same context,
         logged in the decision's ``shadow`` column and never served; its state is the fold of
         the same outcomes under its own update rule. One of the servable policies; refused when
-        it is the live policy with the same parameters, and with multileaved slates
-        (``RECBANDITS_SHADOW_POLICY``, ``--shadow-policy``; default None: no shadow). A
+        it is the live policy with the same parameters (defaults filled in), and with
+        multileaved slates (``RECBANDITS_SHADOW_POLICY``, ``--shadow-policy``; default None:
+        no shadow). A
         promotion recorded in the store (``recbandits shadow promote``) overrides ``policy``
         and ``policy_params`` and switches off a shadow equal to the promoted policy.
     shadow_policy_params : dict
@@ -334,17 +335,27 @@ class Settings(BaseSettings):
                 raise ValueError(f"shadow_policy_params {self.shadow_policy_params} is set but "
                                  "shadow_policy is not: name the shadow policy")
             return
-        if (self.shadow_policy, self.shadow_policy_params) == (self.policy, self.policy_params):
-            raise ValueError(f"shadow_policy {self.shadow_policy!r} with parameters "
-                             f"{self.shadow_policy_params} is the live policy itself: a shadow "
-                             "must differ from the live policy in its class or parameters")
         if self.slate_mode == "multileave":
             raise ValueError("shadow_policy applies to single-arm slates; slate_mode "
                              "'multileave' draws sets of arms (unset shadow_policy)")
         try:
-            self.shadow_model(n_features=1)
+            model = self.shadow_model(n_features=1)
         except ValueError as exc:
             raise ValueError(f"shadow_policy_params: {exc}") from None
+        if self.shadow_is_live():
+            raise ValueError(f"shadow_policy {self.shadow_policy!r} with parameters "
+                             f"{self.shadow_policy_params} is the live policy itself "
+                             f"({model.describe_params() if model else None}): a shadow must "
+                             "differ from the live policy in its class or parameters")
+
+    def shadow_is_live(self) -> bool:
+        """Whether the shadow policy is the live one: the same class and the same
+        hyper-parameters once the defaults are filled in (``{"scale": 1.0}`` is LinTS's
+        default, ``{}``).
+        """
+        model = self.shadow_model(n_features=1)
+        return (model is not None
+                and model.describe_params() == self.policy_model(n_features=1).describe_params())
 
     def _check_multileave(self) -> None:
         if self.slate_mode != "multileave":

@@ -131,12 +131,11 @@ def promoted(settings: Settings, promotion: Promotion | None) -> Settings:
     """
     if promotion is None:
         return settings
-    update: dict[str, object] = {"policy": promotion.policy,
-                                 "policy_params": dict(promotion.params)}
-    if (settings.shadow_policy, settings.shadow_policy_params) == (promotion.policy,
-                                                                   promotion.params):
-        update.update(shadow_policy=None, shadow_policy_params={})
-    return settings.model_copy(update=update)
+    current = settings.model_copy(update={"policy": promotion.policy,
+                                          "policy_params": dict(promotion.params)})
+    if current.shadow_is_live():
+        current = current.model_copy(update={"shadow_policy": None, "shadow_policy_params": {}})
+    return current
 
 
 def effective(settings: Settings, store: Store) -> Settings:

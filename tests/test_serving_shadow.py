@@ -166,6 +166,8 @@ def test_rebuild_state_says_no_when_the_shadow_differs_from_its_fold(
     ({"shadow_policy": "ThompsonSampling"}, "is the live policy itself"),
     ({"policy": "LinTS", "policy_params": {"scale": 0.5}, "shadow_policy": "LinTS",
       "shadow_policy_params": {"scale": 0.5}}, "is the live policy itself"),
+    ({"policy": "LinTS", "shadow_policy": "LinTS", "shadow_policy_params": {"scale": 1.0}},
+     "is the live policy itself"),  # LinTS's default scale
     ({"shadow_policy_params": {"scale": 0.5}}, "shadow_policy is not"),
     ({"shadow_policy": "LinTS", "shadow_policy_params": {"bogus": 1}},
      r"shadow_policy_params: invalid parameters .*allowed: \['scale'"),
