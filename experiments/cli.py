@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -152,8 +153,15 @@ def _serving_settings(args: argparse.Namespace) -> object:
              "policy", "slate_mode", "multileave_arms", "exploration_floor", "retrain_every",
              "retrain_after_events", "holdout_share", "holdout_baseline", "drift_detector",
              "posterior_carryover", "carryover_discount", "gate_enabled", "gate_holdout",
-             "gate_margin")
+             "gate_margin", "shadow_policy")
     given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    if getattr(args, "shadow_policy_params", None) is not None:
+        try:
+            given["shadow_policy_params"] = json.loads(args.shadow_policy_params)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--shadow-policy-params must be a JSON object such as "
+                             f"'{{\"scale\": 0.5}}', got {args.shadow_policy_params!r}: "
+                             f"{exc}") from None
     if getattr(args, "settings", None):
         return Settings.from_file(args.settings, **given)
     return Settings(**given)
@@ -259,6 +267,7 @@ def _ope(args: argparse.Namespace) -> int:
         linear=linear or offpolicy.DEFAULT_LINEAR, include_open=args.include_open,
         default_reward=default_reward,
         export_csv_path=args.export_csv, export_obp_path=args.export_obp,
+        shadow=args.shadow,
     )  # fmt: skip
     try:
         results = offpolicy.run(config)
@@ -271,9 +280,13 @@ def _ope(args: argparse.Namespace) -> int:
         print(f"recbandits ope: {exc}", file=sys.stderr)
         return 2
     print(offpolicy.format_run(results))
-    for message in results.result.messages:
+    reports = ([r for c in results.shadow for r in c.reports.values()]
+               if results.shadow is not None else [])
+    messages = ([m for r in reports for m in r.messages] if results.result is None
+                else results.result.messages)
+    for message in messages:
         print(f"warning: {message}", file=sys.stderr)
-    for note in results.result.notes:
+    for note in [] if results.result is None else results.result.notes:
         print(f"note: {note}", file=sys.stderr)
     return 0
 
@@ -317,6 +330,12 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
         sub.add_argument("--settings", metavar="FILE", help="a TOML file of settings (keys as "
                          "the RECBANDITS_* variables without the prefix, lower case; a "
                          "[policy_params] table for the policy's hyper-parameters)")
+        sub.add_argument("--shadow-policy", metavar="NAME", help="a candidate policy run in "
+                         "shadow mode: logged beside every decision, never served (one of the "
+                         "--policy names; RECBANDITS_SHADOW_POLICY)")
+        sub.add_argument("--shadow-policy-params", metavar="JSON", help="the shadow policy's "
+                         "hyper-parameters as a JSON object, e.g. '{\"scale\": 0.5}' "
+                         "(RECBANDITS_SHADOW_POLICY_PARAMS; a [shadow_policy_params] table)")
 
     def lifecycle_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--posterior-carryover", choices=("carry", "reset", "discount"),
@@ -429,6 +448,22 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
     purge.set_defaults(handler=lambda args: _run_serving(
         args, "purge", before=args.before, dry_run=args.dry_run))
 
+    shadow = commands.add_parser(
+        "shadow", help="shadow mode: the candidate policy logged beside the live one (status) "
+        "and its promotion to live policy (promote)")
+    actions = shadow.add_subparsers(dest="shadow_command", required=True, metavar="ACTION")
+    status = actions.add_parser("status", help="the live and shadow policies in force, the "
+                                "latest promotion, the decisions with a shadow record")
+    store_options(status)
+    status.set_defaults(handler=lambda args: _run_serving(args, "shadow status",
+                                                                 "shadow_status"))
+    promote = actions.add_parser("promote", help="make the shadow policy the live one on "
+                                 "every worker within one refresh interval (recorded in the "
+                                 "store: it overrides the settings' policy)")
+    store_options(promote)
+    promote.set_defaults(handler=lambda args: _run_serving(args, "shadow promote",
+                                                                  "shadow_promote"))
+
     ope = commands.add_parser(
         "ope", help="off-policy evaluation of the decision log: IPS, SNIPS and doubly robust "
         "estimates of candidate policies with bootstrap intervals")
@@ -452,6 +487,10 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
     ope.add_argument("--export-csv", metavar="PATH", help="also write the log as CSV")
     ope.add_argument("--export-obp", metavar="PATH",
                      help="also write the log in Open Bandit Pipeline's layout (.npz)")
+    ope.add_argument("--shadow", action="store_true", help="instead of the candidates: the "
+                     "logged shadow policy (serve --shadow-policy) on exactly the decisions "
+                     "that carry its record, beside the live policy's on-policy value on the "
+                     "same decisions, with the paired difference")
     ope.add_argument("--obd", action="store_true", help="instead of the service's log: "
                      "evaluate the Open Bandit Dataset's random policy from its Thompson "
                      "Sampling log and vice versa, against their on-policy click rates")

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +30,7 @@ import httpx
 from arms.base import Recommender
 from arms.data import load_movielens, make_synthetic
 from arms.data.dataset import Dataset
-from serving import versions
+from serving import shadow, versions
 from serving.armset import (
     ArmSet,
     file_lock,
@@ -62,14 +63,15 @@ from serving.results import (
     PurgeResults,
     PurgeSnapshot,
     RebuildStateResults,
+    ShadowStatusResults,
     SnapshotInfo,
 )
 from serving.retrain_trigger import hold_retrain_lease
 from serving.service import _iso
 from serving.settings import Settings
-from serving.store import Store, open_store
+from serving.store import Outcome, Store, open_store
 from serving.store.errors import StoreNotFoundError
-from serving.store.types import FoldSnapshot, JsonObject, LogRows, Outcome, PolicyMeta
+from serving.store.types import FoldSnapshot, JsonObject, LogRows, PolicyMeta, VersionSwitch
 from serving.versions import ModelsResult, RetrainResult
 
 logger = logging.getLogger(__name__)
@@ -383,6 +385,11 @@ def rebuild_state(settings: Settings, *, service: httpx.Client | None = None
     with _open_log(settings, "rebuild") as store:
         if isinstance(store, NothingToDo):
             return store
+        # The live and shadow policies in force: the settings', or a promotion's.
+        settings = shadow.effective(settings, store)
+        # Asked before the log is read: the worker's position is then within the rows read.
+        worker = (_service_policy_state(settings, store, service)
+                  if settings.shadow_policy is not None else (None, ""))
         rows = store.log_rows()
         switches = store.switches_after(0) if store.has_versions() else []
         source = store.describe()
@@ -402,6 +409,7 @@ def rebuild_state(settings: Settings, *, service: httpx.Client | None = None
          for q, e, a, r, f in rows["outcomes"]],
         rows["contexts"], rows["pulls"], rows["ratings"], settings.rule_book(),
         settings.policy_model(dimension), fold=fold, switches=switches)
+    shadow_lines, shadow_match = check_shadow(settings, rows, dimension, switches, *worker)
     names = sorted(set(check.pulls_stored) | set(check.pulls_replayed) | set(check.rewards))
     return RebuildStateResults(
         source=source, n_decisions=len(rows["decisions"]), n_feedback=len(rows["feedback"]),
@@ -409,8 +417,8 @@ def rebuild_state(settings: Settings, *, service: httpx.Client | None = None
         switches=tuple((w.mode, w.seq) for w in switches if w.mode != "carry" and w.arms),
         arms=tuple(ArmCheck(arm, check.pulls_stored[arm], check.pulls_replayed[arm],
                             *check.rewards.get(arm, (0, 0.0))) for arm in names),
-        mismatches=tuple(check.mismatches), live=tuple(live), lifecycle=tuple(lifecycle),
-        lifecycle_match=lifecycle_match,
+        mismatches=tuple(check.mismatches), live=tuple(live),
+        lifecycle=(*lifecycle, *shadow_lines), lifecycle_match=lifecycle_match and shadow_match,
         snapshot=None if fold is None else SnapshotInfo(
             fold.seq, fold.cut, sum(fold.pulls.values()), len(fold.ratings)))
 
@@ -462,6 +470,45 @@ def holdout(settings: Settings, *, n_bootstrap: int = 1000, seed: int = 0
     return HoldoutResults(source, report)
 
 
+def check_shadow(settings: Settings, rows: LogRows, dimension: int | None,
+                 switches: Sequence[VersionSwitch], held: JsonObject | None, where: str
+                 ) -> tuple[list[str], bool]:
+    """Fold the log's outcomes under the shadow policy's rule and compare with a running
+    worker's shadow state (``held``: its ``GET /admin/policy-state``), up to its log position,
+    with the model-version ``switches`` between them as the live policy's fold applies them.
+
+    The fold starts from a fresh shadow policy, at the latest fold snapshot's position after a
+    purge (the shadow's state cannot be restored from it: :mod:`serving.shadow`).
+
+    Returns
+    -------
+    (lines, match)
+        One ``shadow ...`` line (none without a shadow policy); ``match`` False when the
+        worker's shadow state differs from the fold.
+    """
+    model = settings.shadow_model(dimension)
+    if model is None:
+        return [], True
+    fold = rows["fold"]
+    start = 0 if fold is None else fold.seq
+    theirs = None if held is None else held.get("shadow")
+    upto = None if theirs is None else int(theirs["log_seq"])
+    outcomes = sorted((Outcome(int(q), e, a, float(r), rows["contexts"].get(e))
+                       for q, e, a, r, _ in rows["outcomes"]
+                       if q > start and (upto is None or q <= upto)), key=lambda o: o.seq)
+    policy = model.replay(outcomes, [w for w in switches
+                                     if w.seq > start and (upto is None or w.seq <= upto)])
+    name = f"shadow {model.name} {json.dumps(model.describe_params()['params'])}"
+    folded = f"{len(outcomes)} outcomes folded" + (f" from the fold snapshot at {start}"
+                                                    if start else "")
+    if theirs is None:
+        return [f"{name}: not compared ({where or 'no worker answered with a shadow'}); "
+                f"{folded}"], True
+    same = (json.loads(json.dumps(policy.state_dict())) == theirs["state"])
+    return [f"{name}: match {'yes' if same else 'NO'} (worker pid {held['pid'] if held else '?'}"
+            f" at {where}, log position {upto}: {folded})"], same
+
+
 def _live_names(settings: Settings) -> list[str]:
     """The served arms that learn from the stream (their state is a fold of the log)."""
     return [n for n in settings.arms if make_arm(n, seed=None).learns_from_stream]
@@ -511,10 +558,18 @@ def _check_live_arms(settings: Settings, store: Store, service: httpx.Client | N
     return checks
 
 
-def _service_live_state(settings: Settings, store: Store, service: httpx.Client | None
-                        ) -> tuple[JsonObject | None, str]:
-    """A running worker's ``GET /admin/live-state`` and where it came from; or None and why
-    not (no token, no answer, another store).
+def _service_policy_state(settings: Settings, store: Store, service: httpx.Client | None
+                          ) -> tuple[JsonObject | None, str]:
+    """A running worker's ``GET /admin/policy-state`` (with its shadow's state) and where it
+    came from; or None and why not (as :func:`_service_live_state`).
+    """
+    return _service_live_state(settings, store, service, path="/admin/policy-state")
+
+
+def _service_live_state(settings: Settings, store: Store, service: httpx.Client | None,
+                        path: str = "/admin/live-state") -> tuple[JsonObject | None, str]:
+    """A running worker's ``GET /admin/live-state`` (or ``path``) and where it came from; or
+    None and why not (no token, no answer, another store).
     """
     token = settings.admin_token
     if token is None:
@@ -524,7 +579,7 @@ def _service_live_state(settings: Settings, store: Store, service: httpx.Client 
         base_url=f"http://{f'[{host}]' if ':' in host else host}:{settings.port}", timeout=5.0)
     where = str(client.base_url).rstrip("/")
     try:
-        response = client.get("/admin/live-state",
+        response = client.get(path,
                               headers={"authorization": f"Bearer {token.get_secret_value()}"})
     except httpx.HTTPError as exc:
         return None, f"no service answered at {where}: {exc}"
@@ -572,6 +627,38 @@ def credit(settings: Settings, *, n_bootstrap: int = 1000, seed: int = 0
                            "--slate-mode multileave)")
     return CreditResults(source, credit_report(decisions, outcomes, settings.arms,
                                                n_bootstrap=n_bootstrap, seed=seed))
+
+
+def shadow_status(settings: Settings) -> ShadowStatusResults | NothingToDo:
+    """The live and shadow policies in force on the settings' store, the latest promotion and
+    how many decisions carry a shadow record (``recbandits shadow status``;
+    :func:`serving.shadow.status`).
+    """
+    with _open_log(settings, "show") as store:
+        if isinstance(store, NothingToDo):
+            return store
+        report = shadow.status(settings, store)
+        source = store.describe()
+    return ShadowStatusResults(source, report)
+
+
+def shadow_promote(settings: Settings) -> shadow.PromoteResult:
+    """Make the shadow policy the live one (``recbandits shadow promote``;
+    :func:`serving.shadow.promote`): recorded in the store, followed by every worker within
+    one refresh interval.
+
+    Raises
+    ------
+    CommandError
+        No store or log yet, or nothing to promote (no shadow policy, a purged log): exit 2.
+    """
+    with _open_log(settings, "promote") as store:
+        if isinstance(store, NothingToDo):
+            raise CommandError(f"nothing to promote: {store.reason}")
+        try:
+            return shadow.promote(settings, store)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
 
 
 def parse_date(text: str) -> float:
@@ -687,8 +774,8 @@ def _fold_policy(settings: Settings, store: Store, previous: FoldSnapshot | None
     dimension = (state["params"].get("n_features") if state is not None else
                  _feature_dimension({o.event_id: o.context for o in reversed(outcomes)}))
     switches = [w for w in store.switches_after(start) if w.seq <= head]
-    policy, rewards = fold_policy(outcomes, settings.policy_model(dimension), previous,
-                                  switches)
+    model = shadow.effective(settings, store).policy_model(dimension)  # a promotion's
+    policy, rewards = fold_policy(outcomes, model, previous, switches)
     return ({"state": policy.state_dict(),
              "rewards": {arm: [n, total] for arm, (n, total) in rewards.items()}},
             len(outcomes))

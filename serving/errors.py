@@ -110,3 +110,10 @@ class ModelVersionError(ServingError, ValueError):
         self.status_code = status_code
         self.code = {404: "unknown_version", 400: "bad_models_request"}.get(status_code,
                                                                            "model_version")
+
+
+class PromotionRefusedError(ServingError):
+    """``POST /admin/shadow/promote`` with no shadow policy in force, or on a purged log."""
+
+    status_code = 409
+    code = "promotion_refused"

@@ -63,7 +63,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,14 @@ from bandits.base import (
     argmax_set_probabilities,
     registered_policies,
 )
-from bandits.ope import PolicyReport, evaluate_policies
+from bandits.ope import (
+    ESTIMATORS,
+    PolicyReport,
+    bootstrap_sums,
+    estimates_from_sums,
+    estimator_terms,
+    evaluate_policies,
+)
 from serving.policy import PolicyModel, check_policy_name
 from serving.rules import RuleBook
 from serving.store import open_store
@@ -880,6 +887,173 @@ def format_table(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------- shadow mode
+#: The name of the live policy's row in a shadow comparison.
+LIVE_ROW = "live (on-policy)"
+
+
+@dataclass
+class ShadowComparison:
+    """One shadow policy against the live policy on the decisions that logged its record.
+
+    Attributes
+    ----------
+    policy : dict
+        The shadow policy's ``{"name", "params"}`` as logged (plus its exploration floor).
+    n : int
+        Decisions compared (closed, single-arm, carrying this shadow's record).
+    reports : dict of str to PolicyReport
+        :data:`LIVE_ROW` (the logged pmf as target: its IPS and SNIPS are the observed mean
+        reward) and ``shadow NAME`` (the logged shadow pmf as target), one bootstrap for both.
+    difference : dict of str to (value, low, high)
+        Per estimator, shadow minus live with its paired percentile interval (the same
+        resamples for both).
+    agreement : float
+        Share of the decisions whose logged shadow choice is the arm served.
+    min_logged_propensity : float
+        The least probability the live policy logged for any arm on these decisions (with an
+        exploration floor, at least the floor: every arm the shadow may choose has support).
+    """
+
+    policy: dict[str, Any]
+    n: int
+    reports: dict[str, PolicyReport]
+    difference: dict[str, tuple[float, float, float]]
+    agreement: float
+    min_logged_propensity: float
+
+    def table(self) -> pd.DataFrame:
+        """The two reports as rows of :func:`format_table`'s layout, then the difference."""
+        rows = [r.to_row() for r in self.reports.values()]
+        diff: dict[str, Any] = {"policy": "shadow - live", "ess": float("nan"), "flags": ""}
+        for e, (value, low, high) in self.difference.items():
+            diff.update({e: value, f"{e}_low": low, f"{e}_high": high})
+        return pd.DataFrame([*rows, diff])
+
+
+def subset(log: DecisionLog, mask: np.ndarray) -> DecisionLog:
+    """The decisions of ``log`` where ``mask`` (bool, shape ``(n,)``) holds; what the policy
+    had observed (``obs_*``) stays whole.
+    """
+    per_decision = ("event_ids", "created_at", "user_ids", "actions", "propensities", "pmf",
+                    "rewards", "policy_versions", "context", "features", "has_features")
+    changes: dict[str, Any] = {k: (None if getattr(log, k) is None else getattr(log, k)[mask])
+                               for k in per_decision}
+    return replace(log, **changes)
+
+
+def shadow_pmf(records: Sequence[dict[str, Any]], arms: Sequence[str]) -> np.ndarray:
+    """The logged shadow probabilities as an ``(n, K)`` array in ``arms`` order.
+
+    Raises
+    ------
+    ValueError
+        A record gives probability to an arm not in ``arms``, or its row does not sum to one.
+    """
+    index = {a: k for k, a in enumerate(arms)}
+    out = np.zeros((len(records), len(arms)))
+    for i, rec in enumerate(records):
+        for arm, p in rec["pmf"].items():
+            if arm not in index:
+                raise ValueError(f"a shadow record gives probability {p} to arm {arm!r}, which "
+                                 f"no evaluated decision played; arms: {list(arms)}")
+            out[i, index[arm]] = p
+    sums = out.sum(axis=1)
+    if not np.allclose(sums, 1.0, atol=1e-6):
+        bad = int(np.argmax(np.abs(sums - 1.0)))
+        raise ValueError(f"the shadow pmf of decision {bad} sums to {sums[bad]!r}, not 1")
+    return out
+
+
+def evaluate_shadow(log: DecisionLog, records: dict[str, dict[str, Any]], *,
+                    n_bootstrap: int = 1000, seed: int = 0, confidence: float = 0.95,
+                    min_propensity: float = 1e-3, min_ess: float = 100.0
+                    ) -> list[ShadowComparison]:
+    """``recbandits ope --shadow``: every shadow policy of the log against the live policy on
+    exactly the decisions that carry its record (:mod:`serving.shadow`).
+
+    The behaviour policy is the live one, its logged propensities (floor included); the target
+    is the shadow's logged pmf at each decision. IPS, SNIPS and DR (the reward model of
+    :func:`reward_model`, earlier decisions only) by :func:`bandits.ope.evaluate_policies`, the
+    live policy's on-policy value beside it (its own pmf as target: the mean reward), and the
+    paired difference from the same bootstrap resamples.
+
+    Parameters
+    ----------
+    log : DecisionLog
+    records : dict of event_id to dict
+        The decisions' shadow records (:meth:`serving.store.Store.shadow_rows`).
+    n_bootstrap, seed, confidence, min_propensity, min_ess
+        As :func:`evaluate_log`.
+
+    Returns
+    -------
+    list of ShadowComparison
+        One per distinct shadow policy (name and parameters), most decisions first.
+
+    Raises
+    ------
+    EmptyLogError
+        No evaluable decision carries a shadow record.
+    ValueError
+        A shadow pmf that is not a distribution over the log's arms.
+    """
+    keys = np.array([json.dumps(records[e]["policy"], sort_keys=True) if e in records else ""
+                     for e in log.event_ids.tolist()], dtype=object)
+    groups = [k for k in pd.Series(keys[keys != ""]).value_counts().index]
+    if not groups:
+        raise EmptyLogError(f"{log.source}: none of the {log.n} evaluated decisions carries a "
+                            "shadow record (serve with --shadow-policy)")
+    out = []
+    for key in groups:
+        mask = keys == key
+        sub = subset(log, mask)
+        recs = [records[e] for e in sub.event_ids.tolist()]
+        target = shadow_pmf(recs, sub.arms)
+        q = reward_model(sub)
+        name = json.loads(key)
+        targets = {LIVE_ROW: sub.pmf, f"shadow {name['name']}": target}
+        reports = evaluate_policies(sub.rewards, sub.actions, sub.propensities, targets, q,
+                                    logging_pmf=sub.pmf, n_bootstrap=n_bootstrap,
+                                    confidence=confidence, min_propensity=min_propensity,
+                                    min_ess=min_ess, random_state=seed)
+        # The same terms and seed as evaluate_policies: the same resamples, so paired.
+        terms = np.hstack([estimator_terms(sub.rewards, sub.actions, sub.propensities, t, q)
+                           for t in targets.values()])
+        value = estimates_from_sums(terms.sum(axis=0).reshape(2, 3), sub.n)
+        diff = value[1] - value[0]
+        if n_bootstrap:
+            boots = estimates_from_sums(bootstrap_sums(terms, n_bootstrap, seed)
+                                        .reshape(n_bootstrap, 2, 3), sub.n)
+            low, high = np.quantile(boots[:, 1] - boots[:, 0],
+                                    [(1 - confidence) / 2, (1 + confidence) / 2], axis=0)
+        else:
+            low = high = diff
+        chosen = np.array([sub.arms.index(r["arm"]) if r["arm"] in sub.arms else -1
+                           for r in recs])
+        out.append(ShadowComparison(
+            policy=name, n=sub.n, reports=reports,
+            difference={e: (float(diff[c]), float(low[c]), float(high[c]))
+                        for c, e in enumerate(ESTIMATORS)},
+            agreement=float((chosen == sub.actions).mean()),
+            min_logged_propensity=float(sub.pmf.min())))
+    return out
+
+
+def format_shadow(comparisons: Sequence[ShadowComparison]) -> str:
+    """What ``recbandits ope --shadow`` prints: per shadow policy, its decisions and the table
+    (live, shadow, shadow - live), ESS in the table.
+    """
+    blocks = []
+    for c in comparisons:
+        params = json.dumps(c.policy.get("params", {}))
+        blocks.append(
+            f"shadow {c.policy.get('name')} {params}: {c.n} decisions carry its record; it "
+            f"chose the served arm in {c.agreement:.1%} of them; least logged live propensity "
+            f"{c.min_logged_propensity:.4f}\n" + format_table(c.table()))
+    return "\n\n".join(blocks)
+
+
 # ---------------------------------------------------------------------------- export
 def log_frame(log: DecisionLog) -> pd.DataFrame:
     """The evaluable log as a flat table (one row per decision; pmf and context columns)."""
@@ -1327,6 +1501,9 @@ class OPEConfig:
         When windows are judged closed (default: now).
     export_csv_path, export_obp_path : str or Path, optional
         Also write the log as CSV / in Open Bandit Pipeline's layout.
+    shadow : bool, default False
+        Evaluate the logged shadow policies (:func:`evaluate_shadow`) instead of the
+        candidates: ``shadow.csv`` instead of ``ope.csv``.
 
     Raises
     ------
@@ -1348,6 +1525,7 @@ class OPEConfig:
     as_of: float | None = None
     export_csv_path: str | Path | None = None
     export_obp_path: str | Path | None = None
+    shadow: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.n_bootstrap, bool) or not isinstance(self.n_bootstrap, int) \
@@ -1368,15 +1546,19 @@ class OPERun:
     ----------
     config : OPEConfig
     log : DecisionLog
-    result : OPEResult
+    result : OPEResult or None
+        The candidates' evaluation (None with ``config.shadow``).
     files : dict of str to Path
         ``table``, ``summary`` and the exports written.
+    shadow : list of ShadowComparison, optional
+        With ``config.shadow``: :func:`evaluate_shadow`'s comparisons.
     """
 
     config: OPEConfig
     log: DecisionLog
-    result: OPEResult
+    result: OPEResult | None
     files: dict[str, Path]
+    shadow: list[ShadowComparison] | None = None
 
 
 def run(config: OPEConfig) -> OPERun:
@@ -1394,6 +1576,8 @@ def run(config: OPEConfig) -> OPERun:
     """
     log = read_log(config.url, as_of=config.as_of, include_open=config.include_open,
                    feature_names=config.feature_names, default_reward=config.default_reward)
+    if config.shadow:
+        return _run_shadow(config, log)
     result = evaluate_log(log, n_bootstrap=config.n_bootstrap, seed=config.seed,
                           confidence=config.confidence, ts_priors=config.ts_priors,
                           linear=config.linear, segment_prefixes=config.segment_prefixes)
@@ -1409,10 +1593,31 @@ def run(config: OPEConfig) -> OPERun:
     return OPERun(config, log, result, files)
 
 
+def _run_shadow(config: OPEConfig, log: DecisionLog) -> OPERun:
+    """:func:`run` with ``config.shadow``: :func:`evaluate_shadow`, ``shadow.csv``."""
+    store = open_store(config.url, create=False)
+    try:
+        records = store.shadow_rows()
+    finally:
+        store.dispose()
+    comparisons = evaluate_shadow(log, records, n_bootstrap=config.n_bootstrap,
+                                  seed=config.seed, confidence=config.confidence)
+    folder = Path(config.out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {"table": folder / "shadow.csv"}
+    pd.concat([c.table().assign(shadow=json.dumps(c.policy), decisions=c.n)
+               for c in comparisons]).to_csv(files["table"], index=False)
+    return OPERun(config, log, None, files, comparisons)
+
+
 def format_run(results: OPERun) -> str:
     """The report ``recbandits ope`` prints: the log's summary line, plays by arm, the table,
     and where the files went (warnings and notes are in ``results.result``).
     """
+    if results.shadow is not None:
+        return (f"decision log: {results.log.source}\n{format_shadow(results.shadow)}\n"
+                f"table: {results.files['table']}")
+    assert results.result is not None  # not a shadow run
     s = results.result.summary
     excluded = ", ".join(f"{v} {k.replace('_', '-')}" for k, v in s["excluded"].items() if v)
     lines = [

@@ -11,12 +11,15 @@ message`` and exits with (2, or the error's ``exit_code``).
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 
 from serving.holdout import HoldoutReport, format_report
 from serving.multileave import CreditReport, format_credit
 from serving.service import _iso
+from serving.shadow import PromoteResult
+from serving.store.types import JsonObject
 from serving.versions import ModelsResult, RetrainResult
 
 
@@ -351,6 +354,44 @@ class HoldoutResults:
         return f"store: {self.source}\n{format_report(self.report)}"
 
 
+@dataclass(frozen=True)
+class ShadowStatusResults:
+    """The live and shadow policies in force (``recbandits shadow status``,
+    :func:`serving.commands.shadow_status`).
+
+    Attributes
+    ----------
+    source : str
+        The store.
+    report : dict
+        :func:`serving.shadow.status`: ``live`` and ``shadow`` (name and params; shadow None),
+        ``promotion`` (None: the settings' policy is live) and ``shadow_decisions``.
+    """
+
+    source: str
+    report: JsonObject
+
+    @property
+    def exit_code(self) -> int:
+        """0: a report was made."""
+        return 0
+
+    def __str__(self) -> str:
+        live, other, promotion = (self.report["live"], self.report["shadow"],
+                                  self.report["promotion"])
+        return "\n".join([
+            f"store: {self.source}",
+            f"live:   {live['name']} {json.dumps(live['params'])}",
+            "shadow: " + ("none" if other is None else
+                          f"{other['name']} {json.dumps(other['params'])}"),
+            "promotion: " + ("none (the settings' policy is live)" if promotion is None else
+                             f"#{promotion['id']}: {promotion['policy']['name']} replaced "
+                             f"{promotion['previous']['name']} (it overrides the settings' "
+                             "policy)"),
+            f"decisions with a shadow record: {self.report['shadow_decisions']}"])
+
+
 #: Any result of a service command but ``serve``.
 CommandResults = (RetrainResult | ModelsResult | RebuildStateResults | PurgeResults
-                  | CreditResults | HoldoutResults | NothingToDo)
+                  | CreditResults | HoldoutResults | ShadowStatusResults | PromoteResult
+                  | NothingToDo)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import threading
@@ -41,7 +40,7 @@ import numpy.typing as npt
 from arms.data.dataset import Dataset
 from arms.errors import unknown_id_message
 from bandits.multileave import order_probability
-from serving import versions
+from serving import shadow, versions
 from serving.armset import (
     ArmSet,
     Ranking,
@@ -54,6 +53,7 @@ from serving.errors import (
     IdempotencyConflictError,
     InvalidInputError,
     ItemExistsError,
+    PromotionRefusedError,
     ServingError,
     StoreUnavailableError,
 )
@@ -170,10 +170,16 @@ class RecommendationService:
         self.features = features if features is not None else FeatureStore(
             catalog, self.rules, half_life_s=settings.feature_half_life_s,
             retention_s=settings.retention_s)
-        self.policy_model = (policy_model if policy_model is not None
-                             else settings.policy_model(self.features.dimension))
-        # Logged with every decision: serialised once.
-        self._policy_json = json.dumps(self.policy_model.describe_params())
+        model = (policy_model if policy_model is not None
+                 else settings.policy_model(self.features.dimension))
+        # The live policy, its snapshot and its description (logged with every decision:
+        # serialised once) in one tuple swapped whole: a request reads it once, so a promotion
+        # (serving.shadow) never pairs one policy's snapshot with the other's model.
+        self._live: tuple[PolicyModel, PolicySnapshot, str] = (
+            model, model.advance(None, [], {}, arm_set.version), shadow.describe(model))
+        # The shadow policy (serving.shadow), the same way; None without one.
+        self._shadow = self._shadow_of(settings)
+        self._promotion_id = 0  # the latest promotion followed (serving.shadow)
         self.rng = np.random.default_rng(settings.seed)
         # The live holdout (None: none) and the drift monitor, a fold of the outcomes.
         self.holdout = settings.holdout()
@@ -182,7 +188,6 @@ class RecommendationService:
         # Off-loop reads outside the request path (health, /policy): the request-path reads of
         # a PostgreSQL store are batched on the event loop instead (see _read).
         self.readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="recbandits-read")
-        self.snapshot: PolicySnapshot = self.policy_model.advance(None, [], {}, arm_set.version)
         self._advance_lock = threading.Lock()
         self._loading: threading.Thread | None = None
         self._retrain_lock = threading.Lock()
@@ -196,6 +201,34 @@ class RecommendationService:
         # slate_mode "multileave": the set chooser of the current snapshot (serving.multileave).
         self._multileave = settings.slate_mode == "multileave"
         self._multileave_view: MultileaveView | None = None
+
+    @property
+    def policy_model(self) -> PolicyModel:
+        """The live policy's model."""
+        return self._live[0]
+
+    @property
+    def snapshot(self) -> PolicySnapshot:
+        """The live policy's snapshot (the fold of the log up to its ``seq``)."""
+        return self._live[1]
+
+    @snapshot.setter
+    def snapshot(self, value: PolicySnapshot) -> None:
+        self._live = (self._live[0], value, self._live[2])
+
+    @property
+    def _policy_json(self) -> str:
+        return self._live[2]
+
+    def _shadow_of(self, settings: Settings
+                   ) -> tuple[PolicyModel, PolicySnapshot, str] | None:
+        """``settings``' shadow policy, fresh at the live snapshot's log position (it is folded
+        there by the caller); None without one.
+        """
+        model = settings.shadow_model(self.features.dimension)
+        if model is None:
+            return None
+        return model, model.advance(None, [], {}, self.arm_set.version), shadow.describe(model)
 
     def start(self) -> None:
         """Log the feature set's names, read the state once, then keep it fresh in a
@@ -302,6 +335,7 @@ class RecommendationService:
         with self._advance_lock:  # the refresher and policy_view never fold the same rows twice
             meta, pulls = self.store.state()
             version = meta.version if meta else self.arm_set.version
+            self._follow_promotion(pulls, version)
             while True:
                 outcomes, switches = self._policy_tail()
                 live = self._live_tail()
@@ -315,6 +349,10 @@ class RecommendationService:
             self.snapshot = self.policy_model.advance(self.snapshot, outcomes, pulls, version,
                                                       switches)
             self._fold_drift(outcomes, mark)
+            if self._shadow is not None:  # the same outcomes and switches, under its own rule
+                model, snap, described = self._shadow
+                self._shadow = (model, model.advance(snap, outcomes, pulls, version, switches),
+                                described)
             if self._multileave:  # its set probabilities, off the request path
                 self.multileave_view()
             self._fold_live(*live)
@@ -346,6 +384,80 @@ class RecommendationService:
             outcomes = [o for o in self.store.outcomes_after(seq) if o.seq < switches[-1].seq]
         return outcomes, switches
 
+    def _follow_promotion(self, pulls: dict[str, int], version: int) -> None:
+        """Serve the store's latest promoted policy if this worker does not yet
+        (:mod:`serving.shadow`): the shadow's snapshot when the shadow is that policy (the same
+        fold at the same log position), else the promoted policy folded over the outcomes up
+        to the live snapshot's position. Called holding the advance lock.
+        """
+        promotion = shadow.latest(self.store)
+        if promotion is None or promotion.id == self._promotion_id:
+            return
+        if self._multileave:  # its sets are drawn from Thompson Sampling's statistics
+            if self._promotion_id != -promotion.id:
+                logger.error("promotion %d of %s is not followed: slate_mode 'multileave' "
+                             "serves Thompson Sampling only", promotion.id, promotion.policy)
+            self._promotion_id = -promotion.id  # said once
+            return
+        settings = shadow.promoted(self.settings, promotion)
+        model = settings.policy_model(self.features.dimension)
+        described = shadow.describe(model)
+        seq = self.snapshot.seq
+        if self._shadow is not None and self._shadow[2] == described:
+            snapshot = self._shadow[1]
+        else:  # a worker started before the shadow was set, or with other settings
+            upto = [o for o in self.store.outcomes_after(0) if o.seq <= seq]
+            switches = [w for w in self.store.switches_after(0) if w.seq <= seq]
+            snapshot = model.advance(None, upto, pulls, version, switches)
+        # One assignment: requests from here on use the promoted pair.
+        self._live = (model, snapshot, described)
+        self._shadow = self._shadow_of(settings)
+        if self._shadow is not None:  # another shadow: folded up to the same position
+            other, fresh, text = self._shadow
+            upto = [o for o in self.store.outcomes_after(0) if o.seq <= seq]
+            switches = [w for w in self.store.switches_after(0) if w.seq <= seq]
+            self._shadow = (other, other.advance(fresh, upto, pulls, version, switches), text)
+        self._promotion_id = promotion.id
+        logger.warning("now serving the promoted policy %s (promotion %d)", described,
+                       promotion.id)
+
+    def promote_shadow(self) -> shadow.PromoteResult:
+        """Record the shadow policy's promotion (:func:`serving.shadow.promote`) and serve it
+        here at once (every other worker within one refresh interval).
+
+        Raises
+        ------
+        PromotionRefusedError
+            As :func:`serving.shadow.promote`'s ValueError (409).
+        """
+        try:
+            result = shadow.promote(self.settings, self.store)
+        except ValueError as exc:
+            raise PromotionRefusedError(str(exc)) from None
+        self.refresh()
+        return result
+
+    def shadow_status(self) -> JsonObject:
+        """The live and shadow policies in force, the latest promotion (``GET /admin/shadow``:
+        :func:`serving.shadow.status`) and this worker's shadow state's log position.
+        """
+        report = shadow.status(self.settings, self.store)
+        state = self.shadow_state()
+        report["worker"] = {"pid": os.getpid(), "live": self.policy_model.describe_params(),
+                            "shadow_log_seq": None if state is None else state["log_seq"]}
+        return report
+
+    def shadow_state(self) -> JsonObject | None:
+        """The shadow's learned state and the log position it folded up to (None without a
+        shadow): ``rebuild-state`` compares it with its fold of the log.
+        """
+        current = self._shadow
+        if current is None:
+            return None
+        model, snap, _ = current
+        return {"log_seq": snap.seq, "policy": model.describe_params(),
+                "state": snap.policy.state_dict()}
+
     def _behind_fold(self, fold_seq: int) -> bool:
         """Whether the fold snapshot at ``fold_seq`` is past what the policy or the live arms
         have folded (the rows in between may be purged).
@@ -365,6 +477,10 @@ class RecommendationService:
         if fold.seq > self.snapshot.seq:
             self.snapshot = self.policy_model.resume(fold.policy["state"], fold.seq,
                                                      fold.policy["rewards"], pulls, version)
+            if self._shadow is not None:  # its purged outcomes are gone: it starts afresh there
+                model, _, described = self._shadow
+                self._shadow = (model, model.resume(None, fold.seq, {}, pulls, version),
+                                described)
         if live and fold.seq > self.live_seq:
             current = self.arm_set
             missing = [n for n in live if n not in fold.arms]
@@ -471,7 +587,8 @@ class RecommendationService:
     async def recommend(self, user_id: int, k: int) -> Recommendation:
         """Pick an arm, take its top-``k`` for the user, log the decision; see the module doc."""
         arms = self.arm_set
-        snapshot = self.snapshot
+        model, snapshot, policy_json = self._live
+        shadowing = self._shadow
         now = time.time()
         history, stated = await self._user_context(user_id, now)
         user = arms.user_index.get(user_id)
@@ -486,8 +603,7 @@ class RecommendationService:
             return await self._recommend_multileave(
                 user_id, user, k, arms, now, features,
                 (recent, ratings, excluded, liked, disliked))
-        policy_json = self._policy_json
-        if user is None and not self.policy_model.contextual:
+        if user is None and not model.contextual:
             # A context-free policy cannot tell a newcomer from anyone else: popularity serves
             # them outside it. A contextual one chooses for them from their features.
             cold_start = True
@@ -509,7 +625,6 @@ class RecommendationService:
                 top = _best(ranking, k, excluded)
         else:
             cold_start = False
-            model = self.policy_model
             # Context-free: computed once per snapshot; contextual: once per context in it.
             probabilities, cdf, pmf = model.selection(snapshot, features)
             if self.holdout is None:
@@ -518,7 +633,7 @@ class RecommendationService:
                 propensity = float(probabilities[choice])
             else:  # the mixture with the baseline is drawn from and logged (serving.holdout)
                 choice, propensity, pmf, _, policy_json = self.holdout.choose(
-                    probabilities, cdf, pmf, self.rng, self._policy_json)
+                    probabilities, cdf, pmf, self.rng, policy_json)
             arm = model.arms[choice]
             top = self._arm_top(arms, arm, user_id, k,
                                 (recent, ratings, excluded, liked, disliked))
@@ -529,12 +644,17 @@ class RecommendationService:
         event_id = f"{int(now * 1000):012x}{os.urandom(10).hex()}"
         # The vector goes to the writer as an array: orjson writes it in one C call.
         context = {"feature_version": self.features.version, "features": features, "k": k}
+        # What the shadow policy would have done here: logged, never served.
+        shadow_record = (None if shadowing is None or cold_start else
+                         shadow.record(shadowing[0], shadowing[1], shadowing[2], features,
+                                       event_id))
         assert self.writer is not None  # set by the app's lifespan before any request
         await self.writer.write_decision({
             "event_id": event_id, "created_at": now, "user_id": user_id, "context": context,
             "arm": arm, "propensity": propensity, "pmf": pmf, "slate": slate,
             "policy": policy_json, "policy_version": arms.version,
             "cold_start": cold_start, "reward_deadline": now + self.settings.reward_window_s,
+            "shadow": shadow_record,
         })
         self.on_decision(arm)
         titles, years, genres = arms.titles, arms.years, arms.genres
@@ -909,9 +1029,9 @@ class RecommendationService:
     async def policy_view(self) -> JsonObject:
         """What ``GET /policy`` answers: the policy folded up to the log's latest outcome."""
         await asyncio.get_running_loop().run_in_executor(self.readers, self.refresh)
-        snapshot = self.snapshot
-        view = self.policy_model.describe(snapshot, self.features.mean_vector(),
-                                          self.settings.reward_window_s)
+        model, snapshot, _ = self._live  # one pair, even across a promotion
+        view = model.describe(snapshot, self.features.mean_vector(),
+                              self.settings.reward_window_s)
         view["drift"] = await asyncio.get_running_loop().run_in_executor(self.readers,
                                                                          self.drift_view)
         if self.holdout is not None:
@@ -953,10 +1073,12 @@ class RecommendationService:
         """The learned state this worker serves and the log position it folded up to (tests
         and ``rebuild-state`` compare it with the fold of the log).
         """
-        snapshot = self.snapshot
+        model, snapshot, _ = self._live
         # pid: which worker answered (a test must see every worker's state).
         return {"log_seq": snapshot.seq, "policy_version": snapshot.version,
-                "pid": os.getpid(), "state": snapshot.policy.state_dict()}
+                "pid": os.getpid(), "state": snapshot.policy.state_dict(),
+                "policy": model.describe_params(), "shadow": self.shadow_state(),
+                "store": self.store.describe()}
 
     def live_state(self) -> JsonObject:
         """The worker's live arms (those that learn from the stream) as digests

@@ -172,6 +172,20 @@ class Settings(BaseSettings):
     gate_bootstrap : int
         Bootstrap resamples of the hold-out's users for the gate's intervals (default 200:
         the intervals' ends move by ~0.002 against 1,000, at a fifth of the time).
+    shadow_policy : str or None
+        A candidate policy run in **shadow mode** (:mod:`serving.shadow`): on every policy
+        decision it computes its choice and its probability of every arm for the same context,
+        logged in the decision's ``shadow`` column and never served; its state is the fold of
+        the same outcomes under its own update rule. One of the servable policies; refused when
+        it is the live policy with the same parameters (defaults filled in), and with
+        multileaved slates (``RECBANDITS_SHADOW_POLICY``, ``--shadow-policy``; default None:
+        no shadow). A
+        promotion recorded in the store (``recbandits shadow promote``) overrides ``policy``
+        and ``policy_params`` and switches off a shadow equal to the promoted policy.
+    shadow_policy_params : dict
+        The shadow policy's hyper-parameters, as ``policy_params`` is the live one's (the
+        shared ``prior_alpha``, ``prior_beta``, ``propensity_grid`` and the exploration floor
+        apply to it too, so that its probabilities are those it would serve once promoted).
     prior_alpha, prior_beta : float
         Beta prior of the Thompson Sampling policies on every arm's reward rate (used when the
         policy takes them and ``policy_params`` does not set them).
@@ -328,6 +342,9 @@ class Settings(BaseSettings):
     gate_holdout_s: float | None = Field(None, gt=0)
     gate_margin: float = Field(0.01, ge=0.0, le=1.0)
     gate_bootstrap: int = Field(200, ge=1)
+    shadow_policy: str | None = None
+    shadow_policy_params: dict[str, float | int | bool | list[float] | None] = Field(
+        default_factory=dict)
     prior_alpha: float = Field(1.0, gt=0)
     prior_beta: float = Field(1.0, gt=0)
     aggregation: Aggregation = "earliest"
@@ -408,11 +425,24 @@ class Settings(BaseSettings):
     def _check_policy(cls, value: str) -> str:
         return check_policy_name(value)
 
+    @field_validator("shadow_policy", mode="before")
+    @classmethod
+    def _check_shadow_policy(cls, value: object) -> object:
+        if value == "":  # RECBANDITS_SHADOW_POLICY= switches the shadow off
+            return None
+        if isinstance(value, str):
+            try:
+                return check_policy_name(value)
+            except ValueError as exc:
+                raise ValueError(f"shadow_policy: {exc}") from None
+        return value
+
     @model_validator(mode="after")
     def _check_policy_params(self) -> Settings:
         # Built once here, so a wrong hyper-parameter fails when the settings are read (the
         # CLI's exit 2 with the message), not at the service's first request.
         self.policy_model(n_features=1)
+        self._check_shadow()
         self.rule_book()  # likewise a wrong rule
         self._check_multileave()
         check_holdout(self.holdout_share, self.holdout_baseline, self.arms)
@@ -435,6 +465,34 @@ class Settings(BaseSettings):
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"arm_params.{name}: {exc}") from None
         return self
+
+    def _check_shadow(self) -> None:
+        if self.shadow_policy is None:
+            if self.shadow_policy_params:
+                raise ValueError(f"shadow_policy_params {self.shadow_policy_params} is set but "
+                                 "shadow_policy is not: name the shadow policy")
+            return
+        if self.slate_mode == "multileave":
+            raise ValueError("shadow_policy applies to single-arm slates; slate_mode "
+                             "'multileave' draws sets of arms (unset shadow_policy)")
+        try:
+            model = self.shadow_model(n_features=1)
+        except ValueError as exc:
+            raise ValueError(f"shadow_policy_params: {exc}") from None
+        if self.shadow_is_live():
+            raise ValueError(f"shadow_policy {self.shadow_policy!r} with parameters "
+                             f"{self.shadow_policy_params} is the live policy itself "
+                             f"({model.describe_params() if model else None}): a shadow must "
+                             "differ from the live policy in its class or parameters")
+
+    def shadow_is_live(self) -> bool:
+        """Whether the shadow policy is the live one: the same class and the same
+        hyper-parameters once the defaults are filled in (``{"scale": 1.0}`` is LinTS's
+        default, ``{}``).
+        """
+        model = self.shadow_model(n_features=1)
+        return (model is not None
+                and model.describe_params() == self.policy_model(n_features=1).describe_params())
 
     def _check_multileave(self) -> None:
         if self.slate_mode != "multileave":
@@ -484,7 +542,20 @@ class Settings(BaseSettings):
         """The served policy's model: ``policy`` with ``policy_params`` (plus the shared
         ``prior_alpha``/``prior_beta``/``propensity_grid`` where the class takes them).
         """
-        cls = registered_policies()[self.policy]
+        return self._model(self.policy, self.policy_params, n_features)
+
+    def shadow_model(self, n_features: int | None) -> PolicyModel | None:
+        """The shadow policy's model (``shadow_policy`` with ``shadow_policy_params``, the
+        shared parameters and the exploration floor as :meth:`policy_model`); None without one.
+        """
+        if self.shadow_policy is None:
+            return None
+        return self._model(self.shadow_policy, self.shadow_policy_params, n_features)
+
+    def _model(self, name: str, own: dict[str, float | int | bool | list[float] | None],
+               n_features: int | None) -> PolicyModel:
+        """Policy ``name`` with the shared parameters its class takes, then ``own``."""
+        cls = registered_policies()[name]
         # The probabilities are computed for every context (LinTS: on requests) and for
         # every snapshot that folds new outcomes (up to 1 / refresh_interval_s times a second
         # in every worker): 256 intervals cost 0.38 ms against 1.46 ms for 2048 (LinTS, 4
@@ -496,8 +567,8 @@ class Settings(BaseSettings):
                   "propensity_grid": self.propensity_grid}
         accepted = cls._param_names()
         params: dict[str, object] = {k: v for k, v in shared.items() if k in accepted}
-        params.update(self.policy_params)
-        return PolicyModel(self.policy, self.arms, params=params, n_features=n_features,
+        params.update(own)
+        return PolicyModel(name, self.arms, params=params, n_features=n_features,
                            floor=self.exploration_floor)
 
     def holdout(self) -> Holdout | None:
@@ -542,7 +613,7 @@ class Settings(BaseSettings):
         for name, value in self.model_dump().items():
             if value is None:
                 continue
-            if name in ("policy_params", "rules", "arm_params"):
+            if name in ("policy_params", "shadow_policy_params", "rules", "arm_params"):
                 text = json.dumps(value)
             elif name in ("arms", "cors_origins", "drift_windows"):
                 text = ",".join(map(str, value))

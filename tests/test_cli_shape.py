@@ -37,7 +37,8 @@ LAB_COMMANDS = {"simulate": ("experiments.simulate",), "replay": ("experiments.r
 #: Service command -> its function in serving.commands, returning a results object of
 #: serving.results (or of the module that does the work, as serving.versions).
 SERVICE_COMMANDS = {"retrain": "retrain", "rebuild-state": "rebuild_state", "purge": "purge",
-                    "credit": "credit", "holdout": "holdout", "models": "models"}
+                    "credit": "credit", "holdout": "holdout", "models": "models",
+                    "shadow": ("shadow_status", "shadow_promote")}
 #: Commands in neither shape, and why.
 OTHER_COMMANDS = {"serve": "runs the server until it stops: no results, only an exit status"}
 
@@ -61,14 +62,15 @@ def test_lab_command_module_has_run_taking_a_config(command, module):
     assert first.name == "config" and first.kind is first.POSITIONAL_OR_KEYWORD
 
 
-@pytest.mark.parametrize("command", sorted(SERVICE_COMMANDS))
-def test_service_command_takes_the_settings_and_returns_results(command):
-    run = getattr(commands, SERVICE_COMMANDS[command])
+@pytest.mark.parametrize("function", sorted(
+    f for fs in SERVICE_COMMANDS.values() for f in ((fs,) if isinstance(fs, str) else fs)))
+def test_service_command_takes_the_settings_and_returns_results(function):
+    run = getattr(commands, function)
     first = next(iter(inspect.signature(run).parameters.values()))
     assert first.name == "settings" and first.kind is first.POSITIONAL_OR_KEYWORD
     returned = typing.get_type_hints(run)["return"]
     for kind in typing.get_args(returned) or (returned,):
-        assert kind.__module__ in ("serving.results", "serving.versions"), kind
+        assert kind.__module__ in ("serving.results", "serving.versions", "serving.shadow"), kind
         assert hasattr(kind, "exit_code") and "__str__" in vars(kind), kind
     # No stream to print to: the function returns, the CLI prints.
     assert "out" not in inspect.signature(run).parameters

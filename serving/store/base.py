@@ -60,6 +60,7 @@ from serving.store.tables import (
     model_versions,
     outcomes,
     policy_meta,
+    policy_promotions,
     preferences,
     retrain_lease,
 )
@@ -235,14 +236,17 @@ class Store(abc.ABC):
         self.backend = self.url.get_backend_name()
         self._check_url(url, create)
         self._local = threading.local()
+        # Whether the store has the shadow mode's schema (a store not opened by a service
+        # since: no promotion and no shadow record, rather than an error; see _has_shadow).
+        self._shadow_schema = False
         self.write_engine, self.read_engine = self._engines()
         p = self.PARAM
         as_json = self.JSON_CAST
         self._insert_decision_sql = (
             "INSERT INTO decisions (event_id, created_at, user_id, context, arm, propensity, "
-            "pmf, slate, policy, policy_version, cold_start, reward_deadline, multileave) VALUES "
-            f"({p}, {p}, {p}, {p}{as_json}, {p}, {p}, {p}{as_json}, {p}{as_json}, {p}{as_json}, "
-            f"{p}, {p}, {p}, {p}{as_json})")
+            "pmf, slate, policy, policy_version, cold_start, reward_deadline, multileave, shadow) "
+            f"VALUES ({p}, {p}, {p}, {p}{as_json}, {p}, {p}, {p}{as_json}, {p}{as_json}, "
+            f"{p}{as_json}, {p}, {p}, {p}, {p}{as_json}, {p}{as_json})")
         self._insert_feedback_sql = (
             "INSERT INTO feedback (created_at, user_id, movie_id, feedback_type, value, "
             f"event_id, event_key, arm, reward, rating, counted, note, seq) VALUES ({p}, {p}, "
@@ -375,11 +379,12 @@ class Store(abc.ABC):
 
     def _missing_columns(self, conn: Connection) -> dict[str, list[sa.Column]]:
         """Per table, the columns an older store lacks (``feedback.value``, the kept ratings'
-        :data:`RATING_COLUMNS_ADDED`).
+        :data:`RATING_COLUMNS_ADDED`, ``decisions.shadow``: NULL for the older decisions).
         """
         inspector = sa.inspect(conn)
         inspector.clear_cache()
-        wanted = {feedback.name: ("value",), **RATING_COLUMNS_ADDED}
+        wanted = {feedback.name: ("value",), decisions.name: ("shadow",),
+                  **RATING_COLUMNS_ADDED}
         missing = {}
         for name, columns in wanted.items():
             have = {c["name"] for c in inspector.get_columns(name)}
@@ -752,6 +757,60 @@ class Store(abc.ABC):
             return int(conn.execute(sa.select(sa.func.count())
                                     .select_from(after.subquery())).scalar_one())
 
+    # ------------------------------------------------------------------ shadow promotions
+    def _has_shadow(self) -> bool:
+        """Whether the store has ``policy_promotions`` and ``decisions.shadow`` (every store
+        a service started since has: :meth:`create_schema`); looked up until it has.
+        """
+        if not self._shadow_schema:
+            inspector = sa.inspect(self.read_engine)
+            self._shadow_schema = inspector.has_table(policy_promotions.name) and "shadow" in {
+                c["name"] for c in inspector.get_columns(decisions.name)}
+        return self._shadow_schema
+
+    @unavailable_on_db_error
+    def latest_promotion(self) -> tuple[int, JsonObject, JsonObject] | None:
+        """The latest promotion of a shadow policy (``id``, the promoted ``{"name",
+        "params"}``, the one it replaced); None when none was recorded (:mod:`serving.shadow`).
+        """
+        if not self._has_shadow():
+            return None
+        with self.read_engine.connect() as conn:
+            row = conn.execute(sa.select(policy_promotions.c.id, policy_promotions.c.policy,
+                                         policy_promotions.c.previous)
+                               .order_by(policy_promotions.c.id.desc()).limit(1)).first()
+        return None if row is None else (int(row.id), dict(row.policy), dict(row.previous))
+
+    @unavailable_on_db_error
+    def record_promotion(self, policy: JsonObject, previous: JsonObject, now: float) -> int:
+        """Record that ``policy`` replaced ``previous`` as the live policy; its id (a store
+        no service has opened since shadow mode existed gains the table first).
+        """
+        policy_promotions.create(self.write_engine, checkfirst=True)
+        with self.write_engine.begin() as conn:
+            return int(conn.execute(policy_promotions.insert().values(
+                created_at=now, policy=policy, previous=previous)
+                .returning(policy_promotions.c.id)).scalar_one())
+
+    @unavailable_on_db_error
+    def count_shadow(self) -> int:
+        """Decisions that carry a shadow record."""
+        if not self._has_shadow():
+            return 0
+        with self.read_engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(decisions)
+                                    .where(decisions.c.shadow.is_not(None))).scalar_one())
+
+    @unavailable_on_db_error
+    def shadow_rows(self) -> dict[str, JsonObject]:
+        """Each decision's shadow record by ``event_id`` (the decisions that carry one)."""
+        if not self._has_shadow():
+            return {}
+        with self.read_engine.connect() as conn:
+            return {r[0]: json.loads(r[1]) for r in conn.execute(
+                sa.select(decisions.c.event_id, sa.cast(decisions.c.shadow, sa.Text))
+                .where(decisions.c.shadow.is_not(None)))}
+
     # ------------------------------------------------------------------ reads
     @unavailable_on_db_error
     def pulls(self) -> dict[str, int]:
@@ -1019,7 +1078,8 @@ class Store(abc.ABC):
                  r["arm"], r["propensity"], _json(r["pmf"]), _json(r["slate"]),
                  _json(r.get("policy")), r["policy_version"], r["cold_start"],
                  r["reward_deadline"],
-                 None if r.get("multileave") is None else _json(r["multileave"]))
+                 None if r.get("multileave") is None else _json(r["multileave"]),
+                 None if r.get("shadow") is None else _json(r["shadow"]))
                 for r in decision_rows])
         seq = 0
         if feedback_writes:

@@ -96,12 +96,13 @@ _LOG_TABLES = ("decisions", "feedback", "outcomes", "preferences")
 _DECISION_RECORD = (
     "event_id text, created_at float8, user_id int8, context json, arm text, "
     "propensity float8, pmf json, slate json, policy json, policy_version int4, cold_start bool, "
-    "reward_deadline float8, multileave json")
+    "reward_deadline float8, multileave json, shadow json")
 _INSERT_DECISIONS = (
     "INSERT INTO decisions (event_id, created_at, user_id, context, arm, propensity, pmf, slate, "
-    "policy, policy_version, cold_start, reward_deadline, multileave) "
+    "policy, policy_version, cold_start, reward_deadline, multileave, shadow) "
     "SELECT event_id, created_at, user_id, context, arm, propensity, pmf, slate, policy, "
-    "policy_version, cold_start, reward_deadline, multileave FROM json_to_recordset(%s::json) "
+    "policy_version, cold_start, reward_deadline, multileave, shadow "
+    "FROM json_to_recordset(%s::json) "
     f"AS t({_DECISION_RECORD})"
 )
 
@@ -707,7 +708,7 @@ def _as_json(row: dict[str, Any]) -> dict[str, Any]:
     serialised text are embedded as JSON values, not as strings.
     """
     out = row
-    for column in ("context", "pmf", "slate", "policy", "multileave"):
+    for column in ("context", "pmf", "slate", "policy", "multileave", "shadow"):
         value = row.get(column)
         if isinstance(value, str):
             if out is row:

@@ -47,6 +47,10 @@ decisions = sa.Table(
     # A multileaved decision's set, draft order, arm of every position, the arms' rankings and
     # probabilities (serving.multileave); NULL for a single-arm decision.
     sa.Column("multileave", sa.JSON(none_as_null=True), nullable=True),
+    # The shadow policy's record for this request (serving.shadow: its name and parameters, the
+    # arm it would have chosen, its probability of every arm, the log position its state had
+    # folded): logged, never served. NULL without a shadow policy (and for cold start).
+    sa.Column("shadow", sa.JSON(none_as_null=True), nullable=True),
     # Set once by the settle sweep when the window (plus the grace) has passed.
     sa.Column("settled_at", sa.Float(precision=53), nullable=True),
     sa.Index("ix_decisions_user_time", "user_id", "created_at"),
@@ -222,6 +226,20 @@ items = sa.Table(
     sa.Column("genres", sa.JSON, nullable=False),
     sa.Column("year", sa.Integer, nullable=True),
     sa.Column("created_at", sa.Float(precision=53), nullable=False),
+)
+
+# Promotions of the shadow policy (``recbandits shadow promote``, ``POST /admin/shadow/promote``),
+# one row each: the latest row names the live policy, overriding the settings' ``policy`` and
+# ``policy_params`` (serving.shadow); every worker reads it at each refresh.
+policy_promotions = sa.Table(
+    "policy_promotions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("created_at", sa.Float(precision=53), nullable=False),
+    # {"name": ..., "params": {...}}: the promoted policy as the settings spell it.
+    sa.Column("policy", sa.JSON, nullable=False),
+    # The live policy it replaced, the same way.
+    sa.Column("previous", sa.JSON, nullable=False),
 )
 
 # Fold snapshots (``recbandits purge``): one row per purge, at log position ``seq`` (S). The raw

@@ -1,8 +1,8 @@
 """``/admin``: refit the arms (``POST /admin/retrain``, gated), the model versions (``GET
 /admin/models``, ``GET /admin/models/{v}``, ``POST /admin/models/{v}/promote``, ``POST
-/admin/models/rollback``), add catalogue items (``POST
-/admin/items``), and show a worker's learned state (``GET /admin/policy-state``, ``GET
-/admin/live-state``).
+/admin/models/rollback``), add catalogue items (``POST /admin/items``), show a worker's learned
+state (``GET /admin/policy-state``, ``GET /admin/live-state``), and shadow mode (``GET
+/admin/shadow``, ``POST /admin/shadow/promote``).
 """
 
 from __future__ import annotations
@@ -126,3 +126,29 @@ async def add_item(body: ItemIn, service: ServiceDep) -> ItemOut:
                                              body.genres, body.year)
     return ItemOut(item_id=item.item_id, title=item.title, genres=list(item.genres), year=item.year,
                    log_seq=item.seq, arms_now=arms_now)
+
+
+@router.get("/shadow",
+            responses={401: {"model": ErrorOut, "description": "no token"},
+                       403: {"model": ErrorOut, "description": "wrong token"}})
+async def shadow_status(service: ServiceDep) -> dict[str, Any]:
+    """The live and shadow policies in force (the settings', or the latest promotion's), the
+    latest promotion, how many decisions carry a shadow record, and this worker's view.
+    """
+    return await run_in_threadpool(service.shadow_status)
+
+
+@router.post("/shadow/promote",
+             responses={401: {"model": ErrorOut, "description": "no token"},
+                        403: {"model": ErrorOut, "description": "wrong token"},
+                        409: {"model": ErrorOut, "description": "no shadow policy in force, "
+                                                               "or a purged log"}})
+async def promote_shadow(service: ServiceDep) -> dict[str, Any]:
+    """Make the shadow policy the live one: recorded in the store (a restart keeps it; it
+    overrides the settings' policy), served by this worker at once and by every other within
+    one refresh interval. Its state is the fold of the whole log under its own rule.
+    """
+    result = await run_in_threadpool(service.promote_shadow)
+    p = result.promotion
+    return {"promotion": p.id, "policy": {"name": p.policy, "params": p.params},
+            "previous": result.previous}

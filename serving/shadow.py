@@ -1,0 +1,208 @@
+"""Shadow mode: a candidate policy on live traffic, logged and never served; its promotion.
+
+With ``shadow_policy`` set (:class:`serving.settings.Settings`), every policy decision also asks
+the shadow policy, for the same request and context, for its probability of every arm and its
+choice, and logs them in the decision's ``shadow`` column (:func:`record`): the live policy's arm
+is the one served, always. The shadow's state is, like the live policy's, the fold of the log's
+outcomes in ``seq`` order under its own ``update`` (:meth:`serving.policy.PolicyModel.fold`): each
+worker advances it in the same refresh, with the same outcomes, as the live snapshot, so both are
+always at the same log position, and ``rebuild-state`` folds the same rows to check it.
+
+**The bias this implies** (Azure Personalizer's apprentice mode had the same): the shadow learns
+from the live policy's decisions and rewards, i.e. only about the arms the live policy played,
+as often as it played them. Its state is therefore not the state it would have reached serving
+the traffic itself: an arm the live policy neglects stays uncertain to the shadow too (it keeps
+exploring it in its probabilities, which the off-policy estimate charges at the live policy's
+rate), and a contextual shadow sees contexts as the live policy chose arms for them. ``recbandits
+ope --shadow`` (:func:`serving.offpolicy.evaluate_shadow`) estimates the value of the shadow *as
+it was logged*: its probabilities at each decision, computed from that state, against the live
+policy's logged propensities; it is unbiased for that sequence of decision rules, which after a
+promotion go on learning from their own choices (usually better than in shadow, never worse for
+lack of data on the arms they favour, since those then get played).
+
+**Its choice** is drawn from its probabilities with a uniform number read off the decision's
+``event_id`` (its last 13 hex digits: 52 of the 80 random bits, :func:`uniform`), so it consumes
+nothing of the service's generator (the served arms and slates are exactly those of the same
+service without a shadow, under the same seed) and can be redrawn from the log.
+
+**Promotion** (``recbandits shadow promote``, ``POST /admin/shadow/promote``): a row of
+``policy_promotions`` names the new live policy. Precedence: the store's latest promotion
+overrides the settings' ``policy`` and ``policy_params`` (file, ``RECBANDITS_*``, flags), and a
+settings shadow equal to the promoted policy is switched off (:func:`promoted`); to go back to
+the settings' policy, promote it (run it as the shadow first). Every worker reads the latest
+promotion at each refresh and swaps its live policy for the shadow's snapshot (the same fold of
+the same outcomes under the promoted rule, at the same log position) between two requests: a
+request uses one (model, snapshot) pair throughout, so none fails and none mixes the two. The
+state after promotion is the fold of the whole log under the promoted policy's rule, which is
+what ``rebuild-state`` computes. A purged log cannot promote (the shadow started from nothing at
+the fold snapshot, whose purged outcomes only the old policy's state holds): refused.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from serving.policy import PolicyModel, PolicySnapshot
+from serving.settings import Settings
+from serving.store import Store
+from serving.store.types import JsonObject
+
+#: Hex digits of the event id that make the shadow's uniform number (52 bits: a float64's
+#: mantissa holds them exactly).
+UNIFORM_DIGITS = 13
+
+
+def uniform(event_id: str) -> float:
+    """The shadow's uniform number in ``[0, 1)`` for decision ``event_id``: its last
+    :data:`UNIFORM_DIGITS` hex digits (random bits of the id) over ``16 ** 13``.
+
+    Raises
+    ------
+    ValueError
+        ``event_id`` does not end in 13 hex digits.
+    """
+    tail = event_id[-UNIFORM_DIGITS:]
+    try:
+        return int(tail, 16) / 16.0 ** UNIFORM_DIGITS
+    except ValueError:
+        raise ValueError(f"event_id must end in {UNIFORM_DIGITS} hex digits, got "
+                         f"{event_id!r}") from None
+
+
+def choose(cdf: npt.NDArray[np.float64], u: float) -> int:
+    """The arm (position) a cumulative distribution ``cdf`` (shape ``(K,)``, last entry 1)
+    draws with the uniform number ``u``: as the service draws the live arm.
+    """
+    return min(int(np.searchsorted(cdf, u, side="right")), cdf.size - 1)
+
+
+def describe(model: PolicyModel) -> str:
+    """``model``'s name and parameters as logged in every shadow record (JSON text)."""
+    return json.dumps(model.describe_params())
+
+
+def record(model: PolicyModel, snapshot: PolicySnapshot, policy_json: str,
+           features: npt.NDArray[np.float64] | None, event_id: str) -> str:
+    """The shadow record of one decision as JSON text: ``{"policy", "arm", "propensity", "u",
+    "seq", "pmf"}``: the shadow's name and parameters (``policy_json``, :func:`describe`), the
+    arm it would have chosen and its probability, the uniform number drawn with
+    (:func:`uniform`), the log position its state had folded, and its probability of every arm.
+
+    The probabilities come from :meth:`PolicyModel.selection` (context-free: once per
+    snapshot; contextual: once per (snapshot, context), cached).
+    """
+    probabilities, cdf, pmf_json = model.selection(snapshot, features)
+    u = uniform(event_id)
+    choice = choose(cdf, u)
+    return (f'{{"policy": {policy_json}, "arm": {json.dumps(model.arms[choice])}, '
+            f'"propensity": {float(probabilities[choice])!r}, "u": {u!r}, '
+            f'"seq": {snapshot.seq}, "pmf": {pmf_json}}}')
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """A recorded promotion: the ``policy`` and ``params`` (as the settings spell them) that
+    became live, replacing ``previous`` (``{"name", "params"}``), row ``id`` of the store.
+    """
+
+    id: int
+    policy: str
+    params: JsonObject
+    previous: JsonObject
+
+
+def latest(store: Store) -> Promotion | None:
+    """The store's latest promotion, or None."""
+    row = store.latest_promotion()
+    if row is None:
+        return None
+    row_id, policy, previous = row
+    return Promotion(row_id, str(policy["name"]), dict(policy["params"]), previous)
+
+
+def promoted(settings: Settings, promotion: Promotion | None) -> Settings:
+    """``settings`` with ``promotion`` applied: its policy and parameters are live, and a
+    shadow equal to them is switched off (see the module doc for the precedence).
+    """
+    if promotion is None:
+        return settings
+    current = settings.model_copy(update={"policy": promotion.policy,
+                                          "policy_params": dict(promotion.params)})
+    if current.shadow_is_live():
+        current = current.model_copy(update={"shadow_policy": None, "shadow_policy_params": {}})
+    return current
+
+
+def effective(settings: Settings, store: Store) -> Settings:
+    """The settings in force on ``store``: :func:`promoted` by its latest promotion."""
+    return promoted(settings, latest(store))
+
+
+@dataclass(frozen=True)
+class PromoteResult:
+    """What :func:`promote` did: the promotion recorded, and the policy it replaced."""
+
+    promotion: Promotion
+    previous: JsonObject
+
+    @property
+    def exit_code(self) -> int:
+        """``recbandits shadow promote``'s status: 0 (a refusal raises)."""
+        return 0
+
+    def __str__(self) -> str:
+        p = self.promotion
+        return (f"promoted {p.policy} {json.dumps(p.params)} (promotion #{p.id}), replacing "
+                f"{self.previous['name']} {json.dumps(self.previous['params'])}; every worker "
+                "serves it within one refresh interval")
+
+
+def promote(settings: Settings, store: Store, *, now: float | None = None) -> PromoteResult:
+    """Make the settings' shadow policy the live one on ``store`` (recorded: every worker
+    follows within one refresh interval, a restart keeps it).
+
+    Raises
+    ------
+    ValueError
+        No shadow policy is in force (none set, or it was promoted already), or the log was
+        purged (see the module doc).
+    """
+    current = effective(settings, store)
+    if current.shadow_policy is None:
+        raise ValueError(f"no shadow policy to promote: the live policy is {current.policy!r} "
+                         f"with parameters {current.policy_params}"
+                         + (" (set shadow_policy / --shadow-policy)"
+                            if settings.shadow_policy is None else
+                            f" (the shadow {settings.shadow_policy!r} was promoted already)"))
+    if store.fold_mark():
+        raise ValueError(f"the log was purged (fold snapshot at log position "
+                         f"{store.fold_mark()}): the shadow has not folded the purged outcomes, "
+                         "so it cannot become the live policy's fold of the log")
+    name, params = current.shadow_policy, dict(current.shadow_policy_params)
+    previous: JsonObject = {"name": current.policy, "params": dict(current.policy_params)}
+    row_id = store.record_promotion({"name": name, "params": params}, previous,
+                                    time.time() if now is None else now)
+    return PromoteResult(Promotion(row_id, name, params, previous), previous)
+
+
+def status(settings: Settings, store: Store) -> JsonObject:
+    """The live and shadow policies in force on ``store`` and the latest promotion (``recbandits
+    shadow status``, ``GET /admin/shadow``), and how many decisions carry a shadow record.
+    """
+    promotion = latest(store)
+    current = promoted(settings, promotion)
+    return {
+        "live": {"name": current.policy, "params": dict(current.policy_params)},
+        "shadow": (None if current.shadow_policy is None else
+                   {"name": current.shadow_policy, "params": dict(current.shadow_policy_params)}),
+        "promotion": (None if promotion is None else
+                      {"id": promotion.id, "policy": {"name": promotion.policy,
+                                                      "params": promotion.params},
+                       "previous": promotion.previous}),
+        "shadow_decisions": store.count_shadow(),
+    }

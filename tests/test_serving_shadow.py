@@ -1,0 +1,456 @@
+"""Shadow mode (issue 15): a candidate policy logged beside every decision and never served,
+``recbandits ope --shadow`` on exactly those decisions, and promotion by command."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from pydantic import ValidationError
+from test_serving_support import (
+    ADMIN_TOKEN,
+    ServiceProcess,
+    assert_workers_are_the_fold,
+    read_table,
+    store_url,
+    wait_for_workers,
+)
+
+from arms.base import Recommender
+from arms.data import make_synthetic
+from arms.data.dataset import Dataset
+from experiments.cli import main as cli_main
+from serving import offpolicy, shadow
+from serving.app import create_app
+from serving.armset import fit_arms
+from serving.commands import rebuild_state
+from serving.settings import Settings
+from serving.store import open_store
+from serving.store.tables import decisions
+
+TOKEN = "shadow-token"
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+ARMS = ["svd", "popularity", "sequential"]
+HOUR = 3600.0
+
+
+@pytest.fixture(scope="module")
+def catalog() -> Dataset:
+    return make_synthetic(40, 60, 800, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def fitted(catalog: Dataset) -> dict[str, Recommender]:
+    return fit_arms(ARMS, catalog, seed=0)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def make_settings(tmp_path: Path, backend: str, **extra: object) -> Settings:
+    values: dict = {"state_dir": tmp_path / "state", "db": store_url(backend, tmp_path),
+                    "arms": ARMS, "seed": 3, "admin_token": TOKEN, **extra}
+    return Settings(**values)
+
+
+def worker(settings: Settings, catalog: Dataset, fitted: dict[str, Recommender]) -> TestClient:
+    return TestClient(create_app(settings, catalog=catalog, arms=copy.deepcopy(fitted)))
+
+
+def traffic(client: TestClient, n: int, *, refresh_every: int = 10) -> list[dict]:
+    """``n`` slates to users 1..30; a like on svd's slates (the policies lean on svd), the
+    worker's policies folded by hand every ``refresh_every`` requests."""
+    bodies = []
+    for i in range(n):
+        response = client.get("/recommendations", params={"user_id": 1 + i % 30, "k": 3})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        bodies.append(body)
+        if body["arm"] == "svd":
+            assert client.post("/feedback", json={
+                "user_id": body["user_id"], "movie_id": body["items"][0]["movie_id"],
+                "feedback_type": "like", "event_id": body["event_id"]}).status_code == 201
+        if i % refresh_every == refresh_every - 1:
+            client.app.state.service.refresh()
+    return bodies
+
+
+def fold_state(settings: Settings, model_of: str, upto: int) -> dict:
+    """``state_dict()`` of the live (``model_of="live"``) or shadow policy in force on the
+    settings' store, folded over its outcomes up to ``upto``, as it reads back from JSON."""
+    store = open_store(settings.resolved_db_url(), create=False)
+    try:
+        current = shadow.effective(settings, store)
+        outcomes = [o for o in store.outcomes_after(0) if o.seq <= upto]
+    finally:
+        store.dispose()
+    d = next((len(o.context) for o in outcomes if o.context is not None), None)
+    model = current.policy_model(d) if model_of == "live" else current.shadow_model(d)
+    assert model is not None
+    return json.loads(json.dumps(model.replay(outcomes).state_dict()))
+
+
+# ---------------------------------------------------------------------------- logged, not served
+def test_the_shadow_is_logged_for_every_decision_and_never_served(
+        tmp_path: Path, backend: str, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
+    # Refreshed by hand only: both services fold the same outcomes at the same requests.
+    plain = make_settings(tmp_path / "plain", backend, refresh_interval_s=HOUR)
+    shadowed = make_settings(tmp_path / "shadowed", backend, refresh_interval_s=HOUR,
+                             shadow_policy="LinTS", shadow_policy_params={"scale": 0.5})
+    with worker(plain, catalog, fitted) as client:
+        served = traffic(client, 40)
+    with worker(shadowed, catalog, fitted) as client:
+        logged = traffic(client, 40)
+        state = client.get("/admin/policy-state", headers=AUTH).json()
+        out = io.StringIO()
+        out.write(str(rebuilt := rebuild_state(shadowed, service=client)))
+        assert rebuilt.exit_code == 0, out.getvalue()
+    # The same arms and slates as the service without a shadow, under the same seed.
+    assert [b["arm"] for b in logged] == [b["arm"] for b in served]
+    assert [[i["movie_id"] for i in b["items"]] for b in logged] == \
+        [[i["movie_id"] for i in b["items"]] for b in served]
+    rows = {r["event_id"]: r for r in read_table(shadowed.resolved_db_url(), decisions)}
+    assert len(rows) == 40 and all(r["shadow"] is None for r in
+                                   read_table(plain.resolved_db_url(), decisions))
+    differs = 0
+    for body in logged:  # every decision carries the shadow's record, redrawable from the log
+        record = rows[body["event_id"]]["shadow"]
+        assert record["policy"]["name"] == "LinTS"
+        assert record["policy"]["params"]["scale"] == 0.5
+        pmf = np.array([record["pmf"][a] for a in ARMS])
+        assert pmf.sum() == pytest.approx(1.0) and pmf.min() >= 0
+        cdf = np.cumsum(pmf)
+        cdf[-1] = 1.0
+        assert record["u"] == shadow.uniform(body["event_id"])
+        assert record["arm"] == ARMS[shadow.choose(cdf, record["u"])]
+        assert record["propensity"] == record["pmf"][record["arm"]]
+        differs += record["arm"] != body["arm"]
+    assert differs >= 5  # it chose otherwise, and was not served
+    # Its state is the fold of the same outcomes under LinTS's rule, at the live position.
+    assert state["shadow"]["log_seq"] == state["log_seq"] > 0
+    assert state["shadow"]["state"] == fold_state(shadowed, "shadow", state["log_seq"])
+    assert state["state"]["stats"] == fold_state(shadowed, "live", state["log_seq"])["stats"]
+    assert "shadow LinTS" in out.getvalue() and "match yes" in out.getvalue()
+
+
+def test_rebuild_state_says_no_when_the_shadow_differs_from_its_fold(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
+    settings = make_settings(tmp_path, "sqlite", refresh_interval_s=HOUR,
+                             shadow_policy="LinTS")
+    with worker(settings, catalog, fitted) as client:
+        traffic(client, 20)
+        service = client.app.state.service
+        model, snap, text = service._shadow
+        broken = copy.deepcopy(snap.policy)
+        broken.update("popularity", 1.0, np.ones(model.n_features))  # an outcome never logged
+        service._shadow = (model, type(snap)(snap.version, snap.seq, broken, snap.pulls, None,
+                                             None), text)
+        out = io.StringIO()
+        out.write(str(rebuilt := rebuild_state(settings, service=client)))
+        assert rebuilt.exit_code == 1, out.getvalue()
+    assert "shadow LinTS" in out.getvalue() and "match NO" in out.getvalue()
+
+
+# ---------------------------------------------------------------------------- settings
+@pytest.mark.parametrize(("values", "match"), [
+    ({"shadow_policy": "Thompson"}, r"shadow_policy: policy must be one of .*'LinTS'"),
+    ({"shadow_policy": "ThompsonSampling"}, "is the live policy itself"),
+    ({"policy": "LinTS", "policy_params": {"scale": 0.5}, "shadow_policy": "LinTS",
+      "shadow_policy_params": {"scale": 0.5}}, "is the live policy itself"),
+    ({"policy": "LinTS", "shadow_policy": "LinTS", "shadow_policy_params": {"scale": 1.0}},
+     "is the live policy itself"),  # LinTS's default scale
+    ({"shadow_policy_params": {"scale": 0.5}}, "shadow_policy is not"),
+    ({"shadow_policy": "LinTS", "shadow_policy_params": {"bogus": 1}},
+     r"shadow_policy_params: invalid parameters .*allowed: \['scale'"),
+    ({"shadow_policy": "LinTS", "slate_mode": "multileave"}, "single-arm slates"),
+])
+def test_invalid_shadow_settings_are_refused_naming_the_value(values: dict, match: str) -> None:
+    with pytest.raises(ValidationError, match=match):
+        Settings(arms=ARMS, **values)
+
+
+def test_the_shadow_settings_come_from_file_env_and_flags(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+        ) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text('shadow_policy = "LinTS"\n[shadow_policy_params]\nscale = 0.25\n')
+    settings = Settings.from_file(path, arms=ARMS)
+    assert settings.shadow_model(4).params == {"scale": 0.25, "propensity_grid": 256,
+                                               "n_features": 4}
+    for key, value in settings.to_env().items():  # what a worker process is handed
+        if "SHADOW" in key:
+            monkeypatch.setenv(key, value)
+    assert Settings(arms=ARMS).shadow_model(4).params == settings.shadow_model(4).params
+    monkeypatch.setenv("RECBANDITS_SHADOW_POLICY", "UCB1")
+    monkeypatch.setenv("RECBANDITS_SHADOW_POLICY_PARAMS", '{"exploration": 1.5}')
+    assert Settings(arms=ARMS).shadow_model(4).params == {"exploration": 1.5}
+    assert cli_main(["shadow", "status", "--state-dir", str(tmp_path / "s"),
+                     "--shadow-policy-params", "{scale"]) == 2
+    assert "--shadow-policy-params must be a JSON object" in capsys.readouterr().err
+    assert cli_main(["shadow", "promote", "--state-dir", str(tmp_path / "s"),
+                     "--shadow-policy", "Nope"]) == 2
+    assert "shadow_policy: policy must be one of" in capsys.readouterr().err
+
+
+def test_an_older_store_gains_the_shadow_column(tmp_path: Path, backend: str) -> None:
+    url = store_url(backend, tmp_path)
+    store = open_store(url)
+    try:
+        store.create_schema(ARMS)
+        with store.write_engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE decisions DROP COLUMN shadow")
+            conn.exec_driver_sql("DROP TABLE policy_promotions")
+        assert "shadow" not in {c["name"] for c in sa.inspect(store.write_engine)
+                                .get_columns("decisions")}
+    finally:
+        store.dispose()
+    old = open_store(url, create=False)  # what rebuild-state, ope and shadow status open
+    try:
+        assert (old.latest_promotion(), old.count_shadow(), old.shadow_rows()) == (None, 0, {})
+        assert shadow.effective(Settings(arms=ARMS), old).policy == "ThompsonSampling"
+    finally:
+        old.dispose()
+    store = open_store(url)
+    try:
+        store.create_schema(ARMS)
+        assert "shadow" in {c["name"] for c in sa.inspect(store.write_engine)
+                            .get_columns("decisions")}
+        assert store.count_shadow() == 0
+    finally:
+        store.dispose()
+
+
+# ---------------------------------------------------------------------------- promotion
+def test_a_promotion_reaches_every_worker_survives_a_restart_and_is_the_fold(
+        tmp_path: Path, backend: str, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
+    settings = make_settings(tmp_path, backend, refresh_interval_s=0.05,
+                             shadow_policy="LinTS", shadow_policy_params={"scale": 0.5})
+    with worker(settings, catalog, fitted) as first, worker(settings, catalog, fitted) as other:
+        traffic(first, 20)
+        traffic(other, 20)
+        before = first.get("/admin/shadow", headers=AUTH).json()
+        assert before["live"]["name"] == "ThompsonSampling" and before["promotion"] is None
+        assert before["shadow"] == {"name": "LinTS", "params": {"scale": 0.5}}
+        answer = first.post("/admin/shadow/promote", headers=AUTH)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["policy"] == {"name": "LinTS", "params": {"scale": 0.5}}
+        assert first.get("/admin/policy-state", headers=AUTH).json()["policy"]["name"] == "LinTS"
+        # The other worker follows within a refresh interval, serving every request meanwhile.
+        deadline = time.monotonic() + 30
+        statuses = []
+        while other.get("/admin/policy-state", headers=AUTH).json()["policy"]["name"] != "LinTS":
+            assert time.monotonic() < deadline, "the other worker never followed"
+            statuses.append(other.get("/recommendations",
+                                      params={"user_id": 7, "k": 3}).status_code)
+        assert set(statuses) <= {200}
+        after = traffic(other, 20) + traffic(first, 20)
+        for client in (first, other):  # the promoted state is the fold of the whole log
+            client.app.state.service.refresh()
+            state = client.get("/admin/policy-state", headers=AUTH).json()
+            assert state["policy"]["name"] == "LinTS" and state["shadow"] is None
+            assert state["state"] == fold_state(settings, "live", state["log_seq"])
+        assert first.get("/policy").json()["policy"] == "LinTS"
+        again = first.post("/admin/shadow/promote", headers=AUTH)
+        assert again.status_code == 409 and "promoted already" in again.text
+        out = io.StringIO()
+        out.write(str(rebuilt := rebuild_state(settings, service=first)))
+        assert rebuilt.exit_code == 0, out.getvalue()
+        assert "policy: LinTS" in out.getvalue()
+    rows = {r["event_id"]: r for r in read_table(settings.resolved_db_url(), decisions)}
+    assert all(rows[b["event_id"]]["policy"]["name"] == "LinTS" and
+               rows[b["event_id"]]["shadow"] is None for b in after)
+    with worker(settings, catalog, fitted) as restarted:  # the settings still say TS
+        state = restarted.get("/admin/policy-state", headers=AUTH).json()
+        assert state["policy"]["name"] == "LinTS"
+        assert state["state"] == fold_state(settings, "live", state["log_seq"])
+    out = io.StringIO()
+    assert cli_main(["shadow", "status", "--db", settings.resolved_db_url(),
+                     "--state-dir", str(tmp_path / "state"), "--shadow-policy", "LinTS",
+                     "--shadow-policy-params", '{"scale": 0.5}']) == 0
+
+
+@pytest.mark.slow
+def test_two_uvicorn_workers_follow_a_promotion_under_load_with_no_failed_request(
+        tmp_path: Path, backend: str) -> None:
+    url = store_url(backend, tmp_path)
+    env = {"RECBANDITS_SYNTHETIC_USERS": "120", "RECBANDITS_SYNTHETIC_ITEMS": "200",
+           "RECBANDITS_SYNTHETIC_RATINGS": "3000", "RECBANDITS_REFRESH_INTERVAL_S": "0.05",
+           "RECBANDITS_ADMIN_TOKEN": ADMIN_TOKEN, "RECBANDITS_SHADOW_POLICY": "LinTS",
+           "RECBANDITS_SHADOW_POLICY_PARAMS": '{"scale": 0.5}'}
+    args = ["--dataset", "synthetic", "--arms", "svd,popularity", "--seed", "1",
+            "--state-dir", str(tmp_path / "state"), "--db", url, "--workers", "2"]
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def load(offset: int) -> None:  # fresh connections, so that both workers take a share
+        user = offset
+        while not stop.is_set():
+            user = user % 100 + 1
+            with httpx.Client(base_url=server.base, timeout=30) as c:
+                answer = c.get("/recommendations", params={"user_id": user, "k": 3})
+                statuses.append(answer.status_code)
+                if answer.status_code == 200 and user % 2:
+                    body = answer.json()
+                    statuses.append(c.post("/feedback", json={
+                        "user_id": user, "movie_id": body["items"][0]["movie_id"],
+                        "feedback_type": "like", "event_id": body["event_id"]}).status_code)
+
+    server = ServiceProcess(args, env, tmp_path / "server.log")
+    try:
+        wait_for_workers(server.base, 2)
+        threads = [threading.Thread(target=load, args=(k * 25,)) for k in range(3)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)
+        answer = httpx.post(f"{server.base}/admin/shadow/promote", headers=auth, timeout=30)
+        assert answer.status_code == 200, answer.text
+        following: set[int] = set()
+        deadline = time.monotonic() + 60
+        while len(following) < 2:  # each worker follows within its refresh interval
+            assert time.monotonic() < deadline, f"only {following} serve LinTS"
+            with httpx.Client(base_url=server.base, timeout=30, headers=auth) as c:
+                state = c.get("/admin/policy-state").json()
+            if state["policy"]["name"] == "LinTS":
+                following.add(int(state["pid"]))
+        time.sleep(0.5)
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+        promoted = Settings(db=url, arms=["svd", "popularity"], seed=1, policy="LinTS",
+                            policy_params={"scale": 0.5}, state_dir=tmp_path / "state")
+        assert len(assert_workers_are_the_fold(server.base, url, promoted, workers=2)) == 2
+    finally:
+        stop.set()
+        server.stop()
+    assert len(statuses) > 20 and set(statuses) <= {200, 201}, sorted(set(statuses))
+    logged = read_table(url, decisions)
+    assert {r["policy"]["name"] for r in logged} == {"ThompsonSampling", "LinTS"}
+    assert all((r["shadow"] is None) == (r["policy"]["name"] == "LinTS") for r in logged)
+    out = io.StringIO()
+    settings = Settings(db=url, arms=["svd", "popularity"], seed=1, shadow_policy="LinTS",
+                        shadow_policy_params={"scale": 0.5}, state_dir=tmp_path / "state")
+    out.write(str(rebuilt := rebuild_state(settings)))
+    assert rebuilt.exit_code == 0, out.getvalue()
+    assert "policy: LinTS" in out.getvalue()
+
+
+def test_the_promote_command_records_it_and_refuses_without_a_shadow(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    settings = make_settings(tmp_path, "sqlite", refresh_interval_s=HOUR)
+    common = ["--db", settings.resolved_db_url(), "--state-dir", str(tmp_path / "state")]
+    with worker(settings, catalog, fitted) as client:  # runs without the shadow
+        traffic(client, 20)
+        assert cli_main(["shadow", "promote", *common]) == 2
+        assert "no shadow policy to promote" in capsys.readouterr().err
+        assert cli_main(["shadow", "promote", *common, "--shadow-policy", "UCB1"]) == 0
+        assert "promoted UCB1 {} (promotion #1), replacing ThompsonSampling" in \
+            capsys.readouterr().out
+        client.app.state.service.refresh()  # it refolds the log under UCB1's rule
+        state = client.get("/admin/policy-state", headers=AUTH).json()
+        assert state["policy"]["name"] == "UCB1" and state["log_seq"] > 0
+        promoted = settings.model_copy(update={"shadow_policy": "UCB1"})
+        assert state["state"] == fold_state(promoted, "live", state["log_seq"])
+        traffic(client, 10)
+    assert cli_main(["shadow", "status", *common]) == 0
+    printed = capsys.readouterr().out
+    assert "live:   UCB1 {}" in printed and "shadow: none" in printed
+    assert "#1: UCB1 replaced ThompsonSampling" in printed
+    with worker(settings, catalog, fitted) as client:
+        assert client.get("/policy").json()["policy"] == "UCB1"
+
+
+# ---------------------------------------------------------------------------- ope --shadow
+RATES = np.array([0.2, 0.5, 0.8])  # each arm's true reward rate
+
+
+def synthetic_shadow_log(url: str, n: int, shadows: dict[str, np.ndarray], seed: int) -> None:
+    """A log of ``n`` decisions drawn from the live pmf (0.4, 0.3, 0.3) with Bernoulli(RATES)
+    rewards, each decision carrying a shadow record of one of ``shadows`` (name -> pmf),
+    taken in turn."""
+    rng = np.random.default_rng(seed)
+    live = np.array([0.4, 0.3, 0.3])
+    store = open_store(url)
+    store.create_schema(ARMS)
+    names = list(shadows)
+    actions = rng.choice(3, size=n, p=live)
+    rewards = (rng.random(n) < RATES[actions]).astype(float)
+    rows, outcomes = [], []
+    for i in range(n):
+        name = names[i % len(names)]
+        pmf = shadows[name]
+        event_id = f"{i:012x}{rng.integers(16 ** 12):020x}"
+        rows.append({
+            "event_id": event_id, "created_at": 1000.0 + i, "user_id": 1 + i % 50,
+            "context": {"k": 3}, "arm": ARMS[actions[i]], "propensity": live[actions[i]],
+            "pmf": dict(zip(ARMS, live.tolist(), strict=True)), "slate": [1, 2, 3],
+            "policy": {"name": "ThompsonSampling", "params": {}}, "policy_version": 1,
+            "cold_start": False, "reward_deadline": 1001.0 + i, "settled_at": 1002.0 + i,
+            "shadow": {"policy": {"name": name, "params": {}}, "arm": ARMS[int(pmf.argmax())],
+                       "propensity": float(pmf.max()), "u": 0.5, "seq": i,
+                       "pmf": dict(zip(ARMS, pmf.tolist(), strict=True))}})
+        outcomes.append({"event_id": event_id, "arm": ARMS[actions[i]], "seq": i + 1,
+                         "reward": rewards[i], "decided_at": 1001.5 + i, "feedback_seq": None})
+    store.insert_simulated(rows, [], outcomes)
+    store.dispose()
+
+
+def test_ope_shadow_estimates_a_known_value_and_ranks_a_better_shadow_above(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    same = np.array([0.4, 0.3, 0.3])
+    better = np.array([0.05, 0.05, 0.9])
+    synthetic_shadow_log(url, 1600, {"Same": same, "Better": better}, seed=5)
+    run = offpolicy.run(offpolicy.OPEConfig(url=url, out_dir=tmp_path / "ope", shadow=True,
+                                            n_bootstrap=400, seed=1))
+    assert run.shadow is not None and [c.policy["name"] for c in run.shadow] == ["Same",
+                                                                                 "Better"]
+    for comparison, pmf in zip(run.shadow, (same, better), strict=True):
+        assert comparison.n == 800  # exactly the decisions carrying its record
+        truth = {"live": float(same @ RATES), "shadow": float(pmf @ RATES)}
+        live, estimated = comparison.reports.values()
+        for report, true in ((live, truth["live"]), (estimated, truth["shadow"])):
+            for e in ("ips", "snips", "dr"):
+                est = report.estimates[e]
+                assert est.ci_low <= true <= est.ci_high, (report.policy, e, est)
+        value, low, high = comparison.difference["snips"]
+        assert value == pytest.approx(estimated.estimates["snips"].value
+                                      - live.estimates["snips"].value)
+        assert low <= truth["shadow"] - truth["live"] <= high
+        assert comparison.min_logged_propensity == pytest.approx(0.3)
+    same_c, better_c = run.shadow
+    # The live policy itself: the live value exactly, no difference, every weight 1.
+    assert same_c.difference["ips"][0] == pytest.approx(0.0, abs=1e-12)
+    assert same_c.reports["shadow Same"].effective_sample_size == pytest.approx(800)
+    # A clearly better shadow: above the live policy, its difference's interval above 0.
+    assert better_c.difference["dr"][1] > 0.15 and better_c.difference["snips"][1] > 0.15
+    assert better_c.reports["shadow Better"].effective_sample_size < 800
+    assert (tmp_path / "ope" / "shadow.csv").is_file()
+    assert cli_main(["ope", "--shadow", "--db", url, "--out", str(tmp_path / "cli"),
+                     "--bootstrap", "50"]) == 0
+    printed = capsys.readouterr().out
+    assert "shadow Better {}: 800 decisions carry its record" in printed
+    assert "shadow - live" in printed
+
+
+def test_ope_shadow_on_a_log_without_shadow_records_says_so(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    settings = make_settings(tmp_path, "sqlite", refresh_interval_s=HOUR)
+    with worker(settings, catalog, fitted) as client:
+        traffic(client, 5)
+    assert cli_main(["ope", "--shadow", "--db", settings.resolved_db_url(), "--include-open",
+                     "--out", str(tmp_path / "o")]) == 2
+    assert "carries a shadow record (serve with --shadow-policy)" in capsys.readouterr().err
