@@ -67,6 +67,7 @@ from serving.errors import (
     StoreUnavailableError,
 )
 from serving.features import FeatureStore
+from serving.ids import new_event_id
 from serving.live import arm_from_bytes, fold_log, state_digest, user_history
 from serving.multileave import (
     MultileaveView,
@@ -480,7 +481,7 @@ class RecommendationService:
             model = self.policy_model
             # Context-free: computed once per snapshot; contextual: once per context in it.
             probabilities, cdf, pmf = model.selection(snapshot, features)
-            choice = int(np.searchsorted(cdf, self.rng.random(), side="right"))
+            choice = int(cdf.searchsorted(self.rng.random(), side="right"))  # no np.* wrapper
             choice = min(choice, len(model.arms) - 1)
             arm = model.arms[choice]
             propensity = float(probabilities[choice])
@@ -488,9 +489,7 @@ class RecommendationService:
                                 (recent, ratings, excluded, liked, disliked))
         indices, values = top
         slate = arms.item_ids[indices].tolist()
-        # 48 bits of milliseconds, then 80 random bits: unguessable like a uuid4, but the log's
-        # primary-key index grows at its end instead of splitting pages at random.
-        event_id = f"{int(now * 1000):012x}{os.urandom(10).hex()}"
+        event_id = new_event_id(now)  # time-ordered and unguessable (serving.ids)
         # The vector goes to the writer as an array: orjson writes it in one C call.
         context = {"feature_version": self.features.version, "features": features, "k": k}
         assert self.writer is not None  # set by the app's lifespan before any request
@@ -572,7 +571,7 @@ class RecommendationService:
         teams = [chosen[j] for j in order.tolist()]
         arm = set_name(chosen)
         propensity = view.set_probabilities[tuple(choice.arms)]
-        event_id = f"{int(now * 1000):012x}{os.urandom(10).hex()}"
+        event_id = new_event_id(now)
         context = {"feature_version": self.features.version, "features": features, "k": k}
         multileave = {
             "arms": chosen, "order": order.tolist(), "teams": teams,
