@@ -16,12 +16,10 @@ contexts (R, d). Rewards may be any finite real.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Any, cast
 
 import numpy as np
-from scipy import special
 
 from bandits.base import (
     BatchedPolicy,
@@ -30,20 +28,9 @@ from bandits.base import (
     RandomState,
     argmax_random_ties,
     argmax_set_probabilities,
-    probability_of_max,
-    quadrature_grid,
 )
 from bandits.errors import check_int, check_real
-
-
-@functools.lru_cache(maxsize=16)
-def _normal_quantiles(n_grid: int) -> np.ndarray:
-    """Standard normal quantiles of :func:`bandits.base.quadrature_grid`'s points (cached:
-    computing them took a third of a single-context LinTS probability call).
-    """
-    z: np.ndarray = special.ndtri(quadrature_grid(n_grid)[0])  # scipy has no stubs
-    z.flags.writeable = False
-    return z
+from bandits.gaussian import gaussian_probability_of_max
 
 
 def linear_predict(A_inv: np.ndarray, b: np.ndarray, contexts: np.ndarray
@@ -51,7 +38,9 @@ def linear_predict(A_inv: np.ndarray, b: np.ndarray, contexts: np.ndarray
     """Predicted reward ``x.theta_k`` and ``x^T A_k^{-1} x`` for every run and arm, (R, K)."""
     theta = np.einsum("rkij,rkj->rki", A_inv, b)
     mean = np.einsum("rki,ri->rk", theta, contexts)
-    var = np.einsum("ri,rkij,rj->rk", contexts, A_inv, contexts)
+    # Two two-operand products: a three-operand einsum loops over i and j together, 4x slower
+    # (d = 100, K = 5: 340 against 80 us); the sums differ in order only (~1e-14).
+    var = np.einsum("rki,ri->rk", np.einsum("rkij,rj->rki", A_inv, contexts), contexts)
     return mean, np.maximum(var, 0.0)
 
 
@@ -191,10 +180,5 @@ class LinTS(_LinearPolicy):
     def _probabilities(self, state: BatchState, contexts: np.ndarray | None
                        ) -> tuple[np.ndarray, np.ndarray]:
         mean, sd = self._posterior(state, contexts)  # type: ignore[arg-type]
-        R, K = mean.shape
-        z = _normal_quantiles(self.propensity_grid)  # the same for every arm and call
-        return probability_of_max(
-            lambda k, u: mean[:, k, None] + sd[:, k, None] * z[None, :],
-            lambda x: special.ndtr((x[:, None, :] - mean[:, :, None]) / sd[:, :, None]),
-            R, K, self.propensity_grid,
-        )
+        # x.theta is exactly normal under the posterior: Gaussian TS's quadrature.
+        return gaussian_probability_of_max(mean, sd, None, self.propensity_grid)

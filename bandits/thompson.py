@@ -185,7 +185,8 @@ def beta_probability_of_max(alpha: np.ndarray, beta: np.ndarray, n_grid: int
     R, K = a.shape
     return probability_of_max(
         lambda k, u: special.betaincinv(a[:, k, None], b[:, k, None], u[None, :]),
-        lambda x: special.betainc(a[:, :, None], b[:, :, None], x[:, None, :]),
+        lambda x, others: special.betainc(a[:, others, None], b[:, others, None],
+                                          x[:, None, :]),
         R, K, n_grid,
     )
 
