@@ -94,21 +94,23 @@ def gaussian_probability_of_max(loc: np.ndarray, scale: np.ndarray, df: np.ndarr
     if df is None:
         z = normal_quantiles(n_grid)  # the same for every arm and call
 
-        def ppf(k: int, u: np.ndarray) -> np.ndarray:
-            return cast(np.ndarray, loc[:, k, None] + scale[:, k, None] * z[None, :])
+        def ppf(rows: slice, u: np.ndarray) -> np.ndarray:
+            return cast(np.ndarray, loc[rows, :, None] + scale[rows, :, None] * z)
 
-        def cdf(x: np.ndarray, others: np.ndarray) -> np.ndarray:
+        def cdf(rows: slice, x: np.ndarray, others: np.ndarray) -> np.ndarray:
             return cast(np.ndarray, special.ndtr(
-                (x[:, None, :] - loc[:, others, None]) / scale[:, others, None]))
+                (x[:, :, None, :] - loc[rows][:, others, None])
+                / scale[rows][:, others, None]))
     else:
-        def ppf(k: int, u: np.ndarray) -> np.ndarray:
-            return cast(np.ndarray,
-                        loc[:, k, None] + scale[:, k, None] * special.stdtrit(df[:, k, None], u))
+        def ppf(rows: slice, u: np.ndarray) -> np.ndarray:
+            return cast(np.ndarray, loc[rows, :, None] + scale[rows, :, None]
+                        * special.stdtrit(df[rows, :, None], u))
 
-        def cdf(x: np.ndarray, others: np.ndarray) -> np.ndarray:
+        def cdf(rows: slice, x: np.ndarray, others: np.ndarray) -> np.ndarray:
             return cast(np.ndarray, special.stdtr(
-                df[:, others, None],
-                (x[:, None, :] - loc[:, others, None]) / scale[:, others, None]))
+                df[rows][:, others, None],
+                (x[:, :, None, :] - loc[rows][:, others, None])
+                / scale[rows][:, others, None]))
     with np.errstate(invalid="ignore"):
         return probability_of_max(ppf, cdf, R, K, n_grid)
 

@@ -96,9 +96,9 @@ def test_quadrature_propensity_is_accurate_and_bounded():
     assert abs(p[0] - exact) < 1e-6 and (err <= np.pi / (4 * 2048) + 1e-15).all()
 
 
-def _probability_of_max_all_arms(ppf, cdf_all, n_runs, n_arms, n_grid):
-    """The quadrature as it was before it skipped arm k's own CDF: every arm's CDF, arm k's
-    factor set to 1 (the reference the cheaper form must equal bit for bit).
+def _probability_of_max_one_arm_at_a_time(ppf, cdf_all, n_runs, n_arms, n_grid):
+    """The quadrature as it was computed before, one arm at a time with every arm's CDF and arm
+    k's factor set to 1: the reference the all-arms-at-once form must equal to rounding.
     """
     from bandits.base import quadrature_grid
     u, du = quadrature_grid(n_grid)
@@ -113,30 +113,48 @@ def _probability_of_max_all_arms(ppf, cdf_all, n_runs, n_arms, n_grid):
 
 
 @pytest.mark.parametrize("n_arms", [1, 2, 5])
-def test_quadrature_over_the_other_arms_equals_the_all_arms_rule_bit_for_bit(n_arms):
+def test_quadrature_of_all_arms_at_once_equals_the_one_arm_at_a_time_rule(n_arms):
     from scipy import special
 
     from bandits.gaussian import gaussian_probability_of_max
     from bandits.thompson import beta_probability_of_max
     rng = np.random.default_rng(3)
     a, b = rng.uniform(1, 40, (4, n_arms)), rng.uniform(1, 40, (4, n_arms))
-    ref = _probability_of_max_all_arms(
+    ref = _probability_of_max_one_arm_at_a_time(
         lambda k, u: special.betaincinv(a[:, k, None], b[:, k, None], u[None, :]),
         lambda x: special.betainc(a[:, :, None], b[:, :, None], x[:, None, :]), 4, n_arms, 256)
-    np.testing.assert_array_equal(beta_probability_of_max(a, b, 256)[0], ref)
+    np.testing.assert_allclose(beta_probability_of_max(a, b, 256)[0], ref, rtol=0, atol=1e-15)
     loc, scale = rng.normal(size=(4, n_arms)), rng.uniform(0.01, 2.0, (4, n_arms))
-    ref = _probability_of_max_all_arms(
+    ref = _probability_of_max_one_arm_at_a_time(
         lambda k, u: loc[:, k, None] + scale[:, k, None] * special.ndtri(u)[None, :],
         lambda x: special.ndtr((x[:, None, :] - loc[:, :, None]) / scale[:, :, None]),
         4, n_arms, 300)
-    np.testing.assert_array_equal(gaussian_probability_of_max(loc, scale, None, 300)[0], ref)
+    np.testing.assert_allclose(gaussian_probability_of_max(loc, scale, None, 300)[0], ref,
+                               rtol=0, atol=1e-15)
     df = rng.uniform(2, 30, (4, n_arms))
-    ref = _probability_of_max_all_arms(
+    ref = _probability_of_max_one_arm_at_a_time(
         lambda k, u: loc[:, k, None] + scale[:, k, None] * special.stdtrit(df[:, k, None], u),
         lambda x: special.stdtr(df[:, :, None],
                                 (x[:, None, :] - loc[:, :, None]) / scale[:, :, None]),
         4, n_arms, 300)
-    np.testing.assert_array_equal(gaussian_probability_of_max(loc, scale, df, 300)[0], ref)
+    np.testing.assert_allclose(gaussian_probability_of_max(loc, scale, df, 300)[0], ref,
+                               rtol=0, atol=1e-15)
+
+
+def test_quadrature_in_blocks_of_runs_equals_one_run_at_a_time(monkeypatch):
+    # A batched call (OPE's replay of a refresh block) goes in blocks of runs that bound its
+    # memory; each run's probabilities are those of a call for that run alone.
+    import bandits.base
+    from bandits.thompson import beta_probability_of_max
+    rng = np.random.default_rng(4)
+    a, b = rng.uniform(1, 40, (23, 4)), rng.uniform(1, 40, (23, 4))
+    monkeypatch.setattr(bandits.base, "QUADRATURE_BLOCK_VALUES", 5 * 4 * 3 * 65)  # 5 runs
+    p, err = beta_probability_of_max(a, b, 64)
+    for r in range(23):
+        one, one_err = beta_probability_of_max(a[r:r + 1], b[r:r + 1], 64)
+        np.testing.assert_allclose(p[r], one[0], rtol=0, atol=1e-15)
+        np.testing.assert_allclose(err[r], one_err[0], rtol=0, atol=1e-15)
+    assert (err <= np.pi / (4 * 64) + 1e-15).all()
 
 
 @pytest.mark.parametrize(("grid", "atol"), [(2048, 1e-6), (256, 2e-5)])
