@@ -22,6 +22,7 @@ Student-t) marginals, with the same ``pi / (4 * propensity_grid)`` error bound.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -35,8 +36,20 @@ from bandits.base import (
     RandomState,
     add_to_pulled,
     probability_of_max,
+    quadrature_grid,
 )
 from bandits.errors import check_int, check_real
+
+
+@functools.lru_cache(maxsize=16)
+def normal_quantiles(n_grid: int) -> np.ndarray:
+    """Standard normal quantiles of :func:`bandits.base.quadrature_grid`'s points, shape
+    ``(n_grid + 1,)`` (read-only, cached: computing them took a third of a single-context
+    LinTS probability call).
+    """
+    z: np.ndarray = special.ndtri(quadrature_grid(n_grid)[0])  # scipy has no stubs
+    z.flags.writeable = False
+    return z
 
 
 def gaussian_posterior(pulls: np.ndarray, reward_sum: np.ndarray, reward_sq_sum: np.ndarray,
@@ -79,20 +92,25 @@ def gaussian_probability_of_max(loc: np.ndarray, scale: np.ndarray, df: np.ndarr
     """P(arm k's sample is the largest), (R, K), with its error bound (R, K)."""
     R, K = loc.shape
     if df is None:
-        def ppf(k: int, u: np.ndarray) -> np.ndarray:
-            return cast(np.ndarray, loc[:, k, None] + scale[:, k, None] * special.ndtri(u)[None, :])
+        z = normal_quantiles(n_grid)  # the same for every arm and call
 
-        def cdf(x: np.ndarray) -> np.ndarray:
-            return cast(np.ndarray,
-                        special.ndtr((x[:, None, :] - loc[:, :, None]) / scale[:, :, None]))
+        def ppf(rows: slice, u: np.ndarray) -> np.ndarray:
+            return cast(np.ndarray, loc[rows, :, None] + scale[rows, :, None] * z)
+
+        def cdf(rows: slice, x: np.ndarray, others: np.ndarray) -> np.ndarray:
+            return cast(np.ndarray, special.ndtr(
+                (x[:, :, None, :] - loc[rows][:, others, None])
+                / scale[rows][:, others, None]))
     else:
-        def ppf(k: int, u: np.ndarray) -> np.ndarray:
-            return cast(np.ndarray,
-                        loc[:, k, None] + scale[:, k, None] * special.stdtrit(df[:, k, None], u))
+        def ppf(rows: slice, u: np.ndarray) -> np.ndarray:
+            return cast(np.ndarray, loc[rows, :, None] + scale[rows, :, None]
+                        * special.stdtrit(df[rows, :, None], u))
 
-        def cdf(x: np.ndarray) -> np.ndarray:
+        def cdf(rows: slice, x: np.ndarray, others: np.ndarray) -> np.ndarray:
             return cast(np.ndarray, special.stdtr(
-                df[:, :, None], (x[:, None, :] - loc[:, :, None]) / scale[:, :, None]))
+                df[rows][:, others, None],
+                (x[:, :, None, :] - loc[rows][:, others, None])
+                / scale[rows][:, others, None]))
     with np.errstate(invalid="ignore"):
         return probability_of_max(ppf, cdf, R, K, n_grid)
 

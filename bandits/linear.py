@@ -16,12 +16,10 @@ contexts (R, d). Rewards may be any finite real.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Any, cast
 
 import numpy as np
-from scipy import special
 
 from bandits.base import (
     BatchedPolicy,
@@ -30,28 +28,21 @@ from bandits.base import (
     RandomState,
     argmax_random_ties,
     argmax_set_probabilities,
-    probability_of_max,
-    quadrature_grid,
 )
 from bandits.errors import check_int, check_real
-
-
-@functools.lru_cache(maxsize=16)
-def _normal_quantiles(n_grid: int) -> np.ndarray:
-    """Standard normal quantiles of :func:`bandits.base.quadrature_grid`'s points (cached:
-    computing them took a third of a single-context LinTS probability call).
-    """
-    z: np.ndarray = special.ndtri(quadrature_grid(n_grid)[0])  # scipy has no stubs
-    z.flags.writeable = False
-    return z
+from bandits.gaussian import gaussian_probability_of_max
 
 
 def linear_predict(A_inv: np.ndarray, b: np.ndarray, contexts: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Predicted reward ``x.theta_k`` and ``x^T A_k^{-1} x`` for every run and arm, (R, K)."""
-    theta = np.einsum("rkij,rkj->rki", A_inv, b)
-    mean = np.einsum("rki,ri->rk", theta, contexts)
-    var = np.einsum("ri,rkij,rj->rk", contexts, A_inv, contexts)
+    # One matrix-vector product per arm gives both: A_k^{-1} is symmetric (the ridge start and
+    # every Sherman-Morrison step keep it so exactly), so x.theta_k = (A_k^{-1} x).b_k. The
+    # three-operand einsum and the theta product it replaces cost 4x more (d = 100, K = 5:
+    # 340 against 80 us); the sums differ in order only (~1e-16).
+    Ax = np.einsum("rkij,rj->rki", A_inv, contexts)
+    mean = np.einsum("rki,rki->rk", Ax, b)
+    var = np.einsum("rki,ri->rk", Ax, contexts)
     return mean, np.maximum(var, 0.0)
 
 
@@ -209,10 +200,5 @@ class LinTS(_LinearPolicy):
     def _probabilities(self, state: BatchState, contexts: np.ndarray | None
                        ) -> tuple[np.ndarray, np.ndarray]:
         mean, sd = self._posterior(state, contexts)  # type: ignore[arg-type]
-        R, K = mean.shape
-        z = _normal_quantiles(self.propensity_grid)  # the same for every arm and call
-        return probability_of_max(
-            lambda k, u: mean[:, k, None] + sd[:, k, None] * z[None, :],
-            lambda x: special.ndtr((x[:, None, :] - mean[:, :, None]) / sd[:, :, None]),
-            R, K, self.propensity_grid,
-        )
+        # x.theta is exactly normal under the posterior: Gaussian TS's quadrature.
+        return gaussian_probability_of_max(mean, sd, None, self.propensity_grid)

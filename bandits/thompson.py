@@ -184,8 +184,9 @@ def beta_probability_of_max(alpha: np.ndarray, beta: np.ndarray, n_grid: int
     b = np.asarray(beta, dtype=np.float64)
     R, K = a.shape
     return probability_of_max(
-        lambda k, u: special.betaincinv(a[:, k, None], b[:, k, None], u[None, :]),
-        lambda x: special.betainc(a[:, :, None], b[:, :, None], x[:, None, :]),
+        lambda rows, u: special.betaincinv(a[rows, :, None], b[rows, :, None], u),
+        lambda rows, x, others: special.betainc(a[rows][:, others, None],
+                                                b[rows][:, others, None], x[:, :, None, :]),
         R, K, n_grid,
     )
 

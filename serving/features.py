@@ -690,6 +690,11 @@ class FeatureStore:
         self._genre_pos = {g: i for i, g in enumerate(self.genres)}
         self.names: list[str] = [*self.static.names, *self.spec.names,
                                  *(f"stated={g}" for g in self.genres)]
+        # The behavioural and stated parts of a user with no event in the window and no stated
+        # genre: a fold of nothing, the same at any time (see vector()).
+        blank = np.concatenate((BehaviourState(self.spec).vector(0.0), self.stated_vector(None)))
+        blank.flags.writeable = False
+        self._blank: np.ndarray = blank
 
     @property
     def dimension(self) -> int:
@@ -731,6 +736,12 @@ class FeatureStore:
         cached : bool, default True
             Use (and advance) the worker's :class:`FeatureCache`; False replays the events.
         """
+        if not events and stated is None:
+            # Nothing to fold (most requests of users without events): the empty state's
+            # values, without the cache's bookkeeping (1.0 against 2.4 us a call). A state the
+            # cache keeps for this user from older events is left there: it no longer covers
+            # the window, so the user's next event rebuilds it.
+            return np.concatenate((self.static.row(user_id), self._blank))
         state = (self.cache.state(user_id, events, now) if cached
                  else self.cache.replay(events, now))
         return np.concatenate((self.static.row(user_id), state.vector(now),

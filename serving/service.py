@@ -58,6 +58,7 @@ from serving.errors import (
     StoreUnavailableError,
 )
 from serving.features import FeatureStore
+from serving.ids import new_event_id
 from serving.live import arm_from_bytes, fold_log, state_digest, user_history
 from serving.multileave import (
     MultileaveView,
@@ -628,7 +629,7 @@ class RecommendationService:
             # Context-free: computed once per snapshot; contextual: once per context in it.
             probabilities, cdf, pmf = model.selection(snapshot, features)
             if self.holdout is None:
-                choice = int(np.searchsorted(cdf, self.rng.random(), side="right"))
+                choice = int(cdf.searchsorted(self.rng.random(), side="right"))  # no np.* wrapper
                 choice = min(choice, len(model.arms) - 1)
                 propensity = float(probabilities[choice])
             else:  # the mixture with the baseline is drawn from and logged (serving.holdout)
@@ -639,9 +640,7 @@ class RecommendationService:
                                 (recent, ratings, excluded, liked, disliked))
         indices, values = top
         slate = arms.item_ids[indices].tolist()
-        # 48 bits of milliseconds, then 80 random bits: unguessable like a uuid4, but the log's
-        # primary-key index grows at its end instead of splitting pages at random.
-        event_id = f"{int(now * 1000):012x}{os.urandom(10).hex()}"
+        event_id = new_event_id(now)  # time-ordered and unguessable (serving.ids)
         # The vector goes to the writer as an array: orjson writes it in one C call.
         context = {"feature_version": self.features.version, "features": features, "k": k}
         # What the shadow policy would have done here: logged, never served.
@@ -728,7 +727,7 @@ class RecommendationService:
         teams = [chosen[j] for j in order.tolist()]
         arm = set_name(chosen)
         propensity = view.set_probabilities[tuple(choice.arms)]
-        event_id = f"{int(now * 1000):012x}{os.urandom(10).hex()}"
+        event_id = new_event_id(now)
         context = {"feature_version": self.features.version, "features": features, "k": k}
         multileave = {
             "arms": chosen, "order": order.tolist(), "teams": teams,

@@ -96,6 +96,92 @@ def test_quadrature_propensity_is_accurate_and_bounded():
     assert abs(p[0] - exact) < 1e-6 and (err <= np.pi / (4 * 2048) + 1e-15).all()
 
 
+def _probability_of_max_one_arm_at_a_time(ppf, cdf_all, n_runs, n_arms, n_grid):
+    """The quadrature as it was computed before, one arm at a time with every arm's CDF and arm
+    k's factor set to 1: the reference the all-arms-at-once form must equal to rounding.
+    """
+    from bandits.base import quadrature_grid
+    u, du = quadrature_grid(n_grid)
+    probs = np.empty((n_runs, n_arms))
+    for k in range(n_arms):
+        F = cdf_all(ppf(k, u))
+        F[:, k, :] = 1.0
+        g = F.prod(axis=1)
+        probs[:, k] = 0.5 * (g[:, :-1] @ du + g[:, 1:] @ du)
+    probs = np.clip(probs, 0.0, None)
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("n_arms", [1, 2, 5])
+def test_quadrature_of_all_arms_at_once_equals_the_one_arm_at_a_time_rule(n_arms):
+    from scipy import special
+
+    from bandits.gaussian import gaussian_probability_of_max
+    from bandits.thompson import beta_probability_of_max
+    rng = np.random.default_rng(3)
+    a, b = rng.uniform(1, 40, (4, n_arms)), rng.uniform(1, 40, (4, n_arms))
+    ref = _probability_of_max_one_arm_at_a_time(
+        lambda k, u: special.betaincinv(a[:, k, None], b[:, k, None], u[None, :]),
+        lambda x: special.betainc(a[:, :, None], b[:, :, None], x[:, None, :]), 4, n_arms, 256)
+    np.testing.assert_allclose(beta_probability_of_max(a, b, 256)[0], ref, rtol=0, atol=1e-15)
+    loc, scale = rng.normal(size=(4, n_arms)), rng.uniform(0.01, 2.0, (4, n_arms))
+    ref = _probability_of_max_one_arm_at_a_time(
+        lambda k, u: loc[:, k, None] + scale[:, k, None] * special.ndtri(u)[None, :],
+        lambda x: special.ndtr((x[:, None, :] - loc[:, :, None]) / scale[:, :, None]),
+        4, n_arms, 300)
+    np.testing.assert_allclose(gaussian_probability_of_max(loc, scale, None, 300)[0], ref,
+                               rtol=0, atol=1e-15)
+    df = rng.uniform(2, 30, (4, n_arms))
+    ref = _probability_of_max_one_arm_at_a_time(
+        lambda k, u: loc[:, k, None] + scale[:, k, None] * special.stdtrit(df[:, k, None], u),
+        lambda x: special.stdtr(df[:, :, None],
+                                (x[:, None, :] - loc[:, :, None]) / scale[:, :, None]),
+        4, n_arms, 300)
+    np.testing.assert_allclose(gaussian_probability_of_max(loc, scale, df, 300)[0], ref,
+                               rtol=0, atol=1e-15)
+
+
+def test_quadrature_in_blocks_of_runs_equals_one_run_at_a_time(monkeypatch):
+    # A batched call (OPE's replay of a refresh block) goes in blocks of runs that bound its
+    # memory; each run's probabilities are those of a call for that run alone.
+    import bandits.base
+    from bandits.thompson import beta_probability_of_max
+    rng = np.random.default_rng(4)
+    a, b = rng.uniform(1, 40, (23, 4)), rng.uniform(1, 40, (23, 4))
+    monkeypatch.setattr(bandits.base, "QUADRATURE_BLOCK_VALUES", 5 * 4 * 3 * 65)  # 5 runs
+    p, err = beta_probability_of_max(a, b, 64)
+    for r in range(23):
+        one, one_err = beta_probability_of_max(a[r:r + 1], b[r:r + 1], 64)
+        np.testing.assert_allclose(p[r], one[0], rtol=0, atol=1e-15)
+        np.testing.assert_allclose(err[r], one_err[0], rtol=0, atol=1e-15)
+    assert (err <= np.pi / (4 * 64) + 1e-15).all()
+
+
+@pytest.mark.parametrize(("grid", "atol"), [(2048, 1e-6), (256, 2e-5)])
+def test_lints_propensities_match_a_direct_integral(grid, atol):
+    # The pmf the service logs and OPE replays: LinTS (d = 30, five arms) with the class's
+    # default 2048 intervals and the service's 256, against P(k max) = int phi(z)
+    # prod_j Phi((m_k + s_k z - m_j) / s_j) dz by adaptive quadrature. With 256 intervals the
+    # error here is 6e-6 (the guaranteed bound is pi / 1024).
+    from scipy import integrate, special
+    rng = np.random.default_rng(5)
+    policy = bd.LinTS(5, n_features=30, propensity_grid=grid, random_state=0)
+    for _ in range(400):
+        x = rng.random(30)
+        policy.update(int(rng.integers(5)), float(rng.random() < 0.3), x)
+    x = rng.random(30)
+    p = policy.action_probabilities(x)
+    A, b = policy.state_.stats["A_inv"][0], policy.state_.stats["b"][0]
+    m = np.array([x @ A[k] @ b[k] for k in range(5)])
+    s = np.sqrt([x @ A[k] @ x for k in range(5)])
+    exact = [integrate.quad(lambda z, k=k: np.exp(-z * z / 2) / np.sqrt(
+        2 * np.pi) * np.prod([special.ndtr((m[k] + s[k] * z - m[j]) / s[j])
+                              for j in range(5) if j != k]), -12, 12, epsabs=1e-13,
+        limit=200)[0] for k in range(5)]
+    assert 0.05 < p.max() < 0.95  # a case where the arms compete
+    np.testing.assert_allclose(p, exact, atol=atol, rtol=0)
+
+
 def test_contextual_propensities_match_frequencies():
     rng = np.random.default_rng(0)
     for policy in (bd.LinTS(3, n_features=2, random_state=0),

@@ -293,6 +293,35 @@ def test_a_user_the_catalogue_does_not_know_has_bias_behaviour_and_stated_genres
     assert x.tolist() == store.vector(stranger, like, ["Comedy"], 50.0, cached=False).tolist()
 
 
+def test_a_user_without_events_gets_the_vector_of_a_fold_of_nothing(catalog: Dataset) -> None:
+    # vector() answers a user with no event and no stated genre without the cache: the same
+    # values as the fold, for a known user and a stranger, at any time, and after events that
+    # left the window (the cache still holds their state; the next event rebuilds it).
+    store = FeatureStore(catalog, retention_s=100.0)
+    n_static = len(store.static.names)
+    for user in (int(catalog.users.index[3]), 10**9):
+        for now in (0.0, 1e9):
+            x = store.vector(user, [], None, now)
+            folded = np.concatenate((store.static.row(user), BehaviourState(store.spec).fold(
+                [], store.cache.since(now)).vector(now), np.zeros(len(store.genres))))
+            assert x.tolist() == folded.tolist()
+            assert x[n_static:].tolist() == store.vector(user, [], [], now)[n_static:].tolist()
+    user = int(catalog.users.index[3])
+    old = UserEvent(1, int(catalog.item_ids[0]), "like", None, 100.0)
+    seen = store.vector(user, [old], None, 150.0)
+    assert seen[store.names.index("count=like")] > 0  # cached now
+    assert store.vector(user, [], None, 500.0).tolist() == store.vector(user, [], None, 500.0,
+                                                                        cached=False).tolist()
+    new = UserEvent(2, int(catalog.item_ids[1]), "view", None, 450.0)
+    x = store.vector(user, [new], None, 500.0)
+    assert x.tolist() == store.vector(user, [new], None, 500.0, cached=False).tolist()
+    assert x[store.names.index("count=like")] == 0.0  # the expired like steers nothing
+    # The shared blank part cannot be changed through a returned vector.
+    x = store.vector(user, [], None, 0.0)
+    x[n_static:] = 5.0
+    assert not store.vector(user, [], None, 0.0)[n_static:].any()
+
+
 def test_bad_parameters_name_the_parameter_and_the_value(catalog: Dataset) -> None:
     with pytest.raises(ValueError, match=r"half_life_s must be a finite number of seconds > 0, "
                                          r"got 0"):
