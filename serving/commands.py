@@ -95,7 +95,7 @@ class Resources:
 
 
 def prepare(settings: Settings, *, catalog: Dataset | None = None,
-            arms: Mapping[str, Recommender] | None = None) -> Resources:
+            arms: Mapping[str, Recommender] | None = None, refit: bool = True) -> Resources:
     """Open the store, and load the current arms (fitting and saving them the first time).
 
     Parameters
@@ -106,11 +106,19 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
     arms : mapping of name to fitted Recommender, optional
         The first version's arms instead of fitting ``settings.arms`` on the catalogue; their
         names must be ``settings.arms``. Ignored once a version is recorded in the store.
+    refit : bool, default True
+        Fit again (and serve ungated, as a version of kind ``start``) the served arms whose
+        hyper-parameters differ from the settings', and those missing from their folder:
+        what ``serve`` does at start. False (``retrain``): load the served arms as they are,
+        so that the gate compares the settings' arms with them.
 
     Raises
     ------
     ValueError
         If ``arms`` does not match ``settings.arms``.
+    CommandError
+        ``refit=False`` and the served version's arms are missing from their folder (exit
+        code 1; ``serve`` fits them again).
     """
     if arms is not None and list(arms) != list(settings.arms):
         raise ValueError(f"arms names {list(arms)} must equal settings.arms {settings.arms}")
@@ -131,7 +139,7 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
             models = load_arms(Path(meta.arms_dir), settings.arms)
             # The settings are the truth: arms saved with other hyper-parameters (arm_params
             # changed between two starts) are fitted again, as a retrain would fit them.
-            changed = {} if arms is not None else other_params(models, settings)
+            changed = {} if arms is not None or not refit else other_params(models, settings)
             if changed:
                 logger.warning("arms of version %d were fitted with other hyper-parameters than "
                                "the settings give (%s); fitting those again", meta.version,
@@ -140,6 +148,11 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
                                                params=settings.arm_params)}
                 meta = _publish(store, models, state_dir, meta, changed=list(changed),
                                 settings=settings)
+        elif meta is not None and not refit:
+            store.dispose()
+            raise CommandError(f"the arms of the served version {meta.version} are missing "
+                               f"in {meta.arms_dir}: nothing to gate a retrain against "
+                               "('recbandits serve' fits them again)", exit_code=1)
         elif meta is not None:
             logger.warning("arms of version %d missing in %s; fitting them again",
                            meta.version, meta.arms_dir)
@@ -279,7 +292,10 @@ def retrain(settings: Settings, *, candidate: bool = False) -> RetrainResult:
     as a new version if the gate accepts it (:func:`serving.versions.retrain`).
 
     A running service picks a new version up within its refresh interval. Holds the store's
-    retrain lease (:mod:`serving.retrain_trigger`).
+    retrain lease (:mod:`serving.retrain_trigger`). The gate compares the settings' arms with
+    the served version's arms as they are (``prepare(refit=False)``: arms whose
+    hyper-parameters the settings change are refitted once, by the gated retrain); a new
+    version is served only if the version loaded is still the live one.
 
     Parameters
     ----------
@@ -298,17 +314,20 @@ def retrain(settings: Settings, *, candidate: bool = False) -> RetrainResult:
     ------
     CommandError
         While another retrain runs (a worker's trigger, ``POST /admin/retrain``, another
-        ``retrain``): nothing is fitted (exit code 1).
+        ``retrain``): nothing is fitted; or a promotion or rollback changed the live version
+        during the fit: nothing is served or recorded (exit code 1 either way); or the served
+        arms are missing (see :func:`prepare`).
     """
     with progress_on_stderr():
-        resources = prepare(settings)
+        resources = prepare(settings, refit=False)
         try:
             with hold_retrain_lease(resources.store, settings.retrain_lease_s) as lease:
                 result = versions.retrain(settings, resources.store, resources.catalog,
                                           resources.arm_set.models, serve=not candidate,
-                                          lock=lease.guard(contextlib.nullcontext()))
+                                          lock=lease.guard(contextlib.nullcontext()),
+                                          expect_live=resources.arm_set.version)
                 lease.fitted()
-        except RetrainBusyError as exc:
+        except (RetrainBusyError, versions.ModelsError) as exc:
             raise CommandError(exc.message, exit_code=1) from None
         finally:
             resources.store.dispose()

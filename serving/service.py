@@ -1124,7 +1124,8 @@ class RecommendationService:
             stack.enter_context(self._retrain_lock)
             current = self.arm_set
             result = versions.retrain(self.settings, self.store, self.catalog, current.models,
-                                      lock=lease.guard(self._advance_lock), serve=serve)
+                                      lock=lease.guard(self._advance_lock), serve=serve,
+                                      expect_live=current.version)
             # A rejected candidate counts as a retrain for the triggers too.
             lease.fitted()
             if result.arm_set is not None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import shutil
 import time
 import uuid
 from collections.abc import Mapping
@@ -210,11 +211,20 @@ def _gate(settings: Settings, train: Dataset, candidate: Spec, serving: Spec
     return report.decision == "promote", report.reason, gate, seconds
 
 
+def _moved_on(live: int | None, gated: int | None, done: str) -> ModelsError:
+    """The refusal of a retrain whose arms were gated against version ``gated`` while
+    ``live`` is served (a promotion or rollback came first): 409, saying what was ``done``.
+    """
+    return ModelsError(f"the live version is {live}, not version {gated} whose arms this "
+                       f"retrain is gated against (a promotion or rollback came first); {done}: "
+                       "retrain again against the arms served now")
+
+
 def retrain(settings: Settings, store: Store, catalog: Dataset,
             models: Mapping[str, Recommender], *,
             lock: AbstractContextManager[object] | None = None,
             candidate: Mapping[str, Mapping[str, object]] | None = None,
-            serve: bool = True) -> RetrainResult:
+            serve: bool = True, expect_live: int | None = None) -> RetrainResult:
     """Fit a candidate arm set, gate it, and serve it only if the gate accepts it.
 
     The training data is ``catalog`` with the items added at run time plus the ratings of the
@@ -231,22 +241,41 @@ def retrain(settings: Settings, store: Store, catalog: Dataset,
     store : Store
     catalog : Dataset
     models : mapping of str to Recommender
-        The served arms (their hyper-parameters are the gate's serving side).
+        The served arms, as served (their hyper-parameters are the gate's serving side).
     lock : context manager, optional
-        Held while the arm set is built and the version served (the service's advance lock:
-        its refresher may grow the live arms meanwhile); a failure serves nothing.
+        Held while the version's row is written: with the arm set built and the version
+        served (the service's advance lock: its refresher may grow the live arms meanwhile),
+        or the candidate or rejected row recorded (the retrain lease's guard: a retrain whose
+        lease was taken over writes nothing); a failure serves nothing.
     candidate : mapping, optional
         ``{arm: {"arm": registry name, param: value}}`` instead of the settings' arms (a test
         hook: e.g. ``{"svd": {"arm": "random"}}`` is a broken candidate).
     serve : bool, default True
         False: an accepted candidate is saved and recorded with status ``candidate``, served
         only when promoted (``recbandits models promote V``).
+    expect_live : int, optional
+        The version whose arms ``models`` are (default: the live one when the retrain starts).
+        The new version is served only if it is still the live one when it is published: a
+        promotion or rollback made during the fit is not undone by a candidate gated against
+        other arms.
 
     Returns
     -------
     RetrainResult
+
+    Raises
+    ------
+    ModelsError
+        ``expect_live`` is not the live version, when the retrain starts (nothing fitted) or
+        when it would serve the new arms (409; nothing served or recorded, the saved arms
+        removed): retrain again against the arms served now.
     """
     start = time.perf_counter()
+    served = store.policy_meta()
+    if expect_live is None and served is not None:
+        expect_live = served.version
+    if served is not None and served.version != expect_live:
+        raise _moved_on(served.version, expect_live, "nothing was fitted")
     log_seq = store.log_seq()
     ratings = store.ratings_frame()
     base = with_added_items(catalog, store.items_after(0))
@@ -263,9 +292,11 @@ def retrain(settings: Settings, store: Store, catalog: Dataset,
     data = data_span(train, len(ratings), log_seq)
     accepted, reason, gate, gate_seconds = _gate(settings, train, spec, serving)
     params: JsonObject = {**spec, **{n: arm_spec(n, models[n]) for n in live}}
+    guard = lock if lock is not None else contextlib.nullcontext()
     if not accepted:
-        row = store.record_version(status="rejected", reason=reason, arms_dir=None,
-                                   arms=params, data=data, gate=gate)
+        with guard:
+            row = store.record_version(status="rejected", reason=reason, arms_dir=None,
+                                       arms=params, data=data, gate=gate)
         served = store.policy_meta()
         logger.warning("retrain rejected (version %d): %s", row.version, reason)
         return RetrainResult("rejected", row.version, served.version if served else 0, reason,
@@ -281,7 +312,7 @@ def retrain(settings: Settings, store: Store, catalog: Dataset,
     state_dir = settings.resolved_state_dir()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     if not serve:  # saved for a later promotion; nothing served changes
-        with file_lock(state_dir / "arms.lock"):
+        with guard, file_lock(state_dir / "arms.lock"):
             folder = save_arms({n: fitted[n] if n in fitted else bases[n] for n in models},
                                state_dir / "arms" / f"{stamp}-{uuid.uuid4().hex[:8]}")
             row = store.record_version(status="candidate", reason=reason, arms_dir=str(folder),
@@ -290,7 +321,7 @@ def retrain(settings: Settings, store: Store, catalog: Dataset,
         return RetrainResult("candidate", row.version, served.version if served else 0,
                              reason, len(ratings), gate, gate_seconds,
                              time.perf_counter() - start, tuple(models), catalog.name)
-    with lock if lock is not None else contextlib.nullcontext():
+    with guard:
         arm_set = ArmSet.build({n: fitted[n] if n in fitted else models[n] for n in models},
                                catalog, version=0, cold_start_arm=settings.cold_start_arm,
                                cache_size=settings.score_cache_size,
@@ -298,10 +329,18 @@ def retrain(settings: Settings, store: Store, catalog: Dataset,
         with file_lock(state_dir / "arms.lock"):
             folder = save_arms({n: fitted[n] if n in fitted else bases[n] for n in models},
                                state_dir / "arms" / f"{stamp}-{uuid.uuid4().hex[:8]}")
-            row = store.serve_version(kind="retrain", arms_dir=str(folder), arms=params,
-                                      data=data, gate=gate, reason=reason,
-                                      changed_arms=refit, carryover=carryover_of(settings),
-                                      retire_reason="replaced by version {version} (retrain)")
+            try:
+                row = store.serve_version(
+                    kind="retrain", arms_dir=str(folder), arms=params, data=data, gate=gate,
+                    reason=reason, changed_arms=refit, carryover=carryover_of(settings),
+                    retire_reason="replaced by version {version} (retrain)",
+                    expect_live=expect_live)
+            except ModelsError:
+                # Nothing points at the folder: it would only take room.
+                shutil.rmtree(folder, ignore_errors=True)
+                now = store.policy_meta()
+                raise _moved_on(None if now is None else now.version, expect_live,
+                                "nothing was served or recorded") from None
     object.__setattr__(arm_set, "version", row.version)
     logger.info("retrained on %s: policy version %d", train, row.version)
     return RetrainResult("live", row.version, row.version, reason, len(ratings), gate,
@@ -339,7 +378,7 @@ def promote(settings: Settings, store: Store, version: int, *,
     Parameters
     ----------
     settings : Settings
-        The served arms and ``posterior_carryover``.
+        ``posterior_carryover`` (the arms are the row's own: ``row.arms``).
     store : Store
     version : int
     kind : {"promote", "rollback"}, default "promote"
@@ -370,11 +409,13 @@ def promote(settings: Settings, store: Store, version: int, *,
                           "other settings instead")
     if row.status == "live":
         raise ModelsError(f"model version {version} is live already")
-    refitted = [n for n in settings.arms
-                if not registry.resolve(n).cls.learns_from_stream]
+    # The row's own arms, not the caller's settings: `recbandits models promote` may run with
+    # other settings than the service's (the arms a worker reloads are those of its folder).
+    refitted = [n for n, spec in row.arms.items()
+                if not registry.resolve(str(spec.get("arm", n))).cls.learns_from_stream]
     missing = [n for n in refitted if not (Path(row.arms_dir) / f"{n}.npz").is_file()]
     if missing:
-        raise ModelsError(f"model version {version} cannot serve the arms {settings.arms}: "
+        raise ModelsError(f"model version {version} cannot serve its arms {list(row.arms)}: "
                           f"{missing} missing in {row.arms_dir}")
     new = store.serve_version(
         kind=kind, arms_dir=row.arms_dir, arms=row.arms, data=row.data, gate=row.gate,

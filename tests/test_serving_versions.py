@@ -187,6 +187,154 @@ def test_retrain_command_prints_the_gate_and_exits_1_when_rejected(
     assert "version 3 rejected; serving version 2" in out and "gate: reject" in out
 
 
+def test_retrain_command_gates_new_hyper_parameters_against_the_served_arms(
+        tmp_path: Path, catalog: Dataset, fitted: dict,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``recbandits retrain`` with changed ``arm_params`` loads the served arms as they are:
+    the gate compares the new svd with the served one, and the carry-over applies once (no
+    ungated version of kind ``start`` before the gated one).
+    """
+    from serving import commands
+
+    settings = make_settings(tmp_path, "sqlite", posterior_carryover="discount",
+                             carryover_discount=0.5)
+    url = settings.resolved_db_url()
+    with worker(settings, catalog, fitted) as client:
+        traffic(client, range(1, 41))
+    before = fold_stats(url, settings)
+    assert before["successes"][0] + before["failures"][0] > 0  # svd has learned something
+    monkeypatch.setattr(commands, "load_catalog", lambda _: catalog)
+    gated: list[tuple[dict, dict]] = []
+    real_gate = versions._gate
+    monkeypatch.setattr(versions, "_gate", lambda s, train, cand, serv: (
+        gated.append((cand, serv)) or real_gate(s, train, cand, serv)))
+    other = settings.model_copy(update={"arm_params": {"svd": {"n_factors": 4}},
+                                        "gate_margin": 1.0})
+    result = commands.retrain(other)
+    assert (result.status, result.version, result.policy_version) == ("live", 2, 2)
+    ((candidate, serving),) = gated
+    assert candidate["svd"]["n_factors"] == 4
+    assert serving["svd"] == versions.arm_spec("svd", fitted["svd"])
+    assert serving["svd"]["n_factors"] != 4
+    rows = versions.run(settings, "list").rows
+    assert [(r.version, r.kind, r.status) for r in rows] == [(1, "start", "retired"),
+                                                             (2, "retrain", "live")]
+    after = fold_stats(url, settings)
+    for key in ("successes", "failures"):
+        assert after[key][0] == pytest.approx(0.5 * before[key][0])  # discounted once
+        assert after[key][1] == before[key][1]  # live popularity: never refitted
+
+
+def test_a_retrain_does_not_undo_a_rollback_made_during_its_fit(
+        backend: str, tmp_path: Path, catalog: Dataset, fitted: dict,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A promotion or rollback made while a retrain fits (another host's ``recbandits models
+    rollback``) stands: the retrain, gated against other arms, is refused (409, nothing
+    served or recorded, its saved arms removed); the next retrain is gated against the arms
+    served now.
+    """
+    settings = make_settings(tmp_path, backend, gate_enabled=False,
+                             arm_params={"svd": {"n_factors": 4}})
+    arms_dir = settings.resolved_state_dir() / "arms"
+    with worker(settings, catalog, fitted) as client:
+        service = client.app.state.service
+        traffic(client, range(1, 21))
+        assert client.post("/admin/retrain", headers=AUTH).json()["version"] == 2
+        folders = sorted(arms_dir.iterdir())
+        real = versions.fit_candidate
+        done = {}
+
+        def fit_with_a_rollback_meanwhile(*a: object, **k: object) -> dict:
+            done["rollback"] = versions.rollback(settings, service.store)
+            return real(*a, **k)
+
+        monkeypatch.setattr(versions, "fit_candidate", fit_with_a_rollback_meanwhile)
+        refused = client.post("/admin/retrain", headers=AUTH)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["detail"] == (
+            "the live version is 3, not version 2 whose arms this retrain is gated against "
+            "(a promotion or rollback came first); nothing was served or recorded: retrain "
+            "again against the arms served now")
+        assert done["rollback"].version == 3
+        rows = service.store.versions()
+        assert [(r.version, r.status, r.kind) for r in rows] == [
+            (1, "retired", "start"), (2, "retired", "retrain"), (3, "live", "rollback")]
+        assert service.store.policy_meta().version == 3
+        assert sorted(arms_dir.iterdir()) == folders
+        monkeypatch.setattr(versions, "fit_candidate", real)
+        # A worker still on version 2 fits nothing; once it serves 3, a retrain goes through.
+        with pytest.raises(versions.ModelsError, match="nothing was fitted"):
+            versions.retrain(settings, service.store, catalog, service.arm_set.models,
+                             expect_live=2)
+        wait_for_version(client, 3)
+        body = client.post("/admin/retrain", headers=AUTH).json()
+        assert (body["status"], body["version"]) == ("live", 4)
+        assert_state_is_the_fold(client, settings)
+
+
+def test_retrain_command_refuses_to_serve_over_a_rollback_made_during_its_fit(
+        tmp_path: Path, catalog: Dataset, fitted: dict,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from serving import commands
+
+    settings = make_settings(tmp_path, "sqlite", gate_enabled=False)
+    monkeypatch.setattr(commands, "load_catalog", lambda _: catalog)
+    assert commands.retrain(settings).version == 2
+    real = versions.fit_candidate
+
+    def fit_with_a_rollback_meanwhile(*a: object, **k: object) -> dict:
+        models_command(settings, "rollback")
+        return real(*a, **k)
+
+    monkeypatch.setattr(versions, "fit_candidate", fit_with_a_rollback_meanwhile)
+    with pytest.raises(CommandError, match="the live version is 3, not version 2") as refused:
+        commands.retrain(settings)
+    assert refused.value.exit_code == 1
+    listed = models_command(settings, "list")
+    assert listed.live == 3 and [r.version for r in listed.rows] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("outcome", ["rejected", "candidate"])
+def test_a_retrain_whose_lease_was_taken_over_records_nothing(
+        outcome: str, tmp_path: Path, catalog: Dataset, fitted: dict) -> None:
+    """The rejected and candidate rows are written under the lease's guard, as a publish:
+    a retrain whose lease another took (the guard raises) leaves the versions table as it was.
+    """
+    from serving.errors import RetrainBusyError
+
+    @contextmanager
+    def taken_over() -> Iterator[None]:
+        raise RetrainBusyError("the retrain lease of x expired")
+        yield  # a generator: the context manager the guard is
+
+    settings = make_settings(tmp_path, "sqlite")
+    with worker(settings, catalog, fitted) as client:
+        service = client.app.state.service
+        # A random svd is rejected by the gate; an honest refit saved as a candidate.
+        broken = {"svd": {"arm": "random"}} if outcome == "rejected" else None
+        with pytest.raises(RetrainBusyError):
+            versions.retrain(settings, service.store, catalog, service.arm_set.models,
+                             lock=taken_over(), candidate=broken, serve=outcome == "rejected")
+        assert [(r.version, r.status) for r in service.store.versions()] == [(1, "live")]
+
+
+def test_a_promotion_reloads_the_rows_own_arms_whatever_the_callers_settings(
+        tmp_path: Path, catalog: Dataset, fitted: dict) -> None:
+    """``recbandits models promote`` run with other ``arms`` than the service's checks and
+    refits the arms of the promoted version's folder, not the caller's.
+    """
+    settings = make_settings(tmp_path, "sqlite", gate_enabled=False,
+                             arm_params={"svd": {"n_factors": 4}})
+    with worker(settings, catalog, fitted) as client:
+        service = client.app.state.service
+        assert client.post("/admin/retrain", headers=AUTH).json()["version"] == 2
+        caller = settings.model_copy(update={"arms": ["svd", "sequential", "popularity"]})
+        row = versions.promote(caller, service.store, 1)
+        assert (row.version, row.source_version, row.changed_arms) == (3, 1, ["svd"])
+        wait_for_version(client, 3)
+        assert_state_is_the_fold(client, settings)
+
+
 # ---------------------------------------------------------------------------- versions
 def test_rollback_restores_the_previous_slates_exactly(
         backend: str, tmp_path: Path, catalog: Dataset) -> None:
@@ -374,8 +522,9 @@ def test_a_switch_read_past_the_outcomes_is_folded_in_log_order(
     """An outcome committed between a worker's read of the outcomes and its read of the
     switches is folded before the switch (it precedes it in the log), never after it.
     """
-    settings = make_settings(tmp_path, "sqlite", posterior_carryover="reset",
-                             gate_enabled=False)
+    # A discount, not a reset: folded before or after the outcomes, a reset gives the same.
+    settings = make_settings(tmp_path, "sqlite", posterior_carryover="discount",
+                             carryover_discount=0.5, gate_enabled=False)
     with worker(settings, catalog, fitted) as client:
         service = client.app.state.service
         traffic(client, range(1, 7))
@@ -402,6 +551,53 @@ def test_a_switch_read_past_the_outcomes_is_folded_in_log_order(
         stats, seq = policy_stats(client)
         assert seq == store.switches_after(0)[-1].seq
         assert stats == fold_stats(settings.resolved_db_url(), settings, seq)
+
+
+def test_a_promotion_after_discount_switches_is_the_fold_on_every_worker(
+        backend: str, tmp_path: Path) -> None:
+    """A shadow policy promoted right after two discounting retrains (a switch the last log
+    position before the promotion) is, on a worker with the shadow and one without, the fold
+    of the log with the switches, before and after more traffic.
+    """
+    import test_serving_shadow as ts
+
+    cat = make_synthetic(150, 250, 4000, random_state=1)
+    fit = fit_arms(ts.ARMS, cat, seed=0)
+    with_shadow = ts.make_settings(tmp_path, backend, shadow_policy="LinTS",
+                                   shadow_policy_params={"scale": 0.5},
+                                   posterior_carryover="discount", carryover_discount=0.5,
+                                   gate_enabled=False, refresh_interval_s=3600.0)
+    without = with_shadow.model_copy(update={"shadow_policy": None,
+                                             "shadow_policy_params": {}})
+    promoted = with_shadow.model_copy(update={"policy": "LinTS",
+                                              "policy_params": {"scale": 0.5}})
+    url = with_shadow.resolved_db_url()
+
+    def assert_the_fold(clients: tuple[TestClient, ...]) -> None:
+        for c in clients:
+            c.app.state.service.refresh()
+            state = c.get("/admin/policy-state", headers=ts.AUTH).json()
+            assert state["policy"]["name"] == "LinTS"
+            want = fold_stats(url, promoted, state["log_seq"])
+            for key, got in state["state"]["stats"].items():
+                np.testing.assert_allclose(np.asarray(got, float), np.asarray(want[key], float),
+                                           rtol=1e-9, atol=1e-12)
+
+    with ts.worker(with_shadow, cat, fit) as a, ts.worker(without, cat, fit) as b:
+        ts.traffic(a, 20)
+        ts.traffic(b, 10)
+        assert a.post("/admin/retrain", headers=ts.AUTH).json()["status"] == "live"
+        ts.traffic(a, 10)
+        ts.traffic(b, 10)
+        assert a.post("/admin/retrain", headers=ts.AUTH).json()["status"] == "live"
+        b.app.state.service.refresh()
+        assert a.post("/admin/shadow/promote", headers=ts.AUTH).status_code == 200
+        assert_the_fold((a, b))
+        ts.traffic(b, 10)
+        ts.traffic(a, 10)
+        assert_the_fold((a, b))
+        rebuilt = rebuild_state(with_shadow, service=a)
+        assert rebuilt.exit_code == 0, str(rebuilt)
 
 
 # ---------------------------------------------------------------------------- two workers
