@@ -33,7 +33,10 @@ _AUTH: dict[int | str, dict[str, Any]] = {401: {"model": ErrorOut, "description"
 @router.post("/retrain", response_model=RetrainOut,
              responses={**_AUTH, 409: {"model": ErrorOut, "description": "a retrain is running "
                                                                       "already (on any worker "
-                                                                      "or host)"}})
+                                                                      "or host), or a promotion "
+                                                                      "or rollback changed the "
+                                                                      "live version during its "
+                                                                      "fit"}})
 async def retrain(service: ServiceDep, candidate: bool = False) -> RetrainOut:
     """Fit a candidate arm set (likes as 5, dislikes as 1), gate it, and serve it as a new
     policy version if the gate accepts it (``serving.versions``).
@@ -44,7 +47,8 @@ async def retrain(service: ServiceDep, candidate: bool = False) -> RetrainOut:
     by the old arms until the new ones are swapped in; every worker picks the new version up
     within its refresh interval. One retrain runs at a time across workers and hosts (the
     store's retrain lease, as the triggers take it): while one runs, another is answered 409
-    ``retrain_running``.
+    ``retrain_running``. A promotion or rollback made during the fit stands: the retrain is
+    answered 409 and serves and records nothing.
     """
     result = await run_in_threadpool(lambda: service.retrain(serve=not candidate))
     return RetrainOut(**result.to_dict())
