@@ -225,6 +225,29 @@ def test_retrain_command_gates_new_hyper_parameters_against_the_served_arms(
         assert after[key][1] == before[key][1]  # live popularity: never refitted
 
 
+def test_retrain_command_refuses_when_the_served_arms_are_missing(
+        tmp_path: Path, catalog: Dataset, fitted: dict,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing to gate against: ``recbandits retrain`` refuses (exit 1) rather than fit the
+    missing arms ungated; ``serve``'s start still fits them again.
+    """
+    from serving import commands
+
+    settings = make_settings(tmp_path, "sqlite")
+    monkeypatch.setattr(commands, "load_catalog", lambda _: catalog)
+    with worker(settings, catalog, fitted) as client:
+        folder = client.app.state.service.store.policy_meta().arms_dir
+    (Path(folder) / "svd.npz").unlink()
+    with pytest.raises(CommandError, match=f"the arms of the served version 1 are missing in "
+                                           f"{folder}") as refused:
+        commands.retrain(settings)
+    assert refused.value.exit_code == 1
+    assert [r.version for r in versions.run(settings, "list").rows] == [1]
+    started = commands.prepare(settings)
+    started.store.dispose()
+    assert started.arm_set.version == 2
+
+
 def test_a_retrain_does_not_undo_a_rollback_made_during_its_fit(
         backend: str, tmp_path: Path, catalog: Dataset, fitted: dict,
         monkeypatch: pytest.MonkeyPatch) -> None:
