@@ -3,8 +3,8 @@ every derived state compared up to the worker's position within the rows read, t
 policy compared as the shadow is, the drift replay with the worker's drift settings, and a
 contextual shadow of a context-free policy after a purge.
 
-In process (FastAPI's TestClient) on SQLite, with the fixtures of
-:mod:`test_serving_versions` and :mod:`test_serving_purge`.
+In process (FastAPI's TestClient) on SQLite, and PostgreSQL for the worker comparisons, with
+the fixtures of :mod:`test_serving_versions` and :mod:`test_serving_purge`.
 """
 
 from __future__ import annotations
@@ -46,12 +46,13 @@ def lines_of(text: str, prefix: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip().startswith(prefix)]
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_worker_positions_are_asked_before_the_rows_are_read(
-        tmp_path: Path, catalog, fitted, monkeypatch: pytest.MonkeyPatch) -> None:
+        backend: str, tmp_path: Path, catalog, fitted, monkeypatch: pytest.MonkeyPatch) -> None:
     """Traffic folded by the worker between rebuild-state's read of the log and its questions
     to the worker gave a false drift "match NO": the worker is now asked first, so its
     position lies within the rows read and every comparison matches."""
-    settings = make_settings(tmp_path, "sqlite", gate_enabled=False)
+    settings = make_settings(tmp_path, backend, gate_enabled=False)
     with worker(settings, catalog, fitted) as client:
         service = client.app.state.service
         traffic(client, range(1, 21))
@@ -75,11 +76,13 @@ def test_worker_positions_are_asked_before_the_rows_are_read(
     assert "match yes" in live and "20 outcomes folded" in live
 
 
-def test_the_live_policy_is_compared_with_the_worker(tmp_path: Path, catalog, fitted) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_live_policy_is_compared_with_the_worker(backend: str, tmp_path: Path, catalog,
+                                                     fitted) -> None:
     """A worker whose live posterior differs from the fold of the log (here discounted by
     hand, as a switch applied twice would) is a mismatch; an honest one matches; without a
     token nothing is compared and the line says why."""
-    settings = make_settings(tmp_path, "sqlite", gate_enabled=False)
+    settings = make_settings(tmp_path, backend, gate_enabled=False)
     with worker(settings, catalog, fitted) as client:
         service = client.app.state.service
         traffic(client, range(1, 41))
