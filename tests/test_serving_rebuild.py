@@ -81,7 +81,8 @@ def test_the_live_policy_is_compared_with_the_worker(backend: str, tmp_path: Pat
                                                      fitted) -> None:
     """A worker whose live posterior differs from the fold of the log (here discounted by
     hand, as a switch applied twice would) is a mismatch; an honest one matches; without a
-    token nothing is compared and the line says why."""
+    token, or for a shadow the worker does not run, nothing is compared and the line says
+    why."""
     settings = make_settings(tmp_path, backend, gate_enabled=False)
     with worker(settings, catalog, fitted) as client:
         service = client.app.state.service
@@ -90,6 +91,9 @@ def test_the_live_policy_is_compared_with_the_worker(backend: str, tmp_path: Pat
         honest = rebuild_state(settings, service=client)
         untokened = rebuild_state(settings.model_copy(update={"admin_token": None}),
                                   service=client)
+        # Settings naming a shadow the worker does not run: the shadow line says so.
+        unshadowed = rebuild_state(settings.model_copy(update={"shadow_policy": "UCB1"}),
+                                   service=client)
         service.snapshot.policy.discount_arms(["svd"], 0.5)
         broken = rebuild_state(settings, service=client)
     (line,) = lines_of(str(honest), "live ThompsonSampling")
@@ -97,6 +101,9 @@ def test_the_live_policy_is_compared_with_the_worker(backend: str, tmp_path: Pat
     (line,) = lines_of(str(untokened), "live ThompsonSampling")
     assert untokened.exit_code == 0
     assert "not compared (no admin token set" in line and "40 outcomes folded" in line
+    (line,) = lines_of(str(unshadowed), "shadow UCB1")
+    assert unshadowed.exit_code == 0
+    assert "not compared (the worker at http://testserver runs no shadow policy)" in line
     (line,) = lines_of(str(broken), "live ThompsonSampling")
     assert broken.exit_code == 1 and "match NO" in line
 
