@@ -1,5 +1,5 @@
-"""What the ``recbandits serve``, ``retrain``, ``rebuild-state``, ``purge`` and ``credit``
-commands do.
+"""What the ``recbandits serve``, ``retrain``, ``models``, ``rebuild-state``, ``purge``,
+``credit``, ``holdout`` and ``shadow status`` / ``shadow promote`` commands do.
 
 The CLI (:mod:`experiments.cli`) only parses options into :class:`~serving.settings.Settings`,
 calls these and prints. Each command but ``serve`` has the shape of ``simulate``: it returns a
@@ -45,6 +45,7 @@ from serving.errors import RetrainBusyError
 from serving.holdout import check_decisions, holdout_report
 from serving.live import arm_bytes, arm_from_bytes, fold_live_arms, fold_models, state_digest
 from serving.multileave import credit_report
+from serving.policy import PolicyModel
 from serving.replay import (
     DecisionRow,
     FeedbackRow,
@@ -375,19 +376,28 @@ def _open_log(settings: Settings, verb: str) -> Iterator[Store | NothingToDo]:
 
 def rebuild_state(settings: Settings, *, service: httpx.Client | None = None
                   ) -> RebuildStateResults | NothingToDo:
-    """Replay the log and compare every derived state with the stored one.
+    """Replay the log and compare every derived state with the stored one and a worker's.
+
+    A running worker is asked first (``GET /admin/policy-state`` and ``GET
+    /admin/live-state``), then the log is read: every worker position compared with lies
+    within the rows read. The live and shadow policies are those in force
+    (:func:`serving.shadow.effective`: a promotion's).
 
     Re-derives each decision's outcome with the rule book, the pulls per arm, the ratings kept
-    for retraining and the policy (the fold of the outcomes under ``settings.policy``), per arm
-    and every disagreement; then rebuilds the live arms (co-occurrence, live popularity) from
-    the log and compares them with a running worker's (:func:`_check_live_arms`).
+    for retraining and the policy (the fold of the outcomes from the latest fold snapshot with
+    the model-version switches' carry-over), per arm and every disagreement. Then, each against
+    the worker up to its log position: the live policy and the shadow (:func:`check_policy`;
+    the shadow's dimension is the logged contexts'), the live arms (co-occurrence, live
+    popularity: :func:`_check_live_arms`), the holdout's logged draws and the drift monitor
+    replayed with the worker's drift settings (:func:`_check_holdout_and_drift`). Without a
+    worker each line says ``not compared`` and why.
 
     Parameters
     ----------
     settings : Settings
     service : httpx.Client, optional
-        A client of the running service whose live arms are compared (its base URL set);
-        default: the service ``settings.host`` and ``settings.port`` name, asked with
+        A client of the running service compared with (its base URL set); default: the
+        service ``settings.host`` and ``settings.port`` name, asked with
         ``settings.admin_token`` (none asked without a token).
 
     Returns
@@ -406,19 +416,22 @@ def rebuild_state(settings: Settings, *, service: httpx.Client | None = None
             return store
         # The live and shadow policies in force: the settings', or a promotion's.
         settings = shadow.effective(settings, store)
-        # Asked before the log is read: the worker's position is then within the rows read.
-        worker = (_service_policy_state(settings, store, service)
-                  if settings.shadow_policy is not None else (None, ""))
+        # Both asked before the log is read: every worker position compared with is then
+        # within the rows read (a worker answering later may have folded rows committed after).
+        policy_held = _service_policy_state(settings, store, service)
+        live_held = _service_live_state(settings, store, service)
         rows = store.log_rows()
         switches = store.switches_after(0) if store.has_versions() else []
         source = store.describe()
-        live = _check_live_arms(settings, store, service)
-        lifecycle, lifecycle_match = _check_holdout_and_drift(settings, store, rows, service)
+        live = _check_live_arms(settings, store, *live_held)
+        lifecycle, lifecycle_match = _check_holdout_and_drift(settings, store, rows, *live_held)
     fold = rows["fold"]
-    # A purged log's policy has the dimension it was folded with.
+    # A purged log's policy has the dimension it was folded with; the shadow's state is not in
+    # the fold snapshot, so its dimension is the logged contexts' (as a worker's feature set).
+    logged = _feature_dimension(rows["contexts"])
     state = None if fold is None else fold.policy["state"]
-    dimension = (_feature_dimension(rows["contexts"]) if state is None
-                 else state["params"].get("n_features"))
+    dimension = logged if state is None else state["params"].get("n_features")
+    model = settings.policy_model(dimension)
     check = check_log(
         [DecisionRow(e, a, bool(c), float(d), bool(s), ml)
          for e, a, c, d, s, ml in rows["decisions"]],
@@ -427,8 +440,16 @@ def rebuild_state(settings: Settings, *, service: httpx.Client | None = None
         [OutcomeRow(int(q), e, a, float(r), None if f is None else int(f))
          for q, e, a, r, f in rows["outcomes"]],
         rows["contexts"], rows["pulls"], rows["ratings"], settings.rule_book(),
-        settings.policy_model(dimension), fold=fold, switches=switches)
-    shadow_lines, shadow_match = check_shadow(settings, rows, dimension, switches, *worker)
+        model, fold=fold, switches=switches)
+    policy_lines, policy_match = check_policy("live", model, rows, switches, *policy_held)
+    try:
+        shadow_model = settings.shadow_model(logged)
+    except ValueError as exc:  # contextual, and no decision left in the log logged a context
+        shadow_model = None
+        policy_lines.append(f"shadow {settings.shadow_policy}: not compared ({exc}; no "
+                            "decision in the log logged a context)")
+    shadow_lines, shadow_match = check_policy("shadow", shadow_model, rows, switches,
+                                              *policy_held)
     names = sorted(set(check.pulls_stored) | set(check.pulls_replayed) | set(check.rewards))
     return RebuildStateResults(
         source=source, n_decisions=len(rows["decisions"]), n_feedback=len(rows["feedback"]),
@@ -437,19 +458,20 @@ def rebuild_state(settings: Settings, *, service: httpx.Client | None = None
         arms=tuple(ArmCheck(arm, check.pulls_stored[arm], check.pulls_replayed[arm],
                             *check.rewards.get(arm, (0, 0.0))) for arm in names),
         mismatches=tuple(check.mismatches), live=tuple(live),
-        lifecycle=(*lifecycle, *shadow_lines), lifecycle_match=lifecycle_match and shadow_match,
+        lifecycle=(*lifecycle, *policy_lines, *shadow_lines),
+        lifecycle_match=lifecycle_match and policy_match and shadow_match,
         snapshot=None if fold is None else SnapshotInfo(
             fold.seq, fold.cut, sum(fold.pulls.values()), len(fold.ratings)))
 
 
 def _check_holdout_and_drift(settings: Settings, store: Store, rows: LogRows,
-                             service: httpx.Client | None) -> tuple[list[str], bool]:
+                             held: JsonObject | None, where: str) -> tuple[list[str], bool]:
     """The holdout's logged decisions checked (:func:`serving.holdout.check_decisions`), and
     the drift monitor replayed from the fold snapshot's position over the outcomes and
-    compared with a running worker's (:func:`serving.drift.check_replay`).
+    compared with a running worker's (``held``: its ``GET /admin/live-state``, asked before
+    ``rows`` were read; None: ``where`` says why; :func:`serving.drift.check_replay`).
     """
     lines, match = check_decisions(store.holdout_rows())
-    held, where = _service_live_state(settings, store, service)
     start = 0 if rows["fold"] is None else rows["fold"].seq
     outcomes = [Outcome(int(q), e, a, float(r)) for q, e, a, r, _ in rows["outcomes"]
                 if int(q) > start]
@@ -489,43 +511,72 @@ def holdout(settings: Settings, *, n_bootstrap: int = 1000, seed: int = 0
     return HoldoutResults(source, report)
 
 
-def check_shadow(settings: Settings, rows: LogRows, dimension: int | None,
+def check_policy(role: str, model: PolicyModel | None, rows: LogRows,
                  switches: Sequence[VersionSwitch], held: JsonObject | None, where: str
                  ) -> tuple[list[str], bool]:
-    """Fold the log's outcomes under the shadow policy's rule and compare with a running
-    worker's shadow state (``held``: its ``GET /admin/policy-state``), up to its log position,
-    with the model-version ``switches`` between them as the live policy's fold applies them.
+    """Fold the log's outcomes under the ``role`` policy's rule and compare with a running
+    worker's state of it, up to the worker's log position, with the model-version
+    ``switches`` between them: the live policy (``role`` "live") and the shadow ("shadow")
+    are checked by the same fold and comparison.
 
-    The fold starts from a fresh shadow policy, at the latest fold snapshot's position after a
-    purge (the shadow's state cannot be restored from it: :mod:`serving.shadow`).
+    The live policy's fold starts from the latest fold snapshot's state (a purge's), the
+    shadow's from a fresh policy at the snapshot's position (its state cannot be restored
+    from it: :mod:`serving.shadow`).
+
+    Parameters
+    ----------
+    role : {"live", "shadow"}
+    model : PolicyModel or None
+        The policy in force in that role (``shadow.effective`` settings); None: no such
+        policy (no line).
+    rows : LogRows
+        The log, read after the worker answered (its position is within them).
+    switches : sequence of VersionSwitch
+        Every version switch of the log (those after the snapshot and up to the worker's
+        position are folded).
+    held : dict or None
+        The worker's ``GET /admin/policy-state`` (the live state at top level, the shadow's
+        under ``shadow``); None when none answered (``where`` says why).
+    where : str
+        The worker's base URL, or why none was asked.
 
     Returns
     -------
     (lines, match)
-        One ``shadow ...`` line (none without a shadow policy); ``match`` False when the
-        worker's shadow state differs from the fold.
+        One ``<role> <policy> <params>`` line (none when ``model`` is None); ``match`` False
+        when the worker runs that policy and its state differs from the fold. Not compared
+        (match True, the line says why): no worker, a worker without that policy (or with
+        other parameters: one that has not followed a promotion yet), or a worker behind the
+        fold snapshot.
     """
-    model = settings.shadow_model(dimension)
     if model is None:
         return [], True
     fold = rows["fold"]
     start = 0 if fold is None else fold.seq
-    theirs = None if held is None else held.get("shadow")
+    theirs = held if role == "live" or held is None else held.get(role)
     upto = None if theirs is None else int(theirs["log_seq"])
+    described = model.describe_params()
+    name = f"{role} {model.name} {json.dumps(described['params'])}"
+    if theirs is not None and theirs.get("policy") != json.loads(json.dumps(described)):
+        return [f"{name}: not compared (the worker at {where} runs "
+                f"{json.dumps(theirs.get('policy'))} in that role)"], True
+    if upto is not None and upto < start:
+        return [f"{name}: not compared (the worker at {where} is at log position {upto}, "
+                f"before the fold snapshot at {start})"], True
+    # Only the outcomes and switches after the snapshot and up to the worker's position.
     outcomes = sorted((Outcome(int(q), e, a, float(r), rows["contexts"].get(e))
                        for q, e, a, r, _ in rows["outcomes"]
                        if q > start and (upto is None or q <= upto)), key=lambda o: o.seq)
-    policy = model.replay(outcomes, [w for w in switches
-                                     if w.seq > start and (upto is None or w.seq <= upto)])
-    name = f"shadow {model.name} {json.dumps(model.describe_params()['params'])}"
+    between = [w for w in switches if w.seq > start and (upto is None or w.seq <= upto)]
+    policy, _ = fold_policy(outcomes, model, fold if role == "live" else None, between)
     folded = f"{len(outcomes)} outcomes folded" + (f" from the fold snapshot at {start}"
                                                     if start else "")
     if theirs is None:
-        return [f"{name}: not compared ({where or 'no worker answered with a shadow'}); "
-                f"{folded}"], True
-    same = (json.loads(json.dumps(policy.state_dict())) == theirs["state"])
-    return [f"{name}: match {'yes' if same else 'NO'} (worker pid {held['pid'] if held else '?'}"
-            f" at {where}, log position {upto}: {folded})"], same
+        reason = where if held is None else f"the worker at {where} runs no {role} policy"
+        return [f"{name}: not compared ({reason}); {folded}"], True
+    same = json.loads(json.dumps(policy.state_dict())) == theirs["state"]
+    return [f"{name}: match {'yes' if same else 'NO'} (worker pid {held.get('pid', '?')} at "
+            f"{where}, log position {upto}: {folded})"], same
 
 
 def _live_names(settings: Settings) -> list[str]:
@@ -533,14 +584,15 @@ def _live_names(settings: Settings) -> list[str]:
     return [n for n in settings.arms if make_arm(n, seed=None).learns_from_stream]
 
 
-def _check_live_arms(settings: Settings, store: Store, service: httpx.Client | None
+def _check_live_arms(settings: Settings, store: Store, held: JsonObject | None, where: str
                      ) -> list[LiveArmCheck]:
     """Rebuild the live arms from the log and compare them with a running worker's.
 
     The fold starts where a worker's does (the latest fold snapshot's saved arms, else the
     base fits of the served version's folder) and takes every event and added item up to the
-    worker's log position (:meth:`serving.service.RecommendationService.live_state`), or up to
-    the log head when no worker answers (then nothing is compared: the lines say why).
+    worker's log position (``held``: its ``GET /admin/live-state``,
+    :meth:`serving.service.RecommendationService.live_state`), or up to the log head when no
+    worker answered (``held`` None: nothing is compared, ``where`` says why).
 
     Returns
     -------
@@ -551,7 +603,6 @@ def _check_live_arms(settings: Settings, store: Store, service: httpx.Client | N
     live = _live_names(settings)
     if not live:
         return []
-    held, where = _service_live_state(settings, store, service)
     previous = store.fold_snapshot(arms=True)
     position = int(held["log_seq"]) if held is not None else store.log_seq()
     if previous is not None and position < previous.seq:

@@ -98,6 +98,28 @@ class DriftMonitor:
         """A monitor with these settings whose fold starts after log position ``start``."""
         return DriftMonitor(self.arms, self.name, self.params, self.windows, start)
 
+    def settings(self) -> JsonObject:
+        """What the fold depends on besides the outcomes: ``{"arms", "detector", "params",
+        "windows"}`` (``params`` in full, the class's defaults filled in; {} without a
+        detector). A worker reports them (``GET /admin/live-state``) so ``rebuild-state``
+        replays with the settings the worker runs (:func:`check_replay`).
+        """
+        return {"arms": list(self.arms), "detector": self.name,
+                "params": {} if self.detector is None else self.detector.get_params(),
+                "windows": list(self.windows)}
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], start: int = 0) -> DriftMonitor:
+        """A fresh monitor with ``settings`` (:meth:`settings`' form) starting after ``start``.
+
+        Raises
+        ------
+        ValueError
+            As the constructor (an unknown detector, window or detector parameter).
+        """
+        return cls(settings["arms"], settings["detector"], settings["params"] or None,
+                   settings["windows"], start)
+
     def fold(self, outcomes: Iterable[Outcome]) -> list[JsonObject]:
         """Fold the ``outcomes`` (log order) after :attr:`seq`; the alarms they raised.
 
@@ -225,6 +247,11 @@ def check_replay(monitor: DriftMonitor, outcomes: Iterable[Outcome],
     and the whole log is replayed), its alarms per arm, and whether the worker's alarm counts
     and state digest equal the replay's.
 
+    The drift settings are not logged, so the replay takes the ones the worker reports
+    (:meth:`DriftMonitor.settings`: its detector, parameters, windows and arms) when they
+    differ from ``monitor``'s: a worker started with ``--drift-detector CUSUM`` is compared
+    with a CUSUM replay. Without a worker, ``monitor``'s settings are replayed.
+
     Returns
     -------
     (lines, match)
@@ -232,10 +259,19 @@ def check_replay(monitor: DriftMonitor, outcomes: Iterable[Outcome],
     """
     comparable = worker is not None and int(worker["start"]) == monitor.start
     upto = int(worker["log_seq"]) if worker is not None and comparable else None
+    theirs = None if worker is None else worker.get("settings")
+    note = ""
+    if comparable and theirs is not None and theirs != monitor.settings():
+        try:
+            monitor = DriftMonitor.from_settings(theirs, monitor.start)
+        except (KeyError, TypeError, ValueError) as exc:
+            return [f"drift: not compared: the worker at {where} runs drift settings this "
+                    f"replay cannot build ({theirs}: {exc!r})"], True
+        note = f" with the worker's drift settings {json.dumps(theirs, sort_keys=True)}"
     replayed = replay(monitor, outcomes, upto)
     counts = replayed.alarm_counts()
     line = (f"drift: {replayed.name} on each arm's reward stream, replayed from log position "
-            f"{replayed.start} to {replayed.seq}: alarms {counts}")
+            f"{replayed.start} to {replayed.seq}{note}: alarms {counts}")
     if worker is None:
         return [f"{line}; not compared ({where})"], True
     if not comparable:

@@ -1093,7 +1093,9 @@ class RecommendationService:
                 arms = {n: state_digest(arm_set.models[n]) for n in arm_set.live_names}
             position = max(self.live_seq, self.items_seq)
             drift = {"log_seq": self.drift.seq, "start": self.drift.start,
-                     "alarms": self.drift.alarm_counts(), "digest": self.drift.digest()}
+                     "alarms": self.drift.alarm_counts(), "digest": self.drift.digest(),
+                     # Not logged: rebuild-state replays with the settings this worker runs.
+                     "settings": self.drift.settings()}
         return {"log_seq": position, "pid": os.getpid(), "store": self.store.describe(),
                 "arms": arms, "drift": drift}
 

@@ -1,0 +1,171 @@
+"""``recbandits rebuild-state`` against a running worker (issue 13/15, review 4 findings 3-6):
+every derived state compared up to the worker's position within the rows read, the live
+policy compared as the shadow is, the drift replay with the worker's drift settings, and a
+contextual shadow of a context-free policy after a purge.
+
+In process (FastAPI's TestClient) on SQLite, and PostgreSQL for the worker comparisons, with
+the fixtures of :mod:`test_serving_versions` and :mod:`test_serving_purge`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import test_serving_versions
+from test_serving_purge import HOUR, run_purge, settle_all
+from test_serving_purge import make_settings as purge_settings
+from test_serving_purge import traffic as purge_traffic
+from test_serving_purge import worker as purge_worker
+from test_serving_versions import make_settings, traffic, worker
+
+from arms.data import make_synthetic
+from arms.data.dataset import Dataset
+from serving.armset import fit_arms
+from serving.commands import rebuild_state
+from serving.drift import DriftMonitor, check_replay
+from serving.store.types import Outcome
+
+
+@pytest.fixture(scope="module")
+def catalog() -> Dataset:
+    """test_serving_versions' catalogue (its fixture's function)."""
+    return test_serving_versions.catalog.__wrapped__()
+
+
+@pytest.fixture(scope="module")
+def fitted(catalog: Dataset) -> dict:
+    """test_serving_versions' fitted arms (its fixture's function)."""
+    return test_serving_versions.fitted.__wrapped__(catalog)
+
+
+def lines_of(text: str, prefix: str) -> list[str]:
+    """The report's lines starting (after indentation) with ``prefix``."""
+    return [line.strip() for line in text.splitlines() if line.strip().startswith(prefix)]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_worker_positions_are_asked_before_the_rows_are_read(
+        backend: str, tmp_path: Path, catalog, fitted, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Traffic folded by the worker between rebuild-state's read of the log and its questions
+    to the worker gave a false drift "match NO": the worker is now asked first, so its
+    position lies within the rows read and every comparison matches."""
+    settings = make_settings(tmp_path, backend, gate_enabled=False)
+    with worker(settings, catalog, fitted) as client:
+        service = client.app.state.service
+        traffic(client, range(1, 21))
+        service.refresh()
+        real = type(service.store).log_rows
+
+        def rows_then_traffic(self, *args, **kwargs):
+            rows = real(self, *args, **kwargs)
+            traffic(client, range(21, 41))  # live traffic while rebuild-state runs
+            service.refresh()
+            return rows
+
+        monkeypatch.setattr(type(service.store), "log_rows", rows_then_traffic)
+        rebuilt = rebuild_state(settings, service=client)
+    text = str(rebuilt)
+    assert rebuilt.exit_code == 0, text
+    (drift,) = lines_of(text, "drift:")
+    assert "match yes" in drift
+    # The worker answered at 20 decisions' outcomes; the rows read hold exactly those.
+    (live,) = lines_of(text, "live ThompsonSampling")
+    assert "match yes" in live and "20 outcomes folded" in live
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_live_policy_is_compared_with_the_worker(backend: str, tmp_path: Path, catalog,
+                                                     fitted) -> None:
+    """A worker whose live posterior differs from the fold of the log (here discounted by
+    hand, as a switch applied twice would) is a mismatch; an honest one matches; without a
+    token, or for a shadow the worker does not run, nothing is compared and the line says
+    why."""
+    settings = make_settings(tmp_path, backend, gate_enabled=False)
+    with worker(settings, catalog, fitted) as client:
+        service = client.app.state.service
+        traffic(client, range(1, 41))
+        service.refresh()
+        honest = rebuild_state(settings, service=client)
+        untokened = rebuild_state(settings.model_copy(update={"admin_token": None}),
+                                  service=client)
+        # Settings naming a shadow the worker does not run: the shadow line says so.
+        unshadowed = rebuild_state(settings.model_copy(update={"shadow_policy": "UCB1"}),
+                                   service=client)
+        service.snapshot.policy.discount_arms(["svd"], 0.5)
+        broken = rebuild_state(settings, service=client)
+    (line,) = lines_of(str(honest), "live ThompsonSampling")
+    assert honest.exit_code == 0 and "match yes" in line and "40 outcomes folded" in line
+    (line,) = lines_of(str(untokened), "live ThompsonSampling")
+    assert untokened.exit_code == 0
+    assert "not compared (no admin token set" in line and "40 outcomes folded" in line
+    (line,) = lines_of(str(unshadowed), "shadow UCB1")
+    assert unshadowed.exit_code == 0
+    assert "not compared (the worker at http://testserver runs no shadow policy)" in line
+    (line,) = lines_of(str(broken), "live ThompsonSampling")
+    assert broken.exit_code == 1 and "match NO" in line
+
+
+def test_drift_is_replayed_with_the_worker_s_drift_settings(
+        tmp_path: Path, catalog, fitted) -> None:
+    """A worker started with --drift-detector CUSUM (and its own threshold and windows):
+    rebuild-state run with the default settings replays CUSUM with those, and matches."""
+    settings = make_settings(tmp_path, "sqlite", gate_enabled=False, drift_detector="CUSUM",
+                             drift_threshold=3.0, drift_windows=[5, 50])
+    with worker(settings, catalog, fitted) as client:
+        traffic(client, range(1, 61))
+        client.app.state.service.refresh()
+        rebuilt = rebuild_state(settings.model_copy(update={
+            "drift_detector": "PageHinkley", "drift_threshold": None,
+            "drift_windows": [100, 1000]}), service=client)
+    text = str(rebuilt)
+    assert rebuilt.exit_code == 0, text
+    (drift,) = lines_of(text, "drift:")
+    assert drift.startswith("drift: CUSUM") and "match yes" in drift
+    assert '"threshold": 3.0' in drift and '"windows": [5, 50]' in drift
+
+
+def test_check_replay_takes_the_worker_s_settings_and_still_sees_another_state() -> None:
+    # Each arm's reward rate moves from 1/3 to 1 half-way: CUSUM alarms.
+    outcomes = [Outcome(i + 1, f"e{i}", ["a", "b"][i % 2], float(i % 3 == 0 or i >= 150))
+                for i in range(300)]
+    theirs = DriftMonitor(["a", "b"], "CUSUM", {"threshold": 2.0, "min_samples": 10},
+                          windows=[10])
+    theirs.fold(outcomes)
+    assert sum(theirs.alarm_counts().values()) > 0  # a state that differs from PageHinkley's
+    held = {"log_seq": theirs.seq, "start": 0, "alarms": theirs.alarm_counts(),
+            "digest": theirs.digest(), "settings": theirs.settings()}
+    lines, match = check_replay(DriftMonitor(["a", "b"]), outcomes, held, "http://w")
+    assert match and "match yes" in lines[0] and lines[0].startswith("drift: CUSUM")
+    # Another state under the same settings is still a mismatch.
+    lines, match = check_replay(DriftMonitor(["a", "b"]), outcomes[:-1],
+                                {**held, "log_seq": theirs.seq}, "http://w")
+    assert not match and "match NO" in lines[0]
+    # Settings the replay cannot build: not compared, and says why.
+    bad = {**held, "settings": {**theirs.settings(), "detector": "Bayesian"}}
+    lines, match = check_replay(DriftMonitor(["a", "b"]), outcomes, bad, "http://w")
+    assert match and "not compared" in lines[0] and "Bayesian" in lines[0]
+
+
+def test_a_contextual_shadow_of_a_context_free_policy_after_a_purge(tmp_path: Path) -> None:
+    """The fold snapshot holds Thompson Sampling's state (no n_features): the LinTS shadow's
+    dimension comes from the logged contexts, and both policies match the worker's."""
+    cat = make_synthetic(120, 200, 3000, random_state=4)
+    settings = purge_settings(tmp_path, shadow_policy="LinTS")
+    fit = fit_arms(settings.arms, cat, seed=0)
+    rng = np.random.default_rng(0)
+    with purge_worker(settings, cat, fit) as running:
+        purge_traffic(running, rng, 20)
+        settle_all(running)
+        run_purge(settings, cat, time.time() + 4 * HOUR)
+        purge_traffic(running, rng, 5)
+        settle_all(running)
+        running.app.state.service.refresh()  # refreshed by hand only in these settings
+        rebuilt = rebuild_state(settings, service=running)
+    text = str(rebuilt)
+    assert rebuilt.exit_code == 0, text
+    for prefix in ("shadow LinTS", "live ThompsonSampling"):
+        (line,) = lines_of(text, prefix)
+        assert "match yes" in line and "5 outcomes folded from the fold snapshot at" in line
