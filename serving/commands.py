@@ -575,7 +575,8 @@ def check_policy(role: str, model: PolicyModel | None, rows: LogRows,
         reason = where if held is None else f"the worker at {where} runs no {role} policy"
         return [f"{name}: not compared ({reason}); {folded}"], True
     same = json.loads(json.dumps(policy.state_dict())) == theirs["state"]
-    return [f"{name}: match {'yes' if same else 'NO'} (worker pid {held.get('pid', '?')} at "
+    pid = "?" if held is None else held.get("pid", "?")
+    return [f"{name}: match {'yes' if same else 'NO'} (worker pid {pid} at "
             f"{where}, log position {upto}: {folded})"], same
 
 
