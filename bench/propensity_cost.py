@@ -74,10 +74,10 @@ def trained_lints(d: int, n_arms: int, rng: np.random.Generator) -> LinTS:
     return policy
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args()
+    parser.add_argument("--repeat", type=int, default=5, help="timed repeats of each case")
+    args = parser.parse_args(argv)
     print("load average at start:", Path("/proc/loadavg").read_text().split()[:3])
     rng = np.random.default_rng(0)
     out: dict[str, float] = {}
