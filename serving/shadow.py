@@ -169,24 +169,25 @@ def promote(settings: Settings, store: Store, *, now: float | None = None) -> Pr
     Raises
     ------
     ValueError
-        No shadow policy is in force (none set, or it was promoted already), or the log was
-        purged (see the module doc).
+        No shadow policy is in force (none set, or it was promoted already), the log was
+        purged (see the module doc; checked under the store's ``log_head`` lock, against a
+        purge running meanwhile), or another promotion was recorded meanwhile.
     """
-    current = effective(settings, store)
+    before = latest(store)
+    current = promoted(settings, before)
     if current.shadow_policy is None:
         raise ValueError(f"no shadow policy to promote: the live policy is {current.policy!r} "
                          f"with parameters {current.policy_params}"
                          + (" (set shadow_policy / --shadow-policy)"
                             if settings.shadow_policy is None else
                             f" (the shadow {settings.shadow_policy!r} was promoted already)"))
-    if store.fold_mark():
-        raise ValueError(f"the log was purged (fold snapshot at log position "
-                         f"{store.fold_mark()}): the shadow has not folded the purged outcomes, "
-                         "so it cannot become the live policy's fold of the log")
     name, params = current.shadow_policy, dict(current.shadow_policy_params)
     previous: JsonObject = {"name": current.policy, "params": dict(current.policy_params)}
+    # The purge check is the store's, in the transaction that records the promotion (a purge
+    # running meanwhile would fold the log under the policy this one replaces).
     row_id = store.record_promotion({"name": name, "params": params}, previous,
-                                    time.time() if now is None else now)
+                                    time.time() if now is None else now,
+                                    after=0 if before is None else before.id)
     return PromoteResult(Promotion(row_id, name, params, previous), previous)
 
 

@@ -8,6 +8,7 @@ import io
 import json
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -32,9 +33,11 @@ from experiments.cli import main as cli_main
 from serving import offpolicy, shadow
 from serving.app import create_app
 from serving.armset import fit_arms
-from serving.commands import rebuild_state
+from serving.commands import purge, rebuild_state
+from serving.results import CommandError, PurgeResults
 from serving.settings import Settings
 from serving.store import open_store
+from serving.store.base import Store
 from serving.store.tables import decisions
 
 TOKEN = "shadow-token"
@@ -454,3 +457,74 @@ def test_ope_shadow_on_a_log_without_shadow_records_says_so(
     assert cli_main(["ope", "--shadow", "--db", settings.resolved_db_url(), "--include-open",
                      "--out", str(tmp_path / "o")]) == 2
     assert "carries a shadow record (serve with --shadow-policy)" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- promotion vs purge
+def settled_log(settings: Settings, catalog: Dataset, fitted: dict[str, Recommender]) -> float:
+    """Traffic on the settings' store, every outcome settled; a purge cut after all of it."""
+    with worker(settings, catalog, fitted) as client:
+        traffic(client, 20)
+        service = client.app.state.service
+        service.store.settle_expired(time.time() + 2 * HOUR, 0.0, service.rules)
+    return time.time() + 4 * HOUR
+
+
+def run_purge(settings: Settings, catalog: Dataset, cut: float) -> PurgeResults:
+    result = purge(settings, datetime.fromtimestamp(cut, UTC).isoformat(), catalog=catalog,
+                   now=cut + settings.retention_s + 1.0)
+    assert isinstance(result, PurgeResults) and result.deleted, str(result)
+    return result
+
+
+def test_a_purge_between_the_promote_check_and_its_record_refuses_the_promotion(
+        tmp_path: Path, backend: str, catalog: Dataset, fitted: dict[str, Recommender],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Review finding 8: promote read "not purged", a purge folded the log under the live policy,
+    # then the promotion was recorded over a fold snapshot its policy never folded.
+    settings = make_settings(tmp_path, backend, refresh_interval_s=HOUR, shadow_policy="UCB1")
+    cut = settled_log(settings, catalog, fitted)
+    store = open_store(settings.resolved_db_url(), create=False)
+    try:
+        record = store.record_promotion
+
+        def purge_first(*args: object, **kwargs: object) -> int:
+            run_purge(settings, catalog, cut)
+            return record(*args, **kwargs)
+
+        monkeypatch.setattr(store, "record_promotion", purge_first)
+        with pytest.raises(ValueError, match=r"the log was purged \(fold snapshot at log "
+                                             r"position [1-9]"):
+            shadow.promote(settings, store)
+        assert shadow.latest(store) is None and store.fold_mark() > 0
+    finally:
+        store.dispose()
+
+
+def test_a_promotion_while_a_purge_folds_refuses_the_purge_and_the_rerun_folds_the_promoted(
+        tmp_path: Path, backend: str, catalog: Dataset, fitted: dict[str, Recommender],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The other order: the purge folded under ThompsonSampling, a promotion to UCB1 came in
+    # before its transaction; the snapshot would hold the old policy's state under the new one.
+    settings = make_settings(tmp_path, backend, refresh_interval_s=HOUR, shadow_policy="UCB1")
+    cut = settled_log(settings, catalog, fitted)
+    original = Store.purge
+
+    def promote_first(self: Store, *args: object, **kwargs: object) -> dict[str, int]:
+        shadow.promote(settings, self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "purge", promote_first)
+    with pytest.raises(CommandError, match=r"a promotion \(#1\) was recorded while this purge "
+                                           r"folded the policy in force at #0"):
+        purge(settings, datetime.fromtimestamp(cut, UTC).isoformat(), catalog=catalog,
+              now=cut + settings.retention_s + 1.0)
+    monkeypatch.setattr(Store, "purge", original)
+    store = open_store(settings.resolved_db_url(), create=False)
+    try:
+        assert store.fold_mark() == 0 and shadow.latest(store).policy == "UCB1"
+    finally:
+        store.dispose()
+    report = run_purge(settings, catalog, cut)
+    assert report.snapshot.policy == "UCB1" and ": UCB1 over " in str(report)
+    rebuilt = rebuild_state(settings)
+    assert rebuilt.exit_code == 0 and str(rebuilt).endswith("match: yes"), str(rebuilt)
