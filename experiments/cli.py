@@ -377,8 +377,8 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
                        help="share of requests served by --holdout-baseline instead of the "
                             "policy, 0 <= S < 1 (default 0; RECBANDITS_HOLDOUT_SHARE)")
     serve.add_argument("--holdout-baseline", metavar="ARM",
-                       help="what serves the held-out requests: uniform (default) or an arm "
-                            "(RECBANDITS_HOLDOUT_BASELINE)")
+                       help="what serves the held-out requests: uniform (default) or an arm, "
+                            "which refuses --exploration-floor (RECBANDITS_HOLDOUT_BASELINE)")
     serve.add_argument("--drift-detector", choices=("PageHinkley", "CUSUM", "none"),
                        help="change detector on each arm's reward stream (default "
                             "PageHinkley; RECBANDITS_DRIFT_DETECTOR)")
