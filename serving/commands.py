@@ -650,15 +650,16 @@ def shadow_promote(settings: Settings) -> shadow.PromoteResult:
     Raises
     ------
     CommandError
-        No store or log yet, or nothing to promote (no shadow policy, a purged log): exit 2.
+        No store or log yet, or nothing to promote (no shadow policy, a purged log, another
+        promotion meanwhile): exit 1, a refusal that changes nothing, as ``models``'.
     """
     with _open_log(settings, "promote") as store:
         if isinstance(store, NothingToDo):
-            raise CommandError(f"nothing to promote: {store.reason}")
+            raise CommandError(f"nothing to promote: {store.reason}", exit_code=1)
         try:
             return shadow.promote(settings, store)
         except ValueError as exc:
-            raise CommandError(str(exc)) from None
+            raise CommandError(str(exc), exit_code=1) from None
 
 
 def parse_date(text: str) -> float:

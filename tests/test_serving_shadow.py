@@ -35,6 +35,7 @@ from serving.app import create_app
 from serving.armset import fit_arms
 from serving.commands import purge, rebuild_state
 from serving.results import CommandError, PurgeResults
+from serving.schemas import ShadowStatusOut
 from serving.settings import Settings
 from serving.store import open_store
 from serving.store.base import Store
@@ -243,11 +244,21 @@ def test_a_promotion_reaches_every_worker_survives_a_restart_and_is_the_fold(
         traffic(first, 20)
         traffic(other, 20)
         before = first.get("/admin/shadow", headers=AUTH).json()
+        assert ShadowStatusOut.model_validate(before).model_dump(mode="json") == before
         assert before["live"]["name"] == "ThompsonSampling" and before["promotion"] is None
+        paths = first.get("/openapi.json").json()["paths"]  # documented by their models
+        for path, method, model in (("/admin/shadow", "get", "ShadowStatusOut"),
+                                    ("/admin/shadow/promote", "post", "ShadowPromoteOut")):
+            schema = paths[path][method]["responses"]["200"]["content"]["application/json"]
+            assert schema["schema"]["$ref"].endswith(f"/{model}"), (path, schema)
         assert before["shadow"] == {"name": "LinTS", "params": {"scale": 0.5}}
         answer = first.post("/admin/shadow/promote", headers=AUTH)
         assert answer.status_code == 200, answer.text
-        assert answer.json()["policy"] == {"name": "LinTS", "params": {"scale": 0.5}}
+        assert answer.json() == {"promotion": 1,
+                                 "policy": {"name": "LinTS", "params": {"scale": 0.5}},
+                                 "previous": {"name": "ThompsonSampling", "params": {}}}
+        assert first.get("/admin/shadow", headers=AUTH).json()["promotion"] == {
+            "id": 1, "policy": answer.json()["policy"], "previous": answer.json()["previous"]}
         assert first.get("/admin/policy-state", headers=AUTH).json()["policy"]["name"] == "LinTS"
         # The other worker follows within a refresh interval, serving every request meanwhile.
         deadline = time.monotonic() + 30
@@ -356,8 +367,11 @@ def test_the_promote_command_records_it_and_refuses_without_a_shadow(
     common = ["--db", settings.resolved_db_url(), "--state-dir", str(tmp_path / "state")]
     with worker(settings, catalog, fitted) as client:  # runs without the shadow
         traffic(client, 20)
-        assert cli_main(["shadow", "promote", *common]) == 2
+        # A refusal that changes nothing: 1, as `models`' (2 stays for a bad value).
+        assert cli_main(["shadow", "promote", *common]) == 1
         assert "no shadow policy to promote" in capsys.readouterr().err
+        assert cli_main(["shadow", "promote", *common, "--shadow-policy", "Nope"]) == 2
+        assert "shadow_policy" in capsys.readouterr().err
         assert cli_main(["shadow", "promote", *common, "--shadow-policy", "UCB1"]) == 0
         assert "promoted UCB1 {} (promotion #1), replacing ThompsonSampling" in \
             capsys.readouterr().out
