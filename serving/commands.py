@@ -41,7 +41,7 @@ from serving.armset import (
     save_arms,
 )
 from serving.drift import check_replay
-from serving.errors import RetrainBusyError
+from serving.errors import RetrainBusyError, check_bootstrap
 from serving.holdout import check_decisions, holdout_report
 from serving.live import arm_bytes, arm_from_bytes, fold_live_arms, fold_models, state_digest
 from serving.multileave import credit_report
@@ -456,8 +456,7 @@ def holdout(settings: Settings, *, n_bootstrap: int = 1000, seed: int = 0
     CommandError
         No decision of the log was logged with a holdout (exit status 2).
     """
-    if n_bootstrap < 1:
-        raise ValueError(f"--bootstrap (n_bootstrap) must be >= 1, got {n_bootstrap}")
+    n_bootstrap = check_bootstrap(n_bootstrap)
     with _open_log(settings, "compare") as store:
         if isinstance(store, NothingToDo):
             return store
@@ -615,8 +614,7 @@ def credit(settings: Settings, *, n_bootstrap: int = 1000, seed: int = 0
     CommandError
         The log holds no multileaved decision (exit status 2).
     """
-    if n_bootstrap < 1:
-        raise ValueError(f"--bootstrap (n_bootstrap) must be >= 1, got {n_bootstrap}")
+    n_bootstrap = check_bootstrap(n_bootstrap)
     with _open_log(settings, "credit") as store:
         if isinstance(store, NothingToDo):
             return store

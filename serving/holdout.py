@@ -45,6 +45,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
+from serving.errors import check_bootstrap
 from serving.multileave import parse
 from serving.policy import PMF_CACHE_SIZE
 from serving.store.types import JsonObject
@@ -369,8 +370,7 @@ def holdout_report(rows: Iterable[tuple[str, JsonObject | None, float | None]], 
     ValueError
         ``n_bootstrap`` < 1.
     """
-    if n_bootstrap < 1:
-        raise ValueError(f"n_bootstrap must be >= 1, got {n_bootstrap}")
+    n_bootstrap = check_bootstrap(n_bootstrap)
     served: list[tuple[str, float | None]] = []
     held: list[tuple[str, float | None]] = []
     baselines: set[str] = set()

@@ -19,9 +19,11 @@ from arms.data import make_synthetic
 from experiments.cli import main as cli_main
 from serving import offpolicy
 from serving.app import create_app
+from serving.commands import credit as credit_command
 from serving.commands import holdout as holdout_command
 from serving.commands import rebuild_state
 from serving.holdout import Holdout, format_report, holdout_report
+from serving.multileave import credit_report
 from serving.results import CommandError, HoldoutResults, NothingToDo
 from serving.settings import Settings
 from serving.store.tables import decisions
@@ -238,3 +240,22 @@ def test_an_equal_policy_has_its_difference_interval_covering_zero() -> None:
     assert report.high - report.low < 0.15  # narrow enough to have told a 0.2 gap
     with pytest.raises(ValueError, match="n_bootstrap"):
         holdout_report(rows, n_bootstrap=0)
+
+
+def test_the_bootstrap_count_is_refused_by_one_check_with_one_message(tmp_path: Path) -> None:
+    # The two commands (before the store is opened: none is created) and the two reports.
+    settings = Settings(state_dir=tmp_path / "state", arms=ARMS)
+    calls = {"holdout": lambda n: holdout_command(settings, n_bootstrap=n),
+             "credit": lambda n: credit_command(settings, n_bootstrap=n),
+             "holdout_report": lambda n: holdout_report([], n_bootstrap=n),
+             "credit_report": lambda n: credit_report([], [], ARMS, n_bootstrap=n)}
+    messages = {}
+    for name, call in calls.items():
+        with pytest.raises(ValueError) as refused:
+            call(0)
+        messages[name] = str(refused.value)
+        with pytest.raises(TypeError, match=r"n_bootstrap \(--bootstrap\) must be an int, "
+                                            r"got 1.5"):
+            call(1.5)
+    assert set(messages.values()) == {"n_bootstrap (--bootstrap)=0 must be >= 1"}, messages
+    assert not (tmp_path / "state").exists()
