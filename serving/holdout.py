@@ -47,7 +47,7 @@ from scipy import stats
 
 from serving.errors import check_bootstrap
 from serving.multileave import parse
-from serving.policy import PMF_CACHE_SIZE
+from serving.policy import PMF_CACHE_SIZE, draw_arm
 from serving.store.types import JsonObject
 
 #: The baseline that serves every arm with probability ``1 / K``.
@@ -169,8 +169,7 @@ class Holdout:
         draw = float(rng.random())
         held = draw < self.share
         u = rng.random()
-        choice = int(np.searchsorted(self.baseline_cdf if held else cdf, u, side="right"))
-        choice = min(choice, len(self.arms) - 1)
+        choice = draw_arm(self.baseline_cdf if held else cdf, u)
         cached = self._mixtures.get(pmf_json)
         if cached is None:
             q = self.mixture(pmf)

@@ -68,7 +68,7 @@ from serving.multileave import (
     multileave_view,
     set_name,
 )
-from serving.policy import PolicyModel, PolicySnapshot
+from serving.policy import PolicyModel, PolicySnapshot, draw_arm
 from serving.retrain_trigger import HeldLease, hold_retrain_lease
 from serving.rules import RuleBook
 from serving.schemas import EventIn, FeedbackIn
@@ -629,8 +629,7 @@ class RecommendationService:
             # Context-free: computed once per snapshot; contextual: once per context in it.
             probabilities, cdf, pmf = model.selection(snapshot, features)
             if self.holdout is None:
-                choice = int(cdf.searchsorted(self.rng.random(), side="right"))  # no np.* wrapper
-                choice = min(choice, len(model.arms) - 1)
+                choice = draw_arm(cdf, self.rng.random())
                 propensity = float(probabilities[choice])
             else:  # the mixture with the baseline is drawn from and logged (serving.holdout)
                 choice, propensity, pmf, _, policy_json = self.holdout.choose(

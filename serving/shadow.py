@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from serving.policy import PolicyModel, PolicySnapshot
+from serving.policy import PolicyModel, PolicySnapshot, draw_arm
 from serving.settings import Settings
 from serving.store import Store
 from serving.store.types import JsonObject
@@ -74,13 +74,6 @@ def uniform(event_id: str) -> float:
                          f"{event_id!r}") from None
 
 
-def choose(cdf: npt.NDArray[np.float64], u: float) -> int:
-    """The arm (position) a cumulative distribution ``cdf`` (shape ``(K,)``, last entry 1)
-    draws with the uniform number ``u``: as the service draws the live arm.
-    """
-    return min(int(np.searchsorted(cdf, u, side="right")), cdf.size - 1)
-
-
 def describe(model: PolicyModel) -> str:
     """``model``'s name and parameters as logged in every shadow record (JSON text)."""
     return json.dumps(model.describe_params())
@@ -98,7 +91,7 @@ def record(model: PolicyModel, snapshot: PolicySnapshot, policy_json: str,
     """
     probabilities, cdf, pmf_json = model.selection(snapshot, features)
     u = uniform(event_id)
-    choice = choose(cdf, u)
+    choice = draw_arm(cdf, u)  # as the service draws the live arm
     return (f'{{"policy": {policy_json}, "arm": {json.dumps(model.arms[choice])}, '
             f'"propensity": {float(probabilities[choice])!r}, "u": {u!r}, '
             f'"seq": {snapshot.seq}, "pmf": {pmf_json}}}')
