@@ -404,19 +404,27 @@ class RecommendationService:
         model = settings.policy_model(self.features.dimension)
         described = shadow.describe(model)
         seq = self.snapshot.seq
+        read: list[tuple[list[Outcome], list[VersionSwitch]]] = []
+
+        def log_upto() -> tuple[list[Outcome], list[VersionSwitch]]:
+            # The outcomes and version switches up to the live position, read once and only
+            # if a fold from the log's start is needed (the live one, a new shadow, or both).
+            if not read:
+                read.append(([o for o in self.store.outcomes_after(0) if o.seq <= seq],
+                             [w for w in self.store.switches_after(0) if w.seq <= seq]))
+            return read[0]
+
         if self._shadow is not None and self._shadow[2] == described:
             snapshot = self._shadow[1]
         else:  # a worker started before the shadow was set, or with other settings
-            upto = [o for o in self.store.outcomes_after(0) if o.seq <= seq]
-            switches = [w for w in self.store.switches_after(0) if w.seq <= seq]
+            upto, switches = log_upto()
             snapshot = model.advance(None, upto, pulls, version, switches)
         # One assignment: requests from here on use the promoted pair.
         self._live = (model, snapshot, described)
         self._shadow = self._shadow_of(settings)
         if self._shadow is not None:  # another shadow: folded up to the same position
             other, fresh, text = self._shadow
-            upto = [o for o in self.store.outcomes_after(0) if o.seq <= seq]
-            switches = [w for w in self.store.switches_after(0) if w.seq <= seq]
+            upto, switches = log_upto()
             self._shadow = (other, other.advance(fresh, upto, pulls, version, switches), text)
         self._promotion_id = promotion.id
         logger.warning("now serving the promoted policy %s (promotion %d)", described,

@@ -21,6 +21,7 @@ from test_serving_support import (
     ADMIN_TOKEN,
     ServiceProcess,
     assert_workers_are_the_fold,
+    fold_stats,
     read_table,
     store_url,
     wait_for_workers,
@@ -583,3 +584,47 @@ def test_the_seeded_arm_streams_are_those_before_the_draw_rule_was_shared(
             if i % 6 == 5:
                 client.app.state.service.refresh()
     assert "".join(a[0] for a in arms) == served
+
+
+def test_a_promotion_after_discount_switches_is_the_fold_on_every_worker(
+        tmp_path: Path, backend: str, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
+    # (The reviewer's test.) Worker a runs the shadow (the promotion takes its snapshot),
+    # worker b does not (it folds the promoted policy from the log's start, the version
+    # switches included: a discount is not idempotent, so a switch missed or applied twice
+    # shows). The last log position before the promotion is a switch.
+    common: dict = {"posterior_carryover": "discount", "carryover_discount": 0.5,
+                    "gate_enabled": False, "refresh_interval_s": HOUR}
+    with_shadow = make_settings(tmp_path, backend, shadow_policy="LinTS",
+                                shadow_policy_params={"scale": 0.5}, **common)
+    without = with_shadow.model_copy(update={"shadow_policy": None,
+                                             "shadow_policy_params": {}})
+    promoted = with_shadow.model_copy(update={"policy": "LinTS",
+                                              "policy_params": {"scale": 0.5}})
+    url = with_shadow.resolved_db_url()
+
+    def assert_the_fold(clients: tuple[TestClient, ...]) -> None:
+        for client in clients:
+            client.app.state.service.refresh()
+            state = client.get("/admin/policy-state", headers=AUTH).json()
+            assert state["policy"]["name"] == "LinTS"
+            want = fold_stats(url, promoted, state["log_seq"])
+            for key, value in state["state"]["stats"].items():
+                np.testing.assert_allclose(np.asarray(value, float),
+                                           np.asarray(want[key], float), rtol=1e-9,
+                                           atol=1e-12, err_msg=key)
+
+    with worker(with_shadow, catalog, fitted) as a, worker(without, catalog, fitted) as b:
+        traffic(a, 20)
+        traffic(b, 10)
+        assert a.post("/admin/retrain", headers=AUTH).json()["status"] == "live"
+        traffic(a, 10)
+        traffic(b, 10)
+        assert a.post("/admin/retrain", headers=AUTH).json()["status"] == "live"
+        b.app.state.service.refresh()
+        assert a.post("/admin/shadow/promote", headers=AUTH).status_code == 200
+        assert_the_fold((a, b))
+        traffic(b, 10)
+        traffic(a, 10)
+        assert_the_fold((a, b))
+        rebuilt = rebuild_state(with_shadow, service=a)
+        assert rebuilt.exit_code == 0, str(rebuilt)
