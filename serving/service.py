@@ -1,11 +1,15 @@
 """The service's domain logic: route a request through the policy, attribute feedback, retrain.
 
-Routes call :class:`RecommendationService` and hold no modelling logic. The service keeps two
-immutable snapshots, swapped by reference: the :class:`~serving.armset.ArmSet` (changed by a
-retrain) and the :class:`~serving.policy.PolicySnapshot`: the served policy after folding the
-log's outcomes up to a log position, advanced by the refresher thread every
+Routes call :class:`RecommendationService` and hold no modelling logic. The service keeps its
+derived state in immutable values, each swapped by reference in one assignment, so a request
+reads a consistent one: the :class:`~serving.armset.ArmSet` (changed by a retrain, a version
+switch or the live arms' fold); the live policy as one ``(PolicyModel, PolicySnapshot,
+description)`` triple (a promotion swaps model and snapshot together), the snapshot being the
+served policy after folding the log's outcomes up to a log position; and, with a shadow policy,
+the shadow's triple (:mod:`serving.shadow`). The refresher thread advances the snapshots every
 ``refresh_interval_s`` (sooner after this worker's own feedback decided an outcome) by folding
-the outcomes logged since (see :mod:`serving.policy` for why that is exact).
+the outcomes logged since (see :mod:`serving.policy` for why that is exact), under the advance
+lock, which also guards the drift monitor (:mod:`serving.drift`) folded with them.
 
 Every decision logs the context the policy saw (:mod:`serving.features`), the probability of
 every arm under that context, and the policy's name and hyper-parameters. Feedback is worth what

@@ -28,14 +28,23 @@ service without a shadow, under the same seed) and can be redrawn from the log.
 **Promotion** (``recbandits shadow promote``, ``POST /admin/shadow/promote``): a row of
 ``policy_promotions`` names the new live policy. Precedence: the store's latest promotion
 overrides the settings' ``policy`` and ``policy_params`` (file, ``RECBANDITS_*``, flags), and a
-settings shadow equal to the promoted policy is switched off (:func:`promoted`); to go back to
-the settings' policy, promote it (run it as the shadow first). Every worker reads the latest
-promotion at each refresh and swaps its live policy for the shadow's snapshot (the same fold of
-the same outcomes under the promoted rule, at the same log position) between two requests: a
-request uses one (model, snapshot) pair throughout, so none fails and none mixes the two. The
-state after promotion is the fold of the whole log under the promoted policy's rule, which is
-what ``rebuild-state`` computes. A purged log cannot promote (the shadow started from nothing at
-the fold snapshot, whose purged outcomes only the old policy's state holds): refused.
+settings shadow equal to the promoted policy is switched off (:func:`promoted`). There is no
+undo: changing the settings' ``policy`` back changes nothing while a promotion is recorded. To
+go back, promote the old policy in turn: name it, with the same parameters, as the shadow of
+the promoting command, whose ``policy`` must then be the promoted one (a shadow equal to the
+settings' policy is refused): ``recbandits shadow promote --policy PROMOTED --shadow-policy
+NAME --shadow-policy-params JSON``; no worker needs to have run it as its shadow. That records a
+new promotion row. Every worker reads
+the latest promotion at each refresh and swaps its live policy between two requests for the
+shadow's snapshot (the same fold of the same outcomes under the promoted rule, at the same log
+position) or, when the promoted policy was not its shadow, for that policy folded over the log
+up to its live position: a request uses one (model, snapshot) pair throughout, so none fails and
+none mixes the two. The state after promotion is the fold of the whole log under the promoted
+policy's rule, which is what ``rebuild-state`` computes. A purged log cannot promote (the shadow
+started from nothing at the fold snapshot, whose purged outcomes only the old policy's state
+holds): refused, so after a purge neither a shadow nor the old policy can be promoted. The
+check and the record are one step under the store's ``log_head`` lock, and a purge re-checks
+the latest promotion in its own transaction, so a purge and a promotion never interleave.
 """
 
 from __future__ import annotations
