@@ -337,6 +337,13 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
                          "hyper-parameters as a JSON object, e.g. '{\"scale\": 0.5}' "
                          "(RECBANDITS_SHADOW_POLICY_PARAMS; a [shadow_policy_params] table)")
 
+    def bootstrap_options(sub: argparse.ArgumentParser) -> None:
+        # The report commands on the live log (credit, holdout); --seed is the store's.
+        sub.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                         help="bootstrap resamples (default 1000)")
+        sub.add_argument("--bootstrap-seed", type=int, default=0, metavar="S",
+                         help="bootstrap seed (default 0)")
+
     def lifecycle_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--posterior-carryover", choices=("carry", "reset", "discount"),
                          help="what a refitted arm's policy statistics start from when a new "
@@ -377,8 +384,8 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
                        help="share of requests served by --holdout-baseline instead of the "
                             "policy, 0 <= S < 1 (default 0; RECBANDITS_HOLDOUT_SHARE)")
     serve.add_argument("--holdout-baseline", metavar="ARM",
-                       help="what serves the held-out requests: uniform (default) or an arm "
-                            "(RECBANDITS_HOLDOUT_BASELINE)")
+                       help="what serves the held-out requests: uniform (default) or an arm, "
+                            "which refuses --exploration-floor (RECBANDITS_HOLDOUT_BASELINE)")
     serve.add_argument("--drift-detector", choices=("PageHinkley", "CUSUM", "none"),
                        help="change detector on each arm's reward stream (default "
                             "PageHinkley; RECBANDITS_DRIFT_DETECTOR)")
@@ -412,10 +419,7 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
         "credit", help="compare the arms of the log's multileaved slates: credited click rates "
         "with bootstrap intervals and pairwise team-draft win rates")
     store_options(credit)
-    credit.add_argument("--bootstrap", type=int, default=1000, metavar="N",
-                        help="bootstrap resamples (default 1000)")
-    credit.add_argument("--bootstrap-seed", type=int, default=0, metavar="S",
-                        help="bootstrap seed (default 0)")
+    bootstrap_options(credit)
     credit.set_defaults(handler=lambda args: _run_serving(
         args, "credit", n_bootstrap=args.bootstrap, seed=args.bootstrap_seed))
 
@@ -423,10 +427,7 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
         "holdout", help="compare the reward rate of the policy-served decisions with the "
         "held-out ones (served by the baseline) on the live log, with bootstrap intervals")
     store_options(holdout)
-    holdout.add_argument("--bootstrap", type=int, default=1000, metavar="N",
-                         help="bootstrap resamples (default 1000)")
-    holdout.add_argument("--bootstrap-seed", type=int, default=0, metavar="S",
-                         help="bootstrap seed (default 0)")
+    bootstrap_options(holdout)
     holdout.set_defaults(handler=lambda args: _run_serving(
         args, "holdout", n_bootstrap=args.bootstrap, seed=args.bootstrap_seed))
 

@@ -41,7 +41,7 @@ from serving.armset import (
     save_arms,
 )
 from serving.drift import check_replay
-from serving.errors import RetrainBusyError
+from serving.errors import RetrainBusyError, check_bootstrap
 from serving.holdout import check_decisions, holdout_report
 from serving.live import arm_bytes, arm_from_bytes, fold_live_arms, fold_models, state_digest
 from serving.multileave import credit_report
@@ -497,8 +497,7 @@ def holdout(settings: Settings, *, n_bootstrap: int = 1000, seed: int = 0
     CommandError
         No decision of the log was logged with a holdout (exit status 2).
     """
-    if n_bootstrap < 1:
-        raise ValueError(f"--bootstrap (n_bootstrap) must be >= 1, got {n_bootstrap}")
+    n_bootstrap = check_bootstrap(n_bootstrap)
     with _open_log(settings, "compare") as store:
         if isinstance(store, NothingToDo):
             return store
@@ -686,8 +685,7 @@ def credit(settings: Settings, *, n_bootstrap: int = 1000, seed: int = 0
     CommandError
         The log holds no multileaved decision (exit status 2).
     """
-    if n_bootstrap < 1:
-        raise ValueError(f"--bootstrap (n_bootstrap) must be >= 1, got {n_bootstrap}")
+    n_bootstrap = check_bootstrap(n_bootstrap)
     with _open_log(settings, "credit") as store:
         if isinstance(store, NothingToDo):
             return store
@@ -721,15 +719,16 @@ def shadow_promote(settings: Settings) -> shadow.PromoteResult:
     Raises
     ------
     CommandError
-        No store or log yet, or nothing to promote (no shadow policy, a purged log): exit 2.
+        No store or log yet, or nothing to promote (no shadow policy, a purged log, another
+        promotion meanwhile): exit 1, a refusal that changes nothing, as ``models``'.
     """
     with _open_log(settings, "promote") as store:
         if isinstance(store, NothingToDo):
-            raise CommandError(f"nothing to promote: {store.reason}")
+            raise CommandError(f"nothing to promote: {store.reason}", exit_code=1)
         try:
             return shadow.promote(settings, store)
         except ValueError as exc:
-            raise CommandError(str(exc)) from None
+            raise CommandError(str(exc), exit_code=1) from None
 
 
 def parse_date(text: str) -> float:
@@ -789,7 +788,8 @@ def purge(settings: Settings, before: str, *, dry_run: bool = False,
         ``before`` is malformed or inside the retention window (nothing is read).
     CommandError
         Nothing deleted (exit status 1): the previous snapshot is of another policy, the store
-        records no arms folder, or another purge ran meanwhile (run it again).
+        records no arms folder, or another purge or a promotion ran meanwhile (run it
+        again).
     """
     now = time.time() if now is None else now
     cut = parse_date(before)
@@ -812,27 +812,33 @@ def purge(settings: Settings, before: str, *, dry_run: bool = False,
         catalog = catalog if catalog is not None else load_catalog(settings)
         previous = store.fold_snapshot(arms=True)
         rules = settings.rule_book()
-        try:  # a snapshot of another policy, no arms folder, or another purge meanwhile
-            policy, n_outcomes = _fold_policy(settings, store, previous, head)
+        # The policy in force, read once: the fold is of it and the store re-checks, in the
+        # purge's transaction, that no promotion was recorded since.
+        promotion = shadow.latest(store)
+        current = shadow.promoted(settings, promotion)
+        try:  # a snapshot of another policy, no arms folder, another purge or a promotion
+            policy, n_outcomes = _fold_policy(current, store, previous, head)
             arms, n_events = _fold_arms(settings, store, catalog, previous, head)
             deleted = store.purge(
                 cut, head, 0 if previous is None else previous.seq, policy, arms,
                 lambda rows: kept_ratings(
                     (FeedbackRow(int(q), None, int(u), int(m), float(t), ty, False, r, v)
-                     for q, u, m, ty, v, r, t in rows), rules), now)
+                     for q, u, m, ty, v, r, t in rows), rules), now,
+                promotion=0 if promotion is None else promotion.id)
         except ValueError as exc:
             raise CommandError(str(exc), exit_code=1) from exc
     return PurgeResults(source, cut, head, counts, deleted=dict(deleted),
                         snapshot=PurgeSnapshot(head, None if previous is None else previous.seq,
-                                               settings.policy, n_outcomes, tuple(arms),
+                                               current.policy, n_outcomes, tuple(arms),
                                                n_events))
 
 
 def _fold_policy(settings: Settings, store: Store, previous: FoldSnapshot | None,
                  head: int) -> tuple[JsonObject, int]:
-    """The policy folded over every outcome up to ``head`` (from ``previous``), as a fold
-    snapshot stores it (``{"state", "rewards"}``; state None: nothing folded yet), and how
-    many outcomes this fold read.
+    """The policy in force (``settings``, a promotion applied: :func:`serving.shadow.promoted`)
+    folded over every outcome up to ``head`` (from ``previous``), as a fold snapshot stores it
+    (``{"state", "rewards"}``; state None: nothing folded yet), and how many outcomes this
+    fold read.
 
     A contextual policy's dimension is the one it folded with (``previous``), else that of the
     latest outcome's context: the feature set the service logs now, whose outcomes it folds.
@@ -845,7 +851,7 @@ def _fold_policy(settings: Settings, store: Store, previous: FoldSnapshot | None
     dimension = (state["params"].get("n_features") if state is not None else
                  _feature_dimension({o.event_id: o.context for o in reversed(outcomes)}))
     switches = [w for w in store.switches_after(start) if w.seq <= head]
-    model = shadow.effective(settings, store).policy_model(dimension)  # a promotion's
+    model = settings.policy_model(dimension)
     policy, rewards = fold_policy(outcomes, model, previous, switches)
     return ({"state": policy.state_dict(),
              "rewards": {arm: [n, total] for arm, (n, total) in rewards.items()}},

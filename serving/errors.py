@@ -5,6 +5,10 @@ Routes and the service raise these, never ``HTTPException``, so the mapping live
 
 from __future__ import annotations
 
+from typing import Any
+
+from bandits.errors import check_int
+
 
 class ServingError(Exception):
     """Base class; ``status_code`` is the HTTP status the handler answers with."""
@@ -117,3 +121,17 @@ class PromotionRefusedError(ServingError):
 
     status_code = 409
     code = "promotion_refused"
+
+
+def check_bootstrap(n_bootstrap: Any) -> int:
+    """``n_bootstrap`` (``--bootstrap`` on the command line) as an int ``>= 1``: the one check
+    of the report commands (``credit``, ``holdout``) and their reports, with one message.
+
+    Raises
+    ------
+    TypeError
+        Not an integer.
+    ValueError
+        Smaller than 1.
+    """
+    return check_int(n_bootstrap, "n_bootstrap (--bootstrap)", low=1)

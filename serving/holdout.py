@@ -16,7 +16,10 @@ checks ``held_out == (draw < share)`` and that the logged pmf is the mixture's).
 
 **Exploration floor.** The floor applies to the policy's part; a uniform baseline keeps every
 arm's logged propensity at least the floor (``s / K + (1 - s) floor >= floor`` as ``floor <=
-1 / K``); a one-arm baseline lowers the other arms' to at least ``(1 - s) floor``.
+1 / K``). A one-arm baseline would lower the other arms' to ``(1 - s) floor``, breaking the
+floor's promise (every logged propensity at least the floor, which ``recbandits ope`` relies
+on): the settings refuse a floor with a one-arm baseline (:func:`check_holdout`), rather than
+flooring the mixture, which would make the logged pmf other than the two-stage draw's.
 
 **Outcomes of held-out decisions reach the policy's fold** like any other: the policies the
 service runs (Beta Thompson Sampling, LinTS, ...) learn each arm's reward from the observed
@@ -42,17 +45,20 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
+from serving.errors import check_bootstrap
 from serving.multileave import parse
-from serving.policy import PMF_CACHE_SIZE
+from serving.policy import PMF_CACHE_SIZE, draw_arm
 from serving.store.types import JsonObject
 
 #: The baseline that serves every arm with probability ``1 / K``.
 UNIFORM = "uniform"
 
 
-def check_holdout(share: float, baseline: str, arms: Sequence[str]) -> None:
-    """Refuse a holdout share outside ``[0, 1)`` or a baseline that is neither ``uniform`` nor
-    one of ``arms``.
+def check_holdout(share: float, baseline: str, arms: Sequence[str], floor: float = 0.0
+                  ) -> None:
+    """Refuse a holdout share outside ``[0, 1)``, a baseline that is neither ``uniform`` nor
+    one of ``arms``, or a one-arm baseline with an exploration ``floor`` (default 0: none;
+    see the module doc).
 
     Raises
     ------
@@ -65,6 +71,13 @@ def check_holdout(share: float, baseline: str, arms: Sequence[str]) -> None:
     if baseline != UNIFORM and baseline not in arms:
         raise ValueError(f"holdout_baseline={baseline!r} is neither 'uniform' nor a served "
                          f"arm; allowed: {[UNIFORM, *arms]}")
+    if share and floor and baseline != UNIFORM:
+        raise ValueError(
+            f"exploration_floor={floor} with holdout_baseline={baseline!r} (holdout_share="
+            f"{share}): a one-arm baseline would log the other arms at (1 - holdout_share) * "
+            f"exploration_floor = {(1.0 - share) * floor:g}, below the floor; use "
+            "holdout_baseline='uniform' (every arm keeps at least the floor) or set "
+            "exploration_floor to 0")
 
 
 class HoldoutChoice(NamedTuple):
@@ -156,8 +169,7 @@ class Holdout:
         draw = float(rng.random())
         held = draw < self.share
         u = rng.random()
-        choice = int(np.searchsorted(self.baseline_cdf if held else cdf, u, side="right"))
-        choice = min(choice, len(self.arms) - 1)
+        choice = draw_arm(self.baseline_cdf if held else cdf, u)
         cached = self._mixtures.get(pmf_json)
         if cached is None:
             q = self.mixture(pmf)
@@ -357,8 +369,7 @@ def holdout_report(rows: Iterable[tuple[str, JsonObject | None, float | None]], 
     ValueError
         ``n_bootstrap`` < 1.
     """
-    if n_bootstrap < 1:
-        raise ValueError(f"n_bootstrap must be >= 1, got {n_bootstrap}")
+    n_bootstrap = check_bootstrap(n_bootstrap)
     served: list[tuple[str, float | None]] = []
     held: list[tuple[str, float | None]] = []
     baselines: set[str] = set()

@@ -6,6 +6,8 @@ the workers' files; the per-arm reward rate and pulls come from the store, share
 The drift figures (sliding-window reward rates, alarms, the detector's statistic;
 :mod:`serving.drift`) are gauges of the answering worker's fold of the log, read at scrape
 time like the per-arm rates: equal on every worker at one log position, so never summed.
+:meth:`Metrics.exposition` reads both (a refresh of the fold, the advance lock): the route
+calls it in the service's reader executor, off the event loop.
 """
 
 from __future__ import annotations

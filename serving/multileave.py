@@ -42,6 +42,7 @@ import pandas as pd
 from scipy import stats
 
 from bandits.multileave import MultileaveThompsonSampling, draft_order, fill_slate
+from serving.errors import check_bootstrap
 from serving.rules import Feedback
 from serving.store.types import JsonObject, Row
 
@@ -267,8 +268,7 @@ def credit_report(decisions: Iterable[tuple[str, object]],
     ValueError
         ``n_bootstrap`` < 1.
     """
-    if n_bootstrap < 1:
-        raise ValueError(f"n_bootstrap must be >= 1, got {n_bootstrap}")
+    n_bootstrap = check_bootstrap(n_bootstrap)
     sets = {e: tuple(parse(m)["arms"]) for e, m in decisions}  # type: ignore[index]
     seen = {a for s in sets.values() for a in s}
     names = [a for a in arms if a in seen] + sorted(seen - set(arms))

@@ -912,7 +912,8 @@ class ShadowComparison:
         Share of the decisions whose logged shadow choice is the arm served.
     min_logged_propensity : float
         The least probability the live policy logged for any arm on these decisions (with an
-        exploration floor, at least the floor: every arm the shadow may choose has support).
+        exploration floor, at least the floor: every arm the shadow may choose has support; a
+        holdout keeps it, the settings refusing a floor with a one-arm holdout baseline).
     """
 
     policy: dict[str, Any]

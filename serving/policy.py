@@ -91,6 +91,19 @@ class PolicySnapshot:
                                                         repr=False)
 
 
+def draw_arm(cdf: npt.NDArray[np.float64], u: float) -> int:
+    """The arm (position) the cumulative distribution ``cdf`` (shape ``(K,)``, last entry 1)
+    draws with the uniform number ``u`` in ``[0, 1)``: the first arm whose cumulative
+    probability exceeds ``u``, clamped to the last arm.
+
+    The one arm-draw rule: the service's arm, the holdout's (policy or baseline) and the
+    shadow's choice (:mod:`serving.shadow`, redrawn from the log) all go through it. The clamp
+    guards a ``cdf`` whose float sums end below ``u``.
+    """
+    # The method, not np.searchsorted: no dispatch wrapper on the request path.
+    return min(int(cdf.searchsorted(u, side="right")), cdf.size - 1)
+
+
 def check_policy_name(name: str) -> str:
     """``name`` if the service can run it.
 

@@ -231,7 +231,7 @@ class PurgeSnapshot:
     previous : int or None
         The log position of the snapshot it folded on from (None: from the empty state).
     policy : str
-        The policy folded.
+        The policy folded: the one in force (the latest promotion's, else the settings').
     n_outcomes : int
         Outcomes folded by this purge.
     live_arms : tuple of str

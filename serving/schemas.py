@@ -364,3 +364,50 @@ class ModelsOut(BaseModel):
 
     live: int | None
     versions: list[ModelVersionOut]
+
+
+class PolicyNameOut(BaseModel):
+    """A policy as the settings spell it: its name and hyper-parameters."""
+
+    name: str = Field(description="The policy's class (ThompsonSampling, LinTS, UCB1, ...)")
+    params: dict[str, Any] = Field(description="Its hyper-parameters (policy_params)")
+
+
+class PromotionOut(BaseModel):
+    """A recorded promotion of a shadow policy (``serving.shadow``)."""
+
+    id: int = Field(description="The promotion's number (the store's latest wins)")
+    policy: PolicyNameOut = Field(description="The policy that became live")
+    previous: PolicyNameOut = Field(description="The policy it replaced")
+
+
+class ShadowWorkerOut(BaseModel):
+    """The answering worker's view of shadow mode."""
+
+    pid: int
+    live: dict[str, Any] = Field(description="The live policy's name and parameters as this "
+                                 "worker logs them (exploration floor included)")
+    shadow_log_seq: int | None = Field(description="Log position this worker's shadow state "
+                                       "folded up to; null without a shadow")
+
+
+class ShadowStatusOut(BaseModel):
+    """``GET /admin/shadow``: the live and shadow policies in force, the latest promotion, the
+    decisions logged with a shadow record, and this worker's view.
+    """
+
+    live: PolicyNameOut = Field(description="In force: the latest promotion's, else the "
+                                "settings'")
+    shadow: PolicyNameOut | None = Field(description="The shadow in force; null: none (or "
+                                         "it was promoted)")
+    promotion: PromotionOut | None = Field(description="The latest promotion; null: none")
+    shadow_decisions: int = Field(description="Decisions that carry a shadow record")
+    worker: ShadowWorkerOut
+
+
+class ShadowPromoteOut(BaseModel):
+    """``POST /admin/shadow/promote``: the promotion recorded."""
+
+    promotion: int = Field(description="The promotion's number")
+    policy: PolicyNameOut = Field(description="The policy live now")
+    previous: PolicyNameOut = Field(description="The policy it replaced")

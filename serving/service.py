@@ -1,11 +1,15 @@
 """The service's domain logic: route a request through the policy, attribute feedback, retrain.
 
-Routes call :class:`RecommendationService` and hold no modelling logic. The service keeps two
-immutable snapshots, swapped by reference: the :class:`~serving.armset.ArmSet` (changed by a
-retrain) and the :class:`~serving.policy.PolicySnapshot`: the served policy after folding the
-log's outcomes up to a log position, advanced by the refresher thread every
+Routes call :class:`RecommendationService` and hold no modelling logic. The service keeps its
+derived state in immutable values, each swapped by reference in one assignment, so a request
+reads a consistent one: the :class:`~serving.armset.ArmSet` (changed by a retrain, a version
+switch or the live arms' fold); the live policy as one ``(PolicyModel, PolicySnapshot,
+description)`` triple (a promotion swaps model and snapshot together), the snapshot being the
+served policy after folding the log's outcomes up to a log position; and, with a shadow policy,
+the shadow's triple (:mod:`serving.shadow`). The refresher thread advances the snapshots every
 ``refresh_interval_s`` (sooner after this worker's own feedback decided an outcome) by folding
-the outcomes logged since (see :mod:`serving.policy` for why that is exact).
+the outcomes logged since (see :mod:`serving.policy` for why that is exact), under the advance
+lock, which also guards the drift monitor (:mod:`serving.drift`) folded with them.
 
 Every decision logs the context the policy saw (:mod:`serving.features`), the probability of
 every arm under that context, and the policy's name and hyper-parameters. Feedback is worth what
@@ -68,7 +72,7 @@ from serving.multileave import (
     multileave_view,
     set_name,
 )
-from serving.policy import PolicyModel, PolicySnapshot
+from serving.policy import PolicyModel, PolicySnapshot, draw_arm
 from serving.retrain_trigger import HeldLease, hold_retrain_lease
 from serving.rules import RuleBook
 from serving.schemas import EventIn, FeedbackIn
@@ -404,19 +408,27 @@ class RecommendationService:
         model = settings.policy_model(self.features.dimension)
         described = shadow.describe(model)
         seq = self.snapshot.seq
+        read: list[tuple[list[Outcome], list[VersionSwitch]]] = []
+
+        def log_upto() -> tuple[list[Outcome], list[VersionSwitch]]:
+            # The outcomes and version switches up to the live position, read once and only
+            # if a fold from the log's start is needed (the live one, a new shadow, or both).
+            if not read:
+                read.append(([o for o in self.store.outcomes_after(0) if o.seq <= seq],
+                             [w for w in self.store.switches_after(0) if w.seq <= seq]))
+            return read[0]
+
         if self._shadow is not None and self._shadow[2] == described:
             snapshot = self._shadow[1]
         else:  # a worker started before the shadow was set, or with other settings
-            upto = [o for o in self.store.outcomes_after(0) if o.seq <= seq]
-            switches = [w for w in self.store.switches_after(0) if w.seq <= seq]
+            upto, switches = log_upto()
             snapshot = model.advance(None, upto, pulls, version, switches)
         # One assignment: requests from here on use the promoted pair.
         self._live = (model, snapshot, described)
         self._shadow = self._shadow_of(settings)
         if self._shadow is not None:  # another shadow: folded up to the same position
             other, fresh, text = self._shadow
-            upto = [o for o in self.store.outcomes_after(0) if o.seq <= seq]
-            switches = [w for w in self.store.switches_after(0) if w.seq <= seq]
+            upto, switches = log_upto()
             self._shadow = (other, other.advance(fresh, upto, pulls, version, switches), text)
         self._promotion_id = promotion.id
         logger.warning("now serving the promoted policy %s (promotion %d)", described,
@@ -629,8 +641,7 @@ class RecommendationService:
             # Context-free: computed once per snapshot; contextual: once per context in it.
             probabilities, cdf, pmf = model.selection(snapshot, features)
             if self.holdout is None:
-                choice = int(cdf.searchsorted(self.rng.random(), side="right"))  # no np.* wrapper
-                choice = min(choice, len(model.arms) - 1)
+                choice = draw_arm(cdf, self.rng.random())
                 propensity = float(probabilities[choice])
             else:  # the mixture with the baseline is drawn from and logged (serving.holdout)
                 choice, propensity, pmf, _, policy_json = self.holdout.choose(

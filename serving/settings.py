@@ -134,6 +134,8 @@ class Settings(BaseSettings):
         only.
     holdout_baseline : str
         ``uniform`` (default) or the name of a served arm: what serves the held-out requests.
+        An arm is refused with an ``exploration_floor`` (the other arms' logged propensities
+        would fall below the floor; :mod:`serving.holdout`).
     drift_detector : {"PageHinkley", "CUSUM", "none"}
         The change detector watching each arm's reward stream (default ``PageHinkley``;
         ``none``: no detector, the sliding-window rates still shown; :mod:`serving.drift`).
@@ -445,7 +447,8 @@ class Settings(BaseSettings):
         self._check_shadow()
         self.rule_book()  # likewise a wrong rule
         self._check_multileave()
-        check_holdout(self.holdout_share, self.holdout_baseline, self.arms)
+        check_holdout(self.holdout_share, self.holdout_baseline, self.arms,
+                      self.exploration_floor)
         if not self.drift_windows or min(self.drift_windows) < 1:
             raise ValueError(f"drift_windows must be window sizes >= 1, got "
                              f"{self.drift_windows}")

@@ -28,14 +28,23 @@ service without a shadow, under the same seed) and can be redrawn from the log.
 **Promotion** (``recbandits shadow promote``, ``POST /admin/shadow/promote``): a row of
 ``policy_promotions`` names the new live policy. Precedence: the store's latest promotion
 overrides the settings' ``policy`` and ``policy_params`` (file, ``RECBANDITS_*``, flags), and a
-settings shadow equal to the promoted policy is switched off (:func:`promoted`); to go back to
-the settings' policy, promote it (run it as the shadow first). Every worker reads the latest
-promotion at each refresh and swaps its live policy for the shadow's snapshot (the same fold of
-the same outcomes under the promoted rule, at the same log position) between two requests: a
-request uses one (model, snapshot) pair throughout, so none fails and none mixes the two. The
-state after promotion is the fold of the whole log under the promoted policy's rule, which is
-what ``rebuild-state`` computes. A purged log cannot promote (the shadow started from nothing at
-the fold snapshot, whose purged outcomes only the old policy's state holds): refused.
+settings shadow equal to the promoted policy is switched off (:func:`promoted`). There is no
+undo: changing the settings' ``policy`` back changes nothing while a promotion is recorded. To
+go back, promote the old policy in turn: name it, with the same parameters, as the shadow of
+the promoting command, whose ``policy`` must then be the promoted one (a shadow equal to the
+settings' policy is refused): ``recbandits shadow promote --policy PROMOTED --shadow-policy
+NAME --shadow-policy-params JSON``; no worker needs to have run it as its shadow. That records a
+new promotion row. Every worker reads
+the latest promotion at each refresh and swaps its live policy between two requests for the
+shadow's snapshot (the same fold of the same outcomes under the promoted rule, at the same log
+position) or, when the promoted policy was not its shadow, for that policy folded over the log
+up to its live position: a request uses one (model, snapshot) pair throughout, so none fails and
+none mixes the two. The state after promotion is the fold of the whole log under the promoted
+policy's rule, which is what ``rebuild-state`` computes. A purged log cannot promote (the shadow
+started from nothing at the fold snapshot, whose purged outcomes only the old policy's state
+holds): refused, so after a purge neither a shadow nor the old policy can be promoted. The
+check and the record are one step under the store's ``log_head`` lock, and a purge re-checks
+the latest promotion in its own transaction, so a purge and a promotion never interleave.
 """
 
 from __future__ import annotations
@@ -47,7 +56,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from serving.policy import PolicyModel, PolicySnapshot
+from serving.policy import PolicyModel, PolicySnapshot, draw_arm
 from serving.settings import Settings
 from serving.store import Store
 from serving.store.types import JsonObject
@@ -74,13 +83,6 @@ def uniform(event_id: str) -> float:
                          f"{event_id!r}") from None
 
 
-def choose(cdf: npt.NDArray[np.float64], u: float) -> int:
-    """The arm (position) a cumulative distribution ``cdf`` (shape ``(K,)``, last entry 1)
-    draws with the uniform number ``u``: as the service draws the live arm.
-    """
-    return min(int(np.searchsorted(cdf, u, side="right")), cdf.size - 1)
-
-
 def describe(model: PolicyModel) -> str:
     """``model``'s name and parameters as logged in every shadow record (JSON text)."""
     return json.dumps(model.describe_params())
@@ -98,7 +100,7 @@ def record(model: PolicyModel, snapshot: PolicySnapshot, policy_json: str,
     """
     probabilities, cdf, pmf_json = model.selection(snapshot, features)
     u = uniform(event_id)
-    choice = choose(cdf, u)
+    choice = draw_arm(cdf, u)  # as the service draws the live arm
     return (f'{{"policy": {policy_json}, "arm": {json.dumps(model.arms[choice])}, '
             f'"propensity": {float(probabilities[choice])!r}, "u": {u!r}, '
             f'"seq": {snapshot.seq}, "pmf": {pmf_json}}}')
@@ -169,24 +171,25 @@ def promote(settings: Settings, store: Store, *, now: float | None = None) -> Pr
     Raises
     ------
     ValueError
-        No shadow policy is in force (none set, or it was promoted already), or the log was
-        purged (see the module doc).
+        No shadow policy is in force (none set, or it was promoted already), the log was
+        purged (see the module doc; checked under the store's ``log_head`` lock, against a
+        purge running meanwhile), or another promotion was recorded meanwhile.
     """
-    current = effective(settings, store)
+    before = latest(store)
+    current = promoted(settings, before)
     if current.shadow_policy is None:
         raise ValueError(f"no shadow policy to promote: the live policy is {current.policy!r} "
                          f"with parameters {current.policy_params}"
                          + (" (set shadow_policy / --shadow-policy)"
                             if settings.shadow_policy is None else
                             f" (the shadow {settings.shadow_policy!r} was promoted already)"))
-    if store.fold_mark():
-        raise ValueError(f"the log was purged (fold snapshot at log position "
-                         f"{store.fold_mark()}): the shadow has not folded the purged outcomes, "
-                         "so it cannot become the live policy's fold of the log")
     name, params = current.shadow_policy, dict(current.shadow_policy_params)
     previous: JsonObject = {"name": current.policy, "params": dict(current.policy_params)}
+    # The purge check is the store's, in the transaction that records the promotion (a purge
+    # running meanwhile would fold the log under the policy this one replaces).
     row_id = store.record_promotion({"name": name, "params": params}, previous,
-                                    time.time() if now is None else now)
+                                    time.time() if now is None else now,
+                                    after=0 if before is None else before.id)
     return PromoteResult(Promotion(row_id, name, params, previous), previous)
 
 

@@ -19,9 +19,11 @@ from arms.data import make_synthetic
 from experiments.cli import main as cli_main
 from serving import offpolicy
 from serving.app import create_app
+from serving.commands import credit as credit_command
 from serving.commands import holdout as holdout_command
 from serving.commands import rebuild_state
 from serving.holdout import Holdout, format_report, holdout_report
+from serving.multileave import credit_report
 from serving.results import CommandError, HoldoutResults, NothingToDo
 from serving.settings import Settings
 from serving.store.tables import decisions
@@ -69,6 +71,20 @@ def test_bad_holdout_settings_are_refused_with_the_value_and_what_is_allowed(
         Settings(arms=ARMS, holdout_share=0.1, slate_mode="multileave")
     with pytest.raises(ValueError, match="holdout_share"):
         Holdout(1.5, "uniform", ARMS)
+    # Review finding 9: a one-arm baseline would log the other arms at (1 - share) * floor,
+    # below the floor ope relies on; a uniform baseline keeps it (tested below).
+    with pytest.raises(ValidationError, match=r"exploration_floor=0.1 with holdout_baseline="
+                                              r"'popularity' \(holdout_share=0.3\).*0.07"):
+        Settings(arms=ARMS, holdout_share=0.3, holdout_baseline="popularity",
+                 exploration_floor=0.1)
+    assert cli_main(["serve", "--dataset", "synthetic", "--state-dir", str(tmp_path),
+                     "--holdout-share", "0.3", "--holdout-baseline", "popularity",
+                     "--exploration-floor", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "exploration_floor" in err and "holdout_baseline" in err
+    assert not any(tmp_path.iterdir())
+    Settings(arms=ARMS, holdout_share=0.3, holdout_baseline="uniform", exploration_floor=0.1)
+    Settings(arms=ARMS, holdout_share=0.3, holdout_baseline="popularity")
 
 
 # ---------------------------------------------------------------------------- the service
@@ -97,8 +113,9 @@ def _serve(settings: Settings, n: int, liked: str | None = None) -> list[dict]:
                                                   ("LinTS", "uniform")])
 def test_held_out_decisions_are_logged_with_the_mixture_and_rebuild_state_checks_them(
         tmp_path: Path, policy: str, baseline: str) -> None:
+    floor = 0.1 if baseline == "uniform" else 0.0  # an arm baseline refuses a floor
     settings = Settings(state_dir=tmp_path / "state", arms=ARMS, seed=3, policy=policy,
-                        holdout_share=0.3, holdout_baseline=baseline, exploration_floor=0.1,
+                        holdout_share=0.3, holdout_baseline=baseline, exploration_floor=floor,
                         refresh_interval_s=0.05, admin_token="t")
     *bodies, view = _serve(settings, 60, liked="svd")
     assert view["holdout"] == {"share": 0.3, "baseline": baseline}
@@ -114,7 +131,8 @@ def test_held_out_decisions_are_logged_with_the_mixture_and_rebuild_state_checks
         base = (np.full(3, 1 / 3) if baseline == "uniform"
                 else np.array([float(a == baseline) for a in ARMS]))
         part = (q - 0.3 * base) / 0.7  # the policy's served (floored) pmf
-        assert part.sum() == pytest.approx(1.0) and part.min() >= 0.1 - 1e-9
+        assert part.sum() == pytest.approx(1.0) and part.min() >= floor - 1e-9
+        assert q.min() >= floor - 1e-9  # the floor holds for every logged propensity
         assert row["propensity"] == pytest.approx(row["pmf"][row["arm"]])
         assert body["propensity"] == row["propensity"]
         if entry["held_out"] and baseline != "uniform":
@@ -222,3 +240,22 @@ def test_an_equal_policy_has_its_difference_interval_covering_zero() -> None:
     assert report.high - report.low < 0.15  # narrow enough to have told a 0.2 gap
     with pytest.raises(ValueError, match="n_bootstrap"):
         holdout_report(rows, n_bootstrap=0)
+
+
+def test_the_bootstrap_count_is_refused_by_one_check_with_one_message(tmp_path: Path) -> None:
+    # The two commands (before the store is opened: none is created) and the two reports.
+    settings = Settings(state_dir=tmp_path / "state", arms=ARMS)
+    calls = {"holdout": lambda n: holdout_command(settings, n_bootstrap=n),
+             "credit": lambda n: credit_command(settings, n_bootstrap=n),
+             "holdout_report": lambda n: holdout_report([], n_bootstrap=n),
+             "credit_report": lambda n: credit_report([], [], ARMS, n_bootstrap=n)}
+    messages = {}
+    for name, call in calls.items():
+        with pytest.raises(ValueError) as refused:
+            call(0)
+        messages[name] = str(refused.value)
+        with pytest.raises(TypeError, match=r"n_bootstrap \(--bootstrap\) must be an int, "
+                                            r"got 1.5"):
+            call(1.5)
+    assert set(messages.values()) == {"n_bootstrap (--bootstrap)=0 must be >= 1"}, messages
+    assert not (tmp_path / "state").exists()

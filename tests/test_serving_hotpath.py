@@ -9,6 +9,7 @@ service and the store see it; test_serving_http covers the HTTP layer alone in d
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -122,3 +123,27 @@ def test_metrics_label_the_hot_routes_by_template(client: TestClient) -> None:
     text = client.get("/metrics").text
     assert 'route="/recommendations",status="200"' in text
     assert 'route="/recommendations",status="422"' in text
+
+
+def test_metrics_refresh_and_drift_tallies_run_off_the_event_loop(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Review finding 7: the exposition refreshes the fold from the store and takes the fold's
+    # lock; on the loop thread it would hold every other request of the worker.
+    service = client.app.state.service
+    threads: dict[str, str] = {}
+    refresh, drift_tallies = service.refresh, service.drift_tallies
+
+    def recording_refresh() -> None:
+        threads["refresh"] = threading.current_thread().name
+        refresh()
+
+    def recording_drift() -> object:
+        threads["drift"] = threading.current_thread().name
+        return drift_tallies()
+
+    monkeypatch.setattr(service, "refresh", recording_refresh)
+    monkeypatch.setattr(service, "drift_tallies", recording_drift)
+    response = client.get("/metrics")
+    assert response.status_code == 200 and "recbandits_arm_pulls" in response.text
+    assert threads["refresh"].startswith("recbandits-read"), threads
+    assert threads["drift"].startswith("recbandits-read"), threads

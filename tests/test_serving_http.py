@@ -50,13 +50,15 @@ class StubRecommendation:
 
 
 class StubService:
-    """The service's contract (recommend, feedback, policy_view, the ping read), recorded."""
+    """The service's contract (recommend, feedback, policy_view, the ping read, the reader
+    executor ``/metrics`` runs its exposition in), recorded."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
         self.rows: dict[tuple[int, int, str], dict[str, Any]] = {}
         self.store = SimpleNamespace(describe=lambda: "sqlite:///stub.db", arm_counts=dict)
         self.arm_set = SimpleNamespace(version=3, names=("svd", "popularity"))
+        self.readers = None  # run_in_executor's None: the event loop's default executor
 
     async def _read(self, kind: str, *args: Any) -> None:
         self.calls.append(("read", kind))

@@ -8,6 +8,7 @@ import io
 import json
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -20,6 +21,7 @@ from test_serving_support import (
     ADMIN_TOKEN,
     ServiceProcess,
     assert_workers_are_the_fold,
+    fold_stats,
     read_table,
     store_url,
     wait_for_workers,
@@ -32,9 +34,13 @@ from experiments.cli import main as cli_main
 from serving import offpolicy, shadow
 from serving.app import create_app
 from serving.armset import fit_arms
-from serving.commands import rebuild_state
+from serving.commands import purge, rebuild_state
+from serving.policy import draw_arm
+from serving.results import CommandError, PurgeResults
+from serving.schemas import ShadowStatusOut
 from serving.settings import Settings
 from serving.store import open_store
+from serving.store.base import Store
 from serving.store.tables import decisions
 
 TOKEN = "shadow-token"
@@ -133,7 +139,7 @@ def test_the_shadow_is_logged_for_every_decision_and_never_served(
         cdf = np.cumsum(pmf)
         cdf[-1] = 1.0
         assert record["u"] == shadow.uniform(body["event_id"])
-        assert record["arm"] == ARMS[shadow.choose(cdf, record["u"])]
+        assert record["arm"] == ARMS[draw_arm(cdf, record["u"])]
         assert record["propensity"] == record["pmf"][record["arm"]]
         differs += record["arm"] != body["arm"]
     assert differs >= 5  # it chose otherwise, and was not served
@@ -240,11 +246,21 @@ def test_a_promotion_reaches_every_worker_survives_a_restart_and_is_the_fold(
         traffic(first, 20)
         traffic(other, 20)
         before = first.get("/admin/shadow", headers=AUTH).json()
+        assert ShadowStatusOut.model_validate(before).model_dump(mode="json") == before
         assert before["live"]["name"] == "ThompsonSampling" and before["promotion"] is None
+        paths = first.get("/openapi.json").json()["paths"]  # documented by their models
+        for path, method, model in (("/admin/shadow", "get", "ShadowStatusOut"),
+                                    ("/admin/shadow/promote", "post", "ShadowPromoteOut")):
+            schema = paths[path][method]["responses"]["200"]["content"]["application/json"]
+            assert schema["schema"]["$ref"].endswith(f"/{model}"), (path, schema)
         assert before["shadow"] == {"name": "LinTS", "params": {"scale": 0.5}}
         answer = first.post("/admin/shadow/promote", headers=AUTH)
         assert answer.status_code == 200, answer.text
-        assert answer.json()["policy"] == {"name": "LinTS", "params": {"scale": 0.5}}
+        assert answer.json() == {"promotion": 1,
+                                 "policy": {"name": "LinTS", "params": {"scale": 0.5}},
+                                 "previous": {"name": "ThompsonSampling", "params": {}}}
+        assert first.get("/admin/shadow", headers=AUTH).json()["promotion"] == {
+            "id": 1, "policy": answer.json()["policy"], "previous": answer.json()["previous"]}
         assert first.get("/admin/policy-state", headers=AUTH).json()["policy"]["name"] == "LinTS"
         # The other worker follows within a refresh interval, serving every request meanwhile.
         deadline = time.monotonic() + 30
@@ -353,8 +369,11 @@ def test_the_promote_command_records_it_and_refuses_without_a_shadow(
     common = ["--db", settings.resolved_db_url(), "--state-dir", str(tmp_path / "state")]
     with worker(settings, catalog, fitted) as client:  # runs without the shadow
         traffic(client, 20)
-        assert cli_main(["shadow", "promote", *common]) == 2
+        # A refusal that changes nothing: 1, as `models`' (2 stays for a bad value).
+        assert cli_main(["shadow", "promote", *common]) == 1
         assert "no shadow policy to promote" in capsys.readouterr().err
+        assert cli_main(["shadow", "promote", *common, "--shadow-policy", "Nope"]) == 2
+        assert "shadow_policy" in capsys.readouterr().err
         assert cli_main(["shadow", "promote", *common, "--shadow-policy", "UCB1"]) == 0
         assert "promoted UCB1 {} (promotion #1), replacing ThompsonSampling" in \
             capsys.readouterr().out
@@ -454,3 +473,158 @@ def test_ope_shadow_on_a_log_without_shadow_records_says_so(
     assert cli_main(["ope", "--shadow", "--db", settings.resolved_db_url(), "--include-open",
                      "--out", str(tmp_path / "o")]) == 2
     assert "carries a shadow record (serve with --shadow-policy)" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- promotion vs purge
+def settled_log(settings: Settings, catalog: Dataset, fitted: dict[str, Recommender]) -> float:
+    """Traffic on the settings' store, every outcome settled; a purge cut after all of it."""
+    with worker(settings, catalog, fitted) as client:
+        traffic(client, 20)
+        service = client.app.state.service
+        service.store.settle_expired(time.time() + 2 * HOUR, 0.0, service.rules)
+    return time.time() + 4 * HOUR
+
+
+def run_purge(settings: Settings, catalog: Dataset, cut: float) -> PurgeResults:
+    result = purge(settings, datetime.fromtimestamp(cut, UTC).isoformat(), catalog=catalog,
+                   now=cut + settings.retention_s + 1.0)
+    assert isinstance(result, PurgeResults) and result.deleted, str(result)
+    return result
+
+
+def test_a_purge_between_the_promote_check_and_its_record_refuses_the_promotion(
+        tmp_path: Path, backend: str, catalog: Dataset, fitted: dict[str, Recommender],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Review finding 8: promote read "not purged", a purge folded the log under the live policy,
+    # then the promotion was recorded over a fold snapshot its policy never folded.
+    settings = make_settings(tmp_path, backend, refresh_interval_s=HOUR, shadow_policy="UCB1")
+    cut = settled_log(settings, catalog, fitted)
+    store = open_store(settings.resolved_db_url(), create=False)
+    try:
+        record = store.record_promotion
+
+        def purge_first(*args: object, **kwargs: object) -> int:
+            run_purge(settings, catalog, cut)
+            return record(*args, **kwargs)
+
+        monkeypatch.setattr(store, "record_promotion", purge_first)
+        with pytest.raises(ValueError, match=r"the log was purged \(fold snapshot at log "
+                                             r"position [1-9]"):
+            shadow.promote(settings, store)
+        assert shadow.latest(store) is None and store.fold_mark() > 0
+    finally:
+        store.dispose()
+
+
+def test_a_promotion_while_a_purge_folds_refuses_the_purge_and_the_rerun_folds_the_promoted(
+        tmp_path: Path, backend: str, catalog: Dataset, fitted: dict[str, Recommender],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The other order: the purge folded under ThompsonSampling, a promotion to UCB1 came in
+    # before its transaction; the snapshot would hold the old policy's state under the new one.
+    settings = make_settings(tmp_path, backend, refresh_interval_s=HOUR, shadow_policy="UCB1")
+    cut = settled_log(settings, catalog, fitted)
+    original = Store.purge
+
+    def promote_first(self: Store, *args: object, **kwargs: object) -> dict[str, int]:
+        shadow.promote(settings, self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "purge", promote_first)
+    with pytest.raises(CommandError, match=r"a promotion \(#1\) was recorded while this purge "
+                                           r"folded the policy in force at #0"):
+        purge(settings, datetime.fromtimestamp(cut, UTC).isoformat(), catalog=catalog,
+              now=cut + settings.retention_s + 1.0)
+    monkeypatch.setattr(Store, "purge", original)
+    store = open_store(settings.resolved_db_url(), create=False)
+    try:
+        assert store.fold_mark() == 0 and shadow.latest(store).policy == "UCB1"
+    finally:
+        store.dispose()
+    report = run_purge(settings, catalog, cut)
+    assert report.snapshot.policy == "UCB1" and ": UCB1 over " in str(report)
+    rebuilt = rebuild_state(settings)
+    assert rebuilt.exit_code == 0 and str(rebuilt).endswith("match: yes"), str(rebuilt)
+
+
+# ---------------------------------------------------------------------------- the arm draw
+def test_the_one_arm_draw_rule_searches_the_cdf_and_clamps_to_the_last_arm() -> None:
+    cdf = np.array([0.2, 0.5, 1.0])
+    got = [draw_arm(cdf, u) for u in (0.0, 0.1999, 0.2, 0.4999, 0.5, 0.99999)]
+    assert got == [0, 0, 1, 1, 2, 2]  # the first arm whose cumulative probability exceeds u
+    short = np.array([0.3, 0.6, 0.9999999])  # float sums ending below u: the last arm
+    assert draw_arm(short, 0.99999995) == 2
+    rng = np.random.default_rng(0)
+    us = rng.random(1000)
+    want = np.minimum(np.searchsorted(cdf, us, side="right"), 2)
+    assert [draw_arm(cdf, u) for u in us] == want.tolist()
+
+
+@pytest.mark.parametrize(("extra", "served"), [
+    ({}, "sppsssssspsppsssppspssps"),
+    ({"holdout_share": 0.4}, "psssppssppsppsssssssspps"),
+    ({"shadow_policy": "UCB1"}, "sppsssssspsppsssppspssps")])
+def test_the_seeded_arm_streams_are_those_before_the_draw_rule_was_shared(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender], extra: dict,
+        served: str) -> None:
+    # The first letters of the arms served under seed 11 (floor 0.2), recorded with the three
+    # draws written out in service.py, holdout.py and shadow.py before they shared draw_arm:
+    # the same generator calls, so the same floats and the same arms (a shadow too: it draws
+    # from the event id, never from the service's generator).
+    settings = make_settings(tmp_path, "sqlite", seed=11, refresh_interval_s=HOUR,
+                             exploration_floor=0.2, **extra)
+    arms = []
+    with worker(settings, catalog, fitted) as client:
+        for i in range(24):
+            body = client.get("/recommendations", params={"user_id": 1 + i % 30, "k": 3}).json()
+            arms.append(body["arm"])
+            if body["arm"] == "svd":
+                assert client.post("/feedback", json={
+                    "user_id": body["user_id"], "movie_id": body["items"][0]["movie_id"],
+                    "feedback_type": "like", "event_id": body["event_id"]}).status_code == 201
+            if i % 6 == 5:
+                client.app.state.service.refresh()
+    assert "".join(a[0] for a in arms) == served
+
+
+def test_a_promotion_after_discount_switches_is_the_fold_on_every_worker(
+        tmp_path: Path, backend: str, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
+    # (The reviewer's test.) Worker a runs the shadow (the promotion takes its snapshot),
+    # worker b does not (it folds the promoted policy from the log's start, the version
+    # switches included: a discount is not idempotent, so a switch missed or applied twice
+    # shows). The last log position before the promotion is a switch.
+    common: dict = {"posterior_carryover": "discount", "carryover_discount": 0.5,
+                    "gate_enabled": False, "refresh_interval_s": HOUR}
+    with_shadow = make_settings(tmp_path, backend, shadow_policy="LinTS",
+                                shadow_policy_params={"scale": 0.5}, **common)
+    without = with_shadow.model_copy(update={"shadow_policy": None,
+                                             "shadow_policy_params": {}})
+    promoted = with_shadow.model_copy(update={"policy": "LinTS",
+                                              "policy_params": {"scale": 0.5}})
+    url = with_shadow.resolved_db_url()
+
+    def assert_the_fold(clients: tuple[TestClient, ...]) -> None:
+        for client in clients:
+            client.app.state.service.refresh()
+            state = client.get("/admin/policy-state", headers=AUTH).json()
+            assert state["policy"]["name"] == "LinTS"
+            want = fold_stats(url, promoted, state["log_seq"])
+            for key, value in state["state"]["stats"].items():
+                np.testing.assert_allclose(np.asarray(value, float),
+                                           np.asarray(want[key], float), rtol=1e-9,
+                                           atol=1e-12, err_msg=key)
+
+    with worker(with_shadow, catalog, fitted) as a, worker(without, catalog, fitted) as b:
+        traffic(a, 20)
+        traffic(b, 10)
+        assert a.post("/admin/retrain", headers=AUTH).json()["status"] == "live"
+        traffic(a, 10)
+        traffic(b, 10)
+        assert a.post("/admin/retrain", headers=AUTH).json()["status"] == "live"
+        b.app.state.service.refresh()
+        assert a.post("/admin/shadow/promote", headers=AUTH).status_code == 200
+        assert_the_fold((a, b))
+        traffic(b, 10)
+        traffic(a, 10)
+        assert_the_fold((a, b))
+        rebuilt = rebuild_state(with_shadow, service=a)
+        assert rebuilt.exit_code == 0, str(rebuilt)

@@ -782,12 +782,45 @@ class Store(abc.ABC):
         return None if row is None else (int(row.id), dict(row.policy), dict(row.previous))
 
     @unavailable_on_db_error
-    def record_promotion(self, policy: JsonObject, previous: JsonObject, now: float) -> int:
+    def record_promotion(self, policy: JsonObject, previous: JsonObject, now: float, *,
+                         after: int = 0) -> int:
         """Record that ``policy`` replaced ``previous`` as the live policy; its id (a store
         no service has opened since shadow mode existed gains the table first).
+
+        Under the ``log_head`` row lock, as :meth:`purge` takes it: the checks below and the
+        insert are one step against a purge (which re-checks the latest promotion in its own
+        transaction), so a promotion never lands on a log purged under the old policy.
+
+        Parameters
+        ----------
+        policy, previous : dict
+            ``{"name", "params"}`` of the promoted policy and of the one it replaces.
+        now : float
+            Unix seconds, stored as ``created_at``.
+        after : int, default 0
+            The id of the latest promotion the caller read (0: none).
+
+        Raises
+        ------
+        ValueError
+            The log was purged (a fold snapshot exists), or another promotion was recorded
+            after ``after``; nothing is written.
         """
         policy_promotions.create(self.write_engine, checkfirst=True)
-        with self.write_engine.begin() as conn:
+        with self._write_transaction() as conn:
+            conn.exec_driver_sql(self._next_seq_sql, (0,))  # the log_head row lock
+            mark = int(conn.execute(sa.select(sa.func.max(fold_snapshots.c.seq)))
+                       .scalar_one() or 0)
+            if mark:
+                raise ValueError(f"the log was purged (fold snapshot at log position {mark}): "
+                                 "the shadow has not folded the purged outcomes, so it cannot "
+                                 "become the live policy's fold of the log")
+            latest = int(conn.execute(sa.select(sa.func.max(policy_promotions.c.id)))
+                         .scalar_one() or 0)
+            if latest != after:
+                raise ValueError(f"another promotion (#{latest}) was recorded after #{after} "
+                                 "meanwhile: look at `recbandits shadow status` and run it "
+                                 "again")
             return int(conn.execute(policy_promotions.insert().values(
                 created_at=now, policy=policy, previous=previous)
                 .returning(policy_promotions.c.id)).scalar_one())
@@ -1477,7 +1510,7 @@ class Store(abc.ABC):
     def purge(self, cut: float, seq: int, previous: int, policy: JsonObject,
               arms: Mapping[str, bytes],
               ratings: Callable[[Sequence[Record]], Mapping[tuple[int, int], KeptRating]],
-              now: float) -> dict[str, int]:
+              now: float, *, promotion: int = 0) -> dict[str, int]:
         """Delete the raw log before ``cut`` and store the fold snapshot at ``seq``, in ONE
         transaction (see :meth:`_purged` for what goes).
 
@@ -1505,6 +1538,9 @@ class Store(abc.ABC):
             (:func:`serving.replay.kept_ratings`), folded into the snapshot's (the same rule in
             SQL: :func:`kept_rating_set`).
         now : float
+        promotion : int, default 0
+            The id of the latest promotion when ``policy`` was folded (0: none): the policy
+            in force it was folded under (:meth:`record_promotion` takes the same lock).
 
         Returns
         -------
@@ -1514,7 +1550,8 @@ class Store(abc.ABC):
         Raises
         ------
         ValueError
-            Another purge stored a snapshot after ``previous`` meanwhile (run it again).
+            Another purge stored a snapshot after ``previous``, or a promotion was recorded
+            after ``promotion``, meanwhile (run it again); nothing is written.
         """
         decision_gone, outcome_gone, feedback_gone = self._purged(cut, seq)
         with self._write_transaction() as conn:
@@ -1524,6 +1561,11 @@ class Store(abc.ABC):
             if latest != previous:
                 raise ValueError(f"another purge stored a fold snapshot at log position "
                                  f"{latest} while this one folded from {previous}: run it again")
+            promoted = int(conn.execute(sa.select(sa.func.max(policy_promotions.c.id)))
+                           .scalar_one() or 0)
+            if promoted != promotion:
+                raise ValueError(f"a promotion (#{promoted}) was recorded while this purge "
+                                 f"folded the policy in force at #{promotion}: run it again")
             gone_feedback = conn.execute(feedback.delete().where(feedback_gone).returning(
                 feedback.c.seq, feedback.c.user_id, feedback.c.movie_id,
                 feedback.c.feedback_type, feedback.c.value, feedback.c.rating,

@@ -20,7 +20,10 @@ from serving.schemas import (
     ItemOut,
     ModelsOut,
     ModelVersionOut,
+    PolicyNameOut,
     RetrainOut,
+    ShadowPromoteOut,
+    ShadowStatusOut,
 )
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
@@ -132,27 +135,25 @@ async def add_item(body: ItemIn, service: ServiceDep) -> ItemOut:
                    log_seq=item.seq, arms_now=arms_now)
 
 
-@router.get("/shadow",
-            responses={401: {"model": ErrorOut, "description": "no token"},
-                       403: {"model": ErrorOut, "description": "wrong token"}})
-async def shadow_status(service: ServiceDep) -> dict[str, Any]:
+@router.get("/shadow", response_model=ShadowStatusOut, responses=_AUTH)
+async def shadow_status(service: ServiceDep) -> ShadowStatusOut:
     """The live and shadow policies in force (the settings', or the latest promotion's), the
     latest promotion, how many decisions carry a shadow record, and this worker's view.
     """
-    return await run_in_threadpool(service.shadow_status)
+    return ShadowStatusOut.model_validate(await run_in_threadpool(service.shadow_status))
 
 
-@router.post("/shadow/promote",
-             responses={401: {"model": ErrorOut, "description": "no token"},
-                        403: {"model": ErrorOut, "description": "wrong token"},
-                        409: {"model": ErrorOut, "description": "no shadow policy in force, "
-                                                               "or a purged log"}})
-async def promote_shadow(service: ServiceDep) -> dict[str, Any]:
+@router.post("/shadow/promote", response_model=ShadowPromoteOut,
+             responses={**_AUTH, 409: {"model": ErrorOut, "description": "no shadow policy in "
+                                                                      "force, a purged log, "
+                                                                      "or another promotion "
+                                                                      "meanwhile"}})
+async def promote_shadow(service: ServiceDep) -> ShadowPromoteOut:
     """Make the shadow policy the live one: recorded in the store (a restart keeps it; it
     overrides the settings' policy), served by this worker at once and by every other within
     one refresh interval. Its state is the fold of the whole log under its own rule.
     """
     result = await run_in_threadpool(service.promote_shadow)
     p = result.promotion
-    return {"promotion": p.id, "policy": {"name": p.policy, "params": p.params},
-            "previous": result.previous}
+    return ShadowPromoteOut(promotion=p.id, policy=PolicyNameOut(name=p.policy, params=p.params),
+                            previous=PolicyNameOut.model_validate(result.previous))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Annotated
 
@@ -40,6 +41,13 @@ async def health(
 
 @router.get("/metrics", response_class=Response,
             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
-async def metrics(metrics: MetricsDep) -> Response:
-    """Prometheus text format: requests, latency, decisions and feedback, reward rate by arm."""
-    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+async def metrics(metrics: MetricsDep, service: ServiceDep) -> Response:
+    """Prometheus text format: requests, latency, decisions and feedback, reward rate by arm.
+
+    The exposition runs in the service's reader executor: the per-arm tallies refresh the
+    fold from the store and the drift tallies wait on the fold's lock, neither of which may
+    hold the event loop (every other request of the worker would wait behind them).
+    """
+    body = await asyncio.get_running_loop().run_in_executor(service.readers,
+                                                            metrics.exposition)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
