@@ -576,53 +576,6 @@ def test_a_switch_read_past_the_outcomes_is_folded_in_log_order(
         assert stats == fold_stats(settings.resolved_db_url(), settings, seq)
 
 
-def test_a_promotion_after_discount_switches_is_the_fold_on_every_worker(
-        backend: str, tmp_path: Path) -> None:
-    """A shadow policy promoted right after two discounting retrains (a switch the last log
-    position before the promotion) is, on a worker with the shadow and one without, the fold
-    of the log with the switches, before and after more traffic.
-    """
-    import test_serving_shadow as ts
-
-    cat = make_synthetic(150, 250, 4000, random_state=1)
-    fit = fit_arms(ts.ARMS, cat, seed=0)
-    with_shadow = ts.make_settings(tmp_path, backend, shadow_policy="LinTS",
-                                   shadow_policy_params={"scale": 0.5},
-                                   posterior_carryover="discount", carryover_discount=0.5,
-                                   gate_enabled=False, refresh_interval_s=3600.0)
-    without = with_shadow.model_copy(update={"shadow_policy": None,
-                                             "shadow_policy_params": {}})
-    promoted = with_shadow.model_copy(update={"policy": "LinTS",
-                                              "policy_params": {"scale": 0.5}})
-    url = with_shadow.resolved_db_url()
-
-    def assert_the_fold(clients: tuple[TestClient, ...]) -> None:
-        for c in clients:
-            c.app.state.service.refresh()
-            state = c.get("/admin/policy-state", headers=ts.AUTH).json()
-            assert state["policy"]["name"] == "LinTS"
-            want = fold_stats(url, promoted, state["log_seq"])
-            for key, got in state["state"]["stats"].items():
-                np.testing.assert_allclose(np.asarray(got, float), np.asarray(want[key], float),
-                                           rtol=1e-9, atol=1e-12)
-
-    with ts.worker(with_shadow, cat, fit) as a, ts.worker(without, cat, fit) as b:
-        ts.traffic(a, 20)
-        ts.traffic(b, 10)
-        assert a.post("/admin/retrain", headers=ts.AUTH).json()["status"] == "live"
-        ts.traffic(a, 10)
-        ts.traffic(b, 10)
-        assert a.post("/admin/retrain", headers=ts.AUTH).json()["status"] == "live"
-        b.app.state.service.refresh()
-        assert a.post("/admin/shadow/promote", headers=ts.AUTH).status_code == 200
-        assert_the_fold((a, b))
-        ts.traffic(b, 10)
-        ts.traffic(a, 10)
-        assert_the_fold((a, b))
-        rebuilt = rebuild_state(with_shadow, service=a)
-        assert rebuilt.exit_code == 0, str(rebuilt)
-
-
 # ---------------------------------------------------------------------------- two workers
 @pytest.mark.slow
 def test_two_workers_serve_a_rollback_with_no_failed_request(backend: str,
