@@ -119,7 +119,8 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
         If ``arms`` does not match ``settings.arms``.
     CommandError
         ``refit=False`` and the served version's arms are missing from their folder (exit
-        code 1; ``serve`` fits them again).
+        code 1; ``serve`` fits them again); or the catalogue is not the one the store's arms
+        were fitted on (exit code 1; :func:`serving.versions.check_catalog`).
     """
     if arms is not None and list(arms) != list(settings.arms):
         raise ValueError(f"arms names {list(arms)} must equal settings.arms {settings.arms}")
@@ -129,6 +130,11 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
     if catalog is None:
         logger.info("loading the %s data", settings.dataset)
         catalog = load_catalog(settings)
+    try:  # settings loading another catalogue would fit arms no worker of the store can load
+        versions.check_catalog(store, versions.catalog_fingerprint(catalog), "the arms would be")
+    except versions.ModelsError as exc:
+        store.dispose()
+        raise CommandError(exc.message, exit_code=1) from None
     state_dir = settings.resolved_state_dir()
     with file_lock(state_dir / "arms.lock"):
         meta = store.policy_meta()
@@ -335,7 +341,8 @@ def retrain(settings: Settings, *, candidate: bool = False) -> RetrainResult:
     return result
 
 
-def models(settings: Settings, action: str, version: int | None = None) -> ModelsResult:
+def models(settings: Settings, action: str, version: int | str | None = None
+           ) -> ModelsResult:
     """``recbandits models list | show V | promote V | rollback`` (:func:`serving.versions.run`).
 
     Returns
