@@ -7,9 +7,9 @@ state (``GET /admin/policy-state``, ``GET /admin/live-state``), and shadow mode 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from starlette.concurrency import run_in_threadpool
 
 from serving import versions
@@ -60,6 +60,11 @@ def strict_query(**allowed: tuple[str, ...]) -> Any:
 #: The side-effect routes taking no query parameter.
 _NO_QUERY = strict_query()
 
+#: A version in the path: text, so that :func:`serving.versions.parse_version` (the one check
+#: of the API and the CLI) refuses ``1_0``, ``+2`` or ``02`` with its 422 (``int`` takes them);
+#: bounded like every string the API accepts.
+VersionPath = Annotated[str, Path(max_length=64, description="plain digits, 1..2147483647")]
+
 
 @router.post("/retrain", response_model=RetrainOut,
              responses={**_AUTH, 409: {"model": ErrorOut, "description": "a retrain is running "
@@ -98,7 +103,7 @@ async def models(service: ServiceDep) -> ModelsOut:
 
 @router.get("/models/{version}", response_model=ModelVersionOut,
             responses={**_AUTH, 404: {"model": ErrorOut, "description": "unknown version"}})
-async def model(version: str, service: ServiceDep) -> ModelVersionOut:
+async def model(version: VersionPath, service: ServiceDep) -> ModelVersionOut:
     """One model version's row (``version``: plain digits, 1..2147483647; else 422)."""
     row = await run_in_threadpool(versions.show, service.store, versions.parse_version(version))
     return ModelVersionOut(**row.to_dict())
@@ -112,7 +117,7 @@ async def model(version: str, service: ServiceDep) -> ModelVersionOut:
                         422: {"model": ErrorOut, "description": "not a version number, or a "
                               "query parameter"}},
              dependencies=[_NO_QUERY])
-async def promote(version: str, service: ServiceDep) -> ModelVersionOut:
+async def promote(version: VersionPath, service: ServiceDep) -> ModelVersionOut:
     """Serve the arms of ``version`` (plain digits, 1..2147483647; else 422) as a new version
     (pointing at its folder); every worker loads them within one refresh interval while the
     old arms keep serving.
