@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 
 from arms import registry
 from arms.base import Recommender
@@ -224,14 +225,19 @@ def parse_version(value: int | str) -> int:
 
 def catalog_fingerprint(catalog: Dataset) -> str:
     """The base catalogue's identity, as every version row records it (``data["catalog"]``):
-    its name, rating count and a SHA-256 of its sorted item ids (cheap and deterministic).
+    ``name:rating count:hash``, the hash a SHA-256 (16 hex digits) of its sorted item ids and
+    of its ratings' (user, item, rating, time) rows, hashed by pandas and sorted (so the rows'
+    order does not matter). Deterministic; a few milliseconds for MovieLens 100K.
 
-    Two runs with settings that load another catalogue (another ``--dataset``, or another
-    ``--seed`` for the synthetic one) get different fingerprints, so arms fitted on one are
-    never published to a store serving the other.
+    Two runs with settings that load another catalogue (another ``--dataset`` or ``--data``,
+    or another ``--seed`` for the synthetic one: the same ids, other ratings) get different
+    fingerprints, so arms fitted on one are never published to a store serving the other.
     """
-    digest = hashlib.sha256(np.sort(catalog.item_ids).astype("<i8").tobytes()).hexdigest()
-    return f"{catalog.name}:{int(catalog.n_ratings)}:{digest[:16]}"
+    rows = pd.util.hash_pandas_object(
+        catalog.ratings[["user_id", "item_id", "rating", "timestamp"]], index=False)
+    digest = hashlib.sha256(np.sort(catalog.item_ids).astype("<i8").tobytes())
+    digest.update(np.sort(rows.to_numpy()).astype("<u8").tobytes())
+    return f"{catalog.name}:{int(catalog.n_ratings)}:{digest.hexdigest()[:16]}"
 
 
 def store_catalog(store: Store) -> str | None:
