@@ -95,6 +95,33 @@ def test_arms_fitted_on_another_catalogue_are_never_published(
             "catalog"] == mine
 
 
+def test_a_store_from_before_fingerprints_adopts_the_catalogue_its_service_starts_on(
+        backend: str, tmp_path: Path, catalog: Dataset, fitted: dict, other_catalog: Dataset,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlalchemy as sa
+
+    from serving.store.tables import model_versions
+
+    settings = make_settings(tmp_path, backend)
+    with worker(settings, catalog, fitted) as client:
+        store = client.app.state.service.store
+        with store.write_engine.begin() as conn:  # as an older build wrote it
+            conn.execute(sa.update(model_versions).values(data={"n_ratings": 6000}))
+        assert versions.store_catalog(store) is None
+        assert store.adopt_catalog("elsewhere:1:0") is True  # recorded in the live row
+        with store.write_engine.begin() as conn:
+            conn.execute(sa.update(model_versions).values(data={"n_ratings": 6000}))
+    with worker(settings, catalog, fitted) as client:  # the next start records its catalogue
+        store = client.app.state.service.store
+        assert versions.store_catalog(store) == versions.catalog_fingerprint(catalog)
+        assert store.versions(1)[0].data == {"n_ratings": 6000,
+                                             "catalog": versions.catalog_fingerprint(catalog)}
+        assert store.adopt_catalog("elsewhere:1:0") is False  # recorded once
+    monkeypatch.setattr(commands, "load_catalog", lambda _: other_catalog)
+    with pytest.raises(CommandError, match="fitted on the catalogue synthetic:6000:"):
+        commands.retrain(settings)
+
+
 def test_the_stream_arms_keep_their_served_base_through_retrain_rollback_promote(
         tmp_path: Path, catalog: Dataset, fitted: dict,
         monkeypatch: pytest.MonkeyPatch) -> None:
