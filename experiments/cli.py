@@ -408,8 +408,9 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
         "models", help="the model versions: list, show V, promote V, rollback (every worker "
         "serves a promotion or rollback within one refresh interval)")
     models.add_argument("action", choices=("list", "show", "promote", "rollback"))
-    models.add_argument("version", type=int, nargs="?", metavar="V",
-                        help="the version (show, promote)")
+    # Text: serving.versions.parse_version checks it strictly ('1_0' is not 10), exit 1.
+    models.add_argument("version", nargs="?", metavar="V",
+                        help="the version (show, promote): plain digits, 1..2147483647")
     store_options(models)
     lifecycle_options(models)
     models.set_defaults(handler=lambda args: _run_serving(

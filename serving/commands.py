@@ -119,7 +119,8 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
         If ``arms`` does not match ``settings.arms``.
     CommandError
         ``refit=False`` and the served version's arms are missing from their folder (exit
-        code 1; ``serve`` fits them again).
+        code 1; ``serve`` fits them again); or the catalogue is not the one the store's arms
+        were fitted on (exit code 1; :func:`serving.versions.check_catalog`).
     """
     if arms is not None and list(arms) != list(settings.arms):
         raise ValueError(f"arms names {list(arms)} must equal settings.arms {settings.arms}")
@@ -129,6 +130,7 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
     if catalog is None:
         logger.info("loading the %s data", settings.dataset)
         catalog = load_catalog(settings)
+    _refuse_another_catalogue(store, catalog)
     state_dir = settings.resolved_state_dir()
     with file_lock(state_dir / "arms.lock"):
         meta = store.policy_meta()
@@ -173,10 +175,23 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
     # A store from before the versions table gets a row for the version it serves.
     store.ensure_version_row(meta, arms=_arm_params(models), data={},
                              reason="served when the versions table was created")
+    if refit:  # a store from before fingerprints: the catalogue its service starts on
+        store.adopt_catalog(versions.catalog_fingerprint(catalog))
     arm_set = ArmSet.build(models, catalog, version=meta.version,
                            cold_start_arm=settings.cold_start_arm,
                            cache_size=settings.score_cache_size, added=store.items_after(0))
     return Resources(store, catalog, arm_set)
+
+
+def _refuse_another_catalogue(store: Store, catalog: Dataset) -> None:
+    """Settings loading another catalogue than the store's would fit arms no worker of the
+    store can load: exit 1 naming both (:func:`serving.versions.check_catalog`).
+    """
+    try:
+        versions.check_catalog(store, versions.catalog_fingerprint(catalog), "the arms would be")
+    except versions.ModelsError as exc:
+        store.dispose()
+        raise CommandError(exc.message, exit_code=1) from None
 
 
 def _publish(store: Store, models: Mapping[str, Recommender], state_dir: Path,
@@ -335,7 +350,8 @@ def retrain(settings: Settings, *, candidate: bool = False) -> RetrainResult:
     return result
 
 
-def models(settings: Settings, action: str, version: int | None = None) -> ModelsResult:
+def models(settings: Settings, action: str, version: int | str | None = None
+           ) -> ModelsResult:
     """``recbandits models list | show V | promote V | rollback`` (:func:`serving.versions.run`).
 
     Returns

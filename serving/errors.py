@@ -96,7 +96,8 @@ class RetrainBusyError(ServingError):
 
 class ModelVersionError(ServingError, ValueError):
     """A model version that cannot be shown, promoted or rolled back to (``serving.versions``):
-    404 for an unknown version, 409 for one that cannot be served, 400 for a malformed ask.
+    404 for an unknown version, 409 for one that cannot be served, 400 for a malformed ask,
+    422 for a version that is no version number.
 
     Parameters
     ----------
@@ -112,8 +113,8 @@ class ModelVersionError(ServingError, ValueError):
     def __init__(self, message: str, status_code: int = 409) -> None:
         super().__init__(message)
         self.status_code = status_code
-        self.code = {404: "unknown_version", 400: "bad_models_request"}.get(status_code,
-                                                                           "model_version")
+        self.code = {404: "unknown_version", 400: "bad_models_request",
+                     422: "invalid_version"}.get(status_code, "model_version")
 
 
 class PromotionRefusedError(ServingError):

@@ -96,6 +96,14 @@ if TYPE_CHECKING:  # only for annotations: the group reader lives in the backend
 
 logger = logging.getLogger(__name__)
 
+#: A version whose arms could not be loaded is tried again after 1 s, then 2, 4, ... up to
+#: 60 s (a published version a worker cannot load must not fail ~10 times a second forever).
+LOAD_BACKOFF_S = 1.0
+LOAD_BACKOFF_CAP_S = 60.0
+
+#: The back-off's clock (a test substitutes a fake one).
+_clock: Callable[[], float] = time.monotonic
+
 
 @dataclass(frozen=True)
 class Recommendation:
@@ -195,6 +203,9 @@ class RecommendationService:
         self.readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="recbandits-read")
         self._advance_lock = threading.Lock()
         self._loading: threading.Thread | None = None
+        # (version, failed attempts, clock time of the next attempt) of a version that failed
+        # to load: retried with exponential back-off, logged once.
+        self._load_failure: tuple[int, int, float] | None = None
         self._retrain_lock = threading.Lock()
         self._refresh_wanted = threading.Event()
         self._stopping = threading.Event()
@@ -361,7 +372,9 @@ class RecommendationService:
             if self._multileave:  # its set probabilities, off the request path
                 self.multileave_view()
             self._fold_live(*live)
-        if meta and meta.version > self.arm_set.version and self._loading is None:
+        failed = self._load_failure
+        if (meta and meta.version > self.arm_set.version and self._loading is None
+                and (failed is None or failed[0] != meta.version or _clock() >= failed[2])):
             self._loading = threading.Thread(target=self._load_version, args=(meta.version,
                                              meta.arms_dir), name="recbandits-arms", daemon=True)
             self._loading.start()
@@ -578,9 +591,21 @@ class RecommendationService:
             object.__setattr__(arm_set, "live_lock", current.live_lock)
             arm_set.warm()
             self._swap(arm_set)
+            self._load_failure = None
             logger.info("now serving arms of policy version %d from %s", version, arms_dir)
         except Exception:
-            logger.exception("could not load the arms of version %d from %s", version, arms_dir)
+            failed = self._load_failure
+            n = failed[1] + 1 if failed is not None and failed[0] == version else 1
+            delay = min(LOAD_BACKOFF_CAP_S, LOAD_BACKOFF_S * 2.0 ** (n - 1))
+            self._load_failure = (version, n, _clock() + delay)
+            if n == 1:  # once per version: the old arms keep serving meanwhile
+                logger.exception("could not load the arms of version %d from %s; the arms of "
+                                 "version %d keep serving; trying again with back-off (up to "
+                                 "every %g s)", version, arms_dir, self.arm_set.version,
+                                 LOAD_BACKOFF_CAP_S)
+            else:
+                logger.debug("the arms of version %d still cannot be loaded (attempt %d); "
+                             "next in %g s", version, n, delay)
         finally:
             self._loading = None
 

@@ -657,6 +657,25 @@ class Store(abc.ABC):
                 carryover={"mode": "carry", "gamma": 1.0}).on_conflict_do_nothing())
 
     @unavailable_on_db_error
+    def adopt_catalog(self, fingerprint: str) -> bool:
+        """Record ``fingerprint`` (:func:`serving.versions.catalog_fingerprint`) in the live
+        version's ``data["catalog"]`` if no row records a catalogue yet: the upgrade of a
+        store from before fingerprints, by the service starting on it (its arms load on that
+        catalogue). Returns whether it was recorded.
+        """
+        with self.write_engine.begin() as conn:
+            rows = conn.execute(sa.select(model_versions.c.version, model_versions.c.status,
+                                          model_versions.c.data)).all()
+            if any((r.data or {}).get("catalog") for r in rows):
+                return False
+            live = [r for r in rows if r.status == "live"]
+            for r in live:
+                conn.execute(model_versions.update()
+                             .where(model_versions.c.version == r.version)
+                             .values(data={**(r.data or {}), "catalog": fingerprint}))
+        return bool(live)
+
+    @unavailable_on_db_error
     def versions(self, version: int | None = None) -> list[ModelVersion]:
         """Every row of the versions table, by version (or the one ``version``'s, if any)."""
         query = sa.select(model_versions).order_by(model_versions.c.version)

@@ -7,13 +7,14 @@ state (``GET /admin/policy-state``, ``GET /admin/live-state``), and shadow mode 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Path, Request
 from starlette.concurrency import run_in_threadpool
 
 from serving import versions
 from serving.api.deps import AdminDep, ServiceDep
+from serving.errors import InvalidInputError
 from serving.schemas import (
     ErrorOut,
     ItemIn,
@@ -33,13 +34,51 @@ _AUTH: dict[int | str, dict[str, Any]] = {401: {"model": ErrorOut, "description"
          403: {"model": ErrorOut, "description": "wrong token"}}
 
 
+def strict_query(**allowed: tuple[str, ...]) -> Any:
+    """A dependency refusing (422) query parameters a side-effect route does not take, given
+    twice, or with a value outside ``allowed[name]``: a typo (``?candidat=true``) or a
+    contradiction (``?candidate=true&candidate=false``) must not act as the default.
+
+    Parameters
+    ----------
+    **allowed : tuple of str
+        The route's parameters and the values each may take (FastAPI parses them after).
+    """
+    def check(request: Request) -> None:
+        names = [k for k, _ in request.query_params.multi_items()]
+        unknown = sorted({n for n in names if n not in allowed})
+        if unknown:
+            raise InvalidInputError(f"unknown query parameter(s) {unknown}; this route takes "
+                                    f"{sorted(allowed) or 'none'}")
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise InvalidInputError(f"query parameter(s) {repeated} given more than once")
+        for name, value in request.query_params.items():
+            if value not in allowed[name]:
+                raise InvalidInputError(f"query parameter {name} must be one of "
+                                        f"{list(allowed[name])}, got {value!r}")
+    return Depends(check)
+
+
+#: The side-effect routes taking no query parameter.
+_NO_QUERY = strict_query()
+
+#: A version in the path: text, so that :func:`serving.versions.parse_version` (the one check
+#: of the API and the CLI) refuses ``1_0``, ``+2`` or ``02`` with its 422 (``int`` takes them);
+#: bounded like every string the API accepts.
+VersionPath = Annotated[str, Path(max_length=64, description="plain digits, 1..2147483647")]
+
+
 @router.post("/retrain", response_model=RetrainOut,
              responses={**_AUTH, 409: {"model": ErrorOut, "description": "a retrain is running "
                                                                       "already (on any worker "
                                                                       "or host), or a promotion "
                                                                       "or rollback changed the "
                                                                       "live version during its "
-                                                                      "fit"}})
+                                                                      "fit"},
+                        422: {"model": ErrorOut, "description": "an unknown or repeated "
+                                                               "query parameter"}},
+             dependencies=[strict_query(candidate=("true", "false"))])
 async def retrain(service: ServiceDep, candidate: bool = False) -> RetrainOut:
     """Fit a candidate arm set (likes as 5, dislikes as 1), gate it, and serve it as a new
     policy version if the gate accepts it (``serving.versions``).
@@ -67,27 +106,35 @@ async def models(service: ServiceDep) -> ModelsOut:
 
 @router.get("/models/{version}", response_model=ModelVersionOut,
             responses={**_AUTH, 404: {"model": ErrorOut, "description": "unknown version"}})
-async def model(version: int, service: ServiceDep) -> ModelVersionOut:
-    """One model version's row."""
-    row = await run_in_threadpool(versions.show, service.store, version)
+async def model(version: VersionPath, service: ServiceDep) -> ModelVersionOut:
+    """One model version's row (``version``: plain digits, 1..2147483647; else 422)."""
+    row = await run_in_threadpool(versions.show, service.store, versions.parse_version(version))
     return ModelVersionOut(**row.to_dict())
 
 
 @router.post("/models/{version}/promote", response_model=ModelVersionOut,
              responses={**_AUTH, 404: {"model": ErrorOut, "description": "unknown version"},
                         409: {"model": ErrorOut, "description": "rejected by the gate (no "
-                              "saved arms), live already, or its arms are missing"}})
-async def promote(version: int, service: ServiceDep) -> ModelVersionOut:
-    """Serve the arms of ``version`` as a new version (pointing at its folder); every worker
-    loads them within one refresh interval while the old arms keep serving.
+                              "saved arms), live already, fitted on another catalogue, or "
+                              "its arms are missing"},
+                        422: {"model": ErrorOut, "description": "not a version number, or a "
+                              "query parameter"}},
+             dependencies=[_NO_QUERY])
+async def promote(version: VersionPath, service: ServiceDep) -> ModelVersionOut:
+    """Serve the arms of ``version`` (plain digits, 1..2147483647; else 422) as a new version
+    (pointing at its folder); every worker loads them within one refresh interval while the
+    old arms keep serving.
     """
-    row = await run_in_threadpool(service.serve_version, version)
+    number = versions.parse_version(version)
+    row = await run_in_threadpool(service.serve_version, number)
     return ModelVersionOut(**row.to_dict())
 
 
 @router.post("/models/rollback", response_model=ModelVersionOut,
              responses={**_AUTH, 409: {"model": ErrorOut, "description": "nothing to roll "
-                                       "back to"}})
+                                       "back to"},
+                        422: {"model": ErrorOut, "description": "a query parameter"}},
+             dependencies=[_NO_QUERY])
 async def rollback(service: ServiceDep) -> ModelVersionOut:
     """Serve again the arms of the version served before the live one, as a new version."""
     row = await run_in_threadpool(service.serve_version, None)
@@ -120,8 +167,9 @@ async def live_state(service: ServiceDep) -> dict[str, Any]:
              responses={401: {"model": ErrorOut, "description": "no token"},
                         403: {"model": ErrorOut, "description": "wrong token"},
                         409: {"model": ErrorOut, "description": "the item exists already"},
-                        422: {"model": ErrorOut, "description": "malformed body or unknown "
-                                                               "genre"}})
+                        422: {"model": ErrorOut, "description": "malformed body, unknown "
+                                                               "genre, or a query parameter"}},
+             dependencies=[_NO_QUERY])
 async def add_item(body: ItemIn, service: ServiceDep) -> ItemOut:
     """Add an item to the catalogue at once, on every worker within one refresh interval.
 
@@ -147,7 +195,9 @@ async def shadow_status(service: ServiceDep) -> ShadowStatusOut:
              responses={**_AUTH, 409: {"model": ErrorOut, "description": "no shadow policy in "
                                                                       "force, a purged log, "
                                                                       "or another promotion "
-                                                                      "meanwhile"}})
+                                                                      "meanwhile"},
+                        422: {"model": ErrorOut, "description": "a query parameter"}},
+             dependencies=[_NO_QUERY])
 async def promote_shadow(service: ServiceDep) -> ShadowPromoteOut:
     """Make the shadow policy the live one: recorded in the store (a restart keeps it; it
     overrides the settings' policy), served by this worker at once and by every other within

@@ -1,0 +1,276 @@
+"""Model versions under attack (issue 15, review findings): arms fitted on another catalogue
+than the store's are never published, the stream-learning arms keep their served base fit
+through retrain, rollback and promotion, a worker that cannot load a version backs off, and
+the admin routes and ``recbandits models`` take versions and query parameters strictly.
+
+In process (FastAPI's TestClient), with the small synthetic catalogue, arms and helpers of
+``test_serving_versions``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from test_serving_versions import (
+    AUTH,
+    backend,
+    catalog,
+    fitted,
+    make_settings,
+    traffic,
+    wait_for_version,
+    worker,
+)
+
+from arms.data import make_synthetic
+from arms.data.dataset import Dataset
+from serving import commands, versions
+from serving import service as service_module
+from serving.commands import models as models_command
+from serving.commands import rebuild_state
+from serving.results import CommandError
+
+__all__ = ["backend", "catalog", "fitted"]  # the fixtures, re-exported for pytest
+
+# The versions the path and the CLI used to read loosely (int(): "1_0" is 10) or overflowed
+# the store's integer column with (500).
+MALFORMED = ["1_0", "2.0", "+2", "02", "-1", "0", " 2", "1e3", "x"]
+TOO_LARGE = ["2147483648", "9223372036854775808", "99999999999999999999999"]
+
+
+@pytest.fixture(scope="module")
+def other_catalog() -> Dataset:
+    """Another synthetic catalogue (another seed: what ``--seed`` changes for the synthetic
+    data): the same item ids and rating count, other ratings.
+    """
+    return make_synthetic(200, 300, 6000, random_state=1)
+
+
+# ------------------------------------------------------------------ finding 1: the catalogue
+def test_arms_fitted_on_another_catalogue_are_never_published(
+        backend: str, tmp_path: Path, catalog: Dataset, fitted: dict, other_catalog: Dataset,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = make_settings(tmp_path, backend)
+    mine, theirs = (versions.catalog_fingerprint(c) for c in (catalog, other_catalog))
+    assert set(catalog.item_ids) == set(other_catalog.item_ids)
+    assert catalog.n_ratings == other_catalog.n_ratings and mine != theirs
+    # Deterministic, whatever the order of the rows.
+    assert mine == versions.catalog_fingerprint(catalog.with_ratings(
+        catalog.ratings.sample(frac=1.0, random_state=0)))
+    with worker(settings, catalog, fitted) as client:
+        service = client.app.state.service
+        store = service.store
+        assert versions.store_catalog(store) == mine
+        row = client.get("/admin/models/1", headers=AUTH).json()
+        assert row["data"]["catalog"] == mine
+        # The service's path: refused before anything is fitted.
+        with pytest.raises(versions.ModelsError) as refused:
+            versions.retrain(settings, store, other_catalog, service.arm_set.models)
+        assert refused.value.status_code == 409
+        assert mine in str(refused.value) and theirs in str(refused.value)
+        # The command's path (settings loading another catalogue): exit 1, naming both.
+        monkeypatch.setattr(commands, "load_catalog", lambda _: other_catalog)
+        with pytest.raises(CommandError) as command:
+            commands.retrain(settings)
+        assert command.value.exit_code == 1
+        assert mine in str(command.value) and theirs in str(command.value)
+        assert [r.version for r in store.versions()] == [1]
+        assert store.policy_meta().version == 1
+        # A row recorded with another catalogue's arms (an older build's retrain) is never
+        # promoted: 409 naming both catalogues, nothing served.
+        foreign = store.record_version(status="candidate", reason="other data",
+                                       arms_dir=store.policy_meta().arms_dir,
+                                       arms=row["arms"], data={"catalog": theirs}, gate=None)
+        response = client.post(f"/admin/models/{foreign.version}/promote", headers=AUTH)
+        assert response.status_code == 409, response.text
+        assert mine in response.text and theirs in response.text
+        assert store.policy_meta().version == 1
+        # The service's own retrain still publishes, recording its catalogue.
+        response = client.post("/admin/retrain", headers=AUTH)
+        assert response.status_code == 200 and response.json()["status"] == "live"
+        version = response.json()["version"]
+        assert client.get(f"/admin/models/{version}", headers=AUTH).json()["data"][
+            "catalog"] == mine
+
+
+def test_a_store_from_before_fingerprints_adopts_the_catalogue_its_service_starts_on(
+        backend: str, tmp_path: Path, catalog: Dataset, fitted: dict, other_catalog: Dataset,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlalchemy as sa
+
+    from serving.store.tables import model_versions
+
+    settings = make_settings(tmp_path, backend)
+    with worker(settings, catalog, fitted) as client:
+        store = client.app.state.service.store
+        with store.write_engine.begin() as conn:  # as an older build wrote it
+            conn.execute(sa.update(model_versions).values(data={"n_ratings": 6000}))
+        assert versions.store_catalog(store) is None
+        assert store.adopt_catalog("elsewhere:1:0") is True  # recorded in the live row
+        with store.write_engine.begin() as conn:
+            conn.execute(sa.update(model_versions).values(data={"n_ratings": 6000}))
+    with worker(settings, catalog, fitted) as client:  # the next start records its catalogue
+        store = client.app.state.service.store
+        assert versions.store_catalog(store) == versions.catalog_fingerprint(catalog)
+        assert store.versions(1)[0].data == {"n_ratings": 6000,
+                                             "catalog": versions.catalog_fingerprint(catalog)}
+        assert store.adopt_catalog("elsewhere:1:0") is False  # recorded once
+    monkeypatch.setattr(commands, "load_catalog", lambda _: other_catalog)
+    with pytest.raises(CommandError, match="fitted on the catalogue synthetic:6000:"):
+        commands.retrain(settings)
+
+
+def test_the_stream_arms_keep_their_served_base_through_retrain_rollback_promote(
+        tmp_path: Path, catalog: Dataset, fitted: dict,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The live popularity's base file in a retrain's folder is the served one, not refitted:
+    ``rebuild-state`` (which folds from the served folder's base) matches the worker after a
+    retrain, a rollback and a promotion.
+    """
+    settings = make_settings(tmp_path, "sqlite")
+    refits: list[list[str]] = []
+    real = versions.refit_like
+    monkeypatch.setattr(versions, "refit_like", lambda models, data: (
+        refits.append(list(models)) or real(models, data)))
+    with worker(settings, catalog, fitted) as client:
+        service = client.app.state.service
+        traffic(client, range(1, 31))
+        served = Path(service.store.policy_meta().arms_dir)
+        response = client.post("/admin/retrain", headers=AUTH)
+        assert response.status_code == 200 and response.json()["status"] == "live"
+        assert refits == [["svd"]]  # the gated fit only: popularity is never refitted
+        folder = Path(service.store.policy_meta().arms_dir)
+        assert folder != served
+        assert (folder / "popularity.npz").read_bytes() == (
+            served / "popularity.npz").read_bytes()
+        for step in ("retrain", "rollback", "promote"):
+            if step == "rollback":
+                assert client.post("/admin/models/rollback", headers=AUTH).status_code == 200
+            elif step == "promote":
+                assert client.post("/admin/models/2/promote", headers=AUTH).status_code == 200
+            wait_for_version(client, service.store.policy_meta().version)
+            traffic(client, range(31, 41))
+            service.refresh()
+            rebuilt = rebuild_state(settings, service=client)
+            text = str(rebuilt)
+            assert rebuilt.exit_code == 0, text
+            assert "live arm popularity: match yes" in text, (step, text)
+
+
+def test_a_worker_that_cannot_load_a_version_logs_once_and_backs_off(
+        tmp_path: Path, catalog: Dataset, fitted: dict, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    settings = make_settings(tmp_path, "sqlite", refresh_interval_s=3600.0)
+    now = [0.0]
+    monkeypatch.setattr(service_module, "_clock", lambda: now[0])
+    attempts: list[float] = []
+    real = service_module.load_arms
+    monkeypatch.setattr(service_module, "load_arms", lambda folder, names: (
+        attempts.append(now[0]) or real(folder, names)))
+    with worker(settings, catalog, fitted) as client:
+        service = client.app.state.service
+        row = client.get("/admin/models/1", headers=AUTH).json()
+        # A published version whose folder no worker can read.
+        service.store.serve_version(
+            kind="promote", arms_dir=str(tmp_path / "gone"), arms=row["arms"], data={},
+            gate=None, reason="unloadable", changed_arms=["svd"],
+            carryover=versions.carryover_of(settings), expect_live=1)
+        caplog.set_level(logging.DEBUG, logger="serving.service")
+        for tick in range(200):  # 20 s of refreshes every 0.1 s
+            now[0] = tick / 10
+            service.refresh()
+            if service._loading is not None:
+                service._loading.join()
+        assert service.arm_set.version == 1  # the old arms keep serving
+    # 1, 2, 4, 8 s apart: tried at 0, 1, 3, 7 and 15 s (not 200 times).
+    assert attempts == [0.0, 1.0, 3.0, 7.0, 15.0]
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING
+              and "could not load the arms of version 2" in r.getMessage()]
+    assert len(errors) == 1
+    assert service_module.LOAD_BACKOFF_S * 2 ** 10 > service_module.LOAD_BACKOFF_CAP_S
+
+
+# ------------------------------------------------------------ findings 2 and 3: the version
+@pytest.mark.parametrize("text", MALFORMED + TOO_LARGE)
+def test_parse_version_takes_plain_digits_in_range_only(text: str) -> None:
+    with pytest.raises(versions.ModelsError, match="plain digits") as refused:
+        versions.parse_version(text)
+    assert refused.value.status_code == 422 and repr(text) in str(refused.value)
+
+
+def test_parse_version_bounds() -> None:
+    assert versions.parse_version("1") == 1
+    assert versions.parse_version("2147483647") == versions.MAX_VERSION == 2**31 - 1
+    assert versions.parse_version(7) == 7
+    for bad in (0, -3, 2**31, 2**63, True, 2.0):
+        with pytest.raises(versions.ModelsError, match="plain digits"):
+            versions.parse_version(bad)  # type: ignore[arg-type]
+
+
+def test_the_api_and_the_cli_refuse_malformed_and_huge_versions(
+        backend: str, tmp_path: Path, catalog: Dataset, fitted: dict) -> None:
+    settings = make_settings(tmp_path, backend)
+    with worker(settings, catalog, fitted) as client:
+        for text in MALFORMED[:-3] + TOO_LARGE:  # "1e3", "x": as before; " 2" needs quoting
+            shown = client.get(f"/admin/models/{text}", headers=AUTH)
+            assert shown.status_code == 422, (text, shown.text)
+            assert shown.json()["code"] == "invalid_version" and repr(text) in shown.text
+            promoted = client.post(f"/admin/models/{text}/promote", headers=AUTH)
+            assert promoted.status_code == 422, (text, promoted.text)
+        # The largest version the store takes is merely unknown.
+        largest = client.get("/admin/models/2147483647", headers=AUTH)
+        assert largest.status_code == 404 and largest.json()["code"] == "unknown_version"
+        assert client.post("/admin/models/2147483647/promote", headers=AUTH).status_code == 404
+        assert client.get("/admin/models/1", headers=AUTH).json()["version"] == 1
+        assert [r.version for r in client.app.state.service.store.versions()] == [1]
+    for text in ("1_0", "02", TOO_LARGE[1]):
+        for action in ("show", "promote"):
+            with pytest.raises(CommandError, match="plain digits") as refused:
+                models_command(settings, action, text)
+            assert refused.value.exit_code == 1
+    assert models_command(settings, "show", "1").rows[0].version == 1
+
+
+def test_the_cli_passes_the_version_as_written(tmp_path: Path, catalog: Dataset,
+                                               fitted: dict,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from experiments.cli import main
+
+    settings = make_settings(tmp_path, "sqlite")
+    with worker(settings, catalog, fitted):
+        pass
+    where = ["--state-dir", str(settings.state_dir), "--db", settings.db]
+    assert main(["models", "show", "1_0", *where]) == 1
+    assert "got '1_0'" in capsys.readouterr().err
+    assert main(["models", "show", "1", *where]) == 0
+    assert '"version": 1' in capsys.readouterr().out
+
+
+# ----------------------------------------------------------- finding 4: the query parameters
+def test_side_effect_admin_routes_refuse_unknown_and_repeated_query_parameters(
+        tmp_path: Path, catalog: Dataset, fitted: dict) -> None:
+    settings = make_settings(tmp_path, "sqlite")
+    with worker(settings, catalog, fitted) as client:
+        store = client.app.state.service.store
+        for query, says in (("candidat=true", "unknown query parameter(s) ['candidat']"),
+                            ("candidate=true&candidate=false",
+                             "query parameter(s) ['candidate'] given more than once"),
+                            ("candidate=yes", "must be one of ['true', 'false'], got 'yes'"),
+                            ("candidate=1", "got '1'"), ("candidate=on", "got 'on'")):
+            response = client.post(f"/admin/retrain?{query}", headers=AUTH)
+            assert response.status_code == 422, (query, response.text)
+            assert says in response.json()["detail"]
+        assert [r.version for r in store.versions()] == [1]  # nothing retrained or published
+        for path in ("/admin/models/1/promote", "/admin/models/rollback", "/admin/items",
+                     "/admin/shadow/promote"):
+            response = client.post(f"{path}?force=1", headers=AUTH,
+                                   json={"item_id": 90_001, "title": "New",
+                                         "genres": ["Drama"], "year": 2026})
+            assert response.status_code == 422, (path, response.text)
+            assert "unknown query parameter(s) ['force']" in response.json()["detail"]
+        assert store.items_after(0) == [] and store.policy_meta().version == 1
+        candidate = client.post("/admin/retrain?candidate=true", headers=AUTH)
+        assert candidate.status_code == 200 and candidate.json()["status"] == "candidate"
+        assert store.policy_meta().version == 1
