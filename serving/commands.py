@@ -15,6 +15,7 @@ import contextlib
 import copy
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -589,10 +590,33 @@ def check_policy(role: str, model: PolicyModel | None, rows: LogRows,
     if theirs is None:
         reason = where if held is None else f"the worker at {where} runs no {role} policy"
         return [f"{name}: not compared ({reason}); {folded}"], True
-    same = json.loads(json.dumps(policy.state_dict())) == theirs["state"]
+    same = states_agree(json.loads(json.dumps(policy.state_dict())), theirs["state"])
     pid = "?" if held is None else held.get("pid", "?")
     return [f"{name}: match {'yes' if same else 'NO'} (worker pid {pid} at "
             f"{where}, log position {upto}: {folded})"], same
+
+
+#: Relative and absolute tolerance of a policy state's floats between a worker and the fold.
+#: A worker folds the log in refresh-sized chunks and the replay in one pass; LinTS's ridge
+#: statistics after a ``discount`` switch then differ in their last bits (up to ~1e-13
+#: relative, measured), while a missing or doubled outcome or switch moves them by far more.
+STATE_RTOL, STATE_ATOL = 1e-9, 1e-12
+
+
+def states_agree(ours: object, theirs: object) -> bool:
+    """Whether two JSON policy states are the same: equal structure, keys, strings and integers,
+    and floats within :data:`STATE_RTOL` / :data:`STATE_ATOL` of each other.
+    """
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        return ours.keys() == theirs.keys() and all(states_agree(ours[k], theirs[k])
+                                                     for k in ours)
+    if isinstance(ours, list) and isinstance(theirs, list):
+        return len(ours) == len(theirs) and all(map(states_agree, ours, theirs))
+    if isinstance(ours, float) or isinstance(theirs, float):
+        return (isinstance(ours, int | float) and isinstance(theirs, int | float)
+                and not isinstance(ours, bool) and not isinstance(theirs, bool)
+                and math.isclose(ours, theirs, rel_tol=STATE_RTOL, abs_tol=STATE_ATOL))
+    return ours == theirs
 
 
 def _live_names(settings: Settings) -> list[str]:
