@@ -151,7 +151,8 @@ def test_the_gate_rejects_a_broken_candidate_and_accepts_an_honest_refit(
         refused = client.post("/admin/models/2/promote", headers=AUTH)
         assert refused.status_code == 409 and "model version 2 was rejected" in refused.text
 
-        # An honest refit (the settings' hyper-parameters on the same data) is accepted.
+        # An honest refit (the settings' hyper-parameters, with a few new events) is accepted.
+        traffic(client, range(1, 11))
         response = client.post("/admin/retrain", headers=AUTH)
         assert response.status_code == 200, response.text
         body = response.json()
@@ -173,6 +174,15 @@ def test_retrain_command_prints_the_gate_and_exits_1_when_rejected(
 
     settings = make_settings(tmp_path, "sqlite")
     monkeypatch.setattr(commands, "load_catalog", lambda _: catalog)
+    # No event since the served version's fit, same hyper-parameters: nothing to publish.
+    unchanged = commands.retrain(settings)
+    assert (unchanged.exit_code, unchanged.status, unchanged.version) == (0, "unchanged", 1)
+    assert str(unchanged).startswith("nothing to retrain: the training data (6000 ratings, 0 ")
+    assert str(unchanged).endswith("served version 1; nothing was fitted, recorded or served; "
+                                   "serving version 1")
+    assert [r.version for r in versions.run(settings, "list").rows] == [1]
+    with worker(settings, catalog, fitted) as client:
+        traffic(client, range(1, 3))
     accepted = commands.retrain(settings)
     assert accepted.exit_code == 0 and accepted.status == "live" and accepted.version == 2
     out = str(accepted)
