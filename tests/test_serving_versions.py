@@ -34,6 +34,7 @@ from serving.armset import fit_arms
 from serving.commands import models as models_command
 from serving.commands import rebuild_state
 from serving.results import CommandError
+from serving.retrain_trigger import RetrainTrigger
 from serving.settings import Settings
 
 ARMS = ["svd", "popularity"]
@@ -518,6 +519,59 @@ def test_the_posterior_across_a_retrain_is_part_of_the_fold(
         assert_state_is_the_fold(client, settings)
     with worker(settings, catalog, fitted) as restarted:  # a restart folds the same
         assert_state_is_the_fold(restarted, settings)
+
+
+def test_a_triggered_retrain_with_no_new_event_publishes_nothing_and_keeps_the_posterior(
+        backend: str, tmp_path: Path, catalog: Dataset, fitted: dict) -> None:
+    """Under ``reset``, a retrain_every retrain on the served version's data must not wipe
+    the posterior every interval: it publishes nothing, and counts as done for the trigger.
+    """
+    settings = make_settings(tmp_path, backend, posterior_carryover="reset",
+                             gate_enabled=False)
+    with worker(settings, catalog, fitted) as client:
+        service = client.app.state.service
+        traffic(client, range(1, 41))
+        # A first retrain on these events, carrying the posterior over, so there is one to
+        # lose: version 2, whose data span holds every event logged.
+        carry = settings.model_copy(update={"posterior_carryover": "carry"})
+        first = versions.retrain(carry, service.store, catalog, service.arm_set.models)
+        assert (first.status, first.version) == ("live", 2)
+        wait_for_version(client, 2)
+        before, _ = policy_stats(client)
+        assert before["successes"][0] + before["failures"][0] > 0  # svd has learned something
+        now = [time.time()]
+        trigger = RetrainTrigger(service.store, service.retrain, every_s=100.0,
+                                 after_events=None, check_s=1.0,
+                                 lease_s=settings.retrain_lease_s, clock=lambda: now[0])
+        now[0] += 101.0
+        assert trigger.check() and trigger.retrains == 1  # due by time, and ran
+        assert service.store.policy_meta().version == 2
+        assert [r.version for r in service.store.versions()] == [1, 2]  # nothing recorded
+        after, _ = policy_stats(client)
+        assert after == before  # the reset was not applied: no switch was logged
+        # Counted as done: not due again until another interval has passed.
+        assert trigger.due(service.store.retrain_lease(), now[0]) is None
+        assert not trigger.check()
+        # The API answers 200 with the status and why.
+        response = client.post("/admin/retrain", headers=AUTH)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert (body["status"], body["version"], body["policy_version"]) == (
+            "unchanged", 2, 2)
+        assert body["reason"].startswith("nothing to retrain: the training data (")
+        assert "served version 2" in body["reason"] and body["gate"] is None
+        # Other hyper-parameters on the same data are a new version.
+        other = settings.model_copy(update={"arm_params": {"svd": {"n_factors": 4}}})
+        assert versions.retrain(other, service.store, catalog,
+                                service.arm_set.models, serve=False).status == "candidate"
+        # One new event: the next triggered retrain publishes version 4, and resets svd.
+        traffic(client, range(41, 42))
+        now[0] += 101.0
+        assert trigger.check() and trigger.retrains == 2
+        wait_for_version(client, 4)
+        reset, _ = policy_stats(client)
+        assert reset["successes"][0] == reset["failures"][0] == 0  # svd starts afresh
+        assert_state_is_the_fold(client, settings)
 
 
 def test_a_purge_folds_the_switches_before_its_cut(backend: str, tmp_path: Path,
