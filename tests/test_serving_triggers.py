@@ -367,6 +367,7 @@ def test_a_second_retrain_while_one_runs_is_refused(
     monkeypatch.setattr(versions, "retrain", slow_retrain)
     answers: list[httpx.Response] = []
     with TestClient(create_app(settings, catalog=serving_catalog, arms=serving_arms)) as client:
+        post_events(client, serving_catalog, 0, 1)  # new data: the first retrain publishes
         first = threading.Thread(target=lambda: answers.append(
             client.post("/admin/retrain", headers=AUTH)))
         first.start()
@@ -389,10 +390,12 @@ def test_a_second_retrain_while_one_runs_is_refused(
             go.set()
             first.join()
         assert answers[0].status_code == 200 and answers[0].json()["policy_version"] == 2
-        # Freed: the next one runs.
+        # Freed: the next one runs (on the same data: it publishes nothing).
         again = client.post("/admin/retrain", headers=AUTH)
-        assert again.status_code == 200 and again.json()["policy_version"] == 3
-    assert commands.retrain(settings).version == 4
+        assert again.status_code == 200, again.text
+        assert (again.json()["status"], again.json()["policy_version"]) == ("unchanged", 2)
+    ran = commands.retrain(settings)
+    assert (ran.exit_code, ran.status, ran.version) == (0, "unchanged", 2)
 
 
 # ---------------------------------------------------------------------------- two workers

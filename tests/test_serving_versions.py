@@ -283,6 +283,7 @@ def test_a_retrain_does_not_undo_a_rollback_made_during_its_fit(
             return real(*a, **k)
 
         monkeypatch.setattr(versions, "fit_candidate", fit_with_a_rollback_meanwhile)
+        traffic(client, range(21, 23))  # new data: a retrain that fits
         refused = client.post("/admin/retrain", headers=AUTH)
         assert refused.status_code == 409, refused.text
         assert refused.json()["detail"] == (
@@ -313,7 +314,11 @@ def test_retrain_command_refuses_to_serve_over_a_rollback_made_during_its_fit(
 
     settings = make_settings(tmp_path, "sqlite", gate_enabled=False)
     monkeypatch.setattr(commands, "load_catalog", lambda _: catalog)
+    with worker(settings, catalog, fitted) as client:  # new data: each retrain fits
+        traffic(client, range(1, 3))
     assert commands.retrain(settings).version == 2
+    with worker(settings, catalog, fitted) as client:
+        traffic(client, range(3, 5))
     real = versions.fit_candidate
 
     def fit_with_a_rollback_meanwhile(*a: object, **k: object) -> dict:
@@ -346,6 +351,7 @@ def test_a_retrain_whose_lease_was_taken_over_records_nothing(
         service = client.app.state.service
         # A random svd is rejected by the gate; an honest refit saved as a candidate.
         broken = {"svd": {"arm": "random"}} if outcome == "rejected" else None
+        traffic(client, range(1, 3))  # new data: the honest refit is not unchanged
         with pytest.raises(RetrainBusyError):
             versions.retrain(settings, service.store, catalog, service.arm_set.models,
                              lock=taken_over(), candidate=broken, serve=outcome == "rejected")
@@ -443,6 +449,7 @@ def test_a_candidate_is_saved_and_served_only_when_promoted(
         tmp_path: Path, catalog: Dataset, fitted: dict) -> None:
     settings = make_settings(tmp_path, "sqlite")
     with worker(settings, catalog, fitted) as client:
+        traffic(client, range(1, 3))  # new data: the honest refit is not unchanged
         body = client.post("/admin/retrain", params={"candidate": "true"}, headers=AUTH).json()
         assert (body["status"], body["version"], body["policy_version"]) == ("candidate", 2, 1)
         row = client.get("/admin/models/2", headers=AUTH).json()
