@@ -12,6 +12,10 @@ process and on the same data, one after the other:
 3. with ``--broken``, a gated retrain of a broken candidate (its ``svd`` ranks at random): it
    must be rejected, and costs the gate alone.
 
+The first two run with seeds 1 and 2 (the first fit's is 0): a retrain on the served version's
+data with its hyper-parameters, seed included, publishes nothing (status ``unchanged``), so
+each refit here is the same arms with another seed, on the same data.
+
 Figures: seconds of each, the gate's share, the ratio gated / ungated, and the gate's report
 (per arm: candidate and serving HR@10 / NDCG@10 with 95% intervals, the decision and why).
 
@@ -64,9 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"first fit of {args.arms} on {resources.catalog}: "
               f"{time.perf_counter() - start:.1f} s")
         models = resources.arm_set.models
-        plain = versions.retrain(settings.model_copy(update={"gate_enabled": False}),
+        plain = versions.retrain(settings.model_copy(update={"gate_enabled": False, "seed": 1}),
                                  resources.store, resources.catalog, models)
-        gated = versions.retrain(settings, resources.store, resources.catalog, models)
+        gated = versions.retrain(settings.model_copy(update={"seed": 2}), resources.store,
+                                 resources.catalog, models)
         print(f"retrain without the gate: {plain.seconds:.1f} s (version {plain.version} "
               f"{plain.status})")
         print(f"gated retrain: {gated.seconds:.1f} s, of which the gate {gated.gate_seconds:.1f}"

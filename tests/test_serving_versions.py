@@ -494,6 +494,28 @@ def test_a_store_from_before_the_versions_table_gains_it_with_its_served_version
 
 
 # ---------------------------------------------------------------------------- the posterior
+def test_one_mode_to_gamma_rule_for_the_switch_logged_and_the_switch_folded(
+        tmp_path: Path) -> None:
+    from serving.policy import carryover_gamma
+    from serving.store.types import VersionSwitch
+
+    for mode, gamma in (("carry", 1.0), ("reset", 0.0), ("discount", 0.25)):
+        assert carryover_gamma(mode, 0.25) == gamma
+        settings = make_settings(tmp_path, "sqlite", posterior_carryover=mode,
+                                 carryover_discount=0.25)
+        assert versions.carryover_of(settings) == {"mode": mode, "gamma": gamma}
+        # What the fold applies is the logged gamma under the same rule.
+        model = settings.policy_model(None)
+        policy = model.fresh()
+        for _ in range(8):  # 8 successes for svd
+            policy.update("svd", 1.0)
+        model.switch(policy, VersionSwitch(1, 2, ("svd",), mode, gamma))
+        assert policy.state_dict()["stats"]["successes"][0] == pytest.approx(8 * gamma)
+    with pytest.raises(ValueError, match="posterior_carryover must be one of carry, reset, "
+                       "discount, got 'wipe'"):
+        carryover_gamma("wipe", 0.5)
+
+
 @pytest.mark.parametrize("mode", ["carry", "reset", "discount"])
 @pytest.mark.parametrize("policy", ["ThompsonSampling", "LinTS"])
 def test_the_posterior_across_a_retrain_is_part_of_the_fold(
