@@ -701,6 +701,10 @@ def test_two_workers_serve_a_rollback_with_no_failed_request(backend: str,
         for t in threads:
             t.start()
         with httpx.Client(base_url=server.base, timeout=120, headers=AUTH) as admin:
+            # New data (a view): a retrain on the served version's data would be unchanged.
+            assert admin.post("/events", json={"events": [
+                {"user_id": 1, "item_id": 1, "type": "view", "idempotency_key": "ev-0"}]}
+                ).status_code == 201
             assert admin.post("/admin/retrain").json()["status"] == "live"
             assert admin.post("/admin/models/rollback").json()["version"] == 3
             deadline = time.monotonic() + 60
