@@ -12,6 +12,11 @@ process and on the same data, one after the other:
 3. with ``--broken``, a gated retrain of a broken candidate (its ``svd`` ranks at random): it
    must be rejected, and costs the gate alone.
 
+Before each of the first two, one view of a known item by a known user is logged (a simulated
+row, as the service would fold it): a retrain on the served version's data with its
+hyper-parameters publishes nothing (status ``unchanged``), and a refit with another seed is
+not a fair honest refit (SVD's seed alone can move its HR@10 by more than the margin).
+
 Figures: seconds of each, the gate's share, the ratio gated / ungated, and the gate's report
 (per arm: candidate and serving HR@10 / NDCG@10 with 95% intervals, the decision and why).
 
@@ -31,14 +36,26 @@ import tempfile
 import time
 from pathlib import Path
 
+from arms.data.dataset import Dataset
 from serving import versions
 from serving.commands import prepare
 from serving.settings import DEFAULT_ARMS, Settings
+from serving.store import Store
 
 
 def loadavg() -> str:
     """``/proc/loadavg``'s first three figures."""
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def log_a_view(store: Store, catalog: Dataset) -> None:
+    """Log one view (a simulated row) so the next retrain has new data to fit."""
+    seq = store.log_seq() + 1
+    store.insert_simulated([], [{
+        "created_at": time.time(), "user_id": int(catalog.user_ids[seq % catalog.n_users]),
+        "movie_id": int(catalog.item_ids[seq % catalog.n_items]), "feedback_type": "view",
+        "value": None, "event_id": None, "event_key": f"gate-bench-{seq}", "arm": None,
+        "reward": None, "rating": 3.0, "counted": False, "note": "", "seq": seq}])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,8 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"first fit of {args.arms} on {resources.catalog}: "
               f"{time.perf_counter() - start:.1f} s")
         models = resources.arm_set.models
+        log_a_view(resources.store, resources.catalog)
         plain = versions.retrain(settings.model_copy(update={"gate_enabled": False}),
                                  resources.store, resources.catalog, models)
+        log_a_view(resources.store, resources.catalog)
         gated = versions.retrain(settings, resources.store, resources.catalog, models)
         print(f"retrain without the gate: {plain.seconds:.1f} s (version {plain.version} "
               f"{plain.status})")

@@ -53,6 +53,38 @@ PMF_CACHE_SIZE = 8192
 Selection = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], str]
 
 
+
+#: The posterior carry-over modes (``settings.posterior_carryover``).
+CARRYOVER_MODES = ("carry", "reset", "discount")
+
+
+def carryover_gamma(mode: str, discount: float) -> float:
+    """The share of a refitted arm's evidence a version switch keeps: the one mode-to-gamma
+    rule (``carry``: 1, ``reset``: 0, ``discount``: ``discount``), for the switch logged
+    (:func:`serving.versions.carryover_of`) and the switch folded (:meth:`PolicyModel.switch`).
+
+    Parameters
+    ----------
+    mode : {"carry", "reset", "discount"}
+    discount : float
+        The share kept under ``discount`` (``settings.carryover_discount``, in [0, 1]);
+        ignored by the other modes.
+
+    Returns
+    -------
+    float
+        In [0, 1].
+
+    Raises
+    ------
+    ValueError
+        ``mode`` is not one of :data:`CARRYOVER_MODES`.
+    """
+    if mode not in CARRYOVER_MODES:
+        raise ValueError(f"posterior_carryover must be one of {', '.join(CARRYOVER_MODES)}, "
+                         f"got {mode!r}")
+    return {"carry": 1.0, "reset": 0.0}.get(mode, float(discount))
+
 @dataclass(frozen=True)
 class PolicySnapshot:
     """An immutable view of the policy after folding the log up to ``seq``.
@@ -236,11 +268,12 @@ class PolicyModel:
     def switch(self, policy: BatchedPolicy, switch: VersionSwitch) -> None:
         """Apply the posterior carry-over a version switch logged to ``policy``, in place: its
         changed arms (those the policy has) keep a share ``gamma`` of their evidence
-        (:meth:`bandits.base.BatchedPolicy.discount_arms`; reset: 0, carry: 1, nothing to do).
+        (:meth:`bandits.base.BatchedPolicy.discount_arms`; ``gamma`` by :func:`carryover_gamma`:
+        carry keeps everything, nothing to do).
         """
-        if switch.mode == "carry":
+        gamma = carryover_gamma(switch.mode, switch.gamma)
+        if gamma == 1.0:
             return
-        gamma = 0.0 if switch.mode == "reset" else switch.gamma
         policy.discount_arms([a for a in switch.arms if a in policy.arms], gamma)
 
     def replay(self, outcomes: Iterable[Outcome],
@@ -423,5 +456,6 @@ def _normalised(pmf: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return p / p.sum()
 
 
-__all__ = ["DEFAULT_POLICY", "SERVABLE_POLICIES", "Outcome", "PolicyModel", "PolicySnapshot",
+__all__ = ["CARRYOVER_MODES", "DEFAULT_POLICY", "SERVABLE_POLICIES", "Outcome", "PolicyModel",
+           "PolicySnapshot", "carryover_gamma",
            "check_policy_name"]

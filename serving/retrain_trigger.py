@@ -99,8 +99,9 @@ class HeldLease:
                 logger.warning("cannot renew the retrain lease: %s", exc.message)
 
     def fitted(self) -> None:
-        """Mark the retrain done (published, or rejected by an evaluation): the release
-        records its reach (``log_seq``, now), from which the triggers count again.
+        """Mark the retrain done (published, rejected by an evaluation, or ``unchanged``: its
+        data and hyper-parameters were the served version's): the release records its reach
+        (``log_seq``, now), from which the triggers count again.
         """
         self._fitted = True
 

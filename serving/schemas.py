@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -323,12 +323,17 @@ class ItemOut(BaseModel):
 
 class RetrainOut(BaseModel):
     """A finished retrain and the gate's decision (HTTP 200 either way): ``status`` ``live``
-    (the candidate passed and is served as ``version``) or ``rejected`` (nothing served
-    changed; ``policy_version`` is still the one served), with the gate's report.
+    (the candidate passed and is served as ``version``), ``candidate`` (saved for a
+    promotion), ``rejected`` (nothing served changed; ``policy_version`` is still the one
+    served), with the gate's report, or ``unchanged`` (the training data and hyper-parameters
+    are the served version's: nothing fitted or recorded; ``reason`` says so).
     """
 
-    status: str = Field(description="live (served now) or rejected (by the gate)")
-    version: int = Field(description="The version recorded for this retrain")
+    status: Literal["live", "candidate", "rejected", "unchanged"] = Field(
+        description="live (served now), candidate (saved), rejected (by the gate) or "
+        "unchanged (same data and hyper-parameters as the served version: nothing published)")
+    version: int = Field(description="The version recorded for this retrain (unchanged: the "
+                         "served one)")
     policy_version: int = Field(description="The version served after the retrain")
     reason: str
     n_feedback_ratings: int

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
+import json
 import logging
 import re
 import shutil
@@ -63,6 +64,7 @@ from serving.armset import (
     with_added_items,
 )
 from serving.errors import ModelVersionError
+from serving.policy import carryover_gamma
 from serving.rules import EventType
 from serving.settings import Settings
 from serving.store import Store, open_store
@@ -90,11 +92,13 @@ class RetrainResult:
 
     Attributes
     ----------
-    status : {"live", "candidate", "rejected"}
-        Served now, saved for a later promotion (``serve=False``), or rejected by the gate
-        (nothing served changed in the last two).
+    status : {"live", "candidate", "rejected", "unchanged"}
+        Served now, saved for a later promotion (``serve=False``), rejected by the gate, or
+        not fitted at all because its training data and hyper-parameters are the served
+        version's (nothing served changed in the last three; nothing recorded in the last).
     version : int
-        The version recorded for this retrain (its row in the versions table).
+        The version recorded for this retrain (its row in the versions table; unchanged: the
+        served version, as no row is recorded).
     policy_version : int
         The version served after the retrain (``version`` if accepted).
     reason : str
@@ -112,7 +116,7 @@ class RetrainResult:
         The accepted arms, ready to serve (None unless served).
     """
 
-    status: Literal["live", "candidate", "rejected"]
+    status: Literal["live", "candidate", "rejected", "unchanged"]
     version: int
     policy_version: int
     reason: str
@@ -130,6 +134,8 @@ class RetrainResult:
         return 1 if self.status == "rejected" else 0
 
     def __str__(self) -> str:
+        if self.status == "unchanged":
+            return f"{self.reason}; serving version {self.policy_version}"
         return (f"retrained {', '.join(self.arms)} on {self.dataset} plus "
                 f"{self.n_feedback_ratings} feedback ratings in {self.seconds:.1f} s (gate "
                 f"{self.gate_seconds:.1f} s): version {self.version} {self.status}; serving "
@@ -155,9 +161,8 @@ def arm_spec(label: str, model: Recommender) -> dict[str, object]:
 
 def carryover_of(settings: Settings) -> JsonObject:
     """The carry-over a version switch logs under ``settings``: ``{"mode", "gamma"}``."""
-    gamma = {"carry": 1.0, "reset": 0.0}.get(settings.posterior_carryover,
-                                            settings.carryover_discount)
-    return {"mode": settings.posterior_carryover, "gamma": float(gamma)}
+    return {"mode": settings.posterior_carryover,
+            "gamma": carryover_gamma(settings.posterior_carryover, settings.carryover_discount)}
 
 
 def fit_candidate(spec: Mapping[str, Mapping[str, object]], train: Dataset,
@@ -233,11 +238,20 @@ def catalog_fingerprint(catalog: Dataset) -> str:
     or another ``--seed`` for the synthetic one: the same ids, other ratings) get different
     fingerprints, so arms fitted on one are never published to a store serving the other.
     """
+    return f"{catalog.name}:{int(catalog.n_ratings)}:{ratings_hash(catalog)}"
+
+
+def ratings_hash(data: Dataset) -> str:
+    """A SHA-256 (16 hex digits) of ``data``'s sorted item ids and of its ratings' (user,
+    item, rating, time) rows, hashed by pandas and sorted (the rows' order does not matter);
+    its name is left out. What :func:`catalog_fingerprint` and a fit's data span
+    (:func:`data_span`, ``data["train"]``) record.
+    """
     rows = pd.util.hash_pandas_object(
-        catalog.ratings[["user_id", "item_id", "rating", "timestamp"]], index=False)
-    digest = hashlib.sha256(np.sort(catalog.item_ids).astype("<i8").tobytes())
+        data.ratings[["user_id", "item_id", "rating", "timestamp"]], index=False)
+    digest = hashlib.sha256(np.sort(data.item_ids).astype("<i8").tobytes())
     digest.update(np.sort(rows.to_numpy()).astype("<u8").tobytes())
-    return f"{catalog.name}:{int(catalog.n_ratings)}:{digest.hexdigest()[:16]}"
+    return digest.hexdigest()[:16]
 
 
 def store_catalog(store: Store) -> str | None:
@@ -265,14 +279,34 @@ def data_span(train: Dataset, n_feedback: int, log_seq: int,
               catalog: Dataset | None = None) -> JsonObject:
     """What a fit saw, as the versions table records it: its events' count and time span
     (``train``), the kept log ratings among them (``n_feedback``), the log position read
-    (``log_seq``) and the base catalogue's fingerprint (``catalog``, default ``train``;
-    :func:`catalog_fingerprint`).
+    (``log_seq``), the base catalogue's fingerprint (``catalog``, default ``train``;
+    :func:`catalog_fingerprint`) and the hash of the training data itself (``train``:
+    :func:`ratings_hash`, by which a retrain on the served version's data publishes nothing).
     """
     times = train.ratings["timestamp"]
     return {"n_ratings": int(train.n_ratings), "n_feedback_ratings": int(n_feedback),
             "first_event": int(times.min()) if len(times) else None,
             "last_event": int(times.max()) if len(times) else None, "log_seq": int(log_seq),
-            "catalog": catalog_fingerprint(train if catalog is None else catalog)}
+            "catalog": catalog_fingerprint(train if catalog is None else catalog),
+            "train": ratings_hash(train)}
+
+
+def _unchanged(store: Store, served: int | None, data: JsonObject, arms: JsonObject
+               ) -> str | None:
+    """Why a retrain would publish nothing new (None: it would): its training data's hash
+    (``data["train"]``) and every arm's hyper-parameters (``arms``) are those the served
+    version ``served`` recorded. A version recorded before training hashes has none, so a
+    retrain always runs against it.
+    """
+    row = next(iter(store.versions(served)), None) if served is not None else None
+    # Through JSON, as the versions table stored them (tuples become lists, and so on).
+    if (row is None or row.data.get("train") != data["train"]
+            or row.arms != json.loads(json.dumps(arms))):
+        return None
+    return (f"nothing to retrain: the training data ({data['n_ratings']} ratings, "
+            f"{data['n_feedback_ratings']} of them from the log; hash {data['train']}) and "
+            f"every arm's hyper-parameters are those of the served version {served}; nothing "
+            "was fitted, recorded or served")
 
 
 def _gate(settings: Settings, train: Dataset, candidate: Spec, serving: Spec
@@ -349,6 +383,9 @@ def retrain(settings: Settings, store: Store, catalog: Dataset,
     Returns
     -------
     RetrainResult
+        Status ``unchanged`` (nothing fitted, gated, recorded or served; the posterior is
+        untouched) when the training data (:func:`ratings_hash` of the log ratings over the
+        catalogue) and every arm's hyper-parameters equal those the served version recorded.
 
     Raises
     ------
@@ -380,8 +417,17 @@ def retrain(settings: Settings, store: Store, catalog: Dataset,
                   for n in refit}
     serving: Spec = {n: arm_spec(n, models[n]) for n in refit}
     data = data_span(train, len(ratings), log_seq, catalog)
-    accepted, reason, gate, gate_seconds = _gate(settings, train, spec, serving)
     params: JsonObject = {**spec, **{n: arm_spec(n, models[n]) for n in live}}
+    # A refit on the served version's data with its hyper-parameters would pass the gate and
+    # publish a copy, which under posterior_carryover reset or discount would wipe or discount
+    # the posterior at every retrain_every interval for nothing.
+    same = _unchanged(store, expect_live, data, params)
+    if same is not None:
+        logger.info("retrain: %s", same)
+        return RetrainResult("unchanged", int(expect_live or 0), int(expect_live or 0), same,
+                             len(ratings), None, 0.0, time.perf_counter() - start,
+                             tuple(models), catalog.name)
+    accepted, reason, gate, gate_seconds = _gate(settings, train, spec, serving)
     guard = lock if lock is not None else contextlib.nullcontext()
     if not accepted:
         with guard:

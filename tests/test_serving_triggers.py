@@ -44,6 +44,7 @@ from serving.app import create_app
 from serving.errors import RetrainBusyError, StoreUnavailableError
 from serving.results import CommandError
 from serving.retrain_trigger import RetrainTrigger, hold_retrain_lease
+from serving.service import RecommendationService
 from serving.settings import Settings, parse_duration
 from serving.store import Store, open_store
 
@@ -325,19 +326,29 @@ def test_retrain_after_events_publishes_one_version_per_trigger_with_two_service
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_retrain_every_fires_without_events_at_most_once_per_interval(
-        backend: str, tmp_path: Path, serving_catalog: Dataset, serving_arms: dict) -> None:
+        backend: str, tmp_path: Path, serving_catalog: Dataset, serving_arms: dict,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     every = 0.5
     settings = service_settings(tmp_path, store_url(backend, tmp_path), retrain_every=every,
                                 retrain_check_s=0.05)
+    statuses: list[str] = []
+    real = RecommendationService.retrain
+    monkeypatch.setattr(RecommendationService, "retrain", lambda self, *a, **k: (
+        statuses.append((result := real(self, *a, **k)).status) or result))
     start = time.monotonic()
     with TestClient(create_app(settings, catalog=serving_catalog, arms=serving_arms)) as a, \
             TestClient(create_app(settings, catalog=serving_catalog, arms=serving_arms)) as b:
-        poll(lambda: min(version(a), version(b)) >= 4, "three retrains by time")
-        published = max(version(a), version(b)) - 1
+        poll(lambda: len(statuses) >= 3, "three retrains by time")
+        ran = len(statuses)
         elapsed = time.monotonic() - start
-    # Each retrain starts `every` after the previous one ended: two services retraining the
-    # same interval would publish about twice as many. (A bound slowness cannot break.)
-    assert 3 <= published <= elapsed / every + 1
+        # No event since the first version's fit: each retrain publishes nothing (a reset or
+        # discount carry-over would otherwise wipe the posterior every interval).
+        assert version(a) == version(b) == 1
+    assert set(statuses) == {"unchanged"}
+    # Each retrain starts `every` after the previous one ended (an unchanged one counts):
+    # two services retraining the same interval would run about twice as many. (A bound
+    # slowness cannot break.)
+    assert 3 <= ran <= elapsed / every + 1
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -356,6 +367,7 @@ def test_a_second_retrain_while_one_runs_is_refused(
     monkeypatch.setattr(versions, "retrain", slow_retrain)
     answers: list[httpx.Response] = []
     with TestClient(create_app(settings, catalog=serving_catalog, arms=serving_arms)) as client:
+        post_events(client, serving_catalog, 0, 1)  # new data: the first retrain publishes
         first = threading.Thread(target=lambda: answers.append(
             client.post("/admin/retrain", headers=AUTH)))
         first.start()
@@ -378,10 +390,12 @@ def test_a_second_retrain_while_one_runs_is_refused(
             go.set()
             first.join()
         assert answers[0].status_code == 200 and answers[0].json()["policy_version"] == 2
-        # Freed: the next one runs.
+        # Freed: the next one runs (on the same data: it publishes nothing).
         again = client.post("/admin/retrain", headers=AUTH)
-        assert again.status_code == 200 and again.json()["policy_version"] == 3
-    assert commands.retrain(settings).version == 4
+        assert again.status_code == 200, again.text
+        assert (again.json()["status"], again.json()["policy_version"]) == ("unchanged", 2)
+    ran = commands.retrain(settings)
+    assert (ran.exit_code, ran.status, ran.version) == (0, "unchanged", 2)
 
 
 # ---------------------------------------------------------------------------- two workers
@@ -435,6 +449,7 @@ def test_retrains_under_two_worker_load_fail_no_request_and_keep_the_fold(
         # client's feedback counts) and manual ones through both workers.
         statuses: list[int] = []
         manual: list[int] = []
+        published: list[bool] = []
 
         def client_load(seed: int) -> None:
             with httpx.Client(base_url=server.base, timeout=60) as c:
@@ -453,7 +468,11 @@ def test_retrains_under_two_worker_load_fail_no_request_and_keep_the_fold(
         def manual_retrains() -> None:
             for _ in range(4):
                 with httpx.Client(base_url=server.base, timeout=120, headers=AUTH) as c:
-                    manual.append(c.post("/admin/retrain").status_code)
+                    answer = c.post("/admin/retrain")
+                    manual.append(answer.status_code)
+                    # Only a published retrain is a new version (not unchanged, nor 409).
+                    published.append(answer.status_code == 200
+                                     and answer.json()["status"] == "live")
 
         with ThreadPoolExecutor(7) as pool:
             jobs = [pool.submit(client_load, s) for s in range(6)]
@@ -474,6 +493,6 @@ def test_retrains_under_two_worker_load_fail_no_request_and_keep_the_fold(
     assert statuses.count(201) == 6 * 40  # every feedback stored
     assert set(manual) <= {200, 409} and 200 in manual
     # 240 feedbacks: at most 6 triggered retrains for them, besides the manual ones.
-    triggered = final - 2 - manual.count(200)
+    triggered = final - 2 - sum(published)
     assert 0 <= triggered <= 240 // n, (final, manual)
     assert_log_invariants(url, settings)  # rebuild-state: match yes

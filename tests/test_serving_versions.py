@@ -34,6 +34,7 @@ from serving.armset import fit_arms
 from serving.commands import models as models_command
 from serving.commands import rebuild_state
 from serving.results import CommandError
+from serving.retrain_trigger import RetrainTrigger
 from serving.settings import Settings
 
 ARMS = ["svd", "popularity"]
@@ -151,7 +152,8 @@ def test_the_gate_rejects_a_broken_candidate_and_accepts_an_honest_refit(
         refused = client.post("/admin/models/2/promote", headers=AUTH)
         assert refused.status_code == 409 and "model version 2 was rejected" in refused.text
 
-        # An honest refit (the settings' hyper-parameters on the same data) is accepted.
+        # An honest refit (the settings' hyper-parameters, with a few new events) is accepted.
+        traffic(client, range(1, 11))
         response = client.post("/admin/retrain", headers=AUTH)
         assert response.status_code == 200, response.text
         body = response.json()
@@ -173,6 +175,15 @@ def test_retrain_command_prints_the_gate_and_exits_1_when_rejected(
 
     settings = make_settings(tmp_path, "sqlite")
     monkeypatch.setattr(commands, "load_catalog", lambda _: catalog)
+    # No event since the served version's fit, same hyper-parameters: nothing to publish.
+    unchanged = commands.retrain(settings)
+    assert (unchanged.exit_code, unchanged.status, unchanged.version) == (0, "unchanged", 1)
+    assert str(unchanged).startswith("nothing to retrain: the training data (6000 ratings, 0 ")
+    assert str(unchanged).endswith("served version 1; nothing was fitted, recorded or served; "
+                                   "serving version 1")
+    assert [r.version for r in versions.run(settings, "list").rows] == [1]
+    with worker(settings, catalog, fitted) as client:
+        traffic(client, range(1, 3))
     accepted = commands.retrain(settings)
     assert accepted.exit_code == 0 and accepted.status == "live" and accepted.version == 2
     out = str(accepted)
@@ -272,6 +283,7 @@ def test_a_retrain_does_not_undo_a_rollback_made_during_its_fit(
             return real(*a, **k)
 
         monkeypatch.setattr(versions, "fit_candidate", fit_with_a_rollback_meanwhile)
+        traffic(client, range(21, 23))  # new data: a retrain that fits
         refused = client.post("/admin/retrain", headers=AUTH)
         assert refused.status_code == 409, refused.text
         assert refused.json()["detail"] == (
@@ -302,7 +314,11 @@ def test_retrain_command_refuses_to_serve_over_a_rollback_made_during_its_fit(
 
     settings = make_settings(tmp_path, "sqlite", gate_enabled=False)
     monkeypatch.setattr(commands, "load_catalog", lambda _: catalog)
+    with worker(settings, catalog, fitted) as client:  # new data: each retrain fits
+        traffic(client, range(1, 3))
     assert commands.retrain(settings).version == 2
+    with worker(settings, catalog, fitted) as client:
+        traffic(client, range(3, 5))
     real = versions.fit_candidate
 
     def fit_with_a_rollback_meanwhile(*a: object, **k: object) -> dict:
@@ -335,6 +351,7 @@ def test_a_retrain_whose_lease_was_taken_over_records_nothing(
         service = client.app.state.service
         # A random svd is rejected by the gate; an honest refit saved as a candidate.
         broken = {"svd": {"arm": "random"}} if outcome == "rejected" else None
+        traffic(client, range(1, 3))  # new data: the honest refit is not unchanged
         with pytest.raises(RetrainBusyError):
             versions.retrain(settings, service.store, catalog, service.arm_set.models,
                              lock=taken_over(), candidate=broken, serve=outcome == "rejected")
@@ -432,6 +449,7 @@ def test_a_candidate_is_saved_and_served_only_when_promoted(
         tmp_path: Path, catalog: Dataset, fitted: dict) -> None:
     settings = make_settings(tmp_path, "sqlite")
     with worker(settings, catalog, fitted) as client:
+        traffic(client, range(1, 3))  # new data: the honest refit is not unchanged
         body = client.post("/admin/retrain", params={"candidate": "true"}, headers=AUTH).json()
         assert (body["status"], body["version"], body["policy_version"]) == ("candidate", 2, 1)
         row = client.get("/admin/models/2", headers=AUTH).json()
@@ -476,6 +494,28 @@ def test_a_store_from_before_the_versions_table_gains_it_with_its_served_version
 
 
 # ---------------------------------------------------------------------------- the posterior
+def test_one_mode_to_gamma_rule_for_the_switch_logged_and_the_switch_folded(
+        tmp_path: Path) -> None:
+    from serving.policy import carryover_gamma
+    from serving.store.types import VersionSwitch
+
+    for mode, gamma in (("carry", 1.0), ("reset", 0.0), ("discount", 0.25)):
+        assert carryover_gamma(mode, 0.25) == gamma
+        settings = make_settings(tmp_path, "sqlite", posterior_carryover=mode,
+                                 carryover_discount=0.25)
+        assert versions.carryover_of(settings) == {"mode": mode, "gamma": gamma}
+        # What the fold applies is the logged gamma under the same rule.
+        model = settings.policy_model(None)
+        policy = model.fresh()
+        for _ in range(8):  # 8 successes for svd
+            policy.update("svd", 1.0)
+        model.switch(policy, VersionSwitch(1, 2, ("svd",), mode, gamma))
+        assert policy.state_dict()["stats"]["successes"][0] == pytest.approx(8 * gamma)
+    with pytest.raises(ValueError, match="posterior_carryover must be one of carry, reset, "
+                       "discount, got 'wipe'"):
+        carryover_gamma("wipe", 0.5)
+
+
 @pytest.mark.parametrize("mode", ["carry", "reset", "discount"])
 @pytest.mark.parametrize("policy", ["ThompsonSampling", "LinTS"])
 def test_the_posterior_across_a_retrain_is_part_of_the_fold(
@@ -508,6 +548,59 @@ def test_the_posterior_across_a_retrain_is_part_of_the_fold(
         assert_state_is_the_fold(client, settings)
     with worker(settings, catalog, fitted) as restarted:  # a restart folds the same
         assert_state_is_the_fold(restarted, settings)
+
+
+def test_a_triggered_retrain_with_no_new_event_publishes_nothing_and_keeps_the_posterior(
+        backend: str, tmp_path: Path, catalog: Dataset, fitted: dict) -> None:
+    """Under ``reset``, a retrain_every retrain on the served version's data must not wipe
+    the posterior every interval: it publishes nothing, and counts as done for the trigger.
+    """
+    settings = make_settings(tmp_path, backend, posterior_carryover="reset",
+                             gate_enabled=False)
+    with worker(settings, catalog, fitted) as client:
+        service = client.app.state.service
+        traffic(client, range(1, 41))
+        # A first retrain on these events, carrying the posterior over, so there is one to
+        # lose: version 2, whose data span holds every event logged.
+        carry = settings.model_copy(update={"posterior_carryover": "carry"})
+        first = versions.retrain(carry, service.store, catalog, service.arm_set.models)
+        assert (first.status, first.version) == ("live", 2)
+        wait_for_version(client, 2)
+        before, _ = policy_stats(client)
+        assert before["successes"][0] + before["failures"][0] > 0  # svd has learned something
+        now = [time.time()]
+        trigger = RetrainTrigger(service.store, service.retrain, every_s=100.0,
+                                 after_events=None, check_s=1.0,
+                                 lease_s=settings.retrain_lease_s, clock=lambda: now[0])
+        now[0] += 101.0
+        assert trigger.check() and trigger.retrains == 1  # due by time, and ran
+        assert service.store.policy_meta().version == 2
+        assert [r.version for r in service.store.versions()] == [1, 2]  # nothing recorded
+        after, _ = policy_stats(client)
+        assert after == before  # the reset was not applied: no switch was logged
+        # Counted as done: not due again until another interval has passed.
+        assert trigger.due(service.store.retrain_lease(), now[0]) is None
+        assert not trigger.check()
+        # The API answers 200 with the status and why.
+        response = client.post("/admin/retrain", headers=AUTH)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert (body["status"], body["version"], body["policy_version"]) == (
+            "unchanged", 2, 2)
+        assert body["reason"].startswith("nothing to retrain: the training data (")
+        assert "served version 2" in body["reason"] and body["gate"] is None
+        # Other hyper-parameters on the same data are a new version.
+        other = settings.model_copy(update={"arm_params": {"svd": {"n_factors": 4}}})
+        assert versions.retrain(other, service.store, catalog,
+                                service.arm_set.models, serve=False).status == "candidate"
+        # One new event: the next triggered retrain publishes version 4, and resets svd.
+        traffic(client, range(41, 42))
+        now[0] += 101.0
+        assert trigger.check() and trigger.retrains == 2
+        wait_for_version(client, 4)
+        reset, _ = policy_stats(client)
+        assert reset["successes"][0] == reset["failures"][0] == 0  # svd starts afresh
+        assert_state_is_the_fold(client, settings)
 
 
 def test_a_purge_folds_the_switches_before_its_cut(backend: str, tmp_path: Path,
@@ -608,6 +701,10 @@ def test_two_workers_serve_a_rollback_with_no_failed_request(backend: str,
         for t in threads:
             t.start()
         with httpx.Client(base_url=server.base, timeout=120, headers=AUTH) as admin:
+            # New data (a view): a retrain on the served version's data would be unchanged.
+            assert admin.post("/events", json={"events": [
+                {"user_id": 1, "item_id": 1, "type": "view", "idempotency_key": "ev-0"}]}
+                ).status_code == 201
             assert admin.post("/admin/retrain").json()["status"] == "live"
             assert admin.post("/admin/models/rollback").json()["version"] == 3
             deadline = time.monotonic() + 60

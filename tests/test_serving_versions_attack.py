@@ -87,7 +87,8 @@ def test_arms_fitted_on_another_catalogue_are_never_published(
         assert response.status_code == 409, response.text
         assert mine in response.text and theirs in response.text
         assert store.policy_meta().version == 1
-        # The service's own retrain still publishes, recording its catalogue.
+        # The service's own retrain still publishes (on new data), recording its catalogue.
+        traffic(client, range(1, 3))
         response = client.post("/admin/retrain", headers=AUTH)
         assert response.status_code == 200 and response.json()["status"] == "live"
         version = response.json()["version"]
@@ -271,6 +272,7 @@ def test_side_effect_admin_routes_refuse_unknown_and_repeated_query_parameters(
             assert response.status_code == 422, (path, response.text)
             assert "unknown query parameter(s) ['force']" in response.json()["detail"]
         assert store.items_after(0) == [] and store.policy_meta().version == 1
+        traffic(client, range(1, 3))  # new data: the refit is not unchanged
         candidate = client.post("/admin/retrain?candidate=true", headers=AUTH)
         assert candidate.status_code == 200 and candidate.json()["status"] == "candidate"
         assert store.policy_meta().version == 1
