@@ -181,9 +181,16 @@ def _settings_or_none(args: argparse.Namespace, command: str) -> object | None:
 def _serve(args: argparse.Namespace) -> int:
     """``serve`` runs the server until it stops: its status, no results to print."""
     from serving import commands
+    from serving.results import CommandError
 
     settings = _settings_or_none(args, "serve")
-    return 2 if settings is None else commands.serve(settings)  # type: ignore[arg-type]
+    if settings is None:
+        return 2
+    try:
+        return commands.serve(settings)  # type: ignore[arg-type]
+    except CommandError as exc:  # refused at start (another catalogue, arms missing): said
+        print(f"recbandits serve: {exc}", file=sys.stderr)
+        return exc.exit_code
 
 
 def _run_serving(args: argparse.Namespace, command: str, function: str | None = None,

@@ -39,7 +39,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -263,6 +263,25 @@ def store_catalog(store: Store) -> str | None:
                  if r.data.get("catalog")), None)
 
 
+def check_arm_set(store: Store, names: Sequence[str], what: str) -> None:
+    """Refuse ``what`` (a ModelsError, 409) when ``names`` is not the arm set of the live
+    version: workers load the arms they serve from the new version's folder, so a version of
+    other arms would be live in the table while no worker can load it (nothing to check
+    before a version is recorded).
+    """
+    served = store.policy_meta()
+    rows = [] if served is None else store.versions(served.version)
+    if not rows or not rows[0].arms:
+        return
+    live = sorted(rows[0].arms)
+    if sorted(names) != live:
+        raise ModelsError(f"{what} the arms {sorted(names)}, but the live version "
+                          f"{served.version if served else '?'} serves {live}: a version of "
+                          "other arms could not be loaded by the workers (run with --arms "
+                          f"{','.join(live)}, or serve the new arm set with 'recbandits "
+                          "serve')")
+
+
 def check_catalog(store: Store, fingerprint: str | None, what: str) -> None:
     """Refuse ``what`` (a ModelsError, 409) when ``fingerprint`` is not the store's catalogue
     (:func:`store_catalog`; nothing to check while either is unknown).
@@ -403,6 +422,7 @@ def retrain(settings: Settings, store: Store, catalog: Dataset,
     if served is not None and served.version != expect_live:
         raise _moved_on(served.version, expect_live, "nothing was fitted")
     check_catalog(store, catalog_fingerprint(catalog), "this retrain's arms would be")
+    check_arm_set(store, list(models), "this retrain would fit")
     log_seq = store.log_seq()
     ratings = store.ratings_frame()
     base = with_added_items(catalog, store.items_after(0))
@@ -551,6 +571,7 @@ def promote(settings: Settings, store: Store, version: int, *,
     if row.status == "live":
         raise ModelsError(f"model version {version} is live already")
     check_catalog(store, row.data.get("catalog"), f"model version {version}'s arms were")
+    check_arm_set(store, list(row.arms), f"model version {version} holds")
     # The row's own arms, not the caller's settings: `recbandits models promote` may run with
     # other settings than the service's (the arms a worker reloads are those of its folder).
     refitted = [n for n, spec in row.arms.items()

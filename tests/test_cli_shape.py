@@ -195,3 +195,17 @@ def test_a_service_command_refusal_goes_to_stderr_with_its_status(monkeypatch, c
                      "--state-dir", str(tmp_path)]) == code
     assert calls == [{"before": "2020-01-01", "dry_run": True}]
     assert capsys.readouterr() == ("", f"recbandits purge: {error}\n")
+
+
+def test_serve_refused_at_start_says_why_on_stderr_without_a_traceback(monkeypatch, capsys,
+                                                                       tmp_path):
+    """A start the store refuses (arms of another catalogue, say) is one line and its status,
+    as every service command's refusal (it was a traceback; found by attack)."""
+    refusal = sr.CommandError("this store's arms are fitted on another catalogue", 1)
+
+    def fake(settings):
+        raise refusal
+
+    monkeypatch.setattr(commands, "serve", fake)
+    assert cli.main(["serve", "--state-dir", str(tmp_path)]) == 1
+    assert capsys.readouterr() == ("", f"recbandits serve: {refusal}\n")

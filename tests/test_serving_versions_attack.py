@@ -96,6 +96,42 @@ def test_arms_fitted_on_another_catalogue_are_never_published(
             "catalog"] == mine
 
 
+def test_a_retrain_or_promotion_of_another_arm_set_is_refused(
+        backend: str, tmp_path: Path, catalog: Dataset, fitted: dict,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers load the arms they serve from the live version's folder: a version holding
+    only some of them (a retrain run with fewer --arms, or the promotion of such a row) would
+    be live in the table while no worker loads it, and block the next retrains (found by
+    attack). Refused (409 / exit 1), nothing recorded or served.
+    """
+    settings = make_settings(tmp_path, backend)
+    with worker(settings, catalog, fitted) as client:
+        service = client.app.state.service
+        store = service.store
+        traffic(client, range(1, 3))  # new data: a retrain of the served arms would publish
+        only_svd = {"svd": service.arm_set.models["svd"]}
+        with pytest.raises(versions.ModelsError, match=r"serves \['popularity', 'svd'\]") as \
+                refused:
+            versions.retrain(settings, store, catalog, only_svd)
+        assert refused.value.status_code == 409
+        monkeypatch.setattr(commands, "load_catalog", lambda _: catalog)
+        with pytest.raises(CommandError, match="run with --arms popularity,svd") as command:
+            commands.retrain(settings.model_copy(update={"arms": ["svd"]}))
+        assert command.value.exit_code == 1
+        assert [r.version for r in store.versions()] == [1]
+        # A row of fewer arms (as such a retrain recorded before this check) is never promoted.
+        live = store.versions(1)[0]
+        subset = store.record_version(status="candidate", reason="fewer arms",
+                                      arms_dir=live.arms_dir, arms={"svd": live.arms["svd"]},
+                                      data=live.data, gate=None)
+        response = client.post(f"/admin/models/{subset.version}/promote", headers=AUTH)
+        assert response.status_code == 409 and "serves ['popularity', 'svd']" in response.text
+        assert store.policy_meta().version == 1
+        # The served arm set itself still retrains and publishes.
+        response = client.post("/admin/retrain", headers=AUTH)
+        assert response.status_code == 200 and response.json()["status"] == "live"
+
+
 def test_a_store_from_before_fingerprints_adopts_the_catalogue_its_service_starts_on(
         backend: str, tmp_path: Path, catalog: Dataset, fitted: dict, other_catalog: Dataset,
         monkeypatch: pytest.MonkeyPatch) -> None:
