@@ -30,6 +30,7 @@ import copy
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -54,8 +55,10 @@ Selection = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], str]
 
 
 
-#: The posterior carry-over modes (``settings.posterior_carryover``).
-CARRYOVER_MODES = ("carry", "reset", "discount")
+#: The posterior carry-over modes: what a refitted arm's statistics start from at a version
+#: switch (the type of ``settings.posterior_carryover`` too).
+CarryoverMode = Literal["carry", "reset", "discount"]
+CARRYOVER_MODES: tuple[str, ...] = get_args(CarryoverMode)
 
 
 def carryover_gamma(mode: str, discount: float) -> float:
@@ -456,6 +459,14 @@ def _normalised(pmf: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return p / p.sum()
 
 
-__all__ = ["CARRYOVER_MODES", "DEFAULT_POLICY", "SERVABLE_POLICIES", "Outcome", "PolicyModel",
-           "PolicySnapshot", "carryover_gamma",
-           "check_policy_name"]
+__all__ = [
+    "CARRYOVER_MODES",
+    "DEFAULT_POLICY",
+    "SERVABLE_POLICIES",
+    "CarryoverMode",
+    "Outcome",
+    "PolicyModel",
+    "PolicySnapshot",
+    "carryover_gamma",
+    "check_policy_name",
+]

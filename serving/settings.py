@@ -24,7 +24,7 @@ from serving.armset import make_arm
 from serving.drift import DriftMonitor
 from serving.features import DEFAULT_HALF_LIFE_S
 from serving.holdout import Holdout, check_holdout
-from serving.policy import DEFAULT_POLICY, PolicyModel, check_policy_name
+from serving.policy import DEFAULT_POLICY, CarryoverMode, PolicyModel, check_policy_name
 from serving.rules import Aggregation, RuleBook, overridden_rules
 
 #: Arms served by default, in policy order (names of :mod:`arms.registry`).
@@ -337,7 +337,7 @@ class Settings(BaseSettings):
     drift_delta: float | None = Field(None, ge=0, lt=1)
     drift_min_samples: int | None = Field(None, ge=1)
     drift_windows: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [100, 1000])
-    posterior_carryover: Literal["carry", "reset", "discount"] = "carry"
+    posterior_carryover: CarryoverMode = "carry"
     carryover_discount: float = Field(0.5, gt=0.0, le=1.0, allow_inf_nan=False)
     gate_enabled: bool = True
     gate_holdout: float = Field(0.1, gt=0.0, lt=1.0)
