@@ -63,7 +63,7 @@ from serving.errors import (
 )
 from serving.features import FeatureStore
 from serving.ids import new_event_id
-from serving.live import arm_from_bytes, fold_log, state_digest, user_history
+from serving.live import arm_from_bytes, fold_log, state_digest, user_signals
 from serving.multileave import (
     MultileaveView,
     choose,
@@ -630,13 +630,14 @@ class RecommendationService:
         now = time.time()
         history, stated = await self._user_context(user_id, now)
         user = arms.user_index.get(user_id)
-        excluded, liked, disliked = self._split_history(history, arms, now)
+        # One walk over the user's events: those within the retention window as every arm
+        # scores them now, the items they exclude and the session's likes and dislikes.
+        recent, ratings, excluded, liked, disliked, _ = user_signals(
+            history, arms, self.rules, now - self.settings.retention_s,
+            now - self.settings.session_window_s)
         # A history cut at history_limit is folded afresh: the cache may hold older events.
         features = self.features.vector(user_id, history, stated, now,
                                         cached=len(history) < self.settings.history_limit)
-        # The user's events within the retention window, as every arm scores them now.
-        recent, ratings, _ = user_history(history, arms, self.rules,
-                                          now - self.settings.retention_s)
         if self._multileave and user is not None:
             return await self._recommend_multileave(
                 user_id, user, k, arms, now, features,
@@ -788,38 +789,6 @@ class RecommendationService:
                                         order.tolist(), strict=True)
         ]
         return Recommendation(event_id, user_id, arm, propensity, arms.version, False, items)
-
-    def _split_history(self, history: list[UserEvent], arms: ArmSet, now: float
-                       ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64],
-                                  npt.NDArray[np.int64]]:
-        """Item indices of the user's events whose type excludes the item from their slates
-        (a like, dislike, click, rating or purchase; not a view), and of the session's events
-        that pull the slates towards their genres or push them away (the rule book's signs).
-        """
-        empty = np.empty(0, dtype=np.int64)
-        if not history:
-            return empty, empty, empty
-        index = arms.item_index
-        rules = self.rules
-        since = now - self.settings.session_window_s
-        excluded: list[int] = []
-        liked: list[int] = []
-        disliked: list[int] = []
-        for event in history:
-            i = index.get(event.movie_id)
-            if i is None:
-                continue
-            worth = rules.worth(event.event_type, event.value)
-            if worth.excludes:
-                excluded.append(i)
-            if event.created_at >= since:
-                sign = worth.session_sign
-                if sign > 0:
-                    liked.append(i)
-                elif sign < 0:
-                    disliked.append(i)
-        return (np.array(excluded, np.int64), np.array(liked, np.int64),
-                np.array(disliked, np.int64))
 
     # ------------------------------------------------------------------ feedback and events
     async def _attributed_decision(self, user_id: int, movie_id: int, event_id: str | None,
