@@ -481,13 +481,22 @@ class ArmSet:
             order = finite[np.lexsort((finite, -scores[finite]))]
             shared = Ranking(scores, order, complete=True)
             self._remember(key, shared)
-        hidden = self.positions[arm][seen[seen < self.positions[arm].size]]
+        positions = self.positions[arm]
+        hidden = seen[seen < positions.size]
+        if not self._in_order[arm]:  # else the arm's indices are the universe's
+            hidden = positions[hidden]
         if not hidden.size:
             return shared
         scores = shared.scores.copy()
         scores[hidden] = -np.inf
-        keep = np.isfinite(scores)
-        return Ranking(scores, shared.order[keep[shared.order]], complete=True)
+        # Only the head a request reads is filtered (RANKING_DEPTH items, as for the cached
+        # rankings of the other arms: a longer slate is ranked from all the scores), not the
+        # whole order: ~5 against ~16 us a request for MovieLens's popularity arm.
+        depth = RANKING_DEPTH + hidden.size
+        head = shared.order[:depth]
+        head = head[np.isfinite(scores[head])]
+        complete = depth >= shared.order.size
+        return Ranking(scores, head if complete else head[:RANKING_DEPTH], complete)
 
     def history_ranking(self, arm: str, user_id: int, items: np.ndarray,
                         ratings: np.ndarray) -> Ranking:
