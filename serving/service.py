@@ -105,9 +105,11 @@ LOAD_BACKOFF_CAP_S = 60.0
 _clock: Callable[[], float] = time.monotonic
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: a frozen dataclass's __init__ took 3.1 against 0.8 us (timeit)
 class Recommendation:
     """A served decision (logged as ``event_id``): the user, the arm, its propensity, the items.
+
+    Made per request and only written out (the response's fields, in order).
 
     Attributes
     ----------

@@ -2,32 +2,37 @@
 
 Each faster piece of ``GET /recommendations`` (one walk over the user's events, the query read
 without the model, the popularity arm's seen-filter on the ranking's head, the decision id's
-hash) is compared, on seeded inputs, with a reference written the plain way (the code it
-replaced, or the model that stays the definition). Synthetic data only.
+hash, the JSON response written without Starlette's generic header code) is compared, on
+seeded inputs, with a reference written the plain way (the code it replaced, or the model or
+library that stays the definition). Synthetic data only.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import itertools
 from types import SimpleNamespace
 
 import numpy as np
+import orjson
 import pytest
 from fastapi.exceptions import RequestValidationError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from starlette.responses import Response
 
 from arms.data import make_synthetic
 from serving import ids
-from serving.api.routes.recommendations import _ids
+from serving.api.responses import json_response
+from serving.api.routes.recommendations import FIELDS, _ids
 from serving.api.validation import validate
 from serving.armset import RANKING_DEPTH, ArmSet, fit_arms
 from serving.live import user_history, user_signals
 from serving.rules import EventType, RuleBook
 from serving.schemas import RecommendationQuery
-from serving.service import _best, top_k_row
+from serving.service import Recommendation, _best, top_k_row
 from serving.store.types import UserEvent
 
 NOW = 1.7e9
@@ -194,3 +199,25 @@ def test_popularitys_head_filter_serves_what_filtering_every_item_served() -> No
             # The same float32 numbers (served as Python floats: the JSON is the same).
             assert got_scores.tolist() == want_scores.tolist()
     assert tested_fallback and tested_head
+
+
+# ---------------------------------------------------------------------------- the response
+@pytest.mark.parametrize("status", [200, 201, 404, 422, 500, 503, 204, 304, 101])
+@pytest.mark.parametrize("headers", [None, {"Retry-After": "2"}])
+def test_a_json_response_is_starlettes_response_of_the_same_body(
+        status: int, headers: dict[str, str] | None) -> None:
+    content = {"detail": "é \u2028", "items": [{"score": 0.1, "year": None}], "n": 2**40}
+    got = json_response(content, status, headers)
+    want = Response(orjson.dumps(content), status_code=status, headers=headers,
+                    media_type="application/json")
+    assert (got.status_code, got.body, got.raw_headers, got.media_type, got.background) == (
+        want.status_code, want.body, want.raw_headers, want.media_type, want.background)
+
+
+def test_a_recommendation_is_written_as_the_dict_of_the_models_fields() -> None:
+    assert tuple(f.name for f in dataclasses.fields(Recommendation)) == FIELDS
+    result = Recommendation("ab" * 16, 7, "svd", 0.25, 3, False,
+                            [{"movie_id": 1, "title": "A", "year": None, "genres": ["Drama"],
+                              "score": 0.5, "position": 1, "arm": "svd"}])
+    assert json_response(result).body == orjson.dumps(
+        {name: getattr(result, name) for name in FIELDS})

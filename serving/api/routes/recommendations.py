@@ -91,8 +91,10 @@ async def recommendations(request: Request) -> Response:
     state = request.app.state
     result = await state.service.recommend(user_id, k)
     state.metrics.record_decision(result.arm)
-    # Written as the service made it (RecommendationOut documents it; tests check they agree).
-    return json_response({name: getattr(result, name) for name in FIELDS})
+    # Written as the service made it, a dataclass whose fields are the keys of FIELDS in order
+    # (RecommendationOut documents it; tests check they agree): orjson writes it without the
+    # dict copy (~1.5 us).
+    return json_response(result)
 
 
 _OPENAPI, _MODELS = operation(
