@@ -149,8 +149,9 @@ def user_signals(events: Sequence[UserEvent], arm_set: ArmSet, rules: RuleBook, 
 
 def user_history(events: Sequence[UserEvent], arm_set: ArmSet, rules: RuleBook, since: float
                  ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], int]:
-    """A user's events stamped at or after ``since`` as the arms score them: ``(items,
-    ratings, last_seq)`` of :func:`user_signals` (see :class:`UserSignals`).
+    """A user's ``events`` stamped at or after ``since`` as the arms score them: ``(items,
+    ratings, last_seq)`` of :func:`user_signals` with the same ``arm_set`` and ``rules`` (see
+    :class:`UserSignals`).
     """
     signals = user_signals(events, arm_set, rules, since, math.inf)
     return signals.items, signals.ratings, signals.last_seq
