@@ -21,13 +21,12 @@ import pytest
 from fastapi.exceptions import RequestValidationError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from starlette.requests import Request
 from starlette.responses import Response
 
 from arms.data import make_synthetic
 from serving import ids
 from serving.api.responses import json_response
-from serving.api.routes.recommendations import FIELDS, _ids, _plain, _query
+from serving.api.routes.recommendations import FIELDS, _ids
 from serving.api.validation import validate
 from serving.armset import RANKING_DEPTH, ArmSet, fit_arms
 from serving.live import user_history, user_signals
@@ -151,29 +150,6 @@ def test_the_query_is_read_as_the_model_reads_it(params: dict[str, str]) -> None
         assert raised.value.errors() == exc.errors()
     else:
         assert _ids(params) == (query.user_id, query.k)
-
-
-@settings(max_examples=400, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow])  # the shared machine's load
-@given(st.lists(st.tuples(st.sampled_from(["user_id", "k", "x", "user_id%5F"]), VALUES,
-                          st.booleans()), max_size=3))
-def test_the_usual_query_string_is_read_as_the_split_query_is(
-        parts: list[tuple[str, str, bool]]) -> None:
-    raw = "&".join(f"{k}={v}" if eq else k for k, v, eq in parts).encode()
-    request = Request({"type": "http", "method": "GET", "path": "/recommendations",
-                       "query_string": raw, "headers": []})
-    plain = _plain(raw)
-    if plain is not None:
-        assert plain == _ids(_query(request)), raw
-
-
-def test_the_usual_query_strings_take_the_short_way() -> None:
-    assert _plain(b"user_id=196&k=10") == (196, 10)
-    assert _plain(b"user_id=0007") == (7, 10)
-    assert _plain(b"user_id=4611686018427387904&k=100") == (2**62, 100)
-    for other in [b"user_id=0", b"user_id=5&k=101", b"k=5&user_id=5", b"user_id=5&k=",
-                  b"user_id=%35", b"user_id=5&x=1", b"user_id=4611686018427387905"]:
-        assert _plain(other) is None, other
 
 
 # ---------------------------------------------------------------------------- decision ids

@@ -11,7 +11,6 @@ load 9-12), not enough, while skipping the stack altogether halves the cost in p
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 from starlette.requests import Request
@@ -82,33 +81,13 @@ def _ids(params: Mapping[str, str]) -> tuple[int, int]:
     return query.user_id, query.k
 
 
-#: The usual query, ``user_id=N`` or ``user_id=N&k=M`` in plain digits.
-_PLAIN = re.compile(rb"user_id=([0-9]{1,%d})(?:&k=([0-9]{1,%d}))?" % (_SHORT, _SHORT))
-
-
-def _plain(raw: bytes) -> tuple[int, int] | None:
-    """``user_id`` and ``k`` of the usual query string ``raw`` when they are within bounds,
-    read with one regular expression (~1 us, against ~4 us to split the query and read it:
-    :func:`_query` and :func:`_ids`); None for any other query (those two read it then).
-    """
-    match = _PLAIN.fullmatch(raw)
-    if match is None:
-        return None
-    user, k = match.groups()
-    user_id, size = int(user), int(_DEFAULT_K if k is None else k)
-    if 1 <= user_id <= MAX_ID and 1 <= size <= MAX_K:
-        return user_id, size
-    return None
-
-
 async def recommendations(request: Request) -> Response:
     """``GET /recommendations``: top-``k`` movies for ``user_id`` (see ``DESCRIPTION``).
 
     The query of ``request`` is validated as :class:`RecommendationQuery`; the decision is
     logged and counted in the metrics.
     """
-    ids = _plain(request.scope["query_string"])
-    user_id, k = ids if ids is not None else _ids(_query(request))
+    user_id, k = _ids(_query(request))
     state = request.app.state
     result = await state.service.recommend(user_id, k)
     state.metrics.record_decision(result.arm)
