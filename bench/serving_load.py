@@ -708,8 +708,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{f['cpu_us']:>9.0f}{b['cpu_us'] / f['cpu_us']:>7.2f}{r['db_us']:>9.0f}"
               f"{f['db_us']:>9.0f}")
     print("(half rps: achieved rate of the fixed-rate run, target = bare rps / 2; its p50/p99 "
-          "are from scheduled send times; bare p99@half: the bare endpoint under the same "
-          "fixed-rate generator, the floor of this measurement on this machine)")
+          "are from scheduled send times, on "
+          + (f"{open_connections} connections as wrk2 -c{open_connections}" if open_connections
+             else "a new connection whenever all are busy")
+          + "; bare p99@half: the bare endpoint under the same fixed-rate generator, the floor "
+          "of this measurement on this machine)")
     print()
     for name, value in results.items():
         print(f"{name}: {value:.3f}")
