@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             cpu = bare.cpu_s()
             b = wrk(bare.base, LUA_BARE, args.seconds, args.connections, tmp)
             b["cpu_us"] = 1e6 * (bare.cpu_s() - cpu) / b["requests"]
-            bh = open_loop(bare.base, b["rps"] / 2, args.seconds, n_users, 2, bare=True)
+            bh = open_loop(bare.base, b["rps"] / 2, args.seconds, n_users, 2, bare=True,
+                           connections=args.connections)
         finally:
             bare.stop()
         env = {"RECBANDITS_STATE_DIR": str(state), "RECBANDITS_DATASET": args.dataset,
@@ -162,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
                 run["cpu_us"] = 1e6 * (service.cpu_s() - cpu) / run["requests"]
                 run["db_us"] = 1e6 * (db_cpu_s(pg) - db_cpu) / run["requests"]
                 measured[name] = run
-            h = open_loop(service.base, b["rps"] / 2, args.seconds, n_users, 2)
+            h = open_loop(service.base, b["rps"] / 2, args.seconds, n_users, 2,
+                          connections=args.connections)
             pairs_path = tmp / "pairs.jsonl"
             pairs_path.write_text("\n".join(event_lines(items, n_users, 200_000, 4, "p")) + "\n")
             ryw = wrk(service.base, LUA_READ_YOUR_WRITES % {"path": pairs_path}, args.seconds,

@@ -8,8 +8,10 @@ For 1 and 2 uvicorn workers and for SQLite and PostgreSQL, wrk (Debian's ``wrk``
   p50/p99 at a fixed rate of half the bare endpoint's throughput. wrk is closed-loop (a slow
   answer delays the next request, so its latencies hide queueing) and Debian has no wrk2, so the
   fixed-rate run uses :func:`open_loop`: requests are *scheduled* at ``rate`` per second on
-  keep-alive connections (a new one opens when all are busy) and each latency is measured from
-  its scheduled time, wrk2's correction for coordinated omission. The bare endpoint is run
+  ``--open-loop-connections`` keep-alive connections (default: ``--connections``, request i on
+  connection i modulo their number, as wrk2's ``-c``; 0: a new one whenever all are busy) and
+  each latency is measured from its scheduled time, wrk2's correction for coordinated
+  omission. The bare endpoint is run
   through the same generator at the same rate: its p99 is the floor of this measurement on this
   machine (the generator's own jitter and the other processes on the cores);
 - ``POST /feedback`` on distinct (event, movie, type) triples from decisions made just before
@@ -37,7 +39,7 @@ Usage::
 
     RECBANDITS_DATA=/work/shared/data .venv/bin/python bench/serving_load.py [--seconds 8]
         [--workers 1 2] [--stores sqlite postgresql] [--connections 32] [--pin]
-        [--stock-server]
+        [--open-loop-connections N] [--stock-server]
 
 Ends with ``name: value`` lines. Bounded: every wrk run lasts ``--seconds``; loopback only.
 """
@@ -46,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import random
@@ -57,11 +60,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
+#: Connections of the fixed-rate generator (wrk2's ``-c``): as many as wrk's closed-loop runs.
+OPEN_LOOP_CONNECTIONS = 32
 HERE = Path(__file__).resolve().parent
 
 
@@ -215,16 +222,33 @@ class _OpenLoop:
     as it can of the two cores it shares with the server (measured at 5,500 requests/s: 47 us
     of CPU a request, against 60 us with a task per request).
 
-    A request goes out on an idle keep-alive connection (the most recently idle: as a client
-    pool does), or on a new one when every connection is busy; its latency runs from its
-    scheduled time to the last byte of the answer (responses carry Content-Length, as
-    uvicorn's JSON responses do).
+    ``connections`` > 0 (the default of :func:`open_loop`): wrk2's definition. That many
+    keep-alive connections are opened before the run and request ``i`` goes out on connection
+    ``i % connections`` as soon as it is due and that connection's previous answer is in
+    (head-of-line blocking, as wrk2's per-connection schedules); a request that waits for its
+    connection has that wait in its latency, which runs from its scheduled time. So a server
+    stall counts against every request scheduled during it, but never makes the client open
+    more connections than it was given. ``connections`` = 0: the previous generator, which
+    sends on an idle connection (the most recently idle) or opens a new one whenever every
+    connection is busy: behind a stall it opens one connection per queued request, which the
+    server pays for (accepting, a protocol object and timers per connection; past the worker's
+    ``max_concurrency`` a 503 that closes the connection, so the next request opens another):
+    measured on the service (SQLite, Thompson Sampling, load 3-5), 3,730 connections for 5,000
+    requests at 1,000 requests/s and 385-578 us of server CPU a request, against 154-184 us under
+    wrk's 32 connections. That is a load no client pool makes (httpx and aiohttp cap theirs at
+    100) and it turned a short stall into seconds of queue.
+
+    Responses must carry Content-Length (uvicorn's JSON responses do); latency runs from a
+    request's scheduled time to the last byte of its answer.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, port: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, port: int, connections: int = 0
+                 ) -> None:
         self.loop = loop
         self.port = port
         self.idle: list[_HttpConnection] = []
+        self.lanes = [_Lane(self) for _ in range(connections)]
+        self.sent = 0
         self.latencies: list[float] = []
         self.statuses: dict[int, int] = {}
         self.errors = 0
@@ -233,12 +257,18 @@ class _OpenLoop:
 
     def send(self, raw: bytes, scheduled: float) -> None:
         self.in_flight += 1
-        if self.idle:
+        if self.lanes:
+            self.lanes[self.sent % len(self.lanes)].submit(raw, scheduled)
+        elif self.idle:
             self.idle.pop().send(raw, scheduled)
         else:
-            task = self.loop.create_task(self._open(raw, scheduled))
-            self.opening.add(task)
-            task.add_done_callback(self.opening.discard)
+            self._track(self._open(raw, scheduled))
+        self.sent += 1
+
+    def _track(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = self.loop.create_task(coro)
+        self.opening.add(task)
+        task.add_done_callback(self.opening.discard)
 
     async def _open(self, raw: bytes, scheduled: float) -> None:
         try:
@@ -255,18 +285,87 @@ class _OpenLoop:
         # monotonic clock read now gives the answer's time to the microsecond.
         self.latencies.append(time.monotonic() - scheduled)
         self.statuses[status] = self.statuses.get(status, 0) + 1
-        self.idle.append(conn)
+        if conn.lane is not None:
+            conn.lane.done()
+        else:
+            self.idle.append(conn)
 
     def failed(self) -> None:
         self.in_flight -= 1
         self.errors += 1
 
+    def close(self) -> None:
+        """Close every connection (at the end of a run)."""
+        for conn in [*self.idle, *(lane.conn for lane in self.lanes if lane.conn)]:
+            if conn.transport is not None:
+                conn.transport.close()
 
-class _HttpConnection(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection of :class:`_OpenLoop`, one request in flight."""
+
+class _Lane:
+    """One of the generator's ``connections`` (wrk2's mode): its requests in order, one in
+    flight; it (re)connects when it has a request and no connection (a 503 closes one)."""
 
     def __init__(self, generator: _OpenLoop) -> None:
         self.generator = generator
+        self.waiting: collections.deque[tuple[bytes, float]] = collections.deque()
+        self.conn: _HttpConnection | None = None
+        self.busy = False
+        self.connecting = False
+
+    async def connect(self) -> bool:
+        """Open this lane's connection; False (and nothing opened) if that failed."""
+        self.connecting = True
+        try:
+            _, conn = await self.generator.loop.create_connection(
+                lambda: _HttpConnection(self.generator, self), "127.0.0.1",
+                self.generator.port)
+        except OSError:
+            return False
+        finally:
+            self.connecting = False
+        self.conn = conn
+        return True
+
+    async def _reconnect(self) -> None:
+        if not await self.connect() and self.waiting:
+            self.waiting.popleft()  # that request could not be sent: an error, as a drop
+            self.generator.failed()
+        self._pump()
+
+    def submit(self, raw: bytes, scheduled: float) -> None:
+        self.waiting.append((raw, scheduled))
+        self._pump()
+
+    def _pump(self) -> None:
+        if self.busy or not self.waiting:
+            return
+        if self.conn is None:
+            if not self.connecting:
+                self.connecting = True
+                self.generator._track(self._reconnect())
+            return
+        raw, scheduled = self.waiting.popleft()
+        self.busy = True
+        self.conn.send(raw, scheduled)
+
+    def done(self) -> None:
+        self.busy = False
+        self._pump()
+
+    def lost(self, conn: _HttpConnection) -> None:
+        if conn is self.conn:
+            self.conn = None
+            self.busy = False
+            self._pump()
+
+
+class _HttpConnection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection of :class:`_OpenLoop`, one request in flight
+    (``lane``: the :class:`_Lane` it serves in wrk2's mode, else None)."""
+
+    def __init__(self, generator: _OpenLoop, lane: _Lane | None = None) -> None:
+        self.generator = generator
+        self.lane = lane
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.need: int | None = None
@@ -303,13 +402,21 @@ class _HttpConnection(asyncio.Protocol):
             self.generator.failed()
         if self in self.generator.idle:
             self.generator.idle.remove(self)
+        if self.lane is not None:
+            self.lane.lost(self)
 
 
 async def _open_loop(port: int, rate: float, seconds: float, n_users: int,
-                     seed: int, bare: bool = False) -> dict[str, float]:
+                     seed: int, bare: bool = False, connections: int = OPEN_LOOP_CONNECTIONS
+                     ) -> dict[str, float]:
     loop = asyncio.get_running_loop()
     rng = random.Random(seed)
-    generator = _OpenLoop(loop, port)
+    generator = _OpenLoop(loop, port, connections)
+    # wrk2 connects first: the run's first requests do not pay for the handshakes.
+    connected = await asyncio.gather(*(lane.connect() for lane in generator.lanes))
+    if not all(connected):
+        generator.close()
+        raise OSError(f"could not open {connections} connections to 127.0.0.1:{port}")
     n = int(rate * seconds)
     host = f"Host: 127.0.0.1:{port}\r\n\r\n".encode()
     targets = [b"GET /bare HTTP/1.1\r\n" + host if bare else
@@ -331,6 +438,7 @@ async def _open_loop(port: int, rate: float, seconds: float, n_users: int,
     deadline = loop.time() + 30
     while (generator.in_flight or generator.opening) and loop.time() < deadline:
         await asyncio.sleep(0.01)
+    generator.close()
     ordered = sorted(generator.latencies)
 
     def pct(q: float) -> float:
@@ -344,15 +452,17 @@ async def _open_loop(port: int, rate: float, seconds: float, n_users: int,
 
 
 def open_loop(base: str, rate: float, seconds: float, n_users: int, seed: int,
-              cpus: str | None = None, bare: bool = False) -> dict[str, float]:
+              cpus: str | None = None, bare: bool = False,
+              connections: int = OPEN_LOOP_CONNECTIONS) -> dict[str, float]:
     """GET /recommendations (``bare``: GET /bare) at a fixed ``rate`` (requests scheduled, not
-    waited for); p50/p99 in ms from each request's scheduled time. Runs in a child process
-    (pinned to ``cpus``)."""
+    waited for); p50/p99 in ms from each request's scheduled time. ``connections``: wrk2's
+    fixed set of connections (0: a new one whenever all are busy; see :class:`_OpenLoop`).
+    Runs in a child process (pinned to ``cpus``)."""
     port = base.rsplit(":", 1)[1]
     pin = [] if cpus is None else ["taskset", "-c", cpus]
     cmd = [*pin, sys.executable, str(Path(__file__).resolve()), "--open-loop",
            json.dumps({"port": int(port), "rate": rate, "seconds": seconds, "n_users": n_users,
-                       "seed": seed, "bare": bare})]
+                       "seed": seed, "bare": bare, "connections": connections})]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 90, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -459,6 +569,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="decisions made before the feedback run (x10 feedback bodies)")
     parser.add_argument("--pin", action="store_true",
                         help="1 worker: server on CPU 0, load generators on CPU 1")
+    parser.add_argument("--open-loop-connections", type=int, default=None, metavar="N",
+                        help="connections of the fixed-rate run (wrk2's -c; default: "
+                             "--connections; 0: a new one whenever all are busy)")
     parser.add_argument("--stock-server", action="store_true",
                         help="uvicorn's default options instead of serve's limits (to measure "
                              "their cost)")
@@ -477,6 +590,8 @@ def main(argv: list[str] | None = None) -> int:
         runner = uvloop.run if uvloop is not None else asyncio.run
         print(json.dumps(runner(_open_loop(**spec))))
         return 0
+    open_connections = (args.connections if args.open_loop_connections is None
+                        else args.open_loop_connections)
     if shutil.which("wrk") is None:
         print("wrk not found: apt-get install wrk", file=sys.stderr)
         return 2
@@ -511,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
                     b["cpu_us"] = 1e6 * (bare.cpu_s() - cpu) / b["requests"]
                     # The floor of the fixed-rate measurement: the same generator, same rate.
                     bh = open_loop(bare.base, b["rps"] / 2, args.seconds, n_users, 2,
-                                   load_cpus, bare=True)
+                                   load_cpus, bare=True, connections=open_connections)
                 finally:
                     bare.stop()
                 for policy in args.policies:
@@ -539,7 +654,7 @@ def main(argv: list[str] | None = None) -> int:
                         r["cpu_us"] = 1e6 * (service.cpu_s() - cpu) / r["requests"]
                         r["db_us"] = 1e6 * (db_cpu_s(db_server) - db_cpu) / r["requests"]
                         h = open_loop(service.base, b["rps"] / 2, args.seconds, n_users, 2,
-                                      load_cpus)
+                                      load_cpus, connections=open_connections)
                         slates = asyncio.run(make_decisions(service.base, args.decisions, n_users,
                                                             workers))
                         path = tmp / f"{ptag}-feedback.jsonl"
@@ -593,8 +708,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{f['cpu_us']:>9.0f}{b['cpu_us'] / f['cpu_us']:>7.2f}{r['db_us']:>9.0f}"
               f"{f['db_us']:>9.0f}")
     print("(half rps: achieved rate of the fixed-rate run, target = bare rps / 2; its p50/p99 "
-          "are from scheduled send times; bare p99@half: the bare endpoint under the same "
-          "fixed-rate generator, the floor of this measurement on this machine)")
+          "are from scheduled send times, on "
+          + (f"{open_connections} connections as wrk2 -c{open_connections}" if open_connections
+             else "a new connection whenever all are busy")
+          + "; bare p99@half: the bare endpoint under the same fixed-rate generator, the floor "
+          "of this measurement on this machine)")
     print()
     for name, value in results.items():
         print(f"{name}: {value:.3f}")

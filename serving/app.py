@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
         writer = GroupCommitWriter(
             resources.store, batch_max=settings.batch_max,
             jobs=[PeriodicJob("settle", settings.sweep_interval_s, service.settle)],
-            on_counted=service.policy_changed,
+            on_counted=service.policy_changed, linger_s=settings.commit_linger_s,
         )
         writer.start(asyncio.get_running_loop())
         service.writer = writer

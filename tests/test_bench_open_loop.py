@@ -28,6 +28,7 @@ class ScriptedServer:
 
     def __init__(self, drop_every: int = 0) -> None:
         self.requests: list[bytes] = []
+        self.connections = 0  # accepted
         self.drop_every = drop_every
         self.released = asyncio.Event()
         self.released.set()
@@ -44,6 +45,7 @@ class ScriptedServer:
         self.released.set()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -132,3 +134,49 @@ def test_dropped_connections_are_errors_and_the_run_still_ends(serving_load) -> 
     assert result["errors"] == 20  # every 10th request's connection closed unanswered
     assert result["requests"] == 180 and result["non2xx"] == 0
     assert all(line == b"GET /bare HTTP/1.1" for line in server.requests)
+
+
+@pytest.mark.parametrize("connections, most", [(4, 4), (0, None)])
+def test_a_stall_opens_no_connection_beyond_the_given_ones(serving_load, connections: int,
+                                                           most: int | None) -> None:
+    # wrk2's definition (connections > 0): request i waits for connection i % n, its wait in
+    # its latency; the earlier generator (0) opened a connection per request queued behind a
+    # stall, a load on the server that no client pool makes.
+    async def scenario():
+        server = ScriptedServer()
+        port = await server.start()
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.15, server.hold)
+        loop.call_later(0.35, server.release)
+        result = await serving_load._open_loop(port, rate=500, seconds=0.4, n_users=10, seed=1,
+                                               connections=connections)
+        await server.close()
+        return server, result
+
+    server, result = run(scenario)
+    assert result["requests"] == 200 and len(server.requests) == 200
+    assert result["errors"] == 0
+    # The stall counts in full either way: ~100 requests were scheduled during it.
+    assert result["max"] >= 150.0 and result["p99"] >= 50.0
+    if most is not None:
+        assert server.connections == most
+    else:
+        assert server.connections >= 50  # one per request scheduled during the stall, ~100
+
+
+def test_a_connection_the_server_closes_is_opened_again(serving_load) -> None:
+    # A 503 closes its connection (serving.api.protocol): the lane reconnects and its later
+    # requests go out; the unanswered one is an error.
+    async def scenario():
+        server = ScriptedServer(drop_every=25)
+        port = await server.start()
+        result = await serving_load._open_loop(port, rate=1000, seconds=0.2, n_users=10,
+                                               seed=3, connections=2)
+        await server.close()
+        return server, result
+
+    server, result = run(scenario)
+    assert len(server.requests) == 200
+    assert result["errors"] == 8 and result["requests"] == 192
+    # The two, then one again per drop but the last (request 200: nothing left to send).
+    assert server.connections == 2 + 7
