@@ -555,6 +555,18 @@ def quadrature_grid(n_grid: int) -> tuple[np.ndarray, np.ndarray]:
     return u, du
 
 
+@functools.lru_cache(maxsize=16)
+def other_arms(n_arms: int) -> np.ndarray:
+    """Row k: the positions of the arms other than k, in order, shape ``(K, K - 1)``
+    (read-only, computed once per ``K``: building it was 7 of a LinTS request's ~115 us).
+    """
+    arms = np.arange(n_arms)
+    others = np.array([arms[arms != k] for k in arms], dtype=np.intp).reshape(n_arms,
+                                                                             n_arms - 1)
+    others.flags.writeable = False
+    return others
+
+
 #: Most CDF values :func:`probability_of_max` evaluates in one block of runs
 #: (``r K (K - 1) (G + 1)``): 8 MB of float64, whatever the number of runs of a batched call.
 QUADRATURE_BLOCK_VALUES = 1 << 20
@@ -607,9 +619,7 @@ def probability_of_max(
     u, du = quadrature_grid(n_grid)
     probs = np.empty((n_runs, n_arms))
     bound = np.empty((n_runs, n_arms))
-    arms = np.arange(n_arms)
-    others = np.array([arms[arms != k] for k in arms], dtype=np.intp).reshape(n_arms,
-                                                                             n_arms - 1)
+    others = other_arms(n_arms)
     per_run = n_arms * max(n_arms - 1, 1) * (n_grid + 1)
     block = max(1, QUADRATURE_BLOCK_VALUES // per_run)
     for start in range(0, n_runs, block):

@@ -98,9 +98,11 @@ def gaussian_probability_of_max(loc: np.ndarray, scale: np.ndarray, df: np.ndarr
             return cast(np.ndarray, loc[rows, :, None] + scale[rows, :, None] * z)
 
         def cdf(rows: slice, x: np.ndarray, others: np.ndarray) -> np.ndarray:
-            return cast(np.ndarray, special.ndtr(
-                (x[:, :, None, :] - loc[rows][:, others, None])
-                / scale[rows][:, others, None]))
+            # The same operations as ndtr((x - loc) / scale), in one buffer: the temporaries
+            # were ~10% of a LinTS request's probabilities.
+            t = np.subtract(x[:, :, None, :], loc[rows][:, others, None])
+            np.divide(t, scale[rows][:, others, None], out=t)
+            return cast(np.ndarray, special.ndtr(t, out=t))
     else:
         def ppf(rows: slice, u: np.ndarray) -> np.ndarray:
             return cast(np.ndarray, loc[rows, :, None] + scale[rows, :, None]
