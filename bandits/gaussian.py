@@ -23,7 +23,7 @@ Student-t) marginals, with the same ``pi / (4 * propensity_grid)`` error bound.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -50,6 +50,116 @@ def normal_quantiles(n_grid: int) -> np.ndarray:
     z: np.ndarray = special.ndtri(quadrature_grid(n_grid)[0])  # scipy has no stubs
     z.flags.writeable = False
     return z
+
+
+#: The double-exponential rule's tiers for normal posteriors (:func:`normal_probability_of_max`):
+#: ``(largest scale ratio, step h)``; a run whose arms' scales differ by more than the last ratio
+#: goes to the cosine grid. Absolute error against a 2**17-interval grid, 400 random problems
+#: per tier with 2 to 8 arms and the ratio at its bound: <= 5e-10 at ratio 3 with h = 0.1 (65
+#: nodes), <= 3.6e-7 at ratio 10 with h = 0.05 (129 nodes); the 256-interval grid the service
+#: used errs by up to 7e-5 on the same problems (tests/test_realtime_fast_paths.py).
+TANH_SINH_TIERS = ((3.0, 0.1), (10.0, 0.05))
+#: The rule's range ``|t| <= TANH_SINH_T``: the nodes reach ``u`` ~ 2e-17 from 0 and 1.
+TANH_SINH_T = 3.2
+
+
+_TIER_RATIOS = np.array([ratio for ratio, _ in TANH_SINH_TIERS])
+
+
+@functools.lru_cache(maxsize=8)
+def tanh_sinh_nodes(h: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The tanh-sinh (double-exponential) rule on ``(0, 1)`` with step ``h``: nodes
+    ``u = (1 + tanh(pi/2 sinh t)) / 2`` for ``t = 0, +-h, ...`` up to :data:`TANH_SINH_T`, their
+    weights, and the standard normal quantiles at the nodes (read-only, computed once per ``h``).
+
+    The rule is exponentially accurate for integrands analytic inside ``(0, 1)`` whatever their
+    power-law behaviour at the ends (Takahasi and Mori 1974), which is that of
+    :func:`bandits.base.probability_of_max`'s ``g``.
+
+    Returns
+    -------
+    u, du, weights, z : ndarray
+        Shape ``(2 m + 1,)`` (``du = diff(u)``: ``(2 m,)``); ``z`` from whichever tail is nearer
+        (``1 - u`` is exact there), so the far nodes keep their quantiles.
+    """
+    m = int(np.floor(TANH_SINH_T / h + 1e-9))
+    t = h * np.arange(-m, m + 1)
+    s = 0.5 * np.pi * np.sinh(t)
+    u = special.expit(2.0 * s)
+    z = np.where(t < 0, special.ndtri(u), -special.ndtri(special.expit(-2.0 * s)))
+    weights = h * 0.5 * np.pi * np.cosh(t) / (2.0 * np.cosh(s) ** 2)
+    du = np.diff(u)
+    for a in (u, du, weights, z):
+        a.flags.writeable = False
+    return u, du, weights, z
+
+
+def normal_probability_of_max(loc: np.ndarray, scale: np.ndarray, n_grid: int
+                              ) -> tuple[np.ndarray, np.ndarray]:
+    """P(arm k's normal draw is the largest), (R, K), with a guaranteed error bound (R, K):
+    :func:`gaussian_probability_of_max` for normal posteriors at a fraction of the cost.
+
+    A run whose arms' scales are within a factor of 3 (10) of each other is integrated by the
+    tanh-sinh rule with 65 (129) nodes (:data:`TANH_SINH_TIERS`: <= 1e-6 absolute error
+    against a high-resolution reference, 1e-9 in the first tier), the others by the cosine grid
+    of ``n_grid`` intervals. LinTS with five arms on one context: 65 nodes cost ~4x fewer CDF
+    values than the service's 256 intervals (about 40 against 100 us a request's
+    probabilities). Every run is computed alone or in a block of runs of its tier, so a run's
+    probabilities do not depend on the others in the call.
+
+    Parameters
+    ----------
+    loc, scale : ndarray, shape ``(R, K)``
+        Every arm's posterior mean and standard deviation (``scale > 0``).
+    n_grid : int
+        Intervals of the grid the ill-conditioned runs use.
+
+    Returns
+    -------
+    probabilities, error_bound : ndarray, shape ``(R, K)``
+        As :func:`bandits.base.probability_of_max` (the bound of the tanh-sinh runs is the
+        bracket on their nodes: guaranteed, looser than the grid's).
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = scale.max(axis=1) / scale.min(axis=1)
+    tier = np.searchsorted(_TIER_RATIOS, ratio, side="left")
+    tier[~np.isfinite(ratio)] = len(TANH_SINH_TIERS)  # a zero or non-finite scale: the grid
+    if tier.size and (tier == tier[0]).all():  # one tier (always so for one run)
+        return _probability_of_max_tier(loc, scale, int(tier[0]), n_grid)
+    probs, bound = np.empty_like(loc, dtype=np.float64), np.empty_like(loc, dtype=np.float64)
+    for level in np.unique(tier).tolist():
+        rows = tier == level
+        probs[rows], bound[rows] = _probability_of_max_tier(loc[rows], scale[rows], level,
+                                                            n_grid)
+    return probs, bound
+
+
+def _probability_of_max_tier(loc: np.ndarray, scale: np.ndarray, tier: int, n_grid: int
+                             ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`normal_probability_of_max` for runs of one tier (``len(TANH_SINH_TIERS)``: the
+    grid).
+    """
+    if tier >= len(TANH_SINH_TIERS):
+        return gaussian_probability_of_max(loc, scale, None, n_grid)
+    u, du, weights, z = tanh_sinh_nodes(TANH_SINH_TIERS[tier][1])
+    R, K = loc.shape
+
+    def ppf(rows: slice, nodes: np.ndarray) -> np.ndarray:
+        return cast(np.ndarray, loc[rows, :, None] + scale[rows, :, None] * z)
+
+    return probability_of_max(ppf, _normal_cdf(loc, scale), R, K, n_grid, (u, du, weights))
+
+
+def _normal_cdf(loc: np.ndarray, scale: np.ndarray
+                ) -> Callable[[slice, np.ndarray, np.ndarray], np.ndarray]:
+    """The ``cdf`` of :func:`bandits.base.probability_of_max` for normal marginals."""
+    def cdf(rows: slice, x: np.ndarray, others: np.ndarray) -> np.ndarray:
+        # The same operations as ndtr((x - loc) / scale), in one buffer: the temporaries were
+        # ~10% of a LinTS request's probabilities.
+        t = np.subtract(x[:, :, None, :], loc[rows][:, others, None])
+        np.divide(t, scale[rows][:, others, None], out=t)
+        return cast(np.ndarray, special.ndtr(t, out=t))
+    return cdf
 
 
 def gaussian_posterior(pulls: np.ndarray, reward_sum: np.ndarray, reward_sq_sum: np.ndarray,
@@ -97,12 +207,7 @@ def gaussian_probability_of_max(loc: np.ndarray, scale: np.ndarray, df: np.ndarr
         def ppf(rows: slice, u: np.ndarray) -> np.ndarray:
             return cast(np.ndarray, loc[rows, :, None] + scale[rows, :, None] * z)
 
-        def cdf(rows: slice, x: np.ndarray, others: np.ndarray) -> np.ndarray:
-            # The same operations as ndtr((x - loc) / scale), in one buffer: the temporaries
-            # were ~10% of a LinTS request's probabilities.
-            t = np.subtract(x[:, :, None, :], loc[rows][:, others, None])
-            np.divide(t, scale[rows][:, others, None], out=t)
-            return cast(np.ndarray, special.ndtr(t, out=t))
+        cdf = _normal_cdf(loc, scale)
     else:
         def ppf(rows: slice, u: np.ndarray) -> np.ndarray:
             return cast(np.ndarray, loc[rows, :, None] + scale[rows, :, None]
