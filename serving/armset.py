@@ -283,6 +283,8 @@ class Ranking:
             Fewer than ``k`` only when fewer items are rankable.
         scores : ndarray, shape like ``items``
         """
+        if self.order.size < k and not self.complete:
+            return None  # too short whatever is excluded (a ranking kept unranked: a miss's)
         head = self.order[:k + excluded.size]
         if excluded.size:
             hidden = np.zeros(self.scores.size, dtype=bool)

@@ -157,3 +157,33 @@ def test_session_adjust_equals_the_old_formula_bit_for_bit():
         old = scores + 0.7 * float(scores[finite].std()) * (
             unit @ (unit[liked].sum(axis=0) - unit[disliked].sum(axis=0)))
         np.testing.assert_array_equal(session_adjust(scores, liked, disliked, unit, 0.7), old)
+
+
+def _old_top(ranking, k, excluded):
+    head = ranking.order[:k + excluded.size]
+    if excluded.size:
+        hidden = np.zeros(ranking.scores.size, dtype=bool)
+        hidden[excluded] = True
+        head = head[~hidden[head]]
+    head = head[:k]
+    if head.size < k and not ranking.complete:
+        return None
+    return head, ranking.scores[head]
+
+
+def test_ranking_top_answers_as_before_with_its_early_exit():
+    from serving.armset import Ranking, rank_rows, unranked
+    rng = np.random.default_rng(13)
+    for _ in range(300):
+        scores = rng.normal(size=40)
+        scores[rng.integers(40, size=5)] = -np.inf
+        depth = int(rng.integers(1, 45))
+        ranking = [unranked(scores), rank_rows(scores[None, :], depth)[0],
+                   Ranking(scores, rank_rows(scores[None, :], 40)[0].order, True)][
+                       int(rng.integers(3))]
+        k, excluded = int(rng.integers(1, 12)), rng.integers(40, size=int(rng.integers(0, 6)))
+        new, old = ranking.top(k, excluded), _old_top(ranking, k, excluded)
+        assert (new is None) == (old is None)
+        if new is not None:
+            np.testing.assert_array_equal(new[0], old[0])
+            np.testing.assert_array_equal(new[1], old[1])
