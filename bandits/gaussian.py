@@ -56,11 +56,12 @@ def normal_quantiles(n_grid: int) -> np.ndarray:
 
 #: The double-exponential rule's tiers for normal posteriors (:func:`normal_probability_of_max`):
 #: ``(largest scale ratio, step h)``; a run whose arms' scales differ by more than the last ratio
-#: goes to the cosine grid. Absolute error against a 2**17-interval grid, 400 random problems
-#: per tier with 2 to 8 arms and the ratio at its bound: <= 5e-10 at ratio 3 with h = 0.1 (65
-#: nodes), <= 3.6e-7 at ratio 10 with h = 0.05 (129 nodes); the 256-interval grid the service
-#: used errs by up to 7e-5 on the same problems (tests/test_realtime_fast_paths.py).
-TANH_SINH_TIERS = ((3.0, 0.1), (10.0, 0.05))
+#: goes to the cosine grid. Absolute error against a 2**16- or 2**17-interval grid (itself
+#: ~2e-9 off), 150-400 random problems per tier with 2 to 8 arms and the ratio at its bound:
+#: <= 4e-9 at ratio 1.5 with h = 0.2 (33 nodes), <= 1.3e-8 at ratio 3 with h = 0.12 (53),
+#: <= 3.6e-7 at ratio 10 with h = 0.05 (129); the 256-interval grid the service used errs by up
+#: to 7e-5 on the same problems (tests/test_realtime_fast_paths.py).
+TANH_SINH_TIERS = ((1.5, 0.2), (3.0, 0.12), (10.0, 0.05))
 #: The rule's range ``|t| <= TANH_SINH_T``: the nodes reach ``u`` ~ 2e-17 from 0 and 1.
 TANH_SINH_T = 3.2
 
@@ -102,13 +103,12 @@ def normal_probability_of_max(loc: np.ndarray, scale: np.ndarray, n_grid: int
     """P(arm k's normal draw is the largest), (R, K), with a guaranteed error bound (R, K):
     :func:`gaussian_probability_of_max` for normal posteriors at a fraction of the cost.
 
-    A run whose arms' scales are within a factor of 3 (10) of each other is integrated by the
-    tanh-sinh rule with 65 (129) nodes (:data:`TANH_SINH_TIERS`: <= 1e-6 absolute error
-    against a high-resolution reference, 1e-9 in the first tier), the others by the cosine grid
-    of ``n_grid`` intervals. LinTS with five arms on one context: 65 nodes cost ~4x fewer CDF
-    values than the service's 256 intervals (about 40 against 100 us a request's
-    probabilities). Every run is computed alone or in a block of runs of its tier, so a run's
-    probabilities do not depend on the others in the call.
+    A run whose arms' scales are within a factor of 1.5 (3, 10) of each other is integrated by
+    the tanh-sinh rule with 33 (53, 129) nodes (:data:`TANH_SINH_TIERS`: <= 1e-6 absolute error
+    against a high-resolution reference, 1e-8 in the first tiers), the others by the cosine
+    grid of ``n_grid`` intervals. LinTS with five arms on one context: 33 nodes cost ~8x fewer
+    CDF values than the service's 256 intervals. Every run is computed alone or in a block of
+    runs of its tier, so a run's probabilities do not depend on the others in the call.
 
     Parameters
     ----------

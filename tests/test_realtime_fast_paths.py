@@ -54,10 +54,10 @@ def _problem(rng, n_arms, ratio):
     return loc, scale
 
 
-@pytest.mark.parametrize("ratio,atol", [(1.0, 1e-8), (3.0, 1e-8), (10.0, 1e-6)])
+@pytest.mark.parametrize("ratio,atol", [(1.0, 1e-8), (1.5, 1e-8), (3.0, 1e-7), (10.0, 1e-6)])
 def test_normal_probability_of_max_is_within_its_tolerance_of_a_fine_grid(ratio, atol):
     """The tanh-sinh tiers against 2**15 grid intervals (themselves ~1e-9 from the truth): the
-    service's 256 intervals err by up to 7e-5 on such problems, 65 or 129 nodes by < 1e-6."""
+    service's 256 intervals err by up to 7e-5 on such problems, 33 to 129 nodes by < 1e-6."""
     rng = np.random.default_rng(int(ratio * 10))
     worst_grid = 0.0
     for trial in range(12):
@@ -107,7 +107,7 @@ def test_lints_probabilities_match_a_direct_integral_to_1e_7():
     exact = [integrate.quad(lambda z, k=k: np.exp(-z * z / 2) / np.sqrt(2 * np.pi) * np.prod(
         [special.ndtr((m[k] + s[k] * z - m[j]) / s[j]) for j in range(5) if j != k]),
         -12, 12, epsabs=1e-13, limit=200)[0] for k in range(5)]
-    assert 0.05 < p.max() < 0.95 and s.max() / s.min() < 3.0  # competing arms, tier 1
+    assert 0.05 < p.max() < 0.95 and s.max() / s.min() < 3.0  # competing arms, tanh-sinh
     np.testing.assert_allclose(p, exact, atol=1e-7, rtol=0)
 
 
