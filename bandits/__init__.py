@@ -9,7 +9,8 @@ Single run (the service)
     ``policy.action_probabilities(context=None)`` -> ``(K,)`` propensities summing to one
     (exact for epsilon-greedy, UCB1, KL-UCB, LinUCB, Random; numerical quadrature with a
     guaranteed error bound ``<= pi / (4 * propensity_grid)`` for the Thompson samplers, see
-    ``action_probabilities_with_error``);
+    ``action_probabilities_with_error``; LinTS where its arms' scales are within 10x: the
+    tanh-sinh rule, error <= 1e-6, its guaranteed bound looser);
     ``policy.state_dict()`` -> plain JSON (``json.dumps`` works) and
     ``policy_from_state_dict(state)`` / ``ThompsonSampling.from_state_dict(state)`` rebuild an
     identical policy, including its random stream;

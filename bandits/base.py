@@ -555,6 +555,18 @@ def quadrature_grid(n_grid: int) -> tuple[np.ndarray, np.ndarray]:
     return u, du
 
 
+@functools.lru_cache(maxsize=16)
+def other_arms(n_arms: int) -> np.ndarray:
+    """Row k: the positions of the arms other than k, in order, shape ``(K, K - 1)``
+    (read-only, computed once per ``K``: building it was 7 of a LinTS request's ~115 us).
+    """
+    arms = np.arange(n_arms)
+    others = np.array([arms[arms != k] for k in arms], dtype=np.intp).reshape(n_arms,
+                                                                             n_arms - 1)
+    others.flags.writeable = False
+    return others
+
+
 #: Most CDF values :func:`probability_of_max` evaluates in one block of runs
 #: (``r K (K - 1) (G + 1)``): 8 MB of float64, whatever the number of runs of a batched call.
 QUADRATURE_BLOCK_VALUES = 1 << 20
@@ -566,6 +578,7 @@ def probability_of_max(
     n_runs: int,
     n_arms: int,
     n_grid: int,
+    nodes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """P(arm k has the largest of independent continuous draws), by quadrature with a bound.
 
@@ -596,6 +609,13 @@ def probability_of_max(
         ``(r, K, K - 1, G + 1)``.
     n_runs, n_arms, n_grid : int
         ``R``, ``K`` and the number of grid intervals ``G``.
+    nodes : (u, du, weights) of ndarrays, optional
+        Another rule instead of the cosine grid: increasing nodes ``u`` in ``(0, 1)``, shape
+        ``(N,)`` (``ppf`` is then called with them), their spacings ``du = diff(u)`` and the
+        weights of the estimate ``g @ weights`` (:func:`bandits.gaussian.tanh_sinh_nodes`).
+        The bound is then the bracket of the left and right Riemann sums on the nodes, the two
+        end pieces taken at ``g``'s extremes (``0 <= g <= 1``): as guaranteed, looser than the
+        grid's (about ``max du``).
 
     Returns
     -------
@@ -604,13 +624,15 @@ def probability_of_max(
     error_bound : ndarray, shape (R, K)
         Guaranteed bound on each (pre-normalisation) estimate's absolute error.
     """
-    u, du = quadrature_grid(n_grid)
+    if nodes is None:
+        u, du = quadrature_grid(n_grid)
+        weights = None
+    else:
+        u, du, weights = nodes
     probs = np.empty((n_runs, n_arms))
     bound = np.empty((n_runs, n_arms))
-    arms = np.arange(n_arms)
-    others = np.array([arms[arms != k] for k in arms], dtype=np.intp).reshape(n_arms,
-                                                                             n_arms - 1)
-    per_run = n_arms * max(n_arms - 1, 1) * (n_grid + 1)
+    others = other_arms(n_arms)
+    per_run = n_arms * max(n_arms - 1, 1) * u.size
     block = max(1, QUADRATURE_BLOCK_VALUES // per_run)
     for start in range(0, n_runs, block):
         rows = slice(start, min(start + block, n_runs))
@@ -619,8 +641,16 @@ def probability_of_max(
         g = cdf(rows, ppf(rows, u), others).prod(axis=2)
         lower = g[..., :-1] @ du
         upper = g[..., 1:] @ du
-        probs[rows] = 0.5 * (lower + upper)
-        bound[rows] = 0.5 * (upper - lower)
+        if weights is None:
+            probs[rows] = 0.5 * (lower + upper)
+            bound[rows] = 0.5 * (upper - lower)
+        else:
+            # g is in [0, g(u_0)] left of the first node and in [g(u_N), 1] right of the last.
+            lower += g[..., -1] * (1.0 - u[-1])
+            upper += g[..., 0] * u[0] + (1.0 - u[-1])
+            estimate = g @ weights
+            probs[rows] = estimate
+            bound[rows] = np.maximum(upper - estimate, estimate - lower)
     probs = np.clip(probs, 0.0, None)
     probs /= probs.sum(axis=1, keepdims=True)
     return probs, bound

@@ -22,8 +22,10 @@ Student-t) marginals, with the same ``pi / (4 * propensity_grid)`` error bound.
 
 from __future__ import annotations
 
+import bisect
 import functools
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -50,6 +52,121 @@ def normal_quantiles(n_grid: int) -> np.ndarray:
     z: np.ndarray = special.ndtri(quadrature_grid(n_grid)[0])  # scipy has no stubs
     z.flags.writeable = False
     return z
+
+
+#: The double-exponential rule's tiers for normal posteriors (:func:`normal_probability_of_max`):
+#: ``(largest scale ratio, step h)``; a run whose arms' scales differ by more than the last ratio
+#: goes to the cosine grid. Absolute error against a 2**16- or 2**17-interval grid (itself
+#: ~2e-9 off), 150-400 random problems per tier with 2 to 8 arms and the ratio at its bound:
+#: <= 4e-9 at ratio 1.5 with h = 0.2 (33 nodes), <= 1.3e-8 at ratio 3 with h = 0.12 (53),
+#: <= 3.6e-7 at ratio 10 with h = 0.05 (129); the 256-interval grid the service used errs by up
+#: to 7e-5 on the same problems (tests/test_realtime_fast_paths.py).
+TANH_SINH_TIERS = ((1.5, 0.2), (3.0, 0.12), (10.0, 0.05))
+#: The rule's range ``|t| <= TANH_SINH_T``: the nodes reach ``u`` ~ 2e-17 from 0 and 1.
+TANH_SINH_T = 3.2
+
+
+#: The tiers' largest scale ratios, ascending.
+TIER_RATIOS = tuple(ratio for ratio, _ in TANH_SINH_TIERS)
+
+
+@functools.lru_cache(maxsize=8)
+def tanh_sinh_nodes(h: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The tanh-sinh (double-exponential) rule on ``(0, 1)`` with step ``h``: nodes
+    ``u = (1 + tanh(pi/2 sinh t)) / 2`` for ``t = 0, +-h, ...`` up to :data:`TANH_SINH_T`, their
+    weights, and the standard normal quantiles at the nodes (read-only, computed once per ``h``).
+
+    The rule is exponentially accurate for integrands analytic inside ``(0, 1)`` whatever their
+    power-law behaviour at the ends (Takahasi and Mori 1974), which is that of
+    :func:`bandits.base.probability_of_max`'s ``g``.
+
+    Returns
+    -------
+    u, du, weights, z : ndarray
+        Shape ``(2 m + 1,)`` (``du = diff(u)``: ``(2 m,)``); ``z`` from whichever tail is nearer
+        (``1 - u`` is exact there), so the far nodes keep their quantiles.
+    """
+    m = int(np.floor(TANH_SINH_T / h + 1e-9))
+    t = h * np.arange(-m, m + 1)
+    s = 0.5 * np.pi * np.sinh(t)
+    u = special.expit(2.0 * s)
+    z = np.where(t < 0, special.ndtri(u), -special.ndtri(special.expit(-2.0 * s)))
+    weights = h * 0.5 * np.pi * np.cosh(t) / (2.0 * np.cosh(s) ** 2)
+    du = np.diff(u)
+    for a in (u, du, weights, z):
+        a.flags.writeable = False
+    return u, du, weights, z
+
+
+def normal_probability_of_max(loc: np.ndarray, scale: np.ndarray, n_grid: int
+                              ) -> tuple[np.ndarray, np.ndarray]:
+    """P(arm k's normal draw is the largest), (R, K), with a guaranteed error bound (R, K):
+    :func:`gaussian_probability_of_max` for normal posteriors at a fraction of the cost.
+
+    A run whose arms' scales are within a factor of 1.5 (3, 10) of each other is integrated by
+    the tanh-sinh rule with 33 (53, 129) nodes (:data:`TANH_SINH_TIERS`: <= 1e-6 absolute error
+    against a high-resolution reference, 1e-8 in the first tiers), the others by the cosine
+    grid of ``n_grid`` intervals. LinTS with five arms on one context: 33 nodes cost ~8x fewer
+    CDF values than the service's 256 intervals. Every run is computed alone or in a block of
+    runs of its tier, so a run's probabilities do not depend on the others in the call.
+
+    Parameters
+    ----------
+    loc, scale : ndarray, shape ``(R, K)``
+        Every arm's posterior mean and standard deviation (``scale > 0``).
+    n_grid : int
+        Intervals of the grid the ill-conditioned runs use.
+
+    Returns
+    -------
+    probabilities, error_bound : ndarray, shape ``(R, K)``
+        As :func:`bandits.base.probability_of_max` (the bound of the tanh-sinh runs is the
+        bracket on their nodes: guaranteed, looser than the grid's).
+    """
+    if scale.shape[0] == 1:  # one run (a request): its tier in Python floats (~8 us less)
+        low, high = float(scale.min()), float(scale.max())
+        ratio = high / low if low > 0 else math.inf
+        level = (bisect.bisect_left(TIER_RATIOS, ratio) if math.isfinite(ratio)
+                 else len(TANH_SINH_TIERS))
+        return _probability_of_max_tier(loc, scale, level, n_grid)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = scale.max(axis=1) / scale.min(axis=1)
+    tier = np.searchsorted(TIER_RATIOS, ratio, side="left")
+    tier[~np.isfinite(ratio)] = len(TANH_SINH_TIERS)  # a zero or non-finite scale: the grid
+    probs, bound = np.empty_like(loc, dtype=np.float64), np.empty_like(loc, dtype=np.float64)
+    for level in np.unique(tier).tolist():
+        rows = tier == level
+        probs[rows], bound[rows] = _probability_of_max_tier(loc[rows], scale[rows], level,
+                                                            n_grid)
+    return probs, bound
+
+
+def _probability_of_max_tier(loc: np.ndarray, scale: np.ndarray, tier: int, n_grid: int
+                             ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`normal_probability_of_max` for runs of one tier (``len(TANH_SINH_TIERS)``: the
+    grid).
+    """
+    if tier >= len(TANH_SINH_TIERS):
+        return gaussian_probability_of_max(loc, scale, None, n_grid)
+    u, du, weights, z = tanh_sinh_nodes(TANH_SINH_TIERS[tier][1])
+    R, K = loc.shape
+
+    def ppf(rows: slice, nodes: np.ndarray) -> np.ndarray:
+        return cast(np.ndarray, loc[rows, :, None] + scale[rows, :, None] * z)
+
+    return probability_of_max(ppf, _normal_cdf(loc, scale), R, K, n_grid, (u, du, weights))
+
+
+def _normal_cdf(loc: np.ndarray, scale: np.ndarray
+                ) -> Callable[[slice, np.ndarray, np.ndarray], np.ndarray]:
+    """The ``cdf`` of :func:`bandits.base.probability_of_max` for normal marginals."""
+    def cdf(rows: slice, x: np.ndarray, others: np.ndarray) -> np.ndarray:
+        # The same operations as ndtr((x - loc) / scale), in one buffer: the temporaries were
+        # ~10% of a LinTS request's probabilities.
+        t = np.subtract(x[:, :, None, :], loc[rows][:, others, None])
+        np.divide(t, scale[rows][:, others, None], out=t)
+        return cast(np.ndarray, special.ndtr(t, out=t))
+    return cdf
 
 
 def gaussian_posterior(pulls: np.ndarray, reward_sum: np.ndarray, reward_sq_sum: np.ndarray,
@@ -97,10 +214,7 @@ def gaussian_probability_of_max(loc: np.ndarray, scale: np.ndarray, df: np.ndarr
         def ppf(rows: slice, u: np.ndarray) -> np.ndarray:
             return cast(np.ndarray, loc[rows, :, None] + scale[rows, :, None] * z)
 
-        def cdf(rows: slice, x: np.ndarray, others: np.ndarray) -> np.ndarray:
-            return cast(np.ndarray, special.ndtr(
-                (x[:, :, None, :] - loc[rows][:, others, None])
-                / scale[rows][:, others, None]))
+        cdf = _normal_cdf(loc, scale)
     else:
         def ppf(rows: slice, u: np.ndarray) -> np.ndarray:
             return cast(np.ndarray, loc[rows, :, None] + scale[rows, :, None]

@@ -283,6 +283,8 @@ class Ranking:
             Fewer than ``k`` only when fewer items are rankable.
         scores : ndarray, shape like ``items``
         """
+        if self.order.size < k and not self.complete:
+            return None  # too short whatever is excluded (a ranking kept unranked: a miss's)
         head = self.order[:k + excluded.size]
         if excluded.size:
             hidden = np.zeros(self.scores.size, dtype=bool)
@@ -526,7 +528,11 @@ class ArmSet:
         own = self._model_index[arm][items]
         known = own >= 0
         with self.live_lock if model.learns_from_stream else contextlib.nullcontext():
-            scores = model.score_history(user, own[known], ratings[known])
+            # Built here (a user row or None, the arm's int64 indices, the rule book's float64
+            # ratings): scored without the public checks.
+            scores = model.score_history(user, own[known],
+                                         np.asarray(ratings, dtype=np.float64)[known],
+                                         validate=False)
         seen = None
         if user is not None:
             seen = model.seen_.indices[model.seen_.indptr[user]:model.seen_.indptr[user + 1]]

@@ -32,7 +32,19 @@ def session_adjust(scores: np.ndarray, liked: np.ndarray, disliked: np.ndarray,
     """
     if strength == 0 or (liked.size == 0 and disliked.size == 0):
         return scores
-    finite = np.isfinite(scores)
-    spread = float(scores[finite].std()) if finite.any() else 1.0
+    finite = scores[np.isfinite(scores)]
+    spread = _std(finite) if finite.size else 1.0
     direction = genre_unit[liked].sum(axis=0) - genre_unit[disliked].sum(axis=0)
     return scores + strength * (spread or 1.0) * (genre_unit @ direction)
+
+
+def _std(values: np.ndarray) -> float:
+    """``float(values.std())`` of a non-empty float64 vector, bit for bit: the same reductions
+    numpy's ``_var`` makes (pairwise sum, mean, squared deviations, their sum) without its
+    generic dispatch (3 against 12 us on 1,682 scores: a slate's session adjustment is paid on
+    every ranking-cache miss).
+    """
+    n = values.size
+    deviations = values - np.add.reduce(values) / n
+    np.square(deviations, out=deviations)
+    return float(np.sqrt(np.add.reduce(deviations) / n))

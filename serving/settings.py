@@ -271,7 +271,9 @@ class Settings(BaseSettings):
         Python's thread switch interval in the worker (``sys.setswitchinterval``).
     propensity_grid : int
         Quadrature intervals of the Thompson samplers' selection probabilities (Beta and
-        LinTS, unless ``policy_params`` sets it; default 256: see :meth:`policy_model`).
+        LinTS, unless ``policy_params`` sets it; default 256: see :meth:`policy_model`; LinTS
+        uses them only where the arms' posterior scales differ by more than 10x, see
+        :func:`bandits.gaussian.normal_probability_of_max`).
     score_cache_size : int
         Rankings each worker keeps (least recently used evicted; 0 turns the cache off): an
         arm's scores for a user (float32, 4 bytes per item, plus its sorted head of up to 256

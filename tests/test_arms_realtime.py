@@ -486,3 +486,20 @@ def test_seeded_cooccurrence_equals_an_empty_one_fed_the_training_ratings(data):
     empty.observe(rows["user_id"].to_numpy(), rows["item_index"].to_numpy(),
                   rows["rating"].to_numpy(np.float64), rows["timestamp"].to_numpy())
     _assert_same_state(_state(seeded), _state(empty))
+
+
+@pytest.mark.parametrize("key", list(ARMS))
+def test_score_history_without_validation_gives_the_same_scores(fitted, key):
+    """``validate=False`` (serving.armset's path, its arguments built by the service) skips
+    the checks only: the same bits for known, unknown and row-less users, with and without
+    events, likes and dislikes."""
+    model = fitted[key]
+    rng = np.random.default_rng(21)
+    users = [None, *rng.integers(0, model.n_users_, 6).tolist()]
+    for user in users:
+        for n in (0, 1, 7):
+            items = rng.integers(0, model.n_items_, n).astype(np.int64)
+            ratings = rng.choice([1.0, 2.0, 4.0, 5.0], n)
+            np.testing.assert_array_equal(
+                model.score_history(user, items, ratings, validate=False),
+                model.score_history(user, items, ratings))
