@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from serving.errors import StoreUnavailableError
 from serving.store.base import CommitMode, Store
 from serving.store.errors import StoreBusyError, StoreNotFoundError, register_driver_errors
-from serving.store.types import BatchResult, FeedbackWrite, PeriodicJob
+from serving.store.types import BatchResult, FeedbackWrite, PeriodicJob, Record
 from serving.store.write_lock import WriteLock
 
 register_driver_errors(sqlite3.Error, sqlite3.OperationalError)
@@ -193,6 +193,38 @@ class SQLiteStore(Store):
         conn.execute("PRAGMA query_only=ON")
         conn.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
         return conn
+
+    def _fast(self, sql: str, params: Record, *, bounded: bool = True) -> list[Record]:
+        """See :meth:`Store._fast`: a bounded read runs on the write connection when it is open
+        and idle.
+
+        SQLite (WAL) empties a connection's page cache at the start of its next read when
+        another connection has committed since its last one, but not after its own commits.
+        Every group commit of decisions is the write connection's, so a request-path read on
+        the reader connection re-fetched every page it touched. Measured (
+        ``user_context`` right after a commit of 8 decisions, raw sqlite3): 11.8-14.0 us on
+        another connection, 7.2-7.5 us on the committing one, 5.1 us with no commit between.
+        A write in progress (another thread holds the connection), a connection not open yet,
+        an unbounded read (``user_feedback``: it would hold up the writer) or any error of the
+        write connection (e.g. busy, where the reader connection would wait) sends the read to
+        the reader connection as before.
+        """
+        if bounded and self._write_lock.acquire(blocking=False):
+            try:
+                conn = self._write_conn
+                if conn is not None:
+                    try:
+                        cursor = conn.cursor()
+                        try:
+                            cursor.execute(sql, params)
+                            return cursor.fetchall()
+                        finally:
+                            cursor.close()
+                    except sqlite3.Error:
+                        pass  # the reader connection reads (or raises) below
+            finally:
+                self._write_lock.release()
+        return super()._fast(sql, params)
 
     def _raw_write_connect(self) -> sqlite3.Connection:
         # busy_timeout 0: the wait for the lock is chosen per batch (see _write_cursor).
