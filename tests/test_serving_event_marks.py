@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+import serving.store.sqlite as sqlite_module
 from serving.rules import DEFAULT_RULES
 from serving.store import FeedbackWrite, SQLiteStore, Store, open_store
 from serving.store.event_marks import BUCKETS, STEP, EventMarks, marks_path
@@ -180,3 +181,24 @@ def test_a_cut_answer_whose_since_passed_one_of_its_events_is_read_again(
     # Fewer than the limit: every event since then, filtered without a read.
     assert _movies(a, 4, 0.0, 5) == [41, 42, 43] and reads == [4, 4, 4, 4]
     assert _movies(a, 4, 45.0, 5) == [41] and reads == [4, 4, 4, 4]
+
+
+def test_kept_answers_are_bounded_in_users_and_events(
+        stores: tuple[SQLiteStore, SQLiteStore, list[int]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    a, _, reads = stores
+    monkeypatch.setattr(sqlite_module, "SQLITE_CONTEXT_CACHE_USERS", 3)
+    monkeypatch.setattr(sqlite_module, "SQLITE_CONTEXT_CACHE_EVENTS", 4)
+    a.write_batch([], [_feedback(7, m, 1.0, f"b{m}") for m in (1, 2, 3)]
+                  + [_feedback(8, 4, 1.0, "b4"), _feedback(9, 5, 1.0, "b5")]
+                  + [_feedback(6, m, 1.0, f"b{m}") for m in range(10, 15)])
+    for user in (7, 8, 9, 10):
+        a.user_context(user, 0.0, 10)
+    # 7 (3 events) and 8 (1) were kept, then 9 (1) pushed 7 out (5 > 4 events); 10 (none)
+    # made them 3 users.
+    assert list(a._contexts) == [8, 9, 10] and a._kept_events == 2
+    assert _movies(a, 6) == list(range(10, 15))  # 5 events: more than all kept, not kept
+    assert list(a._contexts) == [8, 9, 10]
+    del reads[:]
+    assert [_movies(a, u) for u in (8, 9, 10, 7)] == [[4], [5], [], [1, 2, 3]]
+    assert reads == [7]

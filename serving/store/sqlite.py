@@ -54,8 +54,10 @@ SQLITE_JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 SYNCHRONOUS = ("NORMAL", "FULL")
 
-# Users whose user_context answers a process keeps (the oldest kept goes first beyond it).
+# The user_context answers a process keeps: at most this many users and events in all (the
+# oldest kept go first beyond either; an event is ~150 bytes, and history_limit may be 100000).
 SQLITE_CONTEXT_CACHE_USERS = 65_536
+SQLITE_CONTEXT_CACHE_EVENTS = 250_000
 
 
 class _Context(NamedTuple):
@@ -175,6 +177,8 @@ class SQLiteStore(Store):
         # that user_context answers can be kept until one of the user's marks moves.
         self.event_marks = EventMarks(self.url.database)  # type: ignore[arg-type]  # _check_url requires a database file
         self._contexts: dict[int, _Context] = {}
+        self._kept_events = 0
+        self._contexts_lock = threading.Lock()
 
     def _check_url(self, url: str, create: bool) -> None:
         database = self.url.database
@@ -292,7 +296,9 @@ class SQLiteStore(Store):
                 self._checkpoint_conn = None
         self.writers_lock.close()
         self.event_marks.close()
-        self._contexts = {}
+        with self._contexts_lock:
+            self._contexts = {}
+            self._kept_events = 0
         super().dispose()
 
     # ------------------------------------------------------------------ writes
@@ -344,17 +350,24 @@ class SQLiteStore(Store):
                 if answer is not None:
                     return answer
         events, stated = super().user_context(user_id, since, limit)
-        if mark is not None:
-            contexts = self._contexts
-            contexts.pop(user_id, None)  # re-inserted last: the oldest kept goes first
-            if len(contexts) >= SQLITE_CONTEXT_CACHE_USERS:
-                # Another thread's read may change the dict meanwhile: then one more is kept.
-                with contextlib.suppress(RuntimeError, KeyError, StopIteration):
-                    contexts.pop(next(iter(contexts)))
-            contexts[user_id] = _Context(
+        if mark is not None and len(events) <= SQLITE_CONTEXT_CACHE_EVENTS:
+            self._keep(user_id, _Context(
                 mark, since, limit, tuple(events), None if stated is None else tuple(stated),
-                min((e.created_at for e in events), default=float("inf")))
+                min((e.created_at for e in events), default=float("inf"))))
         return events, stated
+
+    def _keep(self, user_id: int, context: _Context) -> None:
+        """Keep ``context`` as the user's answer, the oldest kept going first beyond
+        ``SQLITE_CONTEXT_CACHE_USERS`` users or ``SQLITE_CONTEXT_CACHE_EVENTS`` events.
+        """
+        with self._contexts_lock:
+            contexts = self._contexts
+            old = contexts.pop(user_id, None)  # re-inserted last: the oldest kept goes first
+            self._kept_events += len(context.events) - (0 if old is None else len(old.events))
+            while contexts and (len(contexts) >= SQLITE_CONTEXT_CACHE_USERS
+                                or self._kept_events > SQLITE_CONTEXT_CACHE_EVENTS):
+                self._kept_events -= len(contexts.pop(next(iter(contexts))).events)
+            contexts[user_id] = context
 
     @contextlib.contextmanager
     def _write_cursor(self, wait: bool = True) -> Iterator[sqlite3.Cursor]:
