@@ -9,6 +9,7 @@ request-path reads and of the batch write.
 from __future__ import annotations
 
 import contextlib
+import operator
 import sqlite3
 import threading
 import time
@@ -58,6 +59,7 @@ SYNCHRONOUS = ("NORMAL", "FULL")
 # oldest kept go first beyond either; an event is ~150 bytes, and history_limit may be 100000).
 SQLITE_CONTEXT_CACHE_USERS = 65_536
 SQLITE_CONTEXT_CACHE_EVENTS = 250_000
+_CREATED_AT = operator.attrgetter("created_at")
 
 
 class _Context(NamedTuple):
@@ -353,7 +355,8 @@ class SQLiteStore(Store):
         if mark is not None and len(events) <= SQLITE_CONTEXT_CACHE_EVENTS:
             self._keep(user_id, _Context(
                 mark, since, limit, tuple(events), None if stated is None else tuple(stated),
-                min((e.created_at for e in events), default=float("inf"))))
+                # 31 against 43 us for a genexpr over 1000 events.
+                min(map(_CREATED_AT, events), default=float("inf"))))
         return events, stated
 
     def _keep(self, user_id: int, context: _Context) -> None:
