@@ -35,7 +35,8 @@ from pathlib import Path
 
 try:
     import fcntl
-except ImportError:  # pragma: no cover - not a POSIX system: every answer is read again
+except ImportError:  # pragma: no cover - not a POSIX system: every answer is read again (see
+    # EventMarks.enabled)
     fcntl = None  # type: ignore[assignment]
 
 #: User buckets (users in one bucket share a word: a write of one re-reads the others).
@@ -67,15 +68,22 @@ class EventMarks:
     def __init__(self, database: str | os.PathLike[str]) -> None:
         self.path = marks_path(database)
         self._lock = threading.Lock()  # flock does not exclude the threads of one process
+        self._map: mmap.mmap | None = None
+        self._fd: int | None = None
+        # Without flock two processes could lose each other's moves: nothing is kept at all
+        # (mark() is None) and writes mark nothing.
+        self.enabled = fcntl is not None
+        if not self.enabled:  # pragma: no cover - POSIX systems have fcntl
+            return
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             if os.fstat(fd).st_size < _SIZE:
                 os.ftruncate(fd, _SIZE)  # zeros; a second process doing the same is harmless
-            self._map: mmap.mmap | None = mmap.mmap(fd, _SIZE, mmap.MAP_SHARED)
+            self._map = mmap.mmap(fd, _SIZE, mmap.MAP_SHARED)
         except BaseException:
             os.close(fd)
             raise
-        self._fd: int | None = fd
+        self._fd = fd
 
     def mark(self, user_id: int) -> tuple[int, int] | None:
         """The words of ``user_id`` (any user's, the user's bucket's), or None while a write
@@ -102,7 +110,7 @@ class EventMarks:
         """
         offsets = ([0] if users is None
                    else sorted({_WORD.size * (1 + u % BUCKETS) for u in users}))
-        if not offsets:
+        if not offsets or not self.enabled:
             yield
             return
         self._add(offsets, STEP + 1)
@@ -116,15 +124,13 @@ class EventMarks:
         if m is None:
             raise ValueError(f"the marks {self.path} are closed")
         with self._lock:
-            if fcntl is not None:
-                fcntl.flock(self._fd, fcntl.LOCK_EX)  # type: ignore[arg-type]  # open while mapped
+            fcntl.flock(self._fd, fcntl.LOCK_EX)  # type: ignore[arg-type]  # open while mapped
             try:
                 for offset in offsets:
                     _WORD.pack_into(m, offset, (_WORD.unpack_from(m, offset)[0] + delta)
                                     % (1 << 64))
             finally:
-                if fcntl is not None:
-                    fcntl.flock(self._fd, fcntl.LOCK_UN)  # type: ignore[arg-type]  # open while mapped
+                fcntl.flock(self._fd, fcntl.LOCK_UN)  # type: ignore[arg-type]  # open while mapped
 
     def close(self) -> None:
         """Unmap and close the file (:meth:`mark` is None from then on)."""
