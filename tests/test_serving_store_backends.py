@@ -219,3 +219,41 @@ def test_postgresql_feedback_rows_carry_their_rating() -> None:
             [(False, 7.0), (False, 1.0)]]
     finally:
         store.dispose()
+
+
+# ---------------------------------------------------------------------------- SQLite reads
+def test_sqlite_request_reads_use_the_idle_write_connection_and_see_other_writers(
+        tmp_path: Path) -> None:
+    # Two stores on one file stand for two workers: a's bounded request-path reads run on its
+    # write connection (whose pages its own commits keep cached) and still see b's commits;
+    # while a's write connection is busy, and for the unbounded user_feedback, they run on the
+    # reader connection and answer the same.
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    a, b = open_store(url), open_store(url)
+    assert isinstance(a, SQLiteStore)
+    try:
+        a.create_schema(ARMS)
+        a.write_batch([_decision("e1", 100.0)], [])
+        traced: list[str] = []
+        assert a._write_conn is not None
+        a._write_conn.set_trace_callback(traced.append)
+        assert a.user_context(1, 0.0, 10) == ([], None)
+        b.write_batch([], [_feedback(10, "like", 101.0, 5.0)])
+        b.set_preferences(1, ["Drama"], 102.0)
+        events, stated = a.user_context(1, 0.0, 10)
+        assert [(e.movie_id, e.event_type, e.created_at) for e in events] == [
+            (10, "like", 101.0)]
+        assert stated == ["Drama"]
+        decision = a.decision("e1")
+        assert decision is not None and decision["arm"] == "svd"
+        assert len(traced) == 3 and all(s.lstrip().startswith("SELECT") for s in traced)
+        traced.clear()
+        with a._write_lock:  # a write in progress: the reader connection answers
+            assert a.user_context(1, 0.0, 10) == (events, stated)
+        assert a.user_feedback(1) == events
+        assert traced == []
+        a.write_batch([], [_feedback(11, "click", 103.0, None)])  # the writer still works
+        assert [e.movie_id for e in a.user_context(1, 0.0, 10)[0]] == [10, 11]
+    finally:
+        a.dispose()
+        b.dispose()

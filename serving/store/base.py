@@ -956,8 +956,9 @@ class Store(abc.ABC):
 
     # The three reads on the request path skip SQLAlchemy: one DBAPI connection per reader
     # thread (the backend's _raw_connect), plain SQL, no pool check-out or transaction round
-    # trips (about 10x cheaper).
-    def _fast(self, sql: str, params: Record) -> list[Record]:
+    # trips (about 10x cheaper). ``bounded`` False marks a read whose size no bound limits (a
+    # backend may keep it off a connection its writes share: see SQLiteStore._fast).
+    def _fast(self, sql: str, params: Record, *, bounded: bool = True) -> list[Record]:
         conn = getattr(self._local, "conn", None)
         try:
             if conn is None:
@@ -981,7 +982,7 @@ class Store(abc.ABC):
         """Every event (feedback) of ``user_id``, oldest first in log order."""
         return [UserEvent(*row) for row in self._fast(
             f"SELECT {USER_EVENT_COLUMNS} FROM feedback WHERE user_id = ? ORDER BY seq",
-            (user_id,))]
+            (user_id,), bounded=False)]
 
     @staticmethod
     def _decision_row(row: Record) -> Row:

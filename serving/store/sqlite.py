@@ -9,12 +9,13 @@ request-path reads and of the batch write.
 from __future__ import annotations
 
 import contextlib
+import operator
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -24,7 +25,8 @@ from sqlalchemy.engine import Connection, Engine
 from serving.errors import StoreUnavailableError
 from serving.store.base import CommitMode, Store
 from serving.store.errors import StoreBusyError, StoreNotFoundError, register_driver_errors
-from serving.store.types import BatchResult, FeedbackWrite, PeriodicJob
+from serving.store.event_marks import EventMarks
+from serving.store.types import BatchResult, FeedbackWrite, PeriodicJob, Record, UserEvent
 from serving.store.write_lock import WriteLock
 
 register_driver_errors(sqlite3.Error, sqlite3.OperationalError)
@@ -52,6 +54,39 @@ SQLITE_RESTART_WAIT_MS = 100
 SQLITE_JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 SYNCHRONOUS = ("NORMAL", "FULL")
+
+# The user_context answers a process keeps: at most this many users and events in all (the
+# oldest kept go first beyond either; an event is ~150 bytes, and history_limit may be 100000).
+SQLITE_CONTEXT_CACHE_USERS = 65_536
+SQLITE_CONTEXT_CACHE_EVENTS = 250_000
+_CREATED_AT = operator.attrgetter("created_at")
+
+
+class _Context(NamedTuple):
+    """A kept ``user_context`` answer: read under ``mark`` with ``since`` and ``limit``."""
+
+    mark: tuple[int, int]
+    since: float
+    limit: int
+    events: tuple[UserEvent, ...]
+    stated: tuple[str, ...] | None
+    oldest: float  # the smallest created_at of ``events`` (inf: none)
+
+    def answer(self, since: float) -> tuple[list[UserEvent], list[str] | None] | None:
+        """The answer for ``since`` (not before ``self.since``), or None if it needs a read.
+
+        The kept events are the latest ``limit`` (by seq) stamped at or after ``self.since``.
+        Fewer than ``limit``: they were all such events, and those stamped at or after
+        ``since`` are the answer. ``limit`` of them, all stamped at or after ``since``: they are
+        still the latest ``limit``. Else an older event may be due in place of a dropped one.
+        """
+        if self.oldest >= since:
+            events = list(self.events)
+        elif len(self.events) < self.limit:
+            events = [e for e in self.events if e.created_at >= since]
+        else:
+            return None
+        return events, None if self.stated is None else list(self.stated)
 
 
 def _is_busy(exc: BaseException) -> bool:
@@ -140,6 +175,12 @@ class SQLiteStore(Store):
         self.writers_lock = WriteLock(self.url.database)  # type: ignore[arg-type]  # _check_url requires a database file
         self.checkpoint_interval_s = SQLITE_CHECKPOINT_INTERVAL_S
         self.last_checkpoint: tuple[int, int, int] | None = None
+        # Every write of users' events or stated genres marks them (see event_marks.py), so
+        # that user_context answers can be kept until one of the user's marks moves.
+        self.event_marks = EventMarks(self.url.database)  # type: ignore[arg-type]  # _check_url requires a database file
+        self._contexts: dict[int, _Context] = {}
+        self._kept_events = 0
+        self._contexts_lock = threading.Lock()
 
     def _check_url(self, url: str, create: bool) -> None:
         database = self.url.database
@@ -194,6 +235,38 @@ class SQLiteStore(Store):
         conn.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
         return conn
 
+    def _fast(self, sql: str, params: Record, *, bounded: bool = True) -> list[Record]:
+        """See :meth:`Store._fast`: a bounded read runs on the write connection when it is open
+        and idle.
+
+        SQLite (WAL) empties a connection's page cache at the start of its next read when
+        another connection has committed since its last one, but not after its own commits.
+        Every group commit of decisions is the write connection's, so a request-path read on
+        the reader connection re-fetched every page it touched. Measured (
+        ``user_context`` right after a commit of 8 decisions, raw sqlite3): 11.8-14.0 us on
+        another connection, 7.2-7.5 us on the committing one, 5.1 us with no commit between.
+        A write in progress (another thread holds the connection), a connection not open yet,
+        an unbounded read (``user_feedback``: it would hold up the writer) or any error of the
+        write connection (e.g. busy, where the reader connection would wait) sends the read to
+        the reader connection as before.
+        """
+        if bounded and self._write_lock.acquire(blocking=False):
+            try:
+                conn = self._write_conn
+                if conn is not None:
+                    try:
+                        cursor = conn.cursor()
+                        try:
+                            cursor.execute(sql, params)
+                            return cursor.fetchall()
+                        finally:
+                            cursor.close()
+                    except sqlite3.Error:
+                        pass  # the reader connection reads (or raises) below
+            finally:
+                self._write_lock.release()
+        return super()._fast(sql, params)
+
     def _raw_write_connect(self) -> sqlite3.Connection:
         # busy_timeout 0: the wait for the lock is chosen per batch (see _write_cursor).
         conn = sqlite3.connect(self.url.database, isolation_level=None, check_same_thread=False,  # type: ignore[arg-type]  # _check_url requires a database file
@@ -224,6 +297,10 @@ class SQLiteStore(Store):
                 self._checkpoint_conn.close()
                 self._checkpoint_conn = None
         self.writers_lock.close()
+        self.event_marks.close()
+        with self._contexts_lock:
+            self._contexts = {}
+            self._kept_events = 0
         super().dispose()
 
     # ------------------------------------------------------------------ writes
@@ -233,8 +310,67 @@ class SQLiteStore(Store):
         """See :meth:`Store.write_batch`: on one dedicated DBAPI connection, under the
         writers' lock (``BEGIN IMMEDIATE`` ... ``COMMIT``, the engine's pragmas).
         """
-        with self._write_cursor(wait) as cursor:
+        # Marked around the transaction: a batch of decisions alone marks nothing.
+        with (self.event_marks.writing({w.values["user_id"] for w in feedback_writes}),
+              self._write_cursor(wait) as cursor):
             return self._write_rows(cursor, decision_rows, feedback_writes)
+
+    def set_preferences(self, user_id: int, genres: Sequence[str], now: float) -> int:
+        """See :meth:`Store.set_preferences` (marked: see :meth:`user_context`)."""
+        with self.event_marks.writing({user_id}):
+            return super().set_preferences(user_id, genres, now)
+
+    def insert_simulated(self, *args: Any, **kwargs: Any) -> None:
+        """See :meth:`Store.insert_simulated` (marked for every user)."""
+        with self.event_marks.writing(None):
+            super().insert_simulated(*args, **kwargs)
+
+    def purge(self, *args: Any, **kwargs: Any) -> dict[str, int]:
+        """See :meth:`Store.purge` (marked for every user: it deletes events)."""
+        with self.event_marks.writing(None):
+            return super().purge(*args, **kwargs)
+
+    # ------------------------------------------------------------------ reads
+    def user_context(self, user_id: int, since: float, limit: int
+                     ) -> tuple[list[UserEvent], list[str] | None]:
+        """See :meth:`Store.user_context`: the answer read last for ``user_id`` while none of
+        their marks moved since (see :mod:`serving.store.event_marks`), else a read.
+
+        Every write of feedback or stated genres (:meth:`write_batch`,
+        :meth:`set_preferences`, :meth:`purge`, :meth:`insert_simulated`) moves its users'
+        marks after its transaction has ended, so an answer read after the mark was taken is
+        as new as any write acknowledged before the mark is taken again, in any process.
+        A kept answer: 0.7 us against 8.5 us for the read (process time, warm, no commits
+        between; load 5.2).
+        """
+        mark = self.event_marks.mark(user_id)
+        if mark is not None:
+            kept = self._contexts.get(user_id)
+            if (kept is not None and kept.mark == mark and kept.limit == limit
+                    and since >= kept.since):
+                answer = kept.answer(since)
+                if answer is not None:
+                    return answer
+        events, stated = super().user_context(user_id, since, limit)
+        if mark is not None and len(events) <= SQLITE_CONTEXT_CACHE_EVENTS:
+            self._keep(user_id, _Context(
+                mark, since, limit, tuple(events), None if stated is None else tuple(stated),
+                # 31 against 43 us for a genexpr over 1000 events.
+                min(map(_CREATED_AT, events), default=float("inf"))))
+        return events, stated
+
+    def _keep(self, user_id: int, context: _Context) -> None:
+        """Keep ``context`` as the user's answer, the oldest kept going first beyond
+        ``SQLITE_CONTEXT_CACHE_USERS`` users or ``SQLITE_CONTEXT_CACHE_EVENTS`` events.
+        """
+        with self._contexts_lock:
+            contexts = self._contexts
+            old = contexts.pop(user_id, None)  # re-inserted last: the oldest kept goes first
+            self._kept_events += len(context.events) - (0 if old is None else len(old.events))
+            while contexts and (len(contexts) >= SQLITE_CONTEXT_CACHE_USERS
+                                or self._kept_events > SQLITE_CONTEXT_CACHE_EVENTS):
+                self._kept_events -= len(contexts.pop(next(iter(contexts))).events)
+            contexts[user_id] = context
 
     @contextlib.contextmanager
     def _write_cursor(self, wait: bool = True) -> Iterator[sqlite3.Cursor]:

@@ -1,0 +1,204 @@
+"""SQLite's kept ``user_context`` answers (serving.store.event_marks) are never stale.
+
+- Two stores on one file stand for two workers: an answer is kept (no read) until a write of
+  the user's events or stated genres, by either, moves the user's marks; a batch of decisions
+  alone or another user's events leave it kept; a purge or bulk insert moves every user's.
+- A write begun and never ended (a worker killed between) stops the keeping of its users'
+  answers: reads go to SQLite from then on, and see what is committed.
+- On a seeded stream of writes and reads with growing ``since`` and two limits, every answer
+  equals the uncached read (``Store.user_context``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import serving.store.sqlite as sqlite_module
+from serving.rules import DEFAULT_RULES
+from serving.store import FeedbackWrite, SQLiteStore, Store, open_store
+from serving.store.event_marks import BUCKETS, STEP, EventMarks, marks_path
+
+ARMS = ["svd", "popularity"]
+UNCACHED = Store.user_context  # the read itself (the fixture counts its calls)
+
+
+def _feedback(user: int, movie: int, at: float, key: str = "k") -> FeedbackWrite:
+    return FeedbackWrite({"created_at": at, "user_id": user, "movie_id": movie,
+                          "feedback_type": "like", "event_id": None, "event_key": key,
+                          "arm": None, "reward": 1.0, "rating": 5.0, "counted": False,
+                          "note": "n"},
+                         precedence=DEFAULT_RULES["like"].precedence,
+                         excludes=DEFAULT_RULES["like"].excludes)
+
+
+def _decision(event_id: str, user: int, at: float) -> dict[str, Any]:
+    return {"event_id": event_id, "created_at": at, "user_id": user, "context": {"k": 2},
+            "arm": "svd", "propensity": 0.5, "pmf": {"svd": 0.5, "popularity": 0.5},
+            "slate": [10, 11], "policy_version": 1, "cold_start": False,
+            "reward_deadline": at + 1800.0}
+
+
+@pytest.fixture
+def stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+           ) -> Iterator[tuple[SQLiteStore, SQLiteStore, list[int]]]:
+    """Two stores on one file, and the users whose user_context each read went to SQLite."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    a, b = open_store(url), open_store(url)
+    assert isinstance(a, SQLiteStore) and isinstance(b, SQLiteStore)
+    a.create_schema(ARMS)
+    reads: list[int] = []
+    def counted(self: Store, user_id: int, since: float, limit: int) -> Any:
+        reads.append(user_id)
+        return UNCACHED(self, user_id, since, limit)
+
+    monkeypatch.setattr(Store, "user_context", counted)
+    try:
+        yield a, b, reads
+    finally:
+        a.dispose()
+        b.dispose()
+
+
+def _movies(store: Store, user: int, since: float = 0.0, limit: int = 10) -> list[int]:
+    return [e.movie_id for e in store.user_context(user, since, limit)[0]]
+
+
+def test_an_answer_is_kept_until_a_write_of_the_user_by_any_worker(
+        stores: tuple[SQLiteStore, SQLiteStore, list[int]]) -> None:
+    a, b, reads = stores
+    assert _movies(a, 1) == [] and _movies(a, 2) == []
+    assert _movies(a, 1) == [] and _movies(a, 2) == []
+    assert reads == [1, 2]  # the second answers were kept
+    b.write_batch([_decision("e1", 1, 100.0)], [])  # decisions alone change no answer
+    a.write_batch([_decision("e2", 1, 100.0)], [])
+    assert _movies(a, 1) == []
+    assert reads == [1, 2]
+    b.write_batch([], [_feedback(1, 10, 101.0)])  # the other worker's event
+    assert _movies(a, 1) == [10] and _movies(a, 2) == []
+    assert reads == [1, 2, 1]  # user 2 kept
+    a.write_batch([], [_feedback(1, 11, 102.0)])  # its own
+    assert _movies(a, 1) == [10, 11]
+    b.set_preferences(1, ["Drama"], 103.0)
+    assert a.user_context(1, 0.0, 10)[1] == ["Drama"]
+    assert _movies(a, 1 + BUCKETS) == []  # one bucket: user 1's writes re-read it too
+    b.write_batch([], [_feedback(1, 12, 104.0)])
+    assert _movies(a, 1 + BUCKETS) == [] and _movies(a, 1) == [10, 11, 12]
+    assert reads == [1, 2, 1, 1, 1, 1 + BUCKETS, 1 + BUCKETS, 1]
+    # A bulk insert moves every user's marks.
+    b.insert_simulated([], [{"created_at": 105.0, "user_id": 2, "movie_id": 20,
+                             "feedback_type": "like", "value": None, "event_id": None,
+                             "event_key": "s", "arm": None, "reward": 1.0, "rating": 5.0,
+                             "counted": False, "note": "n", "seq": 10_000}])
+    assert _movies(a, 2) == [20] and _movies(a, 1) == [10, 11, 12]
+    assert reads[-2:] == [2, 1]
+
+
+def test_a_write_that_never_ended_stops_keeping_and_reads_see_commits(
+        stores: tuple[SQLiteStore, SQLiteStore, list[int]], tmp_path: Path) -> None:
+    a, b, reads = stores
+    assert _movies(a, 3) == []
+    # A worker killed between its commit and the end of its mark: never ended.
+    killed = b.event_marks.writing({3})
+    killed.__enter__()
+    raw = sqlite3.connect(tmp_path / "store.db")
+    with raw:
+        raw.execute("INSERT INTO feedback (created_at, user_id, movie_id, feedback_type, "
+                    "event_key, counted, note, seq) VALUES (1.0, 3, 30, 'like', 'r', 0, '', 1)")
+    assert _movies(a, 3) == [30]
+    with raw:  # a write outside the marks: seen, since nothing is kept for user 3 any more
+        raw.execute("INSERT INTO feedback (created_at, user_id, movie_id, feedback_type, "
+                    "event_key, counted, note, seq) VALUES (2.0, 3, 31, 'like', 'r', 0, '', 2)")
+    assert _movies(a, 3) == [30, 31]
+    raw.close()
+    assert reads == [3, 3, 3]
+    assert a.event_marks.mark(3) is None and a.event_marks.mark(4) is not None
+
+
+def test_marks_count_writes_in_progress_and_move_with_each(tmp_path: Path) -> None:
+    one, two = EventMarks(tmp_path / "db"), EventMarks(tmp_path / "db")
+    try:
+        assert marks_path(tmp_path / "db").stat().st_size == 8 * (1 + BUCKETS)
+        start = one.mark(5)
+        assert start is not None
+        with one.writing([5, 5 + BUCKETS]):
+            assert two.mark(5) is None and two.mark(6) is not None
+            with two.writing(None):
+                assert one.mark(6) is None
+            assert one.mark(6) is not None
+        after = two.mark(5)
+        assert after is not None and after != start
+        assert after[1] - start[1] == 2 * STEP  # one write: begun and ended
+        with one.writing([]):  # nothing marked
+            assert two.mark(5) == after
+    finally:
+        one.close()
+        two.close()
+    assert one.mark(5) is None  # closed
+
+
+def test_kept_answers_equal_the_read_on_a_seeded_stream(
+        stores: tuple[SQLiteStore, SQLiteStore, list[int]]) -> None:
+    a, b, reads = stores
+    rng = np.random.default_rng(7)
+    since = 0.0
+    asked = 0
+    for step in range(300):
+        kind = int(rng.integers(10))
+        user = int(rng.integers(1, 3))
+        writer = a if rng.integers(2) else b
+        if kind == 0:  # events stamped anywhere in [0, 60): since passes some of them
+            writer.write_batch([], [_feedback(user, step, float(rng.uniform(0, 60)),
+                                              f"k{step}")])
+        elif kind == 1:
+            writer.set_preferences(user, [f"g{rng.integers(5)}"], float(step))
+        else:
+            since += float(rng.exponential(0.2))
+            limit = int(rng.choice([2, 5]))
+            asked += 1
+            assert a.user_context(user, since, limit) == UNCACHED(a, user, since, limit)
+    # Both paths ran many times: kept answers (of either limit, since moving past events)
+    # and reads (after writes, a limit not kept, or a cut answer whose since moved).
+    assert len(reads) > 50 and asked - len(reads) > 50
+
+
+def test_a_cut_answer_whose_since_passed_one_of_its_events_is_read_again(
+        stores: tuple[SQLiteStore, SQLiteStore, list[int]]) -> None:
+    a, _, reads = stores
+    # In log order: stamped 50, 10, 40. The latest two are those stamped 10 and 40.
+    a.write_batch([], [_feedback(4, 41, 50.0, "x"), _feedback(4, 42, 10.0, "y"),
+                       _feedback(4, 43, 40.0, "z")])
+    assert _movies(a, 4, 0.0, 2) == [42, 43]
+    assert _movies(a, 4, 5.0, 2) == [42, 43] and reads == [4]  # kept: nothing dropped
+    # Past 10, the latest two stamped after 20 are the first and the third.
+    assert _movies(a, 4, 20.0, 2) == [41, 43] and reads == [4, 4]
+    assert _movies(a, 4, 45.0, 2) == [41] and reads == [4, 4, 4]  # cut again: read
+    # Fewer than the limit: every event since then, filtered without a read.
+    assert _movies(a, 4, 0.0, 5) == [41, 42, 43] and reads == [4, 4, 4, 4]
+    assert _movies(a, 4, 45.0, 5) == [41] and reads == [4, 4, 4, 4]
+
+
+def test_kept_answers_are_bounded_in_users_and_events(
+        stores: tuple[SQLiteStore, SQLiteStore, list[int]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    a, _, reads = stores
+    monkeypatch.setattr(sqlite_module, "SQLITE_CONTEXT_CACHE_USERS", 3)
+    monkeypatch.setattr(sqlite_module, "SQLITE_CONTEXT_CACHE_EVENTS", 4)
+    a.write_batch([], [_feedback(7, m, 1.0, f"b{m}") for m in (1, 2, 3)]
+                  + [_feedback(8, 4, 1.0, "b4"), _feedback(9, 5, 1.0, "b5")]
+                  + [_feedback(6, m, 1.0, f"b{m}") for m in range(10, 15)])
+    for user in (7, 8, 9, 10):
+        a.user_context(user, 0.0, 10)
+    # 7 (3 events) and 8 (1) were kept, then 9 (1) pushed 7 out (5 > 4 events); 10 (none)
+    # made them 3 users.
+    assert list(a._contexts) == [8, 9, 10] and a._kept_events == 2
+    assert _movies(a, 6) == list(range(10, 15))  # 5 events: more than all kept, not kept
+    assert list(a._contexts) == [8, 9, 10]
+    del reads[:]
+    assert [_movies(a, u) for u in (8, 9, 10, 7)] == [[4], [5], [], [1, 2, 3]]
+    assert reads == [7]
