@@ -402,6 +402,49 @@ def test_a_database_that_stops_answering_is_a_503_and_writes_nothing() -> None:
     store.dispose()
 
 
+def test_a_feedback_batch_that_times_out_waiting_for_a_lock_never_commits() -> None:
+    # The feedback batch is one pipeline (BEGIN ... COMMIT) sent at once: when its wait for
+    # log_head's lock outlasts the store's time-out, the statement is cancelled in the server,
+    # so the COMMIT queued behind it cannot run once the lock is let go: nothing of the batch
+    # (its decisions, feedback, outcomes, ratings, pulls) is written, and the writer recovers.
+    import psycopg
+
+    from serving.store.postgresql import AsyncBatchWriter
+
+    store = open_store(postgres().create_database(), timeout_s=1.0)
+    store.create_schema(ARMS)
+    url = store.url.render_as_string(False)
+    holder = psycopg.connect(store.url.set(drivername="postgresql").render_as_string(False))
+    holder.execute("SELECT * FROM log_head FOR UPDATE")
+
+    async def run() -> list[Any]:
+        writer = AsyncBatchWriter(store)
+        out: list[Any] = []
+        try:
+            try:
+                out.append(await writer.write_batch(*BATCH_1))
+            except StoreUnavailableError as exc:
+                out.append(exc)
+            await asyncio.to_thread(holder.rollback)
+            await asyncio.sleep(0.3)  # a COMMIT left queued would have run by now
+            out.append((stored(url), table(url, outcomes_table)))
+            out.append(await writer.write_batch(*BATCH_1))
+        finally:
+            await writer.aclose()
+        return out
+
+    try:
+        error, after_timeout, later = asyncio.run(run())
+    finally:
+        holder.close()
+    assert isinstance(error, StoreUnavailableError), error
+    assert "no answer from the database within 1 s" in error.message
+    assert after_timeout == ({"decisions": [], "feedback": [], "ratings": [],
+                              "arm_state": [("popularity", 0), ("svd", 0)]}, [])
+    assert later.counted == 2 and len(stored(url)["feedback"]) == 5
+    store.dispose()
+
+
 def test_reader_rejects_unknown_kinds_and_refuses_when_stopped(pg_store: Store) -> None:
     from serving.store.postgresql import GroupReader
 
