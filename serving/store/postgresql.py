@@ -25,8 +25,8 @@ those hand-offs. Here both paths run as coroutines on the worker's event loop, e
 The request path's hot statements (a recommendation's user read, a batch of decisions, a
 feedback batch's pipeline) are sent as prepared statements on the connection's libpq object
 directly (:func:`_execute_prepared`, :func:`_execute_pipeline`), without psycopg's async execute
-machinery (about half the event loop's CPU a round trip, two thirds of a feedback batch's); the
-other reads go through a cursor the connection keeps.
+machinery (about half the event loop's CPU a round trip, more of a feedback batch's pipeline),
+and so are the reader's other queries.
 
 The results are those of :meth:`PostgreSQLStore.write_batch` and the store's read methods (the
 tests run the same API suite on both paths).
@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
 import logging
 import math
 import select
@@ -79,8 +81,9 @@ register_driver_errors(psycopg.Error, psycopg.OperationalError)
 
 _DECISION_COLUMNS = Store._DECISION_COLUMNS
 
-# Plans must follow the log's growth. psycopg prepares a statement at its 5th execution and
-# PostgreSQL then keeps one generic plan, costed for the table sizes of that moment, until the
+# Plans must follow the log's growth. A prepared statement (psycopg prepares one at its 5th
+# execution, _execute_prepared at its first) is planned afresh for its first 5 executions, then
+# PostgreSQL keeps one generic plan, costed for the table sizes of that moment, until the
 # table is next analysed: on a log growing from empty (every new store; the benchmark) the
 # feedback batch's statements kept a sequential scan of the whole feedback table, under the
 # log_head lock (two writers, 16 writes a batch: 2,944 -> 8,134 feedback writes/s, PostgreSQL CPU
@@ -319,19 +322,20 @@ def _has_input(conn: Any) -> bool:
         return True
 
 
-# The two statements every recommendation pays for (its user's read, its decision's write) go
-# to libpq directly (:func:`_execute_prepared`): psycopg's async execute (its generator-driven
-# wait, the prepare manager, the result's loaders) cost ~80 us of the event loop's CPU a round
-# trip for the user read, against ~42 us sending the same prepared statement on the same
-# connection's ``pgconn`` and waiting for its socket on the loop (1,000 round trips on uvloop,
-# 1 and 6 users a batch, medians of 7, load 4.5-5.6); a batch holds ~6 requests under the
-# benchmark's 32 connections, so that is ~6 us a recommendation for each of the two.
+# The request path's statements (the reader's queries, the batches of decisions and feedback)
+# go to libpq directly (:func:`_execute_prepared`, :func:`_execute_pipeline`): psycopg's async
+# execute (its generator-driven wait, the prepare manager, the result's loaders) cost ~80 us of
+# the event loop's CPU a round trip for the user read, against ~42 us sending the same prepared
+# statement on the same connection's ``pgconn`` and waiting for its socket on the loop (1,000
+# round trips on uvloop, 1 and 6 users a batch, medians of 7, load 4.5-5.6); a batch holds ~6
+# requests under the benchmark's 32 connections, so that is ~6 us a recommendation for each of
+# the user read and the decisions' write. The results are read as psycopg reads them (text).
 _TYPE_LOADERS: dict[int, Any] = {
     16: lambda v: v == b"t",  # bool
     20: int, 21: int, 23: int,  # int8, int2, int4
     700: float, 701: float,  # float4, float8: PostgreSQL's shortest exact text, as psycopg reads
     25: bytes.decode, 1043: bytes.decode,  # text, varchar
-    114: orjson.loads, 3802: orjson.loads,  # json, jsonb (psycopg reads them with json.loads)
+    114: json.loads, 3802: json.loads,  # json, jsonb: as psycopg reads them
 }
 
 
@@ -464,11 +468,13 @@ async def _statement(connection: _Connection, sql: str) -> bytes:
     return name
 
 
-def _rows(result: Any) -> list[tuple[Any, ...]]:
-    """The rows of a libpq ``result``, read as psycopg reads them (text format; the column
-    types of :data:`_TYPE_LOADERS`, NULL as None).
+def _rows(result: Any, encoding: str) -> list[tuple[Any, ...]]:
+    """The rows of a libpq ``result``, read as psycopg reads them (text format, text in the
+    connection's ``encoding``; the column types of :data:`_TYPE_LOADERS`, NULL as None).
     """
-    loaders = [_TYPE_LOADERS[result.ftype(j)] for j in range(result.nfields)]
+    loaders = [_TYPE_LOADERS[oid] if oid not in (25, 1043) or encoding == "utf-8"
+               else functools.partial(bytes.decode, encoding=encoding)
+               for oid in (result.ftype(j) for j in range(result.nfields))]
     value = result.get_value
     return [tuple(None if (v := value(i, j)) is None else load(v)
                   for j, load in enumerate(loaders)) for i in range(result.ntuples)]
@@ -485,7 +491,7 @@ async def _execute_prepared(connection: _Connection, sql: str, params: Sequence[
     """
     name = await _statement(connection, sql)
     connection.conn.pgconn.send_query_prepared(name, _encoded(params))
-    return _rows(await _result(connection.conn))
+    return _rows(await _result(connection.conn), connection.conn.info.encoding)
 
 
 async def _execute_pipeline(connection: _Connection,
@@ -511,23 +517,18 @@ async def _execute_pipeline(connection: _Connection,
     finally:
         with contextlib.suppress(psycopg.Error):  # a connection given up on: discarded later
             pgconn.exit_pipeline_mode()
-    return [_rows(result) for result in results]
+    return [_rows(result, conn.info.encoding) for result in results]
 
 
 class _Connection:
     """One async connection, opened on first use and again after a failure (``options``: the
-    server settings of its session), its :attr:`cursor` and its :attr:`prepared` statements.
+    server settings of its session), and the statements :attr:`prepared` on it.
     """
 
     def __init__(self, store: PostgreSQLStore, options: str = "") -> None:
         self.store = store
         self.options = options
         self.conn: Any = None
-        # One cursor per connection, reused by every statement that reads its answer before
-        # the next is sent (the reader's queries, a batch of decisions): a new cursor a
-        # statement cost 10-19 us more client CPU than reusing one (a one-row prepared query,
-        # 1,000 round trips on uvloop, medians of 5, load 3.5-4.3), a few per recommendation.
-        self.cursor: Any = None
         #: The statements :func:`_execute_prepared` prepared on this connection: SQL to name.
         self.prepared: dict[str, bytes] = {}
 
@@ -541,12 +542,11 @@ class _Connection:
         if self.conn is None:
             self.conn = await asyncio.wait_for(_connect(self.store, self.options),
                                                self.store.timeout_s)
-            self.cursor = self.conn.cursor()
             self.prepared = {}
         return self.conn
 
     async def discard(self) -> None:
-        conn, self.conn, self.cursor = self.conn, None, None
+        conn, self.conn = self.conn, None
         if conn is not None:
             try:
                 await conn.close()
@@ -673,13 +673,11 @@ class GroupReader:
 
     @staticmethod
     async def _user_feedback(connection: _Connection, items: list[_Read]) -> list[list[UserEvent]]:
-        cursor = connection.cursor
         users = sorted({int(item.args[0]) for item in items})
-        await cursor.execute(f"SELECT user_id, {USER_EVENT_COLUMNS} FROM feedback "
-                             "WHERE user_id = ANY(%s::int8[]) ORDER BY seq",
-                             (_int_array(users),))
         found: dict[int, list[UserEvent]] = defaultdict(list)
-        for user, *event in await cursor.fetchall():
+        for user, *event in await _execute_prepared(
+                connection, f"SELECT user_id, {USER_EVENT_COLUMNS} FROM feedback "
+                "WHERE user_id = ANY(%s::int8[]) ORDER BY seq", (_int_array(users),)):
             found[user].append(UserEvent(*event))
         return [found.get(item.args[0], []) for item in items]
 
@@ -702,21 +700,20 @@ class GroupReader:
     @staticmethod
     async def _decision(connection: _Connection,
                         items: list[_Read]) -> list[dict[str, Any] | None]:
-        cursor = connection.cursor
         ids = sorted({item.args[0] for item in items})
-        await cursor.execute(f"SELECT {_DECISION_COLUMNS} FROM decisions WHERE event_id = ANY("
-                             "ARRAY(SELECT json_array_elements_text(%s::json)))", (_dumps(ids),))
-        found = {row[0]: Store._decision_row(row) for row in await cursor.fetchall()}
+        rows = await _execute_prepared(
+            connection, f"SELECT {_DECISION_COLUMNS} FROM decisions WHERE event_id = ANY("
+            "ARRAY(SELECT json_array_elements_text(%s::json)))", (_dumps(ids),))
+        found = {row[0]: Store._decision_row(row) for row in rows}
         return [found.get(item.args[0]) for item in items]
 
     @staticmethod
     async def _latest_decision_showing(connection: _Connection,
                                        items: list[_Read]) -> list[dict[str, Any] | None]:
-        cursor = connection.cursor
         # The slate test runs in SQL (jsonb containment), so no decision is missed however many
         # the user has in the window.
-        await cursor.execute(
-            f"SELECT q.i, {', '.join('d.' + c for c in _DECISION_COLUMNS.split(', '))} "
+        rows = await _execute_prepared(
+            connection, f"SELECT q.i, {', '.join('d.' + c for c in _DECISION_COLUMNS.split(', '))} "
             "FROM json_to_recordset(%s::json) AS q(i int8, u int8, m int8, since float8, "
             "until float8) CROSS JOIN LATERAL (SELECT * FROM decisions "
             "WHERE decisions.user_id = q.u AND decisions.created_at >= q.since "
@@ -728,7 +725,7 @@ class GroupReader:
                       "until": (item.args[3] if len(item.args) > 3
                                 and math.isfinite(item.args[3]) else None)}
                      for i, item in enumerate(items)]),))
-        found = {int(row[0]): Store._decision_row(row[1:]) for row in await cursor.fetchall()}
+        found = {int(row[0]): Store._decision_row(row[1:]) for row in rows}
         return [found.get(i) for i in range(len(items))]
 
 
