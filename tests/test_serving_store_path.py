@@ -274,6 +274,87 @@ def test_group_reads_answer_what_the_store_reads_many_per_query(pg_store: Store)
     assert reader.reads == len(calls) and reader.batches == 1
 
 
+def test_group_reads_of_user_context_answer_what_the_store_reads(pg_store: Store) -> None:
+    # The user read goes to libpq directly (serving.store.postgresql._execute_prepared), not
+    # through psycopg's cursor: its answer must be the store's own value for value and type for
+    # type: ints, the event type, a NULL value, floats to the last bit, the stated genres; the
+    # window (since) and the limit applied per user, users without events or genres.
+    from serving.store.postgresql import GroupReader
+
+    pg_store.write_batch(*BATCH_1)
+    valued = fb(2, 22, "view", None, 200.0 + 1 / 3)
+    valued.values["value"] = 0.1 + 0.2  # 0.30000000000000004: the last bit must survive
+    pg_store.write_batch([], [valued, fb(2, 23, "click", None, 201.0)])
+    pg_store.set_preferences(2, ["Comedy", "Film-Noir"], 300.0)
+    pg_store.set_preferences(5, ["Drama"], 301.0)
+    pg_store.set_preferences(5, [], 302.0)  # the latest statement wins, even an empty one
+    calls = [(1, 0.0, 50), (1, 103.2, 50), (1, 0.0, 1), (2, 0.0, 50), (3, 0.0, 50),
+             (4, 0.0, 50), (5, 0.0, 50), (1, 0.0, 50)]
+
+    async def run() -> tuple[list[Any], GroupReader]:
+        reader = GroupReader(pg_store)
+        reader.start()
+        try:
+            return list(await asyncio.gather(*(reader.read("user_context", *c)
+                                                for c in calls))), reader
+        finally:
+            await reader.aclose()
+
+    answers, reader = asyncio.run(run())
+    expected = [pg_store.user_context(*c) for c in calls]
+    assert answers == expected
+    kinds = [[tuple(type(v) for v in e) for e in events] + [type(genres)]
+             for events, genres in answers]
+    assert kinds == [[tuple(type(v) for v in e) for e in events] + [type(genres)]
+                     for events, genres in expected]
+    assert [len(events) for events, _ in answers] == [2, 1, 1, 3, 2, 0, 0, 2]
+    events_2, genres_2 = answers[3]
+    assert [(e.movie_id, e.event_type, e.value) for e in events_2] == [
+        (20, "dislike", None), (22, "view", 0.30000000000000004), (23, "click", None)]
+    assert events_2[1].created_at == 200.0 + 1 / 3 and isinstance(events_2[0].seq, int)
+    assert (genres_2, answers[4][1], answers[6][1]) == (["Comedy", "Film-Noir"], None, [])
+    assert reader.batches == 1  # queued together, answered by one query
+
+
+def test_a_batch_of_decisions_stores_each_column_as_given(pg_store: Store) -> None:
+    # The decisions-only batch goes to libpq directly and carries the JSON columns as text in
+    # its document: a column the service passes serialised is stored as that very text, a dict
+    # or list as its JSON, a missing or None one as NULL; the pulls are added in the same
+    # statement; a second batch reuses the statement prepared by the first.
+    import psycopg
+
+    from serving.store.postgresql import AsyncBatchWriter
+
+    context = '{"feature_version":"user-v2","features":[0.1,0.30000000000000004,1e-300],"k":2}'
+    rows = [dict(decision("e1", 1, "svd", [10, 11], 100.0 + 1 / 3), context=context,
+                 policy='{"name":"LinTS","params":{"ridge":1.0}}', multileave=None,
+                 shadow='{"arm":"popularity","pmf":{"svd":0.5,"popularity":0.5}}'),
+            decision("e2", 2, "popularity", [20], 101.0)]
+
+    async def run() -> None:
+        writer = AsyncBatchWriter(pg_store)
+        try:
+            for batch in ([rows[0]], [rows[1]]):
+                result = await writer.write_batch(batch, [])
+                assert (result.feedback, result.counted) == ([], 0)
+        finally:
+            await writer.aclose()
+
+    asyncio.run(run())
+    url = pg_store.url.set(drivername="postgresql").render_as_string(False)
+    with psycopg.connect(url) as conn:
+        got = conn.execute(
+            "SELECT event_id, created_at, user_id, context::text, arm, propensity, pmf::text, "
+            "slate::text, policy::text, policy_version, cold_start, reward_deadline, "
+            "multileave::text, shadow::text FROM decisions ORDER BY event_id").fetchall()
+    first, second = got
+    assert first == ("e1", 100.0 + 1 / 3, 1, context, "svd", 0.5, rows[0]["pmf"], "[10,11]",
+                     rows[0]["policy"], 1, False, 100.0 + 1 / 3 + 1800.0, None, rows[0]["shadow"])
+    assert second[3] == '{"known_user":true,"k":1}' and second[8] is None  # no policy given
+    assert {r["arm"]: r["pulls"] for r in table(pg_store.url.render_as_string(False),
+                                                 arm_state)} == {"svd": 1, "popularity": 1}
+
+
 def test_a_database_that_stops_answering_is_a_503_and_writes_nothing() -> None:
     # Another session holds locks the batch needs (as a long migration would): past the
     # store's time-out the write and the read fail with a 503 instead of holding their
@@ -318,6 +399,49 @@ def test_a_database_that_stops_answering_is_a_503_and_writes_nothing() -> None:
     url = store.url.render_as_string(False)
     assert [r["event_id"] for r in table(url, decisions)] == ["e2"]
     assert {r["arm"]: r["pulls"] for r in table(url, arm_state)} == {"svd": 1, "popularity": 0}
+    store.dispose()
+
+
+def test_a_feedback_batch_that_times_out_waiting_for_a_lock_never_commits() -> None:
+    # The feedback batch is one pipeline (BEGIN ... COMMIT) sent at once: when its wait for
+    # log_head's lock outlasts the store's time-out, the statement is cancelled in the server,
+    # so the COMMIT queued behind it cannot run once the lock is let go: nothing of the batch
+    # (its decisions, feedback, outcomes, ratings, pulls) is written, and the writer recovers.
+    import psycopg
+
+    from serving.store.postgresql import AsyncBatchWriter
+
+    store = open_store(postgres().create_database(), timeout_s=1.0)
+    store.create_schema(ARMS)
+    url = store.url.render_as_string(False)
+    holder = psycopg.connect(store.url.set(drivername="postgresql").render_as_string(False))
+    holder.execute("SELECT * FROM log_head FOR UPDATE")
+
+    async def run() -> list[Any]:
+        writer = AsyncBatchWriter(store)
+        out: list[Any] = []
+        try:
+            try:
+                out.append(await writer.write_batch(*BATCH_1))
+            except StoreUnavailableError as exc:
+                out.append(exc)
+            await asyncio.to_thread(holder.rollback)
+            await asyncio.sleep(0.3)  # a COMMIT left queued would have run by now
+            out.append((stored(url), table(url, outcomes_table)))
+            out.append(await writer.write_batch(*BATCH_1))
+        finally:
+            await writer.aclose()
+        return out
+
+    try:
+        error, after_timeout, later = asyncio.run(run())
+    finally:
+        holder.close()
+    assert isinstance(error, StoreUnavailableError), error
+    assert "no answer from the database within 1 s" in error.message
+    assert after_timeout == ({"decisions": [], "feedback": [], "ratings": [],
+                              "arm_state": [("popularity", 0), ("svd", 0)]}, [])
+    assert later.counted == 2 and len(stored(url)["feedback"]) == 5
     store.dispose()
 
 
