@@ -27,10 +27,14 @@ server (and everyone else's jobs) migrate between them. With ``--pin`` the serve
 service alike) runs on CPU 0 and wrk and the fixed-rate generator on CPU 1. Either way bare
 and service get the same placement, and the fitted arms are shared by every configuration.
 
-PostgreSQL is reached over TCP on 127.0.0.1 (the figures so far), or with ``--pg-socket`` over its
-Unix-domain socket, as a deployment with the database on the same host would connect (no TCP
-stack: fewer CPU cycles per round trip on both sides). Those configurations are named
-``postgresql_unix_w<n>``, and the legend says which was used.
+PostgreSQL is reached over TCP on 127.0.0.1 (the figures so far, and the README's ``--db``
+example), or with ``--pg-socket`` over its Unix-domain socket, as a deployment with the database
+on the same host may connect. Those configurations are named ``postgresql_unix_w<n>``, and the
+legend says which was used. The socket's saving is within the noise of a recommendation's CPU
+(``bench/pg_socket_cost.py``, in process, medians of 10 alternations, load 1.2-1.6: 32
+concurrent, Thompson Sampling 78.1 / 34.4 us of worker / PostgreSQL CPU both ways, LinTS 105.7
+/ 35.9 over TCP against 99.7 / 32.8; one at a time, 6 alternations, load 1.3-2.0, Thompson
+Sampling 648 / 290 against 653 / 287): hence not the default.
 
 CPU per request is printed beside the rates (steadier on a shared machine): the uvicorn
 processes', and on PostgreSQL the database server's (its backends included), which shares the
