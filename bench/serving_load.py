@@ -27,6 +27,15 @@ server (and everyone else's jobs) migrate between them. With ``--pin`` the serve
 service alike) runs on CPU 0 and wrk and the fixed-rate generator on CPU 1. Either way bare
 and service get the same placement, and the fitted arms are shared by every configuration.
 
+PostgreSQL is reached over TCP on 127.0.0.1 (the figures so far, and the README's ``--db``
+example), or with ``--pg-socket`` over its Unix-domain socket, as a deployment with the database
+on the same host may connect. Those configurations are named ``postgresql_unix_w<n>``, and the
+legend says which was used. The socket's saving is within the noise of a recommendation's CPU
+(``bench/pg_socket_cost.py``, in process, medians of 10 alternations, load 1.2-1.6: 32
+concurrent, Thompson Sampling 78.1 / 34.4 us of worker / PostgreSQL CPU both ways, LinTS 105.7
+/ 35.9 over TCP against 99.7 / 32.8; one at a time, 6 alternations, load 1.3-2.0, Thompson
+Sampling 648 / 290 against 653 / 287): hence not the default.
+
 CPU per request is printed beside the rates (steadier on a shared machine): the uvicorn
 processes', and on PostgreSQL the database server's (its backends included), which shares the
 same two cores.
@@ -39,7 +48,7 @@ Usage::
 
     RECBANDITS_DATA=/work/shared/data .venv/bin/python bench/serving_load.py [--seconds 8]
         [--workers 1 2] [--stores sqlite postgresql] [--connections 32] [--pin]
-        [--open-loop-connections N] [--stock-server]
+        [--open-loop-connections N] [--stock-server] [--pg-socket]
 
 Ends with ``name: value`` lines. Bounded: every wrk run lasts ``--seconds``; loopback only.
 """
@@ -60,11 +69,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 
 REPO = Path(__file__).resolve().parent.parent
 #: Connections of the fixed-rate generator (wrk2's ``-c``): as many as wrk's closed-loop runs.
@@ -519,12 +529,17 @@ def feedback_lines(slates: list[dict], seed: int) -> list[str]:
     return lines
 
 
-def start_postgres(tmp: Path) -> tuple[str, object]:
+def start_postgres(tmp: Path, unix_socket: bool = False) -> tuple[Callable[[], str], object]:
+    """A fresh PostgreSQL server and a function making a database on it (its URL: over TCP
+    to 127.0.0.1, or over the server's Unix-domain socket with ``unix_socket``)."""
     sys.path.insert(0, str(REPO / "tests"))
     from test_serving_support import PostgresServer
 
     server = PostgresServer()
-    return server.create_database, server
+    if not unix_socket:
+        return server.create_database, server
+    return lambda: server.socket_url(sa.engine.make_url(server.create_database()).database
+                                     or ""), server
 
 
 def prepare_state(state: Path, dataset: str, settings: dict[str, str] | None = None) -> None:
@@ -575,6 +590,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stock-server", action="store_true",
                         help="uvicorn's default options instead of serve's limits (to measure "
                              "their cost)")
+    parser.add_argument("--pg-socket", action="store_true",
+                        help="PostgreSQL over its Unix-domain socket, as on one host (default: "
+                             "TCP to 127.0.0.1); configurations named postgresql_unix_w<n>")
     parser.add_argument("--open-loop", help=argparse.SUPPRESS)  # the child of open_loop()
     parser.add_argument("--serve", help=argparse.SUPPRESS)  # the child of Server
     args = parser.parse_args(argv)
@@ -613,8 +631,9 @@ def main(argv: list[str] | None = None) -> int:
                     # a fresh one).
                     if pg is not None:
                         pg.stop()
-                    create_db, pg = start_postgres(tmp)
-                tag = f"{store}_w{workers}"
+                    create_db, pg = start_postgres(tmp, args.pg_socket)
+                unix = store == "postgresql" and args.pg_socket
+                tag = f"{store}{'_unix' if unix else ''}_w{workers}"
                 server_cpus, load_cpus = ("0", "1") if args.pin and workers == 1 else (None,
                                                                                        None)
                 bare = Server("serving_load:bare_app", workers, {}, tmp / "bare.log", "/bare",
@@ -635,7 +654,7 @@ def main(argv: list[str] | None = None) -> int:
                     ptag = tag if policy == args.policies[0] else f"{tag}_{policy}"
                     if store == "postgresql" and policy != args.policies[0]:
                         pg.stop()  # a fresh server per measured configuration (see above)
-                        create_db, pg = start_postgres(tmp)
+                        create_db, pg = start_postgres(tmp, args.pg_socket)
                     db = (f"sqlite:///{tmp / f'{ptag}.db'}" if store == "sqlite" else create_db())
                     env = {"RECBANDITS_STATE_DIR": str(state), "RECBANDITS_DATASET": args.dataset,
                            "RECBANDITS_DB": db, "RECBANDITS_SEED": "0",
@@ -713,6 +732,11 @@ def main(argv: list[str] | None = None) -> int:
              else "a new connection whenever all are busy")
           + "; bare p99@half: the bare endpoint under the same fixed-rate generator, the floor "
           "of this measurement on this machine)")
+    if "postgresql" in args.stores:
+        print("PostgreSQL reached over "
+              + ("its Unix-domain socket (--pg-socket)" if args.pg_socket
+                 else "TCP, 127.0.0.1 (without --pg-socket)"))
+        results["postgresql_unix_socket"] = float(args.pg_socket)
     print()
     for name, value in results.items():
         print(f"{name}: {value:.3f}")

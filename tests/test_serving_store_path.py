@@ -355,6 +355,58 @@ def test_a_batch_of_decisions_stores_each_column_as_given(pg_store: Store) -> No
                                                  arm_state)} == {"svd": 1, "popularity": 1}
 
 
+def test_a_unix_socket_url_serves_the_engines_and_the_libpq_paths(
+        tmp_path: Path, pg_store: Store) -> None:
+    # postgresql+psycopg://user@/db?host=<socket dir>&port=N: a same-host deployment's URL. The
+    # SQLAlchemy engines and the event loop's libpq connections (writer, group reader) all
+    # reach the server over the socket (inet_server_addr() is NULL there, 127.0.0.1 over TCP),
+    # and what they write and read is what the TCP store of the same database sees.
+    from serving.store.postgresql import AsyncBatchWriter, GroupReader, _connect
+
+    server = postgres()
+    database = pg_store.url.database
+    assert database is not None
+    store = open_store(server.socket_url(database))
+    addr = "SELECT coalesce(host(inet_server_addr()), 'unix')"
+    try:
+        with store.read_engine.connect() as conn:
+            assert conn.exec_driver_sql(addr).scalar() == "unix"
+        with pg_store.read_engine.connect() as conn:
+            assert conn.exec_driver_sql(addr).scalar() == "127.0.0.1"
+        assert store.write_batch(*BATCH_1).counted == 2  # the write engine
+
+        async def run() -> tuple[str, Any, list[Any]]:
+            conn = await _connect(store, "")
+            try:
+                where = (await (await conn.execute(addr)).fetchone())[0]
+            finally:
+                await conn.close()
+            writer, reader = AsyncBatchWriter(store), GroupReader(store)
+            reader.start()
+            try:
+                written = await writer.write_batch(*BATCH_2)
+                read = await asyncio.gather(*(reader.read("user_feedback", u) for u in (1, 2)))
+                return where, written, list(read)
+            finally:
+                await reader.aclose()
+                await writer.aclose()
+
+        where, written, read = asyncio.run(run())
+        assert where == "unix"
+        assert written.counted == 0 and [r.created for r in written.feedback] == [False, True]
+        assert [sorted(r) for r in read] == [sorted(pg_store.user_feedback(u)) for u in (1, 2)]
+        assert [len(r) for r in read] == [2, 2]
+        reference = open_store(f"sqlite:///{tmp_path / 'ref.db'}")
+        reference.create_schema(ARMS)
+        reference.write_batch(*BATCH_1)
+        reference.write_batch(*BATCH_2)
+        assert stored(store.url.render_as_string(False)) == stored(
+            reference.url.render_as_string(False))
+        reference.dispose()
+    finally:
+        store.dispose()
+
+
 def test_a_database_that_stops_answering_is_a_503_and_writes_nothing() -> None:
     # Another session holds locks the batch needs (as a long migration would): past the
     # store's time-out the write and the read fail with a 503 instead of holding their

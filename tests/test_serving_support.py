@@ -84,6 +84,11 @@ class PostgresServer:
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://recbandits@127.0.0.1:{self.port}/{database}"
 
+    def socket_url(self, database: str = "postgres") -> str:
+        """``database``'s URL over the server's Unix-domain socket (in :attr:`root`, ``-k``)."""
+        return (f"postgresql+psycopg://recbandits@/{database}?host={self.root}"
+                f"&port={self.port}")
+
     def create_database(self) -> str:
         """A fresh database; returns its SQLAlchemy URL."""
         import psycopg

@@ -661,9 +661,14 @@ def test_a_switch_read_past_the_outcomes_is_folded_in_log_order(
 
         store.outcomes_after = late  # type: ignore[method-assign]
         try:
+            # A refresh reads the tails only once the log's head has moved (an outcome
+            # logged): the first refresh after this one, the refresher's or this test's, reads
+            # them and meets ``late``.
+            traffic(client, range(6, 7))
             service.refresh()
         finally:
             store.outcomes_after = real  # type: ignore[method-assign]
+        assert calls["n"] >= 2  # the late read, and the outcomes read again below the switch
         stats, seq = policy_stats(client)
         assert seq == store.switches_after(0)[-1].seq
         assert stats == fold_stats(settings.resolved_db_url(), settings, seq)

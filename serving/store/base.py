@@ -872,14 +872,20 @@ class Store(abc.ABC):
         return {r.arm: int(r.pulls) for r in rows}
 
     @unavailable_on_db_error
-    def state(self) -> tuple[PolicyMeta | None, dict[str, int]]:
-        """Policy version and pulls per arm in one connection (the workers' refresh)."""
+    def state(self) -> tuple[PolicyMeta | None, dict[str, int], int]:
+        """Policy version, pulls per arm and the log's head (:meth:`log_seq`, read first) in
+        one connection (the workers' refresh: an unchanged head means no row was logged since
+        it was last read; see ``RecommendationService.refresh``).
+        """
         with self.read_engine.connect() as conn:
+            head = int(conn.execute(sa.select(log_head.c.seq).where(log_head.c.id == 1))
+                       .scalar_one_or_none() or 0)
             rows = conn.execute(sa.select(arm_state.c.arm, arm_state.c.pulls)).all()
             meta = conn.execute(sa.select(policy_meta.c.version, policy_meta.c.arms_dir)
                                 .where(policy_meta.c.id == 1)).first()
         pulls = {r.arm: int(r.pulls) for r in rows}
-        return (None if meta is None else PolicyMeta(int(meta.version), meta.arms_dir)), pulls
+        return ((None if meta is None else PolicyMeta(int(meta.version), meta.arms_dir)), pulls,
+                head)
 
     @unavailable_on_db_error
     def outcomes_after(self, seq: int, *, with_context: bool = True,

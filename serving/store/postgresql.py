@@ -203,7 +203,11 @@ class PostgreSQLStore(Store):
     Parameters
     ----------
     url : str
-        ``postgresql+psycopg://user@host:port/db``.
+        ``postgresql+psycopg://user@host:port/db``, or over the server's Unix-domain socket
+        (same host: no TCP stack, fewer CPU cycles per round trip)
+        ``postgresql+psycopg://user@/db?host=/socket/dir&port=N`` (the port names the socket
+        file): libpq's own parameters, read alike by the engines and the event loop's
+        connections.
     timeout_s : float, default 10.0
         Longest wait for a connection, a pooled connection or an answer (then a 503).
     create : bool, default True
