@@ -364,7 +364,9 @@ class RecommendationService:
                     # was read, and were folded up to these positions) means none logged
                     # since, so the tails are empty. 4 of 7 statements an idle refresh
                     # (each with the pool's pre-ping) saved on PostgreSQL.
-                    outcomes, switches, live = [], [], ([], [])
+                    outcomes: list[Outcome] = []
+                    switches: list[VersionSwitch] = []
+                    live: tuple[list[LogEvent], list[AddedItem]] = ([], [])
                 else:
                     outcomes, switches = self._policy_tail()
                     live = self._live_tail()
