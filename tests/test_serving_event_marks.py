@@ -23,6 +23,7 @@ import serving.store.sqlite as sqlite_module
 from serving.rules import DEFAULT_RULES
 from serving.store import FeedbackWrite, SQLiteStore, Store, open_store
 from serving.store.event_marks import BUCKETS, STEP, EventMarks, marks_path
+from serving.store.write_lock import lock_path
 
 ARMS = ["svd", "popularity"]
 UNCACHED = Store.user_context  # the read itself (the fixture counts its calls)
@@ -202,3 +203,26 @@ def test_kept_answers_are_bounded_in_users_and_events(
     del reads[:]
     assert [_movies(a, u) for u in (8, 9, 10, 7)] == [[4], [5], [], [1, 2, 3]]
     assert reads == [7]
+
+
+def test_a_store_reaching_the_file_through_a_link_moves_the_same_marks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found by attack: a worker opened on <dir>/current.db, a symbolic link to the database,
+    # marked <dir>/current.db-marks, and the workers on the file itself kept serving a user's
+    # answer from before their dislikes (48 of 48 slates).
+    (tmp_path / "link").mkdir()
+    (tmp_path / "link" / "current.db").symlink_to(tmp_path / "store.db")
+    direct = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    linked = open_store(f"sqlite:///{tmp_path / 'link' / 'current.db'}")
+    assert isinstance(direct, SQLiteStore) and isinstance(linked, SQLiteStore)
+    try:
+        direct.create_schema(ARMS)
+        assert marks_path(tmp_path / "link" / "current.db") == marks_path(tmp_path / "store.db")
+        assert (lock_path(tmp_path / "link" / "current.db")
+                == lock_path(tmp_path / "store.db"))
+        assert _movies(direct, 5) == []
+        linked.write_batch([], [_feedback(5, 50, 100.0)])
+        assert _movies(direct, 5) == [50]
+    finally:
+        direct.dispose()
+        linked.dispose()

@@ -33,6 +33,8 @@ import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from serving.store.write_lock import sidecar_path
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not a POSIX system: every answer is read again (see
@@ -51,7 +53,7 @@ _SIZE = _WORD.size * (1 + BUCKETS)
 
 def marks_path(database: str | os.PathLike[str]) -> Path:
     """The marks file of an SQLite database file."""
-    return Path(f"{os.fspath(database)}-marks")
+    return sidecar_path(database, "marks")
 
 
 class EventMarks:

@@ -37,9 +37,17 @@ FIRST_POLL_S = 0.0001
 LONGEST_POLL_S = 0.001
 
 
+def sidecar_path(database: str | os.PathLike[str], suffix: str) -> Path:
+    """The file ``<database>-<suffix>`` beside an SQLite database file, named after the file
+    ``database`` resolves to (symbolic links followed, as SQLite names its own ``-wal`` and
+    ``-shm``), so that every process reaching the database by any path shares it.
+    """
+    return Path(f"{os.path.realpath(database)}-{suffix}")
+
+
 def lock_path(database: str | os.PathLike[str]) -> Path:
     """The lock file of an SQLite database file."""
-    return Path(f"{os.fspath(database)}-lock")
+    return sidecar_path(database, "lock")
 
 
 class WriteLock:
@@ -129,4 +137,4 @@ class WriteLock:
         return True
 
 
-__all__ = ["WriteLock", "lock_path"]
+__all__ = ["WriteLock", "lock_path", "sidecar_path"]
