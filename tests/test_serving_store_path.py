@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from test_serving_support import postgres
@@ -895,3 +896,52 @@ def test_a_quiet_connection_is_kept_whatever_its_descriptor_number() -> None:
         server.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
+
+
+class _Pgconn:
+    transaction_status = psycopg.pq.TransactionStatus.ACTIVE
+
+
+class _BusyConn:
+    """A connection whose first answer comes only after the store's time-out, and whose second
+    read (after the cancel) gives ``second``: an answer, or the server's QueryCanceled."""
+
+    pgconn = _Pgconn()
+
+    def __init__(self, second: object) -> None:
+        self.second = second
+        self.reads = 0
+        self.cancels = 0
+
+    async def cancel_safe(self, timeout: float) -> None:
+        self.cancels += 1
+
+    async def read(self, _conn: object) -> object:
+        self.reads += 1
+        if self.reads == 1:
+            await asyncio.sleep(60)  # cancelled by the time-out below
+        if isinstance(self.second, BaseException):
+            raise self.second
+        return self.second
+
+
+@pytest.mark.parametrize("finished", [True, False])
+def test_a_time_out_answers_what_the_server_finished_before_the_cancel(finished: bool) -> None:
+    # Found by attack: the server committed a feedback batch just before the cancel arrived,
+    # the read after the cancel returned its COMMIT, and the request was answered 503 anyway
+    # (22 of 52 events answered 503 were stored). What the server finished is the answer; a
+    # cancelled command is the time-out (503).
+    from serving.store.postgresql import _answered
+
+    conn = _BusyConn("COMMIT" if finished else psycopg.errors.QueryCanceled("canceling"))
+
+    async def timed() -> object:
+        async with asyncio.timeout(0.05):
+            return await _answered(conn, conn.read)
+
+    if finished:
+        assert asyncio.run(timed()) == "COMMIT"
+    else:
+        with pytest.raises(TimeoutError):
+            asyncio.run(timed())
+    assert (conn.reads, conn.cancels) == (2, 1)
