@@ -416,18 +416,22 @@ async def _flushed(conn: Any) -> None:
         await _socket_ready(conn, write=True)
 
 
+async def _next_result(conn: Any) -> Any:
+    """The next result libpq has for ``conn`` (None after a command's last), waiting on the
+    socket while libpq is busy reading it.
+    """
+    pgconn = conn.pgconn
+    while pgconn.is_busy():
+        await _socket_ready(conn)
+        pgconn.consume_input()
+    return pgconn.get_result()
+
+
 async def _wait_result(conn: Any) -> Any:
     pgconn = conn.pgconn
     await _flushed(conn)
     last = None
-    while True:
-        if pgconn.is_busy():
-            await _socket_ready(conn)
-            pgconn.consume_input()
-            continue
-        result = pgconn.get_result()
-        if result is None:
-            break
+    while (result := await _next_result(conn)) is not None:
         last = result
     if last is None or last.status == psycopg.pq.ExecStatus.FATAL_ERROR:
         if last is None:
@@ -445,11 +449,7 @@ async def _pipeline_results(conn: Any, commands: int) -> list[Any]:
     results: list[Any] = []
     last = None
     while True:
-        if pgconn.is_busy():
-            await _socket_ready(conn)
-            pgconn.consume_input()
-            continue
-        result = pgconn.get_result()
+        result = await _next_result(conn)
         if result is None:
             if last is None:  # the next command's answer has not come yet
                 await _socket_ready(conn)
