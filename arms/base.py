@@ -238,8 +238,7 @@ class Recommender(ABC):
             user = self._check_user_index(user_index)
             items, values = self._check_history(item_indices, ratings)
         else:
-            user = (None if user_index is None or not self.known_users_[user_index]
-                    else int(user_index))
+            user = self._known_user(user_index)
             items, values = item_indices, ratings
         if len(items) == 0:
             if user is None:
@@ -489,7 +488,12 @@ class Recommender(ABC):
             )
         if not 0 <= user_index < self.n_users_:
             raise ValueError(f"user_index must be within [0, {self.n_users_}), got {user_index}")
-        return int(user_index) if self.known_users_[user_index] else None
+        return self._known_user(user_index)
+
+    def _known_user(self, user_index: int | np.integer | None) -> int | None:
+        """``user_index`` (in range) as an int, or None for a user without training ratings."""
+        return None if user_index is None or not self.known_users_[user_index] else int(
+            user_index)
 
     def _check_items(self, name: str, value: Any) -> np.ndarray:
         items = _int_array(name, value)
