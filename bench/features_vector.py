@@ -1,4 +1,4 @@
-"""Cost of one request's context vector, feature set ``user-v2`` (serving/features.py).
+"""Cost of one request's context vector, feature set ``user-v3`` (serving/features.py).
 
 Run from the repository root::
 
@@ -17,7 +17,7 @@ at 60-210 us as the load went from 4 to 8, while 20-call rounds stay near the un
    event (the common request after an event).
 3. **cached, no new event**: the cache is up to date; only the vector at ``now`` is computed.
 4. **peer, user-v1**: ``UserFeatures.vector`` (static row plus two session counts), what the
-   request path computed before ``user-v2``, measured in the same run; the ratios are against
+   request path computed before ``user-v3``, measured in the same run; the ratios are against
    it.
 5. **cache memory**: bytes allocated (tracemalloc) per user state in the cache.
 
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     v1 = UserFeatures(catalog)
     peer = best_us(lambda i: v1.vector(user, 3, 1), args.calls, args.repeats)
     print(f"catalogue: {catalog.name} ({catalog.n_users} users, {catalog.n_items} items); "
-          f"user-v2 has {store.dimension} values, user-v1 {v1.dimension}")
+          f"user-v3 has {store.dimension} values, user-v1 {v1.dimension}")
     rows = [(f"scratch ({args.events} events)", scratch), ("cached + 1 event", one),
             ("cached, no new event", none_new), ("peer: user-v1 vector", peer)]
     print(f"{'path':<28}{'us/call':>10}{'x user-v1':>11}")

@@ -1,6 +1,6 @@
 """The context a contextual policy sees: what the service knows about the user at request time.
 
-Feature set ``user-v2`` (:class:`FeatureStore`; 100 values on MovieLens 100K with the default
+Feature set ``user-v3`` (:class:`FeatureStore`; 100 values on MovieLens 100K with the default
 rule book's 8 event types and 19 genres):
 
 =======================  ==========================================================================
@@ -15,7 +15,7 @@ rule book's 8 event types and 19 genres):
 ``affinity=<g>``         ``(P_g - N_g) / sum over genres of (P_g + N_g)``, in ``[-1, 1]``: ``P_g``
                          (``N_g``) is the decayed number of events on movies of genre ``g`` that
                          the rule book signs positive (negative; ``RuleBook.session_sign``)
-``recency``              ``2 ** (-(now - latest event) / half_life)``; 0 with no event
+``recency``              ``2 ** (-(t - latest event) / half_life)``; 0 with no event
 ``live_activity``        ``log1p(decayed count of all the user's events)``
 ``diversity``            entropy of the genre shares ``P_g / sum(P)`` over ``log(n_genres)``, in
                          ``[0, 1]`` (0 with no positive event)
@@ -27,10 +27,17 @@ catalogue does not know); the next five the **behavioural** part, a fold of the 
 (:class:`BehaviourState`); the last the stated preferences. Every value is rounded to
 :data:`DECIMALS` decimals, so what a decision logs is exactly what the policy saw.
 
-**Decay.** An event ``half_life_s`` seconds old weighs 1/2, one twice as old 1/4. A state keeps
-its sums relative to an **anchor** time ``A`` (its first event's time): an event at ``t`` adds
-``2 ** ((t - A) / half_life)``, and a vector at ``now`` multiplies the sums by
-``2 ** ((A - now) / half_life)``. Each event's term depends on the event and the anchor only, and
+**Decay.** An event ``half_life_s`` seconds old weighs 1/2, one twice as old 1/4. The decay of
+a vector asked for at ``now`` is taken at ``t``, the start of the ``decay_step_s`` step that
+holds ``now`` (``floor(now / step) * step``; ``now`` itself when the step is 0), or at the
+user's latest event if that is later. So a user's context stays put between their events for up
+to a step (default a minute, over which a day's half-life moves a count by 0.05%), and so do the
+policy's probabilities for it, which the service computes once per context: with a context
+that moved every second or two (``user-v2``, the decay taken at ``now``, the only difference)
+LinTS's probabilities were recomputed on most requests of a returning user. A state keeps
+its sums relative to an **anchor** time ``A`` (its first event's time): an event at ``t_e`` adds
+``2 ** ((t_e - A) / half_life)``, and a vector at ``t`` multiplies the sums by
+``2 ** ((A - t) / half_life)``. Each event's term depends on the event and the anchor only, and
 the terms are added one by one in log order (``numpy.add.accumulate``, which adds sequentially),
 so folding a log in any chunks, saving and restoring the state in between, gives bit for bit the
 sums of one replay; an event stamped in the past (or at the same second as another) simply adds
@@ -40,14 +47,17 @@ in every chunking, so that the terms never overflow.
 
 **Retention.** Events older than ``retention_s`` stop steering the features: the fold takes only
 the events stamped at or after the cut-off ``now - retention_s``, and a state whose oldest
-folded event has left the window (or that dropped an event that the cut-off now admits) is
-rebuilt from the events the caller passes (:meth:`BehaviourState.covers`). A
+folded event has left the window (or that dropped an event that the cut-off now admits, or
+that was folded under a later cut-off: a clock set back, or two requests of one user whose
+reads finished out of order, and the store's read left out events the earlier cut-off admits)
+is rebuilt from the events the caller passes (:meth:`BehaviourState.covers`). A
 :class:`FeatureCache` keeps one state per user, so a request folds only the events logged since
 the last one; the vector always equals a replay of the user's events within the window.
 
 Set ``user-v1`` (:class:`UserFeatures`; the static part plus ``session_likes`` and
 ``session_dislikes``, ``log1p`` of the positive and negative feedback in the session window) is
-what the request path logged before ``user-v2``; older logs hold its vectors under its name. A
+what the request path logged before ``user-v2`` (``user-v3`` with the decay taken at ``now``);
+older logs hold their vectors under their names. A
 change of the feature set must change the version, so that the log never mixes vectors of
 different meanings under one name.
 """
@@ -72,7 +82,7 @@ from arms.data.dataset import Dataset
 from serving.rules import RuleBook
 from serving.store.types import UserEvent
 
-FEATURE_VERSION = "user-v2"
+FEATURE_VERSION = "user-v3"
 #: The version of :class:`UserFeatures` (static part and session counts).
 SESSION_FEATURE_VERSION = "user-v1"
 #: Decimals every feature value is rounded to (what is logged is exactly what the policy saw).
@@ -81,6 +91,8 @@ DECIMALS = 4
 AGE_BUCKETS = (0, 18, 25, 35, 45, 50, 56)
 #: Default half-life of an event's weight (a day).
 DEFAULT_HALF_LIFE_S = 86_400.0
+#: Default step of the decay's time (a minute; see the module doc).
+DEFAULT_DECAY_STEP_S = 60.0
 #: Default retention (the service's default ``retention_s``: 90 days).
 DEFAULT_RETENTION_S = 90 * 86_400.0
 #: Default number of users a worker's :class:`FeatureCache` keeps.
@@ -260,19 +272,30 @@ class BehaviourSpec:
     genre_names : sequence of str, length ``n_genres``
     half_life_s : float, default :data:`DEFAULT_HALF_LIFE_S`
         Seconds after which an event weighs half as much.
+    decay_step_s : float, default :data:`DEFAULT_DECAY_STEP_S`
+        The decay of a vector is taken at the start of the step of this many seconds that
+        holds the request's time (see the module doc); 0 takes it at the request's time.
 
     Raises
     ------
     TypeError, ValueError
-        ``half_life_s`` not a positive finite number; ``item_ids`` and ``genre_flags`` of
-        different lengths.
+        ``half_life_s`` not a positive finite number; ``decay_step_s`` not a finite number
+        >= 0; ``item_ids`` and ``genre_flags`` of different lengths.
     """
 
     def __init__(self, rules: RuleBook, item_ids: Sequence[int] | np.ndarray,
                  genre_flags: np.ndarray, genre_names: Sequence[str], *,
-                 half_life_s: float = DEFAULT_HALF_LIFE_S) -> None:
+                 half_life_s: float = DEFAULT_HALF_LIFE_S,
+                 decay_step_s: float = DEFAULT_DECAY_STEP_S) -> None:
         self.rules = rules
         self.half_life_s = _positive_finite("half_life_s", half_life_s)
+        if isinstance(decay_step_s, bool) or not isinstance(decay_step_s, int | float):
+            raise TypeError(f"decay_step_s must be a number of seconds, got "
+                            f"{type(decay_step_s).__name__}")
+        if not (math.isfinite(decay_step_s) and decay_step_s >= 0):
+            raise ValueError(f"decay_step_s must be a finite number of seconds >= 0, got "
+                             f"{decay_step_s!r}")
+        self.decay_step_s = float(decay_step_s)
         self.types: tuple[str, ...] = tuple(rules.types)
         self.genres: tuple[str, ...] = tuple(genre_names)
         ids = np.asarray(item_ids, dtype=np.int64)
@@ -294,10 +317,11 @@ class BehaviourSpec:
 
     @classmethod
     def from_catalog(cls, catalog: Dataset, rules: RuleBook, *,
-                     half_life_s: float = DEFAULT_HALF_LIFE_S) -> BehaviourSpec:
+                     half_life_s: float = DEFAULT_HALF_LIFE_S,
+                     decay_step_s: float = DEFAULT_DECAY_STEP_S) -> BehaviourSpec:
         """The spec of ``catalog``'s items and genres under ``rules``."""
         return cls(rules, catalog.item_ids, catalog.genre_matrix(), catalog.genre_names,
-                   half_life_s=half_life_s)
+                   half_life_s=half_life_s, decay_step_s=decay_step_s)
 
     @property
     def names(self) -> list[str]:
@@ -313,7 +337,21 @@ class BehaviourSpec:
     def describe(self) -> dict[str, Any]:
         """What a saved state must match to be restored under this spec."""
         return {"types": list(self.types), "genres": list(self.genres),
-                "half_life_s": self.half_life_s}
+                "half_life_s": self.half_life_s, "decay_step_s": self.decay_step_s}
+
+    def decay_time(self, now: float) -> float:
+        """The time a vector asked for at ``now`` takes its decay at, before the latest event
+        is considered: the start of ``now``'s step (``now`` with a step of 0).
+        """
+        step = self.decay_step_s
+        return math.floor(now / step) * step if step else now
+
+    def decay_expiry(self, now: float) -> float:
+        """The time from which :meth:`decay_time` moves on from ``now``'s: the end of ``now``'s
+        step; ``now`` itself with a step of 0 (the decay moves all the time).
+        """
+        step = self.decay_step_s
+        return self.decay_time(now) + step if step else now
 
     def signs(self, codes: np.ndarray, values: Sequence[float | None]) -> np.ndarray:
         """The rule book's session sign of each event, shape ``(n,)`` (0 for a code of -1).
@@ -407,6 +445,10 @@ class BehaviourState:
         Earliest and latest time of the folded events (``inf`` / ``-inf`` before any).
     dropped_ : float
         Latest time of an event left out for being before its fold's cut-off (``-inf``: none).
+    cut_ : float
+        Latest cut-off of a fold (``-inf``: none). The caller's events may have been cut
+        there already (the store's read leaves out what is past retention), so the state says
+        nothing of the events before it.
     n_events_ : int
         Events folded.
     """
@@ -419,6 +461,7 @@ class BehaviourState:
         self.oldest_ = math.inf
         self.latest_ = -math.inf
         self.dropped_ = -math.inf
+        self.cut_ = -math.inf
         self.n_events_ = 0
         # What vector() derives from the sums, until the next fold (see _timeless).
         self._template: np.ndarray | None = None
@@ -426,9 +469,9 @@ class BehaviourState:
 
     def covers(self, since: float) -> bool:
         """Whether this state equals a replay of the events stamped at or after ``since``
-        (none it folded is older, none it dropped is as recent).
+        (none it folded is older, none it dropped is as recent, and no fold was cut later).
         """
-        return self.oldest_ >= since and self.dropped_ < since
+        return self.oldest_ >= since and self.dropped_ < since and self.cut_ <= since
 
     def fold(self, events: Sequence[UserEvent], since: float = -math.inf) -> BehaviourState:
         """Add the events after ``seq_`` stamped at or after ``since``; returns ``self``.
@@ -446,6 +489,7 @@ class BehaviourState:
         ValueError
             Events not in log order.
         """
+        self.cut_ = max(self.cut_, since)
         new = events[bisect.bisect_right(events, self.seq_, key=_SEQ):]
         if not new:
             return self
@@ -516,17 +560,16 @@ class BehaviourState:
         return self._template
 
     def vector(self, now: float) -> np.ndarray:
-        """The behavioural features at ``now`` (see the module doc), shape
-        ``(len(spec.names),)``, rounded to :data:`DECIMALS`.
-
-        ``now`` before the latest event (a client clock ahead of the server's) is taken as the
-        latest event's time.
+        """The behavioural features asked for at ``now`` (see the module doc), shape
+        ``(len(spec.names),)``, rounded to :data:`DECIMALS`: the decay taken at the start of
+        ``now``'s step (:meth:`BehaviourSpec.decay_time`), or at the latest event if that is
+        later (an event within the step, or a client clock ahead of the server's).
         """
         out = self._timeless().copy()
         if self.n_events_ == 0:
             return out
         half_life = self.spec.half_life_s
-        now = max(now, self.latest_)
+        now = max(self.spec.decay_time(now), self.latest_)
         counts = self._counts * (2.0 ** ((self.anchor_ - now) / half_life))
         n_types = counts.size
         out[:n_types] = np.log1p(counts)
@@ -542,7 +585,7 @@ class BehaviourState:
             "anchor": None if math.isnan(self.anchor_) else self.anchor_,
             "sums": self.sums_.tolist(), "oldest": _json_time(self.oldest_),
             "latest": _json_time(self.latest_), "dropped": _json_time(self.dropped_),
-            "n_events": self.n_events_})
+            "cut": _json_time(self.cut_), "n_events": self.n_events_})
 
     @classmethod
     def from_json(cls, spec: BehaviourSpec, text: str | bytes) -> BehaviourState:
@@ -554,7 +597,8 @@ class BehaviourState:
             The text was written for another feature version, types, genres or half-life.
         """
         data = json.loads(text)
-        written = {k: data.get(k) for k in ("version", "types", "genres", "half_life_s")}
+        written = {k: data.get(k) for k in ("version", "types", "genres", "half_life_s",
+                                            "decay_step_s")}
         expected = {"version": FEATURE_VERSION, **spec.describe()}
         if written != expected:
             raise ValueError(f"state was saved for {written}, which is not this spec's "
@@ -566,6 +610,7 @@ class BehaviourState:
         state.oldest_ = _time_from_json(data["oldest"], math.inf)
         state.latest_ = _time_from_json(data["latest"], -math.inf)
         state.dropped_ = _time_from_json(data["dropped"], -math.inf)
+        state.cut_ = _time_from_json(data["cut"], -math.inf)
         state.n_events_ = int(data["n_events"])
         return state
 
@@ -654,7 +699,7 @@ class FeatureCache:
 
 
 class FeatureStore:
-    """Feature set ``user-v2`` (see the module doc): static, behavioural and stated features.
+    """Feature set ``user-v3`` (see the module doc): static, behavioural and stated features.
 
     One per worker; its :class:`FeatureCache` keeps each user's behavioural state between
     requests.
@@ -666,6 +711,7 @@ class FeatureStore:
     rules : RuleBook, optional
         Event types and signs (default: ``RuleBook()``, the default rules).
     half_life_s : float, default :data:`DEFAULT_HALF_LIFE_S`
+    decay_step_s : float, default :data:`DEFAULT_DECAY_STEP_S`
     retention_s : float or None, default :data:`DEFAULT_RETENTION_S`
         The service's ``retention_s``.
     cache_users : int, default :data:`DEFAULT_CACHE_USERS`
@@ -680,11 +726,13 @@ class FeatureStore:
 
     def __init__(self, catalog: Dataset, rules: RuleBook | None = None, *,
                  half_life_s: float = DEFAULT_HALF_LIFE_S,
+                 decay_step_s: float = DEFAULT_DECAY_STEP_S,
                  retention_s: float | None = DEFAULT_RETENTION_S,
                  cache_users: int = DEFAULT_CACHE_USERS) -> None:
         self.static = StaticFeatures.build(catalog)
         self.spec = BehaviourSpec.from_catalog(catalog, rules if rules is not None
-                                               else RuleBook(), half_life_s=half_life_s)
+                                               else RuleBook(), half_life_s=half_life_s,
+                                               decay_step_s=decay_step_s)
         self.cache = FeatureCache(self.spec, retention_s=retention_s, max_users=cache_users)
         self.genres = self.spec.genres
         self._genre_pos = {g: i for i, g in enumerate(self.genres)}
@@ -732,7 +780,8 @@ class FeatureStore:
         stated : sequence of str or None
             The genres the user stated last (``Store.user_preferences``), None if never.
         now : float
-            Unix seconds: the retention cut-off and the decay are taken at this time.
+            Unix seconds: the retention cut-off is taken at this time, the decay at the start
+            of its step (:meth:`BehaviourSpec.decay_time`).
         cached : bool, default True
             Use (and advance) the worker's :class:`FeatureCache`; False replays the events.
         """
@@ -752,6 +801,7 @@ __all__ = [
     "AGE_BUCKETS",
     "DECIMALS",
     "DEFAULT_CACHE_USERS",
+    "DEFAULT_DECAY_STEP_S",
     "DEFAULT_HALF_LIFE_S",
     "DEFAULT_RETENTION_S",
     "FEATURE_VERSION",

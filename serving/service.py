@@ -50,6 +50,7 @@ from serving.armset import (
     Ranking,
     load_arms,
     params_differ,
+    top_k_row,
 )
 from serving.errors import (
     EventConflictError,
@@ -63,7 +64,7 @@ from serving.errors import (
 )
 from serving.features import FeatureStore
 from serving.ids import new_event_id
-from serving.live import arm_from_bytes, fold_log, state_digest, user_signals
+from serving.live import arm_from_bytes, fold_log, state_digest
 from serving.multileave import (
     MultileaveView,
     choose,
@@ -89,6 +90,7 @@ from serving.store.types import (
     VersionSwitch,
 )
 from serving.store.writer import longest_write_wait
+from serving.user_view import UserViews
 from serving.versions import RetrainResult
 
 if TYPE_CHECKING:  # only for annotations: the group reader lives in the backend module
@@ -168,7 +170,7 @@ class RecommendationService:
     policy_model : PolicyModel, optional
         The served policy (default: ``settings.policy_model`` for the feature set).
     features : FeatureStore, optional
-        The context of each request, feature set ``user-v2`` (default: built from ``catalog``
+        The context of each request, feature set ``user-v3`` (default: built from ``catalog``
         and the rules, with the settings' half-life and retention).
     rules : RuleBook, optional
         Default: ``settings.rule_book()``.
@@ -184,7 +186,13 @@ class RecommendationService:
         self.rules = rules if rules is not None else settings.rule_book()
         self.features = features if features is not None else FeatureStore(
             catalog, self.rules, half_life_s=settings.feature_half_life_s,
-            retention_s=settings.retention_s)
+            decay_step_s=settings.feature_decay_step_s, retention_s=settings.retention_s)
+        # Each user's signals and context, kept until their events or a window's edge move
+        # them (serving.user_view).
+        self.user_views = UserViews(self.features, self.rules,
+                                    retention_s=settings.retention_s,
+                                    session_window_s=settings.session_window_s,
+                                    history_limit=settings.history_limit)
         model = (policy_model if policy_model is not None
                  else settings.policy_model(self.features.dimension))
         # The live policy, its snapshot and its description (logged with every decision:
@@ -651,14 +659,12 @@ class RecommendationService:
         now = time.time()
         history, stated = await self._user_context(user_id, now)
         user = arms.user_index.get(user_id)
-        # One walk over the user's events: those within the retention window as every arm
-        # scores them now, the items they exclude and the session's likes and dislikes.
-        recent, ratings, excluded, liked, disliked, _ = user_signals(
-            history, arms, self.rules, now - self.settings.retention_s,
-            now - self.settings.session_window_s)
-        # A history cut at history_limit is folded afresh: the cache may hold older events.
-        features = self.features.vector(user_id, history, stated, now,
-                                        cached=len(history) < self.settings.history_limit)
+        # The user's events within the retention window as every arm scores them now, the
+        # items they exclude, the session's likes and dislikes, and the context: kept from
+        # the user's last request while none of them can have changed.
+        view = self.user_views.view(user_id, history, stated, now, arms)
+        recent, ratings, excluded, liked, disliked, _ = view.signals
+        features = view.features
         if self._multileave and user is not None:
             return await self._recommend_multileave(
                 user_id, user, k, arms, now, features,
@@ -1180,7 +1186,7 @@ class RecommendationService:
 
     # ------------------------------------------------------------------ user features
     async def user_features(self, user_id: int) -> tuple[list[str], list[float], float]:
-        """``user_id``'s context as a request would see it now, feature set ``user-v2``
+        """``user_id``'s context as a request would see it now, feature set ``user-v3``
         (:mod:`serving.features`): ``(names, values, as_of)``, ``as_of`` in Unix seconds
         (``GET /users/{id}/features``).
 
@@ -1190,8 +1196,7 @@ class RecommendationService:
         """
         now = time.time()
         events, stated = await self._user_context(user_id, now)
-        values = self.features.vector(user_id, events, stated, now,
-                                      cached=len(events) < self.settings.history_limit)
+        values = self.user_views.view(user_id, events, stated, now, self.arm_set).features
         return self.features.names, values.tolist(), now
 
 def _iso(unix_s: float) -> str:
@@ -1232,26 +1237,3 @@ def _best(ranking: Ranking, k: int, excluded: npt.NDArray[np.int64]
     return top
 
 
-def top_k_row(scores: npt.NDArray[np.float64], k: int
-              ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
-    """:func:`arms.base.top_k` for one row, without its batch machinery (~5x faster).
-
-    Same contract: the best ``k`` of ``scores`` (shape ``(n_items,)``), best first, ties to the
-    lower index; excluded (``-inf`` or NaN) items are dropped rather than padded with ``-1``.
-    """
-    k = min(k, scores.size)
-    if k < scores.size:
-        kth = -np.partition(-scores, k - 1)[k - 1]
-        if np.isnan(kth):  # fewer than k items are not NaN: every one of them is a candidate
-            part = np.flatnonzero(~np.isnan(scores))
-        else:
-            above = np.flatnonzero(scores > kth)
-            # Of the items tied at the k-th score, the lowest-indexed fill the remaining places.
-            part = np.concatenate((above, np.flatnonzero(scores == kth)[:k - above.size]))
-    else:
-        part = np.arange(scores.size)
-    part_scores = scores[part]
-    order = np.lexsort((part, -part_scores))
-    items, values = part[order], part_scores[order]
-    keep = np.isfinite(values) | (values > 0)
-    return items[keep], values[keep]

@@ -100,7 +100,7 @@ def test_recommendation_is_a_logged_decision(client: TestClient, settings: Setti
     assert row["policy_version"] == body["policy_version"] == 1
     # The context the policy saw, logged with its feature set, and the policy that ran.
     features = FeatureStore(catalog, RuleBook())
-    assert row["context"]["feature_version"] == features.version == "user-v2"
+    assert row["context"]["feature_version"] == features.version == "user-v3"
     # User 5 has no event and stated nothing: the vector does not depend on the time.
     assert row["context"]["features"] == features.vector(5, [], None, time.time()).tolist()
     assert row["policy"]["name"] == "ThompsonSampling"

@@ -1,4 +1,4 @@
-"""Feature set ``user-v2`` (serving/features.py): the behavioural fold of a user's events.
+"""Feature set ``user-v3`` (serving/features.py): the behavioural fold of a user's events.
 
 - incremental == replay, bit for bit, over random event streams and chunkings (hypothesis);
 - the decay against its closed form on a tiny case;
@@ -231,6 +231,22 @@ def test_the_cache_equals_a_replay_under_any_requests(
         assert len(cache) <= 2
 
 
+def test_a_state_folded_under_a_later_cut_is_rebuilt_when_the_cut_goes_back() -> None:
+    # The store's read leaves out what is past retention, so a request at t folds [2, 3];
+    # a request of the same user at t - 5 (a clock set back, or two requests whose reads
+    # finished out of order) reads [1, 2, 3]: event 1 must count, as in a replay.
+    s = spec()
+    cache = FeatureCache(s, retention_s=100.0)
+    log = [UserEvent(1, 10, "like", None, 0.0), UserEvent(2, 20, "like", None, 50.0),
+           UserEvent(3, 30, "click", None, 60.0)]
+    late = cache.state(5, [e for e in log if e.created_at >= 102.0 - 100.0], 102.0)
+    assert late.n_events_ == 2
+    early = cache.state(5, log, 97.0)
+    assert early.n_events_ == 3
+    assert bits(early)[:5] == bits(replay(log, since=-3.0, s=s))[:5]
+    assert early.vector(97.0).tobytes() == cache.replay(log, 97.0).vector(97.0).tobytes()
+
+
 # ---------------------------------------------------------------------------- snapshots
 def test_a_snapshot_restores_only_under_the_same_spec() -> None:
     log = [UserEvent(1, 10, "like", None, 0.0)]
@@ -256,7 +272,7 @@ def catalog() -> Dataset:
 def test_names_and_dimension_are_fixed_by_the_version(catalog: Dataset) -> None:
     store = FeatureStore(catalog)
     v1 = UserFeatures(catalog)
-    assert store.version == FEATURE_VERSION == "user-v2" != v1.version == SESSION_FEATURE_VERSION
+    assert store.version == FEATURE_VERSION == "user-v3" != v1.version == SESSION_FEATURE_VERSION
     n_static = v1.dimension - 2  # user-v1 = the static part + two session counts
     assert store.names[:n_static] == v1.names[:n_static]
     g = len(catalog.genre_names)
@@ -367,7 +383,7 @@ def test_get_user_features_shows_the_vector_of_the_users_events(client: TestClie
     assert before.status_code == 200, before.text
     body = before.json()
     store = FeatureStore(catalog)
-    assert body["user_id"] == user and body["feature_version"] == "user-v2"
+    assert body["user_id"] == user and body["feature_version"] == "user-v3"
     assert body["names"] == store.names and len(body["values"]) == store.dimension
     assert body["as_of"].endswith("Z")
     assert body["values"][store.names.index("count=like")] == 0.0

@@ -98,3 +98,20 @@ def test_batch_and_row_top_k_break_every_tie_towards_the_lower_index(
         row_items, row_values = top_k_row(scores[row], k)
         np.testing.assert_array_equal(row_items, want_items[row][valid[row]])
         np.testing.assert_array_equal(row_values, want_values[row][valid[row]])
+
+
+@settings(max_examples=60, deadline=None)
+@given(n_items=st.integers(1, 80), depth=st.integers(1, 90), seed=st.integers(0, 2**32 - 1))
+def test_one_row_is_ranked_as_in_a_batch(n_items: int, depth: int, seed: int) -> None:
+    # rank_rows takes a shortcut for a single row (top_k_row): the same order and completeness
+    # as the batch path (arms.base.top_k) gives that row, ties, -inf, +inf and NaN included.
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(0, 4, (2, n_items)).astype(np.float32)
+    for value, share in ((-np.inf, 0.2), (np.nan, 0.1), (np.inf, 0.05)):
+        scores[rng.random(scores.shape) < share] = value
+    batch = rank_rows(scores, depth=depth)
+    for row in range(2):
+        alone, = rank_rows(scores[row][None, :], depth=depth)
+        np.testing.assert_array_equal(alone.order, batch[row].order)
+        assert alone.order.dtype == batch[row].order.dtype
+        assert alone.complete == batch[row].complete

@@ -1,0 +1,175 @@
+"""A user's signals and context kept between requests (serving/user_view.py): always what a
+fresh computation at the request's time gives, bit for bit; and the stepped decay of
+``user-v3`` (serving/features.py) that lets a context stay put between a user's events.
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+from typing import Any, cast
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from arms.data import make_synthetic
+from arms.data.dataset import Dataset
+from serving.armset import ArmSet
+from serving.features import BehaviourSpec, FeatureStore
+from serving.live import user_signals
+from serving.rules import RuleBook
+from serving.store.types import UserEvent
+from serving.user_view import UserViews
+
+RULES = RuleBook()
+RETENTION, SESSION, STEP = 150.0, 30.0, 60.0
+BASE = 1_700_000_040.0  # a multiple of STEP
+CATALOG: Dataset = make_synthetic(20, 30, 300, random_state=0)
+ITEMS = [int(i) for i in CATALOG.item_ids[:6]] + [10_000]  # the last one unknown
+ARM_SET = cast(ArmSet, SimpleNamespace(item_index={int(i): n for n, i in
+                                                   enumerate(CATALOG.item_ids)}))
+TYPES = ("view", "click", "like", "dislike", "add_to_cart", "purchase", "rating", "dwell")
+
+
+def store() -> FeatureStore:
+    return FeatureStore(CATALOG, RULES, half_life_s=300.0, decay_step_s=STEP,
+                        retention_s=RETENTION)
+
+
+def fresh(features: FeatureStore, user: int, history: list[UserEvent],
+          stated: list[str] | None, now: float) -> tuple[list[np.ndarray], np.ndarray]:
+    signals = user_signals(history, ARM_SET, RULES, now - RETENTION, now - SESSION)
+    vector = features.vector(user, history, stated, now, cached=False)
+    return [np.asarray(a) for a in signals[:5]], vector
+
+
+@st.composite
+def event_log(draw: st.DrawFn) -> list[UserEvent]:
+    log, seq, t = [], 1, BASE - 100.0
+    for _ in range(draw(st.integers(0, 12))):
+        kind = draw(st.sampled_from(TYPES))
+        value = (draw(st.sampled_from([1.0, 3.0, 5.0])) if kind == "rating"
+                 else draw(st.floats(0.0, 600.0)) if kind == "dwell" else None)
+        t += draw(st.floats(-20.0, 40.0))
+        log.append(UserEvent(seq, draw(st.sampled_from(ITEMS)), kind, value, t))
+        seq += draw(st.integers(1, 3))
+    return log
+
+
+@settings(max_examples=500, deadline=None, derandomize=True, database=None)
+@given(log=event_log(),
+       requests=st.lists(st.tuples(st.sampled_from([0, 0, 1, 3]), st.floats(-5.0, 45.0),
+                                   st.booleans(),
+                                   st.sampled_from([None, ["Action"], ["Drama", "Comedy"]])),
+                         min_size=1, max_size=20))
+def test_a_kept_view_is_what_a_fresh_computation_gives(
+        log: list[UserEvent], requests: list[tuple[int, float, bool, list[str] | None]]) -> None:
+    # Each request sees a prefix of the log (growing by 0-3 events) at a time that mostly
+    # moves on (across window edges and decay steps) and sometimes back (a clock set back).
+    # The store's read leaves out what is past retention, or hands the list it read before
+    # again (SQLite's kept answer, which may hold events past retention by now).
+    features = store()
+    views = UserViews(features, RULES, retention_s=RETENTION, session_window_s=SESSION,
+                      history_limit=1000)
+    now = BASE
+    last: tuple[int, list[UserEvent]] | None = None
+    visible = 0
+    for more, step, kept_answer, stated in requests:
+        visible += more
+        now += step
+        if kept_answer and last is not None and last[0] == visible:
+            history = last[1]
+        else:
+            history = [e for e in log[:visible] if e.created_at >= now - RETENTION]
+        last = visible, history
+        view = views.view(7, history, stated, now, ARM_SET)
+        signals, vector = fresh(features, 7, history, stated, now)
+        for got, want in zip(view.signals[:5], signals, strict=True):
+            assert np.asarray(got).tobytes() == want.tobytes()
+        assert view.features.tobytes() == vector.tobytes()
+        assert not view.features.flags.writeable
+        # The same events (in a new list), genres and time: kept, unless the view ends right
+        # there (an event exactly on a window's edge: rebuilt, never wrong).
+        again = views.view(7, list(history), stated, now, ARM_SET)
+        assert (again is view) == (now < view.expires)
+
+
+def test_a_view_is_kept_until_an_event_leaves_a_window_or_the_step_ends() -> None:
+    views = UserViews(store(), RULES, retention_s=500.0, session_window_s=100.0,
+                      history_limit=1000)
+    like = UserEvent(5, ITEMS[0], "like", None, BASE + 10.0)  # in the session until +110
+    first = views.view(3, [like], None, BASE + 20.0, ARM_SET)
+    assert first.signals.liked.size == 1 and first.expires == BASE + STEP
+    assert views.view(3, [like], None, BASE + 59.9, ARM_SET) is first
+    second = views.view(3, [like], None, BASE + 60.0, ARM_SET)  # the next step: rebuilt
+    assert second is not first and second.expires == BASE + 110.0  # the session's edge
+    third = views.view(3, [like], None, BASE + 110.5, ARM_SET)  # out of the session
+    assert third.signals.liked.size == 0 and third.expires == BASE + 2 * STEP
+    # Another user, other genres, another arm set or a clock set back: not this view.
+    t = BASE + 110.5
+    assert views.view(3, [like], None, t, ARM_SET) is third
+    assert views.view(4, [like], None, t, ARM_SET) is not third
+    assert views.view(3, [like], ["Drama"], t, ARM_SET) is not third
+    assert views.view(3, [like], None, t, ARM_SET) is not third  # rebuilt after "Drama"
+    kept = views.view(3, [like], None, t, ARM_SET)
+    other = cast(ArmSet, SimpleNamespace(item_index=ARM_SET.item_index))
+    assert views.view(3, [like], None, t, other) is not kept
+    back = views.view(3, [like], None, BASE + 100.0, other)
+    assert back.signals.liked.size == 1
+
+
+def test_the_views_drop_the_least_recently_used_user_beyond_max_users() -> None:
+    views = UserViews(store(), RULES, retention_s=RETENTION, session_window_s=SESSION,
+                      history_limit=1000, max_users=2)
+    a = views.view(1, [], None, BASE, ARM_SET)
+    views.view(2, [], None, BASE, ARM_SET)
+    assert views.view(1, [], None, BASE, ARM_SET) is a  # 1 used last: 2 goes next
+    views.view(3, [], None, BASE, ARM_SET)
+    assert len(views) == 2 and views.view(1, [], None, BASE, ARM_SET) is a
+    for bad, error in ((0, ValueError), (1.0, TypeError), (True, TypeError)):
+        with pytest.raises(error, match="max_users"):
+            UserViews(store(), RULES, retention_s=RETENTION, session_window_s=SESSION,
+                      history_limit=1000, max_users=cast(Any, bad))
+
+
+# ---------------------------------------------------------------------------- stepped decay
+def spec(step: float) -> BehaviourSpec:
+    return BehaviourSpec(RULES, np.array([10, 20]), np.array([[1.0], [0.0]]), ["Action"],
+                         half_life_s=100.0, decay_step_s=step)
+
+
+def test_the_decay_is_taken_at_the_start_of_the_step_or_at_the_latest_event() -> None:
+    from serving.features import BehaviourState
+
+    s, continuous = spec(STEP), spec(0.0)
+    log = [UserEvent(1, 10, "like", None, BASE - 250.0), UserEvent(2, 20, "view", None,
+                                                                   BASE - 100.0)]
+    state = BehaviourState(s).fold(log)
+    exact = BehaviourState(continuous).fold(log)
+    # Anywhere in [BASE, BASE + 60): the values at BASE, which the continuous decay gives there.
+    for now in (BASE, BASE + 1.0, BASE + 59.999):
+        assert state.vector(now).tobytes() == exact.vector(BASE).tobytes()
+    assert state.vector(BASE + 60.0).tobytes() == exact.vector(BASE + 60.0).tobytes()
+    assert state.vector(BASE + 1.0).tobytes() != exact.vector(BASE + 59.0).tobytes()
+    recency = s.names.index("recency")
+    assert state.vector(BASE + 30.0)[recency] == 0.5  # 100 s old at BASE
+    # An event inside the step: the decay is taken at it (its recency is 1).
+    state.fold([UserEvent(3, 10, "click", None, BASE + 20.0)])
+    assert state.vector(BASE + 40.0)[recency] == 1.0
+    assert s.decay_expiry(BASE + 40.0) == BASE + STEP
+    assert continuous.decay_expiry(BASE + 40.0) == BASE + 40.0  # moves all the time
+
+
+@pytest.mark.parametrize("bad, error, message", [
+    (-1.0, ValueError, r"decay_step_s must be a finite number of seconds >= 0, got -1.0"),
+    (math.inf, ValueError, r"decay_step_s must be .* got inf"),
+    (math.nan, ValueError, r"decay_step_s must be .* got nan"),
+    ("60", TypeError, "decay_step_s must be a number of seconds, got str"),
+    (True, TypeError, "decay_step_s must be a number of seconds, got bool"),
+])
+def test_a_bad_decay_step_is_refused_by_name(bad: object, error: type[Exception],
+                                            message: str) -> None:
+    with pytest.raises(error, match=message):
+        spec(cast(Any, bad))
