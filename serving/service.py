@@ -349,7 +349,7 @@ class RecommendationService:
             self.readers, getattr(self.store, kind), *args)
 
     async def _user_context(self, user_id: int, now: float
-                            ) -> tuple[list[UserEvent], list[str] | None]:
+                            ) -> tuple[Sequence[UserEvent], list[str] | None]:
         """The user's latest ``history_limit`` events within the retention window (oldest
         first) and their stated genres: all a request reads of them.
         """

@@ -249,7 +249,8 @@ def test_sqlite_request_reads_use_the_idle_write_connection_and_see_other_writer
         assert len(traced) == 3 and all(s.lstrip().startswith("SELECT") for s in traced)
         traced.clear()
         with a._write_lock:  # a write in progress: the reader connection answers
-            assert a.user_context(1, 0.0, 10) == (events, stated)
+            kept, kept_stated = a.user_context(1, 0.0, 10)
+            assert (list(kept), kept_stated) == (events, stated)
         assert a.user_feedback(1) == events
         assert traced == []
         a.write_batch([], [_feedback(11, "click", 103.0, None)])  # the writer still works

@@ -1019,7 +1019,7 @@ class Store(abc.ABC):
         return self._decision_row(rows[0]) if rows else None
 
     def user_context(self, user_id: int, since: float, limit: int
-                     ) -> tuple[list[UserEvent], list[str] | None]:
+                     ) -> tuple[Sequence[UserEvent], list[str] | None]:
         """What a request knows of ``user_id``: their latest ``limit`` events stamped at or after
         ``since``, oldest first in log order, and the genres they stated last (None: never).
 

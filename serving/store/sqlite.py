@@ -72,7 +72,7 @@ class _Context(NamedTuple):
     stated: tuple[str, ...] | None
     oldest: float  # the smallest created_at of ``events`` (inf: none)
 
-    def answer(self, since: float) -> tuple[list[UserEvent], list[str] | None] | None:
+    def answer(self, since: float) -> tuple[Sequence[UserEvent], list[str] | None] | None:
         """The answer for ``since`` (not before ``self.since``), or None if it needs a read.
 
         The kept events are the latest ``limit`` (by seq) stamped at or after ``self.since``.
@@ -80,8 +80,11 @@ class _Context(NamedTuple):
         ``since`` are the answer. ``limit`` of them, all stamped at or after ``since``: they are
         still the latest ``limit``. Else an older event may be due in place of a dropped one.
         """
+        events: Sequence[UserEvent]
         if self.oldest >= since:
-            events = list(self.events)
+            # The kept tuple itself (immutable): a caller that keeps what it derived from the
+            # answer knows it by identity (serving.user_view).
+            events = self.events
         elif len(self.events) < self.limit:
             events = [e for e in self.events if e.created_at >= since]
         else:
@@ -332,7 +335,7 @@ class SQLiteStore(Store):
 
     # ------------------------------------------------------------------ reads
     def user_context(self, user_id: int, since: float, limit: int
-                     ) -> tuple[list[UserEvent], list[str] | None]:
+                     ) -> tuple[Sequence[UserEvent], list[str] | None]:
         """See :meth:`Store.user_context`: the answer read last for ``user_id`` while none of
         their marks moved since (see :mod:`serving.store.event_marks`), else a read.
 
