@@ -7,11 +7,21 @@
   answers: reads go to SQLite from then on, and see what is committed.
 - On a seeded stream of writes and reads with growing ``since`` and two limits, every answer
   equals the uncached read (``Store.user_context``).
+- A process killed (SIGKILL) inside a write leaves its counts until every process has closed the
+  marks; the next opener, alone, resets them (answers are kept again) and moves every word; it
+  does not while another opener, in this process or another, lives; openers racing each other
+  neither deadlock nor reset under a write in progress.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
+import select
+import signal
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,10 +32,18 @@ import pytest
 import serving.store.sqlite as sqlite_module
 from serving.rules import DEFAULT_RULES
 from serving.store import FeedbackWrite, SQLiteStore, Store, open_store
-from serving.store.event_marks import BUCKETS, STEP, EventMarks, marks_path
+from serving.store.event_marks import (
+    BUCKETS,
+    OFD_LOCKS,
+    STEP,
+    EventMarks,
+    liveness_request,
+    marks_path,
+)
 from serving.store.write_lock import lock_path
 
 ARMS = ["svd", "popularity"]
+REPO = Path(__file__).resolve().parent.parent
 UNCACHED = Store.user_context  # the read itself (the fixture counts its calls)
 
 
@@ -227,3 +245,190 @@ def test_a_store_reaching_the_file_through_a_link_moves_the_same_marks(
     finally:
         direct.dispose()
         linked.dispose()
+
+
+# ---------------------------------------------------------------- a writer killed mid-write
+needs_ofd = pytest.mark.skipif(not OFD_LOCKS, reason="no OFD locks (not 64-bit Linux): no reset")
+
+# argv: database, user ("all": every user), then "kill" (SIGKILL inside the write) or "hold"
+# (stay inside it until stdin closes or a line arrives).
+WRITER = """
+import os, signal, sys
+from serving.store.event_marks import EventMarks
+marks = EventMarks(sys.argv[1])
+with marks.writing(None if sys.argv[2] == "all" else [int(sys.argv[2])]):
+    if sys.argv[3] == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    print("writing", flush=True)
+    sys.stdin.readline()
+"""
+
+# argv: database, rounds. Waits for a line, then opens, writes user 5 and closes the marks
+# ``rounds`` times, opens them once more and holds them until the next line.
+OPENER = """
+import sys
+from serving.store.event_marks import EventMarks
+sys.stdin.readline()
+for _ in range(int(sys.argv[2])):
+    marks = EventMarks(sys.argv[1])
+    with marks.writing([5]):
+        pass
+    marks.close()
+marks = EventMarks(sys.argv[1])
+print("open", flush=True)
+sys.stdin.readline()
+marks.close()
+"""
+
+
+def _child(code: str, *args: object) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], cwd=REPO,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def _said(child: subprocess.Popen[str], word: str) -> None:
+    """Wait (at most 60 s: a deadlock fails here) for ``child`` to print ``word``."""
+    assert child.stdout is not None
+    ready, _, _ = select.select([child.stdout], [], [], 60.0)
+    assert ready, f"the child did not say {word!r} within 60 s"
+    assert child.stdout.readline().strip() == word
+
+
+def _tell(child: subprocess.Popen[str]) -> None:
+    assert child.stdin is not None
+    child.stdin.write("go\n")
+    child.stdin.flush()
+
+
+def _word(database: Path, user: int | None) -> int:
+    """The raw word of ``user``'s bucket (None: the any-user word), read from the file."""
+    offset = 0 if user is None else 8 * (1 + user % BUCKETS)
+    return int.from_bytes(marks_path(database).read_bytes()[offset:offset + 8], sys.byteorder)
+
+
+@needs_ofd
+@pytest.mark.parametrize("killed", [5, None], ids=["user", "every-user"])
+def test_a_writer_killed_inside_a_write_is_reset_by_the_next_opener_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, killed: int | None) -> None:
+    database = tmp_path / "store.db"
+    store = open_store(f"sqlite:///{database}")
+    store.create_schema(ARMS)
+    store.write_batch([], [_feedback(5, 50, 1.0, "a"), _feedback(6, 60, 1.0, "b")])
+    store.dispose()
+    before = _word(database, killed)
+    child = _child(WRITER, database, "all" if killed is None else killed, "kill")
+    assert child.wait(timeout=60) == -signal.SIGKILL
+    # The child's open moved it (it was alone), then its write began and never ended.
+    assert _word(database, killed) == before + 2 * STEP + 1
+    reads: list[int] = []
+    def counted(self: Store, user_id: int, since: float, limit: int) -> Any:
+        reads.append(user_id)
+        return UNCACHED(self, user_id, since, limit)
+
+    monkeypatch.setattr(Store, "user_context", counted)
+    store = open_store(f"sqlite:///{database}")  # alone on the file: resets
+    assert isinstance(store, SQLiteStore)
+    try:
+        marks = store.event_marks
+        assert marks.reset == 1
+        assert _word(database, killed) == before + 3 * STEP  # count zeroed, moved once more
+        assert all(marks.mark(u) is not None for u in (5, 6, 5 + BUCKETS))
+        assert _movies(store, 5) == [50] and _movies(store, 5) == [50]
+        assert _movies(store, 6) == [60] and _movies(store, 6) == [60]
+        assert reads == [5, 6]  # the second answers were kept
+        store.write_batch([], [_feedback(5, 51, 2.0, "c")])  # and marks move again
+        assert _movies(store, 5) == [50, 51] and reads == [5, 6, 5]
+    finally:
+        store.dispose()
+
+
+@needs_ofd
+def test_no_reset_while_another_opener_lives_in_this_process_or_another(
+        tmp_path: Path) -> None:
+    database = tmp_path / "db"
+    one = EventMarks(database)
+    writing = one.writing([5])
+    writing.__enter__()
+    # Closing another descriptor of the file drops no OFD lock (it would drop a lockf lock).
+    os.close(os.open(marks_path(database), os.O_RDWR))
+    two = EventMarks(database)
+    try:
+        assert one.reset == 0 and two.reset is None
+        assert two.mark(5) is None and two.mark(6) is not None
+        writing.__exit__(None, None, None)
+        assert two.mark(5) is not None
+    finally:
+        one.close()
+        two.close()
+    child = _child(WRITER, database, 5, "hold")
+    try:
+        _said(child, "writing")
+        for _ in range(2):  # the child's write stays counted, opener after opener
+            three = EventMarks(database)
+            assert three.reset is None and three.mark(5) is None
+            three.close()
+        os.kill(child.pid, signal.SIGKILL)
+        assert child.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        child.kill()
+        child.wait(timeout=60)
+    four = EventMarks(database)
+    assert four.reset == 1 and four.mark(5) is not None
+    four.close()
+
+
+@needs_ofd
+def test_the_reset_moves_every_word_so_no_earlier_mark_passes_for_current(
+        tmp_path: Path) -> None:
+    one = EventMarks(tmp_path / "db")
+    with one.writing([7]):
+        pass
+    earlier = {u: one.mark(u) for u in (7, 8)}
+    one.close()
+    two = EventMarks(tmp_path / "db")
+    try:
+        assert two.reset == 0  # nothing was in progress: the words move all the same
+        for user, (every, own) in earlier.items():  # type: ignore[misc]
+            assert two.mark(user) == (every + STEP, own + STEP)
+    finally:
+        two.close()
+
+
+@needs_ofd
+def test_openers_racing_neither_deadlock_nor_reset_under_a_write(tmp_path: Path) -> None:
+    database = tmp_path / "db"
+    EventMarks(database).close()  # the file exists before the race
+    children = [_child(OPENER, database, 50) for _ in range(2)]
+    try:
+        for child in children:
+            _tell(child)  # both start at once
+        for child in children:
+            _said(child, "open")  # no deadlock
+        probe = os.open(marks_path(database), os.O_RDONLY)
+        try:
+            def holder() -> int:  # the lock a writer of the liveness byte would meet
+                answer = fcntl.fcntl(probe, fcntl.F_OFD_GETLK, liveness_request(fcntl.F_WRLCK))
+                return int.from_bytes(answer[:2], sys.byteorder, signed=True)
+
+            assert holder() == fcntl.F_RDLCK  # both hold it shared
+            third = EventMarks(database)
+            assert third.reset is None
+            third.close()
+            _tell(children[0])
+            assert children[0].wait(timeout=60) == 0
+            assert holder() == fcntl.F_RDLCK  # the other still does
+            _tell(children[1])
+            assert children[1].wait(timeout=60) == 0
+            assert holder() == fcntl.F_UNLCK
+        finally:
+            os.close(probe)
+    finally:
+        for child in children:
+            child.kill()
+            child.wait(timeout=60)
+    # Every write was begun and ended, and no reset zeroed a count under a live write (which
+    # would have left the count below zero, borrowed from the high bits, at its end).
+    assert _word(database, 5) & (STEP - 1) == 0
+    fresh = EventMarks(database)
+    assert fresh.reset == 0 and fresh.mark(5) is not None
+    fresh.close()
