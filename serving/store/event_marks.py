@@ -122,8 +122,8 @@ class EventMarks:
     -----
     Opening takes the liveness lock shared until :meth:`close`; the first opener after every
     other has closed resets the counts of writes in progress (Linux only: see
-    :data:`OFD_LOCKS`). It waits only while another opener resets (a few hundred
-    microseconds).
+    :data:`OFD_LOCKS`). It waits only while another opener resets (one pass over the 512 KiB
+    of words).
 
     Raises
     ------
