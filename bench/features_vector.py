@@ -17,7 +17,7 @@ at 60-210 us as the load went from 4 to 8, while 20-call rounds stay near the un
    event (the common request after an event).
 3. **cached, no new event**: the cache is up to date; only the vector at ``now`` is computed.
 4. **peer, user-v1**: ``UserFeatures.vector`` (static row plus two session counts), what the
-   request path computed before ``user-v3``, measured in the same run; the ratios are against
+   request path computed before ``user-v2``, measured in the same run; the ratios are against
    it.
 5. **cache memory**: bytes allocated (tracemalloc) per user state in the cache.
 

@@ -15,8 +15,12 @@ throughput, the open-loop generator for latency at a fixed rate, CPU per request
    until every arm has served them once (LinTS draws the arm at random, and each arm's ranking
    is kept per user), the measured one: the steady state of users coming back between two of
    their events, every ranking and context kept. Throughput against bare (target >= 0.60)
-   and p99 at half the bare rate (target <= 20 ms); the first pass's figures show what a miss
-   costs, and read-your-writes (4) the first slate after each event;
+   and p99 at half the bare rate (target <= 20 ms). No event or outcome arrives meanwhile, so
+   the policy's snapshot (and its probability cache) stays the same: an upper bound for
+   returning users, which holds while users x arms fit ``score_cache_size`` (943 x 5 here)
+   and the pass stays within one ``feature_decay_step_s`` step for most users. The first
+   pass's figures (no warm-up) show what misses cost, and read-your-writes (4) the first slate
+   after each event;
 4. read your writes: each connection alternates an event of a user and that user's
    recommendation (pairs per second, p99 of both).
 

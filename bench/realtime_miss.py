@@ -8,12 +8,15 @@ histories, the refresher folds them, every user is asked once (their feature sta
 then ``Service.recommend`` is timed (``time.process_time``) over every user in three modes,
 each ``--reps`` times (the minimum and the median printed):
 
-- ``miss``: the arm set's ranking cache and the snapshot's pmf cache emptied before each pass
-  (every request scores its arm and computes LinTS's probabilities: a user's first slate after
-  an event, under a context the policy has not seen);
-- ``pmf_miss``: the pmf cache emptied, the rankings cached (the decayed features moved the
-  context, the user's events did not change);
-- ``hit``: nothing emptied (a repeat within the second).
+- ``miss``: the users' kept signals and contexts (``serving.user_view``), the arm set's ranking
+  cache and the snapshot's pmf cache emptied before each pass (every request rebuilds the
+  user's signals and context, scores its arm and computes LinTS's probabilities: a user's
+  first slate after an event);
+- ``pmf_miss``: the pmf cache emptied, the rest kept (a new policy snapshot: an outcome was
+  folded since the user's last request);
+- ``hit``: nothing emptied (a returning user, within a decay step and a snapshot). A pass
+  asks every user once and LinTS draws the arm at random, so a hit pass still scores the
+  (user, arm) pairs it meets for the first time.
 
 The generator of arm draws is reset before each pass, so every pass and every tree serves the
 same arms. An A/B of two trees runs this file with each on ``PYTHONPATH`` (alternating, the
@@ -74,6 +77,7 @@ async def measure(state: Path, db: str, n_events: int, reps: int) -> dict[str, f
     """The three modes' CPU per recommendation (us), minimum and median over ``reps``."""
     from serving.app import create_app
     from serving.settings import Settings
+    from serving.user_view import UserViews
 
     settings = Settings(dataset="movielens", state_dir=str(state), db=db, seed=0,
                         policy=POLICY, arms=ARMS.split(","))
@@ -99,6 +103,11 @@ async def measure(state: Path, db: str, n_events: int, reps: int) -> dict[str, f
                 service.rng = np.random.default_rng(1)
                 if mode == "miss":
                     service.arm_set._cache.clear()
+                    service.user_views = UserViews(
+                        service.features, service.rules,
+                        retention_s=service.settings.retention_s,
+                        session_window_s=service.settings.session_window_s,
+                        history_limit=service.settings.history_limit)
                 if mode != "hit":
                     service._live[1].cache.clear()
                 start_cpu = time.process_time()

@@ -239,7 +239,7 @@ class UserFeatures:
 
 
 # ---------------------------------------------------------------------------- behaviour
-def _positive_finite(name: str, value: object) -> float:
+def _positive_finite(name: str, value: object, *, zero: bool = False) -> float:
     """``value`` as a float, or an error naming ``name``.
 
     Raises
@@ -247,13 +247,31 @@ def _positive_finite(name: str, value: object) -> float:
     TypeError
         Not a real number.
     ValueError
-        Not finite, or not above 0.
+        Not finite, or not above 0 (below 0 with ``zero``).
     """
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
+    if not (math.isfinite(value) and (value >= 0 if zero else value > 0)):
+        raise ValueError(f"{name} must be a finite number of seconds {'>=' if zero else '>'} 0, "
+                         f"got {value!r}")
     return float(value)
+
+
+def positive_count(name: str, value: object) -> int:
+    """``value`` as an int >= 1 (a cache's size), or an error naming ``name``.
+
+    Raises
+    ------
+    TypeError
+        Not an int (a bool is not one).
+    ValueError
+        Below 1.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
 
 
 class BehaviourSpec:
@@ -289,13 +307,7 @@ class BehaviourSpec:
                  decay_step_s: float = DEFAULT_DECAY_STEP_S) -> None:
         self.rules = rules
         self.half_life_s = _positive_finite("half_life_s", half_life_s)
-        if isinstance(decay_step_s, bool) or not isinstance(decay_step_s, int | float):
-            raise TypeError(f"decay_step_s must be a number of seconds, got "
-                            f"{type(decay_step_s).__name__}")
-        if not (math.isfinite(decay_step_s) and decay_step_s >= 0):
-            raise ValueError(f"decay_step_s must be a finite number of seconds >= 0, got "
-                             f"{decay_step_s!r}")
-        self.decay_step_s = float(decay_step_s)
+        self.decay_step_s = _positive_finite("decay_step_s", decay_step_s, zero=True)
         self.types: tuple[str, ...] = tuple(rules.types)
         self.genres: tuple[str, ...] = tuple(genre_names)
         ids = np.asarray(item_ids, dtype=np.int64)
@@ -594,7 +606,8 @@ class BehaviourState:
         Raises
         ------
         ValueError
-            The text was written for another feature version, types, genres or half-life.
+            The text was written for another feature version, types, genres, half-life or
+            decay step.
         """
         data = json.loads(text)
         written = {k: data.get(k) for k in ("version", "types", "genres", "half_life_s",
@@ -649,14 +662,10 @@ class FeatureCache:
 
     def __init__(self, spec: BehaviourSpec, *, retention_s: float | None = DEFAULT_RETENTION_S,
                  max_users: int = DEFAULT_CACHE_USERS) -> None:
-        if isinstance(max_users, bool) or not isinstance(max_users, int):
-            raise TypeError(f"max_users must be an int, got {type(max_users).__name__}")
-        if max_users < 1:
-            raise ValueError(f"max_users must be >= 1, got {max_users}")
         self.spec = spec
         self.retention_s = (None if retention_s is None
                             else _positive_finite("retention_s", retention_s))
-        self.max_users = max_users
+        self.max_users = positive_count("max_users", max_users)
         self._states: OrderedDict[int, BehaviourState] = OrderedDict()
 
     def __len__(self) -> int:
@@ -813,4 +822,5 @@ __all__ = [
     "FeatureStore",
     "StaticFeatures",
     "UserFeatures",
+    "positive_count",
 ]

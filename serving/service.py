@@ -171,7 +171,7 @@ class RecommendationService:
         The served policy (default: ``settings.policy_model`` for the feature set).
     features : FeatureStore, optional
         The context of each request, feature set ``user-v3`` (default: built from ``catalog``
-        and the rules, with the settings' half-life and retention).
+        and the rules, with the settings' half-life, decay step and retention).
     rules : RuleBook, optional
         Default: ``settings.rule_book()``.
     """

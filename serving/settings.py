@@ -375,7 +375,7 @@ class Settings(BaseSettings):
     retention_s: float = Field(90 * 86_400.0, gt=0)
     clock_skew_s: float = Field(300.0, ge=0)
     feature_half_life_s: float = Field(DEFAULT_HALF_LIFE_S, gt=0)
-    feature_decay_step_s: float = Field(DEFAULT_DECAY_STEP_S, ge=0)
+    feature_decay_step_s: float = Field(DEFAULT_DECAY_STEP_S, ge=0, allow_inf_nan=False)
     history_limit: int = Field(1000, ge=1, le=100_000)
     max_events_body_bytes: int = Field(1 << 20, ge=1024)
     session_strength: float = Field(1.5, ge=0)

@@ -4,32 +4,53 @@ Every request turns the user's events and stated genres into the arrays the arms
 (:func:`serving.live.user_signals`) and the policy's context (:class:`FeatureStore`). Between
 two of the user's events, both are functions of time alone, and they move only when
 
-- an event leaves the retention window (``at + retention_s``), or the session window
-  (``at + session_window_s``), or
+- an event leaves a window it is in: the retention window of the arms' signals
+  (``retention_s``) or of the features (the feature store's own), or the session window
+  (``session_window_s``), or
 - the features' decay moves to its next step (:meth:`BehaviourSpec.decay_expiry`).
 
 :class:`UserViews` keeps each user's pair with the first of those times and hands it out again
-while the user's events, stated genres and the arm set are the ones it was built from and that
-time has not come: the same arrays a fresh computation would give, bit for bit (tested). On the
-real-time bench's returning users the pair cost 30-45 us of a ~350 us request to rebuild, and a
-context rebuilt at a later time (``user-v2``'s decay moved every second or two) missed the
-policy's probability cache as well.
+while the user's events (the same log positions), stated genres and the arm set's universe are
+the ones it was built from and that time has not come: the same arrays a fresh computation
+would give, bit for bit (tested). Without it a returning user's request rebuilt both (a walk
+over their events and a fold), and a context rebuilt at a later time (``user-v2``'s decay moved
+every second or two) missed the policy's probability cache as well.
 """
 
 from __future__ import annotations
 
+import hashlib
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 import numpy as np
 import numpy.typing as npt
 
 from serving.armset import ArmSet
-from serving.features import DEFAULT_CACHE_USERS, FeatureStore
+from serving.features import DEFAULT_CACHE_USERS, FeatureStore, positive_count
 from serving.live import UserSignals, user_signals
 from serving.rules import RuleBook
 from serving.store.types import UserEvent
+
+#: A history handed out as a tuple of at most this many events is kept by reference: the next
+#: request that gets the same tuple (SQLite's kept answer, serving.store.sqlite) is known by
+#: identity. Longer ones, and lists, are known by a digest of their log positions only, so that
+#: a view never holds more than this many of a user's events.
+IDENTITY_EVENTS = 256
+
+_SEQ = attrgetter("seq")
+_CREATED_AT = attrgetter("created_at")
+
+
+def history_digest(history: Sequence[UserEvent]) -> bytes:
+    """A digest of the log positions of ``history`` (events are immutable and each seq is one
+    event's, so equal digests mean the same events, in the same order).
+    """
+    seqs = np.fromiter(map(_SEQ, history), dtype=np.int64, count=len(history))
+    return hashlib.blake2b(seqs.tobytes(), digest_size=16).digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +77,11 @@ class UserView:
 
 @dataclass(slots=True)
 class _Entry:
-    history: Sequence[UserEvent]
-    seqs: tuple[int, ...] | None  # built on the first lookup that gets another list object
-    stated: Sequence[str] | None
-    arm_set: ArmSet
+    history: tuple[UserEvent, ...] | None  # see IDENTITY_EVENTS
+    length: int
+    digest: bytes | None  # history_digest (computed when first needed if history is kept)
+    stated: tuple[str, ...] | None
+    universe: weakref.ref[ArmSet]  # a swapped-out arm set is not kept alive by a view
     view: UserView
 
 
@@ -70,9 +92,10 @@ class UserViews:
     Parameters
     ----------
     features : FeatureStore
+        Builds the context (its retention window is the features' one).
     rules : RuleBook
     retention_s, session_window_s : float
-        The service's windows (``Settings``).
+        The windows of the arms' signals (the service's ``Settings``).
     history_limit : int
         The service's ``history_limit``: a history that long was cut by the store's read, so
         its features are folded afresh (:meth:`FeatureStore.vector`'s ``cached=False``).
@@ -88,24 +111,21 @@ class UserViews:
     def __init__(self, features: FeatureStore, rules: RuleBook, *, retention_s: float,
                  session_window_s: float, history_limit: int,
                  max_users: int = DEFAULT_CACHE_USERS) -> None:
-        if isinstance(max_users, bool) or not isinstance(max_users, int):
-            raise TypeError(f"max_users must be an int, got {type(max_users).__name__}")
-        if max_users < 1:
-            raise ValueError(f"max_users must be >= 1, got {max_users}")
         self.features = features
         self.rules = rules
         self.retention_s = retention_s
         self.session_window_s = session_window_s
         self.history_limit = history_limit
-        self.max_users = max_users
+        self.max_users = positive_count("max_users", max_users)
+        # Every window an event's time is compared with: one edge each (module doc).
+        windows = {retention_s, session_window_s}
+        if features.cache.retention_s is not None:
+            windows.add(features.cache.retention_s)
+        self._windows = np.array(sorted(windows))
         self._entries: OrderedDict[int, _Entry] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
-
-    def clear(self) -> None:
-        """Forget every user (the next request of each builds afresh)."""
-        self._entries.clear()
 
     def view(self, user_id: int, history: Sequence[UserEvent], stated: Sequence[str] | None,
              now: float, arm_set: ArmSet) -> UserView:
@@ -116,22 +136,31 @@ class UserViews:
         user_id : int
         history : sequence of UserEvent
             The user's events the store read for this request, in log order
-            (``Store.user_context``).
+            (``Store.user_context``; never changed afterwards).
         stated : sequence of str or None
             Their stated genres (None if never stated).
         now : float
             Unix seconds.
         arm_set : ArmSet
             The arm set serving the request (its universe maps items to indices).
+
+        Returns
+        -------
+        UserView
+            Equal, array for array, to one built afresh at ``now``.
         """
         entry = self._entries.get(user_id)
         if (entry is not None and entry.view.built <= now < entry.view.expires
-                and entry.arm_set is arm_set
-                and entry.stated == stated and self._same_history(entry, history)):
+                and entry.universe() is arm_set
+                and entry.stated == (None if stated is None else tuple(stated))
+                and self._same_history(entry, history)):
             self._entries.move_to_end(user_id)
             return entry.view
         view = self._build(user_id, history, stated, now, arm_set)
-        self._entries[user_id] = _Entry(history, None, stated, arm_set, view)
+        kept = _by_identity(history)
+        self._entries[user_id] = _Entry(
+            kept, len(history), None if kept is not None else history_digest(history),
+            None if stated is None else tuple(stated), weakref.ref(arm_set), view)
         self._entries.move_to_end(user_id)
         if len(self._entries) > self.max_users:
             self._entries.popitem(last=False)
@@ -139,38 +168,46 @@ class UserViews:
 
     @staticmethod
     def _same_history(entry: _Entry, history: Sequence[UserEvent]) -> bool:
-        """Whether ``history`` holds the events ``entry`` was built from: the same list object
-        (SQLite's kept answer, :mod:`serving.store.event_marks`) or the same log positions
-        (events are immutable and every seq is one event's).
+        """Whether ``history`` holds the events ``entry`` was built from: the same tuple (see
+        :data:`IDENTITY_EVENTS`) or the same log positions.
         """
         if history is entry.history:
             return True
-        if len(history) != len(entry.history):
+        if len(history) != entry.length:
             return False
-        if entry.seqs is None:
-            entry.seqs = tuple(e.seq for e in entry.history)
-        if tuple(e.seq for e in history) != entry.seqs:
+        if entry.digest is None:
+            assert entry.history is not None  # kept by reference, else digested when built
+            entry.digest = history_digest(entry.history)
+        if history_digest(history) != entry.digest:
             return False
-        entry.history = history  # the next request's list is likely this one again
-        entry.seqs = None
+        entry.history = _by_identity(history)  # the next request likely hands this one again
         return True
 
     def _build(self, user_id: int, history: Sequence[UserEvent], stated: Sequence[str] | None,
                now: float, arm_set: ArmSet) -> UserView:
-        since = now - self.retention_s
-        session_since = now - self.session_window_s
-        signals = user_signals(history, arm_set, self.rules, since, session_since)
+        signals = user_signals(history, arm_set, self.rules, now - self.retention_s,
+                               now - self.session_window_s)
         features = self.features.vector(user_id, history, stated, now,
                                         cached=len(history) < self.history_limit)
         features.flags.writeable = False
         expires = self.features.spec.decay_expiry(now)
-        for event in history:  # the first time an event leaves a window it is in now
-            at = event.created_at
-            if at >= since:
-                expires = min(expires, at + self.retention_s)
-            if at >= session_since:
-                expires = min(expires, at + self.session_window_s)
+        if history:
+            # The first time an event leaves a window it is in now (at + w; still in at the
+            # edge itself, so the view is rebuilt there: never late).
+            times = np.fromiter(map(_CREATED_AT, history), dtype=np.float64,
+                                count=len(history))
+            edges = times[:, None] + self._windows
+            inside = times[:, None] >= now - self._windows
+            if inside.any():
+                expires = min(expires, float(edges[inside].min()))
         return UserView(signals, features, now, expires)
 
 
-__all__ = ["UserView", "UserViews"]
+def _by_identity(history: Sequence[UserEvent]) -> tuple[UserEvent, ...] | None:
+    """``history`` if a view may keep it by reference (an immutable tuple, short), else None."""
+    if type(history) is tuple and len(history) <= IDENTITY_EVENTS:
+        return history
+    return None
+
+
+__all__ = ["IDENTITY_EVENTS", "UserView", "UserViews", "history_digest"]

@@ -5,8 +5,9 @@ fresh computation at the request's time gives, bit for bit; and the stepped deca
 
 from __future__ import annotations
 
+import gc
 import math
-from types import SimpleNamespace
+import weakref
 from typing import Any, cast
 
 import numpy as np
@@ -28,8 +29,16 @@ RETENTION, SESSION, STEP = 150.0, 30.0, 60.0
 BASE = 1_700_000_040.0  # a multiple of STEP
 CATALOG: Dataset = make_synthetic(20, 30, 300, random_state=0)
 ITEMS = [int(i) for i in CATALOG.item_ids[:6]] + [10_000]  # the last one unknown
-ARM_SET = cast(ArmSet, SimpleNamespace(item_index={int(i): n for n, i in
-                                                   enumerate(CATALOG.item_ids)}))
+
+
+class Universe:
+    """What UserViews and user_signals read of an arm set (its item index)."""
+
+    def __init__(self, item_index: dict[int, int]) -> None:
+        self.item_index = item_index
+
+
+ARM_SET = cast(ArmSet, Universe({int(i): n for n, i in enumerate(CATALOG.item_ids)}))
 TYPES = ("view", "click", "like", "dislike", "add_to_cart", "purchase", "rating", "dwell")
 
 
@@ -114,10 +123,48 @@ def test_a_view_is_kept_until_an_event_leaves_a_window_or_the_step_ends() -> Non
     assert views.view(3, [like], ["Drama"], t, ARM_SET) is not third
     assert views.view(3, [like], None, t, ARM_SET) is not third  # rebuilt after "Drama"
     kept = views.view(3, [like], None, t, ARM_SET)
-    other = cast(ArmSet, SimpleNamespace(item_index=ARM_SET.item_index))
+    other = cast(ArmSet, Universe(ARM_SET.item_index))
     assert views.view(3, [like], None, t, other) is not kept
     back = views.view(3, [like], None, BASE + 100.0, other)
     assert back.signals.liked.size == 1
+
+
+def test_the_features_own_retention_window_ends_a_view_too() -> None:
+    # A feature store passed in with a shorter retention than the service's: its edge counts.
+    features = FeatureStore(CATALOG, RULES, half_life_s=300.0, decay_step_s=STEP,
+                            retention_s=100.0)
+    views = UserViews(features, RULES, retention_s=500.0, session_window_s=10.0,
+                      history_limit=1000)
+    history = (UserEvent(1, ITEMS[0], "like", None, BASE - 95.0),)
+    view = views.view(1, history, None, BASE, ARM_SET)
+    assert view.expires == BASE + 5.0
+    later = views.view(1, history, None, BASE + 5.5, ARM_SET)
+    assert later is not view
+    assert later.features.tobytes() == features.vector(1, history, None, BASE + 5.5,
+                                                       cached=False).tobytes()
+    assert later.features.tobytes() != view.features.tobytes()
+
+
+def test_a_view_holds_neither_a_swapped_out_arm_set_nor_a_long_or_mutable_history() -> None:
+    views = UserViews(store(), RULES, retention_s=RETENTION, session_window_s=SESSION,
+                      history_limit=1000)
+    old = Universe(ARM_SET.item_index)
+    gone = weakref.ref(old)
+    views.view(1, [], None, BASE, cast(ArmSet, old))
+    del old
+    gc.collect()
+    assert gone() is None  # a retrain's or an added item's new arm set replaced it
+    events = [UserEvent(s, ITEMS[0], "click", None, BASE - 1.0) for s in range(1, 300)]
+    long = views.view(2, tuple(events), None, BASE, ARM_SET)
+    assert views._entries[2].history is None  # more than IDENTITY_EVENTS: a digest only
+    assert views.view(2, tuple(events), None, BASE, ARM_SET) is long  # same seqs
+    short = events[:3]
+    first = views.view(3, short, None, BASE, ARM_SET)
+    assert views._entries[3].history is None  # a list may change: never kept by reference
+    short.append(UserEvent(400, ITEMS[1], "like", None, BASE))
+    second = views.view(3, short, None, BASE, ARM_SET)
+    assert second is not first
+    assert second.signals.liked.size == first.signals.liked.size + 1
 
 
 def test_the_views_drop_the_least_recently_used_user_beyond_max_users() -> None:

@@ -43,8 +43,10 @@ class UserFeaturesOut(BaseModel):
     feature_version: str = Field(description="Version of the feature set (names and meaning)")
     names: list[str] = Field(description="Feature names, in the order of ``values``")
     values: list[float] = Field(description="Feature values, rounded as decisions log them")
-    as_of: datetime = Field(description="The time the decay and the retention window were "
-                                        "taken at")
+    as_of: datetime = Field(description="The time the retention window was taken at; the "
+                                        "decay is taken at the start of its "
+                                        "``feature_decay_step_s`` step, or at the user's latest "
+                                        "event if later")
 
 
 async def user_features(request: Request) -> Response:
