@@ -244,7 +244,7 @@ class GroupCommitWriter:
                 continue
             self._busy = True
             started = time.perf_counter() if self.slow_commit_s is not None else 0.0
-            waited = self.waited_batches
+            lock_waits = self.waited_batches
             try:
                 if self.mode == "async":
                     outcomes = await self._commit_async(batch)
@@ -255,7 +255,7 @@ class GroupCommitWriter:
                     logger.warning("a batch of %d writes took %.1f ms to commit%s", len(batch),
                                    1e3 * (time.perf_counter() - started),
                                    " (it waited for the write lock in a thread)"
-                                   if self.waited_batches != waited else "")
+                                   if self.waited_batches != lock_waits else "")
             except BaseException as exc:  # cancelled mid-batch: nobody may wait forever
                 _set_results([(item, None, StoreUnavailableError(
                     f"the store writer stopped ({type(exc).__name__})")) for item in batch])
