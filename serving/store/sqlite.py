@@ -501,11 +501,12 @@ class SQLiteStore(Store):
                             break
                     # Under load no PASSIVE pass syncs the database file (SQLite syncs it only
                     # when a pass copied the whole WAL, and commits land during every pass), so
-                    # the RESTART below synced every page copied since the last one, holding the
-                    # writers' lock: 2-13 ms (median ~6) at 5,600 decisions/s, each hold
-                    # stopping every commit, which made the p99 of bench/serving_load.py's
-                    # fixed-rate run (one SQLite worker). Synced here, outside the lock, the
-                    # RESTART held it 0.7-3.2 ms (median 1.8; load 1.7, the same run otherwise).
+                    # the RESTART below synced every page copied since the previous restart
+                    # while holding the writers' lock, and every commit waited: one SQLite
+                    # worker at 5,600 recommendations/s (bench/serving_load.py's fixed rate),
+                    # ~17 restarts in 8 s holding it 45-120 ms in all, the longest 5.1-12.3 ms;
+                    # synced here first, 43-68 ms, the longest 4.4-8.8 ms (six alternated pairs,
+                    # load 1.3-2.6; what remains is the RESTART's own two syncs and the GIL).
                     if self._sync_database_file():
                         row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 if (row[1] >= SQLITE_WAL_RESTART_FRAMES
