@@ -39,10 +39,11 @@ def test_a_stall_is_logged_with_where_the_loop_was(caplog: pytest.LogCaptureFixt
     with caplog.at_level(logging.WARNING, logger="serving.stall_log"):
         asyncio.run(run())
     stalls = [r.getMessage() for r in caplog.records if "event loop stalled" in r.getMessage()]
-    assert log.stalls == len(stalls) == 1, stalls
-    took_ms = float(stalls[0].split("stalled ")[1].split(" ms")[0])
+    assert log.stalls == len(stalls) >= 1  # more only if this machine starved the loop too
+    blocked = [m for m in stalls if "_block_the_loop" in m]
+    assert len(blocked) == 1 and "time.sleep" in blocked[0], stalls
+    took_ms = float(blocked[0].split("stalled ")[1].split(" ms")[0])
     assert took_ms >= 150 - 2 * 5  # the heartbeat's period (5 ms) is its resolution
-    assert "_block_the_loop" in stalls[0] and "time.sleep" in stalls[0]
 
 
 def test_a_long_garbage_collection_is_logged_and_named_in_the_stall(
@@ -118,11 +119,13 @@ def test_a_commit_that_waited_for_the_write_lock_is_logged(
 
     with caplog.at_level(logging.WARNING, logger="serving.store.writer"):
         asyncio.run(run(writer, "e1"))
+        timed = [r.getMessage() for r in caplog.records if "to commit" in r.getMessage()]
+        caplog.clear()
         asyncio.run(run(quiet, "e2"))
-    slow = [r.getMessage() for r in caplog.records if "to commit" in r.getMessage()]
-    assert len(slow) == 1, slow
-    assert slow[0].startswith("a batch of 1 writes took ")
-    assert slow[0].endswith(" ms to commit (it waited for the write lock in a thread)")
-    assert float(slow[0].split("took ")[1].split(" ms")[0]) >= 100 - 5
+    assert not [r for r in caplog.records if "to commit" in r.getMessage()]
+    waited = [m for m in timed if m.endswith(" (it waited for the write lock in a thread)")]
+    assert len(waited) == 1, timed
+    assert waited[0].startswith("a batch of 1 writes took ")
+    assert float(waited[0].split("took ")[1].split(" ms")[0]) >= 100 - 5
     assert (writer.waited_batches, quiet.waited_batches) == (1, 1)
     store.dispose()
