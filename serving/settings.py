@@ -273,6 +273,11 @@ class Settings(BaseSettings):
         each (:class:`~serving.store.GroupCommitWriter`).
     switch_interval_s : float
         Python's thread switch interval in the worker (``sys.setswitchinterval``).
+    stall_log_ms : float
+        Log (WARNING) every stall of a worker's event loop, every garbage collection and
+        every group commit (lock waits included) of this many milliseconds or more, with where
+        the loop was and the collections during a stall (:mod:`serving.stall_log`;
+        ``RECBANDITS_STALL_LOG_MS``); default 0: off.
     propensity_grid : int
         Quadrature intervals of the Thompson samplers' selection probabilities (Beta and
         LinTS, unless ``policy_params`` sets it; default 256: see :meth:`policy_model`; LinTS
@@ -390,6 +395,7 @@ class Settings(BaseSettings):
     batch_max: int = Field(512, ge=1)
     commit_linger_s: float = Field(0.001, ge=0.0, le=0.1, allow_inf_nan=False)
     switch_interval_s: float = Field(0.0005, gt=0, le=0.1)
+    stall_log_ms: float = Field(0.0, ge=0.0, le=60_000, allow_inf_nan=False)
     propensity_grid: int = Field(256, ge=2)
     score_cache_size: int = Field(16_384, ge=0)
     store_timeout_s: float = Field(10.0, gt=0, le=600)

@@ -868,6 +868,88 @@ def test_the_wal_starts_over_in_the_checkpoint_job_not_in_the_next_commit(
     store.dispose()
 
 
+def test_the_restart_checkpoint_syncs_the_database_file_before_taking_the_writers_lock(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Under load no PASSIVE pass syncs the database file, so the RESTART (which holds the
+    # writers' lock: every commit waits) synced every page copied since the last one. The job
+    # syncs the file first, outside the lock, through a descriptor SQLite has open on it.
+    from serving.store import sqlite as sqlite_backend
+
+    monkeypatch.setattr(sqlite_backend, "SQLITE_WAL_RESTART_FRAMES", 50)
+    store = sqlite_store(tmp_path, timeout_s=5.0)
+    for b in range(4):
+        store.write_batch([decision(f"{b}-{i:04d}", i, "svd", list(range(20)), float(i))
+                           for i in range(300)], [], wait=False)
+    database = os.stat(store.url.database)
+    real_fsync = os.fsync
+    synced: list[tuple[bool, int]] = []  # (writers' lock held, WAL restarts so far) per call
+
+    def recording_fsync(fd: int) -> None:
+        found = os.fstat(fd)
+        if (found.st_dev, found.st_ino) == (database.st_dev, database.st_ino):
+            synced.append((store.writers_lock.held, wal_checkpoint_sequence(store)))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    before = wal_checkpoint_sequence(store)
+    busy, log, done = store.checkpoint()
+    assert busy == 0 and log > 50 and done == log
+    assert wal_checkpoint_sequence(store) == before + 1  # the RESTART ran, then the WAL over
+    assert synced == [(False, before)]  # once, before the RESTART, not holding the lock
+    assert len(table(store.url.render_as_string(False), decisions)) == 1200
+    store.dispose()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/locks"), reason="needs Linux's /proc/locks")
+def test_syncing_the_database_file_keeps_sqlite_s_locks_on_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A connection in WAL mode holds a shared POSIX lock on the database file while it is
+    # open; closing ANY descriptor of the file in the process would drop it (and let another
+    # process's last connection delete the WAL under it). The sync opens and closes none.
+    from serving.store import sqlite as sqlite_backend
+
+    monkeypatch.setattr(sqlite_backend, "SQLITE_WAL_RESTART_FRAMES", 50)
+    store = sqlite_store(tmp_path, timeout_s=5.0)
+    reader = sqlite3.connect(store.url.database, isolation_level=None, check_same_thread=False)
+    reader.execute("SELECT count(*) FROM decisions").fetchone()  # open, in WAL mode
+    inode = os.stat(store.url.database).st_ino
+
+    def our_locks() -> list[str]:
+        with open("/proc/locks") as locks:
+            return [line for line in locks
+                    if f":{inode} " in line and f" {os.getpid()} " in line]
+
+    held = our_locks()
+    assert held  # SQLite's shared lock on the database file
+    for b in range(3):
+        store.write_batch([decision(f"{b}-{i:04d}", i, "svd", list(range(20)), float(i))
+                           for i in range(300)], [], wait=False)
+        assert store._sync_database_file()
+        store.checkpoint()
+        assert our_locks() == held
+    reader.close()
+    store.dispose()
+
+
+def test_without_a_listing_of_descriptors_the_restart_syncs_as_before(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from serving.store import sqlite as sqlite_backend
+
+    monkeypatch.setattr(sqlite_backend, "SQLITE_WAL_RESTART_FRAMES", 50)
+    monkeypatch.setattr(sqlite_backend, "_OPEN_FDS_DIRS", (str(tmp_path / "no-such-dir"),))
+    store = sqlite_store(tmp_path, timeout_s=5.0)
+    for b in range(4):
+        store.write_batch([decision(f"{b}-{i:04d}", i, "svd", list(range(20)), float(i))
+                           for i in range(300)], [], wait=False)
+    assert not store._sync_database_file()
+    before = wal_checkpoint_sequence(store)
+    busy, log, done = store.checkpoint()
+    assert busy == 0 and log > 50 and done == log
+    assert wal_checkpoint_sequence(store) == before + 1
+    assert len(table(store.url.render_as_string(False), decisions)) == 1200
+    store.dispose()
+
+
 def test_a_quiet_connection_is_kept_whatever_its_descriptor_number() -> None:
     # The pre-use check must tell "nothing to read" (keep the connection) from "the server
     # ended it" (reconnect) also for descriptors of 1024 and over, where select() fails.

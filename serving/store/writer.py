@@ -114,6 +114,10 @@ class GroupCommitWriter:
         one was queued (unless ``batch_max`` are queued), so that writes arriving one at a
         time share a commit; a write waits up to this much longer for its commit. 0: a batch
         is committed once the writes ready in one turn of the event loop have joined it.
+    slow_commit_s : float, optional
+        ``inline`` and ``async``: log (WARNING) every batch whose commit took this long or
+        longer, waits for the write lock included (the stall log, ``stall_log_ms``: a commit
+        that waits holds up its requests, not the event loop). None (default): not timed.
 
     Raises
     ------
@@ -124,7 +128,7 @@ class GroupCommitWriter:
 
     def __init__(self, store: Store, *, batch_max: int, jobs: list[PeriodicJob] | None = None,
                  tick_s: float = 0.01, on_counted: Callable[[], None] | None = None,
-                 linger_s: float = 0.0) -> None:
+                 linger_s: float = 0.0, slow_commit_s: float | None = None) -> None:
         self.store = store
         self.mode = store.commit_mode
         if self.mode not in COMMIT_MODES:
@@ -142,6 +146,7 @@ class GroupCommitWriter:
         if not linger_s >= 0:
             raise ValueError(f"linger_s must be a number of seconds >= 0, got {linger_s!r}")
         self.linger_s = linger_s
+        self.slow_commit_s = slow_commit_s
         self._lingering: asyncio.Future[None] | None = None  # set while a batch lingers
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -238,11 +243,19 @@ class GroupCommitWriter:
             if not batch:
                 continue
             self._busy = True
+            started = time.perf_counter() if self.slow_commit_s is not None else 0.0
+            lock_waits = self.waited_batches
             try:
                 if self.mode == "async":
                     outcomes = await self._commit_async(batch)
                 else:
                     outcomes = await self._commit_inline(batch)
+                if (self.slow_commit_s is not None
+                        and time.perf_counter() - started >= self.slow_commit_s):
+                    logger.warning("a batch of %d writes took %.1f ms to commit%s", len(batch),
+                                   1e3 * (time.perf_counter() - started),
+                                   " (it waited for the write lock in a thread)"
+                                   if self.waited_batches != lock_waits else "")
             except BaseException as exc:  # cancelled mid-batch: nobody may wait forever
                 _set_results([(item, None, StoreUnavailableError(
                     f"the store writer stopped ({type(exc).__name__})")) for item in batch])
