@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import shutil
@@ -616,8 +617,14 @@ class ArmSet:
         if live:
             with self.live_lock:  # the generation the state is scored at, or later
                 generation = self.live_lock.generation
-        key = ("user", arm, user_id, items.tobytes(), ratings.tobytes(), excluded.tobytes(),
-               liked.tobytes(), disliked.tobytes(), strength if session else 0.0, generation)
+        # The arrays by a digest, not their bytes: a key holding a long history's arrays
+        # weighed twice its ranking (18.9 against 9.2 KB for 1,000 events).
+        signals = hashlib.blake2b(digest_size=16)
+        for array in (items, ratings, excluded, liked, disliked):
+            signals.update(array.size.to_bytes(4, "little"))  # where each array ends
+            signals.update(array.tobytes())
+        key = ("user", arm, user_id, signals.digest(), strength if session else 0.0,
+               generation)
         hit = self._cached(key)
         if hit is not None:
             return self._ranked(key, hit)

@@ -363,7 +363,15 @@ class BehaviourSpec:
         step; ``now`` itself with a step of 0 (the decay moves all the time).
         """
         step = self.decay_step_s
-        return self.decay_time(now) + step if step else now
+        if not step:
+            return now
+        k = math.floor(now / step)
+        edge = (k + 1) * step
+        # A few float values before (k + 1) * step may already divide to k + 1 (steps that
+        # are not exactly representable, like 59.9): the edge is the first of them.
+        while math.floor((before := math.nextafter(edge, -math.inf)) / step) > k:
+            edge = before
+        return edge
 
     def signs(self, codes: np.ndarray, values: Sequence[float | None]) -> np.ndarray:
         """The rule book's session sign of each event, shape ``(n,)`` (0 for a code of -1).

@@ -167,6 +167,39 @@ def test_a_view_holds_neither_a_swapped_out_arm_set_nor_a_long_or_mutable_histor
     assert second.signals.liked.size == first.signals.liked.size + 1
 
 
+def test_the_views_keep_at_most_their_budget_of_events_by_reference() -> None:
+    from serving import user_view
+
+    views = UserViews(store(), RULES, retention_s=RETENTION, session_window_s=SESSION,
+                      history_limit=1000)
+    per_user = 200
+    n_users = user_view.IDENTITY_BUDGET // per_user + 5
+    histories = {u: tuple(UserEvent(s, ITEMS[s % 3], "view", None, BASE - 1.0)
+                          for s in range(u * 1000, u * 1000 + per_user))
+                 for u in range(n_users)}
+    first = {u: views.view(u, h, None, BASE, ARM_SET) for u, h in histories.items()}
+    held = [e.history for e in views._entries.values() if e.history is not None]
+    assert sum(map(len, held)) == views._referenced <= user_view.IDENTITY_BUDGET
+    assert len(held) == user_view.IDENTITY_BUDGET // per_user < n_users
+    # Every user is still known: by reference, or by the digest of their log positions.
+    for u, h in histories.items():
+        assert views.view(u, h, None, BASE, ARM_SET) is first[u]
+    views.view(0, histories[0][:10], None, BASE, ARM_SET)  # a replaced entry frees its share
+    assert views._referenced == sum(len(e.history) for e in views._entries.values()
+                                    if e.history is not None)
+
+
+def test_the_decay_step_ends_where_the_step_of_the_time_first_moves() -> None:
+    # 59.9 s is not a float: a few values before 60 x 59.9 * k already divide to the next k.
+    rng = np.random.default_rng(0)
+    for step in (59.9, 60.0, 1 / 3, 0.1):
+        s = spec(step)
+        for now in BASE + rng.random(300) * 1e6:
+            end = s.decay_expiry(float(now))
+            before = math.nextafter(end, -math.inf)
+            assert s.decay_time(before) == s.decay_time(float(now)) != s.decay_time(end + step)
+
+
 def test_the_views_drop_the_least_recently_used_user_beyond_max_users() -> None:
     views = UserViews(store(), RULES, retention_s=RETENTION, session_window_s=SESSION,
                       history_limit=1000, max_users=2)
