@@ -835,6 +835,18 @@ def test_a_large_wal_is_made_to_start_over_once_readers_leave(
     store.dispose()
 
 
+def store_past_wal_restart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
+    """An SQLite store whose WAL holds 1,200 decisions, past a RESTART threshold of 50 frames."""
+    from serving.store import sqlite as sqlite_backend
+
+    monkeypatch.setattr(sqlite_backend, "SQLITE_WAL_RESTART_FRAMES", 50)
+    store = sqlite_store(tmp_path, timeout_s=5.0)
+    for b in range(4):
+        store.write_batch([decision(f"{b}-{i:04d}", i, "svd", list(range(20)), float(i))
+                           for i in range(300)], [], wait=False)
+    return store
+
+
 def wal_checkpoint_sequence(store: Store) -> int:
     """The WAL header's checkpoint sequence number: +1 each time the WAL starts over."""
     with open(f"{store.url.database}-wal", "rb") as wal:
@@ -845,13 +857,7 @@ def test_the_wal_starts_over_in_the_checkpoint_job_not_in_the_next_commit(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The first commit into a restarted WAL fsyncs its header; the job makes that commit
     # itself (under the writers' lock), so the serving writer's next commit does not.
-    from serving.store import sqlite as sqlite_backend
-
-    monkeypatch.setattr(sqlite_backend, "SQLITE_WAL_RESTART_FRAMES", 50)
-    store = sqlite_store(tmp_path, timeout_s=5.0)
-    for b in range(4):
-        store.write_batch([decision(f"{b}-{i:04d}", i, "svd", list(range(20)), float(i))
-                           for i in range(300)], [], wait=False)
+    store = store_past_wal_restart(tmp_path, monkeypatch)
     before = wal_checkpoint_sequence(store)
     busy, log, done = store.checkpoint()
     assert busy == 0 and log > 50 and done == log
@@ -873,13 +879,7 @@ def test_the_restart_checkpoint_syncs_the_database_file_before_taking_the_writer
     # Under load no PASSIVE pass syncs the database file, so the RESTART (which holds the
     # writers' lock: every commit waits) synced every page copied since the last one. The job
     # syncs the file first, outside the lock, through a descriptor SQLite has open on it.
-    from serving.store import sqlite as sqlite_backend
-
-    monkeypatch.setattr(sqlite_backend, "SQLITE_WAL_RESTART_FRAMES", 50)
-    store = sqlite_store(tmp_path, timeout_s=5.0)
-    for b in range(4):
-        store.write_batch([decision(f"{b}-{i:04d}", i, "svd", list(range(20)), float(i))
-                           for i in range(300)], [], wait=False)
+    store = store_past_wal_restart(tmp_path, monkeypatch)
     database = os.stat(store.url.database)
     real_fsync = os.fsync
     synced: list[tuple[bool, int]] = []  # (writers' lock held, WAL restarts so far) per call
