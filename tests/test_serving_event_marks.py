@@ -5,6 +5,9 @@
   alone or another user's events leave it kept; a purge or bulk insert moves every user's.
 - A write begun and never ended (a worker killed between) stops the keeping of its users'
   answers: reads go to SQLite from then on, and see what is committed.
+- After writes of only its bucket's users, a kept answer is extended with the events logged
+  since (ids above its snapshot's largest) rather than read again; a purge or bulk insert (and
+  a limit or a ``since`` it cannot answer) reads it whole.
 - On a seeded stream of writes and reads with growing ``since`` and two limits, every answer
   equals the uncached read (``Store.user_context``).
 - A process killed (SIGKILL) inside a write leaves its counts until every process has closed the
@@ -44,7 +47,28 @@ from serving.store.write_lock import lock_path
 
 ARMS = ["svd", "popularity"]
 REPO = Path(__file__).resolve().parent.parent
-UNCACHED = Store.user_context  # the read itself (the fixture counts its calls)
+READ = Store.user_context_after  # the read itself (the fixtures count its calls)
+Stores = tuple[SQLiteStore, SQLiteStore, list[int], list[int]]
+
+
+def UNCACHED(store: Store, user_id: int, since: float, limit: int  # noqa: N802  # a constant's role
+             ) -> tuple[list[Any], list[str] | None]:
+    """The whole read, uncounted."""
+    events, stated, _ = READ(store, user_id, since, limit, None)
+    return events, stated
+
+
+def _count_reads(monkeypatch: pytest.MonkeyPatch) -> tuple[list[int], list[int]]:
+    """Record the users of every read that went to SQLite: whole, and extending a kept answer."""
+    reads: list[int] = []
+    extended: list[int] = []
+    def counted(self: Store, user_id: int, since: float, limit: int, after_id: int | None
+                ) -> Any:
+        (reads if after_id in (None, sqlite_module.NO_ID) else extended).append(user_id)
+        return READ(self, user_id, since, limit, after_id)
+
+    monkeypatch.setattr(Store, "user_context_after", counted)
+    return reads, extended
 
 
 def _feedback(user: int, movie: int, at: float, key: str = "k") -> FeedbackWrite:
@@ -64,21 +88,17 @@ def _decision(event_id: str, user: int, at: float) -> dict[str, Any]:
 
 
 @pytest.fixture
-def stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-           ) -> Iterator[tuple[SQLiteStore, SQLiteStore, list[int]]]:
-    """Two stores on one file, and the users whose user_context each read went to SQLite."""
+def stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stores]:
+    """Two stores on one file, and the users whose user_context each read went to SQLite
+    (whole, and extending a kept answer).
+    """
     url = f"sqlite:///{tmp_path / 'store.db'}"
     a, b = open_store(url), open_store(url)
     assert isinstance(a, SQLiteStore) and isinstance(b, SQLiteStore)
     a.create_schema(ARMS)
-    reads: list[int] = []
-    def counted(self: Store, user_id: int, since: float, limit: int) -> Any:
-        reads.append(user_id)
-        return UNCACHED(self, user_id, since, limit)
-
-    monkeypatch.setattr(Store, "user_context", counted)
+    reads, extended = _count_reads(monkeypatch)
     try:
-        yield a, b, reads
+        yield a, b, reads, extended
     finally:
         a.dispose()
         b.dispose()
@@ -89,18 +109,18 @@ def _movies(store: Store, user: int, since: float = 0.0, limit: int = 10) -> lis
 
 
 def test_an_answer_is_kept_until_a_write_of_the_user_by_any_worker(
-        stores: tuple[SQLiteStore, SQLiteStore, list[int]]) -> None:
-    a, b, reads = stores
+        stores: Stores, tmp_path: Path) -> None:
+    a, b, reads, extended = stores
     assert _movies(a, 1) == [] and _movies(a, 2) == []
     assert _movies(a, 1) == [] and _movies(a, 2) == []
     assert reads == [1, 2]  # the second answers were kept
     b.write_batch([_decision("e1", 1, 100.0)], [])  # decisions alone change no answer
     a.write_batch([_decision("e2", 1, 100.0)], [])
     assert _movies(a, 1) == []
-    assert reads == [1, 2]
+    assert reads == [1, 2] and extended == []
     b.write_batch([], [_feedback(1, 10, 101.0)])  # the other worker's event
     assert _movies(a, 1) == [10] and _movies(a, 2) == []
-    assert reads == [1, 2, 1]  # user 2 kept
+    assert reads == [1, 2] and extended == [1]  # user 2 kept; user 1's events since read
     a.write_batch([], [_feedback(1, 11, 102.0)])  # its own
     assert _movies(a, 1) == [10, 11]
     b.set_preferences(1, ["Drama"], 103.0)
@@ -108,19 +128,32 @@ def test_an_answer_is_kept_until_a_write_of_the_user_by_any_worker(
     assert _movies(a, 1 + BUCKETS) == []  # one bucket: user 1's writes re-read it too
     b.write_batch([], [_feedback(1, 12, 104.0)])
     assert _movies(a, 1 + BUCKETS) == [] and _movies(a, 1) == [10, 11, 12]
-    assert reads == [1, 2, 1, 1, 1, 1 + BUCKETS, 1 + BUCKETS, 1]
-    # A bulk insert moves every user's marks.
+    assert reads == [1, 2, 1 + BUCKETS]
+    assert extended == [1, 1, 1, 1 + BUCKETS, 1]
+    # A bulk insert moves every user's marks: whole reads.
     b.insert_simulated([], [{"created_at": 105.0, "user_id": 2, "movie_id": 20,
                              "feedback_type": "like", "value": None, "event_id": None,
                              "event_key": "s", "arm": None, "reward": 1.0, "rating": 5.0,
                              "counted": False, "note": "n", "seq": 10_000}])
     assert _movies(a, 2) == [20] and _movies(a, 1) == [10, 11, 12]
-    assert reads[-2:] == [2, 1]
+    assert reads[-2:] == [2, 1] and len(extended) == 5
+    # A purge (marked for every user, as SQLiteStore.purge is) deletes: a whole read, so the
+    # deleted event leaves the answer, though an extension would have kept it.
+    b.write_batch([], [_feedback(1, 13, 106.0, "p")])
+    assert _movies(a, 1) == [10, 11, 12, 13] and len(extended) == 6
+    raw = sqlite3.connect(tmp_path / "store.db")
+    with b.event_marks.writing(None), raw:
+        raw.execute("DELETE FROM feedback WHERE movie_id IN (10, 13)")
+    raw.close()
+    assert _movies(a, 1) == [11, 12] and reads[-1] == 1 and len(extended) == 6
+    # The next event takes the deleted latest row's id again: above the new watermark.
+    b.write_batch([], [_feedback(1, 14, 107.0, "q")])
+    assert _movies(a, 1) == [11, 12, 14] and len(extended) == 7
 
 
 def test_a_write_that_never_ended_stops_keeping_and_reads_see_commits(
-        stores: tuple[SQLiteStore, SQLiteStore, list[int]], tmp_path: Path) -> None:
-    a, b, reads = stores
+        stores: Stores, tmp_path: Path) -> None:
+    a, b, reads, _ = stores
     assert _movies(a, 3) == []
     # A worker killed between its commit and the end of its mark: never ended.
     killed = b.event_marks.writing({3})
@@ -162,34 +195,42 @@ def test_marks_count_writes_in_progress_and_move_with_each(tmp_path: Path) -> No
 
 
 def test_kept_answers_equal_the_read_on_a_seeded_stream(
-        stores: tuple[SQLiteStore, SQLiteStore, list[int]]) -> None:
-    a, b, reads = stores
+        stores: Stores, tmp_path: Path) -> None:
+    a, b, reads, extended = stores
     rng = np.random.default_rng(7)
+    raw = sqlite3.connect(tmp_path / "store.db")
     since = 0.0
     asked = 0
-    for step in range(300):
-        kind = int(rng.integers(10))
-        user = int(rng.integers(1, 3))
+    for step in range(400):
+        kind = int(rng.integers(12))
+        user = int(rng.choice([1, 2, 1 + BUCKETS]))  # 1 and 1 + BUCKETS share their marks
         writer = a if rng.integers(2) else b
-        if kind == 0:  # events stamped anywhere in [0, 60): since passes some of them
+        if kind <= 1:  # events stamped anywhere in [0, 60): since passes some of them
             writer.write_batch([], [_feedback(user, step, float(rng.uniform(0, 60)),
                                               f"k{step}")])
-        elif kind == 1:
+        elif kind == 2:
             writer.set_preferences(user, [f"g{rng.integers(5)}"], float(step))
+        elif kind == 3 and step % 4 == 0:  # a purge: marked for every user, as the store's
+            with writer.event_marks.writing(None), raw:
+                raw.execute("DELETE FROM feedback WHERE created_at < ?",
+                            (float(rng.uniform(0, 60)),))
         else:
-            since += float(rng.exponential(0.2))
-            limit = int(rng.choice([2, 5]))
+            since += float(rng.exponential(0.1))
+            limit = 3 if rng.random() < 0.15 else 5  # another limit: a whole read
             asked += 1
             events, stated = a.user_context(user, since, limit)
             assert (list(events), stated) == UNCACHED(a, user, since, limit)
-    # Both paths ran many times: kept answers (of either limit, since moving past events)
-    # and reads (after writes, a limit not kept, or a cut answer whose since moved).
-    assert len(reads) > 50 and asked - len(reads) > 50
+    raw.close()
+    # Every path ran many times: kept answers (of either limit, since moving past events),
+    # extended ones (after the bucket's writes) and whole reads (after a purge, a limit not
+    # kept, or a cut answer whose since moved).
+    kept = asked - len(reads) - len(extended)
+    assert min(len(reads), len(extended), kept) > 40, (len(reads), len(extended), kept)
 
 
 def test_a_cut_answer_whose_since_passed_one_of_its_events_is_read_again(
-        stores: tuple[SQLiteStore, SQLiteStore, list[int]]) -> None:
-    a, _, reads = stores
+        stores: Stores) -> None:
+    a, _, reads, _ = stores
     # In log order: stamped 50, 10, 40. The latest two are those stamped 10 and 40.
     a.write_batch([], [_feedback(4, 41, 50.0, "x"), _feedback(4, 42, 10.0, "y"),
                        _feedback(4, 43, 40.0, "z")])
@@ -204,9 +245,9 @@ def test_a_cut_answer_whose_since_passed_one_of_its_events_is_read_again(
 
 
 def test_kept_answers_are_bounded_in_users_and_events(
-        stores: tuple[SQLiteStore, SQLiteStore, list[int]],
+        stores: Stores,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    a, _, reads = stores
+    a, _, reads, _ = stores
     monkeypatch.setattr(sqlite_module, "SQLITE_CONTEXT_CACHE_USERS", 3)
     monkeypatch.setattr(sqlite_module, "SQLITE_CONTEXT_CACHE_EVENTS", 4)
     a.write_batch([], [_feedback(7, m, 1.0, f"b{m}") for m in (1, 2, 3)]
@@ -320,12 +361,7 @@ def test_a_writer_killed_inside_a_write_is_reset_by_the_next_opener_alone(
     assert child.wait(timeout=60) == -signal.SIGKILL
     # The child's open moved it (it was alone), then its write began and never ended.
     assert _word(database, killed) == before + 2 * STEP + 1
-    reads: list[int] = []
-    def counted(self: Store, user_id: int, since: float, limit: int) -> Any:
-        reads.append(user_id)
-        return UNCACHED(self, user_id, since, limit)
-
-    monkeypatch.setattr(Store, "user_context", counted)
+    reads, extended = _count_reads(monkeypatch)
     store = open_store(f"sqlite:///{database}")  # alone on the file: resets
     assert isinstance(store, SQLiteStore)
     try:
@@ -337,7 +373,7 @@ def test_a_writer_killed_inside_a_write_is_reset_by_the_next_opener_alone(
         assert _movies(store, 6) == [60] and _movies(store, 6) == [60]
         assert reads == [5, 6]  # the second answers were kept
         store.write_batch([], [_feedback(5, 51, 2.0, "c")])  # and marks move again
-        assert _movies(store, 5) == [50, 51] and reads == [5, 6, 5]
+        assert _movies(store, 5) == [50, 51] and reads == [5, 6] and extended == [5]
     finally:
         store.dispose()
 

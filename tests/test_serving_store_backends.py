@@ -237,7 +237,7 @@ def test_sqlite_request_reads_use_the_idle_write_connection_and_see_other_writer
         traced: list[str] = []
         assert a._write_conn is not None
         a._write_conn.set_trace_callback(traced.append)
-        assert a.user_context(1, 0.0, 10) == ([], None)
+        assert list(a.user_context(1, 0.0, 10)[0]) == [] and a.user_context(1, 0.0, 10)[1] is None
         b.write_batch([], [_feedback(10, "like", 101.0, 5.0)])
         b.set_preferences(1, ["Drama"], 102.0)
         events, stated = a.user_context(1, 0.0, 10)
@@ -250,8 +250,8 @@ def test_sqlite_request_reads_use_the_idle_write_connection_and_see_other_writer
         traced.clear()
         with a._write_lock:  # a write in progress: the reader connection answers
             kept, kept_stated = a.user_context(1, 0.0, 10)
-            assert (list(kept), kept_stated) == (events, stated)
-        assert a.user_feedback(1) == events
+            assert (list(kept), kept_stated) == (list(events), stated)
+        assert a.user_feedback(1) == list(events)
         assert traced == []
         a.write_batch([], [_feedback(11, "click", 103.0, None)])  # the writer still works
         assert [e.movie_id for e in a.user_context(1, 0.0, 10)[0]] == [10, 11]
