@@ -51,7 +51,7 @@ READ = Store.user_context_after  # the read itself (the fixtures count its calls
 Stores = tuple[SQLiteStore, SQLiteStore, list[int], list[int]]
 
 
-def UNCACHED(store: Store, user_id: int, since: float, limit: int  # noqa: N802  # a constant's role
+def uncached(store: Store, user_id: int, since: float, limit: int
              ) -> tuple[list[Any], list[str] | None]:
     """The whole read, uncounted."""
     events, stated, _ = READ(store, user_id, since, limit, None)
@@ -106,6 +106,11 @@ def stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stores]:
 
 def _movies(store: Store, user: int, since: float = 0.0, limit: int = 10) -> list[int]:
     return [e.movie_id for e in store.user_context(user, since, limit)[0]]
+
+
+def _whole(store: Store, user: int, since: float = 0.0, limit: int = 10) -> list[int]:
+    """What a whole read answers now (uncounted)."""
+    return [e.movie_id for e in uncached(store, user, since, limit)[0]]
 
 
 def test_an_answer_is_kept_until_a_write_of_the_user_by_any_worker(
@@ -219,13 +224,86 @@ def test_kept_answers_equal_the_read_on_a_seeded_stream(
             limit = 3 if rng.random() < 0.15 else 5  # another limit: a whole read
             asked += 1
             events, stated = a.user_context(user, since, limit)
-            assert (list(events), stated) == UNCACHED(a, user, since, limit)
+            assert (list(events), stated) == uncached(a, user, since, limit)
     raw.close()
     # Every path ran many times: kept answers (of either limit, since moving past events),
     # extended ones (after the bucket's writes) and whole reads (after a purge, a limit not
     # kept, or a cut answer whose since moved).
     kept = asked - len(reads) - len(extended)
     assert min(len(reads), len(extended), kept) > 40, (len(reads), len(extended), kept)
+
+
+def test_an_uncut_answer_whose_since_passed_events_is_extended_without_them(
+        stores: Stores) -> None:
+    a, b, reads, extended = stores
+    b.write_batch([], [_feedback(1, 10, 10.0, "a"), _feedback(1, 11, 20.0, "b")])
+    assert _movies(a, 1, 0.0, 5) == [10, 11]  # kept, fewer than the limit
+    b.write_batch([], [_feedback(1, 12, 30.0, "c")])  # the bucket's word: an extension
+    assert _movies(a, 1, 15.0, 5) == [11, 12] == _whole(a, 1, 15.0, 5)
+    assert reads == [1] and extended == [1]
+
+
+def test_the_watermark_is_the_reads_own_snapshots(
+        stores: Stores, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A write committed right after the read's statement is above the watermark it kept.
+    a, b, _, extended = stores
+    b.write_batch([], [_feedback(1, 10, 10.0, "a")])
+    assert _movies(a, 1) == [10]
+    b.write_batch([], [_feedback(1, 11, 11.0, "b")])
+    real = SQLiteStore._fast
+    pending = [_feedback(1, 12, 12.0, "c")]
+
+    def then_write(self: SQLiteStore, sql: str, params: Any, **kwargs: Any) -> Any:
+        rows = real(self, sql, params, **kwargs)
+        if self is a and pending and "feedback" in sql:
+            b.write_batch([], [pending.pop()])
+        return rows
+
+    monkeypatch.setattr(SQLiteStore, "_fast", then_write)
+    assert _movies(a, 1) == [10, 11]
+    monkeypatch.setattr(SQLiteStore, "_fast", real)
+    assert _movies(a, 1) == [10, 11, 12] == _whole(a, 1) and extended == [1, 1]
+
+
+def test_a_purge_between_the_mark_and_the_extension_is_not_mixed_in(
+        stores: Stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found by review: a purge and then an event, both committed after the mark was taken and
+    # before the extending read. The answer must be one state of the log, never the kept
+    # events (deleted since) plus the new one; the mark taken again after the read sends it to
+    # a whole read.
+    a, b, reads, _ = stores
+    b.write_batch([], [_feedback(1, 10, 10.0, "a"), _feedback(1, 11, 20.0, "b")])
+    assert _movies(a, 1) == [10, 11]
+    b.write_batch([], [_feedback(1, 12, 30.0, "c")])
+    raw = sqlite3.connect(tmp_path / "store.db")
+    counted = Store.user_context_after
+    raced: list[bool] = []
+
+    def racing(self: Store, user_id: int, since: float, limit: int, after_id: int | None
+               ) -> Any:
+        if self is a and not raced:
+            raced.append(True)
+            with b.event_marks.writing(None), raw:  # as SQLiteStore.purge marks itself
+                raw.execute("DELETE FROM feedback WHERE movie_id IN (11, 12)")
+            b.write_batch([], [_feedback(1, 13, 40.0, "d")])  # takes a deleted row's id
+        return counted(self, user_id, since, limit, after_id)
+
+    monkeypatch.setattr(Store, "user_context_after", racing)
+    assert _movies(a, 1) == [10, 13] == _whole(a, 1) and reads[-1] == 1
+    raw.close()
+
+
+def test_the_stores_own_purge_drops_purged_events_from_kept_answers(
+        stores: Stores) -> None:
+    a, b, reads, _ = stores
+    b.write_batch([], [_feedback(1, 10, 10.0, "a"), _feedback(1, 11, 20.0, "b")])
+    assert _movies(a, 1) == [10, 11]
+    deleted = b.purge(25.0, b.log_seq(), 0, {"state": None, "rewards": {}}, {},
+                      lambda rows: {}, 30.0)
+    assert deleted["feedback"] == 2
+    assert _movies(a, 1) == [] and reads == [1, 1]
+    b.write_batch([], [_feedback(1, 12, 40.0, "c")])  # takes a purged row's id again
+    assert _movies(a, 1) == [12] == _whole(a, 1)
 
 
 def test_a_cut_answer_whose_since_passed_one_of_its_events_is_read_again(

@@ -1032,12 +1032,29 @@ class Store(abc.ABC):
     def user_context_after(self, user_id: int, since: float, limit: int, after_id: int | None
                            ) -> tuple[list[UserEvent], list[str] | None, int | None]:
         """:meth:`user_context` of the events logged with a feedback ``id`` above ``after_id``
-        only (None: all), and the largest ``id`` of the whole log in the same snapshot (0 for
-        an empty log; None when ``after_id`` is None).
+        only, and the largest ``id`` of the whole log in the same snapshot.
 
-        A backend whose ids grow in commit order (SQLite: one writer at a time, the row's id
-        one above the largest) extends an answer read earlier with what was logged since
-        (:meth:`SQLiteStore.user_context`).
+        Only a backend whose ids grow in commit order and whose rows are deleted only by
+        marked purges can extend an answer read earlier with what was logged since: SQLite
+        (one writer at a time; :meth:`SQLiteStore.user_context`). On PostgreSQL a sequence's
+        ids do not follow commit order: there ``after_id`` must stay None.
+
+        Parameters
+        ----------
+        user_id, since, limit
+            As :meth:`user_context`.
+        after_id : int or None
+            Only events with a larger ``id``; None: every event (the largest id is not read).
+
+        Returns
+        -------
+        events : list of UserEvent
+            Oldest first in log order.
+        stated : list of str or None
+            The genres stated last (None: never).
+        largest : int or None
+            The log's largest ``id`` in the read's snapshot (0 for an empty log); None when
+            ``after_id`` is None.
         """
         # One statement for all (the events, then the stated genres as a row of seq -1, then
         # the log's largest id as a row of seq -2): 6.2 against 10.9 us for two on SQLite,

@@ -78,7 +78,7 @@ class _Context(NamedTuple):
     events: tuple[UserEvent, ...]
     stated: tuple[str, ...] | None
     oldest: float  # the smallest created_at of ``events`` (inf: none)
-    largest: int  # the largest feedback id of the log in the read's snapshot (0: none)
+    largest: int  # the largest feedback id of the log in the read's snapshot (0: an empty log)
 
     def answer(self, since: float) -> tuple[Sequence[UserEvent], list[str] | None] | None:
         """The answer for ``since`` (not before ``self.since``), or None if it needs a read.
@@ -379,22 +379,35 @@ class SQLiteStore(Store):
             if answer is not None and kept.mark == mark:
                 return answer
             if answer is not None and kept.mark[0] == mark[0]:  # type: ignore[index]  # kept: mark is not None
-                # Only writes of the users of this user's bucket since (a purge or bulk
-                # insert moves word 0): they appended rows, each with an id above the
-                # largest the kept answer's snapshot held (one writer at a time, a new row's
-                # id one above the largest). Read those alone: right after the user's own
+                # Only writes of the users of this user's bucket (user_id % BUCKETS) since;
+                # a purge or bulk insert moves word 0. They appended rows, each with an id
+                # above the largest the kept answer's snapshot held: one writer at a time
+                # gives a new row the id one above the largest present, and rows are
+                # deleted only by a purge. Read those alone: right after the user's own
                 # event 29 against 66 us for 39 events, 69 against 504 us for 309
                 # (bench/user_context_read.py, load 2.6).
                 earlier, after = answer[0], kept.largest
         new, stated, largest = self.user_context_after(user_id, since, limit, after)
-        events: Sequence[UserEvent] = (*earlier, *new)[-limit:] if earlier else new
+        if after != NO_ID:
+            # A purge or bulk insert that began after the mark was taken may have deleted
+            # kept rows (and freed ids at or below the watermark) before this read: the mark
+            # is taken again, and if word 0 moved (or a write is in progress) read whole.
+            again = self.event_marks.mark(user_id)
+            if again is None or again[0] != mark[0]:  # type: ignore[index]  # after set: mark is not None
+                earlier, mark = (), again
+                new, stated, largest = self.user_context_after(user_id, since, limit, NO_ID)
+        events: Sequence[UserEvent]
+        if not new and kept is not None and earlier is kept.events:
+            events = earlier  # nothing logged for the user: the same tuple (UserViews' identity)
+        else:
+            events = (*earlier, *new)[-limit:] if earlier else new
         if mark is not None and len(events) <= SQLITE_CONTEXT_CACHE_EVENTS:
             events = tuple(events)
+            assert largest is not None  # user_context_after gives it with an after_id
             self._keep(user_id, _Context(
                 mark, since, limit, events, None if stated is None else tuple(stated),
                 # 31 against 43 us for a genexpr over 1000 events.
-                min(map(_CREATED_AT, events), default=float("inf")),
-                NO_ID if largest is None else largest))  # None: never (after_id given)
+                min(map(_CREATED_AT, events), default=float("inf")), largest))
         return events, stated
 
     def _keep(self, user_id: int, context: _Context) -> None:
