@@ -36,6 +36,12 @@ concurrent, Thompson Sampling 78.1 / 34.4 us of worker / PostgreSQL CPU both way
 / 35.9 over TCP against 99.7 / 32.8; one at a time, 6 alternations, load 1.3-2.0, Thompson
 Sampling 648 / 290 against 653 / 287): hence not the default.
 
+Durability: the PostgreSQL servers run with ``fsync=off`` by default (as the tests' do): a
+commit's WAL reaches the kernel before the service answers, so an acknowledged write survives a
+killed server process but not a power loss, the durability of the SQLite store's
+``synchronous=NORMAL``. ``--pg-fsync`` runs them with ``fsync=on`` (a WAL flush per group
+commit, PostgreSQL's default); the legend says which.
+
 CPU per request is printed beside the rates (steadier on a shared machine): the uvicorn
 processes', and on PostgreSQL the database server's (its backends included), which shares the
 same two cores.
@@ -48,7 +54,7 @@ Usage::
 
     RECBANDITS_DATA=/work/shared/data .venv/bin/python bench/serving_load.py [--seconds 8]
         [--workers 1 2] [--stores sqlite postgresql] [--connections 32] [--pin]
-        [--open-loop-connections N] [--stock-server] [--pg-socket]
+        [--open-loop-connections N] [--stock-server] [--pg-socket] [--pg-fsync]
 
 Ends with ``name: value`` lines. Bounded: every wrk run lasts ``--seconds``; loopback only.
 """
@@ -529,13 +535,15 @@ def feedback_lines(slates: list[dict], seed: int) -> list[str]:
     return lines
 
 
-def start_postgres(tmp: Path, unix_socket: bool = False) -> tuple[Callable[[], str], object]:
+def start_postgres(tmp: Path, unix_socket: bool = False, fsync: bool = False
+                   ) -> tuple[Callable[[], str], object]:
     """A fresh PostgreSQL server and a function making a database on it (its URL: over TCP
-    to 127.0.0.1, or over the server's Unix-domain socket with ``unix_socket``)."""
+    to 127.0.0.1, or over the server's Unix-domain socket with ``unix_socket``); ``fsync``:
+    the server syncs its WAL at each commit (default off, see the module doc)."""
     sys.path.insert(0, str(REPO / "tests"))
     from test_serving_support import PostgresServer
 
-    server = PostgresServer()
+    server = PostgresServer(fsync=fsync)
     if not unix_socket:
         return server.create_database, server
     return lambda: server.socket_url(sa.engine.make_url(server.create_database()).database
@@ -594,6 +602,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pg-socket", action="store_true",
                         help="PostgreSQL over its Unix-domain socket, as on one host (default: "
                              "TCP to 127.0.0.1); configurations named postgresql_unix_w<n>")
+    parser.add_argument("--pg-fsync", action="store_true",
+                        help="PostgreSQL with fsync=on (default off: a commit reaches the kernel "
+                             "but is not synced, as SQLite's synchronous=NORMAL)")
     parser.add_argument("--open-loop", help=argparse.SUPPRESS)  # the child of open_loop()
     parser.add_argument("--serve", help=argparse.SUPPRESS)  # the child of Server
     args = parser.parse_args(argv)
@@ -632,7 +643,7 @@ def main(argv: list[str] | None = None) -> int:
                     # a fresh one).
                     if pg is not None:
                         pg.stop()
-                    create_db, pg = start_postgres(tmp, args.pg_socket)
+                    create_db, pg = start_postgres(tmp, args.pg_socket, args.pg_fsync)
                 unix = store == "postgresql" and args.pg_socket
                 tag = f"{store}{'_unix' if unix else ''}_w{workers}"
                 server_cpus, load_cpus = ("0", "1") if args.pin and workers == 1 else (None,
@@ -655,7 +666,7 @@ def main(argv: list[str] | None = None) -> int:
                     ptag = tag if policy == args.policies[0] else f"{tag}_{policy}"
                     if store == "postgresql" and policy != args.policies[0]:
                         pg.stop()  # a fresh server per measured configuration (see above)
-                        create_db, pg = start_postgres(tmp, args.pg_socket)
+                        create_db, pg = start_postgres(tmp, args.pg_socket, args.pg_fsync)
                     db = (f"sqlite:///{tmp / f'{ptag}.db'}" if store == "sqlite" else create_db())
                     env = {"RECBANDITS_STATE_DIR": str(state), "RECBANDITS_DATASET": args.dataset,
                            "RECBANDITS_DB": db, "RECBANDITS_SEED": "0",
@@ -736,8 +747,11 @@ def main(argv: list[str] | None = None) -> int:
     if "postgresql" in args.stores:
         print("PostgreSQL reached over "
               + ("its Unix-domain socket (--pg-socket)" if args.pg_socket
-                 else "TCP, 127.0.0.1 (without --pg-socket)"))
+                 else "TCP, 127.0.0.1 (without --pg-socket)")
+              + (", fsync=on (--pg-fsync)" if args.pg_fsync
+                 else ", fsync=off: commits reach the kernel, not the disk (without --pg-fsync)"))
         results["postgresql_unix_socket"] = float(args.pg_socket)
+        results["postgresql_fsync"] = float(args.pg_fsync)
     print()
     for name, value in results.items():
         print(f"{name}: {value:.3f}")

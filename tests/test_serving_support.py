@@ -51,9 +51,14 @@ def free_port() -> int:
 
 
 class PostgresServer:
-    """A PostgreSQL cluster in a temporary folder; ``url(db)`` for SQLAlchemy."""
+    """A PostgreSQL cluster in a temporary folder; ``url(db)`` for SQLAlchemy.
 
-    def __init__(self) -> None:
+    ``fsync`` False (the tests' default): a commit's WAL reaches the kernel before it returns but
+    is never synced to disk, so like SQLite's ``synchronous=NORMAL`` it survives a killed
+    process, not a power loss. True: the server's default durability (a WAL flush per commit).
+    """
+
+    def __init__(self, *, fsync: bool = False) -> None:
         self.bin = next((d for d in PG_BIN_DIRS if (d / "initdb").is_file()), None)
         if self.bin is None:
             raise RuntimeError("no PostgreSQL binaries under /usr/lib/postgresql/*/bin "
@@ -69,7 +74,8 @@ class PostgresServer:
                    "--auth=trust", "-E", "UTF8", "--no-sync"])
         self._run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-l",
                    str(self.root / "log"), "-w", "-t", "30", "-o",
-                   f"-h 127.0.0.1 -p {self.port} -k {self.root} -c fsync=off "
+                   f"-h 127.0.0.1 -p {self.port} -k {self.root} "
+                   f"-c fsync={'on' if fsync else 'off'} "
                    f"-c max_connections=200", "start"])
         atexit.register(self.stop)
 
