@@ -1180,17 +1180,18 @@ class Store(abc.ABC):
                     write.excludes)))
         if ratings:  # each folded into the pair's stored one (any order gives the same)
             cursor.executemany(self._upsert_rating_sql, ratings)
-        self._increment(cursor.execute, pulls)
+        self._increment(cursor, pulls)
         return result
 
-    def _increment(self, execute: Callable[[str, Record], object],
-                   pulls: Counter[str]) -> None:
-        """Add the pulls to ``arm_state`` in SQL (``execute``: a DBAPI cursor's or a
-        connection's), so that concurrent writers never lose an update.
+    def _increment(self, cursor: Dbapi, pulls: Counter[str]) -> None:
+        """Add the pulls to ``arm_state`` in SQL on the DBAPI ``cursor``, so that concurrent
+        writers never lose an update.
         """
         # Sorted so that concurrent transactions lock the rows in one order (no dead-lock).
-        for arm in sorted(pulls):
-            execute(self._increment_sql, (pulls[arm], arm))
+        # One executemany, not a statement per arm: 5.3-7.3 against 8.8-9.9 us for 4 arms
+        # (SQLite, timeit in one transaction, min of 5; bench/decision_write_cost.py).
+        if pulls:
+            cursor.executemany(self._increment_sql, [(pulls[arm], arm) for arm in sorted(pulls)])
 
     def settle_expired(self, now: float, grace_s: float, rules: RuleBook) -> int:
         """Decide the outcome of every decision whose window closed more than ``grace_s`` ago.
