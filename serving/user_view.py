@@ -79,7 +79,8 @@ class UserView:
     built: float
     expires: float
     # The last context_json: ((feature_version, k), text). One entry, so that a user asking
-    # for every k keeps ~1 KB, not 100.
+    # for every k keeps ~1 KB, not 100: 1.0 KB a view with a 50-value context (text, key and
+    # dict), ~10 MB a worker at the default 10,000 users kept.
     _context: dict[tuple[str, int], str] = field(default_factory=dict, compare=False,
                                                  repr=False)
 
