@@ -667,7 +667,7 @@ class RecommendationService:
         features = view.features
         if self._multileave and user is not None:
             return await self._recommend_multileave(
-                user_id, user, k, arms, now, features,
+                user_id, user, k, arms, now, view.context_json(self.features.version, k),
                 (recent, ratings, excluded, liked, disliked))
         if user is None and not model.contextual:
             # A context-free policy cannot tell a newcomer from anyone else: popularity serves
@@ -705,8 +705,8 @@ class RecommendationService:
         indices, values = top
         slate = arms.item_ids[indices].tolist()
         event_id = new_event_id(now)  # time-ordered and unguessable (serving.ids)
-        # The vector goes to the writer as an array: orjson writes it in one C call.
-        context = {"feature_version": self.features.version, "features": features, "k": k}
+        # The JSON text the store logs, serialised once per user view and k.
+        context = view.context_json(self.features.version, k)
         # What the shadow policy would have done here: logged, never served.
         shadow_record = (None if shadowing is None or cold_start else
                          shadow.record(shadowing[0], shadowing[1], shadowing[2], features,
@@ -761,8 +761,7 @@ class RecommendationService:
         return view
 
     async def _recommend_multileave(
-            self, user_id: int, user: int, k: int, arms: ArmSet, now: float,
-            features: npt.NDArray[np.float64],
+            self, user_id: int, user: int, k: int, arms: ArmSet, now: float, context: str,
             history: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64],
                            npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]
             ) -> Recommendation:
@@ -792,7 +791,6 @@ class RecommendationService:
         arm = set_name(chosen)
         propensity = view.set_probabilities[tuple(choice.arms)]
         event_id = new_event_id(now)
-        context = {"feature_version": self.features.version, "features": features, "k": k}
         multileave = {
             "arms": chosen, "order": order.tolist(), "teams": teams,
             "rankings": {a: arms.item_ids[i].tolist() for a, (i, _) in zip(chosen, tops,

@@ -557,6 +557,12 @@ def test_the_one_arm_draw_rule_searches_the_cdf_and_clamps_to_the_last_arm() -> 
     us = rng.random(1000)
     want = np.minimum(np.searchsorted(cdf, us, side="right"), 2)
     assert [draw_arm(cdf, u) for u in us] == want.tolist()
+    # Arms of probability 0 (equal cumulative sums) are never drawn, even at u on the tie.
+    ties = np.array([0.0, 0.25, 0.25, 0.75, 1.0])
+    us = np.concatenate([rng.random(1000), ties[:-1]])
+    want = np.minimum(np.searchsorted(ties, us, side="right"), 4)
+    got = [draw_arm(ties, u) for u in us]
+    assert got == want.tolist() and not {0, 2} & set(got)
 
 
 @pytest.mark.parametrize(("extra", "served"), [

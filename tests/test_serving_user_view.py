@@ -11,6 +11,7 @@ import weakref
 from typing import Any, cast
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,6 +22,7 @@ from serving.armset import ArmSet
 from serving.features import BehaviourSpec, FeatureStore
 from serving.live import user_signals
 from serving.rules import RuleBook
+from serving.store.base import json_text
 from serving.store.types import UserEvent
 from serving.user_view import UserViews
 
@@ -127,6 +129,30 @@ def test_a_view_is_kept_until_an_event_leaves_a_window_or_the_step_ends() -> Non
     assert views.view(3, [like], None, t, other) is not kept
     back = views.view(3, [like], None, BASE + 100.0, other)
     assert back.signals.liked.size == 1
+
+
+def test_the_context_text_is_serialised_once_per_view_and_k() -> None:
+    features = store()
+    views = UserViews(features, RULES, retention_s=500.0, session_window_s=100.0,
+                      history_limit=1000)
+    like = UserEvent(5, ITEMS[0], "like", None, BASE + 10.0)
+    first = views.view(3, [like], None, BASE + 20.0, ARM_SET)
+    text = first.context_json(features.version, 10)
+    assert first.context_json(features.version, 10) is text  # kept, not serialised again
+    assert orjson.loads(text) == {"feature_version": features.version,
+                                  "features": first.features.tolist(), "k": 10}
+    # Another k: its own text; the view keeps one (the latest) at a time.
+    assert orjson.loads(first.context_json(features.version, 4))["k"] == 4
+    assert first.context_json(features.version, 10) is not text
+    # A new event or the next decay step: a new view, whose text follows its new vector.
+    click = UserEvent(6, ITEMS[1], "click", None, BASE + 30.0)
+    for history, now in (([like, click], BASE + 31.0), ([like], BASE + STEP + 1.0)):
+        view = views.view(3, history, None, now, ARM_SET)
+        assert view is not first and view.features.tobytes() != first.features.tobytes()
+        assert view.context_json(features.version, 10) == json_text(
+            {"feature_version": features.version,
+             "features": features.vector(3, history, None, now, cached=False), "k": 10})
+        assert view.context_json(features.version, 10) != text
 
 
 def test_the_features_own_retention_window_ends_a_view_too() -> None:

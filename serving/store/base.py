@@ -139,8 +139,10 @@ CommitMode = Literal["inline", "async", "thread"]
 COMMIT_MODES: tuple[CommitMode, ...] = ("inline", "async", "thread")
 
 
-def _json(value: object) -> str:
-    """``value`` as JSON text; a str is taken as already serialised (the service caches some)."""
+def json_text(value: object) -> str:
+    """``value`` as JSON text, as the log stores it; a str is taken as already serialised (the
+    service caches some: :meth:`serving.user_view.UserView.context_json`, the pmf's text).
+    """
     return (value if isinstance(value, str)
             else orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode())
 
@@ -1172,12 +1174,12 @@ class Store(abc.ABC):
         ratings: list[Record] = []
         if decision_rows:
             cursor.executemany(self._insert_decision_sql, [
-                (r["event_id"], r["created_at"], r["user_id"], _json(r["context"]),
-                 r["arm"], r["propensity"], _json(r["pmf"]), _json(r["slate"]),
-                 _json(r.get("policy")), r["policy_version"], r["cold_start"],
+                (r["event_id"], r["created_at"], r["user_id"], json_text(r["context"]),
+                 r["arm"], r["propensity"], json_text(r["pmf"]), json_text(r["slate"]),
+                 json_text(r.get("policy")), r["policy_version"], r["cold_start"],
                  r["reward_deadline"],
-                 None if r.get("multileave") is None else _json(r["multileave"]),
-                 None if r.get("shadow") is None else _json(r["shadow"]))
+                 None if r.get("multileave") is None else json_text(r["multileave"]),
+                 None if r.get("shadow") is None else json_text(r["shadow"]))
                 for r in decision_rows])
         seq = 0
         if feedback_writes:
@@ -1217,17 +1219,18 @@ class Store(abc.ABC):
                     write.excludes)))
         if ratings:  # each folded into the pair's stored one (any order gives the same)
             cursor.executemany(self._upsert_rating_sql, ratings)
-        self._increment(cursor.execute, pulls)
+        self._increment(cursor, pulls)
         return result
 
-    def _increment(self, execute: Callable[[str, Record], object],
-                   pulls: Counter[str]) -> None:
-        """Add the pulls to ``arm_state`` in SQL (``execute``: a DBAPI cursor's or a
-        connection's), so that concurrent writers never lose an update.
+    def _increment(self, cursor: Dbapi, pulls: Counter[str]) -> None:
+        """Add the pulls to ``arm_state`` in SQL on the DBAPI ``cursor``, so that concurrent
+        writers never lose an update.
         """
         # Sorted so that concurrent transactions lock the rows in one order (no dead-lock).
-        for arm in sorted(pulls):
-            execute(self._increment_sql, (pulls[arm], arm))
+        # One executemany, not a statement per arm: 5.3-7.3 against 8.8-9.9 us for 4 arms
+        # (SQLite, timeit in one transaction, min of 5; bench/decision_write_cost.py).
+        if pulls:
+            cursor.executemany(self._increment_sql, [(pulls[arm], arm) for arm in sorted(pulls)])
 
     def settle_expired(self, now: float, grace_s: float, rules: RuleBook) -> int:
         """Decide the outcome of every decision whose window closed more than ``grace_s`` ago.
@@ -1670,5 +1673,5 @@ class Store(abc.ABC):
                 conn.execute(arm_state.update().where(arm_state.c.arm == arm).values(pulls=n))
 
 
-__all__ = ["COMMIT_MODES", "KEPT_RATING_COLUMNS", "CommitMode", "Store", "kept_rating_record",
-           "kept_rating_set", "kept_rating_upsert"]
+__all__ = ["COMMIT_MODES", "KEPT_RATING_COLUMNS", "CommitMode", "Store", "json_text",
+           "kept_rating_record", "kept_rating_set", "kept_rating_upsert"]
