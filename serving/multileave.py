@@ -44,10 +44,10 @@ from scipy import stats
 from bandits.multileave import MultileaveThompsonSampling, draft_order, fill_slate
 from serving.errors import check_bootstrap
 from serving.rules import Feedback
-from serving.store.types import JsonObject, Row
 
 if TYPE_CHECKING:  # only for annotations: the store imports this module, and policy the store
     from serving.policy import PolicySnapshot
+    from serving.store.types import JsonObject, Row
 
 SLATE_MODES = ("single", "multileave")
 #: Joins the arms of a multileaved set into its name (``decisions.arm``, the ``pmf``'s keys).
