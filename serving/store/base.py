@@ -1060,19 +1060,6 @@ class Store(abc.ABC):
                                                      genres=list(genres), created_at=now))
         return seq
 
-    def feedback_rows(self, keys: Sequence[tuple[int, str, int, str]]) -> list[Row | None]:
-        """The stored feedback row of each key (user, event key, movie, type), or None; one
-        indexed read each (a request's retry check: inline on SQLite).
-        """
-        sql = (f"SELECT {', '.join(self._feedback_columns)} FROM feedback WHERE user_id = ? "
-               "AND event_key = ? AND movie_id = ? AND feedback_type = ?")
-        out: list[Row | None] = []
-        for key in keys:
-            rows = self._fast(sql, key)
-            out.append(None if not rows else stored_feedback_row(
-                dict(zip(self._feedback_columns, rows[0], strict=True))))
-        return out
-
     @unavailable_on_db_error
     def feedback_row(self, key: tuple[int, str, int, str]) -> Row | None:
         """The stored feedback row of ``key`` (user, event key, movie, type), or None."""
@@ -1159,6 +1146,8 @@ class Store(abc.ABC):
                 cursor.execute(self._select_feedback_sql, (
                     v["user_id"], v["event_key"], v["movie_id"], v["feedback_type"]))
                 existing = dict(zip(self._feedback_columns, cursor.fetchone(), strict=True))
+                if write.retry is not None:  # raises on another payload: the batch rolls back
+                    write.retry.check(v, existing)
                 result.feedback.append(FeedbackResult(stored_feedback_row(existing), False))
                 continue
             row = dict(v, id=int(inserted[0]), seq=feedback_seq, counted=False)

@@ -310,8 +310,13 @@ def _conninfo(store: PostgreSQLStore) -> str:
 async def _connect(store: PostgreSQLStore, options: str) -> Any:
     import psycopg
 
+    # prepare_threshold None: psycopg must never prepare statements of its own here. Once it
+    # has, a ROLLBACK through it (a failed batch's, :meth:`AsyncBatchWriter._recover`) makes it
+    # send DEALLOCATE ALL, which drops this module's prepared statements too ("prepared
+    # statement rb_0 does not exist" on the next batch: seen once a 409 retry check rolled
+    # back batches on a connection that had read duplicates through a psycopg cursor).
     return await psycopg.AsyncConnection.connect(
-        _conninfo(store), autocommit=True, options=options,
+        _conninfo(store), autocommit=True, options=options, prepare_threshold=None,
         connect_timeout=max(1, math.ceil(store.timeout_s)))
 
 
@@ -882,6 +887,21 @@ class AsyncBatchWriter:
         if decision_rows:
             commands.append((_INSERT_DECISIONS, (_dumps(list(decision_rows)),)))
         commands.append((_TAKE_SEQS, (str(wanted),)))
+        checked = [(w, w.retry) for w in feedback_writes if w.retry is not None]
+        if checked:
+            # A keyed event's retry check (serving.retries) reads the stored rows of its keys
+            # in this transaction, log_head's lock taken (no other batch can store them now):
+            # one more round trip for such a batch, the read the service made before the
+            # write until now. Its error leaves the transaction to write_batch's ROLLBACK.
+            await _execute_pipeline(self._conn, commands)
+            stored = await self._existing(conn, list(dict.fromkeys(w.key for w, _ in checked)))
+            for write, retry in checked:
+                row = stored.get(write.key)
+                if row is None and first[write.key] is not write:  # its key's first write
+                    row = first[write.key].values
+                if row is not None:
+                    retry.check(write.values, row)
+            commands = []
         returned = len(commands)
         commands.append((_WRITE_FEEDBACK, (str(wanted), document)))
         if pulls:
@@ -897,7 +917,9 @@ class AsyncBatchWriter:
 
     async def _existing(self, conn: Any, keys: list[tuple[int, str, int, str]],
                         ) -> dict[tuple[int, str, int, str], dict[str, Any]]:
-        """The stored rows of ``keys`` (read after the batch's COMMIT: they are not its own)."""
+        """The stored rows of ``keys`` (read after the batch's COMMIT, or in it before its
+        writes: they are not its own).
+        """
         columns = self.store._feedback_columns
         cursor = conn.cursor()
         # LATERAL ... LIMIT 1 keeps it one unique-index probe per key: a plain join is planned
