@@ -21,11 +21,12 @@ from test_serving_support import read_table, store_url
 
 from arms.base import Recommender
 from arms.data.dataset import Dataset
+from serving.api.responses import json_response
 from serving.app import create_app
 from serving.commands import rebuild_state
 from serving.errors import IdempotencyConflictError
 from serving.rules import DEFAULT_RULES, EventType, RuleBook
-from serving.schemas import EventIn
+from serving.schemas import EventIn, EventOut
 from serving.settings import Settings
 from serving.store.tables import feedback, feedback_ratings, outcomes
 
@@ -421,3 +422,20 @@ def test_two_workers_racing_with_one_key_and_two_values_store_one_and_refuse_the
     rows = read_table(settings.resolved_db_url(), feedback)
     assert len(rows) == len(items)
     check_replay(settings)
+
+
+@pytest.mark.parametrize("numbers", [
+    {"value": None, "reward": None, "rating": None},
+    {"value": 4, "reward": 1, "rating": 4},  # ints, as a settings file may give a worth
+    {"value": 30.5, "reward": 0.25, "rating": 3.5},
+])
+def test_the_events_answer_written_without_the_model_is_the_models_json(numbers: dict) -> None:
+    # POST /events writes EventOut.fields_of as JSON; it must be what the model would write.
+    row = {"id": 7, "user_id": 3, "movie_id": 11, "feedback_type": "dwell", "event_id": None,
+           "arm": "svd", "counted": 1, "note": "n", "created_at": 1_700_000_000.25, **numbers}
+    for created in (True, False):
+        model = EventOut.from_row(row, created).model_dump()
+        assert (json_response(EventOut.fields_of(row, created)).body
+                == json_response(model).body)
+    with pytest.raises(ValueError, match="'jump'"):
+        EventOut.fields_of({**row, "feedback_type": "jump"}, True)

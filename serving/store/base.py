@@ -919,13 +919,13 @@ class Store(abc.ABC):
         """The events (feedback of every user) logged after ``seq``, in log order (what a
         worker's live arms fold next); at most ``limit``, the oldest first.
         """
-        stmt = (sa.select(feedback.c.seq, feedback.c.user_id, feedback.c.movie_id,
-                          feedback.c.feedback_type, feedback.c.value, feedback.c.created_at)
-                .where(feedback.c.seq > seq).order_by(feedback.c.seq))
+        # Plain DBAPI (_fast), not SQLAlchemy: the refresher reads the tail every interval,
+        # holding the GIL the event loop needs.
+        sql = ("SELECT seq, user_id, movie_id, feedback_type, value, created_at FROM feedback "
+               "WHERE seq > ? ORDER BY seq")
         if limit is not None:
-            stmt = stmt.limit(limit)
-        with self.read_engine.connect() as conn:
-            rows = conn.execute(stmt).all()
+            sql += f" LIMIT {int(limit)}"
+        rows = self._fast(sql, (seq,), bounded=False)
         return [LogEvent(int(r[0]), int(r[1]), int(r[2]), r[3],
                          None if r[4] is None else float(r[4]), float(r[5])) for r in rows]
 
