@@ -274,6 +274,7 @@ def _report_events(store: str, b: dict[str, float], e: dict[str, float]) -> int:
                         "events_ratio": e["rps"] / b["rps"], "events_p99_ms": e["p99"],
                         "events_cpu_us_per_request": e["cpu_us"],
                         "bare_cpu_us_per_request": b["cpu_us"],
+                        "events_db_cpu_us_per_request": e["db_us"],  # PostgreSQL's; 0 on SQLite
                         "events_non2xx": e["non2xx"]}.items():
         print(f"{name}: {value:.3f}")
     return 0
