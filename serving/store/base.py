@@ -303,6 +303,12 @@ class Store(abc.ABC):
             another connection holds the lock, the transaction is rolled back and
             :class:`~serving.store.errors.StoreBusyError` raised (the event loop's attempt;
             only for a backend whose :attr:`commit_mode` is ``inline``).
+
+        Raises
+        ------
+        IdempotencyConflictError
+            A write with a ``retry`` check whose key holds another event
+            (:mod:`serving.retries`); nothing of the batch is written.
         """
 
     def periodic_jobs(self) -> list[PeriodicJob]:
@@ -1114,6 +1120,7 @@ class Store(abc.ABC):
         metadata) costs more than SQLite's own insert, so the batch runs on plain DBAPI.
         A batch with feedback first takes its seqs from ``log_head`` (one number per feedback
         and per outcome it may decide; unused numbers leave gaps, which order does not mind).
+        A duplicate's stored row is read back, and checked against the write's ``retry``.
         """
         result = BatchResult()
         pulls = decision_pulls(decision_rows)
