@@ -27,7 +27,11 @@ throughput, the open-loop generator for latency at a fixed rate, CPU per request
 Usage::
 
     RECBANDITS_DATA=/work/shared/data .venv/bin/python bench/realtime_load.py [--seconds 8]
-        [--store sqlite|postgresql] [--connections 32]
+        [--store sqlite|postgresql] [--connections 32] [--events-only]
+
+``--events-only`` stops after step 2 (bare and ``POST /events`` figures only, ~1 minute): for
+comparing two trees' events path, run alternately (``PYTHONPATH`` picks the tree the service
+imports).
 
 Ends with ``name: value`` lines; ``cat /proc/loadavg`` is printed at the start and the end.
 """
@@ -148,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", default="sqlite", choices=["sqlite", "postgresql"])
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--dataset", default="movielens", choices=["movielens", "synthetic"])
+    parser.add_argument("--events-only", action="store_true",
+                        help="stop after the POST /events pass: bare and events figures only")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk not found: apt-get install wrk", file=sys.stderr)
@@ -171,8 +177,9 @@ def main(argv: list[str] | None = None) -> int:
             cpu = bare.cpu_s()
             b = wrk(bare.base, LUA_BARE, args.seconds, args.connections, tmp)
             b["cpu_us"] = 1e6 * (bare.cpu_s() - cpu) / b["requests"]
-            bh = open_loop(bare.base, b["rps"] / 2, args.seconds, n_users, 2, bare=True,
-                           connections=args.connections)
+            bh = {} if args.events_only else open_loop(
+                bare.base, b["rps"] / 2, args.seconds, n_users, 2, bare=True,
+                connections=args.connections)
         finally:
             bare.stop()
         env = {"RECBANDITS_STATE_DIR": str(state), "RECBANDITS_DATASET": args.dataset,
@@ -191,8 +198,9 @@ def main(argv: list[str] | None = None) -> int:
             # slates served from the ranking cache until their next event, once the warm-up
             # has had every arm serve every user (the first slate after an event is what
             # read-your-writes measures).
-            for name, script in (("events", LUA_EVENTS % {"path": path}),
-                                 ("recommendations_first", recs), ("recommendations", recs)):
+            passes = (("events", LUA_EVENTS % {"path": path}),
+                      ("recommendations_first", recs), ("recommendations", recs))
+            for name, script in passes[:1] if args.events_only else passes:
                 if name == "recommendations":
                     warm, cold = asyncio.run(warm_every_arm(service.base, n_users,
                                                             len(ARMS.split(","))))
@@ -203,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
                 run["cpu_us"] = 1e6 * (service.cpu_s() - cpu) / run["requests"]
                 run["db_us"] = 1e6 * (db_cpu_s(pg) - db_cpu) / run["requests"]
                 measured[name] = run
+            if args.events_only:
+                return _report_events(args.store, b, measured["events"])
             h = open_loop(service.base, b["rps"] / 2, args.seconds, n_users, 2,
                           connections=args.connections)
             pairs_path = tmp / "pairs.jsonl"
@@ -249,6 +259,23 @@ def main(argv: list[str] | None = None) -> int:
           f"p99 {ryw['p99']:.1f} ms")
     print(f"load average at end: {loadavg()}\n")
     for name, value in results.items():
+        print(f"{name}: {value:.3f}")
+    return 0
+
+
+def _report_events(store: str, b: dict[str, float], e: dict[str, float]) -> int:
+    """Print the bare and events figures (``--events-only``) as :func:`main` prints them."""
+    print(f"\nreal-time service: {store}, 1 worker, {POLICY} on user-v3, arms {ARMS}")
+    print(f"bare            {b['rps']:>8.0f} req/s   {b['cpu_us']:.1f} us of CPU a request")
+    print(f"POST /events    {e['rps']:>8.0f} req/s   ratio {e['rps'] / b['rps']:.2f} "
+          f"(target >= 0.50)   {e['cpu_us']:.1f} us of CPU a request")
+    print(f"load average at end: {loadavg()}\n")
+    for name, value in {"bare_rps": b["rps"], "events_rps": e["rps"],
+                        "events_ratio": e["rps"] / b["rps"], "events_p99_ms": e["p99"],
+                        "events_cpu_us_per_request": e["cpu_us"],
+                        "bare_cpu_us_per_request": b["cpu_us"],
+                        "events_db_cpu_us_per_request": e["db_us"],  # PostgreSQL's; 0 on SQLite
+                        "events_non2xx": e["non2xx"]}.items():
         print(f"{name}: {value:.3f}")
     return 0
 

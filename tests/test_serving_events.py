@@ -7,9 +7,11 @@ Arms are popularity and SVD fitted on a small synthetic catalogue with the Movie
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,9 +21,12 @@ from test_serving_support import read_table, store_url
 
 from arms.base import Recommender
 from arms.data.dataset import Dataset
+from serving.api.responses import json_response
 from serving.app import create_app
 from serving.commands import rebuild_state
+from serving.errors import IdempotencyConflictError
 from serving.rules import DEFAULT_RULES, EventType, RuleBook
+from serving.schemas import EventIn, EventOut
 from serving.settings import Settings
 from serving.store.tables import feedback, feedback_ratings, outcomes
 
@@ -358,3 +363,80 @@ def test_an_idempotency_key_used_again_for_another_event_is_409(
     renewed = client.post("/events", json={"events": [{**first, "value": 5.0,
                                                        "idempotency_key": "r-2"}]})
     assert renewed.status_code == 201
+
+
+def test_a_key_reused_within_one_commit_is_refused_by_the_write_and_the_rest_is_stored(
+        client: TestClient, settings: Settings, serving_catalog: Dataset) -> None:
+    # Three requests in one group commit (gathered on the worker's loop): the retry check runs
+    # in the write, so the second payload of "r-1" is refused although no row of the key was
+    # stored when both were validated; the batch is retried write by write, so the others
+    # commit.
+    item, other = (int(i) for i in serving_catalog.item_ids[:2])
+    service = client.app.state.service
+    first = EventIn.model_validate(event(3, item, "rating", value=1.0, idempotency_key="r-1"))
+    second = first.model_copy(update={"value": 5.0})
+    unrelated = EventIn.model_validate(event(4, other, "view", idempotency_key="v-1"))
+
+    async def together() -> list[object]:
+        return await asyncio.gather(service.record_events([first]),
+                                    service.record_events([unrelated, second]),
+                                    service.record_events([unrelated]),
+                                    return_exceptions=True)
+
+    stored, refused, again = client.portal.call(together)
+    assert isinstance(refused, IdempotencyConflictError), refused
+    assert refused.message.startswith("events[1]: idempotency_key 'r-1' was used for another "
+                                      "rating event of this user and item (value 1.0, not 5.0)")
+    assert [r.created for r in stored] == [True] and [r.created for r in again] == [True]
+    rows = read_table(settings.resolved_db_url(), feedback)
+    assert sorted((r["user_id"], r["value"]) for r in rows) == [(3, 1.0), (4, None)]
+    # One request naming the key twice with two values: refused, nothing of it stored.
+    twice = client.post("/events", json={"events": [
+        event(5, item, "view"), event(5, other, "dwell", value=3.0, idempotency_key="d-1"),
+        event(5, other, "dwell", value=4.0, idempotency_key="d-1")]})
+    assert twice.status_code == 409, twice.text
+    assert twice.json()["detail"].startswith("events[2]: idempotency_key 'd-1'")
+    assert "value 3.0, not 4.0" in twice.json()["detail"]
+    assert len(read_table(settings.resolved_db_url(), feedback)) == 2
+    check_replay(settings)
+
+
+def test_two_workers_racing_with_one_key_and_two_values_store_one_and_refuse_the_other(
+        settings: Settings, serving_catalog: Dataset,
+        serving_arms: dict[str, Recommender]) -> None:
+    items = [int(i) for i in serving_catalog.item_ids[:12]]
+    with (TestClient(create_app(settings, catalog=serving_catalog, arms=serving_arms)) as a,
+          TestClient(create_app(settings, catalog=serving_catalog, arms=serving_arms)) as b,
+          ThreadPoolExecutor(2) as pool):
+        for n, item in enumerate(items):  # each key posted by both workers at once
+            bodies = [{"events": [event(9, item, "rating", value=value, timestamp=1.0 * n
+                                        + time.time() - 100, idempotency_key=f"race-{n}")]}
+                      for value in (2.0, 4.0)]
+            # The same timestamp for both: only the value differs.
+            bodies[1]["events"][0]["timestamp"] = bodies[0]["events"][0]["timestamp"]
+            answers = list(pool.map(lambda c, body: c.post("/events", json=body), (a, b), bodies))
+            assert sorted(r.status_code for r in answers) == [201, 409], [r.text for r in answers]
+            won = next(r for r in answers if r.status_code == 201).json()["events"][0]
+            lost = next(r for r in answers if r.status_code == 409).json()["detail"]
+            assert lost.startswith(f"events[0]: idempotency_key 'race-{n}'")
+            assert f"value {won['value']!r}, not" in lost
+    rows = read_table(settings.resolved_db_url(), feedback)
+    assert len(rows) == len(items)
+    check_replay(settings)
+
+
+@pytest.mark.parametrize("numbers", [
+    {"value": None, "reward": None, "rating": None},
+    {"value": 4, "reward": 1, "rating": 4},  # ints, as a settings file may give a worth
+    {"value": 30.5, "reward": 0.25, "rating": 3.5},
+])
+def test_the_events_answer_written_without_the_model_is_the_models_json(numbers: dict) -> None:
+    # POST /events writes EventOut.fields_of as JSON; it must be what the model would write.
+    row = {"id": 7, "user_id": 3, "movie_id": 11, "feedback_type": "dwell", "event_id": None,
+           "arm": "svd", "counted": 1, "note": "n", "created_at": 1_700_000_000.25, **numbers}
+    for created in (True, False):
+        model = EventOut.from_row(row, created).model_dump()
+        assert (json_response(EventOut.fields_of(row, created)).body
+                == json_response(model).body)
+    with pytest.raises(ValueError, match="'jump'"):
+        EventOut.fields_of({**row, "feedback_type": "jump"}, True)

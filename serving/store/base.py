@@ -305,6 +305,12 @@ class Store(abc.ABC):
             another connection holds the lock, the transaction is rolled back and
             :class:`~serving.store.errors.StoreBusyError` raised (the event loop's attempt;
             only for a backend whose :attr:`commit_mode` is ``inline``).
+
+        Raises
+        ------
+        IdempotencyConflictError
+            A write with a ``retry`` check whose key holds another event
+            (:mod:`serving.retries`); nothing of the batch is written.
         """
 
     def periodic_jobs(self) -> list[PeriodicJob]:
@@ -921,13 +927,13 @@ class Store(abc.ABC):
         """The events (feedback of every user) logged after ``seq``, in log order (what a
         worker's live arms fold next); at most ``limit``, the oldest first.
         """
-        stmt = (sa.select(feedback.c.seq, feedback.c.user_id, feedback.c.movie_id,
-                          feedback.c.feedback_type, feedback.c.value, feedback.c.created_at)
-                .where(feedback.c.seq > seq).order_by(feedback.c.seq))
+        # Plain DBAPI (_fast), not SQLAlchemy: the refresher reads the tail every interval,
+        # holding the GIL the event loop needs.
+        sql = ("SELECT seq, user_id, movie_id, feedback_type, value, created_at FROM feedback "
+               "WHERE seq > ? ORDER BY seq")
         if limit is not None:
-            stmt = stmt.limit(limit)
-        with self.read_engine.connect() as conn:
-            rows = conn.execute(stmt).all()
+            sql += f" LIMIT {int(limit)}"
+        rows = self._fast(sql, (seq,), bounded=False)
         return [LogEvent(int(r[0]), int(r[1]), int(r[2]), r[3],
                          None if r[4] is None else float(r[4]), float(r[5])) for r in rows]
 
@@ -1101,19 +1107,6 @@ class Store(abc.ABC):
                                                      genres=list(genres), created_at=now))
         return seq
 
-    def feedback_rows(self, keys: Sequence[tuple[int, str, int, str]]) -> list[Row | None]:
-        """The stored feedback row of each key (user, event key, movie, type), or None; one
-        indexed read each (a request's retry check: inline on SQLite).
-        """
-        sql = (f"SELECT {', '.join(self._feedback_columns)} FROM feedback WHERE user_id = ? "
-               "AND event_key = ? AND movie_id = ? AND feedback_type = ?")
-        out: list[Row | None] = []
-        for key in keys:
-            rows = self._fast(sql, key)
-            out.append(None if not rows else stored_feedback_row(
-                dict(zip(self._feedback_columns, rows[0], strict=True))))
-        return out
-
     @unavailable_on_db_error
     def feedback_row(self, key: tuple[int, str, int, str]) -> Row | None:
         """The stored feedback row of ``key`` (user, event key, movie, type), or None."""
@@ -1168,6 +1161,7 @@ class Store(abc.ABC):
         metadata) costs more than SQLite's own insert, so the batch runs on plain DBAPI.
         A batch with feedback first takes its seqs from ``log_head`` (one number per feedback
         and per outcome it may decide; unused numbers leave gaps, which order does not mind).
+        A duplicate's stored row is read back, and checked against the write's ``retry``.
         """
         result = BatchResult()
         pulls = decision_pulls(decision_rows)
@@ -1200,6 +1194,8 @@ class Store(abc.ABC):
                 cursor.execute(self._select_feedback_sql, (
                     v["user_id"], v["event_key"], v["movie_id"], v["feedback_type"]))
                 existing = dict(zip(self._feedback_columns, cursor.fetchone(), strict=True))
+                if write.retry is not None:  # raises on another payload: the batch rolls back
+                    write.retry.check(v, existing)
                 result.feedback.append(FeedbackResult(stored_feedback_row(existing), False))
                 continue
             row = dict(v, id=int(inserted[0]), seq=feedback_seq, counted=False)

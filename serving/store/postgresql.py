@@ -42,7 +42,7 @@ import logging
 import math
 import select
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -67,6 +67,7 @@ from serving.store.errors import (
     store_unavailable_error,
     unavailable_on_db_error,
 )
+from serving.store.tables import feedback
 from serving.store.types import (
     BatchResult,
     FeedbackResult,
@@ -180,6 +181,16 @@ _WRITE_FEEDBACK = (
     f"s DESC {kept_rating_set('feedback_ratings')}) "
     "SELECT * FROM f"
 )
+
+# The stored rows of a document of keys ({u, e, m, t}: user, event key, movie, type). LATERAL ...
+# LIMIT 1 keeps it one unique-index probe per key: a plain join is planned as a hash join over a
+# sequential scan of the whole feedback table.
+_FEEDBACK_COLUMNS = [c.name for c in feedback.columns]
+_STORED_ROWS = (
+    f"SELECT {', '.join('f.' + c for c in _FEEDBACK_COLUMNS)} FROM "
+    "json_to_recordset(%s::json) AS k(u int8, e text, m int8, t text) CROSS JOIN LATERAL "
+    "(SELECT * FROM feedback WHERE user_id = k.u AND event_key = k.e AND movie_id = k.m "
+    "AND feedback_type = k.t LIMIT 1) AS f")
 
 # All the arms' increments in one statement. The rows are locked in arm order first (LockRows
 # above a Sort: FOR UPDATE ... ORDER BY), and the UPDATE can only reach a row through the locked
@@ -310,8 +321,13 @@ def _conninfo(store: PostgreSQLStore) -> str:
 async def _connect(store: PostgreSQLStore, options: str) -> Any:
     import psycopg
 
+    # prepare_threshold None: psycopg must never prepare statements of its own here. Once it
+    # has, a ROLLBACK through it (a failed batch's, :meth:`AsyncBatchWriter._recover`) makes it
+    # send DEALLOCATE ALL, which drops this module's prepared statements too ("prepared
+    # statement rb_0 does not exist" on the next batch: seen once a 409 retry check rolled
+    # back batches on a connection that had read duplicates through a psycopg cursor).
     return await psycopg.AsyncConnection.connect(
-        _conninfo(store), autocommit=True, options=options,
+        _conninfo(store), autocommit=True, options=options, prepare_threshold=None,
         connect_timeout=max(1, math.ceil(store.timeout_s)))
 
 
@@ -882,6 +898,21 @@ class AsyncBatchWriter:
         if decision_rows:
             commands.append((_INSERT_DECISIONS, (_dumps(list(decision_rows)),)))
         commands.append((_TAKE_SEQS, (str(wanted),)))
+        checked = [(w, w.retry) for w in feedback_writes if w.retry is not None]
+        if checked:
+            # A keyed event's retry check (serving.retries) reads the stored rows of its keys
+            # in this transaction, after _TAKE_SEQS (log_head's lock: no other batch can store
+            # them now): one more round trip for such a batch, in place of the read the service
+            # made before the write. Its error leaves the transaction to write_batch's ROLLBACK.
+            commands.append((_STORED_ROWS, (_key_document(w.key for w, _ in checked),)))
+            stored = _stored_rows((await _execute_pipeline(self._conn, commands))[-1])
+            for write, retry in checked:
+                row = stored.get(write.key)
+                if row is None and first[write.key] is not write:  # its key's first write
+                    row = first[write.key].values
+                if row is not None:
+                    retry.check(write.values, row)
+            commands = []
         returned = len(commands)
         commands.append((_WRITE_FEEDBACK, (str(wanted), document)))
         if pulls:
@@ -891,28 +922,26 @@ class AsyncBatchWriter:
         inserted = {(r[3], r[4], r[5], r[6]): (int(r[0]), int(r[1]), bool(r[2]))
                     for r in answers[returned]}
         missing = [w.key for w in unique if w.key not in inserted]
-        existing = await self._existing(conn, missing) if missing else {}
+        # The duplicates' rows, read after the COMMIT (they are not the batch's own).
+        existing = (_stored_rows((await _execute_pipeline(
+            self._conn, [(_STORED_ROWS, (_key_document(missing),))]))[0]) if missing else {})
         _feedback_results(feedback_writes, inserted, existing, result)
         return result
 
-    async def _existing(self, conn: Any, keys: list[tuple[int, str, int, str]],
-                        ) -> dict[tuple[int, str, int, str], dict[str, Any]]:
-        """The stored rows of ``keys`` (read after the batch's COMMIT: they are not its own)."""
-        columns = self.store._feedback_columns
-        cursor = conn.cursor()
-        # LATERAL ... LIMIT 1 keeps it one unique-index probe per key: a plain join is planned
-        # as a hash join over a sequential scan of the whole feedback table.
-        await cursor.execute(
-            f"SELECT {', '.join('f.' + c for c in columns)} FROM "
-            "json_to_recordset(%s::json) AS k(u int8, e text, m int8, t text) CROSS JOIN LATERAL "
-            "(SELECT * FROM feedback WHERE user_id = k.u AND event_key = k.e AND movie_id = k.m "
-            "AND feedback_type = k.t LIMIT 1) AS f",
-            (_dumps([{"u": u, "e": e, "m": m, "t": t} for u, e, m, t in keys]),))
-        found = {}
-        for values in await cursor.fetchall():
-            row = stored_feedback_row(dict(zip(columns, values, strict=True)))
-            found[row["user_id"], row["event_key"], row["movie_id"], row["feedback_type"]] = row
-        return found
+
+def _key_document(keys: Iterable[tuple[int, str, int, str]]) -> str:
+    """:data:`_STORED_ROWS`' document of feedback ``keys`` (each once)."""
+    return _dumps([{"u": u, "e": e, "m": m, "t": t} for u, e, m, t in dict.fromkeys(keys)])
+
+
+def _stored_rows(rows: Sequence[tuple[Any, ...]]
+                 ) -> dict[tuple[int, str, int, str], dict[str, Any]]:
+    """:data:`_STORED_ROWS`' answer as each stored row by its key."""
+    found = {}
+    for values in rows:
+        row = stored_feedback_row(dict(zip(_FEEDBACK_COLUMNS, values, strict=True)))
+        found[row["user_id"], row["event_key"], row["movie_id"], row["feedback_type"]] = row
+    return found
 
 
 def _dumps(value: Any) -> str:

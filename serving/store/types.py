@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, TypeAlias, TypedDict
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias, TypedDict
 
 from serving.rules import KeptRating
+
+if TYPE_CHECKING:
+    from serving.retries import RetryCheck
 
 #: A stored row as the DBAPI drivers (sqlite3, psycopg) take and return it: column name ->
 #: value. The values are the driver's (int, float, str, None; a JSON column as text or, from
@@ -265,6 +268,10 @@ class FeedbackWrite:
     excludes : bool
         Whether its type excludes the movie from the user's slates (the rule book's;
         keyword-only and required).
+    retry : RetryCheck or None, default None
+        A keyed event's: what a stored row of its key must hold for this write to be its
+        retry (else the batch fails with a 409, nothing written); None: any stored row is
+        its duplicate.
     """
 
     values: Row
@@ -272,6 +279,7 @@ class FeedbackWrite:
     decided_note: str = ""
     precedence: float = field(kw_only=True)
     excludes: bool = field(kw_only=True)
+    retry: RetryCheck | None = field(default=None, kw_only=True)
 
     @property
     def key(self) -> tuple[int, str, int, str]:

@@ -1,0 +1,82 @@
+"""An event's ``idempotency_key`` used again: the same event (a retry) or a 409.
+
+The check runs in the store's write transaction (``Store._write_rows``, and the PostgreSQL batch
+writer), where the insert finds the key's stored row: a stored row of another payload fails the
+whole transaction (nothing of it is written) with :class:`~serving.errors.IdempotencyConflictError`.
+Checked there, under the write lock, it is exact when two requests race with one key and two
+payloads (the one committed first is stored, the other is refused), and it costs no read of its
+own: the write reads the stored row back for a duplicate anyway. Before, the service read the
+batch's keys before the write (``feedback_rows``), one indexed read per keyed event (POST
+/events, single keyed events: 3.6% of the worker's CPU in the profile of
+``bench/realtime_load.py``) and let a racing payload through as a duplicate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from serving.errors import IdempotencyConflictError
+
+Row = dict[str, Any]
+
+
+def iso_time(unix_s: float) -> str:
+    """``unix_s`` as ISO 8601 in UTC, to the second (for messages); Unix seconds when the
+    time lies beyond what a datetime holds (years 1-9999).
+    """
+    try:
+        return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError):
+        return f"{unix_s:g} (Unix seconds)"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryCheck:
+    """What a keyed event of ``POST /events`` must repeat to be a retry of a stored one.
+
+    Attributes
+    ----------
+    index : int
+        The event's place in its request (``events[index]`` in the message).
+    idempotency_key : str
+        The key as the client sent it.
+    timestamp : bool
+        The event gave its timestamp: a retry must give the same one.
+    event_id : bool
+        The event named its decision: a retry must name the same one.
+    """
+
+    index: int
+    idempotency_key: str
+    timestamp: bool
+    event_id: bool
+
+    def check(self, values: Row, stored: Row) -> None:
+        """Raise unless the write of ``values`` (a feedback row's columns) repeats ``stored``,
+        the row its key holds (the value always; the time and decision when the event gave
+        them).
+
+        Raises
+        ------
+        IdempotencyConflictError
+            409 naming ``events[index]``, the key and what differs.
+        """
+        differs = []
+        if stored["value"] != values["value"]:
+            differs.append(f"value {stored['value']!r}, not {values['value']!r}")
+        if self.timestamp and stored["created_at"] != values["created_at"]:
+            differs.append(f"timestamp {iso_time(stored['created_at'])}, not "
+                           f"{iso_time(values['created_at'])}")
+        if self.event_id and stored["event_id"] != values["event_id"]:
+            differs.append(f"event_id {stored['event_id']!r}, not {values['event_id']!r}")
+        if differs:
+            raise IdempotencyConflictError(
+                f"events[{self.index}]: idempotency_key {self.idempotency_key!r} was used for "
+                f"another {values['feedback_type']} event of this user and item "
+                f"({'; '.join(differs)}): a retry must repeat its event, a new event needs a "
+                "new key")
+
+
+__all__ = ["RetryCheck", "iso_time"]
