@@ -32,6 +32,17 @@ def iso_time(unix_s: float) -> str:
         return f"{unix_s:g} (Unix seconds)"
 
 
+class RetryConflictError(IdempotencyConflictError):
+    """The 409 of :meth:`RetryCheck.check`, naming the write it refused (``values``: that
+    write's feedback columns, the very dict), so that the group-commit writer can commit the
+    batch's other writes without it (:mod:`serving.store.writer`).
+    """
+
+    def __init__(self, message: str, values: Row) -> None:
+        super().__init__(message)
+        self.values = values
+
+
 @dataclass(frozen=True, slots=True)
 class RetryCheck:
     """What a keyed event of ``POST /events`` must repeat to be a retry of a stored one.
@@ -60,8 +71,9 @@ class RetryCheck:
 
         Raises
         ------
-        IdempotencyConflictError
-            409 naming ``events[index]``, the key and what differs.
+        RetryConflictError
+            409 (an :class:`~serving.errors.IdempotencyConflictError`) naming
+            ``events[index]``, the key and what differs.
         """
         differs = []
         if stored["value"] != values["value"]:
@@ -72,11 +84,11 @@ class RetryCheck:
         if self.event_id and stored["event_id"] != values["event_id"]:
             differs.append(f"event_id {stored['event_id']!r}, not {values['event_id']!r}")
         if differs:
-            raise IdempotencyConflictError(
+            raise RetryConflictError(
                 f"events[{self.index}]: idempotency_key {self.idempotency_key!r} was used for "
                 f"another {values['feedback_type']} event of this user and item "
                 f"({'; '.join(differs)}): a retry must repeat its event, a new event needs a "
-                "new key")
+                "new key", values)
 
 
-__all__ = ["RetryCheck", "iso_time"]
+__all__ = ["RetryCheck", "RetryConflictError", "iso_time"]

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
 from serving.errors import StoreUnavailableError
+from serving.retries import RetryConflictError
 from serving.store.base import COMMIT_MODES, Store
 from serving.store.errors import StoreBusyError, store_unavailable
 from serving.store.types import BatchResult, FeedbackResult, FeedbackWrite, PeriodicJob, Row
@@ -90,6 +91,23 @@ def _split(batch: list[_Item]) -> tuple[list[_Item], list[_Item], list[FeedbackW
         else:
             writes.append(cast(FeedbackWrite, item.payload))
     return decisions, feedback, writes
+
+
+def _refused(batch: list[_Item], exc: Exception) -> tuple[list[_Item], list[_Item]] | None:
+    """The item holding the write a :class:`~serving.retries.RetryConflictError` refused (a
+    client's 409), and the batch's other items, which then commit as one batch without it:
+    retrying each write alone would let one client's reused key cost its neighbours a commit
+    each (and a thread hop). None for any other failure, or a batch of that item alone.
+    """
+    if not isinstance(exc, RetryConflictError) or len(batch) == 1:
+        return None
+    bad = [item for item in batch if item.kind != "decision" and any(
+        write.values is exc.values for write in (
+            cast("list[FeedbackWrite]", item.payload) if item.kind == "events"
+            else [cast(FeedbackWrite, item.payload)]))]
+    if len(bad) != 1:
+        return None
+    return bad, [item for item in batch if item is not bad[0]]
 
 
 class GroupCommitWriter:
@@ -321,6 +339,10 @@ class GroupCommitWriter:
             result = await self._async_writer.write_batch(  # type: ignore[union-attr]  # set by start() in async mode
                 cast("list[Row]", [i.payload for i in decisions]), writes)
         except Exception as exc:
+            refused = _refused(batch, exc)
+            if refused is not None:
+                bad, rest = refused
+                return [(bad[0], None, exc), *await self._commit_async(rest)]
             retry = self._failed(batch, exc)
             if retry is not None:
                 return retry
@@ -489,6 +511,12 @@ class GroupCommitWriter:
         except StoreBusyError:
             raise  # nothing was written: the caller retries the batch waiting for the lock
         except Exception as exc:
+            refused = _refused(batch, exc)
+            if refused is not None:
+                # Its neighbours commit without it (a StoreBusyError of theirs sends the whole
+                # batch to the caller's retry, where the key is refused again).
+                bad, rest = refused
+                return [(bad[0], None, exc), *self._commit(rest, wait=wait)]
             retry = self._failed(batch, exc)
             if retry is not None:
                 return retry
