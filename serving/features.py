@@ -674,7 +674,9 @@ class FeatureCache:
         self.retention_s = (None if retention_s is None
                             else _positive_finite("retention_s", retention_s))
         self.max_users = positive_count("max_users", max_users)
-        self._states: OrderedDict[int, BehaviourState] = OrderedDict()
+        # Each user's state, and how many of the events passed to its last fold it had seen
+        # (all of them, after the fold).
+        self._states: OrderedDict[int, tuple[BehaviourState, int]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._states)
@@ -689,7 +691,8 @@ class FeatureCache:
 
     def state(self, user_id: int, events: Sequence[UserEvent], now: float) -> BehaviourState:
         """``user_id``'s state at ``now``: the cached one advanced by the new ``events``, or a
-        replay when the window moved past it.
+        replay when the window moved past it, or when the events it had seen are not those
+        passed now (a purge deleted some, or one older than those it folded appears).
 
         Parameters
         ----------
@@ -700,16 +703,23 @@ class FeatureCache:
             Unix seconds.
         """
         since = self.since(now)
-        state = self._states.get(user_id)
+        kept = self._states.get(user_id)
+        state = None if kept is None else kept[0]
         if state is not None and (events[-1].seq if events else -1) < state.seq_:
             # A read older than the cached state (a concurrent request of the same user read
             # the log first): replayed on its own, the cache left as it is.
             return self.replay(events, now)
         self._states.pop(user_id, None)
-        if state is None or not state.covers(since):
+        # The events up to the state's seq must be the ones its last fold was passed: a purge
+        # that deleted some (found by attack: a purge at a shorter retention than the
+        # service's left them in the features until a restart), or an older one appearing
+        # (a clock gone back), changes their number, and the state is rebuilt. An event
+        # leaving the store's window changes it too (a rebuild, also due when it was folded).
+        if (state is None or not state.covers(since)
+                or bisect.bisect_right(events, state.seq_, key=_SEQ) != kept[1]):  # type: ignore[index]  # kept with state
             state = BehaviourState(self.spec)
         state.fold(events, since)
-        self._states[user_id] = state
+        self._states[user_id] = (state, len(events))
         if len(self._states) > self.max_users:
             self._states.popitem(last=False)
         return state

@@ -247,6 +247,59 @@ def test_a_state_folded_under_a_later_cut_is_rebuilt_when_the_cut_goes_back() ->
     assert early.vector(97.0).tobytes() == cache.replay(log, 97.0).vector(97.0).tobytes()
 
 
+def test_a_purge_of_events_the_state_folded_rebuilds_it() -> None:
+    # Found by attack: `recbandits purge` at a shorter retention than the service's deleted
+    # events still inside the service's window; the cached state kept them (until a restart).
+    s = spec()
+    cache = FeatureCache(s, retention_s=1000.0)
+    log = [UserEvent(1, 10, "purchase", None, 0.0), UserEvent(2, 20, "like", None, 50.0),
+           UserEvent(3, 30, "click", None, 60.0)]
+    assert cache.state(5, log, 100.0).n_events_ == 3
+    after = cache.state(5, log[1:], 100.0)  # the purge took event 1
+    assert after.n_events_ == 2 and bits(after)[:5] == bits(replay(log[1:], s=s))[:5]
+    more = [*log[1:], UserEvent(4, 40, "like", None, 90.0)]  # and a new event folds onto it
+    got = cache.state(5, more, 100.0)
+    assert got.vector(100.0).tobytes() == cache.replay(more, 100.0).vector(100.0).tobytes()
+
+
+def test_an_event_older_than_the_folded_ones_appearing_rebuilds_the_state() -> None:
+    # Found by a helper's property run: a history without event 1, then one with it (a clock
+    # set back re-admits it to the window): the state had skipped it as already seen.
+    s = spec()
+    cache = FeatureCache(s, retention_s=1000.0)
+    log = [UserEvent(1, 10, "dislike", None, 10.0), UserEvent(2, 20, "like", None, 20.0)]
+    assert cache.state(5, log[1:], 30.0).n_events_ == 1
+    both = cache.state(5, log, 30.0)
+    assert both.n_events_ == 2 and bits(both)[:5] == bits(replay(log, s=s))[:5]
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
+@given(log=event_logs(max_size=30),
+       requests=st.lists(st.tuples(st.integers(0, 6), st.floats(0.0, 300.0),
+                                   st.one_of(st.none(), st.floats(-300.0, 300.0))),
+                         min_size=1, max_size=10))
+def test_the_cache_equals_a_replay_when_purges_delete_events(
+        log: list[UserEvent], requests: list[tuple[int, float, float | None]]) -> None:
+    # The log grows and the clock moves on; between requests a purge may delete every event
+    # stamped before a date (what `recbandits purge --before` does), also inside the cache's
+    # retention window.
+    s = spec()
+    cache = FeatureCache(s, retention_s=5000.0)
+    visible, clock = 0, 0.0
+    purged_before = -math.inf
+    for grow, dt, cut in requests:
+        visible, clock = visible + grow, clock + dt
+        prefix = log[:visible]  # what was committed by then
+        events = [e for e in prefix if e.created_at >= purged_before]
+        now = clock + max((e.created_at for e in prefix), default=1_700_000_000.0)
+        got = cache.state(1, events, now)
+        want = cache.replay(events, now)
+        assert bits(got)[:5] == bits(want)[:5] and got.n_events_ == want.n_events_
+        assert got.vector(now).tobytes() == want.vector(now).tobytes()
+        if cut is not None and prefix:
+            purged_before = max(purged_before, prefix[0].created_at + cut)
+
+
 # ---------------------------------------------------------------------------- snapshots
 def test_a_snapshot_restores_only_under_the_same_spec() -> None:
     log = [UserEvent(1, 10, "like", None, 0.0)]
