@@ -26,6 +26,7 @@ from serving.api.responses import json_response
 from serving.app import create_app
 from serving.commands import rebuild_state
 from serving.errors import IdempotencyConflictError
+from serving.retries import RetryCheck
 from serving.rules import DEFAULT_RULES, EventType, RuleBook
 from serving.schemas import EventIn, EventOut
 from serving.settings import Settings
@@ -408,6 +409,21 @@ def test_a_key_reused_within_one_commit_is_refused_by_the_write_and_the_rest_is_
     assert "value 3.0, not 4.0" in twice.json()["detail"]
     assert len(read_table(settings.resolved_db_url(), feedback)) == 2
     check_replay(settings)
+
+
+def test_a_retry_within_the_same_second_names_the_exact_instants() -> None:
+    # Found by attack: "timestamp 2026-12-05T13:08:55+00:00, not 2026-12-05T13:08:55+00:00".
+    check = RetryCheck(0, "k", timestamp=True, event_id=False)
+    stored = {"value": None, "created_at": 1_764_940_135.25, "event_id": None}
+    with pytest.raises(IdempotencyConflictError) as refused:
+        check.check({**stored, "created_at": 1_764_940_135.75, "feedback_type": "view"}, stored)
+    assert "timestamp 1764940135.25 (Unix seconds), not 1764940135.75 (Unix seconds)" in (
+        refused.value.message)
+    with pytest.raises(IdempotencyConflictError) as apart:  # a second or more: ISO 8601
+        check.check({**stored, "created_at": 1_764_940_137.0, "feedback_type": "view"}, stored)
+    assert "timestamp 2025-12-05T13:08:55+00:00, not 2025-12-05T13:08:57+00:00" in (
+        apart.value.message)
+    check.check({**stored, "feedback_type": "view"}, stored)  # the same event: a retry
 
 
 def test_two_workers_racing_with_one_key_and_two_values_store_one_and_refuse_the_other(
