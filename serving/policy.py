@@ -136,7 +136,8 @@ def draw_arm(cdf: npt.NDArray[np.float64], u: float) -> int:
     shadow's choice (:mod:`serving.shadow`, redrawn from the log) all go through it. The clamp
     guards a ``cdf`` whose float sums end below ``u``.
     """
-    # bisect_right is searchsorted(side="right") (the same exact float comparisons) without
+    # bisect_right is searchsorted(side="right") on a finite cdf (the same exact float
+    # comparisons; they differ on NaN, which a policy's probabilities never hold) without
     # numpy's call overhead on a handful of arms: 0.21 against 0.70 us a draw (4 arms).
     return min(bisect.bisect_right(cdf, u), cdf.size - 1)
 
