@@ -33,9 +33,16 @@ def iso_time(unix_s: float) -> str:
 
 
 class RetryConflictError(IdempotencyConflictError):
-    """The 409 of :meth:`RetryCheck.check`, naming the write it refused (``values``: that
-    write's feedback columns, the very dict), so that the group-commit writer can commit the
-    batch's other writes without it (:mod:`serving.store.writer`).
+    """The 409 of :meth:`RetryCheck.check`, naming the write it refused, so that the
+    group-commit writer can commit the batch's other writes without it
+    (:mod:`serving.store.writer`).
+
+    Parameters
+    ----------
+    message : str
+        What the client is told (``events[i]``, the key and what differs).
+    values : dict
+        The refused write's feedback columns: the very dict of its ``FeedbackWrite``.
     """
 
     def __init__(self, message: str, values: Row) -> None:
