@@ -43,6 +43,7 @@ from serving.armset import (
 )
 from serving.drift import check_replay
 from serving.errors import RetrainBusyError, check_bootstrap
+from serving.errors import iso_time as _iso
 from serving.holdout import check_decisions, holdout_report
 from serving.live import arm_bytes, arm_from_bytes, fold_live_arms, fold_models, state_digest
 from serving.multileave import credit_report
@@ -69,7 +70,6 @@ from serving.results import (
     SnapshotInfo,
 )
 from serving.retrain_trigger import hold_retrain_lease
-from serving.service import _iso
 from serving.settings import Settings
 from serving.store import Outcome, Store, open_store
 from serving.store.errors import StoreNotFoundError

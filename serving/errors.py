@@ -5,6 +5,7 @@ Routes and the service raise these, never ``HTTPException``, so the mapping live
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from bandits.errors import check_int
@@ -136,3 +137,13 @@ def check_bootstrap(n_bootstrap: Any) -> int:
         Smaller than 1.
     """
     return check_int(n_bootstrap, "n_bootstrap (--bootstrap)", low=1)
+
+
+def iso_time(unix_s: float) -> str:
+    """``unix_s`` as ISO 8601 in UTC, to the second (for messages); Unix seconds when the
+    time lies beyond what a datetime holds (years 1-9999).
+    """
+    try:
+        return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError):
+        return f"{unix_s:g} (Unix seconds)"

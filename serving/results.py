@@ -15,9 +15,9 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from serving.errors import iso_time as _iso
 from serving.holdout import HoldoutReport, format_report
 from serving.multileave import CreditReport, format_credit
-from serving.service import _iso
 from serving.shadow import PromoteResult
 from serving.store.types import JsonObject
 from serving.versions import ModelsResult, RetrainResult

@@ -14,22 +14,13 @@ batch's keys before the write (``feedback_rows``), one indexed read per keyed ev
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
-from serving.errors import IdempotencyConflictError
+from serving.errors import IdempotencyConflictError, iso_time
 
-Row = dict[str, Any]
+if TYPE_CHECKING:  # the store imports this module
+    from serving.store.types import Row
 
-
-def iso_time(unix_s: float) -> str:
-    """``unix_s`` as ISO 8601 in UTC, to the second (for messages); Unix seconds when the
-    time lies beyond what a datetime holds (years 1-9999).
-    """
-    try:
-        return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="seconds")
-    except (OverflowError, OSError, ValueError):
-        return f"{unix_s:g} (Unix seconds)"
 
 
 class RetryConflictError(IdempotencyConflictError):
@@ -101,4 +92,4 @@ class RetryCheck:
                 "new key", values)
 
 
-__all__ = ["RetryCheck", "RetryConflictError", "iso_time"]
+__all__ = ["RetryCheck", "RetryConflictError"]

@@ -60,6 +60,7 @@ from serving.errors import (
     ServingError,
     StoreUnavailableError,
 )
+from serving.errors import iso_time as _iso
 from serving.features import FeatureStore
 from serving.ids import new_event_id
 from serving.live import arm_from_bytes, fold_log, state_digest
@@ -74,7 +75,6 @@ from serving.multileave import (
 from serving.policy import PolicyModel, PolicySnapshot, draw_arm
 from serving.retrain_trigger import HeldLease, hold_retrain_lease
 from serving.retries import RetryCheck
-from serving.retries import iso_time as _iso
 from serving.rules import RuleBook
 from serving.schemas import EventIn, FeedbackIn
 from serving.settings import Settings
