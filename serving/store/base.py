@@ -45,6 +45,7 @@ from serving.multileave import (
 from serving.rules import Feedback, KeptRating, RuleBook, fold_kept
 from serving.store.errors import store_unavailable, unavailable_on_db_error
 from serving.store.tables import (
+    FEEDBACK_COLUMNS,
     RATING_COLUMNS_ADDED,
     arm_state,
     decisions,
@@ -254,9 +255,8 @@ class Store(abc.ABC):
             f"event_id, event_key, arm, reward, rating, counted, note, seq) VALUES ({p}, {p}, "
             f"{p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT (user_id, "
             "event_key, movie_id, feedback_type) DO NOTHING RETURNING id")
-        self._feedback_columns = [c.name for c in feedback.columns]
         self._select_feedback_sql = (
-            f"SELECT {', '.join(self._feedback_columns)} FROM feedback WHERE user_id = {p} AND "
+            f"SELECT {', '.join(FEEDBACK_COLUMNS)} FROM feedback WHERE user_id = {p} AND "
             f"event_key = {p} AND movie_id = {p} AND feedback_type = {p}")
         self._next_seq_sql = f"UPDATE log_head SET seq = seq + {p} WHERE id = 1 RETURNING seq"
         self._insert_outcome_sql = (
@@ -1193,7 +1193,7 @@ class Store(abc.ABC):
             if inserted is None:
                 cursor.execute(self._select_feedback_sql, (
                     v["user_id"], v["event_key"], v["movie_id"], v["feedback_type"]))
-                existing = dict(zip(self._feedback_columns, cursor.fetchone(), strict=True))
+                existing = dict(zip(FEEDBACK_COLUMNS, cursor.fetchone(), strict=True))
                 if write.retry is not None:  # raises on another payload: the batch rolls back
                     write.retry.check(v, existing)
                 result.feedback.append(FeedbackResult(stored_feedback_row(existing), False))

@@ -67,7 +67,7 @@ from serving.store.errors import (
     store_unavailable_error,
     unavailable_on_db_error,
 )
-from serving.store.tables import feedback
+from serving.store.tables import FEEDBACK_COLUMNS
 from serving.store.types import (
     BatchResult,
     FeedbackResult,
@@ -185,9 +185,8 @@ _WRITE_FEEDBACK = (
 # The stored rows of a document of keys ({u, e, m, t}: user, event key, movie, type). LATERAL ...
 # LIMIT 1 keeps it one unique-index probe per key: a plain join is planned as a hash join over a
 # sequential scan of the whole feedback table.
-_FEEDBACK_COLUMNS = [c.name for c in feedback.columns]
 _STORED_ROWS = (
-    f"SELECT {', '.join('f.' + c for c in _FEEDBACK_COLUMNS)} FROM "
+    f"SELECT {', '.join('f.' + c for c in FEEDBACK_COLUMNS)} FROM "
     "json_to_recordset(%s::json) AS k(u int8, e text, m int8, t text) CROSS JOIN LATERAL "
     "(SELECT * FROM feedback WHERE user_id = k.u AND event_key = k.e AND movie_id = k.m "
     "AND feedback_type = k.t LIMIT 1) AS f")
@@ -945,7 +944,7 @@ def _stored_rows(rows: Sequence[tuple[Any, ...]]
     """:data:`_STORED_ROWS`' answer as each stored row by its key."""
     found = {}
     for values in rows:
-        row = stored_feedback_row(dict(zip(_FEEDBACK_COLUMNS, values, strict=True)))
+        row = stored_feedback_row(dict(zip(FEEDBACK_COLUMNS, values, strict=True)))
         found[row["user_id"], row["event_key"], row["movie_id"], row["feedback_type"]] = row
     return found
 

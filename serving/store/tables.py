@@ -85,6 +85,8 @@ feedback = sa.Table(
     sa.Index("ix_feedback_user_time", "user_id", "created_at"),
     sa.Index("ix_feedback_event", "event_id"),
 )
+#: The feedback table's columns in order: what a stored feedback row is read back as.
+FEEDBACK_COLUMNS = tuple(c.name for c in feedback.columns)
 
 # One row per decided (decision, credited arm): its one reward for the policy. A single-arm
 # decision credits its arm; a multileaved one each arm of its set (serving.multileave).
