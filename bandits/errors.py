@@ -94,8 +94,8 @@ def check_real(value: Any, name: str, *, low: float | None = None, high: float |
     lo_bad = low is not None and (x <= low if low_open else x < low)
     hi_bad = high is not None and (x >= high if high_open else x > high)
     if lo_bad or hi_bad:
-        lb = "(" if low_open else "["
-        hb = ")" if high_open else "]"
+        lb = "(" if low_open or low is None else "["  # an unbounded end is open
+        hb = ")" if high_open or high is None else "]"
         lo = "-inf" if low is None else f"{low:g}"
         hi = "inf" if high is None else f"{high:g}"
         raise ValueError(f"{name}={x!r} is outside the allowed range {lb}{lo}, {hi}{hb}")

@@ -79,6 +79,7 @@ import pandas as pd
 from scipy.special import entr
 
 from arms.data.dataset import Dataset
+from bandits.errors import check_int, check_real
 from serving.rules import RuleBook
 from serving.store.types import UserEvent
 
@@ -239,41 +240,6 @@ class UserFeatures:
 
 
 # ---------------------------------------------------------------------------- behaviour
-def _positive_finite(name: str, value: object, *, zero: bool = False) -> float:
-    """``value`` as a float, or an error naming ``name``.
-
-    Raises
-    ------
-    TypeError
-        Not a real number.
-    ValueError
-        Not finite, or not above 0 (below 0 with ``zero``).
-    """
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
-    if not (math.isfinite(value) and (value >= 0 if zero else value > 0)):
-        raise ValueError(f"{name} must be a finite number of seconds {'>=' if zero else '>'} 0, "
-                         f"got {value!r}")
-    return float(value)
-
-
-def positive_count(name: str, value: object) -> int:
-    """``value`` as an int >= 1 (a cache's size), or an error naming ``name``.
-
-    Raises
-    ------
-    TypeError
-        Not an int (a bool is not one).
-    ValueError
-        Below 1.
-    """
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
-
-
 class BehaviourSpec:
     """What a :class:`BehaviourState` counts: the rule book's types, the catalogue's genres.
 
@@ -306,8 +272,8 @@ class BehaviourSpec:
                  half_life_s: float = DEFAULT_HALF_LIFE_S,
                  decay_step_s: float = DEFAULT_DECAY_STEP_S) -> None:
         self.rules = rules
-        self.half_life_s = _positive_finite("half_life_s", half_life_s)
-        self.decay_step_s = _positive_finite("decay_step_s", decay_step_s, zero=True)
+        self.half_life_s = check_real(half_life_s, "half_life_s", low=0, low_open=True)
+        self.decay_step_s = check_real(decay_step_s, "decay_step_s", low=0)
         self.types: tuple[str, ...] = tuple(rules.types)
         self.genres: tuple[str, ...] = tuple(genre_names)
         ids = np.asarray(item_ids, dtype=np.int64)
@@ -672,8 +638,8 @@ class FeatureCache:
                  max_users: int = DEFAULT_CACHE_USERS) -> None:
         self.spec = spec
         self.retention_s = (None if retention_s is None
-                            else _positive_finite("retention_s", retention_s))
-        self.max_users = positive_count("max_users", max_users)
+                            else check_real(retention_s, "retention_s", low=0, low_open=True))
+        self.max_users = check_int(max_users, "max_users")
         # Each user's state, and how many of the events passed to its last fold it had seen
         # (all of them, after the fold).
         self._states: OrderedDict[int, tuple[BehaviourState, int]] = OrderedDict()
@@ -840,5 +806,4 @@ __all__ = [
     "FeatureStore",
     "StaticFeatures",
     "UserFeatures",
-    "positive_count",
 ]

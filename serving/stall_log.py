@@ -31,6 +31,8 @@ import time
 import traceback
 from typing import Any
 
+from bandits.errors import check_real
+
 logger = logging.getLogger(__name__)
 
 #: Frames of the loop thread's stack a stall's record shows (innermost last).
@@ -47,15 +49,14 @@ class StallLog:
 
     Raises
     ------
+    TypeError
+        If ``threshold_s`` is not a real number.
     ValueError
-        If ``threshold_s`` is not a positive number.
+        If ``threshold_s`` is not finite and above 0.
     """
 
     def __init__(self, threshold_s: float) -> None:
-        if not threshold_s > 0:
-            raise ValueError(f"threshold_s must be a number of seconds > 0, got "
-                             f"{threshold_s!r}")
-        self.threshold_s = threshold_s
+        self.threshold_s = check_real(threshold_s, "threshold_s", low=0, low_open=True)
         # The heartbeat's period: a stall is seen within a quarter of the threshold.
         self.period_s = threshold_s / 4
         self.stalls = 0

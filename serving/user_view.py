@@ -29,8 +29,9 @@ from operator import attrgetter
 import numpy as np
 import numpy.typing as npt
 
+from bandits.errors import check_int
 from serving.armset import ArmSet
-from serving.features import DEFAULT_CACHE_USERS, FeatureStore, positive_count
+from serving.features import DEFAULT_CACHE_USERS, FeatureStore
 from serving.live import UserSignals, user_signals
 from serving.rules import RuleBook
 from serving.store.base import json_text
@@ -153,7 +154,7 @@ class UserViews:
         self.retention_s = retention_s
         self.session_window_s = session_window_s
         self.history_limit = history_limit
-        self.max_users = positive_count("max_users", max_users)
+        self.max_users = check_int(max_users, "max_users")
         # Every window an event's time is compared with: one edge each (module doc).
         windows = {retention_s, session_window_s}
         if features.cache.retention_s is not None:

@@ -150,7 +150,7 @@ def test_state_round_trips_through_json(name):
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"threshold": 0.0}, ValueError, r"threshold=0\.0 is outside the allowed range \(0, inf\]"),
+        ({"threshold": 0.0}, ValueError, r"threshold=0\.0 is outside the allowed range \(0, inf\)"),
         ({"threshold": float("nan")}, ValueError, r"threshold=nan must be finite"),
         ({"threshold": "5"}, TypeError, r"threshold must be a real number, got '5'"),
         ({"delta": 1.0}, ValueError, r"delta=1\.0 is outside the allowed range \[0, 1\)"),

@@ -112,10 +112,12 @@ def test_a_lingering_batch_commits_when_the_writer_stops(tmp_path: Path) -> None
     store.dispose()
 
 
-@pytest.mark.parametrize("bad", [-0.001, float("nan")])
+@pytest.mark.parametrize("bad", [-0.001, float("nan"), float("inf")])
 def test_a_negative_linger_is_refused(tmp_path: Path, bad: float) -> None:
     store = open_backend("sqlite", tmp_path)
-    with pytest.raises(ValueError, match=r"linger_s must be a number of seconds >= 0, got"):
+    # inf had passed `linger_s >= 0`: a batch would have waited for ever.
+    with pytest.raises(ValueError, match=r"linger_s=(-0\.001 is outside the allowed range "
+                                         r"\[0, inf\)|nan must be finite|inf must be finite)"):
         GroupCommitWriter(store, batch_max=8, linger_s=bad)
     with pytest.raises(ValidationError, match="commit_linger_s"):
         Settings(commit_linger_s=bad)

@@ -44,6 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
+from bandits.errors import check_real
 from serving.errors import StoreUnavailableError
 from serving.retries import RetryConflictError
 from serving.store.base import COMMIT_MODES, Store
@@ -139,9 +140,11 @@ class GroupCommitWriter:
 
     Raises
     ------
+    TypeError
+        If ``linger_s`` is not a real number.
     ValueError
         If the store's ``commit_mode`` is not one of ``COMMIT_MODES``, or ``linger_s`` is
-        negative.
+        negative or not finite.
     """
 
     def __init__(self, store: Store, *, batch_max: int, jobs: list[PeriodicJob] | None = None,
@@ -161,9 +164,7 @@ class GroupCommitWriter:
         for job in store.periodic_jobs():  # the backend's upkeep, off the request path
             self.jobs.setdefault(job.name, job)
         self.tick_s = tick_s
-        if not linger_s >= 0:
-            raise ValueError(f"linger_s must be a number of seconds >= 0, got {linger_s!r}")
-        self.linger_s = linger_s
+        self.linger_s = check_real(linger_s, "linger_s", low=0)
         self.slow_commit_s = slow_commit_s
         self._lingering: asyncio.Future[None] | None = None  # set while a batch lingers
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
