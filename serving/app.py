@@ -82,15 +82,15 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
             resources.store, batch_max=settings.batch_max,
             jobs=[PeriodicJob("settle", settings.sweep_interval_s, service.settle)],
             on_counted=service.policy_changed, linger_s=settings.commit_linger_s,
-            slow_commit_s=settings.stall_log_ms / 1000 if settings.stall_log_ms else None,
+            slow_commit_s=settings.stall_log_s,
         )
         writer.start(asyncio.get_running_loop())
         service.writer = writer
         stalls = None
-        if settings.stall_log_ms:  # opt-in: what holds up this worker's loop (the p99's tail)
+        if settings.stall_log_s is not None:  # opt-in: what holds up this worker's loop
             from serving.stall_log import StallLog
 
-            stalls = StallLog(settings.stall_log_ms / 1000)
+            stalls = StallLog(settings.stall_log_s)
             stalls.start(asyncio.get_running_loop())
         app.state.stall_log = stalls
         app.state.service = service

@@ -514,6 +514,11 @@ class Settings(BaseSettings):
                              f"({model.describe_params() if model else None}): a shadow must "
                              "differ from the live policy in its class or parameters")
 
+    @property
+    def stall_log_s(self) -> float | None:
+        """``stall_log_ms`` in seconds, the unit of the stall log and the writer; None when off."""
+        return self.stall_log_ms / 1000 if self.stall_log_ms else None
+
     def shadow_is_live(self) -> bool:
         """Whether the shadow policy is the live one: the same class and the same
         hyper-parameters once the defaults are filled in (``{"scale": 1.0}`` is LinTS's
