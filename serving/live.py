@@ -233,14 +233,9 @@ def _observe(live: list, events: Sequence[LogEvent], rules: RuleBook) -> None:
     if not live or not events:
         return
     users, items, weights, times = [], [], [], []
-    # Each (type, value)'s weight once a run: a fold's events repeat few of them (1.0 against
-    # 0.3 us an event for 1,200 events of the bench's seven types).
-    weight_of: dict[tuple[str, float | None], float] = {}
+    worth = rules.worth  # remembered per (type, value): a fold's events repeat few of them
     for event in events:
-        key = (event.event_type, event.value)
-        weight = weight_of.get(key)
-        if weight is None:  # 0 for a type the rule book does not know
-            weight = weight_of[key] = rules.stream_weight(*key)
+        weight = worth(event.event_type, event.value).stream_weight  # 0: an unknown type
         if not weight:
             continue
         users.append(event.user_id)

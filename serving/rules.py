@@ -388,10 +388,11 @@ class EventWorth(NamedTuple):
     rating: float | None
     session_sign: int
     excludes: bool
+    stream_weight: float
 
 
 #: The worth of an event of a type the rule book does not know.
-UNKNOWN_WORTH = EventWorth(None, None, 0, True)
+UNKNOWN_WORTH = EventWorth(None, None, 0, True, 0.0)
 
 
 @dataclass(frozen=True)
@@ -530,9 +531,10 @@ class RuleBook:
         return 0.0 if rating is None else max(rating - 1.0, 0.0)
 
     def worth(self, feedback_type: str, value: float | None = None) -> EventWorth:
-        """Reward, rating, session sign and exclusion of one event (:meth:`reward`,
-        :meth:`rating`, :meth:`session_sign`, :meth:`excludes`) in one call, remembered per
-        (type, value): a request reads them for every event of the user's history
+        """Reward, rating, session sign, exclusion and stream weight of one event
+        (:meth:`reward`, :meth:`rating`, :meth:`session_sign`, :meth:`excludes`,
+        :meth:`stream_weight`) in one call, remembered per (type, value): a request reads them
+        for every event of the user's history, a fold of the live arms for every new event
         (:data:`UNKNOWN_WORTH` for a type the book does not know); raises as :meth:`reward`.
         """
         key = (feedback_type, value)
@@ -543,7 +545,8 @@ class RuleBook:
             worth = EventWorth(self.reward(feedback_type, value),
                                self.rating(feedback_type, value),
                                self.session_sign(feedback_type, value),
-                               self.excludes(feedback_type))
+                               self.excludes(feedback_type),
+                               self.stream_weight(feedback_type, value))
             if len(self._worths) >= 4096:  # dwell seconds vary: keep the memo bounded
                 self._worths.clear()
             self._worths[key] = worth
