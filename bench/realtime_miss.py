@@ -77,7 +77,6 @@ async def measure(state: Path, db: str, n_events: int, reps: int) -> dict[str, f
     """The three modes' CPU per recommendation (us), minimum and median over ``reps``."""
     from serving.app import create_app
     from serving.settings import Settings
-    from serving.user_view import UserViews
 
     settings = Settings(dataset="movielens", state_dir=str(state), db=db, seed=0,
                         policy=POLICY, arms=ARMS.split(","))
@@ -103,11 +102,7 @@ async def measure(state: Path, db: str, n_events: int, reps: int) -> dict[str, f
                 service.rng = np.random.default_rng(1)
                 if mode == "miss":
                     service.arm_set._cache.clear()
-                    service.user_views = UserViews(
-                        service.features, service.rules,
-                        retention_s=service.settings.retention_s,
-                        session_window_s=service.settings.session_window_s,
-                        history_limit=service.settings.history_limit)
+                    service.user_views.clear()
                 if mode != "hit":
                     service._live[1].cache.clear()
                 start_cpu = time.process_time()

@@ -166,6 +166,11 @@ class UserViews:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def clear(self) -> None:
+        """Forget every kept view: each user's next view is built anew (a benchmark's cold pass)."""
+        self._entries.clear()
+        self._referenced = 0
+
     def view(self, user_id: int, history: Sequence[UserEvent], stated: Sequence[str] | None,
              now: float, arm_set: ArmSet) -> UserView:
         """``user_id``'s view at ``now``: the kept one if it still holds, else built afresh.

@@ -131,6 +131,19 @@ def test_a_view_is_kept_until_an_event_leaves_a_window_or_the_step_ends() -> Non
     assert back.signals.liked.size == 1
 
 
+def test_clear_forgets_every_kept_view() -> None:
+    views = UserViews(store(), RULES, retention_s=500.0, session_window_s=100.0,
+                      history_limit=1000)
+    like = UserEvent(5, ITEMS[0], "like", None, BASE + 10.0)
+    first = views.view(3, [like], None, BASE + 20.0, ARM_SET)
+    views.view(4, [like], None, BASE + 20.0, ARM_SET)
+    assert len(views) == 2 and views.view(3, [like], None, BASE + 20.0, ARM_SET) is first
+    views.clear()
+    assert len(views) == 0
+    rebuilt = views.view(3, [like], None, BASE + 20.0, ARM_SET)
+    assert rebuilt is not first and rebuilt.features.tobytes() == first.features.tobytes()
+
+
 def test_the_context_text_is_serialised_once_per_view_and_k() -> None:
     features = store()
     views = UserViews(features, RULES, retention_s=500.0, session_window_s=100.0,
