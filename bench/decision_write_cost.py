@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from host import load_average
 
 from serving.live import UserSignals
 from serving.policy import draw_arm
@@ -52,10 +53,6 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "no_user_time_index": ("DROP INDEX ix_decisions_user_time",),
     "no_open_index": ("DROP INDEX ix_decisions_open",),
 }
-
-
-def loadavg() -> str:
-    return Path("/proc/loadavg").read_text().strip()
 
 
 def decision_rows(n: int, seed: int) -> list[dict[str, Any]]:
@@ -156,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="batches between two checkpoints")
     parser.add_argument("--repeat", type=int, default=3, help="alternated rounds")
     args = parser.parse_args(argv)
-    print(f"loadavg (start): {loadavg()}")
+    print(f"loadavg (start): {load_average()}")
     rows = decision_rows(args.rows + args.measure, seed=0)
     results: dict[str, float] = {}
     totals: dict[str, list[float]] = {name: [] for name in VARIANTS}
@@ -193,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     results["draw_arm_us"] = best_us(lambda: draw_arm(cdf, 0.6), 100_000, 5)
     results["searchsorted_draw_us"] = best_us(
         lambda: min(int(cdf.searchsorted(0.6, side="right")), cdf.size - 1), 100_000, 5)
-    print(f"loadavg (end): {loadavg()}")
+    print(f"loadavg (end): {load_average()}")
     for name, value in results.items():
         print(f"{name}: {value:.3f}")
     return 0

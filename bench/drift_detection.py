@@ -50,6 +50,7 @@ from typing import Any
 
 import gymnasium
 import numpy as np
+from host import load_average
 
 import bandits as bd
 import envs
@@ -84,11 +85,6 @@ class Config:
     target_rate: float = 0.1
     bootstrap: int = 1000
     seed: int = 0
-
-
-def load_average() -> str:
-    """The first three fields of ``/proc/loadavg``."""
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def streams(env_id: str, runs: int, steps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -32,17 +32,13 @@ import tracemalloc
 from collections.abc import Callable
 
 import numpy as np
+from host import load_average
 
 from arms.data import load_movielens, make_synthetic
 from arms.data.dataset import Dataset
 from arms.errors import DataUnavailableError
 from serving.features import FeatureStore, UserFeatures
 from serving.store.types import UserEvent
-
-
-def loadavg() -> str:
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
 
 
 def best_us(run: Callable[[int], None], calls: int, repeats: int) -> float:
@@ -77,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=60)
     parser.add_argument("--synthetic", action="store_true", help="skip MovieLens")
     args = parser.parse_args(argv)
-    print(f"load average before: {loadavg()}")
+    print(f"load average before: {load_average()}")
     try:
         if args.synthetic:
             raise DataUnavailableError("--synthetic")
@@ -128,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     tracemalloc.stop()
     print(f"cache memory: {per_user / 1024:.2f} KiB per user, "
           f"{per_user * 10_000 / 2**20:.1f} MiB for the default 10,000 users")
-    print(f"load average after: {loadavg()}")
+    print(f"load average after: {load_average()}")
     for name, us in rows:
         print(f"{name.split(' (')[0].replace(' ', '_').replace(',', '').replace(':', '')}_us: "
               f"{us:.1f}")

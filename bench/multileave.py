@@ -63,6 +63,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from host import load_average
 
 import bandits as bd
 import envs  # noqa: F401 - registers the ids
@@ -77,11 +78,6 @@ LABELS = {"uniform": "uniform (A/B/n)", "thompson": "Thompson Sampling",
           "multileave": "multileave m=2", "multileave_all": "multileave all"}
 #: Quadrature intervals of the stopping rule's P(best): its error bound pi / (4 * 256) = 0.003.
 GRID = 256
-
-
-def load_average() -> str:
-    """The first three fields of ``/proc/loadavg``."""
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def overlap_matrix(slates: np.ndarray) -> np.ndarray:

@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from host import load_average
 
 from bandits import ope
 from serving import offpolicy
@@ -56,11 +57,6 @@ def naive_estimates(r: np.ndarray, a: np.ndarray, p0: np.ndarray, pe: np.ndarray
             + w * (r_l[i] - q_l[i][a_l[i]])
     n = len(r_l)
     return num / n, num / den, dr / n
-
-
-def load_average() -> str:
-    """The 1, 5 and 15 minute load averages (the machine is shared)."""
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def user_v1_like_users(n_users: int, seed: int = 0) -> offpolicy.FeatureUsers:

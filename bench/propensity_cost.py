@@ -27,9 +27,9 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
+from host import load_average
 from scipy import special
 
 from bandits import LinTS, ThompsonSampling
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5, help="timed repeats of each case")
     args = parser.parse_args(argv)
-    print("load average at start:", Path("/proc/loadavg").read_text().split()[:3])
+    print("load average at start:", load_average())
     rng = np.random.default_rng(0)
     out: dict[str, float] = {}
 
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         ts.update(arm, float(rng.random() < 0.1 + 0.02 * arm))
     out["beta_ts_k5_call_us"] = cpu_us(ts.action_probabilities, 20, args.repeat)
 
-    print("load average at end:", Path("/proc/loadavg").read_text().split()[:3])
+    print("load average at end:", load_average())
     for name, value in out.items():
         print(f"{name}: {value:.3g}")
     return 0

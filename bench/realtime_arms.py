@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from host import load_average
+
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 ARMS = (("sequential", {}), ("autoencoder", {}), ("svd", {}), ("cooccurrence", {}),
         ("popularity", {"half_life": 7 * 86_400.0}))  # fmt: skip
@@ -86,10 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     users = rng.integers(0, data.n_users, n)
     items = rng.integers(0, data.n_items, (n, h))
     ratings = rng.choice([1.0, 3.0, 4.0, 5.0], (n, h))
-    load = Path("/proc/loadavg")
-    load_text = " ".join(load.read_text().split()[:3]) if load.exists() else "?"
     print(f"{data!r}; {n} requests, history {h}, BLAS threads {args.threads}; "
-          f"load average {load_text}")
+          f"load average {load_average()}")
     print(f"{'arm':<14}{'frozen ms':>10}{'real-time ms':>14}{'ratio':>7}{'observe ms':>12}")
     summary = []
     with threadpool_limits(args.threads):

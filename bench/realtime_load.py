@@ -48,6 +48,7 @@ import tempfile
 from pathlib import Path
 
 import httpx
+from host import load_average
 from serving_load import (
     LUA_BARE,
     LUA_RECS,
@@ -141,11 +142,6 @@ async def warm_every_arm(base: str, n_users: int, n_arms: int, cap: int = 60
     return requests, sum(n_arms - len(arms) for arms in served.values())
 
 
-def loadavg() -> str:
-    """The 1, 5 and 15 minute load averages."""
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0)
@@ -158,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("wrk not found: apt-get install wrk", file=sys.stderr)
         return 2
-    print(f"load average at start: {loadavg()}")
+    print(f"load average at start: {load_average()}")
     tmp = Path(tempfile.mkdtemp(prefix="recbandits-rt-bench-"))
     state = tmp / "state"
     prepare_state(state, args.dataset, {"RECBANDITS_ARMS": ARMS, "RECBANDITS_POLICY": POLICY})
@@ -257,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
           f">= 0.60); p99 at half the bare rate {h['p99']:.1f} ms (target <= 20)")
     print(f"read your writes {ryw['rps']:>7.0f} req/s (event, then that user's slate)   "
           f"p99 {ryw['p99']:.1f} ms")
-    print(f"load average at end: {loadavg()}\n")
+    print(f"load average at end: {load_average()}\n")
     for name, value in results.items():
         print(f"{name}: {value:.3f}")
     return 0
@@ -269,7 +265,7 @@ def _report_events(store: str, b: dict[str, float], e: dict[str, float]) -> int:
     print(f"bare            {b['rps']:>8.0f} req/s   {b['cpu_us']:.1f} us of CPU a request")
     print(f"POST /events    {e['rps']:>8.0f} req/s   ratio {e['rps'] / b['rps']:.2f} "
           f"(target >= 0.50)   {e['cpu_us']:.1f} us of CPU a request")
-    print(f"load average at end: {loadavg()}\n")
+    print(f"load average at end: {load_average()}\n")
     for name, value in {"bare_rps": b["rps"], "events_rps": e["rps"],
                         "events_ratio": e["rps"] / b["rps"], "events_p99_ms": e["p99"],
                         "events_cpu_us_per_request": e["cpu_us"],

@@ -42,7 +42,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from realtime_load import ARMS, POLICY, event_lines, loadavg
+from host import load_average
+from realtime_load import ARMS, POLICY, event_lines
 from serving_load import prepare_state, seed_store
 
 
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(prepared there if empty)")
     args = parser.parse_args(argv)
     import serving
-    print(f"load average at start: {loadavg()}")
+    print(f"load average at start: {load_average()}")
     print(f"serving from {Path(serving.__file__).parent}")
     tmp = Path(tempfile.mkdtemp(prefix="recbandits-rt-miss-"))
     state = args.state or tmp / "state"
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     db = f"sqlite:///{tmp / 'miss.db'}"
     seed_store(state, db, ARMS.split(","))
     results = asyncio.run(measure(state, db, args.events, args.reps))
-    print(f"load average at end: {loadavg()}\n")
+    print(f"load average at end: {load_average()}\n")
     for name, value in results.items():
         print(f"{name}: {value:.1f}")
     return 0

@@ -36,16 +36,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from host import load_average
+
 from arms.data.dataset import Dataset
 from serving import versions
 from serving.commands import prepare
 from serving.settings import DEFAULT_ARMS, Settings
 from serving.store import Store
-
-
-def loadavg() -> str:
-    """``/proc/loadavg``'s first three figures."""
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def log_a_view(store: Store, catalog: Dataset) -> None:
@@ -71,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="also gate a broken candidate (svd ranking at random)")
     parser.add_argument("--state-dir", help="state folder (default: a temporary one)")
     args = parser.parse_args(argv)
-    print(f"load average at start: {loadavg()}")
+    print(f"load average at start: {load_average()}")
     with tempfile.TemporaryDirectory(prefix="recbandits-gate-") as tmp:
         settings = Settings(state_dir=Path(args.state_dir or tmp), data=args.data,
                             arms=args.arms.split(","), seed=0, gate_bootstrap=args.bootstrap,
@@ -99,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{broken.version} {broken.status}")
             print(versions.format_gate(broken.gate, broken.reason))
         resources.store.dispose()
-    print(f"load average at end: {loadavg()}")
+    print(f"load average at end: {load_average()}")
     return 0
 
 

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from host import load_average
 
 from serving.drift import DriftMonitor
 from serving.holdout import Holdout
@@ -46,11 +47,6 @@ def _best(fn: Callable[[], None], repeats: int) -> float:
     return min(times)
 
 
-def _load() -> str:
-    with open("/proc/loadavg") as handle:
-        return " ".join(handle.read().split()[:3])
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the measurements and print them (``argv``: the options, see ``--help``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -59,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs")
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)  # the alarms' lines are not what is measured
-    print(f"load average before: {_load()}")
+    print(f"load average before: {load_average()}")
     rng = np.random.default_rng(0)
     outcomes = [Outcome(i + 1, "e", ARMS[i % 4], float(rng.random() < 0.5))
                 for i in range(args.outcomes)]
@@ -90,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     held_us = _best(held, args.repeats) * 1e6 / n
     print(f"arm draw without holdout: {plain_us:.2f} us per request; with a holdout: "
           f"{held_us:.2f} us ({held_us - plain_us:+.2f} us)")
-    print(f"load average after: {_load()}")
+    print(f"load average after: {load_average()}")
     return 0
 
 

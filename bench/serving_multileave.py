@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from host import load_average
+
 HERE = Path(__file__).resolve().parent.parent
 
 
@@ -93,10 +95,9 @@ def main(argv: list[str] | None = None) -> None:
                 env=env, cwd=tree, capture_output=True, text=True, check=True)
             name = label if m == 0 else f"{label} m={m}"
             times.setdefault(name, []).append(json.loads(out.stdout.strip().splitlines()[-1]))
-    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
     single = statistics.median(times["single"])
     print(f"recommend() in process, CPU time, {args.dataset}, {args.requests} requests x "
-          f"{args.rounds} rounds (load average {' '.join(load)})")
+          f"{args.rounds} rounds (load average {load_average()})")
     for name, values in times.items():
         median = statistics.median(values)
         print(f"{name:<22}{median:>9.1f} us/request  ({median / single:.2f} of single; min "

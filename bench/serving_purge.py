@@ -29,13 +29,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from host import load_average
 
 REPO = Path(__file__).resolve().parent.parent
 ARMS = ["svd", "cooccurrence", "popularity"]
-
-
-def load() -> str:
-    return Path("/proc/loadavg").read_text().split(" ")[0]
 
 
 def traffic(client: object, rng: np.random.Generator, n: int) -> None:
@@ -114,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
     catalog = make_synthetic(120, 200, 3000, random_state=4)
     fitted = fit_arms(ARMS, catalog, seed=0)
-    lines = [f"load_before: {load()}"]
+    lines = [f"load_before: {load_average()}"]
     for backend in args.stores:
         if backend == "postgresql":
             from test_serving_support import PostgresServer
@@ -127,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{backend}_settle_lock_s: {record['settle_s']:.3f}",
                   f"{backend}_purge_lock_over_settle: {record['lock_s'] / record['settle_s']:.2f}",
                   f"{backend}_purge_total_s: {record['total_s']:.2f}"]
-    lines.append(f"load_after: {load()}")
+    lines.append(f"load_after: {load_average()}")
     print("\n".join(lines))
     return 0
 

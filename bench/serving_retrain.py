@@ -32,12 +32,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from host import load_average
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def load() -> str:
-    return Path("/proc/loadavg").read_text().split(" ")[0]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -93,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             store.user_context(int(users[i % len(users)]), 0.0, settings.history_limit)
             reads.append(time.perf_counter() - start)
         assert row.holder is None
-        print(f"load before the looks: {load()}")
+        print(f"load before the looks: {load_average()}")
 
         def latencies(n: int, until: threading.Event | None = None) -> list[float]:
             out = []
@@ -109,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
         latencies(200)  # warm: every user's first ranking is cached by later ones alike
         idle = latencies(1000)
-        load_idle = load()
+        load_idle = load_average()
         done = threading.Event()
         answer: list[int] = []
 
@@ -143,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{percentile(during, q) / percentile(idle, q):.2f}")
     print(f"retrain_s: {retrain_s:.1f}")
     print(f"load_idle: {load_idle}")
-    print(f"load_after: {load()}")
+    print(f"load_after: {load_average()}")
     return 0
 
 

@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from host import load_average
+
 HERE = Path(__file__).resolve().parent.parent
 #: (label, live policy, shadow policy or "").
 CONFIGS = [("TS", "ThompsonSampling", ""), ("TS + LinTS shadow", "ThompsonSampling", "LinTS"),
@@ -105,9 +107,8 @@ def main(argv: list[str] | None = None) -> None:
                     capture_output=True, text=True, check=True)
                 times.setdefault((cache, label), []).append(
                     json.loads(out.stdout.strip().splitlines()[-1]))
-    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
     print(f"recommend() in process, CPU time, {args.dataset}, {args.requests} requests x "
-          f"{args.rounds} rounds (load average {' '.join(load)})")
+          f"{args.rounds} rounds (load average {load_average()})")
     for (cache, label), values in times.items():
         median = statistics.median(values)
         alone = statistics.median(times[cache, label.split(" + ")[0]])

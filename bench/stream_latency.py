@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import sys
 import tempfile
@@ -36,6 +35,7 @@ import orjson
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from host import load_average  # noqa: E402
 from serving_load import Server, prepare_state, seed_store, start_postgres  # noqa: E402
 
 USER = 1
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             seed_store(state, db)
             server = Server("serving.app:app_from_env", 2, env, tmp / f"{store}.log", "/health")
             try:
-                load = Path("/proc/loadavg").read_text().split()[:3]
+                load = load_average()
                 ms = asyncio.run(measure(server.base, args.feedbacks, args.gap))
             finally:
                 stopped = time.perf_counter()
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{store}: {ok.size}/{ms.size} pushes, feedback 2xx -> slate on the other "
                   f"worker (slower of 2 streams): p50 {np.percentile(ok, 50):.1f} ms, p99 "
                   f"{np.percentile(ok, 99):.1f} ms, max {ok.max():.1f} ms; load average "
-                  f"{' '.join(load)} at start, {os.getloadavg()[0]:.2f} at end; server stopped "
+                  f"{load} at start, {load_average()} at end; server stopped "
                   f"in {stop_s:.1f} s", flush=True)
     finally:
         if not args.keep:
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{store}_p99_ms: {np.percentile(ok, 99):.1f}")
         print(f"{store}_max_ms: {ok.max():.1f}")
         print(f"{store}_target_met: {np.percentile(ok, 99) <= 250}")
-    print("load_average: " + " ".join(Path("/proc/loadavg").read_text().split()[:3]))
+    print(f"load_average: {load_average()}")
     return 0
 
 

@@ -23,6 +23,8 @@ import time
 from functools import partial
 from pathlib import Path
 
+from host import load_average
+
 from serving.rules import DEFAULT_RULES
 from serving.store import FeedbackWrite, SQLiteStore, Store, open_store
 
@@ -83,8 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3000)
     args = parser.parse_args(argv)
-    with open("/proc/loadavg") as f:
-        print("load average:", " ".join(f.read().split()[:3]))
+    print("load average:", load_average())
     for events in args.events:
         r = measure(events, args.users, args.rounds)
         print(f"{events:>5} events a user: extended {r['extended_us']:.1f} us, whole read "
