@@ -408,6 +408,45 @@ def test_a_unix_socket_url_serves_the_engines_and_the_libpq_paths(
         store.dispose()
 
 
+def test_a_request_write_outside_the_batch_writer_waits_no_longer_than_the_time_out() -> None:
+    # PUT /users/{id}/preferences and POST /admin/items write through the store's engine, not
+    # the batch writer: behind a locked table they waited for as long as the lock was held
+    # (200 after 40 s, found by attack), holding log_head, so every event waited too. Now each
+    # statement is cancelled past the store's time-out (a 503), and nothing is left behind.
+    from serving.store.tables import items, preferences
+
+    store = open_store(postgres().create_database(), timeout_s=1.0)
+    store.create_schema(ARMS)
+    holder = psycopg.connect(store.url.set(drivername="postgresql").render_as_string(False))
+    holder.execute("LOCK TABLE preferences, items IN EXCLUSIVE MODE")
+    writes = {"preferences": lambda: store.set_preferences(1, ["Drama"], 1.0),
+              "item": lambda: store.add_item(90_001, "New", ["Drama"], 2026, 1.0)}
+    outcomes: dict[str, BaseException | None] = {}
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            futures = {name: pool.submit(write) for name, write in writes.items()}
+            for name, future in futures.items():
+                # The old code waited for the holder: it would still be waiting here.
+                try:
+                    outcomes[name] = future.exception(timeout=60)
+                except TimeoutError:
+                    outcomes[name] = None
+                    holder.rollback()  # let it finish, then fail below
+    finally:
+        holder.rollback()
+        holder.close()
+    for name, error in outcomes.items():
+        assert isinstance(error, StoreUnavailableError), (name, error)
+        assert "statement timeout" in error.message, error.message
+    url = store.url.render_as_string(False)
+    assert table(url, preferences) == [] and table(url, items) == []
+    # The lock released, both go through (log_head was not left held).
+    assert store.set_preferences(1, ["Drama"], 2.0) > 0
+    assert store.add_item(90_001, "New", ["Drama"], 2026, 2.0).item_id == 90_001
+    assert [r["genres"] for r in table(url, preferences)] == [["Drama"]]
+    store.dispose()
+
+
 def test_a_database_that_stops_answering_is_a_503_and_writes_nothing() -> None:
     # Another session holds locks the batch needs (as a long migration would): past the
     # store's time-out the write and the read fail with a 503 instead of holding their

@@ -333,6 +333,17 @@ class Store(abc.ABC):
             yield conn
 
     @contextlib.contextmanager
+    def _request_transaction(self) -> Iterator[Connection]:
+        """A write-engine transaction for a request's own write outside the batch writer
+        (``PUT /users/{id}/preferences``, ``POST /admin/items``): each of its statements
+        bounded by the store's time-out (a 503 past it), as the batch writer's commits are.
+        SQLite's busy time-out (the engine's) bounds it already; a backend whose server waits
+        for locks without end overrides this.
+        """
+        with self.write_engine.begin() as conn:
+            yield conn
+
+    @contextlib.contextmanager
     def _snapshot_connection(self) -> Iterator[Connection]:
         """A read connection in a transaction that sees one snapshot (long log reads)."""
         with self.read_engine.connect() as conn, conn.begin():
@@ -948,7 +959,7 @@ class Store(abc.ABC):
             ``item_id`` was added before (the message names it).
         """
         try:
-            with self.write_engine.begin() as conn:
+            with self._request_transaction() as conn:
                 seq = int(conn.exec_driver_sql(self._next_seq_sql, (1,)).scalar_one())
                 conn.execute(items.insert().values(item_id=item_id, seq=seq, title=title,
                                                    genres=list(genres), year=year,
@@ -1101,7 +1112,7 @@ class Store(abc.ABC):
         """Log that ``user_id`` stated ``genres`` at ``now`` (the latest statement wins, in
         log order: its seq comes from ``log_head`` like feedback's). Returns the seq.
         """
-        with self.write_engine.begin() as conn:
+        with self._request_transaction() as conn:
             seq = int(conn.exec_driver_sql(self._next_seq_sql, (1,)).scalar_one())
             conn.execute(preferences.insert().values(seq=seq, user_id=user_id,
                                                      genres=list(genres), created_at=now))
