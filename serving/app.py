@@ -11,10 +11,8 @@ import asyncio
 import gc
 import logging
 import sys
-import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import TypeVar
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -38,12 +36,10 @@ from serving.api.routes import (
     stream,
     users,
 )
-from serving.errors import StoreUnavailableError
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.settings import Settings
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 def create_app(settings: Settings | None = None, *, catalog: Dataset | None = None,
@@ -64,7 +60,7 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from serving.commands import prepare
+        from serving.commands import prepare, until_the_store_answers
         from serving.retrain_trigger import retrain_trigger
         from serving.service import RecommendationService
         from serving.store import GroupCommitWriter, PeriodicJob
@@ -72,12 +68,13 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
         # The event loop shares the GIL with the writer and refresher threads; a short switch
         # interval bounds how long a request waits for it after a read or a commit wake-up.
         sys.setswitchinterval(settings.switch_interval_s)
-        resources = await _until_the_store_answers(
-            settings, lambda: prepare(settings, catalog=catalog, arms=arms))
+        resources = await run_in_threadpool(  # waits for a locked or restarting store
+            until_the_store_answers, settings,
+            lambda: prepare(settings, catalog=catalog, arms=arms))
         # The policy, the feature set and the rule book come from the settings.
         service = RecommendationService(settings, resources.store, resources.catalog,
                                         resources.arm_set)
-        await _until_the_store_answers(settings, service.start)
+        await run_in_threadpool(until_the_store_answers, settings, service.start)
         writer = GroupCommitWriter(
             resources.store, batch_max=settings.batch_max,
             jobs=[PeriodicJob("settle", settings.sweep_interval_s, service.settle)],
@@ -151,28 +148,6 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
                      max_body_bytes=settings.max_body_bytes, cors=bool(settings.cors_origins),
                      body_limits=body_limits)
     return app
-
-
-async def _until_the_store_answers(settings: Settings, start: Callable[[], T]) -> T:
-    """``start()`` in a thread, tried again while the store is unavailable (locked, or its
-    server down), for up to ``startup_timeout_s``.
-
-    A worker that fails to start makes uvicorn stop every worker: so one that (re)starts
-    while another process holds SQLite's lock, or while PostgreSQL restarts, waits for the
-    store instead of taking the whole service down.
-    """
-    deadline = time.monotonic() + settings.startup_timeout_s
-    delay = 0.25
-    while True:
-        try:
-            return await run_in_threadpool(start)
-        except StoreUnavailableError as exc:
-            if time.monotonic() + delay > deadline:
-                raise
-            logger.warning("the store is unavailable at start (%s); trying again in %.2g s",
-                           exc.message, delay)
-            await asyncio.sleep(delay)
-            delay = min(2 * delay, 5.0)
 
 
 def app_from_env() -> FastAPI:

@@ -20,11 +20,11 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -42,7 +42,7 @@ from serving.armset import (
     save_arms,
 )
 from serving.drift import check_replay
-from serving.errors import RetrainBusyError, check_bootstrap
+from serving.errors import RetrainBusyError, StoreUnavailableError, check_bootstrap
 from serving.errors import iso_time as _iso
 from serving.holdout import check_decisions, holdout_report
 from serving.live import arm_bytes, arm_from_bytes, fold_live_arms, fold_models, state_digest
@@ -77,6 +77,7 @@ from serving.store.types import FoldSnapshot, JsonObject, LogRows, PolicyMeta, V
 from serving.versions import ModelsResult, RetrainResult
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def load_catalog(settings: Settings) -> Dataset:
@@ -278,8 +279,40 @@ def progress_on_stderr() -> Iterator[None]:
             log.propagate = propagate
 
 
+def until_the_store_answers(settings: Settings, start: Callable[[], T]) -> T:
+    """``start()``, tried again while the store is unavailable (locked, or its server down),
+    for up to ``settings.startup_timeout_s``; the last :class:`StoreUnavailableError` past it.
+
+    What ``serve`` does before it forks the workers, and what each worker does at its start
+    (:func:`serving.app.create_app`, in a thread): a worker that fails to start makes uvicorn
+    stop every worker, and a ``serve`` that failed at once while another process held SQLite's
+    lock exited after the store's time-out (found by attack), so both wait for the store
+    instead.
+
+    Parameters
+    ----------
+    settings : Settings
+        Its ``startup_timeout_s`` bounds the wait.
+    start : callable
+        What to try (no arguments); its result is returned.
+    """
+    deadline = time.monotonic() + settings.startup_timeout_s
+    delay = 0.25
+    while True:
+        try:
+            return start()
+        except StoreUnavailableError as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            logger.warning("the store is unavailable at start (%s); trying again in %.2g s",
+                           exc.message, delay)
+            time.sleep(delay)
+            delay = min(2 * delay, 5.0)
+
+
 def serve(settings: Settings) -> int:
-    """Prepare the store and arms once, then run uvicorn with ``settings.workers`` workers.
+    """Prepare the store and arms once (waiting for the store as
+    :func:`until_the_store_answers` does), then run uvicorn with ``settings.workers`` workers.
 
     Each worker enforces the connection limits of ``settings`` (header size and time-out, body
     and keep-alive time-outs, requests in flight; see :mod:`serving.api.protocol`).
@@ -289,7 +322,7 @@ def serve(settings: Settings) -> int:
     from serving.api.protocol import uvicorn_options
 
     with progress_on_stderr():
-        resources = prepare(settings)
+        resources = until_the_store_answers(settings, lambda: prepare(settings))
     resources.store.dispose()
     env = settings.to_env()
     os.environ.update(env)

@@ -207,6 +207,49 @@ def test_locked_sqlite_store_is_a_503_and_recovers_by_itself(
     assert table_sizes(url)["feedback"] == 3
 
 
+def test_serve_waits_for_a_store_locked_at_its_start(
+        tmp_path: Path, serving_catalog: Dataset, serving_arms: dict,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # `recbandits serve` prepares the store before it forks the workers; started while another
+    # process held SQLite's write lock it exited with a traceback after the store's time-out
+    # (found by attack) instead of waiting up to startup_timeout_s, as each worker does.
+    from serving import commands
+
+    settings = small_settings(tmp_path, startup_timeout_s=120)
+    arms = {name: serving_arms[name] for name in settings.arms}
+    real_prepare = commands.prepare
+    commands.prepare(settings, catalog=serving_catalog, arms=arms).store.dispose()
+    attempts: list[float] = []
+
+    def prepare(settings: Settings) -> Any:
+        attempts.append(time.monotonic())
+        return real_prepare(settings, catalog=serving_catalog, arms=arms)
+
+    ran: list[dict[str, Any]] = []
+    monkeypatch.setattr(commands, "prepare", prepare)
+    monkeypatch.setattr("uvicorn.run", lambda *args, **kwargs: ran.append(kwargs))
+    monkeypatch.setattr("os.environ", {})  # serve exports the settings for its workers
+    holder = sqlite3.connect(settings.resolved_db_url().removeprefix("sqlite:///"),
+                             isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    done = threading.Event()
+
+    def release() -> None:  # once serve has been refused and tries again
+        while len(attempts) < 2 and not done.is_set():
+            time.sleep(0.01)
+        holder.rollback()
+
+    releaser = threading.Thread(target=release, daemon=True)
+    releaser.start()
+    try:
+        assert commands.serve(settings) == 0
+    finally:
+        done.set()
+        releaser.join(60)
+        holder.close()
+    assert len(attempts) >= 2 and len(ran) == 1 and ran[0]["workers"] == settings.workers
+
+
 class StoppablePostgres(PostgresServer):
     """A PostgreSQL cluster of the test's own, so stopping it disturbs no other test."""
 
