@@ -186,6 +186,26 @@ def test_heartbeats_arrive_while_idle(live: LiveServer) -> None:
         reader.close()
 
 
+@pytest.mark.parametrize("value", ["1_0", "+1", "1.0", "%201", "0x1", "%D9%A1"])
+def test_ids_and_positions_of_a_stream_are_plain_decimal_digits(live: LiveServer,
+                                                                value: str) -> None:
+    # As on every other route: "1_0" had opened user 10's stream, "+1" and "1.0" user 1's, and
+    # k, after and Last-Event-ID took the same (found by attack). Leading zeros are digits.
+    with httpx.Client(base_url=live.base, timeout=30) as client:
+        for path, headers in [(f"/users/{value}/stream", {}),
+                              (f"/users/7/stream?k={value}", {}),
+                              (f"/users/7/stream?after={value}", {}),
+                              ("/users/7/stream", {"Last-Event-ID": value})]:
+            # Streamed: an accepted one (the old code's) would never end.
+            with client.stream("GET", path, headers=headers) as response:
+                assert response.status_code == 422, (path, headers)
+                assert orjson.loads(response.read())["code"] == "invalid_request"
+    assert getattr(live.app.state, "stream_hub", None) is None  # no stream was opened
+    reader = EventReader(live.base, 7)
+    assert reader.next("ready")["data"]["user_id"] == 7
+    reader.close()
+
+
 def test_a_reconnect_replays_what_it_missed_and_nothing_twice(live: LiveServer) -> None:
     url = live.app.state.settings.resolved_db_url()
     first = EventReader(live.base, 11)

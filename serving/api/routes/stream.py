@@ -38,7 +38,7 @@ from starlette.background import BackgroundTask
 
 from serving.api.routes.recommendations import FIELDS
 from serving.errors import ServingError
-from serving.schemas import MAX_ID, MAX_K, ErrorOut, PolicyOut
+from serving.schemas import MAX_ID, MAX_K, QUERY_INT, ErrorOut, PolicyOut
 from serving.stream import Stream, StreamHub
 
 router = APIRouter(tags=["stream"])
@@ -120,12 +120,16 @@ async def events(request: Request, streams: StreamHub, stream: Stream, k: int,
 )
 async def user_stream(
     request: Request,
-    user_id: Annotated[int, Path(ge=1, le=MAX_ID, description="Raw user id")],
-    k: Annotated[int, Query(ge=1, le=MAX_K, description="Slate size of the pushed slates")] = 10,
+    # Plain decimal digits (QUERY_INT), as every other route's ids: "1_0", "+1" and "1.0" had
+    # opened user 10's or 1's stream here (found by attack).
+    user_id: Annotated[int, Path(ge=1, le=MAX_ID, description="Raw user id"), QUERY_INT],
+    k: Annotated[int, Query(ge=1, le=MAX_K, description="Slate size of the pushed slates"),
+                 QUERY_INT] = 10,
     after: Annotated[int | None, Query(ge=0, description="Resume after this log position "
-                                       "(``Last-Event-ID`` wins when both are sent)")] = None,
+                                       "(``Last-Event-ID`` wins when both are sent)"),
+                     QUERY_INT] = None,
     last_event_id: Annotated[int | None, Header(ge=0, description="Set by EventSource on "
-                                                "reconnection")] = None,
+                                                "reconnection"), QUERY_INT] = None,
 ) -> StreamingResponse:
     """Live slates and policy panel of ``user_id`` after each of their feedbacks.
 
