@@ -209,6 +209,12 @@ def test_preferences_reject_what_the_catalogue_lacks(pref_client: TestClient) ->
     b'{"genres": ["Com\xffedy"]}',  # invalid UTF-8
     b'{"genres": ' + b"[" * 5000 + b"]" * 5000 + b"}",  # past the recursion limit
     bytes.fromhex("1f8b0800000000000003ab56ca4fcc2e56b2520a0e0e0da90500"),  # gzip bytes
+    # What json.loads takes and the hot routes' parser does not: a byte-order mark, UTF-16,
+    # NaN (valid preferences otherwise: these were stored).
+    b'\xef\xbb\xbf{"genres": ["Comedy"]}',
+    '{"genres": ["Comedy"]}'.encode("utf-16"),
+    '{"genres": ["Comedy"]}'.encode("utf-16-le"),
+    b'{"genres": ["Comedy"], "x": NaN}',
 ])
 def test_a_body_fastapi_cannot_parse_is_the_422_of_a_malformed_body(pref_client: TestClient,
                                                                      body: bytes) -> None:
@@ -222,6 +228,21 @@ def test_a_body_fastapi_cannot_parse_is_the_422_of_a_malformed_body(pref_client:
     assert [(d["loc"], d["type"]) for d in detail["detail"]] == [(["body"], "json_invalid")]
     assert detail["detail"][0]["msg"].startswith("Invalid JSON")
     assert pref_client.get(path).json()["genres"] == []
+
+
+def test_a_body_that_is_not_json_is_415_as_on_the_hot_routes(pref_client: TestClient) -> None:
+    path = f"/users/{NEWCOMER}/preferences"
+    for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+        response = pref_client.put(path, content=b'{"genres": ["Comedy"]}',
+                                   headers={"content-type": content_type})
+        assert response.status_code == 415, response.text
+        assert response.json()["code"] == "unsupported_media_type"
+        assert pref_client.post("/events", content=b'{"user_id": 1}', headers={
+            "content-type": content_type}).status_code == 415
+    assert pref_client.get(path).json()["genres"] == []
+    ok = pref_client.put(path, content=b'{"genres": ["Comedy"]}',
+                         headers={"content-type": "application/json; charset=utf-8"})
+    assert ok.status_code == 200 and ok.json()["genres"] == ["Comedy"]
 
 
 def test_a_newcomers_stated_genres_come_first(pref_client: TestClient,

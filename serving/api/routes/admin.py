@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from starlette.concurrency import run_in_threadpool
 
 from serving import versions
-from serving.api.deps import AdminDep, ServiceDep
+from serving.api.deps import AdminDep, JsonContentDep, ServiceDep
 from serving.errors import InvalidInputError
 from serving.schemas import (
     ErrorOut,
@@ -167,9 +167,10 @@ async def live_state(service: ServiceDep) -> dict[str, Any]:
              responses={401: {"model": ErrorOut, "description": "no token"},
                         403: {"model": ErrorOut, "description": "wrong token"},
                         409: {"model": ErrorOut, "description": "the item exists already"},
+                        415: {"model": ErrorOut, "description": "a body that is not JSON"},
                         422: {"model": ErrorOut, "description": "malformed body, unknown "
                                                                "genre, or a query parameter"}},
-             dependencies=[_NO_QUERY])
+             dependencies=[_NO_QUERY, JsonContentDep])
 async def add_item(body: ItemIn, service: ServiceDep) -> ItemOut:
     """Add an item to the catalogue at once, on every worker within one refresh interval.
 

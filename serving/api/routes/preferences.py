@@ -18,7 +18,7 @@ from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from serving.api.deps import ServiceDep
+from serving.api.deps import JsonContentDep, ServiceDep
 from serving.errors import InvalidInputError
 from serving.schemas import MAX_ID, QUERY_INT, ErrorOut
 
@@ -69,7 +69,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorOut, "description": "the store is unavailable (Retry-After)"}}
 
 
-@router.put("/users/{user_id}/preferences", response_model=PreferencesOut, responses=_ERRORS)
+@router.put("/users/{user_id}/preferences", response_model=PreferencesOut,
+            responses={**_ERRORS, 415: {"model": ErrorOut, "description": "a body that is not "
+                                                                         "JSON"}},
+            dependencies=[JsonContentDep])
 async def put_preferences(user_id: UserId, body: PreferencesIn,
                           service: ServiceDep) -> PreferencesOut:
     """State the genres ``user_id`` likes (replacing any earlier statement)."""
