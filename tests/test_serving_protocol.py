@@ -328,3 +328,24 @@ def test_a_pipelining_client_that_leaves_unread_logs_no_error(worker: Worker) ->
     assert httpx.get(f"http://127.0.0.1:{worker.port}/ok", timeout=DEADLINE_S).status_code == 200
     log = worker.log_path.read_bytes()
     assert log.count(b"Exception in ASGI application") == errors_before, log[-3000:].decode()
+
+
+def test_a_client_that_stops_reading_its_answers_is_cut_off(worker: Worker) -> None:
+    # Its answers fill the server's buffer; it must read again within the body time-out (2 s
+    # here) or the connection is aborted. Such connections were held for as long as the
+    # client liked (found by attack: 600-1,200 of them for a minute).
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", worker.port))
+    sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n" * 256)  # 16 MiB of answers
+    deadline = time.monotonic() + DEADLINE_S
+    state = 0
+    while time.monotonic() < deadline:
+        # tcpi_state, the first byte of TCP_INFO: 7 CLOSE (reset), 8 CLOSE_WAIT (peer's FIN).
+        state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+        if state in (7, 8):
+            break
+        time.sleep(0.1)
+    sock.close()
+    assert state in (7, 8), f"the server kept the connection (tcpi_state {state})"
+    assert httpx.get(f"http://127.0.0.1:{worker.port}/ok", timeout=DEADLINE_S).status_code == 200

@@ -1,4 +1,4 @@
-"""The HTTP server's limits: uvicorn's httptools protocol with a header cap and read time-outs.
+"""The HTTP server's limits: uvicorn's httptools protocol with a header cap and time-outs.
 
 uvicorn bounds neither the size of a request head nor the time a client takes to send it:
 ``timeout_keep_alive`` only runs between a response and the next request's first byte (and is
@@ -17,6 +17,8 @@ every request into a 503, and its 503 is plain text rather than the API's error 
   (408 and close), so a client trickling one byte a second cannot hold a connection;
 - a body time-out: the body must arrive within ``body_timeout_s`` of the end of the head (408
   and close; the app sees a disconnect);
+- a write time-out: a client whose unread answers fill the transport's buffer must read again
+  within ``body_timeout_s`` or the connection is aborted;
 - an idle time-out from the moment a connection opens (uvicorn's keep-alive time-out, which it
   otherwise arms only after a response);
 - a cap on requests in flight in the worker: 503 with ``Retry-After`` and close beyond
@@ -32,7 +34,10 @@ app, so the app's Prometheus counters do not see them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import socket
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,6 +105,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # The connection's requests not yet answered: the one being answered and those
         # pipelined behind it (uvicorn keeps only the newest, as ``cycle``).
         self._cycles: list[RequestResponseCycle] = []
+        self._write_deadline: asyncio.TimerHandle | None = None  # while writes are paused
 
     # -------------------------------------------------------------------- connection
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -119,12 +125,30 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         ~1,150 in a minute: found by attack). Marked, its sends return without writing.
         """
         self._cancel_deadline()
+        self._cancel_write_deadline()
         for cycle in self._cycles:
             if not cycle.response_complete:
                 cycle.disconnected = True
                 cycle.message_event.set()
         self._cycles.clear()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        """The client stopped reading (the transport's buffer is full): it must read again
+        within ``body_timeout_s``, the time a request's body may take, or the connection is
+        aborted. Without it, clients that pipelined requests and never read the answers held
+        their connections and buffers for as long as they liked (found by attack: 600-1,200
+        held for a minute).
+        """
+        super().pause_writing()
+        if self._write_deadline is None:
+            self._write_deadline = self.loop.call_later(self.limits.body_timeout_s,
+                                                        self._write_timed_out)
+
+    def resume_writing(self) -> None:
+        """The client reads again: no deadline until the buffer fills up again."""
+        self._cancel_write_deadline()
+        super().resume_writing()
 
     def data_received(self, data: bytes) -> None:
         """Parse ``data`` as uvicorn does, counting head bytes against ``max_header_bytes``."""
@@ -213,6 +237,25 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
+
+    def _cancel_write_deadline(self) -> None:
+        if self._write_deadline is not None:
+            self._write_deadline.cancel()
+            self._write_deadline = None
+
+    def _write_timed_out(self) -> None:
+        # A reset (SO_LINGER 0), not a close: a closed socket keeps its unsent answers in the
+        # kernel (up to tcp_wmem's 4 MiB) behind a FIN the client never gets while its window
+        # is shut; the reset drops them and tells the client at once.
+        self._write_deadline = None
+        self._refused = True
+        self.logger.warning("a client read nothing for %g s: connection reset",
+                            self.limits.body_timeout_s)
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
 
     def _head_timed_out(self) -> None:
         self._deadline = None
