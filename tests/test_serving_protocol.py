@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -349,3 +350,22 @@ def test_a_client_that_stops_reading_its_answers_is_cut_off(worker: Worker) -> N
     sock.close()
     assert state in (7, 8), f"the server kept the connection (tcpi_state {state})"
     assert httpx.get(f"http://127.0.0.1:{worker.port}/ok", timeout=DEADLINE_S).status_code == 200
+
+
+@pytest.mark.parametrize("head", [
+    b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+    b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"GET /ok HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
+])
+def test_malformed_http_gets_the_apis_400_body(worker: Worker, head: bytes) -> None:
+    # It was uvicorn's plain-text "Invalid HTTP request received." (found by attack).
+    sock = worker.connect()
+    sock.sendall(head)
+    answer = read_until_closed(sock)
+    sock.close()
+    assert status_of(answer) == 400, answer
+    head_part, _, body = answer.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head_part.lower()
+    error = json.loads(body)
+    assert error["code"] == "bad_request" and error["detail"].startswith("invalid HTTP request")

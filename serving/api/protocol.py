@@ -170,9 +170,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         except httptools.HttpParserError as exc:
             if self._refused or isinstance(exc.__context__, _RefusedError):
                 return
-            msg = "Invalid HTTP request received."
-            self.logger.warning(msg)
-            self.send_400_response(msg)
+            # The API's error body, not uvicorn's plain text (found by attack: a negative or
+            # doubled Content-Length, Content-Length with chunked, a NUL in a header).
+            self.logger.warning("Invalid HTTP request received: %s", exc)
+            self._refuse(400, "bad_request", f"invalid HTTP request: {exc}")
             return
         if self._phase == _HEAD:
             # Still inside a head: count what came (an over-estimate when the head began
