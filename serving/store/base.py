@@ -333,15 +333,16 @@ class Store(abc.ABC):
             yield conn
 
     @contextlib.contextmanager
-    def _request_transaction(self) -> Iterator[Connection]:
+    def _request_transaction(self) -> Iterator[Callable[[], Connection]]:
         """A write-engine transaction for a request's own write outside the batch writer
-        (``PUT /users/{id}/preferences``, ``POST /admin/items``): each of its statements
-        bounded by the store's time-out (a 503 past it), as the batch writer's commits are.
-        SQLite's busy time-out (the engine's) bounds it already; a backend whose server waits
-        for locks without end overrides this.
+        (``PUT /users/{id}/preferences``, ``POST /admin/items``), bounded as a whole by the
+        store's time-out (a 503 past it), as the batch writer's commits are. It yields
+        ``statement()``, to call for the connection before each statement: a backend whose
+        server waits for locks without end bounds that statement by the time left there.
+        SQLite's busy time-out (the engine's) bounds the transaction already.
         """
         with self.write_engine.begin() as conn:
-            yield conn
+            yield lambda: conn
 
     @contextlib.contextmanager
     def _snapshot_connection(self) -> Iterator[Connection]:
@@ -959,11 +960,11 @@ class Store(abc.ABC):
             ``item_id`` was added before (the message names it).
         """
         try:
-            with self._request_transaction() as conn:
-                seq = int(conn.exec_driver_sql(self._next_seq_sql, (1,)).scalar_one())
-                conn.execute(items.insert().values(item_id=item_id, seq=seq, title=title,
-                                                   genres=list(genres), year=year,
-                                                   created_at=now))
+            with self._request_transaction() as statement:
+                seq = int(statement().exec_driver_sql(self._next_seq_sql, (1,)).scalar_one())
+                statement().execute(items.insert().values(
+                    item_id=item_id, seq=seq, title=title, genres=list(genres), year=year,
+                    created_at=now))
         except sa.exc.IntegrityError:
             raise ValueError(f"item_id {item_id} was added already") from None
         return AddedItem(seq, item_id, title, tuple(genres), year, now)
@@ -1112,10 +1113,10 @@ class Store(abc.ABC):
         """Log that ``user_id`` stated ``genres`` at ``now`` (the latest statement wins, in
         log order: its seq comes from ``log_head`` like feedback's). Returns the seq.
         """
-        with self._request_transaction() as conn:
-            seq = int(conn.exec_driver_sql(self._next_seq_sql, (1,)).scalar_one())
-            conn.execute(preferences.insert().values(seq=seq, user_id=user_id,
-                                                     genres=list(genres), created_at=now))
+        with self._request_transaction() as statement:
+            seq = int(statement().exec_driver_sql(self._next_seq_sql, (1,)).scalar_one())
+            statement().execute(preferences.insert().values(seq=seq, user_id=user_id,
+                                                            genres=list(genres), created_at=now))
         return seq
 
     @unavailable_on_db_error

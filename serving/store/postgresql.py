@@ -41,6 +41,7 @@ import json
 import logging
 import math
 import select
+import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -299,16 +300,25 @@ class PostgreSQLStore(Store):
                 yield conn
 
     @contextlib.contextmanager
-    def _request_transaction(self) -> Iterator[Connection]:
-        """See :meth:`Store._request_transaction`: ``statement_timeout`` set for the
-        transaction. The server waits for a lock without end by default: a PUT of preferences
+    def _request_transaction(self) -> Iterator[Callable[[], Connection]]:
+        """See :meth:`Store._request_transaction`: before each statement, ``statement_timeout``
+        is set to what is left of the store's time-out, counted from before the pool's
+        check-out. The server waits for a lock without end by default: a PUT of preferences
         behind a locked table answered 200 after 40 s, holding ``log_head`` (and every event
-        behind it) meanwhile (found by attack). A cancelled statement is a 503.
+        behind it) meanwhile, and a time-out per statement still let its two statements take
+        16 s (found by attack). A cancelled statement, or no time left, is a 503.
         """
+        deadline = time.monotonic() + self.timeout_s
         with self.write_engine.begin() as conn:
-            conn.exec_driver_sql(
-                f"SET LOCAL statement_timeout = {max(1, math.ceil(self.timeout_s * 1000))}")
-            yield conn
+            def statement() -> Connection:
+                left_ms = math.ceil((deadline - time.monotonic()) * 1000)
+                if left_ms <= 0:
+                    raise store_unavailable_error(
+                        f"no answer from the database within {self.timeout_s:g} s")
+                conn.exec_driver_sql(f"SET LOCAL statement_timeout = {left_ms}")
+                return conn
+
+            yield statement
 
     def write_batch(self, decision_rows: Sequence[dict[str, Any]],
                     feedback_writes: Sequence[FeedbackWrite], *,
