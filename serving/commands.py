@@ -316,13 +316,24 @@ def serve(settings: Settings) -> int:
 
     Each worker enforces the connection limits of ``settings`` (header size and time-out, body
     and keep-alive time-outs, requests in flight; see :mod:`serving.api.protocol`).
+
+    Raises
+    ------
+    CommandError
+        The store did not answer within ``startup_timeout_s`` (exit status 1), or ``prepare``
+        refused (another catalogue, arms missing).
     """
     import uvicorn
 
     from serving.api.protocol import uvicorn_options
 
     with progress_on_stderr():
-        resources = until_the_store_answers(settings, lambda: prepare(settings))
+        try:
+            resources = until_the_store_answers(settings, lambda: prepare(settings))
+        except StoreUnavailableError as exc:  # said in one line, not a traceback
+            raise CommandError(f"the store did not answer within startup_timeout_s "
+                               f"({settings.startup_timeout_s:g} s): {exc.message}",
+                               exit_code=1) from None
     resources.store.dispose()
     env = settings.to_env()
     os.environ.update(env)

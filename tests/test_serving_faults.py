@@ -39,6 +39,7 @@ from test_serving_support import (
 from arms.data.dataset import Dataset
 from serving.app import create_app
 from serving.errors import StoreUnavailableError
+from serving.results import CommandError
 from serving.settings import Settings
 from serving.store.tables import arm_state, decisions, feedback, outcomes
 
@@ -248,6 +249,19 @@ def test_serve_waits_for_a_store_locked_at_its_start(
         releaser.join(60)
         holder.close()
     assert len(attempts) >= 2 and len(ran) == 1 and ran[0]["workers"] == settings.workers
+    # Past startup_timeout_s: one line saying so (exit status 1), not a traceback.
+    holder = sqlite3.connect(settings.resolved_db_url().removeprefix("sqlite:///"),
+                             isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(CommandError, match=r"the store did not answer within "
+                                               r"startup_timeout_s \(0\.5 s\): the store is "
+                                               r"unavailable \(database is locked\)") as refused:
+            commands.serve(settings.model_copy(update={"startup_timeout_s": 0.5}))
+    finally:
+        holder.rollback()
+        holder.close()
+    assert refused.value.exit_code == 1 and len(ran) == 1
 
 
 class StoppablePostgres(PostgresServer):
