@@ -485,6 +485,32 @@ def test_a_request_writes_statements_share_one_time_out() -> None:
     store.dispose()
 
 
+def test_the_stores_own_writes_wait_for_a_lock_no_longer_than_the_time_out() -> None:
+    # The writes of a start (create_schema, the version rows), the settle sweep and the
+    # commands wait on the server's locks: a service started while log_head was locked waited
+    # silently for as long as the lock lasted, past startup_timeout_s (found by re-attack).
+    # lock_timeout bounds each wait: a 503, which the start retries until its deadline.
+    store = open_store(postgres().create_database(), timeout_s=1.0)
+    store.create_schema(ARMS)
+    holder = psycopg.connect(store.url.set(drivername="postgresql").render_as_string(False))
+    holder.execute("LOCK TABLE log_head, arm_state IN ACCESS EXCLUSIVE MODE")
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            future = pool.submit(store.create_schema, ARMS)
+            try:
+                error = future.exception(timeout=60)  # the old code waited for the holder
+            except TimeoutError:
+                error = None
+            holder.rollback()
+    finally:
+        holder.rollback()
+        holder.close()
+    assert isinstance(error, StoreUnavailableError), error
+    assert "lock timeout" in error.message, error.message
+    store.create_schema(ARMS)  # the lock released: as before
+    store.dispose()
+
+
 def test_a_database_that_stops_answering_is_a_503_and_writes_nothing() -> None:
     # Another session holds locks the batch needs (as a long migration would): past the
     # store's time-out the write and the read fail with a 503 instead of holding their

@@ -277,8 +277,15 @@ class PostgreSQLStore(Store):
     def _engines(self) -> tuple[Engine, Engine]:
         connect = {"connect_timeout": max(1, math.ceil(self.timeout_s)),
                    "options": _CUSTOM_PLANS}
+        # The writes through this engine (a start's schema and version rows, the settle sweep,
+        # the commands, a request's own write) wait for a lock at most the store's time-out,
+        # then fail as an outage (a 503; a start tries again until startup_timeout_s): the
+        # server's default is to wait without end (a start behind a locked log_head waited
+        # silently past its deadline: found by attack).
+        lock_timeout = f" -c lock_timeout={max(1, math.ceil(self.timeout_s * 1000))}"
         write = sa.create_engine(self.url, pool_size=2, max_overflow=2, pool_pre_ping=True,
-                                 connect_args=connect, pool_timeout=self.timeout_s)
+                                 connect_args={**connect, "options": _CUSTOM_PLANS + lock_timeout},
+                                 pool_timeout=self.timeout_s)
         read = sa.create_engine(self.url, pool_size=8, max_overflow=8, pool_pre_ping=True,
                                 connect_args=connect, pool_timeout=self.timeout_s,
                                 isolation_level="AUTOCOMMIT")
