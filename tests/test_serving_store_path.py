@@ -408,6 +408,31 @@ def test_a_unix_socket_url_serves_the_engines_and_the_libpq_paths(
         store.dispose()
 
 
+def errors_behind_a_lock(lock: str, calls: dict[str, Any]) -> tuple[Store, dict[str, Any]]:
+    """A new PostgreSQL store (time-out 1 s) and what each of ``calls`` (name: a function of
+    the store) raised while another session held ``lock`` (a ``LOCK TABLE`` statement); None
+    for a call still waiting after 60 s (the lock is then released to let it end).
+    """
+    store = open_store(postgres().create_database(), timeout_s=1.0)
+    store.create_schema(ARMS)
+    holder = psycopg.connect(store.url.set(drivername="postgresql").render_as_string(False))
+    holder.execute(lock)
+    errors: dict[str, Any] = {}
+    try:
+        with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+            futures = {name: pool.submit(call, store) for name, call in calls.items()}
+            for name, future in futures.items():
+                try:
+                    errors[name] = future.exception(timeout=60)
+                except TimeoutError:  # the old code waited for the holder
+                    errors[name] = None
+                    holder.rollback()
+    finally:
+        holder.rollback()
+        holder.close()
+    return store, errors
+
+
 def test_a_request_write_outside_the_batch_writer_waits_no_longer_than_the_time_out() -> None:
     # PUT /users/{id}/preferences and POST /admin/items write through the store's engine, not
     # the batch writer: behind a locked table they waited for as long as the lock was held
@@ -415,27 +440,10 @@ def test_a_request_write_outside_the_batch_writer_waits_no_longer_than_the_time_
     # statement is cancelled past the store's time-out (a 503), and nothing is left behind.
     from serving.store.tables import items, preferences
 
-    store = open_store(postgres().create_database(), timeout_s=1.0)
-    store.create_schema(ARMS)
-    holder = psycopg.connect(store.url.set(drivername="postgresql").render_as_string(False))
-    holder.execute("LOCK TABLE preferences, items IN EXCLUSIVE MODE")
-    writes = {"preferences": lambda: store.set_preferences(1, ["Drama"], 1.0),
-              "item": lambda: store.add_item(90_001, "New", ["Drama"], 2026, 1.0)}
-    outcomes: dict[str, BaseException | None] = {}
-    try:
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            futures = {name: pool.submit(write) for name, write in writes.items()}
-            for name, future in futures.items():
-                # The old code waited for the holder: it would still be waiting here.
-                try:
-                    outcomes[name] = future.exception(timeout=60)
-                except TimeoutError:
-                    outcomes[name] = None
-                    holder.rollback()  # let it finish, then fail below
-    finally:
-        holder.rollback()
-        holder.close()
-    for name, error in outcomes.items():
+    store, errors = errors_behind_a_lock("LOCK TABLE preferences, items IN EXCLUSIVE MODE", {
+        "preferences": lambda store: store.set_preferences(1, ["Drama"], 1.0),
+        "item": lambda store: store.add_item(90_001, "New", ["Drama"], 2026, 1.0)})
+    for name, error in errors.items():
         assert isinstance(error, StoreUnavailableError), (name, error)
         assert "statement timeout" in error.message, error.message
     url = store.url.render_as_string(False)
@@ -490,21 +498,10 @@ def test_the_stores_own_writes_wait_for_a_lock_no_longer_than_the_time_out() -> 
     # commands wait on the server's locks: a service started while log_head was locked waited
     # silently for as long as the lock lasted, past startup_timeout_s (found by re-attack).
     # lock_timeout bounds each wait: a 503, which the start retries until its deadline.
-    store = open_store(postgres().create_database(), timeout_s=1.0)
-    store.create_schema(ARMS)
-    holder = psycopg.connect(store.url.set(drivername="postgresql").render_as_string(False))
-    holder.execute("LOCK TABLE log_head, arm_state IN ACCESS EXCLUSIVE MODE")
-    try:
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            future = pool.submit(store.create_schema, ARMS)
-            try:
-                error = future.exception(timeout=60)  # the old code waited for the holder
-            except TimeoutError:
-                error = None
-            holder.rollback()
-    finally:
-        holder.rollback()
-        holder.close()
+    store, errors = errors_behind_a_lock(
+        "LOCK TABLE log_head, arm_state IN ACCESS EXCLUSIVE MODE",
+        {"create_schema": lambda store: store.create_schema(ARMS)})
+    error = errors["create_schema"]
     assert isinstance(error, StoreUnavailableError), error
     assert "lock timeout" in error.message, error.message
     store.create_schema(ARMS)  # the lock released: as before
