@@ -13,7 +13,7 @@ import pydantic_core
 from fastapi import Depends, Header, Request
 from fastapi.exceptions import RequestValidationError
 
-from serving.api.validation import is_json
+from serving.api.validation import invalid_json, is_json
 from serving.errors import ForbiddenError, UnauthorizedError, UnsupportedMediaTypeError
 from serving.metrics import Metrics
 from serving.service import RecommendationService
@@ -71,8 +71,7 @@ async def json_content(request: Request) -> None:
     try:
         pydantic_core.from_json(raw, allow_inf_nan=False)
     except ValueError as exc:
-        raise RequestValidationError([{"loc": ("body",), "msg": f"Invalid JSON: {exc}",
-                                       "type": "json_invalid"}]) from None
+        raise RequestValidationError(invalid_json(exc)) from None
 
 
 ServiceDep = Annotated[RecommendationService, Depends(get_service)]

@@ -20,7 +20,7 @@ from starlette.responses import Response
 
 from serving.api.body_limit import BodyTooLargeError
 from serving.api.responses import json_response
-from serving.api.validation import invalid_request_body
+from serving.api.validation import invalid_json, invalid_request_body
 from serving.errors import ServingError, StoreUnavailableError
 from serving.store import database_errors, store_unavailable
 
@@ -75,10 +75,8 @@ async def http_error(_request: Request, exc: StarletteHTTPException) -> Response
         return exc.response()
     if exc.status_code == 400 and exc.detail == FASTAPI_BODY_PARSE_DETAIL:
         cause = exc.__cause__
-        lines = str(cause).strip().splitlines() if cause is not None else []
-        reason = lines[0] if lines else type(cause).__name__
-        return json_response(invalid_request_body([{
-            "loc": ("body",), "msg": f"Invalid JSON: {reason}", "type": "json_invalid"}]), 422)
+        return json_response(invalid_request_body(invalid_json(
+            cause if cause is not None and str(cause).strip() else type(cause).__name__)), 422)
     code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
     return json_response({"detail": exc.detail, "code": code}, exc.status_code, exc.headers)
 

@@ -101,6 +101,15 @@ def _text(value: Any) -> Any:
     return value
 
 
+def invalid_json(reason: object) -> list[dict[str, Any]]:
+    """The validation issue of a body that is not JSON as the hot routes read it (``reason``:
+    the parser's, its first line), for the routes whose bodies FastAPI reads.
+    """
+    lines = str(reason).strip().splitlines()
+    return [{"loc": ("body",), "msg": f"Invalid JSON: {lines[0] if lines else reason!r}",
+             "type": "json_invalid"}]
+
+
 def invalid_request_body(errors: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """The 422 body for pydantic/FastAPI errors: location, message and type of each."""
     return {"detail": [{"loc": [_text(part) for part in error["loc"]],
