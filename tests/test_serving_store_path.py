@@ -443,9 +443,13 @@ def test_a_request_write_outside_the_batch_writer_waits_no_longer_than_the_time_
     store, errors = errors_behind_a_lock("LOCK TABLE preferences, items IN EXCLUSIVE MODE", {
         "preferences": lambda store: store.set_preferences(1, ["Drama"], 1.0),
         "item": lambda store: store.add_item(90_001, "New", ["Drama"], 2026, 1.0)})
+    # The two contend for log_head too: the one that waited there for the other's cancellation
+    # may find its time spent before its insert (CI's fresh clone, load 5+), so its 503 comes
+    # from the client's deadline instead of the server's cancellation. Both name the time-out.
     for name, error in errors.items():
         assert isinstance(error, StoreUnavailableError), (name, error)
-        assert "statement timeout" in error.message, error.message
+        assert ("statement timeout" in error.message
+                or "no answer from the database within 1 s" in error.message), error.message
     url = store.url.render_as_string(False)
     assert table(url, preferences) == [] and table(url, items) == []
     # The lock released, both go through (log_head was not left held).
