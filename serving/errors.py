@@ -86,6 +86,15 @@ class UnsupportedMediaTypeError(ServingError):
     code = "unsupported_media_type"
 
 
+class ClientGoneError(ServingError):
+    """The client went away (or was cut off at the body time-out) before sending its whole
+    body: nobody is left to answer, and nothing was read or stored.
+    """
+
+    status_code = 499
+    code = "client_closed_request"
+
+
 class RetrainBusyError(ServingError):
     """A retrain was asked for while another holds the retrain lease (on any worker or host),
     or this one's lease expired and was taken before it could publish.

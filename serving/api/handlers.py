@@ -20,7 +20,7 @@ from starlette.responses import Response
 
 from serving.api.body_limit import BodyTooLargeError
 from serving.api.responses import json_response
-from serving.api.validation import invalid_json, invalid_request_body
+from serving.api.validation import invalid_request_body
 from serving.errors import ServingError, StoreUnavailableError
 from serving.store import database_errors, store_unavailable
 
@@ -59,24 +59,10 @@ async def validation_error(_request: Request, exc: RequestValidationError) -> Re
     return json_response(invalid_request_body(exc.errors()), 422)
 
 
-#: FastAPI's 400 for a body its ``json.loads`` failed on other than by a JSON syntax error (a
-#: number of over 4,300 digits, invalid UTF-8, nesting past the recursion limit).
-FASTAPI_BODY_PARSE_DETAIL = "There was an error parsing the body"
-
-
 async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
-    """Answer Starlette's HTTP error ``exc`` as an :class:`ErrorOut` (its code: the phrase).
-
-    FastAPI's 400 for a body it could not parse is the 422 of a malformed body, as the hot
-    routes answer the same bytes (it was a 400 ``bad_request`` on the FastAPI routes: found
-    by attack).
-    """
+    """Answer Starlette's HTTP error ``exc`` as an :class:`ErrorOut` (its code: the phrase)."""
     if isinstance(exc, BodyTooLargeError):  # cut off while the body was being read
         return exc.response()
-    if exc.status_code == 400 and exc.detail == FASTAPI_BODY_PARSE_DETAIL:
-        cause = exc.__cause__
-        return json_response(invalid_request_body(invalid_json(
-            cause if cause is not None and str(cause).strip() else type(cause).__name__)), 422)
     code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
     return json_response({"detail": exc.detail, "code": code}, exc.status_code, exc.headers)
 

@@ -1,7 +1,8 @@
 """The one validation of requests: pydantic models, and the one shape of a 422.
 
-The hot routes validate their query and body with :func:`validate` / :func:`validate_json`;
-FastAPI validates the other routes' parameters itself. Both end in
+Every route's JSON body is read by :func:`json_body` (the FastAPI routes' through
+:class:`serving.api.deps.JsonBody`: FastAPI never parses a body); the hot routes validate their
+query with :func:`validate`, FastAPI the other routes' parameters itself. Both end in
 :class:`fastapi.exceptions.RequestValidationError`, which the app's one handler turns into
 :func:`invalid_request_body`: ``{"detail": [{"loc", "msg", "type"}, ...], "code":
 "invalid_request"}``. The offending input is never echoed back: it may be non-finite (``NaN``,
@@ -18,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect, Request
 
-from serving.errors import UnsupportedMediaTypeError
+from serving.errors import ClientGoneError, UnsupportedMediaTypeError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -74,9 +75,9 @@ def is_json(content_type: str | None) -> bool:
                                             and media.endswith("+json"))
 
 
-async def json_body(request: Request, model: type[M]) -> M | None:
-    """A hot route's JSON body as ``model``; None when the client went away before sending it
-    all (or was cut off at the body time-out): nobody is left to answer.
+async def json_body(request: Request, model: type[M]) -> M:
+    """A request's JSON body as ``model``: the one reader of every route's body (the hot
+    routes call it, the FastAPI routes through :class:`serving.api.deps.JsonBody`).
 
     Raises
     ------
@@ -84,13 +85,16 @@ async def json_body(request: Request, model: type[M]) -> M | None:
         A body that is not JSON (415).
     RequestValidationError
         As :func:`validate_json` (422).
+    ClientGoneError
+        The client went away before sending it all, or was cut off at the body time-out
+        (499, heard by nobody).
     """
     if not is_json(request.headers.get("content-type")):
         raise UnsupportedMediaTypeError("the request body must be application/json")
     try:
         raw = await request.body()
     except ClientDisconnect:
-        return None
+        raise ClientGoneError("the client went away before sending its body") from None
     return validate_json(model, raw)
 
 
@@ -99,15 +103,6 @@ def _text(value: Any) -> Any:
     if isinstance(value, str):
         return value.encode("utf-8", "backslashreplace").decode("utf-8")
     return value
-
-
-def invalid_json(reason: object) -> list[dict[str, Any]]:
-    """The validation issue of a body that is not JSON as the hot routes read it (``reason``:
-    the parser's, its first line), for the routes whose bodies FastAPI reads.
-    """
-    lines = str(reason).strip().splitlines()
-    return [{"loc": ("body",), "msg": f"Invalid JSON: {lines[0] if lines else reason!r}",
-             "type": "json_invalid"}]
 
 
 def invalid_request_body(errors: Iterable[Mapping[str, Any]]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from starlette.concurrency import run_in_threadpool
 
 from serving import versions
-from serving.api.deps import AdminDep, JsonContentDep, ServiceDep
+from serving.api.deps import AdminDep, JsonBody, ServiceDep
 from serving.errors import InvalidInputError
 from serving.schemas import (
     ErrorOut,
@@ -163,6 +163,9 @@ async def live_state(service: ServiceDep) -> dict[str, Any]:
     return await run_in_threadpool(service.live_state)
 
 
+_ITEM = JsonBody(ItemIn)
+
+
 @router.post("/items", response_model=ItemOut, status_code=201,
              responses={401: {"model": ErrorOut, "description": "no token"},
                         403: {"model": ErrorOut, "description": "wrong token"},
@@ -170,8 +173,9 @@ async def live_state(service: ServiceDep) -> dict[str, Any]:
                         415: {"model": ErrorOut, "description": "a body that is not JSON"},
                         422: {"model": ErrorOut, "description": "malformed body, unknown "
                                                                "genre, or a query parameter"}},
-             dependencies=[_NO_QUERY, JsonContentDep])
-async def add_item(body: ItemIn, service: ServiceDep) -> ItemOut:
+             dependencies=[_NO_QUERY], openapi_extra=_ITEM.openapi_extra)
+async def add_item(body: Annotated[ItemIn, Depends(_ITEM)],
+                   service: ServiceDep) -> ItemOut:
     """Add an item to the catalogue at once, on every worker within one refresh interval.
 
     Events on it are accepted at once; the arms that grow with the catalogue (co-occurrence,

@@ -31,8 +31,6 @@ before (retries are safe: see ``idempotency_key``). A refused event refuses the 
 async def post_events(request: Request) -> Response:
     """``POST /events``: validate :class:`EventsIn`, store, answer :class:`EventsOut`."""
     body = await json_body(request, EventsIn)
-    if body is None:  # the client went away
-        return Response(status_code=499)
     state = request.app.state
     results = await state.service.record_events(body.events)
     stored = 0

@@ -27,8 +27,6 @@ async def post_feedback(request: Request) -> Response:
     :class:`FeedbackIn`; the answer is :class:`FeedbackOut`.
     """
     body = await json_body(request, FeedbackIn)
-    if body is None:  # the client went away
-        return Response(status_code=499)
     state = request.app.state
     result = await state.service.feedback(body)
     if result.created:

@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from serving.api.deps import JsonContentDep, ServiceDep
+from serving.api.deps import JsonBody, ServiceDep
 from serving.errors import InvalidInputError
 from serving.schemas import MAX_ID, QUERY_INT, ErrorOut
 
@@ -69,11 +69,15 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorOut, "description": "the store is unavailable (Retry-After)"}}
 
 
+_PREFERENCES = JsonBody(PreferencesIn)
+
+
 @router.put("/users/{user_id}/preferences", response_model=PreferencesOut,
             responses={**_ERRORS, 415: {"model": ErrorOut, "description": "a body that is not "
                                                                          "JSON"}},
-            dependencies=[JsonContentDep])
-async def put_preferences(user_id: UserId, body: PreferencesIn,
+            openapi_extra=_PREFERENCES.openapi_extra)
+async def put_preferences(user_id: UserId,
+                          body: Annotated[PreferencesIn, Depends(_PREFERENCES)],
                           service: ServiceDep) -> PreferencesOut:
     """State the genres ``user_id`` likes (replacing any earlier statement)."""
     available = list(service.catalog.genre_names)
