@@ -42,7 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
+import httpx2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -102,9 +102,9 @@ def probe_loop(base: str, probes: int, deadline: float, n_users: int, seed: int,
     figures: dict[str, list[float]] = {"post": [], "policy": [], "policy_get": [],
                                        "serving_first": [], "serving_all": [], "timeouts": []}
     # No keep-alive for polls: each request may be answered by any worker.
-    fresh = httpx.Limits(max_keepalive_connections=0)
-    with httpx.Client(base_url=base, timeout=10) as client, \
-            httpx.Client(base_url=base, timeout=10, limits=fresh) as poller:
+    fresh = httpx2.Limits(max_keepalive_connections=0)
+    with httpx2.Client(base_url=base, timeout=10) as client, \
+            httpx2.Client(base_url=base, timeout=10, limits=fresh) as poller:
         for i in range(probes):
             if time.monotonic() > deadline:
                 break

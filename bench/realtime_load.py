@@ -47,7 +47,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import httpx
+import httpx2
 from host import load_average
 from serving_load import (
     LUA_BARE,
@@ -124,7 +124,7 @@ async def warm_every_arm(base: str, n_users: int, n_arms: int, cap: int = 60
     """
     served: dict[int, set[str]] = {u: set() for u in range(1, n_users + 1)}
     requests = 0
-    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+    async with httpx2.AsyncClient(base_url=base, timeout=30) as client:
         sem = asyncio.Semaphore(16)
 
         async def one(user: int) -> None:

@@ -79,7 +79,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import sqlalchemy as sa
 
 REPO = Path(__file__).resolve().parent.parent
@@ -171,8 +171,8 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{target} exited; see {log}")
             try:
-                healthy = httpx.get(self.base + health, timeout=2).status_code == 200
-            except httpx.HTTPError:
+                healthy = httpx2.get(self.base + health, timeout=2).status_code == 200
+            except httpx2.HTTPError:
                 healthy = False
             # One worker answering is not enough: a load generator connecting while another
             # is still starting up hands all its connections to the first (measured: 1.00 and
@@ -510,7 +510,7 @@ async def make_decisions(base: str, n: int, n_users: int, seed: int) -> list[dic
     """``n`` decisions made through the API (for feedback to refer to)."""
     rng = random.Random(seed)
     out: list[dict] = []
-    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+    async with httpx2.AsyncClient(base_url=base, timeout=30) as client:
         sem = asyncio.Semaphore(16)
 
         async def one() -> None:

@@ -28,7 +28,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
+import httpx2
 import numpy as np
 import orjson
 
@@ -60,10 +60,10 @@ async def read_events(lines: AsyncIterator[str], arrivals: dict[int, float],
         event = {}
 
 
-async def open_streams(client: httpx.AsyncClient
-                       ) -> list[tuple[httpx.Response, AsyncIterator[str]]]:
+async def open_streams(client: httpx2.AsyncClient
+                       ) -> list[tuple[httpx2.Response, AsyncIterator[str]]]:
     """One stream of USER on each of the two workers (others opened on the way are closed)."""
-    held: dict[int, tuple[httpx.Response, AsyncIterator[str]]] = {}
+    held: dict[int, tuple[httpx2.Response, AsyncIterator[str]]] = {}
     extra = []
     for _ in range(40):
         request = client.build_request("GET", f"/users/{USER}/stream", params={"k": 10})
@@ -90,10 +90,10 @@ async def open_streams(client: httpx.AsyncClient
 
 
 async def measure(base: str, n: int, gap: float) -> np.ndarray:
-    limits = httpx.Limits(max_keepalive_connections=0)  # a fresh connection per stream
-    async with httpx.AsyncClient(base_url=base, timeout=httpx.Timeout(30, read=None),
+    limits = httpx2.Limits(max_keepalive_connections=0)  # a fresh connection per stream
+    async with httpx2.AsyncClient(base_url=base, timeout=httpx2.Timeout(30, read=None),
                                  limits=limits) as streams_client, \
-            httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
+            httpx2.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
         streams = await open_streams(streams_client)
         arrivals: dict[int, float] = {}
         slates: asyncio.Queue[dict] = asyncio.Queue()

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
+import httpx2
 
 from arms.base import Recommender
 from arms.data import load_movielens, make_synthetic
@@ -435,7 +435,7 @@ def _open_log(settings: Settings, verb: str) -> Iterator[Store | NothingToDo]:
         store.dispose()
 
 
-def rebuild_state(settings: Settings, *, service: httpx.Client | None = None
+def rebuild_state(settings: Settings, *, service: httpx2.Client | None = None
                   ) -> RebuildStateResults | NothingToDo:
     """Replay the log and compare every derived state with the stored one and a worker's.
 
@@ -456,7 +456,7 @@ def rebuild_state(settings: Settings, *, service: httpx.Client | None = None
     Parameters
     ----------
     settings : Settings
-    service : httpx.Client, optional
+    service : httpx2.Client, optional
         A client of the running service compared with (its base URL set); default: the
         service ``settings.host`` and ``settings.port`` name, asked with
         ``settings.admin_token`` (none asked without a token).
@@ -712,7 +712,7 @@ def _check_live_arms(settings: Settings, store: Store, held: JsonObject | None, 
     return checks
 
 
-def _service_policy_state(settings: Settings, store: Store, service: httpx.Client | None
+def _service_policy_state(settings: Settings, store: Store, service: httpx2.Client | None
                           ) -> tuple[JsonObject | None, str]:
     """A running worker's ``GET /admin/policy-state`` (with its shadow's state) and where it
     came from; or None and why not (as :func:`_service_live_state`).
@@ -720,7 +720,7 @@ def _service_policy_state(settings: Settings, store: Store, service: httpx.Clien
     return _service_live_state(settings, store, service, path="/admin/policy-state")
 
 
-def _service_live_state(settings: Settings, store: Store, service: httpx.Client | None,
+def _service_live_state(settings: Settings, store: Store, service: httpx2.Client | None,
                         path: str = "/admin/live-state") -> tuple[JsonObject | None, str]:
     """A running worker's ``GET /admin/live-state`` (or ``path``) and where it came from; or
     None and why not (no token, no answer, another store).
@@ -729,13 +729,13 @@ def _service_live_state(settings: Settings, store: Store, service: httpx.Client 
     if token is None:
         return None, "no admin token set: no running service asked"
     host = settings.host if settings.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-    client = service if service is not None else httpx.Client(
+    client = service if service is not None else httpx2.Client(
         base_url=f"http://{f'[{host}]' if ':' in host else host}:{settings.port}", timeout=5.0)
     where = str(client.base_url).rstrip("/")
     try:
         response = client.get(path,
                               headers={"authorization": f"Bearer {token.get_secret_value()}"})
-    except httpx.HTTPError as exc:
+    except httpx2.HTTPError as exc:
         return None, f"no service answered at {where}: {exc}"
     finally:
         if service is None:

@@ -13,7 +13,7 @@ import re
 import shutil
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
@@ -201,7 +201,7 @@ def test_dislike_in_a_real_browser_reshapes_the_list_and_updates_the_posterior(
             error = page.text_content("#error")
             assert page.get_attribute("#error", "role") == "alert"
             browser.close()
-        policy = httpx.get(f"{server.base}/policy").json()
+        policy = httpx2.get(f"{server.base}/policy").json()
     finally:
         server.stop()
 
@@ -346,7 +346,7 @@ def test_page_fits_a_phone_shows_no_emoji_and_works_by_keyboard(tmp_path: Path) 
 def test_the_push_brings_a_like_sent_from_elsewhere_and_a_dropped_stream_is_shown(
         tmp_path: Path) -> None:
     """At 1280 and 390 px, the page's stream is up; a like of user USER sent by another client
-    (httpx) brings the next list and the policy to the page without a reload or a poll; when the
+    (httpx2) brings the next list and the policy to the page without a reload or a poll; when the
     server goes away, the page says the live updates are interrupted."""
     executable = _chromium()
     try:
@@ -372,7 +372,7 @@ def test_the_push_brings_a_like_sent_from_elsewhere_and_a_dropped_stream_is_show
                 event_id = page.get_attribute("#recs", "data-event-id")
                 outcomes = sum(_arm_numbers(page, a)["successes"] for a in ARMS.split(","))
                 # A like of USER sent by another client, on a list the page never showed.
-                with httpx.Client(base_url=server.base, timeout=30) as client:
+                with httpx2.Client(base_url=server.base, timeout=30) as client:
                     slate = client.get("/recommendations", params={"user_id": USER}).json()
                     liked = slate["items"][0]["movie_id"]
                     stored = client.post("/feedback", json={

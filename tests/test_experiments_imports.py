@@ -192,3 +192,19 @@ def test_experiments_reaches_serving_only_lazily_from_the_cli():
     wrong = [f"{file}:{line}" for file, line, target, top in package_imports("experiments")
              if target == "serving" and (file != LAZY_SERVING_DOOR or top)]
     assert not wrong, f"serving imported outside the CLI's command functions: {wrong}"
+
+
+def test_http_clients_are_httpx2_and_the_test_client_takes_it_without_a_warning():
+    # httpx is unmaintained; Starlette's TestClient prefers its successor httpx2 and warns
+    # (StarletteDeprecationWarning) on the httpx path, which a later Starlette may drop. A
+    # module importing httpx would mix two client libraries (TestClient is an httpx2.Client).
+    uses = [f"{path.relative_to(ROOT)}:{line}"
+            for folder in ("serving", "experiments", "bench", "tests")
+            for path in sorted((ROOT / folder).rglob("*.py"))
+            for name, line in _imports(ast.parse(path.read_text())).items()
+            if name == "httpx" or name.startswith("httpx.")]
+    assert uses == [], uses
+    child = subprocess.run([sys.executable, "-W", "error", "-c",
+                            "import starlette.testclient as t; print(t.httpx.__name__)"],
+                           capture_output=True, text=True, timeout=120)
+    assert (child.returncode, child.stdout.strip()) == (0, "httpx2"), child.stderr[-2000:]

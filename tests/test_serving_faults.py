@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
@@ -65,7 +65,7 @@ def test_sigkill_mid_burst_loses_no_acknowledged_feedback(tmp_path: Path, backen
     args = serve_args(tmp_path, url)
     server = ServiceProcess(args, serve_env(policy), tmp_path / "server.log")
     try:
-        with httpx.Client(base_url=server.base, timeout=30) as client:
+        with httpx2.Client(base_url=server.base, timeout=30) as client:
             slates = [client.get("/recommendations", params={"user_id": u, "k": 5}).json()
                       for u in range(1, 61)]
         payloads = [{"user_id": s["user_id"], "movie_id": item["movie_id"],
@@ -78,11 +78,11 @@ def test_sigkill_mid_burst_loses_no_acknowledged_feedback(tmp_path: Path, backen
         enough = threading.Event()
 
         def sender(indices: list[int]) -> None:
-            with httpx.Client(base_url=server.base, timeout=30) as c:
+            with httpx2.Client(base_url=server.base, timeout=30) as c:
                 for i in indices:
                     try:
                         response = c.post("/feedback", json=payloads[i])
-                    except httpx.HTTPError:
+                    except httpx2.HTTPError:
                         with lock:
                             lost.append(i)
                         continue
@@ -120,7 +120,7 @@ def test_sigkill_mid_burst_loses_no_acknowledged_feedback(tmp_path: Path, backen
     # others land once, and the state still equals the log, on the worker as in the store.
     server = ServiceProcess(args, serve_env(policy), tmp_path / "server.log")
     try:
-        with httpx.Client(base_url=server.base, timeout=30) as client:
+        with httpx2.Client(base_url=server.base, timeout=30) as client:
             again = [client.post("/feedback", json=p) for p in payloads]
             served = client.get("/policy").json()
         assert_workers_are_the_fold(server.base, url, settings, workers=1)
@@ -147,14 +147,14 @@ def small_settings(tmp_path: Path, db: str | None = None, **extra: Any) -> Setti
                     **extra)
 
 
-def like(client: TestClient, user: int, position: int = 0) -> httpx.Response:
+def like(client: TestClient, user: int, position: int = 0) -> httpx2.Response:
     slate = client.get("/recommendations", params={"user_id": user, "k": 5}).json()
     return client.post("/feedback", json={"user_id": user, "feedback_type": "like",
                                           "movie_id": slate["items"][position]["movie_id"],
                                           "event_id": slate["event_id"]})
 
 
-def assert_unavailable(response: httpx.Response) -> None:
+def assert_unavailable(response: httpx2.Response) -> None:
     assert response.status_code == 503, response.text
     assert response.headers["retry-after"] == str(StoreUnavailableError.retry_after_s)
     body = response.json()

@@ -345,7 +345,7 @@ def test_two_workers_credit_each_arm_once_and_serve_the_fold(tmp_path: Path) -> 
     # PostgreSQL: the store where two workers' batches commit concurrently (SQLite serialises).
     from concurrent.futures import ThreadPoolExecutor
 
-    import httpx
+    import httpx2
     from test_serving_support import ServiceProcess, wait_for_workers
 
     url = store_url("postgresql", tmp_path)
@@ -360,7 +360,7 @@ def test_two_workers_credit_each_arm_once_and_serve_the_fold(tmp_path: Path) -> 
     server = ServiceProcess([*args, "--workers", "2"], env, tmp_path / "server.log")
     try:
         wait_for_workers(server.base, 2)
-        with httpx.Client(base_url=server.base, timeout=30) as client:
+        with httpx2.Client(base_url=server.base, timeout=30) as client:
             slates = [client.get("/recommendations", params={"user_id": u, "k": 4}).json()
                       for u in range(1, 41)]
         payloads = [{"user_id": s["user_id"], "movie_id": item["movie_id"],
@@ -369,7 +369,7 @@ def test_two_workers_credit_each_arm_once_and_serve_the_fold(tmp_path: Path) -> 
                     for i, s in enumerate(slates) for j, item in enumerate(s["items"])]
 
         def send(payload: dict) -> int:
-            with httpx.Client(base_url=server.base, timeout=30) as c:
+            with httpx2.Client(base_url=server.base, timeout=30) as c:
                 return c.post("/feedback", json=payload).status_code
 
         with ThreadPoolExecutor(8) as pool:  # every payload twice, interleaved

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
+import httpx2
 import numpy as np
 import pandas as pd
 import pytest
@@ -395,9 +395,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"serve did not come up: {err.read_text()[-3000:]}")
             try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                if httpx2.get(f"{base}/health", timeout=1).status_code == 200:
                     break
-            except httpx.HTTPError:
+            except httpx2.HTTPError:
                 pass
             time.sleep(0.1)
         yield base, out, err, f"sqlite:///{root / 'state' / 'recbandits.db'}"
@@ -488,7 +488,7 @@ def test_demo_page_offers_a_newcomer_a_genre_picker(tmp_path: Path) -> None:
             page.wait_for_selector("#recs[aria-busy='false'] li.movie")
             known_hidden = page.is_hidden("#genre-form")
             browser.close()
-        stated = httpx.get(f"{server.base}/users/{NEWCOMER}/preferences").json()["genres"]
+        stated = httpx2.get(f"{server.base}/users/{NEWCOMER}/preferences").json()["genres"]
     finally:
         server.stop()
     assert offered[:3] == ["unknown", "Action", "Adventure"] and "Comedy" in offered

@@ -12,7 +12,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 import sqlalchemy as sa
 from test_serving_support import (
@@ -64,7 +64,7 @@ def test_two_workers_lose_no_feedback_and_a_restart_keeps_state(
                             tmp_path / "server.log")
     try:
         wait_for_workers(server.base, 2)  # so that both take a share of the burst
-        with httpx.Client(base_url=server.base, timeout=30) as client:
+        with httpx2.Client(base_url=server.base, timeout=30) as client:
             slates = [client.get("/recommendations", params={"user_id": u, "k": 4}).json()
                       for u in range(1, 61)]
         payloads = []
@@ -75,7 +75,7 @@ def test_two_workers_lose_no_feedback_and_a_restart_keeps_state(
                                  "feedback_type": kind, "event_id": slate["event_id"]})
 
         def send(payload: dict) -> int:
-            with httpx.Client(base_url=server.base, timeout=30) as c:
+            with httpx2.Client(base_url=server.base, timeout=30) as c:
                 return c.post("/feedback", json=payload).status_code
 
         # Every payload twice, interleaved, from 8 concurrent clients over fresh connections
@@ -84,7 +84,7 @@ def test_two_workers_lose_no_feedback_and_a_restart_keeps_state(
             statuses = list(pool.map(send, payloads + payloads[::-1]))
         # Both workers, once refreshed, serve exactly the fold of the log.
         assert len(assert_workers_are_the_fold(server.base, url, settings, workers=2)) == 2
-        before = httpx.get(f"{server.base}/policy").json()
+        before = httpx2.get(f"{server.base}/policy").json()
     finally:
         server.stop()
     assert statuses.count(201) == len(payloads) == 180
@@ -110,9 +110,9 @@ def test_two_workers_lose_no_feedback_and_a_restart_keeps_state(
     server = ServiceProcess(serve_args(tmp_path, url), serve_env(policy),
                             tmp_path / "server.log")
     try:
-        assert httpx.get(f"{server.base}/policy").json() == before
+        assert httpx2.get(f"{server.base}/policy").json() == before
         assert_workers_are_the_fold(server.base, url, settings, workers=1)
-        body = httpx.get(f"{server.base}/recommendations", params={"user_id": 1}).json()
+        body = httpx2.get(f"{server.base}/recommendations", params={"user_id": 1}).json()
         assert body["policy_version"] == 1
         assert not {i["movie_id"] for i in body["items"]} & {
             p["movie_id"] for p in payloads if p["user_id"] == 1}

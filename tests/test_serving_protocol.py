@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from test_serving_support import free_port
 
@@ -89,9 +89,9 @@ class Worker:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited: {(tmp / 'worker.log').read_text()}")
             try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/ok", timeout=1).status_code == 200:
+                if httpx2.get(f"http://127.0.0.1:{self.port}/ok", timeout=1).status_code == 200:
                     return
-            except httpx.HTTPError:
+            except httpx2.HTTPError:
                 time.sleep(0.1)
         raise RuntimeError("worker did not start")
 
@@ -163,15 +163,15 @@ def status_of(answer: bytes) -> int:
 
 def test_a_head_over_16_kib_is_431_and_one_under_is_served(worker: Worker) -> None:
     url = f"http://127.0.0.1:{worker.port}/ok"
-    under = httpx.get(url, headers={"x-pad": "a" * 15_000})
+    under = httpx2.get(url, headers={"x-pad": "a" * 15_000})
     assert under.status_code == 200
-    over = httpx.get(url, headers={"x-pad": "a" * 16_400})
+    over = httpx2.get(url, headers={"x-pad": "a" * 16_400})
     assert over.status_code == 431
     assert over.json() == {"detail": "request header fields larger than 16384 bytes",
                            "code": "headers_too_large"}
     assert over.headers["connection"] == "close"
     # Many small headers count as much as one large one.
-    many = httpx.get(url, headers={f"x-h{i}": "b" * 100 for i in range(200)})
+    many = httpx2.get(url, headers={f"x-h{i}": "b" * 100 for i in range(200)})
     assert many.status_code == 431
 
 
@@ -208,7 +208,7 @@ def test_unfinished_10_mb_heads_are_cut_off_without_growing_the_worker(worker: W
     assert sum(1 for a in answers if a) >= 1  # (a reset may beat the answer to the client)
     assert min(sent) < 10 * 2**20  # every connection was cut off before its 10 MB
     assert grown_kib < 8 * 1024, grown_kib
-    assert httpx.get(f"http://127.0.0.1:{worker.port}/ok").status_code == 200
+    assert httpx2.get(f"http://127.0.0.1:{worker.port}/ok").status_code == 200
 
 
 def test_an_idle_connection_is_closed_after_the_keep_alive_time_out(worker: Worker) -> None:
@@ -266,7 +266,7 @@ def test_a_body_that_stops_arriving_is_408(worker: Worker) -> None:
     assert status_of(answer) == 408, answer
     assert b"request body not received" in answer
     # A complete body is served.
-    assert httpx.post(f"http://127.0.0.1:{worker.port}/echo", content=b"x" * 100).json() == \
+    assert httpx2.post(f"http://127.0.0.1:{worker.port}/echo", content=b"x" * 100).json() == \
         {"bytes": 100}
 
 
@@ -281,7 +281,7 @@ def test_requests_beyond_the_concurrency_limit_are_503(worker: Worker) -> None:
     deadline = time.monotonic() + DEADLINE_S
     refused = None
     while time.monotonic() < deadline:
-        response = httpx.get(f"http://127.0.0.1:{worker.port}/ok")
+        response = httpx2.get(f"http://127.0.0.1:{worker.port}/ok")
         if response.status_code == 503:
             refused = response
             break
@@ -296,7 +296,7 @@ def test_requests_beyond_the_concurrency_limit_are_503(worker: Worker) -> None:
     # ... and the worker serves again.
     deadline = time.monotonic() + DEADLINE_S
     while time.monotonic() < deadline:
-        if httpx.get(f"http://127.0.0.1:{worker.port}/ok").status_code == 200:
+        if httpx2.get(f"http://127.0.0.1:{worker.port}/ok").status_code == 200:
             break
     else:
         pytest.fail("the worker kept refusing after the held requests ended")
@@ -326,7 +326,7 @@ def test_a_pipelining_client_that_leaves_unread_logs_no_error(worker: Worker) ->
     # The worker goes on serving; then its log is read (the closes were seen by then: each
     # is a loop turn before this request's, and a traceback is written as it happens).
     time.sleep(1.0)
-    assert httpx.get(f"http://127.0.0.1:{worker.port}/ok", timeout=DEADLINE_S).status_code == 200
+    assert httpx2.get(f"http://127.0.0.1:{worker.port}/ok", timeout=DEADLINE_S).status_code == 200
     log = worker.log_path.read_bytes()
     assert log.count(b"Exception in ASGI application") == errors_before, log[-3000:].decode()
 
@@ -349,7 +349,7 @@ def test_a_client_that_stops_reading_its_answers_is_cut_off(worker: Worker) -> N
         time.sleep(0.1)
     sock.close()
     assert state in (7, 8), f"the server kept the connection (tcpi_state {state})"
-    assert httpx.get(f"http://127.0.0.1:{worker.port}/ok", timeout=DEADLINE_S).status_code == 200
+    assert httpx2.get(f"http://127.0.0.1:{worker.port}/ok", timeout=DEADLINE_S).status_code == 200
 
 
 @pytest.mark.parametrize("head", [

@@ -11,7 +11,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
+import httpx2
 import numpy as np
 import pytest
 import sqlalchemy as sa
@@ -314,7 +314,7 @@ def test_two_uvicorn_workers_follow_a_promotion_under_load_with_no_failed_reques
         user = offset
         while not stop.is_set():
             user = user % 100 + 1
-            with httpx.Client(base_url=server.base, timeout=30) as c:
+            with httpx2.Client(base_url=server.base, timeout=30) as c:
                 answer = c.get("/recommendations", params={"user_id": user, "k": 3})
                 statuses.append(answer.status_code)
                 if answer.status_code == 200 and user % 2:
@@ -330,13 +330,13 @@ def test_two_uvicorn_workers_follow_a_promotion_under_load_with_no_failed_reques
         for thread in threads:
             thread.start()
         time.sleep(1.0)
-        answer = httpx.post(f"{server.base}/admin/shadow/promote", headers=auth, timeout=30)
+        answer = httpx2.post(f"{server.base}/admin/shadow/promote", headers=auth, timeout=30)
         assert answer.status_code == 200, answer.text
         following: set[int] = set()
         deadline = time.monotonic() + 60
         while len(following) < 2:  # each worker follows within its refresh interval
             assert time.monotonic() < deadline, f"only {following} serve LinTS"
-            with httpx.Client(base_url=server.base, timeout=30, headers=auth) as c:
+            with httpx2.Client(base_url=server.base, timeout=30, headers=auth) as c:
                 state = c.get("/admin/policy-state").json()
             if state["policy"]["name"] == "LinTS":
                 following.add(int(state["pid"]))

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import orjson
 import pytest
 import uvicorn
@@ -68,7 +68,7 @@ class EventReader:
                  last_event_id: int | None = None) -> None:
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         headers = {} if last_event_id is None else {"Last-Event-ID": str(last_event_id)}
-        self.client = httpx.Client(base_url=base, timeout=httpx.Timeout(30, read=None))
+        self.client = httpx2.Client(base_url=base, timeout=httpx2.Timeout(30, read=None))
         self.response = self.client.send(
             self.client.build_request("GET", f"/users/{user_id}/stream", params={"k": k},
                                       headers=headers), stream=True)
@@ -90,7 +90,7 @@ class EventReader:
                 else:
                     name, _, value = line.partition(": ")
                     event[name] = orjson.loads(value) if name == "data" else value
-        except (httpx.HTTPError, httpx.StreamError):  # the test closed the stream: done
+        except (httpx2.HTTPError, httpx2.StreamError):  # the test closed the stream: done
             pass
 
     def next(self, kind: str = "update") -> dict[str, Any]:
@@ -121,7 +121,7 @@ def live(tmp_path: Path, serving_catalog: Dataset, serving_arms: dict) -> Iterat
 
 def like(base: str, user: int, position: int = 0, kind: str = "like") -> dict[str, Any]:
     """Like the movie at ``position`` of a fresh slate of ``user``; the stored row."""
-    with httpx.Client(base_url=base, timeout=30) as client:
+    with httpx2.Client(base_url=base, timeout=30) as client:
         slate = client.get("/recommendations", params={"user_id": user, "k": 5}).json()
         response = client.post("/feedback", json={
             "user_id": user, "feedback_type": kind, "event_id": slate["event_id"],
@@ -160,13 +160,13 @@ def test_a_feedback_pushes_the_logged_slate_and_the_policy(live: LiveServer) -> 
         # The pushed slate is a logged decision of this user, shaped as GET /recommendations.
         logged = {r["event_id"]: r for r in read_table(url, decisions)}
         assert logged[slate["event_id"]]["user_id"] == 7
-        assert set(slate) == set(httpx.get(f"{live.base}/recommendations",
+        assert set(slate) == set(httpx2.get(f"{live.base}/recommendations",
                                            params={"user_id": 7}).json())
         assert len(slate["items"]) == 5
         assert liked["movie_id"] not in {i["movie_id"] for i in slate["items"]}
         # The policy panel as GET /policy answers it, with the like folded in.
         policy = data["policy"]
-        assert policy.keys() == httpx.get(f"{live.base}/policy").json().keys()
+        assert policy.keys() == httpx2.get(f"{live.base}/policy").json().keys()
         assert sum(a["outcomes"] for a in policy["arms"]) == 1
         # Another user's feedback pushes nothing to this stream.
         like(live.base, 8)
@@ -191,7 +191,7 @@ def test_ids_and_positions_of_a_stream_are_plain_decimal_digits(live: LiveServer
                                                                 value: str) -> None:
     # As on every other route: "1_0" had opened user 10's stream, "+1" and "1.0" user 1's, and
     # k, after and Last-Event-ID took the same (found by attack). Leading zeros are digits.
-    with httpx.Client(base_url=live.base, timeout=30) as client:
+    with httpx2.Client(base_url=live.base, timeout=30) as client:
         for path, headers in [(f"/users/{value}/stream", {}),
                               (f"/users/7/stream?k={value}", {}),
                               (f"/users/7/stream?after={value}", {}),
@@ -243,7 +243,7 @@ def test_the_per_worker_limit_answers_503_and_a_closed_stream_frees_its_place(
             assert reader.status == 200
             reader.next("ready")
         assert live.hub.open_count == 3
-        refused = httpx.get(f"{live.base}/users/4/stream", timeout=30)
+        refused = httpx2.get(f"{live.base}/users/4/stream", timeout=30)
         assert refused.status_code == 503
         assert refused.json()["code"] == "too_many_streams"
         assert "stream_max" in refused.json()["detail"]
@@ -273,7 +273,7 @@ def test_a_slow_reader_is_dropped_and_resynced_without_delaying_others(
         wait_until(lambda: live.hub.open_count == 2)
         movies = [int(m) for m in live.app.state.service.arm_set.item_ids[:150]]
         statuses = []
-        with httpx.Client(base_url=live.base, timeout=30) as client:
+        with httpx2.Client(base_url=live.base, timeout=30) as client:
             for i, movie in enumerate(movies):
                 statuses.append(client.post("/feedback", json={
                     "user_id": 21, "movie_id": movie, "feedback_type": "click"}).status_code)

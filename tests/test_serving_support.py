@@ -25,7 +25,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 import sqlalchemy as sa
 
@@ -155,9 +155,9 @@ class ServiceProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {log.read_text()[-3000:]}")
             try:
-                if httpx.get(f"{self.base}/health", timeout=1).status_code == 200:
+                if httpx2.get(f"{self.base}/health", timeout=1).status_code == 200:
                     return
-            except httpx.HTTPError:
+            except httpx2.HTTPError:
                 pass
             time.sleep(0.1)
         self.stop()
@@ -221,7 +221,7 @@ def wait_for_workers(base: str, workers: int, deadline_s: float = 300.0) -> set[
     deadline = time.monotonic() + deadline_s
     while len(pids) < workers:
         assert time.monotonic() < deadline, f"only workers {pids} answered in {deadline_s} s"
-        with httpx.Client(base_url=base, timeout=30,
+        with httpx2.Client(base_url=base, timeout=30,
                           headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
             response = client.get("/admin/policy-state")
         assert response.status_code == 200, response.text
@@ -230,7 +230,7 @@ def wait_for_workers(base: str, workers: int, deadline_s: float = 300.0) -> set[
     return pids
 
 
-def assert_workers_are_the_fold(base: str | httpx.Client, url: str, settings: Any,
+def assert_workers_are_the_fold(base: str | httpx2.Client, url: str, settings: Any,
                                 workers: int, deadline_s: float = 120.0) -> dict[int, int]:
     """Every worker's ``GET /admin/policy-state`` equals the fold of the log up to its log_seq.
 
@@ -258,7 +258,7 @@ def assert_workers_are_the_fold(base: str | httpx.Client, url: str, settings: An
             f"({answers} answers; latest log_seq per worker: {seen})")
         auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         if isinstance(base, str):
-            with httpx.Client(base_url=base, timeout=30, headers=auth) as client:
+            with httpx2.Client(base_url=base, timeout=30, headers=auth) as client:
                 response = client.get("/admin/policy-state")
         else:
             response = base.get("/admin/policy-state", headers=auth)

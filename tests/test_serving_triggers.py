@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
@@ -365,7 +365,7 @@ def test_a_second_retrain_while_one_runs_is_refused(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(versions, "retrain", slow_retrain)
-    answers: list[httpx.Response] = []
+    answers: list[httpx2.Response] = []
     with TestClient(create_app(settings, catalog=serving_catalog, arms=serving_arms)) as client:
         post_events(client, serving_catalog, 0, 1)  # new data: the first retrain publishes
         first = threading.Thread(target=lambda: answers.append(
@@ -421,7 +421,7 @@ def test_retrains_under_two_worker_load_fail_no_request_and_keep_the_fold(
         answered)."""
         seen: dict[int, int] = {}
         while len(seen) < 2:
-            with httpx.Client(base_url=server.base, timeout=30, headers=AUTH) as c:
+            with httpx2.Client(base_url=server.base, timeout=30, headers=AUTH) as c:
                 state = c.get("/admin/policy-state").json()
             seen[int(state["pid"])] = int(state["policy_version"])
         return set(seen.values())
@@ -429,7 +429,7 @@ def test_retrains_under_two_worker_load_fail_no_request_and_keep_the_fold(
     def post_views(start: int, count: int) -> None:
         events = [{"user_id": 1 + i % 100, "item_id": 1 + i % 150, "type": "view",
                    "idempotency_key": f"ev-{i}"} for i in range(start, start + count)]
-        with httpx.Client(base_url=server.base, timeout=60) as c:
+        with httpx2.Client(base_url=server.base, timeout=60) as c:
             response = c.post("/events", json={"events": events})
         assert response.status_code == 201, response.text
 
@@ -452,7 +452,7 @@ def test_retrains_under_two_worker_load_fail_no_request_and_keep_the_fold(
         published: list[bool] = []
 
         def client_load(seed: int) -> None:
-            with httpx.Client(base_url=server.base, timeout=60) as c:
+            with httpx2.Client(base_url=server.base, timeout=60) as c:
                 for i in range(40):
                     slate = c.get("/recommendations", params={"user_id": 1 + (seed * 40 + i)
                                                               % 120, "k": 4})
@@ -467,7 +467,7 @@ def test_retrains_under_two_worker_load_fail_no_request_and_keep_the_fold(
 
         def manual_retrains() -> None:
             for _ in range(4):
-                with httpx.Client(base_url=server.base, timeout=120, headers=AUTH) as c:
+                with httpx2.Client(base_url=server.base, timeout=120, headers=AUTH) as c:
                     answer = c.post("/admin/retrain")
                     manual.append(answer.status_code)
                     # Only a published retrain is a new version (not unchanged, nor 409).

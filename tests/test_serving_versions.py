@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
+import httpx2
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -691,7 +691,7 @@ def test_two_workers_serve_a_rollback_with_no_failed_request(backend: str,
     stop = threading.Event()
 
     def loop() -> None:
-        with httpx.Client(base_url=server.base, timeout=30) as c:
+        with httpx2.Client(base_url=server.base, timeout=30) as c:
             user = 0
             while not stop.is_set():
                 user = user % 100 + 1
@@ -705,7 +705,7 @@ def test_two_workers_serve_a_rollback_with_no_failed_request(backend: str,
         threads = [threading.Thread(target=loop) for _ in range(3)]
         for t in threads:
             t.start()
-        with httpx.Client(base_url=server.base, timeout=120, headers=AUTH) as admin:
+        with httpx2.Client(base_url=server.base, timeout=120, headers=AUTH) as admin:
             # New data (a view): a retrain on the served version's data would be unchanged.
             assert admin.post("/events", json={"events": [
                 {"user_id": 1, "item_id": 1, "type": "view", "idempotency_key": "ev-0"}]}
