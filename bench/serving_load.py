@@ -107,15 +107,15 @@ def run_server(target: str, port: int, workers: int, stock: bool) -> None:
     alike; ``stock``: uvicorn's defaults instead, to measure what the limits cost."""
     import uvicorn
 
-    options: dict[str, object] = {}
+    # Log level info for uvicorn's "Application startup complete." of every worker.
+    options: dict[str, object] = {"log_level": "info"}
     if not stock:
         from serving.api.protocol import uvicorn_options
         from serving.settings import Settings
 
-        options = uvicorn_options(Settings())
-    # Log level info for uvicorn's "Application startup complete." of every worker.
+        options = uvicorn_options(Settings(log_level="info"))
     uvicorn.run(target, factory=True, host="127.0.0.1", port=port, workers=workers,
-                log_level="info", access_log=False, app_dir=str(HERE), **options)
+                access_log=False, app_dir=str(HERE), **options)
 
 
 def free_port() -> int:

@@ -343,8 +343,8 @@ def serve(settings: Settings) -> int:
           f"{resources.arm_set.version}) on http://{settings.host}:{settings.port} with "
           f"{settings.workers} worker(s); store {resources.store.describe()}", flush=True)
     uvicorn.run("serving.app:app_from_env", factory=True, host=settings.host,
-                port=settings.port, workers=settings.workers, log_level=settings.log_level,
-                access_log=False, **uvicorn_options(settings))
+                port=settings.port, workers=settings.workers, access_log=False,
+                **uvicorn_options(settings))
     return 0
 
 

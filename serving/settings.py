@@ -302,6 +302,16 @@ class Settings(BaseSettings):
         request is answered 503 with ``Retry-After`` (default 10).
     max_body_bytes : int
         Largest request body accepted (413 beyond).
+    log_level : {"critical", "error", "warning", "info", "debug", "trace"}
+        The server's log level (default warning). A worker's death is logged as a warning
+        whatever the level (uvicorn says it at info).
+    worker_healthcheck_timeout_s : int
+        With several workers, seconds the server waits for a worker to answer its health ping
+        before it kills the worker as hung and starts another (uvicorn's
+        ``timeout_worker_healthcheck``, default 60 here). A worker answers only once it has
+        imported the service: with uvicorn's 5 s, every replacement of a killed worker was
+        killed again ~5 s after it started on a machine at load 12, where that import took
+        8 s, and the service stayed on one worker (found by attack).
     cors_origins : list of str
         Origins allowed by CORS; empty (default) sends no CORS headers.
     max_header_bytes : int
@@ -403,7 +413,8 @@ class Settings(BaseSettings):
     startup_timeout_s: float = Field(120.0, ge=0)
     max_body_bytes: int = Field(16_384, ge=256)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    log_level: str = "warning"
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "warning"
+    worker_healthcheck_timeout_s: int = Field(60, ge=1, le=3600)
     # The HTTP server's limits (serving.api.protocol), per worker.
     max_header_bytes: int = Field(16_384, ge=1024)
     header_timeout_s: float = Field(10.0, gt=0)

@@ -9,6 +9,9 @@ the fold of the log up to the position it reports, and so does a restarted worke
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 from test_serving_support import (
     ADMIN_TOKEN,
+    REPO,
     ServiceProcess,
     assert_log_invariants,
     assert_workers_are_the_fold,
@@ -127,3 +131,35 @@ def test_two_workers_lose_no_feedback_and_a_restart_keeps_state(
     out = capsys.readouterr().out
     assert code == 0, out
     assert "match: yes" in out and f"policy: {policy}" in out
+
+
+def test_a_worker_slow_to_import_is_not_killed_as_hung_and_a_death_is_a_warning(
+        tmp_path: Path) -> None:
+    # uvicorn kills a worker that has not answered its health ping within its
+    # timeout_worker_healthcheck (5 s by default), and a worker answers only once it has
+    # imported the service: on a machine at load 12 that took 8 s, so every replacement of a
+    # killed worker was killed again and the service stayed on one worker, which uvicorn said
+    # only at info, below the default level (found by attack). Here every worker takes 7 s
+    # more to import (a sitecustomize that sleeps in multiprocessing's spawned children).
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import sys, time\nif '--multiprocessing-fork' in sys.argv:\n    time.sleep(7)\n")
+    env = {**serve_env(), "PYTHONPATH": os.pathsep.join(
+        [str(site), str(REPO), os.environ.get("PYTHONPATH", "")])}
+    url = store_url("sqlite", tmp_path)
+    log = tmp_path / "server.log"
+    server = ServiceProcess([*serve_args(tmp_path, url), "--workers", "2"], env, log)
+    try:
+        first = wait_for_workers(server.base, 2)
+        killed = min(first)
+        os.kill(killed, signal.SIGKILL)
+        # Its replacement answers (it would have been killed 5 s into its 7 s import).
+        deadline = time.monotonic() + 300
+        while not (wait_for_workers(server.base, 1) - first):
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+        text = log.read_text()
+        deaths = [line for line in text.splitlines() if line.endswith(" died")]
+        assert deaths == [f"WARNING:  Child process [{killed}] died"], text[-3000:]
+    finally:
+        server.stop()

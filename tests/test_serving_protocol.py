@@ -76,8 +76,9 @@ class Worker:
         code = ("import uvicorn; from serving.api.protocol import uvicorn_options; "
                 "from serving.settings import Settings; "
                 f"uvicorn.run('test_serving_protocol:limits_app', factory=True, "
-                f"host='127.0.0.1', port={self.port}, log_level='error', "
-                f"app_dir={str(Path(__file__).parent)!r}, **uvicorn_options(Settings()))")
+                f"host='127.0.0.1', port={self.port}, "
+                f"app_dir={str(Path(__file__).parent)!r}, "
+                "**uvicorn_options(Settings(log_level='error')))")
         self.log_path = tmp / "worker.log"
         self.log = self.log_path.open("wb")
         self.proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO,

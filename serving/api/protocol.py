@@ -28,14 +28,17 @@ Refusals carry the API's error body (``{"detail": ..., "code": ...}``). They hap
 app, so the app's Prometheus counters do not see them.
 
 :func:`uvicorn_options` turns :class:`~serving.settings.Settings` into the keyword arguments of
-``uvicorn.run`` (``serve`` and ``bench/serving_load.py`` share it).
+``uvicorn.run`` (``serve`` and ``bench/serving_load.py`` share it): these limits, the workers'
+health-check time-out and the log configuration.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import functools
+import logging
 import socket
 import struct
 from dataclasses import dataclass
@@ -43,7 +46,7 @@ from typing import Any
 
 import httptools
 import orjson
-from uvicorn.config import Config
+from uvicorn.config import LOG_LEVELS, LOGGING_CONFIG, Config
 from uvicorn.protocols.http.httptools_impl import (
     STATUS_LINE,
     HttpToolsProtocol,
@@ -302,14 +305,55 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
+class WorkerDeaths(logging.Filter):
+    """Pass uvicorn's records at ``level`` and above, and its supervisor's "Child process [pid]
+    died" raised to a warning: uvicorn says a worker's death at info, below the service's
+    default level, so a worker killed again and again went unseen (found by attack).
+    """
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Whether to emit ``record`` (a death raised to WARNING on the way)."""
+        if record.levelno >= self.level:
+            return True
+        if record.module == "multiprocess" and record.getMessage().endswith(" died"):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            return True
+        return False
+
+
+def log_config(level: str) -> dict[str, Any]:
+    """The logging configuration of uvicorn at ``level`` (a name of ``uvicorn.config.LOG_LEVELS``),
+    its error logger filtered by :class:`WorkerDeaths` (so it is set to info at least).
+    """
+    threshold = LOG_LEVELS[level]
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["filters"] = {"worker_deaths": {"()": WorkerDeaths, "level": threshold}}
+    loggers = config["loggers"]
+    loggers["uvicorn.error"] = {**loggers.get("uvicorn.error", {}),
+                                "level": min(threshold, logging.INFO),
+                                "filters": ["worker_deaths"]}
+    for name in ("uvicorn.access", "uvicorn.asgi"):
+        loggers[name] = {**loggers.get(name, {}), "level": threshold}
+    return config
+
+
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments of ``uvicorn.run`` for the server limits in ``settings``.
 
-    The guarded httptools protocol (see the module doc) and uvicorn's keep-alive time-out;
-    ``limit_concurrency`` stays off (the protocol counts requests in flight instead).
+    The guarded httptools protocol (see the module doc), uvicorn's keep-alive time-out, the
+    workers' health-check time-out and :func:`log_config` (``log_level`` None: its levels are
+    in there); ``limit_concurrency`` stays off (the protocol counts requests in flight
+    instead).
     """
     return {
         "http": functools.partial(GuardedHttpToolsProtocol,
                                   limits=ConnectionLimits.from_settings(settings)),
         "timeout_keep_alive": settings.keep_alive_timeout_s,
+        "timeout_worker_healthcheck": settings.worker_healthcheck_timeout_s,
+        "log_config": log_config(settings.log_level),
+        "log_level": None,
     }
