@@ -1002,8 +1002,7 @@ class RecommendationService:
             raise InvalidInputError(f"genres must be among {list(self.arm_set.genre_names)}, "
                                     f"got {unknown}")
         try:
-            item = self.store.add_item(item_id, title, list(dict.fromkeys(genres)), year,
-                                       time.time())
+            item = self.store.add_item(item_id, title, list(dict.fromkeys(genres)), year)
         except ValueError as exc:
             raise ItemExistsError(str(exc)) from None
         self.refresh()

@@ -20,7 +20,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import numpy as np
@@ -234,6 +236,41 @@ def test_a_body_the_hot_routes_refuse_is_refused_alike(pref_client: TestClient, 
     if issues == JSON_INVALID:
         assert detail["detail"][0]["msg"].startswith("Invalid JSON")
     assert pref_client.get(path).json()["genres"] == []
+
+
+def test_a_statements_time_follows_the_order_that_decides_the_winner(
+        pref_client: TestClient) -> None:
+    # The route read the clock before its write waited for log_head: of concurrent PUTs, one
+    # that lost (an earlier seq) could answer a later updated_at than the one GET returns
+    # (found by attack). The time is now read once log_head is taken: here after its release.
+    import threading
+
+    import sqlalchemy as sa
+
+    url = sa.make_url(pref_client.app.state.settings.db)
+    if url.get_backend_name() == "sqlite":
+        import sqlite3
+
+        holder: Any = sqlite3.connect(url.database, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+    else:
+        import psycopg
+
+        holder = psycopg.connect(url.set(drivername="postgresql").render_as_string(False))
+        holder.execute("SELECT * FROM log_head FOR UPDATE")
+    path = f"/users/{NEWCOMER}/preferences"
+    answer: dict = {}
+    put = threading.Thread(target=lambda: answer.update(
+        pref_client.put(path, json={"genres": ["Comedy"]}).json()))
+    put.start()
+    time.sleep(0.5)
+    released = time.time()
+    holder.rollback()
+    put.join(60)
+    holder.close()
+    updated = datetime.fromisoformat(answer["updated_at"]).timestamp()
+    assert updated >= released - 1e-6, (updated, released)
+    assert pref_client.get(path).json()["updated_at"] == answer["updated_at"]
 
 
 def test_a_client_gone_before_its_body_ends_is_a_499_on_every_route(

@@ -453,7 +453,7 @@ def test_a_request_write_outside_the_batch_writer_waits_no_longer_than_the_time_
     url = store.url.render_as_string(False)
     assert table(url, preferences) == [] and table(url, items) == []
     # The lock released, both go through (log_head was not left held).
-    assert store.set_preferences(1, ["Drama"], 2.0) > 0
+    assert store.set_preferences(1, ["Drama"], 2.0)[0] > 0
     assert store.add_item(90_001, "New", ["Drama"], 2026, 2.0).item_id == 90_001
     assert [r["genres"] for r in table(url, preferences)] == [["Drama"]]
     store.dispose()

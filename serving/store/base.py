@@ -951,8 +951,9 @@ class Store(abc.ABC):
 
     @unavailable_on_db_error
     def add_item(self, item_id: int, title: str, genres: Sequence[str], year: int | None,
-                 now: float) -> AddedItem:
-        """Log a new catalogue item (its seq from ``log_head``, like feedback's).
+                 now: float | None = None) -> AddedItem:
+        """Log a new catalogue item (its seq from ``log_head``, like feedback's; ``now`` None
+        reads the clock once the seq is taken, as :meth:`set_preferences` does).
 
         Raises
         ------
@@ -962,12 +963,13 @@ class Store(abc.ABC):
         try:
             with self._request_transaction() as statement:
                 seq = int(statement().exec_driver_sql(self._next_seq_sql, (1,)).scalar_one())
+                at = time.time() if now is None else now
                 statement().execute(items.insert().values(
                     item_id=item_id, seq=seq, title=title, genres=list(genres), year=year,
-                    created_at=now))
+                    created_at=at))
         except sa.exc.IntegrityError:
             raise ValueError(f"item_id {item_id} was added already") from None
-        return AddedItem(seq, item_id, title, tuple(genres), year, now)
+        return AddedItem(seq, item_id, title, tuple(genres), year, at)
 
     @unavailable_on_db_error
     def items_after(self, seq: int) -> list[AddedItem]:
@@ -1109,15 +1111,22 @@ class Store(abc.ABC):
                 float(rows[0][1]))
 
     @unavailable_on_db_error
-    def set_preferences(self, user_id: int, genres: Sequence[str], now: float) -> int:
-        """Log that ``user_id`` stated ``genres`` at ``now`` (the latest statement wins, in
-        log order: its seq comes from ``log_head`` like feedback's). Returns the seq.
+    def set_preferences(self, user_id: int, genres: Sequence[str],
+                        now: float | None = None) -> tuple[int, float]:
+        """Log that ``user_id`` stated ``genres`` (the latest statement wins, in log order: its
+        seq comes from ``log_head`` like feedback's). Returns the seq and the time stored.
+
+        ``now`` None reads the clock once the seq is taken, while ``log_head`` is held: the
+        times of concurrent statements then follow the order that decides which one wins (a
+        time read before the wait let a PUT that lost answer a later ``updated_at`` than the
+        one that won; found by attack).
         """
         with self._request_transaction() as statement:
             seq = int(statement().exec_driver_sql(self._next_seq_sql, (1,)).scalar_one())
+            at = time.time() if now is None else now
             statement().execute(preferences.insert().values(seq=seq, user_id=user_id,
-                                                            genres=list(genres), created_at=now))
-        return seq
+                                                            genres=list(genres), created_at=at))
+        return seq, at
 
     @unavailable_on_db_error
     def feedback_row(self, key: tuple[int, str, int, str]) -> Row | None:

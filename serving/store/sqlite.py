@@ -340,7 +340,8 @@ class SQLiteStore(Store):
               self._write_cursor(wait) as cursor):
             return self._write_rows(cursor, decision_rows, feedback_writes)
 
-    def set_preferences(self, user_id: int, genres: Sequence[str], now: float) -> int:
+    def set_preferences(self, user_id: int, genres: Sequence[str],
+                        now: float | None = None) -> tuple[int, float]:
         """See :meth:`Store.set_preferences` (marked: see :meth:`user_context`)."""
         with self.event_marks.writing({user_id}):
             return super().set_preferences(user_id, genres, now)

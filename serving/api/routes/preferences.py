@@ -9,7 +9,6 @@ stored too, and steers nothing until the service serves them as a newcomer.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -82,10 +81,9 @@ async def put_preferences(user_id: UserId,
     """State the genres ``user_id`` likes (replacing any earlier statement)."""
     available = list(service.catalog.genre_names)
     genres = stated_genres(body.genres, available)
-    now = time.time()
-    await run_in_threadpool(service.store.set_preferences, user_id, genres, now)
+    _, at = await run_in_threadpool(service.store.set_preferences, user_id, genres)
     return PreferencesOut(user_id=user_id, genres=genres,
-                          updated_at=datetime.fromtimestamp(now, UTC), available=available)
+                          updated_at=datetime.fromtimestamp(at, UTC), available=available)
 
 
 @router.get("/users/{user_id}/preferences", response_model=PreferencesOut, responses=_ERRORS)
