@@ -370,3 +370,32 @@ def test_malformed_http_gets_the_apis_400_body(worker: Worker, head: bytes) -> N
     assert b"content-type: application/json" in head_part.lower()
     error = json.loads(body)
     assert error["code"] == "bad_request" and error["detail"].startswith("invalid HTTP request")
+
+
+def test_a_workers_death_is_a_warning_and_other_info_stays_below_the_level() -> None:
+    # uvicorn's supervisor says "Child process [pid] died" at info, below the service's
+    # default level: a worker killed again and again went unseen (found by attack).
+    import logging
+
+    import pydantic
+
+    from serving.api.protocol import WorkerDeaths, log_config
+    from serving.settings import Settings
+
+    def record(level: int, module: str, message: str) -> logging.LogRecord:
+        return logging.LogRecord("uvicorn.error", level, f"/x/{module}.py", 1, message, None,
+                                 None)
+
+    deaths = WorkerDeaths(logging.WARNING)
+    died = record(logging.INFO, "multiprocess", "Child process [4242] died")
+    assert deaths.filter(died) and (died.levelno, died.levelname) == (logging.WARNING, "WARNING")
+    assert not deaths.filter(record(logging.INFO, "multiprocess", "Waiting for child process"))
+    assert not deaths.filter(record(logging.INFO, "server", "Application startup complete."))
+    assert deaths.filter(record(logging.ERROR, "server", "boom"))
+    config = log_config("warning")
+    assert config["loggers"]["uvicorn.error"]["level"] == logging.INFO
+    assert config["loggers"]["uvicorn.error"]["filters"] == ["worker_deaths"]
+    assert config["loggers"]["uvicorn.access"]["level"] == logging.WARNING
+    assert log_config("debug")["loggers"]["uvicorn.error"]["level"] == logging.DEBUG
+    with pytest.raises(pydantic.ValidationError, match="'warning'"):
+        Settings(log_level="verbose")
