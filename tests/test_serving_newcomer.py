@@ -238,6 +238,18 @@ def test_a_body_the_hot_routes_refuse_is_refused_alike(pref_client: TestClient, 
     assert pref_client.get(path).json()["genres"] == []
 
 
+def test_a_put_of_preferences_refuses_query_parameters_as_the_admin_writes_do(
+        pref_client: TestClient) -> None:
+    # PUT /users/5/preferences?x=1 was stored (200) where POST /admin/items?x=1 is refused:
+    # every side-effect route refuses what it does not take (found by attack).
+    path = f"/users/{NEWCOMER}/preferences"
+    for query in ("x=1", "genres=Drama"):
+        response = pref_client.put(f"{path}?{query}", json={"genres": ["Comedy"]})
+        assert response.status_code == 422, response.text
+        assert "unknown query parameter(s)" in response.json()["detail"]
+    assert pref_client.get(path).json()["genres"] == []
+
+
 def test_a_statements_time_follows_the_order_that_decides_the_winner(
         pref_client: TestClient) -> None:
     # The route read the clock before its write waited for log_head: of concurrent PUTs, one

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Generic
 from fastapi import Depends, Header, Request
 
 from serving.api.validation import M, json_body
-from serving.errors import ForbiddenError, UnauthorizedError
+from serving.errors import ForbiddenError, InvalidInputError, UnauthorizedError
 from serving.metrics import Metrics
 from serving.service import RecommendationService
 
@@ -75,6 +75,33 @@ class JsonBody(Generic[M]):
     async def __call__(self, request: Request) -> M:
         """The body of ``request`` as :attr:`model` (see the class)."""
         return await json_body(request, self.model)
+
+
+def strict_query(**allowed: tuple[str, ...]) -> Any:
+    """A dependency refusing (422) query parameters a side-effect route (the admin routes',
+    ``PUT /users/{id}/preferences``) does not take, given twice, or with a value outside
+    ``allowed[name]``: a typo (``?candidat=true``) or a contradiction
+    (``?candidate=true&candidate=false``) must not act as the default.
+
+    Parameters
+    ----------
+    **allowed : tuple of str
+        The route's parameters and the values each may take (FastAPI parses them after).
+    """
+    def check(request: Request) -> None:
+        names = [k for k, _ in request.query_params.multi_items()]
+        unknown = sorted({n for n in names if n not in allowed})
+        if unknown:
+            raise InvalidInputError(f"unknown query parameter(s) {unknown}; this route takes "
+                                    f"{sorted(allowed) or 'none'}")
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise InvalidInputError(f"query parameter(s) {repeated} given more than once")
+        for name, value in request.query_params.items():
+            if value not in allowed[name]:
+                raise InvalidInputError(f"query parameter {name} must be one of "
+                                        f"{list(allowed[name])}, got {value!r}")
+    return Depends(check)
 
 
 ServiceDep = Annotated[RecommendationService, Depends(get_service)]

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path
 from starlette.concurrency import run_in_threadpool
 
 from serving import versions
-from serving.api.deps import AdminDep, JsonBody, ServiceDep
-from serving.errors import InvalidInputError
+from serving.api.deps import AdminDep, JsonBody, ServiceDep, strict_query
 from serving.schemas import (
     ErrorOut,
     ItemIn,
@@ -32,32 +31,6 @@ router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
 
 _AUTH: dict[int | str, dict[str, Any]] = {401: {"model": ErrorOut, "description": "no token"},
          403: {"model": ErrorOut, "description": "wrong token"}}
-
-
-def strict_query(**allowed: tuple[str, ...]) -> Any:
-    """A dependency refusing (422) query parameters a side-effect route does not take, given
-    twice, or with a value outside ``allowed[name]``: a typo (``?candidat=true``) or a
-    contradiction (``?candidate=true&candidate=false``) must not act as the default.
-
-    Parameters
-    ----------
-    **allowed : tuple of str
-        The route's parameters and the values each may take (FastAPI parses them after).
-    """
-    def check(request: Request) -> None:
-        names = [k for k, _ in request.query_params.multi_items()]
-        unknown = sorted({n for n in names if n not in allowed})
-        if unknown:
-            raise InvalidInputError(f"unknown query parameter(s) {unknown}; this route takes "
-                                    f"{sorted(allowed) or 'none'}")
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise InvalidInputError(f"query parameter(s) {repeated} given more than once")
-        for name, value in request.query_params.items():
-            if value not in allowed[name]:
-                raise InvalidInputError(f"query parameter {name} must be one of "
-                                        f"{list(allowed[name])}, got {value!r}")
-    return Depends(check)
 
 
 #: The side-effect routes taking no query parameter.

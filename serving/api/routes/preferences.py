@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from serving.api.deps import JsonBody, ServiceDep
+from serving.api.deps import JsonBody, ServiceDep, strict_query
 from serving.errors import InvalidInputError
 from serving.schemas import MAX_ID, QUERY_INT, ErrorOut
 
@@ -74,7 +74,7 @@ _PREFERENCES = JsonBody(PreferencesIn)
 @router.put("/users/{user_id}/preferences", response_model=PreferencesOut,
             responses={**_ERRORS, 415: {"model": ErrorOut, "description": "a body that is not "
                                                                          "JSON"}},
-            openapi_extra=_PREFERENCES.openapi_extra)
+            dependencies=[strict_query()], openapi_extra=_PREFERENCES.openapi_extra)
 async def put_preferences(user_id: UserId,
                           body: Annotated[PreferencesIn, Depends(_PREFERENCES)],
                           service: ServiceDep) -> PreferencesOut:
