@@ -41,7 +41,7 @@ class LiveServer:
         self.app = create_app(settings, catalog=catalog, arms=arms)
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port,
                                 timeout_graceful_shutdown=1, **uvicorn_options(settings))
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
