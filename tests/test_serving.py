@@ -266,20 +266,23 @@ def test_session_feedback_moves_similar_movies(tmp_path: Path, catalog: Dataset,
 # ---------------------------------------------------------------------------- reward window
 def test_reward_window_expiry_counts_zero_once(tmp_path: Path, catalog: Dataset, fitted: dict
                                                ) -> None:
-    settings = Settings(state_dir=tmp_path, arms=ARMS, seed=3, reward_window_s=0.5,
-                        settle_grace_s=0.0, sweep_interval_s=3600, store_timeout_s=0.2)
+    # Each feedback follows its own slate at once, within a window 40 times what that takes
+    # at load 12 (the window closing before a feedback of the test's own would fail it).
+    settings = Settings(state_dir=tmp_path, arms=ARMS, seed=3, reward_window_s=2.0,
+                        settle_grace_s=0.0, sweep_interval_s=3600)
     with TestClient(create_app(settings, catalog=catalog, arms=fitted)) as client:
         service = client.app.state.service
         silent = recommend(client, 30)
-        liked = recommend(client, 31)
-        disliked = recommend(client, 32)
-        late = recommend(client, 33)
-        for body, kind in ((liked, "like"), (disliked, "dislike")):
+        shown = {}
+        for user, kind in ((31, "like"), (32, "dislike")):
+            body = shown[kind] = recommend(client, user)
             response = client.post("/feedback", json={
                 "user_id": body["user_id"], "movie_id": body["items"][0]["movie_id"],
                 "feedback_type": kind, "event_id": body["event_id"]})
             assert response.json()["policy_updated"] is True
-        time.sleep(0.6)
+        liked, disliked = shown["like"], shown["dislike"]
+        late = recommend(client, 33)
+        time.sleep(2.2)
         response = client.post("/feedback", json={
             "user_id": 33, "movie_id": late["items"][0]["movie_id"], "feedback_type": "like",
             "event_id": late["event_id"]})

@@ -143,7 +143,8 @@ SMALL_ARMS = ["svd", "popularity"]
 
 def small_settings(tmp_path: Path, db: str | None = None, **extra: Any) -> Settings:
     return Settings(state_dir=tmp_path / "state", db=db, arms=SMALL_ARMS, seed=3,
-                    store_timeout_s=0.3, refresh_interval_s=0.05, admin_token=ADMIN_TOKEN,
+                    # 1 s also bounds the writes that must succeed (40 ms at load 12)
+                    store_timeout_s=1.0, refresh_interval_s=0.05, admin_token=ADMIN_TOKEN,
                     **extra)
 
 

@@ -29,7 +29,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from test_serving_support import REPO, ServiceProcess, free_port, read_table, store_url
+from test_serving_support import (
+    REPO,
+    STARTUP_DEADLINE_S,
+    ServiceProcess,
+    free_port,
+    read_table,
+    store_url,
+)
 
 from arms.data import load_movielens
 from arms.data.dataset import Dataset
@@ -439,7 +446,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
             env=env, cwd=REPO, stdout=stdout, stderr=stderr, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + STARTUP_DEADLINE_S
         while True:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"serve did not come up: {err.read_text()[-3000:]}")
@@ -453,7 +460,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(30)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
 
 
 def test_serve_shows_its_progress_on_stderr(served: tuple[str, Path, Path, str]) -> None:

@@ -145,8 +145,11 @@ def test_a_worker_slow_to_import_is_not_killed_as_hung_and_a_death_is_a_warning(
     site.mkdir()
     (site / "sitecustomize.py").write_text(
         "import sys, time\nif '--multiprocessing-fork' in sys.argv:\n    time.sleep(7)\n")
-    env = {**serve_env(), "PYTHONPATH": os.pathsep.join(
-        [str(site), str(REPO), os.environ.get("PYTHONPATH", "")])}
+    # A time-out far above the 7 s (a loaded CI machine slows the imports behind it many times
+    # over); the setting not reaching uvicorn would leave uvicorn's 5 s, which kills them.
+    env = {**serve_env(), "RECBANDITS_WORKER_HEALTHCHECK_TIMEOUT_S": "600",
+           "PYTHONPATH": os.pathsep.join([str(site), str(REPO),
+                                          os.environ.get("PYTHONPATH", "")])}
     url = store_url("sqlite", tmp_path)
     log = tmp_path / "server.log"
     server = ServiceProcess([*serve_args(tmp_path, url), "--workers", "2"], env, log)

@@ -399,3 +399,7 @@ def test_a_workers_death_is_a_warning_and_other_info_stays_below_the_level() -> 
     assert log_config("debug")["loggers"]["uvicorn.error"]["level"] == logging.DEBUG
     with pytest.raises(pydantic.ValidationError, match="'warning'"):
         Settings(log_level="verbose")
+    from serving.api.protocol import uvicorn_options
+
+    options = uvicorn_options(Settings())
+    assert (options["timeout_worker_healthcheck"], options["log_level"]) == (60, None)

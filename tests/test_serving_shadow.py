@@ -329,7 +329,14 @@ def test_two_uvicorn_workers_follow_a_promotion_under_load_with_no_failed_reques
         threads = [threading.Thread(target=load, args=(k * 25,)) for k in range(3)]
         for thread in threads:
             thread.start()
-        time.sleep(1.0)
+
+        def until_answered(count: int) -> None:  # not a sleep: a loaded machine is slow
+            deadline = time.monotonic() + 60
+            while len(statuses) < count:
+                assert time.monotonic() < deadline, f"{len(statuses)} answers in 60 s"
+                time.sleep(0.05)
+
+        until_answered(10)  # decisions of Thompson Sampling logged before the promotion
         answer = httpx2.post(f"{server.base}/admin/shadow/promote", headers=auth, timeout=30)
         assert answer.status_code == 200, answer.text
         following: set[int] = set()
@@ -340,7 +347,7 @@ def test_two_uvicorn_workers_follow_a_promotion_under_load_with_no_failed_reques
                 state = c.get("/admin/policy-state").json()
             if state["policy"]["name"] == "LinTS":
                 following.add(int(state["pid"]))
-        time.sleep(0.5)
+        until_answered(len(statuses) + 10)  # and some of LinTS after it
         stop.set()
         for thread in threads:
             thread.join(60)

@@ -470,22 +470,28 @@ def test_a_request_writes_statements_share_one_time_out() -> None:
     store = open_store(postgres().create_database(), timeout_s=1.0)
     store.create_schema(ARMS)
     timeouts: list[int] = []
+    holder = psycopg.connect(store.url.set(drivername="postgresql").render_as_string(False))
+    holder.execute("SELECT * FROM log_head FOR UPDATE")  # held 0.5 s from the first statement
+    # Started once the write's deadline is set (at its first statement): started before, the
+    # release could come less than 0.5 s into the write's second, which then had 501 ms left
+    # (seen at load 12).
+    release = threading.Timer(0.5, holder.rollback)
 
     @sa.event.listens_for(store.write_engine, "before_cursor_execute")
     def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         if statement.startswith("SET LOCAL statement_timeout"):
             timeouts.append(int(statement.rsplit(" ", 1)[1]))
+            if len(timeouts) == 1:
+                release.start()
 
-    holder = psycopg.connect(store.url.set(drivername="postgresql").render_as_string(False))
-    holder.execute("SELECT * FROM log_head FOR UPDATE")  # held ~0.5 s
-    release = threading.Timer(0.5, holder.rollback)
-    release.start()
     try:
         outcome: Any = store.set_preferences(1, ["Drama"], 1.0)
     except StoreUnavailableError as exc:  # only if the release came 1 s late (a loaded host)
         outcome = exc
     finally:
-        release.join()
+        if release.ident is not None:
+            release.join()
+        holder.rollback()
         holder.close()
     if isinstance(outcome, StoreUnavailableError):
         assert len(timeouts) >= 1
@@ -775,8 +781,10 @@ def test_writes_queued_behind_a_batch_that_timed_out_fail_with_it(
         while not waits:  # the first batch is waiting for the lock
             await asyncio.sleep(0.001)
         queued = []
-        for i in range(1, 9):  # eight more, queued over the first 32% of its wait
-            await asyncio.sleep(0.04 * timeout)
+        # Eight more, queued over the first 16% of its wait: each must have waited half the
+        # time-out when the batch fails (at 32%, loop stalls at load 12 left 0.7 s of margin).
+        for i in range(1, 9):
+            await asyncio.sleep(0.02 * timeout)
             queued.append(asyncio.ensure_future(one(i)))
         results = await asyncio.gather(first, *queued)
         waited = list(waits)

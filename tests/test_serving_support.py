@@ -137,6 +137,11 @@ def store_url(backend: str, tmp_path: Path) -> str:
     return postgres().create_database()
 
 
+#: How long a test waits for ``recbandits serve`` to answer: generous, as on a shared 2-core
+#: machine at load ~11 a start took 80-120 s (one timed out at 120 s).
+STARTUP_DEADLINE_S = 300.0
+
+
 class ServiceProcess:
     """``recbandits serve`` in a subprocess on a free loopback port."""
 
@@ -149,8 +154,7 @@ class ServiceProcess:
         self.proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=REPO,
                                      stdout=self._log_handle, stderr=subprocess.STDOUT,
                                      start_new_session=True)
-        # A generous bound: on a shared 2-core machine at load ~11, start-up took 80-120 s.
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + STARTUP_DEADLINE_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {log.read_text()[-3000:]}")
