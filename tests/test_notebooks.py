@@ -77,7 +77,8 @@ def test_notebook_runs_top_to_bottom(name, min_images, tmp_path):
     # sys.executable), so the notebooks see the installed packages; plots never open a window.
     env = {**os.environ, "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
     os.environ.update(env)
-    client = NotebookClient(notebook, timeout=240, kernel_name="python3",
+    client = NotebookClient(notebook, timeout=240, kernel_name="python3", startup_timeout=600,
+                            iopub_timeout=60, raise_on_iopub_timeout=True,
                             resources={"metadata": {"path": str(tmp_path)}})
     client.execute()  # raises CellExecutionError, with the cell and traceback, on any error
 

@@ -341,7 +341,8 @@ def test_notebook_runs_top_to_bottom(tmp_path: Path) -> None:
         if "parameters" in cell.metadata.get("tags", []):
             cell.source = SMALL_NOTEBOOK
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
-    NotebookClient(notebook, timeout=240, kernel_name="python3",
+    NotebookClient(notebook, timeout=240, kernel_name="python3", startup_timeout=600,
+                   iopub_timeout=60, raise_on_iopub_timeout=True,
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
     images = _images(notebook)
     assert len(images) == 2 and all(p[:8] == PNG_SIGNATURE and len(p) > 5_000 for p in images)

@@ -30,7 +30,7 @@ from serving.retries import RetryCheck
 from serving.rules import DEFAULT_RULES, EventType, RuleBook
 from serving.schemas import EventIn, EventOut
 from serving.settings import Settings
-from serving.store.tables import feedback, feedback_ratings, outcomes
+from serving.store.tables import decisions, feedback, feedback_ratings, outcomes
 
 RULES = RuleBook()
 #: A value each type takes (None: it takes none).
@@ -242,8 +242,12 @@ def test_an_event_stamped_inside_the_window_counts_when_it_arrives_late(
                         reward_window_s=1.0, settle_grace_s=3600, sweep_interval_s=3600)
     with TestClient(create_app(settings, catalog=serving_catalog, arms=serving_arms)) as client:
         slate = recommend(client, 9)
-        shown = time.time()
-        time.sleep(1.2)  # the window has closed by the server's clock, not by the event's
+        # The decision's own time (the time after its answer came back could be past the
+        # window's middle on a loaded machine).
+        (shown,) = [r["created_at"] for r in read_table(settings.resolved_db_url(), decisions)
+                    if r["event_id"] == slate["event_id"]]
+        # The window has closed by the server's clock, not by the event's.
+        time.sleep(max(0.0, shown + 1.2 - time.time()))
         stamped_in = client.post("/events", json={"events": [event(
             9, slate["items"][0]["movie_id"], "purchase", timestamp=shown + 0.5)]}).json()
         assert stamped_in["events"][0]["policy_updated"] is True

@@ -22,8 +22,14 @@ from serving.stall_log import StallLog
 from serving.store import GroupCommitWriter, open_store
 
 
-def _block_the_loop(seconds: float) -> None:
-    time.sleep(seconds)  # what a long synchronous call in a request does to every other one
+def _block_the_loop(seconds: float, log: StallLog | None = None) -> None:
+    # What a long synchronous call in a request does to every other one; with ``log``, held
+    # until its watchdog has read the stack too (a loaded machine may not run the watchdog's
+    # thread within ``seconds``).
+    end, guard = time.monotonic() + seconds, time.monotonic() + 10
+    while time.monotonic() < end or (log is not None and log._stack is None
+                                     and time.monotonic() < guard):
+        time.sleep(0.01)
 
 
 def test_a_stall_is_logged_with_where_the_loop_was(caplog: pytest.LogCaptureFixture) -> None:
@@ -32,7 +38,7 @@ def test_a_stall_is_logged_with_where_the_loop_was(caplog: pytest.LogCaptureFixt
     async def run() -> None:
         log.start(asyncio.get_running_loop())
         await asyncio.sleep(0.05)  # heartbeats on time: nothing logged
-        _block_the_loop(0.15)
+        _block_the_loop(0.15, log)
         await asyncio.sleep(0.05)  # the next heartbeat reports the stall
         log.stop()
 
@@ -114,9 +120,16 @@ def test_a_commit_that_waited_for_the_write_lock_is_logged(
         w.start(asyncio.get_running_loop())
         await w.write_decision(row(f"{event_id}-fast"))  # quick: not logged
         assert store.writers_lock.acquire(1.0)  # as the RESTART checkpoint holds it
-        loop = asyncio.get_running_loop()
-        loop.call_later(0.1, store.writers_lock.release)
+
+        async def release() -> None:  # 0.1 s into the wait (a timer armed before could fire
+            while w.waited_batches == 0:  # before the write's first try on a loaded machine)
+                await asyncio.sleep(0.001)
+            await asyncio.sleep(0.1)
+            store.writers_lock.release()
+
+        releasing = asyncio.ensure_future(release())
         await w.write_decision(row(event_id))
+        await releasing
         await w.aclose()
 
     with caplog.at_level(logging.WARNING, logger="serving.store.writer"):
