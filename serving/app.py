@@ -41,6 +41,9 @@ from serving.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+#: FastAPI's routers of the app (the hot routes are plain Starlette routes: see create_app).
+ROUTERS = (policy.router, health.router, admin.router, stream.router, preferences.router)
+
 
 def create_app(settings: Settings | None = None, *, catalog: Dataset | None = None,
                arms: Mapping[str, Recommender] | None = None) -> FastAPI:
@@ -127,8 +130,8 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
                       lambda: app.state.service.drift_tallies()
                       if hasattr(app.state, "service") else None)
     app.state.metrics = metrics
-    for module in (policy, health, admin, stream, preferences):
-        app.include_router(module.router)
+    for router in ROUTERS:
+        app.include_router(router)
     # The hot routes: plain Starlette routes, documented from their models (serving.api.openapi).
     openapi.install(app, [recommendations.route, feedback.route, events.route, users.route])
     demo.mount(app)

@@ -303,8 +303,8 @@ class Settings(BaseSettings):
     max_body_bytes : int
         Largest request body accepted (413 beyond).
     log_level : {"critical", "error", "warning", "info", "debug", "trace"}
-        The server's log level (default warning). A worker's death is logged as a warning
-        whatever the level (uvicorn says it at info).
+        The server's log level, in any case (default warning). A worker's death is logged as a
+        warning whatever the level (uvicorn says it at info).
     worker_healthcheck_timeout_s : int
         With several workers, seconds the server waits for a worker to answer its health ping
         before it kills the worker as hung and starts another (uvicorn's
@@ -426,6 +426,12 @@ class Settings(BaseSettings):
     stream_queue: int = Field(32, ge=1)
     stream_poll_s: float = Field(0.05, gt=0, le=10)
     stream_heartbeat_s: float = Field(5.0, gt=0, le=300)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_log_level(cls, value: object) -> object:
+        # As uvicorn takes them: WARNING is warning.
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("arms", "cors_origins", "drift_windows", mode="before")
     @classmethod

@@ -392,13 +392,19 @@ def test_a_workers_death_is_a_warning_and_other_info_stays_below_the_level() -> 
     assert not deaths.filter(record(logging.INFO, "multiprocess", "Waiting for child process"))
     assert not deaths.filter(record(logging.INFO, "server", "Application startup complete."))
     assert deaths.filter(record(logging.ERROR, "server", "boom"))
+    # At info and below too, a death is a warning (it passed as info first).
+    died = record(logging.INFO, "multiprocess", "Child process [4243] died")
+    assert WorkerDeaths(logging.INFO).filter(died) and died.levelname == "WARNING"
     config = log_config("warning")
     assert config["loggers"]["uvicorn.error"]["level"] == logging.INFO
-    assert config["loggers"]["uvicorn.error"]["filters"] == ["worker_deaths"]
+    # On the handler, built anew by each configuration (a logger's filters pile up).
+    assert config["handlers"]["default"]["filters"] == ["worker_deaths"]
+    assert "filters" not in config["loggers"]["uvicorn.error"]
     assert config["loggers"]["uvicorn.access"]["level"] == logging.WARNING
     assert log_config("debug")["loggers"]["uvicorn.error"]["level"] == logging.DEBUG
     with pytest.raises(pydantic.ValidationError, match="'warning'"):
         Settings(log_level="verbose")
+    assert Settings(log_level="WARNING").log_level == "warning"  # as uvicorn takes it
     from serving.api.protocol import uvicorn_options
 
     options = uvicorn_options(Settings())

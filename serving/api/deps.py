@@ -88,7 +88,7 @@ def strict_query(**allowed: tuple[str, ...]) -> Any:
     **allowed : tuple of str
         The route's parameters and the values each may take (FastAPI parses them after).
     """
-    def check(request: Request) -> None:
+    async def check(request: Request) -> None:  # async: see the module doc
         names = [k for k, _ in request.query_params.multi_items()]
         unknown = sorted({n for n in names if n not in allowed})
         if unknown:

@@ -316,26 +316,27 @@ class WorkerDeaths(logging.Filter):
         self.level = level
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Whether to emit ``record`` (a death raised to WARNING on the way)."""
-        if record.levelno >= self.level:
-            return True
-        if record.module == "multiprocess" and record.getMessage().endswith(" died"):
+        """Whether to emit ``record`` (a death raised to WARNING on the way, at any level)."""
+        if (record.levelno < logging.WARNING and record.module == "multiprocess"
+                and record.getMessage().endswith(" died")):
             record.levelno, record.levelname = logging.WARNING, "WARNING"
             return True
-        return False
+        return record.levelno >= self.level
 
 
 def log_config(level: str) -> dict[str, Any]:
-    """The logging configuration of uvicorn at ``level`` (a name of ``uvicorn.config.LOG_LEVELS``),
-    its error logger filtered by :class:`WorkerDeaths` (so it is set to info at least).
+    """The logging configuration of uvicorn at ``level`` (a name of ``uvicorn.config.LOG_LEVELS``):
+    its error logger set to info at least, its records filtered by :class:`WorkerDeaths` on the
+    handler they reach (a handler is built anew by each configuration, where a logger's filters
+    would pile up when one process configures logging twice, as tests do).
     """
     threshold = LOG_LEVELS[level]
     config = copy.deepcopy(LOGGING_CONFIG)
     config["filters"] = {"worker_deaths": {"()": WorkerDeaths, "level": threshold}}
+    config["handlers"]["default"]["filters"] = ["worker_deaths"]
     loggers = config["loggers"]
     loggers["uvicorn.error"] = {**loggers.get("uvicorn.error", {}),
-                                "level": min(threshold, logging.INFO),
-                                "filters": ["worker_deaths"]}
+                                "level": min(threshold, logging.INFO)}
     for name in ("uvicorn.access", "uvicorn.asgi"):
         loggers[name] = {**loggers.get(name, {}), "level": threshold}
     return config

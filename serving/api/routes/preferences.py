@@ -73,7 +73,9 @@ _PREFERENCES = JsonBody(PreferencesIn)
 
 @router.put("/users/{user_id}/preferences", response_model=PreferencesOut,
             responses={**_ERRORS, 415: {"model": ErrorOut, "description": "a body that is not "
-                                                                         "JSON"}},
+                                                                         "JSON"},
+                       422: {"model": ErrorOut, "description": "malformed body, an unknown "
+                                                               "genre, or a query parameter"}},
             dependencies=[strict_query()], openapi_extra=_PREFERENCES.openapi_extra)
 async def put_preferences(user_id: UserId,
                           body: Annotated[PreferencesIn, Depends(_PREFERENCES)],
