@@ -311,7 +311,9 @@ class Settings(BaseSettings):
         ``timeout_worker_healthcheck``, default 60 here). A worker answers only once it has
         imported the service: with uvicorn's 5 s, every replacement of a killed worker was
         killed again ~5 s after it started on a machine at load 12, where that import took
-        8 s, and the service stayed on one worker (found by attack).
+        8 s, and the service stayed on one worker (found by attack). The price: uvicorn pings
+        its workers one after the other, so a hung worker (stopped, deadlocked) delays the
+        replacement of another that died at the same time by up to this long.
     cors_origins : list of str
         Origins allowed by CORS; empty (default) sends no CORS headers.
     max_header_bytes : int
