@@ -320,8 +320,7 @@ class PostgreSQLStore(Store):
             def statement() -> Connection:
                 left_ms = math.ceil((deadline - time.monotonic()) * 1000)
                 if left_ms <= 0:
-                    raise store_unavailable_error(
-                        f"no answer from the database within {self.timeout_s:g} s")
+                    raise _timed_out(self)
                 conn.exec_driver_sql(f"SET LOCAL statement_timeout = {left_ms}")
                 return conn
 
