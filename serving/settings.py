@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from uvicorn.config import LOG_LEVELS
 
 from arms import registry
 from arms.data import MOVIELENS_NAMES
@@ -415,7 +416,7 @@ class Settings(BaseSettings):
     startup_timeout_s: float = Field(120.0, ge=0)
     max_body_bytes: int = Field(16_384, ge=256)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "warning"
+    log_level: str = "warning"
     worker_healthcheck_timeout_s: int = Field(60, ge=1, le=3600)
     # The HTTP server's limits (serving.api.protocol), per worker.
     max_header_bytes: int = Field(16_384, ge=1024)
@@ -431,9 +432,11 @@ class Settings(BaseSettings):
 
     @field_validator("log_level", mode="before")
     @classmethod
-    def _lower_log_level(cls, value: object) -> object:
-        # As uvicorn takes them: WARNING is warning.
-        return value.lower() if isinstance(value, str) else value
+    def _check_log_level(cls, value: object) -> object:
+        # uvicorn's names (its list, not a copy), in any case as uvicorn takes them.
+        if isinstance(value, str) and value.lower() in LOG_LEVELS:
+            return value.lower()
+        raise ValueError(f"log_level must be one of {list(LOG_LEVELS)}, got {value!r}")
 
     @field_validator("arms", "cors_origins", "drift_windows", mode="before")
     @classmethod
