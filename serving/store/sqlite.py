@@ -15,7 +15,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -23,11 +23,19 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.schema import CreateIndex, DropIndex
 
 from serving.errors import StoreUnavailableError
+from serving.rules import RuleBook
 from serving.store.base import CommitMode, Store
-from serving.store.errors import StoreBusyError, StoreNotFoundError, register_driver_errors
+from serving.store.errors import (
+    StoreBusyError,
+    StoreNotFoundError,
+    register_driver_errors,
+    unavailable_on_db_error,
+)
 from serving.store.event_marks import EventMarks
+from serving.store.tables import SQLITE_SLATE_KEY, USER_DECISIONS_INDEX
 from serving.store.types import BatchResult, FeedbackWrite, PeriodicJob, Record, UserEvent
 from serving.store.write_lock import WriteLock
 
@@ -176,7 +184,9 @@ class SQLiteStore(Store):
     """
 
     PARAM = "?"
-    SLATE_HOLDS = "EXISTS (SELECT 1 FROM json_each(decisions.slate) WHERE value = ?)"
+    # The slate key its index of a user's decisions holds (tables.SQLITE_SLATE_KEY), spelled as
+    # there so that the index's values are used: no decision's row or JSON is read.
+    SLATE_HOLDS = f"instr({SQLITE_SLATE_KEY}, ',' || ? || ',') > 0"
     JSON_CAST = ""
     insert = staticmethod(sqlite.insert)
     # An indexed read of a local file in WAL mode takes ~10 us and never waits for the writer:
@@ -206,6 +216,16 @@ class SQLiteStore(Store):
         self._contexts: dict[int, _Context] = {}
         self._kept_events = 0
         self._contexts_lock = threading.Lock()
+
+    @unavailable_on_db_error
+    def create_schema(self, arms: Iterable[str], rules: RuleBook | None = None) -> None:
+        """See :meth:`Store.create_schema`; a store of an older recbandits also gets the index
+        of a user's decisions that holds the slates' keys, in place of the one without them.
+        """
+        super().create_schema(arms, rules)
+        with self.write_engine.begin() as conn:  # SQLite's DDL: no-ops once done
+            conn.execute(CreateIndex(USER_DECISIONS_INDEX["sqlite"], if_not_exists=True))
+            conn.execute(DropIndex(USER_DECISIONS_INDEX["postgresql"], if_exists=True))
 
     def _check_url(self, url: str, create: bool) -> None:
         database = self.url.database

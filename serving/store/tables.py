@@ -25,6 +25,25 @@ import sqlalchemy as sa
 
 metadata = sa.MetaData()
 
+#: A decision's slate as the text ``,id,id,...,`` (SQLite): the JSON array without its brackets
+#: and JSON whitespace, between commas, so that "the slate holds movie m" is one ``instr`` of
+#: ``,m,`` in it, exact for any JSON array of integers. SQLite keeps it in the index of a user's
+#: decisions (an index on the expression: a query must spell it the same to use it), so finding
+#: a user's latest decision that showed a movie reads neither the decisions' rows nor their
+#: JSON: 32 against 220 us for a user with 64 decisions in the window, 0.5 against 3.5 us a
+#: decision (``bench/decision_write_cost.py`` gives what the index costs a write).
+SQLITE_SLATE_KEY = ("(',' || replace(replace(replace(replace(replace(replace(slate, ' ', ''), "
+                    "char(9), ''), char(10), ''), char(13), ''), '[', ''), ']', '') || ',')")
+
+#: The index of a user's decisions in time, per backend: what finds the latest decision of a
+#: user that showed a movie (an event without ``event_id``). PostgreSQL reads the rows it finds;
+#: SQLite's index also holds each slate's key. Each is made on its backend only.
+USER_DECISIONS_INDEX = {
+    "postgresql": sa.Index("ix_decisions_user_time", "user_id", "created_at"),
+    "sqlite": sa.Index("ix_decisions_user_slate", "user_id", "created_at",
+                       sa.text(SQLITE_SLATE_KEY)),
+}
+
 decisions = sa.Table(
     "decisions",
     metadata,
@@ -53,7 +72,7 @@ decisions = sa.Table(
     sa.Column("shadow", sa.JSON(none_as_null=True), nullable=True),
     # Set once by the settle sweep when the window (plus the grace) has passed.
     sa.Column("settled_at", sa.Float(precision=53), nullable=True),
-    sa.Index("ix_decisions_user_time", "user_id", "created_at"),
+    *(index.ddl_if(dialect=backend) for backend, index in USER_DECISIONS_INDEX.items()),
     sa.Index("ix_decisions_open", "settled_at", "reward_deadline"),
 )
 
