@@ -73,7 +73,7 @@ def decision_rows(n: int, seed: int) -> list[dict[str, Any]]:
         rows.append({
             "event_id": f"{int(now * 1000):012x}{i:020x}", "created_at": now,
             "user_id": int(rng.integers(1, 944)),
-            "context": {"feature_version": "user-v3", "features": features, "k": 10},
+            "context": {"feature_version": "user-v4", "features": features, "k": 10},
             "arm": ARMS[int(rng.integers(len(ARMS)))], "propensity": 0.25,
             "pmf": json_text(dict(zip(ARMS, rng.dirichlet(np.ones(len(ARMS))).tolist(),
                                       strict=True))),
@@ -181,12 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     empty = np.empty(0, dtype=np.int64)
     signals = UserSignals(empty, empty.astype(np.float64), empty, empty, empty, 0)
     view = UserView(signals, vector, 0.0, float("inf"))
-    context = {"feature_version": "user-v3", "features": vector, "k": 10}
-    view.context_json("user-v3", 10)
+    context = {"feature_version": "user-v4", "features": vector, "k": 10}
+    view.context_json("user-v4", 10)
     results["context_json_text_per_request_us"] = best_us(lambda: json_text(context),
                                                          100_000, 5)
     results["context_json_kept_per_view_us"] = best_us(
-        lambda: view.context_json("user-v3", 10), 100_000, 5)
+        lambda: view.context_json("user-v4", 10), 100_000, 5)
     cdf = np.cumsum(np.full(len(ARMS), 1 / len(ARMS)))
     cdf[-1] = 1.0
     assert all(draw_arm(cdf, u) == min(int(cdf.searchsorted(u, side="right")), cdf.size - 1)

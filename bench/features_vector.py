@@ -1,4 +1,4 @@
-"""Cost of one request's context vector, feature set ``user-v3`` (serving/features.py).
+"""Cost of one request's context vector, feature set ``user-v4`` (serving/features.py).
 
 Run from the repository root::
 
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     v1 = UserFeatures(catalog)
     peer = best_us(lambda i: v1.vector(user, 3, 1), args.calls, args.repeats)
     print(f"catalogue: {catalog.name} ({catalog.n_users} users, {catalog.n_items} items); "
-          f"user-v3 has {store.dimension} values, user-v1 {v1.dimension}")
+          f"user-v4 has {store.dimension} values, user-v1 {v1.dimension}")
     rows = [(f"scratch ({args.events} events)", scratch), ("cached + 1 event", one),
             ("cached, no new event", none_new), ("peer: user-v1 vector", peer)]
     print(f"{'path':<28}{'us/call':>10}{'x user-v1':>11}")

@@ -3,7 +3,7 @@
 One configuration, as the issue states it: one uvicorn worker, the arms that learn from each
 event (``svd, sequential, autoencoder, cooccurrence, popularity``: every user with events is
 scored by ``score_history``, co-occurrence and popularity fold the log) and LinTS on the
-``user-v3`` feature vector. Measured, with the machinery of :mod:`serving_load` (wrk for
+``user-v4`` feature vector. Measured, with the machinery of :mod:`serving_load` (wrk for
 throughput, the open-loop generator for latency at a fixed rate, CPU per request):
 
 1. the bare endpoint: throughput and, at half its rate, p99 (the floor of this machine);
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         h["non2xx"], "recommendations_errors_at_half_bare": h.get("errors", 0.0),
         "read_your_writes_non2xx": ryw["non2xx"],
     })
-    print(f"\nreal-time service: {args.store}, 1 worker, {POLICY} on user-v3, arms {ARMS}")
+    print(f"\nreal-time service: {args.store}, 1 worker, {POLICY} on user-v4, arms {ARMS}")
     print(f"bare            {b['rps']:>8.0f} req/s   p99 at half rate {bh['p99']:.1f} ms")
     print(f"POST /events    {e['rps']:>8.0f} req/s   ratio {e['rps'] / b['rps']:.2f} "
           "(target >= 0.50)")
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _report_events(store: str, b: dict[str, float], e: dict[str, float]) -> int:
     """Print the bare and events figures (``--events-only``) as :func:`main` prints them."""
-    print(f"\nreal-time service: {store}, 1 worker, {POLICY} on user-v3, arms {ARMS}")
+    print(f"\nreal-time service: {store}, 1 worker, {POLICY} on user-v4, arms {ARMS}")
     print(f"bare            {b['rps']:>8.0f} req/s   {b['cpu_us']:.1f} us of CPU a request")
     print(f"POST /events    {e['rps']:>8.0f} req/s   ratio {e['rps'] / b['rps']:.2f} "
           f"(target >= 0.50)   {e['cpu_us']:.1f} us of CPU a request")

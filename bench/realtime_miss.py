@@ -1,7 +1,7 @@
 """CPU of one real-time recommendation, in process: a ranking-cache miss, a pmf miss, a hit.
 
 The configuration of ``bench/realtime_load.py`` (arms svd, sequential, autoencoder,
-cooccurrence, popularity; LinTS on the 100-value ``user-v3`` context; SQLite), without HTTP and
+cooccurrence, popularity; LinTS on the 100-value ``user-v4`` context; SQLite), without HTTP and
 without the load generator, so that the figure is the service's own work and steady on a shared
 machine: ``--events`` single-event ``POST /events`` calls (through the ASGI app) give the users
 histories, the refresher folds them, every user is asked once (their feature states warmed),

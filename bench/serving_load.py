@@ -587,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="movielens", choices=["movielens", "synthetic"])
     parser.add_argument("--policies", nargs="+", default=["ThompsonSampling", "LinTS"],
                         help="served policies; the first is measured in every configuration, "
-                             "the others with one worker (LinTS: the 100-value user-v3 context "
+                             "the others with one worker (LinTS: the 100-value user-v4 context "
                              "on MovieLens)")
     parser.add_argument("--decisions", type=int, default=1500,
                         help="decisions made before the feedback run (x10 feedback bodies)")

@@ -100,6 +100,10 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
         # The arms, the catalogue and the libraries are millions of long-lived objects: frozen,
         # the garbage collector's full passes skip them instead of pausing requests to scan them.
         gc.freeze()
+        # And full passes are rare (settings.gc_full_collection_every): each scanned every
+        # object made since the start, to free none.
+        thresholds = gc.get_threshold()
+        gc.set_threshold(thresholds[0], thresholds[1], settings.gc_full_collection_every)
         try:
             # One BLAS thread per worker: a request's numpy work is one user's (a fold-in, a row
             # times EASE's B), where OpenBLAS's threads cost more than they save. Measured on
@@ -108,6 +112,7 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
             with threadpool_limits(1, user_api="blas"):
                 yield
         finally:
+            gc.set_threshold(*thresholds)
             if stalls is not None:
                 stalls.stop()
             if trigger is not None:

@@ -1,6 +1,6 @@
 """The context a contextual policy sees: what the service knows about the user at request time.
 
-Feature set ``user-v3`` (:class:`FeatureStore`; 100 values on MovieLens 100K with the default
+Feature set ``user-v4`` (:class:`FeatureStore`; 100 values on MovieLens 100K with the default
 rule book's 8 event types and 19 genres):
 
 =======================  ==========================================================================
@@ -28,13 +28,21 @@ catalogue does not know); the next five the **behavioural** part, a fold of the 
 :data:`DECIMALS` decimals, so what a decision logs is exactly what the policy saw.
 
 **Decay.** An event ``half_life_s`` seconds old weighs 1/2, one twice as old 1/4. The decay of
-a vector asked for at ``now`` is taken at ``t``, the start of the ``decay_step_s`` step that
-holds ``now`` (``floor(now / step) * step``; ``now`` itself when the step is 0), or at the
-user's latest event if that is later. So a user's context stays put between their events for up
-to a step (default a minute, over which a day's half-life moves a count by 0.05%), and so do the
-policy's probabilities for it, which the service computes once per context: with a context
-that moved every second or two (``user-v2``, the decay taken at ``now``, the only difference)
-LinTS's probabilities were recomputed on most requests of a returning user. A state keeps
+a vector asked for at ``now`` is taken at ``t``, the start of the user's ``decay_step_s`` step
+that holds ``now`` (``now`` itself when the step is 0), or at the user's latest event if that is
+later. So a user's context stays put between their events for up to a step (default a minute,
+over which a day's half-life moves a count by 0.05%), and so do the policy's probabilities for
+it, which the service computes once per context: with a context that moved every second or two
+(``user-v2``, the decay taken at ``now``) LinTS's probabilities were recomputed on most requests
+of a returning user. Each user's steps start at their own **phase**
+(:meth:`BehaviourSpec.decay_phase`: ``step * frac(user_id * 0.618...)``, a Weyl sequence, so
+that any run of user ids spreads evenly over the step): ``t = floor((now - phase) / step) *
+step + phase``. With one phase for all (``user-v3``: ``floor(now / step) * step``) every
+user's context moved at the start of each minute, and every active user's next slate
+recomputed their features and the policy's probabilities at once: on one worker at 3,500
+requests a second, 943 returning users made the p99 235-295 ms in the 8-second windows that
+held a minute's start, against 6-30 ms in the others; with the phases, 5.4-8.8 ms in those
+(``bench/minute_windows.py --rate 3500``, 6 December). A state keeps
 its sums relative to an **anchor** time ``A`` (its first event's time): an event at ``t_e`` adds
 ``2 ** ((t_e - A) / half_life)``, and a vector at ``t`` multiplies the sums by
 ``2 ** ((A - t) / half_life)``. Each event's term depends on the event and the anchor only, and
@@ -56,7 +64,8 @@ the last one; the vector always equals a replay of the user's events within the 
 
 Set ``user-v1`` (:class:`UserFeatures`; the static part plus ``session_likes`` and
 ``session_dislikes``, ``log1p`` of the positive and negative feedback in the session window) is
-what the request path logged before ``user-v2`` (``user-v3`` with the decay taken at ``now``);
+what the request path logged before ``user-v2`` (``user-v3`` with the decay taken at ``now``;
+``user-v4`` with each user's steps at their own phase);
 older logs hold their vectors under their names. A
 change of the feature set must change the version, so that the log never mixes vectors of
 different meanings under one name.
@@ -83,7 +92,10 @@ from bandits.errors import check_int, check_real
 from serving.rules import RuleBook
 from serving.store.types import UserEvent
 
-FEATURE_VERSION = "user-v3"
+FEATURE_VERSION = "user-v4"
+#: The fractional part of the golden ratio: user ``u``'s decay phase is ``frac(u * this)`` of a
+#: step (consecutive ids land far apart, any run of ids covers the step evenly).
+DECAY_PHASE_STRIDE = (math.sqrt(5.0) - 1.0) / 2.0
 #: The version of :class:`UserFeatures` (static part and session counts).
 SESSION_FEATURE_VERSION = "user-v1"
 #: Decimals every feature value is rounded to (what is logged is exactly what the policy saw).
@@ -317,25 +329,34 @@ class BehaviourSpec:
         return {"types": list(self.types), "genres": list(self.genres),
                 "half_life_s": self.half_life_s, "decay_step_s": self.decay_step_s}
 
-    def decay_time(self, now: float) -> float:
+    def decay_phase(self, user_id: int) -> float:
+        """Where ``user_id``'s decay steps start within a step: ``step * frac(user_id *``
+        :data:`DECAY_PHASE_STRIDE` ``)``, in ``[0, step)`` (0 with a step of 0). The same in
+        every process: IEEE arithmetic on the id's float value.
+        """
+        return self.decay_step_s * ((float(user_id) * DECAY_PHASE_STRIDE) % 1.0)
+
+    def decay_time(self, now: float, phase: float = 0.0) -> float:
         """The time a vector asked for at ``now`` takes its decay at, before the latest event
-        is considered: the start of ``now``'s step (``now`` with a step of 0).
+        is considered: the start of ``now``'s step, steps starting at ``phase`` (a user's
+        :meth:`decay_phase`) plus a multiple of the step; ``now`` with a step of 0.
         """
         step = self.decay_step_s
-        return math.floor(now / step) * step if step else now
+        return math.floor((now - phase) / step) * step + phase if step else now
 
-    def decay_expiry(self, now: float) -> float:
-        """The time from which :meth:`decay_time` moves on from ``now``'s: the end of ``now``'s
-        step; ``now`` itself with a step of 0 (the decay moves all the time).
+    def decay_expiry(self, now: float, phase: float = 0.0) -> float:
+        """The time from which :meth:`decay_time` (at ``phase``) moves on from ``now``'s: the
+        end of ``now``'s step; ``now`` itself with a step of 0 (the decay moves all the time).
         """
         step = self.decay_step_s
         if not step:
             return now
-        k = math.floor(now / step)
-        edge = (k + 1) * step
-        # A few float values before (k + 1) * step may already divide to k + 1 (steps that
-        # are not exactly representable, like 59.9): the edge is the first of them.
-        while math.floor((before := math.nextafter(edge, -math.inf)) / step) > k:
+        k = math.floor((now - phase) / step)
+        edge = (k + 1) * step + phase
+        # A few float values before it may already divide to k + 1 (steps or phases that
+        # are not exactly representable, like 59.9): the edge is the first of them. (One
+        # after it that still divides to k only makes a view expire early: never late.)
+        while math.floor(((before := math.nextafter(edge, -math.inf)) - phase) / step) > k:
             edge = before
         return edge
 
@@ -545,17 +566,18 @@ class BehaviourState:
             self._counts = self.sums_[:n_types].copy()
         return self._template
 
-    def vector(self, now: float) -> np.ndarray:
+    def vector(self, now: float, phase: float = 0.0) -> np.ndarray:
         """The behavioural features asked for at ``now`` (see the module doc), shape
         ``(len(spec.names),)``, rounded to :data:`DECIMALS`: the decay taken at the start of
-        ``now``'s step (:meth:`BehaviourSpec.decay_time`), or at the latest event if that is
-        later (an event within the step, or a client clock ahead of the server's).
+        ``now``'s step, steps starting at ``phase`` (:meth:`BehaviourSpec.decay_time`; the
+        user's :meth:`BehaviourSpec.decay_phase`), or at the latest event if that is later (an
+        event within the step, or a client clock ahead of the server's).
         """
         out = self._timeless().copy()
         if self.n_events_ == 0:
             return out
         half_life = self.spec.half_life_s
-        now = max(self.spec.decay_time(now), self.latest_)
+        now = max(self.spec.decay_time(now, phase), self.latest_)
         counts = self._counts * (2.0 ** ((self.anchor_ - now) / half_life))
         n_types = counts.size
         out[:n_types] = np.log1p(counts)
@@ -692,7 +714,7 @@ class FeatureCache:
 
 
 class FeatureStore:
-    """Feature set ``user-v3`` (see the module doc): static, behavioural and stated features.
+    """Feature set ``user-v4`` (see the module doc): static, behavioural and stated features.
 
     One per worker; its :class:`FeatureCache` keeps each user's behavioural state between
     requests.
@@ -774,7 +796,8 @@ class FeatureStore:
             The genres the user stated last (``Store.user_preferences``), None if never.
         now : float
             Unix seconds: the retention cut-off is taken at this time, the decay at the start
-            of its step (:meth:`BehaviourSpec.decay_time`).
+            of its step of the user's (:meth:`BehaviourSpec.decay_time` at the user's
+            :meth:`BehaviourSpec.decay_phase`).
         cached : bool, default True
             Use (and advance) the worker's :class:`FeatureCache`; False replays the events.
         """
@@ -786,12 +809,14 @@ class FeatureStore:
             return np.concatenate((self.static.row(user_id), self._blank))
         state = (self.cache.state(user_id, events, now) if cached
                  else self.cache.replay(events, now))
-        return np.concatenate((self.static.row(user_id), state.vector(now),
+        return np.concatenate((self.static.row(user_id),
+                               state.vector(now, self.spec.decay_phase(user_id)),
                                self.stated_vector(stated)))
 
 
 __all__ = [
     "AGE_BUCKETS",
+    "DECAY_PHASE_STRIDE",
     "DECIMALS",
     "DEFAULT_CACHE_USERS",
     "DEFAULT_DECAY_STEP_S",

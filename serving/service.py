@@ -170,7 +170,7 @@ class RecommendationService:
     policy_model : PolicyModel, optional
         The served policy (default: ``settings.policy_model`` for the feature set).
     features : FeatureStore, optional
-        The context of each request, feature set ``user-v3`` (default: built from ``catalog``
+        The context of each request, feature set ``user-v4`` (default: built from ``catalog``
         and the rules, with the settings' half-life, decay step and retention).
     rules : RuleBook, optional
         Default: ``settings.rule_book()``.
@@ -1153,7 +1153,7 @@ class RecommendationService:
 
     # ------------------------------------------------------------------ user features
     async def user_features(self, user_id: int) -> tuple[list[str], list[float], float]:
-        """``user_id``'s context as a request would see it now, feature set ``user-v3``
+        """``user_id``'s context as a request would see it now, feature set ``user-v4``
         (:mod:`serving.features`): ``(names, values, as_of)``, ``as_of`` in Unix seconds
         (``GET /users/{id}/features``).
 

@@ -250,7 +250,8 @@ class UserViews:
         features = self.features.vector(user_id, history, stated, now,
                                         cached=len(history) < self.history_limit)
         features.flags.writeable = False
-        expires = self.features.spec.decay_expiry(now)
+        spec = self.features.spec
+        expires = spec.decay_expiry(now, spec.decay_phase(user_id))
         if history:
             # The first time an event leaves a window it is in now (at + w; still in at the
             # edge itself, so the view is rebuilt there: never late).

@@ -253,7 +253,7 @@ def test_cli_prints_the_table_and_exports(service_log: dict, tmp_path: Path) -> 
         assert cli_main(argv) == 0
     text = out.getvalue()
     assert "30 decisions evaluated (1 cold-start left out)" in text
-    # the service logs each decision's user-v3 context vector: contextual candidates too
+    # the service logs each decision's user-v4 context vector: contextual candidates too
     for name in ("always:popularity", "always:svd", "uniform", "greedy",
                  "thompson(a=1,b=19)", "LinTS(scale=1,ridge=1)", "LinUCB(alpha=0,ridge=1)",
                  "best_arm_per_segment", "logging"):
@@ -267,7 +267,7 @@ def test_cli_prints_the_table_and_exports(service_log: dict, tmp_path: Path) -> 
     assert (table["ips_low"] <= table["ips"]).all() and (table["ips"] <= table["ips_high"]).all()
     summary = json.loads((tmp_path / "ope" / "summary.json").read_text())
     assert summary["decisions"] == 30 and summary["observed_mean_reward"] == pytest.approx(mean)
-    assert summary["feature_version"] == "user-v3"
+    assert summary["feature_version"] == "user-v4"
     # The service logs its feature set's names once: the segments are gender x age.
     assert "columns starting with 'gender=', 'age='" in summary["segments"]
 

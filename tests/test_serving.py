@@ -7,6 +7,7 @@ dataset with the MovieLens schema; one slow test serves them fitted on MovieLens
 from __future__ import annotations
 
 import dataclasses
+import gc
 import threading
 import time
 from collections.abc import Iterator
@@ -100,7 +101,7 @@ def test_recommendation_is_a_logged_decision(client: TestClient, settings: Setti
     assert row["policy_version"] == body["policy_version"] == 1
     # The context the policy saw, logged with its feature set, and the policy that ran.
     features = FeatureStore(catalog, RuleBook())
-    assert row["context"]["feature_version"] == features.version == "user-v3"
+    assert row["context"]["feature_version"] == features.version == "user-v4"
     # User 5 has no event and stated nothing: the vector does not depend on the time.
     assert row["context"]["features"] == features.vector(5, [], None, time.time()).tolist()
     assert row["policy"]["name"] == "ThompsonSampling"
@@ -111,6 +112,38 @@ def test_recommendation_is_a_logged_decision(client: TestClient, settings: Setti
 @pytest.mark.parametrize("query", [{"user_id": 5, "k": 0}, {"user_id": 5, "k": 101},
                                    {"k": 5}, {"user_id": "abc"}, {"user_id": 0},
                                    {"user_id": 5, "k": 2.5}])
+def _full_collections_while_keeping(n: int) -> int:
+    """Full garbage collections while ``n`` new container objects are made and kept."""
+    seen: list[int] = []
+
+    def count(phase: str, info: dict) -> None:
+        if phase == "start" and info["generation"] == 2:
+            seen.append(1)
+
+    gc.callbacks.append(count)
+    try:
+        kept = [[i] for i in range(n)]
+    finally:
+        gc.callbacks.remove(count)
+    assert len(kept) == n
+    return len(seen)
+
+
+@pytest.mark.parametrize("settings", ["sqlite"], indirect=True)
+def test_a_worker_runs_full_collections_rarely_and_restores_the_thresholds(
+        settings: Settings, catalog: Dataset, fitted: dict) -> None:
+    # Full passes scanned every object made since the start (15-25 ms under load) and freed
+    # none: a worker runs one per gc_full_collection_every middle collections, not Python's 10.
+    before = gc.get_threshold()
+    with TestClient(create_app(settings, catalog=catalog, arms=fitted)):
+        assert gc.get_threshold() == (before[0], before[1], settings.gc_full_collection_every)
+        assert settings.gc_full_collection_every == 1000
+        inside = _full_collections_while_keeping(400_000)
+    assert gc.get_threshold() == before
+    outside = _full_collections_while_keeping(400_000)
+    assert inside == 0 and outside >= 1, (inside, outside)
+
+
 def test_recommendation_rejects_bad_query(client: TestClient, settings: Settings,
                                           query: dict) -> None:
     response = client.get("/recommendations", params=query)

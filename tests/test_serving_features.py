@@ -1,4 +1,4 @@
-"""Feature set ``user-v3`` (serving/features.py): the behavioural fold of a user's events.
+"""Feature set ``user-v4`` (serving/features.py): the behavioural fold of a user's events.
 
 - incremental == replay, bit for bit, over random event streams and chunkings (hypothesis);
 - the decay against its closed form on a tiny case;
@@ -325,7 +325,7 @@ def catalog() -> Dataset:
 def test_names_and_dimension_are_fixed_by_the_version(catalog: Dataset) -> None:
     store = FeatureStore(catalog)
     v1 = UserFeatures(catalog)
-    assert store.version == FEATURE_VERSION == "user-v3" != v1.version == SESSION_FEATURE_VERSION
+    assert store.version == FEATURE_VERSION == "user-v4" != v1.version == SESSION_FEATURE_VERSION
     n_static = v1.dimension - 2  # user-v1 = the static part + two session counts
     assert store.names[:n_static] == v1.names[:n_static]
     g = len(catalog.genre_names)
@@ -436,7 +436,7 @@ def test_get_user_features_shows_the_vector_of_the_users_events(client: TestClie
     assert before.status_code == 200, before.text
     body = before.json()
     store = FeatureStore(catalog)
-    assert body["user_id"] == user and body["feature_version"] == "user-v3"
+    assert body["user_id"] == user and body["feature_version"] == "user-v4"
     assert body["names"] == store.names and len(body["values"]) == store.dimension
     assert body["as_of"].endswith("Z")
     assert body["values"][store.names.index("count=like")] == 0.0

@@ -235,11 +235,11 @@ def test_the_feature_names_are_logged_once_per_feature_set(tmp_path: Path) -> No
     store = open_store(settings.resolved_db_url())
     try:
         names = FeatureStore(catalog, RuleBook()).names
-        assert store.feature_names("user-v3") == names
-        assert store.feature_names("user-v1") is None  # the request path logs user-v3 only
-        store.register_feature_set("user-v3", names)  # the same names again: fine
+        assert store.feature_names("user-v4") == names
+        assert store.feature_names("user-v1") is None  # the request path logs user-v4 only
+        store.register_feature_set("user-v4", names)  # the same names again: fine
         with pytest.raises(ValueError, match="needs a new version"):
-            store.register_feature_set("user-v3", names[::-1])
+            store.register_feature_set("user-v4", names[::-1])
     finally:
         store.dispose()
     log = offpolicy.read_log(settings.resolved_db_url(), include_open=True)

@@ -2,7 +2,7 @@
 
 A plain Starlette route (see :mod:`serving.api.openapi`), like ``GET /recommendations``: the
 service computes the vector (:meth:`serving.service.RecommendationService.user_features`, feature
-set ``user-v3`` of :mod:`serving.features`) from the user's events within the retention window
+set ``user-v4`` of :mod:`serving.features`) from the user's events within the retention window
 and the genres they stated.
 """
 

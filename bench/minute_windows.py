@@ -1,0 +1,118 @@
+"""p99 of returning users' slates in consecutive windows at a fixed rate, across minute starts.
+
+A user's context (feature set ``user-v4``) and with it LinTS's probabilities stay put between
+their events for a step of the decay (``feature_decay_step_s``, a minute); when it ends the
+worker recomputes both on the user's next slate. With every user's step starting at the
+clock's minute (``user-v3``) all returning users' next slates recomputed them at once, and the
+window holding a minute's start had a p99 of 250-300 ms against 8-30 ms for the others; each
+user's own phase (``BehaviourSpec.decay_phase``) spreads those recomputations over the minute.
+
+The configuration of ``bench/realtime_load.py`` (one worker, SQLite, the five real-time arms,
+LinTS on ``user-v4``): events for every user (``POST /events`` for ``--events-seconds``), a
+warm-up until every arm has served every user, then ``--windows`` consecutive open-loop windows
+of ``--seconds`` at ``--rate`` requests per second (default: half the bare endpoint's rate
+measured first), each printed with whether it holds a minute's start. ``--state`` reuses a
+folder of fitted arms (prepared there if empty).
+
+Usage::
+
+    RECBANDITS_DATA=/work/shared/data .venv/bin/python bench/minute_windows.py
+        [--windows 8] [--seconds 8] [--rate R] [--state DIR]
+
+Ends with ``name: value`` lines; ``cat /proc/loadavg`` is printed at the start and the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from host import load_average
+from realtime_load import ARMS, LUA_EVENTS, POLICY, event_lines, warm_every_arm
+from serving_load import (
+    LUA_BARE,
+    Server,
+    make_decisions,
+    open_loop,
+    prepare_state,
+    seed_store,
+    wrk,
+)
+
+N_USERS = 943
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--windows", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of a window")
+    parser.add_argument("--rate", type=float, help="requests a second (default: half bare)")
+    parser.add_argument("--events-seconds", type=float, default=6.0)
+    parser.add_argument("--state", type=Path, help="a folder of fitted arms to reuse")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk not found: apt-get install wrk", file=sys.stderr)
+        return 2
+    print(f"load average at start: {load_average()}")
+    tmp = Path(tempfile.mkdtemp(prefix="recbandits-minute-"))
+    state = args.state or tmp / "state"
+    results: dict[str, float] = {}
+    try:
+        if not (state / "recbandits.db").exists():
+            prepare_state(state, "movielens", {"RECBANDITS_ARMS": ARMS,
+                                               "RECBANDITS_POLICY": POLICY})
+        rate = args.rate
+        if rate is None:
+            bare = Server("serving_load:bare_app", 1, {}, tmp / "bare.log", "/bare")
+            try:
+                rate = wrk(bare.base, LUA_BARE, args.seconds, 32, tmp)["rps"] / 2
+            finally:
+                bare.stop()
+        db = f"sqlite:///{tmp / 'rt.db'}"
+        seed_store(state, db, ARMS.split(","))
+        env = {"RECBANDITS_STATE_DIR": str(state), "RECBANDITS_DATASET": "movielens",
+               "RECBANDITS_DB": db, "RECBANDITS_SEED": "0", "RECBANDITS_POLICY": POLICY,
+               "RECBANDITS_ARMS": ARMS}
+        service = Server("serving.app:app_from_env", 1, env, tmp / "rt.log", "/health")
+        try:
+            slates = asyncio.run(make_decisions(service.base, 200, N_USERS, 1))
+            items = sorted({i["movie_id"] for s in slates for i in s["items"]})
+            path = tmp / "events.jsonl"
+            path.write_text("\n".join(event_lines(items, N_USERS, 200_000, 3, "e")) + "\n")
+            wrk(service.base, LUA_EVENTS % {"path": path}, args.events_seconds, 32, tmp)
+            warm, cold = asyncio.run(warm_every_arm(service.base, N_USERS,
+                                                    len(ARMS.split(","))))
+            print(f"rate {rate:.0f}/s; warm-up {warm} requests, {cold} pairs never served")
+            worst = {True: 0.0, False: 0.0}
+            for window in range(args.windows):
+                start = time.time()
+                h = open_loop(service.base, rate, args.seconds, N_USERS, 2 + window)
+                end = time.time()
+                crosses = int(start // 60) != int(end // 60)
+                worst[crosses] = max(worst[crosses], h["p99"])
+                print(f"window {window}: :{time.gmtime(start).tm_sec:02d} to "
+                      f":{time.gmtime(end).tm_sec:02d}{'  holds a minute start' if crosses else ''}"
+                      f"   p50 {h['p50']:.1f} ms   p99 {h['p99']:.1f} ms   "
+                      f"{h['rps']:.0f} req/s", flush=True)
+                results[f"window_{window}_p99_ms"] = h["p99"]
+                results[f"window_{window}_holds_minute_start"] = float(crosses)
+            results["worst_p99_ms_holding_a_minute_start"] = worst[True]
+            results["worst_p99_ms_other_windows"] = worst[False]
+            results["rate"] = rate
+        finally:
+            service.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"load average at end: {load_average()}\n")
+    for name, value in results.items():
+        print(f"{name}: {value:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
