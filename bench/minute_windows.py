@@ -33,16 +33,16 @@ import time
 from pathlib import Path
 
 from host import load_average
-from realtime_load import ARMS, LUA_EVENTS, POLICY, event_lines, warm_every_arm
-from serving_load import (
-    LUA_BARE,
-    Server,
-    make_decisions,
-    open_loop,
-    prepare_state,
-    seed_store,
-    wrk,
+from realtime_load import (
+    ARMS,
+    LUA_EVENTS,
+    POLICY,
+    event_lines,
+    real_time_service,
+    shown_items,
+    warm_every_arm,
 )
+from serving_load import LUA_BARE, Server, open_loop, prepare_state, seed_store, wrk
 
 N_USERS = 943
 
@@ -75,13 +75,9 @@ def main(argv: list[str] | None = None) -> int:
                 bare.stop()
         db = f"sqlite:///{tmp / 'rt.db'}"
         seed_store(state, db, ARMS.split(","))
-        env = {"RECBANDITS_STATE_DIR": str(state), "RECBANDITS_DATASET": "movielens",
-               "RECBANDITS_DB": db, "RECBANDITS_SEED": "0", "RECBANDITS_POLICY": POLICY,
-               "RECBANDITS_ARMS": ARMS}
-        service = Server("serving.app:app_from_env", 1, env, tmp / "rt.log", "/health")
+        service = real_time_service(state, "movielens", db, tmp)
         try:
-            slates = asyncio.run(make_decisions(service.base, 200, N_USERS, 1))
-            items = sorted({i["movie_id"] for s in slates for i in s["items"]})
+            items = shown_items(service, N_USERS)
             path = tmp / "events.jsonl"
             path.write_text("\n".join(event_lines(items, N_USERS, 200_000, 3, "e")) + "\n")
             wrk(service.base, LUA_EVENTS % {"path": path}, args.events_seconds, 32, tmp)

@@ -142,6 +142,20 @@ async def warm_every_arm(base: str, n_users: int, n_arms: int, cap: int = 60
     return requests, sum(n_arms - len(arms) for arms in served.values())
 
 
+def real_time_service(state: Path, dataset: str, db: str, tmp: Path) -> Server:
+    """One worker of the configuration above on store ``db``, arms fitted in ``state``."""
+    env = {"RECBANDITS_STATE_DIR": str(state), "RECBANDITS_DATASET": dataset,
+           "RECBANDITS_DB": db, "RECBANDITS_SEED": "0", "RECBANDITS_POLICY": POLICY,
+           "RECBANDITS_ARMS": ARMS}
+    return Server("serving.app:app_from_env", 1, env, tmp / "rt.log", "/health")
+
+
+def shown_items(service: Server, n_users: int) -> list[int]:
+    """The movies of 200 slates the service serves (the events' items: known, recommendable)."""
+    slates = asyncio.run(make_decisions(service.base, 200, n_users, 1))
+    return sorted({i["movie_id"] for s in slates for i in s["items"]})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0)
@@ -178,13 +192,9 @@ def main(argv: list[str] | None = None) -> int:
                 connections=args.connections)
         finally:
             bare.stop()
-        env = {"RECBANDITS_STATE_DIR": str(state), "RECBANDITS_DATASET": args.dataset,
-               "RECBANDITS_DB": db, "RECBANDITS_SEED": "0", "RECBANDITS_POLICY": POLICY,
-               "RECBANDITS_ARMS": ARMS}
-        service = Server("serving.app:app_from_env", 1, env, tmp / "rt.log", "/health")
+        service = real_time_service(state, args.dataset, db, tmp)
         try:
-            slates = asyncio.run(make_decisions(service.base, 200, n_users, 1))
-            items = sorted({i["movie_id"] for s in slates for i in s["items"]})
+            items = shown_items(service, n_users)
             path = tmp / "events.jsonl"
             path.write_text("\n".join(event_lines(items, n_users, 200_000, 3, "e")) + "\n")
             measured = {}

@@ -38,3 +38,16 @@ def serving_arms(serving_catalog):
     from serving.armset import fit_arms
 
     return fit_arms(["svd", "popularity"], serving_catalog, seed=0)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_store(request, tmp_path):
+    """A fresh store of each backend with the schema for the requesting module's ``ARMS``."""
+    from test_serving_support import store_url
+
+    from serving.store import open_store
+
+    opened = open_store(store_url(request.param, tmp_path))
+    opened.create_schema(request.module.ARMS)
+    yield opened
+    opened.dispose()

@@ -11,7 +11,6 @@ for 64 decisions, 3 ms for 640), on every event posted without an ``event_id``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,12 +58,9 @@ def _expected(rows: list[tuple[str, float, int, list[int], str]], user: int, mov
     return max(held)[1] if held else None
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    opened = open_store(store_url(request.param, tmp_path))
-    opened.create_schema(ARMS)
-    yield opened
-    opened.dispose()
+@pytest.fixture
+def store(backend_store: Store) -> Store:
+    return backend_store
 
 
 decision_rows = st.lists(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -101,12 +101,9 @@ def test_the_other_trigger_settings_are_validated_and_threaded_through(
 
 
 # ---------------------------------------------------------------------------- the lease
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    opened = open_store(store_url(request.param, tmp_path))
-    opened.create_schema(ARMS)
-    yield opened
-    opened.dispose()
+@pytest.fixture
+def store(backend_store: Store) -> Store:
+    return backend_store
 
 
 def test_of_concurrent_takers_exactly_one_gets_the_lease(store: Store) -> None:
