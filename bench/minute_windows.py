@@ -4,7 +4,7 @@ A user's context (feature set ``user-v4``) and with it LinTS's probabilities sta
 their events for a step of the decay (``feature_decay_step_s``, a minute); when it ends the
 worker recomputes both on the user's next slate. With every user's step starting at the
 clock's minute (``user-v3``) all returning users' next slates recomputed them at once, and the
-window holding a minute's start had a p99 of 250-300 ms against 8-30 ms for the others; each
+window holding a minute's start had a p99 of 235-295 ms against 6-30 ms for the others; each
 user's own phase (``BehaviourSpec.decay_phase``) spreads those recomputations over the minute.
 
 The configuration of ``bench/realtime_load.py`` (one worker, SQLite, the five real-time arms,

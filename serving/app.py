@@ -11,6 +11,7 @@ import asyncio
 import gc
 import logging
 import sys
+import threading
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
@@ -43,6 +44,36 @@ logger = logging.getLogger(__name__)
 
 #: FastAPI's routers of the app (the hot routes are plain Starlette routes: see create_app).
 ROUTERS = (policy.router, health.router, admin.router, stream.router, preferences.router)
+
+
+class _FullCollections:
+    """The collector's third threshold while services run in this process (tests run several,
+    in threads): set by each start, Python's put back when the last one stops.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running = 0
+        self._before: tuple[int, int, int] = gc.get_threshold()
+
+    def start(self, every: int) -> None:
+        """A service starts: a full collection once per ``every`` middle ones from now on."""
+        with self._lock:
+            if self._running == 0:
+                self._before = gc.get_threshold()
+            self._running += 1
+            first, second, _ = gc.get_threshold()
+            gc.set_threshold(first, second, every)
+
+    def stop(self) -> None:
+        """A service stops; the last one puts back the thresholds found before the first."""
+        with self._lock:
+            self._running -= 1
+            if self._running == 0:
+                gc.set_threshold(*self._before)
+
+
+_FULL_COLLECTIONS = _FullCollections()
 
 
 def create_app(settings: Settings | None = None, *, catalog: Dataset | None = None,
@@ -102,8 +133,7 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
         gc.freeze()
         # And full passes are rare (settings.gc_full_collection_every): each scanned every
         # object made since the start, to free none.
-        thresholds = gc.get_threshold()
-        gc.set_threshold(thresholds[0], thresholds[1], settings.gc_full_collection_every)
+        _FULL_COLLECTIONS.start(settings.gc_full_collection_every)
         try:
             # One BLAS thread per worker: a request's numpy work is one user's (a fold-in, a row
             # times EASE's B), where OpenBLAS's threads cost more than they save. Measured on
@@ -112,7 +142,7 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
             with threadpool_limits(1, user_api="blas"):
                 yield
         finally:
-            gc.set_threshold(*thresholds)
+            _FULL_COLLECTIONS.stop()
             if stalls is not None:
                 stalls.stop()
             if trigger is not None:

@@ -35,8 +35,9 @@ over which a day's half-life moves a count by 0.05%), and so do the policy's pro
 it, which the service computes once per context: with a context that moved every second or two
 (``user-v2``, the decay taken at ``now``) LinTS's probabilities were recomputed on most requests
 of a returning user. Each user's steps start at their own **phase**
-(:meth:`BehaviourSpec.decay_phase`: ``step * frac(user_id * 0.618...)``, a Weyl sequence, so
-that any run of user ids spreads evenly over the step): ``t = floor((now - phase) / step) *
+(:meth:`BehaviourSpec.decay_phase`: the fraction ``(user_id * 0x9E3779B97F4A7C15 mod 2**64) /
+2**64`` of a step, the golden ratio's Weyl sequence in 64-bit fixed point, exact for every id,
+so that any run of user ids spreads evenly over the step): ``t = floor((now - phase) / step) *
 step + phase``. With one phase for all (``user-v3``: ``floor(now / step) * step``) every
 user's context moved at the start of each minute, and every active user's next slate
 recomputed their features and the policy's probabilities at once: on one worker at 3,500
@@ -93,9 +94,11 @@ from serving.rules import RuleBook
 from serving.store.types import UserEvent
 
 FEATURE_VERSION = "user-v4"
-#: The fractional part of the golden ratio: user ``u``'s decay phase is ``frac(u * this)`` of a
-#: step (consecutive ids land far apart, any run of ids covers the step evenly).
-DECAY_PHASE_STRIDE = (math.sqrt(5.0) - 1.0) / 2.0
+#: The golden ratio's fractional part in 64-bit fixed point: user ``u``'s decay phase is the
+#: fraction ``(u * this mod 2**64) / 2**64`` of a step (consecutive ids land far apart, any run
+#: of ids covers the step evenly; integer arithmetic, so an id of any size keeps its phase: a
+#: float product loses the fraction from about 1e16 on).
+DECAY_PHASE_MULTIPLIER = 0x9E3779B97F4A7C15
 #: The version of :class:`UserFeatures` (static part and session counts).
 SESSION_FEATURE_VERSION = "user-v1"
 #: Decimals every feature value is rounded to (what is logged is exactly what the policy saw).
@@ -330,11 +333,13 @@ class BehaviourSpec:
                 "half_life_s": self.half_life_s, "decay_step_s": self.decay_step_s}
 
     def decay_phase(self, user_id: int) -> float:
-        """Where ``user_id``'s decay steps start within a step: ``step * frac(user_id *``
-        :data:`DECAY_PHASE_STRIDE` ``)``, in ``[0, step)`` (0 with a step of 0). The same in
-        every process: IEEE arithmetic on the id's float value.
+        """Where ``user_id``'s decay steps start within a step: ``step * (user_id *``
+        :data:`DECAY_PHASE_MULTIPLIER` ``mod 2**64) / 2**64``, in ``[0, step)`` (0 with a step
+        of 0). The same in every process: integer arithmetic, then one correctly rounded
+        division and one product.
         """
-        return self.decay_step_s * ((float(user_id) * DECAY_PHASE_STRIDE) % 1.0)
+        fraction = (int(user_id) * DECAY_PHASE_MULTIPLIER) % 2**64 / 2**64
+        return self.decay_step_s * fraction
 
     def decay_time(self, now: float, phase: float = 0.0) -> float:
         """The time a vector asked for at ``now`` takes its decay at, before the latest event
@@ -816,7 +821,7 @@ class FeatureStore:
 
 __all__ = [
     "AGE_BUCKETS",
-    "DECAY_PHASE_STRIDE",
+    "DECAY_PHASE_MULTIPLIER",
     "DECIMALS",
     "DEFAULT_CACHE_USERS",
     "DEFAULT_DECAY_STEP_S",

@@ -223,9 +223,11 @@ class Settings(BaseSettings):
         Half-life of the decayed event counts and genre affinities of the users' features
         (feature set ``user-v4``; default one day).
     feature_decay_step_s : float
-        The features' decay is taken at the start of the step of this many seconds that holds
-        the request's time, so a user's context (and the policy's probabilities for it) stays
-        put between their events for up to a step (default 60; 0: at the request's time).
+        The features' decay is taken at the start of the user's step of this many seconds that
+        holds the request's time, so a user's context (and the policy's probabilities for it)
+        stays put between their events for up to a step (default 60; 0: at the request's
+        time). Each user's steps start at their own phase within the step, so that users'
+        contexts move at instants spread over it (``BehaviourSpec.decay_phase``).
     clock_skew_s : float
         How far in the future an event's ``timestamp`` may lie (clients' clocks drift; 422
         beyond; default 300).

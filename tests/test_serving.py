@@ -109,17 +109,19 @@ def test_recommendation_is_a_logged_decision(client: TestClient, settings: Setti
     assert counts(client)[body["arm"]][2] == 1
 
 
-@pytest.mark.parametrize("query", [{"user_id": 5, "k": 0}, {"user_id": 5, "k": 101},
-                                   {"k": 5}, {"user_id": "abc"}, {"user_id": 0},
-                                   {"user_id": 5, "k": 2.5}])
-def _full_collections_while_keeping(n: int) -> int:
-    """Full garbage collections while ``n`` new container objects are made and kept."""
+def _full_collections_while_keeping_many() -> int:
+    """Full garbage collections while new container objects are made and kept: 400,000 more
+    than the collector tracks now, so that with Python's thresholds a full one is due (it waits
+    until those added since the last full one exceed a quarter of what that one kept).
+    """
     seen: list[int] = []
 
     def count(phase: str, info: dict) -> None:
         if phase == "start" and info["generation"] == 2:
             seen.append(1)
 
+    gc.collect()
+    n = 400_000 + len(gc.get_objects())
     gc.callbacks.append(count)
     try:
         kept = [[i] for i in range(n)]
@@ -138,12 +140,25 @@ def test_a_worker_runs_full_collections_rarely_and_restores_the_thresholds(
     with TestClient(create_app(settings, catalog=catalog, arms=fitted)):
         assert gc.get_threshold() == (before[0], before[1], settings.gc_full_collection_every)
         assert settings.gc_full_collection_every == 1000
-        inside = _full_collections_while_keeping(400_000)
+        inside = _full_collections_while_keeping_many()
     assert gc.get_threshold() == before
-    outside = _full_collections_while_keeping(400_000)
+    outside = _full_collections_while_keeping_many()
     assert inside == 0 and outside >= 1, (inside, outside)
+    # Two services in one process, stopped in the order they started: the one still running
+    # keeps the setting; Python's thresholds come back when both have stopped.
+    first = TestClient(create_app(settings, catalog=catalog, arms=fitted))
+    second = TestClient(create_app(settings, catalog=catalog, arms=fitted))
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert gc.get_threshold()[2] == settings.gc_full_collection_every
+    second.__exit__(None, None, None)
+    assert gc.get_threshold() == before
 
 
+@pytest.mark.parametrize("query", [{"user_id": 5, "k": 0}, {"user_id": 5, "k": 101},
+                                   {"k": 5}, {"user_id": "abc"}, {"user_id": 0},
+                                   {"user_id": 5, "k": 2.5}])
 def test_recommendation_rejects_bad_query(client: TestClient, settings: Settings,
                                           query: dict) -> None:
     response = client.get("/recommendations", params=query)

@@ -44,9 +44,10 @@ class UserFeaturesOut(BaseModel):
     names: list[str] = Field(description="Feature names, in the order of ``values``")
     values: list[float] = Field(description="Feature values, rounded as decisions log them")
     as_of: datetime = Field(description="The time the retention window was taken at; the "
-                                        "decay is taken at the start of its "
-                                        "``feature_decay_step_s`` step, or at the user's latest "
-                                        "event if later")
+                                        "decay is taken at the start of the user's "
+                                        "``feature_decay_step_s`` step that holds it (each "
+                                        "user's steps start at their own phase), or at the "
+                                        "user's latest event if later")
 
 
 async def user_features(request: Request) -> Response:
