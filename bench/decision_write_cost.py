@@ -15,7 +15,11 @@ this process, in CPU time (``time.process_time``), on the store's own code and s
   against one statement per arm, in one transaction;
 * the logged context's JSON text: serialised per request (``json_text`` of the dict) against
   kept per user view and ``k`` (``UserView.context_json``, a hit);
-* the arm draw: ``draw_arm`` (``bisect_right``) against ``ndarray.searchsorted``.
+* the arm draw: ``draw_arm`` (``bisect_right``) against ``ndarray.searchsorted``;
+* the search for the decision an event without ``event_id`` answers (the user's latest
+  decision showing the movie), on a store of ``--attribution-decisions`` decisions: the store's
+  query on the index holding the slates' keys against the old query (``json_each`` of every
+  decision of the user) on the old index.
 
 Usage::
 
@@ -116,6 +120,50 @@ def write_cost(variant: tuple[str, ...], rows: list[dict[str, Any]], fill: int, 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+#: The attribution's search as SQLite stores ran it before the slate key joined the index.
+OLD_ATTRIBUTION = (
+    "SELECT event_id FROM decisions WHERE user_id = ? AND created_at >= ? AND created_at <= ? "
+    "AND EXISTS (SELECT 1 FROM json_each(decisions.slate) WHERE value = ?) "
+    "ORDER BY created_at DESC, event_id DESC LIMIT 1")
+
+
+def attribution_cost(rows: list[dict[str, Any]], queries: int) -> dict[str, float]:
+    """CPU us of finding the decision an event without ``event_id`` answers (the user's latest
+    decision showing the movie), for a movie none of the user's slates held (every decision of
+    the user in the window is looked at) and for a random movie: the store's query on its
+    schema, and the old query on the old index, on a store of ``rows``.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix="decision-attribution-"))
+    out: dict[str, float] = {}
+    try:
+        for name, variant in (("slate_index", ()),
+                              ("old_json_each", VARIANTS["user_time_index_instead"])):
+            store = open_store(f"sqlite:///{tmp / f'{name}.db'}")
+            store.create_schema(ARMS)
+            conn = sqlite3.connect(tmp / f"{name}.db", isolation_level=None)
+            for sql in variant:
+                conn.execute(sql)
+            for start in range(0, len(rows), 64):
+                store.write_batch(rows[start:start + 64], [], wait=False)
+            rng = np.random.default_rng(2)
+            users = rng.integers(1, 944, queries).tolist()
+            movies = rng.integers(1, 1683, queries).tolist()
+            for kind, wanted in (("absent_movie", [0] * queries), ("random_movie", movies)):
+                t0 = time.process_time()
+                for user, movie in zip(users, wanted, strict=True):
+                    if name == "slate_index":
+                        store.latest_decision_showing(user, movie, 0.0, float("inf"))
+                    else:
+                        conn.execute(OLD_ATTRIBUTION, (user, 0.0, float("inf"), movie)
+                                     ).fetchall()
+                out[f"attribution_{name}_{kind}_us"] = 1e6 * (time.process_time() - t0) / queries
+            conn.close()
+            store.dispose()
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def best_us(fn: Callable[[], object], number: int, repeat: int) -> float:
     """Best microseconds a call of ``fn`` (timeit's clock: short calls without I/O)."""
     return min(timeit.repeat(fn, number=number, repeat=repeat)) / number * 1e6
@@ -156,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint-every", type=int, default=50,
                         help="batches between two checkpoints")
     parser.add_argument("--repeat", type=int, default=3, help="alternated rounds")
+    parser.add_argument("--attribution-decisions", type=int, default=943 * 64,
+                        help="decisions of the store the attribution's search runs on "
+                        "(943 users)")
     args = parser.parse_args(argv)
     print(f"loadavg (start): {load_average()}")
     rows = decision_rows(args.rows + args.measure, seed=0)
@@ -172,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         results[f"sqlite_{name}_us_per_decision"] = float(np.median(values))
         results[f"sqlite_{name}_ratio_to_schema"] = float(np.median(
             [v / s for v, s in zip(values, totals["schema"], strict=True)]))
+    per_user = args.attribution_decisions / 943
+    print(f"  attribution: {args.attribution_decisions} decisions, {per_user:.0f} a user")
+    results.update(attribution_cost(decision_rows(args.attribution_decisions, seed=1), 2000))
     many, one_by_one = increments_cost(5)
     results["arm_increments_executemany_us_per_batch"] = many
     results["arm_increments_one_by_one_us_per_batch"] = one_by_one
