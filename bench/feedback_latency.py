@@ -46,7 +46,7 @@ import httpx2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serving_load import LUA_RECS, Server, prepare_state, start_postgres
+from serving_load import LUA_RECS, Server, prepare_state, start_postgres, wrk_missing
 
 BACKGROUND_CONNECTIONS = 16
 CONSECUTIVE = 4
@@ -189,8 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("probes", "seconds", "load_rps"):
         if not getattr(args, name) > 0:
             parser.error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
-    if shutil.which("wrk") is None:
-        print("wrk not found: apt-get install wrk", file=sys.stderr)
+    if wrk_missing():
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="recbandits-latency-"))
     state = tmp / "state"

@@ -42,7 +42,15 @@ from realtime_load import (
     shown_items,
     warm_every_arm,
 )
-from serving_load import LUA_BARE, Server, open_loop, prepare_state, seed_store, wrk
+from serving_load import (
+    LUA_BARE,
+    Server,
+    open_loop,
+    prepare_state,
+    seed_store,
+    wrk,
+    wrk_missing,
+)
 
 N_USERS = 943
 
@@ -55,8 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events-seconds", type=float, default=6.0)
     parser.add_argument("--state", type=Path, help="a folder of fitted arms to reuse")
     args = parser.parse_args(argv)
-    if shutil.which("wrk") is None:
-        print("wrk not found: apt-get install wrk", file=sys.stderr)
+    if wrk_missing():
         return 2
     print(f"load average at start: {load_average()}")
     tmp = Path(tempfile.mkdtemp(prefix="recbandits-minute-"))

@@ -60,6 +60,7 @@ from serving_load import (
     seed_store,
     start_postgres,
     wrk,
+    wrk_missing,
 )
 
 ARMS = "svd,sequential,autoencoder,cooccurrence,popularity"
@@ -165,8 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events-only", action="store_true",
                         help="stop after the POST /events pass: bare and events figures only")
     args = parser.parse_args(argv)
-    if shutil.which("wrk") is None:
-        print("wrk not found: apt-get install wrk", file=sys.stderr)
+    if wrk_missing():
         return 2
     print(f"load average at start: {load_average()}")
     tmp = Path(tempfile.mkdtemp(prefix="recbandits-rt-bench-"))

@@ -483,6 +483,14 @@ def open_loop(base: str, rate: float, seconds: float, n_users: int, seed: int,
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def wrk_missing() -> bool:
+    """Whether ``wrk`` is absent (said on stderr, with how to install it): a bench's exit 2."""
+    if shutil.which("wrk") is None:
+        print("wrk not found: apt-get install wrk", file=sys.stderr)
+        return True
+    return False
+
+
 def wrk(base: str, script: str, seconds: float, connections: int, tmp: Path,
         cpus: str | None = None) -> dict[str, float]:
     """Run wrk with one thread; returns requests/s, p50, p99 (ms) and error counts."""
@@ -622,8 +630,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     open_connections = (args.connections if args.open_loop_connections is None
                         else args.open_loop_connections)
-    if shutil.which("wrk") is None:
-        print("wrk not found: apt-get install wrk", file=sys.stderr)
+    if wrk_missing():
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="recbandits-bench-"))
     state = tmp / "state"
