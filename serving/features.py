@@ -787,6 +787,12 @@ class FeatureStore:
                 out[pos] = 1.0
         return out
 
+    def decay_expiry(self, user_id: int, now: float) -> float:
+        """When ``user_id``'s vector asked for at ``now`` may next change without an event: the
+        end of their decay step (:meth:`BehaviourSpec.decay_expiry` at their phase).
+        """
+        return self.spec.decay_expiry(now, self.spec.decay_phase(user_id))
+
     def vector(self, user_id: int, events: Sequence[UserEvent],
                stated: Sequence[str] | None, now: float, *, cached: bool = True) -> np.ndarray:
         """The context of ``user_id`` at ``now``, shape ``(d,)``, rounded to :data:`DECIMALS`.

@@ -7,7 +7,7 @@ two of the user's events, both are functions of time alone, and they move only w
 - an event leaves a window it is in: the retention window of the arms' signals
   (``retention_s``) or of the features (the feature store's own), or the session window
   (``session_window_s``), or
-- the features' decay moves to its next step (:meth:`BehaviourSpec.decay_expiry`).
+- the features' decay moves to the user's next step (:meth:`FeatureStore.decay_expiry`).
 
 :class:`UserViews` keeps each user's pair with the first of those times and hands it out again
 while the user's events (the same log positions), stated genres and the arm set's universe are
@@ -250,8 +250,7 @@ class UserViews:
         features = self.features.vector(user_id, history, stated, now,
                                         cached=len(history) < self.history_limit)
         features.flags.writeable = False
-        spec = self.features.spec
-        expires = spec.decay_expiry(now, spec.decay_phase(user_id))
+        expires = self.features.decay_expiry(user_id, now)
         if history:
             # The first time an event leaves a window it is in now (at + w; still in at the
             # edge itself, so the view is rebuilt there: never late).
