@@ -14,7 +14,9 @@ rule book's 8 event types and 19 genres):
                          the rule book (``view``, ``click``, ``like``, ...)
 ``affinity=<g>``         ``(P_g - N_g) / sum over genres of (P_g + N_g)``, in ``[-1, 1]``: ``P_g``
                          (``N_g``) is the decayed number of events on movies of genre ``g`` that
-                         the rule book signs positive (negative; ``RuleBook.session_sign``)
+                         the rule book signs positive (negative; ``RuleBook.session_sign``);
+                         a movie added at run time (``POST /admin/items``) has the genres it
+                         was added with (:meth:`BehaviourSpec.learn`)
 ``recency``              ``2 ** (-(t - latest event) / half_life)``; 0 with no event
 ``live_activity``        ``log1p(decayed count of all the user's events)``
 ``diversity``            entropy of the genre shares ``P_g / sum(P)`` over ``log(n_genres)``, in
@@ -91,7 +93,7 @@ from scipy.special import entr
 from arms.data.dataset import Dataset
 from bandits.errors import check_int, check_real
 from serving.rules import RuleBook
-from serving.store.types import UserEvent
+from serving.store.types import AddedItem, UserEvent
 
 FEATURE_VERSION = "user-v4"
 #: The golden ratio's fractional part in 64-bit fixed point: user ``u``'s decay phase is the
@@ -258,7 +260,14 @@ class UserFeatures:
 class BehaviourSpec:
     """What a :class:`BehaviourState` counts: the rule book's types, the catalogue's genres.
 
-    Shared by every user's state (immutable).
+    Shared by every user's state. Its types, genres and times never change; its items grow:
+    items added at run time (``POST /admin/items``) are learned with :meth:`learn`, so that
+    events on them count in their genres' affinities. An item's genres never change once
+    known (the service refuses to add an item twice), so a fold that knew an event's item
+    gives the sums of any later fold; a state that folded an event of an item the spec did
+    not know yet (another worker added it, this one has not read it yet) records it
+    (:attr:`BehaviourState.blind_`) and is rebuilt once the spec has learned more
+    (:meth:`FeatureCache.state`).
 
     Parameters
     ----------
@@ -297,10 +306,13 @@ class BehaviourSpec:
             raise ValueError(f"genre_flags must have shape (len(item_ids), len(genre_names)) = "
                              f"{(ids.size, len(self.genres))}, got {flags.shape}")
         order = np.argsort(ids, kind="stable")
-        # One more id, above any raw id, and its row of zeros: where an item the catalogue does
-        # not know is looked up (no genre).
-        self._ids = np.append(ids[order], np.iinfo(np.int64).max)
-        self._flags = np.vstack((flags[order], np.zeros((1, len(self.genres)))))
+        # One more id, above any raw id, and its row of zeros: where an item the spec does not
+        # know is looked up (no genre). Ids, flags and the generation (items learned so far)
+        # in one tuple swapped whole by learn(): a fold on the event loop reads one of them
+        # while a refresher thread learns, never ids of one and flags of another.
+        self._lookup: tuple[np.ndarray, np.ndarray, int] = (
+            np.append(ids[order], np.iinfo(np.int64).max),
+            np.vstack((flags[order], np.zeros((1, len(self.genres))))), 0)
         self._type_code = {t: i for i, t in enumerate(self.types)}
         # Each type's sign where its rule has a constant one (valued: it depends on the value);
         # one more entry, 0, for code -1 (a type the rule book does not know).
@@ -315,6 +327,39 @@ class BehaviourSpec:
         """The spec of ``catalog``'s items and genres under ``rules``."""
         return cls(rules, catalog.item_ids, catalog.genre_matrix(), catalog.genre_names,
                    half_life_s=half_life_s, decay_step_s=decay_step_s)
+
+    @property
+    def generation(self) -> int:
+        """How many times :meth:`learn` added items (0 for the catalogue's alone)."""
+        return self._lookup[2]
+
+    def knows(self, item_id: int) -> bool:
+        """Whether ``item_id``'s genres are known (a catalogue item or one learned)."""
+        ids = self._lookup[0]
+        return bool(ids[np.searchsorted(ids, item_id)] == item_id)
+
+    def learn(self, items: Sequence[AddedItem]) -> int:
+        """Learn the genres of ``items`` (added at run time; those known already and genres
+        the spec does not have are ignored); returns how many were new.
+        """
+        ids, flags, generation = self._lookup
+        position = {g: i for i, g in enumerate(self.genres)}
+        new: dict[int, np.ndarray] = {}
+        for item in items:
+            item_id = int(item.item_id)
+            if item_id in new or ids[np.searchsorted(ids, item_id)] == item_id:
+                continue
+            row = np.zeros(len(self.genres))
+            row[[position[g] for g in item.genres if g in position]] = 1.0
+            new[item_id] = row
+        if not new:
+            return 0
+        all_ids = np.concatenate((ids[:-1], np.fromiter(new, np.int64, len(new))))
+        all_flags = np.vstack((flags[:-1], *new.values()))
+        order = np.argsort(all_ids, kind="stable")
+        self._lookup = (np.append(all_ids[order], ids[-1]),
+                        np.vstack((all_flags[order], flags[-1:])), generation + 1)
+        return len(new)
 
     @property
     def names(self) -> list[str]:
@@ -386,18 +431,22 @@ class BehaviourSpec:
         return signs
 
     def terms(self, codes: np.ndarray, signs: np.ndarray, movies: np.ndarray,
-              weights: np.ndarray) -> np.ndarray:
+              weights: np.ndarray) -> tuple[np.ndarray, int | None]:
         """Each event's addition to the sums, shape ``(n, width)``: its weight in its type's
-        count, and in its movie's genres, positive or negative by its sign.
+        count, and in its movie's genres, positive or negative by its sign; and the
+        :attr:`generation` of the items looked up if a movie was not among them (its event
+        counts in no genre), else None.
         """
         n_types, n_genres = len(self.types), len(self.genres)
-        pos = np.searchsorted(self._ids, movies)  # at most the last id's, the unknown one's
-        rows = self._flags[np.where(self._ids[pos] == movies, pos, self._ids.size - 1)]
+        ids, flags, generation = self._lookup
+        pos = np.searchsorted(ids, movies)  # at most the last id's, the unknown one's
+        found = ids[pos] == movies
+        rows = flags[np.where(found, pos, ids.size - 1)]
         out = np.zeros((codes.size, self.width))
         out[np.arange(codes.size), codes] = weights
         out[:, n_types:n_types + n_genres] = rows * (weights * (signs > 0))[:, None]
         out[:, n_types + n_genres:] = rows * (weights * (signs < 0))[:, None]
-        return out
+        return out, None if found.all() else generation
 
     def encode(self, events: Sequence[UserEvent]
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -463,10 +512,16 @@ class BehaviourState:
         nothing of the events before it.
     n_events_ : int
         Events folded.
+    blind_ : int or None
+        The spec's :attr:`~BehaviourSpec.generation` at the last fold of an event whose item
+        the spec did not know (that event counts in no genre); None if every item was known.
+        Once the spec has learned more, the state may differ from a replay
+        (:meth:`FeatureCache.state` rebuilds it).
     """
 
     def __init__(self, spec: BehaviourSpec) -> None:
         self.spec = spec
+        self.blind_: int | None = None
         self.seq_ = -1
         self.anchor_ = math.nan
         self.sums_ = np.zeros(spec.width)
@@ -483,7 +538,10 @@ class BehaviourState:
         """Whether this state equals a replay of the events stamped at or after ``since``
         (none it folded is older, none it dropped is as recent, and no fold was cut later).
         """
-        return self.oldest_ >= since and self.dropped_ < since and self.cut_ <= since
+        # (Nothing dropped is -inf, which a cut-off of -inf, no retention, must admit: found
+        # when a test of the cache without retention saw it rebuild every state each time.)
+        return (self.oldest_ >= since and (self.dropped_ < since or self.dropped_ == -math.inf)
+                and self.cut_ <= since)
 
     def fold(self, events: Sequence[UserEvent], since: float = -math.inf) -> BehaviourState:
         """Add the events after ``seq_`` stamped at or after ``since``; returns ``self``.
@@ -546,7 +604,9 @@ class BehaviourState:
                     movies: np.ndarray) -> None:
         """Add the events' terms at the current anchor, one by one in order."""
         weights = np.exp2((times - self.anchor_) / self.spec.half_life_s)
-        terms = self.spec.terms(codes, signs, movies, weights)
+        terms, blind = self.spec.terms(codes, signs, movies, weights)
+        if blind is not None:
+            self.blind_ = blind
         # Sequential adds (not np.sum's pairwise ones): any chunking adds the same terms in the
         # same order (one term: the same single add, without the stack). The last row is
         # copied: a view would keep the whole (n + 1, width) stack alive in the cache.
@@ -598,7 +658,8 @@ class BehaviourState:
             "anchor": None if math.isnan(self.anchor_) else self.anchor_,
             "sums": self.sums_.tolist(), "oldest": _json_time(self.oldest_),
             "latest": _json_time(self.latest_), "dropped": _json_time(self.dropped_),
-            "cut": _json_time(self.cut_), "n_events": self.n_events_})
+            "cut": _json_time(self.cut_), "n_events": self.n_events_,
+            "blind": self.blind_ is not None})
 
     @classmethod
     def from_json(cls, spec: BehaviourSpec, text: str | bytes) -> BehaviourState:
@@ -626,6 +687,9 @@ class BehaviourState:
         state.dropped_ = _time_from_json(data["dropped"], -math.inf)
         state.cut_ = _time_from_json(data["cut"], -math.inf)
         state.n_events_ = int(data["n_events"])
+        # Blind under another process's spec: a generation no spec has, so the cache
+        # rebuilds it at its first use (FeatureCache.state).
+        state.blind_ = -1 if data.get("blind") else None
         return state
 
 
@@ -684,8 +748,9 @@ class FeatureCache:
 
     def state(self, user_id: int, events: Sequence[UserEvent], now: float) -> BehaviourState:
         """``user_id``'s state at ``now``: the cached one advanced by the new ``events``, or a
-        replay when the window moved past it, or when the events it had seen are not those
-        passed now (a purge deleted some, or one older than those it folded appears).
+        replay when the window moved past it, when the events it had seen are not those
+        passed now (a purge deleted some, or one older than those it folded appears), or when
+        it folded an item the spec did not know and the spec has learned items since.
 
         Parameters
         ----------
@@ -708,7 +773,10 @@ class FeatureCache:
         # service's left them in the features until a restart), or an older one appearing
         # (a clock gone back), changes their number, and the state is rebuilt. An event
         # leaving the store's window changes it too (a rebuild, also due when it was folded).
+        # A state that folded an item the spec did not know then is rebuilt once the spec has
+        # learned items since (another worker's POST /admin/items, read by this one's refresh).
         if (state is None or not state.covers(since)
+                or (state.blind_ is not None and state.blind_ != self.spec.generation)
                 or bisect.bisect_right(events, state.seq_, key=_SEQ) != kept[1]):  # type: ignore[index]  # kept with state
             state = BehaviourState(self.spec)
         state.fold(events, since)
@@ -793,9 +861,23 @@ class FeatureStore:
         """
         return self.spec.decay_expiry(now, self.spec.decay_phase(user_id))
 
+    def learn(self, items: Sequence[AddedItem]) -> int:
+        """Learn the genres of items added at run time (:meth:`BehaviourSpec.learn`); returns
+        how many were new.
+        """
+        return self.spec.learn(items)
+
     def vector(self, user_id: int, events: Sequence[UserEvent],
                stated: Sequence[str] | None, now: float, *, cached: bool = True) -> np.ndarray:
-        """The context of ``user_id`` at ``now``, shape ``(d,)``, rounded to :data:`DECIMALS`.
+        """The context of ``user_id`` at ``now`` (:meth:`context`'s vector)."""
+        return self.context(user_id, events, stated, now, cached=cached)[0]
+
+    def context(self, user_id: int, events: Sequence[UserEvent],
+                stated: Sequence[str] | None, now: float, *, cached: bool = True
+                ) -> tuple[np.ndarray, bool]:
+        """The context of ``user_id`` at ``now``, shape ``(d,)``, rounded to :data:`DECIMALS`,
+        and whether an event's item was unknown to the spec (it counts in no genre: the
+        caller may learn the items added since and ask again).
 
         Parameters
         ----------
@@ -817,12 +899,13 @@ class FeatureStore:
             # values, without the cache's bookkeeping (1.0 against 2.4 us a call). A state the
             # cache keeps for this user from older events is left there: it no longer covers
             # the window, so the user's next event rebuilds it.
-            return np.concatenate((self.static.row(user_id), self._blank))
+            return np.concatenate((self.static.row(user_id), self._blank)), False
         state = (self.cache.state(user_id, events, now) if cached
                  else self.cache.replay(events, now))
-        return np.concatenate((self.static.row(user_id),
-                               state.vector(now, self.spec.decay_phase(user_id)),
-                               self.stated_vector(stated)))
+        return (np.concatenate((self.static.row(user_id),
+                                state.vector(now, self.spec.decay_phase(user_id)),
+                                self.stated_vector(stated))),
+                state.blind_ is not None)
 
 
 __all__ = [

@@ -90,7 +90,7 @@ from serving.store.types import (
     VersionSwitch,
 )
 from serving.store.writer import longest_write_wait
-from serving.user_view import UserViews
+from serving.user_view import UserView, UserViews
 from serving.versions import RetrainResult
 
 if TYPE_CHECKING:  # only for annotations: the group reader lives in the backend module
@@ -187,6 +187,9 @@ class RecommendationService:
         self.features = features if features is not None else FeatureStore(
             catalog, self.rules, half_life_s=settings.feature_half_life_s,
             decay_step_s=settings.feature_decay_step_s, retention_s=settings.retention_s)
+        # The genres of the items the arm set was built with (added at run time): the rest
+        # as the refreshes fold them (_learn_items).
+        self.features.learn(arm_set.added)
         # Each user's signals and context, kept until their events or a window's edge move
         # them (serving.user_view).
         self.user_views = UserViews(self.features, self.rules,
@@ -556,6 +559,7 @@ class RecommendationService:
                                    added=[*current.added,
                                           *(a for a in grown if a not in current.added)])
             object.__setattr__(arm_set, "live_lock", current.live_lock)
+            self._learn_items(grown)
             self.arm_set = arm_set
             self.live_seq = fold.seq
             if grown:
@@ -575,11 +579,22 @@ class RecommendationService:
         arms and its universe; :mod:`serving.live`).
         """
         if events or added:
-            self.arm_set = fold_log(self.arm_set, events, added, self.rules, self.catalog)
+            arm_set = fold_log(self.arm_set, events, added, self.rules, self.catalog)
+            self._learn_items(added)
+            self.arm_set = arm_set
         if events:
             self.live_seq = events[-1].seq
         if added:
             self.items_seq = added[-1].seq
+
+    def _learn_items(self, added: list[AddedItem]) -> None:
+        """Give the features the genres of ``added`` items before the arm set that serves them
+        is swapped in: a user's view is rebuilt when the arm set changes
+        (:class:`~serving.user_view.UserViews`), so none built with the new arm set folds an
+        event of theirs without their genres.
+        """
+        if added:
+            self.features.learn(added)
 
     def _swap(self, arm_set: ArmSet) -> None:
         """Serve ``arm_set`` from now on, with every item the refresher added to the current
@@ -650,16 +665,15 @@ class RecommendationService:
     # ------------------------------------------------------------------ recommendations
     async def recommend(self, user_id: int, k: int) -> Recommendation:
         """Pick an arm, take its top-``k`` for the user, log the decision; see the module doc."""
-        arms = self.arm_set
         model, snapshot, policy_json = self._live
         shadowing = self._shadow
         now = time.time()
         history, stated = await self._user_context(user_id, now)
-        user = arms.user_index.get(user_id)
         # The user's events within the retention window as every arm scores them now, the
         # items they exclude, the session's likes and dislikes, and the context: kept from
         # the user's last request while none of them can have changed.
-        view = self.user_views.view(user_id, history, stated, now, arms)
+        arms, view = await self._user_view(user_id, history, stated, now)
+        user = arms.user_index.get(user_id)
         recent, ratings, excluded, liked, disliked, _ = view.signals
         features = view.features
         if self._multileave and user is not None:
@@ -1014,6 +1028,14 @@ class RecommendationService:
         """
         if movie_id in self.arm_set.item_index:
             return True
+        await self._catch_up_items()
+        return movie_id in self.arm_set.item_index
+
+    async def _catch_up_items(self) -> bool:
+        """Fold in the items another worker added since this one's last refresh; returns
+        whether there were any.
+        """
+        before = self.items_seq
 
         def catch_up() -> None:
             # One indexed read; the whole refresh only when an item was in fact added.
@@ -1021,7 +1043,22 @@ class RecommendationService:
                 self.refresh()
 
         await asyncio.get_running_loop().run_in_executor(self.readers, catch_up)
-        return movie_id in self.arm_set.item_index
+        return self.items_seq != before
+
+    async def _user_view(self, user_id: int, history: Sequence[UserEvent],
+                         stated: list[str] | None, now: float) -> tuple[ArmSet, UserView]:
+        """The arm set serving the request and the user's view under it
+        (:class:`~serving.user_view.UserViews`). A view just built that met an event on an
+        item the features do not know (added by another worker, whose add committed before
+        the event did, and not yet read here) is built again once this worker has read the
+        items added since: the context equals a replay under every item the log holds.
+        """
+        arms = self.arm_set
+        view = self.user_views.view(user_id, history, stated, now, arms)
+        if view.blind and view.built == now and await self._catch_up_items():
+            arms = self.arm_set
+            view = self.user_views.view(user_id, history, stated, now, arms)
+        return arms, view
 
     # ------------------------------------------------------------------ policy and retraining
     async def policy_view(self) -> JsonObject:
@@ -1163,7 +1200,7 @@ class RecommendationService:
         """
         now = time.time()
         events, stated = await self._user_context(user_id, now)
-        values = self.user_views.view(user_id, events, stated, now, self.arm_set).features
+        values = (await self._user_view(user_id, events, stated, now))[1].features
         return self.features.names, values.tolist(), now
 
 def event_key(event: EventIn, at: float) -> str | None:

@@ -73,12 +73,16 @@ class UserView:
     expires : float
         Unix seconds from which the view may differ from a fresh one (so does any time before
         ``built``: a clock set back).
+    blind : bool
+        The features met an event on an item they do not know (added by another worker and
+        not yet read by this one: :meth:`FeatureStore.context`).
     """
 
     signals: UserSignals
     features: npt.NDArray[np.float64]
     built: float
     expires: float
+    blind: bool = False
     # The last context_json: ((feature_version, k), text). One entry, so that a user asking
     # for every k keeps ~1 KB, not 100: 1.0 KB a view with a 50-value context (text, key and
     # dict), ~10 MB a worker at the default 10,000 users kept.
@@ -247,8 +251,8 @@ class UserViews:
                now: float, arm_set: ArmSet) -> UserView:
         signals = user_signals(history, arm_set, self.rules, now - self.retention_s,
                                now - self.session_window_s)
-        features = self.features.vector(user_id, history, stated, now,
-                                        cached=len(history) < self.history_limit)
+        features, blind = self.features.context(user_id, history, stated, now,
+                                                cached=len(history) < self.history_limit)
         features.flags.writeable = False
         expires = self.features.decay_expiry(user_id, now)
         if history:
@@ -260,7 +264,7 @@ class UserViews:
             inside = times[:, None] >= now - self._windows
             if inside.any():
                 expires = min(expires, float(edges[inside].min()))
-        return UserView(signals, features, now, expires)
+        return UserView(signals, features, now, expires, blind)
 
 
 __all__ = ["IDENTITY_BUDGET", "IDENTITY_EVENTS", "UserView", "UserViews", "history_digest"]

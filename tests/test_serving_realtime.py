@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from test_serving_support import store_url
+from test_serving_support import read_table, store_url
 
 from arms.base import Recommender
 from arms.data import make_synthetic
@@ -23,6 +23,7 @@ from serving.app import create_app
 from serving.armset import fit_arms
 from serving.rules import RuleBook
 from serving.settings import Settings
+from serving.store.tables import decisions
 
 TOKEN = "t0ken"
 ARMS = ["autoencoder", "sequential", "cooccurrence", "popularity"]
@@ -105,6 +106,52 @@ def test_a_like_on_one_worker_steers_the_next_slate_from_the_other(
         assert seen[arm] == expected_slate(b, arm, user, [liked], [5.0], 10)
         assert seen[arm] != before[arm]  # the like moved the slate
         assert liked not in seen[arm]
+
+
+@pytest.mark.parametrize("two_workers", ["sqlite", "postgresql"], indirect=True)
+def test_an_item_another_worker_added_counts_in_the_genres_of_the_next_context(
+        two_workers: tuple[TestClient, TestClient], catalog: Dataset) -> None:
+    # Found by attack: the features knew the catalogue's items only, so a like on an added
+    # item moved no affinity; and a worker that had not read the item yet folded it blind.
+    from datetime import datetime
+
+    from serving.features import FeatureStore
+
+    a, b = two_workers
+    user = int(catalog.user_ids[7])
+    # An item of genres the user's other event has none of.
+    anchor = next(int(i) for i in catalog.item_ids
+                  if not {"Drama", "Crime"} & set(catalog.items.loc[i, "genres"].split("|")))
+    assert a.post("/events", json={"events": [
+        {"user_id": user, "item_id": anchor, "type": "like"}]}).status_code == 201
+    assert b.get(f"/users/{user}/features").status_code == 200  # b keeps its state
+    slate(b, user)
+    new_id = int(catalog.item_ids.max()) + 11
+    item = {"item_id": new_id, "title": "Noir", "genres": ["Drama", "Crime"], "year": 2026}
+    assert a.post("/admin/items", json=item, headers=AUTH).status_code == 201
+    assert a.post("/events", json={"events": [
+        {"user_id": user, "item_id": new_id, "type": "purchase"}]}).status_code == 201
+    service_b = b.app.state.service
+    store = service_b.store
+    added = store.items_after(0)
+    assert service_b.items_seq < added[-1].seq  # b has not read the item: it must catch up
+    offline = FeatureStore(catalog, RuleBook(), half_life_s=service_b.settings.feature_half_life_s,
+                           decay_step_s=service_b.settings.feature_decay_step_s,
+                           retention_s=service_b.settings.retention_s)
+    assert offline.learn(added) == 1
+    for worker in (b, a):
+        body = worker.get(f"/users/{user}/features").json()
+        x = dict(zip(body["names"], body["values"], strict=True))
+        assert x["affinity=Drama"] > 0 and x["affinity=Crime"] == x["affinity=Drama"]
+        at = datetime.fromisoformat(body["as_of"]).timestamp()
+        want = offline.vector(user, store.user_feedback(user), None, at, cached=False)
+        assert body["values"] == want.tolist()
+    # The slate's logged context is the same vector (b served it after catching up).
+    shown = slate(b, user)
+    (row,) = [r for r in read_table(service_b.settings.resolved_db_url(), decisions)
+              if r["event_id"] == shown["event_id"]]
+    assert row["context"]["features"][offline.names.index("affinity=Drama")] == x[
+        "affinity=Drama"]
 
 
 def test_live_arms_are_a_fold_of_the_log_identical_after_a_restart(
