@@ -8,8 +8,12 @@ the policy refresher; on shutdown it commits what is queued and closes everythin
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import logging
+import multiprocessing
+import os
+import signal
 import sys
 import threading
 from collections.abc import AsyncIterator, Mapping
@@ -188,6 +192,38 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
     return app
 
 
+#: Linux's ``prctl`` option that asks for a signal when the parent process dies.
+PR_SET_PDEATHSIG = 1
+
+
+def stop_with_the_supervisor() -> bool:
+    """In a worker that uvicorn's supervisor spawned (``serve --workers`` > 1), ask Linux for a
+    SIGTERM when the supervisor dies, so that the worker shuts down as a SIGTERM from the
+    supervisor would have made it (in-flight requests answered, queued writes committed) and
+    lets go of the port; returns whether it was asked.
+
+    Found by attack: a SIGKILL of ``recbandits serve`` left its workers serving the port with
+    no supervisor, and the next ``serve`` failed with "Address already in use". The request
+    holds for the thread that spawned the worker, uvicorn's main thread. Elsewhere (one worker
+    in the supervisor's own process, or not Linux) nothing is asked.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None or not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        logger.warning("could not ask to stop with the supervisor (prctl: %s): this worker "
+                       "outlives a SIGKILL of it", os.strerror(ctypes.get_errno()))
+        return False
+    if os.getppid() != parent.pid:  # it died before the request: stop now, as it would have
+        os.kill(os.getpid(), signal.SIGTERM)
+    return True
+
+
 def app_from_env() -> FastAPI:
-    """Factory for ``uvicorn --factory``: settings from ``RECBANDITS_*`` (used by ``serve``)."""
+    """Factory for ``uvicorn --factory``: settings from ``RECBANDITS_*`` (used by ``serve``).
+
+    A worker of a supervisor stops with it (:func:`stop_with_the_supervisor`).
+    """
+    stop_with_the_supervisor()
     return create_app(Settings())

@@ -166,3 +166,52 @@ def test_a_worker_slow_to_import_is_not_killed_as_hung_and_a_death_is_a_warning(
         assert deaths == [f"WARNING:  Child process [{killed}] died"], text[-3000:]
     finally:
         server.stop()
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie nobody reaped yet has stopped: it holds no socket)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+def test_workers_stop_with_a_killed_supervisor_and_free_the_port(tmp_path: Path) -> None:
+    # Found by attack: a SIGKILL of `recbandits serve` left its two workers serving the port
+    # with no supervisor, and the next `serve` on it failed "Address already in use".
+    import socket
+
+    url = store_url("sqlite", tmp_path)
+    log = tmp_path / "server.log"
+    server = ServiceProcess([*serve_args(tmp_path, url), "--workers", "2"], serve_env(), log)
+    workers: set[int] = set()
+    try:
+        workers = wait_for_workers(server.base, 2)
+        with httpx2.Client(base_url=server.base, timeout=30) as client:
+            slate = client.get("/recommendations", params={"user_id": 3, "k": 2}).json()
+            liked = client.post("/feedback", json={
+                "user_id": 3, "movie_id": slate["items"][0]["movie_id"],
+                "feedback_type": "like", "event_id": slate["event_id"]})
+        assert liked.status_code == 201, liked.text
+        os.kill(server.proc.pid, signal.SIGKILL)  # the supervisor alone
+        server.proc.wait(30)
+        deadline = time.monotonic() + 120  # a SIGTERM's graceful stop, on a loaded machine
+        while any(_running(pid) for pid in workers):
+            assert time.monotonic() < deadline, (workers, log.read_text()[-3000:])
+            time.sleep(0.1)
+        # The port is free: bound as uvicorn binds it.
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", server.port))
+        # The acknowledged like is stored (the workers stopped as they would on SIGTERM).
+        engine = sa.create_engine(url)
+        with engine.connect() as conn:
+            stored = conn.execute(sa.select(feedback.c.event_id)).scalars().all()
+        engine.dispose()
+        assert stored == [slate["event_id"]]
+    finally:
+        server.stop(signal.SIGKILL)
+        for pid in workers:  # orphans, if the test failed: the group is gone with the parent
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
