@@ -121,6 +121,31 @@ def save_arms(models: Mapping[str, Recommender], target: Path) -> Path:
     return target
 
 
+def recorded_arms_dir(state_dir: Path, folder: Path) -> str:
+    """How the store records an arms folder (``model_versions.arms_dir``): relative to the
+    state folder when inside it (every folder the service saves is), so that a state folder
+    copied or moved elsewhere finds its own arms (:func:`arms_folder`); else the path as given.
+    """
+    try:
+        return Path(folder).relative_to(state_dir).as_posix()
+    except ValueError:
+        return str(folder)
+
+
+def arms_folder(state_dir: Path, recorded: str) -> Path:
+    """The arms folder a store's ``arms_dir`` names, for the service whose state folder is
+    ``state_dir``: the first that exists of ``state_dir / recorded`` (a relative record,
+    :func:`recorded_arms_dir`), ``recorded`` itself (an older store recorded the path as given:
+    absolute, or relative to the working directory) and ``state_dir/arms/<its name>`` (an older
+    store's state folder copied or moved elsewhere: found by attack, its service loaded the
+    original's arms, or fitted them again once the original was gone); else the first.
+    """
+    path = Path(recorded)
+    candidates = [*(() if path.is_absolute() else (state_dir / path,)), path,
+                  state_dir / "arms" / path.name]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
 def load_arms(folder: Path, names: Sequence[str]) -> dict[str, Recommender]:
     """Read ``folder/<name>.npz`` for every name.
 

@@ -34,11 +34,13 @@ from arms.data.dataset import Dataset
 from serving import shadow, versions
 from serving.armset import (
     ArmSet,
+    arms_folder,
     file_lock,
     fit_arms,
     load_arms,
     make_arm,
     params_differ,
+    recorded_arms_dir,
     save_arms,
 )
 from serving.drift import check_replay
@@ -137,11 +139,11 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
     with file_lock(state_dir / "arms.lock"):
         meta = store.policy_meta()
         models = None
-        if meta is not None and all((Path(meta.arms_dir) / f"{n}.npz").is_file()
-                                    for n in settings.arms):
-            logger.info("loading the arms of policy version %d from %s", meta.version,
-                        meta.arms_dir)
-            models = load_arms(Path(meta.arms_dir), settings.arms)
+        folder = None if meta is None else arms_folder(state_dir, meta.arms_dir)
+        if (meta is not None and folder is not None
+                and all((folder / f"{n}.npz").is_file() for n in settings.arms)):
+            logger.info("loading the arms of policy version %d from %s", meta.version, folder)
+            models = load_arms(folder, settings.arms)
             # The settings are the truth: arms saved with other hyper-parameters (arm_params
             # changed between two starts) are fitted again, as a retrain would fit them.
             changed = {} if arms is not None or not refit else other_params(models, settings)
@@ -156,11 +158,11 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
         elif meta is not None and not refit:
             store.dispose()
             raise CommandError(f"the arms of the served version {meta.version} are missing "
-                               f"in {meta.arms_dir}: nothing to gate a retrain against "
+                               f"in {folder}: nothing to gate a retrain against "
                                "('recbandits serve' fits them again)", exit_code=1)
         elif meta is not None:
             logger.warning("arms of version %d missing in %s; fitting them again",
-                           meta.version, meta.arms_dir)
+                           meta.version, folder)
         elif arms is None:
             logger.info("first start: fitting the arms once (saved under %s for the "
                         "next starts)", state_dir)
@@ -204,7 +206,8 @@ def _publish(store: Store, models: Mapping[str, Recommender], state_dir: Path,
     posterior carry-over applies; :mod:`serving.versions`).
     """
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    folder = str(save_arms(models, state_dir / "arms" / f"{stamp}-{os.getpid()}"))
+    folder = recorded_arms_dir(state_dir,
+                               save_arms(models, state_dir / "arms" / f"{stamp}-{os.getpid()}"))
     if meta is None:
         return store.init_policy_meta(folder, arms=_arm_params(models), data=data)
     row = store.serve_version(
@@ -952,7 +955,7 @@ def _fold_arms(settings: Settings, store: Store, catalog: Dataset,
     if not live:
         return {}, 0
     start = 0 if previous is None else previous.seq
-    models = _start_models(store, live, previous)
+    models = _start_models(store, live, previous, settings.resolved_state_dir())
     items = store.items_after(0)
     events = [e for e in store.events_after(start) if e.seq <= head]
     folded = fold_live_arms({n: models[n] for n in live}, events,
@@ -962,8 +965,8 @@ def _fold_arms(settings: Settings, store: Store, catalog: Dataset,
     return {n: arm_bytes(m) for n, m in folded.items()}, len(events)
 
 
-def _start_models(store: Store, live: list[str], previous: FoldSnapshot | None
-                  ) -> dict[str, Recommender]:
+def _start_models(store: Store, live: list[str], previous: FoldSnapshot | None,
+                  state_dir: Path) -> dict[str, Recommender]:
     """The ``live`` arms where every fold of them starts: ``previous``'s saved arms (a fold
     snapshot), else their base fits in the served version's folder.
 
@@ -977,7 +980,8 @@ def _start_models(store: Store, live: list[str], previous: FoldSnapshot | None
     if based and meta is None:
         raise ValueError("the store records no arms folder (policy_meta): start the service "
                          "once first")
-    return {**(load_arms(Path(meta.arms_dir), based) if based and meta else {}),
+    return {**(load_arms(arms_folder(state_dir, meta.arms_dir), based) if based and meta
+               else {}),
             **({n: arm_from_bytes(previous.arms[n]) for n in live if n not in based}
                if previous is not None else {})}
 
@@ -990,7 +994,7 @@ def _live_arms_at(settings: Settings, store: Store, previous: FoldSnapshot | Non
     """
     live = _live_names(settings)
     start = 0 if previous is None else previous.seq
-    models = _start_models(store, live, previous)
+    models = _start_models(store, live, previous, settings.resolved_state_dir())
     events = [e for e in store.events_after(start) if e.seq <= position]
     added = [a for a in store.items_after(start) if a.seq <= position]
     fold_models([models[n] for n in live], events, added, settings.rule_book())

@@ -34,7 +34,6 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, overload
 
 import numpy as np
@@ -47,6 +46,7 @@ from serving import shadow, versions
 from serving.armset import (
     ArmSet,
     Ranking,
+    arms_folder,
     load_arms,
     params_differ,
     top_k_row,
@@ -622,8 +622,9 @@ class RecommendationService:
             current = self.arm_set
             # The live arms are a fold of the log from their base fit: carried over, not
             # reloaded (a retrain does not refit them).
-            models = {**load_arms(Path(arms_dir), [n for n in current.names
-                                                   if n not in current.live_names]),
+            folder = arms_folder(self.settings.resolved_state_dir(), arms_dir)
+            models = {**load_arms(folder, [n for n in current.names
+                                           if n not in current.live_names]),
                       **{n: current.models[n] for n in current.live_names}}
             arm_set = ArmSet.build({n: models[n] for n in current.names}, self.catalog,
                                    version=version, cold_start_arm=self.settings.cold_start_arm,
@@ -633,7 +634,7 @@ class RecommendationService:
             arm_set.warm()
             self._swap(arm_set)
             self._load_failure = None
-            logger.info("now serving arms of policy version %d from %s", version, arms_dir)
+            logger.info("now serving arms of policy version %d from %s", version, folder)
         except Exception:
             failed = self._load_failure
             n = failed[1] + 1 if failed is not None and failed[0] == version else 1

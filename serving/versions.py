@@ -43,7 +43,6 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -55,8 +54,10 @@ from arms.data.dataset import Dataset
 from arms.gate import evaluate_gate
 from serving.armset import (
     ArmSet,
+    arms_folder,
     file_lock,
     load_arms,
+    recorded_arms_dir,
     refit_like,
     save_arms,
     seen_after_retrain,
@@ -466,15 +467,16 @@ def retrain(settings: Settings, store: Store, catalog: Dataset,
         model.seen_ = seen.copy()
     # The stream-learning arms are never refitted: the new folder gets their served base fit
     # (what the log folds from), so rebuild-state folds the same arms whatever is promoted.
-    bases = (load_arms(Path(served.arms_dir), live) if served is not None
-             else refit_like({n: models[n] for n in live}, catalog))
     state_dir = settings.resolved_state_dir()
+    bases = (load_arms(arms_folder(state_dir, served.arms_dir), live) if served is not None
+             else refit_like({n: models[n] for n in live}, catalog))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     if not serve:  # saved for a later promotion; nothing served changes
         with guard, file_lock(state_dir / "arms.lock"):
             folder = save_arms({n: fitted[n] if n in fitted else bases[n] for n in models},
                                state_dir / "arms" / f"{stamp}-{uuid.uuid4().hex[:8]}")
-            row = store.record_version(status="candidate", reason=reason, arms_dir=str(folder),
+            row = store.record_version(status="candidate", reason=reason,
+                                       arms_dir=recorded_arms_dir(state_dir, folder),
                                        arms=params, data=data, gate=gate)
         served = store.policy_meta()
         return RetrainResult("candidate", row.version, served.version if served else 0,
@@ -490,7 +492,8 @@ def retrain(settings: Settings, store: Store, catalog: Dataset,
                                state_dir / "arms" / f"{stamp}-{uuid.uuid4().hex[:8]}")
             try:
                 row = store.serve_version(
-                    kind="retrain", arms_dir=str(folder), arms=params, data=data, gate=gate,
+                    kind="retrain", arms_dir=recorded_arms_dir(state_dir, folder), arms=params,
+                    data=data, gate=gate,
                     reason=reason, changed_arms=refit, carryover=carryover_of(settings),
                     retire_reason="replaced by version {version} (retrain)",
                     expect_live=expect_live)
@@ -576,10 +579,11 @@ def promote(settings: Settings, store: Store, version: int, *,
     # other settings than the service's (the arms a worker reloads are those of its folder).
     refitted = [n for n, spec in row.arms.items()
                 if not registry.resolve(str(spec.get("arm", n))).cls.learns_from_stream]
-    missing = [n for n in refitted if not (Path(row.arms_dir) / f"{n}.npz").is_file()]
+    folder = arms_folder(settings.resolved_state_dir(), row.arms_dir)
+    missing = [n for n in refitted if not (folder / f"{n}.npz").is_file()]
     if missing:
         raise ModelsError(f"model version {version} cannot serve its arms {list(row.arms)}: "
-                          f"{missing} missing in {row.arms_dir}")
+                          f"{missing} missing in {folder}")
     new = store.serve_version(
         kind=kind, arms_dir=row.arms_dir, arms=row.arms, data=row.data, gate=row.gate,
         reason=reason or f"promoted: the arms of version {version}", changed_arms=refitted,

@@ -30,7 +30,7 @@ from arms.data import make_synthetic
 from arms.data.dataset import Dataset
 from serving import versions
 from serving.app import create_app
-from serving.armset import fit_arms
+from serving.armset import arms_folder, fit_arms
 from serving.commands import models as models_command
 from serving.commands import rebuild_state
 from serving.results import CommandError
@@ -247,8 +247,9 @@ def test_retrain_command_refuses_when_the_served_arms_are_missing(
     settings = make_settings(tmp_path, "sqlite")
     monkeypatch.setattr(commands, "load_catalog", lambda _: catalog)
     with worker(settings, catalog, fitted) as client:
-        folder = client.app.state.service.store.policy_meta().arms_dir
-    (Path(folder) / "svd.npz").unlink()
+        recorded = client.app.state.service.store.policy_meta().arms_dir
+    folder = arms_folder(settings.resolved_state_dir(), recorded)
+    (folder / "svd.npz").unlink()
     with pytest.raises(CommandError, match=f"the arms of the served version 1 are missing in "
                                            f"{folder}") as refused:
         commands.retrain(settings)
@@ -727,3 +728,51 @@ def test_two_workers_serve_a_rollback_with_no_failed_request(backend: str,
                         state_dir=tmp_path / "state")
     rebuilt = rebuild_state(settings)
     assert rebuilt.exit_code == 0, str(rebuilt)
+
+
+@pytest.mark.parametrize("recorded", ["relative", "absolute (an older store)"])
+def test_a_state_folder_moved_elsewhere_serves_and_rolls_back_its_own_arms(
+        recorded: str, tmp_path: Path, catalog: Dataset, fitted: dict,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found by attack: the store recorded each version's arms folder as the path it was saved
+    # at, so a copied state folder loaded the original's arms, and once the original was gone
+    # `serve` fitted them again as a new version and a rollback found no arms to serve.
+    import shutil
+
+    import sqlalchemy as sa
+
+    from serving import commands
+    from serving.store.tables import model_versions, policy_meta
+
+    monkeypatch.setattr(commands, "load_catalog", lambda _: catalog)
+
+    def settings_in(root: Path) -> Settings:
+        return Settings(state_dir=root / "state", arms=ARMS, seed=0, gate_enabled=False,
+                        admin_token=ADMIN_TOKEN)
+
+    first = settings_in(tmp_path / "a")
+    with worker(first, catalog, fitted) as client:
+        traffic(client, range(1, 21))
+        assert client.post("/admin/retrain", headers=AUTH).json()["version"] == 2
+        saved = {r.version: r.arms_dir for r in client.app.state.service.store.versions()}
+    assert all(folder.startswith("arms/") for folder in saved.values()), saved
+    if recorded != "relative":  # as an older store recorded them: absolute paths
+        engine = sa.create_engine(first.resolved_db_url())
+        with engine.begin() as conn:
+            for table in (model_versions, policy_meta):
+                conn.execute(table.update().values(arms_dir=sa.func.replace(
+                    table.c.arms_dir, "arms/", f"{first.resolved_state_dir().resolve()}/arms/")))
+        engine.dispose()
+    shutil.move(tmp_path / "a", tmp_path / "b")
+    moved = settings_in(tmp_path / "b")
+    started = commands.prepare(moved)
+    try:
+        assert started.arm_set.version == 2  # its own arms: nothing fitted again
+        svd = started.arm_set.models["svd"]
+        kept = arms_folder(moved.resolved_state_dir(), started.store.policy_meta().arms_dir)
+        assert kept == moved.resolved_state_dir() / saved[2]
+        assert np.array_equal(svd.item_factors_, np.load(kept / "svd.npz")["state__item_factors"])
+        assert versions.rollback(moved, started.store).version == 3  # version 1's arms found
+        assert [r.version for r in started.store.versions()] == [1, 2, 3]
+    finally:
+        started.store.dispose()

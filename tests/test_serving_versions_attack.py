@@ -28,6 +28,7 @@ from arms.data import make_synthetic
 from arms.data.dataset import Dataset
 from serving import commands, versions
 from serving import service as service_module
+from serving.armset import arms_folder
 from serving.commands import models as models_command
 from serving.commands import rebuild_state
 from serving.results import CommandError
@@ -174,11 +175,12 @@ def test_the_stream_arms_keep_their_served_base_through_retrain_rollback_promote
     with worker(settings, catalog, fitted) as client:
         service = client.app.state.service
         traffic(client, range(1, 31))
-        served = Path(service.store.policy_meta().arms_dir)
+        state_dir = settings.resolved_state_dir()
+        served = arms_folder(state_dir, service.store.policy_meta().arms_dir)
         response = client.post("/admin/retrain", headers=AUTH)
         assert response.status_code == 200 and response.json()["status"] == "live"
         assert refits == [["svd"]]  # the gated fit only: popularity is never refitted
-        folder = Path(service.store.policy_meta().arms_dir)
+        folder = arms_folder(state_dir, service.store.policy_meta().arms_dir)
         assert folder != served
         assert (folder / "popularity.npz").read_bytes() == (
             served / "popularity.npz").read_bytes()
