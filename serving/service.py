@@ -1032,19 +1032,14 @@ class RecommendationService:
         await self._catch_up_items()
         return movie_id in self.arm_set.item_index
 
-    async def _catch_up_items(self) -> bool:
-        """Fold in the items another worker added since this one's last refresh; returns
-        whether there were any.
-        """
-        before = self.items_seq
-
+    async def _catch_up_items(self) -> None:
+        """Fold in the items another worker added since this one's last refresh."""
         def catch_up() -> None:
             # One indexed read; the whole refresh only when an item was in fact added.
             if self.store.items_after(self.items_seq):
                 self.refresh()
 
         await asyncio.get_running_loop().run_in_executor(self.readers, catch_up)
-        return self.items_seq != before
 
     async def _user_view(self, user_id: int, history: Sequence[UserEvent],
                          stated: list[str] | None, now: float) -> tuple[ArmSet, UserView]:
@@ -1056,9 +1051,13 @@ class RecommendationService:
         """
         arms = self.arm_set
         view = self.user_views.view(user_id, history, stated, now, arms)
-        if view.blind and view.built == now and await self._catch_up_items():
-            arms = self.arm_set
-            view = self.user_views.view(user_id, history, stated, now, arms)
+        if view.blind and view.built == now:
+            await self._catch_up_items()
+            # Changed by this catch-up or by the refresher meanwhile (which learned the items
+            # before swapping it in): either way the features may know the item now.
+            if self.arm_set is not arms:
+                arms = self.arm_set
+                view = self.user_views.view(user_id, history, stated, now, arms)
         return arms, view
 
     # ------------------------------------------------------------------ policy and retraining

@@ -154,6 +154,36 @@ def test_an_item_another_worker_added_counts_in_the_genres_of_the_next_context(
         "affinity=Drama"]
 
 
+def test_a_blind_context_is_rebuilt_when_the_refresher_learned_the_item_meanwhile(
+        two_workers: tuple[TestClient, TestClient], catalog: Dataset) -> None:
+    # The refresher thread may learn the item between the view's build and the request's
+    # catch-up, which then finds nothing new: the view is built again all the same (found by
+    # review: the catch-up's "nothing new" served the blind context once).
+    a, b = two_workers
+    user = int(catalog.user_ids[9])
+    new_id = int(catalog.item_ids.max()) + 13
+    assert a.post("/admin/items", json={"item_id": new_id, "title": "Race", "genres": [
+        "Crime"]}, headers=AUTH).status_code == 201
+    assert a.post("/events", json={"events": [
+        {"user_id": user, "item_id": new_id, "type": "like"}]}).status_code == 201
+    service = b.app.state.service
+    views = service.user_views
+    build = views.view
+    refreshed = []
+
+    def build_then_refresh(*args: object, **kwargs: object) -> object:
+        view = build(*args, **kwargs)  # type: ignore[arg-type]
+        if not refreshed:  # the refresher runs here, once
+            refreshed.append(service.refresh())
+        return view
+
+    views.view = build_then_refresh  # type: ignore[method-assign]
+    body = b.get(f"/users/{user}/features").json()
+    assert refreshed
+    x = dict(zip(body["names"], body["values"], strict=True))
+    assert x["affinity=Crime"] == 1.0
+
+
 def test_live_arms_are_a_fold_of_the_log_identical_after_a_restart(
         tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
     settings = make_settings(tmp_path)
