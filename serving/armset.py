@@ -121,29 +121,30 @@ def save_arms(models: Mapping[str, Recommender], target: Path) -> Path:
     return target
 
 
-def recorded_arms_dir(state_dir: Path, folder: Path) -> str:
-    """How the store records an arms folder (``model_versions.arms_dir``): relative to the
-    state folder when inside it (every folder the service saves is), so that a state folder
-    copied or moved elsewhere finds its own arms (:func:`arms_folder`); else the path as given.
+def recorded_arms_dir(folder: Path) -> str:
+    """How the store records an arms folder (``model_versions.arms_dir``): its absolute path,
+    so that every process of the store finds it whatever its own state folder or working
+    directory (a ``retrain`` or ``models promote`` run with another ``--state-dir`` than the
+    service's; a relative record broke those, found by review). A state folder moved
+    elsewhere finds its own arms by name (:func:`arms_folder`).
     """
-    try:
-        return Path(folder).relative_to(state_dir).as_posix()
-    except ValueError:
-        return str(folder)
+    return str(Path(folder).resolve())
 
 
 def arms_folder(state_dir: Path, recorded: str) -> Path:
-    """The arms folder a store's ``arms_dir`` names, for the service whose state folder is
-    ``state_dir``: the first that exists of ``state_dir / recorded`` (a relative record,
-    :func:`recorded_arms_dir`), ``recorded`` itself (an older store recorded the path as given:
-    absolute, or relative to the working directory) and ``state_dir/arms/<its name>`` (an older
-    store's state folder copied or moved elsewhere: found by attack, its service loaded the
-    original's arms, or fitted them again once the original was gone); else the first.
+    """The arms folder a store's ``arms_dir`` names, for a process whose state folder is
+    ``state_dir``: ``recorded`` if it exists (an older store may have recorded it relative
+    to the working directory: then it is tried relative to the state folder first); else
+    ``state_dir/arms/<its name>``, where a state folder copied or moved elsewhere holds it
+    (found by attack: once the original was gone, ``serve`` fitted the arms again as a new
+    version and a rollback found nothing to serve); else ``recorded``. A copy whose original
+    still exists reads the original's folders, which hold the same files: a folder is never
+    written again once recorded.
     """
     path = Path(recorded)
     candidates = [*(() if path.is_absolute() else (state_dir / path,)), path,
                   state_dir / "arms" / path.name]
-    return next((c for c in candidates if c.is_dir()), candidates[0])
+    return next((c for c in candidates if c.is_dir()), path)
 
 
 def load_arms(folder: Path, names: Sequence[str]) -> dict[str, Recommender]:

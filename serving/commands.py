@@ -206,8 +206,7 @@ def _publish(store: Store, models: Mapping[str, Recommender], state_dir: Path,
     posterior carry-over applies; :mod:`serving.versions`).
     """
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    folder = recorded_arms_dir(state_dir,
-                               save_arms(models, state_dir / "arms" / f"{stamp}-{os.getpid()}"))
+    folder = recorded_arms_dir(save_arms(models, state_dir / "arms" / f"{stamp}-{os.getpid()}"))
     if meta is None:
         return store.init_policy_meta(folder, arms=_arm_params(models), data=data)
     row = store.serve_version(

@@ -476,7 +476,7 @@ def retrain(settings: Settings, store: Store, catalog: Dataset,
             folder = save_arms({n: fitted[n] if n in fitted else bases[n] for n in models},
                                state_dir / "arms" / f"{stamp}-{uuid.uuid4().hex[:8]}")
             row = store.record_version(status="candidate", reason=reason,
-                                       arms_dir=recorded_arms_dir(state_dir, folder),
+                                       arms_dir=recorded_arms_dir(folder),
                                        arms=params, data=data, gate=gate)
         served = store.policy_meta()
         return RetrainResult("candidate", row.version, served.version if served else 0,
@@ -492,7 +492,7 @@ def retrain(settings: Settings, store: Store, catalog: Dataset,
                                state_dir / "arms" / f"{stamp}-{uuid.uuid4().hex[:8]}")
             try:
                 row = store.serve_version(
-                    kind="retrain", arms_dir=recorded_arms_dir(state_dir, folder), arms=params,
+                    kind="retrain", arms_dir=recorded_arms_dir(folder), arms=params,
                     data=data, gate=gate,
                     reason=reason, changed_arms=refit, carryover=carryover_of(settings),
                     retire_reason="replaced by version {version} (retrain)",

@@ -730,13 +730,13 @@ def test_two_workers_serve_a_rollback_with_no_failed_request(backend: str,
     assert rebuilt.exit_code == 0, str(rebuilt)
 
 
-@pytest.mark.parametrize("recorded", ["relative", "absolute (an older store)"])
+@pytest.mark.parametrize("recorded", ["absolute", "relative to the working directory"])
 def test_a_state_folder_moved_elsewhere_serves_and_rolls_back_its_own_arms(
         recorded: str, tmp_path: Path, catalog: Dataset, fitted: dict,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    # Found by attack: the store recorded each version's arms folder as the path it was saved
-    # at, so a copied state folder loaded the original's arms, and once the original was gone
-    # `serve` fitted them again as a new version and a rollback found no arms to serve.
+    # Found by attack: once the state folder was moved (its recorded arms folders gone),
+    # `serve` fitted the arms again as a new version and a rollback found no arms to serve.
+    import os
     import shutil
 
     import sqlalchemy as sa
@@ -755,24 +755,45 @@ def test_a_state_folder_moved_elsewhere_serves_and_rolls_back_its_own_arms(
         traffic(client, range(1, 21))
         assert client.post("/admin/retrain", headers=AUTH).json()["version"] == 2
         saved = {r.version: r.arms_dir for r in client.app.state.service.store.versions()}
-    assert all(folder.startswith("arms/") for folder in saved.values()), saved
-    if recorded != "relative":  # as an older store recorded them: absolute paths
+    arms = first.resolved_state_dir().resolve() / "arms"
+    assert all(Path(folder).parent == arms for folder in saved.values()), saved
+    if recorded != "absolute":  # as an older store given a relative --state-dir recorded them
         engine = sa.create_engine(first.resolved_db_url())
         with engine.begin() as conn:
             for table in (model_versions, policy_meta):
                 conn.execute(table.update().values(arms_dir=sa.func.replace(
-                    table.c.arms_dir, "arms/", f"{first.resolved_state_dir().resolve()}/arms/")))
+                    table.c.arms_dir, str(arms), os.path.relpath(arms))))
         engine.dispose()
     shutil.move(tmp_path / "a", tmp_path / "b")
     moved = settings_in(tmp_path / "b")
     started = commands.prepare(moved)
     try:
         assert started.arm_set.version == 2  # its own arms: nothing fitted again
-        svd = started.arm_set.models["svd"]
         kept = arms_folder(moved.resolved_state_dir(), started.store.policy_meta().arms_dir)
-        assert kept == moved.resolved_state_dir() / saved[2]
-        assert np.array_equal(svd.item_factors_, np.load(kept / "svd.npz")["state__item_factors"])
+        assert kept == moved.resolved_state_dir() / "arms" / Path(saved[2]).name
+        assert np.array_equal(started.arm_set.models["svd"].item_factors_,
+                              np.load(kept / "svd.npz")["state__item_factors"])
         assert versions.rollback(moved, started.store).version == 3  # version 1's arms found
         assert [r.version for r in started.store.versions()] == [1, 2, 3]
     finally:
         started.store.dispose()
+
+
+def test_a_retrain_with_another_state_folder_than_the_service_is_served(
+        tmp_path: Path, catalog: Dataset, fitted: dict,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found by review: arms folders recorded relative to the writer's state folder were looked
+    # up in the reader's, so a `recbandits retrain` run with another --state-dir than the
+    # service's (same store) found no served arms, and the service could not load its arms.
+    from serving import commands
+
+    monkeypatch.setattr(commands, "load_catalog", lambda _: catalog)
+    served = make_settings(tmp_path, "sqlite", gate_enabled=False)
+    other = served.model_copy(update={"state_dir": tmp_path / "elsewhere"})
+    with worker(served, catalog, fitted) as client:
+        traffic(client, range(1, 21))
+        assert commands.retrain(other).version == 2
+        wait_for_version(client, 2)
+        folder = Path(client.app.state.service.store.policy_meta().arms_dir)
+        assert folder.parent == (tmp_path / "elsewhere" / "arms").resolve()
+        assert client.app.state.service.arm_set.version == 2
