@@ -340,7 +340,8 @@ class BehaviourSpec:
 
     def learn(self, items: Sequence[AddedItem]) -> int:
         """Learn the genres of ``items`` (added at run time; those known already and genres
-        the spec does not have are ignored); returns how many were new.
+        the spec does not have are ignored); returns how many were new. Safe beside folds
+        (one tuple swapped whole), not beside another ``learn``.
         """
         ids, flags, generation = self._lookup
         position = {g: i for i, g in enumerate(self.genres)}
@@ -434,8 +435,9 @@ class BehaviourSpec:
               weights: np.ndarray) -> tuple[np.ndarray, int | None]:
         """Each event's addition to the sums, shape ``(n, width)``: its weight in its type's
         count, and in its movie's genres, positive or negative by its sign; and the
-        :attr:`generation` of the items looked up if a movie was not among them (its event
-        counts in no genre), else None.
+        :attr:`generation` of the items looked up if the movie of an event with a sign was
+        not among them (it counts in no genre), else None (an unsigned event, a view, counts
+        in no genre anyway).
         """
         n_types, n_genres = len(self.types), len(self.genres)
         ids, flags, generation = self._lookup
@@ -446,7 +448,7 @@ class BehaviourSpec:
         out[np.arange(codes.size), codes] = weights
         out[:, n_types:n_types + n_genres] = rows * (weights * (signs > 0))[:, None]
         out[:, n_types + n_genres:] = rows * (weights * (signs < 0))[:, None]
-        return out, None if found.all() else generation
+        return out, None if (found | (signs == 0)).all() else generation
 
     def encode(self, events: Sequence[UserEvent]
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -863,7 +865,8 @@ class FeatureStore:
 
     def learn(self, items: Sequence[AddedItem]) -> int:
         """Learn the genres of items added at run time (:meth:`BehaviourSpec.learn`); returns
-        how many were new.
+        how many were new. Folds may run meanwhile; calls to ``learn`` must not (the service
+        makes them under its advance lock, or before it serves).
         """
         return self.spec.learn(items)
 

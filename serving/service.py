@@ -1044,14 +1044,17 @@ class RecommendationService:
     async def _user_view(self, user_id: int, history: Sequence[UserEvent],
                          stated: list[str] | None, now: float) -> tuple[ArmSet, UserView]:
         """The arm set serving the request and the user's view under it
-        (:class:`~serving.user_view.UserViews`). A view just built that met an event on an
-        item the features do not know (added by another worker, whose add committed before
-        the event did, and not yet read here) is built again once this worker has read the
-        items added since: the context equals a replay under every item the log holds.
+        (:class:`~serving.user_view.UserViews`). A view that met an event on an item the
+        features do not know (added by another worker, whose add committed before the event
+        did, and not yet read here) is built again once this worker has read the items added
+        since: the context equals a replay under every item the log holds.
         """
         arms = self.arm_set
         view = self.user_views.view(user_id, history, stated, now, arms)
-        if view.blind and view.built == now:
+        if view.blind:
+            # Built now or kept from a concurrent request of the user that is catching up
+            # itself (found by attack: those were served the blind context); blind for good
+            # is not possible (an event's item is in the catalogue or the log's items).
             await self._catch_up_items()
             # Changed by this catch-up or by the refresher meanwhile (which learned the items
             # before swapping it in): either way the features may know the item now.

@@ -268,8 +268,10 @@ def test_the_cache_equals_a_replay_under_the_items_the_spec_knows_as_it_learns(
         assert bits(got) == bits(want)
         assert got.vector(now).tobytes() == want.vector(now).tobytes()
         assert (got.blind_ is not None) == (want.blind_ is not None)
-        assert (got.blind_ is not None) == any(not known.knows(e.movie_id) for e in events
-                                               if e.event_type in RULES.types)
+        _, _, signs, movies = known.encode(events)
+        assert (got.blind_ is not None) == any(
+            sign != 0 and not known.knows(movie)
+            for sign, movie in zip(signs.tolist(), movies.tolist(), strict=True))
 
 
 def test_an_event_on_a_learned_item_counts_in_its_genres() -> None:
@@ -285,6 +287,8 @@ def test_an_event_on_a_learned_item_counts_in_its_genres() -> None:
     assert s.generation == 1
     assert s.learn([added(70, "Jazz", "Drama"), added(70, "Comedy")]) == 1
     assert s.generation == 2
+    # A view (no sign) on an unknown item counts in no genre either way: not blind.
+    assert replay([UserEvent(1, 80, "view", None, 0.0)], s=s).blind_ is None
     seen = replay(like, s=s)
     assert seen.blind_ is None and value_of(s, seen.vector(0.0), "affinity=Drama") == 1.0
     both = replay([*like, UserEvent(2, 60, "dislike", None, 0.0)], s=s)

@@ -184,6 +184,70 @@ def test_a_blind_context_is_rebuilt_when_the_refresher_learned_the_item_meanwhil
     assert x["affinity=Crime"] == 1.0
 
 
+def test_a_blind_context_kept_for_a_concurrent_request_is_not_served_to_it(
+        two_workers: tuple[TestClient, TestClient], catalog: Dataset) -> None:
+    # Found by attack: while the request that built a blind context waited for its catch-up,
+    # a concurrent one of the same user was handed the kept view and served it blind. Here
+    # the first request's catch-up has not arrived yet (a no-op) when the second comes.
+    a, b = two_workers
+    user = int(catalog.user_ids[11])
+    new_id = int(catalog.item_ids.max()) + 17
+    assert a.post("/admin/items", json={"item_id": new_id, "title": "Twice", "genres": [
+        "Crime"]}, headers=AUTH).status_code == 201
+    assert a.post("/events", json={"events": [
+        {"user_id": user, "item_id": new_id, "type": "like"}]}).status_code == 201
+    service = b.app.state.service
+    catch_up = service._catch_up_items
+    waiting = []
+
+    async def not_yet() -> None:
+        waiting.append(True)
+        service._catch_up_items = catch_up
+
+    def crime() -> float:
+        body = b.get(f"/users/{user}/features").json()
+        return float(body["values"][body["names"].index("affinity=Crime")])
+
+    service._catch_up_items = not_yet  # type: ignore[method-assign]
+    assert crime() == 0.0 and waiting  # the first, served blind without its catch-up
+    assert crime() == 1.0  # the kept view is blind: this request catches up
+
+
+def test_a_worker_resuming_from_a_fold_snapshot_learns_the_items_added_before_it(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
+    # Found by review: nothing tested that a worker resuming from a purge's fold snapshot
+    # learns the genres of the items added before it (its items' position then lies past
+    # them, so no catch-up would find them again).
+    import time
+    from datetime import UTC, datetime
+
+    from serving.commands import purge
+
+    settings = make_settings(tmp_path)
+    with app_client(settings, catalog, fitted) as a, app_client(settings, catalog, fitted) as b:
+        user = int(catalog.user_ids[13])
+        shown = slate(a, user)
+        assert a.post("/events", json={"events": [
+            {"user_id": user, "item_id": shown["items"][0]["movie_id"], "type": "click",
+             "event_id": shown["event_id"]}]}).status_code == 201
+        new_id = int(catalog.item_ids.max()) + 19
+        assert a.post("/admin/items", json={"item_id": new_id, "title": "Before the cut",
+                                            "genres": ["Crime"]}, headers=AUTH).status_code == 201
+        cut = time.time() + 3600.0
+        a.app.state.service.store.settle_expired(cut, 0.0, RuleBook())  # windows closed
+        purged = purge(settings, datetime.fromtimestamp(cut, UTC).isoformat(), catalog=catalog,
+                       now=cut + settings.retention_s + 1.0)
+        assert purged.snapshot is not None, str(purged)
+        service = b.app.state.service
+        assert service.items_seq == 0
+        service.refresh()  # resumes from the snapshot, past the item
+        assert a.post("/events", json={"events": [
+            {"user_id": user, "item_id": new_id, "type": "like"}]}).status_code == 201
+        body = b.get(f"/users/{user}/features").json()
+        x = dict(zip(body["names"], body["values"], strict=True))
+        assert x["affinity=Crime"] == 1.0
+
+
 def test_live_arms_are_a_fold_of_the_log_identical_after_a_restart(
         tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
     settings = make_settings(tmp_path)
