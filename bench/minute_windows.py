@@ -14,10 +14,15 @@ of ``--seconds`` at ``--rate`` requests per second (default: half the bare endpo
 measured first), each printed with whether it holds a minute's start. ``--state`` reuses a
 folder of fitted arms (prepared there if empty).
 
+Each window also prints the worker's CPU a request and its busy share (CPU seconds over the
+window's length). ``--rates R1 R2 ...`` runs one window per rate instead (a sweep: where the
+p99 turns up as the worker fills; a worker's CPU a request is higher at a fixed rate than in
+wrk's closed loop, which hands it many requests per turn of its event loop).
+
 Usage::
 
     RECBANDITS_DATA=/work/shared/data .venv/bin/python bench/minute_windows.py
-        [--windows 8] [--seconds 8] [--rate R] [--state DIR]
+        [--windows 8] [--seconds 8] [--rate R | --rates R1 R2 ...] [--state DIR]
 
 Ends with ``name: value`` lines; ``cat /proc/loadavg`` is printed at the start and the end.
 """
@@ -60,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--windows", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=8.0, help="length of a window")
     parser.add_argument("--rate", type=float, help="requests a second (default: half bare)")
+    parser.add_argument("--rates", type=float, nargs="+",
+                        help="one window at each of these rates (instead of --windows)")
     parser.add_argument("--events-seconds", type=float, default=6.0)
     parser.add_argument("--state", type=Path, help="a folder of fitted arms to reuse")
     args = parser.parse_args(argv)
@@ -74,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             prepare_state(state, "movielens", {"RECBANDITS_ARMS": ARMS,
                                                "RECBANDITS_POLICY": POLICY})
         rate = args.rate
-        if rate is None:
+        if rate is None and not args.rates:
             bare = Server("serving_load:bare_app", 1, {}, tmp / "bare.log", "/bare")
             try:
                 rate = wrk(bare.base, LUA_BARE, args.seconds, 32, tmp)["rps"] / 2
@@ -90,23 +97,29 @@ def main(argv: list[str] | None = None) -> int:
             wrk(service.base, LUA_EVENTS % {"path": path}, args.events_seconds, 32, tmp)
             warm, cold = asyncio.run(warm_every_arm(service.base, N_USERS,
                                                     len(ARMS.split(","))))
-            print(f"rate {rate:.0f}/s; warm-up {warm} requests, {cold} pairs never served")
+            rates = args.rates or [rate] * args.windows
+            print(f"rates {', '.join(f'{r:.0f}' for r in sorted(set(rates)))}/s; warm-up {warm} "
+                  f"requests, {cold} pairs never served")
             worst = {True: 0.0, False: 0.0}
-            for window in range(args.windows):
-                start = time.time()
-                h = open_loop(service.base, rate, args.seconds, N_USERS, 2 + window)
-                end = time.time()
+            for window, at in enumerate(rates):
+                cpu, start = service.cpu_s(), time.time()
+                h = open_loop(service.base, at, args.seconds, N_USERS, 2 + window)
+                end, used = time.time(), service.cpu_s() - cpu
                 crosses = int(start // 60) != int(end // 60)
                 worst[crosses] = max(worst[crosses], h["p99"])
+                cpu_us = 1e6 * used / max(h["rps"] * args.seconds, 1.0)
                 print(f"window {window}: :{time.gmtime(start).tm_sec:02d} to "
                       f":{time.gmtime(end).tm_sec:02d}{'  holds a minute start' if crosses else ''}"
-                      f"   p50 {h['p50']:.1f} ms   p99 {h['p99']:.1f} ms   "
-                      f"{h['rps']:.0f} req/s", flush=True)
+                      f"   {at:.0f}/s   p50 {h['p50']:.1f} ms   p99 {h['p99']:.1f} ms   "
+                      f"{h['rps']:.0f} req/s   {cpu_us:.0f} us of CPU a request, worker "
+                      f"{used / args.seconds:.0%} busy", flush=True)
+                results[f"window_{window}_rate"] = at
                 results[f"window_{window}_p99_ms"] = h["p99"]
+                results[f"window_{window}_cpu_us_per_request"] = cpu_us
+                results[f"window_{window}_busy_share"] = used / args.seconds
                 results[f"window_{window}_holds_minute_start"] = float(crosses)
             results["worst_p99_ms_holding_a_minute_start"] = worst[True]
             results["worst_p99_ms_other_windows"] = worst[False]
-            results["rate"] = rate
         finally:
             service.stop()
     finally:

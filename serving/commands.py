@@ -31,6 +31,7 @@ import httpx2
 from arms.base import Recommender
 from arms.data import load_movielens, make_synthetic
 from arms.data.dataset import Dataset
+from bandits.base import registered_policies
 from serving import shadow, versions
 from serving.armset import (
     ArmSet,
@@ -494,6 +495,14 @@ def rebuild_state(settings: Settings, *, service: httpx2.Client | None = None
     logged = _feature_dimension(rows["contexts"])
     state = None if fold is None else fold.policy["state"]
     dimension = logged if state is None else state["params"].get("n_features")
+    if dimension is None and registered_policies()[settings.policy].contextual:
+        # No decided decision logged a context (a fresh store, or slates without feedback
+        # yet): a contextual policy has folded nothing, whatever its dimension. A worker's
+        # is taken if one answered (its prior is compared); else the smallest, on which no
+        # figure printed depends. (Found by attack: this exited 2, "n_features is required".)
+        held = policy_held[0]
+        dimension = int((held or {}).get("policy", {}).get("params", {}).get("n_features")
+                        or 1)
     model = settings.policy_model(dimension)
     check = check_log(
         [DecisionRow(e, a, bool(c), float(d), bool(s), ml)

@@ -353,6 +353,24 @@ def test_reward_window_expiry_counts_zero_once(tmp_path: Path, catalog: Dataset,
         assert str(result).endswith("match: yes")
 
 
+def test_rebuild_state_of_a_contextual_policy_with_no_context_logged_yet_matches(
+        settings: Settings, catalog: Dataset, fitted: dict) -> None:
+    # Found by attack: on a LinTS store whose decisions had no outcome yet (slates without
+    # feedback), rebuild-state exited 2 with "LinTS is contextual: n_features is required".
+    lints = settings.model_copy(update={"policy": "LinTS"})
+    with TestClient(create_app(lints, catalog=catalog, arms=fitted)) as client:
+        for user in (1, 2, 3):
+            recommend(client, user)
+        compared = rebuild_state(lints, service=client)  # its prior against the worker's
+        dimension = client.app.state.service.features.dimension
+    assert isinstance(compared, RebuildStateResults), str(compared)
+    assert compared.exit_code == 0 and compared.n_decisions == 3, str(compared)
+    assert f'"n_features": {dimension}' in str(compared) and "not compared" not in str(compared)
+    alone = rebuild_state(lints)  # no worker: the fold of no context, whatever its dimension
+    assert isinstance(alone, RebuildStateResults) and alone.exit_code == 0, str(alone)
+    assert str(alone).endswith("match: yes")
+
+
 # ---------------------------------------------------------------------------- persistence
 def test_state_survives_restart_and_equals_replay(settings: Settings, catalog: Dataset,
                                                   fitted: dict) -> None:
