@@ -314,8 +314,10 @@ class Settings(BaseSettings):
     max_body_bytes : int
         Largest request body accepted (413 beyond).
     log_level : {"critical", "error", "warning", "info", "debug", "trace"}
-        The server's log level, in any case (default warning). A worker's death is logged as a
-        warning whatever the level (uvicorn says it at info).
+        The server's log level, in any case (default warning): uvicorn's and the service's own
+        (``serving.*``: at info, e.g. which arms a worker loads and when it starts serving a new
+        version). A worker's death is logged as a warning whatever the level (uvicorn says it
+        at info).
     worker_healthcheck_timeout_s : int
         With several workers, seconds the server waits for a worker to answer its health ping
         before it kills the worker as hung and starts another (uvicorn's

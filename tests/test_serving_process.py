@@ -184,10 +184,16 @@ def test_workers_stop_with_a_killed_supervisor_and_free_the_port(tmp_path: Path)
 
     url = store_url("sqlite", tmp_path)
     log = tmp_path / "server.log"
-    server = ServiceProcess([*serve_args(tmp_path, url), "--workers", "2"], serve_env(), log)
+    server = ServiceProcess([*serve_args(tmp_path, url), "--workers", "2"],
+                            {**serve_env(), "RECBANDITS_LOG_LEVEL": "info"}, log)
     workers: set[int] = set()
     try:
         workers = wait_for_workers(server.base, 2)
+        # At info each worker says which arms it loads (found by attack: no worker's own
+        # record below a warning reached the log, whatever the level).
+        loaded = [line for line in log.read_text().splitlines()
+                  if line.startswith("INFO:") and "loading the arms of policy version 1" in line]
+        assert len(loaded) == 2, log.read_text()[-3000:]
         with httpx2.Client(base_url=server.base, timeout=30) as client:
             slate = client.get("/recommendations", params={"user_id": 3, "k": 2}).json()
             liked = client.post("/feedback", json={

@@ -402,6 +402,9 @@ def test_a_workers_death_is_a_warning_and_other_info_stays_below_the_level() -> 
     assert "filters" not in config["loggers"]["uvicorn.error"]
     assert config["loggers"]["uvicorn.access"]["level"] == logging.WARNING
     assert log_config("debug")["loggers"]["uvicorn.error"]["level"] == logging.DEBUG
+    # The service's own loggers at the level, through the handler that filters deaths.
+    assert log_config("info")["loggers"]["serving"] == {
+        "handlers": ["default"], "level": logging.INFO, "propagate": False}
     with pytest.raises(pydantic.ValidationError, match="'warning'"):
         Settings(log_level="verbose")
     assert Settings(log_level="WARNING").log_level == "warning"  # as uvicorn takes it

@@ -328,7 +328,8 @@ def log_config(level: str) -> dict[str, Any]:
     """The logging configuration of uvicorn at ``level`` (a name of ``uvicorn.config.LOG_LEVELS``):
     its error logger set to info at least, its records filtered by :class:`WorkerDeaths` on the
     handler they reach (a handler is built anew by each configuration, where a logger's filters
-    would pile up when one process configures logging twice, as tests do).
+    would pile up when one process configures logging twice, as tests do); the ``serving``
+    loggers at ``level`` through the same handler.
     """
     threshold = LOG_LEVELS[level]
     config = copy.deepcopy(LOGGING_CONFIG)
@@ -339,6 +340,10 @@ def log_config(level: str) -> dict[str, Any]:
                                 "level": min(threshold, logging.INFO)}
     for name in ("uvicorn.access", "uvicorn.asgi"):
         loggers[name] = {**loggers.get(name, {}), "level": threshold}
+    # The service's own records at the same level, through the same handler: a spawned worker
+    # has no other (found by attack: with the level at info, no worker said "now serving arms
+    # of policy version N"; only warnings reached stderr, through logging's last resort).
+    loggers["serving"] = {"handlers": ["default"], "level": threshold, "propagate": False}
     return config
 
 
