@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx2
+from uvicorn.config import LOG_LEVELS
 
 from arms.base import Recommender
 from arms.data import load_movielens, make_synthetic
@@ -338,6 +339,10 @@ def serve(settings: Settings) -> int:
                                f"({settings.startup_timeout_s:g} s): {exc.message}",
                                exit_code=1) from None
     resources.store.dispose()
+    if logging.getLogger().getEffectiveLevel() <= logging.INFO < LOG_LEVELS[settings.log_level]:
+        # `recbandits -v serve`: the workers' own info lines too (their loggers no longer
+        # reach the root logger -v configures: serving.api.protocol.log_config).
+        settings = settings.model_copy(update={"log_level": "info"})
     env = settings.to_env()
     os.environ.update(env)
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -412,3 +412,35 @@ def test_a_workers_death_is_a_warning_and_other_info_stays_below_the_level() -> 
 
     options = uvicorn_options(Settings())
     assert (options["timeout_worker_healthcheck"], options["log_level"]) == (60, None)
+
+
+@pytest.mark.parametrize(("verbose", "level", "expected"), [
+    (False, "warning", "WARNING"), (True, "warning", "INFO"), (True, "debug", "DEBUG"),
+    (False, "error", "ERROR")])
+def test_serve_gives_the_workers_own_loggers_the_level_or_info_with_v(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, verbose: bool, level: str,
+        expected: str) -> None:
+    # `recbandits -v serve` printed the service's info lines through the root logger -v
+    # configures; once the serving loggers got their own handler (so that spawned workers log
+    # at RECBANDITS_LOG_LEVEL), -v must still reach them.
+    import logging
+    import types
+
+    import uvicorn
+
+    from serving import commands
+    from serving.settings import Settings
+
+    ran: dict = {}
+    resources = types.SimpleNamespace(store=types.SimpleNamespace(dispose=lambda: None,
+                                                                  describe=lambda: "x"),
+                                      arm_set=types.SimpleNamespace(version=1))
+    monkeypatch.setattr(commands, "until_the_store_answers", lambda settings, start: resources)
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: ran.update(k))
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "level", logging.INFO if verbose else logging.WARNING)
+    # serve exports the settings for its workers: into a copy of the environment.
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items()
+                                        if not k.startswith("RECBANDITS_")})
+    assert commands.serve(Settings(state_dir=tmp_path, log_level=level)) == 0
+    assert logging.getLevelName(ran["log_config"]["loggers"]["serving"]["level"]) == expected
