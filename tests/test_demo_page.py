@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import httpx2
@@ -414,3 +415,74 @@ def test_the_push_brings_a_like_sent_from_elsewhere_and_a_dropped_stream_is_show
         scroll, inner = got["overflow"]
         assert scroll <= inner, f"{name}: page {scroll} px wide in a {inner} px window"
         assert "interrupted" in got["dropped"] or "off" in got["dropped"], got["dropped"]
+
+
+@pytest.mark.slow
+def test_a_push_later_than_the_page_waited_leaves_the_list_it_fetched(tmp_path: Path) -> None:
+    """The page waits a while for its own like's push, then fetches the next list itself. The
+    push arriving after all must not replace that list as "feedback sent elsewhere": found when
+    the keyboard test failed on a loaded CI machine (the movement text named the arm of the
+    list the page fetched, the list shown was the late push's). Here the like's POST is held
+    until the page's clock has jumped past the wait, so its push can only come later.
+    """
+    executable = _chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        _unavailable(f"playwright is not installed: {exc} (pip install -e '.[dev]')")
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    server = ServiceProcess(["--dataset", "synthetic", "--arms", ARMS, "--seed", "1",
+                             "--state-dir", str(tmp_path / "state"), "--db", url],
+                            ENV, tmp_path / "server.log")
+    engine = sa.create_engine(url)
+
+    def decisions() -> list[str]:
+        with engine.connect() as conn:
+            return list(conn.execute(sa.text(
+                "SELECT event_id FROM decisions WHERE user_id = :u ORDER BY created_at"),
+                {"u": USER}).scalars())
+
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            problems: list[str] = []
+            page.on("pageerror", lambda exc: problems.append(str(exc)))
+            fetched: list[str] = []
+            page.on("request", lambda r: fetched.append(r.url)
+                    if "/recommendations" in r.url else None)
+            page.clock.install()  # the page's timers run only when the test says so
+            page.goto(f"{server.base}/?user={USER}", wait_until="domcontentloaded")
+            page.wait_for_selector("#recs[aria-busy='false'] li.movie")
+            page.wait_for_selector("#live-status[data-live='on']", timeout=15_000)
+            first = page.get_attribute("#recs", "data-event-id")
+            before = len(fetched)
+            held: list = []
+            page.route("**/feedback", lambda route: held.append(route))
+            page.click("#recs li.movie button[data-feedback='like']")
+            while not held:
+                page.wait_for_timeout(20)
+            page.clock.run_for(60_000)  # the wait for the push is over
+            held[0].continue_()  # now the like reaches the service
+            _wait_for_new_list(page, first)
+            page.wait_for_selector("#movement:not([hidden]) #movement-body tr")
+            shown = page.get_attribute("#recs", "data-event-id")
+            drawn = page.get_attribute("#recs", "data-arm")
+            assert len(fetched) == before + 1  # the page fetched the list itself
+            # The push of that like is logged as a decision (the stream's next list), and
+            # reaches the page; give it time to be handled.
+            deadline = time.monotonic() + 60
+            while len(decisions()) < 3:
+                assert time.monotonic() < deadline, decisions()
+                time.sleep(0.1)
+            page.wait_for_timeout(1_000)
+            status = page.text_content("#status")
+            movement = page.text_content("#movement-text")
+            assert page.get_attribute("#recs", "data-event-id") == shown, status
+            assert "elsewhere" not in status, status
+            assert f"the draw fell on {drawn}" in movement, movement
+            assert shown in decisions() and problems == []
+            browser.close()
+    finally:
+        server.stop()
+        engine.dispose()

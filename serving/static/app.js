@@ -22,7 +22,9 @@
     key: null,        // "user/k" of the open stream
     ready: false,     // its "ready" event arrived and it has not failed since
     waiters: [],      // this page's own feedback waiting for its push: {movieId, type, resolve}
+    late: [],         // this page's own feedback whose push came too late: {movieId, type}
   };
+  const LATE_KEPT = 20;
 
   class ApiError extends Error {
     constructor(status, message) {
@@ -627,7 +629,24 @@
     const i = live.waiters.indexOf(waiter);
     if (i < 0) return;
     live.waiters.splice(i, 1);
+    if (!update) {
+      // The page fetches the list itself; when this feedback's push arrives after all, it
+      // is not taken for feedback sent elsewhere (its list would replace the one the page
+      // just showed and explained: found by a test on a loaded machine).
+      live.late.push({ movieId: waiter.movieId, type: waiter.type });
+      if (live.late.length > LATE_KEPT) live.late.shift();
+    }
     waiter.resolve(update);
+  }
+
+  // Whether ``update`` is the push of this page's own feedback that came too late (forgotten
+  // once matched).
+  function ownLatePush(update) {
+    const i = live.late.findIndex((w) => update.feedback.some(
+      (f) => f.movie_id === w.movieId && f.feedback_type === w.type));
+    if (i < 0) return false;
+    live.late.splice(i, 1);
+    return true;
   }
 
   function onUpdate(event) {
@@ -644,6 +663,7 @@
       settleWaiter(mine, update);  // sendFeedback shows it, with the movement
       return;
     }
+    if (ownLatePush(update)) return;  // sendFeedback showed the list it fetched itself
     // Feedback sent from elsewhere (another tab, device or client).
     const { slate } = showSlate(update.recommendations, null);
     showPolicy(update.policy, slate.cold_start ? null : slate.arm);
