@@ -13,6 +13,7 @@ import re
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
@@ -103,6 +104,21 @@ def _chromium() -> str:
     return path
 
 
+def _browser_and_server(tmp_path: Path) -> tuple[str, Any, ServiceProcess, str]:
+    """Chromium's path, Playwright's ``sync_playwright``, and ``recbandits serve`` on the demo's
+    synthetic arms with a SQLite store in ``tmp_path`` (its URL last)."""
+    executable = _chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        _unavailable(f"playwright is not installed: {exc} (pip install -e '.[dev]')")
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    server = ServiceProcess(["--dataset", "synthetic", "--arms", ARMS, "--seed", "1",
+                             "--state-dir", str(tmp_path / "state"), "--db", url],
+                            ENV, tmp_path / "server.log")
+    return executable, sync_playwright, server, url
+
+
 def _slate(page) -> list[dict]:
     return page.eval_on_selector_all(
         "#recs li.movie",
@@ -127,16 +143,7 @@ def _wait_for_new_list(page, event_id: str) -> None:
 @pytest.mark.slow
 def test_dislike_in_a_real_browser_reshapes_the_list_and_updates_the_posterior(
         tmp_path: Path) -> None:
-    executable = _chromium()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError as exc:
-        _unavailable(f"playwright is not installed: {exc} (pip install -e '.[dev]')")
-
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    server = ServiceProcess(["--dataset", "synthetic", "--arms", ARMS, "--seed", "1",
-                             "--state-dir", str(tmp_path / "state"), "--db", url],
-                            ENV, tmp_path / "server.log")
+    executable, sync_playwright, server, url = _browser_and_server(tmp_path)
     problems: list[str] = []
     foreign: list[str] = []
     try:
@@ -266,16 +273,8 @@ def test_page_fits_a_phone_shows_no_emoji_and_works_by_keyboard(tmp_path: Path) 
     ``RECBANDITS_DEMO_SCREENSHOTS=docs pytest tests/test_demo_page.py -k phone``), else to the
     test's temporary folder.
     """
-    executable = _chromium()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError as exc:
-        _unavailable(f"playwright is not installed: {exc} (pip install -e '.[dev]')")
     shots = Path(os.environ.get("RECBANDITS_DEMO_SCREENSHOTS") or tmp_path)
-    server = ServiceProcess(["--dataset", "synthetic", "--arms", ARMS, "--seed", "1",
-                             "--state-dir", str(tmp_path / "state"),
-                             "--db", f"sqlite:///{tmp_path / 'store.db'}"],
-                            ENV, tmp_path / "server.log")
+    executable, sync_playwright, server, _ = _browser_and_server(tmp_path)
     seen: dict[str, dict] = {}
     try:
         with sync_playwright() as p:
@@ -349,15 +348,7 @@ def test_the_push_brings_a_like_sent_from_elsewhere_and_a_dropped_stream_is_show
     """At 1280 and 390 px, the page's stream is up; a like of user USER sent by another client
     (httpx2) brings the next list and the policy to the page without a reload or a poll; when the
     server goes away, the page says the live updates are interrupted."""
-    executable = _chromium()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError as exc:
-        _unavailable(f"playwright is not installed: {exc} (pip install -e '.[dev]')")
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    server = ServiceProcess(["--dataset", "synthetic", "--arms", ARMS, "--seed", "1",
-                             "--state-dir", str(tmp_path / "state"), "--db", url],
-                            ENV, tmp_path / "server.log")
+    executable, sync_playwright, server, url = _browser_and_server(tmp_path)
     seen: dict[str, dict] = {}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
@@ -425,15 +416,7 @@ def test_a_push_later_than_the_page_waited_leaves_the_list_it_fetched(tmp_path: 
     list the page fetched, the list shown was the late push's). Here the like's POST is held
     until the page's clock has jumped past the wait, so its push can only come later.
     """
-    executable = _chromium()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError as exc:
-        _unavailable(f"playwright is not installed: {exc} (pip install -e '.[dev]')")
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    server = ServiceProcess(["--dataset", "synthetic", "--arms", ARMS, "--seed", "1",
-                             "--state-dir", str(tmp_path / "state"), "--db", url],
-                            ENV, tmp_path / "server.log")
+    executable, sync_playwright, server, url = _browser_and_server(tmp_path)
     engine = sa.create_engine(url)
 
     def decisions() -> list[str]:
