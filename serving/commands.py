@@ -160,11 +160,13 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
         elif meta is not None and not refit:
             store.dispose()
             raise CommandError(f"the arms of the served version {meta.version} are missing "
-                               f"in {folder}: nothing to gate a retrain against "
-                               "('recbandits serve' fits them again)", exit_code=1)
+                               f"in {folder} (nor in {state_dir / 'arms'}): nothing to gate a "
+                               "retrain against; if another state folder holds them, pass it "
+                               "as --state-dir ('recbandits serve' fits them again)",
+                               exit_code=1)
         elif meta is not None:
-            logger.warning("arms of version %d missing in %s; fitting them again",
-                           meta.version, folder)
+            logger.warning("arms of version %d missing in %s (nor in %s); fitting them "
+                           "again", meta.version, folder, state_dir / "arms")
         elif arms is None:
             logger.info("first start: fitting the arms once (saved under %s for the "
                         "next starts)", state_dir)

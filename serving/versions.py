@@ -583,7 +583,9 @@ def promote(settings: Settings, store: Store, version: int, *,
     missing = [n for n in refitted if not (folder / f"{n}.npz").is_file()]
     if missing:
         raise ModelsError(f"model version {version} cannot serve its arms {list(row.arms)}: "
-                          f"{missing} missing in {folder}")
+                          f"{missing} missing in {folder} (nor in "
+                          f"{settings.resolved_state_dir() / 'arms'}); if another state folder "
+                          "holds them, pass it as --state-dir")
     new = store.serve_version(
         kind=kind, arms_dir=row.arms_dir, arms=row.arms, data=row.data, gate=row.gate,
         reason=reason or f"promoted: the arms of version {version}", changed_arms=refitted,

@@ -119,6 +119,14 @@ def _browser_and_server(tmp_path: Path) -> tuple[str, Any, ServiceProcess, str]:
     return executable, sync_playwright, server, url
 
 
+def _page(browser: Any, width: int) -> tuple[Any, list[str]]:
+    """A page ``width`` px wide (900 high) and the list its script errors are collected in."""
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    problems: list[str] = []
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    return page, problems
+
+
 def _slate(page) -> list[dict]:
     return page.eval_on_selector_all(
         "#recs li.movie",
@@ -280,9 +288,7 @@ def test_page_fits_a_phone_shows_no_emoji_and_works_by_keyboard(tmp_path: Path) 
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
             for name, width in (("desktop", 1280), ("phone", 390)):
-                page = browser.new_page(viewport={"width": width, "height": 900})
-                problems: list[str] = []
-                page.on("pageerror", lambda exc, problems=problems: problems.append(str(exc)))
+                page, problems = _page(browser, width)
                 page.goto(f"{server.base}/?user={USER}", wait_until="domcontentloaded")
                 page.wait_for_selector("#recs[aria-busy='false'] li.movie")
                 page.wait_for_selector("#arms-body tr")
@@ -355,9 +361,7 @@ def test_the_push_brings_a_like_sent_from_elsewhere_and_a_dropped_stream_is_show
         pages = {}
         try:
             for name, width in (("desktop", 1280), ("phone", 390)):
-                page = browser.new_page(viewport={"width": width, "height": 900})
-                problems: list[str] = []
-                page.on("pageerror", lambda exc, problems=problems: problems.append(str(exc)))
+                page, problems = _page(browser, width)
                 page.goto(f"{server.base}/?user={USER}", wait_until="domcontentloaded")
                 page.wait_for_selector("#recs[aria-busy='false'] li.movie")
                 page.wait_for_selector("#live-status[data-live='on']", timeout=15_000)
@@ -428,9 +432,7 @@ def test_a_push_later_than_the_page_waited_leaves_the_list_it_fetched(tmp_path: 
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            problems: list[str] = []
-            page.on("pageerror", lambda exc: problems.append(str(exc)))
+            page, problems = _page(browser, 1280)
             fetched: list[str] = []
             page.on("request", lambda r: fetched.append(r.url)
                     if "/recommendations" in r.url else None)

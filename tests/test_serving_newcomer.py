@@ -510,7 +510,16 @@ def test_readme_serve_example_works_when_pasted(served: tuple[str, Path, Path, s
 def test_demo_page_offers_a_newcomer_a_genre_picker(tmp_path: Path) -> None:
     """At 390 px: a newcomer sees the picker, ticks Comedy by keyboard and saves; the list
     that comes puts Comedies first and the page does not overflow. A known user sees none."""
-    from test_demo_page import ARMS, CHROMIUM_ARGS, ENV, OVERFLOW, USER, _chromium, _unavailable
+    from test_demo_page import (
+        ARMS,
+        CHROMIUM_ARGS,
+        ENV,
+        OVERFLOW,
+        USER,
+        _chromium,
+        _page,
+        _unavailable,
+    )
 
     executable = _chromium()
     try:
@@ -522,9 +531,7 @@ def test_demo_page_offers_a_newcomer_a_genre_picker(tmp_path: Path) -> None:
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 390, "height": 900})
-            problems: list[str] = []
-            page.on("pageerror", lambda exc: problems.append(str(exc)))
+            page, problems = _page(browser, 390)
             page.goto(f"{server.base}/?user={NEWCOMER}", wait_until="domcontentloaded")
             page.wait_for_selector("#genre-form:not([hidden]) input[value='Comedy']")
             page.wait_for_selector("#recs[aria-busy='false'] li.movie")

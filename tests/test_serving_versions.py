@@ -254,6 +254,7 @@ def test_retrain_command_refuses_when_the_served_arms_are_missing(
                                            f"{folder}") as refused:
         commands.retrain(settings)
     assert refused.value.exit_code == 1
+    assert "pass it as --state-dir" in str(refused.value)  # where else its arms may be
     assert [r.version for r in versions.run(settings, "list").rows] == [1]
     started = commands.prepare(settings)
     started.store.dispose()
