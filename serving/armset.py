@@ -234,13 +234,15 @@ def with_added_items(base: Dataset, added: Sequence[AddedItem]) -> Dataset:
     """``base`` with the items added at run time in its item catalogue (title, genres, year),
     so that a retrain learns them from their ratings.
     """
-    new = [a for a in added if a.item_id not in set(base.item_ids.tolist())]
+    known = set(base.item_ids.tolist())
+    new = [a for a in added if a.item_id not in known]
     if not new:
         return base
     genre_names = list(base.genre_names)
     rows = pd.DataFrame(
         [{"title": a.title, "year": a.year, "genres": "|".join(a.genres),
-          **{g: int(g in a.genres) for g in genre_names}} for a in new],
+          **dict(zip(genre_names, map(int, a.genre_flags(genre_names)), strict=True))}
+         for a in new],
         index=pd.Index([a.item_id for a in new], name=base.items.index.name))
     items = pd.concat([base.items, rows.reindex(columns=base.items.columns)])
     return Dataset.from_frames(base.ratings.loc[:, list(RATING_COLUMNS)], items, base.users,
@@ -831,7 +833,7 @@ class ArmSet:
         for row in np.flatnonzero(~in_catalog).tolist():
             item = by_id[int(item_ids[row])]
             titles[row], years[row], genres[row] = item.title, item.year, list(item.genres)
-            flags[row] = [g in item.genres for g in genre_names]
+            flags[row] = item.genre_flags(genre_names)
         norms = np.linalg.norm(flags, axis=1, keepdims=True)
         item_index = {int(m): i for i, m in enumerate(item_ids)}
         positions = {name: np.array([item_index[int(i)] for i in models[name].item_ids_],

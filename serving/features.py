@@ -344,19 +344,16 @@ class BehaviourSpec:
         (one tuple swapped whole), not beside another ``learn``.
         """
         ids, flags, generation = self._lookup
-        position = {g: i for i, g in enumerate(self.genres)}
-        new: dict[int, np.ndarray] = {}
+        new: dict[int, list[float]] = {}
         for item in items:
             item_id = int(item.item_id)
             if item_id in new or ids[np.searchsorted(ids, item_id)] == item_id:
                 continue
-            row = np.zeros(len(self.genres))
-            row[[position[g] for g in item.genres if g in position]] = 1.0
-            new[item_id] = row
+            new[item_id] = item.genre_flags(self.genres)
         if not new:
             return 0
         all_ids = np.concatenate((ids[:-1], np.fromiter(new, np.int64, len(new))))
-        all_flags = np.vstack((flags[:-1], *new.values()))
+        all_flags = np.vstack((flags[:-1], np.array(list(new.values()), dtype=np.float64)))
         order = np.argsort(all_ids, kind="stable")
         self._lookup = (np.append(all_ids[order], ids[-1]),
                         np.vstack((all_flags[order], flags[-1:])), generation + 1)

@@ -88,6 +88,13 @@ class AddedItem:
     year: int | None
     created_at: float
 
+    def genre_flags(self, genre_names: Sequence[str]) -> list[float]:
+        """1.0 for each of ``genre_names`` the item has, else 0.0 (a genre it has that is not
+        among them is left out): its row of a catalogue's genre matrix, wherever one is built
+        (the arm set, a retrain's catalogue, the features).
+        """
+        return [float(g in self.genres) for g in genre_names]
+
 
 @dataclass(frozen=True)
 class Outcome:
