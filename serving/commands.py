@@ -501,16 +501,9 @@ def rebuild_state(settings: Settings, *, service: httpx2.Client | None = None
     # the fold snapshot, so its dimension is the logged contexts' (as a worker's feature set).
     logged = _feature_dimension(rows["contexts"])
     state = None if fold is None else fold.policy["state"]
-    dimension = logged if state is None else state["params"].get("n_features")
-    if dimension is None and registered_policies()[settings.policy].contextual:
-        # No decided decision logged a context (a fresh store, or slates without feedback
-        # yet): a contextual policy has folded nothing, whatever its dimension. A worker's
-        # is taken if one answered (its prior is compared); else the smallest, on which no
-        # figure printed depends. (Found by attack: this exited 2, "n_features is required".)
-        held = policy_held[0]
-        dimension = int((held or {}).get("policy", {}).get("params", {}).get("n_features")
-                        or 1)
-    model = settings.policy_model(dimension)
+    held = policy_held[0]
+    model = settings.policy_model(_replayed_dimension(
+        logged if state is None else state["params"].get("n_features"), settings.policy, held))
     check = check_log(
         [DecisionRow(e, a, bool(c), float(d), bool(s), ml)
          for e, a, c, d, s, ml in rows["decisions"]],
@@ -521,12 +514,8 @@ def rebuild_state(settings: Settings, *, service: httpx2.Client | None = None
         rows["contexts"], rows["pulls"], rows["ratings"], settings.rule_book(),
         model, fold=fold, switches=switches)
     policy_lines, policy_match = check_policy("live", model, rows, switches, *policy_held)
-    try:
-        shadow_model = settings.shadow_model(logged)
-    except ValueError as exc:  # contextual, and no decision left in the log logged a context
-        shadow_model = None
-        policy_lines.append(f"shadow {settings.shadow_policy}: not compared ({exc}; no "
-                            "decision in the log logged a context)")
+    shadow_model = settings.shadow_model(_replayed_dimension(
+        logged, settings.shadow_policy, None if held is None else held.get("shadow")))
     shadow_lines, shadow_match = check_policy("shadow", shadow_model, rows, switches,
                                               *policy_held)
     names = sorted(set(check.pulls_stored) | set(check.pulls_replayed) | set(check.rewards))
@@ -541,6 +530,24 @@ def rebuild_state(settings: Settings, *, service: httpx2.Client | None = None
         lifecycle_match=lifecycle_match and policy_match and shadow_match,
         snapshot=None if fold is None else SnapshotInfo(
             fold.seq, fold.cut, sum(fold.pulls.values()), len(fold.ratings)))
+
+
+def _replayed_dimension(logged: int | None, policy: str | None, held: JsonObject | None
+                        ) -> int | None:
+    """The context dimension ``rebuild-state`` replays the ``policy`` with: ``logged`` (that of
+    the decided decisions' contexts, or a fold snapshot's), else, for a contextual policy, the
+    dimension of the worker's policy in that role (``held``: its state in ``GET
+    /admin/policy-state``, whose prior is then compared) if one answered, else 1.
+
+    With no decided decision (a fresh store, or slates without feedback yet) a contextual
+    policy has folded nothing, whatever its dimension, so no figure printed depends on the
+    fallback. One rule for the live policy and the shadow: found by attack, the live LinTS's
+    replay exited 2 ("n_features is required"); found by the README's audit, a LinTS shadow
+    was then "not compared".
+    """
+    if logged is not None or policy is None or not registered_policies()[policy].contextual:
+        return logged
+    return int((held or {}).get("policy", {}).get("params", {}).get("n_features") or 1)
 
 
 def _check_holdout_and_drift(settings: Settings, store: Store, rows: LogRows,

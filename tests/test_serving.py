@@ -353,20 +353,28 @@ def test_reward_window_expiry_counts_zero_once(tmp_path: Path, catalog: Dataset,
         assert str(result).endswith("match: yes")
 
 
+@pytest.mark.parametrize("policy, shadow_policy", [("LinTS", None), ("ThompsonSampling", "LinTS"),
+                                                   ("LinTS", "LinTS")])
 def test_rebuild_state_of_a_contextual_policy_with_no_context_logged_yet_matches(
-        settings: Settings, catalog: Dataset, fitted: dict) -> None:
+        settings: Settings, catalog: Dataset, fitted: dict, policy: str,
+        shadow_policy: str | None) -> None:
     # Found by attack: on a LinTS store whose decisions had no outcome yet (slates without
     # feedback), rebuild-state exited 2 with "LinTS is contextual: n_features is required".
-    lints = settings.model_copy(update={"policy": "LinTS"})
-    with TestClient(create_app(lints, catalog=catalog, arms=fitted)) as client:
+    # Found by the README's audit: a LinTS shadow in the same state was "not compared", with a
+    # message saying no decision had logged a context (every one had; none was decided).
+    contextual = settings.model_copy(update={"policy": policy, "shadow_policy": shadow_policy})
+    with TestClient(create_app(contextual, catalog=catalog, arms=fitted)) as client:
         for user in (1, 2, 3):
             recommend(client, user)
-        compared = rebuild_state(lints, service=client)  # its prior against the worker's
+        compared = rebuild_state(contextual, service=client)  # its prior against the worker's
         dimension = client.app.state.service.features.dimension
     assert isinstance(compared, RebuildStateResults), str(compared)
     assert compared.exit_code == 0 and compared.n_decisions == 3, str(compared)
     assert f'"n_features": {dimension}' in str(compared) and "not compared" not in str(compared)
-    alone = rebuild_state(lints)  # no worker: the fold of no context, whatever its dimension
+    roles = [f"live {policy} "] + ([f"shadow {shadow_policy} "] if shadow_policy else [])
+    assert [role for role in roles for line in str(compared).splitlines()
+            if line.startswith(role) and "match yes" in line] == roles, str(compared)
+    alone = rebuild_state(contextual)  # no worker: the fold of no context, whatever its dimension
     assert isinstance(alone, RebuildStateResults) and alone.exit_code == 0, str(alone)
     assert str(alone).endswith("match: yes")
 
