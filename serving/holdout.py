@@ -411,11 +411,17 @@ def format_report(report: HoldoutReport) -> str:
              f"  95% interval"]
     for name, g in (("policy", report.policy),
                     (f"holdout ({', '.join(report.baselines) or '-'})", report.holdout)):
-        lines.append(f"{name:<22}{g.decisions:>10}{g.decided:>9}{g.open:>7}{g.rate:>13.4f}"
-                     f"  [{g.low:.4f}, {g.high:.4f}]")
-    lines.append(f"difference (policy - holdout): {report.difference:+.4f}  95% interval "
-                 f"[{report.low:+.4f}, {report.high:+.4f}] ({report.n_bootstrap} bootstrap "
-                 f"resamples per group, seed {report.seed})")
+        # A group with no decided reward has no rate: said so, not printed as nan (found by
+        # the README's audit: right after serving, before any window closed).
+        rate = (f"{g.rate:>13.4f}  [{g.low:.4f}, {g.high:.4f}]" if g.decided
+                else f"{'none decided yet':>29}")
+        lines.append(f"{name:<22}{g.decisions:>10}{g.decided:>9}{g.open:>7}{rate}")
+    if report.policy.decided and report.holdout.decided:
+        lines.append(f"difference (policy - holdout): {report.difference:+.4f}  95% interval "
+                     f"[{report.low:+.4f}, {report.high:+.4f}] ({report.n_bootstrap} "
+                     f"bootstrap resamples per group, seed {report.seed})")
+    else:
+        lines.append("difference (policy - holdout): none (a group has no decided reward yet)")
     n_open = report.policy.open + report.holdout.open
     if n_open:
         lines.append(f"note: {n_open} decision(s) have no decided reward yet (window open or "

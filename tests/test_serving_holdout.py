@@ -233,6 +233,23 @@ def test_a_truly_better_policy_has_its_difference_interval_above_zero() -> None:
     assert "1 policy decision(s) were logged while no holdout ran" in text
 
 
+def test_a_report_before_any_window_closes_says_so_instead_of_printing_nan() -> None:
+    # Found by the README's audit: right after serving, every row read "nan [nan, nan]".
+    rows = _rows(np.random.default_rng(3), 40, 0.25, 0.5, 0.5, n_open=40)
+    report = holdout_report(rows, n_bootstrap=100, seed=0)
+    text = format_report(report)
+    assert "nan" not in text
+    assert text.count("none decided yet") == 2
+    assert "difference (policy - holdout): none (a group has no decided reward yet)" in text
+    assert "40 decision(s) have no decided reward yet" in text
+    # One group decided, the other not: its row reads as usual, the difference does not.
+    decided = [(arm, policy, 1.0 if policy["holdout"]["held_out"] else None)
+               for arm, policy, _ in rows]
+    text = format_report(holdout_report(decided, n_bootstrap=100, seed=0))
+    assert "nan" not in text and text.count("none decided yet") == 1
+    assert "1.0000  [1.0000, 1.0000]" in text and "difference (policy - holdout): none" in text
+
+
 def test_an_equal_policy_has_its_difference_interval_covering_zero() -> None:
     rows = _rows(np.random.default_rng(2), 1200, 0.25, 0.35, 0.35)
     report = holdout_report(rows, n_bootstrap=500, seed=0)
