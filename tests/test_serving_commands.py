@@ -80,3 +80,26 @@ def test_rebuild_state_and_retrain_return_the_figures_of_the_log(
     assert retrained.n_feedback_ratings == 7 and retrained.exit_code == 0
     assert str(retrained).startswith(f"retrained svd, popularity on {retrained.dataset} plus 7 "
                                      "feedback ratings in ")
+
+
+# A PostgreSQL URL where nothing listens (port 1 refuses at once): the store is down.
+DOWN = "postgresql+psycopg://recbandits@127.0.0.1:1/recbandits"
+
+
+@pytest.mark.parametrize("command", [
+    ["models", "list"], ["models", "rollback"], ["models", "promote", "1"], ["rebuild-state"],
+    ["purge", "--before", "2026-01-01", "--dry-run"], ["shadow", "status"],
+    ["shadow", "promote"], ["holdout"], ["credit"], ["retrain"], ["ope"]])
+def test_a_command_on_a_store_that_is_down_says_so_in_one_line_and_exits_3(
+        command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Found by attack: each printed a 130-143 line traceback (exit 1, which rebuild-state
+    # also gives for "match: NO").
+    from experiments.cli import main
+
+    where = ["--out", str(tmp_path / "ope")] if command == ["ope"] else ["--state-dir",
+                                                                       str(tmp_path)]
+    assert main([*command, "--db", DOWN, *where]) == 3
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"recbandits {command[0]}: the store is unavailable (connection"), err
+    assert err.count("\n") == 1 and "Traceback" not in err and "retry later" in err
