@@ -10,7 +10,8 @@ then the next taker takes it as if free. Just before the new version is publishe
 renewed once more under the service's publish lock, and the retrain gives up (publishing
 nothing) if it was lost meanwhile; since a renewal keeps it for ``lease_s`` from then, no other
 holder can publish between that renewal and this publish. So publishes never overlap, even
-when a holder stalled past its expiry.
+when a holder stalled past its expiry. A release the store did not answer is tried again in the
+background until the lease is free (:meth:`HeldLease.release`).
 
 **The triggers.** :class:`RetrainTrigger` looks every ``check_s`` whether a retrain is due:
 ``retrain_every`` seconds since the last retrain ended, or ``retrain_after_events`` events
@@ -47,6 +48,10 @@ logger = logging.getLogger(__name__)
 #: What a clock returns: Unix seconds (``time.time``; tests pass their own).
 Clock = Callable[[], float]
 
+#: A release the store did not answer is tried again after the first interval (seconds), then
+#: after twice as long each time, up to the second (:meth:`HeldLease.release`).
+RELEASE_RETRY_S = (0.5, 5.0)
+
 
 class Retrainable(Protocol):
     """What a trigger retrains (:class:`serving.service.RecommendationService`)."""
@@ -81,6 +86,9 @@ class HeldLease:
         self.clock = clock
         self.log_seq = store.log_seq()
         self._fitted = False
+        self._error = ""
+        #: The thread freeing the lease after a release the store did not answer (None: none).
+        self.retrying: threading.Thread | None = None
         self._released = threading.Event()
         self._heartbeat = threading.Thread(target=self._beat, daemon=True,
                                            name="recbandits-retrain-lease")
@@ -123,21 +131,56 @@ class HeldLease:
             yield
 
     def release(self) -> None:
-        """Stop the heartbeat and free the lease (recording the reach if :meth:`fitted`)."""
+        """Stop the heartbeat and free the lease (recording the reach if :meth:`fitted`).
+
+        A store that does not answer (an outage, a restart) does not leave the lease to block
+        every retrain until it expires (``lease_s``, 10 minutes by default; found by attack): a
+        background thread tries again, at :data:`RELEASE_RETRY_S` intervals, until the lease
+        is freed, found taken by another holder (it had expired), or ``lease_s`` has passed.
+        """
         self._released.set()
         self._heartbeat.join()
         fitted_seq = self.log_seq if self._fitted else None
+        if self._free(fitted_seq):
+            return
+        # What the retrain did stands (a version may be published); until the lease is freed,
+        # a retrain is refused with the lease's holder and expiry.
+        logger.warning("cannot free the retrain lease of %s (%s); trying again until it is "
+                       "freed or expires (in %g s)", self.holder, self._error, self.lease_s)
+        self.retrying = threading.Thread(target=self._free_later, args=(fitted_seq,),
+                                         daemon=True, name="recbandits-retrain-lease-release")
+        self.retrying.start()
+
+    def _free(self, fitted_seq: int | None) -> bool:
+        """One attempt to free the lease: True when done (freed, or another holder had taken
+        it), False when the store did not answer (``_error`` says why).
+        """
         try:
             released = self.store.release_retrain_lease(self.holder, self.clock(), fitted_seq)
         except StoreUnavailableError as exc:
-            # What the retrain did stands (a version may be published): the lease is left to
-            # expire, and its reach is not recorded (the next trigger counts from the last).
-            logger.warning("cannot free the retrain lease of %s (%s); it expires in %g s",
-                           self.holder, exc.message, self.lease_s)
-            return
+            self._error = exc.message
+            return False
         if not released:
             logger.error("the retrain lease of %s had been taken by another holder when it "
                          "was released", self.holder)
+        return True
+
+    def _free_later(self, fitted_seq: int | None) -> None:
+        """:meth:`_free` again at growing intervals until done or ``lease_s`` has passed (the
+        lease has expired by then: nothing left to free, and the reach is not recorded).
+        """
+        first, cap = RELEASE_RETRY_S
+        wait = first
+        deadline = time.monotonic() + self.lease_s
+        while (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(wait, left))
+            if self._free(fitted_seq):
+                logger.info("freed the retrain lease of %s once the store answered",
+                            self.holder)
+                return
+            wait = min(2 * wait, cap)
+        logger.warning("gave up freeing the retrain lease of %s (%s): it has expired",
+                       self.holder, self._error)
 
 
 def lease_holder() -> str:

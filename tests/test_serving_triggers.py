@@ -39,7 +39,7 @@ from test_serving_support import (
 
 from arms.data.dataset import Dataset
 from experiments.cli import _serving_settings, build_parser
-from serving import commands, versions
+from serving import commands, retrain_trigger, versions
 from serving.app import create_app
 from serving.errors import RetrainBusyError, StoreUnavailableError
 from serving.results import CommandError
@@ -158,22 +158,55 @@ def test_the_heartbeat_renews_the_lease_while_a_retrain_runs(store: Store) -> No
     assert store.retrain_lease().holder is None
 
 
-def test_a_release_the_store_refuses_leaves_the_lease_to_expire(store: Store) -> None:
-    class Down:
-        def __init__(self, inner: Store) -> None:
-            self.inner = inner
+class _DownFor:
+    """``inner`` whose release of the retrain lease fails (store unavailable) ``failures``
+    times (None: always) before it answers."""
 
-        def release_retrain_lease(self, *args: object, **kwargs: object) -> bool:
+    def __init__(self, inner: Store, failures: int | None) -> None:
+        self.inner = inner
+        self.failures = failures
+        self.calls = 0
+
+    def release_retrain_lease(self, *args: object, **kwargs: object) -> bool:
+        self.calls += 1
+        if self.failures is None or self.calls <= self.failures:
             raise StoreUnavailableError("the store is down")
+        return self.inner.release_retrain_lease(*args, **kwargs)  # type: ignore[arg-type]
 
-        def __getattr__(self, name: str) -> object:
-            return getattr(self.inner, name)
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
 
-    with hold_retrain_lease(Down(store), 10.0, clock=lambda: 1000.0) as lease:
+
+def test_a_release_the_store_refused_is_retried_until_the_lease_is_free(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found by attack: a store blip at the end of a retrain left the lease held, and every
+    # retrain was refused with 409 for the 600 s of retrain_lease_s.
+    monkeypatch.setattr(retrain_trigger, "RELEASE_RETRY_S", (0.01, 0.05))
+    down = _DownFor(store, failures=3)
+    with hold_retrain_lease(down, 600.0, clock=lambda: 1000.0) as lease:  # type: ignore[arg-type]
         lease.fitted()  # what the retrain did stands; the block ends without an error
+    held = store.retrain_lease()  # the first attempt failed: still held, as taken
+    assert held.holder == lease.holder and held.expires_at == 1600.0
+    assert lease.retrying is not None
+    lease.retrying.join(30)
+    freed = store.retrain_lease()
+    assert down.calls == 4 and freed.holder is None
+    assert (freed.fitted_seq, freed.fitted_at) == (lease.log_seq, 1000.0)  # its reach recorded
+    assert store.take_retrain_lease("next", 1001.0, 10.0) is not None
+
+
+def test_a_release_the_store_never_answers_leaves_the_lease_to_expire(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(retrain_trigger, "RELEASE_RETRY_S", (0.01, 0.05))
+    down = _DownFor(store, failures=None)
+    with hold_retrain_lease(down, 0.3, clock=lambda: 1000.0) as lease:  # type: ignore[arg-type]
+        lease.fitted()
+    assert lease.retrying is not None
+    lease.retrying.join(30)  # gives up once lease_s has passed: the lease has expired by then
+    assert not lease.retrying.is_alive() and down.calls >= 3
     left = store.retrain_lease()
-    assert left.holder == lease.holder and left.expires_at == 1010.0 and left.fitted_seq == 0
-    assert store.take_retrain_lease("next", 1010.0, 10.0) is not None
+    assert left.holder == lease.holder and left.expires_at == 1000.3 and left.fitted_seq == 0
+    assert store.take_retrain_lease("next", 1000.3, 10.0) is not None
 
 
 def test_counting_new_events_stops_at_the_limit(store: Store) -> None:
