@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -34,7 +35,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol, overload
+from typing import TYPE_CHECKING, Literal, ParamSpec, Protocol, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -79,6 +80,7 @@ from serving.rules import RuleBook
 from serving.schemas import EventIn, FeedbackIn
 from serving.settings import Settings
 from serving.store import FeedbackResult, FeedbackWrite, Store
+from serving.store.errors import store_unavailable_error
 from serving.store.types import (
     AddedItem,
     JsonObject,
@@ -97,6 +99,9 @@ if TYPE_CHECKING:  # only for annotations: the group reader lives in the backend
     from serving.store.postgresql import GroupReader
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+P = ParamSpec("P")
 
 #: A version whose arms could not be loaded is tried again after 1 s, then 2, 4, ... up to
 #: 60 s (a published version a worker cannot load must not fail ~10 times a second forever).
@@ -345,8 +350,33 @@ class RecommendationService:
         reader = self.writer.reader if self.writer is not None else None
         if reader is not None and kind in reader.KINDS:
             return await reader.read(kind, *args)
-        return await asyncio.get_running_loop().run_in_executor(
-            self.readers, getattr(self.store, kind), *args)
+        return await self.in_thread(getattr(self.store, kind), *args)
+
+    async def in_thread(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``call(*args, **kwargs)`` in the reader threads, answered within
+        ``store_timeout_s``.
+
+        Every store call a request hands to a thread goes through here: a store that stops
+        answering without closing the connection (a frozen server: no socket, server or lock
+        time-out fires) is then a 503 after ``store_timeout_s``, while the thread waits on
+        (found by attack: ``/health``, ``/metrics``, ``/policy``, the admin reads and the
+        preferences hung for the whole 30 s a PostgreSQL server was stopped). A write handed
+        over this way may still commit after its 503, as one a lost connection cut off: a
+        retry must be safe (the preferences' ``PUT`` replaces; an added item answers 409).
+
+        Raises
+        ------
+        StoreUnavailableError
+            No answer within ``store_timeout_s``.
+        """
+        timeout = self.settings.store_timeout_s
+        future = asyncio.get_running_loop().run_in_executor(
+            self.readers, functools.partial(call, *args, **kwargs))
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise store_unavailable_error(f"no answer from the store within {timeout:g} s"
+                                          ) from None
 
     async def _user_context(self, user_id: int, now: float
                             ) -> tuple[Sequence[UserEvent], list[str] | None]:
@@ -1039,7 +1069,7 @@ class RecommendationService:
             if self.store.items_after(self.items_seq):
                 self.refresh()
 
-        await asyncio.get_running_loop().run_in_executor(self.readers, catch_up)
+        await self.in_thread(catch_up)
 
     async def _user_view(self, user_id: int, history: Sequence[UserEvent],
                          stated: list[str] | None, now: float) -> tuple[ArmSet, UserView]:
@@ -1066,12 +1096,11 @@ class RecommendationService:
     # ------------------------------------------------------------------ policy and retraining
     async def policy_view(self) -> JsonObject:
         """What ``GET /policy`` answers: the policy folded up to the log's latest outcome."""
-        await asyncio.get_running_loop().run_in_executor(self.readers, self.refresh)
+        await self.in_thread(self.refresh)
         model, snapshot, _ = self._live  # one pair, even across a promotion
         view = model.describe(snapshot, self.features.mean_vector(),
                               self.settings.reward_window_s)
-        view["drift"] = await asyncio.get_running_loop().run_in_executor(self.readers,
-                                                                         self.drift_view)
+        view["drift"] = await self.in_thread(self.drift_view)
         if self.holdout is not None:
             view["holdout"] = {"share": self.holdout.share, "baseline": self.holdout.baseline}
         if self._multileave:  # each arm's chance of being multileaved into the next slate

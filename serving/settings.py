@@ -309,8 +309,9 @@ class Settings(BaseSettings):
         How long a starting worker keeps trying a store that is unavailable (locked by another
         process, its server restarting) before it gives up (default 120).
     store_timeout_s : float
-        Longest wait for the store (SQLite's write lock, a PostgreSQL connection) before a
-        request is answered 503 with ``Retry-After`` (default 10).
+        Longest wait for the store (SQLite's write lock, a PostgreSQL connection or answer)
+        before a read is answered 503 with ``Retry-After``; a queued write waits up to 1.5
+        times as long (:func:`serving.store.writer.longest_write_wait`) (default 10).
     max_body_bytes : int
         Largest request body accepted (413 beyond).
     log_level : {"critical", "error", "warning", "info", "debug", "trace"}

@@ -11,8 +11,11 @@ the log (``/admin/policy-state``) and ``rebuild-state`` matching.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
 import sqlite3
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -315,6 +318,75 @@ def test_stopped_postgres_is_a_503_and_the_service_recovers_when_it_returns(
         assert like(client, 3).status_code == 201
         assert_workers_are_the_fold(client, url, settings, workers=1)
     assert table_sizes(url) == {"decisions": 3, "feedback": 3, "arm_state": 2}
+    assert_state_is_the_log(url, settings)
+
+
+@pytest.mark.slow
+def test_a_frozen_postgres_is_a_503_within_the_store_timeout_on_every_route(
+        tmp_path: Path, serving_catalog: Dataset, serving_arms: dict,
+        own_postgres: StoppablePostgres, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found by attack: with the server's processes stopped (SIGSTOP: the connections stay
+    # open, so no socket, server or lock time-out fires), /health, /metrics, /policy, the
+    # admin reads and the preferences hung as long as the server did (30 s), not
+    # store_timeout_s. The watchdog resumes it after 60 s, so the old code fails, not hangs.
+    # And a read that timed out first tried to cancel its query in the server, which a frozen
+    # server never lets it connect for: 5 s more (a read changes nothing to cancel).
+    import psycopg
+
+    cancels: list[object] = []
+    cancel_safe = psycopg.AsyncConnection.cancel_safe
+
+    async def counted_cancel(self: psycopg.AsyncConnection, *args: Any, **kwargs: Any) -> None:
+        cancels.append(self)
+        await cancel_safe(self, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.AsyncConnection, "cancel_safe", counted_cancel)
+    url = own_postgres.create_database()
+    settings = small_settings(tmp_path, db=url, policy="LinTS")
+    admin = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    postmaster = int((own_postgres.data / "postmaster.pid").read_text().split()[0])
+    with TestClient(create_app(settings, catalog=serving_catalog, arms=serving_arms)) as client:
+        assert like(client, 1).status_code == 201
+        before = client.get("/policy").json()
+        processes = [postmaster, *map(int, subprocess.run(
+            ["pgrep", "-P", str(postmaster)], capture_output=True, text=True).stdout.split())]
+
+        def resume() -> None:
+            for pid in processes:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+
+        watchdog = threading.Timer(60, resume)
+        for pid in processes:
+            os.kill(pid, signal.SIGSTOP)
+        watchdog.start()
+        try:
+            answers = {
+                "health": client.get("/health"),
+                "metrics": client.get("/metrics"),
+                "policy": client.get("/policy"),
+                "models": client.get("/admin/models", headers=admin),
+                "live-state": client.get("/admin/live-state", headers=admin),
+                "shadow": client.get("/admin/shadow", headers=admin),
+                "preferences": client.get("/users/5/preferences"),
+                "put preferences": client.put("/users/5/preferences",
+                                              json={"genres": ["Comedy"]}),
+                "recommendations": client.get("/recommendations", params={"user_id": 6}),
+            }
+        finally:
+            watchdog.cancel()
+            resume()
+        for route, response in answers.items():
+            assert response.status_code == 503, (route, response.text)
+            assert_unavailable(response)
+        assert cancels == [], "a read that timed out tried to cancel its query in the server"
+        for _ in range(200):  # the service goes on by itself once the server answers
+            if client.get("/health").status_code == 200:
+                break
+            time.sleep(0.1)
+        assert client.get("/policy").json()["arms"] == before["arms"]
+        assert like(client, 3).status_code == 201
+        assert_workers_are_the_fold(client, url, settings, workers=1)
     assert_state_is_the_log(url, settings)
 
 

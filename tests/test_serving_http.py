@@ -9,6 +9,7 @@ with a message on every route (they were a 500), and ids are strict (``true`` wa
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -50,18 +51,20 @@ class StubRecommendation:
 
 
 class StubService:
-    """The service's contract (recommend, feedback, policy_view, the ping read, the reader
-    executor ``/metrics`` runs its exposition in), recorded."""
+    """The service's contract (recommend, feedback, policy_view, the ping read, ``in_thread``
+    that ``/metrics`` runs its exposition with), recorded."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
         self.rows: dict[tuple[int, int, str], dict[str, Any]] = {}
         self.store = SimpleNamespace(describe=lambda: "sqlite:///stub.db", arm_counts=dict)
         self.arm_set = SimpleNamespace(version=3, names=("svd", "popularity"))
-        self.readers = None  # run_in_executor's None: the event loop's default executor
 
     async def _read(self, kind: str, *args: Any) -> None:
         self.calls.append(("read", kind))
+
+    async def in_thread(self, call: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(None, call, *args)
 
     async def recommend(self, user_id: int, k: int) -> StubRecommendation:
         self.calls.append(("recommend", (user_id, k)))

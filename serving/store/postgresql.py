@@ -410,8 +410,9 @@ async def _socket_ready(conn: Any, write: bool = False) -> None:
         (loop.remove_writer if write else loop.remove_reader)(fd)
 
 
-async def _result(conn: Any) -> Any:
-    """The last result of the command sent on ``conn`` (libpq), once all its results are in.
+async def _result(conn: Any, *, writes: bool = True) -> Any:
+    """The last result of the command sent on ``conn`` (libpq), once all its results are in
+    (``writes``: see :func:`_answered`).
 
     Raises
     ------
@@ -419,10 +420,11 @@ async def _result(conn: Any) -> Any:
         The server's error (as psycopg raises it), or ``OperationalError`` for a lost
         connection.
     """
-    return await _answered(conn, _wait_result)
+    return await _answered(conn, _wait_result, writes=writes)
 
 
-async def _answered(conn: Any, read: Callable[[Any], Awaitable[_T]]) -> _T:
+async def _answered(conn: Any, read: Callable[[Any], Awaitable[_T]], *, writes: bool = True
+                    ) -> _T:
     """``await read(conn)``: the answer to what was sent on ``conn``.
 
     A wait that is cancelled (the store's time-out) cancels the command in the server first
@@ -432,11 +434,18 @@ async def _answered(conn: Any, read: Callable[[Any], Awaitable[_T]]) -> _T:
     cancel reached it, that answer is returned instead of the cancellation: what was sent is
     done (a transaction committed), and a 503 would tell the caller it was not (found by
     attack: 22 of 52 events answered 503 were stored).
+
+    What sent only reads (``writes`` False) changes nothing the cancel must stop: the
+    connection is closed at once, so the read's 503 comes after ``store_timeout_s``, not after
+    the cancel's own wait too (found by attack: a recommendation waited 6 s against a time-out
+    of 1 s while the server was frozen, where the cancel's connection could not be made).
     """
     try:
         return await read(conn)
     except (asyncio.CancelledError, KeyboardInterrupt) as stop:
-        if conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.ACTIVE:
+        if not writes:
+            conn.pgconn.finish()
+        elif conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.ACTIVE:
             try:
                 await conn.cancel_safe(timeout=5.0)
                 async with asyncio.timeout(5.0):
@@ -518,7 +527,7 @@ async def _statement(connection: _Connection, sql: str) -> bytes:
     if name is None:
         name = f"rb_{len(connection.prepared)}".encode()
         connection.conn.pgconn.send_prepare(name, _numbered(sql))
-        await _result(connection.conn)
+        await _result(connection.conn, writes=False)  # a PREPARE changes no data
         connection.prepared[sql] = name
     return name
 
@@ -539,14 +548,15 @@ def _encoded(params: Sequence[str | None]) -> list[bytes | None]:
     return [None if p is None else p.encode() for p in params]
 
 
-async def _execute_prepared(connection: _Connection, sql: str, params: Sequence[str | None]
-                            ) -> list[tuple[Any, ...]]:
+async def _execute_prepared(connection: _Connection, sql: str, params: Sequence[str | None],
+                            *, writes: bool = True) -> list[tuple[Any, ...]]:
     """Run ``sql`` (``%s`` placeholders, text parameters) as a statement prepared on
-    ``connection``'s libpq connection; its rows (:func:`_rows`).
+    ``connection``'s libpq connection; its rows (:func:`_rows`). ``writes`` False: ``sql``
+    only reads (:func:`_answered`).
     """
     name = await _statement(connection, sql)
     connection.conn.pgconn.send_query_prepared(name, _encoded(params))
-    return _rows(await _result(connection.conn), connection.conn.info.encoding)
+    return _rows(await _result(connection.conn, writes=writes), connection.conn.info.encoding)
 
 
 async def _execute_pipeline(connection: _Connection,
@@ -732,7 +742,8 @@ class GroupReader:
         found: dict[int, list[UserEvent]] = defaultdict(list)
         for user, *event in await _execute_prepared(
                 connection, f"SELECT user_id, {USER_EVENT_COLUMNS} FROM feedback "
-                "WHERE user_id = ANY(%s::int8[]) ORDER BY seq", (_int_array(users),)):
+                "WHERE user_id = ANY(%s::int8[]) ORDER BY seq", (_int_array(users),),
+                writes=False):
             found[user].append(UserEvent(*event))
         return [found.get(item.args[0], []) for item in items]
 
@@ -746,7 +757,7 @@ class GroupReader:
         events: dict[int, list[UserEvent]] = defaultdict(list)
         stated: dict[int, list[str] | None] = {}
         for i, genres, *event in await _execute_prepared(connection, _USER_CONTEXT,
-                                                         (_dumps(queries),)):
+                                                         (_dumps(queries),), writes=False):
             stated[i] = None if genres is None else list(genres)
             if event[0] is not None:
                 events[i].append(UserEvent(*event))
@@ -758,7 +769,8 @@ class GroupReader:
         ids = sorted({item.args[0] for item in items})
         rows = await _execute_prepared(
             connection, f"SELECT {_DECISION_COLUMNS} FROM decisions WHERE event_id = ANY("
-            "ARRAY(SELECT json_array_elements_text(%s::json)))", (_dumps(ids),))
+            "ARRAY(SELECT json_array_elements_text(%s::json)))", (_dumps(ids),),
+            writes=False)
         found = {row[0]: Store._decision_row(row) for row in rows}
         return [found.get(item.args[0]) for item in items]
 
@@ -779,7 +791,7 @@ class GroupReader:
             (_dumps([{"i": i, "u": item.args[0], "m": item.args[1], "since": item.args[2],
                       "until": (item.args[3] if len(item.args) > 3
                                 and math.isfinite(item.args[3]) else None)}
-                     for i, item in enumerate(items)]),))
+                     for i, item in enumerate(items)]),), writes=False)
         found = {int(row[0]): Store._decision_row(row[1:]) for row in rows}
         return [found.get(i) for i in range(len(items))]
 

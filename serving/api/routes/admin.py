@@ -72,7 +72,7 @@ async def retrain(service: ServiceDep, candidate: bool = False) -> RetrainOut:
 @router.get("/models", response_model=ModelsOut, responses=_AUTH)
 async def models(service: ServiceDep) -> ModelsOut:
     """Every model version (the versions table): status, reason, data span, gate report."""
-    rows = await run_in_threadpool(service.store.versions)
+    rows = await service.in_thread(service.store.versions)
     live = next((r.version for r in rows if r.status == "live"), None)
     return ModelsOut(live=live, versions=[ModelVersionOut(**r.to_dict()) for r in rows])
 
@@ -81,7 +81,8 @@ async def models(service: ServiceDep) -> ModelsOut:
             responses={**_AUTH, 404: {"model": ErrorOut, "description": "unknown version"}})
 async def model(version: VersionPath, service: ServiceDep) -> ModelVersionOut:
     """One model version's row (``version``: plain digits, 1..2147483647; else 422)."""
-    row = await run_in_threadpool(versions.show, service.store, versions.parse_version(version))
+    row = await service.in_thread(versions.show, service.store,
+                                  versions.parse_version(version))
     return ModelVersionOut(**row.to_dict())
 
 
@@ -133,7 +134,7 @@ async def live_state(service: ServiceDep) -> dict[str, Any]:
     the log position they folded up to and the store they fold: ``recbandits rebuild-state``
     folds the log to that position and compares.
     """
-    return await run_in_threadpool(service.live_state)
+    return await service.in_thread(service.live_state)
 
 
 _ITEM = JsonBody(ItemIn)
@@ -155,7 +156,7 @@ async def add_item(body: Annotated[ItemIn, Depends(_ITEM)],
     popularity) learn it from its events; the others include it at the next retrain (its
     events become ratings) and meanwhile rank it by the genres of the user's session.
     """
-    item, arms_now = await run_in_threadpool(service.add_item, body.item_id, body.title,
+    item, arms_now = await service.in_thread(service.add_item, body.item_id, body.title,
                                              body.genres, body.year)
     return ItemOut(item_id=item.item_id, title=item.title, genres=list(item.genres), year=item.year,
                    log_seq=item.seq, arms_now=arms_now)
@@ -166,7 +167,7 @@ async def shadow_status(service: ServiceDep) -> ShadowStatusOut:
     """The live and shadow policies in force (the settings', or the latest promotion's), the
     latest promotion, how many decisions carry a shadow record, and this worker's view.
     """
-    return ShadowStatusOut.model_validate(await run_in_threadpool(service.shadow_status))
+    return ShadowStatusOut.model_validate(await service.in_thread(service.shadow_status))
 
 
 @router.post("/shadow/promote", response_model=ShadowPromoteOut,

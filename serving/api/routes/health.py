@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import Annotated
 
@@ -48,6 +47,5 @@ async def metrics(metrics: MetricsDep, service: ServiceDep) -> Response:
     fold from the store and the drift tallies wait on the fold's lock, neither of which may
     hold the event loop (every other request of the worker would wait behind them).
     """
-    body = await asyncio.get_running_loop().run_in_executor(service.readers,
-                                                            metrics.exposition)
+    body = await service.in_thread(metrics.exposition)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

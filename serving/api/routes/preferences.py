@@ -15,7 +15,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
 
 from serving.api.deps import JsonBody, ServiceDep, strict_query
 from serving.errors import InvalidInputError
@@ -83,7 +82,7 @@ async def put_preferences(user_id: UserId,
     """State the genres ``user_id`` likes (replacing any earlier statement)."""
     available = list(service.catalog.genre_names)
     genres = stated_genres(body.genres, available)
-    _, at = await run_in_threadpool(service.store.set_preferences, user_id, genres)
+    _, at = await service.in_thread(service.store.set_preferences, user_id, genres)
     return PreferencesOut(user_id=user_id, genres=genres,
                           updated_at=datetime.fromtimestamp(at, UTC), available=available)
 
@@ -91,7 +90,7 @@ async def put_preferences(user_id: UserId,
 @router.get("/users/{user_id}/preferences", response_model=PreferencesOut, responses=_ERRORS)
 async def get_preferences(user_id: UserId, service: ServiceDep) -> PreferencesOut:
     """The genres ``user_id`` stated last (none: an empty list and ``updated_at`` null)."""
-    stated = await run_in_threadpool(service.store.user_preferences, user_id)
+    stated = await service.in_thread(service.store.user_preferences, user_id)
     genres, at = stated if stated is not None else ([], None)
     return PreferencesOut(user_id=user_id, genres=genres,
                           updated_at=None if at is None else datetime.fromtimestamp(at, UTC),
