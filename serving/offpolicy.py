@@ -883,7 +883,9 @@ def format_table(table: pd.DataFrame) -> str:
     for _, row in table.iterrows():
         cells = "".join(f"{row[e]:>8.4f} [{row[e + '_low']:.4f}, {row[e + '_high']:.4f}]"
                         .rjust(26) for e in estimators)
-        lines.append(f"{row['policy']:<{width}}{cells}{row['ess']:>10.1f}  {row['flags']}")
+        # A row without an ESS (a shadow comparison's difference) shows "-", not nan.
+        ess = "-" if pd.isna(row["ess"]) else f"{row['ess']:.1f}"
+        lines.append(f"{row['policy']:<{width}}{cells}{ess:>10}  {row['flags']}")
     return "\n".join(lines)
 
 
@@ -1587,11 +1589,19 @@ def run(config: OPEConfig) -> OPERun:
     files = {"table": folder / "ope.csv", "summary": folder / "summary.json"}
     result.table.to_csv(files["table"], index=False)
     files["summary"].write_text(json.dumps(result.summary, indent=2) + "\n")
+    return OPERun(config, log, result, {**files, **_exports(config, log)})
+
+
+def _exports(config: OPEConfig, log: DecisionLog) -> dict[str, Path]:
+    """The log's exports ``config`` asks for (CSV, Open Bandit Pipeline), written; their paths
+    by kind (with or without ``shadow``: found by attack, ``--shadow`` skipped them silently).
+    """
+    files = {}
     if config.export_csv_path:
         files["csv"] = export_csv(log, config.export_csv_path)
     if config.export_obp_path:
         files["obp"] = export_obp(log, config.export_obp_path)
-    return OPERun(config, log, result, files)
+    return files
 
 
 def _run_shadow(config: OPEConfig, log: DecisionLog) -> OPERun:
@@ -1608,7 +1618,7 @@ def _run_shadow(config: OPEConfig, log: DecisionLog) -> OPERun:
     files = {"table": folder / "shadow.csv"}
     pd.concat([c.table().assign(shadow=json.dumps(c.policy), decisions=c.n)
                for c in comparisons]).to_csv(files["table"], index=False)
-    return OPERun(config, log, None, files, comparisons)
+    return OPERun(config, log, None, {**files, **_exports(config, log)}, comparisons)
 
 
 def format_run(results: OPERun) -> str:
@@ -1616,19 +1626,21 @@ def format_run(results: OPERun) -> str:
     and where the files went (warnings and notes are in ``results.result``).
     """
     if results.shadow is not None:
-        return (f"decision log: {results.log.source}\n{format_shadow(results.shadow)}\n"
-                f"table: {results.files['table']}")
-    assert results.result is not None  # not a shadow run
-    s = results.result.summary
-    excluded = ", ".join(f"{v} {k.replace('_', '-')}" for k, v in s["excluded"].items() if v)
-    lines = [
-        f"decision log: {s['source']}: {s['decisions']} decisions evaluated"
-        + (f" ({excluded} left out)" if excluded else "")
-        + f"; observed mean reward {s['observed_mean_reward']:.4f}",
-        "plays by arm: " + ", ".join(f"{a} {n}" for a, n in s["plays_by_arm"].items()),
-        format_table(results.result.table),
-        f"table: {results.files['table']}",
-    ]
+        lines = [f"decision log: {results.log.source}", format_shadow(results.shadow),
+                 f"table: {results.files['table']}"]
+    else:
+        assert results.result is not None  # not a shadow run
+        s = results.result.summary
+        excluded = ", ".join(f"{v} {k.replace('_', '-')}" for k, v in s["excluded"].items()
+                             if v)
+        lines = [
+            f"decision log: {s['source']}: {s['decisions']} decisions evaluated"
+            + (f" ({excluded} left out)" if excluded else "")
+            + f"; observed mean reward {s['observed_mean_reward']:.4f}",
+            "plays by arm: " + ", ".join(f"{a} {n}" for a, n in s["plays_by_arm"].items()),
+            format_table(results.result.table),
+            f"table: {results.files['table']}",
+        ]
     if "csv" in results.files:
         lines.append(f"log (CSV): {results.files['csv']}")
     if "obp" in results.files:

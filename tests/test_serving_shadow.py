@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx2
 import numpy as np
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
@@ -465,10 +466,17 @@ def test_ope_shadow_estimates_a_known_value_and_ranks_a_better_shadow_above(
     assert better_c.reports["shadow Better"].effective_sample_size < 800
     assert (tmp_path / "ope" / "shadow.csv").is_file()
     assert cli_main(["ope", "--shadow", "--db", url, "--out", str(tmp_path / "cli"),
-                     "--bootstrap", "50"]) == 0
+                     "--bootstrap", "50", "--export-csv", str(tmp_path / "log.csv"),
+                     "--export-obp", str(tmp_path / "log.npz")]) == 0
     printed = capsys.readouterr().out
     assert "shadow Better {}: 800 decisions carry its record" in printed
-    assert "shadow - live" in printed
+    # Found by attack: the difference row printed "nan" as its ESS (it has none), and the
+    # exports were silently not written with --shadow.
+    difference = next(line for line in printed.splitlines() if line.startswith("shadow - live"))
+    assert "nan" not in difference and difference.split()[-1] == "-"
+    assert "nan" not in printed
+    assert len(pd.read_csv(tmp_path / "log.csv")) == len(run.log.actions)
+    assert (tmp_path / "log.npz").is_file() and f"log (CSV): {tmp_path / 'log.csv'}" in printed
 
 
 def test_ope_shadow_on_a_log_without_shadow_records_says_so(
