@@ -32,7 +32,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, ParamSpec, Protocol, TypeVar, overload
@@ -80,7 +80,7 @@ from serving.rules import RuleBook
 from serving.schemas import EventIn, FeedbackIn
 from serving.settings import Settings
 from serving.store import FeedbackResult, FeedbackWrite, Store
-from serving.store.errors import store_unavailable_error
+from serving.store.errors import store_timed_out
 from serving.store.types import (
     AddedItem,
     JsonObject,
@@ -91,6 +91,7 @@ from serving.store.types import (
     UserEvent,
     VersionSwitch,
 )
+from serving.store.watch import StoreWatch
 from serving.store.writer import longest_write_wait
 from serving.user_view import UserView, UserViews
 from serving.versions import RetrainResult
@@ -107,6 +108,10 @@ P = ParamSpec("P")
 #: 60 s (a published version a worker cannot load must not fail ~10 times a second forever).
 LOAD_BACKOFF_S = 1.0
 LOAD_BACKOFF_CAP_S = 60.0
+
+#: How often a request waiting on a thread's store call looks whether the store has left a
+#: call unanswered for too long (RecommendationService.in_thread).
+WATCH_POLL_S = 0.05
 
 #: The back-off's clock (a test substitutes a fake one).
 _clock: Callable[[], float] = time.monotonic
@@ -216,9 +221,12 @@ class RecommendationService:
         self.holdout = settings.holdout()
         self.drift = settings.drift_monitor()
         self.writer: Writer | None = None  # set by the app's lifespan (GroupCommitWriter)
-        # Off-loop reads outside the request path (health, /policy): the request-path reads of
-        # a PostgreSQL store are batched on the event loop instead (see _read).
+        # The store work requests hand to threads (health, /policy, /metrics, the admin reads,
+        # the preferences, an added item: in_thread): the request-path reads of a PostgreSQL
+        # store are batched on the event loop instead (see _read).
         self.readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="recbandits-read")
+        # The store calls in flight in those threads and the refresher's (in_thread's time-out).
+        self.store_watch = StoreWatch()
         self._advance_lock = threading.Lock()
         self._loading: threading.Thread | None = None
         # (version, failed attempts, clock time of the next attempt) of a version that failed
@@ -279,12 +287,26 @@ class RecommendationService:
         self._refresher.start()
 
     def close(self) -> None:
-        """Stop the refresher thread (waiting up to 5 s) and the read pool."""
+        """Stop the refresher thread (waiting up to 5 s) and the read pool (not waiting)."""
         self._stopping.set()
         self._refresh_wanted.set()
         if self._refresher is not None:
             self._refresher.join(5)
-        self.readers.shutdown(wait=True)
+        # Not waiting: a call stuck on a store that does not answer must not hold the
+        # shutdown (its request was answered 503 already); queued ones never run.
+        self.readers.shutdown(wait=False, cancel_futures=True)
+
+    @contextlib.contextmanager
+    def _advancing(self) -> Iterator[None]:
+        """Hold the advance lock (the folds of the log, the arm-set swap, the drift monitor);
+        its wait is not the store's (:meth:`StoreWatch.paused`).
+        """
+        with self.store_watch.paused():
+            self._advance_lock.acquire()
+        try:
+            yield
+        finally:
+            self._advance_lock.release()
 
     def policy_changed(self) -> None:
         """Ask for an early refresh (this worker just committed counted feedback)."""
@@ -305,7 +327,8 @@ class RecommendationService:
             self._refresh_wanted.clear()
             last = time.monotonic()
             try:
-                self.refresh()
+                with self.store_watch.call():  # a request waiting for it times out on it
+                    self.refresh()
             except StoreUnavailableError as exc:  # once per outage, not once per tick
                 if not outage:
                     logger.warning("cannot refresh the policy until the store is back: %s",
@@ -353,30 +376,52 @@ class RecommendationService:
         return await self.in_thread(getattr(self.store, kind), *args)
 
     async def in_thread(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """``call(*args, **kwargs)`` in the reader threads, answered within
-        ``store_timeout_s``.
+        """``call(*args, **kwargs)`` (store work that only reads) in the reader threads,
+        answered 503 once the store has left a call unanswered for ``store_timeout_s``.
 
-        Every store call a request hands to a thread goes through here: a store that stops
-        answering without closing the connection (a frozen server: no socket, server or lock
-        time-out fires) is then a 503 after ``store_timeout_s``, while the thread waits on
-        (found by attack: ``/health``, ``/metrics``, ``/policy``, the admin reads and the
-        preferences hung for the whole 30 s a PostgreSQL server was stopped). A write handed
-        over this way may still commit after its 503, as one a lost connection cut off: a
-        retry must be safe (the preferences' ``PUT`` replaces; an added item answers 409).
+        Every store call a request hands to a thread goes through here or
+        :meth:`write_in_thread`: a server that stops answering without closing the connection
+        (frozen, a stalled disk) fires no socket, server or lock time-out, and the thread cannot
+        be interrupted, so the request stops waiting for it (found by attack: ``/health``,
+        ``/metrics``, ``/policy``, the admin reads and the preferences hung the whole 30 s a
+        PostgreSQL server was stopped). What is timed is how long the store has left a call of
+        this worker unanswered (:class:`~serving.store.watch.StoreWatch`: this one's, one it
+        queues behind, or the refresher's it waits for), not the waits for the service's own
+        locks, which a retrain publishing its arms holds for seconds.
 
         Raises
         ------
         StoreUnavailableError
-            No answer within ``store_timeout_s``.
+            The store left a call unanswered for ``store_timeout_s``.
         """
-        timeout = self.settings.store_timeout_s
-        future = asyncio.get_running_loop().run_in_executor(
-            self.readers, functools.partial(call, *args, **kwargs))
-        try:
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise store_unavailable_error(f"no answer from the store within {timeout:g} s"
-                                          ) from None
+        return await self._watched(self.settings.store_timeout_s,
+                                   functools.partial(call, *args, **kwargs))
+
+    async def write_in_thread(self, call: Callable[P, T], *args: P.args,
+                              **kwargs: P.kwargs) -> T:
+        """:meth:`in_thread` for store work that writes: it waits as long as a queued write
+        may (:func:`~serving.store.writer.longest_write_wait`), past the store's own lock
+        time-out, so a write refused by the store is refused by it (nothing written), and a 503
+        from here means the store stopped answering: the write may then still commit, as one
+        whose answer a lost connection cut off (a retry must be safe: the preferences' ``PUT``
+        replaces, an added item answers 409).
+        """
+        return await self._watched(longest_write_wait(self.settings.store_timeout_s),
+                                   functools.partial(call, *args, **kwargs))
+
+    async def _watched(self, timeout: float, call: Callable[[], T]) -> T:
+        watch = self.store_watch
+
+        def watched() -> T:
+            with watch.call():
+                return call()
+
+        future = asyncio.get_running_loop().run_in_executor(self.readers, watched)
+        while not (await asyncio.wait({future}, timeout=WATCH_POLL_S))[0]:
+            if watch.unanswered_s() > timeout:
+                future.cancel()  # one still queued never runs
+                raise store_timed_out(timeout)
+        return future.result()
 
     async def _user_context(self, user_id: int, now: float
                             ) -> tuple[Sequence[UserEvent], list[str] | None]:
@@ -391,7 +436,7 @@ class RecommendationService:
         """Fold the outcomes logged since the snapshot; re-read pulls and version; start
         loading new arms if a retrain published them.
         """
-        with self._advance_lock:  # the refresher and policy_view never fold the same rows twice
+        with self._advancing():  # the refresher and policy_view never fold the same rows twice
             meta, pulls, head = self.store.state()
             version = meta.version if meta else self.arm_set.version
             self._follow_promotion(pulls, version)
@@ -519,7 +564,7 @@ class RecommendationService:
             result = shadow.promote(self.settings, self.store)
         except ValueError as exc:
             raise PromotionRefusedError(str(exc)) from None
-        self.refresh()
+        self._refresh_after(f"policy {result.promotion.policy} was promoted")
         return result
 
     def shadow_status(self) -> JsonObject:
@@ -632,7 +677,7 @@ class RecommendationService:
         (a fold snapshot: :meth:`_resume_from_fold`); the two never interleave: both hold the
         advance lock.
         """
-        with self._advance_lock:
+        with self._advancing():
             current = self.arm_set
             latest = current.added
             replaced = {n: current.models[n] for n in current.live_names
@@ -1050,8 +1095,20 @@ class RecommendationService:
             item = self.store.add_item(item_id, title, list(dict.fromkeys(genres)), year)
         except ValueError as exc:
             raise ItemExistsError(str(exc)) from None
-        self.refresh()
+        self._refresh_after(f"item {item_id} was added")
         return item, [n for n in self.arm_set.names if self.arm_set.models[n].can_grow]
+
+    def _refresh_after(self, done: str) -> None:
+        """Refresh now after a write that is committed (``done`` says what it was): a store
+        that fails the refresh does not fail the request, which would say the write was not
+        made (found by attack: items added and versions promoted were answered 503 after a
+        PostgreSQL restart); the refresher folds it in within its interval.
+        """
+        try:
+            self.refresh()
+        except StoreUnavailableError as exc:
+            logger.warning("%s; this worker serves it at its next refresh (%s)", done,
+                           exc.message)
 
     async def _known_item(self, movie_id: int) -> bool:
         """Whether ``movie_id`` is in the catalogue, folding in items another worker added
@@ -1124,7 +1181,7 @@ class RecommendationService:
         """The drift monitor as ``GET /policy`` shows it (read under the advance lock: the
         refresher folds into it meanwhile).
         """
-        with self._advance_lock:
+        with self._advancing():
             return self.drift.describe()
 
     def drift_tallies(self) -> tuple[dict[str, dict[int, tuple[int, float | None]]],
@@ -1132,7 +1189,7 @@ class RecommendationService:
         """Per arm: the sliding windows' (outcomes, reward rate), the drift alarms and the
         detector's statistic, for ``/metrics`` (after :meth:`arm_tallies`' refresh).
         """
-        with self._advance_lock:
+        with self._advancing():
             drift = self.drift
             return drift.window_rates(), drift.alarm_counts(), drift.statistics()
 
@@ -1155,7 +1212,7 @@ class RecommendationService:
         The position is the later of the last event and the last added item folded: the
         refresher folds every event and item up to the head it read, so nothing lies between.
         """
-        with self._advance_lock:  # no fold in between: the digests are of that position
+        with self._advancing():  # no fold in between: the digests are of that position
             arm_set = self.arm_set
             with arm_set.live_lock:
                 arms = {n: state_digest(arm_set.models[n]) for n in arm_set.live_names}
@@ -1202,7 +1259,7 @@ class RecommendationService:
                 object.__setattr__(result.arm_set, "live_lock", current.live_lock)
                 result.arm_set.warm()
                 self._swap(result.arm_set)
-            self.refresh()
+            self._refresh_after(f"the retrain ended ({result.status}, version {result.version})")
             return result
 
     def serve_version(self, version: int | None) -> ModelVersion:
@@ -1217,7 +1274,7 @@ class RecommendationService:
         with self._retrain_lock:
             row = (versions.rollback(self.settings, self.store) if version is None
                    else versions.promote(self.settings, self.store, version))
-        self.refresh()
+        self._refresh_after(f"version {row.version} is live")
         return row
 
     # ------------------------------------------------------------------ user features

@@ -449,7 +449,7 @@ def test_a_request_write_outside_the_batch_writer_waits_no_longer_than_the_time_
     for name, error in errors.items():
         assert isinstance(error, StoreUnavailableError), (name, error)
         assert ("statement timeout" in error.message
-                or "no answer from the database within 1 s" in error.message), error.message
+                or "no answer from the store within 1 s" in error.message), error.message
     url = store.url.render_as_string(False)
     assert table(url, preferences) == [] and table(url, items) == []
     # The lock released, both go through (log_head was not left held).
@@ -557,7 +557,7 @@ def test_a_database_that_stops_answering_is_a_503_and_writes_nothing() -> None:
         holder.close()
     for error in (written, read):
         assert isinstance(error, StoreUnavailableError), error
-        assert "no answer from the database within 2 s" in error.message
+        assert "no answer from the store within 2 s" in error.message
     assert later.feedback == [] and read_later == []
     url = store.url.render_as_string(False)
     assert [r["event_id"] for r in table(url, decisions)] == ["e2"]
@@ -601,7 +601,7 @@ def test_a_feedback_batch_that_times_out_waiting_for_a_lock_never_commits() -> N
     finally:
         holder.close()
     assert isinstance(error, StoreUnavailableError), error
-    assert "no answer from the database within 1 s" in error.message
+    assert "no answer from the store within 1 s" in error.message
     assert after_timeout == ({"decisions": [], "feedback": [], "ratings": [],
                               "arm_state": [("popularity", 0), ("svd", 0)]}, [])
     assert later.counted == 2 and len(stored(url)["feedback"]) == 5

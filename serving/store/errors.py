@@ -39,7 +39,8 @@ def store_unavailable(exc: BaseException) -> StoreUnavailableError | None:
         return exc
     if isinstance(exc, sa.exc.DBAPIError):
         if not (exc.connection_invalidated
-                or isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)):
+                or (isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+                    and _driver_says_outage(exc.orig))):
             return None
         reason: BaseException = exc.orig if exc.orig is not None else exc
     elif isinstance(exc, sa.exc.TimeoutError) or _is_operational(exc):
@@ -56,6 +57,11 @@ def store_unavailable(exc: BaseException) -> StoreUnavailableError | None:
 def store_unavailable_error(reason: str) -> StoreUnavailableError:
     """The 503 error for an outage the store noticed itself (``reason``: what happened)."""
     return StoreUnavailableError(f"the store is unavailable ({reason}); retry later")
+
+
+def store_timed_out(timeout_s: float) -> StoreUnavailableError:
+    """The 503 error for a store that left a call unanswered for ``timeout_s`` seconds."""
+    return store_unavailable_error(f"no answer from the store within {timeout_s:g} s")
 
 
 def unavailable_on_db_error(fn: Callable[P, R]) -> Callable[P, R]:
@@ -79,26 +85,40 @@ def unavailable_on_db_error(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 #: The raw driver errors of every backend: the base class of each driver's errors, and the
-#: ones meaning "down or locked". Each backend module registers its own driver's classes
-#: (:func:`register_driver_errors`), so a new backend adds its errors in its own file.
+#: ones meaning "down or locked" with the driver's test of which of them are. Each backend
+#: module registers its own driver's (:func:`register_driver_errors`), so a new backend adds
+#: its errors in its own file.
 _DRIVER_ERRORS: list[type[BaseException]] = []
-_OPERATIONAL_ERRORS: list[type[BaseException]] = []
+_OPERATIONAL_ERRORS: dict[type[BaseException], Callable[[BaseException], bool] | None] = {}
 
 
-def register_driver_errors(base: type[BaseException],
-                           operational: type[BaseException]) -> None:
+def register_driver_errors(base: type[BaseException], operational: type[BaseException],
+                           outage: Callable[[BaseException], bool] | None = None) -> None:
     """Make a backend's DBAPI driver errors known: ``base`` (every error of the driver) and
-    ``operational`` (the store is down, unreachable or locked: a 503).
+    ``operational`` (the store is down, unreachable or locked: a 503), of which ``outage``,
+    if given, tells those that are (a driver that files other errors as operational too:
+    SQLite's "no such column" is one).
     """
     if base not in _DRIVER_ERRORS:
         _DRIVER_ERRORS.append(base)
-    if operational not in _OPERATIONAL_ERRORS:
-        _OPERATIONAL_ERRORS.append(operational)
+    _OPERATIONAL_ERRORS[operational] = outage
 
 
 def _is_operational(exc: BaseException) -> bool:
-    """Whether a DBAPI error means the store is down or locked (rather than a bug)."""
-    return isinstance(exc, tuple(_OPERATIONAL_ERRORS))
+    """Whether a raw DBAPI error means the store is down or locked (rather than a bug)."""
+    return any(isinstance(exc, kind) and (outage is None or outage(exc))
+               for kind, outage in _OPERATIONAL_ERRORS.items())
+
+
+def _driver_says_outage(orig: BaseException | None) -> bool:
+    """For SQLAlchemy's operational or interface error around ``orig``: False only when its
+    driver's test says ``orig`` is not an outage (found by review: a SQLite store whose table
+    lacked a column answered 503 "retry later", and the CLI exited 3, as for a locked one).
+    """
+    for kind, outage in _OPERATIONAL_ERRORS.items():
+        if isinstance(orig, kind) and outage is not None:
+            return outage(orig)
+    return True
 
 
 def database_errors() -> tuple[type[Exception], ...]:
@@ -111,6 +131,7 @@ __all__ = [
     "StoreNotFoundError",
     "database_errors",
     "register_driver_errors",
+    "store_timed_out",
     "store_unavailable",
     "store_unavailable_error",
     "unavailable_on_db_error",

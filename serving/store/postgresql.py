@@ -64,6 +64,7 @@ from serving.store.base import (
 )
 from serving.store.errors import (
     register_driver_errors,
+    store_timed_out,
     store_unavailable,
     store_unavailable_error,
     unavailable_on_db_error,
@@ -560,8 +561,8 @@ async def _execute_prepared(connection: _Connection, sql: str, params: Sequence[
 
 
 async def _execute_pipeline(connection: _Connection,
-                            commands: Sequence[tuple[str, Sequence[str | None]]]
-                            ) -> list[list[tuple[Any, ...]]]:
+                            commands: Sequence[tuple[str, Sequence[str | None]]], *,
+                            writes: bool = True) -> list[list[tuple[Any, ...]]]:
     """Send ``commands`` (SQL and text parameters; those with parameters as statements prepared
     on ``connection``) in ONE pipeline ended by a sync, and read their answers in one go: the
     rows of each (:func:`_rows`). The first failed command's error is raised once all answers
@@ -578,7 +579,8 @@ async def _execute_pipeline(connection: _Connection,
             else:
                 pgconn.send_query_prepared(name, _encoded(params))
         pgconn.pipeline_sync()
-        results = await _answered(conn, lambda c: _pipeline_results(c, len(commands)))
+        results = await _answered(conn, lambda c: _pipeline_results(c, len(commands)),
+                                  writes=writes)
     finally:
         with contextlib.suppress(psycopg.Error):  # a connection given up on: discarded later
             pgconn.exit_pipeline_mode()
@@ -797,7 +799,7 @@ class GroupReader:
 
 
 def _timed_out(store: PostgreSQLStore) -> StoreUnavailableError:
-    return store_unavailable_error(f"no answer from the database within {store.timeout_s:g} s")
+    return store_timed_out(store.timeout_s)
 
 
 # ---------------------------------------------------------------------------- writes
@@ -969,7 +971,7 @@ class AsyncBatchWriter:
         unread = [k for k in missing if k not in existing]
         if unread:
             existing.update(_stored_rows((await _execute_pipeline(
-                self._conn, [(_STORED_ROWS, (_key_document(unread),))]))[0]))
+                self._conn, [(_STORED_ROWS, (_key_document(unread),))], writes=False))[0]))
         _feedback_results(feedback_writes, inserted, existing, result)
         return result
 

@@ -82,7 +82,7 @@ async def put_preferences(user_id: UserId,
     """State the genres ``user_id`` likes (replacing any earlier statement)."""
     available = list(service.catalog.genre_names)
     genres = stated_genres(body.genres, available)
-    _, at = await service.in_thread(service.store.set_preferences, user_id, genres)
+    _, at = await service.write_in_thread(service.store.set_preferences, user_id, genres)
     return PreferencesOut(user_id=user_id, genres=genres,
                           updated_at=datetime.fromtimestamp(at, UTC), available=available)
 
