@@ -39,7 +39,26 @@ from serving.store.tables import SQLITE_SLATE_KEY, USER_DECISIONS_INDEX
 from serving.store.types import BatchResult, FeedbackWrite, PeriodicJob, Record, UserEvent
 from serving.store.write_lock import WriteLock
 
-register_driver_errors(sqlite3.Error, sqlite3.OperationalError)
+#: SQLite's result codes that mean the file is locked, busy or cannot be read or written now
+#: (an outage: a 503), as ``sqlite3`` names them (extended codes, e.g. SQLITE_IOERR_WRITE,
+#: start with one of these); its other "operational" errors (no such table or column, a
+#: syntax error) are the caller's or the schema's.
+SQLITE_OUTAGES = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN", "SQLITE_IOERR",
+                  "SQLITE_FULL", "SQLITE_PROTOCOL", "SQLITE_NOMEM")
+#: The same by the words of their messages, for an error made without a result code.
+_OUTAGE_WORDS = ("locked", "busy", "unable to open", "disk i/o", "is full", "out of memory")
+
+
+def _sqlite_outage(exc: BaseException) -> bool:
+    """Whether SQLite's operational error ``exc`` means the store is locked or unavailable."""
+    name = getattr(exc, "sqlite_errorname", None)
+    if name:
+        return name.startswith(SQLITE_OUTAGES)
+    text = str(exc).lower()
+    return any(word in text for word in _OUTAGE_WORDS)
+
+
+register_driver_errors(sqlite3.Error, sqlite3.OperationalError, _sqlite_outage)
 
 # Page cache of the writer and reader connections (KiB; SQLite's default is 2 MiB): the
 # decisions table grows by thousands of rows a second under load and its primary key is a
