@@ -87,6 +87,8 @@ class HeldLease:
         self.log_seq = store.log_seq()
         self._fitted = False
         self._error = ""
+        #: When (monotonic) the lease was taken or last renewed: it expires lease_s after.
+        self._renewed = time.monotonic()
         #: The thread freeing the lease after a release the store did not answer (None: none).
         self.retrying: threading.Thread | None = None
         self._released = threading.Event()
@@ -99,10 +101,12 @@ class HeldLease:
         # before it expires.
         while not self._released.wait(self.lease_s / 4):
             try:
+                asked = time.monotonic()
                 if not self.store.renew_retrain_lease(self.holder, self.clock(), self.lease_s):
                     logger.error("the retrain lease of %s expired and was taken by another "
                                  "holder; this retrain will not publish", self.holder)
                     return
+                self._renewed = asked
             except StoreUnavailableError as exc:
                 logger.warning("cannot renew the retrain lease: %s", exc.message)
 
@@ -123,11 +127,13 @@ class HeldLease:
             The lease expired and another holder took it: publish nothing.
         """
         with lock:
+            asked = time.monotonic()
             if not self.store.renew_retrain_lease(self.holder, self.clock(), self.lease_s):
                 raise RetrainBusyError(
                     f"the retrain lease of {self.holder} expired (retrain_lease_s="
                     f"{self.lease_s:g}) and another retrain took it; this one published "
                     "nothing")
+            self._renewed = asked
             yield
 
     def release(self) -> None:
@@ -141,40 +147,46 @@ class HeldLease:
         self._released.set()
         self._heartbeat.join()
         fitted_seq = self.log_seq if self._fitted else None
-        if self._free(fitted_seq):
+        ended = self.clock()  # the reach's time is the retrain's end, however late it is freed
+        if self._free(fitted_seq, ended, retried=False):
             return
         # What the retrain did stands (a version may be published); until the lease is freed,
         # a retrain is refused with the lease's holder and expiry.
         logger.warning("cannot free the retrain lease of %s (%s); trying again until it is "
-                       "freed or expires (in %g s)", self.holder, self._error, self.lease_s)
-        self.retrying = threading.Thread(target=self._free_later, args=(fitted_seq,),
+                       "freed or expires", self.holder, self._error)
+        self.retrying = threading.Thread(target=self._free_later, args=(fitted_seq, ended),
                                          daemon=True, name="recbandits-retrain-lease-release")
         self.retrying.start()
 
-    def _free(self, fitted_seq: int | None) -> bool:
-        """One attempt to free the lease: True when done (freed, or another holder had taken
-        it), False when the store did not answer (``_error`` says why).
+    def _free(self, fitted_seq: int | None, ended: float, *, retried: bool) -> bool:
+        """One attempt to free the lease: True when done (freed, or no longer ours), False
+        when the store did not answer (``_error`` says why).
         """
         try:
-            released = self.store.release_retrain_lease(self.holder, self.clock(), fitted_seq)
+            released = self.store.release_retrain_lease(self.holder, ended, fitted_seq)
         except StoreUnavailableError as exc:
             self._error = exc.message
             return False
-        if not released:
+        if not released and retried:
+            # An earlier attempt may have freed it with its answer lost, or it expired and
+            # another holder took it: either way nothing is left to free.
+            logger.info("the retrain lease of %s was no longer held when freed again",
+                        self.holder)
+        elif not released:
             logger.error("the retrain lease of %s had been taken by another holder when it "
                          "was released", self.holder)
         return True
 
-    def _free_later(self, fitted_seq: int | None) -> None:
-        """:meth:`_free` again at growing intervals until done or ``lease_s`` has passed (the
-        lease has expired by then: nothing left to free, and the reach is not recorded).
+    def _free_later(self, fitted_seq: int | None, ended: float) -> None:
+        """:meth:`_free` again at growing intervals until done or the lease has expired
+        (``lease_s`` after its last renewal: nothing left to free, the reach not recorded).
         """
         first, cap = RELEASE_RETRY_S
         wait = first
-        deadline = time.monotonic() + self.lease_s
+        deadline = self._renewed + self.lease_s
         while (left := deadline - time.monotonic()) > 0:
             time.sleep(min(wait, left))
-            if self._free(fitted_seq):
+            if self._free(fitted_seq, ended, retried=True):
                 logger.info("freed the retrain lease of %s once the store answered",
                             self.holder)
                 return

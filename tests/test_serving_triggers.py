@@ -183,8 +183,10 @@ def test_a_release_the_store_refused_is_retried_until_the_lease_is_free(
     # retrain was refused with 409 for the 600 s of retrain_lease_s.
     monkeypatch.setattr(retrain_trigger, "RELEASE_RETRY_S", (0.01, 0.05))
     down = _DownFor(store, failures=3)
-    with hold_retrain_lease(down, 600.0, clock=lambda: 1000.0) as lease:  # type: ignore[arg-type]
+    now = [1000.0]
+    with hold_retrain_lease(down, 600.0, clock=lambda: now[0]) as lease:  # type: ignore[arg-type]
         lease.fitted()  # what the retrain did stands; the block ends without an error
+    now[0] = 1050.0  # the retries come later: the reach keeps the retrain's end (found by review)
     held = store.retrain_lease()  # the first attempt failed: still held, as taken
     assert held.holder == lease.holder and held.expires_at == 1600.0
     assert lease.retrying is not None
@@ -203,7 +205,7 @@ def test_a_release_the_store_never_answers_leaves_the_lease_to_expire(
         lease.fitted()
     assert lease.retrying is not None
     lease.retrying.join(30)  # gives up once lease_s has passed: the lease has expired by then
-    assert not lease.retrying.is_alive() and down.calls >= 3
+    assert not lease.retrying.is_alive() and down.calls >= 2  # the release, then retries
     left = store.retrain_lease()
     assert left.holder == lease.holder and left.expires_at == 1000.3 and left.fitted_seq == 0
     assert store.take_retrain_lease("next", 1000.3, 10.0) is not None
