@@ -414,7 +414,7 @@ def format_report(report: HoldoutReport) -> str:
         # A group with no decided reward has no rate: said so, not printed as nan (found by
         # the README's audit: right after serving, before any window closed).
         rate = (f"{g.rate:>13.4f}  [{g.low:.4f}, {g.high:.4f}]" if g.decided
-                else f"{'none decided yet':>29}")
+                else f"{'-':>13}  none decided yet")
         lines.append(f"{name:<22}{g.decisions:>10}{g.decided:>9}{g.open:>7}{rate}")
     if report.policy.decided and report.holdout.decided:
         lines.append(f"difference (policy - holdout): {report.difference:+.4f}  95% interval "

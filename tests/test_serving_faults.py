@@ -321,6 +321,74 @@ def test_stopped_postgres_is_a_503_and_the_service_recovers_when_it_returns(
     assert_state_is_the_log(url, settings)
 
 
+def test_a_thread_hop_is_a_503_when_the_store_leaves_a_call_unanswered_not_on_a_held_lock(
+        tmp_path: Path, serving_catalog: Dataset, serving_arms: dict) -> None:
+    # RecommendationService.in_thread times how long the store has left a call unanswered
+    # (found by attack: these waits had no time-out), not the waits for the service's own
+    # advance lock, which a retrain publishing its arms holds for seconds (found by review:
+    # a first version timed the whole call, and answered 503 with the store healthy).
+    settings = small_settings(tmp_path)  # store_timeout_s 1 s
+    admin = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    with TestClient(create_app(settings, catalog=serving_catalog, arms=serving_arms)) as client:
+        service = client.app.state.service
+        store = service.store
+        answer = threading.Event()
+
+        def unanswered(real: Any) -> Any:
+            def call(*args: Any, **kwargs: Any) -> Any:
+                answer.wait(60)
+                return real(*args, **kwargs)
+            return call
+
+        # The store leaves the call itself unanswered: 503, then 200 once it answers.
+        store.versions = unanswered(type(store).versions.__get__(store))
+        try:
+            assert_unavailable(client.get("/admin/models", headers=admin))
+        finally:
+            answer.set()
+            del store.versions
+        assert client.get("/admin/models", headers=admin).status_code == 200
+
+        # The advance lock held far longer than the time-out, the store answering: 200.
+        held, done = threading.Event(), threading.Event()
+
+        def publish() -> None:  # what a retrain's publish does: the lock, CPU and disk
+            with service._advance_lock:
+                held.set()
+                done.wait(60)
+
+        publisher = threading.Thread(target=publish)
+        publisher.start()
+        held.wait(60)
+        threading.Timer(3.0, done.set).start()  # three time-outs
+        try:
+            assert client.get("/policy").status_code == 200
+            assert client.get("/metrics").status_code == 200
+        finally:
+            done.set()
+            publisher.join(60)
+
+        # The refresher stuck in the store holding the lock: a request waiting for the lock
+        # answers 503 once the refresher's call has gone unanswered for the time-out.
+        answer.clear()
+        store.state = unanswered(type(store).state.__get__(store))
+        try:
+            for _ in range(600):  # the refresher's next tick (every 0.05 s) gets stuck
+                if service.store_watch.unanswered_s() > 0:
+                    break
+                time.sleep(0.05)
+            assert_unavailable(client.get("/policy"))
+        finally:
+            answer.set()
+            del store.state
+        for _ in range(200):
+            if client.get("/policy").status_code == 200:
+                break
+            time.sleep(0.05)
+        assert like(client, 1).status_code == 201
+    assert_state_is_the_log(settings.resolved_db_url(), settings)
+
+
 @pytest.mark.slow
 def test_a_frozen_postgres_is_a_503_within_the_store_timeout_on_every_route(
         tmp_path: Path, serving_catalog: Dataset, serving_arms: dict,
@@ -386,6 +454,76 @@ def test_a_frozen_postgres_is_a_503_within_the_store_timeout_on_every_route(
             time.sleep(0.1)
         assert client.get("/policy").json()["arms"] == before["arms"]
         assert like(client, 3).status_code == 201
+        assert_workers_are_the_fold(client, url, settings, workers=1)
+    assert_state_is_the_log(url, settings)
+
+
+def test_a_committed_admin_write_whose_refresh_fails_is_answered_as_made(
+        tmp_path: Path, serving_catalog: Dataset, serving_arms: dict,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found by attack: an item added (a version promoted) was answered 503 when the refresh
+    # after its commit failed, so a client retried and got 409, or thought nothing changed.
+    settings = small_settings(tmp_path)
+    admin = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    with TestClient(create_app(settings, catalog=serving_catalog, arms=serving_arms)) as client:
+        service = client.app.state.service
+        refresh = service.refresh
+        failed: list[str] = []
+
+        def down_once() -> None:
+            if threading.current_thread().name.startswith("recbandits-read") and not failed:
+                failed.append("refresh")
+                raise StoreUnavailableError("the store is unavailable (down); retry later")
+            refresh()
+
+        monkeypatch.setattr(service, "refresh", down_once)
+        added = client.post("/admin/items", headers=admin,
+                            json={"item_id": 9201, "title": "film", "genres": ["Drama"]})
+        assert failed == ["refresh"] and added.status_code == 201, added.text
+        for _ in range(200):  # the refresher folds it in within its interval
+            if 9201 in service.arm_set.item_index:
+                break
+            time.sleep(0.05)
+        assert 9201 in service.arm_set.item_index
+        again = client.post("/admin/items", headers=admin,
+                            json={"item_id": 9201, "title": "film", "genres": ["Drama"]})
+        assert again.status_code == 409
+
+
+@pytest.mark.slow
+def test_after_a_postgres_restart_reads_reconnect_and_committed_admin_writes_answer_ok(
+        tmp_path: Path, serving_catalog: Dataset, serving_arms: dict,
+        own_postgres: StoppablePostgres) -> None:
+    # Found by attack: after a restart, each thread's kept connection of the fast reads was
+    # dead until that thread's next read failed on it (a 503 five minutes later), and items
+    # added or versions promoted were answered 503 although committed: the refresh after the
+    # commit read on a dead connection.
+    from serving.store import open_store
+
+    url = own_postgres.create_database()
+    settings = small_settings(tmp_path, db=url)
+    admin = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    with TestClient(create_app(settings, catalog=serving_catalog, arms=serving_arms)) as client:
+        store = open_store(url)
+        try:
+            assert store.decision("0" * 32) is None  # this thread's connection, kept
+            service = client.app.state.service
+            for item in (9001, 9002, 9003, 9004, 9005):  # every reader thread reads once
+                assert client.post("/admin/items", headers=admin, json={
+                    "item_id": item, "title": f"film {item}", "genres": ["Drama"]}
+                ).status_code == 201
+            own_postgres.ctl("stop")
+            own_postgres.ctl("start")
+            assert store.decision("0" * 32) is None  # read again on a new connection
+            added = [client.post("/admin/items", headers=admin, json={
+                "item_id": item, "title": f"film {item}", "genres": ["Comedy"]})
+                for item in range(9100, 9108)]
+            assert [r.status_code for r in added] == [201] * 8, [r.text for r in added]
+            assert {i.item_id for i in store.items_after(0)} >= set(range(9100, 9108))
+            assert 9107 in service.arm_set.item_index
+        finally:
+            store.dispose()
+        assert like(client, 2).status_code == 201
         assert_workers_are_the_fold(client, url, settings, workers=1)
     assert_state_is_the_log(url, settings)
 
@@ -487,7 +625,7 @@ def test_writes_retried_one_by_one_stop_at_the_first_outage() -> None:
     assert len({id(r) for r in results}) == 1
 
 
-def test_only_outages_map_to_store_unavailable() -> None:
+def test_only_outages_map_to_store_unavailable(tmp_path: Path) -> None:
     from serving.store.errors import store_unavailable
 
     locked = sa.exc.OperationalError("UPDATE arm_state SET x = 1", {},
@@ -499,6 +637,25 @@ def test_only_outages_map_to_store_unavailable() -> None:
                                    connection_invalidated=True)
     assert "server closed" in store_unavailable(disconnect).message
     assert store_unavailable(sqlite3.OperationalError("unable to open database file"))
+    # SQLite files schema errors as operational too: not outages (found by review: a store
+    # lacking a column was a 503 "retry later", and the CLI's exit 3).
+    for schema in ("no such column: decisions.shadow", "no such table: decisions"):
+        assert store_unavailable(sqlite3.OperationalError(schema)) is None
+        assert store_unavailable(sa.exc.OperationalError("SELECT", {},
+                                                         sqlite3.OperationalError(schema))) is None
+    # The same errors as SQLite raises them (with their result codes).
+    holder = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    other = sqlite3.connect(tmp_path / "s.db", isolation_level=None, timeout=0)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    for sql, outage in (("SELECT nothing FROM nowhere", False), ("INSERT INTO t VALUES (1)",
+                                                                  True)):
+        with pytest.raises(sqlite3.OperationalError) as raised:
+            other.execute(sql)
+        assert (store_unavailable(raised.value) is not None) is outage, raised.value
+    holder.rollback()
+    holder.close()
+    other.close()
     assert store_unavailable(sa.exc.TimeoutError("QueuePool limit reached"))
     assert store_unavailable(sa.exc.IntegrityError("INSERT", {}, Exception("dup"))) is None
     assert store_unavailable(sqlite3.IntegrityError("dup")) is None
