@@ -565,6 +565,46 @@ def test_a_database_that_stops_answering_is_a_503_and_writes_nothing() -> None:
     store.dispose()
 
 
+def test_a_server_that_accepts_but_never_answers_a_connection_is_a_503() -> None:
+    # Found by attack: with PostgreSQL frozen while the batch writer had to reconnect, events
+    # that need no read (a view, a dwell) were answered 500: the connection's time-out was
+    # raised as a bare TimeoutError. A listening socket that never answers stands in for the
+    # frozen server (the kernel completes the handshake; libpq then waits for the server):
+    # the store's time-out (0.5 s) ends the wait before libpq's connect_timeout (1 s) would.
+    import socket
+
+    from serving.store.postgresql import AsyncBatchWriter, GroupReader, PostgreSQLStore
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        store = PostgreSQLStore(f"postgresql+psycopg://recbandits@127.0.0.1:{port}/db",
+                                timeout_s=0.5)
+
+        async def run() -> list[BaseException]:
+            writer, reader = AsyncBatchWriter(store), GroupReader(store)
+            reader.start()
+            out: list[BaseException] = []
+            try:
+                for attempt in (lambda: writer.write_batch([decision("e1", 1, "svd", [1], 1.0)],
+                                                           []),
+                                lambda: reader.read("user_feedback", 1)):
+                    try:
+                        await attempt()
+                    except Exception as exc:
+                        out.append(exc)
+            finally:
+                await reader.aclose()
+                await writer.aclose()
+            return out
+
+        errors = asyncio.run(run())
+        store.dispose()
+    assert [type(e) for e in errors] == [StoreUnavailableError] * 2, errors
+    assert all("no answer from the store within 0.5 s" in e.message for e in errors)  # type: ignore[attr-defined]
+
+
 def test_a_feedback_batch_that_times_out_waiting_for_a_lock_never_commits() -> None:
     # The feedback batch is one pipeline (BEGIN ... COMMIT) sent at once: when its wait for
     # log_head's lock outlasts the store's time-out, the statement is cancelled in the server,
