@@ -1076,7 +1076,8 @@ class RecommendationService:
     def add_item(self, item_id: int, title: str, genres: Sequence[str], year: int | None
                  ) -> tuple[AddedItem, list[str]]:
         """Log a new catalogue item and fold it in here at once (other workers within one
-        refresh interval); returns it and the arms that learned it at once.
+        refresh interval); returns it and the arms that learn it at once. In a thread;
+        ``POST /admin/items`` runs :meth:`post_item`.
 
         Raises
         ------
@@ -1085,6 +1086,27 @@ class RecommendationService:
         InvalidInputError
             A genre the catalogue does not have (422).
         """
+        item = self._record_item(item_id, title, genres, year)
+        self._refresh_after(f"item {item_id} was added")
+        return item, self._growing_arms()
+
+    async def post_item(self, item_id: int, title: str, genres: Sequence[str],
+                        year: int | None) -> tuple[AddedItem, list[str]]:
+        """:meth:`add_item` for a request: the write within the store's write time-out
+        (:meth:`write_in_thread`), then the refresh, whose failure or silence (found by attack:
+        a lock on a table only the refresh reads) does not fail the committed write: the
+        refresher folds it in.
+        """
+        item = await self.write_in_thread(self._record_item, item_id, title, genres, year)
+        try:
+            await self.in_thread(self.refresh)
+        except StoreUnavailableError as exc:
+            self._refresh_failed(f"item {item_id} was added", exc)
+        return item, self._growing_arms()
+
+    def _record_item(self, item_id: int, title: str, genres: Sequence[str], year: int | None
+                     ) -> AddedItem:
+        """Check and log a new item (:meth:`add_item`'s errors); nothing folded yet."""
         if item_id in self.arm_set.item_index:
             raise ItemExistsError(f"item_id {item_id} is in the catalogue already")
         unknown = sorted(set(genres) - set(self.arm_set.genre_names))
@@ -1092,11 +1114,13 @@ class RecommendationService:
             raise InvalidInputError(f"genres must be among {list(self.arm_set.genre_names)}, "
                                     f"got {unknown}")
         try:
-            item = self.store.add_item(item_id, title, list(dict.fromkeys(genres)), year)
+            return self.store.add_item(item_id, title, list(dict.fromkeys(genres)), year)
         except ValueError as exc:
             raise ItemExistsError(str(exc)) from None
-        self._refresh_after(f"item {item_id} was added")
-        return item, [n for n in self.arm_set.names if self.arm_set.models[n].can_grow]
+
+    def _growing_arms(self) -> list[str]:
+        """The served arms that learn an added item at once (from its events)."""
+        return [n for n in self.arm_set.names if self.arm_set.models[n].can_grow]
 
     def _refresh_after(self, done: str) -> None:
         """Refresh now after a write that is committed (``done`` says what it was): a store
@@ -1107,8 +1131,11 @@ class RecommendationService:
         try:
             self.refresh()
         except StoreUnavailableError as exc:
-            logger.warning("%s; this worker serves it at its next refresh (%s)", done,
-                           exc.message)
+            self._refresh_failed(done, exc)
+
+    @staticmethod
+    def _refresh_failed(done: str, exc: StoreUnavailableError) -> None:
+        logger.warning("%s; this worker serves it at its next refresh (%s)", done, exc.message)
 
     async def _known_item(self, movie_id: int) -> bool:
         """Whether ``movie_id`` is in the catalogue, folding in items another worker added

@@ -480,11 +480,29 @@ def test_a_committed_admin_write_whose_refresh_fails_is_answered_as_made(
         added = client.post("/admin/items", headers=admin,
                             json={"item_id": 9201, "title": "film", "genres": ["Drama"]})
         assert failed == ["refresh"] and added.status_code == 201, added.text
-        for _ in range(200):  # the refresher folds it in within its interval
-            if 9201 in service.arm_set.item_index:
+        # A refresh the store leaves unanswered (a lock on a table only it reads: found by
+        # the final attack) is past the request's wait, not a failure of the committed write.
+        silent = threading.Event()
+
+        def unanswered() -> None:
+            if threading.current_thread().name.startswith("recbandits-read"):
+                with service.store_watch.call():
+                    silent.wait(30)
+            refresh()
+
+        monkeypatch.setattr(service, "refresh", unanswered)
+        try:
+            held = client.post("/admin/items", headers=admin,
+                               json={"item_id": 9202, "title": "film", "genres": ["Drama"]})
+        finally:
+            silent.set()
+        assert held.status_code == 201, held.text
+        monkeypatch.setattr(service, "refresh", refresh)
+        for _ in range(200):  # the refresher folds them in within its interval
+            if {9201, 9202} <= service.arm_set.item_index.keys():
                 break
             time.sleep(0.05)
-        assert 9201 in service.arm_set.item_index
+        assert {9201, 9202} <= service.arm_set.item_index.keys()
         again = client.post("/admin/items", headers=admin,
                             json={"item_id": 9201, "title": "film", "genres": ["Drama"]})
         assert again.status_code == 409

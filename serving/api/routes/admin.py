@@ -156,8 +156,8 @@ async def add_item(body: Annotated[ItemIn, Depends(_ITEM)],
     popularity) learn it from its events; the others include it at the next retrain (its
     events become ratings) and meanwhile rank it by the genres of the user's session.
     """
-    item, arms_now = await service.write_in_thread(service.add_item, body.item_id,
-                                                   body.title, body.genres, body.year)
+    item, arms_now = await service.post_item(body.item_id, body.title, body.genres,
+                                             body.year)
     return ItemOut(item_id=item.item_id, title=item.title, genres=list(item.genres), year=item.year,
                    log_seq=item.seq, arms_now=arms_now)
 
