@@ -381,6 +381,16 @@ def rank_rows(scores: np.ndarray, depth: int = RANKING_DEPTH) -> list[Ranking]:
             for i, (row, n) in enumerate(zip(scores, n_rankable, strict=True))]
 
 
+class UnknownItemsError(ValueError):
+    """The arms know item ids that neither the catalogue nor the added items hold
+    (:meth:`ArmSet.build`); ``missing`` lists them all.
+    """
+
+    def __init__(self, missing: list[int]) -> None:
+        super().__init__(f"the arms know movie ids absent from the catalogue: {missing[:5]}")
+        self.missing = missing
+
+
 @dataclass(frozen=True)
 class ArmSet:
     """Fitted arms over one item universe, plus what the service needs to present items.
@@ -815,7 +825,7 @@ class ArmSet:
         in_catalog = np.isin(item_ids, catalog.item_ids)
         missing = [int(i) for i in item_ids[~in_catalog] if int(i) not in by_id]
         if missing:
-            raise ValueError(f"the arms know movie ids absent from the catalogue: {missing[:5]}")
+            raise UnknownItemsError(missing)
         genre_names = list(catalog.genre_names)
         items = catalog.items.loc[item_ids[in_catalog]]
         flags = np.zeros((item_ids.size, len(genre_names)))

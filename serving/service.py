@@ -47,6 +47,7 @@ from serving import shadow, versions
 from serving.armset import (
     ArmSet,
     Ranking,
+    UnknownItemsError,
     arms_folder,
     load_arms,
     params_differ,
@@ -710,21 +711,49 @@ class RecommendationService:
             self._swap(arm_set)
             self._load_failure = None
             logger.info("now serving arms of policy version %d from %s", version, folder)
+        except UnknownItemsError as exc:
+            if not self._items_pending(exc.missing):
+                self._load_failed(version, arms_dir)
+                return
+            # Items added before the retrain read them that this worker has not folded yet
+            # (its fold of the log lags in a burst): tried again after the first back-off
+            # step, every time, and not an error (found by attack: 1, 2, 4, 8 s of back-off
+            # and an ERROR with its traceback per attempt kept one worker on the old
+            # version 16 s longer than the other).
+            self._load_failure = (version, 0, _clock() + LOAD_BACKOFF_S)
+            logger.info("the arms of version %d know items this worker has not folded yet "
+                        "(%s); trying again in %g s", version, exc.missing[:5], LOAD_BACKOFF_S)
         except Exception:
-            failed = self._load_failure
-            n = failed[1] + 1 if failed is not None and failed[0] == version else 1
-            delay = min(LOAD_BACKOFF_CAP_S, LOAD_BACKOFF_S * 2.0 ** (n - 1))
-            self._load_failure = (version, n, _clock() + delay)
-            if n == 1:  # once per version: the old arms keep serving meanwhile
-                logger.exception("could not load the arms of version %d from %s; the arms of "
-                                 "version %d keep serving; trying again with back-off (up to "
-                                 "every %g s)", version, arms_dir, self.arm_set.version,
-                                 LOAD_BACKOFF_CAP_S)
-            else:
-                logger.debug("the arms of version %d still cannot be loaded (attempt %d); "
-                             "next in %g s", version, n, delay)
+            self._load_failed(version, arms_dir)
         finally:
             self._loading = None
+
+    def _items_pending(self, items: list[int]) -> bool:
+        """Whether every one of ``items`` was added to the log after the last item this
+        worker folded (False if the store cannot say).
+        """
+        try:
+            pending = {a.item_id for a in self.store.items_after(self.items_seq)}
+        except StoreUnavailableError:
+            return False
+        return set(items) <= pending
+
+    def _load_failed(self, version: int, arms_dir: str) -> None:
+        """Back off before loading ``version`` again (1, 2, 4, ... s up to
+        :data:`LOAD_BACKOFF_CAP_S`), saying why once per version (in an ``except`` block).
+        """
+        failed = self._load_failure
+        n = failed[1] + 1 if failed is not None and failed[0] == version else 1
+        delay = min(LOAD_BACKOFF_CAP_S, LOAD_BACKOFF_S * 2.0 ** (n - 1))
+        self._load_failure = (version, n, _clock() + delay)
+        if n == 1:  # once per version: the old arms keep serving meanwhile
+            logger.exception("could not load the arms of version %d from %s; the arms of "
+                             "version %d keep serving; trying again with back-off (up to "
+                             "every %g s)", version, arms_dir, self.arm_set.version,
+                             LOAD_BACKOFF_CAP_S)
+        else:
+            logger.debug("the arms of version %d still cannot be loaded (attempt %d); "
+                         "next in %g s", version, n, delay)
 
     def settle(self) -> None:
         """Decide the outcome of every decision whose reward window closed (once, in the
