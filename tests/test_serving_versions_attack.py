@@ -33,6 +33,7 @@ from serving.armset import UnknownItemsError, arms_folder
 from serving.commands import models as models_command
 from serving.commands import rebuild_state
 from serving.results import CommandError
+from serving.settings import Settings
 
 __all__ = ["backend", "catalog", "fitted"]  # the fixtures, re-exported for pytest
 
@@ -199,12 +200,32 @@ def test_the_stream_arms_keep_their_served_base_through_retrain_rollback_promote
             assert "live arm popularity: match yes" in text, (step, text)
 
 
+def _by_hand(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Settings, list[float]]:
+    """Settings whose refresher stays idle (the test refreshes) and the load back-off's clock,
+    which the test moves (``now[0]``).
+    """
+    now = [0.0]
+    monkeypatch.setattr(service_module, "_clock", lambda: now[0])
+    return make_settings(tmp_path, "sqlite", refresh_interval_s=3600.0), now
+
+
+def _refresh_ticks(service: Any, now: list[float], ticks: int, until_version: int = 0) -> None:
+    """Refresh every 0.1 s of the clock for ``ticks`` ticks (waiting for each load), or until
+    ``until_version`` is served.
+    """
+    for tick in range(ticks):
+        now[0] = tick / 10
+        service.refresh()
+        if service._loading is not None:
+            service._loading.join()
+        if until_version and service.arm_set.version == until_version:
+            return
+
+
 def test_a_worker_that_cannot_load_a_version_logs_once_and_backs_off(
         tmp_path: Path, catalog: Dataset, fitted: dict, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
-    settings = make_settings(tmp_path, "sqlite", refresh_interval_s=3600.0)
-    now = [0.0]
-    monkeypatch.setattr(service_module, "_clock", lambda: now[0])
+    settings, now = _by_hand(tmp_path, monkeypatch)
     attempts: list[float] = []
     real = service_module.load_arms
     monkeypatch.setattr(service_module, "load_arms", lambda folder, names: (
@@ -218,11 +239,7 @@ def test_a_worker_that_cannot_load_a_version_logs_once_and_backs_off(
             gate=None, reason="unloadable", changed_arms=["svd"],
             carryover=versions.carryover_of(settings), expect_live=1)
         caplog.set_level(logging.DEBUG, logger="serving.service")
-        for tick in range(200):  # 20 s of refreshes every 0.1 s
-            now[0] = tick / 10
-            service.refresh()
-            if service._loading is not None:
-                service._loading.join()
+        _refresh_ticks(service, now, 200)  # 20 s of refreshes every 0.1 s
         assert service.arm_set.version == 1  # the old arms keep serving
     # 1, 2, 4, 8 s apart: tried at 0, 1, 3, 7 and 15 s (not 200 times).
     assert attempts == [0.0, 1.0, 3.0, 7.0, 15.0]
@@ -240,9 +257,7 @@ def test_a_version_whose_arms_know_items_not_folded_here_yet_is_loaded_once_they
     # the catalogue") with an ERROR and its traceback, and backed off 1, 2, 4, 8 s, serving
     # the old version 16 s longer. Items the log holds but this worker has not folded yet
     # are a wait of one back-off step each time, not a failure.
-    settings = make_settings(tmp_path, "sqlite", refresh_interval_s=3600.0)
-    now = [0.0]
-    monkeypatch.setattr(service_module, "_clock", lambda: now[0])
+    settings, now = _by_hand(tmp_path, monkeypatch)
     attempts: list[float] = []
     extras: list[int] = []
     real_build = service_module.ArmSet.build
@@ -276,13 +291,7 @@ def test_a_version_whose_arms_know_items_not_folded_here_yet_is_loaded_once_they
             reason="the same arms again", changed_arms=["svd"],
             carryover=versions.carryover_of(settings), expect_live=1)
         caplog.set_level(logging.DEBUG, logger="serving.service")
-        for tick in range(100):  # 10 s of refreshes every 0.1 s
-            now[0] = tick / 10
-            service.refresh()
-            if service._loading is not None:
-                service._loading.join()
-            if service.arm_set.version == 2:
-                break
+        _refresh_ticks(service, now, 100, until_version=2)  # up to 10 s, every 0.1 s
         assert service.arm_set.version == 2
         assert set(extras) <= service.arm_set.item_index.keys()
     # One back-off step apart each time (not 1, 2, 4 s), and no error.
