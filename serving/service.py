@@ -1102,11 +1102,14 @@ class RecommendationService:
         assert self.writer is not None  # set by the app's lifespan before any request
         return await self.writer.write_events(writes)
 
-    def add_item(self, item_id: int, title: str, genres: Sequence[str], year: int | None
-                 ) -> tuple[AddedItem, list[str]]:
+    async def post_item(self, item_id: int, title: str, genres: Sequence[str],
+                        year: int | None) -> tuple[AddedItem, list[str]]:
         """Log a new catalogue item and fold it in here at once (other workers within one
-        refresh interval); returns it and the arms that learn it at once. In a thread;
-        ``POST /admin/items`` runs :meth:`post_item`.
+        refresh interval); returns it and the arms that learn it at once (``POST
+        /admin/items``). The write runs within the store's write time-out
+        (:meth:`write_in_thread`), then the refresh, whose failure or silence (found by attack:
+        a lock on a table only the refresh reads) does not fail the committed write: the
+        refresher folds it in.
 
         Raises
         ------
@@ -1114,17 +1117,6 @@ class RecommendationService:
             The item is in the catalogue already (409).
         InvalidInputError
             A genre the catalogue does not have (422).
-        """
-        item = self._record_item(item_id, title, genres, year)
-        self._refresh_after(f"item {item_id} was added")
-        return item, self._growing_arms()
-
-    async def post_item(self, item_id: int, title: str, genres: Sequence[str],
-                        year: int | None) -> tuple[AddedItem, list[str]]:
-        """:meth:`add_item` for a request: the write within the store's write time-out
-        (:meth:`write_in_thread`), then the refresh, whose failure or silence (found by attack:
-        a lock on a table only the refresh reads) does not fail the committed write: the
-        refresher folds it in.
         """
         item = await self.write_in_thread(self._record_item, item_id, title, genres, year)
         try:
@@ -1135,7 +1127,7 @@ class RecommendationService:
 
     def _record_item(self, item_id: int, title: str, genres: Sequence[str], year: int | None
                      ) -> AddedItem:
-        """Check and log a new item (:meth:`add_item`'s errors); nothing folded yet."""
+        """Check and log a new item (:meth:`post_item`'s errors); nothing folded yet."""
         if item_id in self.arm_set.item_index:
             raise ItemExistsError(f"item_id {item_id} is in the catalogue already")
         unknown = sorted(set(genres) - set(self.arm_set.genre_names))

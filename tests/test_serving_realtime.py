@@ -7,6 +7,7 @@ catalogue with the MovieLens schema.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections.abc import Iterator
 from pathlib import Path
@@ -501,7 +502,9 @@ def test_an_item_added_while_a_retrain_fits_is_in_the_arm_set_it_publishes(
 
         def fit_while_an_item_comes(*args: object, **kwargs: object) -> object:
             out = real_fit(*args, **kwargs)
-            service.add_item(new_id, "Added mid-retrain", [], None)  # grows the live arm
+            # Another request adds an item meanwhile (a loop of its own: this is the retrain's
+            # thread); it grows the live arm.
+            asyncio.run(service.post_item(new_id, "Added mid-retrain", [], None))
             return out
 
         monkeypatch.setattr(serving.versions, "fit_candidate", fit_while_an_item_comes)
