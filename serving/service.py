@@ -226,8 +226,16 @@ class RecommendationService:
         # the preferences, an added item: in_thread): the request-path reads of a PostgreSQL
         # store are batched on the event loop instead (see _read).
         self.readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="recbandits-read")
-        # The store calls in flight in those threads and the refresher's (in_thread's time-out).
+        # The store writes requests hand to threads (preferences, an added item: write_in_thread)
+        # have their own, as many as Starlette's pool they ran in before: a read never queues
+        # behind writes waiting for SQLite's lock (found by attack: /policy and the
+        # preferences' GET were 503s behind 30 PUTs while the lock was held).
+        self.writers = ThreadPoolExecutor(max_workers=40, thread_name_prefix="recbandits-write")
+        # The store calls in flight in the reader threads and the refresher's (in_thread's
+        # time-out), and in the writer threads (write_in_thread's): a read is not timed on a
+        # write's wait for the lock.
         self.store_watch = StoreWatch()
+        self.write_watch = StoreWatch()
         self._advance_lock = threading.Lock()
         self._loading: threading.Thread | None = None
         # (version, failed attempts, clock time of the next attempt) of a version that failed
@@ -296,6 +304,7 @@ class RecommendationService:
         # Not waiting: a call stuck on a store that does not answer must not hold the
         # shutdown (its request was answered 503 already); queued ones never run.
         self.readers.shutdown(wait=False, cancel_futures=True)
+        self.writers.shutdown(wait=False, cancel_futures=True)
 
     @contextlib.contextmanager
     def _advancing(self) -> Iterator[None]:
@@ -395,8 +404,8 @@ class RecommendationService:
         StoreUnavailableError
             The store left a call unanswered for ``store_timeout_s``.
         """
-        return await self._watched(self.settings.store_timeout_s,
-                                   functools.partial(call, *args, **kwargs))
+        return await self._watched(self.settings.store_timeout_s, self.readers,
+                                   self.store_watch, functools.partial(call, *args, **kwargs))
 
     async def write_in_thread(self, call: Callable[P, T], *args: P.args,
                               **kwargs: P.kwargs) -> T:
@@ -408,16 +417,16 @@ class RecommendationService:
         replaces, an added item answers 409).
         """
         return await self._watched(longest_write_wait(self.settings.store_timeout_s),
+                                   self.writers, self.write_watch,
                                    functools.partial(call, *args, **kwargs))
 
-    async def _watched(self, timeout: float, call: Callable[[], T]) -> T:
-        watch = self.store_watch
-
+    async def _watched(self, timeout: float, pool: ThreadPoolExecutor, watch: StoreWatch,
+                       call: Callable[[], T]) -> T:
         def watched() -> T:
             with watch.call():
                 return call()
 
-        future = asyncio.get_running_loop().run_in_executor(self.readers, watched)
+        future = asyncio.get_running_loop().run_in_executor(pool, watched)
         while not (await asyncio.wait({future}, timeout=WATCH_POLL_S))[0]:
             if watch.unanswered_s() > timeout:
                 future.cancel()  # one still queued never runs

@@ -458,6 +458,32 @@ def test_a_frozen_postgres_is_a_503_within_the_store_timeout_on_every_route(
     assert_state_is_the_log(url, settings)
 
 
+def test_reads_do_not_queue_behind_writes_waiting_for_a_held_sqlite_lock(
+        tmp_path: Path, serving_catalog: Dataset, serving_arms: dict) -> None:
+    # Found by the last attack: the preferences' PUTs took the reader threads, so with SQLite's
+    # write lock held GET /policy and GET /users/{id}/preferences queued behind them and were
+    # answered 503 (a write's wait for the lock taken for the store not answering).
+    settings = small_settings(tmp_path)  # store_timeout_s 1 s
+    with TestClient(create_app(settings, catalog=serving_catalog, arms=serving_arms)) as client:
+        holder = sqlite3.connect(settings.resolved_db_url().removeprefix("sqlite:///"),
+                                 isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            with ThreadPoolExecutor(12) as pool:
+                puts = [pool.submit(client.put, f"/users/{900 + i}/preferences",
+                                    json={"genres": ["War"]}) for i in range(12)]
+                while not client.app.state.service.write_watch.unanswered_s():
+                    time.sleep(0.01)  # the writes are waiting for the lock
+                reads = [client.get("/users/5/preferences"), client.get("/policy")]
+                written = [p.result() for p in puts]
+        finally:
+            holder.rollback()
+            holder.close()
+    assert [r.status_code for r in reads] == [200, 200], [r.text for r in reads]
+    for response in written:  # the lock outlasted none or all of them: a 503 or a 200
+        assert response.status_code in (200, 503), response.text
+
+
 def test_a_committed_admin_write_whose_refresh_fails_is_answered_as_made(
         tmp_path: Path, serving_catalog: Dataset, serving_arms: dict,
         monkeypatch: pytest.MonkeyPatch) -> None:
