@@ -76,7 +76,8 @@ class RecommendationOut(BaseModel):
                               "multileaved slate: this set of arms)")
     policy_version: int
     cold_start: bool = Field(description="True when the user is unknown to the arms and the "
-                             "popularity ranking served them outside the policy")
+                             "popularity ranking served them outside the (context-free) "
+                             "policy")
     items: list[RecommendedItem]
 
 

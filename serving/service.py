@@ -15,11 +15,14 @@ Every decision logs the context the policy saw (:mod:`serving.features`), the pr
 every arm under that context, and the policy's name and hyper-parameters. Feedback is worth what
 the rule book (:mod:`serving.rules`) says; the store decides each decision's one reward once.
 
-Cold start: a user id the arms do not know (not in the training catalogue) is served the
-popularity ranking of ``cold_start_arm`` outside the policy (with the genres the user stated,
-``PUT /users/{id}/preferences``, first: :meth:`serving.armset.ArmSet.preferred_ranking`). The
+Cold start: a user id the arms do not know (not in the training catalogue) is served, under a
+context-free policy, the popularity ranking of ``cold_start_arm`` outside the policy: the
 decision is logged with propensity 1 and ``cold_start = true``; feedback on it is stored (and
-kept as a rating for the next retrain, after which the user is known) but updates no arm.
+kept as a rating for the next retrain, after which the user is known) but updates no arm. A
+contextual policy chooses the arm for them from their features, as for anyone. Either way the
+genres the user stated (``PUT /users/{id}/preferences``) go first in that arm's ranking until
+their session has a like or a dislike (:meth:`RecommendationService._newcomer_top`,
+:meth:`serving.armset.ArmSet.preferred_ranking`).
 """
 
 from __future__ import annotations
@@ -801,19 +804,8 @@ class RecommendationService:
             arm = self.settings.cold_start_arm
             pmf: dict[str, float] | str = {arm: 1.0}  # str: the snapshot's cached JSON
             propensity = 1.0
-            # The live cold-start arm's latest counts (with the user's own events), else the
-            # base fit's popularity; stated genres (PUT /users/{id}/preferences) go first.
-            base = (arms.history_ranking(arm, user_id, recent, ratings) if arm in arms.names
-                    else None)
-            steer = [g for g in stated or () if g in arms.genre_names]
-            ranking = (arms.preferred_ranking(steer, base) if steer
-                       else base if base is not None else arms.cold_start_ranking)
-            strength = self.settings.session_strength
-            if strength and (liked.size or disliked.size):
-                top = top_k_row(arms.session_scores(ranking.scores, excluded, liked, disliked,
-                                                    strength), k)
-            else:
-                top = _best(ranking, k, excluded)
+            top = self._newcomer_top(arms, arm, user_id, k, stated,
+                                     (recent, ratings, excluded, liked, disliked))
         else:
             cold_start = False
             # Context-free: computed once per snapshot; contextual: once per context in it.
@@ -825,8 +817,12 @@ class RecommendationService:
                 choice, propensity, pmf, _, policy_json = self.holdout.choose(
                     probabilities, cdf, pmf, self.rng, policy_json)
             arm = model.arms[choice]
-            top = self._arm_top(arms, arm, user_id, k,
-                                (recent, ratings, excluded, liked, disliked))
+            signals = (recent, ratings, excluded, liked, disliked)
+            # A newcomer who stated genres: the chosen arm's ranking with them first, as the
+            # context-free policies' popularity (one rule: _newcomer_top).
+            top = (self._newcomer_top(arms, arm, user_id, k, stated, signals)
+                   if user is None and stated else
+                   self._arm_top(arms, arm, user_id, k, signals))
         indices, values = top
         slate = arms.item_ids[indices].tolist()
         event_id = new_event_id(now)  # time-ordered and unguessable (serving.ids)
@@ -854,6 +850,31 @@ class RecommendationService:
         ]
         return Recommendation(event_id, user_id, arm, propensity, arms.version, cold_start,
                               items)
+
+    def _newcomer_top(self, arms: ArmSet, arm: str, user_id: int, k: int,
+                      stated: Sequence[str] | None,
+                      history: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64],
+                                     npt.NDArray[np.int64], npt.NDArray[np.int64],
+                                     npt.NDArray[np.int64]]
+                      ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+        """The best ``k`` items of ``arm`` for a user the arms do not know, and their scores:
+        the arm's ranking from the user's own events (an arm absent from the set: the base
+        fit's popularity) with the genres they stated (``PUT /users/{id}/preferences``)
+        first, until their session has a like or a dislike, whose adjustment then re-ranks
+        the arm's scores instead. The one rule for a newcomer's slate, whichever policy (or
+        the cold-start bypass of a context-free one) chose the arm.
+        """
+        recent, ratings, excluded, liked, disliked = history
+        base = (arms.history_ranking(arm, user_id, recent, ratings) if arm in arms.names
+                else None)
+        steer = [g for g in stated or () if g in arms.genre_names]
+        ranking = (arms.preferred_ranking(steer, base) if steer
+                   else base if base is not None else arms.cold_start_ranking)
+        strength = self.settings.session_strength
+        if strength and (liked.size or disliked.size):
+            return top_k_row(arms.session_scores(ranking.scores, excluded, liked, disliked,
+                                                 strength), k)
+        return _best(ranking, k, excluded)
 
     # ------------------------------------------------------------------ multileaved slates
     def _arm_top(self, arms: ArmSet, arm: str, user_id: int, k: int,

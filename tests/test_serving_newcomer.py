@@ -393,6 +393,40 @@ def test_a_newcomers_stated_genres_come_first(pref_client: TestClient,
     assert _slate(pref_client, 1, 5)["cold_start"] is False
 
 
+def test_a_newcomers_stated_genres_come_first_in_the_arm_a_contextual_policy_chose(
+        tmp_path: Path, serving_catalog: Dataset, serving_arms: dict) -> None:
+    """Under LinTS a newcomer is chosen for by the policy (``cold_start`` false), and the
+    genres they stated go first in the chosen arm's ranking, as in the context-free policies'
+    popularity list. Found by attack: the stated genres only reached the features, so a
+    newcomer who stated a rare genre saw none of it (0 of 100 items).
+    """
+    settings = Settings(state_dir=tmp_path / "state", arms=["svd", "popularity"],
+                        policy="LinTS", seed=3)
+    items = serving_catalog.items
+    counts = {g: int(items[g].sum()) for g in serving_catalog.genre_names if items[g].any()}
+    rare = min(counts, key=counts.__getitem__)
+    k = counts[rare] + 3
+    # Each arm's scores for a user it does not know, without events (its public API).
+    newcomer_scores = {name: arm.score_history(None, [], []) for name, arm in
+                       serving_arms.items()}
+    seen_arms = set()
+    with TestClient(create_app(settings, catalog=serving_catalog, arms=serving_arms)) as client:
+        plain = _slate(client, NEWCOMER, k)
+        assert plain["cold_start"] is False
+        assert sum(rare in i["genres"] for i in plain["items"]) < counts[rare]
+        assert client.put(f"/users/{NEWCOMER}/preferences",
+                          json={"genres": [rare]}).status_code == 200
+        for _ in range(12):
+            slate = _slate(client, NEWCOMER, k)
+            assert slate["cold_start"] is False and 0 < slate["propensity"] < 1
+            seen_arms.add(slate["arm"])
+            ids = [i["movie_id"] for i in slate["items"]]
+            assert ids == _expected_cold_start(serving_catalog, newcomer_scores[slate["arm"]],
+                                               {rare}, k)
+            assert all(rare in i["genres"] for i in slate["items"][:counts[rare]])
+    assert seen_arms == {"svd", "popularity"}
+
+
 # ---------------------------------------------------------------------------- item 8: progress
 def test_prepare_shows_each_arms_fit_then_loads_them(
         tmp_path: Path, serving_catalog: Dataset, capsys: pytest.CaptureFixture[str]) -> None:

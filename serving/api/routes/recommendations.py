@@ -29,7 +29,9 @@ logged.
 
 Movies the user rated in training or gave feedback on are excluded; the session's likes promote
 movies of similar genres and its dislikes demote them. A user unknown to the arms is served by
-popularity outside the policy (``cold_start: true``, propensity 1)."""
+popularity outside a context-free policy (``cold_start: true``, propensity 1); a contextual
+policy chooses for them from their features. Either way the genres they stated
+(``PUT /users/{id}/preferences``) go first until their session has a like or a dislike."""
 
 
 def _query(request: Request) -> Mapping[str, str]:
