@@ -182,6 +182,33 @@ def test_hostile_numbers_and_bad_unicode_in_a_query_are_422(
     assert not service.calls
 
 
+@pytest.mark.parametrize("query", ["user_id=5&user_id=6", "user_id=5&k=3&k=4",
+                                   "user_id=5&user_id=%36"])
+def test_a_repeated_query_parameter_is_422_and_serves_nothing(
+        app_and_service: tuple[TestClient, StubService], query: str) -> None:
+    """Found by attack: the last value was served and its decision logged."""
+    client, service = app_and_service
+    response = client.get(f"/recommendations?{query}")
+    assert_invalid(response, "query", "k" if "k=3" in query else "user_id")
+    assert not service.calls
+
+
+@pytest.mark.parametrize("path", ["/recommendations?user_id=5", "/users/5/features"])
+def test_head_is_405_on_the_starlette_routes_as_on_the_others(
+        app_and_service: tuple[TestClient, StubService], path: str) -> None:
+    """Found by attack: Starlette answered HEAD on its GET routes, and a HEAD of
+    ``/recommendations`` logged a decision (a pull, then a reward of 0) with no body sent."""
+    client, service = app_and_service
+    response = client.head(path)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET"
+    assert client.head("/policy").status_code == 405  # a FastAPI GET route, for comparison
+    assert not service.calls
+    if path.startswith("/recommendations"):
+        assert client.get(path).status_code == 200
+        assert [c[0] for c in service.calls] == ["recommend"]
+
+
 # ---------------------------------------------------------------------------- finding 7
 @pytest.mark.parametrize("value", ["true", "false", '"1_0"', '"10"', "10.0", "[10]", "null"])
 @pytest.mark.parametrize("field", ["user_id", "movie_id"])
@@ -203,9 +230,10 @@ def test_query_integers_are_plain_decimal_digits(
     for query in (f"user_id={value}", f"user_id=5&k={value}"):
         assert_invalid(client.get(f"/recommendations?{query}"), "query")
     assert not service.calls
-    # What is plain is taken (leading zeros included), unknown keys are ignored, last wins.
+    # What is plain is taken (leading zeros included), unknown keys are ignored (a repeated
+    # user_id or k is refused: test_a_repeated_query_parameter_is_422_and_serves_nothing).
     for query, expected in [("user_id=10", (10, 10)), ("user_id=010&k=03", (10, 3)),
-                            ("k=2&user_id=7&x=1", (7, 2)), ("user_id=1&user_id=8", (8, 10))]:
+                            ("k=2&user_id=7&x=1", (7, 2)), ("user_id=8&x=1&x=2", (8, 10))]:
         assert client.get(f"/recommendations?{query}").status_code == 200
         assert service.calls[-1] == ("recommend", expected)
 

@@ -35,6 +35,10 @@ class DocumentedRoute(Route):
                  openapi: dict[str, Any],
                  models: list[tuple[type[BaseModel], JsonSchemaMode]]) -> None:
         super().__init__(path, endpoint, methods=[method], include_in_schema=False)
+        # Only ``method``: Starlette adds HEAD to a GET route, and a HEAD of GET /recommendations
+        # logged a decision (a pull, later a reward of 0) for an answer without a body. HEAD
+        # is 405 here as on the FastAPI routes, and the OpenAPI document lists no HEAD.
+        self.methods = {method.upper()}
         self.method = method.lower()
         self.openapi = openapi
         self.models = models

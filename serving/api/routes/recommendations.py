@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from fastapi.exceptions import RequestValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -34,12 +35,22 @@ policy chooses for them from their features. Either way the genres they stated
 (``PUT /users/{id}/preferences``) go first until their session has a like or a dislike."""
 
 
+#: The query's parameters (others are ignored, as by FastAPI: a client's cache-buster).
+PARAMETERS = frozenset(RecommendationQuery.model_fields)
+
+
 def _query(request: Request) -> Mapping[str, str]:
     """The parameters of ``request``'s query: a plain one split here, any other by Starlette.
 
     A query of plain ASCII without escapes and without a repeated key is split here: Starlette's
     ``QueryParams`` (``parse_qsl`` into a multi-dict) took ~15 us of a ~90 us request in process.
     Either way the values are validated by the same model, so the answers are the same.
+
+    Raises
+    ------
+    RequestValidationError
+        ``user_id`` or ``k`` given more than once: the request logs a decision, so a
+        contradiction (``?user_id=1&user_id=2``) must not be settled by taking the last one.
     """
     raw: bytes = request.scope["query_string"]
     if raw.isascii() and b"%" not in raw and b"+" not in raw:
@@ -48,10 +59,16 @@ def _query(request: Request) -> Mapping[str, str]:
             name, _, value = part.partition(b"=")
             key = name.decode()
             if key in params:
-                break  # a repeated key: Starlette's rule (the last value) applies
+                break  # a repeated key: checked below on Starlette's parse
             params[key] = value.decode()
         else:
             return params
+    names = [name for name, _ in request.query_params.multi_items()]
+    repeated = sorted(n for n in PARAMETERS if names.count(n) > 1)
+    if repeated:
+        raise RequestValidationError([
+            {"loc": ("query", name), "msg": "given more than once; give it once",
+             "type": "repeated_parameter"} for name in repeated])
     return request.query_params
 
 
