@@ -156,6 +156,41 @@ def test_malformed_events_are_422_with_their_location(client: TestClient, body: 
     assert response.json()["detail"][0]["loc"][0] == "body"
 
 
+def test_a_key_named_twice_in_an_object_is_422_and_stores_nothing(
+        client: TestClient, settings: Settings) -> None:
+    """Found by attack: the last of a repeated key was stored (``"user_id": 1, "user_id": 2``
+    stored an event of user 2; a like then a dislike stored a dislike), where a proxy or a
+    log reader that takes the first would see another event."""
+    slate = recommend(client, 4)
+    user, movie = slate["user_id"], slate["items"][0]["movie_id"]
+    one = f'"user_id": {user}, "item_id": {movie}'
+    url = settings.resolved_db_url()
+    before = len(read_table(url, feedback))
+    for raw, key in [
+            (f'{{"events": [{{{one}, "type": "like", "type": "dislike"}}]}}', "type"),
+            (f'{{"events": [{{{one}, "type": "view"}}], "events": [{{{one}, "type": "click"}}]}}',
+             "events"),
+            (f'{{"events": [{{{one}, "type": "view"}}, {{{one}, "user_id": {user + 1}, '
+             f'"type": "click"}}]}}', "user_id"),
+            (f'{{{one}, "type": "view", "item_id": {movie}}}', "item_id")]:
+        response = client.post("/events", content=raw.encode(),
+                               headers={"content-type": "application/json"})
+        assert response.status_code == 422, raw
+        assert response.json()["detail"] == [{
+            "loc": ["body"], "msg": f"the key {key!r} appears twice in one object",
+            "type": "duplicate_key"}]
+    feedback_body = (f'{{"user_id": {user}, "movie_id": {movie}, "feedback_type": "like", '
+                     f'"feedback_type": "dislike", "event_id": "{slate["event_id"]}"}}')
+    response = client.post("/feedback", content=feedback_body.encode(),
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 422 and response.json()["detail"][0]["type"] == (
+        "duplicate_key")
+    assert len(read_table(url, feedback)) == before
+    # The same objects with each key once are stored.
+    assert client.post("/events", content=f'{{"events": [{{{one}, "type": "like"}}]}}'.encode(),
+                       headers={"content-type": "application/json"}).status_code == 201
+
+
 @pytest.mark.parametrize("raw", [b'{"events": [{"user_id": 1, "item_id": 1, "type": "rating", '
                                  b'"value": NaN}]}',
                                  b'{"events": [{"user_id": 1, "item_id": 1, "type": "dwell", '

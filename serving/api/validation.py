@@ -12,6 +12,7 @@ large.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -56,14 +57,55 @@ def validate_json(model: type[M], raw: bytes) -> M:
     """``model`` from a JSON body (pydantic's parser: malformed JSON, ``NaN``, ``Infinity``,
     ``1e400`` and lone surrogates are issues like any other), or a 422 located under ``body``.
 
+    An object that names a key twice is refused too (:func:`duplicate_key`).
+
     Raises
     ------
     RequestValidationError
     """
     try:
-        return model.model_validate_json(raw)
+        parsed = model.model_validate_json(raw)
     except ValidationError as exc:
         raise RequestValidationError(_errors(exc, "body")) from None
+    key = duplicate_key(raw)
+    if key is not None:
+        shown = key if len(key) <= SHOWN_KEY_CHARS else key[:SHOWN_KEY_CHARS] + "..."
+        raise RequestValidationError([{
+            "loc": ("body",), "msg": f"the key {shown!r} appears twice in one object",
+            "type": "duplicate_key"}])
+    return parsed
+
+
+#: The longest key a duplicate-key error quotes (the input is otherwise never echoed).
+SHOWN_KEY_CHARS = 40
+
+
+def duplicate_key(raw: bytes) -> str | None:
+    """The first key some object of the JSON text ``raw`` names twice, or None.
+
+    pydantic's parser keeps the last of a repeated key (``{"type": "like", "type":
+    "dislike"}`` stored a dislike), as most parsers do, so a proxy or a log reader taking the
+    first would disagree with what was stored: RFC 8259 leaves such objects' meaning open.
+    ``raw`` was accepted by pydantic first, so it is well-formed JSON here. A second parse by
+    the standard library's C scanner, with a hook per object: 5.4 us for a one-event body,
+    1.3 ms for 1,000 events (in process, load ~2), against the ~150 us of CPU a one-event
+    ``POST /events`` costs.
+    """
+    repeated: list[str] = []
+
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(pairs)
+        if len(obj) != len(pairs) and not repeated:
+            seen: set[str] = set()
+            for key, _ in pairs:
+                if key in seen:
+                    repeated.append(key)
+                    break
+                seen.add(key)
+        return obj
+
+    json.loads(raw, object_pairs_hook=pairs_hook)
+    return repeated[0] if repeated else None
 
 
 def is_json(content_type: str | None) -> bool:
