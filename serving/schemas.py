@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -34,6 +35,21 @@ def _decimal(value: object) -> object:
         return int(value)
     return value
 
+
+def _iso_text(value: object) -> object:
+    """A timestamp given as text must be ISO 8601, date first: pydantic's datetime also reads
+    a string of digits as Unix seconds or milliseconds by its magnitude (``"1796555017000"``
+    was taken as milliseconds while the number ``1796555017000`` is refused as seconds in the
+    future), a form the API does not document. Numbers pass on to the Unix-seconds branch.
+    """
+    if isinstance(value, str) and not _ISO_DATE.match(value):
+        raise PydanticCustomError("datetime_from_date_parsing", "Input should be ISO 8601 "
+                                  "text with a UTC offset (2026-01-01T12:00:00Z) or Unix "
+                                  "seconds as a JSON number")
+    return value
+
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 #: An id in a JSON body: a JSON integer only (``true``, ``1.0`` and ``"10"`` are refused).
 Id = Annotated[int, Field(strict=True, ge=1, le=MAX_ID)]
@@ -115,7 +131,9 @@ class EventIn(BaseModel):
     value: Annotated[float, Field(strict=True, allow_inf_nan=False)] | None = Field(
         default=None, description="A rating's stars (1-5) or a dwell's seconds; omitted for "
                                   "the other types")
-    timestamp: AwareDatetime | Annotated[float, Field(strict=True, allow_inf_nan=False)] | None = (
+    timestamp: Annotated[
+        AwareDatetime | Annotated[float, Field(strict=True, allow_inf_nan=False)] | None,
+        BeforeValidator(_iso_text)] = (
         Field(default=None, description="When it happened: ISO 8601 with a UTC offset, or Unix "
                                         "seconds (default: when it is received). Not in the "
                                         "future, nor older than the retention window"))

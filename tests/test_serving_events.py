@@ -358,6 +358,28 @@ def test_timestamps_beyond_a_calendar_are_422_not_500(client: TestClient, stamp:
     assert "timestamp" in response.json()["detail"]
 
 
+def test_a_timestamp_as_text_is_iso_8601_only(client: TestClient,
+                                             serving_catalog: Dataset) -> None:
+    """Found by attack: text of digits was read as Unix seconds or milliseconds by its size
+    (``"1796555017000"`` accepted as milliseconds, while the number is refused as seconds in
+    the future), a form the API does not document."""
+    item = int(serving_catalog.item_ids[0])
+    now = time.time()
+    for stamp in (str(int(now * 1000)), str(int(now)), f"{now:.3f}", "now", ""):
+        response = client.post("/events", json={"events": [
+            event(1, item, "view", timestamp=stamp)]})
+        assert response.status_code == 422, (stamp, response.text)
+        [issue] = response.json()["detail"]
+        assert issue["loc"][:4] == ["body", "events", 0, "timestamp"]
+        assert issue["msg"].startswith("Input should be ISO 8601 text with a UTC offset")
+    # The documented forms are taken: ISO 8601 with an offset, and Unix seconds as a number.
+    iso = datetime.fromtimestamp(now - 5, UTC).isoformat()
+    for stamp in (iso, now - 4):
+        response = client.post("/events", json={"events": [
+            event(1, item, "view", timestamp=stamp)]})
+        assert response.status_code == 201, (stamp, response.text)
+
+
 def test_an_event_cannot_answer_a_slate_shown_after_it(client: TestClient,
                                                        settings: Settings) -> None:
     before = time.time() - 60
