@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from serving.rules import EventType, FeedbackType
@@ -113,8 +122,31 @@ class FeedbackIn(BaseModel):
 
 
 #: Printable text with at least one visible character: no NUL or other control character (one
-#: store refuses NUL in text, and none belongs in a title).
+#: store refuses NUL in text, and none belongs in a title). The JSON schema shows it;
+#: :func:`_printable` checks the rest of Unicode.
 PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+#: Unicode categories refused anywhere in printable text: controls (C1 included), line and
+#: paragraph separators, surrogates, private use and unassigned code points.
+_UNPRINTABLE = frozenset({"Cc", "Zl", "Zp", "Cs", "Co", "Cn"})
+#: The bidi embeddings, overrides and isolates, which reorder the text shown after them
+#: ("evil\u202egnp.exe" shows as "evilexe.png"); the marks LRM and RLM stay allowed.
+_BIDI_CONTROLS = frozenset(chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A)))
+
+
+def _printable(value: str) -> str:
+    """Printable text (a title, a genre): none of :data:`_UNPRINTABLE` or
+    :data:`_BIDI_CONTROLS`, and at least one letter, digit, punctuation mark or symbol, so a
+    text of zero-width spaces alone is refused as one of spaces is (found by attack:
+    ``"\u200b\u200b"``, ``"a\u0085b\u2028c"`` and a bidi override were accepted as titles).
+    """
+    categories = [unicodedata.category(c) for c in value]
+    if (any(c in _UNPRINTABLE for c in categories) or any(c in _BIDI_CONTROLS for c in value)
+            or not any(c[0] in "LNPS" for c in categories)):
+        raise PydanticCustomError("printable_text", "Input should be printable text: no "
+                                  "control, separator, bidi-override, private-use or unassigned "
+                                  "character, and at least one letter, digit, punctuation mark "
+                                  "or symbol")
+    return value
 #: Most events in one ``POST /events`` request.
 MAX_EVENTS = 1000
 IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
@@ -336,9 +368,11 @@ class ItemIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     item_id: Id = Field(description="Its id: not yet in the catalogue")
-    title: str = Field(min_length=1, max_length=500, pattern=PRINTABLE_PATTERN,
-                       description="Printable text, not only spaces")
-    genres: list[Annotated[str, Field(max_length=64, pattern=PRINTABLE_PATTERN)]] = Field(
+    title: Annotated[str, AfterValidator(_printable)] = Field(
+        min_length=1, max_length=500, pattern=PRINTABLE_PATTERN,
+        description="Printable text, not only spaces")
+    genres: list[Annotated[str, Field(max_length=64, pattern=PRINTABLE_PATTERN),
+                           AfterValidator(_printable)]] = Field(
         default_factory=list, max_length=64,
         description="Genre names of the catalogue (``GET /users/{id}/preferences`` lists them)")
     year: Annotated[int, Field(strict=True, ge=1800, le=2200)] | None = None

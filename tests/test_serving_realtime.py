@@ -394,10 +394,18 @@ def test_added_items_refuse_control_characters_and_name_the_clash(
         tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
     settings = make_settings(tmp_path, arms=["popularity"])
     with app_client(settings, catalog, {"popularity": fitted["popularity"]}) as client:
-        for title in ("a\x00b", "   ", "line\nbreak"):
+        # Found by attack: zero-width spaces alone, C1 controls, line separators and a bidi
+        # override were accepted as "printable text".
+        for title in ("a\x00b", "   ", "line\nbreak", "\u200b\u200b", "a\u0085b",
+                      "a\u2028c", "evil\u202egnp.exe", "\u2067x", "\ue000", "a\U000e0000"):
             response = client.post("/admin/items", json={"item_id": 10**6, "title": title},
                                    headers=AUTH)
             assert response.status_code == 422, title
+            assert response.json()["detail"][0]["loc"] == ["body", "title"], title
+        response = client.post("/admin/items", headers=AUTH, json={
+            "item_id": 10**6, "title": "x", "genres": ["Drama\u202e"]})
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["loc"] == ["body", "genres", 0]
         existing = int(catalog.item_ids[0])
         response = client.post("/admin/items", json={"item_id": existing, "title": "x"},
                                headers=AUTH)
@@ -412,6 +420,9 @@ def test_added_items_refuse_control_characters_and_name_the_clash(
                 (body, "text/plain", 415), (b"\xef\xbb\xbf" + body, "application/json", 422),
                 (body.decode().encode("utf-16"), "application/json", 422),
                 (body[:-5], "application/json", 422),
+                # Not UTF-8, or encoded (found by attack: read as plain UTF-8 text).
+                (body, "application/json; charset=latin-1", 415),
+                (body, 'application/json; charset="UTF-16"', 415),
                 (b'{"item_id": 1' + b"0" * 5000 + b', "title": "x"}', "application/json", 422)]:
             response = client.post("/admin/items", content=content, headers={
                 **AUTH, "content-type": content_type})
@@ -420,7 +431,21 @@ def test_added_items_refuse_control_characters_and_name_the_clash(
                 "content-type": content_type}).status_code == 401
             assert client.post("/admin/items", content=content, headers={
                 "content-type": content_type, "authorization": "Bearer wrong"}).status_code == 403
+        for encoding in ("gzip", "br, identity"):
+            response = client.post("/admin/items", content=body, headers={
+                **AUTH, "content-type": "application/json", "content-encoding": encoding})
+            assert response.status_code == 415, encoding
+            assert "Content-Encoding" in response.json()["detail"]
         assert 10**6 not in client.app.state.service.arm_set.item_index
+        # Titles of any script, with the joiners and marks they use, are taken; so is the
+        # body labelled UTF-8 or not encoded.
+        for n, title in enumerate(("Amélie", "\u0645\u200c\u06cc", "x\u200fy", "Se7en")):
+            response = client.post("/admin/items", json={"item_id": 10**6 + n, "title": title},
+                                   headers={**AUTH, "content-encoding": "identity"})
+            assert response.status_code == 201, (title, response.text)
+        response = client.post("/admin/items", content=b'{"item_id": 2000000, "title": "y"}',
+                               headers={**AUTH, "content-type": "application/json; charset=UTF-8"})
+        assert response.status_code == 201, response.text
 
 
 def test_neutral_events_do_not_move_the_per_user_scores(

@@ -117,6 +117,17 @@ def is_json(content_type: str | None) -> bool:
                                             and media.endswith("+json"))
 
 
+def _charset(content_type: str | None) -> str | None:
+    """The ``charset`` parameter of a ``Content-Type``, lower-cased and unquoted, or None."""
+    if content_type is None or ";" not in content_type:
+        return None
+    for parameter in content_type.split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').lower()
+    return None
+
+
 async def json_body(request: Request, model: type[M]) -> M:
     """A request's JSON body as ``model``: the one reader of every route's body (the hot
     routes call it, the FastAPI routes through :class:`serving.api.deps.JsonBody`).
@@ -124,15 +135,29 @@ async def json_body(request: Request, model: type[M]) -> M:
     Raises
     ------
     UnsupportedMediaTypeError
-        A body that is not JSON (415).
+        A body that is not JSON, not UTF-8 (a ``charset`` other than UTF-8) or encoded
+        (a ``Content-Encoding`` other than ``identity``): 415. Found by attack: a latin-1 or
+        UTF-16 label was read as UTF-8 and a gzip one as plain text.
     RequestValidationError
         As :func:`validate_json` (422).
     ClientGoneError
         The client went away before sending it all, or was cut off at the body time-out
         (499, heard by nobody).
     """
-    if not is_json(request.headers.get("content-type")):
+    headers = request.headers
+    content_type = headers.get("content-type")
+    if not is_json(content_type):
         raise UnsupportedMediaTypeError("the request body must be application/json")
+    charset = _charset(content_type)
+    if charset is not None and charset not in ("utf-8", "utf8"):
+        raise UnsupportedMediaTypeError(f"the request body must be UTF-8 JSON, got charset "
+                                        f"{charset[:40]!r}")
+    encoding = headers.get("content-encoding")
+    if encoding is not None and encoding.strip().lower() != "identity":
+        # Read as it came, a compressed body would be a 422 at best, or a plain one taken
+        # under a label that says otherwise.
+        raise UnsupportedMediaTypeError(f"the request body must not be encoded, got "
+                                        f"Content-Encoding {encoding[:40]!r}; send it as is")
     try:
         raw = await request.body()
     except ClientDisconnect:
