@@ -354,6 +354,18 @@ def test_discounted_thompson_recovers_after_the_best_arm_switches():
     assert discounted > plain + 0.3
 
 
+def test_discounted_thompson_decays_every_count_before_each_observation():
+    """The update by hand (gamma 0.5): each observation first multiplies every arm's counts
+    by gamma. A review deleted the failures' decay and every test still passed."""
+    dts = bd.DiscountedThompsonSampling(["a", "b"], discount=0.5)
+    for arm, r in [("a", 1), ("a", 0), ("b", 1)]:
+        dts.update(arm, r)
+    post = dts.posterior()
+    # a: s 1 -> 0.5 -> 0.25; f 0 -> 0 + 1 -> 0.5.  b: 0 -> 0 -> 1.
+    assert (post["a"]["successes"], post["a"]["failures"]) == (0.25, 0.5)
+    assert (post["b"]["successes"], post["b"]["failures"]) == (1.0, 0.0)
+
+
 def test_sliding_window_counts_only_the_last_observations():
     sw = bd.SlidingWindowThompsonSampling(["a", "b"], window=3)
     for arm, r in [("a", 1), ("a", 1), ("b", 0), ("b", 1), ("a", 0)]:
@@ -399,6 +411,29 @@ def test_linucb_learns_coefficients():
         k = int(rng.integers(2))
         lin.update(k, float(w[k] @ x + 0.01 * rng.normal()), x)
     np.testing.assert_allclose(lin.coefficients(), w, atol=0.02)
+
+
+def test_linucb_scores_are_the_ridge_mean_plus_alpha_times_the_standard_error():
+    """A once-seen arm's bonus outweighs a well-known arm's better mean at alpha 1, not at
+    alpha 0; computed by hand: A = ridge I + sum x x', theta = A^-1 sum r x, score
+    x'theta + alpha sqrt(x' A^-1 x). A review dropped the bonus and every test still passed."""
+    x = np.array([1.0, 0.0])
+    picks = {}
+    for alpha in (1.0, 0.0):
+        lin = bd.LinUCB(["known", "new"], n_features=2, alpha=alpha, ridge=1.0, random_state=0)
+        for _ in range(100):
+            lin.update("known", 0.55, x)
+        lin.update("new", 1.0, x)
+        scores = []
+        for n, r in ((100, 0.55), (1, 1.0)):
+            a_inv = np.linalg.inv(np.eye(2) + n * np.outer(x, x))
+            scores.append(x @ a_inv @ (n * r * x) + alpha * np.sqrt(x @ a_inv @ x))
+        # known: 55/101 + alpha/sqrt(101) = 0.645 at alpha 1; new: 0.5 + alpha/sqrt(2) = 1.207
+        best = int(np.argmax(scores))
+        picks[alpha] = lin.arms[best]
+        assert lin.select(x) == best
+        np.testing.assert_array_equal(lin.action_probabilities(x), np.eye(2)[best])
+    assert picks == {1.0: "new", 0.0: "known"}
 
 
 # ------------------------------------------------------------------ gaussian

@@ -52,6 +52,34 @@ def test_logging_policy_estimates_equal_the_observed_mean() -> None:
         2 * 1.96 * se, rel=0.2)
 
 
+@pytest.mark.parametrize("confidence", [0.95, 0.8])
+def test_intervals_are_the_percentiles_of_the_resampled_estimates(confidence: float) -> None:
+    """Each interval is the (1 -+ confidence) / 2 quantile pair of the estimator recomputed on
+    each resample of the decisions, resampled here by hand with the generator's own stream
+    (test_bootstrap_sums_are_sums_of_resampled_rows). A review found the coverage and width
+    checks passed with the 97.5% and the 99% quantiles reported as 95%."""
+    rng = np.random.default_rng(5)
+    n, B = 300, 400
+    pmf = rng.dirichlet(np.ones(3), size=n)
+    a = np.array([rng.choice(3, p=p) for p in pmf])
+    r = (rng.random(n) < 0.4).astype(float)
+    p0 = pmf[np.arange(n), a]
+    target = rng.dirichlet(np.ones(3), size=n)
+    w = target[np.arange(n), a] / p0
+    draws = np.random.default_rng(11)
+    ips, snips = np.empty(B), np.empty(B)
+    for b in range(B):
+        rows = draws.integers(n, size=n)
+        ips[b] = (w[rows] * r[rows]).sum() / n
+        snips[b] = (w[rows] * r[rows]).sum() / w[rows].sum()
+    quantiles = [(1 - confidence) / 2, (1 + confidence) / 2]
+    for name, resampled in (("ips", ips), ("snips", snips)):
+        got = ope.estimate(name, r, a, p0, target, n_bootstrap=B, confidence=confidence,
+                           random_state=11)
+        assert (got.ci_low, got.ci_high) == pytest.approx(
+            tuple(np.quantile(resampled, quantiles)), abs=1e-12)
+
+
 def test_bootstrap_sums_are_sums_of_resampled_rows() -> None:
     cols = np.arange(12.0).reshape(6, 2)
     sums = ope.bootstrap_sums(cols, 50, random_state=3)

@@ -185,7 +185,6 @@ def test_any_policy_is_served_and_equals_the_fold_of_its_log(
         for user in range(1, 13):
             body = client.get("/recommendations", params={"user_id": user, "k": 4}).json()
             served.append(body)
-            assert sum(body.get("pmf", {}).values() or [1.0]) == pytest.approx(1.0)
             if user % 2:
                 for kind in ("dislike", "like"):
                     out = client.post("/feedback", json={
@@ -220,6 +219,17 @@ def test_any_policy_is_served_and_equals_the_fold_of_its_log(
     expected = 0.0 if aggregation == "earliest" else 1.0
     assert [rewards[b["event_id"]] for b in served[::2]] == [expected] * 6
     assert [rewards[b["event_id"]] for b in served[1::2]] == [0.0] * 6  # no feedback: default
+    # Each logged decision's pmf is a distribution over the arms, and its propensity is the
+    # pmf's value at the served arm (a review found the check here read the response, which
+    # has no pmf: it could not fail).
+    logged = {r["event_id"]: r for r in read_table(settings.resolved_db_url(), decisions)}
+    for body in served:
+        row = logged[body["event_id"]]
+        pmf = row["pmf"]
+        assert set(pmf) == set(ARMS) and all(p >= 0 for p in pmf.values())
+        assert sum(pmf.values()) == pytest.approx(1.0, abs=1e-12)
+        assert row["propensity"] == pytest.approx(pmf[body["arm"]], abs=1e-12)
+        assert body["propensity"] == pytest.approx(row["propensity"], abs=1e-12)
     result = rebuild_state(settings)
     assert result.exit_code == 0 and str(result).endswith("match: yes"), str(result)
 
