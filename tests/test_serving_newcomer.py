@@ -282,7 +282,13 @@ def test_a_statements_time_follows_the_order_that_decides_the_winner(
     put = threading.Thread(target=lambda: answer.update(
         pref_client.put(path, json={"genres": ["Comedy"]}).json()))
     put.start()
-    time.sleep(0.5)
+    # Released once the PUT's write has waited 0.2 s in the store (a fixed sleep let a loaded
+    # machine release the lock before the PUT reached it, and the test pass untested).
+    watch = pref_client.app.state.service.write_watch
+    deadline = time.monotonic() + 30
+    while watch.unanswered_s() < 0.2:
+        assert time.monotonic() < deadline and put.is_alive(), "the PUT never waited"
+        time.sleep(0.01)
     released = time.time()
     holder.rollback()
     put.join(60)
