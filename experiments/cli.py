@@ -10,6 +10,8 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -83,6 +85,9 @@ def _replay(args: argparse.Namespace) -> int:
     from experiments import replay
 
     arms = tuple(a.strip() for a in (args.arms or "").split(",") if a.strip())
+    if args.arms is not None and not arms:  # as evaluate-arms: not the defaults in silence
+        print("recbandits replay: --arms: name at least one arm", file=sys.stderr)
+        return 2
     try:
         config = replay.ReplayConfig(
             data=args.data, cut=args.cut, retrain_every=args.retrain_every,
@@ -92,7 +97,8 @@ def _replay(args: argparse.Namespace) -> int:
             arms=arms or replay.DEFAULT_ARMS,
         )  # fmt: skip
     except replay.ReplayConfigError as exc:
-        print(f"recbandits replay: --{exc.field.replace('_', '-')}: {exc}", file=sys.stderr)
+        option = {"n_bootstrap": "bootstrap"}.get(exc.field, exc.field)
+        print(f"recbandits replay: --{option.replace('_', '-')}: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:  # an unknown arm
         print(f"recbandits replay: --arms: {exc}", file=sys.stderr)
@@ -103,7 +109,11 @@ def _replay(args: argparse.Namespace) -> int:
         def step(_: int) -> None:
             bar.update()
 
-        results = replay.run(config, out_dir=out, on_step=step)
+        try:
+            results = replay.run(config, out_dir=out, on_step=step)
+        except ValueError as exc:  # what the data makes of the options (--synthetic 0, ...)
+            print(f"recbandits replay: {exc}", file=sys.stderr)
+            return 2
     print(replay.format_results(results))
     for note in results.notes:
         print(f"note: {note}")
@@ -229,9 +239,9 @@ def _ope_candidates(
         priors = [tuple(float(x) for x in p.split(",")) for p in args.ts_prior or []]
     except ValueError:
         priors = [()]
-    if any(len(p) != 2 or min(p) <= 0 for p in priors):
-        print(f"recbandits ope: --ts-prior takes ALPHA,BETA with both > 0, got {args.ts_prior}",
-              file=sys.stderr)
+    if any(len(p) != 2 or not all(0 < x < math.inf for x in p) for p in priors):
+        print(f"recbandits ope: --ts-prior takes ALPHA,BETA with both finite and > 0, got "
+              f"{args.ts_prior}", file=sys.stderr)
         return None
     try:
         linear = tuple(offpolicy.LinearCandidate.parse(t) for t in args.linear or [])
@@ -241,9 +251,40 @@ def _ope_candidates(
     return priors, linear
 
 
+#: ``ope``'s options for the service's log, and those for ``--obd``: each refused with the
+#: other (found by attack: ``--obd`` ignored ``--out`` and the exports, and wrote nothing).
+OPE_LOG_OPTIONS = ("db", "out", "ts_prior", "linear", "include_open", "export_csv",
+                   "export_obp", "shadow")
+OPE_OBD_OPTIONS = ("campaign", "data", "full")
+
+
+def _ope_options_clash(args: argparse.Namespace) -> str | None:
+    """Why ``args`` mix the options of the two sources, or of the two exports; None if not."""
+    given = [n for n in (OPE_OBD_OPTIONS if not args.obd else OPE_LOG_OPTIONS)
+             if getattr(args, n) not in (None, False, [])]
+    flags = ", ".join(f"--{n.replace('_', '-')}" for n in given)
+    if given and args.obd:
+        return f"{flags}: for the service's log, not with --obd"
+    if given:
+        return f"{flags}: only with --obd"
+    exports = [p for p in (args.export_csv, args.export_obp) if p is not None]
+    if len(exports) == 2 and os.path.realpath(exports[0]) == os.path.realpath(exports[1]):
+        return f"--export-csv and --export-obp name the same file {exports[0]!r}"
+    for path in exports:
+        if os.path.isdir(path):
+            return f"{path!r} is a folder; --export-csv and --export-obp take a file path"
+    return None
+
+
 def _ope(args: argparse.Namespace) -> int:
-    if args.obd:
-        return _ope_obd(args)
+    clash = _ope_options_clash(args)
+    if clash is not None:  # refused before anything is read or written
+        print(f"recbandits ope: {clash}", file=sys.stderr)
+        return 2
+    return _ope_obd(args) if args.obd else _ope_log(args)
+
+
+def _ope_log(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from pydantic import ValidationError
@@ -588,8 +629,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        Exit status: the handler's, 2 when the data is unavailable, 3
-        (:data:`STORE_UNAVAILABLE`) when the store is down, 130 on Ctrl-C.
+        Exit status: the handler's, 2 when the data is unavailable or a path or store given
+        cannot be used, 3 (:data:`STORE_UNAVAILABLE`) when the store is down, 130 on Ctrl-C.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -598,6 +639,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     handler: Handler = args.handler
+    refused = _out_refusal(getattr(args, "out", None))
+    if refused is not None:
+        print(f"recbandits {args.command}: {refused}", file=sys.stderr)
+        return 2
     try:
         return handler(args)
     except DataUnavailableError as exc:
@@ -608,12 +653,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:
         outage = _store_outage(exc)
-        if outage is None:
+        if outage is not None:
+            # One line, not the driver's traceback (found by attack: 130-143 lines), and its
+            # own status: rebuild-state's 1 means "match: NO".
+            print(f"recbandits {args.command}: {outage}", file=sys.stderr)
+            return STORE_UNAVAILABLE
+        refusal = None if args.verbose else _input_refusal(exc)
+        if refusal is None:
             raise
-        # One line, not the driver's traceback (found by attack: 130-143 lines), and its own
-        # status: rebuild-state's 1 means "match: NO".
-        print(f"recbandits {args.command}: {outage}", file=sys.stderr)
-        return STORE_UNAVAILABLE
+        print(f"recbandits {args.command}: {refusal}", file=sys.stderr)
+        return 2
+
+
+def _out_refusal(path: str | None) -> str | None:
+    """Why the folder ``path`` (``--out``) could not be written, or None: checked before a run
+    that may take minutes, without creating anything (the run makes the folder).
+    """
+    if path is None:
+        return None
+    target = os.path.abspath(path)
+    if os.path.exists(target) and not os.path.isdir(target):
+        return f"--out {path!r} is a file, not a folder"
+    ancestor = target
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        return f"--out {path!r} lies under the file {ancestor!r}"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"--out {path!r}: {ancestor!r} is not writable"
+    return None
+
+
+def _input_refusal(exc: Exception) -> str | None:
+    """One line for an error of what the user pointed the command at, or None for any other.
+
+    A path that cannot be written or read (``--out`` naming a file, a folder under a file, a
+    read-only place; found by attack: a traceback from each command that writes) and a store
+    file that is not a database. ``-v`` shows the traceback instead.
+    """
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.strerror or exc}: {exc.filename}"
+    errors = sys.modules.get("sqlalchemy.exc")
+    if errors is not None and isinstance(exc, errors.DatabaseError):
+        return f"the store cannot be read: {getattr(exc, 'orig', None) or exc}"
+    return None
 
 
 #: Exit status of a service command that found its store down, unreachable or locked (nothing

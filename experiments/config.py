@@ -285,11 +285,23 @@ def from_dict(data: Mapping[str, Any], *, default_name: str = "experiment") -> E
     return config
 
 
-def _check_int(name: str, value: object, minimum: int) -> None:
+#: Largest horizon: each step is one turn of a Python loop over the batched runs, and the
+#: per-step arm counts take horizon x arms x 8 bytes (found by attack: 10^13 asked numpy for
+#: 7.3 TiB and ended in a traceback).
+MAX_HORIZON = 10**8
+#: Largest number of runs (and runs per task): the recorded curves take runs x records x 8 bytes
+#: each.
+MAX_RUNS = 10**6
+#: Most local worker processes (found by attack: 1,000 workers took the machine down).
+MAX_WORKERS = 256
+
+
+def _check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> None:
+    allowed = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum:,}"
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+        raise ConfigError(f"{name} must be an integer {allowed}, got {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        raise ConfigError(f"{name} must be {allowed}, got {value}")
 
 
 def validate(config: ExperimentConfig) -> ExperimentConfig:
@@ -318,9 +330,9 @@ def _check_run(config: ExperimentConfig) -> None:
         raise ConfigError(f"name must be a non-empty string, got {config.name!r}")
     if any(c in config.name for c in "/\\") or config.name.startswith("."):
         raise ConfigError(f"name is used as a folder name; got {config.name!r}")
-    _check_int("horizon", config.horizon, 1)
-    _check_int("runs", config.runs, 1)
-    _check_int("runs_per_task", config.runs_per_task, 1)
+    _check_int("horizon", config.horizon, 1, MAX_HORIZON)
+    _check_int("runs", config.runs, 1, MAX_RUNS)
+    _check_int("runs_per_task", config.runs_per_task, 1, MAX_RUNS)
     _check_int("record_every", config.record_every, 1)
     if config.seed is not None:
         _check_int("seed", config.seed, 0)
@@ -335,7 +347,7 @@ def _check_run(config: ExperimentConfig) -> None:
     if config.scheduler is not None and not isinstance(config.scheduler, str):
         raise ConfigError(f"scheduler must be an address string, got {config.scheduler!r}")
     if config.workers is not None:
-        _check_int("workers", config.workers, 1)
+        _check_int("workers", config.workers, 1, MAX_WORKERS)
 
 
 def _check_env(env: EnvConfig) -> None:

@@ -86,6 +86,7 @@ from arms.data import (
     temporal_split,
 )
 from arms.metrics import mae, ranking_metrics, rmse
+from experiments.config import MAX_WORKERS
 
 logger = logging.getLogger(__name__)
 
@@ -283,6 +284,8 @@ def _check_int(name: str, value: object, low: int) -> None:
         raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
     if value < low:
         raise ValueError(f"{name} must be at least {low}, got {value}")
+    if name == "n_jobs" and value > MAX_WORKERS:  # simulate's cap on worker processes
+        raise ValueError(f"{name} must be at most {MAX_WORKERS}, got {value}")
 
 
 def _choose(
@@ -409,7 +412,7 @@ def _arm_labels(specs: dict[str, ArmSpec], arms: Sequence[str] | None, *,
     Raises
     ------
     ValueError
-        For an unknown arm, or none at all.
+        For an unknown arm, an arm named twice, or none at all.
     """
     if arms is None:
         labels = [a for a in DEFAULT_ARMS if a in specs] if defaults else list(specs)
@@ -420,7 +423,7 @@ def _arm_labels(specs: dict[str, ArmSpec], arms: Sequence[str] | None, *,
         raise ValueError(f"unknown arms {unknown}; available: {sorted(specs)}")
     if not labels:
         raise ValueError("arms is empty; name at least one arm")
-    return labels
+    return list(_named_once(labels))
 
 
 def _chosen(protocol: Protocol, spec_list: list[ArmSpec], grids: dict[str, list[dict[str, Any]]],
@@ -634,16 +637,26 @@ def _canonical_arms(arms: tuple[str, ...]) -> tuple[str, ...]:
     TypeError
         If ``arms`` is a bare string or holds something else than strings.
     EvaluateConfigError
-        If it is empty or names an unknown arm (``field`` is ``"arms"``).
+        If it is empty, names an unknown arm or one arm twice (``field`` is ``"arms"``).
     """
     if isinstance(arms, str) or not all(isinstance(a, str) for a in arms):
         raise TypeError(f"arms must be a tuple of arm names, got {arms!r}")
     if not arms:
         raise EvaluateConfigError("arms", "arms is empty; name at least one arm")
     try:
-        return tuple(registry.resolve(a).name for a in arms)
+        return tuple(_named_once([registry.resolve(a).name for a in arms]))
     except ValueError as exc:
         raise EvaluateConfigError("arms", str(exc)) from None
+
+
+def _named_once(names: Sequence[str]) -> Sequence[str]:
+    """``names``, refused (ValueError) if one is there twice: found by attack, a pandas
+    "Index contains duplicate entries" traceback at the end of the run.
+    """
+    twice = sorted({a for a in names if names.count(a) > 1})
+    if twice:
+        raise ValueError(f"arms must name each arm once, got {twice} twice")
+    return names
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ import dataclasses
 import datetime as _dt
 import json
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,10 +129,7 @@ class ReplayConfig:
         """Check every field; raise :class:`ReplayConfigError` naming the first bad one."""
         if not 0.0 < float(self.cut) < 1.0:
             raise ReplayConfigError("cut", f"cut must be within (0, 1), got {self.cut!r}")
-        if not self.arms:
-            raise ReplayConfigError("arms", "arms must name at least one arm")
-        for name in self.arms:
-            resolve(name)  # UnknownArmError (a ValueError) with a suggestion
+        self._check_arms()
         bad = [v for v in self.variants if v not in VARIANTS]
         if bad or not self.variants:
             raise ReplayConfigError(
@@ -148,9 +146,19 @@ class ReplayConfig:
         if self.cold_users not in COLD_USERS:
             raise ReplayConfigError("cold_users", f"cold_users must be one of "
                                     f"{list(COLD_USERS)}, got {self.cold_users!r}")
-        if not float(self.half_life_days) > 0:
-            raise ReplayConfigError(
-                "half_life_days", f"half_life_days must be > 0, got {self.half_life_days!r}")
+        if not 0 < float(self.half_life_days) < math.inf:
+            raise ReplayConfigError("half_life_days", f"half_life_days must be finite and > 0, "
+                                    f"got {self.half_life_days!r}")
+
+    def _check_arms(self) -> None:
+        """At least one arm, each known and named once."""
+        if not self.arms:
+            raise ReplayConfigError("arms", "arms must name at least one arm")
+        for name in self.arms:
+            resolve(name)  # UnknownArmError (a ValueError) with a suggestion
+        twice = sorted({a for a in self.arms if self.arms.count(a) > 1})
+        if twice:
+            raise ReplayConfigError("arms", f"arms must name each arm once, got {twice} twice")
 
 
 @dataclass

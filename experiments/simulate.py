@@ -221,19 +221,34 @@ def probe_env(config: ExperimentConfig) -> EnvInfo:
     Where the environment needs MovieLens and it cannot be had, the synthetic dataset is used
     instead and a one-line note says so.
     """
+    import gymnasium
+
     from arms.errors import DataUnavailableError
 
     params = dict(config.env.params)
     notes: list[str] = []
     try:
-        env = make_vector_env(config.env.id, params, 1, config.horizon)
-    except DataUnavailableError as exc:
-        wanted = movielens_variant(dataset_name(params) or "movielens")
-        params["dataset"] = "synthetic"
-        logger.info("MovieLens unavailable: %s", exc)
-        notes.append(f"{wanted.title} not available; running on the synthetic dataset instead "
-                     f"(set RECBANDITS_DATA to a folder holding {wanted.folders[0]}/ to use it)")
-        env = make_vector_env(config.env.id, params, 1, config.horizon)
+        try:
+            env = make_vector_env(config.env.id, params, 1, config.horizon)
+        except DataUnavailableError as exc:
+            wanted = movielens_variant(dataset_name(params) or "movielens")
+            params["dataset"] = "synthetic"
+            logger.info("MovieLens unavailable: %s", exc)
+            notes.append(f"{wanted.title} not available; running on the synthetic dataset "
+                         f"instead (set RECBANDITS_DATA to a folder holding "
+                         f"{wanted.folders[0]}/ to use it)")
+            env = make_vector_env(config.env.id, params, 1, config.horizon)
+    except cfg.ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        # The environment's own check of its parameters (a typo, a click rate outside [0, 1],
+        # an unknown arm): one line naming the table, not a traceback from a worker (found by
+        # attack: every bad value printed one, three stacked with several workers).
+        raise cfg.ConfigError(f"[env.params] of {config.env.id}: {exc}") from None
+    if not isinstance(env.single_action_space, gymnasium.spaces.Discrete):
+        raise cfg.ConfigError(
+            f"[env] id {config.env.id} takes {env.single_action_space} actions (an arm for each "
+            "slate position); simulate runs environments whose action is one arm")
     unwrapped = getattr(env, "unwrapped", env)
     arm_names = [str(a) for a in unwrapped.arm_names]  # type: ignore[union-attr]  # envs' vector envs name their arms
     n_features = int(np.prod(env.single_observation_space.shape))  # type: ignore[arg-type]  # a Box: shaped

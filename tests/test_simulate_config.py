@@ -75,8 +75,10 @@ def test_unknown_policy_from_toml_file_names_the_file(tmp_path):
     ("changes", "pattern"),
     [
         ({"horizn": 5}, r"unknown key 'horizn'; allowed keys: .*horizon"),
-        ({"horizon": 0}, r"horizon must be >= 1, got 0"),
-        ({"runs": 2.5}, r"runs must be an integer >= 1, got 2.5"),
+        ({"horizon": 0}, r"horizon must be from 1 to 100,000,000, got 0"),
+        ({"horizon": 10**8 + 1}, r"horizon must be from 1 to 100,000,000, got 100000001"),
+        ({"runs": 2.5}, r"runs must be an integer from 1 to 1,000,000, got 2.5"),
+        ({"workers": 257}, r"workers must be from 1 to 256, got 257"),
         ({"executor": "ray"}, r"executor must be one of local, dask, got 'ray'"),
         ({"policies": []}, r"missing \[\[policies\]\]"),
         ({"checkpoints": [10, 99]}, r"step 99 is beyond the horizon 50"),
@@ -107,7 +109,7 @@ def test_override_applies_and_validates():
     assert [p.label for p in changed.policies] == ["TS", "UCB1"]
     with pytest.raises(ConfigError, match=r"--policies: unknown policy 'Thomson'"):
         cfg.override(config, policies=["Thomson"])
-    with pytest.raises(ConfigError, match="runs must be >= 1"):
+    with pytest.raises(ConfigError, match="runs must be from 1 to 1,000,000, got 0"):
         cfg.override(config, runs=0)
 
 

@@ -1,0 +1,120 @@
+"""Bad input on the lab's command line is one line on stderr and exit 2, never a traceback,
+and nothing is written (found by an attack on the CLI: each case below printed a traceback,
+ran with an input silently ignored, or clobbered a file).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from experiments import cli
+
+CONFIGS = Path(__file__).resolve().parent.parent / "experiments" / "configs"
+
+
+def refused(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    """Run ``recbandits argv``; assert exit 2 with one line on stderr, and return it."""
+    status = cli.main(argv)
+    err = capsys.readouterr().err.strip()
+    assert status == 2, err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert err.startswith(f"recbandits {argv[0]}: "), err
+    return err
+
+
+def fixed_ctr_with(tmp_path: Path, old: str, new: str) -> str:
+    text = (CONFIGS / "fixed_ctr.toml").read_text()
+    assert old in text
+    path = tmp_path / "broken.toml"
+    path.write_text(text.replace(old, new, 1))
+    return str(path)
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ("ctr = [", "ctr = [nan, ", "[env.params] of recbandits/FixedCTR-v0: ctr must hold "
+     "probabilities within [0, 1]"),
+    ("ctr = [", "ctrs = [", "[env.params] of recbandits/FixedCTR-v0: "),
+])
+def test_bad_env_params_are_one_line_naming_the_table(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], old: str, new: str,
+        message: str) -> None:
+    out = tmp_path / "run"
+    err = refused(capsys, ["simulate", fixed_ctr_with(tmp_path, old, new), "--runs", "2",
+                           "--horizon", "20", "-q", "--out", str(out)])
+    assert message in err
+    assert not out.exists()
+
+
+def test_a_slate_environment_is_refused_by_simulate(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    err = refused(capsys, ["simulate", "fixed_ctr", "--env", "recbandits/SyntheticSlate-v0",
+                           "--runs", "2", "--horizon", "20", "-q", "--out",
+                           str(tmp_path / "run")])
+    assert "an arm for each slate position" in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["simulate", "fixed_ctr", "--horizon", str(10**13)],
+     "horizon must be from 1 to 100,000,000, got 10000000000000"),
+    (["simulate", "fixed_ctr", "--workers", "1000"], "workers must be from 1 to 256, got 1000"),
+    (["evaluate-arms", "--synthetic", "2000", "--jobs", "500"], "n_jobs must be at most 256"),
+    (["evaluate-arms", "--synthetic", "2000", "--arms", "popularity,popularity"],
+     "arms must name each arm once, got ['popularity'] twice"),
+    (["replay", "--synthetic", "3000", "--arms", "popularity,popularity"],
+     "arms must name each arm once, got ['popularity'] twice"),
+    (["replay", "--synthetic", "3000", "--arms", ","], "--arms: name at least one arm"),
+    (["replay", "--synthetic", "3000", "--half-life-days", "inf"],
+     "half_life_days must be finite and > 0, got inf"),
+    (["replay", "--synthetic", "3000", "--bootstrap", "3"], "replay: --bootstrap: "),
+    (["replay", "--synthetic", "0"], "n_ratings must be at least 1, got 0"),
+    (["ope", "--obd", "--out", "runs/x"], "--out: for the service's log, not with --obd"),
+    (["ope", "--campaign", "men"], "--campaign: only with --obd"),
+    (["ope", "--db", "sqlite:///x.db", "--ts-prior", "nan,1"],
+     "--ts-prior takes ALPHA,BETA with both finite and > 0"),
+])
+def test_out_of_range_duplicate_and_ignored_options_are_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        argv: list[str], message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert message in refused(capsys, [*argv, *(["-q"] if argv[0] in ("simulate", "replay")
+                                               else [])])
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.mark.parametrize("command", [["simulate", "fixed_ctr", "--runs", "2", "--horizon", "20",
+                                      "-q"],
+                                     ["evaluate-arms", "--synthetic", "2000"],
+                                     ["replay", "--synthetic", "3000", "-q"],
+                                     ["ope", "--db", "sqlite:///none.db"]])
+def test_an_out_folder_that_is_a_file_or_under_one_is_refused_before_the_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        command: list[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    blocker = tmp_path / "taken"
+    blocker.write_text("keep me")
+    assert "is a file, not a folder" in refused(capsys, [*command, "--out", str(blocker)])
+    assert "lies under the file" in refused(capsys, [*command, "--out", str(blocker / "run")])
+    assert blocker.read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_exports_to_one_file_or_to_a_folder_are_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = f"sqlite:///{tmp_path / 'none.db'}"
+    same = str(tmp_path / "log.out")
+    assert "name the same file" in refused(capsys, ["ope", "--db", db, "--export-csv", same,
+                                                    "--export-obp", same])
+    assert "is a folder" in refused(capsys, ["ope", "--db", db, "--export-csv", str(tmp_path)])
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["credit", "holdout"])
+def test_a_store_that_is_not_a_database_is_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str) -> None:
+    path = tmp_path / "notes.db"
+    path.write_text("not a database at all, but long enough to have a header" * 4)
+    err = refused(capsys, [command, "--db", f"sqlite:///{path}"])
+    assert "the store cannot be read: file is not a database" in err
