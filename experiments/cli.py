@@ -14,7 +14,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from arms.data.movielens import MOVIELENS_NAMES
 from arms.errors import DataUnavailableError
@@ -177,13 +177,28 @@ def _serving_settings(args: argparse.Namespace) -> object:
     return Settings(**given)
 
 
+def _settings_issues(exc: Any) -> str:
+    """A pydantic ValidationError of the settings as one line: ``field: message; ...`` (its
+    own text is a multi-line dump with a link per error; found by attack).
+    """
+    issues = []
+    for error in exc.errors(include_url=False):
+        field = ".".join(str(part) for part in error["loc"]) or "settings"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        issues.append(message if message.startswith(f"{field}: ") else f"{field}: {message}")
+    return "; ".join(issues)
+
+
 def _settings_or_none(args: argparse.Namespace, command: str) -> object | None:
     """The service's settings for ``command``; None after saying why they are invalid."""
     from pydantic import ValidationError
 
     try:
         return _serving_settings(args)
-    except (ValidationError, ValueError) as exc:  # a bad option, variable or settings file
+    except ValidationError as exc:  # a bad option or variable: one line, no links
+        print(f"recbandits {command}: {_settings_issues(exc)}", file=sys.stderr)
+        return None
+    except ValueError as exc:  # a bad settings file
         print(f"recbandits {command}: {exc}", file=sys.stderr)
         return None
 

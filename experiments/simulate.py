@@ -647,8 +647,11 @@ def run(
     try:
         own = executor is None
         if executor is None:
-            executor = make_executor(config.executor, workers=config.workers,
-                                     scheduler=config.scheduler)
+            try:
+                executor = make_executor(config.executor, workers=config.workers,
+                                         scheduler=config.scheduler)
+            except (ValueError, OSError) as exc:  # a scheduler that is no address, or is gone
+                raise cfg.ConfigError(f"scheduler {config.scheduler!r}: {exc}") from None
         with executor if own else contextlib.nullcontext(executor):
             # 2. the environment, probed on a worker: building it fits the arms there, once
             #    per process, where the tasks will need them (the data fallback applies there).
