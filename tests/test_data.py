@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 from test_movielens_large import pin_archive
@@ -269,3 +270,73 @@ def test_synthetic_context_carries_signal(synthetic: Dataset) -> None:
 def test_synthetic_bad_arguments(kwargs: dict, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         make_synthetic(**kwargs)
+
+
+# ---------------------------------------------------------------------------- bad ratings
+@pytest.fixture(scope="module")
+def small() -> Dataset:
+    return make_synthetic(30, 40, 600, random_state=3)
+
+
+def _with(data: Dataset, column: str, value: float, row: int = 4) -> Dataset:
+    ratings = data.ratings.loc[:, ["user_id", "item_id", "rating", "timestamp"]].astype(
+        {column: np.float64})
+    ratings.loc[ratings.index[row], column] = value
+    return Dataset.from_frames(ratings, data.items, data.users, data.genre_names)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf, 9.0, 0.0, -1.0, 5.5, 0.25])
+def test_from_frames_refuses_a_rating_off_the_scale(small: Dataset, value: float) -> None:
+    user, item = small.ratings.loc[4, ["user_id", "item_id"]]
+    match = (rf"ratings row 4 \(user_id {user}, item_id {item}\): rating {value!r}; each must "
+             r"be a finite number within the rating scale \[0\.5, 5\]")
+    with pytest.raises(ValueError, match=match):
+        _with(small, "rating", value)
+
+
+@pytest.mark.parametrize("arm", ["svd", "cooccurrence", "popularity"])
+def test_no_arm_fits_a_nan_or_negative_rating(small: Dataset, arm: str) -> None:
+    # SVD used to recommend item -1 at score -inf; co-occurrence raised a misleading
+    # OverflowError ("lower the weights or the half_life"). Both now stop at the data.
+    from arms import make_arm
+
+    for value in (np.nan, -1.0):
+        with pytest.raises(ValueError, match="rating scale"):
+            make_arm(arm, random_state=0).fit(_with(small, "rating", value))
+
+
+def test_rating_scale_is_a_field_kept_by_new_ratings(small: Dataset) -> None:
+    assert small.rating_scale == (0.5, 5.0)
+    ratings = small.ratings.assign(rating=small.ratings["rating"] * 2)  # 2-10
+    narrow = Dataset.from_frames(ratings, small.items, small.users, small.genre_names,
+                                 rating_scale=(2, 10))
+    assert narrow.rating_scale == (2.0, 10.0)
+    assert narrow.subset(np.arange(narrow.n_ratings) < 10).rating_scale == (2.0, 10.0)
+    with pytest.raises(ValueError, match=r"rating 1\.0; .*scale \[2, 10\]"):
+        narrow.with_ratings(small.ratings)
+    with pytest.raises(ValueError, match="rating_scale must be finite with lowest < highest"):
+        Dataset.from_frames(ratings, small.items, small.users, (), rating_scale=(5, 1))
+
+
+@pytest.mark.parametrize("column", ["user_id", "item_id", "timestamp"])
+@pytest.mark.parametrize("value", [np.nan, np.inf, 2.5])
+def test_from_frames_refuses_a_missing_or_fractional_id_or_timestamp(
+    small: Dataset, column: str, value: float
+) -> None:
+    with pytest.raises(ValueError, match=rf"ratings row 4 \(.*\): {column} {value!r}; each must "
+                                         "be a finite whole number"):
+        _with(small, column, value)
+
+
+@pytest.mark.parametrize("kind", ["user_id", "item_id"])
+def test_from_frames_refuses_a_repeated_or_missing_catalogue_id(small: Dataset, kind: str
+                                                                ) -> None:
+    frames = {"user_id": small.users, "item_id": small.items}
+    twice = pd.concat([frames[kind], frames[kind].iloc[[2]]])
+    gap = frames[kind].set_axis(frames[kind].index.astype(np.float64).where(
+        np.arange(len(frames[kind])) != 3, np.nan))
+    for catalogue, match in ((twice, rf"the {kind} catalogue holds {kind} 3 more than once"),
+                             (gap, rf"the {kind} catalogue holds nan at position 3")):
+        given = {**frames, kind: catalogue}
+        with pytest.raises(ValueError, match=match):
+            Dataset.from_frames(small.ratings, given["item_id"], given["user_id"], ())

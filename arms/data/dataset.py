@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from typing import NoReturn
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,9 @@ import scipy.sparse as sp
 from arms.errors import unknown_id_message
 
 RATING_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
+#: The default rating scale, lowest and highest allowed rating: wide enough for every loader
+#: (MovieLens' whole stars 1-5 and half stars 0.5-5, the synthetic 1-5, serving's feedback 1-5).
+RATING_SCALE = (0.5, 5.0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,6 +46,8 @@ class Dataset:
         The genre flag columns of ``items``, in order.
     name : str
         Where the data came from, e.g. ``"ml-100k"``, ``"ml-20m"`` or ``"synthetic"``.
+    rating_scale : tuple of float
+        The lowest and highest rating allowed, both inclusive (default :data:`RATING_SCALE`).
     """
 
     ratings: pd.DataFrame
@@ -49,6 +55,7 @@ class Dataset:
     users: pd.DataFrame
     genre_names: tuple[str, ...]
     name: str = "dataset"
+    rating_scale: tuple[float, float] = RATING_SCALE
     _cache: dict[tuple[str, bool], sp.csr_matrix] = field(default_factory=dict, repr=False,
                                                           compare=False)
 
@@ -60,17 +67,25 @@ class Dataset:
         users: pd.DataFrame,
         genre_names: tuple[str, ...],
         name: str = "dataset",
+        rating_scale: tuple[float, float] = RATING_SCALE,
     ) -> Dataset:
         """Build a dataset from raw-id ratings, adding the contiguous indices.
 
         Raises
         ------
         ValueError
-            If a column is missing or a rating names a user or item absent from the catalogue.
+            If a column is missing; if an id or timestamp is missing, not finite or not a whole
+            number; if a rating is not finite or lies outside ``rating_scale``; if the catalogue
+            repeats a user or item id; or if a rating names a user or item absent from it. The
+            message names the first bad row (its index label, user, item and value).
         """
         missing = [c for c in RATING_COLUMNS if c not in ratings.columns]
         if missing:
             raise ValueError(f"ratings lack columns {missing}; expected {list(RATING_COLUMNS)}")
+        low, high = _check_scale(rating_scale)
+        _check_catalogue("user_id", users.index)
+        _check_catalogue("item_id", items.index)
+        _check_ratings(ratings, low, high)
         frame = ratings.loc[:, list(RATING_COLUMNS)].copy()
         frame["user_id"] = frame["user_id"].astype(np.int64)
         frame["item_id"] = frame["item_id"].astype(np.int64)
@@ -86,12 +101,14 @@ class Dataset:
             raise ValueError(unknown_id_message("item_id", int(bad), items.index[:50]))
         frame["user_index"] = user_pos.astype(np.int32)
         frame["item_index"] = item_pos.astype(np.int32)
-        return cls(frame.reset_index(drop=True), items, users, tuple(genre_names), name)
+        return cls(frame.reset_index(drop=True), items, users, tuple(genre_names), name,
+                   (low, high))
 
     def with_ratings(self, ratings: pd.DataFrame, name: str | None = None) -> Dataset:
         """A new dataset over the same catalogue holding ``ratings`` (raw ids are re-indexed)."""
         return Dataset.from_frames(
-            ratings, self.items, self.users, self.genre_names, name or self.name
+            ratings, self.items, self.users, self.genre_names, name or self.name,
+            self.rating_scale,
         )
 
     def subset(self, mask: np.ndarray, name: str | None = None) -> Dataset:
@@ -179,3 +196,61 @@ def _lookup(kind: str, index: pd.Index, ids: object) -> np.ndarray:
         bad = values[positions < 0][0]
         raise ValueError(unknown_id_message(kind, int(bad), index[:200]))
     return positions.astype(np.int64)
+
+
+def _check_scale(scale: tuple[float, float]) -> tuple[float, float]:
+    """``scale`` as ``(low, high)`` after checking both are finite reals with ``low < high``."""
+    try:
+        low, high = (float(v) for v in scale)
+    except (TypeError, ValueError):
+        raise ValueError(f"rating_scale must be two numbers (lowest, highest), got {scale!r}"
+                         ) from None
+    if not (np.isfinite(low) and np.isfinite(high) and low < high):
+        raise ValueError(f"rating_scale must be finite with lowest < highest, got {scale!r}")
+    return low, high
+
+
+def _whole(values: pd.Series) -> np.ndarray:
+    """Where ``values`` are present, finite whole numbers (an integer dtype always is)."""
+    if values.dtype.kind in "iu":
+        return np.ones(len(values), dtype=bool)
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.asarray(np.isfinite(numbers) & (numbers == np.round(numbers)), dtype=bool)
+
+
+def _check_catalogue(kind: str, index: pd.Index) -> None:
+    """The catalogue's ids are whole numbers, each once."""
+    ok = _whole(index.to_series())
+    if not ok.all():
+        raise ValueError(f"the {kind} catalogue holds {_plain(index[~ok][0])!r} at position "
+                         f"{int(np.flatnonzero(~ok)[0])}; ids must be whole numbers")
+    if not index.is_unique:
+        twice = _plain(index[index.duplicated()][0])
+        raise ValueError(f"the {kind} catalogue holds {kind} {twice!r} more than once; ids must "
+                         "be unique")
+
+
+def _check_ratings(ratings: pd.DataFrame, low: float, high: float) -> None:
+    """Ids and timestamps are whole numbers and ratings finite within ``[low, high]``."""
+    for column in ("user_id", "item_id", "timestamp"):
+        ok = _whole(ratings[column])
+        if not ok.all():
+            _refuse(ratings, int(np.flatnonzero(~ok)[0]), column, "a finite whole number")
+    rating = pd.to_numeric(ratings["rating"], errors="coerce").to_numpy(
+        dtype=np.float64, na_value=np.nan)
+    ok = np.isfinite(rating) & (rating >= low) & (rating <= high)
+    if not ok.all():
+        _refuse(ratings, int(np.flatnonzero(~ok)[0]), "rating",
+                f"a finite number within the rating scale [{low:g}, {high:g}]")
+
+
+def _refuse(ratings: pd.DataFrame, row: int, column: str, allowed: str) -> NoReturn:
+    """Raise the ``ValueError`` naming row ``row`` (a position) of ``ratings`` and its value."""
+    user, item, value = (_plain(ratings[c].iloc[row]) for c in ("user_id", "item_id", column))
+    raise ValueError(f"ratings row {_plain(ratings.index[row])!r} (user_id {user!r}, item_id "
+                     f"{item!r}): {column} {value!r}; each must be {allowed}")
+
+
+def _plain(value: object) -> object:
+    """A numpy scalar as the Python number it holds (so a message reads ``3``, not its repr)."""
+    return value.item() if isinstance(value, np.generic) else value
