@@ -328,6 +328,15 @@ def test_from_frames_refuses_a_missing_or_fractional_id_or_timestamp(
         _with(small, column, value)
 
 
+@pytest.mark.parametrize("column", ["user_id", "item_id", "timestamp"])
+def test_from_frames_refuses_a_nullable_integer_na(small: Dataset, column: str) -> None:
+    ratings = small.ratings.astype({column: "Int64"})
+    ratings.loc[4, column] = pd.NA
+    with pytest.raises(ValueError, match=rf"ratings row 4 \(.*\): {column} <NA>; each must be a "
+                                         "finite whole number"):
+        Dataset.from_frames(ratings, small.items, small.users, small.genre_names)
+
+
 @pytest.mark.parametrize("kind", ["user_id", "item_id"])
 def test_from_frames_refuses_a_repeated_or_missing_catalogue_id(small: Dataset, kind: str
                                                                 ) -> None:
@@ -340,3 +349,4 @@ def test_from_frames_refuses_a_repeated_or_missing_catalogue_id(small: Dataset, 
         given = {**frames, kind: catalogue}
         with pytest.raises(ValueError, match=match):
             Dataset.from_frames(small.ratings, given["item_id"], given["user_id"], ())
+

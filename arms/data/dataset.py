@@ -211,8 +211,8 @@ def _check_scale(scale: tuple[float, float]) -> tuple[float, float]:
 
 
 def _whole(values: pd.Series) -> np.ndarray:
-    """Where ``values`` are present, finite whole numbers (an integer dtype always is)."""
-    if values.dtype.kind in "iu":
+    """Where ``values`` are present, finite whole numbers (a numpy integer dtype always is)."""
+    if isinstance(values.dtype, np.dtype) and values.dtype.kind in "iu":
         return np.ones(len(values), dtype=bool)
     numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     return np.asarray(np.isfinite(numbers) & (numbers == np.round(numbers)), dtype=bool)
