@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import zipfile
 from dataclasses import replace
@@ -350,3 +351,82 @@ def test_from_frames_refuses_a_repeated_or_missing_catalogue_id(small: Dataset, 
         with pytest.raises(ValueError, match=match):
             Dataset.from_frames(small.ratings, given["item_id"], given["user_id"], ())
 
+
+# ---------------------------------------------------------------------------- corrupt files
+_FLAGS = "|".join("0" * 5 + "1" + "0" * 13)  # 19 genre flags: Comedy
+_TINY = {
+    "ml-100k": {
+        "u.data": "1\t1\t5\t874965758\n1\t2\t3\t876893171\n2\t1\t4\t878542960\n",
+        "u.item": f"1|Toy Story (1995)|01-Jan-1995||http://a|{_FLAGS}\n"
+                  f"2|GoldenEye (1995)|01-Jan-1995||http://b|{_FLAGS}\n",
+        "u.user": "1|24|M|technician|85711\n2|53|F|other|94043\n",
+    },
+    "ml-1m": {
+        "ratings.dat": "1::1::5::978300760\n1::2::3::978300761\n2::1::4::978300762\n",
+        "movies.dat": "1::Toy Story (1995)::Comedy\n2::Heat: The Sequel (1995)::Action\n",
+        "users.dat": "1::F::1::10::48067\n2::M::56::16::70072\n",
+    },
+    "ml-20m": {
+        "ratings.csv": "userId,movieId,rating,timestamp\n1,1,4.5,978300760\n1,2,0.5,978300761\n"
+                       "2,1,4.0,978300762\n",
+        "movies.csv": 'movieId,title,genres\n1,"Toy Story (1995)",Comedy\n2,Heat (1995),Action\n',
+    },
+}
+
+
+def _tiny_copy(root: Path, variant: str, file: str = "", line: int = 0, text: str = "") -> Path:
+    """A tiny copy of ``variant`` under ``root``, line ``line`` of ``file`` replaced by ``text``."""
+    folder = root / variant
+    folder.mkdir(parents=True)
+    for name, content in _TINY[variant].items():
+        lines = content.splitlines()
+        if name == file:
+            lines[line - 1] = text
+        (folder / name).write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.mark.parametrize("variant", list(_TINY))
+def test_tiny_copies_load(tmp_path: Path, variant: str) -> None:
+    _tiny_copy(tmp_path, variant)
+    data = load_movielens(tmp_path, variant=variant, download=False)
+    assert (data.n_users, data.n_items, data.n_ratings) == (2, 2, 3)
+
+
+@pytest.mark.parametrize(("variant", "file", "line", "text", "message"), [
+    ("ml-100k", "u.data", 2, "1\tabc\t3\t881250949", r"line 2: item_id 'abc' is not an integer"),
+    ("ml-100k", "u.data", 3, "2\t1\t4", r"line 3: timestamp is missing"),
+    ("ml-100k", "u.data", 2, "1\t2\tx\t881250949", r"line 2: rating 'x' is not a number"),
+    ("ml-100k", "u.data", 2, "1\t2\t3\t8\t9", r"Expected 4 fields in line 2, saw 5"),
+    ("ml-100k", "u.item", 2, f"x2|GoldenEye (1995)|||u|{_FLAGS}", r"line 2: item_id 'x2' is not"),
+    ("ml-100k", "u.item", 1, f"1|Toy Story (1995)|||u|{_FLAGS[:-1]}a", r"line 1: Western 'a'"),
+    ("ml-100k", "u.user", 2, "2|fifty|F|other|94043", r"line 2: age 'fifty' is not an integer"),
+    ("ml-1m", "ratings.dat", 2, "1::abc::3::978300761", r"line 2: item_id 'abc' is not an int"),
+    ("ml-1m", "ratings.dat", 3, "2::1::4", r"line 3: timestamp is missing"),
+    ("ml-1m", "movies.dat", 2, "x2::Heat (1995)::Action", r"line 2: MovieID 'x2' is not an int"),
+    ("ml-1m", "movies.dat", 2, "2 Heat (1995) Action", r"line 2: 1 '::'-separated field\(s\), "
+                                                      r"expected at least 3"),
+    ("ml-1m", "users.dat", 2, "2::M::56::16", r"line 2: 4 '::'-separated field\(s\), expected 5"),
+    ("ml-1m", "users.dat", 2, "2::M::5x6::16::70072", r"line 2: Age '5x6' is not an integer"),
+    ("ml-1m", "users.dat", 2, "2::M::56::99::70072", r"line 2: Occupation 99 is not a code 0-20"),
+    ("ml-20m", "ratings.csv", 3, "1,abc,0.5,978300761", r"line 3: movieId 'abc' is not an int"),
+    ("ml-20m", "ratings.csv", 4, "2,1,4.0", r"line 4: timestamp is missing"),
+    ("ml-20m", "movies.csv", 3, "q,Heat (1995),Action", r"line 3: movieId 'q' is not an int"),
+])  # fmt: skip
+def test_a_corrupt_file_is_named_with_its_line(tmp_path: Path, variant: str, file: str,
+                                               line: int, text: str, message: str) -> None:
+    folder = _tiny_copy(tmp_path, variant, file, line, text)
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(folder / file))}: .*{message}"):
+        load_movielens(tmp_path, variant=variant, download=False)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("1\t2\tnan\t876893171", r"rating nan; each must be a finite number within the rating scale"),
+    ("1\t2\t9\t876893171", r"rating 9\.0; each must be a finite number within the rating scale"),
+    ("1\t3\t4\t876893171", r"unknown item_id 3"),
+])
+def test_a_rating_the_dataset_refuses_names_the_folder(tmp_path: Path, text: str, message: str
+                                                       ) -> None:
+    folder = _tiny_copy(tmp_path, "ml-100k", "u.data", 2, text)
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(folder))}: .*{message}"):
+        load_movielens(tmp_path, download=False)

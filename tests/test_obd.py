@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -107,6 +108,21 @@ def test_loader_rejects_values_outside_the_format(tmp_path: Path, column: str, v
     frame.loc[7, column] = value
     frame.to_csv(tmp_path / "bts" / "men" / "men.csv")
     with pytest.raises(ValueError, match=f"{message}.*row 7"):
+        load_obd("bts", "men", tmp_path)
+
+
+@pytest.mark.parametrize(("column", "value", "message"), [
+    ("item_id", "abc", "item_id 'abc' is not an integer"), ("click", "", "click is missing"),
+    ("propensity_score", "p", "propensity_score 'p' is not a number"),
+])
+def test_loader_names_the_file_and_line_of_a_value_that_does_not_parse(
+        tmp_path: Path, column: str, value: str, message: str) -> None:
+    frame = _write_tree(tmp_path)["bts"].astype({column: object})
+    frame.loc[7, column] = value
+    path = tmp_path / "bts" / "men" / "men.csv"
+    frame.to_csv(path)
+    # Row 7 is line 9 of the file: the header is line 1.
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: line 9: {message}"):
         load_obd("bts", "men", tmp_path)
 
 

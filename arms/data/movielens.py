@@ -50,6 +50,7 @@ import pandas as pd
 
 from arms.data.dataset import Dataset
 from arms.data.download import download_zip
+from arms.data.files import read_table, whole_numbers
 from arms.errors import DataUnavailableError, unknown_id_message
 
 logger = logging.getLogger(__name__)
@@ -290,6 +291,8 @@ def load_movielens(
 
     See :func:`find_movielens` for the parameters, where the files come from and what is raised;
     the module docstring describes each file format and what fills the columns a variant lacks.
+    A malformed file raises ``ValueError`` naming it and, where known, the line; a rating that
+    :meth:`Dataset.from_frames` refuses raises its ``ValueError`` after the folder's path.
 
     Parameters
     ----------
@@ -304,7 +307,10 @@ def load_movielens(
     ratings, (items, genre_names), users = reader(folder, spec)
     if users is None:
         users = _anonymous_users(ratings["user_id"])
-    return Dataset.from_frames(ratings, items, users, genre_names, name=spec.name)
+    try:
+        return Dataset.from_frames(ratings, items, users, genre_names, name=spec.name)
+    except ValueError as exc:
+        raise ValueError(f"{folder}: {exc}") from exc
 
 
 # ---------------------------------------------------------------------- the three layouts
@@ -316,20 +322,21 @@ Frames = tuple[pd.DataFrame, tuple[pd.DataFrame, tuple[str, ...]], pd.DataFrame 
 
 
 def _read_100k(folder: Path, spec: MovieLensVariant) -> Frames:
-    ratings = pd.read_csv(folder / "u.data", sep="\t", names=_RATING_NAMES, dtype=_RATING_DTYPES)
+    ratings = read_table(folder / "u.data", sep="\t", names=_RATING_NAMES, dtype=_RATING_DTYPES)
     item_columns = ["item_id", "title", "release_date", "video_release_date", "imdb_url",
                     *ML100K_GENRES]  # fmt: skip
-    raw = pd.read_csv(folder / "u.item", sep="|", names=item_columns, encoding=spec.encodings[0],
-                      index_col="item_id")  # fmt: skip
+    raw = read_table(folder / "u.item", sep="|", names=item_columns, encoding=spec.encodings[0],
+                     index_col="item_id", dtype={"item_id": np.int64,
+                                                 **dict.fromkeys(ML100K_GENRES, np.int64)})
     release = pd.to_datetime(raw["release_date"], format="%d-%b-%Y", errors="coerce")
     genres = raw.loc[:, list(ML100K_GENRES)].astype(bool)
     items = _items_frame(raw.index, raw["title"], genres, release_date=release,
                          imdb_url=raw["imdb_url"])  # fmt: skip
-    users = pd.read_csv(
+    users = read_table(
         folder / "u.user",
         sep="|",
         names=["user_id", "age", "gender", "occupation", "zip_code"],
-        dtype={"user_id": np.int64, "age": np.int64, "gender": str, "occupation": "category",  # type: ignore[arg-type]  # a mixed dtype mapping, which pandas-stubs does not infer
+        dtype={"user_id": np.int64, "age": np.int64, "gender": str, "occupation": "category",
                "zip_code": str},
         index_col="user_id",
     ).sort_index()
@@ -339,40 +346,49 @@ def _read_100k(folder: Path, spec: MovieLensVariant) -> Frames:
 def _read_dat(folder: Path, spec: MovieLensVariant) -> Frames:
     # "1::1193::5::978300760" split on single colons puts the fields in columns 0, 2, 4 and 6;
     # pandas' C parser takes one-character separators only, and the Python one is ~20x slower.
-    ratings = pd.read_csv(
+    ratings = read_table(
         folder / "ratings.dat", sep=":", header=None, usecols=[0, 2, 4, 6],
         dtype={0: np.int64, 2: np.int64, 4: np.float32, 6: np.int64},
+        labels=dict(zip([0, 2, 4, 6], _RATING_NAMES, strict=True)),
     )  # fmt: skip
     ratings.columns = _RATING_NAMES
     # Titles may hold single colons ("Star Wars: Episode IV"), so the small files are split on
     # "::" itself: the id before the first, the genres after the last.
-    lines = _lines(folder / "movies.dat", spec.encodings)
+    path = folder / "movies.dat"
+    lines = _lines(path, spec.encodings, fields=(3, None))
     head = lines.str.split("::", n=1, expand=True)
     tail = head[1].str.rsplit("::", n=1, expand=True)
-    item_ids = pd.Index(head[0].astype(np.int64), name="item_id")
+    item_ids = pd.Index(whole_numbers(head[0], path, "MovieID"), name="item_id")
     items = _items_frame(item_ids, tail[0], _genre_flags(tail[1]))
     users = None
     if "users.dat" in spec.files:
-        fields = _lines(folder / "users.dat", spec.encodings).str.split("::", expand=True)
-        occupation = pd.Categorical.from_codes(fields[3].astype(np.int64),  # type: ignore[call-overload]  # pandas-stubs wants an Index of categories; pandas takes a list
+        path = folder / "users.dat"
+        fields = _lines(path, spec.encodings, fields=(5, 5)).str.split("::", expand=True)
+        codes = whole_numbers(fields[3], path, "Occupation")
+        out_of_range = (codes < 0) | (codes >= len(ML1M_OCCUPATIONS))
+        if out_of_range.any():
+            line = codes.index[out_of_range][0]
+            raise ValueError(f"{path}: line {line}: Occupation {codes[line]} is not a code "
+                             f"0-{len(ML1M_OCCUPATIONS) - 1}")
+        occupation = pd.Categorical.from_codes(codes,  # type: ignore[call-overload]  # pandas-stubs wants an Index of categories; pandas takes a list
                                                categories=list(ML1M_OCCUPATIONS))  # fmt: skip
         users = pd.DataFrame(
-            {"age": fields[2].astype(np.int64).to_numpy(),
+            {"age": whole_numbers(fields[2], path, "Age").to_numpy(),
              "gender": fields[1].astype(str).to_numpy(),
              "occupation": occupation,
              "zip_code": fields[4].astype(str).to_numpy()},
-            index=pd.Index(fields[0].astype(np.int64), name="user_id"),
+            index=pd.Index(whole_numbers(fields[0], path, "UserID"), name="user_id"),
         ).sort_index()  # fmt: skip
     return ratings, items, users
 
 
 def _read_csv(folder: Path, spec: MovieLensVariant) -> Frames:
-    ratings = pd.read_csv(
+    ratings = read_table(
         folder / "ratings.csv",
         dtype={"userId": np.int64, "movieId": np.int64, "rating": np.float32,
                "timestamp": np.int64},
     ).rename(columns={"userId": "user_id", "movieId": "item_id"})  # fmt: skip
-    movies = pd.read_csv(folder / "movies.csv", dtype={"movieId": np.int64, "title": str,
+    movies = read_table(folder / "movies.csv", dtype={"movieId": np.int64, "title": str,
                                                         "genres": str},
                          encoding=spec.encodings[0], keep_default_na=False)  # fmt: skip
     item_ids = pd.Index(movies["movieId"], name="item_id")
@@ -381,8 +397,11 @@ def _read_csv(folder: Path, spec: MovieLensVariant) -> Frames:
 
 
 # ---------------------------------------------------------------------- shared pieces
-def _lines(path: Path, encodings: tuple[str, ...]) -> pd.Series:
-    """Non-empty lines of a small text file, decoded with the first encoding that fits."""
+def _lines(path: Path, encodings: tuple[str, ...], *, fields: tuple[int, int | None]
+           ) -> pd.Series:
+    """Non-empty lines of a small text file, decoded with the first encoding that fits, indexed
+    by their 1-based line numbers; each must hold ``fields`` (least, most or None) ``::``-fields.
+    """
     raw = path.read_bytes()
     for encoding in encodings[:-1]:
         try:
@@ -393,7 +412,17 @@ def _lines(path: Path, encodings: tuple[str, ...]) -> pd.Series:
     else:
         text = raw.decode(encodings[-1])
     lines = pd.Series(text.splitlines(), dtype=object)
-    return lines[lines.str.len() > 0].reset_index(drop=True)
+    lines.index += 1
+    lines = lines[lines.str.len() > 0]
+    count = lines.str.count("::") + 1
+    least, most = fields
+    bad = (count < least) | (count > (most if most is not None else count))
+    if bad.any():
+        line = lines.index[bad][0]
+        allowed = f"{least}" if least == most else f"at least {least}"
+        raise ValueError(f"{path}: line {line}: {count[line]} '::'-separated field(s), "
+                         f"expected {allowed}")
+    return lines
 
 
 def _genre_flags(genres: pd.Series) -> pd.DataFrame:

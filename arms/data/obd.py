@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from arms.data.download import download_zip
+from arms.data.files import read_table
 from arms.data.movielens import cache_dir
 from arms.errors import DataUnavailableError
 
@@ -246,9 +247,9 @@ def load_obd(behavior_policy: str, campaign: str, data_dir: str | os.PathLike[st
         raise ValueError(f"{path}: missing column(s) {missing}; an Open Bandit Dataset log has "
                          f"{', '.join(_CORE_COLUMNS)}")
     wanted = list(header) if features else list(_CORE_COLUMNS)
-    frame = pd.read_csv(path, index_col=0, usecols=[0, *[header.get_loc(c) + 1 for c in wanted]],  # type: ignore[operator]  # unique columns: get_loc is an int
-                        dtype={"item_id": np.int64, "position": np.int64, "click": np.int64,
-                               "propensity_score": np.float64})
+    frame = read_table(path, index_col=0, usecols=[0, *[header.get_loc(c) + 1 for c in wanted]],  # type: ignore[operator]  # unique columns: get_loc is an int
+                       dtype={"item_id": np.int64, "position": np.int64, "click": np.int64,
+                              "propensity_score": np.float64})
     n_items = N_ITEMS[campaign]
     items = frame["item_id"].to_numpy()
     positions = frame["position"].to_numpy() - 1

@@ -1,0 +1,121 @@
+"""Reading the local data files, so that a malformed one names itself and its line.
+
+pandas reports a bad value in its own words, often without the file or the line (``invalid
+literal for int() with base 10: 'abc'``, ``Integer column has NA values in column 3``).
+:func:`read_table` and :func:`whole_numbers` re-raise such failures as a ``ValueError`` that
+starts with the file's path and, where the line is known, ``line N:``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+def read_table(path: Path, *, dtype: Mapping[Any, Any],
+               labels: Mapping[Any, str] | None = None, **options: Any) -> pd.DataFrame:
+    """``pandas.read_csv(path, dtype=dtype, **options)``, naming the file and line on failure.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The file.
+    dtype : mapping
+        Column dtypes, as for :func:`pandas.read_csv`; a value of a numeric column that is
+        missing or does not parse is reported with its line.
+    labels : mapping, optional
+        Names of columns for the message (``{2: "item_id"}`` where the file has no header).
+    **options
+        Passed to :func:`pandas.read_csv`.
+
+    Raises
+    ------
+    ValueError
+        If pandas cannot read the file: ``"<path>: line <n>: <column> 'abc' is not an
+        integer"``, or pandas' own message after the path where the line is unknown.
+    """
+    try:
+        frame: pd.DataFrame = pd.read_csv(path, dtype=dtype, **options)
+    except (ValueError, TypeError, OverflowError) as exc:  # a ParserError is a ValueError
+        found = _first_bad_value(path, dtype, labels or {}, options)
+        raise ValueError(f"{path}: {found or str(exc).strip()}") from exc
+    return frame
+
+
+def whole_numbers(values: pd.Series, path: Path, what: str) -> pd.Series:
+    """``values`` (text indexed by line number) as int64, naming the first line that is not one.
+
+    Parameters
+    ----------
+    values : pandas.Series
+        Text fields, indexed by their 1-based line numbers in ``path``.
+    path : pathlib.Path
+        The file they come from, for the message.
+    what : str
+        The field's name, for the message.
+
+    Raises
+    ------
+    ValueError
+        ``"<path>: line <n>: <what> 'abc' is not an integer"``.
+    """
+    bad = _not_whole(values)
+    if bad.any():
+        line = values.index[bad][0]
+        raise ValueError(f"{path}: line {line}: {_problem(what, values[line], 'an integer')}")
+    return values.astype(np.int64)
+
+
+def _not_whole(values: pd.Series, *, integer: bool = True) -> np.ndarray:
+    """Where text ``values`` are missing or not numbers (whole numbers if ``integer``)."""
+    text = values.astype(object).where(values.notna(), "").astype(str).str.strip()
+    numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    if integer:
+        good = np.isfinite(numbers) & (numbers == np.round(numbers))
+    else:
+        good = ~np.isnan(numbers) | text.str.lower().isin(["nan", "inf", "-inf"]).to_numpy()
+    return np.asarray(~good, dtype=bool)
+
+
+def _problem(what: str, value: object, noun: str) -> str:
+    """``"<what> is missing"`` or ``"<what> 'abc' is not <noun>"``."""
+    if value is None or value != value or str(value).strip() == "":
+        return f"{what} is missing"
+    return f"{what} {value!r} is not {noun}"
+
+
+def _first_bad_value(path: Path, dtype: Mapping[Any, Any], labels: Mapping[Any, str],
+                     options: Mapping[str, Any]) -> str | None:
+    """``"line <n>: <column> <value> is not ..."`` for the first bad numeric value, or None.
+
+    The file is read again as text, blank lines kept so that row ``r`` is a known line; a
+    file pandas cannot split into fields gives pandas' message, which names the line.
+    """
+    text_options = {**options, "dtype": str, "keep_default_na": False, "skip_blank_lines": False}
+    text_options.pop("index_col", None)
+    try:
+        frame = pd.read_csv(path, **text_options)
+    except (ValueError, TypeError) as exc:
+        return str(exc).strip()
+    header = options.get("header", None if "names" in options else 0)
+    first_line = 1 if header is None else int(header) + 2
+    frame = frame.fillna("")
+    blank = frame.eq("").all(axis=1).to_numpy()
+    found: tuple[int, str] | None = None
+    for column, kind in dtype.items():
+        try:
+            numeric = np.dtype(kind).kind
+        except TypeError:  # "category" and the like
+            continue
+        if numeric not in "iuf" or column not in frame.columns:
+            continue
+        bad = _not_whole(frame[column], integer=numeric != "f") & ~blank
+        if bad.any() and (found is None or int(np.flatnonzero(bad)[0]) < found[0]):
+            row = int(np.flatnonzero(bad)[0])
+            noun = "a number" if numeric == "f" else "an integer"
+            found = row, _problem(str(labels.get(column, column)), frame[column].iloc[row], noun)
+    return None if found is None else f"line {found[0] + first_line}: {found[1]}"
