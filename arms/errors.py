@@ -10,6 +10,13 @@ class DataUnavailableError(RuntimeError):
     """The MovieLens files are neither on disk nor downloadable."""
 
 
+class DataFileError(ValueError):
+    """A data file on disk that does not hold what its format says (a value that is not a
+    number, a missing field, a bad code): the message names the file, and the line where known.
+    The command line reports it in one line (exit 2) as it does :class:`DataUnavailableError`.
+    """
+
+
 class NotFittedError(RuntimeError):
     """A recommender was used before ``fit``."""
 

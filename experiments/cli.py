@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from arms.data.movielens import MOVIELENS_NAMES
-from arms.errors import DataUnavailableError
+from arms.errors import DataFileError, DataUnavailableError
 
 if TYPE_CHECKING:  # serving is imported lazily at run time (see the module docstring)
     from serving.offpolicy import LinearCandidate
@@ -660,8 +660,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return handler(args)
-    except DataUnavailableError as exc:
-        print(f"recbandits: {exc}", file=sys.stderr)
+    except (DataUnavailableError, DataFileError) as exc:  # absent, or not what it says
+        print(f"recbandits {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("recbandits: interrupted", file=sys.stderr)

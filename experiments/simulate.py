@@ -223,7 +223,7 @@ def probe_env(config: ExperimentConfig) -> EnvInfo:
     """
     import gymnasium
 
-    from arms.errors import DataUnavailableError
+    from arms.errors import DataFileError, DataUnavailableError
 
     params = dict(config.env.params)
     notes: list[str] = []
@@ -238,7 +238,7 @@ def probe_env(config: ExperimentConfig) -> EnvInfo:
                          f"instead (set RECBANDITS_DATA to a folder holding "
                          f"{wanted.folders[0]}/ to use it)")
             env = make_vector_env(config.env.id, params, 1, config.horizon)
-    except cfg.ConfigError:
+    except (cfg.ConfigError, DataFileError):
         raise
     except (TypeError, ValueError) as exc:
         # The environment's own check of its parameters (a typo, a click rate outside [0, 1],

@@ -124,3 +124,21 @@ def test_a_store_that_is_not_a_database_is_one_line(
     path.write_text("not a database at all, but long enough to have a header" * 4)
     err = refused(capsys, [command, "--db", f"sqlite:///{path}"])
     assert "the store cannot be read: file is not a database" in err
+
+
+@pytest.mark.parametrize("command", [["evaluate-arms", "--seeds", "1"],
+                                     ["replay", "-q", "--max-events", "10"],
+                                     ["simulate", "movielens", "--runs", "2", "--horizon", "5",
+                                      "-q"]])
+def test_a_corrupt_data_file_is_one_line_naming_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        command: list[str]) -> None:
+    """Found by attack: a traceback ending in "invalid literal for int() with base 10"."""
+    from test_data import _tiny_copy
+
+    folder = _tiny_copy(tmp_path / "data", "ml-100k", "u.data", 2, "1\tabc\t3\t881250949")
+    monkeypatch.setenv("RECBANDITS_DATA", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    err = refused(capsys, [*command, "--out", str(tmp_path / "out")])
+    assert f"{folder / 'u.data'}: line 2: item_id 'abc' is not an integer" in err
+    assert not (tmp_path / "out").exists()

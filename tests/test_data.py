@@ -18,7 +18,7 @@ from arms.data import Dataset, find_movielens, load_movielens, make_synthetic
 from arms.data import movielens as movielens_module
 from arms.data.movielens import ML100K_GENRES
 from arms.data.synthetic import RATING_SHARES
-from arms.errors import DataUnavailableError
+from arms.errors import DataFileError, DataUnavailableError
 
 SHARED_ML100K = Path("/work/shared/data/ml-100k")
 
@@ -416,7 +416,7 @@ def test_tiny_copies_load(tmp_path: Path, variant: str) -> None:
 def test_a_corrupt_file_is_named_with_its_line(tmp_path: Path, variant: str, file: str,
                                                line: int, text: str, message: str) -> None:
     folder = _tiny_copy(tmp_path, variant, file, line, text)
-    with pytest.raises(ValueError, match=rf"^{re.escape(str(folder / file))}: .*{message}"):
+    with pytest.raises(DataFileError, match=rf"^{re.escape(str(folder / file))}: .*{message}"):
         load_movielens(tmp_path, variant=variant, download=False)
 
 
@@ -428,5 +428,5 @@ def test_a_corrupt_file_is_named_with_its_line(tmp_path: Path, variant: str, fil
 def test_a_rating_the_dataset_refuses_names_the_folder(tmp_path: Path, text: str, message: str
                                                        ) -> None:
     folder = _tiny_copy(tmp_path, "ml-100k", "u.data", 2, text)
-    with pytest.raises(ValueError, match=rf"^{re.escape(str(folder))}: .*{message}"):
+    with pytest.raises(DataFileError, match=rf"^{re.escape(str(folder))}: .*{message}"):
         load_movielens(tmp_path, download=False)

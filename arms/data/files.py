@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from arms.errors import DataFileError
+
 
 def read_table(path: Path, *, dtype: Mapping[Any, Any],
                labels: Mapping[Any, str] | None = None, **options: Any) -> pd.DataFrame:
@@ -42,7 +44,7 @@ def read_table(path: Path, *, dtype: Mapping[Any, Any],
         frame: pd.DataFrame = pd.read_csv(path, dtype=dtype, **options)
     except (ValueError, TypeError, OverflowError) as exc:  # a ParserError is a ValueError
         found = _first_bad_value(path, dtype, labels or {}, options)
-        raise ValueError(f"{path}: {found or str(exc).strip()}") from exc
+        raise DataFileError(f"{path}: {found or str(exc).strip()}") from exc
     return frame
 
 
@@ -66,7 +68,7 @@ def whole_numbers(values: pd.Series, path: Path, what: str) -> pd.Series:
     bad = _not_whole(values)
     if bad.any():
         line = values.index[bad][0]
-        raise ValueError(f"{path}: line {line}: {_problem(what, values[line], 'an integer')}")
+        raise DataFileError(f"{path}: line {line}: {_problem(what, values[line], 'an integer')}")
     return values.astype(np.int64)
 
 

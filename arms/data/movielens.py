@@ -51,7 +51,7 @@ import pandas as pd
 from arms.data.dataset import Dataset
 from arms.data.download import download_zip
 from arms.data.files import read_table, whole_numbers
-from arms.errors import DataUnavailableError, unknown_id_message
+from arms.errors import DataFileError, DataUnavailableError, unknown_id_message
 
 logger = logging.getLogger(__name__)
 
@@ -310,7 +310,7 @@ def load_movielens(
     try:
         return Dataset.from_frames(ratings, items, users, genre_names, name=spec.name)
     except ValueError as exc:
-        raise ValueError(f"{folder}: {exc}") from exc
+        raise DataFileError(f"{folder}: {exc}") from exc
 
 
 # ---------------------------------------------------------------------- the three layouts
@@ -368,7 +368,7 @@ def _read_dat(folder: Path, spec: MovieLensVariant) -> Frames:
         out_of_range = (codes < 0) | (codes >= len(ML1M_OCCUPATIONS))
         if out_of_range.any():
             line = codes.index[out_of_range][0]
-            raise ValueError(f"{path}: line {line}: Occupation {codes[line]} is not a code "
+            raise DataFileError(f"{path}: line {line}: Occupation {codes[line]} is not a code "
                              f"0-{len(ML1M_OCCUPATIONS) - 1}")
         occupation = pd.Categorical.from_codes(codes,  # type: ignore[call-overload]  # pandas-stubs wants an Index of categories; pandas takes a list
                                                categories=list(ML1M_OCCUPATIONS))  # fmt: skip
@@ -420,7 +420,7 @@ def _lines(path: Path, encodings: tuple[str, ...], *, fields: tuple[int, int | N
     if bad.any():
         line = lines.index[bad][0]
         allowed = f"{least}" if least == most else f"at least {least}"
-        raise ValueError(f"{path}: line {line}: {count[line]} '::'-separated field(s), "
+        raise DataFileError(f"{path}: line {line}: {count[line]} '::'-separated field(s), "
                          f"expected {allowed}")
     return lines
 

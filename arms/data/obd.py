@@ -40,7 +40,7 @@ import pandas as pd
 from arms.data.download import download_zip
 from arms.data.files import read_table
 from arms.data.movielens import cache_dir
-from arms.errors import DataUnavailableError
+from arms.errors import DataFileError, DataUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ def load_obd(behavior_policy: str, campaign: str, data_dir: str | os.PathLike[st
     header = pd.read_csv(path, nrows=0, index_col=0).columns
     missing = [c for c in _CORE_COLUMNS if c not in header]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; an Open Bandit Dataset log has "
+        raise DataFileError(f"{path}: missing column(s) {missing}; an Open Bandit Dataset log has "
                          f"{', '.join(_CORE_COLUMNS)}")
     wanted = list(header) if features else list(_CORE_COLUMNS)
     frame = read_table(path, index_col=0, usecols=[0, *[header.get_loc(c) + 1 for c in wanted]],  # type: ignore[operator]  # unique columns: get_loc is an int
@@ -260,7 +260,7 @@ def load_obd(behavior_policy: str, campaign: str, data_dir: str | os.PathLike[st
     _check_range(clicks, 0, 1, "click", path)
     bad = ~((propensities > 0) & (propensities <= 1))
     if bad.any():
-        raise ValueError(f"{path}: propensity_score {propensities[bad][0]!r} at row "
+        raise DataFileError(f"{path}: propensity_score {propensities[bad][0]!r} at row "
                          f"{int(np.flatnonzero(bad)[0])}; each must lie in (0, 1]")
     timestamps = pd.DatetimeIndex(pd.to_datetime(frame["timestamp"], utc=True))
     context_path = folder / "item_context.csv"
@@ -276,7 +276,7 @@ def _check_range(values: np.ndarray, low: int, high: int, name: str, path: Path,
                  offset: int = 0) -> None:
     bad = (values < low) | (values > high)
     if bad.any():
-        raise ValueError(f"{path}: {name} {int(values[bad][0]) + offset} at row "
+        raise DataFileError(f"{path}: {name} {int(values[bad][0]) + offset} at row "
                          f"{int(np.flatnonzero(bad)[0])}; allowed {low + offset}..{high + offset}")
 
 
@@ -318,10 +318,10 @@ def load_bts_prior(campaign: str, data_dir: str | os.PathLike[str] | None = None
         alpha = np.asarray(spec[campaign]["alpha"], dtype=np.float64)
         beta = np.asarray(spec[campaign]["beta"], dtype=np.float64)
     except (KeyError, TypeError) as exc:
-        raise ValueError(f"{path}: no {campaign}.alpha / {campaign}.beta lists") from exc
+        raise DataFileError(f"{path}: no {campaign}.alpha / {campaign}.beta lists") from exc
     n_items = N_ITEMS[campaign]
     if alpha.shape != (n_items,) or beta.shape != (n_items,) or (alpha <= 0).any() or (
             beta <= 0).any():
-        raise ValueError(f"{path}: {campaign} needs {n_items} positive alpha and beta values, "
+        raise DataFileError(f"{path}: {campaign} needs {n_items} positive alpha and beta values, "
                          f"got shapes {alpha.shape} and {beta.shape}")
     return alpha, beta
