@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import zipfile
 from abc import ABC, abstractmethod
 from os import PathLike
 from pathlib import Path
@@ -374,9 +375,20 @@ class Recommender(ABC):
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | PathLike[str]) -> Path:
-        """Write hyper-parameters and learned state to one ``.npz`` file (no pickle)."""
+        """Write hyper-parameters and learned state to one ``.npz`` file (no pickle).
+
+        Returns the path written (``.npz`` is appended to a name without it).
+
+        Raises
+        ------
+        IsADirectoryError
+            If ``path`` is a folder (numpy would write ``<folder>.npz`` beside it).
+        """
         self._check_fitted()
         path = Path(path)
+        if path.is_dir():
+            raise IsADirectoryError(f"{path} is a folder; save writes one .npz file: give its "
+                                    f"path, e.g. {path / 'model.npz'}")
         arrays = {f"state__{k}": np.asarray(v) for k, v in self._get_state().items()}
         meta = {"class": type(self).__name__, "params": self.get_params()}
         np.savez_compressed(
@@ -394,9 +406,27 @@ class Recommender(ABC):
 
     @classmethod
     def load(cls, path: str | PathLike[str]) -> Recommender:
-        """Read a recommender written by :meth:`save`; returns the saved subclass."""
-        with np.load(Path(path), allow_pickle=False) as data:
-            meta = json.loads(bytes(data["meta"]).decode())
+        """Read a recommender written by :meth:`save`; returns the saved subclass.
+
+        Raises
+        ------
+        ValueError
+            If ``path`` is not a file :meth:`save` wrote (numpy's own messages, such as
+            "allow_pickle=False", named neither the file nor what was expected).
+        """
+        try:
+            archive = np.load(Path(path), allow_pickle=False)
+        except (ValueError, zipfile.BadZipFile) as exc:  # not an array file, or a pickle
+            raise ValueError(f"{path} is not a recommender written by save(): {exc}") from None
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError(f"{path} is not a recommender written by save(): one array, not "
+                             "an .npz archive")
+        with archive as data:
+            try:
+                meta = json.loads(bytes(data["meta"]).decode())
+            except (KeyError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise ValueError(f"{path} is not a recommender written by save(): no readable "
+                                 f"'meta' ({type(exc).__name__})") from None
             klass = _REGISTRY.get(meta["class"])
             if klass is None or not issubclass(klass, cls):
                 raise ValueError(f"{path} holds a {meta['class']}, not a {cls.__name__}")

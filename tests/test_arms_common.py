@@ -156,6 +156,27 @@ def test_save_load_round_trip_is_identical_before_and_after_feedback(cls, params
         np.testing.assert_array_equal(left, right)
 
 
+def test_save_into_a_folder_and_load_of_another_file_name_the_path(data, tmp_path):
+    """Found by attack: save(<folder>) wrote <folder>.npz beside it, and loading a file save
+    did not write gave numpy's "allow_pickle=False" text, naming neither."""
+    import pickle
+
+    model = PopularityRecommender().fit(data)
+    with pytest.raises(IsADirectoryError, match=r"is a folder; save writes one \.npz file"):
+        model.save(tmp_path)
+    assert list(tmp_path.parent.glob(f"{tmp_path.name}.npz")) == []
+    pickled, text, array, other = (tmp_path / n for n in ("p.pkl", "t.npz", "a.npy", "o.npz"))
+    pickled.write_bytes(pickle.dumps({"a": 1}))
+    text.write_text("not an archive")
+    np.save(array, np.arange(3))
+    np.savez(other, x=np.arange(3))
+    for path in (pickled, text, array, other):
+        with pytest.raises(ValueError, match=rf"^{path} is not a recommender written by save"):
+            Recommender.load(path)
+    with pytest.raises(FileNotFoundError):
+        Recommender.load(tmp_path / "absent.npz")
+
+
 @pytest.mark.parametrize(("cls", "params"), CASES)
 def test_unseen_user_gets_popularity(cls, params, data):
     model = _fit(cls, params, data)
