@@ -170,11 +170,7 @@ class Recommender(ABC):
             scored by popularity, whatever the arm.
         """
         self._check_fitted()
-        users = np.atleast_1d(np.asarray(user_indices))
-        if users.ndim != 1 or users.dtype.kind not in "iu":
-            raise TypeError(f"user_indices must be a 1-d integer array, got {users.dtype}")
-        if users.size and (users.min() < 0 or users.max() >= self.n_users_):
-            raise ValueError(f"user_indices must be within [0, {self.n_users_}), got {users}")
+        users = index_array("user_indices", user_indices, self.n_users_)
         self._check_k(k)
         scores = self.score(users)
         if exclude_seen:
@@ -559,12 +555,31 @@ class Recommender(ABC):
 
 
 def _int_array(name: str, value: Any) -> np.ndarray:
-    """``value`` as a 1-d int64 array; ``TypeError`` naming ``name`` otherwise."""
+    """``value`` as a 1-d int64 array (an empty one of any dtype too: ``[]`` is float64);
+    ``TypeError`` naming ``name`` otherwise.
+    """
     array = np.atleast_1d(np.asarray(value))
     if array.ndim != 1 or (array.size and array.dtype.kind not in "iu"):
         raise TypeError(f"{name} must be a 1-d integer array, got dtype {array.dtype} "
                         f"and shape {array.shape}")
     return array.astype(np.int64)
+
+
+def index_array(name: str, value: Any, size: int) -> np.ndarray:
+    """``value`` as a 1-d int64 array of indices within ``[0, size)``.
+
+    Raises
+    ------
+    TypeError
+        If it is not a 1-d integer array.
+    ValueError
+        If an index is out of range (the message names the first one).
+    """
+    array = _int_array(name, value)
+    if array.size and (array.min() < 0 or array.max() >= size):
+        bad = array[(array < 0) | (array >= size)][0]
+        raise ValueError(f"{name} must be within [0, {size}), got {bad}")
+    return array
 
 
 def _float_array(name: str, value: Any, size: int) -> np.ndarray:

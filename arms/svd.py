@@ -14,7 +14,7 @@ import numpy as np
 import surprise
 
 from arms._validation import check_float, check_int
-from arms.base import Recommender
+from arms.base import Recommender, index_array
 from arms.data.dataset import Dataset
 
 logger = logging.getLogger(__name__)
@@ -166,8 +166,8 @@ class SVDRecommender(Recommender):
             If the shapes differ or an index is out of range.
         """
         self._check_fitted()
-        users = _index_array("user_indices", user_indices, self.n_users_)
-        items = _index_array("item_indices", item_indices, self.n_items_)
+        users = index_array("user_indices", user_indices, self.n_users_)
+        items = index_array("item_indices", item_indices, self.n_items_)
         if users.shape != items.shape:
             raise ValueError(
                 f"user_indices and item_indices must have the same shape, got {users.shape} "
@@ -245,12 +245,3 @@ def _design(factors: np.ndarray) -> np.ndarray:
     return np.hstack([np.ones((len(factors), 1)), factors])
 
 
-def _index_array(name: str, value: Any, size: int) -> np.ndarray:
-    array = np.atleast_1d(np.asarray(value))
-    if array.ndim != 1 or (array.size and array.dtype.kind not in "iu"):
-        raise TypeError(f"{name} must be a 1-d integer array, got dtype {array.dtype}")
-    array = array.astype(np.int64)
-    if array.size and (array.min() < 0 or array.max() >= size):
-        bad = array[(array < 0) | (array >= size)][0]
-        raise ValueError(f"{name} must be within [0, {size}), got {bad}")
-    return array

@@ -156,6 +156,19 @@ def test_save_load_round_trip_is_identical_before_and_after_feedback(cls, params
         np.testing.assert_array_equal(left, right)
 
 
+def test_recommend_for_no_user_is_empty_and_bad_users_are_named(data):
+    """Found by attack: ``recommend([])`` was refused as "got float64"."""
+    model = PopularityRecommender().fit(data)
+    items, scores = model.recommend([], k=3)
+    assert items.shape == scores.shape == (0, 3) and items.dtype.kind == "i"
+    with pytest.raises(TypeError, match=r"user_indices must be a 1-d integer array, got dtype "
+                                        r"float64"):
+        model.recommend([1.0], k=3)
+    with pytest.raises(ValueError, match=rf"user_indices must be within \[0, {N_USERS}\), got "
+                                         rf"{N_USERS}$"):
+        model.recommend([0, N_USERS], k=3)
+
+
 def test_save_into_a_folder_and_load_of_another_file_name_the_path(data, tmp_path):
     """Found by attack: save(<folder>) wrote <folder>.npz beside it, and loading a file save
     did not write gave numpy's "allow_pickle=False" text, naming neither."""
