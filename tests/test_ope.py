@@ -205,3 +205,22 @@ def test_interval_coverage_by_simulation() -> None:
             hits[e] += out[e].ci_low <= truth <= out[e].ci_high
     for e, h in hits.items():  # Binomial(120, 0.95): 3 sd below the mean is about 0.89
         assert h / reps >= 0.88, (e, h)
+
+
+@pytest.mark.parametrize("n_bootstrap", [1, 2, 9])
+def test_too_few_resamples_for_an_interval_are_refused(n_bootstrap: int) -> None:
+    # With 1 or 2 resamples the "95% interval" was one resampled estimate and could exclude the
+    # estimate itself (found by attack: 6.90 [8.10, 8.10]); 0 still means no interval.
+    msg = rf"n_bootstrap={n_bootstrap} .*allowed: 0 \(no interval\) or >= 10"
+    with pytest.raises(ValueError, match=msg):
+        ope.estimate("ips", R, A, P0, PE, n_bootstrap=n_bootstrap, random_state=0)
+    with pytest.raises(ValueError, match=msg):
+        ope.evaluate(R, A, P0, PE, n_bootstrap=n_bootstrap, random_state=0)
+    with pytest.raises(ValueError, match=msg):
+        ope.evaluate_policies(R, A, P0, {"x": PE}, n_bootstrap=n_bootstrap, random_state=0)
+
+
+def test_the_fewest_resamples_allowed_give_an_interval() -> None:
+    est = ope.estimate("ips", R, A, P0, PE, n_bootstrap=ope.MIN_BOOTSTRAP, random_state=0)
+    assert est.ci_low <= est.ci_high
+    assert ope.MIN_BOOTSTRAP == 10  # experiments/replay.py refuses fewer than 10 as well
