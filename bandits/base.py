@@ -103,6 +103,42 @@ class Policy(ABC):
         """Rebuild the policy :meth:`state_dict` described."""
 
 
+def seed_sequence(seed: int | np.random.SeedSequence | None, name: str = "seed"
+                  ) -> np.random.SeedSequence:
+    """The ``SeedSequence`` of a seed: the one place this package turns a seed into entropy.
+
+    Parameters
+    ----------
+    seed : int, SeedSequence or None
+        A non-negative int, a SeedSequence (used as given) or None (OS entropy).
+    name : str, default "seed"
+        The parameter's name, for the messages.
+
+    Returns
+    -------
+    numpy.random.SeedSequence
+
+    Raises
+    ------
+    TypeError
+        Anything but an int, a SeedSequence or None.
+    ValueError
+        A negative int (numpy's own message, "expected non-negative integer", named neither the
+        value nor the parameter).
+    """
+    if isinstance(seed, np.random.SeedSequence):
+        return seed
+    if seed is None:
+        return np.random.SeedSequence()
+    if isinstance(seed, int | np.integer) and not isinstance(seed, bool):
+        if seed < 0:
+            raise ValueError(f"{name}={int(seed)} is outside the allowed range [0, inf): a seed "
+                             "is a non-negative int")
+        return np.random.SeedSequence(int(seed))
+    raise TypeError(f"{name} must be None, a non-negative int or a SeedSequence, got "
+                    f"{seed!r} ({type(seed).__name__})")
+
+
 def make_generator(random_state: RandomState) -> np.random.Generator:
     """A ``numpy.random.Generator`` from an int seed, a SeedSequence, a Generator or None.
 
@@ -112,13 +148,14 @@ def make_generator(random_state: RandomState) -> np.random.Generator:
     ------
     TypeError
         Anything else.
+    ValueError
+        A negative int seed (see :func:`seed_sequence`).
     """
     if isinstance(random_state, np.random.Generator):
         return random_state
-    if random_state is None or isinstance(random_state, np.random.SeedSequence):
-        return np.random.default_rng(random_state)
-    if isinstance(random_state, int | np.integer) and not isinstance(random_state, bool):
-        return np.random.default_rng(int(random_state))
+    if random_state is None or (isinstance(random_state, np.random.SeedSequence | int | np.integer)
+                                and not isinstance(random_state, bool)):
+        return np.random.default_rng(seed_sequence(random_state, "random_state"))
     raise TypeError(
         "random_state must be None, an int, a SeedSequence or a numpy Generator, "
         f"got {type(random_state).__name__}"
@@ -127,8 +164,7 @@ def make_generator(random_state: RandomState) -> np.random.Generator:
 
 def spawn_generators(seed: int | np.random.SeedSequence, n: int) -> list[np.random.Generator]:
     """``n`` independent Generators spawned from one seed (one per run)."""
-    seq = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
-    return [np.random.default_rng(child) for child in seq.spawn(n)]
+    return [np.random.default_rng(child) for child in seed_sequence(seed).spawn(n)]
 
 
 #: Below this many entries :func:`standard_gamma` calls numpy's sampler: the vectorised one

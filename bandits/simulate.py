@@ -26,7 +26,14 @@ from typing import Any, Literal, cast
 
 import numpy as np
 
-from bandits.base import BatchedPolicy, Draws, add_to_pulled, registered_policies, row_starts
+from bandits.base import (
+    BatchedPolicy,
+    Draws,
+    add_to_pulled,
+    registered_policies,
+    row_starts,
+    seed_sequence,
+)
 from bandits.errors import check_int
 from bandits.ucb import bernoulli_kl
 
@@ -117,7 +124,7 @@ def cumulative_pseudo_regret(means: Sequence[float] | np.ndarray, arms: np.ndarr
 def run_generators(seed: int | None, runs: int
                    ) -> tuple[list[np.random.Generator], list[np.random.Generator]]:
     """The per-run policy and environment Generators of ``rng_mode="per_run"``."""
-    policy_seq, env_seq = np.random.SeedSequence(seed).spawn(2)
+    policy_seq, env_seq = seed_sequence(seed).spawn(2)
     return ([np.random.default_rng(s) for s in policy_seq.spawn(runs)],
             [np.random.default_rng(s) for s in env_seq.spawn(runs)])
 
@@ -197,7 +204,7 @@ def _generators(seed: int | None, runs: int, rng_mode: str) -> tuple[Any, Draws]
         policy_rng, env_rng = run_generators(seed, runs)
         return policy_rng, Draws(env_rng, runs)
     if rng_mode == "shared":
-        policy_seq, env_seq = np.random.SeedSequence(seed).spawn(2)
+        policy_seq, env_seq = seed_sequence(seed).spawn(2)
         return np.random.default_rng(policy_seq), Draws(np.random.default_rng(env_seq), runs)
     raise ValueError(f"rng_mode={rng_mode!r}; allowed: 'shared', 'per_run'")
 

@@ -172,3 +172,23 @@ def test_simulator_rejects_bad_problems():
         bd.simulate_bernoulli(bd.LinTS(2, n_features=2), [0.1, 0.2], 10)
     with pytest.raises(ValueError, match="sds"):
         bd.simulate_gaussian(bd.GaussianThompsonSampling(2), [0.1, 0.2], [1.0, 0.0], 10)
+
+
+@pytest.mark.parametrize("make", POLICIES, ids=IDS)
+def test_a_negative_seed_is_named_by_every_policy(make):
+    # numpy's own message, "expected non-negative integer", named neither the value nor the
+    # parameter (found by attack).
+    cls, params = type(make()), make().get_params()
+    params.pop("random_state", None)
+    with pytest.raises(ValueError, match=r"random_state=-1 is outside the allowed range \[0, "):
+        cls(ARMS, **params, random_state=-1)
+
+
+@pytest.mark.parametrize("rng_mode", ["shared", "per_run"])
+def test_the_simulator_names_a_negative_seed(rng_mode):
+    with pytest.raises(ValueError, match=r"seed=-3 is outside the allowed range \[0, "):
+        bd.simulate_bernoulli({"policy": "ThompsonSampling"}, [0.1, 0.2], horizon=3, seed=-3,
+                              rng_mode=rng_mode)
+    with pytest.raises(TypeError, match="seed must be None, a non-negative int"):
+        bd.simulate_bernoulli({"policy": "ThompsonSampling"}, [0.1, 0.2], horizon=3, seed="7",
+                              rng_mode=rng_mode)
