@@ -115,10 +115,26 @@ def cumulative_pseudo_regret(means: Sequence[float] | np.ndarray, arms: np.ndarr
     means : sequence of float, shape ``(K,)``
         Mean reward of each arm; the regret of a pull is ``max(means) - means[arm]``.
     arms : ndarray of int, any shape
-        Arm pulled at each position (last axis: time).
+        Arm pulled at each position (last axis: time), each in ``0..K-1``.
+
+    Raises
+    ------
+    ValueError
+        ``means`` not a non-empty 1-d array of finite numbers, ``arms`` not integers, or an arm
+        outside ``0..K-1`` (a negative one would silently have counted as an arm from the end).
     """
     mu = np.asarray(means, dtype=np.float64)
-    return np.cumsum(mu.max() - mu[np.asarray(arms)], axis=-1)
+    if mu.ndim != 1 or mu.size == 0 or not np.isfinite(mu).all():
+        raise ValueError(f"means must be a non-empty 1-d array of finite numbers, got "
+                         f"{mu.tolist()}")
+    idx = np.asarray(arms)
+    if idx.size and not np.issubdtype(idx.dtype, np.integer):
+        raise ValueError(f"arms must hold integer arm positions, got dtype {idx.dtype}")
+    bad = (idx < 0) | (idx >= mu.size)
+    if bad.any():
+        raise ValueError(f"arms contains {int(idx[bad].flat[0])}, outside the allowed range "
+                         f"0..{mu.size - 1} (positions of the {mu.size} means)")
+    return np.cumsum(mu.max() - mu[idx], axis=-1)
 
 
 def run_generators(seed: int | None, runs: int

@@ -192,3 +192,19 @@ def test_the_simulator_names_a_negative_seed(rng_mode):
     with pytest.raises(TypeError, match="seed must be None, a non-negative int"):
         bd.simulate_bernoulli({"policy": "ThompsonSampling"}, [0.1, 0.2], horizon=3, seed="7",
                               rng_mode=rng_mode)
+
+
+@pytest.mark.parametrize("arms, bad", [([[0, 5, 1]], "5"), ([0, -1], "-1"), ([3], "3")])
+def test_regret_helper_names_an_arm_out_of_range(arms, bad):
+    # 5 of 3 arms was a bare IndexError and -1 silently counted as the last arm (found by attack).
+    with pytest.raises(ValueError, match=rf"arms contains {bad}, outside the allowed range 0\.\.2"):
+        bd.cumulative_pseudo_regret([0.5, 0.4, 0.3], np.array(arms))
+
+
+def test_regret_helper_refuses_non_integer_arms_and_bad_means():
+    with pytest.raises(ValueError, match="arms must hold integer arm positions, got dtype float64"):
+        bd.cumulative_pseudo_regret([0.5, 0.4], np.array([0.0, 1.0]))
+    with pytest.raises(ValueError, match="means must be a non-empty 1-d array"):
+        bd.cumulative_pseudo_regret([], np.array([0]))
+    np.testing.assert_allclose(bd.cumulative_pseudo_regret([0.5, 0.4], np.array([1, 0, 1])),
+                               [0.1, 0.1, 0.2])
