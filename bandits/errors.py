@@ -119,21 +119,23 @@ def check_int(value: Any, name: str, *, low: int = 1) -> int:
     return int(value)
 
 
-def check_per_arm(value: Any, name: str, n_arms: int, *, low: float, low_open: bool) -> np.ndarray:
+def check_per_arm(value: Any, name: str, n_arms: int, *, low: float, low_open: bool,
+                  high: float | None = None) -> np.ndarray:
     """A scalar or one value per arm, as a float array of shape ``(n_arms,)``.
 
     Raises
     ------
     TypeError, ValueError
-        Wrong type, wrong length or a value outside ``(low, inf)`` / ``[low, inf)``.
+        Wrong type, wrong length or a value outside ``(low, high]`` / ``[low, high]`` (no upper
+        bound when ``high`` is None).
     """
     if isinstance(value, Sequence | np.ndarray) and not isinstance(value, str):
         values = list(value)
         if len(values) != n_arms:
             raise ValueError(f"{name} has {len(values)} values; expected one per arm ({n_arms})")
-        return np.array([check_real(v, f"{name}[{i}]", low=low, low_open=low_open)
+        return np.array([check_real(v, f"{name}[{i}]", low=low, low_open=low_open, high=high)
                          for i, v in enumerate(values)], dtype=np.float64)
-    return np.full(n_arms, check_real(value, name, low=low, low_open=low_open))
+    return np.full(n_arms, check_real(value, name, low=low, low_open=low_open, high=high))
 
 
 def check_rewards(rewards: np.ndarray, name: str, low: float | None, high: float | None

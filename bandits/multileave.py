@@ -57,8 +57,8 @@ from bandits.base import (
     make_generator,
     quadrature_grid,
 )
-from bandits.errors import check_arm_names, check_int, check_per_arm, check_rewards
-from bandits.thompson import gamma_pair_draws
+from bandits.errors import check_arm_names, check_int, check_rewards
+from bandits.thompson import check_beta_prior, gamma_pair_draws
 
 STATE_FORMAT = 1
 #: Above this many sets of ``m`` arms, :meth:`MultileaveThompsonSampling.set_probabilities`
@@ -375,7 +375,8 @@ class MultileaveThompsonSampling:
     slate_size : int, default 10
         Positions ``k`` per slate.
     prior_alpha, prior_beta : float or list of float, default 1.0
-        Beta prior, one value for all arms or one per arm (> 0).
+        Beta prior, one value for all arms or one per arm, in ``[0.1, 1e9]``
+        (:func:`bandits.thompson.check_beta_prior`).
     propensity_grid : int, default 512
         Quadrature intervals of :meth:`set_probabilities` (>= 2).
     random_state : int, SeedSequence, Generator or None
@@ -426,8 +427,8 @@ class MultileaveThompsonSampling:
             raise ValueError(f"m={m} must be within [1, min(n_arms={K}, slate_size={slate_size})]"
                              " so that every multileaved arm fills a position")
         check_int(propensity_grid, "propensity_grid", low=2)
-        self.alpha0_ = check_per_arm(prior_alpha, "prior_alpha", K, low=0.0, low_open=True)
-        self.beta0_ = check_per_arm(prior_beta, "prior_beta", K, low=0.0, low_open=True)
+        self.alpha0_ = check_beta_prior(prior_alpha, "prior_alpha", K)
+        self.beta0_ = check_beta_prior(prior_beta, "prior_beta", K)
         self.sets = np.array(list(itertools.combinations(range(K), m)), dtype=np.int64)
         self._rng = make_generator(random_state)
         self.state_ = self.init_batch(1)

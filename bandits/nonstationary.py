@@ -64,7 +64,8 @@ class DiscountedThompsonSampling(_BetaPolicy):
     discount : float, default 0.99
         Per-observation decay gamma in (0, 1]; 1 is plain Thompson Sampling.
     prior_alpha, prior_beta : float or list of float, default 1.0
-        Beta prior (> 0), scalar or per arm; the counts decay towards it.
+        Beta prior in ``[0.1, 1e9]`` (as :class:`~bandits.ThompsonSampling`), scalar or per
+        arm; the counts decay towards it.
     batch_size : int, default 1
         Delayed updates (the decay is applied per observation when the buffer is refreshed).
     propensity_grid : int, default 2048
@@ -103,7 +104,8 @@ class SlidingWindowThompsonSampling(_BetaPolicy):
     window : int, default 1000
         Number of most recent observations (over all arms) the posterior is built from.
     prior_alpha, prior_beta : float or list of float, default 1.0
-        Beta prior (> 0), scalar or per arm.
+        Beta prior in ``[0.1, 1e9]`` (as :class:`~bandits.ThompsonSampling`), scalar or per
+        arm.
     batch_size : int, default 1
         Delayed updates.
     propensity_grid : int, default 2048
