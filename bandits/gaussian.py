@@ -150,21 +150,50 @@ def _probability_of_max_tier(loc: np.ndarray, scale: np.ndarray, tier: int, n_gr
         return gaussian_probability_of_max(loc, scale, None, n_grid)
     u, du, weights, z = tanh_sinh_nodes(TANH_SINH_TIERS[tier][1])
     R, K = loc.shape
+    return probability_of_max(_normal_ppf(loc, scale, z), _normal_cdf(loc, scale), R, K, n_grid,
+                              (u, du, weights))
+
+
+def _normal_ppf(loc: np.ndarray, scale: np.ndarray, z: np.ndarray
+                ) -> Callable[[slice, np.ndarray], np.ndarray]:
+    """The ``ppf`` of :func:`bandits.base.probability_of_max` for normal marginals, at the
+    standard normal quantiles ``z`` of its nodes. An arm of scale 0 (a point mass: LinTS at a
+    zero context, or where ``x^T A^-1 x`` underflows or rounds below 0) is at ``loc`` for every
+    node (``0 * inf`` at the grid's ends was NaN).
+    """
+    zero = scale == 0
+    point_masses = bool(zero.any())
 
     def ppf(rows: slice, nodes: np.ndarray) -> np.ndarray:
-        return cast(np.ndarray, loc[rows, :, None] + scale[rows, :, None] * z)
-
-    return probability_of_max(ppf, _normal_cdf(loc, scale), R, K, n_grid, (u, du, weights))
+        x = loc[rows, :, None] + scale[rows, :, None] * z
+        if point_masses:
+            x = np.where(zero[rows, :, None], loc[rows, :, None], x)
+        return cast(np.ndarray, x)
+    return ppf
 
 
 def _normal_cdf(loc: np.ndarray, scale: np.ndarray
                 ) -> Callable[[slice, np.ndarray, np.ndarray], np.ndarray]:
     """The ``cdf`` of :func:`bandits.base.probability_of_max` for normal marginals."""
+    point_masses = bool((scale == 0).any())
+
     def cdf(rows: slice, x: np.ndarray, others: np.ndarray) -> np.ndarray:
         # The same operations as ndtr((x - loc) / scale), in one buffer: the temporaries were
         # ~10% of a LinTS request's probabilities.
         t = np.subtract(x[:, :, None, :], loc[rows][:, others, None])
-        np.divide(t, scale[rows][:, others, None], out=t)
+        if not point_masses:
+            np.divide(t, scale[rows][:, others, None], out=t)
+            return cast(np.ndarray, special.ndtr(t, out=t))
+        # An arm of scale 0 is a step at its loc (+-inf here); at the step itself (0 / 0: a tie
+        # with arm k's draw) the first arm wins, as the samplers' argmax picks it: arm j's CDF
+        # counts as 1 for j > k, 0 for j < k.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            np.divide(t, scale[rows][:, others, None], out=t)
+        tie = np.isnan(t)
+        if tie.any():
+            later = others > np.arange(others.shape[0])[:, None]
+            t[tie] = np.broadcast_to(np.where(later, np.inf, -np.inf)[None, :, :, None],
+                                     t.shape)[tie]
         return cast(np.ndarray, special.ndtr(t, out=t))
     return cdf
 
@@ -209,11 +238,7 @@ def gaussian_probability_of_max(loc: np.ndarray, scale: np.ndarray, df: np.ndarr
     """P(arm k's sample is the largest), (R, K), with its error bound (R, K)."""
     R, K = loc.shape
     if df is None:
-        z = normal_quantiles(n_grid)  # the same for every arm and call
-
-        def ppf(rows: slice, u: np.ndarray) -> np.ndarray:
-            return cast(np.ndarray, loc[rows, :, None] + scale[rows, :, None] * z)
-
+        ppf = _normal_ppf(loc, scale, normal_quantiles(n_grid))  # z: same every arm and call
         cdf = _normal_cdf(loc, scale)
     else:
         def ppf(rows: slice, u: np.ndarray) -> np.ndarray:
