@@ -692,6 +692,13 @@ def probability_of_max(
     return probs, bound
 
 
+#: Largest feature magnitude a contextual policy accepts in a context. With the ridge at least
+#: :data:`bandits.linear.MIN_RIDGE` (1e-50) the products ``x^T A^-1 x <= d |x|^2 / ridge`` and
+#: the Sherman-Morrison terms stay far from overflow; a context of 1e200 made LinUCB's and
+#: LinTS's propensities NaN (found by attack). Accuracy is lost long before (see LinTS).
+MAX_ABS_CONTEXT = 1e50
+
+
 @dataclass
 class BatchState:
     """Learned statistics of ``R`` independent runs (see :meth:`BatchedPolicy.init_batch`).
@@ -931,6 +938,10 @@ class BatchedPolicy(Policy):
             raise ValueError(f"{name} has shape {given}; expected {want}")
         if not np.isfinite(x).all():
             raise ValueError(f"{name} contains NaN or infinite values")
+        big = np.abs(x) > MAX_ABS_CONTEXT
+        if big.any():
+            raise ValueError(f"{name} contains {float(x[big][0])!r}, outside the allowed range "
+                             f"[-{MAX_ABS_CONTEXT:g}, {MAX_ABS_CONTEXT:g}] of a feature")
         return x
 
     def select_batch(self, state: BatchState, rng: RunRandom, contexts: Any = None

@@ -57,7 +57,7 @@ def epsilon_greedy_probabilities(pulls: np.ndarray, reward_sum: np.ndarray, epsi
 
 
 class EpsilonGreedy(BatchedPolicy):
-    """Epsilon-greedy on empirical mean rewards (any finite reward).
+    """Epsilon-greedy on empirical mean rewards (any reward in ``[-1e15, 1e15]``).
 
     Parameters
     ----------

@@ -14,7 +14,7 @@ Sherman-Morrison, O(d^2) per observation. For a context x:
   <= pi / (4 * grid)).
 
 Both are batched over runs as well as arms: statistics have shape (R, K, d, d) and (R, K, d) and
-contexts (R, d). Rewards may be any finite real.
+contexts (R, d). Rewards may be any real in ``[-1e15, 1e15]`` (``MAX_ABS_REWARD``).
 """
 
 from __future__ import annotations
@@ -63,6 +63,13 @@ def linear_learn(A_inv: np.ndarray, b: np.ndarray, pulls: np.ndarray, arms: np.n
     pulls[rows, arms] += 1
 
 
+#: Smallest ridge penalty of LinUCB and LinTS: the models start at ``A^-1 = I / ridge``, so
+#: ``ridge=1e-300`` overflowed ``x^T A^-1 x`` and gave NaN propensities (found by attack). With
+#: contexts bounded by :data:`bandits.base.MAX_ABS_CONTEXT` (1e50) ``d |x|^2 / ridge`` stays
+#: below ``d * 1e150``.
+MIN_RIDGE = 1e-50
+
+
 class _LinearPolicy(BatchedPolicy):
     contextual = True
     per_arm_stats = ("A_inv", "b", "pulls")
@@ -72,7 +79,7 @@ class _LinearPolicy(BatchedPolicy):
 
     def _check_params(self) -> None:
         check_int(self.n_features, "n_features", low=1)
-        check_real(self.ridge, "ridge", low=0.0, low_open=True)
+        check_real(self.ridge, "ridge", low=MIN_RIDGE)
 
     def _init_stats(self, n_runs: int, n_arms: int, dtype: Any) -> dict[str, np.ndarray]:
         d = self.n_features
@@ -122,7 +129,9 @@ class LinUCB(_LinearPolicy):
     alpha : float, default 1.0
         Width of the confidence bonus (>= 0).
     ridge : float, default 1.0
-        Ridge penalty (> 0), the prior precision of every coefficient.
+        Ridge penalty (>= ``MIN_RIDGE`` = 1e-50), the prior precision of every coefficient.
+        Context features must lie within ``[-MAX_ABS_CONTEXT, MAX_ABS_CONTEXT]`` (1e50) and
+        rewards within ``[-MAX_ABS_REWARD, MAX_ABS_REWARD]`` (1e15).
     batch_size : int, default 1
         Delayed updates.
     random_state : int, SeedSequence, Generator or None
@@ -167,7 +176,7 @@ class LinTS(_LinearPolicy):
     scale : float, default 1.0
         Posterior inflation v (> 0): ``theta ~ N(theta_hat, v^2 A^{-1})``.
     ridge : float, default 1.0
-        Ridge penalty (> 0).
+        Ridge penalty (>= ``MIN_RIDGE`` = 1e-50); contexts and rewards bounded as for LinUCB.
     batch_size : int, default 1
         Delayed updates.
     propensity_grid : int, default 2048

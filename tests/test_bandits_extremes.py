@@ -6,7 +6,11 @@ Found by an attack on ``bandits/``: LinTS's propensities were ``[nan nan nan]`` 
 
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
+import pytest
 
 import bandits as bd
 
@@ -33,3 +37,57 @@ def test_lints_propensities_are_finite_when_some_posterior_scales_round_to_zero(
     assert err.max() < 1e-3
     picks = np.bincount([policy.select(x) for _ in range(2000)], minlength=3) / 2000
     np.testing.assert_allclose(picks, p, atol=0.035)  # 3 sd of 2,000 draws
+
+
+@pytest.mark.parametrize("make", [
+    lambda: bd.LinTS(3, n_features=2, random_state=0),
+    lambda: bd.LinUCB(3, n_features=2, random_state=0),
+], ids=["lints", "linucb"])
+def test_a_context_feature_beyond_the_cap_is_refused_and_leaves_the_state(make):
+    # A finite context of 1e200 made the propensities [nan nan nan] (found by attack).
+    policy = make()
+    before = json.dumps(policy.state_dict())
+    x = np.array([1e200, 0.5])
+    msg = r"context contains 1e\+200, outside the allowed range \[-1e\+50, 1e\+50\]"
+    for call in (lambda: policy.action_probabilities(x), lambda: policy.select(x),
+                 lambda: policy.update(0, 1.0, x)):
+        with pytest.raises(ValueError, match=msg):
+            call()
+    assert json.dumps(policy.state_dict()) == before
+    edge = np.array([1e50, -1e50])  # the cap itself is allowed and stays finite
+    policy.update(1, 1.0, edge)
+    assert np.isfinite(policy.action_probabilities(edge)).all()
+
+
+@pytest.mark.parametrize("cls", [bd.LinTS, bd.LinUCB])
+def test_a_ridge_below_the_floor_is_refused(cls):
+    # ridge=1e-300: A^-1 = I / ridge overflowed x^T A^-1 x, propensities NaN (found by attack).
+    with pytest.raises(ValueError, match=r"ridge=1e-300 is outside the allowed range \[1e-50, "):
+        cls(3, n_features=2, ridge=1e-300)
+    policy = cls(3, n_features=2, ridge=1e-50, random_state=0)
+    x = np.array([1e50, 1e50])
+    for k in range(3):
+        policy.update(k, 1e15, x)
+    assert np.isfinite(policy.action_probabilities(x)).all()
+
+
+@pytest.mark.parametrize("make", [
+    lambda: bd.EpsilonGreedy(3, random_state=0),
+    lambda: bd.GaussianThompsonSampling(3, random_state=0),
+    lambda: bd.GaussianThompsonSampling(3, noise_variance=None, random_state=0),
+    lambda: bd.LinTS(3, n_features=2, random_state=0),
+    lambda: bd.LinUCB(3, n_features=2, random_state=0),
+], ids=["eg", "gts", "gts-ng", "lints", "linucb"])
+def test_a_reward_whose_sums_could_overflow_is_refused(make):
+    # Two rewards of 1e308 put inf in EpsilonGreedy's sums: propensities [0.5, 0, 0.5] and a
+    # state_dict that was not strict JSON (found by attack).
+    policy = make()
+    x = np.array([1.0, 0.5]) if policy.contextual else None
+    for bad in (1e308, -1e16):
+        with pytest.raises(ValueError, match=re.escape(
+                f"reward={bad!r} is outside the policy's reward support [-1e+15, 1e+15]")):
+            policy.update(0, bad, x)
+    for _ in range(2):
+        policy.update(0, 1e15, x)  # the cap itself is allowed
+    json.dumps(policy.state_dict(), allow_nan=False)
+    assert np.isfinite(policy.action_probabilities(x)).all()
