@@ -32,6 +32,7 @@ import numpy as np
 from scipy import special
 
 from bandits.base import (
+    MIN_GAMMA_SHAPE,
     BatchedPolicy,
     BatchState,
     Draws,
@@ -40,7 +41,7 @@ from bandits.base import (
     probability_of_max,
     quadrature_grid,
 )
-from bandits.errors import check_int, check_real
+from bandits.errors import MAX_ABS_REWARD, check_int, check_real
 
 
 @functools.lru_cache(maxsize=16)
@@ -229,7 +230,8 @@ def gaussian_thompson_choose(loc: np.ndarray, scale: np.ndarray, df: np.ndarray 
     z = draws.standard_normal((loc.shape[1],))
     if df is not None:
         a = df / 2.0
-        z = z / np.sqrt(draws.standard_gamma(a) / a)
+        with np.errstate(divide="ignore"):  # a float32 Gamma(0.1) draw can round to 0 (3e-5):
+            z = z / np.sqrt(draws.standard_gamma(a) / a)  # the t draw is +-inf, still a draw
     return cast(np.ndarray, (loc + scale * z).argmax(axis=1))
 
 
@@ -262,13 +264,16 @@ class GaussianThompsonSampling(BatchedPolicy):
     arms : list of str or int
         Arm names, or their number.
     prior_mean : float, default 0.0
-        Prior mean of every arm's mean reward.
+        Prior mean of every arm's mean reward, within ``[-1e15, 1e15]`` like the rewards
+        (``MAX_ABS_REWARD``; at 1e300 the draws no longer varied and every pick was arm 0).
     prior_strength : float, default 1.0
         kappa_0 > 0: the prior counts as this many observations.
     noise_variance : float or None, default 1.0
         Known reward variance (> 0); None learns it with a Normal-Gamma prior.
     prior_shape, prior_rate : float, default 1.0
-        Gamma prior on the noise precision (> 0; used only when ``noise_variance`` is None).
+        Gamma prior on the noise precision (used only when ``noise_variance`` is None):
+        ``prior_shape >= MIN_GAMMA_SHAPE`` (0.1, where the picks follow the propensities),
+        ``prior_rate > 0``.
     batch_size : int, default 1
         Delayed updates.
     propensity_grid : int, default 2048
@@ -293,11 +298,11 @@ class GaussianThompsonSampling(BatchedPolicy):
         super().__init__(arms, batch_size=batch_size, random_state=random_state)
 
     def _check_params(self) -> None:
-        check_real(self.prior_mean, "prior_mean")
+        check_real(self.prior_mean, "prior_mean", low=-MAX_ABS_REWARD, high=MAX_ABS_REWARD)
         check_real(self.prior_strength, "prior_strength", low=0.0, low_open=True)
         if self.noise_variance is not None:
             check_real(self.noise_variance, "noise_variance", low=0.0, low_open=True)
-        check_real(self.prior_shape, "prior_shape", low=0.0, low_open=True)
+        check_real(self.prior_shape, "prior_shape", low=MIN_GAMMA_SHAPE)
         check_real(self.prior_rate, "prior_rate", low=0.0, low_open=True)
         check_int(self.propensity_grid, "propensity_grid", low=2)
 

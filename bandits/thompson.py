@@ -23,6 +23,7 @@ from scipy import special
 from bandits.base import (
     FAST_GAMMA_MIN_SIZE,
     GAMMA_BLOCK,
+    MIN_GAMMA_SHAPE,
     BatchedPolicy,
     BatchState,
     Draws,
@@ -199,7 +200,7 @@ def beta_probability_of_max(alpha: np.ndarray, beta: np.ndarray, n_grid: int
 #: 0.32 / 0.25 at 1e-3, 0.342 / 0.336 / 0.323 at 3e-3 (float64); 0.565 / 0.256 / 0.179 at 0.01
 #: and 0.343 / 0.331 / 0.326 at 0.03 (float32, a simulation's batches). From 0.1 up they agree
 #: within sampling error in both (also after updates). Jeffreys' 0.5 and the uniform 1 are in.
-BETA_PRIOR_MIN = 0.1
+BETA_PRIOR_MIN = MIN_GAMMA_SHAPE
 #: Largest Beta prior parameter a policy accepts. In a simulation's float32 the Gamma draws
 #: behind a Beta sample have a relative sd of ``a^-1/2`` on a grid of relative step 6e-8, so
 #: at large parameters the picks drift from the propensities: three arms about one posterior

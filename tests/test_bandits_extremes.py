@@ -11,6 +11,7 @@ import re
 
 import numpy as np
 import pytest
+from scipy import stats
 
 import bandits as bd
 
@@ -91,3 +92,26 @@ def test_a_reward_whose_sums_could_overflow_is_refused(make):
         policy.update(0, 1e15, x)  # the cap itself is allowed
     json.dumps(policy.state_dict(), allow_nan=False)
     assert np.isfinite(policy.action_probabilities(x)).all()
+
+
+def test_gaussian_priors_outside_where_picks_follow_propensities_are_refused():
+    # Found by attack: prior_shape 1e-300 (Gamma draws underflow to 0, Student-t draws tie at
+    # +-inf) picked 0.62 / 0.25 / 0.13 against the 1/3 each reported; prior_mean 1e300 made
+    # every draw equal (loc + scale z == loc) and every pick arm 0.
+    G = bd.GaussianThompsonSampling
+    with pytest.raises(ValueError, match=r"prior_shape=0\.001 is outside the allowed range "
+                                         r"\[0\.1, inf\)"):
+        G(3, noise_variance=None, prior_shape=1e-3)
+    with pytest.raises(ValueError, match=r"prior_mean=1e\+300 is outside the allowed range "
+                                         r"\[-1e\+15, 1e\+15\]"):
+        G(3, prior_mean=1e300)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gaussian_picks_follow_the_propensities_at_the_smallest_prior_shape(dtype):
+    policy = bd.GaussianThompsonSampling(3, noise_variance=None, prior_shape=0.1)
+    R = 20_000
+    arms = policy.select_batch(policy.init_batch(R, dtype=dtype), np.random.default_rng(4))
+    counts = np.bincount(arms, minlength=3)
+    probs = policy.action_probabilities()
+    assert stats.chisquare(counts, probs * R).pvalue > 1e-3, (counts / R, probs)
