@@ -56,6 +56,7 @@ from bandits.ope import (
     ESTIMATORS,
     PolicyReport,
     bootstrap_sums,
+    check_n_bootstrap,
     estimates_from_sums,
     estimator_terms,
     evaluate_policies,
@@ -106,7 +107,7 @@ class OBDOPEConfig:
             if campaign not in CAMPAIGNS:
                 raise ValueError(f"campaigns contains {campaign!r}; allowed: "
                                  f"{', '.join(map(repr, CAMPAIGNS))}")
-        check_int(self.n_bootstrap, "n_bootstrap", low=0)
+        check_n_bootstrap(self.n_bootstrap)  # 0 (no interval) or at least MIN_BOOTSTRAP
         check_int(self.seed, "seed", low=0)
         check_real(self.confidence, "confidence", low=0.0, high=1.0, low_open=True,
                    high_open=True)

@@ -54,7 +54,7 @@ from arms.cooccurrence import time_order
 from arms.data import load_movielens, make_synthetic
 from arms.data.dataset import Dataset
 from arms.registry import make_arm, resolve
-from bandits.ope import bootstrap_sums
+from bandits.ope import MIN_BOOTSTRAP, bootstrap_sums
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class ReplayConfig:
     max_events : int or None, default None
         Replay only the first steps of the stream holding this many events (>= 1); None: all.
     n_bootstrap : int, default 1000
-        Bootstrap resamples of users (>= 10).
+        Bootstrap resamples of users (>= :data:`bandits.ope.MIN_BOOTSTRAP`, 10).
     seed : int, default 0
         Seed of the bootstrap (the replay itself draws nothing at random).
     cold_users : {"drop", "include"}, default "drop"
@@ -134,7 +134,8 @@ class ReplayConfig:
         if bad or not self.variants:
             raise ReplayConfigError(
                 "variants", f"variants must be among {list(VARIANTS)}, got {list(self.variants)}")
-        for name, low in (("retrain_every", 1), ("k", 1), ("n_bootstrap", 10), ("seed", 0)):
+        for name, low in (("retrain_every", 1), ("k", 1), ("n_bootstrap", MIN_BOOTSTRAP),
+                          ("seed", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ReplayConfigError(name, f"{name} must be an integer >= {low}, got {value!r}")

@@ -21,6 +21,8 @@ from uvicorn.config import LOG_LEVELS
 from arms import registry
 from arms.data import MOVIELENS_NAMES
 from bandits.base import registered_policies
+from bandits.ope import MIN_BOOTSTRAP
+from bandits.thompson import BETA_PRIOR_MAX, BETA_PRIOR_MIN
 from serving.armset import make_arm
 from serving.drift import DriftMonitor
 from serving.features import DEFAULT_DECAY_STEP_S, DEFAULT_HALF_LIFE_S
@@ -174,7 +176,8 @@ class Settings(BaseSettings):
         Largest drop of HR@10 or NDCG@10 a candidate arm may show (default 0.01).
     gate_bootstrap : int
         Bootstrap resamples of the hold-out's users for the gate's intervals (default 200:
-        the intervals' ends move by ~0.002 against 1,000, at a fifth of the time).
+        the intervals' ends move by ~0.002 against 1,000, at a fifth of the time; at least
+        ``bandits.ope.MIN_BOOTSTRAP``).
     shadow_policy : str or None
         A candidate policy run in **shadow mode** (:mod:`serving.shadow`): on every policy
         decision it computes its choice and its probability of every arm for the same context,
@@ -191,7 +194,8 @@ class Settings(BaseSettings):
         apply to it too, so that its probabilities are those it would serve once promoted).
     prior_alpha, prior_beta : float
         Beta prior of the Thompson Sampling policies on every arm's reward rate (used when the
-        policy takes them and ``policy_params`` does not set them).
+        policy takes them and ``policy_params`` does not set them); within
+        ``[bandits.thompson.BETA_PRIOR_MIN, BETA_PRIOR_MAX]`` (0.1 to 1e9).
     aggregation : {"earliest", "max"}
         How several feedbacks on one decision make its one reward (:mod:`serving.rules`).
     rules : dict
@@ -392,12 +396,13 @@ class Settings(BaseSettings):
     gate_holdout: float = Field(0.1, gt=0.0, lt=1.0)
     gate_holdout_s: float | None = Field(None, gt=0)
     gate_margin: float = Field(0.01, ge=0.0, le=1.0)
-    gate_bootstrap: int = Field(200, ge=1)
+    gate_bootstrap: int = Field(200, ge=MIN_BOOTSTRAP)
     shadow_policy: str | None = None
     shadow_policy_params: dict[str, float | int | bool | list[float] | None] = Field(
         default_factory=dict)
-    prior_alpha: float = Field(1.0, gt=0)
-    prior_beta: float = Field(1.0, gt=0)
+    # The range where Thompson Sampling's picks follow the propensities it logs (bandits).
+    prior_alpha: float = Field(1.0, ge=BETA_PRIOR_MIN, le=BETA_PRIOR_MAX)
+    prior_beta: float = Field(1.0, ge=BETA_PRIOR_MIN, le=BETA_PRIOR_MAX)
     aggregation: Aggregation = "earliest"
     default_reward: float = Field(0.0, ge=0, le=1)
     rules: dict[str, dict[str, float | bool | dict[str, float]]] = Field(default_factory=dict)

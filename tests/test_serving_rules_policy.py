@@ -122,6 +122,17 @@ def test_policy_model_names_what_is_allowed() -> None:
         PolicyModel("LinUCB", ARMS)
 
 
+@pytest.mark.parametrize(("field", "value"), [("prior_alpha", 0.05), ("prior_beta", 2e9),
+                                              ("gate_bootstrap", 9)])
+def test_settings_refuse_what_the_policy_or_the_bootstrap_would_refuse_later(
+        field: str, value: float) -> None:
+    """The service's settings take the bandits' ranges (BETA_PRIOR_MIN/MAX, MIN_BOOTSTRAP):
+    a prior of 0.05 passed them (> 0) and then failed when the policy was built."""
+    with pytest.raises(ValidationError, match=field):
+        Settings(arms=ARMS, **{field: value})
+    Settings(arms=ARMS, prior_alpha=0.1, prior_beta=1e9, gate_bootstrap=10)
+
+
 # ---------------------------------------------------------------------------- context
 def test_user_features_from_demographics_and_history() -> None:
     catalog = make_synthetic(30, 40, 400, random_state=0)
