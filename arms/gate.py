@@ -42,7 +42,7 @@ import scipy.sparse as sp
 
 from arms._validation import check_float, check_int
 from arms.base import Recommender
-from arms.data.dataset import Dataset
+from arms.data.dataset import RATING_SCALE, Dataset
 from arms.data.splits import tie_break_key
 from arms.metrics import ranking_metrics
 from arms.registry import make_arm
@@ -198,7 +198,8 @@ def evaluate_gate(
     ----------
     data : Dataset or pandas.DataFrame
         The events; a DataFrame needs columns ``user_id, item_id, rating, timestamp`` and its
-        catalogue is the ids it mentions.
+        catalogue is the ids it mentions (finite ratings of any value; timestamps in seconds,
+        taken whole).
     candidate, serving : ArmSetSpec
         The arm sets to compare (labels pair them).
     holdout_fraction : float, optional
@@ -362,7 +363,18 @@ def _as_dataset(data: Dataset | pd.DataFrame) -> Dataset:
                                         name="user_id"))
     items = pd.DataFrame(index=pd.Index(np.unique(data["item_id"].to_numpy(np.int64)),
                                         name="item_id"))
-    return Dataset.from_frames(data, items, users, (), name="ratings")
+    # An event's value is whatever the caller logs (0 for a miss, say): the scale spans the
+    # finite values given (the Dataset still refuses NaN and inf), and timestamps are taken in
+    # whole seconds, as a Dataset keeps them (found by review: fractional timestamps and
+    # ratings of 0, which this function took before the Dataset's checks, were refused).
+    frame = data.copy()
+    stamps = pd.to_numeric(frame["timestamp"], errors="coerce").to_numpy(np.float64)
+    frame["timestamp"] = np.where(np.isfinite(stamps), np.floor(stamps), stamps)
+    values = pd.to_numeric(frame["rating"], errors="coerce").to_numpy(np.float64)
+    finite = values[np.isfinite(values)]
+    scale = RATING_SCALE if not finite.size else (min(RATING_SCALE[0], float(finite.min())),
+                                                  max(RATING_SCALE[1], float(finite.max())))
+    return Dataset.from_frames(frame, items, users, (), name="ratings", rating_scale=scale)
 
 
 def _specs(spec: ArmSetSpec, name: str) -> dict[str, tuple[str, dict[str, Any]]]:

@@ -48,7 +48,7 @@ from __future__ import annotations
 import inspect
 import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -177,6 +177,25 @@ def resolve(name: str) -> ArmEntry:
         raise UnknownArmError(
             unknown_id_message("arm", name, arm_names(), list_known=True)
         ) from None
+
+
+def resolve_names(names: Sequence[str]) -> tuple[str, ...]:
+    """The registry names of ``names`` (aliases resolved), each once.
+
+    Raises
+    ------
+    UnknownArmError
+        For an unknown name (a ValueError, with a suggestion).
+    ValueError
+        If two of ``names`` are one arm (``popularity,popularity``, or an alias and its arm):
+        found by attack, a pandas "Index contains duplicate entries" traceback at the end of
+        ``evaluate-arms``, and ``replay`` ran one arm twice.
+    """
+    resolved = tuple(resolve(name).name for name in names)
+    twice = sorted({name for name in resolved if resolved.count(name) > 1})
+    if twice:
+        raise ValueError(f"arms must name each arm once, got {twice} twice")
+    return resolved
 
 
 def make_arm(name: str, *, random_state: int | None = None, **params: Any) -> Recommender:

@@ -65,6 +65,8 @@ def _simulate(args: argparse.Namespace) -> int:
             on_note=lambda note: print(f"recbandits: {note}", file=sys.stderr),
         )
     except cfg.ConfigError as exc:
+        if args.verbose:  # the traceback, with what the environment raised
+            raise
         print(f"recbandits simulate: {exc}", file=sys.stderr)
         return 2
     print(markdown_table(results.summary))
@@ -112,6 +114,8 @@ def _replay(args: argparse.Namespace) -> int:
         try:
             results = replay.run(config, out_dir=out, on_step=step)
         except ValueError as exc:  # what the data makes of the options (--synthetic 0, ...)
+            if args.verbose:
+                raise
             print(f"recbandits replay: {exc}", file=sys.stderr)
             return 2
     print(replay.format_results(results))
@@ -314,7 +318,7 @@ def _ope_log(args: argparse.Namespace) -> int:
         settings = _serving_settings(argparse.Namespace())
     except ValidationError as exc:
         if url is None:
-            print(f"recbandits ope: {exc}", file=sys.stderr)
+            print(f"recbandits ope: {_settings_issues(exc)}", file=sys.stderr)
             return 2
     else:
         url = url or settings.resolved_db_url()  # type: ignore[attr-defined]
@@ -574,7 +578,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="recbandits",
         description="Learn which recommender to trust: recommenders as the arms of a bandit.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log at INFO level, and show the traceback of a refused input or "
+                        "missing data instead of its one line")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     evaluate = commands.add_parser(
@@ -661,6 +667,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except (DataUnavailableError, DataFileError) as exc:  # absent, or not what it says
+        if args.verbose:
+            raise
         print(f"recbandits {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -673,7 +681,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # own status: rebuild-state's 1 means "match: NO".
             print(f"recbandits {args.command}: {outage}", file=sys.stderr)
             return STORE_UNAVAILABLE
-        refusal = None if args.verbose else _input_refusal(exc)
+        refusal = None if args.verbose else _input_refusal(exc, args)
         if refusal is None:
             raise
         print(f"recbandits {args.command}: {refusal}", file=sys.stderr)
@@ -699,19 +707,42 @@ def _out_refusal(path: str | None) -> str | None:
     return None
 
 
-def _input_refusal(exc: Exception) -> str | None:
-    """One line for an error of what the user pointed the command at, or None for any other.
+def _input_refusal(exc: Exception, args: argparse.Namespace) -> str | None:
+    """One line for an error of what the user pointed the command at, or None for any other
+    (a bug keeps its traceback; found by review: any file error or database error had become
+    one line, hiding internal faults).
 
-    A path that cannot be written or read (``--out`` naming a file, a folder under a file, a
-    read-only place; found by attack: a traceback from each command that writes) and a store
-    file that is not a database. ``-v`` shows the traceback instead.
+    A path the user gave that cannot be written or read (``--out`` naming a file, a folder
+    under a file, a read-only place; found by attack: a traceback from each command that
+    writes), and a store file that is not a database. ``-v`` shows the traceback instead.
     """
-    if isinstance(exc, OSError) and exc.filename is not None:
+    if isinstance(exc, OSError) and exc.filename is not None and _given(args, exc.filename):
         return f"{exc.strerror or exc}: {exc.filename}"
     errors = sys.modules.get("sqlalchemy.exc")
-    if errors is not None and isinstance(exc, errors.DatabaseError):
-        return f"the store cannot be read: {getattr(exc, 'orig', None) or exc}"
+    if (errors is not None and isinstance(exc, errors.DatabaseError)
+            and any(m in str(getattr(exc, "orig", "")) for m in NOT_A_DATABASE)):
+        return f"the store cannot be read: {exc.orig}"
     return None
+
+
+#: SQLite's words for a file that is not a database (or a damaged one): the user's file, not a bug.
+NOT_A_DATABASE = ("file is not a database", "database disk image is malformed")
+
+
+def _given(args: argparse.Namespace, filename: object) -> bool:
+    """Whether ``filename`` is, or lies under, a path given on the command line (``--out``,
+    ``--export-csv``, ``--export-obp``, ``--data``, ``--state-dir``, ``--db``'s file).
+    """
+    paths = [getattr(args, name, None) for name in
+             ("out", "export_csv", "export_obp", "data", "state_dir")]
+    db = getattr(args, "db", None)
+    if isinstance(db, str) and db.startswith("sqlite:///"):
+        paths.append(db.removeprefix("sqlite:///"))
+    target = os.path.abspath(os.fsdecode(filename))  # type: ignore[arg-type]  # str or bytes
+    for path in (os.path.abspath(p) for p in paths if isinstance(p, str)):
+        if target == path or target.startswith(path.rstrip(os.sep) + os.sep):
+            return True
+    return False
 
 
 #: Exit status of a service command that found its store down, unreachable or locked (nothing

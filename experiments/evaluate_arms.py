@@ -423,7 +423,10 @@ def _arm_labels(specs: dict[str, ArmSpec], arms: Sequence[str] | None, *,
         raise ValueError(f"unknown arms {unknown}; available: {sorted(specs)}")
     if not labels:
         raise ValueError("arms is empty; name at least one arm")
-    return list(_named_once(labels))
+    twice = sorted({a for a in labels if labels.count(a) > 1})
+    if twice:  # the specs given are not the registry's: the same words as resolve_names
+        raise ValueError(f"arms must name each arm once, got {twice} twice")
+    return labels
 
 
 def _chosen(protocol: Protocol, spec_list: list[ArmSpec], grids: dict[str, list[dict[str, Any]]],
@@ -644,19 +647,9 @@ def _canonical_arms(arms: tuple[str, ...]) -> tuple[str, ...]:
     if not arms:
         raise EvaluateConfigError("arms", "arms is empty; name at least one arm")
     try:
-        return tuple(_named_once([registry.resolve(a).name for a in arms]))
+        return registry.resolve_names(arms)
     except ValueError as exc:
         raise EvaluateConfigError("arms", str(exc)) from None
-
-
-def _named_once(names: Sequence[str]) -> Sequence[str]:
-    """``names``, refused (ValueError) if one is there twice: found by attack, a pandas
-    "Index contains duplicate entries" traceback at the end of the run.
-    """
-    twice = sorted({a for a in names if names.count(a) > 1})
-    if twice:
-        raise ValueError(f"arms must name each arm once, got {twice} twice")
-    return names
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,8 @@ from arms.base import Recommender, top_k
 from arms.cooccurrence import time_order
 from arms.data import load_movielens, make_synthetic
 from arms.data.dataset import Dataset
-from arms.registry import make_arm, resolve
+from arms.errors import UnknownArmError
+from arms.registry import make_arm, resolve, resolve_names
 from bandits.ope import MIN_BOOTSTRAP, bootstrap_sums
 
 logger = logging.getLogger(__name__)
@@ -155,11 +156,14 @@ class ReplayConfig:
         """At least one arm, each known and named once."""
         if not self.arms:
             raise ReplayConfigError("arms", "arms must name at least one arm")
-        for name in self.arms:
-            resolve(name)  # UnknownArmError (a ValueError) with a suggestion
-        twice = sorted({a for a in self.arms if self.arms.count(a) > 1})
-        if twice:
-            raise ReplayConfigError("arms", f"arms must name each arm once, got {twice} twice")
+        # Aliases resolved first: ``ease,autoencoder`` is one arm twice. An unknown arm is an
+        # UnknownArmError (a ValueError) with a suggestion.
+        try:
+            resolve_names(self.arms)
+        except UnknownArmError:
+            raise
+        except ValueError as exc:
+            raise ReplayConfigError("arms", str(exc)) from None
 
 
 @dataclass

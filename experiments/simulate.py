@@ -241,10 +241,14 @@ def probe_env(config: ExperimentConfig) -> EnvInfo:
     except (cfg.ConfigError, DataFileError):
         raise
     except (TypeError, ValueError) as exc:
-        # The environment's own check of its parameters (a typo, a click rate outside [0, 1],
-        # an unknown arm): one line naming the table, not a traceback from a worker (found by
-        # attack: every bad value printed one, three stacked with several workers).
-        raise cfg.ConfigError(f"[env.params] of {config.env.id}: {exc}") from None
+        # The environment's own check of its parameters (a click rate outside [0, 1], an
+        # unknown arm: ValueError) and a key it does not take (a typo: the factory's TypeError
+        # for the keyword): one line naming the table, not a traceback from a worker (found by
+        # attack: every bad value printed one, three stacked with several workers). Any other
+        # TypeError is a bug and keeps its traceback; -v shows this one's cause.
+        if isinstance(exc, TypeError) and "keyword argument" not in str(exc):
+            raise
+        raise cfg.ConfigError(f"[env.params] of {config.env.id}: {exc}") from exc
     if not isinstance(env.single_action_space, gymnasium.spaces.Discrete):
         raise cfg.ConfigError(
             f"[env] id {config.env.id} takes {env.single_action_space} actions (an arm for each "

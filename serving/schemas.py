@@ -126,8 +126,9 @@ class FeedbackIn(BaseModel):
 #: :func:`_printable` checks the rest of Unicode.
 PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
 #: Unicode categories refused anywhere in printable text: controls (C1 included), line and
-#: paragraph separators, surrogates, private use and unassigned code points.
-_UNPRINTABLE = frozenset({"Cc", "Zl", "Zp", "Cs", "Co", "Cn"})
+#: paragraph separators, surrogates and private use. Not "unassigned" (Cn): that depends on
+#: the Python's Unicode version (an emoji of Unicode 15 is unassigned in Python 3.11's 14).
+_UNPRINTABLE = frozenset({"Cc", "Zl", "Zp", "Cs", "Co"})
 #: The bidi embeddings, overrides and isolates, which reorder the text shown after them
 #: ("evil\u202egnp.exe" shows as "evilexe.png"); the marks LRM and RLM stay allowed.
 _BIDI_CONTROLS = frozenset(chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A)))
@@ -143,9 +144,9 @@ def _printable(value: str) -> str:
     if (any(c in _UNPRINTABLE for c in categories) or any(c in _BIDI_CONTROLS for c in value)
             or not any(c[0] in "LNPS" for c in categories)):
         raise PydanticCustomError("printable_text", "Input should be printable text: no "
-                                  "control, separator, bidi-override, private-use or unassigned "
-                                  "character, and at least one letter, digit, punctuation mark "
-                                  "or symbol")
+                                  "control, line or paragraph separator, bidi-override or "
+                                  "private-use character, and at least one letter, digit, "
+                                  "punctuation mark or symbol")
     return value
 #: Most events in one ``POST /events`` request.
 MAX_EVENTS = 1000

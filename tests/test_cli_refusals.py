@@ -142,3 +142,39 @@ def test_a_corrupt_data_file_is_one_line_naming_it(
     err = refused(capsys, [*command, "--out", str(tmp_path / "out")])
     assert f"{folder / 'u.data'}: line 2: item_id 'abc' is not an integer" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_verbose_shows_the_traceback_and_an_internal_fault_keeps_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+        ) -> None:
+    """Found by review: any OSError with a file name, and any database error, had become one
+    line, hiding internal faults; and -v did not show the traceback of a refusal."""
+    blocker = tmp_path / "taken"
+    blocker.write_text("x")
+    argv = ["replay", "--synthetic", "3000", "-q", "--out", str(blocker / "run")]
+    assert cli.main(argv) == 2  # refused before the run, whatever -v
+    capsys.readouterr()
+    from experiments import replay
+
+    def broken(*_: object, **__: object) -> None:  # a file of the code's own, not the user's
+        raise FileNotFoundError(2, "No such file or directory", "/nonexistent/internal.json")
+
+    monkeypatch.setattr(replay, "run", broken)
+    with pytest.raises(FileNotFoundError, match=r"internal\.json"):
+        cli.main(["replay", "--synthetic", "3000", "-q", "--out", str(tmp_path / "out")])
+    # A corrupt data file: one line, and with -v its traceback.
+    from test_data import _tiny_copy
+
+    _tiny_copy(tmp_path / "data", "ml-100k", "u.data", 2, "1\tabc\t3\t881250949")
+    monkeypatch.setenv("RECBANDITS_DATA", str(tmp_path / "data"))
+    from arms.errors import DataFileError
+
+    with pytest.raises(DataFileError, match="item_id 'abc' is not an integer"):
+        cli.main(["-v", "evaluate-arms", "--seeds", "1"])
+
+
+def test_ope_names_a_bad_setting_in_one_line(capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by review: pydantic's multi-line dump with links, as the other commands had."""
+    monkeypatch.setenv("RECBANDITS_POLICY", "Nope")
+    assert "ope: policy: policy must be one of [" in refused(capsys, ["ope"])

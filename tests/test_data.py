@@ -409,6 +409,9 @@ def test_tiny_copies_load(tmp_path: Path, variant: str) -> None:
     ("ml-1m", "users.dat", 2, "2::M::56::16", r"line 2: 4 '::'-separated field\(s\), expected 5"),
     ("ml-1m", "users.dat", 2, "2::M::5x6::16::70072", r"line 2: Age '5x6' is not an integer"),
     ("ml-1m", "users.dat", 2, "2::M::56::99::70072", r"line 2: Occupation 99 is not a code 0-20"),
+    ("ml-1m", "users.dat", 2, "2::M::1e30::16::70072", r"line 2: Age '1e30' is not an integer"),
+    ("ml-1m", "users.dat", 2, "2::M::" + "9" * 90 + "::16::70072",
+     r"line 2: Age '9{40}\.\.\.' is not an integer"),
     ("ml-20m", "ratings.csv", 3, "1,abc,0.5,978300761", r"line 3: movieId 'abc' is not an int"),
     ("ml-20m", "ratings.csv", 4, "2,1,4.0", r"line 4: timestamp is missing"),
     ("ml-20m", "movies.csv", 3, "q,Heat (1995),Action", r"line 3: movieId 'q' is not an int"),
@@ -418,6 +421,14 @@ def test_a_corrupt_file_is_named_with_its_line(tmp_path: Path, variant: str, fil
     folder = _tiny_copy(tmp_path, variant, file, line, text)
     with pytest.raises(DataFileError, match=rf"^{re.escape(str(folder / file))}: .*{message}"):
         load_movielens(tmp_path, variant=variant, download=False)
+
+
+def test_whole_numbers_written_as_decimals_load(tmp_path: Path) -> None:
+    """Found by review: an age of "1.0" passed the check and then failed in astype with a bare
+    "invalid literal for int()"."""
+    _tiny_copy(tmp_path, "ml-1m", "users.dat", 2, "2::M::56.0::16::70072")
+    data = load_movielens(tmp_path, variant="ml-1m", download=False)
+    assert data.users.loc[2, "age"] == 56
 
 
 @pytest.mark.parametrize(("text", "message"), [

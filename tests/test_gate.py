@@ -92,6 +92,18 @@ def test_a_ratings_dataframe_is_accepted_and_labels_pair_the_arms(data):
                                    n_bootstrap=20)
     assert nothing_shared.decision == "reject"
     assert "no candidate arm" in nothing_shared.reason
+    # Events of any finite value and fractional seconds, as a log gives them (found by review:
+    # the Dataset's new checks refused ratings of 0 and timestamps like 1796555017.25).
+    events = frame.assign(rating=(frame["rating"] >= 4).astype(float),
+                          timestamp=frame["timestamp"] + 0.25)
+    same = evaluate_gate(events, ["popularity"], ["popularity"], holdout_fraction=0.1,
+                         n_bootstrap=20)
+    again = evaluate_gate(frame.assign(rating=(frame["rating"] >= 4).astype(float)),
+                          ["popularity"], ["popularity"], holdout_fraction=0.1, n_bootstrap=20)
+    assert same.differences == again.differences
+    with pytest.raises(ValueError, match="rating nan"):
+        evaluate_gate(events.assign(rating=np.nan), ["popularity"], ["popularity"],
+                      holdout_fraction=0.1)
 
 
 @pytest.mark.parametrize(("kwargs", "error", "match"), [

@@ -20,7 +20,7 @@ from arms.data.obd import (
     load_bts_prior,
     load_obd,
 )
-from arms.errors import DataUnavailableError
+from arms.errors import DataFileError, DataUnavailableError
 from bandits.ope import effective_sample_size
 from experiments.obd_ope import (
     ESTIMATORS,
@@ -123,6 +123,21 @@ def test_loader_names_the_file_and_line_of_a_value_that_does_not_parse(
     frame.to_csv(path)
     # Row 7 is line 9 of the file: the header is line 1.
     with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: line 9: {message}"):
+        load_obd("bts", "men", tmp_path)
+
+
+def test_an_empty_log_or_a_timestamp_that_is_no_date_names_the_file(tmp_path: Path) -> None:
+    """Found by review: an empty men.csv (pandas' EmptyDataError) and a timestamp of
+    "yesterday" ended in a traceback."""
+    frame = _write_tree(tmp_path)["bts"].astype({"timestamp": object})
+    path = tmp_path / "bts" / "men" / "men.csv"
+    frame.loc[7, "timestamp"] = "yesterday"
+    frame.to_csv(path)
+    with pytest.raises(DataFileError, match=rf"^{re.escape(str(path))}: a timestamp is not a "
+                                            r"date and time"):
+        load_obd("bts", "men", tmp_path)
+    path.write_text("")
+    with pytest.raises(DataFileError, match=rf"^{re.escape(str(path))}: No columns"):
         load_obd("bts", "men", tmp_path)
 
 

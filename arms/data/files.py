@@ -69,7 +69,10 @@ def whole_numbers(values: pd.Series, path: Path, what: str) -> pd.Series:
     if bad.any():
         line = values.index[bad][0]
         raise DataFileError(f"{path}: line {line}: {_problem(what, values[line], 'an integer')}")
-    return values.astype(np.int64)
+    # "1.0" and "1e0" are whole numbers too (found by review: astype failed on them with a
+    # bare "invalid literal for int()"): through the float they were checked as.
+    text = values.astype(object).where(values.notna(), "").astype(str).str.strip()
+    return pd.to_numeric(text).astype(np.int64)
 
 
 def _not_whole(values: pd.Series, *, integer: bool = True) -> np.ndarray:
@@ -77,7 +80,8 @@ def _not_whole(values: pd.Series, *, integer: bool = True) -> np.ndarray:
     text = values.astype(object).where(values.notna(), "").astype(str).str.strip()
     numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     if integer:
-        good = np.isfinite(numbers) & (numbers == np.round(numbers))
+        good = (np.isfinite(numbers) & (numbers == np.round(numbers))
+                & (np.abs(numbers) < 2.0**62))  # within int64 (ids and seconds are far below)
     else:
         good = ~np.isnan(numbers) | text.str.lower().isin(["nan", "inf", "-inf"]).to_numpy()
     return np.asarray(~good, dtype=bool)
@@ -87,7 +91,14 @@ def _problem(what: str, value: object, noun: str) -> str:
     """``"<what> is missing"`` or ``"<what> 'abc' is not <noun>"``."""
     if value is None or value != value or str(value).strip() == "":
         return f"{what} is missing"
-    return f"{what} {value!r} is not {noun}"
+    shown = str(value)
+    if len(shown) > SHOWN_VALUE_CHARS:  # the file's field, quoted at most this long
+        shown = shown[:SHOWN_VALUE_CHARS] + "..."
+    return f"{what} {shown!r} is not {noun}"
+
+
+#: The longest part of a bad field a message quotes.
+SHOWN_VALUE_CHARS = 40
 
 
 def _first_bad_value(path: Path, dtype: Mapping[Any, Any], labels: Mapping[Any, str],

@@ -241,11 +241,14 @@ def load_obd(behavior_policy: str, campaign: str, data_dir: str | os.PathLike[st
     if not path.is_file():
         raise DataUnavailableError(f"{path} not found (the tree at {root} lacks "
                                    f"{behavior_policy}/{campaign})")
-    header = pd.read_csv(path, nrows=0, index_col=0).columns
+    try:
+        header = pd.read_csv(path, nrows=0, index_col=0).columns
+    except (ValueError, pd.errors.EmptyDataError) as exc:  # an empty or unreadable file
+        raise DataFileError(f"{path}: {exc}") from exc
     missing = [c for c in _CORE_COLUMNS if c not in header]
     if missing:
-        raise DataFileError(f"{path}: missing column(s) {missing}; an Open Bandit Dataset log has "
-                         f"{', '.join(_CORE_COLUMNS)}")
+        raise DataFileError(f"{path}: missing column(s) {missing}; an Open Bandit Dataset log "
+                            f"has {', '.join(_CORE_COLUMNS)}")
     wanted = list(header) if features else list(_CORE_COLUMNS)
     frame = read_table(path, index_col=0, usecols=[0, *[header.get_loc(c) + 1 for c in wanted]],  # type: ignore[operator]  # unique columns: get_loc is an int
                        dtype={"item_id": np.int64, "position": np.int64, "click": np.int64,
@@ -262,7 +265,11 @@ def load_obd(behavior_policy: str, campaign: str, data_dir: str | os.PathLike[st
     if bad.any():
         raise DataFileError(f"{path}: propensity_score {propensities[bad][0]!r} at row "
                          f"{int(np.flatnonzero(bad)[0])}; each must lie in (0, 1]")
-    timestamps = pd.DatetimeIndex(pd.to_datetime(frame["timestamp"], utc=True))
+    try:
+        timestamps = pd.DatetimeIndex(pd.to_datetime(frame["timestamp"], utc=True))
+    except (ValueError, TypeError, OverflowError) as exc:  # found by review: "yesterday"
+        raise DataFileError(f"{path}: a timestamp is not a date and time: "
+                            f"{str(exc)[:200]}") from exc
     context_path = folder / "item_context.csv"
     item_context = (pd.read_csv(context_path, index_col=0).set_index("item_id").sort_index()
                     if context_path.is_file() else pd.DataFrame(index=pd.RangeIndex(n_items,

@@ -117,6 +117,10 @@ def is_json(content_type: str | None) -> bool:
                                             and media.endswith("+json"))
 
 
+#: ``charset`` labels a body read as UTF-8 may carry: UTF-8's, and ASCII's (a subset of it).
+UTF8_LABELS = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
+
+
 def _charset(content_type: str | None) -> str | None:
     """The ``charset`` parameter of a ``Content-Type``, lower-cased and unquoted, or None."""
     if content_type is None or ";" not in content_type:
@@ -149,11 +153,11 @@ async def json_body(request: Request, model: type[M]) -> M:
     if not is_json(content_type):
         raise UnsupportedMediaTypeError("the request body must be application/json")
     charset = _charset(content_type)
-    if charset is not None and charset not in ("utf-8", "utf8"):
+    if charset is not None and charset not in UTF8_LABELS:
         raise UnsupportedMediaTypeError(f"the request body must be UTF-8 JSON, got charset "
                                         f"{charset[:40]!r}")
     encoding = headers.get("content-encoding")
-    if encoding is not None and encoding.strip().lower() != "identity":
+    if encoding is not None and encoding.strip().lower() not in ("", "identity"):
         # Read as it came, a compressed body would be a 422 at best, or a plain one taken
         # under a label that says otherwise.
         raise UnsupportedMediaTypeError(f"the request body must not be encoded, got "
