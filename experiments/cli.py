@@ -270,16 +270,13 @@ def _ope_candidates(
     return priors, linear
 
 
-#: ``ope``'s options for the service's log, and those for ``--obd``: each refused with the
-#: other (found by attack: ``--obd`` ignored ``--out`` and the exports, and wrote nothing).
-OPE_LOG_OPTIONS = ("db", "out", "ts_prior", "linear", "include_open", "export_csv",
-                   "export_obp", "shadow")
-OPE_OBD_OPTIONS = ("campaign", "data", "full")
-
-
 def _ope_options_clash(args: argparse.Namespace) -> str | None:
-    """Why ``args`` mix the options of the two sources, or of the two exports; None if not."""
-    given = [n for n in (OPE_OBD_OPTIONS if not args.obd else OPE_LOG_OPTIONS)
+    """Why ``args`` mix the options of the two sources (the parser's two argument groups;
+    found by attack: ``--obd`` ignored ``--out`` and the exports, and wrote nothing), or of
+    the two exports; None if not.
+    """
+    log_options, obd_options = args.ope_groups
+    given = [n for n in (obd_options if not args.obd else log_options)
              if getattr(args, n) not in (None, False, [])]
     flags = ", ".join(f"--{n.replace('_', '-')}" for n in given)
     if given and args.obd:
@@ -536,40 +533,45 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
     ope = commands.add_parser(
         "ope", help="off-policy evaluation of the decision log: IPS, SNIPS and doubly robust "
         "estimates of candidate policies with bootstrap intervals")
-    ope.add_argument("--db", metavar="URL", help="SQLAlchemy URL of the store (default: the "
+    log = ope.add_argument_group("the service's log (the default source)")
+    obd = ope.add_argument_group("the Open Bandit Dataset (--obd)")
+    log.add_argument("--db", metavar="URL", help="SQLAlchemy URL of the store (default: the "
                      "service's, from RECBANDITS_* variables)")
-    ope.add_argument("--out", metavar="DIR", help="folder for ope.csv and summary.json "
+    log.add_argument("--out", metavar="DIR", help="folder for ope.csv and summary.json "
                      "(default runs/ope-<timestamp>)")
     ope.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                      help="bootstrap resamples (default 1000; 0: no intervals)")
     ope.add_argument("--seed", type=int, default=0, metavar="S", help="bootstrap seed")
-    ope.add_argument("--ts-prior", action="append", metavar="ALPHA,BETA",
+    log.add_argument("--ts-prior", action="append", metavar="ALPHA,BETA",
                      help="Beta prior of a Thompson Sampling candidate (repeatable; default "
                      "1,1 1,19 20,20)")
-    ope.add_argument("--linear", action="append", metavar="NAME:KEY=VALUE,...",
+    log.add_argument("--linear", action="append", metavar="NAME:KEY=VALUE,...",
                      help="a contextual candidate, e.g. LinTS:scale=0.5,ridge=1 or "
                      "LinUCB:alpha=1 (repeatable; default LinTS scale 1, 0.25 and 0.5 with "
                      "ridge 10, LinUCB alpha 0.5 and 0)")
-    ope.add_argument("--include-open", action="store_true",
+    log.add_argument("--include-open", action="store_true",
                      help="also count decisions whose reward window (30 min by default) is "
                      "still open, with the feedback they have so far")
-    ope.add_argument("--export-csv", metavar="PATH", help="also write the log as CSV")
-    ope.add_argument("--export-obp", metavar="PATH",
+    log.add_argument("--export-csv", metavar="PATH", help="also write the log as CSV")
+    log.add_argument("--export-obp", metavar="PATH",
                      help="also write the log in Open Bandit Pipeline's layout (.npz)")
-    ope.add_argument("--shadow", action="store_true", help="instead of the candidates: the "
+    log.add_argument("--shadow", action="store_true", help="instead of the candidates: the "
                      "logged shadow policy (serve --shadow-policy) on exactly the decisions "
                      "that carry its record, beside the live policy's on-policy value on the "
                      "same decisions, with the paired difference")
     ope.add_argument("--obd", action="store_true", help="instead of the service's log: "
                      "evaluate the Open Bandit Dataset's random policy from its Thompson "
                      "Sampling log and vice versa, against their on-policy click rates")
-    ope.add_argument("--campaign", choices=("all", "men", "women"),
+    obd.add_argument("--campaign", choices=("all", "men", "women"),
                      help="with --obd: one campaign (default: all three)")
-    ope.add_argument("--data", metavar="DIR", help="with --obd: folder holding the OBD tree "
+    obd.add_argument("--data", metavar="DIR", help="with --obd: folder holding the OBD tree "
                      "(default: the sample in RECBANDITS_DATA/obd)")
-    ope.add_argument("--full", action="store_true", help="with --obd: the full dataset, "
+    obd.add_argument("--full", action="store_true", help="with --obd: the full dataset, "
                      "downloaded once into the user cache")
-    ope.set_defaults(handler=_ope)
+    # Each group's options are refused with the other source (_ope_options_clash).
+    ope.set_defaults(handler=_ope,
+                     ope_groups=(tuple(a.dest for a in log._group_actions),
+                                 tuple(a.dest for a in obd._group_actions)))
 
 
 def build_parser() -> argparse.ArgumentParser:
