@@ -51,14 +51,19 @@ def _iso_text(value: object) -> object:
     was taken as milliseconds while the number ``1796555017000`` is refused as seconds in the
     future), a form the API does not document. Numbers pass on to the Unix-seconds branch.
     """
-    if isinstance(value, str) and not _ISO_DATE.match(value):
+    if isinstance(value, str) and not _ISO_DATE.fullmatch(value):
         raise PydanticCustomError("datetime_from_date_parsing", "Input should be ISO 8601 "
                                   "text with a UTC offset (2026-01-01T12:00:00Z) or Unix "
                                   "seconds as a JSON number")
     return value
 
 
-_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+#: RFC 3339 date-times (ISO 8601's extended form): a "T" (or a space) between date and time,
+#: seconds optional, any fraction (pydantic keeps microseconds), and "Z" or a +-HH:MM offset,
+#: not RFC 3339's "-00:00" (offset unknown). Found by attack: "2026-12-06_12:05:50Z" and
+#: "+0000" passed a date-only check and pydantic's loose reading of the rest.
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}([.,]\d+)?)?"
+                       r"([Zz]|(?!-00:00)[+-]\d{2}:\d{2})")
 
 #: An id in a JSON body: a JSON integer only (``true``, ``1.0`` and ``"10"`` are refused).
 Id = Annotated[int, Field(strict=True, ge=1, le=MAX_ID)]
@@ -129,20 +134,25 @@ PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
 #: paragraph separators, surrogates and private use. Not "unassigned" (Cn): that depends on
 #: the Python's Unicode version (an emoji of Unicode 15 is unassigned in Python 3.11's 14).
 _UNPRINTABLE = frozenset({"Cc", "Zl", "Zp", "Cs", "Co"})
-#: The bidi embeddings, overrides and isolates, which reorder the text shown after them
-#: ("evil\u202egnp.exe" shows as "evilexe.png"); the marks LRM and RLM stay allowed.
-_BIDI_CONTROLS = frozenset(chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A)))
+#: Refused anywhere: the bidi embeddings, overrides and isolates, which reorder the text shown
+#: after them ("evil\u202egnp.exe" shows as "evilexe.png"; the marks LRM and RLM stay allowed),
+#: the tag characters (hidden text after a title) and the interlinear annotation marks.
+_HIDING_CHARACTERS = frozenset(chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A),
+                                            *range(0xE0000, 0xE0080), *range(0xFFF9, 0xFFFC)))
+#: Letters and symbols that show as blank (Hangul fillers, the Braille blank): not visible.
+_BLANK_LOOKING = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
 def _printable(value: str) -> str:
     """Printable text (a title, a genre): none of :data:`_UNPRINTABLE` or
-    :data:`_BIDI_CONTROLS`, and at least one letter, digit, punctuation mark or symbol, so a
+    :data:`_HIDING_CHARACTERS`, and at least one letter, digit, punctuation mark or symbol, so a
     text of zero-width spaces alone is refused as one of spaces is (found by attack:
     ``"\u200b\u200b"``, ``"a\u0085b\u2028c"`` and a bidi override were accepted as titles).
     """
     categories = [unicodedata.category(c) for c in value]
-    if (any(c in _UNPRINTABLE for c in categories) or any(c in _BIDI_CONTROLS for c in value)
-            or not any(c[0] in "LNPS" for c in categories)):
+    if (any(c in _UNPRINTABLE for c in categories) or any(c in _HIDING_CHARACTERS for c in value)
+            or not any(cat[0] in "LNPS" and c not in _BLANK_LOOKING
+                       for c, cat in zip(value, categories, strict=True))):
         raise PydanticCustomError("printable_text", "Input should be printable text: no "
                                   "control, line or paragraph separator, bidi-override or "
                                   "private-use character, and at least one letter, digit, "

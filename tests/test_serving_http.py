@@ -202,6 +202,18 @@ def test_head_is_405_on_the_starlette_routes_as_on_the_others(
         assert [c[0] for c in service.calls] == ["recommend"]
 
 
+def test_an_unknown_key_is_quoted_at_most_40_characters(
+        app_and_service: tuple[TestClient, StubService]) -> None:
+    """Found by the re-attack: a 15,000-character unknown key came back whole in ``loc``."""
+    client, service = app_and_service
+    key = "k" * 15_000
+    response = client.post("/feedback", json={**GOOD, key: 1})
+    issues = assert_invalid(response, "body")
+    assert issues[0]["loc"] == ["body", "k" * 40 + "..."]
+    assert len(response.content) < 500
+    assert not service.calls
+
+
 # ---------------------------------------------------------------------------- finding 7
 @pytest.mark.parametrize("value", ["true", "false", '"1_0"', '"10"', "10.0", "[10]", "null"])
 @pytest.mark.parametrize("field", ["user_id", "movie_id"])

@@ -397,7 +397,10 @@ def test_added_items_refuse_control_characters_and_name_the_clash(
         # Found by attack: zero-width spaces alone, C1 controls, line separators and a bidi
         # override were accepted as "printable text".
         for title in ("a\x00b", "   ", "line\nbreak", "\u200b\u200b", "a\u0085b",
-                      "a\u2028c", "evil\u202egnp.exe", "\u2067x", "\ue000", "a\U000f0001"):
+                      "a\u2028c", "evil\u202egnp.exe", "\u2067x", "\ue000", "a\U000f0001",
+                      # found by the re-attack: blank-looking letters, hidden tag text
+                      "\u3164\u3164", "\u2800", "Toy Story\U000e0069\U000e0067",
+                      "a\ufff9hidden\ufffb"):
             response = client.post("/admin/items", json={"item_id": 10**6, "title": title},
                                    headers=AUTH)
             assert response.status_code == 422, title
@@ -436,6 +439,16 @@ def test_added_items_refuse_control_characters_and_name_the_clash(
                 **AUTH, "content-type": "application/json", "content-encoding": encoding})
             assert response.status_code == 415, encoding
             assert "Content-Encoding" in response.json()["detail"]
+        # Every header line and parameter counts (found by the re-attack: only the first did).
+        for extra in ([("content-type", "application/json"), ("content-encoding", "identity"),
+                       ("content-encoding", "gzip")],
+                      [("content-type", "application/json; charset=utf-8; charset=latin1")],
+                      [("content-type", "application/json;charset*=latin1")],
+                      [("content-type", "application/json"),
+                       ("content-type", "application/json; charset=latin1")]):
+            response = client.post("/admin/items", content=body,
+                                   headers=[("authorization", AUTH["authorization"]), *extra])
+            assert response.status_code == 415, extra
         assert 10**6 not in client.app.state.service.arm_set.item_index
         # Titles of any script, with the joiners and marks they use, are taken; so is the
         # body labelled UTF-8 or not encoded.

@@ -121,15 +121,18 @@ def is_json(content_type: str | None) -> bool:
 UTF8_LABELS = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
 
 
-def _charset(content_type: str | None) -> str | None:
-    """The ``charset`` parameter of a ``Content-Type``, lower-cased and unquoted, or None."""
+def _charsets(content_type: str | None) -> list[str]:
+    """Every ``charset`` (or RFC 2231 ``charset*``) parameter of a ``Content-Type``, lower-cased
+    and unquoted: all are checked (found by attack: only the first one was).
+    """
     if content_type is None or ";" not in content_type:
-        return None
+        return []
+    out = []
     for parameter in content_type.split(";")[1:]:
         name, _, value = parameter.partition("=")
-        if name.strip().lower() == "charset":
-            return value.strip().strip('"').lower()
-    return None
+        if name.strip().lower() in ("charset", "charset*"):
+            out.append(value.strip().strip('"').lower())
+    return out
 
 
 async def json_body(request: Request, model: type[M]) -> M:
@@ -149,19 +152,26 @@ async def json_body(request: Request, model: type[M]) -> M:
         (499, heard by nobody).
     """
     headers = request.headers
-    content_type = headers.get("content-type")
+    content_types = headers.getlist("content-type")
+    if len(content_types) > 1:  # which one the body is in is anybody's guess
+        raise UnsupportedMediaTypeError("the request has several Content-Type headers; send one")
+    content_type = content_types[0] if content_types else None
     if not is_json(content_type):
         raise UnsupportedMediaTypeError("the request body must be application/json")
-    charset = _charset(content_type)
-    if charset is not None and charset not in UTF8_LABELS:
-        raise UnsupportedMediaTypeError(f"the request body must be UTF-8 JSON, got charset "
-                                        f"{charset[:40]!r}")
-    encoding = headers.get("content-encoding")
-    if encoding is not None and encoding.strip().lower() not in ("", "identity"):
+    for charset in _charsets(content_type):
+        if charset not in UTF8_LABELS:
+            raise UnsupportedMediaTypeError(f"the request body must be UTF-8 JSON, got charset "
+                                            f"{charset[:40]!r}")
+    # Every coding of every Content-Encoding header (repeated headers are one list in HTTP;
+    # found by attack: a second header line was not read).
+    codings = [c.strip().lower() for line in headers.getlist("content-encoding")
+               for c in line.split(",")]
+    encoded = [c for c in codings if c not in ("", "identity")]
+    if encoded:
         # Read as it came, a compressed body would be a 422 at best, or a plain one taken
         # under a label that says otherwise.
         raise UnsupportedMediaTypeError(f"the request body must not be encoded, got "
-                                        f"Content-Encoding {encoding[:40]!r}; send it as is")
+                                        f"Content-Encoding {encoded[0][:40]!r}; send it as is")
     try:
         raw = await request.body()
     except ClientDisconnect:
@@ -169,16 +179,20 @@ async def json_body(request: Request, model: type[M]) -> M:
     return validate_json(model, raw)
 
 
-def _text(value: Any) -> Any:
-    # A lone surrogate (from a key or a message) cannot be written as UTF-8: escape it.
+def _text(value: Any, limit: int | None = None) -> Any:
+    # A lone surrogate (from a key or a message) cannot be written as UTF-8: escape it; and a
+    # location part (an unknown key) is quoted at most ``limit`` long (found by attack: a
+    # 15,000-character key came back whole).
     if isinstance(value, str):
+        if limit is not None and len(value) > limit:
+            value = value[:limit] + "..."
         return value.encode("utf-8", "backslashreplace").decode("utf-8")
     return value
 
 
 def invalid_request_body(errors: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """The 422 body for pydantic/FastAPI errors: location, message and type of each."""
-    return {"detail": [{"loc": [_text(part) for part in error["loc"]],
+    return {"detail": [{"loc": [_text(part, SHOWN_KEY_CHARS) for part in error["loc"]],
                         "msg": _text(error["msg"]), "type": _text(error["type"])}
                        for error in errors],
             "code": "invalid_request"}
