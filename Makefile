@@ -28,11 +28,14 @@ install-dev: $(VENV)/.installed-dev
 run: $(VENV)/.installed
 	$(BIN)/recbandits simulate experiments/configs/movielens.toml
 
-## test: install the dev extras and run every test (after ruff and the mypy type check)
+## test: install the dev extras and run every test (after ruff and the mypy type check), in
+##       PYTEST_WORKERS processes (pytest-xdist, a test file per process: most serving tests
+##       wait on subprocesses and sleeps; on 2 cores 7 min 15 s against 13 min 6 s in one)
+PYTEST_WORKERS ?= 2
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
