@@ -192,10 +192,21 @@ def resolve_names(names: Sequence[str]) -> tuple[str, ...]:
         ``evaluate-arms``, and ``replay`` ran one arm twice.
     """
     resolved = tuple(resolve(name).name for name in names)
-    twice = sorted({name for name in resolved if resolved.count(name) > 1})
+    refuse_repeats(resolved)
+    return resolved
+
+
+def refuse_repeats(names: Sequence[str]) -> None:
+    """Raise ``ValueError`` if an arm is named twice in ``names`` (the one message for it).
+
+    Raises
+    ------
+    ValueError
+        Naming the arms given twice.
+    """
+    twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
         raise ValueError(f"arms must name each arm once, got {twice} twice")
-    return resolved
 
 
 def make_arm(name: str, *, random_state: int | None = None, **params: Any) -> Recommender:

@@ -423,9 +423,7 @@ def _arm_labels(specs: dict[str, ArmSpec], arms: Sequence[str] | None, *,
         raise ValueError(f"unknown arms {unknown}; available: {sorted(specs)}")
     if not labels:
         raise ValueError("arms is empty; name at least one arm")
-    twice = sorted({a for a in labels if labels.count(a) > 1})
-    if twice:  # the specs given are not the registry's: the same words as resolve_names
-        raise ValueError(f"arms must name each arm once, got {twice} twice")
+    registry.refuse_repeats(labels)  # labels of the given specs, not only registry names
     return labels
 
 

@@ -210,17 +210,21 @@ def _check_scale(scale: tuple[float, float]) -> tuple[float, float]:
     return low, high
 
 
-def _whole(values: pd.Series) -> np.ndarray:
-    """Where ``values`` are present, finite whole numbers (a numpy integer dtype always is)."""
+def is_whole(values: pd.Series) -> np.ndarray:
+    """Where ``values`` (numbers, or their text) are present, finite whole numbers within
+    int64 (a numpy integer dtype always is): the one test of ids and seconds, for a Dataset
+    and for the data files (:mod:`arms.data.files`).
+    """
     if isinstance(values.dtype, np.dtype) and values.dtype.kind in "iu":
         return np.ones(len(values), dtype=bool)
     numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    return np.asarray(np.isfinite(numbers) & (numbers == np.round(numbers)), dtype=bool)
+    return np.asarray(np.isfinite(numbers) & (numbers == np.round(numbers))
+                      & (np.abs(numbers) < 2.0**62), dtype=bool)  # ids and seconds are far below
 
 
 def _check_catalogue(kind: str, index: pd.Index) -> None:
     """The catalogue's ids are whole numbers, each once."""
-    ok = _whole(index.to_series())
+    ok = is_whole(index.to_series())
     if not ok.all():
         raise ValueError(f"the {kind} catalogue holds {_plain(index[~ok][0])!r} at position "
                          f"{int(np.flatnonzero(~ok)[0])}; ids must be whole numbers")
@@ -233,7 +237,7 @@ def _check_catalogue(kind: str, index: pd.Index) -> None:
 def _check_ratings(ratings: pd.DataFrame, low: float, high: float) -> None:
     """Ids and timestamps are whole numbers and ratings finite within ``[low, high]``."""
     for column in ("user_id", "item_id", "timestamp"):
-        ok = _whole(ratings[column])
+        ok = is_whole(ratings[column])
         if not ok.all():
             _refuse(ratings, int(np.flatnonzero(~ok)[0]), column, "a finite whole number")
     rating = pd.to_numeric(ratings["rating"], errors="coerce").to_numpy(

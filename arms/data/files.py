@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from arms.data.dataset import is_whole
 from arms.errors import DataFileError
 
 
@@ -78,12 +79,10 @@ def whole_numbers(values: pd.Series, path: Path, what: str) -> pd.Series:
 def _not_whole(values: pd.Series, *, integer: bool = True) -> np.ndarray:
     """Where text ``values`` are missing or not numbers (whole numbers if ``integer``)."""
     text = values.astype(object).where(values.notna(), "").astype(str).str.strip()
+    if integer:  # the Dataset's own test of ids and seconds
+        return ~is_whole(text)
     numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    if integer:
-        good = (np.isfinite(numbers) & (numbers == np.round(numbers))
-                & (np.abs(numbers) < 2.0**62))  # within int64 (ids and seconds are far below)
-    else:
-        good = ~np.isnan(numbers) | text.str.lower().isin(["nan", "inf", "-inf"]).to_numpy()
+    good = ~np.isnan(numbers) | text.str.lower().isin(["nan", "inf", "-inf"]).to_numpy()
     return np.asarray(~good, dtype=bool)
 
 
