@@ -945,10 +945,11 @@ class BatchedPolicy(Policy):
         if x.shape != (n_runs, d):
             want = f"({d},) or (1, {d})" if n_runs == 1 else f"({n_runs}, {d})"
             raise ValueError(f"{name} has shape {given}; expected {want}")
-        if not np.isfinite(x).all():
-            raise ValueError(f"{name} contains NaN or infinite values")
-        big = np.abs(x) > MAX_ABS_CONTEXT
-        if big.any():
+        # One pass on the hot path (every contextual step): NaN fails the comparison too.
+        if not (np.abs(x) <= MAX_ABS_CONTEXT).all():
+            if not np.isfinite(x).all():
+                raise ValueError(f"{name} contains NaN or infinite values")
+            big = np.abs(x) > MAX_ABS_CONTEXT
             raise ValueError(f"{name} contains {float(x[big][0])!r}, outside the allowed range "
                              f"[-{MAX_ABS_CONTEXT:g}, {MAX_ABS_CONTEXT:g}] of a feature")
         return x

@@ -160,9 +160,7 @@ def check_rewards(rewards: np.ndarray, name: str, low: float | None, high: float
     low = -MAX_ABS_REWARD if low is None else max(low, -MAX_ABS_REWARD)
     high = MAX_ABS_REWARD if high is None else min(high, MAX_ABS_REWARD)
     r = np.asarray(rewards, dtype=np.float64)
-    bad = ~np.isfinite(r)
-    bad |= r < low
-    bad |= r > high
+    bad = ~((r >= low) & (r <= high))  # NaN fails both; both ends are finite
     if bad.any():
         first = r.reshape(-1)[np.flatnonzero(bad.reshape(-1))[0]]
         lo, hi = f"{low:g}", f"{high:g}"

@@ -279,13 +279,13 @@ def _validation_value(protocol: Protocol, result: dict[str, float]) -> float:
     return -result.get("rmse", float("nan"))
 
 
-def _check_int(name: str, value: object, low: int) -> None:
+def _check_int(name: str, value: object, low: int, high: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
     if value < low:
         raise ValueError(f"{name} must be at least {low}, got {value}")
-    if name == "n_jobs" and value > MAX_WORKERS:  # simulate's cap on worker processes
-        raise ValueError(f"{name} must be at most {MAX_WORKERS}, got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be at most {high}, got {value}")
 
 
 def _choose(
@@ -360,8 +360,9 @@ def evaluate(
     if not isinstance(dataset, Dataset):
         raise TypeError(f"dataset must be an arms.data.Dataset, got {type(dataset).__name__}")
     for name, value, low in (("seeds", seeds, 1), ("k", k, 1), ("n_folds", n_folds, 2),
-                             ("random_state", random_state, 0), ("n_jobs", n_jobs, 1)):  # fmt: skip
+                             ("random_state", random_state, 0)):  # fmt: skip
         _check_int(name, value, low)
+    _check_int("n_jobs", n_jobs, 1, MAX_WORKERS)  # simulate's cap on worker processes
     if k > dataset.n_items:
         raise ValueError(f"k must be at most the number of items ({dataset.n_items}), got {k}")
     specs = default_arms() if arm_specs is None else dict(arm_specs)
@@ -610,10 +611,10 @@ def validate(config: EvaluateConfig) -> EvaluateConfig:
     """
     if not isinstance(config, EvaluateConfig):
         raise TypeError(f"config must be an EvaluateConfig, got {type(config).__name__}")
-    for name, low in (("seeds", 1), ("k", 1), ("n_folds", 2), ("random_state", 0),
-                      ("n_jobs", 1)):  # fmt: skip
+    for name, low, high in (("seeds", 1, None), ("k", 1, None), ("n_folds", 2, None),
+                            ("random_state", 0, None), ("n_jobs", 1, MAX_WORKERS)):  # fmt: skip
         try:
-            _check_int(name, getattr(config, name), low)
+            _check_int(name, getattr(config, name), low, high)
         except ValueError as exc:
             raise EvaluateConfigError(name, str(exc)) from None
     if config.synthetic is not None:

@@ -81,10 +81,12 @@ from bandits.ope import (
     ESTIMATORS,
     PolicyReport,
     bootstrap_sums,
+    check_n_bootstrap,
     estimates_from_sums,
     estimator_terms,
     evaluate_policies,
 )
+from bandits.thompson import check_beta_prior
 from serving.policy import PolicyModel, check_policy_name
 from serving.rules import RuleBook
 from serving.store import open_store
@@ -727,9 +729,7 @@ def candidate_policies(log: DecisionLog, *,
     states, inverse = np.unique(np.concatenate([s[starts], f[starts]], axis=1), axis=0,
                                 return_inverse=True)
     rows = np.repeat(inverse.reshape(-1), np.diff(np.append(starts, n)))
-    for alpha, beta in ts_priors:
-        if not (alpha > 0 and beta > 0):
-            raise ValueError(f"ts_priors: alpha and beta must be > 0, got ({alpha}, {beta})")
+    for alpha, beta in ts_priors:  # each checked by ThompsonSampling itself
         policy = ThompsonSampling(log.arms, prior_alpha=alpha, prior_beta=beta,
                                   propensity_grid=propensity_grid, random_state=0)
         state = policy.init_batch(len(states))
@@ -1531,14 +1531,16 @@ class OPEConfig:
     shadow: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.n_bootstrap, bool) or not isinstance(self.n_bootstrap, int) \
-                or self.n_bootstrap < 0:
-            raise ValueError(f"n_bootstrap must be an int >= 0, got {self.n_bootstrap!r}")
+        # The bandits' own rules, before the log is read: 0 or >= MIN_BOOTSTRAP resamples,
+        # Beta priors within [BETA_PRIOR_MIN, BETA_PRIOR_MAX].
+        check_n_bootstrap(self.n_bootstrap)
         if not 0 < self.confidence < 1:
             raise ValueError(f"confidence must lie in (0, 1), got {self.confidence!r}")
         for prior in self.ts_priors:
-            if len(prior) != 2 or not min(prior) > 0:
-                raise ValueError(f"ts_priors: each is (alpha, beta) with both > 0, got {prior!r}")
+            if len(prior) != 2:
+                raise ValueError(f"ts_priors: each is (alpha, beta), got {prior!r}")
+            for name, value in zip(("alpha", "beta"), prior, strict=True):
+                check_beta_prior(value, f"ts_priors {name} (--ts-prior)", 1)
 
 
 @dataclass

@@ -78,8 +78,14 @@ def test_a_slate_environment_is_refused_by_simulate(tmp_path: Path,
      "one of ['ThompsonSampling',"),
     (["ope", "--obd", "--out", "runs/x"], "--out: for the service's log, not with --obd"),
     (["ope", "--campaign", "men"], "--campaign: only with --obd"),
-    (["ope", "--db", "sqlite:///x.db", "--ts-prior", "nan,1"],
-     "--ts-prior takes ALPHA,BETA with both finite and > 0"),
+    (["ope", "--db", "sqlite:///x.db", "--ts-prior", "nan,1"], "ts_priors alpha (--ts-prior)=nan "
+     "must be finite"),
+    # The bandits' own ranges, checked by OPEConfig before the log is read (found by review:
+    # the old "> 0" checks took them, and the run refused them after reading the log).
+    (["ope", "--db", "sqlite:///x.db", "--ts-prior", "0.05,1"], "ts_priors alpha (--ts-prior)=0.05 "
+     "is outside the allowed range [0.1, 1e+09]"),
+    (["ope", "--db", "sqlite:///x.db", "--bootstrap", "5"], "n_bootstrap=5 is too few "
+     "resamples"),
 ])
 def test_out_of_range_duplicate_and_ignored_options_are_refused(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,

@@ -161,7 +161,7 @@ async def json_body(request: Request, model: type[M]) -> M:
     for charset in _charsets(content_type):
         if charset not in UTF8_LABELS:
             raise UnsupportedMediaTypeError(f"the request body must be UTF-8 JSON, got charset "
-                                            f"{charset[:40]!r}")
+                                            f"{_text(charset, SHOWN_KEY_CHARS)!r}")
     # Every coding of every Content-Encoding header (repeated headers are one list in HTTP;
     # found by attack: a second header line was not read).
     codings = [c.strip().lower() for line in headers.getlist("content-encoding")
@@ -171,7 +171,8 @@ async def json_body(request: Request, model: type[M]) -> M:
         # Read as it came, a compressed body would be a 422 at best, or a plain one taken
         # under a label that says otherwise.
         raise UnsupportedMediaTypeError(f"the request body must not be encoded, got "
-                                        f"Content-Encoding {encoded[0][:40]!r}; send it as is")
+                                        f"Content-Encoding {_text(encoded[0], SHOWN_KEY_CHARS)!r}; "
+                                        "send it as is")
     try:
         raw = await request.body()
     except ClientDisconnect:
