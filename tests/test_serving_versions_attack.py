@@ -383,3 +383,27 @@ def test_side_effect_admin_routes_refuse_unknown_and_repeated_query_parameters(
         candidate = client.post("/admin/retrain?candidate=true", headers=AUTH)
         assert candidate.status_code == 200 and candidate.json()["status"] == "candidate"
         assert store.policy_meta().version == 1
+
+
+def test_side_effect_admin_routes_refuse_a_body_they_do_not_read(
+        tmp_path: Path, catalog: Dataset, fitted: dict) -> None:
+    # POST /admin/retrain with {"candidate": true} ignored the body and served the refit live:
+    # a route whose options are query parameters refuses any body but an empty one.
+    settings = make_settings(tmp_path, "sqlite")
+    with worker(settings, catalog, fitted) as client:
+        store = client.app.state.service.store
+        traffic(client, range(1, 3))  # new data: a refit would not be "unchanged"
+        for path in ("/admin/retrain", "/admin/models/1/promote", "/admin/models/rollback",
+                     "/admin/shadow/promote"):
+            for body in (b'{"candidate": true}', b"candidate=true", b"[]", b"\xff"):
+                response = client.post(path, headers=AUTH, content=body)
+                assert response.status_code == 422, (path, body, response.text)
+                assert response.json()["detail"] == (
+                    f"POST {path} takes no body (its options are query parameters); got "
+                    f"{len(body)} bytes")
+        assert [r.version for r in store.versions()] == [1]  # nothing retrained or published
+        for body in (b"", b" \r\n", b"{}", b"{ }"):  # what clients send with every POST
+            response = client.post("/admin/retrain?candidate=true", headers=AUTH, content=body)
+            assert response.status_code == 200, (body, response.text)
+            assert response.json()["status"] in {"candidate", "unchanged"}
+        assert store.policy_meta().version == 1

@@ -6,6 +6,7 @@ which costs two thread switches per request for what is an attribute lookup.
 
 from __future__ import annotations
 
+import json
 import secrets
 from typing import Annotated, Any, Generic
 
@@ -15,6 +16,9 @@ from serving.api.validation import M, json_body
 from serving.errors import ForbiddenError, InvalidInputError, UnauthorizedError
 from serving.metrics import Metrics
 from serving.service import RecommendationService
+
+#: The longest body :func:`refuse_body` parses to see whether it is an empty JSON object.
+EMPTY_OBJECT_MAX_BYTES = 64
 
 
 async def get_service(request: Request) -> RecommendationService:
@@ -104,6 +108,27 @@ def strict_query(**allowed: tuple[str, ...]) -> Any:
     return Depends(check)
 
 
+async def refuse_body(request: Request) -> None:
+    """Refuse (422) a body on a side-effect route that reads none (``POST /admin/retrain``, the
+    promotions, the rollback): its options are query parameters, and a body such as
+    ``{"candidate": true}`` was ignored, so a retrain meant as a candidate went live. An empty
+    body, white space or an empty JSON object (what some clients send with every POST) is taken.
+    """
+    body = await request.body()
+    if not body.strip():
+        return
+    try:
+        empty = len(body) <= EMPTY_OBJECT_MAX_BYTES and json.loads(body) == {}
+    except ValueError:  # not JSON (or not UTF-8): not empty either
+        empty = False
+    if not empty:
+        # The path matched the route's template (a version in it is at most 64 characters).
+        raise InvalidInputError(f"{request.method} {request.url.path} takes no body (its "
+                                f"options are query parameters); got {len(body)} bytes")
+
+
 ServiceDep = Annotated[RecommendationService, Depends(get_service)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 AdminDep = Depends(require_admin)
+#: The dependency of :func:`refuse_body`.
+NoBody = Depends(refuse_body)

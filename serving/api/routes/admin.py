@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Path
 from starlette.concurrency import run_in_threadpool
 
 from serving import versions
-from serving.api.deps import AdminDep, JsonBody, ServiceDep, strict_query
+from serving.api.deps import AdminDep, JsonBody, NoBody, ServiceDep, strict_query
 from serving.schemas import (
     ErrorOut,
     ItemIn,
@@ -35,6 +35,8 @@ _AUTH: dict[int | str, dict[str, Any]] = {401: {"model": ErrorOut, "description"
 
 #: The side-effect routes taking no query parameter.
 _NO_QUERY = strict_query()
+#: The side-effect routes taking neither a query parameter nor a body.
+_BARE = [_NO_QUERY, NoBody]
 
 #: A version in the path: text, so that :func:`serving.versions.parse_version` (the one check
 #: of the API and the CLI) refuses ``1_0``, ``+2`` or ``02`` with its 422 (``int`` takes them);
@@ -50,8 +52,8 @@ VersionPath = Annotated[str, Path(max_length=64, description="plain digits, 1..2
                                                                       "live version during its "
                                                                       "fit"},
                         422: {"model": ErrorOut, "description": "an unknown or repeated "
-                                                               "query parameter"}},
-             dependencies=[strict_query(candidate=("true", "false"))])
+                                                               "query parameter, or a body"}},
+             dependencies=[strict_query(candidate=("true", "false")), NoBody])
 async def retrain(service: ServiceDep, candidate: bool = False) -> RetrainOut:
     """Fit a candidate arm set (likes as 5, dislikes as 1), gate it, and serve it as a new
     policy version if the gate accepts it (``serving.versions``).
@@ -91,9 +93,9 @@ async def model(version: VersionPath, service: ServiceDep) -> ModelVersionOut:
                         409: {"model": ErrorOut, "description": "rejected by the gate (no "
                               "saved arms), live already, fitted on another catalogue, or "
                               "its arms are missing"},
-                        422: {"model": ErrorOut, "description": "not a version number, or a "
-                              "query parameter"}},
-             dependencies=[_NO_QUERY])
+                        422: {"model": ErrorOut, "description": "not a version number, a "
+                              "query parameter or a body"}},
+             dependencies=_BARE)
 async def promote(version: VersionPath, service: ServiceDep) -> ModelVersionOut:
     """Serve the arms of ``version`` (plain digits, 1..2147483647; else 422) as a new version
     (pointing at its folder); every worker loads them within one refresh interval while the
@@ -107,8 +109,8 @@ async def promote(version: VersionPath, service: ServiceDep) -> ModelVersionOut:
 @router.post("/models/rollback", response_model=ModelVersionOut,
              responses={**_AUTH, 409: {"model": ErrorOut, "description": "nothing to roll "
                                        "back to"},
-                        422: {"model": ErrorOut, "description": "a query parameter"}},
-             dependencies=[_NO_QUERY])
+                        422: {"model": ErrorOut, "description": "a query parameter or a body"}},
+             dependencies=_BARE)
 async def rollback(service: ServiceDep) -> ModelVersionOut:
     """Serve again the arms of the version served before the live one, as a new version."""
     row = await run_in_threadpool(service.serve_version, None)
@@ -175,8 +177,8 @@ async def shadow_status(service: ServiceDep) -> ShadowStatusOut:
                                                                       "force, a purged log, "
                                                                       "or another promotion "
                                                                       "meanwhile"},
-                        422: {"model": ErrorOut, "description": "a query parameter"}},
-             dependencies=[_NO_QUERY])
+                        422: {"model": ErrorOut, "description": "a query parameter or a body"}},
+             dependencies=_BARE)
 async def promote_shadow(service: ServiceDep) -> ShadowPromoteOut:
     """Make the shadow policy the live one: recorded in the store (a restart keeps it; it
     overrides the settings' policy), served by this worker at once and by every other within
