@@ -186,6 +186,25 @@ def test_hostile_numbers_and_bad_unicode_in_a_query_are_422(
     assert not service.calls
 
 
+@pytest.mark.parametrize("path", ["/users/5/preferences", "/admin/models/rollback",
+                                  "/admin/models/7", "/recommendations", "/events", "/policy"])
+def test_a_405_allows_every_method_served_at_its_path(
+        app_and_service: tuple[TestClient, StubService], path: str) -> None:
+    """Starlette's ``Allow`` named only the first route matching the path:
+    ``DELETE /users/5/preferences`` said ``Allow: PUT`` although GET is served there too."""
+    # The stub answers some served methods 500: only whether a method is served counts here.
+    client = TestClient(app_and_service[0].app, raise_server_exceptions=False)
+    methods = ("GET", "POST", "PUT", "DELETE", "PATCH")
+    answers = {m: client.request(m, path, content=b"x") for m in methods}
+    served = sorted(m for m, response in answers.items() if response.status_code != 405)
+    assert served  # every path here is served by some method
+    for method, response in answers.items():
+        if response.status_code == 405:
+            assert response.headers["allow"] == ", ".join(served), (method, path)
+            assert response.json()["code"] == "method_not_allowed"
+    assert client.options(path).headers["allow"] == ", ".join(served)
+
+
 @pytest.mark.parametrize("path", ["/recommendations?user_id=5", "/users/5/features"])
 def test_head_is_405_on_the_starlette_routes_as_on_the_others(
         app_and_service: tuple[TestClient, StubService], path: str) -> None:

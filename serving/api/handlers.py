@@ -10,6 +10,8 @@ for anything else, a logged 500 that never carries the traceback.
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Iterable, Iterator
 from http import HTTPStatus
 
 from fastapi import FastAPI
@@ -17,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 
 from serving.api.body_limit import BodyTooLargeError
 from serving.api.responses import json_response
@@ -59,12 +62,39 @@ async def validation_error(_request: Request, exc: RequestValidationError) -> Re
     return json_response(invalid_request_body(exc.errors()), 422)
 
 
-async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
     """Answer Starlette's HTTP error ``exc`` as an :class:`ErrorOut` (its code: the phrase)."""
     if isinstance(exc, BodyTooLargeError):  # cut off while the body was being read
         return exc.response()
     code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
-    return json_response({"detail": exc.detail, "code": code}, exc.status_code, exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
+    return json_response({"detail": exc.detail, "code": code}, exc.status_code, headers)
+
+
+def _route_methods(routes: Iterable[BaseRoute]) -> Iterator[tuple[re.Pattern[str], set[str]]]:
+    """Each route's path pattern and methods, FastAPI's included routers walked into."""
+    for route in routes:
+        included = getattr(route, "original_router", None)  # FastAPI's include_router
+        if included is not None:
+            yield from _route_methods(included.routes)
+        elif isinstance(route, Route) and route.methods:
+            yield route.path_regex, route.methods
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods some route of ``request``'s app answers at its path, sorted: a 405's
+    ``Allow``. Starlette's names only the first route whose path matched, and
+    ``/users/{id}/preferences`` has two (``DELETE`` was answered ``Allow: PUT`` although
+    ``GET`` is served there too).
+    """
+    state = request.app.state
+    table = getattr(state, "route_methods", None)
+    if table is None:  # the routes are fixed once the app serves
+        table = state.route_methods = list(_route_methods(request.app.router.routes))
+    path = request.scope["path"]
+    return sorted({m for pattern, methods in table if pattern.match(path) for m in methods})
 
 
 async def internal_error(request: Request, exc: Exception) -> Response:
