@@ -116,6 +116,38 @@ def pg_store() -> Iterator[Store]:
 
 
 # ---------------------------------------------------------------------------- PostgreSQL
+def test_a_read_is_tried_again_only_on_a_connection_the_server_ended(
+        pg_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One test of an ended connection (``Store._stale``): a read that fails on a live one is
+    not sent again (a statement error, a time-out: its wait is not doubled)."""
+    from serving.store.postgresql import _conninfo
+
+    connects = 0
+    connect = pg_store._raw_connect
+
+    def counting() -> Any:
+        nonlocal connects
+        connects += 1
+        return connect()
+
+    monkeypatch.setattr(pg_store, "_raw_connect", counting)
+    assert pg_store._fast("SELECT 1", ()) == [(1,)] and connects == 1
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        pg_store._fast("SELECT 1 / 0", ())
+    assert connects == 1  # the failed connection is dropped, and nothing sent again
+    assert pg_store._fast("SELECT 1", ()) == [(1,)] and connects == 2
+    pid = pg_store._local.conn.info.backend_pid
+    with psycopg.connect(_conninfo(pg_store), autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        for _ in range(100):  # the backend is gone once its pid leaves the list
+            if not admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s",
+                                 (pid,)).fetchall():
+                break
+            time.sleep(0.05)
+    assert pg_store._fast("SELECT 2", ()) == [(2,)]  # read again on a new connection
+    assert connects == 3
+
+
 def test_event_loop_batch_stores_and_counts_what_the_store_does(
         tmp_path: Path, pg_store: Store) -> None:
     from serving.store.postgresql import AsyncBatchWriter

@@ -279,6 +279,14 @@ class Store(abc.ABC):
     def _raw_connect(self) -> Dbapi:
         """A DBAPI connection in autocommit mode for the request-path reads (one per thread)."""
 
+    def _stale(self, conn: Dbapi) -> bool:
+        """Whether the server ended the kept connection ``conn`` (a restart, an
+        administrator's terminate): the one test, for the request-path reads (:meth:`_fast`
+        reads again on a new connection) and for a backend's own connections. Never for a
+        file database (the default).
+        """
+        return False
+
     @property
     @abc.abstractmethod
     def commit_mode(self) -> CommitMode:
@@ -995,6 +1003,8 @@ class Store(abc.ABC):
         except Exception as first:
             failure = first
             self._local.conn = None
+            # Asked before it is closed here (closed, it would always count as ended).
+            ended = conn is not None and self._stale(conn)
             with contextlib.suppress(Exception):
                 if conn is not None:
                     conn.close()
@@ -1002,7 +1012,7 @@ class Store(abc.ABC):
             # terminate) is read on again once, on a new one: these are reads, and a thread
             # that seldom reads kept its dead connection for minutes (found by attack: one
             # request in 12 was a 503 five minutes after a PostgreSQL restart).
-            if conn is not None and getattr(conn, "broken", False):
+            if ended:
                 try:
                     conn = self._local.conn = self._raw_connect()
                     return self._fetch(conn, sql, params)

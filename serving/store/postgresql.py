@@ -298,6 +298,12 @@ class PostgreSQLStore(Store):
         return psycopg.connect(_conninfo(self), autocommit=True, options=_CUSTOM_PLANS,
                                connect_timeout=max(1, math.ceil(self.timeout_s)))
 
+    def _stale(self, conn: Any) -> bool:
+        """Whether psycopg's ``conn`` (sync or async) is closed, broken, or has input waiting
+        while idle: an idle connection has nothing to read unless the server ended it.
+        """
+        return bool(conn.closed or conn.broken or _has_input(conn))
+
     @contextlib.contextmanager
     def _snapshot_connection(self) -> Iterator[Connection]:
         # The read engine autocommits; a server-side cursor needs a transaction (and
@@ -600,10 +606,8 @@ class _Connection:
         self.prepared: dict[str, bytes] = {}
 
     async def get(self) -> Any:
-        if self.conn is not None and (self.conn.closed or self.conn.broken
-                                      or _has_input(self.conn)):
-            # An idle connection has nothing to read unless the server ended it (a restart,
-            # an administrator's terminate): reconnect now rather than fail a batch on it.
+        if self.conn is not None and self.store._stale(self.conn):
+            # Reconnect now rather than fail a batch on a connection the server ended.
             # SQLAlchemy's pre-ping would cost a round trip per batch for the same.
             await self.discard()
         if self.conn is None:
@@ -914,8 +918,8 @@ class AsyncBatchWriter:
         from psycopg import pq
 
         try:
-            if conn.closed or conn.broken:
-                raise ConnectionError("broken")
+            if self.store._stale(conn):
+                raise ConnectionError("the server ended the connection")
             if conn.info.transaction_status != pq.TransactionStatus.IDLE:
                 async with asyncio.timeout(self.store.timeout_s):
                     await conn.execute("ROLLBACK")
