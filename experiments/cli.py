@@ -719,15 +719,11 @@ def _input_refusal(exc: Exception, args: argparse.Namespace) -> str | None:
     """
     if isinstance(exc, OSError) and exc.filename is not None and _given(args, exc.filename):
         return f"{exc.strerror or exc}: {exc.filename}"
-    errors = sys.modules.get("sqlalchemy.exc")
-    if (errors is not None and isinstance(exc, errors.DatabaseError)
-            and any(m in str(getattr(exc, "orig", "")) for m in NOT_A_DATABASE)):
-        return f"the store cannot be read: {exc.orig}"
+    store = sys.modules.get("serving.store")  # imported by every command that opens one
+    unreadable = None if store is None else store.unreadable_database(exc)
+    if unreadable is not None:
+        return f"the store cannot be read: {unreadable}"
     return None
-
-
-#: SQLite's words for a file that is not a database (or a damaged one): the user's file, not a bug.
-NOT_A_DATABASE = ("file is not a database", "database disk image is malformed")
 
 
 def _given(args: argparse.Namespace, filename: object) -> bool:

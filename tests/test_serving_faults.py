@@ -704,3 +704,42 @@ def test_only_outages_map_to_store_unavailable(tmp_path: Path) -> None:
     assert store_unavailable(sa.exc.IntegrityError("INSERT", {}, Exception("dup"))) is None
     assert store_unavailable(sqlite3.IntegrityError("dup")) is None
     assert store_unavailable(ValueError("no")) is None
+
+
+def test_sqlite_errors_are_read_one_way_for_outages_lock_waits_and_unreadable_files(
+        tmp_path: Path) -> None:
+    """One reading of SQLite's errors (``_sqlite_error_is``): an outage, a lock to wait for,
+    and a file that is not a database (which the CLI reports in one line) agree on each
+    error, with or without its result code."""
+    from serving.store import unreadable_database
+    from serving.store.sqlite import _is_busy, _sqlite_outage
+
+    holder = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    other = sqlite3.connect(tmp_path / "s.db", isolation_level=None, timeout=0)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(sqlite3.OperationalError) as busy:
+        other.execute("INSERT INTO t VALUES (1)")
+    holder.rollback()
+    with pytest.raises(sqlite3.OperationalError) as schema:
+        other.execute("SELECT nothing FROM nowhere")
+    holder.close()
+    other.close()
+    junk = tmp_path / "notes.db"
+    junk.write_text("not a database at all, but long enough to have a header" * 4)
+    with pytest.raises(sqlite3.DatabaseError) as not_db:
+        sqlite3.connect(junk).execute("SELECT 1 FROM sqlite_master")
+    assert busy.value.sqlite_errorname == "SQLITE_BUSY"
+    assert not_db.value.sqlite_errorname == "SQLITE_NOTADB"
+    # (error, outage, busy, unreadable)
+    for error, outage, is_busy, unreadable in (
+            (busy.value, True, True, False), (schema.value, False, False, False),
+            (not_db.value, False, False, True),
+            (sqlite3.OperationalError("database is locked"), True, False, False),
+            (sqlite3.DatabaseError("database disk image is malformed"), False, False, True)):
+        assert _sqlite_outage(error) is outage, error
+        assert _is_busy(error) is is_busy, error
+        wrapped = sa.exc.DatabaseError("SELECT 1", {}, error)
+        assert (unreadable_database(error) is error) is unreadable, error
+        assert (unreadable_database(wrapped) is error) is unreadable, error
+    assert unreadable_database(ValueError("file is not a database")) is None  # not SQLite's

@@ -16,6 +16,7 @@ from serving.store.errors import (
     database_errors,
     store_unavailable,
     unavailable_on_db_error,
+    unreadable_database,
 )
 from serving.store.postgresql import PostgreSQLStore
 from serving.store.sqlite import SQLiteStore
@@ -86,4 +87,5 @@ __all__ = [
     "open_store",
     "store_unavailable",
     "unavailable_on_db_error",
+    "unreadable_database",
 ]

@@ -90,18 +90,35 @@ def unavailable_on_db_error(fn: Callable[P, R]) -> Callable[P, R]:
 #: its errors in its own file.
 _DRIVER_ERRORS: list[type[BaseException]] = []
 _OPERATIONAL_ERRORS: dict[type[BaseException], Callable[[BaseException], bool] | None] = {}
+#: Each backend's test of a driver error saying the database is not one, or is damaged.
+_UNREADABLE_TESTS: list[Callable[[BaseException], bool]] = []
 
 
 def register_driver_errors(base: type[BaseException], operational: type[BaseException],
-                           outage: Callable[[BaseException], bool] | None = None) -> None:
+                           outage: Callable[[BaseException], bool] | None = None,
+                           unreadable: Callable[[BaseException], bool] | None = None) -> None:
     """Make a backend's DBAPI driver errors known: ``base`` (every error of the driver) and
     ``operational`` (the store is down, unreachable or locked: a 503), of which ``outage``,
     if given, tells those that are (a driver that files other errors as operational too:
-    SQLite's "no such column" is one).
+    SQLite's "no such column" is one); ``unreadable``, if given, tells a driver error saying
+    the database is not one or is damaged (:func:`unreadable_database`).
     """
     if base not in _DRIVER_ERRORS:
         _DRIVER_ERRORS.append(base)
     _OPERATIONAL_ERRORS[operational] = outage
+    if unreadable is not None and unreadable not in _UNREADABLE_TESTS:
+        _UNREADABLE_TESTS.append(unreadable)
+
+
+def unreadable_database(exc: BaseException) -> BaseException | None:
+    """The driver's error if ``exc`` (raw, or SQLAlchemy's around it) says the database is
+    not a database or is damaged (a store file the user pointed at that is something else:
+    their file, not a bug and not an outage), else None.
+    """
+    orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    if orig is not None and any(test(orig) for test in _UNREADABLE_TESTS):
+        return orig
+    return None
 
 
 def _is_operational(exc: BaseException) -> bool:
@@ -135,4 +152,5 @@ __all__ = [
     "store_unavailable",
     "store_unavailable_error",
     "unavailable_on_db_error",
+    "unreadable_database",
 ]

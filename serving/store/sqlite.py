@@ -40,25 +40,44 @@ from serving.store.types import BatchResult, FeedbackWrite, PeriodicJob, Record,
 from serving.store.write_lock import WriteLock
 
 #: SQLite's result codes that mean the file is locked, busy or cannot be read or written now
-#: (an outage: a 503), as ``sqlite3`` names them (extended codes, e.g. SQLITE_IOERR_WRITE,
-#: start with one of these); its other "operational" errors (no such table or column, a
-#: syntax error) are the caller's or the schema's.
+#: (an outage: a 503); its other "operational" errors (no such table or column, a syntax error)
+#: are the caller's or the schema's.
 SQLITE_OUTAGES = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN", "SQLITE_IOERR",
                   "SQLITE_FULL", "SQLITE_PROTOCOL", "SQLITE_NOMEM")
 #: The same by the words of their messages, for an error made without a result code.
 _OUTAGE_WORDS = ("locked", "busy", "unable to open", "disk i/o", "is full", "out of memory")
+#: The result codes of a file that is not a database, or a damaged one, and their words.
+SQLITE_UNREADABLE = ("SQLITE_NOTADB", "SQLITE_CORRUPT")
+_UNREADABLE_WORDS = ("file is not a database", "database disk image is malformed")
+
+
+def _sqlite_error_is(exc: BaseException, codes: tuple[str, ...],
+                     words: tuple[str, ...] = ()) -> bool:
+    """Whether SQLite's error ``exc`` has one of the result ``codes``, as ``sqlite3`` names
+    them (an extended code, e.g. SQLITE_IOERR_WRITE or SQLITE_BUSY_SNAPSHOT, has its primary
+    code's name as prefix), or, for an error made without a code, one of ``words`` in its
+    message: the one reading of SQLite's errors, for outages, lock waits and unreadable files.
+    """
+    name = getattr(exc, "sqlite_errorname", None)
+    if name:
+        return name.startswith(codes)
+    text = str(exc).lower()
+    return any(word in text for word in words)
 
 
 def _sqlite_outage(exc: BaseException) -> bool:
     """Whether SQLite's operational error ``exc`` means the store is locked or unavailable."""
-    name = getattr(exc, "sqlite_errorname", None)
-    if name:
-        return name.startswith(SQLITE_OUTAGES)
-    text = str(exc).lower()
-    return any(word in text for word in _OUTAGE_WORDS)
+    return _sqlite_error_is(exc, SQLITE_OUTAGES, _OUTAGE_WORDS)
 
 
-register_driver_errors(sqlite3.Error, sqlite3.OperationalError, _sqlite_outage)
+def _sqlite_unreadable(exc: BaseException) -> bool:
+    """Whether SQLite's error ``exc`` says the file is not a database, or a damaged one."""
+    return isinstance(exc, sqlite3.Error) and _sqlite_error_is(exc, SQLITE_UNREADABLE,
+                                                               _UNREADABLE_WORDS)
+
+
+register_driver_errors(sqlite3.Error, sqlite3.OperationalError, _sqlite_outage,
+                       _sqlite_unreadable)
 
 # Page cache of the writer and reader connections (KiB; SQLite's default is 2 MiB): the
 # decisions table grows by thousands of rows a second under load and its primary key is a
@@ -141,8 +160,8 @@ def _open_descriptors() -> Iterator[int]:
 
 
 def _is_busy(exc: BaseException) -> bool:
-    return (isinstance(exc, sqlite3.OperationalError)
-            and (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_BUSY)
+    """Whether ``exc`` is SQLite's "busy": another connection holds the lock (wait for it)."""
+    return isinstance(exc, sqlite3.OperationalError) and _sqlite_error_is(exc, ("SQLITE_BUSY",))
 
 
 def _start_wal_over(conn: sqlite3.Connection) -> None:
