@@ -8,6 +8,7 @@ assertions are on what arrived, never on how fast.
 
 from __future__ import annotations
 
+import itertools
 import queue
 import signal
 import socket
@@ -82,7 +83,7 @@ class EventReader:
         try:
             for line in self.response.iter_lines():
                 if line.startswith(":"):
-                    self.events.put({"event": "heartbeat"})
+                    self.events.put({"event": "heartbeat", "at": time.monotonic()})
                 elif not line:
                     if event:
                         self.events.put(event)
@@ -176,14 +177,18 @@ def test_a_feedback_pushes_the_logged_slate_and_the_policy(live: LiveServer) -> 
         reader.close()
 
 
-def test_heartbeats_arrive_while_idle(live: LiveServer) -> None:
+def test_heartbeats_arrive_while_idle_every_interval(live: LiveServer) -> None:
+    """Every ``stream_heartbeat_s`` (0.2 s here), not faster: the lower bound is exact (a
+    heartbeat is sent once the interval has passed idle); the upper one a loaded machine's
+    margin that the default interval (5 s) would still fail."""
     reader = EventReader(live.base, 3)
     try:
         reader.next("ready")
-        for _ in range(3):
-            reader.next("heartbeat")
+        arrivals = [reader.next("heartbeat")["at"] for _ in range(4)]
     finally:
         reader.close()
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    assert all(0.19 <= gap < 3.0 for gap in gaps), gaps
 
 
 @pytest.mark.parametrize("value", ["1_0", "+1", "1.0", "%201", "0x1", "%D9%A1"])
