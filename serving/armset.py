@@ -620,11 +620,13 @@ class ArmSet:
 
     def user_ranking(self, arm: str, user_id: int, items: np.ndarray, ratings: np.ndarray,
                      excluded: np.ndarray, liked: np.ndarray, disliked: np.ndarray,
-                     strength: float) -> Ranking:
+                     strength: float, steer: Sequence[str] = ()) -> Ranking:
         """The arm's :class:`Ranking` for one user as a request serves it: from their events
         since training (:meth:`history_ranking`; :meth:`ranking` when they have none), with
         ``excluded`` items at ``-inf`` and the session's adjustment
-        (:func:`serving.session.session_adjust`) when it has likes or dislikes.
+        (:func:`serving.session.session_adjust`) when it has likes or dislikes; without
+        them, the items of the genres in ``steer`` first (:meth:`preferred_ranking`: a
+        newcomer's stated genres).
 
         Cached by everything the ranking depends on (the arm, the user, the events and their
         ratings, the excluded, liked and disliked items, ``strength``, and a live arm's state
@@ -644,11 +646,16 @@ class ArmSet:
             likes and dislikes.
         strength : float
             The session adjustment's strength (0: none).
+        steer : sequence of str, default ()
+            Genres (of :attr:`genre_names`) whose items lead while the session has no like or
+            dislike. Steered afresh per request, a newcomer's slate cost a lexsort of the
+            catalogue (0.12 ms on 1,682 items, ~10 ms on ML-32M) on top of the scoring.
         """
         model = self.models[arm]
         live = model.learns_from_stream
         session = bool(strength) and bool(liked.size or disliked.size)
-        if (not items.size and not session and not excluded.size
+        steered = () if session else tuple(sorted(set(steer)))
+        if (not items.size and not session and not excluded.size and not steered
                 and user_id in self._user_rows[arm]):
             return self.ranking(arm, user_id)  # cached per user (frozen arms: warmed at start)
         generation = 0
@@ -662,7 +669,7 @@ class ArmSet:
             signals.update(array.size.to_bytes(4, "little"))  # where each array ends
             signals.update(array.tobytes())
         key = ("user", arm, user_id, signals.digest(), strength if session else 0.0,
-               generation)
+               generation, steered)
         hit = self._cached(key)
         if hit is not None:
             return self._ranked(key, hit)
@@ -671,10 +678,13 @@ class ArmSet:
         else:
             scores = self.ranking(arm, user_id).scores
         scores = self.session_scores(scores, excluded, liked, disliked, strength)
-        # The first request partitions the scores (cheaper than sorting a head it may never
-        # reuse); a second one sorts it. Kept in float32, as the arms' own rankings are: half
-        # the memory of a cache entry.
-        ranking = unranked(scores.astype(np.float32))
+        if steered:  # sorted whole at once, as every steered ranking is
+            ranking = self.preferred_ranking(steered, unranked(scores))
+        else:
+            # The first request partitions the scores (cheaper than sorting a head it may
+            # never reuse); a second one sorts it. Kept in float32, as the arms' own rankings
+            # are: half the memory of a cache entry.
+            ranking = unranked(scores.astype(np.float32))
         self._remember(key, ranking)
         return ranking
 
@@ -726,8 +736,8 @@ class ArmSet:
         first, then the others, each part in the order of ``base``'s scores (ties to the lower
         index), so a slate is full even where those genres hold fewer than ``k`` items. The
         scores stay ``base``'s. ``base`` defaults to the base fit's popularity
-        (:attr:`cold_start_ranking`), whose steered rankings are cached (one sort each); a live
-        one (the newcomer's ranking by the live cold-start arm) is steered afresh. Once the
+        (:attr:`cold_start_ranking`), whose steered rankings are cached (one sort each); an arm's
+        ranking for one newcomer is steered by :meth:`user_ranking`, which caches it. Once the
         user's session has likes or dislikes, the service's session adjustment re-ranks those
         scores instead (the genres of what they liked then lead).
 

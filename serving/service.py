@@ -865,12 +865,12 @@ class RecommendationService:
         the cold-start bypass of a context-free one) chose the arm.
         """
         recent, ratings, excluded, liked, disliked = history
-        base = (arms.history_ranking(arm, user_id, recent, ratings) if arm in arms.names
-                else None)
         steer = [g for g in stated or () if g in arms.genre_names]
-        ranking = (arms.preferred_ranking(steer, base) if steer
-                   else base if base is not None else arms.cold_start_ranking)
         strength = self.settings.session_strength
+        if arm in arms.names:  # cached until the user's next event (ArmSet.user_ranking)
+            return _best(arms.user_ranking(arm, user_id, recent, ratings, excluded, liked,
+                                           disliked, strength, steer), k, excluded)
+        ranking = arms.preferred_ranking(steer) if steer else arms.cold_start_ranking
         if strength and (liked.size or disliked.size):
             return top_k_row(arms.session_scores(ranking.scores, excluded, liked, disliked,
                                                  strength), k)

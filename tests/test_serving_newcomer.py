@@ -422,6 +422,8 @@ def test_a_newcomers_stated_genres_come_first_in_the_arm_a_contextual_policy_cho
         assert sum(rare in i["genres"] for i in plain["items"]) < counts[rare]
         assert client.put(f"/users/{NEWCOMER}/preferences",
                           json={"genres": [rare]}).status_code == 200
+        arm_set = client.app.state.service.arm_set
+        scored = _count_calls(arm_set, "_history_scores")
         for _ in range(12):
             slate = _slate(client, NEWCOMER, k)
             assert slate["cold_start"] is False and 0 < slate["propensity"] < 1
@@ -430,7 +432,29 @@ def test_a_newcomers_stated_genres_come_first_in_the_arm_a_contextual_policy_cho
             assert ids == _expected_cold_start(serving_catalog, newcomer_scores[slate["arm"]],
                                                {rare}, k)
             assert all(rare in i["genres"] for i in slate["items"][:counts[rare]])
+        # Each arm's steered ranking is scored once and then kept until the user's next
+        # event (it was scored and sorted again on every request).
+        assert scored == {"svd": 1, "popularity": 1}
+        assert client.post("/events", json={"events": [{
+            "user_id": NEWCOMER, "item_id": int(plain["items"][-1]["movie_id"]),
+            "type": "rating", "value": 4}]}).status_code == 201
+        client.app.state.service.refresh()  # the live popularity folds it now, not mid-loop
+        after = {_slate(client, NEWCOMER, k)["arm"] for _ in range(12)}
+        assert scored == {arm: 1 + (arm in after) for arm in ("svd", "popularity")}
     assert seen_arms == {"svd", "popularity"}
+
+
+def _count_calls(arm_set: Any, method: str) -> dict[str, int]:
+    """Count ``arm_set``'s calls of ``method`` by arm (its first argument), live."""
+    counts: dict[str, int] = {}
+    original = getattr(arm_set, method)
+
+    def counted(arm: str, *args: Any, **kwargs: Any) -> Any:
+        counts[arm] = counts.get(arm, 0) + 1
+        return original(arm, *args, **kwargs)
+
+    object.__setattr__(arm_set, method, counted)  # a frozen dataclass
+    return counts
 
 
 # ---------------------------------------------------------------------------- item 8: progress
