@@ -234,6 +234,10 @@ def _run_serving(args: argparse.Namespace, command: str, function: str | None = 
     settings = _settings_or_none(args, command)
     if settings is None:
         return 2
+    missing = None if command in CREATE_STORE else _missing_store(args)
+    if missing is not None:  # a mistyped path is not "nothing to do" (found by attack: exit 0)
+        print(f"recbandits {command}: {missing}", file=sys.stderr)
+        return 2
     run = getattr(commands, function or command.replace("-", "_"))
     try:
         results = run(settings, **options)
@@ -245,6 +249,35 @@ def _run_serving(args: argparse.Namespace, command: str, function: str | None = 
         return 2
     print(results)
     return int(results.exit_code)
+
+
+#: The service's commands that create their store when it is missing (``serve``, and
+#: ``retrain``, whose first start fits and serves the arms through ``prepare``); every other
+#: service command reads an existing store and creates nothing.
+CREATE_STORE = frozenset({"serve", "retrain"})
+
+
+def _missing_store(args: argparse.Namespace) -> str | None:
+    """Why the store a command line names cannot be there, or None: ``--state-dir`` that is
+    not a folder, or ``--db`` naming an SQLite file that does not exist. Without these options
+    a missing store (the default folder, nothing served yet) is the command's "nothing to do".
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    db = getattr(args, "db", None)
+    if isinstance(db, str):
+        try:
+            url = make_url(db)
+        except ArgumentError:  # not a URL: the store's own refusal says so
+            url = None
+        database = None if url is None or url.get_backend_name() != "sqlite" else url.database
+        if database not in (None, "", ":memory:") and not os.path.isfile(database):
+            return f"--db {db!r}: no SQLite file at {database!r}"
+    state_dir = getattr(args, "state_dir", None)
+    if isinstance(state_dir, str) and not os.path.isdir(state_dir):
+        return f"--state-dir {state_dir!r}: no such folder"
+    return None
 
 
 def _ope_candidates(

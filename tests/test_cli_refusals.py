@@ -184,3 +184,27 @@ def test_ope_names_a_bad_setting_in_one_line(capsys: pytest.CaptureFixture[str],
     """Found by review: pydantic's multi-line dump with links, as the other commands had."""
     monkeypatch.setenv("RECBANDITS_POLICY", "Nope")
     assert "ope: policy: policy must be one of [" in refused(capsys, ["ope"])
+
+
+#: The service's commands that read an existing store (serve and retrain create theirs).
+STORE_READERS = [["credit"], ["holdout"], ["rebuild-state"], ["purge", "--before", "2020-01-01"],
+                 ["shadow", "status"], ["shadow", "promote"], ["models", "list"]]
+
+
+@pytest.mark.parametrize("command", STORE_READERS)
+def test_a_mistyped_store_path_is_refused_not_nothing_to_do(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        command: list[str]) -> None:
+    """Found by attack: ``credit --state-dir <a mistyped folder>`` printed "nothing to credit:
+    no SQLite file at ..." and exited 0, as if the store were merely empty."""
+    monkeypatch.chdir(tmp_path)
+    name = " ".join(command[:2] if command[0] == "shadow" else command[:1])
+    typo, db = tmp_path / "stat", f"sqlite:///{tmp_path / 'state' / 'recbandits.db'}"
+    for options, message in [(["--state-dir", str(typo)], f"--state-dir '{typo}': no such "
+                               "folder"),
+                             (["--db", db], f"--db '{db}': no SQLite file at "
+                              f"'{tmp_path / 'state' / 'recbandits.db'}'")]:
+        assert cli.main([*command, *options, "--arms", "popularity"]) == 2
+        out, err = capsys.readouterr()
+        assert (out, err) == ("", f"recbandits {name}: {message}\n")
+    assert list(tmp_path.iterdir()) == []  # nothing created
