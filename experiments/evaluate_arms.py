@@ -85,6 +85,7 @@ from arms.data import (
     random_split,
     temporal_split,
 )
+from arms.data.files import clear_run_files
 from arms.metrics import mae, ranking_metrics, rmse
 from experiments.config import MAX_WORKERS
 
@@ -816,18 +817,20 @@ def _json_default(value: object) -> object:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+#: The files a run writes into its folder, by key of :attr:`EvaluateResults.files`.
+RUN_FILES = {"metrics": "metrics.csv", "per_split": "metrics_per_split.csv",
+             "params": "params.json"}
+
+
 def write_results(results: EvaluateResults, out_dir: Path) -> dict[str, Path]:
     """Write ``metrics.csv``, ``metrics_per_split.csv`` and ``params.json`` into ``out_dir``.
 
     ``params.json`` holds the config with the run's facts (dataset, wall time, versions), the
-    parameters each split was scored with and every validation score.
+    parameters each split was scored with and every validation score. A previous run's
+    files (:data:`RUN_FILES`) are removed first (:func:`arms.data.files.clear_run_files`).
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = {
-        "metrics": out_dir / "metrics.csv",
-        "per_split": out_dir / "metrics_per_split.csv",
-        "params": out_dir / "params.json",
-    }
+    clear_run_files(out_dir, RUN_FILES.values())
+    files = {key: out_dir / name for key, name in RUN_FILES.items()}
     results.metrics.to_csv(files["metrics"], index=False, float_format="%.6g")
     results.per_split.to_csv(files["per_split"], index=False, float_format="%.6g")
     config = {

@@ -27,7 +27,7 @@ from scipy import stats
 
 from experiments.config import HINDSIGHT_POLICY_ID
 from experiments.report import mean_ci
-from experiments.results import PolicyRuns, SimulationResults
+from experiments.results import FIGURE_FILES, PolicyRuns, SimulationResults
 
 logger = logging.getLogger(__name__)
 
@@ -273,13 +273,11 @@ def click_rate_figure(results: SimulationResults) -> Figure:
 
 
 def write_plots(results: SimulationResults, out_dir: Path) -> dict[str, Path]:
-    """Write every figure into ``out_dir``; returns the files written keyed by name."""
+    """Write every figure into ``out_dir`` (those of :data:`~experiments.results.FIGURE_FILES`
+    that apply); returns the files written keyed by name.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    figures = {
-        "regret.png": regret_figure(results),
-        "regret_logx.png": regret_figure(results, logx=True),
-        "arm_share.png": arm_share_figure(results),
-        "click_rate.png": click_rate_figure(results),
-        "posteriors.png": posterior_figure(results),
-    }
+    figures = dict(zip(FIGURE_FILES, (
+        regret_figure(results), regret_figure(results, logx=True), arm_share_figure(results),
+        click_rate_figure(results), posterior_figure(results)), strict=True))
     return {name: _save(fig, out_dir / name) for name, fig in figures.items() if fig is not None}

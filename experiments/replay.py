@@ -53,6 +53,7 @@ from arms.base import Recommender, top_k
 from arms.cooccurrence import time_order
 from arms.data import load_movielens, make_synthetic
 from arms.data.dataset import Dataset
+from arms.data.files import clear_run_files
 from arms.errors import UnknownArmError
 from arms.registry import make_arm, resolve, resolve_names
 from bandits.ope import MIN_BOOTSTRAP, bootstrap_sums
@@ -567,11 +568,16 @@ def _event_rows(stream: Stream, scored: pd.DataFrame) -> np.ndarray:
     return cast(np.ndarray, stream.step_starts[scored["step"].to_numpy()])
 
 
+#: The files a replay writes into its folder.
+RUN_FILES = ("summary.csv", "differences.csv", "events.csv", "config.json")
+
+
 def write(results: ReplayResults, out_dir: Path) -> dict[str, Path]:
-    """Write the tables and the config to ``out_dir``; returns the paths by name."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = {name: out_dir / name for name in
-             ("summary.csv", "differences.csv", "events.csv", "config.json")}
+    """Write the tables and the config to ``out_dir`` (a previous run's :data:`RUN_FILES`
+    removed first: :func:`arms.data.files.clear_run_files`); returns the paths by name.
+    """
+    clear_run_files(out_dir, RUN_FILES)
+    files = {name: out_dir / name for name in RUN_FILES}
     results.summary.to_csv(files["summary.csv"], index=False)
     results.differences.to_csv(files["differences.csv"], index=False)
     results.events.to_csv(files["events.csv"], index=False)

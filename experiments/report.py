@@ -281,6 +281,10 @@ def action_dependent_note(summary: pd.DataFrame) -> str:
     )
 
 
+#: The tables :func:`write_reports` writes into a run's folder.
+REPORT_FILES = ("steps.csv", "summary.csv", "summary.md")
+
+
 def write_reports(results: SimulationResults, out_dir: Path) -> dict[str, Path]:
     """Write ``steps.csv``, ``summary.csv`` and ``summary.md`` into ``out_dir``.
 
@@ -292,11 +296,7 @@ def write_reports(results: SimulationResults, out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     steps = steps_frame(results)
     summary = summary_frame(results)
-    paths = {
-        "steps.csv": out_dir / "steps.csv",
-        "summary.csv": out_dir / "summary.csv",
-        "summary.md": out_dir / "summary.md",
-    }
+    paths = {name: out_dir / name for name in REPORT_FILES}
     steps.to_csv(paths["steps.csv"], index=False, float_format=_FLOAT_FORMAT, lineterminator="\n")
     summary.to_csv(
         paths["summary.csv"], index=False, float_format=_FLOAT_FORMAT, lineterminator="\n"

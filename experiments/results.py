@@ -16,7 +16,12 @@ import numpy as np
 
 from experiments.config import ExperimentConfig
 
-__all__ = ["PolicyRuns", "SimulationResults"]
+__all__ = ["FIGURE_FILES", "PolicyRuns", "SimulationResults"]
+
+#: The figures :func:`experiments.plots.write_plots` may write into a run's folder, in its
+#: order (here, not in :mod:`experiments.plots`, so that naming them imports no matplotlib).
+FIGURE_FILES = ("regret.png", "regret_logx.png", "arm_share.png", "click_rate.png",
+                "posteriors.png")
 
 
 @dataclass

@@ -43,6 +43,7 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
+from arms.data.files import clear_run_files
 from arms.data.movielens import (
     MOVIELENS_ALIASES,
     MOVIELENS_NAMES,
@@ -53,7 +54,7 @@ from experiments import config as cfg
 from experiments import report
 from experiments.config import HINDSIGHT_POLICY_ID, ExperimentConfig, PolicyConfig, TomlTable
 from experiments.executors import Executor, make_executor
-from experiments.results import PolicyRuns, SimulationResults
+from experiments.results import FIGURE_FILES, PolicyRuns, SimulationResults
 
 if TYPE_CHECKING:  # annotations only: gymnasium and the data are imported where they are used
     import gymnasium
@@ -584,13 +585,18 @@ def _settle_config(config: ExperimentConfig, env: EnvInfo,
     return config
 
 
+#: Every file a run may write into its folder: a previous run's are removed first.
+RUN_FILES = ("config.toml", *report.REPORT_FILES, *FIGURE_FILES)
+
+
 def _write_config(config: ExperimentConfig, env: EnvInfo, out_dir: Path | str | None) -> Path:
     """Create the run's folder (``out_dir``, default :func:`default_out_dir`) and its config.toml.
 
-    The file records ``config`` with the creation time and ``env``'s notes; returns the folder.
+    The file records ``config`` with the creation time and ``env``'s notes; returns the folder,
+    cleared of a previous run's :data:`RUN_FILES` (:func:`arms.data.files.clear_run_files`).
     """
-    out = Path(out_dir) if out_dir is not None else default_out_dir(config)
-    out.mkdir(parents=True, exist_ok=True)
+    out = clear_run_files(Path(out_dir) if out_dir is not None else default_out_dir(config),
+                          RUN_FILES)
     cfg.dump(config, out / "config.toml",
              created=_dt.datetime.now().isoformat(timespec="seconds"),
              notes=list(env.notes) or None)

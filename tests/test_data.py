@@ -441,3 +441,14 @@ def test_a_rating_the_dataset_refuses_names_the_folder(tmp_path: Path, text: str
     folder = _tiny_copy(tmp_path, "ml-100k", "u.data", 2, text)
     with pytest.raises(DataFileError, match=rf"^{re.escape(str(folder))}: .*{message}"):
         load_movielens(tmp_path, download=False)
+
+
+def test_clear_run_files_removes_only_the_names_given(tmp_path: Path) -> None:
+    from arms.data.files import clear_run_files
+
+    folder = tmp_path / "run"
+    assert clear_run_files(folder, ["a.csv"]) == folder and list(folder.iterdir()) == []
+    for name in ("a.csv", "b.png", "keep.txt"):
+        (folder / name).write_text(name)
+    clear_run_files(folder, ["a.csv", "b.png", "absent.json"])
+    assert [p.name for p in folder.iterdir()] == ["keep.txt"]

@@ -68,7 +68,7 @@ def test_cli_end_to_end(small_config, tmp_path, capsys):
 
     expected = {"config.toml", "steps.csv", "summary.csv", "summary.md", "regret.png",
                 "regret_logx.png", "arm_share.png", "click_rate.png", "posteriors.png"}
-    assert expected <= {p.name for p in out.iterdir()}
+    assert {p.name for p in out.iterdir()} == expected == set(simulate.RUN_FILES)
     for name in expected:
         if name.endswith(".png"):
             data = (out / name).read_bytes()
@@ -92,6 +92,25 @@ def test_cli_end_to_end(small_config, tmp_path, capsys):
     np.testing.assert_allclose(
         final.cum_regret_mean, summary.set_index("policy").loc[final.index, "cum_regret_mean"]
     )
+
+
+def test_a_run_into_a_previous_runs_folder_leaves_none_of_its_files(small_config, tmp_path):
+    """Found by attack: ``simulate --out`` into an older run's folder wrote the new tables
+    beside the old run's plots, so the folder mixed two runs. Only the run's own file names
+    are cleared: a file of the user's stays."""
+    out = tmp_path / "out"
+    argv = ["simulate", str(small_config), "--out", str(out), "--workers", "1", "-q",
+            "--horizon", "40", "--runs", "2", "--policies", "TS", "random"]
+    assert main(argv) == 0
+    assert {p.name for p in out.glob("*.png")} == {"regret.png", "regret_logx.png",
+                                                   "arm_share.png", "click_rate.png",
+                                                   "posteriors.png"}
+    (out / "notes.txt").write_text("mine")
+    assert main([*argv, "--no-plots", "--seed", "12"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["config.toml", "notes.txt", "steps.csv",
+                                                     "summary.csv", "summary.md"]
+    assert (out / "notes.txt").read_text() == "mine"
+    assert tomllib.loads((out / "config.toml").read_text())["seed"] == 12
 
 
 def test_learning_shows_in_the_numbers(small_config):

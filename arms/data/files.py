@@ -1,4 +1,5 @@
-"""Reading the local data files, so that a malformed one names itself and its line.
+"""Reading the local data files, so that a malformed one names itself and its line; and
+clearing a run folder of the files a previous run of the same command wrote there.
 
 pandas reports a bad value in its own words, often without the file or the line (``invalid
 literal for int() with base 10: 'abc'``, ``Integer column has NA values in column 3``).
@@ -8,7 +9,7 @@ starts with the file's path and, where the line is known, ``line N:``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,35 @@ import pandas as pd
 
 from arms.data.dataset import is_whole
 from arms.errors import DataFileError
+
+
+def clear_run_files(folder: Path, names: Iterable[str]) -> Path:
+    """Make ``folder`` (and its parents) and remove the files ``names`` from it, before a run
+    writes them: the folder then describes one run, not this run's files beside a previous
+    run's (found by attack: ``simulate --out`` into an older run's folder kept its plots).
+
+    The one rule of the commands that write into ``--out`` (``simulate``, ``replay``,
+    ``evaluate-arms``); it lives here, not in ``experiments``, because ``serving`` (whose
+    ``ope`` writes there too) may import ``arms`` only. Files of other names are never
+    touched.
+
+    Parameters
+    ----------
+    folder : pathlib.Path
+        The run's folder.
+    names : iterable of str
+        Every file name the command may write into it (also those a run writes only in some
+        cases, as a figure or ``ope --shadow``'s table).
+
+    Returns
+    -------
+    pathlib.Path
+        ``folder``.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).unlink(missing_ok=True)
+    return folder
 
 
 def read_table(path: Path, *, dtype: Mapping[Any, Any],
