@@ -19,7 +19,9 @@ from arms.data.dataset import Dataset
 
 logger = logging.getLogger(__name__)
 
-RATING_SCALE = (1.0, 5.0)
+#: The scale a model saved before the scale was saved with it was fitted on (MovieLens 1-5):
+#: :meth:`SVDRecommender.load` gives it to such a file.
+SAVED_WITHOUT_SCALE = (1.0, 5.0)
 
 
 class SVDRecommender(Recommender):
@@ -55,6 +57,10 @@ class SVDRecommender(Recommender):
 
     Learned attributes
     ------------------
+    rating_scale_ : tuple of float
+        The ``rating_scale`` of the Dataset fitted on, ``(lowest, highest)``: Surprise's reader
+        takes it and :meth:`predict` clips to it; saved with the model, so that a loaded model
+        clips the same (0.5-5 on MovieLens 10M and later, whose ratings are half stars).
     global_mean_ : float
         Mean training rating ``mu``.
     user_bias_ : ndarray of float64, shape ``(n_users_,)``
@@ -111,8 +117,10 @@ class SVDRecommender(Recommender):
 
     # ------------------------------------------------------------------ learning
     def _fit(self, train: Dataset) -> None:
+        self.rating_scale_ = train.rating_scale
         frame = train.ratings.loc[:, ["user_id", "item_id", "rating"]]
-        data = surprise.Dataset.load_from_df(frame, surprise.Reader(rating_scale=RATING_SCALE))
+        reader = surprise.Reader(rating_scale=self.rating_scale_)
+        data = surprise.Dataset.load_from_df(frame, reader)
         trainset = data.build_full_trainset()
         algo = surprise.SVD(
             n_factors=int(self.n_factors),
@@ -147,7 +155,8 @@ class SVDRecommender(Recommender):
         return scores
 
     def predict(self, user_indices: Any, item_indices: Any) -> np.ndarray:
-        """Predicted ratings of pairs, clipped to 1-5, as Surprise's ``predict`` would give.
+        """Predicted ratings of pairs, clipped to the training data's scale (``rating_scale_``),
+        as Surprise's ``predict`` would give.
 
         Parameters
         ----------
@@ -179,7 +188,7 @@ class SVDRecommender(Recommender):
             + self.item_bias_[items]
             + np.einsum("ij,ij->i", self.user_factors_[users], self.item_factors_[items])
         )
-        return cast(np.ndarray, np.clip(estimate, *RATING_SCALE))
+        return cast(np.ndarray, np.clip(estimate, *self.rating_scale_))
 
     def _partial_fit(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray) -> None:
         for user in np.unique(users):
@@ -225,6 +234,7 @@ class SVDRecommender(Recommender):
     # ------------------------------------------------------------------ persistence
     def _get_state(self) -> dict[str, np.ndarray]:
         return {
+            "rating_scale": np.array(self.rating_scale_, dtype=np.float64),
             "global_mean": np.float64(self.global_mean_),  # type: ignore[dict-item]  # saved as a 0-d array
             "user_bias": self.user_bias_,
             "item_bias": self.item_bias_,
@@ -233,6 +243,9 @@ class SVDRecommender(Recommender):
         }
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        scale = state.get("rating_scale")
+        low, high = SAVED_WITHOUT_SCALE if scale is None else (float(v) for v in scale)
+        self.rating_scale_ = (low, high)
         self.global_mean_ = float(state["global_mean"])
         self.user_bias_ = state["user_bias"].astype(np.float64)
         self.item_bias_ = state["item_bias"].astype(np.float64)

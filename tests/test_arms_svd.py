@@ -10,7 +10,7 @@ import pytest
 import surprise
 
 from arms import SVDRecommender
-from arms.data import kfold_split, make_synthetic, random_split
+from arms.data import Dataset, kfold_split, make_synthetic, random_split
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +60,36 @@ def test_scores_are_the_unclipped_rating_estimates(fitted, data):
     np.testing.assert_allclose(scores[inside], predicted[inside], atol=1e-12)
     np.testing.assert_allclose(predicted, np.clip(scores, 1, 5), rtol=0, atol=1e-12)
     assert (predicted >= 1).all() and (predicted <= 5).all()
+
+
+@pytest.mark.parametrize(("scale", "slope", "shift"), [((0.5, 5.0), 0.3, 0.2),
+                                                     ((1.0, 10.0), 2.25, -1.25)])
+def test_predictions_clip_to_the_scale_of_the_data_fitted_on_and_after_loading(
+        data, tmp_path, scale, slope, shift):
+    """Found by review: SVD clipped every prediction to its own 1-5, so on 0.5-star data
+    (MovieLens 10M and later) no prediction went below 1, and on a 1-10 scale none above 5."""
+    ratings = data.ratings.assign(rating=(data.ratings["rating"] * slope + shift).round(2))
+    rescaled = Dataset.from_frames(ratings, data.items, data.users, data.genre_names,
+                                   rating_scale=scale)
+    model = SVDRecommender(n_factors=8, n_epochs=15, random_state=1).fit(rescaled)
+    users, items = np.meshgrid(np.arange(data.n_users), np.arange(data.n_items), indexing="ij")
+    predicted = model.predict(users.ravel(), items.ravel())
+    scores = model.score(np.arange(data.n_users)).ravel()
+    np.testing.assert_allclose(predicted, np.clip(scores, *scale), rtol=0, atol=1e-12)
+    assert scale[0] <= predicted.min() and predicted.max() <= scale[1]
+    assert (predicted < 1).any() if scale[0] < 1 else (predicted > 5).any()
+    assert model.rating_scale_ == scale
+    loaded = SVDRecommender.load(model.save(tmp_path / "svd.npz"))
+    assert loaded.rating_scale_ == scale
+    np.testing.assert_array_equal(loaded.predict(users.ravel(), items.ravel()), predicted)
+
+
+def test_a_model_saved_without_its_scale_loads_with_the_one_it_was_fitted_on(fitted, tmp_path):
+    path = fitted.save(tmp_path / "svd.npz")
+    with np.load(path) as archive:
+        arrays = {k: archive[k] for k in archive.files if k != "state__rating_scale"}
+    np.savez_compressed(path, **arrays)  # as written before the scale was saved
+    assert SVDRecommender.load(path).rating_scale_ == (1.0, 5.0)
 
 
 def test_recommend_returns_the_best_unseen_items_by_estimate(fitted, data):
