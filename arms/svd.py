@@ -58,7 +58,8 @@ class SVDRecommender(Recommender):
     Learned attributes
     ------------------
     rating_scale_ : tuple of float
-        The ``rating_scale`` of the Dataset fitted on, ``(lowest, highest)``: Surprise's reader
+        The ``rating_scale`` of the Dataset fitted on, ``(lowest, highest)``, or ``(-inf,
+        inf)`` for a Dataset without one (any finite value: nothing to clip): Surprise's reader
         takes it and :meth:`predict` clips to it; saved with the model, so that a loaded model
         clips the same (0.5-5 on MovieLens 10M and later, whose ratings are half stars).
     global_mean_ : float
@@ -117,7 +118,7 @@ class SVDRecommender(Recommender):
 
     # ------------------------------------------------------------------ learning
     def _fit(self, train: Dataset) -> None:
-        self.rating_scale_ = train.rating_scale
+        self.rating_scale_ = train.rating_scale or (-np.inf, np.inf)
         frame = train.ratings.loc[:, ["user_id", "item_id", "rating"]]
         reader = surprise.Reader(rating_scale=self.rating_scale_)
         data = surprise.Dataset.load_from_df(frame, reader)

@@ -84,6 +84,20 @@ def test_predictions_clip_to_the_scale_of_the_data_fitted_on_and_after_loading(
     np.testing.assert_array_equal(loaded.predict(users.ravel(), items.ravel()), predicted)
 
 
+def test_a_dataset_without_a_scale_gives_unclipped_predictions(data, tmp_path):
+    ratings = data.ratings.assign(rating=data.ratings["rating"] * 10.0 - 20.0)  # -10..30
+    events = Dataset.from_frames(ratings, data.items, data.users, (), rating_scale=None)
+    model = SVDRecommender(n_factors=8, n_epochs=15, random_state=1).fit(events)
+    users, items = np.meshgrid(np.arange(data.n_users), np.arange(data.n_items), indexing="ij")
+    predicted = model.predict(users.ravel(), items.ravel())
+    np.testing.assert_allclose(predicted, model.score(np.arange(data.n_users)).ravel(),
+                               rtol=0, atol=1e-12)
+    assert (predicted < 0.5).any() and (predicted > 5).any()  # outside every scale used
+    assert model.rating_scale_ == (-np.inf, np.inf)
+    loaded = SVDRecommender.load(model.save(tmp_path / "svd.npz"))
+    np.testing.assert_array_equal(loaded.predict(users.ravel(), items.ravel()), predicted)
+
+
 def test_a_model_saved_without_its_scale_loads_with_the_one_it_was_fitted_on(fitted, tmp_path):
     path = fitted.save(tmp_path / "svd.npz")
     with np.load(path) as archive:

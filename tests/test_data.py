@@ -319,6 +319,22 @@ def test_rating_scale_is_a_field_kept_by_new_ratings(small: Dataset) -> None:
         Dataset.from_frames(ratings, small.items, small.users, (), rating_scale=(5, 1))
 
 
+def test_rating_scale_none_takes_any_finite_value_and_only_those(small: Dataset) -> None:
+    """An event log's values are not ratings on a scale: ``rating_scale=None`` says so (the
+    gate widened a scale to the data's range to pass the check instead)."""
+    values = np.resize([-3.0, 0.0, 120.5], small.n_ratings)
+    ratings = small.ratings.assign(rating=values)
+    events = Dataset.from_frames(ratings, small.items, small.users, (), rating_scale=None)
+    assert events.rating_scale is None
+    np.testing.assert_array_equal(events.ratings["rating"], values)
+    assert events.with_ratings(ratings).rating_scale is None
+    assert events.subset(np.arange(events.n_ratings) < 10).rating_scale is None
+    for bad in (np.nan, np.inf):
+        with pytest.raises(ValueError, match=rf"rating {bad}; each must be a finite number$"):
+            Dataset.from_frames(ratings.assign(rating=bad), small.items, small.users, (),
+                                rating_scale=None)
+
+
 @pytest.mark.parametrize("column", ["user_id", "item_id", "timestamp"])
 @pytest.mark.parametrize("value", [np.nan, np.inf, 2.5])
 def test_from_frames_refuses_a_missing_or_fractional_id_or_timestamp(

@@ -11,7 +11,7 @@ import pytest
 
 from arms.data import make_synthetic
 from arms.errors import UnknownArmError
-from arms.gate import evaluate_gate, temporal_cut
+from arms.gate import MIN_BOOTSTRAP, evaluate_gate, temporal_cut
 from arms.metrics import ranking_metrics
 from arms.registry import make_arm
 
@@ -115,12 +115,25 @@ def test_a_ratings_dataframe_is_accepted_and_labels_pair_the_arms(data):
     ({"holdout_fraction": 0.1, "margin": -0.1}, ValueError, r"margin must be >= 0\.0, got -0\.1"),
     ({"holdout_fraction": 0.1, "k": 0}, ValueError, r"k must be an integer >= 1, got 0"),
     ({"holdout_fraction": 0.1, "n_bootstrap": 0}, ValueError, r"n_bootstrap must be an integer"),
+    # Found by review: one resample was taken, and its one value printed as a 95% interval.
+    ({"holdout_fraction": 0.1, "n_bootstrap": 1}, ValueError,
+     r"n_bootstrap must be an integer >= 10, got 1"),
+    ({"holdout_fraction": 0.1, "n_bootstrap": 9}, ValueError, r"n_bootstrap must be .*got 9"),
     ({"holdout_fraction": 0.1, "confidence": 1.0}, ValueError, r"confidence must be < 1"),
     ({"holdout_fraction": 0.1, "relevance_threshold": 6.0}, ValueError, "no hold-out event"),
 ])
 def test_bad_options_raise_naming_value_and_range(data, kwargs, error, match):
     with pytest.raises(error, match=match):
-        evaluate_gate(data, ["popularity"], ["popularity"], **{"n_bootstrap": 5, **kwargs})
+        evaluate_gate(data, ["popularity"], ["popularity"],
+                      **{"n_bootstrap": MIN_BOOTSTRAP, **kwargs})
+
+
+def test_the_gates_bootstrap_floor_is_the_bandits_one():
+    """arms may not import bandits: the one floor is written in both, and held equal here, so
+    the service's gate_bootstrap (at least bandits.ope.MIN_BOOTSTRAP) is one the gate takes."""
+    from bandits.ope import MIN_BOOTSTRAP as BANDITS_MIN_BOOTSTRAP
+
+    assert MIN_BOOTSTRAP == BANDITS_MIN_BOOTSTRAP == 10
 
 
 def test_bad_specs_raise_naming_them(data):

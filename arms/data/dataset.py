@@ -46,8 +46,9 @@ class Dataset:
         The genre flag columns of ``items``, in order.
     name : str
         Where the data came from, e.g. ``"ml-100k"``, ``"ml-20m"`` or ``"synthetic"``.
-    rating_scale : tuple of float
-        The lowest and highest rating allowed, both inclusive (default :data:`RATING_SCALE`).
+    rating_scale : tuple of float, or None
+        The lowest and highest rating allowed, both inclusive (default :data:`RATING_SCALE`);
+        None: any finite value (events whose value is whatever their source logs).
     """
 
     ratings: pd.DataFrame
@@ -55,7 +56,7 @@ class Dataset:
     users: pd.DataFrame
     genre_names: tuple[str, ...]
     name: str = "dataset"
-    rating_scale: tuple[float, float] = RATING_SCALE
+    rating_scale: tuple[float, float] | None = RATING_SCALE
     _cache: dict[tuple[str, bool], sp.csr_matrix] = field(default_factory=dict, repr=False,
                                                           compare=False)
 
@@ -67,25 +68,30 @@ class Dataset:
         users: pd.DataFrame,
         genre_names: tuple[str, ...],
         name: str = "dataset",
-        rating_scale: tuple[float, float] = RATING_SCALE,
+        rating_scale: tuple[float, float] | None = RATING_SCALE,
     ) -> Dataset:
         """Build a dataset from raw-id ratings, adding the contiguous indices.
+
+        Every rating must be finite and within ``rating_scale``, ``(lowest, highest)`` both
+        inclusive; ``rating_scale=None`` says "any finite value", for events that are not
+        ratings on a scale (a log's values, as :func:`arms.gate.evaluate_gate` takes them).
 
         Raises
         ------
         ValueError
             If a column is missing; if an id or timestamp is missing, not finite or not a whole
-            number; if a rating is not finite or lies outside ``rating_scale``; if the catalogue
+            number; if a rating is not finite or lies outside ``rating_scale`` (nor a finite
+            ``(lowest, highest)`` with ``lowest < highest``, nor None); if the catalogue
             repeats a user or item id; or if a rating names a user or item absent from it. The
             message names the first bad row (its index label, user, item and value).
         """
         missing = [c for c in RATING_COLUMNS if c not in ratings.columns]
         if missing:
             raise ValueError(f"ratings lack columns {missing}; expected {list(RATING_COLUMNS)}")
-        low, high = _check_scale(rating_scale)
+        scale = None if rating_scale is None else _check_scale(rating_scale)
         _check_catalogue("user_id", users.index)
         _check_catalogue("item_id", items.index)
-        _check_ratings(ratings, low, high)
+        _check_ratings(ratings, scale)
         frame = ratings.loc[:, list(RATING_COLUMNS)].copy()
         frame["user_id"] = frame["user_id"].astype(np.int64)
         frame["item_id"] = frame["item_id"].astype(np.int64)
@@ -101,8 +107,7 @@ class Dataset:
             raise ValueError(unknown_id_message("item_id", int(bad), items.index[:50]))
         frame["user_index"] = user_pos.astype(np.int32)
         frame["item_index"] = item_pos.astype(np.int32)
-        return cls(frame.reset_index(drop=True), items, users, tuple(genre_names), name,
-                   (low, high))
+        return cls(frame.reset_index(drop=True), items, users, tuple(genre_names), name, scale)
 
     def with_ratings(self, ratings: pd.DataFrame, name: str | None = None) -> Dataset:
         """A new dataset over the same catalogue holding ``ratings`` (raw ids are re-indexed)."""
@@ -234,18 +239,20 @@ def _check_catalogue(kind: str, index: pd.Index) -> None:
                          "be unique")
 
 
-def _check_ratings(ratings: pd.DataFrame, low: float, high: float) -> None:
-    """Ids and timestamps are whole numbers and ratings finite within ``[low, high]``."""
+def _check_ratings(ratings: pd.DataFrame, scale: tuple[float, float] | None) -> None:
+    """Ids and timestamps are whole numbers and ratings finite, within ``scale`` if not None."""
     for column in ("user_id", "item_id", "timestamp"):
         ok = is_whole(ratings[column])
         if not ok.all():
             _refuse(ratings, int(np.flatnonzero(~ok)[0]), column, "a finite whole number")
     rating = pd.to_numeric(ratings["rating"], errors="coerce").to_numpy(
         dtype=np.float64, na_value=np.nan)
-    ok = np.isfinite(rating) & (rating >= low) & (rating <= high)
+    ok = np.isfinite(rating)
+    if scale is not None:
+        ok &= (rating >= scale[0]) & (rating <= scale[1])
     if not ok.all():
-        _refuse(ratings, int(np.flatnonzero(~ok)[0]), "rating",
-                f"a finite number within the rating scale [{low:g}, {high:g}]")
+        _refuse(ratings, int(np.flatnonzero(~ok)[0]), "rating", "a finite number" + (
+            "" if scale is None else f" within the rating scale [{scale[0]:g}, {scale[1]:g}]"))
 
 
 def _refuse(ratings: pd.DataFrame, row: int, column: str, allowed: str) -> NoReturn:
