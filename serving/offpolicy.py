@@ -70,6 +70,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from arms.data.files import clear_run_files
 from bandits import ThompsonSampling
 from bandits.base import (
     BatchedPolicy,
@@ -1586,12 +1587,17 @@ def run(config: OPEConfig) -> OPERun:
     result = evaluate_log(log, n_bootstrap=config.n_bootstrap, seed=config.seed,
                           confidence=config.confidence, ts_priors=config.ts_priors,
                           linear=config.linear, segment_prefixes=config.segment_prefixes)
-    folder = Path(config.out_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = clear_run_files(Path(config.out_dir), RUN_FILES)
     files = {"table": folder / "ope.csv", "summary": folder / "summary.json"}
     result.table.to_csv(files["table"], index=False)
     files["summary"].write_text(json.dumps(result.summary, indent=2) + "\n")
     return OPERun(config, log, result, {**files, **_exports(config, log)})
+
+
+#: Every file a run writes into ``out_dir`` (the candidates' table and summary, or
+#: ``--shadow``'s table): a previous run's are removed first, so that a shadow run does not
+#: leave the candidates' table of an earlier run beside its own.
+RUN_FILES = ("ope.csv", "summary.json", "shadow.csv")
 
 
 def _exports(config: OPEConfig, log: DecisionLog) -> dict[str, Path]:
@@ -1615,8 +1621,7 @@ def _run_shadow(config: OPEConfig, log: DecisionLog) -> OPERun:
         store.dispose()
     comparisons = evaluate_shadow(log, records, n_bootstrap=config.n_bootstrap,
                                   seed=config.seed, confidence=config.confidence)
-    folder = Path(config.out_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = clear_run_files(Path(config.out_dir), RUN_FILES)
     files = {"table": folder / "shadow.csv"}
     pd.concat([c.table().assign(shadow=json.dumps(c.policy), decisions=c.n)
                for c in comparisons]).to_csv(files["table"], index=False)

@@ -477,6 +477,16 @@ def test_ope_shadow_estimates_a_known_value_and_ranks_a_better_shadow_above(
     assert "nan" not in printed
     assert len(pd.read_csv(tmp_path / "log.csv")) == len(run.log.actions)
     assert (tmp_path / "log.npz").is_file() and f"log (CSV): {tmp_path / 'log.csv'}" in printed
+    # Runs into one folder: each leaves only its own files (a shadow run left the candidates'
+    # table and summary of an earlier run beside its own), never a file of the user's.
+    (tmp_path / "cli" / "notes.txt").write_text("mine")
+    assert cli_main(["ope", "--db", url, "--out", str(tmp_path / "cli"), "--bootstrap",
+                     "50"]) == 0
+    assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == [
+        "notes.txt", "ope.csv", "summary.json"]
+    assert cli_main(["ope", "--shadow", "--db", url, "--out", str(tmp_path / "cli"),
+                     "--bootstrap", "50"]) == 0
+    assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == ["notes.txt", "shadow.csv"]
 
 
 def test_ope_shadow_on_a_log_without_shadow_records_says_so(
