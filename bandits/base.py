@@ -49,12 +49,16 @@ from typing import Any, ClassVar, cast
 import numpy as np
 
 from bandits.errors import (
+    MAX_COUNT,
     UnknownArmError,
     arm_index,
     check_arm_names,
     check_int,
     check_real,
     check_rewards,
+    check_stat,
+    reward_bounds,
+    short_repr,
 )
 
 RandomState = int | np.random.Generator | np.random.SeedSequence | None
@@ -756,6 +760,12 @@ class BatchState:
 _REGISTRY: dict[str, type[BatchedPolicy]] = {}
 
 
+def init_param_names(cls: type) -> list[str]:
+    """The hyper-parameters ``cls.__init__`` takes (all but ``arms`` and ``random_state``)."""
+    sig = inspect.signature(cls.__init__)  # type: ignore[misc]
+    return [n for n in sig.parameters if n not in ("self", "arms", "random_state")]
+
+
 def _json_value(value: Any) -> Any:
     """``value`` as plain JSON data: arrays and numpy scalars to lists and Python numbers, also
     inside dicts (an SFC64 state holds its words as a uint64 array).
@@ -805,6 +815,10 @@ class BatchedPolicy(Policy):
     contextual: ClassVar[bool] = False
     #: Names of the statistics whose axis 1 is the arm axis.
     per_arm_stats: ClassVar[tuple[str, ...]] = ()
+    #: Names of the statistics that count observations (restored within ``[0, MAX_COUNT]``).
+    count_stats: ClassVar[tuple[str, ...]] = ()
+    #: Statistics that sum rewards (power 1) or squared rewards (2) over the arm's ``pulls``.
+    sum_stats: ClassVar[tuple[tuple[str, int], ...]] = ()
     #: "exact" or "quadrature" (see :func:`probability_of_max`).
     propensity_method: ClassVar[str] = "exact"
 
@@ -866,6 +880,26 @@ class BatchedPolicy(Policy):
                        ) -> tuple[np.ndarray, np.ndarray]:
         """Propensities (R, K) and an error bound (R, K) (zeros where exact)."""
 
+    def _check_stats(self, stats: dict[str, np.ndarray]) -> None:
+        """Refuse restored statistics the policy's own updates cannot produce.
+
+        ``stats`` holds one run's statistics (no run axis), already of the right shapes and
+        finite (:func:`_restore_arrays`). The default checks the :attr:`count_stats` in
+        ``[0, MAX_COUNT]`` and the :attr:`sum_stats` against ``pulls`` and the reward support
+        (:func:`check_sum_stat`); policies with matrices or ring buffers extend it.
+
+        Raises
+        ------
+        ValueError
+            A statistic out of range, naming its key, the value and the range.
+        """
+        for key in self.count_stats:
+            check_stat(stats[key], f"state['stats'][{key!r}]", stats[key].shape, low=0.0,
+                       high=MAX_COUNT, why="a count")
+        for key, power in self.sum_stats:
+            check_sum_stat(stats[key], stats["pulls"], key, self.reward_low, self.reward_high,
+                           power=power)
+
     def _on_remove_arm(self, stats: dict[str, np.ndarray], position: int) -> None:
         """Fix statistics that refer to arm positions after ``position`` is removed."""
 
@@ -885,8 +919,7 @@ class BatchedPolicy(Policy):
     # ----------------------------------------------------------------- parameters
     @classmethod
     def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [n for n in sig.parameters if n not in ("self", "arms", "random_state")]
+        return init_param_names(cls)
 
     def get_params(self) -> dict[str, Any]:
         """Hyper-parameters as given (per-arm ones as the current per-arm lists), JSON-safe."""
@@ -1248,18 +1281,83 @@ class BatchedPolicy(Policy):
         if state.get("format") != STATE_FORMAT:
             raise ValueError(f"state['format']={state.get('format')!r}; this version reads "
                              f"format {STATE_FORMAT}")
-        policy = target(state["arms"], **state["params"], random_state=random_state)
+        policy = cast(BatchedPolicy,
+                      build_from_state(target, target._param_names(), state, random_state))
         _restore_arrays(policy, state)
         if random_state is None and state.get("rng"):
-            bg_name = state["rng"]["bit_generator"]
-            bit_gen = getattr(np.random, bg_name)()
-            bit_gen.state = state["rng"]
-            policy._rng = np.random.Generator(bit_gen)
+            policy._rng = restore_generator(state["rng"])
         return policy
 
 
+def build_from_state(factory: Callable[..., Any], param_names: Sequence[str],
+                     state: dict[str, Any], random_state: RandomState) -> Any:
+    """``factory(state["arms"], **state["params"])``, its refusals as ValueError naming the key.
+
+    The hyper-parameters go through the policy's own checks (its constructor: the prior's,
+    the ridge's, ... ranges), so a saved state obeys the same rules as a new policy.
+
+    Parameters
+    ----------
+    factory : callable
+        The policy's class.
+    param_names : sequence of str
+        The hyper-parameters it takes.
+    state : dict
+        A ``state_dict()``.
+    random_state : int, Generator, SeedSequence or None
+        Passed on.
+
+    Raises
+    ------
+    ValueError
+        ``params`` not a dict, an unknown parameter, or arms or a parameter the constructor
+        refuses (a TypeError there, e.g. a string prior, becomes a ValueError too).
+    """
+    params = state.get("params")
+    if not isinstance(params, dict):
+        raise ValueError(f"state['params']={short_repr(params)} must be a dict of "
+                         f"hyper-parameters {list(param_names)}")
+    unknown = sorted(set(params) - set(param_names))
+    if unknown:
+        raise ValueError(f"state['params'] has unknown keys {unknown}; allowed: "
+                         f"{list(param_names)}")
+    try:
+        return factory(state.get("arms"), **params, random_state=random_state)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"state['arms'] or state['params'] refused: {exc}") from exc
+
+
+def restore_generator(saved: Any) -> np.random.Generator:
+    """The Generator a ``state_dict()``'s ``rng`` (a bit generator's state) describes.
+
+    Raises
+    ------
+    ValueError
+        Not a numpy bit generator's state (unknown ``bit_generator``, wrong fields).
+    """
+    names = {c.__name__: c for c in (np.random.PCG64, np.random.PCG64DXSM, np.random.MT19937,
+                                     np.random.Philox, np.random.SFC64)}
+    name = saved.get("bit_generator") if isinstance(saved, dict) else None
+    if name not in names:
+        raise ValueError(f"state['rng']={short_repr(saved)} is not a numpy bit generator's "
+                         f"state; its 'bit_generator' must be one of {sorted(names)}")
+    bit_gen = names[name]()
+    try:
+        bit_gen.state = saved
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
+        raise ValueError(f"state['rng']={short_repr(saved)} is not a valid {name} state: "
+                         f"{exc}") from exc
+    return np.random.Generator(bit_gen)
+
+
 def _restore_arrays(policy: BatchedPolicy, state: dict[str, Any]) -> None:
-    """Copy the statistics and pending observations of ``state`` into a new ``policy``.
+    """Check the statistics and pending observations of ``state``, then copy them into ``policy``.
+
+    Every statistic must be numbers of its shape, finite and in the range the policy's own
+    updates keep it in (:meth:`BatchedPolicy._check_stats`: counts in ``[0, MAX_COUNT]``, sums
+    within the reward support, ridge matrices positive semi-definite below ``I / ridge``); the
+    pending observations pass the checks :meth:`BatchedPolicy.update` applies. Nothing is
+    copied unless everything passes.
 
     Parameters
     ----------
@@ -1271,27 +1369,88 @@ def _restore_arrays(policy: BatchedPolicy, state: dict[str, Any]) -> None:
     Raises
     ------
     ValueError
-        A statistic missing or of the wrong shape, or a full batch pending.
+        A statistic missing, unknown, of the wrong type or shape, NaN, infinite or out of range
+        (the message names the key, the value and what is allowed), a pending observation
+        :meth:`BatchedPolicy.update` would refuse, or a full batch pending.
     """
     st = policy.state_
+    saved = state.get("stats")
+    if not isinstance(saved, dict):
+        raise ValueError(f"state['stats']={short_repr(saved)} must be a dict of statistics "
+                         f"{sorted(st.stats)}")
+    unknown = sorted(set(saved) - set(st.stats))
+    if unknown:
+        raise ValueError(f"state['stats'] has unknown keys {unknown}; a {type(policy).__name__} "
+                         f"saves {sorted(st.stats)}")
+    stats: dict[str, np.ndarray] = {}
     for key, arr in st.stats.items():
-        if key not in state["stats"]:
+        if key not in saved:
             raise ValueError(f"state['stats'] lacks {key!r}")
-        value = np.asarray(state["stats"][key], dtype=arr.dtype)
-        if value.shape != arr.shape[1:]:
-            raise ValueError(f"state['stats'][{key!r}] has shape {value.shape}; expected "
-                             f"{arr.shape[1:]}")
-        arr[0] = value
+        stats[key] = check_stat(saved[key], f"state['stats'][{key!r}]", arr.shape[1:],
+                                integral=arr.dtype.kind == "i")
+    policy._check_stats(stats)
     pend = state.get("pending", {})
-    n = len(pend.get("arms", []))
+    if not isinstance(pend, dict):
+        raise ValueError(f"state['pending']={short_repr(pend)} must be a dict of buffered "
+                         "'arms', 'rewards' (and 'contexts')")
+    arms = pend.get("arms", [])
+    n = len(arms) if isinstance(arms, list | tuple | np.ndarray) else -1
     if n >= policy.batch_size and n:
         raise ValueError(f"state['pending'] holds {n} observations; batch_size is "
                          f"{policy.batch_size}")
-    st.pending_arms[0, :n] = pend.get("arms", [])
-    st.pending_rewards[0, :n] = pend.get("rewards", [])
+    pending_arms = check_stat(arms, "state['pending']['arms']", (max(n, 0),), low=0,
+                              high=policy.n_arms - 1, integral=True, why="arm positions")
+    rewards = check_stat(pend.get("rewards", []), "state['pending']['rewards']", (n,))
+    check_rewards(rewards, "state['pending']['rewards']", policy.reward_low, policy.reward_high)
+    contexts = None
     if st.pending_contexts is not None and n:
-        st.pending_contexts[0, :n] = pend["contexts"]
+        d = st.pending_contexts.shape[2]
+        contexts = policy._check_contexts(
+            check_stat(pend.get("contexts"), "state['pending']['contexts']", (n, d)), n,
+            "state['pending']['contexts']")
+    for key, value in stats.items():
+        st.stats[key][0] = value
+    st.pending_arms[0, :n] = pending_arms
+    st.pending_rewards[0, :n] = rewards
+    if contexts is not None:
+        st.pending_contexts[0, :n] = contexts  # type: ignore[index]
     st.n_pending = n
+
+
+#: Relative rounding a restored sum may show beyond ``pulls * bound`` (a discount multiplies the
+#: sum and the count separately, each rounded).
+SUM_ROUNDING = 1e-9
+
+
+def check_sum_stat(sums: np.ndarray, pulls: np.ndarray, key: str, low: float | None,
+                   high: float | None, *, power: int = 1) -> None:
+    """Refuse a restored sum of ``pulls`` rewards (``power=2``: squared rewards) that rewards in
+    the support ``[low, high]`` (:func:`bandits.errors.reward_bounds`) cannot add up to.
+
+    Parameters
+    ----------
+    sums, pulls : ndarray
+        The sums and the counts they are over, same shape.
+    key : str
+        The statistic's name in the state.
+    low, high : float or None
+        The policy's reward support.
+    power : {1, 2}, default 1
+        1 for a sum of rewards, 2 for a sum of squares.
+
+    Raises
+    ------
+    ValueError
+        A sum outside ``pulls * [low, high]`` (squares: ``[0, pulls * max(low^2, high^2)]``).
+    """
+    lo, hi = reward_bounds(low, high)
+    if power == 2:
+        lo, hi = (0.0 if lo <= 0.0 <= hi else min(lo * lo, hi * hi)), max(lo * lo, hi * hi)
+    check_stat(sums, f"state['stats'][{key!r}]", sums.shape,
+               low=pulls * lo - SUM_ROUNDING * pulls * abs(lo),
+               high=pulls * hi + SUM_ROUNDING * pulls * abs(hi),
+               why=f"a sum of 'pulls' {'squared ' if power == 2 else ''}rewards in "
+                   f"[{lo:g}, {hi:g}]")
 
 
 def policy_from_state_dict(state: dict[str, Any], *,

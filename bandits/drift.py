@@ -45,7 +45,17 @@ from typing import Any, ClassVar, cast
 
 import numpy as np
 
-from bandits.errors import arm_index, check_arm_names, check_int, check_real, check_rewards
+from bandits.base import build_from_state, init_param_names
+from bandits.errors import (
+    MAX_COUNT,
+    arm_index,
+    check_arm_names,
+    check_int,
+    check_real,
+    check_rewards,
+    check_stat,
+    short_repr,
+)
 
 __all__ = [
     "CUSUM",
@@ -288,15 +298,25 @@ class ChangeDetector(ABC):
         if state.get("format") != STATE_FORMAT:
             raise ValueError(f"state['format']={state.get('format')!r}; this version reads "
                              f"format {STATE_FORMAT}")
-        detector = target(state["arms"], **state["params"])
+        detector = cast(ChangeDetector, build_from_state(
+            lambda arms, random_state, **params: target(arms, **params),
+            init_param_names(target), state, None))
+        saved = state.get("stats")
+        if not isinstance(saved, dict):
+            raise ValueError(f"state['stats']={short_repr(saved)} must be a dict of statistics "
+                             f"{sorted(detector.state_.stats)}")
+        values = {}
         for key, arr in detector.state_.stats.items():
-            if key not in state["stats"]:
+            if key not in saved:
                 raise ValueError(f"state['stats'] lacks {key!r}")
-            value = np.asarray(state["stats"][key], dtype=np.float64)
-            if value.shape != arr.shape[1:]:
-                raise ValueError(f"state['stats'][{key!r}] has shape {value.shape}; expected "
-                                 f"{arr.shape[1:]}")
-            arr[0] = value
+            # counts in [0, MAX_COUNT], running means of rewards in [0, 1], sums finite
+            low, high, why = ((0.0, MAX_COUNT, "a count") if key in ("n", "alarms") else
+                              (0.0, 1.0, "a mean of rewards in [0, 1]")
+                              if key in ("mean", "reference") else (None, None, ""))
+            values[key] = check_stat(saved[key], f"state['stats'][{key!r}]", arr.shape[1:],
+                                     low=low, high=high, why=why)
+        for key, value in values.items():
+            detector.state_.stats[key][0] = value
         return detector
 
 

@@ -74,6 +74,8 @@ class EpsilonGreedy(BatchedPolicy):
     """
 
     per_arm_stats = ("pulls", "reward_sum")
+    count_stats = ("pulls",)
+    sum_stats = (("reward_sum", 1),)
 
     def __init__(self, arms: Sequence[str] | int, *, epsilon: float = 0.1,
                  decay: float | None = None, batch_size: int = 1,

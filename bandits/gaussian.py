@@ -283,6 +283,8 @@ class GaussianThompsonSampling(BatchedPolicy):
     """
 
     per_arm_stats = ("pulls", "reward_sum", "reward_sq_sum")
+    count_stats = ("pulls",)
+    sum_stats = (("reward_sum", 1), ("reward_sq_sum", 2))
     propensity_method = "quadrature"
 
     def __init__(self, arms: Sequence[str] | int, *, prior_mean: float = 0.0,

@@ -25,6 +25,8 @@ from typing import Any, cast
 import numpy as np
 
 from bandits.base import (
+    MAX_ABS_CONTEXT,
+    SUM_ROUNDING,
     BatchedPolicy,
     BatchState,
     Draws,
@@ -32,7 +34,7 @@ from bandits.base import (
     argmax_random_ties,
     argmax_set_probabilities,
 )
-from bandits.errors import check_int, check_real
+from bandits.errors import check_int, check_real, check_stat, reward_bounds
 from bandits.gaussian import normal_probability_of_max
 
 
@@ -68,11 +70,15 @@ def linear_learn(A_inv: np.ndarray, b: np.ndarray, pulls: np.ndarray, arms: np.n
 #: contexts bounded by :data:`bandits.base.MAX_ABS_CONTEXT` (1e50) ``d |x|^2 / ridge`` stays
 #: below ``d * 1e150``.
 MIN_RIDGE = 1e-50
+#: Rounding a restored ``A_inv`` may show, relative to the prior's ``1 / ridge``: asymmetry
+#: (the discount inverts A again) and eigenvalues just outside ``[0, 1 / ridge]``.
+RESTORE_TOLERANCE = 1e-9
 
 
 class _LinearPolicy(BatchedPolicy):
     contextual = True
     per_arm_stats = ("A_inv", "b", "pulls")
+    count_stats = ("pulls",)
 
     n_features: int
     ridge: float
@@ -92,6 +98,33 @@ class _LinearPolicy(BatchedPolicy):
                contexts: np.ndarray | None) -> None:
         linear_learn(stats["A_inv"], stats["b"], stats["pulls"], arms, rewards,
                      contexts)  # type: ignore[arg-type]
+
+    def _check_stats(self, stats: dict[str, np.ndarray]) -> None:
+        # b sums pulls rewards times contexts, each inside its own range; A^-1 = (ridge I +
+        # sum x x^T)^-1 lies between 0 and I / ridge (up to rounding, RESTORE_TOLERANCE).
+        super()._check_stats(stats)
+        _, top_reward = reward_bounds(self.reward_low, self.reward_high)
+        bound = (stats["pulls"][:, None] * top_reward * MAX_ABS_CONTEXT
+                 * (1.0 + SUM_ROUNDING))
+        check_stat(stats["b"], "state['stats']['b']", stats["b"].shape, low=-bound, high=bound,
+                   why=f"a sum of 'pulls' rewards within +-{top_reward:g} times features "
+                       f"within +-{MAX_ABS_CONTEXT:g}")
+        a_inv = stats["A_inv"]
+        top = 1.0 / float(self.ridge)
+        check_stat(a_inv - a_inv.transpose(0, 2, 1), "state['stats']['A_inv'] - its transpose",
+                   a_inv.shape, low=-RESTORE_TOLERANCE * top, high=RESTORE_TOLERANCE * top,
+                   why="A_inv is symmetric")
+        eye = np.eye(a_inv.shape[-1])
+        try:  # both bounds as Cholesky factorisations (30x faster than the eigenvalues)
+            np.linalg.cholesky(a_inv + RESTORE_TOLERANCE * top * eye)
+            np.linalg.cholesky((1.0 + RESTORE_TOLERANCE) * top * eye - a_inv)
+            return
+        except np.linalg.LinAlgError:
+            pass
+        eig = np.linalg.eigvalsh(a_inv)  # for the message
+        check_stat(eig, "state['stats']['A_inv']'s eigenvalues (per arm)", eig.shape,
+                   low=-RESTORE_TOLERANCE * top, high=(1.0 + RESTORE_TOLERANCE) * top,
+                   why=f"(ridge I + sum x x^T)^-1 lies between 0 and I / ridge = {top:g} I")
 
     def _discount_stats(self, stats: dict[str, np.ndarray], positions: np.ndarray,
                         gamma: float) -> None:

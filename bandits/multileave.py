@@ -54,10 +54,20 @@ from bandits.base import (
     RandomState,
     RunRandom,
     _json_value,
+    build_from_state,
+    init_param_names,
     make_generator,
     quadrature_grid,
+    restore_generator,
 )
-from bandits.errors import check_arm_names, check_int, check_rewards
+from bandits.errors import (
+    MAX_COUNT,
+    check_arm_names,
+    check_int,
+    check_rewards,
+    check_stat,
+    short_repr,
+)
 from bandits.thompson import check_beta_prior, gamma_pair_draws
 
 STATE_FORMAT = 1
@@ -634,16 +644,18 @@ class MultileaveThompsonSampling:
         if state.get("format") != STATE_FORMAT:
             raise ValueError(f"state['format']={state.get('format')!r}; this version reads "
                              f"format {STATE_FORMAT}")
-        policy = cls(state["arms"], **state["params"], random_state=random_state)
-        for key in ("successes", "failures"):
-            values = np.asarray(state["stats"][key], dtype=np.float64)
-            if values.shape != (policy.n_arms,):
-                raise ValueError(f"state['stats'][{key!r}] has shape {values.shape}; expected "
-                                 f"({policy.n_arms},)")
-            getattr(policy.state_, key)[0] = values
+        policy = cast(MultileaveThompsonSampling,
+                      build_from_state(cls, init_param_names(cls), state, random_state))
+        saved = state.get("stats")
+        if not isinstance(saved, dict) or sorted(saved) != ["failures", "successes"]:
+            raise ValueError(f"state['stats']={short_repr(saved)} must be a dict of "
+                             "'successes' and 'failures'")
+        values = {key: check_stat(saved[key], f"state['stats'][{key!r}]", (policy.n_arms,),
+                                  low=0.0, high=MAX_COUNT, why="a count")
+                  for key in ("successes", "failures")}
+        for key, value in values.items():
+            getattr(policy.state_, key)[0] = value
         if random_state is None and state.get("rng"):
             # as BatchedPolicy.from_state_dict: continue the saved bit generator's stream
-            bit_gen = getattr(np.random, state["rng"]["bit_generator"])()
-            bit_gen.state = state["rng"]
-            policy._rng = np.random.Generator(bit_gen)
+            policy._rng = restore_generator(state["rng"])
         return policy

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from bandits.base import RandomState
-from bandits.errors import check_int, check_real
+from bandits.errors import check_int, check_real, check_rewards, check_stat
 from bandits.thompson import _BetaPolicy, beta_learn
 
 
@@ -143,6 +143,16 @@ class SlidingWindowThompsonSampling(_BetaPolicy):
     def _learn(self, stats: dict[str, np.ndarray], arms: np.ndarray, rewards: np.ndarray,
                contexts: np.ndarray | None) -> None:
         window_beta_learn(stats, arms, rewards)
+
+    def _check_stats(self, stats: dict[str, np.ndarray]) -> None:
+        super()._check_stats(stats)
+        check_stat(stats["window_arms"], "state['stats']['window_arms']",
+                   stats["window_arms"].shape, low=-1, high=self.n_arms - 1,
+                   why="arm positions, -1 for an empty slot")
+        check_rewards(stats["window_rewards"], "state['stats']['window_rewards']",
+                      self.reward_low, self.reward_high)
+        check_stat(stats["window_position"], "state['stats']['window_position']", (),
+                   low=0, high=self.window - 1, why="a slot of the window")
 
     def _check_discount(self, gamma: float) -> None:
         # A window evicts each observation whole when it leaves: a shrunk count would go

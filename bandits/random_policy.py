@@ -25,6 +25,8 @@ class RandomPolicy(BatchedPolicy):
     """
 
     per_arm_stats = ("pulls", "reward_sum")
+    count_stats = ("pulls",)
+    sum_stats = (("reward_sum", 1),)
 
     def __init__(self, arms: Sequence[str] | int, *, batch_size: int = 1,
                  random_state: RandomState = None) -> None:

@@ -248,6 +248,7 @@ class _BetaPolicy(BatchedPolicy):
     reward_low = 0.0
     reward_high = 1.0
     per_arm_stats = ("successes", "failures")
+    count_stats = ("successes", "failures")
     propensity_method = "quadrature"
 
     prior_alpha: float | Sequence[float]

@@ -267,6 +267,8 @@ class _IndexPolicy(BatchedPolicy):
     reward_low = 0.0
     reward_high = 1.0
     per_arm_stats = ("pulls", "reward_sum")
+    count_stats = ("pulls",)
+    sum_stats = (("reward_sum", 1),)
 
     def _indices(self, stats: dict[str, np.ndarray], *, only_argmax: bool = False,
                  cache: dict[str, Any] | None = None) -> np.ndarray:
