@@ -185,17 +185,19 @@ def _normal_cdf(loc: np.ndarray, scale: np.ndarray
         if not point_masses:
             np.divide(t, scale[rows][:, others, None], out=t)
             return cast(np.ndarray, special.ndtr(t, out=t))
-        # An arm of scale 0 is a step at its loc (+-inf here); at the step itself (0 / 0: a tie
-        # with arm k's draw) the first arm wins, as the samplers' argmax picks it: arm j's CDF
-        # counts as 1 for j > k, 0 for j < k.
+        # An arm of scale 0 is a step at its loc (+-inf here). At the step itself (0 / 0: a tie
+        # with arm k's draw) the tie is broken uniformly at random, as the sampler does
+        # (bandits.base.argmax_random_ties): arm k wins a tie with m other arms with
+        # probability 1 / (m + 1), so each of the m tied factors of the product is
+        # (m + 1)^(-1 / m).
         with np.errstate(divide="ignore", invalid="ignore"):
             np.divide(t, scale[rows][:, others, None], out=t)
         tie = np.isnan(t)
+        out = special.ndtr(t, out=t)
         if tie.any():
-            later = others > np.arange(others.shape[0])[:, None]
-            t[tie] = np.broadcast_to(np.where(later, np.inf, -np.inf)[None, :, :, None],
-                                     t.shape)[tie]
-        return cast(np.ndarray, special.ndtr(t, out=t))
+            m = np.broadcast_to(tie.sum(axis=2, keepdims=True), tie.shape)[tie]
+            out[tie] = (m + 1.0) ** (-1.0 / m)
+        return cast(np.ndarray, out)
     return cdf
 
 

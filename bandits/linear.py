@@ -244,7 +244,10 @@ class LinTS(_LinearPolicy):
     def _choose(self, state: BatchState, draws: Draws, contexts: np.ndarray | None
                 ) -> np.ndarray:
         mean, sd = self._posterior(state, contexts)  # type: ignore[arg-type]
-        return cast(np.ndarray, (mean + sd * draws.standard_normal((self.n_arms,))).argmax(axis=1))
+        # Draws tie only where scales are 0 (point masses: every arm at a zero context); ties
+        # are broken uniformly at random, the context-free policies' rule (the propensities'
+        # quadrature shares them the same way, bandits.gaussian._normal_cdf).
+        return argmax_random_ties(mean + sd * draws.standard_normal((self.n_arms,)), draws)
 
     def _probabilities(self, state: BatchState, contexts: np.ndarray | None
                        ) -> tuple[np.ndarray, np.ndarray]:
