@@ -33,6 +33,7 @@ from bandits.base import (
     RandomState,
     argmax_random_ties,
     argmax_set_probabilities,
+    row_max,
 )
 from bandits.errors import check_int, check_real, check_stat, reward_bounds
 from bandits.gaussian import normal_probability_of_max
@@ -244,10 +245,15 @@ class LinTS(_LinearPolicy):
     def _choose(self, state: BatchState, draws: Draws, contexts: np.ndarray | None
                 ) -> np.ndarray:
         mean, sd = self._posterior(state, contexts)  # type: ignore[arg-type]
-        # Draws tie only where scales are 0 (point masses: every arm at a zero context); ties
-        # are broken uniformly at random, the context-free policies' rule (the propensities'
-        # quadrature shares them the same way, bandits.gaussian._normal_cdf).
-        return argmax_random_ties(mean + sd * draws.standard_normal((self.n_arms,)), draws)
+        normal = draws.standard_normal((self.n_arms,))
+        samples = mean + sd * normal
+        # Samples tie only where scales are 0 (point masses: every arm at a zero context); a
+        # tie goes to the tied arm of the largest standard normal draw, which the draws being
+        # independent makes uniform over the tied arms (the propensities' quadrature shares
+        # ties so, bandits.gaussian._normal_cdf). Not argmax_random_ties: its K uniforms more
+        # a step would change every seeded LinTS run for a case of probability zero elsewhere.
+        return cast(np.ndarray, np.where(samples >= row_max(samples), normal, -np.inf)
+                    .argmax(axis=1))
 
     def _probabilities(self, state: BatchState, contexts: np.ndarray | None
                        ) -> tuple[np.ndarray, np.ndarray]:

@@ -2,7 +2,8 @@
 
 LinTS at a zero context (every arm's posterior a point mass at 0) played the first arm every
 time and reported ``[1, 0, 0]``; ties are now broken as the context-free policies break them
-(``bandits.base.argmax_random_ties``) and the propensities share them the same way.
+(uniformly: LinTS by its normal draws, LinUCB by ``bandits.base.argmax_random_ties``) and
+the propensities share them the same way.
 """
 
 from __future__ import annotations
