@@ -165,7 +165,13 @@ class LinUCB(_LinearPolicy):
     ridge : float, default 1.0
         Ridge penalty (>= ``MIN_RIDGE`` = 1e-50), the prior precision of every coefficient.
         Context features must lie within ``[-MAX_ABS_CONTEXT, MAX_ABS_CONTEXT]`` (1e50) and
-        rewards within ``[-MAX_ABS_REWARD, MAX_ABS_REWARD]`` (1e15).
+        rewards within ``[-MAX_ABS_REWARD, MAX_ABS_REWARD]`` (1e15). That bound keeps the
+        statistics finite, not accurate: ``A^-1`` is kept by Sherman-Morrison steps, whose
+        error grows with ``|x|^2 / ridge``. Against exact rational arithmetic (d = 3, 30
+        observations, ridge 1) ``x.theta`` and ``x^T A^-1 x`` were off by 8e-11 at features
+        of 1e3, 4e-9 at 1e4, 3e-7 at 1e5, 3e-5 at 1e6, and by 50-450% from 1e8 on (features
+        of 1 and 1e8 mixed gave NaN propensities in 15 of 20 seeded runs): scale features to
+        about 1, as the service's are.
     batch_size : int, default 1
         Delayed updates.
     random_state : int, SeedSequence, Generator or None
