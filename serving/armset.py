@@ -205,7 +205,7 @@ def training_set(base: Dataset, feedback: pd.DataFrame, *, base_precedence: floa
     kept = ratings.sort_values(["precedence", "timestamp"], kind="stable").drop_duplicates(
         ["user_id", "item_id"], keep="last")
     return Dataset.from_frames(kept.sort_index(), base.items, users, base.genre_names,
-                               name=f"{base.name}+feedback")
+                               name=f"{base.name}+feedback", rating_scale=base.rating_scale)
 
 
 def seen_after_retrain(train: Dataset, base: Dataset, feedback: pd.DataFrame) -> sp.csr_matrix:
@@ -246,7 +246,7 @@ def with_added_items(base: Dataset, added: Sequence[AddedItem]) -> Dataset:
         index=pd.Index([a.item_id for a in new], name=base.items.index.name))
     items = pd.concat([base.items, rows.reindex(columns=base.items.columns)])
     return Dataset.from_frames(base.ratings.loc[:, list(RATING_COLUMNS)], items, base.users,
-                               base.genre_names, name=base.name)
+                               base.genre_names, name=base.name, rating_scale=base.rating_scale)
 
 
 class LiveLock:

@@ -307,7 +307,7 @@ def test_no_arm_fits_a_nan_or_negative_rating(small: Dataset, arm: str) -> None:
 
 
 def test_rating_scale_is_a_field_kept_by_new_ratings(small: Dataset) -> None:
-    assert small.rating_scale == (0.5, 5.0)
+    assert small.rating_scale == (1.0, 5.0)  # synthetic: whole stars, as MovieLens 100K
     ratings = small.ratings.assign(rating=small.ratings["rating"] * 2)  # 2-10
     narrow = Dataset.from_frames(ratings, small.items, small.users, small.genre_names,
                                  rating_scale=(2, 10))
@@ -407,6 +407,13 @@ def test_tiny_copies_load(tmp_path: Path, variant: str) -> None:
     _tiny_copy(tmp_path, variant)
     data = load_movielens(tmp_path, variant=variant, download=False)
     assert (data.n_users, data.n_items, data.n_ratings) == (2, 2, 3)
+    # Each release's own scale: whole stars up to 1M, half stars from 10M on (what SVD clips
+    # its predictions to: a 0.5 prediction on 100K is no rating of it).
+    assert data.rating_scale == ((1.0, 5.0) if variant in ("ml-100k", "ml-1m") else (0.5, 5.0))
+    if data.rating_scale[0] == 1.0:
+        halves = data.ratings.assign(rating=0.5)
+        with pytest.raises(ValueError, match=r"rating 0\.5"):
+            data.with_ratings(halves)
 
 
 @pytest.mark.parametrize(("variant", "file", "line", "text", "message"), [

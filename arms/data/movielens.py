@@ -97,6 +97,10 @@ class MovieLensVariant:
         Text encodings of the movie titles, tried in order.
     n_users, n_items, n_ratings : int
         Published counts (items: every movie in the movie file, rated or not).
+    rating_scale : tuple of float
+        The lowest and highest rating of the release: whole stars 1-5 up to 1M, half stars
+        0.5-5 from 10M on (the Dataset's ``rating_scale``: what it accepts, and what SVD's
+        predictions are clipped to).
     """
 
     name: str
@@ -111,6 +115,7 @@ class MovieLensVariant:
     n_users: int
     n_items: int
     n_ratings: int
+    rating_scale: tuple[float, float] = (0.5, 5.0)
 
     @property
     def title(self) -> str:
@@ -130,13 +135,14 @@ MOVIELENS_VARIANTS: dict[str, MovieLensVariant] = {
             "50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229",
             "0e33842e24a9c977be4e0107933c0723", 4_924_029,
             "100k", ("u.data", "u.item", "u.user"), ("latin-1",), 943, 1_682, 100_000,
+            (1.0, 5.0),
         ),
         MovieLensVariant(
             "ml-1m", ("ml-1m",), _BASE_URL + "ml-1m.zip",
             "a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20",
             "c4d9eecfca2ab87c1945afe126590906", 5_917_549,
             "dat", ("ratings.dat", "movies.dat", "users.dat"), ("latin-1",),
-            6_040, 3_883, 1_000_209,
+            6_040, 3_883, 1_000_209, (1.0, 5.0),
         ),
         MovieLensVariant(
             "ml-10m", ("ml-10M100K", "ml-10m"), _BASE_URL + "ml-10m.zip",
@@ -308,7 +314,8 @@ def load_movielens(
     if users is None:
         users = _anonymous_users(ratings["user_id"])
     try:
-        return Dataset.from_frames(ratings, items, users, genre_names, name=spec.name)
+        return Dataset.from_frames(ratings, items, users, genre_names, name=spec.name,
+                                   rating_scale=spec.rating_scale)
     except ValueError as exc:
         raise DataFileError(f"{folder}: {exc}") from exc
 

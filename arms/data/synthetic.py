@@ -229,7 +229,9 @@ def make_synthetic(
     )  # fmt: skip
     items = _items_frame(rng, item_factors)
     users = _users_frame(rng, user_factors)
-    return Dataset.from_frames(ratings, items, users, ML100K_GENRES, name=name)
+    # Whole stars 1-5, as MovieLens 100K's.
+    return Dataset.from_frames(ratings, items, users, ML100K_GENRES, name=name,
+                               rating_scale=(1.0, 5.0))
 
 
 def _check_int(name: str, value: object, low: int) -> None:
