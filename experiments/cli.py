@@ -259,21 +259,21 @@ CREATE_STORE = frozenset({"serve", "retrain"})
 
 def _missing_store(args: argparse.Namespace) -> str | None:
     """Why the store a command line names cannot be there, or None: ``--state-dir`` that is
-    not a folder, or ``--db`` naming an SQLite file that does not exist. Without these options
-    a missing store (the default folder, nothing served yet) is the command's "nothing to do".
+    not a folder, or ``--db`` naming a store that does not exist (the store's own test:
+    opened without creating it). Without these options a missing store (the default folder,
+    nothing served yet) is the command's "nothing to do".
     """
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    from serving.store import open_store
+    from serving.store.errors import StoreNotFoundError
 
     db = getattr(args, "db", None)
     if isinstance(db, str):
         try:
-            url = make_url(db)
-        except ArgumentError:  # not a URL: the store's own refusal says so
-            url = None
-        database = None if url is None or url.get_backend_name() != "sqlite" else url.database
-        if database not in (None, "", ":memory:") and not os.path.isfile(database):
-            return f"--db {db!r}: no SQLite file at {database!r}"
+            open_store(db, create=False).dispose()  # no connection is made
+        except StoreNotFoundError as exc:
+            return f"--db {db!r}: {str(exc).removeprefix('db: ')}"
+        except (TypeError, ValueError):  # not a store's URL: the command's refusal says so
+            pass
     state_dir = getattr(args, "state_dir", None)
     if isinstance(state_dir, str) and not os.path.isdir(state_dir):
         return f"--state-dir {state_dir!r}: no such folder"
