@@ -388,22 +388,58 @@ def test_side_effect_admin_routes_refuse_unknown_and_repeated_query_parameters(
 def test_side_effect_admin_routes_refuse_a_body_they_do_not_read(
         tmp_path: Path, catalog: Dataset, fitted: dict) -> None:
     # POST /admin/retrain with {"candidate": true} ignored the body and served the refit live:
-    # a route whose options are query parameters refuses any body but an empty one.
+    # a route whose options are query parameters refuses any body but an empty one or {},
+    # read as every route reads a body (found by attack: a byte-order mark, UTF-16 and a gzip
+    # label passed a first version, and a client gone mid-body was a 500).
     settings = make_settings(tmp_path, "sqlite")
     with worker(settings, catalog, fitted) as client:
         store = client.app.state.service.store
         traffic(client, range(1, 3))  # new data: a refit would not be "unchanged"
-        for path in ("/admin/retrain", "/admin/models/1/promote", "/admin/models/rollback",
-                     "/admin/shadow/promote"):
-            for body in (b'{"candidate": true}', b"candidate=true", b"[]", b"\xff"):
+        paths = ("/admin/retrain", "/admin/models/1/promote", "/admin/models/rollback",
+                 "/admin/shadow/promote")
+        for path in paths:
+            for body in (b'{"candidate": true}', b"candidate=true", b"[]", b"\xff", b" \r\n",
+                         b"\x0b", b"\xef\xbb\xbf{}", "{}".encode("utf-16"), b"{}{}", b"NaN"):
                 response = client.post(path, headers=AUTH, content=body)
                 assert response.status_code == 422, (path, body, response.text)
                 assert response.json()["detail"] == (
-                    f"POST {path} takes no body (its options are query parameters); got "
-                    f"{len(body)} bytes")
+                    f"POST {path} takes no body (an empty one or {{}}); got {len(body)} bytes")
+            for headers in ({"Content-Type": "text/plain"},
+                            {"Content-Type": "application/json; charset=latin-1"},
+                            {"Content-Encoding": "gzip"}):
+                response = client.post(path, headers={**AUTH, **headers}, content=b"{}")
+                assert response.status_code == 415, (path, headers, response.text)
+            assert _cut_off(client, path) == 499  # the client went away mid-body: not a 500
         assert [r.version for r in store.versions()] == [1]  # nothing retrained or published
-        for body in (b"", b" \r\n", b"{}", b"{ }"):  # what clients send with every POST
+        for body in (b"", b"{}", b"{ }", b"\n{}\n"):  # what clients send with every POST
             response = client.post("/admin/retrain?candidate=true", headers=AUTH, content=body)
             assert response.status_code == 200, (body, response.text)
             assert response.json()["status"] in {"candidate", "unchanged"}
+        assert client.post("/admin/retrain?candidate=true", headers={
+            **AUTH, "Content-Type": "text/plain"}).status_code == 200  # no body: no media type
         assert store.policy_meta().version == 1
+
+
+def _cut_off(client: Any, path: str) -> int:
+    """The status of a POST of ``path`` whose client sends 2 of its 100 bytes and leaves."""
+    async def call() -> int:
+        messages = iter([{"type": "http.request", "body": b"{}", "more_body": True},
+                         {"type": "http.disconnect"}])
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return next(messages)
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                 "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(),
+                 "query_string": b"", "root_path": "",
+                 "headers": [(b"host", b"testserver"), (b"content-length", b"100"),
+                             *[(k.lower().encode(), v.encode()) for k, v in AUTH.items()]],
+                 "client": ("127.0.0.1", 50000), "server": ("testserver", 80)}
+        await client.app(scope, receive, send)
+        return next(m["status"] for m in sent if m["type"] == "http.response.start")
+
+    return int(client.portal.call(call))

@@ -6,19 +6,16 @@ which costs two thread switches per request for what is an attribute lookup.
 
 from __future__ import annotations
 
-import json
 import secrets
 from typing import Annotated, Any, Generic
 
+import pydantic_core
 from fastapi import Depends, Header, Request
 
-from serving.api.validation import M, json_body
+from serving.api.validation import M, check_json_headers, json_body, read_body
 from serving.errors import ForbiddenError, InvalidInputError, UnauthorizedError
 from serving.metrics import Metrics
 from serving.service import RecommendationService
-
-#: The longest body :func:`refuse_body` parses to see whether it is an empty JSON object.
-EMPTY_OBJECT_MAX_BYTES = 64
 
 
 async def get_service(request: Request) -> RecommendationService:
@@ -110,21 +107,24 @@ def strict_query(**allowed: tuple[str, ...]) -> Any:
 
 async def refuse_body(request: Request) -> None:
     """Refuse (422) a body on a side-effect route that reads none (``POST /admin/retrain``, the
-    promotions, the rollback): its options are query parameters, and a body such as
-    ``{"candidate": true}`` was ignored, so a retrain meant as a candidate went live. An empty
-    body, white space or an empty JSON object (what some clients send with every POST) is taken.
+    promotions, the rollback): a body such as ``{"candidate": true}`` was ignored, so a retrain
+    meant as a candidate went live (its options are query parameters). An empty body, or an
+    empty JSON object (what some clients send with every POST), is taken; the latter read as
+    every route reads a body (415 for another media type, charset or encoding; 499 for a
+    client gone before its end), so that a byte-order mark or UTF-16 is refused here too.
     """
-    body = await request.body()
-    if not body.strip():
+    body = await read_body(request)
+    if not body:
         return
+    check_json_headers(request)
     try:
-        empty = len(body) <= EMPTY_OBJECT_MAX_BYTES and json.loads(body) == {}
-    except ValueError:  # not JSON (or not UTF-8): not empty either
+        empty = pydantic_core.from_json(body, allow_inf_nan=False) == {}
+    except ValueError:  # not JSON, or not UTF-8 (a byte-order mark, UTF-16)
         empty = False
     if not empty:
         # The path matched the route's template (a version in it is at most 64 characters).
-        raise InvalidInputError(f"{request.method} {request.url.path} takes no body (its "
-                                f"options are query parameters); got {len(body)} bytes")
+        raise InvalidInputError(f"{request.method} {request.url.path} takes no body (an empty "
+                                f"one or {{}}); got {len(body)} bytes")
 
 
 ServiceDep = Annotated[RecommendationService, Depends(get_service)]

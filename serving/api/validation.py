@@ -142,14 +142,39 @@ async def json_body(request: Request, model: type[M]) -> M:
     Raises
     ------
     UnsupportedMediaTypeError
-        A body that is not JSON, not UTF-8 (a ``charset`` other than UTF-8) or encoded
-        (a ``Content-Encoding`` other than ``identity``): 415. Found by attack: a latin-1 or
-        UTF-16 label was read as UTF-8 and a gzip one as plain text.
+        As :func:`check_json_headers` (415).
     RequestValidationError
         As :func:`validate_json` (422).
     ClientGoneError
+        As :func:`read_body` (499).
+    """
+    check_json_headers(request)
+    return validate_json(model, await read_body(request))
+
+
+async def read_body(request: Request) -> bytes:
+    """The body of ``request`` as it came.
+
+    Raises
+    ------
+    ClientGoneError
         The client went away before sending it all, or was cut off at the body time-out
         (499, heard by nobody).
+    """
+    try:
+        return await request.body()
+    except ClientDisconnect:
+        raise ClientGoneError("the client went away before sending its body") from None
+
+
+def check_json_headers(request: Request) -> None:
+    """Refuse (415) a body that is not JSON, not UTF-8 (a ``charset`` other than UTF-8) or
+    encoded (a ``Content-Encoding`` other than ``identity``). Found by attack: a latin-1 or
+    UTF-16 label was read as UTF-8 and a gzip one as plain text.
+
+    Raises
+    ------
+    UnsupportedMediaTypeError
     """
     headers = request.headers
     content_types = headers.getlist("content-type")
@@ -173,11 +198,6 @@ async def json_body(request: Request, model: type[M]) -> M:
         raise UnsupportedMediaTypeError(f"the request body must not be encoded, got "
                                         f"Content-Encoding {_text(encoded[0], SHOWN_KEY_CHARS)!r}; "
                                         "send it as is")
-    try:
-        raw = await request.body()
-    except ClientDisconnect:
-        raise ClientGoneError("the client went away before sending its body") from None
-    return validate_json(model, raw)
 
 
 def _text(value: Any, limit: int | None = None) -> Any:
