@@ -205,6 +205,20 @@ def test_a_405_allows_every_method_served_at_its_path(
     assert client.options(path).headers["allow"] == ", ".join(served)
 
 
+def test_a_405_under_a_mount_allows_what_the_mounted_app_serves(
+        app_and_service: tuple[TestClient, StubService]) -> None:
+    """Found by attack: mounted under a prefix, every 405 said ``Allow:`` with nothing (the
+    routes were matched against the path with the prefix)."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    outer = Starlette(routes=[Mount("/api", app_and_service[0].app)])
+    client = TestClient(outer, raise_server_exceptions=False)
+    response = client.delete("/api/users/5/preferences")
+    assert response.status_code == 405 and response.headers["allow"] == "GET, PUT"
+    assert client.patch("/api/admin/models/rollback").headers["allow"] == "GET, POST"
+
+
 @pytest.mark.parametrize("path", ["/recommendations?user_id=5", "/users/5/features"])
 def test_head_is_405_on_the_starlette_routes_as_on_the_others(
         app_and_service: tuple[TestClient, StubService], path: str) -> None:
