@@ -286,9 +286,10 @@ class Ranking:
     ----------
     scores : ndarray, shape ``(n_items,)``
         The arm's scores; ``-inf`` (or NaN) marks items never recommended to this user.
-    order : ndarray of int64, shape ``(m,)``, ``m <= RANKING_DEPTH``
+    order : ndarray of int64 (or int32), shape ``(m,)``, ``m <= RANKING_DEPTH``
         The ``m`` best rankable items, best first, ties to the lower index (the order of
-        :func:`top_k_row`).
+        :func:`top_k_row`); every rankable item, ``m`` past the depth, for a ranking steered
+        by stated genres (:meth:`ArmSet.preferred_ranking`).
     complete : bool
         ``order`` holds every rankable item.
     """
@@ -678,8 +679,15 @@ class ArmSet:
         else:
             scores = self.ranking(arm, user_id).scores
         scores = self.session_scores(scores, excluded, liked, disliked, strength)
-        if steered:  # sorted whole at once, as every steered ranking is
-            ranking = self.preferred_ranking(steered, unranked(scores))
+        if steered:
+            # Sorted whole at once, as every steered ranking is (the order is not the scores'
+            # own, so a head alone could not be completed from them): kept as float32 scores
+            # and int32 positions, 8 bytes an item against 4 and a 256-item head for another
+            # entry (found by attack: float64 and int64, 16 bytes an item, anyone may state
+            # genres for any newcomer).
+            steered_ranking = self.preferred_ranking(steered, unranked(scores))
+            ranking = Ranking(steered_ranking.scores.astype(np.float32),
+                              steered_ranking.order.astype(np.int32), complete=True)
         else:
             # The first request partitions the scores (cheaper than sorting a head it may
             # never reuse); a second one sorts it. Kept in float32, as the arms' own rankings

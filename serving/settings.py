@@ -301,7 +301,8 @@ class Settings(BaseSettings):
     score_cache_size : int
         Rankings each worker keeps (least recently used evicted; 0 turns the cache off): an
         arm's scores for a user (float32, 4 bytes per item, plus its sorted head of up to 256
-        items), under a key of everything they depend on (the user's events, the session, a
+        items; a newcomer's steered by stated genres keeps its whole order, 8 bytes per item),
+        under a key of everything they depend on (the user's events, the session, a
         live arm's state: see ``ArmSet.user_ranking``). A retrain or an added item starts a
         fresh cache. Default 16,384 (about 150 MB per worker when full, on MovieLens 100K's
         1,682 items; a key holds a 16-byte digest of the user's arrays, not the arrays):

@@ -435,6 +435,11 @@ def test_a_newcomers_stated_genres_come_first_in_the_arm_a_contextual_policy_cho
         # Each arm's steered ranking is scored once and then kept until the user's next
         # event (it was scored and sorted again on every request).
         assert scored == {"svd": 1, "popularity": 1}
+        # Each kept as float32 scores and int32 positions (found by attack: float64 and int64,
+        # 16 bytes an item, and anyone may state genres for any newcomer).
+        steered = [r for key, r in arm_set._cache.items() if key[0] == "user" and key[-1]]
+        assert len(steered) == 2 and all(
+            r.scores.nbytes + r.order.nbytes <= 8 * r.scores.size for r in steered)
         assert client.post("/events", json={"events": [{
             "user_id": NEWCOMER, "item_id": int(plain["items"][-1]["movie_id"]),
             "type": "rating", "value": 4}]}).status_code == 201
