@@ -139,14 +139,32 @@ def _first_bad_value(path: Path, dtype: Mapping[Any, Any], labels: Mapping[Any, 
     """
     text_options = {**options, "dtype": str, "keep_default_na": False, "skip_blank_lines": False}
     text_options.pop("index_col", None)
-    try:
-        frame = pd.read_csv(path, **text_options)
-    except (ValueError, TypeError) as exc:
-        return str(exc).strip()
     header = options.get("header", None if "names" in options else 0)
     first_line = 1 if header is None else int(header) + 2
-    frame = frame.fillna("")
-    blank = frame.eq("").all(axis=1).to_numpy()
+    offset = 0
+    try:
+        # In chunks: read whole as text, a 2-million-row u.data with a bad last line peaked
+        # at 584 MB only to name it; by chunks 238 MB (the failed typed read's own), 5.6 s.
+        for frame in pd.read_csv(path, chunksize=FAILURE_CHUNK_ROWS, **text_options):
+            found = _first_bad_row(frame.fillna(""), dtype, labels)
+            if found is not None:
+                return f"line {offset + found[0] + first_line}: {found[1]}"
+            offset += len(frame)
+    except (ValueError, TypeError) as exc:
+        return str(exc).strip()
+    return None
+
+
+#: Rows of text :func:`_first_bad_value` reads at a time.
+FAILURE_CHUNK_ROWS = 100_000
+
+
+def _first_bad_row(frame: pd.DataFrame, dtype: Mapping[Any, Any], labels: Mapping[Any, str]
+                   ) -> tuple[int, str] | None:
+    """The first row of the text ``frame`` (missing values as ``""``) holding a value its
+    numeric column cannot take, with what is wrong with it; None if every value parses.
+    """
+    blank = (frame == "").all(axis=1).to_numpy()
     found: tuple[int, str] | None = None
     for column, kind in dtype.items():
         try:
@@ -160,4 +178,4 @@ def _first_bad_value(path: Path, dtype: Mapping[Any, Any], labels: Mapping[Any, 
             row = int(np.flatnonzero(bad)[0])
             noun = "a number" if numeric == "f" else "an integer"
             found = row, _problem(str(labels.get(column, column)), frame[column].iloc[row], noun)
-    return None if found is None else f"line {found[0] + first_line}: {found[1]}"
+    return found
