@@ -455,22 +455,24 @@ def override(config: ExperimentConfig, **changes: Any) -> ExperimentConfig:
     unknown = set(changes) - fields - {"env_id"}
     if unknown:
         raise ConfigError(f"cannot override {sorted(unknown)}; fields: {', '.join(sorted(fields))}")
-    replaced: list[str] = []  # what the file's description no longer describes
+    description = config.description
     if "env_id" in changes:
         env_id = changes.pop("env_id")
         same = env_id == config.env.id
         changes["env"] = EnvConfig(id=env_id, params=dict(config.env.params) if same else {})
         if not same:
-            replaced.append(f"environment {env_id} with its default parameters")
+            # The file describes its own environment (fixed_ctr: "hidden click rates 0.10 /
+            # 0.15 / 0.12 ..."): a run on another must not be headed by that text.
+            description = (f"The {config.name} config on {env_id} with its default parameters "
+                           "(overridden on the command line).")
     if "policies" in changes:
         changes["policies"] = _select_policies(config, changes["policies"])
-        if [p.label for p in changes["policies"]] != [p.label for p in config.policies]:
-            replaced.append("policies " + ", ".join(p.label for p in changes["policies"]))
-    if replaced and "description" not in changes:
-        # The file describes its own environment and policies (fixed_ctr: "hidden click
-        # rates 0.10 / 0.15 / 0.12 ..."): a run on others must not be headed by that text.
-        changes["description"] = (f"The {config.name} config, overridden on the command line: "
-                                  f"{'; '.join(replaced)}.")
+        labels = [p.label for p in changes["policies"]]
+        if labels != [p.label for p in config.policies]:  # the file may name its own
+            description = (f"{description} Policies run: {', '.join(labels)} (chosen on the "
+                           "command line).").strip()
+    if description != config.description and "description" not in changes:
+        changes["description"] = description
     if "checkpoints" in changes:
         changes["checkpoints"] = tuple(changes["checkpoints"])
     elif "horizon" in changes and config.checkpoints:

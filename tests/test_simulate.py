@@ -231,7 +231,8 @@ def test_synthetic_fallback_is_labelled_synthetic_everywhere(monkeypatch, tmp_pa
     assert results.out_dir.name.startswith("synthetic-")
     assert results.config.name == "synthetic"
     assert results.config.description == (
-        "SVD, sequential, autoencoder (DLAE) and popularity arms on held-out synthetic users.")
+        "SVD, sequential, autoencoder (DLAE) and popularity arms on held-out synthetic users. "
+        "Policies run: Thompson Sampling, best arm in hindsight (chosen on the command line).")
     assert len(notes) == 1 and "running on the synthetic dataset" in notes[0]
 
     summary = (results.out_dir / "summary.md").read_text(encoding="utf-8").splitlines()

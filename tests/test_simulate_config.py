@@ -107,14 +107,16 @@ def test_override_applies_and_validates():
     changed = cfg.override(config, horizon=20, runs=None, policies=["TS", "UCB1"])
     assert changed.horizon == 20 and changed.runs == 4  # None leaves the file's value
     assert [p.label for p in changed.policies] == ["TS", "UCB1"]
-    # The file's description told of its own environment and policies: a run on others is
-    # not headed by it (found by review: fixed_ctr's click rates headed a run on MovieLens).
-    assert changed.description == (f"The {config.name} config, overridden on the command "
-                                   "line: policies TS, UCB1.")
+    # The file's description told of its own environment and policies: a run on another
+    # environment is not headed by it, and one of other policies says which (found by review:
+    # fixed_ctr's click rates headed a run on MovieLens).
+    assert changed.description == "Policies run: TS, UCB1 (chosen on the command line)."
+    shipped = cfg.load("fixed_ctr")
+    assert cfg.override(shipped, policies=["UCB1"]).description == (
+        f"{shipped.description} Policies run: UCB1 (chosen on the command line).")
     moved = cfg.override(config, env_id="recbandits/MovieLens-v0")
-    assert moved.description == (f"The {config.name} config, overridden on the command line: "
-                                 "environment recbandits/MovieLens-v0 with its default "
-                                 "parameters.")
+    assert moved.description == (f"The {config.name} config on recbandits/MovieLens-v0 with "
+                                 "its default parameters (overridden on the command line).")
     kept = cfg.override(config, env_id=config.env.id, horizon=20,
                         policies=[p.label for p in config.policies])
     assert kept.description == config.description and kept.env == config.env
