@@ -33,10 +33,9 @@ from bandits.base import (
     RandomState,
     argmax_random_ties,
     argmax_set_probabilities,
-    row_max,
 )
 from bandits.errors import check_int, check_real, check_stat, reward_bounds
-from bandits.gaussian import normal_probability_of_max
+from bandits.gaussian import normal_probability_of_max, sample_argmax
 
 
 def linear_predict(A_inv: np.ndarray, b: np.ndarray, contexts: np.ndarray
@@ -101,8 +100,12 @@ class _LinearPolicy(BatchedPolicy):
                      contexts)  # type: ignore[arg-type]
 
     def _check_stats(self, stats: dict[str, np.ndarray]) -> None:
-        # b sums pulls rewards times contexts, each inside its own range; A^-1 = (ridge I +
-        # sum x x^T)^-1 lies between 0 and I / ridge (up to rounding, RESTORE_TOLERANCE).
+        # b sums pulls rewards times contexts, each inside its own range; A^-1 is symmetric
+        # (the ridge start and every Sherman-Morrison step keep it so). Not checked: that it
+        # lies between 0 and I / ridge, as (ridge I + sum x x^T)^-1 does in exact arithmetic:
+        # with features of 1e8 (accepted, inaccurate: see LinUCB) 30 updates reached an
+        # eigenvalue of -0.76 (found by review), and a state the policy's own updates reach
+        # must load.
         super()._check_stats(stats)
         _, top_reward = reward_bounds(self.reward_low, self.reward_high)
         bound = (stats["pulls"][:, None] * top_reward * MAX_ABS_CONTEXT
@@ -115,17 +118,6 @@ class _LinearPolicy(BatchedPolicy):
         check_stat(a_inv - a_inv.transpose(0, 2, 1), "state['stats']['A_inv'] - its transpose",
                    a_inv.shape, low=-RESTORE_TOLERANCE * top, high=RESTORE_TOLERANCE * top,
                    why="A_inv is symmetric")
-        eye = np.eye(a_inv.shape[-1])
-        try:  # both bounds as Cholesky factorisations (30x faster than the eigenvalues)
-            np.linalg.cholesky(a_inv + RESTORE_TOLERANCE * top * eye)
-            np.linalg.cholesky((1.0 + RESTORE_TOLERANCE) * top * eye - a_inv)
-            return
-        except np.linalg.LinAlgError:
-            pass
-        eig = np.linalg.eigvalsh(a_inv)  # for the message
-        check_stat(eig, "state['stats']['A_inv']'s eigenvalues (per arm)", eig.shape,
-                   low=-RESTORE_TOLERANCE * top, high=(1.0 + RESTORE_TOLERANCE) * top,
-                   why=f"(ridge I + sum x x^T)^-1 lies between 0 and I / ridge = {top:g} I")
 
     def _discount_stats(self, stats: dict[str, np.ndarray], positions: np.ndarray,
                         gamma: float) -> None:
@@ -252,14 +244,7 @@ class LinTS(_LinearPolicy):
                 ) -> np.ndarray:
         mean, sd = self._posterior(state, contexts)  # type: ignore[arg-type]
         normal = draws.standard_normal((self.n_arms,))
-        samples = mean + sd * normal
-        # Samples tie only where scales are 0 (point masses: every arm at a zero context); a
-        # tie goes to the tied arm of the largest standard normal draw, which the draws being
-        # independent makes uniform over the tied arms (the propensities' quadrature shares
-        # ties so, bandits.gaussian._normal_cdf). Not argmax_random_ties: its K uniforms more
-        # a step would change every seeded LinTS run for a case of probability zero elsewhere.
-        return cast(np.ndarray, np.where(samples >= row_max(samples), normal, -np.inf)
-                    .argmax(axis=1))
+        return sample_argmax(mean + sd * normal, normal)  # ties: uniform over the tied
 
     def _probabilities(self, state: BatchState, contexts: np.ndarray | None
                        ) -> tuple[np.ndarray, np.ndarray]:

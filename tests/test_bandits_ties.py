@@ -45,3 +45,14 @@ def test_batched_lints_breaks_ties_like_single_runs():
     singles = [bd.LinTS(3, n_features=2, random_state=g).select(x[0])
                for g in bd.spawn_generators(3, 4)]
     assert batched.tolist() == singles
+
+
+def test_gaussian_thompson_sampling_at_point_masses_plays_what_it_reports():
+    """Found by review: with its propensities sharing ties, GaussianThompsonSampling at point
+    masses reported 1/3 each and played arm 0 every time (one tie rule, ``sample_argmax``)."""
+    policy = bd.GaussianThompsonSampling(3, noise_variance=1e-30, prior_strength=1e300,
+                                         random_state=5)
+    p = policy.action_probabilities()
+    np.testing.assert_allclose(p, [1 / 3] * 3, rtol=1e-12)
+    picks = np.bincount([policy.select() for _ in range(N_PICKS)], minlength=3) / N_PICKS
+    assert (np.abs(picks - p) <= 4 * np.sqrt(p * (1 - p) / N_PICKS)).all(), picks
