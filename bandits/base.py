@@ -42,7 +42,7 @@ import functools
 import inspect
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
 
@@ -1350,12 +1350,43 @@ def restore_generator(saved: Any) -> np.random.Generator:
     return np.random.Generator(bit_gen)
 
 
+def read_stats(saved: object, fresh: Mapping[str, np.ndarray], owner: str,
+               ranges: Mapping[str, tuple[float, float, str]] | None = None
+               ) -> dict[str, np.ndarray]:
+    """The statistics of a saved state (``state['stats']``), checked against those of a fresh
+    one-run ``fresh`` state: a dict of exactly its keys, each numbers of its per-run shape,
+    finite, whole where ``fresh``'s are, and within ``ranges[key]`` (low, high, why) if given.
+    The one reading of saved statistics, for the policies and the change detectors.
+
+    Raises
+    ------
+    ValueError
+        Not a dict, a key unknown or missing, or a value :func:`check_stat` refuses (the
+        message names the key, the value and what is allowed; ``owner`` names the class).
+    """
+    if not isinstance(saved, dict):
+        raise ValueError(f"state['stats']={short_repr(saved)} must be a dict of statistics "
+                         f"{sorted(fresh)}")
+    unknown = sorted(set(saved) - set(fresh))
+    if unknown:
+        raise ValueError(f"state['stats'] has unknown keys {unknown}; a {owner} saves "
+                         f"{sorted(fresh)}")
+    stats: dict[str, np.ndarray] = {}
+    for key, arr in fresh.items():
+        if key not in saved:
+            raise ValueError(f"state['stats'] lacks {key!r}")
+        low, high, why = (ranges or {}).get(key, (None, None, ""))
+        stats[key] = check_stat(saved[key], f"state['stats'][{key!r}]", arr.shape[1:],
+                                low=low, high=high, why=why, integral=arr.dtype.kind == "i")
+    return stats
+
+
 def _restore_arrays(policy: BatchedPolicy, state: dict[str, Any]) -> None:
     """Check the statistics and pending observations of ``state``, then copy them into ``policy``.
 
     Every statistic must be numbers of its shape, finite and in the range the policy's own
     updates keep it in (:meth:`BatchedPolicy._check_stats`: counts in ``[0, MAX_COUNT]``, sums
-    within the reward support, ridge matrices positive semi-definite below ``I / ridge``); the
+    within the reward support, ridge matrices symmetric); the
     pending observations pass the checks :meth:`BatchedPolicy.update` applies. Nothing is
     copied unless everything passes.
 
@@ -1374,20 +1405,7 @@ def _restore_arrays(policy: BatchedPolicy, state: dict[str, Any]) -> None:
         :meth:`BatchedPolicy.update` would refuse, or a full batch pending.
     """
     st = policy.state_
-    saved = state.get("stats")
-    if not isinstance(saved, dict):
-        raise ValueError(f"state['stats']={short_repr(saved)} must be a dict of statistics "
-                         f"{sorted(st.stats)}")
-    unknown = sorted(set(saved) - set(st.stats))
-    if unknown:
-        raise ValueError(f"state['stats'] has unknown keys {unknown}; a {type(policy).__name__} "
-                         f"saves {sorted(st.stats)}")
-    stats: dict[str, np.ndarray] = {}
-    for key, arr in st.stats.items():
-        if key not in saved:
-            raise ValueError(f"state['stats'] lacks {key!r}")
-        stats[key] = check_stat(saved[key], f"state['stats'][{key!r}]", arr.shape[1:],
-                                integral=arr.dtype.kind == "i")
+    stats = read_stats(state.get("stats"), st.stats, type(policy).__name__)
     policy._check_stats(stats)
     pend = state.get("pending", {})
     if not isinstance(pend, dict):

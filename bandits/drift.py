@@ -45,7 +45,7 @@ from typing import Any, ClassVar, cast
 
 import numpy as np
 
-from bandits.base import build_from_state, init_param_names
+from bandits.base import build_from_state, init_param_names, read_stats
 from bandits.errors import (
     MAX_COUNT,
     arm_index,
@@ -53,8 +53,6 @@ from bandits.errors import (
     check_int,
     check_real,
     check_rewards,
-    check_stat,
-    short_repr,
 )
 
 __all__ = [
@@ -301,20 +299,11 @@ class ChangeDetector(ABC):
         detector = cast(ChangeDetector, build_from_state(
             lambda arms, random_state, **params: target(arms, **params),
             init_param_names(target), state, None))
-        saved = state.get("stats")
-        if not isinstance(saved, dict):
-            raise ValueError(f"state['stats']={short_repr(saved)} must be a dict of statistics "
-                             f"{sorted(detector.state_.stats)}")
-        values = {}
-        for key, arr in detector.state_.stats.items():
-            if key not in saved:
-                raise ValueError(f"state['stats'] lacks {key!r}")
-            # counts in [0, MAX_COUNT], running means of rewards in [0, 1], sums finite
-            low, high, why = ((0.0, MAX_COUNT, "a count") if key in ("n", "alarms") else
-                              (0.0, 1.0, "a mean of rewards in [0, 1]")
-                              if key in ("mean", "reference") else (None, None, ""))
-            values[key] = check_stat(saved[key], f"state['stats'][{key!r}]", arr.shape[1:],
-                                     low=low, high=high, why=why)
+        # counts in [0, MAX_COUNT], running means of rewards in [0, 1], sums finite
+        ranges = {**dict.fromkeys(("n", "alarms"), (0.0, MAX_COUNT, "a count")),
+                  **dict.fromkeys(("mean", "reference"), (0.0, 1.0, "a mean of rewards in "
+                                                                      "[0, 1]"))}
+        values = read_stats(state.get("stats"), detector.state_.stats, target.__name__, ranges)
         for key, value in values.items():
             detector.state_.stats[key][0] = value
         return detector

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from typing import Any
 
 import numpy as np
@@ -220,3 +219,27 @@ def test_multileave_and_detector_states_are_checked():
         bd.detector_from_state_dict(with_entry(state, "n", -1.0))
     with pytest.raises(ValueError, match=r"state\['stats'\]\['up'\]\[0\]=inf must be finite"):
         bd.detector_from_state_dict(with_entry(state, "up", float("inf")))
+    # The policies' one reading of saved statistics (found by review: the detectors had their
+    # own loop, which took an unknown key).
+    bogus = copy.deepcopy(state)
+    bogus["stats"]["bogus"] = [0.0, 0.0]
+    with pytest.raises(ValueError, match=r"state\['stats'\] has unknown keys \['bogus'\]; a "
+                                         r"PageHinkley saves"):
+        bd.detector_from_state_dict(bogus)
+
+
+def test_window_slots_and_linear_sums_are_checked():
+    """Each check has a case that reaches it (found by review: removing the sliding window's
+    or the linear sums' checks failed no test). An arm position of 7 among 3 arms, or a slot
+    past the window, would index out of range at the next eviction."""
+    state = json_state(trained("SlidingWindowThompsonSampling"))
+    for key, value, says in (("window_arms", 7, r"'window_arms'\]\[0\]=7(\.0)? is outside the "
+                                                 r"allowed range \[-1, 2\] \(arm positions"),
+                             ("window_position", 5, r"'window_position'\]=5(\.0)? is outside the "
+                                                    r"allowed range \[0, 4\]")):
+        with pytest.raises(ValueError, match=says):
+            bd.policy_from_state_dict(with_entry(state, key, value))
+    state = json_state(trained("LinTS"))
+    with pytest.raises(ValueError, match=r"'b'\]\[0, 0\]=1e\+300 is outside .*a sum of 'pulls' "
+                                         r"rewards"):
+        bd.policy_from_state_dict(with_entry(state, "b", 1e300))
