@@ -71,7 +71,9 @@ _canonical: dict[tuple, Dataset] = {}
 
 
 def dataset_fingerprint(dataset: Dataset) -> tuple:
-    """A content key of ``dataset``: its sizes and a digest of its ratings and catalogue."""
+    """A content key of ``dataset``: its sizes, its rating scale and a digest of its ratings
+    and catalogue.
+    """
     digest = hashlib.blake2b(digest_size=16)
     ratings = dataset.ratings
     for column in ("user_index", "item_index", "rating", "timestamp"):
@@ -82,7 +84,8 @@ def dataset_fingerprint(dataset: Dataset) -> tuple:
     digest.update(pd.util.hash_pandas_object(
         dataset.items.loc[:, list(dataset.genre_names)], index=True
     ).to_numpy().tobytes())
-    return (dataset.name, dataset.n_users, dataset.n_items, dataset.n_ratings, digest.hexdigest())
+    return (dataset.name, dataset.n_users, dataset.n_items, dataset.n_ratings,
+            dataset.rating_scale, digest.hexdigest())
 
 
 def _check_slate_size(slate_size: object) -> int:
