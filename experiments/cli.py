@@ -13,13 +13,14 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from arms.data.movielens import MOVIELENS_NAMES
 from arms.errors import DataFileError, DataUnavailableError
 
 if TYPE_CHECKING:  # serving is imported lazily at run time (see the module docstring)
     from serving.offpolicy import LinearCandidate
+    from serving.settings import Settings
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -234,7 +235,8 @@ def _run_serving(args: argparse.Namespace, command: str, function: str | None = 
     settings = _settings_or_none(args, command)
     if settings is None:
         return 2
-    missing = None if command in CREATE_STORE else _missing_store(args)
+    missing = (None if command in CREATE_STORE
+               else _missing_store(args, cast("Settings", settings)))
     if missing is not None:  # a mistyped path is not "nothing to do" (found by attack: exit 0)
         print(f"recbandits {command}: {missing}", file=sys.stderr)
         return 2
@@ -257,26 +259,33 @@ def _run_serving(args: argparse.Namespace, command: str, function: str | None = 
 CREATE_STORE = frozenset({"serve", "retrain"})
 
 
-def _missing_store(args: argparse.Namespace) -> str | None:
-    """Why the store a command line names cannot be there, or None: ``--state-dir`` that is
-    not a folder, or ``--db`` naming a store that does not exist (the store's own test:
-    opened without creating it). Without these options a missing store (the default folder,
-    nothing served yet) is the command's "nothing to do".
+def _missing_store(args: argparse.Namespace, settings: Settings) -> str | None:
+    """Why the store a command line names is not there, or None: a ``--state-dir`` that is
+    not a folder, or a ``--state-dir`` or ``--db`` where no store is (the store's own test:
+    opened without creating it; no connection is made). A store named on the command line
+    must exist; without either option a missing store (the default folder, nothing served
+    yet) is the command's "nothing to do".
     """
-    from serving.store import open_store
+    from serving.store import open_store, unreadable_database
     from serving.store.errors import StoreNotFoundError
 
-    db = getattr(args, "db", None)
-    if isinstance(db, str):
-        try:
-            open_store(db, create=False).dispose()  # no connection is made
-        except StoreNotFoundError as exc:
-            return f"--db {db!r}: {str(exc).removeprefix('db: ')}"
-        except (TypeError, ValueError):  # not a store's URL: the command's refusal says so
-            pass
-    state_dir = getattr(args, "state_dir", None)
+    db, state_dir = getattr(args, "db", None), getattr(args, "state_dir", None)
     if isinstance(state_dir, str) and not os.path.isdir(state_dir):
         return f"--state-dir {state_dir!r}: no such folder"
+    if db is None and state_dir is None:
+        return None
+    named = f"--db {db!r}" if db is not None else f"--state-dir {state_dir!r}"
+    try:
+        open_store(settings.resolved_db_url(), create=False).dispose()
+    except StoreNotFoundError as exc:
+        return f"{named}: {str(exc).removeprefix('db: ')}"
+    except (TypeError, ValueError) as exc:  # not a store's URL or driver
+        return str(exc)
+    except Exception as exc:
+        unreadable = unreadable_database(exc)
+        if unreadable is None:
+            raise
+        return f"the store cannot be read: {unreadable}"
     return None
 
 

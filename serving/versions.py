@@ -703,7 +703,13 @@ def run(settings: Settings, action: str, version: int | str | None = None) -> Mo
     except StoreNotFoundError as exc:
         raise ModelsError(f"no model versions: {exc}", 404) from None
     try:
-        store.create_schema(settings.arms, settings.rule_book())  # an older store gains the table
+        # Listing writes nothing (found by attack: it gave another program's database, or an
+        # empty file, the whole schema); a store of an older recbandits is upgraded before a
+        # promotion or rollback writes to it.
+        if not store.has_versions():
+            raise ModelsError(f"no model versions: {store.describe()} holds none", 404)
+        if action in ("promote", "rollback"):
+            store.create_schema(settings.arms, settings.rule_book())
         if action == "show":
             assert version is not None  # checked above
             rows = [show(store, version)]

@@ -208,3 +208,42 @@ def test_a_mistyped_store_path_is_refused_not_nothing_to_do(
         out, err = capsys.readouterr()
         assert (out, err) == ("", f"recbandits {name}: {message}\n")
     assert list(tmp_path.iterdir()) == []  # nothing created
+
+
+@pytest.mark.parametrize("command", STORE_READERS)
+def test_a_store_named_where_none_is_is_refused_and_nothing_is_written(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        command: list[str]) -> None:
+    """Found by attack: a folder without a store said "nothing to do" (exit 0; ``models``:
+    1); a 0-byte file was made a database; a file that is no database was refused but left
+    a marks file beside it; ``models list`` gave another program's database the schema."""
+    monkeypatch.chdir(tmp_path)
+    name = " ".join(command[:2] if command[0] == "shadow" else command[:1])
+    empty_dir = tmp_path / "empty"
+    empty_dir.mkdir()
+    empty, junk, foreign = tmp_path / "empty.db", tmp_path / "junk.db", tmp_path / "other.db"
+    empty.write_bytes(b"")
+    junk.write_bytes(b"not a database at all, but long enough to have a header" * 4)
+    import sqlite3
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE notes (text)")
+    foreign_bytes = foreign.read_bytes()
+    for options, message in [
+            (["--state-dir", str(empty_dir)], f"--state-dir '{empty_dir}': no SQLite file at "
+                                              f"'{empty_dir / 'recbandits.db'}'"),
+            (["--db", f"sqlite:///{empty}"], f"--db 'sqlite:///{empty}': no store in the empty "
+                                             f"file '{empty}'"),
+            (["--db", f"sqlite:///{junk}"], "the store cannot be read: file is not a database"),
+            (["--db", "postgresql+psycopg2://u@127.0.0.1:1/db"],
+             "db: the PostgreSQL driver must be psycopg (postgresql+psycopg://...), got "
+             "'postgresql+psycopg2'")]:
+        assert cli.main([*command, *options, "--arms", "popularity"]) == 2, options
+        out, err = capsys.readouterr()
+        assert (out, err) == ("", f"recbandits {name}: {message}\n")
+    if command == ["models", "list"]:  # a database, but not a store: nothing is written to it
+        assert cli.main([*command, "--db", f"sqlite:///{foreign}"]) == 1
+        assert "no model versions: sqlite:///" in capsys.readouterr().err
+        assert foreign.read_bytes() == foreign_bytes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "empty.db", "junk.db",
+                                                          "other.db"]
+    assert empty.read_bytes() == b"" and not list(empty_dir.iterdir())

@@ -209,6 +209,10 @@ _INCREMENT = f"WITH {_INCREMENT_CTES} {_INCREMENT_UPDATE}"
 _DECISIONS_AND_PULLS = f"WITH ins AS ({_INSERT_DECISIONS}), {_INCREMENT_CTES} {_INCREMENT_UPDATE}"
 
 
+#: The drivers a PostgreSQL URL may name: psycopg 3, with or without saying so.
+POSTGRESQL_DRIVERS = ("postgresql", "postgresql+psycopg")
+
+
 class PostgreSQLStore(Store):
     """The service's database on a PostgreSQL server, shared by any number of workers.
 
@@ -237,7 +241,14 @@ class PostgreSQLStore(Store):
     insert = staticmethod(postgresql.insert)
 
     def _check_url(self, url: str, create: bool) -> None:
-        """Nothing to check before connecting: the server answers for the database."""
+        """The driver only (psycopg 3, the one installed): the server answers for the rest.
+
+        Found by attack: ``postgresql+psycopg2://`` failed deep in SQLAlchemy with a
+        ``ModuleNotFoundError`` traceback.
+        """
+        if self.url.drivername not in POSTGRESQL_DRIVERS:
+            raise ValueError(f"db: the PostgreSQL driver must be psycopg "
+                             f"(postgresql+psycopg://...), got {self.url.drivername!r}")
 
     @property
     def commit_mode(self) -> CommitMode:

@@ -9,6 +9,7 @@ request-path reads and of the batch write.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import operator
 import os
@@ -105,6 +106,11 @@ SQLITE_JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 _OPEN_FDS_DIRS = ("/proc/self/fd", "/dev/fd")
 
 SYNCHRONOUS = ("NORMAL", "FULL")
+
+#: The drivers an SQLite URL may name: the standard library's ``sqlite3`` (``pysqlite``).
+SQLITE_DRIVERS = ("sqlite", "sqlite+pysqlite")
+#: The first bytes of every SQLite database file.
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 #: Below every feedback id: ``user_context_after`` reads every event.
 NO_ID = -(2 ** 63)
@@ -237,6 +243,10 @@ class SQLiteStore(Store):
             raise ValueError(f"sqlite_synchronous must be 'NORMAL' or 'FULL', got "
                              f"{sqlite_synchronous!r}")
         self.sqlite_synchronous = sqlite_synchronous
+        # A store opened to create (or serve) one puts the file in WAL mode; one opened only
+        # to read or change an existing store finds it so, and a file that is a database but
+        # no store is left in its own mode (found by attack: models list switched one).
+        self._set_wal = create
         super().__init__(url, timeout_s=timeout_s, create=create)
         self._write_conn: sqlite3.Connection | None = None
         self._write_busy_ms = 0
@@ -248,12 +258,21 @@ class SQLiteStore(Store):
         self.checkpoint_interval_s = SQLITE_CHECKPOINT_INTERVAL_S
         self.last_checkpoint: tuple[int, int, int] | None = None
         self._database_fd: int | None = None  # SQLite's descriptor the checkpoint syncs
-        # Every write of users' events or stated genres marks them (see event_marks.py), so
-        # that user_context answers can be kept until one of the user's marks moves.
-        self.event_marks = EventMarks(self.url.database)  # type: ignore[arg-type]  # _check_url requires a database file
+        if create:  # a store opened to serve takes its marks now (see event_marks)
+            self.event_marks  # noqa: B018  # the property opens them
         self._contexts: dict[int, _Context] = {}
         self._kept_events = 0
         self._contexts_lock = threading.Lock()
+
+    @functools.cached_property
+    def event_marks(self) -> EventMarks:
+        """The marks every write of users' events or stated genres moves (see
+        :mod:`serving.store.event_marks`), so that ``user_context`` answers can be kept until
+        one of the user's marks moves. Opened (the ``-marks`` file made if missing) by a store
+        opened to create or serve one, else at first use: a command that only reads leaves
+        no marks file beside a database that is no store (found by attack).
+        """
+        return EventMarks(self.url.database)  # type: ignore[arg-type]  # _check_url requires a database file
 
     @unavailable_on_db_error
     def create_schema(self, arms: Iterable[str], rules: RuleBook | None = None) -> None:
@@ -266,11 +285,25 @@ class SQLiteStore(Store):
             conn.execute(DropIndex(USER_DECISIONS_INDEX["postgresql"], if_exists=True))
 
     def _check_url(self, url: str, create: bool) -> None:
+        if self.url.drivername not in SQLITE_DRIVERS:
+            raise ValueError(f"db: the SQLite driver must be the standard library's "
+                             f"(sqlite:///path), got {self.url.drivername!r}")
         database = self.url.database
         if database in (None, "", ":memory:"):
             raise ValueError("db: an in-memory SQLite store cannot be shared; give a file")
-        if not create and not Path(database).is_file():
-            raise StoreNotFoundError(f"db: no SQLite file at {database!r}")
+        if not create:
+            # Nothing is written to a file that holds no store (found by attack: the read-only
+            # commands made a 0-byte file a database and left a marks file beside garbage).
+            path = Path(database)
+            if not path.is_file():
+                raise StoreNotFoundError(f"db: no SQLite file at {database!r}")
+            with path.open("rb") as file:
+                head = file.read(len(SQLITE_HEADER))
+            wal = Path(f"{database}-wal")
+            if not head and not (wal.is_file() and wal.stat().st_size):
+                raise StoreNotFoundError(f"db: no store in the empty file {database!r}")
+            if head and head != SQLITE_HEADER:  # SQLite's own error, as a read would raise
+                raise sqlite3.DatabaseError("file is not a database")
         Path(database).parent.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -293,14 +326,15 @@ class SQLiteStore(Store):
         engine = sa.create_engine(self.url, pool_size=8, max_overflow=8,
                                   pool_timeout=self.timeout_s)
         busy_ms = int(self.timeout_s * 1000)
-        sync = self.sqlite_synchronous
+        sync, wal = self.sqlite_synchronous, self._set_wal
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
             # Transactions are begun explicitly below, so pysqlite must not begin its own.
             dbapi_conn.isolation_level = None
             cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
+            if wal:
+                cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute(f"PRAGMA synchronous={sync}")
             cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
             cursor.close()
@@ -380,7 +414,9 @@ class SQLiteStore(Store):
                 self._checkpoint_conn.close()
                 self._checkpoint_conn = None
         self.writers_lock.close()
-        self.event_marks.close()
+        marks = self.__dict__.get("event_marks")
+        if marks is not None:  # never opened (a command that only read): nothing to close
+            marks.close()
         with self._contexts_lock:
             self._contexts = {}
             self._kept_events = 0
