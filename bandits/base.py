@@ -1313,14 +1313,8 @@ def build_from_state(factory: Callable[..., Any], param_names: Sequence[str],
         ``params`` not a dict, an unknown parameter, or arms or a parameter the constructor
         refuses (a TypeError there, e.g. a string prior, becomes a ValueError too).
     """
-    params = state.get("params")
-    if not isinstance(params, dict):
-        raise ValueError(f"state['params']={short_repr(params)} must be a dict of "
-                         f"hyper-parameters {list(param_names)}")
-    unknown = sorted(set(params) - set(param_names))
-    if unknown:
-        raise ValueError(f"state['params'] has unknown keys {unknown}; allowed: "
-                         f"{list(param_names)}")
+    params = _known_keys(state.get("params"), "state['params']", list(param_names),
+                         "hyper-parameters")
     try:
         return factory(state.get("arms"), **params, random_state=random_state)
     except (TypeError, ValueError) as exc:
@@ -1350,6 +1344,18 @@ def restore_generator(saved: Any) -> np.random.Generator:
     return np.random.Generator(bit_gen)
 
 
+def _known_keys(value: object, where: str, allowed: list[str], what: str) -> dict[str, Any]:
+    """``value`` if it is a dict whose keys are all in ``allowed``; else a ValueError naming
+    ``where``, the value or the unknown keys, and ``what`` they may be.
+    """
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}={short_repr(value)} must be a dict of {what} {allowed}")
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        raise ValueError(f"{where} has unknown keys {unknown}; allowed ({what}): {allowed}")
+    return value
+
+
 def read_stats(saved: object, fresh: Mapping[str, np.ndarray], owner: str,
                ranges: Mapping[str, tuple[float, float, str]] | None = None
                ) -> dict[str, np.ndarray]:
@@ -1364,13 +1370,7 @@ def read_stats(saved: object, fresh: Mapping[str, np.ndarray], owner: str,
         Not a dict, a key unknown or missing, or a value :func:`check_stat` refuses (the
         message names the key, the value and what is allowed; ``owner`` names the class).
     """
-    if not isinstance(saved, dict):
-        raise ValueError(f"state['stats']={short_repr(saved)} must be a dict of statistics "
-                         f"{sorted(fresh)}")
-    unknown = sorted(set(saved) - set(fresh))
-    if unknown:
-        raise ValueError(f"state['stats'] has unknown keys {unknown}; a {owner} saves "
-                         f"{sorted(fresh)}")
+    saved = _known_keys(saved, "state['stats']", sorted(fresh), f"statistics a {owner} saves")
     stats: dict[str, np.ndarray] = {}
     for key, arr in fresh.items():
         if key not in saved:
