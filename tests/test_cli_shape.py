@@ -15,6 +15,7 @@ Commands are listed here by kind, so a new command must say which it is:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import inspect
 import typing
@@ -160,6 +161,14 @@ def test_purge_and_credit_results_print_as_before():
     assert sr.NothingToDo("credit", "x").exit_code == 0
 
 
+def _a_database_in(folder: Path) -> None:
+    """An SQLite database where the settings of ``--state-dir folder`` look for the store."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(folder / "recbandits.db")) as conn:
+        conn.execute("CREATE TABLE t (x)")
+
+
 @pytest.mark.parametrize(("returned", "code"), [(_rebuilt(), 0),
                                                 (_rebuilt(mismatches=("a",)), 1),
                                                 (sr.NothingToDo("rebuild", "no store"), 0)])
@@ -172,6 +181,7 @@ def test_a_service_command_cli_only_parses_calls_and_prints(monkeypatch, capsys,
         return returned
 
     monkeypatch.setattr(commands, "rebuild_state", fake)
+    _a_database_in(tmp_path)  # a folder named on the command line must hold a store
     assert cli.main(["rebuild-state", "--state-dir", str(tmp_path), "--arms", "svd"]) == code
     (settings, options), = calls
     assert isinstance(settings, Settings) and options == {}
@@ -191,6 +201,7 @@ def test_a_service_command_refusal_goes_to_stderr_with_its_status(monkeypatch, c
         raise error
 
     monkeypatch.setattr(commands, "purge", fake)
+    _a_database_in(tmp_path)
     assert cli.main(["purge", "--before", "2020-01-01", "--dry-run",
                      "--state-dir", str(tmp_path)]) == code
     assert calls == [{"before": "2020-01-01", "dry_run": True}]
