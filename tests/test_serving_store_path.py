@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import threading
@@ -1213,3 +1214,30 @@ def test_a_time_out_answers_what_the_server_finished_before_the_cancel(finished:
         with pytest.raises(TimeoutError):
             asyncio.run(timed())
     assert (conn.reads, conn.cancels) == (2, 1)
+
+
+def test_dispose_closes_every_threads_request_path_connection(tmp_path: Path) -> None:
+    """A pool's threads outlive the store, and their thread-local connections kept the
+    database's files open after dispose (found by a CI run: a test process passed 1,024
+    descriptors and select() failed)."""
+    store = sqlite_store(tmp_path, timeout_s=5.0)
+
+    def open_files() -> int:
+        names = []
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                names.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return sum(name.startswith(str(store.url.database)) for name in names)
+
+    before = open_files()
+    with ThreadPoolExecutor(4) as pool:
+        barrier = threading.Barrier(4)
+
+        def read(_: int) -> int:
+            barrier.wait()  # four threads, four connections
+            return len(store.user_feedback(1))
+
+        assert list(pool.map(read, range(4))) == [0] * 4
+        assert open_files() >= before + 4
+        store.dispose()
+        assert open_files() == 0

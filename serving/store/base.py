@@ -239,6 +239,11 @@ class Store(abc.ABC):
         self.backend = self.url.get_backend_name()
         self._check_url(url, create)
         self._local = threading.local()
+        # Every thread's request-path connection, so that dispose() closes them all: a pool's
+        # threads outlive the store, and their thread-local connections kept the database's
+        # files open (found by a CI run: a test process passed 1,024 descriptors).
+        self._raw_connections: set[Dbapi] = set()
+        self._raw_connections_lock = threading.Lock()
         # Whether the store has the shadow mode's schema (a store not opened by a service
         # since: no promotion and no shadow record, rather than an error; see _has_shadow).
         self._shadow_schema = False
@@ -364,9 +369,30 @@ class Store(abc.ABC):
         return self.url.render_as_string(hide_password=True)
 
     def dispose(self) -> None:
-        """Close both engines' pooled connections."""
+        """Close every thread's request-path connection and both engines' pooled ones."""
+        with self._raw_connections_lock:
+            kept, self._raw_connections = self._raw_connections, set()
+        for conn in kept:
+            with contextlib.suppress(Exception):  # already closed, or its server gone
+                conn.close()
         self.write_engine.dispose()
         self.read_engine.dispose()
+
+    def _reader_connection(self) -> Dbapi:
+        """A new request-path connection for this thread (:meth:`_raw_connect`), kept in
+        ``_local`` and in the set :meth:`dispose` closes.
+        """
+        conn = self._local.conn = self._raw_connect()
+        with self._raw_connections_lock:
+            self._raw_connections.add(conn)
+        return conn
+
+    def _close_reader(self, conn: Dbapi) -> None:
+        """Close a request-path connection that failed (and forget it)."""
+        with self._raw_connections_lock:
+            self._raw_connections.discard(conn)
+        with contextlib.suppress(Exception):
+            conn.close()
 
     # ------------------------------------------------------------------ schema and metadata
     @unavailable_on_db_error
@@ -998,26 +1024,27 @@ class Store(abc.ABC):
         conn = getattr(self._local, "conn", None)
         try:
             if conn is None:
-                conn = self._local.conn = self._raw_connect()
+                conn = self._reader_connection()
             return self._fetch(conn, sql, params)
         except Exception as first:
             failure = first
             self._local.conn = None
             # Asked before it is closed here (closed, it would always count as ended).
             ended = conn is not None and self._stale(conn)
-            with contextlib.suppress(Exception):
-                if conn is not None:
-                    conn.close()
+            if conn is not None:
+                self._close_reader(conn)
             # A kept connection the server ended meanwhile (a restart, an administrator's
             # terminate) is read on again once, on a new one: these are reads, and a thread
             # that seldom reads kept its dead connection for minutes (found by attack: one
             # request in 12 was a 503 five minutes after a PostgreSQL restart).
             if ended:
                 try:
-                    conn = self._local.conn = self._raw_connect()
+                    conn = self._reader_connection()
                     return self._fetch(conn, sql, params)
                 except Exception as again:
                     self._local.conn = None
+                    if conn is not None:
+                        self._close_reader(conn)
                     failure = again
             error = store_unavailable(failure)
             if error is not None:
