@@ -33,6 +33,7 @@ from test_serving_support import (
     REPO,
     STARTUP_DEADLINE_S,
     ServiceProcess,
+    cut_off,
     free_port,
     read_table,
     store_url,
@@ -305,29 +306,10 @@ def test_a_client_gone_before_its_body_ends_is_a_499_on_every_route(
     # reads its body with the hot routes' reader: 499, nothing stored.
     path = f"/users/{NEWCOMER}/preferences"
 
-    async def cut_off(method: str, target: str) -> int:
-        messages = iter([{"type": "http.request", "body": b'{"genres": ["Com', "more_body": True},
-                         {"type": "http.disconnect"}])
-        sent: list[dict] = []
-
-        async def receive() -> dict:
-            return next(messages)
-
-        async def send(message: dict) -> None:
-            sent.append(message)
-
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-                 "method": method, "scheme": "http", "path": target,
-                 "raw_path": target.encode(), "query_string": b"", "root_path": "",
-                 "headers": [(b"host", b"testserver"), (b"content-type", b"application/json"),
-                             (b"content-length", b"100")],
-                 "client": ("127.0.0.1", 50000), "server": ("testserver", 80)}
-        await pref_client.app(scope, receive, send)
-        return next(m["status"] for m in sent if m["type"] == "http.response.start")
-
     assert pref_client.portal is not None
-    assert pref_client.portal.call(cut_off, "PUT", path) == 499
-    assert pref_client.portal.call(cut_off, "POST", "/events") == 499
+    json_type = {"Content-Type": "application/json"}
+    assert cut_off(pref_client, "PUT", path, b'{"genres": ["Com', json_type) == 499
+    assert cut_off(pref_client, "POST", "/events", b'{"genres": ["Com', json_type) == 499
     assert pref_client.get(path).json()["genres"] == []
 
 

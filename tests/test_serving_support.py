@@ -298,3 +298,31 @@ def assert_log_invariants(url: str, settings: Any) -> str:
         for arm, successes in zip(settings.arms, stats["successes"], strict=True):
             assert successes <= pulls.get(arm, 0), (arm, successes, pulls)
     return str(result)
+
+
+def cut_off(client: Any, method: str, path: str, first: bytes,
+            headers: dict[str, str] | None = None) -> int:
+    """The status a TestClient ``client``'s app answers a ``method`` of ``path`` whose client
+    declares 100 bytes, sends ``first`` and leaves (``headers`` added to the request's)."""
+    async def call() -> int:
+        messages = iter([{"type": "http.request", "body": first, "more_body": True},
+                         {"type": "http.disconnect"}])
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return next(messages)
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                 "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
+                 "query_string": b"", "root_path": "",
+                 "headers": [(b"host", b"testserver"), (b"content-length", b"100"),
+                             *[(k.lower().encode(), v.encode())
+                               for k, v in (headers or {}).items()]],
+                 "client": ("127.0.0.1", 50000), "server": ("testserver", 80)}
+        await client.app(scope, receive, send)
+        return next(m["status"] for m in sent if m["type"] == "http.response.start")
+
+    return int(client.portal.call(call))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_serving_support import cut_off
 from test_serving_versions import (
     AUTH,
     backend,
@@ -409,7 +410,8 @@ def test_side_effect_admin_routes_refuse_a_body_they_do_not_read(
                             {"Content-Encoding": "gzip"}):
                 response = client.post(path, headers={**AUTH, **headers}, content=b"{}")
                 assert response.status_code == 415, (path, headers, response.text)
-            assert _cut_off(client, path) == 499  # the client went away mid-body: not a 500
+            # The client went away mid-body: not a 500.
+            assert cut_off(client, "POST", path, b"{}", AUTH) == 499
         assert [r.version for r in store.versions()] == [1]  # nothing retrained or published
         for body in (b"", b"{}", b"{ }", b"\n{}\n"):  # what clients send with every POST
             response = client.post("/admin/retrain?candidate=true", headers=AUTH, content=body)
@@ -418,28 +420,3 @@ def test_side_effect_admin_routes_refuse_a_body_they_do_not_read(
         assert client.post("/admin/retrain?candidate=true", headers={
             **AUTH, "Content-Type": "text/plain"}).status_code == 200  # no body: no media type
         assert store.policy_meta().version == 1
-
-
-def _cut_off(client: Any, path: str) -> int:
-    """The status of a POST of ``path`` whose client sends 2 of its 100 bytes and leaves."""
-    async def call() -> int:
-        messages = iter([{"type": "http.request", "body": b"{}", "more_body": True},
-                         {"type": "http.disconnect"}])
-        sent: list[dict] = []
-
-        async def receive() -> dict:
-            return next(messages)
-
-        async def send(message: dict) -> None:
-            sent.append(message)
-
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-                 "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(),
-                 "query_string": b"", "root_path": "",
-                 "headers": [(b"host", b"testserver"), (b"content-length", b"100"),
-                             *[(k.lower().encode(), v.encode()) for k, v in AUTH.items()]],
-                 "client": ("127.0.0.1", 50000), "server": ("testserver", 80)}
-        await client.app(scope, receive, send)
-        return next(m["status"] for m in sent if m["type"] == "http.response.start")
-
-    return int(client.portal.call(call))
