@@ -235,10 +235,10 @@ def gaussian_thompson_choose(loc: np.ndarray, scale: np.ndarray, df: np.ndarray 
         a = df / 2.0
         with np.errstate(divide="ignore"):  # a float32 Gamma(0.1) draw can round to 0 (3e-5):
             z = z / np.sqrt(draws.standard_gamma(a) / a)  # the t draw is +-inf, still a draw
-    return sample_argmax(loc + scale * z, z)
+    return sample_argmax(loc + scale * z, z, scale)
 
 
-def sample_argmax(samples: np.ndarray, z: np.ndarray) -> np.ndarray:
+def sample_argmax(samples: np.ndarray, z: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Row-wise argmax of posterior ``samples`` (R, K), a tie going to the tied arm of the
     largest draw ``z`` (R, K) the samples were made of.
 
@@ -247,7 +247,11 @@ def sample_argmax(samples: np.ndarray, z: np.ndarray) -> np.ndarray:
     (:func:`_normal_cdf`), without drawing more (``argmax_random_ties``' K uniforms a step
     would change every seeded run for a case of probability zero elsewhere). Found by review:
     GaussianThompsonSampling at point masses reported 1/3 each and played arm 0 every time.
+    Without a scale of 0 (``scale``: the samples' spreads) the plain argmax: the tie rule's
+    pass cost 3x the argmax per step (1.11 against 0.37 ms for 20,000 runs of 3 arms).
     """
+    if not (scale == 0).any():
+        return cast(np.ndarray, samples.argmax(axis=1))
     return cast(np.ndarray, np.where(samples >= row_max(samples), z, -np.inf).argmax(axis=1))
 
 

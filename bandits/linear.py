@@ -244,7 +244,7 @@ class LinTS(_LinearPolicy):
                 ) -> np.ndarray:
         mean, sd = self._posterior(state, contexts)  # type: ignore[arg-type]
         normal = draws.standard_normal((self.n_arms,))
-        return sample_argmax(mean + sd * normal, normal)  # ties: uniform over the tied
+        return sample_argmax(mean + sd * normal, normal, sd)  # ties: uniform over the tied
 
     def _probabilities(self, state: BatchState, contexts: np.ndarray | None
                        ) -> tuple[np.ndarray, np.ndarray]:
