@@ -8,6 +8,7 @@ Arms are popularity and SVD fitted on a small synthetic catalogue with the Movie
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from fastapi.exceptions import RequestValidationError
 from fastapi.testclient import TestClient
 from test_serving_support import read_table, store_url
 
@@ -529,3 +531,29 @@ def test_the_events_answer_written_without_the_model_is_the_models_json(numbers:
                 == json_response(model).body)
     with pytest.raises(ValueError, match="'jump'"):
         EventOut.fields_of({**row, "feedback_type": "jump"}, True)
+
+
+def test_the_second_parse_for_repeated_keys_runs_only_where_one_could_hide(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flat object with one colon per key pydantic set holds no key twice: the hot routes'
+    one-event bodies skip the second parse (final review: 5.4 us against pydantic's 1.9)."""
+    from serving.api import validation
+    from serving.schemas import EventsIn, FeedbackIn
+
+    calls: list[bytes] = []
+    original = validation.duplicate_key
+
+    def counted(raw: bytes) -> str | None:
+        calls.append(raw)
+        return original(raw)
+
+    monkeypatch.setattr(validation, "duplicate_key", counted)
+    eid = b"0" * 32
+    flat = b'{"user_id": 1, "movie_id": 2, "feedback_type": "like", "event_id": "' + eid + b'"}'
+    validation.validate_json(FeedbackIn, flat)
+    assert calls == []
+    for model, raw in ((EventsIn, b'{"events": [{"user_id": 1, "item_id": 2, "type": "view"}]}'),
+                       (FeedbackIn, flat.replace(b'"like"', b'"like", "feedback_type": "like"'))):
+        with contextlib.suppress(RequestValidationError):
+            validation.validate_json(model, raw)
+        assert calls[-1] == raw  # nested objects, a key twice: searched

@@ -67,11 +67,15 @@ def validate_json(model: type[M], raw: bytes) -> M:
         parsed = model.model_validate_json(raw)
     except ValidationError as exc:
         raise RequestValidationError(_errors(exc, "body")) from None
-    key = duplicate_key(raw)
+    # Every member of every object has its colon: as many colons as top-level keys pydantic
+    # set means one flat object with no key twice (a one-event feedback body), and the second
+    # parse (5.4 us there, against pydantic's 1.9) is skipped; any other body is searched.
+    key = (None if raw.count(b":") == len(parsed.model_fields_set)
+           else duplicate_key(raw))
     if key is not None:
-        shown = key if len(key) <= SHOWN_KEY_CHARS else key[:SHOWN_KEY_CHARS] + "..."
         raise RequestValidationError([{
-            "loc": ("body",), "msg": f"the key {shown!r} appears twice in one object",
+            "loc": ("body",), "msg": f"the key {_text(key, SHOWN_KEY_CHARS)!r} appears twice "
+                                     "in one object",
             "type": "duplicate_key"}])
     return parsed
 
