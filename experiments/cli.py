@@ -7,6 +7,7 @@ never pay for (or depend on) the web stack.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -266,7 +267,7 @@ def _missing_store(args: argparse.Namespace, settings: Settings) -> str | None:
     must exist; without either option a missing store (the default folder, nothing served
     yet) is the command's "nothing to do".
     """
-    from serving.store import open_store, unreadable_database
+    from serving.store import open_store
     from serving.store.errors import StoreNotFoundError
 
     db, state_dir = getattr(args, "db", None), getattr(args, "state_dir", None)
@@ -281,12 +282,7 @@ def _missing_store(args: argparse.Namespace, settings: Settings) -> str | None:
         return f"{named}: {str(exc).removeprefix('db: ')}"
     except (TypeError, ValueError) as exc:  # not a store's URL or driver
         return str(exc)
-    except Exception as exc:
-        unreadable = unreadable_database(exc)
-        if unreadable is None:
-            raise
-        return f"the store cannot be read: {unreadable}"
-    return None
+    return None  # (a file that is no database raises on: main's one refusal of it, or -v)
 
 
 def _ope_candidates(
@@ -775,8 +771,13 @@ def _given(args: argparse.Namespace, filename: object) -> bool:
     paths = [getattr(args, name, None) for name in
              ("out", "export_csv", "export_obp", "data", "state_dir")]
     db = getattr(args, "db", None)
-    if isinstance(db, str) and db.startswith("sqlite:///"):
-        paths.append(db.removeprefix("sqlite:///"))
+    if isinstance(db, str):  # an SQLite URL's file (sqlite:///, sqlite+pysqlite:///)
+        with contextlib.suppress(Exception):
+            from sqlalchemy.engine import make_url
+
+            url = make_url(db)
+            if url.get_backend_name() == "sqlite" and url.database:
+                paths.append(url.database)
     target = os.path.abspath(os.fsdecode(filename))  # type: ignore[arg-type]  # str or bytes
     for path in (os.path.abspath(p) for p in paths if isinstance(p, str)):
         if target == path or target.startswith(path.rstrip(os.sep) + os.sep):

@@ -239,7 +239,9 @@ def test_a_store_named_where_none_is_is_refused_and_nothing_is_written(
              "'postgresql+psycopg2'")]:
         assert cli.main([*command, *options, "--arms", "popularity"]) == 2, options
         out, err = capsys.readouterr()
-        assert (out, err) == ("", f"recbandits {name}: {message}\n")
+        # A file that is no database is main's one refusal (named by the command alone).
+        said = command[0] if message.startswith("the store cannot be read") else name
+        assert (out, err) == ("", f"recbandits {said}: {message}\n")
     if command == ["models", "list"]:  # a database, but not a store: nothing is written to it
         assert cli.main([*command, "--db", f"sqlite:///{foreign}"]) == 1
         assert "no model versions: sqlite:///" in capsys.readouterr().err
@@ -247,3 +249,15 @@ def test_a_store_named_where_none_is_is_refused_and_nothing_is_written(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "empty.db", "junk.db",
                                                           "other.db"]
     assert empty.read_bytes() == b"" and not list(empty_dir.iterdir())
+
+
+def test_a_db_urls_file_counts_as_given_whatever_its_sqlite_driver(tmp_path: Path) -> None:
+    """An error of the file a --db URL names is the user's (one line), for every SQLite URL
+    the store takes, not only ``sqlite:///`` (final review)."""
+    import argparse
+
+    path = tmp_path / "x.db"
+    for url in (f"sqlite:///{path}", f"sqlite+pysqlite:///{path}"):
+        assert cli._given(argparse.Namespace(db=url), str(path))
+    assert not cli._given(argparse.Namespace(db=f"sqlite:///{path}"), str(tmp_path / "y.db"))
+    assert not cli._given(argparse.Namespace(db="postgresql+psycopg://u@h/x"), "/x")
