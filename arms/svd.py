@@ -15,13 +15,13 @@ import surprise
 
 from arms._validation import check_float, check_int
 from arms.base import Recommender, index_array
-from arms.data.dataset import Dataset
+from arms.data.dataset import WHOLE_STARS, Dataset
 
 logger = logging.getLogger(__name__)
 
 #: The scale a model saved before the scale was saved with it was fitted on (MovieLens 1-5):
 #: :meth:`SVDRecommender.load` gives it to such a file.
-SAVED_WITHOUT_SCALE = (1.0, 5.0)
+SAVED_WITHOUT_SCALE = WHOLE_STARS
 
 
 class SVDRecommender(Recommender):

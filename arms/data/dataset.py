@@ -19,9 +19,11 @@ import scipy.sparse as sp
 from arms.errors import unknown_id_message
 
 RATING_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
-#: The default rating scale, lowest and highest allowed rating: wide enough for every loader
-#: (MovieLens' whole stars 1-5 and half stars 0.5-5, the synthetic 1-5, serving's feedback 1-5).
+#: Half stars, 0.5-5 (MovieLens from 10M on): the default rating scale, lowest and highest
+#: allowed rating, wide enough for every loader (serving's feedback ratings are 1-5).
 RATING_SCALE = (0.5, 5.0)
+#: Whole stars, 1-5 (MovieLens 100K and 1M, the synthetic data).
+WHOLE_STARS = (1.0, 5.0)
 
 
 @dataclass(frozen=True, eq=False)

@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from arms.data.dataset import Dataset
+from arms.data.dataset import RATING_SCALE, WHOLE_STARS, Dataset
 from arms.data.download import download_zip
 from arms.data.files import read_table, whole_numbers
 from arms.errors import DataFileError, DataUnavailableError, unknown_id_message
@@ -115,7 +115,7 @@ class MovieLensVariant:
     n_users: int
     n_items: int
     n_ratings: int
-    rating_scale: tuple[float, float] = (0.5, 5.0)
+    rating_scale: tuple[float, float] = RATING_SCALE
 
     @property
     def title(self) -> str:
@@ -135,14 +135,14 @@ MOVIELENS_VARIANTS: dict[str, MovieLensVariant] = {
             "50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229",
             "0e33842e24a9c977be4e0107933c0723", 4_924_029,
             "100k", ("u.data", "u.item", "u.user"), ("latin-1",), 943, 1_682, 100_000,
-            (1.0, 5.0),
+            WHOLE_STARS,
         ),
         MovieLensVariant(
             "ml-1m", ("ml-1m",), _BASE_URL + "ml-1m.zip",
             "a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20",
             "c4d9eecfca2ab87c1945afe126590906", 5_917_549,
             "dat", ("ratings.dat", "movies.dat", "users.dat"), ("latin-1",),
-            6_040, 3_883, 1_000_209, (1.0, 5.0),
+            6_040, 3_883, 1_000_209, WHOLE_STARS,
         ),
         MovieLensVariant(
             "ml-10m", ("ml-10M100K", "ml-10m"), _BASE_URL + "ml-10m.zip",

@@ -36,7 +36,7 @@ from typing import cast
 import numpy as np
 import pandas as pd
 
-from arms.data.dataset import Dataset
+from arms.data.dataset import WHOLE_STARS, Dataset
 from arms.data.movielens import ML100K_GENRES
 
 #: Share of 1, 2, 3, 4 and 5 star ratings, as in MovieLens 100K.
@@ -229,9 +229,8 @@ def make_synthetic(
     )  # fmt: skip
     items = _items_frame(rng, item_factors)
     users = _users_frame(rng, user_factors)
-    # Whole stars 1-5, as MovieLens 100K's.
     return Dataset.from_frames(ratings, items, users, ML100K_GENRES, name=name,
-                               rating_scale=(1.0, 5.0))
+                               rating_scale=WHOLE_STARS)  # as MovieLens 100K's
 
 
 def _check_int(name: str, value: object, low: int) -> None:
