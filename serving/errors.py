@@ -88,12 +88,22 @@ class UnsupportedMediaTypeError(ServingError):
 
 
 class ClientGoneError(ServingError):
-    """The client went away (or was cut off at the body time-out) before sending its whole
-    body: nobody is left to answer, and nothing was read or stored.
+    """The client went away before sending its whole body: nobody is left to answer, and
+    nothing was read or stored (one cut off at the body time-out is a
+    :class:`RequestTimeoutError`).
     """
 
     status_code = 499
     code = "client_closed_request"
+
+
+class RequestTimeoutError(ServingError):
+    """The request's body did not arrive within ``body_timeout_s``: the server answered 408
+    and closed the connection (``serving.api.protocol``); nothing was read or stored.
+    """
+
+    status_code = 408
+    code = "request_timeout"
 
 
 class RetrainBusyError(ServingError):

@@ -47,6 +47,9 @@ def limits_app() -> object:
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
+    from serving.api.validation import read_body
+    from serving.errors import ServingError
+
     hold_file = Path(os.environ["HOLD_FILE"])
 
     async def ok(_request: Request) -> JSONResponse:
@@ -54,6 +57,19 @@ def limits_app() -> object:
 
     async def echo(request: Request) -> JSONResponse:
         return JSONResponse({"bytes": len(await request.body())})
+
+    read_failures: list[dict[str, object]] = []
+
+    async def read(request: Request) -> JSONResponse:
+        # The service's body reader: what it raised is what the app answers and counts.
+        try:
+            return JSONResponse({"bytes": len(await read_body(request))})
+        except ServingError as exc:
+            read_failures.append({"status": exc.status_code, "detail": str(exc)})
+            raise
+
+    async def read_failed(_request: Request) -> JSONResponse:
+        return JSONResponse(read_failures)
 
     async def hold(_request: Request) -> JSONResponse:
         while not hold_file.exists():
@@ -64,6 +80,8 @@ def limits_app() -> object:
         return JSONResponse({"pad": "x" * 65_536})
 
     return Starlette(routes=[Route("/ok", ok), Route("/echo", echo, methods=["POST"]),
+                             Route("/read", read, methods=["POST"]),
+                             Route("/read-failures", read_failed),
                              Route("/hold", hold), Route("/big", big)])
 
 
@@ -269,6 +287,31 @@ def test_a_body_that_stops_arriving_is_408(worker: Worker) -> None:
     # A complete body is served.
     assert httpx2.post(f"http://127.0.0.1:{worker.port}/echo", content=b"x" * 100).json() == \
         {"bytes": 100}
+
+
+def test_a_body_cut_off_at_the_time_out_is_a_408_to_the_app_too(worker: Worker) -> None:
+    # Found by attack: the client was sent 408, while the service's body reader raised the
+    # 499 of a client gone, which its metrics counted.
+    sock = worker.connect()
+    sock.sendall(b"POST /read HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 100\r\n\r\n{\"a\": ")
+    answer = read_until_closed(sock)
+    sock.close()
+    assert status_of(answer) == 408, answer
+    wire_detail = json.loads(answer.partition(b"\r\n\r\n")[2])["detail"]
+    assert wire_detail == "request body not received within 2 s"
+    assert httpx2.get(f"http://127.0.0.1:{worker.port}/read-failures").json() == \
+        [{"status": 408, "detail": wire_detail}]
+    # A client that hangs up mid-body is still the 499 of a client gone.
+    sock = worker.connect()
+    sock.sendall(b"POST /read HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 100\r\n\r\n{\"a\": ")
+    sock.close()
+    deadline = time.monotonic() + DEADLINE_S
+    while len(failures := httpx2.get(f"http://127.0.0.1:{worker.port}/read-failures").json()) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert failures[1]["status"] == 499, failures
 
 
 def test_requests_beyond_the_concurrency_limit_are_503(worker: Worker) -> None:

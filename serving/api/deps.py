@@ -53,7 +53,7 @@ async def require_admin(
 
 class JsonBody(Generic[M]):
     """A FastAPI route's JSON body as ``model``, read by the hot routes' one reader
-    (:func:`~serving.api.validation.json_body`: 415, 422 and 499 as theirs), as a dependency:
+    (:func:`~serving.api.validation.json_body`: 415, 422, 408 and 499 as theirs), as a dependency:
     ``body: Annotated[ItemIn, Depends(ITEM)]`` with ``ITEM = JsonBody(ItemIn)``.
 
     FastAPI never reads the body of such a route itself, for two reasons found by attack: its
@@ -110,8 +110,9 @@ async def refuse_body(request: Request) -> None:
     promotions, the rollback): a body such as ``{"candidate": true}`` was ignored, so a retrain
     meant as a candidate went live (its options are query parameters). An empty body, or an
     empty JSON object (what some clients send with every POST), is taken; the latter read as
-    every route reads a body (415 for another media type, charset or encoding; 499 for a
-    client gone before its end), so that a byte-order mark or UTF-16 is refused here too.
+    every route reads a body (415 for another media type, charset or encoding; 408 or 499 for
+    a body cut off at the time-out or a client gone before its end), so that a byte-order mark
+    or UTF-16 is refused here too.
     """
     body = await read_body(request)
     if not body:

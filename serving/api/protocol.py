@@ -56,6 +56,10 @@ from uvicorn.server import ServerState
 
 from serving.settings import Settings
 
+#: The ASGI scope key under which a request cut off at the body time-out carries the 408's
+#: detail (:func:`serving.api.validation.read_body` answers with it).
+BODY_TIMED_OUT = "recbandits.body_timed_out"
+
 
 @dataclass(frozen=True)
 class ConnectionLimits:
@@ -280,10 +284,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if cycle is not None and not cycle.response_started:
             # The app sees a disconnect and its own answer goes nowhere (uvicorn drops sends
             # on a disconnected cycle), so the 408 is the only response on the wire.
+            # The detail is left in the request's scope for the app's body reader, which
+            # then fails with this 408 rather than a 499 for a client gone (found by attack:
+            # the client got 408 and the app's metrics counted 499).
+            detail = f"request body not received within {self.limits.body_timeout_s:g} s"
+            cycle.scope[BODY_TIMED_OUT] = detail  # type: ignore[literal-required]
             cycle.disconnected = True
             cycle.message_event.set()
-            self._refuse(408, "request_timeout", f"request body not received within "
-                         f"{self.limits.body_timeout_s:g} s")
+            self._refuse(408, "request_timeout", detail)
         else:
             self._refused = True
             self.transport.close()

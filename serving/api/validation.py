@@ -20,7 +20,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect, Request
 
-from serving.errors import ClientGoneError, UnsupportedMediaTypeError
+from serving.api.protocol import BODY_TIMED_OUT
+from serving.errors import ClientGoneError, RequestTimeoutError, UnsupportedMediaTypeError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -149,8 +150,8 @@ async def json_body(request: Request, model: type[M]) -> M:
         As :func:`check_json_headers` (415).
     RequestValidationError
         As :func:`validate_json` (422).
-    ClientGoneError
-        As :func:`read_body` (499).
+    RequestTimeoutError, ClientGoneError
+        As :func:`read_body` (408, 499).
     """
     check_json_headers(request)
     return validate_json(model, await read_body(request))
@@ -161,13 +162,17 @@ async def read_body(request: Request) -> bytes:
 
     Raises
     ------
+    RequestTimeoutError
+        The server cut the client off at the body time-out (408, the answer it was sent).
     ClientGoneError
-        The client went away before sending it all, or was cut off at the body time-out
-        (499, heard by nobody).
+        The client went away before sending it all (499, heard by nobody).
     """
     try:
         return await request.body()
     except ClientDisconnect:
+        timed_out = request.scope.get(BODY_TIMED_OUT)
+        if timed_out is not None:
+            raise RequestTimeoutError(timed_out) from None
         raise ClientGoneError("the client went away before sending its body") from None
 
 
