@@ -11,8 +11,9 @@ from typing import Annotated, Any, Generic
 
 import pydantic_core
 from fastapi import Depends, Header, Request
+from fastapi.exceptions import RequestValidationError
 
-from serving.api.validation import M, check_json_headers, json_body, read_body
+from serving.api.validation import M, check_json_headers, json_body, query_errors, read_body
 from serving.errors import ForbiddenError, InvalidInputError, UnauthorizedError
 from serving.metrics import Metrics
 from serving.service import RecommendationService
@@ -82,7 +83,9 @@ def strict_query(**allowed: tuple[str, ...]) -> Any:
     """A dependency refusing (422) query parameters a side-effect route (the admin routes',
     ``PUT /users/{id}/preferences``) does not take, given twice, or with a value outside
     ``allowed[name]``: a typo (``?candidat=true``) or a contradiction
-    (``?candidate=true&candidate=false``) must not act as the default.
+    (``?candidate=true&candidate=false``) must not act as the default. The 422 is that of any
+    invalid query, one error per parameter (:func:`serving.api.validation.query_errors`, the
+    rule ``GET /recommendations`` shares; a value outside ``allowed`` is ``enum``).
 
     Parameters
     ----------
@@ -90,18 +93,13 @@ def strict_query(**allowed: tuple[str, ...]) -> Any:
         The route's parameters and the values each may take (FastAPI parses them after).
     """
     async def check(request: Request) -> None:  # async: see the module doc
-        names = [k for k, _ in request.query_params.multi_items()]
-        unknown = sorted({n for n in names if n not in allowed})
-        if unknown:
-            raise InvalidInputError(f"unknown query parameter(s) {unknown}; this route takes "
-                                    f"{sorted(allowed) or 'none'}")
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise InvalidInputError(f"query parameter(s) {repeated} given more than once")
-        for name, value in request.query_params.items():
-            if value not in allowed[name]:
-                raise InvalidInputError(f"query parameter {name} must be one of "
-                                        f"{list(allowed[name])}, got {value!r}")
+        query_errors([k for k, _ in request.query_params.multi_items()], allowed, strict=True)
+        errors = [{"loc": ("query", name), "type": "enum",
+                   "msg": f"must be one of {list(allowed[name])}, got {value!r}"}
+                  for name, value in request.query_params.items()
+                  if value not in allowed[name]]
+        if errors:
+            raise RequestValidationError(errors)
     return Depends(check)
 
 

@@ -13,7 +13,7 @@ large.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from fastapi.exceptions import RequestValidationError
@@ -218,6 +218,33 @@ def _text(value: Any, limit: int | None = None) -> Any:
             value = value[:limit] + "..."
         return value.encode("utf-8", "backslashreplace").decode("utf-8")
     return value
+
+
+def query_errors(names: Sequence[str], taken: Collection[str], *,
+                 strict: bool = False) -> None:
+    """Refuse (422, as any invalid query) the parameters ``names`` of a query (in order, a
+    repeated one repeated) where a parameter of ``taken`` is given more than once, or, if
+    ``strict``, where a parameter is not in ``taken``. The one rule of the routes' queries: a
+    contradiction (``?user_id=1&user_id=2``, ``?candidate=true&candidate=false``) must not be
+    settled by taking the last value, and a side-effect route's typo (``?candidat=true``) must
+    not act as the default. A route that is not ``strict`` ignores other parameters (a
+    client's cache-buster), repeated or not.
+
+    Raises
+    ------
+    RequestValidationError
+        One error per offending parameter: ``unknown_parameter`` or ``repeated_parameter``.
+    """
+    errors: list[dict[str, Any]] = []
+    if strict:
+        errors += [{"loc": ("query", name), "type": "unknown_parameter",
+                    "msg": f"unknown query parameter; this route takes {sorted(taken) or 'none'}"}
+                   for name in sorted(set(names) - set(taken))]
+    errors += [{"loc": ("query", name), "msg": "given more than once; give it once",
+                "type": "repeated_parameter"}
+               for name in sorted(n for n in taken if names.count(n) > 1)]
+    if errors:
+        raise RequestValidationError(errors)
 
 
 def invalid_request_body(errors: Iterable[Mapping[str, Any]]) -> dict[str, Any]:

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from fastapi.exceptions import RequestValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
 from serving.api.openapi import DocumentedRoute, operation
 from serving.api.responses import json_response
-from serving.api.validation import validate
+from serving.api.validation import query_errors, validate
 from serving.schemas import RecommendationOut, RecommendationQuery
 
 #: The response's keys, in the model's order (the service's Recommendation has each of them).
@@ -49,8 +48,8 @@ def _query(request: Request) -> Mapping[str, str]:
     Raises
     ------
     RequestValidationError
-        ``user_id`` or ``k`` given more than once: the request logs a decision, so a
-        contradiction (``?user_id=1&user_id=2``) must not be settled by taking the last one.
+        ``user_id`` or ``k`` given more than once (:func:`serving.api.validation.query_errors`):
+        the request logs a decision.
     """
     raw: bytes = request.scope["query_string"]
     if raw.isascii() and b"%" not in raw and b"+" not in raw:
@@ -63,12 +62,7 @@ def _query(request: Request) -> Mapping[str, str]:
             params[key] = value.decode()
         else:
             return params
-    names = [name for name, _ in request.query_params.multi_items()]
-    repeated = sorted(n for n in PARAMETERS if names.count(n) > 1)
-    if repeated:
-        raise RequestValidationError([
-            {"loc": ("query", name), "msg": "given more than once; give it once",
-             "type": "repeated_parameter"} for name in repeated])
+    query_errors([name for name, _ in request.query_params.multi_items()], PARAMETERS)
     return request.query_params
 
 
