@@ -11,13 +11,23 @@ from collections.abc import Sequence
 from numbers import Integral, Real
 
 
-def check_int(name: str, value: object, *, low: int | None = None) -> int:
-    """Return ``value`` as an int after checking it is an integer ``>= low``."""
+def check_int(name: str, value: object, *, low: int | None = None,
+              high: int | None = None) -> int:
+    """Return ``value`` as an int after checking it is an integer from ``low`` to ``high``
+    (either bound may be absent): the one integer check of the arms, the data and the lab's
+    commands (``experiments.config`` raises its ``ConfigError`` with this message).
+    """
+    allowed = ("" if low is None and high is None
+               else f" >= {low}" if high is None
+               else f" <= {high:,}" if low is None
+               else f" from {low} to {high:,}")
     if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
-    if low is not None and value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
+        raise TypeError(f"{name} must be an integer{allowed}, got {value!r} "
+                        f"({type(value).__name__})")
+    number = int(value)
+    if (low is not None and number < low) or (high is not None and number > high):
+        raise ValueError(f"{name} must be an integer{allowed}, got {value!r}")
+    return number
 
 
 def check_float(

@@ -43,6 +43,7 @@ from types import MappingProxyType
 from typing import Any, TypeAlias
 
 import bandits
+from arms._validation import check_int
 from arms.errors import unknown_id_message
 
 #: A TOML table as :mod:`tomllib` reads it (``[env.params]``, a policy's ``params``): its values
@@ -297,11 +298,10 @@ MAX_WORKERS = 256
 
 
 def _check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> None:
-    allowed = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum:,}"
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be an integer {allowed}, got {value!r}")
-    if value < minimum or (maximum is not None and value > maximum):
-        raise ConfigError(f"{name} must be {allowed}, got {value}")
+    try:
+        check_int(name, value, low=minimum, high=maximum)
+    except (TypeError, ValueError) as exc:  # the one integer rule, raised as a config error
+        raise ConfigError(str(exc)) from None
 
 
 def validate(config: ExperimentConfig) -> ExperimentConfig:

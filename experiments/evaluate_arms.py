@@ -76,6 +76,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from arms import registry
+from arms._validation import check_int
 from arms.base import Recommender
 from arms.data import (
     Dataset,
@@ -280,15 +281,6 @@ def _validation_value(protocol: Protocol, result: dict[str, float]) -> float:
     return -result.get("rmse", float("nan"))
 
 
-def _check_int(name: str, value: object, low: int, high: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
-    if value < low:
-        raise ValueError(f"{name} must be at least {low}, got {value}")
-    if high is not None and value > high:
-        raise ValueError(f"{name} must be at most {high}, got {value}")
-
-
 def _choose(
     protocol: Protocol, trials: list[dict[str, Any]], grid: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -362,8 +354,8 @@ def evaluate(
         raise TypeError(f"dataset must be an arms.data.Dataset, got {type(dataset).__name__}")
     for name, value, low in (("seeds", seeds, 1), ("k", k, 1), ("n_folds", n_folds, 2),
                              ("random_state", random_state, 0)):  # fmt: skip
-        _check_int(name, value, low)
-    _check_int("n_jobs", n_jobs, 1, MAX_WORKERS)  # simulate's cap on worker processes
+        check_int(name, value, low=low)
+    check_int("n_jobs", n_jobs, low=1, high=MAX_WORKERS)  # simulate's cap on worker processes
     if k > dataset.n_items:
         raise ValueError(f"k must be at most the number of items ({dataset.n_items}), got {k}")
     specs = default_arms() if arm_specs is None else dict(arm_specs)
@@ -615,12 +607,12 @@ def validate(config: EvaluateConfig) -> EvaluateConfig:
     for name, low, high in (("seeds", 1, None), ("k", 1, None), ("n_folds", 2, None),
                             ("random_state", 0, None), ("n_jobs", 1, MAX_WORKERS)):  # fmt: skip
         try:
-            _check_int(name, getattr(config, name), low, high)
+            check_int(name, getattr(config, name), low=low, high=high)
         except ValueError as exc:
             raise EvaluateConfigError(name, str(exc)) from None
     if config.synthetic is not None:
         try:
-            _check_int("synthetic", config.synthetic, 1)
+            check_int("synthetic", config.synthetic, low=1)
         except ValueError as exc:
             raise EvaluateConfigError("synthetic", str(exc)) from None
     arms = None if config.arms is None else _canonical_arms(config.arms)

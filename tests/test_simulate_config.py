@@ -75,10 +75,10 @@ def test_unknown_policy_from_toml_file_names_the_file(tmp_path):
     ("changes", "pattern"),
     [
         ({"horizn": 5}, r"unknown key 'horizn'; allowed keys: .*horizon"),
-        ({"horizon": 0}, r"horizon must be from 1 to 100,000,000, got 0"),
-        ({"horizon": 10**8 + 1}, r"horizon must be from 1 to 100,000,000, got 100000001"),
+        ({"horizon": 0}, r"horizon must be an integer from 1 to 100,000,000, got 0"),
+        ({"horizon": 10**8 + 1}, r"horizon must be an integer from 1 to 100,000,000, got 100000001"),
         ({"runs": 2.5}, r"runs must be an integer from 1 to 1,000,000, got 2.5"),
-        ({"workers": 257}, r"workers must be from 1 to 256, got 257"),
+        ({"workers": 257}, r"workers must be an integer from 1 to 256, got 257"),
         ({"executor": "ray"}, r"executor must be one of local, dask, got 'ray'"),
         ({"policies": []}, r"missing \[\[policies\]\]"),
         ({"checkpoints": [10, 99]}, r"step 99 is beyond the horizon 50"),
@@ -122,7 +122,7 @@ def test_override_applies_and_validates():
     assert kept.description == config.description and kept.env == config.env
     with pytest.raises(ConfigError, match=r"--policies: unknown policy 'Thomson'"):
         cfg.override(config, policies=["Thomson"])
-    with pytest.raises(ConfigError, match="runs must be from 1 to 1,000,000, got 0"):
+    with pytest.raises(ConfigError, match="runs must be an integer from 1 to 1,000,000, got 0"):
         cfg.override(config, runs=0)
 
 

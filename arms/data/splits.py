@@ -16,6 +16,7 @@ from typing import cast
 
 import numpy as np
 
+from arms._validation import check_int
 from arms.data.dataset import Dataset
 
 __all__ = ["kfold_split", "random_split", "temporal_split", "tie_break_key"]
@@ -64,7 +65,7 @@ def temporal_split(
             f"give exactly one of n_last and fraction, got n_last={n_last!r}, fraction={fraction!r}"
         )
     if n_last is not None:
-        _check_int("n_last", n_last, 1)
+        check_int("n_last", n_last, low=1)
     else:
         share = _check_fraction("fraction", fraction)
     ratings = dataset.ratings
@@ -157,7 +158,7 @@ def kfold_split(
         If an argument has the wrong type or value (raised at the call, not at first iteration).
     """
     _check_dataset(dataset)
-    _check_int("n_splits", n_splits, 2)
+    check_int("n_splits", n_splits, low=2)
     if n_splits > dataset.n_ratings:
         raise ValueError(
             f"n_splits must be at most the number of ratings ({dataset.n_ratings}), got {n_splits}"
@@ -217,13 +218,6 @@ def _split_by_rank(
 def _check_dataset(dataset: object) -> None:
     if not isinstance(dataset, Dataset):
         raise TypeError(f"dataset must be an arms.data.Dataset, got {type(dataset).__name__}")
-
-
-def _check_int(name: str, value: object, low: int) -> None:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < low:
-        raise ValueError(f"{name} must be at least {low}, got {value}")
 
 
 def _check_fraction(name: str, value: object) -> float:

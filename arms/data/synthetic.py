@@ -36,6 +36,7 @@ from typing import cast
 import numpy as np
 import pandas as pd
 
+from arms._validation import check_int
 from arms.data.dataset import WHOLE_STARS, Dataset
 from arms.data.movielens import ML100K_GENRES
 
@@ -118,11 +119,11 @@ def make_synthetic(
     ValueError
         If a size or parameter is out of range.
     """
-    _check_int("n_users", n_users, 1)
-    _check_int("n_items", n_items, 2)
-    _check_int("n_ratings", n_ratings, 1)
-    _check_int("n_factors", n_factors, 2)
-    _check_int("min_user_ratings", min_user_ratings, 1)
+    check_int("n_users", n_users, low=1)
+    check_int("n_items", n_items, low=2)
+    check_int("n_ratings", n_ratings, low=1)
+    check_int("n_factors", n_factors, low=2)
+    check_int("min_user_ratings", min_user_ratings, low=1)
     if n_ratings < n_users:
         raise ValueError(
             f"n_ratings must be at least n_users ({n_users}) so every user rates something, "
@@ -231,13 +232,6 @@ def make_synthetic(
     users = _users_frame(rng, user_factors)
     return Dataset.from_frames(ratings, items, users, ML100K_GENRES, name=name,
                                rating_scale=WHOLE_STARS)  # as MovieLens 100K's
-
-
-def _check_int(name: str, value: object, low: int) -> None:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < low:
-        raise ValueError(f"{name} must be at least {low}, got {value}")
 
 
 def _rating_counts(
