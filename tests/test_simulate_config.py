@@ -76,7 +76,8 @@ def test_unknown_policy_from_toml_file_names_the_file(tmp_path):
     [
         ({"horizn": 5}, r"unknown key 'horizn'; allowed keys: .*horizon"),
         ({"horizon": 0}, r"horizon must be an integer from 1 to 100,000,000, got 0"),
-        ({"horizon": 10**8 + 1}, r"horizon must be an integer from 1 to 100,000,000, got 100000001"),
+        ({"horizon": 10**8 + 1},
+         r"horizon must be an integer from 1 to 100,000,000, got 100000001"),
         ({"runs": 2.5}, r"runs must be an integer from 1 to 1,000,000, got 2.5"),
         ({"workers": 257}, r"workers must be an integer from 1 to 256, got 257"),
         ({"executor": "ray"}, r"executor must be one of local, dask, got 'ray'"),
