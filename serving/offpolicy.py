@@ -1567,6 +1567,12 @@ class OPERun:
     shadow: list[ShadowComparison] | None = None
 
 
+#: Every file a run writes into ``out_dir``, by kind (the candidates' table and summary, or
+#: ``--shadow``'s table): a previous run's are removed first, so that a shadow run does not
+#: leave the candidates' table of an earlier run beside its own.
+RUN_FILES = {"table": "ope.csv", "summary": "summary.json", "shadow_table": "shadow.csv"}
+
+
 def run(config: OPEConfig) -> OPERun:
     """What ``recbandits ope`` does: read the log, evaluate every candidate, write the files.
 
@@ -1587,17 +1593,13 @@ def run(config: OPEConfig) -> OPERun:
     result = evaluate_log(log, n_bootstrap=config.n_bootstrap, seed=config.seed,
                           confidence=config.confidence, ts_priors=config.ts_priors,
                           linear=config.linear, segment_prefixes=config.segment_prefixes)
-    folder = clear_run_files(Path(config.out_dir), RUN_FILES)
-    files = {"table": folder / "ope.csv", "summary": folder / "summary.json"}
+    folder = clear_run_files(Path(config.out_dir), RUN_FILES.values())
+    files = {kind: folder / RUN_FILES[kind] for kind in ("table", "summary")}
     result.table.to_csv(files["table"], index=False)
     files["summary"].write_text(json.dumps(result.summary, indent=2) + "\n")
     return OPERun(config, log, result, {**files, **_exports(config, log)})
 
 
-#: Every file a run writes into ``out_dir`` (the candidates' table and summary, or
-#: ``--shadow``'s table): a previous run's are removed first, so that a shadow run does not
-#: leave the candidates' table of an earlier run beside its own.
-RUN_FILES = ("ope.csv", "summary.json", "shadow.csv")
 
 
 def _exports(config: OPEConfig, log: DecisionLog) -> dict[str, Path]:
@@ -1621,8 +1623,8 @@ def _run_shadow(config: OPEConfig, log: DecisionLog) -> OPERun:
         store.dispose()
     comparisons = evaluate_shadow(log, records, n_bootstrap=config.n_bootstrap,
                                   seed=config.seed, confidence=config.confidence)
-    folder = clear_run_files(Path(config.out_dir), RUN_FILES)
-    files = {"table": folder / "shadow.csv"}
+    folder = clear_run_files(Path(config.out_dir), RUN_FILES.values())
+    files = {"table": folder / RUN_FILES["shadow_table"]}
     pd.concat([c.table().assign(shadow=json.dumps(c.policy), decisions=c.n)
                for c in comparisons]).to_csv(files["table"], index=False)
     return OPERun(config, log, None, {**files, **_exports(config, log)}, comparisons)
