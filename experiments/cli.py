@@ -279,7 +279,7 @@ def _missing_store(args: argparse.Namespace, settings: Settings) -> str | None:
     try:
         open_store(settings.resolved_db_url(), create=False).dispose()
     except StoreNotFoundError as exc:
-        return f"{named}: {str(exc).removeprefix('db: ')}"
+        return f"{named}: {exc}"
     except (TypeError, ValueError) as exc:  # not a store's URL or driver
         return str(exc)
     return None  # (a file that is no database raises on: main's one refusal of it, or -v)
@@ -343,6 +343,7 @@ def _ope_log(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from serving import offpolicy
+    from serving.store.errors import StoreNotFoundError
 
     url = args.db
     # The service's settings (RECBANDITS_*): its store and the reward an undecided closed
@@ -372,6 +373,10 @@ def _ope_log(args: argparse.Namespace) -> int:
             shadow=args.shadow,
         )  # fmt: skip
         results = offpolicy.run(config)
+    except StoreNotFoundError as exc:  # named as every command names its --db
+        print(f"recbandits ope: {'' if args.db is None else f'--db {args.db!r}: '}{exc}",
+              file=sys.stderr)
+        return 2
     except offpolicy.EmptyLogError as exc:
         advice = ("; wait for it, or pass --include-open to count open decisions with the "
                   "feedback they have so far") if exc.n_open else ""

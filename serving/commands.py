@@ -406,20 +406,27 @@ def retrain(settings: Settings, *, candidate: bool = False) -> RetrainResult:
 
 
 def models(settings: Settings, action: str, version: int | str | None = None
-           ) -> ModelsResult:
+           ) -> ModelsResult | NothingToDo:
     """``recbandits models list | show V | promote V | rollback`` (:func:`serving.versions.run`).
 
     Returns
     -------
-    serving.versions.ModelsResult
+    serving.versions.ModelsResult or NothingToDo
+        The latter for ``list`` where no store or no version is yet (exit 0, as the other
+        commands that read a store).
 
     Raises
     ------
     CommandError
-        An unknown version, one that cannot be served, nothing to roll back to (exit code 1).
+        An unknown version, one that cannot be served, nothing to roll back to, no version
+        yet to show, promote or roll back (exit code 1).
     """
     try:
         return versions.run(settings, action, version)
+    except versions.NoVersionsError as exc:
+        if action != "list":
+            raise CommandError(exc.message, exit_code=1) from None
+        return NothingToDo(action, f"no model versions: {exc.reason}")
     except versions.ModelsError as exc:
         raise CommandError(exc.message, exit_code=1) from None
 

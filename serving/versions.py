@@ -87,6 +87,21 @@ Spec = dict[str, dict[str, object]]
 ModelsError = ModelVersionError
 
 
+class NoVersionsError(ModelVersionError):
+    """No store at the settings' place, or one without model versions (404): ``models list``
+    then has nothing to list (exit 0, as ``shadow status``); the other actions refuse.
+
+    Parameters
+    ----------
+    reason : str
+        Why there are none (the missing store, or the store that holds none).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"no model versions: {reason}", 404)
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class RetrainResult:
     """What a (gated) retrain decided.
@@ -701,13 +716,13 @@ def run(settings: Settings, action: str, version: int | str | None = None) -> Mo
         store = open_store(settings.resolved_db_url(), timeout_s=settings.store_timeout_s,
                            create=False)
     except StoreNotFoundError as exc:
-        raise ModelsError(f"no model versions: {exc}", 404) from None
+        raise NoVersionsError(str(exc)) from None
     try:
         # Listing writes nothing (found by attack: it gave another program's database, or an
         # empty file, the whole schema); a store of an older recbandits is upgraded before a
         # promotion or rollback writes to it.
         if not store.has_versions():
-            raise ModelsError(f"no model versions: {store.describe()} holds none", 404)
+            raise NoVersionsError(f"{store.describe()} holds none")
         if action in ("promote", "rollback"):
             store.create_schema(settings.arms, settings.rule_book())
         if action == "show":

@@ -245,12 +245,52 @@ def test_a_store_named_where_none_is_is_refused_and_nothing_is_written(
         said = command[0] if message.startswith("the store cannot be read") else name
         assert (out, err) == ("", f"recbandits {said}: {message}\n")
     if command == ["models", "list"]:  # a database, but not a store: nothing is written to it
-        assert cli.main([*command, "--db", f"sqlite:///{foreign}"]) == 1
-        assert "no model versions: sqlite:///" in capsys.readouterr().err
+        assert cli.main([*command, "--db", f"sqlite:///{foreign}"]) == 0
+        assert capsys.readouterr().out == (f"nothing to list: no model versions: "
+                                           f"sqlite:///{foreign} holds none\n")
         assert foreign.read_bytes() == foreign_bytes
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "empty.db", "junk.db",
                                                           "other.db"]
     assert empty.read_bytes() == b"" and not list(empty_dir.iterdir())
+
+
+#: What each store reader says where no store has been made yet at the default place, and
+#: its exit status: nothing to do (0), or a refusal of an action on what is not there (1).
+NOT_MADE_YET = {"credit": ("nothing to credit", 0), "holdout": ("nothing to compare", 0),
+                "rebuild-state": ("nothing to rebuild", 0), "purge": ("nothing to purge", 0),
+                "shadow status": ("nothing to show", 0),
+                "shadow promote": ("nothing to promote", 1),
+                "models list": ("nothing to list: no model versions", 0)}
+
+
+@pytest.mark.parametrize("command", STORE_READERS)
+def test_a_store_not_made_yet_at_the_default_place_is_nothing_to_do(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        command: list[str]) -> None:
+    """Found by a README check: ``models list`` exited 1 ("no model versions") where the
+    README says every store reader's answer is "nothing to do", exit 0, as ``shadow status``'s;
+    a promotion of nothing stays a refusal (1)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    name = " ".join(command[:2] if command[0] in ("shadow", "models") else command[:1])
+    says, status = NOT_MADE_YET[name]
+    assert cli.main([*command, "--arms", "popularity"]) == status
+    out, err = capsys.readouterr()
+    where = tmp_path / "state" / "recbandits" / "recbandits.db"
+    # The reason as the store says it (it said "db: no SQLite file" before: the review)
+    assert (out if status == 0 else err).endswith(f"{says}: no SQLite file at '{where}'\n"), \
+        (out, err)
+    assert list(tmp_path.iterdir()) == []  # nothing created
+
+
+def test_models_actions_on_no_versions_are_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    for action in (["show", "1"], ["promote", "1"], ["rollback"]):
+        assert cli.main(["models", *action, "--arms", "popularity"]) == 1, action
+        assert "no model versions: no SQLite file at" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_db_urls_file_counts_as_given_whatever_its_sqlite_driver(tmp_path: Path) -> None:

@@ -303,7 +303,10 @@ def test_open_windows_message_names_the_option_and_the_wait(service_log: dict,
 
 def test_cli_errors_are_clear(tmp_path: Path, service_log: dict) -> None:
     for argv, message in (
-        (["ope", "--db", f"sqlite:///{tmp_path / 'missing.db'}"], "no SQLite file"),
+        # named as every command names its --db (the review of the README: "db: no ...")
+        (["ope", "--db", f"sqlite:///{tmp_path / 'missing.db'}"],
+         f"recbandits ope: --db 'sqlite:///{tmp_path / 'missing.db'}': no SQLite file at "
+         f"'{tmp_path / 'missing.db'}'\n"),
         (["ope", "--db", service_log["url"]], "window"),
         (["ope", "--db", service_log["url"], "--ts-prior", "1,-2"], "--ts-prior"),
         (["ope", "--db", "mysql://x/y"], "sqlite"),

@@ -296,12 +296,12 @@ class SQLiteStore(Store):
             # commands made a 0-byte file a database and left a marks file beside garbage).
             path = Path(database)
             if not path.is_file():
-                raise StoreNotFoundError(f"db: no SQLite file at {database!r}")
+                raise StoreNotFoundError(f"no SQLite file at {database!r}")
             with path.open("rb") as file:
                 head = file.read(len(SQLITE_HEADER))
             wal = Path(f"{database}-wal")
             if not head and not (wal.is_file() and wal.stat().st_size):
-                raise StoreNotFoundError(f"db: no store in the empty file {database!r}")
+                raise StoreNotFoundError(f"no store in the empty file {database!r}")
             if head and head != SQLITE_HEADER:  # SQLite's own error, as a read would raise
                 raise sqlite3.DatabaseError("file is not a database")
         Path(database).parent.mkdir(parents=True, exist_ok=True)
