@@ -417,8 +417,11 @@ def test_side_effect_admin_routes_refuse_a_body_they_do_not_read(
                          b"\x0b", b"\xef\xbb\xbf{}", "{}".encode("utf-16"), b"{}{}", b"NaN"):
                 response = client.post(path, headers=AUTH, content=body)
                 assert response.status_code == 422, (path, body, response.text)
-                assert response.json()["detail"] == (
-                    f"POST {path} takes no body (an empty one or {{}}); got {len(body)} bytes")
+                # The shape of any invalid body (it was a plain invalid_input string).
+                assert response.json() == {"code": "invalid_request", "detail": [{
+                    "loc": ["body"], "type": "body_not_allowed",
+                    "msg": f"POST {path} takes no body (an empty one or {{}}); got {len(body)} "
+                           "bytes"}]}
             for headers in ({"Content-Type": "text/plain"},
                             {"Content-Type": "application/json; charset=latin-1"},
                             {"Content-Encoding": "gzip"}):

@@ -14,7 +14,7 @@ from fastapi import Depends, Header, Request
 from fastapi.exceptions import RequestValidationError
 
 from serving.api.validation import M, check_json_headers, json_body, query_errors, read_body
-from serving.errors import ForbiddenError, InvalidInputError, UnauthorizedError
+from serving.errors import ForbiddenError, UnauthorizedError
 from serving.metrics import Metrics
 from serving.service import RecommendationService
 
@@ -121,9 +121,12 @@ async def refuse_body(request: Request) -> None:
     except ValueError:  # not JSON, or not UTF-8 (a byte-order mark, UTF-16)
         empty = False
     if not empty:
-        # The path matched the route's template (a version in it is at most 64 characters).
-        raise InvalidInputError(f"{request.method} {request.url.path} takes no body (an empty "
-                                f"one or {{}}); got {len(body)} bytes")
+        # The 422 of any invalid body, located at the body. The path matched the route's
+        # template (a version in it is at most 64 characters).
+        raise RequestValidationError([{
+            "loc": ("body",), "type": "body_not_allowed",
+            "msg": f"{request.method} {request.url.path} takes no body (an empty one or {{}}); "
+                   f"got {len(body)} bytes"}])
 
 
 ServiceDep = Annotated[RecommendationService, Depends(get_service)]
