@@ -254,10 +254,10 @@ def _run_serving(args: argparse.Namespace, command: str, function: str | None = 
     return int(results.exit_code)
 
 
-#: The service's commands that create their store when it is missing (``serve``, and
-#: ``retrain``, whose first start fits and serves the arms through ``prepare``); every other
-#: service command reads an existing store and creates nothing.
-CREATE_STORE = frozenset({"serve", "retrain"})
+#: The service's commands that create their store when it is missing (``serve``); every
+#: other service command reads an existing store and creates nothing (``retrain`` too: it
+#: built a whole store where a mistyped ``--state-dir`` named none, found by a README check).
+CREATE_STORE = frozenset({"serve"})
 
 
 def _missing_store(args: argparse.Namespace, settings: Settings) -> str | None:

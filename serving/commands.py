@@ -358,7 +358,7 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-def retrain(settings: Settings, *, candidate: bool = False) -> RetrainResult:
+def retrain(settings: Settings, *, candidate: bool = False) -> RetrainResult | NothingToDo:
     """Fit a candidate arm set on the base data plus feedback ratings, gate it, and serve it
     as a new version if the gate accepts it (:func:`serving.versions.retrain`).
 
@@ -377,9 +377,11 @@ def retrain(settings: Settings, *, candidate: bool = False) -> RetrainResult:
 
     Returns
     -------
-    serving.versions.RetrainResult
+    serving.versions.RetrainResult or NothingToDo
         The decision with the gate's metrics; ``exit_code`` 1 when the gate rejected the
-        candidate (nothing served changed).
+        candidate (nothing served changed). NothingToDo where no store or no version is yet:
+        there is nothing to retrain, and nothing is created (``serve`` fits and serves the
+        first version; a mistyped ``--state-dir`` built a whole new store before).
 
     Raises
     ------
@@ -389,6 +391,17 @@ def retrain(settings: Settings, *, candidate: bool = False) -> RetrainResult:
         during the fit: nothing is served or recorded (exit code 1 either way); or the served
         arms are missing (see :func:`prepare`).
     """
+    try:
+        store = open_store(settings.resolved_db_url(), timeout_s=settings.store_timeout_s,
+                           create=False)
+    except StoreNotFoundError as exc:
+        return NothingToDo("retrain", f"{exc} (serve fits and serves the first version)")
+    try:
+        if not store.has_versions():
+            return NothingToDo("retrain", f"{store.describe()} holds no model version (serve "
+                                          "fits and serves the first)")
+    finally:
+        store.dispose()
     with progress_on_stderr():
         resources = prepare(settings, refit=False)
         try:
