@@ -130,6 +130,8 @@ class RetrainResult:
         The base data's name.
     arm_set : ArmSet or None
         The accepted arms, ready to serve (None unless served).
+    live_arms : tuple of str
+        Those of ``arms`` that learn from the stream: never refitted, carried over.
     """
 
     status: Literal["live", "candidate", "rejected", "unchanged"]
@@ -143,6 +145,7 @@ class RetrainResult:
     arms: tuple[str, ...] = ()
     dataset: str = ""
     arm_set: ArmSet | None = field(default=None, repr=False, compare=False)
+    live_arms: tuple[str, ...] = ()
 
     @property
     def exit_code(self) -> int:
@@ -152,7 +155,10 @@ class RetrainResult:
     def __str__(self) -> str:
         if self.status == "unchanged":
             return f"{self.reason}; serving version {self.policy_version}"
-        return (f"retrained {', '.join(self.arms)} on {self.dataset} plus "
+        refitted = [a for a in self.arms if a not in self.live_arms]
+        carried = (f" ({', '.join(self.live_arms)}: learning from the stream, carried over)"
+                   if self.live_arms else "")
+        return (f"retrained {', '.join(refitted) or 'no arm'}{carried} on {self.dataset} plus "
                 f"{self.n_feedback_ratings} feedback ratings in {self.seconds:.1f} s (gate "
                 f"{self.gate_seconds:.1f} s): version {self.version} {self.status}; serving "
                 f"version {self.policy_version}\n{format_gate(self.gate, self.reason)}")
@@ -462,7 +468,7 @@ def retrain(settings: Settings, store: Store, catalog: Dataset,
         logger.info("retrain: %s", same)
         return RetrainResult("unchanged", int(expect_live or 0), int(expect_live or 0), same,
                              len(ratings), None, 0.0, time.perf_counter() - start,
-                             tuple(models), catalog.name)
+                             tuple(models), catalog.name, live_arms=tuple(live))
     accepted, reason, gate, gate_seconds = _gate(settings, train, spec, serving)
     guard = lock if lock is not None else contextlib.nullcontext()
     if not accepted:
@@ -473,7 +479,7 @@ def retrain(settings: Settings, store: Store, catalog: Dataset,
         logger.warning("retrain rejected (version %d): %s", row.version, reason)
         return RetrainResult("rejected", row.version, served.version if served else 0, reason,
                              len(ratings), gate, gate_seconds, time.perf_counter() - start,
-                             tuple(models), catalog.name)
+                             tuple(models), catalog.name, live_arms=tuple(live))
     fitted = fit_candidate(spec, train, settings.seed)
     # A fit marks every training pair seen; the rule book says which of them the user must not
     # be shown again (a viewed item may still be recommended, a purchased one not).
@@ -496,7 +502,8 @@ def retrain(settings: Settings, store: Store, catalog: Dataset,
         served = store.policy_meta()
         return RetrainResult("candidate", row.version, served.version if served else 0,
                              reason, len(ratings), gate, gate_seconds,
-                             time.perf_counter() - start, tuple(models), catalog.name)
+                             time.perf_counter() - start, tuple(models), catalog.name,
+                             live_arms=tuple(live))
     with guard:
         arm_set = ArmSet.build({n: fitted[n] if n in fitted else models[n] for n in models},
                                catalog, version=0, cold_start_arm=settings.cold_start_arm,
@@ -522,7 +529,7 @@ def retrain(settings: Settings, store: Store, catalog: Dataset,
     logger.info("retrained on %s: policy version %d", train, row.version)
     return RetrainResult("live", row.version, row.version, reason, len(ratings), gate,
                          gate_seconds, time.perf_counter() - start, tuple(models), catalog.name,
-                         arm_set)
+                         arm_set, tuple(live))
 
 
 def show(store: Store, version: int) -> ModelVersion:

@@ -78,7 +78,10 @@ def test_rebuild_state_and_retrain_return_the_figures_of_the_log(
     assert (retrained.status, retrained.version, retrained.policy_version) == ("live", 2, 2)
     assert retrained.arms == tuple(ARMS) and retrained.dataset == load_catalog(settings).name
     assert retrained.n_feedback_ratings == 7 and retrained.exit_code == 0
-    assert str(retrained).startswith(f"retrained svd, popularity on {retrained.dataset} plus 7 "
+    # Popularity learns from the stream and is never refitted (it was said to be retrained).
+    assert retrained.live_arms == ("popularity",)
+    assert str(retrained).startswith(f"retrained svd (popularity: learning from the stream, "
+                                     f"carried over) on {retrained.dataset} plus 7 "
                                      "feedback ratings in ")
 
 

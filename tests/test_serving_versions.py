@@ -175,6 +175,13 @@ def test_retrain_command_prints_the_gate_and_exits_1_when_rejected(
 
     settings = make_settings(tmp_path, "sqlite")
     monkeypatch.setattr(commands, "load_catalog", lambda _: catalog)
+    # Before any version is served, there is nothing to retrain (and nothing is created).
+    nothing = commands.retrain(settings)
+    assert (nothing.exit_code, str(nothing)) == (0, (
+        f"nothing to retrain: no SQLite file at '{tmp_path / 'store.db'}' (serve fits and "
+        "serves the first version)"))
+    assert list(tmp_path.iterdir()) == []
+    commands.prepare(settings).store.dispose()  # what serve does at its first start
     # No event since the served version's fit, same hyper-parameters: nothing to publish.
     unchanged = commands.retrain(settings)
     assert (unchanged.exit_code, unchanged.status, unchanged.version) == (0, "unchanged", 1)
