@@ -276,12 +276,18 @@ def test_a_client_sending_its_head_a_byte_a_second_is_cut_off(worker: Worker) ->
     assert b'"code":"request_timeout"' in answer
 
 
-def test_a_body_that_stops_arriving_is_408(worker: Worker) -> None:
+def stalled_body(worker: Worker, path: str) -> bytes:
+    """POST to ``path`` a head announcing 100 bytes, then 6 of them; what the server sends."""
     sock = worker.connect()
-    sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: 100\r\n\r\n{\"a\": ")
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 "Content-Length: 100\r\n\r\n{\"a\": ".encode())
     answer = read_until_closed(sock)
     sock.close()
+    return answer
+
+
+def test_a_body_that_stops_arriving_is_408(worker: Worker) -> None:
+    answer = stalled_body(worker, "/echo")
     assert status_of(answer) == 408, answer
     assert b"request body not received" in answer
     # A complete body is served.
@@ -292,11 +298,7 @@ def test_a_body_that_stops_arriving_is_408(worker: Worker) -> None:
 def test_a_body_cut_off_at_the_time_out_is_a_408_to_the_app_too(worker: Worker) -> None:
     # Found by attack: the client was sent 408, while the service's body reader raised the
     # 499 of a client gone, which its metrics counted.
-    sock = worker.connect()
-    sock.sendall(b"POST /read HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: 100\r\n\r\n{\"a\": ")
-    answer = read_until_closed(sock)
-    sock.close()
+    answer = stalled_body(worker, "/read")
     assert status_of(answer) == 408, answer
     wire_detail = json.loads(answer.partition(b"\r\n\r\n")[2])["detail"]
     assert wire_detail == "request body not received within 2 s"
