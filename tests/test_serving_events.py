@@ -193,6 +193,21 @@ def test_a_key_named_twice_in_an_object_is_422_and_stores_nothing(
                        headers={"content-type": "application/json"}).status_code == 201
 
 
+def test_a_key_named_twice_is_said_beside_the_other_issues(client: TestClient) -> None:
+    # Found by a README check: a duplicate key was said only once the other issues were mended.
+    raw = b'{"events": [{"user_id": 1, "item_id": 1, "type": "like", "type": "nope"}], "x": 1}'
+    response = client.post("/events", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    types = [e["type"] for e in response.json()["detail"]]
+    assert types[-1] == "duplicate_key" and len(types) >= 2, types
+    # Text that is no JSON is said once, as malformed, however else it could be read.
+    for raw in (b'{"a": 1, "a": 2', b'\xef\xbb\xbf{"a": 1, "a": 2}', b"[" * 100_000):
+        response = client.post("/events", content=raw,
+                               headers={"content-type": "application/json"})
+        assert response.status_code == 422
+        assert [e["type"] for e in response.json()["detail"]] == ["json_invalid"], raw[:20]
+
+
 @pytest.mark.parametrize("raw", [b'{"events": [{"user_id": 1, "item_id": 1, "type": "rating", '
                                  b'"value": NaN}]}',
                                  b'{"events": [{"user_id": 1, "item_id": 1, "type": "dwell", '
