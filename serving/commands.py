@@ -101,6 +101,17 @@ class Resources:
     arm_set: ArmSet
 
 
+def _nothing_to_gate(store: Store, meta: PolicyMeta | None, folder: Path | None,
+                     state_dir: Path) -> str:
+    """Why a retrain has no served arms to be gated against (:func:`prepare`)."""
+    if meta is None:  # retrain says "nothing to retrain" before; this is the safety net
+        return (f"{store.describe()} serves no model version yet: nothing to gate a retrain "
+                "against ('recbandits serve' fits the first)")
+    return (f"the arms of the served version {meta.version} are missing in {folder} (nor in "
+            f"{state_dir / 'arms'}): nothing to gate a retrain against; if another state "
+            "folder holds them, pass it as --state-dir ('recbandits serve' fits them again)")
+
+
 def prepare(settings: Settings, *, catalog: Dataset | None = None,
             arms: Mapping[str, Recommender] | None = None, refit: bool = True) -> Resources:
     """Open the store, and load the current arms (fitting and saving them the first time).
@@ -124,9 +135,10 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
     ValueError
         If ``arms`` does not match ``settings.arms``.
     CommandError
-        ``refit=False`` and the served version's arms are missing from their folder (exit
-        code 1; ``serve`` fits them again); or the catalogue is not the one the store's arms
-        were fitted on (exit code 1; :func:`serving.versions.check_catalog`).
+        ``refit=False`` and no version is served yet, or the served version's arms are
+        missing from their folder (exit code 1; ``serve`` fits them); or the catalogue is not
+        the one the store's arms were fitted on (exit code 1;
+        :func:`serving.versions.check_catalog`).
     """
     if arms is not None and list(arms) != list(settings.arms):
         raise ValueError(f"arms names {list(arms)} must equal settings.arms {settings.arms}")
@@ -157,13 +169,9 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
                                                params=settings.arm_params)}
                 meta = _publish(store, models, state_dir, meta, changed=list(changed),
                                 settings=settings)
-        elif meta is not None and not refit:
+        elif not refit:  # a retrain never fits the arms it would be gated against
             store.dispose()
-            raise CommandError(f"the arms of the served version {meta.version} are missing "
-                               f"in {folder} (nor in {state_dir / 'arms'}): nothing to gate a "
-                               "retrain against; if another state folder holds them, pass it "
-                               "as --state-dir ('recbandits serve' fits them again)",
-                               exit_code=1)
+            raise CommandError(_nothing_to_gate(store, meta, folder, state_dir), exit_code=1)
         elif meta is not None:
             logger.warning("arms of version %d missing in %s (nor in %s); fitting them "
                            "again", meta.version, folder, state_dir / "arms")
@@ -397,9 +405,9 @@ def retrain(settings: Settings, *, candidate: bool = False) -> RetrainResult | N
     except StoreNotFoundError as exc:
         return NothingToDo("retrain", f"{exc} (serve fits and serves the first version)")
     try:
-        if not store.has_versions():
-            return NothingToDo("retrain", f"{store.describe()} holds no model version (serve "
-                                          "fits and serves the first)")
+        if not store.serves_a_version():  # else prepare() below would fit and serve one
+            return NothingToDo("retrain", f"{store.describe()} serves no model version yet "
+                                          "(serve fits and serves the first)")
     finally:
         store.dispose()
     with progress_on_stderr():

@@ -36,6 +36,7 @@ from serving.commands import rebuild_state
 from serving.results import CommandError
 from serving.retrain_trigger import RetrainTrigger
 from serving.settings import Settings
+from serving.store import open_store
 
 ARMS = ["svd", "popularity"]
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -181,6 +182,18 @@ def test_retrain_command_prints_the_gate_and_exits_1_when_rejected(
         f"nothing to retrain: no SQLite file at '{tmp_path / 'store.db'}' (serve fits and "
         "serves the first version)"))
     assert list(tmp_path.iterdir()) == []
+    # A store whose first start stopped between its schema and its first fit serves nothing
+    # either (found by review: retrain fitted and served version 1, then said it did nothing).
+    store = open_store(settings.resolved_db_url())
+    store.create_schema(settings.arms, settings.rule_book())
+    store.dispose()
+    nothing = commands.retrain(settings)
+    assert (nothing.exit_code, str(nothing)) == (0, (
+        f"nothing to retrain: {store.describe()} serves no model version yet (serve fits and "
+        "serves the first)"))
+    assert not (tmp_path / "state" / "arms").exists()
+    with pytest.raises(CommandError, match="serves no model version yet"):
+        commands.prepare(settings, refit=False)  # the safety net a retrain never reaches
     commands.prepare(settings).store.dispose()  # what serve does at its first start
     # No event since the served version's fit, same hyper-parameters: nothing to publish.
     unchanged = commands.retrain(settings)

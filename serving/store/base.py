@@ -552,6 +552,14 @@ class Store(abc.ABC):
         """Whether the database holds a decision log (a ``decisions`` table)."""
         return sa.inspect(self.read_engine).has_table(decisions.name)
 
+    def serves_a_version(self) -> bool:
+        """Whether a policy version has been served from this store: not a foreign database,
+        nor a store whose first start was stopped between its schema and its first fit (a
+        store from before the versions table counts: it serves a version).
+        """
+        return (sa.inspect(self.read_engine).has_table(policy_meta.name)
+                and self.policy_meta() is not None)
+
     @unavailable_on_db_error
     def policy_meta(self) -> PolicyMeta | None:
         """The served policy's version and arms folder; None before the first is recorded."""
