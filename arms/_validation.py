@@ -26,7 +26,7 @@ def check_int(name: str, value: object, *, low: int | None = None,
                         f"({type(value).__name__})")
     number = int(value)
     if (low is not None and number < low) or (high is not None and number > high):
-        raise ValueError(f"{name} must be an integer{allowed}, got {value!r}")
+        raise ValueError(f"{name} must be an integer{allowed}, got {number}")
     return number
 
 

@@ -49,6 +49,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
+from arms._validation import check_int
 from arms.base import Recommender, top_k
 from arms.cooccurrence import time_order
 from arms.data import load_movielens, make_synthetic
@@ -136,16 +137,14 @@ class ReplayConfig:
         if bad or not self.variants:
             raise ReplayConfigError(
                 "variants", f"variants must be among {list(VARIANTS)}, got {list(self.variants)}")
+        # (max_events is None or an integer: found by review, True passed as 1 event)
         for name, low in (("retrain_every", 1), ("k", 1), ("n_bootstrap", MIN_BOOTSTRAP),
-                          ("seed", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ReplayConfigError(name, f"{name} must be an integer >= {low}, got {value!r}")
-        if self.max_events is not None and (
-            not isinstance(self.max_events, int) or self.max_events < 1
-        ):
-            raise ReplayConfigError("max_events", "max_events must be an integer >= 1 or None, "
-                                    f"got {self.max_events!r}")
+                          ("seed", 0), ("max_events", 1)):
+            if name != "max_events" or self.max_events is not None:
+                try:
+                    check_int(name, getattr(self, name), low=low)
+                except (TypeError, ValueError) as exc:
+                    raise ReplayConfigError(name, str(exc)) from None
         if self.cold_users not in COLD_USERS:
             raise ReplayConfigError("cold_users", f"cold_users must be one of "
                                     f"{list(COLD_USERS)}, got {self.cold_users!r}")

@@ -1600,8 +1600,6 @@ def run(config: OPEConfig) -> OPERun:
     return OPERun(config, log, result, {**files, **_exports(config, log)})
 
 
-
-
 def _exports(config: OPEConfig, log: DecisionLog) -> dict[str, Path]:
     """The log's exports ``config`` asks for (CSV, Open Bandit Pipeline), written; their paths
     by kind (with or without ``shadow``: found by attack, ``--shadow`` skipped them silently).

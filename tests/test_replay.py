@@ -227,6 +227,18 @@ def test_config_is_validated():
         rp.ReplayConfig(retrain_every=0)
     with pytest.raises(rp.ReplayConfigError, match="cold_users must be one of"):
         rp.ReplayConfig(cold_users="keep")
+    # max_events is None or an integer (found by review: True was taken as 1 event).
+    for bad, message in ((True, r"max_events must be an integer >= 1, got True \(bool\)"),
+                         (0, "max_events must be an integer >= 1, got 0"),
+                         (2.0, r"max_events must be an integer >= 1, got 2\.0 \(float\)")):
+        with pytest.raises(rp.ReplayConfigError, match=message) as refused:
+            rp.ReplayConfig(max_events=bad)
+        assert refused.value.field == "max_events"
+    assert rp.ReplayConfig(max_events=None).max_events is None
+    assert rp.ReplayConfig(max_events=np.int64(5)).max_events == 5
+    # A numpy integer out of range is said as a number, not as its repr (review).
+    with pytest.raises(rp.ReplayConfigError, match=r"k must be an integer >= 1, got 0$"):
+        rp.ReplayConfig(k=np.int64(0))
 
 
 def test_cli_parses_calls_run_and_prints(monkeypatch, capsys, tmp_path):
