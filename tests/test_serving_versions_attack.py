@@ -374,6 +374,11 @@ def test_side_effect_admin_routes_refuse_unknown_and_repeated_query_parameters(
                   ("candidate", "repeated_parameter", "given more than once; give it once")]),
                 ("candidate=yes", [("candidate", "enum",
                                     "must be one of ['true', 'false'], got 'yes'")]),
+                # every bad parameter at once (review: the unknown one hid the value)
+                ("candidate=yes&x=1",
+                 [("x", "unknown_parameter",
+                   "unknown query parameter; this route takes ['candidate']"),
+                  ("candidate", "enum", "must be one of ['true', 'false'], got 'yes'")]),
                 ("candidate=1", [("candidate", "enum",
                                   "must be one of ['true', 'false'], got '1'")]),
                 ("candidate=on", [("candidate", "enum",

@@ -234,7 +234,7 @@ def _text(value: Any, limit: int | None = None) -> Any:
 
 
 def query_errors(names: Sequence[str], taken: Collection[str], *,
-                 strict: bool = False) -> None:
+                 strict: bool = False) -> list[dict[str, Any]]:
     """Refuse (422, as any invalid query) the parameters ``names`` of a query (in order, a
     repeated one repeated) where a parameter of ``taken`` is given more than once, or, if
     ``strict``, where a parameter is not in ``taken``. The one rule of the routes' queries: a
@@ -243,10 +243,11 @@ def query_errors(names: Sequence[str], taken: Collection[str], *,
     not act as the default. A route that is not ``strict`` ignores other parameters (a
     client's cache-buster), repeated or not.
 
-    Raises
-    ------
-    RequestValidationError
-        One error per offending parameter: ``unknown_parameter`` or ``repeated_parameter``.
+    Returns
+    -------
+    list of dict
+        One 422 issue per offending parameter (``unknown_parameter`` or
+        ``repeated_parameter``), for a ``RequestValidationError`` with the route's other issues.
     """
     errors: list[dict[str, Any]] = []
     if strict:
@@ -256,8 +257,7 @@ def query_errors(names: Sequence[str], taken: Collection[str], *,
     errors += [{"loc": ("query", name), "msg": "given more than once; give it once",
                 "type": "repeated_parameter"}
                for name in sorted(n for n in taken if names.count(n) > 1)]
-    if errors:
-        raise RequestValidationError(errors)
+    return errors
 
 
 def invalid_request_body(errors: Iterable[Mapping[str, Any]]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from fastapi.exceptions import RequestValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -62,7 +63,9 @@ def _query(request: Request) -> Mapping[str, str]:
             params[key] = value.decode()
         else:
             return params
-    query_errors([name for name, _ in request.query_params.multi_items()], PARAMETERS)
+    errors = query_errors([name for name, _ in request.query_params.multi_items()], PARAMETERS)
+    if errors:
+        raise RequestValidationError(errors)
     return request.query_params
 
 
