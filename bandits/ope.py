@@ -261,6 +261,25 @@ def check_n_bootstrap(n_bootstrap: Any) -> int:
     return n
 
 
+def mean_interval(values: np.ndarray, n_bootstrap: int, rng: np.random.Generator,
+                  confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (scipy's ``bootstrap``): the
+    one interval of a rate the service's reports give (the holdout's, multileaving's credit).
+
+    NaN for fewer than 2 values (one value says nothing of its spread); the mean itself at
+    both ends when every value is the same (every resample has that mean; scipy would warn).
+    """
+    if values.size < 2:
+        return float("nan"), float("nan")
+    if np.ptp(values) == 0:
+        return float(values[0]), float(values[0])
+    from scipy import stats  # only the reports need it
+
+    ci = stats.bootstrap((values,), np.mean, n_resamples=n_bootstrap, method="percentile",
+                         confidence_level=confidence, random_state=rng).confidence_interval
+    return float(ci.low), float(ci.high)
+
+
 def _interval(boots: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
     lo, hi = np.quantile(boots, [(1 - confidence) / 2, (1 + confidence) / 2], axis=0)
     return lo, hi

@@ -607,7 +607,7 @@ def holdout(settings: Settings, *, n_bootstrap: int = 1000, seed: int = 0
     Raises
     ------
     ValueError
-        ``n_bootstrap`` < 1 (checked before the store is opened).
+        ``n_bootstrap`` below ``bandits.ope.MIN_BOOTSTRAP`` (checked before the store is opened).
     CommandError
         No decision of the log was logged with a holdout (exit status 2).
     """
@@ -818,7 +818,7 @@ def credit(settings: Settings, *, n_bootstrap: int = 1000, seed: int = 0
     Raises
     ------
     ValueError
-        ``n_bootstrap`` < 1 (checked before the store is opened).
+        ``n_bootstrap`` below ``bandits.ope.MIN_BOOTSTRAP`` (checked before the store is opened).
     CommandError
         The log holds no multileaved decision (exit status 2).
     """

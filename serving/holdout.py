@@ -45,6 +45,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
+from bandits.ope import mean_interval
 from serving.errors import check_bootstrap
 from serving.multileave import parse
 from serving.policy import PMF_CACHE_SIZE, draw_arm
@@ -274,8 +275,9 @@ class GroupRate:
     open : int
         Those still undecided (their reward window open, or closed and not settled yet).
     rate, low, high : float
-        Mean reward of the decided ones and its 95% percentile bootstrap interval (NaN: none
-        decided).
+        Mean reward of the decided ones and its 95% percentile bootstrap interval
+        (:func:`bandits.ope.mean_interval`; rate NaN: none decided; interval NaN: fewer than
+        two).
     arms : dict of str to int
         Decisions per arm.
     """
@@ -324,18 +326,6 @@ class HoldoutReport:
                 "n_bootstrap": self.n_bootstrap, "seed": self.seed}
 
 
-def _interval(values: npt.NDArray[np.float64], n_bootstrap: int,
-              rng: np.random.Generator) -> tuple[float, float]:
-    """95% percentile bootstrap interval of the mean of ``values`` (NaN: fewer than 2)."""
-    if values.size < 2:
-        return (float(values.mean()),) * 2 if values.size else (float("nan"),) * 2
-    if np.ptp(values) == 0:  # every resample has the same mean (and scipy would warn)
-        return (float(values[0]),) * 2
-    ci = stats.bootstrap((values,), np.mean, n_resamples=n_bootstrap, method="percentile",
-                         random_state=rng).confidence_interval
-    return float(ci.low), float(ci.high)
-
-
 def _group(rows: list[tuple[str, float | None]], n_bootstrap: int,
            rng: np.random.Generator) -> tuple[GroupRate, npt.NDArray[np.float64]]:
     """The :class:`GroupRate` of ``rows`` (arm, reward or None) and its decided rewards."""
@@ -343,7 +333,7 @@ def _group(rows: list[tuple[str, float | None]], n_bootstrap: int,
     arms: dict[str, int] = {}
     for arm, _ in rows:
         arms[arm] = arms.get(arm, 0) + 1
-    low, high = _interval(rewards, n_bootstrap, rng)
+    low, high = mean_interval(rewards, n_bootstrap, rng)
     rate = float(rewards.mean()) if rewards.size else float("nan")
     return GroupRate(len(rows), int(rewards.size), len(rows) - int(rewards.size), rate, low,
                      high, dict(sorted(arms.items()))), rewards
@@ -367,7 +357,7 @@ def holdout_report(rows: Iterable[tuple[str, JsonObject | None, float | None]], 
     Raises
     ------
     ValueError
-        ``n_bootstrap`` < 1.
+        ``n_bootstrap`` below ``bandits.ope.MIN_BOOTSTRAP`` (``errors.check_bootstrap``).
     """
     n_bootstrap = check_bootstrap(n_bootstrap)
     served: list[tuple[str, float | None]] = []

@@ -39,9 +39,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from scipy import stats
 
 from bandits.multileave import MultileaveThompsonSampling, draft_order, fill_slate
+from bandits.ope import mean_interval
 from serving.errors import check_bootstrap
 from serving.rules import Feedback
 
@@ -266,7 +266,7 @@ def credit_report(decisions: Iterable[tuple[str, object]],
     Raises
     ------
     ValueError
-        ``n_bootstrap`` < 1.
+        ``n_bootstrap`` below ``bandits.ope.MIN_BOOTSTRAP`` (``errors.check_bootstrap``).
     """
     n_bootstrap = check_bootstrap(n_bootstrap)
     sets = {e: tuple(parse(m)["arms"]) for e, m in decisions}  # type: ignore[index]
@@ -298,13 +298,7 @@ def _arm_rows(names: Sequence[str], shown: npt.NDArray[np.bool_],
     for j, arm in enumerate(names):
         d = decided[:, j]
         values = credited[d, j]
-        low = high = float("nan")
-        if values.size >= 2 and np.ptp(values) > 0:
-            ci = stats.bootstrap((values,), np.mean, n_resamples=n_bootstrap,
-                                 method="percentile", random_state=rng).confidence_interval
-            low, high = float(ci.low), float(ci.high)
-        elif values.size >= 2:  # every resample has the same mean
-            low = high = float(values.mean())
+        low, high = mean_interval(values, n_bootstrap, rng)
         rows.append({"arm": arm, "impressions": int(shown[:, j].sum()), "decided": int(d.sum()),
                      "credited": float(values.sum()),
                      "rate": float(values.mean()) if values.size else float("nan"),

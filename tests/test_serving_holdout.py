@@ -17,7 +17,7 @@ from test_serving_support import read_table
 
 from arms.data import make_synthetic
 from experiments.cli import main as cli_main
-from serving import offpolicy
+from serving import holdout, offpolicy
 from serving.app import create_app
 from serving.commands import credit as credit_command
 from serving.commands import holdout as holdout_command
@@ -278,3 +278,9 @@ def test_the_bootstrap_count_is_refused_by_one_check_with_one_message(tmp_path: 
     assert set(messages.values()) == {f"n_bootstrap (--bootstrap)={n} must be >= 10"
                                       for n in (0, 1, 9)}, messages
     assert not (tmp_path / "state").exists()
+
+
+def test_the_holdout_report_gives_one_outcome_no_interval_as_credit_does() -> None:
+    group, _ = holdout._group([("svd", 1.0), ("svd", None)], 200, np.random.default_rng(0))
+    assert (group.decided, group.rate) == (1, 1.0)
+    assert np.isnan(group.low) and np.isnan(group.high)  # it was [1.0, 1.0]
