@@ -26,7 +26,7 @@ import json
 import logging
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -37,6 +37,10 @@ logger = logging.getLogger(__name__)
 
 #: The detectors ``drift_detector`` selects ("none": windows only).
 DETECTORS: dict[str, type[ChangeDetector]] = {"PageHinkley": PageHinkley, "CUSUM": CUSUM}
+#: ``drift_detector``'s values: a detector of :data:`DETECTORS`, or none (the type of the
+#: setting, the CLI's choices by test).
+DetectorName = Literal["PageHinkley", "CUSUM", "none"]
+DETECTOR_NAMES: tuple[str, ...] = get_args(DetectorName)
 #: The probe's threshold: never reached (a statistic grows by at most 1 per observation).
 PROBE_THRESHOLD = 1e300
 #: Alarms kept per arm in :meth:`DriftMonitor.describe` (the latest).
@@ -70,7 +74,7 @@ class DriftMonitor:
                  windows: Sequence[int] = (100, 1000), start: int = 0) -> None:
         if detector != "none" and detector not in DETECTORS:
             raise ValueError(f"drift_detector={detector!r} is not a detector; allowed: "
-                             f"{[*DETECTORS, 'none']}")
+                             f"{list(DETECTOR_NAMES)}")
         if not windows or min(windows) < 1:
             raise ValueError(f"drift_windows must be window sizes >= 1, got {list(windows)}")
         self.arms = list(arms)

@@ -34,7 +34,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -49,7 +49,9 @@ if TYPE_CHECKING:  # only for annotations: the store imports this module, and po
     from serving.policy import PolicySnapshot
     from serving.store.types import JsonObject, Row
 
-SLATE_MODES = ("single", "multileave")
+#: ``slate_mode``'s values (the type of the setting; the CLI's choices by test).
+SlateMode = Literal["single", "multileave"]
+SLATE_MODES: tuple[str, ...] = get_args(SlateMode)
 #: Joins the arms of a multileaved set into its name (``decisions.arm``, the ``pmf``'s keys).
 SET_SEPARATOR = "+"
 

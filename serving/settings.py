@@ -12,7 +12,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -24,9 +24,10 @@ from bandits.base import registered_policies
 from bandits.ope import MIN_BOOTSTRAP
 from bandits.thompson import BETA_PRIOR_MAX, BETA_PRIOR_MIN
 from serving.armset import make_arm
-from serving.drift import DriftMonitor
+from serving.drift import DetectorName, DriftMonitor
 from serving.features import DEFAULT_DECAY_STEP_S, DEFAULT_HALF_LIFE_S
 from serving.holdout import Holdout, check_holdout
+from serving.multileave import SlateMode
 from serving.policy import DEFAULT_POLICY, CarryoverMode, PolicyModel, check_policy_name
 from serving.rules import Aggregation, RuleBook, overridden_rules
 
@@ -382,12 +383,12 @@ class Settings(BaseSettings):
     policy: str = DEFAULT_POLICY
     policy_params: dict[str, float | int | bool | list[float] | None] = Field(
         default_factory=dict)
-    slate_mode: Literal["single", "multileave"] = "single"
+    slate_mode: SlateMode = "single"
     multileave_arms: int = Field(2, ge=2)
     exploration_floor: float = Field(0.0, ge=0.0, le=1.0, allow_inf_nan=False)
     holdout_share: float = Field(0.0, ge=0.0, lt=1.0, allow_inf_nan=False)
     holdout_baseline: str = "uniform"
-    drift_detector: Literal["PageHinkley", "CUSUM", "none"] = "PageHinkley"
+    drift_detector: DetectorName = "PageHinkley"
     drift_threshold: float | None = Field(None, gt=0, allow_inf_nan=False)
     drift_delta: float | None = Field(None, ge=0, lt=1)
     drift_min_samples: int | None = Field(None, ge=1)

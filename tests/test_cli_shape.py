@@ -220,3 +220,41 @@ def test_serve_refused_at_start_says_why_on_stderr_without_a_traceback(monkeypat
     monkeypatch.setattr(commands, "serve", fake)
     assert cli.main(["serve", "--state-dir", str(tmp_path)]) == 1
     assert capsys.readouterr() == ("", f"recbandits serve: {refusal}\n")
+
+
+def _choices(command: str, option: str) -> tuple[str, ...]:
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    action = next(a for a in sub.choices[command]._actions
+                  if option in a.option_strings or a.dest == option)
+    return tuple(action.choices)
+
+
+def test_every_choice_list_of_the_cli_is_its_owners():
+    """One rule, one place: the parser is built without importing the service (or the
+    replay's and OBD's modules), so each choice list it spells is checked against the list
+    its owner defines (found by a one-rule review: seven lists written out again)."""
+    from typing import get_args
+
+    from arms.data.obd import CAMPAIGNS
+    from experiments.config import EXECUTORS
+    from experiments.replay import COLD_USERS
+    from serving import drift, multileave, versions
+    from serving.policy import CARRYOVER_MODES
+    from serving.settings import Settings
+
+    owners = {("replay", "--cold-users"): COLD_USERS,
+              ("serve", "--posterior-carryover"): CARRYOVER_MODES,
+              ("retrain", "--posterior-carryover"): CARRYOVER_MODES,
+              ("serve", "--slate-mode"): multileave.SLATE_MODES,
+              ("serve", "--drift-detector"): drift.DETECTOR_NAMES,
+              ("models", "action"): tuple(versions.ACTIONS),
+              ("ope", "--campaign"): CAMPAIGNS,
+              ("simulate", "--executor"): EXECUTORS}
+    for (command, option), owned in owners.items():
+        assert _choices(command, option) == tuple(owned), (command, option)
+    # The settings' types are the owners' too, and every detector but "none" is served.
+    fields = Settings.model_fields
+    assert get_args(fields["slate_mode"].annotation) == multileave.SLATE_MODES
+    assert get_args(fields["drift_detector"].annotation) == drift.DETECTOR_NAMES
+    assert (*drift.DETECTORS, "none") == drift.DETECTOR_NAMES
