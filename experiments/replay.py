@@ -43,6 +43,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from numbers import Real
 from pathlib import Path
 from typing import Any, cast
 
@@ -130,7 +131,9 @@ class ReplayConfig:
 
     def __post_init__(self) -> None:
         """Check every field; raise :class:`ReplayConfigError` naming the first bad one."""
-        if not 0.0 < float(self.cut) < 1.0:
+        # A number, not text that reads as one (found by a one-rule review: "0.3" passed).
+        if (isinstance(self.cut, bool) or not isinstance(self.cut, Real)
+                or not 0.0 < float(self.cut) < 1.0):
             raise ReplayConfigError("cut", f"cut must be within (0, 1), got {self.cut!r}")
         self._check_arms()
         bad = [v for v in self.variants if v not in VARIANTS]

@@ -219,6 +219,9 @@ def test_metrics_and_intervals_are_consistent(data):
 def test_config_is_validated():
     with pytest.raises(rp.ReplayConfigError, match=r"cut must be within \(0, 1\), got 1\.5"):
         rp.ReplayConfig(cut=1.5)
+    for text in ("0.3", True, None):  # text that reads as a number is not one (review)
+        with pytest.raises(rp.ReplayConfigError, match="cut must be within"):
+            rp.ReplayConfig(cut=text)
     with pytest.raises(ValueError, match="unknown arm 'seqential'; did you mean sequential"):
         rp.ReplayConfig(arms=("seqential",))
     with pytest.raises(rp.ReplayConfigError, match="variants must be among"):
