@@ -117,6 +117,11 @@ class GateReport:
         }  # fmt: skip
 
 
+#: The gate's default margin, and its largest: the metrics are rates on a 0-1 scale, so a
+#: margin above 1 would reject nothing (the service's ``gate_margin`` takes both from here).
+DEFAULT_MARGIN = 0.01
+MAX_MARGIN = 1.0
+
 #: Fewest bootstrap resamples the gate's percentile intervals are computed from: with 1 or 2
 #: resamples a "95% interval" is one or two resampled values (it took 1, found by review).
 #: The floor is :data:`bandits.ope.MIN_BOOTSTRAP`'s, which ``arms`` may not import (neither
@@ -194,7 +199,7 @@ def evaluate_gate(
     holdout_fraction: float | None = None,
     cut_time: int | None = None,
     k: int = 10,
-    margin: float = 0.01,
+    margin: float = DEFAULT_MARGIN,
     beyond_noise: bool = True,
     relevance_threshold: float | None = None,
     n_bootstrap: int = 1000,
@@ -219,7 +224,7 @@ def evaluate_gate(
         Cut-off of HR@k and NDCG@k, >= 1.
     margin : float, default 0.01
         Largest drop of HR@k or NDCG@k (absolute, on the metric's 0-1 scale) a candidate arm may
-        show against its serving counterpart, >= 0.
+        show against its serving counterpart, from 0 to 1 (:data:`MAX_MARGIN`).
     beyond_noise : bool, default True
         Count a drop larger than ``margin`` only when the paired interval of the difference lies
         below zero too, so a refit that differs by noise alone is not rejected (an SVD refit
@@ -251,7 +256,7 @@ def evaluate_gate(
     cand_specs = _specs(candidate, "candidate")
     serv_specs = _specs(serving, "serving")
     k = check_int("k", k, low=1)
-    margin = check_float("margin", margin, low=0.0)
+    margin = check_float("margin", margin, low=0.0, high=MAX_MARGIN)
     n_bootstrap = check_int("n_bootstrap", n_bootstrap, low=MIN_BOOTSTRAP)
     confidence = check_float("confidence", confidence, low=0.0, strict=True)
     if confidence >= 1.0:

@@ -20,6 +20,7 @@ from uvicorn.config import LOG_LEVELS
 
 from arms import registry
 from arms.data import MOVIELENS_NAMES
+from arms.gate import DEFAULT_MARGIN, MAX_MARGIN
 from bandits.base import registered_policies
 from bandits.ope import MIN_BOOTSTRAP
 from bandits.thompson import BETA_PRIOR_MAX, BETA_PRIOR_MIN
@@ -398,7 +399,7 @@ class Settings(BaseSettings):
     gate_enabled: bool = True
     gate_holdout: float = Field(0.1, gt=0.0, lt=1.0)
     gate_holdout_s: float | None = Field(None, gt=0)
-    gate_margin: float = Field(0.01, ge=0.0, le=1.0)
+    gate_margin: float = Field(DEFAULT_MARGIN, ge=0.0, le=MAX_MARGIN)
     gate_bootstrap: int = Field(200, ge=MIN_BOOTSTRAP)
     shadow_policy: str | None = None
     shadow_policy_params: dict[str, float | int | bool | list[float] | None] = Field(

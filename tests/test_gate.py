@@ -113,6 +113,8 @@ def test_a_ratings_dataframe_is_accepted_and_labels_pair_the_arms(data):
     ({"holdout_fraction": 0.0}, ValueError, r"holdout_fraction must be > 0\.0, got 0\.0"),
     ({"cut_time": 0}, ValueError, r"the cut leaves 0 events before it"),
     ({"holdout_fraction": 0.1, "margin": -0.1}, ValueError, r"margin must be >= 0\.0, got -0\.1"),
+    # The service's gate_margin stops at 1; the gate took any margin (one-rule review).
+    ({"holdout_fraction": 0.1, "margin": 1.5}, ValueError, r"margin must be <= 1\.0, got 1\.5"),
     ({"holdout_fraction": 0.1, "k": 0}, ValueError, r"k must be an integer >= 1, got 0"),
     ({"holdout_fraction": 0.1, "n_bootstrap": 0}, ValueError, r"n_bootstrap must be an integer"),
     # Found by review: one resample was taken, and its one value printed as a 95% interval.
