@@ -298,6 +298,11 @@ def test_run_and_cli_on_a_generated_tree(tmp_path: Path, capsys: pytest.CaptureF
     assert "n_bootstrap" in capsys.readouterr().err
     with pytest.raises(ValueError, match="campaigns contains 'kids'"):
         OBDOPEConfig(campaigns=("kids",))
+    # The lab's one integer message, as replay's (one-rule review).
+    with pytest.raises(ValueError, match=r"^seed must be an integer >= 0, got -1$"):
+        OBDOPEConfig(seed=-1)
+    assert main(["ope", "--obd", "--data", str(tmp_path), "--seed", "-1"]) == 2
+    assert "seed must be an integer >= 0, got -1" in capsys.readouterr().err
 
     # with priors beside the tree, the Monte Carlo reconstruction joins in
     alpha, beta = np.arange(1.0, 35.0), np.full(34, 500.0)
