@@ -45,7 +45,7 @@ from arms.base import Recommender
 from arms.data.dataset import Dataset
 from arms.data.splits import tie_break_key
 from arms.metrics import ranking_metrics
-from arms.registry import make_arm
+from arms.registry import make_arm, refuse_repeats, resolve
 
 __all__ = ["ArmSetSpec", "GateReport", "evaluate_gate", "temporal_cut"]
 
@@ -405,8 +405,13 @@ def _specs(spec: ArmSetSpec, name: str) -> dict[str, tuple[str, dict[str, Any]]]
     elif isinstance(spec, Sequence) and not isinstance(spec, str):
         if not all(isinstance(a, str) and a for a in spec):
             raise TypeError(f"{name} must list arm names (non-empty strings), got {spec!r}")
-        if len(set(spec)) != len(spec):
-            raise ValueError(f"{name} names an arm twice: {list(spec)}")
+        # One arm under two names (an alias and its arm) is named twice too; an empty list
+        # is said below, naming its side.
+        resolved = [resolve(a).name for a in spec] or ["-"]
+        try:
+            refuse_repeats(resolved)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
         out = {a: (a, {}) for a in spec}
     else:
         raise TypeError(f"{name} must be a list of arm names or a mapping label -> params, got "

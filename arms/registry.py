@@ -197,13 +197,17 @@ def resolve_names(names: Sequence[str]) -> tuple[str, ...]:
 
 
 def refuse_repeats(names: Sequence[str]) -> None:
-    """Raise ``ValueError`` if an arm is named twice in ``names`` (the one message for it).
+    """Raise ``ValueError`` if ``names`` is empty or names an arm twice: the one rule (and
+    message) of an arm list, for the service's settings, the environments, the gate and the
+    lab's commands (``names``: resolved names, or labels of the caller's specs).
 
     Raises
     ------
     ValueError
-        Naming the arms given twice.
+        No arm, or naming the arms given twice.
     """
+    if not names:
+        raise ValueError("arms must name at least one arm")
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
         raise ValueError(f"arms must name each arm once, got {twice} twice")

@@ -72,8 +72,7 @@ def check_arms(arm_specs: object) -> tuple[str | Recommender, ...]:
             f"arms must be a sequence of arm names or Recommender instances, got {arm_specs!r}"
         )
     specs = tuple(arm_specs)
-    if not specs:
-        raise ValueError("arms must name at least one arm, got an empty sequence")
+    registry.refuse_repeats(specs)  # (none at all; repeats are said below, by name)
     for spec in specs:
         if not isinstance(spec, str | Recommender):
             raise TypeError(
@@ -81,9 +80,7 @@ def check_arms(arm_specs: object) -> tuple[str | Recommender, ...]:
             )
         if isinstance(spec, str):
             registry.resolve(spec)  # raises UnknownArmError, with a "did you mean"
-    names = [arm_name(s) for s in specs]
-    if len(set(names)) != len(names):
-        raise ValueError(f"arms must be distinct, got {names}")
+    registry.refuse_repeats([arm_name(s) for s in specs])
     return specs
 
 

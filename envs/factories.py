@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from arms import registry
 from arms.data import Dataset, load_movielens, temporal_split
 from envs.arm_set import DEFAULT_ARMS, arm_name, check_arms, fitted_arms
 from envs.context import user_context
@@ -139,8 +140,7 @@ def _fixed_ctr_names(arms: Sequence[Any], *, fitted: bool) -> tuple[str, ...]:
     if isinstance(arms, str) or not isinstance(arms, Sequence) or not arms:
         raise TypeError(f"arms must be a non-empty sequence of names, got {arms!r}")
     names = tuple(arm_name(a) for a in arms)
-    if len(set(names)) != len(names):
-        raise ValueError(f"arms must be distinct, got {list(names)}")
+    registry.refuse_repeats(names)
     return names
 
 

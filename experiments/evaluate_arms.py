@@ -415,8 +415,6 @@ def _arm_labels(specs: dict[str, ArmSpec], arms: Sequence[str] | None, *,
     unknown = [a for a in labels if a not in specs]
     if unknown:
         raise ValueError(f"unknown arms {unknown}; available: {sorted(specs)}")
-    if not labels:
-        raise ValueError("arms is empty; name at least one arm")
     registry.refuse_repeats(labels)  # labels of the given specs, not only registry names
     return labels
 
@@ -636,9 +634,8 @@ def _canonical_arms(arms: tuple[str, ...]) -> tuple[str, ...]:
     """
     if isinstance(arms, str) or not all(isinstance(a, str) for a in arms):
         raise TypeError(f"arms must be a tuple of arm names, got {arms!r}")
-    if not arms:
-        raise EvaluateConfigError("arms", "arms is empty; name at least one arm")
     try:
+        registry.refuse_repeats(arms)  # none at all
         return registry.resolve_names(arms)
     except ValueError as exc:
         raise EvaluateConfigError("arms", str(exc)) from None

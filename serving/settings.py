@@ -471,14 +471,10 @@ class Settings(BaseSettings):
     @field_validator("arms")
     @classmethod
     def _check_arms(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("arms must name at least one arm")
         # Canonical registry names (a deprecated alias warns), so the log and the saved arm
         # files always use one name per arm; an unknown name fails here, before any fitting.
-        value = [registry.resolve(name).name for name in value]
-        if len(set(value)) != len(value):
-            raise ValueError(f"arms must not repeat an arm, got {value}")
-        return value
+        registry.refuse_repeats(value)  # none at all: said before an alias is resolved
+        return list(registry.resolve_names(value))
 
     @field_validator("retrain_every", mode="before")
     @classmethod

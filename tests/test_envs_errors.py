@@ -75,7 +75,8 @@ def test_latent_model_that_cannot_be_built_is_a_clear_error(toy):
     ("kwargs", "error", "match"),
     [
         ({"arms": ("popularity", "pagerank")}, UnknownArmError, "unknown arm 'pagerank'"),
-        ({"arms": ("popularity", "popularity")}, ValueError, "distinct"),
+        ({"arms": ("popularity", "popularity")}, ValueError,
+         r"arms must name each arm once, got \[.popularity.\] twice"),
         ({"arms": "popularity"}, TypeError, "sequence"),
         ({"arms": ()}, ValueError, "at least one"),
         ({"reward": "clicks"}, ValueError, r"reward must be one of \('any'"),

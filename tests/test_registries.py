@@ -21,6 +21,8 @@ import bandits
 import envs
 from arms import registry
 from arms.autoencoder import AutoencoderRecommender
+from arms.data import make_synthetic
+from arms.gate import evaluate_gate
 from envs.arm_set import check_arms
 from envs.factories import DRIFT_ARMS
 from envs.fixed_ctr import SEED_CTR
@@ -116,10 +118,21 @@ def test_old_name_ease_resolves_with_a_future_warning():
         assert check_arms(["svd", "ease"]) == ("svd", "ease")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        with pytest.raises(ValueError, match="distinct"):
-            check_arms(["ease", "autoencoder"])  # one arm under two names
-        with pytest.raises(ValidationError, match="must not repeat an arm"):
+        # One arm under two names; one rule and message everywhere (one-rule review: the
+        # settings, the environments, the gate and the commands each had their own).
+        twice = r"arms must name each arm once, got \['autoencoder'\] twice"
+        with pytest.raises(ValueError, match=twice):
+            check_arms(["ease", "autoencoder"])
+        with pytest.raises(ValidationError, match=twice):
             Settings(arms="ease,autoencoder")
+        with pytest.raises(ValueError, match=f"candidate: {twice}"):  # the gate: two arms
+            evaluate_gate(make_synthetic(n_users=30, n_items=40, n_ratings=600),
+                          ["ease", "autoencoder"], ["autoencoder"], holdout_fraction=0.2)
+    for empty in ([], ()):
+        with pytest.raises(ValueError, match=r"^arms must name at least one arm$"):
+            check_arms(empty)
+    with pytest.raises(ValidationError, match="arms must name at least one arm"):
+        Settings(arms="")
 
 
 @pytest.mark.parametrize(
