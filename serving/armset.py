@@ -15,10 +15,12 @@ import shutil
 import tempfile
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 
@@ -105,13 +107,39 @@ def _fit_each(unfitted: Mapping[str, Recommender], train: Dataset) -> dict[str, 
     return fitted
 
 
+def arm_file(folder: Path, name: str) -> Path:
+    """Where arm ``name`` is saved in a version's arms ``folder`` (the one layout)."""
+    return folder / f"{name}.npz"
+
+
+def missing_arms(folder: Path, names: Sequence[str]) -> list[str]:
+    """Those of ``names`` with no saved file in ``folder``."""
+    return [n for n in names if not arm_file(folder, n).is_file()]
+
+
+def new_arms_folder(state_dir: Path) -> Path:
+    """A new folder for a version's arms: ``state_dir/arms/<UTC time>-<8 hex digits>``, unique
+    across processes and hosts sharing the state folder (a start used its pid instead, which
+    repeats across hosts; found by a one-rule review).
+    """
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    return state_dir / "arms" / f"{stamp}-{uuid.uuid4().hex[:8]}"
+
+
+def arms_lock(state_dir: Path) -> contextlib.AbstractContextManager[None]:
+    """The lock of ``state_dir``'s arms between processes: held to fit a first version, or to
+    save and record a new one (:func:`file_lock` on ``arms.lock``).
+    """
+    return file_lock(state_dir / "arms.lock")
+
+
 def save_arms(models: Mapping[str, Recommender], target: Path) -> Path:
     """Write every arm to ``target/<name>.npz`` atomically (a folder renamed into place)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         for name, model in models.items():
-            model.save(tmp / f"{name}.npz")
+            model.save(arm_file(tmp, name))
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -155,10 +183,10 @@ def load_arms(folder: Path, names: Sequence[str]) -> dict[str, Recommender]:
     FileNotFoundError
         If an arm file is missing (the message names it).
     """
-    missing = [n for n in names if not (folder / f"{n}.npz").is_file()]
+    missing = missing_arms(folder, names)
     if missing:
         raise FileNotFoundError(f"no saved arm {missing} in {folder}")
-    return {name: Recommender.load(folder / f"{name}.npz") for name in names}
+    return {name: Recommender.load(arm_file(folder, name)) for name in names}
 
 
 @contextmanager

@@ -37,10 +37,12 @@ from serving import shadow, versions
 from serving.armset import (
     ArmSet,
     arms_folder,
-    file_lock,
+    arms_lock,
     fit_arms,
     load_arms,
     make_arm,
+    missing_arms,
+    new_arms_folder,
     params_differ,
     recorded_arms_dir,
     save_arms,
@@ -150,12 +152,12 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
         catalog = load_catalog(settings)
     _refuse_another_catalogue(store, catalog)
     state_dir = settings.resolved_state_dir()
-    with file_lock(state_dir / "arms.lock"):
+    with arms_lock(state_dir):
         meta = store.policy_meta()
         models = None
         folder = None if meta is None else arms_folder(state_dir, meta.arms_dir)
         if (meta is not None and folder is not None
-                and all((folder / f"{n}.npz").is_file() for n in settings.arms)):
+                and not missing_arms(folder, settings.arms)):
             logger.info("loading the arms of policy version %d from %s", meta.version, folder)
             models = load_arms(folder, settings.arms)
             # The settings are the truth: arms saved with other hyper-parameters (arm_params
@@ -217,8 +219,7 @@ def _publish(store: Store, models: Mapping[str, Recommender], state_dir: Path,
     or the next one after ``meta``'s (``changed``: the arms fitted again, to which the
     posterior carry-over applies; :mod:`serving.versions`).
     """
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    folder = recorded_arms_dir(save_arms(models, state_dir / "arms" / f"{stamp}-{os.getpid()}"))
+    folder = recorded_arms_dir(save_arms(models, new_arms_folder(state_dir)))
     if meta is None:
         return store.init_policy_meta(folder, arms=_arm_params(models), data=data)
     row = store.serve_version(

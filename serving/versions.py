@@ -38,7 +38,6 @@ import logging
 import re
 import shutil
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -55,8 +54,10 @@ from arms.gate import evaluate_gate
 from serving.armset import (
     ArmSet,
     arms_folder,
-    file_lock,
+    arms_lock,
     load_arms,
+    missing_arms,
+    new_arms_folder,
     recorded_arms_dir,
     refit_like,
     save_arms,
@@ -491,11 +492,10 @@ def retrain(settings: Settings, store: Store, catalog: Dataset,
     state_dir = settings.resolved_state_dir()
     bases = (load_arms(arms_folder(state_dir, served.arms_dir), live) if served is not None
              else refit_like({n: models[n] for n in live}, catalog))
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     if not serve:  # saved for a later promotion; nothing served changes
-        with guard, file_lock(state_dir / "arms.lock"):
+        with guard, arms_lock(state_dir):
             folder = save_arms({n: fitted[n] if n in fitted else bases[n] for n in models},
-                               state_dir / "arms" / f"{stamp}-{uuid.uuid4().hex[:8]}")
+                               new_arms_folder(state_dir))
             row = store.record_version(status="candidate", reason=reason,
                                        arms_dir=recorded_arms_dir(folder),
                                        arms=params, data=data, gate=gate)
@@ -509,9 +509,9 @@ def retrain(settings: Settings, store: Store, catalog: Dataset,
                                catalog, version=0, cold_start_arm=settings.cold_start_arm,
                                cache_size=settings.score_cache_size,
                                added=store.items_after(0))
-        with file_lock(state_dir / "arms.lock"):
+        with arms_lock(state_dir):
             folder = save_arms({n: fitted[n] if n in fitted else bases[n] for n in models},
-                               state_dir / "arms" / f"{stamp}-{uuid.uuid4().hex[:8]}")
+                               new_arms_folder(state_dir))
             try:
                 row = store.serve_version(
                     kind="retrain", arms_dir=recorded_arms_dir(folder), arms=params,
@@ -602,7 +602,7 @@ def promote(settings: Settings, store: Store, version: int, *,
     refitted = [n for n, spec in row.arms.items()
                 if not registry.resolve(str(spec.get("arm", n))).cls.learns_from_stream]
     folder = arms_folder(settings.resolved_state_dir(), row.arms_dir)
-    missing = [n for n in refitted if not (folder / f"{n}.npz").is_file()]
+    missing = missing_arms(folder, refitted)
     if missing:
         raise ModelsError(f"model version {version} cannot serve its arms {list(row.arms)}: "
                           f"{missing} missing in {folder} (nor in "

@@ -818,3 +818,28 @@ def test_a_retrain_with_another_state_folder_than_the_service_is_served(
         folder = Path(client.app.state.service.store.policy_meta().arms_dir)
         assert folder.parent == (tmp_path / "elsewhere" / "arms").resolve()
         assert client.app.state.service.arm_set.version == 2
+
+
+def test_every_new_arms_folder_is_named_one_way(tmp_path: Path) -> None:
+    """A first start named its folder by its pid (which repeats across hosts sharing a state
+    folder), a retrain by 8 random hex digits; both now take ``armset.new_arms_folder``
+    (one-rule review)."""
+    import re
+
+    from serving.armset import new_arms_folder
+
+    folders = {new_arms_folder(tmp_path) for _ in range(50)}
+    assert len(folders) == 50
+    assert all(f.parent == tmp_path / "arms" and re.fullmatch(r"\d{8}T\d{6}-[0-9a-f]{8}", f.name)
+               for f in folders)
+    # A service's first start and its retrain both name theirs so.
+    settings = make_settings(tmp_path, "sqlite")
+    from serving import commands
+
+    resources = commands.prepare(settings, catalog=make_synthetic(
+        n_users=40, n_items=60, n_ratings=800))
+    try:
+        first = Path(resources.store.policy_meta().arms_dir)
+    finally:
+        resources.store.dispose()
+    assert re.fullmatch(r"\d{8}T\d{6}-[0-9a-f]{8}", first.name), first
