@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from arms.data.movielens import MOVIELENS_NAMES
+from arms.data.movielens import DATASETS, MOVIELENS_NAMES
 from arms.errors import DataFileError, DataUnavailableError
 
 if TYPE_CHECKING:  # serving is imported lazily at run time (see the module docstring)
@@ -427,7 +427,7 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
                          "~/.local/state/recbandits)")
         sub.add_argument("--arms", help="comma-separated arms (default: "
                          "svd,sequential,autoencoder,popularity)")
-        sub.add_argument("--dataset", choices=(*MOVIELENS_NAMES, "synthetic"),
+        sub.add_argument("--dataset", choices=DATASETS,
                          help="what the arms are fit on (default: movielens)")
         sub.add_argument("--seed", type=int, help="seed of arm fitting and arm selection")
         sub.add_argument("--policy", help="the bandit policy: ThompsonSampling (default), "
@@ -658,7 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="a TOML file, or the name of a shipped config (fixed_ctr, "
                           "movielens, movielens_drift); default movielens")
     simulate.add_argument("--env", help="environment id, overriding the config's")
-    simulate.add_argument("--dataset", choices=(*MOVIELENS_NAMES, "synthetic"),
+    simulate.add_argument("--dataset", choices=DATASETS,
                           help="the environment's dataset, overriding the config's "
                           "[env.params] dataset (movielens is ml-100k)")
     simulate.add_argument("--policies", nargs="+", metavar="POLICY",

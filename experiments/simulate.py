@@ -45,9 +45,11 @@ from tqdm import tqdm
 
 from arms.data.files import clear_run_files
 from arms.data.movielens import (
+    DATASETS,
     MOVIELENS_ALIASES,
     MOVIELENS_NAMES,
     MOVIELENS_VARIANTS,
+    SYNTHETIC,
     movielens_variant,
 )
 from experiments import config as cfg
@@ -112,7 +114,6 @@ class EnvInfo:
 
 #: ``dataset`` values a config may give (a Dataset object cannot be written in TOML): the
 #: MovieLens releases (``"movielens"`` is 100K) and the synthetic generator.
-DATASETS = (*MOVIELENS_NAMES, "synthetic")
 _MOVIELENS_NAME = re.compile(r"movielens", re.IGNORECASE)
 _MOVIELENS_TEXT = re.compile(r"MovieLens(?: 100K)?", re.IGNORECASE)
 
@@ -140,7 +141,7 @@ def label_dataset(config: ExperimentConfig) -> ExperimentConfig:
     not say so gets it added. Any other config is returned unchanged.
     """
     name = dataset_name(config.env.params)
-    if name == "synthetic":
+    if name == SYNTHETIC:
         label, title, sentence = "synthetic", "synthetic", "On the synthetic dataset."
     elif name in MOVIELENS_NAMES and movielens_variant(name).name != "ml-100k":
         label, title = movielens_variant(name).name, movielens_variant(name).title
@@ -186,7 +187,7 @@ def env_kwargs(params: TomlTable, horizon: int) -> TomlTable:
     if isinstance(dataset, dict):
         options = {k: v for k, v in dataset.items() if k != "name"}
         dataset = dataset.get("name")
-    if dataset == "synthetic":
+    if dataset == SYNTHETIC:
         kwargs["dataset"] = _synthetic(tuple(sorted(options.items())))
     elif dataset in MOVIELENS_VARIANTS:
         kwargs["dataset"] = dataset
@@ -233,7 +234,7 @@ def probe_env(config: ExperimentConfig) -> EnvInfo:
             env = make_vector_env(config.env.id, params, 1, config.horizon)
         except DataUnavailableError as exc:
             wanted = movielens_variant(dataset_name(params) or "movielens")
-            params["dataset"] = "synthetic"
+            params["dataset"] = SYNTHETIC
             logger.info("MovieLens unavailable: %s", exc)
             notes.append(f"{wanted.title} not available; running on the synthetic dataset "
                          f"instead (set RECBANDITS_DATA to a folder holding "

@@ -30,7 +30,7 @@ import httpx2
 from uvicorn.config import LOG_LEVELS
 
 from arms.base import Recommender
-from arms.data import load_movielens, make_synthetic
+from arms.data import SYNTHETIC, load_movielens, make_synthetic
 from arms.data.dataset import Dataset
 from bandits.base import registered_policies
 from serving import shadow, versions
@@ -88,7 +88,7 @@ T = TypeVar("T")
 
 def load_catalog(settings: Settings) -> Dataset:
     """The base training data named by ``settings.dataset``."""
-    if settings.dataset == "synthetic":
+    if settings.dataset == SYNTHETIC:
         return make_synthetic(settings.synthetic_users, settings.synthetic_items,
                               settings.synthetic_ratings, random_state=settings.seed or 0)
     return load_movielens(settings.data, variant=settings.dataset)

@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from uvicorn.config import LOG_LEVELS
 
 from arms import registry
-from arms.data import MOVIELENS_NAMES
+from arms.data import DATASETS
 from arms.gate import DEFAULT_MARGIN, MAX_MARGIN
 from bandits.base import registered_policies
 from bandits.ope import MIN_BOOTSTRAP
@@ -484,9 +484,8 @@ class Settings(BaseSettings):
     @field_validator("dataset")
     @classmethod
     def _check_dataset(cls, value: str) -> str:
-        allowed = (*MOVIELENS_NAMES, "synthetic")
-        if value not in allowed:
-            raise ValueError(f"dataset must be one of {list(allowed)}, got {value!r}")
+        if value not in DATASETS:
+            raise ValueError(f"dataset must be one of {list(DATASETS)}, got {value!r}")
         return value
 
     @field_validator("policy")

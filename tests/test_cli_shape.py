@@ -236,6 +236,7 @@ def test_every_choice_list_of_the_cli_is_its_owners():
     its owner defines (found by a one-rule review: seven lists written out again)."""
     from typing import get_args
 
+    from arms.data import DATASETS
     from arms.data.obd import CAMPAIGNS
     from experiments.config import EXECUTORS
     from experiments.replay import COLD_USERS
@@ -250,7 +251,8 @@ def test_every_choice_list_of_the_cli_is_its_owners():
               ("serve", "--drift-detector"): drift.DETECTOR_NAMES,
               ("models", "action"): tuple(versions.ACTIONS),
               ("ope", "--campaign"): CAMPAIGNS,
-              ("simulate", "--executor"): EXECUTORS}
+              ("simulate", "--executor"): EXECUTORS,
+              ("simulate", "--dataset"): DATASETS, ("serve", "--dataset"): DATASETS}
     for (command, option), owned in owners.items():
         assert _choices(command, option) == tuple(owned), (command, option)
     # The settings' types are the owners' too, and every detector but "none" is served.

@@ -2,7 +2,9 @@
 
 from arms.data.dataset import Dataset
 from arms.data.movielens import (
+    DATASETS,
     MOVIELENS_NAMES,
+    SYNTHETIC,
     find_movielens,
     load_movielens,
     movielens_variant,
@@ -11,7 +13,9 @@ from arms.data.splits import kfold_split, random_split, temporal_split
 from arms.data.synthetic import make_synthetic
 
 __all__ = [
+    "DATASETS",
     "MOVIELENS_NAMES",
+    "SYNTHETIC",
     "Dataset",
     "find_movielens",
     "kfold_split",
