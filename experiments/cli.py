@@ -7,7 +7,6 @@ never pay for (or depend on) the web stack.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import logging
@@ -776,13 +775,10 @@ def _given(args: argparse.Namespace, filename: object) -> bool:
     paths = [getattr(args, name, None) for name in
              ("out", "export_csv", "export_obp", "data", "state_dir")]
     db = getattr(args, "db", None)
-    if isinstance(db, str):  # an SQLite URL's file (sqlite:///, sqlite+pysqlite:///)
-        with contextlib.suppress(Exception):
-            from sqlalchemy.engine import make_url
+    if isinstance(db, str):  # a store URL's file (an SQLite one's, whatever its driver)
+        from serving.store import database_file
 
-            url = make_url(db)
-            if url.get_backend_name() == "sqlite" and url.database:
-                paths.append(url.database)
+        paths.append(database_file(db))
     target = os.path.abspath(os.fsdecode(filename))  # type: ignore[arg-type]  # str or bytes
     for path in (os.path.abspath(p) for p in paths if isinstance(p, str)):
         if target == path or target.startswith(path.rstrip(os.sep) + os.sep):

@@ -258,3 +258,16 @@ def test_sqlite_request_reads_use_the_idle_write_connection_and_see_other_writer
     finally:
         a.dispose()
         b.dispose()
+
+
+def test_the_file_of_a_store_url_is_the_backends_to_say(tmp_path: Path) -> None:
+    """The command line tested ``get_backend_name() == "sqlite"`` itself, the one backend
+    decision outside ``serving.store`` (one-rule review); it now asks the backend."""
+    from serving.store import database_file
+
+    path = str(tmp_path / "a.db")
+    assert database_file(f"sqlite:///{path}") == path
+    assert database_file(f"sqlite+pysqlite:///{path}") == path
+    assert database_file("sqlite://") is None and database_file("sqlite:///:memory:") is None
+    assert database_file("postgresql+psycopg://u@127.0.0.1:5432/db") is None
+    assert database_file("not a url") is None and database_file("mysql://x/y") is None

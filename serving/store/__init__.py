@@ -70,6 +70,18 @@ def open_store(url: str, **options: Any) -> Store:
     return store_class(url, **options)
 
 
+def database_file(url: str) -> str | None:
+    """The local file a store URL names (an SQLite file), else None: a server's store, or
+    text that is no store URL (the backend says, :meth:`Store.database_file`).
+    """
+    try:
+        parsed = sa.engine.make_url(url)
+    except (sa.exc.ArgumentError, TypeError, ValueError):
+        return None
+    store_class = BACKENDS.get(parsed.get_backend_name())
+    return None if store_class is None else store_class.database_file(parsed)
+
+
 __all__ = [
     "BACKENDS",
     "BatchResult",
@@ -84,6 +96,7 @@ __all__ = [
     "Store",
     "StoreBusyError",
     "database_errors",
+    "database_file",
     "open_store",
     "store_unavailable",
     "unavailable_on_db_error",

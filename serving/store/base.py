@@ -272,6 +272,14 @@ class Store(abc.ABC):
         self._upsert_rating_sql = kept_rating_upsert("feedback_ratings", 1, p)
 
     # ------------------------------------------------------------------ what a backend supplies
+    @staticmethod
+    def database_file(url: sa.engine.URL) -> str | None:
+        """The local file ``url`` names, for a backend that keeps its store in one (SQLite);
+        None for a server's (the default). The command line asks it, through
+        :func:`serving.store.database_file`, to tell a path the user gave.
+        """
+        return None
+
     @abc.abstractmethod
     def _check_url(self, url: str, create: bool) -> None:
         """Raise ValueError if ``url`` cannot be this backend's store (``create``: see above)."""

@@ -284,6 +284,11 @@ class SQLiteStore(Store):
             conn.execute(CreateIndex(USER_DECISIONS_INDEX["sqlite"], if_not_exists=True))
             conn.execute(DropIndex(USER_DECISIONS_INDEX["postgresql"], if_exists=True))
 
+    @staticmethod
+    def database_file(url: sa.engine.URL) -> str | None:
+        """The SQLite file of ``url`` (None for an in-memory database)."""
+        return url.database if url.database not in (None, "", ":memory:") else None
+
     def _check_url(self, url: str, create: bool) -> None:
         if self.url.drivername not in SQLITE_DRIVERS:
             raise ValueError(f"db: the SQLite driver must be the standard library's "
