@@ -515,10 +515,7 @@ class Settings(BaseSettings):
         self._check_multileave()
         check_holdout(self.holdout_share, self.holdout_baseline, self.arms,
                       self.exploration_floor)
-        if not self.drift_windows or min(self.drift_windows) < 1:
-            raise ValueError(f"drift_windows must be window sizes >= 1, got "
-                             f"{self.drift_windows}")
-        self.drift_monitor()  # a wrong detector parameter fails here too
+        self.drift_monitor()  # its windows and detector parameters are checked there
         if self.posterior_carryover == "discount" and self.carryover_discount < 1.0 and (
                 self.policy == "SlidingWindowThompsonSampling"):
             raise ValueError(f"posterior_carryover 'discount' (carryover_discount="

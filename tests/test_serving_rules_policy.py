@@ -307,3 +307,14 @@ def test_an_exploration_floor_holds_for_every_decision_and_is_logged(
         Settings(arms=arms, exploration_floor=0.5)
     with pytest.raises(ValidationError, match="single-arm slates"):
         Settings(arms=arms, exploration_floor=0.1, slate_mode="multileave")
+
+
+def test_every_bandits_policy_is_served_but_the_two_named_with_their_reason() -> None:
+    """A new policy of ``bandits`` is served without a second list to update (the service
+    wrote out its own; one-rule review)."""
+    from bandits.base import registered_policies
+    from serving.policy import NOT_SERVED
+
+    assert set(NOT_SERVED) <= set(registered_policies())  # no stale exclusion
+    assert set(SERVABLE_POLICIES) == set(registered_policies()) - set(NOT_SERVED)
+    assert SERVABLE_POLICIES[0] == "ThompsonSampling" and len(SERVABLE_POLICIES) == 8
