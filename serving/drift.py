@@ -41,6 +41,8 @@ DETECTORS: dict[str, type[ChangeDetector]] = {"PageHinkley": PageHinkley, "CUSUM
 #: setting, the CLI's choices by test).
 DetectorName = Literal["PageHinkley", "CUSUM", "none"]
 DETECTOR_NAMES: tuple[str, ...] = get_args(DetectorName)
+#: The recent-reward windows the monitor reports per arm (the ``drift_windows`` default).
+DEFAULT_WINDOWS = (100, 1000)
 #: The probe's threshold: never reached (a statistic grows by at most 1 per observation).
 PROBE_THRESHOLD = 1e300
 #: Alarms kept per arm in :meth:`DriftMonitor.describe` (the latest).
@@ -71,7 +73,7 @@ class DriftMonitor:
 
     def __init__(self, arms: Sequence[str], detector: str = "PageHinkley",
                  params: Mapping[str, Any] | None = None,
-                 windows: Sequence[int] = (100, 1000), start: int = 0) -> None:
+                 windows: Sequence[int] = DEFAULT_WINDOWS, start: int = 0) -> None:
         if detector != "none" and detector not in DETECTORS:
             raise ValueError(f"drift_detector={detector!r} is not a detector; allowed: "
                              f"{list(DETECTOR_NAMES)}")

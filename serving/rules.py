@@ -446,6 +446,10 @@ def fold_kept(ratings: dict[tuple[int, int], KeptRating],
     return ratings
 
 
+#: The reward of a decision whose window closed with no feedback (``default_reward``).
+DEFAULT_REWARD = 0.0
+
+
 @dataclass(frozen=True)
 class RuleBook:
     """The rules in force: feedback worth, aggregation and the default reward.
@@ -465,7 +469,7 @@ class RuleBook:
 
     rules: Mapping[str, FeedbackRule] = field(default_factory=lambda: dict(DEFAULT_RULES))
     aggregation: Aggregation = "earliest"
-    default_reward: float = 0.0
+    default_reward: float = DEFAULT_REWARD
     _worths: dict[tuple[str, float | None], EventWorth] = field(
         default_factory=dict, init=False, repr=False, compare=False)
 

@@ -25,12 +25,13 @@ from bandits.base import registered_policies
 from bandits.ope import MIN_BOOTSTRAP
 from bandits.thompson import BETA_PRIOR_MAX, BETA_PRIOR_MIN
 from serving.armset import make_arm
-from serving.drift import DetectorName, DriftMonitor
+from serving.drift import DEFAULT_WINDOWS, DetectorName, DriftMonitor
 from serving.features import DEFAULT_DECAY_STEP_S, DEFAULT_HALF_LIFE_S
 from serving.holdout import Holdout, check_holdout
 from serving.multileave import SlateMode
 from serving.policy import DEFAULT_POLICY, CarryoverMode, PolicyModel, check_policy_name
-from serving.rules import Aggregation, RuleBook, overridden_rules
+from serving.rules import DEFAULT_REWARD, Aggregation, RuleBook, overridden_rules
+from serving.store.base import DEFAULT_TIMEOUT_S
 
 #: Arms served by default, in policy order (names of :mod:`arms.registry`).
 DEFAULT_ARMS = ("svd", "sequential", "autoencoder", "popularity")
@@ -393,7 +394,8 @@ class Settings(BaseSettings):
     drift_threshold: float | None = Field(None, gt=0, allow_inf_nan=False)
     drift_delta: float | None = Field(None, ge=0, lt=1)
     drift_min_samples: int | None = Field(None, ge=1)
-    drift_windows: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [100, 1000])
+    drift_windows: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_WINDOWS))
     posterior_carryover: CarryoverMode = "carry"
     carryover_discount: float = Field(0.5, gt=0.0, le=1.0, allow_inf_nan=False)
     gate_enabled: bool = True
@@ -408,7 +410,7 @@ class Settings(BaseSettings):
     prior_alpha: float = Field(1.0, ge=BETA_PRIOR_MIN, le=BETA_PRIOR_MAX)
     prior_beta: float = Field(1.0, ge=BETA_PRIOR_MIN, le=BETA_PRIOR_MAX)
     aggregation: Aggregation = "earliest"
-    default_reward: float = Field(0.0, ge=0, le=1)
+    default_reward: float = Field(DEFAULT_REWARD, ge=0, le=1)  # the rule book checks it too
     rules: dict[str, dict[str, float | bool | dict[str, float]]] = Field(default_factory=dict)
     reward_window_s: float = Field(1800.0, gt=0)
     settle_grace_s: float = Field(5.0, ge=0)
@@ -435,7 +437,7 @@ class Settings(BaseSettings):
     stall_log_ms: float = Field(0.0, ge=0.0, le=60_000, allow_inf_nan=False)
     propensity_grid: int = Field(256, ge=2)
     score_cache_size: int = Field(16_384, ge=0)
-    store_timeout_s: float = Field(10.0, gt=0, le=600)
+    store_timeout_s: float = Field(DEFAULT_TIMEOUT_S, gt=0, le=600)
     startup_timeout_s: float = Field(120.0, ge=0)
     max_body_bytes: int = Field(16_384, ge=256)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)

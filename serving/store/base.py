@@ -189,6 +189,11 @@ def _model_version(row: Mapping[str, Any]) -> ModelVersion:  # type: ignore[expl
         changed_arms=list(row["changed_arms"]), carryover=dict(row["carryover"]))
 
 
+#: How long a store call waits for a lock, a connection or an answer before it is an outage
+#: (the stores' default and the service's ``store_timeout_s``'s).
+DEFAULT_TIMEOUT_S = 10.0
+
+
 class Store(abc.ABC):
     """The service's database; subclassed once per backend (open one with ``open_store``).
 
@@ -231,7 +236,8 @@ class Store(abc.ABC):
     _DECISION_COLUMNS = ("event_id, user_id, arm, slate, cold_start, reward_deadline, created_at, "
                          "multileave")
 
-    def __init__(self, url: str, *, timeout_s: float = 10.0, create: bool = True) -> None:
+    def __init__(self, url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 create: bool = True) -> None:
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s!r}")
         self.timeout_s = float(timeout_s)

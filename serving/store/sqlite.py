@@ -28,7 +28,7 @@ from sqlalchemy.schema import CreateIndex, DropIndex
 
 from serving.errors import StoreUnavailableError
 from serving.rules import RuleBook
-from serving.store.base import CommitMode, Store
+from serving.store.base import DEFAULT_TIMEOUT_S, CommitMode, Store
 from serving.store.errors import (
     StoreBusyError,
     StoreNotFoundError,
@@ -238,7 +238,7 @@ class SQLiteStore(Store):
     inline_reads = True
 
     def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL",
-                 timeout_s: float = 10.0, create: bool = True) -> None:
+                 timeout_s: float = DEFAULT_TIMEOUT_S, create: bool = True) -> None:
         if sqlite_synchronous not in SYNCHRONOUS:
             raise ValueError(f"sqlite_synchronous must be 'NORMAL' or 'FULL', got "
                              f"{sqlite_synchronous!r}")
