@@ -71,8 +71,8 @@ def open_store(url: str, **options: Any) -> Store:
 
 
 def database_file(url: str) -> str | None:
-    """The local file a store URL names (an SQLite file), else None: a server's store, or
-    text that is no store URL (the backend says, :meth:`Store.database_file`).
+    """The local file the store URL ``url`` names (an SQLite file), else None: a server's
+    store, or text that is no store URL (the backend says, :meth:`Store.database_file`).
     """
     try:
         parsed = sa.engine.make_url(url)
