@@ -272,7 +272,8 @@ def mean_interval(values: np.ndarray, n_bootstrap: int, rng: np.random.Generator
     if values.size < 2:
         return float("nan"), float("nan")
     if np.ptp(values) == 0:
-        return float(values[0]), float(values[0])
+        mean = float(values.mean())  # the rate as computed, to its last bit
+        return mean, mean
     from scipy import stats  # only the reports need it
 
     ci = stats.bootstrap((values,), np.mean, n_resamples=n_bootstrap, method="percentile",

@@ -72,7 +72,6 @@ def check_arms(arm_specs: object) -> tuple[str | Recommender, ...]:
             f"arms must be a sequence of arm names or Recommender instances, got {arm_specs!r}"
         )
     specs = tuple(arm_specs)
-    registry.refuse_repeats(specs)  # (none at all; repeats are said below, by name)
     for spec in specs:
         if not isinstance(spec, str | Recommender):
             raise TypeError(

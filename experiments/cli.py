@@ -430,8 +430,8 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
                          help="what the arms are fit on (default: movielens)")
         sub.add_argument("--seed", type=int, help="seed of arm fitting and arm selection")
         sub.add_argument("--policy", help="the bandit policy: ThompsonSampling (default), "
-                         "DiscountedThompsonSampling, SlidingWindowThompsonSampling, LinTS, "
-                         "LinUCB, EpsilonGreedy, UCB1 or KLUCB (RECBANDITS_POLICY)")
+                         "DiscountedThompsonSampling, EpsilonGreedy, KLUCB, LinTS, LinUCB, "
+                         "SlidingWindowThompsonSampling or UCB1 (RECBANDITS_POLICY)")
         sub.add_argument("--settings", metavar="FILE", help="a TOML file of settings (keys as "
                          "the RECBANDITS_* variables without the prefix, lower case; a "
                          "[policy_params] table for the policy's hyper-parameters)")

@@ -635,7 +635,6 @@ def _canonical_arms(arms: tuple[str, ...]) -> tuple[str, ...]:
     if isinstance(arms, str) or not all(isinstance(a, str) for a in arms):
         raise TypeError(f"arms must be a tuple of arm names, got {arms!r}")
     try:
-        registry.refuse_repeats(arms)  # none at all
         return registry.resolve_names(arms)
     except ValueError as exc:
         raise EvaluateConfigError("arms", str(exc)) from None

@@ -144,8 +144,9 @@ class ReplayConfig:
         for name, low in (("retrain_every", 1), ("k", 1), ("n_bootstrap", MIN_BOOTSTRAP),
                           ("seed", 0), ("max_events", 1)):
             if name != "max_events" or self.max_events is not None:
-                try:
-                    check_int(name, getattr(self, name), low=low)
+                try:  # kept as a Python int (a numpy one would fail writing config.json)
+                    object.__setattr__(self, name, check_int(name, getattr(self, name),
+                                                             low=low))
                 except (TypeError, ValueError) as exc:
                     raise ReplayConfigError(name, str(exc)) from None
         if self.cold_users not in COLD_USERS:
@@ -157,8 +158,6 @@ class ReplayConfig:
 
     def _check_arms(self) -> None:
         """At least one arm, each known and named once."""
-        if not self.arms:
-            raise ReplayConfigError("arms", "arms must name at least one arm")
         # Aliases resolved first: ``ease,autoencoder`` is one arm twice. An unknown arm is an
         # UnknownArmError (a ValueError) with a suggestion.
         try:

@@ -37,6 +37,7 @@ each with a 95% percentile bootstrap interval, and their difference with its int
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -377,10 +378,10 @@ def holdout_report(rows: Iterable[tuple[str, JsonObject | None, float | None]], 
     rng = np.random.default_rng(seed)
     policy_rate, a = _group(served, n_bootstrap, rng)
     holdout_rate, b = _group(held, n_bootstrap, rng)
-    low = high = float("nan")
-    if a.size and b.size:
+    low = high = float("nan")  # one outcome in a group says nothing of its spread (review)
+    if a.size >= 2 and b.size >= 2:
         low = high = float(a.mean() - b.mean())
-        if a.size >= 2 and b.size >= 2 and (np.ptp(a) > 0 or np.ptp(b) > 0):
+        if np.ptp(a) > 0 or np.ptp(b) > 0:
             ci = stats.bootstrap((a, b), _mean_difference, n_resamples=n_bootstrap,
                                  method="percentile", vectorized=True,
                                  random_state=rng).confidence_interval
@@ -403,13 +404,17 @@ def format_report(report: HoldoutReport) -> str:
                     (f"holdout ({', '.join(report.baselines) or '-'})", report.holdout)):
         # A group with no decided reward has no rate: said so, not printed as nan (found by
         # the README's audit: right after serving, before any window closed).
-        rate = (f"{g.rate:>13.4f}  [{g.low:.4f}, {g.high:.4f}]" if g.decided
+        # One decided reward has a rate and no interval (review: "[nan, nan]").
+        interval = "-" if math.isnan(g.low) else f"[{g.low:.4f}, {g.high:.4f}]"
+        rate = (f"{g.rate:>13.4f}  {interval}" if g.decided
                 else f"{'-':>13}  none decided yet")
         lines.append(f"{name:<22}{g.decisions:>10}{g.decided:>9}{g.open:>7}{rate}")
     if report.policy.decided and report.holdout.decided:
+        interval = ("- (a group has one decided reward)" if math.isnan(report.low) else
+                    f"[{report.low:+.4f}, {report.high:+.4f}] ({report.n_bootstrap} bootstrap "
+                    f"resamples per group, seed {report.seed})")
         lines.append(f"difference (policy - holdout): {report.difference:+.4f}  95% interval "
-                     f"[{report.low:+.4f}, {report.high:+.4f}] ({report.n_bootstrap} "
-                     f"bootstrap resamples per group, seed {report.seed})")
+                     f"{interval}")
     else:
         lines.append("difference (policy - holdout): none (a group has no decided reward yet)")
     n_open = report.policy.open + report.holdout.open

@@ -44,13 +44,16 @@ from serving.store.types import JsonObject, Outcome, VersionSwitch
 #: The policies of :mod:`bandits` the service does not run, and why.
 NOT_SERVED = {"GaussianThompsonSampling": "its rewards are unbounded; the service's are in [0, 1]",
               "RandomPolicy": "it learns nothing"}
-#: The policies the service can run: every registered policy of :mod:`bandits` but
+#: The policies the service can run: every policy of the :mod:`bandits` package (not a
+#: subclass defined elsewhere, which registers itself too) but
 #: :data:`NOT_SERVED`, so that a new policy is served without a list here to update (one was
-#: written out; found by a one-rule review). ``ThompsonSampling`` first, the default.
-SERVABLE_POLICIES: tuple[str, ...] = tuple(sorted(
-    (n for n in registered_policies() if n not in NOT_SERVED),
-    key=lambda n: n != "ThompsonSampling"))
+#: written out; found by a one-rule review): the default first, then by name (not by the
+#: order the modules register them in), as the help text and the README list them.
 DEFAULT_POLICY = "ThompsonSampling"
+SERVABLE_POLICIES: tuple[str, ...] = tuple(sorted(
+    (n for n, cls in registered_policies().items()
+     if n not in NOT_SERVED and cls.__module__.partition(".")[0] == "bandits"),
+    key=lambda n: (n != DEFAULT_POLICY, n)))
 #: Contexts whose probabilities a snapshot keeps (53 floats + 4 probabilities: ~0.5 KB each).
 PMF_CACHE_SIZE = 8192
 

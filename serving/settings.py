@@ -112,8 +112,8 @@ class Settings(BaseSettings):
     policy : str
         The bandit policy (``RECBANDITS_POLICY``): one of
         :data:`serving.policy.SERVABLE_POLICIES` (``ThompsonSampling`` by default,
-        ``DiscountedThompsonSampling``, ``SlidingWindowThompsonSampling``, ``LinTS``,
-        ``LinUCB``, ``EpsilonGreedy``, ``UCB1``, ``KLUCB``).
+        ``DiscountedThompsonSampling``, ``EpsilonGreedy``, ``KLUCB``, ``LinTS``, ``LinUCB``,
+        ``SlidingWindowThompsonSampling``, ``UCB1``).
     policy_params : dict
         Hyper-parameters of that policy class (keyword arguments, e.g. ``{"scale": 0.5}`` for
         LinTS; ``RECBANDITS_POLICY_PARAMS`` as JSON, or a ``[policy_params]`` table in the
@@ -475,7 +475,6 @@ class Settings(BaseSettings):
     def _check_arms(cls, value: list[str]) -> list[str]:
         # Canonical registry names (a deprecated alias warns), so the log and the saved arm
         # files always use one name per arm; an unknown name fails here, before any fitting.
-        registry.refuse_repeats(value)  # none at all: said before an alias is resolved
         return list(registry.resolve_names(value))
 
     @field_validator("retrain_every", mode="before")

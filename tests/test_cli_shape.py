@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import importlib
 import inspect
+import re
 import typing
 from pathlib import Path
 
@@ -222,10 +223,14 @@ def test_serve_refused_at_start_says_why_on_stderr_without_a_traceback(monkeypat
     assert capsys.readouterr() == ("", f"recbandits serve: {refusal}\n")
 
 
-def _choices(command: str, option: str) -> tuple[str, ...]:
+def _subparser(command: str) -> argparse.ArgumentParser:
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    action = next(a for a in sub.choices[command]._actions
+    return sub.choices[command]
+
+
+def _choices(command: str, option: str) -> tuple[str, ...]:
+    action = next(a for a in _subparser(command)._actions
                   if option in a.option_strings or a.dest == option)
     return tuple(action.choices)
 
@@ -255,6 +260,14 @@ def test_every_choice_list_of_the_cli_is_its_owners():
               ("simulate", "--dataset"): DATASETS, ("serve", "--dataset"): DATASETS}
     for (command, option), owned in owners.items():
         assert _choices(command, option) == tuple(owned), (command, option)
+    # The --policy help names the servable policies, in their order (it is free text).
+    from bandits.base import registered_policies
+    from serving.policy import SERVABLE_POLICIES
+
+    for command in ("serve", "retrain"):
+        text = next(a.help for a in _subparser(command)._actions if "--policy" in a.option_strings)
+        named = re.findall(r"\b(?:" + "|".join(registered_policies()) + r")\b", text)
+        assert tuple(named) == SERVABLE_POLICIES, (command, named)
     # The settings' types are the owners' too, and every detector but "none" is served.
     fields = Settings.model_fields
     assert get_args(fields["slate_mode"].annotation) == multileave.SLATE_MODES

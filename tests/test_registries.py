@@ -128,6 +128,8 @@ def test_old_name_ease_resolves_with_a_future_warning():
         with pytest.raises(ValueError, match=f"candidate: {twice}"):  # the gate: two arms
             evaluate_gate(make_synthetic(n_users=30, n_items=40, n_ratings=600),
                           ["ease", "autoencoder"], ["autoencoder"], holdout_fraction=0.2)
+    with pytest.raises(TypeError, match="arms must hold arm names or Recommender instances"):
+        check_arms([None, None])  # the type first, as before (review)
     for empty in ([], ()):
         with pytest.raises(ValueError, match=r"^arms must name at least one arm$"):
             check_arms(empty)

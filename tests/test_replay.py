@@ -238,7 +238,12 @@ def test_config_is_validated():
             rp.ReplayConfig(max_events=bad)
         assert refused.value.field == "max_events"
     assert rp.ReplayConfig(max_events=None).max_events is None
-    assert rp.ReplayConfig(max_events=np.int64(5)).max_events == 5
+    taken = rp.ReplayConfig(max_events=np.int64(5), seed=np.int64(1))
+    # kept as Python ints: a numpy one failed writing config.json at the run's end (review)
+    assert (taken.max_events, taken.seed) == (5, 1) and type(taken.seed) is int
+    assert rp.ReplayConfig(max_events=None).max_events is None
+    with pytest.raises(rp.ReplayConfigError, match=r"^arms must name at least one arm$"):
+        rp.ReplayConfig(arms=())
     # A numpy integer out of range is said as a number, not as its repr (review).
     with pytest.raises(rp.ReplayConfigError, match=r"k must be an integer >= 1, got 0$"):
         rp.ReplayConfig(k=np.int64(0))

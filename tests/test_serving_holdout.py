@@ -284,3 +284,16 @@ def test_the_holdout_report_gives_one_outcome_no_interval_as_credit_does() -> No
     group, _ = holdout._group([("svd", 1.0), ("svd", None)], 200, np.random.default_rng(0))
     assert (group.decided, group.rate) == (1, 1.0)
     assert np.isnan(group.low) and np.isnan(group.high)  # it was [1.0, 1.0]
+    # Printed as no interval, and the difference with such a group has none either (review:
+    # "[nan, nan]", and a difference interval [-0.3333, -0.3333] from 3 and 1 outcomes).
+    policy = {"holdout": {"held_out": False, "baseline": "uniform"}}
+    held = {"holdout": {"held_out": True, "baseline": "uniform"}}
+    report = holdout_report([("svd", policy, 1.0), ("svd", policy, 0.0), ("svd", policy, 1.0),
+                             ("svd", held, 1.0)], n_bootstrap=200)
+    assert np.isnan(report.low) and np.isnan(report.high)
+    text = format_report(report)
+    assert "nan" not in text and "[-0.3333, -0.3333]" not in text, text
+    assert "difference (policy - holdout): -0.3333  95% interval - (a group has one decided " \
+        "reward)" in text
+    ends = [line.rsplit("  ", 1)[-1] for line in text.splitlines()[1:3]]
+    assert ends[0] == f"[{report.policy.low:.4f}, {report.policy.high:.4f}]" and ends[1] == "-"

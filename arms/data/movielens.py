@@ -176,8 +176,7 @@ MOVIELENS_ALIASES = {"movielens": "ml-100k"}
 #: Every name :func:`load_movielens` accepts, for command-line choices.
 MOVIELENS_NAMES = (*MOVIELENS_ALIASES, *MOVIELENS_VARIANTS)
 #: The synthetic dataset's name (:func:`arms.data.make_synthetic`), and every dataset name the
-#: commands and the service take: one list (here, where the command line imports it without
-#: the rest of ``arms.data``; it was written out in four places).
+#: commands and the service take: one list (it was written out in four places).
 SYNTHETIC = "synthetic"
 DATASETS = (*MOVIELENS_NAMES, SYNTHETIC)
 
