@@ -1219,14 +1219,17 @@ class BatchedPolicy(Policy):
         positions = np.array([arm_index(self.arms, a) for a in arms], dtype=np.int64)
         if np.unique(positions).size != positions.size:
             raise ValueError(f"arms names an arm twice: {list(arms)}")
-        self._check_discount(float(gamma))
+        self.check_discount(float(gamma))
         if positions.size == 0 or gamma == 1.0:
             return
         self.flush_batch(self.state_)
         self._discount_stats(self.state_.stats, positions, float(gamma))
 
-    def _check_discount(self, gamma: float) -> None:
-        """Raise ValueError if this policy cannot keep a share ``gamma`` of its evidence."""
+    @classmethod
+    def check_discount(cls, gamma: float) -> None:
+        """Raise ValueError if this policy class cannot keep a share ``gamma`` of its
+        evidence (:meth:`discount_arms`; the service's ``carryover_discount`` asks it too).
+        """
 
     # ----------------------------------------------------------------- persistence
     def state_dict(self) -> dict[str, Any]:

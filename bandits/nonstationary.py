@@ -154,7 +154,9 @@ class SlidingWindowThompsonSampling(_BetaPolicy):
         check_stat(stats["window_position"], "state['stats']['window_position']", (),
                    low=0, high=self.window - 1, why="a slot of the window")
 
-    def _check_discount(self, gamma: float) -> None:
+    @classmethod
+    def check_discount(cls, gamma: float) -> None:
+        """Only 0 or 1: see below."""
         # A window evicts each observation whole when it leaves: a shrunk count would go
         # negative then (clipped, so wrong), hence only forget all (0) or nothing (1).
         if gamma not in (0.0, 1.0):

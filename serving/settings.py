@@ -517,12 +517,13 @@ class Settings(BaseSettings):
         check_holdout(self.holdout_share, self.holdout_baseline, self.arms,
                       self.exploration_floor)
         self.drift_monitor()  # its windows and detector parameters are checked there
-        if self.posterior_carryover == "discount" and self.carryover_discount < 1.0 and (
-                self.policy == "SlidingWindowThompsonSampling"):
-            raise ValueError(f"posterior_carryover 'discount' (carryover_discount="
-                             f"{self.carryover_discount}) is not defined for "
-                             "SlidingWindowThompsonSampling, whose window keeps whole "
-                             "observations; allowed: carry or reset")
+        if self.posterior_carryover == "discount":  # the policy's own rule (bandits')
+            try:
+                registered_policies()[self.policy].check_discount(self.carryover_discount)
+            except ValueError as exc:
+                raise ValueError(f"posterior_carryover 'discount' (carryover_discount="
+                                 f"{self.carryover_discount}) is not defined for "
+                                 f"{self.policy}: {exc}; or choose carry or reset") from None
         for name, params in self.arm_params.items():  # and an arm's hyper-parameter
             if name not in self.arms:
                 raise ValueError(f"arm_params names arm {name!r}, which is not served; arms: "

@@ -321,3 +321,21 @@ def test_every_bandits_policy_is_served_but_the_two_named_with_their_reason() ->
     assert set(SERVABLE_POLICIES) == ours - set(NOT_SERVED)
     assert SERVABLE_POLICIES[0] == "ThompsonSampling"
     assert list(SERVABLE_POLICIES[1:]) == sorted(SERVABLE_POLICIES[1:])
+
+
+def test_a_carryover_discount_the_policy_cannot_keep_is_refused_by_the_policys_rule() -> None:
+    """The settings restated the sliding window's rule by class name (one-rule review); they
+    now ask the policy class (``check_discount``), which says why."""
+    from pydantic import ValidationError
+
+    from serving.settings import Settings
+
+    with pytest.raises(ValidationError, match=r"not defined for SlidingWindowThompsonSampling: "
+                       r"gamma=0\.5: a sliding window keeps whole observations"):
+        Settings(policy="SlidingWindowThompsonSampling", posterior_carryover="discount",
+                 carryover_discount=0.5)
+    for policy, mode, gamma in (("SlidingWindowThompsonSampling", "discount", 1.0),
+                                ("SlidingWindowThompsonSampling", "reset", 0.5),
+                                ("ThompsonSampling", "discount", 0.5)):
+        assert Settings(policy=policy, posterior_carryover=mode,
+                        carryover_discount=gamma).carryover_discount == gamma
