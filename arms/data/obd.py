@@ -32,11 +32,11 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from arms._validation import check_choice
 from arms.data.download import download_zip
 from arms.data.files import read_table
 from arms.data.movielens import cache_dir
@@ -118,14 +118,6 @@ class OBDLog:
     def click_rate(self) -> float:
         """On-policy value of the logging policy: the mean click per impression."""
         return float(self.clicks.mean())
-
-
-def _check_choice(value: Any, name: str, allowed: tuple[str, ...]) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r}; allowed: {', '.join(map(repr, allowed))}")
-    return value
 
 
 def _obd_root(candidate: Path) -> Path | None:
@@ -233,8 +225,8 @@ def load_obd(behavior_policy: str, campaign: str, data_dir: str | os.PathLike[st
         The file breaks the format: a missing column, items outside ``0..n_items-1``,
         positions outside 1..3, clicks other than 0/1, propensities outside (0, 1].
     """
-    _check_choice(behavior_policy, "behavior_policy", BEHAVIOR_POLICIES)
-    _check_choice(campaign, "campaign", CAMPAIGNS)
+    check_choice("behavior_policy", behavior_policy, BEHAVIOR_POLICIES)
+    check_choice("campaign", campaign, CAMPAIGNS)
     root = find_obd(data_dir, full=full, download=download)
     folder = root / behavior_policy / campaign
     path = folder / f"{campaign}.csv"
@@ -308,7 +300,7 @@ def load_bts_prior(campaign: str, data_dir: str | os.PathLike[str] | None = None
     """
     import yaml  # a dependency of dask already; imported here as only this reader needs it
 
-    _check_choice(campaign, "campaign", CAMPAIGNS)
+    check_choice("campaign", campaign, CAMPAIGNS)
     roots = [find_obd(data_dir)] if data_dir is not None else []
     env_dir = os.environ.get("RECBANDITS_DATA")
     sample = _obd_root(Path(env_dir)) if env_dir else None
