@@ -51,6 +51,19 @@ def check_float(
     return value
 
 
+def check_fraction(name: str, value: object) -> float:
+    """Return ``value`` as a float after checking it is a real number strictly between 0 and
+    1: the one check of a share or a confidence level (the splits, the gate and the replay's
+    cut had four, with four messages).
+    """
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number in (0, 1), got {value!r} "
+                        f"({type(value).__name__})")
+    if not 0.0 < float(value) < 1.0:  # NaN fails too
+        raise ValueError(f"{name} must be in (0, 1), got {value!r}")
+    return float(value)
+
+
 def check_choice(name: str, value: object, allowed: Sequence[str]) -> str:
     """Return ``value`` after checking it is one of the strings in ``allowed``."""
     if not isinstance(value, str):

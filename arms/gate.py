@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from arms._validation import check_float, check_int
+from arms._validation import check_float, check_fraction, check_int
 from arms.base import Recommender
 from arms.data.dataset import Dataset
 from arms.data.splits import tie_break_key
@@ -168,9 +168,7 @@ def temporal_cut(
     r = data.ratings
     times = r["timestamp"].to_numpy()
     if holdout_fraction is not None:
-        share = check_float("holdout_fraction", holdout_fraction, low=0.0, strict=True)
-        if share >= 1.0:
-            raise ValueError(f"holdout_fraction must be < 1, got {share!r}")
+        share = check_fraction("holdout_fraction", holdout_fraction)
         order = np.lexsort((np.arange(len(r)),
                             tie_break_key(r["user_id"].to_numpy(), r["item_id"].to_numpy()),
                             times))
@@ -258,9 +256,7 @@ def evaluate_gate(
     k = check_int("k", k, low=1)
     margin = check_float("margin", margin, low=0.0, high=MAX_MARGIN)
     n_bootstrap = check_int("n_bootstrap", n_bootstrap, low=MIN_BOOTSTRAP)
-    confidence = check_float("confidence", confidence, low=0.0, strict=True)
-    if confidence >= 1.0:
-        raise ValueError(f"confidence must be < 1, got {confidence!r}")
+    confidence = check_fraction("confidence", confidence)
     seed = check_int("random_state", random_state, low=0)
     if not isinstance(beyond_noise, bool):
         raise TypeError(f"beyond_noise must be True or False, got {beyond_noise!r}")

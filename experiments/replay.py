@@ -43,14 +43,13 @@ import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from numbers import Real
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
-from arms._validation import check_int
+from arms._validation import check_fraction, check_int
 from arms.base import Recommender, top_k
 from arms.cooccurrence import time_order
 from arms.data import load_movielens, make_synthetic
@@ -132,9 +131,10 @@ class ReplayConfig:
     def __post_init__(self) -> None:
         """Check every field; raise :class:`ReplayConfigError` naming the first bad one."""
         # A number, not text that reads as one (found by a one-rule review: "0.3" passed).
-        if (isinstance(self.cut, bool) or not isinstance(self.cut, Real)
-                or not 0.0 < float(self.cut) < 1.0):
-            raise ReplayConfigError("cut", f"cut must be within (0, 1), got {self.cut!r}")
+        try:
+            check_fraction("cut", self.cut)
+        except (TypeError, ValueError) as exc:
+            raise ReplayConfigError("cut", str(exc)) from None
         self._check_arms()
         bad = [v for v in self.variants if v not in VARIANTS]
         if bad or not self.variants:

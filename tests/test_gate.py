@@ -109,8 +109,8 @@ def test_a_ratings_dataframe_is_accepted_and_labels_pair_the_arms(data):
 @pytest.mark.parametrize(("kwargs", "error", "match"), [
     ({}, ValueError, "give exactly one of holdout_fraction and cut_time"),
     ({"holdout_fraction": 0.1, "cut_time": 5}, ValueError, "give exactly one"),
-    ({"holdout_fraction": 1.0}, ValueError, r"holdout_fraction must be < 1, got 1\.0"),
-    ({"holdout_fraction": 0.0}, ValueError, r"holdout_fraction must be > 0\.0, got 0\.0"),
+    ({"holdout_fraction": 1.0}, ValueError, r"holdout_fraction must be in \(0, 1\), got 1\.0"),
+    ({"holdout_fraction": 0.0}, ValueError, r"holdout_fraction must be in \(0, 1\), got 0\.0"),
     ({"cut_time": 0}, ValueError, r"the cut leaves 0 events before it"),
     ({"holdout_fraction": 0.1, "margin": -0.1}, ValueError, r"margin must be >= 0\.0, got -0\.1"),
     # The service's gate_margin stops at 1; the gate took any margin (one-rule review).
@@ -121,7 +121,9 @@ def test_a_ratings_dataframe_is_accepted_and_labels_pair_the_arms(data):
     ({"holdout_fraction": 0.1, "n_bootstrap": 1}, ValueError,
      r"n_bootstrap must be an integer >= 10, got 1"),
     ({"holdout_fraction": 0.1, "n_bootstrap": 9}, ValueError, r"n_bootstrap must be .*got 9"),
-    ({"holdout_fraction": 0.1, "confidence": 1.0}, ValueError, r"confidence must be < 1"),
+    # One check of a share in (0, 1) (one-rule review: four copies, four messages).
+    ({"holdout_fraction": 0.1, "confidence": 1.0}, ValueError,
+     r"confidence must be in \(0, 1\), got 1\.0"),
     ({"holdout_fraction": 0.1, "relevance_threshold": 6.0}, ValueError, "no hold-out event"),
 ])
 def test_bad_options_raise_naming_value_and_range(data, kwargs, error, match):

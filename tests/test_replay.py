@@ -217,10 +217,10 @@ def test_metrics_and_intervals_are_consistent(data):
 
 
 def test_config_is_validated():
-    with pytest.raises(rp.ReplayConfigError, match=r"cut must be within \(0, 1\), got 1\.5"):
+    with pytest.raises(rp.ReplayConfigError, match=r"cut must be in \(0, 1\), got 1\.5"):
         rp.ReplayConfig(cut=1.5)
     for text in ("0.3", True, None):  # text that reads as a number is not one (review)
-        with pytest.raises(rp.ReplayConfigError, match="cut must be within"):
+        with pytest.raises(rp.ReplayConfigError, match=r"cut must be a real number in \(0, 1\)"):
             rp.ReplayConfig(cut=text)
     with pytest.raises(ValueError, match="unknown arm 'seqential'; did you mean sequential"):
         rp.ReplayConfig(arms=("seqential",))
@@ -277,7 +277,7 @@ def test_cli_parses_calls_run_and_prints(monkeypatch, capsys, tmp_path):
     assert "| sequential | frozen | 3 | 2 | 0.5000 [0.1000, 0.9000] |" in out
     assert "note: a note" in out
     assert cli.main(["replay", "--cut", "2", "-q"]) == 2
-    assert "--cut: cut must be within (0, 1)" in capsys.readouterr().err
+    assert "--cut: cut must be in (0, 1)" in capsys.readouterr().err
 
 
 def test_cli_runs_end_to_end_on_synthetic_data(tmp_path, capsys):

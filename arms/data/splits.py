@@ -16,7 +16,7 @@ from typing import cast
 
 import numpy as np
 
-from arms._validation import check_int
+from arms._validation import check_fraction, check_int
 from arms.data.dataset import Dataset
 
 __all__ = ["kfold_split", "random_split", "temporal_split", "tie_break_key"]
@@ -67,7 +67,7 @@ def temporal_split(
     if n_last is not None:
         check_int("n_last", n_last, low=1)
     else:
-        share = _check_fraction("fraction", fraction)
+        share = check_fraction("fraction", fraction)
     ratings = dataset.ratings
     users = ratings["user_index"].to_numpy()
     order = np.lexsort(
@@ -117,7 +117,7 @@ def random_split(
         If an argument has the wrong type or value.
     """
     _check_dataset(dataset)
-    share = _check_fraction("test_fraction", test_fraction)
+    share = check_fraction("test_fraction", test_fraction)
     rng = _check_rng(random_state)
     users = dataset.ratings["user_index"].to_numpy()
     order = np.lexsort((rng.random(len(users)), users))
@@ -218,14 +218,6 @@ def _split_by_rank(
 def _check_dataset(dataset: object) -> None:
     if not isinstance(dataset, Dataset):
         raise TypeError(f"dataset must be an arms.data.Dataset, got {type(dataset).__name__}")
-
-
-def _check_fraction(name: str, value: object) -> float:
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a float in (0, 1), got {type(value).__name__}")
-    if not 0.0 < float(value) < 1.0:
-        raise ValueError(f"{name} must be within (0, 1) exclusive, got {value!r}")
-    return float(value)
 
 
 def _check_rng(random_state: object) -> np.random.Generator:
