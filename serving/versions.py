@@ -583,9 +583,9 @@ def promote(settings: Settings, store: Store, version: int, *,
     ------
     ModelsError
         ``version`` unknown (404) or not a version number (422), rejected by the gate (no
-        saved arms), live already, fitted on another catalogue than the store's, its folder
-        lacks a served arm, or the live version changed since it was read (409); the message
-        names it and what is allowed.
+        saved arms), live already (itself, or its arms as another version), fitted on another
+        catalogue than the store's, its folder lacks a served arm, or the live version changed
+        since it was read (409); the message names it and what is allowed.
     """
     row = show(store, version)
     served = store.policy_meta()
@@ -597,6 +597,11 @@ def promote(settings: Settings, store: Store, version: int, *,
         raise ModelsError(f"model version {version} is live already")
     check_catalog(store, row.data.get("catalog"), f"model version {version}'s arms were")
     check_arm_set(store, list(row.arms), f"model version {version} holds")
+    if served is not None and row.arms_dir == served.arms_dir:
+        # The same arms again would be a new version changing nothing, whose carry-over
+        # (reset, discount) wipes what the policy learned (found by attack).
+        raise ModelsError(f"the arms of model version {version} are live already (served as "
+                          f"version {served.version}): nothing to promote")
     # The row's own arms, not the caller's settings: `recbandits models promote` may run with
     # other settings than the service's (the arms a worker reloads are those of its folder).
     refitted = [n for n, spec in row.arms.items()

@@ -486,6 +486,16 @@ def test_a_candidate_is_saved_and_served_only_when_promoted(
         assert [(r["version"], r["status"]) for r in rows] == [
             (1, "retired"), (2, "retired"), (3, "live")]
         assert rows[1]["reason"].endswith("retired: replaced by version 3 (version 2 promoted)")
+        # The same arms again change nothing: refused (found by attack: a new version each
+        # time, whose carry-over could reset what the policy had learned since).
+        for again in (2, 3):
+            refused = client.post(f"/admin/models/{again}/promote", headers=AUTH)
+            assert refused.status_code == 409, refused.text
+        assert refused.json()["detail"] == "model version 3 is live already"
+        assert client.post("/admin/models/2/promote", headers=AUTH).json()["detail"] == (
+            "the arms of model version 2 are live already (served as version 3): nothing to "
+            "promote")
+        assert len(client.get("/admin/models", headers=AUTH).json()["versions"]) == 3
 
 
 def test_a_store_from_before_the_versions_table_gains_it_with_its_served_version(
