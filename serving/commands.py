@@ -145,8 +145,7 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
     if arms is not None and list(arms) != list(settings.arms):
         raise ValueError(f"arms names {list(arms)} must equal settings.arms {settings.arms}")
     _warn_of_an_old_state_folder(settings)
-    store = open_store(settings.resolved_db_url(), timeout_s=settings.store_timeout_s)
-    store.create_schema(settings.arms, settings.rule_book())
+    store = _open_for(settings, refit=refit)
     if catalog is None:
         logger.info("loading the %s data", settings.dataset)
         catalog = load_catalog(settings)
@@ -205,8 +204,29 @@ def _refuse_another_catalogue(store: Store, catalog: Dataset) -> None:
     """Settings loading another catalogue than the store's would fit arms no worker of the
     store can load: exit 1 naming both (:func:`serving.versions.check_catalog`).
     """
+    _as_command_error(store, lambda: versions.check_catalog(
+        store, versions.catalog_fingerprint(catalog), "the arms would be"))
+
+
+def _open_for(settings: Settings, *, refit: bool) -> Store:
+    """The settings' store, its schema made or upgraded; for a retrain (``refit`` False) the
+    settings' arms must be the live version's, said as such (found by attack: the default
+    ``--arms`` were said to be "missing" from the served folder).
+    """
+    store = open_store(settings.resolved_db_url(), timeout_s=settings.store_timeout_s)
+    store.create_schema(settings.arms, settings.rule_book())
+    if not refit:
+        _as_command_error(store, lambda: versions.check_arm_set(
+            store, list(settings.arms), "this retrain would fit"))
+    return store
+
+
+def _as_command_error(store: Store, check: Callable[[], None]) -> None:
+    """Run ``check``; its refusal (a ModelsError) as the command's (exit 1), the store
+    disposed of.
+    """
     try:
-        versions.check_catalog(store, versions.catalog_fingerprint(catalog), "the arms would be")
+        check()
     except versions.ModelsError as exc:
         store.dispose()
         raise CommandError(exc.message, exit_code=1) from None

@@ -122,6 +122,13 @@ def test_a_retrain_or_promotion_of_another_arm_set_is_refused(
         with pytest.raises(CommandError, match="run with --arms popularity,svd") as command:
             commands.retrain(settings.model_copy(update={"arms": ["svd"]}))
         assert command.value.exit_code == 1
+        # More arms than the live ones (the default --arms against this store) are said as
+        # such too, not as arms "missing" from the served folder (found by attack).
+        with pytest.raises(CommandError, match=r"this retrain would fit the arms \['popularity', "
+                           r"'sequential', 'svd'\], but the live version 1 serves") as command:
+            commands.retrain(settings.model_copy(update={"arms": ["svd", "popularity",
+                                                                  "sequential"]}))
+        assert command.value.exit_code == 1
         assert [r.version for r in store.versions()] == [1]
         # A row of fewer arms (as such a retrain recorded before this check) is never promoted.
         live = store.versions(1)[0]
