@@ -530,10 +530,20 @@ def rebuild_state(settings: Settings, *, service: httpx2.Client | None = None
     ------
     ValueError
         A purged log's fold snapshot is of another policy than ``settings.policy``.
+    CommandError
+        The settings name other arms than the live version serves (exit 2).
     """
     with _open_log(settings, "rebuild") as store:
         if isinstance(store, NothingToDo):
             return store
+        # A fold of other arms than the live version's is no fold of the workers' (found by
+        # attack: "match: yes" over a policy of the settings' four arms on a store of two).
+        live_arms = versions.live_arm_set(store) if store.has_versions() else None
+        if live_arms is not None and sorted(settings.arms) != live_arms:
+            raise CommandError(f"the live version serves the arms {live_arms}, but the "
+                               f"settings name {sorted(settings.arms)}: the fold would not be "
+                               f"the workers' (run with --arms {','.join(live_arms)})",
+                               exit_code=2)
         # The live and shadow policies in force: the settings', or a promotion's.
         settings = shadow.effective(settings, store)
         # Both asked before the log is read: every worker position compared with is then

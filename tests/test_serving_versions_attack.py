@@ -122,6 +122,14 @@ def test_a_retrain_or_promotion_of_another_arm_set_is_refused(
         with pytest.raises(CommandError, match="run with --arms popularity,svd") as command:
             commands.retrain(settings.model_copy(update={"arms": ["svd"]}))
         assert command.value.exit_code == 1
+        # rebuild-state with other arms than the live ones folded a policy of the settings'
+        # arms and said "match: yes" (found by attack): refused, naming the live ones.
+        with pytest.raises(CommandError, match=r"the live version serves the arms \['popularity',"
+                           r" 'svd'\], but the settings name \['sequential', 'svd'\]: the fold "
+                           r"would not be the workers' \(run with --arms popularity,svd\)") as \
+                rebuild:
+            commands.rebuild_state(settings.model_copy(update={"arms": ["svd", "sequential"]}))
+        assert rebuild.value.exit_code == 2
         # More arms than the live ones (the default --arms against this store) are said as
         # such too, not as arms "missing" from the served folder (found by attack).
         with pytest.raises(CommandError, match=r"this retrain would fit the arms \['popularity', "
