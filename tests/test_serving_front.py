@@ -32,11 +32,28 @@ def test_the_split_query_equals_starlettes(parts: list[tuple[str, str, bool]]) -
     if repeated:
         with pytest.raises(RequestValidationError) as caught:
             _query(request)
-        assert [e["loc"] for e in caught.value.errors()] == [("query", n) for n in repeated]
+        said = caught.value.errors()
+        assert [e["loc"] for e in said if e["type"] == "repeated_parameter"] == [
+            ("query", n) for n in repeated]
+        # Any other issue is of a parameter given once (or missing), said beside them.
+        assert all(e["loc"][1] not in repeated for e in said
+                   if e["type"] != "repeated_parameter"), said
         return
     mine = _query(request)
     for key in ("user_id", "k"):
         assert mine.get(key) == theirs.get(key), raw
+
+
+def test_a_repeated_parameter_is_said_beside_the_other_parameters_issues() -> None:
+    """Found by attack: ``?user_id=1&user_id=2&k=abc`` said only the repeated user_id."""
+    with pytest.raises(RequestValidationError) as caught:
+        _query(_request(b"user_id=1&user_id=2&k=abc"))
+    assert [(e["loc"], e["type"]) for e in caught.value.errors()] == [
+        (("query", "user_id"), "repeated_parameter"), (("query", "k"), "int_parsing")]
+    with pytest.raises(RequestValidationError) as caught:
+        _query(_request(b"k=3&k=4"))
+    assert [(e["loc"], e["type"]) for e in caught.value.errors()] == [
+        (("query", "k"), "repeated_parameter"), (("query", "user_id"), "missing")]
 
 
 def test_a_repeated_parameter_is_refused_and_an_unknown_one_ignored() -> None:

@@ -65,6 +65,13 @@ def _query(request: Request) -> Mapping[str, str]:
             return params
     errors = query_errors([name for name, _ in request.query_params.multi_items()], PARAMETERS)
     if errors:
+        # The other parameters' issues too, all at once (found by attack: a bad k was said
+        # only once the repeated user_id was mended); a repeated one's values are not read.
+        repeated = {e["loc"][1] for e in errors}
+        try:
+            validate(RecommendationQuery, request.query_params, "query")
+        except RequestValidationError as exc:
+            errors += [e for e in exc.errors() if e["loc"][1:2] and e["loc"][1] not in repeated]
         raise RequestValidationError(errors)
     return request.query_params
 
