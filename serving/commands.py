@@ -106,9 +106,7 @@ class Resources:
 def _nothing_to_gate(store: Store, meta: PolicyMeta | None, folder: Path | None,
                      state_dir: Path) -> str:
     """Why a retrain has no served arms to be gated against (:func:`prepare`)."""
-    if meta is None:  # retrain says "nothing to retrain" before; this is the safety net
-        return (f"{store.describe()} serves no model version yet: nothing to gate a retrain "
-                "against ('recbandits serve' fits the first)")
+    assert meta is not None  # a retrain of a store serving nothing stopped in _open_for
     return (f"the arms of the served version {meta.version} are missing in {folder} (nor in "
             f"{state_dir / 'arms'}): nothing to gate a retrain against; if another state "
             "folder holds them, pass it as --state-dir ('recbandits serve' fits them again)")
@@ -136,9 +134,11 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
     ------
     ValueError
         If ``arms`` does not match ``settings.arms``.
+    NothingServedError
+        ``refit=False`` and no version is served yet (nothing is created).
     CommandError
-        ``refit=False`` and no version is served yet, or the served version's arms are
-        missing from their folder (exit code 1; ``serve`` fits them); or the catalogue is not
+        ``refit=False`` and the served version's arms are missing from their folder (exit
+        code 1; ``serve`` fits them); or the catalogue is not
         the one the store's arms were fitted on (exit code 1;
         :func:`serving.versions.check_catalog`).
     """
@@ -208,11 +208,36 @@ def _refuse_another_catalogue(store: Store, catalog: Dataset) -> None:
         store, versions.catalog_fingerprint(catalog), "the arms would be"))
 
 
-def _open_for(settings: Settings, *, refit: bool) -> Store:
-    """The settings' store, its schema made or upgraded; for a retrain (``refit`` False) the
-    settings' arms must be the live version's, said as such (found by attack: the default
-    ``--arms`` were said to be "missing" from the served folder).
+class NothingServedError(Exception):
+    """No store, or one that serves no model version yet (its first start stopped between
+    the schema and the fit): nothing for a retrain to refit, and nothing is created.
     """
+
+
+def _open_for(settings: Settings, *, refit: bool) -> Store:
+    """The settings' store, its schema made or upgraded. For a retrain (``refit`` False) it
+    must exist and serve a version, checked first without creating anything (a mistyped
+    ``--state-dir`` built a whole store; found by a README check), and the settings' arms
+    must be the live version's, said as such (found by attack: the default ``--arms`` were
+    said to be "missing" from the served folder).
+
+    Raises
+    ------
+    NothingServedError
+        ``refit`` False and no version is served.
+    """
+    if not refit:
+        try:
+            check = open_store(settings.resolved_db_url(), timeout_s=settings.store_timeout_s,
+                               create=False)
+        except StoreNotFoundError as exc:
+            raise NothingServedError(f"{exc} (serve fits and serves the first version)") from None
+        try:
+            if not check.serves_a_version():
+                raise NothingServedError(f"{check.describe()} serves no model version yet "
+                                         "(serve fits and serves the first)")
+        finally:
+            check.dispose()
     store = open_store(settings.resolved_db_url(), timeout_s=settings.store_timeout_s)
     store.create_schema(settings.arms, settings.rule_book())
     if not refit:
@@ -420,19 +445,11 @@ def retrain(settings: Settings, *, candidate: bool = False) -> RetrainResult | N
         during the fit: nothing is served or recorded (exit code 1 either way); or the served
         arms are missing (see :func:`prepare`).
     """
-    try:
-        store = open_store(settings.resolved_db_url(), timeout_s=settings.store_timeout_s,
-                           create=False)
-    except StoreNotFoundError as exc:
-        return NothingToDo("retrain", f"{exc} (serve fits and serves the first version)")
-    try:
-        if not store.serves_a_version():  # else prepare() below would fit and serve one
-            return NothingToDo("retrain", f"{store.describe()} serves no model version yet "
-                                          "(serve fits and serves the first)")
-    finally:
-        store.dispose()
     with progress_on_stderr():
-        resources = prepare(settings, refit=False)
+        try:
+            resources = prepare(settings, refit=False)
+        except NothingServedError as exc:
+            return NothingToDo("retrain", str(exc))
         try:
             with hold_retrain_lease(resources.store, settings.retrain_lease_s) as lease:
                 result = versions.retrain(settings, resources.store, resources.catalog,
@@ -538,12 +555,12 @@ def rebuild_state(settings: Settings, *, service: httpx2.Client | None = None
             return store
         # A fold of other arms than the live version's is no fold of the workers' (found by
         # attack: "match: yes" over a policy of the settings' four arms on a store of two).
-        live_arms = versions.live_arm_set(store) if store.has_versions() else None
-        if live_arms is not None and sorted(settings.arms) != live_arms:
-            raise CommandError(f"the live version serves the arms {live_arms}, but the "
-                               f"settings name {sorted(settings.arms)}: the fold would not be "
-                               f"the workers' (run with --arms {','.join(live_arms)})",
-                               exit_code=2)
+        if store.has_versions():
+            try:
+                versions.check_arm_set(store, settings.arms, "rebuild-state would fold",
+                                       ("the fold would not be the workers'", ""))
+            except versions.ModelsError as exc:
+                raise CommandError(exc.message, exit_code=2) from None
         # The live and shadow policies in force: the settings', or a promotion's.
         settings = shadow.effective(settings, store)
         # Both asked before the log is read: every worker position compared with is then

@@ -192,8 +192,8 @@ def test_retrain_command_prints_the_gate_and_exits_1_when_rejected(
         f"nothing to retrain: {store.describe()} serves no model version yet (serve fits and "
         "serves the first)"))
     assert not (tmp_path / "state" / "arms").exists()
-    with pytest.raises(CommandError, match="serves no model version yet"):
-        commands.prepare(settings, refit=False)  # the safety net a retrain never reaches
+    with pytest.raises(commands.NothingServedError, match="serves no model version yet"):
+        commands.prepare(settings, refit=False)  # what retrain turns into "nothing to retrain"
     commands.prepare(settings).store.dispose()  # what serve does at its first start
     # No event since the served version's fit, same hyper-parameters: nothing to publish.
     unchanged = commands.retrain(settings)
