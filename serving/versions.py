@@ -286,27 +286,28 @@ def store_catalog(store: Store) -> str | None:
                  if r.data.get("catalog")), None)
 
 
-def live_arm_set(store: Store) -> list[str] | None:
-    """The arms the live version serves, sorted; None before a version records them."""
-    served = store.policy_meta()
-    rows = [] if served is None else store.versions(served.version)
-    return sorted(rows[0].arms) if rows and rows[0].arms else None
+#: Why a new version must serve the live version's arms (:func:`check_arm_set`'s default).
+UNLOADABLE = ("a version of other arms could not be loaded by the workers", ", or serve the new "
+              "arm set with 'recbandits serve'")
 
 
-def check_arm_set(store: Store, names: Sequence[str], what: str) -> None:
+def check_arm_set(store: Store, names: Sequence[str], what: str,
+                  why: tuple[str, str] = UNLOADABLE) -> None:
     """Refuse ``what`` (a ModelsError, 409) when ``names`` is not the arm set of the live
     version: workers load the arms they serve from the new version's folder, so a version of
     other arms would be live in the table while no worker can load it (nothing to check
-    before a version is recorded).
+    before a version is recorded). ``why``: the consequence, and what else to do besides
+    running with the live arms (``rebuild-state``: its fold would not be the workers').
     """
-    live = live_arm_set(store)
-    if live is not None and sorted(names) != live:
-        served = store.policy_meta()
+    served = store.policy_meta()
+    rows = [] if served is None else store.versions(served.version)
+    if not rows or not rows[0].arms:
+        return
+    live = sorted(rows[0].arms)
+    if sorted(names) != live:
         raise ModelsError(f"{what} the arms {sorted(names)}, but the live version "
-                          f"{served.version if served else '?'} serves {live}: a version of "
-                          "other arms could not be loaded by the workers (run with --arms "
-                          f"{','.join(live)}, or serve the new arm set with 'recbandits "
-                          "serve')")
+                          f"{served.version if served else '?'} serves {live}: {why[0]} (run "
+                          f"with --arms {','.join(live)}{why[1]})")
 
 
 def check_catalog(store: Store, fingerprint: str | None, what: str) -> None:

@@ -124,10 +124,10 @@ def test_a_retrain_or_promotion_of_another_arm_set_is_refused(
         assert command.value.exit_code == 1
         # rebuild-state with other arms than the live ones folded a policy of the settings'
         # arms and said "match: yes" (found by attack): refused, naming the live ones.
-        with pytest.raises(CommandError, match=r"the live version serves the arms \['popularity',"
-                           r" 'svd'\], but the settings name \['sequential', 'svd'\]: the fold "
-                           r"would not be the workers' \(run with --arms popularity,svd\)") as \
-                rebuild:
+        with pytest.raises(CommandError, match=r"^rebuild-state would fold the arms \['sequential',"
+                           r" 'svd'\], but the live version 1 serves \['popularity', 'svd'\]: "
+                           r"the fold would not be the workers' \(run with --arms "
+                           r"popularity,svd\)$") as rebuild:
             commands.rebuild_state(settings.model_copy(update={"arms": ["svd", "sequential"]}))
         assert rebuild.value.exit_code == 2
         # More arms than the live ones (the default --arms against this store) are said as
