@@ -401,17 +401,15 @@ def _specs(spec: ArmSetSpec, name: str) -> dict[str, tuple[str, dict[str, Any]]]
     elif isinstance(spec, Sequence) and not isinstance(spec, str):
         if not all(isinstance(a, str) and a for a in spec):
             raise TypeError(f"{name} must list arm names (non-empty strings), got {spec!r}")
-        # One arm under two names (an alias and its arm) is named twice too; an empty list
-        # is said below, naming its side.
-        resolved = [resolve(a).name for a in spec] or ["-"]
-        try:
-            refuse_repeats(resolved)
-        except ValueError as exc:
-            raise ValueError(f"{name}: {exc}") from None
         out = {a: (a, {}) for a in spec}
     else:
         raise TypeError(f"{name} must be a list of arm names or a mapping label -> params, got "
                         f"{type(spec).__name__}")
-    if not out:
-        raise ValueError(f"{name} is empty; an arm set needs at least one arm")
+    # The registry's one rule of an arm list, naming the side: none at all, or one arm twice
+    # (labels of a list resolved: an alias and its arm are one arm named twice).
+    names = [resolve(a).name for a in spec] if not isinstance(spec, Mapping) else list(out)
+    try:
+        refuse_repeats(names)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
     return out

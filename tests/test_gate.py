@@ -145,7 +145,7 @@ def test_bad_specs_raise_naming_them(data):
         evaluate_gate(data, ["popularty"], ["popularity"], holdout_fraction=0.1)
     with pytest.raises(TypeError, match="candidate must be a list of arm names or a mapping"):
         evaluate_gate(data, "popularity", ["popularity"], holdout_fraction=0.1)
-    with pytest.raises(ValueError, match="serving is empty"):
+    with pytest.raises(ValueError, match=r"^serving: arms must name at least one arm$"):
         evaluate_gate(data, ["popularity"], [], holdout_fraction=0.1)
     with pytest.raises(TypeError, match=r"candidate\['svd'\] must be a mapping"):
         evaluate_gate(data, {"svd": 3}, ["svd"], holdout_fraction=0.1)
