@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from arms._validation import check_int
+from arms._validation import check_fraction, check_int
 from arms.data.obd import CAMPAIGNS, OBDLog, load_bts_prior, load_obd
 from arms.errors import DataUnavailableError
 from bandits.base import make_generator
@@ -112,8 +112,7 @@ class OBDOPEConfig:
         # The lab's one integer check, as replay's and simulate's (one-rule review: "seed=-1
         # must be >= 0" here, "seed must be an integer >= 0, got -1" there).
         check_int("seed", self.seed, low=0)
-        check_real(self.confidence, "confidence", low=0.0, high=1.0, low_open=True,
-                   high_open=True)
+        check_fraction("confidence", self.confidence)  # the lab's one check of a share
         check_int("mc_samples", self.mc_samples, low=1)
         check_int("reward_folds", self.reward_folds, low=2)
         check_real(self.reward_prior_strength, "reward_prior_strength", low=0.0)

@@ -303,6 +303,8 @@ def test_run_and_cli_on_a_generated_tree(tmp_path: Path, capsys: pytest.CaptureF
     # The lab's one integer message, as replay's (one-rule review).
     with pytest.raises(ValueError, match=r"^seed must be an integer >= 0, got -1$"):
         OBDOPEConfig(seed=-1)
+    with pytest.raises(ValueError, match=r"^confidence must be in \(0, 1\), got 1\.0$"):
+        OBDOPEConfig(confidence=1.0)  # the lab's one check of a share (review)
     assert main(["ope", "--obd", "--data", str(tmp_path), "--seed", "-1"]) == 2
     assert "seed must be an integer >= 0, got -1" in capsys.readouterr().err
 
