@@ -129,6 +129,11 @@ MAX_MARGIN = 1.0
 #: and ``tests/test_gate.py`` holds the two equal: the service's ``gate_bootstrap`` setting,
 #: at least ``bandits.ope.MIN_BOOTSTRAP``, is then always a value the gate takes.
 MIN_BOOTSTRAP = 10
+#: The gate's default resamples and confidence: :data:`bandits.ope.DEFAULT_N_BOOTSTRAP` and
+#: :data:`bandits.ope.DEFAULT_CONFIDENCE`, written here for the same reason and held equal by the
+#: same test.
+DEFAULT_N_BOOTSTRAP = 1000
+DEFAULT_CONFIDENCE = 0.95
 
 
 def temporal_cut(
@@ -200,8 +205,8 @@ def evaluate_gate(
     margin: float = DEFAULT_MARGIN,
     beyond_noise: bool = True,
     relevance_threshold: float | None = None,
-    n_bootstrap: int = 1000,
-    confidence: float = 0.95,
+    n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
+    confidence: float = DEFAULT_CONFIDENCE,
     random_state: int = 0,
 ) -> GateReport:
     """Fit both arm sets before the cut, score them after it, and decide (see the module doc).

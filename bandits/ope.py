@@ -227,6 +227,16 @@ def bootstrap_sums(columns: np.ndarray, n_bootstrap: int, random_state: RandomSt
     return out
 
 
+#: The defaults of every report's interval, named once: the lab's reports (replay, the gate,
+#: ``ope --obd``), the service's (OPE of the log, holdout, credit) and the command line's options
+#: take these, so "1000 resamples, 95%" cannot drift between them.
+DEFAULT_N_BOOTSTRAP = 1000
+DEFAULT_CONFIDENCE = 0.95
+#: Defaults of the log's health flags: a logged propensity below this is "tiny", an effective
+#: sample size below this is "low".
+DEFAULT_MIN_PROPENSITY = 1e-3
+DEFAULT_MIN_ESS = 100.0
+
 #: Fewest bootstrap resamples a percentile interval is computed from (``n_bootstrap=0`` still
 #: means no interval): with 1 or 2 resamples the "95% interval" is one or two resampled
 #: estimates and can exclude the estimate itself (6.90 [8.10, 8.10] was seen). The one floor
@@ -262,7 +272,7 @@ def check_n_bootstrap(n_bootstrap: Any) -> int:
 
 
 def mean_interval(values: np.ndarray, n_bootstrap: int, rng: np.random.Generator,
-                  confidence: float = 0.95) -> tuple[float, float]:
+                  confidence: float = DEFAULT_CONFIDENCE) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of ``values`` (scipy's ``bootstrap``): the
     one interval of a rate the service's reports give (the holdout's, multileaving's credit).
 
@@ -287,8 +297,9 @@ def _interval(boots: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndar
 
 
 def estimate(estimator: Estimator, rewards: Any, actions: Any, logging_propensities: Any,
-             target_probabilities: Any, reward_model: Any = None, *, n_bootstrap: int = 1000,
-             confidence: float = 0.95, random_state: RandomState = None) -> OPEEstimate:
+             target_probabilities: Any, reward_model: Any = None, *,
+             n_bootstrap: int = DEFAULT_N_BOOTSTRAP, confidence: float = DEFAULT_CONFIDENCE,
+             random_state: RandomState = None) -> OPEEstimate:
     """Off-policy estimate of the target policy's mean reward, with a bootstrap interval.
 
     Parameters
@@ -339,8 +350,9 @@ def estimate(estimator: Estimator, rewards: Any, actions: Any, logging_propensit
 
 
 def evaluate(rewards: Any, actions: Any, logging_propensities: Any, target_probabilities: Any,
-             reward_model: Any = None, *, n_bootstrap: int = 1000, confidence: float = 0.95,
-             random_state: RandomState = None) -> dict[str, OPEEstimate]:
+             reward_model: Any = None, *, n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
+             confidence: float = DEFAULT_CONFIDENCE, random_state: RandomState = None
+             ) -> dict[str, OPEEstimate]:
     """IPS, SNIPS and (with a reward model) DR estimates with the same bootstrap seed."""
     names: list[Estimator] = ["ips", "snips"] + (["dr"] if reward_model is not None else [])  # type: ignore[assignment]  # mypy widens the concatenated literals to str
     seed = make_generator(random_state).integers(2**63)
@@ -473,9 +485,10 @@ def _flags(name: str, info: dict[str, Any], n: int, min_propensity: float,
 
 def evaluate_policies(rewards: Any, actions: Any, logging_propensities: Any,
                       targets: Mapping[str, Any], reward_model: Any = None, *,
-                      logging_pmf: Any = None, n_bootstrap: int = 1000,
-                      confidence: float = 0.95, min_propensity: float = 1e-3,
-                      min_ess: float = 100.0, random_state: RandomState = None
+                      logging_pmf: Any = None, n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
+                      confidence: float = DEFAULT_CONFIDENCE,
+                      min_propensity: float = DEFAULT_MIN_PROPENSITY,
+                      min_ess: float = DEFAULT_MIN_ESS, random_state: RandomState = None
                       ) -> dict[str, PolicyReport]:
     """IPS, SNIPS and DR estimates of several target policies on one log, with flags.
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from arms.data.movielens import DATASETS, MOVIELENS_NAMES
 from arms.errors import DataFileError, DataUnavailableError
+from bandits.ope import DEFAULT_N_BOOTSTRAP
 
 if TYPE_CHECKING:  # serving is imported lazily at run time (see the module docstring)
     from serving.offpolicy import LinearCandidate
@@ -148,8 +149,8 @@ def _add_replay(commands: argparse._SubParsersAction) -> None:
                      help="half-life of live popularity and co-occurrence (default 7)")
     sub.add_argument("--max-events", type=int, default=None, metavar="N",
                      help="replay only the first N stream ratings (whole seconds)")
-    sub.add_argument("--bootstrap", type=int, default=1000, metavar="B",
-                     help="bootstrap resamples of users (default 1000)")
+    sub.add_argument("--bootstrap", type=int, default=DEFAULT_N_BOOTSTRAP, metavar="B",
+                     help="bootstrap resamples of users (default %(default)s)")
     sub.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     sub.add_argument("--out", metavar="DIR", help="folder for summary.csv, differences.csv, "
                      "events.csv and config.json (default runs/replay-<timestamp>)")
@@ -444,8 +445,8 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
 
     def bootstrap_options(sub: argparse.ArgumentParser) -> None:
         # The report commands on the live log (credit, holdout); --seed is the store's.
-        sub.add_argument("--bootstrap", type=int, default=1000, metavar="N",
-                         help="bootstrap resamples (default 1000)")
+        sub.add_argument("--bootstrap", type=int, default=DEFAULT_N_BOOTSTRAP, metavar="N",
+                         help="bootstrap resamples (default %(default)s)")
         sub.add_argument("--bootstrap-seed", type=int, default=0, metavar="S",
                          help="bootstrap seed (default 0)")
 
@@ -580,8 +581,8 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
                      "service's, from RECBANDITS_* variables)")
     log.add_argument("--out", metavar="DIR", help="folder for ope.csv and summary.json "
                      "(default runs/ope-<timestamp>)")
-    ope.add_argument("--bootstrap", type=int, default=1000, metavar="N",
-                     help="bootstrap resamples (default 1000; 0: no intervals)")
+    ope.add_argument("--bootstrap", type=int, default=DEFAULT_N_BOOTSTRAP, metavar="N",
+                     help="bootstrap resamples (default %(default)s; 0: no intervals)")
     ope.add_argument("--seed", type=int, default=0, metavar="S", help="bootstrap seed")
     log.add_argument("--ts-prior", action="append", metavar="ALPHA,BETA",
                      help="Beta prior of a Thompson Sampling candidate (repeatable; default "

@@ -54,6 +54,8 @@ from arms.errors import DataUnavailableError
 from bandits.base import make_generator
 from bandits.errors import check_real
 from bandits.ope import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_N_BOOTSTRAP,
     ESTIMATORS,
     PolicyReport,
     bootstrap_sums,
@@ -94,9 +96,9 @@ class OBDOPEConfig:
     campaigns: tuple[str, ...] = CAMPAIGNS
     data_dir: str | None = None
     full: bool = False
-    n_bootstrap: int = 1000
+    n_bootstrap: int = DEFAULT_N_BOOTSTRAP
     seed: int = 0
-    confidence: float = 0.95
+    confidence: float = DEFAULT_CONFIDENCE
     mc_samples: int = 100_000
     reward_folds: int = 2
     reward_prior_strength: float = 50.0

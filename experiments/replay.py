@@ -57,7 +57,7 @@ from arms.data.dataset import Dataset
 from arms.data.files import clear_run_files
 from arms.errors import UnknownArmError
 from arms.registry import make_arm, resolve, resolve_names
-from bandits.ope import MIN_BOOTSTRAP, bootstrap_sums
+from bandits.ope import DEFAULT_N_BOOTSTRAP, MIN_BOOTSTRAP, bootstrap_sums
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class ReplayConfig:
     half_life_days: float = 7.0
     k: int = 10
     max_events: int | None = None
-    n_bootstrap: int = 1000
+    n_bootstrap: int = DEFAULT_N_BOOTSTRAP
     seed: int = 0
     cold_users: str = "drop"
     arm_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)

@@ -33,6 +33,7 @@ from arms.base import Recommender
 from arms.data import SYNTHETIC, load_movielens, make_synthetic
 from arms.data.dataset import Dataset
 from bandits.base import registered_policies
+from bandits.ope import DEFAULT_N_BOOTSTRAP
 from serving import shadow, versions
 from serving.armset import (
     ArmSet,
@@ -642,7 +643,7 @@ def _check_holdout_and_drift(settings: Settings, store: Store, rows: LogRows,
     return [*lines, *drift_lines], match and drift_match
 
 
-def holdout(settings: Settings, *, n_bootstrap: int = 1000, seed: int = 0
+def holdout(settings: Settings, *, n_bootstrap: int = DEFAULT_N_BOOTSTRAP, seed: int = 0
             ) -> HoldoutResults | NothingToDo:
     """Compare the policy-served decisions with the held-out ones (``recbandits holdout``,
     :func:`serving.holdout.holdout_report`).
@@ -849,7 +850,7 @@ def _service_live_state(settings: Settings, store: Store, service: httpx2.Client
     return body, where
 
 
-def credit(settings: Settings, *, n_bootstrap: int = 1000, seed: int = 0
+def credit(settings: Settings, *, n_bootstrap: int = DEFAULT_N_BOOTSTRAP, seed: int = 0
            ) -> CreditResults | NothingToDo:
     """Compare the arms of the log's multileaved decisions (``recbandits credit``).
 

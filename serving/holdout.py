@@ -46,7 +46,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
-from bandits.ope import mean_interval
+from bandits.ope import DEFAULT_N_BOOTSTRAP, mean_interval
 from serving.errors import check_bootstrap
 from serving.multileave import parse
 from serving.policy import PMF_CACHE_SIZE, draw_arm
@@ -341,7 +341,7 @@ def _group(rows: list[tuple[str, float | None]], n_bootstrap: int,
 
 
 def holdout_report(rows: Iterable[tuple[str, JsonObject | None, float | None]], *,
-                   n_bootstrap: int = 1000, seed: int = 0) -> HoldoutReport:
+                   n_bootstrap: int = DEFAULT_N_BOOTSTRAP, seed: int = 0) -> HoldoutReport:
     """Compare the decisions the policy served with the held-out ones.
 
     Parameters

@@ -41,7 +41,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from bandits.multileave import MultileaveThompsonSampling, draft_order, fill_slate
-from bandits.ope import mean_interval
+from bandits.ope import DEFAULT_N_BOOTSTRAP, mean_interval
 from serving.errors import check_bootstrap
 from serving.rules import Feedback
 
@@ -249,7 +249,7 @@ class CreditReport:
 
 def credit_report(decisions: Iterable[tuple[str, object]],
                   outcomes: Iterable[tuple[str, str, float]], arms: Sequence[str], *,
-                  n_bootstrap: int = 1000, seed: int = 0) -> CreditReport:
+                  n_bootstrap: int = DEFAULT_N_BOOTSTRAP, seed: int = 0) -> CreditReport:
     """Compare the arms of multileaved decisions by their credited rewards.
 
     Parameters

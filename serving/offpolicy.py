@@ -79,6 +79,10 @@ from bandits.base import (
     registered_policies,
 )
 from bandits.ope import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_MIN_ESS,
+    DEFAULT_MIN_PROPENSITY,
+    DEFAULT_N_BOOTSTRAP,
     ESTIMATORS,
     PolicyReport,
     bootstrap_sums,
@@ -800,13 +804,14 @@ class OPEResult:
     notes: list[str] = field(default_factory=list)
 
 
-def evaluate_log(log: DecisionLog, *, n_bootstrap: int = 1000, seed: int = 0,
-                 confidence: float = 0.95,
+def evaluate_log(log: DecisionLog, *, n_bootstrap: int = DEFAULT_N_BOOTSTRAP, seed: int = 0,
+                 confidence: float = DEFAULT_CONFIDENCE,
                  ts_priors: Iterable[tuple[float, float]] = DEFAULT_TS_PRIORS,
                  ts_states: int = 100, propensity_grid: int = 256,
                  linear: Sequence[LinearCandidate] = DEFAULT_LINEAR,
                  segment_prefixes: Sequence[str] = DEFAULT_SEGMENTS,
-                 min_propensity: float = 1e-3, min_ess: float = 100.0) -> OPEResult:
+                 min_propensity: float = DEFAULT_MIN_PROPENSITY,
+                 min_ess: float = DEFAULT_MIN_ESS) -> OPEResult:
     """Estimate every candidate's value on ``log``; see :func:`candidate_policies`.
 
     Parameters
@@ -970,8 +975,9 @@ def shadow_pmf(records: Sequence[dict[str, Any]], arms: Sequence[str]) -> np.nda
 
 
 def evaluate_shadow(log: DecisionLog, records: dict[str, dict[str, Any]], *,
-                    n_bootstrap: int = 1000, seed: int = 0, confidence: float = 0.95,
-                    min_propensity: float = 1e-3, min_ess: float = 100.0
+                    n_bootstrap: int = DEFAULT_N_BOOTSTRAP, seed: int = 0,
+                    confidence: float = DEFAULT_CONFIDENCE,
+                    min_propensity: float = DEFAULT_MIN_PROPENSITY, min_ess: float = DEFAULT_MIN_ESS
                     ) -> list[ShadowComparison]:
     """``recbandits ope --shadow``: every shadow policy of the log against the live policy on
     exactly the decisions that carry its record (:mod:`serving.shadow`).
@@ -1517,9 +1523,9 @@ class OPEConfig:
 
     url: str
     out_dir: str | Path
-    n_bootstrap: int = 1000
+    n_bootstrap: int = DEFAULT_N_BOOTSTRAP
     seed: int = 0
-    confidence: float = 0.95
+    confidence: float = DEFAULT_CONFIDENCE
     ts_priors: tuple[tuple[float, float], ...] = DEFAULT_TS_PRIORS
     linear: tuple[LinearCandidate, ...] = DEFAULT_LINEAR
     segment_prefixes: tuple[str, ...] = DEFAULT_SEGMENTS

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib
 import inspect
 import re
@@ -273,3 +274,77 @@ def test_every_choice_list_of_the_cli_is_its_owners():
     assert get_args(fields["slate_mode"].annotation) == multileave.SLATE_MODES
     assert get_args(fields["drift_detector"].annotation) == drift.DETECTOR_NAMES
     assert (*drift.DETECTORS, "none") == drift.DETECTOR_NAMES
+
+
+def _help_default(command: str, dest: str) -> tuple[object, str | None]:
+    """The option's parser default and the value its help text names after "default"."""
+    action = next(a for a in _subparser(command)._actions if a.dest == dest)
+    text = (action.help or "").replace("%(default)s", str(action.default))
+    match = re.search(r"\bdefault:? ([^;)]+)", text)
+    return action.default, match.group(1).strip() if match else None
+
+
+def _same(named: str | None, owned: object) -> bool:
+    """``named`` (help text) spells ``owned`` (the owner's default): "off" for None, numbers by
+    value, lists comma-separated."""
+    if named is None:
+        return False
+    if owned is None:
+        return named == "off"
+    if isinstance(owned, (list, tuple)):
+        return named == ",".join(map(str, owned))
+    if isinstance(owned, (int, float)) and not isinstance(owned, bool):
+        try:
+            return float(named) == float(owned)
+        except ValueError:
+            return False
+    return named == str(owned)
+
+
+# Options whose help describes its default in words rather than spelling a value.
+DESCRIBED = frozenset({"db", "data", "state_dir", "out", "workers", "config", "ts_prior", "linear",
+                       "campaign", "seeds", "jobs", "bootstrap_seed"})
+
+
+def test_every_default_a_help_text_names_is_its_owners():
+    """One rule, one place: the service's options parse to None so that the settings' defaults
+    apply, and the lab's replay options are filled into ``ReplayConfig``; their help texts say
+    the default in words, so each is checked against the owner's default here (the settings'
+    field, the replay config's field, the bootstrap's one default)."""
+    from bandits.ope import DEFAULT_N_BOOTSTRAP
+    from experiments import evaluate_arms, replay
+    from serving.settings import Settings
+
+    fields = Settings.model_fields
+
+    def setting(name: str) -> object:
+        field = fields[name]
+        return field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
+
+    replay_fields = {f.name: f.default for f in dataclasses.fields(replay.ReplayConfig)}
+    checked = 0
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for command, sub in commands.choices.items():
+        service_command = any(a.dest == "state_dir" for a in sub._actions)  # reads Settings
+        for action in sub._actions:
+            default, named = _help_default(command, action.dest)
+            if named is None or action.dest in DESCRIBED:
+                continue
+            if action.dest == "bootstrap":
+                owned: object = DEFAULT_N_BOOTSTRAP
+            elif command == "replay":
+                owned = (replay.DEFAULT_ARMS if action.dest == "arms"
+                         else replay_fields[action.dest])
+                assert default == (None if action.dest == "arms" else owned), action.dest
+            elif command == "evaluate-arms" and action.dest == "arms":
+                owned = evaluate_arms.DEFAULT_ARMS
+            elif service_command and action.dest in fields:
+                owned = setting(action.dest)
+                assert default is None, (command, action.dest)  # the settings' default applies
+            else:
+                owned = default
+            assert _same(named.split(" ")[0].rstrip(",") if action.dest not in ("arms",)
+                         else named, owned), (command, action.dest, named, owned)
+            checked += 1
+    assert checked >= 40  # every command's options were seen, not none

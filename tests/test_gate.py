@@ -140,6 +140,15 @@ def test_the_gates_bootstrap_floor_is_the_bandits_one():
     assert MIN_BOOTSTRAP == BANDITS_MIN_BOOTSTRAP == 10
 
 
+def test_the_gates_interval_defaults_are_the_bandits_ones():
+    """The same for the gate's default resamples and confidence."""
+    from arms import gate
+    from bandits import ope
+
+    assert (gate.DEFAULT_N_BOOTSTRAP, gate.DEFAULT_CONFIDENCE) == (
+        ope.DEFAULT_N_BOOTSTRAP, ope.DEFAULT_CONFIDENCE) == (1000, 0.95)
+
+
 def test_bad_specs_raise_naming_them(data):
     with pytest.raises(UnknownArmError, match="unknown arm 'popularty'; did you mean popularity"):
         evaluate_gate(data, ["popularty"], ["popularity"], holdout_fraction=0.1)
