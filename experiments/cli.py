@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 from arms.data.movielens import DATASETS, MOVIELENS_NAMES
 from arms.errors import DataFileError, DataUnavailableError
@@ -182,26 +182,16 @@ def _serving_settings(args: argparse.Namespace) -> object:
     return Settings(**given)
 
 
-def _settings_issues(exc: Any) -> str:
-    """A pydantic ValidationError of the settings as one line: ``field: message; ...`` (its
-    own text is a multi-line dump with a link per error; found by attack).
-    """
-    issues = []
-    for error in exc.errors(include_url=False):
-        field = ".".join(str(part) for part in error["loc"]) or "settings"
-        message = str(error["msg"]).removeprefix("Value error, ")
-        issues.append(message if message.startswith(f"{field}: ") else f"{field}: {message}")
-    return "; ".join(issues)
-
-
 def _settings_or_none(args: argparse.Namespace, command: str) -> object | None:
     """The service's settings for ``command``; None after saying why they are invalid."""
     from pydantic import ValidationError
 
+    from serving.settings import settings_issues
+
     try:
         return _serving_settings(args)
     except ValidationError as exc:  # a bad option or variable: one line, no links
-        print(f"recbandits {command}: {_settings_issues(exc)}", file=sys.stderr)
+        print(f"recbandits {command}: {settings_issues(exc)}", file=sys.stderr)
         return None
     except ValueError as exc:  # a bad settings file
         print(f"recbandits {command}: {exc}", file=sys.stderr)
@@ -343,6 +333,7 @@ def _ope_log(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from serving import offpolicy
+    from serving.settings import settings_issues
     from serving.store.errors import StoreNotFoundError
 
     url = args.db
@@ -353,7 +344,7 @@ def _ope_log(args: argparse.Namespace) -> int:
         settings = _serving_settings(argparse.Namespace())
     except ValidationError as exc:
         if url is None:
-            print(f"recbandits ope: {_settings_issues(exc)}", file=sys.stderr)
+            print(f"recbandits ope: {settings_issues(exc)}", file=sys.stderr)
             return 2
     else:
         url = url or settings.resolved_db_url()  # type: ignore[attr-defined]

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx2
+from pydantic import ValidationError
 from uvicorn.config import LOG_LEVELS
 
 from arms.base import Recommender
@@ -77,7 +78,7 @@ from serving.results import (
     SnapshotInfo,
 )
 from serving.retrain_trigger import hold_retrain_lease
-from serving.settings import Settings
+from serving.settings import Settings, settings_issues
 from serving.store import Outcome, Store, open_store
 from serving.store.errors import StoreNotFoundError
 from serving.store.types import FoldSnapshot, JsonObject, LogRows, PolicyMeta, VersionSwitch
@@ -97,11 +98,14 @@ def load_catalog(settings: Settings) -> Dataset:
 
 @dataclass
 class Resources:
-    """What a serving command works on: the open ``store``, the ``catalog`` and the ``arm_set``."""
+    """What a serving command works on: the open ``store``, the ``catalog``, the ``arm_set``
+    and the ``settings`` in force (a retrain's take the live arms: :func:`served_settings`).
+    """
 
     store: Store
     catalog: Dataset
     arm_set: ArmSet
+    settings: Settings
 
 
 def _nothing_to_gate(store: Store, meta: PolicyMeta | None, folder: Path | None,
@@ -146,7 +150,7 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
     if arms is not None and list(arms) != list(settings.arms):
         raise ValueError(f"arms names {list(arms)} must equal settings.arms {settings.arms}")
     _warn_of_an_old_state_folder(settings)
-    store = _open_for(settings, refit=refit)
+    store, settings = _open_for(settings, refit=refit)
     if catalog is None:
         logger.info("loading the %s data", settings.dataset)
         catalog = load_catalog(settings)
@@ -198,7 +202,7 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
     arm_set = ArmSet.build(models, catalog, version=meta.version,
                            cold_start_arm=settings.cold_start_arm,
                            cache_size=settings.score_cache_size, added=store.items_after(0))
-    return Resources(store, catalog, arm_set)
+    return Resources(store, catalog, arm_set, settings)
 
 
 def _refuse_another_catalogue(store: Store, catalog: Dataset) -> None:
@@ -215,12 +219,12 @@ class NothingServedError(Exception):
     """
 
 
-def _open_for(settings: Settings, *, refit: bool) -> Store:
-    """The settings' store, its schema made or upgraded. For a retrain (``refit`` False) it
-    must exist and serve a version, checked first without creating anything (a mistyped
-    ``--state-dir`` built a whole store; found by a README check), and the settings' arms
-    must be the live version's, said as such (found by attack: the default ``--arms`` were
-    said to be "missing" from the served folder).
+def _open_for(settings: Settings, *, refit: bool) -> tuple[Store, Settings]:
+    """The settings' store, its schema made or upgraded, and the settings in force. For a
+    retrain (``refit`` False) the store must exist and serve a version, checked first without
+    creating anything (a mistyped ``--state-dir`` built a whole store; found by a README
+    check), and the retrain fits the live version's arms (:func:`served_settings`: the
+    default ``--arms`` were said to be "missing" from the served folder, found by attack).
 
     Raises
     ------
@@ -237,14 +241,54 @@ def _open_for(settings: Settings, *, refit: bool) -> Store:
             if not check.serves_a_version():
                 raise NothingServedError(f"{check.describe()} serves no model version yet "
                                          "(serve fits and serves the first)")
+            settings = served_settings(settings, check, "this retrain would fit")
         finally:
             check.dispose()
     store = open_store(settings.resolved_db_url(), timeout_s=settings.store_timeout_s)
     store.create_schema(settings.arms, settings.rule_book())
-    if not refit:
-        _as_command_error(store, lambda: versions.check_arm_set(
-            store, list(settings.arms), "this retrain would fit"))
-    return store
+    return store, settings
+
+
+def served_settings(settings: Settings, store: Store, what: str,
+                    why: tuple[str, str] = versions.UNLOADABLE) -> Settings:
+    """The settings a command that reads ``store`` runs with: the store is the truth about
+    the arms it serves. Settings that name no arms (the default list, not the service's) take
+    the live version's; settings that name others are refused.
+
+    Found in review: ``purge`` with the default ``--arms`` against a store of three arms
+    deleted the log and stored a fold snapshot of a four-arm policy, after which
+    ``rebuild-state`` failed; and every command had to be given the service's ``--arms``.
+
+    Parameters
+    ----------
+    settings : Settings
+    store : Store
+    what : str
+        What the command would do, for the refusal (:func:`serving.versions.check_arm_set`).
+    why : (str, str)
+        The refusal's consequence and alternative (``check_arm_set``'s).
+
+    Raises
+    ------
+    CommandError
+        (exit code 2, nothing done) The settings name other arms than the live version's, or
+        a setting does not fit the live arms (``arm_params`` of an arm not served, ...).
+    """
+    served = versions.live_arms(store)
+    if served is None or sorted(served[1]) == sorted(settings.arms):
+        return settings
+    if settings.named_arms():
+        try:
+            versions.check_arm_set(store, settings.arms, what, why)
+        except versions.ModelsError as exc:
+            raise CommandError(exc.message, exit_code=2) from None
+    version, arms = served
+    try:
+        return settings.with_arms(arms)
+    except ValidationError as exc:
+        issues = settings_issues(exc).removeprefix("settings: ")  # the model's own checks
+        raise CommandError(f"the live version {version} serves the arms {arms}, which the "
+                           f"settings do not fit: {issues}", exit_code=2) from None
 
 
 def _as_command_error(store: Store, check: Callable[[], None]) -> None:
@@ -452,6 +496,7 @@ def retrain(settings: Settings, *, candidate: bool = False) -> RetrainResult | N
         except NothingServedError as exc:
             return NothingToDo("retrain", str(exc))
         try:
+            settings = resources.settings  # the live arms (served_settings)
             with hold_retrain_lease(resources.store, settings.retrain_lease_s) as lease:
                 result = versions.retrain(settings, resources.store, resources.catalog,
                                           resources.arm_set.models, serve=not candidate,
@@ -491,11 +536,17 @@ def models(settings: Settings, action: str, version: int | str | None = None
         raise CommandError(exc.message, exit_code=1) from None
 
 
+#: Why a command that reads the log must read it with the live arms (:func:`served_settings`).
+READ_WITH_OTHER_ARMS = ("the workers log and fold those", "")
+
+
 @contextlib.contextmanager
-def _open_log(settings: Settings, verb: str) -> Iterator[Store | NothingToDo]:
-    """The settings' store holding a decision log, disposed of afterwards; or, when there is
-    no store or no log yet, the :class:`~serving.results.NothingToDo` saying so (nothing is
-    created).
+def _open_log(settings: Settings, verb: str, what: str
+              ) -> Iterator[tuple[Store, Settings] | NothingToDo]:
+    """The settings' store holding a decision log, disposed of afterwards, with the settings
+    in force on it (the live arms: :func:`served_settings`; ``what`` the command would do, for
+    its refusal); or, when there is no store or no log yet, the
+    :class:`~serving.results.NothingToDo` saying so (nothing is created).
     """
     try:
         store = open_store(settings.resolved_db_url(), timeout_s=settings.store_timeout_s,
@@ -507,7 +558,7 @@ def _open_log(settings: Settings, verb: str) -> Iterator[Store | NothingToDo]:
         if not store.has_log():
             yield NothingToDo(verb, f"{store.describe()} holds no decision log yet")
             return
-        yield store
+        yield store, served_settings(settings, store, what, READ_WITH_OTHER_ARMS)
     finally:
         store.dispose()
 
@@ -551,17 +602,12 @@ def rebuild_state(settings: Settings, *, service: httpx2.Client | None = None
     CommandError
         The settings name other arms than the live version serves (exit 2).
     """
-    with _open_log(settings, "rebuild") as store:
-        if isinstance(store, NothingToDo):
-            return store
-        # A fold of other arms than the live version's is no fold of the workers' (found by
-        # attack: "match: yes" over a policy of the settings' four arms on a store of two).
-        if store.has_versions():
-            try:
-                versions.check_arm_set(store, settings.arms, "rebuild-state would fold",
-                                       ("the fold would not be the workers'", ""))
-            except versions.ModelsError as exc:
-                raise CommandError(exc.message, exit_code=2) from None
+    # A fold of other arms than the live version's is no fold of the workers' (found by attack:
+    # "match: yes" over a policy of the settings' four arms on a store of two): _open_log.
+    with _open_log(settings, "rebuild", "rebuild-state would fold") as opened:
+        if isinstance(opened, NothingToDo):
+            return opened
+        store, settings = opened
         # The live and shadow policies in force: the settings', or a promotion's.
         settings = shadow.effective(settings, store)
         # Both asked before the log is read: every worker position compared with is then
@@ -661,9 +707,10 @@ def holdout(settings: Settings, *, n_bootstrap: int = DEFAULT_N_BOOTSTRAP, seed:
         No decision of the log was logged with a holdout (exit status 2).
     """
     n_bootstrap = check_bootstrap(n_bootstrap)
-    with _open_log(settings, "compare") as store:
-        if isinstance(store, NothingToDo):
-            return store
+    with _open_log(settings, "compare", "holdout would compare") as opened:
+        if isinstance(opened, NothingToDo):
+            return opened
+        store, settings = opened
         report = holdout_report(((a, p, r) for _, a, _, _, p, r in store.holdout_rows()),
                                 n_bootstrap=n_bootstrap, seed=seed)
         source = store.describe()
@@ -872,9 +919,10 @@ def credit(settings: Settings, *, n_bootstrap: int = DEFAULT_N_BOOTSTRAP, seed: 
         The log holds no multileaved decision (exit status 2).
     """
     n_bootstrap = check_bootstrap(n_bootstrap)
-    with _open_log(settings, "credit") as store:
-        if isinstance(store, NothingToDo):
-            return store
+    with _open_log(settings, "credit", "credit would compare") as opened:
+        if isinstance(opened, NothingToDo):
+            return opened
+        store, settings = opened
         decisions, outcomes = store.multileave_rows()
         source = store.describe()
     if not decisions:
@@ -889,9 +937,10 @@ def shadow_status(settings: Settings) -> ShadowStatusResults | NothingToDo:
     how many decisions carry a shadow record (``recbandits shadow status``;
     :func:`serving.shadow.status`).
     """
-    with _open_log(settings, "show") as store:
-        if isinstance(store, NothingToDo):
-            return store
+    with _open_log(settings, "show", "shadow status would fold") as opened:
+        if isinstance(opened, NothingToDo):
+            return opened
+        store, settings = opened
         report = shadow.status(settings, store)
         source = store.describe()
     return ShadowStatusResults(source, report)
@@ -908,9 +957,10 @@ def shadow_promote(settings: Settings) -> shadow.PromoteResult:
         No store or log yet, or nothing to promote (no shadow policy, a purged log, another
         promotion meanwhile): exit 1, a refusal that changes nothing, as ``models``'.
     """
-    with _open_log(settings, "promote") as store:
-        if isinstance(store, NothingToDo):
-            raise CommandError(f"nothing to promote: {store.reason}", exit_code=1)
+    with _open_log(settings, "promote", "shadow promote would fold") as opened:
+        if isinstance(opened, NothingToDo):
+            raise CommandError(f"nothing to promote: {opened.reason}", exit_code=1)
+        store, settings = opened
         try:
             return shadow.promote(settings, store)
         except ValueError as exc:
@@ -986,9 +1036,10 @@ def purge(settings: Settings, before: str, *, dry_run: bool = False,
             f"{settings.retention_s:.0f} s, {settings.retention_s / 86_400:g} days): events "
             f"after now - retention still steer features and real-time scores; the latest DATE "
             f"allowed now is {_iso(limit)}")
-    with _open_log(settings, "purge") as store:
-        if isinstance(store, NothingToDo):
-            return store
+    with _open_log(settings, "purge", "purge would fold") as opened:
+        if isinstance(opened, NothingToDo):
+            return opened
+        store, settings = opened
         store.create_schema(settings.arms, settings.rule_book())  # an older store gains tables
         head = store.log_seq()
         counts = store.purge_counts(cut, head)
@@ -1003,7 +1054,8 @@ def purge(settings: Settings, before: str, *, dry_run: bool = False,
         promotion = shadow.latest(store)
         current = shadow.promoted(settings, promotion)
         try:  # a snapshot of another policy, no arms folder, another purge or a promotion
-            policy, n_outcomes = _fold_policy(current, store, previous, head)
+            policy, n_outcomes = _fold_policy(current, store, previous, head,
+                                              None if promotion is None else promotion.created_at)
             arms, n_events = _fold_arms(settings, store, catalog, previous, head)
             deleted = store.purge(
                 cut, head, 0 if previous is None else previous.seq, policy, arms,
@@ -1011,6 +1063,8 @@ def purge(settings: Settings, before: str, *, dry_run: bool = False,
                     (FeedbackRow(int(q), None, int(u), int(m), float(t), ty, False, r, v)
                      for q, u, m, ty, v, r, t in rows), rules), now,
                 promotion=0 if promotion is None else promotion.id)
+        except CommandError:
+            raise
         except ValueError as exc:
             raise CommandError(str(exc), exit_code=1) from exc
     return PurgeResults(source, cut, head, counts, deleted=dict(deleted),
@@ -1020,11 +1074,12 @@ def purge(settings: Settings, before: str, *, dry_run: bool = False,
 
 
 def _fold_policy(settings: Settings, store: Store, previous: FoldSnapshot | None,
-                 head: int) -> tuple[JsonObject, int]:
-    """The policy in force (``settings``, a promotion applied: :func:`serving.shadow.promoted`)
-    folded over every outcome up to ``head`` (from ``previous``), as a fold snapshot stores it
-    (``{"state", "rewards"}``; state None: nothing folded yet), and how many outcomes this
-    fold read.
+                 head: int, promoted_at: float | None = None) -> tuple[JsonObject, int]:
+    """The policy in force (``settings``, a promotion applied: :func:`serving.shadow.promoted`;
+    ``promoted_at``: when that promotion was recorded) folded over every outcome up to ``head``
+    (from ``previous``), as a fold snapshot stores it (``{"state", "rewards"}``; state None:
+    nothing folded yet), and how many outcomes this fold read; refused when it is not the
+    policy the workers serve (:func:`_refuse_another_policy`).
 
     A contextual policy's dimension is the one it folded with (``previous``), else that of the
     latest outcome's context: the feature set the service logs now, whose outcomes it folds.
@@ -1038,10 +1093,36 @@ def _fold_policy(settings: Settings, store: Store, previous: FoldSnapshot | None
                  _feature_dimension({o.event_id: o.context for o in reversed(outcomes)}))
     switches = [w for w in store.switches_after(start) if w.seq <= head]
     model = settings.policy_model(dimension)
+    _refuse_another_policy(model, store.latest_policy(), promoted_at)
     policy, rewards = fold_policy(outcomes, model, previous, switches)
     return ({"state": policy.state_dict(),
              "rewards": {arm: [n, total] for arm, (n, total) in rewards.items()}},
             len(outcomes))
+
+
+def _refuse_another_policy(model: PolicyModel, latest: tuple[float, JsonObject] | None,
+                           promoted_at: float | None) -> None:
+    """Refuse (exit code 2, nothing deleted) to fold another policy than the one the latest
+    decision was served by (``latest``: when, and its policy's name, parameters and
+    exploration floor), unless a promotion recorded since (``promoted_at``) names the policy
+    (the workers switch to it within a refresh interval).
+
+    A purge's fold snapshot replaces the outcomes it folds, and workers can only fold further
+    from a snapshot of their own policy: a purge run without the service's ``--policy`` (or
+    ``--settings``) deleted the log and left a snapshot no worker could restore (found in
+    review: the running worker failed at its next refresh, a restarted one at its start).
+    """
+    if latest is None or (promoted_at is not None and promoted_at >= latest[0]):
+        return
+    logged = latest[1]
+    mine = json.loads(json.dumps(model.describe_params()))
+    if any(logged.get(key) != mine.get(key) for key in ("name", "params", "exploration_floor")):
+        served = {k: logged.get(k) for k in ("name", "params", "exploration_floor") if k in logged}
+        raise CommandError(
+            f"purge would fold the policy {json.dumps(mine)}, but the latest decision was "
+            f"served by {json.dumps(served)}: workers cannot fold further from a snapshot of "
+            "another policy (run it with the service's --policy and --settings; nothing was "
+            "deleted)", exit_code=2)
 
 
 def _fold_arms(settings: Settings, store: Store, catalog: Dataset,

@@ -11,10 +11,11 @@ import math
 import os
 import re
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from uvicorn.config import LOG_LEVELS
 
@@ -69,6 +70,18 @@ def parse_duration(name: str, value: object) -> float | None:
     if not (math.isfinite(seconds) and seconds > 0):
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
     return seconds
+
+
+def settings_issues(exc: ValidationError) -> str:
+    """A pydantic ValidationError of the settings as one line: ``field: message; ...`` (its
+    own text is a multi-line dump with a link per error; found by attack).
+    """
+    issues = []
+    for error in exc.errors(include_url=False):
+        field = ".".join(str(part) for part in error["loc"]) or "settings"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        issues.append(message if message.startswith(f"{field}: ") else f"{field}: {message}")
+    return "; ".join(issues)
 
 
 class Settings(BaseSettings):
@@ -610,6 +623,23 @@ class Settings(BaseSettings):
             raise ValueError(f"settings file {str(path)!r}: unknown settings {unknown}; known: "
                              f"{sorted(cls.model_fields)}")
         return cls(**{**values, **overrides})
+
+    def named_arms(self) -> bool:
+        """Whether these settings name their arms (``--arms``, ``RECBANDITS_ARMS``, the settings
+        file or a keyword), rather than take the default list.
+        """
+        return "arms" in self.model_fields_set
+
+    def with_arms(self, arms: Sequence[str]) -> Settings:
+        """These settings with ``arms`` served, validated again: the settings that name arms
+        (``arm_params``, ``holdout_baseline``, ``multileave_arms``, ...) must fit them.
+
+        Raises
+        ------
+        pydantic.ValidationError
+            A setting does not fit ``arms``.
+        """
+        return type(self).model_validate({**self.model_dump(), "arms": list(arms)})
 
     def policy_model(self, n_features: int | None) -> PolicyModel:
         """The served policy's model: ``policy`` with ``policy_params`` (plus the shared

@@ -109,13 +109,15 @@ def record(model: PolicyModel, snapshot: PolicySnapshot, policy_json: str,
 @dataclass(frozen=True)
 class Promotion:
     """A recorded promotion: the ``policy`` and ``params`` (as the settings spell them) that
-    became live, replacing ``previous`` (``{"name", "params"}``), row ``id`` of the store.
+    became live, replacing ``previous`` (``{"name", "params"}``), row ``id`` of the store,
+    recorded at ``created_at`` (Unix seconds).
     """
 
     id: int
     policy: str
     params: JsonObject
     previous: JsonObject
+    created_at: float
 
 
 def latest(store: Store) -> Promotion | None:
@@ -123,8 +125,8 @@ def latest(store: Store) -> Promotion | None:
     row = store.latest_promotion()
     if row is None:
         return None
-    row_id, policy, previous = row
-    return Promotion(row_id, str(policy["name"]), dict(policy["params"]), previous)
+    row_id, policy, previous, created_at = row
+    return Promotion(row_id, str(policy["name"]), dict(policy["params"]), previous, created_at)
 
 
 def promoted(settings: Settings, promotion: Promotion | None) -> Settings:
@@ -187,10 +189,10 @@ def promote(settings: Settings, store: Store, *, now: float | None = None) -> Pr
     previous: JsonObject = {"name": current.policy, "params": dict(current.policy_params)}
     # The purge check is the store's, in the transaction that records the promotion (a purge
     # running meanwhile would fold the log under the policy this one replaces).
-    row_id = store.record_promotion({"name": name, "params": params}, previous,
-                                    time.time() if now is None else now,
+    now = time.time() if now is None else now
+    row_id = store.record_promotion({"name": name, "params": params}, previous, now,
                                     after=0 if before is None else before.id)
-    return PromoteResult(Promotion(row_id, name, params, previous), previous)
+    return PromoteResult(Promotion(row_id, name, params, previous, now), previous)
 
 
 def status(settings: Settings, store: Store) -> JsonObject:

@@ -299,15 +299,27 @@ def check_arm_set(store: Store, names: Sequence[str], what: str,
     before a version is recorded). ``why``: the consequence, and what else to do besides
     running with the live arms (``rebuild-state``: its fold would not be the workers').
     """
+    served = live_arms(store)
+    if served is None:
+        return
+    version, arms = served
+    live = sorted(arms)
+    if sorted(names) != live:
+        raise ModelsError(f"{what} the arms {sorted(names)}, but the live version {version} "
+                          f"serves {live}: {why[0]} (run with --arms {','.join(live)}{why[1]})")
+
+
+def live_arms(store: Store) -> tuple[int, list[str]] | None:
+    """The live version and the names of the arms it serves, in the order it recorded them;
+    None before a version with arms is recorded (or in a store older than the versions table).
+    """
+    if not store.has_versions():
+        return None
     served = store.policy_meta()
     rows = [] if served is None else store.versions(served.version)
     if not rows or not rows[0].arms:
-        return
-    live = sorted(rows[0].arms)
-    if sorted(names) != live:
-        raise ModelsError(f"{what} the arms {sorted(names)}, but the live version "
-                          f"{served.version if served else '?'} serves {live}: {why[0]} (run "
-                          f"with --arms {','.join(live)}{why[1]})")
+        return None
+    return rows[0].version, list(rows[0].arms)
 
 
 def check_catalog(store: Store, fingerprint: str | None, what: str) -> None:

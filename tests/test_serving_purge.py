@@ -385,10 +385,11 @@ def test_a_contextual_policy_round_trips_through_the_snapshot_bit_for_bit(
                                          "policy"):
         rebuild_state(other)
     before = counts(other)
-    with pytest.raises(CommandError) as refused:
+    with pytest.raises(CommandError, match='the latest decision was served by {"name": "LinTS"'
+                       ) as refused:
         purge(other, iso(time.time() + 8 * HOUR), catalog=catalog,
               now=time.time() + 8 * HOUR + other.retention_s)
-    assert refused.value.exit_code == 1
+    assert refused.value.exit_code == 2  # the settings are not the service's: bad input
     assert counts(other) == before
 
 
@@ -445,6 +446,65 @@ def test_the_command_line_purges_and_refuses(tmp_path: Path, catalog: Dataset,
     assert "nothing to purge" in capsys.readouterr().out
     assert main(["purge", "--before", datetime.now(UTC).date().isoformat(), *options]) == 2
     assert "inside the retention window" in capsys.readouterr().err
+    # Without --arms: the live ones (the default four were refused, or folded before).
+    assert main(["purge", "--before", "2020-01-01", "--dry-run", *options[:4]]) == 0
+    assert "dry run: would delete 0 decisions" in capsys.readouterr().out
+    assert main(["rebuild-state", *options[:4]]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("match: yes")
+    assert main(["purge", "--before", "2020-01-01", *options[:4], "--arms", "svd,popularity"]) == 2
+    assert ("purge would fold the arms ['popularity', 'svd'], but the live version 1 serves "
+            "['cooccurrence', 'popularity', 'svd']" in capsys.readouterr().err)
+
+
+def unnamed_arms(settings: Settings) -> Settings:
+    """``settings`` as a command line without ``--arms`` gives them: the default arm list."""
+    return Settings(**{k: v for k, v in settings.model_dump().items() if k != "arms"})
+
+
+def test_a_purge_folds_the_live_arms_and_policy_or_refuses(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
+    """Found in review: a purge with the default ``--arms`` (four, against a store of three)
+    or without the service's ``--policy`` deleted the log and stored a snapshot of another
+    policy, which no worker could restore (the running one failed at its next refresh, a
+    restarted one at its start) and rebuild-state refused. Settings that name other arms or
+    another policy are refused (exit 2) with nothing deleted; settings that name no arms fold
+    the live version's.
+    """
+    settings = make_settings(tmp_path)
+    rng = np.random.default_rng(9)
+    with worker(settings, catalog, fitted) as running:
+        traffic(running, rng, 20)
+        settle_all(running)
+        cut = time.time() + 4 * HOUR
+        before = counts(settings)
+        store = running.app.state.service.store
+        four = ["svd", "cooccurrence", "popularity", "random"]
+        with pytest.raises(CommandError, match=(
+                r"^purge would fold the arms \['cooccurrence', 'popularity', 'random', 'svd'\], "
+                r"but the live version 1 serves \['cooccurrence', 'popularity', 'svd'\]: the "
+                r"workers log and fold those \(run with --arms "
+                r"cooccurrence,popularity,svd\)$")) as arms:
+            run_purge(settings.model_copy(update={"arms": four}), catalog, cut)
+        with pytest.raises(CommandError, match=(
+                r'^purge would fold the policy \{"name": "EpsilonGreedy", .*\}, but the latest '
+                r'decision was served by \{"name": "ThompsonSampling", "params": \{"prior_alpha"'
+                r".*nothing was deleted\)$")) as policy:
+            run_purge(settings.model_copy(update={"policy": "EpsilonGreedy"}), catalog, cut)
+        assert arms.value.exit_code == policy.value.exit_code == 2
+        assert counts(settings) == before and store.fold_snapshot() is None
+
+        default = unnamed_arms(settings)
+        assert default.arms != ARMS  # the default list, which this store does not serve
+        report = run_purge(default, catalog, cut)
+        assert report.deleted["decisions"] > 0
+        fold = store.fold_snapshot()
+        assert fold is not None and fold.policy["state"]["arms"] == ARMS
+        check_replay(default)
+        running.app.state.service.refresh()  # the running worker takes the snapshot
+        held = policy_state(running)
+        assert held["state"]["arms"] == ARMS
+    with worker(settings, catalog, fitted) as restarted:  # and a restarted one starts from it
+        assert_same_policy(policy_state(restarted)["state"], held["state"])
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from serving import service as service_module
 from serving.armset import UnknownItemsError, arms_folder
 from serving.commands import models as models_command
 from serving.commands import rebuild_state
-from serving.results import CommandError
+from serving.results import CommandError, NothingToDo, RebuildStateResults
 from serving.settings import Settings
 
 __all__ = ["backend", "catalog", "fitted"]  # the fixtures, re-exported for pytest
@@ -121,12 +121,12 @@ def test_a_retrain_or_promotion_of_another_arm_set_is_refused(
         monkeypatch.setattr(commands, "load_catalog", lambda _: catalog)
         with pytest.raises(CommandError, match="run with --arms popularity,svd") as command:
             commands.retrain(settings.model_copy(update={"arms": ["svd"]}))
-        assert command.value.exit_code == 1
+        assert command.value.exit_code == 2  # settings that do not fit the store: bad input
         # rebuild-state with other arms than the live ones folded a policy of the settings'
         # arms and said "match: yes" (found by attack): refused, naming the live ones.
         with pytest.raises(CommandError, match=r"^rebuild-state would fold the arms \['sequential',"
                            r" 'svd'\], but the live version 1 serves \['popularity', 'svd'\]: "
-                           r"the fold would not be the workers' \(run with --arms "
+                           r"the workers log and fold those \(run with --arms "
                            r"popularity,svd\)$") as rebuild:
             commands.rebuild_state(settings.model_copy(update={"arms": ["svd", "sequential"]}))
         assert rebuild.value.exit_code == 2
@@ -136,7 +136,7 @@ def test_a_retrain_or_promotion_of_another_arm_set_is_refused(
                            r"'sequential', 'svd'\], but the live version 1 serves") as command:
             commands.retrain(settings.model_copy(update={"arms": ["svd", "popularity",
                                                                   "sequential"]}))
-        assert command.value.exit_code == 1
+        assert command.value.exit_code == 2
         assert [r.version for r in store.versions()] == [1]
         # A row of fewer arms (as such a retrain recorded before this check) is never promoted.
         live = store.versions(1)[0]
@@ -149,6 +149,25 @@ def test_a_retrain_or_promotion_of_another_arm_set_is_refused(
         # The served arm set itself still retrains and publishes.
         response = client.post("/admin/retrain", headers=AUTH)
         assert response.status_code == 200 and response.json()["status"] == "live"
+        # Settings that name no arms (no --arms: the default list of four) retrain and fold the
+        # live ones; they had to be given the service's --arms (exit 1 and 2 before).
+        unnamed = Settings(**{k: v for k, v in settings.model_dump().items() if k != "arms"})
+        assert sorted(unnamed.arms) != sorted(settings.arms)
+        traffic(client, range(3, 5))
+        result = commands.retrain(unnamed)
+        assert not isinstance(result, NothingToDo)
+        assert result.status == "live" and sorted(result.arms) == ["popularity", "svd"]
+        assert sorted(store.versions(result.version)[0].arms) == ["popularity", "svd"]
+        service.refresh()
+        rebuilt = commands.rebuild_state(unnamed)
+        assert isinstance(rebuilt, RebuildStateResults) and rebuilt.exit_code == 0, str(rebuilt)
+        # Named arms' settings that no longer fit the live arms are said as such.
+        with pytest.raises(CommandError, match=(
+                r"^the live version \d+ serves the arms \['svd', 'popularity'\], which the "
+                r"settings do not fit: arm_params names arm 'sequential', which is not "
+                r"served")) as unfit:
+            commands.rebuild_state(unnamed.model_copy(update={"arm_params": {"sequential": {}}}))
+        assert unfit.value.exit_code == 2
 
 
 def test_a_store_from_before_fingerprints_adopts_the_catalogue_its_service_starts_on(

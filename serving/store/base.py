@@ -864,17 +864,20 @@ class Store(abc.ABC):
         return self._shadow_schema
 
     @unavailable_on_db_error
-    def latest_promotion(self) -> tuple[int, JsonObject, JsonObject] | None:
+    def latest_promotion(self) -> tuple[int, JsonObject, JsonObject, float] | None:
         """The latest promotion of a shadow policy (``id``, the promoted ``{"name",
-        "params"}``, the one it replaced); None when none was recorded (:mod:`serving.shadow`).
+        "params"}``, the one it replaced, when it was recorded); None when none was recorded
+        (:mod:`serving.shadow`).
         """
         if not self._has_shadow():
             return None
         with self.read_engine.connect() as conn:
             row = conn.execute(sa.select(policy_promotions.c.id, policy_promotions.c.policy,
-                                         policy_promotions.c.previous)
+                                         policy_promotions.c.previous,
+                                         policy_promotions.c.created_at)
                                .order_by(policy_promotions.c.id.desc()).limit(1)).first()
-        return None if row is None else (int(row.id), dict(row.policy), dict(row.previous))
+        return None if row is None else (int(row.id), dict(row.policy), dict(row.previous),
+                                         float(row.created_at))
 
     @unavailable_on_db_error
     def record_promotion(self, policy: JsonObject, previous: JsonObject, now: float, *,
@@ -1501,6 +1504,18 @@ class Store(abc.ABC):
         with self._snapshot_connection() as conn:
             return [(r[0], r[1], float(r[2]), r[3], r[4], None if r[5] is None else float(r[5]))
                     for r in conn.execute(stmt)]
+
+    @unavailable_on_db_error
+    def latest_policy(self) -> tuple[float, JsonObject] | None:
+        """When the latest decision was logged and the policy JSON logged with it (``{"name",
+        "params", ...}``: the policy the workers serve), or None when no decision is logged
+        (``recbandits purge`` folds no other).
+        """
+        stmt = (sa.select(decisions.c.created_at, decisions.c.policy)
+                .order_by(decisions.c.created_at.desc(), decisions.c.event_id.desc()).limit(1))
+        with self._snapshot_connection() as conn:
+            row = conn.execute(stmt).first()
+        return None if row is None else (float(row[0]), row[1])
 
     @unavailable_on_db_error
     def outcome_rows(self) -> list[Outcome]:
