@@ -386,8 +386,8 @@ def test_a_contextual_policy_round_trips_through_the_snapshot_bit_for_bit(
                                          "policy"):
         rebuild_state(other)
     before = counts(other)
-    with pytest.raises(CommandError, match=re.escape('the latest decision was served by {"name": "LinTS"')
-                       ) as refused:
+    served_by = re.escape('the latest decision was served by {"name": "LinTS"')
+    with pytest.raises(CommandError, match=served_by) as refused:
         purge(other, iso(time.time() + 8 * HOUR), catalog=catalog,
               now=time.time() + 8 * HOUR + other.retention_s)
     assert refused.value.exit_code == 2  # the settings are not the service's: bad input
