@@ -59,6 +59,7 @@ from serving.policy import PolicyModel
 from serving.replay import (
     DecisionRow,
     FeedbackRow,
+    LogCheck,
     OutcomeRow,
     check_log,
     fold_policy,
@@ -619,23 +620,9 @@ def rebuild_state(settings: Settings, *, service: httpx2.Client | None = None
         source = store.describe()
         live = _check_live_arms(settings, store, *live_held)
         lifecycle, lifecycle_match = _check_holdout_and_drift(settings, store, rows, *live_held)
-    fold = rows["fold"]
-    # A purged log's policy has the dimension it was folded with; the shadow's state is not in
-    # the fold snapshot, so its dimension is the logged contexts' (as a worker's feature set).
-    logged = _feature_dimension(rows["contexts"])
-    state = None if fold is None else fold.policy["state"]
     held = policy_held[0]
-    model = settings.policy_model(_replayed_dimension(
-        logged if state is None else state["params"].get("n_features"), settings.policy, held))
-    check = check_log(
-        [DecisionRow(e, a, bool(c), float(d), bool(s), ml)
-         for e, a, c, d, s, ml in rows["decisions"]],
-        [FeedbackRow(int(q), e, int(u), int(m), float(t), ty, bool(c), r, v, fa)
-         for q, e, u, m, t, ty, c, r, v, fa in rows["feedback"]],
-        [OutcomeRow(int(q), e, a, float(r), None if f is None else int(f))
-         for q, e, a, r, f in rows["outcomes"]],
-        rows["contexts"], rows["pulls"], rows["ratings"], settings.rule_book(),
-        model, fold=fold, switches=switches)
+    check, model = _replay_log(settings, rows, switches, held)
+    logged, fold = _feature_dimension(rows["contexts"]), rows["fold"]
     policy_lines, policy_match = check_policy("live", model, rows, switches, *policy_held)
     shadow_model = settings.shadow_model(_replayed_dimension(
         logged, settings.shadow_policy, None if held is None else held.get("shadow")))
@@ -653,6 +640,40 @@ def rebuild_state(settings: Settings, *, service: httpx2.Client | None = None
         lifecycle_match=lifecycle_match and policy_match and shadow_match,
         snapshot=None if fold is None else SnapshotInfo(
             fold.seq, fold.cut, sum(fold.pulls.values()), len(fold.ratings)))
+
+
+def _replay_log(settings: Settings, rows: LogRows, switches: Sequence[VersionSwitch],
+                held: JsonObject | None = None) -> tuple[LogCheck, PolicyModel]:
+    """The log ``rows`` replayed under ``settings`` (their rule book and live policy, with the
+    version ``switches``) and compared with the stored folds (:func:`serving.replay.check_log`),
+    and the policy model it folded: ``rebuild-state``'s check, and a purge's before it deletes.
+    ``held``: a running worker's policy state (for a contextual policy's dimension when no
+    decision is decided yet: :func:`_replayed_dimension`).
+    """
+    fold = rows["fold"]
+    model = _replay_model(settings, rows, held)
+    check = check_log(
+        [DecisionRow(e, a, bool(c), float(d), bool(s), ml)
+         for e, a, c, d, s, ml in rows["decisions"]],
+        [FeedbackRow(int(q), e, int(u), int(m), float(t), ty, bool(c), r, v, fa)
+         for q, e, u, m, t, ty, c, r, v, fa in rows["feedback"]],
+        [OutcomeRow(int(q), e, a, float(r), None if f is None else int(f))
+         for q, e, a, r, f in rows["outcomes"]],
+        rows["contexts"], rows["pulls"], rows["ratings"], settings.rule_book(),
+        model, fold=fold, switches=switches)
+    return check, model
+
+
+def _replay_model(settings: Settings, rows: LogRows, held: JsonObject | None = None
+                  ) -> PolicyModel:
+    """The live policy's model a replay of ``rows`` folds (:func:`_replay_log`)."""
+    # A purged log's policy has the dimension it was folded with (the shadow's state is not in
+    # the fold snapshot, so rebuild-state gives it the logged contexts', as a worker's).
+    fold = rows["fold"]
+    state = None if fold is None else fold.policy["state"]
+    logged = _feature_dimension(rows["contexts"])
+    return settings.policy_model(_replayed_dimension(
+        logged if state is None else state["params"].get("n_features"), settings.policy, held))
 
 
 def _replayed_dimension(logged: int | None, policy: str | None, held: JsonObject | None
@@ -1044,18 +1065,20 @@ def purge(settings: Settings, before: str, *, dry_run: bool = False,
         head = store.log_seq()
         counts = store.purge_counts(cut, head)
         source = store.describe()
-        if dry_run or not any(counts.values()):
+        if not any(counts.values()):
             return PurgeResults(source, cut, head, counts, dry_run=dry_run)
-        catalog = catalog if catalog is not None else load_catalog(settings)
-        previous = store.fold_snapshot(arms=True)
-        rules = settings.rule_book()
         # The policy in force, read once: the fold is of it and the store re-checks, in the
         # purge's transaction, that no promotion was recorded since.
         promotion = shadow.latest(store)
         current = shadow.promoted(settings, promotion)
-        try:  # a snapshot of another policy, no arms folder, another purge or a promotion
-            policy, n_outcomes = _fold_policy(current, store, previous, head,
-                                              None if promotion is None else promotion.created_at)
+        _refuse_a_fold_unlike_the_workers(current, store, promotion)  # a dry run says so too
+        if dry_run:
+            return PurgeResults(source, cut, head, counts, dry_run=dry_run)
+        catalog = catalog if catalog is not None else load_catalog(settings)
+        previous = store.fold_snapshot(arms=True)
+        rules = settings.rule_book()
+        try:  # no arms folder, another purge or a promotion meanwhile
+            policy, n_outcomes = _fold_policy(current, store, previous, head)
             arms, n_events = _fold_arms(settings, store, catalog, previous, head)
             deleted = store.purge(
                 cut, head, 0 if previous is None else previous.seq, policy, arms,
@@ -1063,8 +1086,6 @@ def purge(settings: Settings, before: str, *, dry_run: bool = False,
                     (FeedbackRow(int(q), None, int(u), int(m), float(t), ty, False, r, v)
                      for q, u, m, ty, v, r, t in rows), rules), now,
                 promotion=0 if promotion is None else promotion.id)
-        except CommandError:
-            raise
         except ValueError as exc:
             raise CommandError(str(exc), exit_code=1) from exc
     return PurgeResults(source, cut, head, counts, deleted=dict(deleted),
@@ -1074,12 +1095,11 @@ def purge(settings: Settings, before: str, *, dry_run: bool = False,
 
 
 def _fold_policy(settings: Settings, store: Store, previous: FoldSnapshot | None,
-                 head: int, promoted_at: float | None = None) -> tuple[JsonObject, int]:
-    """The policy in force (``settings``, a promotion applied: :func:`serving.shadow.promoted`;
-    ``promoted_at``: when that promotion was recorded) folded over every outcome up to ``head``
-    (from ``previous``), as a fold snapshot stores it (``{"state", "rewards"}``; state None:
-    nothing folded yet), and how many outcomes this fold read; refused when it is not the
-    policy the workers serve (:func:`_refuse_another_policy`).
+                 head: int) -> tuple[JsonObject, int]:
+    """The policy in force (``settings``, a promotion applied: :func:`serving.shadow.promoted`)
+    folded over every outcome up to ``head`` (from ``previous``), as a fold snapshot stores it
+    (``{"state", "rewards"}``; state None: nothing folded yet), and how many outcomes this
+    fold read.
 
     A contextual policy's dimension is the one it folded with (``previous``), else that of the
     latest outcome's context: the feature set the service logs now, whose outcomes it folds.
@@ -1093,11 +1113,37 @@ def _fold_policy(settings: Settings, store: Store, previous: FoldSnapshot | None
                  _feature_dimension({o.event_id: o.context for o in reversed(outcomes)}))
     switches = [w for w in store.switches_after(start) if w.seq <= head]
     model = settings.policy_model(dimension)
-    _refuse_another_policy(model, store.latest_policy(), promoted_at)
     policy, rewards = fold_policy(outcomes, model, previous, switches)
     return ({"state": policy.state_dict(),
              "rewards": {arm: [n, total] for arm, (n, total) in rewards.items()}},
             len(outcomes))
+
+
+def _refuse_a_fold_unlike_the_workers(settings: Settings, store: Store,
+                                      promotion: shadow.Promotion | None) -> None:
+    """Refuse a purge (nothing deleted) whose fold would not be the workers': of another policy
+    than theirs (:func:`_refuse_another_policy`, exit code 2), or of a log that does not replay
+    exactly under ``settings`` (exit code 1: another rule book, say, or a store that disagrees
+    with its log; ``rebuild-state`` lists each disagreement). The purge deletes the rows that
+    would show it, so it is checked first (found in review: a purge without the service's
+    ``--policy`` left a snapshot no worker could restore, one with another rule book a
+    ``rebuild-state`` that could never match again).
+    """
+    rows = store.log_rows()
+    switches = store.switches_after(0) if store.has_versions() else []
+    model = _replay_model(settings, rows)
+    _refuse_another_policy(model, store.latest_policy(),
+                           None if promotion is None else promotion.created_at)
+    try:
+        check, _ = _replay_log(settings, rows, switches)
+    except ValueError as exc:  # the latest fold snapshot is of another policy
+        raise CommandError(str(exc), exit_code=1) from None
+    if not check.match:
+        raise CommandError(
+            f"the log does not replay exactly under these settings ({len(check.mismatches)} "
+            f"disagreement(s); the first: {check.mismatches[0]}): a purge would delete the "
+            "rows that show it (run rebuild-state with the same settings to see each; nothing "
+            "was deleted)", exit_code=1)
 
 
 def _refuse_another_policy(model: PolicyModel, latest: tuple[float, JsonObject] | None,

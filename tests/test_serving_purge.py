@@ -492,6 +492,16 @@ def test_a_purge_folds_the_live_arms_and_policy_or_refuses(
                 r".*nothing was deleted\)$")) as policy:
             run_purge(settings.model_copy(update={"policy": "EpsilonGreedy"}), catalog, cut)
         assert arms.value.exit_code == policy.value.exit_code == 2
+        # Another rule book (a purge without the service's --settings): the outcomes and kept
+        # ratings it re-derives differ from the store's, so the purge would leave a log that
+        # rebuild-state can never match again. Refused, by a dry run too.
+        other_rules = settings.model_copy(update={"rules": {"click": {"reward": 0.5}}})
+        for dry_run in (True, False):
+            with pytest.raises(CommandError, match=(
+                    r"^the log does not replay exactly under these settings \(\d+ "
+                    r"disagreement\(s\); the first: .*nothing was deleted\)$")) as rules:
+                run_purge(other_rules, catalog, cut, dry_run=dry_run)
+            assert rules.value.exit_code == 1
         assert counts(settings) == before and store.fold_snapshot() is None
 
         default = unnamed_arms(settings)
