@@ -389,6 +389,17 @@ def test_health_tells_an_anonymous_caller_only_up_or_down(client: TestClient) ->
     assert isinstance(admin["pid"], int) and admin["version"]
     wrong = client.get("/health", headers={"Authorization": "Bearer wrong"})
     assert wrong.status_code == 403 and "store" not in wrong.text
+    # Two Authorization headers: ambiguous, refused whichever comes first (the first won).
+    for pair in ([f"Bearer {TOKEN}", "Bearer wrong"], ["Bearer wrong", f"Bearer {TOKEN}"],
+                 [f"Bearer {TOKEN}", f"Bearer {TOKEN}"]):
+        twice = client.get("/health", headers=[("Authorization", value) for value in pair])
+        assert twice.status_code == 401 and "store" not in twice.text, twice.text
+        assert twice.json() == {"detail": "send one Authorization header, got 2",
+                                "code": "unauthorized"}
+        assert twice.headers["www-authenticate"] == "Bearer"
+        admin_route = client.post("/admin/retrain",
+                                  headers=[("Authorization", value) for value in pair])
+        assert admin_route.status_code == 401, admin_route.text
 
 
 def test_the_schema_documents_the_starlette_routes_from_their_models(

@@ -38,10 +38,13 @@ async def require_admin(
     Raises
     ------
     UnauthorizedError
-        No bearer token (401).
+        No bearer token, or more than one ``Authorization`` header (401: which one would be
+        the credential is ambiguous; the first one won before, found by attack).
     ForbiddenError
         Wrong token, or no admin token configured (403).
     """
+    if len(sent := request.headers.getlist("authorization")) > 1:
+        raise UnauthorizedError(f"send one Authorization header, got {len(sent)}")
     if not authorization or not authorization.lower().startswith("bearer "):
         raise UnauthorizedError("admin endpoints need 'Authorization: Bearer <token>'")
     expected = request.app.state.settings.admin_token
