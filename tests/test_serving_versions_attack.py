@@ -460,7 +460,7 @@ def test_side_effect_admin_routes_refuse_a_body_they_do_not_read(
                 assert response.json() == {"code": "invalid_request", "detail": [{
                     "loc": ["body"], "type": "body_not_allowed",
                     "msg": f"POST {path} takes no body (an empty one or {{}}); got {len(body)} "
-                           "bytes"}]}
+                           f"byte{'' if len(body) == 1 else 's'}"}]}
             for headers in ({"Content-Type": "text/plain"},
                             {"Content-Type": "application/json; charset=latin-1"},
                             {"Content-Encoding": "gzip"}):

@@ -133,7 +133,7 @@ async def refuse_body(request: Request) -> None:
         raise RequestValidationError([{
             "loc": ("body",), "type": "body_not_allowed",
             "msg": f"{request.method} {request.url.path} takes no body (an empty one or {{}}); "
-                   f"got {len(body)} bytes"}])
+                   f"got {len(body)} byte{'' if len(body) == 1 else 's'}"}])
 
 
 ServiceDep = Annotated[RecommendationService, Depends(get_service)]
