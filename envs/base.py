@@ -18,6 +18,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from arms._validation import check_choice
+
 LIKE = 1
 NONE = 0
 DISLIKE = -1
@@ -70,10 +72,10 @@ def expected_reward(like: np.ndarray, dislike: np.ndarray, reward: str) -> np.nd
 
 
 def check_reward(reward: object) -> str:
-    """Validate a reward name; raises ``ValueError`` naming the allowed values."""
-    if not isinstance(reward, str) or reward not in REWARDS:
-        raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
-    return reward
+    """Validate a reward name: ``TypeError`` for a non-string, ``ValueError`` for another name,
+    each naming the allowed values (the one choice rule, :func:`arms._validation.check_choice`).
+    """
+    return check_choice("reward", reward, REWARDS)
 
 
 class UserModel(ABC):

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from arms import DISLIKE_RATING, LIKE_RATING, Recommender
+from arms._validation import check_choice
 from envs.base import (
     LIKE,
     UserModel,
@@ -101,9 +102,7 @@ class Simulator:
         self.user_model = user_model
         self.arm_names = tuple(arm_names)
         self.reward = check_reward(reward)
-        if not isinstance(arrival, str) or arrival not in ARRIVALS:
-            raise ValueError(f"arrival must be one of {ARRIVALS}, got {arrival!r}")
-        self.arrival = arrival
+        self.arrival = check_choice("arrival", arrival, ARRIVALS)
         if not isinstance(online_learning, bool | np.bool_):
             raise TypeError(f"online_learning must be a bool, got {online_learning!r}")
         self.online_learning = bool(online_learning)

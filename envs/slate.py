@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from arms._validation import check_choice
 from arms.data import Dataset, make_synthetic
 from envs.base import LIKE, expected_reward, realised_reward, sample_responses
 from envs.errors import InvalidActionError, StepBeforeResetError
@@ -57,10 +58,10 @@ SYNTHETIC_ARMS = ("svd", "popularity", "random")
 
 
 def check_click_model(value: object) -> str:
-    """Validate a click model name; raises ``ValueError`` naming the allowed values."""
-    if not isinstance(value, str) or value not in CLICK_MODELS:
-        raise ValueError(f"click_model must be one of {CLICK_MODELS}, got {value!r}")
-    return value
+    """Validate a click model name: ``TypeError`` for a non-string, ``ValueError`` for another
+    name, each naming the allowed values (:func:`arms._validation.check_choice`).
+    """
+    return check_choice("click_model", value, CLICK_MODELS)
 
 
 def fill_positions(lists: np.ndarray, teams: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

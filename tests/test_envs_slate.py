@@ -254,6 +254,8 @@ def test_invalid_actions_and_arguments_are_named(toy):
         env.step(np.full(k, 3))
     with pytest.raises(ValueError, match="click_model must be one of"):
         make(toy, click_model="dbn")
+    with pytest.raises(TypeError, match="click_model must be a string, one of"):
+        make(toy, click_model=0)
     with pytest.raises(ValueError, match="online_learning"):
         make(toy, online_learning=True)
     vec = gymnasium.make_vec("recbandits/MovieLensSlate-v0", num_envs=2, dataset=toy, arms=ARMS)
