@@ -10,6 +10,8 @@ import math
 from collections.abc import Sequence
 from numbers import Integral, Real
 
+import numpy as np
+
 
 def check_int(name: str, value: object, *, low: int | None = None,
               high: int | None = None) -> int:
@@ -71,3 +73,21 @@ def check_choice(name: str, value: object, allowed: Sequence[str]) -> str:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
     return value
+
+
+def check_random_state(random_state: object) -> np.random.Generator:
+    """The generator ``random_state`` names: a Generator as given, else a new one seeded by an
+    int or None (a bool is no seed): the data generators' and splits' one rule.
+
+    Raises
+    ------
+    TypeError
+        Anything else, named by its type.
+    """
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if random_state is None or (isinstance(random_state, Integral)
+                                and not isinstance(random_state, bool)):
+        return np.random.default_rng(random_state)  # type: ignore[arg-type]  # an Integral is a valid seed
+    raise TypeError("random_state must be an int, a numpy.random.Generator or None, got "
+                    f"{type(random_state).__name__}")

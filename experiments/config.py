@@ -304,6 +304,20 @@ def _check_int(name: str, value: object, minimum: int, maximum: int | None = Non
         raise ConfigError(str(exc)) from None
 
 
+def check_executor(kind: object) -> str:
+    """``kind`` after checking it names an executor (:data:`EXECUTORS`): the one rule of the
+    config's ``executor`` and :func:`experiments.executors.make_executor`'s ``kind``.
+
+    Raises
+    ------
+    ConfigError
+        Another value, named with the allowed ones.
+    """
+    if not isinstance(kind, str) or kind not in EXECUTORS:
+        raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, got {kind!r}")
+    return kind
+
+
 def validate(config: ExperimentConfig) -> ExperimentConfig:
     """Check every field; returns ``config`` unchanged.
 
@@ -340,10 +354,7 @@ def _check_run(config: ExperimentConfig) -> None:
         _check_int("checkpoints[]", c, 1)
         if c > config.horizon:
             raise ConfigError(f"checkpoints: step {c} is beyond the horizon {config.horizon}")
-    if config.executor not in EXECUTORS:
-        raise ConfigError(
-            f"executor must be one of {', '.join(EXECUTORS)}, got {config.executor!r}"
-        )
+    check_executor(config.executor)
     if config.scheduler is not None and not isinstance(config.scheduler, str):
         raise ConfigError(f"scheduler must be an address string, got {config.scheduler!r}")
     if config.workers is not None:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from experiments.config import EXECUTORS
+from experiments.config import check_executor
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +178,5 @@ def make_executor(
                 f"scheduler={scheduler!r} needs executor='dask' (the local executor has none)"
             )
         return LocalExecutor(workers=workers)
-    if kind == "dask":
-        return DaskExecutor(scheduler=scheduler, workers=workers)
-    raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {kind!r}")
+    check_executor(kind)  # raises for any other kind
+    return DaskExecutor(scheduler=scheduler, workers=workers)

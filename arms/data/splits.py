@@ -10,13 +10,12 @@ one, so a user with a single rating keeps it in training.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Iterator
 from typing import cast
 
 import numpy as np
 
-from arms._validation import check_fraction, check_int
+from arms._validation import check_fraction, check_int, check_random_state
 from arms.data.dataset import Dataset
 
 __all__ = ["kfold_split", "random_split", "temporal_split", "tie_break_key"]
@@ -118,7 +117,7 @@ def random_split(
     """
     _check_dataset(dataset)
     share = check_fraction("test_fraction", test_fraction)
-    rng = _check_rng(random_state)
+    rng = check_random_state(random_state)
     users = dataset.ratings["user_index"].to_numpy()
     order = np.lexsort((rng.random(len(users)), users))
     counts = np.bincount(users, minlength=dataset.n_users)
@@ -163,7 +162,7 @@ def kfold_split(
         raise ValueError(
             f"n_splits must be at most the number of ratings ({dataset.n_ratings}), got {n_splits}"
         )
-    rng = _check_rng(random_state)
+    rng = check_random_state(random_state)
     fold = np.empty(dataset.n_ratings, dtype=np.int64)
     for i, rows in enumerate(np.array_split(rng.permutation(dataset.n_ratings), n_splits)):
         fold[rows] = i
@@ -218,16 +217,3 @@ def _split_by_rank(
 def _check_dataset(dataset: object) -> None:
     if not isinstance(dataset, Dataset):
         raise TypeError(f"dataset must be an arms.data.Dataset, got {type(dataset).__name__}")
-
-
-def _check_rng(random_state: object) -> np.random.Generator:
-    if isinstance(random_state, np.random.Generator):
-        return random_state
-    if random_state is None or (
-        isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool)
-    ):
-        return np.random.default_rng(random_state)  # type: ignore[arg-type]  # an Integral (checked above) is a valid seed
-    raise TypeError(
-        "random_state must be an int, a numpy.random.Generator or None, got "
-        f"{type(random_state).__name__}"
-    )

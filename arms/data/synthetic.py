@@ -36,7 +36,7 @@ from typing import cast
 import numpy as np
 import pandas as pd
 
-from arms._validation import check_int
+from arms._validation import check_int, check_random_state
 from arms.data.dataset import WHOLE_STARS, Dataset
 from arms.data.movielens import ML100K_GENRES
 
@@ -144,16 +144,7 @@ def make_synthetic(
             raise TypeError(f"{pname} must be a real number, got {type(value).__name__}")
         if not low <= float(value) <= high:
             raise ValueError(f"{pname} must be within [{low}, {high}], got {value!r}")
-    if not (
-        random_state is None
-        or isinstance(random_state, np.random.Generator)
-        or (isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool))
-    ):
-        raise TypeError(
-            "random_state must be an int, a numpy.random.Generator or None, got "
-            f"{type(random_state).__name__}"
-        )
-    rng = np.random.default_rng(random_state)
+    rng = check_random_state(random_state)
 
     # ---- items: popularity weights laid out on the ring in popularity mass
     weight = rng.lognormal(0.0, popularity_skew, n_items)
