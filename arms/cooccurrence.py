@@ -49,7 +49,7 @@ import scipy.sparse as sp
 from arms._validation import check_float, check_int
 from arms.base import Recommender, weighted_row_sum
 from arms.data.dataset import Dataset
-from arms.data.splits import tie_break_key
+from arms.data.splits import rating_order
 
 #: Half-lives per frame of the fixed-point state; a frame change shifts the state this many bits.
 FRAME_HALF_LIVES = 8
@@ -131,9 +131,7 @@ def check_limit(values: np.ndarray, what: str) -> None:
 
 def time_order(data: Dataset) -> np.ndarray:
     """Row order of ``data``'s ratings by timestamp; ties by the splits' hash, then by row."""
-    ratings = data.ratings
-    tie = tie_break_key(ratings["user_id"].to_numpy(), ratings["item_id"].to_numpy())
-    return np.lexsort((np.arange(len(ratings)), tie, ratings["timestamp"].to_numpy()))
+    return rating_order(data.ratings)
 
 
 # ---------------------------------------------------------------------- the arm

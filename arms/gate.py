@@ -43,7 +43,7 @@ import scipy.sparse as sp
 from arms._validation import check_float, check_fraction, check_int
 from arms.base import Recommender
 from arms.data.dataset import Dataset
-from arms.data.splits import tie_break_key
+from arms.data.splits import rating_order
 from arms.metrics import ranking_metrics
 from arms.registry import make_arm, refuse_repeats, resolve
 
@@ -174,9 +174,7 @@ def temporal_cut(
     times = r["timestamp"].to_numpy()
     if holdout_fraction is not None:
         share = check_fraction("holdout_fraction", holdout_fraction)
-        order = np.lexsort((np.arange(len(r)),
-                            tie_break_key(r["user_id"].to_numpy(), r["item_id"].to_numpy()),
-                            times))
+        order = rating_order(r)
         n_hold = min(max(math.ceil(share * len(r)), 1), len(r) - 1) if len(r) > 1 else 0
         held = np.zeros(len(r), dtype=bool)
         held[order[len(r) - n_hold:]] = True

@@ -43,7 +43,7 @@ import scipy.sparse as sp
 from arms._validation import check_float, check_int
 from arms.base import Recommender, weighted_row_sum
 from arms.data.dataset import Dataset
-from arms.data.splits import tie_break_key
+from arms.data.splits import rating_order
 
 #: Ratings at or above this count as a like in :meth:`SequentialRecommender.partial_fit`.
 LIKE_THRESHOLD = 3.0
@@ -312,8 +312,7 @@ def time_ordered(data: Dataset) -> tuple[np.ndarray, np.ndarray]:
     ratings = data.ratings
     users = ratings["user_index"].to_numpy(np.int64)
     items = ratings["item_index"].to_numpy(np.int64)
-    tie = tie_break_key(ratings["user_id"].to_numpy(), ratings["item_id"].to_numpy())
-    order = np.lexsort((np.arange(len(users)), tie, ratings["timestamp"].to_numpy(), users))
+    order = rating_order(ratings, per_user=True)
     return users[order], items[order]
 
 

@@ -11,14 +11,17 @@ one, so a user with a single rating keeps it in training.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from arms._validation import check_fraction, check_int, check_random_state
 from arms.data.dataset import Dataset
 
-__all__ = ["kfold_split", "random_split", "temporal_split", "tie_break_key"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["kfold_split", "random_split", "rating_order", "temporal_split", "tie_break_key"]
 
 
 def temporal_split(
@@ -69,14 +72,7 @@ def temporal_split(
         share = check_fraction("fraction", fraction)
     ratings = dataset.ratings
     users = ratings["user_index"].to_numpy()
-    order = np.lexsort(
-        (
-            np.arange(len(ratings)),
-            tie_break_key(ratings["user_id"].to_numpy(), ratings["item_id"].to_numpy()),
-            ratings["timestamp"].to_numpy(),
-            users,
-        )
-    )
+    order = rating_order(ratings, per_user=True)
     counts = np.bincount(users, minlength=dataset.n_users)
     if n_last is not None:
         n_train = np.where(counts > n_last, counts - n_last, counts)
@@ -182,6 +178,21 @@ def tie_break_key(user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
     x *= np.uint64(0x94D049BB133111EB)
     x ^= x >> np.uint64(31)
     return x
+
+
+def rating_order(ratings: pd.DataFrame, *, per_user: bool = False) -> np.ndarray:
+    """Row order of ``ratings`` in time: by timestamp, ties by :func:`tie_break_key` of (user,
+    item), then by row; with ``per_user``, by ``user_index`` first. The one time order of the
+    ratings: the temporal split holds out each user's latest by it, the gate its last share of
+    events, the sequential arm reads its "most recent" item by it, and the live arms and the
+    replay fold the ratings in it.
+    """
+    keys = [np.arange(len(ratings)),
+            tie_break_key(ratings["user_id"].to_numpy(), ratings["item_id"].to_numpy()),
+            ratings["timestamp"].to_numpy()]
+    if per_user:
+        keys.append(ratings["user_index"].to_numpy())
+    return np.lexsort(keys)
 
 
 def _folds(dataset: Dataset, fold: np.ndarray, n_splits: int) -> Iterator[tuple[Dataset, Dataset]]:
