@@ -20,11 +20,11 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx2
 from pydantic import ValidationError
@@ -35,7 +35,7 @@ from arms.data import SYNTHETIC, load_movielens, make_synthetic
 from arms.data.dataset import Dataset
 from bandits.base import registered_policies
 from bandits.ope import DEFAULT_N_BOOTSTRAP
-from serving import shadow, versions
+from serving import multileave, shadow, versions
 from serving.armset import (
     ArmSet,
     arms_folder,
@@ -622,7 +622,7 @@ def rebuild_state(settings: Settings, *, service: httpx2.Client | None = None
         lifecycle, lifecycle_match = _check_holdout_and_drift(settings, store, rows, *live_held)
     held = policy_held[0]
     check, model = _replay_log(settings, rows, switches, held)
-    logged, fold = _feature_dimension(rows["contexts"]), rows["fold"]
+    logged, fold = _logged_dimension(rows), rows["fold"]
     policy_lines, policy_match = check_policy("live", model, rows, switches, *policy_held)
     shadow_model = settings.shadow_model(_replayed_dimension(
         logged, settings.shadow_policy, None if held is None else held.get("shadow")))
@@ -671,7 +671,7 @@ def _replay_model(settings: Settings, rows: LogRows, held: JsonObject | None = N
     # the fold snapshot, so rebuild-state gives it the logged contexts', as a worker's).
     fold = rows["fold"]
     state = None if fold is None else fold.policy["state"]
-    logged = _feature_dimension(rows["contexts"])
+    logged = _logged_dimension(rows)
     return settings.policy_model(_replayed_dimension(
         logged if state is None else state["params"].get("n_features"), settings.policy, held))
 
@@ -1044,9 +1044,13 @@ def purge(settings: Settings, before: str, *, dry_run: bool = False,
     ValueError
         ``before`` is malformed or inside the retention window (nothing is read).
     CommandError
-        Nothing deleted (exit status 1): the previous snapshot is of another policy, the store
-        records no arms folder, or another purge or a promotion ran meanwhile (run it
-        again).
+        Nothing deleted, a dry run refused alike. Exit status 2: settings that are not the
+        service's (other arms, another arm order or policy than the latest decision's:
+        :func:`served_settings`, :func:`_refuse_another_policy`). Exit status 1: the log does
+        not replay exactly under the settings (:func:`_refuse_a_fold_unlike_the_workers`),
+        another catalogue than the store's, the previous snapshot is of another policy, the
+        workers have not switched to a promotion yet, the store records no arms folder, or
+        another purge or a promotion ran meanwhile (run it again).
     """
     now = time.time() if now is None else now
     cut = parse_date(before)
@@ -1072,9 +1076,12 @@ def purge(settings: Settings, before: str, *, dry_run: bool = False,
         promotion = shadow.latest(store)
         current = shadow.promoted(settings, promotion)
         _refuse_a_fold_unlike_the_workers(current, store, promotion)  # a dry run says so too
+        catalog = catalog if catalog is not None else load_catalog(settings)
+        # The live arms' snapshot is of the catalogue the workers serve (found in review:
+        # a purge on another --dataset or --seed deleted the log), exit 1 naming both.
+        _refuse_another_catalogue(store, catalog)
         if dry_run:
             return PurgeResults(source, cut, head, counts, dry_run=dry_run)
-        catalog = catalog if catalog is not None else load_catalog(settings)
         previous = store.fold_snapshot(arms=True)
         rules = settings.rule_book()
         try:  # no arms folder, another purge or a promotion meanwhile
@@ -1110,7 +1117,7 @@ def _fold_policy(settings: Settings, store: Store, previous: FoldSnapshot | None
     if state is None and not outcomes:  # a switch changes nothing in a fresh policy
         return {"state": None, "rewards": {}}, 0
     dimension = (state["params"].get("n_features") if state is not None else
-                 _feature_dimension({o.event_id: o.context for o in reversed(outcomes)}))
+                 _feature_dimension(o.context for o in reversed(outcomes)))
     switches = [w for w in store.switches_after(start) if w.seq <= head]
     model = settings.policy_model(dimension)
     policy, rewards = fold_policy(outcomes, model, previous, switches)
@@ -1132,8 +1139,7 @@ def _refuse_a_fold_unlike_the_workers(settings: Settings, store: Store,
     rows = store.log_rows()
     switches = store.switches_after(0) if store.has_versions() else []
     model = _replay_model(settings, rows)
-    _refuse_another_policy(model, store.latest_policy(),
-                           None if promotion is None else promotion.created_at)
+    _refuse_another_policy(model, store.latest_policy(), promotion)
     try:
         check, _ = _replay_log(settings, rows, switches)
     except ValueError as exc:  # the latest fold snapshot is of another policy
@@ -1146,29 +1152,57 @@ def _refuse_a_fold_unlike_the_workers(settings: Settings, store: Store,
             "was deleted)", exit_code=1)
 
 
-def _refuse_another_policy(model: PolicyModel, latest: tuple[float, JsonObject] | None,
-                           promoted_at: float | None) -> None:
-    """Refuse (exit code 2, nothing deleted) to fold another policy than the one the latest
-    decision was served by (``latest``: when, and its policy's name, parameters and
-    exploration floor), unless a promotion recorded since (``promoted_at``) names the policy
-    (the workers switch to it within a refresh interval).
+#: What of a decision's logged policy names the policy a fold of its outcomes must be of.
+POLICY_KEYS = ("name", "params", "exploration_floor")
+
+
+def _refuse_another_policy(model: PolicyModel,
+                           latest: tuple[float, JsonObject | None, list[str]] | None,
+                           promotion: shadow.Promotion | None) -> None:
+    """Refuse (nothing deleted) to fold another policy than the one the latest decision was
+    served by (``latest``: when, its policy's :data:`POLICY_KEYS` and its arms in the order of
+    the workers' statistics), unless a promotion recorded since names the policy (the workers
+    switch to it within a refresh interval).
 
     A purge's fold snapshot replaces the outcomes it folds, and workers can only fold further
-    from a snapshot of their own policy: a purge run without the service's ``--policy`` (or
-    ``--settings``) deleted the log and left a snapshot no worker could restore (found in
-    review: the running worker failed at its next refresh, a restarted one at its start).
+    from a snapshot of their own policy, arms in their order: a purge run without the
+    service's ``--policy`` (or ``--settings``, or ``--arms`` in its order) deleted the log and
+    left a snapshot no worker could restore (found in review: the running worker failed at
+    its next refresh, a restarted one at its start).
+
+    Raises
+    ------
+    CommandError
+        Exit code 2: other arms, or another arm order, or another policy than the workers'
+        (settings that are not the service's). Exit code 1: the decisions are still the
+        policy's a promotion replaced (the workers have not refreshed yet: run it again).
     """
-    if latest is None or (promoted_at is not None and promoted_at >= latest[0]):
+    if latest is None or (promotion is not None and promotion.created_at >= latest[0]):
         return
-    logged = latest[1]
-    mine = json.loads(json.dumps(model.describe_params()))
-    if any(logged.get(key) != mine.get(key) for key in ("name", "params", "exploration_floor")):
-        served = {k: logged.get(k) for k in ("name", "params", "exploration_floor") if k in logged}
+    _, logged, keys = latest
+    arms = multileave.policy_arms(keys)
+    if arms and arms != model.arms:
         raise CommandError(
-            f"purge would fold the policy {json.dumps(mine)}, but the latest decision was "
-            f"served by {json.dumps(served)}: workers cannot fold further from a snapshot of "
-            "another policy (run it with the service's --policy and --settings; nothing was "
-            "deleted)", exit_code=2)
+            f"purge would fold a policy of the arms {model.arms}, but the latest decision was "
+            f"served by one of {arms}, in that order (run it with --arms {','.join(arms)}; "
+            "nothing was deleted)", exit_code=2)
+    if logged is None:  # a decision logged without its policy: nothing to compare
+        return
+    mine = json.loads(json.dumps(model.describe_params()))
+    served = {key: logged[key] for key in POLICY_KEYS if key in logged}
+    if served == {key: mine[key] for key in POLICY_KEYS if key in mine}:
+        return
+    if (promotion is not None and model.name == promotion.policy
+            and logged.get("name") == promotion.previous.get("name")):
+        raise CommandError(
+            f"the latest decision was served by {json.dumps(served)}, the policy promotion "
+            f"#{promotion.id} replaced: the workers switch to {promotion.policy} within one "
+            "refresh interval; run it again then (nothing was deleted)", exit_code=1)
+    raise CommandError(
+        f"purge would fold the policy {json.dumps(mine)}, but the latest decision was served "
+        f"by {json.dumps(served)}: workers cannot fold further from a snapshot of another "
+        "policy (run it with the service's --policy and --settings; nothing was deleted)",
+        exit_code=2)
 
 
 def _fold_arms(settings: Settings, store: Store, catalog: Dataset,
@@ -1227,9 +1261,20 @@ def _live_arms_at(settings: Settings, store: Store, previous: FoldSnapshot | Non
     return models, len(events)
 
 
-def _feature_dimension(contexts: Mapping[str, Any]) -> int | None:
-    """The length of the logged context vectors (None when no decided decision logged one)."""
-    for vector in contexts.values():
+def _feature_dimension(latest_first: Iterable[Sequence[float] | None]) -> int | None:
+    """The length of the first context vector of ``latest_first`` (decided decisions' contexts,
+    the latest first): the feature set the workers log now, whose outcomes they fold; None
+    when no decided decision logged one. The latest, not any: after an upgrade of the feature
+    set the log holds both lengths (found in review: a purge of a LinTS log was refused).
+    """
+    for vector in latest_first:
         if vector is not None:
             return len(vector)
     return None
+
+
+def _logged_dimension(rows: LogRows) -> int | None:
+    """:func:`_feature_dimension` of the log ``rows``' decided decisions, by outcome ``seq``."""
+    contexts = rows["contexts"]
+    latest_first = sorted(rows["outcomes"], key=lambda outcome: outcome[0], reverse=True)
+    return _feature_dimension(contexts.get(outcome[1]) for outcome in latest_first)

@@ -126,6 +126,15 @@ def set_name(arms: Sequence[str]) -> str:
     return SET_SEPARATOR.join(arms)
 
 
+def policy_arms(pmf_keys: Sequence[str]) -> list[str]:
+    """The arms of a logged pmf's keys in the order of the policy's statistics: the keys of a
+    single-arm decision's pmf, or each arm's first appearance in a multileaved one's set names
+    (:func:`set_name` of the sets in the policy's order, the combinations of the arms in
+    theirs, so every arm first appears after the arms before it).
+    """
+    return list(dict.fromkeys(arm for key in pmf_keys for arm in key.split(SET_SEPARATOR)))
+
+
 @dataclass(frozen=True)
 class MultileaveView:
     """The multileaving policy at one :class:`~serving.policy.PolicySnapshot` (built once per

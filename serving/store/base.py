@@ -1506,16 +1506,22 @@ class Store(abc.ABC):
                     for r in conn.execute(stmt)]
 
     @unavailable_on_db_error
-    def latest_policy(self) -> tuple[float, JsonObject] | None:
-        """When the latest decision was logged and the policy JSON logged with it (``{"name",
-        "params", ...}``: the policy the workers serve), or None when no decision is logged
-        (``recbandits purge`` folds no other).
+    def latest_policy(self) -> tuple[float, JsonObject | None, list[str]] | None:
+        """The latest decision's time, the policy JSON logged with it (``{"name", "params",
+        ...}``; None if it logged none) and its pmf's keys in their order (arms, or multileaved
+        sets: :func:`serving.multileave.policy_arms` reads the order of the workers' policy
+        statistics from them): the policy the workers serve (``recbandits purge`` folds no
+        other); None when no decision is logged.
         """
-        stmt = (sa.select(decisions.c.created_at, decisions.c.policy)
+        stmt = (sa.select(decisions.c.created_at, decisions.c.policy, decisions.c.pmf)
                 .order_by(decisions.c.created_at.desc(), decisions.c.event_id.desc()).limit(1))
         with self._snapshot_connection() as conn:
             row = conn.execute(stmt).first()
-        return None if row is None else (float(row[0]), row[1])
+        if row is None:
+            return None
+        pmf = json.loads(row[2]) if isinstance(row[2], str) else row[2]
+        return (float(row[0]), row[1] if isinstance(row[1], dict) else None,
+                list(pmf) if isinstance(pmf, dict) else [])
 
     @unavailable_on_db_error
     def outcome_rows(self) -> list[Outcome]:
