@@ -20,11 +20,11 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx2
 from pydantic import ValidationError
@@ -82,7 +82,14 @@ from serving.retrain_trigger import hold_retrain_lease
 from serving.settings import Settings, settings_issues
 from serving.store import Outcome, Store, open_store
 from serving.store.errors import StoreNotFoundError
-from serving.store.types import FoldSnapshot, JsonObject, LogRows, PolicyMeta, VersionSwitch
+from serving.store.types import (
+    FoldSnapshot,
+    JsonObject,
+    LatestDecision,
+    LogRows,
+    PolicyMeta,
+    VersionSwitch,
+)
 from serving.versions import ModelsResult, RetrainResult
 
 logger = logging.getLogger(__name__)
@@ -616,13 +623,14 @@ def rebuild_state(settings: Settings, *, service: httpx2.Client | None = None
         policy_held = _service_policy_state(settings, store, service)
         live_held = _service_live_state(settings, store, service)
         rows = store.log_rows()
+        logged = _logged_dimension(store.latest_decision(), rows)
         switches = store.switches_after(0) if store.has_versions() else []
         source = store.describe()
         live = _check_live_arms(settings, store, *live_held)
         lifecycle, lifecycle_match = _check_holdout_and_drift(settings, store, rows, *live_held)
     held = policy_held[0]
-    check, model = _replay_log(settings, rows, switches, held)
-    logged, fold = _logged_dimension(rows), rows["fold"]
+    check, model = _replay_log(settings, rows, switches, logged, held)
+    fold = rows["fold"]
     policy_lines, policy_match = check_policy("live", model, rows, switches, *policy_held)
     shadow_model = settings.shadow_model(_replayed_dimension(
         logged, settings.shadow_policy, None if held is None else held.get("shadow")))
@@ -643,15 +651,15 @@ def rebuild_state(settings: Settings, *, service: httpx2.Client | None = None
 
 
 def _replay_log(settings: Settings, rows: LogRows, switches: Sequence[VersionSwitch],
-                held: JsonObject | None = None) -> tuple[LogCheck, PolicyModel]:
+                logged: int | None, held: JsonObject | None = None
+                ) -> tuple[LogCheck, PolicyModel]:
     """The log ``rows`` replayed under ``settings`` (their rule book and live policy, with the
     version ``switches``) and compared with the stored folds (:func:`serving.replay.check_log`),
-    and the policy model it folded: ``rebuild-state``'s check, and a purge's before it deletes.
-    ``held``: a running worker's policy state (for a contextual policy's dimension when no
-    decision is decided yet: :func:`_replayed_dimension`).
+    and the policy model it folded (:func:`_replay_model`): ``rebuild-state``'s check, and a
+    purge's before it deletes.
     """
     fold = rows["fold"]
-    model = _replay_model(settings, rows, held)
+    model = _replay_model(settings, rows, logged, held)
     check = check_log(
         [DecisionRow(e, a, bool(c), float(d), bool(s), ml)
          for e, a, c, d, s, ml in rows["decisions"]],
@@ -664,14 +672,17 @@ def _replay_log(settings: Settings, rows: LogRows, switches: Sequence[VersionSwi
     return check, model
 
 
-def _replay_model(settings: Settings, rows: LogRows, held: JsonObject | None = None
-                  ) -> PolicyModel:
-    """The live policy's model a replay of ``rows`` folds (:func:`_replay_log`)."""
+def _replay_model(settings: Settings, rows: LogRows, logged: int | None,
+                  held: JsonObject | None = None) -> PolicyModel:
+    """The live policy's model a replay of ``rows`` folds (:func:`_replay_log`): of the
+    dimension a purge's snapshot folded with, else ``logged`` (:func:`_logged_dimension`),
+    else, with no decided decision, a running worker's (``held``: its policy state;
+    :func:`_replayed_dimension`).
+    """
     # A purged log's policy has the dimension it was folded with (the shadow's state is not in
     # the fold snapshot, so rebuild-state gives it the logged contexts', as a worker's).
     fold = rows["fold"]
     state = None if fold is None else fold.policy["state"]
-    logged = _logged_dimension(rows)
     return settings.policy_model(_replayed_dimension(
         logged if state is None else state["params"].get("n_features"), settings.policy, held))
 
@@ -1075,7 +1086,8 @@ def purge(settings: Settings, before: str, *, dry_run: bool = False,
         # purge's transaction, that no promotion was recorded since.
         promotion = shadow.latest(store)
         current = shadow.promoted(settings, promotion)
-        _refuse_a_fold_unlike_the_workers(current, store, promotion)  # a dry run says so too
+        # A dry run says so too.
+        logged = _refuse_a_fold_unlike_the_workers(current, store, promotion)
         catalog = catalog if catalog is not None else load_catalog(settings)
         # The live arms' snapshot is of the catalogue the workers serve (found in review:
         # a purge on another --dataset or --seed deleted the log), exit 1 naming both.
@@ -1085,7 +1097,7 @@ def purge(settings: Settings, before: str, *, dry_run: bool = False,
         previous = store.fold_snapshot(arms=True)
         rules = settings.rule_book()
         try:  # no arms folder, another purge or a promotion meanwhile
-            policy, n_outcomes = _fold_policy(current, store, previous, head)
+            policy, n_outcomes = _fold_policy(current, store, previous, head, logged)
             arms, n_events = _fold_arms(settings, store, catalog, previous, head)
             deleted = store.purge(
                 cut, head, 0 if previous is None else previous.seq, policy, arms,
@@ -1102,22 +1114,21 @@ def purge(settings: Settings, before: str, *, dry_run: bool = False,
 
 
 def _fold_policy(settings: Settings, store: Store, previous: FoldSnapshot | None,
-                 head: int) -> tuple[JsonObject, int]:
+                 head: int, logged: int | None) -> tuple[JsonObject, int]:
     """The policy in force (``settings``, a promotion applied: :func:`serving.shadow.promoted`)
     folded over every outcome up to ``head`` (from ``previous``), as a fold snapshot stores it
     (``{"state", "rewards"}``; state None: nothing folded yet), and how many outcomes this
     fold read.
 
-    A contextual policy's dimension is the one it folded with (``previous``), else that of the
-    latest outcome's context: the feature set the service logs now, whose outcomes it folds.
+    A contextual policy's dimension is the one it folded with (``previous``), else ``logged``
+    (:func:`_logged_dimension`): the feature set the service logs now, whose outcomes it folds.
     """
     start = 0 if previous is None else previous.seq
     outcomes = [o for o in store.outcomes_after(start) if o.seq <= head]
     state = None if previous is None else previous.policy["state"]
     if state is None and not outcomes:  # a switch changes nothing in a fresh policy
         return {"state": None, "rewards": {}}, 0
-    dimension = (state["params"].get("n_features") if state is not None else
-                 _feature_dimension(o.context for o in reversed(outcomes)))
+    dimension = state["params"].get("n_features") if state is not None else logged
     switches = [w for w in store.switches_after(start) if w.seq <= head]
     model = settings.policy_model(dimension)
     policy, rewards = fold_policy(outcomes, model, previous, switches)
@@ -1127,21 +1138,23 @@ def _fold_policy(settings: Settings, store: Store, previous: FoldSnapshot | None
 
 
 def _refuse_a_fold_unlike_the_workers(settings: Settings, store: Store,
-                                      promotion: shadow.Promotion | None) -> None:
+                                      promotion: shadow.Promotion | None) -> int | None:
     """Refuse a purge (nothing deleted) whose fold would not be the workers': of another policy
     than theirs (:func:`_refuse_another_policy`, exit code 2), or of a log that does not replay
     exactly under ``settings`` (exit code 1: another rule book, say, or a store that disagrees
     with its log; ``rebuild-state`` lists each disagreement). The purge deletes the rows that
     would show it, so it is checked first (found in review: a purge without the service's
     ``--policy`` left a snapshot no worker could restore, one with another rule book a
-    ``rebuild-state`` that could never match again).
+    ``rebuild-state`` that could never match again). Returns the dimension the workers log
+    (:func:`_logged_dimension`), which the purge folds with.
     """
     rows = store.log_rows()
+    latest = store.latest_decision()
+    logged = _logged_dimension(latest, rows)
     switches = store.switches_after(0) if store.has_versions() else []
-    model = _replay_model(settings, rows)
-    _refuse_another_policy(model, store.latest_policy(), promotion)
+    _refuse_another_policy(_replay_model(settings, rows, logged), latest, promotion)
     try:
-        check, _ = _replay_log(settings, rows, switches)
+        check, _ = _replay_log(settings, rows, switches, logged)
     except ValueError as exc:  # the latest fold snapshot is of another policy
         raise CommandError(str(exc), exit_code=1) from None
     if not check.match:
@@ -1150,14 +1163,14 @@ def _refuse_a_fold_unlike_the_workers(settings: Settings, store: Store,
             f"disagreement(s); the first: {check.mismatches[0]}): a purge would delete the "
             "rows that show it (run rebuild-state with the same settings to see each; nothing "
             "was deleted)", exit_code=1)
+    return logged
 
 
 #: What of a decision's logged policy names the policy a fold of its outcomes must be of.
 POLICY_KEYS = ("name", "params", "exploration_floor")
 
 
-def _refuse_another_policy(model: PolicyModel,
-                           latest: tuple[float, JsonObject | None, list[str]] | None,
+def _refuse_another_policy(model: PolicyModel, latest: LatestDecision | None,
                            promotion: shadow.Promotion | None) -> None:
     """Refuse (nothing deleted) to fold another policy than the one the latest decision was
     served by (``latest``: when, its policy's :data:`POLICY_KEYS` and its arms in the order of
@@ -1177,10 +1190,9 @@ def _refuse_another_policy(model: PolicyModel,
         (settings that are not the service's). Exit code 1: the decisions are still the
         policy's a promotion replaced (the workers have not refreshed yet: run it again).
     """
-    if latest is None or (promotion is not None and promotion.created_at >= latest[0]):
+    if latest is None or (promotion is not None and promotion.created_at >= latest.created_at):
         return
-    _, logged, keys = latest
-    arms = multileave.policy_arms(keys)
+    logged, arms = latest.policy, multileave.policy_arms(latest.pmf_keys)
     if arms and arms != model.arms:
         raise CommandError(
             f"purge would fold a policy of the arms {model.arms}, but the latest decision was "
@@ -1261,20 +1273,20 @@ def _live_arms_at(settings: Settings, store: Store, previous: FoldSnapshot | Non
     return models, len(events)
 
 
-def _feature_dimension(latest_first: Iterable[Sequence[float] | None]) -> int | None:
-    """The length of the first context vector of ``latest_first`` (decided decisions' contexts,
-    the latest first): the feature set the workers log now, whose outcomes they fold; None
-    when no decided decision logged one. The latest, not any: after an upgrade of the feature
-    set the log holds both lengths (found in review: a purge of a LinTS log was refused).
-    """
-    for vector in latest_first:
+def _feature_dimension(contexts: Mapping[str, Any]) -> int | None:
+    """The length of the logged context vectors (None when no decided decision logged one)."""
+    for vector in contexts.values():
         if vector is not None:
             return len(vector)
     return None
 
 
-def _logged_dimension(rows: LogRows) -> int | None:
-    """:func:`_feature_dimension` of the log ``rows``' decided decisions, by outcome ``seq``."""
-    contexts = rows["contexts"]
-    latest_first = sorted(rows["outcomes"], key=lambda outcome: outcome[0], reverse=True)
-    return _feature_dimension(contexts.get(outcome[1]) for outcome in latest_first)
+def _logged_dimension(latest: LatestDecision | None, rows: LogRows) -> int | None:
+    """The feature set the workers log now: the length of the latest decision's context
+    vector, else that of any decided decision's in ``rows`` (:func:`_feature_dimension`).
+    The latest's, not any: after an upgrade of the feature set the log holds both lengths
+    (found in review: a purge of a LinTS log was refused as "another policy").
+    """
+    if latest is not None and latest.n_features is not None:
+        return latest.n_features
+    return _feature_dimension(rows["contexts"])

@@ -571,6 +571,38 @@ def test_a_purge_refuses_another_arm_order_or_catalogue_and_waits_for_a_promotio
         check_replay(settings)
 
 
+def test_a_lints_log_of_two_feature_sets_folds_with_the_latest(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
+    """A store used before an upgrade of the feature set holds contexts of both lengths (README:
+    a purge is how the older go). The dimension folded was that of any decided context, so the
+    purge was refused as "another policy" (n_features), found in review: now the latest's."""
+    settings = make_settings(tmp_path, policy="LinTS")
+    with worker(settings, catalog, fitted) as running:
+        traffic(running, np.random.default_rng(14), 20)
+        settle_all(running)
+        dimension = running.app.state.service.features.dimension
+    engine = sa.create_engine(settings.resolved_db_url())
+    with engine.begin() as conn:
+        decided = conn.execute(
+            sa.select(decisions.c.event_id, decisions.c.context)
+            .join(outcomes, outcomes.c.event_id == decisions.c.event_id)
+            .order_by(decisions.c.created_at)).all()
+        for event_id, context in decided[:-3]:  # all but the latest three: the older set
+            older = {**context, "features": context["features"][:-2]}
+            conn.execute(sa.update(decisions).where(decisions.c.event_id == event_id)
+                         .values(context=older))
+    engine.dispose()
+    report = run_purge(settings, catalog, time.time() + 4 * HOUR)
+    assert report.deleted["decisions"] == 20
+    fold = open_store(settings.resolved_db_url(), create=False)
+    try:
+        snapshot = fold.fold_snapshot()
+        assert snapshot is not None
+        assert snapshot.policy["state"]["params"]["n_features"] == dimension
+    finally:
+        fold.dispose()
+
+
 def test_a_latest_decision_without_its_policy_is_no_refusal(
         tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
     """The decisions' policy column is nullable: a purge compared it as a mapping and crashed

@@ -73,6 +73,7 @@ from serving.store.types import (
     FeedbackWrite,
     FoldSnapshot,
     JsonObject,
+    LatestDecision,
     LogEvent,
     LogRows,
     ModelVersion,
@@ -1506,22 +1507,23 @@ class Store(abc.ABC):
                     for r in conn.execute(stmt)]
 
     @unavailable_on_db_error
-    def latest_policy(self) -> tuple[float, JsonObject | None, list[str]] | None:
-        """The latest decision's time, the policy JSON logged with it (``{"name", "params",
-        ...}``; None if it logged none) and its pmf's keys in their order (arms, or multileaved
-        sets: :func:`serving.multileave.policy_arms` reads the order of the workers' policy
-        statistics from them): the policy the workers serve (``recbandits purge`` folds no
-        other); None when no decision is logged.
+    def latest_decision(self) -> LatestDecision | None:
+        """The latest decision logged (:class:`~serving.store.types.LatestDecision`: the policy,
+        arm order and feature set the workers serve; ``recbandits purge`` folds no other), or
+        None when no decision is logged.
         """
-        stmt = (sa.select(decisions.c.created_at, decisions.c.policy, decisions.c.pmf)
+        stmt = (sa.select(decisions.c.created_at, decisions.c.policy, decisions.c.pmf,
+                          sa.cast(decisions.c.context, sa.Text))
                 .order_by(decisions.c.created_at.desc(), decisions.c.event_id.desc()).limit(1))
         with self._snapshot_connection() as conn:
             row = conn.execute(stmt).first()
         if row is None:
             return None
         pmf = json.loads(row[2]) if isinstance(row[2], str) else row[2]
-        return (float(row[0]), row[1] if isinstance(row[1], dict) else None,
-                list(pmf) if isinstance(pmf, dict) else [])
+        features = _context_features(row[3])
+        return LatestDecision(float(row[0]), row[1] if isinstance(row[1], dict) else None,
+                              list(pmf) if isinstance(pmf, dict) else [],
+                              None if features is None else len(features))
 
     @unavailable_on_db_error
     def outcome_rows(self) -> list[Outcome]:

@@ -156,6 +156,30 @@ class FoldSnapshot:
     arms: dict[str, bytes] = field(default_factory=dict)
 
 
+class LatestDecision(NamedTuple):
+    """The latest decision logged (``Store.latest_decision``): what a fold of the log must be
+    of to be the workers' (``recbandits purge``).
+
+    Attributes
+    ----------
+    created_at : float
+        When it was logged (Unix seconds).
+    policy : dict or None
+        The policy JSON logged with it (``{"name", "params", ...}``); None if it logged none.
+    pmf_keys : list of str
+        Its pmf's keys in their order: arms, or multileaved sets
+        (:func:`serving.multileave.policy_arms` reads the workers' arm order from them).
+    n_features : int or None
+        The length of its context's feature vector (the feature set the workers log now);
+        None if it logged none.
+    """
+
+    created_at: float
+    policy: JsonObject | None
+    pmf_keys: list[str]
+    n_features: int | None
+
+
 class LogRows(TypedDict):
     """The whole log and its stored folds, as ``Store.log_rows`` reads them from one snapshot
     (``fold``: the latest fold snapshot with its ratings, None if the log was never purged).
