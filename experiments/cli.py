@@ -408,7 +408,9 @@ def _ope_obd(args: argparse.Namespace) -> int:
 
 
 def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
-    def store_options(sub: argparse.ArgumentParser) -> None:
+    def store_options(sub: argparse.ArgumentParser, *, serves: bool = False) -> None:
+        # ``serves``: serve's --arms are what it serves; every other command reads a store and
+        # takes its live version's arms (serving.commands.served_settings).
         sub.add_argument("--db", metavar="URL", help="SQLAlchemy URL of the store (default: "
                          "SQLite in WAL mode under the state folder; "
                          "postgresql+psycopg://user@host:port/db for several workers or hosts)")
@@ -417,7 +419,9 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
                          "(default: $XDG_STATE_HOME/recbandits, else "
                          "~/.local/state/recbandits)")
         sub.add_argument("--arms", help="comma-separated arms (default: "
-                         "svd,sequential,autoencoder,popularity)")
+                         "svd,sequential,autoencoder,popularity)" if serves else
+                         "comma-separated arms (default: the live version's; other arms "
+                         "are refused)")
         sub.add_argument("--dataset", choices=DATASETS,
                          help="what the arms are fit on (default: movielens)")
         sub.add_argument("--seed", type=int, help="seed of arm fitting and arm selection")
@@ -486,7 +490,7 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--drift-detector", choices=("PageHinkley", "CUSUM", "none"),
                        help="change detector on each arm's reward stream (default "
                             "PageHinkley; RECBANDITS_DRIFT_DETECTOR)")
-    store_options(serve)
+    store_options(serve, serves=True)
     lifecycle_options(serve)
     serve.set_defaults(handler=_serve)
 

@@ -753,7 +753,11 @@ def run(settings: Settings, action: str, version: int | str | None = None) -> Mo
         if not store.has_versions():
             raise NoVersionsError(f"{store.describe()} holds none")
         if action in ("promote", "rollback"):
-            store.create_schema(settings.arms, settings.rule_book())
+            # The live arms' rows, not the settings' (the default list would give arms it
+            # does not serve a pulls row; found in review).
+            served = live_arms(store)
+            store.create_schema(settings.arms if served is None else served[1],
+                                settings.rule_book())
         if action == "show":
             assert version is not None  # checked above
             rows = [show(store, version)]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_serving_support import cut_off
+from test_serving_support import cut_off, read_table
 from test_serving_versions import (
     AUTH,
     backend,
@@ -35,6 +35,7 @@ from serving.commands import models as models_command
 from serving.commands import rebuild_state
 from serving.results import CommandError, NothingToDo, RebuildStateResults
 from serving.settings import Settings
+from serving.store.tables import arm_state
 
 __all__ = ["backend", "catalog", "fitted"]  # the fixtures, re-exported for pytest
 
@@ -168,6 +169,11 @@ def test_a_retrain_or_promotion_of_another_arm_set_is_refused(
                 r"served")) as unfit:
             commands.rebuild_state(unnamed.model_copy(update={"arm_params": {"sequential": {}}}))
         assert unfit.value.exit_code == 2
+        # A rollback run without --arms upgrades the schema with the live arms' rows only
+        # (the default list gave sequential and autoencoder a pulls row).
+        commands.models(unnamed, "rollback")
+        assert {row["arm"] for row in read_table(settings.resolved_db_url(), arm_state)} == {
+            "popularity", "svd"}
 
 
 def test_a_store_from_before_fingerprints_adopts_the_catalogue_its_service_starts_on(
