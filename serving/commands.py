@@ -261,7 +261,8 @@ def served_settings(settings: Settings, store: Store, what: str,
                     why: tuple[str, str] = versions.UNLOADABLE) -> Settings:
     """The settings a command that reads ``store`` runs with: the store is the truth about
     the arms it serves. Settings that name no arms (the default list, not the service's) take
-    the live version's; settings that name others are refused.
+    the live version's, in the order of the latest decision's probabilities (the workers');
+    settings that name others are refused.
 
     Found in review: ``purge`` with the default ``--arms`` against a store of three arms
     deleted the log and stored a fold snapshot of a four-arm policy, after which
@@ -283,20 +284,42 @@ def served_settings(settings: Settings, store: Store, what: str,
         a setting does not fit the live arms (``arm_params`` of an arm not served, ...).
     """
     served = versions.live_arms(store)
-    if served is None or sorted(served[1]) == sorted(settings.arms):
+    if served is None:
         return settings
+    version, arms = served
     if settings.named_arms():
         try:
             versions.check_arm_set(store, settings.arms, what, why)
         except versions.ModelsError as exc:
             raise CommandError(exc.message, exit_code=2) from None
-    version, arms = served
+        return settings  # the live set, in the order named (purge checks the workers' order)
+    # In the workers' order (that of their policy's statistics), which a restart with the
+    # same arms reordered changes without a new version.
+    order = _workers_arm_order(store)
+    arms = order if sorted(order) == sorted(arms) else arms
+    if arms == settings.arms:
+        return settings
     try:
         return settings.with_arms(arms)
     except ValidationError as exc:
         issues = settings_issues(exc).removeprefix("settings: ")  # the model's own checks
         raise CommandError(f"the live version {version} serves the arms {arms}, which the "
                            f"settings do not fit: {issues}", exit_code=2) from None
+
+
+def _workers_arm_order(store: Store) -> list[str]:
+    """The arms in the order of the workers' policy statistics: that of the latest decision's
+    probabilities, else (every decision purged) that of the latest fold snapshot's policy;
+    empty when the store holds neither.
+    """
+    if not store.has_log():
+        return []
+    latest = store.latest_decision()
+    if latest is not None and latest.pmf_keys:
+        return multileave.policy_arms(latest.pmf_keys)
+    fold = store.fold_snapshot()
+    state = None if fold is None else fold.policy.get("state")
+    return list(state.get("arms", [])) if isinstance(state, dict) else []
 
 
 def _as_command_error(store: Store, check: Callable[[], None]) -> None:

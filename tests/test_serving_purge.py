@@ -603,6 +603,29 @@ def test_a_lints_log_of_two_feature_sets_folds_with_the_latest(
         fold.dispose()
 
 
+def test_settings_without_arms_take_the_workers_order(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
+    """A restart with the same arms reordered serves them in the new order without a new
+    version: settings that name no arms take the order of the latest decision's
+    probabilities, so the purge folds the workers' statistics (the version's order was
+    refused as another order)."""
+    settings = make_settings(tmp_path)
+    reordered = settings.model_copy(update={"arms": list(reversed(ARMS))})
+    with worker(settings, catalog, fitted) as first:
+        traffic(first, np.random.default_rng(15), 5)
+    with worker(reordered, catalog, {n: fitted[n] for n in reordered.arms}) as running:
+        assert running.app.state.service.arm_set.version == 1  # no new version
+        traffic(running, np.random.default_rng(16), 10)
+        settle_all(running)
+        report = run_purge(unnamed_arms(settings), catalog, time.time() + 4 * HOUR)
+        assert report.deleted["decisions"] == 15
+        fold = running.app.state.service.store.fold_snapshot()
+        assert fold is not None and fold.policy["state"]["arms"] == list(reversed(ARMS))
+        running.app.state.service.refresh()
+        assert policy_state(running)["state"]["arms"] == list(reversed(ARMS))
+    check_replay(unnamed_arms(settings))
+
+
 def test_a_latest_decision_without_its_policy_is_no_refusal(
         tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
     """The decisions' policy column is nullable: a purge compared it as a mapping and crashed
