@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx2
+import uvicorn
 from pydantic import ValidationError
-from uvicorn.config import LOG_LEVELS
+from uvicorn.config import LOG_LEVELS, STARTUP_FAILURE
+from uvicorn.supervisors.multiprocess import Multiprocess
 
 from arms.base import Recommender
 from arms.data import SYNTHETIC, load_movielens, make_synthetic
@@ -459,8 +461,6 @@ def serve(settings: Settings) -> int:
         The store did not answer within ``startup_timeout_s`` (exit status 1), or ``prepare``
         refused (another catalogue, arms missing).
     """
-    import uvicorn
-
     from serving.api.protocol import uvicorn_options
 
     with progress_on_stderr():
@@ -482,10 +482,27 @@ def serve(settings: Settings) -> int:
     print(f"recbandits: serving {', '.join(settings.arms)} (policy version "
           f"{resources.arm_set.version}) on http://{settings.host}:{settings.port} with "
           f"{settings.workers} worker(s); store {resources.store.describe()}", flush=True)
-    uvicorn.run("serving.app:app_from_env", factory=True, host=settings.host,
-                port=settings.port, workers=settings.workers, access_log=False,
-                **uvicorn_options(settings))
-    return 0
+    if settings.workers == 1:  # uvicorn exits 3 itself when the worker fails to start
+        uvicorn.run("serving.app:app_from_env", factory=True, host=settings.host,
+                    port=settings.port, workers=1, access_log=False,
+                    **uvicorn_options(settings))
+        return 0
+    return _run_workers(uvicorn.Config("serving.app:app_from_env", factory=True,
+                                       host=settings.host, port=settings.port,
+                                       workers=settings.workers, access_log=False,
+                                       **uvicorn_options(settings)))
+
+
+def _run_workers(config: uvicorn.Config) -> int:
+    """Run ``config``'s workers under uvicorn's supervisor, as ``uvicorn.run`` does, and return
+    uvicorn's start-up failure status (3) when a worker failed to start: ``uvicorn.run``
+    returns normally then, so ``serve`` exited 0 after its workers had failed (found by
+    attack: a store whose fold snapshot the workers could not restore).
+    """
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    failed = any(worker.process.exitcode == STARTUP_FAILURE for worker in supervisor.processes)
+    return STARTUP_FAILURE if failed else 0
 
 
 def retrain(settings: Settings, *, candidate: bool = False) -> RetrainResult | NothingToDo:

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx2
@@ -21,15 +24,19 @@ import sqlalchemy as sa
 from test_serving_support import (
     ADMIN_TOKEN,
     REPO,
+    STARTUP_DEADLINE_S,
     ServiceProcess,
     assert_log_invariants,
     assert_workers_are_the_fold,
+    free_port,
     store_url,
     wait_for_workers,
 )
 
 from experiments.cli import main as cli_main
+from serving.results import PurgeResults
 from serving.settings import Settings
+from serving.store import open_store
 from serving.store.tables import arm_state, decisions, feedback, outcomes
 
 pytestmark = pytest.mark.slow
@@ -224,3 +231,51 @@ def test_workers_stop_with_a_killed_supervisor_and_free_the_port(tmp_path: Path)
         for pid in workers:  # orphans, if the test failed: the group is gone with the parent
             if _running(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_serve_exits_3_when_its_workers_fail_to_start_and_0_when_stopped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``uvicorn.run`` returns normally when its workers fail to start, so ``serve --workers
+    2`` exited 0 (found by attack, on a store whose fold snapshot no worker could restore).
+    A worker that cannot start is now ``serve``'s start-up failure, 3, as with one worker;
+    a stop by SIGTERM stays 0."""
+    from serving import commands
+
+    url = store_url("sqlite", tmp_path)
+    server = ServiceProcess([*serve_args(tmp_path, url), "--workers", "2"], serve_env(),
+                            tmp_path / "server.log")
+    try:
+        with httpx2.Client(base_url=server.base, timeout=30) as client:
+            for user in range(1, 6):
+                slate = client.get("/recommendations", params={"user_id": user, "k": 2}).json()
+                assert client.post("/feedback", json={
+                    "user_id": user, "movie_id": slate["items"][0]["movie_id"],
+                    "feedback_type": "like", "event_id": slate["event_id"]}).status_code == 201
+    finally:
+        server.stop()
+    assert server.proc.returncode == 0
+    # A snapshot the workers cannot restore: the arms in another order than theirs, which the
+    # purge refuses (its check is taken out here to write one).
+    reordered = Settings(db=url, arms=list(reversed(ARMS.split(","))), seed=1,
+                         state_dir=tmp_path / "state", dataset="synthetic",
+                         synthetic_users=120, synthetic_items=200, synthetic_ratings=3000)
+    monkeypatch.setattr(commands, "_refuse_a_fold_unlike_the_workers",
+                        lambda *_: None)
+    store = open_store(url, create=False)
+    try:  # every reward window closed, as the workers' sweep would find them days later
+        store.settle_expired(time.time() + 30 * 86_400.0, 0.0, reordered.rule_book())
+    finally:
+        store.dispose()
+    cut = time.time() + 31 * 86_400.0
+    result = commands.purge(reordered, datetime.fromtimestamp(cut, UTC).isoformat(),
+                            now=cut + reordered.retention_s + 1.0)
+    assert isinstance(result, PurgeResults) and result.deleted["decisions"] == 5, str(result)
+    broken = subprocess.run(
+        [sys.executable, "-m", "experiments.cli", "serve", "--port", str(free_port()),
+         *serve_args(tmp_path, url), "--workers", "2"],
+        # The supervisor waits up to this for a worker still starting before it looks at the
+        # next one, which may have failed already (60 s by default).
+        env={**os.environ, **serve_env(), "RECBANDITS_WORKER_HEALTHCHECK_TIMEOUT_S": "5"},
+        cwd=REPO, capture_output=True, text=True, timeout=STARTUP_DEADLINE_S)
+    assert broken.returncode == 3, broken.stderr[-3000:]
+    assert "failed to start, stopping the parent process" in broken.stderr
