@@ -289,15 +289,15 @@ def served_settings(settings: Settings, store: Store, what: str,
     if served is None:
         return settings
     version, arms = served
+    # The workers' order (that of their policy's statistics), which a restart with the same
+    # arms reordered changes without a new version.
+    order = _workers_arm_order(store)
     if settings.named_arms():
         try:
-            versions.check_arm_set(store, settings.arms, what, why)
+            versions.check_arm_set(store, settings.arms, what, why, order)
         except versions.ModelsError as exc:
             raise CommandError(exc.message, exit_code=2) from None
         return settings  # the live set, in the order named (purge checks the workers' order)
-    # In the workers' order (that of their policy's statistics), which a restart with the
-    # same arms reordered changes without a new version.
-    order = _workers_arm_order(store)
     arms = order if sorted(order) == sorted(arms) else arms
     if arms == settings.arms:
         return settings

@@ -292,12 +292,15 @@ UNLOADABLE = ("a version of other arms could not be loaded by the workers", ", o
 
 
 def check_arm_set(store: Store, names: Sequence[str], what: str,
-                  why: tuple[str, str] = UNLOADABLE) -> None:
+                  why: tuple[str, str] = UNLOADABLE, order: Sequence[str] = ()) -> None:
     """Refuse ``what`` (a ModelsError, 409) when ``names`` is not the arm set of the live
     version: workers load the arms they serve from the new version's folder, so a version of
     other arms would be live in the table while no worker can load it (nothing to check
     before a version is recorded). ``why``: the consequence, and what else to do besides
     running with the live arms (``rebuild-state``: its fold would not be the workers').
+    ``order``: the live arms in the order the hint names them (default: the version's; a
+    command that folds the workers' statistics passes theirs, found by attack: the hint named
+    them sorted, and a purge run with that order left a snapshot no worker could restore).
     """
     served = live_arms(store)
     if served is None:
@@ -305,8 +308,9 @@ def check_arm_set(store: Store, names: Sequence[str], what: str,
     version, arms = served
     live = sorted(arms)
     if sorted(names) != live:
+        hint = ",".join(order if sorted(order) == live else arms)
         raise ModelsError(f"{what} the arms {sorted(names)}, but the live version {version} "
-                          f"serves {live}: {why[0]} (run with --arms {','.join(live)}{why[1]})")
+                          f"serves {live}: {why[0]} (run with --arms {hint}{why[1]})")
 
 
 def live_arms(store: Store) -> tuple[int, list[str]] | None:

@@ -120,7 +120,7 @@ def test_a_retrain_or_promotion_of_another_arm_set_is_refused(
             versions.retrain(settings, store, catalog, only_svd)
         assert refused.value.status_code == 409
         monkeypatch.setattr(commands, "load_catalog", lambda _: catalog)
-        with pytest.raises(CommandError, match="run with --arms popularity,svd") as command:
+        with pytest.raises(CommandError, match="run with --arms svd,popularity") as command:
             commands.retrain(settings.model_copy(update={"arms": ["svd"]}))
         assert command.value.exit_code == 2  # settings that do not fit the store: bad input
         # rebuild-state with other arms than the live ones folded a policy of the settings'
@@ -128,7 +128,7 @@ def test_a_retrain_or_promotion_of_another_arm_set_is_refused(
         with pytest.raises(CommandError, match=r"^rebuild-state would fold the arms \['sequential',"
                            r" 'svd'\], but the live version 1 serves \['popularity', 'svd'\]: "
                            r"the workers log and fold those \(run with --arms "
-                           r"popularity,svd\)$") as rebuild:
+                           r"svd,popularity\)$") as rebuild:
             commands.rebuild_state(settings.model_copy(update={"arms": ["svd", "sequential"]}))
         assert rebuild.value.exit_code == 2
         # More arms than the live ones (the default --arms against this store) are said as
