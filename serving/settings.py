@@ -72,6 +72,10 @@ def parse_duration(name: str, value: object) -> float | None:
     return seconds
 
 
+#: Longest admin token: an ``Authorization`` header carrying a longer one is a wrong token.
+MAX_ADMIN_TOKEN_CHARS = 1000
+
+
 def settings_issues(exc: ValidationError) -> str:
     """A pydantic ValidationError of the settings as one line: ``field: message; ...`` (its
     own text is a multi-line dump with a link per error; found by attack).
@@ -258,7 +262,8 @@ class Settings(BaseSettings):
         Weight of the session adjustment in standard deviations of the arm's scores per unit of
         genre similarity (0 switches the adjustment off).
     admin_token : secret str or None
-        Bearer token for ``/admin/*``; None disables the admin endpoints (403).
+        Bearer token for ``/admin/*``, at most :data:`MAX_ADMIN_TOKEN_CHARS` characters; None
+        disables the admin endpoints (403).
     seed : int or None
         Seed of the arm selection generator (None: fresh entropy).
     retrain_every : float or None
@@ -604,6 +609,16 @@ class Settings(BaseSettings):
     @classmethod
     def _check_cold_start_arm(cls, value: str) -> str:
         return registry.resolve(value).name
+
+    @field_validator("admin_token")
+    @classmethod
+    def _check_admin_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # Refused at start: a longer token was accepted, and every request carrying it was
+        # refused (found by attack: 422 on every admin route, rebuild-state "not compared").
+        if value is not None and len(value.get_secret_value()) > MAX_ADMIN_TOKEN_CHARS:
+            raise ValueError(f"admin_token must be at most {MAX_ADMIN_TOKEN_CHARS} characters, "
+                             f"got {len(value.get_secret_value())}")
+        return value
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> Settings:

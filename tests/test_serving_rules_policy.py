@@ -133,6 +133,18 @@ def test_settings_refuse_what_the_policy_or_the_bootstrap_would_refuse_later(
     Settings(arms=ARMS, prior_alpha=0.1, prior_beta=1e9, gate_bootstrap=10)
 
 
+def test_an_admin_token_longer_than_a_request_may_carry_is_refused_at_start() -> None:
+    """A 1,500-character token was taken, and every admin request carrying it was then refused
+    (422; found by attack). Refused at start, naming the limit; the longest one is taken."""
+    from serving.settings import MAX_ADMIN_TOKEN_CHARS
+
+    with pytest.raises(ValidationError, match=f"admin_token must be at most "
+                                              f"{MAX_ADMIN_TOKEN_CHARS} characters, got 1500"):
+        Settings(arms=ARMS, admin_token="t" * 1500)
+    longest = Settings(arms=ARMS, admin_token="t" * MAX_ADMIN_TOKEN_CHARS).admin_token
+    assert longest is not None and len(longest.get_secret_value()) == MAX_ADMIN_TOKEN_CHARS
+
+
 # ---------------------------------------------------------------------------- context
 def test_user_features_from_demographics_and_history() -> None:
     catalog = make_synthetic(30, 40, 400, random_state=0)

@@ -20,7 +20,7 @@ router = APIRouter(tags=["operations"])
                        503: {"model": ErrorOut, "description": "store down"}})
 async def health(
     request: Request, service: ServiceDep,
-    authorization: Annotated[str | None, Header(max_length=1000)] = None,
+    authorization: Annotated[str | None, Header()] = None,
 ) -> HealthOut:
     """``{"status": "ok"}`` when the store answers; 503 with ``Retry-After`` when it does not.
 
