@@ -14,6 +14,7 @@ import json
 import re
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -459,6 +460,18 @@ def test_the_command_line_purges_and_refuses(tmp_path: Path, catalog: Dataset,
             "['cooccurrence', 'popularity', 'svd']" in capsys.readouterr().err)
 
 
+@contextmanager
+def settled_worker(settings: Settings, catalog: Dataset, fitted: dict[str, Recommender], *,
+                   seed: int) -> Iterator[tuple[TestClient, np.random.Generator, dict[str, int]]]:
+    """A worker after 20 slates with events, every decision settled: the worker, the traffic's
+    generator and the log's row counts."""
+    rng = np.random.default_rng(seed)
+    with worker(settings, catalog, fitted) as running:
+        traffic(running, rng, 20)
+        settle_all(running)
+        yield running, rng, counts(settings)
+
+
 def unnamed_arms(settings: Settings) -> Settings:
     """``settings`` as a command line without ``--arms`` gives them: the default arm list."""
     return Settings(**{k: v for k, v in settings.model_dump().items() if k != "arms"})
@@ -474,12 +487,8 @@ def test_a_purge_folds_the_live_arms_and_policy_or_refuses(
     the live version's.
     """
     settings = make_settings(tmp_path)
-    rng = np.random.default_rng(9)
-    with worker(settings, catalog, fitted) as running:
-        traffic(running, rng, 20)
-        settle_all(running)
+    with settled_worker(settings, catalog, fitted, seed=9) as (running, _, before):
         cut = time.time() + 4 * HOUR
-        before = counts(settings)
         store = running.app.state.service.store
         four = ["svd", "cooccurrence", "popularity", "random"]
         with pytest.raises(CommandError, match=(
@@ -528,12 +537,8 @@ def test_a_purge_refuses_another_arm_order_or_catalogue_and_waits_for_a_promotio
     picked up yet, the purge was refused as if its settings were not the service's.
     """
     settings = make_settings(tmp_path, shadow_policy="UCB1")
-    rng = np.random.default_rng(12)
-    with worker(settings, catalog, fitted) as running:
-        traffic(running, rng, 20)
-        settle_all(running)
+    with settled_worker(settings, catalog, fitted, seed=12) as (running, rng, before):
         cut = time.time() + 4 * HOUR
-        before = counts(settings)
         store = running.app.state.service.store
         reordered = settings.model_copy(update={"arms": list(reversed(ARMS))})
         with pytest.raises(CommandError, match=re.escape(
