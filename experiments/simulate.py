@@ -246,9 +246,12 @@ def probe_env(config: ExperimentConfig) -> EnvInfo:
         # The environment's own check of its parameters (a click rate outside [0, 1], an
         # unknown arm: ValueError) and a key it does not take (a typo: the factory's TypeError
         # for the keyword): one line naming the table, not a traceback from a worker (found by
-        # attack: every bad value printed one, three stacked with several workers). Any other
-        # TypeError is a bug and keeps its traceback; -v shows this one's cause.
-        if isinstance(exc, TypeError) and "keyword argument" not in str(exc):
+        # attack: every bad value printed one, three stacked with several workers). A value
+        # of the wrong type is a TypeError of the parameter checks ("reward must be a string,
+        # one of ...", "slate_size must be an integer ..."; found by review: a traceback).
+        # Any other TypeError is a bug and keeps its traceback; -v shows this one's cause.
+        if isinstance(exc, TypeError) and not any(
+                marker in str(exc) for marker in ("keyword argument", " must be ")):
             raise
         raise cfg.ConfigError(f"[env.params] of {config.env.id}: {exc}") from exc
     if not isinstance(env.single_action_space, gymnasium.spaces.Discrete):

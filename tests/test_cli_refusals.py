@@ -47,6 +47,22 @@ def test_bad_env_params_are_one_line_naming_the_table(
     assert not out.exists()
 
 
+def test_an_env_param_of_the_wrong_type_is_one_line_naming_the_table(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The parameter checks raise TypeError for a value of the wrong type (``reward = 1``):
+    it was a traceback from the worker (found by review once the environments took the one
+    choice rule)."""
+    text = (CONFIGS / "movielens.toml").read_text()
+    assert 'reward = "any"' in text
+    path = tmp_path / "broken.toml"
+    path.write_text(text.replace('reward = "any"', "reward = 1", 1))
+    err = refused(capsys, ["simulate", str(path), "--dataset", "synthetic", "--runs", "2",
+                           "--horizon", "20", "-q", "--out", str(tmp_path / "run")])
+    assert ("[env.params] of recbandits/MovieLens-v0: reward must be a string, one of "
+            "['any', 'count', 'signed'], got 1") in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_slate_environment_is_refused_by_simulate(tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     err = refused(capsys, ["simulate", "fixed_ctr", "--env", "recbandits/SyntheticSlate-v0",

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from arms.data.dataset import Dataset
 from serving.app import create_app
 from serving.schemas import MAX_ID, MAX_K
-from serving.settings import Settings
+from serving.settings import MAX_ADMIN_TOKEN_CHARS, Settings
 from serving.store.tables import decisions, feedback
 
 ARMS = ["svd", "popularity"]
@@ -164,8 +164,11 @@ def test_every_string_the_api_accepts_is_bounded(client: TestClient) -> None:
     ]
     for payload in long_strings:
         assert client.post("/feedback", json=payload).status_code == 422
-    response = client.post("/admin/retrain", headers={"Authorization": "Bearer " + "x" * 1000})
-    assert response.status_code == 422 and "at most 1000 characters" in response.text
+    # The header's bound is "Bearer " and the longest token the settings take.
+    response = client.post("/admin/retrain", headers={
+        "Authorization": "Bearer " + "x" * (MAX_ADMIN_TOKEN_CHARS + 1)})
+    assert response.status_code == 422
+    assert f"at most {MAX_ADMIN_TOKEN_CHARS + len('Bearer ')} characters" in response.text
     assert stored(client)["feedback"] == 0
 
 

@@ -33,6 +33,7 @@ from serving.armset import ArmSet, fit_arms
 from serving.commands import purge, rebuild_state
 from serving.commands import shadow_promote as promote
 from serving.live import arm_from_bytes, fold_live_arms
+from serving.multileave import policy_arms as multileave_arms
 from serving.replay import fold_policy
 from serving.results import CommandError, NothingToDo, PurgeResults, RebuildStateResults
 from serving.settings import Settings
@@ -629,6 +630,26 @@ def test_settings_without_arms_take_the_workers_order(
         running.app.state.service.refresh()
         assert policy_state(running)["state"]["arms"] == list(reversed(ARMS))
     check_replay(unnamed_arms(settings))
+
+
+def test_a_newcomers_slate_last_is_no_refusal(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
+    """A context-free policy serves a user the arms do not know outside the policy: that
+    decision's pmf is the cold-start arm's alone, and was read as the workers' arm order, so
+    every purge after a newcomer's slate was refused (found in review)."""
+    settings = make_settings(tmp_path)
+    with settled_worker(settings, catalog, fitted, seed=17) as (running, _, _):
+        newcomer = running.get("/recommendations", params={"user_id": 10**6, "k": 3})
+        assert newcomer.status_code == 200, newcomer.text
+        store = running.app.state.service.store
+        latest = store.latest_decision()
+        assert latest is not None and multileave_arms(latest.pmf_keys) == ARMS
+        settle_all(running)
+        report = run_purge(unnamed_arms(settings), catalog, time.time() + 4 * HOUR)
+        assert report.deleted["decisions"] == 21
+        fold = store.fold_snapshot()
+        assert fold is not None and fold.policy["state"]["arms"] == ARMS
+    check_replay(settings)
 
 
 def test_a_latest_decision_without_its_policy_is_no_refusal(

@@ -1508,12 +1508,15 @@ class Store(abc.ABC):
 
     @unavailable_on_db_error
     def latest_decision(self) -> LatestDecision | None:
-        """The latest decision logged (:class:`~serving.store.types.LatestDecision`: the policy,
-        arm order and feature set the workers serve; ``recbandits purge`` folds no other), or
-        None when no decision is logged.
+        """The latest policy decision logged (:class:`~serving.store.types.LatestDecision`: the
+        policy, arm order and feature set the workers serve; ``recbandits purge`` folds no
+        other), or None when none is logged.
         """
+        # Not a cold-start decision: served outside the policy, its pmf is the cold-start arm's
+        # alone (found in review: every purge after a newcomer's slate was refused).
         stmt = (sa.select(decisions.c.created_at, decisions.c.policy, decisions.c.pmf,
                           sa.cast(decisions.c.context, sa.Text))
+                .where(sa.not_(decisions.c.cold_start))
                 .order_by(decisions.c.created_at.desc(), decisions.c.event_id.desc()).limit(1))
         with self._snapshot_connection() as conn:
             row = conn.execute(stmt).first()

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from serving.api.deps import MetricsDep, ServiceDep, require_admin
+from serving.api.deps import MAX_AUTHORIZATION_CHARS, MetricsDep, ServiceDep, require_admin
 from serving.schemas import ErrorOut, HealthOut
 
 router = APIRouter(tags=["operations"])
@@ -20,7 +20,7 @@ router = APIRouter(tags=["operations"])
                        503: {"model": ErrorOut, "description": "store down"}})
 async def health(
     request: Request, service: ServiceDep,
-    authorization: Annotated[str | None, Header()] = None,
+    authorization: Annotated[str | None, Header(max_length=MAX_AUTHORIZATION_CHARS)] = None,
 ) -> HealthOut:
     """``{"status": "ok"}`` when the store answers; 503 with ``Retry-After`` when it does not.
 
