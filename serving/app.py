@@ -109,8 +109,9 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
         resources = await run_in_threadpool(  # waits for a locked or restarting store
             until_the_store_answers, settings,
             lambda: prepare(settings, catalog=catalog, arms=arms))
-        # The policy, the feature set and the rule book come from the settings.
-        service = RecommendationService(settings, resources.store, resources.catalog,
+        # The policy, the feature set and the rule book come from the settings (their arms in
+        # the order of a purged log's fold snapshot: prepare).
+        service = RecommendationService(resources.settings, resources.store, resources.catalog,
                                         resources.arm_set)
         await run_in_threadpool(until_the_store_answers, settings, service.start)
         writer = GroupCommitWriter(
@@ -129,7 +130,7 @@ def create_app(settings: Settings | None = None, *, catalog: Dataset | None = No
             stalls.start(asyncio.get_running_loop())
         app.state.stall_log = stalls
         app.state.service = service
-        trigger = retrain_trigger(settings, service)
+        trigger = retrain_trigger(resources.settings, service)
         if trigger is not None:
             trigger.start()
         # The arms, the catalogue and the libraries are millions of long-lived objects: frozen,

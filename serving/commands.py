@@ -161,6 +161,7 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
         raise ValueError(f"arms names {list(arms)} must equal settings.arms {settings.arms}")
     _warn_of_an_old_state_folder(settings)
     store, settings = _open_for(settings, refit=refit)
+    settings = _in_the_snapshot_order(settings, store)
     if catalog is None:
         logger.info("loading the %s data", settings.dataset)
         catalog = load_catalog(settings)
@@ -259,12 +260,29 @@ def _open_for(settings: Settings, *, refit: bool) -> tuple[Store, Settings]:
     return store, settings
 
 
+def _in_the_snapshot_order(settings: Settings, store: Store) -> Settings:
+    """``settings`` with their arms in the order of the store's latest fold snapshot when they
+    are its arms in another order. The snapshot's statistics are in its arms' order and a
+    purged log folds further only from it, so a restart with the arms reordered after a purge
+    failed to start every worker (``serve`` exit 3); the order is the policy's internal one.
+    """
+    fold = store.fold_snapshot() if store.has_log() else None
+    state = None if fold is None else fold.policy.get("state")
+    order = list(state.get("arms", [])) if isinstance(state, dict) else []
+    if order == settings.arms or sorted(order) != sorted(settings.arms):
+        return settings
+    logger.warning("serving the arms in the order of the log's fold snapshot, %s (the settings "
+                   "name %s): a purged log folds further only in its order", order,
+                   settings.arms)
+    return settings.with_arms(order)
+
+
 def served_settings(settings: Settings, store: Store, what: str,
                     why: tuple[str, str] = versions.UNLOADABLE) -> Settings:
     """The settings a command that reads ``store`` runs with: the store is the truth about
     the arms it serves. Settings that name no arms (the default list, not the service's) take
-    the live version's, in the order of the latest decision's probabilities (the workers');
-    settings that name others are refused.
+    the live version's; settings that name others are refused; either way the arms are in
+    the order of the workers' policy statistics (:func:`_workers_arm_order`).
 
     Found in review: ``purge`` with the default ``--arms`` against a store of three arms
     deleted the log and stored a fold snapshot of a four-arm policy, after which
@@ -297,7 +315,8 @@ def served_settings(settings: Settings, store: Store, what: str,
             versions.check_arm_set(store, settings.arms, what, why, order)
         except versions.ModelsError as exc:
             raise CommandError(exc.message, exit_code=2) from None
-        return settings  # the live set, in the order named (purge checks the workers' order)
+    # Named or not, the order is the workers' (the policy's own; found by attack: a purge
+    # with the service's arms in another order wrote a snapshot no worker could restore).
     arms = order if sorted(order) == sorted(arms) else arms
     if arms == settings.arms:
         return settings
