@@ -477,11 +477,16 @@ def serve(settings: Settings) -> int:
     Raises
     ------
     CommandError
-        The store did not answer within ``startup_timeout_s`` (exit status 1), or ``prepare``
-        refused (another catalogue, arms missing).
+        The store did not answer within ``startup_timeout_s`` (exit status 1), ``prepare``
+        refused (another catalogue, arms missing), or a setting cannot be passed to the
+        workers (:meth:`Settings.to_env`; exit status 2).
     """
     from serving.api.protocol import uvicorn_options
 
+    try:  # what the workers' environment cannot carry, before anything is fitted or served
+        settings.to_env()
+    except ValueError as exc:
+        raise CommandError(str(exc), exit_code=2) from None
     with progress_on_stderr():
         try:
             resources = until_the_store_answers(settings, lambda: prepare(settings))

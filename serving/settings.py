@@ -74,6 +74,9 @@ def parse_duration(name: str, value: object) -> float | None:
 
 #: Longest admin token: an ``Authorization`` header carrying a longer one is a wrong token.
 MAX_ADMIN_TOKEN_CHARS = 1000
+#: Linux's bound on one environment string ``NAME=value`` (MAX_ARG_STRLEN, 32 pages): the
+#: workers get the settings through the environment (:meth:`Settings.to_env`).
+MAX_VARIABLE_BYTES = 32 * 4096
 
 
 def settings_issues(exc: ValidationError) -> str:
@@ -615,9 +618,17 @@ class Settings(BaseSettings):
     def _check_admin_token(cls, value: SecretStr | None) -> SecretStr | None:
         # Refused at start: a longer token was accepted, and every request carrying it was
         # refused (found by attack: 422 on every admin route, rebuild-state "not compared").
-        if value is not None and len(value.get_secret_value()) > MAX_ADMIN_TOKEN_CHARS:
+        if value is None:
+            return value
+        token = value.get_secret_value()
+        if len(token) > MAX_ADMIN_TOKEN_CHARS:
             raise ValueError(f"admin_token must be at most {MAX_ADMIN_TOKEN_CHARS} characters, "
-                             f"got {len(value.get_secret_value())}")
+                             f"got {len(token)}")
+        # A token no request can carry as sent: the header's value is stripped, and its bytes
+        # are not UTF-8 for every client (found by attack: "t " and "tö" locked admin out).
+        if token != token.strip() or not (token.isascii() and token.isprintable()):
+            raise ValueError("admin_token must be printable ASCII without leading or trailing "
+                             "spaces (an Authorization header carries it as sent)")
         return value
 
     @classmethod
@@ -713,7 +724,9 @@ class Settings(BaseSettings):
         ``~/.local/state/recbandits`` (created on demand by the store, not here).
         """
         if self.state_dir is not None:
-            return Path(self.state_dir)
+            # Absolute: the store's URL names it, and a command run with a relative one was
+            # "another store" than the service's (found by attack: rebuild-state compared nothing).
+            return Path(self.state_dir).absolute()
         # The XDG spec says a relative XDG_STATE_HOME is invalid and must be ignored.
         base = os.environ.get("XDG_STATE_HOME", "")
         root = Path(base) if os.path.isabs(base) else Path.home() / ".local" / "state"
@@ -739,5 +752,15 @@ class Settings(BaseSettings):
                 text = self.admin_token.get_secret_value() if self.admin_token else ""
             else:
                 text = str(value)
-            env[f"RECBANDITS_{name.upper()}"] = text
+            variable = f"RECBANDITS_{name.upper()}"
+            # What an environment variable cannot carry, said here, naming the setting (found
+            # by attack: a NUL was a traceback of os.environ; a 247 KB cors_origins left
+            # `serve --workers 2` restarting workers that could not be started).
+            if "\0" in text:
+                raise ValueError(f"{name}: a NUL character cannot be passed to the workers")
+            if len(variable) + 1 + len(text.encode()) >= MAX_VARIABLE_BYTES:
+                raise ValueError(f"{name}: {len(text.encode()):,} bytes as {variable}; the "
+                                 f"workers take their settings from the environment, where a "
+                                 f"variable holds less than {MAX_VARIABLE_BYTES:,} bytes")
+            env[variable] = text
         return env

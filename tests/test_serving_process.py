@@ -254,21 +254,21 @@ def test_serve_exits_3_when_its_workers_fail_to_start_and_0_when_stopped(
     finally:
         server.stop()
     assert server.proc.returncode == 0
-    # A snapshot the workers cannot restore: the arms in another order than theirs, which the
-    # purge refuses (its check is taken out here to write one).
-    reordered = Settings(db=url, arms=list(reversed(ARMS.split(","))), seed=1,
+    # A snapshot the workers cannot restore: of another policy than theirs, which the purge
+    # refuses (its check is taken out here to write one).
+    other_policy = Settings(db=url, arms=ARMS.split(","), seed=1, policy="EpsilonGreedy",
                          state_dir=tmp_path / "state", dataset="synthetic",
                          synthetic_users=120, synthetic_items=200, synthetic_ratings=3000)
     monkeypatch.setattr(commands, "_refuse_a_fold_unlike_the_workers",
                         lambda *_: None)
     store = open_store(url, create=False)
     try:  # every reward window closed, as the workers' sweep would find them days later
-        store.settle_expired(time.time() + 30 * 86_400.0, 0.0, reordered.rule_book())
+        store.settle_expired(time.time() + 30 * 86_400.0, 0.0, other_policy.rule_book())
     finally:
         store.dispose()
     cut = time.time() + 31 * 86_400.0
-    result = commands.purge(reordered, datetime.fromtimestamp(cut, UTC).isoformat(),
-                            now=cut + reordered.retention_s + 1.0)
+    result = commands.purge(other_policy, datetime.fromtimestamp(cut, UTC).isoformat(),
+                            now=cut + other_policy.retention_s + 1.0)
     assert isinstance(result, PurgeResults) and result.deleted["decisions"] == 5, str(result)
     broken = subprocess.run(
         [sys.executable, "-m", "experiments.cli", "serve", "--port", str(free_port()),
@@ -278,4 +278,5 @@ def test_serve_exits_3_when_its_workers_fail_to_start_and_0_when_stopped(
         env={**os.environ, **serve_env(), "RECBANDITS_WORKER_HEALTHCHECK_TIMEOUT_S": "5"},
         cwd=REPO, capture_output=True, text=True, timeout=STARTUP_DEADLINE_S)
     assert broken.returncode == 3, broken.stderr[-3000:]
+    assert "the fold snapshot's policy has policy 'EpsilonGreedy'" in broken.stderr
     assert "failed to start, stopping the parent process" in broken.stderr

@@ -143,6 +143,46 @@ def test_an_admin_token_longer_than_a_request_may_carry_is_refused_at_start() ->
         Settings(arms=ARMS, admin_token="t" * 1500)
     longest = Settings(arms=ARMS, admin_token="t" * MAX_ADMIN_TOKEN_CHARS).admin_token
     assert longest is not None and len(longest.get_secret_value()) == MAX_ADMIN_TOKEN_CHARS
+    # Nor one no request can carry as sent: a header's value is stripped, and not every client
+    # sends UTF-8 (found by attack: each locked admin out with no warning).
+    for token in ("t ", " t", "tö", "t\tt"):
+        with pytest.raises(ValidationError, match="admin_token must be printable ASCII"):
+            Settings(arms=ARMS, admin_token=token)
+
+
+def test_what_the_workers_environment_cannot_carry_is_refused_naming_the_setting(
+        tmp_path: Path) -> None:
+    """The workers rebuild the settings from RECBANDITS_* variables: a NUL was a traceback of
+    os.environ, and a value past Linux's bound on one variable left `serve --workers 2`
+    restarting workers that could not start (found by attack). `serve` refuses both first,
+    exit 2, having fitted and written nothing."""
+    from serving.commands import serve
+    from serving.results import CommandError
+    from serving.settings import MAX_VARIABLE_BYTES
+
+    with pytest.raises(ValueError, match=r"^cors_origins: a NUL character cannot be passed"):
+        Settings(arms=ARMS, cors_origins=["http://a\x00b"]).to_env()
+    many = [f"http://origin-{i}.example.org" for i in range(MAX_VARIABLE_BYTES // 30)]
+    with pytest.raises(ValueError, match=r"^cors_origins: [\d,]+ bytes as "
+                                         r"RECBANDITS_CORS_ORIGINS; the workers take"):
+        Settings(arms=ARMS, cors_origins=many).to_env()
+    fits = many[: len(many) // 2]
+    assert Settings(arms=ARMS, cors_origins=fits).to_env()["RECBANDITS_CORS_ORIGINS"] == \
+        ",".join(fits)
+    state = tmp_path / "state"
+    with pytest.raises(CommandError, match=r"^cors_origins: ") as refused:
+        serve(Settings(arms=ARMS, dataset="synthetic", state_dir=state, cors_origins=many))
+    assert refused.value.exit_code == 2 and not state.exists()
+
+
+def test_a_relative_state_folder_is_resolved_to_the_store_the_service_names(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """rebuild-state with --state-dir b found "another store" than the service's /tmp/.../b
+    (found by attack): the folder, and so the store's URL, are absolute."""
+    monkeypatch.chdir(tmp_path)
+    relative = Settings(arms=ARMS, state_dir="b")
+    assert relative.resolved_state_dir() == tmp_path / "b"
+    assert relative.resolved_db_url() == f"sqlite:///{tmp_path / 'b' / 'recbandits.db'}"
 
 
 # ---------------------------------------------------------------------------- context
