@@ -729,8 +729,8 @@ def _replay_log(settings: Settings, rows: LogRows, switches: Sequence[VersionSwi
          for e, a, c, d, s, ml in rows["decisions"]],
         [FeedbackRow(int(q), e, int(u), int(m), float(t), ty, bool(c), r, v, fa)
          for q, e, u, m, t, ty, c, r, v, fa in rows["feedback"]],
-        [OutcomeRow(int(q), e, a, float(r), None if f is None else int(f))
-         for q, e, a, r, f in rows["outcomes"]],
+        [OutcomeRow(int(q), e, a, float(r), None if f is None else int(f), float(t))
+         for q, e, a, r, f, t in rows["outcomes"]],
         rows["contexts"], rows["pulls"], rows["ratings"], settings.rule_book(),
         model, fold=fold, switches=switches)
     return check, model
@@ -778,7 +778,7 @@ def _check_holdout_and_drift(settings: Settings, store: Store, rows: LogRows,
     """
     lines, match = check_decisions(store.holdout_rows())
     start = 0 if rows["fold"] is None else rows["fold"].seq
-    outcomes = [Outcome(int(q), e, a, float(r)) for q, e, a, r, _ in rows["outcomes"]
+    outcomes = [Outcome(int(q), e, a, float(r)) for q, e, a, r, *_ in rows["outcomes"]
                 if int(q) > start]
     drift_lines, drift_match = check_replay(settings.drift_monitor().fresh(start), outcomes,
                                             None if held is None else held.get("drift"), where)
@@ -870,7 +870,7 @@ def check_policy(role: str, model: PolicyModel | None, rows: LogRows,
                 f"before the fold snapshot at {start})"], True
     # Only the outcomes and switches after the snapshot and up to the worker's position.
     outcomes = sorted((Outcome(int(q), e, a, float(r), rows["contexts"].get(e))
-                       for q, e, a, r, _ in rows["outcomes"]
+                       for q, e, a, r, *_ in rows["outcomes"]
                        if q > start and (upto is None or q <= upto)), key=lambda o: o.seq)
     between = [w for w in switches if w.seq > start and (upto is None or w.seq <= upto)]
     policy, _ = fold_policy(outcomes, model, fold if role == "live" else None, between)

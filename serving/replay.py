@@ -65,7 +65,7 @@ class FeedbackRow:
 @dataclass(frozen=True)
 class OutcomeRow:
     """A stored outcome: ``feedback_seq`` names the feedback that decided it (None: the window
-    closed).
+    closed); ``decided_at``: when it was decided (Unix seconds; None: not known).
     """
 
     seq: int
@@ -73,6 +73,7 @@ class OutcomeRow:
     arm: str
     reward: float
     feedback_seq: int | None
+    decided_at: float | None = None
 
 
 @dataclass
@@ -182,6 +183,14 @@ def _outcome_problems(d: DecisionRow, o: OutcomeRow, fb: list[Feedback],
                         f"(feedback seq {o.feedback_seq}) but the rules give "
                         f"{'none' if expected is None else f'{expected[0]:g}'} "
                         f"(feedback seq {decider})")
+    elif (not rules.decides_at_once and o.decided_at is not None
+          and o.decided_at < d.reward_deadline):
+        # Rules that decide only at the window's close (max) on a log decided at once: the
+        # feedback up to the outcome's position agreed, but later feedback in the window would
+        # have counted (found by attack: earliest then max said "match: yes").
+        problems.append(f"decision {d.event_id}: stored outcome decided at {o.decided_at:.3f}, "
+                        f"before its window closed at {d.reward_deadline:.3f}, but the rules "
+                        f"({rules.aggregation}) decide only when it closes")
     return problems
 
 

@@ -167,7 +167,7 @@ EXPECTED = [
 def _state(store: Store) -> tuple[Any, ...]:
     rows = store.log_rows()
     by_seq = {r[0]: (r[3], r[5]) for r in rows["feedback"]}  # seq -> (movie, type)
-    outcomes = sorted((e, a, r, by_seq.get(f)) for _, e, a, r, f in rows["outcomes"])
+    outcomes = sorted((e, a, r, by_seq.get(f)) for _, e, a, r, f, _ in rows["outcomes"])
     # The two writers number the seqs of duplicates differently: the ratings without them.
     ratings = {k: v.rating for k, v in rows["ratings"].items()}
     return outcomes, ratings, rows["pulls"]

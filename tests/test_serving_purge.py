@@ -656,6 +656,33 @@ def test_a_newcomers_slate_last_is_no_refusal(
     check_replay(settings)
 
 
+def test_a_log_decided_at_once_does_not_replay_under_max(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
+    """A dislike, then a like, on one slate: ``earliest`` decides 0 at the dislike. Replayed
+    under ``max`` the feedback up to that outcome agreed, so rebuild-state said "match: yes"
+    and a purge went through, though ``max`` gives 1 (found by attack). An outcome decided
+    before its window closed is not one of rules that decide only at the close."""
+    settings = make_settings(tmp_path)
+    with worker(settings, catalog, fitted) as running:
+        slate = running.get("/recommendations", params={"user_id": 5, "k": 3}).json()
+        item = slate["items"][0]["movie_id"]
+        for kind in ("dislike", "like"):
+            response = running.post("/events", json={"events": [{
+                "user_id": 5, "item_id": item, "type": kind, "event_id": slate["event_id"]}]})
+            assert response.status_code == 201, response.text
+        settle_all(running)
+    check_replay(settings)
+    by_max = settings.model_copy(update={"aggregation": "max"})
+    rebuilt = rebuild_state(by_max)
+    assert isinstance(rebuilt, RebuildStateResults) and rebuilt.exit_code == 1
+    assert "before its window closed" in str(rebuilt) and "(max) decide only when it closes" \
+        in str(rebuilt)
+    before = counts(settings)
+    with pytest.raises(CommandError, match=r"^the log does not replay exactly") as refused:
+        run_purge(by_max, catalog, time.time() + 4 * HOUR)
+    assert refused.value.exit_code == 1 and counts(settings) == before
+
+
 def test_a_latest_decision_without_its_policy_is_no_refusal(
         tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
     """The decisions' policy column is nullable: a purge compared it as a mapping and crashed

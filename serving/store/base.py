@@ -1406,7 +1406,7 @@ class Store(abc.ABC):
             ``decisions``: ``(event_id, arm, cold_start, reward_deadline, settled,
             multileave)`` tuples; ``feedback``: ``(seq, event_id, user_id, movie_id,
             created_at, feedback_type, counted, rating, value, arm)``; ``outcomes``: ``(seq,
-            event_id, arm, reward, feedback_seq)``;
+            event_id, arm, reward, feedback_seq, decided_at)``;
             ``contexts``: event_id -> feature vector (decisions with an outcome);
             ``pulls``: arm -> stored pulls; ``ratings``: (user_id, movie_id) -> its
             :class:`~serving.rules.KeptRating`; ``fold``: the latest fold snapshot with its
@@ -1424,7 +1424,7 @@ class Store(abc.ABC):
                     feedback.c.counted, feedback.c.rating, feedback.c.value, feedback.c.arm))],
                 "outcomes": [tuple(r) for r in conn.execute(sa.select(
                     outcomes.c.seq, outcomes.c.event_id, outcomes.c.arm, outcomes.c.reward,
-                    outcomes.c.feedback_seq))],
+                    outcomes.c.feedback_seq, outcomes.c.decided_at))],
                 "contexts": {r[0]: _context_features(r[1]) for r in conn.execute(
                     sa.select(decisions.c.event_id, sa.cast(decisions.c.context, sa.Text))
                     .join(outcomes, outcomes.c.event_id == decisions.c.event_id))},
