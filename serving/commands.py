@@ -161,7 +161,7 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
         raise ValueError(f"arms names {list(arms)} must equal settings.arms {settings.arms}")
     _warn_of_an_old_state_folder(settings)
     store, settings = _open_for(settings, refit=refit)
-    settings = _in_the_snapshot_order(settings, store)
+    settings = _in_the_snapshot_order(settings, store, refuse_another_policy=refit)
     if catalog is None:
         logger.info("loading the %s data", settings.dataset)
         catalog = load_catalog(settings)
@@ -260,21 +260,44 @@ def _open_for(settings: Settings, *, refit: bool) -> tuple[Store, Settings]:
     return store, settings
 
 
-def _in_the_snapshot_order(settings: Settings, store: Store) -> Settings:
+def _in_the_snapshot_order(settings: Settings, store: Store, *,
+                           refuse_another_policy: bool) -> Settings:
     """``settings`` with their arms in the order of the store's latest fold snapshot when they
     are its arms in another order. The snapshot's statistics are in its arms' order and a
     purged log folds further only from it, so a restart with the arms reordered after a purge
     failed to start every worker (``serve`` exit 3); the order is the policy's internal one.
+    With ``refuse_another_policy`` (``serve``), settings of another policy or arm set than the
+    snapshot's are refused too: :func:`_refuse_what_the_snapshot_cannot_fold`.
     """
     fold = store.fold_snapshot() if store.has_log() else None
     state = None if fold is None else fold.policy.get("state")
-    order = list(state.get("arms", [])) if isinstance(state, dict) else []
-    if order == settings.arms or sorted(order) != sorted(settings.arms):
+    if not isinstance(state, dict):
         return settings
-    logger.warning("serving the arms in the order of the log's fold snapshot, %s (the settings "
-                   "name %s): a purged log folds further only in its order", order,
-                   settings.arms)
-    return settings.with_arms(order)
+    order = list(state.get("arms", []))
+    if order != settings.arms and sorted(order) == sorted(settings.arms):
+        logger.warning("serving the arms in the order of the log's fold snapshot, %s (the "
+                       "settings name %s): a purged log folds further only in its order",
+                       order, settings.arms)
+        settings = settings.with_arms(order)
+    if refuse_another_policy:
+        _refuse_what_the_snapshot_cannot_fold(settings, store, state)
+    return settings
+
+
+def _refuse_what_the_snapshot_cannot_fold(settings: Settings, store: Store,
+                                          state: JsonObject) -> None:
+    """Refuse ``serve`` (exit 2, before anything is fitted) with another policy or arm set than
+    the store's latest fold snapshot's policy ``state``: a purged log folds further only under
+    that policy (:meth:`serving.policy.PolicyModel.restore`'s check), so every worker failed
+    to start on it with a traceback each (found by attack).
+    """
+    current = shadow.effective(settings, store)  # a promotion names the live policy
+    try:
+        current.policy_model(state.get("params", {}).get("n_features")).restore(state)
+    except ValueError as exc:
+        store.dispose()
+        raise CommandError(f"{exc} (serve it with the policy and arms of the purge; nothing "
+                           "was fitted or served)", exit_code=2) from None
 
 
 def served_settings(settings: Settings, store: Store, what: str,

@@ -618,8 +618,10 @@ class Settings(BaseSettings):
     def _check_admin_token(cls, value: SecretStr | None) -> SecretStr | None:
         # Refused at start: a longer token was accepted, and every request carrying it was
         # refused (found by attack: 422 on every admin route, rebuild-state "not compared").
-        if value is None:
-            return value
+        if value is None or not value.get_secret_value():
+            # Empty (RECBANDITS_ADMIN_TOKEN=): unset, admin disabled (403); it was a token no
+            # header could carry, so every admin request got 401 (found by attack).
+            return None
         token = value.get_secret_value()
         if len(token) > MAX_ADMIN_TOKEN_CHARS:
             raise ValueError(f"admin_token must be at most {MAX_ADMIN_TOKEN_CHARS} characters, "
@@ -724,9 +726,10 @@ class Settings(BaseSettings):
         ``~/.local/state/recbandits`` (created on demand by the store, not here).
         """
         if self.state_dir is not None:
-            # Absolute: the store's URL names it, and a command run with a relative one was
-            # "another store" than the service's (found by attack: rebuild-state compared nothing).
-            return Path(self.state_dir).absolute()
+            # Resolved (absolute, no "..", no symlink): the store's URL names it, and a command
+            # run with another spelling of it was "another store" than the service's (found by
+            # attack: rebuild-state compared nothing).
+            return Path(self.state_dir).resolve()
         # The XDG spec says a relative XDG_STATE_HOME is invalid and must be ignored.
         base = os.environ.get("XDG_STATE_HOME", "")
         root = Path(base) if os.path.isabs(base) else Path.home() / ".local" / "state"

@@ -234,16 +234,48 @@ def test_workers_stop_with_a_killed_supervisor_and_free_the_port(tmp_path: Path)
 
 
 def test_serve_exits_3_when_its_workers_fail_to_start_and_0_when_stopped(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path) -> None:
     """``uvicorn.run`` returns normally when its workers fail to start, so ``serve --workers
-    2`` exited 0 (found by attack, on a store whose fold snapshot no worker could restore).
-    A worker that cannot start is now ``serve``'s start-up failure, 3, as with one worker;
-    a stop by SIGTERM stays 0."""
-    from serving import commands
-
+    2`` exited 0 (found by attack). A worker that cannot start is now ``serve``'s start-up
+    failure, 3, as with one worker; a stop by SIGTERM stays 0."""
     url = store_url("sqlite", tmp_path)
     server = ServiceProcess([*serve_args(tmp_path, url), "--workers", "2"], serve_env(),
                             tmp_path / "server.log")
+    try:
+        with httpx2.Client(base_url=server.base, timeout=30) as client:
+            assert client.get("/recommendations", params={"user_id": 1}).status_code == 200
+    finally:
+        server.stop()
+    assert server.proc.returncode == 0
+    # Workers whose app fails its start-up, under serve's supervisor run (_run_workers).
+    (tmp_path / "failing_app.py").write_text(
+        "async def failing(scope, receive, send):\n"
+        "    await receive()\n"
+        "    await send({'type': 'lifespan.startup.failed', "
+        "'message': 'this app cannot start'})\n\n\n"
+        "def app():\n    return failing\n")
+    script = ("import sys, uvicorn\nfrom serving.commands import _run_workers\n"
+              "sys.exit(_run_workers(uvicorn.Config('failing_app:app', factory=True, "
+              f"port={free_port()}, workers=2, timeout_worker_healthcheck=5)))\n")
+    failed = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])},
+        timeout=STARTUP_DEADLINE_S)
+    assert failed.returncode == 3, failed.stderr[-3000:]
+    assert "this app cannot start" in failed.stderr
+    assert "failed to start, stopping the parent process" in failed.stderr
+
+
+def test_serve_refuses_another_policy_than_a_purged_logs_at_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a purge the log folds further only under the snapshot's policy and arms: serve
+    with others started workers that each failed with a traceback (exit 3; found by attack).
+    Refused in one line, exit 2, before anything is fitted; the snapshot's own settings
+    serve."""
+    from serving import commands
+
+    url = store_url("sqlite", tmp_path)
+    server = ServiceProcess([*serve_args(tmp_path, url)], serve_env(), tmp_path / "server.log")
     try:
         with httpx2.Client(base_url=server.base, timeout=30) as client:
             for user in range(1, 6):
@@ -253,30 +285,29 @@ def test_serve_exits_3_when_its_workers_fail_to_start_and_0_when_stopped(
                     "feedback_type": "like", "event_id": slate["event_id"]}).status_code == 201
     finally:
         server.stop()
-    assert server.proc.returncode == 0
-    # A snapshot the workers cannot restore: of another policy than theirs, which the purge
-    # refuses (its check is taken out here to write one).
-    other_policy = Settings(db=url, arms=ARMS.split(","), seed=1, policy="EpsilonGreedy",
-                         state_dir=tmp_path / "state", dataset="synthetic",
-                         synthetic_users=120, synthetic_items=200, synthetic_ratings=3000)
-    monkeypatch.setattr(commands, "_refuse_a_fold_unlike_the_workers",
-                        lambda *_: None)
+    served = Settings(db=url, arms=ARMS.split(","), seed=1, state_dir=tmp_path / "state",
+                      dataset="synthetic", synthetic_users=120, synthetic_items=200,
+                      synthetic_ratings=3000)
     store = open_store(url, create=False)
     try:  # every reward window closed, as the workers' sweep would find them days later
-        store.settle_expired(time.time() + 30 * 86_400.0, 0.0, other_policy.rule_book())
+        store.settle_expired(time.time() + 30 * 86_400.0, 0.0, served.rule_book())
     finally:
         store.dispose()
     cut = time.time() + 31 * 86_400.0
-    result = commands.purge(other_policy, datetime.fromtimestamp(cut, UTC).isoformat(),
-                            now=cut + other_policy.retention_s + 1.0)
+    result = commands.purge(served, datetime.fromtimestamp(cut, UTC).isoformat(),
+                            now=cut + served.retention_s + 1.0)
     assert isinstance(result, PurgeResults) and result.deleted["decisions"] == 5, str(result)
-    broken = subprocess.run(
-        [sys.executable, "-m", "experiments.cli", "serve", "--port", str(free_port()),
-         *serve_args(tmp_path, url), "--workers", "2"],
-        # The supervisor waits up to this for a worker still starting before it looks at the
-        # next one, which may have failed already (60 s by default).
-        env={**os.environ, **serve_env(), "RECBANDITS_WORKER_HEALTHCHECK_TIMEOUT_S": "5"},
-        cwd=REPO, capture_output=True, text=True, timeout=STARTUP_DEADLINE_S)
-    assert broken.returncode == 3, broken.stderr[-3000:]
-    assert "the fold snapshot's policy has policy 'EpsilonGreedy'" in broken.stderr
-    assert "failed to start, stopping the parent process" in broken.stderr
+    for other in (["--policy", "EpsilonGreedy"], ["--arms", "svd,popularity"]):
+        args = [*serve_args(tmp_path, url), "--port", str(free_port()), "--workers", "2"]
+        if other[0] == "--arms":
+            args[args.index("--arms") + 1] = other[1]
+        else:
+            args += other
+        refused = subprocess.run([sys.executable, "-m", "experiments.cli", "serve", *args],
+                                 env={**os.environ, **serve_env()}, cwd=REPO,
+                                 capture_output=True, text=True, timeout=STARTUP_DEADLINE_S)
+        assert refused.returncode == 2, refused.stderr[-3000:]
+        lines = [line for line in refused.stderr.splitlines() if line.startswith("recbandits")]
+        assert len(lines) == 1 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
+        assert "the fold snapshot's policy has" in lines[0]
+        assert "nothing was fitted or served" in lines[0]

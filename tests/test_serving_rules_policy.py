@@ -148,6 +148,9 @@ def test_an_admin_token_longer_than_a_request_may_carry_is_refused_at_start() ->
     for token in ("t ", " t", "tö", "t\tt"):
         with pytest.raises(ValidationError, match="admin_token must be printable ASCII"):
             Settings(arms=ARMS, admin_token=token)
+    # Empty (RECBANDITS_ADMIN_TOKEN=) is unset: admin disabled (403), not a token no header
+    # can carry (every admin request got 401; found by attack).
+    assert Settings(arms=ARMS, admin_token="").admin_token is None
 
 
 def test_what_the_workers_environment_cannot_carry_is_refused_naming_the_setting(
@@ -180,9 +183,16 @@ def test_a_relative_state_folder_is_resolved_to_the_store_the_service_names(
     """rebuild-state with --state-dir b found "another store" than the service's /tmp/.../b
     (found by attack): the folder, and so the store's URL, are absolute."""
     monkeypatch.chdir(tmp_path)
+    home = tmp_path.resolve()
     relative = Settings(arms=ARMS, state_dir="b")
-    assert relative.resolved_state_dir() == tmp_path / "b"
-    assert relative.resolved_db_url() == f"sqlite:///{tmp_path / 'b' / 'recbandits.db'}"
+    assert relative.resolved_state_dir() == home / "b"
+    assert relative.resolved_db_url() == f"sqlite:///{home / 'b' / 'recbandits.db'}"
+    # Any spelling of it: "..", a symbolic link (found by attack after the relative fix).
+    (tmp_path / "b").mkdir()
+    (tmp_path / "w").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "b")
+    for spelling in ("w/../b", "link", str(tmp_path / "link")):
+        assert Settings(arms=ARMS, state_dir=spelling).resolved_state_dir() == home / "b"
 
 
 # ---------------------------------------------------------------------------- context
