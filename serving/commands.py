@@ -269,9 +269,8 @@ def _in_the_snapshot_order(settings: Settings, store: Store, *,
     With ``refuse_another_policy`` (``serve``), settings of another policy or arm set than the
     snapshot's are refused too: :func:`_refuse_what_the_snapshot_cannot_fold`.
     """
-    fold = store.fold_snapshot() if store.has_log() else None
-    state = None if fold is None else fold.policy.get("state")
-    if not isinstance(state, dict):
+    state = _snapshot_policy(store)
+    if state is None:
         return settings
     order = list(state.get("arms", []))
     if order != settings.arms and sorted(order) == sorted(settings.arms):
@@ -361,9 +360,17 @@ def _workers_arm_order(store: Store) -> list[str]:
     latest = store.latest_decision()
     if latest is not None and latest.pmf_keys:
         return multileave.policy_arms(latest.pmf_keys)
-    fold = store.fold_snapshot()
+    state = _snapshot_policy(store)
+    return [] if state is None else list(state.get("arms", []))
+
+
+def _snapshot_policy(store: Store) -> JsonObject | None:
+    """The policy state of the store's latest fold snapshot (its ``state_dict``), or None: no
+    log, never purged, or a snapshot that folded nothing.
+    """
+    fold = store.fold_snapshot() if store.has_log() else None
     state = None if fold is None else fold.policy.get("state")
-    return list(state.get("arms", [])) if isinstance(state, dict) else []
+    return state if isinstance(state, dict) else None
 
 
 def _as_command_error(store: Store, check: Callable[[], None]) -> None:
@@ -716,7 +723,8 @@ def rebuild_state(settings: Settings, *, service: httpx2.Client | None = None
         live = _check_live_arms(settings, store, *live_held)
         lifecycle, lifecycle_match = _check_holdout_and_drift(settings, store, rows, *live_held)
     held = policy_held[0]
-    check, model = _replay_log(settings, rows, switches, logged, held)
+    model = _replay_model(settings, rows, logged, held)
+    check = _replay_log(settings, rows, switches, model)
     fold = rows["fold"]
     policy_lines, policy_match = check_policy("live", model, rows, switches, *policy_held)
     shadow_model = settings.shadow_model(_replayed_dimension(
@@ -738,16 +746,14 @@ def rebuild_state(settings: Settings, *, service: httpx2.Client | None = None
 
 
 def _replay_log(settings: Settings, rows: LogRows, switches: Sequence[VersionSwitch],
-                logged: int | None, held: JsonObject | None = None
-                ) -> tuple[LogCheck, PolicyModel]:
-    """The log ``rows`` replayed under ``settings`` (their rule book and live policy, with the
-    version ``switches``) and compared with the stored folds (:func:`serving.replay.check_log`),
-    and the policy model it folded (:func:`_replay_model`): ``rebuild-state``'s check, and a
-    purge's before it deletes.
+                model: PolicyModel) -> LogCheck:
+    """The log ``rows`` replayed under ``settings``' rule book and the live policy ``model``
+    (:func:`_replay_model`), with the version ``switches``, and compared with the stored folds
+    (:func:`serving.replay.check_log`): ``rebuild-state``'s check, and a purge's before it
+    deletes.
     """
     fold = rows["fold"]
-    model = _replay_model(settings, rows, logged, held)
-    check = check_log(
+    return check_log(
         [DecisionRow(e, a, bool(c), float(d), bool(s), ml)
          for e, a, c, d, s, ml in rows["decisions"]],
         [FeedbackRow(int(q), e, int(u), int(m), float(t), ty, bool(c), r, v, fa)
@@ -756,7 +762,6 @@ def _replay_log(settings: Settings, rows: LogRows, switches: Sequence[VersionSwi
          for q, e, a, r, f, t in rows["outcomes"]],
         rows["contexts"], rows["pulls"], rows["ratings"], settings.rule_book(),
         model, fold=fold, switches=switches)
-    return check, model
 
 
 def _replay_model(settings: Settings, rows: LogRows, logged: int | None,
@@ -1239,9 +1244,10 @@ def _refuse_a_fold_unlike_the_workers(settings: Settings, store: Store,
     latest = store.latest_decision()
     logged = _logged_dimension(latest, rows)
     switches = store.switches_after(0) if store.has_versions() else []
-    _refuse_another_policy(_replay_model(settings, rows, logged), latest, promotion)
+    model = _replay_model(settings, rows, logged)
+    _refuse_another_policy(model, latest, promotion)
     try:
-        check, _ = _replay_log(settings, rows, switches, logged)
+        check = _replay_log(settings, rows, switches, model)
     except ValueError as exc:  # the latest fold snapshot is of another policy
         raise CommandError(str(exc), exit_code=1) from None
     if not check.match:
