@@ -57,7 +57,7 @@ from serving.errors import iso_time as _iso
 from serving.holdout import check_decisions, holdout_report
 from serving.live import arm_bytes, arm_from_bytes, fold_live_arms, fold_models, state_digest
 from serving.multileave import credit_report
-from serving.policy import PolicyModel
+from serving.policy import PolicyModel, policy_identity
 from serving.replay import (
     DecisionRow,
     FeedbackRow,
@@ -888,9 +888,10 @@ def check_policy(role: str, model: PolicyModel | None, rows: LogRows,
     start = 0 if fold is None else fold.seq
     theirs = held if role == "live" or held is None else held.get(role)
     upto = None if theirs is None else int(theirs["log_seq"])
-    described = model.describe_params()
-    name = f"{role} {model.name} {json.dumps(described['params'])}"
-    if theirs is not None and theirs.get("policy") != json.loads(json.dumps(described)):
+    mine = model.identity()
+    name = f"{role} {model.name} {json.dumps(mine['params'])}"
+    runs = {} if theirs is None else theirs.get("policy") or {}
+    if theirs is not None and policy_identity(runs.get("name"), runs.get("params")) != mine:
         return [f"{name}: not compared (the worker at {where} runs "
                 f"{json.dumps(theirs.get('policy'))} in that role)"], True
     if upto is not None and upto < start:
@@ -1259,15 +1260,12 @@ def _refuse_a_fold_unlike_the_workers(settings: Settings, store: Store,
     return logged
 
 
-#: What of a decision's logged policy names the policy a fold of its outcomes must be of.
-POLICY_KEYS = ("name", "params", "exploration_floor")
-
-
 def _refuse_another_policy(model: PolicyModel, latest: LatestDecision | None,
                            promotion: shadow.Promotion | None) -> None:
     """Refuse (nothing deleted) to fold another policy than the one the latest decision was
-    served by (``latest``: when, its policy's :data:`POLICY_KEYS` and its arms in the order of
-    the workers' statistics), unless a promotion recorded since names the policy (the workers
+    served by (``latest``: when, its policy, compared by
+    :func:`serving.policy.policy_identity`, and its arms in the order of the workers'
+    statistics), unless a promotion recorded since names the policy (the workers
     switch to it within a refresh interval).
 
     A purge's fold snapshot replaces the outcomes it folds, and workers can only fold further
@@ -1293,9 +1291,8 @@ def _refuse_another_policy(model: PolicyModel, latest: LatestDecision | None,
             "nothing was deleted)", exit_code=2)
     if logged is None:  # a decision logged without its policy: nothing to compare
         return
-    mine = json.loads(json.dumps(model.describe_params()))
-    served = {key: logged[key] for key in POLICY_KEYS if key in logged}
-    if served == {key: mine[key] for key in POLICY_KEYS if key in mine}:
+    mine, served = model.identity(), policy_identity(logged.get("name"), logged.get("params"))
+    if served == mine:
         return
     if (promotion is not None and model.name == promotion.policy
             and logged.get("name") == promotion.previous.get("name")):

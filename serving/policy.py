@@ -31,7 +31,7 @@ import copy
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -162,6 +162,21 @@ def check_policy_name(name: str) -> str:
     return name
 
 
+def policy_identity(name: object, params: object) -> JsonObject:
+    """What makes two policies one, whose statistics fold further into each other: the
+    policy's name and its hyper-parameters as the class reports them (``get_params``), through
+    JSON as the store keeps them (tuples become lists).
+
+    The one definition of "the same policy", for a fold snapshot's policy
+    (:meth:`PolicyModel.restore`), a decision's logged one (``recbandits purge``) and the shadow
+    against the live policy (``Settings.shadow_is_live``); each compared them in its own
+    representation before. The arms are compared apart, in order, where statistics are per
+    arm. The exploration floor is not part of it: it shapes the served probabilities, not what
+    a fold of the outcomes gives.
+    """
+    return cast(JsonObject, json.loads(json.dumps({"name": name, "params": params})))
+
+
 class PolicyModel:
     """Builds, folds and describes the served policy.
 
@@ -221,6 +236,10 @@ class PolicyModel:
             allowed = [p for p in self.cls._param_names() if p != "n_features"]
             raise ValueError(f"invalid parameters {sorted(self.params)} for {self.name}: "
                              f"{exc}; allowed: {allowed}") from None
+
+    def identity(self) -> JsonObject:
+        """The policy's :func:`policy_identity`: its name and hyper-parameters."""
+        return policy_identity(self.name, self.fresh().get_params())
 
     def describe_params(self) -> JsonObject:
         """Name, class hyper-parameters as the policy reports them, and the exploration floor
@@ -311,14 +330,16 @@ class PolicyModel:
         """
         if state is None:
             return self.fresh()
-        # Through JSON, as the snapshot stored it (tuples become lists, and so on).
-        mine = json.loads(json.dumps(self.fresh().state_dict()))
-        for key in ("policy", "arms", "params"):
-            if state.get(key) != mine[key]:
+        snapshot = {**policy_identity(state.get("policy"), state.get("params")),
+                    "arms": state.get("arms")}
+        settings = {**self.identity(), "arms": self.arms}
+        # In this order: another class has other params, other arms other per-arm params.
+        for key in ("name", "arms", "params"):
+            if snapshot[key] != settings[key]:
                 raise ValueError(
-                    f"the fold snapshot's policy has {key} {state.get(key)!r} but the "
-                    f"settings' has {mine[key]!r}: a purged log can only be folded further "
-                    "under the policy it was folded with")
+                    f"the fold snapshot's policy has {key} {snapshot[key]!r} but the settings' "
+                    f"has {settings[key]!r}: a purged log can only be folded further under the "
+                    "policy it was folded with")
         return BatchedPolicy.from_state_dict(state)
 
     def resume(self, state: JsonObject | None, seq: int,

@@ -571,7 +571,7 @@ class Settings(BaseSettings):
         if self.shadow_is_live():
             raise ValueError(f"shadow_policy {self.shadow_policy!r} with parameters "
                              f"{self.shadow_policy_params} is the live policy itself "
-                             f"({model.describe_params() if model else None}): a shadow must "
+                             f"({model.identity() if model else None}): a shadow must "
                              "differ from the live policy in its class or parameters")
 
     @property
@@ -586,7 +586,7 @@ class Settings(BaseSettings):
         """
         model = self.shadow_model(n_features=1)
         return (model is not None
-                and model.describe_params() == self.policy_model(n_features=1).describe_params())
+                and model.identity() == self.policy_model(n_features=1).identity())
 
     def _check_multileave(self) -> None:
         if self.slate_mode != "multileave":

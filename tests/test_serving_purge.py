@@ -530,6 +530,27 @@ def test_a_purge_folds_the_live_arms_and_policy_or_refuses(
         assert_same_policy(policy_state(restarted)["state"], held["state"])
 
 
+def test_a_purge_with_another_exploration_floor_folds_the_same_policy(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
+    """The floor shapes what is served, not what a fold of the outcomes gives, and a snapshot
+    carries no floor (``PolicyModel.restore`` never compared one). The purge's own check
+    compared the logged floor, so a purge without the service's floor was refused as "another
+    policy" (exit 2). One definition of the same policy now: ``policy_identity``.
+    """
+    settings = make_settings(tmp_path, exploration_floor=0.05)
+    with settled_worker(settings, catalog, fitted, seed=15) as (running, _, before):
+        cut = time.time() + 4 * HOUR
+        unfloored = settings.model_copy(update={"exploration_floor": 0.0})
+        report = run_purge(unfloored, catalog, cut)
+        assert report.deleted["decisions"] == before["decisions"]
+        check_replay(settings)
+        running.app.state.service.refresh()  # the running worker folds on from the snapshot
+        held = policy_state(running)
+        assert held["policy"]["exploration_floor"] == 0.05
+    with worker(settings, catalog, fitted) as restarted:
+        assert_same_policy(policy_state(restarted)["state"], held["state"])
+
+
 def test_a_purge_refuses_another_arm_order_or_catalogue_and_waits_for_a_promotion(
         tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
     """Found in review, each deleting the log before: the service's arms in another order (the

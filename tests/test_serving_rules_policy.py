@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from experiments.cli import main as cli_main
 from serving.app import create_app
 from serving.commands import rebuild_state
 from serving.features import FeatureStore, UserFeatures
-from serving.policy import SERVABLE_POLICIES, PolicyModel
+from serving.policy import SERVABLE_POLICIES, PolicyModel, policy_identity
 from serving.results import NothingToDo
 from serving.rules import Feedback, FeedbackRule, RuleBook
 from serving.settings import Settings
@@ -120,6 +121,36 @@ def test_policy_model_names_what_is_allowed() -> None:
         PolicyModel("UCB1", ARMS, params={"alpha": 1.0})
     with pytest.raises(ValueError, match="n_features is required"):
         PolicyModel("LinUCB", ARMS)
+
+
+def test_one_identity_says_whether_two_policies_are_the_same() -> None:
+    """"The same policy" was compared in four representations (a snapshot's state dict, the
+    logged description with its floor, the worker's, the settings'); one definition now, the
+    name and the hyper-parameters as the class fills them in, through JSON."""
+    lints = PolicyModel("LinTS", ARMS, n_features=3)
+    assert lints.identity() == {"name": "LinTS", "params": lints.fresh().get_params()}
+    default = PolicyModel("LinTS", ARMS, n_features=3, params={"scale": 1.0})
+    floored = PolicyModel("LinTS", ARMS, n_features=3, floor=0.1)
+    assert default.identity() == floored.identity() == lints.identity()
+    assert PolicyModel("LinTS", ARMS, n_features=3, params={"scale": 0.5}).identity() \
+        != lints.identity()
+    described = json.loads(json.dumps(floored.describe_params()))  # as a decision logs it
+    assert described["exploration_floor"] == 0.1
+    assert policy_identity(described["name"], described["params"]) == lints.identity()
+
+    state = json.loads(json.dumps(floored.fresh().state_dict()))  # as a snapshot stores it
+    assert lints.restore(state).state_dict()["stats"] == state["stats"]
+    for other, key in ((PolicyModel("LinUCB", ARMS, n_features=3), "name"),
+                       (PolicyModel("LinTS", ARMS[::-1], n_features=3), "arms"),
+                       (PolicyModel("LinTS", ARMS, n_features=3, params={"scale": 0.5}),
+                        "params")):
+        with pytest.raises(ValueError, match=rf"^the fold snapshot's policy has {key} "):
+            other.restore(state)
+
+    with pytest.raises(ValidationError, match="a shadow must differ from the live policy"):
+        Settings(policy="LinTS", shadow_policy="LinTS", shadow_policy_params={"scale": 1.0})
+    assert not Settings(policy="LinTS", shadow_policy="LinTS",
+                        shadow_policy_params={"scale": 0.5}).shadow_is_live()
 
 
 @pytest.mark.parametrize(("field", "value"), [("prior_alpha", 0.05), ("prior_beta", 2e9),
