@@ -19,6 +19,7 @@ import math
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -554,9 +555,47 @@ def _run_workers(config: uvicorn.Config) -> int:
     attack: a store whose fold snapshot the workers could not restore).
     """
     supervisor = Multiprocess(config, sockets=[config.bind_socket()])
-    supervisor.run()
+    stop = threading.Event()
+    watcher = threading.Thread(target=_answer_for_exited_workers, args=(supervisor, stop),
+                               name="recbandits-worker-watcher", daemon=True)
+    watcher.start()
+    try:
+        supervisor.run()
+    finally:
+        stop.set()
+        watcher.join()
     failed = any(worker.process.exitcode == STARTUP_FAILURE for worker in supervisor.processes)
     return STARTUP_FAILURE if failed else 0
+
+
+#: How often ``serve``'s watcher looks for a worker that has exited (seconds).
+WORKER_WATCH_S = 0.2
+
+
+def _answer_for_exited_workers(supervisor: Multiprocess, stop: threading.Event) -> None:
+    """Until ``stop``, answer uvicorn's health-check ping for each worker of ``supervisor``
+    that has exited, so that the supervisor acts on the exit at once.
+
+    The supervisor pings its live workers in turn and waits for each answer up to
+    ``worker_healthcheck_timeout_s`` (60 s). A worker that died just after a ping never
+    answered, and since the parent holds the worker's end of the pipe too, the wait ran its
+    full time-out: ``serve --workers 2`` took a minute to exit 3 after its workers had failed
+    to start (3 runs of 7 in an attack). The watcher writes there the answer of a worker that
+    has not started (False); the supervisor's next look, half a second later, finds the worker
+    dead and acts on its exit status (3: ``serve`` stops; otherwise a new worker).
+
+    Only a dead worker's end is written to, once, by this thread alone (the worker wrote to it
+    until it died). The supervisor closes that end when it reaps the worker, hence the
+    suppressed errors.
+    """
+    answered: set[int | None] = set()
+    while not stop.wait(WORKER_WATCH_S):
+        for worker in list(supervisor.processes):
+            if worker.exitcode is None or worker.pid in answered:
+                continue
+            answered.add(worker.pid)
+            with contextlib.suppress(OSError, ValueError):
+                worker.child_conn.send(False)
 
 
 def retrain(settings: Settings, *, candidate: bool = False) -> RetrainResult | NothingToDo:

@@ -266,6 +266,38 @@ def test_serve_exits_3_when_its_workers_fail_to_start_and_0_when_stopped(
     assert "failed to start, stopping the parent process" in failed.stderr
 
 
+def test_serve_exits_at_once_when_a_worker_dies_with_a_ping_unanswered(tmp_path: Path) -> None:
+    """uvicorn's supervisor waits up to the health-check time-out for a worker's answer to its
+    ping, and a worker that died just after a ping never answered: ``serve --workers 2`` took
+    ``worker_healthcheck_timeout_s`` (60 s) to exit 3 (3 runs of 7 in an attack). Here each
+    worker swallows a ping before its start-up fails, so the supervisor alone would wait the
+    whole 600-s time-out set below; serve's watcher answers for the dead worker."""
+    (tmp_path / "mute_app.py").write_text(
+        "import asyncio, threading\n"
+        "import uvicorn.supervisors.multiprocess as supervisor\n"
+        "pinged = threading.Event()\n\n\n"
+        "def swallow(self):  # takes a ping and never answers it\n"
+        "    self.child_conn.recv()\n"
+        "    pinged.set()\n\n\n"
+        "supervisor.Process.pong = swallow\n\n\n"
+        "async def failing(scope, receive, send):\n"
+        "    await receive()\n"
+        "    await asyncio.to_thread(pinged.wait, 120)\n"
+        "    await send({'type': 'lifespan.startup.failed', "
+        "'message': 'died with a ping unanswered'})\n\n\n"
+        "def app():\n    return failing\n")
+    script = ("import sys, uvicorn\nfrom serving.commands import _run_workers\n"
+              "sys.exit(_run_workers(uvicorn.Config('mute_app:app', factory=True, "
+              f"port={free_port()}, workers=2, timeout_worker_healthcheck=600)))\n")
+    failed = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])},
+        timeout=STARTUP_DEADLINE_S)
+    assert failed.returncode == 3, failed.stderr[-3000:]
+    assert "died with a ping unanswered" in failed.stderr
+    assert "failed to start, stopping the parent process" in failed.stderr
+
+
 def test_serve_refuses_another_policy_than_a_purged_logs_at_once(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """After a purge the log folds further only under the snapshot's policy and arms: serve
