@@ -5,7 +5,10 @@ How it learns
 :meth:`CooccurrenceRecommender.observe` takes events of any users in the order of the log. Each
 user has a window of their last ``window`` items; a new event of item ``b`` (weight ``w_b``, time
 ``t``) adds ``sqrt(w_a * w_b)`` to the co-occurrence ``C[a, b]`` and ``C[b, a]`` of every other
-item ``a`` (weight ``w_a``) in the user's window, then joins the window. Each event also adds its
+item ``a`` (weight ``w_a``) in the user's window, then joins the window; with ``max_gap``
+(:meth:`~arms.base.Recommender.observe`), window items more than that many seconds older than
+the event form no pair with it (the service's retention: an expired event steers no new pair,
+where a window kept for months paired it at full weight). Each event also adds its
 weight to the item's live count ``n_b``. Both decay exponentially from the time they are added,
 with half-life ``half_life`` seconds: a weight ``w`` added at ``t`` is worth ``w * 2 ** -((T - t)
 / half_life)`` at time ``T``. The caller chooses the weights (the service: each event type's
@@ -176,6 +179,8 @@ class CooccurrenceRecommender(Recommender):
         Their last items, oldest first, ``-1`` where the window is not full (on the left).
     window_weights_ : ndarray of float64, shape ``(n_window_users, window)``
         The weights of those events.
+    window_times_ : ndarray of int64, shape ``(n_window_users, window)``
+        Their timestamps.
     tail_ : ndarray of int64, shape ``(n_users_, window)``
         Each user's last training items, then feedback items (:meth:`partial_fit`), oldest
         first, ``-1``-padded on the left: the user's context.
@@ -239,6 +244,11 @@ class CooccurrenceRecommender(Recommender):
         """The users' window weights (see the class docstring)."""
         return self._win_weights[: self._n_windows]
 
+    @property
+    def window_times_(self) -> np.ndarray:
+        """The users' window timestamps (see the class docstring)."""
+        return self._win_times[: self._n_windows]
+
     def _fit(self, train: Dataset) -> None:
         n, width = self.n_items_, int(self.window)
         self._pairs = sp.csr_matrix((n, n), dtype=np.int64)
@@ -246,7 +256,7 @@ class CooccurrenceRecommender(Recommender):
         self.counts_ = np.zeros(n, dtype=np.int64)
         self.frame_, self.clock_ = 0, 0
         self._set_windows(np.zeros(0, np.int64), np.zeros((0, width), np.int64),
-                          np.zeros((0, width), np.float64))  # fmt: skip
+                          np.zeros((0, width), np.float64), np.zeros((0, width), np.int64))
         ratings = train.ratings.iloc[time_order(train)]
         users = ratings["user_index"].to_numpy(np.int64)
         items = ratings["item_index"].to_numpy(np.int64)
@@ -260,7 +270,8 @@ class CooccurrenceRecommender(Recommender):
             )  # fmt: skip
 
     def _observe(
-        self, users: np.ndarray, items: np.ndarray, weights: np.ndarray, times: np.ndarray
+        self, users: np.ndarray, items: np.ndarray, weights: np.ndarray, times: np.ndarray,
+        max_gap: float | None = None,
     ) -> None:
         if (times < 0).any():
             raise ValueError(f"timestamps must be >= 0 (seconds since 1970), got {times.min()}")
@@ -270,7 +281,7 @@ class CooccurrenceRecommender(Recommender):
             if frame > self.frame_:
                 self._move_to(frame)
             part = slice(start, stop)
-            self._fold_run(rows[part], items[part], weights[part], times[part])
+            self._fold_run(rows[part], items[part], weights[part], times[part], max_gap)
         self.clock_ = max(self.clock_, int(times.max()))
 
     def _move_to(self, frame: int) -> None:
@@ -311,8 +322,10 @@ class CooccurrenceRecommender(Recommender):
         self._pending = [np.concatenate(self._pending, axis=1)]
         return self._pending[0]
 
-    def _set_windows(self, users: np.ndarray, items: np.ndarray, weights: np.ndarray) -> None:
+    def _set_windows(self, users: np.ndarray, items: np.ndarray, weights: np.ndarray,
+                     times: np.ndarray) -> None:
         self._win_users, self._win_items, self._win_weights = users, items, weights
+        self._win_times = times
         self._n_windows = len(users)
         self._win_index = {u: i for i, u in enumerate(users.tolist())}
 
@@ -333,17 +346,22 @@ class CooccurrenceRecommender(Recommender):
             users = np.zeros(capacity, np.int64)
             items = np.full((capacity, width), -1, np.int64)
             weights = np.zeros((capacity, width), np.float64)
-            users[:start], items[:start], weights[:start] = (
-                self._win_users[:start], self._win_items[:start], self._win_weights[:start])
+            times = np.zeros((capacity, width), np.int64)
+            users[:start], items[:start], weights[:start], times[:start] = (
+                self._win_users[:start], self._win_items[:start], self._win_weights[:start],
+                self._win_times[:start])
             self._win_users, self._win_items, self._win_weights = users, items, weights
+            self._win_times = times
         self._win_users[start:stop] = new
         self._win_items[start:stop] = -1
         self._win_weights[start:stop] = 0.0
+        self._win_times[start:stop] = 0
         self._win_index.update(zip(new, range(start, stop), strict=True))
         self._n_windows = stop
 
     def _fold_run(
-        self, rows: np.ndarray, items: np.ndarray, weights: np.ndarray, times: np.ndarray
+        self, rows: np.ndarray, items: np.ndarray, weights: np.ndarray, times: np.ndarray,
+        max_gap: float | None,
     ) -> None:
         """Add one run's events (all in frame ``frame_``) to the pairs, counts and windows."""
         width, half_life = int(self.window), float(self.half_life)
@@ -351,6 +369,7 @@ class CooccurrenceRecommender(Recommender):
         # Each owner's sequence: its window (oldest first), then its events in log order.
         old_items = self.window_items_[owners].ravel()
         old_weights = self.window_weights_[owners].ravel()
+        old_times = self.window_times_[owners].ravel()
         old_owner = np.repeat(np.arange(len(owners)), width)
         present = old_items >= 0
         seq_owner = np.concatenate([old_owner[present], inverse])
@@ -358,12 +377,14 @@ class CooccurrenceRecommender(Recommender):
         seq_owner = seq_owner[order]
         seq_items = np.concatenate([old_items[present], items])[order]
         seq_weights = np.concatenate([old_weights[present], weights])[order]
-        seq_times = np.concatenate([np.zeros(int(present.sum()), np.int64), times])[order]
+        seq_times = np.concatenate([old_times[present], times])[order]
         is_new = np.concatenate([np.zeros(int(present.sum()), bool),
                                  np.ones(len(items), bool)])[order]  # fmt: skip
         pair_a, pair_b, pair_w, pair_t = [], [], [], []
         for d in range(1, min(width, len(seq_items) - 1) + 1):
             ok = is_new[d:] & (seq_owner[d:] == seq_owner[:-d]) & (seq_items[d:] != seq_items[:-d])
+            if max_gap is not None:  # an event that old steers no new pair
+                ok &= seq_times[d:] - seq_times[:-d] <= max_gap
             pair_a.append(seq_items[:-d][ok])
             pair_b.append(seq_items[d:][ok])
             pair_w.append(np.sqrt(seq_weights[:-d][ok] * seq_weights[d:][ok]))
@@ -380,11 +401,11 @@ class CooccurrenceRecommender(Recommender):
                                            np.concatenate([value, value])]))  # fmt: skip
             if sum(p.shape[1] for p in self._pending) > max(4096, self._pairs.nnz // 64):
                 self._merge()
-        self._write_windows(owners, seq_owner, seq_items, seq_weights)
+        self._write_windows(owners, seq_owner, seq_items, seq_weights, seq_times)
 
     def _write_windows(
         self, owners: np.ndarray, seq_owner: np.ndarray, seq_items: np.ndarray,
-        seq_weights: np.ndarray,
+        seq_weights: np.ndarray, seq_times: np.ndarray,
     ) -> None:
         """Each owner's last ``window`` items of the sequence become their window."""
         width = int(self.window)
@@ -393,10 +414,13 @@ class CooccurrenceRecommender(Recommender):
         keep = from_end <= width
         items = np.full((len(owners), width), -1, dtype=np.int64)
         weights = np.zeros((len(owners), width), dtype=np.float64)
+        times = np.zeros((len(owners), width), dtype=np.int64)
         items[seq_owner[keep], width - from_end[keep]] = seq_items[keep]
         weights[seq_owner[keep], width - from_end[keep]] = seq_weights[keep]
+        times[seq_owner[keep], width - from_end[keep]] = seq_times[keep]
         self._win_items[owners] = items
         self._win_weights[owners] = weights
+        self._win_times[owners] = times
 
     def _partial_fit(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray) -> None:
         """Feedback joins the live state as events at the clock, weighted by the rating, and
@@ -508,7 +532,8 @@ class CooccurrenceRecommender(Recommender):
             "frame": np.asarray(self.frame_, dtype=np.int64),
             "clock": np.asarray(self.clock_, dtype=np.int64),
             "window_users": self.window_users_, "window_items": self.window_items_,
-            "window_weights": self.window_weights_, "tail": self.tail_,
+            "window_weights": self.window_weights_, "window_times": self.window_times_,
+            "tail": self.tail_,
             "tail_ratings": self.tail_ratings_,
         }  # fmt: skip
 
@@ -519,9 +544,14 @@ class CooccurrenceRecommender(Recommender):
         self._pending = []
         self.counts_ = state["counts"].astype(np.int64)
         self.frame_, self.clock_ = int(state["frame"]), int(state["clock"])
-        self._set_windows(state["window_users"].astype(np.int64),
-                          state["window_items"].astype(np.int64),
-                          state["window_weights"].astype(np.float64))  # fmt: skip
+        items = state["window_items"].astype(np.int64)
+        # Saved before the windows kept times: taken as of the clock, so that they pair as
+        # they did then.
+        times = state.get("window_times")
+        self._set_windows(state["window_users"].astype(np.int64), items,
+                          state["window_weights"].astype(np.float64),
+                          np.full(items.shape, self.clock_, np.int64) if times is None
+                          else times.astype(np.int64))
         self.tail_ = state["tail"].astype(np.int64)
         self.tail_ratings_ = state["tail_ratings"].astype(np.float64)
 

@@ -1362,7 +1362,7 @@ def _fold_arms(settings: Settings, store: Store, catalog: Dataset,
     folded = fold_live_arms({n: models[n] for n in live}, events,
                             [a for a in items if a.seq <= start],
                             [a for a in items if start < a.seq <= head],
-                            settings.rule_book(), catalog)
+                            settings.rule_book(), catalog, settings.retention_s)
     return {n: arm_bytes(m) for n, m in folded.items()}, len(events)
 
 
@@ -1398,7 +1398,8 @@ def _live_arms_at(settings: Settings, store: Store, previous: FoldSnapshot | Non
     models = _start_models(store, live, previous, settings.resolved_state_dir())
     events = [e for e in store.events_after(start) if e.seq <= position]
     added = [a for a in store.items_after(start) if a.seq <= position]
-    fold_models([models[n] for n in live], events, added, settings.rule_book())
+    fold_models([models[n] for n in live], events, added, settings.rule_book(),
+                settings.retention_s)
     return models, len(events)
 
 

@@ -667,7 +667,8 @@ class RecommendationService:
         arms and its universe; :mod:`serving.live`).
         """
         if events or added:
-            arm_set = fold_log(self.arm_set, events, added, self.rules, self.catalog)
+            arm_set = fold_log(self.arm_set, events, added, self.rules, self.catalog,
+                               self.settings.retention_s)
             self._learn_items(added)
             self.arm_set = arm_set
         if events:
