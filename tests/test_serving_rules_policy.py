@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from serving.commands import rebuild_state
 from serving.features import FeatureStore, UserFeatures
 from serving.policy import SERVABLE_POLICIES, PolicyModel, policy_identity
 from serving.results import NothingToDo
-from serving.rules import Feedback, FeedbackRule, RuleBook
+from serving.rules import EventType, Feedback, FeedbackRule, RuleBook
 from serving.settings import Settings
 from serving.store import Outcome, open_store
 from serving.store.tables import decisions
@@ -121,6 +122,40 @@ def test_policy_model_names_what_is_allowed() -> None:
         PolicyModel("UCB1", ARMS, params={"alpha": 1.0})
     with pytest.raises(ValueError, match="n_features is required"):
         PolicyModel("LinUCB", ARMS)
+
+
+def test_the_readme_table_is_what_the_default_rule_book_gives() -> None:
+    """The README's table of what each event type is worth, row by row, against
+    ``RuleBook()`` (found in review: the service's tests compared it with itself, so changing a
+    default such as a purchase's reward failed no test)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme[readme.index("| type | reward for the policy |"):]
+    lines = itertools.takewhile(lambda line: line.startswith("| "), table.splitlines()[2:])
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    book = RuleBook()
+    assert [r[0].split()[0] for r in rows] == [t.value for t in EventType]
+    steers = {"no": 0, "towards": 1, "towards its genres": 1, "away": -1}
+    for kind, reward, rating, precedence, steer, leaves in rows:
+        name = kind.split()[0]
+        assert book.precedence(name) == float(precedence), name
+        assert book.excludes(name) is {"yes": True, "no": False}[leaves], name
+        values: list[float | None] = [None]
+        if name == "rating":
+            values = [1.0, 2.0, 3.0, 4.0, 5.0]
+        elif name == "dwell":
+            values = [0.0, 30.0, 60.0, 600.0]
+        for v in values:
+            got = book.worth(name, v)
+            if name == "rating":
+                assert (got.reward, got.rating) == ((v - 1) / 4, v), (reward, rating)
+                assert got.session_sign == (v > 3) - (v < 3), steer
+            elif name == "dwell":
+                assert (got.reward, got.rating) == (None, 3 + 2 * min(v, 60) / 60), rating
+                assert got.session_sign == steers[steer]
+            else:
+                assert got.reward == (None if reward == "none" else float(reward)), name
+                assert got.rating == float(rating), name
+                assert got.session_sign == steers[steer], name
 
 
 def test_one_identity_says_whether_two_policies_are_the_same() -> None:
