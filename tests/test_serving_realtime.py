@@ -77,7 +77,7 @@ def expected_slate(client: TestClient, arm: str, user_id: int, items: list[int],
     service = client.app.state.service
     model = service.arm_set.models[arm]
     row = int(np.flatnonzero(model.user_ids_ == user_id)[0])
-    own = np.array([int(np.flatnonzero(model.item_ids_ == i)[0]) for i in items])
+    own = np.array([int(np.flatnonzero(model.item_ids_ == i)[0]) for i in items], dtype=np.int64)
     scores = model.score_history(row, own, np.array(ratings))
     scores[model.seen_[row].indices] = -np.inf
     scores[own] = -np.inf  # a like excludes its item
@@ -110,6 +110,28 @@ def test_a_like_on_one_worker_steers_the_next_slate_from_the_other(
         assert seen[arm] == expected_slate(b, arm, user, [liked], [5.0], 10)
         assert seen[arm] != before[arm]  # the like moved the slate
         assert liked not in seen[arm]
+
+
+def test_a_like_on_one_worker_folds_into_svds_next_slate_on_the_other(
+        tmp_path: Path, catalog: Dataset) -> None:
+    """SVD folds the user's events into their factors at each request. The test above serves
+    no svd, so the service's wiring of it was untested (found in review: a service whose svd
+    ignored every event since training passed every test)."""
+    settings = make_settings(tmp_path, arms=["svd", "popularity"])
+    fitted = fit_arms(["svd", "popularity"], catalog, seed=0)
+    user = int(catalog.user_ids[7])
+    with app_client(settings, catalog, fitted) as a, app_client(settings, catalog, fitted) as b:
+        before = next(s for s in (slate(b, user) for _ in range(40)) if s["arm"] == "svd")
+        shown = [i["movie_id"] for i in before["items"]]
+        assert shown == expected_slate(b, "svd", user, [], [], 10)
+        liked = shown[0]
+        assert a.post("/events", json={"events": [
+            {"user_id": user, "item_id": liked, "type": "like"}]}).status_code == 201
+        after = next(s for s in (slate(b, user) for _ in range(40)) if s["arm"] == "svd")
+        served = [i["movie_id"] for i in after["items"]]
+        assert served == expected_slate(b, "svd", user, [liked], [5.0], 10)
+        # Not merely the liked item left out: the folded-in factors moved the order.
+        assert served != [m for m in expected_slate(b, "svd", user, [], [], 11) if m != liked]
 
 
 @pytest.mark.parametrize("two_workers", ["sqlite", "postgresql"], indirect=True)
