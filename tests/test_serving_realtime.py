@@ -393,6 +393,43 @@ def test_a_contextual_policy_chooses_for_newcomers_from_their_features(
         assert anchor not in [i["movie_id"] for i in response["items"]]
 
 
+def test_a_newcomers_probabilities_are_the_policys_for_their_own_features(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
+    """The test above shows only that the policy chooses; a service giving every newcomer one
+    constant context passed it (found in review). Once LinTS has learned something, each
+    newcomer's logged pmf is the policy's for the context logged beside it, which is the
+    user's own features: newcomers of other tastes get other probabilities."""
+    settings = make_settings(tmp_path, policy="LinTS")
+    genres = list(catalog.genre_names)
+    with app_client(settings, catalog, fitted) as client:
+        rng = np.random.default_rng(21)
+        for n in range(80):  # known users' slates, half of them liked: outcomes to learn from
+            shown = slate(client, int(catalog.user_ids[n % 40]))
+            if rng.random() < 0.5:
+                assert client.post("/events", json={"events": [{
+                    "user_id": shown["user_id"], "item_id": shown["items"][0]["movie_id"],
+                    "type": "like", "event_id": shown["event_id"]}]}).status_code == 201
+        service = client.app.state.service
+        service.refresh()
+        newcomers = {10**8: [genres[0]], 10**8 + 1: [genres[-1], genres[-2]]}
+        shown = {}
+        for user, stated in newcomers.items():
+            assert client.put(f"/users/{user}/preferences",
+                              json={"genres": stated}).status_code == 200
+            shown[user] = slate(client, user)
+        model, snapshot, _ = service._live
+        logged = {r["event_id"]: r for r in read_table(settings.resolved_db_url(), decisions)}
+        pmfs = []
+        for user, answer in shown.items():
+            row = logged[answer["event_id"]]
+            features = client.get(f"/users/{user}/features").json()["values"]
+            assert row["context"]["features"] == pytest.approx(features, abs=1e-4)
+            expected, _, _ = model.selection(snapshot, np.array(row["context"]["features"]))
+            assert [row["pmf"][a] for a in model.arms] == pytest.approx(expected.tolist())
+            pmfs.append(expected)
+        assert np.abs(pmfs[0] - pmfs[1]).max() > 1e-4  # 5e-4 here, after 40 outcomes
+
+
 def test_arm_params_set_the_arms_hyper_parameters_and_survive_a_retrain(
         tmp_path: Path, catalog: Dataset) -> None:
     path = tmp_path / "settings.toml"
