@@ -161,11 +161,11 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
     if arms is not None and list(arms) != list(settings.arms):
         raise ValueError(f"arms names {list(arms)} must equal settings.arms {settings.arms}")
     _warn_of_an_old_state_folder(settings)
-    store, settings = _open_for(settings, refit=refit)
-    settings = _in_the_snapshot_order(settings, store, refuse_another_policy=refit)
-    if catalog is None:
+    if catalog is None:  # before the store is opened: a start refused for its data writes nothing
         logger.info("loading the %s data", settings.dataset)
         catalog = load_catalog(settings)
+    store, settings = _open_for(settings, refit=refit)
+    settings = _in_the_snapshot_order(settings, store, refuse_another_policy=refit)
     _refuse_another_catalogue(store, catalog)
     state_dir = settings.resolved_state_dir()
     with arms_lock(state_dir):

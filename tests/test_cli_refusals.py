@@ -270,6 +270,26 @@ def test_a_store_named_where_none_is_is_refused_and_nothing_is_written(
     assert empty.read_bytes() == b"" and not list(empty_dir.iterdir())
 
 
+def test_serve_refused_for_its_data_writes_no_store(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a README check: ``serve`` with a data folder holding no MovieLens exited 2 but
+    had made the store first (a database of 16 tables and its marks file), which the other
+    commands then took for a store serving nothing. The data is read first now; the message
+    names the variable the folder may come from."""
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    monkeypatch.setenv("RECBANDITS_DATA", str(empty))
+    state = tmp_path / "state"
+    assert cli.main(["serve", "--state-dir", str(state), "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err  # the progress line, then the refusal
+    assert err.splitlines()[-1].startswith(
+        f"recbandits serve: the data folder {empty} (--data, RECBANDITS_DATA) holds no "
+        "ml-100k files")
+    assert not state.exists()
+
+
 #: What each store reader says where no store has been made yet at the default place, and
 #: its exit status: nothing to do (0), or a refusal of an action on what is not there (1).
 NOT_MADE_YET = {"credit": ("nothing to credit", 0), "holdout": ("nothing to compare", 0),

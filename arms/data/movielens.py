@@ -249,8 +249,8 @@ def find_movielens(
         found = _variant_folder(Path(data_dir), spec)
         if found is None:
             raise DataUnavailableError(
-                f"--data {data_dir}: no {label} files there (expected "
-                f"{', '.join(spec.files)} in {Path(data_dir) / spec.folders[0]})"
+                f"the data folder {data_dir} (--data, RECBANDITS_DATA) holds no {label} files "
+                f"(expected {', '.join(spec.files)} in {Path(data_dir) / spec.folders[0]})"
             )
         return found
     env_dir = os.environ.get("RECBANDITS_DATA")
