@@ -7,6 +7,7 @@ never pay for (or depend on) the web stack.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -690,7 +691,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     -------
     int
         Exit status: the handler's, 2 when the data is unavailable or a path or store given
-        cannot be used, 3 (:data:`STORE_UNAVAILABLE`) when the store is down, 130 on Ctrl-C.
+        cannot be used, 3 (:data:`STORE_UNAVAILABLE`) when the store is down, 130 on Ctrl-C,
+        141 (:data:`BROKEN_PIPE`) when the reader of the output closed it.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -704,7 +706,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"recbandits {args.command}: {refused}", file=sys.stderr)
         return 2
     try:
-        return handler(args)
+        status = handler(args)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at the interpreter's exit
+        return status
     except (DataUnavailableError, DataFileError) as exc:  # absent, or not what it says
         if args.verbose:
             raise
@@ -713,6 +717,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("recbandits: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (``| head``): stop quietly, as ``seq`` does
+        _stdout_to_devnull()
+        return BROKEN_PIPE
     except Exception as exc:
         outage = _store_outage(exc)
         if outage is not None:
@@ -725,6 +732,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"recbandits {args.command}: {refusal}", file=sys.stderr)
         return 2
+
+
+#: Exit status when the reader of the output closed it (``| head``): 128 + SIGPIPE, what a
+#: program killed by that signal reports.
+BROKEN_PIPE = 141
+
+
+def _stdout_to_devnull() -> None:
+    """Point standard output at ``/dev/null``, so that the flush at exit of what is still
+    buffered does not raise a second ``BrokenPipeError`` (the recipe of Python's
+    ``signal`` documentation); a traceback was printed (found by a README check).
+    """
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # no file descriptor
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _out_refusal(path: str | None) -> str | None:

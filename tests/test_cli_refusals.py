@@ -5,6 +5,8 @@ ran with an input silently ignored, or clobbered a file).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -340,3 +342,19 @@ def test_a_db_urls_file_counts_as_given_whatever_its_sqlite_driver(tmp_path: Pat
         assert cli._given(argparse.Namespace(db=url), str(path))
     assert not cli._given(argparse.Namespace(db=f"sqlite:///{path}"), str(tmp_path / "y.db"))
     assert not cli._given(argparse.Namespace(db="postgresql+psycopg://u@h/x"), "/x")
+
+
+def test_a_reader_that_closes_the_output_stops_the_command_quietly(tmp_path: Path) -> None:
+    """Found by a README check: ``recbandits simulate ... | head -1`` printed a
+    ``BrokenPipeError`` traceback (exit 1). Now no word on stderr, and the status of a program
+    stopped by SIGPIPE (141), as ``seq 100000 | head -1`` gives."""
+    command = [sys.executable, "-c", "import sys; from experiments.cli import main; "
+               "sys.exit(main())", "simulate", "fixed_ctr", "--horizon", "50", "--runs", "2",
+               "-q", "--no-plots", "--out", str(tmp_path / "run")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               cwd=Path(__file__).resolve().parents[1])
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # the reader is gone before the first line
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=300) == cli.BROKEN_PIPE, err
+    assert err == ""
