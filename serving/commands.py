@@ -174,25 +174,13 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
         folder = None if meta is None else arms_folder(state_dir, meta.arms_dir)
         if (meta is not None and folder is not None
                 and not missing_arms(folder, settings.arms)):
-            logger.info("loading the arms of policy version %d from %s", meta.version, folder)
-            models = load_arms(folder, settings.arms)
-            # The settings are the truth: arms saved with other hyper-parameters (arm_params
-            # changed between two starts) are fitted again, as a retrain would fit them.
-            changed = {} if arms is not None or not refit else other_params(models, settings)
-            if changed:
-                logger.warning("arms of version %d were fitted with other hyper-parameters than "
-                               "the settings give (%s); fitting those again", meta.version,
-                               "; ".join(f"{n}: {d}" for n, d in changed.items()))
-                models = {**models, **fit_arms(list(changed), catalog, seed=settings.seed,
-                                               params=settings.arm_params)}
-                meta = _publish(store, models, state_dir, meta, changed=list(changed),
-                                settings=settings)
+            models, meta = _load_served(store, meta, folder, settings, catalog,
+                                        refit=refit and arms is None)
         elif not refit:  # a retrain never fits the arms it would be gated against
             store.dispose()
             raise CommandError(_nothing_to_gate(store, meta, folder, state_dir), exit_code=1)
         elif meta is not None:
-            logger.warning("arms of version %d missing in %s (nor in %s); fitting them "
-                           "again", meta.version, folder, state_dir / "arms")
+            _say_why_a_start_fits(store, meta, folder, state_dir, settings.arms)
         elif arms is None:
             logger.info("first start: fitting the arms once (saved under %s for the "
                         "next starts)", state_dir)
@@ -215,6 +203,59 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
                            cold_start_arm=settings.cold_start_arm,
                            cache_size=settings.score_cache_size, added=store.items_after(0))
     return Resources(store, catalog, arm_set, settings)
+
+
+def _load_served(store: Store, meta: PolicyMeta, folder: Path, settings: Settings,
+                 catalog: Dataset, *, refit: bool) -> tuple[dict[str, Recommender], PolicyMeta]:
+    """The settings' arms loaded from the served version's ``folder`` (every one is there),
+    and the version served. With ``refit`` (``serve``), those saved with other
+    hyper-parameters than the settings give (``arm_params`` changed between two starts) are
+    fitted again, as a retrain would fit them, and the arms are published as a new version
+    when they changed or are another set than the version's (some of its arms).
+    """
+    logger.info("loading the arms of policy version %d from %s", meta.version, folder)
+    models = load_arms(folder, settings.arms)
+    changed = other_params(models, settings) if refit else {}
+    if changed:
+        logger.warning("arms of version %d were fitted with other hyper-parameters than "
+                       "the settings give (%s); fitting those again", meta.version,
+                       "; ".join(f"{n}: {d}" for n, d in changed.items()))
+        models = {**models, **fit_arms(list(changed), catalog, seed=settings.seed,
+                                       params=settings.arm_params)}
+        meta = _publish(store, models, settings.resolved_state_dir(), meta,
+                        changed=list(changed), settings=settings)
+    elif refit and _another_arm_set(store, settings.arms):
+        # Some of the version's arms, named by the settings: a version of their own, so that
+        # the versions table says what is served (it said all of them).
+        _say_why_a_start_fits(store, meta, folder, settings.resolved_state_dir(),
+                              settings.arms)
+        meta = _publish(store, models, settings.resolved_state_dir(), meta, changed=[],
+                        settings=settings)
+    return models, meta
+
+
+def _another_arm_set(store: Store, arms: Sequence[str]) -> bool:
+    """Whether ``arms`` are another set than the live version's (False before versions)."""
+    served = versions.live_arms(store)
+    return served is not None and sorted(served[1]) != sorted(arms)
+
+
+def _say_why_a_start_fits(store: Store, meta: PolicyMeta, folder: Path | None, state_dir: Path,
+                          arms: Sequence[str]) -> None:
+    """Log why ``serve`` fits ``arms`` at start for a store serving version ``meta``: the
+    settings name another arm set (a new version, ungated), or the arms are missing from
+    their folder (before, a new arm set was said to be "missing"; found by attack).
+    """
+    if _another_arm_set(store, arms):
+        served = versions.live_arms(store)
+        assert served is not None
+        logger.warning("the settings name the arms %s, version %d serves %s: serving them as a "
+                       "new version at start, those not in its folder fitted (ungated, as a "
+                       "start fits; a retrain gates the live arm set only)", list(arms),
+                       meta.version, served[1])
+    else:
+        logger.warning("arms of version %d missing in %s (nor in %s); fitting them again",
+                       meta.version, folder, state_dir / "arms")
 
 
 def _refuse_another_catalogue(store: Store, catalog: Dataset) -> None:
@@ -257,6 +298,10 @@ def _open_for(settings: Settings, *, refit: bool) -> tuple[Store, Settings]:
         finally:
             check.dispose()
     store = open_store(settings.resolved_db_url(), timeout_s=settings.store_timeout_s)
+    if refit and not settings.named_arms() and store.serves_a_version():
+        # serve restarted without --arms serves the live version's arms: the default list
+        # replaced them, fitted anew and served ungated (found by attack).
+        settings = served_settings(settings, store, "this start would serve")
     store.create_schema(settings.arms, settings.rule_book())
     return store, settings
 
@@ -392,15 +437,22 @@ def _publish(store: Store, models: Mapping[str, Recommender], state_dir: Path,
     or the next one after ``meta``'s (``changed``: the arms fitted again, to which the
     posterior carry-over applies; :mod:`serving.versions`).
     """
+    served = None if meta is None else versions.live_arms(store)
     folder = recorded_arms_dir(save_arms(models, new_arms_folder(state_dir)))
     if meta is None:
         return store.init_policy_meta(folder, arms=_arm_params(models), data=data)
+    if served is not None and _another_arm_set(store, list(models)):
+        # Said as it is: "arm_params changed" was recorded for a new arm set (found by attack).
+        reason, why = (f"the arm set changed at start: {served[1]} -> {list(models)}",
+                       "arm set changed")
+    else:
+        reason, why = (f"fitted again at start with the settings' hyper-parameters: {changed}",
+                       "arm_params changed")
     row = store.serve_version(
         kind="start", arms_dir=folder, arms=_arm_params(models), data=data or {}, gate=None,
-        reason=f"fitted again at start with the settings' hyper-parameters: {changed}",
-        changed_arms=[n for n in changed if not models[n].learns_from_stream],
+        reason=reason, changed_arms=[n for n in changed if not models[n].learns_from_stream],
         carryover=versions.carryover_of(settings),
-        retire_reason="replaced by version {version} (arm_params changed)")
+        retire_reason=f"replaced by version {{version}} ({why})")
     return PolicyMeta(row.version, folder)
 
 

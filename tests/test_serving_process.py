@@ -339,7 +339,9 @@ def test_serve_refuses_another_policy_than_a_purged_logs_at_once(
                                  env={**os.environ, **serve_env()}, cwd=REPO,
                                  capture_output=True, text=True, timeout=STARTUP_DEADLINE_S)
         assert refused.returncode == 2, refused.stderr[-3000:]
-        lines = [line for line in refused.stderr.splitlines() if line.startswith("recbandits")]
+        # One refusal (after the progress line of the data, read before the store).
+        lines = [line for line in refused.stderr.splitlines()
+                 if line.startswith("recbandits serve:")]
         assert len(lines) == 1 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
         assert "the fold snapshot's policy has" in lines[0]
         assert "nothing was fitted or served" in lines[0]

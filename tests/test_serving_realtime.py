@@ -25,7 +25,7 @@ from serving.armset import fit_arms
 from serving.live import fold_live_arms
 from serving.rules import RuleBook
 from serving.settings import Settings
-from serving.store.tables import decisions
+from serving.store.tables import decisions, model_versions
 from serving.store.types import LogEvent
 
 TOKEN = "t0ken"
@@ -473,6 +473,44 @@ def test_arm_params_changed_between_two_starts_refit_the_arms_at_the_second(
                  r.getMessage()]
     assert "svd: {'n_factors': (8, 4)}" in warning and "popularity" not in warning
     assert start(4) == (4, 2)
+
+
+def test_serve_without_arms_serves_the_live_ones_and_another_set_says_so(
+        tmp_path: Path, catalog: Dataset, caplog: pytest.LogCaptureFixture) -> None:
+    """Found by attack: restarted without ``--arms``, serve took the default list for the
+    store's: it said the live arms were "missing" from their folder, fitted the default ones
+    and served them as a new version, ungated, recorded as "arm_params changed". The store is
+    the truth, as for every other command; naming another set still serves it, said so."""
+    state = tmp_path / "state"
+    served = ["svd", "cooccurrence", "popularity"]
+
+    def start(**named: object) -> tuple[list[str], int]:
+        settings = Settings(state_dir=state, seed=2, **named)
+        with TestClient(create_app(settings, catalog=catalog)) as client:
+            arm_set = client.app.state.service.arm_set
+            return list(arm_set.models), arm_set.version
+
+    assert start(arms=served) == (served, 1)
+    with caplog.at_level("WARNING", logger="serving.commands"):
+        assert start() == (served, 1)  # nothing fitted, nothing published
+    assert not [r for r in caplog.records if r.name == "serving.commands"]
+    with caplog.at_level("WARNING", logger="serving.commands"):
+        assert start(arms=["svd", "popularity"]) == (["svd", "popularity"], 2)
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "serving.commands"]
+    assert warning.startswith(f"the settings name the arms ['svd', 'popularity'], version 1 "
+                              f"serves {served}: serving them as a new version at start")
+    assert start(arms=["svd", "sequential", "popularity"]) == (
+        ["svd", "sequential", "popularity"], 3)  # an arm not in the folder: fitted
+    assert start() == (["svd", "sequential", "popularity"], 3)
+    url = Settings(state_dir=state).resolved_db_url()
+    rows = {r["version"]: r for r in read_table(url, model_versions)}
+    assert rows[2]["reason"] == (f"the arm set changed at start: {served} -> "
+                                 "['svd', 'popularity']; retired: replaced by version 3 (arm "
+                                 "set changed)")
+    assert rows[3]["reason"] == ("the arm set changed at start: ['svd', 'popularity'] -> "
+                                 "['svd', 'sequential', 'popularity']")
+    assert rows[1]["reason"].endswith("replaced by version 2 (arm set changed)")
+    assert set(rows[3]["arms"]) == {"svd", "sequential", "popularity"}
 
 
 def test_added_items_refuse_control_characters_and_name_the_clash(
