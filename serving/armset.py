@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -126,11 +126,27 @@ def new_arms_folder(state_dir: Path) -> Path:
     return state_dir / "arms" / f"{stamp}-{uuid.uuid4().hex[:8]}"
 
 
-def arms_lock(state_dir: Path) -> contextlib.AbstractContextManager[None]:
+@contextlib.contextmanager
+def arms_lock(state_dir: Path) -> Iterator[None]:
     """The lock of ``state_dir``'s arms between processes: held to fit a first version, or to
-    save and record a new one (:func:`file_lock` on ``arms.lock``).
+    save and record a new one (:func:`file_lock` on ``arms.lock``). Its holder first removes
+    what saves that never finished left (:func:`_remove_unfinished_saves`).
     """
-    return file_lock(state_dir / "arms.lock")
+    with file_lock(state_dir / "arms.lock"):
+        _remove_unfinished_saves(state_dir / "arms")
+        yield
+
+
+def _remove_unfinished_saves(arms_dir: Path) -> None:
+    """Remove the temporary folders of :func:`save_arms` in ``arms_dir``: a save writes into
+    ``.<name>-*`` and renames it into place, so a process killed meanwhile left one for good
+    (found by attack: a first start killed while fitting). Every save runs under
+    :func:`arms_lock`, so one its holder finds is no one's.
+    """
+    if arms_dir.is_dir():
+        for path in arms_dir.glob(".*"):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def save_arms(models: Mapping[str, Recommender], target: Path) -> Path:

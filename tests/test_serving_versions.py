@@ -30,7 +30,7 @@ from arms.data import make_synthetic
 from arms.data.dataset import Dataset
 from serving import versions
 from serving.app import create_app
-from serving.armset import arms_folder, fit_arms
+from serving.armset import arms_folder, arms_lock, fit_arms, save_arms
 from serving.commands import models as models_command
 from serving.commands import rebuild_state
 from serving.results import CommandError
@@ -853,3 +853,20 @@ def test_every_new_arms_folder_is_named_one_way(tmp_path: Path) -> None:
     finally:
         resources.store.dispose()
     assert re.fullmatch(r"\d{8}T\d{6}-[0-9a-f]{8}", first.name), first
+
+
+def test_the_arms_lock_removes_what_a_killed_save_left(tmp_path: Path,
+                                                       catalog: Dataset) -> None:
+    """Found by attack: a first start killed while fitting left its temporary arms folder
+    (``arms/.<name>-*``, 860 KB) for good. Saves run under the arms lock, so its holder
+    removes such folders; finished ones stay."""
+    state = tmp_path / "state"
+    with arms_lock(state):
+        kept = save_arms(fit_arms(["popularity"], catalog, seed=0), state / "arms" / "v1")
+    left = state / "arms" / ".v2-abc123"
+    left.mkdir()
+    (left / "popularity.npz").write_bytes(b"half written")
+    with arms_lock(state):
+        assert not left.exists()
+    assert sorted(p.name for p in (state / "arms").iterdir()) == ["v1"]
+    assert (kept / "popularity.npz").is_file()
