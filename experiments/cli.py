@@ -334,6 +334,7 @@ def _ope_log(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from serving import offpolicy
+    from serving.results import NothingToDo
     from serving.settings import settings_issues
     from serving.store.errors import StoreNotFoundError
 
@@ -370,10 +371,12 @@ def _ope_log(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     except offpolicy.EmptyLogError as exc:
+        # Nothing to do is no failure, as for every command (it was exit 2; found by a README
+        # check): said on standard output, exit 0, no file written.
         advice = ("; wait for it, or pass --include-open to count open decisions with the "
                   "feedback they have so far") if exc.n_open else ""
-        print(f"recbandits ope: {exc.what}{advice}", file=sys.stderr)
-        return 2
+        print(NothingToDo("evaluate", f"{exc.what}{advice} (nothing written)"))
+        return 0
     except ValueError as exc:
         print(f"recbandits ope: {exc}", file=sys.stderr)
         return 2
