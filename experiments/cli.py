@@ -541,6 +541,10 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
         "rebuild-state", help="replay the log: re-derive every outcome, the pulls, the ratings "
         "and the policy's fold; compare with the store (exit 1 if they differ)")
     store_options(rebuild)
+    rebuild.add_argument("--host", help="where the service to compare with listens (default "
+                         "127.0.0.1; RECBANDITS_HOST; serve's --host)")
+    rebuild.add_argument("--port", type=int, help="its port (default 8000; RECBANDITS_PORT; "
+                         "serve's --port)")
     rebuild.set_defaults(handler=lambda args: _run_serving(args, "rebuild-state"))
 
     purge = commands.add_parser(

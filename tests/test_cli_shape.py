@@ -353,3 +353,17 @@ def test_every_default_a_help_text_names_is_its_owners():
                          else named, owned), (command, action.dest, named, owned)
             checked += 1
     assert checked >= 40  # every command's options were seen, not none
+
+
+def test_rebuild_state_takes_the_services_host_and_port(monkeypatch):
+    """Found by a README check: ``rebuild-state`` asked the worker at 127.0.0.1:8000 only (a
+    service on another port was "not compared"); ``--host`` and ``--port`` name it, as serve's
+    do, into the settings ``serving.commands.rebuild_state`` asks."""
+    monkeypatch.delenv("RECBANDITS_HOST", raising=False)
+    monkeypatch.delenv("RECBANDITS_PORT", raising=False)
+    parser = cli.build_parser()
+    args = parser.parse_args(["rebuild-state", "--host", "::1", "--port", "9123"])
+    settings = cli._serving_settings(args)
+    assert (settings.host, settings.port) == ("::1", 9123)  # type: ignore[attr-defined]
+    default = cli._serving_settings(parser.parse_args(["rebuild-state"]))
+    assert (default.host, default.port) == ("127.0.0.1", 8000)  # type: ignore[attr-defined]
