@@ -652,6 +652,12 @@ class RecommendationService:
             self.live_seq = fold.seq
             if grown:
                 self.items_seq = grown[-1].seq
+            elif self.items_seq > fold.seq:
+                # Items past the snapshot this worker had folded already (added while the
+                # purge ran): read again, so that the restored arms grow them at their log
+                # positions. They never did: the arms lacked the items, unlike the log's fold
+                # (found by attack: rebuild-state "match NO" at an unchanging position).
+                self.items_seq = fold.seq
 
     def _live_tail(self) -> tuple[list[LogEvent], list[AddedItem]]:
         """The events (if any arm learns from them) and added items logged since the last

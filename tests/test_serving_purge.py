@@ -551,6 +551,46 @@ def test_a_purge_with_another_exploration_floor_folds_the_same_policy(
         assert_same_policy(policy_state(restarted)["state"], held["state"])
 
 
+def test_a_worker_resuming_from_a_snapshot_grows_the_items_added_after_it(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An item added while a purge ran (after it read the log's head, before it committed its
+    snapshot at that head) that a worker folded before it saw the snapshot: the worker
+    restored its live arms from the snapshot, which predates the item, and never grew them by
+    it again (it had read the items past the snapshot already). Its co-occurrence and
+    popularity then differed from the log's fold (rebuild-state: match NO at an unchanging
+    position; seen by attack), and an event on the item stopped every refresh."""
+    settings = make_settings(tmp_path)
+    with settled_worker(settings, catalog, fitted, seed=17) as (running, _, _):
+        service = running.app.state.service
+        service.refresh()
+        head = service.store.log_seq()  # what the purge reads first
+        new_id = int(catalog.item_ids.max()) + 7
+        assert running.post("/admin/items", json={"item_id": new_id, "title": "Added meanwhile",
+                                                  "genres": ["Crime"]},
+                            headers=AUTH).status_code == 201
+        service.refresh()  # the worker folds the item before the purge commits
+        assert service.items_seq > head > service.live_seq
+        from serving.store.base import Store
+        monkeypatch.setattr(Store, "log_seq", lambda self: head)
+        cut = time.time() + 4 * HOUR
+        report = run_purge(settings, catalog, cut)
+        monkeypatch.undo()
+        assert report.snapshot is not None and report.snapshot.seq == head
+        service.refresh()  # resumes from the snapshot
+        for arm in LIVE:
+            assert new_id in service.arm_set.models[arm].item_ids_.tolist(), arm
+        shown = running.get("/recommendations", params={"user_id": int(catalog.user_ids[3])})
+        assert running.post("/events", json={"events": [{
+            "user_id": int(catalog.user_ids[3]), "item_id": new_id,
+            "type": "purchase"}]}).status_code == 201, shown.text
+        service.refresh()  # an event on the item folds
+        result = rebuild_state(settings, service=running)
+        assert result.exit_code == 0 and str(result).endswith("match: yes"), str(result)
+        assert [line for line in str(result).splitlines() if "live arm" in line
+                and "match yes" in line], str(result)
+
+
 def test_a_purge_refuses_another_arm_order_or_catalogue_and_waits_for_a_promotion(
         tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
     """Found in review, each deleting the log before: the service's arms in another order (the
