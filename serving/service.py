@@ -252,6 +252,8 @@ class RecommendationService:
         # Log positions of the last event and added item folded into the arm set.
         self.live_seq = 0
         self.items_seq = 0
+        # A fold of the live arms failed part-way: they start again (_restart_live_folds).
+        self._live_broken = False
         # (log head, policy, live and item positions, live arms?) after the last refresh that
         # read the tails: the same again means its tails would be empty (refresh).
         self._tails_read: tuple[int, int, int, int, bool] | None = None
@@ -450,6 +452,8 @@ class RecommendationService:
         loading new arms if a retrain published them.
         """
         with self._advancing():  # the refresher and policy_view never fold the same rows twice
+            if self._live_broken:
+                self._restart_live_folds()
             meta, pulls, head = self.store.state()
             version = meta.version if meta else self.arm_set.version
             self._follow_promotion(pulls, version)
@@ -659,6 +663,34 @@ class RecommendationService:
                 # (found by attack: rebuild-state "match NO" at an unchanging position).
                 self.items_seq = fold.seq
 
+    def _restart_live_folds(self) -> None:
+        """Start the live arms again from their base fit (the served version's folder) at log
+        position 0, as a starting worker does; the refresh that follows resumes them from the
+        latest fold snapshot, if any, and folds the log from there. Called after a fold failed
+        part-way (the arms had taken some of its events: a refold from the same position
+        counted those twice, so the worker's arms differed from the log's fold until it was
+        restarted).
+        """
+        current = self.arm_set
+        meta = self.store.policy_meta()
+        if meta is None or not current.live_names:
+            self._live_broken = False
+            return
+        folder = arms_folder(self.settings.resolved_state_dir(), meta.arms_dir)
+        bases = load_arms(folder, list(current.live_names))
+        arm_set = ArmSet.build({**current.models, **bases}, self.catalog,
+                               version=current.version,
+                               cold_start_arm=self.settings.cold_start_arm,
+                               cache_size=self.settings.score_cache_size, added=current.added)
+        object.__setattr__(arm_set, "live_lock", current.live_lock)
+        with current.live_lock:
+            current.live_lock.generation += 1  # rankings of the broken state are stale
+        self.arm_set = arm_set
+        self.live_seq = self.items_seq = 0
+        self._live_broken = False
+        logger.warning("the live arms %s start again from their base fit and fold the log "
+                       "afresh (a fold had failed part-way)", list(current.live_names))
+
     def _live_tail(self) -> tuple[list[LogEvent], list[AddedItem]]:
         """The events (if any arm learns from them) and added items logged since the last
         fold. Events are read before items: an event's item was committed before it, so it is
@@ -673,8 +705,14 @@ class RecommendationService:
         arms and its universe; :mod:`serving.live`).
         """
         if events or added:
-            arm_set = fold_log(self.arm_set, events, added, self.rules, self.catalog,
-                               self.settings.retention_s)
+            try:
+                arm_set = fold_log(self.arm_set, events, added, self.rules, self.catalog,
+                                   self.settings.retention_s)
+            except Exception:
+                # The arms fold in place: some took part of these events, and folding them
+                # again from the same position counted those twice, for good.
+                self._live_broken = True
+                raise
             self._learn_items(added)
             self.arm_set = arm_set
         if events:

@@ -591,6 +591,39 @@ def test_a_worker_resuming_from_a_snapshot_grows_the_items_added_after_it(
                 and "match yes" in line], str(result)
 
 
+def test_a_fold_of_the_live_arms_that_failed_part_way_starts_them_again(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The live arms fold in place. When popularity's fold raised after co-occurrence had
+    taken the events, the next refresh folded them again from the same position, counting
+    them twice in co-occurrence for good (rebuild-state: match NO until a restart). Now the
+    arms start again from their base fit and fold the log afresh."""
+    from arms.popularity import PopularityRecommender
+
+    settings = make_settings(tmp_path)
+    with settled_worker(settings, catalog, fitted, seed=19) as (running, rng, _):
+        service = running.app.state.service
+        service.refresh()
+        traffic(running, rng, 10)
+        real = PopularityRecommender.observe
+        failures = iter([RuntimeError("the fold failed part-way")])
+
+        def failing(self: PopularityRecommender, *args: object, **kwargs: object) -> object:
+            failure = next(failures, None)
+            if failure is not None:
+                raise failure
+            return real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(PopularityRecommender, "observe", failing)
+        with pytest.raises(RuntimeError, match="part-way"):
+            service.refresh()
+        service.refresh()  # starts the live arms again, then folds the whole log
+        result = rebuild_state(settings, service=running)
+    assert result.exit_code == 0 and str(result).endswith("match: yes"), str(result)
+    assert len([line for line in str(result).splitlines()
+                if "live arm" in line and "match yes" in line]) == len(LIVE), str(result)
+
+
 def test_a_purge_refuses_another_arm_order_or_catalogue_and_waits_for_a_promotion(
         tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
     """Found in review, each deleting the log before: the service's arms in another order (the
