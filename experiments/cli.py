@@ -21,7 +21,7 @@ from arms.errors import DataFileError, DataUnavailableError
 from bandits.ope import DEFAULT_N_BOOTSTRAP
 
 if TYPE_CHECKING:  # serving is imported lazily at run time (see the module docstring)
-    from serving.offpolicy import LinearCandidate
+    from serving.offpolicy import EmptyLogError, LinearCandidate
     from serving.settings import Settings
 
 Handler = Callable[[argparse.Namespace], int]
@@ -334,7 +334,6 @@ def _ope_log(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from serving import offpolicy
-    from serving.results import NothingToDo
     from serving.settings import settings_issues
     from serving.store.errors import StoreNotFoundError
 
@@ -371,12 +370,7 @@ def _ope_log(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     except offpolicy.EmptyLogError as exc:
-        # Nothing to do is no failure, as for every command (it was exit 2; found by a README
-        # check): said on standard output, exit 0, no file written.
-        advice = ("; wait for it, or pass --include-open to count open decisions with the "
-                  "feedback they have so far") if exc.n_open else ""
-        print(NothingToDo("evaluate", f"{exc.what}{advice} (nothing written)"))
-        return 0
+        return _ope_found_nothing(exc)
     except ValueError as exc:
         print(f"recbandits ope: {exc}", file=sys.stderr)
         return 2
@@ -389,6 +383,22 @@ def _ope_log(args: argparse.Namespace) -> int:
         print(f"warning: {message}", file=sys.stderr)
     for note in [] if results.result is None else results.result.notes:
         print(f"note: {note}", file=sys.stderr)
+    return 0
+
+
+def _ope_found_nothing(exc: EmptyLogError) -> int:
+    """Say why ``ope`` found no decision to evaluate; its exit status. Decisions whose reward
+    windows are all still open: nothing to do yet, which is no failure (it was exit 2; found
+    by a README check), said on stdout, no file written (0). A log without what is asked for
+    (no policy decision, no shadow record): a refusal, as ``credit`` and ``holdout`` give (2).
+    """
+    from serving.results import NothingToDo
+
+    if not exc.n_open:
+        print(f"recbandits ope: {exc.what}", file=sys.stderr)
+        return 2
+    print(NothingToDo("evaluate", f"{exc.what}; wait for it, or pass --include-open to count "
+                      "open decisions with the feedback they have so far (nothing written)"))
     return 0
 
 

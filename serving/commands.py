@@ -161,11 +161,16 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
     if arms is not None and list(arms) != list(settings.arms):
         raise ValueError(f"arms names {list(arms)} must equal settings.arms {settings.arms}")
     _warn_of_an_old_state_folder(settings)
-    if catalog is None:  # before the store is opened: a start refused for its data writes nothing
+    if catalog is None and refit:
+        # serve reads its data before it makes the store: a start refused for its data made
+        # one first (found by a README check). A retrain opens no store: it reads it first.
         logger.info("loading the %s data", settings.dataset)
         catalog = load_catalog(settings)
     store, settings = _open_for(settings, refit=refit)
     settings = _in_the_snapshot_order(settings, store, refuse_another_policy=refit)
+    if catalog is None:
+        logger.info("loading the %s data", settings.dataset)
+        catalog = load_catalog(settings)
     _refuse_another_catalogue(store, catalog)
     state_dir = settings.resolved_state_dir()
     with arms_lock(state_dir):
@@ -578,6 +583,11 @@ def serve(settings: Settings) -> int:
                                f"({settings.startup_timeout_s:g} s): {exc.message}",
                                exit_code=1) from None
     resources.store.dispose()
+    # The settings in force (the live version's arms when none were named, in the workers'
+    # order), for the banner and the workers: they rebuild theirs from the environment, and
+    # the unnamed default list exported there named the arms for them (found in review: a
+    # restart without --arms served the default list as a new version all the same).
+    settings = resources.settings
     if logging.getLogger().getEffectiveLevel() <= logging.INFO < LOG_LEVELS[settings.log_level]:
         # `recbandits -v serve`: the workers' own info lines too (their loggers no longer
         # reach the root logger -v configures: serving.api.protocol.log_config).

@@ -298,6 +298,34 @@ def test_serve_exits_at_once_when_a_worker_dies_with_a_ping_unanswered(tmp_path:
     assert "failed to start, stopping the parent process" in failed.stderr
 
 
+def test_serve_restarted_without_arms_serves_the_live_ones_in_its_workers(
+        tmp_path: Path) -> None:
+    """Found in review: the parent resolved the live arms, but exported the unnamed default
+    list to the workers' environment, where it named their arms: a restart without --arms
+    served the default list as a new version all the same, and the banner named it. Both
+    workers now serve the live arms; no version is published."""
+    url = store_url("sqlite", tmp_path)
+    args = serve_args(tmp_path, url)
+    for attempt in range(2):  # the first start names the arms, the restart does not
+        argv = args if attempt == 0 else [a for i, a in enumerate(args)
+                                          if "--arms" not in args[max(i - 1, 0):i + 1]]
+        server = ServiceProcess([*argv, "--workers", "2"], serve_env(),
+                                tmp_path / f"server{attempt}.log")
+        try:
+            with httpx2.Client(base_url=server.base, timeout=30) as client:
+                served = {client.get("/recommendations", params={"user_id": u}).json()["arm"]
+                          for u in range(1, 41)}
+                policy = client.get("/policy").json()
+        finally:
+            server.stop()
+        assert served <= set(ARMS.split(",")), served
+        assert sorted(a["arm"] for a in policy["arms"]) == sorted(ARMS.split(","))
+        assert policy["policy_version"] == 1
+    log = (tmp_path / "server1.log").read_text()
+    assert f"serving {ARMS.replace(',', ', ')} (policy version 1)" in log, log[-3000:]
+    assert "as a new version" not in log
+
+
 def test_serve_refuses_another_policy_than_a_purged_logs_at_once(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """After a purge the log folds further only under the snapshot's policy and arms: serve
