@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from arms._validation import check_float
 from arms.data.dataset import Dataset
 from arms.errors import NotFittedError, unknown_id_message
 
@@ -277,8 +276,7 @@ class Recommender(ABC):
         return items[0], values[0]
 
     def observe(
-        self, user_ids: Any, item_indices: Any, weights: Any, timestamps: Any, *,
-        max_gap: float | None = None,
+        self, user_ids: Any, item_indices: Any, weights: Any, timestamps: Any
     ) -> Self:
         """Fold live events of any users into an arm that learns from the stream.
 
@@ -293,11 +291,6 @@ class Recommender(ABC):
             implicit rating); an event of weight 0 is ignored.
         timestamps : array-like of int, shape ``(n_events,)``
             Seconds since the epoch, in the order of the log.
-        max_gap : float or None, default None
-            Seconds (> 0): an earlier event more than this older than a new one no longer
-            steers what the new one adds (co-occurrence: the user's window items that old form
-            no pair with it; the service passes its ``retention_s``). None: no limit. A fold
-            must pass the same value every time to give the same state.
 
         Returns
         -------
@@ -327,11 +320,9 @@ class Recommender(ABC):
             )
         if (values < 0).any():
             raise ValueError(f"weights must be >= 0, got {float(values[values < 0][0])!r}")
-        if max_gap is not None:
-            check_float("max_gap", max_gap, low=0.0, strict=True)
         keep = values > 0
         if keep.any():
-            self._observe(users[keep], items[keep], values[keep], times[keep], max_gap)
+            self._observe(users[keep], items[keep], values[keep], times[keep])
         return self
 
     def grow(self, item_ids: Any) -> Self:
@@ -485,12 +476,9 @@ class Recommender(ABC):
         return row
 
     def _observe(  # pragma: no cover - reached only where learns_from_stream is true
-        self, users: np.ndarray, items: np.ndarray, weights: np.ndarray, times: np.ndarray,
-        max_gap: float | None,
+        self, users: np.ndarray, items: np.ndarray, weights: np.ndarray, times: np.ndarray
     ) -> None:
-        """Fold validated events (weights > 0) into the live state (``max_gap``: see
-        :meth:`observe`).
-        """
+        """Fold validated events (weights > 0) into the live state."""
         raise NotImplementedError
 
     def _grow(self, n_new: int) -> None:  # pragma: no cover - reached only where can_grow

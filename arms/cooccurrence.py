@@ -5,10 +5,10 @@ How it learns
 :meth:`CooccurrenceRecommender.observe` takes events of any users in the order of the log. Each
 user has a window of their last ``window`` items; a new event of item ``b`` (weight ``w_b``, time
 ``t``) adds ``sqrt(w_a * w_b)`` to the co-occurrence ``C[a, b]`` and ``C[b, a]`` of every other
-item ``a`` (weight ``w_a``) in the user's window, then joins the window; with ``max_gap``
-(:meth:`~arms.base.Recommender.observe`), window items more than that many seconds older than
-the event form no pair with it (the service's retention: an expired event steers no new pair,
-where a window kept for months paired it at full weight). Each event also adds its
+item ``a`` (weight ``w_a``) in the user's window, then joins the window; with ``max_gap``,
+window items more than that many seconds older than the event form no pair with it (the
+service sets it to its retention: an expired event steers no new pair, where a window kept for
+months paired it at full weight). Each event also adds its
 weight to the item's live count ``n_b``. Both decay exponentially from the time they are added,
 with half-life ``half_life`` seconds: a weight ``w`` added at ``t`` is worth ``w * 2 ** -((T - t)
 / half_life)`` at time ``T``. The caller chooses the weights (the service: each event type's
@@ -164,6 +164,10 @@ class CooccurrenceRecommender(Recommender):
         cold users scored).
     popularity_weight : float, default 0.02
         Weight of the live counts in the scores (their best item scores this much), ``>= 0``.
+    max_gap : float or None, default None
+        Seconds (> 0): a window item more than this older than a new event forms no pair with
+        it. None: no limit. A hyper-parameter, not an argument of :meth:`observe`, so that the
+        state is a function of the arm and the events alone, whoever folds them.
 
     Attributes
     ----------
@@ -201,6 +205,7 @@ class CooccurrenceRecommender(Recommender):
         recency: float = 0.8,
         damping: float = 0.0,
         popularity_weight: float = 0.02,
+        max_gap: float | None = None,
     ) -> None:
         self.window = window
         self.half_life = half_life
@@ -208,6 +213,7 @@ class CooccurrenceRecommender(Recommender):
         self.recency = recency
         self.damping = damping
         self.popularity_weight = popularity_weight
+        self.max_gap = max_gap
 
     def _validate_params(self) -> None:
         check_int("window", self.window, low=1)
@@ -217,6 +223,8 @@ class CooccurrenceRecommender(Recommender):
         check_float("recency", self.recency, low=0.0, strict=True, high=1.0)
         check_float("damping", self.damping, low=0.0, high=1.0)
         check_float("popularity_weight", self.popularity_weight, low=0.0)
+        if self.max_gap is not None:
+            check_float("max_gap", self.max_gap, low=0.0, strict=True)
 
     # ------------------------------------------------------------------ learning
     # The learned arrays the docstring lists; pairs_ and the windows are views of storage that
@@ -270,8 +278,7 @@ class CooccurrenceRecommender(Recommender):
             )  # fmt: skip
 
     def _observe(
-        self, users: np.ndarray, items: np.ndarray, weights: np.ndarray, times: np.ndarray,
-        max_gap: float | None = None,
+        self, users: np.ndarray, items: np.ndarray, weights: np.ndarray, times: np.ndarray
     ) -> None:
         if (times < 0).any():
             raise ValueError(f"timestamps must be >= 0 (seconds since 1970), got {times.min()}")
@@ -281,7 +288,7 @@ class CooccurrenceRecommender(Recommender):
             if frame > self.frame_:
                 self._move_to(frame)
             part = slice(start, stop)
-            self._fold_run(rows[part], items[part], weights[part], times[part], max_gap)
+            self._fold_run(rows[part], items[part], weights[part], times[part])
         self.clock_ = max(self.clock_, int(times.max()))
 
     def _move_to(self, frame: int) -> None:
@@ -360,8 +367,7 @@ class CooccurrenceRecommender(Recommender):
         self._n_windows = stop
 
     def _fold_run(
-        self, rows: np.ndarray, items: np.ndarray, weights: np.ndarray, times: np.ndarray,
-        max_gap: float | None,
+        self, rows: np.ndarray, items: np.ndarray, weights: np.ndarray, times: np.ndarray
     ) -> None:
         """Add one run's events (all in frame ``frame_``) to the pairs, counts and windows."""
         width, half_life = int(self.window), float(self.half_life)
@@ -383,8 +389,8 @@ class CooccurrenceRecommender(Recommender):
         pair_a, pair_b, pair_w, pair_t = [], [], [], []
         for d in range(1, min(width, len(seq_items) - 1) + 1):
             ok = is_new[d:] & (seq_owner[d:] == seq_owner[:-d]) & (seq_items[d:] != seq_items[:-d])
-            if max_gap is not None:  # an event that old steers no new pair
-                ok &= seq_times[d:] - seq_times[:-d] <= max_gap
+            if self.max_gap is not None:  # an event that old steers no new pair
+                ok &= seq_times[d:] - seq_times[:-d] <= float(self.max_gap)
             pair_a.append(seq_items[:-d][ok])
             pair_b.append(seq_items[d:][ok])
             pair_w.append(np.sqrt(seq_weights[:-d][ok] * seq_weights[d:][ok]))

@@ -62,10 +62,8 @@ class PopularityRecommender(Recommender):
         )  # fmt: skip
 
     def _observe(
-        self, users: np.ndarray, items: np.ndarray, weights: np.ndarray, times: np.ndarray,
-        max_gap: float | None = None,
+        self, users: np.ndarray, items: np.ndarray, weights: np.ndarray, times: np.ndarray
     ) -> None:
-        # max_gap: a count adds an event's own weight, which no earlier event steers.
         if self.half_life is None:
             np.add.at(self.counts_, items, weights)
             return

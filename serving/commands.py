@@ -194,7 +194,7 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
             models = ({n: copy.deepcopy(m) if m.learns_from_stream else m
                        for n, m in arms.items()} if arms is not None
                       else fit_arms(settings.arms, catalog, seed=settings.seed,
-                                    params=settings.arm_params))
+                                    params=settings.fit_params()))
             meta = _publish(store, models, state_dir, meta, changed=list(models),
                             settings=settings, data=versions.data_span(catalog, 0,
                                                                        store.log_seq()))
@@ -226,7 +226,7 @@ def _load_served(store: Store, meta: PolicyMeta, folder: Path, settings: Setting
                        "the settings give (%s); fitting those again", meta.version,
                        "; ".join(f"{n}: {d}" for n, d in changed.items()))
         models = {**models, **fit_arms(list(changed), catalog, seed=settings.seed,
-                                       params=settings.arm_params)}
+                                       params=settings.fit_params())}
         meta = _publish(store, models, settings.resolved_state_dir(), meta,
                         changed=list(changed), settings=settings)
     elif refit and _another_arm_set(store, settings.arms):
@@ -474,7 +474,7 @@ def other_params(models: Mapping[str, Recommender], settings: Settings
     """
     out: dict[str, dict[str, tuple[object, object]]] = {}
     for name, model in models.items():
-        wanted = make_arm(name, seed=settings.seed, **settings.arm_params.get(name, {}))
+        wanted = make_arm(name, seed=settings.seed, **settings.fit_params().get(name, {}))
         if differ := params_differ(model, wanted):
             out[name] = differ
     return out
@@ -1424,7 +1424,7 @@ def _fold_arms(settings: Settings, store: Store, catalog: Dataset,
     folded = fold_live_arms({n: models[n] for n in live}, events,
                             [a for a in items if a.seq <= start],
                             [a for a in items if start < a.seq <= head],
-                            settings.rule_book(), catalog, settings.retention_s)
+                            settings.rule_book(), catalog)
     return {n: arm_bytes(m) for n, m in folded.items()}, len(events)
 
 
@@ -1460,8 +1460,7 @@ def _live_arms_at(settings: Settings, store: Store, previous: FoldSnapshot | Non
     models = _start_models(store, live, previous, settings.resolved_state_dir())
     events = [e for e in store.events_after(start) if e.seq <= position]
     added = [a for a in store.items_after(start) if a.seq <= position]
-    fold_models([models[n] for n in live], events, added, settings.rule_book(),
-                settings.retention_s)
+    fold_models([models[n] for n in live], events, added, settings.rule_book())
     return models, len(events)
 
 

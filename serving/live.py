@@ -158,7 +158,7 @@ def user_history(events: Sequence[UserEvent], arm_set: ArmSet, rules: RuleBook, 
 
 
 def fold_log(arm_set: ArmSet, events: Sequence[LogEvent], added: Sequence[AddedItem],
-             rules: RuleBook, catalog: Dataset, retention_s: float) -> ArmSet:
+             rules: RuleBook, catalog: Dataset) -> ArmSet:
     """Fold logged ``events`` and ``added`` items into ``arm_set``'s live arms, in log order.
 
     The live arms change in place (under the arm set's ``live_lock``); the arm set returned
@@ -176,21 +176,17 @@ def fold_log(arm_set: ArmSet, events: Sequence[LogEvent], added: Sequence[AddedI
         a dislike, weight 0, is left out).
     catalog : Dataset
         The base catalogue (for the genres of the universe).
-    retention_s : float
-        The settings' ``retention_s``: an event that much older than a new one steers nothing
-        the new one adds (``max_gap`` of :meth:`~arms.base.Recommender.observe`).
     """
     with arm_set.live_lock:
         arm_set.live_lock.generation += 1  # the live arms' cached rankings are now stale
-        fold_models([arm_set.models[n] for n in arm_set.live_names], events, added, rules,
-                    retention_s)
+        fold_models([arm_set.models[n] for n in arm_set.live_names], events, added, rules)
     if added:
         arm_set = arm_set.with_items(added, catalog)
     return arm_set
 
 
 def fold_models(live: Sequence[Recommender], events: Sequence[LogEvent],
-                added: Sequence[AddedItem], rules: RuleBook, retention_s: float) -> None:
+                added: Sequence[AddedItem], rules: RuleBook) -> None:
     """Fold ``events`` and ``added`` items into the ``live`` arms (changed in place), in log
     order: the arms' part of :func:`fold_log`, which ``rebuild-state`` runs without a catalogue.
 
@@ -201,8 +197,6 @@ def fold_models(live: Sequence[Recommender], events: Sequence[LogEvent],
     events, added : sequences of LogEvent, AddedItem
         What was logged after the position the arms hold, in log order.
     rules : RuleBook
-    retention_s : float
-        As :func:`fold_log`'s.
     """
     marks = [a.seq for a in added]
     # Events between two additions are folded in one batch: the arms' states do not depend on
@@ -211,7 +205,7 @@ def fold_models(live: Sequence[Recommender], events: Sequence[LogEvent],
                              np.array(marks, dtype=np.int64))
     start = 0
     for item, stop in zip([*added, None], [*bounds.tolist(), len(events)], strict=True):
-        _observe(list(live), events[start:stop], rules, retention_s)
+        _observe(list(live), events[start:stop], rules)
         start = stop
         if item is not None:
             for model in live:
@@ -234,8 +228,7 @@ def state_digest(model: Recommender) -> str:
     return digest.hexdigest()
 
 
-def _observe(live: list, events: Sequence[LogEvent], rules: RuleBook, retention_s: float
-             ) -> None:
+def _observe(live: list, events: Sequence[LogEvent], rules: RuleBook) -> None:
     """Fold one run of events (no item added inside it) into every live arm."""
     if not live or not events:
         return
@@ -263,7 +256,7 @@ def _observe(live: list, events: Sequence[LogEvent], rules: RuleBook, retention_
             raise ValueError(f"the live arm {type(model).__name__} does not know item "
                              f"{int(raw[unknown][0])}: the log's items must be folded first")
         model.observe(np.array(users, dtype=np.int64), own, np.array(weights),
-                      np.array(times, dtype=np.int64), max_gap=retention_s)
+                      np.array(times, dtype=np.int64))
 
 
 def arm_bytes(model: Recommender) -> bytes:
@@ -285,7 +278,7 @@ def arm_from_bytes(blob: bytes) -> Recommender:
 
 def fold_live_arms(models: Mapping[str, Recommender], events: Sequence[LogEvent],
                    known: Sequence[AddedItem], added: Sequence[AddedItem], rules: RuleBook,
-                   catalog: Dataset, retention_s: float) -> dict[str, Recommender]:
+                   catalog: Dataset) -> dict[str, Recommender]:
     """The live arms ``models`` (changed in place) after folding ``events`` and ``added``
     items in log order, exactly as a worker folds them (:func:`fold_log`): what ``recbandits
     purge`` keeps in its fold snapshot.
@@ -302,14 +295,12 @@ def fold_live_arms(models: Mapping[str, Recommender], events: Sequence[LogEvent]
     rules : RuleBook
     catalog : Dataset
         The base catalogue.
-    retention_s : float
-        As :func:`fold_log`'s.
     """
     if not models:
         return {}
     arm_set = ArmSet.build(models, catalog, version=0, cold_start_arm=next(iter(models)),
                            added=known)
-    folded = fold_log(arm_set, events, added, rules, catalog, retention_s)
+    folded = fold_log(arm_set, events, added, rules, catalog)
     return {n: folded.models[n] for n in models}
 
 

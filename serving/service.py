@@ -706,8 +706,7 @@ class RecommendationService:
         """
         if events or added:
             try:
-                arm_set = fold_log(self.arm_set, events, added, self.rules, self.catalog,
-                                   self.settings.retention_s)
+                arm_set = fold_log(self.arm_set, events, added, self.rules, self.catalog)
             except Exception:
                 # The arms fold in place: some took part of these events, and folding them
                 # again from the same position counted those twice, for good.

@@ -126,6 +126,7 @@ class Settings(BaseSettings):
         (a ``[arm_params.<arm>]`` table in the settings file, or ``RECBANDITS_ARM_PARAMS`` as
         JSON), e.g. ``{"popularity": {"half_life": 604800}}`` for popularity counts that decay
         with a one-week half-life, or ``{"cooccurrence": {"window": 20}}``. A retrain keeps them.
+        The co-occurrence arm's ``max_gap`` defaults to ``retention_s`` (:meth:`fit_params`).
     cold_start_arm : str
         Arm (a registry name) whose popularity ranking serves users unknown to the arms; such
         decisions are logged with propensity 1 and never update the policy.
@@ -668,6 +669,19 @@ class Settings(BaseSettings):
             A setting does not fit ``arms``.
         """
         return type(self).model_validate({**self.model_dump(), "arms": list(arms)})
+
+    def fit_params(self) -> dict[str, dict[str, float | int | bool | str | None]]:
+        """The hyper-parameters the arms are fitted with, by arm: ``arm_params``, with the
+        co-occurrence arm's ``max_gap`` set to ``retention_s`` unless given, so that an event
+        past retention forms no pair (found in review: a user's window paired with their next
+        event months later at full weight). A hyper-parameter, saved with the arm: every fold
+        of the log (the workers', a purge's, ``rebuild-state``'s) gives the same state
+        whatever settings it runs with.
+        """
+        params = {name: dict(values) for name, values in self.arm_params.items()}
+        if "cooccurrence" in self.arms:
+            params.setdefault("cooccurrence", {}).setdefault("max_gap", self.retention_s)
+        return params
 
     def policy_model(self, n_features: int | None) -> PolicyModel:
         """The served policy's model: ``policy`` with ``policy_params`` (plus the shared

@@ -477,7 +477,7 @@ def retrain(settings: Settings, store: Store, catalog: Dataset,
     refit = [n for n in models if n not in live]
     spec: Spec = {n: dict(candidate[n]) if candidate is not None and n in candidate
                   else arm_spec(n, registry.make_arm(n, random_state=settings.seed,
-                                                     **settings.arm_params.get(n, {})))
+                                                     **settings.fit_params().get(n, {})))
                   for n in refit}
     serving: Spec = {n: arm_spec(n, models[n]) for n in refit}
     data = data_span(train, len(ratings), log_seq, catalog)

@@ -299,33 +299,34 @@ def test_a_window_item_older_than_max_gap_pairs_with_no_new_event(data, tmp_path
     day = 86_400
     t0 = 1_700_000_000
     gap = 90.0 * day
-    stale = _empty_live(data).observe([7, 7], [10, 20], [5.0, 5.0], [t0, t0 + 100 * day],
-                                      max_gap=gap)
+    stale = _empty_live(data, max_gap=gap).observe([7, 7], [10, 20], [5.0, 5.0],
+                                                   [t0, t0 + 100 * day])
     assert stale.pairs_[10, 20] == stale.pairs_[20, 10] == 0
     assert stale.window_items_[0, -2:].tolist() == [10, 20]
     assert stale.window_times_[0, -2:].tolist() == [t0, t0 + 100 * day]
     # Item 10 keeps only its 100-day-old count (the popularity term, a week's half-life).
     assert stale.score_history(None, [20], [5.0])[10] < 1e-5
-    recent = _empty_live(data).observe([7, 7], [10, 20], [5.0, 5.0], [t0, t0 + 80 * day],
-                                       max_gap=gap)
+    recent = _empty_live(data, max_gap=gap).observe([7, 7], [10, 20], [5.0, 5.0],
+                                                    [t0, t0 + 80 * day])
     assert recent.pairs_[10, 20] > 0
     unlimited = _empty_live(data).observe([7, 7], [10, 20], [5.0, 5.0], [t0, t0 + 100 * day])
     assert unlimited.pairs_[10, 20] > 0  # no limit: the arm as it was
     assert unlimited.score_history(None, [20], [5.0])[10] >= 1.0
     # One batch, or event by event: the same state.
     users, items, weights, times = _stream(300, 20, 90, 200 * day, seed=8)
-    batch = _empty_live(data, window=4).observe(users, items, weights, times, max_gap=gap)
-    one_by_one = _empty_live(data, window=4)
+    batch = _empty_live(data, window=4, max_gap=gap).observe(users, items, weights, times)
+    one_by_one = _empty_live(data, window=4, max_gap=gap)
     for i in range(len(users)):
-        one_by_one.observe(users[i:i + 1], items[i:i + 1], weights[i:i + 1], times[i:i + 1],
-                           max_gap=gap)
+        one_by_one.observe(users[i:i + 1], items[i:i + 1], weights[i:i + 1], times[i:i + 1])
     _assert_same_state(_state(batch), _state(one_by_one))
     assert 0 < batch.pairs_.nnz < _empty_live(data, window=4).observe(
         users, items, weights, times).pairs_.nnz
     with pytest.raises(ValueError, match=r"max_gap must be > 0\.0, got 0\.0"):
-        batch.observe([1], [2], [1.0], [t0], max_gap=0.0)
-    # A state saved before the windows kept their times.
-    path = recent.save(tmp_path / "old")
+        _empty_live(data, max_gap=0.0)
+    # Saved and loaded, it goes on with its max_gap; a state saved before the windows kept
+    # their times loads them at the clock.
+    path = recent.save(tmp_path / "arm")
+    assert CooccurrenceRecommender.load(path).max_gap == gap
     with np.load(path, allow_pickle=False) as saved:
         arrays = {k: saved[k] for k in saved.files if not k.endswith("window_times")}
     assert len(arrays) < len(np.load(path).files)

@@ -129,7 +129,7 @@ class Log:
                     fitted: dict[str, Recommender]) -> dict[str, dict[str, np.ndarray]]:
         models = fold_live_arms({n: copy.deepcopy(fitted[n]) for n in LIVE},
                                 [self.events[q] for q in sorted(self.events)], [], [],
-                                settings.rule_book(), catalog, settings.retention_s)
+                                settings.rule_book(), catalog)
         return {n: m._get_state() for n, m in models.items()}
 
 

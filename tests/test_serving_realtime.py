@@ -31,7 +31,6 @@ from serving.store.types import LogEvent
 TOKEN = "t0ken"
 ARMS = ["autoencoder", "sequential", "cooccurrence", "popularity"]
 AUTH = {"authorization": f"Bearer {TOKEN}"}
-RETENTION_S = Settings().retention_s  # the default the service folds with
 
 
 @pytest.fixture(scope="module")
@@ -300,27 +299,36 @@ def test_live_arms_are_a_fold_of_the_log_identical_after_a_restart(
             index = {int(m): i for i, m in enumerate(offline.item_ids_)}
             offline.observe(np.array([w[0] for w in weighted]),
                             np.array([index[w[1]] for w in weighted]),
-                            np.array([w[2] for w in weighted]), np.array([w[3] for w in weighted]),
-                            max_gap=settings.retention_s)
+                            np.array([w[2] for w in weighted]), np.array([w[3] for w in weighted]))
             for key, value in offline._get_state().items():
                 np.testing.assert_array_equal(value, states[name][key], err_msg=f"{name}.{key}")
 
 
 def test_an_event_past_retention_pairs_with_no_later_one_in_the_live_fold(
-        catalog: Dataset, fitted: dict[str, Recommender]) -> None:
+        tmp_path: Path, catalog: Dataset) -> None:
     """Found in review: a user's co-occurrence window never expired, so an event months past
     retention (even one a purge had deleted: the snapshot keeps the windows) paired with the
-    user's next event at full weight. The workers' fold passes ``retention_s``: two events
-    further apart form no pair, two within it do."""
-    index = {int(m): i for i, m in enumerate(fitted["cooccurrence"].item_ids_)}
+    user's next event at full weight. The service fits the arm with ``max_gap`` =
+    ``retention_s`` (``Settings.fit_params``), a hyper-parameter saved with it, so that every
+    fold (the workers', a purge's, rebuild-state's) pairs alike: two events further apart form
+    no pair, two within it do."""
+    hour = 3600.0
+    settings = make_settings(tmp_path, retention_s=hour)
+    assert settings.fit_params()["cooccurrence"] == {"max_gap": hour}
+    assert make_settings(tmp_path, arm_params={"cooccurrence": {"max_gap": 60.0}}
+                         ).fit_params()["cooccurrence"] == {"max_gap": 60.0}
+    with TestClient(create_app(settings, catalog=catalog)) as client:  # it fits its arms
+        model = client.app.state.service.arm_set.models["cooccurrence"]
+        assert model.max_gap == hour
+    index = {int(m): i for i, m in enumerate(model.item_ids_)}
     first, second = (int(m) for m in catalog.item_ids[:2])
-    start, hour = 1.75e9, 3600.0
+    start = 1.75e9
 
     def pair(gap_s: float, users: tuple[int, int]) -> int:
         events = [LogEvent(1, users[0], first, "purchase", None, start),
                   LogEvent(2, users[1], second, "purchase", None, start + gap_s)]
-        folded = fold_live_arms({"cooccurrence": copy.deepcopy(fitted["cooccurrence"])},
-                                events, [], [], RuleBook(), catalog, retention_s=hour)
+        folded = fold_live_arms({"cooccurrence": copy.deepcopy(model)}, events, [], [],
+                                RuleBook(), catalog)
         return int(folded["cooccurrence"].pairs_[index[first], index[second]])
 
     one, two = 10**6, 10**6 + 1  # newcomers: no training window
@@ -731,7 +739,7 @@ def test_a_users_cached_ranking_equals_scoring_afresh_and_moves_with_the_log(
     top_item = int(arms.item_ids[unseen[-1]])  # not in the user's popularity slate yet
     events = [LogEvent(i + 1, int(catalog.user_ids[1 + i % 20]), top_item, "purchase", None,
                        1.7e9 + i) for i in range(60)]
-    assert fold_log(arms, events, [], RuleBook(), catalog, RETENTION_S) is arms
+    assert fold_log(arms, events, [], RuleBook(), catalog) is arms
     for arm in ARMS:
         now = arms.user_ranking(arm, user, items, ratings, excluded, liked, disliked, 1.5)
         if arm in arms.live_names:
@@ -778,8 +786,7 @@ def test_popularitys_one_ranking_per_state_serves_each_user_their_unseen_items(
     # The log moves the counts: the next request ranks them again.
     low = int(arms.item_ids[np.argsort(shared.scores)[0]])
     fold_log(arms, [LogEvent(i + 1, int(catalog.user_ids[i % 30]), low, "purchase", None,
-                             1.7e9 + i) for i in range(80)], [], RuleBook(), catalog,
-             RETENTION_S)
+                             1.7e9 + i) for i in range(80)], [], RuleBook(), catalog)
     check()
     newcomer = arms.ranking("popularity", 10**9).scores  # a user the arm does not know
     assert arms.item_index[low] == int(np.argmax(newcomer))
