@@ -448,8 +448,10 @@ def _publish(store: Store, models: Mapping[str, Recommender], state_dir: Path,
         return store.init_policy_meta(folder, arms=_arm_params(models), data=data)
     if served is not None and _another_arm_set(store, list(models)):
         # Said as it is: "arm_params changed" was recorded for a new arm set (found by attack).
-        reason, why = (f"the arm set changed at start: {served[1]} -> {list(models)}",
-                       "arm set changed")
+        reason = f"the arm set changed at start: {served[1]} -> {list(models)}" + (
+            f"; fitted at start with the settings' hyper-parameters: {changed}"
+            if changed else "")
+        why = "arm set changed"
     else:
         reason, why = (f"fitted again at start with the settings' hyper-parameters: {changed}",
                        "arm_params changed")
