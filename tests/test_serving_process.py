@@ -254,16 +254,7 @@ def test_serve_exits_3_when_its_workers_fail_to_start_and_0_when_stopped(
         "    await send({'type': 'lifespan.startup.failed', "
         "'message': 'this app cannot start'})\n\n\n"
         "def app():\n    return failing\n")
-    script = ("import sys, uvicorn\nfrom serving.commands import _run_workers\n"
-              "sys.exit(_run_workers(uvicorn.Config('failing_app:app', factory=True, "
-              f"port={free_port()}, workers=2, timeout_worker_healthcheck=5)))\n")
-    failed = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])},
-        timeout=STARTUP_DEADLINE_S)
-    assert failed.returncode == 3, failed.stderr[-3000:]
-    assert "this app cannot start" in failed.stderr
-    assert "failed to start, stopping the parent process" in failed.stderr
+    assert_workers_exit_3(tmp_path, "failing_app", 5, "this app cannot start")
 
 
 def test_serve_exits_at_once_when_a_worker_dies_with_a_ping_unanswered(tmp_path: Path) -> None:
@@ -286,15 +277,22 @@ def test_serve_exits_at_once_when_a_worker_dies_with_a_ping_unanswered(tmp_path:
         "    await send({'type': 'lifespan.startup.failed', "
         "'message': 'died with a ping unanswered'})\n\n\n"
         "def app():\n    return failing\n")
+    assert_workers_exit_3(tmp_path, "mute_app", 600, "died with a ping unanswered")
+
+
+def assert_workers_exit_3(folder: Path, module: str, healthcheck_s: int, said: str) -> None:
+    """Run two workers of ``module`` (in ``folder``) under serve's supervisor run
+    (``_run_workers``, health-check time-out ``healthcheck_s``): exit 3, ``said`` and
+    uvicorn's own line on stderr, within the start-up deadline."""
     script = ("import sys, uvicorn\nfrom serving.commands import _run_workers\n"
-              "sys.exit(_run_workers(uvicorn.Config('mute_app:app', factory=True, "
-              f"port={free_port()}, workers=2, timeout_worker_healthcheck=600)))\n")
+              f"sys.exit(_run_workers(uvicorn.Config('{module}:app', factory=True, "
+              f"port={free_port()}, workers=2, timeout_worker_healthcheck={healthcheck_s})))\n")
     failed = subprocess.run(
         [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), str(REPO)])},
         timeout=STARTUP_DEADLINE_S)
     assert failed.returncode == 3, failed.stderr[-3000:]
-    assert "died with a ping unanswered" in failed.stderr
+    assert said in failed.stderr
     assert "failed to start, stopping the parent process" in failed.stderr
 
 
