@@ -190,14 +190,9 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
             logger.info("first start: fitting the arms once (saved under %s for the "
                         "next starts)", state_dir)
         if models is None:
-            # The live arms fold the log in place: the caller's objects stay as given.
-            models = ({n: copy.deepcopy(m) if m.learns_from_stream else m
-                       for n, m in arms.items()} if arms is not None
-                      else fit_arms(settings.arms, catalog, seed=settings.seed,
-                                    params=settings.fit_params()))
-            meta = _publish(store, models, state_dir, meta, changed=list(models),
-                            settings=settings, data=versions.data_span(catalog, 0,
-                                                                       store.log_seq()))
+            models, fitted = _kept_and_fitted(folder, settings, catalog, arms)
+            meta = _publish(store, models, state_dir, meta, changed=fitted, settings=settings,
+                            data=versions.data_span(catalog, 0, store.log_seq()))
     assert meta is not None  # loaded from it, or just recorded
     # A store from before the versions table gets a row for the version it serves.
     store.ensure_version_row(meta, arms=_arm_params(models), data={},
@@ -208,6 +203,29 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
                            cold_start_arm=settings.cold_start_arm,
                            cache_size=settings.score_cache_size, added=store.items_after(0))
     return Resources(store, catalog, arm_set, settings)
+
+
+def _kept_and_fitted(folder: Path | None, settings: Settings, catalog: Dataset,
+                     given: Mapping[str, Recommender] | None
+                     ) -> tuple[dict[str, Recommender], list[str]]:
+    """The settings' arms for a start that must fit some: those of the served version's
+    ``folder`` saved with the settings' hyper-parameters kept, the others fitted (all of them
+    on a first start); and the names fitted. A start adding one arm refitted every arm (found
+    by attack: adding co-occurrence to MovieLens's default arms refitted all four). ``given``
+    (a first version's fitted arms) are taken instead, the live ones copied: they fold the
+    log in place, and the caller's stay as given.
+    """
+    if given is not None:
+        return {n: copy.deepcopy(m) if m.learns_from_stream else m
+                for n, m in given.items()}, list(given)
+    present = [] if folder is None else [
+        n for n in settings.arms if n not in missing_arms(folder, settings.arms)]
+    kept = load_arms(folder, present) if folder is not None and present else {}
+    differ = other_params(kept, settings)
+    kept = {n: m for n, m in kept.items() if n not in differ}
+    fitted = [n for n in settings.arms if n not in kept]
+    new = fit_arms(fitted, catalog, seed=settings.seed, params=settings.fit_params())
+    return {n: kept[n] if n in kept else new[n] for n in settings.arms}, fitted
 
 
 def _load_served(store: Store, meta: PolicyMeta, folder: Path, settings: Settings,

@@ -515,11 +515,12 @@ def test_serve_without_arms_serves_the_live_ones_and_another_set_says_so(
     assert rows[2]["reason"] == (f"the arm set changed at start: {served} -> "
                                  "['svd', 'popularity']; retired: replaced by version 3 (arm "
                                  "set changed)")
-    # Said with what was fitted too (found in review: a refit went unsaid beside a new set).
+    # Said with what was fitted too (found in review: a refit went unsaid beside a new set),
+    # which is the added arm alone (found by attack: every arm was fitted again).
     assert rows[3]["reason"] == ("the arm set changed at start: ['svd', 'popularity'] -> "
                                  "['svd', 'sequential', 'popularity']; fitted at start with the "
-                                 "settings' hyper-parameters: ['svd', 'sequential', "
-                                 "'popularity']")
+                                 "settings' hyper-parameters: ['sequential']")
+    assert rows[3]["changed_arms"] == ["sequential"]
     assert rows[1]["reason"].endswith("replaced by version 2 (arm set changed)")
     assert set(rows[3]["arms"]) == {"svd", "sequential", "popularity"}
 
