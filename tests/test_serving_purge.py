@@ -624,6 +624,29 @@ def test_a_fold_of_the_live_arms_that_failed_part_way_starts_them_again(
                 if "live arm" in line and "match yes" in line]) == len(LIVE), str(result)
 
 
+def test_a_start_asking_other_hyper_parameters_of_a_purged_live_arm_publishes_nothing(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Found by attack: after a purge, a start with other ``arm_params`` for a live arm
+    published a new version recording them, while every worker restored the arm from the
+    snapshot with the old ones (its events before it are purged), and every later purge kept
+    those. The arm keeps its hyper-parameters, said at start, and no version is published."""
+    settings = make_settings(tmp_path)
+    with settled_worker(settings, catalog, fitted, seed=23):
+        pass
+    run_purge(settings, catalog, time.time() + 4 * HOUR)
+    asked = settings.model_copy(update={"arm_params": {"popularity": {"half_life": 604800.0}}})
+    with caplog.at_level("WARNING", logger="serving.commands"), \
+            TestClient(create_app(asked, catalog=catalog)) as restarted:
+        service = restarted.app.state.service
+        assert service.arm_set.version == 1
+        assert service.arm_set.models["popularity"].half_life is None
+    assert service.store.policy_meta().version == 1
+    [warning] = [r.getMessage() for r in caplog.records if "holds the live arm popularity"
+                 in r.getMessage()]
+    assert "keeps its hyper-parameters" in warning and "no version is published" in warning
+
+
 def test_a_purge_refuses_another_arm_order_or_catalogue_and_waits_for_a_promotion(
         tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
     """Found in review, each deleting the log before: the service's arms in another order (the
