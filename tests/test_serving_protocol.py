@@ -477,9 +477,11 @@ def test_serve_gives_the_workers_own_loggers_the_level_or_info_with_v(
     from serving.settings import Settings
 
     ran: dict = {}
+    settings = Settings(state_dir=tmp_path, log_level=level)
     resources = types.SimpleNamespace(store=types.SimpleNamespace(dispose=lambda: None,
                                                                   describe=lambda: "x"),
-                                      arm_set=types.SimpleNamespace(version=1))
+                                      arm_set=types.SimpleNamespace(version=1),
+                                      settings=settings)  # the settings in force
     monkeypatch.setattr(commands, "until_the_store_answers", lambda settings, start: resources)
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: ran.update(k))
     root = logging.getLogger()
@@ -487,5 +489,5 @@ def test_serve_gives_the_workers_own_loggers_the_level_or_info_with_v(
     # serve exports the settings for its workers: into a copy of the environment.
     monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items()
                                         if not k.startswith("RECBANDITS_")})
-    assert commands.serve(Settings(state_dir=tmp_path, log_level=level)) == 0
+    assert commands.serve(settings) == 0
     assert logging.getLevelName(ran["log_config"]["loggers"]["serving"]["level"]) == expected
