@@ -341,8 +341,8 @@ def _ope_log(args: argparse.Namespace) -> int:
     # The service's settings (RECBANDITS_*): its store and the reward an undecided closed
     # decision gets. With --db given, broken settings only cost the default reward.
     default_reward = offpolicy.RULES.default_reward
-    try:
-        settings = _serving_settings(argparse.Namespace())
+    try:  # --state-dir alone of the service's options: --seed here is the bootstrap's
+        settings = _serving_settings(argparse.Namespace(state_dir=args.state_dir))
     except ValidationError as exc:
         if url is None:
             print(f"recbandits ope: {settings_issues(exc)}", file=sys.stderr)
@@ -366,8 +366,10 @@ def _ope_log(args: argparse.Namespace) -> int:
         )  # fmt: skip
         results = offpolicy.run(config)
     except StoreNotFoundError as exc:  # named as every command names its --db
-        print(f"recbandits ope: {'' if args.db is None else f'--db {args.db!r}: '}{exc}",
-              file=sys.stderr)
+        named = ("" if args.db is None and args.state_dir is None else
+                 f"--db {args.db!r}: " if args.db is not None else
+                 f"--state-dir {args.state_dir!r}: ")
+        print(f"recbandits ope: {named}{exc}", file=sys.stderr)
         return 2
     except offpolicy.EmptyLogError as exc:
         return _ope_found_nothing(exc)
@@ -592,6 +594,8 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
     obd = ope.add_argument_group("the Open Bandit Dataset (--obd)")
     log.add_argument("--db", metavar="URL", help="SQLAlchemy URL of the store (default: the "
                      "service's, from RECBANDITS_* variables)")
+    log.add_argument("--state-dir", help="the service's state folder, whose SQLite store is "
+                     "read, as the other commands take it (default: the settings')")
     log.add_argument("--out", metavar="DIR", help="folder for ope.csv and summary.json "
                      "(default runs/ope-<timestamp>)")
     ope.add_argument("--bootstrap", type=int, default=DEFAULT_N_BOOTSTRAP, metavar="N",

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -304,6 +305,28 @@ def test_open_windows_message_names_the_option_and_the_wait(service_log: dict,
     assert "min); wait for it, or pass --include-open" in text and "include_open" not in text
     assert text.endswith("(nothing written)\n")
     assert not (tmp_path / "o").exists() and not (tmp_path / "log.csv").exists()
+
+
+def test_ope_reads_the_store_of_a_state_folder(tmp_path: Path, service_log: dict) -> None:
+    """Found by attack: ``ope`` alone of the store commands took no ``--state-dir``, so right
+    after ``serve --state-dir X`` one had to spell the SQLite URL. It reads that folder's
+    store; a folder holding none is refused as every command refuses it."""
+    state = tmp_path / "state"
+    state.mkdir()
+    db = Path(service_log["url"].removeprefix("sqlite:///"))
+    for suffix in ("", "-wal"):  # the database and its write-ahead log, if any is left
+        if Path(f"{db}{suffix}").exists():
+            shutil.copy(f"{db}{suffix}", state / f"recbandits.db{suffix}")
+    out = io.StringIO()
+    with redirect_stdout(out), redirect_stderr(io.StringIO()):
+        assert cli_main(["ope", "--state-dir", str(state), "--out", str(tmp_path / "o")]) == 0
+    assert "none of the 30 policy decisions has a closed reward window yet" in out.getvalue()
+    err = io.StringIO()
+    with redirect_stdout(io.StringIO()), redirect_stderr(err):
+        assert cli_main(["ope", "--state-dir", str(tmp_path), "--out",
+                         str(tmp_path / "o")]) == 2
+    assert err.getvalue() == (f"recbandits ope: --state-dir '{tmp_path}': no SQLite file at "
+                              f"'{tmp_path / 'recbandits.db'}'\n")
 
 
 def test_cli_errors_are_clear(tmp_path: Path, service_log: dict) -> None:
