@@ -50,6 +50,7 @@ from serving.armset import (
     new_arms_folder,
     params_differ,
     recorded_arms_dir,
+    refit_like,
     save_arms,
 )
 from serving.drift import check_replay
@@ -190,7 +191,7 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
             logger.info("first start: fitting the arms once (saved under %s for the "
                         "next starts)", state_dir)
         if models is None:
-            models, fitted = _kept_and_fitted(folder, settings, catalog, arms)
+            models, fitted = _kept_and_fitted(store, folder, settings, catalog, arms)
             meta = _publish(store, models, state_dir, meta, changed=fitted, settings=settings,
                             data=versions.data_span(catalog, 0, store.log_seq()))
     assert meta is not None  # loaded from it, or just recorded
@@ -205,7 +206,7 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
     return Resources(store, catalog, arm_set, settings)
 
 
-def _kept_and_fitted(folder: Path | None, settings: Settings, catalog: Dataset,
+def _kept_and_fitted(store: Store, folder: Path | None, settings: Settings, catalog: Dataset,
                      given: Mapping[str, Recommender] | None
                      ) -> tuple[dict[str, Recommender], list[str]]:
     """The settings' arms for a start that must fit some: those of the served version's
@@ -221,11 +222,26 @@ def _kept_and_fitted(folder: Path | None, settings: Settings, catalog: Dataset,
     present = [] if folder is None else [
         n for n in settings.arms if n not in missing_arms(folder, settings.arms)]
     kept = load_arms(folder, present) if folder is not None and present else {}
-    differ = other_params(kept, settings)
+    # A live arm a fold snapshot holds keeps the snapshot's hyper-parameters (its purged
+    # events cannot be folded again): its base is fitted with them, so that the version
+    # records what the workers serve (found by attack: it recorded the settings').
+    held = _snapshot_arms(store, settings.arms)
+    differ = {**other_params({n: m for n, m in kept.items() if n not in held}, settings),
+              **{n: d for n, m in kept.items() if n in held
+                 and (d := params_differ(m, held[n]))}}
     kept = {n: m for n, m in kept.items() if n not in differ}
     fitted = [n for n in settings.arms if n not in kept]
-    new = fit_arms(fitted, catalog, seed=settings.seed, params=settings.fit_params())
+    new = {**fit_arms([n for n in fitted if n not in held], catalog, seed=settings.seed,
+                      params=settings.fit_params()),
+           **refit_like({n: held[n] for n in fitted if n in held}, catalog)}
     return {n: kept[n] if n in kept else new[n] for n in settings.arms}, fitted
+
+
+def _snapshot_arms(store: Store, names: Sequence[str]) -> dict[str, Recommender]:
+    """The live arms of ``names`` the latest fold snapshot holds (none without one)."""
+    fold = store.fold_snapshot(arms=True)
+    return {} if fold is None else {n: arm_from_bytes(b) for n, b in fold.arms.items()
+                                    if n in names}
 
 
 def _load_served(store: Store, meta: PolicyMeta, folder: Path, settings: Settings,

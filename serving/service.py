@@ -764,7 +764,23 @@ class RecommendationService:
                                    added=current.added)
             object.__setattr__(arm_set, "live_lock", current.live_lock)
             arm_set.warm()
+            # A version whose live arms' base fit has other hyper-parameters (a promotion or a
+            # rollback to it): the carried arms are not what a starting worker or rebuild-state
+            # folds, so they start again from its base (found by attack: match NO until a
+            # restart, which changed what was served).
+            # (A live arm a fold snapshot holds keeps the snapshot's, whatever the version.)
+            bases = load_arms(folder, list(current.live_names))
+            other = [n for n in current.live_names if params_differ(current.models[n], bases[n])]
+            fold = self.store.fold_snapshot(arms=True) if other else None
+            other = [n for n in other if fold is None or n not in fold.arms]
             self._swap(arm_set)
+            if other:
+                with self._advancing():
+                    self._live_broken = True
+                self._refresh_wanted.set()
+                logger.warning("version %d's live arms %s have other hyper-parameters than "
+                               "those served: they start again from its base fit", version,
+                               other)
             self._load_failure = None
             logger.info("now serving arms of policy version %d from %s", version, folder)
         except UnknownItemsError as exc:

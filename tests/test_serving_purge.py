@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -29,7 +30,7 @@ from arms.data import make_synthetic
 from arms.data.dataset import Dataset
 from experiments.cli import main
 from serving.app import create_app
-from serving.armset import ArmSet, fit_arms
+from serving.armset import ArmSet, arms_folder, fit_arms
 from serving.commands import purge, rebuild_state
 from serving.commands import shadow_promote as promote
 from serving.live import arm_from_bytes, fold_live_arms
@@ -38,7 +39,7 @@ from serving.replay import fold_policy
 from serving.results import CommandError, NothingToDo, PurgeResults, RebuildStateResults
 from serving.settings import Settings
 from serving.store import open_store
-from serving.store.tables import decisions, feedback, feedback_ratings, outcomes
+from serving.store.tables import decisions, feedback, feedback_ratings, model_versions, outcomes
 from serving.store.types import LogEvent, Outcome
 
 TOKEN = "t0ken"
@@ -647,6 +648,57 @@ def test_a_start_asking_other_hyper_parameters_of_a_purged_live_arm_publishes_no
     assert "keeps its hyper-parameters" in warning and "no version is published" in warning
 
 
+def test_a_start_refitting_lost_arms_fits_a_purged_live_arm_as_the_snapshot_holds_it(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
+    """Found by attack: after a purge, a start whose version's arms folder was gone fitted
+    every arm with the settings' hyper-parameters and recorded them, while the workers served
+    the live arms as the snapshot holds them. The live arm's base is fitted with the
+    snapshot's, so the version records what is served."""
+    settings = make_settings(tmp_path)
+    with settled_worker(settings, catalog, fitted, seed=25):
+        pass
+    run_purge(settings, catalog, time.time() + 4 * HOUR)
+    store = open_store(settings.resolved_db_url(), create=False)
+    shutil.rmtree(arms_folder(settings.resolved_state_dir(), store.policy_meta().arms_dir))
+    asked = settings.model_copy(update={"arm_params": {"popularity": {"half_life": 604800.0}}})
+    with TestClient(create_app(asked, catalog=catalog)) as restarted:
+        service = restarted.app.state.service
+        version = service.arm_set.version
+        assert service.arm_set.models["popularity"].half_life is None
+    assert version == 2
+    recorded = {r["version"]: r for r in read_table(settings.resolved_db_url(),
+                                                    model_versions)}[version]["arms"]
+    assert recorded["popularity"]["half_life"] is None
+    store.dispose()
+
+
+def test_a_promotion_to_other_live_hyper_parameters_starts_the_live_arms_again(
+        tmp_path: Path, catalog: Dataset) -> None:
+    """Found by attack: promoting (or rolling back to) a version whose live arms' base fit has
+    other hyper-parameters left the running workers folding the arms they had, unlike a worker
+    that starts and rebuild-state (match NO until a restart, which changed what was served).
+    The workers start the live arms again from that version's base and fold the log afresh."""
+    settings = make_settings(tmp_path)
+    with TestClient(create_app(settings, catalog=catalog)) as first:
+        traffic(first, np.random.default_rng(27), 8)
+    asked = settings.model_copy(update={"arm_params": {"popularity": {"half_life": 3600.0}}})
+    with TestClient(create_app(asked, catalog=catalog)) as running:
+        service = running.app.state.service
+        assert service.arm_set.version == 2
+        assert service.arm_set.models["popularity"].half_life == 3600.0
+        traffic(running, np.random.default_rng(28), 8)
+        service.refresh()
+        service.serve_version(1)
+        assert service._loading is not None
+        service._loading.join(60)
+        service.refresh()  # the live arms start again from version 3's (1's) base and refold
+        assert service.arm_set.models["popularity"].half_life is None
+        result = rebuild_state(asked, service=running)
+    assert result.exit_code == 0 and str(result).endswith("match: yes"), str(result)
+    assert len([line for line in str(result).splitlines()
+                if "live arm" in line and "match yes" in line]) == len(LIVE), str(result)
+
+
 def test_a_purge_refuses_another_arm_order_or_catalogue_and_waits_for_a_promotion(
         tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
     """Found in review, each deleting the log before: the service's arms in another order (the
@@ -837,14 +889,15 @@ def test_a_live_arm_resumed_from_a_snapshot_keeps_its_hyper_parameters_and_says_
         run_purge(settings, catalog, time.time() + 4 * HOUR)
     before = fitted["popularity"].get_params()
     changed = settings.model_copy(update={"arm_params": {"popularity": {"half_life": 12345.0}}})
-    with caplog.at_level("WARNING", logger="serving.service"), \
+    with caplog.at_level("WARNING", logger="serving.commands"), \
             TestClient(create_app(changed, catalog=catalog)) as restarted:
-        # The arms were refitted with the new setting, but the live popularity's events
-        # before the snapshot are purged: it goes on from the snapshot, as it was.
+        # The live popularity's events before the snapshot are purged: it goes on from the
+        # snapshot, as it was, and no version records the settings' (it was version 2).
         service = restarted.app.state.service
-        assert service.arm_set.version == 2  # refitted (arm_params changed) and published
+        assert service.arm_set.version == 1
         assert service.arm_set.models["popularity"].get_params() == before
     warned = [r.getMessage() for r in caplog.records
-              if "holds the live arm popularity with the hyper-parameters" in r.getMessage()]
+              if "holds the live arm popularity: its events before are purged, so it keeps "
+              "its hyper-parameters" in r.getMessage()]
     assert warned and "12345.0" in warned[0], [r.getMessage() for r in caplog.records]
     check_replay(changed)
