@@ -53,6 +53,7 @@ from serving.armset import (
     UnknownItemsError,
     arms_folder,
     load_arms,
+    missing_arms,
     params_differ,
     top_k_row,
 )
@@ -755,9 +756,10 @@ class RecommendationService:
             # The live arms are a fold of the log from their base fit: carried over, not
             # reloaded (a retrain does not refit them).
             folder = arms_folder(self.settings.resolved_state_dir(), arms_dir)
-            models = {**load_arms(folder, [n for n in current.names
-                                           if n not in current.live_names]),
-                      **{n: current.models[n] for n in current.live_names}}
+            # The live arms' base fits too, where the folder holds them (to compare below).
+            absent = set(missing_arms(folder, list(current.live_names)))
+            loaded = load_arms(folder, [n for n in current.names if n not in absent])
+            models = {**loaded, **{n: current.models[n] for n in current.live_names}}
             arm_set = ArmSet.build({n: models[n] for n in current.names}, self.catalog,
                                    version=version, cold_start_arm=self.settings.cold_start_arm,
                                    cache_size=self.settings.score_cache_size,
@@ -769,8 +771,8 @@ class RecommendationService:
             # folds, so they start again from its base (found by attack: match NO until a
             # restart, which changed what was served).
             # (A live arm a fold snapshot holds keeps the snapshot's, whatever the version.)
-            bases = load_arms(folder, list(current.live_names))
-            other = [n for n in current.live_names if params_differ(current.models[n], bases[n])]
+            other = [n for n in current.live_names
+                     if n in loaded and params_differ(current.models[n], loaded[n])]
             fold = self.store.fold_snapshot(arms=True) if other else None
             other = [n for n in other if fold is None or n not in fold.arms]
             self._swap(arm_set)
