@@ -454,7 +454,11 @@ class RecommendationService:
         """
         with self._advancing():  # the refresher and policy_view never fold the same rows twice
             if self._live_broken:
-                self._restart_live_folds()
+                try:
+                    self._restart_live_folds()
+                except Exception:  # the policy still refreshes; the live arms wait for it
+                    logger.exception("the live arms could not start again (the next refresh "
+                                     "retries; until then they fold nothing)")
             meta, pulls, head = self.store.state()
             version = meta.version if meta else self.arm_set.version
             self._follow_promotion(pulls, version)
@@ -705,6 +709,8 @@ class RecommendationService:
         """Fold ``events`` and ``added`` items (:meth:`_live_tail`) into the arm set (its live
         arms and its universe; :mod:`serving.live`).
         """
+        if self._live_broken:  # never into arms a failed fold left part-way
+            return
         if events or added:
             try:
                 arm_set = fold_log(self.arm_set, events, added, self.rules, self.catalog)

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from test_serving_support import read_table, store_url
 
+import serving.service as service_module
 from arms.base import Recommender
 from arms.data import make_synthetic
 from arms.data.dataset import Dataset
@@ -618,6 +619,21 @@ def test_a_fold_of_the_live_arms_that_failed_part_way_starts_them_again(
         monkeypatch.setattr(PopularityRecommender, "observe", failing)
         with pytest.raises(RuntimeError, match="part-way"):
             service.refresh()
+        # A restart that fails (its arms folder unreadable for a moment) keeps the policy
+        # refreshing and folds nothing into the broken arms; the next refresh retries.
+        real_load = service_module.load_arms
+
+        def unreadable(*args: object, **kwargs: object) -> None:
+            raise OSError("the arms folder is unreadable")
+
+        monkeypatch.setattr(service_module, "load_arms", unreadable)
+        folded = service.live_seq
+        traffic(running, rng, 3)
+        settle_all(running)
+        service.refresh()
+        assert service._live_broken and service.live_seq == folded
+        assert service.snapshot.seq == service.store.log_seq()  # the policy went on
+        monkeypatch.setattr(service_module, "load_arms", real_load)
         service.refresh()  # starts the live arms again, then folds the whole log
         result = rebuild_state(settings, service=running)
     assert result.exit_code == 0 and str(result).endswith("match: yes"), str(result)
