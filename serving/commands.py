@@ -255,15 +255,14 @@ def _load_served(store: Store, meta: PolicyMeta, folder: Path, settings: Setting
     logger.info("loading the arms of policy version %d from %s", meta.version, folder)
     models = load_arms(folder, settings.arms)
     changed = other_params(models, settings) if refit else {}
-    fold = store.fold_snapshot(arms=True) if changed else None
     # A live arm the latest fold snapshot holds: its events before it are purged, so it cannot
     # be fitted again and fold the log; it keeps its hyper-parameters (the workers say so too)
     # and no version records others it would not serve (found by attack).
-    for name in [] if fold is None else [n for n in list(changed) if n in fold.arms]:
-        logger.warning("the fold snapshot at %d holds the live arm %s: its events before are "
+    for name in _snapshot_arms(store, list(changed)) if changed else {}:
+        logger.warning("a purge's fold snapshot holds the live arm %s: its events before are "
                        "purged, so it keeps its hyper-parameters, not the settings' (%s as "
-                       "(kept, asked)); no version is published for them",
-                       fold.seq if fold is not None else 0, name, changed.pop(name))
+                       "(kept, asked)); no version is published for them", name,
+                       changed.pop(name))
     if changed:
         logger.warning("arms of version %d were fitted with other hyper-parameters than "
                        "the settings give (%s); fitting those again", meta.version,

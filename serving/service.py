@@ -35,7 +35,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, ParamSpec, Protocol, TypeVar, overload
@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Literal, ParamSpec, Protocol, TypeVar, overloa
 import numpy as np
 import numpy.typing as npt
 
+from arms.base import Recommender
 from arms.data.dataset import Dataset
 from arms.errors import unknown_id_message
 from bandits.multileave import order_probability
@@ -650,12 +651,8 @@ class RecommendationService:
                                    "those", fold.seq, name, arm.get_params(), differ)
             models = {**current.models, **restored}
             grown = [a for a in self.store.items_after(self.items_seq) if a.seq <= fold.seq]
-            arm_set = ArmSet.build(models, self.catalog, version=current.version,
-                                   cold_start_arm=self.settings.cold_start_arm,
-                                   cache_size=self.settings.score_cache_size,
-                                   added=[*current.added,
-                                          *(a for a in grown if a not in current.added)])
-            object.__setattr__(arm_set, "live_lock", current.live_lock)
+            arm_set = self._arm_set_of(models, current.version, [
+                *current.added, *(a for a in grown if a not in current.added)], current)
             self._learn_items(grown)
             self.arm_set = arm_set
             self.live_seq = fold.seq
@@ -683,11 +680,8 @@ class RecommendationService:
             return
         folder = arms_folder(self.settings.resolved_state_dir(), meta.arms_dir)
         bases = load_arms(folder, list(current.live_names))
-        arm_set = ArmSet.build({**current.models, **bases}, self.catalog,
-                               version=current.version,
-                               cold_start_arm=self.settings.cold_start_arm,
-                               cache_size=self.settings.score_cache_size, added=current.added)
-        object.__setattr__(arm_set, "live_lock", current.live_lock)
+        arm_set = self._arm_set_of({**current.models, **bases}, current.version,
+                                   current.added, current)
         with current.live_lock:
             current.live_lock.generation += 1  # rankings of the broken state are stale
         self.arm_set = arm_set
@@ -695,6 +689,18 @@ class RecommendationService:
         self._live_broken = False
         logger.warning("the live arms %s start again from their base fit and fold the log "
                        "afresh (a fold had failed part-way)", list(current.live_names))
+
+    def _arm_set_of(self, models: Mapping[str, Recommender], version: int,
+                    added: Sequence[AddedItem], current: ArmSet) -> ArmSet:
+        """An arm set of ``models`` at ``version`` with the ``added`` items, built as the
+        settings say, sharing ``current``'s live lock (the live arms fold under one lock
+        whichever arm set serves them).
+        """
+        arm_set = ArmSet.build(models, self.catalog, version=version,
+                               cold_start_arm=self.settings.cold_start_arm,
+                               cache_size=self.settings.score_cache_size, added=added)
+        object.__setattr__(arm_set, "live_lock", current.live_lock)
+        return arm_set
 
     def _live_tail(self) -> tuple[list[LogEvent], list[AddedItem]]:
         """The events (if any arm learns from them) and added items logged since the last
@@ -747,12 +753,9 @@ class RecommendationService:
             replaced = {n: current.models[n] for n in current.live_names
                         if arm_set.models.get(n) is not current.models[n]}
             if replaced:
-                arm_set = ArmSet.build(
-                    {**arm_set.models, **replaced}, self.catalog, version=arm_set.version,
-                    cold_start_arm=self.settings.cold_start_arm,
-                    cache_size=self.settings.score_cache_size,
-                    added=[*arm_set.added, *(a for a in latest if a not in arm_set.added)])
-                object.__setattr__(arm_set, "live_lock", current.live_lock)
+                arm_set = self._arm_set_of(
+                    {**arm_set.models, **replaced}, arm_set.version,
+                    [*arm_set.added, *(a for a in latest if a not in arm_set.added)], current)
             self.arm_set = (arm_set.with_items(latest, self.catalog)
                             if set(latest) - set(arm_set.added) else arm_set)
 
@@ -766,11 +769,8 @@ class RecommendationService:
             absent = set(missing_arms(folder, list(current.live_names)))
             loaded = load_arms(folder, [n for n in current.names if n not in absent])
             models = {**loaded, **{n: current.models[n] for n in current.live_names}}
-            arm_set = ArmSet.build({n: models[n] for n in current.names}, self.catalog,
-                                   version=version, cold_start_arm=self.settings.cold_start_arm,
-                                   cache_size=self.settings.score_cache_size,
-                                   added=current.added)
-            object.__setattr__(arm_set, "live_lock", current.live_lock)
+            arm_set = self._arm_set_of({n: models[n] for n in current.names}, version,
+                                       current.added, current)
             arm_set.warm()
             # A version whose live arms' base fit has other hyper-parameters (a promotion or a
             # rollback to it): the carried arms are not what a starting worker or rebuild-state
