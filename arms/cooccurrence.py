@@ -15,6 +15,16 @@ with half-life ``half_life`` seconds: a weight ``w`` added at ``t`` is worth ``w
 implicit rating); ``fit`` seeds the state from the training ratings (weight: the rating), or,
 with ``from_train=False``, the arm learns only from the stream.
 
+The seed's clock
+----------------
+With ``retime_seed`` (the default), the first observed event re-times the seed so that the
+training ratings end at that event's time (their spacing kept): the gap between the training
+data and the stream does not decay what training taught. Otherwise a seed of old data is gone
+at the first event: MovieLens 100K ends in April 1998, and one 2026 event left nothing of a
+week's half-life seed, so the service's co-occurrence slates fell back to catalogue order. The
+first event of the log is the same however the log is folded, so the re-timed state is too
+(:func:`retimed`). ``retime_seed=False`` keeps the ratings' own times.
+
 Exact and deterministic state
 -----------------------------
 The service folds the event log into this state on every worker, live event by event or at
@@ -122,6 +132,35 @@ def decayed_to(values: np.ndarray, frame: int, at: float, half_life: float) -> n
     return cast(np.ndarray, values.astype(np.float64) * scale)
 
 
+def retimed(
+    values: np.ndarray, frame: int, clock: int, delta: int, half_life: float
+) -> tuple[np.ndarray, int]:
+    """Fixed-point ``values`` of ``frame`` with every time ``delta`` seconds later.
+
+    Moving every weight's time by ``delta`` multiplies each entry by the same power of two,
+    so the entries are re-expressed in the frame of ``clock + delta`` (``clock``: the latest
+    time among them, whose frame is ``frame``) and rounded to the fixed point: the same
+    arrays in, the same arrays out, whoever folds them.
+
+    Returns
+    -------
+    values : ndarray of int64, shape like ``values``
+    frame : int
+        The frame of ``clock + delta``.
+
+    Raises
+    ------
+    OverflowError
+        An entry would reach :data:`_LIMIT` (a frame holds at most ``2 ** FRAME_HALF_LIVES``
+        times the weight of its start).
+    """
+    new_frame = int(frame_of(np.array([clock + delta]), half_life)[0])
+    exponent = (delta - (new_frame - frame) * FRAME_HALF_LIVES * half_life) / half_life
+    scaled = np.rint(values.astype(np.float64) * np.exp2(exponent))
+    check_limit(scaled, "re-timed seed")
+    return scaled.astype(np.int64), new_frame
+
+
 def check_limit(values: np.ndarray, what: str) -> None:
     """Raise ``OverflowError`` if a fixed-point entry has reached :data:`_LIMIT`."""
     if values.size and np.abs(values).max() >= _LIMIT:
@@ -168,6 +207,10 @@ class CooccurrenceRecommender(Recommender):
         Seconds (> 0): a window item more than this older than a new event forms no pair with
         it. None: no limit. A hyper-parameter, not an argument of :meth:`observe`, so that the
         state is a function of the arm and the events alone, whoever folds them.
+    retime_seed : bool, default True
+        With ``from_train``: the first observed event re-times the seed so that training
+        ends then (see "The seed's clock" in the module docstring); False keeps the training
+        ratings' own times, so a seed older than a few half-lives is gone at the first event.
 
     Attributes
     ----------
@@ -185,6 +228,8 @@ class CooccurrenceRecommender(Recommender):
         The weights of those events.
     window_times_ : ndarray of int64, shape ``(n_window_users, window)``
         Their timestamps.
+    seed_pending_ : bool
+        The seed waits for the first observed event to be re-timed (``retime_seed``).
     tail_ : ndarray of int64, shape ``(n_users_, window)``
         Each user's last training items, then feedback items (:meth:`partial_fit`), oldest
         first, ``-1``-padded on the left: the user's context.
@@ -206,6 +251,7 @@ class CooccurrenceRecommender(Recommender):
         damping: float = 0.0,
         popularity_weight: float = 0.02,
         max_gap: float | None = None,
+        retime_seed: bool = True,
     ) -> None:
         self.window = window
         self.half_life = half_life
@@ -214,6 +260,7 @@ class CooccurrenceRecommender(Recommender):
         self.damping = damping
         self.popularity_weight = popularity_weight
         self.max_gap = max_gap
+        self.retime_seed = retime_seed
 
     def _validate_params(self) -> None:
         check_int("window", self.window, low=1)
@@ -225,6 +272,8 @@ class CooccurrenceRecommender(Recommender):
         check_float("popularity_weight", self.popularity_weight, low=0.0)
         if self.max_gap is not None:
             check_float("max_gap", self.max_gap, low=0.0, strict=True)
+        if not isinstance(self.retime_seed, bool):
+            raise TypeError(f"retime_seed must be a bool, got {self.retime_seed!r}")
 
     # ------------------------------------------------------------------ learning
     # The learned arrays the docstring lists; pairs_ and the windows are views of storage that
@@ -262,7 +311,7 @@ class CooccurrenceRecommender(Recommender):
         self._pairs = sp.csr_matrix((n, n), dtype=np.int64)
         self._pending: list[np.ndarray] = []
         self.counts_ = np.zeros(n, dtype=np.int64)
-        self.frame_, self.clock_ = 0, 0
+        self.frame_, self.clock_, self.seed_pending_ = 0, 0, False
         self._set_windows(np.zeros(0, np.int64), np.zeros((0, width), np.int64),
                           np.zeros((0, width), np.float64), np.zeros((0, width), np.int64))
         ratings = train.ratings.iloc[time_order(train)]
@@ -276,12 +325,15 @@ class CooccurrenceRecommender(Recommender):
                 ratings["user_id"].to_numpy(np.int64), items,
                 ratings["rating"].to_numpy(np.float64), ratings["timestamp"].to_numpy(np.int64),
             )  # fmt: skip
+            self.seed_pending_ = bool(self.retime_seed) and len(ratings) > 0
 
     def _observe(
         self, users: np.ndarray, items: np.ndarray, weights: np.ndarray, times: np.ndarray
     ) -> None:
         if (times < 0).any():
             raise ValueError(f"timestamps must be >= 0 (seconds since 1970), got {times.min()}")
+        if self.seed_pending_:
+            self._retime_seed(int(times[0]) - self.clock_)
         half_life = float(self.half_life)
         rows = self._window_rows(users)
         for start, stop, frame in decay_runs(times, half_life, self.frame_):
@@ -290,6 +342,22 @@ class CooccurrenceRecommender(Recommender):
             part = slice(start, stop)
             self._fold_run(rows[part], items[part], weights[part], times[part])
         self.clock_ = max(self.clock_, int(times.max()))
+
+    def _retime_seed(self, delta: int) -> None:
+        """Move the whole state ``delta`` seconds later (nothing if ``delta <= 0``): the
+        seed's training ratings then end at the first observed event.
+        """
+        self.seed_pending_ = False
+        if delta <= 0:
+            return
+        half_life, clock = float(self.half_life), self.clock_
+        self.counts_, frame = retimed(self.counts_, self.frame_, clock, delta, half_life)
+        pairs = self.pairs_.copy()  # merged first: every sum so far moves
+        pairs.data = retimed(pairs.data, self.frame_, clock, delta, half_life)[0]
+        pairs.eliminate_zeros()
+        times = self._win_times[: self._n_windows]
+        times[self._win_items[: self._n_windows] >= 0] += delta
+        self._pairs, self.frame_, self.clock_ = pairs, frame, clock + delta
 
     def _move_to(self, frame: int) -> None:
         passed = frame - self.frame_
@@ -537,6 +605,7 @@ class CooccurrenceRecommender(Recommender):
             "pairs_indptr": self.pairs_.indptr, "counts": self.counts_,
             "frame": np.asarray(self.frame_, dtype=np.int64),
             "clock": np.asarray(self.clock_, dtype=np.int64),
+            "seed_pending": np.asarray(self.seed_pending_),
             "window_users": self.window_users_, "window_items": self.window_items_,
             "window_weights": self.window_weights_, "window_times": self.window_times_,
             "tail": self.tail_,
@@ -550,6 +619,8 @@ class CooccurrenceRecommender(Recommender):
         self._pending = []
         self.counts_ = state["counts"].astype(np.int64)
         self.frame_, self.clock_ = int(state["frame"]), int(state["clock"])
+        # Saved before the seed was re-timed (retime_seed): as it was then, never re-timed.
+        self.seed_pending_ = bool(state.get("seed_pending", False))
         items = state["window_items"].astype(np.int64)
         # Saved before the windows kept times: taken as of the clock, so that they pair as
         # they did then.

@@ -8,7 +8,14 @@ import numpy as np
 
 from arms._validation import check_float
 from arms.base import Recommender
-from arms.cooccurrence import decay_runs, decayed_to, fixed_point, shift_frames, time_order
+from arms.cooccurrence import (
+    decay_runs,
+    decayed_to,
+    fixed_point,
+    retimed,
+    shift_frames,
+    time_order,
+)
 from arms.data.dataset import Dataset
 
 
@@ -25,6 +32,11 @@ class PopularityRecommender(Recommender):
         the exact fixed point of :mod:`arms.cooccurrence` (the same events in the same order give
         bit-identical counts however they are batched); every user, known or not, is then scored
         by the live counts decayed to the latest event.
+    retime_seed : bool, default True
+        Live popularity only: the first observed event re-times the training counts so that
+        training ends then, as the co-occurrence arm's seed (see "The seed's clock" in
+        :mod:`arms.cooccurrence`); False keeps the ratings' own times, so training data older
+        than a few half-lives counts for nothing from the first event on.
 
     Feedback moves the counts: a like adds one to the item's count, a dislike removes one (at the
     latest event's time for live popularity), so the arm drifts towards what the audience of the
@@ -34,7 +46,8 @@ class PopularityRecommender(Recommender):
     ----------
     counts_ : ndarray of shape ``(n_items_,)``
         float64 counts; for live popularity int64 fixed point of frame ``frame_`` (``clock_``
-        is the latest timestamp observed).
+        is the latest timestamp observed; ``seed_pending_``: the training counts wait for the
+        first observed event to be re-timed).
     """
 
     name = "popularity"
@@ -42,24 +55,28 @@ class PopularityRecommender(Recommender):
     can_grow: ClassVar[bool] = True
     personalised: ClassVar[bool] = False
 
-    def __init__(self, *, half_life: float | None = None) -> None:
+    def __init__(self, *, half_life: float | None = None, retime_seed: bool = True) -> None:
         self.half_life = half_life
+        self.retime_seed = retime_seed
 
     def _validate_params(self) -> None:
         if self.half_life is not None:
             check_float("half_life", self.half_life, low=0.0, strict=True)
+        if not isinstance(self.retime_seed, bool):
+            raise TypeError(f"retime_seed must be a bool, got {self.retime_seed!r}")
 
     def _fit(self, train: Dataset) -> None:
         if self.half_life is None:
             self.counts_ = self.popularity_.copy()
             return
         self.counts_ = np.zeros(self.n_items_, dtype=np.int64)
-        self.frame_, self.clock_ = 0, 0
+        self.frame_, self.clock_, self.seed_pending_ = 0, 0, False
         ratings = train.ratings.iloc[time_order(train)]
         self._observe(
             ratings["user_id"].to_numpy(np.int64), ratings["item_index"].to_numpy(np.int64),
             ratings["rating"].to_numpy(np.float64), ratings["timestamp"].to_numpy(np.int64),
         )  # fmt: skip
+        self.seed_pending_ = bool(self.retime_seed) and len(ratings) > 0
 
     def _observe(
         self, users: np.ndarray, items: np.ndarray, weights: np.ndarray, times: np.ndarray
@@ -70,6 +87,13 @@ class PopularityRecommender(Recommender):
         if (times < 0).any():
             raise ValueError(f"timestamps must be >= 0 (seconds since 1970), got {times.min()}")
         half_life = float(self.half_life)
+        if self.seed_pending_:  # the training counts end at the first event (retime_seed)
+            self.seed_pending_ = False
+            delta = int(times[0]) - self.clock_
+            if delta > 0:
+                self.counts_, self.frame_ = retimed(self.counts_, self.frame_, self.clock_,
+                                                    delta, half_life)
+                self.clock_ += delta
         counts = self.counts_.copy()
         for start, stop, frame in decay_runs(times, half_life, self.frame_):
             counts = shift_frames(counts, frame - self.frame_)
@@ -103,7 +127,8 @@ class PopularityRecommender(Recommender):
         if self.half_life is None:
             return {"counts": self.counts_}
         return {"counts": self.counts_, "frame": np.asarray(self.frame_, dtype=np.int64),
-                "clock": np.asarray(self.clock_, dtype=np.int64)}
+                "clock": np.asarray(self.clock_, dtype=np.int64),
+                "seed_pending": np.asarray(self.seed_pending_)}
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         if self.half_life is None:
@@ -111,3 +136,5 @@ class PopularityRecommender(Recommender):
             return
         self.counts_ = state["counts"].astype(np.int64)
         self.frame_, self.clock_ = int(state["frame"]), int(state["clock"])
+        # Saved before the training counts were re-timed (retime_seed): never re-timed.
+        self.seed_pending_ = bool(state.get("seed_pending", False))

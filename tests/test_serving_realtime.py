@@ -336,6 +336,32 @@ def test_an_event_past_retention_pairs_with_no_later_one_in_the_live_fold(
     assert pair(hour + 1.0, (one, one)) == pair(hour + 1.0, (one, two))
 
 
+def test_the_first_live_event_keeps_what_the_co_occurrence_arm_learned_in_training(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
+    """Found in review: the training ratings (1997-98 here, as on MovieLens) carried their own
+    times, so the first live event decayed the arm's seed to nothing and its slates fell to
+    the live counts, then catalogue order. The seed is re-timed to end at the log's first
+    event: a newcomer's view leaves a known user's co-occurrence slate as training ranked it."""
+    settings = make_settings(tmp_path)
+    user = int(catalog.user_ids[9])
+    base = fitted["cooccurrence"]
+    row = int(np.flatnonzero(base.user_ids_ == user)[0])
+    scores = base.score(np.array([row]))[0]
+    scores[base.seen_[row].indices] = -np.inf
+    trained = base.item_ids_[np.lexsort((np.arange(scores.size), -scores))[:10]].tolist()
+    assert trained != sorted(trained)  # not catalogue order: what the old fold fell back to
+    with app_client(settings, catalog, fitted) as client:
+        seen = int(base.item_ids_[base.seen_[row].indices[0]])  # left out of the user's slate
+        assert client.post("/events", json={"events": [
+            {"user_id": 10**6, "item_id": seen, "type": "view"}]}).status_code == 201
+        client.app.state.service.refresh()
+        model = client.app.state.service.arm_set.models["cooccurrence"]
+        assert model.clock_ > base.clock_ + 10 * 365 * 86_400  # the event folded, years later
+        shown = next(s for s in (slate(client, user) for _ in range(60))
+                     if s["arm"] == "cooccurrence")
+    assert [i["movie_id"] for i in shown["items"]] == trained
+
+
 def test_an_added_item_is_recommended_at_once_and_learned_at_the_retrain(
         tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
     settings = make_settings(tmp_path, arms=["cooccurrence", "popularity", "autoencoder"])
