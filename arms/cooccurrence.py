@@ -54,7 +54,7 @@ score of a user without context.
 
 from __future__ import annotations
 
-from typing import ClassVar, cast
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -261,6 +261,11 @@ class CooccurrenceRecommender(Recommender):
         self.popularity_weight = popularity_weight
         self.max_gap = max_gap
         self.retime_seed = retime_seed
+
+    @classmethod
+    def _params_saved_without(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Saved before ``retime_seed`` existed: its seed kept the ratings' own times."""
+        return {} if "retime_seed" in params else {"retime_seed": False}
 
     def _validate_params(self) -> None:
         check_int("window", self.window, low=1)
@@ -619,7 +624,8 @@ class CooccurrenceRecommender(Recommender):
         self._pending = []
         self.counts_ = state["counts"].astype(np.int64)
         self.frame_, self.clock_ = int(state["frame"]), int(state["clock"])
-        # Saved before the seed was re-timed (retime_seed): as it was then, never re-timed.
+        # Saved before the seed was re-timed (retime_seed; load says retime_seed=False): as it
+        # was then, never re-timed.
         self.seed_pending_ = bool(state.get("seed_pending", False))
         items = state["window_items"].astype(np.int64)
         # Saved before the windows kept times: taken as of the clock, so that they pair as

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -58,6 +58,15 @@ class PopularityRecommender(Recommender):
     def __init__(self, *, half_life: float | None = None, retime_seed: bool = True) -> None:
         self.half_life = half_life
         self.retime_seed = retime_seed
+
+    @classmethod
+    def _params_saved_without(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Live popularity saved before ``retime_seed`` existed kept the training counts' own
+        times; without a half-life the parameter changes nothing, so none is filled in.
+        """
+        if "retime_seed" in params or params.get("half_life") is None:
+            return {}
+        return {"retime_seed": False}
 
     def _validate_params(self) -> None:
         if self.half_life is not None:
@@ -136,5 +145,6 @@ class PopularityRecommender(Recommender):
             return
         self.counts_ = state["counts"].astype(np.int64)
         self.frame_, self.clock_ = int(state["frame"]), int(state["clock"])
-        # Saved before the training counts were re-timed (retime_seed): never re-timed.
+        # Saved before the training counts were re-timed (retime_seed; load says
+        # retime_seed=False): never re-timed.
         self.seed_pending_ = bool(state.get("seed_pending", False))

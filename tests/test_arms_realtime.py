@@ -485,8 +485,26 @@ def test_a_state_saved_before_the_retime_existed_is_never_retimed(data, tmp_path
     np.savez(path, **arrays)
     old = CooccurrenceRecommender.load(path)
     assert not old.seed_pending_
+    # Made with its seed at the ratings' own times: said so, and a service asking for the
+    # default (True) fits it again.
+    assert old.retime_seed is False
     old.observe([10_000], [7], [3.0], [old.clock_ + 1_000_000])
     assert _decayed(old)[1][np.arange(old.n_items_) != 7].max() == 0.0
+
+
+@pytest.mark.parametrize(("half_life", "loaded"), [(None, True), (100.0, False)])
+def test_popularity_saved_before_the_retime_existed_says_how_it_was_made(
+        data, tmp_path, half_life, loaded):
+    """Live popularity saved before ``retime_seed`` was made without it; counting popularity
+    (no half-life) is the same either way, so it keeps the default and no service refits it."""
+    path = PopularityRecommender(half_life=half_life).fit(data).save(tmp_path / "arm")
+    with np.load(path) as saved:
+        arrays = {k: saved[k] for k in saved.files if k != "state__seed_pending"}
+    meta = json.loads(arrays["meta"].tobytes())
+    del meta["params"]["retime_seed"]
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(path, **arrays)
+    assert PopularityRecommender.load(path).retime_seed is loaded
 
 
 @pytest.mark.parametrize("cls", [CooccurrenceRecommender, PopularityRecommender])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -360,6 +361,33 @@ def test_the_first_live_event_keeps_what_the_co_occurrence_arm_learned_in_traini
         shown = next(s for s in (slate(client, user) for _ in range(60))
                      if s["arm"] == "cooccurrence")
     assert [i["movie_id"] for i in shown["items"]] == trained
+
+
+def test_a_co_occurrence_arm_saved_before_the_retime_is_fitted_again_at_the_next_start(
+        tmp_path: Path, catalog: Dataset, caplog: pytest.LogCaptureFixture) -> None:
+    """A store whose arm was saved by an older recbandits decays its seed to nothing at the
+    first event: the arm loads saying ``retime_seed=False``, so the next start fits it again
+    with the seed re-timed and publishes the version, as for any changed hyper-parameter."""
+    settings = make_settings(tmp_path, arms=["cooccurrence", "popularity"])
+    with TestClient(create_app(settings, catalog=catalog)) as client:
+        assert client.app.state.service.arm_set.version == 1
+    [path] = (tmp_path / "state").glob("arms/*/cooccurrence.npz")
+    with np.load(path) as saved:  # as an older recbandits saved it
+        arrays = {k: saved[k] for k in saved.files if k != "state__seed_pending"}
+    meta = json.loads(arrays["meta"].tobytes())
+    del meta["params"]["retime_seed"]
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(path, **arrays)
+    with caplog.at_level("WARNING", logger="serving.commands"), \
+            TestClient(create_app(settings, catalog=catalog)) as client:
+        service = client.app.state.service
+        assert service.arm_set.version == 2
+        model = service.arm_set.models["cooccurrence"]
+        assert model.retime_seed is True and model.seed_pending_
+    [warning] = [r.getMessage() for r in caplog.records if "fitting those again" in
+                 r.getMessage()]
+    assert "cooccurrence: {'retime_seed': (False, True)}" in warning
+    assert "popularity" not in warning
 
 
 def test_an_added_item_is_recommended_at_once_and_learned_at_the_retrain(
