@@ -78,7 +78,7 @@ class Recommender(ABC):
         ]
 
     @classmethod
-    def _params_saved_without(cls, params: dict[str, Any]) -> dict[str, Any]:
+    def params_saved_without(cls, params: dict[str, Any]) -> dict[str, Any]:
         """The hyper-parameters added since ``params`` were saved (by :meth:`save` of an older
         recbandits) whose value for that older arm is not ``__init__``'s default: how that
         arm was made. :meth:`load` fills them in, so that comparing its parameters with the
@@ -435,7 +435,7 @@ class Recommender(ABC):
             klass = _REGISTRY.get(meta["class"])
             if klass is None or not issubclass(klass, cls):
                 raise ValueError(f"{path} holds a {meta['class']}, not a {cls.__name__}")
-            model = klass(**{**klass._params_saved_without(meta["params"]), **meta["params"]})
+            model = klass(**{**klass.params_saved_without(meta["params"]), **meta["params"]})
             model.user_ids_ = data["user_ids"]
             model.item_ids_ = data["item_ids"]
             model.n_users_, model.n_items_ = len(model.user_ids_), len(model.item_ids_)

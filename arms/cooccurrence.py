@@ -17,13 +17,15 @@ with ``from_train=False``, the arm learns only from the stream.
 
 The seed's clock
 ----------------
-With ``retime_seed`` (the default), the first observed event re-times the seed so that the
-training ratings end at that event's time (their spacing kept): the gap between the training
-data and the stream does not decay what training taught. Otherwise a seed of old data is gone
+With ``retime_seed`` (the default), the first observed event later than the training ratings
+re-times the seed so that they end at that event's time (their spacing kept): the gap between
+the training data and the stream does not decay what training taught. Events before it (late
+ones) fold as they come, and feedback (:meth:`partial_fit`, at the training clock) leaves the
+seed waiting. Otherwise a seed of old data is gone
 at the first event: MovieLens 100K ends in April 1998, and one 2026 event left nothing of a
-week's half-life seed, so the service's co-occurrence slates fell back to catalogue order. The
-first event of the log is the same however the log is folded, so the re-timed state is too
-(:func:`retimed`). ``retime_seed=False`` keeps the ratings' own times.
+week's half-life seed, so the service's co-occurrence slates fell back to catalogue order. That
+event is the same however the log is folded, so the re-timed state is too (:func:`retimed`,
+:func:`fold_retiming`). ``retime_seed=False`` keeps the ratings' own times.
 
 Exact and deterministic state
 -----------------------------
@@ -54,7 +56,7 @@ score of a user without context.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, Protocol, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -161,6 +163,38 @@ def retimed(
     return scaled.astype(np.int64), new_frame
 
 
+class _SeededLiveArm(Protocol):
+    seed_pending_: bool
+    clock_: int
+
+    def _fold(self, users: np.ndarray, items: np.ndarray, weights: np.ndarray,
+              times: np.ndarray) -> None: ...
+
+    def _retime_seed(self, delta: int) -> None: ...
+
+
+def fold_retiming(
+    arm: _SeededLiveArm, users: np.ndarray, items: np.ndarray, weights: np.ndarray,
+    times: np.ndarray,
+) -> None:
+    """Fold events into a live arm whose training seed may wait to be re-timed
+    (``retime_seed``): the events up to the training end (late ones) as they come, then the
+    seed moved to end at the first later event, then that event and the rest. The first event
+    past the training end is the same in every fold of a log, so the state is too.
+    """
+    if arm.seed_pending_:
+        later = np.flatnonzero(times > arm.clock_)  # the clock is the training end meanwhile
+        if not later.size:
+            arm._fold(users, items, weights, times)
+            return
+        first = int(later[0])
+        if first:
+            arm._fold(users[:first], items[:first], weights[:first], times[:first])
+        arm._retime_seed(int(times[first]) - arm.clock_)
+        users, items, weights, times = users[first:], items[first:], weights[first:], times[first:]
+    arm._fold(users, items, weights, times)
+
+
 def check_limit(values: np.ndarray, what: str) -> None:
     """Raise ``OverflowError`` if a fixed-point entry has reached :data:`_LIMIT`."""
     if values.size and np.abs(values).max() >= _LIMIT:
@@ -208,9 +242,10 @@ class CooccurrenceRecommender(Recommender):
         it. None: no limit. A hyper-parameter, not an argument of :meth:`observe`, so that the
         state is a function of the arm and the events alone, whoever folds them.
     retime_seed : bool, default True
-        With ``from_train``: the first observed event re-times the seed so that training
-        ends then (see "The seed's clock" in the module docstring); False keeps the training
-        ratings' own times, so a seed older than a few half-lives is gone at the first event.
+        With ``from_train``: the first observed event later than the training ratings
+        re-times the seed so that training ends then (see "The seed's clock" in the module
+        docstring); False keeps the training ratings' own times, so a seed older than a few
+        half-lives is gone at the first event.
 
     Attributes
     ----------
@@ -238,6 +273,7 @@ class CooccurrenceRecommender(Recommender):
     """
 
     name: ClassVar[str] = "cooccurrence"
+    _win_times: np.ndarray  # the window arrays' storage (window_times_ is a view of it)
     learns_from_stream: ClassVar[bool] = True
     can_grow: ClassVar[bool] = True
 
@@ -263,9 +299,13 @@ class CooccurrenceRecommender(Recommender):
         self.retime_seed = retime_seed
 
     @classmethod
-    def _params_saved_without(cls, params: dict[str, Any]) -> dict[str, Any]:
-        """Saved before ``retime_seed`` existed: its seed kept the ratings' own times."""
-        return {} if "retime_seed" in params else {"retime_seed": False}
+    def params_saved_without(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Saved before ``retime_seed`` existed: its seed kept the ratings' own times (an arm
+        without a seed, ``from_train=False``, is the same either way: no refit for it).
+        """
+        if "retime_seed" in params or params.get("from_train") is False:
+            return {}
+        return {"retime_seed": False}
 
     def _validate_params(self) -> None:
         check_int("window", self.window, low=1)
@@ -326,7 +366,7 @@ class CooccurrenceRecommender(Recommender):
         self.tail_ratings_ = _last_per_group(
             users, ratings["rating"].to_numpy(np.float64), self.n_users_, width)
         if self.from_train:
-            self._observe(
+            self._fold(
                 ratings["user_id"].to_numpy(np.int64), items,
                 ratings["rating"].to_numpy(np.float64), ratings["timestamp"].to_numpy(np.int64),
             )  # fmt: skip
@@ -337,8 +377,12 @@ class CooccurrenceRecommender(Recommender):
     ) -> None:
         if (times < 0).any():
             raise ValueError(f"timestamps must be >= 0 (seconds since 1970), got {times.min()}")
-        if self.seed_pending_:
-            self._retime_seed(int(times[0]) - self.clock_)
+        fold_retiming(self, users, items, weights, times)
+
+    def _fold(
+        self, users: np.ndarray, items: np.ndarray, weights: np.ndarray, times: np.ndarray
+    ) -> None:
+        """Add events (in log order) to the state, each run of one frame at a time."""
         half_life = float(self.half_life)
         rows = self._window_rows(users)
         for start, stop, frame in decay_runs(times, half_life, self.frame_):
@@ -349,20 +393,18 @@ class CooccurrenceRecommender(Recommender):
         self.clock_ = max(self.clock_, int(times.max()))
 
     def _retime_seed(self, delta: int) -> None:
-        """Move the whole state ``delta`` seconds later (nothing if ``delta <= 0``): the
-        seed's training ratings then end at the first observed event.
+        """Move the whole state ``delta`` (> 0) seconds later: the seed's training ratings
+        then end at the first event past them. Nothing changes if it raises.
         """
-        self.seed_pending_ = False
-        if delta <= 0:
-            return
         half_life, clock = float(self.half_life), self.clock_
-        self.counts_, frame = retimed(self.counts_, self.frame_, clock, delta, half_life)
+        counts, frame = retimed(self.counts_, self.frame_, clock, delta, half_life)
         pairs = self.pairs_.copy()  # merged first: every sum so far moves
         pairs.data = retimed(pairs.data, self.frame_, clock, delta, half_life)[0]
         pairs.eliminate_zeros()
-        times = self._win_times[: self._n_windows]
-        times[self._win_items[: self._n_windows] >= 0] += delta
-        self._pairs, self.frame_, self.clock_ = pairs, frame, clock + delta
+        times: np.ndarray = self._win_times.copy()
+        times[self._win_items >= 0] += delta
+        self.counts_, self._pairs, self._win_times = counts, pairs, times
+        self.frame_, self.clock_, self.seed_pending_ = frame, clock + delta, False
 
     def _move_to(self, frame: int) -> None:
         passed = frame - self.frame_
@@ -505,8 +547,10 @@ class CooccurrenceRecommender(Recommender):
         """Feedback joins the live state as events at the clock, weighted by the rating, and
         the user's context (the tail) as their most recent items.
         """
-        self._observe(self.user_ids_[users], items, ratings,
-                      np.full(len(users), self.clock_, dtype=np.int64))
+        # Folded at the clock, not observed: before the first event past the training end
+        # they would take the seed's re-time (retime_seed) with them (found in review).
+        self._fold(self.user_ids_[users], items, ratings,
+                   np.full(len(users), self.clock_, dtype=np.int64))
         width = int(self.window)
         touched = np.unique(users)
         old = self.tail_[touched].ravel()
@@ -610,7 +654,9 @@ class CooccurrenceRecommender(Recommender):
             "pairs_indptr": self.pairs_.indptr, "counts": self.counts_,
             "frame": np.asarray(self.frame_, dtype=np.int64),
             "clock": np.asarray(self.clock_, dtype=np.int64),
-            "seed_pending": np.asarray(self.seed_pending_),
+            # Only while pending: a state without it is the same bits as before retime_seed
+            # existed, so rebuild-state's digests agree with workers of that code (review).
+            **({"seed_pending": np.asarray(True)} if self.seed_pending_ else {}),
             "window_users": self.window_users_, "window_items": self.window_items_,
             "window_weights": self.window_weights_, "window_times": self.window_times_,
             "tail": self.tail_,

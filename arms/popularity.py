@@ -12,6 +12,7 @@ from arms.cooccurrence import (
     decay_runs,
     decayed_to,
     fixed_point,
+    fold_retiming,
     retimed,
     shift_frames,
     time_order,
@@ -33,10 +34,11 @@ class PopularityRecommender(Recommender):
         bit-identical counts however they are batched); every user, known or not, is then scored
         by the live counts decayed to the latest event.
     retime_seed : bool, default True
-        Live popularity only: the first observed event re-times the training counts so that
-        training ends then, as the co-occurrence arm's seed (see "The seed's clock" in
-        :mod:`arms.cooccurrence`); False keeps the ratings' own times, so training data older
-        than a few half-lives counts for nothing from the first event on.
+        Live popularity only: the first observed event later than the training ratings
+        re-times the training counts so that training ends then, as the co-occurrence arm's
+        seed (see "The seed's clock" in :mod:`arms.cooccurrence`); False keeps the ratings'
+        own times, so training data older than a few half-lives counts for nothing from the
+        first event on.
 
     Feedback moves the counts: a like adds one to the item's count, a dislike removes one (at the
     latest event's time for live popularity), so the arm drifts towards what the audience of the
@@ -60,7 +62,7 @@ class PopularityRecommender(Recommender):
         self.retime_seed = retime_seed
 
     @classmethod
-    def _params_saved_without(cls, params: dict[str, Any]) -> dict[str, Any]:
+    def params_saved_without(cls, params: dict[str, Any]) -> dict[str, Any]:
         """Live popularity saved before ``retime_seed`` existed kept the training counts' own
         times; without a half-life the parameter changes nothing, so none is filled in.
         """
@@ -81,7 +83,7 @@ class PopularityRecommender(Recommender):
         self.counts_ = np.zeros(self.n_items_, dtype=np.int64)
         self.frame_, self.clock_, self.seed_pending_ = 0, 0, False
         ratings = train.ratings.iloc[time_order(train)]
-        self._observe(
+        self._fold(
             ratings["user_id"].to_numpy(np.int64), ratings["item_index"].to_numpy(np.int64),
             ratings["rating"].to_numpy(np.float64), ratings["timestamp"].to_numpy(np.int64),
         )  # fmt: skip
@@ -95,14 +97,13 @@ class PopularityRecommender(Recommender):
             return
         if (times < 0).any():
             raise ValueError(f"timestamps must be >= 0 (seconds since 1970), got {times.min()}")
-        half_life = float(self.half_life)
-        if self.seed_pending_:  # the training counts end at the first event (retime_seed)
-            self.seed_pending_ = False
-            delta = int(times[0]) - self.clock_
-            if delta > 0:
-                self.counts_, self.frame_ = retimed(self.counts_, self.frame_, self.clock_,
-                                                    delta, half_life)
-                self.clock_ += delta
+        fold_retiming(self, users, items, weights, times)
+
+    def _fold(
+        self, users: np.ndarray, items: np.ndarray, weights: np.ndarray, times: np.ndarray
+    ) -> None:
+        """Add events (in log order) to the live counts, each run of one frame at a time."""
+        half_life = float(self.half_life)  # type: ignore[arg-type]  # live popularity only
         counts = self.counts_.copy()
         for start, stop, frame in decay_runs(times, half_life, self.frame_):
             counts = shift_frames(counts, frame - self.frame_)
@@ -111,6 +112,15 @@ class PopularityRecommender(Recommender):
                       fixed_point(weights[start:stop], times[start:stop], half_life, frame))
         self.counts_ = counts
         self.clock_ = max(self.clock_, int(times.max()))
+
+    def _retime_seed(self, delta: int) -> None:
+        """Move the live counts ``delta`` (> 0) seconds later: the training counts then end
+        at the first event past them (``retime_seed``). Nothing changes if it raises.
+        """
+        counts, frame = retimed(self.counts_, self.frame_, self.clock_, delta,
+                                float(self.half_life))  # type: ignore[arg-type]  # live only
+        self.counts_, self.frame_, self.seed_pending_ = counts, frame, False
+        self.clock_ += delta
 
     def _cold_scores(self) -> np.ndarray:
         if self.half_life is None:
@@ -137,7 +147,8 @@ class PopularityRecommender(Recommender):
             return {"counts": self.counts_}
         return {"counts": self.counts_, "frame": np.asarray(self.frame_, dtype=np.int64),
                 "clock": np.asarray(self.clock_, dtype=np.int64),
-                "seed_pending": np.asarray(self.seed_pending_)}
+                # Only while pending, as the co-occurrence arm's (the same bits as before).
+                **({"seed_pending": np.asarray(True)} if self.seed_pending_ else {})}
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         if self.half_life is None:

@@ -42,7 +42,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -180,6 +180,32 @@ def arm_spec(label: str, model: Recommender) -> dict[str, object]:
                  and e.name == label), None) or next(
         (e.name for e in registry.ARMS.values() if type(model) is e.cls), label)
     return {"arm": name, **model.get_params()}
+
+
+def as_made(arms: Mapping[str, Any]) -> JsonObject:
+    """Recorded arm specs (``{label: arm_spec}``) with every hyper-parameter an entry lacks
+    filled in as that arm was made: those added to its class since it was recorded
+    (:meth:`~arms.base.Recommender.params_saved_without`), then the class's defaults; through
+    JSON, as the versions table stores them (tuples become lists, and so on). A version
+    recorded before a hyper-parameter existed then equals the same arms recorded now (found
+    in review: the first retrain once ``retime_seed`` existed published a copy of the served
+    version, where "nothing to retrain" was due). An entry whose arm or parameters this
+    recbandits does not know is kept as recorded.
+    """
+    made: JsonObject = {}
+    for label, spec in json.loads(json.dumps(dict(arms))).items():
+        entry = registry.ARMS.get(str(spec.get("arm"))) if isinstance(spec, dict) else None
+        if entry is None:
+            made[label] = spec
+            continue
+        params = {k: v for k, v in spec.items() if k != "arm"}
+        try:
+            model = entry.cls(**{**entry.cls.params_saved_without(params), **params})
+        except TypeError:  # a parameter of another recbandits
+            made[label] = spec
+            continue
+        made[label] = json.loads(json.dumps({"arm": spec["arm"], **model.get_params()}))
+    return made
 
 
 def carryover_of(settings: Settings) -> JsonObject:
@@ -362,9 +388,8 @@ def _unchanged(store: Store, served: int | None, data: JsonObject, arms: JsonObj
     retrain always runs against it.
     """
     row = next(iter(store.versions(served)), None) if served is not None else None
-    # Through JSON, as the versions table stored them (tuples become lists, and so on).
     if (row is None or row.data.get("train") != data["train"]
-            or row.arms != json.loads(json.dumps(arms))):
+            or as_made(row.arms) != as_made(arms)):
         return None
     return (f"nothing to retrain: the training data ({data['n_ratings']} ratings, "
             f"{data['n_feedback_ratings']} of them from the log; hash {data['train']}) and "

@@ -19,6 +19,7 @@ from arms import CooccurrenceRecommender, PopularityRecommender
 from arms.autoencoder import _with_feedback
 from arms.cooccurrence import FIXED_POINT_BITS, FRAME_HALF_LIVES, decayed_to
 from arms.data import make_synthetic
+from arms.data.dataset import Dataset
 from arms.registry import make_arm
 
 #: Arm name, small hyper-parameters (SVD: a few epochs, a few factors: seconds, not minutes).
@@ -462,14 +463,71 @@ def test_a_retimed_seed_is_the_same_however_the_log_is_folded(data, make, tmp_pa
     items = rng.integers(0, fitted.n_items_, n)
     weights = rng.choice([1.0, 3.0, 5.0], n)
     times = fitted.clock_ + 50_000 + np.sort(rng.integers(0, 3_000, n))
+    times[:3] = fitted.clock_ - np.array([500, 20, 900])  # late events (before training's end)
+    weights[3] = 0.0  # and a dropped one where the re-time falls
     whole = copy.deepcopy(fitted).observe(users, items, weights, times)
     parts = type(fitted).load(fitted.save(tmp_path / "pending"))  # saved while pending
     assert parts.seed_pending_
-    for chunk in np.array_split(np.arange(n), [1, 9, 30]):
-        parts.observe(users[chunk], items[chunk], weights[chunk], times[chunk])
-        parts = type(fitted).load(parts.save(tmp_path / "after"))
-    _assert_same_state(_state(whole), _state(parts))
-    assert not parts.seed_pending_
+    for cut in ([1, 2, 9, 30], [3, 4, 5]):
+        parts = type(fitted).load(fitted.save(tmp_path / "pending"))
+        for chunk in np.array_split(np.arange(n), cut):
+            parts.observe(users[chunk], items[chunk], weights[chunk], times[chunk])
+            if chunk[-1] < 3:  # only late events so far: the seed still waits
+                assert parts.seed_pending_
+            parts = type(fitted).load(parts.save(tmp_path / "after"))
+        _assert_same_state(_state(whole), _state(parts))
+        assert not parts.seed_pending_
+    # The seed ends at the first event past training's end, not at the late ones.
+    assert whole.clock_ == times[-1]
+
+
+@pytest.mark.parametrize("make", [
+    lambda: CooccurrenceRecommender(half_life=100.0),
+    lambda: PopularityRecommender(half_life=100.0)], ids=["cooccurrence", "popularity"])
+def test_a_state_not_waiting_for_a_retime_has_the_bits_it_had_before_the_retime(data, make):
+    """Found in review: the state always carried ``seed_pending``, so ``rebuild-state`` of
+    this code called a worker of the previous one "match NO" for the same arrays."""
+    model = make().fit(data)
+    assert "seed_pending" in model._get_state()
+    model.observe([10_000], [7], [3.0], [model.clock_ + 10])
+    assert "seed_pending" not in model._get_state()
+    frozen = make()
+    frozen.retime_seed = False
+    assert "seed_pending" not in frozen.fit(data)._get_state()
+
+
+def test_feedback_before_the_first_event_leaves_the_seed_waiting(data):
+    """Found in review: the co-occurrence arm's ``partial_fit`` (feedback at the clock) went
+    through the path that re-times, used the re-time up and left the seed to decay."""
+    model = CooccurrenceRecommender(half_life=100.0).fit(data)
+    counts = _decayed(model)[1]
+    model.partial_fit(pd.DataFrame({"user_id": [model.user_ids_[0]],
+                                    "item_id": [model.item_ids_[3]], "rating": [5.0]}))
+    assert model.seed_pending_
+    model.observe([10_000], [7], [3.0], [model.clock_ + 1_000_000])
+    others = ~np.isin(np.arange(model.n_items_), [3, 7])
+    np.testing.assert_allclose(_decayed(model)[1][others], counts[others], rtol=2.0 ** -20)
+
+
+@pytest.mark.parametrize("cls", [CooccurrenceRecommender, PopularityRecommender])
+def test_a_retime_that_overflows_changes_nothing(cls):
+    """Found in review: the seed stopped waiting before the re-time raised, so the retry
+    folded the event with the seed decayed to nothing (and the co-occurrence arm's counts
+    had moved while its pairs had not)."""
+    frame = pd.DataFrame({"user_id": [1, 1], "item_id": [10, 11], "rating": [5e6, 5e6],
+                          "timestamp": [800, 800]})
+    items = pd.DataFrame({"title": ["a", "b", "c"]},
+                         index=pd.Index([10, 11, 12], name="item_id"))
+    users = pd.DataFrame({"age": [30]}, index=pd.Index([1], name="user_id"))
+    heavy = Dataset.from_frames(frame, items, users, (), rating_scale=None)
+    model = cls(half_life=100.0).fit(heavy)
+    before = _state(model)
+    at = model.clock_ + 79_999  # just under a frame on: the seed grows ~2**8
+    for _ in range(2):
+        with pytest.raises(OverflowError, match="re-timed seed"):
+            model.observe([5], [0], [1.0], [at])
+        assert model.seed_pending_
+        _assert_same_state(before, _state(model))
 
 
 def test_a_state_saved_before_the_retime_existed_is_never_retimed(data, tmp_path):
@@ -492,19 +550,23 @@ def test_a_state_saved_before_the_retime_existed_is_never_retimed(data, tmp_path
     assert _decayed(old)[1][np.arange(old.n_items_) != 7].max() == 0.0
 
 
-@pytest.mark.parametrize(("half_life", "loaded"), [(None, True), (100.0, False)])
-def test_popularity_saved_before_the_retime_existed_says_how_it_was_made(
-        data, tmp_path, half_life, loaded):
+@pytest.mark.parametrize(("model", "loaded"), [
+    (PopularityRecommender(), True), (PopularityRecommender(half_life=100.0), False),
+    (CooccurrenceRecommender(from_train=False), True)], ids=["counts", "live", "unseeded"])
+def test_an_arm_saved_before_the_retime_existed_says_how_it_was_made(
+        data, tmp_path, model, loaded):
     """Live popularity saved before ``retime_seed`` was made without it; counting popularity
-    (no half-life) is the same either way, so it keeps the default and no service refits it."""
-    path = PopularityRecommender(half_life=half_life).fit(data).save(tmp_path / "arm")
+    (no half-life) and a co-occurrence arm without a seed are the same either way, so they
+    keep the default and no service refits them (found in review: an unseeded co-occurrence
+    arm was fitted again and published at start for nothing)."""
+    path = copy.deepcopy(model).fit(data).save(tmp_path / "arm")
     with np.load(path) as saved:
         arrays = {k: saved[k] for k in saved.files if k != "state__seed_pending"}
     meta = json.loads(arrays["meta"].tobytes())
     del meta["params"]["retime_seed"]
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     np.savez(path, **arrays)
-    assert PopularityRecommender.load(path).retime_seed is loaded
+    assert type(model).load(path).retime_seed is loaded
 
 
 @pytest.mark.parametrize("cls", [CooccurrenceRecommender, PopularityRecommender])

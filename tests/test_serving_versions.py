@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx2
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from test_serving_support import (
     ADMIN_TOKEN,
@@ -37,6 +38,7 @@ from serving.results import CommandError
 from serving.retrain_trigger import RetrainTrigger
 from serving.settings import Settings
 from serving.store import open_store
+from serving.store.tables import model_versions
 
 ARMS = ["svd", "popularity"]
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -202,6 +204,18 @@ def test_retrain_command_prints_the_gate_and_exits_1_when_rejected(
     assert str(unchanged).endswith("served version 1; nothing was fitted, recorded or served; "
                                    "serving version 1")
     assert [r.version for r in versions.run(settings, "list").rows] == [1]
+    # Recorded by a recbandits before retime_seed (popularity's spec without it): the same
+    # arms, still nothing to retrain (found in review: it published a copy of version 1).
+    engine = sa.create_engine(settings.resolved_db_url())
+    with engine.begin() as conn:
+        one = model_versions.c.version == 1
+        arms = conn.execute(sa.select(model_versions.c.arms).where(one)).scalar_one()
+        assert any("retime_seed" in spec for spec in arms.values())
+        conn.execute(sa.update(model_versions).where(one).values(arms={
+            name: {k: v for k, v in spec.items() if k != "retime_seed"}
+            for name, spec in arms.items()}))
+    engine.dispose()
+    assert commands.retrain(settings).status == "unchanged"
     with worker(settings, catalog, fitted) as client:
         traffic(client, range(1, 3))
     accepted = commands.retrain(settings)
@@ -870,3 +884,37 @@ def test_the_arms_lock_removes_what_a_killed_save_left(tmp_path: Path,
         assert not left.exists()
     assert sorted(p.name for p in (state / "arms").iterdir()) == ["v1"]
     assert (kept / "popularity.npz").is_file()
+
+
+def test_a_version_recorded_before_a_hyper_parameter_existed_is_the_same_arms() -> None:
+    """Found in review: ``retime_seed`` joined every new arm spec, so the first retrain on an
+    unchanged store compared the served version's row (recorded without it) with specs that
+    had it, and published a copy where "nothing to retrain" was due (wiping or discounting
+    the posterior under those carry-overs). Recorded specs are compared as the arms were made:
+    an added parameter takes the value its class says an older arm had, else the default."""
+    from arms.cooccurrence import CooccurrenceRecommender
+    from arms.popularity import PopularityRecommender
+
+    def recorded(label: str, model: object, *without: str) -> dict:
+        spec = versions.arm_spec(label, model)  # type: ignore[arg-type]
+        return {label: {k: v for k, v in spec.items() if k not in without}}
+
+    counting = PopularityRecommender()  # no half-life: retime_seed changes nothing
+    assert versions.as_made(recorded("popularity", counting, "retime_seed")) == (
+        versions.as_made(recorded("popularity", counting)))
+    unseeded = CooccurrenceRecommender(from_train=False)
+    assert versions.as_made(recorded("cooccurrence", unseeded, "retime_seed")) == (
+        versions.as_made(recorded("cooccurrence", unseeded)))
+    # A seeded live arm recorded before it kept its ratings' own times: another arm.
+    for live in (CooccurrenceRecommender(), PopularityRecommender(half_life=3600.0)):
+        label = live.name
+        old = versions.as_made(recorded(label, live, "retime_seed"))
+        assert old[label]["retime_seed"] is False
+        assert old != versions.as_made(recorded(label, live))
+    # Missing defaults are filled, and an arm this recbandits does not know is kept as is.
+    assert versions.as_made({"p": {"arm": "popularity"}}) == versions.as_made(
+        recorded("p", counting))
+    assert versions.as_made({"x": {"arm": "nope", "a": (1, 2)}}) == {"x": {"arm": "nope",
+                                                                         "a": [1, 2]}}
+    assert versions.as_made({"p": {"arm": "popularity", "future": 1}}) == {
+        "p": {"arm": "popularity", "future": 1}}
