@@ -163,6 +163,7 @@ def _serving_settings(args: argparse.Namespace) -> object:
     """Settings from RECBANDITS_* variables and the ``--settings`` file, overridden by the
     options given.
     """
+    from serving.commands import settings_for_store
     from serving.settings import Settings
 
     names = ("host", "port", "workers", "db", "data", "state_dir", "arms", "dataset", "seed",
@@ -178,9 +179,15 @@ def _serving_settings(args: argparse.Namespace) -> object:
             raise ValueError(f"--shadow-policy-params must be a JSON object such as "
                              f"'{{\"scale\": 0.5}}', got {args.shadow_policy_params!r}: "
                              f"{exc}") from None
-    if getattr(args, "settings", None):
-        return Settings.from_file(args.settings, **given)
-    return Settings(**given)
+    def build(**extra: object) -> Settings:
+        values = {**given, **extra}
+        if getattr(args, "settings", None):
+            return Settings.from_file(args.settings, **values)
+        return Settings(**values)
+
+    # The live version's arms where the settings name none and the default list would not fit
+    # their arm_params (serving.commands.settings_for_store).
+    return settings_for_store(build)
 
 
 def _settings_or_none(args: argparse.Namespace, command: str) -> object | None:

@@ -83,7 +83,7 @@ from serving.results import (
     SnapshotInfo,
 )
 from serving.retrain_trigger import hold_retrain_lease
-from serving.settings import Settings, settings_issues
+from serving.settings import Settings, arm_not_served, arms_unchecked, settings_issues
 from serving.store import Outcome, Store, open_store
 from serving.store.errors import StoreNotFoundError
 from serving.store.types import (
@@ -390,6 +390,51 @@ def _refuse_what_the_snapshot_cannot_fold(settings: Settings, store: Store,
         store.dispose()
         raise CommandError(f"{exc} (serve it with the policy and arms of the purge; nothing "
                            "was fitted or served)", exit_code=2) from None
+
+
+def settings_for_store(build: Callable[..., Settings]) -> Settings:
+    """The settings of a command that reads (or serves) a store: ``build()``, or, when that
+    fails only because ``arm_params`` names an arm outside the default list and the settings
+    name no arms, ``build(arms=...)`` with the arms of the store's live version. The store is
+    the truth about the arms it serves (:func:`served_settings`): a settings file with values
+    for the co-occurrence arm needed ``--arms`` beside it for every command that read the
+    service's store.
+
+    Parameters
+    ----------
+    build : callable
+        The settings from the command line, its settings file and the environment, with
+        keyword overrides (``arms``).
+
+    Raises
+    ------
+    pydantic.ValidationError
+        ``build()``'s own error when the settings name their arms, name none and no store
+        with a live version is where they point, or fail another check (that one's error).
+    """
+    try:
+        return build()
+    except ValidationError as exc:
+        if not arm_not_served(exc):
+            raise
+        with arms_unchecked():
+            probe = build()  # another invalid setting: its own error
+        if probe.named_arms():
+            raise
+        try:
+            store = open_store(probe.resolved_db_url(), timeout_s=probe.store_timeout_s,
+                               create=False)
+        except (StoreNotFoundError, StoreUnavailableError):
+            raise exc from None
+        try:
+            served = versions.live_arms(store)
+        except StoreUnavailableError:
+            raise exc from None
+        finally:
+            store.dispose()
+        if served is None:
+            raise
+    return build(arms=served[1])
 
 
 def served_settings(settings: Settings, store: Store, what: str,

@@ -12,6 +12,14 @@ from bandits.errors import check_int
 from bandits.ope import MIN_BOOTSTRAP
 
 
+class ArmNotServedError(ValueError):
+    """A setting names an arm the settings' arm list does not hold (``arm_params``,
+    ``holdout_baseline``). A command that reads a store, its settings naming no arms, then
+    takes the live version's arms instead of the default list before refusing
+    (:func:`serving.commands.settings_for_store`).
+    """
+
+
 class ServingError(Exception):
     """Base class; ``status_code`` is the HTTP status the handler answers with."""
 

@@ -47,7 +47,7 @@ import numpy.typing as npt
 from scipy import stats
 
 from bandits.ope import DEFAULT_N_BOOTSTRAP, mean_interval
-from serving.errors import check_bootstrap
+from serving.errors import ArmNotServedError, check_bootstrap
 from serving.multileave import parse
 from serving.policy import PMF_CACHE_SIZE, draw_arm
 from serving.store.types import JsonObject
@@ -65,13 +65,14 @@ def check_holdout(share: float, baseline: str, arms: Sequence[str], floor: float
     Raises
     ------
     ValueError
-        The message names the setting, the value and what is allowed.
+        The message names the setting, the value and what is allowed
+        (:class:`~serving.errors.ArmNotServedError` for a baseline not among ``arms``).
     """
     if not 0.0 <= share < 1.0:
         raise ValueError(f"holdout_share={share} is outside [0, 1): the share of requests "
                          "served by the baseline")
     if baseline != UNIFORM and baseline not in arms:
-        raise ValueError(f"holdout_baseline={baseline!r} is neither 'uniform' nor a served "
+        raise ArmNotServedError(f"holdout_baseline={baseline!r} is neither 'uniform' nor a served "
                          f"arm; allowed: {[UNIFORM, *arms]}")
     if share and floor and baseline != UNIFORM:
         raise ValueError(

@@ -6,12 +6,14 @@ the tests, and handed to :func:`serving.app.create_app`; nothing reads the envir
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,6 +29,7 @@ from bandits.ope import MIN_BOOTSTRAP
 from bandits.thompson import BETA_PRIOR_MAX, BETA_PRIOR_MIN
 from serving.armset import make_arm
 from serving.drift import DEFAULT_WINDOWS, DetectorName, DriftMonitor
+from serving.errors import ArmNotServedError
 from serving.features import DEFAULT_DECAY_STEP_S, DEFAULT_HALF_LIFE_S
 from serving.holdout import Holdout, check_holdout
 from serving.multileave import SlateMode
@@ -77,6 +80,30 @@ MAX_ADMIN_TOKEN_CHARS = 1000
 #: Linux's bound on one environment string ``NAME=value`` (MAX_ARG_STRLEN, 32 pages): the
 #: workers get the settings through the environment (:meth:`Settings.to_env`).
 MAX_VARIABLE_BYTES = 32 * 4096
+
+
+#: Set while :func:`arms_unchecked` runs: the settings are then read without checking the
+#: arms they name (``arm_params``, ``holdout_baseline``) against the arm list.
+_ARMS_UNCHECKED: ContextVar[bool] = ContextVar("arms_unchecked", default=False)
+
+
+@contextlib.contextmanager
+def arms_unchecked() -> Iterator[None]:
+    """Read settings without checking the arms they name (``arm_params``,
+    ``holdout_baseline``) against the arm list: for finding the store whose live arms the
+    check then uses.
+    """
+    token = _ARMS_UNCHECKED.set(True)
+    try:
+        yield
+    finally:
+        _ARMS_UNCHECKED.reset(token)
+
+
+def arm_not_served(exc: ValidationError) -> bool:
+    """Whether ``exc`` holds an :class:`ArmNotServedError`."""
+    return any(isinstance(error.get("ctx", {}).get("error"), ArmNotServedError)
+               for error in exc.errors())
 
 
 def settings_issues(exc: ValidationError) -> str:
@@ -536,8 +563,12 @@ class Settings(BaseSettings):
         self._check_shadow()
         self.rule_book()  # likewise a wrong rule
         self._check_multileave()
-        check_holdout(self.holdout_share, self.holdout_baseline, self.arms,
-                      self.exploration_floor)
+        try:
+            check_holdout(self.holdout_share, self.holdout_baseline, self.arms,
+                          self.exploration_floor)
+        except ArmNotServedError:
+            if not _ARMS_UNCHECKED.get():
+                raise
         self.drift_monitor()  # its windows and detector parameters are checked there
         if self.posterior_carryover == "discount":  # the policy's own rule (bandits')
             try:
@@ -547,9 +578,9 @@ class Settings(BaseSettings):
                                  f"{self.carryover_discount}) is not defined for "
                                  f"{self.policy}: {exc}; or choose carry or reset") from None
         for name, params in self.arm_params.items():  # and an arm's hyper-parameter
-            if name not in self.arms:
-                raise ValueError(f"arm_params names arm {name!r}, which is not served; arms: "
-                                 f"{self.arms}")
+            if name not in self.arms and not _ARMS_UNCHECKED.get():
+                raise ArmNotServedError(f"arm_params names arm {name!r}, which is not served; "
+                                        f"arms: {self.arms}")
             try:
                 make_arm(name, seed=None, **params)._validate_params()
             except (TypeError, ValueError) as exc:

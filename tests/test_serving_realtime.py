@@ -579,6 +579,49 @@ def test_serve_without_arms_serves_the_live_ones_and_another_set_says_so(
     assert set(rows[3]["arms"]) == {"svd", "sequential", "popularity"}
 
 
+def test_commands_on_a_store_take_its_live_arms_for_settings_naming_other_arms(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Noticed in earlier closing notes: a settings file with values for an arm outside the
+    default list (co-occurrence's ``arm_params``, a ``holdout_baseline``) was refused by every
+    command that read the service's store unless ``--arms`` named the service's arms: the
+    settings were checked against the default list before the store was read. Settings that
+    name no arms now take the live version's; naming arms, or no store, refuses as before."""
+    from experiments import cli
+
+    state = tmp_path / "state"
+    with app_client(make_settings(tmp_path, db=None), catalog, fitted):
+        pass  # version 1 serves ARMS, co-occurrence among them, in the state folder's store
+    path = tmp_path / "settings.toml"
+    path.write_text('holdout_share = 0.1\nholdout_baseline = "cooccurrence"\n'
+                    "[arm_params.cooccurrence]\nwindow = 10\n")
+    assert cli.main(["models", "list", "--state-dir", str(state), "--settings", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert "serving version 1" in out and not err
+    # Arms named (the default list's, here): checked against them, as before.
+    named = ["--arms", "svd,popularity"]
+    assert cli.main(["models", "list", "--state-dir", str(state), "--settings", str(path),
+                     *named]) == 2
+    assert ("holdout_baseline='cooccurrence' is neither 'uniform' nor a served arm; allowed: "
+            "['uniform', 'svd', 'popularity']") in capsys.readouterr().err
+    # No store there: nothing to take the arms from, the default list's refusal.
+    (tmp_path / "none").mkdir()
+    assert cli.main(["models", "list", "--state-dir", str(tmp_path / "none"), "--settings",
+                     str(path)]) == 2
+    assert "allowed: ['uniform', 'svd', 'sequential', 'autoencoder', 'popularity']" in (
+        capsys.readouterr().err)
+    path.write_text("[arm_params.cooccurrence]\nwindow = 10\n")
+    assert cli.main(["models", "list", "--state-dir", str(tmp_path / "none"), "--settings",
+                     str(path)]) == 2
+    assert ("arm_params names arm 'cooccurrence', which is not served; arms: ['svd', "
+            "'sequential', 'autoencoder', 'popularity']") in capsys.readouterr().err
+    # Another bad value of the named arm is said as such, not as an arm not served.
+    path.write_text("[arm_params.cooccurrence]\nwindow = -3\n")
+    assert cli.main(["models", "list", "--state-dir", str(state), "--settings", str(path)]) == 2
+    assert "arm_params.cooccurrence: window must be an integer >= 1, got -3" in (
+        capsys.readouterr().err)
+
+
 def test_added_items_refuse_control_characters_and_name_the_clash(
         tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
     settings = make_settings(tmp_path, arms=["popularity"])
