@@ -195,6 +195,16 @@ def fold_retiming(
     arm._fold(users, items, weights, times)
 
 
+def anchor_retiming(arm: _SeededLiveArm, at: int) -> None:
+    """Re-time ``arm``'s waiting seed to end at ``at`` (:meth:`Recommender.anchor_seed`):
+    nothing waits afterwards, and nothing moves if training ended at ``at`` or later.
+    """
+    if arm.seed_pending_:
+        if int(at) > arm.clock_:
+            arm._retime_seed(int(at) - arm.clock_)
+        arm.seed_pending_ = False
+
+
 def check_limit(values: np.ndarray, what: str) -> None:
     """Raise ``OverflowError`` if a fixed-point entry has reached :data:`_LIMIT`."""
     if values.size and np.abs(values).max() >= _LIMIT:
@@ -391,6 +401,12 @@ class CooccurrenceRecommender(Recommender):
             part = slice(start, stop)
             self._fold_run(rows[part], items[part], weights[part], times[part])
         self.clock_ = max(self.clock_, int(times.max()))
+
+    def anchor_seed(self, at: int) -> CooccurrenceRecommender:
+        """See :meth:`Recommender.anchor_seed` (:func:`anchor_retiming`)."""
+        self._check_fitted()
+        anchor_retiming(self, at)
+        return self
 
     def _retime_seed(self, delta: int) -> None:
         """Move the whole state ``delta`` (> 0) seconds later: the seed's training ratings

@@ -9,6 +9,7 @@ import numpy as np
 from arms._validation import check_float
 from arms.base import Recommender
 from arms.cooccurrence import (
+    anchor_retiming,
     decay_runs,
     decayed_to,
     fixed_point,
@@ -112,6 +113,13 @@ class PopularityRecommender(Recommender):
                       fixed_point(weights[start:stop], times[start:stop], half_life, frame))
         self.counts_ = counts
         self.clock_ = max(self.clock_, int(times.max()))
+
+    def anchor_seed(self, at: int) -> PopularityRecommender:
+        """See :meth:`Recommender.anchor_seed` (:func:`~arms.cooccurrence.anchor_retiming`)."""
+        self._check_fitted()
+        if self.half_life is not None:
+            anchor_retiming(self, at)
+        return self
 
     def _retime_seed(self, delta: int) -> None:
         """Move the live counts ``delta`` (> 0) seconds later: the training counts then end

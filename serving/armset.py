@@ -102,7 +102,9 @@ def _fit_each(unfitted: Mapping[str, Recommender], train: Dataset) -> dict[str, 
     for i, (name, model) in enumerate(unfitted.items(), 1):
         logger.info("fitting arm %s (%d of %d) on %s", name, i, len(unfitted), train)
         start = time.perf_counter()
-        fitted[name] = model.fit(train)
+        # A live arm's seed is as of now, whatever the log it folds holds (Recommender.
+        # anchor_seed): saved so, the same base for every fold of the log.
+        fitted[name] = model.fit(train).anchor_seed(int(time.time()))
         logger.info("fitted arm %s in %.1f s", name, time.perf_counter() - start)
     return fitted
 

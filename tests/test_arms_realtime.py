@@ -717,3 +717,38 @@ def test_score_history_without_validation_gives_the_same_scores(fitted, key):
             np.testing.assert_array_equal(
                 model.score_history(user, items, ratings, validate=False),
                 model.score_history(user, items, ratings))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: CooccurrenceRecommender(half_life=100.0),
+    lambda: PopularityRecommender(half_life=100.0)], ids=["cooccurrence", "popularity"])
+def test_anchor_seed_makes_the_seed_as_of_a_time_and_late_events_fold_by_their_age(data, make):
+    """``anchor_seed(at)`` (the service's, at its fit) re-times the waiting seed to end at
+    ``at``; events then fold by their own time, an earlier one decayed by its age, in either
+    order (found by attack: the first event decided the seed's age)."""
+    model = make().fit(data)
+    counts = _decayed(model)[1]
+    at = model.clock_ + 1_000_000
+    anchored = copy.deepcopy(model).anchor_seed(at)
+    assert not anchored.seed_pending_ and anchored.clock_ == at
+    np.testing.assert_allclose(_decayed(anchored)[1], counts, rtol=2.0 ** -20)
+    late, fresh = ([10_001], [5], [4.0], [at - 300]), ([10_002], [6], [2.0], [at])
+    one = copy.deepcopy(anchored).observe(*late).observe(*fresh)
+    two = copy.deepcopy(anchored).observe(*fresh).observe(*late)
+    np.testing.assert_array_equal(one.counts_, two.counts_)
+    expected = counts.copy()
+    expected[5] += 4.0 * 2 ** -3  # three half-lives old
+    expected[6] += 2.0
+    np.testing.assert_allclose(_decayed(one)[1], expected, rtol=2.0 ** -20)
+    # A time not after the training end moves nothing; the seed waits no more either way.
+    early = copy.deepcopy(model).anchor_seed(model.clock_ - 5)
+    assert not early.seed_pending_ and early.clock_ == model.clock_
+    _assert_same_state({k: v for k, v in _state(early).items() if k != "seed_pending"},
+                       {k: v for k, v in _state(model).items() if k != "seed_pending"})
+
+
+def test_anchor_seed_leaves_arms_without_a_waiting_seed_alone(fitted):
+    for key in ("svd", "popularity", "sequential"):
+        before = _state(fitted[key])
+        assert fitted[key].anchor_seed(2_000_000_000) is fitted[key]
+        _assert_same_state(before, _state(fitted[key]))

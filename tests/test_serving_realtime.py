@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from fastapi.testclient import TestClient
 from test_serving_support import read_table, store_url
 
 from arms.base import Recommender
+from arms.cooccurrence import decayed_to
 from arms.data import make_synthetic
 from arms.data.dataset import Dataset
 from serving.app import create_app
@@ -323,7 +325,7 @@ def test_an_event_past_retention_pairs_with_no_later_one_in_the_live_fold(
         assert model.max_gap == hour
     index = {int(m): i for i, m in enumerate(model.item_ids_)}
     first, second = (int(m) for m in catalog.item_ids[:2])
-    start = 1.75e9
+    start = time.time() - 86_400.0  # a day ago (the base's seed is as of its fit, now)
 
     def pair(gap_s: float, users: tuple[int, int]) -> int:
         events = [LogEvent(1, users[0], first, "purchase", None, start),
@@ -357,10 +359,47 @@ def test_the_first_live_event_keeps_what_the_co_occurrence_arm_learned_in_traini
             {"user_id": 10**6, "item_id": seen, "type": "view"}]}).status_code == 201
         client.app.state.service.refresh()
         model = client.app.state.service.arm_set.models["cooccurrence"]
-        assert model.clock_ > base.clock_ + 10 * 365 * 86_400  # the event folded, years later
+        # The service fits its arms with their seed as of the fit (Recommender.anchor_seed).
+        ended = int(catalog.ratings["timestamp"].max())
+        assert base.clock_ > ended + 25 * 365 * 86_400 and not base.seed_pending_
+        assert model.clock_ >= base.clock_  # the event folded
         shown = next(s for s in (slate(client, user) for _ in range(60))
                      if s["arm"] == "cooccurrence")
     assert [i["movie_id"] for i in shown["items"]] == trained
+
+
+def test_a_backfilled_first_event_does_not_age_the_seed(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
+    """Found by attack: the seed waited for the first event past the training ratings, so a
+    backfilled event (89 days old, within retention) arriving first re-timed it to end then,
+    and the next day 2 ** -12.7 of it was left; the same two events in the other order kept
+    it. The service fits its arms with the seed as of the fit (``Recommender.anchor_seed``):
+    either order folds to the same state, the seed at its full weight."""
+    now = int(time.time())
+    day = 86_400
+    first, second = (int(m) for m in catalog.item_ids[:2])
+    events = [{"user_id": 10**6, "item_id": first, "type": "like", "timestamp": now - 5},
+              {"user_id": 10**6 + 1, "item_id": second, "type": "like",
+               "timestamp": now - 89 * day}]
+    base = fitted["cooccurrence"]
+    seeded = decayed_to(base.counts_, base.frame_, float(now), base.half_life)
+    states = []
+    for name, order in (("a", events), ("b", events[::-1])):
+        with app_client(make_settings(tmp_path / name), catalog, fitted) as client:
+            for event in order:
+                assert client.post("/events", json={"events": [event]}).status_code == 201
+            service = client.app.state.service
+            service.refresh()
+            model = service.arm_set.models["cooccurrence"]
+            states.append(model._get_state())
+            counts = decayed_to(model.counts_, model.frame_, float(now), model.half_life)
+    # The same weights (the users' windows list them in order of arrival).
+    for key in ("counts", "pairs_data", "pairs_indices", "pairs_indptr", "frame", "clock"):
+        np.testing.assert_array_equal(states[0][key], states[1][key], err_msg=key)
+    others = np.ones(len(counts), bool)
+    others[[model.item_ids_.tolist().index(first), model.item_ids_.tolist().index(second)]] = 0
+    np.testing.assert_allclose(counts[others], seeded[others], rtol=1e-6)
+    assert seeded[others].sum() > 100.0  # whole (re-timed to 89 days ago: ~0.07 of it left)
 
 
 def test_a_co_occurrence_arm_saved_before_the_retime_is_fitted_again_at_the_next_start(
@@ -383,7 +422,8 @@ def test_a_co_occurrence_arm_saved_before_the_retime_is_fitted_again_at_the_next
         service = client.app.state.service
         assert service.arm_set.version == 2
         model = service.arm_set.models["cooccurrence"]
-        assert model.retime_seed is True and model.seed_pending_
+        assert model.retime_seed is True and not model.seed_pending_  # as of the refit
+        assert model.clock_ > int(catalog.ratings["timestamp"].max()) + 25 * 365 * 86_400
     [warning] = [r.getMessage() for r in caplog.records if "fitting those again" in
                  r.getMessage()]
     assert "cooccurrence: {'retime_seed': (False, True)}" in warning
