@@ -125,10 +125,10 @@ class Recommender(ABC):
         """Make what the arm learned from the training ratings as of time ``at`` (seconds),
         for an arm whose time-decayed seed waits to be re-timed (``retime_seed``): training
         then ends at ``at`` if it ended earlier, and events fold as events of their own time,
-        late or not. The service calls it when it fits an arm, so that the seed's age is
-        the fit's whatever the log holds (found by attack: a backfilled event 89 days old,
-        arriving first, re-timed the seed to end then, 2 ** -12.7 of it left the next day).
-        Arms without such a seed: nothing.
+        late or not. The service calls it when it fits an arm, with its store's first fit's
+        time, so that the seed's age is the store's whatever the log holds (found by attack:
+        a backfilled event 89 days old, arriving first, re-timed the seed to end then, 2 **
+        -12.7 of it left the next day). Arms without such a seed: nothing.
 
         Returns
         -------

@@ -53,14 +53,14 @@ def make_arm(name: str, *, seed: int | None, **params: object) -> Recommender:
 
 
 def fit_arms(names: Sequence[str], train: Dataset, *, seed: int | None,
-             params: Mapping[str, Mapping[str, object]] | None = None
-             ) -> dict[str, Recommender]:
+             params: Mapping[str, Mapping[str, object]] | None = None,
+             seed_time: int | None = None) -> dict[str, Recommender]:
     """Fit one arm per name on ``train`` (``params``: hyper-parameters by arm name; progress
-    logged: see :func:`_fit_each`).
+    logged and ``seed_time``: see :func:`_fit_each`).
     """
     params = params or {}
     return _fit_each({name: make_arm(name, seed=seed, **params.get(name, {}))
-                      for name in names}, train)
+                      for name in names}, train, seed_time)
 
 
 def _comparable(value: object) -> object:
@@ -89,22 +89,34 @@ def params_differ(fitted: Recommender, asked: Recommender
             if key != "random_state" and _comparable(mine.get(key)) != _comparable(value)}
 
 
-def refit_like(models: Mapping[str, Recommender], train: Dataset) -> dict[str, Recommender]:
-    """Fit fresh copies (same class and hyper-parameters) of ``models`` on ``train``."""
-    return _fit_each({name: type(m)(**m.get_params()) for name, m in models.items()}, train)
+def refit_like(models: Mapping[str, Recommender], train: Dataset, *,
+               seed_time: int | None = None) -> dict[str, Recommender]:
+    """Fit fresh copies (same class and hyper-parameters) of ``models`` on ``train``
+    (``seed_time``: see :func:`_fit_each`).
+    """
+    return _fit_each({name: type(m)(**m.get_params()) for name, m in models.items()}, train,
+                     seed_time)
 
 
-def _fit_each(unfitted: Mapping[str, Recommender], train: Dataset) -> dict[str, Recommender]:
+def _fit_each(unfitted: Mapping[str, Recommender], train: Dataset,
+              seed_time: int | None = None) -> dict[str, Recommender]:
     """Fit every arm on ``train``, logging (INFO) each as it starts and the time it took:
     ``serve`` and ``retrain`` show these lines (a first start on MovieLens takes ~20 s).
+
+    A live arm's training seed is made as of ``seed_time`` (Unix seconds; None: now), its
+    store's first fit (:func:`serving.versions.seed_time`), and saved so: the base every fold
+    of the log starts from. So the log's events, backfilled ones too, fold by their own age
+    against it (found by attack: the first event past the training ratings anchored it, and a
+    backfilled one aged it 89 days), and a later refit or a promotion between versions gives
+    it the same age (found by attack: a refit anchored at its own time brought it back whole
+    against weeks of events, a rollback took that away again).
     """
+    at = int(time.time()) if seed_time is None else int(seed_time)
     fitted = {}
     for i, (name, model) in enumerate(unfitted.items(), 1):
         logger.info("fitting arm %s (%d of %d) on %s", name, i, len(unfitted), train)
         start = time.perf_counter()
-        # A live arm's seed is as of now, whatever the log it folds holds (Recommender.
-        # anchor_seed): saved so, the same base for every fold of the log.
-        fitted[name] = model.fit(train).anchor_seed(int(time.time()))
+        fitted[name] = model.fit(train).anchor_seed(at)
         logger.info("fitted arm %s in %.1f s", name, time.perf_counter() - start)
     return fitted
 

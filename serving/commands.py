@@ -231,9 +231,10 @@ def _kept_and_fitted(store: Store, folder: Path | None, settings: Settings, cata
                  and (d := params_differ(m, held[n]))}}
     kept = {n: m for n, m in kept.items() if n not in differ}
     fitted = [n for n in settings.arms if n not in kept]
+    since = versions.seed_time(store)  # the live arms' seeds as of the store's first fit
     new = {**fit_arms([n for n in fitted if n not in held], catalog, seed=settings.seed,
-                      params=settings.fit_params()),
-           **refit_like({n: held[n] for n in fitted if n in held}, catalog)}
+                      params=settings.fit_params(), seed_time=since),
+           **refit_like({n: held[n] for n in fitted if n in held}, catalog, seed_time=since)}
     return {n: kept[n] if n in kept else new[n] for n in settings.arms}, fitted
 
 
@@ -268,7 +269,8 @@ def _load_served(store: Store, meta: PolicyMeta, folder: Path, settings: Setting
                        "the settings give (%s); fitting those again", meta.version,
                        "; ".join(f"{n}: {d}" for n, d in changed.items()))
         models = {**models, **fit_arms(list(changed), catalog, seed=settings.seed,
-                                       params=settings.fit_params())}
+                                       params=settings.fit_params(),
+                                       seed_time=versions.seed_time(store))}
         meta = _publish(store, models, settings.resolved_state_dir(), meta,
                         changed=list(changed), settings=settings)
     elif refit and _another_arm_set(store, settings.arms):

@@ -182,6 +182,17 @@ def arm_spec(label: str, model: Recommender) -> dict[str, object]:
     return {"arm": name, **model.get_params()}
 
 
+def seed_time(store: Store) -> int | None:
+    """When the store's arms were first fitted (its first version's time, whole seconds), the
+    time every later fit makes its live arms' training seed as of
+    (:func:`serving.armset._fit_each`); None before a first version (that fit's own time).
+    """
+    if not store.has_versions():
+        return None
+    rows = store.versions()
+    return int(min(r.created_at for r in rows)) if rows else None
+
+
 def as_made(arms: Mapping[str, Any]) -> JsonObject:
     """Recorded arm specs (``{label: arm_spec}``) with every hyper-parameter an entry lacks
     filled in as that arm was made: those added to its class since it was recorded
@@ -537,7 +548,7 @@ def retrain(settings: Settings, store: Store, catalog: Dataset,
     # (what the log folds from), so rebuild-state folds the same arms whatever is promoted.
     state_dir = settings.resolved_state_dir()
     bases = (load_arms(arms_folder(state_dir, served.arms_dir), live) if served is not None
-             else refit_like({n: models[n] for n in live}, catalog))
+             else refit_like({n: models[n] for n in live}, catalog, seed_time=seed_time(store)))
     if not serve:  # saved for a later promotion; nothing served changes
         with guard, arms_lock(state_dir):
             folder = save_arms({n: fitted[n] if n in fitted else bases[n] for n in models},

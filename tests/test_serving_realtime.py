@@ -402,6 +402,40 @@ def test_a_backfilled_first_event_does_not_age_the_seed(
     assert seeded[others].sum() > 100.0  # whole (re-timed to 89 days ago: ~0.07 of it left)
 
 
+def test_a_refit_makes_the_seed_as_of_the_stores_first_fit(
+        tmp_path: Path, catalog: Dataset) -> None:
+    """Found by attack: each fit made its live arms' training seed as of its own time, so a
+    restart with another hyper-parameter brought the seed back whole against weeks of the
+    log's events (2 ** weeks), and a rollback to the older version took that away again. Every
+    fit now makes it as of the store's first fit (the first version's time), so versions
+    differ only by what their hyper-parameters change."""
+    import sqlalchemy as sa
+
+    def start(window: int) -> tuple[int, int, int]:
+        settings = make_settings(tmp_path, db=None, arms=["cooccurrence", "popularity"],
+                                 arm_params={"cooccurrence": {"window": window},
+                                             "popularity": {"half_life": 604_800.0}})
+        with TestClient(create_app(settings, catalog=catalog)) as client:
+            service = client.app.state.service
+            models = service.arm_set.models
+            return service.arm_set.version, models["cooccurrence"].clock_, models[
+                "popularity"].clock_
+
+    version, first, _ = start(10)
+    assert version == 1
+    # As if version 1 had been fitted a week ago.
+    url = make_settings(tmp_path, db=None).resolved_db_url()
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        created = conn.execute(sa.select(model_versions.c.created_at)).scalar_one()
+        conn.execute(sa.update(model_versions).values(created_at=created - 7 * 86_400))
+    engine.dispose()
+    version, cooccurrence, popularity = start(20)  # window changed: co-occurrence fitted again
+    assert version == 2
+    assert cooccurrence == int(created - 7 * 86_400)  # the store's first fit, not this one
+    assert popularity == first  # kept as saved (its hyper-parameters did not change)
+
+
 def test_a_co_occurrence_arm_saved_before_the_retime_is_fitted_again_at_the_next_start(
         tmp_path: Path, catalog: Dataset, caplog: pytest.LogCaptureFixture) -> None:
     """A store whose arm was saved by an older recbandits decays its seed to nothing at the
