@@ -191,9 +191,15 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
             logger.info("first start: fitting the arms once (saved under %s for the "
                         "next starts)", state_dir)
         if models is None:
-            models, fitted = _kept_and_fitted(store, folder, settings, catalog, arms)
+            # The live arms' seeds as of the store's first fit: this one's for a first
+            # version, recorded with it so that every later fit uses the same second.
+            since = versions.seed_time(store)
+            first = since is None
+            since = int(time.time()) if since is None else since
+            models, fitted = _kept_and_fitted(store, folder, settings, catalog, arms, since)
+            data = versions.data_span(catalog, 0, store.log_seq())
             meta = _publish(store, models, state_dir, meta, changed=fitted, settings=settings,
-                            data=versions.data_span(catalog, 0, store.log_seq()))
+                            data={**data, "seed_time": since} if first else data)
     assert meta is not None  # loaded from it, or just recorded
     # A store from before the versions table gets a row for the version it serves.
     store.ensure_version_row(meta, arms=_arm_params(models), data={},
@@ -207,14 +213,15 @@ def prepare(settings: Settings, *, catalog: Dataset | None = None,
 
 
 def _kept_and_fitted(store: Store, folder: Path | None, settings: Settings, catalog: Dataset,
-                     given: Mapping[str, Recommender] | None
+                     given: Mapping[str, Recommender] | None, since: int
                      ) -> tuple[dict[str, Recommender], list[str]]:
     """The settings' arms for a start that must fit some: those of the served version's
     ``folder`` saved with the settings' hyper-parameters kept, the others fitted (all of them
     on a first start); and the names fitted. A start adding one arm refitted every arm (found
     by attack: adding co-occurrence to MovieLens's default arms refitted all four). ``given``
     (a first version's fitted arms) are taken instead, the live ones copied: they fold the
-    log in place, and the caller's stay as given.
+    log in place, and the caller's stay as given. ``since``: the time the live arms' seeds
+    are made as of (:func:`serving.versions.seed_time`).
     """
     if given is not None:
         return {n: copy.deepcopy(m) if m.learns_from_stream else m
@@ -231,7 +238,6 @@ def _kept_and_fitted(store: Store, folder: Path | None, settings: Settings, cata
                  and (d := params_differ(m, held[n]))}}
     kept = {n: m for n, m in kept.items() if n not in differ}
     fitted = [n for n in settings.arms if n not in kept]
-    since = versions.seed_time(store)  # the live arms' seeds as of the store's first fit
     new = {**fit_arms([n for n in fitted if n not in held], catalog, seed=settings.seed,
                       params=settings.fit_params(), seed_time=since),
            **refit_like({n: held[n] for n in fitted if n in held}, catalog, seed_time=since)}

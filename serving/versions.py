@@ -183,14 +183,20 @@ def arm_spec(label: str, model: Recommender) -> dict[str, object]:
 
 
 def seed_time(store: Store) -> int | None:
-    """When the store's arms were first fitted (its first version's time, whole seconds), the
-    time every later fit makes its live arms' training seed as of
-    (:func:`serving.armset._fit_each`); None before a first version (that fit's own time).
+    """When the store's arms were first fitted (Unix seconds), the time every later fit makes
+    its live arms' training seed as of (:func:`serving.armset._fit_each`): the one its first
+    version records (``data["seed_time"]``, its fit's), else that version's time (a version
+    recorded before, or by a store from before the versions table); None before a first
+    version (that fit's own time then).
     """
     if not store.has_versions():
         return None
     rows = store.versions()
-    return int(min(r.created_at for r in rows)) if rows else None
+    if not rows:
+        return None
+    first = min(rows, key=lambda r: r.version)
+    recorded = first.data.get("seed_time")
+    return int(recorded) if isinstance(recorded, int | float) else int(first.created_at)
 
 
 def as_made(arms: Mapping[str, Any]) -> JsonObject:

@@ -23,11 +23,13 @@ from arms.base import Recommender
 from arms.cooccurrence import decayed_to
 from arms.data import make_synthetic
 from arms.data.dataset import Dataset
+from serving import versions
 from serving.app import create_app
 from serving.armset import fit_arms
 from serving.live import fold_live_arms
 from serving.rules import RuleBook
 from serving.settings import Settings
+from serving.store import open_store
 from serving.store.tables import decisions, model_versions
 from serving.store.types import LogEvent
 
@@ -423,17 +425,32 @@ def test_a_refit_makes_the_seed_as_of_the_stores_first_fit(
 
     version, first, _ = start(10)
     assert version == 1
-    # As if version 1 had been fitted a week ago.
     url = make_settings(tmp_path, db=None).resolved_db_url()
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        created = conn.execute(sa.select(model_versions.c.created_at)).scalar_one()
-        conn.execute(sa.update(model_versions).values(created_at=created - 7 * 86_400))
+        data = conn.execute(sa.select(model_versions.c.data)).scalar_one()
+        # The first fit's own second, recorded with version 1 (found by attack: a later fit
+        # took version 1's creation time instead, the fit and publish later).
+        assert data["seed_time"] == first
+        # As if version 1 had been fitted a week ago.
+        conn.execute(sa.update(model_versions).values(
+            data={**data, "seed_time": first - 7 * 86_400}))
     engine.dispose()
     version, cooccurrence, popularity = start(20)  # window changed: co-occurrence fitted again
     assert version == 2
-    assert cooccurrence == int(created - 7 * 86_400)  # the store's first fit, not this one
+    assert cooccurrence == first - 7 * 86_400  # the store's first fit, not this one
     assert popularity == first  # kept as saved (its hyper-parameters did not change)
+    # Without a recorded one (a version of an older recbandits): the first version's time.
+    with engine.begin() as conn:
+        one = model_versions.c.version == 1
+        conn.execute(sa.update(model_versions).where(one).values(
+            data={k: v for k, v in data.items() if k != "seed_time"}, created_at=1.5e9 + 0.7))
+    engine.dispose()
+    store = open_store(url, create=False)
+    try:
+        assert versions.seed_time(store) == 1_500_000_000
+    finally:
+        store.dispose()
 
 
 def test_a_co_occurrence_arm_saved_before_the_retime_is_fitted_again_at_the_next_start(
