@@ -25,7 +25,9 @@ seed waiting. Otherwise a seed of old data is gone
 at the first event: MovieLens 100K ends in April 1998, and one 2026 event left nothing of a
 week's half-life seed, so the service's co-occurrence slates fell back to catalogue order. That
 event is the same however the log is folded, so the re-timed state is too (:func:`retimed`,
-:func:`fold_retiming`). ``retime_seed=False`` keeps the ratings' own times.
+:func:`fold_retiming`). ``retime_seed=False`` keeps the ratings' own times. ``anchor_seed(t)``
+re-times the waiting seed to end at ``t`` at once; the service calls it when it fits an arm,
+with its store's first fit's time, so that a backfilled first event cannot age the seed.
 
 Exact and deterministic state
 -----------------------------
@@ -410,7 +412,8 @@ class CooccurrenceRecommender(Recommender):
 
     def _retime_seed(self, delta: int) -> None:
         """Move the whole state ``delta`` (> 0) seconds later: the seed's training ratings
-        then end at the first event past them. Nothing changes if it raises.
+        then end at the first event past them (or at :meth:`anchor_seed`'s time). Nothing
+        changes if it raises.
         """
         half_life, clock = float(self.half_life), self.clock_
         counts, frame = retimed(self.counts_, self.frame_, clock, delta, half_life)
