@@ -86,6 +86,19 @@ class Recommender(ABC):
         """
         return {}
 
+    @classmethod
+    def as_saved(cls, params: dict[str, Any]) -> Self:
+        """An unfitted arm with the hyper-parameters ``params`` recorded (by :meth:`save`, or
+        in a service's versions table), those added since filled in as that arm was made
+        (:meth:`params_saved_without`), the others left at their defaults.
+
+        Raises
+        ------
+        TypeError
+            A parameter this class does not take (recorded by another recbandits).
+        """
+        return cls(**{**cls.params_saved_without(params), **params})
+
     def get_params(self) -> dict[str, Any]:
         """Hyper-parameters as given to ``__init__``."""
         return {name: getattr(self, name) for name in self._param_names()}
@@ -450,7 +463,7 @@ class Recommender(ABC):
             klass = _REGISTRY.get(meta["class"])
             if klass is None or not issubclass(klass, cls):
                 raise ValueError(f"{path} holds a {meta['class']}, not a {cls.__name__}")
-            model = klass(**{**klass.params_saved_without(meta["params"]), **meta["params"]})
+            model = klass.as_saved(meta["params"])
             model.user_ids_ = data["user_ids"]
             model.item_ids_ = data["item_ids"]
             model.n_users_, model.n_items_ = len(model.user_ids_), len(model.item_ids_)

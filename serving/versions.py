@@ -217,7 +217,7 @@ def as_made(arms: Mapping[str, Any]) -> JsonObject:
             continue
         params = {k: v for k, v in spec.items() if k != "arm"}
         try:
-            model = entry.cls(**{**entry.cls.params_saved_without(params), **params})
+            model = entry.cls.as_saved(params)
         except TypeError:  # a parameter of another recbandits
             made[label] = spec
             continue
