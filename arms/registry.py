@@ -88,8 +88,13 @@ class ArmEntry:
         caller can seed a whole arm list without knowing which arms are random.
         """
         kwargs = {**self.params, **params}
-        if random_state is not None and "random_state" in inspect.signature(self.cls).parameters:
+        taken = inspect.signature(self.cls).parameters
+        if random_state is not None and "random_state" in taken:
             kwargs["random_state"] = random_state
+        unknown = sorted(set(params) - set(taken))
+        if unknown:  # said with what is taken (Python's own words named the class's __init__)
+            raise TypeError(f"the {self.name} arm has no hyper-parameter {unknown[0]!r}; "
+                            f"allowed: {sorted(set(taken) - {'random_state'})}")
         return self.cls(**kwargs)
 
     def matches(self, model: Recommender) -> bool:

@@ -599,7 +599,10 @@ def test_arm_params_set_the_arms_hyper_parameters_and_survive_a_retrain(
         assert models["popularity"].half_life == 604800.0 and models["svd"].n_factors == 8
     for bad, words in (({"svdx": {}}, "not served"),
                        ({"popularity": {"half_life": -1}}, "half_life must be > 0"),
-                       ({"popularity": {"colour": 1}}, "unexpected keyword argument 'colour'")):
+                       # Said with what it takes (found by attack: Python's own words).
+                       ({"popularity": {"colour": 1}},
+                        r"arm_params.popularity: the popularity arm has no hyper-parameter "
+                        r"'colour'; allowed: \['half_life', 'retime_seed'\]")):
         with pytest.raises(ValueError, match=words):
             Settings(arms=["svd", "popularity"], arm_params=bad)
 
