@@ -219,7 +219,7 @@ class EventsIn(BaseModel):
 class EventOut(BaseModel):
     """One stored event, and whether (and why) it updated the policy."""
 
-    id: int
+    id: int = Field(description="The event's log position: never given to another event")
     user_id: int
     item_id: int
     type: EventType

@@ -222,8 +222,8 @@ def test_the_cached_plans_follow_the_logs_growth(pg_store: PostgreSQLStore) -> N
         _prepare(reader)
         with psycopg.connect(url, autocommit=True) as writer:
             writer.execute(
-                "INSERT INTO feedback (created_at, user_id, movie_id, feedback_type, event_key, "
-                "counted, note, seq) SELECT 0, g % 1000, g, 'like', '', false, '', g "
+                "INSERT INTO feedback (id, created_at, user_id, movie_id, feedback_type, "
+                "event_key, counted, note, seq) SELECT g, 0, g % 1000, g, 'like', '', false, '', g "
                 "FROM generate_series(1, 20000) AS g")
             writer.execute("SELECT pg_stat_force_next_flush()")  # its counts, now
             writer.execute("SELECT 1")

@@ -263,9 +263,9 @@ class Store(abc.ABC):
             f"VALUES ({p}, {p}, {p}, {p}{as_json}, {p}, {p}, {p}{as_json}, {p}{as_json}, "
             f"{p}{as_json}, {p}, {p}, {p}, {p}{as_json}, {p}{as_json})")
         self._insert_feedback_sql = (
-            "INSERT INTO feedback (created_at, user_id, movie_id, feedback_type, value, "
+            "INSERT INTO feedback (id, created_at, user_id, movie_id, feedback_type, value, "
             f"event_id, event_key, arm, reward, rating, counted, note, seq) VALUES ({p}, {p}, "
-            f"{p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT (user_id, "
+            f"{p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT (user_id, "
             "event_key, movie_id, feedback_type) DO NOTHING RETURNING id")
         self._select_feedback_sql = (
             f"SELECT {', '.join(FEEDBACK_COLUMNS)} FROM feedback WHERE user_id = {p} AND "
@@ -440,6 +440,13 @@ class Store(abc.ABC):
             conn.execute(self.insert(log_head).values(id=1, seq=0).on_conflict_do_nothing())
             conn.execute(self.insert(retrain_lease).values(id=1, fitted_at=time.time())
                          .on_conflict_do_nothing())
+            # An event's id is its log position (tables.feedback). A store made before gave ids
+            # of its own, which a PostgreSQL sequence can have taken past the head (it skips
+            # the ids of rolled-back inserts): the head moves past them, once (order does not
+            # mind a gap).
+            top = sa.select(sa.func.max(feedback.c.id)).scalar_subquery()
+            conn.execute(log_head.update().where(log_head.c.id == 1, log_head.c.seq < top)
+                         .values(seq=top))
         with self.write_engine.begin() as conn:
             self._upgrade_columns(conn, rules or RuleBook())
             self._upgrade_for_multileave(conn)
@@ -1286,7 +1293,7 @@ class Store(abc.ABC):
             feedback_seq = seq
             cursor.execute(
                 self._insert_feedback_sql,
-                (v["created_at"], v["user_id"], v["movie_id"], v["feedback_type"],
+                (feedback_seq, v["created_at"], v["user_id"], v["movie_id"], v["feedback_type"],
                  v.get("value"), v["event_id"], v["event_key"], v["arm"], v["reward"],
                  v["rating"], False, v["note"], feedback_seq))
             inserted = cursor.fetchone()
@@ -1539,18 +1546,19 @@ class Store(abc.ABC):
                          rules: RuleBook | None = None) -> None:
         """Bulk-insert simulated log rows in one transaction (no idempotency check).
 
-        The rows hold every column of their table but the feedback ``id``; their ``seq``
-        values must be above the log's and increasing in log order: ``log_head`` is moved to
-        the largest; the feedback's ratings are folded into ``feedback_ratings`` as the service
-        does, by ``rules`` (default: the default rule book). ``arm_state`` is left alone (see
-        :meth:`set_pulls`).
+        The rows hold every column of their table but the feedback ``id`` (set to its ``seq``);
+        their ``seq`` values must be above the log's and increasing in log order: ``log_head``
+        is moved to the largest; the feedback's ratings are folded into ``feedback_ratings`` as
+        the service does, by ``rules`` (default: the default rule book). ``arm_state`` is left
+        alone (see :meth:`set_pulls`).
         """
         rules = rules if rules is not None else RuleBook()
         with self.write_engine.begin() as conn:
             if decision_rows:
                 conn.execute(decisions.insert(), list(decision_rows))
             if feedback_rows:
-                conn.execute(feedback.insert(), list(feedback_rows))
+                # An event's id is its log position, as the service writes it (_write_rows).
+                conn.execute(feedback.insert(), [{"id": r["seq"], **r} for r in feedback_rows])
                 ratings = [kept_rating_record(r["user_id"], r["movie_id"], kept)
                            for r in feedback_rows
                            if (kept := rules.kept_rating(r["feedback_type"], r.get("value"),

@@ -79,7 +79,11 @@ decisions = sa.Table(
 feedback = sa.Table(
     "feedback",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    # The event's id: its log position (``seq``), given by the writer, so never given twice,
+    # whatever a purge deleted (SQLite's own rowids start again above the largest left).
+    # Stores made before hold 1, 2, ... below every later seq (a seq counts every event).
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+              autoincrement=False),
     sa.Column("created_at", sa.Float(precision=53), nullable=False),
     sa.Column("user_id", sa.BigInteger, nullable=False),
     sa.Column("movie_id", sa.BigInteger, nullable=False),
