@@ -1174,13 +1174,19 @@ def _check_live_arms(settings: Settings, store: Store, held: JsonObject | None, 
     start = "their base fits" if previous is None else f"the fold snapshot at {previous.seq}"
     folded = (f"{n_events} events and the items added up to log position {position} "
               f"folded from {start}")
+    # The arms are rebuilt as the log's versions made them, whatever the settings' arm_params
+    # ask: said, so that nobody takes the check for one of those (left unsaid before).
+    asked = {n: "; made with other hyper-parameters than the settings ask (made with, asked): "
+             + ", ".join(f"{k}={made!r}, {want!r}" for k, (made, want) in d.items())
+             for n, d in other_params({n: models[n] for n in live}, settings).items()}
     if held is None:
-        return [LiveArmCheck(n, None, f"not compared ({where}); {folded}") for n in live]
+        return [LiveArmCheck(n, None, f"not compared ({where}); {folded}{asked.get(n, '')}")
+                for n in live]
     checks = []
     for name in live:
         same = held["arms"].get(name) == state_digest(models[name])
         checks.append(LiveArmCheck(name, same, f"match {'yes' if same else 'NO'} (worker pid "
-                                   f"{held['pid']} at {where}: {folded})"))
+                                   f"{held['pid']} at {where}: {folded}){asked.get(name, '')}"))
     return checks
 
 

@@ -962,3 +962,22 @@ def test_a_store_whose_ids_passed_the_log_head_moves_the_head_past_them(
         assert running.app.state.service.store.log_seq() == 500
         assert _event_ids(running, 7, catalog.item_ids[2:4], "b") == [501, 502]
     check_replay(settings)
+
+
+def test_rebuild_state_says_when_the_settings_ask_other_live_hyper_parameters(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
+    # Left unsaid before: the live arms are rebuilt as the log's versions made them, so the
+    # check is of those whatever the settings' arm_params ask, and the report now says so.
+    settings = make_settings(tmp_path)
+    with settled_worker(settings, catalog, fitted, seed=29):
+        pass
+    plain = check_replay(settings)
+    [before] = [str(c) for c in plain.live if c.arm == "popularity"]
+    assert "other hyper-parameters" not in before
+    asked = settings.model_copy(update={"arm_params": {"popularity": {"half_life": 3600.0}}})
+    result = check_replay(asked)
+    [line] = [str(c) for c in result.live if c.arm == "popularity"]
+    assert line.endswith("; made with other hyper-parameters than the settings ask (made "
+                         "with, asked): half_life=None, 3600.0"), line
+    assert [str(c) for c in result.live if c.arm != "popularity"] == [
+        str(c) for c in plain.live if c.arm != "popularity"]
