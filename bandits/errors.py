@@ -19,6 +19,10 @@ class UnknownArmError(ValueError):
     """An arm name or position that the policy does not have."""
 
 
+class PerArmLengthError(ValueError):
+    """A per-arm hyper-parameter (a list) whose length is not the number of arms."""
+
+
 def check_arm_names(arms: Sequence[str] | int, name: str = "arms") -> list[str]:
     """Arm names from a list of unique non-empty strings or a count (named ``arm0``, ...).
 
@@ -126,13 +130,14 @@ def check_per_arm(value: Any, name: str, n_arms: int, *, low: float, low_open: b
     Raises
     ------
     TypeError, ValueError
-        Wrong type, wrong length or a value outside ``(low, high]`` / ``[low, high]`` (no upper
-        bound when ``high`` is None).
+        Wrong type, wrong length (:class:`PerArmLengthError`) or a value outside ``(low,
+        high]`` / ``[low, high]`` (no upper bound when ``high`` is None).
     """
     if isinstance(value, Sequence | np.ndarray) and not isinstance(value, str):
         values = list(value)
         if len(values) != n_arms:
-            raise ValueError(f"{name} has {len(values)} values; expected one per arm ({n_arms})")
+            raise PerArmLengthError(f"{name} has {len(values)} values; expected one per arm "
+                                    f"({n_arms})")
         return np.array([check_real(v, f"{name}[{i}]", low=low, low_open=low_open, high=high)
                          for i, v in enumerate(values)], dtype=np.float64)
     return np.full(n_arms, check_real(value, name, low=low, low_open=low_open, high=high))

@@ -14,9 +14,10 @@ from bandits.ope import MIN_BOOTSTRAP
 
 class ArmNotServedError(ValueError):
     """A setting names an arm the settings' arm list does not hold (``arm_params``,
-    ``holdout_baseline``). A command that reads a store, its settings naming no arms, then
-    takes the live version's arms instead of the default list before refusing
-    (:func:`serving.commands.settings_for_store`).
+    ``holdout_baseline``), or has one value per arm of another number of arms than the
+    default list (a list in ``policy_params``, the settings naming no arms). A command that
+    reads a store, its settings naming no arms, then takes the live version's arms instead
+    of the default list before refusing (:func:`serving.commands.settings_for_store`).
     """
 
 

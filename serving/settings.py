@@ -25,6 +25,7 @@ from arms import registry
 from arms.data import DATASETS
 from arms.gate import DEFAULT_MARGIN, MAX_MARGIN
 from bandits.base import registered_policies
+from bandits.errors import PerArmLengthError
 from bandits.ope import MIN_BOOTSTRAP
 from bandits.thompson import BETA_PRIOR_MAX, BETA_PRIOR_MIN
 from serving.armset import make_arm
@@ -83,7 +84,8 @@ MAX_VARIABLE_BYTES = 32 * 4096
 
 
 #: Set while :func:`arms_unchecked` runs: the settings are then read without checking the
-#: arms they name (``arm_params``, ``holdout_baseline``) against the arm list.
+#: arms they name (``arm_params``, ``holdout_baseline``) or count (a per-arm list of
+#: ``policy_params``) against the arm list.
 _ARMS_UNCHECKED: ContextVar[bool] = ContextVar("arms_unchecked", default=False)
 
 
@@ -559,8 +561,7 @@ class Settings(BaseSettings):
     def _check_policy_params(self) -> Settings:
         # Built once here, so a wrong hyper-parameter fails when the settings are read (the
         # CLI's exit 2 with the message), not at the service's first request.
-        self.policy_model(n_features=1)
-        self._check_shadow()
+        self._check_policies()
         self.rule_book()  # likewise a wrong rule
         self._check_multileave()
         try:
@@ -587,6 +588,23 @@ class Settings(BaseSettings):
                 raise ValueError(f"arm_params.{name}: {exc}") from None
         return self
 
+    def _check_policies(self) -> None:
+        """Build the live and shadow policies: their hyper-parameters fail here, not at the
+        service's first request. One value per arm of the default list, when the settings
+        name no arms, is an :class:`ArmNotServedError`: a command reading a store takes its
+        live arms instead (:func:`serving.commands.settings_for_store`).
+        """
+        try:
+            self.policy_model(n_features=1)
+            self._check_shadow()
+        except PerArmLengthError as exc:
+            if self.named_arms():
+                raise
+            if not _ARMS_UNCHECKED.get():
+                raise ArmNotServedError(f"{exc}: the default arms {self.arms}; name the arms "
+                                        "(--arms) or point at a store that serves as many"
+                                        ) from None
+
     def _check_shadow(self) -> None:
         if self.shadow_policy is None:
             if self.shadow_policy_params:
@@ -598,8 +616,8 @@ class Settings(BaseSettings):
                              "'multileave' draws sets of arms (unset shadow_policy)")
         try:
             model = self.shadow_model(n_features=1)
-        except ValueError as exc:
-            raise ValueError(f"shadow_policy_params: {exc}") from None
+        except ValueError as exc:  # its class kept (PerArmLengthError: _check_policy_params)
+            raise type(exc)(f"shadow_policy_params: {exc}") from None
         if self.shadow_is_live():
             raise ValueError(f"shadow_policy {self.shadow_policy!r} with parameters "
                              f"{self.shadow_policy_params} is the live policy itself "

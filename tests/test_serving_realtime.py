@@ -716,6 +716,39 @@ def test_commands_on_a_store_take_its_live_arms_for_settings_naming_other_arms(
         capsys.readouterr().err)
 
 
+def test_commands_on_a_store_take_its_live_arms_for_one_prior_per_arm(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Left alone in the last note: a settings file with a ``prior_alpha`` list (one value per
+    arm) still needed ``--arms`` beside it for every command that read a store serving another
+    number of arms than the default list. It now takes the live version's arms, as
+    ``arm_params`` does; arms named, or no store, are checked as before."""
+    from experiments import cli
+
+    three = ["sequential", "cooccurrence", "popularity"]
+    state = tmp_path / "state"
+    with app_client(make_settings(tmp_path, db=None, arms=three), catalog,
+                    {a: fitted[a] for a in three}):
+        pass
+    path = tmp_path / "settings.toml"
+    path.write_text("[policy_params]\nprior_alpha = [2.0, 1.0, 1.0]\n")
+    assert cli.main(["models", "list", "--state-dir", str(state), "--settings", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert "serving version 1" in out and not err
+    assert cli.main(["models", "list", "--state-dir", str(state), "--settings", str(path),
+                     "--arms", ",".join(three)]) == 0
+    capsys.readouterr()
+    assert cli.main(["models", "list", "--state-dir", str(state), "--settings", str(path),
+                     "--arms", "sequential,popularity"]) == 2
+    assert "prior_alpha has 3 values; expected one per arm (2)" in capsys.readouterr().err
+    (tmp_path / "none").mkdir()
+    assert cli.main(["models", "list", "--state-dir", str(tmp_path / "none"), "--settings",
+                     str(path)]) == 2
+    assert ("prior_alpha has 3 values; expected one per arm (4): the default arms ['svd', "
+            "'sequential', 'autoencoder', 'popularity']; name the arms (--arms) or point at a "
+            "store that serves as many") in capsys.readouterr().err
+
+
 def test_added_items_refuse_control_characters_and_name_the_clash(
         tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
     settings = make_settings(tmp_path, arms=["popularity"])
