@@ -102,48 +102,68 @@ def strict_query(**allowed: tuple[str, ...]) -> Any:
         The route's parameters and the values each may take (FastAPI parses them after).
     """
     async def check(request: Request) -> None:  # async: see the module doc
-        names = [k for k, _ in request.query_params.multi_items()]
-        errors = query_errors(names, allowed, strict=True)
-        # Every bad parameter at once (review): a value outside its set, unless the parameter
-        # is unknown or repeated, said above.
-        errors += [{"loc": ("query", name), "type": "enum",
-                    "msg": f"must be one of {list(allowed[name])}, got {value!r}"}
-                   for name, value in request.query_params.items()
-                   if name in allowed and names.count(name) == 1
-                   and value not in allowed[name]]
-        if errors:
+        if errors := _query_issues(request, allowed):
             raise RequestValidationError(errors)
     return Depends(check)
 
 
-async def refuse_body(request: Request) -> None:
-    """Refuse (422) a body on a side-effect route that reads none (``POST /admin/retrain``, the
-    promotions, the rollback): a body such as ``{"candidate": true}`` was ignored, so a retrain
-    meant as a candidate went live (its options are query parameters). An empty body, or an
-    empty JSON object (what some clients send with every POST), is taken; the latter read as
-    every route reads a body (415 for another media type, charset or encoding; 408 or 499 for
-    a body cut off at the time-out or a client gone before its end), so that a byte-order mark
-    or UTF-16 is refused here too.
+def bare(**allowed: tuple[str, ...]) -> Any:
+    """The dependency of a side-effect route that reads no body: :func:`strict_query`'s check
+    and :func:`_body_issues`', their issues in one 422 (found by attack: a bad query hid a
+    body the route would refuse, said only once the query was mended).
+
+    Parameters
+    ----------
+    **allowed : tuple of str
+        As :func:`strict_query`.
+    """
+    async def check(request: Request) -> None:  # async: see the module doc
+        if errors := _query_issues(request, allowed) + await _body_issues(request):
+            raise RequestValidationError(errors)
+    return Depends(check)
+
+
+def _query_issues(request: Request, allowed: dict[str, tuple[str, ...]]
+                  ) -> list[dict[str, Any]]:
+    """:func:`strict_query`'s 422 errors for ``request`` (none: an empty list)."""
+    names = [k for k, _ in request.query_params.multi_items()]
+    errors = query_errors(names, allowed, strict=True)
+    # Every bad parameter at once (review): a value outside its set, unless the parameter
+    # is unknown or repeated, said above.
+    errors += [{"loc": ("query", name), "type": "enum",
+                "msg": f"must be one of {list(allowed[name])}, got {value!r}"}
+               for name, value in request.query_params.items()
+               if name in allowed and names.count(name) == 1
+               and value not in allowed[name]]
+    return errors
+
+
+async def _body_issues(request: Request) -> list[dict[str, Any]]:
+    """The 422 error of a body on a side-effect route that reads none (``POST
+    /admin/retrain``, the promotions, the rollback; none: an empty list). A body such as
+    ``{"candidate": true}`` was ignored, so a retrain meant as a candidate went live (its
+    options are query parameters). An empty body, or an empty JSON object (what some clients
+    send with every POST), is taken; the latter read as every route reads a body: 415 for
+    another media type, charset or encoding, 408 or 499 for a body cut off at the time-out or
+    a client gone before its end (raised), so that a byte-order mark or UTF-16 is refused too.
     """
     body = await read_body(request)
     if not body:
-        return
+        return []
     check_json_headers(request)
     try:
         empty = pydantic_core.from_json(body, allow_inf_nan=False) == {}
     except ValueError:  # not JSON, or not UTF-8 (a byte-order mark, UTF-16)
         empty = False
-    if not empty:
-        # The 422 of any invalid body, located at the body. The path matched the route's
-        # template (a version in it is at most 64 characters).
-        raise RequestValidationError([{
-            "loc": ("body",), "type": "body_not_allowed",
-            "msg": f"{request.method} {request.url.path} takes no body (an empty one or {{}}); "
-                   f"got {len(body)} byte{'' if len(body) == 1 else 's'}"}])
+    if empty:
+        return []
+    # The 422 of any invalid body, located at the body. The path matched the route's
+    # template (a version in it is at most 64 characters).
+    return [{"loc": ("body",), "type": "body_not_allowed",
+             "msg": f"{request.method} {request.url.path} takes no body (an empty one or {{}}); "
+                    f"got {len(body)} byte{'' if len(body) == 1 else 's'}"}]
 
 
 ServiceDep = Annotated[RecommendationService, Depends(get_service)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 AdminDep = Depends(require_admin)
-#: The dependency of :func:`refuse_body`.
-NoBody = Depends(refuse_body)

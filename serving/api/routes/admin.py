@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Path
 from starlette.concurrency import run_in_threadpool
 
 from serving import versions
-from serving.api.deps import AdminDep, JsonBody, NoBody, ServiceDep, strict_query
+from serving.api.deps import AdminDep, JsonBody, ServiceDep, bare, strict_query
 from serving.schemas import (
     ErrorOut,
     ItemIn,
@@ -36,7 +36,7 @@ _AUTH: dict[int | str, dict[str, Any]] = {401: {"model": ErrorOut, "description"
 #: The side-effect routes taking no query parameter.
 _NO_QUERY = strict_query()
 #: The side-effect routes taking neither a query parameter nor a body.
-_BARE = [_NO_QUERY, NoBody]
+_BARE = [bare()]
 
 #: A version in the path: text, so that :func:`serving.versions.parse_version` (the one check
 #: of the API and the CLI) refuses ``1_0``, ``+2`` or ``02`` with its 422 (``int`` takes them);
@@ -53,7 +53,7 @@ VersionPath = Annotated[str, Path(max_length=64, description="plain digits, 1..2
                                                                       "fit"},
                         422: {"model": ErrorOut, "description": "an unknown or repeated "
                                                                "query parameter, or a body"}},
-             dependencies=[strict_query(candidate=("true", "false")), NoBody])
+             dependencies=[bare(candidate=("true", "false"))])
 async def retrain(service: ServiceDep, candidate: bool = False) -> RetrainOut:
     """Fit a candidate arm set (likes as 5, dislikes as 1), gate it, and serve it as a new
     policy version if the gate accepts it (``serving.versions``).
