@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -697,14 +698,47 @@ def serve(settings: Settings) -> int:
           f"{resources.arm_set.version}) on http://{settings.host}:{settings.port} with "
           f"{settings.workers} worker(s); store {resources.store.describe()}", flush=True)
     if settings.workers == 1:  # uvicorn exits 3 itself when the worker fails to start
-        uvicorn.run("serving.app:app_from_env", factory=True, host=settings.host,
-                    port=settings.port, workers=1, access_log=False,
-                    **uvicorn_options(settings))
+        try:
+            with _stopped_by_sigterm():
+                uvicorn.run("serving.app:app_from_env", factory=True, host=settings.host,
+                            port=settings.port, workers=1, access_log=False,
+                            **uvicorn_options(settings))
+        except _StopRequested:
+            pass
         return 0
     return _run_workers(uvicorn.Config("serving.app:app_from_env", factory=True,
                                        host=settings.host, port=settings.port,
                                        workers=settings.workers, access_log=False,
                                        **uvicorn_options(settings)))
+
+
+class _StopRequested(BaseException):
+    """A SIGTERM to ``serve``'s one-worker server (see :func:`_stopped_by_sigterm`)."""
+
+
+def _stop_requested(signum: int, frame: object) -> None:
+    raise _StopRequested
+
+
+@contextlib.contextmanager
+def _stopped_by_sigterm() -> Iterator[None]:
+    """Make a SIGTERM that stops uvicorn's one-worker server end ``serve`` with status 0.
+
+    uvicorn shuts down gracefully on the signal, then restores the handler it found and raises
+    the signal again: with the default handler the process died by it (status 143; found by a
+    README check, which says 0 when stopped, as ``--workers 2`` and Ctrl-C give). The handler
+    it finds is this one, which raises :class:`_StopRequested` (a BaseException, which no
+    ``except Exception`` takes) for ``serve`` to end with; so does a SIGTERM before uvicorn
+    listens for it. The previous handler is restored on the way out.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals are the main thread's (uvicorn captures none elsewhere either)
+        return
+    previous = signal.signal(signal.SIGTERM, _stop_requested)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run_workers(config: uvicorn.Config) -> int:
