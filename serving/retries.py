@@ -14,6 +14,7 @@ batch's keys before the write (``feedback_rows``), one indexed read per keyed ev
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from serving.errors import IdempotencyConflictError, iso_time
@@ -39,6 +40,19 @@ class RetryConflictError(IdempotencyConflictError):
     def __init__(self, message: str, values: Row) -> None:
         super().__init__(message)
         self.values = values
+
+
+def same_instant(a: float, b: float) -> bool:
+    """Whether Unix times ``a`` and ``b`` are one instant as the API states times: the same
+    microsecond, as ``datetime.fromtimestamp`` rounds them (an event's answer gives its
+    ``timestamp`` so). Found by attack: an event stamped by the service at 02:47:02.5903406
+    was answered "02:47:02.590341", and a retry giving that timestamp back was refused as
+    another event (409). Exact equality beyond the years a datetime holds.
+    """
+    try:
+        return datetime.fromtimestamp(a, UTC) == datetime.fromtimestamp(b, UTC)
+    except (OverflowError, OSError, ValueError):
+        return a == b
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +90,7 @@ class RetryCheck:
         differs = []
         if stored["value"] != values["value"]:
             differs.append(f"value {stored['value']!r}, not {values['value']!r}")
-        if self.timestamp and stored["created_at"] != values["created_at"]:
+        if self.timestamp and not same_instant(stored["created_at"], values["created_at"]):
             was, given = iso_time(stored["created_at"]), iso_time(values["created_at"])
             if was == given:  # within one second (found by attack): the exact instants
                 was, given = (f"{stored['created_at']!r} (Unix seconds)",
@@ -92,4 +106,4 @@ class RetryCheck:
                 "new key", values)
 
 
-__all__ = ["RetryCheck", "RetryConflictError"]
+__all__ = ["RetryCheck", "RetryConflictError", "same_instant"]

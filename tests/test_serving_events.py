@@ -492,6 +492,30 @@ def test_a_key_reused_within_one_commit_is_refused_by_the_write_and_the_rest_is_
     check_replay(settings)
 
 
+def test_a_retry_giving_back_the_answers_timestamp_is_a_retry(
+        client: TestClient, settings: Settings, serving_catalog: Dataset) -> None:
+    # Found by attack: the service stamps an event given without a timestamp at the time it
+    # takes it (finer than a microsecond), and answers that time to the microsecond; a retry
+    # giving that answer back was refused as another event (409) in 14 of 20 tries.
+    items = [int(i) for i in serving_catalog.item_ids[:20]]
+    stamps = []
+    for n, item in enumerate(items):
+        first = event(6, item, "rating", value=4.0, idempotency_key=f"ts-{n}")
+        answered = client.post("/events", json={"events": [first]})
+        assert answered.status_code == 201, answered.text
+        stamp = answered.json()["events"][0]["timestamp"]
+        stamps.append(stamp)
+        again = client.post("/events", json={"events": [{**first, "timestamp": stamp}]})
+        assert again.status_code == 200, again.text
+        assert again.json()["events"][0]["id"] == answered.json()["events"][0]["id"]
+    # Another microsecond is another event.
+    moved = event(6, items[0], "rating", value=4.0, idempotency_key="ts-0",
+                  timestamp=datetime.fromisoformat(stamps[0].replace("Z", "+00:00"))
+                  .timestamp() - 0.000_001)
+    assert client.post("/events", json={"events": [moved]}).status_code == 409
+    assert len(read_table(settings.resolved_db_url(), feedback)) == len(items)
+
+
 def test_a_retry_within_the_same_second_names_the_exact_instants() -> None:
     # Found by attack: "timestamp 2026-12-05T13:08:55+00:00, not 2026-12-05T13:08:55+00:00".
     check = RetryCheck(0, "k", timestamp=True, event_id=False)
