@@ -417,7 +417,10 @@ class Settings(BaseSettings):
         Seconds between an idle stream's heartbeat comments (default 5).
     """
 
-    model_config = SettingsConfigDict(env_prefix="RECBANDITS_", extra="ignore")
+    # No setting is infinite or NaN: a bound such as gt=0 lets inf through (found by attack:
+    # RECBANDITS_RETENTION_S=inf fitted and saved the arms, then the workers failed to start).
+    model_config = SettingsConfigDict(env_prefix="RECBANDITS_", extra="ignore",
+                                      allow_inf_nan=False)
 
     data: Path | None = None
     dataset: str = "movielens"
