@@ -230,12 +230,19 @@ class PolicyModel:
 
     def fresh(self) -> BatchedPolicy:
         """A policy before any observation."""
+        accepted = self.cls._param_names()
+        # An unknown keyword, said as an arm's is (arms.registry); the listing named every
+        # parameter given, n_features (the service's) and the allowed ones among them (found
+        # by a README check).
+        unknown = sorted(p for p in self.params if p not in accepted)
+        if unknown:
+            allowed = [p for p in accepted if p not in ("n_features", "random_state")]
+            raise ValueError(f"{self.name} has no hyper-parameter "
+                             f"{', '.join(repr(p) for p in unknown)}; allowed: {allowed}")
         try:
             return self.cls(self.arms, **self.params, random_state=0)
-        except TypeError as exc:  # an unknown keyword: name the allowed ones
-            allowed = [p for p in self.cls._param_names() if p != "n_features"]
-            raise ValueError(f"invalid parameters {sorted(self.params)} for {self.name}: "
-                             f"{exc}; allowed: {allowed}") from None
+        except TypeError as exc:  # a value of the wrong type: a ValueError, as settings need
+            raise ValueError(f"{self.name}: {exc}") from None
 
     def identity(self) -> JsonObject:
         """The policy's :func:`policy_identity`: its name and hyper-parameters."""

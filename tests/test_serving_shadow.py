@@ -179,8 +179,15 @@ def test_rebuild_state_says_no_when_the_shadow_differs_from_its_fold(
      "is the live policy itself"),  # LinTS's default scale
     ({"shadow_policy_params": {"scale": 0.5}}, "shadow_policy is not"),
     ({"shadow_policy": "LinTS", "shadow_policy_params": {"bogus": 1}},
-     r"shadow_policy_params: invalid parameters .*allowed: \['scale'"),
+     r"shadow_policy_params: LinTS has no hyper-parameter 'bogus'; allowed: \['scale'"),
     ({"shadow_policy": "LinTS", "slate_mode": "multileave"}, "single-arm slates"),
+    # The live policy's unknown keyword alone, and the keywords a user may give (found by a
+    # README check: every parameter given was "invalid", n_features and the allowed among them).
+    ({"policy": "LinTS", "policy_params": {"bogus": 1, "scale": 0.5}},
+     r"Value error, LinTS has no hyper-parameter 'bogus'; allowed: \['scale', 'ridge', "
+     r"'batch_size', 'propensity_grid'\] \[type"),
+    ({"policy": "LinTS", "policy_params": {"scale": True}},
+     r"LinTS: scale must be a real number, got True \(bool\)"),
 ])
 def test_invalid_shadow_settings_are_refused_naming_the_value(values: dict, match: str) -> None:
     with pytest.raises(ValidationError, match=match):
