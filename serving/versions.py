@@ -335,7 +335,8 @@ UNLOADABLE = ("a version of other arms could not be loaded by the workers", ", o
 
 
 def check_arm_set(store: Store, names: Sequence[str], what: str,
-                  why: tuple[str, str] = UNLOADABLE, order: Sequence[str] = ()) -> None:
+                  why: tuple[str, str] = UNLOADABLE, order: Sequence[str] = (),
+                  remedy: str | None = None) -> None:
     """Refuse ``what`` (a ModelsError, 409) when ``names`` is not the arm set of the live
     version: workers load the arms they serve from the new version's folder, so a version of
     other arms would be live in the table while no worker can load it (nothing to check
@@ -344,6 +345,8 @@ def check_arm_set(store: Store, names: Sequence[str], what: str,
     ``order``: the live arms in the order the hint names them (default: the version's; a
     command that folds the workers' statistics passes theirs, found by attack: the hint named
     them sorted, and a purge run with that order left a snapshot no worker could restore).
+    ``remedy``: what to do instead of running with the live arms, for ``what`` whose arms do
+    not come from the settings (a promotion's: the version's own).
     """
     served = live_arms(store)
     if served is None:
@@ -352,8 +355,9 @@ def check_arm_set(store: Store, names: Sequence[str], what: str,
     live = sorted(arms)
     if sorted(names) != live:
         hint = ",".join(order if sorted(order) == live else arms)
+        remedy = remedy if remedy is not None else f"run with --arms {hint}{why[1]}"
         raise ModelsError(f"{what} the arms {sorted(names)}, but the live version {version} "
-                          f"serves {live}: {why[0]} (run with --arms {hint}{why[1]})")
+                          f"serves {live}: {why[0]} ({remedy})")
 
 
 def live_arms(store: Store) -> tuple[int, list[str]] | None:
@@ -659,7 +663,12 @@ def promote(settings: Settings, store: Store, version: int, *,
     if row.status == "live":
         raise ModelsError(f"model version {version} is live already")
     check_catalog(store, row.data.get("catalog"), f"model version {version}'s arms were")
-    check_arm_set(store, list(row.arms), f"model version {version} holds")
+    # Its own arms: settings cannot change them (found by a README check: the hint said to
+    # run with --arms of the live set, which refused the rollback again).
+    check_arm_set(store, list(row.arms), f"model version {version} holds", remedy=(
+        f"serve its arm set first, 'recbandits serve --arms {','.join(row.arms)}' (a new "
+        f"version of those arms as the live version has them), then promote version "
+        f"{version}"))
     if served is not None and row.arms_dir == served.arms_dir:
         # The same arms again would be a new version changing nothing, whose carry-over
         # (reset, discount) wipes what the policy learned (found by attack).

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from test_serving_support import cut_off, read_table
 from test_serving_versions import (
     AUTH,
@@ -30,6 +31,7 @@ from arms.data import make_synthetic
 from arms.data.dataset import Dataset
 from serving import commands, versions
 from serving import service as service_module
+from serving.app import create_app
 from serving.armset import UnknownItemsError, arms_folder
 from serving.commands import models as models_command
 from serving.commands import rebuild_state
@@ -99,6 +101,33 @@ def test_arms_fitted_on_another_catalogue_are_never_published(
         version = response.json()["version"]
         assert client.get(f"/admin/models/{version}", headers=AUTH).json()["data"][
             "catalog"] == mine
+
+
+def test_a_rollback_across_an_arm_set_change_says_what_works(
+        tmp_path: Path, catalog: Dataset, fitted: dict) -> None:
+    """Found by a README check: a rollback to a version of another arm set was refused with
+    "run with --arms <the live set>", which refused it again. The refusal now says what
+    works, and doing it works: serve the version's arm set, then promote the version."""
+    settings = make_settings(tmp_path, "sqlite")
+    with worker(settings, catalog, fitted):
+        pass  # version 1: svd, popularity
+    more = settings.model_copy(update={"arms": [*settings.arms, "random"]})
+    with TestClient(create_app(more, catalog=catalog)) as client:  # random fitted at start
+        assert client.app.state.service.arm_set.version == 2
+        response = client.post("/admin/models/rollback", headers=AUTH)
+        assert response.status_code == 409, response.text
+        assert response.json()["detail"] == (
+            "model version 1 holds the arms ['popularity', 'svd'], but the live version 2 "
+            "serves ['popularity', 'random', 'svd']: a version of other arms could not be "
+            "loaded by the workers (serve its arm set first, 'recbandits serve --arms "
+            "svd,popularity' (a new version of those arms as the live version has them), "
+            "then promote version 1)")
+    with TestClient(create_app(settings, catalog=catalog)) as client:  # serve --arms svd,...
+        store = client.app.state.service.store
+        assert store.policy_meta().version == 3
+        response = client.post("/admin/models/1/promote", headers=AUTH)
+        assert response.status_code == 200, response.text
+        assert store.policy_meta().arms_dir == store.versions(1)[0].arms_dir
 
 
 def test_a_retrain_or_promotion_of_another_arm_set_is_refused(
