@@ -847,6 +847,8 @@ def evaluate_log(log: DecisionLog, *, n_bootstrap: int = DEFAULT_N_BOOTSTRAP, se
                                 min_propensity=min_propensity, min_ess=min_ess,
                                 random_state=seed)
     table = pd.DataFrame([r.to_row() for r in reports.values()])
+    if not n_bootstrap:
+        table = without_intervals(table)
     messages = []
     n_tiny = int((log.propensities < min_propensity).sum())
     if n_tiny:
@@ -879,16 +881,32 @@ def evaluate_log(log: DecisionLog, *, n_bootstrap: int = DEFAULT_N_BOOTSTRAP, se
     return OPEResult(table, reports, messages, summary, notes)
 
 
-def format_table(table: pd.DataFrame) -> str:
-    """The OPE table as fixed-width text: value [low, high] per estimator, ESS, flags."""
+def without_intervals(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with its intervals' columns (``<estimator>_low``, ``_high``) empty (NaN): what
+    a run without bootstrap resamples has (found by a README check: ``--bootstrap 0``, "no
+    intervals", printed and wrote every estimate as its own interval, ``0.8333 [0.8333,
+    0.8333]``).
+    """
+    bounds = [c for c in table.columns if c.endswith(("_low", "_high"))]
+    return table.assign(**{c: float("nan") for c in bounds})
+
+
+def format_table(table: pd.DataFrame, confidence: float = DEFAULT_CONFIDENCE) -> str:
+    """The OPE table as fixed-width text: value [low, high] per estimator (the value alone
+    when the table has no intervals: :func:`without_intervals`), ESS, flags; ``confidence``
+    names the intervals' level in the header.
+    """
     estimators = [e for e in ("ips", "snips", "dr") if e in table]
+    intervals = bool(estimators) and bool(table[[e + "_low" for e in estimators]].notna()
+                                          .any(axis=None))
     width = max(8, int(table["policy"].str.len().max()))
-    head = f"{'policy':<{width}}" + "".join(f"{e.upper() + ' [95% CI]':>26}" for e in estimators)
+    label = f" [{confidence:.0%} CI]" if intervals else ""
+    head = f"{'policy':<{width}}" + "".join(f"{e.upper() + label:>26}" for e in estimators)
     head += f"{'ESS':>10}  flags"
     lines = [head, "-" * len(head)]
     for _, row in table.iterrows():
-        cells = "".join(f"{row[e]:>8.4f} [{row[e + '_low']:.4f}, {row[e + '_high']:.4f}]"
-                        .rjust(26) for e in estimators)
+        cells = "".join((f"{row[e]:>8.4f} [{row[e + '_low']:.4f}, {row[e + '_high']:.4f}]"
+                         if intervals else f"{row[e]:.4f}").rjust(26) for e in estimators)
         # A row without an ESS (a shadow comparison's difference) shows "-", not nan.
         ess = "-" if pd.isna(row["ess"]) else f"{row['ess']:.1f}"
         lines.append(f"{row['policy']:<{width}}{cells}{ess:>10}  {row['flags']}")
@@ -922,6 +940,8 @@ class ShadowComparison:
         The least probability the live policy logged for any arm on these decisions (with an
         exploration floor, at least the floor: every arm the shadow may choose has support; a
         holdout keeps it, the settings refusing a floor with a one-arm holdout baseline).
+    confidence : float or None
+        The intervals' level; None: no bootstrap resamples, no intervals.
     """
 
     policy: dict[str, Any]
@@ -930,14 +950,18 @@ class ShadowComparison:
     difference: dict[str, tuple[float, float, float]]
     agreement: float
     min_logged_propensity: float
+    confidence: float | None = DEFAULT_CONFIDENCE
 
     def table(self) -> pd.DataFrame:
-        """The two reports as rows of :func:`format_table`'s layout, then the difference."""
+        """The two reports as rows of :func:`format_table`'s layout, then the difference
+        (intervals empty without bootstrap resamples: ``confidence`` None).
+        """
         rows = [r.to_row() for r in self.reports.values()]
         diff: dict[str, Any] = {"policy": "shadow - live", "ess": float("nan"), "flags": ""}
         for e, (value, low, high) in self.difference.items():
             diff.update({e: value, f"{e}_low": low, f"{e}_high": high})
-        return pd.DataFrame([*rows, diff])
+        table = pd.DataFrame([*rows, diff])
+        return table if self.confidence is not None else without_intervals(table)
 
 
 def subset(log: DecisionLog, mask: np.ndarray) -> DecisionLog:
@@ -1046,7 +1070,8 @@ def evaluate_shadow(log: DecisionLog, records: dict[str, dict[str, Any]], *,
             difference={e: (float(diff[c]), float(low[c]), float(high[c]))
                         for c, e in enumerate(ESTIMATORS)},
             agreement=float((chosen == sub.actions).mean()),
-            min_logged_propensity=float(sub.pmf.min())))
+            min_logged_propensity=float(sub.pmf.min()),
+            confidence=confidence if n_bootstrap else None))
     return out
 
 
@@ -1060,7 +1085,8 @@ def format_shadow(comparisons: Sequence[ShadowComparison]) -> str:
         blocks.append(
             f"shadow {c.policy.get('name')} {params}: {c.n} decisions carry its record; it "
             f"chose the served arm in {c.agreement:.1%} of them; least logged live propensity "
-            f"{c.min_logged_propensity:.4f}\n" + format_table(c.table()))
+            f"{c.min_logged_propensity:.4f}\n"
+            + format_table(c.table(), c.confidence or DEFAULT_CONFIDENCE))
     return "\n\n".join(blocks)
 
 
@@ -1651,7 +1677,7 @@ def format_run(results: OPERun) -> str:
             + (f" ({excluded} left out)" if excluded else "")
             + f"; observed mean reward {s['observed_mean_reward']:.4f}",
             "plays by arm: " + ", ".join(f"{a} {n}" for a, n in s["plays_by_arm"].items()),
-            format_table(results.result.table),
+            format_table(results.result.table, s["confidence"]),
             f"table: {results.files['table']}",
         ]
     if "csv" in results.files:

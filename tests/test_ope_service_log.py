@@ -285,6 +285,33 @@ def test_cli_prints_the_table_and_exports(service_log: dict, tmp_path: Path) -> 
     np.testing.assert_array_equal(obp["reward"], exported["reward"])
 
 
+def test_no_bootstrap_resamples_print_and_write_no_intervals(service_log: dict,
+                                                              tmp_path: Path) -> None:
+    # Found by a README check: --bootstrap 0 ("no intervals") printed "[95% CI]" and each
+    # estimate as its own interval, 0.8333 [0.8333, 0.8333], and wrote those in ope.csv.
+    printed = {}
+    for bootstrap in ("0", "50"):
+        out = io.StringIO()
+        argv = ["ope", "--db", service_log["url"], "--out", str(tmp_path / bootstrap),
+                "--bootstrap", bootstrap, "--include-open"]
+        with redirect_stdout(out), redirect_stderr(io.StringIO()):
+            assert cli_main(argv) == 0
+        printed[bootstrap] = out.getvalue()
+        table = pd.read_csv(tmp_path / bootstrap / "ope.csv")
+        bounds = table[[c for c in table.columns if c.endswith(("_low", "_high"))]]
+        assert bounds.isna().all(axis=None) if bootstrap == "0" else bounds.notna().all(
+            axis=None)
+    header = next(line for line in printed["0"].splitlines() if line.startswith("policy"))
+    assert "CI" not in header and "IPS" in header
+    row = next(line for line in printed["0"].splitlines() if line.startswith("logging"))
+    assert "[" not in row
+    assert "IPS [95% CI]" in printed["50"]
+    # The same values either way: only the intervals went.
+    no_ci = pd.read_csv(tmp_path / "0" / "ope.csv").set_index("policy")
+    with_ci = pd.read_csv(tmp_path / "50" / "ope.csv").set_index("policy")
+    pd.testing.assert_series_equal(no_ci["snips"], with_ci["snips"])
+
+
 def test_open_windows_message_names_the_option_and_the_wait(service_log: dict,
                                                            tmp_path: Path) -> None:
     """Right after using the service every 30-minute window is open: the CLI says when the
