@@ -113,6 +113,10 @@ class DaskExecutor(Executor):
     def __init__(self, *, scheduler: str | None = None, workers: int | None = None) -> None:
         from dask.distributed import Client, LocalCluster
 
+        # distributed sets its own loggers to INFO, so a local cluster's 33 start-up and
+        # shut-down lines reached a CLI run without -v (found by a README check): they follow
+        # the root logger's level (the CLI's -v) instead.
+        logging.getLogger("distributed").setLevel(logging.getLogger().getEffectiveLevel())
         self.scheduler = scheduler
         self.workers = workers
         self._cluster = None

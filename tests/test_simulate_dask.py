@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import pandas as pd
 import pytest
@@ -74,3 +75,17 @@ def test_dask_executor_maps_and_calls(cluster):
 def test_local_executor_rejects_a_scheduler():
     with pytest.raises(ValueError, match="needs executor='dask'"):
         make_executor("local", scheduler="tcp://127.0.0.1:8786")
+
+
+@pytest.mark.slow
+def test_a_local_cluster_logs_its_info_lines_only_when_asked(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found by a README check: `simulate --executor dask` printed 33 INFO lines of distributed
+    # on stderr without -v (distributed sets its loggers to INFO itself).
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "level", logging.WARNING)  # the CLI without -v
+    with make_executor("dask", workers=1) as executor:
+        assert executor.call(abs, -3) == 3
+    chatter = [r.getMessage() for r in caplog.records
+               if r.name.startswith("distributed") and r.levelno < logging.WARNING]
+    assert chatter == []
