@@ -51,6 +51,10 @@ def _simulate(args: argparse.Namespace) -> int:
     from experiments import simulate
     from experiments.report import markdown_table
 
+    if args.data is not None:
+        # What every MovieLens environment reads (envs.factories.resolve_dataset), in this
+        # process and the workers it starts; the README's --data, missing here (README check).
+        os.environ["RECBANDITS_DATA"] = os.path.abspath(args.data)
     try:
         config = cfg.load(args.config)
         if args.dataset is not None:  # the env's dataset, as [env.params] dataset in the file
@@ -681,6 +685,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("config", nargs="?", default="movielens",
                           help="a TOML file, or the name of a shipped config (fixed_ctr, "
                           "movielens, movielens_drift); default movielens")
+    simulate.add_argument("--data", help="folder holding ml-100k/, ml-1m/, ... for the "
+                          "MovieLens environments (default: RECBANDITS_DATA, the user cache, "
+                          "else download)")
     simulate.add_argument("--env", help="environment id, overriding the config's")
     simulate.add_argument("--dataset", choices=DATASETS,
                           help="the environment's dataset, overriding the config's "

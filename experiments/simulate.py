@@ -237,7 +237,7 @@ def probe_env(config: ExperimentConfig) -> EnvInfo:
             params["dataset"] = SYNTHETIC
             logger.info("MovieLens unavailable: %s", exc)
             notes.append(f"{wanted.title} not available; running on the synthetic dataset "
-                         f"instead (set RECBANDITS_DATA to a folder holding "
+                         f"instead (--data or RECBANDITS_DATA: a folder holding "
                          f"{wanted.folders[0]}/ to use it)")
             env = make_vector_env(config.env.id, params, 1, config.horizon)
     except (cfg.ConfigError, DataFileError):

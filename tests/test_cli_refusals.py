@@ -5,6 +5,7 @@ ran with an input silently ignored, or clobbered a file).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -358,3 +359,28 @@ def test_a_reader_that_closes_the_output_stops_the_command_quietly(tmp_path: Pat
     err = process.stderr.read().decode()
     assert process.wait(timeout=300) == cli.BROKEN_PIPE, err
     assert err == ""
+
+
+def test_simulate_takes_data_as_the_other_commands_do(tmp_path: Path) -> None:
+    # Found by a README check: "--data DIR or RECBANDITS_DATA=DIR" points at a local copy, but
+    # simulate had no --data. Each run is a process of its own, as the CLI's are (a process's
+    # pool of workers keeps the environment it started with).
+    data = os.environ.get("RECBANDITS_DATA")
+    env = {k: v for k, v in os.environ.items() if k != "RECBANDITS_DATA"}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = [sys.executable, "-m", "experiments.cli", "simulate", "movielens", "--horizon", "50",
+            "--runs", "2", "--policies", "ThompsonSampling", "-q", "--no-plots"]
+
+    def run(folder: str, out: str) -> str:
+        done = subprocess.run([*args, "--data", folder, "--out", str(tmp_path / out)], env=env,
+                              cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    assert ("MovieLens 100K not available; running on the synthetic dataset instead (--data "
+            "or RECBANDITS_DATA: a folder holding ml-100k/ to use it)") in run(str(empty), "a")
+    if data is None or not (Path(data) / "ml-100k").is_dir():
+        pytest.skip("RECBANDITS_DATA holds no ml-100k/ (the test data of make test)")
+    assert "not available" not in run(data, "b")

@@ -485,7 +485,8 @@ def test_simulate_names_the_release_it_could_not_find(
     info = simulate.probe_env(config)
     assert info.params["dataset"] == "synthetic"
     assert info.notes == ("MovieLens 20M not available; running on the synthetic dataset "
-                          "instead (set RECBANDITS_DATA to a folder holding ml-20m/ to use it)",)
+                          "instead (--data or RECBANDITS_DATA: a folder holding ml-20m/ to use "
+                          "it)",)
     with pytest.raises(cfg.ConfigError, match=r"dataset must be one of movielens, ml-100k, "
                        r"ml-1m, ml-10m, ml-20m, ml-25m, ml-32m, synthetic, got 'ml-2m'"):
         simulate.env_kwargs({"dataset": "ml-2m"}, 10)
