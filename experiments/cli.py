@@ -492,7 +492,8 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser("serve", help="run the recommendation service (FastAPI)")
     serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8000)")
-    serve.add_argument("--workers", type=int, metavar="N", help="worker processes (default 1)")
+    serve.add_argument("--workers", type=int, metavar="N",
+                       help="worker processes, 1 to 64 (default 1)")
     serve.add_argument("--slate-mode", choices=("single", "multileave"),
                        help="single (default): one arm ranks each slate; multileave: the team "
                        "draft of --multileave-arms arms, each event crediting its item's arm "
