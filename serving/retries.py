@@ -42,17 +42,26 @@ class RetryConflictError(IdempotencyConflictError):
         self.values = values
 
 
-def same_instant(a: float, b: float) -> bool:
-    """Whether Unix times ``a`` and ``b`` are one instant as the API states times: the same
-    microsecond, as ``datetime.fromtimestamp`` rounds them (an event's answer gives its
-    ``timestamp`` so). Found by attack: an event stamped by the service at 02:47:02.5903406
-    was answered "02:47:02.590341", and a retry giving that timestamp back was refused as
-    another event (409). Exact equality beyond the years a datetime holds.
+def instant(at: float) -> float:
+    """The Unix time of the microsecond the API states for ``at`` (an answer's ``timestamp``,
+    as ``datetime.fromtimestamp`` rounds it): the one rule of when two times are one event's
+    (:func:`same_instant`, and an event keyed by its time: ``serving.service.event_key``).
+    A time already on a microsecond (any RFC 3339 text) is itself. ``at`` itself beyond the
+    years a datetime holds.
     """
     try:
-        return datetime.fromtimestamp(a, UTC) == datetime.fromtimestamp(b, UTC)
+        return datetime.fromtimestamp(at, UTC).timestamp()
     except (OverflowError, OSError, ValueError):
-        return a == b
+        return at
+
+
+def same_instant(a: float, b: float) -> bool:
+    """Whether Unix times ``a`` and ``b`` are one instant as the API states times (the same
+    microsecond: :func:`instant`). Found by attack: an event stamped by the service at
+    02:47:02.5903406 was answered "02:47:02.590341", and a retry giving that timestamp back
+    was refused as another event (409).
+    """
+    return instant(a) == instant(b)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,4 +115,4 @@ class RetryCheck:
                 "new key", values)
 
 
-__all__ = ["RetryCheck", "RetryConflictError", "same_instant"]
+__all__ = ["RetryCheck", "RetryConflictError", "instant", "same_instant"]

@@ -81,7 +81,7 @@ from serving.multileave import (
 )
 from serving.policy import PolicyModel, PolicySnapshot, draw_arm
 from serving.retrain_trigger import HeldLease, hold_retrain_lease
-from serving.retries import RetryCheck
+from serving.retries import RetryCheck, instant
 from serving.rules import RuleBook
 from serving.schemas import EventIn, FeedbackIn
 from serving.settings import Settings
@@ -1442,14 +1442,15 @@ def event_key(event: EventIn, at: float) -> str | None:
     """The idempotency part of an event's identity (the store's key is user, key, item, type).
 
     ``idempotency_key`` given: a digest of it (the column holds 32 characters, a key up to 64).
-    Else, with a ``timestamp``: a digest of the decision and the time, so that a retry of the
-    same event is stored once while the same action at another time is a new event. Else None:
+    Else, with a ``timestamp``: a digest of the decision and the time (its microsecond,
+    :func:`serving.retries.instant`, as answers state it), so that a retry of the same event
+    is stored once while the same action at another time is a new event. Else None:
     keyed by its decision, as ``POST /feedback`` keys feedback.
     """
     if event.idempotency_key is not None:
         return "k" + hashlib.sha256(event.idempotency_key.encode()).hexdigest()[:31]
-    if event.timestamp is not None:
-        return "t" + hashlib.sha256(f"{event.event_id}|{at!r}".encode()).hexdigest()[:31]
+    if event.timestamp is not None:  # found in review: the exact float kept a retry apart
+        return "t" + hashlib.sha256(f"{event.event_id}|{instant(at)!r}".encode()).hexdigest()[:31]
     return None
 
 
