@@ -667,6 +667,15 @@ def serve(settings: Settings) -> int:
         refused (another catalogue, arms missing), or a setting cannot be passed to the
         workers (:meth:`Settings.to_env`; exit status 2).
     """
+    try:  # a SIGTERM at any point is a stop (found in review: during a first start's fit, 143)
+        with _stopped_by_sigterm():
+            return _serve(settings)
+    except _StopRequested:
+        return 0
+
+
+def _serve(settings: Settings) -> int:
+    """:func:`serve`'s body, under its SIGTERM handler."""
     from serving.api.protocol import uvicorn_options
 
     try:  # what the workers' environment cannot carry, before anything is fitted or served
@@ -698,13 +707,9 @@ def serve(settings: Settings) -> int:
           f"{resources.arm_set.version}) on http://{settings.host}:{settings.port} with "
           f"{settings.workers} worker(s); store {resources.store.describe()}", flush=True)
     if settings.workers == 1:  # uvicorn exits 3 itself when the worker fails to start
-        try:
-            with _stopped_by_sigterm():
-                uvicorn.run("serving.app:app_from_env", factory=True, host=settings.host,
-                            port=settings.port, workers=1, access_log=False,
-                            **uvicorn_options(settings))
-        except _StopRequested:
-            pass
+        uvicorn.run("serving.app:app_from_env", factory=True, host=settings.host,
+                    port=settings.port, workers=1, access_log=False,
+                    **uvicorn_options(settings))
         return 0
     return _run_workers(uvicorn.Config("serving.app:app_from_env", factory=True,
                                        host=settings.host, port=settings.port,
@@ -722,14 +727,18 @@ def _stop_requested(signum: int, frame: object) -> None:
 
 @contextlib.contextmanager
 def _stopped_by_sigterm() -> Iterator[None]:
-    """Make a SIGTERM that stops uvicorn's one-worker server end ``serve`` with status 0.
+    """Make a SIGTERM end ``serve`` with status 0, whenever it comes.
 
-    uvicorn shuts down gracefully on the signal, then restores the handler it found and raises
-    the signal again: with the default handler the process died by it (status 143; found by a
-    README check, which says 0 when stopped, as ``--workers 2`` and Ctrl-C give). The handler
-    it finds is this one, which raises :class:`_StopRequested` (a BaseException, which no
-    ``except Exception`` takes) for ``serve`` to end with; so does a SIGTERM before uvicorn
-    listens for it. The previous handler is restored on the way out.
+    uvicorn's one-worker server shuts down gracefully on the signal, then restores the handler
+    it found and raises the signal again: with the default handler the process died by it
+    (status 143; found by a README check, which says 0 when stopped, as ``--workers 2`` and
+    Ctrl-C give). The handler it finds is this one, which raises :class:`_StopRequested` (a
+    BaseException, which no ``except Exception`` takes) for ``serve`` to end with. So does a
+    SIGTERM while ``serve`` prepares (a first start fits the arms for seconds to minutes; found
+    in review: 143 there, with any number of workers) or while uvicorn sets up or tears down.
+    A stop while fitting leaves no version: the next start fits again. uvicorn's supervisor
+    (``--workers`` > 1) handles the signal itself once it runs. The previous handler is
+    restored on the way out.
     """
     if threading.current_thread() is not threading.main_thread():
         yield  # signals are the main thread's (uvicorn captures none elsewhere either)

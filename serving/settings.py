@@ -23,6 +23,7 @@ from uvicorn.config import LOG_LEVELS
 
 from arms import registry
 from arms.data import DATASETS
+from arms.data.synthetic import check_sizes
 from arms.gate import DEFAULT_MARGIN, MAX_MARGIN
 from bandits.base import registered_policies
 from bandits.errors import PerArmLengthError
@@ -559,6 +560,18 @@ class Settings(BaseSettings):
             except ValueError as exc:
                 raise ValueError(f"shadow_policy: {exc}") from None
         return value
+
+    @model_validator(mode="after")
+    def _check_synthetic_sizes(self) -> Settings:
+        # The generator's own check, when the settings are read: a start found it after
+        # opening the store, with a traceback (found while testing a stop during a fit).
+        if self.dataset == "synthetic":
+            try:
+                check_sizes(self.synthetic_users, self.synthetic_items, self.synthetic_ratings)
+            except ValueError as exc:
+                raise ValueError(f"synthetic_users, synthetic_items, synthetic_ratings: "
+                                 f"{str(exc).replace('n_', 'synthetic_')}") from None
+        return self
 
     @model_validator(mode="after")
     def _check_policy_params(self) -> Settings:

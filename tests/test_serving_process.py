@@ -260,6 +260,34 @@ def test_serve_exits_3_when_its_workers_fail_to_start_and_0_when_stopped(
     assert_workers_exit_3(tmp_path, "failing_app", 5, "this app cannot start")
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_sigterm_while_serve_fits_its_arms_is_a_stop(tmp_path: Path, workers: str) -> None:
+    """Found in review: a SIGTERM before uvicorn ran (a first start fits the arms for seconds
+    to minutes) killed serve (143). It is a stop, 0; the next start fits again."""
+    env = {**os.environ, **serve_env(), "RECBANDITS_SYNTHETIC_USERS": "2000",
+           "RECBANDITS_SYNTHETIC_ITEMS": "1000", "RECBANDITS_SYNTHETIC_RATINGS": "300000"}
+    url = store_url("sqlite", tmp_path)
+    cmd = [sys.executable, "-m", "experiments.cli", "serve", "--port", str(free_port()),
+           "--workers", workers, *serve_args(tmp_path, url)]
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:  # the catalogue is being made, then the arms fitted
+            seen.append(line)
+            if "loading the synthetic data" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    assert proc.returncode == 0, "".join(seen) + out[-3000:]
+    assert "recbandits: serving" not in out  # stopped before it served
+
+
 def test_serve_exits_at_once_when_a_worker_dies_with_a_ping_unanswered(tmp_path: Path) -> None:
     """uvicorn's supervisor waits up to the health-check time-out for a worker's answer to its
     ping, and a worker that died just after a ping never answered: ``serve --workers 2`` took

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from experiments import cli
 from serving.settings import Settings
 
 FLOAT_SETTINGS = sorted(name for name, field in Settings.model_fields.items()
@@ -35,3 +37,20 @@ def test_an_infinite_setting_from_the_environment_is_refused_by_name(
         with pytest.raises(ValidationError) as refused:
             Settings()
         assert "retention_s" in str(refused.value) and "finite" in str(refused.value)
+
+
+def test_synthetic_sizes_the_generator_refuses_are_refused_with_the_settings(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # Found while testing a stop during a fit: serve opened the store, then the generator's
+    # ValueError ended it with a traceback.
+    with pytest.raises(ValidationError, match=r"synthetic_ratings must be at most half of "
+                       r"synthetic_users \* synthetic_items \(30000\), got 200000"):
+        Settings(dataset="synthetic", synthetic_ratings=200_000)
+    assert Settings(synthetic_ratings=200_000).synthetic_ratings == 200_000  # MovieLens: moot
+    monkeypatch.setenv("RECBANDITS_SYNTHETIC_RATINGS", "200000")
+    state = tmp_path / "state"
+    assert cli.main(["serve", "--dataset", "synthetic", "--state-dir", str(state)]) == 2
+    err = capsys.readouterr().err
+    assert "synthetic_ratings must be at most half" in err and "Traceback" not in err
+    assert not state.exists()

@@ -62,6 +62,33 @@ _BLOCK_CELLS = 4_000_000
 _MAX_DENSITY = 0.5
 
 
+def check_sizes(n_users: int, n_items: int, n_ratings: int) -> None:
+    """Refuse sizes :func:`make_synthetic` cannot honour: at least one user and two items, at
+    least one rating a user, at most half of the (user, item) pairs (distinct pairs drawn in
+    reasonable time). The one check, which the service's settings run too.
+
+    Raises
+    ------
+    TypeError
+        A size that is not an int.
+    ValueError
+        A size out of range (the message names it and the bound).
+    """
+    check_int("n_users", n_users, low=1)
+    check_int("n_items", n_items, low=2)
+    check_int("n_ratings", n_ratings, low=1)
+    if n_ratings < n_users:
+        raise ValueError(
+            f"n_ratings must be at least n_users ({n_users}) so every user rates something, "
+            f"got {n_ratings}"
+        )
+    if n_ratings > _MAX_DENSITY * n_users * n_items:
+        raise ValueError(
+            f"n_ratings must be at most half of n_users * n_items "
+            f"({int(_MAX_DENSITY * n_users * n_items)}), got {n_ratings}"
+        )
+
+
 def make_synthetic(
     n_users: int = 943,
     n_items: int = 1682,
@@ -119,21 +146,9 @@ def make_synthetic(
     ValueError
         If a size or parameter is out of range.
     """
-    check_int("n_users", n_users, low=1)
-    check_int("n_items", n_items, low=2)
-    check_int("n_ratings", n_ratings, low=1)
+    check_sizes(n_users, n_items, n_ratings)
     check_int("n_factors", n_factors, low=2)
     check_int("min_user_ratings", min_user_ratings, low=1)
-    if n_ratings < n_users:
-        raise ValueError(
-            f"n_ratings must be at least n_users ({n_users}) so every user rates something, "
-            f"got {n_ratings}"
-        )
-    if n_ratings > _MAX_DENSITY * n_users * n_items:
-        raise ValueError(
-            f"n_ratings must be at most half of n_users * n_items "
-            f"({int(_MAX_DENSITY * n_users * n_items)}), got {n_ratings}"
-        )
     for pname, value, low, high in (
         ("step_scale", step_scale, 0.0, 1.0),
         ("jump_probability", jump_probability, 0.0, 1.0),
