@@ -525,4 +525,10 @@ def test_side_effect_admin_routes_refuse_a_body_they_do_not_read(
             assert response.status_code == 422, response.text
             assert {(tuple(e["loc"]), e["type"]) for e in response.json()["detail"]} == {
                 *query_issues, (("body",), "body_not_allowed")}
+            # A body of another media type too (found in review: its 415 hid the query).
+            response = client.post(path + query, content=b"x",
+                                   headers={**AUTH, "Content-Type": "text/plain"})
+            assert response.status_code == 422, response.text
+            assert {(tuple(e["loc"]), e["type"]) for e in response.json()["detail"]} == {
+                *query_issues, (("body",), "unsupported_media_type")}
         assert [r.version for r in store.versions()] == made

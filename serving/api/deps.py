@@ -14,7 +14,7 @@ from fastapi import Depends, Header, Request
 from fastapi.exceptions import RequestValidationError
 
 from serving.api.validation import M, check_json_headers, json_body, query_errors, read_body
-from serving.errors import ForbiddenError, UnauthorizedError
+from serving.errors import ForbiddenError, UnauthorizedError, UnsupportedMediaTypeError
 from serving.metrics import Metrics
 from serving.service import RecommendationService
 from serving.settings import MAX_ADMIN_TOKEN_CHARS
@@ -118,7 +118,17 @@ def bare(**allowed: tuple[str, ...]) -> Any:
         As :func:`strict_query`.
     """
     async def check(request: Request) -> None:  # async: see the module doc
-        if errors := _query_issues(request, allowed) + await _body_issues(request):
+        errors = _query_issues(request, allowed)
+        try:
+            errors += await _body_issues(request)
+        except UnsupportedMediaTypeError as exc:
+            if not errors:
+                raise
+            # A body of another media type beside a bad query: both in the 422 (found in
+            # review: the 415 hid the query's issues). A cut-off body or a client gone (408,
+            # 499) is answered as such.
+            errors.append({"loc": ("body",), "type": exc.code, "msg": exc.message})
+        if errors:
             raise RequestValidationError(errors)
     return Depends(check)
 
