@@ -51,14 +51,15 @@ def _simulate(args: argparse.Namespace) -> int:
     from experiments import simulate
     from experiments.report import markdown_table
 
-    if args.data is not None:
-        # What every MovieLens environment reads (envs.factories.resolve_dataset), in this
-        # process and the workers it starts; the README's --data, missing here (README check).
-        os.environ["RECBANDITS_DATA"] = os.path.abspath(args.data)
     try:
         config = cfg.load(args.config)
-        if args.dataset is not None:  # the env's dataset, as [env.params] dataset in the file
-            params = {**config.env.params, "dataset": args.dataset}
+        # The env's dataset and data folder, as [env.params] dataset and data_dir in the file
+        # (--data: the README's, missing here; found by a README check). A folder given is
+        # the one read: no fallback to synthetic data (simulate.probe_env).
+        given = {"dataset": args.dataset,
+                 "data_dir": None if args.data is None else os.path.abspath(args.data)}
+        if any(v is not None for v in given.values()):
+            params = {**config.env.params, **{k: v for k, v in given.items() if v is not None}}
             config = dataclasses.replace(config, env=dataclasses.replace(config.env, params=params))
         config = cfg.override(
             config,

@@ -221,7 +221,8 @@ def probe_env(config: ExperimentConfig) -> EnvInfo:
     """Arm names and context size of the config's environment, with the data fallback applied.
 
     Where the environment needs MovieLens and it cannot be had, the synthetic dataset is used
-    instead and a one-line note says so.
+    instead and a one-line note says so; not when ``[env.params] data_dir`` names a folder
+    (``simulate --data``): its DataUnavailableError is raised, naming it.
     """
     import gymnasium
 
@@ -233,6 +234,8 @@ def probe_env(config: ExperimentConfig) -> EnvInfo:
         try:
             env = make_vector_env(config.env.id, params, 1, config.horizon)
         except DataUnavailableError as exc:
+            if params.get("data_dir") is not None:  # a folder given (--data): read, or refused
+                raise
             wanted = movielens_variant(dataset_name(params) or "movielens")
             params["dataset"] = SYNTHETIC
             logger.info("MovieLens unavailable: %s", exc)

@@ -363,24 +363,30 @@ def test_a_reader_that_closes_the_output_stops_the_command_quietly(tmp_path: Pat
 
 def test_simulate_takes_data_as_the_other_commands_do(tmp_path: Path) -> None:
     # Found by a README check: "--data DIR or RECBANDITS_DATA=DIR" points at a local copy, but
-    # simulate had no --data. Each run is a process of its own, as the CLI's are (a process's
-    # pool of workers keeps the environment it started with).
+    # simulate had no --data. A folder given is the one read, as replay's --data: one without
+    # the data is refused (exit 2, naming it), not replaced by synthetic data (review).
     data = os.environ.get("RECBANDITS_DATA")
     env = {k: v for k, v in os.environ.items() if k != "RECBANDITS_DATA"}
     empty = tmp_path / "empty"
     empty.mkdir()
-    args = [sys.executable, "-m", "experiments.cli", "simulate", "movielens", "--horizon", "50",
-            "--runs", "2", "--policies", "ThompsonSampling", "-q", "--no-plots"]
+    args = [sys.executable, "-m", "experiments.cli", "simulate", "--horizon", "50",
+            "--runs", "2", "-q", "--no-plots"]
 
-    def run(folder: str, out: str) -> str:
-        done = subprocess.run([*args, "--data", folder, "--out", str(tmp_path / out)], env=env,
+    def run(*more: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*args, *more, "--out", str(tmp_path / "out")], env=env,
                               cwd=Path(__file__).resolve().parents[1], capture_output=True,
                               text=True, timeout=600)
-        assert done.returncode == 0, done.stderr
-        return done.stderr
 
-    assert ("MovieLens 100K not available; running on the synthetic dataset instead (--data "
-            "or RECBANDITS_DATA: a folder holding ml-100k/ to use it)") in run(str(empty), "a")
+    refused = run("movielens", "--policies", "ThompsonSampling", "--data", str(empty))
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr == (f"recbandits simulate: the data folder {empty} (--data, "
+                              "RECBANDITS_DATA) holds no ml-100k files (expected u.data, u.item, "
+                              f"u.user in {empty / 'ml-100k'})\n")
+    # An environment that reads no data does not take it (an ignored option is refused).
+    ignored = run("fixed_ctr", "--data", str(empty))
+    assert ignored.returncode == 2 and "unexpected keyword argument 'data_dir'" in ignored.stderr
     if data is None or not (Path(data) / "ml-100k").is_dir():
         pytest.skip("RECBANDITS_DATA holds no ml-100k/ (the test data of make test)")
-    assert "not available" not in run(data, "b")
+    read = run("movielens", "--policies", "ThompsonSampling", "--data", data)
+    assert read.returncode == 0, read.stderr
+    assert "not available" not in read.stderr
