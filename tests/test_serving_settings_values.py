@@ -9,10 +9,10 @@ import pytest
 from pydantic import ValidationError
 
 from experiments import cli
-from serving.settings import Settings
+from serving.settings import Settings, settings_issues
 
 FLOAT_SETTINGS = sorted(name for name, field in Settings.model_fields.items()
-                        if "float" in str(field.annotation))
+                        if field.annotation in (float, float | None))
 
 
 def test_there_are_float_settings_to_check() -> None:
@@ -28,6 +28,23 @@ def test_a_float_setting_refuses_what_is_not_finite(name: str, value: float) -> 
     with pytest.raises(ValidationError) as refused:
         Settings(**{name: value})
     assert name in str(refused.value)
+
+
+def test_an_infinite_value_inside_a_table_is_said_by_its_own_rule() -> None:
+    # Found in review: a model-wide refusal of inf answered these with four lines of pydantic
+    # union branches, none naming the value; their own checks say it in one.
+    for values, said in (
+            ({"policy_params": {"prior_alpha": [math.inf, 1.0, 1.0, 1.0]}},
+             "prior_alpha[0]=inf must be finite"),
+            ({"arms": ["svd", "popularity"], "arm_params": {"popularity": {"half_life": math.inf}}},
+             "arm_params.popularity: half_life must be finite, got inf")):
+        with pytest.raises(ValidationError) as refused:
+            Settings(**values)
+        assert settings_issues(refused.value) == f"settings: {said}"
+    with pytest.raises(ValidationError) as refused:
+        Settings(retention_s=math.inf)
+    assert settings_issues(refused.value) == ("retention_s: Input should be a finite number, "
+                                              "got inf")
 
 
 def test_an_infinite_setting_from_the_environment_is_refused_by_name(
