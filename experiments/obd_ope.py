@@ -221,19 +221,23 @@ class OBDOPEResults:
 
         A second table gives the relative errors over bootstrap resamples when there are any.
         """
-        level = f"{self.config.confidence:.0%}"
-        head = ("| campaign | target ← log | action dist | ground truth (" + level + ") | "
+        # No bootstrap resamples: the values alone (found in review: each printed as its own
+        # interval, "3.80‰ [3.80, 3.80]", under --bootstrap 0's "no intervals").
+        intervals = bool(self.config.n_bootstrap)
+        level = f" ({self.config.confidence:.0%})" if intervals else ""
+        head = ("| campaign | target ← log | action dist | ground truth" + level + " | "
                 + " | ".join(f"{e.upper()} (rel. err.)" for e in ESTIMATORS)
                 + " | ESS / n | max weight |\n|---|---|---|---|"
                 + "---|" * len(ESTIMATORS) + "---:|---:|\n")
         lines = []
         for row in self.rows:
             cells = [row.campaign, f"{row.target} ← {row.logging}", row.action_dist,
-                     _interval(row.ground_truth, row.ground_truth_low, row.ground_truth_high)]
+                     _interval(row.ground_truth, row.ground_truth_low, row.ground_truth_high,
+                               intervals)]
             for name in ESTIMATORS:
                 est = row.report.estimates.get(name)
                 cells.append("–" if est is None else
-                             f"{_interval(est.value, est.ci_low, est.ci_high)} "
+                             f"{_interval(est.value, est.ci_low, est.ci_high, intervals)} "
                              f"({row.relative_error(name):.0%})")
             n = next(iter(row.report.estimates.values())).n
             cells += [f"{row.report.effective_sample_size:,.0f} / {n:,}",
@@ -253,8 +257,10 @@ class OBDOPEResults:
         return text
 
 
-def _interval(value: float, low: float, high: float) -> str:
+def _interval(value: float, low: float, high: float, intervals: bool = True) -> str:
     # click rates are ~0.004: per mille reads better than 0.00xx
+    if not intervals:
+        return f"{1000 * value:.2f}‰"
     return f"{1000 * value:.2f}‰ [{1000 * low:.2f}, {1000 * high:.2f}]"
 
 

@@ -296,6 +296,13 @@ def test_run_and_cli_on_a_generated_tree(tmp_path: Path, capsys: pytest.CaptureF
     out = capsys.readouterr().out
     assert out.count("| men | ") == 8 and "random ← bts" in out and "logged_asof" in out
     assert "Relative error over bootstrap resamples" in out
+    assert re.search(r"\| [\d.]+‰ \[[\d.]+, [\d.]+\] \(\d+%\)", out)  # value [low, high]
+    # No resamples: no intervals (found in review: each value printed as its own interval).
+    assert main(["ope", "--obd", "--campaign", "men", "--data", str(tmp_path),
+                 "--bootstrap", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("| men | ") == 4 and "[" not in out and "ground truth |" in out
+    assert "Relative error over bootstrap resamples" not in out
     assert main(["ope", "--obd", "--data", str(tmp_path), "--bootstrap", "-1"]) == 2
     assert "n_bootstrap" in capsys.readouterr().err
     with pytest.raises(ValueError, match="campaigns contains 'kids'"):
