@@ -151,7 +151,8 @@ def test_an_answer_is_kept_until_a_write_of_the_user_by_any_worker(
         raw.execute("DELETE FROM feedback WHERE movie_id IN (10, 13)")
     raw.close()
     assert _movies(a, 1) == [11, 12] and reads[-1] == 1 and len(extended) == 6
-    # The next event takes the deleted latest row's id again: above the new watermark.
+    # The next event's id is its seq, above every id ever given (the deleted latest row's
+    # id was given again before): above the new watermark.
     b.write_batch([], [_feedback(1, 14, 107.0, "q")])
     assert _movies(a, 1) == [11, 12, 14] and len(extended) == 7
 

@@ -948,10 +948,10 @@ def test_an_event_id_is_never_given_twice_even_after_a_purge_of_every_event(
 
 
 def test_a_store_whose_ids_passed_the_log_head_moves_the_head_past_them(
-        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
+        backend: str, tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
     # A store made before ids were log positions: a PostgreSQL sequence skips the ids of
     # rolled-back inserts, so a stored id can lie above the head; the next ids must not meet it.
-    settings = make_settings(tmp_path)
+    settings = make_settings(tmp_path, backend)
     with worker(settings, catalog, fitted) as running:
         first = _event_ids(running, 7, catalog.item_ids[:2], "a")
     engine = sa.create_engine(settings.resolved_db_url())

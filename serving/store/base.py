@@ -444,9 +444,7 @@ class Store(abc.ABC):
             # of its own, which a PostgreSQL sequence can have taken past the head (it skips
             # the ids of rolled-back inserts): the head moves past them, once (order does not
             # mind a gap).
-            top = sa.select(sa.func.max(feedback.c.id)).scalar_subquery()
-            conn.execute(log_head.update().where(log_head.c.id == 1, log_head.c.seq < top)
-                         .values(seq=top))
+            self._head_past(conn, sa.select(sa.func.max(feedback.c.id)).scalar_subquery())
         with self.write_engine.begin() as conn:
             self._upgrade_columns(conn, rules or RuleBook())
             self._upgrade_for_multileave(conn)
@@ -1568,9 +1566,16 @@ class Store(abc.ABC):
                     conn.exec_driver_sql(self._upsert_rating_sql, ratings)
             if outcome_rows:
                 conn.execute(outcomes.insert(), list(outcome_rows))
-            top = max([int(r["seq"]) for r in (*feedback_rows, *outcome_rows)], default=0)
-            conn.execute(log_head.update().where(log_head.c.id == 1, log_head.c.seq < top)
-                         .values(seq=top))
+            self._head_past(conn, max([int(r["seq"]) for r in (*feedback_rows, *outcome_rows)],
+                                      default=0))
+
+    @staticmethod
+    def _head_past(conn: Connection, top: int | sa.ScalarSelect[int]) -> None:
+        """Move ``log_head`` up to ``top`` (a number, or a query of one) if it is below: never
+        down, and not at all for a NULL ``top``.
+        """
+        conn.execute(log_head.update().where(log_head.c.id == 1, log_head.c.seq < top)
+                     .values(seq=top))
 
     def log_seq(self) -> int:
         """The last seq handed out."""
