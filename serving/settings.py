@@ -72,10 +72,16 @@ def parse_duration(name: str, value: object) -> float | None:
         seconds = float(value)
     else:
         raise TypeError(f"{name} must be {allowed}, got {type(value).__name__} {value!r}")
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_DURATION_S):
+        raise ValueError(f"{name} must be {allowed}, at most 100 years, got {value!r}")
     return seconds
 
+
+#: Longest duration a setting takes (100 years): the times it lets into the log (``retention_s``,
+#: ``clock_skew_s``) stay ones every fold and answer can hold (found by attack: with
+#: ``clock_skew_s=1e308`` an event stamped 1e300 was stored, then failed every fold and every
+#: later start of the service); none needs more.
+MAX_DURATION_S = 100 * 365.25 * 86_400
 
 #: Longest admin token: an ``Authorization`` header carrying a longer one is a wrong token.
 MAX_ADMIN_TOKEN_CHARS = 1000
@@ -459,7 +465,7 @@ class Settings(BaseSettings):
     carryover_discount: float = Field(0.5, gt=0.0, le=1.0, allow_inf_nan=False)
     gate_enabled: bool = True
     gate_holdout: float = Field(0.1, gt=0.0, lt=1.0, allow_inf_nan=False)
-    gate_holdout_s: float | None = Field(None, gt=0, allow_inf_nan=False)
+    gate_holdout_s: float | None = Field(None, gt=0, le=MAX_DURATION_S, allow_inf_nan=False)
     gate_margin: float = Field(DEFAULT_MARGIN, ge=0.0, le=MAX_MARGIN, allow_inf_nan=False)
     gate_bootstrap: int = Field(200, ge=MIN_BOOTSTRAP)
     shadow_policy: str | None = None
@@ -472,13 +478,15 @@ class Settings(BaseSettings):
     default_reward: float = Field(DEFAULT_REWARD, ge=0, le=1,  # the rule book checks it too
                                   allow_inf_nan=False)
     rules: dict[str, dict[str, float | bool | dict[str, float]]] = Field(default_factory=dict)
-    reward_window_s: float = Field(1800.0, gt=0, allow_inf_nan=False)
-    settle_grace_s: float = Field(5.0, ge=0, allow_inf_nan=False)
-    session_window_s: float = Field(1800.0, ge=0, allow_inf_nan=False)
-    retention_s: float = Field(90 * 86_400.0, gt=0, allow_inf_nan=False)
-    clock_skew_s: float = Field(300.0, ge=0, allow_inf_nan=False)
-    feature_half_life_s: float = Field(DEFAULT_HALF_LIFE_S, gt=0, allow_inf_nan=False)
-    feature_decay_step_s: float = Field(DEFAULT_DECAY_STEP_S, ge=0, allow_inf_nan=False)
+    reward_window_s: float = Field(1800.0, gt=0, le=MAX_DURATION_S, allow_inf_nan=False)
+    settle_grace_s: float = Field(5.0, ge=0, le=MAX_DURATION_S, allow_inf_nan=False)
+    session_window_s: float = Field(1800.0, ge=0, le=MAX_DURATION_S, allow_inf_nan=False)
+    retention_s: float = Field(90 * 86_400.0, gt=0, le=MAX_DURATION_S, allow_inf_nan=False)
+    clock_skew_s: float = Field(300.0, ge=0, le=MAX_DURATION_S, allow_inf_nan=False)
+    feature_half_life_s: float = Field(DEFAULT_HALF_LIFE_S, gt=0, le=MAX_DURATION_S,
+                                       allow_inf_nan=False)
+    feature_decay_step_s: float = Field(DEFAULT_DECAY_STEP_S, ge=0, le=MAX_DURATION_S,
+                                        allow_inf_nan=False)
     history_limit: int = Field(1000, ge=1, le=100_000)
     max_events_body_bytes: int = Field(1 << 20, ge=1024)
     session_strength: float = Field(1.5, ge=0, allow_inf_nan=False)
@@ -488,8 +496,8 @@ class Settings(BaseSettings):
     retrain_after_events: int | None = Field(None, ge=1)
     retrain_check_s: float = Field(10.0, gt=0, le=3600, allow_inf_nan=False)
     retrain_lease_s: float = Field(600.0, ge=1, le=86_400, allow_inf_nan=False)
-    refresh_interval_s: float = Field(0.2, gt=0, allow_inf_nan=False)
-    sweep_interval_s: float = Field(5.0, gt=0, allow_inf_nan=False)
+    refresh_interval_s: float = Field(0.2, gt=0, le=MAX_DURATION_S, allow_inf_nan=False)
+    sweep_interval_s: float = Field(5.0, gt=0, le=MAX_DURATION_S, allow_inf_nan=False)
     batch_max: int = Field(512, ge=1)
     commit_linger_s: float = Field(0.001, ge=0.0, le=0.1, allow_inf_nan=False)
     switch_interval_s: float = Field(0.0005, gt=0, le=0.1, allow_inf_nan=False)
@@ -498,16 +506,16 @@ class Settings(BaseSettings):
     propensity_grid: int = Field(256, ge=2)
     score_cache_size: int = Field(16_384, ge=0)
     store_timeout_s: float = Field(DEFAULT_TIMEOUT_S, gt=0, le=600, allow_inf_nan=False)
-    startup_timeout_s: float = Field(120.0, ge=0, allow_inf_nan=False)
+    startup_timeout_s: float = Field(120.0, ge=0, le=MAX_DURATION_S, allow_inf_nan=False)
     max_body_bytes: int = Field(16_384, ge=256)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: str = "warning"
     worker_healthcheck_timeout_s: int = Field(60, ge=1, le=3600)
     # The HTTP server's limits (serving.api.protocol), per worker.
     max_header_bytes: int = Field(16_384, ge=1024)
-    header_timeout_s: float = Field(10.0, gt=0, allow_inf_nan=False)
-    body_timeout_s: float = Field(10.0, gt=0, allow_inf_nan=False)
-    keep_alive_timeout_s: float = Field(5.0, gt=0, allow_inf_nan=False)
+    header_timeout_s: float = Field(10.0, gt=0, le=MAX_DURATION_S, allow_inf_nan=False)
+    body_timeout_s: float = Field(10.0, gt=0, le=MAX_DURATION_S, allow_inf_nan=False)
+    keep_alive_timeout_s: float = Field(5.0, gt=0, le=MAX_DURATION_S, allow_inf_nan=False)
     max_concurrency: int = Field(256, ge=1)
     # The live push (serving.stream), per worker.
     stream_max: int = Field(100, ge=0)

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from experiments import cli
-from serving.settings import Settings, settings_issues
+from serving.settings import MAX_DURATION_S, Settings, settings_issues
 
 FLOAT_SETTINGS = sorted(name for name, field in Settings.model_fields.items()
                         if field.annotation in (float, float | None))
@@ -71,3 +71,44 @@ def test_synthetic_sizes_the_generator_refuses_are_refused_with_the_settings(
     err = capsys.readouterr().err
     assert "synthetic_ratings must be at most half" in err and "Traceback" not in err
     assert not state.exists()
+
+
+DURATIONS = sorted(name for name in FLOAT_SETTINGS if name.endswith("_s")
+                   and (Settings.model_fields[name].metadata and any(
+                       getattr(m, "le", None) == MAX_DURATION_S
+                       for m in Settings.model_fields[name].metadata)))
+
+
+def test_every_unbounded_duration_is_bounded_at_a_hundred_years() -> None:
+    assert {"retention_s", "clock_skew_s", "reward_window_s", "refresh_interval_s"} <= set(
+        DURATIONS)
+    for name in DURATIONS:
+        assert getattr(Settings(**{name: MAX_DURATION_S}), name) == MAX_DURATION_S
+        with pytest.raises(ValidationError, match=name):
+            Settings(**{name: 1e12})
+    with pytest.raises(ValidationError, match="at most 100 years"):
+        Settings(retrain_every="40000d")
+
+
+def test_no_accepted_event_time_is_one_the_log_cannot_hold(tmp_path: Path) -> None:
+    # Found by attack: with clock_skew_s=1e308 an event stamped 1e300 was answered 500 but
+    # stored, then failed every fold (GET /policy 500, rebuild-state's traceback) and every
+    # later start of the service, whatever its settings. At the largest settings allowed such
+    # times are refused (422) and nothing is stored.
+    from fastapi.testclient import TestClient
+
+    from arms.data import make_synthetic
+    from serving.app import create_app
+
+    catalog = make_synthetic(60, 80, 1200, random_state=1)
+    settings = Settings(state_dir=tmp_path / "state", arms=["popularity"], seed=0,
+                        clock_skew_s=MAX_DURATION_S, retention_s=MAX_DURATION_S)
+    with TestClient(create_app(settings, catalog=catalog)) as client:
+        item = int(catalog.item_ids[0])
+        for stamp in (1e300, 9.3e12, -62135596801, "0001-01-01T00:00:00+01:00",
+                      "9999-12-31T23:59:59-01:00"):
+            response = client.post("/events", json={"events": [
+                {"user_id": 5, "item_id": item, "type": "click", "timestamp": stamp}]})
+            assert response.status_code == 422, (stamp, response.text)
+        assert client.get("/policy").status_code == 200
+        assert client.app.state.service.store.log_seq() == 0
