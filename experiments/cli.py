@@ -609,8 +609,8 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
                      "service's, from RECBANDITS_* variables)")
     log.add_argument("--state-dir", help="the service's state folder, whose SQLite store is "
                      "read, as the other commands take it (default: the settings')")
-    log.add_argument("--out", metavar="DIR", help="folder for ope.csv and summary.json "
-                     "(default runs/ope-<timestamp>)")
+    log.add_argument("--out", metavar="DIR", help="folder for ope.csv and summary.json, or "
+                     "shadow.csv with --shadow (default runs/ope-<timestamp>)")
     ope.add_argument("--bootstrap", type=int, default=DEFAULT_N_BOOTSTRAP, metavar="N",
                      help="bootstrap resamples (default %(default)s; 0: no intervals)")
     ope.add_argument("--seed", type=int, default=0, metavar="S", help="bootstrap seed")

@@ -871,7 +871,9 @@ def evaluate_log(log: DecisionLog, *, n_bootstrap: int = DEFAULT_N_BOOTSTRAP, se
                             for k, a in enumerate(log.arms)},
         "plays_by_arm": {a: int((log.actions == k).sum()) for k, a in enumerate(log.arms)},
         "policy_observations": int(log.obs_actions.size),
-        "n_bootstrap": n_bootstrap, "seed": seed, "confidence": confidence,
+        # No level without intervals (review: 0.95 for a run with none).
+        "n_bootstrap": n_bootstrap, "seed": seed,
+        "confidence": confidence if n_bootstrap else None,
         "ts_priors": [list(p) for p in ts_priors], "ts_states": ts_states,
         "feature_version": log.feature_version,
         "linear": [c.name for c in linear] if not skipped else [],
@@ -1677,7 +1679,7 @@ def format_run(results: OPERun) -> str:
             + (f" ({excluded} left out)" if excluded else "")
             + f"; observed mean reward {s['observed_mean_reward']:.4f}",
             "plays by arm: " + ", ".join(f"{a} {n}" for a, n in s["plays_by_arm"].items()),
-            format_table(results.result.table, s["confidence"]),
+            format_table(results.result.table, s["confidence"] or DEFAULT_CONFIDENCE),
             f"table: {results.files['table']}",
         ]
     if "csv" in results.files:

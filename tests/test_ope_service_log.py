@@ -298,6 +298,8 @@ def test_no_bootstrap_resamples_print_and_write_no_intervals(service_log: dict,
             assert cli_main(argv) == 0
         printed[bootstrap] = out.getvalue()
         table = pd.read_csv(tmp_path / bootstrap / "ope.csv")
+        summary = json.loads((tmp_path / bootstrap / "summary.json").read_text())
+        assert summary["confidence"] == (None if bootstrap == "0" else 0.95)
         bounds = table[[c for c in table.columns if c.endswith(("_low", "_high"))]]
         assert bounds.isna().all(axis=None) if bootstrap == "0" else bounds.notna().all(
             axis=None)
