@@ -125,7 +125,10 @@ class DaskExecutor(Executor):
                 n_workers=workers or default_workers(),
                 threads_per_worker=1,
                 processes=True,
-                dashboard_address=None,
+                # distributed serves its HTTP routes (health, metrics) whatever the dashboard
+                # setting, on 8787 unless told: two clusters at once warned "Port 8787 is
+                # already in use" (seen in the test suite). A free loopback port instead.
+                dashboard_address="127.0.0.1:0",
             )
             self.client = Client(self._cluster)
         else:

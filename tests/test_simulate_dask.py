@@ -89,3 +89,18 @@ def test_a_local_cluster_logs_its_info_lines_only_when_asked(
     chatter = [r.getMessage() for r in caplog.records
                if r.name.startswith("distributed") and r.levelno < logging.WARNING]
     assert chatter == []
+
+
+@pytest.mark.slow
+def test_two_local_clusters_at_once_take_no_fixed_port(cluster) -> None:
+    # distributed's HTTP server took port 8787 whatever dashboard_address=None said: a second
+    # cluster beside the module's warned "Port 8787 is already in use" (seen in the suite).
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with make_executor("dask", workers=1) as second:
+            assert second.call(abs, -2) == 2
+    assert not [w for w in caught if "already in use" in str(w.message)]
+    port = cluster.client.cluster.scheduler.http_server.port
+    assert port != 8787 and cluster.client.cluster.scheduler.http_server.address == "127.0.0.1"
