@@ -51,6 +51,10 @@ def _simulate(args: argparse.Namespace) -> int:
     from experiments import simulate
     from experiments.report import markdown_table
 
+    if args.data is not None and not args.data.strip():  # not the current folder (attack)
+        print("recbandits simulate: --data is empty; give a folder holding ml-100k/, ...",
+              file=sys.stderr)
+        return 2
     try:
         config = cfg.load(args.config)
         # The env's dataset and data folder, as [env.params] dataset and data_dir in the file

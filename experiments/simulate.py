@@ -256,6 +256,9 @@ def probe_env(config: ExperimentConfig) -> EnvInfo:
         if isinstance(exc, TypeError) and not any(
                 marker in str(exc) for marker in ("keyword argument", " must be ")):
             raise
+        if "keyword argument 'data_dir'" in str(exc):  # simulate --data (attack: Python's text)
+            raise cfg.ConfigError(f"--data: {config.env.id} reads no data files (its "
+                                  "[env.params] take no data_dir); leave --data out") from exc
         raise cfg.ConfigError(f"[env.params] of {config.env.id}: {exc}") from exc
     if not isinstance(env.single_action_space, gymnasium.spaces.Discrete):
         raise cfg.ConfigError(

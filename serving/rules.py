@@ -117,6 +117,9 @@ class Scale:
         if not self.low < self.high:
             raise ValueError(f"a scale needs low < high, got low={self.low!r}, "
                              f"high={self.high!r}")
+        if not math.isfinite(self.high - self.low):  # else every value is worth at_low (attack)
+            raise ValueError(f"a scale's range high - low must be a finite number, got "
+                             f"low={self.low!r}, high={self.high!r}")
 
     def __call__(self, value: float) -> float:
         """The worth of ``value`` (clipped to the range)."""

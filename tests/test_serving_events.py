@@ -352,7 +352,12 @@ def test_the_settings_file_sets_what_a_type_is_worth(
                        ({"like": {"reward": 2}}, "reward must be in [0, 1]"),
                        ({"like": {"session_sign": 2}}, "session_sign must be -1, 0 or 1"),
                        ({"like": {"reward": {"low": 0, "high": 1, "at_low": 0,
-                                             "at_high": 1}}}, "needs a value range")):
+                                             "at_high": 1}}}, "needs a value range"),
+                       # Found by attack: a range past a float's (high - low = inf) made every
+                       # value worth at_low.
+                       ({"dwell": {"reward": {"low": -1.7e308, "high": 1.7e308, "at_low": 0,
+                                              "at_high": 1}}},
+                        "a scale's range high - low must be a finite number")):
         with pytest.raises(ValueError, match=re.escape(words)):
             Settings(rules=bad)
 
