@@ -83,6 +83,14 @@ def parse_duration(name: str, value: object) -> float | None:
 #: later start of the service); none needs more.
 MAX_DURATION_S = 100 * 365.25 * 86_400
 
+#: A float setting: never infinite or NaN, which a bound such as gt=0 lets through (found by
+#: attack: RECBANDITS_RETENTION_S=inf fitted and saved the arms, then the workers failed to
+#: start). Per field, not for the model: the values of the tables (arm_params, policy_params,
+#: rules) are checked by their own rules, whose messages name the value (found in review).
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+#: A duration setting in seconds: Finite, and at most MAX_DURATION_S.
+Duration = Annotated[float, Field(allow_inf_nan=False, le=MAX_DURATION_S)]
+
 #: Longest admin token: an ``Authorization`` header carrying a longer one is a wrong token.
 MAX_ADMIN_TOKEN_CHARS = 1000
 #: Linux's bound on one environment string ``NAME=value`` (MAX_ARG_STRLEN, 32 pages): the
@@ -447,81 +455,74 @@ class Settings(BaseSettings):
         default_factory=dict)
     slate_mode: SlateMode = "single"
     multileave_arms: int = Field(2, ge=2)
-    # No float setting is infinite or NaN (allow_inf_nan=False on each): a bound such as gt=0
-    # lets inf through (found by attack: RECBANDITS_RETENTION_S=inf fitted and saved the arms,
-    # then the workers failed to start). Per field, not for the model: the values of the dicts
-    # (arm_params, policy_params, rules) are checked by their own rules, whose messages name
-    # the value (found in review).
-    exploration_floor: float = Field(0.0, ge=0.0, le=1.0, allow_inf_nan=False)
-    holdout_share: float = Field(0.0, ge=0.0, lt=1.0, allow_inf_nan=False)
+    # Every float setting is Finite (a Duration: also at most MAX_DURATION_S): see Finite.
+    exploration_floor: Finite = Field(0.0, ge=0.0, le=1.0)
+    holdout_share: Finite = Field(0.0, ge=0.0, lt=1.0)
     holdout_baseline: str = "uniform"
     drift_detector: DetectorName = "PageHinkley"
-    drift_threshold: float | None = Field(None, gt=0, allow_inf_nan=False)
-    drift_delta: float | None = Field(None, ge=0, lt=1, allow_inf_nan=False)
+    drift_threshold: Finite | None = Field(None, gt=0)
+    drift_delta: Finite | None = Field(None, ge=0, lt=1)
     drift_min_samples: int | None = Field(None, ge=1)
     drift_windows: Annotated[list[int], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_WINDOWS))
     posterior_carryover: CarryoverMode = "carry"
-    carryover_discount: float = Field(0.5, gt=0.0, le=1.0, allow_inf_nan=False)
+    carryover_discount: Finite = Field(0.5, gt=0.0, le=1.0)
     gate_enabled: bool = True
-    gate_holdout: float = Field(0.1, gt=0.0, lt=1.0, allow_inf_nan=False)
-    gate_holdout_s: float | None = Field(None, gt=0, le=MAX_DURATION_S, allow_inf_nan=False)
-    gate_margin: float = Field(DEFAULT_MARGIN, ge=0.0, le=MAX_MARGIN, allow_inf_nan=False)
+    gate_holdout: Finite = Field(0.1, gt=0.0, lt=1.0)
+    gate_holdout_s: Duration | None = Field(None, gt=0)
+    gate_margin: Finite = Field(DEFAULT_MARGIN, ge=0.0, le=MAX_MARGIN)
     gate_bootstrap: int = Field(200, ge=MIN_BOOTSTRAP)
     shadow_policy: str | None = None
     shadow_policy_params: dict[str, float | int | bool | list[float] | None] = Field(
         default_factory=dict)
     # The range where Thompson Sampling's picks follow the propensities it logs (bandits).
-    prior_alpha: float = Field(1.0, ge=BETA_PRIOR_MIN, le=BETA_PRIOR_MAX, allow_inf_nan=False)
-    prior_beta: float = Field(1.0, ge=BETA_PRIOR_MIN, le=BETA_PRIOR_MAX, allow_inf_nan=False)
+    prior_alpha: Finite = Field(1.0, ge=BETA_PRIOR_MIN, le=BETA_PRIOR_MAX)
+    prior_beta: Finite = Field(1.0, ge=BETA_PRIOR_MIN, le=BETA_PRIOR_MAX)
     aggregation: Aggregation = "earliest"
-    default_reward: float = Field(DEFAULT_REWARD, ge=0, le=1,  # the rule book checks it too
-                                  allow_inf_nan=False)
+    default_reward: Finite = Field(DEFAULT_REWARD, ge=0, le=1)  # the rule book checks it too
     rules: dict[str, dict[str, float | bool | dict[str, float]]] = Field(default_factory=dict)
-    reward_window_s: float = Field(1800.0, gt=0, le=MAX_DURATION_S, allow_inf_nan=False)
-    settle_grace_s: float = Field(5.0, ge=0, le=MAX_DURATION_S, allow_inf_nan=False)
-    session_window_s: float = Field(1800.0, ge=0, le=MAX_DURATION_S, allow_inf_nan=False)
-    retention_s: float = Field(90 * 86_400.0, gt=0, le=MAX_DURATION_S, allow_inf_nan=False)
-    clock_skew_s: float = Field(300.0, ge=0, le=MAX_DURATION_S, allow_inf_nan=False)
-    feature_half_life_s: float = Field(DEFAULT_HALF_LIFE_S, gt=0, le=MAX_DURATION_S,
-                                       allow_inf_nan=False)
-    feature_decay_step_s: float = Field(DEFAULT_DECAY_STEP_S, ge=0, le=MAX_DURATION_S,
-                                        allow_inf_nan=False)
+    reward_window_s: Duration = Field(1800.0, gt=0)
+    settle_grace_s: Duration = Field(5.0, ge=0)
+    session_window_s: Duration = Field(1800.0, ge=0)
+    retention_s: Duration = Field(90 * 86_400.0, gt=0)
+    clock_skew_s: Duration = Field(300.0, ge=0)
+    feature_half_life_s: Duration = Field(DEFAULT_HALF_LIFE_S, gt=0)
+    feature_decay_step_s: Duration = Field(DEFAULT_DECAY_STEP_S, ge=0)
     history_limit: int = Field(1000, ge=1, le=100_000)
     max_events_body_bytes: int = Field(1 << 20, ge=1024)
-    session_strength: float = Field(1.5, ge=0, allow_inf_nan=False)
+    session_strength: Finite = Field(1.5, ge=0)
     admin_token: SecretStr | None = None
     seed: int | None = None
     retrain_every: float | None = None
     retrain_after_events: int | None = Field(None, ge=1)
-    retrain_check_s: float = Field(10.0, gt=0, le=3600, allow_inf_nan=False)
-    retrain_lease_s: float = Field(600.0, ge=1, le=86_400, allow_inf_nan=False)
-    refresh_interval_s: float = Field(0.2, gt=0, le=MAX_DURATION_S, allow_inf_nan=False)
-    sweep_interval_s: float = Field(5.0, gt=0, le=MAX_DURATION_S, allow_inf_nan=False)
+    retrain_check_s: Finite = Field(10.0, gt=0, le=3600)
+    retrain_lease_s: Finite = Field(600.0, ge=1, le=86_400)
+    refresh_interval_s: Duration = Field(0.2, gt=0)
+    sweep_interval_s: Duration = Field(5.0, gt=0)
     batch_max: int = Field(512, ge=1)
-    commit_linger_s: float = Field(0.001, ge=0.0, le=0.1, allow_inf_nan=False)
-    switch_interval_s: float = Field(0.0005, gt=0, le=0.1, allow_inf_nan=False)
+    commit_linger_s: Finite = Field(0.001, ge=0.0, le=0.1)
+    switch_interval_s: Finite = Field(0.0005, gt=0, le=0.1)
     gc_full_collection_every: int = Field(1000, ge=1, le=1_000_000)
-    stall_log_ms: float = Field(0.0, ge=0.0, le=60_000, allow_inf_nan=False)
+    stall_log_ms: Finite = Field(0.0, ge=0.0, le=60_000)
     propensity_grid: int = Field(256, ge=2)
     score_cache_size: int = Field(16_384, ge=0)
-    store_timeout_s: float = Field(DEFAULT_TIMEOUT_S, gt=0, le=600, allow_inf_nan=False)
-    startup_timeout_s: float = Field(120.0, ge=0, le=MAX_DURATION_S, allow_inf_nan=False)
+    store_timeout_s: Finite = Field(DEFAULT_TIMEOUT_S, gt=0, le=600)
+    startup_timeout_s: Duration = Field(120.0, ge=0)
     max_body_bytes: int = Field(16_384, ge=256)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: str = "warning"
     worker_healthcheck_timeout_s: int = Field(60, ge=1, le=3600)
     # The HTTP server's limits (serving.api.protocol), per worker.
     max_header_bytes: int = Field(16_384, ge=1024)
-    header_timeout_s: float = Field(10.0, gt=0, le=MAX_DURATION_S, allow_inf_nan=False)
-    body_timeout_s: float = Field(10.0, gt=0, le=MAX_DURATION_S, allow_inf_nan=False)
-    keep_alive_timeout_s: float = Field(5.0, gt=0, le=MAX_DURATION_S, allow_inf_nan=False)
+    header_timeout_s: Duration = Field(10.0, gt=0)
+    body_timeout_s: Duration = Field(10.0, gt=0)
+    keep_alive_timeout_s: Duration = Field(5.0, gt=0)
     max_concurrency: int = Field(256, ge=1)
     # The live push (serving.stream), per worker.
     stream_max: int = Field(100, ge=0)
     stream_queue: int = Field(32, ge=1)
-    stream_poll_s: float = Field(0.05, gt=0, le=10, allow_inf_nan=False)
-    stream_heartbeat_s: float = Field(5.0, gt=0, le=300, allow_inf_nan=False)
+    stream_poll_s: Finite = Field(0.05, gt=0, le=10)
+    stream_heartbeat_s: Finite = Field(5.0, gt=0, le=300)
 
     @field_validator("log_level", mode="before")
     @classmethod
