@@ -581,10 +581,11 @@ class Settings(BaseSettings):
         # opening the store, with a traceback (found while testing a stop during a fit).
         if self.dataset == "synthetic":
             try:
-                check_sizes(self.synthetic_users, self.synthetic_items, self.synthetic_ratings)
+                check_sizes(self.synthetic_users, self.synthetic_items, self.synthetic_ratings,
+                            names=("synthetic_users", "synthetic_items", "synthetic_ratings"))
             except ValueError as exc:
-                raise ValueError(f"synthetic_users, synthetic_items, synthetic_ratings: "
-                                 f"{str(exc).replace('n_', 'synthetic_')}") from None
+                raise ValueError(f"synthetic_users, synthetic_items, synthetic_ratings: {exc}"
+                                 ) from None
         return self
 
     @model_validator(mode="after")

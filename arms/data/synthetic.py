@@ -62,10 +62,12 @@ _BLOCK_CELLS = 4_000_000
 _MAX_DENSITY = 0.5
 
 
-def check_sizes(n_users: int, n_items: int, n_ratings: int) -> None:
+def check_sizes(n_users: int, n_items: int, n_ratings: int, *,
+                names: tuple[str, str, str] = ("n_users", "n_items", "n_ratings")) -> None:
     """Refuse sizes :func:`make_synthetic` cannot honour: at least one user and two items, at
     least one rating a user, at most half of the (user, item) pairs (distinct pairs drawn in
-    reasonable time). The one check, which the service's settings run too.
+    reasonable time). The one check, which the service's settings run too, naming the sizes
+    by ``names`` (theirs: ``synthetic_users``, ...).
 
     Raises
     ------
@@ -74,17 +76,18 @@ def check_sizes(n_users: int, n_items: int, n_ratings: int) -> None:
     ValueError
         A size out of range (the message names it and the bound).
     """
-    check_int("n_users", n_users, low=1)
-    check_int("n_items", n_items, low=2)
-    check_int("n_ratings", n_ratings, low=1)
+    users, items, ratings = names
+    check_int(users, n_users, low=1)
+    check_int(items, n_items, low=2)
+    check_int(ratings, n_ratings, low=1)
     if n_ratings < n_users:
         raise ValueError(
-            f"n_ratings must be at least n_users ({n_users}) so every user rates something, "
+            f"{ratings} must be at least {users} ({n_users}) so every user rates something, "
             f"got {n_ratings}"
         )
     if n_ratings > _MAX_DENSITY * n_users * n_items:
         raise ValueError(
-            f"n_ratings must be at most half of n_users * n_items "
+            f"{ratings} must be at most half of {users} * {items} "
             f"({int(_MAX_DENSITY * n_users * n_items)}), got {n_ratings}"
         )
 
