@@ -41,6 +41,7 @@ DEADLINE_S = 300.0  # a start: 1.6 s here, 20 s and more on a loaded machine
 def limits_app() -> object:
     """``GET /ok``; ``POST /echo`` (reads the body); ``GET /hold`` (answers once the file
     named by ``HOLD_FILE`` exists, so requests stay in flight as long as the test wants);
+    ``GET /hold/{name}`` (the same for the file ``name`` beside it);
     ``GET /big`` (64 KiB: a client that does not read fills the buffers at once)."""
     from starlette.applications import Starlette
     from starlette.requests import Request
@@ -76,13 +77,19 @@ def limits_app() -> object:
             await asyncio.sleep(0.02)
         return JSONResponse({"held": True})
 
+    async def hold_named(request: Request) -> JSONResponse:
+        while not (hold_file.parent / request.path_params["name"]).exists():
+            await asyncio.sleep(0.02)
+        return JSONResponse({"held": request.path_params["name"]})
+
     async def big(_request: Request) -> JSONResponse:
         return JSONResponse({"pad": "x" * 65_536})
 
     return Starlette(routes=[Route("/ok", ok), Route("/echo", echo, methods=["POST"]),
                              Route("/read", read, methods=["POST"]),
                              Route("/read-failures", read_failed),
-                             Route("/hold", hold), Route("/big", big)])
+                             Route("/hold", hold), Route("/hold/{name}", hold_named),
+                             Route("/big", big)])
 
 
 class Worker:
@@ -396,6 +403,54 @@ def test_a_client_that_stops_reading_its_answers_is_cut_off(worker: Worker) -> N
     sock.close()
     assert state in (7, 8), f"the server kept the connection (tcpi_state {state})"
     assert httpx2.get(f"http://127.0.0.1:{worker.port}/ok", timeout=DEADLINE_S).status_code == 200
+
+
+def read_responses(sock: socket.socket) -> list[bytes]:
+    """Every response the server sends until it closes the connection, one item each."""
+    data = read_until_closed(sock)
+    answers = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        answers.append(head + b"\r\n\r\n" + rest[:length])
+        data = rest[length:]
+    return answers
+
+
+@pytest.mark.parametrize(("refused", "status"), [
+    (b"GET /ok HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 17_000 + b"\r\n\r\n", 431),
+    (b"GET /ok HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 17_000, 431),  # unfinished
+    (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400),
+])
+def test_a_refused_request_is_answered_after_those_pipelined_before_it(
+        worker: Worker, refused: bytes, status: int) -> None:
+    # Found by attack: a valid POST and, in the same packet, a head over the cap got a lone
+    # 431 and a closed connection: the refusal went out before the app had answered the
+    # first request, whose write was done all the same. HTTP/1.1 answers in order.
+    sock = worker.connect()
+    sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+                 + b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n" * 2 + refused)
+    answers = read_responses(sock)
+    sock.close()
+    assert [status_of(answer) for answer in answers] == [200, 200, 200, status], answers
+    assert answers[0].endswith(b'{"bytes":3}') and answers[1].endswith(b'{"ok":true}')
+    assert b"connection: close" in answers[3]
+
+
+def test_a_head_timed_out_behind_a_slow_answer_waits_for_it(worker: Worker) -> None:
+    # The header time-out of a head pipelined behind an answer still in the making hung up,
+    # and the answer was lost; now the answer goes out, then the 408.
+    sock = worker.connect()
+    sock.sendall(b"GET /hold/slow-answer HTTP/1.1\r\nHost: x\r\n\r\n"
+                 b"GET /ok HTTP/1.1\r\nHost: x\r\nX-Unfinished: a")
+    time.sleep(4.0)  # the 2 s header time-out passes (if late on a loaded machine, the test
+    # checks less, never fails wrongly)
+    (worker.hold_file.parent / "slow-answer").touch()
+    answers = read_responses(sock)
+    sock.close()
+    assert [status_of(answer) for answer in answers] == [200, 408], answers
+    assert answers[0].endswith(b'{"held":"slow-answer"}')
 
 
 @pytest.mark.parametrize("head", [

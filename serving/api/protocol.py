@@ -24,8 +24,10 @@ every request into a 503, and its 503 is plain text rather than the API's error 
 - a cap on requests in flight in the worker: 503 with ``Retry-After`` and close beyond
   ``max_concurrency``, before the app is called.
 
-Refusals carry the API's error body (``{"detail": ..., "code": ...}``). They happen below the
-app, so the app's Prometheus counters do not see them.
+Refusals carry the API's error body (``{"detail": ..., "code": ...}``) and close the
+connection, after the answers of the requests pipelined before the refused one (HTTP/1.1
+answers in order). They happen below the app, so the app's Prometheus counters do not see
+them.
 
 :func:`uvicorn_options` turns :class:`~serving.settings.Settings` into the keyword arguments of
 ``uvicorn.run`` (``serve`` and ``bench/serving_load.py`` share it): these limits, the workers'
@@ -109,6 +111,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._read_bytes = 0  # size of the read being parsed
         self._deadline: asyncio.TimerHandle | None = None
         self._refused = False
+        # A refusal waiting for the answers of the requests pipelined before it (see _refuse).
+        self._deferred_refusal: bytes | None = None
         # The connection's requests not yet answered: the one being answered and those
         # pipelined behind it (uvicorn keeps only the newest, as ``cycle``).
         self._cycles: list[RequestResponseCycle] = []
@@ -269,12 +273,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._deadline = None
         if self.transport.is_closing():
             return
-        if self.cycle is None or self.cycle.response_complete:
-            self._refuse(408, "request_timeout", f"request headers not received within "
-                         f"{self.limits.header_timeout_s:g} s")
-        else:  # a pipelined head behind a response still being sent: just hang up
-            self._refused = True
-            self.transport.close()
+        self._refuse(408, "request_timeout", f"request headers not received within "
+                     f"{self.limits.header_timeout_s:g} s")
 
     def _body_timed_out(self) -> None:
         self._deadline = None
@@ -297,7 +297,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def _refuse(self, status: int, code: str, detail: str, *, retry_after: bool = False) -> None:
-        """Answer ``status`` with the API's error body and close the connection."""
+        """Answer ``status`` with the API's error body and close the connection, once the
+        requests pipelined before the refused one are answered.
+
+        HTTP/1.1 answers a connection's requests in order. The refusal used to be written at
+        once: a valid ``POST /events`` followed in the same packet by a head over the cap got
+        a lone 431 and a closed connection, while its event was stored (found by attack).
+        Data received after a refusal is dropped (``_refused``).
+        """
         self._refused = True
         self._cancel_deadline()
         body = orjson.dumps({"detail": detail, "code": code})
@@ -309,7 +316,25 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         content.extend([b"content-type: application/json\r\n",
                         b"content-length: ", str(len(body)).encode(), b"\r\n",
                         b"connection: close\r\n\r\n", body])
-        self.transport.write(b"".join(content))
+        self._deferred_refusal = b"".join(content)
+        self._send_refusal_when_due()
+
+    def on_response_complete(self) -> None:
+        """A response is sent: uvicorn starts the next pipelined request; a refusal waiting
+        for this answer goes out.
+        """
+        super().on_response_complete()
+        self._send_refusal_when_due()
+
+    def _send_refusal_when_due(self) -> None:
+        # A refused request's own cycle (a body cut off at the time-out) is marked
+        # disconnected: only the live requests before it are waited for.
+        if self._deferred_refusal is None or self.transport.is_closing() or any(
+                not (cycle.response_complete or cycle.disconnected) for cycle in self._cycles):
+            return
+        self._unset_keepalive_if_required()
+        self.transport.write(self._deferred_refusal)
+        self._deferred_refusal = None
         self.transport.close()
 
 
