@@ -967,11 +967,12 @@ def rebuild_state(settings: Settings, *, service: httpx2.Client | None = None
     model = _replay_model(settings, rows, logged, held)
     check = _replay_log(settings, rows, switches, model)
     fold = rows["fold"]
-    policy_lines, policy_match = check_policy("live", model, rows, switches, *policy_held)
+    policy_lines, policy_match = check_policy("live", model, rows, switches, *policy_held,
+                                              arms=settings.arms)
     shadow_model = settings.shadow_model(_replayed_dimension(
         logged, settings.shadow_policy, None if held is None else held.get("shadow")))
     shadow_lines, shadow_match = check_policy("shadow", shadow_model, rows, switches,
-                                              *policy_held)
+                                              *policy_held, arms=settings.arms)
     names = sorted(set(check.pulls_stored) | set(check.pulls_replayed) | set(check.rewards))
     return RebuildStateResults(
         source=source, n_decisions=len(rows["decisions"]), n_feedback=len(rows["feedback"]),
@@ -1086,8 +1087,8 @@ def holdout(settings: Settings, *, n_bootstrap: int = DEFAULT_N_BOOTSTRAP, seed:
 
 
 def check_policy(role: str, model: PolicyModel | None, rows: LogRows,
-                 switches: Sequence[VersionSwitch], held: JsonObject | None, where: str
-                 ) -> tuple[list[str], bool]:
+                 switches: Sequence[VersionSwitch], held: JsonObject | None, where: str, *,
+                 arms: Sequence[str]) -> tuple[list[str], bool]:
     """Fold the log's outcomes under the ``role`` policy's rule and compare with a running
     worker's state of it, up to the worker's log position, with the model-version
     ``switches`` between them: the live policy (``role`` "live") and the shadow ("shadow")
@@ -1102,7 +1103,8 @@ def check_policy(role: str, model: PolicyModel | None, rows: LogRows,
     role : {"live", "shadow"}
     model : PolicyModel or None
         The policy in force in that role (``shadow.effective`` settings); None: no such
-        policy (no line).
+        policy. A worker running another policy in that role (other settings than these,
+        or a promotion not followed yet) is compared with the fold of its own.
     rows : LogRows
         The log, read after the worker answered (its position is within them).
     switches : sequence of VersionSwitch
@@ -1117,24 +1119,38 @@ def check_policy(role: str, model: PolicyModel | None, rows: LogRows,
     Returns
     -------
     (lines, match)
-        One ``<role> <policy> <params>`` line (none when ``model`` is None); ``match`` False
-        when the worker runs that policy and its state differs from the fold. Not compared
-        (match True, the line says why): no worker, a worker without that policy (or with
-        other parameters: one that has not followed a promotion yet), or a worker behind the
-        fold snapshot.
+        One ``<role> <policy> <params>`` line (none when neither ``model`` nor the worker
+        has a policy in that role; ``(the worker's; these settings ask ...)`` after the
+        parameters when the worker's policy was folded); ``match`` False when the worker's
+        state differs from the fold, or the worker runs a policy this replay cannot fold (an
+        unknown one, or another than the fold snapshot's). Not compared (match True, the line
+        says why): no worker, a worker without a policy in that role, or a worker behind
+        the fold snapshot.
     """
+    theirs = held if role == "live" or held is None else held.get(role)
+    runs = {} if theirs is None else theirs.get("policy") or {}
+    asked = None if model is None else model.identity()
+    if theirs is not None and policy_identity(runs.get("name"), runs.get("params")) != asked:
+        # The fold takes the policy the worker runs, as the drift replay takes its drift
+        # settings: its line said "not compared" and rebuild-state ended "match: yes"
+        # without checking it (a LinTS service, rebuild-state with the default settings).
+        try:
+            model = _worker_model(runs, arms)
+        except (KeyError, TypeError, ValueError) as exc:
+            return [f"{role} {runs.get('name')} {json.dumps(runs.get('params'))}: not "
+                    f"compared: the worker at {where} runs a policy this replay cannot build "
+                    f"({exc})"], False
     if model is None:
         return [], True
     fold = rows["fold"]
     start = 0 if fold is None else fold.seq
-    theirs = held if role == "live" or held is None else held.get(role)
     upto = None if theirs is None else int(theirs["log_seq"])
     mine = model.identity()
     name = f"{role} {model.name} {json.dumps(mine['params'])}"
-    runs = {} if theirs is None else theirs.get("policy") or {}
-    if theirs is not None and policy_identity(runs.get("name"), runs.get("params")) != mine:
-        return [f"{name}: not compared (the worker at {where} runs "
-                f"{json.dumps(theirs.get('policy'))} in that role)"], True
+    if mine != asked:
+        name += (" (the worker's; these settings ask "
+                 + ("none" if asked is None else f"{asked['name']} {json.dumps(asked['params'])}")
+                 + ")")
     if upto is not None and upto < start:
         return [f"{name}: not compared (the worker at {where} is at log position {upto}, "
                 f"before the fold snapshot at {start})"], True
@@ -1143,7 +1159,10 @@ def check_policy(role: str, model: PolicyModel | None, rows: LogRows,
                        for q, e, a, r, *_ in rows["outcomes"]
                        if q > start and (upto is None or q <= upto)), key=lambda o: o.seq)
     between = [w for w in switches if w.seq > start and (upto is None or w.seq <= upto)]
-    policy, _ = fold_policy(outcomes, model, fold if role == "live" else None, between)
+    try:
+        policy, _ = fold_policy(outcomes, model, fold if role == "live" else None, between)
+    except ValueError as exc:  # the fold snapshot holds another policy than the worker's
+        return [f"{name}: not compared: {exc}"], False
     folded = f"{len(outcomes)} outcomes folded" + (f" from the fold snapshot at {start}"
                                                     if start else "")
     if theirs is None:
@@ -1153,6 +1172,20 @@ def check_policy(role: str, model: PolicyModel | None, rows: LogRows,
     pid = "?" if held is None else held.get("pid", "?")
     return [f"{name}: match {'yes' if same else 'NO'} (worker pid {pid} at "
             f"{where}, log position {upto}: {folded})"], same
+
+
+def _worker_model(described: JsonObject, arms: Sequence[str]) -> PolicyModel:
+    """The policy a worker describes in ``GET /admin/policy-state`` (its ``policy``: name and
+    class hyper-parameters, ``n_features`` among them for a contextual one) over ``arms``.
+
+    Raises
+    ------
+    KeyError, TypeError, ValueError
+        A description this version cannot build (an unknown policy or hyper-parameter).
+    """
+    params = dict(described["params"])
+    n_features = params.pop("n_features", None)
+    return PolicyModel(str(described["name"]), arms, params=params, n_features=n_features)
 
 
 #: Relative and absolute tolerance of a policy state's floats between a worker and the fold.

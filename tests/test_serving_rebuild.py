@@ -115,6 +115,56 @@ def test_the_live_policy_is_compared_with_the_worker(backend: str, tmp_path: Pat
     assert broken.exit_code == 1 and "match NO" in line
 
 
+def test_the_policies_the_worker_runs_are_folded_whatever_the_settings_ask(
+        tmp_path: Path, catalog, fitted) -> None:
+    """A LinTS worker with a UCB1 shadow, rebuild-state with the default settings (Thompson
+    Sampling, no shadow): both of the worker's policies are folded and compared, and a
+    tampered state is a mismatch. The live line said "not compared" and rebuild-state ended
+    "match: yes"; the worker's shadow had no line at all."""
+    settings = make_settings(tmp_path, "sqlite", gate_enabled=False, policy="LinTS",
+                             shadow_policy="UCB1")
+    default = settings.model_copy(update={"policy": "ThompsonSampling", "shadow_policy": None})
+    with worker(settings, catalog, fitted) as client:
+        service = client.app.state.service
+        traffic(client, range(1, 31))
+        service.refresh()
+        honest = rebuild_state(default, service=client)
+        service.snapshot.policy.discount_arms(["svd"], 0.5)
+        broken = rebuild_state(default, service=client)
+    (live,) = lines_of(str(honest), "live LinTS")
+    assert honest.exit_code == 0, str(honest)
+    assert "(the worker's; these settings ask ThompsonSampling {" in live
+    assert "match yes" in live and "30 outcomes folded" in live
+    (shadow,) = lines_of(str(honest), "shadow UCB1")
+    assert "(the worker's; these settings ask none)" in shadow and "match yes" in shadow
+    (live,) = lines_of(str(broken), "live LinTS")
+    assert broken.exit_code == 1 and "match NO" in live
+    assert str(broken).endswith("match: NO")
+
+
+def test_a_worker_policy_the_replay_cannot_build_is_no_match(
+        tmp_path: Path, catalog, fitted, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker of another version, whose policy has a hyper-parameter unknown here: its
+    state cannot be checked, and rebuild-state does not say it matches."""
+    settings = make_settings(tmp_path, "sqlite", gate_enabled=False)
+    with worker(settings, catalog, fitted) as client:
+        service = client.app.state.service
+        traffic(client, range(1, 11))
+        service.refresh()
+        real = service.policy_state
+
+        def of_another_version() -> dict:
+            held = real()
+            held["policy"]["params"]["gamma"] = 0.5
+            return held
+
+        monkeypatch.setattr(service, "policy_state", of_another_version)
+        rebuilt = rebuild_state(settings, service=client)
+    (line,) = lines_of(str(rebuilt), "live ThompsonSampling")
+    assert "runs a policy this replay cannot build" in line and "'gamma'" in line, line
+    assert rebuilt.exit_code == 1
+
+
 def test_drift_is_replayed_with_the_worker_s_drift_settings(
         tmp_path: Path, catalog, fitted) -> None:
     """A worker started with --drift-detector CUSUM (and its own threshold and windows):
