@@ -59,7 +59,8 @@ class OPEEstimate:
     value : float
         Estimated mean reward per decision of the target policy.
     ci_low, ci_high : float
-        Percentile bootstrap interval at ``confidence``.
+        Percentile bootstrap interval at ``confidence``; NaN without resamples
+        (:func:`percentile_interval`).
     confidence : float
         E.g. 0.95.
     effective_sample_size : float
@@ -291,8 +292,21 @@ def mean_interval(values: np.ndarray, n_bootstrap: int, rng: np.random.Generator
     return float(ci.low), float(ci.high)
 
 
-def _interval(boots: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
-    lo, hi = np.quantile(boots, [(1 - confidence) / 2, (1 + confidence) / 2], axis=0)
+def percentile_interval(resampled: np.ndarray, confidence: float
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """The ``confidence`` percentile interval of each column of ``resampled`` (one row per
+    bootstrap resample; any trailing shape), as (low, high).
+
+    No resamples (``n_bootstrap=0``), no interval: both bounds are NaN, never the estimate
+    at both ends. The one rule of every report of this package and its callers (the
+    service's ``ope``, ``ope --obd``): each once printed its estimate as an interval of zero
+    width, ``0.8333 [0.8333, 0.8333]``, and ``ope --obd`` said such an "interval" did not
+    cover the truth.
+    """
+    if resampled.shape[0] == 0:
+        nan = np.full(resampled.shape[1:], np.nan)
+        return nan, nan.copy()
+    lo, hi = np.quantile(resampled, [(1 - confidence) / 2, (1 + confidence) / 2], axis=0)
     return lo, hi
 
 
@@ -315,8 +329,8 @@ def estimate(estimator: Estimator, rewards: Any, actions: Any, logging_propensit
     reward_model : array of float, shape (n, K), optional
         Predicted reward of every arm at each decision; required for "dr".
     n_bootstrap : int, default 1000
-        Bootstrap resamples: 0 skips the interval (``ci_low = ci_high = value``), otherwise at
-        least :data:`MIN_BOOTSTRAP`.
+        Bootstrap resamples: 0 skips the interval (``ci_low`` and ``ci_high`` NaN:
+        :func:`percentile_interval`), otherwise at least :data:`MIN_BOOTSTRAP`.
     confidence : float, default 0.95
         Coverage of the percentile interval.
     random_state : int, SeedSequence, Generator or None
@@ -340,12 +354,9 @@ def estimate(estimator: Estimator, rewards: Any, actions: Any, logging_propensit
     col = ESTIMATORS.index(estimator)
     terms = estimator_terms(r, a, p0, pe, q)
     value = float(_from_sums(terms.sum(axis=0), n)[col])
-    lo = hi = value
-    if n_bootstrap:
-        boots = _from_sums(bootstrap_sums(terms, n_bootstrap, random_state), n)[:, col]
-        low, high = _interval(boots, confidence)
-        lo, hi = float(low), float(high)
-    return OPEEstimate(estimator, value, lo, hi, float(confidence),
+    boots = _from_sums(bootstrap_sums(terms, n_bootstrap, random_state), n)[:, col]
+    low, high = percentile_interval(boots, confidence)
+    return OPEEstimate(estimator, value, float(low), float(high), float(confidence),
                        effective_sample_size(terms[:, 1]), n)
 
 
@@ -505,7 +516,8 @@ def evaluate_policies(rewards: Any, actions: Any, logging_propensities: Any,
     logging_pmf : array of float, shape (n, K), optional
         The logging policy's full distribution, to detect targets without support.
     n_bootstrap : int, default 1000
-        0 skips the intervals, otherwise at least :data:`MIN_BOOTSTRAP`.
+        0 skips the intervals (NaN bounds: :func:`percentile_interval`), otherwise at least
+        :data:`MIN_BOOTSTRAP`.
     confidence : float, default 0.95
     min_propensity : float, default 1e-3
         Logged propensities below this are "tiny".
@@ -552,12 +564,9 @@ def evaluate_policies(rewards: Any, actions: Any, logging_propensities: Any,
             "unsupported": 0.0 if pmf is None else float((pe * (pmf <= 0)).sum() / n),
         }
     values = _from_sums(terms.sum(axis=0).reshape(-1, 3), n)
-    if n_bootstrap:
-        boots = _from_sums(bootstrap_sums(terms, n_bootstrap, random_state)
-                           .reshape(n_bootstrap, -1, 3), n)
-        lows, highs = _interval(boots, confidence)
-    else:
-        lows = highs = values
+    boots = _from_sums(bootstrap_sums(terms, n_bootstrap, random_state)
+                       .reshape(n_bootstrap, len(checked), 3), n)
+    lows, highs = percentile_interval(boots, confidence)
     names = [e for e in ESTIMATORS if e != "dr" or q is not None]
     out = {}
     for j, (name, info) in enumerate(reports.items()):

@@ -63,6 +63,7 @@ from bandits.ope import (
     estimates_from_sums,
     estimator_terms,
     evaluate_policies,
+    percentile_interval,
 )
 
 RECONSTRUCTIONS: tuple[str, ...] = ("prior_mc", "empirical", "logged_hmean", "logged_asof")
@@ -135,7 +136,8 @@ class OBDOPERow:
         How the target's propensities were obtained ("uniform" for random, else one of
         :data:`RECONSTRUCTIONS`).
     ground_truth, ground_truth_low, ground_truth_high : float
-        The target's on-policy click rate in its own log, with its bootstrap interval.
+        The target's on-policy click rate in its own log, with its bootstrap interval (NaN
+        bounds without resamples).
     report : bandits.ope.PolicyReport
         Estimates with intervals, effective sample size, largest weight, flags.
     resampled_error : dict of str to (float, float)
@@ -160,10 +162,14 @@ class OBDOPERow:
             return float("nan")
         return abs(self.report.estimates[estimator].value - self.ground_truth) / self.ground_truth
 
-    def covers_truth(self, estimator: str) -> bool:
-        """Whether the estimator's bootstrap interval contains the ground truth."""
+    def covers_truth(self, estimator: str) -> bool | None:
+        """Whether the estimator's bootstrap interval contains the ground truth; None without
+        an interval (no resamples: it said False, as if an interval had missed it).
+        """
         est = self.report.estimates[estimator]
-        return est.ci_low <= self.ground_truth <= est.ci_high
+        if np.isnan(est.ci_low):
+            return None
+        return bool(est.ci_low <= self.ground_truth <= est.ci_high)
 
     def to_row(self) -> dict[str, Any]:
         """A flat record: ground truth, each estimator's value, interval and relative error."""
@@ -412,12 +418,9 @@ def _resampled_error(log: OBDLog, target: np.ndarray, reward_model: np.ndarray, 
 
 
 def _ground_truth(log: OBDLog, config: OBDOPEConfig, seed: int) -> tuple[float, float, float]:
-    value = log.click_rate()
-    if not config.n_bootstrap:
-        return value, value, value
     boots = bootstrap_sums(log.clicks[:, None], config.n_bootstrap, seed)[:, 0] / log.n_rounds
-    low, high = np.quantile(boots, [(1 - config.confidence) / 2, (1 + config.confidence) / 2])
-    return value, float(low), float(high)
+    low, high = percentile_interval(boots, config.confidence)
+    return log.click_rate(), float(low), float(high)
 
 
 def run(config: OBDOPEConfig | None = None) -> OBDOPEResults:

@@ -90,6 +90,7 @@ from bandits.ope import (
     estimates_from_sums,
     estimator_terms,
     evaluate_policies,
+    percentile_interval,
 )
 from bandits.thompson import check_beta_prior
 from serving.policy import PolicyModel, check_policy_name
@@ -847,8 +848,6 @@ def evaluate_log(log: DecisionLog, *, n_bootstrap: int = DEFAULT_N_BOOTSTRAP, se
                                 min_propensity=min_propensity, min_ess=min_ess,
                                 random_state=seed)
     table = pd.DataFrame([r.to_row() for r in reports.values()])
-    if not n_bootstrap:
-        table = without_intervals(table)
     messages = []
     n_tiny = int((log.propensities < min_propensity).sum())
     if n_tiny:
@@ -883,20 +882,10 @@ def evaluate_log(log: DecisionLog, *, n_bootstrap: int = DEFAULT_N_BOOTSTRAP, se
     return OPEResult(table, reports, messages, summary, notes)
 
 
-def without_intervals(table: pd.DataFrame) -> pd.DataFrame:
-    """``table`` with its intervals' columns (``<estimator>_low``, ``_high``) empty (NaN): what
-    a run without bootstrap resamples has (found by a README check: ``--bootstrap 0``, "no
-    intervals", printed and wrote every estimate as its own interval, ``0.8333 [0.8333,
-    0.8333]``).
-    """
-    bounds = [c for c in table.columns if c.endswith(("_low", "_high"))]
-    return table.assign(**{c: float("nan") for c in bounds})
-
-
 def format_table(table: pd.DataFrame, confidence: float = DEFAULT_CONFIDENCE) -> str:
     """The OPE table as fixed-width text: value [low, high] per estimator (the value alone
-    when the table has no intervals: :func:`without_intervals`), ESS, flags; ``confidence``
-    names the intervals' level in the header.
+    when the table has no intervals: NaN bounds, :func:`bandits.ope.percentile_interval`),
+    ESS, flags; ``confidence`` names the intervals' level in the header.
     """
     estimators = [e for e in ("ips", "snips", "dr") if e in table]
     intervals = bool(estimators) and bool(table[[e + "_low" for e in estimators]].notna()
@@ -956,14 +945,13 @@ class ShadowComparison:
 
     def table(self) -> pd.DataFrame:
         """The two reports as rows of :func:`format_table`'s layout, then the difference
-        (intervals empty without bootstrap resamples: ``confidence`` None).
+        (intervals NaN without bootstrap resamples).
         """
         rows = [r.to_row() for r in self.reports.values()]
         diff: dict[str, Any] = {"policy": "shadow - live", "ess": float("nan"), "flags": ""}
         for e, (value, low, high) in self.difference.items():
             diff.update({e: value, f"{e}_low": low, f"{e}_high": high})
-        table = pd.DataFrame([*rows, diff])
-        return table if self.confidence is not None else without_intervals(table)
+        return pd.DataFrame([*rows, diff])
 
 
 def subset(log: DecisionLog, mask: np.ndarray) -> DecisionLog:
@@ -1058,13 +1046,9 @@ def evaluate_shadow(log: DecisionLog, records: dict[str, dict[str, Any]], *,
                            for t in targets.values()])
         value = estimates_from_sums(terms.sum(axis=0).reshape(2, 3), sub.n)
         diff = value[1] - value[0]
-        if n_bootstrap:
-            boots = estimates_from_sums(bootstrap_sums(terms, n_bootstrap, seed)
-                                        .reshape(n_bootstrap, 2, 3), sub.n)
-            low, high = np.quantile(boots[:, 1] - boots[:, 0],
-                                    [(1 - confidence) / 2, (1 + confidence) / 2], axis=0)
-        else:
-            low = high = diff
+        boots = estimates_from_sums(bootstrap_sums(terms, n_bootstrap, seed)
+                                    .reshape(n_bootstrap, 2, 3), sub.n)
+        low, high = percentile_interval(boots[:, 1] - boots[:, 0], confidence)
         chosen = np.array([sub.arms.index(r["arm"]) if r["arm"] in sub.arms else -1
                            for r in recs])
         out.append(ShadowComparison(

@@ -37,7 +37,9 @@ def test_estimators_recover_the_target_value():
 def test_dr_is_unbiased_with_a_wrong_model_and_right_propensities():
     r, a, p0, pe, q_true, truth = logged(seed=3)
     est = ope.estimate("dr", r, a, p0, pe, np.full_like(q_true, 0.9), n_bootstrap=0)
-    assert abs(est.value - truth) < 0.02 and est.ci_low == est.ci_high == est.value
+    # No resamples, no interval: NaN bounds, not the estimate at both ends (a zero-width
+    # "interval" every report then printed and ope --obd judged against the truth).
+    assert abs(est.value - truth) < 0.02 and np.isnan(est.ci_low) and np.isnan(est.ci_high)
 
 
 def test_ips_by_hand_and_effective_sample_size():

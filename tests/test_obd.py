@@ -324,6 +324,11 @@ def test_run_and_cli_on_a_generated_tree(tmp_path: Path, capsys: pytest.CaptureF
     np.testing.assert_array_equal(got[1], beta)
     results = run(OBDOPEConfig(campaigns=("men",), data_dir=str(tmp_path), n_bootstrap=0))
     assert [r.action_dist for r in results.rows][1] == "prior_mc" and not results.notes
+    # No resamples: no interval to cover the truth (it said False, as if one had missed it),
+    # and the table's bounds are empty, not the values.
+    assert all(row.covers_truth(e) is None for row in results.rows for e in ESTIMATORS)
+    table = results.table()
+    assert table[["ground_truth_low", "ips_low", "snips_high", "dr_high"]].isna().all(axis=None)
     with pytest.raises(DataUnavailableError, match="no OBD tree"):
         load_bts_prior("men")
 

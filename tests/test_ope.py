@@ -34,6 +34,11 @@ def test_terms_and_estimates_by_hand() -> None:
     assert reports["target"].effective_sample_size == pytest.approx(36 / 12)
     assert reports["target"].max_weight == pytest.approx(2.0)
     assert ope.estimate("dr", R, A, P0, PE, Q, n_bootstrap=0).value == pytest.approx(0.85)
+    # No resamples: every bound NaN, in the reports and their rows.
+    row = reports["target"].to_row()
+    assert all(np.isnan(row[f"{e}_{end}"]) for e in est for end in ("low", "high"))
+    low, high = ope.percentile_interval(np.empty((0, 2, 3)), 0.95)
+    assert low.shape == high.shape == (2, 3) and np.isnan(low).all() and np.isnan(high).all()
 
 
 def test_logging_policy_estimates_equal_the_observed_mean() -> None:
