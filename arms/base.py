@@ -18,6 +18,7 @@ import inspect
 import json
 import zipfile
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from os import PathLike
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -78,6 +79,32 @@ class Recommender(ABC):
         ]
 
     @classmethod
+    def check_param_names(cls, names: Iterable[str], *, arm: str | None = None) -> None:
+        """Refuse hyper-parameter ``names`` the class does not take: the one message of an
+        unknown hyper-parameter for an arm built from names (the registry's ``make_arm``, a
+        saved arm's or a versions table's parameters), with those it takes.
+
+        Parameters
+        ----------
+        names : iterable of str
+        arm : str, optional
+            The arm's registry name, said instead of the class's.
+
+        Raises
+        ------
+        TypeError
+            ``the svd arm has no hyper-parameter 'x'; allowed: [...]``.
+        """
+        taken = set(cls._param_names())
+        unknown = sorted(set(names) - taken)
+        if unknown:
+            owner = f"the {arm} arm" if arm is not None else cls.__name__
+            # The seed is offered apart (make_arm's random_state), not as a hyper-parameter.
+            raise TypeError(f"{owner} has no hyper-parameter "
+                            f"{', '.join(repr(p) for p in unknown)}; allowed: "
+                            f"{sorted(taken - {'random_state'})}")
+
+    @classmethod
     def params_saved_without(cls, params: dict[str, Any]) -> dict[str, Any]:
         """The hyper-parameters added since ``params`` were saved (by :meth:`save` of an older
         recbandits) whose value for that older arm is not ``__init__``'s default: how that
@@ -95,8 +122,10 @@ class Recommender(ABC):
         Raises
         ------
         TypeError
-            A parameter this class does not take (recorded by another recbandits).
+            A parameter this class does not take (recorded by another recbandits):
+            :meth:`check_param_names`.
         """
+        cls.check_param_names(params)
         return cls(**{**cls.params_saved_without(params), **params})
 
     def get_params(self) -> dict[str, Any]:

@@ -91,10 +91,8 @@ class ArmEntry:
         taken = inspect.signature(self.cls).parameters
         if random_state is not None and "random_state" in taken:
             kwargs["random_state"] = random_state
-        unknown = sorted(set(params) - set(taken))
-        if unknown:  # said with what is taken (Python's own words named the class's __init__)
-            raise TypeError(f"the {self.name} arm has no hyper-parameter {unknown[0]!r}; "
-                            f"allowed: {sorted(set(taken) - {'random_state'})}")
+        # Said with what is taken (Python's own words named the class's __init__).
+        self.cls.check_param_names(params, arm=self.name)
         return self.cls(**kwargs)
 
     def matches(self, model: Recommender) -> bool:

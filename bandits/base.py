@@ -42,7 +42,7 @@ import functools
 import inspect
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
 
@@ -920,6 +920,34 @@ class BatchedPolicy(Policy):
     @classmethod
     def _param_names(cls) -> list[str]:
         return init_param_names(cls)
+
+    @classmethod
+    def check_param_names(cls, names: Iterable[str], *, set_by_caller: Iterable[str] = ()
+                          ) -> None:
+        """Refuse hyper-parameter ``names`` the class does not take, before building it.
+
+        The one message of an unknown hyper-parameter for every policy built from names a
+        user wrote (a lab config, a spec dict, the service's settings): Python's own,
+        ``ThompsonSampling.__init__() got an unexpected keyword argument 'bogus'``, said
+        neither what is taken nor, in a config, where.
+
+        Parameters
+        ----------
+        names : iterable of str
+        set_by_caller : iterable of str, optional
+            Parameters the caller sets itself (the service's ``n_features``): not offered.
+
+        Raises
+        ------
+        TypeError
+            ``<Policy> has no hyper-parameter 'x'; allowed: [...]``.
+        """
+        fixed = set(set_by_caller)
+        allowed = [p for p in cls._param_names() if p not in fixed]
+        unknown = sorted(set(names) - set(allowed) - fixed)
+        if unknown:
+            raise TypeError(f"{cls.__name__} has no hyper-parameter "
+                            f"{', '.join(repr(p) for p in unknown)}; allowed: {allowed}")
 
     def get_params(self) -> dict[str, Any]:
         """Hyper-parameters as given (per-arm ones as the current per-arm lists), JSON-safe."""

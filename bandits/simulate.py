@@ -167,6 +167,7 @@ def make_policy(spec: PolicySpec, n_arms: int) -> BatchedPolicy:
         if name not in classes:
             raise ValueError(f"policy={name!r} is not a known policy; known: {sorted(classes)}")
         params = spec.pop("params", spec)
+        classes[name].check_param_names(params)
         policy = classes[name](n_arms, **params)
     elif callable(spec):
         policy = spec(n_arms)

@@ -377,7 +377,8 @@ def _check_env(env: EnvConfig) -> None:
 
 
 def _check_policies(policies: tuple[PolicyConfig, ...]) -> None:
-    """Check each of ``policies``: a known id and a unique, non-empty label.
+    """Check each of ``policies``: a known id, hyper-parameters its class takes and a unique,
+    non-empty label.
 
     Raises
     ------
@@ -390,6 +391,13 @@ def _check_policies(policies: tuple[PolicyConfig, ...]) -> None:
             raise ConfigError(
                 _unknown("policy id", f"policies[{i}] id", policy.id, list(POLICY_IDS))
             )
+        if policy.id in BANDIT_POLICIES:
+            # Said before any run starts (it came after the first progress bar, in Python's
+            # words: "__init__() got an unexpected keyword argument").
+            try:
+                BANDIT_POLICIES[policy.id].check_param_names(policy.params)
+            except TypeError as exc:
+                raise ConfigError(f"policies[{i}].params: {exc}") from None
         if not isinstance(policy.label, str) or not policy.label:
             raise ConfigError(f"policies[{i}] label must be a non-empty string")
         if policy.label in labels:

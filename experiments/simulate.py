@@ -286,6 +286,7 @@ def build_policy(spec: PolicyConfig, arm_names: list[str], n_features: int) -> B
     if "n_features" in accepted and "n_features" not in params:
         params["n_features"] = n_features
     try:
+        policy_cls.check_param_names(params)
         return policy_cls(list(arm_names), **params)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"policy {spec.label!r} ({spec.id}): {exc}") from exc

@@ -230,15 +230,12 @@ class PolicyModel:
 
     def fresh(self) -> BatchedPolicy:
         """A policy before any observation."""
-        accepted = self.cls._param_names()
-        # An unknown keyword, said as an arm's is (arms.registry); the listing named every
-        # parameter given, n_features (the service's) and the allowed ones among them (found
-        # by a README check).
-        unknown = sorted(p for p in self.params if p not in accepted)
-        if unknown:
-            allowed = [p for p in accepted if p not in ("n_features", "random_state")]
-            raise ValueError(f"{self.name} has no hyper-parameter "
-                             f"{', '.join(repr(p) for p in unknown)}; allowed: {allowed}")
+        try:
+            # n_features is the service's (the listing named it and every parameter given as
+            # invalid: found by a README check).
+            self.cls.check_param_names(self.params, set_by_caller=("n_features",))
+        except TypeError as exc:  # a ValueError, as settings need
+            raise ValueError(str(exc)) from None
         try:
             return self.cls(self.arms, **self.params, random_state=0)
         except TypeError as exc:  # a value of the wrong type: a ValueError, as settings need

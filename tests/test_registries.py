@@ -238,3 +238,21 @@ def test_config_policy_id_message_reads_as_sentences():
         "policies[0] id: unknown policy id 'ThompsonSamplin'; did you mean ThompsonSampling? "
         f"Valid policy ids: {', '.join(cfg.POLICY_IDS)}."
     )
+
+
+def test_an_unknown_hyper_parameter_is_one_message_wherever_an_arm_or_policy_is_built():
+    """One check per package (arms and bandits may not import each other): the registry, a
+    saved arm's parameters (Python's own words before) and a policy spec dict (the same)."""
+    with pytest.raises(TypeError, match=r"^the svd arm has no hyper-parameter 'bogus'; "):
+        registry.make_arm("svd", bogus=1)
+    with pytest.raises(TypeError) as saved:
+        registry.resolve("svd").cls.as_saved({"bogus": 1, "zeta": 2})
+    assert str(saved.value).startswith("SVDRecommender has no hyper-parameter 'bogus', 'zeta'; ")
+    assert "random_state" not in str(saved.value)
+    from bandits.simulate import make_policy
+    with pytest.raises(TypeError, match=r"^UCB1 has no hyper-parameter 'bogus'; allowed: "):
+        make_policy({"policy": "UCB1", "bogus": 1}, 3)
+    # Accepted names pass, the seed among a saved arm's.
+    made = registry.make_arm("svd", random_state=1, n_factors=7)
+    assert registry.resolve("svd").cls.as_saved(made.get_params()).get_params() == \
+        made.get_params()

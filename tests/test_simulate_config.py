@@ -84,6 +84,11 @@ def test_unknown_policy_from_toml_file_names_the_file(tmp_path):
         ({"policies": []}, r"missing \[\[policies\]\]"),
         ({"checkpoints": [10, 99]}, r"step 99 is beyond the horizon 50"),
         ({"policies": [{"id": "UCB1"}, {"id": "UCB1"}]}, r"label 'UCB1' is used twice"),
+        # Said at load with what the class takes; it came after the first progress bar, in
+        # Python's words ("__init__() got an unexpected keyword argument 'bogus'").
+        ({"policies": [{"id": "ThompsonSampling", "params": {"bogus": 1}}]},
+         r"^policies\[0\]\.params: ThompsonSampling has no hyper-parameter 'bogus'; allowed: "
+         r"\['prior_alpha', 'prior_beta', 'batch_size', 'propensity_grid'\]$"),
     ],
 )
 def test_invalid_values_are_named(changes, pattern):
