@@ -7,14 +7,21 @@ which costs two thread switches per request for what is an attribute lookup.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Generic
 
+import pydantic
 import pydantic_core
 from fastapi import Depends, Header, Request
 from fastapi.exceptions import RequestValidationError
 
 from serving.api.validation import M, check_json_headers, json_body, query_errors, read_body
-from serving.errors import ForbiddenError, UnauthorizedError, UnsupportedMediaTypeError
+from serving.errors import (
+    ForbiddenError,
+    ServingError,
+    UnauthorizedError,
+    UnsupportedMediaTypeError,
+)
 from serving.metrics import Metrics
 from serving.service import RecommendationService
 from serving.settings import MAX_ADMIN_TOKEN_CHARS
@@ -61,6 +68,37 @@ async def require_admin(
         raise ForbiddenError("wrong admin token")
 
 
+#: Checks of a route's path parameters its dependency runs beside the query and the body
+#: (:func:`bare`, :class:`JsonBody`): each takes the parameter's text and raises a
+#: :class:`~serving.errors.ServingError` (its code the issue's type) or pydantic's
+#: ``ValidationError`` for a bad one.
+PathChecks = Mapping[str, Callable[[str], object]]
+
+
+def _path_issues(request: Request, checks: PathChecks) -> list[dict[str, Any]]:
+    """The 422 issues of ``request``'s path parameters under ``checks`` (none: empty)."""
+    issues: list[dict[str, Any]] = []
+    for name, check in checks.items():
+        try:
+            check(request.path_params[name])
+        except ServingError as exc:
+            issues.append({"loc": ("path", name), "type": exc.code, "msg": exc.message})
+        except pydantic.ValidationError as exc:
+            issues += [{"loc": ("path", name), "type": e["type"], "msg": e["msg"]}
+                       for e in exc.errors()]
+    return issues
+
+
+def _refuse(issues: list[dict[str, Any]], path: list[dict[str, Any]]) -> None:
+    """Raise one 422 of ``issues`` (the query's and the body's) and the ``path``'s beside
+    them; a bad path alone is left to the route, which answers it as it always has (found by
+    attack: a bad query or body hid a bad version or user id, said only once they were
+    mended).
+    """
+    if issues:
+        raise RequestValidationError([*path, *issues])
+
+
 class JsonBody(Generic[M]):
     """A FastAPI route's JSON body as ``model``, read by the hot routes' one reader
     (:func:`~serving.api.validation.json_body`: 415, 422, 408 and 499 as theirs), as a dependency:
@@ -74,8 +112,13 @@ class JsonBody(Generic[M]):
     FastAPI documents no body it does not read: pass :attr:`openapi_extra` to the route.
     """
 
-    def __init__(self, model: type[M]) -> None:
+    def __init__(self, model: type[M], *, query: Mapping[str, tuple[str, ...]] | None = None,
+                 path: PathChecks | None = None) -> None:
         self.model = model
+        #: The route's query parameters (:func:`_query_issues`' ``allowed``; None: not
+        #: checked here) and path checks: their issues and the body's in one 422.
+        self.query = None if query is None else dict(query)
+        self.path = dict(path or {})
         schema = model.model_json_schema()
         if "$defs" in schema:  # their $refs would point at the document's root
             raise TypeError(f"{model.__name__} nests models: document its body as a component")
@@ -84,58 +127,66 @@ class JsonBody(Generic[M]):
             "required": True, "content": {"application/json": {"schema": schema}}}}
 
     async def __call__(self, request: Request) -> M:
-        """The body of ``request`` as :attr:`model` (see the class)."""
-        return await json_body(request, self.model)
+        """The body of ``request`` as :attr:`model` (see the class); with :attr:`query`, its
+        query's issues, the body's and the path's in one 422.
+        """
+        if self.query is None and not self.path:
+            return await json_body(request, self.model)
+        issues = [] if self.query is None else _query_issues(request, self.query)
+        path = _path_issues(request, self.path)
+        try:
+            body = await json_body(request, self.model)
+        except RequestValidationError as exc:
+            issues += exc.errors()
+        except UnsupportedMediaTypeError as exc:
+            if not issues and not path:
+                raise
+            issues.append({"loc": ("body",), "type": exc.code, "msg": exc.message})
+        _refuse(issues, path)
+        return body
 
 
-def strict_query(**allowed: tuple[str, ...]) -> Any:
-    """A dependency refusing (422) query parameters a side-effect route (the admin routes',
-    ``PUT /users/{id}/preferences``) does not take, given twice, or with a value outside
-    ``allowed[name]``: a typo (``?candidat=true``) or a contradiction
-    (``?candidate=true&candidate=false``) must not act as the default. The 422 is that of any
-    invalid query, one error per parameter (:func:`serving.api.validation.query_errors`, the
-    rule ``GET /recommendations`` shares; a value outside ``allowed`` is ``enum``).
-
-    Parameters
-    ----------
-    **allowed : tuple of str
-        The route's parameters and the values each may take (FastAPI parses them after).
-    """
-    async def check(request: Request) -> None:  # async: see the module doc
-        if errors := _query_issues(request, allowed):
-            raise RequestValidationError(errors)
-    return Depends(check)
-
-
-def bare(**allowed: tuple[str, ...]) -> Any:
-    """The dependency of a side-effect route that reads no body: :func:`strict_query`'s check
+def bare(path: PathChecks | None = None, **allowed: tuple[str, ...]) -> Any:
+    """The dependency of a side-effect route that reads no body: :func:`_query_issues`' check
     and :func:`_body_issues`', their issues in one 422 (found by attack: a bad query hid a
-    body the route would refuse, said only once the query was mended).
+    body the route would refuse, said only once the query was mended), with the ``path``
+    checks' beside them (:func:`_refuse`).
 
     Parameters
     ----------
+    path : mapping of str to callable, optional
+        :data:`PathChecks` of the route's path parameters.
     **allowed : tuple of str
-        As :func:`strict_query`.
+        The route's query parameters and the values each may take (:func:`_query_issues`).
     """
+    checks = dict(path or {})
+
     async def check(request: Request) -> None:  # async: see the module doc
         errors = _query_issues(request, allowed)
+        issues = _path_issues(request, checks)
         try:
             errors += await _body_issues(request)
         except UnsupportedMediaTypeError as exc:
-            if not errors:
+            if not errors and not issues:
                 raise
             # A body of another media type beside a bad query: both in the 422 (found in
             # review: the 415 hid the query's issues). A cut-off body or a client gone (408,
             # 499) is answered as such.
             errors.append({"loc": ("body",), "type": exc.code, "msg": exc.message})
-        if errors:
-            raise RequestValidationError(errors)
+        _refuse(errors, issues)
     return Depends(check)
 
 
-def _query_issues(request: Request, allowed: dict[str, tuple[str, ...]]
+def _query_issues(request: Request, allowed: Mapping[str, tuple[str, ...]]
                   ) -> list[dict[str, Any]]:
-    """:func:`strict_query`'s 422 errors for ``request`` (none: an empty list)."""
+    """The 422 issues of the query of a side-effect route (the admin routes', ``PUT
+    /users/{id}/preferences``; none: an empty list): parameters it does not take, given
+    twice, or with a value outside ``allowed[name]`` (the route's parameters and the values
+    each may take; FastAPI parses them after). A typo (``?candidat=true``) or a contradiction
+    (``?candidate=true&candidate=false``) must not act as the default. One issue per
+    parameter (:func:`serving.api.validation.query_errors`, the rule ``GET /recommendations``
+    shares; a value outside ``allowed`` is ``enum``).
+    """
     names = [k for k, _ in request.query_params.multi_items()]
     errors = query_errors(names, allowed, strict=True)
     # Every bad parameter at once (review): a value outside its set, unless the parameter

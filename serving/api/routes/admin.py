@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Path
 from starlette.concurrency import run_in_threadpool
 
 from serving import versions
-from serving.api.deps import AdminDep, JsonBody, ServiceDep, bare, strict_query
+from serving.api.deps import AdminDep, JsonBody, ServiceDep, bare
 from serving.schemas import (
     ErrorOut,
     ItemIn,
@@ -33,8 +33,6 @@ _AUTH: dict[int | str, dict[str, Any]] = {401: {"model": ErrorOut, "description"
          403: {"model": ErrorOut, "description": "wrong token"}}
 
 
-#: The side-effect routes taking no query parameter.
-_NO_QUERY = strict_query()
 #: The side-effect routes taking neither a query parameter nor a body.
 _BARE = [bare()]
 
@@ -95,7 +93,7 @@ async def model(version: VersionPath, service: ServiceDep) -> ModelVersionOut:
                               "its arms are missing"},
                         422: {"model": ErrorOut, "description": "not a version number, a "
                               "query parameter or a body"}},
-             dependencies=_BARE)
+             dependencies=[bare(path={"version": versions.parse_version})])
 async def promote(version: VersionPath, service: ServiceDep) -> ModelVersionOut:
     """Serve the arms of ``version`` (plain digits, 1..2147483647; else 422) as a new version
     (pointing at its folder); every worker loads them within one refresh interval while the
@@ -139,7 +137,7 @@ async def live_state(service: ServiceDep) -> dict[str, Any]:
     return await service.in_thread(service.live_state)
 
 
-_ITEM = JsonBody(ItemIn)
+_ITEM = JsonBody(ItemIn, query={})  # the query (none taken) and the body in one 422
 
 
 @router.post("/items", response_model=ItemOut, status_code=201,
@@ -149,7 +147,7 @@ _ITEM = JsonBody(ItemIn)
                         415: {"model": ErrorOut, "description": "a body that is not JSON"},
                         422: {"model": ErrorOut, "description": "malformed body, unknown "
                                                                "genre, or a query parameter"}},
-             dependencies=[_NO_QUERY], openapi_extra=_ITEM.openapi_extra)
+             openapi_extra=_ITEM.openapi_extra)
 async def add_item(body: Annotated[ItemIn, Depends(_ITEM)],
                    service: ServiceDep) -> ItemOut:
     """Add an item to the catalogue at once, on every worker within one refresh interval.

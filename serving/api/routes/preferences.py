@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from serving.api.deps import JsonBody, ServiceDep, strict_query
+from serving.api.deps import JsonBody, ServiceDep
 from serving.errors import InvalidInputError
 from serving.schemas import MAX_ID, QUERY_INT, ErrorOut
 
@@ -67,7 +67,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorOut, "description": "the store is unavailable (Retry-After)"}}
 
 
-_PREFERENCES = JsonBody(PreferencesIn)
+#: The body, the query (none taken) and the user id checked by one dependency: every issue
+#: in one 422.
+_PREFERENCES = JsonBody(PreferencesIn, query={},
+                        path={"user_id": TypeAdapter(UserId).validate_python})
 
 
 @router.put("/users/{user_id}/preferences", response_model=PreferencesOut,
@@ -75,7 +78,7 @@ _PREFERENCES = JsonBody(PreferencesIn)
                                                                          "JSON"},
                        422: {"model": ErrorOut, "description": "malformed body, an unknown "
                                                                "genre, or a query parameter"}},
-            dependencies=[strict_query()], openapi_extra=_PREFERENCES.openapi_extra)
+            openapi_extra=_PREFERENCES.openapi_extra)
 async def put_preferences(user_id: UserId,
                           body: Annotated[PreferencesIn, Depends(_PREFERENCES)],
                           service: ServiceDep) -> PreferencesOut:
