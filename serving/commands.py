@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -676,12 +677,48 @@ def serve(settings: Settings) -> int:
 
 def _serve(settings: Settings) -> int:
     """:func:`serve`'s body, under its SIGTERM handler."""
-    from serving.api.protocol import uvicorn_options
-
     try:  # what the workers' environment cannot carry, before anything is fitted or served
         settings.to_env()
     except ValueError as exc:
         raise CommandError(str(exc), exit_code=2) from None
+    sock = _bound_socket(settings.host, settings.port)
+    try:
+        return _serve_on(settings, sock)
+    finally:
+        sock.close()
+
+
+def _bound_socket(host: str, port: int) -> socket.socket:
+    """The service's socket, bound to ``host``:``port`` before anything is fitted, as uvicorn
+    binds it (``Config.bind_socket``), not listening yet: a connection is refused until the
+    workers serve, as before.
+
+    A port taken by another process was found only once the arms were fitted (minutes on a
+    first start), then said in uvicorn's words, exit 3.
+
+    Raises
+    ------
+    CommandError
+        The address cannot be bound (in use, not this host's, a privileged port): exit 2.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise CommandError(f"cannot serve on {host}:{port}: {exc.strerror or exc} (another "
+                           "service there? --host and --port, or RECBANDITS_HOST and "
+                           "RECBANDITS_PORT, choose another address)", exit_code=2) from None
+    sock.set_inheritable(True)  # the workers of --workers > 1 inherit it
+    return sock
+
+
+def _serve_on(settings: Settings, sock: socket.socket) -> int:
+    """:func:`_serve` once ``sock`` is bound: prepare, then run the workers on it."""
+    from serving.api.protocol import uvicorn_options
+
     with progress_on_stderr():
         try:
             resources = until_the_store_answers(settings, lambda: prepare(settings))
@@ -706,15 +743,20 @@ def _serve(settings: Settings) -> int:
     print(f"recbandits: serving {', '.join(settings.arms)} (policy version "
           f"{resources.arm_set.version}) on http://{settings.host}:{settings.port} with "
           f"{settings.workers} worker(s); store {resources.store.describe()}", flush=True)
-    if settings.workers == 1:  # uvicorn exits 3 itself when the worker fails to start
-        uvicorn.run("serving.app:app_from_env", factory=True, host=settings.host,
-                    port=settings.port, workers=1, access_log=False,
-                    **uvicorn_options(settings))
-        return 0
-    return _run_workers(uvicorn.Config("serving.app:app_from_env", factory=True,
-                                       host=settings.host, port=settings.port,
-                                       workers=settings.workers, access_log=False,
-                                       **uvicorn_options(settings)))
+    config = uvicorn.Config("serving.app:app_from_env", factory=True, host=settings.host,
+                            port=settings.port, workers=settings.workers, access_log=False,
+                            **uvicorn_options(settings))
+    return (_run_workers if settings.workers > 1 else _run_worker)(config, sock)
+
+
+def _run_worker(config: uvicorn.Config, sock: socket.socket) -> int:
+    """Run ``config``'s one worker on ``sock`` in this process, as ``uvicorn.run`` does, and
+    return 0 once stopped, or uvicorn's start-up failure status (3) when it failed to start.
+    """
+    server = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C once serving is a stop
+        server.run(sockets=[sock])
+    return 0 if server.started else STARTUP_FAILURE
 
 
 class _StopRequested(BaseException):
@@ -750,13 +792,13 @@ def _stopped_by_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run_workers(config: uvicorn.Config) -> int:
-    """Run ``config``'s workers under uvicorn's supervisor, as ``uvicorn.run`` does, and return
-    uvicorn's start-up failure status (3) when a worker failed to start: ``uvicorn.run``
-    returns normally then, so ``serve`` exited 0 after its workers had failed (found by
-    attack: a store whose fold snapshot the workers could not restore).
+def _run_workers(config: uvicorn.Config, sock: socket.socket) -> int:
+    """Run ``config``'s workers on ``sock`` under uvicorn's supervisor, as ``uvicorn.run`` does,
+    and return uvicorn's start-up failure status (3) when a worker failed to start:
+    ``uvicorn.run`` returns normally then, so ``serve`` exited 0 after its workers had failed
+    (found by attack: a store whose fold snapshot the workers could not restore).
     """
-    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor = Multiprocess(config, sockets=[sock])
     stop = threading.Event()
     watcher = threading.Thread(target=_answer_for_exited_workers, args=(supervisor, stop),
                                name="recbandits-worker-watcher", daemon=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -258,6 +259,29 @@ def test_serve_exits_3_when_its_workers_fail_to_start_and_0_when_stopped(
         "'message': 'this app cannot start'})\n\n\n"
         "def app():\n    return failing\n")
     assert_workers_exit_3(tmp_path, "failing_app", 5, "this app cannot start")
+    assert_workers_exit_3(tmp_path, "failing_app", 5, "this app cannot start", workers=1)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_refuses_a_taken_port_before_fitting_anything(tmp_path: Path,
+                                                            workers: str) -> None:
+    """A port another process listens on was found only once the arms were fitted (minutes
+    on a first start), then said in uvicorn's words, exit 3."""
+    taken = socket.create_server(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    try:
+        refused = subprocess.run(
+            [sys.executable, "-m", "experiments.cli", "serve", "--port", str(port),
+             "--workers", workers, *serve_args(tmp_path, store_url("sqlite", tmp_path))],
+            env={**os.environ, **serve_env()}, cwd=REPO, capture_output=True, text=True,
+            timeout=STARTUP_DEADLINE_S)
+    finally:
+        taken.close()
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert refused.stderr.startswith(
+        f"recbandits serve: cannot serve on 127.0.0.1:{port}: Address already in use "
+        "(another service there?"), refused.stderr[-3000:]
+    assert "fitting" not in refused.stderr and not (tmp_path / "state").exists()
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
@@ -311,20 +335,25 @@ def test_serve_exits_at_once_when_a_worker_dies_with_a_ping_unanswered(tmp_path:
     assert_workers_exit_3(tmp_path, "mute_app", 600, "died with a ping unanswered")
 
 
-def assert_workers_exit_3(folder: Path, module: str, healthcheck_s: int, said: str) -> None:
-    """Run two workers of ``module`` (in ``folder``) under serve's supervisor run
-    (``_run_workers``, health-check time-out ``healthcheck_s``): exit 3, ``said`` and
-    uvicorn's own line on stderr, within the start-up deadline."""
-    script = ("import sys, uvicorn\nfrom serving.commands import _run_workers\n"
-              f"sys.exit(_run_workers(uvicorn.Config('{module}:app', factory=True, "
-              f"port={free_port()}, workers=2, timeout_worker_healthcheck={healthcheck_s})))\n")
+def assert_workers_exit_3(folder: Path, module: str, healthcheck_s: int, said: str,
+                          workers: int = 2) -> None:
+    """Run ``workers`` workers of ``module`` (in ``folder``) as serve runs them on its bound
+    socket (``_run_workers`` under uvicorn's supervisor, health-check time-out
+    ``healthcheck_s``; one: ``_run_worker``): exit 3 and ``said`` on stderr (and uvicorn's
+    supervisor's line), within the start-up deadline."""
+    run = "_run_workers" if workers > 1 else "_run_worker"
+    script = (f"import sys, uvicorn\nfrom serving.commands import _bound_socket, {run}\n"
+              f"sys.exit({run}(uvicorn.Config('{module}:app', factory=True, "
+              f"workers={workers}, timeout_worker_healthcheck={healthcheck_s}), "
+              f"_bound_socket('127.0.0.1', {free_port()})))\n")
     failed = subprocess.run(
         [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), str(REPO)])},
         timeout=STARTUP_DEADLINE_S)
     assert failed.returncode == 3, failed.stderr[-3000:]
     assert said in failed.stderr
-    assert "failed to start, stopping the parent process" in failed.stderr
+    if workers > 1:
+        assert "failed to start, stopping the parent process" in failed.stderr
 
 
 def test_serve_restarted_without_arms_serves_the_live_ones_in_its_workers(
