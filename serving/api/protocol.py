@@ -11,8 +11,9 @@ every request into a 503, and its 503 is plain text rather than the API's error 
 :class:`GuardedHttpToolsProtocol` adds, per connection:
 
 - a cap on the request head (request line and headers): 431 and close above
-  ``max_header_bytes``; bytes are counted as they arrive, so an unfinished head is cut off at
-  the cap (plus at most one socket read), not when it ends;
+  ``max_header_bytes``; the reads after the one a head began in are counted as they arrive,
+  so an unfinished head is cut off at the cap (plus at most that one socket read), not when
+  it ends (or at the header time-out, if it all came in that read);
 - a header time-out: the whole head must arrive within ``header_timeout_s`` of its first byte
   (408 and close), so a client trickling one byte a second cannot hold a connection;
 - a body time-out: the body must arrive within ``body_timeout_s`` of the end of the head (408
@@ -26,8 +27,9 @@ every request into a 503, and its 503 is plain text rather than the API's error 
 
 Refusals carry the API's error body (``{"detail": ..., "code": ...}``) and close the
 connection, after the answers of the requests pipelined before the refused one (HTTP/1.1
-answers in order). They happen below the app, so the app's Prometheus counters do not see
-them.
+answers in order; the refused request's own app, if it started, sees a disconnect). A client
+that half-closes gets the answers of the requests it sent, then the close. Refusals happen
+below the app, so the app's Prometheus counters do not see them.
 
 :func:`uvicorn_options` turns :class:`~serving.settings.Settings` into the keyword arguments of
 ``uvicorn.run`` (``serve`` and ``bench/serving_load.py`` share it): these limits, the workers'
@@ -107,8 +109,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self.limits = limits
         self._phase = _IDLE
-        self._head_bytes = 0  # bytes received since the head began, before the current read
-        self._read_bytes = 0  # size of the read being parsed
+        # Bytes of the reads after the one the current head began in (that one is not
+        # counted: where in it the head began is unknown, and counting all of it refused
+        # 130-byte heads that began at the end of a 64 KiB read of pipelined requests, found
+        # by attack), and the size of the read being parsed.
+        self._head_bytes = 0
+        self._read_bytes = 0
+        self._head_began_in_read = False
+        self._eof = False  # the client half-closed: answer what came, then close
         self._deadline: asyncio.TimerHandle | None = None
         self._refused = False
         # A refusal waiting for the answers of the requests pipelined before it (see _refuse).
@@ -168,33 +176,43 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._unset_keepalive_if_required()
         self._read_bytes = len(data)
-        try:
-            self.parser.feed_data(data)
-        except _RefusedError:
-            return
-        except httptools.HttpParserUpgrade:
-            if self._should_upgrade():
-                self.handle_websocket_upgrade()
-            else:
-                self._unsupported_upgrade_warning()
-            return
-        except httptools.HttpParserError as exc:
-            if self._refused or isinstance(exc.__context__, _RefusedError):
-                return
-            # The API's error body, not uvicorn's plain text (found by attack: a negative or
-            # doubled Content-Length, Content-Length with chunked, a NUL in a header).
-            self.logger.warning("Invalid HTTP request received: %s", exc)
-            self._refuse(400, "bad_request", f"invalid HTTP request: {exc}")
+        self._head_began_in_read = False
+        if not self._parsed(data):
             return
         if self._phase == _HEAD:
-            # Still inside a head: count what came (an over-estimate when the head began
-            # inside this read, never an under-estimate) and cut it off at the cap.
-            self._head_bytes += len(data)
+            # Still inside a head: count the reads after the one it began in and cut it off
+            # at the cap (so at most one read past it is held).
+            if not self._head_began_in_read:
+                self._head_bytes += len(data)
             if self._head_bytes > self.limits.max_header_bytes:
                 self._refuse(431, "headers_too_large", self._too_large_detail())
         elif self._phase == _BODY and self._deadline is None:
             self._deadline = self.loop.call_later(self.limits.body_timeout_s,
                                                   self._body_timed_out)
+
+    def _parsed(self, data: bytes) -> bool:
+        """Feed ``data`` to the parser; False when parsing stopped (a refusal, an upgrade)."""
+        try:
+            self.parser.feed_data(data)
+        except _RefusedError:
+            return False
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return False
+        except httptools.HttpParserError as exc:
+            if self._refused or isinstance(exc.__context__, _RefusedError):
+                return False
+            # The API's error body, not uvicorn's plain text (found by attack: a negative or
+            # doubled Content-Length, Content-Length with chunked, a NUL in a header). A bad
+            # body (a malformed chunk) is the request being received's own refusal.
+            self.logger.warning("Invalid HTTP request received: %s", exc)
+            self._refuse(400, "bad_request", f"invalid HTTP request: {exc}",
+                         of=self.cycle if self._phase == _BODY else None)
+            return False
+        return True
 
     # -------------------------------------------------------------------- parser callbacks
     def on_message_begin(self) -> None:
@@ -202,6 +220,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._phase = _HEAD
         self._head_bytes = 0
+        self._head_began_in_read = True
         self._cancel_deadline()
         self._deadline = self.loop.call_later(self.limits.header_timeout_s,
                                               self._head_timed_out)
@@ -280,23 +299,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._deadline = None
         if self.transport.is_closing():
             return
-        cycle = self.cycle
-        if cycle is not None and not cycle.response_started:
-            # The app sees a disconnect and its own answer goes nowhere (uvicorn drops sends
-            # on a disconnected cycle), so the 408 is the only response on the wire.
-            # The detail is left in the request's scope for the app's body reader, which
-            # then fails with this 408 rather than a 499 for a client gone (found by attack:
-            # the client got 408 and the app's metrics counted 499).
-            detail = f"request body not received within {self.limits.body_timeout_s:g} s"
-            cycle.scope[BODY_TIMED_OUT] = detail  # type: ignore[literal-required]
-            cycle.disconnected = True
-            cycle.message_event.set()
-            self._refuse(408, "request_timeout", detail)
-        else:
-            self._refused = True
-            self.transport.close()
+        # The detail is left in the request's scope for the app's body reader, which then
+        # fails with this 408 rather than a 499 for a client gone (found by attack: the client
+        # got 408 and the app's metrics counted 499).
+        detail = f"request body not received within {self.limits.body_timeout_s:g} s"
+        if self.cycle is not None:
+            self.cycle.scope[BODY_TIMED_OUT] = detail  # type: ignore[literal-required]
+        self._refuse(408, "request_timeout", detail, of=self.cycle)
 
-    def _refuse(self, status: int, code: str, detail: str, *, retry_after: bool = False) -> None:
+    def _refuse(self, status: int, code: str, detail: str, *, retry_after: bool = False,
+                of: RequestResponseCycle | None = None) -> None:
         """Answer ``status`` with the API's error body and close the connection, once the
         requests pipelined before the refused one are answered.
 
@@ -304,9 +316,25 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         once: a valid ``POST /events`` followed in the same packet by a head over the cap got
         a lone 431 and a closed connection, while its event was stored (found by attack).
         Data received after a refusal is dropped (``_refused``).
+
+        ``of``: the refused request's own cycle, when its head was taken (a body cut off at
+        the time-out, a malformed chunk). Its app sees a disconnect and its answer goes
+        nowhere (uvicorn drops the sends of a disconnected cycle), so the refusal is the only
+        answer on the wire; the refusal waits for none of it (waiting for it hung the
+        connection, found by attack). An app that answered before the body was read
+        (``response_started``) keeps its answer, the only one: the connection just closes.
         """
         self._refused = True
         self._cancel_deadline()
+        if of is not None and not of.response_complete:
+            if of.response_started:  # answering already: no second answer
+                self.transport.close()
+                return
+            of.disconnected = True
+            of.message_event.set()
+        elif of is not None:  # answered already: no second answer
+            self.transport.close()
+            return
         body = orjson.dumps({"detail": detail, "code": code})
         content = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
@@ -321,16 +349,52 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         """A response is sent: uvicorn starts the next pipelined request; a refusal waiting
-        for this answer goes out.
+        for this answer goes out, or, after a half-close, the connection closes once every
+        request that came is answered.
         """
         super().on_response_complete()
+        if self._phase == _HEAD:
+            # A head is coming (pipelined behind this answer): its own deadline runs, not
+            # uvicorn's keep-alive time-out, which closed the connection without a word.
+            self._unset_keepalive_if_required()
         self._send_refusal_when_due()
+        if self._eof and not self._answering() and not self.transport.is_closing():
+            self._unset_keepalive_if_required()
+            self.transport.close()
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        """Run ``cycle``'s request, unless it was refused while it waited behind pipelined
+        ones (a malformed chunk, a cut-off body): its app never runs.
+        """
+        if not cycle.disconnected:
+            super()._start_asgi_task(cycle, app)
+
+    def eof_received(self) -> bool:  # type: ignore[override]  # asyncio's is bool | None
+        """The client half-closed (it sent all it will): the requests that came are answered,
+        then the connection closes (asyncio closed the transport at once, so a client that
+        shut its sending side after its requests got no answer, while they ran: found by
+        attack). A request whose body had not all come is the client's loss (its app sees a
+        disconnect, 499).
+        """
+        self._eof = True
+        if self._phase == _BODY and self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.disconnected = True
+            self.cycle.message_event.set()
+        self._cancel_deadline()
+        if self._answering() or self._deferred_refusal is not None:
+            return True  # keep the transport to write the answers
+        self._unset_keepalive_if_required()
+        return False
+
+    def _answering(self) -> bool:
+        """Whether a request of the connection awaits its answer (refused ones do not)."""
+        return any(not (cycle.response_complete or cycle.disconnected)
+                   for cycle in self._cycles)
 
     def _send_refusal_when_due(self) -> None:
-        # A refused request's own cycle (a body cut off at the time-out) is marked
-        # disconnected: only the live requests before it are waited for.
-        if self._deferred_refusal is None or self.transport.is_closing() or any(
-                not (cycle.response_complete or cycle.disconnected) for cycle in self._cycles):
+        # Only the live requests before the refused one are waited for (its own cycle, if it
+        # has one, is marked disconnected).
+        if self._deferred_refusal is None or self.transport.is_closing() or self._answering():
             return
         self._unset_keepalive_if_required()
         self.transport.write(self._deferred_refusal)
