@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import json
 import logging
 import math
@@ -689,28 +690,38 @@ def _serve(settings: Settings) -> int:
 
 
 def _bound_socket(host: str, port: int) -> socket.socket:
-    """The service's socket, bound to ``host``:``port`` before anything is fitted, as uvicorn
-    binds it (``Config.bind_socket``), not listening yet: a connection is refused until the
-    workers serve, as before.
+    """The service's socket, bound to ``host``:``port`` and listening before anything is
+    fitted (as uvicorn binds it, ``Config.bind_socket``), then handed to the workers.
 
     A port taken by another process was found only once the arms were fitted (minutes on a
-    first start), then said in uvicorn's words, exit 3.
+    first start), then said in uvicorn's words, exit 3. It listens at once: a socket bound
+    but not listening shares its port with another (``SO_REUSEADDR``), so a second ``serve``
+    on the port passed the check, then served nothing, without a word (found in review). A
+    connection made while ``serve`` prepares waits in the kernel's queue until the workers
+    serve.
 
     Raises
     ------
     CommandError
-        The address cannot be bound (in use, not this host's, a privileged port): exit 2.
+        The address cannot be taken (in use, not this host's, a privileged port): exit 2.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen()
     except OSError as exc:
         sock.close()
-        raise CommandError(f"cannot serve on {host}:{port}: {exc.strerror or exc} (another "
-                           "service there? --host and --port, or RECBANDITS_HOST and "
-                           "RECBANDITS_PORT, choose another address)", exit_code=2) from None
+        hint = {errno.EADDRINUSE: "another process listens there",
+                errno.EACCES: "a port below 1024 needs privileges",
+                errno.EADDRNOTAVAIL: "not an address of this machine"}.get(
+            exc.errno or 0, "not an address this machine can serve on"
+            if isinstance(exc, socket.gaierror) else "")
+        raise CommandError(f"cannot serve on {host}:{port}: {exc.strerror or exc}"
+                           + (f" ({hint})" if hint else "") + "; --host and --port (or "
+                           "RECBANDITS_HOST and RECBANDITS_PORT) choose another",
+                           exit_code=2) from None
     sock.set_inheritable(True)  # the workers of --workers > 1 inherit it
     return sock
 

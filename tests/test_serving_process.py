@@ -280,8 +280,30 @@ def test_serve_refuses_a_taken_port_before_fitting_anything(tmp_path: Path,
     assert refused.returncode == 2, refused.stderr[-3000:]
     assert refused.stderr.startswith(
         f"recbandits serve: cannot serve on 127.0.0.1:{port}: Address already in use "
-        "(another service there?"), refused.stderr[-3000:]
+        "(another process listens there); --host and --port"), refused.stderr[-3000:]
     assert "fitting" not in refused.stderr and not (tmp_path / "state").exists()
+
+
+def test_a_second_serve_on_a_port_another_is_preparing_on_is_refused() -> None:
+    """Found in review: the first version bound without listening, and two such sockets share
+    a port (SO_REUSEADDR): a second serve passed the check while the first prepared, then
+    served nothing, without a word."""
+    from serving.commands import _bound_socket
+    from serving.results import CommandError
+
+    port = free_port()
+    first = _bound_socket("127.0.0.1", port)  # a serve still fitting its arms
+    try:
+        with pytest.raises(CommandError, match=r"Address already in use \(another process "
+                                               r"listens there\)") as refused:
+            _bound_socket("127.0.0.1", port)
+        assert refused.value.exit_code == 2
+        # A connection made meanwhile waits for the workers, rather than being refused.
+        socket.create_connection(("127.0.0.1", port), timeout=30).close()
+    finally:
+        first.close()
+    with pytest.raises(CommandError, match=r"not an address of this machine"):
+        _bound_socket("192.0.2.1", port)  # TEST-NET-1: nobody's address
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
