@@ -922,30 +922,38 @@ class BatchedPolicy(Policy):
         return init_param_names(cls)
 
     @classmethod
-    def check_param_names(cls, names: Iterable[str], *, set_by_caller: Iterable[str] = ()
-                          ) -> None:
+    def check_param_names(cls, names: Iterable[str], *,
+                          set_by_caller: Mapping[str, str] | None = None) -> None:
         """Refuse hyper-parameter ``names`` the class does not take, before building it.
 
         The one message of an unknown hyper-parameter for every policy built from names a
-        user wrote (a lab config, a spec dict, the service's settings): Python's own,
-        ``ThompsonSampling.__init__() got an unexpected keyword argument 'bogus'``, said
-        neither what is taken nor, in a config, where.
+        user wrote (a lab config, a spec dict, the service's settings, ``ope --linear``):
+        Python's own, ``ThompsonSampling.__init__() got an unexpected keyword argument
+        'bogus'``, said neither what is taken nor, in a config, where. ``random_state`` is
+        taken (every policy's seed), though not listed among the hyper-parameters.
 
         Parameters
         ----------
         names : iterable of str
-        set_by_caller : iterable of str, optional
-            Parameters the caller sets itself (the service's ``n_features``): not offered.
+        set_by_caller : mapping of str to str, optional
+            Parameters the caller sets itself, with who sets them (the service's
+            ``n_features``, "the service (the context's dimension)"): refused when given
+            (Python said "got multiple values for keyword argument"), not offered.
 
         Raises
         ------
         TypeError
-            ``<Policy> has no hyper-parameter 'x'; allowed: [...]``.
+            ``<Policy> has no hyper-parameter 'x'; allowed: [...]``, or ``<Policy>: 'x' is
+            set by <who>; allowed: [...]``.
         """
-        fixed = set(set_by_caller)
+        fixed = dict(set_by_caller or {})
         allowed = [p for p in cls._param_names() if p not in fixed]
-        unknown = sorted(set(names) - set(allowed) - fixed)
-        if unknown:
+        given = set(names)
+        if clash := sorted(given & fixed.keys()):
+            raise TypeError(f"{cls.__name__}: " + "; ".join(f"{p!r} is set by {fixed[p]}"
+                                                            for p in clash)
+                            + f"; allowed: {allowed}")
+        if unknown := sorted(given - set(allowed) - {"random_state"}):
             raise TypeError(f"{cls.__name__} has no hyper-parameter "
                             f"{', '.join(repr(p) for p in unknown)}; allowed: {allowed}")
 

@@ -479,6 +479,12 @@ class LinearCandidate:
         if self.policy not in ("LinTS", "LinUCB"):
             raise ValueError(f"LinearCandidate.policy must be 'LinTS' or 'LinUCB', got "
                              f"{self.policy!r}")
+        try:  # said at once, before the log is read (found in review: Python's words, late)
+            registered_policies()[self.policy].check_param_names(
+                dict(self.params), set_by_caller={"n_features": "the log (its contexts)",
+                                                  "random_state": "the evaluation"})
+        except TypeError as exc:
+            raise ValueError(f"linear candidate {self.name}: {exc}") from None
 
     @property
     def name(self) -> str:

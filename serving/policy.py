@@ -177,6 +177,11 @@ def policy_identity(name: object, params: object) -> JsonObject:
     return cast(JsonObject, json.loads(json.dumps({"name": name, "params": params})))
 
 
+#: The policy parameters the service sets itself, with why (refused in settings' params).
+SET_BY_THE_SERVICE = {"n_features": "the service (the context's dimension, of its feature set)",
+                      "random_state": "the service (its seed setting)"}
+
+
 class PolicyModel:
     """Builds, folds and describes the served policy.
 
@@ -218,9 +223,10 @@ class PolicyModel:
         self.arms = list(arms)
         self.contextual = bool(self.cls.contextual)
         self.params = dict(params or {})
-        if "n_features" in self.params:
-            raise ValueError("policy params must not set n_features: it is the context's "
-                             "dimension, set by the service's feature set")
+        try:  # before n_features is set here: given, it is refused as the service's
+            self.cls.check_param_names(self.params, set_by_caller=SET_BY_THE_SERVICE)
+        except TypeError as exc:  # a ValueError, as settings need
+            raise ValueError(str(exc)) from None
         if self.contextual:
             if n_features is None:
                 raise ValueError(f"{name} is contextual: n_features is required")
@@ -230,12 +236,6 @@ class PolicyModel:
 
     def fresh(self) -> BatchedPolicy:
         """A policy before any observation."""
-        try:
-            # n_features is the service's (the listing named it and every parameter given as
-            # invalid: found by a README check).
-            self.cls.check_param_names(self.params, set_by_caller=("n_features",))
-        except TypeError as exc:  # a ValueError, as settings need
-            raise ValueError(str(exc)) from None
         try:
             return self.cls(self.arms, **self.params, random_state=0)
         except TypeError as exc:  # a value of the wrong type: a ValueError, as settings need

@@ -252,6 +252,20 @@ def test_an_unknown_hyper_parameter_is_one_message_wherever_an_arm_or_policy_is_
     from bandits.simulate import make_policy
     with pytest.raises(TypeError, match=r"^UCB1 has no hyper-parameter 'bogus'; allowed: "):
         make_policy({"policy": "UCB1", "bogus": 1}, 3)
+    # The seed is taken, not listed (found in review: refused as unknown at first).
+    assert make_policy({"policy": "UCB1", "random_state": 3}, 3).n_arms == 3
+    # What a caller sets is refused as its own, not as Python's "got multiple values".
+    from serving.offpolicy import LinearCandidate
+    from serving.policy import PolicyModel
+    with pytest.raises(ValueError, match=r"^linear candidate LinTS\(bogus=1\): LinTS has no "
+                                         r"hyper-parameter 'bogus'; allowed: \['scale'"):
+        LinearCandidate.parse("LinTS:bogus=1")  # ope --linear: before the log is read
+    with pytest.raises(ValueError, match=r"LinTS: 'n_features' is set by the log"):
+        LinearCandidate.parse("LinTS:n_features=3")
+    for given, who in (("n_features", r"the service \(the context's dimension"),
+                       ("random_state", r"the service \(its seed setting\)")):
+        with pytest.raises(ValueError, match=rf"^LinTS: '{given}' is set by {who}"):
+            PolicyModel("LinTS", ["a", "b"], params={given: 3}, n_features=3)
     # Accepted names pass, the seed among a saved arm's.
     made = registry.make_arm("svd", random_state=1, n_factors=7)
     assert registry.resolve("svd").cls.as_saved(made.get_params()).get_params() == \
