@@ -966,7 +966,8 @@ def rebuild_state(settings: Settings, *, service: httpx2.Client | None = None
     A running worker is asked first (``GET /admin/policy-state`` and ``GET
     /admin/live-state``), then the log is read: every worker position compared with lies
     within the rows read. The live and shadow policies are those in force
-    (:func:`serving.shadow.effective`: a promotion's).
+    (:func:`serving.shadow.effective`: a promotion's; the live one of a purged log its fold
+    snapshot's, else a worker's that runs another: :func:`check_policy`).
 
     Re-derives each decision's outcome with the rule book, the pulls per arm, the ratings kept
     for retraining and the policy (the fold of the outcomes from the latest fold snapshot with
@@ -994,7 +995,7 @@ def rebuild_state(settings: Settings, *, service: httpx2.Client | None = None
     Raises
     ------
     ValueError
-        A purged log's fold snapshot is of another policy than ``settings.policy``.
+        A purged log's fold snapshot holds a policy this version cannot build.
     CommandError
         The settings name other arms than the live version serves (exit 2).
     """
@@ -1017,10 +1018,17 @@ def rebuild_state(settings: Settings, *, service: httpx2.Client | None = None
         live = _check_live_arms(settings, store, *live_held)
         lifecycle, lifecycle_match = _check_holdout_and_drift(settings, store, rows, *live_held)
     held = policy_held[0]
-    model = _replay_model(settings, rows, logged, held)
-    check = _replay_log(settings, rows, switches, model)
+    asked = _replay_model(settings, rows, logged, held)
     fold = rows["fold"]
-    policy_lines, policy_match = check_policy("live", model, rows, switches, *policy_held,
+    # The log is replayed under the live policy in force: a fold snapshot's (a purged log
+    # folds under no other), else a worker's (found by attack: other settings than the
+    # service's exited 1 after a purge, and the header named the settings' policy while the
+    # line compared the worker's).
+    model = _policy_of_snapshot(asked, fold, settings.arms)
+    with contextlib.suppress(KeyError, TypeError, ValueError):  # check_policy says why
+        model = _worker_policy(model, held, settings.arms) or model
+    check = _replay_log(settings, rows, switches, model)
+    policy_lines, policy_match = check_policy("live", asked, rows, switches, *policy_held,
                                               arms=settings.arms)
     shadow_model = settings.shadow_model(_replayed_dimension(
         logged, settings.shadow_policy, None if held is None else held.get("shadow")))
@@ -1029,7 +1037,7 @@ def rebuild_state(settings: Settings, *, service: httpx2.Client | None = None
     names = sorted(set(check.pulls_stored) | set(check.pulls_replayed) | set(check.rewards))
     return RebuildStateResults(
         source=source, n_decisions=len(rows["decisions"]), n_feedback=len(rows["feedback"]),
-        n_outcomes=check.n_outcomes, pending=check.pending, policy=settings.policy,
+        n_outcomes=check.n_outcomes, pending=check.pending, policy=model.name,
         switches=tuple((w.mode, w.seq) for w in switches if w.mode != "carry" and w.arms),
         arms=tuple(ArmCheck(arm, check.pulls_stored[arm], check.pulls_replayed[arm],
                             *check.rewards.get(arm, (0, 0.0))) for arm in names),
@@ -1173,35 +1181,40 @@ def check_policy(role: str, model: PolicyModel | None, rows: LogRows,
     -------
     (lines, match)
         One ``<role> <policy> <params>`` line (none when neither ``model`` nor the worker
-        has a policy in that role; ``(the worker's; these settings ask ...)`` after the
-        parameters when the worker's policy was folded); ``match`` False when the worker's
+        has a policy in that role; ``(the fold snapshot's; these settings ask ...)`` or
+        ``(the worker's; ...)`` after the parameters when the live policy of a purged log
+        or the worker's was folded instead of ``model``); ``match`` False when the worker's
         state differs from the fold, or the worker runs a policy this replay cannot fold (an
         unknown one, or another than the fold snapshot's). Not compared (match True, the line
         says why): no worker, a worker without a policy in that role, or a worker behind
         the fold snapshot.
     """
     theirs = held if role == "live" or held is None else held.get(role)
-    runs = {} if theirs is None else theirs.get("policy") or {}
-    asked = None if model is None else model.identity()
-    if theirs is not None and policy_identity(runs.get("name"), runs.get("params")) != asked:
-        # The fold takes the policy the worker runs, as the drift replay takes its drift
-        # settings: its line said "not compared" and rebuild-state ended "match: yes"
-        # without checking it (a LinTS service, rebuild-state with the default settings).
-        try:
-            model = _worker_model(runs, arms)
-        except (KeyError, TypeError, ValueError) as exc:
-            return [f"{role} {runs.get('name')} {json.dumps(runs.get('params'))}: not "
-                    f"compared: the worker at {where} runs a policy this replay cannot build "
-                    f"({exc})"], False
-    if model is None:
-        return [], True
     fold = rows["fold"]
     start = 0 if fold is None else fold.seq
     upto = None if theirs is None else int(theirs["log_seq"])
+    asked = None if model is None else model.identity()
+    whence = []
+    if role == "live" and model is not None:
+        in_force = _policy_of_snapshot(model, fold, arms)
+        if in_force is not model:
+            whence.append("the fold snapshot's")
+        model = in_force
+    runs = {} if theirs is None else theirs.get("policy") or {}
+    try:
+        worker = _worker_policy(model, theirs, arms)
+    except (KeyError, TypeError, ValueError) as exc:
+        return [f"{role} {runs.get('name')} {json.dumps(runs.get('params'))}: match NO (the "
+                f"worker at {where} runs a policy this replay cannot build: {exc})"], False
+    if worker is not None:
+        model = worker
+        whence.append("the worker's")
+    if model is None:
+        return [], True
     mine = model.identity()
     name = f"{role} {model.name} {json.dumps(mine['params'])}"
-    if mine != asked:
-        name += (" (the worker's; these settings ask "
+    if whence:
+        name += (f" ({' and '.join(whence)}; these settings ask "
                  + ("none" if asked is None else f"{asked['name']} {json.dumps(asked['params'])}")
                  + ")")
     if upto is not None and upto < start:
@@ -1214,10 +1227,12 @@ def check_policy(role: str, model: PolicyModel | None, rows: LogRows,
     between = [w for w in switches if w.seq > start and (upto is None or w.seq <= upto)]
     try:
         policy, _ = fold_policy(outcomes, model, fold if role == "live" else None, between)
-    except ValueError as exc:  # the fold snapshot holds another policy than the worker's
-        return [f"{name}: not compared: {exc}"], False
-    folded = f"{len(outcomes)} outcomes folded" + (f" from the fold snapshot at {start}"
-                                                    if start else "")
+    except ValueError as exc:  # the worker runs another policy than the fold snapshot's
+        return [f"{name}: match NO (the worker at {where} runs it; {exc})"], False
+    # The shadow starts afresh at the snapshot (its state cannot be restored from it).
+    folded = f"{len(outcomes)} outcomes folded" + (
+        "" if not start else f" from the fold snapshot at {start}" if role == "live"
+        else f" after the fold snapshot at {start}, from a fresh policy")
     if theirs is None:
         reason = where if held is None else f"the worker at {where} runs no {role} policy"
         return [f"{name}: not compared ({reason}); {folded}"], True
@@ -1227,18 +1242,60 @@ def check_policy(role: str, model: PolicyModel | None, rows: LogRows,
             f"{where}, log position {upto}: {folded})"], same
 
 
-def _worker_model(described: JsonObject, arms: Sequence[str]) -> PolicyModel:
-    """The policy a worker describes in ``GET /admin/policy-state`` (its ``policy``: name and
-    class hyper-parameters, ``n_features`` among them for a contextual one) over ``arms``.
+def _described_model(name: object, params: object, arms: Sequence[str]) -> PolicyModel:
+    """The policy ``name`` with the class hyper-parameters ``params`` as a policy reports them
+    (``get_params``: ``n_features`` among them for a contextual one) over ``arms``: a
+    worker's in ``GET /admin/policy-state``, or a fold snapshot's.
 
     Raises
     ------
     KeyError, TypeError, ValueError
         A description this version cannot build (an unknown policy or hyper-parameter).
     """
-    params = dict(described["params"])
-    n_features = params.pop("n_features", None)
-    return PolicyModel(str(described["name"]), arms, params=params, n_features=n_features)
+    given = dict(params)  # type: ignore[call-overload]  # JSON: a dict, or refused here
+    n_features = given.pop("n_features", None)
+    return PolicyModel(str(name), arms, params=given, n_features=n_features)
+
+
+def _policy_of_snapshot(model: PolicyModel, fold: FoldSnapshot | None, arms: Sequence[str]
+                        ) -> PolicyModel:
+    """The live policy a purged log is folded under: the one its fold snapshot was folded
+    with when it is not ``model`` (the settings'; ``serve`` refuses another on such a log),
+    else ``model`` itself.
+
+    Raises
+    ------
+    ValueError
+        The snapshot's policy cannot be built by this version.
+    """
+    state = None if fold is None else fold.policy["state"]
+    if state is None or policy_identity(state.get("policy"), state.get("params")) == \
+            model.identity():
+        return model
+    try:
+        return _described_model(state.get("policy"), state.get("params"), arms)
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"the fold snapshot's policy cannot be built: {exc}") from None
+
+
+def _worker_policy(model: PolicyModel | None, theirs: JsonObject | None,
+                   arms: Sequence[str]) -> PolicyModel | None:
+    """The policy a worker that answered runs in a role (``theirs``: its state of it), when it
+    is not ``model``; None when it is, or when the worker runs none there. The fold takes
+    it, as the drift replay takes the worker's drift settings: its line said "not compared"
+    and rebuild-state ended "match: yes" without checking it (a LinTS service, rebuild-state
+    with the default settings).
+
+    Raises
+    ------
+    KeyError, TypeError, ValueError
+        A policy this version cannot build.
+    """
+    runs = None if theirs is None else theirs.get("policy")
+    if not runs or policy_identity(runs.get("name"), runs.get("params")) == (
+            None if model is None else model.identity()):
+        return None
+    return _described_model(runs["name"], runs["params"], arms)
 
 
 #: Relative and absolute tolerance of a policy state's floats between a worker and the fold.

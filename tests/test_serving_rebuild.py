@@ -223,6 +223,39 @@ def test_a_contextual_shadow_of_a_context_free_policy_after_a_purge(tmp_path: Pa
         rebuilt = rebuild_state(settings, service=running)
     text = str(rebuilt)
     assert rebuilt.exit_code == 0, text
-    for prefix in ("shadow LinTS", "live ThompsonSampling"):
-        (line,) = lines_of(text, prefix)
-        assert "match yes" in line and "5 outcomes folded from the fold snapshot at" in line
+    (line,) = lines_of(text, "live ThompsonSampling")
+    assert "match yes" in line and "5 outcomes folded from the fold snapshot at" in line
+    # The shadow starts afresh at the snapshot: its line said "from the fold snapshot" too
+    # (found by attack).
+    (line,) = lines_of(text, "shadow LinTS")
+    assert "match yes" in line and "5 outcomes folded after the fold snapshot at" in line
+    assert line.endswith(", from a fresh policy)")
+
+
+def test_a_purged_log_is_checked_under_its_fold_snapshot_s_policy(tmp_path: Path) -> None:
+    """Found by attack: after a purge under LinTS, rebuild-state with other settings (the
+    defaults) exited 1 ("a purged log can only be folded further under the policy it was
+    folded with"), though the worker runs exactly the snapshot's policy; the header named
+    the settings' policy, not the one folded."""
+    cat = make_synthetic(120, 200, 3000, random_state=4)
+    settings = purge_settings(tmp_path, policy="LinTS")
+    fit = fit_arms(settings.arms, cat, seed=0)
+    rng = np.random.default_rng(0)
+    with purge_worker(settings, cat, fit) as running:
+        purge_traffic(running, rng, 20)
+        settle_all(running)
+        run_purge(settings, cat, time.time() + 4 * HOUR)
+        purge_traffic(running, rng, 5)
+        settle_all(running)
+        running.app.state.service.refresh()
+        defaults = settings.model_copy(update={"policy": "ThompsonSampling"})
+        rebuilt = rebuild_state(defaults, service=running)
+        alone = rebuild_state(defaults.model_copy(update={"admin_token": None}),
+                              service=running)  # no worker asked: the snapshot says it
+    text = str(rebuilt)
+    assert rebuilt.exit_code == 0, text
+    assert "policy: LinTS folded over the outcomes" in text
+    (line,) = lines_of(text, "live LinTS")
+    assert "(the fold snapshot's; these settings ask ThompsonSampling {" in line
+    assert "match yes" in line and "5 outcomes folded from the fold snapshot at" in line
+    assert alone.exit_code == 0 and "policy: LinTS folded" in str(alone)
