@@ -57,7 +57,13 @@ from arms.data.dataset import Dataset
 from arms.data.files import clear_run_files
 from arms.errors import UnknownArmError
 from arms.registry import make_arm, resolve, resolve_names
-from bandits.ope import DEFAULT_N_BOOTSTRAP, MIN_BOOTSTRAP, bootstrap_sums
+from bandits.ope import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_N_BOOTSTRAP,
+    MIN_BOOTSTRAP,
+    bootstrap_sums,
+    percentile_interval,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -442,14 +448,14 @@ def summarise(events: pd.DataFrame, config: ReplayConfig) -> tuple[pd.DataFrame,
             value = point[2 * j + offset] / point[-1]
             resampled = boots[:, 2 * j + offset] / boots[:, -1]
             metric[(arm, variant), name] = (value, resampled)
-            low, high = np.quantile(resampled, [0.025, 0.975])
+            low, high = percentile_interval(resampled, DEFAULT_CONFIDENCE)
             row.update({name: value, f"{name}_low": low, f"{name}_high": high})
         rows.append(row)
     differences = []
     for a, b in _comparisons(config):
         for name in ("hr", "ndcg"):
             (va, ra), (vb, rb) = metric[a, name], metric[b, name]
-            low, high = np.quantile(ra - rb, [0.025, 0.975])
+            low, high = percentile_interval(ra - rb, DEFAULT_CONFIDENCE)
             differences.append({"a": "/".join(a), "b": "/".join(b), "metric": name,
                                 "difference": va - vb, "low": low, "high": high})
     return pd.DataFrame(rows), pd.DataFrame(differences)
