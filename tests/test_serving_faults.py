@@ -34,6 +34,7 @@ from test_serving_support import (
     ServiceProcess,
     assert_log_invariants,
     assert_workers_are_the_fold,
+    free_port,
     postgres,
     read_table,
     store_url,
@@ -220,7 +221,7 @@ def test_serve_waits_for_a_store_locked_at_its_start(
     # (found by attack) instead of waiting up to startup_timeout_s, as each worker does.
     from serving import commands
 
-    settings = small_settings(tmp_path, startup_timeout_s=120)
+    settings = small_settings(tmp_path, startup_timeout_s=120, port=free_port())
     arms = {name: serving_arms[name] for name in settings.arms}
     real_prepare = commands.prepare
     commands.prepare(settings, catalog=serving_catalog, arms=arms).store.dispose()
@@ -232,7 +233,8 @@ def test_serve_waits_for_a_store_locked_at_its_start(
 
     ran: list[dict[str, Any]] = []
     monkeypatch.setattr(commands, "prepare", prepare)
-    monkeypatch.setattr("uvicorn.run", lambda *args, **kwargs: ran.append(kwargs))
+    monkeypatch.setattr(commands, "_run_worker",
+                        lambda config, sock: ran.append({"workers": config.workers}) or 0)
     monkeypatch.setattr("os.environ", {})  # serve exports the settings for its workers
     holder = sqlite3.connect(settings.resolved_db_url().removeprefix("sqlite:///"),
                              isolation_level=None, check_same_thread=False)
