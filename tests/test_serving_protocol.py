@@ -41,7 +41,8 @@ DEADLINE_S = 300.0  # a start: 1.6 s here, 20 s and more on a loaded machine
 def limits_app() -> object:
     """``GET /ok``; ``POST /echo`` (reads the body); ``GET /hold`` (answers once the file
     named by ``HOLD_FILE`` exists, so requests stay in flight as long as the test wants);
-    ``GET /hold/{name}`` (the same for the file ``name`` beside it);
+    ``GET /hold/{name}`` (the same for the file ``name`` beside it); ``GET /act`` (counts its
+    calls without reading a body);
     ``GET /big`` (64 KiB: a client that does not read fills the buffers at once)."""
     from starlette.applications import Starlette
     from starlette.requests import Request
@@ -82,6 +83,12 @@ def limits_app() -> object:
             await asyncio.sleep(0.02)
         return JSONResponse({"held": request.path_params["name"]})
 
+    acted: list[int] = []
+
+    async def act(_request: Request) -> JSONResponse:  # a side effect without reading a body
+        acted.append(1)
+        return JSONResponse({"acted": len(acted)})
+
     async def big(_request: Request) -> JSONResponse:
         return JSONResponse({"pad": "x" * 65_536})
 
@@ -89,7 +96,7 @@ def limits_app() -> object:
                              Route("/read", read, methods=["POST"]),
                              Route("/read-failures", read_failed),
                              Route("/hold", hold), Route("/hold/{name}", hold_named),
-                             Route("/big", big)])
+                             Route("/act", act), Route("/big", big)])
 
 
 class Worker:
@@ -441,7 +448,7 @@ def test_a_refused_request_is_answered_after_those_pipelined_before_it(
 
 
 CHUNKED_POST = (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                b"a\r\n{\"user_id\":\r\nZZZ\r\n")  # a chunk, then a malformed chunk size
+                b"5\r\nhello\r\nZZZ\r\n")  # a chunk, then a malformed chunk size
 
 
 def closes_within_deadline(sock: socket.socket) -> list[bytes]:
@@ -469,12 +476,22 @@ def test_a_malformed_chunk_is_400_at_once_and_holds_nothing(worker: Worker) -> N
         assert [status_of(a) for a in answers] == [200, 400], answers
         assert answers[0].endswith(b'{"bytes":2}') and b"invalid HTTP request" in answers[1]
     assert httpx2.get(f"http://127.0.0.1:{worker.port}/ok").status_code == 200
-    # A route that answers without reading the body keeps its one answer: no 400 after it.
+    # A route that reads no body does not act on a request refused in the read that brought
+    # its head (its app ran, and its answer was dropped).
+    before = httpx2.get(f"http://127.0.0.1:{worker.port}/act").json()["acted"]
     sock = worker.connect()
-    sock.sendall(CHUNKED_POST.replace(b"POST /echo", b"GET /ok"))
+    sock.sendall(CHUNKED_POST.replace(b"POST /echo", b"GET /act"))
     answers = closes_within_deadline(sock)
     sock.close()
-    assert [status_of(a) for a in answers] in ([200], [400]), answers
+    assert [status_of(a) for a in answers] == [400], answers
+    assert httpx2.get(f"http://127.0.0.1:{worker.port}/act").json()["acted"] == before + 1
+    # One that answered before its body went wrong keeps its one answer: no 400 after it.
+    sock = worker.connect()
+    sock.sendall(CHUNKED_POST[:CHUNKED_POST.index(b"ZZZ")].replace(b"POST /echo", b"GET /act"))
+    assert status_of(read_response(sock)) == 200
+    sock.sendall(b"ZZZ\r\n")
+    assert closes_within_deadline(sock) == []
+    sock.close()
 
 
 def test_pipelined_heads_cut_by_a_read_are_not_too_large(worker: Worker) -> None:

@@ -363,11 +363,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        """Run ``cycle``'s request, unless it was refused while it waited behind pipelined
-        ones (a malformed chunk, a cut-off body): its app never runs.
+        """Run ``cycle``'s request, unless it is refused before its app begins (a malformed
+        chunk in the read that brought its head, or while it waited behind pipelined
+        requests): its app never runs, so a route that reads no body does not act on a
+        refused request (a decision logged for an answer dropped).
         """
-        if not cycle.disconnected:
-            super()._start_asgi_task(cycle, app)
+        if cycle.disconnected:
+            return
+
+        async def unless_refused(scope: Any, receive: Any, send: Any) -> None:
+            if not cycle.disconnected:
+                await app(scope, receive, send)
+
+        super()._start_asgi_task(cycle, unless_refused)
 
     def eof_received(self) -> bool:  # type: ignore[override]  # asyncio's is bool | None
         """The client half-closed (it sent all it will): the requests that came are answered,
