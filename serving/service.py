@@ -221,6 +221,9 @@ class RecommendationService:
             model, model.advance(None, [], {}, arm_set.version), shadow.describe(model))
         # The shadow policy (serving.shadow), the same way; None without one.
         self._shadow = self._shadow_of(settings)
+        # The log position the shadow's fold starts at: the latest fold snapshot's it saw
+        # (a purge keeps no shadow state: every fold of it starts afresh there).
+        self._shadow_start = 0
         self._promotion_id = 0  # the latest promotion followed (serving.shadow)
         self.rng = np.random.default_rng(settings.seed)
         # The live holdout (None: none) and the drift monitor, a fold of the outcomes.
@@ -487,9 +490,8 @@ class RecommendationService:
                                                       switches)
             self._fold_drift(outcomes, mark)
             if self._shadow is not None:  # the same outcomes and switches, under its own rule
-                model, snap, described = self._shadow
-                self._shadow = (model, model.advance(snap, outcomes, pulls, version, switches),
-                                described)
+                self._shadow = self._advance_shadow(self._shadow, outcomes, switches, mark,
+                                                    pulls, version)
             if self._multileave:  # its set probabilities, off the request path
                 self.multileave_view()
             self._fold_live(*live)
@@ -500,6 +502,29 @@ class RecommendationService:
             self._loading = threading.Thread(target=self._load_version, args=(meta.version,
                                              meta.arms_dir), name="recbandits-arms", daemon=True)
             self._loading.start()
+
+    def _advance_shadow(self, current: tuple[PolicyModel, PolicySnapshot, str],
+                        outcomes: list[Outcome], switches: list[VersionSwitch], mark: int,
+                        pulls: dict[str, int], version: int
+                        ) -> tuple[PolicyModel, PolicySnapshot, str]:
+        """The shadow folded over the refresh's ``outcomes`` and ``switches``; restarted
+        afresh at a newer fold snapshot's position ``mark`` first, and folded over the log
+        after it up to the live position, as the drift monitor is (:meth:`_fold_drift`).
+
+        A worker that had folded up to the snapshot's position when a purge recorded it was
+        not behind it, so its shadow kept the purged outcomes, while ``rebuild-state`` and a
+        starting worker start it afresh there: "match NO" (found by attack).
+        """
+        model, snap, described = current
+        if mark > self._shadow_start:
+            upto = self.snapshot.seq
+            since = [o for o in self.store.outcomes_after(mark) if o.seq <= upto]
+            between = [w for w in self.store.switches_after(mark) if w.seq <= upto]
+            snap = model.advance(model.resume(None, mark, {}, pulls, version), since, pulls,
+                                 version, between)
+            self._shadow_start = mark
+            return model, snap, described
+        return model, model.advance(snap, outcomes, pulls, version, switches), described
 
     def _positions(self, head: int) -> tuple[int, int, int, int, bool]:
         """``head`` and the log positions the tails are read from (:meth:`refresh`)."""
@@ -634,6 +659,7 @@ class RecommendationService:
                 model, _, described = self._shadow
                 self._shadow = (model, model.resume(None, fold.seq, {}, pulls, version),
                                 described)
+                self._shadow_start = fold.seq
         if live and fold.seq > self.live_seq:
             current = self.arm_set
             missing = [n for n in live if n not in fold.arms]

@@ -232,6 +232,40 @@ def test_a_contextual_shadow_of_a_context_free_policy_after_a_purge(tmp_path: Pa
     assert line.endswith(", from a fresh policy)")
 
 
+def test_a_worker_at_the_purge_s_position_restarts_its_shadow_there(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by attack: a worker that had folded up to the log head when a purge recorded its
+    fold snapshot there was not behind it, so its shadow kept the purged outcomes, while
+    rebuild-state (and a starting worker) start the shadow afresh at the snapshot: match NO
+    once traffic went on."""
+    cat = make_synthetic(120, 200, 3000, random_state=4)
+    settings = purge_settings(tmp_path, shadow_policy="UCB1")
+    fit = fit_arms(settings.arms, cat, seed=0)
+    rng = np.random.default_rng(0)
+    with purge_worker(settings, cat, fit) as running:
+        service = running.app.state.service
+        purge_traffic(running, rng, 20)
+        settle_all(running)
+        service.refresh()
+        # The purge reads the head where the worker's fold stands (the rows after it were
+        # logged after that read: the same log, by its commit order).
+        store_class = type(service.store)
+        real_head = store_class.log_seq
+        with monkeypatch.context() as patched:
+            patched.setattr(store_class, "log_seq",
+                            lambda self: min(real_head(self), service.snapshot.seq))
+            run_purge(settings, cat, time.time() + 4 * HOUR)
+        assert service.store.fold_mark() == service.snapshot.seq
+        purge_traffic(running, rng, 5)
+        settle_all(running)
+        service.refresh()
+        rebuilt = rebuild_state(settings, service=running)
+    text = str(rebuilt)
+    (line,) = lines_of(text, "shadow UCB1")
+    assert "match yes" in line and "5 outcomes folded after the fold snapshot at" in line, text
+    assert rebuilt.exit_code == 0, text
+
+
 def test_a_purged_log_is_checked_under_its_fold_snapshot_s_policy(tmp_path: Path) -> None:
     """Found by attack: after a purge under LinTS, rebuild-state with other settings (the
     defaults) exited 1 ("a purged log can only be folded further under the policy it was
