@@ -530,6 +530,52 @@ def test_a_client_that_half_closes_gets_its_answers(worker: Worker) -> None:
     sock.close()
 
 
+def test_a_half_close_after_a_refused_head_keeps_the_requests_before_it(
+        worker: Worker) -> None:
+    # Found by attack: the end of the stream marked the request before the refused head
+    # disconnected: it was lost (or, answered by nobody, held the refusal and the connection
+    # for good, and with it the worker's graceful stop).
+    sock = worker.connect()
+    sock.sendall(b"GET /hold/half-close HTTP/1.1\r\nHost: x\r\n\r\n"  # in flight meanwhile
+                 + b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+                 + b"GET /ok HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 17_000 + b"\r\n\r\n")
+    sock.shutdown(socket.SHUT_WR)
+    time.sleep(1.0)  # the end of the stream is seen (if late, the test checks less)
+    (worker.hold_file.parent / "half-close").touch()
+    answers = closes_within_deadline(sock)
+    sock.close()
+    assert [status_of(a) for a in answers] == [200, 200, 431], answers
+    assert answers[1].endswith(b'{"bytes":3}')
+
+
+def test_a_head_over_the_cap_split_across_reads_is_431(worker: Worker) -> None:
+    # Found by attack: only the last read of a head that began in an earlier one was counted,
+    # so a 20 KB head sent in two parts was served.
+    head = b"GET /ok HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 20_000 + b"\r\n\r\n"
+    for split in (100, 8_000, 16_383, 16_385, len(head) - 2):
+        sock = worker.connect()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(head[:split])
+        time.sleep(0.15)  # two reads (if not, the one read is counted whole: 431 all the same)
+        with contextlib.suppress(OSError):
+            sock.sendall(head[split:])
+        answers = closes_within_deadline(sock)
+        sock.close()
+        assert [status_of(a) for a in answers] == [431], (split, answers)
+
+
+def test_blank_lines_do_not_hold_a_connection(worker: Worker) -> None:
+    # Found by attack: llhttp skips blank lines before a request, so no header deadline was
+    # armed, while any byte cancelled the keep-alive time-out: "\r\n" held a connection
+    # (and a file descriptor) for good.
+    for before in (b"", b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n"):
+        sock = worker.connect()
+        sock.sendall(before + b"\r\n")
+        answers = closes_within_deadline(sock)  # the keep-alive time-out: 1 s here
+        sock.close()
+        assert [status_of(a) for a in answers] == ([200] if before else [])
+
+
 def test_a_head_timed_out_behind_a_slow_answer_waits_for_it(worker: Worker) -> None:
     # The header time-out of a head pipelined behind an answer still in the making hung up,
     # and the answer was lost; now the answer goes out, then the 408.

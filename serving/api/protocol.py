@@ -109,12 +109,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self.limits = limits
         self._phase = _IDLE
-        # Bytes of the reads after the one the current head began in (that one is not
-        # counted: where in it the head began is unknown, and counting all of it refused
-        # 130-byte heads that began at the end of a 64 KiB read of pipelined requests, found
-        # by attack), and the size of the read being parsed.
+        # The current head's bytes: those of the reads after the one it began in (all of
+        # them head bytes), and the size of that one (where in it the head began is unknown:
+        # counting all of it against the cap refused 130-byte heads that began at the end of
+        # a 64 KiB read of pipelined requests, found by attack; it bounds the head's part).
         self._head_bytes = 0
-        self._read_bytes = 0
+        self._head_start_read = 0
+        self._read_bytes = 0  # the size of the read being parsed
         self._head_began_in_read = False
         self._eof = False  # the client half-closed: answer what came, then close
         self._deadline: asyncio.TimerHandle | None = None
@@ -174,7 +175,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # uvicorn's data_received, with the head counted and our refusals left alone.
         if self._refused:
             return
-        self._unset_keepalive_if_required()
+        # The keep-alive time-out is cancelled when a request begins (on_message_begin), not
+        # by any byte: llhttp skips blank lines before a request, so a client sending "\r\n"
+        # now and then held its connection for good, with no deadline (found by attack).
         self._read_bytes = len(data)
         self._head_began_in_read = False
         if not self._parsed(data):
@@ -218,8 +221,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         """A request begins: its head must be complete within ``header_timeout_s``."""
         super().on_message_begin()
+        self._unset_keepalive_if_required()
         self._phase = _HEAD
         self._head_bytes = 0
+        self._head_start_read = self._read_bytes
         self._head_began_in_read = True
         self._cancel_deadline()
         self._deadline = self.loop.call_later(self.limits.header_timeout_s,
@@ -232,11 +237,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         request.
         """
         self._cancel_deadline()
-        self._phase = _BODY
         limits = self.limits
-        # The exact size is only worked out when the bytes received could exceed the cap.
-        if (self._head_bytes + self._read_bytes > limits.max_header_bytes
-                and self._head_size() > limits.max_header_bytes):
+        # The exact size is only worked out when the bytes received could exceed the cap: an
+        # upper bound (the read the head began in, whole, and those after it; a head split
+        # across reads passed when only the last read was counted, found by attack).
+        received = self._head_start_read + self._head_bytes + (
+            0 if self._head_began_in_read else self._read_bytes)
+        if received > limits.max_header_bytes and self._head_size() > limits.max_header_bytes:
             self._refuse(431, "headers_too_large", self._too_large_detail())
             raise _RefusedError
         if len(self.tasks) >= limits.max_concurrency:
@@ -245,6 +252,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                          f"the worker already serves {limits.max_concurrency} requests; retry "
                          "shortly", retry_after=True)
             raise _RefusedError
+        self._phase = _BODY
         super().on_headers_complete()
         self._cycles = [c for c in self._cycles if not c.response_complete]
         self._cycles.append(self.cycle)
@@ -385,7 +393,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         disconnect, 499).
         """
         self._eof = True
-        if self._phase == _BODY and self.cycle is not None and not self.cycle.response_complete:
+        # (Not after a refusal: the refused request has no cycle of its own, or _refuse
+        # marked it; marking the previous request lost it and held the connection, found by
+        # attack.)
+        if (not self._refused and self._phase == _BODY and self.cycle is not None
+                and not self.cycle.response_complete):
             self.cycle.disconnected = True
             self.cycle.message_event.set()
         self._cancel_deadline()
@@ -393,6 +405,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return True  # keep the transport to write the answers
         self._unset_keepalive_if_required()
         return False
+
+    def shutdown(self) -> None:
+        """The graceful stop (uvicorn's): a connection that answers nothing more (idle, or only
+        refused requests left) closes now; one answering closes after its answers. uvicorn
+        looked only at the newest request, so a connection whose newest was refused was
+        kept, and the stop waited for it for good.
+        """
+        if not self._answering() and self._deferred_refusal is None:
+            self.transport.close()
+        else:
+            super().shutdown()
 
     def _answering(self) -> bool:
         """Whether a request of the connection awaits its answer (refused ones do not)."""
