@@ -86,7 +86,13 @@ from serving.results import (
     SnapshotInfo,
 )
 from serving.retrain_trigger import hold_retrain_lease
-from serving.settings import Settings, arm_not_served, arms_unchecked, settings_issues
+from serving.settings import (
+    Settings,
+    arm_not_served,
+    arms_unchecked,
+    http_url,
+    settings_issues,
+)
 from serving.store import Outcome, Store, open_store
 from serving.store.errors import StoreNotFoundError
 from serving.store.types import (
@@ -752,7 +758,7 @@ def _serve_on(settings: Settings, sock: socket.socket) -> int:
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="recbandits-metrics-")
     print(f"recbandits: serving {', '.join(settings.arms)} (policy version "
-          f"{resources.arm_set.version}) on http://{settings.host}:{settings.port} with "
+          f"{resources.arm_set.version}) on {http_url(settings.host, settings.port)} with "
           f"{settings.workers} worker(s); store {resources.store.describe()}", flush=True)
     config = uvicorn.Config("serving.app:app_from_env", factory=True, host=settings.host,
                             port=settings.port, workers=settings.workers, access_log=False,
@@ -1394,7 +1400,7 @@ def _service_live_state(settings: Settings, store: Store, service: httpx2.Client
         return None, "no admin token set: no running service asked"
     host = settings.host if settings.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
     client = service if service is not None else httpx2.Client(
-        base_url=f"http://{f'[{host}]' if ':' in host else host}:{settings.port}", timeout=5.0)
+        base_url=http_url(host, settings.port), timeout=5.0)
     where = str(client.base_url).rstrip("/")
     try:
         response = client.get(path,

@@ -137,6 +137,13 @@ def settings_issues(exc: ValidationError) -> str:
     return "; ".join(issues)
 
 
+def http_url(host: str, port: int) -> str:
+    """The service's base URL at ``host``:``port`` (an IPv6 address in brackets: ``serve``'s
+    banner said ``http://::1:8000``, found by attack).
+    """
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+
 class Settings(BaseSettings):
     """Configuration of the recommendation service.
 

@@ -112,3 +112,12 @@ def test_no_accepted_event_time_is_one_the_log_cannot_hold(tmp_path: Path) -> No
             assert response.status_code == 422, (stamp, response.text)
         assert client.get("/policy").status_code == 200
         assert client.app.state.service.store.log_seq() == 0
+
+
+def test_the_service_url_brackets_an_ipv6_host() -> None:
+    # Found by attack: serve's banner said "on http://::1:18306".
+    from serving.settings import http_url
+
+    assert http_url("::1", 18306) == "http://[::1]:18306"
+    assert http_url("127.0.0.1", 8000) == "http://127.0.0.1:8000"
+    assert http_url("localhost", 80) == "http://localhost:80"
