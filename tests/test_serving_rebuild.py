@@ -10,7 +10,10 @@ the fixtures of :mod:`test_serving_versions` and :mod:`test_serving_purge`.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,6 +29,7 @@ from arms.data.dataset import Dataset
 from serving.armset import fit_arms
 from serving.commands import rebuild_state
 from serving.drift import DriftMonitor, check_replay
+from serving.settings import Settings
 from serving.store.types import Outcome
 
 
@@ -206,11 +210,13 @@ def test_check_replay_takes_the_worker_s_settings_and_still_sees_another_state()
     assert match and "not compared" in lines[0] and "Bayesian" in lines[0]
 
 
-def test_a_contextual_shadow_of_a_context_free_policy_after_a_purge(tmp_path: Path) -> None:
-    """The fold snapshot holds Thompson Sampling's state (no n_features): the LinTS shadow's
-    dimension comes from the logged contexts, and both policies match the worker's."""
+@contextmanager
+def purged(tmp_path: Path, **options: object) -> Iterator[tuple[Settings, Any]]:
+    """A worker of ``purge_settings(tmp_path, **options)`` and those settings: 20 slates with
+    events, settled, all purged, then 5 more, settled and folded (by hand in these settings).
+    """
     cat = make_synthetic(120, 200, 3000, random_state=4)
-    settings = purge_settings(tmp_path, shadow_policy="LinTS")
+    settings = purge_settings(tmp_path, **options)
     fit = fit_arms(settings.arms, cat, seed=0)
     rng = np.random.default_rng(0)
     with purge_worker(settings, cat, fit) as running:
@@ -219,7 +225,14 @@ def test_a_contextual_shadow_of_a_context_free_policy_after_a_purge(tmp_path: Pa
         run_purge(settings, cat, time.time() + 4 * HOUR)
         purge_traffic(running, rng, 5)
         settle_all(running)
-        running.app.state.service.refresh()  # refreshed by hand only in these settings
+        running.app.state.service.refresh()
+        yield settings, running
+
+
+def test_a_contextual_shadow_of_a_context_free_policy_after_a_purge(tmp_path: Path) -> None:
+    """The fold snapshot holds Thompson Sampling's state (no n_features): the LinTS shadow's
+    dimension comes from the logged contexts, and both policies match the worker's."""
+    with purged(tmp_path, shadow_policy="LinTS") as (settings, running):
         rebuilt = rebuild_state(settings, service=running)
     text = str(rebuilt)
     assert rebuilt.exit_code == 0, text
@@ -271,17 +284,7 @@ def test_a_purged_log_is_checked_under_its_fold_snapshot_s_policy(tmp_path: Path
     defaults) exited 1 ("a purged log can only be folded further under the policy it was
     folded with"), though the worker runs exactly the snapshot's policy; the header named
     the settings' policy, not the one folded."""
-    cat = make_synthetic(120, 200, 3000, random_state=4)
-    settings = purge_settings(tmp_path, policy="LinTS")
-    fit = fit_arms(settings.arms, cat, seed=0)
-    rng = np.random.default_rng(0)
-    with purge_worker(settings, cat, fit) as running:
-        purge_traffic(running, rng, 20)
-        settle_all(running)
-        run_purge(settings, cat, time.time() + 4 * HOUR)
-        purge_traffic(running, rng, 5)
-        settle_all(running)
-        running.app.state.service.refresh()
+    with purged(tmp_path, policy="LinTS") as (settings, running):
         defaults = settings.model_copy(update={"policy": "ThompsonSampling"})
         rebuilt = rebuild_state(defaults, service=running)
         alone = rebuild_state(defaults.model_copy(update={"admin_token": None}),
