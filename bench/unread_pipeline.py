@@ -23,11 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import test_serving_protocol as protocol_tests  # its worker and app
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=30_000)
     parser.add_argument("--probes", type=int, default=20)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     worker = protocol_tests.Worker(Path(tempfile.mkdtemp(prefix="unread-pipeline-")))
     try:
         ticks_before = _cpu_ticks(worker.proc.pid)
