@@ -23,7 +23,9 @@ every request into a 503, and its 503 is plain text rather than the API's error 
 - an idle time-out from the moment a connection opens (uvicorn's keep-alive time-out, which it
   otherwise arms only after a response);
 - a cap on requests in flight in the worker: 503 with ``Retry-After`` and close beyond
-  ``max_concurrency``, before the app is called.
+  ``max_concurrency``, before the app is called;
+- no trailer fields after a chunked body (400): uvicorn merged them into the request's
+  headers, which the app reads.
 
 Refusals carry the API's error body (``{"detail": ..., "code": ...}``) and close the
 connection, after the answers of the requests pipelined before the refused one (HTTP/1.1
