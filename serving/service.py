@@ -653,13 +653,9 @@ class RecommendationService:
         if fold is None:
             return
         if fold.seq > self.snapshot.seq:
+            # (The shadow restarts at the snapshot in refresh: _advance_shadow.)
             self.snapshot = self.policy_model.resume(fold.policy["state"], fold.seq,
                                                      fold.policy["rewards"], pulls, version)
-            if self._shadow is not None:  # its purged outcomes are gone: it starts afresh there
-                model, _, described = self._shadow
-                self._shadow = (model, model.resume(None, fold.seq, {}, pulls, version),
-                                described)
-                self._shadow_start = fold.seq
         if live and fold.seq > self.live_seq:
             current = self.arm_set
             missing = [n for n in live if n not in fold.arms]

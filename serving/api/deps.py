@@ -7,8 +7,8 @@ which costs two thread switches per request for what is an attribute lookup.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Mapping
-from typing import Annotated, Any, Generic
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Annotated, Any, Generic, cast
 
 import pydantic
 import pydantic_core
@@ -89,14 +89,30 @@ def _path_issues(request: Request, checks: PathChecks) -> list[dict[str, Any]]:
     return issues
 
 
-def _refuse(issues: list[dict[str, Any]], path: list[dict[str, Any]]) -> None:
-    """Raise one 422 of ``issues`` (the query's and the body's) and the ``path``'s beside
-    them; a bad path alone is left to the route, which answers it as it always has (found by
-    attack: a bad query or body hid a bad version or user id, said only once they were
-    mended).
+async def _one_422(request: Request, allowed: Mapping[str, tuple[str, ...]] | None,
+                   checks: PathChecks, read: Callable[[], Awaitable[Any]]) -> Any:
+    """What ``read`` returns (the body, or nothing), once the query (``allowed``; None: not
+    checked), the path (``checks``) and ``read`` itself gave no issue; else one 422 of them
+    all: the rule of :func:`bare` and :class:`JsonBody`. A bad query, body or path hid the
+    others, each said only once the ones before it were mended (found by attack). A body of
+    another media type joins the others' 422 (its 415 hid them, found in review); alone it is
+    the 415, and a bad path alone is left to the route, which answers it as it always has. A
+    cut-off body or a client gone (408, 499) is answered as such.
     """
+    issues = [] if allowed is None else _query_issues(request, allowed)
+    path = _path_issues(request, checks)
+    result = None
+    try:
+        result = await read()
+    except RequestValidationError as exc:
+        issues += exc.errors()
+    except UnsupportedMediaTypeError as exc:
+        if not issues and not path:
+            raise
+        issues.append({"loc": ("body",), "type": exc.code, "msg": exc.message})
     if issues:
         raise RequestValidationError([*path, *issues])
+    return result
 
 
 class JsonBody(Generic[M]):
@@ -132,25 +148,15 @@ class JsonBody(Generic[M]):
         """
         if self.query is None and not self.path:
             return await json_body(request, self.model)
-        issues = [] if self.query is None else _query_issues(request, self.query)
-        path = _path_issues(request, self.path)
-        try:
-            body = await json_body(request, self.model)
-        except RequestValidationError as exc:
-            issues += exc.errors()
-        except UnsupportedMediaTypeError as exc:
-            if not issues and not path:
-                raise
-            issues.append({"loc": ("body",), "type": exc.code, "msg": exc.message})
-        _refuse(issues, path)
-        return body
+        return cast(M, await _one_422(request, self.query, self.path,
+                                      lambda: json_body(request, self.model)))
 
 
 def bare(path: PathChecks | None = None, **allowed: tuple[str, ...]) -> Any:
     """The dependency of a side-effect route that reads no body: :func:`_query_issues`' check
     and :func:`_body_issues`', their issues in one 422 (found by attack: a bad query hid a
     body the route would refuse, said only once the query was mended), with the ``path``
-    checks' beside them (:func:`_refuse`).
+    checks' beside them (:func:`_one_422`).
 
     Parameters
     ----------
@@ -162,18 +168,11 @@ def bare(path: PathChecks | None = None, **allowed: tuple[str, ...]) -> Any:
     checks = dict(path or {})
 
     async def check(request: Request) -> None:  # async: see the module doc
-        errors = _query_issues(request, allowed)
-        issues = _path_issues(request, checks)
-        try:
-            errors += await _body_issues(request)
-        except UnsupportedMediaTypeError as exc:
-            if not errors and not issues:
-                raise
-            # A body of another media type beside a bad query: both in the 422 (found in
-            # review: the 415 hid the query's issues). A cut-off body or a client gone (408,
-            # 499) is answered as such.
-            errors.append({"loc": ("body",), "type": exc.code, "msg": exc.message})
-        _refuse(errors, issues)
+        async def no_body() -> None:
+            if issues := await _body_issues(request):
+                raise RequestValidationError(issues)
+
+        await _one_422(request, allowed, checks, no_body)
     return Depends(check)
 
 
