@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import errno
 import json
 import logging
@@ -1453,39 +1454,99 @@ def credit(settings: Settings, *, n_bootstrap: int = DEFAULT_N_BOOTSTRAP, seed: 
                                                n_bootstrap=n_bootstrap, seed=seed))
 
 
-def shadow_status(settings: Settings) -> ShadowStatusResults | NothingToDo:
+def shadow_status(settings: Settings, *, service: httpx2.Client | None = None
+                  ) -> ShadowStatusResults | NothingToDo:
     """The live and shadow policies in force on the settings' store, the latest promotion and
     how many decisions carry a shadow record (``recbandits shadow status``;
-    :func:`serving.shadow.status`).
+    :func:`serving.shadow.status`), and whether a running worker (``service``, else the
+    one ``settings.host`` and ``settings.port`` name, asked with the admin token) runs those
+    policies (:func:`_against_the_service`).
     """
     with _open_log(settings, "show", "shadow status would fold") as opened:
         if isinstance(opened, NothingToDo):
             return opened
         store, settings = opened
         report = shadow.status(settings, store)
+        differs, checked = _against_the_service(settings, store, service)
         source = store.describe()
-    return ShadowStatusResults(source, report)
+    return ShadowStatusResults(source, report, checked, differs)
 
 
-def shadow_promote(settings: Settings) -> shadow.PromoteResult:
+def shadow_promote(settings: Settings, *, service: httpx2.Client | None = None
+                   ) -> shadow.PromoteResult:
     """Make the shadow policy the live one (``recbandits shadow promote``;
     :func:`serving.shadow.promote`): recorded in the store, followed by every worker within
     one refresh interval.
+
+    The settings say which policy is promoted and which one it replaces, and the promotion
+    records both; when a running worker answers (``service``, else the one the settings'
+    host and port name, asked with the admin token), it must run the live and shadow
+    policies the settings put in force (:func:`_against_the_service`). Before, settings other
+    than the service's promoted their own shadow and recorded their own live policy as the
+    one replaced, while the workers served another.
 
     Raises
     ------
     CommandError
         No store or log yet, or nothing to promote (no shadow policy, a purged log, another
-        promotion meanwhile): exit 1, a refusal that changes nothing, as ``models``'.
+        promotion meanwhile): exit 1, a refusal that changes nothing, as ``models``'. A
+        running worker that runs other policies than the settings give: exit 2, nothing
+        recorded.
     """
     with _open_log(settings, "promote", "shadow promote would fold") as opened:
         if isinstance(opened, NothingToDo):
             raise CommandError(f"nothing to promote: {opened.reason}", exit_code=1)
         store, settings = opened
+        differs, checked = _against_the_service(settings, store, service)
+        if differs is not None:
+            raise CommandError(f"nothing promoted: {differs}; promote with the service's "
+                               "settings, or with POST /admin/shadow/promote on it")
         try:
-            return shadow.promote(settings, store)
+            result = shadow.promote(settings, store)
         except ValueError as exc:
             raise CommandError(str(exc), exit_code=1) from None
+    return dataclasses.replace(result, checked=checked)
+
+
+def _against_the_service(settings: Settings, store: Store, service: httpx2.Client | None
+                         ) -> tuple[str | None, str]:
+    """Whether a running worker of ``store`` runs the live and shadow policies ``settings``
+    put in force there (:func:`serving.shadow.effective`), compared as
+    :func:`serving.policy.policy_identity` (name and hyper-parameters, the context's
+    dimension the worker's).
+
+    Returns
+    -------
+    (differs, checked)
+        ``differs``: None when the worker runs them or none answered, else what each side
+        runs; ``checked``: which worker ran them, or why none was asked.
+    """
+    current = shadow.effective(settings, store)
+    held, where = _service_policy_state(current, store, service)
+    if held is None:
+        return None, f"no running service checked: {where}"
+    runs = {"live": held.get("policy"), "shadow": (held.get("shadow") or {}).get("policy")}
+    theirs = {role: None if not r else policy_identity(r.get("name"), r.get("params"))
+              for role, r in runs.items()}
+    n_features = (runs["live"] or {}).get("params", {}).get("n_features")
+    ours: dict[str, JsonObject | None] = {"live": current.policy_model(n_features).identity()}
+    if current.shadow_policy is None or theirs["shadow"] is None:
+        ours["shadow"] = (None if current.shadow_policy is None else
+                          {"name": current.shadow_policy,
+                           "params": dict(current.shadow_policy_params)})
+    else:
+        model = current.shadow_model(theirs["shadow"]["params"].get("n_features"))
+        ours["shadow"] = None if model is None else model.identity()
+    if ours == theirs:
+        return None, f"the service at {where} runs these policies"
+
+    def said(side: dict[str, JsonObject | None]) -> str:
+        return " with shadow ".join("none" if p is None else
+                                    f"{p['name']} {json.dumps(p['params'])}"
+                                    for p in (side["live"], side["shadow"]))
+
+    return (f"the service at {where} runs live {said(theirs)}, these settings give live "
+            f"{said(ours)}"), where
 
 
 def parse_date(text: str) -> float:

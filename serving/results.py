@@ -366,10 +366,17 @@ class ShadowStatusResults:
     report : dict
         :func:`serving.shadow.status`: ``live`` and ``shadow`` (name and params; shadow None),
         ``promotion`` (None: the settings' policy is live) and ``shadow_decisions``.
+    checked : str, optional
+        Which running worker was seen to run those policies, or why none was asked.
+    differs : str, optional
+        What a running worker runs instead, when it runs other policies than the settings
+        give (then the report is the settings', not the service's).
     """
 
     source: str
     report: JsonObject
+    checked: str | None = None
+    differs: str | None = None
 
     @property
     def exit_code(self) -> int:
@@ -388,7 +395,10 @@ class ShadowStatusResults:
                              f"#{promotion['id']}: {promotion['policy']['name']} replaced "
                              f"{promotion['previous']['name']} (it overrides the settings' "
                              "policy)"),
-            f"decisions with a shadow record: {self.report['shadow_decisions']}"])
+            f"decisions with a shadow record: {self.report['shadow_decisions']}",
+            *([] if self.checked is None and self.differs is None else
+              [f"service: {self.checked}" if self.differs is None else
+               f"service: NOT these policies: {self.differs}"])])
 
 
 #: Any result of a service command but ``serve``.

@@ -153,6 +153,9 @@ class PromoteResult:
 
     promotion: Promotion
     previous: JsonObject
+    #: Whether a running worker was seen to run the policies promoted from and to (the
+    #: command's, :func:`serving.commands.shadow_promote`): said after the result.
+    checked: str | None = None
 
     @property
     def exit_code(self) -> int:
@@ -161,9 +164,10 @@ class PromoteResult:
 
     def __str__(self) -> str:
         p = self.promotion
-        return (f"promoted {p.policy} {json.dumps(p.params)} (promotion #{p.id}), replacing "
+        said = (f"promoted {p.policy} {json.dumps(p.params)} (promotion #{p.id}), replacing "
                 f"{self.previous['name']} {json.dumps(self.previous['params'])}; every worker "
                 "serves it within one refresh interval")
+        return said if self.checked is None else f"{said} ({self.checked})"
 
 
 def promote(settings: Settings, store: Store, *, now: float | None = None) -> PromoteResult:

@@ -35,7 +35,7 @@ from experiments.cli import main as cli_main
 from serving import offpolicy, shadow
 from serving.app import create_app
 from serving.armset import fit_arms
-from serving.commands import purge, rebuild_state
+from serving.commands import purge, rebuild_state, shadow_promote, shadow_status
 from serving.policy import draw_arm
 from serving.results import CommandError, PurgeResults
 from serving.schemas import ShadowStatusOut
@@ -404,6 +404,48 @@ def test_the_promote_command_records_it_and_refuses_without_a_shadow(
     assert "#1: UCB1 replaced ThompsonSampling" in printed
     with worker(settings, catalog, fitted) as client:
         assert client.get("/policy").json()["policy"] == "UCB1"
+
+
+def test_promote_and_status_check_the_policies_a_running_worker_runs(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
+    """Settings other than the service's promoted their own shadow and recorded their own live
+    policy as the one replaced (ThompsonSampling), while the worker served LinTS: now refused
+    (exit 2, nothing recorded) when a running worker runs other policies; with the service's
+    settings the promotion says which worker it checked."""
+    served = make_settings(tmp_path, "sqlite", refresh_interval_s=HOUR, policy="LinTS",
+                           shadow_policy="UCB1")
+    other = served.model_copy(update={"policy": "ThompsonSampling"})
+    with worker(served, catalog, fitted) as client:
+        traffic(client, 20)
+        status = shadow_status(other, service=client)
+        assert status.exit_code == 0
+        assert ("service: NOT these policies: the service at http://testserver runs live "
+                "LinTS {") in str(status)
+        assert "these settings give live ThompsonSampling {" in str(status)
+        with pytest.raises(CommandError) as refused:
+            shadow_promote(other, service=client)
+        assert refused.value.exit_code == 2
+        assert "runs live LinTS" in str(refused.value) and "with shadow UCB1 {" in str(
+            refused.value)
+        store = open_store(served.resolved_db_url())
+        try:
+            assert shadow.latest(store) is None  # nothing recorded
+        finally:
+            store.dispose()
+        # Another shadow than the worker's is refused too.
+        with pytest.raises(CommandError, match="with shadow EpsilonGreedy"):
+            shadow_promote(served.model_copy(update={"shadow_policy": "EpsilonGreedy"}),
+                           service=client)
+        assert "service: the service at http://testserver runs these policies" in str(
+            shadow_status(served, service=client))
+        done = shadow_promote(served, service=client)
+        assert done.previous["name"] == "LinTS" and done.promotion.policy == "UCB1"
+        assert str(done).endswith("(the service at http://testserver runs these policies)")
+        client.app.state.service.refresh()
+        assert client.get("/policy").json()["policy"] == "UCB1"
+    # No worker answers: the settings' policies, and the result says none was checked.
+    assert "service: no running service checked: no service answered at" in str(
+        shadow_status(served))
 
 
 # ---------------------------------------------------------------------------- ope --shadow
