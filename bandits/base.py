@@ -44,6 +44,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from numbers import Real
 from typing import Any, ClassVar, cast
 
 import numpy as np
@@ -57,6 +58,7 @@ from bandits.errors import (
     check_real,
     check_rewards,
     check_stat,
+    real_array,
     reward_bounds,
     short_repr,
 )
@@ -1005,9 +1007,12 @@ class BatchedPolicy(Policy):
         if contexts is None:
             raise ValueError(f"{name}=None: {type(self).__name__} needs a context of {d} features")
         try:
-            x = np.asarray(contexts, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{name} must be numeric, got {contexts!r}") from exc
+            # Booleans are features (one-hot); strings and complex numbers are refused (numpy
+            # read "1" as 1.0 and dropped imaginary parts with a warning: found by attack).
+            x = real_array(contexts, name, allow_bool=True)
+        except (TypeError, ValueError) as exc:  # (ValueError: ragged nested lists)
+            raise ValueError(f"{name} must be numeric (real numbers or booleans), got "
+                             f"{short_repr(contexts)}") from exc
         given = x.shape
         if n_runs == 1 and x.ndim == 1:
             x = x[None, :]
@@ -1057,6 +1062,9 @@ class BatchedPolicy(Policy):
 
         Raises
         ------
+        TypeError
+            Rewards or contexts that are not real numbers (strings, complex numbers; booleans
+            among rewards).
         ValueError
             Wrong shapes, arm positions out of range, rewards outside the support or NaN.
         """
@@ -1070,10 +1078,9 @@ class BatchedPolicy(Policy):
                 bad = arms[(arms < 0) | (arms >= self.n_arms)][0]
                 raise UnknownArmError(f"arms contains {int(bad)}; positions are "
                                       f"0..{self.n_arms - 1}")
-            rewards = np.asarray(rewards)
+            rewards = check_rewards(rewards, "reward", self.reward_low, self.reward_high)
             if rewards.shape != (R,):
                 raise ValueError(f"rewards has shape {rewards.shape}; expected ({R},)")
-            check_rewards(rewards, "reward", self.reward_low, self.reward_high)
         x = self._check_contexts(contexts, R, "contexts") if validate else contexts
         if self.batch_size == 1:
             self._learn(state.stats, arms, rewards, x)
@@ -1135,7 +1142,7 @@ class BatchedPolicy(Policy):
             ``arm`` neither str nor int, ``reward`` not a number.
         """
         k = arm_index(self.arms, arm)
-        if isinstance(reward, bool) or not isinstance(reward, int | float | np.number):
+        if isinstance(reward, bool) or not isinstance(reward, Real):  # not np.complex128 either
             raise TypeError(f"reward must be a real number, got {reward!r}")
         r = check_rewards(np.array([reward], dtype=np.float64), "reward",
                           self.reward_low, self.reward_high)

@@ -184,6 +184,8 @@ class ChangeDetector(ABC):
 
         Raises
         ------
+        TypeError
+            Rewards that are not real numbers (strings, complex numbers, booleans).
         ValueError
             Wrong shapes, arm positions out of range, rewards outside ``[0, 1]`` or NaN; the state
             is left unchanged.
@@ -195,10 +197,9 @@ class ChangeDetector(ABC):
         if a.size and (a.min() < 0 or a.max() >= self.n_arms):
             bad = a[(a < 0) | (a >= self.n_arms)][0]
             raise ValueError(f"arms contains {int(bad)}; positions are 0..{self.n_arms - 1}")
-        x = np.asarray(rewards, dtype=np.float64)
+        x = check_rewards(rewards, "reward", 0.0, 1.0)
         if x.shape != (R,):
             raise ValueError(f"rewards has shape {x.shape}; expected ({R},)")
-        check_rewards(x, "reward", 0.0, 1.0)
         rows = np.arange(R)
         # Gather the observed arm's statistics, step them as (R,) vectors, scatter them back:
         # one observation per run, so no two writes hit the same cell.

@@ -159,19 +159,59 @@ def reward_bounds(low: float | None, high: float | None) -> tuple[float, float]:
             MAX_ABS_REWARD if high is None else min(high, MAX_ABS_REWARD))
 
 
-def check_rewards(rewards: np.ndarray, name: str, low: float | None, high: float | None
-                  ) -> np.ndarray:
-    """Validate a reward array (any shape) against the support ``[low, high]``.
+def real_array(values: Any, name: str, *, allow_bool: bool = False) -> np.ndarray:
+    """``values`` (an array or nested sequence) as a float64 array, if it holds real numbers.
+
+    numpy's own conversion reads ``"1"`` as 1.0 and drops an imaginary part with a mere
+    warning, so strings, complex numbers and anything else that is not a real number are
+    refused here; booleans too unless ``allow_bool`` (clicks may come as a mask; a reward
+    ``True`` is refused as the single-step ``update`` refuses it). Found by attack: a string
+    reward array passed the support check and then failed half-way through a batched update,
+    which had counted the pulls but not their rewards.
+
+    Raises
+    ------
+    TypeError
+        ``values`` holds something other than real numbers (the message shows the first).
+    """
+    x = np.asarray(values)
+    kinds = "iufb" if allow_bool else "iuf"
+    if x.dtype.kind in kinds:
+        return np.asarray(x, dtype=np.float64)
+    flat = x.reshape(-1)
+    if x.dtype.kind == "O":  # Python objects: real numbers among them are fine
+
+        def real(v: Any) -> bool:
+            boolean = isinstance(v, bool | np.bool_)
+            return (isinstance(v, Real) or boolean) and (allow_bool or not boolean)
+
+        bad = next((v for v in flat if not real(v)), None)
+        if bad is None:
+            return np.asarray(x, dtype=np.float64)
+    else:
+        bad = flat[0] if flat.size else None
+    allowed = "real numbers" + (" or booleans" if allow_bool else "")
+    shown = "" if bad is None else f" (first: {short_repr(bad)})"
+    raise TypeError(f"{name} must hold {allowed}, got an array of {x.dtype}{shown}")
+
+
+def check_rewards(rewards: Any, name: str, low: float | None, high: float | None, *,
+                  allow_bool: bool = False) -> np.ndarray:
+    """Validate a reward array (any shape) against the support ``[low, high]``; returns it
+    as float64.
 
     An unbounded end (None) is taken at :data:`MAX_ABS_REWARD` in magnitude.
 
     Raises
     ------
+    TypeError
+        Not real numbers (strings, complex numbers, booleans unless ``allow_bool``:
+        :func:`real_array`).
     ValueError
         NaN, infinite or outside the support; the message shows the first offending value.
     """
     low, high = reward_bounds(low, high)
-    r = np.asarray(rewards, dtype=np.float64)
+    r = real_array(rewards, name, allow_bool=allow_bool)
     bad = ~((r >= low) & (r <= high))  # NaN fails both; both ends are finite
     if bad.any():
         first = r.reshape(-1)[np.flatnonzero(bad.reshape(-1))[0]]

@@ -265,19 +265,18 @@ def credit(teams: Any, clicks: Any, n_arms: int) -> tuple[np.ndarray, np.ndarray
     Raises
     ------
     TypeError
-        ``teams`` not integer.
+        ``teams`` not integer; ``clicks`` neither real numbers nor booleans.
     ValueError
         Mismatched shapes, an arm outside ``[-1, n_arms)``, clicks outside [0, 1] or NaN.
     """
     n_arms = check_int(n_arms, "n_arms")
     teams = _check_index_array(teams, "teams", 2)
-    clicks = np.asarray(clicks, dtype=np.float64)
+    clicks = check_rewards(clicks, "clicks", 0.0, 1.0, allow_bool=True)
     if clicks.shape != teams.shape:
         raise ValueError(f"clicks has shape {clicks.shape}; expected the teams' {teams.shape}")
     if teams.size and (teams.min() < -1 or teams.max() >= n_arms):
         raise ValueError(f"teams must hold arm positions in [0, {n_arms}) or -1, got values in "
                          f"[{teams.min()}, {teams.max()}]")
-    check_rewards(clicks, "clicks", 0.0, 1.0)
     R = teams.shape[0]
     shown = teams >= 0
     # one flat bincount per statistic: cell r * K + arm, empty positions dropped

@@ -32,6 +32,7 @@ target mass on arms the logging policy could not play.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, cast
@@ -39,7 +40,7 @@ from typing import Any, Literal, cast
 import numpy as np
 
 from bandits.base import RandomState, make_generator
-from bandits.errors import check_int, check_real
+from bandits.errors import check_int, check_real, real_array
 
 Estimator = Literal["ips", "snips", "dr"]
 ESTIMATORS: tuple[str, ...] = ("ips", "snips", "dr")
@@ -96,9 +97,11 @@ def _check(rewards: Any, actions: Any, logging_propensities: Any, target_probabi
 
 def _check_log(rewards: Any, actions: Any, logging_propensities: Any
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    r = np.asarray(rewards, dtype=np.float64)
+    # Real numbers only (numpy read "1" as 1.0 and dropped imaginary parts: found by attack);
+    # clicks may come as booleans.
+    r = real_array(rewards, "rewards", allow_bool=True)
     a = np.asarray(actions)
-    p0 = np.asarray(logging_propensities, dtype=np.float64)
+    p0 = real_array(logging_propensities, "logging_propensities")
     if r.ndim != 1 or r.size == 0:
         raise ValueError(f"rewards must be a non-empty 1-d array, got shape {r.shape}")
     n = r.size
@@ -117,7 +120,7 @@ def _check_log(rewards: Any, actions: Any, logging_propensities: Any
 
 
 def _check_target(target: Any, n: int, name: str) -> np.ndarray:
-    pe = np.asarray(target, dtype=np.float64)
+    pe = real_array(target, name)
     if pe.ndim != 2 or pe.shape[0] != n:
         raise ValueError(f"{name} has shape {pe.shape}; expected ({n}, n_arms)")
     if not (np.isfinite(pe).all() and (pe >= 0).all()) or not np.allclose(pe.sum(axis=1), 1.0,
@@ -127,7 +130,7 @@ def _check_target(target: Any, n: int, name: str) -> np.ndarray:
 
 
 def _check_model(reward_model: Any, shape: tuple[int, ...]) -> np.ndarray:
-    q = np.asarray(reward_model, dtype=np.float64)
+    q = real_array(reward_model, "reward_model")
     if q.shape != shape:
         raise ValueError(f"reward_model has shape {q.shape}; expected {shape}")
     if not np.isfinite(q).all():
@@ -185,11 +188,16 @@ def estimates_from_sums(sums: np.ndarray, n: int) -> np.ndarray:
 
 
 def _from_sums(sums: np.ndarray, n: int) -> np.ndarray:
-    """(..., 3) column sums -> (..., 3) estimates IPS, SNIPS, DR."""
+    """(..., 3) column sums -> (..., 3) estimates IPS, SNIPS, DR.
+
+    SNIPS is NaN where the weights sum to zero (the target policy puts no probability on any
+    logged action): 0 / 0, as Open Bandit Pipeline's. It read 0.0 before, a click rate that
+    looked measured (found by attack), and resamples without weight pulled the interval to 0.
+    """
     out = np.empty(sums.shape)
     out[..., 0] = sums[..., 0] / n
     den = sums[..., 1]
-    out[..., 1] = np.divide(sums[..., 0], den, out=np.zeros_like(den), where=den > 0)
+    out[..., 1] = np.divide(sums[..., 0], den, out=np.full_like(den, np.nan), where=den > 0)
     out[..., 2] = sums[..., 2] / n
     return out
 
@@ -306,7 +314,12 @@ def percentile_interval(resampled: np.ndarray, confidence: float
     if resampled.shape[0] == 0:
         nan = np.full(resampled.shape[1:], np.nan)
         return nan, nan.copy()
-    lo, hi = np.quantile(resampled, [(1 - confidence) / 2, (1 + confidence) / 2], axis=0)
+    # Over the resamples where the estimate exists (SNIPS is undefined on a resample without
+    # weight: _from_sums); NaN where it exists on none (DR without a reward model).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy's "All-NaN slice"
+        lo, hi = np.nanquantile(resampled, [(1 - confidence) / 2, (1 + confidence) / 2],
+                                axis=0)
     return lo, hi
 
 

@@ -104,6 +104,45 @@ def test_batched_update_validates_before_touching_the_state():
         ts.select_batch(state, 42)
 
 
+@pytest.mark.parametrize("make", POLICIES, ids=IDS)
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_batched_rewards_that_are_not_real_numbers_change_nothing(make, batch_size):
+    """A string or complex reward array passed the support check (numpy reads "1" as 1.0)
+    and then failed half-way through the update: UCB1, epsilon-greedy and KL-UCB had counted
+    the pulls without their rewards, LinUCB and LinTS updated A_inv but not b; Thompson
+    Sampling learned strings as numbers and dropped imaginary parts; a buffer (batch_size 3)
+    took all of them, booleans too."""
+    made = make()
+    policy = type(made)(ARMS, **{**made.get_params(), "batch_size": batch_size})
+    state = policy.init_batch(2)
+    contexts = np.array([[0.2, -0.4], [0.1, 0.3]]) if policy.contextual else None
+    snapshot = state.copy()
+    for rewards, shown in [(np.array(["1", "0"]), "<U1"), (np.array([1 + 0j, 0j]), "complex"),
+                           (np.array([True, False]), "bool"),
+                           (np.array([1.0, "x"], dtype=object), "'x'")]:
+        with pytest.raises(TypeError, match=f"reward must hold real numbers, got an array of "
+                                            f".*{shown}"):
+            policy.update_batch(state, np.array([0, 1]), rewards, contexts)
+        for key in state.stats:
+            np.testing.assert_array_equal(state.stats[key], snapshot.stats[key])
+        assert state.n_pending == 0
+    # Python numbers in an object array are real numbers.
+    policy.update_batch(state, np.array([0, 1]), np.array([1, 0.0], dtype=object), contexts)
+
+
+def test_a_numpy_complex_reward_or_context_is_refused():
+    ts = bd.ThompsonSampling(ARMS)
+    with pytest.raises(TypeError, match="reward must be a real number"):
+        ts.update(0, np.complex128(1))
+    lin = bd.LinUCB(ARMS, n_features=2)
+    before = json.dumps(lin.state_dict())
+    for ctx in (np.array([1 + 5j, 1]), np.array(["1", "2"])):
+        with pytest.raises(ValueError, match="context must be numeric"):
+            lin.update(0, 1.0, ctx)
+    assert_unchanged(lin, before)
+    lin.update(0, 1.0, np.array([True, False]))  # booleans are features (one-hot)
+
+
 @pytest.mark.parametrize("call, exc, match", [
     (lambda: bd.ThompsonSampling(ARMS, prior_alpha=0.0), ValueError, "prior_alpha=0.0"),
     (lambda: bd.ThompsonSampling(ARMS, prior_beta=[1, 2]), ValueError, "one per arm"),

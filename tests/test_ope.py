@@ -139,6 +139,42 @@ def test_flags_tiny_propensity_low_ess_and_support() -> None:
         "ips"].value
 
 
+def test_snips_without_weight_is_undefined_not_zero() -> None:
+    """A target with no probability on any logged action: SNIPS is 0 / 0, NaN with its
+    interval (it read 0.0 [0.0, 0.0], a click rate that looked measured); resamples without
+    weight are left out of an interval rather than counted as 0 (which pulled it down)."""
+    n = 200
+    rng = np.random.default_rng(4)
+    a = rng.integers(2, size=n)  # arm 2 never played
+    p0 = np.full(n, 1 / 3)
+    r = rng.integers(2, size=n).astype(float)
+    never = np.tile([0.0, 0.0, 1.0], (n, 1))
+    rep = ope.evaluate_policies(r, a, p0, {"never": never}, n_bootstrap=50,
+                                random_state=0)["never"]
+    snips = rep.estimates["snips"]
+    assert np.isnan(snips.value) and np.isnan(snips.ci_low) and np.isnan(snips.ci_high)
+    assert rep.estimates["ips"].value == 0.0  # IPS is a mean of zeros: 0 is right
+    assert np.isnan(ope.estimate("snips", r, a, p0, never, n_bootstrap=0).value)
+    # Three decisions, one with weight: most resamples miss it; those that hold it give 1.
+    sums = ope.bootstrap_sums(ope.estimator_terms(np.array([1.0, 0, 0]), np.array([0, 1, 1]),
+                                                  np.full(3, 0.5),
+                                                  np.tile([1.0, 0.0], (3, 1))), 40, 0)
+    resampled = ope.estimates_from_sums(sums, 3)[:, 1]
+    assert np.isnan(resampled).any() and (resampled[~np.isnan(resampled)] == 1.0).all()
+    low, high = ope.percentile_interval(resampled[:, None], 0.95)
+    assert low[0] == high[0] == 1.0
+
+
+def test_rewards_and_probabilities_must_be_real_numbers() -> None:
+    for bad in (np.array(["1", "0", "1", "1"]), R + 0j):
+        with pytest.raises(TypeError, match="rewards must hold real numbers or booleans"):
+            ope.estimate("ips", bad, A, P0, PE, n_bootstrap=0)
+    with pytest.raises(TypeError, match="logging_propensities must hold real numbers"):
+        ope.estimate("ips", R, A, P0.astype(str), PE, n_bootstrap=0)
+    clicks = ope.estimate("ips", R.astype(bool), A, P0, PE, n_bootstrap=0).value
+    assert clicks == ope.estimate("ips", R, A, P0, PE, n_bootstrap=0).value
+
+
 @pytest.mark.parametrize("kwargs, error, match", [
     (dict(targets={}), ValueError, "targets is empty"),
     (dict(targets={"x": np.ones((4, 2))}), ValueError, r"targets\['x'\] rows"),
