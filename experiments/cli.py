@@ -433,7 +433,9 @@ def _ope_obd(args: argparse.Namespace) -> int:
     results = obd_ope.run(config)
     print(results.markdown())
     print()
-    print(results.reconstructions.to_string(index=False, float_format="{:.3f}".format))
+    # logged_asof has no single table, so no distance to the empirical one: "–", not NaN.
+    print(results.reconstructions.to_string(index=False, float_format="{:.3f}".format,
+                                            na_rep="–"))
     for note in results.notes:
         print(f"recbandits ope: {note}", file=sys.stderr)
     return 0

@@ -297,6 +297,8 @@ def test_run_and_cli_on_a_generated_tree(tmp_path: Path, capsys: pytest.CaptureF
     assert out.count("| men | ") == 8 and "random ← bts" in out and "logged_asof" in out
     assert "Relative error over bootstrap resamples" in out
     assert re.search(r"\| [\d.]+‰ \[[\d.]+, [\d.]+\] \(\d+%\)", out)  # value [low, high]
+    # logged_asof has no single table to compare: "–" in the reconstruction table, not NaN.
+    assert re.search(r"men\s+logged_asof\s+–\s+[\d.]+", out) and "NaN" not in out
     # No resamples: no intervals (found in review: each value printed as its own interval).
     assert main(["ope", "--obd", "--campaign", "men", "--data", str(tmp_path),
                  "--bootstrap", "0"]) == 0
@@ -382,9 +384,12 @@ def test_ope_on_the_real_sample_covers_the_ground_truth(obd_sample: Path) -> Non
         assert row.covers_truth("snips"), (campaign, row.to_row())
         for name in ("empirical", "logged_hmean"):  # TS from the random log
             assert rows[campaign, name].covers_truth("snips")
-    # one logged propensity of 1e-6 leaves the women table an effective sample of ~2
+    # one logged propensity of 1e-6 leaves the women table an effective sample of ~2, and
+    # the printed table says so (it showed no flags, while the README named this one)
     assert rows["women", "uniform"].report.effective_sample_size < 5
     assert "low_ess" in rows["women", "uniform"].report.flags
+    assert re.search(r"\| women \| random ← bts \| uniform \|.*\| 2 / 10,000 \| [\d.e+]+ \| "
+                     r"tiny_propensity, low_ess \|", results.markdown())
     # the production priors do not reproduce the logged behaviour; the log's own figures do
     fit = results.reconstructions.set_index(["campaign", "action_dist"])
     for campaign in ("all", "men", "women"):
@@ -392,3 +397,17 @@ def test_ope_on_the_real_sample_covers_the_ground_truth(obd_sample: Path) -> Non
         assert fit.loc[(campaign, "logged_hmean"), "tv_to_empirical"] < 0.15
     assert set(ESTIMATORS) <= set(rows["all", "uniform"].report.estimates)
 
+
+
+@pytest.mark.movielens
+def test_a_campaign_gives_the_same_figures_alone_or_beside_others(obd_sample: Path) -> None:
+    """Each campaign's seeds were its place in the run: `--campaign men` printed other
+    estimates, intervals and ESS than the men rows of the full run (the README's)."""
+    def men_rows(campaigns: tuple[str, ...]) -> list[dict]:
+        results = run(OBDOPEConfig(campaigns=campaigns, data_dir=str(obd_sample),
+                                   n_bootstrap=20, seed=0, mc_samples=2_000))
+        return [r.to_row() for r in results.rows if r.campaign == "men"]
+
+    alone = men_rows(("men",))
+    assert alone == men_rows(("women", "men"))  # not men's place in CAMPAIGNS
+    assert {r["action_dist"] for r in alone} >= {"uniform", "prior_mc"}
