@@ -129,6 +129,9 @@ MAX_MARGIN = 1.0
 #: and ``tests/test_gate.py`` holds the two equal: the service's ``gate_bootstrap`` setting,
 #: at least ``bandits.ope.MIN_BOOTSTRAP``, is then always a value the gate takes.
 MIN_BOOTSTRAP = 10
+#: The ceiling, :data:`bandits.ope.MAX_BOOTSTRAP`'s, mirrored as the floor is (and held equal
+#: by the same test): the resamples are a (n_bootstrap, users) array.
+MAX_BOOTSTRAP = 100_000
 #: The gate's default resamples and confidence: :data:`bandits.ope.DEFAULT_N_BOOTSTRAP` and
 #: :data:`bandits.ope.DEFAULT_CONFIDENCE`, written here for the same reason and held equal by the
 #: same test.
@@ -258,7 +261,7 @@ def evaluate_gate(
     serv_specs = _specs(serving, "serving")
     k = check_int("k", k, low=1)
     margin = check_float("margin", margin, low=0.0, high=MAX_MARGIN)
-    n_bootstrap = check_int("n_bootstrap", n_bootstrap, low=MIN_BOOTSTRAP)
+    n_bootstrap = check_int("n_bootstrap", n_bootstrap, low=MIN_BOOTSTRAP, high=MAX_BOOTSTRAP)
     confidence = check_fraction("confidence", confidence)
     seed = check_int("random_state", random_state, low=0)
     if not isinstance(beyond_noise, bool):

@@ -42,7 +42,7 @@ from bandits.base import (
     quadrature_grid,
     row_max,
 )
-from bandits.errors import MAX_ABS_REWARD, check_int, check_real
+from bandits.errors import MAX_ABS_REWARD, check_propensity_grid, check_real
 
 
 @functools.lru_cache(maxsize=16)
@@ -326,7 +326,7 @@ class GaussianThompsonSampling(BatchedPolicy):
             check_real(self.noise_variance, "noise_variance", low=0.0, low_open=True)
         check_real(self.prior_shape, "prior_shape", low=MIN_GAMMA_SHAPE)
         check_real(self.prior_rate, "prior_rate", low=0.0, low_open=True)
-        check_int(self.propensity_grid, "propensity_grid", low=2)
+        check_propensity_grid(self.propensity_grid)
 
     def _init_stats(self, n_runs: int, n_arms: int, dtype: Any) -> dict[str, np.ndarray]:
         return {name: np.zeros((n_runs, n_arms), dtype) for name in self.per_arm_stats}

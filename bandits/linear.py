@@ -34,7 +34,7 @@ from bandits.base import (
     argmax_random_ties,
     argmax_set_probabilities,
 )
-from bandits.errors import check_int, check_real, check_stat, reward_bounds
+from bandits.errors import check_int, check_propensity_grid, check_real, check_stat, reward_bounds
 from bandits.gaussian import normal_probability_of_max, sample_argmax
 
 
@@ -233,7 +233,7 @@ class LinTS(_LinearPolicy):
     def _check_params(self) -> None:
         super()._check_params()
         check_real(self.scale, "scale", low=0.0, low_open=True)
-        check_int(self.propensity_grid, "propensity_grid", low=2)
+        check_propensity_grid(self.propensity_grid)
 
     def _posterior(self, state: BatchState, contexts: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray]:

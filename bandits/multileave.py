@@ -64,6 +64,7 @@ from bandits.errors import (
     MAX_COUNT,
     check_arm_names,
     check_int,
+    check_propensity_grid,
     check_rewards,
     check_stat,
     short_repr,
@@ -435,7 +436,7 @@ class MultileaveThompsonSampling:
         if m > min(K, slate_size):
             raise ValueError(f"m={m} must be within [1, min(n_arms={K}, slate_size={slate_size})]"
                              " so that every multileaved arm fills a position")
-        check_int(propensity_grid, "propensity_grid", low=2)
+        check_propensity_grid(propensity_grid)
         self.alpha0_ = check_beta_prior(prior_alpha, "prior_alpha", K)
         self.beta0_ = check_beta_prior(prior_beta, "prior_beta", K)
         self.sets = np.array(list(itertools.combinations(range(K), m)), dtype=np.int64)

@@ -35,7 +35,7 @@ from bandits.base import (
     standard_gamma,
     uniforms_float32,
 )
-from bandits.errors import check_int, check_per_arm
+from bandits.errors import check_per_arm, check_propensity_grid
 
 
 def gamma_pair_draws(alpha: np.ndarray, beta: np.ndarray, draws: Draws,
@@ -256,7 +256,7 @@ class _BetaPolicy(BatchedPolicy):
     propensity_grid: int
 
     def _check_params(self) -> None:
-        check_int(self.propensity_grid, "propensity_grid", low=2)
+        check_propensity_grid(self.propensity_grid)
 
     def _arm_param_names(self) -> tuple[str, ...]:
         return ("prior_alpha", "prior_beta")

@@ -8,8 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from bandits.errors import check_int
-from bandits.ope import MIN_BOOTSTRAP
+from bandits.ope import check_n_bootstrap
 
 
 class ArmNotServedError(ValueError):
@@ -155,19 +154,24 @@ class PromotionRefusedError(ServingError):
 
 
 def check_bootstrap(n_bootstrap: Any) -> int:
-    """``n_bootstrap`` (``--bootstrap`` on the command line) as an int of at least
-    :data:`bandits.ope.MIN_BOOTSTRAP`: the one check of the report commands (``credit``,
-    ``holdout``), whose reports are their intervals (found by attack: one resample printed
-    ``0.4667 [0.6000, 0.6000]``, an interval that excluded its estimate).
+    """``n_bootstrap`` (``--bootstrap`` on the command line) as an int from
+    :data:`bandits.ope.MIN_BOOTSTRAP` to :data:`bandits.ope.MAX_BOOTSTRAP`
+    (:func:`bandits.ope.check_n_bootstrap` without 0): the check of the report commands
+    (``credit``, ``holdout``), whose reports are their intervals (found by attack: one
+    resample printed ``0.4667 [0.6000, 0.6000]``, an interval that excluded its estimate).
 
     Raises
     ------
     TypeError
         Not an integer.
     ValueError
-        Smaller than ``MIN_BOOTSTRAP``.
+        Outside ``MIN_BOOTSTRAP`` to ``MAX_BOOTSTRAP``.
     """
-    return check_int(n_bootstrap, "n_bootstrap (--bootstrap)", low=MIN_BOOTSTRAP)
+    try:
+        return check_n_bootstrap(n_bootstrap, allow_zero=False)
+    except (TypeError, ValueError) as exc:  # the command line's name for it
+        raise type(exc)(str(exc).replace("n_bootstrap", "n_bootstrap (--bootstrap)", 1)
+                        ) from None
 
 
 def iso_time(unix_s: float) -> str:

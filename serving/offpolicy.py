@@ -70,6 +70,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from arms._validation import check_int
 from arms.data.files import clear_run_files
 from bandits import ThompsonSampling
 from bandits.base import (
@@ -483,7 +484,10 @@ class LinearCandidate:
             registered_policies()[self.policy].check_param_names(
                 dict(self.params), set_by_caller={"n_features": "the log (its contexts)",
                                                   "random_state": "the evaluation"})
-        except TypeError as exc:
+            # The values too, before the log is read: a class's own checks, on one arm.
+            values: dict[str, Any] = {"n_features": 1, **dict(self.params)}
+            registered_policies()[self.policy](["arm"], **values)
+        except (TypeError, ValueError) as exc:
             raise ValueError(f"linear candidate {self.name}: {exc}") from None
 
     @property
@@ -506,17 +510,23 @@ class LinearCandidate:
             Not ``NAME[:KEY=VALUE,...]`` with a known NAME and numeric values.
         """
         name, _, rest = text.partition(":")
-        params = []
+        params: dict[str, float] = {}
         for item in filter(None, rest.split(",")):
             key, eq, value = item.partition("=")
+            key = key.strip()
             try:
-                params.append((key.strip(), float(value)))
+                # An integer stays one: batch_size and propensity_grid are refused as floats
+                # ("got 512.0"), while the message listed them as allowed (found by attack).
+                number = int(value) if value.strip().lstrip("+-").isdigit() else float(value)
             except ValueError:
                 eq = ""
             if not eq:
                 raise ValueError(f"linear candidate {text!r}: parameters are KEY=NUMBER, got "
                                  f"{item!r}")
-        return cls(name.strip(), tuple(params))
+            if key in params:  # one value was dropped without a word (found by attack)
+                raise ValueError(f"linear candidate {text!r}: {key} is given twice")
+            params[key] = number
+        return cls(name.strip(), tuple(params.items()))
 
 
 #: Contextual candidates evaluated by default (LinTS with the service's default and a narrower
@@ -902,7 +912,9 @@ def format_table(table: pd.DataFrame, confidence: float = DEFAULT_CONFIDENCE) ->
     head += f"{'ESS':>10}  flags"
     lines = [head, "-" * len(head)]
     for _, row in table.iterrows():
-        cells = "".join((f"{row[e]:>8.4f} [{row[e + '_low']:.4f}, {row[e + '_high']:.4f}]"
+        # No estimate (SNIPS with no weight on a logged action: 0 / 0): "–", not nan.
+        cells = "".join(("–" if pd.isna(row[e]) else
+                         f"{row[e]:>8.4f} [{row[e + '_low']:.4f}, {row[e + '_high']:.4f}]"
                          if intervals else f"{row[e]:.4f}").rjust(26) for e in estimators)
         # A row without an ESS (a shadow comparison's difference) shows "-", not nan.
         ess = "-" if pd.isna(row["ess"]) else f"{row['ess']:.1f}"
@@ -1559,6 +1571,8 @@ class OPEConfig:
         # The bandits' own rules, before the log is read: 0 or >= MIN_BOOTSTRAP resamples,
         # Beta priors within [BETA_PRIOR_MIN, BETA_PRIOR_MAX].
         check_n_bootstrap(self.n_bootstrap)
+        # The seed as --seed names it, as `ope --obd` does (it said "random_state=-3").
+        check_int("seed", self.seed, low=0)
         if not 0 < self.confidence < 1:
             raise ValueError(f"confidence must lie in (0, 1), got {self.confidence!r}")
         for prior in self.ts_priors:

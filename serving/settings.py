@@ -26,8 +26,8 @@ from arms.data import DATASETS
 from arms.data.synthetic import check_sizes
 from arms.gate import DEFAULT_MARGIN, MAX_MARGIN
 from bandits.base import registered_policies
-from bandits.errors import PerArmLengthError
-from bandits.ope import MIN_BOOTSTRAP
+from bandits.errors import MAX_PROPENSITY_GRID, PerArmLengthError
+from bandits.ope import MAX_BOOTSTRAP, MIN_BOOTSTRAP
 from bandits.thompson import BETA_PRIOR_MAX, BETA_PRIOR_MIN
 from serving.armset import make_arm
 from serving.drift import DEFAULT_WINDOWS, DetectorName, DriftMonitor
@@ -478,7 +478,7 @@ class Settings(BaseSettings):
     gate_holdout: Finite = Field(0.1, gt=0.0, lt=1.0)
     gate_holdout_s: Duration | None = Field(None, gt=0)
     gate_margin: Finite = Field(DEFAULT_MARGIN, ge=0.0, le=MAX_MARGIN)
-    gate_bootstrap: int = Field(200, ge=MIN_BOOTSTRAP)
+    gate_bootstrap: int = Field(200, ge=MIN_BOOTSTRAP, le=MAX_BOOTSTRAP)
     shadow_policy: str | None = None
     shadow_policy_params: dict[str, float | int | bool | list[float] | None] = Field(
         default_factory=dict)
@@ -511,7 +511,7 @@ class Settings(BaseSettings):
     switch_interval_s: Finite = Field(0.0005, gt=0, le=0.1)
     gc_full_collection_every: int = Field(1000, ge=1, le=1_000_000)
     stall_log_ms: Finite = Field(0.0, ge=0.0, le=60_000)
-    propensity_grid: int = Field(256, ge=2)
+    propensity_grid: int = Field(256, ge=2, le=MAX_PROPENSITY_GRID)
     score_cache_size: int = Field(16_384, ge=0)
     store_timeout_s: Finite = Field(DEFAULT_TIMEOUT_S, gt=0, le=600)
     startup_timeout_s: Duration = Field(120.0, ge=0)

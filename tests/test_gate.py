@@ -119,7 +119,7 @@ def test_a_ratings_dataframe_is_accepted_and_labels_pair_the_arms(data):
     ({"holdout_fraction": 0.1, "n_bootstrap": 0}, ValueError, r"n_bootstrap must be an integer"),
     # Found by review: one resample was taken, and its one value printed as a 95% interval.
     ({"holdout_fraction": 0.1, "n_bootstrap": 1}, ValueError,
-     r"n_bootstrap must be an integer >= 10, got 1"),
+     r"n_bootstrap must be an integer from 10 to 100,000, got 1"),
     ({"holdout_fraction": 0.1, "n_bootstrap": 9}, ValueError, r"n_bootstrap must be .*got 9"),
     # One check of a share in (0, 1) (one-rule review: four copies, four messages).
     ({"holdout_fraction": 0.1, "confidence": 1.0}, ValueError,
@@ -135,9 +135,12 @@ def test_bad_options_raise_naming_value_and_range(data, kwargs, error, match):
 def test_the_gates_bootstrap_floor_is_the_bandits_one():
     """arms may not import bandits: the one floor is written in both, and held equal here, so
     the service's gate_bootstrap (at least bandits.ope.MIN_BOOTSTRAP) is one the gate takes."""
+    from arms import gate
+    from bandits.ope import MAX_BOOTSTRAP
     from bandits.ope import MIN_BOOTSTRAP as BANDITS_MIN_BOOTSTRAP
 
     assert MIN_BOOTSTRAP == BANDITS_MIN_BOOTSTRAP == 10
+    assert gate.MAX_BOOTSTRAP == MAX_BOOTSTRAP  # the ceiling too
 
 
 def test_the_gates_interval_defaults_are_the_bandits_ones():

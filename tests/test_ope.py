@@ -175,6 +175,39 @@ def test_rewards_and_probabilities_must_be_real_numbers() -> None:
     assert clicks == ope.estimate("ips", R, A, P0, PE, n_bootstrap=0).value
 
 
+def test_resamples_and_quadrature_grids_have_a_ceiling() -> None:
+    """10**9 resamples asked for 22.4 GiB and 10**20 failed in numpy's words; a policy took
+    propensity_grid=10**9 and failed at its first call asking 7.45 GiB (found by attack)."""
+    assert ope.check_n_bootstrap(ope.MAX_BOOTSTRAP) == 100_000
+    with pytest.raises(ValueError, match=r"^n_bootstrap=100001 is more resamples than are "
+                                         r"kept; allowed: 0 \(no interval\) or 10 to 100,000$"):
+        ope.estimate("ips", R, A, P0, PE, n_bootstrap=100_001)
+    with pytest.raises(ValueError, match="n_bootstrap=10000000000000000000000"):
+        ope.evaluate_policies(R, A, P0, {"x": PE}, n_bootstrap=10**22)
+    from bandits import GaussianThompsonSampling, LinTS, ThompsonSampling
+    from bandits.multileave import MultileaveThompsonSampling
+
+    for make in (lambda g: ThompsonSampling(3, propensity_grid=g),
+                 lambda g: GaussianThompsonSampling(3, propensity_grid=g),
+                 lambda g: LinTS(3, n_features=2, propensity_grid=g),
+                 lambda g: MultileaveThompsonSampling(3, slate_size=2, m=2,
+                                                       propensity_grid=g)):
+        make(8192)
+        with pytest.raises(ValueError, match=r"propensity_grid=1000000000 is outside the "
+                                             r"allowed range \[2, 8192\]"):
+            make(10**9)
+
+
+def test_the_cli_refuses_too_many_resamples_and_a_negative_seed(tmp_path) -> None:
+    from experiments.cli import main
+    from serving.offpolicy import OPEConfig
+
+    assert main(["ope", "--obd", "--data", str(tmp_path), "--bootstrap", "100001"]) == 2
+    # The service log's seed as --seed names it (it said random_state=-3), as ope --obd's.
+    with pytest.raises(ValueError, match=r"^seed must be an integer >= 0, got -3$"):
+        OPEConfig(url=f"sqlite:///{tmp_path / 'none.db'}", out_dir=tmp_path / 'out', seed=-3)
+
+
 @pytest.mark.parametrize("kwargs, error, match", [
     (dict(targets={}), ValueError, "targets is empty"),
     (dict(targets={"x": np.ones((4, 2))}), ValueError, r"targets\['x'\] rows"),
@@ -252,7 +285,7 @@ def test_interval_coverage_by_simulation() -> None:
 def test_too_few_resamples_for_an_interval_are_refused(n_bootstrap: int) -> None:
     # With 1 or 2 resamples the "95% interval" was one resampled estimate and could exclude the
     # estimate itself (found by attack: 6.90 [8.10, 8.10]); 0 still means no interval.
-    msg = rf"n_bootstrap={n_bootstrap} .*allowed: 0 \(no interval\) or >= 10"
+    msg = rf"n_bootstrap={n_bootstrap} .*allowed: 0 \(no interval\) or 10 to 100,000"
     with pytest.raises(ValueError, match=msg):
         ope.estimate("ips", R, A, P0, PE, n_bootstrap=n_bootstrap, random_state=0)
     with pytest.raises(ValueError, match=msg):
@@ -265,3 +298,17 @@ def test_the_fewest_resamples_allowed_give_an_interval() -> None:
     est = ope.estimate("ips", R, A, P0, PE, n_bootstrap=ope.MIN_BOOTSTRAP, random_state=0)
     assert est.ci_low <= est.ci_high
     assert ope.MIN_BOOTSTRAP == 10  # experiments/replay.py refuses fewer than 10 as well
+
+
+def test_the_service_ope_table_prints_no_number_for_an_undefined_snips() -> None:
+    import pandas as pd
+
+    from serving.offpolicy import format_table
+
+    # Three arms, 0 and 1 logged: "never" puts all its weight on arm 2.
+    targets = {"uniform": np.full((4, 3), 1 / 3), "never": np.tile([0.0, 0.0, 1.0], (4, 1))}
+    reports = ope.evaluate_policies(R, A, P0, targets, n_bootstrap=20, random_state=0)
+    text = format_table(pd.DataFrame([r.to_row() for r in reports.values()]))
+    never_line = next(line for line in text.splitlines() if line.startswith("never"))
+    # policy, IPS value [low, high], then SNIPS: "–" (it printed nan)
+    assert "nan" not in text.lower() and never_line.split()[4] == "–", text

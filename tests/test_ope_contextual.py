@@ -178,16 +178,26 @@ def test_simulator_rejects_a_contextual_policy_without_contexts(tmp_path: Path) 
 def test_linear_candidate_parsing() -> None:
     cand = offpolicy.LinearCandidate.parse("LinUCB:alpha=2,ridge=5")
     assert cand.name == "LinUCB(alpha=2,ridge=5)" and cand.ridge == 5.0
+    # An integer stays one: batch_size and propensity_grid were refused as floats ("got
+    # 512.0"), while the message for an unknown key listed them as allowed.
+    grid = offpolicy.LinearCandidate.parse("LinTS:propensity_grid=512,batch_size=+2,scale=1e-1")
+    assert grid.params == (("propensity_grid", 512), ("batch_size", 2), ("scale", 0.1))
+    assert all(type(v) is int for _, v in grid.params[:2])
     for bad, message in (("LinXX:alpha=1", "'LinTS' or 'LinUCB'"),
-                         ("LinTS:scale", "KEY=NUMBER"), ("LinTS:scale=big", "KEY=NUMBER")):
+                         ("LinTS:scale", "KEY=NUMBER"), ("LinTS:scale=big", "KEY=NUMBER"),
+                         # one of the two values was dropped without a word
+                         ("LinTS:scale=1,scale=2", "scale is given twice"),
+                         ("LinTS:batch_size=1.5", "batch_size must be an int"),
+                         ("LinTS:propensity_grid=1000000", r"propensity_grid=1000000 is outside "
+                                                           r"the allowed range \[2, 8192\]")):
         with pytest.raises(ValueError, match=message):
             offpolicy.LinearCandidate.parse(bad)
 
 
-def test_invalid_linear_hyper_parameters_name_the_candidate(lints_log: dict) -> None:
-    cand = offpolicy.LinearCandidate("LinTS", (("ridge", 0.0),))  # a value: when built
-    with pytest.raises(ValueError, match="ridge"):
-        offpolicy.candidate_policies(lints_log["log"], ts_priors=[], linear=[cand])
+def test_invalid_linear_hyper_parameters_name_the_candidate() -> None:
+    # A value: at once, before the log is read (it was found when the candidate was built).
+    with pytest.raises(ValueError, match=r"^linear candidate LinTS\(ridge=0\): ridge"):
+        offpolicy.LinearCandidate("LinTS", (("ridge", 0.0),))
     # A name LinTS does not take: at once, with those it takes (Python's words, once the log
     # had been read and the other candidates replayed: found in review).
     with pytest.raises(ValueError, match=r"^linear candidate LinTS\(alpha=1\): LinTS has no "

@@ -121,3 +121,15 @@ def test_the_service_url_brackets_an_ipv6_host() -> None:
     assert http_url("::1", 18306) == "http://[::1]:18306"
     assert http_url("127.0.0.1", 8000) == "http://127.0.0.1:8000"
     assert http_url("localhost", 80) == "http://localhost:80"
+
+
+def test_the_bootstrap_and_grid_settings_have_the_bandits_ceilings() -> None:
+    """gate_bootstrap and propensity_grid took any size (10**9 of either asks for GiBs)."""
+    from bandits.errors import MAX_PROPENSITY_GRID
+    from bandits.ope import MAX_BOOTSTRAP
+
+    Settings(gate_bootstrap=MAX_BOOTSTRAP, propensity_grid=MAX_PROPENSITY_GRID)
+    for name, value in (("gate_bootstrap", MAX_BOOTSTRAP + 1),
+                        ("propensity_grid", MAX_PROPENSITY_GRID + 1)):
+        with pytest.raises(ValidationError, match=f"{name}\n.*less than or equal to {value - 1}"):
+            Settings(**{name: value})
