@@ -846,6 +846,25 @@ class BatchedPolicy(Policy):
         )
         self._rng = make_generator(random_state)
         self.state_ = self.init_batch(1)
+        self._built = True
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Hyper-parameters are fixed once the policy is built: they are checked there, and
+        the state is made from them. Found by attack: ``p.epsilon = -5`` gave probabilities
+        of -1.67, ``p.exploration = nan`` NaN ones, a state :func:`policy_from_state_dict`
+        then refused, and ``p.prior_alpha = -1`` was ignored without a word.
+
+        Raises
+        ------
+        AttributeError
+            ``name`` is a hyper-parameter of a built policy.
+        """
+        if getattr(self, "_built", False) and name in self._param_names():
+            raise AttributeError(
+                f"{type(self).__name__}.{name} is fixed once the policy is built (checked "
+                f"there, and its state made from it); build another: type(policy)(policy.arms, "
+                f"**{{**policy.get_params(), {name!r}: ...}})")
+        super().__setattr__(name, value)
 
     # ----------------------------------------------------------------- subclass hooks
     def _check_params(self) -> None:

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple, cast
 import numpy as np
 
 from bandits.base import BatchedPolicy, BatchState, RandomState, make_generator
-from bandits.errors import check_real
+from bandits.errors import check_real, real_array
 
 __all__ = [
     "ExplorationFloor",
@@ -77,9 +77,16 @@ def floor_probabilities(probabilities: np.ndarray, floor: float) -> np.ndarray:
     Raises
     ------
     TypeError, ValueError
-        ``floor`` outside ``[0, 1 / K]`` (see :func:`check_floor`).
+        ``floor`` outside ``[0, 1 / K]`` (see :func:`check_floor`); ``probabilities`` not
+        real numbers, or NaN or outside ``[0, 1]`` (a NaN came out as NaN beside floored
+        entries, a negative one as a valid-looking distribution: found by attack).
     """
-    p = np.asarray(probabilities, dtype=np.float64)
+    p = real_array(probabilities, "probabilities")
+    # (A quadrature's rounding may leave an entry a few ulps outside: taken as it is.)
+    inside = (p >= -1e-9) & (p <= 1.0 + 1e-9)  # NaN fails both
+    if not inside.all():
+        raise ValueError(f"probabilities contains {float(p[~inside].flat[0])!r}; each must lie "
+                         "in [0, 1]")
     k = p.shape[-1]
     f = check_floor(floor, k)
     return cast(np.ndarray, f + (1.0 - k * f) * p)

@@ -33,15 +33,28 @@ from bandits.base import (
     argmax_set_probabilities,
     row_sums,
 )
-from bandits.errors import check_real
+from bandits.errors import check_real, real_array
 
 
 def bernoulli_kl(p: np.ndarray | float, q: np.ndarray | float) -> np.ndarray:
     """KL divergence between Bernoulli(p) and Bernoulli(q), elementwise (``inf`` where q hits 0/1
     and p does not).
+
+    Raises
+    ------
+    TypeError
+        ``p`` or ``q`` not real numbers.
+    ValueError
+        An entry of ``p`` or ``q`` NaN or outside ``[0, 1]``, not a Bernoulli mean (it gave
+        NaN: found by attack).
     """
-    p = np.asarray(p, dtype=np.float64)
-    q = np.asarray(q, dtype=np.float64)
+    p = real_array(p, "p")
+    q = real_array(q, "q")
+    for name, x in (("p", p), ("q", q)):
+        inside = (x >= 0.0) & (x <= 1.0)  # NaN fails both
+        if not inside.all():
+            raise ValueError(f"{name} contains {float(x[~inside].flat[0])!r}; a Bernoulli "
+                             "mean lies in [0, 1]")
     with np.errstate(divide="ignore", invalid="ignore"):
         return cast(np.ndarray,
                     xlogy(p, p) - xlogy(p, q) + xlogy(1 - p, 1 - p) - xlogy(1 - p, 1 - q))

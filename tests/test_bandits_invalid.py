@@ -130,6 +130,21 @@ def test_batched_rewards_that_are_not_real_numbers_change_nothing(make, batch_si
     policy.update_batch(state, np.array([0, 1]), np.array([1, 0.0], dtype=object), contexts)
 
 
+@pytest.mark.parametrize("make", POLICIES, ids=IDS)
+def test_hyper_parameters_are_fixed_once_the_policy_is_built(make):
+    """p.epsilon = -5 gave probabilities of -1.67 and a state that could not be loaded,
+    p.exploration = nan NaN probabilities, p.prior_alpha = -1 was ignored (found by attack)."""
+    policy = trained(make())
+    before = json.dumps(policy.state_dict())
+    for name in policy.get_params():
+        with pytest.raises(AttributeError, match=f"{type(policy).__name__}.{name} is fixed once "
+                                                 "the policy is built"):
+            setattr(policy, name, -5)
+    assert_unchanged(policy, before)
+    rebuilt = type(policy)(policy.arms, **policy.get_params())  # what the message says to do
+    assert rebuilt.get_params() == policy.get_params()
+
+
 def test_a_numpy_complex_reward_or_context_is_refused():
     ts = bd.ThompsonSampling(ARMS)
     with pytest.raises(TypeError, match="reward must be a real number"):
@@ -247,3 +262,24 @@ def test_regret_helper_refuses_non_integer_arms_and_bad_means():
         bd.cumulative_pseudo_regret([], np.array([0]))
     np.testing.assert_allclose(bd.cumulative_pseudo_regret([0.5, 0.4], np.array([1, 0, 1])),
                                [0.1, 0.1, 0.2])
+
+
+def test_a_floor_and_a_bernoulli_divergence_refuse_what_is_no_probability():
+    """floor_probabilities([nan, .5, .5]) gave [nan, .45, .45] and [-0.1, .6, .5] a
+    valid-looking [0.03, 0.52, 0.45]; bernoulli_kl(0.2, 1.5) gave nan (found by attack)."""
+    from bandits.exploration import floor_probabilities
+    from bandits.ucb import bernoulli_kl
+
+    for bad, shown in ((np.array([np.nan, .5, .5]), "nan"), (np.array([-0.1, .6, .5]), "-0.1"),
+                       (np.array([[0.5, 0.5, 0.0], [1.5, -0.5, 0.0]]), "1.5")):
+        with pytest.raises(ValueError, match=f"probabilities contains {shown}; each must lie"):
+            floor_probabilities(bad, 0.1)
+    with pytest.raises(TypeError, match="probabilities must hold real numbers"):
+        floor_probabilities(np.array(["1", "0"]), 0.1)
+    np.testing.assert_allclose(floor_probabilities(np.array([1.0, 0.0, 0.0]), 0.1),
+                               [0.8, 0.1, 0.1])
+    for p, q, shown in ((0.2, 1.5, "q contains 1.5"), (np.nan, 0.5, "p contains nan"),
+                        (np.array([0.1, -0.2]), 0.5, "p contains -0.2")):
+        with pytest.raises(ValueError, match=f"{shown}; a Bernoulli mean lies in"):
+            bernoulli_kl(p, q)
+    assert bernoulli_kl(0.2, 0.5) == pytest.approx(0.2 * np.log(0.4) + 0.8 * np.log(1.6))
