@@ -128,7 +128,7 @@ MAX_MARGIN = 1.0
 #: may ``bandits`` import ``arms``; docs/architecture.md), so the number is written here too
 #: and ``tests/test_gate.py`` holds the two equal: the service's ``gate_bootstrap`` setting,
 #: at least ``bandits.ope.MIN_BOOTSTRAP``, is then always a value the gate takes.
-MIN_BOOTSTRAP = 10
+MIN_BOOTSTRAP = 100
 #: The ceiling, :data:`bandits.ope.MAX_BOOTSTRAP`'s, mirrored as the floor is (and held equal
 #: by the same test): the resamples are a (n_bootstrap, users) array.
 MAX_BOOTSTRAP = 100_000

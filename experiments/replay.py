@@ -60,8 +60,8 @@ from arms.registry import make_arm, resolve, resolve_names
 from bandits.ope import (
     DEFAULT_CONFIDENCE,
     DEFAULT_N_BOOTSTRAP,
-    MIN_BOOTSTRAP,
     bootstrap_sums,
+    check_n_bootstrap,
     percentile_interval,
 )
 
@@ -108,7 +108,8 @@ class ReplayConfig:
     max_events : int or None, default None
         Replay only the first steps of the stream holding this many events (>= 1); None: all.
     n_bootstrap : int, default 1000
-        Bootstrap resamples of users (>= :data:`bandits.ope.MIN_BOOTSTRAP`, 10).
+        Bootstrap resamples of users (:data:`bandits.ope.MIN_BOOTSTRAP` to ``MAX_BOOTSTRAP``, 100
+        to 100,000).
     seed : int, default 0
         Seed of the bootstrap (the replay itself draws nothing at random).
     cold_users : {"drop", "include"}, default "drop"
@@ -147,8 +148,12 @@ class ReplayConfig:
             raise ReplayConfigError(
                 "variants", f"variants must be among {list(VARIANTS)}, got {list(self.variants)}")
         # (max_events is None or an integer: found by review, True passed as 1 event)
-        for name, low in (("retrain_every", 1), ("k", 1), ("n_bootstrap", MIN_BOOTSTRAP),
-                          ("seed", 0), ("max_events", 1)):
+        try:  # the bandits' one rule: MIN_BOOTSTRAP to MAX_BOOTSTRAP (it took 10**8)
+            object.__setattr__(self, "n_bootstrap",
+                               check_n_bootstrap(self.n_bootstrap, allow_zero=False))
+        except (TypeError, ValueError) as exc:
+            raise ReplayConfigError("n_bootstrap", str(exc)) from None
+        for name, low in (("retrain_every", 1), ("k", 1), ("seed", 0), ("max_events", 1)):
             if name != "max_events" or self.max_events is not None:
                 try:  # kept as a Python int (a numpy one would fail writing config.json)
                     object.__setattr__(self, name, check_int(name, getattr(self, name),

@@ -90,6 +90,12 @@ def test_a_slate_environment_is_refused_by_simulate(tmp_path: Path,
     (["replay", "--synthetic", "3000", "--half-life-days", "inf"],
      "half_life_days must be finite and > 0, got inf"),
     (["replay", "--synthetic", "3000", "--bootstrap", "3"], "replay: --bootstrap: "),
+    # From 10 resamples an interval called a difference significant in 10% of seeds where
+    # 1,000 never did; 10**8 ran for minutes (found by attack): the bandits' one range.
+    (["replay", "--synthetic", "3000", "--bootstrap", "99"], "n_bootstrap=99 is too few "
+     "resamples for a percentile interval; allowed: 100 to 100,000"),
+    (["replay", "--synthetic", "3000", "--bootstrap", "100000000"], "n_bootstrap=100000000 is "
+     "more resamples than are kept; allowed: 100 to 100,000"),
     (["replay", "--synthetic", "0"], "n_ratings must be an integer >= 1, got 0"),
     (["simulate", "fixed_ctr", "--runs", "2", "--scheduler", "notaurl"],
      "scheduler 'notaurl': missing port number in address 'notaurl'"),

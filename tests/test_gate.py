@@ -57,7 +57,7 @@ def test_an_honest_refit_on_the_same_data_is_promoted(data):
 
 def test_the_gate_reports_the_lab_metrics_of_a_fit_before_the_cut(data):
     report = evaluate_gate(data, ["popularity"], ["popularity"], holdout_fraction=0.1,
-                           n_bootstrap=50)
+                           n_bootstrap=100)
     before, after, cut = temporal_cut(data, holdout_fraction=0.1)
     assert (report.n_train, report.n_holdout, report.cut_time) == (before.n_ratings,
                                                                    after.n_ratings, cut)
@@ -85,11 +85,11 @@ def test_a_ratings_dataframe_is_accepted_and_labels_pair_the_arms(data):
     frame = data.ratings[["user_id", "item_id", "rating", "timestamp"]]
     report = evaluate_gate(frame, {"pop": {"arm": "popularity"}, "ease": {"arm": "autoencoder"}},
                            {"pop": {"arm": "popularity"}, "svd": {}}, holdout_fraction=0.1,
-                           n_bootstrap=20)
+                           n_bootstrap=100)
     assert report.new_arms == ["ease"] and report.dropped_arms == ["svd"]
     assert list(report.differences) == ["pop"] and report.decision == "promote"
     nothing_shared = evaluate_gate(frame, ["popularity"], ["svd"], holdout_fraction=0.1,
-                                   n_bootstrap=20)
+                                   n_bootstrap=100)
     assert nothing_shared.decision == "reject"
     assert "no candidate arm" in nothing_shared.reason
     # Events of any finite value and fractional seconds, as a log gives them (found by review:
@@ -97,9 +97,9 @@ def test_a_ratings_dataframe_is_accepted_and_labels_pair_the_arms(data):
     events = frame.assign(rating=(frame["rating"] >= 4).astype(float),
                           timestamp=frame["timestamp"] + 0.25)
     same = evaluate_gate(events, ["popularity"], ["popularity"], holdout_fraction=0.1,
-                         n_bootstrap=20)
+                         n_bootstrap=100)
     again = evaluate_gate(frame.assign(rating=(frame["rating"] >= 4).astype(float)),
-                          ["popularity"], ["popularity"], holdout_fraction=0.1, n_bootstrap=20)
+                          ["popularity"], ["popularity"], holdout_fraction=0.1, n_bootstrap=100)
     assert same.differences == again.differences
     with pytest.raises(ValueError, match="rating nan"):
         evaluate_gate(events.assign(rating=np.nan), ["popularity"], ["popularity"],
@@ -119,8 +119,8 @@ def test_a_ratings_dataframe_is_accepted_and_labels_pair_the_arms(data):
     ({"holdout_fraction": 0.1, "n_bootstrap": 0}, ValueError, r"n_bootstrap must be an integer"),
     # Found by review: one resample was taken, and its one value printed as a 95% interval.
     ({"holdout_fraction": 0.1, "n_bootstrap": 1}, ValueError,
-     r"n_bootstrap must be an integer from 10 to 100,000, got 1"),
-    ({"holdout_fraction": 0.1, "n_bootstrap": 9}, ValueError, r"n_bootstrap must be .*got 9"),
+     r"n_bootstrap must be an integer from 100 to 100,000, got 1"),
+    ({"holdout_fraction": 0.1, "n_bootstrap": 99}, ValueError, r"n_bootstrap must be .*got 99"),
     # One check of a share in (0, 1) (one-rule review: four copies, four messages).
     ({"holdout_fraction": 0.1, "confidence": 1.0}, ValueError,
      r"confidence must be in \(0, 1\), got 1\.0"),
@@ -139,7 +139,7 @@ def test_the_gates_bootstrap_floor_is_the_bandits_one():
     from bandits.ope import MAX_BOOTSTRAP
     from bandits.ope import MIN_BOOTSTRAP as BANDITS_MIN_BOOTSTRAP
 
-    assert MIN_BOOTSTRAP == BANDITS_MIN_BOOTSTRAP == 10
+    assert MIN_BOOTSTRAP == BANDITS_MIN_BOOTSTRAP == 100
     assert gate.MAX_BOOTSTRAP == MAX_BOOTSTRAP  # the ceiling too
 
 

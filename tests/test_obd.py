@@ -284,7 +284,7 @@ def test_run_and_cli_on_a_generated_tree(tmp_path: Path, capsys: pytest.CaptureF
 
     monkeypatch.delenv("RECBANDITS_DATA", raising=False)  # no sample's bts_prior.yaml to find
     _write_tree(tmp_path, n=300, seed=5)
-    results = run(OBDOPEConfig(campaigns=("men",), data_dir=str(tmp_path), n_bootstrap=50))
+    results = run(OBDOPEConfig(campaigns=("men",), data_dir=str(tmp_path), n_bootstrap=100))
     assert [(r.target, r.action_dist) for r in results.rows] == [
         ("random", "uniform"), ("bts", "empirical"), ("bts", "logged_hmean"),
         ("bts", "logged_asof")]
@@ -292,7 +292,7 @@ def test_run_and_cli_on_a_generated_tree(tmp_path: Path, capsys: pytest.CaptureF
     table = results.table()
     assert set(table.columns) >= {"ground_truth", "ips", "snips_low", "dr_rel_error", "ess"}
     assert main(["ope", "--obd", "--campaign", "men", "--data", str(tmp_path),
-                 "--bootstrap", "20", "--seed", "3"]) == 0
+                 "--bootstrap", "100", "--seed", "3"]) == 0
     out = capsys.readouterr().out
     assert out.count("| men | ") == 8 and "random ← bts" in out and "logged_asof" in out
     assert "Relative error over bootstrap resamples" in out
@@ -405,7 +405,7 @@ def test_a_campaign_gives_the_same_figures_alone_or_beside_others(obd_sample: Pa
     estimates, intervals and ESS than the men rows of the full run (the README's)."""
     def men_rows(campaigns: tuple[str, ...]) -> list[dict]:
         results = run(OBDOPEConfig(campaigns=campaigns, data_dir=str(obd_sample),
-                                   n_bootstrap=20, seed=0, mc_samples=2_000))
+                                   n_bootstrap=100, seed=0, mc_samples=2_000))
         return [r.to_row() for r in results.rows if r.campaign == "men"]
 
     alone = men_rows(("men",))

@@ -206,7 +206,7 @@ def test_invalid_linear_hyper_parameters_name_the_candidate() -> None:
 
 
 def test_run_returns_results_and_the_cli_prints_them(lints_log: dict, tmp_path: Path) -> None:
-    config = offpolicy.OPEConfig(url=lints_log["url"], out_dir=tmp_path / "run", n_bootstrap=50,
+    config = offpolicy.OPEConfig(url=lints_log["url"], out_dir=tmp_path / "run", n_bootstrap=100,
                                  linear=(offpolicy.LinearCandidate("LinTS", (("scale", 2.0),)),))
     results = offpolicy.run(config)
     assert results.log.n == N and results.files["table"].exists()
@@ -215,7 +215,7 @@ def test_run_returns_results_and_the_cli_prints_them(lints_log: dict, tmp_path: 
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
         assert cli_main(["ope", "--db", lints_log["url"], "--out", str(tmp_path / "cli"),
-                         "--bootstrap", "50", "--linear", "LinUCB:alpha=1"]) == 0
+                         "--bootstrap", "100", "--linear", "LinUCB:alpha=1"]) == 0
     assert "LinUCB(alpha=1)" in out.getvalue() and "best_arm_per_segment" in out.getvalue()
     assert "note: best_arm_per_segment and the DR reward model: 6 segments" in err.getvalue()
     with pytest.raises(ValueError, match="n_bootstrap"):

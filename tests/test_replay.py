@@ -40,7 +40,7 @@ def data():
 
 def _config(**overrides) -> rp.ReplayConfig:
     params = {"cut": 0.7, "arms": ("sequential", "autoencoder", "cooccurrence", "popularity"),
-              "retrain_every": 150, "n_bootstrap": 50, "half_life_days": 0.5,
+              "retrain_every": 150, "n_bootstrap": 100, "half_life_days": 0.5,
               "arm_params": {"autoencoder": {"l2": 20.0}}}
     return rp.ReplayConfig(**{**params, **overrides})
 
@@ -265,12 +265,12 @@ def test_cli_parses_calls_run_and_prints(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(rp, "run", fake_run)
     code = cli.main(["replay", "--synthetic", "3000", "--cut", "0.8", "--arms",
                      "sequential,popularity", "--max-events", "500", "--cold-users", "include",
-                     "--bootstrap", "50", "--out", str(tmp_path), "-q"])
+                     "--bootstrap", "100", "--out", str(tmp_path), "-q"])
     assert code == 0
     (config, options), = calls
     assert config == rp.ReplayConfig(synthetic={"n_ratings": 3000}, cut=0.8,
                                      arms=("sequential", "popularity"), max_events=500,
-                                     cold_users="include", n_bootstrap=50)
+                                     cold_users="include", n_bootstrap=100)
     assert options["out_dir"] == str(tmp_path)
     out = capsys.readouterr().out
     assert out.startswith("| arm | variant | events | users | HR@10 (95% CI) |")
@@ -282,7 +282,7 @@ def test_cli_parses_calls_run_and_prints(monkeypatch, capsys, tmp_path):
 
 def test_cli_runs_end_to_end_on_synthetic_data(tmp_path, capsys):
     code = cli.main(["replay", "--synthetic", "3000", "--arms", "sequential,popularity",
-                     "--cut", "0.8", "--max-events", "200", "--bootstrap", "20",
+                     "--cut", "0.8", "--max-events", "200", "--bootstrap", "100",
                      "--out", str(tmp_path), "-q"])
     assert code == 0
     out = capsys.readouterr().out

@@ -185,7 +185,7 @@ def test_the_holdout_command_reports_both_groups_on_a_live_log(
     assert "no decided reward yet" in text
     # Through the command line, with the store's options.
     code = cli_main(["holdout", "--state-dir", str(tmp_path / "state"), "--arms",
-                     ",".join(ARMS), "--bootstrap", "50"])
+                     ",".join(ARMS), "--bootstrap", "100"])
     assert code == 0
     assert "difference (policy - holdout)" in capsys.readouterr().out
     with pytest.raises(ValueError, match="--bootstrap"):
@@ -270,7 +270,7 @@ def test_the_bootstrap_count_is_refused_by_one_check_with_one_message(tmp_path: 
     for name, call in calls.items():
         # found by attack: 1 resample printed an interval without its estimate; 10**9 asked
         # for 22 GiB (the ceiling is bandits.ope's, as the floor)
-        for n in (0, 1, 9, 100_001):
+        for n in (0, 1, 99, 100_001):
             with pytest.raises(ValueError) as refused:
                 call(n)
             messages[name, n] = str(refused.value)
@@ -279,8 +279,8 @@ def test_the_bootstrap_count_is_refused_by_one_check_with_one_message(tmp_path: 
             call(1.5)
     assert set(messages.values()) == {
         *(f"n_bootstrap (--bootstrap)={n} is too few resamples for a percentile interval; "
-          "allowed: 10 to 100,000" for n in (0, 1, 9)),
-        "n_bootstrap (--bootstrap)=100001 is more resamples than are kept; allowed: 10 to "
+          "allowed: 100 to 100,000" for n in (0, 1, 99)),
+        "n_bootstrap (--bootstrap)=100001 is more resamples than are kept; allowed: 100 to "
         "100,000"}, messages
     assert not (tmp_path / "state").exists()
 

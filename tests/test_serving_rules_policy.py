@@ -189,14 +189,14 @@ def test_one_identity_says_whether_two_policies_are_the_same() -> None:
 
 
 @pytest.mark.parametrize(("field", "value"), [("prior_alpha", 0.05), ("prior_beta", 2e9),
-                                              ("gate_bootstrap", 9)])
+                                              ("gate_bootstrap", 99)])
 def test_settings_refuse_what_the_policy_or_the_bootstrap_would_refuse_later(
         field: str, value: float) -> None:
     """The service's settings take the bandits' ranges (BETA_PRIOR_MIN/MAX, MIN_BOOTSTRAP):
     a prior of 0.05 passed them (> 0) and then failed when the policy was built."""
     with pytest.raises(ValidationError, match=field):
         Settings(arms=ARMS, **{field: value})
-    Settings(arms=ARMS, prior_alpha=0.1, prior_beta=1e9, gate_bootstrap=10)
+    Settings(arms=ARMS, prior_alpha=0.1, prior_beta=1e9, gate_bootstrap=100)
 
 
 def test_an_admin_token_longer_than_a_request_may_carry_is_refused_at_start() -> None:

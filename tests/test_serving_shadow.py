@@ -515,7 +515,7 @@ def test_ope_shadow_estimates_a_known_value_and_ranks_a_better_shadow_above(
     assert better_c.reports["shadow Better"].effective_sample_size < 800
     assert (tmp_path / "ope" / "shadow.csv").is_file()
     assert cli_main(["ope", "--shadow", "--db", url, "--out", str(tmp_path / "cli"),
-                     "--bootstrap", "50", "--export-csv", str(tmp_path / "log.csv"),
+                     "--bootstrap", "100", "--export-csv", str(tmp_path / "log.csv"),
                      "--export-obp", str(tmp_path / "log.npz")]) == 0
     printed = capsys.readouterr().out
     assert "shadow Better {}: 800 decisions carry its record" in printed
@@ -534,7 +534,7 @@ def test_ope_shadow_estimates_a_known_value_and_ranks_a_better_shadow_above(
     assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == [
         "notes.txt", "ope.csv", "summary.json"]
     assert cli_main(["ope", "--shadow", "--db", url, "--out", str(tmp_path / "cli"),
-                     "--bootstrap", "50"]) == 0
+                     "--bootstrap", "100"]) == 0
     assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == ["notes.txt", "shadow.csv"]
 
 
