@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import importlib
 import json
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, cast
 
@@ -744,7 +746,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     handler: Handler = args.handler
-    refused = _out_refusal(getattr(args, "out", None))
+    out = getattr(args, "out", None)
+    refused = _out_refusal(out, _run_files(args.command) if out is not None else ())
     if refused is not None:
         print(f"recbandits {args.command}: {refused}", file=sys.stderr)
         return 2
@@ -793,22 +796,47 @@ def _stdout_to_devnull() -> None:
         os.close(devnull)
 
 
-def _out_refusal(path: str | None) -> str | None:
+#: The module whose ``RUN_FILES`` names what each command writes into ``--out``.
+_RUN_FILES_OF = {"simulate": "experiments.simulate", "replay": "experiments.replay",
+                 "evaluate-arms": "experiments.evaluate_arms", "ope": "serving.offpolicy"}
+
+
+def _run_files(command: str) -> tuple[str, ...]:
+    """The file names ``command`` writes into ``--out`` (its module's ``RUN_FILES``)."""
+    module = _RUN_FILES_OF.get(command)
+    if module is None:
+        return ()
+    files = importlib.import_module(module).RUN_FILES
+    return tuple(files.values() if isinstance(files, dict) else files)
+
+
+def _out_refusal(path: str | None, names: Sequence[str] = ()) -> str | None:
     """Why the folder ``path`` (``--out``) could not be written, or None: checked before a run
-    that may take minutes, without creating anything (the run makes the folder).
+    that may take minutes (the run makes the folder, and writes the files ``names``).
+
+    Found by attack: ``replay`` and ``evaluate-arms`` learned after a whole run (30 s, or
+    hours on a large dataset) that a file of theirs was a folder there; and as root, whom
+    ``os.access`` lets write anywhere, ``--out /proc/x/y`` passed and ended in a traceback.
+    So the nearest existing folder is tried for real: a folder made in it and removed.
     """
     if path is None:
         return None
     target = os.path.abspath(path)
     if os.path.exists(target) and not os.path.isdir(target):
         return f"--out {path!r} is a file, not a folder"
+    for name in names:
+        if os.path.isdir(os.path.join(target, name)):
+            return (f"--out {path!r}: {os.path.join(path, name)!r} is a folder, where the run "
+                    "writes a file")
     ancestor = target
     while not os.path.exists(ancestor):
         ancestor = os.path.dirname(ancestor)
     if not os.path.isdir(ancestor):
         return f"--out {path!r} lies under the file {ancestor!r}"
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        return f"--out {path!r}: {ancestor!r} is not writable"
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".recbandits-out-", dir=ancestor))
+    except OSError as exc:
+        return f"--out {path!r}: {ancestor!r} is not writable ({exc.strerror or exc})"
     return None
 
 
@@ -843,7 +871,10 @@ def _given(args: argparse.Namespace, filename: object) -> bool:
         paths.append(database_file(db))
     target = os.path.abspath(os.fsdecode(filename))  # type: ignore[arg-type]  # str or bytes
     for path in (os.path.abspath(p) for p in paths if isinstance(p, str)):
-        if target == path or target.startswith(path.rstrip(os.sep) + os.sep):
+        # Under it, or a folder above it that making it failed on (--out /proc/x/y: found by
+        # attack, a traceback on '/proc/x').
+        if target == path or target.startswith(path.rstrip(os.sep) + os.sep) or (
+                path.startswith(target.rstrip(os.sep) + os.sep)):
             return True
     return False
 

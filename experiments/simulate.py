@@ -189,9 +189,12 @@ def env_kwargs(params: TomlTable, horizon: int) -> TomlTable:
         dataset = dataset.get("name")
     if dataset == SYNTHETIC:
         kwargs["dataset"] = _synthetic(tuple(sorted(options.items())))
-    elif dataset in MOVIELENS_VARIANTS:
-        kwargs["dataset"] = dataset
-    elif dataset not in (None, *MOVIELENS_ALIASES):
+    elif dataset in MOVIELENS_VARIANTS or dataset in MOVIELENS_ALIASES:
+        # The alias is the release it names: "movielens" passed on as no dataset, which a
+        # MovieLens environment reads as 100K but FixedCTR as none to fit its arms on, so
+        # `--dataset movielens` ran other arms than `--dataset ml-100k` (found by attack).
+        kwargs["dataset"] = MOVIELENS_ALIASES.get(dataset, dataset)
+    elif dataset is not None:
         raise cfg.ConfigError(
             f"[env.params] dataset must be one of {', '.join(DATASETS)}, got {dataset!r}"
         )

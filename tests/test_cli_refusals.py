@@ -137,7 +137,17 @@ def test_an_out_folder_that_is_a_file_or_under_one_is_refused_before_the_run(
     assert "is a file, not a folder" in refused(capsys, [*command, "--out", str(blocker)])
     assert "lies under the file" in refused(capsys, [*command, "--out", str(blocker / "run")])
     assert blocker.read_text() == "keep me"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+    # A folder where the run writes a file: replay and evaluate-arms found it after the run.
+    first = {"simulate": "config.toml", "evaluate-arms": "metrics.csv", "replay": "summary.csv",
+             "ope": "ope.csv"}[command[0]]
+    (tmp_path / "clash" / first).mkdir(parents=True)
+    assert f"'{tmp_path / 'clash' / first}' is a folder, where the run writes a file" in refused(
+        capsys, [*command, "--out", str(tmp_path / "clash")])
+    # A place nobody may write, root included (os.access let root pass; a traceback then).
+    said = refused(capsys, [*command, "--out", "/proc/recbandits/run"])
+    assert "--out '/proc/recbandits/run': '/proc' is not writable (" in said, said
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clash", "taken"]
+    assert [p.name for p in (tmp_path / "clash").iterdir()] == [first]
 
 
 def test_exports_to_one_file_or_to_a_folder_are_refused(
