@@ -87,8 +87,13 @@ from arms.data import (
     temporal_split,
 )
 from arms.data.files import clear_run_files
+from arms.data.synthetic import MAX_SYNTHETIC_SIZE
 from arms.metrics import mae, ranking_metrics, rmse
 from experiments.config import MAX_WORKERS
+
+#: Most split seeds (and folds): each fits every arm again (10**6 seeds ran until killed,
+#: found by attack).
+MAX_SEEDS = 1000
 
 logger = logging.getLogger(__name__)
 
@@ -352,9 +357,10 @@ def evaluate(
     """
     if not isinstance(dataset, Dataset):
         raise TypeError(f"dataset must be an arms.data.Dataset, got {type(dataset).__name__}")
-    for name, value, low in (("seeds", seeds, 1), ("k", k, 1), ("n_folds", n_folds, 2),
-                             ("random_state", random_state, 0)):  # fmt: skip
-        check_int(name, value, low=low)
+    for name, value, low, high in (("seeds", seeds, 1, MAX_SEEDS), ("k", k, 1, None),
+                                   ("n_folds", n_folds, 2, MAX_SEEDS),
+                                   ("random_state", random_state, 0, None)):  # fmt: skip
+        check_int(name, value, low=low, high=high)
     check_int("n_jobs", n_jobs, low=1, high=MAX_WORKERS)  # simulate's cap on worker processes
     if k > dataset.n_items:
         raise ValueError(f"k must be at most the number of items ({dataset.n_items}), got {k}")
@@ -602,7 +608,7 @@ def validate(config: EvaluateConfig) -> EvaluateConfig:
     """
     if not isinstance(config, EvaluateConfig):
         raise TypeError(f"config must be an EvaluateConfig, got {type(config).__name__}")
-    for name, low, high in (("seeds", 1, None), ("k", 1, None), ("n_folds", 2, None),
+    for name, low, high in (("seeds", 1, MAX_SEEDS), ("k", 1, None), ("n_folds", 2, MAX_SEEDS),
                             ("random_state", 0, None), ("n_jobs", 1, MAX_WORKERS)):  # fmt: skip
         try:
             check_int(name, getattr(config, name), low=low, high=high)
@@ -610,7 +616,7 @@ def validate(config: EvaluateConfig) -> EvaluateConfig:
             raise EvaluateConfigError(name, str(exc)) from None
     if config.synthetic is not None:
         try:
-            check_int("synthetic", config.synthetic, low=1)
+            check_int("synthetic", config.synthetic, low=1, high=MAX_SYNTHETIC_SIZE)
         except ValueError as exc:
             raise EvaluateConfigError("synthetic", str(exc)) from None
     arms = None if config.arms is None else _canonical_arms(config.arms)

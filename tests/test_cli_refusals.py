@@ -96,7 +96,14 @@ def test_a_slate_environment_is_refused_by_simulate(tmp_path: Path,
      "resamples for a percentile interval; allowed: 100 to 100,000"),
     (["replay", "--synthetic", "3000", "--bootstrap", "100000000"], "n_bootstrap=100000000 is "
      "more resamples than are kept; allowed: 100 to 100,000"),
-    (["replay", "--synthetic", "0"], "n_ratings must be an integer >= 1, got 0"),
+    (["replay", "--synthetic", "0"], "n_ratings must be an integer from 1 to 100,000,000, got 0"),
+    # No ceiling: these ran until killed (found by attack).
+    (["replay", "--synthetic", "10000000000"], "n_ratings must be an integer from 1 to "
+     "100,000,000, got 10000000000"),
+    (["evaluate-arms", "--synthetic", "10000000000"], "synthetic must be an integer from 1 to "
+     "100,000,000, got 10000000000"),
+    (["evaluate-arms", "--synthetic", "2000", "--seeds", "1000000"], "seeds must be an integer "
+     "from 1 to 1,000, got 1000000"),
     (["simulate", "fixed_ctr", "--runs", "2", "--scheduler", "notaurl"],
      "scheduler 'notaurl': missing port number in address 'notaurl'"),
     (["simulate", "fixed_ctr", "--runs", "2", "--executor", "local", "--scheduler",

@@ -60,14 +60,18 @@ START_TIMESTAMP = 874_724_710
 #: Most (user, item) cells one block of the generator holds at once.
 _BLOCK_CELLS = 4_000_000
 _MAX_DENSITY = 0.5
+#: Largest size of each of the three: ten times MovieLens 32M's ratings (about 3 GiB of
+#: columns). 10**10 ratings were taken and generated until the run was killed (found by attack).
+MAX_SYNTHETIC_SIZE = 10**8
 
 
 def check_sizes(n_users: int, n_items: int, n_ratings: int, *,
                 names: tuple[str, str, str] = ("n_users", "n_items", "n_ratings")) -> None:
     """Refuse sizes :func:`make_synthetic` cannot honour: at least one user and two items, at
     least one rating a user, at most half of the (user, item) pairs (distinct pairs drawn in
-    reasonable time). The one check, which the service's settings run too, naming the sizes
-    by ``names`` (theirs: ``synthetic_users``, ...).
+    reasonable time), none above :data:`MAX_SYNTHETIC_SIZE`. The one check, which the
+    service's settings run too, naming the sizes by ``names`` (theirs: ``synthetic_users``,
+    ...).
 
     Raises
     ------
@@ -77,9 +81,9 @@ def check_sizes(n_users: int, n_items: int, n_ratings: int, *,
         A size out of range (the message names it and the bound).
     """
     users, items, ratings = names
-    check_int(users, n_users, low=1)
-    check_int(items, n_items, low=2)
-    check_int(ratings, n_ratings, low=1)
+    check_int(users, n_users, low=1, high=MAX_SYNTHETIC_SIZE)
+    check_int(items, n_items, low=2, high=MAX_SYNTHETIC_SIZE)
+    check_int(ratings, n_ratings, low=1, high=MAX_SYNTHETIC_SIZE)
     if n_ratings < n_users:
         raise ValueError(
             f"{ratings} must be at least {users} ({n_users}) so every user rates something, "
