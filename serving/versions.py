@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import json
 import logging
 import re
@@ -699,9 +698,13 @@ def promote(settings: Settings, store: Store, version: int, *,
 def rollback(settings: Settings, store: Store) -> ModelVersion:
     """Serve again the arms of the version served before the live one (as a new version).
 
-    Versions are taken in the order they started being served; skipped are those a rollback
-    retired (the version served right after them is a rollback) and those serving the live
-    version's folder. Repeated, it walks back through the served versions.
+    The served versions are a history that a rollback undoes, as an undo stack: taken in the
+    order they started being served, each pushes itself, and a rollback pops every version
+    back to the one whose arms it serves again (it takes that one's place). The target is
+    the nearest version below the live one with other arms. Repeated, it walks back through
+    the history and ends with "nothing to roll back to"; a promotion is a step forward, which
+    the next rollback undoes. (Skipping only the version a rollback directly followed let
+    three versions bounce for ever between the first two arms: found by attack.)
 
     Parameters
     ----------
@@ -724,10 +727,15 @@ def rollback(settings: Settings, store: Store) -> ModelVersion:
     live = next((r for r in rows if r.status == "live"), None)
     if live is None or live not in order:
         raise ModelsError("no version is live; nothing to roll back")
-    before = order[:order.index(live)]
-    rolled_back = {r.version for r, after in itertools.pairwise(order)
-                   if after.kind == "rollback"}
-    choices = [r for r in before if r.version not in rolled_back and r.arms_dir is not None
+    history: list[ModelVersion] = []
+    for row in order[:order.index(live) + 1]:
+        if row.kind == "rollback":  # undoes every version back to the one it serves again
+            while history and history[-1].arms_dir != row.arms_dir:
+                history.pop()
+            if history:
+                history.pop()
+        history.append(row)
+    choices = [r for r in history[:-1] if r.arms_dir is not None
                and r.arms_dir != live.arms_dir]
     if not choices:
         raise ModelsError(f"nothing to roll back to: no version served before version "

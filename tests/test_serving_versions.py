@@ -448,6 +448,38 @@ def test_rollback_restores_the_previous_slates_exactly(
         assert_state_is_the_fold(client, settings)
 
 
+def test_rollbacks_walk_back_and_end_instead_of_bouncing_between_two_versions(
+        tmp_path: Path, catalog: Dataset) -> None:
+    """Three versions: the first rollback served version 2's arms, the second version 1's,
+    the third version 2's again (rolled away from already), the fourth version 1's, for ever;
+    the README says a rollback walks further back or says there is nothing to roll back to
+    (found by attack). A promotion is a step forward, which a rollback then undoes."""
+    settings = make_settings(tmp_path, "sqlite", arms=["svd"])
+    with worker(settings, catalog, fit_arms(["svd"], catalog, seed=0)) as client:
+        service = client.app.state.service
+        for n_factors in (4, 6):  # versions 2 and 3
+            other = settings.model_copy(update={"arm_params": {"svd": {"n_factors": n_factors}},
+                                                "gate_margin": 1.0})
+            assert versions.retrain(other, service.store, catalog,
+                                    service.arm_set.models).status == "live"
+
+        def rollback() -> tuple[int, int]:
+            response = client.post("/admin/models/rollback", headers=AUTH)
+            assert response.status_code == 200, response.text
+            return response.json()["version"], response.json()["source_version"]
+
+        assert rollback() == (4, 2)
+        assert rollback() == (5, 1)
+        again = client.post("/admin/models/rollback", headers=AUTH)
+        assert again.status_code == 409 and "nothing to roll back to" in again.text
+        # Promote version 3, roll it back: back to version 1's arms, then nothing.
+        assert client.post("/admin/models/3/promote", headers=AUTH).json()["version"] == 6
+        assert rollback() == (7, 1)
+        assert client.post("/admin/models/rollback", headers=AUTH).status_code == 409
+        wait_for_version(client, 7)
+        assert_state_is_the_fold(client, settings)
+
+
 def test_bad_versions_get_a_clear_4xx(tmp_path: Path, catalog: Dataset, fitted: dict,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     settings = make_settings(tmp_path, "sqlite")
