@@ -1095,8 +1095,23 @@ def format_shadow(comparisons: Sequence[ShadowComparison]) -> str:
 
 
 # ---------------------------------------------------------------------------- export
+def feature_columns(log: DecisionLog) -> list[str]:
+    """Names of the logged context vector's columns (``log.features``): its feature names,
+    else ``f0``, ``f1``, ...; empty when no decision logged one.
+    """
+    if log.features is None:
+        return []
+    return list(log.feature_names or (f"f{j}" for j in range(log.features.shape[1])))
+
+
 def log_frame(log: DecisionLog) -> pd.DataFrame:
-    """The evaluable log as a flat table (one row per decision; pmf and context columns)."""
+    """The evaluable log as a flat table (one row per decision): pmf columns, the context's
+    numeric fields (``context_*``) and the context vector the policy saw (``feature_*``, with
+    ``has_features`` when some decisions logged none: their row is zeros).
+
+    The context vector was left out (found by attack): a LinTS log's 98 features, which
+    ``ope`` itself evaluates the contextual candidates on, were in neither export.
+    """
     frame = pd.DataFrame({
         "event_id": log.event_ids, "created_at": log.created_at, "user_id": log.user_ids,
         "policy_version": log.policy_versions, "arm": np.asarray(log.arms)[log.actions],
@@ -1106,6 +1121,12 @@ def log_frame(log: DecisionLog) -> pd.DataFrame:
         frame[f"pmf_{arm}"] = log.pmf[:, k]
     for j, name in enumerate(log.context_names):
         frame[f"context_{name}"] = log.context[:, j]
+    if log.features is not None:
+        features = pd.DataFrame(log.features, columns=[f"feature_{name}" for name in
+                                                       feature_columns(log)])
+        frame = pd.concat([frame, features], axis=1)
+        if log.has_features is not None and not log.has_features.all():
+            frame["has_features"] = log.has_features
     return frame
 
 
@@ -1122,15 +1143,24 @@ def obp_feedback(log: DecisionLog) -> dict[str, Any]:
 
     Keys: ``n_rounds``, ``n_actions`` (ints), ``action`` (n,), ``reward`` (n,), ``pscore`` (n,),
     ``position`` (n,) zeros (one arm per decision), ``context`` (n, d), ``action_context``
-    (K, K) one-hot, ``pi_b`` (n, K, 1) the logging policy's pmf, and ``action_names`` (K,).
+    (K, K) one-hot, ``pi_b`` (n, K, 1) the logging policy's pmf, ``action_names`` (K,), and
+    ``context_names`` (d,). ``context`` is the context vector the logging policy saw
+    (``log.features``; zeros for a decision that logged none), else, in a log without one,
+    the context's numeric fields (the slate size ``k``): it held only ``k``, so OBP's
+    contextual estimators had no user features (found by attack).
     """
     K = len(log.arms)
+    if log.features is not None:
+        context, names = log.features, feature_columns(log)
+    else:
+        context, names = log.context, list(log.context_names)
     return {
         "n_rounds": log.n, "n_actions": K, "action": log.actions.copy(),
         "reward": log.rewards.copy(), "pscore": log.propensities.copy(),
-        "position": np.zeros(log.n, dtype=np.int64), "context": log.context.copy(),
+        "position": np.zeros(log.n, dtype=np.int64), "context": context.copy(),
         "action_context": np.eye(K), "pi_b": log.pmf[:, :, None].copy(),
         "action_names": np.array(log.arms, dtype=str),
+        "context_names": np.array(names, dtype=str),
     }
 
 

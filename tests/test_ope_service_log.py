@@ -280,9 +280,18 @@ def test_cli_prints_the_table_and_exports(service_log: dict, tmp_path: Path) -> 
     for key, shape in (("action", (30,)), ("reward", (30,)), ("pscore", (30,)),
                        ("position", (30,)), ("pi_b", (30, 2, 1)), ("action_context", (2, 2))):
         assert obp[key].shape == shape, key
-    assert obp["context"].shape[0] == 30
     np.testing.assert_allclose(obp["pscore"], obp["pi_b"][np.arange(30), obp["action"], 0])
     np.testing.assert_array_equal(obp["reward"], exported["reward"])
+    # The context vector the policy saw is in both (they held only the slate size k).
+    log = offpolicy.read_log(service_log["url"], include_open=True)
+    assert log.features is not None and log.feature_names is not None
+    d = log.features.shape[1]
+    assert d > 10 and obp["context"].shape == (30, d)
+    np.testing.assert_array_equal(obp["context"], log.features)
+    assert list(obp["context_names"]) == log.feature_names
+    columns = [f"feature_{name}" for name in log.feature_names]
+    np.testing.assert_allclose(exported[columns].to_numpy(), log.features)
+    assert "has_features" not in exported  # every decision logged its vector
 
 
 def test_no_bootstrap_resamples_print_and_write_no_intervals(service_log: dict,
@@ -290,7 +299,7 @@ def test_no_bootstrap_resamples_print_and_write_no_intervals(service_log: dict,
     # Found by a README check: --bootstrap 0 ("no intervals") printed "[95% CI]" and each
     # estimate as its own interval, 0.8333 [0.8333, 0.8333], and wrote those in ope.csv.
     printed = {}
-    for bootstrap in ("0", "50"):
+    for bootstrap in ("0", "100"):
         out = io.StringIO()
         argv = ["ope", "--db", service_log["url"], "--out", str(tmp_path / bootstrap),
                 "--bootstrap", bootstrap, "--include-open"]
@@ -307,10 +316,10 @@ def test_no_bootstrap_resamples_print_and_write_no_intervals(service_log: dict,
     assert "CI" not in header and "IPS" in header
     row = next(line for line in printed["0"].splitlines() if line.startswith("logging"))
     assert "[" not in row
-    assert "IPS [95% CI]" in printed["50"]
+    assert "IPS [95% CI]" in printed["100"]
     # The same values either way: only the intervals went.
     no_ci = pd.read_csv(tmp_path / "0" / "ope.csv").set_index("policy")
-    with_ci = pd.read_csv(tmp_path / "50" / "ope.csv").set_index("policy")
+    with_ci = pd.read_csv(tmp_path / "100" / "ope.csv").set_index("policy")
     pd.testing.assert_series_equal(no_ci["snips"], with_ci["snips"])
 
 
