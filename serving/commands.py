@@ -927,7 +927,9 @@ def models(settings: Settings, action: str, version: int | str | None = None
     ------
     CommandError
         An unknown version, one that cannot be served, nothing to roll back to, no version
-        yet to show, promote or roll back (exit code 1).
+        yet to show, promote or roll back (exit code 1); ``version`` no version number, as
+        ``02`` or ``abc`` (exit code 2, a bad value: it said 1, as for a refusal, found by
+        attack).
     """
     try:
         return versions.run(settings, action, version)
@@ -936,7 +938,8 @@ def models(settings: Settings, action: str, version: int | str | None = None
             raise CommandError(exc.message, exit_code=1) from None
         return NothingToDo(action, f"no model versions: {exc.reason}")
     except versions.ModelsError as exc:
-        raise CommandError(exc.message, exit_code=1) from None
+        raise CommandError(exc.message, exit_code=2 if exc.status_code == 422 else 1
+                           ) from None
 
 
 #: Why a command that reads the log must read it with the live arms (:func:`served_settings`).

@@ -407,7 +407,8 @@ def test_the_api_and_the_cli_refuse_malformed_and_huge_versions(
         for action in ("show", "promote"):
             with pytest.raises(CommandError, match="plain digits") as refused:
                 models_command(settings, action, text)
-            assert refused.value.exit_code == 1
+            # A bad value: 2, as every command's (it said 1, a refusal's: found by attack).
+            assert refused.value.exit_code == 2
     assert models_command(settings, "show", "1").rows[0].version == 1
 
 
@@ -420,7 +421,7 @@ def test_the_cli_passes_the_version_as_written(tmp_path: Path, catalog: Dataset,
     with worker(settings, catalog, fitted):
         pass
     where = ["--state-dir", str(settings.state_dir), "--db", settings.db]
-    assert main(["models", "show", "1_0", *where]) == 1
+    assert main(["models", "show", "1_0", *where]) == 2
     assert "got '1_0'" in capsys.readouterr().err
     assert main(["models", "show", "1", *where]) == 0
     assert '"version": 1' in capsys.readouterr().out
@@ -451,7 +452,10 @@ def test_side_effect_admin_routes_refuse_unknown_and_repeated_query_parameters(
                 ("candidate=1", [("candidate", "enum",
                                   "must be one of ['true', 'false'], got '1'")]),
                 ("candidate=on", [("candidate", "enum",
-                                   "must be one of ['true', 'false'], got 'on'")])):
+                                   "must be one of ['true', 'false'], got 'on'")]),
+                # a long value is cut, not sent back whole (6,000 characters were: attack)
+                ("candidate=" + "A" * 6000, [("candidate", "enum", "must be one of ['true', "
+                                              "'false'], got '" + "A" * 36 + "...")])):
             response = client.post(f"/admin/retrain?{query}", headers=AUTH)
             assert response.status_code == 422, (query, response.text)
             # The shape of every invalid query (GET /recommendations' repeated user_id too).
