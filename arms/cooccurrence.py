@@ -76,6 +76,16 @@ FIXED_POINT_BITS = 32
 _LIMIT = 1 << 62
 #: Default half-life: one week, in seconds.
 WEEK = 7 * 24 * 3600.0
+#: Shortest half-life (seconds), the log's time resolution: an event's frame is its time over
+#: ``FRAME_HALF_LIVES`` half-lives, which past int64 (a half-life of 1e-20 days) came out as
+#: NaN cast to an integer, with numpy's warnings and figures that meant nothing (found by
+#: attack). The one floor of the arms that decay with time (co-occurrence, popularity).
+MIN_HALF_LIFE_S = 1.0
+
+
+def check_half_life(value: object) -> float:
+    """``half_life`` (seconds) as a float, finite and at least :data:`MIN_HALF_LIFE_S`."""
+    return check_float("half_life", value, low=MIN_HALF_LIFE_S)
 
 
 # ---------------------------------------------------------------------- decayed fixed point
@@ -321,7 +331,7 @@ class CooccurrenceRecommender(Recommender):
 
     def _validate_params(self) -> None:
         check_int("window", self.window, low=1)
-        check_float("half_life", self.half_life, low=0.0, strict=True)
+        check_half_life(self.half_life)
         if not isinstance(self.from_train, bool):
             raise TypeError(f"from_train must be a bool, got {self.from_train!r}")
         check_float("recency", self.recency, low=0.0, strict=True, high=1.0)

@@ -6,10 +6,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from arms._validation import check_float
 from arms.base import Recommender
 from arms.cooccurrence import (
     anchor_retiming,
+    check_half_life,
     decay_runs,
     decayed_to,
     fixed_point,
@@ -73,7 +73,7 @@ class PopularityRecommender(Recommender):
 
     def _validate_params(self) -> None:
         if self.half_life is not None:
-            check_float("half_life", self.half_life, low=0.0, strict=True)
+            check_half_life(self.half_life)
         if not isinstance(self.retime_seed, bool):
             raise TypeError(f"retime_seed must be a bool, got {self.retime_seed!r}")
 

@@ -51,7 +51,7 @@ import pandas as pd
 
 from arms._validation import check_fraction, check_int
 from arms.base import Recommender, top_k
-from arms.cooccurrence import time_order
+from arms.cooccurrence import MIN_HALF_LIFE_S, time_order
 from arms.data import load_movielens, make_synthetic
 from arms.data.dataset import Dataset
 from arms.data.files import clear_run_files
@@ -163,9 +163,11 @@ class ReplayConfig:
         if self.cold_users not in COLD_USERS:
             raise ReplayConfigError("cold_users", f"cold_users must be one of "
                                     f"{list(COLD_USERS)}, got {self.cold_users!r}")
-        if not 0 < float(self.half_life_days) < math.inf:
-            raise ReplayConfigError("half_life_days", f"half_life_days must be finite and > 0, "
-                                    f"got {self.half_life_days!r}")
+        if not MIN_HALF_LIFE_S / DAY <= float(self.half_life_days) < math.inf:
+            # The arms' floor, one second (below it their decay's frames overflowed into NaN).
+            raise ReplayConfigError("half_life_days", f"half_life_days must be finite and at "
+                                    f"least {MIN_HALF_LIFE_S / DAY:.3g} (one second), got "
+                                    f"{self.half_life_days!r}")
 
     def _check_arms(self) -> None:
         """At least one arm, each known and named once."""

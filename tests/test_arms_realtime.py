@@ -681,13 +681,21 @@ def test_observe_validates_and_ignores_zero_weights(data):
 
 
 def test_cooccurrence_params_are_validated(data):
-    with pytest.raises(ValueError, match=r"half_life must be > 0\.0, got 0\.0"):
+    with pytest.raises(ValueError, match=r"half_life must be >= 1\.0, got 0\.0"):
         CooccurrenceRecommender(half_life=0.0).fit(data)
+    # Below a second the frames overflowed: NaN cast to int64, numpy's warnings, figures
+    # that meant nothing (found by attack with replay --half-life-days 1e-20).
+    for tiny in (1e-20 * 86_400, 0.5):
+        with pytest.raises(ValueError, match=r"half_life must be >= 1\.0"):
+            CooccurrenceRecommender(half_life=tiny).fit(data)
+        with pytest.raises(ValueError, match=r"half_life must be >= 1\.0"):
+            PopularityRecommender(half_life=tiny).fit(data)
+    CooccurrenceRecommender(half_life=1.0).fit(data)
     with pytest.raises(TypeError, match="window must be an integer"):
         CooccurrenceRecommender(window=2.5).fit(data)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="from_train must be a bool"):
         CooccurrenceRecommender(from_train=1).fit(data)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"half_life must be > 0\.0"):
+    with pytest.raises(ValueError, match=r"half_life must be >= 1\.0"):
         PopularityRecommender(half_life=-1.0).fit(data)
 
 

@@ -88,7 +88,9 @@ def test_a_slate_environment_is_refused_by_simulate(tmp_path: Path,
      "arms must name each arm once, got ['popularity'] twice"),
     (["replay", "--synthetic", "3000", "--arms", ","], "--arms: name at least one arm"),
     (["replay", "--synthetic", "3000", "--half-life-days", "inf"],
-     "half_life_days must be finite and > 0, got inf"),
+     "half_life_days must be finite and at least 1.16e-05 (one second), got inf"),
+    (["replay", "--synthetic", "3000", "--half-life-days", "1e-20"],
+     "half_life_days must be finite and at least 1.16e-05 (one second), got 1e-20"),
     (["replay", "--synthetic", "3000", "--bootstrap", "3"], "replay: --bootstrap: "),
     # From 10 resamples an interval called a difference significant in 10% of seeds where
     # 1,000 never did; 10**8 ran for minutes (found by attack): the bandits' one range.

@@ -598,7 +598,7 @@ def test_arm_params_set_the_arms_hyper_parameters_and_survive_a_retrain(
         models = client.app.state.service.arm_set.models
         assert models["popularity"].half_life == 604800.0 and models["svd"].n_factors == 8
     for bad, words in (({"svdx": {}}, "not served"),
-                       ({"popularity": {"half_life": -1}}, "half_life must be > 0"),
+                       ({"popularity": {"half_life": -1}}, "half_life must be >= 1"),
                        # Said with what it takes (found by attack: Python's own words).
                        ({"popularity": {"colour": 1}},
                         r"arm_params.popularity: the popularity arm has no hyper-parameter "
