@@ -323,12 +323,16 @@ def _say_why_a_start_fits(store: Store, meta: PolicyMeta, folder: Path | None, s
                        meta.version, folder, state_dir / "arms")
 
 
-def _refuse_another_catalogue(store: Store, catalog: Dataset) -> None:
+def _refuse_another_catalogue(store: Store, catalog: Dataset, unchanged: str | None = None
+                              ) -> None:
     """Settings loading another catalogue than the store's would fit arms no worker of the
-    store can load: exit 1 naming both (:func:`serving.versions.check_catalog`).
+    store can load: exit 1 naming both (:func:`serving.versions.check_catalog`; ``unchanged``:
+    what the refusal leaves as it was, when not a fit's "nothing was fitted, recorded or
+    served").
     """
+    fingerprint = versions.catalog_fingerprint(catalog)
     _as_command_error(store, lambda: versions.check_catalog(
-        store, versions.catalog_fingerprint(catalog), "the arms would be"))
+        store, fingerprint, "the arms would be", *(() if unchanged is None else (unchanged,))))
 
 
 class NothingServedError(Exception):
@@ -1644,7 +1648,7 @@ def purge(settings: Settings, before: str, *, dry_run: bool = False,
         catalog = catalog if catalog is not None else load_catalog(settings)
         # The live arms' snapshot is of the catalogue the workers serve (found in review:
         # a purge on another --dataset or --seed deleted the log), exit 1 naming both.
-        _refuse_another_catalogue(store, catalog)
+        _refuse_another_catalogue(store, catalog, "nothing was deleted")  # (a fit's words before)
         if dry_run:
             return PurgeResults(source, cut, head, counts, dry_run=dry_run)
         previous = store.fold_snapshot(arms=True)

@@ -372,16 +372,18 @@ def live_arms(store: Store) -> tuple[int, list[str]] | None:
     return rows[0].version, list(rows[0].arms)
 
 
-def check_catalog(store: Store, fingerprint: str | None, what: str) -> None:
+def check_catalog(store: Store, fingerprint: str | None, what: str,
+                  unchanged: str = "nothing was fitted, recorded or served") -> None:
     """Refuse ``what`` (a ModelsError, 409) when ``fingerprint`` is not the store's catalogue
-    (:func:`store_catalog`; nothing to check while either is unknown).
+    (:func:`store_catalog`; nothing to check while either is unknown); the message ends with
+    ``unchanged``, what the refusal left as it was.
     """
     expected = store_catalog(store)
     if expected is not None and fingerprint is not None and fingerprint != expected:
         raise ModelsError(f"{what} fitted on the catalogue {fingerprint}, but this store's "
                           f"arms are fitted on the catalogue {expected} (name:ratings:item-id "
                           "hash): run with the service's settings (--dataset, --seed, "
-                          "RECBANDITS_DATA); nothing was fitted, recorded or served")
+                          f"RECBANDITS_DATA); {unchanged}")
 
 
 def data_span(train: Dataset, n_feedback: int, log_seq: int,

@@ -739,6 +739,9 @@ def test_a_purge_refuses_another_arm_order_or_catalogue_and_waits_for_a_promotio
                                                    "catalogue") as other:
                 run_purge(settings, other_catalog, cut, dry_run=dry_run)
             assert other.value.exit_code == 1
+            # What it left: a purge fits nothing ("nothing was fitted, recorded or served",
+            # a retrain's words, found by attack).
+            assert str(other.value).endswith("; nothing was deleted")
         assert counts(settings) == before and store.fold_snapshot() is None
 
         # A promotion the worker has not picked up (it refreshes by hand here): its decisions
