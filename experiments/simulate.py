@@ -34,7 +34,7 @@ import inspect
 import logging
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -541,20 +541,29 @@ def _empty_runs(config: ExperimentConfig, spec: PolicyConfig, n_arms: int) -> Po
     )  # fmt: skip
 
 
+def _leading(tasks: list[Task], done: Collection[int]) -> list[int]:
+    """The finished tasks an interrupted run reports: each policy's leading finished blocks,
+    so run ``r`` of every policy is still the same users (a block finished after a missing
+    one is left out).
+    """
+    kept, stopped = [], set()
+    for i, task in enumerate(tasks):
+        if task.policy_index in stopped:
+            continue
+        if i in done:
+            kept.append(i)
+        else:
+            stopped.add(task.policy_index)
+    return kept
+
+
 def _aggregate(config: ExperimentConfig, tasks: list[Task], done: dict[int, PolicyRuns],
                n_arms: int) -> list[PolicyRuns]:
-    """Each policy's finished blocks joined in run order; an interrupted policy keeps only its
-    leading finished blocks, so run ``r`` of every policy is still the same users.
-    """
+    """Each policy's finished blocks joined in run order (:func:`_leading`)."""
+    kept = _leading(tasks, done)
     out = []
     for p, spec in enumerate(config.policies):
-        parts = []
-        for i, task in enumerate(tasks):
-            if task.policy_index != p:
-                continue
-            if i not in done:
-                break
-            parts.append(done[i])
+        parts = [done[i] for i in kept if tasks[i].policy_index == p]
         out.append(PolicyRuns.concatenate(parts) if parts else _empty_runs(config, spec, n_arms))
     return out
 
@@ -695,8 +704,13 @@ def run(
         if not tasks:
             raise  # nothing ran yet: nothing to report
         interrupted = True
-        logger.warning("interrupted: reporting the %d of %d tasks that finished",
-                       len(done), len(tasks))
+        # Said as reported: a block finished after an unfinished one of its policy is left
+        # out, which "reporting the 2 of 12 tasks that finished" did not say (found by attack).
+        kept = len(_leading(tasks, done))
+        logger.warning("interrupted: reporting %d of the %d tasks%s", kept, len(tasks),
+                       "" if kept == len(done) else
+                       f" ({len(done) - kept} more finished after an unfinished block of their "
+                       "policy, left out so that run r of every policy is the same users)")
     finally:
         bar.close()
 

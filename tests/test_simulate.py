@@ -272,3 +272,15 @@ def test_label_dataset_leaves_other_datasets_alone():
 def _with_params(config, **params):
     env = dataclasses.replace(config.env, params={**config.env.params, **params})
     return dataclasses.replace(config, env=env)
+
+
+def test_an_interrupted_run_says_which_finished_blocks_it_leaves_out(caplog):
+    """A policy's block finished after one of its blocks did not is left out (run r must be
+    the same users for every policy); the warning said "reporting the 2 of 12 tasks that
+    finished" while the summary held one (found by attack)."""
+    from types import SimpleNamespace
+
+    tasks = [SimpleNamespace(policy_index=p) for p in (0, 0, 0, 1, 1)]
+    assert simulate._leading(tasks, {0, 2, 3, 4}) == [0, 3, 4]  # task 2 waits on task 1
+    assert simulate._leading(tasks, {1, 2}) == []
+    assert simulate._leading(tasks, set(range(5))) == [0, 1, 2, 3, 4]
