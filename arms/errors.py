@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from numbers import Integral
 
 
 class DataUnavailableError(RuntimeError):
@@ -44,11 +45,16 @@ def unknown_id_message(
     Returns
     -------
     str
-        ``unknown arm 'ease2'; did you mean ease?`` and, with ``list_known``, a second
-        sentence `` Valid arms: svd, ....`` (never "?.").
+        ``unknown arm 'ease2'; did you mean ease?`` (no suggestion for an integer id) and,
+        with ``list_known``, a second sentence `` Valid arms: svd, ....`` (never "?.").
     """
     known_text = list(dict.fromkeys(str(k) for k in known))
-    close = difflib.get_close_matches(str(value), known_text, n=1)
+    # Names get a suggestion; numbers do not: spelled alike is not near (item 5002 was told
+    # "did you mean 8002?" while 5001 and 5003 exist; found by attack).
+    numeric = isinstance(value, Integral) and not isinstance(value, bool)
+    if isinstance(value, Integral) and numeric:
+        value = int(value)  # shown as 301, not np.int64(301)
+    close = [] if numeric else difflib.get_close_matches(str(value), known_text, n=1)
     message = f"unknown {kind} {value!r}" + (f"; did you mean {close[0]}?" if close else "")
     if list_known:
         # A sentence of its own after the suggestion's "?", so the message never reads "?.".

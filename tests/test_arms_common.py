@@ -290,3 +290,14 @@ def test_every_exported_arm_is_covered():
     assert {"SVDRecommender", "AutoencoderRecommender", "PopularityRecommender",
             "RandomRecommender"} <= names
     assert {case.values[0].__name__ for case in CASES} == names
+
+
+def test_an_unknown_integer_id_gets_no_suggestion_by_spelling():
+    """Item 5002 was told "did you mean 8002?" while 5001 and 5003 exist, 7777 "77?", 301
+    "31?" (found by attack): a number spelled alike is not near. Names keep theirs."""
+    from arms.errors import unknown_id_message
+
+    assert unknown_id_message("item_id", 5002, [8002, 5001, 5003]) == "unknown item_id 5002"
+    assert unknown_id_message("item_id", np.int64(301), [31, 300]) == "unknown item_id 301"
+    assert unknown_id_message("arm", "ease2", ["ease", "svd"]) == (
+        "unknown arm 'ease2'; did you mean ease?")
