@@ -433,8 +433,10 @@ def resolve_path(config: str | Path) -> Path:
     for candidate in (config_dir() / path.name, config_dir() / f"{path.name}.toml"):
         if candidate.is_file():
             return candidate
+    # A folder is named as one (it was "no such file", found by attack).
+    what = "a folder, not a TOML file," if path.is_dir() else "no such file"
     raise ConfigError(
-        f"config {str(config)!r}: no such file and no shipped config of that name; shipped "
+        f"config {str(config)!r}: {what} and no shipped config of that name; shipped "
         f"configs: {', '.join(shipped_configs())}"
     )
 

@@ -176,3 +176,11 @@ def test_the_movielens_alias_is_the_release_it_names_for_every_environment():
     assert "dataset" not in env_kwargs({}, 10)  # no dataset: the environment's own default
     with pytest.raises(cfg.ConfigError, match="dataset must be one of"):
         env_kwargs({"dataset": "ml-2k"}, 10)
+
+
+def test_a_config_argument_that_is_a_folder_is_named_as_one(tmp_path):
+    with pytest.raises(cfg.ConfigError, match=r"a folder, not a TOML file, and no shipped "
+                                              r"config of that name; shipped configs: fixed_ctr"):
+        cfg.resolve_path(tmp_path)
+    with pytest.raises(cfg.ConfigError, match="no such file and no shipped config"):
+        cfg.resolve_path(tmp_path / "missing.toml")
