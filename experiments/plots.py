@@ -168,8 +168,12 @@ def arm_share_figure(results: SimulationResults) -> Figure:
                     bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.9, "lw": 0.5})
         ax.set_ylim(0, 1)
         ax.set_xlim(1, results.config.horizon)
-    for ax in axes[-1]:
-        ax.set_xlabel("step")
+    # Every panel with no panel below it shows the steps (one above an empty slot of the last
+    # row had none: sharex hides them above the last row; found by attack).
+    for i, ax in enumerate(axes.flat[:len(active)]):
+        if i + ncols >= len(active):
+            ax.xaxis.set_tick_params(labelbottom=True)
+            ax.set_xlabel("step")
     for ax in axes[:, 0]:
         ax.set_ylabel("share of pulls")
     for ax in list(axes.flat)[len(active):]:

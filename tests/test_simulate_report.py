@@ -224,3 +224,16 @@ def test_summary_explains_boredom_only_where_actions_change_expectations(results
     no_hindsight = dataclasses.replace(bored, policies=results.policies[:2])
     assert "Boredom" not in report.summary_markdown(no_hindsight,
                                                     report.summary_frame(no_hindsight))
+
+
+def test_every_arm_share_panel_without_one_below_shows_its_steps(results):
+    """Five panels on a 3 x 2 grid: the third (above the empty slot) had no step labels, as
+    sharex hides them above the last row (found by attack)."""
+    five = dataclasses.replace(results, policies=[
+        dataclasses.replace(results.policies[0], label=f"p{i}") for i in range(5)])
+    fig = plots.arm_share_figure(five)
+    panels = [ax for ax in fig.axes if ax.axison][:5]
+    fig.canvas.draw()  # tick labels get their text when drawn
+    labelled = [ax.get_xlabel() == "step" and any(
+        t.get_visible() and t.get_text() for t in ax.get_xticklabels()) for ax in panels]
+    assert labelled == [False, False, True, True, True]
