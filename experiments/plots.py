@@ -223,11 +223,14 @@ def posterior_figure(results: SimulationResults) -> Figure | None:
     clicks = runs.checkpoint_clicks[0]
     true_means = runs.expected_sum[0] / runs.horizon
     upper = float(min(1.0, max(0.05, 2.2 * true_means.max() + 0.05)))
-    x = np.linspace(0, upper, 600)
     colours = arm_colours(len(results.arm_names))
     fig = Figure(figsize=(3.6 * len(checkpoints), 3.8), layout="constrained")
     axes = fig.subplots(1, len(checkpoints), squeeze=False)
     for ax, step, n, s in zip(axes[0], checkpoints, pulls, clicks, strict=True):
+        # Wide enough for each posterior's mass at this step: an early Beta(2, 3) was cut at
+        # the range the true means set (found by attack).
+        widest = float(stats.beta.ppf(0.995, 1 + s, 1 + n - s).max())
+        x = np.linspace(0, min(1.0, max(upper, widest)), 600)
         for k, name in enumerate(results.arm_names):
             density = stats.beta.pdf(x, 1 + s[k], 1 + n[k] - s[k])
             ax.plot(x, density, color=colours[k], lw=1.8,

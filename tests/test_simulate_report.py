@@ -237,3 +237,23 @@ def test_every_arm_share_panel_without_one_below_shows_its_steps(results):
     labelled = [ax.get_xlabel() == "step" and any(
         t.get_visible() and t.get_text() for t in ax.get_xticklabels()) for ax in panels]
     assert labelled == [False, False, True, True, True]
+
+
+def test_each_posterior_panel_holds_its_posteriors_mass(results):
+    """An early posterior (Beta(2, 3) after a few pulls) was cut at the range the true means
+    set, 0.38 (found by attack): each panel now reaches its widest posterior's 99.5% point."""
+    from scipy import stats
+
+    import copy
+
+    early = copy.deepcopy(results)
+    runs = plots.posterior_policy(early)
+    runs.checkpoint_pulls[0][0] = 1  # the first checkpoint: one pull of each arm, one click
+    runs.checkpoint_clicks[0][0] = 0
+    runs.checkpoint_clicks[0][0][0] = 1
+    runs.expected_sum[0] = np.array([0.10, 0.15, 0.12]) * runs.horizon  # range 0.38 before
+    fig = plots.posterior_figure(early)
+    for ax, n, s in zip(fig.axes, runs.checkpoint_pulls[0], runs.checkpoint_clicks[0],
+                        strict=False):
+        right = max(line.get_xdata().max() for line in ax.get_lines() if len(line.get_xdata()) > 2)
+        assert right >= min(1.0, float(stats.beta.ppf(0.995, 1 + s, 1 + n - s).max())) - 1e-12
