@@ -242,9 +242,9 @@ def test_every_arm_share_panel_without_one_below_shows_its_steps(results):
 def test_each_posterior_panel_holds_its_posteriors_mass(results):
     """An early posterior (Beta(2, 3) after a few pulls) was cut at the range the true means
     set, 0.38 (found by attack): each panel now reaches its widest posterior's 99.5% point."""
-    from scipy import stats
-
     import copy
+
+    from scipy import stats
 
     early = copy.deepcopy(results)
     runs = plots.posterior_policy(early)
