@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import inspect
 import json
 import logging
 import math
@@ -55,6 +56,7 @@ from arms.cooccurrence import MIN_HALF_LIFE_S, time_order
 from arms.data import load_movielens, make_synthetic
 from arms.data.dataset import Dataset
 from arms.data.files import clear_run_files
+from arms.data.synthetic import check_sizes
 from arms.errors import UnknownArmError
 from arms.registry import make_arm, resolve, resolve_names
 from bandits.ope import (
@@ -143,6 +145,7 @@ class ReplayConfig:
         except (TypeError, ValueError) as exc:
             raise ReplayConfigError("cut", str(exc)) from None
         self._check_arms()
+        self._check_synthetic()
         bad = [v for v in self.variants if v not in VARIANTS]
         if bad or not self.variants:
             raise ReplayConfigError(
@@ -168,6 +171,20 @@ class ReplayConfig:
             raise ReplayConfigError("half_life_days", f"half_life_days must be finite and at "
                                     f"least {MIN_HALF_LIFE_S / DAY:.3g} (one second), got "
                                     f"{self.half_life_days!r}")
+
+    def _check_synthetic(self) -> None:
+        """The synthetic sizes asked for, checked before the run as every other option (they
+        were found once the progress bar ran, named as make_synthetic's, not the option).
+        """
+        if self.synthetic is None:
+            return
+        sizes = {name: param.default for name, param in
+                 inspect.signature(make_synthetic).parameters.items()
+                 if name in ("n_users", "n_items", "n_ratings")}
+        try:
+            check_sizes(**{**sizes, **{k: v for k, v in self.synthetic.items() if k in sizes}})
+        except (TypeError, ValueError) as exc:
+            raise ReplayConfigError("synthetic", str(exc)) from None
 
     def _check_arms(self) -> None:
         """At least one arm, each known and named once."""

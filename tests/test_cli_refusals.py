@@ -98,7 +98,8 @@ def test_a_slate_environment_is_refused_by_simulate(tmp_path: Path,
      "resamples for a percentile interval; allowed: 100 to 100,000"),
     (["replay", "--synthetic", "3000", "--bootstrap", "100000000"], "n_bootstrap=100000000 is "
      "more resamples than are kept; allowed: 100 to 100,000"),
-    (["replay", "--synthetic", "0"], "n_ratings must be an integer from 1 to 100,000,000, got 0"),
+    (["replay", "--synthetic", "0"], "replay: --synthetic: n_ratings must be an integer from 1 "
+     "to 100,000,000, got 0"),
     # No ceiling: these ran until killed (found by attack).
     (["replay", "--synthetic", "10000000000"], "n_ratings must be an integer from 1 to "
      "100,000,000, got 10000000000"),
