@@ -92,6 +92,7 @@ from serving.settings import (
     arm_not_served,
     arms_unchecked,
     http_url,
+    say_seconds,
     settings_issues,
 )
 from serving.store import Outcome, Store, open_store
@@ -1626,7 +1627,7 @@ def purge(settings: Settings, before: str, *, dry_run: bool = False,
     if cut > limit:
         raise ValueError(
             f"--before {_iso(cut)} is inside the retention window (retention_s = "
-            f"{settings.retention_s:.0f} s, {settings.retention_s / 86_400:g} days): events "
+            f"{say_seconds(settings.retention_s)}): events "
             f"after now - retention still steer features and real-time scores; the latest DATE "
             f"allowed now is {_iso(limit)}")
     with _open_log(settings, "purge", "purge would fold") as opened:

@@ -84,7 +84,7 @@ from serving.retrain_trigger import HeldLease, hold_retrain_lease
 from serving.retries import RetryCheck, instant
 from serving.rules import RuleBook
 from serving.schemas import EventIn, FeedbackIn
-from serving.settings import Settings
+from serving.settings import Settings, say_seconds
 from serving.store import FeedbackResult, FeedbackWrite, Store
 from serving.store.errors import store_timed_out
 from serving.store.types import (
@@ -1104,8 +1104,8 @@ class RecommendationService:
         if timestamp < earliest:
             raise InvalidInputError(
                 f"timestamp {_iso(timestamp)} is older than the retention window of "
-                f"{self.settings.retention_s:g} s (the earliest accepted now is "
-                f"{_iso(earliest)})")
+                f"{say_seconds(self.settings.retention_s)}: the earliest accepted now is "
+                f"{_iso(earliest)}")
         return timestamp
 
     async def _event_write(self, user_id: int, movie_id: int, event_type: str,

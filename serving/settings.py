@@ -48,6 +48,15 @@ DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0}
 _DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([smhd]?)\s*")
 
 
+def say_seconds(seconds: float) -> str:
+    """A duration as messages write it: ``7776000 s (90 days)``, the days when a day or more
+    (the retention window was ``7.776e+06 s`` in an event's 422 and ``7776000 s, 90 days`` in
+    ``purge``'s refusal: found by attack).
+    """
+    text = f"{seconds:.0f} s" if seconds >= 1 else f"{seconds:g} s"
+    return text + (f" ({seconds / 86_400:g} days)" if seconds >= 86_400 else "")
+
+
 def parse_duration(name: str, value: object) -> float | None:
     """A duration setting in seconds: a positive number of seconds, or a string of one with
     a unit of :data:`DURATION_UNITS` (``"6h"``); None, ``""`` or ``"off"`` for none.

@@ -432,7 +432,7 @@ def test_a_date_inside_the_retention_window_is_refused(
     before = counts(settings)
     with pytest.raises(ValueError) as refused:
         purge(settings, iso(now - 6 * 24 * HOUR), now=now)
-    assert "inside the retention window (retention_s = 604800 s, 7 days)" in str(refused.value)
+    assert "inside the retention window (retention_s = 604800 s (7 days))" in str(refused.value)
     assert (f"the latest DATE allowed now is {iso(now - 7 * 24 * HOUR)[:19]}"
             in str(refused.value))
     with pytest.raises(ValueError, match="--before must be an ISO date or date-time"):

@@ -133,3 +133,13 @@ def test_the_bootstrap_and_grid_settings_have_the_bandits_ceilings() -> None:
                         ("propensity_grid", MAX_PROPENSITY_GRID + 1)):
         with pytest.raises(ValidationError, match=f"{name}\n.*less than or equal to {value - 1}"):
             Settings(**{name: value})
+
+
+def test_a_duration_is_written_one_way_in_every_message() -> None:
+    """The retention window read 7.776e+06 s in an event's 422 and 7776000 s, 90 days in
+    purge's refusal (found by attack)."""
+    from serving.settings import say_seconds
+
+    assert say_seconds(7_776_000.0) == "7776000 s (90 days)"
+    assert say_seconds(3600.0) == "3600 s"
+    assert say_seconds(0.25) == "0.25 s"
