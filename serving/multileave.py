@@ -360,6 +360,8 @@ def format_credit(report: CreditReport) -> str:
         rate = "-" if math.isnan(w["win_rate"]) else f"{w['win_rate']:.3f}"
         lines.append(f"{w['arm']:<14}{w['versus']:<14}{w['comparisons']:>8}{w['wins']:>7}"
                      f"{w['losses']:>8}{w['ties']:>7}{rate:>10}")
+    if report.wins.empty:  # a header and nothing under it said nothing (found by attack)
+        lines.append("(none yet: no slate has the outcomes of two of its arms decided)")
     return "\n".join(lines)
 
 

@@ -34,7 +34,7 @@ from experiments.cli import main as cli_main
 from serving.app import create_app
 from serving.armset import fit_arms
 from serving.commands import credit
-from serving.multileave import credit_report
+from serving.multileave import credit_report, format_credit
 from serving.results import CreditResults, PurgeResults
 from serving.settings import Settings
 from serving.store import open_store
@@ -245,6 +245,12 @@ def test_credit_report_on_hand_made_outcomes() -> None:
     assert wins.loc[("random", "popularity"), "win_rate"] == 1.0
     assert ("svd", "random") not in wins.index  # d is not decided for both
     assert report.n_decisions == 4
+    assert "(none yet" not in format_credit(report)
+    # No slate with two decided arms: the pairwise table says so (a header alone said nothing).
+    undecided = credit_report([("d", {"arms": ["svd", "random"]})], [("d", "svd", 0.0)], ARMS,
+                              n_bootstrap=200, seed=0)
+    assert format_credit(undecided).endswith(
+        "(none yet: no slate has the outcomes of two of its arms decided)")
 
 
 def test_credit_command_reads_the_log(client: TestClient, settings: Settings) -> None:
