@@ -1249,7 +1249,7 @@ class RecommendationService:
                      ) -> AddedItem:
         """Check and log a new item (:meth:`post_item`'s errors); nothing folded yet."""
         if item_id in self.arm_set.item_index:
-            raise ItemExistsError(f"item_id {item_id} is in the catalogue already")
+            raise ItemExistsError(self.store.item_exists_message(item_id))
         unknown = sorted(set(genres) - set(self.arm_set.genre_names))
         if unknown:
             raise InvalidInputError(f"genres must be among {list(self.arm_set.genre_names)}, "

@@ -1033,8 +1033,15 @@ class Store(abc.ABC):
                     item_id=item_id, seq=seq, title=title, genres=list(genres), year=year,
                     created_at=at))
         except sa.exc.IntegrityError:
-            raise ValueError(f"item_id {item_id} was added already") from None
+            raise ValueError(self.item_exists_message(item_id)) from None
         return AddedItem(seq, item_id, title, tuple(genres), year, at)
+
+    @staticmethod
+    def item_exists_message(item_id: int) -> str:
+        """The one text of the 409 for an item that exists, whoever sees it first (the worker's
+        catalogue or the store's insert: two concurrent adds got two texts, found by attack).
+        """
+        return f"item_id {item_id} is in the catalogue already"
 
     @unavailable_on_db_error
     def items_after(self, seq: int) -> list[AddedItem]:
