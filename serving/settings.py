@@ -35,7 +35,13 @@ from serving.errors import ArmNotServedError
 from serving.features import DEFAULT_DECAY_STEP_S, DEFAULT_HALF_LIFE_S
 from serving.holdout import Holdout, check_holdout
 from serving.multileave import SlateMode
-from serving.policy import DEFAULT_POLICY, CarryoverMode, PolicyModel, check_policy_name
+from serving.policy import (
+    DEFAULT_POLICY,
+    SET_BY_THE_SERVICE,
+    CarryoverMode,
+    PolicyModel,
+    check_policy_name,
+)
 from serving.rules import DEFAULT_REWARD, Aggregation, RuleBook, overridden_rules
 from serving.store.base import DEFAULT_TIMEOUT_S
 
@@ -665,11 +671,15 @@ class Settings(BaseSettings):
             model = self.shadow_model(n_features=1)
         except ValueError as exc:  # its class kept (PerArmLengthError: _check_policy_params)
             raise type(exc)(f"shadow_policy_params: {exc}") from None
-        if self.shadow_is_live():
+        if self.shadow_is_live() and model is not None:
+            # The hyper-parameters compared, without the n_features=1 they were compared at
+            # (the service sets it from its feature set: "n_features: 1" misled, found by attack).
+            compared = {k: v for k, v in model.identity()["params"].items()
+                        if k not in SET_BY_THE_SERVICE}
             raise ValueError(f"shadow_policy {self.shadow_policy!r} with parameters "
                              f"{self.shadow_policy_params} is the live policy itself "
-                             f"({model.identity() if model else None}): a shadow must "
-                             "differ from the live policy in its class or parameters")
+                             f"({self.shadow_policy} {compared}): a shadow must differ from "
+                             "the live policy in its class or parameters")
 
     @property
     def stall_log_s(self) -> float | None:

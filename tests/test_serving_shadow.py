@@ -177,6 +177,11 @@ def test_rebuild_state_says_no_when_the_shadow_differs_from_its_fold(
       "shadow_policy_params": {"scale": 0.5}}, "is the live policy itself"),
     ({"policy": "LinTS", "shadow_policy": "LinTS", "shadow_policy_params": {"scale": 1.0}},
      "is the live policy itself"),  # LinTS's default scale
+    # The parameters compared, without the n_features=1 they are compared at (the service
+    # sets it; "'n_features': 1" misled, found by attack).
+    ({"policy": "LinTS", "shadow_policy": "LinTS"},
+     r"is the live policy itself \(LinTS \{'scale': 1\.0, 'ridge': 1\.0, 'batch_size': 1, "
+     r"'propensity_grid': 256\}\)"),
     ({"shadow_policy_params": {"scale": 0.5}}, "shadow_policy is not"),
     ({"shadow_policy": "LinTS", "shadow_policy_params": {"bogus": 1}},
      r"shadow_policy_params: LinTS has no hyper-parameter 'bogus'; allowed: \['scale'"),
