@@ -69,6 +69,49 @@ RunRandom = np.random.Generator | Sequence[np.random.Generator]
 STATE_FORMAT = 1
 
 
+class FixedOnceBuilt:
+    """What its ``__init__`` takes (hyper-parameters, arms, seed) is fixed once the object is
+    built (``self._built = True`` at the end of ``__init__``): checked there, with the state
+    made from it. Found by attack: ``p.epsilon = -5`` gave probabilities of -1.67,
+    ``p.exploration = nan`` NaN ones, ``p.arms = ["x"]`` one arm over three columns of
+    state, each a state :func:`policy_from_state_dict` then refused; ``p.prior_alpha = -1``
+    was ignored without a word; and a multileaving policy and the drift detectors took the
+    same. Arms change through ``add_arm`` / ``remove_arm``; another hyper-parameter is
+    another object.
+    """
+
+    _built = False
+
+    def _fixed(self, name: str, verb: str) -> None:
+        if self._built and name in inspect.signature(type(self).__init__).parameters:
+            raise AttributeError(
+                f"cannot {verb} {type(self).__name__}.{name}: fixed once built (checked there, "
+                "and the state made from it); build another with the value, e.g. "
+                f"type(obj)(obj.arms, **{{**obj.get_params(), {name!r}: ...}})")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Refuse to set what ``__init__`` took, once built (see the class doc).
+
+        Raises
+        ------
+        AttributeError
+            ``name`` is a parameter of ``__init__`` and the object is built.
+        """
+        self._fixed(name, "set")
+        super().__setattr__(name, value)
+
+    def __delattr__(self, name: str) -> None:
+        """Refuse to delete what ``__init__`` took, once built (see the class doc).
+
+        Raises
+        ------
+        AttributeError
+            ``name`` is a parameter of ``__init__`` and the object is built.
+        """
+        self._fixed(name, "delete")
+        super().__delattr__(name)
+
+
 class Policy(ABC):
     """Base class of the bandit policies.
 
@@ -783,7 +826,7 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-class BatchedPolicy(Policy):
+class BatchedPolicy(FixedOnceBuilt, Policy):
     """A policy built on the batched core; the base of every policy in this package.
 
     Subclasses store their keyword-only hyper-parameters unchanged, then call
@@ -847,24 +890,6 @@ class BatchedPolicy(Policy):
         self._rng = make_generator(random_state)
         self.state_ = self.init_batch(1)
         self._built = True
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        """Hyper-parameters are fixed once the policy is built: they are checked there, and
-        the state is made from them. Found by attack: ``p.epsilon = -5`` gave probabilities
-        of -1.67, ``p.exploration = nan`` NaN ones, a state :func:`policy_from_state_dict`
-        then refused, and ``p.prior_alpha = -1`` was ignored without a word.
-
-        Raises
-        ------
-        AttributeError
-            ``name`` is a hyper-parameter of a built policy.
-        """
-        if getattr(self, "_built", False) and name in self._param_names():
-            raise AttributeError(
-                f"{type(self).__name__}.{name} is fixed once the policy is built (checked "
-                f"there, and its state made from it); build another: type(policy)(policy.arms, "
-                f"**{{**policy.get_params(), {name!r}: ...}})")
-        super().__setattr__(name, value)
 
     # ----------------------------------------------------------------- subclass hooks
     def _check_params(self) -> None:
@@ -1082,10 +1107,10 @@ class BatchedPolicy(Policy):
         Raises
         ------
         TypeError
-            Rewards or contexts that are not real numbers (strings, complex numbers; booleans
-            among rewards).
+            Rewards that are not real numbers (strings, complex numbers, booleans).
         ValueError
-            Wrong shapes, arm positions out of range, rewards outside the support or NaN.
+            Wrong shapes, arm positions out of range, rewards outside the support or NaN,
+            contexts that are not numeric ("must be numeric": strings, complex numbers).
         """
         R = state.n_runs
         if validate:
@@ -1222,7 +1247,7 @@ class BatchedPolicy(Policy):
             col = st.stats[key][:, src:src + 1] if src is not None else fresh[key]
             st.stats[key] = np.concatenate([st.stats[key], col.astype(st.stats[key].dtype)],
                                            axis=1)
-        self.arms = new_arms
+        object.__setattr__(self, "arms", new_arms)  # the one way arms change (FixedOnceBuilt)
         self.arm_params_ = new_params
         return len(self.arms) - 1
 

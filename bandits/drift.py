@@ -45,7 +45,7 @@ from typing import Any, ClassVar, cast
 
 import numpy as np
 
-from bandits.base import build_from_state, init_param_names, read_stats
+from bandits.base import FixedOnceBuilt, build_from_state, init_param_names, read_stats
 from bandits.errors import (
     MAX_COUNT,
     arm_index,
@@ -90,7 +90,7 @@ class DetectorState:
         return DetectorState({k: v.copy() for k, v in self.stats.items()})
 
 
-class ChangeDetector(ABC):
+class ChangeDetector(FixedOnceBuilt, ABC):
     """Per-arm change detector over ``R`` runs; the base of :class:`PageHinkley` and :class:`CUSUM`.
 
     Parameters
@@ -135,6 +135,7 @@ class ChangeDetector(ABC):
         check_real(delta, "delta", low=0.0, high=1.0, high_open=True)
         check_int(min_samples, "min_samples", low=1)
         self.state_ = self.init_batch(1)
+        self._built = True  # its parameters are fixed now (FixedOnceBuilt)
 
     @property
     def n_arms(self) -> int:

@@ -87,6 +87,12 @@ def floor_probabilities(probabilities: np.ndarray, floor: float) -> np.ndarray:
     if not inside.all():
         raise ValueError(f"probabilities contains {float(p[~inside].flat[0])!r}; each must lie "
                          "in [0, 1]")
+    if p.ndim == 0 or p.shape[-1] == 0:  # (a ZeroDivisionError before: attack)
+        raise ValueError(f"probabilities has shape {p.shape}; expected (..., K) with K >= 1")
+    sums = p.sum(axis=-1)
+    if not (np.abs(sums - 1.0) <= 1e-6).all():  # [0.9, 0.9] gave [0.86, 0.86]
+        raise ValueError(f"probabilities' rows must sum to one, got a row summing to "
+                         f"{float(sums[np.abs(sums - 1.0) > 1e-6].flat[0])!r}")
     k = p.shape[-1]
     f = check_floor(floor, k)
     return cast(np.ndarray, f + (1.0 - k * f) * p)

@@ -51,6 +51,7 @@ from scipy import special
 
 from bandits.base import (
     Draws,
+    FixedOnceBuilt,
     RandomState,
     RunRandom,
     _json_value,
@@ -365,7 +366,7 @@ class MultileaveChoice:
     teams: np.ndarray
 
 
-class MultileaveThompsonSampling:
+class MultileaveThompsonSampling(FixedOnceBuilt):
     """Thompson Sampling over which ``m`` arms to multileave, learning from credited clicks.
 
     Each arm has a Beta posterior on the click rate of the positions it fills:
@@ -442,6 +443,7 @@ class MultileaveThompsonSampling:
         self.sets = np.array(list(itertools.combinations(range(K), m)), dtype=np.int64)
         self._rng = make_generator(random_state)
         self.state_ = self.init_batch(1)
+        self._built = True  # its parameters are fixed now (FixedOnceBuilt)
 
     @property
     def n_arms(self) -> int:

@@ -747,7 +747,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     handler: Handler = args.handler
     out = getattr(args, "out", None)
-    refused = _out_refusal(out, _run_files(args.command) if out is not None else ())
+    refused = _out_refusal(out, _run_files(args) if out is not None else ()) or next(
+        (said for option, name in (("--export-csv", "export_csv"), ("--export-obp", "export_obp"))
+         if (said := _file_refusal(option, getattr(args, name, None))) is not None), None)
     if refused is not None:
         print(f"recbandits {args.command}: {refused}", file=sys.stderr)
         return 2
@@ -801,13 +803,19 @@ _RUN_FILES_OF = {"simulate": "experiments.simulate", "replay": "experiments.repl
                  "evaluate-arms": "experiments.evaluate_arms", "ope": "serving.offpolicy"}
 
 
-def _run_files(command: str) -> tuple[str, ...]:
-    """The file names ``command`` writes into ``--out`` (its module's ``RUN_FILES``)."""
-    module = _RUN_FILES_OF.get(command)
+def _run_files(args: argparse.Namespace) -> tuple[str, ...]:
+    """The file names the command of ``args`` writes into ``--out`` (its module's
+    ``RUN_FILES``; ``ope``'s shadow table only with ``--shadow``).
+    """
+    module = _RUN_FILES_OF.get(args.command)
     if module is None:
         return ()
     files = importlib.import_module(module).RUN_FILES
-    return tuple(files.values() if isinstance(files, dict) else files)
+    if isinstance(files, dict):
+        files = {k: v for k, v in files.items()
+                 if k != "shadow_table" or getattr(args, "shadow", False)}
+        return tuple(files.values())
+    return tuple(files)
 
 
 def _out_refusal(path: str | None, names: Sequence[str] = ()) -> str | None:
@@ -821,6 +829,8 @@ def _out_refusal(path: str | None, names: Sequence[str] = ()) -> str | None:
     """
     if path is None:
         return None
+    if not path.strip():  # simulate wrote into the working folder, ope into its default
+        return "--out '': give a folder"
     target = os.path.abspath(path)
     if os.path.exists(target) and not os.path.isdir(target):
         return f"--out {path!r} is a file, not a folder"
@@ -836,8 +846,23 @@ def _out_refusal(path: str | None, names: Sequence[str] = ()) -> str | None:
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".recbandits-out-", dir=ancestor))
     except OSError as exc:
-        return f"--out {path!r}: {ancestor!r} is not writable ({exc.strerror or exc})"
+        return f"--out {path!r}: nothing can be written in {ancestor!r} ({exc.strerror or exc})"
     return None
+
+
+def _file_refusal(option: str, path: str | None) -> str | None:
+    """Why the file ``path`` (``--export-csv``, ``--export-obp``) could not be written, or
+    None: checked before the run, as ``--out`` (they were found after it had written its
+    table, found by attack).
+    """
+    if path is None:
+        return None
+    if not path.strip():
+        return f"{option} '': give a file"
+    if os.path.isdir(path):
+        return f"{option} {path!r} is a folder, not a file"
+    folder = _out_refusal(os.path.dirname(os.path.abspath(path)))
+    return None if folder is None else folder.replace("--out", option, 1)
 
 
 def _input_refusal(exc: Exception, args: argparse.Namespace) -> str | None:

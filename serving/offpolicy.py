@@ -483,7 +483,10 @@ class LinearCandidate:
         try:  # said at once, before the log is read (found in review: Python's words, late)
             registered_policies()[self.policy].check_param_names(
                 dict(self.params), set_by_caller={"n_features": "the log (its contexts)",
-                                                  "random_state": "the evaluation"})
+                                                  "random_state": "the evaluation",
+                                                  # (taken, and changed nothing: attack)
+                                                  "batch_size": "the evaluation (it replays "
+                                                                "in refresh blocks)"})
             # The values too, before the log is read: a class's own checks, on one arm.
             values: dict[str, Any] = {"n_features": 1, **dict(self.params)}
             registered_policies()[self.policy](["arm"], **values)
@@ -517,6 +520,8 @@ class LinearCandidate:
             try:
                 # An integer stays one: batch_size and propensity_grid are refused as floats
                 # ("got 512.0"), while the message listed them as allowed (found by attack).
+                if "_" in value:  # Python reads "1_0" as 10 (found by attack)
+                    raise ValueError(value)
                 number = int(value) if value.strip().lstrip("+-").isdigit() else float(value)
             except ValueError:
                 eq = ""
@@ -1145,9 +1150,10 @@ def obp_feedback(log: DecisionLog) -> dict[str, Any]:
     ``position`` (n,) zeros (one arm per decision), ``context`` (n, d), ``action_context``
     (K, K) one-hot, ``pi_b`` (n, K, 1) the logging policy's pmf, ``action_names`` (K,), and
     ``context_names`` (d,). ``context`` is the context vector the logging policy saw
-    (``log.features``; zeros for a decision that logged none), else, in a log without one,
-    the context's numeric fields (the slate size ``k``): it held only ``k``, so OBP's
-    contextual estimators had no user features (found by attack).
+    (``log.features``), else, in a log without one, the context's numeric fields (the slate
+    size ``k``): it held only ``k``, so OBP's contextual estimators had no user features
+    (found by attack). When some decisions logged none (another feature set), their rows are
+    zeros and ``has_features`` (n,) marks the others, as the CSV's column does.
     """
     K = len(log.arms)
     if log.features is not None:
@@ -1161,6 +1167,8 @@ def obp_feedback(log: DecisionLog) -> dict[str, Any]:
         "action_context": np.eye(K), "pi_b": log.pmf[:, :, None].copy(),
         "action_names": np.array(log.arms, dtype=str),
         "context_names": np.array(names, dtype=str),
+        **({"has_features": log.has_features.copy()} if log.features is not None
+           and log.has_features is not None and not log.has_features.all() else {}),
     }
 
 

@@ -130,19 +130,32 @@ def test_batched_rewards_that_are_not_real_numbers_change_nothing(make, batch_si
     policy.update_batch(state, np.array([0, 1]), np.array([1, 0.0], dtype=object), contexts)
 
 
-@pytest.mark.parametrize("make", POLICIES, ids=IDS)
-def test_hyper_parameters_are_fixed_once_the_policy_is_built(make):
+@pytest.mark.parametrize("make", [*POLICIES,
+                                  lambda: bd.MultileaveThompsonSampling(ARMS, m=2, slate_size=2),
+                                  lambda: bd.PageHinkley(ARMS), lambda: bd.CUSUM(ARMS)],
+                         ids=[*IDS, "multileave", "page_hinkley", "cusum"])
+def test_hyper_parameters_and_arms_are_fixed_once_built(make):
     """p.epsilon = -5 gave probabilities of -1.67 and a state that could not be loaded,
-    p.exploration = nan NaN probabilities, p.prior_alpha = -1 was ignored (found by attack)."""
-    policy = trained(make())
+    p.exploration = nan NaN probabilities, p.prior_alpha = -1 was ignored, p.arms = ["x"] left
+    one arm over three columns of state, del p.epsilon broke get_params; a multileaving policy
+    and the drift detectors took the same (found by attack)."""
+    built = make()
+    policy = trained(built) if isinstance(built, bd.BatchedPolicy) else built
     before = json.dumps(policy.state_dict())
-    for name in policy.get_params():
-        with pytest.raises(AttributeError, match=f"{type(policy).__name__}.{name} is fixed once "
-                                                 "the policy is built"):
+    for name in [*policy.get_params(), "arms"]:
+        with pytest.raises(AttributeError, match=f"set {type(policy).__name__}.{name}: fixed "
+                                                 "once built"):
             setattr(policy, name, -5)
-    assert_unchanged(policy, before)
+        with pytest.raises(AttributeError, match=f"delete {type(policy).__name__}.{name}: "
+                                                 "fixed once built"):
+            delattr(policy, name)
+    assert json.dumps(policy.state_dict()) == before
+    policy._scratch = 1  # other attributes are the object's own business
     rebuilt = type(policy)(policy.arms, **policy.get_params())  # what the message says to do
     assert rebuilt.get_params() == policy.get_params()
+    if isinstance(policy, bd.BatchedPolicy):  # arms change the one way they can
+        policy.add_arm("Popularity")
+        assert policy.arms[-1] == "Popularity" and policy.n_arms == 4
 
 
 def test_a_numpy_complex_reward_or_context_is_refused():
@@ -276,6 +289,10 @@ def test_a_floor_and_a_bernoulli_divergence_refuse_what_is_no_probability():
             floor_probabilities(bad, 0.1)
     with pytest.raises(TypeError, match="probabilities must hold real numbers"):
         floor_probabilities(np.array(["1", "0"]), 0.1)
+    with pytest.raises(ValueError, match=r"rows must sum to one, got a row summing to 1\.8"):
+        floor_probabilities(np.array([0.9, 0.9]), 0.05)  # gave [0.86, 0.86]
+    with pytest.raises(ValueError, match=r"has shape \(0,\)"):
+        floor_probabilities(np.array([]), 0.05)  # a ZeroDivisionError
     np.testing.assert_allclose(floor_probabilities(np.array([1.0, 0.0, 0.0]), 0.1),
                                [0.8, 0.1, 0.1])
     for p, q, shown in ((0.2, 1.5, "q contains 1.5"), (np.nan, 0.5, "p contains nan"),

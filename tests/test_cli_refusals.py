@@ -155,7 +155,7 @@ def test_an_out_folder_that_is_a_file_or_under_one_is_refused_before_the_run(
         capsys, [*command, "--out", str(tmp_path / "clash")])
     # A place nobody may write, root included (os.access let root pass; a traceback then).
     said = refused(capsys, [*command, "--out", "/proc/recbandits/run"])
-    assert "--out '/proc/recbandits/run': '/proc' is not writable (" in said, said
+    assert "--out '/proc/recbandits/run': nothing can be written in '/proc' (" in said, said
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clash", "taken"]
     assert [p.name for p in (tmp_path / "clash").iterdir()] == [first]
 
@@ -167,7 +167,22 @@ def test_exports_to_one_file_or_to_a_folder_are_refused(
     assert "name the same file" in refused(capsys, ["ope", "--db", db, "--export-csv", same,
                                                     "--export-obp", same])
     assert "is a folder" in refused(capsys, ["ope", "--db", db, "--export-csv", str(tmp_path)])
+    # An export nobody may write is said before the run (after it had written its table).
+    said = refused(capsys, ["ope", "--db", db, "--out", str(tmp_path / "run"),
+                            "--export-obp", "/proc/recbandits/log.npz"])
+    assert said.endswith("--export-obp '/proc/recbandits': nothing can be written in '/proc' "
+                         "(No such file or directory)"), said
+    # An empty path: simulate wrote into the working folder, ope into its default.
+    assert refused(capsys, ["ope", "--db", db, "--out", ""]).endswith("--out '': give a folder")
+    assert refused(capsys, ["ope", "--db", db, "--export-csv", ""]).endswith(
+        "--export-csv '': give a file")
     assert list(tmp_path.iterdir()) == []
+    # A folder named as the shadow table is only in the way of ope --shadow.
+    (tmp_path / "run" / "shadow.csv").mkdir(parents=True)
+    assert "shadow.csv' is a folder" in refused(capsys, ["ope", "--db", db, "--shadow", "--out",
+                                                         str(tmp_path / "run")])
+    assert cli._out_refusal(str(tmp_path / "run"), cli._run_files(cli.build_parser().parse_args(
+        ["ope", "--db", db, "--out", str(tmp_path / "run")]))) is None
 
 
 @pytest.mark.parametrize("command", ["credit", "holdout"])

@@ -178,16 +178,18 @@ def test_simulator_rejects_a_contextual_policy_without_contexts(tmp_path: Path) 
 def test_linear_candidate_parsing() -> None:
     cand = offpolicy.LinearCandidate.parse("LinUCB:alpha=2,ridge=5")
     assert cand.name == "LinUCB(alpha=2,ridge=5)" and cand.ridge == 5.0
-    # An integer stays one: batch_size and propensity_grid were refused as floats ("got
-    # 512.0"), while the message for an unknown key listed them as allowed.
-    grid = offpolicy.LinearCandidate.parse("LinTS:propensity_grid=512,batch_size=+2,scale=1e-1")
-    assert grid.params == (("propensity_grid", 512), ("batch_size", 2), ("scale", 0.1))
-    assert all(type(v) is int for _, v in grid.params[:2])
+    # An integer stays one: propensity_grid was refused as a float ("got 512.0"), while the
+    # message for an unknown key listed it as allowed.
+    grid = offpolicy.LinearCandidate.parse("LinTS:propensity_grid=+512,scale=1e-1")
+    assert grid.params == (("propensity_grid", 512), ("scale", 0.1))
+    assert type(grid.params[0][1]) is int
     for bad, message in (("LinXX:alpha=1", "'LinTS' or 'LinUCB'"),
                          ("LinTS:scale", "KEY=NUMBER"), ("LinTS:scale=big", "KEY=NUMBER"),
                          # one of the two values was dropped without a word
                          ("LinTS:scale=1,scale=2", "scale is given twice"),
-                         ("LinTS:batch_size=1.5", "batch_size must be an int"),
+                         # the replay's refresh blocks set it (it was taken, to no effect)
+                         ("LinTS:batch_size=2", r"'batch_size' is set by the evaluation"),
+                         ("LinTS:scale=1_0", "KEY=NUMBER"),  # Python reads it as 10
                          ("LinTS:propensity_grid=1000000", r"propensity_grid=1000000 is outside "
                                                            r"the allowed range \[2, 8192\]")):
         with pytest.raises(ValueError, match=message):
@@ -224,3 +226,20 @@ def test_run_returns_results_and_the_cli_prints_them(lints_log: dict, tmp_path: 
         assert cli_main(["ope", "--db", lints_log["url"], "--linear", "LinTS:scale=x",
                          "--out", str(tmp_path / "bad")]) == 2
     assert "--linear" in err.getvalue()
+
+
+def test_the_exports_mark_the_decisions_without_a_context_vector(lints_log: dict) -> None:
+    """Decisions of another feature set have zero rows: the CSV marked them (has_features),
+    OBP's npz did not, so a reward model took them for all-zero users (found by attack)."""
+    import dataclasses
+
+    log = lints_log["log"]
+    mask = np.ones(log.n, dtype=bool)
+    mask[:7] = False
+    features = log.features.copy()
+    features[:7] = 0.0
+    partial = dataclasses.replace(log, features=features, has_features=mask)
+    obp = offpolicy.obp_feedback(partial)
+    np.testing.assert_array_equal(obp["has_features"], mask)
+    np.testing.assert_array_equal(offpolicy.log_frame(partial)["has_features"], mask)
+    assert "has_features" not in offpolicy.obp_feedback(log)  # every decision has one

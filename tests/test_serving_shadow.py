@@ -535,7 +535,7 @@ def test_ope_shadow_estimates_a_known_value_and_ranks_a_better_shadow_above(
     # table and summary of an earlier run beside its own), never a file of the user's.
     (tmp_path / "cli" / "notes.txt").write_text("mine")
     assert cli_main(["ope", "--db", url, "--out", str(tmp_path / "cli"), "--bootstrap",
-                     "50"]) == 0
+                     "100"]) == 0
     assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == [
         "notes.txt", "ope.csv", "summary.json"]
     assert cli_main(["ope", "--shadow", "--db", url, "--out", str(tmp_path / "cli"),
