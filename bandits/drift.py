@@ -52,6 +52,7 @@ from bandits.errors import (
     check_arm_names,
     check_int,
     check_real,
+    check_reward_value,
     check_rewards,
 )
 
@@ -249,9 +250,8 @@ class ChangeDetector(FixedOnceBuilt, ABC):
             ``arm`` neither str nor int, ``reward`` not a number.
         """
         k = arm_index(self.arms, arm)
-        if isinstance(reward, bool) or not isinstance(reward, int | float | np.number):
-            raise TypeError(f"reward must be a real number, got {reward!r}")
-        return bool(self.update_batch(self.state_, np.array([k]), np.array([float(reward)]))[0])
+        value = check_reward_value(reward)
+        return bool(self.update_batch(self.state_, np.array([k]), np.array([value]))[0])
 
     def statistic(self) -> np.ndarray:
         """:meth:`statistic_batch` of the single run, shape ``(K,)``."""

@@ -213,11 +213,26 @@ def check_propensity_grid(value: Any) -> int:
     ValueError
         Below 2 or above :data:`MAX_PROPENSITY_GRID`.
     """
-    n = check_int(value, "propensity_grid", low=2)
-    if n > MAX_PROPENSITY_GRID:
+    n = check_int(value, "propensity_grid", low=-(2**63))  # its type; the range below
+    if not 2 <= n <= MAX_PROPENSITY_GRID:  # one message for both ends (review)
         raise ValueError(f"propensity_grid={n} is outside the allowed range "
                          f"[2, {MAX_PROPENSITY_GRID}]")
     return n
+
+
+def check_reward_value(reward: Any) -> float:
+    """One observed ``reward`` as a float, if it is a real number (not a bool, a string or a
+    complex number, numpy's included): the single-step ``update`` of every policy and drift
+    detector (the detectors took ``np.complex128`` and dropped its imaginary part).
+
+    Raises
+    ------
+    TypeError
+        ``reward`` is not a real number.
+    """
+    if isinstance(reward, bool | np.bool_) or not isinstance(reward, Real):
+        raise TypeError(f"reward must be a real number, got {reward!r}")
+    return float(reward)
 
 
 def check_rewards(rewards: Any, name: str, low: float | None, high: float | None, *,

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple, cast
 
 import numpy as np
 
-from bandits.base import BatchedPolicy, BatchState, RandomState, make_generator
+from bandits.base import BatchedPolicy, BatchState, FixedOnceBuilt, RandomState, make_generator
 from bandits.errors import check_real, real_array
 
 __all__ = [
@@ -171,7 +171,7 @@ class FlooredChoice(NamedTuple):
     error: float
 
 
-class ExplorationFloor:
+class ExplorationFloor(FixedOnceBuilt):
     """A policy whose every arm keeps a propensity of at least ``floor``.
 
     Not a :class:`~bandits.base.Policy` itself (its choice carries the propensity it was made
@@ -214,6 +214,7 @@ class ExplorationFloor:
         self.random_state = random_state
         check_floor(floor, policy.n_arms)
         self._rng = make_generator(random_state)
+        self._built = True  # its floor and policy are fixed now (FixedOnceBuilt)
 
     @property
     def arms(self) -> list[str]:

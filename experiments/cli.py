@@ -896,10 +896,10 @@ def _given(args: argparse.Namespace, filename: object) -> bool:
         paths.append(database_file(db))
     target = os.path.abspath(os.fsdecode(filename))  # type: ignore[arg-type]  # str or bytes
     for path in (os.path.abspath(p) for p in paths if isinstance(p, str)):
-        # Under it, or a folder above it that making it failed on (--out /proc/x/y: found by
-        # attack, a traceback on '/proc/x').
+        # Under it, or a missing folder above it that making it failed on (--out /proc/x/y:
+        # found by attack, a traceback on '/proc/x'; an existing one is not the user's).
         if target == path or target.startswith(path.rstrip(os.sep) + os.sep) or (
-                path.startswith(target.rstrip(os.sep) + os.sep)):
+                path.startswith(target.rstrip(os.sep) + os.sep) and not os.path.exists(target)):
             return True
     return False
 

@@ -91,9 +91,9 @@ from arms.data.synthetic import MAX_SYNTHETIC_SIZE
 from arms.metrics import mae, ranking_metrics, rmse
 from experiments.config import MAX_WORKERS
 
-#: Most split seeds (and folds): each fits every arm again (10**6 seeds ran until killed,
+#: Most splits (split seeds, and folds): each fits every arm again (10**6 seeds ran until killed,
 #: found by attack).
-MAX_SEEDS = 1000
+MAX_SPLITS = 1000
 
 logger = logging.getLogger(__name__)
 
@@ -357,8 +357,8 @@ def evaluate(
     """
     if not isinstance(dataset, Dataset):
         raise TypeError(f"dataset must be an arms.data.Dataset, got {type(dataset).__name__}")
-    for name, value, low, high in (("seeds", seeds, 1, MAX_SEEDS), ("k", k, 1, None),
-                                   ("n_folds", n_folds, 2, MAX_SEEDS),
+    for name, value, low, high in (("seeds", seeds, 1, MAX_SPLITS), ("k", k, 1, None),
+                                   ("n_folds", n_folds, 2, MAX_SPLITS),
                                    ("random_state", random_state, 0, None)):  # fmt: skip
         check_int(name, value, low=low, high=high)
     check_int("n_jobs", n_jobs, low=1, high=MAX_WORKERS)  # simulate's cap on worker processes
@@ -608,7 +608,7 @@ def validate(config: EvaluateConfig) -> EvaluateConfig:
     """
     if not isinstance(config, EvaluateConfig):
         raise TypeError(f"config must be an EvaluateConfig, got {type(config).__name__}")
-    for name, low, high in (("seeds", 1, MAX_SEEDS), ("k", 1, None), ("n_folds", 2, MAX_SEEDS),
+    for name, low, high in (("seeds", 1, MAX_SPLITS), ("k", 1, None), ("n_folds", 2, MAX_SPLITS),
                             ("random_state", 0, None), ("n_jobs", 1, MAX_WORKERS)):  # fmt: skip
         try:
             check_int(name, getattr(config, name), low=low, high=high)

@@ -64,6 +64,7 @@ from bandits.ope import (
     estimator_terms,
     evaluate_policies,
     percentile_interval,
+    resampled_mean_sd,
 )
 
 RECONSTRUCTIONS: tuple[str, ...] = ("prior_mc", "empirical", "logged_hmean", "logged_asof")
@@ -417,9 +418,8 @@ def _resampled_error(log: OBDLog, target: np.ndarray, reward_model: np.ndarray, 
         return {}
     terms = estimator_terms(log.clicks, log.items, log.propensities, target, reward_model)
     boots = estimates_from_sums(bootstrap_sums(terms, n_bootstrap, seed), log.n_rounds)
-    errors = np.abs(boots - truth) / truth
-    return {name: (float(errors[:, j].mean()), float(errors[:, j].std()))
-            for j, name in enumerate(ESTIMATORS)}
+    mean, sd = resampled_mean_sd(np.abs(boots - truth) / truth)  # (SNIPS: where defined)
+    return {name: (float(mean[j]), float(sd[j])) for j, name in enumerate(ESTIMATORS)}
 
 
 def _ground_truth(log: OBDLog, config: OBDOPEConfig, seed: int) -> tuple[float, float, float]:

@@ -557,6 +557,19 @@ def _leading(tasks: list[Task], done: Collection[int]) -> list[int]:
     return kept
 
 
+def interrupted_note(tasks: list[Task], done: Collection[int]) -> str:
+    """What an interrupted run reports, as it reports it (:func:`_leading`): "reporting the
+    2 of 12 tasks that finished" while the summary held one left the other unsaid (found by
+    attack).
+    """
+    kept = len(_leading(tasks, done))
+    left_out = len(done) - kept
+    return (f"interrupted: reporting {kept} of the {len(tasks)} tasks"
+            + ("" if not left_out else
+               f" ({left_out} more finished after an unfinished block of their policy, left "
+               "out so that run r of every policy is the same users)"))
+
+
 def _aggregate(config: ExperimentConfig, tasks: list[Task], done: dict[int, PolicyRuns],
                n_arms: int) -> list[PolicyRuns]:
     """Each policy's finished blocks joined in run order (:func:`_leading`)."""
@@ -704,13 +717,7 @@ def run(
         if not tasks:
             raise  # nothing ran yet: nothing to report
         interrupted = True
-        # Said as reported: a block finished after an unfinished one of its policy is left
-        # out, which "reporting the 2 of 12 tasks that finished" did not say (found by attack).
-        kept = len(_leading(tasks, done))
-        logger.warning("interrupted: reporting %d of the %d tasks%s", kept, len(tasks),
-                       "" if kept == len(done) else
-                       f" ({len(done) - kept} more finished after an unfinished block of their "
-                       "policy, left out so that run r of every policy is the same users)")
+        logger.warning(interrupted_note(tasks, done))
     finally:
         bar.close()
 

@@ -1144,7 +1144,8 @@ def holdout(settings: Settings, *, n_bootstrap: int = DEFAULT_N_BOOTSTRAP, seed:
     Raises
     ------
     ValueError
-        ``n_bootstrap`` below ``bandits.ope.MIN_BOOTSTRAP`` (checked before the store is opened).
+        ``n_bootstrap`` outside ``bandits.ope.MIN_BOOTSTRAP`` to ``MAX_BOOTSTRAP`` (checked
+        before the store is opened).
     CommandError
         No decision of the log was logged with a holdout (exit status 2).
     """
@@ -1444,7 +1445,8 @@ def credit(settings: Settings, *, n_bootstrap: int = DEFAULT_N_BOOTSTRAP, seed: 
     Raises
     ------
     ValueError
-        ``n_bootstrap`` below ``bandits.ope.MIN_BOOTSTRAP`` (checked before the store is opened).
+        ``n_bootstrap`` outside ``bandits.ope.MIN_BOOTSTRAP`` to ``MAX_BOOTSTRAP`` (checked
+        before the store is opened).
     CommandError
         The log holds no multileaved decision (exit status 2).
     """
@@ -1531,8 +1533,8 @@ def _against_the_service(settings: Settings, store: Store, service: httpx2.Clien
     """
     current = shadow.effective(settings, store)
     held, where = _service_policy_state(current, store, service)
-    if held is None:
-        return None, f"no running service checked: {where}"
+    if held is None:  # where: why none was asked, or why the one asked did not answer
+        return None, where
     runs = {"live": held.get("policy"), "shadow": (held.get("shadow") or {}).get("policy")}
     theirs = {role: None if not r else policy_identity(r.get("name"), r.get("params"))
               for role, r in runs.items()}

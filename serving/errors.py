@@ -167,11 +167,7 @@ def check_bootstrap(n_bootstrap: Any) -> int:
     ValueError
         Outside ``MIN_BOOTSTRAP`` to ``MAX_BOOTSTRAP``.
     """
-    try:
-        return check_n_bootstrap(n_bootstrap, allow_zero=False)
-    except (TypeError, ValueError) as exc:  # the command line's name for it
-        raise type(exc)(str(exc).replace("n_bootstrap", "n_bootstrap (--bootstrap)", 1)
-                        ) from None
+    return check_n_bootstrap(n_bootstrap, allow_zero=False, name="n_bootstrap (--bootstrap)")
 
 
 def iso_time(unix_s: float) -> str:

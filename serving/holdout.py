@@ -359,7 +359,8 @@ def holdout_report(rows: Iterable[tuple[str, JsonObject | None, float | None]], 
     Raises
     ------
     ValueError
-        ``n_bootstrap`` below ``bandits.ope.MIN_BOOTSTRAP`` (``errors.check_bootstrap``).
+        ``n_bootstrap`` outside ``bandits.ope.MIN_BOOTSTRAP`` to ``MAX_BOOTSTRAP``
+        (``errors.check_bootstrap``).
     """
     n_bootstrap = check_bootstrap(n_bootstrap)
     served: list[tuple[str, float | None]] = []

@@ -277,7 +277,8 @@ def credit_report(decisions: Iterable[tuple[str, object]],
     Raises
     ------
     ValueError
-        ``n_bootstrap`` below ``bandits.ope.MIN_BOOTSTRAP`` (``errors.check_bootstrap``).
+        ``n_bootstrap`` outside ``bandits.ope.MIN_BOOTSTRAP`` to ``MAX_BOOTSTRAP``
+        (``errors.check_bootstrap``).
     """
     n_bootstrap = check_bootstrap(n_bootstrap)
     sets = {e: tuple(parse(m)["arms"]) for e, m in decisions}  # type: ignore[index]

@@ -162,6 +162,15 @@ def test_a_numpy_complex_reward_or_context_is_refused():
     ts = bd.ThompsonSampling(ARMS)
     with pytest.raises(TypeError, match="reward must be a real number"):
         ts.update(0, np.complex128(1))
+    detector = bd.PageHinkley(ARMS)  # the detectors dropped the imaginary part (review)
+    before = json.dumps(detector.state_dict())
+    for bad in (np.complex128(0.5 + 1j), np.bool_(True), "1"):
+        with pytest.raises(TypeError, match="reward must be a real number"):
+            detector.update(0, bad)
+    assert json.dumps(detector.state_dict()) == before
+    floored = bd.ExplorationFloor(bd.ThompsonSampling(ARMS), floor=0.1)
+    with pytest.raises(AttributeError, match=r"set ExplorationFloor\.floor: fixed once built"):
+        floored.floor = -5  # was taken (review)
     lin = bd.LinUCB(ARMS, n_features=2)
     before = json.dumps(lin.state_dict())
     for ctx in (np.array([1 + 5j, 1]), np.array(["1", "2"])):

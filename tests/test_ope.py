@@ -162,7 +162,24 @@ def test_snips_without_weight_is_undefined_not_zero() -> None:
     resampled = ope.estimates_from_sums(sums, 3)[:, 1]
     assert np.isnan(resampled).any() and (resampled[~np.isnan(resampled)] == 1.0).all()
     low, high = ope.percentile_interval(resampled[:, None], 0.95)
+    assert np.isnan(low[0]) and np.isnan(high[0])  # of 40 drawn (< 100) every one must count
+    defined = resampled[~np.isnan(resampled)][:, None]
+    low, high = ope.percentile_interval(defined, 0.95)  # where all are defined: the interval
     assert low[0] == high[0] == 1.0
+    # Of 1,000 decisions one has weight (review): its SNIPS is defined on the ~63% of 100
+    # resamples that draw it, too few for an interval ([1.0, 1.0] before).
+    n = 1000
+    a = np.zeros(n, dtype=np.int64)
+    a[0] = 1
+    r = np.zeros(n)
+    r[0] = 1.0
+    rep = ope.evaluate_policies(r, a, np.full(n, 0.5), {"arm1": np.tile([0.0, 1.0], (n, 1))},
+                                n_bootstrap=100, random_state=0)["arm1"]
+    snips = rep.estimates["snips"]
+    assert snips.value == 1.0 and np.isnan(snips.ci_low) and np.isnan(snips.ci_high)
+    assert rep.estimates["ips"].ci_high > rep.estimates["ips"].ci_low  # defined everywhere
+    mean, sd = ope.resampled_mean_sd(np.array([[np.nan, 1.0], [2.0, 3.0]]))
+    assert np.isnan(mean[0]) and mean[1] == 2.0 and sd[1] == 1.0
 
 
 def test_rewards_and_probabilities_must_be_real_numbers() -> None:

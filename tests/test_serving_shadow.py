@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import socket
 import threading
 import time
 from datetime import UTC, datetime
@@ -417,8 +418,11 @@ def test_promote_and_status_check_the_policies_a_running_worker_runs(
     policy as the one replaced (ThompsonSampling), while the worker served LinTS: now refused
     (exit 2, nothing recorded) when a running worker runs other policies; with the service's
     settings the promotion says which worker it checked."""
+    with socket.socket() as probe:  # a port nothing listens on (not 8000: the machine's)
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
     served = make_settings(tmp_path, "sqlite", refresh_interval_s=HOUR, policy="LinTS",
-                           shadow_policy="UCB1")
+                           shadow_policy="UCB1", port=free)
     other = served.model_copy(update={"policy": "ThompsonSampling"})
     with worker(served, catalog, fitted) as client:
         traffic(client, 20)
@@ -449,8 +453,10 @@ def test_promote_and_status_check_the_policies_a_running_worker_runs(
         client.app.state.service.refresh()
         assert client.get("/policy").json()["policy"] == "UCB1"
     # No worker answers: the settings' policies, and the result says none was checked.
-    assert "service: no running service checked: no service answered at" in str(
+    assert f"service: no service answered at http://127.0.0.1:{free}" in str(
         shadow_status(served))
+    assert "service: no admin token set: no running service asked" in str(shadow_status(
+        served.model_copy(update={"admin_token": None})))
 
 
 # ---------------------------------------------------------------------------- ope --shadow
