@@ -444,6 +444,14 @@ def _ope_obd(args: argparse.Namespace) -> int:
 
 
 def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
+    def running_service_options(parser: argparse.ArgumentParser, what: str) -> None:
+        # --host and --port of the running service a command asks (rebuild-state compares
+        # with it, shadow status / promote check against it), as serve takes them.
+        parser.add_argument("--host", help=f"where the service to {what} listens (default "
+                            "127.0.0.1; RECBANDITS_HOST; serve's --host)")
+        parser.add_argument("--port", type=int, help="its port (default 8000; "
+                            "RECBANDITS_PORT; serve's --port)")
+
     def store_options(sub: argparse.ArgumentParser, *, serves: bool = False) -> None:
         # ``serves``: serve's --arms are what it serves; every other command reads a store and
         # takes its live version's arms (serving.commands.served_settings).
@@ -574,10 +582,7 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
         "rebuild-state", help="replay the log: re-derive every outcome, the pulls, the ratings "
         "and the policy's fold; compare with the store (exit 1 if they differ)")
     store_options(rebuild)
-    rebuild.add_argument("--host", help="where the service to compare with listens (default "
-                         "127.0.0.1; RECBANDITS_HOST; serve's --host)")
-    rebuild.add_argument("--port", type=int, help="its port (default 8000; RECBANDITS_PORT; "
-                         "serve's --port)")
+    running_service_options(rebuild, "compare with")
     rebuild.set_defaults(handler=lambda args: _run_serving(args, "rebuild-state"))
 
     purge = commands.add_parser(
@@ -599,12 +604,14 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
     status = actions.add_parser("status", help="the live and shadow policies in force, the "
                                 "latest promotion, the decisions with a shadow record")
     store_options(status)
+    running_service_options(status, "check against")  # (it had no --port: attack)
     status.set_defaults(handler=lambda args: _run_serving(args, "shadow status",
                                                                  "shadow_status"))
     promote = actions.add_parser("promote", help="make the shadow policy the live one on "
                                  "every worker within one refresh interval (recorded in the "
                                  "store: it overrides the settings' policy)")
     store_options(promote)
+    running_service_options(promote, "check against")
     promote.set_defaults(handler=lambda args: _run_serving(args, "shadow promote",
                                                                   "shadow_promote"))
 

@@ -719,3 +719,23 @@ def test_a_promotion_after_discount_switches_is_the_fold_on_every_worker(
         assert_the_fold((a, b))
         rebuilt = rebuild_state(with_shadow, service=a)
         assert rebuilt.exit_code == 0, str(rebuilt)
+
+
+def test_the_shadow_commands_take_the_port_of_the_service_they_check(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender],
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """shadow status / promote ask a running worker, but had no --port (rebuild-state has):
+    only RECBANDITS_PORT reached one other than 8000 (found by attack)."""
+    settings = make_settings(tmp_path, "sqlite", refresh_interval_s=HOUR)
+    with worker(settings, catalog, fitted) as client:
+        traffic(client, 5)
+    monkeypatch.setenv("RECBANDITS_ADMIN_TOKEN", TOKEN)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    common = ["--db", settings.resolved_db_url(), "--state-dir", str(tmp_path / "state"),
+              "--port", str(free)]
+    assert cli_main(["shadow", "status", *common]) == 0
+    assert f"service: no service answered at http://127.0.0.1:{free}" in capsys.readouterr().out
+    assert cli_main(["shadow", "promote", *common]) == 1  # no shadow: nothing to promote
+    assert "no shadow policy to promote" in capsys.readouterr().err
