@@ -35,7 +35,10 @@ def _decimal(value: object) -> object:
     refused; non-strings pass on to the strict integer check (which refuses ``True``).
     """
     if isinstance(value, str):
-        if not (value.isascii() and value.isdigit()):
+        # A minus sign is taken, so that "-1" is said to be out of range, as FastAPI says it
+        # (it was "not plain decimal digits", found by attack); "+1" stays refused.
+        digits = value[1:] if value.startswith("-") else value
+        if not (digits.isascii() and digits.isdigit()):
             raise PydanticCustomError("int_parsing", "Input should be a valid integer in plain "
                                       "decimal digits")
         if len(value) > _MAX_DIGITS:
