@@ -106,8 +106,9 @@ def check_real(value: Any, name: str, *, low: float | None = None, high: float |
     return x
 
 
-def check_int(value: Any, name: str, *, low: int = 1) -> int:
-    """``value`` as an int ``>= low``.
+def check_int(value: Any, name: str, *, low: int | None = 1) -> int:
+    """``value`` as an int ``>= low`` (``low`` None: any int, for a caller that says its own
+    range).
 
     Raises
     ------
@@ -118,7 +119,7 @@ def check_int(value: Any, name: str, *, low: int = 1) -> int:
     """
     if isinstance(value, bool) or not isinstance(value, Integral | np.integer):
         raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
-    if int(value) < low:
+    if low is not None and int(value) < low:
         raise ValueError(f"{name}={int(value)} must be >= {low}")
     return int(value)
 
@@ -213,11 +214,31 @@ def check_propensity_grid(value: Any) -> int:
     ValueError
         Below 2 or above :data:`MAX_PROPENSITY_GRID`.
     """
-    n = check_int(value, "propensity_grid", low=-(2**63))  # its type; the range below
+    n = check_int(value, "propensity_grid", low=None)
     if not 2 <= n <= MAX_PROPENSITY_GRID:  # one message for both ends (review)
         raise ValueError(f"propensity_grid={n} is outside the allowed range "
                          f"[2, {MAX_PROPENSITY_GRID}]")
     return n
+
+
+def check_probabilities(values: Any, name: str, *, slack: float = 0.0) -> np.ndarray:
+    """``values`` as a float64 array whose every entry lies in ``[0, 1]`` (within ``slack``,
+    for a quadrature's rounding): the one check of "is a probability" of
+    :func:`bandits.exploration.floor_probabilities` and :func:`bandits.ucb.bernoulli_kl`.
+
+    Raises
+    ------
+    TypeError
+        Not real numbers (:func:`real_array`).
+    ValueError
+        An entry NaN or outside ``[0, 1]`` (the message shows the first).
+    """
+    x = real_array(values, name)
+    inside = (x >= -slack) & (x <= 1.0 + slack)  # NaN fails both
+    if not inside.all():
+        raise ValueError(f"{name} contains {float(x[~inside].flat[0])!r}; each must lie in "
+                         "[0, 1]")
+    return x
 
 
 def check_reward_value(reward: Any) -> float:

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple, cast
 import numpy as np
 
 from bandits.base import BatchedPolicy, BatchState, FixedOnceBuilt, RandomState, make_generator
-from bandits.errors import check_real, real_array
+from bandits.errors import check_probabilities, check_real
 
 __all__ = [
     "ExplorationFloor",
@@ -81,12 +81,8 @@ def floor_probabilities(probabilities: np.ndarray, floor: float) -> np.ndarray:
         real numbers, or NaN or outside ``[0, 1]`` (a NaN came out as NaN beside floored
         entries, a negative one as a valid-looking distribution: found by attack).
     """
-    p = real_array(probabilities, "probabilities")
     # (A quadrature's rounding may leave an entry a few ulps outside: taken as it is.)
-    inside = (p >= -1e-9) & (p <= 1.0 + 1e-9)  # NaN fails both
-    if not inside.all():
-        raise ValueError(f"probabilities contains {float(p[~inside].flat[0])!r}; each must lie "
-                         "in [0, 1]")
+    p = check_probabilities(probabilities, "probabilities", slack=1e-9)
     if p.ndim == 0 or p.shape[-1] == 0:  # (a ZeroDivisionError before: attack)
         raise ValueError(f"probabilities has shape {p.shape}; expected (..., K) with K >= 1")
     sums = p.sum(axis=-1)

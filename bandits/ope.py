@@ -35,13 +35,12 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from numbers import Integral
 from typing import Any, Literal, cast
 
 import numpy as np
 
 from bandits.base import RandomState, make_generator
-from bandits.errors import check_real, real_array
+from bandits.errors import check_int, check_real, real_array
 
 Estimator = Literal["ips", "snips", "dr"]
 ESTIMATORS: tuple[str, ...] = ("ips", "snips", "dr")
@@ -281,10 +280,7 @@ def check_n_bootstrap(n_bootstrap: Any, *, allow_zero: bool = True,
     ValueError
         Outside the allowed values (the message lists them, for a negative count too).
     """
-    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, Integral):
-        raise TypeError(f"{name} must be an int, got {n_bootstrap!r} "
-                        f"({type(n_bootstrap).__name__})")
-    n = int(n_bootstrap)
+    n = check_int(n_bootstrap, name, low=None)  # its type; the range below, said once
     allowed = (("0 (no interval) or " if allow_zero else "")
                + f"{MIN_BOOTSTRAP} to {MAX_BOOTSTRAP:,}")
     if n > MAX_BOOTSTRAP:

@@ -33,7 +33,7 @@ from bandits.base import (
     argmax_set_probabilities,
     row_sums,
 )
-from bandits.errors import check_real, real_array
+from bandits.errors import check_probabilities, check_real
 
 
 def bernoulli_kl(p: np.ndarray | float, q: np.ndarray | float) -> np.ndarray:
@@ -48,13 +48,8 @@ def bernoulli_kl(p: np.ndarray | float, q: np.ndarray | float) -> np.ndarray:
         An entry of ``p`` or ``q`` NaN or outside ``[0, 1]``, not a Bernoulli mean (it gave
         NaN: found by attack).
     """
-    p = real_array(p, "p")
-    q = real_array(q, "q")
-    for name, x in (("p", p), ("q", q)):
-        inside = (x >= 0.0) & (x <= 1.0)  # NaN fails both
-        if not inside.all():
-            raise ValueError(f"{name} contains {float(x[~inside].flat[0])!r}; a Bernoulli "
-                             "mean lies in [0, 1]")
+    p = check_probabilities(p, "p")  # a Bernoulli mean
+    q = check_probabilities(q, "q")
     with np.errstate(divide="ignore", invalid="ignore"):
         return cast(np.ndarray,
                     xlogy(p, p) - xlogy(p, q) + xlogy(1 - p, 1 - p) - xlogy(1 - p, 1 - q))
