@@ -58,6 +58,7 @@ from bandits.errors import (
     check_reward_value,
     check_rewards,
     check_stat,
+    check_state_layout,
     real_array,
     reward_bounds,
     short_repr,
@@ -897,6 +898,9 @@ class BatchedPolicy(FixedOnceBuilt, Policy):
         )
         self._rng = make_generator(random_state)
         self.state_ = self.init_batch(1)
+        #: (n_arms, {statistic: shape past the run axis}): what :meth:`_check_state` expects.
+        self._state_shapes: tuple[int, dict[str, tuple[int, ...]]] = (
+            self.n_arms, {k: v.shape[1:] for k, v in self.state_.stats.items()})
         self._built = True
 
     # ----------------------------------------------------------------- subclass hooks
@@ -1051,6 +1055,41 @@ class BatchedPolicy(FixedOnceBuilt, Policy):
             pending_contexts=np.zeros((n_runs, B, d)) if self.contextual else None,  # type: ignore[arg-type]  # d is an int when contextual
         )
 
+    def _check_state(self, state: Any) -> None:
+        """Refuse a state that is not one of this policy's (:meth:`init_batch`'s layout).
+
+        A state built by another policy, or before an arm was added or removed, would be
+        read with this policy's arm count: a 3-arm state given to a 5-arm policy chose only
+        among the first three arms, silently, and an update raised numpy's ``IndexError``
+        (found by review): :func:`~bandits.errors.check_state_layout`, then the buffer.
+
+        Raises
+        ------
+        TypeError
+            ``state`` is not a :class:`BatchState`.
+        ValueError
+            Its statistics, buffer or contexts do not match this policy's arms, batch size or
+            features, naming what differs.
+        """
+        if not isinstance(state, BatchState):
+            raise TypeError(f"state must be a BatchState from {type(self).__name__}.init_batch, "
+                            f"got {type(state).__name__}")
+        shapes = self._state_shapes
+        if shapes[0] != self.n_arms:  # arms added or removed since the layout was computed
+            stats = self._init_stats(1, self.n_arms, np.float64)
+            shapes = (self.n_arms, {k: v.shape[1:] for k, v in stats.items()})
+            self._state_shapes = shapes
+        R = check_state_layout(state.stats, shapes[1], f"{type(self).__name__} with "
+                               f"{self.n_arms} arms")
+        if state.pending_arms.shape != (R, self.batch_size):
+            raise ValueError(f"state's buffer has shape {state.pending_arms.shape}; this policy "
+                             f"(batch_size={self.batch_size}) expects {(R, self.batch_size)}")
+        want = (R, self.batch_size, getattr(self, "n_features", 0)) if self.contextual else None
+        got_ctx = None if state.pending_contexts is None else state.pending_contexts.shape
+        if got_ctx != want:
+            raise ValueError(f"state's buffered contexts have shape {got_ctx}; this policy "
+                             f"expects {want}")
+
     def _check_contexts(self, contexts: Any, n_runs: int, name: str = "context"
                         ) -> np.ndarray | None:
         if not self.contextual:
@@ -1092,6 +1131,7 @@ class BatchedPolicy(FixedOnceBuilt, Policy):
         contexts : array of shape (R, d), optional
             Required by contextual policies.
         """
+        self._check_state(state)
         x = self._check_contexts(contexts, state.n_runs, "contexts")
         return self._choose(state, Draws(rng, state.n_runs), x)
 
@@ -1120,6 +1160,8 @@ class BatchedPolicy(FixedOnceBuilt, Policy):
             Wrong shapes, arm positions out of range, rewards outside the support or NaN,
             contexts that are not numeric ("must be numeric": strings, complex numbers).
         """
+        if validate:
+            self._check_state(state)
         R = state.n_runs
         if validate:
             arms = np.asarray(arms)
@@ -1148,6 +1190,7 @@ class BatchedPolicy(FixedOnceBuilt, Policy):
 
     def flush_batch(self, state: BatchState) -> None:
         """Learn every buffered observation now (in arrival order) and empty the buffer."""
+        self._check_state(state)
         for j in range(state.n_pending):
             ctx = None if state.pending_contexts is None else state.pending_contexts[:, j]
             self._learn(state.stats, state.pending_arms[:, j], state.pending_rewards[:, j], ctx)
@@ -1162,6 +1205,7 @@ class BatchedPolicy(FixedOnceBuilt, Policy):
         error (zeros for policies whose propensities are exact; see
         :func:`probability_of_max` for the quadrature ones).
         """
+        self._check_state(state)
         x = self._check_contexts(contexts, state.n_runs, "contexts")
         probs, err = self._probabilities(state, x)
         return (probs, err) if return_error else probs

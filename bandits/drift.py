@@ -54,6 +54,7 @@ from bandits.errors import (
     check_real,
     check_reward_value,
     check_rewards,
+    check_state_layout,
 )
 
 __all__ = [
@@ -192,7 +193,7 @@ class ChangeDetector(FixedOnceBuilt, ABC):
             Wrong shapes, arm positions out of range, rewards outside ``[0, 1]`` or NaN; the state
             is left unchanged.
         """
-        R = state.n_runs
+        R = self._check_state(state)
         a = np.asarray(arms)
         if a.shape != (R,) or not np.issubdtype(a.dtype, np.integer):
             raise ValueError(f"arms must be an int array of shape ({R},), got {a.dtype} {a.shape}")
@@ -215,12 +216,24 @@ class ChangeDetector(FixedOnceBuilt, ABC):
             s[rows, a] = cells[name]
         return cast(np.ndarray, alarm)
 
+    def _check_state(self, state: Any) -> int:
+        """The runs of ``state``, refused unless it is one of this detector's
+        (:func:`~bandits.errors.check_state_layout`).
+        """
+        if not isinstance(state, DetectorState):
+            raise TypeError(f"state must be a DetectorState from {type(self).__name__}."
+                            f"init_batch, got {type(state).__name__}")
+        return check_state_layout(state.stats, {name: (self.n_arms,) for name in
+                                                ("n", "alarms", *self.sums)},
+                                  f"{type(self).__name__} with {self.n_arms} arms")
+
     def statistic_batch(self, state: DetectorState) -> np.ndarray:
         """The current evidence of a shift of every run and arm, shape ``(R, K)``.
 
         An arm alarms when this exceeds ``threshold`` (once it has ``min_samples``
         observations); for dashboards and for choosing a threshold.
         """
+        self._check_state(state)
         return self._statistic(state.stats)
 
     @abstractmethod

@@ -68,6 +68,7 @@ from bandits.errors import (
     check_propensity_grid,
     check_rewards,
     check_stat,
+    check_state_layout,
     short_repr,
 )
 from bandits.thompson import check_beta_prior, gamma_pair_draws
@@ -481,8 +482,20 @@ class MultileaveThompsonSampling(FixedOnceBuilt):
         zeros = np.zeros((n_runs, self.n_arms), dtype=dtype)
         return MultileaveState(zeros, zeros.copy())
 
+    def _check_state(self, state: Any) -> None:
+        """Refuse a state that is not one of this policy's (:func:`~bandits.errors.
+        check_state_layout`): a 3-arm state read by a 5-arm policy chose among 3 arms.
+        """
+        if not isinstance(state, MultileaveState):
+            raise TypeError(f"state must be a MultileaveState from {type(self).__name__}."
+                            f"init_batch, got {type(state).__name__}")
+        check_state_layout({"successes": state.successes, "failures": state.failures},
+                           {"successes": (self.n_arms,), "failures": (self.n_arms,)},
+                           f"{type(self).__name__} with {self.n_arms} arms")
+
     def posterior_batch(self, state: MultileaveState) -> tuple[np.ndarray, np.ndarray]:
         """Beta parameters ``(alpha, beta)`` of every run and arm, each (R, K)."""
+        self._check_state(state)
         return (state.successes + self.alpha0_.astype(state.successes.dtype),
                 state.failures + self.beta0_.astype(state.failures.dtype))
 
@@ -500,8 +513,8 @@ class MultileaveThompsonSampling(FixedOnceBuilt):
         MultileaveChoice
             ``arms`` (R, m) and ``teams`` (R, k), both arm positions.
         """
+        alpha, beta = self.posterior_batch(state)  # checks the state first
         draws = Draws(rng, state.n_runs)
-        alpha, beta = self.posterior_batch(state)
         ga, gb = gamma_pair_draws(alpha, beta, draws)
         with np.errstate(divide="ignore"):  # G_a / G_b is increasing in the Beta sample
             ga /= gb
@@ -526,6 +539,7 @@ class MultileaveThompsonSampling(FixedOnceBuilt):
         TypeError, ValueError
             As :func:`credit`, or a batch of the wrong number of runs; the state is unchanged.
         """
+        self._check_state(state)
         clicked, filled = credit(teams, clicks, self.n_arms)
         if clicked.shape[0] != state.n_runs:
             raise ValueError(f"teams has {clicked.shape[0]} runs; the state has {state.n_runs}")

@@ -309,3 +309,65 @@ def test_a_floor_and_a_bernoulli_divergence_refuse_what_is_no_probability():
         with pytest.raises(ValueError, match=f"{shown}; each must lie in \\[0, 1\\]"):
             bernoulli_kl(p, q)
     assert bernoulli_kl(0.2, 0.5) == pytest.approx(0.2 * np.log(0.4) + 0.8 * np.log(1.6))
+
+
+@pytest.mark.parametrize("make", POLICIES, ids=IDS)
+def test_a_batched_state_of_another_arm_count_is_refused_before_any_use(make):
+    """A state built for fewer arms chose among those arms only, silently (found by review)."""
+    policy = make()
+    other = type(policy)(ARMS[:2], **{k: v for k, v in policy.get_params().items()
+                                        if k not in ("prior_alpha", "prior_beta")})
+    state = other.init_batch(3)
+    before = {k: v.copy() for k, v in state.stats.items()}
+    ctx = np.zeros((3, 2)) if policy.contextual else None
+    rng = np.random.default_rng(0)
+    for call in (lambda: policy.select_batch(state, rng, ctx),
+                 lambda: policy.update_batch(state, np.zeros(3, dtype=int), np.ones(3), ctx),
+                 lambda: policy.probabilities_batch(state, ctx),
+                 lambda: policy.flush_batch(state)):
+        with pytest.raises(ValueError, match=r"with 3 arms expects \(runs, 3"):
+            call()
+    assert all(np.array_equal(state.stats[k], v) for k, v in before.items())
+    policy.add_arm("Popularity")  # the layout follows the arms
+    policy.select_batch(policy.init_batch(2), rng, None if ctx is None else ctx[:2])
+    with pytest.raises(ValueError, match="with 4 arms"):
+        policy.select_batch(make().init_batch(2), rng, None if ctx is None else ctx[:2])
+
+
+def test_a_batched_state_of_another_policy_or_shape_is_refused_naming_what_differs():
+    rng = np.random.default_rng(0)
+    ts_state = bd.ThompsonSampling(ARMS).init_batch(2)
+    with pytest.raises(ValueError, match=r"holds the statistics \['failures', 'successes'\], "
+                                         r"not the \['pulls', 'reward_sum'\] of UCB1"):
+        bd.UCB1(ARMS).select_batch(ts_state, rng)
+    with pytest.raises(TypeError, match="state must be a BatchState from UCB1.init_batch, got dict"):
+        bd.UCB1(ARMS).select_batch({}, rng)
+    with pytest.raises(ValueError, match=r"'A_inv' has shape \(2, 3, 3, 3\); LinTS with 3 arms "
+                                         r"expects \(runs, 3, 2, 2\)"):
+        bd.LinTS(ARMS, n_features=2).probabilities_batch(
+            bd.LinTS(ARMS, n_features=3).init_batch(2), np.zeros((2, 2)))
+    with pytest.raises(ValueError, match=r"buffer has shape \(2, 1\); this policy "
+                                         r"\(batch_size=4\) expects \(2, 4\)"):
+        bd.ThompsonSampling(ARMS, batch_size=4).update_batch(ts_state, np.zeros(2, dtype=int),
+                                                             np.ones(2))
+
+
+def test_the_multileaving_policy_and_the_detectors_refuse_a_state_of_other_arms():
+    rng = np.random.default_rng(0)
+    five = bd.MultileaveThompsonSampling([*ARMS, "a", "b"], m=2, slate_size=4)
+    small = bd.MultileaveThompsonSampling(ARMS, m=2, slate_size=4).init_batch(2)
+    for call in (lambda: five.select_batch(small, rng),
+                 lambda: five.set_probabilities_batch(small),
+                 lambda: five.update_batch(small, np.zeros((2, 4), dtype=int), np.zeros((2, 4)))):
+        with pytest.raises(ValueError, match=r"with 5 arms expects \(runs, 5\)"):
+            call()
+    assert not small.successes.any() and not small.failures.any()
+    detector = bd.PageHinkley([*ARMS, "a"])
+    state = bd.PageHinkley(ARMS).init_batch(2)
+    for call in (lambda: detector.update_batch(state, np.zeros(2, dtype=int), np.ones(2)),
+                 lambda: detector.statistic_batch(state)):
+        with pytest.raises(ValueError, match=r"PageHinkley with 4 arms expects \(runs, 4\)"):
+            call()
+    assert not state.stats["n"].any()
+    with pytest.raises(ValueError, match="not the .* of CUSUM"):
+        bd.CUSUM([*ARMS, "a"]).statistic_batch(detector.init_batch(1))
