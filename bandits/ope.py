@@ -513,7 +513,7 @@ def _check_logging_pmf(logging_pmf: Any, a: np.ndarray, p0: np.ndarray,
 
 
 def _flags(name: str, info: dict[str, Any], n: int, min_propensity: float,
-           min_ess: float) -> tuple[list[str], list[str]]:
+           min_ess: float, with_interval: bool = True) -> tuple[list[str], list[str]]:
     """The warning flags of target ``name`` and a message for each.
 
     Parameters
@@ -525,6 +525,10 @@ def _flags(name: str, info: dict[str, Any], n: int, min_propensity: float,
         Logged decisions.
     min_propensity, min_ess : float
         As in :func:`evaluate_policies`.
+    with_interval : bool, default True
+        Whether the estimates carry bootstrap intervals (``n_bootstrap`` > 0): a low ESS makes
+        the estimate unreliable and, with intervals, the interval too (``ope --bootstrap 0``
+        said "its interval" of a table with none).
     """
     flags: list[str] = []
     messages: list[str] = []
@@ -536,7 +540,8 @@ def _flags(name: str, info: dict[str, Any], n: int, min_propensity: float,
     if info["ess"] < min_ess:
         flags.append("low_ess")
         messages.append(f"{name}: effective sample size {info['ess']:.1f} < {min_ess:g} "
-                        f"of {n} decisions; its interval is not reliable")
+                        f"of {n} decisions; its estimate "
+                        + ("and interval are" if with_interval else "is") + " not reliable")
     if info["unsupported"] > 0:
         flags.append("no_support")
         messages.append(f"{name}: puts {info['unsupported']:.3g} of its probability on "
@@ -625,7 +630,7 @@ def evaluate_policies(rewards: Any, actions: Any, logging_propensities: Any,
                            float(confidence), info["ess"], n)
             for c, e in enumerate(ESTIMATORS) if e in names
         }
-        flags, messages = _flags(name, info, n, min_propensity, min_ess)
+        flags, messages = _flags(name, info, n, min_propensity, min_ess, n_bootstrap > 0)
         out[name] = PolicyReport(name, estimates, info["ess"], info["max_weight"],
                                  info["n_tiny"], info["unsupported"], tuple(flags),
                                  tuple(messages))

@@ -340,7 +340,8 @@ def test_a_batched_state_of_another_policy_or_shape_is_refused_naming_what_diffe
     with pytest.raises(ValueError, match=r"holds the statistics \['failures', 'successes'\], "
                                          r"not the \['pulls', 'reward_sum'\] of UCB1"):
         bd.UCB1(ARMS).select_batch(ts_state, rng)
-    with pytest.raises(TypeError, match="state must be a BatchState from UCB1.init_batch, got dict"):
+    with pytest.raises(TypeError, match=r"state must be a BatchState from UCB1\.init_batch, "
+                                        r"got dict"):
         bd.UCB1(ARMS).select_batch({}, rng)
     with pytest.raises(ValueError, match=r"'A_inv' has shape \(2, 3, 3, 3\); LinTS with 3 arms "
                                          r"expects \(runs, 3, 2, 2\)"):
@@ -369,5 +370,5 @@ def test_the_multileaving_policy_and_the_detectors_refuse_a_state_of_other_arms(
         with pytest.raises(ValueError, match=r"PageHinkley with 4 arms expects \(runs, 4\)"):
             call()
     assert not state.stats["n"].any()
-    with pytest.raises(ValueError, match="not the .* of CUSUM"):
+    with pytest.raises(ValueError, match=r"not the .* of CUSUM"):
         bd.CUSUM([*ARMS, "a"]).statistic_batch(detector.init_batch(1))

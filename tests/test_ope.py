@@ -133,6 +133,13 @@ def test_flags_tiny_propensity_low_ess_and_support() -> None:
     assert reps["arm1"].n_tiny_propensity == int((a == 1).sum())
     assert reps["arm1"].max_weight == pytest.approx(2000.0)
     assert any("propensity < 0.001" in m for m in reps["arm1"].messages)
+    # Without resamples there is no interval to call unreliable (it said "its interval").
+    assert any(m.endswith("decisions; its estimate is not reliable")
+               for m in reps["arm1"].messages)
+    with_intervals = ope.evaluate_policies(r, a, p0, targets, logging_pmf=pmf, n_bootstrap=100,
+                                           random_state=0)
+    assert any(m.endswith("decisions; its estimate and interval are not reliable")
+               for m in with_intervals["arm1"].messages)
     assert "no_support" in reps["arm2"].flags and reps["arm2"].unsupported_mass == 1.0
     row = reps["arm1"].to_row()
     assert row["flags"] == "tiny_propensity,low_ess" and row["ips"] == reps["arm1"].estimates[
