@@ -8,6 +8,7 @@ wrong values ``ValueError`` (``UnknownArmError`` is a ``ValueError`` too, with a
 from __future__ import annotations
 
 import difflib
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from numbers import Integral, Real
 from typing import Any
@@ -23,6 +24,13 @@ class PerArmLengthError(ValueError):
     """A per-arm hyper-parameter (a list) whose length is not the number of arms."""
 
 
+#: Most arms a policy, the multileaving policy or a detector takes. Every step reads a
+#: statistic of each arm, and the propensities of the quadrature policies cost K x K x grid
+#: values; ``ThompsonSampling(10**9)`` ran out of the machine's 23 GiB building its names
+#: (found by attack). A choice among more items than this is a ranking, an arm's job.
+MAX_ARMS = 100_000
+
+
 def check_arm_names(arms: Sequence[str] | int, name: str = "arms") -> list[str]:
     """Arm names from a list of unique non-empty strings or a count (named ``arm0``, ...).
 
@@ -31,14 +39,18 @@ def check_arm_names(arms: Sequence[str] | int, name: str = "arms") -> list[str]:
     TypeError
         ``arms`` is neither an int nor a sequence of str.
     ValueError
-        Fewer than one arm, empty or duplicate names.
+        Fewer than one arm or more than :data:`MAX_ARMS`, empty or duplicate names.
     """
     if isinstance(arms, Integral) and not isinstance(arms, bool):
-        if arms < 1:
-            raise ValueError(f"{name}={arms!r}: need at least one arm")
-        return [f"arm{i}" for i in range(int(arms))]
+        count = int(arms)
+        if not 1 <= count <= MAX_ARMS:
+            raise ValueError(f"{name}={arms!r}: a policy takes from 1 to {MAX_ARMS:,} arms")
+        return [f"arm{i}" for i in range(count)]
     if isinstance(arms, str) or not isinstance(arms, Sequence):
         raise TypeError(f"{name} must be a list of str or an int, got {type(arms).__name__}")
+    if len(arms) > MAX_ARMS:
+        raise ValueError(f"{name} names {len(arms):,} arms; a policy takes from 1 to "
+                         f"{MAX_ARMS:,}")
     names = list(arms)
     if not names:
         raise ValueError(f"{name}=[]: need at least one arm")
@@ -47,7 +59,7 @@ def check_arm_names(arms: Sequence[str] | int, name: str = "arms") -> list[str]:
             raise TypeError(f"{name} must contain str, got {arm!r} ({type(arm).__name__})")
         if not arm:
             raise ValueError(f"{name} contains an empty name; arm names must be non-empty")
-    dupes = sorted({a for a in names if names.count(a) > 1})
+    dupes = sorted(a for a, n in Counter(names).items() if n > 1)  # (count() was K x K)
     if dupes:
         raise ValueError(f"{name} contains duplicates {dupes}; arm names must be unique")
     return names

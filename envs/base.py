@@ -18,7 +18,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from arms._validation import check_choice
+from arms._validation import check_choice, check_float
 
 LIKE = 1
 NONE = 0
@@ -76,6 +76,35 @@ def check_reward(reward: object) -> str:
     each naming the allowed values (the one choice rule, :func:`arms._validation.check_choice`).
     """
     return check_choice("reward", reward, REWARDS)
+
+
+def check_thresholds(like: object, dislike: object, scale: tuple[float, float] | None
+                     ) -> tuple[float, float]:
+    """The like and dislike thresholds of a rating model, as floats, checked against the
+    data's ``scale`` (``Dataset.rating_scale``; None: any finite rating).
+
+    Both must be real numbers within the rating scale, the dislike one below the like one: a
+    like threshold above the scale (``like_threshold=100`` on MovieLens) made every expected
+    reward 0 without a word, one of ``1e308`` overflowed, and ``"4"`` failed on a comparison
+    (found by attack). With no scale, finite is all that is asked.
+
+    Raises
+    ------
+    TypeError
+        A threshold that is not a real number (booleans and strings included).
+    ValueError
+        Outside the scale, not finite, or ``dislike >= like``.
+    """
+    values = []
+    for name, value in (("like_threshold", like), ("dislike_threshold", dislike)):
+        if scale is None:
+            values.append(check_float(name, value))
+            continue
+        values.append(check_float(name, value, low=float(scale[0]), high=float(scale[1])))
+    if not values[1] < values[0]:
+        raise ValueError(f"dislike_threshold must be below like_threshold, got {values[1]} >= "
+                         f"{values[0]}")
+    return values[0], values[1]
 
 
 class UserModel(ABC):

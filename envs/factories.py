@@ -21,10 +21,11 @@ import numpy as np
 import pandas as pd
 
 from arms import registry
+from arms._validation import check_int
 from arms.data import Dataset, load_movielens, temporal_split
 from envs.arm_set import DEFAULT_ARMS, arm_name, check_arms, fitted_arms
 from envs.context import user_context
-from envs.fixed_ctr import SEED_CTR, FixedCTR
+from envs.fixed_ctr import SEED_CTR, FixedCTR, check_ctr
 from envs.held_out import HeldOutRatings
 from envs.latent_factor import LatentFactorUsers
 from envs.recommender_env import RecommenderArmsEnv
@@ -89,20 +90,44 @@ def dataset_fingerprint(dataset: Dataset) -> tuple:
             dataset.rating_scale, digest.hexdigest())
 
 
-def _check_slate_size(slate_size: object) -> int:
-    if isinstance(slate_size, bool) or not isinstance(slate_size, int | np.integer):
-        raise TypeError(f"slate_size must be an integer, got {type(slate_size).__name__}")
-    if slate_size < 1:
-        raise ValueError(f"slate_size must be >= 1, got {slate_size}")
-    return int(slate_size)
+#: Longest slate an environment shows (a dataset's catalogue bounds it further): every user's
+#: slates are held as users x arms x slate size, and ``slate_size=10**10`` asked numpy for
+#: 218 TiB (found by attack).
+MAX_SLATE_SIZE = 1000
+#: Most users FixedCTR makes up without a dataset, for the same reason (``n_users=10**12``).
+MAX_FIXED_CTR_USERS = 10**6
+
+
+def check_common(*, slate_size: object, online_learning: object, random_state: object) -> int:
+    """The arguments every builder takes, checked before anything is built or looked up in a
+    cache; returns the slate size. ``random_state`` is checked even where nothing random is
+    fitted (FixedCTR without a dataset took ``"a"`` and ``-1``), ``online_learning`` as a bool
+    (``"yes"`` was told it "needs a dataset").
+
+    Raises
+    ------
+    TypeError
+        A value of the wrong type, named.
+    ValueError
+        ``slate_size`` outside ``[1, MAX_SLATE_SIZE]`` or a negative seed.
+    """
+    if not isinstance(online_learning, bool | np.bool_):
+        raise TypeError(f"online_learning must be True or False, got {online_learning!r}")
+    check_int("random_state", random_state, low=0)
+    return check_int("slate_size", slate_size, low=1, high=MAX_SLATE_SIZE)
 
 
 def _freeze(value: Any) -> Any:
+    """A hashable key of ``value`` that tells types apart: ``10``, ``10.0`` and ``True`` are
+    equal in Python, so a key of values alone let ``slate_size=10.0`` (refused alone) be served
+    the simulator built for ``10``, and ``online_learning=1`` the one built for ``True``
+    (found by attack): whether a value was refused depended on what had been built before.
+    """
     if isinstance(value, list | tuple):
-        return tuple(_freeze(v) for v in value)
+        return (type(value).__name__, *(_freeze(v) for v in value))
     if isinstance(value, np.ndarray):
-        return ("ndarray", value.shape, value.tobytes())
-    return value
+        return ("ndarray", value.dtype.str, value.shape, value.tobytes())
+    return (type(value), value)
 
 
 def cached_simulator(builder: Callable[..., Simulator], **kwargs: Any) -> Simulator:
@@ -139,6 +164,10 @@ def _fixed_ctr_names(arms: Sequence[Any], *, fitted: bool) -> tuple[str, ...]:
         return tuple(arm_name(a) for a in check_arms(arms))
     if isinstance(arms, str) or not isinstance(arms, Sequence) or not arms:
         raise TypeError(f"arms must be a non-empty sequence of names, got {arms!r}")
+    for label in arms:
+        if not isinstance(label, str):
+            raise TypeError(f"arms must hold names (str) without a dataset, got {label!r} "
+                            f"({type(label).__name__})")
     names = tuple(arm_name(a) for a in arms)
     registry.refuse_repeats(names)
     return names
@@ -181,11 +210,13 @@ def build_fixed_ctr(
     it and users, slates and contexts are real; clicks still follow ``ctr``. ``ctr`` defaults
     to the seed story for the arms it names (svd 0.10, sequential 0.15, autoencoder 0.12).
     """
-    k = _check_slate_size(slate_size)
+    k = check_common(slate_size=slate_size, online_learning=online_learning,
+                     random_state=random_state)
     names = _fixed_ctr_names(arms, fitted=dataset is not None)
     if ctr is None:
         ctr = _seed_ctr(names)
     if dataset is None:
+        check_int("n_users", n_users, low=1, high=MAX_FIXED_CTR_USERS)
         model = FixedCTR(ctr=ctr, n_users=n_users)
         if model.n_arms != len(names):
             raise ValueError(f"ctr has {model.n_arms} arm(s) but arms names {len(names)}")
@@ -202,10 +233,10 @@ def build_fixed_ctr(
             arrival=arrival,
         )
     data = resolve_dataset(dataset, None)
-    fitted, slates = fitted_arms(arms, data, k=k, random_state=random_state)
-    values = np.asarray(ctr, dtype=np.float64)
+    values = check_ctr(ctr)
     if values.ndim == 2 and values.shape[0] != data.n_users:
         raise ValueError(f"ctr has {values.shape[0]} rows but the dataset {data.n_users} users")
+    fitted, slates = fitted_arms(arms, data, k=k, random_state=random_state)
     model = FixedCTR(ctr=values, n_users=data.n_users)
     if model.n_arms != len(names):
         raise ValueError(f"ctr has {model.n_arms} arm(s) but arms names {len(names)}")
@@ -239,8 +270,9 @@ def build_movielens(
     precedence) is the future; the arms learn from the rest, and users respond as
     :class:`HeldOutRatings` says. Contexts come from the training part only.
     """
+    k = check_common(slate_size=slate_size, online_learning=online_learning,
+                     random_state=random_state)
     data = resolve_dataset(dataset, data_dir)
-    k = _check_slate_size(slate_size)
     if n_last is not None:
         train, test = temporal_split(data, n_last=n_last)
     else:
@@ -289,8 +321,9 @@ def build_movielens_sim(
     The ground truth is fit to all the ratings; the arms are fitted to all of them too, with
     their own models, and recommend unseen items only.
     """
+    k = check_common(slate_size=slate_size, online_learning=online_learning,
+                     random_state=random_state)
     data = resolve_dataset(dataset, data_dir)
-    k = _check_slate_size(slate_size)
     model = _latent_model(
         data, rank, like_threshold, dislike_threshold, temperature, position_bias, boredom,
         boredom_decay, drift_steps, herding, random_state,
@@ -305,7 +338,7 @@ def build_movielens_sim(
     )  # fmt: skip
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=8, typed=True)  # typed: see _freeze
 def _latent_model(data: Dataset, *params: Any) -> LatentFactorUsers:
     names = ("rank", "like_threshold", "dislike_threshold", "temperature", "position_bias",
              "boredom", "boredom_decay", "drift_steps", "herding", "random_state")

@@ -12,6 +12,43 @@ from envs.base import UserModel
 SEED_CTR = {"svd": 0.10, "sequential": 0.15, "autoencoder": 0.12}
 
 
+def check_ctr(ctr: object) -> np.ndarray:
+    """Click rates as a float64 array of shape ``(n_arms,)`` or ``(n_users, n_arms)``, every
+    entry a real number within ``[0, 1]``.
+
+    A list, tuple or array of real numbers only: strings (``"0.1"``, which numpy reads as
+    numbers), booleans (read as rates 1 and 0), complex numbers, mappings and ragged rows were
+    taken or failed in numpy's words (found by attack).
+
+    Raises
+    ------
+    TypeError
+        Not a list, tuple or array, or entries that are not real numbers.
+    ValueError
+        Ragged rows, another shape, or a value outside ``[0, 1]`` (NaN included).
+    """
+    if not isinstance(ctr, list | tuple | np.ndarray):
+        raise TypeError(f"ctr must be a list or array of click rates, got {type(ctr).__name__}")
+    try:
+        values = np.asarray(ctr)
+    except ValueError as exc:  # ragged rows
+        raise ValueError("ctr must be a rectangular array of click rates (one row per user, "
+                         "one column per arm), got rows of different lengths") from exc
+    if values.dtype.kind not in "iuf":
+        raise TypeError(f"ctr must hold real numbers (click rates), got {values.dtype} values "
+                        f"such as {values.ravel()[0]!r}" if values.size else
+                        f"ctr must hold real numbers (click rates), got {values.dtype}")
+    values = values.astype(np.float64)
+    if values.ndim not in (1, 2) or values.size == 0:
+        raise ValueError(
+            f"ctr must be a non-empty array of shape (n_arms,) or (n_users, n_arms), "
+            f"got shape {values.shape}"
+        )
+    if not np.all(np.isfinite(values)) or (values < 0).any() or (values > 1).any():
+        raise ValueError(f"ctr must hold probabilities within [0, 1], got {values.tolist()}")
+    return values
+
+
 class FixedCTR(UserModel):
     """Users who click an arm's slate with a fixed probability, whatever it shows.
 
@@ -31,9 +68,10 @@ class FixedCTR(UserModel):
     Raises
     ------
     TypeError
-        If ``n_users`` is not an integer.
+        If ``ctr`` is not a list or array of real numbers (:func:`check_ctr`), or ``n_users``
+        not an integer.
     ValueError
-        If ``ctr`` is empty, not 1-d or 2-d, or holds a value outside ``[0, 1]``; or if
+        If ``ctr`` is empty, ragged, not 1-d or 2-d, or holds a value outside ``[0, 1]``; or if
         ``n_users < 1``.
     """
 
@@ -42,14 +80,7 @@ class FixedCTR(UserModel):
 
     def __init__(self, *, ctr: object = tuple(SEED_CTR.values()), n_users: int = 1000) -> None:
         self.ctr = ctr
-        values = np.asarray(ctr, dtype=np.float64)
-        if values.ndim not in (1, 2) or values.size == 0:
-            raise ValueError(
-                f"ctr must be a non-empty array of shape (n_arms,) or (n_users, n_arms), "
-                f"got shape {values.shape}"
-            )
-        if not np.all(np.isfinite(values)) or (values < 0).any() or (values > 1).any():
-            raise ValueError(f"ctr must hold probabilities within [0, 1], got {values.tolist()}")
+        values = check_ctr(ctr)
         if isinstance(n_users, bool) or not isinstance(n_users, int | np.integer):
             raise TypeError(f"n_users must be an integer, got {type(n_users).__name__}")
         if n_users < 1:

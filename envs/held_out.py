@@ -7,7 +7,7 @@ from typing import ClassVar, Self
 import numpy as np
 
 from arms.data import Dataset
-from envs.base import UserModel
+from envs.base import UserModel, check_thresholds
 from envs.errors import UserModelError
 
 
@@ -29,7 +29,8 @@ class HeldOutRatings(UserModel):
     ----------
     like_threshold : float, default 4.0
     dislike_threshold : float, default 2.0
-        Must be below ``like_threshold``.
+        Must be below ``like_threshold``; both within the data's rating scale
+        (:func:`envs.base.check_thresholds`).
     min_held_out : int, default 1
         A user may arrive only with at least this many held-out ratings.
     min_users : int, default 1
@@ -72,11 +73,7 @@ class HeldOutRatings(UserModel):
         for label, data in (("train", train), ("test", test)):
             if not isinstance(data, Dataset):
                 raise TypeError(f"{label} must be an arms.data.Dataset, got {type(data).__name__}")
-        if not self.dislike_threshold < self.like_threshold:
-            raise ValueError(
-                f"dislike_threshold must be below like_threshold, got {self.dislike_threshold} "
-                f">= {self.like_threshold}"
-            )
+        check_thresholds(self.like_threshold, self.dislike_threshold, train.rating_scale)
         for label in ("min_held_out", "min_users"):
             value = getattr(self, label)
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:

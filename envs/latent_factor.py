@@ -10,7 +10,7 @@ from scipy.sparse.linalg import svds
 from scipy.special import expit
 
 from arms.data import Dataset
-from envs.base import UserModel
+from envs.base import UserModel, check_thresholds
 from envs.errors import UserModelError
 
 
@@ -49,7 +49,8 @@ class LatentFactorUsers(UserModel):
     bias_reg : float, default 5.0
         Shrinkage of the user and item biases (pseudo-ratings at the mean).
     like_threshold, dislike_threshold : float, defaults 4.5 and 2.0
-        Affinities where a like (resp. dislike) of an examined item is a coin flip.
+        Affinities where a like (resp. dislike) of an examined item is a coin flip; both within
+        the data's rating scale, dislike below like (:func:`envs.base.check_thresholds`).
     temperature : float, default 0.3
         Softness of both sigmoids, on the rating scale; > 0.
     position_bias : float, default 1.0
@@ -133,13 +134,6 @@ class LatentFactorUsers(UserModel):
         number("boredom", 0.0, 1.0, high_open=True)
         number("boredom_decay", 0.0, 1.0)
         number("herding", 0.0, 1.0)
-        number("like_threshold", -np.inf, np.inf, low_open=True, high_open=True)
-        number("dislike_threshold", -np.inf, np.inf, low_open=True, high_open=True)
-        if not self.dislike_threshold < self.like_threshold:
-            raise ValueError(
-                f"dislike_threshold must be below like_threshold (so that like + dislike <= 1), "
-                f"got {self.dislike_threshold} >= {self.like_threshold}"
-            )
         if self.drift_steps is not None and (
             isinstance(self.drift_steps, bool)
             or not isinstance(self.drift_steps, int | np.integer)
@@ -162,6 +156,8 @@ class LatentFactorUsers(UserModel):
         if not isinstance(data, Dataset):
             raise TypeError(f"data must be an arms.data.Dataset, got {type(data).__name__}")
         self._validate()
+        # (dislike below like keeps like + dislike <= 1)
+        check_thresholds(self.like_threshold, self.dislike_threshold, data.rating_scale)
         self.n_users, self.n_items = data.n_users, data.n_items
         if self.rank >= min(self.n_users, self.n_items) or data.n_ratings < 2 * self.rank:
             raise UserModelError(

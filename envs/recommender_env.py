@@ -12,6 +12,26 @@ from envs.errors import InvalidActionError, StepBeforeResetError
 from envs.simulator import BLOCK_STEPS, Simulator
 
 
+def check_no_options(options: Any) -> None:
+    """Refuse reset options: the environments take none, and a key such as ``{"user": 5}`` was
+    ignored without a word (found by attack). None and ``{}`` (Gymnasium's checker sends it)
+    pass.
+
+    Raises
+    ------
+    TypeError
+        ``options`` neither None nor a dict.
+    ValueError
+        A non-empty dict, naming its keys.
+    """
+    if options is None:
+        return
+    if not isinstance(options, dict):
+        raise TypeError(f"options must be None or a dict, got {type(options).__name__}")
+    if options:
+        raise ValueError(f"reset takes no options, got {sorted(map(str, options))}")
+
+
 def check_action(action: Any, n_arms: int, arm_names: tuple[str, ...]) -> int:
     """The arm index of ``action``; raises ``TypeError``/:class:`InvalidActionError` otherwise."""
     if type(action) is not int and not isinstance(action, np.integer):
@@ -146,15 +166,17 @@ class RecommenderArmsEnv(gym.Env[np.ndarray, np.int64]):
         seed : int or None, default None
             Seeds ``self.np_random`` (Gymnasium's rule); None keeps the current generator.
         options : dict or None, default None
-            Unused; accepted for the Gymnasium API.
+            Accepted for the Gymnasium API; the environment takes no option, so a non-empty
+            dict is refused (:func:`check_no_options`).
 
         Returns
         -------
-        observation : ndarray of float64, shape ``(n_features,)``
+        observation : ndarray of float32, shape ``(n_features,)``
             The arriving user's context.
         info : dict
             ``user_id``, ``user_index`` and the step ``t`` (0).
         """
+        check_no_options(options)
         super().reset(seed=seed)
         sim = self.simulator
         self._block = self.np_random.random((BLOCK_STEPS, 1 + sim.slate_size))
@@ -236,7 +258,11 @@ class RecommenderArmsEnv(gym.Env[np.ndarray, np.int64]):
     def render(self) -> str | None:
         """The last step as one line of text when ``render_mode="ansi"``; None otherwise."""
         if self.render_mode == "ansi":
-            return self._last or f"t={getattr(self, '_t', 0)} user={self._user} (no step yet)"
+            if self._last or self._user is None:
+                return self._last or "no episode (call reset())"
+            # the raw user id, as the steps' lines show it (this line showed the index)
+            return (f"t={getattr(self, '_t', 0)} user={int(self.simulator.user_ids[self._user])} "
+                    "(no step yet)")
         return None
 
     def close(self) -> None:

@@ -40,8 +40,10 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from arms._validation import check_choice
+from arms._validation import check_choice, check_int
 from arms.data import Dataset, make_synthetic
+from arms.data.synthetic import check_sizes
+from envs.arm_set import check_arms
 from envs.base import LIKE, expected_reward, realised_reward, sample_responses
 from envs.errors import InvalidActionError, StepBeforeResetError
 from envs.factories import DRIFT_ARMS, build_movielens_sim, cached_simulator
@@ -507,15 +509,18 @@ def build_movielens_slate(*, click_model: str = "pbm", arms: Sequence[Any] = SLA
     ValueError
         ``online_learning=True`` (slates need frozen arms) or an unknown click model.
     """
-    if online_learning:
+    if online_learning is not False:
         raise ValueError("online_learning=True is not supported by the slate environments "
-                         "(they compose slates from the frozen arms' lists)")
+                         f"(they compose slates from the frozen arms' lists), got "
+                         f"{online_learning!r}")
     check_click_model(click_model)
-    return SlateDynamics(cached_simulator(build_movielens_sim, arms=tuple(arms), **kwargs),
+    # checked before tuple(): "svd" became the arms "s", "v", "d" (found by attack)
+    arms = check_arms(arms)
+    return SlateDynamics(cached_simulator(build_movielens_sim, arms=arms, **kwargs),
                          click_model)
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=4, typed=True)  # 120 and 120.0 are one key untyped
 def _synthetic(n_users: int, n_items: int, n_ratings: int, data_seed: int) -> Dataset:
     return make_synthetic(n_users, n_items, n_ratings, random_state=data_seed)
 
@@ -527,7 +532,20 @@ def build_synthetic_slate(*, n_users: int = 120, n_items: int = 300, n_ratings: 
     ``make_synthetic(n_users, n_items, n_ratings, random_state=data_seed)``.
 
     Other keyword arguments as :func:`build_movielens_slate` (``dataset`` excepted).
+
+    Raises
+    ------
+    TypeError
+        ``dataset`` given (this environment makes its own), or a size or seed of the wrong type.
+    ValueError
+        Sizes :func:`arms.data.synthetic.check_sizes` refuses, or a negative ``data_seed``.
     """
+    if "dataset" in kwargs:
+        raise TypeError("SyntheticSlate-v0 makes its own dataset (n_users, n_items, n_ratings, "
+                        "data_seed); for a dataset of yours use recbandits/MovieLensSlate-v0 "
+                        "with dataset=")
+    check_sizes(n_users, n_items, n_ratings)
+    check_int("data_seed", data_seed, low=0)
     data = _synthetic(n_users, n_items, n_ratings, data_seed)
     return build_movielens_slate(dataset=data, arms=arms, **kwargs)
 

@@ -11,7 +11,19 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from envs.errors import InvalidActionError, StepBeforeResetError
+from envs.recommender_env import check_no_options
 from envs.simulator import BLOCK_STEPS, Simulator
+
+#: Most bytes the sub-environments' draws ahead may take together: ``num_envs=10**9`` used up
+#: the machine's 23 GiB and was killed by the kernel, with no Python error (found by attack).
+MAX_DRAW_BYTES = 2 * 2**30
+
+
+def max_num_envs(slate_size: int) -> int:
+    """Most sub-environments a vector env of slates of ``slate_size`` takes (95,325 at 10):
+    each holds ``BLOCK_STEPS`` x ``(1 + slate_size)`` float64 draws ahead.
+    """
+    return MAX_DRAW_BYTES // (BLOCK_STEPS * (1 + slate_size) * 8)
 
 
 class RecommenderArmsVectorEnv(VectorEnv):
@@ -61,6 +73,13 @@ class RecommenderArmsVectorEnv(VectorEnv):
             raise TypeError(f"simulator must be an envs.Simulator, got {type(simulator).__name__}")
         if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+        most = max_num_envs(simulator.slate_size)
+        if num_envs > most:
+            raise ValueError(f"num_envs must be at most {most:,} with slate_size "
+                             f"{simulator.slate_size} (each sub-environment draws {BLOCK_STEPS} "
+                             f"steps of {1 + simulator.slate_size} uniforms ahead, and all of "
+                             f"them together at most {MAX_DRAW_BYTES // 2**30} GiB), got "
+                             f"{num_envs:,}")
         if max_episode_steps is not None and (
             isinstance(max_episode_steps, bool)
             or not isinstance(max_episode_steps, int | np.integer)
@@ -102,8 +121,10 @@ class RecommenderArmsVectorEnv(VectorEnv):
         Raises
         ------
         TypeError, ValueError
-            If ``seed`` is neither None, an int, nor a list of ``num_envs`` ints.
+            If ``seed`` is neither None, an int, nor a list of ``num_envs`` ints, or
+            ``options`` is not empty (:func:`~envs.recommender_env.check_no_options`).
         """
+        check_no_options(options)
         if seed is None:
             super().reset()
             if self._rngs is None:
@@ -125,6 +146,12 @@ class RecommenderArmsVectorEnv(VectorEnv):
         self._reset_envs(self._all)
         self._started = True
         return self.simulator.contexts[self._users], self._reset_info(self._all)
+
+    def close_extras(self, **kwargs: Any) -> None:
+        """Called once by :meth:`close`: :meth:`step` needs a new :meth:`reset` after it, as
+        the single environment's does (it went on stepping: found by attack).
+        """
+        self._started = False
 
     def step(
         self, actions: Any

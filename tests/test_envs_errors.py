@@ -83,7 +83,7 @@ def test_latent_model_that_cannot_be_built_is_a_clear_error(toy):
         ({"reward": 1}, TypeError, r"reward must be a string, one of \['any'"),
         ({"arrival": "poisson"}, ValueError, "arrival must be one of"),
         ({"arrival": None}, TypeError, r"arrival must be a string, one of \["),
-        ({"slate_size": 0}, ValueError, "slate_size must be >= 1"),
+        ({"slate_size": 0}, ValueError, "slate_size must be an integer from 1 to 1,000, got 0"),
         ({"slate_size": 2.5}, TypeError, "slate_size must be an integer"),
         ({"boredom": 1.0}, ValueError, r"boredom must be within \[0.0, 1.0\)"),
         ({"temperature": 0}, ValueError, "temperature"),
@@ -128,3 +128,110 @@ def test_render_ansi_describes_the_last_step(toy):
     info = env.step(1)[4]
     text = env.render()
     assert f"user={info['user_id']}" in text and "arm=random" in text
+
+
+# ---------------------------------------------------------------------- found by attack
+F, S, SL = "recbandits/FixedCTR-v0", "recbandits/MovieLensSim-v0", "recbandits/SyntheticSlate-v0"
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), [
+    ({"n_users": 10**12}, ValueError, "n_users must be an integer from 1 to 1,000,000"),
+    ({"slate_size": 10**10}, ValueError, "slate_size must be an integer from 1 to 1,000"),
+    ({"ctr": ["0.1", "0.2", "0.3"]}, TypeError, "ctr must hold real numbers"),
+    ({"ctr": [True, False, True]}, TypeError, "ctr must hold real numbers .* bool"),
+    ({"ctr": [0.1 + 0.5j, 0.2, 0.3]}, TypeError, "ctr must hold real numbers .* complex"),
+    ({"ctr": [[0.1, 0.2], [0.3]]}, ValueError, "rectangular array"),
+    ({"ctr": {"svd": 0.1}}, TypeError, "ctr must be a list or array"),
+    ({"arms": [1, 2, 3], "ctr": [0.1, 0.2, 0.3]}, TypeError, r"arms must hold names \(str\)"),
+    ({"random_state": "a"}, TypeError, "random_state must be an integer >= 0"),
+    ({"random_state": -1}, ValueError, "random_state must be an integer >= 0, got -1"),
+    ({"online_learning": "yes"}, TypeError, "online_learning must be True or False"),
+])
+def test_fixed_ctr_names_every_bad_argument(kwargs, error, message):
+    """Sizes that asked numpy for 218 TiB, strings and booleans read as rates, a seed that was
+    ignored: each is refused naming the argument (strings were taken as numbers before)."""
+    with pytest.raises(error, match=message):
+        gymnasium.make(F, **kwargs)
+
+
+def test_the_caches_tell_types_apart_so_a_refusal_does_not_depend_on_what_was_built(toy):
+    """10 == 10.0 == True: a cache keyed on values served slate_size=10.0 (refused alone) the
+    simulator built for 10, and online_learning=1 the one built for True (found by attack)."""
+    gymnasium.make(F, slate_size=10)
+    with pytest.raises(TypeError, match="slate_size must be an integer"):
+        gymnasium.make(F, slate_size=10.0)
+    gymnasium.make(S, dataset=toy, arms=ARMS, rank=4, online_learning=True)
+    with pytest.raises(TypeError, match="online_learning must be True or False, got 1"):
+        gymnasium.make(S, dataset=toy, arms=ARMS, rank=4, online_learning=1)
+    with pytest.raises(TypeError, match="rank must be an integer"):
+        gymnasium.make(S, dataset=toy, arms=ARMS, rank=4.0)
+    with pytest.raises(TypeError, match="random_state must be an integer"):
+        gymnasium.make(S, dataset=toy, arms=ARMS, rank=4, random_state=False)
+
+
+def test_thresholds_outside_the_rating_scale_are_refused(toy):
+    """like_threshold=100 made every expected reward 0 without a word; "4" failed on a
+    comparison; 1e308 overflowed (found by attack)."""
+    with pytest.raises(ValueError, match=r"like_threshold must be <= 5\.0, got 100\.0"):
+        gymnasium.make("recbandits/MovieLens-v0", dataset=toy, arms=ARMS, like_threshold=100)
+    with pytest.raises(TypeError, match="like_threshold must be a real number, got '4'"):
+        gymnasium.make("recbandits/MovieLens-v0", dataset=toy, arms=ARMS, like_threshold="4")
+    with pytest.raises(ValueError, match=r"like_threshold must be <= 5\.0"):
+        gymnasium.make(S, dataset=toy, arms=ARMS, rank=4, like_threshold=1e308)
+    with pytest.raises(ValueError, match=r"dislike_threshold must be >= 1\.0"):
+        gymnasium.make(S, dataset=toy, arms=ARMS, rank=4, dislike_threshold=-1e308)
+
+
+def test_an_arm_fitted_on_other_ratings_of_the_same_catalogue_is_refitted(toy):
+    """An arm fitted on all the data has the training split's sizes and was used as given:
+    having seen the held-out ratings it excluded them all, every expected reward 0."""
+    from arms import PopularityRecommender
+    everything = PopularityRecommender().fit(toy)
+    env = gymnasium.make("recbandits/MovieLens-v0", dataset=toy, arms=[everything]).unwrapped
+    fresh = gymnasium.make("recbandits/MovieLens-v0", dataset=toy,
+                           arms=[PopularityRecommender()]).unwrapped
+    assert env.expected_reward_matrix().mean() > 0.0
+    np.testing.assert_array_equal(env.expected_reward_matrix(), fresh.expected_reward_matrix())
+
+
+def test_vector_envs_cap_their_draws_and_stop_after_close():
+    with pytest.raises(ValueError, match=r"num_envs must be at most 95,325 with slate_size 10"):
+        gymnasium.make_vec(F, num_envs=10**9)
+    vec = gymnasium.make_vec(F, num_envs=3)
+    vec.reset(seed=0)
+    vec.close()
+    with pytest.raises(StepBeforeResetError):  # it went on stepping after close
+        vec.step(np.array([0, 0, 0]))
+
+
+def test_reset_options_are_refused_and_render_names_the_raw_user_id(toy):
+    env = gymnasium.make(S, dataset=toy, arms=ARMS, rank=4, render_mode="ansi").unwrapped
+    with pytest.raises(ValueError, match=r"reset takes no options, got \['user'\]"):
+        env.reset(seed=0, options={"user": 5})
+    _, info = env.reset(seed=0, options={})
+    assert env.render() == f"t=0 user={info['user_id']} (no step yet)"  # was the index
+    assert info["user_id"] != info["user_index"]
+    vec = gymnasium.make_vec(S, num_envs=2, dataset=toy, arms=ARMS, rank=4)
+    with pytest.raises(ValueError, match="reset takes no options"):
+        vec.reset(seed=0, options={"bogus": 1})
+
+
+def test_synthetic_slate_checks_arms_sizes_and_seed_first():
+    with pytest.raises(TypeError, match="arms must be a sequence"):  # was arms 's', 'v', 'd'
+        gymnasium.make(SL, arms="svd")
+    with pytest.raises(TypeError, match="makes its own dataset"):
+        gymnasium.make(SL, dataset=make_synthetic(20, 40, 200, random_state=0))
+    with pytest.raises(ValueError, match="data_seed must be an integer >= 0, got -1"):
+        gymnasium.make(SL, data_seed=-1)
+    with pytest.raises(TypeError, match="n_ratings must be an integer"):
+        gymnasium.make(SL, n_ratings=float("nan"))
+
+
+def test_a_policy_refuses_more_arms_than_it_can_hold():
+    import bandits as bd
+    from bandits.errors import MAX_ARMS
+    with pytest.raises(ValueError, match="a policy takes from 1 to 100,000 arms"):
+        bd.ThompsonSampling(10**9)  # ran out of the machine's memory
+    with pytest.raises(ValueError, match="names 100,001 arms"):
+        bd.ThompsonSampling([f"a{i}" for i in range(MAX_ARMS + 1)])
+    assert bd.ThompsonSampling(MAX_ARMS).n_arms == MAX_ARMS
