@@ -1,8 +1,8 @@
 """Arms by name: build, fit (once per process) and precompute their slates.
 
-An environment's arms are given as names of :mod:`arms.registry` (``"svd"``, ``"sequential"``,
-``"autoencoder"``, ``"dae"``, ``"popularity"``, ``"random"``) or as :class:`arms.Recommender`
-instances. The registry is the only place arms are named; this module only fits and caches them.
+An environment's arms are given as names of :mod:`arms.registry` (``"svd"``, ``"sequential"``
+and the others ``arms.registry.ARMS`` lists) or as :class:`arms.Recommender` instances. The
+registry is the only place arms are named; this module only fits and caches them.
 
 Fitting an arm on MovieLens 100K takes seconds, so :func:`fitted_arms` caches each named arm per
 (name, training data, seed) and its frozen slates per slate size within the process; the slate

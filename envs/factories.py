@@ -66,10 +66,18 @@ def resolve_dataset(dataset: Dataset | str | None, data_dir: str | PathLike | No
             "dataset must be an arms.data.Dataset, a MovieLens name such as 'ml-1m' or None, "
             f"got {type(dataset).__name__}"
         )
-    return _canonical.setdefault(dataset_fingerprint(dataset), dataset)
+    key = dataset_fingerprint(dataset)
+    first = _canonical.setdefault(key, dataset)
+    _canonical.move_to_end(key)
+    if len(_canonical) > _CANONICAL_SIZE:  # it kept every dataset ever seen (found by attack)
+        _canonical.popitem(last=False)
+    return first
 
 
-_canonical: dict[tuple, Dataset] = {}
+#: The datasets :func:`resolve_dataset` remembers, the latest used last: as many as the
+#: simulators' cache holds and a few more (40 datasets of 200,000 ratings took 615 MB).
+_CANONICAL_SIZE = 2 * _CACHE_SIZE
+_canonical: OrderedDict[tuple, Dataset] = OrderedDict()
 
 
 def dataset_fingerprint(dataset: Dataset) -> tuple:
