@@ -12,8 +12,10 @@ statistics, alarm counts) is the same on every worker at the same log position, 
 
 An alarm is logged as a WARNING naming the arm, the detector's statistic and threshold, and the
 log position of the outcome that raised it; every worker logs it once when its fold reaches that
-outcome. Alarms are counted per arm (``/metrics``: ``recbandits_drift_alarms``; ``GET /policy``:
-``drift``). A detector that alarms restarts for that arm (:mod:`bandits.drift`'s reset rule).
+outcome (a worker's first fold at its start, which catches up with the log, says how many
+alarms the log held in one INFO line instead of repeating them). Alarms are counted per arm
+(``/metrics``: ``recbandits_drift_alarms``; ``GET /policy``: ``drift``). A detector that
+alarms restarts for that arm (:mod:`bandits.drift`'s reset rule).
 
 Where the fold starts: at the log's latest fold snapshot (``recbandits purge``), fresh: the
 outcomes before it may be deleted, so every worker and ``rebuild-state`` start the monitor there.
@@ -21,11 +23,12 @@ outcomes before it may be deleted, so every worker and ``rebuild-state`` start t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -229,6 +232,20 @@ class DriftMonitor:
         }
 
 
+@contextlib.contextmanager
+def alarms_silenced() -> Iterator[None]:
+    """No alarm WARNING within: a fold that repeats what workers logged already (a replay, a
+    worker's catch-up at its start, which logged every old alarm again at each restart: found
+    by attack).
+    """
+    previous = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = previous
+
+
 def replay(monitor: DriftMonitor, outcomes: Iterable[Outcome], upto: int | None = None
            ) -> DriftMonitor:
     """``monitor`` (fresh) folded over ``outcomes`` (any order) up to log position ``upto``
@@ -236,12 +253,8 @@ def replay(monitor: DriftMonitor, outcomes: Iterable[Outcome], upto: int | None 
     what the workers logged): ``rebuild-state``'s fold.
     """
     rows = sorted((o for o in outcomes if upto is None or o.seq <= upto), key=lambda o: o.seq)
-    previous = logger.disabled
-    logger.disabled = True
-    try:
+    with alarms_silenced():
         monitor.fold(rows)
-    finally:
-        logger.disabled = previous
     return monitor
 
 
@@ -289,4 +302,4 @@ def check_replay(monitor: DriftMonitor, outcomes: Iterable[Outcome],
             f"{replayed.digest()})"], same
 
 
-__all__ = ["DETECTORS", "DriftMonitor", "check_replay", "replay"]
+__all__ = ["DETECTORS", "DriftMonitor", "alarms_silenced", "check_replay", "replay"]

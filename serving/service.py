@@ -58,6 +58,7 @@ from serving.armset import (
     params_differ,
     top_k_row,
 )
+from serving.drift import alarms_silenced
 from serving.errors import (
     EventConflictError,
     EventNotFoundError,
@@ -299,7 +300,13 @@ class RecommendationService:
         background thread.
         """
         self.store.register_feature_set(self.features.version, self.features.names)
-        self.refresh()
+        with alarms_silenced():  # its alarms were logged when a worker's fold raised them
+            self.refresh()
+        held = {arm: n for arm, n in self.drift.alarm_counts().items() if n}
+        if held:
+            logger.info("drift: the log up to position %d holds %d alarm(s) since log position "
+                        "%d (per arm %s), logged when they were raised; GET /policy shows them",
+                        self.drift.seq, sum(held.values()), self.drift.start, held)
         self.arm_set.warm()  # before the first request, so none pays for scoring
         self._refresher = threading.Thread(target=self._refresh_loop, daemon=True,
                                            name="recbandits-refresh")

@@ -104,6 +104,7 @@ def test_two_workers_report_the_same_alarm_and_rebuild_state_replays_it(
     liked = 0
     first_drop = None
     with caplog.at_level(logging.WARNING, logger="serving.drift"), \
+            caplog.at_level(logging.INFO, logger="serving.service"), \
             TestClient(create_app(settings, catalog=catalog)) as a:
         service = a.app.state.service
         # popularity's decisions are liked 60 times, then disliked: its reward rate drops
@@ -143,10 +144,14 @@ def test_two_workers_report_the_same_alarm_and_rebuild_state_replays_it(
     assert state_b["digest"] == state_a["digest"]
     assert [r["last_alarms"] for r in view_b["arms"]] == [r["last_alarms"]
                                                            for r in view_a["arms"]]
-    # Logged once by each worker: the arm, the statistic and the log position.
+    # Logged once, by the worker whose fold raised it: the arm, the statistic and the log
+    # position. The second worker, started after it, says the log holds it in one INFO line
+    # (its catch-up logged every old alarm again at each restart: found by attack).
     lines = [r.getMessage() for r in caplog.records if "drift alarm" in r.getMessage()]
-    assert len(lines) == 2 and all("arm popularity, PageHinkley statistic" in m
+    assert len(lines) == 1 and all("arm popularity, PageHinkley statistic" in m
                                    and f"log position {alarm['seq']}" in m for m in lines)
+    held = [r.getMessage() for r in caplog.records if "holds 1 alarm(s)" in r.getMessage()]
+    assert len(held) == 1 and "{'popularity': 1}" in held[0] and "logged when" in held[0]
     assert 'recbandits_drift_alarms{arm="popularity"} 1.0' in metrics
     assert 'recbandits_drift_alarms{arm="svd"} 0.0' in metrics
     assert 'recbandits_arm_window_reward_rate{arm="popularity",window="10"} 0.0' in metrics
