@@ -1662,6 +1662,18 @@ def run(config: OPEConfig) -> OPERun:
     ValueError
         An unknown or missing store, or an invalid candidate.
     """
+    if config.shadow:
+        # No decision at all with a shadow record: a refusal, before the log's windows are
+        # looked at (with every window open it said "wait", which could never help: found
+        # by attack).
+        store = open_store(config.url, create=False)
+        try:
+            shadowed, source = store.count_shadow(), store.describe()
+        finally:
+            store.dispose()
+        if not shadowed:
+            raise EmptyLogError(f"{source}: no decision of the log carries a shadow record "
+                                "(serve with --shadow-policy)")
     log = read_log(config.url, as_of=config.as_of, include_open=config.include_open,
                    feature_names=config.feature_names, default_reward=config.default_reward)
     if config.shadow:

@@ -343,6 +343,14 @@ def test_open_windows_message_names_the_option_and_the_wait(service_log: dict,
     assert "min); wait for it, or pass --include-open" in text and "include_open" not in text
     assert text.endswith("(nothing written)\n")
     assert not (tmp_path / "o").exists() and not (tmp_path / "log.csv").exists()
+    # With --shadow and no shadow record anywhere, waiting cannot help: a refusal (it said
+    # "wait for it", exit 0: found by attack).
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        assert cli_main(["ope", "--db", service_log["url"], "--out", str(tmp_path / "s"),
+                         "--shadow"]) == 2
+    assert "no decision of the log carries a shadow record (serve with --shadow-policy)" \
+        in err.getvalue() and not out.getvalue() and not (tmp_path / "s").exists()
 
 
 def test_ope_reads_the_store_of_a_state_folder(tmp_path: Path, service_log: dict) -> None:
