@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     n = 2000
     state = BatchState(stats={k: np.repeat(v, n, axis=0) for k, v in replay.state_.stats.items()},
                        pending_arms=np.repeat(replay.state_.pending_arms, n, axis=0),
-                       pending_rewards=np.repeat(replay.state_.pending_rewards, n, axis=0))
+                       pending_rewards=np.repeat(replay.state_.pending_rewards, n, axis=0),
+                       pending_contexts=np.repeat(replay.state_.pending_contexts, n, axis=0))
     contexts = rng.random((n, 53))
     out["lints_replay_2000_us_per_decision"] = cpu_us(
         lambda: replay.probabilities_batch(state, contexts), 1, args.repeat) / n

@@ -567,10 +567,15 @@ def linear_probabilities(policy: BatchedPolicy, stats: dict[str, np.ndarray],
     for start in range(0, distinct.shape[0], _LINEAR_ROWS):
         x = distinct[start:start + _LINEAR_ROWS]
         rows = x.shape[0]
+        # An empty buffer of the policy's own layout (probabilities_batch checks it), as
+        # zero-strided views: nothing allocated for it.
+        buffer = (rows, policy.batch_size)
         state = BatchState(
             stats={k: np.broadcast_to(v, (rows, *v.shape)) for k, v in stats.items()},
-            pending_arms=np.zeros((rows, 1), dtype=np.int64),
-            pending_rewards=np.zeros((rows, 1)))
+            pending_arms=np.broadcast_to(np.zeros((), dtype=np.int64), buffer),
+            pending_rewards=np.broadcast_to(np.zeros(()), buffer),
+            pending_contexts=(np.broadcast_to(np.zeros(()), (*buffer, x.shape[1]))
+                              if policy.contextual else None))
         p = np.clip(np.asarray(policy.probabilities_batch(state, x)), 0.0, None)
         out[start:start + rows] = p / p.sum(axis=1, keepdims=True)
     return out[inverse.reshape(-1)]
