@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import tempfile
+import traceback
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, cast
 
@@ -78,8 +79,7 @@ def _simulate(args: argparse.Namespace) -> int:
             on_note=lambda note: print(f"recbandits: {note}", file=sys.stderr),
         )
     except cfg.ConfigError as exc:
-        if args.verbose:  # the traceback, with what the environment raised
-            raise
+        _traceback_if_verbose(args)  # with what the environment raised
         print(f"recbandits simulate: {exc}", file=sys.stderr)
         return 2
     print(markdown_table(results.summary))
@@ -127,8 +127,7 @@ def _replay(args: argparse.Namespace) -> int:
         try:
             results = replay.run(config, out_dir=out, on_step=step)
         except ValueError as exc:  # what the data makes of the options (--synthetic 0, ...)
-            if args.verbose:
-                raise
+            _traceback_if_verbose(args)
             print(f"recbandits replay: {exc}", file=sys.stderr)
             return 2
     print(replay.format_results(results))
@@ -669,7 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log at INFO level, and show the traceback of a refused input or "
-                        "missing data instead of its one line")
+                        "missing data before its one line (the exit status stays 2)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     evaluate = commands.add_parser(
@@ -765,8 +764,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # here, where a closed pipe is caught, not at the interpreter's exit
         return status
     except (DataUnavailableError, DataFileError) as exc:  # absent, or not what it says
-        if args.verbose:
-            raise
+        _traceback_if_verbose(args)
         print(f"recbandits {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -782,11 +780,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             # own status: rebuild-state's 1 means "match: NO".
             print(f"recbandits {args.command}: {outage}", file=sys.stderr)
             return STORE_UNAVAILABLE
-        refusal = None if args.verbose else _input_refusal(exc, args)
+        refusal = _input_refusal(exc, args)
         if refusal is None:
             raise
+        _traceback_if_verbose(args)
         print(f"recbandits {args.command}: {refusal}", file=sys.stderr)
         return 2
+
+
+def _traceback_if_verbose(args: argparse.Namespace) -> None:
+    """With ``-v``, the traceback of the exception being handled, on stderr, before its one
+    line: the output grows, the exit status stays the refusal's 2 (re-raising made it 1,
+    found by a README check).
+    """
+    if args.verbose:
+        traceback.print_exc()
 
 
 #: Exit status when the reader of the output closed it (``| head``): 128 + SIGPIPE, what a
@@ -879,7 +887,7 @@ def _input_refusal(exc: Exception, args: argparse.Namespace) -> str | None:
 
     A path the user gave that cannot be written or read (``--out`` naming a file, a folder
     under a file, a read-only place; found by attack: a traceback from each command that
-    writes), and a store file that is not a database. ``-v`` shows the traceback instead.
+    writes), and a store file that is not a database. ``-v`` shows the traceback before it.
     """
     if isinstance(exc, OSError) and exc.filename is not None and _given(args, exc.filename):
         return f"{exc.strerror or exc}: {exc.filename}"

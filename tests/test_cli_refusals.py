@@ -235,10 +235,16 @@ def test_verbose_shows_the_traceback_and_an_internal_fault_keeps_it(
 
     _tiny_copy(tmp_path / "data", "ml-100k", "u.data", 2, "1\tabc\t3\t881250949")
     monkeypatch.setenv("RECBANDITS_DATA", str(tmp_path / "data"))
-    from arms.errors import DataFileError
-
-    with pytest.raises(DataFileError, match="item_id 'abc' is not an integer"):
-        cli.main(["-v", "evaluate-arms", "--seeds", "1"])
+    # -v adds the traceback before the line; the exit status stays the refusal's 2 (it
+    # re-raised, exit 1: found by a README check), for a config refusal too.
+    assert cli.main(["-v", "evaluate-arms", "--seeds", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "DataFileError" in err
+    assert err.rstrip().endswith("item_id 'abc' is not an integer")
+    assert cli.main(["-v", "simulate", "fixed_ctr", "--horizon", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.rstrip().splitlines()[-1].startswith(
+        "recbandits simulate: horizon must be")
 
 
 def test_ope_names_a_bad_setting_in_one_line(capsys: pytest.CaptureFixture[str],
