@@ -276,14 +276,14 @@ def _missing_store(args: argparse.Namespace, settings: Settings) -> str | None:
     yet) is the command's "nothing to do".
     """
     from serving.store import open_store
-    from serving.store.errors import StoreNotFoundError
+    from serving.store.errors import StoreNotFoundError, redact_url
 
     db, state_dir = getattr(args, "db", None), getattr(args, "state_dir", None)
     if isinstance(state_dir, str) and not os.path.isdir(state_dir):
         return f"--state-dir {state_dir!r}: no such folder"
     if db is None and state_dir is None:
         return None
-    named = f"--db {db!r}" if db is not None else f"--state-dir {state_dir!r}"
+    named = f"--db {redact_url(db)!r}" if db is not None else f"--state-dir {state_dir!r}"
     try:
         open_store(settings.resolved_db_url(), create=False).dispose()
     except StoreNotFoundError as exc:
@@ -383,8 +383,10 @@ def _ope_log(args: argparse.Namespace) -> int:
         )  # fmt: skip
         results = offpolicy.run(config)
     except StoreNotFoundError as exc:  # named as every command names its --db
+        from serving.store.errors import redact_url
+
         named = ("" if args.db is None and args.state_dir is None else
-                 f"--db {args.db!r}: " if args.db is not None else
+                 f"--db {redact_url(args.db)!r}: " if args.db is not None else
                  f"--state-dir {args.state_dir!r}: ")
         print(f"recbandits ope: {named}{exc}", file=sys.stderr)
         return 2

@@ -692,7 +692,11 @@ def _serve(settings: Settings) -> int:
     """:func:`serve`'s body, under its SIGTERM handler."""
     try:  # what the workers' environment cannot carry, before anything is fitted or served
         settings.to_env()
-    except ValueError as exc:
+        # A store URL that names no store (a misspelt scheme, another driver, a port that is
+        # no number) in one line: it was a traceback echoing the password, exit 1, where the
+        # other commands said it in one line (found by attack). Opening connects to nothing.
+        open_store(settings.resolved_db_url()).dispose()
+    except (TypeError, ValueError) as exc:
         raise CommandError(str(exc), exit_code=2) from None
     sock = _bound_socket(settings.host, settings.port)
     try:

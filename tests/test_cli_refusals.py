@@ -445,3 +445,36 @@ def test_simulate_takes_data_as_the_other_commands_do(tmp_path: Path) -> None:
     read = run("movielens", "--policies", "ThompsonSampling", "--data", data)
     assert read.returncode == 0, read.stderr
     assert "not available" not in read.stderr
+
+
+BAD_STORE_URLS = [
+    ("postgres+psycopg://u:SECRET1@127.0.0.1:19020/rb", "allowed backends: sqlite, postgresql"),
+    ("u:SECRET2@127.0.0.1:19020/rb", "db must be an sqlite:// or postgresql:// URL"),
+    ("postgresql+psycopg://u:SECRET3@127.0.0.1:notaport/rb", "db must be an sqlite://"),
+    ("postgresql+psycopg2://u:SECRET4@127.0.0.1/rb", "the PostgreSQL driver must be psycopg"),
+    ("postgresql+psycopg://u:SECRET5@127.0.0.1:99999/rb", "the port must be from 1 to 65535"),
+]
+
+
+@pytest.mark.parametrize(("url", "said"), BAD_STORE_URLS)
+@pytest.mark.parametrize("command", [["serve", "--dataset", "synthetic"], ["models", "list"]])
+def test_a_store_url_that_names_no_store_is_one_line_without_its_password(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, url: str, said: str,
+        command: list[str]) -> None:
+    """Found by attack: serve printed a traceback ending in the whole URL, password included,
+    exit 1; the other commands echoed a misspelt URL's password in their one line."""
+    err = refused(capsys, [*command, "--state-dir", str(tmp_path), "--db", url])
+    assert said in err and "SECRET" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_redact_url_hides_every_spelling_of_a_password() -> None:
+    from serving.store.errors import redact_url
+
+    assert redact_url("postgresql+psycopg://u:pw@h:5432/db") == "postgresql+psycopg://u:***@h:5432/db"
+    assert redact_url("postgresql://u@h/db?password=pw&sslmode=require") == \
+        "postgresql://u@h/db?password=***&sslmode=require"
+    assert redact_url("u:pw@h:1/db") == "u:***@h:1/db"
+    assert redact_url("postgresql+psycopg://u:pw@h:notaport/db") == \
+        "postgresql+psycopg://u:***@h:notaport/db"
+    assert redact_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"

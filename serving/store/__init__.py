@@ -14,6 +14,7 @@ from serving.store.base import Store
 from serving.store.errors import (
     StoreBusyError,
     database_errors,
+    redact_url,
     store_unavailable,
     unavailable_on_db_error,
     unreadable_database,
@@ -57,16 +58,17 @@ def open_store(url: str, **options: Any) -> Store:
         option's value.
     """
     if not isinstance(url, str):
-        raise TypeError(f"db must be a URL string, got {type(url).__name__}: {url!r}")
+        raise TypeError(f"db must be a URL string, got {type(url).__name__}")
     allowed = " or ".join(f"{name}://" for name in BACKENDS)
     try:
+        # (ValueError: "host:notaport", which was int()'s words in a traceback)
         backend = sa.engine.make_url(url).get_backend_name()
-    except sa.exc.ArgumentError as exc:
-        raise ValueError(f"db must be an {allowed} URL, got {url!r}") from exc
+    except (sa.exc.ArgumentError, ValueError) as exc:
+        raise ValueError(f"db must be an {allowed} URL, got {redact_url(url)!r}") from exc
     store_class = BACKENDS.get(backend)
     if store_class is None:
         raise ValueError(f"db must be an {allowed} URL (allowed backends: "
-                         f"{', '.join(BACKENDS)}), got {url!r}")
+                         f"{', '.join(BACKENDS)}), got {redact_url(url)!r}")
     return store_class(url, **options)
 
 
@@ -98,6 +100,7 @@ __all__ = [
     "database_errors",
     "database_file",
     "open_store",
+    "redact_url",
     "store_unavailable",
     "unavailable_on_db_error",
     "unreadable_database",

@@ -43,7 +43,7 @@ from serving.multileave import (
     parse,
 )
 from serving.rules import Feedback, KeptRating, RuleBook, fold_kept
-from serving.store.errors import store_unavailable, unavailable_on_db_error
+from serving.store.errors import redact_url, store_unavailable, unavailable_on_db_error
 from serving.store.tables import (
     FEEDBACK_COLUMNS,
     RATING_COLUMNS_ADDED,
@@ -380,8 +380,8 @@ class Store(abc.ABC):
 
     # ------------------------------------------------------------------ common
     def describe(self) -> str:
-        """The URL without its password."""
-        return self.url.render_as_string(hide_password=True)
+        """The URL without its password (:func:`~serving.store.errors.redact_url`)."""
+        return redact_url(self.url.render_as_string(hide_password=False))
 
     def dispose(self) -> None:
         """Close every thread's request-path connection and both engines' pooled ones."""

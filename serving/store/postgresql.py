@@ -250,6 +250,9 @@ class PostgreSQLStore(Store):
         if self.url.drivername not in POSTGRESQL_DRIVERS:
             raise ValueError(f"db: the PostgreSQL driver must be psycopg "
                              f"(postgresql+psycopg://...), got {self.url.drivername!r}")
+        if self.url.port is not None and not 1 <= self.url.port <= 65535:
+            # (the driver said "connection is bad", an outage: found by attack)
+            raise ValueError(f"db: the port must be from 1 to 65535, got {self.url.port}")
 
     @property
     def commit_mode(self) -> CommitMode:
