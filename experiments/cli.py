@@ -776,6 +776,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _stdout_to_devnull()
         return BROKEN_PIPE
     except Exception as exc:
+        refused = _store_refused(exc)
+        if refused is not None:  # the URL's mistake, not an outage: no "retry later"
+            print(f"recbandits {args.command}: the store's server refused the connection "
+                  f"({refused}); check --db or RECBANDITS_DB", file=sys.stderr)
+            return 2
         outage = _store_outage(exc)
         if outage is not None:
             # One line, not the driver's traceback (found by attack: 130-143 lines), and its
@@ -924,6 +929,14 @@ def _given(args: argparse.Namespace, filename: object) -> bool:
 #: Exit status of a service command that found its store down, unreachable or locked (nothing
 #: was done: run it again once the store answers).
 STORE_UNAVAILABLE = 3
+
+
+def _store_refused(exc: Exception) -> str | None:
+    """The server's refusal of the store URL's user, password or database in ``exc``
+    (:func:`serving.store.errors.refused_connection`), None for any other error.
+    """
+    errors = sys.modules.get("serving.store.errors")
+    return None if errors is None else errors.refused_connection(exc)
 
 
 def _store_outage(exc: Exception) -> Exception | None:

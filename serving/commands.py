@@ -95,8 +95,8 @@ from serving.settings import (
     say_seconds,
     settings_issues,
 )
-from serving.store import Outcome, Store, open_store
-from serving.store.errors import StoreNotFoundError
+from serving.store import Outcome, Store, open_store, store_class_of
+from serving.store.errors import StoreNotFoundError, refused_connection
 from serving.store.types import (
     FoldSnapshot,
     JsonObject,
@@ -659,6 +659,10 @@ def until_the_store_answers(settings: Settings, start: Callable[[], T]) -> T:
         try:
             return start()
         except StoreUnavailableError as exc:
+            refused = refused_connection(exc)
+            if refused is not None:  # waiting cannot mend the URL (it waited 120 s)
+                raise CommandError(f"the store's server refused the connection ({refused}); "
+                                   "check --db or RECBANDITS_DB", exit_code=2) from None
             if time.monotonic() + delay > deadline:
                 raise
             logger.warning("the store is unavailable at start (%s); trying again in %.2g s",
@@ -694,8 +698,8 @@ def _serve(settings: Settings) -> int:
         settings.to_env()
         # A store URL that names no store (a misspelt scheme, another driver, a port that is
         # no number) in one line: it was a traceback echoing the password, exit 1, where the
-        # other commands said it in one line (found by attack). Opening connects to nothing.
-        open_store(settings.resolved_db_url()).dispose()
+        # other commands said it in one line (found by attack). Its text only: nothing made.
+        store_class_of(settings.resolved_db_url())
     except (TypeError, ValueError) as exc:
         raise CommandError(str(exc), exit_code=2) from None
     sock = _bound_socket(settings.host, settings.port)

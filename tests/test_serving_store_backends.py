@@ -271,3 +271,33 @@ def test_the_file_of_a_store_url_is_the_backends_to_say(tmp_path: Path) -> None:
     assert database_file("sqlite://") is None and database_file("sqlite:///:memory:") is None
     assert database_file("postgresql+psycopg://u@127.0.0.1:5432/db") is None
     assert database_file("not a url") is None and database_file("mysql://x/y") is None
+
+
+def test_a_postgresql_url_the_server_refuses_or_with_no_store_is_exit_2_not_an_outage(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Found by attack: an unknown role or database was "the store is unavailable ...; retry
+    later" (exit 3, and serve retried for 120 s), and a database with no store in it was
+    "nothing to ..." (exit 0) where SQLite's empty file is refused."""
+    import socket
+
+    from experiments import cli
+
+    server = postgres()
+    empty = server.create_database()
+    host = f"127.0.0.1:{server.port}"
+    cases = [(empty, "no store in the database"),
+             (f"postgresql+psycopg://nouser@{host}/postgres",
+              "refused the connection (role \"nouser\" does not exist); check --db"),
+             (f"postgresql+psycopg://recbandits@{host}/nodb",
+              "refused the connection (database \"nodb\" does not exist)")]
+    for url, said in cases:
+        for command in (["models", "list"], ["credit"], ["rebuild-state"]):
+            assert cli.main([*command, "--db", url]) == 2
+            err = capsys.readouterr().err
+            assert said in err and "retry later" not in err, err
+    with socket.socket() as probe:  # serve says it at once, exit 2, instead of waiting
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert cli.main(["serve", "--dataset", "synthetic", "--port", str(port), "--state-dir",
+                     str(tmp_path), "--db", cases[1][0]]) == 2
+    assert cases[1][1] in capsys.readouterr().err

@@ -57,19 +57,34 @@ def open_store(url: str, **options: Any) -> Store:
         If ``url`` is not a URL of one of :data:`BACKENDS`, or the backend rejects it or an
         option's value.
     """
+    return store_class_of(url)(url, **options)
+
+
+def store_class_of(url: str) -> type[Store]:
+    """The backend class of the store URL ``url``, after checking its text
+    (:meth:`Store.check_url`): nothing is opened, created or connected to.
+
+    Raises
+    ------
+    TypeError
+        ``url`` not a str.
+    ValueError
+        Not a URL, or not one of :data:`BACKENDS` or of its driver (the password never shown).
+    """
     if not isinstance(url, str):
         raise TypeError(f"db must be a URL string, got {type(url).__name__}")
     allowed = " or ".join(f"{name}://" for name in BACKENDS)
     try:
         # (ValueError: "host:notaport", which was int()'s words in a traceback)
-        backend = sa.engine.make_url(url).get_backend_name()
+        parsed = sa.engine.make_url(url)
     except (sa.exc.ArgumentError, ValueError) as exc:
         raise ValueError(f"db must be an {allowed} URL, got {redact_url(url)!r}") from exc
-    store_class = BACKENDS.get(backend)
+    store_class = BACKENDS.get(parsed.get_backend_name())
     if store_class is None:
         raise ValueError(f"db must be an {allowed} URL (allowed backends: "
                          f"{', '.join(BACKENDS)}), got {redact_url(url)!r}")
-    return store_class(url, **options)
+    store_class.check_url(parsed)
+    return store_class
 
 
 def database_file(url: str) -> str | None:
@@ -101,6 +116,7 @@ __all__ = [
     "database_file",
     "open_store",
     "redact_url",
+    "store_class_of",
     "store_unavailable",
     "unavailable_on_db_error",
     "unreadable_database",

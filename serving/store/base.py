@@ -244,6 +244,7 @@ class Store(abc.ABC):
         self.timeout_s = float(timeout_s)
         self.url = sa.engine.make_url(url)
         self.backend = self.url.get_backend_name()
+        type(self).check_url(self.url)
         self._check_url(url, create)
         self._local = threading.local()
         # Every thread's request-path connection, so that dispose() closes them all: a pool's
@@ -287,9 +288,19 @@ class Store(abc.ABC):
         """
         return None
 
+    @classmethod
+    @abc.abstractmethod
+    def check_url(cls, url: sa.engine.URL) -> None:
+        """Raise ValueError if ``url``'s text cannot name a store of this backend (its driver,
+        its port): nothing is opened, created or connected to (``serve`` asks it before
+        anything else, :func:`serving.store.store_class_of`).
+        """
+
     @abc.abstractmethod
     def _check_url(self, url: str, create: bool) -> None:
-        """Raise ValueError if ``url`` cannot be this backend's store (``create``: see above)."""
+        """Raise ValueError if ``url`` cannot be this backend's store (``create``: see above);
+        :meth:`check_url` has passed.
+        """
 
     @abc.abstractmethod
     def _engines(self) -> tuple[Engine, Engine]:

@@ -119,20 +119,54 @@ _OPERATIONAL_ERRORS: dict[type[BaseException], Callable[[BaseException], bool] |
 _UNREADABLE_TESTS: list[Callable[[BaseException], bool]] = []
 
 
+#: Each backend's reading of a driver error in which the server refused the URL's user,
+#: password or database: the reason, or None.
+_REFUSED_TESTS: list[Callable[[BaseException], str | None]] = []
+
+
 def register_driver_errors(base: type[BaseException], operational: type[BaseException],
                            outage: Callable[[BaseException], bool] | None = None,
-                           unreadable: Callable[[BaseException], bool] | None = None) -> None:
+                           unreadable: Callable[[BaseException], bool] | None = None,
+                           refused: Callable[[BaseException], str | None] | None = None
+                           ) -> None:
     """Make a backend's DBAPI driver errors known: ``base`` (every error of the driver) and
     ``operational`` (the store is down, unreachable or locked: a 503), of which ``outage``,
     if given, tells those that are (a driver that files other errors as operational too:
     SQLite's "no such column" is one); ``unreadable``, if given, tells a driver error saying
-    the database is not one or is damaged (:func:`unreadable_database`).
+    the database is not one or is damaged (:func:`unreadable_database`); ``refused``, if
+    given, reads the server's refusal of the URL's user, password or database
+    (:func:`refused_connection`).
     """
     if base not in _DRIVER_ERRORS:
         _DRIVER_ERRORS.append(base)
     _OPERATIONAL_ERRORS[operational] = outage
     if unreadable is not None and unreadable not in _UNREADABLE_TESTS:
         _UNREADABLE_TESTS.append(unreadable)
+    if refused is not None and refused not in _REFUSED_TESTS:
+        _REFUSED_TESTS.append(refused)
+
+
+def refused_connection(exc: BaseException) -> str | None:
+    """The server's reason if ``exc``, or an error it was raised from, says the server
+    answered and refused the store URL's user, password or database; else None.
+
+    A mistake in the URL, not an outage: a command says it in one line and exits 2, and
+    ``serve`` stops at once, where both said "the store is unavailable ...; retry later"
+    (exit 3, and ``serve`` retried for ``startup_timeout_s``: found by attack). A request
+    still gets its 503 (:func:`store_unavailable`): a password changed under a running
+    service is an outage its operator mends.
+    """
+    seen: BaseException | None = exc
+    for _ in range(8):  # the chain of causes, not a loop through a cycle
+        if seen is None:
+            return None
+        orig = seen.orig if isinstance(seen, sa.exc.DBAPIError) else seen
+        for test in _REFUSED_TESTS:
+            reason = test(orig) if orig is not None else None
+            if reason:
+                return reason
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def unreadable_database(exc: BaseException) -> BaseException | None:

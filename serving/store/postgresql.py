@@ -63,6 +63,7 @@ from serving.store.base import (
     stored_feedback_row,
 )
 from serving.store.errors import (
+    StoreNotFoundError,
     register_driver_errors,
     store_timed_out,
     store_unavailable,
@@ -80,7 +81,25 @@ from serving.store.types import (
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
-register_driver_errors(psycopg.Error, psycopg.OperationalError)
+#: What the server says, in its FATAL line at connection, when it refuses the URL's user,
+#: password or database. Read from the text: psycopg carries no SQLSTATE for a failed
+#: connection (a server set to another language than English is read as an outage).
+_REFUSALS = ("password authentication failed", "does not exist", "no pg_hba.conf entry",
+             "authentication failed")
+
+
+def _refused(exc: BaseException) -> str | None:
+    """The server's FATAL line if ``exc`` is its refusal of the URL (:data:`_REFUSALS`)."""
+    if not isinstance(exc, psycopg.OperationalError):
+        return None
+    for line in str(exc).splitlines():
+        if "FATAL:" in line:
+            reason = line.split("FATAL:", 1)[1].strip()
+            return reason if any(r in reason for r in _REFUSALS) else None
+    return None
+
+
+register_driver_errors(psycopg.Error, psycopg.OperationalError, refused=_refused)
 
 _DECISION_COLUMNS = Store._DECISION_COLUMNS
 
@@ -241,18 +260,34 @@ class PostgreSQLStore(Store):
     SLATE_HOLDS = "decisions.slate::jsonb @> to_jsonb(ARRAY[?::int8])"
     insert = staticmethod(postgresql.insert)
 
-    def _check_url(self, url: str, create: bool) -> None:
-        """The driver only (psycopg 3, the one installed): the server answers for the rest.
+    @classmethod
+    def check_url(cls, url: sa.engine.URL) -> None:
+        """The driver (psycopg 3, the one installed) and the port: the server answers for
+        the rest.
 
         Found by attack: ``postgresql+psycopg2://`` failed deep in SQLAlchemy with a
-        ``ModuleNotFoundError`` traceback.
+        ``ModuleNotFoundError`` traceback; port 99999 was the driver's "connection is bad",
+        an outage.
         """
-        if self.url.drivername not in POSTGRESQL_DRIVERS:
+        if url.drivername not in POSTGRESQL_DRIVERS:
             raise ValueError(f"db: the PostgreSQL driver must be psycopg "
-                             f"(postgresql+psycopg://...), got {self.url.drivername!r}")
-        if self.url.port is not None and not 1 <= self.url.port <= 65535:
-            # (the driver said "connection is bad", an outage: found by attack)
-            raise ValueError(f"db: the port must be from 1 to 65535, got {self.url.port}")
+                             f"(postgresql+psycopg://...), got {url.drivername!r}")
+        if url.port is not None and not 1 <= url.port <= 65535:
+            raise ValueError(f"db: the port must be from 1 to 65535, got {url.port}")
+
+    def _check_url(self, url: str, create: bool) -> None:
+        """With ``create`` False, that the database holds a store."""
+        if not create:
+            # A database with no store in it is refused, as SQLite's empty file is: the
+            # commands said "nothing to ..." there, exit 0 (found by attack). One short
+            # connection; its failure is the driver's error (an outage, or the server's
+            # refusal of the URL: serving.store.errors).
+            with psycopg.connect(_conninfo(self), autocommit=True,
+                                 connect_timeout=max(1, math.ceil(self.timeout_s))) as conn:
+                row = conn.execute("SELECT to_regclass('log_head') IS NOT NULL").fetchone()
+            if not (row and row[0]):
+                raise StoreNotFoundError(f"no store in the database {self.url.database!r} "
+                                         "(it holds no recbandits table)")
 
     @property
     def commit_mode(self) -> CommitMode:

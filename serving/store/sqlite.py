@@ -289,13 +289,18 @@ class SQLiteStore(Store):
         """The SQLite file of ``url`` (None for an in-memory database)."""
         return url.database if url.database not in (None, "", ":memory:") else None
 
-    def _check_url(self, url: str, create: bool) -> None:
-        if self.url.drivername not in SQLITE_DRIVERS:
+    @classmethod
+    def check_url(cls, url: sa.engine.URL) -> None:
+        """The driver (the standard library's) and a file, not an in-memory database."""
+        if url.drivername not in SQLITE_DRIVERS:
             raise ValueError(f"db: the SQLite driver must be the standard library's "
-                             f"(sqlite:///path), got {self.url.drivername!r}")
-        database = self.url.database
-        if database in (None, "", ":memory:"):
+                             f"(sqlite:///path), got {url.drivername!r}")
+        if url.database in (None, "", ":memory:"):
             raise ValueError("db: an in-memory SQLite store cannot be shared; give a file")
+
+    def _check_url(self, url: str, create: bool) -> None:
+        database = self.url.database
+        assert database is not None  # check_url refused the rest
         if not create:
             # Nothing is written to a file that holds no store (found by attack: the read-only
             # commands made a 0-byte file a database and left a marks file beside garbage).
