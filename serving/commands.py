@@ -1431,7 +1431,10 @@ def _service_live_state(settings: Settings, store: Store, service: httpx2.Client
     if response.status_code != 200:
         return None, f"the service at {where} answered {response.status_code}"
     body = response.json()
-    if body.get("store") != store.describe():
+    # The store's identity, not its URL's text (a worker from before it: the text)
+    same = (body["store_identity"] == store.identity() if "store_identity" in body
+            else body.get("store") == store.describe())
+    if not same:
         return None, f"the service at {where} serves another store ({body.get('store')})"
     return body, where
 

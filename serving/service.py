@@ -1377,7 +1377,7 @@ class RecommendationService:
         return {"log_seq": snapshot.seq, "policy_version": snapshot.version,
                 "pid": os.getpid(), "state": snapshot.policy.state_dict(),
                 "policy": model.describe_params(), "shadow": self.shadow_state(),
-                "store": self.store.describe()}
+                "store": self.store.describe(), "store_identity": self.store.identity()}
 
     def live_state(self) -> JsonObject:
         """The worker's live arms (those that learn from the stream) as digests
@@ -1397,7 +1397,7 @@ class RecommendationService:
                      # Not logged: rebuild-state replays with the settings this worker runs.
                      "settings": self.drift.settings()}
         return {"log_seq": position, "pid": os.getpid(), "store": self.store.describe(),
-                "arms": arms, "drift": drift}
+                "store_identity": self.store.identity(), "arms": arms, "drift": drift}
 
     def retrain(self, lease: HeldLease | None = None, *, serve: bool = True) -> RetrainResult:
         """Fit a candidate arm set, gate it, and serve it if accepted

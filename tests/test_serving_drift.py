@@ -202,3 +202,30 @@ def test_after_a_purge_every_drift_fold_starts_at_the_snapshot(tmp_path: Path) -
     with worker(settings, catalog, fitted) as restarted:  # starts at the snapshot too
         again = restarted.get("/admin/live-state", headers=auth).json()["drift"]
     assert again == state
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_rebuild_state_compares_with_a_worker_on_the_same_store_spelt_another_way(
+        tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by attack: the same store spelt postgresql:// (or with ?password=, or a relative
+    SQLite path) was "another store" to rebuild-state, which compared nothing and said
+    "match: yes"; it compares the store's identity now, not its URL's text."""
+    url = store_url(backend, tmp_path)
+    settings = Settings(state_dir=tmp_path / "state", db=url, arms=ARMS, seed=2,
+                        admin_token=TOKEN, refresh_interval_s=0.05)
+    if backend == "sqlite":
+        monkeypatch.chdir(tmp_path)
+        other = "sqlite:///./store.db"
+    else:
+        other = url.replace("postgresql+psycopg://", "postgresql://") + "?password=unused"
+    catalog = make_synthetic(40, 60, 800, random_state=0)
+    with TestClient(create_app(settings, catalog=catalog)) as running:
+        for i in range(20):
+            body = running.get("/recommendations", params={"user_id": 1 + i, "k": 3}).json()
+            running.post("/feedback", json={"user_id": body["user_id"],
+                                            "movie_id": body["items"][0]["movie_id"],
+                                            "feedback_type": "like", "event_id": body["event_id"]})
+        running.app.state.service.refresh()
+        text = str(rebuild_state(settings.model_copy(update={"db": other}), service=running))
+    assert "serves another store" not in text
+    assert "; match yes (worker at" in text, text

@@ -390,6 +390,14 @@ class Store(abc.ABC):
             yield conn
 
     # ------------------------------------------------------------------ common
+    @abc.abstractmethod
+    def identity(self) -> str:
+        """What names this store whatever the spelling of its URL (driver, password, query,
+        relative path): ``rebuild-state`` asks a worker which store it serves, and compared
+        the URLs' text, so the same store spelt ``postgresql://`` and ``postgresql+psycopg://``
+        was "another store", nothing was compared, and it said "match: yes" (found by attack).
+        """
+
     def describe(self) -> str:
         """The URL without its password (:func:`~serving.store.errors.redact_url`)."""
         return redact_url(self.url.render_as_string(hide_password=False))

@@ -275,6 +275,15 @@ class PostgreSQLStore(Store):
         if url.port is not None and not 1 <= url.port <= 65535:
             raise ValueError(f"db: the port must be from 1 to 65535, got {url.port}")
 
+    def identity(self) -> str:
+        """Host, port and database (libpq's defaults filled in, a ``?host=`` or ``?port=``
+        query read): not the driver, user, password or other parameters.
+        """
+        query = self.url.query
+        host = self.url.host or query.get("host") or "localhost"
+        port = self.url.port or query.get("port") or 5432
+        return f"postgresql://{str(host).lower()}:{port}/{self.url.database or ''}"
+
     def _check_url(self, url: str, create: bool) -> None:
         """With ``create`` False, that the database holds a store."""
         if not create:

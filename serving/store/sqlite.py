@@ -298,6 +298,10 @@ class SQLiteStore(Store):
         if url.database in (None, "", ":memory:"):
             raise ValueError("db: an in-memory SQLite store cannot be shared; give a file")
 
+    def identity(self) -> str:
+        """The database file's real path (links and relative spellings resolved)."""
+        return f"sqlite:{os.path.realpath(self.url.database)}"  # type: ignore[type-var]  # check_url requires a database file
+
     def _check_url(self, url: str, create: bool) -> None:
         database = self.url.database
         assert database is not None  # check_url refused the rest
