@@ -1241,3 +1241,47 @@ def test_dispose_closes_every_threads_request_path_connection(tmp_path: Path) ->
         assert open_files() >= before + 4
         store.dispose()
         assert open_files() == 0
+
+
+def test_a_group_read_queued_behind_a_hung_batch_times_out_from_its_own_arrival() -> None:
+    """Found by attack: under a held lock a read queued behind the batch in flight waited for
+    that batch's time-out, then a whole one of its own: 503s after 20 s with a 10 s time-out."""
+    import time
+
+    import psycopg
+
+    from serving.store.errors import StoreUnavailableError
+    from serving.store.postgresql import GroupReader
+
+    url = postgres().create_database()
+    store = open_store(url, timeout_s=3.0)
+    store.create_schema(ARMS)
+    locker = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"))
+    try:
+        locker.execute("LOCK TABLE feedback IN ACCESS EXCLUSIVE MODE")  # held until rollback
+
+        async def run() -> list[float]:
+            reader = GroupReader(store)
+            reader.start()
+            took: list[float] = []
+
+            async def timed(delay: float) -> None:
+                await asyncio.sleep(delay)
+                start = time.monotonic()
+                with pytest.raises(StoreUnavailableError, match="within 3 s"):
+                    await reader.read("user_feedback", 1)
+                took.append(time.monotonic() - start)
+
+            try:  # the second arrives while the first's batch hangs: the next batch
+                await asyncio.gather(timed(0.0), timed(0.5))
+            finally:
+                await reader.aclose()
+            return took
+
+        took = asyncio.run(run())
+    finally:
+        locker.rollback()
+        locker.close()
+        store.dispose()
+    # 3 s from its arrival (it was 2.5 + 3 = 5.5 s): a margin for a loaded machine.
+    assert max(took) < 4.6, took
