@@ -744,7 +744,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     -------
     int
         Exit status: the handler's, 2 when the data is unavailable or a path or store given
-        cannot be used, 3 (:data:`STORE_UNAVAILABLE`) when the store is down, 130 on Ctrl-C,
+        cannot be used, 3 (:data:`serving.errors.STORE_UNAVAILABLE_EXIT`) when the store is
+        down, 130 on Ctrl-C,
         141 (:data:`BROKEN_PIPE`) when the reader of the output closed it.
     """
     parser = build_parser()
@@ -786,7 +787,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             # One line, not the driver's traceback (found by attack: 130-143 lines), and its
             # own status: rebuild-state's 1 means "match: NO".
             print(f"recbandits {args.command}: {outage}", file=sys.stderr)
-            return STORE_UNAVAILABLE
+            from serving.errors import STORE_UNAVAILABLE_EXIT  # imported with the store
+
+            return STORE_UNAVAILABLE_EXIT
         refusal = _input_refusal(exc, args)
         if refusal is None:
             raise
@@ -924,11 +927,6 @@ def _given(args: argparse.Namespace, filename: object) -> bool:
                 path.startswith(target.rstrip(os.sep) + os.sep) and not os.path.exists(target)):
             return True
     return False
-
-
-#: Exit status of a service command that found its store down, unreachable or locked (nothing
-#: was done: run it again once the store answers).
-STORE_UNAVAILABLE = 3
 
 
 def _store_refused(exc: Exception) -> str | None:

@@ -66,6 +66,11 @@ class ForbiddenError(ServingError):
     code = "forbidden"
 
 
+#: Exit status of a command, ``serve`` included, that found its store down, unreachable or
+#: locked (nothing was done: run it again once the store answers).
+STORE_UNAVAILABLE_EXIT = 3
+
+
 class StoreUnavailableError(ServingError):
     """The store cannot be reached or is locked; the client should retry later."""
 

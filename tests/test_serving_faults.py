@@ -227,12 +227,14 @@ def test_serve_waits_for_a_store_locked_at_its_start(
     commands.prepare(settings, catalog=serving_catalog, arms=arms).store.dispose()
     attempts: list[float] = []
 
-    def prepare(settings: Settings) -> Any:
+    def prepare(settings: Settings, catalog: Dataset | None = None) -> Any:
         attempts.append(time.monotonic())
+        assert catalog is serving_catalog  # read once, before the tries (serve's, below)
         return real_prepare(settings, catalog=serving_catalog, arms=arms)
 
     ran: list[dict[str, Any]] = []
     monkeypatch.setattr(commands, "prepare", prepare)
+    monkeypatch.setattr(commands, "load_catalog", lambda settings: serving_catalog)
     monkeypatch.setattr(commands, "_run_worker",
                         lambda config, sock: ran.append({"workers": config.workers}) or 0)
     monkeypatch.setattr("os.environ", {})  # serve exports the settings for its workers

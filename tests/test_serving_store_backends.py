@@ -301,3 +301,31 @@ def test_a_postgresql_url_the_server_refuses_or_with_no_store_is_exit_2_not_an_o
     assert cli.main(["serve", "--dataset", "synthetic", "--port", str(port), "--state-dir",
                      str(tmp_path), "--db", cases[1][0]]) == 2
     assert cases[1][1] in capsys.readouterr().err
+
+
+def test_serve_whose_store_never_answers_loads_its_data_once_and_exits_3(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    """Found by attack: serve loaded its data again at each try (27 times in 2 minutes) and
+    exited 1 where every command whose store is down exits 3; found in review: a connection
+    refused while the store was opened was not tried again at all."""
+    import socket
+
+    from experiments import cli
+
+    with socket.socket() as probe:  # a port nothing listens on, then one to serve on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("RECBANDITS_STARTUP_TIMEOUT_S", "1.5")
+    status = cli.main(["serve", "--dataset", "synthetic", "--port", str(port),
+                       "--state-dir", str(tmp_path),
+                       "--db", f"postgresql+psycopg://u@127.0.0.1:{closed}/db"])
+    err = capsys.readouterr().err  # serve's progress lines are on stderr
+    assert status == 3
+    assert err.rstrip().splitlines()[-1].startswith(
+        "recbandits serve: the store did not answer within startup_timeout_s (1.5 s)")
+    assert err.count("loading the synthetic data") == 1
+    assert err.count("unavailable at start") >= 2  # tried again: the refusal was the first
