@@ -269,7 +269,8 @@ def test_serve_waits_for_a_store_locked_at_its_start(
     finally:
         holder.rollback()
         holder.close()
-    assert refused.value.exit_code == 1 and len(ran) == 1
+    # 3, the status of a store that does not answer, as the commands give it (it was 1)
+    assert refused.value.exit_code == 3 and len(ran) == 1
 
 
 class StoppablePostgres(PostgresServer):
