@@ -63,6 +63,7 @@ from serving.errors import (
     RetrainBusyError,
     StoreUnavailableError,
     check_bootstrap,
+    check_bootstrap_seed,
 )
 from serving.errors import iso_time as _iso
 from serving.holdout import check_decisions, holdout_report
@@ -967,7 +968,9 @@ def models(settings: Settings, action: str, version: int | str | None = None
             raise CommandError(exc.message, exit_code=1) from None
         return NothingToDo(action, f"no model versions: {exc.reason}")
     except versions.ModelsError as exc:
-        raise CommandError(exc.message, exit_code=2 if exc.status_code == 422 else 1
+        # a request the command line got wrong (400: a version missing or given where none
+        # is taken, which said 1, as a refusal; 422: no version number) is a bad input
+        raise CommandError(exc.message, exit_code=2 if exc.status_code in (400, 422) else 1
                            ) from None
 
 
@@ -1173,7 +1176,7 @@ def holdout(settings: Settings, *, n_bootstrap: int = DEFAULT_N_BOOTSTRAP, seed:
     CommandError
         No decision of the log was logged with a holdout (exit status 2).
     """
-    n_bootstrap = check_bootstrap(n_bootstrap)
+    n_bootstrap, seed = check_bootstrap(n_bootstrap), check_bootstrap_seed(seed)
     with _open_log(settings, "compare", "holdout would compare") as opened:
         if isinstance(opened, NothingToDo):
             return opened
@@ -1477,7 +1480,7 @@ def credit(settings: Settings, *, n_bootstrap: int = DEFAULT_N_BOOTSTRAP, seed: 
     CommandError
         The log holds no multileaved decision (exit status 2).
     """
-    n_bootstrap = check_bootstrap(n_bootstrap)
+    n_bootstrap, seed = check_bootstrap(n_bootstrap), check_bootstrap_seed(seed)
     with _open_log(settings, "credit", "credit would compare") as opened:
         if isinstance(opened, NothingToDo):
             return opened

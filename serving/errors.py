@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from bandits.errors import check_int
 from bandits.ope import check_n_bootstrap
 
 
@@ -173,6 +174,18 @@ def check_bootstrap(n_bootstrap: Any) -> int:
         Outside ``MIN_BOOTSTRAP`` to ``MAX_BOOTSTRAP``.
     """
     return check_n_bootstrap(n_bootstrap, allow_zero=False, name="n_bootstrap (--bootstrap)")
+
+
+def check_bootstrap_seed(seed: Any) -> int:
+    """``seed`` (``--bootstrap-seed``) as an int >= 0, named as the option: numpy's "expected
+    non-negative integer" named nothing (found by attack).
+
+    Raises
+    ------
+    TypeError, ValueError
+        Not an integer, or negative.
+    """
+    return check_int(seed, "seed (--bootstrap-seed)", low=0)
 
 
 def iso_time(unix_s: float) -> str:

@@ -190,6 +190,12 @@ def test_the_holdout_command_reports_both_groups_on_a_live_log(
     assert "difference (policy - holdout)" in capsys.readouterr().out
     with pytest.raises(ValueError, match="--bootstrap"):
         holdout_command(settings, n_bootstrap=0)
+    # numpy's "expected non-negative integer" named no option (found by attack)
+    for command in ("holdout", "credit"):
+        assert cli_main([command, "--state-dir", str(tmp_path / "state"), "--arms",
+                         ",".join(ARMS), "--bootstrap-seed", "-1"]) == 2
+        err = capsys.readouterr().err
+        assert "seed (--bootstrap-seed)=-1 must be >= 0" in err, err
 
 
 def test_the_holdout_command_says_when_no_decision_had_a_holdout(

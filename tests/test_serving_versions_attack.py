@@ -409,6 +409,12 @@ def test_the_api_and_the_cli_refuse_malformed_and_huge_versions(
                 models_command(settings, action, text)
             # A bad value: 2, as every command's (it said 1, a refusal's: found by attack).
             assert refused.value.exit_code == 2
+    # So is a version missing, or given where none is taken (found by attack: 1).
+    for action, version in (("show", None), ("promote", None), ("list", "1"),
+                            ("rollback", "1")):
+        with pytest.raises(CommandError, match="takes") as refused:
+            models_command(settings, action, version)
+        assert refused.value.exit_code == 2
     assert models_command(settings, "show", "1").rows[0].version == 1
 
 
