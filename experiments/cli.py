@@ -382,14 +382,8 @@ def _ope_log(args: argparse.Namespace) -> int:
             shadow=args.shadow,
         )  # fmt: skip
         results = offpolicy.run(config)
-    except StoreNotFoundError as exc:  # named as every command names its --db
-        from serving.store.errors import redact_url
-
-        named = ("" if args.db is None and args.state_dir is None else
-                 f"--db {redact_url(args.db)!r}: " if args.db is not None else
-                 f"--state-dir {args.state_dir!r}: ")
-        print(f"recbandits ope: {named}{exc}", file=sys.stderr)
-        return 2
+    except StoreNotFoundError as exc:
+        return _ope_no_store(args, exc)
     except offpolicy.EmptyLogError as exc:
         return _ope_found_nothing(exc)
     except ValueError as exc:
@@ -405,6 +399,24 @@ def _ope_log(args: argparse.Namespace) -> int:
     for note in [] if results.result is None else results.result.notes:
         print(f"note: {note}", file=sys.stderr)
     return 0
+
+
+def _ope_no_store(args: argparse.Namespace, exc: Exception) -> int:
+    """Say that ``ope`` found no store; its exit status. The default store not made yet
+    (nothing served): nothing to do, 0, as the other store readers say it (it was exit 2:
+    found by a README check). A store named by ``--db`` or ``--state-dir``: a refusal, 2,
+    named as every command names its ``--db``.
+    """
+    from serving.results import NothingToDo
+    from serving.store.errors import redact_url
+
+    if args.db is None and args.state_dir is None:
+        print(NothingToDo("evaluate", f"{exc} (nothing served yet; nothing written)"))
+        return 0
+    named = (f"--db {redact_url(args.db)!r}" if args.db is not None else
+             f"--state-dir {args.state_dir!r}")
+    print(f"recbandits ope: {named}: {exc}", file=sys.stderr)
+    return 2
 
 
 def _ope_found_nothing(exc: EmptyLogError) -> int:

@@ -370,6 +370,20 @@ def test_a_store_not_made_yet_at_the_default_place_is_nothing_to_do(
     assert list(tmp_path.iterdir()) == []  # nothing created
 
 
+def test_ope_on_a_store_not_made_yet_at_the_default_place_is_nothing_to_do(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a README check: ``ope --include-open`` (the README's "right after using the
+    service") exited 2 where every other store reader says "nothing to ...", exit 0."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert cli.main(["ope", "--include-open"]) == 0
+    out = capsys.readouterr().out
+    where = tmp_path / "state" / "recbandits" / "recbandits.db"
+    assert out.startswith(f"nothing to evaluate: no SQLite file at '{where}'")
+    assert list(tmp_path.iterdir()) == []  # no run folder, no store
+
+
 def test_models_actions_on_no_versions_are_refused(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
