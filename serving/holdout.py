@@ -308,6 +308,14 @@ class HoldoutReport:
     without_holdout : int
         Policy decisions logged while no holdout ran (left out: another period).
     n_bootstrap, seed : int
+    configuration : str
+        The holdout configuration compared (share, baseline, policy): the latest decision's.
+    other_configurations : list of (str, int)
+        Every other configuration the log holds, with its decisions, left out: decisions of
+        two configurations (a share or baseline changed at a restart, a promoted policy) are
+        no one comparison, and the two groups draw from the periods in other proportions, so
+        a pooled difference mixes them (it did: +0.013 pooled over two periods of +0.067 and
+        -0.067, found by attack).
     """
 
     policy: GroupRate
@@ -319,13 +327,26 @@ class HoldoutReport:
     without_holdout: int
     n_bootstrap: int
     seed: int
+    configuration: str = ""
+    other_configurations: list[tuple[str, int]] = field(default_factory=list)
 
     def to_dict(self) -> JsonObject:
         """Plain JSON data of the report."""
         return {"policy": vars(self.policy), "holdout": vars(self.holdout),
                 "difference": self.difference, "low": self.low, "high": self.high,
                 "baselines": self.baselines, "without_holdout": self.without_holdout,
-                "n_bootstrap": self.n_bootstrap, "seed": self.seed}
+                "n_bootstrap": self.n_bootstrap, "seed": self.seed,
+                "configuration": self.configuration,
+                "other_configurations": [list(c) for c in self.other_configurations]}
+
+
+def configuration_of(policy: JsonObject, entry: JsonObject) -> str:
+    """A decision's holdout configuration as the report names it: the holdout's share and
+    baseline and the policy (name, parameters, exploration floor) that served the rest.
+    """
+    served = {k: v for k, v in policy.items() if k != "holdout"}
+    return (f"share {entry['share']:g}, baseline {entry['baseline']}, policy "
+            f"{json.dumps(served, sort_keys=True)}")
 
 
 def _group(rows: list[tuple[str, float | None]], n_bootstrap: int,
@@ -363,20 +384,23 @@ def holdout_report(rows: Iterable[tuple[str, JsonObject | None, float | None]], 
         (``errors.check_bootstrap``).
     """
     n_bootstrap = check_bootstrap(n_bootstrap)
-    served: list[tuple[str, float | None]] = []
-    held: list[tuple[str, float | None]] = []
-    baselines: set[str] = set()
+    # Per configuration, in log order: (arm, held out?, reward)
+    by_configuration: dict[str, list[tuple[str, bool, float | None]]] = {}
     without = 0
+    latest, baseline = "", ""
     for arm, policy, reward in rows:
         # A JSON column may read back as text (a log written by other tools): parse reads both.
-        entry = (parse(policy) or {}).get("holdout")
+        parsed = parse(policy) or {}
+        entry = parsed.get("holdout")
         if not entry:
             without += 1
-        elif entry["held_out"]:
-            held.append((arm, reward))
-            baselines.add(str(entry["baseline"]))
-        else:
-            served.append((arm, reward))
+            continue
+        latest, baseline = configuration_of(parsed, entry), str(entry["baseline"])
+        by_configuration.setdefault(latest, []).append((arm, bool(entry["held_out"]), reward))
+    compared = by_configuration.pop(latest, [])
+    served = [(arm, reward) for arm, held_out, reward in compared if not held_out]
+    held = [(arm, reward) for arm, held_out, reward in compared if held_out]
+    baselines = {baseline} if held else set()
     rng = np.random.default_rng(seed)
     policy_rate, a = _group(served, n_bootstrap, rng)
     holdout_rate, b = _group(held, n_bootstrap, rng)
@@ -389,7 +413,8 @@ def holdout_report(rows: Iterable[tuple[str, JsonObject | None, float | None]], 
                                  random_state=rng).confidence_interval
             low, high = float(ci.low), float(ci.high)
     return HoldoutReport(policy_rate, holdout_rate, policy_rate.rate - holdout_rate.rate, low,
-                         high, sorted(baselines), without, n_bootstrap, seed)
+                         high, sorted(baselines), without, n_bootstrap, seed, latest,
+                         [(c, len(r)) for c, r in by_configuration.items()])
 
 
 def _mean_difference(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64],
@@ -426,6 +451,11 @@ def format_report(report: HoldoutReport) -> str:
     if report.without_holdout:
         lines.append(f"note: {report.without_holdout} policy decision(s) were logged while no "
                      "holdout ran: left out")
+    if report.other_configurations:
+        lines.append(f"compared: the latest holdout configuration ({report.configuration})")
+        for configuration, n in report.other_configurations:
+            lines.append(f"note: {n} decision(s) of another configuration ({configuration}) "
+                         "left out: a difference across configurations mixes periods")
     return "\n".join(lines)
 
 

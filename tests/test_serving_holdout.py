@@ -297,8 +297,8 @@ def test_the_holdout_report_gives_one_outcome_no_interval_as_credit_does() -> No
     assert np.isnan(group.low) and np.isnan(group.high)  # it was [1.0, 1.0]
     # Printed as no interval, and the difference with such a group has none either (review:
     # "[nan, nan]", and a difference interval [-0.3333, -0.3333] from 3 and 1 outcomes).
-    policy = {"holdout": {"held_out": False, "baseline": "uniform"}}
-    held = {"holdout": {"held_out": True, "baseline": "uniform"}}
+    policy = {"holdout": {"share": 0.2, "held_out": False, "baseline": "uniform"}}
+    held = {"holdout": {"share": 0.2, "held_out": True, "baseline": "uniform"}}
     report = holdout_report([("svd", policy, 1.0), ("svd", policy, 0.0), ("svd", policy, 1.0),
                              ("svd", held, 1.0)], n_bootstrap=200)
     assert np.isnan(report.low) and np.isnan(report.high)
@@ -308,3 +308,27 @@ def test_the_holdout_report_gives_one_outcome_no_interval_as_credit_does() -> No
         "reward)" in text
     ends = [line.rsplit("  ", 1)[-1] for line in text.splitlines()[1:3]]
     assert ends[0] == f"[{report.policy.low:.4f}, {report.policy.high:.4f}]" and ends[1] == "-"
+
+
+def test_decisions_of_other_holdout_configurations_are_left_out_and_named() -> None:
+    """Found by attack: after a restart that changed the baseline (uniform -> popularity) and the
+    share (0.2 -> 0.3), the report pooled both periods into +0.013, where the periods' own
+    differences were +0.067 and -0.067: the groups drew from the periods in other proportions.
+    """
+    rng = np.random.default_rng(4)
+    first = _rows(rng, 600, 0.2, 0.6, 0.3)  # policy better by 0.3 under the first config
+    second = [(arm, {**policy, "holdout": {**policy["holdout"], "share": 0.5,
+                                           "baseline": "popularity"}}, reward)
+              for arm, policy, reward in _rows(rng, 600, 0.5, 0.3, 0.6)]  # worse by 0.3
+    report = holdout_report(first + second, n_bootstrap=200, seed=0)
+    alone = holdout_report(second, n_bootstrap=200, seed=0)
+    assert (report.policy, report.holdout, report.difference) == (
+        alone.policy, alone.holdout, alone.difference)  # the latest configuration only
+    assert report.difference < -0.2 and report.baselines == ["popularity"]
+    assert report.configuration.startswith("share 0.5, baseline popularity, policy ")
+    assert report.other_configurations == [
+        ('share 0.2, baseline uniform, policy {"name": "ThompsonSampling"}', 600)]
+    text = format_report(report)
+    assert "holdout (popularity)" in text
+    assert ("note: 600 decision(s) of another configuration (share 0.2, baseline uniform, "
+            'policy {"name": "ThompsonSampling"}) left out') in text
