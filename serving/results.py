@@ -386,19 +386,37 @@ class ShadowStatusResults:
     def __str__(self) -> str:
         live, other, promotion = (self.report["live"], self.report["shadow"],
                                   self.report["promotion"])
+        logged = self.report.get("logged_live")
+        said = _said_policy(live)
+        records = self.report.get("shadow_records", [])
         return "\n".join([
             f"store: {self.source}",
-            f"live:   {live['name']} {json.dumps(live['params'])}",
-            "shadow: " + ("none" if other is None else
-                          f"{other['name']} {json.dumps(other['params'])}"),
+            f"live:   {said}",
+            "shadow: " + ("none" if other is None else _said_policy(other)),
             "promotion: " + ("none (the settings' policy is live)" if promotion is None else
                              f"#{promotion['id']}: {promotion['policy']['name']} replaced "
                              f"{promotion['previous']['name']} (it overrides the settings' "
                              "policy)"),
-            f"decisions with a shadow record: {self.report['shadow_decisions']}",
+            "latest decision logged by: " + (
+                "none" if logged is None else _said_policy(logged)
+                + ("" if _said_policy(logged) == said else
+                   " (NOT the live policy above: the settings are not the service's)")),
+            f"decisions with a shadow record: {self.report['shadow_decisions']}"
+            + ("" if len(records) < 2 and (not records or other is None
+                                           or _said_policy(records[0]["policy"])
+                                           == _said_policy(other)) else
+               " (" + "; ".join(f"{r['decisions']} of {_said_policy(r['policy'])}"
+                                for r in records) + ")"),
             *([] if self.checked is None and self.differs is None else
               [f"service: {self.checked}" if self.differs is None else
                f"service: NOT these policies: {self.differs}"])])
+
+
+def _said_policy(policy: JsonObject | None) -> str:
+    """A policy (``{"name", "params"}``) as ``shadow status`` prints it: ``LinTS {...}``."""
+    if not isinstance(policy, dict):
+        return str(policy)
+    return f"{policy.get('name')} {json.dumps(policy.get('params', {}), sort_keys=True)}"
 
 
 #: Any result of a service command but ``serve``.

@@ -480,6 +480,13 @@ class ShadowWorkerOut(BaseModel):
                                        "folded up to; null without a shadow")
 
 
+class ShadowRecordsOut(BaseModel):
+    """One shadow policy of the log's shadow records and how many decisions carry its record."""
+
+    policy: PolicyNameOut
+    decisions: int
+
+
 class ShadowStatusOut(BaseModel):
     """``GET /admin/shadow``: the live and shadow policies in force, the latest promotion, the
     decisions logged with a shadow record, and this worker's view.
@@ -491,6 +498,11 @@ class ShadowStatusOut(BaseModel):
                                          "it was promoted)")
     promotion: PromotionOut | None = Field(description="The latest promotion; null: none")
     shadow_decisions: int = Field(description="Decisions that carry a shadow record")
+    logged_live: PolicyNameOut | None = Field(description="The policy the log's latest "
+                                              "decision was made by; null: no decision")
+    shadow_records: list[ShadowRecordsOut] = Field(description="Each shadow policy the log's "
+                                                   "shadow records name, with their count, in "
+                                                   "the order of their first record")
     worker: ShadowWorkerOut
 
 

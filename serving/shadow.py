@@ -205,6 +205,10 @@ def status(settings: Settings, store: Store) -> JsonObject:
     """
     promotion = latest(store)
     current = promoted(settings, promotion)
+    decision = store.latest_decision()
+    logged = None if decision is None or decision.policy is None else {
+        "name": decision.policy.get("name"), "params": decision.policy.get("params", {})}
+    records = store.shadow_policies()
     return {
         "live": {"name": current.policy, "params": dict(current.policy_params)},
         "shadow": (None if current.shadow_policy is None else
@@ -213,5 +217,9 @@ def status(settings: Settings, store: Store) -> JsonObject:
                       {"id": promotion.id, "policy": {"name": promotion.policy,
                                                       "params": promotion.params},
                        "previous": promotion.previous}),
-        "shadow_decisions": store.count_shadow(),
+        "shadow_decisions": sum(n for _, n in records),
+        # What the log says, beside what the settings put in force (found by attack: the
+        # settings alone were printed as "live" and "shadow", whatever the workers logged).
+        "logged_live": logged,
+        "shadow_records": [{"policy": policy, "decisions": n} for policy, n in records],
     }

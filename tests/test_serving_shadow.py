@@ -431,6 +431,8 @@ def test_promote_and_status_check_the_policies_a_running_worker_runs(
         assert ("service: NOT these policies: the service at http://testserver runs live "
                 "LinTS {") in str(status)
         assert "these settings give live ThompsonSampling {" in str(status)
+        assert "latest decision logged by: LinTS {" in str(status)
+        assert "(NOT the live policy above: the settings are not the service's)" in str(status)
         with pytest.raises(CommandError) as refused:
             shadow_promote(other, service=client)
         assert refused.value.exit_code == 2
@@ -455,6 +457,20 @@ def test_promote_and_status_check_the_policies_a_running_worker_runs(
     # No worker answers: the settings' policies, and the result says none was checked.
     assert f"service: no service answered at http://127.0.0.1:{free}" in str(
         shadow_status(served))
+    # What the log says, beside the settings (found by attack: the settings alone were printed
+    # as live and shadow, with one count for two shadow policies' records). The promotion
+    # made UCB1 live; the settings below say ThompsonSampling and KLUCB.
+    with worker(served, catalog, fitted) as client:
+        traffic(client, 5)  # UCB1 live now, no shadow
+    text = str(shadow_status(other.model_copy(update={"shadow_policy": "KLUCB"})))
+    assert "latest decision logged by: UCB1 {" in text
+    assert "live:   UCB1 {" in text  # the promotion overrides the settings' policy
+    said = next(line for line in text.splitlines() if line.startswith("decisions with"))
+    assert said.startswith("decisions with a shadow record: 20 (20 of UCB1 {"), text
+    report = shadow_status(served).report
+    assert report["logged_live"]["name"] == "UCB1"
+    assert [(r["policy"]["name"], r["decisions"]) for r in report["shadow_records"]] == [
+        ("UCB1", 20)]
     assert "service: no admin token set: no running service asked" in str(shadow_status(
         served.model_copy(update={"admin_token": None})))
 

@@ -958,6 +958,24 @@ class Store(abc.ABC):
                                     .where(decisions.c.shadow.is_not(None))).scalar_one())
 
     @unavailable_on_db_error
+    def shadow_policies(self) -> list[tuple[JsonObject, int]]:
+        """The shadow policies the log's shadow records name, each with how many decisions
+        carry its record, in the order of their first record (``recbandits shadow status``).
+        Streamed: the records are counted, not kept.
+        """
+        if not self._has_shadow():
+            return []
+        counts: dict[str, int] = {}
+        with self._snapshot_connection() as conn:  # (PostgreSQL's cursor needs a transaction)
+            rows = conn.execution_options(yield_per=10_000).execute(
+                sa.select(sa.cast(decisions.c.shadow, sa.Text))
+                .where(decisions.c.shadow.is_not(None)).order_by(decisions.c.created_at))
+            for (text,) in rows:
+                key = json.dumps(json.loads(text).get("policy"), sort_keys=True)
+                counts[key] = counts.get(key, 0) + 1
+        return [(json.loads(key), n) for key, n in counts.items()]
+
+    @unavailable_on_db_error
     def shadow_rows(self) -> dict[str, JsonObject]:
         """Each decision's shadow record by ``event_id`` (the decisions that carry one)."""
         if not self._has_shadow():
