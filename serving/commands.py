@@ -1151,8 +1151,8 @@ def _check_holdout_and_drift(settings: Settings, store: Store, rows: LogRows,
     """
     lines, match = check_decisions(store.holdout_rows())
     start = 0 if rows["fold"] is None else rows["fold"].seq
-    outcomes = [Outcome(int(q), e, a, float(r)) for q, e, a, r, *_ in rows["outcomes"]
-                if int(q) > start]
+    # The monitor's own stream: each decision's outcomes at its settlement (serving.drift)
+    outcomes = store.settled_after(start)
     drift_lines, drift_match = check_replay(settings.drift_monitor().fresh(start), outcomes,
                                             None if held is None else held.get("drift"), where)
     return [*lines, *drift_lines], match and drift_match

@@ -1,10 +1,19 @@
 """Drift in the service: each arm's reward rate over sliding windows, and a change detector on
 each arm's reward stream, both folds of the log.
 
-The monitor reads the stream the policy folds: the outcomes in ``seq`` order (every worker's
-refresh hands it the same rows it hands :meth:`serving.policy.PolicyModel.advance`). Each outcome
-of a served arm is one observation of that arm: it enters the arm's sliding windows (the last
-``max(windows)`` rewards) and its detector (:mod:`bandits.drift`: Page-Hinkley by default, CUSUM
+The monitor reads each decision's outcomes at its settlement (:meth:`serving.store.Store.
+settled_after`): the settle sweep settles the decisions whose reward window closed in the order
+of their deadlines, so the order they were made, and gives each its log position
+(``decisions.settled_seq``). The policy folds an outcome as soon as it is decided instead, and
+the two orders differ: a like decides its decision at once, a decision without feedback gets its
+0 from the sweep a window later, so in the policy's order an arm's stream
+ran ahead in 1s and caught up in batches of 0s at each sweep, and a detector on it alarmed
+whenever traffic changed (a burst, a quiet night) on arms whose click rate never moved, and the
+windows' rates read the last sweep's batch (found by attack: 9 alarms at a constant 0.4). An
+outcome reaches the monitor one reward window (plus the sweep's grace) after its decision: the
+price of the stream being the one the rewards came from. Each outcome of a served arm is one
+observation of that arm: it enters the arm's sliding windows (the last ``max(windows)`` rewards)
+and its detector (:mod:`bandits.drift`: Page-Hinkley by default, CUSUM
 selectable, thresholds defaulting to the ones ``bench/drift_detection.py`` chose). Because the
 monitor is a deterministic fold of that ordered stream, its state (window contents, detector
 statistics, alarm counts) is the same on every worker at the same log position, and
@@ -130,18 +139,21 @@ class DriftMonitor:
                    settings["windows"], start)
 
     def fold(self, outcomes: Iterable[Outcome]) -> list[JsonObject]:
-        """Fold the ``outcomes`` (log order) after :attr:`seq`; the alarms they raised.
+        """Fold the ``outcomes`` (settlement order: :meth:`serving.store.Store.settled_after`)
+        after :attr:`seq`; the alarms they raised.
 
         Each alarm is ``{"arm", "seq", "statistic", "threshold"}`` and is logged as a WARNING.
         Outcomes at or before :attr:`seq` are skipped (folded already), so handing the monitor
-        a stream that overlaps what it has folded is harmless.
+        a stream that overlaps what it has folded is harmless; a multileaved decision's arms
+        share one position and are folded together.
         """
         raised: list[JsonObject] = []
         known = self._recent
+        folded_upto = self.seq
         for outcome in outcomes:
             if outcome.seq <= self.seq:
                 continue
-            self.seq = outcome.seq
+            folded_upto = max(folded_upto, outcome.seq)
             window = known.get(outcome.arm)
             if window is None:
                 continue
@@ -151,6 +163,7 @@ class DriftMonitor:
             if self.detector is not None and self._observe(outcome.arm, reward):
                 alarm = self._alarm(outcome.arm, outcome.seq, reward)
                 raised.append(alarm)
+        self.seq = folded_upto
         return raised
 
     def _observe(self, arm: str, reward: float) -> bool:

@@ -474,7 +474,8 @@ class RecommendationService:
             version = meta.version if meta else self.arm_set.version
             self._follow_promotion(pulls, version)
             while True:
-                if self._tails_read == self._positions(head):
+                idle = self._tails_read == self._positions(head)
+                if idle:
                     # Every row logged takes its seq from the head, committed with it: an
                     # unchanged head since the last tail reads (which came after that head
                     # was read, and were folded up to these positions) means none logged
@@ -495,7 +496,8 @@ class RecommendationService:
                 self._resume_from_fold(pulls, version)
             self.snapshot = self.policy_model.advance(self.snapshot, outcomes, pulls, version,
                                                       switches)
-            self._fold_drift(outcomes, mark)
+            if not idle or mark > self.drift.start:  # (a settlement moves the head too)
+                self._fold_drift(mark)
             if self._shadow is not None:  # the same outcomes and switches, under its own rule
                 self._shadow = self._advance_shadow(self._shadow, outcomes, switches, mark,
                                                     pulls, version)
@@ -538,15 +540,15 @@ class RecommendationService:
         return (head, self.snapshot.seq, self.live_seq, self.items_seq,
                 bool(self.arm_set.live_names))
 
-    def _fold_drift(self, outcomes: list[Outcome], mark: int) -> None:
-        """Fold ``outcomes`` (the policy's, in log order) into the drift monitor; restart it
-        at a newer fold snapshot's position ``mark`` first (the rows before may be purged:
-        every worker and ``rebuild-state`` start it there; :mod:`serving.drift`).
+    def _fold_drift(self, mark: int) -> None:
+        """Fold the outcomes of the decisions settled since the drift monitor's position into
+        it (:meth:`~serving.store.Store.settled_after`: its own stream, not the policy's);
+        restart it at a newer fold snapshot's position ``mark`` first (the rows before may be
+        purged: every worker and ``rebuild-state`` start it there; :mod:`serving.drift`).
         """
         if mark > self.drift.start:
             self.drift = self.drift.fresh(mark)
-            outcomes = self.store.outcomes_after(mark, with_context=False)
-        self.drift.fold(outcomes)
+        self.drift.fold(self.store.settled_after(self.drift.seq))
 
     def _policy_tail(self) -> tuple[list[Outcome], list[VersionSwitch]]:
         """The outcomes and version switches logged after the snapshot, complete up to the

@@ -148,13 +148,15 @@ def test_an_older_store_gets_its_backends_index_of_a_users_decisions(
 
     made = indexes()
     if backend == "sqlite":  # as an older recbandits left it: the index without the slates
-        assert made == {"ix_decisions_user_slate", "ix_decisions_open"}
+        assert made == {"ix_decisions_user_slate", "ix_decisions_open",
+                        "ix_decisions_settled_seq"}
         with engine.begin() as conn:
             conn.exec_driver_sql("DROP INDEX ix_decisions_user_slate")
             conn.exec_driver_sql(
                 "CREATE INDEX ix_decisions_user_time ON decisions (user_id, created_at)")
     else:
-        assert made == {"ix_decisions_user_time", "ix_decisions_open"}
+        assert made == {"ix_decisions_user_time", "ix_decisions_open",
+                        "ix_decisions_settled_seq"}
     store.create_schema(ARMS)
     store.create_schema(ARMS)  # and again: nothing more to do
     assert indexes() == made

@@ -117,6 +117,10 @@ def test_two_workers_report_the_same_alarm_and_rebuild_state_replays_it(
                 "user_id": body["user_id"], "movie_id": body["items"][0]["movie_id"],
                 "feedback_type": "like" if like else "dislike", "event_id": body["event_id"]})
             assert response.status_code == 201
+            # Settled at once (its window closed, as the sweep sees it): the drift monitor
+            # folds a decision's outcome at its settlement.
+            service.store.settle_expired(time.time() + settings.reward_window_s + 1, 0.0,
+                                         service.rules)
             service.refresh()
             if first_drop is None and liked == 60 and not like and body["arm"] == "popularity":
                 first_drop = service.snapshot.seq
@@ -192,7 +196,8 @@ def test_after_a_purge_every_drift_fold_starts_at_the_snapshot(tmp_path: Path) -
         service.refresh()  # sees the snapshot: the monitor restarts there
         mark = service.store.fold_mark()
         assert mark > 0 and service.drift.start == mark
-        assert service.drift.seq == service.snapshot.seq > mark
+        # at the last settlement (the drift monitor's stream is the settled decisions')
+        assert service.drift.seq == service.store.settled_after(mark)[-1].seq > mark
         state = running.get("/admin/live-state", headers=auth).json()["drift"]
         rebuilt = rebuild_state(settings, service=running)
         out = io.StringIO(str(rebuilt))
@@ -229,3 +234,63 @@ def test_rebuild_state_compares_with_a_worker_on_the_same_store_spelt_another_wa
         text = str(rebuild_state(settings.model_copy(update={"db": other}), service=running))
     assert "serves another store" not in text
     assert "; match yes (worker at" in text, text
+
+
+def test_a_constant_click_rate_raises_no_alarm_whatever_the_timing_of_its_rewards(
+        tmp_path: Path) -> None:
+    """Found by attack: a like decides its decision at once, a decision without feedback gets
+    its 0 from the sweep a window later; folded as decided, each arm's stream ran ahead in 1s
+    and caught up in a batch of 0s at each sweep, and the detector alarmed (9 alarms at a
+    constant click rate of 0.4, the windows reading the last sweep's 0s). Folded at
+    settlement, in the order the decisions were made, the stream is the clicks' own."""
+    settings = Settings(state_dir=tmp_path / "state", db=store_url("sqlite", tmp_path),
+                        arms=ARMS, seed=3, refresh_interval_s=3600.0)
+    catalog = make_synthetic(40, 60, 800, random_state=0)
+    rng = np.random.default_rng(7)
+    with TestClient(create_app(settings, catalog=catalog)) as client:
+        service = client.app.state.service
+        for _ in range(2):  # two bursts, each settled by one sweep afterwards
+            for i in range(300):
+                body = client.get("/recommendations", params={"user_id": 1 + i % 40,
+                                                               "k": 3}).json()
+                if rng.random() < 0.4:  # every arm's slates clicked at the same rate
+                    assert client.post("/feedback", json={
+                        "user_id": body["user_id"], "movie_id": body["items"][0]["movie_id"],
+                        "feedback_type": "like", "event_id": body["event_id"]}
+                    ).status_code == 201
+            service.refresh()
+            service.store.settle_expired(time.time() + settings.reward_window_s + 1, 0.0,
+                                         service.rules)
+            service.refresh()
+        view = {a["arm"]: a for a in client.get("/policy").json()["drift"]["arms"]}
+    assert sum(a["outcomes"] for a in view.values()) == 600
+    assert all(a["alarms"] == 0 for a in view.values()), view
+    for arm in view.values():  # the window holds the arm's clicks, not the last sweep's 0s
+        assert 0.2 < arm["window_rates"]["100"] < 0.6, view
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_an_older_store_gains_the_settlement_position_and_its_index(
+        tmp_path: Path, backend: str) -> None:
+    import sqlalchemy as sa
+
+    from serving.store import open_store
+
+    url = store_url(backend, tmp_path)
+    store = open_store(url)
+    try:
+        store.create_schema(ARMS)
+        with store.write_engine.begin() as conn:  # as a store from before settled_seq
+            conn.exec_driver_sql("DROP INDEX ix_decisions_settled_seq")
+            conn.exec_driver_sql("ALTER TABLE decisions DROP COLUMN settled_seq")
+        store.create_schema(ARMS)  # a worker's start upgrades it
+        assert "settled_seq" in {c["name"] for c in sa.inspect(store.write_engine)
+                                 .get_columns("decisions")}
+        with store.write_engine.connect() as conn:
+            names = {r[0] for r in conn.exec_driver_sql(
+                "SELECT name FROM sqlite_master WHERE type = 'index'" if backend == "sqlite"
+                else "SELECT indexname FROM pg_indexes WHERE tablename = 'decisions'")}
+        assert "ix_decisions_settled_seq" in names
+        assert store.settled_after(0) == []
+    finally:
+        store.dispose()

@@ -472,11 +472,12 @@ class Store(abc.ABC):
 
     def _missing_columns(self, conn: Connection) -> dict[str, list[sa.Column]]:
         """Per table, the columns an older store lacks (``feedback.value``, the kept ratings'
-        :data:`RATING_COLUMNS_ADDED`, ``decisions.shadow``: NULL for the older decisions).
+        :data:`RATING_COLUMNS_ADDED`, ``decisions.shadow`` and ``decisions.settled_seq``: NULL
+        for the older decisions).
         """
         inspector = sa.inspect(conn)
         inspector.clear_cache()
-        wanted = {feedback.name: ("value",), decisions.name: ("shadow",),
+        wanted = {feedback.name: ("value",), decisions.name: ("shadow", "settled_seq"),
                   **RATING_COLUMNS_ADDED}
         missing = {}
         for name, columns in wanted.items():
@@ -505,6 +506,11 @@ class Store(abc.ABC):
                            f" NOT NULL DEFAULT {_default_sql(column, conn)}")
                 conn.execute(sa.DDL(f"ALTER TABLE {name} ADD COLUMN {column.name} "
                                     f"{column.type.compile(conn.dialect)}{default}"))
+                for index in metadata.tables[name].indexes:  # its index, as create_all's
+                    if [c.name for c in index.columns] == [column.name]:
+                        # (IF NOT EXISTS: checkfirst reflects every index, warning of the
+                        # expression-based ones)
+                        conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
         if feedback_ratings.name in missing:
             self._refold_kept_ratings(conn, rules)
 
@@ -1401,7 +1407,10 @@ class Store(abc.ABC):
                 .returning(decisions.c.event_id, decisions.c.arm, decisions.c.reward_deadline,
                            decisions.c.cold_start, decisions.c.multileave)
             ).all()
-            policy = sorted((r for r in claimed if not r.cold_start), key=lambda r: r.event_id)
+            # In the order of their deadlines (the order they were made): the drift monitor
+            # folds them in the order of their settlement (settled_seq, below).
+            policy = sorted((r for r in claimed if not r.cold_start),
+                            key=lambda r: (float(r.reward_deadline), r.event_id))
             if not policy:
                 return len(claimed)
             # One outcome per credited arm (one per decision unless multileaved), in arm order.
@@ -1419,6 +1428,7 @@ class Store(abc.ABC):
                     .where(feedback.c.event_id.in_(ids[start:start + 500])))]
             by_event = group_feedback(rows)
             seq = last - wanted
+            settled: list[dict[str, str | int]] = []
             for r in policy:
                 arms = credited[r.event_id]
                 by_arm = credited_feedback(arms, r.multileave is not None,
@@ -1427,7 +1437,28 @@ class Store(abc.ABC):
                     seq += 1
                     self._settle_one(conn, r.event_id, arm, by_arm[arm],
                                      float(r.reward_deadline), seq, now, rules)
+                settled.append({"e": r.event_id, "s": seq})
+            conn.execute(decisions.update().where(decisions.c.event_id == sa.bindparam("e"))
+                         .values(settled_seq=sa.bindparam("s")), settled)
         return len(claimed)
+
+    @unavailable_on_db_error
+    def settled_after(self, seq: int, upto: int | None = None) -> list[Outcome]:
+        """The outcomes of the decisions settled after log position ``seq`` (up to ``upto``),
+        each at its decision's settlement position (``decisions.settled_seq``), in that order,
+        a multileaved decision's arms in arm order: the drift monitor's stream
+        (:mod:`serving.drift`).
+        """
+        stmt = (sa.select(decisions.c.settled_seq, outcomes.c.event_id, outcomes.c.arm,
+                          outcomes.c.reward)
+                .join(outcomes, outcomes.c.event_id == decisions.c.event_id)
+                .where(decisions.c.settled_seq > seq)
+                .order_by(decisions.c.settled_seq, outcomes.c.arm))
+        if upto is not None:
+            stmt = stmt.where(decisions.c.settled_seq <= upto)
+        with self.read_engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [Outcome(int(r[0]), r[1], r[2], float(r[3])) for r in rows]
 
     def _settle_one(self, conn: Connection, event_id: str, arm: str, fb: list[Feedback],
                     deadline: float, seq: int, now: float, rules: RuleBook) -> None:

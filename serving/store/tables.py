@@ -72,8 +72,15 @@ decisions = sa.Table(
     sa.Column("shadow", sa.JSON(none_as_null=True), nullable=True),
     # Set once by the settle sweep when the window (plus the grace) has passed.
     sa.Column("settled_at", sa.Float(precision=53), nullable=True),
+    # The log position of the decision's settlement: the sweep takes one per credited arm, in
+    # the order of the decisions' deadlines, and this is the last of them. The drift monitor
+    # folds each decision's outcomes here (serving.drift), in the order the decisions were
+    # made, not as their rewards were decided. NULL until settled (and for a decision settled
+    # before the column existed).
+    sa.Column("settled_seq", sa.BigInteger, nullable=True),
     *(index.ddl_if(dialect=backend) for backend, index in USER_DECISIONS_INDEX.items()),
     sa.Index("ix_decisions_open", "settled_at", "reward_deadline"),
+    sa.Index("ix_decisions_settled_seq", "settled_seq"),
 )
 
 feedback = sa.Table(
