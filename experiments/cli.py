@@ -791,8 +791,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         refused = _store_refused(exc)
         if refused is not None:  # the URL's mistake, not an outage: no "retry later"
-            print(f"recbandits {args.command}: the store's server refused the connection "
-                  f"({refused}); check --db or RECBANDITS_DB", file=sys.stderr)
+            print(f"recbandits {args.command}: {refused}", file=sys.stderr)
             return 2
         outage = _store_outage(exc)
         if outage is not None:
@@ -942,11 +941,14 @@ def _given(args: argparse.Namespace, filename: object) -> bool:
 
 
 def _store_refused(exc: Exception) -> str | None:
-    """The server's refusal of the store URL's user, password or database in ``exc``
-    (:func:`serving.store.errors.refused_connection`), None for any other error.
+    """What to say of the server's refusal of the store URL's user, password or database in
+    ``exc`` (:func:`serving.store.errors.refused_connection`), None for any other error.
     """
     errors = sys.modules.get("serving.store.errors")
-    return None if errors is None else errors.refused_connection(exc)
+    if errors is None:  # no store was opened
+        return None
+    reason = errors.refused_connection(exc)
+    return None if reason is None else errors.refused_message(reason)
 
 
 def _store_outage(exc: Exception) -> Exception | None:

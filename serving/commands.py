@@ -102,7 +102,12 @@ from serving.settings import (
     settings_issues,
 )
 from serving.store import Outcome, Store, open_store, store_class_of
-from serving.store.errors import StoreNotFoundError, refused_connection, store_unavailable
+from serving.store.errors import (
+    StoreNotFoundError,
+    refused_connection,
+    refused_message,
+    store_unavailable,
+)
 from serving.store.types import (
     FoldSnapshot,
     JsonObject,
@@ -667,8 +672,7 @@ def until_the_store_answers(settings: Settings, start: Callable[[], T]) -> T:
         except Exception as exc:
             refused = refused_connection(exc)
             if refused is not None:  # waiting cannot mend the URL (it waited 120 s)
-                raise CommandError(f"the store's server refused the connection ({refused}); "
-                                   "check --db or RECBANDITS_DB", exit_code=2) from None
+                raise CommandError(refused_message(refused), exit_code=2) from None
             # The one rule of outages, also for an error the store raised unwrapped (a
             # connection refused while opening it was not tried again: found in review)
             outage = store_unavailable(exc)

@@ -492,3 +492,9 @@ def test_redact_url_hides_every_spelling_of_a_password() -> None:
     assert redact_url("postgresql+psycopg://u:pw@h:notaport/db") == \
         "postgresql+psycopg://u:***@h:notaport/db"
     assert redact_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+    # found by review: all or part of these were shown
+    assert redact_url("u:p/w@h/db") == "u:***@h/db"
+    assert redact_url("u:pa:ss@h/db") == "u:***@h/db"
+    assert redact_url("host=h password=sec dbname=db") == "host=h password=*** dbname=db"
+    assert redact_url("postgresql://u@h/db?sslpassword=sec&x=1") == \
+        "postgresql://u@h/db?sslpassword=***&x=1"

@@ -15,28 +15,40 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-#: Query parameters of a store URL that hold a secret (libpq's ``?password=``).
-SECRET_QUERY_KEYS = frozenset({"password"})
+#: A ``key=value`` whose key names a secret (``password``, libpq's ``sslpassword``), in a URL's
+#: query or in a libpq keyword string; the value ends at ``&`` or a space, or is quoted.
+_SECRET_VALUE = re.compile(r"(?i)(\b\w*password\s*=\s*)('[^']*'|[^&\s]*)")
 
 
 def redact_url(url: object) -> str:
-    """``url`` as every message and banner shows it: a store URL without its password, the
-    user part's (``user:***@``) and a ``password=`` query parameter's; text that parses as no
-    URL with what stands between a ``:`` and an ``@`` masked.
+    """``url`` as every message and banner shows it: a store URL without its passwords, the
+    user part's (``user:***@``) and those of query parameters (``password=``,
+    ``sslpassword=``); text that parses as no URL with everything between the user's ``:``
+    and the last ``@`` masked, and any ``...password=`` value.
 
     The one place that hides a store's secret. Found by attack: ``postgres+psycopg://u:pw@...``
     (a misspelt scheme) and ``u:pw@host/db`` were echoed whole in their refusals, and
-    ``?password=pw`` was shown by ``rebuild-state``'s store line.
+    ``?password=pw`` was shown by ``rebuild-state``'s store line; by review: ``u:p/w@h/db``,
+    ``u:pa:ss@h/db`` and ``host=h password=x`` showed all or part of theirs.
     """
     text = str(url)
     try:
-        parsed = sa.engine.make_url(text)
+        shown = sa.engine.make_url(text).render_as_string(hide_password=True)
     except (sa.exc.ArgumentError, ValueError, TypeError):
-        return re.sub(r"(?<=:)[^:/@]*(?=@)", "***", text)
-    shown = parsed.render_as_string(hide_password=True)
-    for key in SECRET_QUERY_KEYS:  # on the text: a "***" set in the query came out %2A%2A%2A
-        shown = re.sub(rf"(?i)([?&]{key}=)[^&]*", r"\1***", shown)
-    return shown
+        shown = text
+        if "@" in text:
+            userinfo, host = text.rsplit("@", 1)
+            scheme, sep, user = userinfo.rpartition("://")
+            if ":" in user:
+                shown = f"{scheme}{sep}{user.split(':', 1)[0]}:***@{host}"
+    # on the text: a "***" set in a parsed URL's query came out %2A%2A%2A
+    return _SECRET_VALUE.sub(r"\1***", shown)
+
+
+def refused_message(reason: str) -> str:
+    """The one text of a store server's refusal of the URL (:func:`refused_connection`)."""
+    return (f"the store's server refused the connection ({reason}); check --db or "
+            "RECBANDITS_DB")
 
 
 class StoreNotFoundError(ValueError):

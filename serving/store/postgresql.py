@@ -40,6 +40,7 @@ import functools
 import json
 import logging
 import math
+import re
 import select
 import time
 from collections import Counter, defaultdict
@@ -84,18 +85,21 @@ _T = TypeVar("_T")
 #: What the server says, in its FATAL line at connection, when it refuses the URL's user,
 #: password or database. Read from the text: psycopg carries no SQLSTATE for a failed
 #: connection (a server set to another language than English is read as an outage).
-_REFUSALS = ("password authentication failed", "does not exist", "no pg_hba.conf entry",
-             "authentication failed")
+_REFUSAL = re.compile(r'authentication failed|^(role|database) ".*" does not exist|'
+                      r"no pg_hba\.conf entry")
 
 
 def _refused(exc: BaseException) -> str | None:
-    """The server's FATAL line if ``exc`` is its refusal of the URL (:data:`_REFUSALS`)."""
+    """The server's FATAL line if ``exc`` is its refusal of the URL (:data:`_REFUSAL`), on
+    any of the addresses libpq tried (one line each).
+    """
     if not isinstance(exc, psycopg.OperationalError):
         return None
     for line in str(exc).splitlines():
         if "FATAL:" in line:
             reason = line.split("FATAL:", 1)[1].strip()
-            return reason if any(r in reason for r in _REFUSALS) else None
+            if _REFUSAL.search(reason):
+                return reason
     return None
 
 
