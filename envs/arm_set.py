@@ -112,8 +112,8 @@ def fitted_arms(
     Arms given by name are fitted once per (name, training data, seed) within the process and
     their slates computed once per slate size, so environments that share arms (e.g. the
     simulator and its drifting variant) share the work. Recommender instances are used as given
-    when already fitted on ``train`` itself (:func:`fitted_on`) and fitted on ``train``
-    otherwise.
+    when already fitted on ``train`` itself (:func:`fitted_on`) and otherwise fitted on
+    ``train`` in place (the instance given is changed).
 
     Returns
     -------

@@ -106,6 +106,13 @@ MAX_SLATE_SIZE = 1000
 MAX_FIXED_CTR_USERS = 10**6
 
 
+def check_online_learning(value: object) -> bool:
+    """``online_learning`` as a bool: True, False or numpy's (``"yes"`` and ``1`` refused)."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"online_learning must be True or False, got {value!r}")
+    return bool(value)
+
+
 def check_common(*, slate_size: object, online_learning: object, random_state: object) -> int:
     """The arguments every builder takes, checked before anything is built or looked up in a
     cache; returns the slate size. ``random_state`` is checked even where nothing random is
@@ -119,8 +126,7 @@ def check_common(*, slate_size: object, online_learning: object, random_state: o
     ValueError
         ``slate_size`` outside ``[1, MAX_SLATE_SIZE]`` or a negative seed.
     """
-    if not isinstance(online_learning, bool | np.bool_):
-        raise TypeError(f"online_learning must be True or False, got {online_learning!r}")
+    check_online_learning(online_learning)
     check_int("random_state", random_state, low=0)
     return check_int("slate_size", slate_size, low=1, high=MAX_SLATE_SIZE)
 

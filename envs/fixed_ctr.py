@@ -44,8 +44,11 @@ def check_ctr(ctr: object) -> np.ndarray:
             f"ctr must be a non-empty array of shape (n_arms,) or (n_users, n_arms), "
             f"got shape {values.shape}"
         )
-    if not np.all(np.isfinite(values)) or (values < 0).any() or (values > 1).any():
-        raise ValueError(f"ctr must hold probabilities within [0, 1], got {values.tolist()}")
+    bad = ~((values >= 0) & (values <= 1))  # NaN too
+    if bad.any():  # the first bad entry, not the whole matrix (17,047 characters: review)
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"ctr must hold probabilities within [0, 1], got "
+                         f"{float(values[where])!r} at {where if len(where) > 1 else where[0]}")
     return values
 
 

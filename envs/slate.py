@@ -46,7 +46,12 @@ from arms.data.synthetic import check_sizes
 from envs.arm_set import check_arms
 from envs.base import LIKE, expected_reward, realised_reward, sample_responses
 from envs.errors import InvalidActionError, StepBeforeResetError
-from envs.factories import DRIFT_ARMS, build_movielens_sim, cached_simulator
+from envs.factories import (
+    DRIFT_ARMS,
+    build_movielens_sim,
+    cached_simulator,
+    check_online_learning,
+)
 from envs.latent_factor import LatentFactorUsers
 from envs.recommender_env import RecommenderArmsEnv
 from envs.simulator import Simulator
@@ -509,10 +514,9 @@ def build_movielens_slate(*, click_model: str = "pbm", arms: Sequence[Any] = SLA
     ValueError
         ``online_learning=True`` (slates need frozen arms) or an unknown click model.
     """
-    if online_learning is not False:
+    if check_online_learning(online_learning):  # (np.False_ was refused as "=True": review)
         raise ValueError("online_learning=True is not supported by the slate environments "
-                         f"(they compose slates from the frozen arms' lists), got "
-                         f"{online_learning!r}")
+                         "(they compose slates from the frozen arms' lists)")
     check_click_model(click_model)
     # checked before tuple(): "svd" became the arms "s", "v", "d" (found by attack)
     arms = check_arms(arms)

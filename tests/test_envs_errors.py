@@ -246,3 +246,17 @@ def test_resolve_dataset_remembers_a_bounded_number_of_datasets():
     assert len(factories._canonical) == factories._CANONICAL_SIZE
     again = make_synthetic(5, 10, 10, random_state=2 * factories._CANONICAL_SIZE + 2)
     assert factories.resolve_dataset(again, None) is data  # the latest is still the first seen
+
+
+def test_review_online_learning_is_one_check_and_a_bad_rate_is_named_by_its_place():
+    from envs.fixed_ctr import check_ctr
+
+    # numpy's False is False for every builder (the slate ones said "online_learning=True")
+    gymnasium.make(SL, online_learning=np.False_)
+    with pytest.raises(TypeError, match="online_learning must be True or False, got 0"):
+        gymnasium.make(SL, online_learning=0)
+    rates = np.full((1000, 3), 0.1)
+    rates[417, 2] = 2.0
+    with pytest.raises(ValueError, match=r"got 2\.0 at \(417, 2\)$") as refused:
+        check_ctr(rates)
+    assert len(str(refused.value)) < 100  # not the whole matrix (17,047 characters)
