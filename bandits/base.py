@@ -59,6 +59,7 @@ from bandits.errors import (
     check_rewards,
     check_stat,
     check_state_layout,
+    check_state_type,
     real_array,
     reward_bounds,
     short_repr,
@@ -1071,9 +1072,7 @@ class BatchedPolicy(FixedOnceBuilt, Policy):
             Its statistics, buffer or contexts do not match this policy's arms, batch size or
             features, naming what differs.
         """
-        if not isinstance(state, BatchState):
-            raise TypeError(f"state must be a BatchState from {type(self).__name__}.init_batch, "
-                            f"got {type(state).__name__}")
+        check_state_type(state, BatchState, type(self).__name__)
         shapes = self._state_shapes
         if shapes[0] != self.n_arms:  # arms added or removed since the layout was computed
             stats = self._init_stats(1, self.n_arms, np.float64)

@@ -55,6 +55,7 @@ from bandits.errors import (
     check_reward_value,
     check_rewards,
     check_state_layout,
+    check_state_type,
 )
 
 __all__ = [
@@ -220,9 +221,7 @@ class ChangeDetector(FixedOnceBuilt, ABC):
         """The runs of ``state``, refused unless it is one of this detector's
         (:func:`~bandits.errors.check_state_layout`).
         """
-        if not isinstance(state, DetectorState):
-            raise TypeError(f"state must be a DetectorState from {type(self).__name__}."
-                            f"init_batch, got {type(state).__name__}")
+        check_state_type(state, DetectorState, type(self).__name__)
         return check_state_layout(state.stats, {name: (self.n_arms,) for name in
                                                 ("n", "alarms", *self.sums)},
                                   f"{type(self).__name__} with {self.n_arms} arms")

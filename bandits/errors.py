@@ -308,6 +308,20 @@ def short_repr(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def check_state_type(state: Any, expected: type, owner: str) -> None:
+    """Refuse a ``state`` that is not an ``expected`` (``BatchState``, ...) with the one
+    message of the three batched owners (:func:`check_state_layout` checks the rest).
+
+    Raises
+    ------
+    TypeError
+        ``state must be a BatchState from UCB1.init_batch, got dict``.
+    """
+    if not isinstance(state, expected):
+        raise TypeError(f"state must be a {expected.__name__} from {owner}.init_batch, got "
+                        f"{type(state).__name__}")
+
+
 def check_state_layout(arrays: Mapping[str, np.ndarray], tails: Mapping[str, tuple[int, ...]],
                        owner: str) -> int:
     """The number of runs of a batched state, after checking it is laid out as ``owner``'s.
@@ -316,7 +330,8 @@ def check_state_layout(arrays: Mapping[str, np.ndarray], tails: Mapping[str, tup
     detector (``select_batch``, ``update_batch``, ...) is one of its own: the same statistics,
     each of shape ``(R, *tail)``. A state built for 3 arms and given to a 5-arm policy was read
     with the wrong arm count, choosing among the first three arms only, silently (found by
-    review). Names and shapes only, no values: a microsecond or two a call.
+    review). Names and shapes only, no values: 4-6 us a call (select_batch itself, one run:
+    110-160 us; measured by review).
 
     Parameters
     ----------

@@ -69,6 +69,7 @@ from bandits.errors import (
     check_rewards,
     check_stat,
     check_state_layout,
+    check_state_type,
     short_repr,
 )
 from bandits.thompson import check_beta_prior, gamma_pair_draws
@@ -486,9 +487,7 @@ class MultileaveThompsonSampling(FixedOnceBuilt):
         """Refuse a state that is not one of this policy's (:func:`~bandits.errors.
         check_state_layout`): a 3-arm state read by a 5-arm policy chose among 3 arms.
         """
-        if not isinstance(state, MultileaveState):
-            raise TypeError(f"state must be a MultileaveState from {type(self).__name__}."
-                            f"init_batch, got {type(state).__name__}")
+        check_state_type(state, MultileaveState, type(self).__name__)
         check_state_layout({"successes": state.successes, "failures": state.failures},
                            {"successes": (self.n_arms,), "failures": (self.n_arms,)},
                            f"{type(self).__name__} with {self.n_arms} arms")

@@ -1155,8 +1155,10 @@ def _check_holdout_and_drift(settings: Settings, store: Store, rows: LogRows,
     """
     lines, match = check_decisions(store.holdout_rows())
     start = 0 if rows["fold"] is None else rows["fold"].seq
-    # The monitor's own stream: each decision's outcomes at its settlement (serving.drift)
-    outcomes = store.settled_after(start)
+    # The monitor's own stream: each decision's outcomes at its settlement (serving.drift),
+    # from the rows' snapshot (the fold snapshot's position is that snapshot's too: review)
+    outcomes = [Outcome(int(q), e, a, float(r)) for q, e, a, r in rows["settled"]
+                if int(q) > start]
     drift_lines, drift_match = check_replay(settings.drift_monitor().fresh(start), outcomes,
                                             None if held is None else held.get("drift"), where)
     return [*lines, *drift_lines], match and drift_match

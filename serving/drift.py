@@ -20,9 +20,9 @@ statistics, alarm counts) is the same on every worker at the same log position, 
 ``rebuild-state`` replays it (:func:`replay`) and compares it with a running worker's.
 
 An alarm is logged as a WARNING naming the arm, the detector's statistic and threshold, and the
-log position of the outcome that raised it; every worker logs it once when its fold reaches that
-outcome (a worker's first fold at its start, which catches up with the log, says how many
-alarms the log held in one INFO line instead of repeating them). Alarms are counted per arm
+log position of the settlement that raised it, by every worker whose refresh folds it (a
+worker's first fold at its start, which catches up with the log, says how many alarms the log
+held in one INFO line instead of repeating them). Alarms are counted per arm
 (``/metrics``: ``recbandits_drift_alarms``; ``GET /policy``: ``drift``). A detector that
 alarms restarts for that arm (:mod:`bandits.drift`'s reset rule).
 
@@ -36,6 +36,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, get_args
@@ -245,18 +246,34 @@ class DriftMonitor:
         }
 
 
+class _Silenced(logging.Filter):
+    """Drops this module's records in the threads inside :func:`alarms_silenced`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(self.threads, "depth", 0) == 0
+
+
+_silenced = _Silenced()
+logger.addFilter(_silenced)
+
+
 @contextlib.contextmanager
 def alarms_silenced() -> Iterator[None]:
-    """No alarm WARNING within: a fold that repeats what workers logged already (a replay, a
-    worker's catch-up at its start, which logged every old alarm again at each restart: found
-    by attack).
+    """No alarm WARNING from this thread within: a fold that repeats what workers logged
+    already (a replay, a worker's catch-up at its start, which logged every old alarm again at
+    each restart: found by attack). Per thread: switching the module's logger off silenced
+    every other thread's alarms meanwhile (review).
     """
-    previous = logger.disabled
-    logger.disabled = True
+    threads = _silenced.threads
+    threads.depth = getattr(threads, "depth", 0) + 1
     try:
         yield
     finally:
-        logger.disabled = previous
+        threads.depth -= 1
 
 
 def replay(monitor: DriftMonitor, outcomes: Iterable[Outcome], upto: int | None = None

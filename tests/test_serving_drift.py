@@ -294,3 +294,40 @@ def test_an_older_store_gains_the_settlement_position_and_its_index(
         assert store.settled_after(0) == []
     finally:
         store.dispose()
+
+
+def test_a_multileaved_decisions_arms_share_their_settlement_and_are_all_folded() -> None:
+    """Review: the arms of one multileaved decision share one settlement position; a fold that
+    skipped by position as it went dropped the second arm (window sizes 1 and 0)."""
+    monitor = DriftMonitor(["a", "b"], windows=(10,))
+    monitor.fold([Outcome(5, "e1", "a", 1.0), Outcome(5, "e1", "b", 0.0)])
+    assert monitor.folded == {"a": 1, "b": 1} and monitor.seq == 5
+    monitor.fold([Outcome(5, "e1", "a", 1.0), Outcome(6, "e2", "b", 1.0)])  # 5 is folded
+    assert monitor.folded == {"a": 1, "b": 2} and monitor.seq == 6
+
+
+def test_silencing_the_alarms_of_one_thread_leaves_the_others_logged(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Review: the replay switched the module's logger off, so an alarm another thread raised
+    meanwhile (another worker's refresh, in one process) was lost."""
+    import threading
+
+    from serving.drift import alarms_silenced, logger
+
+    inside, done = threading.Event(), threading.Event()
+
+    def quiet() -> None:
+        with alarms_silenced():
+            logger.warning("drift alarm: from the silenced thread")
+            inside.set()
+            done.wait(10)
+
+    thread = threading.Thread(target=quiet)
+    with caplog.at_level(logging.WARNING, logger="serving.drift"):
+        thread.start()
+        inside.wait(10)
+        logger.warning("drift alarm: from another thread, meanwhile")
+        done.set()
+        thread.join(10)
+    said = [r.getMessage() for r in caplog.records]
+    assert said == ["drift alarm: from another thread, meanwhile"]

@@ -129,6 +129,19 @@ def kept_rating_record(user_id: int, movie_id: int, kept: KeptRating) -> Record:
             kept.excludes)
 
 
+def _settled_statement(seq: int, upto: int | None) -> sa.Select[int, str, str, float]:
+    """``(settled_seq, event_id, arm, reward)`` of the decisions settled after ``seq`` (up to
+    ``upto``), in settlement order, a multileaved decision's arms in arm order: the drift
+    monitor's stream (:meth:`Store.settled_after`, ``log_rows``' ``settled``).
+    """
+    stmt = (sa.select(decisions.c.settled_seq, outcomes.c.event_id, outcomes.c.arm,
+                      outcomes.c.reward)
+            .join(outcomes, outcomes.c.event_id == decisions.c.event_id)
+            .where(decisions.c.settled_seq > seq)
+            .order_by(decisions.c.settled_seq, outcomes.c.arm))
+    return stmt if upto is None else stmt.where(decisions.c.settled_seq <= upto)
+
+
 def _kept(row: Any) -> KeptRating:  # type: ignore[explicit-any]  # a SQLAlchemy Row
     """A stored ``feedback_ratings`` or ``fold_ratings`` row as a :class:`KeptRating`."""
     return KeptRating(float(row.rating), float(row.precedence), float(row.updated_at),
@@ -1449,15 +1462,8 @@ class Store(abc.ABC):
         a multileaved decision's arms in arm order: the drift monitor's stream
         (:mod:`serving.drift`).
         """
-        stmt = (sa.select(decisions.c.settled_seq, outcomes.c.event_id, outcomes.c.arm,
-                          outcomes.c.reward)
-                .join(outcomes, outcomes.c.event_id == decisions.c.event_id)
-                .where(decisions.c.settled_seq > seq)
-                .order_by(decisions.c.settled_seq, outcomes.c.arm))
-        if upto is not None:
-            stmt = stmt.where(decisions.c.settled_seq <= upto)
         with self.read_engine.connect() as conn:
-            rows = conn.execute(stmt).all()
+            rows = conn.execute(_settled_statement(seq, upto)).all()
         return [Outcome(int(r[0]), r[1], r[2], float(r[3])) for r in rows]
 
     def _settle_one(self, conn: Connection, event_id: str, arm: str, fb: list[Feedback],
@@ -1490,7 +1496,8 @@ class Store(abc.ABC):
             ``contexts``: event_id -> feature vector (decisions with an outcome);
             ``pulls``: arm -> stored pulls; ``ratings``: (user_id, movie_id) -> its
             :class:`~serving.rules.KeptRating`; ``fold``: the latest fold snapshot with its
-            ratings (None: never purged).
+            ratings (None: never purged); ``settled``: ``(settled_seq, event_id, arm,
+            reward)``, the drift monitor's stream (:meth:`settled_after`).
         """
         with self._snapshot_connection() as conn:
             out: LogRows = {
@@ -1512,6 +1519,8 @@ class Store(abc.ABC):
                 "ratings": {(int(r.user_id), int(r.movie_id)): _kept(r)
                             for r in conn.execute(sa.select(feedback_ratings))},
                 "fold": self._read_fold(conn, ratings=True, arms=False),
+                # the drift monitor's stream (settled_after), from the same snapshot
+                "settled": [tuple(r) for r in conn.execute(_settled_statement(0, None))],
             }
         return out
 

@@ -192,6 +192,7 @@ class LogRows(TypedDict):
     pulls: dict[str, int]
     ratings: dict[tuple[int, int], KeptRating]
     fold: FoldSnapshot | None
+    settled: list[Record]
 
 
 @dataclass(frozen=True)
