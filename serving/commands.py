@@ -1574,15 +1574,25 @@ def _against_the_service(settings: Settings, store: Store, service: httpx2.Clien
     runs = {"live": held.get("policy"), "shadow": (held.get("shadow") or {}).get("policy")}
     theirs = {role: None if not r else policy_identity(r.get("name"), r.get("params"))
               for role, r in runs.items()}
-    n_features = (runs["live"] or {}).get("params", {}).get("n_features")
-    ours: dict[str, JsonObject | None] = {"live": current.policy_model(n_features).identity()}
+    # The context's dimension from the worker's policies, else from the log's latest decision
+    # (a contextual policy in the settings against a worker running a context-free one was
+    # refused, "n_features is required", where it differs: found by attack).
+    latest = store.latest_decision()
+    logged = None if latest is None else latest.n_features
+    n_features = (runs["live"] or {}).get("params", {}).get("n_features") or logged
+    spelt = {"live": {"name": current.policy, "params": dict(current.policy_params)},
+             "shadow": (None if current.shadow_policy is None else
+                        {"name": current.shadow_policy,
+                         "params": dict(current.shadow_policy_params)})}
+    ours: dict[str, JsonObject | None] = {
+        "live": shadow.settings_identity(lambda: current.policy_model(n_features))
+        or spelt["live"]}
     if current.shadow_policy is None or theirs["shadow"] is None:
-        ours["shadow"] = (None if current.shadow_policy is None else
-                          {"name": current.shadow_policy,
-                           "params": dict(current.shadow_policy_params)})
+        ours["shadow"] = spelt["shadow"]
     else:
-        model = current.shadow_model(theirs["shadow"]["params"].get("n_features"))
-        ours["shadow"] = None if model is None else model.identity()
+        dimension = theirs["shadow"]["params"].get("n_features") or logged
+        ours["shadow"] = (shadow.settings_identity(lambda: current.shadow_model(dimension))
+                          or spelt["shadow"])
     if ours == theirs:
         return None, f"the service at {where} runs these policies"
 

@@ -387,11 +387,10 @@ class ShadowStatusResults:
         live, other, promotion = (self.report["live"], self.report["shadow"],
                                   self.report["promotion"])
         logged = self.report.get("logged_live")
-        said = _said_policy(live)
         records = self.report.get("shadow_records", [])
         return "\n".join([
             f"store: {self.source}",
-            f"live:   {said}",
+            f"live:   {_said_policy(live)}",
             "shadow: " + ("none" if other is None else _said_policy(other)),
             "promotion: " + ("none (the settings' policy is live)" if promotion is None else
                              f"#{promotion['id']}: {promotion['policy']['name']} replaced "
@@ -399,12 +398,10 @@ class ShadowStatusResults:
                              "policy)"),
             "latest decision logged by: " + (
                 "none" if logged is None else _said_policy(logged)
-                + ("" if _said_policy(logged) == said else
+                + ("" if self.report.get("logged_is_live") else
                    " (NOT the live policy above: the settings are not the service's)")),
             f"decisions with a shadow record: {self.report['shadow_decisions']}"
-            + ("" if len(records) < 2 and (not records or other is None
-                                           or _said_policy(records[0]["policy"])
-                                           == _said_policy(other)) else
+            + ("" if len(records) < 2 and all(r["is_shadow"] for r in records) else
                " (" + "; ".join(f"{r['decisions']} of {_said_policy(r['policy'])}"
                                 for r in records) + ")"),
             *([] if self.checked is None and self.differs is None else

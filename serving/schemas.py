@@ -485,6 +485,7 @@ class ShadowRecordsOut(BaseModel):
 
     policy: PolicyNameOut
     decisions: int
+    is_shadow: bool = Field(description="Whether it is the shadow in force above")
 
 
 class ShadowStatusOut(BaseModel):
@@ -500,6 +501,8 @@ class ShadowStatusOut(BaseModel):
     shadow_decisions: int = Field(description="Decisions that carry a shadow record")
     logged_live: PolicyNameOut | None = Field(description="The policy the log's latest "
                                               "decision was made by; null: no decision")
+    logged_is_live: bool | None = Field(description="Whether that is the live policy above, "
+                                        "compared by name and every hyper-parameter")
     shadow_records: list[ShadowRecordsOut] = Field(description="Each shadow policy the log's "
                                                    "shadow records name, with their count, in "
                                                    "the order of their first record")

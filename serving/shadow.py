@@ -51,12 +51,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from serving.policy import PolicyModel, PolicySnapshot, draw_arm
+from serving.policy import PolicyModel, PolicySnapshot, draw_arm, policy_identity
 from serving.settings import Settings
 from serving.store import Store
 from serving.store.types import JsonObject
@@ -209,6 +210,13 @@ def status(settings: Settings, store: Store) -> JsonObject:
     logged = None if decision is None or decision.policy is None else {
         "name": decision.policy.get("name"), "params": decision.policy.get("params", {})}
     records = store.shadow_policies()
+    # Compared as policy_identity, the settings' policies built as the workers build them
+    # (every hyper-parameter filled in, the logged context's dimension): the settings' own
+    # spelling ({} for defaults) never equalled a logged policy (found by attack).
+    n_features = None if decision is None else decision.n_features
+    live_identity = settings_identity(lambda: current.policy_model(n_features))
+    shadow_identity = (None if current.shadow_policy is None else
+                       settings_identity(lambda: current.shadow_model(n_features)))
     return {
         "live": {"name": current.policy, "params": dict(current.policy_params)},
         "shadow": (None if current.shadow_policy is None else
@@ -221,5 +229,22 @@ def status(settings: Settings, store: Store) -> JsonObject:
         # What the log says, beside what the settings put in force (found by attack: the
         # settings alone were printed as "live" and "shadow", whatever the workers logged).
         "logged_live": logged,
-        "shadow_records": [{"policy": policy, "decisions": n} for policy, n in records],
+        "logged_is_live": (None if logged is None else
+                           policy_identity(logged["name"], logged["params"]) == live_identity),
+        "shadow_records": [{"policy": policy, "decisions": n,
+                            "is_shadow": isinstance(policy, dict) and policy_identity(
+                                policy.get("name"), policy.get("params", {})) == shadow_identity}
+                           for policy, n in records],
     }
+
+
+def settings_identity(build: Callable[[], PolicyModel | None]) -> JsonObject | None:
+    """The :func:`~serving.policy.policy_identity` of the policy ``build`` makes from the
+    settings, or None when it cannot be built (a contextual policy with no logged context to
+    take its dimension from).
+    """
+    try:
+        model = build()
+    except (TypeError, ValueError):
+        return None
+    return None if model is None else model.identity()

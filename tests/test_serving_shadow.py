@@ -447,8 +447,13 @@ def test_promote_and_status_check_the_policies_a_running_worker_runs(
         with pytest.raises(CommandError, match="with shadow EpsilonGreedy"):
             shadow_promote(served.model_copy(update={"shadow_policy": "EpsilonGreedy"}),
                            service=client)
-        assert "service: the service at http://testserver runs these policies" in str(
-            shadow_status(served, service=client))
+        own = str(shadow_status(served, service=client))
+        assert "service: the service at http://testserver runs these policies" in own
+        # The service's own settings are not marked: compared with every hyper-parameter
+        # filled in, as the workers log them (found by attack: the settings' {} never
+        # equalled the logged parameters, so every status said NOT).
+        assert "latest decision logged by: LinTS {" in own and "NOT" not in own
+        assert "decisions with a shadow record: 20\n" in own + "\n"  # one shadow: no split
         done = shadow_promote(served, service=client)
         assert done.previous["name"] == "LinTS" and done.promotion.policy == "UCB1"
         assert str(done).endswith("(the service at http://testserver runs these policies)")
@@ -755,3 +760,19 @@ def test_the_shadow_commands_take_the_port_of_the_service_they_check(
     assert f"service: no service answered at http://127.0.0.1:{free}" in capsys.readouterr().out
     assert cli_main(["shadow", "promote", *common]) == 1  # no shadow: nothing to promote
     assert "no shadow policy to promote" in capsys.readouterr().err
+
+
+def test_status_against_a_worker_of_a_context_free_policy_with_contextual_settings(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
+    """Found by attack: settings naming LinTS against a worker running Thompson Sampling were
+    refused ("LinTS is contextual: n_features is required", exit 2) when a worker answered;
+    they differ, which status says (the dimension comes from the log's latest decision)."""
+    served = make_settings(tmp_path, "sqlite", refresh_interval_s=HOUR)
+    with worker(served, catalog, fitted) as client:
+        traffic(client, 5)
+        text = str(shadow_status(served.model_copy(update={"policy": "LinTS"}),
+                                 service=client))
+    assert "service: NOT these policies: the service at http://testserver runs live " \
+        "ThompsonSampling {" in text
+    assert "these settings give live LinTS {" in text and '"n_features": ' in text
+    assert "latest decision logged by: ThompsonSampling {" in text and "(NOT the live" in text
