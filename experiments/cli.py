@@ -681,8 +681,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Learn which recommender to trust: recommenders as the arms of a bandit.",
     )
     parser.add_argument("-v", "--verbose", action="store_true",
-                        help="log at INFO level, and show the traceback of a refused input or "
-                        "missing data before its one line (the exit status stays 2)")
+                        help="log at INFO level, and show the traceback of an input refused by "
+                        "an error, or of missing data, before its one line (the exit status "
+                        "stays 2; a refusal the command says itself has none)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     evaluate = commands.add_parser(
@@ -772,7 +773,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         (said for option, name in (("--export-csv", "export_csv"), ("--export-obp", "export_obp"))
          if (said := _file_refusal(option, getattr(args, name, None))) is not None), None)
     if refused is not None:
-        print(f"recbandits {args.command}: {refused}", file=sys.stderr)
+        print(f"recbandits {_command_of(args)}: {refused}", file=sys.stderr)
         return 2
     try:
         status = handler(args)
@@ -780,7 +781,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return status
     except (DataUnavailableError, DataFileError) as exc:  # absent, or not what it says
         _traceback_if_verbose(args)
-        print(f"recbandits {args.command}: {exc}", file=sys.stderr)
+        print(f"recbandits {_command_of(args)}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("recbandits: interrupted", file=sys.stderr)
@@ -791,13 +792,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         refused = _store_refused(exc)
         if refused is not None:  # the URL's mistake, not an outage: no "retry later"
-            print(f"recbandits {args.command}: {refused}", file=sys.stderr)
+            print(f"recbandits {_command_of(args)}: {refused}", file=sys.stderr)
             return 2
         outage = _store_outage(exc)
         if outage is not None:
             # One line, not the driver's traceback (found by attack: 130-143 lines), and its
             # own status: rebuild-state's 1 means "match: NO".
-            print(f"recbandits {args.command}: {outage}", file=sys.stderr)
+            print(f"recbandits {_command_of(args)}: {outage}", file=sys.stderr)
             from serving.errors import STORE_UNAVAILABLE_EXIT  # imported with the store
 
             return STORE_UNAVAILABLE_EXIT
@@ -805,8 +806,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if refusal is None:
             raise
         _traceback_if_verbose(args)
-        print(f"recbandits {args.command}: {refusal}", file=sys.stderr)
+        print(f"recbandits {_command_of(args)}: {refusal}", file=sys.stderr)
         return 2
+
+
+def _command_of(args: argparse.Namespace) -> str:
+    """The command as its refusals name it: ``shadow status``, not ``shadow`` (a refusal in
+    ``main`` said one, the command's own the other: found by attack).
+    """
+    action = getattr(args, "shadow_command", None)
+    return f"{args.command} {action}" if action else str(args.command)
 
 
 def _traceback_if_verbose(args: argparse.Namespace) -> None:

@@ -75,10 +75,12 @@ def store_class_of(url: str) -> type[Store]:
         raise TypeError(f"db must be a URL string, got {type(url).__name__}")
     allowed = " or ".join(f"{name}://" for name in BACKENDS)
     try:
-        # (ValueError: "host:notaport", which was int()'s words in a traceback)
         parsed = sa.engine.make_url(url)
-    except (sa.exc.ArgumentError, ValueError) as exc:
+    except sa.exc.ArgumentError as exc:
         raise ValueError(f"db must be an {allowed} URL, got {redact_url(url)!r}") from exc
+    except ValueError as exc:  # "host:notaport": int()'s words, in a traceback, before
+        raise ValueError(f"db: the port must be a number from 1 to 65535, got "
+                         f"{redact_url(url)!r}") from exc
     store_class = BACKENDS.get(parsed.get_backend_name())
     if store_class is None:
         raise ValueError(f"db must be an {allowed} URL (allowed backends: "
