@@ -104,5 +104,6 @@ def test_a_command_on_a_store_that_is_down_says_so_in_one_line_and_exits_3(
     assert main([*command, "--db", DOWN, *where]) == 3
     out, err = capsys.readouterr()
     assert out == ""
-    assert err.startswith(f"recbandits {command[0]}: the store is unavailable (connection"), err
+    name = " ".join(command[:2]) if command[0] == "shadow" else command[0]  # shadow status
+    assert err.startswith(f"recbandits {name}: the store is unavailable (connection"), err
     assert err.count("\n") == 1 and "Traceback" not in err and "retry later" in err
