@@ -313,18 +313,25 @@ def mean_interval(values: np.ndarray, n_bootstrap: int, rng: np.random.Generator
     return float(ci.low), float(ci.high)
 
 
-def percentile_interval(resampled: np.ndarray, confidence: float
+#: Fewest observations a bootstrap interval is given from: every resample of one observation
+#: is that observation, a "95% interval" of zero width around it (``ope --include-open`` on a
+#: one-decision log printed IPS ``3.0000 [3.0000, 3.0000]``: found by attack).
+MIN_OBSERVATIONS = 2
+
+
+def percentile_interval(resampled: np.ndarray, confidence: float, n_observations: int
                         ) -> tuple[np.ndarray, np.ndarray]:
     """The ``confidence`` percentile interval of each column of ``resampled`` (one row per
-    bootstrap resample; any trailing shape), as (low, high).
+    bootstrap resample of ``n_observations`` observations; any trailing shape), as (low,
+    high).
 
-    No resamples (``n_bootstrap=0``), no interval: both bounds are NaN, never the estimate
-    at both ends. The one rule of every report of this package and its callers (the
-    service's ``ope``, ``ope --obd``): each once printed its estimate as an interval of zero
-    width, ``0.8333 [0.8333, 0.8333]``, and ``ope --obd`` said such an "interval" did not
-    cover the truth.
+    No resamples (``n_bootstrap=0``), or fewer than :data:`MIN_OBSERVATIONS` observations,
+    no interval: both bounds are NaN, never the estimate at both ends. The one rule of every
+    report of this package and its callers (the service's ``ope``, ``ope --obd``, the
+    replay): each once printed its estimate as an interval of zero width, ``0.8333 [0.8333,
+    0.8333]``, and ``ope --obd`` said such an "interval" did not cover the truth.
     """
-    if resampled.shape[0] == 0:
+    if resampled.shape[0] == 0 or n_observations < MIN_OBSERVATIONS:
         nan = np.full(resampled.shape[1:], np.nan)
         return nan, nan.copy()
     # Over the resamples where the estimate exists (SNIPS is undefined on a resample without
@@ -405,7 +412,7 @@ def estimate(estimator: Estimator, rewards: Any, actions: Any, logging_propensit
     terms = estimator_terms(r, a, p0, pe, q)
     value = float(_from_sums(terms.sum(axis=0), n)[col])
     boots = _from_sums(bootstrap_sums(terms, n_bootstrap, random_state), n)[:, col]
-    low, high = percentile_interval(boots, confidence)
+    low, high = percentile_interval(boots, confidence, n)
     return OPEEstimate(estimator, value, float(low), float(high), float(confidence),
                        effective_sample_size(terms[:, 1]), n)
 
@@ -621,7 +628,7 @@ def evaluate_policies(rewards: Any, actions: Any, logging_propensities: Any,
     values = _from_sums(terms.sum(axis=0).reshape(-1, 3), n)
     boots = _from_sums(bootstrap_sums(terms, n_bootstrap, random_state)
                        .reshape(n_bootstrap, len(checked), 3), n)
-    lows, highs = percentile_interval(boots, confidence)
+    lows, highs = percentile_interval(boots, confidence, n)
     names = [e for e in ESTIMATORS if e != "dr" or q is not None]
     out = {}
     for j, (name, info) in enumerate(reports.items()):

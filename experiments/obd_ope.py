@@ -424,7 +424,7 @@ def _resampled_error(log: OBDLog, target: np.ndarray, reward_model: np.ndarray, 
 
 def _ground_truth(log: OBDLog, config: OBDOPEConfig, seed: int) -> tuple[float, float, float]:
     boots = bootstrap_sums(log.clicks[:, None], config.n_bootstrap, seed)[:, 0] / log.n_rounds
-    low, high = percentile_interval(boots, config.confidence)
+    low, high = percentile_interval(boots, config.confidence, log.n_rounds)
     return log.click_rate(), float(low), float(high)
 
 

@@ -472,14 +472,14 @@ def summarise(events: pd.DataFrame, config: ReplayConfig) -> tuple[pd.DataFrame,
             value = point[2 * j + offset] / point[-1]
             resampled = boots[:, 2 * j + offset] / boots[:, -1]
             metric[(arm, variant), name] = (value, resampled)
-            low, high = percentile_interval(resampled, DEFAULT_CONFIDENCE)
+            low, high = percentile_interval(resampled, DEFAULT_CONFIDENCE, len(users))
             row.update({name: value, f"{name}_low": low, f"{name}_high": high})
         rows.append(row)
     differences = []
     for a, b in _comparisons(config):
         for name in ("hr", "ndcg"):
             (va, ra), (vb, rb) = metric[a, name], metric[b, name]
-            low, high = percentile_interval(ra - rb, DEFAULT_CONFIDENCE)
+            low, high = percentile_interval(ra - rb, DEFAULT_CONFIDENCE, len(users))
             differences.append({"a": "/".join(a), "b": "/".join(b), "metric": name,
                                 "difference": va - vb, "low": low, "high": high})
     return pd.DataFrame(rows), pd.DataFrame(differences)

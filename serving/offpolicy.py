@@ -1076,7 +1076,7 @@ def evaluate_shadow(log: DecisionLog, records: dict[str, dict[str, Any]], *,
         diff = value[1] - value[0]
         boots = estimates_from_sums(bootstrap_sums(terms, n_bootstrap, seed)
                                     .reshape(n_bootstrap, 2, 3), sub.n)
-        low, high = percentile_interval(boots[:, 1] - boots[:, 0], confidence)
+        low, high = percentile_interval(boots[:, 1] - boots[:, 0], confidence, sub.n)
         chosen = np.array([sub.arms.index(r["arm"]) if r["arm"] in sub.arms else -1
                            for r in recs])
         out.append(ShadowComparison(

@@ -37,8 +37,18 @@ def test_terms_and_estimates_by_hand() -> None:
     # No resamples: every bound NaN, in the reports and their rows.
     row = reports["target"].to_row()
     assert all(np.isnan(row[f"{e}_{end}"]) for e in est for end in ("low", "high"))
-    low, high = ope.percentile_interval(np.empty((0, 2, 3)), 0.95)
+    low, high = ope.percentile_interval(np.empty((0, 2, 3)), 0.95, 4)
     assert low.shape == high.shape == (2, 3) and np.isnan(low).all() and np.isnan(high).all()
+    # One decision, no interval: every resample is that decision (found by attack: IPS read
+    # "3.0000 [3.0000, 3.0000]" on a one-decision log), however many resamples.
+    one = ope.evaluate_policies(R[:1], A[:1], P0[:1], {"target": PE[:1]}, n_bootstrap=200,
+                                random_state=0)["target"].estimates["ips"]
+    assert one.value == pytest.approx(2.0) and np.isnan(one.ci_low) and np.isnan(one.ci_high)
+    single = ope.estimate("ips", R[:1], A[:1], P0[:1], PE[:1], n_bootstrap=200,
+                          random_state=0)
+    assert np.isnan(single.ci_low) and np.isnan(single.ci_high)
+    two = ope.estimate("ips", R[:2], A[:2], P0[:2], PE[:2], n_bootstrap=200, random_state=0)
+    assert two.ci_low < two.ci_high  # from two decisions on, an interval
 
 
 def test_logging_policy_estimates_equal_the_observed_mean() -> None:
@@ -168,10 +178,10 @@ def test_snips_without_weight_is_undefined_not_zero() -> None:
                                                   np.tile([1.0, 0.0], (3, 1))), 40, 0)
     resampled = ope.estimates_from_sums(sums, 3)[:, 1]
     assert np.isnan(resampled).any() and (resampled[~np.isnan(resampled)] == 1.0).all()
-    low, high = ope.percentile_interval(resampled[:, None], 0.95)
+    low, high = ope.percentile_interval(resampled[:, None], 0.95, 3)
     assert np.isnan(low[0]) and np.isnan(high[0])  # of 40 drawn (< 100) every one must count
     defined = resampled[~np.isnan(resampled)][:, None]
-    low, high = ope.percentile_interval(defined, 0.95)  # where all are defined: the interval
+    low, high = ope.percentile_interval(defined, 0.95, 3)  # where all are defined: the interval
     assert low[0] == high[0] == 1.0
     # Of 1,000 decisions one has weight (review): its SNIPS is defined on the ~63% of 100
     # resamples that draw it, too few for an interval ([1.0, 1.0] before).
