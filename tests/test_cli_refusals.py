@@ -499,3 +499,15 @@ def test_redact_url_hides_every_spelling_of_a_password() -> None:
     assert redact_url("host=h password=sec dbname=db") == "host=h password=*** dbname=db"
     assert redact_url("postgresql://u@h/db?sslpassword=sec&x=1") == \
         "postgresql://u@h/db?sslpassword=***&x=1"
+
+
+def test_an_sqlite_url_naming_a_folder_is_refused_not_retried_as_an_outage(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Review: SQLite's "unable to open database file" for a folder was an outage, which
+    serve retried for startup_timeout_s and the commands called "retry later" (exit 3)."""
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    for command in (["models", "list"], ["serve", "--dataset", "synthetic"]):
+        err = refused(capsys, [*command, "--state-dir", str(tmp_path), "--db",
+                               f"sqlite:///{folder}"])
+        assert f"db: '{folder}' is a folder, not an SQLite file" in err

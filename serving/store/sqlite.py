@@ -291,12 +291,16 @@ class SQLiteStore(Store):
 
     @classmethod
     def check_url(cls, url: sa.engine.URL) -> None:
-        """The driver (the standard library's) and a file, not an in-memory database."""
+        """The driver (the standard library's) and a file, not an in-memory database or a
+        folder (a look at the path: nothing is opened or made).
+        """
         if url.drivername not in SQLITE_DRIVERS:
             raise ValueError(f"db: the SQLite driver must be the standard library's "
                              f"(sqlite:///path), got {url.drivername!r}")
         if url.database in (None, "", ":memory:"):
             raise ValueError("db: an in-memory SQLite store cannot be shared; give a file")
+        if Path(url.database).is_dir():  # SQLite's "unable to open": an outage, retried (review)
+            raise ValueError(f"db: {url.database!r} is a folder, not an SQLite file")
 
     def identity(self) -> str:
         """The database file's real path (links and relative spellings resolved)."""
