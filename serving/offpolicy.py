@@ -156,6 +156,9 @@ class DecisionLog:
         Every reward the service's policy observed (replay of the log), in time order.
     excluded : dict of str to int
         Decisions left out: ``cold_start``, ``open`` (window not closed), ``unknown_arm``.
+    counted_open : int
+        Decisions counted while their window is still open (``include_open``), with the
+        feedback they have so far: those without any at the default reward.
     source : str
         The store URL without password.
     features : ndarray of float64, shape (n, d), or None
@@ -190,6 +193,7 @@ class DecisionLog:
     obs_rewards: np.ndarray
     excluded: dict[str, int] = field(default_factory=dict)
     source: str = ""
+    counted_open: int = 0
     features: np.ndarray | None = None
     has_features: np.ndarray | None = None
     feature_version: str | None = None
@@ -345,6 +349,7 @@ def read_log(url: str, *, as_of: float | None = None, include_open: bool = False
                   "open": 0 if include_open else int((~closed & ~unknown).sum()),
                   "unknown_arm": int(unknown.sum())},
         source=source,
+        counted_open=int((~closed & ~unknown).sum()) if include_open else 0,
         features=None if features_all is None else features_all[keep],
         has_features=None if has_all is None else has_all[keep],
         feature_version=version, feature_names=names,
@@ -885,11 +890,16 @@ def evaluate_log(log: DecisionLog, *, n_bootstrap: int = DEFAULT_N_BOOTSTRAP, se
     if log.excluded.get("open"):
         messages.append(f"{log.excluded['open']} decision(s) left out: reward window still "
                         "open (use --include-open to count them)")
+    if log.counted_open:  # said (it was silent: found by attack)
+        messages.append(f"{log.counted_open} decision(s) counted with their reward window still "
+                        "open, with the feedback they have so far (those without any at the "
+                        "default reward: an underestimate while users may still react)")
     if log.excluded.get("unknown_arm"):
         messages.append(f"{log.excluded['unknown_arm']} decision(s) left out: arm missing "
                         "from their own pmf")
     summary = {
         "source": log.source, "decisions": log.n, "excluded": dict(log.excluded),
+        "counted_open": log.counted_open,
         "arms": list(log.arms), "observed_mean_reward": float(log.rewards.mean()),
         "observed_by_arm": {a: (float(log.rewards[log.actions == k].mean())
                                 if (log.actions == k).any() else None)

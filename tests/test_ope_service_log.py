@@ -268,6 +268,9 @@ def test_cli_prints_the_table_and_exports(service_log: dict, tmp_path: Path) -> 
     assert (table["ips_low"] <= table["ips"]).all() and (table["ips"] <= table["ips_high"]).all()
     summary = json.loads((tmp_path / "ope" / "summary.json").read_text())
     assert summary["decisions"] == 30 and summary["observed_mean_reward"] == pytest.approx(mean)
+    # Every window is open: all 30 counted so, and said (it was silent: found by attack).
+    assert summary["counted_open"] == 30 and summary["excluded"]["open"] == 0
+    assert "30 decision(s) counted with their reward window still open" in err.getvalue()
     assert summary["feature_version"] == "user-v4"
     # The service logs its feature set's names once: the segments are gender x age.
     assert "columns starting with 'gender=', 'age='" in summary["segments"]
