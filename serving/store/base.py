@@ -1029,31 +1029,28 @@ class Store(abc.ABC):
                 head)
 
     @unavailable_on_db_error
-    def outcomes_after(self, seq: int, *, with_context: bool = True,
-                       limit: int | None = None) -> list[Outcome]:
-        """The outcomes logged after ``seq``, in log order (what a worker folds next).
+    def outcomes_after(self, seq: int, *, limit: int | None = None) -> list[Outcome]:
+        """The outcomes logged after ``seq``, in log order, each with its decision's context
+        vector (what a worker's policies fold next; the drift monitor reads its own stream,
+        :meth:`settled_after`).
 
         Parameters
         ----------
         seq : int
             The last position already folded (0: from the start).
-        with_context : bool, default True
-            Also read each decision's context vector (contextual policies need it).
         limit : int, optional
             At most this many (the oldest first).
         """
-        cols = [outcomes.c.seq, outcomes.c.event_id, outcomes.c.arm, outcomes.c.reward]
-        stmt = sa.select(*cols)
-        if with_context:
-            stmt = (sa.select(*cols, sa.cast(decisions.c.context, sa.Text))
-                    .join(decisions, decisions.c.event_id == outcomes.c.event_id))
-        stmt = stmt.where(outcomes.c.seq > seq).order_by(outcomes.c.seq)
+        stmt = (sa.select(outcomes.c.seq, outcomes.c.event_id, outcomes.c.arm, outcomes.c.reward,
+                          sa.cast(decisions.c.context, sa.Text))
+                .join(decisions, decisions.c.event_id == outcomes.c.event_id)
+                .where(outcomes.c.seq > seq).order_by(outcomes.c.seq))
         if limit is not None:
             stmt = stmt.limit(limit)
         with self.read_engine.connect() as conn:
             rows = conn.execute(stmt).all()
-        return [Outcome(int(r[0]), r[1], r[2], float(r[3]),
-                        _context_features(r[4]) if with_context else None) for r in rows]
+        return [Outcome(int(r[0]), r[1], r[2], float(r[3]), _context_features(r[4]))
+                for r in rows]
 
     @unavailable_on_db_error
     def events_after(self, seq: int, *, limit: int | None = None) -> list[LogEvent]:
