@@ -293,15 +293,22 @@ def check_n_bootstrap(n_bootstrap: Any, *, allow_zero: bool = True,
     return n
 
 
+#: Fewest observations a bootstrap interval is given from: every resample of one observation
+#: is that observation, a "95% interval" of zero width around it (``ope --include-open`` on a
+#: one-decision log printed IPS ``3.0000 [3.0000, 3.0000]``: found by attack).
+MIN_OBSERVATIONS = 2
+
+
 def mean_interval(values: np.ndarray, n_bootstrap: int, rng: np.random.Generator,
                   confidence: float = DEFAULT_CONFIDENCE) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of ``values`` (scipy's ``bootstrap``): the
     one interval of a rate the service's reports give (the holdout's, multileaving's credit).
 
-    NaN for fewer than 2 values (one value says nothing of its spread); the mean itself at
-    both ends when every value is the same (every resample has that mean; scipy would warn).
+    NaN for fewer than :data:`MIN_OBSERVATIONS` values (one value says nothing of its
+    spread); the mean itself at both ends when every value is the same (every resample has
+    that mean; scipy would warn).
     """
-    if values.size < 2:
+    if values.size < MIN_OBSERVATIONS:
         return float("nan"), float("nan")
     if np.ptp(values) == 0:
         mean = float(values.mean())  # the rate as computed, to its last bit
@@ -311,12 +318,6 @@ def mean_interval(values: np.ndarray, n_bootstrap: int, rng: np.random.Generator
     ci = stats.bootstrap((values,), np.mean, n_resamples=n_bootstrap, method="percentile",
                          confidence_level=confidence, random_state=rng).confidence_interval
     return float(ci.low), float(ci.high)
-
-
-#: Fewest observations a bootstrap interval is given from: every resample of one observation
-#: is that observation, a "95% interval" of zero width around it (``ope --include-open`` on a
-#: one-decision log printed IPS ``3.0000 [3.0000, 3.0000]``: found by attack).
-MIN_OBSERVATIONS = 2
 
 
 def percentile_interval(resampled: np.ndarray, confidence: float, n_observations: int

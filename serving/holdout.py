@@ -46,7 +46,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
-from bandits.ope import DEFAULT_N_BOOTSTRAP, mean_interval
+from bandits.ope import DEFAULT_N_BOOTSTRAP, MIN_OBSERVATIONS, mean_interval
 from serving.errors import ArmNotServedError, check_bootstrap
 from serving.multileave import parse
 from serving.policy import PMF_CACHE_SIZE, draw_arm
@@ -405,7 +405,7 @@ def holdout_report(rows: Iterable[tuple[str, JsonObject | None, float | None]], 
     policy_rate, a = _group(served, n_bootstrap, rng)
     holdout_rate, b = _group(held, n_bootstrap, rng)
     low = high = float("nan")  # one outcome in a group says nothing of its spread (review)
-    if a.size >= 2 and b.size >= 2:
+    if a.size >= MIN_OBSERVATIONS and b.size >= MIN_OBSERVATIONS:
         low = high = float(a.mean() - b.mean())
         if np.ptp(a) > 0 or np.ptp(b) > 0:
             ci = stats.bootstrap((a, b), _mean_difference, n_resamples=n_bootstrap,
