@@ -69,7 +69,7 @@ from serving.errors import iso_time as _iso
 from serving.holdout import check_decisions, holdout_report
 from serving.live import arm_bytes, arm_from_bytes, fold_live_arms, fold_models, state_digest
 from serving.multileave import credit_report
-from serving.policy import PolicyModel, policy_identity
+from serving.policy import PolicyModel, policy_identity, said_policy
 from serving.replay import (
     DecisionRow,
     FeedbackRow,
@@ -1253,7 +1253,7 @@ def check_policy(role: str, model: PolicyModel | None, rows: LogRows,
     try:
         worker = _worker_policy(model, theirs, arms)
     except (KeyError, TypeError, ValueError) as exc:
-        return [f"{role} {runs.get('name')} {json.dumps(runs.get('params'))}: match NO (the "
+        return [f"{role} {said_policy(runs)}: match NO (the "
                 f"worker at {where} runs a policy this replay cannot build: {exc})"], False
     if worker is not None:
         model = worker
@@ -1261,10 +1261,10 @@ def check_policy(role: str, model: PolicyModel | None, rows: LogRows,
     if model is None:
         return [], True
     mine = model.identity()
-    name = f"{role} {model.name} {json.dumps(mine['params'])}"
+    name = f"{role} {said_policy(mine)}"
     if whence:
         name += (f" ({' and '.join(whence)}; these settings ask "
-                 + ("none" if asked is None else f"{asked['name']} {json.dumps(asked['params'])}")
+                 + said_policy(asked)
                  + ")")
     if upto is not None and upto < start:
         return [f"{name}: not compared (the worker at {where} is at log position {upto}, "
@@ -1597,9 +1597,7 @@ def _against_the_service(settings: Settings, store: Store, service: httpx2.Clien
         return None, f"the service at {where} runs these policies"
 
     def said(side: dict[str, JsonObject | None]) -> str:
-        return " with shadow ".join("none" if p is None else
-                                    f"{p['name']} {json.dumps(p['params'])}"
-                                    for p in (side["live"], side["shadow"]))
+        return " with shadow ".join(said_policy(p) for p in (side["live"], side["shadow"]))
 
     return (f"the service at {where} runs live {said(theirs)}, these settings give live "
             f"{said(ours)}"), where

@@ -94,7 +94,7 @@ from bandits.ope import (
     percentile_interval,
 )
 from bandits.thompson import check_beta_prior
-from serving.policy import PolicyModel, check_policy_name
+from serving.policy import PolicyModel, check_policy_name, said_policy
 from serving.rules import RuleBook
 from serving.store import open_store
 from serving.store.types import Outcome
@@ -1105,9 +1105,8 @@ def format_shadow(comparisons: Sequence[ShadowComparison]) -> str:
     """
     blocks = []
     for c in comparisons:
-        params = json.dumps(c.policy.get("params", {}))
         blocks.append(
-            f"shadow {c.policy.get('name')} {params}: {c.n} decisions carry its record; it "
+            f"shadow {said_policy(c.policy)}: {c.n} decisions carry its record; it "
             f"chose the served arm in {c.agreement:.1%} of them; least logged live propensity "
             f"{c.min_logged_propensity:.4f}\n"
             + format_table(c.table(), c.confidence or DEFAULT_CONFIDENCE))

@@ -177,6 +177,21 @@ def policy_identity(name: object, params: object) -> JsonObject:
     return cast(JsonObject, json.loads(json.dumps({"name": name, "params": params})))
 
 
+def said_policy(policy: Mapping[str, object] | None) -> str:
+    """A policy (``{"name", "params"}``, as logged and as :func:`policy_identity` gives it) as
+    every message prints it: ``LinTS {"alpha": 1.0, ...}``, its parameters' keys sorted so that
+    one policy reads the same in every command; ``none`` for no policy.
+
+    The one formatter: ``shadow status``, ``shadow promote``, ``rebuild-state``, ``ope --shadow``
+    and the check against a running service each wrote their own (two sorted the keys).
+    """
+    if policy is None:
+        return "none"
+    if not isinstance(policy, Mapping):  # a malformed logged value: shown as it is
+        return str(policy)
+    return f"{policy.get('name')} {json.dumps(policy.get('params', {}), sort_keys=True)}"
+
+
 #: The policy parameters the service sets itself, with why (refused in settings' params).
 SET_BY_THE_SERVICE = {"n_features": "the service (the context's dimension, of its feature set)",
                       "random_state": "the service (its seed setting)"}

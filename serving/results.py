@@ -11,13 +11,13 @@ message`` and exits with (2, or the error's ``exit_code``).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 
 from serving.errors import iso_time as _iso
 from serving.holdout import HoldoutReport, format_report
 from serving.multileave import CreditReport, format_credit
+from serving.policy import said_policy
 from serving.shadow import PromoteResult
 from serving.store.types import JsonObject
 from serving.versions import ModelsResult, RetrainResult
@@ -390,30 +390,23 @@ class ShadowStatusResults:
         records = self.report.get("shadow_records", [])
         return "\n".join([
             f"store: {self.source}",
-            f"live:   {_said_policy(live)}",
-            "shadow: " + ("none" if other is None else _said_policy(other)),
+            f"live:   {said_policy(live)}",
+            "shadow: " + ("none" if other is None else said_policy(other)),
             "promotion: " + ("none (the settings' policy is live)" if promotion is None else
                              f"#{promotion['id']}: {promotion['policy']['name']} replaced "
                              f"{promotion['previous']['name']} (it overrides the settings' "
                              "policy)"),
             "latest decision logged by: " + (
-                "none" if logged is None else _said_policy(logged)
+                "none" if logged is None else said_policy(logged)
                 + ("" if self.report.get("logged_is_live") else
                    " (NOT the live policy above: the settings are not the service's)")),
             f"decisions with a shadow record: {self.report['shadow_decisions']}"
             + ("" if len(records) < 2 and all(r["is_shadow"] for r in records) else
-               " (" + "; ".join(f"{r['decisions']} of {_said_policy(r['policy'])}"
+               " (" + "; ".join(f"{r['decisions']} of {said_policy(r['policy'])}"
                                 for r in records) + ")"),
             *([] if self.checked is None and self.differs is None else
               [f"service: {self.checked}" if self.differs is None else
                f"service: NOT these policies: {self.differs}"])])
-
-
-def _said_policy(policy: JsonObject | None) -> str:
-    """A policy (``{"name", "params"}``) as ``shadow status`` prints it: ``LinTS {...}``."""
-    if not isinstance(policy, dict):
-        return str(policy)
-    return f"{policy.get('name')} {json.dumps(policy.get('params', {}), sort_keys=True)}"
 
 
 #: Any result of a service command but ``serve``.

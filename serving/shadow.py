@@ -57,7 +57,13 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from serving.policy import PolicyModel, PolicySnapshot, draw_arm, policy_identity
+from serving.policy import (
+    PolicyModel,
+    PolicySnapshot,
+    draw_arm,
+    policy_identity,
+    said_policy,
+)
 from serving.settings import Settings
 from serving.store import Store
 from serving.store.types import JsonObject
@@ -165,8 +171,8 @@ class PromoteResult:
 
     def __str__(self) -> str:
         p = self.promotion
-        said = (f"promoted {p.policy} {json.dumps(p.params)} (promotion #{p.id}), replacing "
-                f"{self.previous['name']} {json.dumps(self.previous['params'])}; every worker "
+        said = (f"promoted {said_policy({'name': p.policy, 'params': p.params})} (promotion "
+                f"#{p.id}), replacing {said_policy(self.previous)}; every worker "
                 "serves it within one refresh interval")
         return said if self.checked is None else f"{said} ({self.checked})"
 

@@ -37,7 +37,7 @@ from serving import offpolicy, shadow
 from serving.app import create_app
 from serving.armset import fit_arms
 from serving.commands import purge, rebuild_state, shadow_promote, shadow_status
-from serving.policy import draw_arm
+from serving.policy import draw_arm, said_policy
 from serving.results import CommandError, PurgeResults
 from serving.schemas import ShadowStatusOut
 from serving.settings import Settings
@@ -381,6 +381,23 @@ def test_two_uvicorn_workers_follow_a_promotion_under_load_with_no_failed_reques
     out.write(str(rebuilt := rebuild_state(settings)))
     assert rebuilt.exit_code == 0, out.getvalue()
     assert "policy: LinTS" in out.getvalue()
+
+
+def test_a_policy_reads_the_same_in_every_message() -> None:
+    """One formatter (serving.policy.said_policy): the parameters' keys sorted, as
+    ``shadow status`` printed them, while ``shadow promote``, ``ope --shadow`` and the check
+    against a running service printed them as given (found in review: one policy, two texts).
+    """
+    live = {"name": "LinTS", "params": {"v": 0.5, "alpha": 1.0}}
+    said = 'LinTS {"alpha": 1.0, "v": 0.5}'
+    assert said_policy(live) == said and said_policy(None) == "none"
+    assert said_policy("corrupt") == "corrupt"  # a malformed logged value, shown as it is
+    promotion = shadow.Promotion(id=1, policy="EpsilonGreedy",
+                                 params={"epsilon": 0.2, "decay": 0.9}, previous=live,
+                                 created_at=0.0)
+    assert str(shadow.PromoteResult(promotion, live)).startswith(
+        'promoted EpsilonGreedy {"decay": 0.9, "epsilon": 0.2} (promotion #1), replacing '
+        + said)
 
 
 def test_the_promote_command_records_it_and_refuses_without_a_shadow(
