@@ -301,11 +301,17 @@ def check_replay(monitor: DriftMonitor, outcomes: Iterable[Outcome],
     differ from ``monitor``'s: a worker started with ``--drift-detector CUSUM`` is compared
     with a CUSUM replay. Without a worker, ``monitor``'s settings are replayed.
 
+    When the log holds settlements after the worker's position, the line says how many and
+    up to where: a worker folds them at its next refresh, so a number that stays (rerun the
+    command) says its drift fold is stuck, not behind (found by attack: "445 against 772"
+    read the same either way).
+
     Returns
     -------
     (lines, match)
         ``match`` False only when a worker answered with another state.
     """
+    outcomes = list(outcomes)
     comparable = worker is not None and int(worker["start"]) == monitor.start
     upto = int(worker["log_seq"]) if worker is not None and comparable else None
     theirs = None if worker is None else worker.get("settings")
@@ -327,9 +333,16 @@ def check_replay(monitor: DriftMonitor, outcomes: Iterable[Outcome],
         return [f"{line}; not compared: the worker at {where} starts its drift fold at "
                 f"{worker['start']}, the log's fold snapshot at {monitor.start}"], True
     same = worker["alarms"] == counts and worker["digest"] == replayed.digest()
-    return [f"{line}; match {'yes' if same else 'NO'} (worker at {where}: alarms "
+    line = (f"{line}; match {'yes' if same else 'NO'} (worker at {where}: alarms "
             f"{worker['alarms']}, state digest {worker['digest']} against "
-            f"{replayed.digest()})"], same
+            f"{replayed.digest()})")
+    assert upto is not None  # comparable
+    after = [o.seq for o in outcomes if o.seq > upto]
+    if after:
+        line += (f"; the log holds {len(after)} settled outcomes after the worker's position "
+                 f"{upto}, up to {max(after)}: not folded by it yet (it folds them at its next "
+                 "refresh; a count that stays says its drift fold is stuck)")
+    return [line], same
 
 
 __all__ = ["DETECTORS", "DriftMonitor", "alarms_silenced", "check_replay", "replay"]

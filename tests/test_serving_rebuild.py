@@ -200,6 +200,17 @@ def test_check_replay_takes_the_worker_s_settings_and_still_sees_another_state()
             "digest": theirs.digest(), "settings": theirs.settings()}
     lines, match = check_replay(DriftMonitor(["a", "b"]), outcomes, held, "http://w")
     assert match and "match yes" in lines[0] and lines[0].startswith("drift: CUSUM")
+    assert "not folded" not in lines[0]
+    # A worker behind the log: compared up to its position, and the line says what is after
+    # it (found by attack: behind and stuck read the same).
+    behind = theirs.fresh(0)
+    behind.fold(outcomes[:200])
+    lines, match = check_replay(DriftMonitor(["a", "b"]), outcomes, {
+        **held, "log_seq": behind.seq, "alarms": behind.alarm_counts(),
+        "digest": behind.digest()}, "http://w")
+    assert match and "match yes" in lines[0], lines[0]
+    assert ("the log holds 100 settled outcomes after the worker's position 200, up to 300: "
+            "not folded by it yet") in lines[0]
     # Another state under the same settings is still a mismatch.
     lines, match = check_replay(DriftMonitor(["a", "b"]), outcomes[:-1],
                                 {**held, "log_seq": theirs.seq}, "http://w")
