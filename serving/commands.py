@@ -1088,6 +1088,7 @@ def rebuild_state(settings: Settings, *, service: httpx2.Client | None = None
         arms=tuple(ArmCheck(arm, check.pulls_stored[arm], check.pulls_replayed[arm],
                             *check.rewards.get(arm, (0, 0.0))) for arm in names),
         mismatches=tuple(check.mismatches), live=tuple(live),
+        not_folded=tuple(sorted(check.not_folded.items())),
         lifecycle=(*lifecycle, *policy_lines, *shadow_lines),
         lifecycle_match=lifecycle_match and policy_match and shadow_match,
         snapshot=None if fold is None else SnapshotInfo(

@@ -29,6 +29,7 @@ from __future__ import annotations
 import bisect
 import copy
 import json
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, cast, get_args
@@ -54,6 +55,12 @@ SERVABLE_POLICIES: tuple[str, ...] = tuple(sorted(
     (n for n, cls in registered_policies().items()
      if n not in NOT_SERVED and cls.__module__.partition(".")[0] == "bandits"),
     key=lambda n: (n != DEFAULT_POLICY, n)))
+#: Why :meth:`PolicyModel.fold` skips an outcome (its ``skipped`` counts): an arm the policy does
+#: not have (dropped from the settings), and, for a contextual policy, no context of its
+#: dimension (logged under another feature set, or a cold-start decision's).
+SKIPPED_ARM = "arm %s not in the policy"
+SKIPPED_CONTEXT = "no context of the policy's dimension"
+
 #: Contexts whose probabilities a snapshot keeps (53 floats + 4 probabilities: ~0.5 KB each).
 PMF_CACHE_SIZE = 8192
 
@@ -278,7 +285,8 @@ class PolicyModel:
 
     def fold(self, policy: BatchedPolicy, outcomes: Iterable[Outcome],
              rewards: dict[str, tuple[int, float]] | None = None,
-             switches: Sequence[VersionSwitch] = ()) -> int:
+             switches: Sequence[VersionSwitch] = (),
+             skipped: Counter[str] | None = None) -> int:
         """Feed ``outcomes`` (in log order) to ``policy.update``; the number folded.
 
         ``rewards``, if given, is updated in place with each folded outcome's arm tally.
@@ -289,6 +297,9 @@ class PolicyModel:
         Outcomes of arms the policy does not have (removed from the settings), and, for a
         contextual policy, outcomes without a context of its dimension (logged under another
         feature set or cold start) are skipped: the same rows on every worker and in replays.
+        ``skipped``, if given, counts them in place by why (:data:`SKIPPED_ARM` with the arm's
+        name, :data:`SKIPPED_CONTEXT`): ``rebuild-state`` says where outcomes the log holds
+        went.
         """
         known = set(self.arms)
         folded = 0
@@ -299,10 +310,14 @@ class PolicyModel:
                 self.switch(policy, upcoming)
                 upcoming = next(pending, None)
             if outcome.arm not in known:
+                if skipped is not None:
+                    skipped[SKIPPED_ARM % outcome.arm] += 1
                 continue
             if self.contextual:
                 context = outcome.context
                 if context is None or len(context) != self.n_features:
+                    if skipped is not None:
+                        skipped[SKIPPED_CONTEXT] += 1
                     continue
                 policy.update(outcome.arm, outcome.reward, np.asarray(context, np.float64))
             else:

@@ -88,6 +88,8 @@ class LogCheck:
         Policy decisions per arm, as stored and as counted from the log.
     rewards : dict of str to (n, sum)
         Outcomes and their reward sum per arm (the fold's input).
+    not_folded : Counter
+        Outcomes of the log the policy did not fold, by why (:meth:`PolicyModel.fold`).
     pending : int
         Policy decisions (a multileaved one: per credited arm) whose outcome is not decided
         yet.
@@ -99,6 +101,7 @@ class LogCheck:
     pulls_stored: Counter[str] = field(default_factory=Counter)
     pulls_replayed: Counter[str] = field(default_factory=Counter)
     rewards: dict[str, tuple[int, float]] = field(default_factory=dict)
+    not_folded: Counter[str] = field(default_factory=Counter)
     pending: int = 0
     n_outcomes: int = 0
     policy: BatchedPolicy | None = None
@@ -277,7 +280,7 @@ def check_log(decisions: Iterable[DecisionRow], feedback: Iterable[FeedbackRow],
                         f"from the fold of the feedback (e.g. {min(diff)}: stored "
                         f"{ratings_stored.get(min(diff))}, replayed {ratings.get(min(diff))})")
     report.policy, report.rewards = fold_outcomes(outcome_list, contexts, model, fold,
-                                                  switches)
+                                                  switches, report.not_folded)
     report.n_outcomes = len(outcome_list)
     report.mismatches = problems[:max_lines] + (
         [f"... and {len(problems) - max_lines} more"] if len(problems) > max_lines else [])
@@ -286,16 +289,17 @@ def check_log(decisions: Iterable[DecisionRow], feedback: Iterable[FeedbackRow],
 
 def fold_outcomes(outcomes: Iterable[OutcomeRow], contexts: Mapping[str, Any],
                   model: PolicyModel, fold: FoldSnapshot | None = None,
-                  switches: Sequence[VersionSwitch] = ()
+                  switches: Sequence[VersionSwitch] = (), skipped: Counter[str] | None = None
                   ) -> tuple[BatchedPolicy, dict[str, tuple[int, float]]]:
     """:func:`fold_policy` of stored outcome rows (any order) with their decisions' contexts."""
     return fold_policy(sorted((Outcome(o.seq, o.event_id, o.arm, o.reward,
                                        contexts.get(o.event_id)) for o in outcomes),
-                              key=lambda o: o.seq), model, fold, switches)
+                              key=lambda o: o.seq), model, fold, switches, skipped)
 
 
 def fold_policy(outcomes: Iterable[Outcome], model: PolicyModel,
-                fold: FoldSnapshot | None = None, switches: Sequence[VersionSwitch] = ()
+                fold: FoldSnapshot | None = None, switches: Sequence[VersionSwitch] = (),
+                skipped: Counter[str] | None = None
                 ) -> tuple[BatchedPolicy, dict[str, tuple[int, float]]]:
     """The policy folded over ``outcomes`` (in log order) and the version ``switches`` between
     them (:meth:`PolicyModel.fold`), and (n, reward sum) per arm of the outcomes it folded
@@ -303,7 +307,8 @@ def fold_policy(outcomes: Iterable[Outcome], model: PolicyModel,
 
     With a ``fold`` snapshot the fold starts from its policy and tally and takes only the
     outcomes and switches after its log position (those up to it are in its state already):
-    what ``rebuild-state`` and ``recbandits purge`` both fold.
+    what ``rebuild-state`` and ``recbandits purge`` both fold. ``skipped``: the outcomes after
+    it the policy did not fold, counted by why (:meth:`PolicyModel.fold`).
 
     Raises
     ------
@@ -317,5 +322,5 @@ def fold_policy(outcomes: Iterable[Outcome], model: PolicyModel,
         sums = {arm: (int(n), float(total)) for arm, (n, total) in fold.policy["rewards"].items()}
     start = 0 if fold is None else fold.seq
     model.fold(policy, (o for o in outcomes if o.seq > start), sums,
-               sorted((w for w in switches if w.seq > start), key=lambda w: w.seq))
+               sorted((w for w in switches if w.seq > start), key=lambda w: w.seq), skipped)
     return policy, sums

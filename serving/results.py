@@ -152,6 +152,9 @@ class RebuildStateResults:
         The policy folded over the outcomes.
     arms : tuple of ArmCheck
         One per arm, sorted by name.
+    not_folded : tuple of (str, int)
+        Outcomes of the log the policy did not fold, by why: an arm no longer in the policy
+        (dropped from the settings), no context of a contextual policy's dimension.
     mismatches : tuple of str
         One line per disagreement between the store and the replay.
     live : tuple of LiveArmCheck
@@ -175,6 +178,7 @@ class RebuildStateResults:
     pending: int
     policy: str
     arms: tuple[ArmCheck, ...]
+    not_folded: tuple[tuple[str, int], ...] = ()
     mismatches: tuple[str, ...] = ()
     live: tuple[LiveArmCheck, ...] = ()
     snapshot: SnapshotInfo | None = None
@@ -213,6 +217,9 @@ class RebuildStateResults:
             mean = f"{a.mean_reward:.4f}" if a.n_outcomes else "-"
             lines.append(f"{a.arm:<14}{a.pulls_stored:>10}{a.pulls_replayed:>10}"
                          f"{a.n_outcomes:>10}{mean:>13}")
+        if self.not_folded:  # found by a README check: a dropped arm's outcomes were not shown
+            lines.append(f"outcomes the policy does not fold: {sum(n for _, n in self.not_folded)}"
+                         " (" + "; ".join(f"{n}: {why}" for why, n in self.not_folded) + ")")
         lines += [f"  mismatch: {line}" for line in self.mismatches]
         lines += [str(c) for c in self.live]
         lines += list(self.lifecycle)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import test_serving_versions
+from fastapi.testclient import TestClient
 from test_serving_purge import HOUR, run_purge, settle_all
 from test_serving_purge import make_settings as purge_settings
 from test_serving_purge import traffic as purge_traffic
@@ -26,6 +27,7 @@ from test_serving_versions import make_settings, traffic, worker
 
 from arms.data import make_synthetic
 from arms.data.dataset import Dataset
+from serving.app import create_app
 from serving.armset import fit_arms
 from serving.commands import rebuild_state
 from serving.drift import DriftMonitor, check_replay
@@ -307,3 +309,32 @@ def test_a_purged_log_is_checked_under_its_fold_snapshot_s_policy(tmp_path: Path
     assert "(the fold snapshot's; these settings ask ThompsonSampling {" in line
     assert "match yes" in line and "5 outcomes folded from the fold snapshot at" in line
     assert alone.exit_code == 0 and "policy: LinTS folded" in str(alone)
+
+
+def test_outcomes_of_an_arm_no_longer_served_are_said(tmp_path: Path, catalog: Dataset) -> None:
+    """Found by a README check: after ``serve`` with another arm set, an arm dropped from it
+    showed 0 outcomes in rebuild-state's table though the log holds its outcomes (the live
+    policy does not fold them). They are counted now, by why."""
+    three = make_settings(tmp_path, "sqlite", arms=["svd", "random", "popularity"],
+                          gate_enabled=False)
+    with TestClient(create_app(three, catalog=catalog)) as client:
+        served = []
+        for user in range(1, 41):
+            body = client.get("/recommendations", params={"user_id": user, "k": 5}).json()
+            served.append(body["arm"])
+            assert client.post("/feedback", json={
+                "user_id": user, "event_id": body["event_id"],
+                "movie_id": body["items"][0]["movie_id"], "feedback_type": "like"},
+            ).status_code == 201
+    dropped = served.count("random")
+    assert 0 < dropped < 40
+    two = three.model_copy(update={"arms": ["svd", "popularity"]})
+    with TestClient(create_app(two, catalog=catalog)) as client:  # a new version at start
+        assert client.app.state.service.arm_set.version == 2
+    rebuilt = rebuild_state(two)
+    text = str(rebuilt)
+    assert rebuilt.exit_code == 0, text
+    assert (f"outcomes the policy does not fold: {dropped} ({dropped}: arm random not in the "
+            "policy)") in text
+    (row,) = lines_of(text, "random ")
+    assert row.split()[1:4] == [str(dropped)] * 2 + ["0"]  # pulls stored and replayed; folded 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +114,9 @@ def test_a_contextual_fold_skips_outcomes_without_a_context_of_its_dimension() -
     rows = [Outcome(1, "a", "svd", 1.0, [1.0, 0.0, 0.0]), Outcome(2, "b", "svd", 1.0, None),
             Outcome(3, "c", "svd", 0.0, [1.0, 0.0]), Outcome(4, "d", "gone", 1.0, [1, 0, 0])]
     assert model.fold(model.fresh(), rows) == 1
+    skipped: Counter[str] = Counter()  # rebuild-state says them, by why
+    assert model.fold(model.fresh(), rows, skipped=skipped) == 1
+    assert skipped == {"no context of the policy's dimension": 2, "arm gone not in the policy": 1}
 
 
 def test_policy_model_names_what_is_allowed() -> None:
