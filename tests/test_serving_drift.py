@@ -331,3 +331,45 @@ def test_silencing_the_alarms_of_one_thread_leaves_the_others_logged(
         thread.join(10)
     said = [r.getMessage() for r in caplog.records]
     assert said == ["drift alarm: from another thread, meanwhile"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_an_older_store_s_settled_decisions_reach_the_drift_fold_after_the_upgrade(
+        tmp_path: Path, backend: str) -> None:
+    """The column came empty: the decisions an older store settled were in no drift fold,
+    ever. The upgrade numbers them in deadline order after the log's head; a worker's monitor
+    folds them at start, as rebuild-state's replay does."""
+    import sqlalchemy as sa
+
+    settings = Settings(state_dir=tmp_path / "state", db=store_url(backend, tmp_path),
+                        arms=ARMS, seed=3, refresh_interval_s=3600.0, admin_token=TOKEN)
+    catalog = make_synthetic(40, 60, 800, random_state=0)
+    with TestClient(create_app(settings, catalog=catalog)) as client:
+        service = client.app.state.service
+        for i in range(30):
+            body = client.get("/recommendations", params={"user_id": 1 + i, "k": 3}).json()
+            if i % 3 == 0:
+                assert client.post("/feedback", json={
+                    "user_id": body["user_id"], "movie_id": body["items"][0]["movie_id"],
+                    "feedback_type": "like", "event_id": body["event_id"]}).status_code == 201
+        service.store.settle_expired(time.time() + settings.reward_window_s + 1, 0.0,
+                                     service.rules)
+        store = service.store
+        with store.write_engine.connect() as conn:
+            deadlines = [r[0] for r in conn.execute(sa.text(
+                "SELECT event_id FROM decisions ORDER BY reward_deadline, event_id"))]
+        with store.write_engine.begin() as conn:  # as a store from before settled_seq
+            conn.exec_driver_sql("DROP INDEX ix_decisions_settled_seq")
+            conn.exec_driver_sql("ALTER TABLE decisions DROP COLUMN settled_seq")
+            head = conn.exec_driver_sql("SELECT seq FROM log_head").scalar_one()
+    with TestClient(create_app(settings, catalog=catalog)) as client:  # upgrades the store
+        service = client.app.state.service
+        settled = service.store.settled_after(0)
+        assert [o.event_id for o in settled] == deadlines  # in the sweep's order
+        assert [o.seq for o in settled] == list(range(head + 1, head + 31))
+        assert sum(o.reward for o in settled) == 10
+        service.refresh()
+        view = client.get("/policy").json()["drift"]
+        assert sum(a["outcomes"] for a in view["arms"]) == 30
+        text = str(rebuild_state(settings, service=client))
+    assert "match: yes" in text and "; match yes (worker at" in text, text

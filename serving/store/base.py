@@ -526,6 +526,29 @@ class Store(abc.ABC):
                         conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
         if feedback_ratings.name in missing:
             self._refold_kept_ratings(conn, rules)
+        if "settled_seq" in {c.name for c in missing.get(decisions.name, [])}:
+            self._number_old_settlements(conn)
+
+    def _number_old_settlements(self, conn: Connection) -> int:
+        """Give the decisions an older store settled their settlement positions, in the order
+        the settle sweep takes (their deadlines), after the log's head: a worker's drift monitor
+        folds their outcomes at its start (:meth:`settled_after`) instead of never (the
+        column came without them: the log's past was missing from every drift fold). One
+        position per decision, its credited arms sharing it as the sweep's do. Run under the
+        ``log_head`` lock of the upgrade; returns how many were numbered.
+        """
+        settled = [r.event_id for r in conn.execute(
+            sa.select(decisions.c.event_id)
+            .where(decisions.c.settled_at.is_not(None), decisions.c.cold_start.is_(False))
+            .order_by(decisions.c.reward_deadline, decisions.c.event_id))]
+        if not settled:
+            return 0
+        last = int(conn.exec_driver_sql(self._next_seq_sql, (len(settled),)).scalar_one())
+        first = last - len(settled) + 1
+        conn.execute(decisions.update().where(decisions.c.event_id == sa.bindparam("e"))
+                     .values(settled_seq=sa.bindparam("s")),
+                     [{"e": e, "s": first + i} for i, e in enumerate(settled)])
+        return len(settled)
 
     @staticmethod
     def _refold_kept_ratings(conn: Connection, rules: RuleBook) -> None:
