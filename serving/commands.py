@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -790,15 +791,24 @@ def _serve_on(settings: Settings, sock: socket.socket) -> int:
         settings = settings.model_copy(update={"log_level": "info"})
     env = settings.to_env()
     os.environ.update(env)
+    metrics_dir = None
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="recbandits-metrics-")
+        metrics_dir = tempfile.mkdtemp(prefix="recbandits-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     print(f"recbandits: serving {', '.join(settings.arms)} (policy version "
           f"{resources.arm_set.version}) on {http_url(settings.host, settings.port)} with "
           f"{settings.workers} worker(s); store {resources.store.describe()}", flush=True)
     config = uvicorn.Config("serving.app:app_from_env", factory=True, host=settings.host,
                             port=settings.port, workers=settings.workers, access_log=False,
                             **uvicorn_options(settings))
-    return (_run_workers if settings.workers > 1 else _run_worker)(config, sock)
+    try:
+        return (_run_workers if settings.workers > 1 else _run_worker)(config, sock)
+    finally:
+        if metrics_dir is not None:  # the workers' metric files: removed once they stopped
+            # (found by attack: every `serve --workers 2` left its folder in /tmp; only a
+            # SIGKILL of `serve` itself still can)
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 
 
 def _run_worker(config: uvicorn.Config, sock: socket.socket) -> int:

@@ -72,10 +72,14 @@ def test_two_workers_lose_no_feedback_and_a_restart_keeps_state(
         monkeypatch: pytest.MonkeyPatch) -> None:
     url = store_url(backend, tmp_path)
     settings = served_settings(tmp_path, url, policy)
-    server = ServiceProcess([*serve_args(tmp_path, url), "--workers", "2"], serve_env(policy),
+    scratch = tmp_path / "tmp"  # where the workers' shared metric files go (TMPDIR)
+    scratch.mkdir()
+    server = ServiceProcess([*serve_args(tmp_path, url), "--workers", "2"],
+                            {**serve_env(policy), "TMPDIR": str(scratch)},
                             tmp_path / "server.log")
     try:
         wait_for_workers(server.base, 2)  # so that both take a share of the burst
+        assert [p.name[:19] for p in scratch.iterdir()] == ["recbandits-metrics-"]
         with httpx2.Client(base_url=server.base, timeout=30) as client:
             slates = [client.get("/recommendations", params={"user_id": u, "k": 4}).json()
                       for u in range(1, 61)]
@@ -99,6 +103,8 @@ def test_two_workers_lose_no_feedback_and_a_restart_keeps_state(
         before = httpx2.get(f"{server.base}/policy").json()
     finally:
         server.stop()
+    # Removed once the workers stopped (found by attack: every `serve --workers 2` left it).
+    assert list(scratch.iterdir()) == []
     assert statuses.count(201) == len(payloads) == 180
     assert statuses.count(200) == len(payloads)
 
