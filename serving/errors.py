@@ -188,11 +188,12 @@ def check_bootstrap_seed(seed: Any) -> int:
     return check_int(seed, "seed (--bootstrap-seed)", low=0)
 
 
-def iso_time(unix_s: float) -> str:
-    """``unix_s`` as ISO 8601 in UTC, to the second (for messages); Unix seconds when the
-    time lies beyond what a datetime holds (years 1-9999).
+def iso_time(unix_s: float, timespec: str = "seconds") -> str:
+    """``unix_s`` as ISO 8601 in UTC, to the second (for messages; ``timespec`` as
+    :meth:`datetime.isoformat`'s: ``"microseconds"`` where a limit is checked to the
+    microsecond); Unix seconds when the time lies beyond what a datetime holds (years 1-9999).
     """
     try:
-        return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="seconds")
+        return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec=timespec)
     except (OverflowError, OSError, ValueError):
         return f"{unix_s:g} (Unix seconds)"

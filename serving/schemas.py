@@ -49,24 +49,35 @@ def _decimal(value: object) -> object:
 
 
 def _iso_text(value: object) -> object:
-    """A timestamp given as text must be ISO 8601, date first: pydantic's datetime also reads
-    a string of digits as Unix seconds or milliseconds by its magnitude (``"1796555017000"``
-    was taken as milliseconds while the number ``1796555017000`` is refused as seconds in the
-    future), a form the API does not document. Numbers pass on to the Unix-seconds branch.
+    """A timestamp given as text must be RFC 3339 (:data:`_RFC_3339`), read here, with one
+    message for every text refused: pydantic's datetime also reads a string of digits as Unix
+    seconds or milliseconds by its magnitude (``"1796555017000"`` was taken as milliseconds
+    while the number ``1796555017000`` is refused as seconds in the future), a form the API
+    does not document; and text of the right shape but no time (``:60``, ``+24:00``), or a
+    value neither text nor number (``true``), got two errors, one per branch of the union
+    (found by attack). Numbers pass on to the Unix-seconds branch.
     """
-    if isinstance(value, str) and not _ISO_DATE.fullmatch(value):
-        raise PydanticCustomError("datetime_from_date_parsing", "Input should be ISO 8601 "
-                                  "text with a UTC offset (2026-01-01T12:00:00Z) or Unix "
-                                  "seconds as a JSON number")
-    return value
+    if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return value
+    if not isinstance(value, str) or not _RFC_3339.fullmatch(value):
+        raise PydanticCustomError("datetime_from_date_parsing", _TIMESTAMP_FORMS)
+    try:  # fromisoformat keeps six decimals, as pydantic did
+        return datetime.fromisoformat(value.upper())
+    except ValueError as exc:  # the shape, but no instant: a month 13, a leap second
+        raise PydanticCustomError("datetime_from_date_parsing",
+                                  _TIMESTAMP_FORMS + ": {reason}", {"reason": str(exc)}) from None
 
+
+_TIMESTAMP_FORMS = ("Input should be ISO 8601 text with a UTC offset (RFC 3339: "
+                    "2026-01-01T12:00:00Z) or Unix seconds as a JSON number")
 
 #: RFC 3339 date-times (ISO 8601's extended form): a "T" (or a space) between date and time,
-#: seconds optional, any fraction (pydantic keeps microseconds), and "Z" or a +-HH:MM offset,
-#: not RFC 3339's "-00:00" (offset unknown). Found by attack: "2026-12-06_12:05:50Z" and
-#: "+0000" passed a date-only check and pydantic's loose reading of the rest.
-_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}([.,]\d+)?)?"
-                       r"([Zz]|(?!-00:00)[+-]\d{2}:\d{2})")
+#: seconds, any decimal fraction (six decimals kept), and "Z" or a +-HH:MM offset, not RFC
+#: 3339's "-00:00" (offset unknown). ASCII digits only. Found by attack: "2026-12-06_12:05:50Z"
+#: and "+0000" passed a date-only check and pydantic's loose reading of the rest; then
+#: (re-attack) minutes without seconds, a decimal comma and full-width digits passed this one.
+_RFC_3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+                       r"([Zz]|(?!-00:00)[+-][0-9]{2}:[0-9]{2})")
 
 #: An id in a JSON body: a JSON integer only (``true``, ``1.0`` and ``"10"`` are refused).
 Id = Annotated[int, Field(strict=True, ge=1, le=MAX_ID)]
