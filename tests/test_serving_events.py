@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
 import time
 from collections.abc import Iterator
@@ -357,6 +358,10 @@ def test_the_settings_file_sets_what_a_type_is_worth(
         click, dwell = out["events"]
         assert (click["reward"], click["rating"], click["policy_updated"]) == (None, 3.5, False)
         assert (dwell["reward"], dwell["policy_updated"]) == (0.75, True)
+        # A dwell of -0.0 is one of 0.0 (found by attack: echoed as -0.0).
+        [zero] = client.post("/events", json={"events": [
+            event(user, items[2], "dwell", value=-0.0)]}).json()["events"]
+        assert math.copysign(1.0, zero["value"]) == 1.0 and zero["reward"] == 0.0
         check_replay(settings)
     for bad, words in (({"buy": {"reward": 1}}, "unknown event type 'buy'"),
                        ({"like": {"reward": 2}}, "reward must be in [0, 1]"),

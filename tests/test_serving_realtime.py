@@ -12,6 +12,7 @@ import copy
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from serving.app import create_app
 from serving.armset import fit_arms
 from serving.live import fold_live_arms
 from serving.rules import RuleBook
+from serving.schemas import PRINTABLE_PATTERN, ItemIn
 from serving.settings import Settings
 from serving.store import open_store
 from serving.store.tables import decisions, model_versions
@@ -769,7 +771,21 @@ def test_added_items_refuse_control_characters_and_name_the_clash(
             response = client.post("/admin/items", json={"item_id": 10**6, "title": title},
                                    headers=AUTH)
             assert response.status_code == 422, title
-            assert response.json()["detail"][0]["loc"] == ["body", "title"], title
+            [issue] = response.json()["detail"]
+            assert issue["loc"] == ["body", "title"], title
+            # One readable message (found by attack: spaces got the raw pattern's).
+            assert issue["msg"].startswith("Input should be printable text"), (title, issue)
+        # The year: at most ten years ahead of today (found by attack: 2200 was taken).
+        latest = datetime.now(UTC).year + 10
+        for year, status in ((latest, 201), (latest + 1, 422), (1799, 422)):
+            response = client.post("/admin/items", headers=AUTH, json={
+                "item_id": 2 * 10**6 + year, "title": "x", "year": year})
+            assert response.status_code == status, (year, response.text)
+        assert response.json()["detail"][0]["loc"] == ["body", "year"]
+        assert f"at most {latest}" in client.post("/admin/items", headers=AUTH, json={
+            "item_id": 3 * 10**6, "title": "x", "year": 2200}).json()["detail"][0]["msg"]
+        assert ItemIn.model_json_schema()["properties"]["title"]["pattern"] == \
+            PRINTABLE_PATTERN  # the schema still shows it
         response = client.post("/admin/items", headers=AUTH, json={
             "item_id": 10**6, "title": "x", "genres": ["Drama\u202e"]})
         assert response.status_code == 422
