@@ -159,7 +159,8 @@ def _add_replay(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("--half-life-days", type=float, default=7.0, metavar="D",
                      help="half-life of live popularity and co-occurrence (default 7)")
     sub.add_argument("--max-events", type=int, default=None, metavar="N",
-                     help="replay only the first N stream ratings (whole seconds)")
+                     help="replay only the first N stream ratings (whole steps: a user's ratings "
+                          "in one second are kept or left together)")
     sub.add_argument("--bootstrap", type=int, default=DEFAULT_N_BOOTSTRAP, metavar="B",
                      help="bootstrap resamples of users (default %(default)s)")
     sub.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")

@@ -42,6 +42,8 @@ import inspect
 import json
 import logging
 import math
+import numbers
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +64,7 @@ from arms.registry import make_arm, resolve, resolve_names
 from bandits.ope import (
     DEFAULT_CONFIDENCE,
     DEFAULT_N_BOOTSTRAP,
+    MIN_OBSERVATIONS,
     bootstrap_sums,
     check_n_bootstrap,
     percentile_interval,
@@ -117,10 +120,12 @@ class ReplayConfig:
     cold_users : {"drop", "include"}, default "drop"
         ``"drop"``: ratings of users without a training rating are revealed, not scored.
         ``"include"``: they are scored too from the user's second step on (their first step
-        has no history for any variant to use); frozen arms give them popularity.
+        has no history for any variant to use); frozen sequential and autoencoder arms give
+        them the training popularity, frozen co-occurrence its decayed training counts.
     arm_params : mapping of str to mapping, default empty
         Hyper-parameters per arm name, for every variant (on top of the registry's and the
-        half-life), e.g. ``{"cooccurrence": {"window": 20}}``.
+        half-life), e.g. ``{"cooccurrence": {"window": 20}}``; an arm not replayed may be
+        named, a name no arm has is refused.
     """
 
     data: str | None = None
@@ -166,11 +171,18 @@ class ReplayConfig:
         if self.cold_users not in COLD_USERS:
             raise ReplayConfigError("cold_users", f"cold_users must be one of "
                                     f"{list(COLD_USERS)}, got {self.cold_users!r}")
-        if not MIN_HALF_LIFE_S / DAY <= float(self.half_life_days) < math.inf:
-            # The arms' floor, one second (below it their decay's frames overflowed into NaN).
-            raise ReplayConfigError("half_life_days", f"half_life_days must be finite and at "
-                                    f"least {MIN_HALF_LIFE_S / DAY:.3g} (one second), got "
-                                    f"{self.half_life_days!r}")
+        days = self.half_life_days
+        # The arms' floor, one second (below it their decay's frames overflowed into NaN), and
+        # finite in seconds too (found by attack: 1e308 days passed, and the arm's fit refused
+        # "half_life must be finite, got inf", a name and a value the user never gave). A
+        # number, not text that reads as one, as every other option.
+        if (isinstance(days, bool) or not isinstance(days, numbers.Real)
+                or not MIN_HALF_LIFE_S / DAY <= days < math.inf
+                or not math.isfinite(days * DAY)):
+            raise ReplayConfigError("half_life_days", f"half_life_days must be a number of "
+                                    f"days, at least {MIN_HALF_LIFE_S / DAY:.3g} (one second) "
+                                    f"and finite in seconds (below {sys.float_info.max / DAY:.3g}"
+                                    f"), got {days!r}")
 
     def _check_synthetic(self) -> None:
         """The synthetic sizes asked for, checked before the run as every other option (they
@@ -187,15 +199,34 @@ class ReplayConfig:
             raise ReplayConfigError("synthetic", str(exc)) from None
 
     def _check_arms(self) -> None:
-        """At least one arm, each known and named once."""
+        """At least one arm, each known and named once; kept by its registry name."""
         # Aliases resolved first: ``ease,autoencoder`` is one arm twice. An unknown arm is an
-        # UnknownArmError (a ValueError) with a suggestion.
+        # UnknownArmError (a ValueError) with a suggestion. Kept resolved, as evaluate-arms
+        # labels them (found by attack: "ease" ran the autoencoder under the label "ease",
+        # its deprecation warned three times).
         try:
-            resolve_names(self.arms)
+            object.__setattr__(self, "arms", resolve_names(self.arms))
         except UnknownArmError:
             raise
         except ValueError as exc:
             raise ReplayConfigError("arms", str(exc)) from None
+        # Keyed by registry name too: {"ease": ...} was ignored once the arm was the
+        # autoencoder. A name no arm has is refused (a typo was ignored, silently); an arm
+        # not replayed may be named (one mapping for runs of several arm sets).
+        if not isinstance(self.arm_params, Mapping):
+            raise ReplayConfigError("arm_params", "arm_params must map arm names to "
+                                    f"hyper-parameters, got {self.arm_params!r}")
+        named = {}
+        for name, params in self.arm_params.items():
+            if not isinstance(name, str):
+                raise ReplayConfigError("arm_params", f"arm_params must map arm names to "
+                                        f"hyper-parameters, got the key {name!r}")
+            arm = resolve(name).name  # UnknownArmError (a ValueError) with a suggestion
+            if not isinstance(params, Mapping):
+                raise ReplayConfigError("arm_params", f"arm_params[{name!r}] must map "
+                                        f"hyper-parameter names to values, got {params!r}")
+            named[arm] = dict(params)
+        object.__setattr__(self, "arm_params", named)
 
 
 @dataclass
@@ -395,7 +426,8 @@ def replay(
     """Run every variant over the stream; returns the per-event ranks and the refit count."""
     variants = build_variants(config, stream.train)
     history: dict[int, list[int]] = {}
-    refits = 0
+    refits = 0  # the refits made
+    passed = 0  # multiples of retrain_every the revealed events have passed
     records: list[np.ndarray] = []
     n_steps = len(stream.step_starts) - 1
     for step in range(n_steps):
@@ -411,9 +443,14 @@ def replay(
         for variant in variants:
             variant.reveal(stream.user_ids[lo:hi], stream.items[lo:hi], stream.ratings[lo:hi],
                            stream.times[lo:hi])  # fmt: skip
-        if "retrain" in config.variants and hi // config.retrain_every > refits:
-            refits = hi // config.retrain_every
-            _refit(variants, data, stream, hi)
+        if "retrain" in config.variants and hi // config.retrain_every > passed:
+            passed = hi // config.retrain_every
+            # One refit however many multiples a step passed, and none after the last step,
+            # where it would score nothing (found by attack: "5 refits" counted one at the
+            # stream's end, and a step passing two multiples counted two for one fit).
+            if step < n_steps - 1:
+                refits += 1
+                _refit(variants, data, stream, hi)
         if on_step is not None:
             on_step(step)
     table = np.concatenate(records, axis=1) if records else np.zeros((3, 0), dtype=np.int64)
@@ -500,17 +537,27 @@ def format_results(results: ReplayResults) -> str:
     summary = results.summary
     lines = [f"| arm | variant | events | users | HR@{k} (95% CI) | NDCG@{k} (95% CI) |",
              "|---|---|---:|---:|---|---|"]
+    def interval(low: float, high: float, sign: str = "") -> str:
+        # No interval from fewer than MIN_OBSERVATIONS users: said, not "[nan, nan]" (attack).
+        if math.isnan(low) or math.isnan(high):
+            return "[–]"
+        return f"[{low:{sign}.4f}, {high:{sign}.4f}]"
+
     for r in summary.to_dict("records"):
         lines.append(
             f"| {r['arm']} | {r['variant']} | {r['events']} | {r['users']} | "
-            f"{r['hr']:.4f} [{r['hr_low']:.4f}, {r['hr_high']:.4f}] | "
-            f"{r['ndcg']:.4f} [{r['ndcg_low']:.4f}, {r['ndcg_high']:.4f}] |")
+            f"{r['hr']:.4f} {interval(r['hr_low'], r['hr_high'])} | "
+            f"{r['ndcg']:.4f} {interval(r['ndcg_low'], r['ndcg_high'])} |")
     lines += ["", "| a - b | metric | difference (95% CI) | interval above 0 |",
               "|---|---|---|---|"]
     for r in results.differences.to_dict("records"):
-        mark = "yes" if r["low"] > 0 else ("below 0" if r["high"] < 0 else "no")
+        mark = ("–" if math.isnan(r["low"]) else "yes" if r["low"] > 0 else
+                "below 0" if r["high"] < 0 else "no")
         lines.append(f"| {r['a']} - {r['b']} | {str(r['metric']).upper()}@{k} | "
-                     f"{r['difference']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}] | {mark} |")
+                     f"{r['difference']:+.4f} {interval(r['low'], r['high'], '+')} | {mark} |")
+    if summary["hr_low"].isna().any():
+        lines += ["", f"[–]: no interval; the bootstrap over users needs at least "
+                      f"{MIN_OBSERVATIONS} scored users"]
     c = results.counts
     lines += ["", f"train {c['train']} ratings; stream {c['stream']} ratings in {c['steps']} "
               f"steps; scored {c['scored']} events of {c['scored_users']} users; "
@@ -550,7 +597,11 @@ def run(config: ReplayConfig, *, out_dir: str | Path | None = None,
     data = load_data(config) if dataset is None else dataset
     stream = make_stream(data, config.cut, config.max_events)
     if stream.train.n_ratings == 0:
-        raise ValueError(f"cut {config.cut} leaves no rating before it; raise it")
+        times = data.ratings["timestamp"]
+        # (found by attack: "raise it" where every rating has one time, which no cut splits)
+        raise ValueError(f"every rating has the same time ({int(times.iloc[0])}): no cut splits "
+                         "them into training and stream" if times.nunique() == 1 else
+                         f"cut {config.cut} leaves no rating before it; raise it")
     events, refits = replay(config, stream, data, on_step)
     if events.empty:
         raise ValueError("no stream rating belongs to a user with training ratings; lower cut "

@@ -88,9 +88,13 @@ def test_a_slate_environment_is_refused_by_simulate(tmp_path: Path,
      "arms must name each arm once, got ['popularity'] twice"),
     (["replay", "--synthetic", "3000", "--arms", ","], "--arms: name at least one arm"),
     (["replay", "--synthetic", "3000", "--half-life-days", "inf"],
-     "half_life_days must be finite and at least 1.16e-05 (one second), got inf"),
+     "--half-life-days: half_life_days must be a number of days, at least 1.16e-05 (one "
+     "second) and finite in seconds (below 2.08e+303), got inf"),
     (["replay", "--synthetic", "3000", "--half-life-days", "1e-20"],
-     "half_life_days must be finite and at least 1.16e-05 (one second), got 1e-20"),
+     "half_life_days must be a number of days, at least 1.16e-05 (one second)"),
+    # Finite in seconds (found by attack: the arm's fit refused "half_life ... got inf").
+    (["replay", "--synthetic", "3000", "--half-life-days", "1e308"],
+     "--half-life-days: half_life_days must be a number of days"),
     (["replay", "--synthetic", "3000", "--bootstrap", "3"], "replay: --bootstrap: "),
     # From 10 resamples an interval called a difference significant in 10% of seeds where
     # 1,000 never did; 10**8 ran for minutes (found by attack): the bandits' one range.
@@ -209,6 +213,24 @@ def test_a_corrupt_data_file_is_one_line_naming_it(
     monkeypatch.chdir(tmp_path)
     err = refused(capsys, [*command, "--out", str(tmp_path / "out")])
     assert f"{folder / 'u.data'}: line 2: item_id 'abc' is not an integer" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", [["evaluate-arms", "--seeds", "1", "--no-tune"],
+                                     ["replay", "-q", "--max-events", "10"]])
+def test_a_ratings_file_without_a_rating_is_one_line_naming_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        command: list[str]) -> None:
+    """Found by attack: an empty u.data ended replay in numpy's "cannot do a non-empty take"
+    and evaluate-arms in "train holds no rating", each a traceback and exit 1."""
+    from test_data import _tiny_copy
+
+    folder = _tiny_copy(tmp_path / "data", "ml-100k")
+    (folder / "u.data").write_text("")
+    monkeypatch.setenv("RECBANDITS_DATA", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    err = refused(capsys, [*command, "--out", str(tmp_path / "out")])
+    assert f"{folder / 'u.data'}: holds no rating" in err
     assert not (tmp_path / "out").exists()
 
 

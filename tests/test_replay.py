@@ -149,8 +149,11 @@ def test_frozen_arms_are_not_updated_and_retrain_refits(data, monkeypatch):
                 assert np.array_equal(state[key], value), (v.arm, v.variant, key)
         elif v.variant == "realtime":  # the live arms observed the stream
             assert not np.array_equal(state["counts"], frozen_state[v.arm, v.variant]["counts"])
-    refits = results.counts["refits"]
-    assert refits == len(rp.make_stream(data, 0.7).users) // 150 > 0
+    # One refit per step that passed a multiple of 150 revealed events, none after the last
+    # step (found by attack: it counted a refit at the stream's end, which scored nothing).
+    ends = rp.make_stream(data, 0.7).step_starts[1:] // 150
+    assert results.counts["refits"] == int(np.sum(ends[:-1] > np.concatenate([[0], ends[:-2]])))
+    assert results.counts["refits"] > 0
     retrained = {v.arm: v.model for v in built if v.variant == "retrain"}
     frozen = {v.arm: v.model for v in built if v.variant == "frozen"}
     for arm, model in retrained.items():
@@ -159,6 +162,9 @@ def test_frozen_arms_are_not_updated_and_retrain_refits(data, monkeypatch):
     # the live co-occurrence arm learnt only from the stream
     live = next(v.model for v in built if v.arm == "cooccurrence" and v.variant == "realtime")
     assert live.from_train is False and live.pairs_.nnz > 0
+    n = len(rp.make_stream(data, 0.7).users)  # its one multiple passed at the last step
+    assert rp.run(_config(arms=("popularity",), variants=("frozen", "retrain"),
+                          retrain_every=n), dataset=data).counts["refits"] == 0
 
 
 def test_metrics_and_intervals_are_consistent(data):
@@ -247,6 +253,45 @@ def test_config_is_validated():
     # A numpy integer out of range is said as a number, not as its repr (review).
     with pytest.raises(rp.ReplayConfigError, match=r"k must be an integer >= 1, got 0$"):
         rp.ReplayConfig(k=np.int64(0))
+    # The deprecated "ease" is the autoencoder, labelled so, warned once (found by attack: the
+    # rows said "ease" for the autoencoder's figures, and it warned three times).
+    with pytest.warns(FutureWarning, match="'ease' is deprecated") as warned:
+        assert rp.ReplayConfig(arms=("ease", "popularity"),
+                               arm_params={"ease": {"l2": 20.0}}).arms == (
+            "autoencoder", "popularity")
+    assert len(warned) == 2  # the arm, and the arm_params key naming it
+    with pytest.raises(ValueError, match="unknown arm 'autoencodr'; did you mean autoencoder"):
+        rp.ReplayConfig(arm_params={"autoencodr": {"l2": 20.0}})  # a typo was ignored
+    with pytest.raises(rp.ReplayConfigError, match=r"arm_params\['svd'\] must map") as refused:
+        rp.ReplayConfig(arm_params={"svd": 4})
+    assert refused.value.field == "arm_params"
+    # Finite in seconds, a number (found by attack: 1e308 days became inf in the arm's fit).
+    for days in (1e308, 3e303, "7", True, float("nan"), 0.0):
+        with pytest.raises(rp.ReplayConfigError, match="half_life_days must be a number of "
+                           "days") as refused:
+            rp.ReplayConfig(half_life_days=days)
+        assert refused.value.field == "half_life_days"
+    assert rp.ReplayConfig(half_life_days=2e303).half_life_days == 2e303
+
+
+def test_no_interval_is_said_and_a_cut_that_cannot_split_is_named(data):
+    """Found by attack: one scored user printed "[nan, nan]" with no word of why; ratings all
+    of one second were told to "raise" the cut."""
+    results = rp.run(_config(arms=("popularity",), variants=("frozen", "realtime")),
+                     dataset=data)
+    text = rp.format_results(results)
+    assert "[–]" not in text and "no interval" not in text
+    results.summary.loc[:, ["hr_low", "hr_high", "ndcg_low", "ndcg_high"]] = np.nan
+    results.differences.loc[:, ["low", "high"]] = np.nan
+    text = rp.format_results(results)
+    assert "nan" not in text
+    assert text.count("[–]") == 2 * len(results.summary) + len(results.differences) + 1
+    assert "[–]: no interval; the bootstrap over users needs at least 2 scored users" in text
+    assert "| –" in text  # no "interval above 0" either
+    one_second = data.with_ratings(data.ratings.assign(timestamp=1_000_000))
+    with pytest.raises(ValueError, match=r"^every rating has the same time \(1000000\): no "
+                       "cut splits them"):
+        rp.run(_config(), dataset=one_second)
 
 
 def test_cli_parses_calls_run_and_prints(monkeypatch, capsys, tmp_path):

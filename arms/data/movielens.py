@@ -315,6 +315,8 @@ def load_movielens(
     folder = find_movielens(data_dir, variant=spec.name, download=download)
     reader = {"100k": _read_100k, "dat": _read_dat, "csv": _read_csv}[spec.layout]
     ratings, (items, genre_names), users = reader(folder, spec)
+    if ratings.empty:  # found by attack: every command then failed in its own words, or not
+        raise DataFileError(f"{folder / spec.files[0]}: holds no rating")
     if users is None:
         users = _anonymous_users(ratings["user_id"])
     try:
