@@ -44,6 +44,7 @@ from typing import Any, TypeAlias
 
 import bandits
 from arms._validation import check_int
+from arms.data.files import write_whole
 from arms.errors import unknown_id_message
 
 #: A TOML table as :mod:`tomllib` reads it (``[env.params]``, a policy's ``params``): its values
@@ -549,5 +550,5 @@ def dump(config: ExperimentConfig, path: Path, **meta: Any) -> Path:
     data = config.to_dict()
     data["meta"] = {"recbandits_version": package_version(),
                     **{k: v for k, v in meta.items() if v is not None}}
-    path.write_text(tomli_w.dumps(data), encoding="utf-8")
-    return path
+    text = tomli_w.dumps(data)
+    return write_whole(path, lambda p: p.write_text(text, encoding="utf-8"))

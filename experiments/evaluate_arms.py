@@ -67,6 +67,7 @@ import platform
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,7 @@ from arms.data import (
     random_split,
     temporal_split,
 )
-from arms.data.files import clear_run_files
+from arms.data.files import clear_run_files, write_whole
 from arms.data.synthetic import MAX_SYNTHETIC_SIZE
 from arms.metrics import mae, ranking_metrics, rmse
 from experiments.config import MAX_WORKERS
@@ -825,8 +826,8 @@ def write_results(results: EvaluateResults, out_dir: Path) -> dict[str, Path]:
     """
     clear_run_files(out_dir, RUN_FILES.values())
     files = {key: out_dir / name for key, name in RUN_FILES.items()}
-    results.metrics.to_csv(files["metrics"], index=False, float_format="%.6g")
-    results.per_split.to_csv(files["per_split"], index=False, float_format="%.6g")
+    for frame, key in ((results.metrics, "metrics"), (results.per_split, "per_split")):
+        write_whole(files[key], partial(frame.to_csv, index=False, float_format="%.6g"))
     config = {
         **dataclasses.asdict(results.config),
         "dataset_loaded": results.dataset,
@@ -844,7 +845,8 @@ def write_results(results: EvaluateResults, out_dir: Path) -> dict[str, Path]:
         "chosen_params": results.params,
         "validation": results.tuning,
     }
-    files["params"].write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
+    text = json.dumps(payload, indent=2, default=_json_default) + "\n"
+    write_whole(files["params"], lambda p: p.write_text(text, encoding="utf-8"))
     return files
 
 

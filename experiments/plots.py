@@ -25,6 +25,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from scipy import stats
 
+from arms.data.files import write_whole
 from experiments.config import HINDSIGHT_POLICY_ID
 from experiments.report import mean_ci
 from experiments.results import FIGURE_FILES, PolicyRuns, SimulationResults
@@ -44,8 +45,7 @@ _DPI = 110
 # backend switch, so importing this module in a notebook leaves its inline backend alone, and the
 # functions return figures a notebook can show.
 def _save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=_DPI)
-    return path
+    return write_whole(path, lambda p: fig.savefig(p, dpi=_DPI))
 
 
 #: Policies are drawn in tab10's saturated colours and arms in Set2's muted ones: the two sets

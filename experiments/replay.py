@@ -46,6 +46,7 @@ import numbers
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -57,7 +58,7 @@ from arms.base import Recommender, top_k
 from arms.cooccurrence import MIN_HALF_LIFE_S, time_order
 from arms.data import load_movielens, make_synthetic
 from arms.data.dataset import Dataset
-from arms.data.files import clear_run_files
+from arms.data.files import clear_run_files, write_whole
 from arms.data.synthetic import check_sizes
 from arms.errors import UnknownArmError
 from arms.registry import make_arm, resolve, resolve_names
@@ -660,13 +661,14 @@ def write(results: ReplayResults, out_dir: Path) -> dict[str, Path]:
     """
     clear_run_files(out_dir, RUN_FILES)
     files = {name: out_dir / name for name in RUN_FILES}
-    results.summary.to_csv(files["summary.csv"], index=False)
-    results.differences.to_csv(files["differences.csv"], index=False)
-    results.events.to_csv(files["events.csv"], index=False)
+    for frame, name in ((results.summary, "summary.csv"),
+                        (results.differences, "differences.csv"), (results.events, "events.csv")):
+        write_whole(files[name], partial(frame.to_csv, index=False))
     config = dataclasses.asdict(results.config)
     config["synthetic"] = dict(results.config.synthetic or {}) or None
     config["arm_params"] = {k: dict(v) for k, v in results.config.arm_params.items()}
     payload = {"config": config, "counts": results.counts, "notes": results.notes,
                "written": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
-    files["config.json"].write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    text = json.dumps(payload, indent=2) + "\n"
+    write_whole(files["config.json"], lambda p: p.write_text(text, encoding="utf-8"))
     return files

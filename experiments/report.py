@@ -8,6 +8,7 @@ run by run before it is averaged, which removes the variation of the users from 
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from arms.data.files import write_whole
 from experiments.config import HINDSIGHT_POLICY_ID
 from experiments.results import PolicyRuns, SimulationResults
 
@@ -297,9 +299,9 @@ def write_reports(results: SimulationResults, out_dir: Path) -> dict[str, Path]:
     steps = steps_frame(results)
     summary = summary_frame(results)
     paths = {name: out_dir / name for name in REPORT_FILES}
-    steps.to_csv(paths["steps.csv"], index=False, float_format=_FLOAT_FORMAT, lineterminator="\n")
-    summary.to_csv(
-        paths["summary.csv"], index=False, float_format=_FLOAT_FORMAT, lineterminator="\n"
-    )
-    paths["summary.md"].write_text(summary_markdown(results, summary), encoding="utf-8")
+    for frame, name in ((steps, "steps.csv"), (summary, "summary.csv")):
+        write_whole(paths[name], partial(frame.to_csv, index=False,
+                                         float_format=_FLOAT_FORMAT, lineterminator="\n"))
+    text = summary_markdown(results, summary)
+    write_whole(paths["summary.md"], lambda p: p.write_text(text, encoding="utf-8"))
     return paths

@@ -71,7 +71,7 @@ import numpy as np
 import pandas as pd
 
 from arms._validation import check_int
-from arms.data.files import clear_run_files
+from arms.data.files import clear_run_files, write_whole
 from bandits import ThompsonSampling
 from bandits.base import (
     BatchedPolicy,
@@ -1153,8 +1153,8 @@ def export_csv(log: DecisionLog, path: str | Path) -> Path:
     """Write :func:`log_frame` as CSV; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    log_frame(log).to_csv(path, index=False)
-    return path
+    frame = log_frame(log)
+    return write_whole(path, lambda p: frame.to_csv(p, index=False))
 
 
 def obp_feedback(log: DecisionLog) -> dict[str, Any]:
@@ -1190,9 +1190,13 @@ def export_obp(log: DecisionLog, path: str | Path) -> Path:
     """Save :func:`obp_feedback` with ``numpy.savez_compressed``; load with :func:`load_obp`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as fh:  # an open file keeps numpy from appending ".npz"
-        np.savez_compressed(fh, **obp_feedback(log))
-    return path
+    feedback = obp_feedback(log)
+
+    def save(partial: Path) -> None:
+        with open(partial, "wb") as fh:  # an open file keeps numpy from appending ".npz"
+            np.savez_compressed(fh, **feedback)
+
+    return write_whole(path, save)
 
 
 def load_obp(path: str | Path) -> dict[str, Any]:
@@ -1697,8 +1701,9 @@ def run(config: OPEConfig) -> OPERun:
                           linear=config.linear, segment_prefixes=config.segment_prefixes)
     folder = clear_run_files(Path(config.out_dir), RUN_FILES.values())
     files = {kind: folder / RUN_FILES[kind] for kind in ("table", "summary")}
-    result.table.to_csv(files["table"], index=False)
-    files["summary"].write_text(json.dumps(result.summary, indent=2) + "\n")
+    write_whole(files["table"], lambda p: result.table.to_csv(p, index=False))
+    text = json.dumps(result.summary, indent=2) + "\n"
+    write_whole(files["summary"], lambda p: p.write_text(text, encoding="utf-8"))
     return OPERun(config, log, result, {**files, **_exports(config, log)})
 
 
@@ -1725,8 +1730,9 @@ def _run_shadow(config: OPEConfig, log: DecisionLog) -> OPERun:
                                   seed=config.seed, confidence=config.confidence)
     folder = clear_run_files(Path(config.out_dir), RUN_FILES.values())
     files = {"table": folder / RUN_FILES["shadow_table"]}
-    pd.concat([c.table().assign(shadow=json.dumps(c.policy), decisions=c.n)
-               for c in comparisons]).to_csv(files["table"], index=False)
+    table = pd.concat([c.table().assign(shadow=json.dumps(c.policy), decisions=c.n)
+                       for c in comparisons])
+    write_whole(files["table"], lambda p: table.to_csv(p, index=False))
     return OPERun(config, log, None, {**files, **_exports(config, log)}, comparisons)
 
 

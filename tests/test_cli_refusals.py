@@ -533,3 +533,45 @@ def test_an_sqlite_url_naming_a_folder_is_refused_not_retried_as_an_outage(
         err = refused(capsys, [*command, "--state-dir", str(tmp_path), "--db",
                                f"sqlite:///{folder}"])
         assert f"db: '{folder}' is a folder, not an SQLite file" in err
+
+
+def test_a_file_the_disk_cannot_hold_is_one_line_and_no_cut_off_file(tmp_path: Path) -> None:
+    """Found by attack: with the disk full (here a file-size limit of 4 KiB) simulate left a
+    steps.csv cut mid-row, nothing saying so, and ended in a pandas traceback (exit 1). Every
+    file a command writes is whole or absent (arms.data.files.write_whole), and the failure
+    is one line naming the file."""
+    import resource
+
+    def limited() -> None:  # CPython ignores SIGXFSZ: the write fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    out = tmp_path / "out"
+    run = subprocess.run(
+        [sys.executable, "-m", "experiments.cli", "simulate", "fixed_ctr", "--horizon", "400",
+         "--runs", "4", "--workers", "1", "-q", "--no-plots", "--out", str(out)],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=600,
+        preexec_fn=limited)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.strip().splitlines()[-1] == (
+        f"recbandits simulate: File too large: {out / 'steps.csv'}"), run.stderr
+    assert "Traceback" not in run.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["config.toml"]  # no steps.csv, no partial
+
+
+def test_write_whole_leaves_the_file_whole_or_absent(tmp_path: Path) -> None:
+    from arms.data.files import write_whole
+
+    target = tmp_path / "table.csv"
+    target.write_text("the previous run's\n")
+
+    def cut_off(partial: Path) -> None:
+        partial.write_text("half a ro")
+        raise OSError(27, "File too large")
+
+    with pytest.raises(OSError, match="File too large") as failed:
+        write_whole(target, cut_off)
+    assert failed.value.filename == str(target)
+    assert list(tmp_path.iterdir()) == [target] and target.read_text() == "the previous run's\n"
+    assert write_whole(target, lambda p: p.write_text("whole\n")) == target
+    assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]
+    assert target.read_text() == "whole\n"

@@ -1,5 +1,6 @@
-"""Reading the local data files, so that a malformed one names itself and its line; and
-clearing a run folder of the files a previous run of the same command wrote there.
+"""Reading the local data files, so that a malformed one names itself and its line; clearing
+a run folder of the files a previous run of the same command wrote there; and writing each
+file of a run whole or not at all (:func:`write_whole`).
 
 pandas reports a bad value in its own words, often without the file or the line (``invalid
 literal for int() with base 10: 'abc'``, ``Integer column has NA values in column 3``).
@@ -9,7 +10,8 @@ starts with the file's path and, where the line is known, ``line N:``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import os
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,28 @@ def clear_run_files(folder: Path, names: Iterable[str]) -> Path:
     for name in names:
         (folder / name).unlink(missing_ok=True)
     return folder
+
+
+def write_whole(path: Path, write: Callable[[Path], object]) -> Path:
+    """Write the file ``path`` by ``write(partial)``, a file of the same folder (and suffix,
+    which pandas and matplotlib read the format from) renamed onto ``path`` once complete: a
+    run's file is whole or absent, never cut off.
+
+    The one rule of every file a command writes into ``--out`` (or ``--export-csv``): found by
+    attack, a full disk left a ``steps.csv`` cut mid-row, nothing saying so, and a traceback
+    naming no file. An ``OSError`` is raised again naming ``path`` (its ``filename``), which
+    the CLI says in one line.
+    """
+    partial = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+    try:
+        write(partial)
+        os.replace(partial, path)
+    except BaseException as exc:
+        partial.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename in (None, str(partial), partial):
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
+    return path
 
 
 def read_table(path: Path, *, dtype: Mapping[Any, Any],
