@@ -73,6 +73,11 @@ class GateReport:
         :func:`arms.data.temporal_split` does).
     n_train, n_holdout, n_users : int
         Events before and after the cut, and hold-out users scored.
+    n_relevant : int
+        Hold-out (user, item) pairs counted as relevant (a rating at or above
+        ``relevance_threshold``), of the scored users.
+    relevance_threshold : float or None
+        The least rating of a relevant hold-out event (None: every event).
     k : int
         Cut-off of the metrics.
     margin : float
@@ -103,6 +108,8 @@ class GateReport:
     differences: dict[str, dict[str, dict[str, float]]]
     new_arms: list[str]
     dropped_arms: list[str]
+    n_relevant: int
+    relevance_threshold: float | None
     fitted: dict[str, Recommender] = field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -113,7 +120,8 @@ class GateReport:
             "k": self.k, "margin": self.margin, "beyond_noise": self.beyond_noise,
             "metrics": self.metrics,
             "differences": self.differences, "new_arms": list(self.new_arms),
-            "dropped_arms": list(self.dropped_arms),
+            "dropped_arms": list(self.dropped_arms), "n_relevant": self.n_relevant,
+            "relevance_threshold": self.relevance_threshold,
         }  # fmt: skip
 
 
@@ -334,7 +342,9 @@ def evaluate_gate(
         n_holdout=after.n_ratings, n_users=int(users.size), k=k, margin=margin,
         beyond_noise=bool(beyond_noise), metrics=metrics, differences=differences,
         new_arms=[label for label in cand_specs if label not in serv_specs],
-        dropped_arms=[label for label in serv_specs if label not in cand_specs], fitted=fitted,
+        dropped_arms=[label for label in serv_specs if label not in cand_specs],
+        n_relevant=int(relevant.nnz), fitted=fitted,
+        relevance_threshold=None if relevance_threshold is None else float(relevance_threshold),
     )  # fmt: skip
 
 

@@ -181,7 +181,7 @@ def _serving_settings(args: argparse.Namespace) -> object:
              "policy", "slate_mode", "multileave_arms", "exploration_floor", "retrain_every",
              "retrain_after_events", "holdout_share", "holdout_baseline", "drift_detector",
              "posterior_carryover", "carryover_discount", "gate_enabled", "gate_holdout",
-             "gate_margin", "shadow_policy")
+             "gate_margin", "gate_relevance", "shadow_policy")
     given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     if getattr(args, "shadow_policy_params", None) is not None:
         try:
@@ -519,6 +519,9 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
         sub.add_argument("--gate-margin", type=float, metavar="M",
                          help="largest HR@10/NDCG@10 drop the gate allows (default 0.01; "
                          "RECBANDITS_GATE_MARGIN)")
+        sub.add_argument("--gate-relevance", type=float, metavar="RATING",
+                         help="least rating of a held-out event the gate counts as a hit, "
+                         "1 to 5 (default 4: not views nor dislikes; RECBANDITS_GATE_RELEVANCE)")
 
     serve = commands.add_parser("serve", help="run the recommendation service (FastAPI)")
     serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")

@@ -89,7 +89,7 @@ from arms.data import (
 )
 from arms.data.files import clear_run_files, write_whole
 from arms.data.synthetic import MAX_SYNTHETIC_SIZE
-from arms.metrics import mae, ranking_metrics, rmse
+from arms.metrics import POSITIVE_RATING, mae, ranking_metrics, rmse
 from experiments.config import MAX_WORKERS
 
 #: Most splits (split seeds, and folds): each fits every arm again (10**6 seeds ran until killed,
@@ -107,7 +107,6 @@ PROTOCOL_METRICS = {
     "kfold_5": ("rmse", "mae"),
 }
 RANKING_PROTOCOLS = ("random_75_25", "leave_last_out", "temporal_20_pos4")
-POSITIVE_RATING = 4.0
 #: Share of each user's training ratings held out by each validation split of ``random_75_25``.
 VALIDATION_FRACTION = 0.1
 #: Validation splits of ``random_75_25`` whose scores are averaged (the others have one).

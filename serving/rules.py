@@ -73,6 +73,11 @@ class FeedbackType(enum.StrEnum):
     click = "click"
 
 
+#: The scale of the ratings an event is worth for retraining (MovieLens' stars): every rule's
+#: rating lies in it, and the evaluation gate's relevance threshold (``gate_relevance``) too.
+RATING_SCALE = (1.0, 5.0)
+
+
 @dataclass(frozen=True)
 class ValueRange:
     """The value an event type must carry: a number in ``[low, high]`` (``unit`` for messages).
@@ -179,8 +184,9 @@ class FeedbackRule:
         if not 0.0 <= low <= high <= 1.0:
             raise ValueError(f"reward must be in [0, 1] or None, got {self.reward!r}")
         low, high = _worth_bounds(self.rating)
-        if self.rating is not None and not 1.0 <= low <= high <= 5.0:
-            raise ValueError(f"rating must be in [1, 5] or None, got {self.rating!r}")
+        if self.rating is not None and not RATING_SCALE[0] <= low <= high <= RATING_SCALE[1]:
+            raise ValueError(f"rating must be in [{RATING_SCALE[0]:g}, {RATING_SCALE[1]:g}] or "
+                             f"None, got {self.rating!r}")
         if self.session_sign not in (-1, 0, 1, None):
             raise ValueError(f"session_sign must be -1, 0, 1 or None, got "
                              f"{self.session_sign!r}")

@@ -432,6 +432,7 @@ def _gate(settings: Settings, train: Dataset, candidate: Spec, serving: Spec
                else {"holdout_fraction": settings.gate_holdout})
     try:
         report = evaluate_gate(train, candidate, serving, margin=settings.gate_margin,
+                               relevance_threshold=settings.gate_relevance,
                                n_bootstrap=settings.gate_bootstrap,
                                random_state=settings.seed or 0, **holdout)
     except ValueError as exc:
@@ -853,8 +854,12 @@ def format_gate(gate: JsonObject | None, reason: str) -> str:
     if gate is None:
         return f"gate: not run ({reason})"
     k = gate["k"]
+    threshold = gate.get("relevance_threshold")  # (a row of an older release has neither)
+    hits = ("" if "n_relevant" not in gate else
+            f", {gate['n_relevant']} of them hits" if threshold is None else
+            f", {gate['n_relevant']} of them hits (rated at least {threshold:g})")
     lines = [f"gate: {gate['decision']} (margin {gate['margin']:g}; hold-out of {gate['n_holdout']}"
-             f" events of {gate['n_users']} users from {_when(gate['cut_time'])}; "
+             f" events{hits} of {gate['n_users']} users from {_when(gate['cut_time'])}; "
              f"{gate.get('seconds', 0.0):.1f} s)"]
     for label, metrics in gate["metrics"]["candidate"].items():
         cells = []

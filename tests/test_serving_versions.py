@@ -171,6 +171,32 @@ def test_the_gate_rejects_a_broken_candidate_and_accepts_an_honest_refit(
         assert served_version(client) == 3
 
 
+def test_the_gate_counts_positive_hold_out_events_only(tmp_path: Path, catalog: Dataset) -> None:
+    """Found by attack: the gate counted every held-out event as a hit, a dislike's 1 and a
+    view's 3 too, so an arm that showed disliked items scored as if they were wanted. The
+    default counts ratings of at least 4 (gate_relevance), and the report says how many."""
+    settings = make_settings(tmp_path, "sqlite")
+    spec = {"svd": {"arm": "svd"}}
+    accepted, reason, gate, _ = versions._gate(settings, catalog, spec, spec)
+    assert gate is not None and gate["relevance_threshold"] == 4.0
+    times = catalog.ratings["timestamp"].to_numpy()
+    held = catalog.ratings[times >= gate["cut_time"]]
+    assert gate["n_relevant"] <= int((held["rating"] >= 4).sum()) < len(held)
+    assert f"{gate['n_relevant']} of them hits (rated at least 4)" in versions.format_gate(
+        gate, reason)
+    # A hold-out of dislikes only: nothing to count as a hit, so nothing vouches for a
+    # candidate (before, every dislike was one).
+    disliked = catalog.with_ratings(catalog.ratings.assign(rating=np.where(
+        times >= gate["cut_time"], 1.0, catalog.ratings["rating"])))
+    accepted, reason, gate, _ = versions._gate(settings, disliked, spec, spec)
+    assert not accepted and gate is None
+    assert reason == ("the gate could not evaluate the candidate: no hold-out event is relevant "
+                      "(relevance_threshold=4.0); nothing to score")
+    every = settings.model_copy(update={"gate_relevance": None})  # each event a hit, as before
+    accepted, _, gate, _ = versions._gate(every, disliked, spec, spec)
+    assert accepted and gate is not None and gate["relevance_threshold"] is None
+
+
 def test_retrain_command_prints_the_gate_and_exits_1_when_rejected(
         tmp_path: Path, catalog: Dataset, fitted: dict, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
