@@ -131,6 +131,21 @@ def missing_arms(folder: Path, names: Sequence[str]) -> list[str]:
     return [n for n in names if not arm_file(folder, n).is_file()]
 
 
+def unreadable_arms(folder: Path, names: Sequence[str]) -> dict[str, str]:
+    """Those of ``names`` whose saved file in ``folder`` cannot be read back, with why: each
+    is loaded as a worker loads it (:func:`load_arms`), so a promotion is refused before it
+    is recorded, not found by every worker afterwards (found by attack: a truncated file was
+    promoted, no worker could serve it, and the old version went on serving).
+    """
+    unreadable = {}
+    for name in names:
+        try:
+            Recommender.load(arm_file(folder, name))
+        except Exception as exc:  # any failure to read it is the answer
+            unreadable[name] = f"{type(exc).__name__}: {exc}"
+    return unreadable
+
+
 def new_arms_folder(state_dir: Path) -> Path:
     """A new folder for a version's arms: ``state_dir/arms/<UTC time>-<8 hex digits>``, unique
     across processes and hosts sharing the state folder (a start used its pid instead, which

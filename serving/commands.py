@@ -1073,6 +1073,8 @@ def rebuild_state(settings: Settings, *, service: httpx2.Client | None = None
         source = store.describe()
         live = _check_live_arms(settings, store, *live_held)
         lifecycle, lifecycle_match = _check_holdout_and_drift(settings, store, rows, *live_held)
+        served_lines, served_match = _check_served_version(store.policy_meta(), *live_held)
+        lifecycle, lifecycle_match = [*served_lines, *lifecycle], lifecycle_match and served_match
     held = policy_held[0]
     asked = _replay_model(settings, rows, logged, held)
     fold = rows["fold"]
@@ -1384,6 +1386,28 @@ def states_agree(ours: object, theirs: object) -> bool:
 def _live_names(settings: Settings) -> list[str]:
     """The served arms that learn from the stream (their state is a fold of the log)."""
     return [n for n in settings.arms if make_arm(n, seed=None).learns_from_stream]
+
+
+def _check_served_version(meta: PolicyMeta | None, held: JsonObject | None, where: str
+                          ) -> tuple[list[str], bool]:
+    """``rebuild-state``'s line on the version a running worker serves (``held``: its ``GET
+    /admin/live-state``) against the store's live one (``meta``): ``match NO`` when the worker
+    failed to load the live version's arms (found by attack: a promotion to an arm file that
+    could not be read left every worker on the old version, and the command said "match:
+    yes"); a worker that has not refreshed since the switch is said, not a mismatch.
+    """
+    if held is None or meta is None or "version" not in held:  # (an older worker says none)
+        return [], True
+    serving = int(held["version"])
+    if serving == meta.version:
+        return [f"version: the worker at {where} serves the live version {meta.version}"], True
+    failure = held.get("load_failure")
+    if failure is not None and int(failure["version"]) == meta.version:
+        return [f"version: match NO: the worker at {where} serves version {serving}, not the "
+                f"live version {meta.version}, whose arms it failed to load "
+                f"{failure['attempts']} time(s): {failure['error']}"], False
+    return [f"version: the worker at {where} serves version {serving}; the live one is "
+            f"{meta.version} (it loads it at its next refresh: rerun to see it done)"], True
 
 
 def _check_live_arms(settings: Settings, store: Store, held: JsonObject | None, where: str

@@ -33,6 +33,7 @@ import functools
 import hashlib
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -250,6 +251,8 @@ class RecommendationService:
         # (version, failed attempts, clock time of the next attempt) of a version that failed
         # to load: retried with exponential back-off, logged once.
         self._load_failure: tuple[int, int, float] | None = None
+        #: Why the last failed load of a version failed (``live_state`` says it).
+        self._load_error = ""
         self._retrain_lock = threading.Lock()
         self._refresh_wanted = threading.Event()
         self._stopping = threading.Event()
@@ -857,6 +860,7 @@ class RecommendationService:
         n = failed[1] + 1 if failed is not None and failed[0] == version else 1
         delay = min(LOAD_BACKOFF_CAP_S, LOAD_BACKOFF_S * 2.0 ** (n - 1))
         self._load_failure = (version, n, _clock() + delay)
+        self._load_error = repr(sys.exc_info()[1])
         if n == 1:  # once per version: the old arms keep serving meanwhile
             logger.exception("could not load the arms of version %d from %s; the arms of "
                              "version %d keep serving; trying again with back-off (up to "
@@ -1392,6 +1396,10 @@ class RecommendationService:
 
         The position is the later of the last event and the last added item folded: the
         refresher folds every event and item up to the head it read, so nothing lies between.
+        With them, the version whose arms it serves and, while loading another version's
+        fails, that version, its attempts and the error (``load_failure``): found by attack,
+        a promotion to arms that cannot be read left every worker on the old version while
+        rebuild-state said "match: yes".
         """
         with self._advancing():  # no fold in between: the digests are of that position
             arm_set = self.arm_set
@@ -1402,8 +1410,12 @@ class RecommendationService:
                      "alarms": self.drift.alarm_counts(), "digest": self.drift.digest(),
                      # Not logged: rebuild-state replays with the settings this worker runs.
                      "settings": self.drift.settings()}
+            failure = self._load_failure
         return {"log_seq": position, "pid": os.getpid(), "store": self.store.describe(),
-                "store_identity": self.store.identity(), "arms": arms, "drift": drift}
+                "store_identity": self.store.identity(), "arms": arms, "drift": drift,
+                "version": arm_set.version,
+                "load_failure": None if failure is None or failure[1] == 0 else {
+                    "version": failure[0], "attempts": failure[1], "error": self._load_error}}
 
     def retrain(self, lease: HeldLease | None = None, *, serve: bool = True) -> RetrainResult:
         """Fit a candidate arm set, gate it, and serve it if accepted

@@ -52,6 +52,7 @@ from arms.data.dataset import Dataset
 from arms.gate import evaluate_gate
 from serving.armset import (
     ArmSet,
+    arm_file,
     arms_folder,
     arms_lock,
     load_arms,
@@ -62,6 +63,7 @@ from serving.armset import (
     save_arms,
     seen_after_retrain,
     training_set,
+    unreadable_arms,
     with_added_items,
 )
 from serving.errors import ModelVersionError
@@ -687,6 +689,13 @@ def promote(settings: Settings, store: Store, version: int, *,
                           f"{missing} missing in {folder} (nor in "
                           f"{settings.resolved_state_dir() / 'arms'}); if another state folder "
                           "holds them, pass it as --state-dir")
+    unreadable = unreadable_arms(folder, refitted)
+    if unreadable:
+        raise ModelsError(f"model version {version} cannot serve its arms {list(row.arms)}: "
+                          "the saved files of " + "; ".join(
+                              f"{name} ({arm_file(folder, name)}) cannot be read: {why}"
+                              for name, why in unreadable.items())
+                          + "; nothing was promoted")
     new = store.serve_version(
         kind=kind, arms_dir=row.arms_dir, arms=row.arms, data=row.data, gate=row.gate,
         reason=reason or f"promoted: the arms of version {version}", changed_arms=refitted,

@@ -976,3 +976,50 @@ def test_a_version_recorded_before_a_hyper_parameter_existed_is_the_same_arms() 
                                                                          "a": [1, 2]}}
     assert versions.as_made({"p": {"arm": "popularity", "future": 1}}) == {
         "p": {"arm": "popularity", "future": 1}}
+
+
+def test_arms_that_cannot_be_read_are_not_promoted_and_a_worker_stuck_is_said(
+        tmp_path: Path, catalog: Dataset, fitted: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by attack: a version whose saved svd file was cut short was promoted (exit 0), no
+    worker could load it, the old version went on serving, and rebuild-state said "match:
+    yes". The promotion reads the files first; a worker that fails to load the live version
+    (its files went bad after the check) is a mismatch."""
+    from serving.armset import arm_file
+
+    settings = make_settings(tmp_path, "sqlite")
+    with worker(settings, catalog, fitted) as client:
+        service = client.app.state.service
+        traffic(client, range(1, 11))
+        made = versions.retrain(settings, service.store, catalog, service.arm_set.models,
+                                serve=False)
+        assert (made.status, made.version) == ("candidate", 2)
+        row = next(iter(service.store.versions(2)))
+        path = arm_file(arms_folder(settings.resolved_state_dir(), row.arms_dir), "svd")
+        whole = path.read_bytes()
+        path.write_bytes(whole[:1000])
+        refused = client.post("/admin/models/2/promote", headers=AUTH)
+        assert refused.status_code == 409, refused.text
+        assert f"svd ({path}) cannot be read: ValueError:" in refused.json()["detail"]
+        assert refused.json()["detail"].endswith("; nothing was promoted")
+        assert service.store.policy_meta().version == 1
+        # Gone bad after the check (another host's copy, a disk fault): the worker keeps
+        # version 1, and rebuild-state says so.
+        monkeypatch.setattr(versions, "unreadable_arms", lambda folder, names: {})
+        assert client.post("/admin/models/2/promote", headers=AUTH).status_code == 200
+        service.refresh()
+        assert service.arm_set.version == 1  # the arms it serves (/policy folds version 3)
+        text = str(rebuilt := rebuild_state(settings, service=client))
+        assert rebuilt.exit_code == 1, text
+        (line,) = [s for s in text.splitlines() if s.startswith("version:")]
+        assert line.startswith("version: match NO: the worker at http://testserver serves "
+                               "version 1, not the live version 3, whose arms it failed to "
+                               "load 1 time(s): ValueError("), line
+        path.write_bytes(whole)  # mended: the worker loads it after its back-off
+        deadline = time.monotonic() + 60
+        while service.arm_set.version != 3:
+            assert time.monotonic() < deadline
+            service.refresh()
+            time.sleep(0.1)
+        text = str(rebuilt := rebuild_state(settings, service=client))
+        assert rebuilt.exit_code == 0, text
+        assert "version: the worker at http://testserver serves the live version 3" in text
