@@ -35,6 +35,24 @@ DISLIKE_RATING = 1.0
 _REGISTRY: dict[str, type[Recommender]] = {}
 
 
+
+def check_k(k: object, n_items: int) -> int:
+    """``k``, a slate's length, as an int from 1 to the catalogue's ``n_items``: the one rule
+    of every slate asked of an arm, checked too by the commands that score slates once their
+    data is loaded, before anything is fitted (``replay`` and ``evaluate-arms`` with
+    ``k=10**6`` failed after fitting every arm, or printed a table headed HR@1000000).
+
+    Raises
+    ------
+    ValueError
+        ``k`` is no integer within ``[1, n_items]``.
+    """
+    valid_k = isinstance(k, int | np.integer) and not isinstance(k, bool)
+    if not valid_k or not 1 <= k <= n_items:  # type: ignore[operator]  # an int here
+        raise ValueError(f"k must be an integer within [1, {n_items}], got {k!r} (the "
+                         f"catalogue holds {n_items} items)")
+    return int(k)  # type: ignore[call-overload, no-any-return]  # an int here
+
 class Recommender(ABC):
     """Base class of the arms.
 
@@ -565,9 +583,7 @@ class Recommender(ABC):
             raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(train) first")
 
     def _check_k(self, k: object) -> None:
-        valid_k = isinstance(k, int | np.integer) and not isinstance(k, bool)
-        if not valid_k or not 1 <= k <= self.n_items_:  # type: ignore[operator]  # an int here
-            raise ValueError(f"k must be an integer within [1, {self.n_items_}], got {k!r}")
+        check_k(k, self.n_items_)
 
     def _check_user_index(self, user_index: object) -> int | None:
         """``user_index`` as an int, or None for a user without training ratings."""

@@ -78,7 +78,7 @@ import scipy.sparse as sp
 
 from arms import registry
 from arms._validation import check_int
-from arms.base import Recommender
+from arms.base import Recommender, check_k
 from arms.data import (
     Dataset,
     kfold_split,
@@ -729,6 +729,10 @@ def run(
     config = validate(config)
     started = time.perf_counter()
     data = load_dataset(config) if dataset is None else dataset
+    try:  # known once the data is: before anything is fitted
+        check_k(config.k, data.n_items)
+    except ValueError as exc:
+        raise EvaluateConfigError("k", str(exc)) from None
     metrics = evaluate(
         data, seeds=config.seeds, k=config.k, arms=config.arms, protocols=config.protocols,
         tune=config.tune, n_folds=config.n_folds, random_state=config.random_state,

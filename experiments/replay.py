@@ -54,7 +54,7 @@ import numpy as np
 import pandas as pd
 
 from arms._validation import check_fraction, check_int
-from arms.base import Recommender, top_k
+from arms.base import Recommender, check_k, top_k
 from arms.cooccurrence import MIN_HALF_LIFE_S, time_order
 from arms.data import load_movielens, make_synthetic
 from arms.data.dataset import Dataset
@@ -596,6 +596,10 @@ def run(config: ReplayConfig, *, out_dir: str | Path | None = None,
         If the cut leaves no training rating, or no step of a user with one.
     """
     data = load_data(config) if dataset is None else dataset
+    try:  # known once the data is: before anything is fitted
+        check_k(config.k, data.n_items)
+    except ValueError as exc:
+        raise ReplayConfigError("k", str(exc)) from None
     stream = make_stream(data, config.cut, config.max_events)
     if stream.train.n_ratings == 0:
         times = data.ratings["timestamp"]

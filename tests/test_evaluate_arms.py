@@ -302,6 +302,19 @@ def test_run_rejects_a_bad_config_before_reading_data(
     assert not (tmp_path / "o").exists()
 
 
+def test_a_k_beyond_the_catalogue_is_refused_before_any_fit(
+        data: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by attack: k=10**6 was a plain ValueError once the data was loaded and the
+    splits fitted. Refused as the config's k, before any fit."""
+    import experiments.evaluate_arms as module
+
+    monkeypatch.setattr(module, "evaluate", lambda *a, **k: pytest.fail("evaluated"))
+    with pytest.raises(EvaluateConfigError, match=rf"k must be an integer within \[1, "
+                       rf"{data.n_items}\], got 1000000") as refused:
+        run(EvaluateConfig(arms=("popularity",), k=10**6), dataset=data, write=False)
+    assert refused.value.field == "k"
+
+
 def test_validate_names_arms_canonically() -> None:
     with pytest.warns(FutureWarning, match="ease"):
         assert validate(EvaluateConfig(arms=("ease", "svd"))).arms == ("autoencoder", "svd")

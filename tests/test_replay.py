@@ -274,6 +274,16 @@ def test_config_is_validated():
     assert rp.ReplayConfig(half_life_days=2e303).half_life_days == 2e303
 
 
+def test_a_k_beyond_the_catalogue_is_refused_before_any_fit(data, monkeypatch):
+    """Found by attack: k=10**6 failed after every arm was fitted, or, frozen only, printed a
+    table headed HR@1000000."""
+    monkeypatch.setattr(rp, "build_variants", lambda *a: pytest.fail("fitted"))
+    with pytest.raises(rp.ReplayConfigError, match=r"k must be an integer within \[1, 120\], "
+                       r"got 1000000 \(the catalogue holds 120 items\)") as refused:
+        rp.run(_config(k=10**6, variants=("frozen",)), dataset=data)
+    assert refused.value.field == "k"
+
+
 def test_no_interval_is_said_and_a_cut_that_cannot_split_is_named(data):
     """Found by attack: one scored user printed "[nan, nan]" with no word of why; ratings all
     of one second were told to "raise" the cut."""
