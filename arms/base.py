@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from arms.data.dataset import Dataset
+from arms.data.dataset import WHOLE_STARS, Dataset
 from arms.errors import NotFittedError, unknown_id_message
 
 LIKE_RATING = 5.0
@@ -218,8 +218,10 @@ class Recommender(ABC):
         users = self._map_ids("user_id", feedback["user_id"].to_numpy(), self.user_ids_)
         items = self._map_ids("item_id", feedback["item_id"].to_numpy(), self.item_ids_)
         ratings = feedback["rating"].to_numpy(dtype=np.float64)
-        if not np.all(np.isfinite(ratings)) or ((ratings < 1) | (ratings > 5)).any():
-            raise ValueError("feedback rating must be finite and within 1-5 (like 5, dislike 1)")
+        low, high = WHOLE_STARS
+        if not np.all(np.isfinite(ratings)) or ((ratings < low) | (ratings > high)).any():
+            raise ValueError(f"feedback rating must be finite and within {low:g}-{high:g} "
+                             "(like 5, dislike 1)")
         if len(users) == 0:
             return self
         self._partial_fit(users, items, ratings)
@@ -618,9 +620,11 @@ class Recommender(ABC):
                 f"item_indices and ratings must have one length, got {len(items)} and "
                 f"{len(values)}"
             )
-        if ((values < 1) | (values > 5)).any():
-            bad = values[(values < 1) | (values > 5)][0]
-            raise ValueError(f"ratings must be within 1-5 (like 5, dislike 1), got {float(bad)!r}")
+        low, high = WHOLE_STARS
+        if ((values < low) | (values > high)).any():
+            bad = values[(values < low) | (values > high)][0]
+            raise ValueError(f"ratings must be within {low:g}-{high:g} (like 5, dislike 1), got "
+                             f"{float(bad)!r}")
         return items, values
 
     @staticmethod

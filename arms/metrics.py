@@ -36,9 +36,9 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
-#: The least rating counted as a positive (a relevant item) on MovieLens' 1-5 stars:
-#: ``evaluate-arms``' temporal protocol and the service's evaluation gate (``gate_relevance``,
-#: whose rule book gives a click 4, a like 5, a view 3 and a dislike 1).
+#: The least rating counted as a positive (a relevant item) on MovieLens' whole stars:
+#: ``evaluate-arms``' temporal protocol and the service's evaluation gate (the default of its
+#: ``gate_relevance``; the rule book says what each event type is worth).
 POSITIVE_RATING = 4.0
 
 __all__ = [

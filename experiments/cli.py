@@ -520,8 +520,9 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
                          help="largest HR@10/NDCG@10 drop the gate allows (default 0.01; "
                          "RECBANDITS_GATE_MARGIN)")
         sub.add_argument("--gate-relevance", type=float, metavar="RATING",
-                         help="least rating of a held-out event the gate counts as a hit, "
-                         "1 to 5 (default 4: not views nor dislikes; RECBANDITS_GATE_RELEVANCE)")
+                         help="least rating of a held-out event the gate counts as a hit "
+                         "(default 4, so neither views nor dislikes; 1: every event; "
+                         "RECBANDITS_GATE_RELEVANCE)")
 
     serve = commands.add_parser("serve", help="run the recommendation service (FastAPI)")
     serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")

@@ -223,6 +223,8 @@ class ReplayConfig:
                 raise ReplayConfigError("arm_params", f"arm_params must map arm names to "
                                         f"hyper-parameters, got the key {name!r}")
             arm = resolve(name).name  # UnknownArmError (a ValueError) with a suggestion
+            if arm in named:  # "ease" and "autoencoder": one arm twice, as in arms (review)
+                raise ReplayConfigError("arm_params", f"arm_params names the arm {arm!r} twice")
             if not isinstance(params, Mapping):
                 raise ReplayConfigError("arm_params", f"arm_params[{name!r}] must map "
                                         f"hyper-parameter names to values, got {params!r}")

@@ -792,16 +792,16 @@ def _serve_on(settings: Settings, sock: socket.socket) -> int:
     env = settings.to_env()
     os.environ.update(env)
     metrics_dir = None
-    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        metrics_dir = tempfile.mkdtemp(prefix="recbandits-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    print(f"recbandits: serving {', '.join(settings.arms)} (policy version "
-          f"{resources.arm_set.version}) on {http_url(settings.host, settings.port)} with "
-          f"{settings.workers} worker(s); store {resources.store.describe()}", flush=True)
-    config = uvicorn.Config("serving.app:app_from_env", factory=True, host=settings.host,
-                            port=settings.port, workers=settings.workers, access_log=False,
-                            **uvicorn_options(settings))
     try:
+        if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            metrics_dir = tempfile.mkdtemp(prefix="recbandits-metrics-")
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        print(f"recbandits: serving {', '.join(settings.arms)} (policy version "
+              f"{resources.arm_set.version}) on {http_url(settings.host, settings.port)} with "
+              f"{settings.workers} worker(s); store {resources.store.describe()}", flush=True)
+        config = uvicorn.Config("serving.app:app_from_env", factory=True, host=settings.host,
+                                port=settings.port, workers=settings.workers, access_log=False,
+                                **uvicorn_options(settings))
         return (_run_workers if settings.workers > 1 else _run_worker)(config, sock)
     finally:
         if metrics_dir is not None:  # the workers' metric files: removed once they stopped

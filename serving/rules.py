@@ -43,6 +43,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal, NamedTuple, TypeVar
 
+from arms.data.dataset import WHOLE_STARS
+
 _T = TypeVar("_T")
 Aggregation = Literal["earliest", "max"]
 AGGREGATIONS: tuple[Aggregation, ...] = ("earliest", "max")
@@ -73,9 +75,10 @@ class FeedbackType(enum.StrEnum):
     click = "click"
 
 
-#: The scale of the ratings an event is worth for retraining (MovieLens' stars): every rule's
-#: rating lies in it, and the evaluation gate's relevance threshold (``gate_relevance``) too.
-RATING_SCALE = (1.0, 5.0)
+#: The scale of the ratings an event is worth for retraining: the arms' whole stars
+#: (:data:`arms.data.dataset.WHOLE_STARS`, what their feedback takes). Every rule's rating
+#: lies in it, and the evaluation gate's relevance threshold (``gate_relevance``) too.
+RATING_SCALE = WHOLE_STARS
 
 
 @dataclass(frozen=True)
@@ -287,8 +290,8 @@ DEFAULT_RULES: Mapping[str, FeedbackRule] = {
                                          excludes=False, precedence=3.0),
     EventType.purchase: FeedbackRule(reward=1.0, rating=5.0, session_sign=1, precedence=4.0),
     EventType.rating: FeedbackRule(
-        reward=Scale(1.0, 5.0, 0.0, 1.0), rating=Scale(1.0, 5.0, 1.0, 5.0), session_sign=None,
-        value=ValueRange(1.0, 5.0, "stars"), precedence=5.0),
+        reward=Scale(*RATING_SCALE, 0.0, 1.0), rating=Scale(*RATING_SCALE, *RATING_SCALE),
+        session_sign=None, value=ValueRange(*RATING_SCALE, "stars"), precedence=5.0),
     # Seconds on the item: 0 s is neutral (3), a minute or more as good as a like (5).
     EventType.dwell: FeedbackRule(
         reward=None, rating=Scale(0.0, 60.0, 3.0, 5.0), session_sign=0,

@@ -75,9 +75,10 @@ _TIMESTAMP_FORMS = ("Input should be ISO 8601 text with a UTC offset (RFC 3339: 
 #: seconds, any decimal fraction (six decimals kept), and "Z" or a +-HH:MM offset, not RFC
 #: 3339's "-00:00" (offset unknown). ASCII digits only. Found by attack: "2026-12-06_12:05:50Z"
 #: and "+0000" passed a date-only check and pydantic's loose reading of the rest; then
-#: (re-attack) minutes without seconds, a decimal comma and full-width digits passed this one.
+#: (re-attack) minutes without seconds, a decimal comma and full-width digits passed this one;
+#: an offset's minutes are 00-59 (review: "+05:60" was read as +06:00, "+00:99" as +01:39).
 _RFC_3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
-                       r"([Zz]|(?!-00:00)[+-][0-9]{2}:[0-9]{2})")
+                       r"([Zz]|(?!-00:00)[+-][0-9]{2}:[0-5][0-9])")
 
 #: An id in a JSON body: a JSON integer only (``true``, ``1.0`` and ``"10"`` are refused).
 Id = Annotated[int, Field(strict=True, ge=1, le=MAX_ID)]

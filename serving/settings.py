@@ -273,12 +273,12 @@ class Settings(BaseSettings):
         Instead: hold out the events of the last ``gate_holdout_s`` seconds of the data.
     gate_margin : float
         Largest drop of HR@10 or NDCG@10 a candidate arm may show (default 0.01).
-    gate_relevance : float, optional
+    gate_relevance : float
         The least rating (the rule book's, :data:`serving.rules.RATING_SCALE`) of a held-out
-        event the gate counts as a hit (default 4: a click, like, add to cart, purchase,
-        rating of 4 or 5 or a long dwell; not a view's 3 nor a dislike's 1); None: every
-        held-out event (found by attack: dislikes were hits, so an arm that showed disliked
-        items scored as if they were wanted).
+        event the gate counts as a hit (default 4, :data:`arms.metrics.POSITIVE_RATING`: a
+        click, like, add to cart, purchase, rating of 4 or 5 or a long dwell; not a view's 3
+        nor a dislike's 1); 1 counts every held-out event (found by attack: dislikes were
+        hits, so an arm that showed disliked items scored as if they were wanted).
     gate_bootstrap : int
         Bootstrap resamples of the hold-out's users for the gate's intervals (default 200:
         the intervals' ends move by ~0.002 against 1,000, at a fifth of the time; at least
@@ -506,8 +506,7 @@ class Settings(BaseSettings):
     gate_holdout: Finite = Field(0.1, gt=0.0, lt=1.0)
     gate_holdout_s: Duration | None = Field(None, gt=0)
     gate_margin: Finite = Field(DEFAULT_MARGIN, ge=0.0, le=MAX_MARGIN)
-    gate_relevance: Finite | None = Field(POSITIVE_RATING, ge=RATING_SCALE[0],
-                                          le=RATING_SCALE[1])
+    gate_relevance: Finite = Field(POSITIVE_RATING, ge=RATING_SCALE[0], le=RATING_SCALE[1])
     gate_bootstrap: int = Field(200, ge=MIN_BOOTSTRAP, le=MAX_BOOTSTRAP)
     shadow_policy: str | None = None
     shadow_policy_params: dict[str, float | int | bool | list[float] | None] = Field(

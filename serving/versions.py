@@ -689,7 +689,9 @@ def promote(settings: Settings, store: Store, version: int, *,
                           f"{missing} missing in {folder} (nor in "
                           f"{settings.resolved_state_dir() / 'arms'}); if another state folder "
                           "holds them, pass it as --state-dir")
-    unreadable = unreadable_arms(folder, refitted)
+    # Every file a worker loads: the refitted arms, and the live arms' base fits the folder
+    # holds (review: a truncated popularity.npz was promoted, as svd's was before).
+    unreadable = unreadable_arms(folder, [n for n in row.arms if arm_file(folder, n).is_file()])
     if unreadable:
         raise ModelsError(f"model version {version} cannot serve its arms {list(row.arms)}: "
                           "the saved files of " + "; ".join(
@@ -863,12 +865,13 @@ def format_gate(gate: JsonObject | None, reason: str) -> str:
     if gate is None:
         return f"gate: not run ({reason})"
     k = gate["k"]
-    threshold = gate.get("relevance_threshold")  # (a row of an older release has neither)
-    hits = ("" if "n_relevant" not in gate else
-            f", {gate['n_relevant']} of them hits" if threshold is None else
-            f", {gate['n_relevant']} of them hits (rated at least {threshold:g})")
-    lines = [f"gate: {gate['decision']} (margin {gate['margin']:g}; hold-out of {gate['n_holdout']}"
-             f" events{hits} of {gate['n_users']} users from {_when(gate['cut_time'])}; "
+    # The users scored are those with a hit (review: "of N users" read as the hold-out's).
+    held = (f"hold-out of {gate['n_holdout']} events of {gate['n_users']} users from "
+            f"{_when(gate['cut_time'])}" if "n_relevant" not in gate  # an older release's row
+            else f"hold-out of {gate['n_holdout']} events from {_when(gate['cut_time'])}: "
+            f"{gate['n_relevant']} hits (rated at least {gate['relevance_threshold']:g}) of "
+            f"{gate['n_users']} users, scored")
+    lines = [f"gate: {gate['decision']} (margin {gate['margin']:g}; {held}; "
              f"{gate.get('seconds', 0.0):.1f} s)"]
     for label, metrics in gate["metrics"]["candidate"].items():
         cells = []

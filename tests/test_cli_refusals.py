@@ -575,3 +575,11 @@ def test_write_whole_leaves_the_file_whole_or_absent(tmp_path: Path) -> None:
     assert write_whole(target, lambda p: p.write_text("whole\n")) == target
     assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]
     assert target.read_text() == "whole\n"
+    # A run killed mid-write (SIGTERM, SIGKILL) leaves its partial file: the next run of the
+    # command clears it with the rest (review), and no other file.
+    from arms.data.files import clear_run_files
+
+    (tmp_path / ".table.partial-4242.csv").write_text("half")
+    (tmp_path / ".other.partial-4242.csv").write_text("not ours")
+    clear_run_files(tmp_path, ["table.csv"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.partial-4242.csv"]

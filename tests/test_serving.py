@@ -42,7 +42,10 @@ def catalog() -> Dataset:
 
 @pytest.fixture(scope="module")
 def fitted(catalog: Dataset) -> dict:
-    return fit_arms(ARMS, catalog, seed=0)
+    # The settings' seed: a retrain with them is an honest refit, which the gate accepts (with
+    # seed 0 here, svd refitted with seed 7 differed beyond noise once the gate counted only
+    # positive events: a refit with another seed is no honest refit, README).
+    return fit_arms(ARMS, catalog, seed=7)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -493,7 +496,7 @@ def test_retrain_needs_the_token_and_swaps_arms_without_failing_requests(
         stop.set()
         thread.join()
     assert response.status_code == 200, response.text
-    assert response.json()["policy_version"] == 2
+    assert response.json()["policy_version"] == 2, response.text
     assert response.json()["n_feedback_ratings"] == 3
     assert statuses and set(statuses) == {200}
     assert client.get("/health", headers={"Authorization": f"Bearer {TOKEN}"}).json()[

@@ -416,6 +416,7 @@ def test_a_timestamp_as_text_is_iso_8601_only(client: TestClient,
                 f"{day}T{hour}:05:50Z".replace("0", "\uff10"), True, [], {})),
             (f"{day}T{hour}:59:60Z", "second must be in 0..59"),
             (f"{day}T{hour}:05:50+24:00", "offset must be a timedelta"),
+            (f"{day}T{hour}:05:50+05:60", None), (f"{day}T{hour}:05:50+00:99", None),
             (f"{day[:5]}13{day[7:]}T{hour}:05:50Z", "month must be in 1..12")]:
         response = client.post("/events", json={"events": [
             event(1, item, "view", timestamp=stamp)]})

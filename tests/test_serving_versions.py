@@ -182,8 +182,11 @@ def test_the_gate_counts_positive_hold_out_events_only(tmp_path: Path, catalog: 
     times = catalog.ratings["timestamp"].to_numpy()
     held = catalog.ratings[times >= gate["cut_time"]]
     assert gate["n_relevant"] <= int((held["rating"] >= 4).sum()) < len(held)
-    assert f"{gate['n_relevant']} of them hits (rated at least 4)" in versions.format_gate(
-        gate, reason)
+    assert (f": {gate['n_relevant']} hits (rated at least 4) of {gate['n_users']} users, scored;"
+            in versions.format_gate(gate, reason))
+    older = {k: v for k, v in gate.items() if k not in ("n_relevant", "relevance_threshold")}
+    assert f"hold-out of {gate['n_holdout']} events of {gate['n_users']} users from" in \
+        versions.format_gate(older, reason)  # a row of an older release
     # A hold-out of dislikes only: nothing to count as a hit, so nothing vouches for a
     # candidate (before, every dislike was one).
     disliked = catalog.with_ratings(catalog.ratings.assign(rating=np.where(
@@ -192,9 +195,9 @@ def test_the_gate_counts_positive_hold_out_events_only(tmp_path: Path, catalog: 
     assert not accepted and gate is None
     assert reason == ("the gate could not evaluate the candidate: no hold-out event is relevant "
                       "(relevance_threshold=4.0); nothing to score")
-    every = settings.model_copy(update={"gate_relevance": None})  # each event a hit, as before
+    every = settings.model_copy(update={"gate_relevance": 1.0})  # each event a hit, as before
     accepted, _, gate, _ = versions._gate(every, disliked, spec, spec)
-    assert accepted and gate is not None and gate["relevance_threshold"] is None
+    assert accepted and gate is not None and gate["relevance_threshold"] == 1.0
 
 
 def test_retrain_command_prints_the_gate_and_exits_1_when_rejected(
@@ -994,14 +997,21 @@ def test_arms_that_cannot_be_read_are_not_promoted_and_a_worker_stuck_is_said(
                                 serve=False)
         assert (made.status, made.version) == ("candidate", 2)
         row = next(iter(service.store.versions(2)))
-        path = arm_file(arms_folder(settings.resolved_state_dir(), row.arms_dir), "svd")
-        whole = path.read_bytes()
-        path.write_bytes(whole[:1000])
-        refused = client.post("/admin/models/2/promote", headers=AUTH)
-        assert refused.status_code == 409, refused.text
-        assert f"svd ({path}) cannot be read: ValueError:" in refused.json()["detail"]
-        assert refused.json()["detail"].endswith("; nothing was promoted")
-        assert service.store.policy_meta().version == 1
+        folder = arms_folder(settings.resolved_state_dir(), row.arms_dir)
+        # A live arm's base fit too, which a worker loads where the folder holds it (review).
+        saved = {}
+        for name in ("svd", "popularity"):
+            path = arm_file(folder, name)
+            assert path.is_file()
+            whole = saved[name] = path.read_bytes()
+            path.write_bytes(whole[:300])
+            refused = client.post("/admin/models/2/promote", headers=AUTH)
+            assert refused.status_code == 409, refused.text
+            assert f"{name} ({path}) cannot be read: ValueError:" in refused.json()["detail"]
+            assert refused.json()["detail"].endswith("; nothing was promoted")
+            assert service.store.policy_meta().version == 1
+            if name == "popularity":
+                path.write_bytes(whole)
         # Gone bad after the check (another host's copy, a disk fault): the worker keeps
         # version 1, and rebuild-state says so.
         monkeypatch.setattr(versions, "unreadable_arms", lambda folder, names: {})
@@ -1014,7 +1024,8 @@ def test_arms_that_cannot_be_read_are_not_promoted_and_a_worker_stuck_is_said(
         assert line.startswith("version: match NO: the worker at http://testserver serves "
                                "version 1, not the live version 3, whose arms it failed to "
                                "load 1 time(s): ValueError("), line
-        path.write_bytes(whole)  # mended: the worker loads it after its back-off
+        arm_file(folder, "svd").write_bytes(saved["svd"])  # mended: loaded after the back-off,
+        service._load_failure = None  # cut short here (it grows to a minute under load)
         deadline = time.monotonic() + 60
         while service.arm_set.version != 3:
             assert time.monotonic() < deadline

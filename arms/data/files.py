@@ -48,7 +48,17 @@ def clear_run_files(folder: Path, names: Iterable[str]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name in names:
         (folder / name).unlink(missing_ok=True)
+        # And what a run killed mid-write left (write_whole's partial files: review).
+        for partial in folder.glob(_partial_name(Path(name), "*")):
+            partial.unlink(missing_ok=True)
     return folder
+
+
+def _partial_name(path: Path, tag: str) -> str:
+    """The name of :func:`write_whole`'s partial file of ``path`` (``tag``: its pid, or ``*``
+    to match any: :func:`clear_run_files` removes those a killed run left).
+    """
+    return f".{path.stem}.partial-{tag}{path.suffix}"
 
 
 def write_whole(path: Path, write: Callable[[Path], object]) -> Path:
@@ -61,7 +71,7 @@ def write_whole(path: Path, write: Callable[[Path], object]) -> Path:
     naming no file. An ``OSError`` is raised again naming ``path`` (its ``filename``), which
     the CLI says in one line.
     """
-    partial = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+    partial = path.with_name(_partial_name(path, str(os.getpid())))
     try:
         write(partial)
         os.replace(partial, path)
