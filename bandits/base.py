@@ -50,6 +50,7 @@ import numpy as np
 
 from bandits.errors import (
     MAX_COUNT,
+    MAX_STATE_BYTES,
     UnknownArmError,
     arm_index,
     check_arm_names,
@@ -60,6 +61,7 @@ from bandits.errors import (
     check_stat,
     check_state_layout,
     check_state_type,
+    format_bytes,
     real_array,
     reward_bounds,
     short_repr,
@@ -876,6 +878,9 @@ class BatchedPolicy(FixedOnceBuilt, Policy):
     sum_stats: ClassVar[tuple[tuple[str, int], ...]] = ()
     #: "exact" or "quadrature" (see :func:`probability_of_max`).
     propensity_method: ClassVar[str] = "exact"
+    #: Hyper-parameters that size the state (with the arms), named when it is too large
+    #: (:meth:`check_state_size`).
+    size_params: ClassVar[tuple[str, ...]] = ("batch_size",)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -1047,6 +1052,7 @@ class BatchedPolicy(FixedOnceBuilt, Policy):
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype={dtype} is not allowed; use float32 or float64")
+        self.check_state_size(n_runs, dtype=dtype)
         B = self.batch_size
         d = getattr(self, "n_features", None)
         return BatchState(
@@ -1055,6 +1061,51 @@ class BatchedPolicy(FixedOnceBuilt, Policy):
             pending_rewards=np.zeros((n_runs, B), dtype=np.float64),
             pending_contexts=np.zeros((n_runs, B, d)) if self.contextual else None,  # type: ignore[arg-type]  # d is an int when contextual
         )
+
+    def state_bytes(self, n_runs: int, *, dtype: Any = np.float64,
+                    n_arms: int | None = None) -> int:
+        """Bytes of a state of ``n_runs`` runs (:meth:`init_batch`'s arrays), computed without
+        building it.
+
+        Parameters
+        ----------
+        n_runs : int
+        dtype : float32 or float64, default float64
+            Float type of the statistics.
+        n_arms : int, optional
+            Number of arms (default: the policy's own).
+        """
+        K = self.n_arms if n_arms is None else n_arms
+        # The statistics of zero runs are empty arrays of the right shapes: their sizes per run
+        # without allocating anything (so _init_stats must allocate nothing else).
+        per_run = sum(int(np.prod(a.shape[1:], dtype=object)) * a.itemsize
+                      for a in self._init_stats(0, K, np.dtype(dtype)).values())
+        d = int(getattr(self, "n_features", 0)) if self.contextual else 0
+        per_run += int(self.batch_size) * (8 + 8 + 8 * d)  # the buffer: arms, rewards, contexts
+        return int(n_runs) * per_run
+
+    def check_state_size(self, n_runs: int = 1, *, dtype: Any = np.float64,
+                         n_arms: int | None = None) -> None:
+        """Refuse a state of ``n_runs`` runs (and ``n_arms`` arms) over
+        :data:`~bandits.errors.MAX_STATE_BYTES`: the one check of :meth:`init_batch` (so the
+        constructor), :meth:`add_arm` and a simulation's blocks of runs.
+
+        Raises
+        ------
+        ValueError
+            Naming the policy, its :attr:`size_params`, the arms, the runs, the size and the
+            ceiling.
+        """
+        need = self.state_bytes(n_runs, dtype=dtype, n_arms=n_arms)
+        if need > MAX_STATE_BYTES:
+            K = self.n_arms if n_arms is None else n_arms
+            sizes = ", ".join(f"{p}={getattr(self, p)!r}" for p in self.size_params)
+            runs = "one run" if n_runs == 1 else f"{n_runs:,} runs"
+            lower = [*self.size_params, "the arms"] + ([] if n_runs == 1 else ["the runs"])
+            raise ValueError(
+                f"{type(self).__name__}({sizes}) with {K:,} arms: the state of {runs} would "
+                f"take {format_bytes(need)}; at most {format_bytes(MAX_STATE_BYTES)} "
+                f"(MAX_STATE_BYTES): lower {', '.join(lower[:-1])} or {lower[-1]}")
 
     def _check_state(self, state: Any) -> None:
         """Refuse a state that is not one of this policy's (:meth:`init_batch`'s layout).
@@ -1291,6 +1342,8 @@ class BatchedPolicy(FixedOnceBuilt, Policy):
             values[pname] = [*current.tolist(), arm_params.get(pname, new)]
         new_params = self._check_arm_params(values, len(new_arms))
         st = self.state_
+        self.check_state_size(st.n_runs, dtype=next(iter(st.stats.values())).dtype,
+                              n_arms=len(new_arms))
         fresh = self._init_stats(st.n_runs, 1, next(iter(st.stats.values())).dtype)
         for key in self.per_arm_stats:
             col = st.stats[key][:, src:src + 1] if src is not None else fresh[key]

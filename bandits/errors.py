@@ -31,6 +31,26 @@ class PerArmLengthError(ValueError):
 MAX_ARMS = 100_000
 
 
+#: Most bytes the statistics of one batched state may take (every run together: a policy's own
+#: one-run state, a simulation task's block of runs). Sizes multiply: a sliding window holds
+#: ``runs x window`` slots, a ridge model ``runs x arms x n_features**2`` numbers, and
+#: ``SlidingWindowThompsonSampling(window=10**12)`` and ``LinUCB(n_features=10**6)`` failed
+#: with numpy's MemoryError asking 7.28 TiB while ``window=10**8`` took 7.5 GB per simulation
+#: task (found by attack). The ceiling of the environments' draws
+#: (``envs.vector_env.MAX_DRAW_BYTES``), for the same machine.
+MAX_STATE_BYTES = 2 * 2**30
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes as a short text in binary units: ``'1.49 GiB'``, ``'512 B'``."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+    i = 0
+    while n >= 1024 and i < len(units) - 1:
+        n /= 1024
+        i += 1
+    return f"{n:.0f} {units[i]}" if i == 0 else f"{n:.3g} {units[i]}"
+
+
 def check_arm_names(arms: Sequence[str] | int, name: str = "arms") -> list[str]:
     """Arm names from a list of unique non-empty strings or a count (named ``arm0``, ...).
 

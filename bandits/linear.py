@@ -80,6 +80,8 @@ class _LinearPolicy(BatchedPolicy):
     per_arm_stats = ("A_inv", "b", "pulls")
     count_stats = ("pulls",)
 
+    size_params = ("n_features", "batch_size")
+
     n_features: int
     ridge: float
 
@@ -89,8 +91,12 @@ class _LinearPolicy(BatchedPolicy):
 
     def _init_stats(self, n_runs: int, n_arms: int, dtype: Any) -> dict[str, np.ndarray]:
         d = self.n_features
-        eye = np.eye(d, dtype=dtype) / float(self.ridge)
-        return {"A_inv": np.broadcast_to(eye, (n_runs, n_arms, d, d)).copy(),
+        # No d x d identity first: the statistics of zero runs must allocate nothing
+        # (BatchedPolicy.state_bytes sizes the state from them before it is built).
+        A_inv = np.zeros((n_runs, n_arms, d, d), dtype)
+        diagonal = np.arange(d)
+        A_inv[..., diagonal, diagonal] = np.ones(1, dtype) / float(self.ridge)
+        return {"A_inv": A_inv,
                 "b": np.zeros((n_runs, n_arms, d), dtype),
                 "pulls": np.zeros((n_runs, n_arms), dtype)}
 
@@ -151,7 +157,8 @@ class LinUCB(_LinearPolicy):
     arms : list of str or int
         Arm names, or their number.
     n_features : int
-        Context dimension d.
+        Context dimension d; each arm's model holds ``d * (d + 1)`` numbers, the arms' together
+        at most ``MAX_STATE_BYTES`` (2 GiB; :meth:`~bandits.base.BatchedPolicy.check_state_size`).
     alpha : float, default 1.0
         Width of the confidence bonus (>= 0).
     ridge : float, default 1.0
@@ -204,7 +211,8 @@ class LinTS(_LinearPolicy):
     arms : list of str or int
         Arm names, or their number.
     n_features : int
-        Context dimension d.
+        Context dimension d; each arm's model holds ``d * (d + 1)`` numbers, the arms' together
+        at most ``MAX_STATE_BYTES`` (2 GiB; :meth:`~bandits.base.BatchedPolicy.check_state_size`).
     scale : float, default 1.0
         Posterior inflation v (> 0): ``theta ~ N(theta_hat, v^2 A^{-1})``.
     ridge : float, default 1.0

@@ -102,7 +102,9 @@ class SlidingWindowThompsonSampling(_BetaPolicy):
     arms : list of str or int
         Arm names, or their number.
     window : int, default 1000
-        Number of most recent observations (over all arms) the posterior is built from.
+        Number of most recent observations (over all arms) the posterior is built from; its
+        ring buffer takes 16 bytes a slot, at most ``MAX_STATE_BYTES`` (2 GiB) in all
+        (:meth:`~bandits.base.BatchedPolicy.check_state_size`).
     prior_alpha, prior_beta : float or list of float, default 1.0
         Beta prior in ``[0.1, 1e9]`` (as :class:`~bandits.ThompsonSampling`), scalar or per
         arm.
@@ -118,6 +120,8 @@ class SlidingWindowThompsonSampling(_BetaPolicy):
     state_.stats["window_arms"], ["window_rewards"] : ndarray, shape (1, window)
         The ring buffer (arm -1 marks an empty slot); ``window_position`` is the next slot.
     """
+
+    size_params = ("window", "batch_size")
 
     def __init__(self, arms: Sequence[str] | int, *, window: int = 1000,
                  prior_alpha: float | Sequence[float] = 1.0,

@@ -615,9 +615,13 @@ def _settle_config(config: ExperimentConfig, env: EnvInfo,
     for spec in config.policies:  # bad policy parameters fail now, not in a worker
         if spec.id != HINDSIGHT_POLICY_ID:
             try:
-                build_policy(spec, env.arm_names, env.n_features)
+                policy = build_policy(spec, env.arm_names, env.n_features)
             except (TypeError, ValueError) as exc:
                 raise cfg.ConfigError(str(exc)) from exc
+            try:  # a task's block of runs too: runs_per_task one-run states
+                policy.check_state_size(min(config.runs_per_task, config.runs))
+            except ValueError as exc:
+                raise cfg.ConfigError(f"policy {spec.label!r} ({spec.id}): {exc}") from exc
     return config
 
 

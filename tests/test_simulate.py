@@ -197,6 +197,26 @@ def test_bad_policy_parameter_fails_before_running(small_config, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_a_policy_state_over_the_ceiling_is_one_line_and_exit_2(tmp_path, capsys):
+    # found by attack: a window of 10**12 ended in a traceback through joblib; a task's block
+    # of runs is checked too (50 runs of a 10**6 window: 745 MiB, 400 runs: 5.96 GiB)
+    for window, runs, pattern in ((10**12, 6, "the state of one run would take 14.6 TiB"),
+                                  (10**6, 400, "the state of 400 runs would take 5.96 GiB")):
+        text = SMALL.replace('id = "ThompsonSampling"\nlabel = "TS"',
+                             'id = "SlidingWindowThompsonSampling"\nlabel = "TS"\n'
+                             f"[policies.params]\nwindow = {window}")
+        text = text.replace("runs = 6\n", f"runs = {runs}\n").replace(
+            "runs_per_task = 3", f"runs_per_task = {runs}")
+        path = tmp_path / "big.toml"
+        path.write_text(text, encoding="utf-8")
+        assert main(["simulate", str(path), "--out", str(tmp_path / "x"), "-q"]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1, err
+        assert "policy 'TS' (SlidingWindowThompsonSampling)" in err and pattern in err, err
+        assert "at most 2 GiB (MAX_STATE_BYTES)" in err
+        assert not (tmp_path / "x").exists()
+
+
 def test_cli_unknown_policy_lists_valid_ids(small_config, capsys):
     code = main(["simulate", str(small_config), "--policies", "Thompson", "-q"])
     assert code == 2
