@@ -673,9 +673,53 @@ def other_arms(n_arms: int) -> np.ndarray:
     return others
 
 
-#: Most CDF values :func:`probability_of_max` evaluates in one block of runs
-#: (``r K (K - 1) (G + 1)``): 8 MB of float64, whatever the number of runs of a batched call.
+#: Most CDF values :func:`probability_of_max` evaluates in one block (``r K (K - 1) (G + 1)``
+#: for a block of runs, ``k (K - 1) (G + 1)`` for a block of arms of one run): 8 MB of float64,
+#: whatever the numbers of runs and arms. One arm of one run, ``(K - 1) (G + 1)`` values, must
+#: fit (:func:`check_quadrature_size`).
 QUADRATURE_BLOCK_VALUES = 1 << 20
+#: Most CDF values the propensities of one run may take, ``K (K - 1) (G + 1)``: about 10 s (Beta
+#: CDFs); 512 arms at the default 2,048 intervals, 1,445 at 256. ``ThompsonSampling`` with
+#: 10,000 arms asked for 1.49 TiB at once (found by attack), and would take hours in blocks.
+MAX_QUADRATURE_VALUES = 1 << 29
+
+
+def _quadrature_fits(n_arms: int, n_nodes: int) -> bool:
+    pairs = n_arms * max(n_arms - 1, 1)
+    return (pairs * n_nodes <= MAX_QUADRATURE_VALUES
+            and max(n_arms - 1, 1) * n_nodes <= QUADRATURE_BLOCK_VALUES)
+
+
+def check_quadrature_size(n_arms: int, n_nodes: int, n_grid: int | None) -> None:
+    """Refuse propensities of one run over :data:`MAX_QUADRATURE_VALUES` CDF values, or whose
+    one arm is over :data:`QUADRATURE_BLOCK_VALUES`: the one size check of
+    :func:`probability_of_max`.
+
+    Parameters
+    ----------
+    n_arms : int
+    n_nodes : int
+        Nodes of the rule (``n_grid + 1`` for the grid).
+    n_grid : int or None
+        The grid's intervals (``propensity_grid``), None for another rule (tanh-sinh).
+
+    Raises
+    ------
+    ValueError
+        Naming the arms, the rule, the most arms it allows (and the largest grid for these
+        arms) and the ceilings.
+    """
+    if _quadrature_fits(n_arms, n_nodes):
+        return
+    rule = "the tanh-sinh rule" if n_grid is None else f"propensity_grid={n_grid}"
+    most = next(k for k in range(n_arms - 1, 0, -1) if _quadrature_fits(k, n_nodes))
+    grid = next((g for g in range(n_grid or 0, 1, -1) if _quadrature_fits(n_arms, g + 1)), 0)
+    fix = f" or a propensity_grid of at most {grid:,} for {n_arms:,} arms" if grid else ""
+    raise ValueError(
+        f"propensities of {n_arms:,} arms by quadrature ({rule}, {n_nodes:,} nodes) are "
+        f"computed for at most {most:,} arms: arms x (arms - 1) x nodes <= "
+        f"{MAX_QUADRATURE_VALUES:,} (MAX_QUADRATURE_VALUES) and (arms - 1) x nodes <= "
+        f"{QUADRATURE_BLOCK_VALUES:,} (QUADRATURE_BLOCK_VALUES); use fewer arms{fix}")
 
 
 def probability_of_max(
@@ -701,7 +745,8 @@ def probability_of_max(
     Every arm is integrated at once (one special-function call per block of runs instead of
     one per arm: LinTS with five arms, 256 intervals, one context: ~1.5-2x faster), and arm
     k's own CDF is never evaluated (its factor is 1). Runs go in blocks of at most
-    :data:`QUADRATURE_BLOCK_VALUES` CDF values.
+    :data:`QUADRATURE_BLOCK_VALUES` CDF values, and where one run is more, its arms do (each
+    value is computed as in one block: the same numbers).
 
     Parameters
     ----------
@@ -729,22 +774,34 @@ def probability_of_max(
         Estimates renormalised to sum to one per run.
     error_bound : ndarray, shape (R, K)
         Guaranteed bound on each (pre-normalisation) estimate's absolute error.
+
+    Raises
+    ------
+    ValueError
+        One arm of one run over :data:`QUADRATURE_BLOCK_VALUES` values
+        (:func:`check_quadrature_size`).
     """
     if nodes is None:
         u, du = quadrature_grid(n_grid)
         weights = None
     else:
         u, du, weights = nodes
+    check_quadrature_size(n_arms, u.size, n_grid if nodes is None else None)
     probs = np.empty((n_runs, n_arms))
     bound = np.empty((n_runs, n_arms))
     others = other_arms(n_arms)
-    per_run = n_arms * max(n_arms - 1, 1) * u.size
-    block = max(1, QUADRATURE_BLOCK_VALUES // per_run)
-    for start in range(0, n_runs, block):
-        rows = slice(start, min(start + block, n_runs))
+    per_arm = max(n_arms - 1, 1) * u.size
+    # Blocks of runs with every arm; past one run, one run at a time in blocks of arms.
+    run_block = max(1, QUADRATURE_BLOCK_VALUES // (n_arms * per_arm))
+    arm_block = n_arms if run_block > 1 else max(1, QUADRATURE_BLOCK_VALUES // per_arm)
+    for start in range(0, n_runs, run_block):
+        rows = slice(start, min(start + run_block, n_runs))
+        x = ppf(rows, u)
         # The product over the other arms, in arm order (the same factors as a product over
         # all arms with arm k's set to 1); an empty product (one arm) is 1.
-        g = cdf(rows, ppf(rows, u), others).prod(axis=2)
+        parts = [cdf(rows, x[:, first:first + arm_block], others[first:first + arm_block])
+                 .prod(axis=2) for first in range(0, n_arms, arm_block)]
+        g = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
         lower = g[..., :-1] @ du
         upper = g[..., 1:] @ du
         if weights is None:

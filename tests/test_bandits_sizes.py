@@ -8,13 +8,17 @@ import numpy as np
 import pytest
 
 import bandits.base
+import bandits.gaussian
+import bandits.thompson
 from bandits import (
+    GaussianThompsonSampling,
     LinTS,
     LinUCB,
     SlidingWindowThompsonSampling,
     ThompsonSampling,
     registered_policies,
 )
+from bandits.base import MAX_QUADRATURE_VALUES, QUADRATURE_BLOCK_VALUES
 
 
 @pytest.mark.parametrize("build, pattern", [
@@ -66,3 +70,79 @@ def test_adding_an_arm_past_the_ceiling_is_refused_and_changes_nothing(monkeypat
     with pytest.raises(ValueError, match=r"LinUCB\(n_features=10, batch_size=1\) with 3 arms"):
         policy.add_arm("c")
     assert policy.arms == ["a", "b"] and policy.state_.stats["A_inv"].shape == (1, 2, 10, 10)
+
+
+def _block_sizes(monkeypatch) -> list[int]:
+    """The number of CDF values of every block :func:`probability_of_max` evaluates."""
+    sizes: list[int] = []
+    real = bandits.base.probability_of_max
+
+    def spy(ppf, cdf, *args, **kwargs):
+        def counted(rows, x, others):
+            out = cdf(rows, x, others)
+            sizes.append(out.size)
+            return out
+        return real(ppf, counted, *args, **kwargs)
+
+    for module in (bandits.thompson, bandits.gaussian):
+        monkeypatch.setattr(module, "probability_of_max", spy)
+    return sizes
+
+
+def test_propensities_of_many_arms_go_in_blocks_of_arms(monkeypatch):
+    # found by attack: one run of K arms was one block of K (K - 1) 2049 values, 1.46 GB at
+    # 300 arms; 100 arms: 20.3 million values, now blocks of 5 arms (1.01 million)
+    sizes = _block_sizes(monkeypatch)
+    p = ThompsonSampling(100, random_state=0).action_probabilities()
+    assert p.sum() == pytest.approx(1.0) and np.allclose(p, 0.01, atol=1e-6)
+    assert len(sizes) == 20 and max(sizes) == 5 * 99 * 2049 <= QUADRATURE_BLOCK_VALUES
+
+
+def _posteriors(n_arms: int) -> list[tuple[object, object, np.ndarray | None]]:
+    """(policy, state, contexts) of every quadrature family, seeded, with distinct arms."""
+    rng = np.random.default_rng(3)
+    ts = ThompsonSampling(n_arms)
+    ts_state = ts.init_batch(3)
+    ts_state.stats["successes"][:] = rng.integers(0, 40, (3, n_arms))
+    ts_state.stats["failures"][:] = rng.integers(0, 40, (3, n_arms))
+    gts = GaussianThompsonSampling(n_arms)  # unknown variance: Student-t marginals
+    g_state = gts.init_batch(2)
+    g_state.stats["pulls"][:] = rng.integers(1, 20, (2, n_arms))
+    g_state.stats["reward_sum"][:] = g_state.stats["pulls"] * rng.random((2, n_arms))
+    g_state.stats["reward_sq_sum"][:] = g_state.stats["reward_sum"] * 1.5
+    lin = LinTS(n_arms, n_features=2, random_state=0)
+    for _ in range(200):
+        x = rng.random(2)
+        lin.update(lin.select(x), float(rng.random()), x)
+    contexts = np.stack([rng.random(2), np.zeros(2)])  # the tanh-sinh rule; point masses
+    lin_state = lin.init_batch(2)
+    for key, value in lin.state_.stats.items():
+        lin_state.stats[key][:] = value
+    return [(ts, ts_state, None), (gts, g_state, None), (lin, lin_state, contexts)]
+
+
+def test_blocks_of_arms_give_the_same_propensities_as_one_block(monkeypatch):
+    # Old code (one block per run, every arm) against blocks of one to three arms: the same
+    # numbers to the bit, point masses' ties (LinTS at a zero context) included.
+    whole = [policy.probabilities_batch(state, ctx, return_error=True)
+             for policy, state, ctx in _posteriors(7)]
+    monkeypatch.setattr(bandits.base, "QUADRATURE_BLOCK_VALUES", 6 * 2049 * 2)
+    blocked = [policy.probabilities_batch(state, ctx, return_error=True)
+             for policy, state, ctx in _posteriors(7)]
+    for (p, e), (q, f) in zip(whole, blocked, strict=True):
+        assert np.array_equal(p, q) and np.array_equal(e, f)
+
+
+@pytest.mark.parametrize("n_arms, grid, most, pattern", [
+    (10_000, 2048, 512, r"use fewer arms or a propensity_grid of at most 4 for 10,000 arms"),
+    (513, 2048, 512, r"at most 2,043 for 513 arms"),
+    (100_000, 256, 1445, r"use fewer arms$"),
+])
+def test_propensities_past_the_ceiling_are_refused(n_arms, grid, most, pattern):
+    policy = ThompsonSampling(n_arms, propensity_grid=grid)
+    with pytest.raises(ValueError, match=rf"propensities of {n_arms:,} arms by quadrature "
+                                         rf"\(propensity_grid={grid}, {grid + 1:,} nodes\) are "
+                                         rf"computed for at most {most:,} arms: .*{pattern}"):
+        policy.action_probabilities()
+    assert (most * (most - 1) * (grid + 1) <= MAX_QUADRATURE_VALUES
+            < (most + 1) * most * (grid + 1))
