@@ -12,6 +12,25 @@ from numbers import Integral, Real
 
 import numpy as np
 
+#: Most bytes the arrays one size hyper-parameter of an arm scales may take (an SVD's factors,
+#: a DAE's weights, the co-occurrence arm's windows) on the largest MovieLens release the arms
+#: are built for: each ceiling is :func:`size_ceiling` of its bytes per user and per item, so a
+#: value is refused when its settings are read, before any data is (found by attack:
+#: ``n_factors=50000000`` passed as an int >= 1 and ``retrain`` ended in numpy's "Unable to
+#: allocate 112 GiB"). The environments' and the policies' ceiling, 2 GiB, for the same machine.
+MAX_MODEL_BYTES = 2 * 2**30
+
+
+def size_ceiling(*, per_user: int = 0, per_item: int = 0) -> int:
+    """The largest value of a size hyper-parameter whose arrays take ``per_user`` bytes a user
+    and ``per_item`` bytes an item per unit within :data:`MAX_MODEL_BYTES`, on the largest
+    MovieLens release (32M: 200,948 users, 87,585 items).
+    """
+    from arms.data.movielens import MOVIELENS_VARIANTS  # here: the data imports these checks
+
+    largest = max(MOVIELENS_VARIANTS.values(), key=lambda variant: variant.n_ratings)
+    return MAX_MODEL_BYTES // (per_user * largest.n_users + per_item * largest.n_items)
+
 
 def check_int(name: str, value: object, *, low: int | None = None,
               high: int | None = None) -> int:

@@ -19,7 +19,7 @@ import scipy.linalg
 import scipy.sparse as sp
 import scipy.special
 
-from arms._validation import check_choice, check_float, check_int
+from arms._validation import check_choice, check_float, check_int, size_ceiling
 from arms.base import Recommender
 from arms.data.dataset import Dataset
 
@@ -39,6 +39,9 @@ _BLOCK_CELLS = 4_000_000
 _GRAM_BLOCK_CELLS = 4_000_000
 #: EASE's dense matrix above this many bytes gets a warning naming ``max_items`` (4 GB).
 _WARN_BYTES = 4_000_000_000
+#: Most hidden units of the DAE: its two float64 weight matrices, items x hidden units each
+#: (1,532 on MovieLens 32M within ``arms._validation.MAX_MODEL_BYTES``; the default is 200).
+MAX_HIDDEN_UNITS = size_ceiling(per_item=2 * 8)
 
 
 class AutoencoderRecommender(Recommender):
@@ -83,7 +86,7 @@ class AutoencoderRecommender(Recommender):
         their grid, for DLAE and EDLAE), or the network's L2 penalty ``alpha`` (default
         1e-4). Must be > 0 for the linear variants and >= 0 for the network.
     hidden_units : int, default 200
-        ``"dae"`` only: width of the hidden layer.
+        ``"dae"`` only: width of the hidden layer, from 1 to :data:`MAX_HIDDEN_UNITS` (1,532).
     activation : {"relu", "tanh", "logistic"}, default "relu"
         ``"dae"`` only: activation of the hidden layer.
     corruption : float, default 0.5
@@ -178,7 +181,7 @@ class AutoencoderRecommender(Recommender):
         check_choice("variant", self.variant, VARIANTS)
         if self.l2 is not None:
             check_float("l2", self.l2, low=0.0, strict=self.variant in LINEAR_VARIANTS)
-        check_int("hidden_units", self.hidden_units, low=1)
+        check_int("hidden_units", self.hidden_units, low=1, high=MAX_HIDDEN_UNITS)
         check_choice("activation", self.activation, ACTIVATIONS)
         check_float("corruption", self.corruption, low=0.0)
         if not self.corruption < 1.0:

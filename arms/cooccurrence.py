@@ -63,7 +63,7 @@ from typing import Any, ClassVar, Protocol, cast
 import numpy as np
 import scipy.sparse as sp
 
-from arms._validation import check_float, check_int
+from arms._validation import check_float, check_int, size_ceiling
 from arms.base import Recommender, weighted_row_sum
 from arms.data.dataset import Dataset
 from arms.data.splits import rating_order
@@ -74,6 +74,10 @@ FRAME_HALF_LIVES = 8
 FIXED_POINT_BITS = 32
 #: Largest magnitude a state entry may reach (2**62): beyond it an addition could wrap.
 _LIMIT = 1 << 62
+#: Longest window: five float64/int64 arrays of users x window (the tails, their ratings and
+#: the live windows' items, weights and times): 267 on MovieLens 32M within
+#: ``arms._validation.MAX_MODEL_BYTES`` (the default is 10).
+MAX_WINDOW = size_ceiling(per_user=5 * 8)
 #: Default half-life: one week, in seconds.
 WEEK = 7 * 24 * 3600.0
 #: Shortest half-life (seconds), the log's time resolution: an event's frame is its time over
@@ -242,7 +246,7 @@ class CooccurrenceRecommender(Recommender):
     ----------
     window : int, default 10
         Items of a user's recent events an event pairs with, and the items of the scoring
-        context (>= 1).
+        context, from 1 to :data:`MAX_WINDOW` (267).
     half_life : float, default 604800.0 (one week)
         Seconds after which a co-occurrence or a count weighs half (> 0).
     from_train : bool, default True
@@ -330,7 +334,7 @@ class CooccurrenceRecommender(Recommender):
         return {"retime_seed": False}
 
     def _validate_params(self) -> None:
-        check_int("window", self.window, low=1)
+        check_int("window", self.window, low=1, high=MAX_WINDOW)
         check_half_life(self.half_life)
         if not isinstance(self.from_train, bool):
             raise TypeError(f"from_train must be a bool, got {self.from_train!r}")

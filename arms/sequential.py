@@ -47,6 +47,10 @@ from arms.data.splits import rating_order
 
 #: Ratings at or above this count as a like in :meth:`SequentialRecommender.partial_fit`.
 LIKE_THRESHOLD = 3.0
+#: Longest window: the transition counts take one pass over the ratings per place of the
+#: window (a sparse matrix each), so its work, not an array, grows with it: 1,000 passes is
+#: 50 times the tuning grid's largest (20); ``window=10**9`` passed as an int >= 1 (attack).
+MAX_WINDOW = 1_000
 
 
 class SequentialRecommender(Recommender):
@@ -58,7 +62,8 @@ class SequentialRecommender(Recommender):
     Parameters
     ----------
     window : int, default 10
-        How many following items of a user's sequence count as successors of an item (>= 1).
+        How many following items of a user's sequence count as successors of an item, from 1
+        to :data:`MAX_WINDOW` (1,000).
     decay : float, default 0.9
         Weight ratio between successors ``d`` and ``d + 1`` places away, in ``(0, 1]``.
     backward_weight : float, default 0.5
@@ -118,7 +123,7 @@ class SequentialRecommender(Recommender):
 
     # ------------------------------------------------------------------ validation
     def _validate_params(self) -> None:
-        check_int("window", self.window, low=1)
+        check_int("window", self.window, low=1, high=MAX_WINDOW)
         check_int("n_recent", self.n_recent, low=1)
         if self.max_successors is not None:
             check_int("max_successors", self.max_successors, low=1)

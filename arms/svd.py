@@ -13,7 +13,7 @@ from typing import Any, ClassVar, cast
 import numpy as np
 import surprise
 
-from arms._validation import check_float, check_int
+from arms._validation import check_float, check_int, size_ceiling
 from arms.base import Recommender, index_array
 from arms.data.dataset import WHOLE_STARS, Dataset
 
@@ -23,6 +23,11 @@ logger = logging.getLogger(__name__)
 #: :meth:`SVDRecommender.load` gives it to such a file.
 SAVED_WITHOUT_SCALE = WHOLE_STARS
 
+
+
+#: Most latent factors: float64 factors for every user and item (930 on MovieLens 32M within
+#: ``arms._validation.MAX_MODEL_BYTES``; the default is 100).
+MAX_FACTORS = size_ceiling(per_user=8, per_item=8)
 
 class SVDRecommender(Recommender):
     """Biased matrix factorisation (Funk SVD) trained by scikit-surprise's ``SVD``.
@@ -37,7 +42,7 @@ class SVDRecommender(Recommender):
     Parameters
     ----------
     n_factors : int, default 100
-        Number of latent factors.
+        Number of latent factors, from 1 to :data:`MAX_FACTORS` (930).
     n_epochs : int, default 20
         Passes of Surprise's SGD over the ratings.
     lr_all : float, default 0.005
@@ -109,7 +114,7 @@ class SVDRecommender(Recommender):
         self.random_state = random_state
 
     def _validate_params(self) -> None:
-        check_int("n_factors", self.n_factors, low=1)
+        check_int("n_factors", self.n_factors, low=1, high=MAX_FACTORS)
         check_int("n_epochs", self.n_epochs, low=1)
         check_float("lr_all", self.lr_all, low=0.0, strict=True)
         check_float("reg_all", self.reg_all, low=0.0)

@@ -214,7 +214,7 @@ def test_dae_trains_block_by_block_when_the_matrix_is_large(data, monkeypatch):
         ({"l2": "big"}, TypeError, "l2 must be a real number"),
         ({"activation": "gelu"}, ValueError, r"activation must be one of \['relu'"),
         ({"corruption": 1.0}, ValueError, r"corruption must be within \[0, 1\), got 1.0"),
-        ({"hidden_units": 0}, ValueError, "hidden_units must be an integer >= 1"),
+        ({"hidden_units": 0}, ValueError, "hidden_units must be an integer from 1 to 1,532"),
         ({"n_epochs": 1.5}, TypeError, "n_epochs must be an integer"),
         ({"learning_rate": 0}, ValueError, "learning_rate must be > 0.0"),
     ],

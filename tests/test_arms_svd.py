@@ -184,7 +184,7 @@ def test_fold_in_is_a_no_op_without_feedback_and_cold_users_learn_from_one_like(
 @pytest.mark.parametrize(
     ("params", "error", "pattern"),
     [
-        ({"n_factors": 0}, ValueError, "n_factors must be an integer >= 1, got 0"),
+        ({"n_factors": 0}, ValueError, "n_factors must be an integer from 1 to 930, got 0"),
         ({"n_epochs": 2.5}, TypeError, "n_epochs must be an integer"),
         ({"lr_all": 0.0}, ValueError, "lr_all must be > 0.0, got 0.0"),
         ({"reg_all": -1}, ValueError, "reg_all must be >= 0.0, got -1"),

@@ -720,7 +720,7 @@ def test_commands_on_a_store_take_its_live_arms_for_settings_naming_other_arms(
     # Another bad value of the named arm is said as such, not as an arm not served.
     path.write_text("[arm_params.cooccurrence]\nwindow = -3\n")
     assert cli.main(["models", "list", "--state-dir", str(state), "--settings", str(path)]) == 2
-    assert "arm_params.cooccurrence: window must be an integer >= 1, got -3" in (
+    assert "arm_params.cooccurrence: window must be an integer from 1 to 267, got -3" in (
         capsys.readouterr().err)
 
 
