@@ -40,6 +40,7 @@ the arms of ``S`` are compared fairly without weights.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -102,7 +103,35 @@ def order_probability(m: int, k: int) -> float:
         ``m`` or ``k`` not an int >= 1.
     """
     m, k = check_int(m, "m"), check_int(k, "k")
+    check_order_probability(m, k)
     return 1.0 / float(math.factorial(m) ** (k // m) * math.perm(m, k % m))
+
+
+#: Smallest ``P(draft order | set)`` a slate may have: float64's smallest normal number. Past
+#: it the logged propensity would be 0 (or a subnormal), and its exact integer took unbounded
+#: time: ``slate_size=10**12`` never returned, ``m=200`` (of 300 arms) neither (found while
+#: bounding the sizes the attack found). About 2,000 positions for ``m = 2``, 1,000 for
+#: ``m = 3``, 170 rankers for ``m = slate_size``.
+MIN_ORDER_PROBABILITY = float(np.finfo(np.float64).tiny)
+
+
+def check_order_probability(m: int, k: int) -> None:
+    """Refuse ``m`` rankers on ``k`` positions whose ``P(draft order | set)`` is below
+    :data:`MIN_ORDER_PROBABILITY` (computed in logs first, never as the integer): the one
+    check of ``slate_size`` and ``m``.
+
+    Raises
+    ------
+    ValueError
+        Naming ``m``, ``slate_size`` and the floor.
+    """
+    log_p = -(k // m) * math.lgamma(m + 1) - (math.lgamma(m + 1) - math.lgamma(m - k % m + 1))
+    if log_p < math.log(MIN_ORDER_PROBABILITY):
+        exponent = log_p / math.log(10)
+        raise ValueError(f"m={m} rankers on slate_size={k} positions: P(draft order | set) "
+                         f"= 1 / (m!^(k // m) * perm(m, k % m)) would be 1e{exponent:.0f}, "
+                         f"below float64's {MIN_ORDER_PROBABILITY:.3g} "
+                         "(MIN_ORDER_PROBABILITY); use fewer positions or rankers")
 
 
 def draft_order(n_runs: int, m: int, k: int, rng: RunRandom) -> np.ndarray:
@@ -386,7 +415,9 @@ class MultileaveThompsonSampling(FixedOnceBuilt):
     m : int, default 2
         Arms per slate, within ``[1, min(K, slate_size)]``.
     slate_size : int, default 10
-        Positions ``k`` per slate.
+        Positions ``k`` per slate; with ``m``, ``P(draft order | set)`` must be at least
+        :data:`MIN_ORDER_PROBABILITY` (float64's smallest normal: about 2,000 positions for
+        ``m = 2``).
     prior_alpha, prior_beta : float or list of float, default 1.0
         Beta prior, one value for all arms or one per arm, in ``[0.1, 1e9]``
         (:func:`bandits.thompson.check_beta_prior`).
@@ -439,10 +470,10 @@ class MultileaveThompsonSampling(FixedOnceBuilt):
         if m > min(K, slate_size):
             raise ValueError(f"m={m} must be within [1, min(n_arms={K}, slate_size={slate_size})]"
                              " so that every multileaved arm fills a position")
+        check_order_probability(m, slate_size)
         check_propensity_grid(propensity_grid)
         self.alpha0_ = check_beta_prior(prior_alpha, "prior_alpha", K)
         self.beta0_ = check_beta_prior(prior_beta, "prior_beta", K)
-        self.sets = np.array(list(itertools.combinations(range(K), m)), dtype=np.int64)
         self._rng = make_generator(random_state)
         self.state_ = self.init_batch(1)
         self._built = True  # its parameters are fixed now (FixedOnceBuilt)
@@ -451,6 +482,24 @@ class MultileaveThompsonSampling(FixedOnceBuilt):
     def n_arms(self) -> int:
         """Number of arms ``K``."""
         return len(self.arms)
+
+    @functools.cached_property
+    def sets(self) -> np.ndarray:
+        """Every set of ``m`` arm positions, ascending, shape ``(n_sets, m)`` int64: built when
+        first asked (by the probabilities), never past :data:`MAX_SETS` (``C(300, 20)`` sets,
+        built in the constructor, never returned; found while bounding the attack's sizes).
+
+        Raises
+        ------
+        ValueError
+            More than :data:`MAX_SETS` sets.
+        """
+        n_sets = math.comb(self.n_arms, self.m)
+        if n_sets > MAX_SETS:
+            raise ValueError(f"{n_sets:,} sets of m={self.m} among {self.n_arms} arms; "
+                             f"set probabilities are computed for at most {MAX_SETS:,}")
+        return np.array(list(itertools.combinations(range(self.n_arms), self.m)),
+                        dtype=np.int64).reshape(n_sets, self.m)
 
     @property
     def order_probability(self) -> float:
@@ -553,11 +602,9 @@ class MultileaveThompsonSampling(FixedOnceBuilt):
         ValueError
             More than :data:`MAX_SETS` sets.
         """
-        if len(self.sets) > MAX_SETS:
-            raise ValueError(f"{len(self.sets)} sets of m={self.m} among {self.n_arms} arms; "
-                             f"set probabilities are computed for at most {MAX_SETS}")
+        sets = self.sets  # refused past MAX_SETS
         alpha, beta = self.posterior_batch(state)
-        return set_probabilities(alpha, beta, self.sets, self.propensity_grid)
+        return set_probabilities(alpha, beta, sets, self.propensity_grid)
 
     def inclusion_probabilities_batch(self, state: MultileaveState) -> np.ndarray:
         """``P(arm in S)`` of every arm, (R, K), rows summing to ``m``."""

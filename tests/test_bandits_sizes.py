@@ -4,6 +4,8 @@ and the ceiling (found by attack: numpy's MemoryError asking 7.28 TiB)."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -14,11 +16,13 @@ from bandits import (
     GaussianThompsonSampling,
     LinTS,
     LinUCB,
+    MultileaveThompsonSampling,
     SlidingWindowThompsonSampling,
     ThompsonSampling,
     registered_policies,
 )
 from bandits.base import MAX_QUADRATURE_VALUES, QUADRATURE_BLOCK_VALUES
+from bandits.multileave import order_probability
 
 
 @pytest.mark.parametrize("build, pattern", [
@@ -146,3 +150,29 @@ def test_propensities_past_the_ceiling_are_refused(n_arms, grid, most, pattern):
         policy.action_probabilities()
     assert (most * (most - 1) * (grid + 1) <= MAX_QUADRATURE_VALUES
             < (most + 1) * most * (grid + 1))
+
+
+def test_multileave_builds_its_sets_only_when_asked_and_never_past_max_sets():
+    # found while bounding the attack's sizes: m=20 of 300 arms enumerated C(300, 20) = 7.5e30
+    # sets in the constructor
+    policy = MultileaveThompsonSampling(300, m=20, slate_size=20, random_state=0)
+    choice = policy.select_batch(policy.init_batch(2), np.random.default_rng(0))
+    assert choice.arms.shape == (2, 20)
+    with pytest.raises(ValueError, match=r"^7,500,433,758,922,134,083,130,376,809,510 sets of "
+                                         r"m=20 among 300 arms; set probabilities are computed "
+                                         r"for at most 10,000$"):
+        policy.set_probabilities()
+    small = MultileaveThompsonSampling(5, m=2, slate_size=4)
+    assert small.sets.tolist() == [list(s) for s in itertools.combinations(range(5), 2)]
+    assert small.set_probabilities().shape == (10,)
+
+
+@pytest.mark.parametrize("m, slate_size, exponent", [(2, 10**12, -150514997832),
+                                                      (200, 200, -375), (2, 2046, -308)])
+def test_a_draft_order_probability_below_float64_is_refused(m, slate_size, exponent):
+    # found while bounding the attack's sizes: slate_size=10**12 computed 2**(5 * 10**11) and
+    # never returned
+    with pytest.raises(ValueError, match=rf"^m={m} rankers on slate_size={slate_size} positions: "
+                                         rf".* would be 1e{exponent}, below float64's 2.23e-308"):
+        MultileaveThompsonSampling(300, m=m, slate_size=slate_size)
+    assert order_probability(2, 2044) == 2.0**-1022  # the last one that is a normal float
