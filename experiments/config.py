@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -351,6 +352,11 @@ def _check_run(config: ExperimentConfig) -> None:
     _check_int("record_every", config.record_every, 1)
     if config.seed is not None:
         _check_int("seed", config.seed, 0)
+    if not isinstance(config.checkpoints, tuple | list):
+        # A string was read character by character ("10": "got '1' (str)"; found by attack).
+        raise ConfigError(f"checkpoints must be a list of steps (integers >= 1) such as "
+                          f"[10, 100], got {config.checkpoints!r} "
+                          f"({type(config.checkpoints).__name__})")
     for c in config.checkpoints:
         _check_int("checkpoints[]", c, 1)
         if c > config.horizon:
@@ -434,12 +440,27 @@ def resolve_path(config: str | Path) -> Path:
     for candidate in (config_dir() / path.name, config_dir() / f"{path.name}.toml"):
         if candidate.is_file():
             return candidate
-    # A folder is named as one (it was "no such file", found by attack).
-    what = "a folder, not a TOML file," if path.is_dir() else "no such file"
+    # A folder, a device or a pipe is named as one (each was "no such file", found by attack).
+    kind = _file_kind(path)
+    what = "no such file" if kind is None else f"{kind}, not a TOML file,"
     raise ConfigError(
         f"config {str(config)!r}: {what} and no shipped config of that name; shipped "
         f"configs: {', '.join(shipped_configs())}"
     )
+
+
+def _file_kind(path: Path) -> str | None:
+    """What ``path`` is when it exists but is no regular file (``"a folder"``, ``"a character
+    device"``, ...); None when nothing is there (or it cannot be looked at).
+    """
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a named pipe"),
+             (stat.S_ISSOCK, "a socket"))
+    return next((name for is_kind, name in kinds if is_kind(mode)), "a special file")
 
 
 def load(config: str | Path) -> ExperimentConfig:
@@ -452,7 +473,13 @@ def load(config: str | Path) -> ExperimentConfig:
     """
     path = resolve_path(config)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:  # unreadable (permissions): one line naming it, not a traceback
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:  # a binary file was a traceback (found by attack)
+        raise ConfigError(
+            f"{path}: not a TOML file (TOML is UTF-8 text; byte 0x{exc.object[exc.start]:02x} "
+            f"at offset {exc.start} is not UTF-8)") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
     try:
@@ -496,7 +523,8 @@ def override(config: ExperimentConfig, **changes: Any) -> ExperimentConfig:
     if description != config.description and "description" not in changes:
         changes["description"] = description
     if "checkpoints" in changes:
-        changes["checkpoints"] = tuple(changes["checkpoints"])
+        if isinstance(changes["checkpoints"], list):  # anything else is refused as given
+            changes["checkpoints"] = tuple(changes["checkpoints"])
     elif "horizon" in changes and config.checkpoints:
         # A shorter --horizon keeps the file's checkpoints that still fit, and ends on the horizon.
         horizon = changes["horizon"]

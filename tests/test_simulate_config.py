@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import tomllib
 
 import pytest
@@ -83,6 +85,9 @@ def test_unknown_policy_from_toml_file_names_the_file(tmp_path):
         ({"executor": "ray"}, r"executor must be one of local, dask, got 'ray'"),
         ({"policies": []}, r"missing \[\[policies\]\]"),
         ({"checkpoints": [10, 99]}, r"step 99 is beyond the horizon 50"),
+        # A string was read character by character ("got '1' (str)"; found by attack).
+        ({"checkpoints": "10"}, r"^checkpoints must be a list of steps \(integers >= 1\) such "
+                                r"as \[10, 100\], got '10' \(str\)$"),
         ({"policies": [{"id": "UCB1"}, {"id": "UCB1"}]}, r"label 'UCB1' is used twice"),
         # Said at load with what the class takes; it came after the first progress bar, in
         # Python's words ("__init__() got an unexpected keyword argument 'bogus'").
@@ -184,3 +189,23 @@ def test_a_config_argument_that_is_a_folder_is_named_as_one(tmp_path):
         cfg.resolve_path(tmp_path)
     with pytest.raises(cfg.ConfigError, match="no such file and no shipped config"):
         cfg.resolve_path(tmp_path / "missing.toml")
+
+
+def test_a_config_argument_that_is_a_device_or_a_pipe_is_named_as_one(tmp_path):
+    """Found by attack: ``/dev/null`` was "no such file"."""
+    with pytest.raises(cfg.ConfigError, match=r"^config '/dev/null': a character device, not a "
+                                              r"TOML file, and no shipped config of that name"):
+        cfg.load("/dev/null")
+    os.mkfifo(tmp_path / "pipe.toml")
+    with pytest.raises(cfg.ConfigError, match=r"a named pipe, not a TOML file"):
+        cfg.load(tmp_path / "pipe.toml")
+
+
+def test_a_config_that_is_not_utf8_is_one_error_naming_the_file(tmp_path):
+    """Found by attack: a binary file was a UnicodeDecodeError traceback."""
+    path = tmp_path / "binary.toml"
+    path.write_bytes(b"\xff\xfe garbage")
+    with pytest.raises(cfg.ConfigError, match=(
+            rf"^{re.escape(str(path))}: not a TOML file \(TOML is UTF-8 text; byte 0xff at "
+            r"offset 0 is not UTF-8\)$")):
+        cfg.load(path)
