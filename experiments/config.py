@@ -320,6 +320,71 @@ def check_executor(kind: object) -> str:
     return kind
 
 
+#: Protocols of a Dask scheduler's address that name a host and port (``inproc://`` names an
+#: address in this process, passed on as given).
+SCHEDULER_PROTOCOLS = ("tcp", "tls", "ws", "wss", "ucx")
+#: Port numbers a scheduler's address may name.
+PORTS = (1, 65_535)
+
+
+def check_scheduler(address: object) -> str:
+    """``address`` after checking it can name a Dask scheduler: ``[protocol://]host:port``
+    with a protocol of :data:`SCHEDULER_PROTOCOLS`, a host and a port within :data:`PORTS`:
+    the one rule of the config's ``scheduler`` (``--scheduler``). Whether a scheduler answers
+    there is the client's to find; an address that cannot be one is refused at once (found by
+    attack: ``tcp://127.0.0.1:99999`` waited 20 s for the connection to fail).
+
+    Raises
+    ------
+    ConfigError
+        Not a string, or not such an address (the message says which part).
+    """
+    if not isinstance(address, str):
+        raise ConfigError(f"scheduler must be an address string, got {address!r}")
+
+    def refused(why: str) -> ConfigError:
+        return ConfigError(f"scheduler must be a Dask scheduler's address such as "
+                           f"tcp://host:8786, got {address!r}: {why}")
+
+    protocol, sep, location = address.partition("://")
+    if not sep:  # Dask reads an address without a protocol as tcp
+        protocol, location = "tcp", address
+    if protocol == "inproc":
+        return address
+    if protocol not in SCHEDULER_PROTOCOLS:
+        raise refused(f"unknown protocol {protocol!r}; known: "
+                      f"{', '.join(SCHEDULER_PROTOCOLS)}, inproc")
+    try:
+        host, port = _host_and_port(location)
+    except ValueError as exc:
+        raise refused(str(exc)) from None
+    if not host or any(c.isspace() or c in "/?#@" for c in host):
+        raise refused(f"no host name in {location!r}" if not host else f"host {host!r}")
+    low, high = PORTS
+    if not (port.isascii() and port.isdigit()) or not low <= int(port) <= high:
+        raise refused(f"the port must be a number from {low} to {high:,}, got {port!r}")
+    return address
+
+
+def _host_and_port(location: str) -> tuple[str, str]:
+    """The host and port texts of ``host:port`` or ``[ipv6]:port``, unchecked.
+
+    Raises
+    ------
+    ValueError
+        No port, or an IPv6 address without its brackets (Dask refuses both).
+    """
+    if location.startswith("["):  # an IPv6 host: [::1]:8786
+        host, closed, rest = location[1:].partition("]")
+        if closed and rest.startswith(":"):
+            return host, rest[1:]
+    elif location.count(":") == 1:
+        host, port = location.split(":")
+        return host, port
+    raise ValueError("an IPv6 host is written [address]:port" if ":" in location
+                     else "no port (host:port)")
+
+
 def validate(config: ExperimentConfig) -> ExperimentConfig:
     """Check every field; returns ``config`` unchanged.
 
@@ -362,8 +427,8 @@ def _check_run(config: ExperimentConfig) -> None:
         if c > config.horizon:
             raise ConfigError(f"checkpoints: step {c} is beyond the horizon {config.horizon}")
     check_executor(config.executor)
-    if config.scheduler is not None and not isinstance(config.scheduler, str):
-        raise ConfigError(f"scheduler must be an address string, got {config.scheduler!r}")
+    if config.scheduler is not None:
+        check_scheduler(config.scheduler)
     if config.workers is not None:
         _check_int("workers", config.workers, 1, MAX_WORKERS)
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from experiments.config import check_executor
+from experiments.config import check_executor, check_scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +177,8 @@ def make_executor(
     Raises
     ------
     ValueError
-        An unknown ``kind`` or a ``scheduler`` given to the local executor.
+        An unknown ``kind``, a ``scheduler`` given to the local executor, or one that is no
+        address (:func:`experiments.config.check_scheduler`).
     """
     if kind == "local":
         if scheduler is not None:
@@ -186,4 +187,6 @@ def make_executor(
             )
         return LocalExecutor(workers=workers)
     check_executor(kind)  # raises for any other kind
+    if scheduler is not None:
+        check_scheduler(scheduler)  # not a 20 s wait for an address that cannot be one
     return DaskExecutor(scheduler=scheduler, workers=workers)

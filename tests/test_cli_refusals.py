@@ -112,7 +112,11 @@ def test_a_slate_environment_is_refused_by_simulate(tmp_path: Path,
     (["evaluate-arms", "--synthetic", "2000", "--seeds", "1000000"], "seeds must be an integer "
      "from 1 to 1,000, got 1000000"),
     (["simulate", "fixed_ctr", "--runs", "2", "--scheduler", "notaurl"],
-     "scheduler 'notaurl': missing port number in address 'notaurl'"),
+     "scheduler must be a Dask scheduler's address such as tcp://host:8786, got 'notaurl': no "
+     "port (host:port)"),
+    # Refused at once: it waited 20 s for the connection to fail (found by attack).
+    (["simulate", "fixed_ctr", "--runs", "2", "--scheduler", "tcp://127.0.0.1:99999"],
+     "got 'tcp://127.0.0.1:99999': the port must be a number from 1 to 65,535, got '99999'"),
     (["simulate", "fixed_ctr", "--runs", "2", "--executor", "local", "--scheduler",
       "tcp://127.0.0.1:1"], "needs executor='dask'"),
     (["rebuild-state", "--policy", "Nope"], "rebuild-state: policy: policy must be "

@@ -9,7 +9,7 @@ import tomllib
 import pytest
 
 from experiments import config as cfg
-from experiments.config import POLICY_IDS, ConfigError
+from experiments.config import POLICY_IDS, ConfigError, check_scheduler
 
 VALID = {
     "name": "tiny",
@@ -88,6 +88,10 @@ def test_unknown_policy_from_toml_file_names_the_file(tmp_path):
         # A string was read character by character ("got '1' (str)"; found by attack).
         ({"checkpoints": "10"}, r"^checkpoints must be a list of steps \(integers >= 1\) such "
                                 r"as \[10, 100\], got '10' \(str\)$"),
+        ({"scheduler": "tcp://127.0.0.1:99999"},
+         r"^scheduler must be a Dask scheduler's address such as tcp://host:8786, got "
+         r"'tcp://127\.0\.0\.1:99999': the port must be a number from 1 to 65,535, got "
+         r"'99999'$"),
         ({"policies": [{"id": "UCB1"}, {"id": "UCB1"}]}, r"label 'UCB1' is used twice"),
         # Said at load with what the class takes; it came after the first progress bar, in
         # Python's words ("__init__() got an unexpected keyword argument 'bogus'").
@@ -209,3 +213,26 @@ def test_a_config_that_is_not_utf8_is_one_error_naming_the_file(tmp_path):
             rf"^{re.escape(str(path))}: not a TOML file \(TOML is UTF-8 text; byte 0xff at "
             r"offset 0 is not UTF-8\)$")):
         cfg.load(path)
+
+
+@pytest.mark.parametrize("address", ["tcp://127.0.0.1:8786", "127.0.0.1:8786", "tls://h:1",
+                                     "tcp://[::1]:65535", "ws://scheduler.example:80"])
+def test_scheduler_addresses_dask_can_reach_are_taken(address):
+    assert check_scheduler(address) == address
+
+
+@pytest.mark.parametrize(("address", "why"), [
+    ("tcp://127.0.0.1:99999", "the port must be a number from 1 to 65,535, got '99999'"),
+    ("tcp://h:0", "the port must be a number from 1 to 65,535, got '0'"),
+    ("tcp://h:8786/", "the port must be a number from 1 to 65,535, got '8786/'"),
+    ("tcp://h", "no port (host:port)"),
+    ("tcp://:8786", "no host name in ':8786'"),
+    ("tcp://a b:8786", "host 'a b'"),
+    ("::1:8786", "an IPv6 host is written [address]:port"),
+    ("http://h:8786", "unknown protocol 'http'; known: tcp, tls, ws, wss, ucx, inproc"),
+])
+def test_scheduler_addresses_that_cannot_be_one_are_refused_naming_the_part(address, why):
+    with pytest.raises(ConfigError) as refused:
+        check_scheduler(address)
+    assert str(refused.value) == (f"scheduler must be a Dask scheduler's address such as "
+                                  f"tcp://host:8786, got {address!r}: {why}")
