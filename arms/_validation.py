@@ -51,6 +51,20 @@ def check_int(name: str, value: object, *, low: int | None = None,
     return number
 
 
+#: Largest seed: a TOML integer is a signed 64-bit one, so a larger seed written into a run's
+#: ``config.toml`` made a file other TOML readers refuse (found by attack). The seeds drawn from
+#: OS entropy lie below it too (:func:`experiments.config.resolve_seed`).
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(value: object, name: str = "seed") -> int:
+    """Return ``value`` as an int after checking it is a seed, from 0 to :data:`MAX_SEED`: the
+    one seed check of the lab's commands (``simulate``, ``replay``, ``ope``) and the service's
+    (``--seed``, ``--bootstrap-seed``).
+    """
+    return check_int(name, value, low=0, high=MAX_SEED)
+
+
 def check_float(
     name: str, value: object, *, low: float | None = None, strict: bool = False,
     high: float | None = None,

@@ -44,7 +44,7 @@ from types import MappingProxyType
 from typing import Any, TypeAlias
 
 import bandits
-from arms._validation import check_int
+from arms._validation import MAX_SEED, check_int, check_seed
 from arms.data.files import write_whole
 from arms.errors import unknown_id_message
 
@@ -416,7 +416,10 @@ def _check_run(config: ExperimentConfig) -> None:
     _check_int("runs_per_task", config.runs_per_task, 1, MAX_RUNS)
     _check_int("record_every", config.record_every, 1)
     if config.seed is not None:
-        _check_int("seed", config.seed, 0)
+        try:
+            check_seed(config.seed)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(str(exc)) from None
     if not isinstance(config.checkpoints, tuple | list):
         # A string was read character by character ("10": "got '1' (str)"; found by attack).
         raise ConfigError(f"checkpoints must be a list of steps (integers >= 1) such as "
@@ -632,7 +635,7 @@ def resolve_seed(config: ExperimentConfig) -> ExperimentConfig:
         return config
     import numpy as np
 
-    seed = int(np.random.SeedSequence().entropy % (2**63))  # type: ignore[operator]  # fresh entropy is an int
+    seed = int(np.random.SeedSequence().entropy % (MAX_SEED + 1))  # type: ignore[operator]  # fresh entropy is an int
     return dataclasses.replace(config, seed=seed)
 
 

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from arms._validation import check_fraction, check_int
+from arms._validation import check_fraction, check_int, check_seed
 from arms.data.obd import CAMPAIGNS, OBDLog, load_bts_prior, load_obd
 from arms.errors import DataUnavailableError
 from bandits.base import make_generator
@@ -113,9 +113,9 @@ class OBDOPEConfig:
                 raise ValueError(f"campaigns contains {campaign!r}; allowed: "
                                  f"{', '.join(map(repr, CAMPAIGNS))}")
         check_n_bootstrap(self.n_bootstrap)  # 0 (no interval) or at least MIN_BOOTSTRAP
-        # The lab's one integer check, as replay's and simulate's (one-rule review: "seed=-1
+        # The lab's one seed check, as replay's and simulate's (one-rule review: "seed=-1
         # must be >= 0" here, "seed must be an integer >= 0, got -1" there).
-        check_int("seed", self.seed, low=0)
+        check_seed(self.seed)
         check_fraction("confidence", self.confidence)  # the lab's one check of a share
         check_int("mc_samples", self.mc_samples, low=1)
         check_int("reward_folds", self.reward_folds, low=2)

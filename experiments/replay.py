@@ -53,7 +53,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from arms._validation import check_fraction, check_int
+from arms._validation import check_fraction, check_int, check_seed
 from arms.base import Recommender, check_k, top_k
 from arms.cooccurrence import MIN_HALF_LIFE_S, time_order
 from arms.data import load_movielens, make_synthetic
@@ -162,13 +162,17 @@ class ReplayConfig:
                                check_n_bootstrap(self.n_bootstrap, allow_zero=False))
         except (TypeError, ValueError) as exc:
             raise ReplayConfigError("n_bootstrap", str(exc)) from None
-        for name, low in (("retrain_every", 1), ("k", 1), ("seed", 0), ("max_events", 1)):
+        for name, low in (("retrain_every", 1), ("k", 1), ("max_events", 1)):
             if name != "max_events" or self.max_events is not None:
                 try:  # kept as a Python int (a numpy one would fail writing config.json)
                     object.__setattr__(self, name, check_int(name, getattr(self, name),
                                                              low=low))
                 except (TypeError, ValueError) as exc:
                     raise ReplayConfigError(name, str(exc)) from None
+        try:  # the lab's one seed rule (MAX_SEED), as simulate's and ope's
+            object.__setattr__(self, "seed", check_seed(self.seed))
+        except (TypeError, ValueError) as exc:
+            raise ReplayConfigError("seed", str(exc)) from None
         if self.cold_users not in COLD_USERS:
             raise ReplayConfigError("cold_users", f"cold_users must be one of "
                                     f"{list(COLD_USERS)}, got {self.cold_users!r}")

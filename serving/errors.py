@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from bandits.errors import check_int
+from arms._validation import check_seed
 from bandits.ope import check_n_bootstrap
 
 
@@ -177,15 +177,16 @@ def check_bootstrap(n_bootstrap: Any) -> int:
 
 
 def check_bootstrap_seed(seed: Any) -> int:
-    """``seed`` (``--bootstrap-seed``) as an int >= 0, named as the option: numpy's "expected
-    non-negative integer" named nothing (found by attack).
+    """``seed`` (``--bootstrap-seed``) as a seed (:func:`arms._validation.check_seed`, the
+    lab's one seed rule), named as the option: numpy's "expected non-negative integer" named
+    nothing (found by attack).
 
     Raises
     ------
     TypeError, ValueError
-        Not an integer, or negative.
+        Not an integer, or outside 0 to ``MAX_SEED``.
     """
-    return check_int(seed, "seed (--bootstrap-seed)", low=0)
+    return check_seed(seed, "seed (--bootstrap-seed)")
 
 
 def iso_time(unix_s: float, timespec: str = "seconds") -> str:

@@ -70,7 +70,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from arms._validation import check_int
+from arms._validation import check_seed
 from arms.data.files import clear_run_files, write_whole
 from bandits import ThompsonSampling
 from bandits.base import (
@@ -1628,7 +1628,7 @@ class OPEConfig:
         # Beta priors within [BETA_PRIOR_MIN, BETA_PRIOR_MAX].
         check_n_bootstrap(self.n_bootstrap)
         # The seed as --seed names it, as `ope --obd` does (it said "random_state=-3").
-        check_int("seed", self.seed, low=0)
+        check_seed(self.seed)
         if not 0 < self.confidence < 1:
             raise ValueError(f"confidence must lie in (0, 1), got {self.confidence!r}")
         for prior in self.ts_priors:

@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from uvicorn.config import LOG_LEVELS
 
 from arms import registry
+from arms._validation import check_seed
 from arms.data import DATASETS
 from arms.data.synthetic import check_sizes
 from arms.gate import DEFAULT_MARGIN, MAX_MARGIN
@@ -350,7 +351,8 @@ class Settings(BaseSettings):
         Bearer token for ``/admin/*``, at most :data:`MAX_ADMIN_TOKEN_CHARS` characters; None
         disables the admin endpoints (403).
     seed : int or None
-        Seed of the arm selection generator (None: fresh entropy).
+        Seed of the arm selection generator, 0 to :data:`arms._validation.MAX_SEED` (None:
+        fresh entropy).
     retrain_every : float or None
         Retrain on its own when this many seconds have passed since the last retrain ended
         (``RECBANDITS_RETRAIN_EVERY``, ``serve --retrain-every``): seconds, or a number with a
@@ -593,6 +595,13 @@ class Settings(BaseSettings):
         if value not in DATASETS:
             raise ValueError(f"dataset must be one of {list(DATASETS)}, got {value!r}")
         return value
+
+    @field_validator("seed")
+    @classmethod
+    def _check_seed(cls, value: int | None) -> int | None:
+        # The lab's one seed rule (0 to MAX_SEED): -1 was taken and failed in numpy at the
+        # first fit, and a seed beyond 64 bits was taken where simulate's was refused.
+        return None if value is None else check_seed(value)
 
     @field_validator("policy")
     @classmethod

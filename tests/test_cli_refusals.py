@@ -117,6 +117,19 @@ def test_a_slate_environment_is_refused_by_simulate(tmp_path: Path,
     # Refused at once: it waited 20 s for the connection to fail (found by attack).
     (["simulate", "fixed_ctr", "--runs", "2", "--scheduler", "tcp://127.0.0.1:99999"],
      "got 'tcp://127.0.0.1:99999': the port must be a number from 1 to 65,535, got '99999'"),
+    # Every command's --seed: at most what config.toml's TOML integer holds (found by attack:
+    # simulate wrote 99999999999999999999999999 there, a file other TOML readers refuse).
+    (["simulate", "fixed_ctr", "--runs", "2", "--seed", "99999999999999999999999999"],
+     "simulate: seed must be an integer from 0 to 9,223,372,036,854,775,807, got "
+     "99999999999999999999999999"),
+    (["replay", "--synthetic", "3000", "--seed", str(2**63)], "replay: --seed: seed must be an "
+     "integer from 0 to 9,223,372,036,854,775,807, got 9223372036854775808"),
+    (["ope", "--db", "sqlite:///x.db", "--seed", str(2**63)], "ope: seed must be an integer "
+     "from 0 to 9,223,372,036,854,775,807"),
+    (["retrain", "--seed", str(2**63)], "retrain: seed: seed must be an integer from 0 to "
+     "9,223,372,036,854,775,807"),
+    (["credit", "--bootstrap-seed", str(2**63)], "credit: seed (--bootstrap-seed) must be an "
+     "integer from 0 to 9,223,372,036,854,775,807"),
     (["simulate", "fixed_ctr", "--runs", "2", "--executor", "local", "--scheduler",
       "tcp://127.0.0.1:1"], "needs executor='dask'"),
     (["rebuild-state", "--policy", "Nope"], "rebuild-state: policy: policy must be "

@@ -309,13 +309,15 @@ def test_run_and_cli_on_a_generated_tree(tmp_path: Path, capsys: pytest.CaptureF
     assert "n_bootstrap" in capsys.readouterr().err
     with pytest.raises(ValueError, match="campaigns contains 'kids'"):
         OBDOPEConfig(campaigns=("kids",))
-    # The lab's one integer message, as replay's (one-rule review).
-    with pytest.raises(ValueError, match=r"^seed must be an integer >= 0, got -1$"):
+    # The lab's one seed message, as replay's (one-rule review).
+    with pytest.raises(ValueError, match=r"^seed must be an integer from 0 to "
+                                         r"9,223,372,036,854,775,807, got -1$"):
         OBDOPEConfig(seed=-1)
     with pytest.raises(ValueError, match=r"^confidence must be in \(0, 1\), got 1\.0$"):
         OBDOPEConfig(confidence=1.0)  # the lab's one check of a share (review)
     assert main(["ope", "--obd", "--data", str(tmp_path), "--seed", "-1"]) == 2
-    assert "seed must be an integer >= 0, got -1" in capsys.readouterr().err
+    assert "seed must be an integer from 0 to 9,223,372,036,854,775,807, got -1" in (
+        capsys.readouterr().err)
 
     # with priors beside the tree, the Monte Carlo reconstruction joins in
     alpha, beta = np.arange(1.0, 35.0), np.full(34, 500.0)

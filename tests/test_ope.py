@@ -238,7 +238,8 @@ def test_the_cli_refuses_too_many_resamples_and_a_negative_seed(tmp_path) -> Non
 
     assert main(["ope", "--obd", "--data", str(tmp_path), "--bootstrap", "100001"]) == 2
     # The service log's seed as --seed names it (it said random_state=-3), as ope --obd's.
-    with pytest.raises(ValueError, match=r"^seed must be an integer >= 0, got -3$"):
+    with pytest.raises(ValueError, match=r"^seed must be an integer from 0 to "
+                                         r"9,223,372,036,854,775,807, got -3$"):
         OPEConfig(url=f"sqlite:///{tmp_path / 'none.db'}", out_dir=tmp_path / 'out', seed=-3)
 
 

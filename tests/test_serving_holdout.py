@@ -195,7 +195,8 @@ def test_the_holdout_command_reports_both_groups_on_a_live_log(
         assert cli_main([command, "--state-dir", str(tmp_path / "state"), "--arms",
                          ",".join(ARMS), "--bootstrap-seed", "-1"]) == 2
         err = capsys.readouterr().err
-        assert "seed (--bootstrap-seed)=-1 must be >= 0" in err, err
+        assert ("seed (--bootstrap-seed) must be an integer from 0 to 9,223,372,036,854,775,807, "
+                "got -1") in err, err
 
 
 def test_the_holdout_command_says_when_no_decision_had_a_holdout(

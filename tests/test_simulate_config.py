@@ -88,6 +88,11 @@ def test_unknown_policy_from_toml_file_names_the_file(tmp_path):
         # A string was read character by character ("got '1' (str)"; found by attack).
         ({"checkpoints": "10"}, r"^checkpoints must be a list of steps \(integers >= 1\) such "
                                 r"as \[10, 100\], got '10' \(str\)$"),
+        # Beyond a TOML integer (signed 64 bits) config.toml could not be read back by other
+        # TOML readers (found by attack).
+        ({"seed": 2**63}, r"^seed must be an integer from 0 to 9,223,372,036,854,775,807, got "
+                          r"9223372036854775808$"),
+        ({"seed": -1}, r"^seed must be an integer from 0 to 9,223,372,036,854,775,807, got -1$"),
         ({"scheduler": "tcp://127.0.0.1:99999"},
          r"^scheduler must be a Dask scheduler's address such as tcp://host:8786, got "
          r"'tcp://127\.0\.0\.1:99999': the port must be a number from 1 to 65,535, got "
@@ -148,6 +153,13 @@ def test_dump_round_trips_with_meta(tmp_path):
     assert data["meta"]["recbandits_version"] == cfg.package_version()
     assert data["seed"] == 1
     assert cfg.from_dict(data) == config
+
+
+def test_the_largest_seed_round_trips_through_config_toml(tmp_path):
+    config = cfg.from_dict(_with(seed=cfg.MAX_SEED))
+    path = cfg.dump(config, tmp_path / "config.toml")
+    assert tomllib.loads(path.read_text())["seed"] == 2**63 - 1
+    assert cfg.load(path).seed == 2**63 - 1
 
 
 def test_missing_seed_is_resolved_and_recorded():
