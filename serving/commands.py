@@ -822,7 +822,9 @@ def _run_worker(config: uvicorn.Config, sock: socket.socket) -> int:
 
 
 class _StopRequested(BaseException):
-    """A SIGTERM to ``serve``'s one-worker server (see :func:`_stopped_by_sigterm`)."""
+    """A SIGTERM to ``serve``'s one-worker server or to ``retrain`` (see
+    :func:`_stopped_by_sigterm`).
+    """
 
 
 def _stop_requested(signum: int, frame: object) -> None:
@@ -831,7 +833,8 @@ def _stop_requested(signum: int, frame: object) -> None:
 
 @contextlib.contextmanager
 def _stopped_by_sigterm() -> Iterator[None]:
-    """Make a SIGTERM end ``serve`` with status 0, whenever it comes.
+    """Make a SIGTERM end ``serve`` with status 0, whenever it comes (``retrain`` uses it too,
+    to free its lease on the way out: see :func:`retrain`).
 
     uvicorn's one-worker server shuts down gracefully on the signal, then restores the handler
     it found and raises the signal again: with the default handler the process died by it
@@ -935,8 +938,29 @@ def retrain(settings: Settings, *, candidate: bool = False) -> RetrainResult | N
         While another retrain runs (a worker's trigger, ``POST /admin/retrain``, another
         ``retrain``): nothing is fitted; or a promotion or rollback changed the live version
         during the fit: nothing is served or recorded (exit code 1 either way); or the served
-        arms are missing (see :func:`prepare`).
+        arms are missing (see :func:`prepare`); or a SIGTERM stopped it (exit code 143, as a
+        process the signal ended), the lease freed on the way out as on Ctrl-C.
     """
+    try:
+        # The default SIGTERM action ends the process where it stands, leaving the store's
+        # retrain lease to its dead pid for retrain_lease_s (600 s), every retrain refused
+        # meanwhile (found by attack: timeout, systemd and CI cancels send it). Raised here
+        # instead, it unwinds through hold_retrain_lease, which frees the lease, as Ctrl-C's
+        # KeyboardInterrupt does. A SIGKILL cannot be caught: its lease expires.
+        with _stopped_by_sigterm():
+            return _retrain(settings, candidate=candidate)
+    except _StopRequested:
+        raise CommandError("stopped by SIGTERM before the retrain ended; the retrain lease, "
+                           "if it was taken, is freed", exit_code=SIGTERM_EXIT) from None
+
+
+#: ``retrain``'s exit status when a SIGTERM stopped it: 128 + the signal's number, what a
+#: process the signal ended reports.
+SIGTERM_EXIT = 128 + signal.SIGTERM
+
+
+def _retrain(settings: Settings, *, candidate: bool) -> RetrainResult | NothingToDo:
+    """:func:`retrain`'s body, under its SIGTERM handler."""
     with progress_on_stderr():
         try:
             resources = prepare(settings, refit=False)
