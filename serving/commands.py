@@ -1731,7 +1731,7 @@ def purge(settings: Settings, before: str, *, dry_run: bool = False,
     limit = now - settings.retention_s
     if cut > limit:
         raise ValueError(
-            f"--before {_iso(cut)} is inside the retention window (retention_s = "
+            f"--before {_iso(cut, 'auto')} is inside the retention window (retention_s = "
             f"{say_seconds(settings.retention_s)}): events "
             f"after now - retention still steer features and real-time scores; the latest DATE "
             f"allowed now is {_iso(limit)}")

@@ -192,7 +192,8 @@ def check_bootstrap_seed(seed: Any) -> int:
 def iso_time(unix_s: float, timespec: str = "seconds") -> str:
     """``unix_s`` as ISO 8601 in UTC, to the second (for messages; ``timespec`` as
     :meth:`datetime.isoformat`'s: ``"microseconds"`` where a limit is checked to the
-    microsecond); Unix seconds when the time lies beyond what a datetime holds (years 1-9999).
+    microsecond, ``"auto"`` for a time the user gave, said with the fraction it has); Unix
+    seconds when the time lies beyond what a datetime holds (years 1-9999).
     """
     try:
         return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec=timespec)

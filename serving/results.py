@@ -203,9 +203,9 @@ class RebuildStateResults:
         lines = [f"store: {self.source}  ({self.n_decisions} decisions, {self.n_feedback} "
                  f"feedback, {self.n_outcomes} outcomes, {self.pending} undecided)"]
         if (s := self.snapshot) is not None:
-            lines.append(f"fold snapshot at log position {s.seq} (purged before {_iso(s.cut)}): "
-                         f"{s.pulls} pulls and {s.ratings} ratings of purged rows; every fold "
-                         "starts from it")
+            lines.append(f"fold snapshot at log position {s.seq} (purged before "
+                         f"{_iso(s.cut, 'auto')}): {s.pulls} pulls and {s.ratings} ratings of "
+                         "purged rows; every fold starts from it")
         lines.append(f"policy: {self.policy} folded over the outcomes in log order"
                      + (f", with the carry-over of {len(self.switches)} version switch(es) at "
                         "their log positions ("
@@ -308,7 +308,7 @@ class PurgeResults:
 def _rows(counts: dict[str, int], cut: float) -> str:
     """``counts`` of the three log tables as purge says them."""
     return (f"{counts['decisions']} decisions, {counts['outcomes']} outcomes and "
-            f"{counts['feedback']} feedback rows before {_iso(cut)}")
+            f"{counts['feedback']} feedback rows before {_iso(cut, 'auto')}")
 
 
 @dataclass(frozen=True)

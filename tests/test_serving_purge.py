@@ -32,7 +32,7 @@ from arms.data.dataset import Dataset
 from experiments.cli import main
 from serving.app import create_app
 from serving.armset import ArmSet, arms_folder, fit_arms
-from serving.commands import purge, rebuild_state
+from serving.commands import parse_date, purge, rebuild_state
 from serving.commands import shadow_promote as promote
 from serving.live import arm_from_bytes, fold_live_arms
 from serving.multileave import policy_arms as multileave_arms
@@ -438,6 +438,24 @@ def test_a_date_inside_the_retention_window_is_refused(
     with pytest.raises(ValueError, match="--before must be an ISO date or date-time"):
         purge(settings, "last tuesday", now=now)
     assert counts(settings) == before
+
+
+@pytest.mark.parametrize(("given", "said"), [
+    ("2026-12-07T14:20:00.5Z", "2026-12-07T14:20:00.500000+00:00"),
+    ("2026-12-07T16:20:00.000123+02:00", "2026-12-07T14:20:00.000123+00:00"),
+    ("2026-12-07T14:20:00Z", "2026-12-07T14:20:00+00:00"),
+])
+def test_the_date_said_is_the_date_given_to_the_microsecond(
+        tmp_path: Path, given: str, said: str) -> None:
+    """Found by attack: ``--before 2026-12-07T14:20:00.5Z`` reported "deleted ... before
+    2026-12-07T14:20:00+00:00", half a second off the cut the purge applied.
+    """
+    cut = parse_date(given)
+    counts = {"decisions": 1, "outcomes": 2, "feedback": 3}
+    assert str(PurgeResults("s", cut, 9, counts, dry_run=True)).startswith(
+        f"dry run: would delete 1 decisions, 2 outcomes and 3 feedback rows before {said} ")
+    with pytest.raises(ValueError, match=rf"^--before {re.escape(said)} is inside the "):
+        purge(make_settings(tmp_path), given, now=cut + 1.0)
 
 
 def test_the_command_line_purges_and_refuses(tmp_path: Path, catalog: Dataset,
