@@ -1424,14 +1424,16 @@ def _check_served_version(meta: PolicyMeta | None, held: JsonObject | None, wher
         return [], True
     serving = int(held["version"])
     if serving == meta.version:
-        return [f"version: the worker at {where} serves the live version {meta.version}"], True
+        return [f"version: match yes (the worker at {where} serves the live version "
+                f"{meta.version})"], True
     failure = held.get("load_failure")
     if failure is not None and int(failure["version"]) == meta.version:
         return [f"version: match NO: the worker at {where} serves version {serving}, not the "
                 f"live version {meta.version}, whose arms it failed to load "
                 f"{failure['attempts']} time(s): {failure['error']}"], False
-    return [f"version: the worker at {where} serves version {serving}; the live one is "
-            f"{meta.version} (it loads it at its next refresh: rerun to see it done)"], True
+    return [f"version: not compared yet: the worker at {where} serves version {serving}, the "
+            f"live one is {meta.version} (it loads it at its next refresh: rerun to see it "
+            "done)"], True
 
 
 def _check_live_arms(settings: Settings, store: Store, held: JsonObject | None, where: str

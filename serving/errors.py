@@ -198,4 +198,4 @@ def iso_time(unix_s: float, timespec: str = "seconds") -> str:
     try:
         return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec=timespec)
     except (OverflowError, OSError, ValueError):
-        return f"{unix_s:g} (Unix seconds)"
+        return f"{unix_s:.6f} (Unix seconds)"

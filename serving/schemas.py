@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -57,6 +58,8 @@ def _iso_text(value: object) -> object:
     value neither text nor number (``true``), got two errors, one per branch of the union
     (found by attack). Numbers pass on to the Unix-seconds branch.
     """
+    if isinstance(value, float) and not math.isfinite(value):  # NaN, 1e999 (two messages)
+        raise PydanticCustomError("datetime_from_date_parsing", _TIMESTAMP_FORMS)
     if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
         return value
     if not isinstance(value, str) or not _RFC_3339.fullmatch(value):
@@ -64,12 +67,15 @@ def _iso_text(value: object) -> object:
     try:  # fromisoformat keeps six decimals, as pydantic did
         return datetime.fromisoformat(value.upper())
     except ValueError as exc:  # the shape, but no instant: a month 13, a leap second
+        # (Python's words for +24:00 name its timedelta: found by attack.)
+        reason = ("the UTC offset must lie within -23:59 and +23:59" if "offset" in str(exc)
+                  else str(exc))
         raise PydanticCustomError("datetime_from_date_parsing",
-                                  _TIMESTAMP_FORMS + ": {reason}", {"reason": str(exc)}) from None
+                                  _TIMESTAMP_FORMS + ": {reason}", {"reason": reason}) from None
 
 
 _TIMESTAMP_FORMS = ("Input should be ISO 8601 text with a UTC offset (RFC 3339: "
-                    "2026-01-01T12:00:00Z) or Unix seconds as a JSON number")
+                    "2026-01-01T12:00:00Z) or Unix seconds as a finite JSON number")
 
 #: RFC 3339 date-times (ISO 8601's extended form): a "T" (or a space) between date and time,
 #: seconds, any decimal fraction (six decimals kept), and "Z" or a +-HH:MM offset, not RFC
@@ -169,9 +175,10 @@ def _printable(value: str) -> str:
             or not any(cat[0] in "LNPS" and c not in _BLANK_LOOKING
                        for c, cat in zip(value, categories, strict=True))):
         raise PydanticCustomError("printable_text", "Input should be printable text: no "
-                                  "control, line or paragraph separator, bidi-override or "
-                                  "private-use character, and at least one letter, digit, "
-                                  "punctuation mark or symbol")
+                                  "control, line or paragraph separator, bidi-override, tag, "
+                                  "annotation or private-use character, and at least one "
+                                  "letter, digit, punctuation mark or symbol that does not "
+                                  "show as blank")
     return value
 #: Most events in one ``POST /events`` request.
 MAX_EVENTS = 1000

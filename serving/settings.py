@@ -774,7 +774,9 @@ class Settings(BaseSettings):
         try:
             with open(path, "rb") as handle:
                 values = tomllib.load(handle)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+        # (UnicodeDecodeError too: a file that is not UTF-8 was Python's words alone, naming no
+        # file; found by attack.)
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"cannot read the settings file {str(path)!r}: {exc}") from exc
         unknown = sorted(set(values) - set(cls.model_fields))
         if unknown:

@@ -683,15 +683,17 @@ def promote(settings: Settings, store: Store, version: int, *,
     refitted = [n for n, spec in row.arms.items()
                 if not registry.resolve(str(spec.get("arm", n))).cls.learns_from_stream]
     folder = arms_folder(settings.resolved_state_dir(), row.arms_dir)
-    missing = missing_arms(folder, refitted)
+    # Every arm's file, the live arms' base fits too: rebuild-state and a later start fold
+    # them from it (found by attack: a version without popularity.npz was promoted, then
+    # rebuild-state said "not rebuilt" and the next start refitted it as a new version).
+    missing = missing_arms(folder, list(row.arms))
     if missing:
         raise ModelsError(f"model version {version} cannot serve its arms {list(row.arms)}: "
                           f"{missing} missing in {folder} (nor in "
                           f"{settings.resolved_state_dir() / 'arms'}); if another state folder "
                           "holds them, pass it as --state-dir")
-    # Every file a worker loads: the refitted arms, and the live arms' base fits the folder
-    # holds (review: a truncated popularity.npz was promoted, as svd's was before).
-    unreadable = unreadable_arms(folder, [n for n in row.arms if arm_file(folder, n).is_file()])
+    # Every file a worker loads (review: a truncated popularity.npz was promoted, as svd's was).
+    unreadable = unreadable_arms(folder, list(row.arms))
     if unreadable:
         raise ModelsError(f"model version {version} cannot serve its arms {list(row.arms)}: "
                           "the saved files of " + "; ".join(

@@ -260,7 +260,8 @@ def test_config_is_validated():
                                arm_params={"ease": {"l2": 20.0}}).arms == (
             "autoencoder", "popularity")
     assert len(warned) == 2  # the arm, and the arm_params key naming it
-    with pytest.raises(rp.ReplayConfigError, match="arm_params names the arm 'autoencoder' twice"):
+    with (pytest.warns(FutureWarning, match="'ease' is deprecated"),
+          pytest.raises(rp.ReplayConfigError, match="names the arm 'autoencoder' twice")):
         rp.ReplayConfig(arm_params={"ease": {"l2": 1.0}, "autoencoder": {"l2": 2.0}})
     with pytest.raises(ValueError, match="unknown arm 'autoencodr'; did you mean autoencoder"):
         rp.ReplayConfig(arm_params={"autoencodr": {"l2": 20.0}})  # a typo was ignored

@@ -1012,6 +1012,13 @@ def test_arms_that_cannot_be_read_are_not_promoted_and_a_worker_stuck_is_said(
             assert service.store.policy_meta().version == 1
             if name == "popularity":
                 path.write_bytes(whole)
+        # A live arm's file missing (found by attack: promoted, then rebuild-state said "not
+        # rebuilt" and the next start refitted it as a new version).
+        popularity = arm_file(folder, "popularity")
+        popularity.rename(popularity.with_suffix(".away"))
+        refused = client.post("/admin/models/2/promote", headers=AUTH)
+        assert refused.status_code == 409 and "['popularity'] missing in" in refused.text
+        popularity.with_suffix(".away").rename(popularity)
         # Gone bad after the check (another host's copy, a disk fault): the worker keeps
         # version 1, and rebuild-state says so.
         monkeypatch.setattr(versions, "unreadable_arms", lambda folder, names: {})
@@ -1033,4 +1040,5 @@ def test_arms_that_cannot_be_read_are_not_promoted_and_a_worker_stuck_is_said(
             time.sleep(0.1)
         text = str(rebuilt := rebuild_state(settings, service=client))
         assert rebuilt.exit_code == 0, text
-        assert "version: the worker at http://testserver serves the live version 3" in text
+        assert ("version: match yes (the worker at http://testserver serves the live version 3)"
+                in text)
