@@ -143,3 +143,15 @@ def test_a_duration_is_written_one_way_in_every_message() -> None:
     assert say_seconds(7_776_000.0) == "7776000 s (90 days)"
     assert say_seconds(3600.0) == "3600 s"
     assert say_seconds(0.25) == "0.25 s"
+
+
+def test_a_settings_file_that_is_not_utf8_is_named(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by attack: Python's "'utf-8' codec can't decode byte 0xff", naming no file."""
+    path = tmp_path / "binary.toml"
+    path.write_bytes(b"\xff\xfe garbage")
+    with pytest.raises(ValueError, match=rf"^cannot read the settings file '{path}': 'utf-8' "):
+        Settings.from_file(path)
+    assert cli.main(["models", "list", "--settings", str(path),
+                     "--state-dir", str(tmp_path / "state")]) == 2
+    assert f"cannot read the settings file '{path}'" in capsys.readouterr().err
