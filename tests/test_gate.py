@@ -181,3 +181,29 @@ def test_a_drop_within_noise_does_not_reject_unless_asked(data):
     assert strict.decision == "reject" and "svd hit_rate@10" in strict.reason
     with pytest.raises(TypeError, match="beyond_noise must be True or False, got 1"):
         evaluate_gate(data, ["svd"], ["svd"], beyond_noise=1, **kwargs)
+
+
+def test_too_few_users_scored_is_no_decision() -> None:
+    """Found by attack: with 5 hold-out users a candidate whose svd fell from HR@10 1.00 to
+    0.60 (interval [-0.80, +0.00]) passed "beyond noise". Below MIN_USERS users with a hit the
+    gate does not decide; at it, it does."""
+    from arms.gate import MIN_USERS
+
+    rng = np.random.default_rng(3)
+
+    def events(n_held: int) -> pd.DataFrame:
+        train = pd.DataFrame({"user_id": rng.integers(1, 41, 800), "item_id":
+                              rng.integers(1, 61, 800), "rating": 5.0,
+                              "timestamp": np.arange(800)})
+        held = pd.DataFrame({"user_id": np.arange(1, n_held + 1), "item_id":
+                             rng.integers(1, 61, n_held), "rating": 5.0,
+                             "timestamp": 10_000 + np.arange(n_held)})
+        return pd.concat([train, held], ignore_index=True).drop_duplicates(
+            ["user_id", "item_id"], keep="last")
+
+    few = events(MIN_USERS - 1)
+    with pytest.raises(ValueError, match=rf"hits of {MIN_USERS - 1} users, fewer than "
+                       rf"{MIN_USERS}: too few to tell a worse candidate from noise"):
+        evaluate_gate(few, ["popularity"], ["popularity"], cut_time=10_000)
+    report = evaluate_gate(events(MIN_USERS), ["popularity"], ["popularity"], cut_time=10_000)
+    assert report.n_users == MIN_USERS and report.decision == "promote"
