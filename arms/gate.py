@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from arms._validation import check_float, check_fraction, check_int
+from arms._validation import check_float, check_fraction, check_int, check_seed
 from arms.base import Recommender
 from arms.data.dataset import Dataset
 from arms.data.splits import rating_order
@@ -276,7 +276,7 @@ def evaluate_gate(
     margin = check_float("margin", margin, low=0.0, high=MAX_MARGIN)
     n_bootstrap = check_int("n_bootstrap", n_bootstrap, low=MIN_BOOTSTRAP, high=MAX_BOOTSTRAP)
     confidence = check_fraction("confidence", confidence)
-    seed = check_int("random_state", random_state, low=0)
+    seed = check_seed(random_state, "random_state")  # the one seed rule (review)
     if not isinstance(beyond_noise, bool):
         raise TypeError(f"beyond_noise must be True or False, got {beyond_noise!r}")
     before, after, cut_at = temporal_cut(dataset, holdout_fraction=holdout_fraction,

@@ -1158,7 +1158,9 @@ class BatchedPolicy(FixedOnceBuilt, Policy):
             K = self.n_arms if n_arms is None else n_arms
             sizes = ", ".join(f"{p}={getattr(self, p)!r}" for p in self.size_params)
             runs = "one run" if n_runs == 1 else f"{n_runs:,} runs"
-            lower = [*self.size_params, "the arms"] + ([] if n_runs == 1 else ["the runs"])
+            # (simulate: the runs of one task, runs_per_task; review)
+            lower = [*self.size_params, "the arms"] + (
+                [] if n_runs == 1 else ["the runs of one batch (simulate's runs_per_task)"])
             raise ValueError(
                 f"{type(self).__name__}({sizes}) with {K:,} arms: the state of {runs} would "
                 f"take {format_bytes(need)}; at most {format_bytes(MAX_STATE_BYTES)} "

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from arms._validation import check_choice, check_int
+from arms._validation import check_choice, check_seed
 from arms.data import Dataset, make_synthetic
 from arms.data.synthetic import check_sizes
 from envs.arm_set import check_arms
@@ -549,7 +549,7 @@ def build_synthetic_slate(*, n_users: int = 120, n_items: int = 300, n_ratings: 
                         "data_seed); for a dataset of yours use recbandits/MovieLensSlate-v0 "
                         "with dataset=")
     check_sizes(n_users, n_items, n_ratings)
-    check_int("data_seed", data_seed, low=0)
+    check_seed(data_seed, "data_seed")  # the one seed rule: a TOML integer (review)
     data = _synthetic(n_users, n_items, n_ratings, data_seed)
     return build_movielens_slate(dataset=data, arms=arms, **kwargs)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import bandits.base
@@ -43,7 +44,8 @@ def test_a_state_over_the_ceiling_is_refused_at_construction(build, pattern):
 def test_a_block_of_runs_over_the_ceiling_is_refused_before_it_is_built():
     policy = SlidingWindowThompsonSampling(["a", "b"], window=10**6)  # 16 MB a run
     with pytest.raises(ValueError, match=r"the state of 200 runs would take 2.98 GiB; .*"
-                                         r"lower window, batch_size, the arms or the runs"):
+                                         r"lower window, batch_size, the arms or the runs of "
+                                         r"one batch \(simulate's runs_per_task\)"):
         policy.init_batch(200)
     assert policy.init_batch(2).stats["window_arms"].shape == (2, 10**6)
 
@@ -176,3 +178,30 @@ def test_a_draft_order_probability_below_float64_is_refused(m, slate_size, expon
                                          rf".* would be 1e{exponent}, below float64's 2.23e-308"):
         MultileaveThompsonSampling(300, m=m, slate_size=slate_size)
     assert order_probability(2, 2044) == 2.0**-1022  # the last one that is a normal float
+
+
+def test_the_machine_s_2_gib_is_one_number() -> None:
+    """bandits, arms and envs may not import one another's (docs/architecture.md), so each
+    keeps its copy of the limit; held equal here (review: three copies drift apart)."""
+    from arms._validation import MAX_MODEL_BYTES
+    from bandits.errors import MAX_STATE_BYTES
+    from envs.vector_env import MAX_DRAW_BYTES
+
+    assert MAX_STATE_BYTES == MAX_MODEL_BYTES == MAX_DRAW_BYTES == 2 * 2**30
+
+
+def test_the_gate_s_and_the_slate_data_s_seeds_follow_the_one_seed_rule() -> None:
+    """Review: a seed beyond what a TOML integer holds was refused by simulate's --seed but
+    taken as the slate environment's data_seed and the gate's random_state."""
+    from arms._validation import MAX_SEED
+    from arms.gate import evaluate_gate
+    from envs.slate import build_synthetic_slate
+
+    with pytest.raises(ValueError, match=rf"data_seed must be an integer from 0 to {MAX_SEED:,}"):
+        build_synthetic_slate(data_seed=MAX_SEED + 1)
+    frame = pd.DataFrame({"user_id": [1, 2], "item_id": [1, 2], "rating": [5.0, 5.0],
+                          "timestamp": [0, 1]})
+    with pytest.raises(ValueError, match=rf"random_state must be an integer from 0 to "
+                       rf"{MAX_SEED:,}, got {MAX_SEED + 1}"):
+        evaluate_gate(frame, ["popularity"], ["popularity"], cut_time=1,
+                      random_state=MAX_SEED + 1)
