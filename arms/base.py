@@ -35,7 +35,6 @@ DISLIKE_RATING = 1.0
 _REGISTRY: dict[str, type[Recommender]] = {}
 
 
-
 def check_k(k: object, n_items: int) -> int:
     """``k``, a slate's length, as an int from 1 to the catalogue's ``n_items``: the one rule
     of every slate asked of an arm, checked too by the commands that score slates once their
@@ -52,6 +51,7 @@ def check_k(k: object, n_items: int) -> int:
         raise ValueError(f"k must be an integer within [1, {n_items}], got {k!r} (the "
                          f"catalogue holds {n_items} items)")
     return int(k)  # type: ignore[call-overload, no-any-return]  # an int here
+
 
 class Recommender(ABC):
     """Base class of the arms.
