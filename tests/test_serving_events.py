@@ -582,12 +582,17 @@ def test_a_retry_within_the_same_second_names_the_exact_instants() -> None:
     stored = {"value": None, "created_at": 1_764_940_135.25, "event_id": None}
     with pytest.raises(IdempotencyConflictError) as refused:
         check.check({**stored, "created_at": 1_764_940_135.75, "feedback_type": "view"}, stored)
-    assert "timestamp 1764940135.25 (Unix seconds), not 1764940135.75 (Unix seconds)" in (
-        refused.value.message)
-    with pytest.raises(IdempotencyConflictError) as apart:  # a second or more: ISO 8601
+    # In RFC 3339, the form the API takes and answers, with each time's own fraction.
+    assert ("timestamp 2025-12-05T13:08:55.250000+00:00, not 2025-12-05T13:08:55.750000+00:00"
+            in refused.value.message)
+    with pytest.raises(IdempotencyConflictError) as apart:
         check.check({**stored, "created_at": 1_764_940_137.0, "feedback_type": "view"}, stored)
-    assert "timestamp 2025-12-05T13:08:55+00:00, not 2025-12-05T13:08:57+00:00" in (
+    assert "timestamp 2025-12-05T13:08:55.250000+00:00, not 2025-12-05T13:08:57+00:00" in (
         apart.value.message)
+    with pytest.raises(IdempotencyConflictError) as micro:  # one microsecond apart
+        check.check({**stored, "created_at": 1_764_940_135.250001, "feedback_type": "view"},
+                    stored)
+    assert "not 2025-12-05T13:08:55.250001+00:00" in micro.value.message
     check.check({**stored, "feedback_type": "view"}, stored)  # the same event: a retry
 
 
