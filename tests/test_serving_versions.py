@@ -1042,3 +1042,43 @@ def test_arms_that_cannot_be_read_are_not_promoted_and_a_worker_stuck_is_said(
         assert rebuilt.exit_code == 0, text
         assert ("version: match yes (the worker at http://testserver serves the live version 3)"
                 in text)
+
+
+def test_a_failed_load_is_said_with_its_own_error_and_gone_after_a_load_that_succeeds(
+        tmp_path: Path, catalog: Dataset, fitted: dict,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed load's version, attempts and error are one value (review: the error was a
+    second attribute, set after the version, so a reader in between saw the new version
+    with the previous one's error, and it outlived a successful load)."""
+    from serving import service as service_module
+
+    settings = make_settings(tmp_path, "sqlite")
+    with worker(settings, catalog, fitted) as client:
+        service = client.app.state.service
+        arms_dir = service.store.policy_meta().arms_dir
+        # What live-state said while each failure was being recorded (its repr is taken then).
+        said_meanwhile: dict[str, object] = {}
+
+        class UnreadableError(OSError):
+            def __repr__(self) -> str:
+                said_meanwhile.setdefault(self.args[0], service.live_state()["load_failure"])
+                return f"UnreadableError({self.args[0]!r})"
+
+        failures = iter([UnreadableError("disk 1"), UnreadableError("disk 2")])
+
+        def unreadable(*args: object, **kwargs: object) -> None:
+            raise next(failures)
+
+        monkeypatch.setattr(service_module, "load_arms", unreadable)
+        service._load_version(2, arms_dir)
+        first = {"version": 2, "attempts": 1, "error": "UnreadableError('disk 1')"}
+        assert client.get("/admin/live-state", headers=AUTH).json()["load_failure"] == first
+        service._load_version(3, arms_dir)
+        assert said_meanwhile == {"disk 1": None, "disk 2": first}
+        assert client.get("/admin/live-state", headers=AUTH).json()["load_failure"] == {
+            "version": 3, "attempts": 1, "error": "UnreadableError('disk 2')"}
+        monkeypatch.undo()  # readable again: the same arms, served as version 3
+        service._load_version(3, arms_dir)
+        assert service.arm_set.version == 3
+        assert client.get("/admin/live-state", headers=AUTH).json()["load_failure"] is None
+        assert service._load_failure is None
