@@ -1640,20 +1640,10 @@ def _against_the_service(settings: Settings, store: Store, service: httpx2.Clien
     # refused, "n_features is required", where it differs: found by attack).
     latest = store.latest_decision()
     logged = None if latest is None else latest.n_features
-    n_features = (runs["live"] or {}).get("params", {}).get("n_features") or logged
-    spelt = {"live": {"name": current.policy, "params": dict(current.policy_params)},
-             "shadow": (None if current.shadow_policy is None else
-                        {"name": current.shadow_policy,
-                         "params": dict(current.shadow_policy_params)})}
-    ours: dict[str, JsonObject | None] = {
-        "live": shadow.settings_identity(lambda: current.policy_model(n_features))
-        or spelt["live"]}
-    if current.shadow_policy is None or theirs["shadow"] is None:
-        ours["shadow"] = spelt["shadow"]
-    else:
-        dimension = theirs["shadow"]["params"].get("n_features") or logged
-        ours["shadow"] = (shadow.settings_identity(lambda: current.shadow_model(dimension))
-                          or spelt["shadow"])
+    dimensions = {"live": (runs["live"] or {}).get("params", {}).get("n_features") or logged}
+    if theirs["shadow"] is not None:  # (a worker running none: the settings' shadow as spelt)
+        dimensions["shadow"] = theirs["shadow"]["params"].get("n_features") or logged
+    ours = shadow.settings_identities(current, dimensions)
     if ours == theirs:
         return None, f"the service at {where} runs these policies"
 

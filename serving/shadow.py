@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -216,13 +216,9 @@ def status(settings: Settings, store: Store) -> JsonObject:
     logged = None if decision is None or decision.policy is None else {
         "name": decision.policy.get("name"), "params": decision.policy.get("params", {})}
     records = store.shadow_policies()
-    # Compared as policy_identity, the settings' policies built as the workers build them
-    # (every hyper-parameter filled in, the logged context's dimension): the settings' own
-    # spelling ({} for defaults) never equalled a logged policy (found by attack).
+    # The settings' policies at the logged context's dimension, compared as policy_identity.
     n_features = None if decision is None else decision.n_features
-    live_identity = settings_identity(lambda: current.policy_model(n_features))
-    shadow_identity = (None if current.shadow_policy is None else
-                       settings_identity(lambda: current.shadow_model(n_features)))
+    ours = settings_identities(current, {"live": n_features, "shadow": n_features})
     return {
         "live": {"name": current.policy, "params": dict(current.policy_params)},
         "shadow": (None if current.shadow_policy is None else
@@ -236,21 +232,53 @@ def status(settings: Settings, store: Store) -> JsonObject:
         # settings alone were printed as "live" and "shadow", whatever the workers logged).
         "logged_live": logged,
         "logged_is_live": (None if logged is None else
-                           policy_identity(logged["name"], logged["params"]) == live_identity),
+                           policy_identity(logged["name"], logged["params"]) == ours["live"]),
         "shadow_records": [{"policy": policy, "decisions": n,
                             "is_shadow": isinstance(policy, dict) and policy_identity(
-                                policy.get("name"), policy.get("params", {})) == shadow_identity}
+                                policy.get("name"), policy.get("params", {})) == ours["shadow"]}
                            for policy, n in records],
     }
 
 
-def settings_identity(build: Callable[[], PolicyModel | None]) -> JsonObject | None:
-    """The :func:`~serving.policy.policy_identity` of the policy ``build`` makes from the
-    settings, or None when it cannot be built (a contextual policy with no logged context to
-    take its dimension from).
+def settings_identities(current: Settings, dimensions: Mapping[str, int | None]
+                        ) -> dict[str, JsonObject | None]:
+    """The live and shadow policies ``current`` puts in force, as they are compared with the
+    policies a worker runs or the log holds (``shadow status``, ``GET /admin/shadow``, and
+    ``shadow status`` / ``shadow promote`` against a running worker).
+
+    Parameters
+    ----------
+    current : Settings
+        The settings in force (:func:`promoted`).
+    dimensions : mapping of str to int or None
+        The context's dimension to build each role (``"live"``, ``"shadow"``) with; a role
+        left out is not built (nothing to take its dimension from).
+
+    Returns
+    -------
+    dict
+        Under ``"live"`` and ``"shadow"``: the :func:`~serving.policy.policy_identity` of the
+        policy built as a worker builds it (every hyper-parameter filled in: the settings'
+        own spelling, ``{}`` for defaults, never equalled a logged policy, found by attack);
+        where it cannot be built (a contextual policy with no dimension) or its role is left
+        out of ``dimensions``, the policy as the settings spell it (``{"name", "params"}``,
+        without the ``n_features`` every built contextual policy has). ``"shadow"`` is None
+        without a shadow policy.
     """
-    try:
-        model = build()
-    except (TypeError, ValueError):
-        return None
-    return None if model is None else model.identity()
+    roles = {"live": (current.policy, current.policy_params, current.policy_model),
+             "shadow": (current.shadow_policy, current.shadow_policy_params,
+                        current.shadow_model)}
+    identities: dict[str, JsonObject | None] = {}
+    for role, (name, params, build) in roles.items():
+        if name is None:
+            identities[role] = None
+            continue
+        model = None
+        if role in dimensions:
+            try:
+                model = build(dimensions[role])
+            except (TypeError, ValueError):  # e.g. LinTS: n_features is required
+                model = None
+        identities[role] = ({"name": name, "params": dict(params)} if model is None
+                            else model.identity())
+    return identities

@@ -400,6 +400,25 @@ def test_a_policy_reads_the_same_in_every_message() -> None:
         + said)
 
 
+def test_the_settings_policies_are_compared_in_one_form(tmp_path: Path) -> None:
+    """shadow status and the check against a running worker built the settings' policies for
+    the comparison each in its own code (review): one function, built at each role's context
+    dimension, as the settings spell it where it cannot be built or no dimension is given."""
+    settings = make_settings(tmp_path, "sqlite", policy="LinTS",
+                             policy_params={"scale": 0.5}, shadow_policy="UCB1")
+    built = shadow.settings_identities(settings, {"live": 7, "shadow": 7})
+    assert built["live"] == settings.policy_model(7).identity()
+    assert built["live"]["name"] == "LinTS"
+    assert (built["live"]["params"]["n_features"], built["live"]["params"]["scale"]) == (7, 0.5)
+    assert built["shadow"] == {"name": "UCB1", "params": {"exploration": 2.0, "batch_size": 1}}
+    # LinTS cannot be built without a dimension; a role left out is not built.
+    assert shadow.settings_identities(settings, {"live": None}) == {
+        "live": {"name": "LinTS", "params": {"scale": 0.5}},
+        "shadow": {"name": "UCB1", "params": {}}}
+    alone = settings.model_copy(update={"shadow_policy": None})
+    assert shadow.settings_identities(alone, {"live": 7, "shadow": 7})["shadow"] is None
+
+
 def test_the_promote_command_records_it_and_refuses_without_a_shadow(
         tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender],
         capsys: pytest.CaptureFixture[str]) -> None:
