@@ -504,9 +504,12 @@ BAD_STORE_URLS = [
     ("postgres+psycopg://u:SECRET1@127.0.0.1:19020/rb", "allowed backends: sqlite, postgresql"),
     ("u:SECRET2@127.0.0.1:19020/rb", "db must be an sqlite:// or postgresql:// URL"),
     ("postgresql+psycopg://u:SECRET3@127.0.0.1:notaport/rb",
-     "the port must be a number from 1 to 65535"),
+     "the port must be a number from 1 to 65,535, got 'notaport' in"),
     ("postgresql+psycopg2://u:SECRET4@127.0.0.1/rb", "the PostgreSQL driver must be psycopg"),
-    ("postgresql+psycopg://u:SECRET5@127.0.0.1:99999/rb", "the port must be from 1 to 65535"),
+    ("postgresql+psycopg://u:SECRET5@127.0.0.1:99999/rb",
+     "the port must be a number from 1 to 65,535, got '99999' in"),
+    ("postgresql+psycopg://u:SECRET6@/rb?host=/tmp&port=0",  # was "retry later", exit 3
+     "the port must be a number from 1 to 65,535, got '0' in"),
 ]
 
 

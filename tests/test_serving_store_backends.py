@@ -91,6 +91,35 @@ def test_open_store_rejects_unknown_schemes_and_bad_options(tmp_path: Path) -> N
         open_store("postgresql+psycopg://u@localhost:1/db", sqlite_synchronous="FULL")
 
 
+def test_every_port_of_a_store_url_is_refused_by_one_rule_in_one_message() -> None:
+    """Review: SQLAlchemy's port that is no number and PostgreSQL's out of range were refused
+    in two wordings, a port of 0 on SQLite not at all, and a ``?port=`` out of range was the
+    driver's "connection is bad", an outage (retry later)."""
+    from serving.store import store_class_of
+    from serving.store.errors import redact_url
+
+    refused = {  # URL: the port named
+        "postgresql+psycopg://u:pw@h:notaport/db": "notaport",
+        "postgresql+psycopg://u:pw@h:70000/db": "70000",
+        "postgresql+psycopg://u:pw@h:0/db": "0",
+        "postgresql+psycopg://u:pw@[::1]:-1/db": "-1",
+        "postgresql+psycopg://u:pw@/db?host=/run/pg&port=0": "0",
+        "postgresql+psycopg://u@/db?host=/a,/b&port=5432,70000": "70000",
+        "postgresql+psycopg://u@/db?host=/a&port=x": "x",
+        "sqlite://h:0/served.db": "0",
+        "sqlite://h:abc/served.db": "abc",
+    }
+    for url, port in refused.items():
+        with pytest.raises(ValueError) as info:
+            store_class_of(url)
+        assert str(info.value) == (f"db: the port must be a number from 1 to 65,535, got "
+                                   f"{port!r} in {redact_url(url)!r}"), url
+        assert "pw" not in str(info.value)
+    for url in ("postgresql+psycopg://u@h:1/db", "postgresql+psycopg://u@h:65535/db",
+                "postgresql+psycopg://u@/db?host=/a,/b&port=,5433", "sqlite:///served.db"):
+        assert store_class_of(url) in (PostgreSQLStore, SQLiteStore), url
+
+
 def test_store_is_abstract_and_every_backend_implements_it() -> None:
     with pytest.raises(TypeError, match="abstract"):
         Store("sqlite:///x.db")  # type: ignore[abstract]

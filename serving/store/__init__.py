@@ -13,6 +13,8 @@ import sqlalchemy as sa
 from serving.store.base import Store
 from serving.store.errors import (
     StoreBusyError,
+    check_port,
+    check_port_text,
     database_errors,
     redact_url,
     store_unavailable,
@@ -69,7 +71,8 @@ def store_class_of(url: str) -> type[Store]:
     TypeError
         ``url`` not a str.
     ValueError
-        Not a URL, or not one of :data:`BACKENDS` or of its driver (the password never shown).
+        Not a URL, or not one of :data:`BACKENDS` or of its driver, or a port that is not
+        a number within :data:`~serving.store.errors.PORTS` (the password never shown).
     """
     if not isinstance(url, str):
         raise TypeError(f"db must be a URL string, got {type(url).__name__}")
@@ -78,9 +81,11 @@ def store_class_of(url: str) -> type[Store]:
         parsed = sa.engine.make_url(url)
     except sa.exc.ArgumentError as exc:
         raise ValueError(f"db must be an {allowed} URL, got {redact_url(url)!r}") from exc
-    except ValueError as exc:  # "host:notaport": int()'s words, in a traceback, before
-        raise ValueError(f"db: the port must be a number from 1 to 65535, got "
-                         f"{redact_url(url)!r}") from exc
+    except ValueError:  # "host:notaport": int()'s words, in a traceback, before
+        check_port_text(url)
+        raise  # (no other ValueError of make_url is known)
+    if parsed.port is not None:  # every backend's: SQLite's ignores it, but 0 is no port
+        check_port(parsed.port, url)
     store_class = BACKENDS.get(parsed.get_backend_name())
     if store_class is None:
         raise ValueError(f"db must be an {allowed} URL (allowed backends: "

@@ -45,6 +45,44 @@ def redact_url(url: object) -> str:
     return _SECRET_VALUE.sub(r"\1***", shown)
 
 
+#: The ports a store URL may name: TCP's (0 names none a client can connect to).
+PORTS = (1, 65_535)
+
+#: The port's text in a URL, by SQLAlchemy's own grammar (``sqlalchemy.engine.url``'s
+#: ``_parse_url``): to name it when SQLAlchemy could not read it as a number.
+_URL_PORT = re.compile(r"[\w+]+://(?:[^:/]*(?::[^@]*)?@)?(?:\[[^/?]+\]|[^/:?]+)?:(?P<port>[^/?]*)")
+
+
+def check_port(port: object, url: object) -> None:
+    """Refuse ``port``, a port store URL ``url`` names, unless it is a number within
+    :data:`PORTS`: the one rule and the one message for the port after the host (every
+    backend: :func:`serving.store.store_class_of`) and a PostgreSQL URL's ``?port=``
+    (:meth:`serving.store.PostgreSQLStore.check_url`).
+
+    Found in review: SQLAlchemy's "not a number" and the PostgreSQL check's range were
+    refused in two wordings, and a ``?port=0`` was the driver's "connection is bad", said as
+    an outage (retry later, exit 3).
+
+    Raises
+    ------
+    ValueError
+        ``port`` is not such a number: the message names it and ``url`` (its password hidden).
+    """
+    low, high = PORTS
+    text = str(port)
+    if not (text.isascii() and text.isdigit() and low <= int(text) <= high):
+        raise ValueError(f"db: the port must be a number from {low} to {high:,}, got {text!r} "
+                         f"in {redact_url(url)!r}")
+
+
+def check_port_text(url: str) -> None:
+    """Refuse the port of ``url``, text SQLAlchemy could not parse for its port (a
+    ``ValueError`` of ``make_url``: ``int()`` of the port's text), as :func:`check_port` does.
+    """
+    named = _URL_PORT.match(url)
+    check_port("" if named is None else named["port"], url)
+
+
 def refused_message(reason: str) -> str:
     """The one text of a store server's refusal of the URL (:func:`refused_connection`)."""
     return (f"the store's server refused the connection ({reason}); check --db or "
@@ -215,8 +253,11 @@ def database_errors() -> tuple[type[Exception], ...]:
 
 
 __all__ = [
+    "PORTS",
     "StoreBusyError",
     "StoreNotFoundError",
+    "check_port",
+    "check_port_text",
     "database_errors",
     "register_driver_errors",
     "store_timed_out",

@@ -65,6 +65,7 @@ from serving.store.base import (
 )
 from serving.store.errors import (
     StoreNotFoundError,
+    check_port,
     register_driver_errors,
     store_timed_out,
     store_unavailable,
@@ -266,18 +267,26 @@ class PostgreSQLStore(Store):
 
     @classmethod
     def check_url(cls, url: sa.engine.URL) -> None:
-        """The driver (psycopg 3, the one installed) and the port: the server answers for
+        """The driver (psycopg 3, the one installed) and the ports: the server answers for
         the rest.
 
         Found by attack: ``postgresql+psycopg2://`` failed deep in SQLAlchemy with a
         ``ModuleNotFoundError`` traceback; port 99999 was the driver's "connection is bad",
-        an outage.
+        an outage. The port after the host is checked for every backend
+        (:func:`serving.store.store_class_of`); a ``?port=`` here, by the same rule
+        (:func:`~serving.store.errors.check_port`), each of libpq's comma-separated list of
+        ports (one per host; an empty one is the default port).
         """
         if url.drivername not in POSTGRESQL_DRIVERS:
             raise ValueError(f"db: the PostgreSQL driver must be psycopg "
                              f"(postgresql+psycopg://...), got {url.drivername!r}")
-        if url.port is not None and not 1 <= url.port <= 65535:
-            raise ValueError(f"db: the port must be from 1 to 65535, got {url.port}")
+        if url.port is not None:
+            check_port(url.port, url)
+        given = url.query.get("port", ())
+        for ports in (given,) if isinstance(given, str) else given:
+            for port in ports.split(","):
+                if port:
+                    check_port(port, url)
 
     def identity(self) -> str:
         """Host, port and database (libpq's defaults filled in, a ``?host=`` or ``?port=``
