@@ -182,8 +182,9 @@ def resolve(name: str) -> ArmEntry:
         ) from None
 
 
-def resolve_names(names: Sequence[str]) -> tuple[str, ...]:
-    """The registry names of ``names`` (aliases resolved), each once.
+def resolve_names(names: Sequence[str], *, field: str = "arms") -> tuple[str, ...]:
+    """The registry names of ``names`` (aliases resolved), each once (``field``: the setting
+    that names them, as :func:`refuse_repeats` says it).
 
     Raises
     ------
@@ -195,14 +196,15 @@ def resolve_names(names: Sequence[str]) -> tuple[str, ...]:
         ``evaluate-arms``, and ``replay`` ran one arm twice.
     """
     resolved = tuple(resolve(name).name for name in names)
-    refuse_repeats(resolved)
+    refuse_repeats(resolved, field=field)
     return resolved
 
 
-def refuse_repeats(names: Sequence[str]) -> None:
+def refuse_repeats(names: Sequence[str], *, field: str = "arms") -> None:
     """Raise ``ValueError`` if ``names`` is empty or names an arm twice: the one rule (and
     message) of an arm list, for the service's settings, the environments, the gate and the
-    lab's commands (``names``: resolved names, or labels of the caller's specs).
+    lab's commands (``names``: resolved names, or labels of the caller's specs; ``field``: the
+    setting that names them, e.g. ``replay``'s ``arm_params``, said in the message).
 
     Raises
     ------
@@ -210,10 +212,10 @@ def refuse_repeats(names: Sequence[str]) -> None:
         No arm, or naming the arms given twice.
     """
     if not names:
-        raise ValueError("arms must name at least one arm")
+        raise ValueError(f"{field} must name at least one arm")
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
-        raise ValueError(f"arms must name each arm once, got {twice} twice")
+        raise ValueError(f"{field} must name each arm once, got {twice} twice")
 
 
 def make_arm(name: str, *, random_state: int | None = None, **params: Any) -> Recommender:

@@ -14,6 +14,7 @@ import scipy.sparse as sp
 
 from arms.data import make_synthetic
 from arms.metrics import hit_rate_at_k, ndcg_at_k
+from arms.registry import refuse_repeats
 from bandits.ope import bootstrap_sums
 from experiments import cli
 from experiments import replay as rp
@@ -260,9 +261,15 @@ def test_config_is_validated():
                                arm_params={"ease": {"l2": 20.0}}).arms == (
             "autoencoder", "popularity")
     assert len(warned) == 2  # the arm, and the arm_params key naming it
+    # One arm twice is refused by the registry's rule, in its words (review: its own).
     with (pytest.warns(FutureWarning, match="'ease' is deprecated"),
-          pytest.raises(rp.ReplayConfigError, match="names the arm 'autoencoder' twice")):
+          pytest.raises(rp.ReplayConfigError) as twice):
         rp.ReplayConfig(arm_params={"ease": {"l2": 1.0}, "autoencoder": {"l2": 2.0}})
+    with pytest.raises(ValueError) as registry_says:
+        refuse_repeats(["autoencoder", "autoencoder"], field="arm_params")
+    assert str(twice.value) == str(registry_says.value) == (
+        "arm_params must name each arm once, got ['autoencoder'] twice")
+    assert twice.value.field == "arm_params"
     with pytest.raises(ValueError, match="unknown arm 'autoencodr'; did you mean autoencoder"):
         rp.ReplayConfig(arm_params={"autoencodr": {"l2": 20.0}})  # a typo was ignored
     with pytest.raises(rp.ReplayConfigError, match=r"arm_params\['svd'\] must map") as refused:
