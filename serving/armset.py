@@ -137,13 +137,23 @@ def unreadable_arms(folder: Path, names: Sequence[str]) -> dict[str, str]:
     is recorded, not found by every worker afterwards (found by attack: a truncated file was
     promoted, no worker could serve it, and the old version went on serving).
     """
-    unreadable = {}
+    return {name: f"{type(read).__name__}: {read}" for name, read in _read_each(folder, names)
+            if isinstance(read, Exception)}
+
+
+def _read_each(folder: Path, names: Sequence[str]
+               ) -> Iterator[tuple[str, Recommender | Exception]]:
+    """Each of ``names`` read back from its file in ``folder``, or the exception that stopped
+    it: the one loop of a worker's load (:func:`load_arms`, which raises it) and of the check
+    before a promotion (:func:`unreadable_arms`, which collects them), so the check reads
+    every file as a worker would. One arm at a time: the check holds none.
+    """
     for name in names:
         try:
-            Recommender.load(arm_file(folder, name))
+            read: Recommender | Exception = Recommender.load(arm_file(folder, name))
         except Exception as exc:  # any failure to read it is the answer
-            unreadable[name] = f"{type(exc).__name__}: {exc}"
-    return unreadable
+            read = exc
+        yield name, read
 
 
 def new_arms_folder(state_dir: Path) -> Path:
@@ -227,11 +237,19 @@ def load_arms(folder: Path, names: Sequence[str]) -> dict[str, Recommender]:
     ------
     FileNotFoundError
         If an arm file is missing (the message names it).
+    Exception
+        The first arm that cannot be read, its own error (:func:`unreadable_arms` says it
+        for every arm).
     """
     missing = missing_arms(folder, names)
     if missing:
         raise FileNotFoundError(f"no saved arm {missing} in {folder}")
-    return {name: Recommender.load(arm_file(folder, name)) for name in names}
+    loaded = {}
+    for name, read in _read_each(folder, names):
+        if isinstance(read, Exception):
+            raise read  # as it was raised (its traceback kept)
+        loaded[name] = read
+    return loaded
 
 
 @contextmanager

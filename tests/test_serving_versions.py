@@ -1082,3 +1082,23 @@ def test_a_failed_load_is_said_with_its_own_error_and_gone_after_a_load_that_suc
         assert service.arm_set.version == 3
         assert client.get("/admin/live-state", headers=AUTH).json()["load_failure"] is None
         assert service._load_failure is None
+
+
+def test_a_worker_and_the_promotion_check_read_the_arm_files_one_way(
+        tmp_path: Path, fitted: dict) -> None:
+    """load_arms (a worker) and unreadable_arms (the check before a promotion) read the files
+    in one loop (review: two copies): what the check says of a file is the error a worker's
+    load raises, and a folder the check passes loads."""
+    from serving.armset import arm_file, load_arms, unreadable_arms
+
+    folder = save_arms(fitted, tmp_path / "version")
+    assert unreadable_arms(folder, ARMS) == {}
+    loaded = load_arms(folder, ARMS)
+    assert {n: type(m) for n, m in loaded.items()} == {n: type(fitted[n]) for n in ARMS}
+    path = arm_file(folder, "svd")
+    path.write_bytes(path.read_bytes()[:300])
+    said = unreadable_arms(folder, ARMS)
+    assert list(said) == ["svd"]
+    with pytest.raises(Exception) as raised:  # whatever the reader raises
+        load_arms(folder, ARMS)
+    assert said["svd"] == f"{type(raised.value).__name__}: {raised.value}"
