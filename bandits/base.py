@@ -1001,6 +1001,33 @@ class BatchedPolicy(FixedOnceBuilt, Policy):
                        ) -> tuple[np.ndarray, np.ndarray]:
         """Propensities (R, K) and an error bound (R, K) (zeros where exact)."""
 
+    def _propensity_grid(self) -> int | None:
+        """The grid intervals every propensity call integrates on, where the hyper-parameters
+        alone fix them; None for exact propensities and for a rule that depends on the
+        context (LinTS).
+        """
+        return None
+
+    def check_propensity_size(self, n_arms: int | None = None) -> None:
+        """Refuse now propensities that every call would refuse for ``n_arms`` arms (None:
+        the policy's own), as :func:`check_quadrature_size` does at each call, where the
+        quadrature's size is known without a context (the grid's; a context-dependent rule,
+        LinTS's, is checked at each call only).
+
+        Not asked by the constructor: the batched core (``select_batch``/``update_batch``, a
+        simulation) never computes propensities, so a policy of more arms than they allow
+        still runs there (``ThompsonSampling(10_000)``). A caller that needs them on every
+        decision asks it when built (:class:`~bandits.exploration.ExplorationFloor`).
+
+        Raises
+        ------
+        ValueError
+            As :func:`check_quadrature_size`.
+        """
+        grid = self._propensity_grid()
+        if grid is not None:
+            check_quadrature_size(self.n_arms if n_arms is None else n_arms, grid + 1, grid)
+
     def _check_stats(self, stats: dict[str, np.ndarray]) -> None:
         """Refuse restored statistics the policy's own updates cannot produce.
 

@@ -189,7 +189,8 @@ class ExplorationFloor(FixedOnceBuilt):
     TypeError
         ``policy`` is not a policy of this package, ``floor`` not a real number.
     ValueError
-        ``floor`` outside ``[0, 1 / K]``.
+        ``floor`` outside ``[0, 1 / K]``, or propensities the policy cannot compute for its
+        arms (:meth:`~bandits.base.BatchedPolicy.check_propensity_size`).
 
     Examples
     --------
@@ -209,6 +210,8 @@ class ExplorationFloor(FixedOnceBuilt):
         self.floor = floor
         self.random_state = random_state
         check_floor(floor, policy.n_arms)
+        # Every choice computes the propensities: refused now, not at each choose() (review).
+        policy.check_propensity_size()
         self._rng = make_generator(random_state)
         self._built = True  # its floor and policy are fixed now (FixedOnceBuilt)
 

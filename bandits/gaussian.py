@@ -328,6 +328,9 @@ class GaussianThompsonSampling(BatchedPolicy):
         check_real(self.prior_rate, "prior_rate", low=0.0, low_open=True)
         check_propensity_grid(self.propensity_grid)
 
+    def _propensity_grid(self) -> int | None:
+        return int(self.propensity_grid)
+
     def _init_stats(self, n_runs: int, n_arms: int, dtype: Any) -> dict[str, np.ndarray]:
         return {name: np.zeros((n_runs, n_arms), dtype) for name in self.per_arm_stats}
 

@@ -622,13 +622,21 @@ class MultileaveThompsonSampling(FixedOnceBuilt):
             ``arms`` (list of m arm positions, ascending), ``teams`` (list of k arm positions,
             one per slate position), ``set_probability`` (``P(S)``), ``order_probability``
             (``P(teams | S)``) and ``inclusion_probabilities`` (list of K).
+
+        Raises
+        ------
+        ValueError
+            More than :data:`MAX_SETS` sets, before anything is drawn (review: a refused
+            select advanced the generator; ``select_batch``, which needs no set
+            probabilities, runs with any number of sets).
         """
+        sets = self.sets  # refused past MAX_SETS: the set probabilities below need them
         choice = self.select_batch(self.state_, self._rng)
         probs = self.set_probabilities()
         arms = choice.arms[0].tolist()
-        index = next(i for i, s in enumerate(self.sets.tolist()) if s == arms)
-        member = np.zeros((len(self.sets), self.n_arms))
-        member[np.arange(len(self.sets))[:, None], self.sets] = 1.0
+        index = next(i for i, s in enumerate(sets.tolist()) if s == arms)
+        member = np.zeros((len(sets), self.n_arms))
+        member[np.arange(len(sets))[:, None], sets] = 1.0
         return {"arms": arms, "teams": choice.teams[0].tolist(),
                 "set_probability": float(probs[index]),
                 "order_probability": self.order_probability,

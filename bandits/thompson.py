@@ -258,6 +258,9 @@ class _BetaPolicy(BatchedPolicy):
     def _check_params(self) -> None:
         check_propensity_grid(self.propensity_grid)
 
+    def _propensity_grid(self) -> int | None:
+        return int(self.propensity_grid)
+
     def _arm_param_names(self) -> tuple[str, ...]:
         return ("prior_alpha", "prior_beta")
 

@@ -14,6 +14,7 @@ import bandits.base
 import bandits.gaussian
 import bandits.thompson
 from bandits import (
+    ExplorationFloor,
     GaussianThompsonSampling,
     LinTS,
     LinUCB,
@@ -152,6 +153,49 @@ def test_propensities_past_the_ceiling_are_refused(n_arms, grid, most, pattern):
         policy.action_probabilities()
     assert (most * (most - 1) * (grid + 1) <= MAX_QUADRATURE_VALUES
             < (most + 1) * most * (grid + 1))
+
+
+@pytest.mark.parametrize("policy_class", [ThompsonSampling, GaussianThompsonSampling])
+def test_a_floor_refuses_when_built_propensities_its_every_choice_would_refuse(
+        monkeypatch, policy_class):
+    # Review: ExplorationFloor(ThompsonSampling(2,000 arms)) was built, then refused every
+    # choose(). The policy alone is still built past the ceiling (its batched core needs no
+    # propensities); a ceiling of 6 arms on 9 nodes keeps the test fast.
+    monkeypatch.setattr(bandits.base, "MAX_QUADRATURE_VALUES", 6 * 5 * 9)
+    over = policy_class(7, propensity_grid=8, random_state=0)
+    with pytest.raises(ValueError) as per_call:
+        over.action_probabilities()
+    with pytest.raises(ValueError) as built:
+        ExplorationFloor(over, floor=0.01)
+    assert str(built.value) == str(per_call.value)
+    assert str(built.value).startswith("propensities of 7 arms by quadrature "
+                                       "(propensity_grid=8, 9 nodes) are computed for at "
+                                       "most 6 arms")
+    assert over.select() in range(7)  # the policy alone still selects
+    floored = ExplorationFloor(policy_class(6, propensity_grid=8, random_state=0),
+                               floor=0.01, random_state=1)  # just under: builds and chooses
+    choice = floored.choose()
+    assert choice.propensity >= 0.01 and choice.probabilities.sum() == pytest.approx(1.0)
+
+
+def test_a_floor_over_lints_is_built_and_its_quadrature_checked_at_each_choice(monkeypatch):
+    # LinTS's rule depends on the context (33 to 129 tanh-sinh nodes, or the grid): only a
+    # choice at a context can tell.
+    monkeypatch.setattr(bandits.base, "MAX_QUADRATURE_VALUES", 6 * 5 * 9)
+    floored = ExplorationFloor(LinTS(7, n_features=2, propensity_grid=8), floor=0.01)
+    with pytest.raises(ValueError, match=r"^propensities of 7 arms by quadrature "
+                                         r"\(the tanh-sinh rule, 33 nodes\)"):
+        floored.choose(np.array([1.0, 0.5]))
+
+
+def test_a_refused_multileave_select_draws_nothing():
+    # Review: select() drew the set, then refused its probabilities past MAX_SETS, having
+    # moved the policy's generator on.
+    policy = MultileaveThompsonSampling(300, m=20, slate_size=20, random_state=0)
+    before = policy._rng.bit_generator.state
+    with pytest.raises(ValueError, match=r"sets of m=20 among 300 arms"):
+        policy.select()
+    assert policy._rng.bit_generator.state == before
 
 
 def test_multileave_builds_its_sets_only_when_asked_and_never_past_max_sets():
