@@ -584,6 +584,16 @@ class Settings(BaseSettings):
         # files always use one name per arm; an unknown name fails here, before any fitting.
         return list(registry.resolve_names(value))
 
+    @field_validator("arm_params")
+    @classmethod
+    def _key_arm_params(cls, value: dict[str, dict[str, float | int | bool | str | None]]
+                        ) -> dict[str, dict[str, float | int | bool | str | None]]:
+        # Keyed by registry name, as ``arms`` are (and as the replay's arm_params): an alias
+        # ({"ease": ...} with arms "ease" or "autoencoder") was refused as an arm not served;
+        # an alias and its arm both named are one arm twice, the registry's refusal.
+        names = registry.resolve_names(list(value), field="arm_params") if value else ()
+        return dict(zip(names, value.values(), strict=True))
+
     @field_validator("retrain_every", mode="before")
     @classmethod
     def _parse_retrain_every(cls, value: object) -> object:

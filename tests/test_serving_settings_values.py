@@ -155,3 +155,19 @@ def test_a_settings_file_that_is_not_utf8_is_named(tmp_path: Path,
     assert cli.main(["models", "list", "--settings", str(path),
                      "--state-dir", str(tmp_path / "state")]) == 2
     assert f"cannot read the settings file '{path}'" in capsys.readouterr().err
+
+
+def test_arm_params_are_keyed_by_registry_name_as_the_arms_are() -> None:
+    # Found in review: the service's arms resolve the alias "ease" (the autoencoder), its
+    # arm_params did not: {"ease": ...} was refused as "names arm 'ease', which is not
+    # served", while the replay's arm_params took it.
+    with pytest.warns(FutureWarning):
+        settings = Settings(arms=["autoencoder", "popularity"],
+                            arm_params={"ease": {"hidden_units": 16}})
+    assert settings.arm_params == {"autoencoder": {"hidden_units": 16}}
+    assert settings.fit_params()["autoencoder"]["hidden_units"] == 16
+    with pytest.warns(FutureWarning), pytest.raises(ValidationError, match=(
+            r"arm_params must name each arm once, got \['autoencoder'\] twice")):
+        Settings(arms=["autoencoder"], arm_params={"ease": {}, "autoencoder": {}})
+    with pytest.raises(ValidationError, match=r"unknown arm 'svdd'; did you mean svd\?"):
+        Settings(arms=["svd"], arm_params={"svdd": {}})
