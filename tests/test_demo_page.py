@@ -64,6 +64,44 @@ def test_page_and_assets_are_served_from_the_package(plain_client: TestClient) -
     assert "/" not in plain_client.get("/openapi.json").json()["paths"]
 
 
+def test_every_demo_file_carries_the_page_headers_and_the_page_is_only_at_root(
+        plain_client: TestClient) -> None:
+    # Found by attack: /static/index.html served the page without its CSP, so another site
+    # could frame it; app.js and style.css had no nosniff and no Cache-Control (browsers kept
+    # an old app.js after an upgrade).
+    assert plain_client.get("/static/index.html").status_code == 404
+    assert plain_client.get("/static/./index.html").status_code == 404
+    assert plain_client.head("/static/index.html").status_code == 404
+    for path in ("/", "/?user=5", "/static/app.js", "/static/style.css"):
+        got = plain_client.get(path)
+        assert got.status_code == 200, path
+        assert "frame-ancestors 'none'" in got.headers["content-security-policy"], path
+        assert got.headers["x-content-type-options"] == "nosniff", path
+        assert got.headers["cache-control"] == "no-cache", path
+        assert got.headers["etag"], path
+
+
+def test_the_page_answers_head_and_a_matching_validator_with_304(
+        plain_client: TestClient) -> None:
+    # Found by attack: HEAD / was 405, and GET / sent an ETag but ignored If-None-Match.
+    page = plain_client.get("/")
+    head = plain_client.head("/")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["etag"] == page.headers["etag"]
+    assert head.headers["content-length"] == str(len(page.content))
+    assert head.headers["x-content-type-options"] == "nosniff"
+    for validator in ({"If-None-Match": page.headers["etag"]},
+                      {"If-Modified-Since": page.headers["last-modified"]}):
+        again = plain_client.get("/", headers=validator)
+        assert again.status_code == 304 and again.content == b"", validator
+        assert again.headers["etag"] == page.headers["etag"]
+        assert "frame-ancestors 'none'" in again.headers["content-security-policy"]
+    assert plain_client.get("/", headers={"If-None-Match": '"other"'}).status_code == 200
+    script = plain_client.get("/static/app.js")
+    assert plain_client.get("/static/app.js", headers={
+        "If-None-Match": script.headers["etag"]}).status_code == 304
+
+
 def _emoji(text: str) -> list[str]:
     # The blocks emoji fonts draw (pictographs, dingbats, symbols, regional indicators, the
     # emoji variation selector); Debian's Chromium has no emoji font, so each shows as a box.
