@@ -151,6 +151,11 @@ def test_a_feedback_pushes_the_logged_slate_and_the_policy(live: LiveServer) -> 
         start = int(ready["id"])
         liked = like(live.base, 7)
         update = reader.next()
+        # Nothing was served since the push: its panel counts its own slate as GET /policy
+        # does (found by attack: "Shown" was one short after every pushed update).
+        pulls = {a["arm"]: a["pulls"] for a in httpx2.get(f"{live.base}/policy").json()["arms"]}
+        assert {a["arm"]: a["pulls"] for a in update["data"]["policy"]["arms"]} == pulls
+        assert sum(pulls.values()) == len(read_table(url, decisions)) == 2
         seq = seq_of(url, liked)
         assert seq > start and int(update["id"]) == seq
         data = update["data"]

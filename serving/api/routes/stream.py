@@ -72,11 +72,13 @@ async def update_event(request: Request, stream: Stream, k: int,
     """The ``update`` event for ``rows`` (the feedback since the last event, oldest first)."""
     state = request.app.state
     service = state.service
-    # The policy first: policy_view folds the outcomes logged so far, so the slate below is
-    # drawn from a policy that has seen this feedback.
-    policy = PolicyOut.model_validate(await service.policy_view()).model_dump(mode="json")
+    # Fold the outcomes logged so far first, so the slate is drawn from a policy that has seen
+    # this feedback; the panel after the slate is logged, so its pulls count it as GET /policy
+    # does from now on (computed before, "Shown" was one short: found by attack).
+    await service.in_thread(service.refresh)
     result = await service.recommend(stream.user_id, k)
     state.metrics.record_decision(result.arm)
+    policy = PolicyOut.model_validate(await service.policy_view()).model_dump(mode="json")
     slate = {name: getattr(result, name) for name in FIELDS}
     return sse("update", {"user_id": stream.user_id, "feedback": rows,
                           "recommendations": slate, "policy": policy}, rows[-1]["seq"])
