@@ -509,3 +509,80 @@ def test_a_push_later_than_the_page_waited_leaves_the_list_it_fetched(tmp_path: 
     finally:
         server.stop()
         engine.dispose()
+
+
+def _feedback_of(url: str, user: int) -> list[tuple[int, str, str]]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(feedback.c.movie_id, feedback.c.feedback_type,
+                                      feedback.c.event_id)
+                            .where(feedback.c.user_id == user).order_by(feedback.c.id))
+        got = [tuple(r) for r in rows]
+    engine.dispose()
+    return got
+
+
+@pytest.mark.slow
+def test_a_failed_change_of_user_or_k_leaves_the_shown_list_working(tmp_path: Path) -> None:
+    """Found by attack: the page took the new user and k before asking for their list, so after
+    a 422 (user 0, k 0) or with the service unreachable, the list still shown was dead (a like
+    sent nothing, or was stored under an error). Now each failed change shows its error and a
+    like on the list shown is sent for its user, brings that user's next list and clears the
+    error; a "cannot be reached" goes once the service answers again."""
+    executable, sync_playwright, server, url = _browser_and_server(tmp_path)
+    likes: list[tuple[str, int, str]] = []  # (what failed, movie liked, the error shown)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+            page, problems = _page(browser, 1280)
+            page.goto(f"{server.base}/?user={USER}", wait_until="domcontentloaded")
+            page.wait_for_selector("#recs[aria-busy='false'] li.movie")
+            page.wait_for_selector("#live-status[data-live='on']", timeout=15_000)
+
+            def like_the_first(failed: str) -> None:
+                """Like the first movie shown, under the error that ``failed`` left."""
+                page.wait_for_selector("#recs[aria-busy='false']")
+                error = page.text_content("#error")
+                event_id = page.get_attribute("#recs", "data-event-id")
+                movie = int(page.get_attribute("#recs li.movie", "data-movie-id"))
+                page.click("#recs li.movie button[data-feedback='like']")
+                _wait_for_new_list(page, event_id)
+                page.wait_for_selector("#error", state="hidden")
+                likes.append((failed, movie, error))
+                assert movie not in {m["movie"] for m in _slate(page)}
+                assert page.text_content("#heading-user") == str(USER)
+                assert page.url.endswith(f"/?user={USER}")
+                assert len(_slate(page)) == 10  # k as before the failed change
+
+            for field, value in (("#user-id", "0"), ("#k", "0")):
+                page.fill(field, value)
+                page.press(field, "Enter")
+                page.wait_for_selector("#error:not([hidden])")
+                like_the_first(f"{field}={value}")
+                page.fill(field, str(USER) if field == "#user-id" else "10")
+            # The service unreachable: a like and a change of user both fail...
+            page.route("**/recommendations**", lambda route: route.abort())
+            page.route("**/feedback", lambda route: route.abort())
+            page.click("#recs li.movie button[data-feedback='like']")
+            page.wait_for_selector("#error:has-text('cannot be reached')")
+            page.wait_for_selector("#recs[aria-busy='false']")
+            page.fill("#user-id", str(USER + 1))
+            page.press("#user-id", "Enter")
+            page.wait_for_selector("#error:has-text('cannot be reached')")
+            # ... and once it is back, the list shown works for its user again.
+            page.unroute("**/recommendations**")
+            page.unroute("**/feedback")
+            like_the_first("unreachable")
+            browser.close()
+    finally:
+        server.stop()
+
+    assert [what for what, _, _ in likes] == ["#user-id=0", "#k=0", "unreachable"]
+    assert likes[0][2].startswith("422") and "user_id" in likes[0][2]
+    assert likes[1][2].startswith("422") and "k" in likes[1][2]
+    assert "cannot be reached" in likes[2][2]
+    # Every like on the list shown was stored for USER (the unreachable like never arrived).
+    stored = _feedback_of(url, USER)
+    assert [(m, t) for m, t, _ in stored] == [(m, "like") for _, m, _ in likes]
+    assert _feedback_of(url, USER + 1) == []
+    assert problems == [], problems

@@ -27,9 +27,10 @@
   const LATE_KEPT = 20;
 
   class ApiError extends Error {
-    constructor(status, message) {
+    constructor(status, message, unreachable = false) {
       super(message);
       this.status = status;
+      this.unreachable = unreachable;  // no answer at all: stale once the service answers
     }
   }
 
@@ -44,8 +45,9 @@
     try {
       response = await fetch(path, init);
     } catch (err) {
-      throw new ApiError(0, `The service cannot be reached (${err.message}).`);
+      throw new ApiError(0, `The service cannot be reached (${err.message}).`, true);
     }
+    serviceReached();
     const text = await response.text();
     let data = null;
     try {
@@ -85,16 +87,25 @@
     return node;
   }
 
-  function showError(message) {
+  // ``err`` an Error (an ApiError names whether the service answered) or a message.
+  function showError(err) {
     const box = $("error");
-    box.textContent = message;
+    box.textContent = err instanceof Error ? err.message : String(err);
+    box.dataset.unreachable = err instanceof ApiError && err.unreachable ? "true" : "false";
     box.hidden = false;
   }
 
   function clearError() {
     const box = $("error");
     box.textContent = "";
+    box.dataset.unreachable = "false";
     box.hidden = true;
+  }
+
+  // The service answered (a response, or the stream's "ready"): a "cannot be reached" still
+  // shown is stale (found by attack: it stayed after the service was back).
+  function serviceReached() {
+    if ($("error").dataset.unreachable === "true") clearError();
   }
 
   function setStatus(message) {
@@ -157,8 +168,11 @@
 
   // ------------------------------------------------------------------ recommendations
   async function loadRecommendations(reaction) {
-    const path = `/recommendations?user_id=${state.userText}&k=${state.k}`;
-    return showSlate(await api("GET", path), reaction);
+    return showSlate(await fetchSlate(state.userText, state.k), reaction);
+  }
+
+  function fetchSlate(userText, k) {
+    return api("GET", `/recommendations?user_id=${userText}&k=${k}`);
   }
 
   // A slate from GET /recommendations or from the push (the same JSON).
@@ -293,7 +307,13 @@
                                     event_id: slate.event_id });
       // Waiting before the POST: the push may arrive before its answer does.
       const pushed = awaitPush(item.movie_id, type);
-      const stored = await api("POST", "/feedback", `{"user_id":${state.userText},${rest.slice(1)}`);
+      let stored;
+      try {
+        stored = await api("POST", "/feedback", `{"user_id":${state.userText},${rest.slice(1)}`);
+      } catch (err) {
+        forgetWaiter(item.movie_id, type);  // not stored: no push will come for it
+        throw err;
+      }
       const reaction = { type, movie: { movie_id: item.movie_id, genres: item.genres, name } };
       const before = state.policy;
       // The stream brings the next list (a logged decision) and the policy; without it (not
@@ -313,7 +333,7 @@
       const note = String(stored.note).replace(/[.\s]+$/, "");
       setStatus(`You ${verb} “${name}”: ${note}. ${summarise(reaction, previous, next)}`);
     } catch (err) {
-      showError(err.message);
+      showError(err);
     } finally {
       setBusy(false);
       const again = $("recs").querySelectorAll(`button[data-feedback="${type}"]`);
@@ -548,7 +568,7 @@
         : "Cleared your genres: the list is the most popular films.");
       if (!slate.cold_start) $("genre-form").hidden = true;
     } catch (err) {
-      showError(err.message);
+      showError(err);
     } finally {
       setBusy(false);
       $("save-genres").disabled = false;
@@ -573,26 +593,30 @@
     try {
       form = readForm();
     } catch (err) {
-      showError(err.message);
+      showError(err);
       $("user-id").focus();
       return;
     }
-    const switching = form.userText !== state.userText;
-    state.userText = form.userText;
-    state.k = form.k;
-    if (switching) state.slate = null;
     setBusy(true);
     try {
+      // The new user and k become the page's only with their list: a change that fails (a
+      // 422 for user 0 or k 0, or no service) leaves the list shown working for its own user
+      // and k (likes sent, pushes shown), under the error, with the form as typed to correct.
+      // Committed before the request, they had left that list dead: likes sent nothing, or
+      // were stored while the page showed an error (found by attack).
+      const fresh = await fetchSlate(form.userText, form.k);
+      state.userText = form.userText;
+      state.k = form.k;
       const url = new URL(window.location.href);
       url.searchParams.set("user", state.userText);
       window.history.replaceState(null, "", url);
-      const { slate } = await loadRecommendations(null);
+      const { slate } = showSlate(fresh, null);
       await refreshPolicy(slate.cold_start ? null : slate.arm);
       await showGenrePicker(slate);
       watchStream();
       setStatus(`${slate.items.length} movies for user ${state.userText}.`);
     } catch (err) {
-      showError(err.message);
+      showError(err);
     } finally {
       setBusy(false);
     }
@@ -639,6 +663,15 @@
     waiter.resolve(update);
   }
 
+  // The wait of a feedback that was not stored: left waiting, it took the push of the same
+  // like sent again once the service was back, which then waited its full PUSH_WAIT_MS.
+  function forgetWaiter(movieId, type) {
+    const waiter = live.waiters.find((w) => w.movieId === movieId && w.type === type);
+    if (!waiter) return;
+    live.waiters.splice(live.waiters.indexOf(waiter), 1);
+    waiter.resolve(null);
+  }
+
   // Whether ``update`` is the push of this page's own feedback that came too late (forgotten
   // once matched).
   function ownLatePush(update) {
@@ -683,6 +716,7 @@
     live.source = source;
     source.addEventListener("ready", () => {
       live.ready = true;
+      serviceReached();
       setLive("Live: new lists and the policy arrive as feedback is sent, from anywhere.", true);
     });
     source.addEventListener("update", onUpdate);
