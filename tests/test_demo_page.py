@@ -586,3 +586,71 @@ def test_a_failed_change_of_user_or_k_leaves_the_shown_list_working(tmp_path: Pa
     assert [(m, t) for m, t, _ in stored] == [(m, "like") for _, m, _ in likes]
     assert _feedback_of(url, USER + 1) == []
     assert problems == [], problems
+
+
+#: Titles the page must lay out: unbroken 500-character ones, and right-to-left ones.
+LONG_TITLE = "W" * 500
+RTL_TITLES = ("שלום עולם (1999)", "אבג דהוז (2001)", "תשר קצף (1990)")
+# Where the title of the first movie shown ends and its year starts; the rectangles of the
+# "Left the list" names, in the list's order.
+TITLE_AND_YEAR = ("() => { const h = document.querySelector('#recs li.movie .title');"
+                  " const r = document.createRange(); r.selectNode(h.firstChild);"
+                  " return [r.getBoundingClientRect().right,"
+                  " h.querySelector('.year').getBoundingClientRect().left]; }")
+DROPPED_NAMES = ("() => Array.from(document.querySelectorAll('#recs li.dropped bdi'))"
+                 ".map(b => ({text: b.textContent, left: b.getBoundingClientRect().left,"
+                 " top: b.getBoundingClientRect().top}))")
+PANEL_FIT = ("() => { const p = document.querySelector('.policy-panel');"
+             " return [p.scrollWidth, p.clientWidth]; }")
+
+
+@pytest.mark.slow
+def test_long_and_right_to_left_titles_and_the_arms_table_fit_a_320_px_phone(
+        tmp_path: Path) -> None:
+    """Found by attack: a 500-character title without a space in "Left the list" made a phone's
+    page 4,870 px wide; the arms table scrolled inside its panel at 320 px; a right-to-left
+    title put its year before it. Titles are rewritten on their way to the page (the store's
+    are all short and left-to-right); the stream is refused so the page fetches each list."""
+    executable, sync_playwright, server, _ = _browser_and_server(tmp_path)
+    first: dict[str, Any] = {}
+
+    def rewrite(route: Any) -> None:
+        body = route.fetch().json()
+        if not first:  # the first list: its first four titles made awkward
+            for item, title in zip(body["items"], (*RTL_TITLES, LONG_TITLE), strict=False):
+                item["title"] = title
+            first.update(body)
+        else:  # the next: the first list after its fourth, so three titles left the list
+            body["items"] = [{**item, "position": n}
+                             for n, item in enumerate(first["items"][4:], 1)]
+        route.fulfill(json=body)
+
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+            page, problems = _page(browser, 320)
+            page.route("**/stream**", lambda route: route.abort())
+            page.route("**/recommendations**", rewrite)
+            page.goto(f"{server.base}/?user={USER}", wait_until="domcontentloaded")
+            page.wait_for_selector("#recs[aria-busy='false'] li.movie")
+            page.wait_for_selector("#arms-body tr")
+            title_end, year_start = page.evaluate(TITLE_AND_YEAR)
+            event_id = page.get_attribute("#recs", "data-event-id")
+            panel = page.evaluate(PANEL_FIT)
+            page.click("#recs li.movie button[data-feedback='like']")
+            page.wait_for_selector("#recs li.dropped")
+            _wait_for_new_list(page, event_id)
+            dropped = page.evaluate(DROPPED_NAMES)
+            overflow = page.evaluate(OVERFLOW)
+            browser.close()
+    finally:
+        server.stop()
+
+    assert year_start >= title_end, (title_end, year_start)  # "(1999)" after the Hebrew
+    assert panel[0] <= panel[1], f"the policy panel is {panel[0]} px wide in {panel[1]} px"
+    # The liked movie (the first) left too, but is named in the status, not here.
+    assert [d["text"] for d in dropped] == [RTL_TITLES[1][:-7], RTL_TITLES[2][:-7], LONG_TITLE]
+    # The two right-to-left names side by side in the list's order, not swapped.
+    assert dropped[0]["top"] == dropped[1]["top"] and dropped[0]["left"] < dropped[1]["left"]
+    assert overflow[0] <= overflow[1], f"page {overflow[0]} px wide in a {overflow[1]} px window"
+    assert problems == [], problems

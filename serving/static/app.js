@@ -220,7 +220,10 @@
 
       const info = el("div", "info");
       const split = splitTitle(item.title, item.year);
-      const title = el("h3", "title", split.name);
+      // Titles in <bdi>, isolated with their own direction: a right-to-left title had put its
+      // year, and its neighbours in "Left the list", on the wrong side (found by attack).
+      const title = el("h3", "title");
+      title.append(el("bdi", "name", split.name));
       if (split.year !== null) title.append(" ", el("span", "year", `(${split.year})`));
       info.append(title);
       if (item.arm && item.arm !== slate.arm) {  // a multileaved slate: the contributing arm
@@ -272,7 +275,9 @@
       if (gone.length) {
         const out = el("li", "dropped");
         out.append(el("span", "dropped-label", "Left the list: "));
-        out.append(gone.map((i) => displayTitle(i.title, i.year)).join(", "));
+        gone.forEach((item, n) => {
+          out.append(n ? ", " : "", el("bdi", "name", displayTitle(item.title, item.year)));
+        });
         list.append(out);
       }
     }
