@@ -83,6 +83,47 @@ def check_holdout(share: float, baseline: str, arms: Sequence[str], floor: float
             "exploration_floor to 0")
 
 
+def baseline_pmf(baseline: str, arms: Sequence[str]) -> npt.NDArray[np.float64]:
+    """The ``baseline``'s probabilities over ``arms``, shape ``(n_arms,)``: ``1 / K`` each for
+    ``uniform``, else 1 for the one named arm.
+    """
+    k = len(arms)
+    return np.full(k, 1.0 / k) if baseline == UNIFORM else np.eye(k)[list(arms).index(baseline)]
+
+
+def under_holdout(target: npt.NDArray[np.float64], served: npt.NDArray[np.float64],
+                  arms: Sequence[str], entries: Sequence[JsonObject | None]
+                  ) -> npt.NDArray[np.float64]:
+    """The probabilities ``target`` would be served with under each decision's holdout:
+    ``s_i * baseline_i + (1 - s_i) * target_i``, what the service logs for its own policy
+    (:meth:`Holdout.mixture`), so that another policy is compared with the live one as it
+    would be served once promoted; rows without a holdout entry unchanged.
+
+    Parameters
+    ----------
+    target : ndarray of float64, shape ``(n, K)``
+        A policy's probabilities at ``n`` decisions, columns ``arms``.
+    served : ndarray of float64, shape ``(n, K)``
+        The decisions' logged pmf: a ``uniform`` baseline covers the arms it gives a
+        probability (each at least ``share / K`` under the holdout), an arm of another arm set
+        logs 0.
+    arms : sequence of str
+        The columns' arm names (a one-arm baseline names one of them).
+    entries : sequence of dict or None, length ``n``
+        Each decision's ``holdout`` entry (its policy JSON's), None without one.
+    """
+    target = np.asarray(target, dtype=np.float64)
+    shares = np.array([0.0 if not e else float(e["share"]) for e in entries])
+    if not shares.any():
+        return target
+    support = (np.asarray(served) > 0).astype(np.float64)
+    base = support / np.maximum(support.sum(axis=1, keepdims=True), 1.0)  # uniform baselines
+    for i, entry in enumerate(entries):
+        if entry and entry["baseline"] != UNIFORM:  # rare: one arm, the others 0
+            base[i] = baseline_pmf(str(entry["baseline"]), arms)
+    return shares[:, None] * base + (1.0 - shares[:, None]) * target
+
+
 class HoldoutChoice(NamedTuple):
     """One request's draw with a holdout (:meth:`Holdout.choose`).
 
@@ -130,9 +171,7 @@ class Holdout:
         self.share = float(share)
         self.baseline = baseline
         self.arms = list(arms)
-        k = len(self.arms)
-        self.baseline_pmf = (np.full(k, 1.0 / k) if baseline == UNIFORM
-                             else np.eye(k)[self.arms.index(baseline)])
+        self.baseline_pmf = baseline_pmf(baseline, self.arms)
         self.baseline_cdf = np.cumsum(self.baseline_pmf)
         self.baseline_cdf[-1] = 1.0
         # The mixture's probabilities by arm as JSON, per policy pmf JSON (a context-free
@@ -216,8 +255,9 @@ def holdout_problems(event_id: str, policy: JsonObject | None, pmf: JsonObject |
     pmf = parse(pmf) or {}
     arms = list(pmf)
     if arms:
-        base = (np.full(len(arms), 1.0 / len(arms)) if entry["baseline"] == UNIFORM
-                else np.array([float(a == entry["baseline"]) for a in arms]))
+        base = (baseline_pmf(str(entry["baseline"]), arms)
+                if entry["baseline"] == UNIFORM or entry["baseline"] in arms
+                else np.zeros(len(arms)))  # a baseline the pmf does not name: no mixture
         q = np.array([float(pmf[a]) for a in arms])
         # The policy's part, (q - s b) / (1 - s), must be a distribution.
         part = (q - float(entry["share"]) * base) / (1.0 - float(entry["share"]))
@@ -459,6 +499,6 @@ def format_report(report: HoldoutReport) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["UNIFORM", "GroupRate", "Holdout", "HoldoutChoice", "HoldoutReport", "check_decisions",
-           "check_holdout",
-           "format_report", "holdout_problems", "holdout_report"]
+__all__ = ["UNIFORM", "GroupRate", "Holdout", "HoldoutChoice", "HoldoutReport", "baseline_pmf",
+           "check_decisions", "check_holdout", "format_report", "holdout_problems",
+           "holdout_report", "under_holdout"]

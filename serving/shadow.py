@@ -16,7 +16,9 @@ exploring it in its probabilities, which the off-policy estimate charges at the 
 rate), and a contextual shadow sees contexts as the live policy chose arms for them. ``recbandits
 ope --shadow`` (:func:`serving.offpolicy.evaluate_shadow`) estimates the value of the shadow *as
 it was logged*: its probabilities at each decision, computed from that state, against the live
-policy's logged propensities; it is unbiased for that sequence of decision rules, which after a
+policy's logged propensities (with a live holdout, the shadow's probabilities mixed with its
+baseline as the live ones are: :func:`serving.holdout.under_holdout`, as it would be served once
+promoted); it is unbiased for that sequence of decision rules, which after a
 promotion go on learning from their own choices (usually better than in shadow, never worse for
 lack of data on the arms they favour, since those then get played).
 

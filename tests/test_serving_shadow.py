@@ -520,27 +520,45 @@ def test_promote_and_status_check_the_policies_a_running_worker_runs(
 RATES = np.array([0.2, 0.5, 0.8])  # each arm's true reward rate
 
 
-def synthetic_shadow_log(url: str, n: int, shadows: dict[str, np.ndarray], seed: int) -> None:
-    """A log of ``n`` decisions drawn from the live pmf (0.4, 0.3, 0.3) with Bernoulli(RATES)
-    rewards, each decision carrying a shadow record of one of ``shadows`` (name -> pmf),
-    taken in turn."""
+def synthetic_shadow_log(url: str, n: int, shadows: dict[str, np.ndarray], seed: int, *,
+                         live: np.ndarray | None = None, holdout_share: float = 0.0,
+                         segments: bool = False) -> None:
+    """A log of ``n`` decisions drawn from the live pmf (default (0.4, 0.3, 0.3)) with
+    Bernoulli(RATES) rewards, each decision carrying a shadow record of one of ``shadows``
+    (name -> pmf), taken in turn. With ``holdout_share`` s, a uniform holdout as the service's
+    (serving.holdout): the arm drawn from the mixture s / 3 + (1 - s) live, which is logged.
+    With ``segments``, each decision logs a context vector of a gender (the DR reward model's
+    segments) and women's rewards are Bernoulli(1 - RATES)."""
     rng = np.random.default_rng(seed)
-    live = np.array([0.4, 0.3, 0.3])
+    live = np.array([0.4, 0.3, 0.3]) if live is None else live
+    served = holdout_share / 3 + (1.0 - holdout_share) * live
     store = open_store(url)
     store.create_schema(ARMS)
     names = list(shadows)
-    actions = rng.choice(3, size=n, p=live)
-    rewards = (rng.random(n) < RATES[actions]).astype(float)
+    draws = rng.random(n)
+    held = draws < holdout_share
+    actions = np.where(held, rng.choice(3, size=n), rng.choice(3, size=n, p=live))
+    women = rng.random(n) < (0.5 if segments else 0.0)
+    rates = np.where(women, 1.0 - RATES[actions], RATES[actions])
+    rewards = (rng.random(n) < rates).astype(float)
     rows, outcomes = [], []
     for i in range(n):
         name = names[i % len(names)]
         pmf = shadows[name]
         event_id = f"{i:012x}{rng.integers(16 ** 12):020x}"
+        policy: dict = {"name": "ThompsonSampling", "params": {}}
+        if holdout_share:
+            policy["holdout"] = {"share": holdout_share, "baseline": "uniform",
+                                 "draw": float(draws[i]), "held_out": bool(held[i])}
+        context: dict = {"k": 3}
+        if segments:
+            context.update({"feature_version": "g1", "feature_names": ["gender=F", "gender=M"],
+                            "features": [float(women[i]), float(not women[i])]})
         rows.append({
             "event_id": event_id, "created_at": 1000.0 + i, "user_id": 1 + i % 50,
-            "context": {"k": 3}, "arm": ARMS[actions[i]], "propensity": live[actions[i]],
-            "pmf": dict(zip(ARMS, live.tolist(), strict=True)), "slate": [1, 2, 3],
-            "policy": {"name": "ThompsonSampling", "params": {}}, "policy_version": 1,
+            "context": context, "arm": ARMS[actions[i]], "propensity": served[actions[i]],
+            "pmf": dict(zip(ARMS, served.tolist(), strict=True)), "slate": [1, 2, 3],
+            "policy": policy, "policy_version": 1,
             "cold_start": False, "reward_deadline": 1001.0 + i, "settled_at": 1002.0 + i,
             "shadow": {"policy": {"name": name, "params": {}}, "arm": ARMS[int(pmf.argmax())],
                        "propensity": float(pmf.max()), "u": 0.5, "seq": i,
@@ -604,6 +622,51 @@ def test_ope_shadow_estimates_a_known_value_and_ranks_a_better_shadow_above(
     assert cli_main(["ope", "--shadow", "--db", url, "--out", str(tmp_path / "cli"),
                      "--bootstrap", "100"]) == 0
     assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == ["notes.txt", "shadow.csv"]
+
+
+def test_ope_shadow_compares_the_shadow_under_the_live_holdout(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by attack: with a holdout the live row is the logged mixture s / K + (1 - s) live
+    while the shadow row was the shadow's own pmf, so a shadow equal to the live policy
+    showed a significant gain (0.052 [0.040, 0.064] on the attacker's store). The shadow is
+    now served under the same holdout: the live policy as its own shadow differs by 0."""
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    live = np.array([0.1, 0.2, 0.7])  # worth 0.68; the uniform holdout 0.5
+    synthetic_shadow_log(url, 1200, {"Same": live}, seed=7, live=live, holdout_share=0.3)
+    run = offpolicy.run(offpolicy.OPEConfig(url=url, out_dir=tmp_path / "ope", shadow=True,
+                                            n_bootstrap=400, seed=1))
+    assert run.shadow is not None
+    (same,) = run.shadow
+    for e in ("ips", "snips", "dr"):
+        value, low, high = same.difference[e]
+        assert low <= 0.0 <= high, (e, same.difference[e])
+        assert value == pytest.approx(0.0, abs=1e-12)
+    assert same.holdout == {"share 0.3, baseline uniform": 1200}
+    truth = 0.3 * RATES.mean() + 0.7 * float(live @ RATES)  # the live policy served as logged
+    estimate = same.reports["shadow Same"].estimates["snips"]
+    assert estimate.ci_low <= truth <= estimate.ci_high
+    assert cli_main(["ope", "--shadow", "--db", url, "--out", str(tmp_path / "cli"),
+                     "--bootstrap", "100"]) == 0
+    assert ("both rows under the live holdout (share 0.3, baseline uniform: 1200 decisions)"
+            in capsys.readouterr().out)
+
+
+def test_ope_and_ope_shadow_fit_one_reward_model(tmp_path: Path) -> None:
+    """Found by attack: ``ope`` fitted the DR reward model per gender x age segment and
+    ``ope --shadow`` per arm only, so the logging policy's DR differed on the same decisions
+    (0.5487 against 0.5499)."""
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    synthetic_shadow_log(url, 600, {"Other": np.array([0.2, 0.2, 0.6])}, seed=3,
+                         segments=True)
+    candidates = offpolicy.run(offpolicy.OPEConfig(url=url, out_dir=tmp_path / "ope",
+                                                   n_bootstrap=0, linear=()))
+    compared = offpolicy.run(offpolicy.OPEConfig(url=url, out_dir=tmp_path / "shadow",
+                                                 n_bootstrap=0, shadow=True))
+    assert candidates.result is not None and compared.shadow is not None
+    assert "2 segments" in str(candidates.result.summary["segments"])
+    logging = candidates.result.reports["logging"].estimates["dr"].value
+    live = compared.shadow[0].reports[offpolicy.LIVE_ROW].estimates["dr"].value
+    assert live == pytest.approx(logging, abs=1e-12)
 
 
 def test_ope_shadow_on_a_log_without_shadow_records_says_so(

@@ -1019,13 +1019,24 @@ class Store(abc.ABC):
 
     @unavailable_on_db_error
     def shadow_rows(self) -> dict[str, JsonObject]:
-        """Each decision's shadow record by ``event_id`` (the decisions that carry one)."""
+        """Each decision's shadow record by ``event_id`` (the decisions that carry one), with
+        the decision's own ``holdout`` entry added (its policy JSON's; None without a
+        holdout): the mixture the live policy was served under, which ``ope --shadow`` applies
+        to the shadow too (:func:`serving.holdout.under_holdout`).
+        """
         if not self._has_shadow():
             return {}
         with self.read_engine.connect() as conn:
-            return {r[0]: json.loads(r[1]) for r in conn.execute(
-                sa.select(decisions.c.event_id, sa.cast(decisions.c.shadow, sa.Text))
-                .where(decisions.c.shadow.is_not(None)))}
+            rows = conn.execute(
+                sa.select(decisions.c.event_id, sa.cast(decisions.c.shadow, sa.Text),
+                          sa.cast(decisions.c.policy, sa.Text))
+                .where(decisions.c.shadow.is_not(None))).all()
+        records = {}
+        for event_id, record, policy in rows:
+            parsed = json.loads(policy) if policy else None
+            records[event_id] = {**json.loads(record), "holdout": (
+                parsed.get("holdout") if isinstance(parsed, dict) else None)}
+        return records
 
     # ------------------------------------------------------------------ reads
     @unavailable_on_db_error
