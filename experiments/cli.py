@@ -332,6 +332,16 @@ def _ope_options_clash(args: argparse.Namespace) -> str | None:
     exports = [p for p in (args.export_csv, args.export_obp) if p is not None]
     if len(exports) == 2 and os.path.realpath(exports[0]) == os.path.realpath(exports[1]):
         return f"--export-csv and --export-obp name the same file {exports[0]!r}"
+    # Nor a file the run writes under --out (found by attack: --export-csv DIR/ope.csv
+    # replaced the table with the log, --export-obp DIR/summary.json made it a zip, exit 0).
+    if args.out is not None:
+        written = {os.path.realpath(os.path.join(args.out, n)): n for n in _run_files(args)}
+        for option, path in (("--export-csv", args.export_csv),
+                             ("--export-obp", args.export_obp)):
+            name = None if path is None else written.get(os.path.realpath(path))
+            if name is not None:
+                return (f"{option} {path!r} names the {name} that --out {args.out!r} gets: "
+                        "give the export another file")
     for path in exports:
         if os.path.isdir(path):
             return f"{path!r} is a folder; --export-csv and --export-obp take a file path"
@@ -860,12 +870,12 @@ def _run_files(args: argparse.Namespace) -> tuple[str, ...]:
     module = _RUN_FILES_OF.get(args.command)
     if module is None:
         return ()
+    if args.command == "ope":  # the run's own list: the shadow table, or the table and summary
+        from serving import offpolicy
+
+        return tuple(offpolicy.out_files(getattr(args, "shadow", False)).values())
     files = importlib.import_module(module).RUN_FILES
-    if isinstance(files, dict):
-        files = {k: v for k, v in files.items()
-                 if k != "shadow_table" or getattr(args, "shadow", False)}
-        return tuple(files.values())
-    return tuple(files)
+    return tuple(files.values() if isinstance(files, dict) else files)
 
 
 def _out_refusal(path: str | None, names: Sequence[str] = ()) -> str | None:

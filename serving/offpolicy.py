@@ -1704,6 +1704,17 @@ class OPERun:
 RUN_FILES = {"table": "ope.csv", "summary": "summary.json", "shadow_table": "shadow.csv"}
 
 
+def out_files(shadow: bool) -> dict[str, str]:
+    """The files a run writes into ``out_dir`` by kind: the candidates' ``table`` and
+    ``summary``, or with ``shadow`` the shadow ``table`` alone. The writers use it, and the
+    CLI refuses an export naming one of them (``--export-csv DIR/ope.csv`` replaced the table
+    with the log, silently: found by attack).
+    """
+    if shadow:
+        return {"table": RUN_FILES["shadow_table"]}
+    return {kind: RUN_FILES[kind] for kind in ("table", "summary")}
+
+
 def run(config: OPEConfig) -> OPERun:
     """What ``recbandits ope`` does: read the log, evaluate every candidate, write the files.
 
@@ -1737,7 +1748,7 @@ def run(config: OPEConfig) -> OPERun:
                           confidence=config.confidence, ts_priors=config.ts_priors,
                           linear=config.linear, segment_prefixes=config.segment_prefixes)
     folder = clear_run_files(Path(config.out_dir), RUN_FILES.values())
-    files = {kind: folder / RUN_FILES[kind] for kind in ("table", "summary")}
+    files = {kind: folder / name for kind, name in out_files(shadow=False).items()}
     write_whole(files["table"], lambda p: result.table.to_csv(p, index=False))
     text = json.dumps(result.summary, indent=2) + "\n"
     write_whole(files["summary"], lambda p: p.write_text(text, encoding="utf-8"))
@@ -1767,7 +1778,7 @@ def _run_shadow(config: OPEConfig, log: DecisionLog) -> OPERun:
                                   seed=config.seed, confidence=config.confidence,
                                   segment_prefixes=config.segment_prefixes)
     folder = clear_run_files(Path(config.out_dir), RUN_FILES.values())
-    files = {"table": folder / RUN_FILES["shadow_table"]}
+    files = {kind: folder / name for kind, name in out_files(shadow=True).items()}
     table = pd.concat([c.table().assign(shadow=json.dumps(c.policy), decisions=c.n)
                        for c in comparisons])
     write_whole(files["table"], lambda p: table.to_csv(p, index=False))

@@ -206,6 +206,26 @@ def test_exports_to_one_file_or_to_a_folder_are_refused(
         ["ope", "--db", db, "--out", str(tmp_path / "run")]))) is None
 
 
+@pytest.mark.parametrize("shadow, option, name", [
+    (False, "--export-csv", "ope.csv"), (False, "--export-obp", "summary.json"),
+    (False, "--export-csv", "summary.json"), (True, "--export-csv", "shadow.csv"),
+    (True, "--export-obp", "shadow.csv")])
+def test_an_export_naming_a_file_of_the_out_folder_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        shadow: bool, option: str, name: str) -> None:
+    """Found by attack: ``ope --out DIR --export-csv DIR/ope.csv`` replaced the estimates with
+    the log, ``--export-obp DIR/summary.json`` made the summary a zip, exit 0."""
+    monkeypatch.chdir(tmp_path)
+    db = f"sqlite:///{tmp_path / 'none.db'}"
+    (tmp_path / "run").mkdir()
+    flags = ["--shadow"] if shadow else []
+    said = refused(capsys, ["ope", "--db", db, *flags, "--out", "run", option,
+                            str(tmp_path / "run" / name)])
+    assert said == (f"recbandits ope: {option} '{tmp_path / 'run' / name}' names the {name} "
+                    "that --out 'run' gets: give the export another file")
+    assert list((tmp_path / "run").iterdir()) == []
+
+
 @pytest.mark.parametrize("command", ["credit", "holdout"])
 def test_a_store_that_is_not_a_database_is_one_line(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str) -> None:
