@@ -472,11 +472,18 @@ def format_report(report: HoldoutReport) -> str:
         # A group with no decided reward has no rate: said so, not printed as nan (found by
         # the README's audit: right after serving, before any window closed).
         # One decided reward has a rate and no interval (review: "[nan, nan]").
+        # A group with no decision at all is not waiting for a reward (found by attack: "none
+        # decided yet" for a holdout group that had served nothing).
         interval = "-" if math.isnan(g.low) else f"[{g.low:.4f}, {g.high:.4f}]"
         rate = (f"{g.rate:>13.4f}  {interval}" if g.decided
-                else f"{'-':>13}  none decided yet")
+                else f"{'-':>13}  {'none decided yet' if g.decisions else 'no decisions'}")
         lines.append(f"{name:<22}{g.decisions:>10}{g.decided:>9}{g.open:>7}{rate}")
-    if report.policy.decided and report.holdout.decided:
+    empty = [name for name, g in (("policy", report.policy), ("holdout", report.holdout))
+             if not g.decisions]
+    if empty:
+        lines.append(f"difference (policy - holdout): none (the {' and the '.join(empty)} "
+                     f"group{'s have' if len(empty) == 2 else ' has'} no decisions)")
+    elif report.policy.decided and report.holdout.decided:
         interval = ("- (a group has one decided reward)" if math.isnan(report.low) else
                     f"[{report.low:+.4f}, {report.high:+.4f}] ({report.n_bootstrap} bootstrap "
                     f"resamples per group, seed {report.seed})")

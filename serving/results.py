@@ -399,13 +399,16 @@ class ShadowStatusResults:
             f"store: {self.source}",
             f"live:   {said_policy(live)}",
             "shadow: " + ("none" if other is None else said_policy(other)),
+            # The parameters too: "ThompsonSampling replaced ThompsonSampling" hid what changed.
             "promotion: " + ("none (the settings' policy is live)" if promotion is None else
-                             f"#{promotion['id']}: {promotion['policy']['name']} replaced "
-                             f"{promotion['previous']['name']} (it overrides the settings' "
+                             f"#{promotion['id']}: {said_policy(promotion['policy'])} replaced "
+                             f"{said_policy(promotion['previous'])} (it overrides the settings' "
                              "policy)"),
             "latest decision logged by: " + (
                 "none" if logged is None else said_policy(logged)
                 + ("" if self.report.get("logged_is_live") else
+                   f" (before promotion #{promotion['id']}: no decision has been made since "
+                   "the promotion)" if self.report.get("logged_before_promotion") else
                    " (NOT the live policy above: the settings are not the service's)")),
             f"decisions with a shadow record: {self.report['shadow_decisions']}"
             + ("" if len(records) < 2 and all(r["is_shadow"] for r in records) else

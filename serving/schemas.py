@@ -548,6 +548,9 @@ class ShadowStatusOut(BaseModel):
                                               "decision was made by; null: no decision")
     logged_is_live: bool | None = Field(description="Whether that is the live policy above, "
                                         "compared by name and every hyper-parameter")
+    logged_before_promotion: bool | None = Field(description="Whether that decision was made "
+                                                 "before the latest promotion (none since); "
+                                                 "null: no decision or no promotion")
     shadow_records: list[ShadowRecordsOut] = Field(description="Each shadow policy the log's "
                                                    "shadow records name, with their count, in "
                                                    "the order of their first record")

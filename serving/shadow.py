@@ -235,6 +235,11 @@ def status(settings: Settings, store: Store) -> JsonObject:
         "logged_live": logged,
         "logged_is_live": (None if logged is None else
                            policy_identity(logged["name"], logged["params"]) == ours["live"]),
+        # A decision older than the promotion was made by the policy it replaced: not the
+        # settings' fault (found by attack: right after a promotion, status said the settings
+        # were not the service's). The same test as purge's (serving.commands).
+        "logged_before_promotion": (None if decision is None or promotion is None else
+                                    promotion.created_at >= decision.created_at),
         "shadow_records": [{"policy": policy, "decisions": n,
                             "is_shadow": isinstance(policy, dict) and policy_identity(
                                 policy.get("name"), policy.get("params", {})) == ours["shadow"]}

@@ -257,6 +257,20 @@ def test_a_report_before_any_window_closes_says_so_instead_of_printing_nan() -> 
     assert "1.0000  [1.0000, 1.0000]" in text and "difference (policy - holdout): none" in text
 
 
+def test_a_group_with_no_decision_is_said_to_have_none() -> None:
+    """Found by attack: a holdout group that served nothing read "none decided yet" and "a
+    group has no decided reward yet", as if its rewards were on their way."""
+    rows = [(arm, policy, 1.0) for arm, policy, _ in _rows(np.random.default_rng(4), 30, 0.25,
+                                                           0.5, 0.5)
+            if not policy["holdout"]["held_out"]]
+    text = format_report(holdout_report(rows, n_bootstrap=100, seed=0))
+    held = next(line for line in text.splitlines() if line.startswith("holdout"))
+    assert held.split()[-2:] == ["no", "decisions"] and "yet" not in text, text
+    assert "difference (policy - holdout): none (the holdout group has no decisions)" in text
+    assert "the policy and the holdout groups have no decisions" in format_report(
+        holdout_report([], n_bootstrap=100, seed=0))
+
+
 def test_an_equal_policy_has_its_difference_interval_covering_zero() -> None:
     rows = _rows(np.random.default_rng(2), 1200, 0.25, 0.35, 0.35)
     report = holdout_report(rows, n_bootstrap=500, seed=0)

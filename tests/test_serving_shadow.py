@@ -434,6 +434,12 @@ def test_the_promote_command_records_it_and_refuses_without_a_shadow(
         assert cli_main(["shadow", "promote", *common, "--shadow-policy", "UCB1"]) == 0
         assert "promoted UCB1 {} (promotion #1), replacing ThompsonSampling" in \
             capsys.readouterr().out
+        # Found by attack: with no decision since the promotion, status blamed the settings
+        # ("NOT the live policy above: the settings are not the service's").
+        said = str(shadow_status(settings.model_copy(update={"admin_token": None})))
+        assert ("latest decision logged by: ThompsonSampling {" in said and "NOT" not in said
+                and "(before promotion #1: no decision has been made since the promotion)"
+                in said), said
         client.app.state.service.refresh()  # it refolds the log under UCB1's rule
         state = client.get("/admin/policy-state", headers=AUTH).json()
         assert state["policy"]["name"] == "UCB1" and state["log_seq"] > 0
@@ -443,7 +449,9 @@ def test_the_promote_command_records_it_and_refuses_without_a_shadow(
     assert cli_main(["shadow", "status", *common]) == 0
     printed = capsys.readouterr().out
     assert "live:   UCB1 {}" in printed and "shadow: none" in printed
-    assert "#1: UCB1 replaced ThompsonSampling" in printed
+    # The parameters too (found by attack: "ThompsonSampling replaced ThompsonSampling").
+    assert "promotion: #1: UCB1 {} replaced ThompsonSampling {} (it overrides" in printed
+    assert "latest decision logged by: UCB1 {" in printed and "NOT" not in printed
     with worker(settings, catalog, fitted) as client:
         assert client.get("/policy").json()["policy"] == "UCB1"
 
