@@ -17,7 +17,7 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, NoReturn, cast
 
 from arms.data.movielens import DATASETS, MOVIELENS_NAMES
 from arms.errors import DataFileError, DataUnavailableError
@@ -689,9 +689,23 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
                                  tuple(a.dest for a in obd._group_actions)))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser (and its sub-commands'), whose refusal of an option given no value
+    says how to give a value that starts with '-': argparse reads ``--ts-prior -1,1`` as two
+    options and said only "expected one argument" (found by attack).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        """Exit 2 with ``message`` on stderr, as argparse, with the advice added."""
+        if message.endswith("expected one argument"):
+            option = message.removeprefix("argument ").split(":")[0].split("/")[-1]
+            message += f" (a value that starts with '-' is written {option}=VALUE)"
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``recbandits`` argument parser, one sub-command per handler."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="recbandits",
         description="Learn which recommender to trust: recommenders as the arms of a bandit.",
     )

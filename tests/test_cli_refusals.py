@@ -144,6 +144,9 @@ def test_a_slate_environment_is_refused_by_simulate(tmp_path: Path,
      "is outside the allowed range [0.1, 1e+09]"),
     (["ope", "--db", "sqlite:///x.db", "--bootstrap", "5"], "n_bootstrap=5 is too few "
      "resamples"),
+    # Written as the parser's refusal of a negative value advises (below).
+    (["ope", "--db", "sqlite:///x.db", "--ts-prior=-1,1"], "ts_priors alpha (--ts-prior)=-1.0 "
+     "is outside the allowed range [0.1, 1e+09]"),
 ])
 def test_out_of_range_duplicate_and_ignored_options_are_refused(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
@@ -179,6 +182,18 @@ def test_an_out_folder_that_is_a_file_or_under_one_is_refused_before_the_run(
     assert "--out '/proc/recbandits/run': nothing can be written in '/proc' (" in said, said
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clash", "taken"]
     assert [p.name for p in (tmp_path / "clash").iterdir()] == [first]
+
+
+def test_a_value_starting_with_a_dash_is_refused_with_how_to_write_it(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by attack: argparse reads ``--ts-prior -1,1`` as two options and said only
+    "expected one argument"."""
+    with pytest.raises(SystemExit) as refusal:
+        cli.main(["ope", "--ts-prior", "-1,1"])
+    assert refusal.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "recbandits ope: error: argument --ts-prior: expected one argument (a value that "
+        "starts with '-' is written --ts-prior=VALUE)")
 
 
 def test_exports_to_one_file_or_to_a_folder_are_refused(
