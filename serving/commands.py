@@ -1843,7 +1843,7 @@ def _refuse_another_policy(model: PolicyModel, latest: LatestDecision | None,
         (settings that are not the service's). Exit code 1: the decisions are still the
         policy's a promotion replaced (the workers have not refreshed yet: run it again).
     """
-    if latest is None or (promotion is not None and promotion.created_at >= latest.created_at):
+    if latest is None or (promotion is not None and not promotion.precedes(latest.created_at)):
         return
     logged, arms = latest.policy, multileave.policy_arms(latest.pmf_keys)
     if arms and arms != model.arms:

@@ -128,6 +128,13 @@ class Promotion:
     previous: JsonObject
     created_at: float
 
+    def precedes(self, decided_at: float) -> bool:
+        """Whether a decision made at ``decided_at`` is the promoted policy's: made after
+        this promotion was recorded (one made at or before it is the policy it replaced).
+        The one test of ``shadow status`` and ``purge``.
+        """
+        return decided_at > self.created_at
+
 
 def latest(store: Store) -> Promotion | None:
     """The store's latest promotion, or None."""
@@ -237,9 +244,9 @@ def status(settings: Settings, store: Store) -> JsonObject:
                            policy_identity(logged["name"], logged["params"]) == ours["live"]),
         # A decision older than the promotion was made by the policy it replaced: not the
         # settings' fault (found by attack: right after a promotion, status said the settings
-        # were not the service's). The same test as purge's (serving.commands).
+        # were not the service's). The same test as purge's (Promotion.precedes).
         "logged_before_promotion": (None if decision is None or promotion is None else
-                                    promotion.created_at >= decision.created_at),
+                                    not promotion.precedes(decision.created_at)),
         "shadow_records": [{"policy": policy, "decisions": n,
                             "is_shadow": isinstance(policy, dict) and policy_identity(
                                 policy.get("name"), policy.get("params", {})) == ours["shadow"]}
