@@ -815,6 +815,9 @@ class RecommendationService:
                     [*arm_set.added, *(a for a in latest if a not in arm_set.added)], current)
             self.arm_set = (arm_set.with_items(latest, self.catalog)
                             if set(latest) - set(arm_set.added) else arm_set)
+            # Under the lock live_state reads both under: it never says the version now
+            # served failed to load (review: cleared after the swap, it did for a moment).
+            self._load_failure = None
 
     def _load_version(self, version: int, arms_dir: str) -> None:
         try:
@@ -846,7 +849,6 @@ class RecommendationService:
                 logger.warning("version %d's live arms %s have other hyper-parameters than "
                                "those served: they start again from its base fit", version,
                                other)
-            self._load_failure = None
             logger.info("now serving arms of policy version %d from %s", version, folder)
         except UnknownItemsError as exc:
             if not self._items_pending(exc.missing):

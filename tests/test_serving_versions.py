@@ -1078,7 +1078,19 @@ def test_a_failed_load_is_said_with_its_own_error_and_gone_after_a_load_that_suc
         assert client.get("/admin/live-state", headers=AUTH).json()["load_failure"] == {
             "version": 3, "attempts": 1, "error": "UnreadableError('disk 2')"}
         monkeypatch.undo()  # readable again: the same arms, served as version 3
+        # What live-state says the moment version 3 is served (review: the failure was
+        # cleared after the swap, so for a moment the version served was said to fail).
+        swap = service._swap
+        at_swap: list[object] = []
+
+        def swap_and_look(arm_set: object) -> None:
+            swap(arm_set)
+            state = service.live_state()
+            at_swap.append((state["version"], state["load_failure"]))
+
+        monkeypatch.setattr(service, "_swap", swap_and_look)
         service._load_version(3, arms_dir)
+        assert at_swap == [(3, None)]
         assert service.arm_set.version == 3
         assert client.get("/admin/live-state", headers=AUTH).json()["load_failure"] is None
         assert service._load_failure is None
