@@ -176,6 +176,27 @@ def check_per_arm(value: Any, name: str, n_arms: int, *, low: float, low_open: b
     return np.full(n_arms, check_real(value, name, low=low, low_open=low_open, high=high))
 
 
+#: TCP port numbers an address may name (0 names none a client can connect to): a Dask
+#: scheduler's (``experiments.config``) and a store URL's (``serving.store``).
+PORTS = (1, 65_535)
+
+
+def check_port(text: object) -> int:
+    """The port that ``text`` (a URL's or an address's port, as written) names, if it is ASCII
+    digits within :data:`PORTS`: the one rule and message of a port, wherever one is given.
+
+    Raises
+    ------
+    ValueError
+        Anything else, named (callers say where it was given).
+    """
+    low, high = PORTS
+    shown = str(text)
+    if not (shown.isascii() and shown.isdigit() and low <= int(shown) <= high):
+        raise ValueError(f"the port must be a number from {low} to {high:,}, got {shown!r}")
+    return int(shown)
+
+
 #: Largest reward magnitude any policy learns, also where its support is otherwise unbounded
 #: (EpsilonGreedy, GaussianThompsonSampling, LinUCB, LinTS): the running sums must stay finite
 #: (two rewards of 1e308 made EpsilonGreedy's sum inf, its propensities [0.5, 0, 0.5] and its

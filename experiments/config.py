@@ -47,6 +47,7 @@ import bandits
 from arms._validation import MAX_SEED, check_int, check_seed
 from arms.data.files import write_whole
 from arms.errors import unknown_id_message
+from bandits.errors import check_port
 
 #: A TOML table as :mod:`tomllib` reads it (``[env.params]``, a policy's ``params``): its values
 #: are whatever TOML holds, checked by the code that takes them (the experiment runner's seam
@@ -323,14 +324,13 @@ def check_executor(kind: object) -> str:
 #: Protocols of a Dask scheduler's address that name a host and port (``inproc://`` names an
 #: address in this process, passed on as given).
 SCHEDULER_PROTOCOLS = ("tcp", "tls", "ws", "wss", "ucx")
-#: Port numbers a scheduler's address may name.
-PORTS = (1, 65_535)
 
 
 def check_scheduler(address: object) -> str:
     """``address`` after checking it can name a Dask scheduler: ``[protocol://]host:port``
-    with a protocol of :data:`SCHEDULER_PROTOCOLS`, a host and a port within :data:`PORTS`:
-    the one rule of the config's ``scheduler`` (``--scheduler``). Whether a scheduler answers
+    with a protocol of :data:`SCHEDULER_PROTOCOLS`, a host and a port (the rule of every port:
+    :func:`bandits.errors.check_port`): the one rule of the config's ``scheduler``
+    (``--scheduler``). Whether a scheduler answers
     there is the client's to find; an address that cannot be one is refused at once (found by
     attack: ``tcp://127.0.0.1:99999`` waited 20 s for the connection to fail).
 
@@ -360,9 +360,10 @@ def check_scheduler(address: object) -> str:
         raise refused(str(exc)) from None
     if not host or any(c.isspace() or c in "/?#@" for c in host):
         raise refused(f"no host name in {location!r}" if not host else f"host {host!r}")
-    low, high = PORTS
-    if not (port.isascii() and port.isdigit()) or not low <= int(port) <= high:
-        raise refused(f"the port must be a number from {low} to {high:,}, got {port!r}")
+    try:
+        check_port(port)
+    except ValueError as exc:
+        raise refused(str(exc)) from None
     return address
 
 

@@ -120,6 +120,24 @@ def test_every_port_of_a_store_url_is_refused_by_one_rule_in_one_message() -> No
         assert store_class_of(url) in (PostgreSQLStore, SQLiteStore), url
 
 
+def test_a_store_url_and_a_scheduler_address_follow_the_one_port_rule(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review: the range and the message of a port were written twice, in the store's checks
+    and in simulate's scheduler check; both are bandits.errors.check_port's."""
+    import bandits.errors
+    from experiments.config import ConfigError, check_scheduler
+    from serving.store import store_class_of
+
+    monkeypatch.setattr(bandits.errors, "PORTS", (1, 99))
+    with pytest.raises(ValueError, match=r"db: the port must be a number from 1 to 99, got "
+                                         r"'100' in"):
+        store_class_of("postgresql+psycopg://u@h:100/db")
+    with pytest.raises(ConfigError, match=r"the port must be a number from 1 to 99, got '100'"):
+        check_scheduler("tcp://127.0.0.1:100")
+    assert check_scheduler("tcp://127.0.0.1:99") == "tcp://127.0.0.1:99"
+
+
+
 def test_store_is_abstract_and_every_backend_implements_it() -> None:
     with pytest.raises(TypeError, match="abstract"):
         Store("sqlite:///x.db")  # type: ignore[abstract]

@@ -72,7 +72,7 @@ def store_class_of(url: str) -> type[Store]:
         ``url`` not a str.
     ValueError
         Not a URL, or not one of :data:`BACKENDS` or of its driver, or a port that is not
-        a number within :data:`~serving.store.errors.PORTS` (the password never shown).
+        a number within :data:`bandits.errors.PORTS` (the password never shown).
     """
     if not isinstance(url, str):
         raise TypeError(f"db must be a URL string, got {type(url).__name__}")

@@ -9,6 +9,7 @@ from typing import ParamSpec, TypeVar
 
 import sqlalchemy as sa
 
+from bandits.errors import check_port as check_number
 from serving.errors import StoreUnavailableError
 
 P = ParamSpec("P")
@@ -45,19 +46,16 @@ def redact_url(url: object) -> str:
     return _SECRET_VALUE.sub(r"\1***", shown)
 
 
-#: The ports a store URL may name: TCP's (0 names none a client can connect to).
-PORTS = (1, 65_535)
-
 #: The port's text in a URL, by SQLAlchemy's own grammar (``sqlalchemy.engine.url``'s
 #: ``_parse_url``): to name it when SQLAlchemy could not read it as a number.
 _URL_PORT = re.compile(r"[\w+]+://(?:[^:/]*(?::[^@]*)?@)?(?:\[[^/?]+\]|[^/:?]+)?:(?P<port>[^/?]*)")
 
 
 def check_port(port: object, url: object) -> None:
-    """Refuse ``port``, a port store URL ``url`` names, unless it is a number within
-    :data:`PORTS`: the one rule and the one message for the port after the host (every
-    backend: :func:`serving.store.store_class_of`) and a PostgreSQL URL's ``?port=``
-    (:meth:`serving.store.PostgreSQLStore.check_url`).
+    """Refuse ``port``, a port store URL ``url`` names, unless it is a port by the rule of
+    every port (:func:`bandits.errors.check_port`, said with the URL): for the port after
+    the host (every backend: :func:`serving.store.store_class_of`) and a PostgreSQL URL's
+    ``?port=`` (:meth:`serving.store.PostgreSQLStore.check_url`).
 
     Found in review: SQLAlchemy's "not a number" and the PostgreSQL check's range were
     refused in two wordings, and a ``?port=0`` was the driver's "connection is bad", said as
@@ -68,11 +66,10 @@ def check_port(port: object, url: object) -> None:
     ValueError
         ``port`` is not such a number: the message names it and ``url`` (its password hidden).
     """
-    low, high = PORTS
-    text = str(port)
-    if not (text.isascii() and text.isdigit() and low <= int(text) <= high):
-        raise ValueError(f"db: the port must be a number from {low} to {high:,}, got {text!r} "
-                         f"in {redact_url(url)!r}")
+    try:
+        check_number(port)
+    except ValueError as exc:
+        raise ValueError(f"db: {exc} in {redact_url(url)!r}") from None
 
 
 def check_port_text(url: str) -> None:
@@ -253,7 +250,6 @@ def database_errors() -> tuple[type[Exception], ...]:
 
 
 __all__ = [
-    "PORTS",
     "StoreBusyError",
     "StoreNotFoundError",
     "check_port",
