@@ -1008,9 +1008,9 @@ class BatchedPolicy(FixedOnceBuilt, Policy):
         """
         return None
 
-    def check_propensity_size(self, n_arms: int | None = None) -> None:
-        """Refuse now propensities that every call would refuse for ``n_arms`` arms (None:
-        the policy's own), as :func:`check_quadrature_size` does at each call, where the
+    def check_propensity_size(self) -> None:
+        """Refuse now propensities that every call would refuse for the policy's arms, as
+        :func:`check_quadrature_size` does at each call, where the
         quadrature's size is known without a context (the grid's; a context-dependent rule,
         LinTS's, is checked at each call only).
 
@@ -1026,7 +1026,7 @@ class BatchedPolicy(FixedOnceBuilt, Policy):
         """
         grid = self._propensity_grid()
         if grid is not None:
-            check_quadrature_size(self.n_arms if n_arms is None else n_arms, grid + 1, grid)
+            check_quadrature_size(self.n_arms, grid + 1, grid)
 
     def _check_stats(self, stats: dict[str, np.ndarray]) -> None:
         """Refuse restored statistics the policy's own updates cannot produce.

@@ -100,9 +100,9 @@ class RetryCheck:
         if stored["value"] != values["value"]:
             differs.append(f"value {stored['value']!r}, not {values['value']!r}")
         if self.timestamp and not same_instant(stored["created_at"], values["created_at"]):
-            # With the fraction each has (the API's own form, RFC 3339): two instants the
-            # API tells apart never read alike (found by attack: within one second both
-            # read 13:08:55; then they were said as Unix seconds, a form the API refuses).
+            # In RFC 3339 with the fraction each has: two instants the API tells apart never
+            # read alike (found by attack: within one second both read 13:08:55; then they
+            # were said as Unix seconds beside RFC 3339 elsewhere in the same message).
             differs.append(f"timestamp {iso_time(stored['created_at'], 'auto')}, not "
                            f"{iso_time(values['created_at'], 'auto')}")
         if self.event_id and stored["event_id"] != values["event_id"]:
