@@ -1010,9 +1010,9 @@ class BatchedPolicy(FixedOnceBuilt, Policy):
 
     def check_propensity_size(self) -> None:
         """Refuse now propensities that every call would refuse for the policy's arms, as
-        :func:`check_quadrature_size` does at each call, where the
-        quadrature's size is known without a context (the grid's; a context-dependent rule,
-        LinTS's, is checked at each call only).
+        :func:`check_quadrature_size` does at each call, where the quadrature's size is known
+        without a context (the grid's; a context-dependent rule, LinTS's, is checked at each
+        call only).
 
         Not asked by the constructor: the batched core (``select_batch``/``update_batch``, a
         simulation) never computes propensities, so a policy of more arms than they allow
