@@ -195,7 +195,14 @@ def resolve_names(names: Sequence[str], *, field: str = "arms") -> tuple[str, ..
         found by attack, a pandas "Index contains duplicate entries" traceback at the end of
         ``evaluate-arms``, and ``replay`` ran one arm twice.
     """
-    resolved = tuple(resolve(name).name for name in names)
+    try:
+        resolved = tuple(resolve(name).name for name in names)
+    except UnknownArmError as exc:
+        if field == "arms":
+            raise
+        # Said with the setting that names it (review: the replay's arm_params said only
+        # "unknown arm 'svdd'", with nothing naming arm_params).
+        raise UnknownArmError(f"{field}: {exc}") from None
     refuse_repeats(resolved, field=field)
     return resolved
 

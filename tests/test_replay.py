@@ -270,8 +270,12 @@ def test_config_is_validated():
     assert str(twice.value) == str(registry_says.value) == (
         "arm_params must name each arm once, got ['autoencoder'] twice")
     assert twice.value.field == "arm_params"
-    with pytest.raises(ValueError, match="unknown arm 'autoencodr'; did you mean autoencoder"):
-        rp.ReplayConfig(arm_params={"autoencodr": {"l2": 20.0}})  # a typo was ignored
+    # A typo was ignored; the refusal names the setting (review: it did not).
+    with pytest.raises(ValueError, match=r"^arm_params: unknown arm 'autoencodr'; did you mean "
+                                         r"autoencoder"):
+        rp.ReplayConfig(arm_params={"autoencodr": {"l2": 20.0}})
+    with pytest.raises(ValueError, match=r"^unknown arm 'autoencodr'"):  # the arms: their own
+        rp.ReplayConfig(arms=("autoencodr",))
     with pytest.raises(rp.ReplayConfigError, match=r"arm_params\['svd'\] must map") as refused:
         rp.ReplayConfig(arm_params={"svd": 4})
     assert refused.value.field == "arm_params"
