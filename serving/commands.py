@@ -1017,16 +1017,18 @@ READ_WITH_OTHER_ARMS = ("the workers log and fold those", "")
 
 
 @contextlib.contextmanager
-def _open_log(settings: Settings, verb: str, what: str
+def _open_log(settings: Settings, verb: str, what: str, *, read_only: bool = True
               ) -> Iterator[tuple[Store, Settings] | NothingToDo]:
     """The settings' store holding a decision log, disposed of afterwards, with the settings
     in force on it (the live arms: :func:`served_settings`; ``what`` the command would do, for
     its refusal); or, when there is no store or no log yet, the
-    :class:`~serving.results.NothingToDo` saying so (nothing is created).
+    :class:`~serving.results.NothingToDo` saying so (nothing is created). ``read_only``: the
+    command only reads (see ``Store``'s ``read_only``: an older store is refused, the file
+    needs no write access); False for a command that writes to the store.
     """
     try:
         store = open_store(settings.resolved_db_url(), timeout_s=settings.store_timeout_s,
-                           create=False)
+                           create=False, read_only=read_only)
     except StoreNotFoundError as exc:
         yield NothingToDo(verb, str(exc))
         return
@@ -1600,7 +1602,7 @@ def shadow_promote(settings: Settings, *, service: httpx2.Client | None = None
         running worker that runs other policies than the settings give: exit 2, nothing
         recorded.
     """
-    with _open_log(settings, "promote", "shadow promote would fold") as opened:
+    with _open_log(settings, "promote", "shadow promote would fold", read_only=False) as opened:
         if isinstance(opened, NothingToDo):
             raise CommandError(f"nothing to promote: {opened.reason}", exit_code=1)
         store, settings = opened
@@ -1727,7 +1729,7 @@ def purge(settings: Settings, before: str, *, dry_run: bool = False,
             f"{say_seconds(settings.retention_s)}): events "
             f"after now - retention still steer features and real-time scores; the latest DATE "
             f"allowed now is {_iso(limit)}")
-    with _open_log(settings, "purge", "purge would fold") as opened:
+    with _open_log(settings, "purge", "purge would fold", read_only=False) as opened:
         if isinstance(opened, NothingToDo):
             return opened
         store, settings = opened

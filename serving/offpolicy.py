@@ -269,7 +269,7 @@ def read_log(url: str, *, as_of: float | None = None, include_open: bool = False
         For a URL that is neither SQLite nor PostgreSQL, an SQLite file that does not exist,
         or ``feature_names`` of another length than the logged vectors.
     """
-    store = open_store(url, create=False)  # ValueError: no such SQLite file
+    store = open_store(url, read_only=True)  # ValueError: no such SQLite file
     as_of = time.time() if as_of is None else float(as_of)
     try:
         if not store.has_log():
@@ -1732,7 +1732,7 @@ def run(config: OPEConfig) -> OPERun:
         # No decision at all with a shadow record: a refusal, before the log's windows are
         # looked at (with every window open it said "wait", which could never help: found
         # by attack).
-        store = open_store(config.url, create=False)
+        store = open_store(config.url, read_only=True)
         try:
             shadowed, source = store.count_shadow(), store.describe()
         finally:
@@ -1769,7 +1769,7 @@ def _exports(config: OPEConfig, log: DecisionLog) -> dict[str, Path]:
 
 def _run_shadow(config: OPEConfig, log: DecisionLog) -> OPERun:
     """:func:`run` with ``config.shadow``: :func:`evaluate_shadow`, ``shadow.csv``."""
-    store = open_store(config.url, create=False)
+    store = open_store(config.url, read_only=True)
     try:
         records = store.shadow_rows()
     finally:

@@ -821,8 +821,9 @@ def run(settings: Settings, action: str, version: int | str | None = None) -> Mo
     if version is not None:
         version = parse_version(version)
     try:
+        # list and show only read (Store's read_only); promote and rollback upgrade it below.
         store = open_store(settings.resolved_db_url(), timeout_s=settings.store_timeout_s,
-                           create=False)
+                           create=False, read_only=action in ("list", "show"))
     except StoreNotFoundError as exc:
         raise NoVersionsError(str(exc)) from None
     try:

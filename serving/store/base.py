@@ -43,7 +43,12 @@ from serving.multileave import (
     parse,
 )
 from serving.rules import Feedback, KeptRating, RuleBook, fold_kept
-from serving.store.errors import redact_url, store_unavailable, unavailable_on_db_error
+from serving.store.errors import (
+    OlderStoreError,
+    redact_url,
+    store_unavailable,
+    unavailable_on_db_error,
+)
 from serving.store.tables import (
     FEEDBACK_COLUMNS,
     RATING_COLUMNS_ADDED,
@@ -203,6 +208,11 @@ def _model_version(row: Mapping[str, Any]) -> ModelVersion:  # type: ignore[expl
         changed_arms=list(row["changed_arms"]), carryover=dict(row["carryover"]))
 
 
+#: What :meth:`Store._upgrade_for_multileave` adds to an older store, as its refusal to a
+#: reader names it.
+MULTILEAVE_COLUMN = "decisions.multileave"
+MULTILEAVE_KEY = "outcomes keyed by (event_id, arm)"
+
 #: How long a store call waits for a lock, a connection or an answer before it is an outage
 #: (the stores' default and the service's ``store_timeout_s``'s).
 DEFAULT_TIMEOUT_S = 10.0
@@ -220,6 +230,14 @@ class Store(abc.ABC):
         operation fails with :class:`~serving.errors.StoreUnavailableError` (HTTP 503).
     create : bool, default True
         False: the database must exist already (the readers of a log never create one).
+    read_only : bool, default False
+        True (implies ``create`` False): the store is only read, never written, not even by
+        SQLite's upkeep (the read-only commands: ``holdout``, ``credit``, ``ope``,
+        ``rebuild-state``, ``shadow status``, ``models list``/``show``). A store of an older
+        recbandits is refused (:class:`~serving.store.errors.OlderStoreError`, naming what
+        its upgrade at ``serve``'s start adds), and a backend opens its connections read-only
+        (SQLite: :class:`~serving.store.errors.StoreAccessError` when the file cannot be read
+        so).
 
     Attributes
     ----------
@@ -251,10 +269,12 @@ class Store(abc.ABC):
                          "multileave")
 
     def __init__(self, url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 create: bool = True) -> None:
+                 create: bool = True, read_only: bool = False) -> None:
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s!r}")
         self.timeout_s = float(timeout_s)
+        self.read_only = bool(read_only)
+        create = create and not self.read_only
         self.url = sa.engine.make_url(url)
         self.backend = self.url.get_backend_name()
         type(self).check_url(self.url)
@@ -269,6 +289,13 @@ class Store(abc.ABC):
         # since: no promotion and no shadow record, rather than an error; see _has_shadow).
         self._shadow_schema = False
         self.write_engine, self.read_engine = self._engines()
+        if self.read_only:
+            try:
+                self._refuse_an_older_schema()
+            except BaseException:
+                self.write_engine.dispose()  # (a subclass's own resources come after)
+                self.read_engine.dispose()
+                raise
         p = self.PARAM
         as_json = self.JSON_CAST
         self._insert_decision_sql = (
@@ -461,12 +488,7 @@ class Store(abc.ABC):
             The database holds a log written by an older recbandits (no ``outcomes`` table
             beside an existing ``feedback`` table without ``seq``): start a new store.
         """
-        inspector = sa.inspect(self.write_engine)
-        if inspector.has_table(feedback.name) and "seq" not in {
-                c["name"] for c in inspector.get_columns(feedback.name)}:
-            raise ValueError(f"the store {self.describe()} holds a log of an older recbandits "
-                             "(feedback without seq, no outcomes table); point --db at a new "
-                             "store (its arms can be refitted with 'recbandits retrain')")
+        self._refuse_a_log_too_old(sa.inspect(self.write_engine))
         metadata.create_all(self.write_engine, checkfirst=True)
         with self.write_engine.begin() as conn:
             conn.execute(self.insert(log_head).values(id=1, seq=0).on_conflict_do_nothing())
@@ -483,10 +505,50 @@ class Store(abc.ABC):
             for arm in arms:
                 conn.execute(self.insert(arm_state).values(arm=arm).on_conflict_do_nothing())
 
+    def _refuse_a_log_too_old(self, inspector: sa.Inspector) -> None:
+        """Raise ValueError if the database holds a log of a recbandits too old to upgrade
+        (a ``feedback`` table without ``seq``, no ``outcomes`` table): start a new store.
+        """
+        if inspector.has_table(feedback.name) and "seq" not in {
+                c["name"] for c in inspector.get_columns(feedback.name)}:
+            raise ValueError(f"the store {self.describe()} holds a log of an older recbandits "
+                             "(feedback without seq, no outcomes table); point --db at a new "
+                             "store (its arms can be refitted with 'recbandits retrain')")
+
+    def _refuse_an_older_schema(self) -> None:
+        """Refuse to read a store that lacks what :meth:`create_schema` adds to an older one
+        (its tables, :meth:`_missing_columns`, :meth:`_multileave_missing`): read as it is, the
+        readers failed with a traceback on the first missing column (found by attack), and
+        defaults would not do (the upgrade numbers the settled decisions and refolds the kept
+        ratings). A database without a decision log is left to the caller (``has_log``).
+
+        Raises
+        ------
+        OlderStoreError
+            Naming what is missing and how to upgrade the store.
+        ValueError
+            A log too old to upgrade (:meth:`_refuse_a_log_too_old`).
+        """
+        with self.read_engine.connect() as conn:
+            inspector = sa.inspect(conn)
+            if not inspector.has_table(decisions.name):
+                return
+            self._refuse_a_log_too_old(inspector)
+            lacking = [name for name in metadata.tables if not inspector.has_table(name)]
+            lacking += [f"{name}.{column.name}"
+                        for name, columns in self._missing_columns(conn).items()
+                        for column in columns]
+            lacking += self._multileave_missing(inspector)
+        if lacking:
+            raise OlderStoreError(
+                f"the store {self.describe()} was written by an older recbandits and lacks "
+                f"{', '.join(lacking)}; a command that reads it writes nothing, so start "
+                "'recbandits serve' on it once (its start upgrades the store), then read it")
+
     def _missing_columns(self, conn: Connection) -> dict[str, list[sa.Column]]:
         """Per table, the columns an older store lacks (``feedback.value``, the kept ratings'
         :data:`RATING_COLUMNS_ADDED`, ``decisions.shadow`` and ``decisions.settled_seq``: NULL
-        for the older decisions).
+        for the older decisions); a table it lacks altogether is not looked at.
         """
         inspector = sa.inspect(conn)
         inspector.clear_cache()
@@ -494,6 +556,8 @@ class Store(abc.ABC):
                   **RATING_COLUMNS_ADDED}
         missing = {}
         for name, columns in wanted.items():
+            if not inspector.has_table(name):
+                continue
             have = {c["name"] for c in inspector.get_columns(name)}
             table = metadata.tables[name]
             if lacking := [table.c[c] for c in columns if c not in have]:
@@ -568,6 +632,20 @@ class Store(abc.ABC):
                 dict(zip(KEPT_RATING_COLUMNS, kept_rating_record(u, m, k), strict=True))
                 for (u, m), k in kept.items()])
 
+    @staticmethod
+    def _multileave_missing(inspector: sa.Inspector) -> list[str]:
+        """What of multileaving's schema an older store lacks (:meth:`_upgrade_for_multileave`
+        adds it): :data:`MULTILEAVE_COLUMN`, :data:`MULTILEAVE_KEY`.
+        """
+        lacking = []
+        if inspector.has_table(decisions.name) and "multileave" not in {
+                c["name"] for c in inspector.get_columns(decisions.name)}:
+            lacking.append(MULTILEAVE_COLUMN)
+        if inspector.has_table(outcomes.name) and inspector.get_pk_constraint(
+                outcomes.name)["constrained_columns"] == ["event_id"]:
+            lacking.append(MULTILEAVE_KEY)
+        return lacking
+
     def _upgrade_for_multileave(self, conn: Connection) -> None:
         """Give a store written before multileaving its schema: the ``decisions.multileave``
         column, and ``outcomes`` keyed by (decision, arm) instead of the decision (the rows are
@@ -576,19 +654,15 @@ class Store(abc.ABC):
         Under the ``log_head`` row lock, looked at again once held: workers starting together
         on an old store upgrade it once, and no writer of outcomes runs meanwhile.
         """
-        def old(inspector: sa.Inspector) -> bool:
-            return ("multileave" not in {c["name"] for c in inspector.get_columns(decisions.name)}
-                    or inspector.get_pk_constraint(outcomes.name)["constrained_columns"]
-                    == ["event_id"])
-
-        if not old(sa.inspect(conn)):
+        if not self._multileave_missing(sa.inspect(conn)):
             return
         conn.exec_driver_sql(self._next_seq_sql, (0,))  # the log_head row lock
         inspector = sa.inspect(conn)
         inspector.clear_cache()
-        if "multileave" not in {c["name"] for c in inspector.get_columns(decisions.name)}:
+        missing = self._multileave_missing(inspector)
+        if MULTILEAVE_COLUMN in missing:
             conn.exec_driver_sql("ALTER TABLE decisions ADD COLUMN multileave JSON")
-        if inspector.get_pk_constraint(outcomes.name)["constrained_columns"] == ["event_id"]:
+        if MULTILEAVE_KEY in missing:
             columns = ", ".join(c.name for c in outcomes.columns)
             conn.exec_driver_sql(f"CREATE TABLE outcomes_v1 AS SELECT {columns} FROM outcomes")
             conn.exec_driver_sql("DROP TABLE outcomes")

@@ -90,6 +90,17 @@ class StoreNotFoundError(ValueError):
     """A store opened with ``create=False`` does not exist (nothing was created)."""
 
 
+class OlderStoreError(ValueError):
+    """A store opened to be read only lacks what the upgrades of a newer recbandits add
+    (``Store.create_schema``): only ``serve``'s start upgrades a store, and a reader writes
+    nothing, so it refuses, naming what is missing (found by attack: a traceback per reader).
+    """
+
+
+class StoreAccessError(ValueError):
+    """A store opened to be read only cannot be read with the access the user has."""
+
+
 class StoreBusyError(Exception):
     """SQLite's write lock is held by another connection and the caller asked not to wait.
 

@@ -253,6 +253,9 @@ class PostgreSQLStore(Store):
         Longest wait for a connection, a pooled connection or an answer (then a 503).
     create : bool, default True
         Accepted for every backend; the database must exist on the server either way.
+    read_only : bool, default False
+        True: every session's transactions are read-only (``default_transaction_read_only``),
+        and a store of an older recbandits is refused (see :class:`Store`).
 
     Raises
     ------
@@ -347,9 +350,17 @@ class PostgreSQLStore(Store):
         """A new :class:`GroupReader` on this store."""
         return GroupReader(self)
 
+    @property
+    def _options(self) -> str:
+        """The sessions' options: custom plans, and for a store opened read-only every
+        transaction read-only (the server refuses a write, whatever a reader attempts).
+        """
+        return _CUSTOM_PLANS + (" -c default_transaction_read_only=on" if self.read_only
+                                else "")
+
     def _engines(self) -> tuple[Engine, Engine]:
         connect = {"connect_timeout": max(1, math.ceil(self.timeout_s)),
-                   "options": _CUSTOM_PLANS}
+                   "options": self._options}
         # The writes through this engine (a start's schema and version rows, the settle sweep,
         # the commands, a request's own write) wait for a lock at most the store's time-out,
         # then fail as an outage (a 503; a start tries again until startup_timeout_s): the
@@ -357,7 +368,7 @@ class PostgreSQLStore(Store):
         # silently past its deadline: found by attack).
         lock_timeout = f" -c lock_timeout={max(1, math.ceil(self.timeout_s * 1000))}"
         write = sa.create_engine(self.url, pool_size=2, max_overflow=2, pool_pre_ping=True,
-                                 connect_args={**connect, "options": _CUSTOM_PLANS + lock_timeout},
+                                 connect_args={**connect, "options": self._options + lock_timeout},
                                  pool_timeout=self.timeout_s)
         read = sa.create_engine(self.url, pool_size=8, max_overflow=8, pool_pre_ping=True,
                                 connect_args=connect, pool_timeout=self.timeout_s,
@@ -367,7 +378,7 @@ class PostgreSQLStore(Store):
     def _raw_connect(self) -> Any:
         import psycopg
 
-        return psycopg.connect(_conninfo(self), autocommit=True, options=_CUSTOM_PLANS,
+        return psycopg.connect(_conninfo(self), autocommit=True, options=self._options,
                                connect_timeout=max(1, math.ceil(self.timeout_s)))
 
     def _stale(self, conn: Any) -> bool:

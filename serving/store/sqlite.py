@@ -30,6 +30,7 @@ from serving.errors import StoreUnavailableError
 from serving.rules import RuleBook
 from serving.store.base import DEFAULT_TIMEOUT_S, CommitMode, Store
 from serving.store.errors import (
+    StoreAccessError,
     StoreBusyError,
     StoreNotFoundError,
     register_driver_errors,
@@ -207,6 +208,9 @@ class SQLiteStore(Store):
         Longest wait for SQLite's write lock or a pooled connection (then a 503).
     create : bool, default True
         False: the file must exist already.
+    read_only : bool, default False
+        True: every connection is SQLite's read-only one (``mode=ro``), so a user who may not
+        write the file reads it; see :meth:`_connect_read_only` for what SQLite needs then.
 
     Notes
     -----
@@ -238,16 +242,18 @@ class SQLiteStore(Store):
     inline_reads = True
 
     def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL",
-                 timeout_s: float = DEFAULT_TIMEOUT_S, create: bool = True) -> None:
+                 timeout_s: float = DEFAULT_TIMEOUT_S, create: bool = True,
+                 read_only: bool = False) -> None:
         if sqlite_synchronous not in SYNCHRONOUS:
             raise ValueError(f"sqlite_synchronous must be 'NORMAL' or 'FULL', got "
                              f"{sqlite_synchronous!r}")
         self.sqlite_synchronous = sqlite_synchronous
+        create = create and not read_only  # (a store only read is never made: Store)
         # A store opened to create (or serve) one puts the file in WAL mode; one opened only
         # to read or change an existing store finds it so, and a file that is a database but
         # no store is left in its own mode (found by attack: models list switched one).
-        self._set_wal = create
-        super().__init__(url, timeout_s=timeout_s, create=create)
+        self._set_wal = create and not read_only
+        super().__init__(url, timeout_s=timeout_s, create=create, read_only=read_only)
         self._write_conn: sqlite3.Connection | None = None
         self._write_busy_ms = 0
         self._write_lock = threading.Lock()
@@ -315,6 +321,9 @@ class SQLiteStore(Store):
             path = Path(database)
             if not path.is_file():
                 raise StoreNotFoundError(f"no SQLite file at {database!r}")
+            if self.read_only and not os.access(path, os.R_OK):
+                raise StoreAccessError(f"cannot read the SQLite store {database!r}: this user "
+                                       "may not read the file (read access is needed)")
             with path.open("rb") as file:
                 head = file.read(len(SQLITE_HEADER))
             wal = Path(f"{database}-wal")
@@ -322,6 +331,8 @@ class SQLiteStore(Store):
                 raise StoreNotFoundError(f"no store in the empty file {database!r}")
             if head and head != SQLITE_HEADER:  # SQLite's own error, as a read would raise
                 raise sqlite3.DatabaseError("file is not a database")
+            if self.read_only:
+                self._check_read_only()
         Path(database).parent.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -341,8 +352,10 @@ class SQLiteStore(Store):
         return (self._engine(immediate=True), self._engine(immediate=False))
 
     def _engine(self, *, immediate: bool) -> Engine:
+        read_only = self.read_only
         engine = sa.create_engine(self.url, pool_size=8, max_overflow=8,
-                                  pool_timeout=self.timeout_s)
+                                  pool_timeout=self.timeout_s,
+                                  **({"creator": self._connect_read_only} if read_only else {}))
         busy_ms = int(self.timeout_s * 1000)
         sync, wal = self.sqlite_synchronous, self._set_wal
 
@@ -353,7 +366,8 @@ class SQLiteStore(Store):
             cursor = dbapi_conn.cursor()
             if wal:
                 cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute(f"PRAGMA synchronous={sync}")
+            if not read_only:  # (setting it writes: refused on a file the user cannot write)
+                cursor.execute(f"PRAGMA synchronous={sync}")
             cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
             cursor.close()
 
@@ -363,9 +377,52 @@ class SQLiteStore(Store):
 
         return engine
 
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """A read-only connection (``mode=ro``): it writes nothing to the database file.
+
+        SQLite reads a file in WAL mode through its ``-shm`` and ``-wal`` files: a read-only
+        connection uses them when they exist (a service has the store open; safe while it
+        writes: SQLite's read-only ``-shm`` mode) and makes them where the user may write the
+        folder (they are left, empty, after it). Where neither holds, the one open left is
+        ``immutable=1``, which is not safe when a service may start writing meanwhile: such a
+        store is refused (:meth:`_check_read_only`).
+        """
+        uri = f"{Path(self.url.database).resolve().as_uri()}?mode=ro"  # type: ignore[arg-type]  # _check_url requires a database file
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
+                               timeout=self.timeout_s)
+        conn.execute("PRAGMA query_only=ON")
+        return conn
+
+    def _check_read_only(self) -> None:
+        """Raise StoreAccessError if the file cannot be read read-only (see
+        :meth:`_connect_read_only`): one line naming the file and the access it needs, where
+        the engine's first connection raised "attempt to write a readonly database" from a
+        pragma (found by attack). A lock or another outage is raised as SQLite's error.
+        """
+        database = str(self.url.database)
+        try:
+            conn = self._connect_read_only()
+            try:
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            finally:
+                conn.close()
+        except sqlite3.OperationalError as exc:
+            if not _sqlite_error_is(exc, ("SQLITE_READONLY", "SQLITE_CANTOPEN")):
+                raise
+            name = Path(database).name
+            raise StoreAccessError(
+                f"cannot read the SQLite store {database!r} read-only: SQLite reads a store in "
+                f"WAL mode through {name}-shm and {name}-wal, which do not exist and this user "
+                f"may not create in {str(Path(database).resolve().parent)!r}; give it write "
+                "access to that folder, or read the store while a service has it open, or "
+                "read a copy") from None
+
     def _raw_connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.url.database, isolation_level=None,  # type: ignore[arg-type]  # _check_url requires a database file
-                               check_same_thread=False, timeout=self.timeout_s)
+        if self.read_only:
+            conn = self._connect_read_only()
+        else:
+            conn = sqlite3.connect(self.url.database, isolation_level=None,  # type: ignore[arg-type]  # _check_url requires a database file
+                                   check_same_thread=False, timeout=self.timeout_s)
         conn.execute("PRAGMA query_only=ON")
         conn.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
         return conn
