@@ -69,7 +69,7 @@ from serving.errors import (
 from serving.errors import iso_time as _iso
 from serving.holdout import check_decisions, holdout_report
 from serving.live import arm_bytes, arm_from_bytes, fold_live_arms, fold_models, state_digest
-from serving.multileave import credit_report
+from serving.multileave import credit_report, slate_clicks
 from serving.policy import PolicyModel, policy_identity, said_policy
 from serving.replay import (
     DecisionRow,
@@ -1534,7 +1534,8 @@ def credit(settings: Settings, *, n_bootstrap: int = DEFAULT_N_BOOTSTRAP, seed: 
     Per arm: impressions (multileaved slates it contributed to), the credited rewards of the
     decided ones, their rate with a 95% percentile bootstrap interval (decisions resampled,
     ``n_bootstrap`` times from ``seed``), and the pairwise win rates of the team-draft
-    comparisons (:func:`serving.multileave.credit_report`).
+    comparisons of the slates whose window closed, by the clicks on each team's items under
+    the settings' rule book (:func:`serving.multileave.slate_clicks`, ``credit_report``).
 
     Returns
     -------
@@ -1554,13 +1555,15 @@ def credit(settings: Settings, *, n_bootstrap: int = DEFAULT_N_BOOTSTRAP, seed: 
         if isinstance(opened, NothingToDo):
             return opened
         store, settings = opened
-        decisions, outcomes = store.multileave_rows()
+        rows = store.multileave_rows()
         source = store.describe()
-    if not decisions:
+    if not rows.decisions:
         raise CommandError(f"{source} holds no multileaved decision (serve with "
                            "--slate-mode multileave)")
-    return CreditResults(source, credit_report(decisions, outcomes, settings.arms,
-                                               n_bootstrap=n_bootstrap, seed=seed))
+    clicks = slate_clicks(rows.closed, rows.feedback, settings.rule_book())
+    return CreditResults(source, credit_report(rows.decisions, rows.outcomes, clicks,
+                                               settings.arms, n_bootstrap=n_bootstrap,
+                                               seed=seed))
 
 
 def shadow_status(settings: Settings, *, service: httpx2.Client | None = None

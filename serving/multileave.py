@@ -43,7 +43,7 @@ import pandas as pd
 from bandits.multileave import MultileaveThompsonSampling, draft_order, fill_slate
 from bandits.ope import DEFAULT_N_BOOTSTRAP, mean_interval
 from serving.errors import check_bootstrap
-from serving.rules import Feedback
+from serving.rules import Feedback, RuleBook
 
 if TYPE_CHECKING:  # only for annotations: the store imports this module, and policy the store
     from serving.policy import PolicySnapshot
@@ -244,9 +244,10 @@ class CreditReport:
         ``rate`` (``credited / decided``) and its 95% bootstrap interval ``low``, ``high``
         (decisions resampled; NaN with fewer than two decided slates).
     wins : pandas.DataFrame
-        One row per ordered pair of arms multileaved together: ``comparisons`` (decided slates
-        showing both), ``wins`` (the first arm got more credit), ``losses``, ``ties`` and
-        ``win_rate`` (``wins / (wins + losses)``; NaN without a decisive comparison).
+        One row per ordered pair of arms multileaved together: ``comparisons`` (slates showing
+        both whose reward window closed), ``wins`` (the first arm's team got more clicks on
+        the slate: :func:`slate_clicks`), ``losses``, ``ties`` (as many) and ``win_rate``
+        (``wins / (wins + losses)``; NaN without a decisive comparison).
     n_decisions : int
         Multileaved decisions in the log.
     """
@@ -256,10 +257,51 @@ class CreditReport:
     n_decisions: int
 
 
+def slate_clicks(closed: Iterable[tuple[str, float, int]],
+                 feedback: Iterable[tuple[str, str | None, Feedback]], rules: RuleBook
+                 ) -> dict[str, dict[str, float]]:
+    """Each team's clicks on every multileaved slate whose reward window closed: the team-draft
+    comparison's counts (Radlinski, Kurup & Joachims 2008: the team with more clicks on its
+    items wins the slate, equal counts tie).
+
+    A click is a feedback on the team's items (the arm the feedback row credited) that counts
+    for a reward under ``rules`` (:meth:`~serving.rules.RuleBook.rewarded`: in the window,
+    logged before it closed), worth its reward: 1 for a click, like or purchase, a rating its
+    scaled stars, so with 0/1 rewards the sum is the count of clicks. Unlike a (decision,
+    arm) outcome, which the first rewarded event decides, every such event counts (a team
+    with two clicks beats one with one).
+
+    Parameters
+    ----------
+    closed : iterable of (event_id, reward_deadline, settled_seq)
+        The slates whose window closed.
+    feedback : iterable of (event_id, arm, Feedback)
+        Their feedback with the arm each row credited.
+    rules : RuleBook
+
+    Returns
+    -------
+    dict of str to dict of str to float
+        By slate, the clicks of each team that has any.
+    """
+    by_event = group_feedback(feedback)
+    clicks: dict[str, dict[str, float]] = {}
+    for event_id, deadline, settled_seq in closed:
+        team: dict[str, float] = defaultdict(float)
+        for arm, f in by_event.get(event_id, []):
+            for _, reward in rules.rewarded([f], deadline, settled_seq):
+                if arm is not None:  # (a multileaved decision's feedback always names one)
+                    team[arm] += reward
+        clicks[event_id] = dict(team)
+    return clicks
+
+
 def credit_report(decisions: Iterable[tuple[str, object]],
-                  outcomes: Iterable[tuple[str, str, float]], arms: Sequence[str], *,
+                  outcomes: Iterable[tuple[str, str, float]],
+                  clicks: Mapping[str, Mapping[str, float]], arms: Sequence[str], *,
                   n_bootstrap: int = DEFAULT_N_BOOTSTRAP, seed: int = 0) -> CreditReport:
-    """Compare the arms of multileaved decisions by their credited rewards.
+    """Compare the arms of multileaved decisions: each arm's credited rewards, and every pair's
+    team-draft wins by the clicks on each team's items.
 
     Parameters
     ----------
@@ -267,6 +309,9 @@ def credit_report(decisions: Iterable[tuple[str, object]],
         The multileaved decisions (their ``multileave`` column).
     outcomes : iterable of (event_id, arm, reward)
         The decided (decision, arm) outcomes of those decisions.
+    clicks : mapping of str to mapping of str to float
+        By decision whose reward window closed, the clicks of each team
+        (:func:`slate_clicks`; a team shown without any: 0).
     arms : sequence of str
         Arm names, the report's order of those the log multileaved (others it multileaved are
         appended by name).
@@ -294,8 +339,17 @@ def credit_report(decisions: Iterable[tuple[str, object]],
     for e, a, r in outcomes:
         if e in row and a in column:
             reward[row[e], column[a]] = r
+    # NaN where the slate's window is open or the arm not shown on it.
+    team_clicks = np.full((n, K), np.nan)
+    for e, by_arm in clicks.items():
+        if e in row:
+            i = row[e]
+            team_clicks[i, shown[i]] = 0.0
+            for a, c in by_arm.items():
+                if a in column and shown[i, column[a]]:
+                    team_clicks[i, column[a]] = c
     arm_rows = _arm_rows(names, shown, reward, n_bootstrap, np.random.default_rng(seed))
-    return CreditReport(pd.DataFrame(arm_rows), _pairwise(names, reward), n)
+    return CreditReport(pd.DataFrame(arm_rows), _pairwise(names, team_clicks), n)
 
 
 def _arm_rows(names: Sequence[str], shown: npt.NDArray[np.bool_],
@@ -318,16 +372,18 @@ def _arm_rows(names: Sequence[str], shown: npt.NDArray[np.bool_],
     return rows
 
 
-def _pairwise(names: Sequence[str], reward: npt.NDArray[np.float64]) -> pd.DataFrame:
-    """Per ordered pair of arms decided on the same slates: the team-draft comparisons."""
-    decided = ~np.isnan(reward)
+def _pairwise(names: Sequence[str], clicks: npt.NDArray[np.float64]) -> pd.DataFrame:
+    """Per ordered pair of arms shown on the same closed slates: the team-draft comparisons
+    (``clicks`` (n, K): each team's clicks, NaN where the window is open or the arm not shown).
+    """
+    closed = ~np.isnan(clicks)
     pairs = []
     for a in range(len(names)):
         for b in range(len(names)):
-            both = decided[:, a] & decided[:, b]
+            both = closed[:, a] & closed[:, b]
             if a == b or not both.any():
                 continue
-            diff = reward[both, a] - reward[both, b]
+            diff = clicks[both, a] - clicks[both, b]
             wins, losses = int((diff > 0).sum()), int((diff < 0).sum())
             pairs.append({"arm": names[a], "versus": names[b], "comparisons": int(both.sum()),
                           "wins": wins, "losses": losses, "ties": int(both.sum()) - wins - losses,
@@ -354,7 +410,8 @@ def format_credit(report: CreditReport) -> str:
         lines += ["", f"note: {undecided} (decision, arm) outcomes are still open: an arm "
                   "without credit gets the default reward when its decision's window closes, "
                   "so the rates above count the credited ones first"]
-    lines += ["", "pairwise (team-draft comparisons of the slates showing both arms):",
+    lines += ["", "pairwise (team draft: on each closed slate showing both arms, the team with "
+              "more clicks wins):",
               f"{'arm':<14}{'versus':<14}{'slates':>8}{'wins':>7}{'losses':>8}{'ties':>7}"
               f"{'win rate':>10}"]
     for w in report.wins.to_dict("records"):
@@ -362,7 +419,7 @@ def format_credit(report: CreditReport) -> str:
         lines.append(f"{w['arm']:<14}{w['versus']:<14}{w['comparisons']:>8}{w['wins']:>7}"
                      f"{w['losses']:>8}{w['ties']:>7}{rate:>10}")
     if report.wins.empty:  # a header and nothing under it said nothing (found by attack)
-        lines.append("(none yet: no slate has the outcomes of two of its arms decided)")
+        lines.append("(none yet: no slate showing two arms has its reward window closed)")
     return "\n".join(lines)
 
 
@@ -377,4 +434,4 @@ def group_feedback(rows: Iterable[tuple[str, str | None, Feedback]]
 
 __all__ = ["SLATE_MODES", "CreditReport", "MultileaveChoice", "MultileaveView", "choose",
            "credit_report", "credited_feedback", "decision_arms", "decision_pulls", "draft",
-           "format_credit", "item_arm", "multileave_view", "parse", "set_name"]
+           "format_credit", "item_arm", "multileave_view", "parse", "set_name", "slate_clicks"]

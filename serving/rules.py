@@ -603,6 +603,20 @@ class RuleBook:
         """Whether a rewarded feedback settles its decision when it arrives (``earliest``)."""
         return self.aggregation == "earliest"
 
+    def rewarded(self, feedback: Iterable[Feedback], deadline: float,
+                 settled_seq: int | None = None) -> list[tuple[Feedback, float]]:
+        """The feedback of one decision that counts for its reward, with the reward each
+        carries, in log order: of a type with a reward, stamped inside the reward window (by
+        ``deadline``) and, once the window closed at log position ``settled_seq``, logged
+        before it. The one window rule of :meth:`outcome` and of the team-draft clicks
+        (:func:`serving.multileave.slate_clicks`).
+        """
+        return sorted(
+            ((f, float(reward)) for f in feedback
+             if f.created_at <= deadline and (settled_seq is None or f.seq < settled_seq)
+             and (reward := self.reward(f.feedback_type, f.value)) is not None),
+            key=lambda fr: fr[0].seq)
+
     def outcome(self, feedback: Iterable[Feedback], deadline: float,
                 settled_seq: int | None = None) -> tuple[float, Feedback | None] | None:
         """The reward one decision gets from its feedback, and the feedback that decided it.
@@ -623,11 +637,7 @@ class RuleBook:
             None while the decision is still open (``max``: until the window closes;
             ``earliest``: until rewarded feedback arrives or the window closes).
         """
-        rewarded = sorted(
-            ((f, reward) for f in feedback
-             if f.created_at <= deadline and (settled_seq is None or f.seq < settled_seq)
-             and (reward := self.reward(f.feedback_type, f.value)) is not None),
-            key=lambda fr: fr[0].seq)
+        rewarded = self.rewarded(feedback, deadline, settled_seq)
         if self.aggregation == "earliest":
             if rewarded:
                 first, reward = rewarded[0]

@@ -286,7 +286,7 @@ def test_the_bootstrap_count_is_refused_by_one_check_with_one_message(tmp_path: 
     calls = {"holdout": lambda n: holdout_command(settings, n_bootstrap=n),
              "credit": lambda n: credit_command(settings, n_bootstrap=n),
              "holdout_report": lambda n: holdout_report([], n_bootstrap=n),
-             "credit_report": lambda n: credit_report([], [], ARMS, n_bootstrap=n)}
+             "credit_report": lambda n: credit_report([], [], {}, ARMS, n_bootstrap=n)}
     messages = {}
     for name, call in calls.items():
         # found by attack: 1 resample printed an interval without its estimate; 10**9 asked

@@ -226,16 +226,21 @@ def test_a_mixed_log_folds_across_restarts(settings: Settings, serving_catalog: 
 def test_credit_report_on_hand_made_outcomes() -> None:
     ml = {"a": ["svd", "popularity"], "b": ["svd", "popularity"], "c": ["popularity", "random"],
           "d": ["svd", "random"]}
+    # a: both teams clicked (each outcome decided by its first click), svd's twice: svd wins
+    # the slate by the published rule (the outcomes alone tied it); b: one click each, a tie;
+    # c: random's click only; d: its window still open (no comparison).
+    clicks = {"a": {"svd": 2.0, "popularity": 1.0}, "b": {"svd": 1.0, "popularity": 1.0},
+              "c": {"random": 1.0}}
     report = credit_report(
         [(e, {"arms": arms}) for e, arms in ml.items()],
-        [("a", "svd", 1.0), ("a", "popularity", 0.0), ("b", "svd", 1.0),
+        [("a", "svd", 1.0), ("a", "popularity", 1.0), ("b", "svd", 1.0),
          ("b", "popularity", 1.0), ("c", "popularity", 0.0), ("c", "random", 1.0),
          ("d", "svd", 0.0)],  # d's random still undecided
-        ARMS, n_bootstrap=200, seed=0)
+        clicks, ARMS, n_bootstrap=200, seed=0)
     arms = report.arms.set_index("arm")
     assert arms["impressions"].to_dict() == {"svd": 3, "popularity": 3, "random": 2}
     assert arms["decided"].to_dict() == {"svd": 3, "popularity": 3, "random": 1}
-    assert arms["credited"].to_dict() == {"svd": 2.0, "popularity": 1.0, "random": 1.0}
+    assert arms["credited"].to_dict() == {"svd": 2.0, "popularity": 2.0, "random": 1.0}
     assert arms.loc["svd", "rate"] == pytest.approx(2 / 3)
     assert arms.loc["svd", "low"] <= 2 / 3 <= arms.loc["svd", "high"]
     assert np.isnan(arms.loc["random", "low"])  # one decided slate: no interval
@@ -243,14 +248,39 @@ def test_credit_report_on_hand_made_outcomes() -> None:
     assert wins.loc[("svd", "popularity")].to_dict() == {
         "comparisons": 2, "wins": 1, "losses": 0, "ties": 1, "win_rate": 1.0}
     assert wins.loc[("random", "popularity"), "win_rate"] == 1.0
-    assert ("svd", "random") not in wins.index  # d is not decided for both
+    assert ("svd", "random") not in wins.index  # d's window is open
     assert report.n_decisions == 4
     assert "(none yet" not in format_credit(report)
-    # No slate with two decided arms: the pairwise table says so (a header alone said nothing).
-    undecided = credit_report([("d", {"arms": ["svd", "random"]})], [("d", "svd", 0.0)], ARMS,
-                              n_bootstrap=200, seed=0)
+    # No closed slate: the pairwise table says so (a header alone said nothing).
+    undecided = credit_report([("d", {"arms": ["svd", "random"]})], [("d", "svd", 0.0)], {},
+                              ARMS, n_bootstrap=200, seed=0)
     assert format_credit(undecided).endswith(
-        "(none yet: no slate has the outcomes of two of its arms decided)")
+        "(none yet: no slate showing two arms has its reward window closed)")
+
+
+def test_credit_counts_each_teams_clicks_on_the_log(client: TestClient,
+                                                     settings: Settings) -> None:
+    # Radlinski, Kurup & Joachims (2008): the team with more clicks on its items wins. Two
+    # clicks on one team's items and one on the other's is a win, though each arm's outcome
+    # (its first click) is 1.
+    slate = recommend(client, 1)
+    by_arm: dict[str, list[int]] = {}
+    for position, item in enumerate(slate["items"], start=1):
+        by_arm.setdefault(item["arm"], []).append(position)
+    (first, two), (second, one) = sorted(by_arm.items())[0], sorted(by_arm.items())[1]
+    for position in (*two[:2], one[0]):
+        assert like(client, slate, position, "click").status_code == 201
+    late = like(client, slate, one[1], "dislike")  # reward 0: worth no click
+    assert late.status_code == 201
+    settle_past_the_window(client)
+    result = credit(settings, n_bootstrap=100)
+    assert isinstance(result, CreditResults), str(result)
+    arms = result.report.arms.set_index("arm")
+    assert arms.loc[first, "credited"] == arms.loc[second, "credited"] == 1.0
+    wins = result.report.wins.set_index(["arm", "versus"])
+    assert wins.loc[(first, second)].to_dict() == {
+        "comparisons": 1, "wins": 1, "losses": 0, "ties": 0, "win_rate": 1.0}
+    assert wins.loc[(second, first), "losses"] == 1
 
 
 def test_credit_command_reads_the_log(client: TestClient, settings: Settings) -> None:
@@ -270,12 +300,12 @@ def test_credit_command_reads_the_log(client: TestClient, settings: Settings) ->
     assert result.report.n_decisions == 6
     assert arms["decided"].sum() == arms["impressions"].sum() == 12  # two arms a slate
     assert arms["credited"].sum() == 6.0  # one like a slate, credited to one arm
-    store = open_store(settings.db, create=False)
+    store = open_store(settings.db, read_only=True)
     try:
-        rows, decided = store.multileave_rows()
+        rows, decided, closed, clicked = store.multileave_rows()
     finally:
         store.dispose()
-    assert len(rows) == 6 and len(decided) == 12
+    assert len(rows) == 6 and len(decided) == 12 and len(closed) == 6 and len(clicked) == 6
     assert sum(r for _, _, r in decided) == 6.0  # each first item credited its arm once
     # ope evaluates single-arm policies: on this log it says what it holds and where to look.
     from serving import offpolicy

@@ -82,6 +82,7 @@ from serving.store.types import (
     LogEvent,
     LogRows,
     ModelVersion,
+    MultileaveRows,
     Outcome,
     PeriodicJob,
     PolicyMeta,
@@ -1668,11 +1669,13 @@ class Store(abc.ABC):
         return n_cold
 
     @unavailable_on_db_error
-    def multileave_rows(self) -> tuple[list[tuple[str, object]], list[tuple[str, str, float]]]:
-        """The multileaved decisions ``(event_id, multileave)`` and their decided outcomes
-        ``(event_id, arm, reward)``, from one snapshot (``recbandits credit``).
+    def multileave_rows(self) -> MultileaveRows:
+        """The multileaved decisions, their decided outcomes, those whose window closed and
+        the feedback on these with its credited team, from one snapshot (``recbandits
+        credit``: :class:`~serving.store.types.MultileaveRows`).
         """
         multileaved = decisions.c.multileave.is_not(None)
+        closed = multileaved & decisions.c.settled_seq.is_not(None)
         with self._snapshot_connection() as conn:
             rows = [(r[0], r[1]) for r in conn.execute(
                 sa.select(decisions.c.event_id, decisions.c.multileave).where(multileaved)
@@ -1681,7 +1684,17 @@ class Store(abc.ABC):
                 sa.select(outcomes.c.event_id, outcomes.c.arm, outcomes.c.reward)
                 .join(decisions, decisions.c.event_id == outcomes.c.event_id)
                 .where(multileaved))]
-        return rows, decided
+            windows = [(r[0], float(r[1]), int(r[2])) for r in conn.execute(
+                sa.select(decisions.c.event_id, decisions.c.reward_deadline,
+                          decisions.c.settled_seq).where(closed))]
+            feedback_rows = [(r.event_id, r.arm, Feedback(int(r.seq), float(r.created_at),
+                                                          r.feedback_type, r.value))
+                             for r in conn.execute(
+                sa.select(feedback.c.event_id, feedback.c.arm, feedback.c.seq,
+                          feedback.c.created_at, feedback.c.feedback_type, feedback.c.value)
+                .join(decisions, decisions.c.event_id == feedback.c.event_id).where(closed)
+                .order_by(feedback.c.seq))]
+        return MultileaveRows(rows, decided, windows, feedback_rows)
 
     @unavailable_on_db_error
     def holdout_rows(self) -> list[tuple[str, str, float, JsonObject | None, JsonObject | None,

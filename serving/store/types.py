@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias, TypedDict
 
-from serving.rules import KeptRating
+from serving.rules import Feedback, KeptRating
 
 if TYPE_CHECKING:
     from serving.retries import RetryCheck
@@ -193,6 +193,28 @@ class LogRows(TypedDict):
     ratings: dict[tuple[int, int], KeptRating]
     fold: FoldSnapshot | None
     settled: list[Record]
+
+
+class MultileaveRows(NamedTuple):
+    """The multileaved part of the log, as ``Store.multileave_rows`` reads it from one
+    snapshot (``recbandits credit``).
+
+    Attributes
+    ----------
+    decisions : list of (event_id, multileave)
+        Every multileaved decision, in time order.
+    outcomes : list of (event_id, arm, reward)
+        Their decided (decision, arm) outcomes.
+    closed : list of (event_id, reward_deadline, settled_seq)
+        Those whose reward window closed (the settle sweep gave them their log position).
+    feedback : list of (event_id, arm, Feedback)
+        The feedback attributed to the closed ones, with the arm (team) each row credited.
+    """
+
+    decisions: list[tuple[str, object]]
+    outcomes: list[tuple[str, str, float]]
+    closed: list[tuple[str, float, int]]
+    feedback: list[tuple[str, str | None, Feedback]]
 
 
 @dataclass(frozen=True)
