@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -120,6 +121,18 @@ def test_a_store_the_user_may_not_write_is_read_or_refused_in_one_line(tmp_path:
             f"not exist and this user may not create in {str(folder.resolve())!r}; give it "
             "write access to that folder, or read the store while a service has it open, or "
             "read a copy\n")
+        # While a service has it open (here a writer connection, in WAL mode, with a write
+        # not yet checkpointed) its -shm and -wal exist: the reader reads them, read-only.
+        writer = sqlite3.connect(database, isolation_level=None)
+        try:
+            writer.execute("PRAGMA journal_mode=WAL")
+            writer.execute("PRAGMA wal_autocheckpoint=0")
+            writer.execute("UPDATE log_head SET seq = seq + 5")
+            done = _credit_as_a_reader(url)
+            assert done.returncode == 2, done.stderr
+            assert "holds no multileaved decision" in done.stderr
+        finally:
+            writer.close()
     finally:
         folder.chmod(stat.S_IRWXU)
         database.chmod(stat.S_IRUSR | stat.S_IWUSR)
