@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from test_serving_support import ServiceProcess
 
-from serving.api.routes.demo import STATIC_DIR
+from serving.api.routes.demo import MEDIA_TYPES, STATIC_DIR
 from serving.app import create_app
 from serving.settings import Settings
 from serving.store.tables import feedback
@@ -100,6 +100,31 @@ def test_the_page_answers_head_and_a_matching_validator_with_304(
     script = plain_client.get("/static/app.js")
     assert plain_client.get("/static/app.js", headers={
         "If-None-Match": script.headers["etag"]}).status_code == 304
+
+
+def test_a_refused_range_carries_the_page_headers_too(plain_client: TestClient) -> None:
+    # Found by attack: Starlette's FileResponse answers a range past the end (416) and a
+    # malformed one (400) itself, inside its __call__, and these went out without the headers.
+    for path, byte_range, status in (("/", "bytes=999999-", 416),
+                                     ("/static/style.css", "bytes=5-1", 400),
+                                     ("/static/app.js", "bytes=0-9", 206)):
+        got = plain_client.get(path, headers={"Range": byte_range})
+        assert got.status_code == status, (path, byte_range)
+        assert "frame-ancestors 'none'" in got.headers["content-security-policy"], path
+        assert got.headers["x-content-type-options"] == "nosniff", path
+        assert got.headers["cache-control"] == "no-cache", path
+
+
+def test_content_types_are_the_demos_own_not_the_hosts(
+        plain_client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found by attack: the types came from the host's mimetypes table, where .js can be
+    # text/plain (a Windows registry mapping), a script nosniff then keeps from running.
+    monkeypatch.setattr("starlette.responses.guess_type", lambda *_a, **_k: ("text/plain", None))
+    assert {p.suffix for p in STATIC_DIR.iterdir()} <= set(MEDIA_TYPES)
+    for path, media_type in (("/", "text/html"), ("/static/app.js", "text/javascript"),
+                             ("/static/style.css", "text/css")):
+        got = plain_client.get(path)
+        assert got.headers["content-type"] == f"{media_type}; charset=utf-8", path
 
 
 def _emoji(text: str) -> list[str]:

@@ -4,9 +4,12 @@ The page is plain HTML, CSS and JavaScript shipped in the package (``serving/sta
 build step and nothing fetched from other hosts; its Content-Security-Policy says so.
 
 Every file of the demo, the page included, goes out through :class:`DemoFiles`: one set of
-headers (:data:`DEMO_HEADERS`), ``HEAD`` answered, and a 304 for a matching ``If-None-Match`` or
-``If-Modified-Since``. The page itself is served only at ``/``: at ``/static/index.html`` it was
-served without its headers, so another site could frame it (found by attack).
+headers (:data:`DEMO_HEADERS`) on whatever it answers (the file, a range of it, a 304, and the
+400 or 416 Starlette sends itself for a bad ``Range``), ``HEAD`` answered, and a 304 for a matching
+``If-None-Match`` or ``If-Modified-Since``; each file's ``Content-Type`` is ours
+(:data:`MEDIA_TYPES`), not the host's. The page itself is served only at ``/``: at
+``/static/index.html`` it was served without its headers, so another site could frame it (found
+by attack).
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ import os
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
-from starlette.responses import Response
-from starlette.staticfiles import PathLike, StaticFiles
-from starlette.types import Scope
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.responses import FileResponse, Response
+from starlette.staticfiles import NotModifiedResponse, PathLike, StaticFiles
+from starlette.types import Message, Receive, Scope, Send
 
 STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
 
@@ -35,6 +39,37 @@ CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'se
 DEMO_HEADERS = {"Content-Security-Policy": CONTENT_SECURITY_POLICY,
                 "X-Content-Type-Options": "nosniff",
                 "Cache-Control": "no-cache"}
+
+#: The ``Content-Type`` of each kind of demo file, by suffix. Ours, not ``mimetypes``': that
+#: table comes from the host (``/etc/mime.types``, the Windows registry), where ``.js`` can be
+#: ``text/plain``, a script that ``nosniff`` makes the browser refuse to run (found by attack).
+MEDIA_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+
+
+class WithDemoHeaders(Response):
+    """``response`` sent with :data:`DEMO_HEADERS` added to whatever answer it starts: a
+    :class:`~starlette.responses.FileResponse` decides inside its ``__call__`` to send a 400
+    (malformed ``Range``) or a 416 (a range past the end) instead of the file, answers whose
+    headers were not the file's (found by attack: both went out without CSP or ``nosniff``).
+    """
+
+    def __init__(self, response: Response) -> None:
+        """Wrap ``response``; it keeps its own status, headers and body."""
+        self.response = response
+        self.status_code = response.status_code  # as read by whoever inspects it
+        self.raw_headers = response.raw_headers
+        self.background = None  # FastAPI may put a route's background tasks here
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send ``response``, its ``http.response.start`` carrying :data:`DEMO_HEADERS`."""
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).update(DEMO_HEADERS)
+            await send(message)
+
+        await self.response(scope, receive, send_with_headers)
+        if self.background is not None:
+            await self.background()
 
 
 class DemoFiles(StaticFiles):
@@ -54,10 +89,15 @@ class DemoFiles(StaticFiles):
 
     def file_response(self, full_path: PathLike, stat_result: os.stat_result, scope: Scope,
                       status_code: int = 200) -> Response:
-        """Starlette's answer (the file, or 304 for a matching validator) with our headers."""
-        response = super().file_response(full_path, stat_result, scope, status_code)
-        response.headers.update(DEMO_HEADERS)
-        return response
+        """Starlette's answer (the file, or 304 for a matching validator) with our headers and
+        our ``Content-Type`` (:data:`MEDIA_TYPES`).
+        """
+        media_type = MEDIA_TYPES[Path(full_path).suffix]
+        response = FileResponse(full_path, status_code=status_code, stat_result=stat_result,
+                                media_type=media_type)
+        if self.is_not_modified(response.headers, Headers(scope=scope)):
+            return WithDemoHeaders(NotModifiedResponse(response.headers))
+        return WithDemoHeaders(response)
 
 
 def mount(app: FastAPI) -> None:
