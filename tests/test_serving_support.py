@@ -149,11 +149,23 @@ class ServiceProcess:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = log
-        cmd = [sys.executable, "-m", "experiments.cli", "serve", "--port", str(self.port), *args]
-        self._log_handle = log.open("ab")
-        self.proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=REPO,
+        self._cmd = [sys.executable, "-m", "experiments.cli", "serve", "--port", str(self.port),
+                     *args]
+        self._env = {**os.environ, **env}
+        self._start()
+
+    def restart(self) -> None:
+        """Start the server again, on the same port and store, after :meth:`stop`: an outage
+        and a recovery as a browser on ``base`` sees them."""
+        self.stop()
+        self._start()
+
+    def _start(self) -> None:
+        self._log_handle = self.log.open("ab")
+        self.proc = subprocess.Popen(self._cmd, env=self._env, cwd=REPO,
                                      stdout=self._log_handle, stderr=subprocess.STDOUT,
                                      start_new_session=True)
+        log = self.log
         deadline = time.monotonic() + STARTUP_DEADLINE_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

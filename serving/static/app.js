@@ -23,6 +23,7 @@
     ready: false,     // its "ready" event arrived and it has not failed since
     waiters: [],      // this page's own feedback waiting for its push: {movieId, type, resolve}
     late: [],         // this page's own feedback whose push came too late: {movieId, type}
+    unanswered: [],   // own feedback whose POST got no answer: {movieId, type, name, undone}
   };
   const LATE_KEPT = 20;
 
@@ -87,13 +88,25 @@
     return node;
   }
 
-  // ``err`` an Error (an ApiError names whether the service answered) or a message.
-  function showError(err) {
+  // What the user asked for that did not happen because the service could not be reached
+  // (phrases: "the change to user 6 was not made"), since it last answered.
+  const notDone = [];
+
+  // ``err`` an Error (an ApiError names whether the service answered) or a message; ``undone``
+  // what did not happen because of it, said after the error.
+  function showError(err, undone) {
     const box = $("error");
-    box.textContent = err instanceof Error ? err.message : String(err);
-    box.dataset.unreachable = err instanceof ApiError && err.unreachable ? "true" : "false";
+    const unreachable = err instanceof ApiError && err.unreachable;
+    if (unreachable && undone) notDone.push(undone);
+    // While the service cannot be reached the box lists everything that failed meanwhile.
+    const said = unreachable ? notDone : (undone ? [undone] : []);
+    const message = err instanceof Error ? err.message : String(err);
+    box.textContent = said.length ? `${message} ${capitalise(said.join("; "))}.` : message;
+    box.dataset.unreachable = unreachable ? "true" : "false";
     box.hidden = false;
   }
+
+  const capitalise = (text) => text.charAt(0).toUpperCase() + text.slice(1);
 
   function clearError() {
     const box = $("error");
@@ -103,9 +116,18 @@
   }
 
   // The service answered (a response, or the stream's "ready"): a "cannot be reached" still
-  // shown is stale (found by attack: it stayed after the service was back).
+  // shown is stale (found by attack: it stayed after the service was back). What failed
+  // meanwhile did not happen, though, and a user who comes back to the page expects to be told
+  // so, not to find the error gone as if all had worked (found by attack: a like that was not
+  // stored and a change of user that was not made left no trace but a form showing the new
+  // user). So the box then says what was not done, and stays until the user's next action.
   function serviceReached() {
-    if ($("error").dataset.unreachable === "true") clearError();
+    if (notDone.length) {
+      showError(`The service answers again, but while it could not be reached `
+        + `${notDone.splice(0).join("; ")}.`);
+    } else if ($("error").dataset.unreachable === "true") {
+      clearError();
+    }
   }
 
   function setStatus(message) {
@@ -316,9 +338,30 @@
       try {
         stored = await api("POST", "/feedback", `{"user_id":${state.userText},${rest.slice(1)}`);
       } catch (err) {
-        forgetWaiter(item.movie_id, type);  // not stored: no push will come for it
-        throw err;
+        forgetWaiter(item.movie_id, type);
+        if (!err.unreachable) {
+          showError(err);  // refused: not stored, no push will come for it
+          return;
+        }
+        // No answer, but the request may have reached the service and been stored (the
+        // connection lost after it went out): then its push comes, maybe before the error did.
+        const undone = `your ${type} of “${name}” got no answer and may not have been stored`;
+        const lost = { movieId: item.movie_id, type, name, undone };
+        const early = await pushed;  // settled: its push, or null from forgetWaiter
+        // Not a late push of a list fetched meanwhile (a dropped stream settles its waiters).
+        live.late = live.late.filter((w) => w.movieId !== item.movie_id || w.type !== type);
+        if (early) {
+          showStoredAfterAll(early, lost);
+        } else {
+          live.unanswered.push(lost);  // its push may still come (onUpdate)
+          if (live.unanswered.length > LATE_KEPT) live.unanswered.shift();
+          showError(err, lost.undone);
+        }
+        return;
       }
+      // Sent again and stored: an earlier unanswered one of it is no longer in doubt.
+      live.unanswered = live.unanswered.filter((w) => w.movieId !== item.movie_id
+        || w.type !== type);
       const reaction = { type, movie: { movie_id: item.movie_id, genres: item.genres, name } };
       const before = state.policy;
       // The stream brings the next list (a logged decision) and the policy; without it (not
@@ -338,7 +381,7 @@
       const note = String(stored.note).replace(/[.\s]+$/, "");
       setStatus(`You ${verb} “${name}”: ${note}. ${summarise(reaction, previous, next)}`);
     } catch (err) {
-      showError(err);
+      showError(err, `your ${type} of “${name}” was stored but the list after it was not loaded`);
     } finally {
       setBusy(false);
       const again = $("recs").querySelectorAll(`button[data-feedback="${type}"]`);
@@ -566,7 +609,12 @@
     setBusy(true);
     $("save-genres").disabled = true;
     try {
-      await api("PUT", `/users/${state.userText}/preferences`, JSON.stringify({ genres }));
+      try {
+        await api("PUT", `/users/${state.userText}/preferences`, JSON.stringify({ genres }));
+      } catch (err) {
+        showError(err, `your genres (${genres.join(", ") || "none"}) may not have been saved`);
+        return;
+      }
       const { slate } = await loadRecommendations(null);
       setStatus(genres.length
         ? `Saved: ${genres.join(", ")}. The list now puts these genres first.`
@@ -609,22 +657,57 @@
       // and k (likes sent, pushes shown), under the error, with the form as typed to correct.
       // Committed before the request, they had left that list dead: likes sent nothing, or
       // were stored while the page showed an error (found by attack).
-      const fresh = await fetchSlate(form.userText, form.k);
-      state.userText = form.userText;
-      state.k = form.k;
-      const url = new URL(window.location.href);
-      url.searchParams.set("user", state.userText);
-      window.history.replaceState(null, "", url);
-      const { slate } = showSlate(fresh, null);
-      await refreshPolicy(slate.cold_start ? null : slate.arm);
-      await showGenrePicker(slate);
-      watchStream();
+      let fresh;
+      try {
+        fresh = await fetchSlate(form.userText, form.k);
+      } catch (err) {
+        showError(err, describeChange(form));
+        return;
+      }
+      const slate = adoptList(form, fresh);
       setStatus(`${slate.items.length} movies for user ${state.userText}.`);
-    } catch (err) {
-      showError(err);
+      // The policy panel and the genre picker each on their own: a failure says which did not
+      // come; the list, its stream and its likes are the new user's already.
+      try {
+        await refreshPolicy(slate.cold_start ? null : slate.arm);
+      } catch (err) {
+        showError(err, "the policy panel was not refreshed");
+      }
+      try {
+        await showGenrePicker(slate);
+      } catch (err) {
+        showError(err, `the genres of user ${state.userText} were not loaded`);
+      }
     } finally {
       setBusy(false);
     }
+  }
+
+  // The list's user and k become the page's with all that follows them: the URL, the heading,
+  // the live stream, the genre picker hidden (showGenrePicker shows the new user's). At once,
+  // before the policy panel and the picker are asked for: when one of those failed, the stream
+  // stayed the old user's under the new user's list, the page said "Live", a like waited
+  // PUSH_WAIT_MS for a push that could not come, and feedback sent elsewhere never showed
+  // (found by attack).
+  function adoptList(form, fresh) {
+    state.userText = form.userText;
+    state.k = form.k;
+    const url = new URL(window.location.href);
+    url.searchParams.set("user", state.userText);
+    window.history.replaceState(null, "", url);
+    $("genre-form").hidden = true;
+    const { slate } = showSlate(fresh, null);
+    watchStream();
+    return slate;
+  }
+
+  // "the change to user 6 was not made", for a change of user and/or k that failed.
+  function describeChange(form) {
+    const what = [];
+    if (form.userText !== state.userText) what.push(`user ${form.userText}`);
+    if (String(form.k) !== String(state.k)) what.push(`${form.k} movies`);
+    return what.length ? `the change to ${what.join(", ")} was not made`
+      : `the list of user ${form.userText} was not loaded`;
   }
 
   function onListClick(event) {
@@ -668,8 +751,8 @@
     waiter.resolve(update);
   }
 
-  // The wait of a feedback that was not stored: left waiting, it took the push of the same
-  // like sent again once the service was back, which then waited its full PUSH_WAIT_MS.
+  // The wait of a feedback whose POST failed: left waiting, it took the push of the same like
+  // sent again once the service was back, which then waited its full PUSH_WAIT_MS.
   function forgetWaiter(movieId, type) {
     const waiter = live.waiters.find((w) => w.movieId === movieId && w.type === type);
     if (!waiter) return;
@@ -677,14 +760,25 @@
     waiter.resolve(null);
   }
 
-  // Whether ``update`` is the push of this page's own feedback that came too late (forgotten
-  // once matched).
-  function ownLatePush(update) {
-    const i = live.late.findIndex((w) => update.feedback.some(
+  // The push of this page's own feedback whose POST got no answer (``lost``, from
+  // live.unanswered): it was stored after all. Shown as such, not as "feedback sent
+  // elsewhere", and no longer listed as perhaps not stored.
+  function showStoredAfterAll(update, lost) {
+    const i = notDone.indexOf(lost.undone);
+    if (i >= 0) notDone.splice(i, 1);
+    serviceReached();  // a push is an answer
+    const { slate } = showSlate(update.recommendations, null);
+    showPolicy(update.policy, slate.cold_start ? null : slate.arm);
+    setStatus(`Your ${lost.type} of “${lost.name}” was stored after all (its answer was lost `
+      + `on the way): a new list from ${slate.cold_start ? "the cold-start list" : slate.arm}.`);
+  }
+
+  // The entry of ``list`` (live.late or live.unanswered) whose feedback ``update`` pushes,
+  // taken out of it; null if none.
+  function takeOwn(list, update) {
+    const i = list.findIndex((w) => update.feedback.some(
       (f) => f.movie_id === w.movieId && f.feedback_type === w.type));
-    if (i < 0) return false;
-    live.late.splice(i, 1);
-    return true;
+    return i < 0 ? null : list.splice(i, 1)[0];
   }
 
   function onUpdate(event) {
@@ -701,7 +795,12 @@
       settleWaiter(mine, update);  // sendFeedback shows it, with the movement
       return;
     }
-    if (ownLatePush(update)) return;  // sendFeedback showed the list it fetched itself
+    if (takeOwn(live.late, update)) return;  // sendFeedback showed the list it fetched itself
+    const lost = takeOwn(live.unanswered, update);
+    if (lost) {
+      showStoredAfterAll(update, lost);
+      return;
+    }
     // Feedback sent from elsewhere (another tab, device or client).
     const { slate } = showSlate(update.recommendations, null);
     showPolicy(update.policy, slate.cold_start ? null : slate.arm);
