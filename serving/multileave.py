@@ -258,40 +258,48 @@ class CreditReport:
 
 
 def slate_clicks(closed: Iterable[tuple[str, float, int]],
-                 feedback: Iterable[tuple[str, str | None, Feedback]], rules: RuleBook
+                 feedback: Iterable[tuple[str, str | None, int, Feedback]], rules: RuleBook
                  ) -> dict[str, dict[str, float]]:
-    """Each team's clicks on every multileaved slate whose reward window closed: the team-draft
-    comparison's counts (Radlinski, Kurup & Joachims 2008: the team with more clicks on its
-    items wins the slate, equal counts tie).
+    """Each team's clicked items on every multileaved slate whose reward window closed: the
+    team-draft comparison's counts (Radlinski, Kurup & Joachims 2008: the team with more
+    clicked items wins the slate, equal counts tie).
 
-    A click is a feedback on the team's items (the arm the feedback row credited) that counts
-    for a reward under ``rules`` (:meth:`~serving.rules.RuleBook.rewarded`: in the window,
-    logged before it closed), worth its reward: 1 for a click, like or purchase, a rating its
-    scaled stars, so with 0/1 rewards the sum is the count of clicks. Unlike a (decision,
-    arm) outcome, which the first rewarded event decides, every such event counts (a team
-    with two clicks beats one with one).
+    An item of a team (the arm its feedback rows credited) is clicked when a feedback on it
+    counts for a reward under ``rules`` (:meth:`~serving.rules.RuleBook.rewarded`: in the
+    window, logged before it closed), worth its largest such reward: 1 for a click, like or
+    purchase, a rating its scaled stars. So with 0/1 rewards a team's count is its clicked
+    items, each once however many events it had (review: a click, a like and a purchase on
+    one item outweighed single clicks on two, where the published rule and
+    :func:`bandits.multileave.credit` count one click an item). Unlike a (decision, arm)
+    outcome, which the first rewarded event decides, every clicked item counts (a team with
+    two beats one with one).
 
     Parameters
     ----------
     closed : iterable of (event_id, reward_deadline, settled_seq)
         The slates whose window closed.
-    feedback : iterable of (event_id, arm, Feedback)
-        Their feedback with the arm each row credited.
+    feedback : iterable of (event_id, arm, movie_id, Feedback)
+        Their feedback with the arm each row credited and the item it was on.
     rules : RuleBook
 
     Returns
     -------
     dict of str to dict of str to float
-        By slate, the clicks of each team that has any.
+        By slate, the clicked items of each team that has any.
     """
-    by_event = group_feedback(feedback)
+    by_event: dict[str, list[tuple[str | None, int, Feedback]]] = defaultdict(list)
+    for event_id, arm, movie_id, f in feedback:
+        by_event[event_id].append((arm, movie_id, f))
     clicks: dict[str, dict[str, float]] = {}
     for event_id, deadline, settled_seq in closed:
-        team: dict[str, float] = defaultdict(float)
-        for arm, f in by_event.get(event_id, []):
+        items: dict[tuple[str, int], float] = {}
+        for arm, movie_id, f in by_event.get(event_id, []):
             for _, reward in rules.rewarded([f], deadline, settled_seq):
-                if arm is not None:  # (a multileaved decision's feedback always names one)
-                    team[arm] += reward
+                if arm is not None and reward > 0:  # (a multileaved one always names one)
+                    items[arm, movie_id] = max(items.get((arm, movie_id), 0.0), reward)
+        team: dict[str, float] = defaultdict(float)
+        for (arm, _), reward in items.items():
+            team[arm] += reward
         clicks[event_id] = dict(team)
     return clicks
 

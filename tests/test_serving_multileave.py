@@ -281,6 +281,24 @@ def test_credit_counts_each_teams_clicks_on_the_log(client: TestClient,
     assert wins.loc[(first, second)].to_dict() == {
         "comparisons": 1, "wins": 1, "losses": 0, "ties": 0, "win_rate": 1.0}
     assert wins.loc[(second, first), "losses"] == 1
+    # A click and a like on one item are one clicked item: two clicked items of the other
+    # team win (review: every event counted, so one item's two events beat two items').
+    slate = recommend(client, 2)
+    by_arm = {}
+    for position, item in enumerate(slate["items"], start=1):
+        by_arm.setdefault(item["arm"], []).append(position)
+    (busy, positions), (spread, others) = sorted(by_arm.items())
+    for position, kind in ((positions[0], "click"), (positions[0], "like"),
+                           (others[0], "click"), (others[1], "click")):
+        assert like(client, slate, position, kind).status_code == 201
+    settle_past_the_window(client)
+    result = credit(settings, n_bootstrap=100)
+    assert isinstance(result, CreditResults), str(result)
+    wins = result.report.wins.set_index(["arm", "versus"])
+    again = {spread, busy} == {first, second}  # the pair of the first slate again
+    assert wins.loc[(spread, busy)].to_dict() | {"win_rate": 0} == {
+        "comparisons": 1 + again, "wins": 1 + (again and spread == first),
+        "losses": int(again and spread == second), "ties": 0, "win_rate": 0}
 
 
 def test_credit_command_reads_the_log(client: TestClient, settings: Settings) -> None:

@@ -1687,10 +1687,12 @@ class Store(abc.ABC):
             windows = [(r[0], float(r[1]), int(r[2])) for r in conn.execute(
                 sa.select(decisions.c.event_id, decisions.c.reward_deadline,
                           decisions.c.settled_seq).where(closed))]
-            feedback_rows = [(r.event_id, r.arm, Feedback(int(r.seq), float(r.created_at),
-                                                          r.feedback_type, r.value))
+            feedback_rows = [(r.event_id, r.arm, int(r.movie_id),
+                              Feedback(int(r.seq), float(r.created_at), r.feedback_type,
+                                       r.value))
                              for r in conn.execute(
-                sa.select(feedback.c.event_id, feedback.c.arm, feedback.c.seq,
+                sa.select(feedback.c.event_id, feedback.c.arm, feedback.c.movie_id,
+                          feedback.c.seq,
                           feedback.c.created_at, feedback.c.feedback_type, feedback.c.value)
                 .join(decisions, decisions.c.event_id == feedback.c.event_id).where(closed)
                 .order_by(feedback.c.seq))]

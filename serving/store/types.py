@@ -207,14 +207,15 @@ class MultileaveRows(NamedTuple):
         Their decided (decision, arm) outcomes.
     closed : list of (event_id, reward_deadline, settled_seq)
         Those whose reward window closed (the settle sweep gave them their log position).
-    feedback : list of (event_id, arm, Feedback)
-        The feedback attributed to the closed ones, with the arm (team) each row credited.
+    feedback : list of (event_id, arm, movie_id, Feedback)
+        The feedback attributed to the closed ones, with the arm (team) each row credited and
+        the item it was on.
     """
 
     decisions: list[tuple[str, object]]
     outcomes: list[tuple[str, str, float]]
     closed: list[tuple[str, float, int]]
-    feedback: list[tuple[str, str | None, Feedback]]
+    feedback: list[tuple[str, str | None, int, Feedback]]
 
 
 @dataclass(frozen=True)
