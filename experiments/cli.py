@@ -950,6 +950,12 @@ def _input_refusal(exc: Exception, args: argparse.Namespace) -> str | None:
     """
     if isinstance(exc, OSError) and exc.filename is not None and _given(args, exc.filename):
         return f"{exc.strerror or exc}: {exc.filename}"
+    if isinstance(exc, PermissionError) and exc.filename is not None:
+        # Any file the command reads by way of what it was pointed at (the arms folder a
+        # store names, made by the service's user, mode 700): the user's access, never a
+        # fault of ours (found by attack: rebuild-state by another user ended in a traceback).
+        return (f"{exc.strerror or exc}: {exc.filename} (run it as a user who may read it, "
+                "or give that user access)")
     store = sys.modules.get("serving.store")  # imported by every command that opens one
     unreadable = None if store is None else store.unreadable_database(exc)
     if unreadable is not None:

@@ -638,3 +638,24 @@ def test_write_whole_leaves_the_file_whole_or_absent(tmp_path: Path) -> None:
     (tmp_path / ".other.partial-4242.csv").write_text("not ours")
     clear_run_files(tmp_path, ["table.csv"])
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.partial-4242.csv"]
+
+
+def test_a_file_the_user_may_not_read_is_one_line_wherever_it_lies(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+        ) -> None:
+    """Found by attack: rebuild-state run by another user than the service's read the arms
+    folder the store names (mode 700, outside every path given) and ended in a traceback."""
+    from serving import commands
+
+    denied = "/srv/recbandits/arms/20261207T180032-03b14b08/cooccurrence.npz"
+
+    def unreadable(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", denied)
+
+    monkeypatch.setattr(commands, "rebuild_state", unreadable)
+    monkeypatch.setattr(cli, "_missing_store", lambda *args: None)
+    code = cli.main(["rebuild-state", "--state-dir", str(tmp_path), "--dataset", "synthetic"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err == [f"recbandits rebuild-state: Permission denied: {denied} (run it as a user "
+                   "who may read it, or give that user access)"]
