@@ -329,19 +329,15 @@ def _ope_options_clash(args: argparse.Namespace) -> str | None:
         return f"{flags}: for the service's log, not with --obd"
     if given:
         return f"{flags}: only with --obd"
+    from serving import offpolicy  # the run's own rule, said with the options' names
+
+    clash = offpolicy.export_clash(
+        None if args.out is None else ("--out", args.out),
+        {"--export-csv": args.export_csv, "--export-obp": args.export_obp},
+        getattr(args, "shadow", False))
+    if clash is not None:
+        return clash
     exports = [p for p in (args.export_csv, args.export_obp) if p is not None]
-    if len(exports) == 2 and os.path.realpath(exports[0]) == os.path.realpath(exports[1]):
-        return f"--export-csv and --export-obp name the same file {exports[0]!r}"
-    # Nor a file the run writes under --out (found by attack: --export-csv DIR/ope.csv
-    # replaced the table with the log, --export-obp DIR/summary.json made it a zip, exit 0).
-    if args.out is not None:
-        written = {os.path.realpath(os.path.join(args.out, n)): n for n in _run_files(args)}
-        for option, path in (("--export-csv", args.export_csv),
-                             ("--export-obp", args.export_obp)):
-            name = None if path is None else written.get(os.path.realpath(path))
-            if name is not None:
-                return (f"{option} {path!r} names the {name} that --out {args.out!r} gets: "
-                        "give the export another file")
     for path in exports:
         if os.path.isdir(path):
             return f"{path!r} is a folder; --export-csv and --export-obp take a file path"

@@ -61,9 +61,10 @@ import bisect
 import json
 import logging
 import math
+import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -1641,7 +1642,8 @@ class OPEConfig:
     Raises
     ------
     ValueError
-        ``n_bootstrap`` < 0, ``confidence`` outside (0, 1), or a prior that is not positive.
+        ``n_bootstrap`` < 0, ``confidence`` outside (0, 1), a prior that is not positive, or
+        exports that clash with each other or with the run's files (:func:`export_clash`).
     """
 
     url: str
@@ -1673,6 +1675,11 @@ class OPEConfig:
                 raise ValueError(f"ts_priors: each is (alpha, beta), got {prior!r}")
             for name, value in zip(("alpha", "beta"), prior, strict=True):
                 check_beta_prior(value, f"ts_priors {name} (--ts-prior)", 1)
+        clash = export_clash(("out_dir", self.out_dir),
+                             {"export_csv_path": self.export_csv_path,
+                              "export_obp_path": self.export_obp_path}, self.shadow)
+        if clash is not None:  # (review: refused by the CLI only, run() overwrote the table)
+            raise ValueError(clash)
 
 
 @dataclass
@@ -1706,13 +1713,38 @@ RUN_FILES = {"table": "ope.csv", "summary": "summary.json", "shadow_table": "sha
 
 def out_files(shadow: bool) -> dict[str, str]:
     """The files a run writes into ``out_dir`` by kind: the candidates' ``table`` and
-    ``summary``, or with ``shadow`` the shadow ``table`` alone. The writers use it, and the
-    CLI refuses an export naming one of them (``--export-csv DIR/ope.csv`` replaced the table
-    with the log, silently: found by attack).
+    ``summary``, or with ``shadow`` the shadow ``table`` alone. The writers use it, and
+    :func:`export_clash` refuses an export naming one of them.
     """
     if shadow:
         return {"table": RUN_FILES["shadow_table"]}
     return {kind: RUN_FILES[kind] for kind in ("table", "summary")}
+
+
+def export_clash(out: tuple[str, str | Path] | None,
+                 exports: Mapping[str, str | Path | None], shadow: bool) -> str | None:
+    """Why the exports (by the name each is given under: an option or a field) cannot be
+    written beside the files a run writes into ``out`` (its name and folder; None: a folder of
+    its own, not known yet), or None: two
+    exports naming one file, or an export naming a file of :func:`out_files` (found by attack:
+    ``--export-csv DIR/ope.csv`` replaced the table with the log, ``--export-obp
+    DIR/summary.json`` made it a zip, exit 0). The one rule of :class:`OPEConfig` and the
+    CLI's check before anything is read.
+    """
+    given = [(name, path) for name, path in exports.items() if path is not None]
+    real = [os.path.realpath(path) for _, path in given]
+    if len(set(real)) < len(real):
+        return (f"{' and '.join(name for name, _ in given)} name the same file "
+                f"{str(given[0][1])!r}")
+    if out is None:
+        return None
+    out_name, out_dir = out
+    written = {os.path.realpath(os.path.join(out_dir, n)): n for n in out_files(shadow).values()}
+    for (name, path), where in zip(given, real, strict=True):
+        if where in written:
+            return (f"{name} {str(path)!r} names the {written[where]} that {out_name} "
+                    f"{str(out_dir)!r} gets: give the export another file")
+    return None
 
 
 def run(config: OPEConfig) -> OPERun:

@@ -659,3 +659,24 @@ def test_a_file_the_user_may_not_read_is_one_line_wherever_it_lies(
     assert code == 2
     assert err == [f"recbandits rebuild-state: Permission denied: {denied} (run it as a user "
                    "who may read it, or give that user access)"]
+
+
+def test_the_python_api_refuses_an_export_naming_a_file_of_the_run(tmp_path: Path) -> None:
+    """Review: the clash was refused by the CLI only; ``offpolicy.run`` with ``out_dir=D`` and
+    ``export_csv_path=D/ope.csv`` wrote the log over the table. The one rule is the config's."""
+    from serving import offpolicy
+
+    db = f"sqlite:///{tmp_path / 'none.db'}"
+    with pytest.raises(ValueError, match=r"^export_csv_path '.*/run/ope\.csv' names the ope\.csv "
+                                         r"that out_dir '.*/run' gets"):
+        offpolicy.OPEConfig(url=db, out_dir=tmp_path / "run",
+                            export_csv_path=tmp_path / "run" / "ope.csv")
+    with pytest.raises(ValueError, match=r"^export_csv_path and export_obp_path name the same"):
+        offpolicy.OPEConfig(url=db, out_dir=tmp_path / "run", export_csv_path=tmp_path / "x",
+                            export_obp_path=tmp_path / "x")
+    # The shadow table only where the run is a shadow run.
+    assert offpolicy.OPEConfig(url=db, out_dir=tmp_path / "run",
+                               export_csv_path=tmp_path / "run" / "shadow.csv").url == db
+    with pytest.raises(ValueError, match=r"names the shadow\.csv"):
+        offpolicy.OPEConfig(url=db, out_dir=tmp_path / "run", shadow=True,
+                            export_csv_path=tmp_path / "run" / "shadow.csv")
