@@ -605,7 +605,8 @@ def test_arm_params_set_the_arms_hyper_parameters_and_survive_a_retrain(
         assert client.post("/admin/retrain", headers=AUTH).status_code == 200
         models = client.app.state.service.arm_set.models
         assert models["popularity"].half_life == 604800.0 and models["svd"].n_factors == 8
-    for bad, words in (({"svdx": {}}, "not served"),
+    for bad, words in (({"svdx": {}}, r"arm_params: unknown arm 'svdx'; did you mean svd\?"),
+                       ({"autoencoder": {}}, "names arm 'autoencoder', which is not served"),
                        ({"popularity": {"half_life": -1}}, "half_life must be >= 1"),
                        # Said with what it takes (found by attack: Python's own words).
                        ({"popularity": {"colour": 1}},
