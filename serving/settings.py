@@ -28,7 +28,7 @@ from arms.data.synthetic import check_sizes
 from arms.gate import DEFAULT_MARGIN, MAX_MARGIN
 from arms.metrics import POSITIVE_RATING
 from bandits.base import registered_policies
-from bandits.errors import MAX_PROPENSITY_GRID, PerArmLengthError
+from bandits.errors import MAX_PROPENSITY_GRID, PerArmLengthError, check_port
 from bandits.ope import MAX_BOOTSTRAP, MIN_BOOTSTRAP
 from bandits.thompson import BETA_PRIOR_MAX, BETA_PRIOR_MIN
 from serving.armset import make_arm
@@ -481,7 +481,7 @@ class Settings(BaseSettings):
     state_dir: Path | None = None
     db: str | None = None
     host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
+    port: int = Field(8000)
     workers: int = Field(1, ge=1, le=64)
     arms: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_ARMS))
     arm_params: dict[str, dict[str, float | int | bool | str | None]] = Field(
@@ -583,6 +583,13 @@ class Settings(BaseSettings):
         # Canonical registry names (a deprecated alias warns), so the log and the saved arm
         # files always use one name per arm; an unknown name fails here, before any fitting.
         return list(registry.resolve_names(value))
+
+    @field_validator("port")
+    @classmethod
+    def _check_port(cls, value: int) -> int:
+        # The one rule of a port (bandits.errors.check_port; review: serve said pydantic's
+        # bounds, 0 included, while a store URL and --scheduler said this one).
+        return check_port(value)
 
     @field_validator("arm_params")
     @classmethod

@@ -135,6 +135,19 @@ def test_a_store_url_and_a_scheduler_address_follow_the_one_port_rule(
     with pytest.raises(ConfigError, match=r"the port must be a number from 1 to 99, got '100'"):
         check_scheduler("tcp://127.0.0.1:100")
     assert check_scheduler("tcp://127.0.0.1:99") == "tcp://127.0.0.1:99"
+    # And the service's own port (serve's, and the one rebuild-state asks): pydantic's bounds
+    # let 0 through, in other words.
+    from pydantic import ValidationError
+
+    from serving.settings import Settings
+
+    with pytest.raises(ValidationError, match=r"the port must be a number from 1 to 99, got "
+                                              r"'100'"):
+        Settings(port=100)
+    assert Settings(port=99).port == 99
+    monkeypatch.undo()
+    with pytest.raises(ValidationError, match=r"from 1 to 65,535, got '0'"):
+        Settings(port=0)
 
 
 
