@@ -691,11 +691,26 @@ class _Parser(argparse.ArgumentParser):
     options and said only "expected one argument" (found by attack).
     """
 
+    _argv: tuple[str, ...] = ()
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None
+                         ) -> tuple[argparse.Namespace, list[str]]:
+        """argparse's, keeping the words parsed (each sub-command's parser gets its own)."""
+        self._argv = tuple(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str) -> NoReturn:
-        """Exit 2 with ``message`` on stderr, as argparse, with the advice added."""
+        """Exit 2 with ``message`` on stderr, as argparse, with the advice added where the
+        option was followed by a word starting with '-' (review: it was added to an option
+        that was only the last word, given no value at all).
+        """
         if message.endswith("expected one argument"):
             option = message.removeprefix("argument ").split(":")[0].split("/")[-1]
-            message += f" (a value that starts with '-' is written {option}=VALUE)"
+            words = self._argv
+            if any(option.startswith(word) and len(word) > 2 and n + 1 < len(words)
+                   and words[n + 1].startswith("-") for n, word in enumerate(words)):
+                message += f" (a value that starts with '-' is written {option}=VALUE)"
         super().error(message)
 
 

@@ -194,6 +194,14 @@ def test_a_value_starting_with_a_dash_is_refused_with_how_to_write_it(
     assert capsys.readouterr().err.splitlines()[-1] == (
         "recbandits ope: error: argument --ts-prior: expected one argument (a value that "
         "starts with '-' is written --ts-prior=VALUE)")
+    # An abbreviation says it too; an option given no value at all does not (review).
+    with pytest.raises(SystemExit):
+        cli.main(["ope", "--ts", "-1,1"])
+    assert capsys.readouterr().err.splitlines()[-1].endswith("--ts-prior=VALUE)")
+    with pytest.raises(SystemExit):
+        cli.main(["ope", "--out"])
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "recbandits ope: error: argument --out: expected one argument")
 
 
 def test_exports_to_one_file_or_to_a_folder_are_refused(
