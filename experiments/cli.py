@@ -16,6 +16,7 @@ import os
 import sys
 import tempfile
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn, cast
 
@@ -803,6 +804,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    with warnings.catch_warnings():  # the way warnings are shown, for this run only
+        warnings.showwarning = _one_line_warning(_command_of(args))
+        return _main(args)
+
+
+def _one_line_warning(command: str) -> Callable[..., None]:
+    """A ``warnings.showwarning`` saying a warning in one line, as every refusal is (found by
+    attack: a deprecated arm name printed Python's two lines, the source line included).
+    """
+    def show(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+        print(f"recbandits {command}: warning: {message}", file=sys.stderr)
+    return show
+
+
+def _main(args: argparse.Namespace) -> int:
+    """:func:`main` once ``args`` are parsed."""
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

@@ -688,3 +688,15 @@ def test_the_python_api_refuses_an_export_naming_a_file_of_the_run(tmp_path: Pat
     with pytest.raises(ValueError, match=r"names the shadow\.csv"):
         offpolicy.OPEConfig(url=db, out_dir=tmp_path / "run", shadow=True,
                             export_csv_path=tmp_path / "run" / "shadow.csv")
+
+
+def test_a_warning_is_one_line_as_every_refusal(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by attack: the deprecated arm name ``ease`` printed Python's two lines of a
+    warning (its source line too) before the command's own lines."""
+    missing = tmp_path / "none"
+    assert cli.main(["rebuild-state", "--arms", "svd,ease", "--state-dir", str(missing)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "recbandits rebuild-state: warning: arm name 'ease' is deprecated; use 'autoencoder' "
+        "(the same arm)",
+        f"recbandits rebuild-state: --state-dir '{missing}': no such folder"]

@@ -115,6 +115,11 @@ def test_every_port_of_a_store_url_is_refused_by_one_rule_in_one_message() -> No
         assert str(info.value) == (f"db: the port must be a number from 1 to 65,535, got "
                                    f"{port!r} in {redact_url(url)!r}"), url
         assert "pw" not in str(info.value)
+    # Found by attack: SQLAlchemy ignored an SQLite URL's query, with a warning of two lines.
+    for query in ("port=0", "mode=rw&timeout=1"):
+        with pytest.raises(ValueError, match=r"^db: an SQLite store's URL takes no query \(the "
+                                             r"store sets its connections itself\), got \?"):
+            store_class_of(f"sqlite:////tmp/served.db?{query}")
     for url in ("postgresql+psycopg://u@h:1/db", "postgresql+psycopg://u@h:65535/db",
                 "postgresql+psycopg://u@/db?host=/a,/b&port=,5433", "sqlite:///served.db"):
         assert store_class_of(url) in (PostgreSQLStore, SQLiteStore), url
