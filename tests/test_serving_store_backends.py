@@ -108,6 +108,10 @@ def test_every_port_of_a_store_url_is_refused_by_one_rule_in_one_message() -> No
         "postgresql+psycopg://u@/db?host=/a&port=x": "x",
         "sqlite://h:0/served.db": "0",
         "sqlite://h:abc/served.db": "abc",
+        # As written (found by attack: SQLAlchemy's int() took these after the host).
+        "postgresql+psycopg://u:pw@h:5_432/db": "5_432",
+        "postgresql+psycopg://u:pw@h:+5432/db": "+5432",
+        "postgresql+psycopg://u:pw@h:\u0665\u0664\u0663\u0662/db": "\u0665\u0664\u0663\u0662",
     }
     for url, port in refused.items():
         with pytest.raises(ValueError) as info:
