@@ -191,6 +191,20 @@ def _page(browser: Any, width: int) -> tuple[Any, list[str]]:
     return page, problems
 
 
+def _paused_page(browser: Any, base: str) -> tuple[Any, list[str], list[str]]:
+    """The page of user ``USER``, its clock installed (its timers run only when the test says
+    so) and its list shown; with its problems and the ``/recommendations`` URLs it fetches.
+    """
+    page, problems = _page(browser, 1280)
+    fetched: list[str] = []
+    page.on("request", lambda r: fetched.append(r.url) if "/recommendations" in r.url else None)
+    page.clock.install()
+    page.goto(f"{base}/?user={USER}", wait_until="domcontentloaded")
+    page.wait_for_selector("#recs[aria-busy='false'] li.movie")
+    return page, problems, fetched
+
+
+
 def _slate(page) -> list[dict]:
     return page.eval_on_selector_all(
         "#recs li.movie",
@@ -496,13 +510,7 @@ def test_a_push_later_than_the_page_waited_leaves_the_list_it_fetched(tmp_path: 
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-            page, problems = _page(browser, 1280)
-            fetched: list[str] = []
-            page.on("request", lambda r: fetched.append(r.url)
-                    if "/recommendations" in r.url else None)
-            page.clock.install()  # the page's timers run only when the test says so
-            page.goto(f"{server.base}/?user={USER}", wait_until="domcontentloaded")
-            page.wait_for_selector("#recs[aria-busy='false'] li.movie")
+            page, problems, fetched = _paused_page(browser, server.base)
             page.wait_for_selector("#live-status[data-live='on']", timeout=15_000)
             first = page.get_attribute("#recs", "data-event-id")
             before = len(fetched)
@@ -569,13 +577,7 @@ def test_a_failed_change_of_user_or_k_leaves_the_shown_list_working(tmp_path: Pa
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-            page, problems = _page(browser, 1280)
-            fetched: list[str] = []
-            page.on("request", lambda r: fetched.append(r.url)
-                    if "/recommendations" in r.url else None)
-            page.clock.install()
-            page.goto(f"{server.base}/?user={USER}", wait_until="domcontentloaded")
-            page.wait_for_selector("#recs[aria-busy='false'] li.movie")
+            page, problems, fetched = _paused_page(browser, server.base)
             page.wait_for_selector("#live-status[data-live='on']", timeout=15_000)
             page.clock.pause_at(datetime.now() + timedelta(seconds=1))  # timers stop here
 
