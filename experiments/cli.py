@@ -470,7 +470,7 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
         # with it, shadow status / promote check against it), as serve takes them.
         parser.add_argument("--host", help=f"where the service to {what} listens (default "
                             "127.0.0.1; RECBANDITS_HOST; serve's --host)")
-        parser.add_argument("--port", type=int, help="its port (default 8000; "
+        parser.add_argument("--port", help="its port (default 8000; "
                             "RECBANDITS_PORT; serve's --port)")
 
     def store_options(sub: argparse.ArgumentParser, *, serves: bool = False) -> None:
@@ -533,7 +533,7 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
 
     serve = commands.add_parser("serve", help="run the recommendation service (FastAPI)")
     serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.add_argument("--port", help="port (default 8000)")  # checked by the settings
     serve.add_argument("--workers", type=int, metavar="N",
                        help="worker processes, 1 to 64 (default 1)")
     serve.add_argument("--slate-mode", choices=("single", "multileave"),
@@ -805,7 +805,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     with warnings.catch_warnings():  # the way warnings are shown, for this run only
-        warnings.showwarning = _one_line_warning(_command_of(args))
+        if not args.verbose:  # -v: Python's own, with the category and the source line
+            warnings.showwarning = _one_line_warning(_command_of(args))
         return _main(args)
 
 
@@ -974,16 +975,15 @@ def _input_refusal(exc: Exception, args: argparse.Namespace) -> str | None:
 
     A path the user gave that cannot be written or read (``--out`` naming a file, a folder
     under a file, a read-only place; found by attack: a traceback from each command that
-    writes), and a store file that is not a database. ``-v`` shows the traceback before it.
+    writes), any file the user is denied (``PermissionError``), and a store file that is not a
+    database. ``-v`` shows the traceback before it.
     """
-    if isinstance(exc, OSError) and exc.filename is not None and _given(args, exc.filename):
+    if isinstance(exc, OSError) and exc.filename is not None and (
+            _given(args, exc.filename) or isinstance(exc, PermissionError)):
+        # A file denied to the user is theirs to grant wherever it lies (the arms folder a
+        # store names, made by the service's user, mode 700; found by attack: rebuild-state
+        # run by another user ended in a traceback); ``-v`` shows where it came from.
         return f"{exc.strerror or exc}: {exc.filename}"
-    if isinstance(exc, PermissionError) and exc.filename is not None:
-        # Any file the command reads by way of what it was pointed at (the arms folder a
-        # store names, made by the service's user, mode 700): the user's access, never a
-        # fault of ours (found by attack: rebuild-state by another user ended in a traceback).
-        return (f"{exc.strerror or exc}: {exc.filename} (run it as a user who may read it, "
-                "or give that user access)")
     store = sys.modules.get("serving.store")  # imported by every command that opens one
     unreadable = None if store is None else store.unreadable_database(exc)
     if unreadable is not None:

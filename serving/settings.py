@@ -584,11 +584,15 @@ class Settings(BaseSettings):
         # files always use one name per arm; an unknown name fails here, before any fitting.
         return list(registry.resolve_names(value))
 
-    @field_validator("port")
+    @field_validator("port", mode="before")
     @classmethod
-    def _check_port(cls, value: int) -> int:
-        # The one rule of a port (bandits.errors.check_port; review: serve said pydantic's
-        # bounds, 0 included, while a store URL and --scheduler said this one).
+    def _check_port(cls, value: object) -> int:
+        # The one rule of a port, as written (bandits.errors.check_port; review: serve said
+        # pydantic's bounds, 0 included, and read "+80", "8_000", 80.0 and true as ports,
+        # while a store URL and --scheduler refused them). A whole number as JSON or TOML
+        # gives one, a bool does not.
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValueError(f"the port must be a number from 1 to 65,535, got {value!r}")
         return check_port(value)
 
     @field_validator("arm_params")

@@ -124,6 +124,8 @@ def test_every_port_of_a_store_url_is_refused_by_one_rule_in_one_message() -> No
         with pytest.raises(ValueError, match=r"^db: an SQLite store's URL takes no query \(the "
                                              r"store sets its connections itself\), got \?"):
             store_class_of(f"sqlite:////tmp/served.db?{query}")
+    with pytest.raises(ValueError, match=r"got \?mode=ro&timeout=1$"):  # as given (last read)
+        store_class_of("sqlite:////tmp/served.db?mode=ro&timeout=1")
     for url in ("postgresql+psycopg://u@h:1/db", "postgresql+psycopg://u@h:65535/db",
                 "postgresql+psycopg://u@/db?host=/a,/b&port=,5433", "sqlite:///served.db"):
         assert store_class_of(url) in (PostgreSQLStore, SQLiteStore), url
@@ -157,6 +159,12 @@ def test_a_store_url_and_a_scheduler_address_follow_the_one_port_rule(
     monkeypatch.undo()
     with pytest.raises(ValidationError, match=r"from 1 to 65,535, got '0'"):
         Settings(port=0)
+    # As written, as a store URL's (last read: pydantic's int() read these as ports).
+    for written in ("+80", " 80", "8_000", "0x50", 80.0, True):
+        with pytest.raises(ValidationError, match=r"the port must be a number from 1 to "
+                                                  r"65,535, got"):
+            Settings(port=written)
+    assert Settings(port="8080").port == Settings(port=8080).port == 8080
 
 
 

@@ -73,8 +73,9 @@ def check_port(port: object, url: object) -> None:
 
 
 def check_port_text(url: str) -> None:
-    """Refuse the port of ``url``, text SQLAlchemy could not parse for its port (a
-    ``ValueError`` of ``make_url``: ``int()`` of the port's text), as :func:`check_port` does.
+    """Refuse the port after the host of store URL ``url`` as written, as :func:`check_port`
+    does: text SQLAlchemy could not parse (a ``ValueError`` of ``make_url``), or parsed with
+    ``int()`` (``5_432``, ``+5432``, other scripts' digits) where the rule takes ASCII digits.
     """
     named = _URL_PORT.match(url)
     check_port("" if named is None else named["port"], url)
@@ -92,8 +93,9 @@ class StoreNotFoundError(ValueError):
 
 class OlderStoreError(ValueError):
     """A store opened to be read only lacks what the upgrades of a newer recbandits add
-    (``Store.create_schema``): only ``serve``'s start upgrades a store, and a reader writes
-    nothing, so it refuses, naming what is missing (found by attack: a traceback per reader).
+    (``Store.create_schema``): a command that writes upgrades it (``serve``, ``retrain``,
+    ``models promote``/``rollback``, ``purge``, ``shadow promote``), a reader writes nothing,
+    so it refuses, naming what is missing (found by attack: a traceback per reader).
     """
 
 

@@ -308,8 +308,9 @@ class SQLiteStore(Store):
         if Path(url.database).is_dir():  # SQLite's "unable to open": an outage, retried (review)
             raise ValueError(f"db: {url.database!r} is a folder, not an SQLite file")
         if url.query:  # found by attack: ?port=0 or ?mode=rw ignored, with SQLAlchemy's warning
+            query = url.render_as_string().partition("?")[2]
             raise ValueError(f"db: an SQLite store's URL takes no query (the store sets its "
-                             f"connections itself), got ?{'&'.join(sorted(url.query))}")
+                             f"connections itself), got ?{query}")
 
     def identity(self) -> str:
         """The database file's real path (links and relative spellings resolved)."""

@@ -92,7 +92,8 @@ class DemoFiles(StaticFiles):
         """Starlette's answer (the file, or 304 for a matching validator) with our headers and
         our ``Content-Type`` (:data:`MEDIA_TYPES`).
         """
-        media_type = MEDIA_TYPES[Path(full_path).suffix]
+        # Another kind of file (an icon, a map) gets Starlette's guess, not a 500 (last read).
+        media_type = MEDIA_TYPES.get(Path(full_path).suffix)
         response = FileResponse(full_path, status_code=status_code, stat_result=stat_result,
                                 media_type=media_type)
         if self.is_not_modified(response.headers, Headers(scope=scope)):
