@@ -796,8 +796,9 @@ class Settings(BaseSettings):
             with open(path, "rb") as handle:
                 values = tomllib.load(handle)
         # (UnicodeDecodeError too: a file that is not UTF-8 was Python's words alone, naming no
-        # file; found by attack.)
-        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        # file; found by attack. ValueError too, which TOMLDecodeError and UnicodeDecodeError
+        # are: tomllib raises a bare one for an integer past Python's 4,300 digits.)
+        except (OSError, ValueError) as exc:
             raise ValueError(f"cannot read the settings file {str(path)!r}: {exc}") from exc
         unknown = sorted(set(values) - set(cls.model_fields))
         if unknown:

@@ -132,7 +132,7 @@ def test_every_port_of_a_store_url_is_refused_by_one_rule_in_one_message() -> No
 
 
 def test_a_store_url_and_a_scheduler_address_follow_the_one_port_rule(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Review: the range and the message of a port were written twice, in the store's checks
     and in simulate's scheduler check; both are bandits.errors.check_port's."""
     import bandits.errors
@@ -165,6 +165,17 @@ def test_a_store_url_and_a_scheduler_address_follow_the_one_port_rule(
                                                   r"65,535, got"):
             Settings(port=written)
     assert Settings(port="8080").port == Settings(port=8080).port == 8080
+    # Past int()'s 4,300 digits: the rule's message, the value cut (found by attack: Python's
+    # "Exceeds the limit ... for integer string conversion").
+    huge = "9" * 5000
+    with pytest.raises(ValidationError, match=r"from 1 to 65,535, got '9{50,}\.\.\. "):
+        Settings(port=huge)
+    with pytest.raises(ValueError, match=r"^db: the port must be a number from 1 to 65,535"):
+        store_class_of(f"postgresql+psycopg://u@h/db?port={huge}")
+    settings_file = tmp_path / "big.toml"
+    settings_file.write_text(f"port = {huge}\n")
+    with pytest.raises(ValueError, match=r"^cannot read the settings file '.*big\.toml': Exceeds"):
+        Settings.from_file(settings_file)
 
 
 
