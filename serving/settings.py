@@ -591,9 +591,9 @@ class Settings(BaseSettings):
         # pydantic's bounds, 0 included, and read "+80", "8_000", 80.0 and true as ports,
         # while a store URL and --scheduler refused them). A whole number as JSON or TOML
         # gives one, a bool does not.
-        if isinstance(value, bool) or not isinstance(value, int | str):
-            raise ValueError(f"the port must be a number from 1 to 65,535, got {value!r}")
-        return check_port(value)
+        # A bool, float or other is refused by the rule's own message, as text.
+        plain = isinstance(value, int | str) and not isinstance(value, bool)
+        return check_port(value if plain else repr(value))
 
     @field_validator("arm_params")
     @classmethod

@@ -252,7 +252,7 @@ class SQLiteStore(Store):
         # A store opened to create (or serve) one puts the file in WAL mode; one opened only
         # to read or change an existing store finds it so, and a file that is a database but
         # no store is left in its own mode (found by attack: models list switched one).
-        self._set_wal = create and not read_only
+        self._set_wal = create
         super().__init__(url, timeout_s=timeout_s, create=create, read_only=read_only)
         self._write_conn: sqlite3.Connection | None = None
         self._write_busy_ms = 0
