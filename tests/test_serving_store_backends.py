@@ -131,6 +131,25 @@ def test_every_port_of_a_store_url_is_refused_by_one_rule_in_one_message() -> No
         assert store_class_of(url) in (PostgreSQLStore, SQLiteStore), url
 
 
+def test_a_store_built_in_python_checks_its_port_as_the_command_line_does(
+        tmp_path: Path) -> None:
+    """Review: the port as written was checked only by ``store_class_of`` (the command line);
+    a store built in Python took ``:5_432`` through SQLAlchemy's ``int()``, and PostgreSQL's
+    own check read that number again, more loosely."""
+    from serving.store.errors import redact_url
+
+    for store_class, url, port in (
+            (PostgreSQLStore, "postgresql+psycopg://u:pw@h:5_432/db", "5_432"),
+            (PostgreSQLStore, "postgresql+psycopg://u:pw@h:+5432/db", "+5432"),
+            (PostgreSQLStore, "postgresql+psycopg://u:pw@h:0/db", "0"),
+            (SQLiteStore, f"sqlite://h:5_432/{tmp_path}/x.db", "5_432")):
+        with pytest.raises(ValueError) as info:
+            store_class(url)
+        assert str(info.value) == (f"db: the port must be a number from 1 to 65,535, got "
+                                   f"{port!r} in {redact_url(url)!r}"), url
+    assert not any(tmp_path.iterdir())  # refused before anything was created
+
+
 def test_a_store_url_and_a_scheduler_address_follow_the_one_port_rule(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Review: the range and the message of a port were written twice, in the store's checks

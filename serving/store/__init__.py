@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from serving.store.base import Store
 from serving.store.errors import (
     StoreBusyError,
-    check_port_text,
     database_errors,
+    parse_url,
     redact_url,
     store_unavailable,
     unavailable_on_db_error,
@@ -77,16 +77,9 @@ def store_class_of(url: str) -> type[Store]:
         raise TypeError(f"db must be a URL string, got {type(url).__name__}")
     allowed = " or ".join(f"{name}://" for name in BACKENDS)
     try:
-        parsed = sa.engine.make_url(url)
+        parsed = parse_url(url)
     except sa.exc.ArgumentError as exc:
         raise ValueError(f"db must be an {allowed} URL, got {redact_url(url)!r}") from exc
-    except ValueError:  # "host:notaport": int()'s words, in a traceback, before
-        check_port_text(url)
-        raise  # (no other ValueError of make_url is known)
-    if parsed.port is not None:  # every backend's: SQLite's ignores it, but 0 is no port
-        # As written, by the one rule (found by attack: SQLAlchemy's int() took 5_432, +5432
-        # and other scripts' digits, which a ?port= was refused for).
-        check_port_text(url)
     store_class = BACKENDS.get(parsed.get_backend_name())
     if store_class is None:
         raise ValueError(f"db must be an {allowed} URL (allowed backends: "

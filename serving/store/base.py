@@ -45,6 +45,7 @@ from serving.multileave import (
 from serving.rules import Feedback, KeptRating, RuleBook, fold_kept
 from serving.store.errors import (
     OlderStoreError,
+    parse_url,
     redact_url,
     store_unavailable,
     unavailable_on_db_error,
@@ -276,7 +277,7 @@ class Store(abc.ABC):
         self.timeout_s = float(timeout_s)
         self.read_only = bool(read_only)
         create = create and not self.read_only
-        self.url = sa.engine.make_url(url)
+        self.url = parse_url(url)
         self.backend = self.url.get_backend_name()
         type(self).check_url(self.url)
         self._check_url(url, create)

@@ -51,7 +51,7 @@ def redact_url(url: object) -> str:
 _URL_PORT = re.compile(r"[\w+]+://(?:[^:/]*(?::[^@]*)?@)?(?:\[[^/?]+\]|[^/:?]+)?:(?P<port>[^/?]*)")
 
 
-def check_port(port: object, url: object) -> None:
+def check_url_port(port: object, url: object) -> None:
     """Refuse ``port``, a port store URL ``url`` names, unless it is a port by the rule of
     every port (:func:`bandits.errors.check_port`, said with the URL): for the port after
     the host (every backend: :func:`serving.store.store_class_of`) and a PostgreSQL URL's
@@ -73,12 +73,38 @@ def check_port(port: object, url: object) -> None:
 
 
 def check_port_text(url: str) -> None:
-    """Refuse the port after the host of store URL ``url`` as written, as :func:`check_port`
-    does: text SQLAlchemy could not parse (a ``ValueError`` of ``make_url``), or parsed with
-    ``int()`` (``5_432``, ``+5432``, other scripts' digits) where the rule takes ASCII digits.
+    """Refuse the port after the host of store URL ``url`` as written, as
+    :func:`check_url_port` does: text SQLAlchemy could not parse (a ``ValueError`` of
+    ``make_url``), or parsed with ``int()`` (``5_432``, ``+5432``, other scripts' digits)
+    where the rule takes ASCII digits.
     """
     named = _URL_PORT.match(url)
-    check_port("" if named is None else named["port"], url)
+    check_url_port("" if named is None else named["port"], url)
+
+
+def parse_url(url: str) -> sa.engine.URL:
+    """Store URL ``url`` parsed by SQLAlchemy, its port after the host checked as written
+    (:func:`check_port_text`): the one parse of :func:`serving.store.store_class_of` and of
+    every store's constructor (found in review: a store built in Python took ``:5_432``, which
+    the command line refused).
+
+    Raises
+    ------
+    sqlalchemy.exc.ArgumentError
+        ``url`` is no URL (the caller words it with the backends allowed).
+    ValueError
+        Its port is not a port (:func:`check_url_port`).
+    """
+    try:
+        parsed = sa.engine.make_url(url)
+    except ValueError:  # "host:notaport": int()'s words, in a traceback, before
+        check_port_text(url)
+        raise  # (no other ValueError of make_url is known)
+    if parsed.port is not None:  # every backend's: SQLite's ignores it, but 0 is no port
+        # As written, by the one rule (found by attack: SQLAlchemy's int() took 5_432, +5432
+        # and other scripts' digits, which a ?port= was refused for).
+        check_port_text(url)
+    return parsed
 
 
 def refused_message(reason: str) -> str:
@@ -265,9 +291,10 @@ def database_errors() -> tuple[type[Exception], ...]:
 __all__ = [
     "StoreBusyError",
     "StoreNotFoundError",
-    "check_port",
     "check_port_text",
+    "check_url_port",
     "database_errors",
+    "parse_url",
     "register_driver_errors",
     "store_timed_out",
     "store_unavailable",

@@ -65,7 +65,7 @@ from serving.store.base import (
 )
 from serving.store.errors import (
     StoreNotFoundError,
-    check_port,
+    check_url_port,
     register_driver_errors,
     store_timed_out,
     store_unavailable,
@@ -275,21 +275,19 @@ class PostgreSQLStore(Store):
 
         Found by attack: ``postgresql+psycopg2://`` failed deep in SQLAlchemy with a
         ``ModuleNotFoundError`` traceback; port 99999 was the driver's "connection is bad",
-        an outage. The port after the host is checked for every backend
-        (:func:`serving.store.store_class_of`); a ``?port=`` here, by the same rule
-        (:func:`~serving.store.errors.check_port`), each of libpq's comma-separated list of
+        an outage. The port after the host is checked as written for every backend
+        (:func:`~serving.store.errors.parse_url`); a ``?port=`` here, by the same rule
+        (:func:`~serving.store.errors.check_url_port`), each of libpq's comma-separated list of
         ports (one per host; an empty one is the default port).
         """
         if url.drivername not in POSTGRESQL_DRIVERS:
             raise ValueError(f"db: the PostgreSQL driver must be psycopg "
                              f"(postgresql+psycopg://...), got {url.drivername!r}")
-        if url.port is not None:
-            check_port(url.port, url)
         given = url.query.get("port", ())
         for ports in (given,) if isinstance(given, str) else given:
             for port in ports.split(","):
                 if port:
-                    check_port(port, url)
+                    check_url_port(port, url)
 
     def identity(self) -> str:
         """Host, port and database (libpq's defaults filled in, a ``?host=`` or ``?port=``
