@@ -110,6 +110,11 @@ def test_notebook_runs_top_to_bottom(name, min_images, tmp_path):
     elif name.startswith("05"):
         assert "impressions uniform (A/B/n) / multileave m=2" in text
         assert "| multileave m=2 |" in text and "inclusion probabilities" in text
+        # a verdict printed "met" has its interval's lower bound at or above the target (attack:
+        # 2.44 [1.39, 3.73] was called met against a target of 2)
+        verdicts = re.findall(r": [\d.]+ \[([\d.]+), [\d.]+\] \(target >= ([\d.]+)[^:]*: met\)",
+                              text)
+        assert verdicts and all(float(low) >= float(target) for low, target in verdicts)
     else:
         assert "LinTS picks the truly best arm for" in text
         assert "| LinTS (user context) |" in text
