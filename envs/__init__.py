@@ -49,8 +49,8 @@ slates are precomputed once, which is what makes the envs fast), ``random_state=
 within the process.
 
 For regret against the best fixed arm: ``env.unwrapped.expected_reward_matrix(t)`` (``(n_users,
-K)``, fresh-episode values at step ``t``), ``env.unwrapped.arrival_probabilities`` and
-``env.unwrapped.best_fixed_arm(t)``.
+K)``, fresh-episode values at step ``t``, an integer >= 0),
+``env.unwrapped.arrival_probabilities`` and ``env.unwrapped.best_fixed_arm(t)``.
 
 Errors: :class:`~envs.errors.InvalidActionError` (a ``ValueError``) for an action that is not an
 arm index, :class:`~envs.errors.StepBeforeResetError` (Gymnasium's ``ResetNeeded``) for ``step``

@@ -18,7 +18,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from arms._validation import check_choice, check_float
+from arms._validation import check_choice, check_float, check_int
 
 LIKE = 1
 NONE = 0
@@ -27,6 +27,8 @@ DISLIKE = -1
 #: Reward definitions: ``"any"`` is 1 when the user liked/clicked anything in the slate (the
 #: default), ``"count"`` the number of likes/clicks, ``"signed"`` likes minus dislikes.
 REWARDS = ("any", "count", "signed")
+#: Largest step of an episode the ground truth is asked about: the dynamics hold steps as int64.
+MAX_STEP = int(np.iinfo(np.int64).max)
 
 
 def sample_responses(like: np.ndarray, dislike: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
@@ -76,6 +78,24 @@ def check_reward(reward: object) -> str:
     each naming the allowed values (the one choice rule, :func:`arms._validation.check_choice`).
     """
     return check_choice("reward", reward, REWARDS)
+
+
+def check_step(t: object) -> int:
+    """``t`` as an int after checking it is a step of an episode, an integer from 0 to
+    :data:`MAX_STEP` (:func:`arms._validation.check_int`, the one integer rule).
+
+    ``expected_reward_matrix(t)`` and ``best_fixed_arm(t)`` read any ``t``: -1000 ran the drift
+    backwards, NaN gave numpy warnings and numbers, 1.5 was read as 1, 10**20 failed in
+    ``int()``'s words and FixedCTR ignored ``t`` whatever it was (found by attack).
+
+    Raises
+    ------
+    TypeError
+        Not an integer (a bool, a float, NaN or a string included).
+    ValueError
+        Negative or beyond int64.
+    """
+    return check_int("t", t, low=0, high=MAX_STEP)
 
 
 def check_thresholds(like: object, dislike: object, scale: tuple[float, float] | None

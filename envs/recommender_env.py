@@ -275,6 +275,11 @@ class RecommenderArmsEnv(gym.Env[np.ndarray, np.int64]):
 
         At step ``t`` of a fresh episode (no fatigue; the arms as fitted). Rows of users who
         never arrive are computed all the same; weight them with :attr:`arrival_probabilities`.
+
+        Raises
+        ------
+        TypeError, ValueError
+            ``t`` not an integer from 0 to int64's largest (:func:`envs.base.check_step`).
         """
         return self.simulator.expected_reward_matrix(t)
 
@@ -291,6 +296,11 @@ class RecommenderArmsEnv(gym.Env[np.ndarray, np.int64]):
         arm : int
         mean_rewards : ndarray of float64, shape ``(n_arms,)``
             ``arrival_probabilities @ expected_reward_matrix(t)``.
+
+        Raises
+        ------
+        TypeError, ValueError
+            ``t`` not an integer from 0 to int64's largest (:func:`envs.base.check_step`).
         """
         means = self.simulator.arrival_probabilities @ self.expected_reward_matrix(t)
         return int(np.argmax(means)), means

@@ -27,6 +27,7 @@ from envs.base import (
     LIKE,
     UserModel,
     check_reward,
+    check_step,
     expected_reward,
     realised_reward,
     sample_responses,
@@ -324,7 +325,14 @@ class Simulator:
         """Expected reward of every arm for every user at step ``t`` of a fresh episode.
 
         Uses the frozen slates (the arms as fitted) and no fatigue; shape ``(n_users, n_arms)``.
+        ``t`` is checked even when the model is static and the answer does not depend on it.
+
+        Raises
+        ------
+        TypeError, ValueError
+            ``t`` not an integer from 0 to int64's largest (:func:`envs.base.check_step`).
         """
+        t = check_step(t)
         if not self.user_model.dynamic:
             return self.expected.copy()
         users = np.arange(self.n_users)

@@ -44,7 +44,7 @@ from arms._validation import check_choice, check_seed
 from arms.data import Dataset, make_synthetic
 from arms.data.synthetic import check_sizes
 from envs.arm_set import check_arms
-from envs.base import LIKE, expected_reward, realised_reward, sample_responses
+from envs.base import LIKE, check_step, expected_reward, realised_reward, sample_responses
 from envs.errors import InvalidActionError, StepBeforeResetError
 from envs.factories import (
     DRIFT_ARMS,
@@ -231,7 +231,13 @@ class SlateDynamics:
 
         The simulator's matrix when the click model cannot change it (position-based, or the
         ``"any"`` reward, which the cascade keeps).
+
+        Raises
+        ------
+        TypeError, ValueError
+            ``t`` not an integer from 0 to int64's largest (:func:`envs.base.check_step`).
         """
+        t = check_step(t)
         sim = self.simulator
         if self.click_model == "pbm" or sim.reward == "any":
             return sim.expected_reward_matrix(t)

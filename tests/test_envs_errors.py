@@ -260,3 +260,32 @@ def test_review_online_learning_is_one_check_and_a_bad_rate_is_named_by_its_plac
     with pytest.raises(ValueError, match=r"got 2\.0 at \(417, 2\)$") as refused:
         check_ctr(rates)
     assert len(str(refused.value)) < 100  # not the whole matrix (17,047 characters)
+
+
+@pytest.mark.parametrize(
+    ("t", "error", "message"),
+    [
+        (-1000, ValueError, "t must be an integer from 0 to 9,223,372,036,854,775,807, got -1000"),
+        (10**20, ValueError, "got 100000000000000000000$"),
+        (1.5, TypeError, r"t must be an integer .*, got 1\.5 \(float\)"),
+        (float("nan"), TypeError, r"got nan \(float\)"),
+        (True, TypeError, r"got True \(bool\)"),
+        ("a", TypeError, r"got 'a' \(str\)"),
+        (None, TypeError, r"got None \(NoneType\)"),
+    ],
+)
+def test_the_ground_truth_takes_only_a_step_t(toy, t, error, message):
+    """-1000 ran the drift backwards, NaN gave numbers, 1.5 was read as 1, FixedCTR ignored t
+    (found by attack): every env that answers for a step checks it, static or not.
+    """
+    drift = gymnasium.make("recbandits/MovieLensSimDrift-v0", dataset=toy, arms=ARMS).unwrapped
+    fixed = gymnasium.make("recbandits/FixedCTR-v0").unwrapped
+    slate = gymnasium.make(SL, click_model="cascade", reward="count").unwrapped
+    vec = gymnasium.make_vec("recbandits/FixedCTR-v0", num_envs=2)
+    for ask in (drift.expected_reward_matrix, drift.best_fixed_arm, fixed.expected_reward_matrix,
+                fixed.best_fixed_arm, slate.expected_reward_matrix, slate.best_fixed_arm,
+                vec.expected_reward_matrix):
+        with pytest.raises(error, match=message):
+            ask(t)
+    assert np.array_equal(drift.expected_reward_matrix(np.int64(3)),
+                          drift.expected_reward_matrix(3))
