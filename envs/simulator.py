@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from arms import DISLIKE_RATING, LIKE_RATING, Recommender
+from arms import DISLIKE_RATING, LIKE_RATING, Recommender, registry
 from arms._validation import check_choice
 from envs.base import (
     LIKE,
@@ -37,6 +37,127 @@ from envs.errors import UserModelError
 ARRIVALS = ("uniform", "activity", "replay")
 #: Steps of random numbers drawn at once per (sub-)environment.
 BLOCK_STEPS = 256
+
+
+def check_arm_names(arm_names: object) -> tuple[str, ...]:
+    """The arms' labels as a tuple: strings, each once (:func:`arms.registry.refuse_repeats`,
+    the rule of the registered ids' ``arms``).
+
+    Raises
+    ------
+    TypeError
+        Not a sequence of strings (a bare string included).
+    ValueError
+        No name, or a name given twice.
+    """
+    if isinstance(arm_names, str) or not isinstance(arm_names, Sequence):
+        raise TypeError(f"arm_names must be a sequence of names, got {type(arm_names).__name__}")
+    for name in arm_names:
+        if not isinstance(name, str):
+            raise TypeError(f"arm_names must hold names (str), got {name!r} "
+                            f"({type(name).__name__})")
+    names = tuple(arm_names)
+    registry.refuse_repeats(names, field="arm_names")
+    return names
+
+
+def check_slates(slates: object, n_items: int | None) -> np.ndarray:
+    """``slates`` after checking it is a 3-D integer array ``(n_users, n_arms, k)``, no
+    dimension empty, of ``-1`` or item indices below ``n_items`` (None: no catalogue).
+
+    Raises
+    ------
+    TypeError
+        Not a numpy array of integers.
+    ValueError
+        Another number of dimensions, an empty one, or an entry out of range.
+    """
+    if not isinstance(slates, np.ndarray) or slates.dtype.kind not in "iu":
+        raise TypeError("slates must be a numpy array of integer item indices, shape (n_users, "
+                        f"n_arms, slate_size), got {_describe(slates)}")
+    if slates.ndim != 3 or 0 in slates.shape:
+        raise ValueError("slates must be a 3-D array (n_users, n_arms, slate_size), none of them "
+                         f"0, got shape {slates.shape}")
+    top = None if n_items is None else n_items - 1
+    bad = slates < -1 if top is None else (slates < -1) | (slates > top)
+    if bad.any():
+        allowed = "-1 (no item)" + ("" if top is None else f" or an item index from 0 to {top}")
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"slates must hold {allowed}, got {slates[where]} at {where}")
+    return slates
+
+
+def check_contexts(contexts: object) -> np.ndarray:
+    """``contexts`` after checking it is a 2-D float array of finite values within ``[0, 1]``
+    (the observation space ``Box(0, 1)``).
+
+    Raises
+    ------
+    TypeError
+        Not a numpy array of floats (a list included).
+    ValueError
+        Not 2-D, or a value outside ``[0, 1]`` (NaN included), named by its place.
+    """
+    if not isinstance(contexts, np.ndarray) or contexts.dtype.kind != "f":
+        raise TypeError("contexts must be a numpy array of floats, shape (n_users, n_features), "
+                        f"got {_describe(contexts)}")
+    if contexts.ndim != 2:
+        raise ValueError(f"contexts must be a 2-D array (n_users, n_features), got shape "
+                         f"{contexts.shape}")
+    bad = ~((contexts >= 0) & (contexts <= 1))  # NaN too
+    if bad.any():
+        row, column = (int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"contexts must hold finite values within [0, 1], got "
+                         f"{float(contexts[row, column])!r} at ({row}, {column})")
+    return contexts
+
+
+def check_feature_names(feature_names: object, n_features: int) -> tuple[str, ...]:
+    """The names of the ``n_features`` columns of the contexts, as a tuple.
+
+    Raises
+    ------
+    TypeError
+        Not a sequence (a bare string included).
+    ValueError
+        Another number of names than columns.
+    """
+    if isinstance(feature_names, str) or not isinstance(feature_names, Sequence):
+        raise TypeError("feature_names must be a sequence of names, one per column of contexts, "
+                        f"got {type(feature_names).__name__}")
+    names = tuple(feature_names)
+    if len(names) != n_features:
+        raise ValueError(f"feature_names must name the {n_features} column(s) of contexts, got "
+                         f"{len(names)} name(s)")
+    return names
+
+
+def check_ids(name: str, ids: object, *, length: int | None = None) -> np.ndarray:
+    """Raw ids as a 1-D int64 array (of ``length`` ids unless None).
+
+    Raises
+    ------
+    TypeError
+        Not an array, list or tuple of integers.
+    ValueError
+        Not 1-D, or not ``length`` ids (one per user).
+    """
+    values = np.asarray(ids) if isinstance(ids, np.ndarray | list | tuple) else None
+    if values is None or (values.dtype.kind not in "iu" and values.size):
+        raise TypeError(f"{name} must be an array of integer ids, got {_describe(ids)}")
+    if values.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {values.shape}")
+    if length is not None and len(values) != length:
+        raise ValueError(f"{name} must hold one id per user ({length}, the slates' rows), got "
+                         f"{len(values)}")
+    return values.astype(np.int64)
+
+
+def _describe(value: object) -> str:
+    """A value's type (and dtype for an array), for a refusal."""
+    if isinstance(value, np.ndarray):
+        return f"an array of dtype {value.dtype}"
+    return type(value).__name__
 
 
 @dataclass
@@ -59,13 +180,16 @@ class Simulator:
     user_model : UserModel
         The ground truth; fitted.
     arm_names : sequence of str
-        One name per arm (the action labels).
+        One name per arm (the action labels), each once.
     slates : ndarray of int64, shape ``(n_users, n_arms, k)``
-        Every arm's slate for every user, as the fitted arms recommend them (``-1`` throughout
-        when the user model needs no items).
+        Every arm's slate for every user, as the fitted arms recommend them: item indices into
+        ``item_ids``, ``-1`` for no item (``-1`` throughout when the user model needs no items).
+        Any integer dtype; every dimension at least 1.
     contexts : ndarray of float32, shape ``(n_users, n_features)``
-        Observations, within ``[0, 1]``.
-    feature_names : sequence of str
+        Observations, finite and within ``[0, 1]``; any float dtype (stored as float32). A list
+        is refused: build the array (its dtype) yourself.
+    feature_names : sequence of str, length ``n_features``
+        One name per column of ``contexts``.
     user_ids : ndarray of int64, shape ``(n_users,)``
         Raw user ids (reported in ``info``).
     item_ids : ndarray of int64, shape ``(n_items,)``, optional
@@ -79,8 +203,15 @@ class Simulator:
 
     Raises
     ------
+    TypeError
+        An argument of the wrong type: ``user_model`` not a :class:`~envs.base.UserModel`,
+        ``slates``, ``contexts``, ``user_ids`` or ``item_ids``
+        not numpy arrays (of integers; of floats for ``contexts``), names that are not strings.
     ValueError
-        For a wrong reward or arrival, mismatched shapes, or online learning without arms.
+        For a wrong reward or arrival; arrays of another number of dimensions or of sizes that
+        disagree (slates, contexts, the user model, ``feature_names``, ``user_ids``); contexts
+        outside ``[0, 1]`` (NaN included); slate entries neither ``-1`` nor an index of
+        ``item_ids``; an arm named twice; or online learning without arms.
     UserModelError
         If no user is eligible to arrive.
     """
@@ -100,16 +231,22 @@ class Simulator:
         arrival: str = "uniform",
         online_learning: bool = False,
     ) -> None:
+        if not isinstance(user_model, UserModel):
+            raise TypeError(f"user_model must be an envs.UserModel, got "
+                            f"{type(user_model).__name__}")
         self.user_model = user_model
-        self.arm_names = tuple(arm_names)
+        self.arm_names = check_arm_names(arm_names)
         self.reward = check_reward(reward)
         self.arrival = check_choice("arrival", arrival, ARRIVALS)
         if not isinstance(online_learning, bool | np.bool_):
             raise TypeError(f"online_learning must be a bool, got {online_learning!r}")
         self.online_learning = bool(online_learning)
+        self.item_ids = None if item_ids is None else check_ids("item_ids", item_ids)
+        slates = check_slates(slates, None if self.item_ids is None else len(self.item_ids))
         self.n_users, self.n_arms, self.slate_size = slates.shape
         if self.n_arms != len(self.arm_names):
             raise ValueError(f"slates hold {self.n_arms} arms but {len(self.arm_names)} names")
+        contexts = check_contexts(contexts)
         if contexts.shape[0] != self.n_users or user_model.n_users != self.n_users:
             raise ValueError(
                 f"contexts ({contexts.shape[0]} rows), the user model ({user_model.n_users} "
@@ -118,9 +255,8 @@ class Simulator:
         self.slates = slates
         self.contexts = np.ascontiguousarray(contexts, dtype=np.float32)
         self.contexts.setflags(write=False)
-        self.feature_names = tuple(feature_names)
-        self.user_ids = np.asarray(user_ids, dtype=np.int64)
-        self.item_ids = None if item_ids is None else np.asarray(item_ids, dtype=np.int64)
+        self.feature_names = check_feature_names(feature_names, contexts.shape[1])
+        self.user_ids = check_ids("user_ids", user_ids, length=self.n_users)
         self.arms = tuple(arms)
         if self.online_learning and (len(self.arms) != self.n_arms or self.item_ids is None):
             raise ValueError(

@@ -289,3 +289,54 @@ def test_the_ground_truth_takes_only_a_step_t(toy, t, error, message):
             ask(t)
     assert np.array_equal(drift.expected_reward_matrix(np.int64(3)),
                           drift.expected_reward_matrix(3))
+
+
+def _simulator_kwargs(**changes):
+    kwargs = {"user_model": FixedCTR(ctr=[0.1, 0.2], n_users=3), "arm_names": ("a", "b"),
+              "slates": np.full((3, 2, 2), -1, dtype=np.int64),
+              "contexts": np.full((3, 2), 0.5, dtype=np.float32), "feature_names": ("x", "y"),
+              "user_ids": np.array([7, 8, 9]), "item_ids": np.array([100, 101, 102])}
+    return {**kwargs, **changes}
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "message"),
+    [
+        ({"contexts": [[0.5, 0.5]] * 3}, TypeError,
+         "contexts must be a numpy array of floats.*list"),
+        ({"contexts": np.ones((3, 2), dtype=np.int64)}, TypeError, "dtype int64"),
+        ({"contexts": np.full(3, 0.5)}, ValueError, r"contexts must be a 2-D array.*\(3,\)"),
+        ({"contexts": np.array([[0.5, 0.5], [0.5, np.nan], [0, 1]])}, ValueError,
+         r"within \[0, 1\], got nan at \(1, 1\)"),
+        ({"contexts": np.array([[0.5, 0.5], [0.5, 0.5], [0, 7.0]])}, ValueError,
+         r"got 7\.0 at \(2, 1\)"),
+        ({"contexts": np.full((4, 2), 0.5)}, ValueError, r"contexts \(4 rows\)"),
+        ({"feature_names": ("x",)}, ValueError,
+         r"feature_names must name the 2 column\(s\).*got 1"),
+        ({"feature_names": "xy"}, TypeError, "feature_names must be a sequence"),
+        ({"slates": np.full((3, 2), -1)}, ValueError, r"slates must be a 3-D array.*\(3, 2\)"),
+        ({"slates": np.full((3, 2, 2), -1.0)}, TypeError, "slates must be a numpy array of "
+         "integer item indices.*float64"),
+        ({"slates": np.full((3, 2, 0), -1)}, ValueError, r"got shape \(3, 2, 0\)"),
+        ({"slates": np.full((3, 2, 2), 3)}, ValueError,
+         r"slates must hold -1 \(no item\) or an item index from 0 to 2, got 3 at \(0, 0, 0\)"),
+        ({"slates": np.full((3, 2, 2), -2), "item_ids": None}, ValueError,
+         r"slates must hold -1 \(no item\), got -2"),
+        ({"user_ids": np.array([7, 8])}, ValueError,
+         r"user_ids must hold one id per user \(3, the slates' rows\), got 2"),
+        ({"user_ids": np.array(["u1", "u2", "u3"])}, TypeError, "user_ids must be an array of "
+         "integer ids"),
+        ({"arm_names": ("a", "a")}, ValueError,
+         r"arm_names must name each arm once, got \['a'\] twice"),
+        ({"arm_names": ("a", 2)}, TypeError, r"arm_names must hold names \(str\), got 2"),
+        ({"user_model": "fixed"}, TypeError, "user_model must be an envs.UserModel"),
+    ],
+)
+def test_a_simulator_checks_what_its_docstring_promises(changes, error, message):
+    """NaN contexts, names of another length, duplicate arms and 2-D slates were taken, or
+    failed later in numpy's words (found by attack).
+    """
+    with pytest.raises(error, match=message):
+        envs.Simulator(**_simulator_kwargs(**changes))
+    sim = envs.Simulator(**_simulator_kwargs())
+    assert RecommenderArmsEnv(sim).reset(seed=0)[1]["user_id"] in (7, 8, 9)
