@@ -45,8 +45,8 @@ popularity, random — or fitted/unfitted :class:`arms.Recommender` objects),
 ``arrival`` (``"uniform"``, ``"activity"``, ``"replay"`` of real arrival order),
 ``online_learning=False`` (arms ``partial_fit`` each response within the episode; otherwise
 slates are precomputed once, which is what makes the envs fast), ``random_state=0``,
-``render_mode`` (None or ``"ansi"``). Fitted arms and simulators are cached per configuration
-within the process.
+``render_mode`` (None or ``"ansi"``; None only for ``make_vec``). Fitted arms and simulators
+are cached per configuration within the process.
 
 For regret against the best fixed arm: ``env.unwrapped.expected_reward_matrix(t)`` (``(n_users,
 K)``, fresh-episode values at step ``t``, an integer >= 0),

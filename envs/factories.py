@@ -28,7 +28,7 @@ from envs.context import user_context
 from envs.fixed_ctr import SEED_CTR, FixedCTR, check_ctr
 from envs.held_out import HeldOutRatings
 from envs.latent_factor import LatentFactorUsers
-from envs.recommender_env import RecommenderArmsEnv
+from envs.recommender_env import RecommenderArmsEnv, check_render_mode
 from envs.simulator import Simulator
 from envs.vector_env import RecommenderArmsVectorEnv
 
@@ -390,11 +390,15 @@ def _single(builder: Callable[..., Simulator]) -> Callable[..., RecommenderArmsE
 
 def _vector(builder: Callable[..., Simulator]) -> Callable[..., RecommenderArmsVectorEnv]:
     def make(
-        *, num_envs: int = 1, max_episode_steps: int | None = None, **kwargs: Any
+        *, num_envs: int = 1, max_episode_steps: int | None = None,
+        render_mode: str | None = None, **kwargs: Any,
     ) -> RecommenderArmsVectorEnv:
+        # render_mode is the env's (gymnasium.make_vec passes it), not the builder's: it raised
+        # the builder's TypeError "unexpected keyword argument" (found by attack)
+        check_render_mode(render_mode, RecommenderArmsVectorEnv.metadata["render_modes"])
         return RecommenderArmsVectorEnv(
             cached_simulator(builder, **kwargs), num_envs=num_envs,
-            max_episode_steps=max_episode_steps,
+            max_episode_steps=max_episode_steps, render_mode=render_mode,
         )  # fmt: skip
 
     make.__name__ = make.__qualname__ = builder.__name__.replace("build_", "make_") + "_vector"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -30,6 +31,20 @@ def check_no_options(options: Any) -> None:
         raise TypeError(f"options must be None or a dict, got {type(options).__name__}")
     if options:
         raise ValueError(f"reset takes no options, got {sorted(map(str, options))}")
+
+
+def check_render_mode(render_mode: object, modes: Sequence[str]) -> None:
+    """Refuse a ``render_mode`` that is neither None nor one of the env's metadata
+    ``render_modes``: the single and the vector environments' one rule.
+
+    Raises
+    ------
+    ValueError
+        Naming ``render_mode``, the value and the modes allowed.
+    """
+    if render_mode is not None and render_mode not in modes:
+        allowed = f"None or one of {list(modes)}" if modes else "None (no render_modes)"
+        raise ValueError(f"render_mode must be {allowed}, got {render_mode!r}")
 
 
 def check_action(action: Any, n_arms: int, arm_names: tuple[str, ...]) -> int:
@@ -137,11 +152,7 @@ class RecommenderArmsEnv(gym.Env[np.ndarray, np.int64]):
     def __init__(self, simulator: Simulator, *, render_mode: str | None = None) -> None:
         if not isinstance(simulator, Simulator):
             raise TypeError(f"simulator must be an envs.Simulator, got {type(simulator).__name__}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode must be None or one of {self.metadata['render_modes']}, "
-                f"got {render_mode!r}"
-            )
+        check_render_mode(render_mode, self.metadata["render_modes"])
         self.simulator = simulator
         self.render_mode = render_mode
         self.arm_names = simulator.arm_names

@@ -53,7 +53,7 @@ from envs.factories import (
     check_online_learning,
 )
 from envs.latent_factor import LatentFactorUsers
-from envs.recommender_env import RecommenderArmsEnv
+from envs.recommender_env import RecommenderArmsEnv, check_render_mode
 from envs.simulator import Simulator
 from envs.vector_env import RecommenderArmsVectorEnv
 
@@ -418,15 +418,17 @@ class SlateVectorEnv(RecommenderArmsVectorEnv):
     dynamics : SlateDynamics
     num_envs : int
     max_episode_steps : int or None, default None
+    render_mode : None, default None
+        As :class:`~envs.RecommenderArmsVectorEnv`: nothing to render, anything else refused.
     """
 
     def __init__(self, dynamics: SlateDynamics, *, num_envs: int,
-                 max_episode_steps: int | None = None) -> None:
+                 max_episode_steps: int | None = None, render_mode: str | None = None) -> None:
         if not isinstance(dynamics, SlateDynamics):
             raise TypeError(f"dynamics must be an envs.slate.SlateDynamics, got "
                             f"{type(dynamics).__name__}")
         super().__init__(dynamics.simulator, num_envs=num_envs,
-                         max_episode_steps=max_episode_steps)
+                         max_episode_steps=max_episode_steps, render_mode=render_mode)
         self.dynamics = dynamics
         self.click_model = dynamics.click_model
         sim = dynamics.simulator
@@ -566,10 +568,11 @@ def make_movielens_slate(*, render_mode: str | None = None, **kwargs: Any) -> Sl
 
 
 def make_movielens_slate_vector(*, num_envs: int = 1, max_episode_steps: int | None = None,
-                                **kwargs: Any) -> SlateVectorEnv:
+                                render_mode: str | None = None, **kwargs: Any) -> SlateVectorEnv:
     """A :class:`SlateVectorEnv` on :func:`build_movielens_slate`'s dynamics."""
+    check_render_mode(render_mode, SlateVectorEnv.metadata["render_modes"])  # before building
     return SlateVectorEnv(build_movielens_slate(**kwargs), num_envs=num_envs,
-                          max_episode_steps=max_episode_steps)
+                          max_episode_steps=max_episode_steps, render_mode=render_mode)
 
 
 def make_synthetic_slate(*, render_mode: str | None = None, **kwargs: Any) -> SlateEnv:
@@ -578,7 +581,8 @@ def make_synthetic_slate(*, render_mode: str | None = None, **kwargs: Any) -> Sl
 
 
 def make_synthetic_slate_vector(*, num_envs: int = 1, max_episode_steps: int | None = None,
-                                **kwargs: Any) -> SlateVectorEnv:
+                                render_mode: str | None = None, **kwargs: Any) -> SlateVectorEnv:
     """A :class:`SlateVectorEnv` on :func:`build_synthetic_slate`'s dynamics."""
+    check_render_mode(render_mode, SlateVectorEnv.metadata["render_modes"])  # before building
     return SlateVectorEnv(build_synthetic_slate(**kwargs), num_envs=num_envs,
-                          max_episode_steps=max_episode_steps)
+                          max_episode_steps=max_episode_steps, render_mode=render_mode)

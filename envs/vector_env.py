@@ -11,7 +11,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from envs.errors import InvalidActionError, StepBeforeResetError
-from envs.recommender_env import check_no_options
+from envs.recommender_env import check_no_options, check_render_mode
 from envs.simulator import BLOCK_STEPS, Simulator
 
 #: Most bytes the sub-environments' draws ahead may take together: ``num_envs=10**9`` used up
@@ -54,6 +54,10 @@ class RecommenderArmsVectorEnv(VectorEnv):
         Number of sub-environments, >= 1.
     max_episode_steps : int or None, default None
         Truncate each episode after this many steps (the registered ids pass their own).
+    render_mode : None, default None
+        The vector environment renders nothing (its metadata's ``render_modes`` are empty);
+        accepted so that ``gymnasium.make_vec(id, render_mode=None)`` works, any other value
+        refused with a ``ValueError``.
 
     Notes
     -----
@@ -67,10 +71,13 @@ class RecommenderArmsVectorEnv(VectorEnv):
     }
 
     def __init__(
-        self, simulator: Simulator, *, num_envs: int, max_episode_steps: int | None = None
+        self, simulator: Simulator, *, num_envs: int, max_episode_steps: int | None = None,
+        render_mode: str | None = None,
     ) -> None:
         if not isinstance(simulator, Simulator):
             raise TypeError(f"simulator must be an envs.Simulator, got {type(simulator).__name__}")
+        check_render_mode(render_mode, self.metadata["render_modes"])
+        self.render_mode = render_mode
         if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         most = max_num_envs(simulator.slate_size)

@@ -340,3 +340,17 @@ def test_a_simulator_checks_what_its_docstring_promises(changes, error, message)
         envs.Simulator(**_simulator_kwargs(**changes))
     sim = envs.Simulator(**_simulator_kwargs())
     assert RecommenderArmsEnv(sim).reset(seed=0)[1]["user_id"] in (7, 8, 9)
+
+
+def test_make_vec_takes_render_mode_none_and_names_the_allowed_modes_otherwise():
+    """``make_vec(id, render_mode=None)`` raised the builder's TypeError (found by attack)."""
+    for env_id in ("recbandits/FixedCTR-v0", SL):
+        vec = gymnasium.make_vec(env_id, num_envs=2, render_mode=None)
+        assert vec.render_mode is None
+        assert vec.reset(seed=0)[0].shape[0] == 2
+        for mode in ("ansi", "human"):
+            with pytest.raises(ValueError, match=rf"render_mode must be None \(no render_modes\), "
+                                                 rf"got '{mode}'"):
+                gymnasium.make_vec(env_id, num_envs=2, render_mode=mode)
+    with pytest.raises(ValueError, match=r"render_mode must be None or one of \['ansi'\], got 3"):
+        gymnasium.make("recbandits/FixedCTR-v0", render_mode=3)
