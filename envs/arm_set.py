@@ -19,12 +19,17 @@ from functools import lru_cache
 import numpy as np
 
 from arms import Recommender, registry
+from arms._validation import check_int
 from arms.data import Dataset
 
 logger = logging.getLogger(__name__)
 
 #: The recommenders a MovieLens environment serves by default (names of :mod:`arms.registry`).
 DEFAULT_ARMS = ("svd", "sequential", "autoencoder")
+#: Longest slate an environment shows (a dataset's catalogue bounds it further): every user's
+#: slates are held as users x arms x slate size, and ``slate_size=10**10`` asked numpy for
+#: 218 TiB (found by attack).
+MAX_SLATE_SIZE = 1000
 #: Users recommended for in one pass when precomputing slates (bounds memory to
 #: ``chunk * n_items`` scores).
 SLATE_CHUNK = 4096
@@ -91,11 +96,34 @@ def precompute_slates(fitted: Sequence[Recommender], n_users: int, k: int) -> np
     Parameters
     ----------
     fitted : sequence of Recommender
-        The arms, fitted on the data whose users are ``0 .. n_users - 1``.
+        The arms (at least one), fitted on the data whose users are ``0 .. n_users - 1``.
     n_users : int
+        From 1 to the fewest users an arm was fitted on.
     k : int
-        Slate size.
+        Slate size, from 1 to :data:`MAX_SLATE_SIZE` (and at most the catalogue's items).
+
+    Raises
+    ------
+    TypeError
+        ``fitted`` not a sequence of recommenders, or ``n_users`` or ``k`` not an integer.
+    ValueError
+        No arm, or ``n_users`` or ``k`` out of range (:func:`arms._validation.check_int`).
+    arms.NotFittedError
+        An arm not fitted.
     """
+    # Checked before the (n_users, n_arms, k) array is allocated: k=1.5, k=True, n_users=10**12
+    # and no arm at all failed in numpy's or range()'s words (found by attack).
+    if isinstance(fitted, str) or not isinstance(fitted, Sequence):
+        raise TypeError(f"fitted must be a sequence of fitted Recommender instances, got "
+                        f"{type(fitted).__name__}")
+    if not fitted:
+        raise ValueError("fitted must hold at least one arm")
+    for arm in fitted:
+        if not isinstance(arm, Recommender):
+            raise TypeError(f"fitted must hold Recommender instances, got {type(arm).__name__}")
+        arm._check_fitted()  # the arms' own rule and message
+    k = check_int("k", k, low=1, high=MAX_SLATE_SIZE)
+    n_users = check_int("n_users", n_users, low=1, high=min(arm.n_users_ for arm in fitted))
     slates = np.empty((n_users, len(fitted), k), dtype=np.int64)
     for start in range(0, n_users, SLATE_CHUNK):
         users = np.arange(start, min(start + SLATE_CHUNK, n_users))

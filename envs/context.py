@@ -47,8 +47,24 @@ def user_context(catalogue: Dataset, history: Dataset | None = None) -> tuple[np
         Values within ``[0, 1]``.
     names : tuple of str, length ``n_features``
         Feature names as in the module docstring.
+
+    Raises
+    ------
+    TypeError
+        ``catalogue`` not a Dataset, or ``history`` neither None nor one.
+    ValueError
+        ``history`` of other users or items than ``catalogue`` (not a split of it).
     """
+    if not isinstance(catalogue, Dataset):  # user_context(3) failed on 3.users (attack)
+        raise TypeError(f"catalogue must be an arms.data.Dataset, got {type(catalogue).__name__}")
+    if history is not None and not isinstance(history, Dataset):
+        raise TypeError(f"history must be None or an arms.data.Dataset, got "
+                        f"{type(history).__name__}")
     history = catalogue if history is None else history
+    if (history.n_users, history.n_items) != (catalogue.n_users, catalogue.n_items):
+        raise ValueError("history must share catalogue's users and items (a split of it), got "
+                         f"{history.n_users}x{history.n_items} for {catalogue.n_users}x"
+                         f"{catalogue.n_items}")
     users = catalogue.users
     blocks: list[np.ndarray] = []
     names: list[str] = []

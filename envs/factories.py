@@ -23,7 +23,7 @@ import pandas as pd
 from arms import registry
 from arms._validation import check_int
 from arms.data import Dataset, load_movielens, temporal_split
-from envs.arm_set import DEFAULT_ARMS, arm_name, check_arms, fitted_arms
+from envs.arm_set import DEFAULT_ARMS, MAX_SLATE_SIZE, arm_name, check_arms, fitted_arms
 from envs.context import user_context
 from envs.fixed_ctr import SEED_CTR, FixedCTR, check_ctr
 from envs.held_out import HeldOutRatings
@@ -98,10 +98,6 @@ def dataset_fingerprint(dataset: Dataset) -> tuple:
             dataset.rating_scale, digest.hexdigest())
 
 
-#: Longest slate an environment shows (a dataset's catalogue bounds it further): every user's
-#: slates are held as users x arms x slate size, and ``slate_size=10**10`` asked numpy for
-#: 218 TiB (found by attack).
-MAX_SLATE_SIZE = 1000
 #: Most users FixedCTR makes up without a dataset, for the same reason (``n_users=10**12``).
 MAX_FIXED_CTR_USERS = 10**6
 

@@ -354,3 +354,37 @@ def test_make_vec_takes_render_mode_none_and_names_the_allowed_modes_otherwise()
                 gymnasium.make_vec(env_id, num_envs=2, render_mode=mode)
     with pytest.raises(ValueError, match=r"render_mode must be None or one of \['ansi'\], got 3"):
         gymnasium.make("recbandits/FixedCTR-v0", render_mode=3)
+
+
+def test_precompute_slates_and_user_context_check_their_arguments(toy):
+    """k=1.5, k=True, n_users=10**12 and no arm failed in numpy's words; user_context(3) on
+    ``3.users`` (found by attack).
+    """
+    from arms import NotFittedError
+    from envs.factories import MAX_SLATE_SIZE
+
+    arm = envs.make_arm("popularity").fit(toy)
+    assert envs.precompute_slates([arm], toy.n_users, 3).shape == (toy.n_users, 1, 3)
+    refusals = [
+        (([arm], 5, 1.5), TypeError, r"k must be an integer from 1 to 1,000, got 1\.5 \(float\)"),
+        (([arm], 5, True), TypeError, r"got True \(bool\)"),
+        (([arm], 5, 0), ValueError, "k must be an integer from 1 to 1,000, got 0"),
+        (([arm], 5, MAX_SLATE_SIZE + 1), ValueError, "got 1001"),
+        (([arm], 10**12, 3), ValueError,
+         rf"n_users must be an integer from 1 to {toy.n_users}, got 1000000000000"),
+        (([arm], 0, 3), ValueError, "n_users must be an integer from 1"),
+        (([arm], 2.0, 3), TypeError, r"n_users must be an integer .*got 2\.0 \(float\)"),
+        (([], 5, 3), ValueError, "fitted must hold at least one arm"),
+        ((arm, 5, 3), TypeError, "fitted must be a sequence of fitted Recommender"),
+        ((["popularity"], 5, 3), TypeError, "fitted must hold Recommender instances, got str"),
+        (([envs.make_arm("random")], 5, 3), NotFittedError, "not fitted"),
+    ]
+    for args, error, message in refusals:
+        with pytest.raises(error, match=message):
+            envs.precompute_slates(*args)
+    with pytest.raises(TypeError, match=r"catalogue must be an arms\.data\.Dataset, got int"):
+        envs.user_context(3)
+    with pytest.raises(TypeError, match=r"history must be None or an arms\.data\.Dataset, got str"):
+        envs.user_context(toy, "train")
+    with pytest.raises(ValueError, match="history must share catalogue's users and items"):
+        envs.user_context(toy, make_synthetic(n_users=5, n_items=10, n_ratings=20))
