@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from numbers import Integral
 from typing import Any, ClassVar
 
 import numpy as np
@@ -10,6 +11,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from arms._validation import check_int
 from envs.errors import InvalidActionError, StepBeforeResetError
 from envs.recommender_env import check_no_options, check_render_mode
 from envs.simulator import BLOCK_STEPS, Simulator
@@ -24,6 +26,26 @@ def max_num_envs(slate_size: int) -> int:
     each holds ``BLOCK_STEPS`` x ``(1 + slate_size)`` float64 draws ahead.
     """
     return MAX_DRAW_BYTES // (BLOCK_STEPS * (1 + slate_size) * 8)
+
+
+def check_env_seed(seed: object, name: str = "seed") -> int:
+    """A reset seed as an int: Gymnasium's rule of ``Env.reset`` (an integer >= 0, a bool
+    counting as the int it equals), numpy integers included, by the one integer rule
+    (:func:`arms._validation.check_int`).
+
+    A list of numpy integers and ``-1`` raised ``gymnasium.error.Error`` where the docstring
+    promised ``TypeError``/``ValueError`` (found by attack).
+
+    Raises
+    ------
+    TypeError
+        Not an integer.
+    ValueError
+        Negative.
+    """
+    if isinstance(seed, bool):  # Env.reset(seed=True) seeds with 1: the single env's rule
+        seed = int(seed)
+    return check_int(name, seed, low=0)
 
 
 class RecommenderArmsVectorEnv(VectorEnv):
@@ -125,27 +147,46 @@ class RecommenderArmsVectorEnv(VectorEnv):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Reset every sub-environment; returns observations ``(num_envs, n_features)`` and info.
 
+        Parameters
+        ----------
+        seed : int, list of int or None, default None
+            None keeps every sub-environment's generator (new ones at the first reset); an int
+            ``s`` seeds sub-environment ``i`` with ``s + i``; a list (or tuple) of ``num_envs``
+            seeds, each an int or None, seeds them one by one. A seed follows Gymnasium's rule
+            of the single env (``Env.reset``): an integer >= 0, a bool counting as the int it
+            equals (``True`` is 1); numpy integers are taken too, alone or in a list.
+        options : dict or None, default None
+            Refused unless empty (:func:`~envs.recommender_env.check_no_options`).
+
         Raises
         ------
-        TypeError, ValueError
-            If ``seed`` is neither None, an int, nor a list of ``num_envs`` ints, or
-            ``options`` is not empty (:func:`~envs.recommender_env.check_no_options`).
+        TypeError
+            A seed that is not an integer (a float, a string, an array), or ``options`` not a
+            dict.
+        ValueError
+            A negative seed, a list of another length than ``num_envs``, or non-empty
+            ``options``.
         """
         check_no_options(options)
         if seed is None:
             super().reset()
             if self._rngs is None:
                 self._rngs = [seeding.np_random(None)[0] for _ in range(self.num_envs)]
-        elif isinstance(seed, int | np.integer) and not isinstance(seed, bool):
-            super().reset(seed=int(seed))
-            self._rngs = [seeding.np_random(int(seed) + i)[0] for i in range(self.num_envs)]
-        elif isinstance(seed, list | tuple) and len(seed) == self.num_envs:
+        elif isinstance(seed, list | tuple):
+            if len(seed) != self.num_envs:
+                raise ValueError(f"seed must be None, an int or a list of {self.num_envs} seeds "
+                                 f"(one per sub-environment), got a list of {len(seed)}")
+            seeds = [None if s is None else check_env_seed(s, f"seed[{i}]")
+                     for i, s in enumerate(seed)]
             super().reset()
-            self._rngs = [seeding.np_random(s)[0] for s in seed]
+            self._rngs = [seeding.np_random(s)[0] for s in seeds]
+        elif isinstance(seed, Integral):
+            first = check_env_seed(seed)
+            super().reset(seed=first)
+            self._rngs = [seeding.np_random(first + i)[0] for i in range(self.num_envs)]
         else:
-            raise ValueError(
-                f"seed must be None, an int or a list of {self.num_envs} ints, got {seed!r}"
-            )
+            raise TypeError(f"seed must be None, an integer >= 0 or a list of {self.num_envs} "
+                            f"of them, got {seed!r} ({type(seed).__name__})")
         sim = self.simulator
         self._fatigue = sim.user_model.new_fatigue(self.num_envs, sim.n_arms)
         # A full reset starts every episode now, so no sub-env owes an autoreset step.

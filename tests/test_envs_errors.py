@@ -57,7 +57,7 @@ def test_step_before_reset_raises(toy):
         vec.step(np.array([0, 5]))
     with pytest.raises(TypeError, match="integer"):
         vec.step(np.array([0.0, 1.0]))
-    with pytest.raises(ValueError, match="seed must be"):
+    with pytest.raises(TypeError, match="seed must be"):
         vec.reset(seed="x")
 
 
@@ -388,3 +388,26 @@ def test_precompute_slates_and_user_context_check_their_arguments(toy):
         envs.user_context(toy, "train")
     with pytest.raises(ValueError, match="history must share catalogue's users and items"):
         envs.user_context(toy, make_synthetic(n_users=5, n_items=10, n_ratings=20))
+
+
+def test_vector_reset_seeds_follow_the_single_envs_rule_with_numpy_integers(toy):
+    """A list of numpy integers and -1 raised gymnasium.error.Error where the docstring
+    promised TypeError/ValueError (found by attack).
+    """
+    vec = gymnasium.make_vec("recbandits/MovieLensSim-v0", num_envs=2, dataset=toy, arms=ARMS)
+    users = vec.reset(seed=1)[1]["user_index"]
+    for same in ([np.int64(1), np.uint8(2)], (1, 2), True, np.int32(1)):
+        assert np.array_equal(vec.reset(seed=same)[1]["user_index"], users)
+    single = gymnasium.make("recbandits/MovieLensSim-v0", dataset=toy, arms=ARMS)
+    assert single.reset(seed=True)[1]["user_index"] == users[0]  # Gymnasium's rule: True is 1
+    refusals = [
+        (-1, ValueError, "seed must be an integer >= 0, got -1"),
+        ([1, -1], ValueError, r"seed\[1\] must be an integer >= 0, got -1"),
+        ([1.5, 2], TypeError, r"seed\[0\] must be an integer >= 0, got 1\.5 \(float\)"),
+        ([1, 2, 3], ValueError, "a list of 2 seeds .*got a list of 3"),
+        (2.0, TypeError, r"seed must be None, an integer >= 0 or a list of 2 of them, got 2\.0"),
+        (np.array([1, 2]), TypeError, "got array"),
+    ]
+    for seed, error, message in refusals:
+        with pytest.raises(error, match=message):
+            vec.reset(seed=seed)
