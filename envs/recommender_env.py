@@ -111,7 +111,9 @@ class RecommenderArmsEnv(gym.Env[np.ndarray, np.int64]):
 
     No terminal state (``terminated`` is always False). Episodes are truncated by Gymnasium's
     ``TimeLimit`` after ``max_episode_steps`` (1,000 for the registered ids, set it with
-    ``gymnasium.make(id, max_episode_steps=...)``), or when a replay of real arrivals runs out.
+    ``gymnasium.make(id, max_episode_steps=...)``), or when a replay of real arrivals runs out:
+    no user is left then, and ``step`` raises :class:`~envs.errors.StepBeforeResetError` until
+    ``reset``.
 
     ## Information
 
@@ -221,15 +223,15 @@ class RecommenderArmsEnv(gym.Env[np.ndarray, np.int64]):
         Raises
         ------
         StepBeforeResetError
-            Before the first :meth:`reset` (or after :meth:`close`).
+            Before the first :meth:`reset`, after :meth:`close`, or once a replay of real
+            arrivals has run out (the step that returned ``truncated`` for it was the last).
         TypeError, InvalidActionError
             For an ``action`` of the wrong type or out of range.
         """
-        if self._user is None:
-            raise StepBeforeResetError("call reset() before step()")
+        user = self._check_can_step()
         sim = self.simulator
         a = check_action(action, sim.n_arms, sim.arm_names)
-        user, t = self._user, self._t
+        t = self._t
         slates = None
         if sim.online_learning:
             slates = sim.current_slates(self._arms, np.array([user]))
@@ -317,6 +319,19 @@ class RecommenderArmsEnv(gym.Env[np.ndarray, np.int64]):
         return int(np.argmax(means)), means
 
     # ------------------------------------------------------------------ internals
+    def _check_can_step(self) -> int:
+        """The user waiting to be served; :class:`StepBeforeResetError` when none is: before
+        :meth:`reset`, after :meth:`close`, or after the last arrival of a replay (its last user
+        was served again and again, at steps past the replay's end: found by attack).
+        """
+        if self._user is None:
+            raise StepBeforeResetError("call reset() before step()")
+        limit = self.simulator.episode_limit
+        if limit is not None and self._t >= limit:
+            raise StepBeforeResetError(f"the replay of {limit} real arrival(s) ended at step "
+                                       f"{limit} (truncated); call reset() to start it again")
+        return self._user
+
     def _arrive(self) -> None:
         """Draw the user served at step ``self._t`` and their response uniforms."""
         if self._row == BLOCK_STEPS:

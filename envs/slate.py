@@ -372,15 +372,15 @@ class SlateEnv(RecommenderArmsEnv):
         Raises
         ------
         StepBeforeResetError
-            Before the first :meth:`reset`.
+            Before the first :meth:`reset`, after :meth:`close`, or once a replay of real
+            arrivals has run out.
         TypeError, InvalidActionError
             For an ``action`` of the wrong type, shape or range.
         """
-        if self._user is None:
-            raise StepBeforeResetError("call reset() before step()")
+        user = self._check_can_step()
         sim = self.simulator
         teams = self.dynamics.check_teams(action, (sim.slate_size,))
-        user, t = self._user, self._t
+        t = self._t
         fatigue = None if self._fatigue is None else self._fatigue[0, user][None]
         out = self.dynamics.serve(np.array([user]), teams[None], self._uniforms[None],
                                   np.array([t]), fatigue)

@@ -411,3 +411,25 @@ def test_vector_reset_seeds_follow_the_single_envs_rule_with_numpy_integers(toy)
     for seed, error, message in refusals:
         with pytest.raises(error, match=message):
             vec.reset(seed=seed)
+
+
+def test_a_replay_that_ran_out_asks_for_reset_instead_of_serving_its_last_user(toy):
+    """After truncation at the end of the replay, step served the last user again and again,
+    at steps past the replay (found by attack).
+    """
+    for env in (gymnasium.make("recbandits/MovieLens-v0", dataset=toy, arms=ARMS,
+                               arrival="replay", max_episode_steps=10**6),
+                gymnasium.make(SL, n_ratings=600, arrival="replay", max_episode_steps=10**6)):
+        limit = env.unwrapped.simulator.episode_limit
+        action = np.zeros(env.action_space.shape, dtype=np.int64) if env.action_space.shape \
+            else 0
+        env.reset(seed=0)
+        for t in range(limit):
+            truncated, info = env.step(action)[3:]
+            assert truncated == (t == limit - 1) and info["t"] == t
+        with pytest.raises(StepBeforeResetError,
+                           match=rf"the replay of {limit} real arrival\(s\) ended at step "
+                                 rf"{limit} \(truncated\); call reset\(\)"):
+            env.step(action)
+        first = env.unwrapped.simulator.replay[0]
+        assert env.reset()[1]["user_index"] == first and env.step(action)[4]["t"] == 0
