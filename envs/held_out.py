@@ -99,8 +99,10 @@ class HeldOutRatings(UserModel):
             raise UserModelError(
                 f"HeldOutRatings needs at least {self.min_users} user(s) with >= "
                 f"{self.min_held_out} held-out rating(s), but the test split of "
-                f"{test.n_ratings} rating(s) has {n_eligible}; hold out more data "
-                "(held_out_fraction / n_last) or lower min_held_out"
+                f"{test.n_ratings} rating(s) has {n_eligible}; lower min_held_out, or hold out "
+                "more of each user's ratings: a larger held_out_fraction, or an n_last below the "
+                "users' numbers of ratings (a user with n_last ratings or fewer keeps them all "
+                "in training)"
             )
         ordered = test.ratings.sort_values("timestamp", kind="stable")["user_index"].to_numpy()
         eligible_visits = ordered[self.eligible_[ordered]].astype(np.int64)

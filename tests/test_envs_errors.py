@@ -433,3 +433,15 @@ def test_a_replay_that_ran_out_asks_for_reset_instead_of_serving_its_last_user(t
             env.step(action)
         first = env.unwrapped.simulator.replay[0]
         assert env.reset()[1]["user_index"] == first and env.step(action)[4]["t"] == 0
+
+
+def test_a_held_out_split_too_small_advises_what_helps():
+    """n_last=10**9 was told to "hold out more data (held_out_fraction / n_last)": a larger
+    n_last holds out nothing more, users with n_last ratings or fewer keep all in training
+    (found by attack).
+    """
+    toy = make_synthetic(n_users=40, n_items=100, n_ratings=1600, random_state=4)
+    with pytest.raises(UserModelError, match=r"test split of 0 rating\(s\) has 0; lower "
+                       r"min_held_out, or hold out more of each user's ratings: a larger "
+                       r"held_out_fraction, or an n_last below the users' numbers of ratings"):
+        gymnasium.make("recbandits/MovieLens-v0", dataset=toy, arms=ARMS, n_last=10**9)
