@@ -18,7 +18,8 @@ Ids and their keyword arguments (all optional; ``gymnasium.make(id, **kwargs)``)
 
 ``recbandits/FixedCTR-v0`` (:func:`envs.factories.build_fixed_ctr`)
     ``ctr`` (per arm, or per user and arm; default svd 0.10, sequential 0.15, autoencoder 0.12),
-    ``arms`` (labels, default ``("svd", "sequential", "autoencoder")``), ``n_users=1000``,
+    ``arms`` (labels, default ``("svd", "sequential", "autoencoder")``), ``n_users`` (default
+    1000, or ``ctr``'s rows when per user, which an ``n_users`` given must equal),
     ``dataset=None`` (give one for real users, contexts and slates).
 ``recbandits/MovieLens-v0`` (:func:`envs.factories.build_movielens`)
     Held-out users: ``held_out_fraction=0.2`` or ``n_last`` (temporal split per user),

@@ -25,7 +25,7 @@ from arms._validation import check_int
 from arms.data import Dataset, load_movielens, temporal_split
 from envs.arm_set import DEFAULT_ARMS, MAX_SLATE_SIZE, arm_name, check_arms, fitted_arms
 from envs.context import user_context
-from envs.fixed_ctr import SEED_CTR, FixedCTR, check_ctr
+from envs.fixed_ctr import SEED_CTR, FixedCTR, check_ctr, check_ctr_rows
 from envs.held_out import HeldOutRatings
 from envs.latent_factor import LatentFactorUsers
 from envs.recommender_env import RecommenderArmsEnv, check_render_mode
@@ -204,7 +204,7 @@ def build_fixed_ctr(
     *,
     ctr: Sequence[float] | np.ndarray | None = None,
     arms: Sequence[Any] = DEFAULT_ARMS,
-    n_users: int = 1000,
+    n_users: int | None = None,
     dataset: Dataset | str | None = None,
     slate_size: int = 10,
     reward: str = "any",
@@ -219,6 +219,8 @@ def build_fixed_ctr(
     a MovieLens name such as ``"ml-1m"``, see :func:`resolve_dataset`) the arms are fitted on
     it and users, slates and contexts are real; clicks still follow ``ctr``. ``ctr`` defaults
     to the seed story for the arms it names (svd 0.10, sequential 0.15, autoencoder 0.12).
+    ``n_users`` (without a dataset) defaults to 1000, or to ``ctr``'s rows when it has one per
+    user, which an ``n_users`` given must equal, as a dataset's users must.
     """
     k = check_common(slate_size=slate_size, online_learning=online_learning,
                      random_state=random_state)
@@ -226,7 +228,8 @@ def build_fixed_ctr(
     if ctr is None:
         ctr = _seed_ctr(names)
     if dataset is None:
-        check_int("n_users", n_users, low=1, high=MAX_FIXED_CTR_USERS)
+        if n_users is not None:
+            check_int("n_users", n_users, low=1, high=MAX_FIXED_CTR_USERS)
         model = FixedCTR(ctr=ctr, n_users=n_users)
         if model.n_arms != len(names):
             raise ValueError(f"ctr has {model.n_arms} arm(s) but arms names {len(names)}")
@@ -244,8 +247,7 @@ def build_fixed_ctr(
         )
     data = resolve_dataset(dataset, None)
     values = check_ctr(ctr)
-    if values.ndim == 2 and values.shape[0] != data.n_users:
-        raise ValueError(f"ctr has {values.shape[0]} rows but the dataset {data.n_users} users")
+    check_ctr_rows(values, data.n_users, "the dataset has")
     fitted, slates = fitted_arms(arms, data, k=k, random_state=random_state)
     model = FixedCTR(ctr=values, n_users=data.n_users)
     if model.n_arms != len(names):

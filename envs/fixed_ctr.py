@@ -6,10 +6,13 @@ from typing import ClassVar
 
 import numpy as np
 
+from arms._validation import check_int
 from envs.base import UserModel
 
 #: The seed story: the click-through rate of each default arm's slate.
 SEED_CTR = {"svd": 0.10, "sequential": 0.15, "autoencoder": 0.12}
+#: Users of FixedCTR when neither ``n_users`` nor a click rate per user says how many.
+DEFAULT_USERS = 1000
 
 
 def check_ctr(ctr: object) -> np.ndarray:
@@ -52,6 +55,20 @@ def check_ctr(ctr: object) -> np.ndarray:
     return values
 
 
+def check_ctr_rows(values: np.ndarray, n_users: int, source: str) -> None:
+    """Refuse click rates with one row per user whose rows are not the ``n_users`` users that
+    ``source`` names (``"the dataset has"``, ``"n_users asks for"``): the one wording of both.
+
+    Raises
+    ------
+    ValueError
+        ``values`` 2-D with another number of rows than ``n_users``.
+    """
+    if values.ndim == 2 and values.shape[0] != n_users:
+        raise ValueError(f"ctr has {values.shape[0]} rows (one per user) but {source} "
+                         f"{n_users} users")
+
+
 class FixedCTR(UserModel):
     """Users who click an arm's slate with a fixed probability, whatever it shows.
 
@@ -65,8 +82,10 @@ class FixedCTR(UserModel):
     ctr : array-like of float, shape ``(n_arms,)`` or ``(n_users, n_arms)``, default the seed story
         Click probabilities within ``[0, 1]``; one row per user makes them personal. The default
         is ``(0.10, 0.15, 0.12)`` for ``("svd", "sequential", "autoencoder")``.
-    n_users : int, default 1000
-        How many users arrive (ignored when ``ctr`` has one row per user).
+    n_users : int or None, default None
+        How many users arrive: :data:`DEFAULT_USERS` (1000) when None and ``ctr`` has one rate
+        per arm; ``ctr``'s rows when it has one row per user, which ``n_users``, if given, must
+        equal.
 
     Raises
     ------
@@ -74,21 +93,26 @@ class FixedCTR(UserModel):
         If ``ctr`` is not a list or array of real numbers (:func:`check_ctr`), or ``n_users``
         not an integer.
     ValueError
-        If ``ctr`` is empty, ragged, not 1-d or 2-d, or holds a value outside ``[0, 1]``; or if
-        ``n_users < 1``.
+        If ``ctr`` is empty, ragged, not 1-d or 2-d, or holds a value outside ``[0, 1]``; if
+        ``n_users < 1``; or if ``ctr`` has one row per user and ``n_users`` another number
+        (:func:`check_ctr_rows`).
     """
 
     name: ClassVar[str] = "fixed-ctr"
     needs_items: ClassVar[bool] = False
 
-    def __init__(self, *, ctr: object = tuple(SEED_CTR.values()), n_users: int = 1000) -> None:
+    def __init__(self, *, ctr: object = tuple(SEED_CTR.values()),
+                 n_users: int | None = None) -> None:
         self.ctr = ctr
         values = check_ctr(ctr)
-        if isinstance(n_users, bool) or not isinstance(n_users, int | np.integer):
-            raise TypeError(f"n_users must be an integer, got {type(n_users).__name__}")
-        if n_users < 1:
-            raise ValueError(f"n_users must be >= 1, got {n_users}")
-        self.n_users = int(n_users) if values.ndim == 1 else values.shape[0]
+        if n_users is not None:
+            n_users = check_int("n_users", n_users, low=1)
+            # a 2-D ctr took any n_users silently, where the dataset's users were checked
+            check_ctr_rows(values, n_users, "n_users asks for")
+        if values.ndim == 2:
+            self.n_users = values.shape[0]
+        else:
+            self.n_users = DEFAULT_USERS if n_users is None else n_users
         self.ctr_ = np.broadcast_to(values, (self.n_users, values.shape[-1]))
         self.n_arms = values.shape[-1]
 

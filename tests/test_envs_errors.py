@@ -445,3 +445,24 @@ def test_a_held_out_split_too_small_advises_what_helps():
                        r"min_held_out, or hold out more of each user's ratings: a larger "
                        r"held_out_fraction, or an n_last below the users' numbers of ratings"):
         gymnasium.make("recbandits/MovieLens-v0", dataset=toy, arms=ARMS, n_last=10**9)
+
+
+def test_fixed_ctr_per_user_refuses_another_n_users_as_the_dataset_case_does(toy):
+    """A 2-D ctr silently ignored n_users, while with dataset= the mismatch was refused (found
+    by attack); the default stays ctr's rows, and 1000 users for a rate per arm.
+    """
+    rates = [[0.1, 0.2, 0.3]] * 5
+    with pytest.raises(ValueError, match=r"ctr has 5 rows \(one per user\) but n_users asks for "
+                                         r"4 users"):
+        gymnasium.make(F, ctr=rates, n_users=4)
+    with pytest.raises(ValueError, match=r"ctr has 5 rows \(one per user\) but n_users asks for"):
+        FixedCTR(ctr=rates, n_users=4)
+    with pytest.raises(ValueError, match=r"ctr has 5 rows \(one per user\) but the dataset has "
+                                         r"40 users"):
+        gymnasium.make(F, ctr=rates, arms=(*ARMS, "svd"), dataset=toy)
+    assert gymnasium.make(F, ctr=rates).unwrapped.simulator.n_users == 5
+    assert gymnasium.make(F, ctr=rates, n_users=5).unwrapped.simulator.n_users == 5
+    assert gymnasium.make(F).unwrapped.simulator.n_users == 1000
+    assert FixedCTR().n_users == 1000 and FixedCTR(n_users=7).n_users == 7
+    with pytest.raises(TypeError, match=r"n_users must be an integer >= 1, got 2\.0"):
+        FixedCTR(n_users=2.0)
