@@ -36,7 +36,8 @@ Ids and their keyword arguments (all optional; ``gymnasium.make(id, **kwargs)``)
     k)``), ``info["arms"]`` credits each click; ``click_model="pbm"`` or ``"cascade"``, the
     simulator's arguments otherwise, arms ``("svd", "sequential", "autoencoder",
     "popularity")``. ``recbandits/SyntheticSlate-v0`` is the same on synthetic ratings
-    (``n_users=120``, ``n_items=300``, ``n_ratings=6000``, ``data_seed=0``).
+    (``n_users=120``, ``n_items=300``, ``n_ratings=6000``, ``data_seed=0``) with other default
+    arms, quick to fit there: ``("svd", "popularity", "random")``.
 
 Common to all: ``arms`` (names of :mod:`arms.registry` — svd, sequential, autoencoder, dae,
 popularity, random — or fitted/unfitted :class:`arms.Recommender` objects),

@@ -8,7 +8,7 @@ id                                 what
 ``recbandits/MovieLensSim-v0``     latent-factor simulated MovieLens users (boredom on)
 ``recbandits/MovieLensSimDrift-v0`` the simulator with tastes drifting within an episode
 ``recbandits/MovieLensSlate-v0``   simulated users, a slate composed from several arms
-``recbandits/SyntheticSlate-v0``   the same on synthetic ratings (seconds to build)
+``recbandits/SyntheticSlate-v0``   the same on synthetic ratings, arms svd, popularity, random
 =================================  ==========================================================
 
 All have ``max_episode_steps=1000`` (override it in ``gymnasium.make``) and a native vectorised

@@ -10,7 +10,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import bandits as bd
-import envs  # noqa: F401 - registers the ids
+import envs  # registers the ids
 from arms.data import make_synthetic
 from envs.errors import InvalidActionError
 from envs.slate import (
@@ -262,3 +262,17 @@ def test_invalid_actions_and_arguments_are_named(toy):
     vec.reset(seed=0)
     with pytest.raises(InvalidActionError, match=r"shape \(2, 10\)"):
         vec.step(np.zeros(2, dtype=int))
+
+
+def test_the_package_docstring_states_the_synthetic_slates_default_arms():
+    """It said SyntheticSlate-v0 "is the same" as MovieLensSlate-v0, whose four arms are not
+    its three (found by attack).
+    """
+    import inspect
+
+    from envs.slate import SYNTHETIC_ARMS, build_synthetic_slate
+
+    assert inspect.signature(build_synthetic_slate).parameters["arms"].default == SYNTHETIC_ARMS
+    said = "``(" + ", ".join(f'"{arm}"' for arm in SYNTHETIC_ARMS) + ")``"
+    assert said in " ".join(envs.__doc__.split())
+    assert gymnasium.make("recbandits/SyntheticSlate-v0").unwrapped.arm_names == SYNTHETIC_ARMS
