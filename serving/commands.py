@@ -104,6 +104,7 @@ from serving.settings import (
 )
 from serving.store import Outcome, Store, open_store, store_class_of
 from serving.store.errors import (
+    StoreAccessError,
     StoreNotFoundError,
     refused_connection,
     refused_message,
@@ -674,6 +675,8 @@ def until_the_store_answers(settings: Settings, start: Callable[[], T]) -> T:
             refused = refused_connection(exc)
             if refused is not None:  # waiting cannot mend the URL (it waited 120 s)
                 raise CommandError(refused_message(refused), exit_code=2) from None
+            if isinstance(exc, StoreAccessError):  # nor grant the user's access (a traceback)
+                raise CommandError(str(exc), exit_code=2) from None
             # The one rule of outages, also for an error the store raised unwrapped (a
             # connection refused while opening it was not tried again: found in review)
             outage = store_unavailable(exc)

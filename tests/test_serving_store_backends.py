@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_serving_support import postgres
+from test_serving_support import free_port, postgres
 
 import serving
 from serving.rules import DEFAULT_RULES
@@ -436,3 +436,77 @@ def test_serve_whose_store_never_answers_loads_its_data_once_and_exits_3(
         "recbandits serve: the store did not answer within startup_timeout_s (1.5 s)")
     assert err.count("loading the synthetic data") == 1
     assert err.count("unavailable at start") >= 2  # tried again: the refusal was the first
+
+
+def _store_and_roles(**grants: str) -> tuple[str, dict[str, str]]:
+    """A fresh PostgreSQL store (its schema made) and, per name of ``grants``, a role of the
+    test's own (roles are the cluster's) granted that on the store's tables (``""``: nothing);
+    returns the store's URL and each role's URL (with a password: the server trusts every
+    local role, so it is only there to be hidden).
+    """
+    import uuid
+
+    import psycopg
+
+    server = postgres()
+    url = server.create_database()
+    store = open_store(url)
+    store.create_schema(ARMS)
+    store.dispose()
+    database = url.rsplit("/", 1)[1]
+    urls = {}
+    with psycopg.connect(f"host=127.0.0.1 port={server.port} user=recbandits "
+                         f"dbname={database}", autocommit=True) as conn:
+        for name, grant in grants.items():
+            role = f"{name}_{uuid.uuid4().hex[:8]}"
+            conn.execute(f"CREATE ROLE {role} LOGIN")
+            if grant:
+                conn.execute(f"GRANT {grant} TO {role}")
+            urls[name] = f"postgresql+psycopg://{role}:sekret@127.0.0.1:{server.port}/{database}"
+    return url, urls
+
+
+def test_a_role_that_may_not_read_the_store_is_refused_in_one_line_by_every_reader(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Found by attack: a role without SELECT on a table of the store (none at all, or on the
+    log's tables only) got SQLAlchemy's traceback, exit 1, from every reader; decided by
+    PostgreSQL's SQLSTATE (42501), said with the table, the access needed and its grant."""
+    from experiments import cli
+
+    _, roles = _store_and_roles(
+        nothing="", some="SELECT ON decisions, feedback, outcomes")
+    for name, url in roles.items():
+        role = url.split("://", 1)[1].split(":", 1)[0]
+        ope = [["ope", "--bootstrap", "0", "--out", str(tmp_path / "ope")]] * (
+            name == "nothing")  # (with no decision logged, ope reads the log's tables only)
+        for command in (["holdout"], ["credit"], *ope, ["shadow", "status"],
+                        ["models", "list"], ["rebuild-state"]):
+            assert cli.main([*command, "--db", url]) == 2, (name, command)
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and "Traceback" not in err, err
+            assert err.startswith(f"recbandits {command[0]}"), err
+            assert "(permission denied for table " in err and "sekret" not in err, err
+            assert err.rstrip().endswith(
+                "a command that reads it needs SELECT on every table of the store (GRANT "
+                f"SELECT ON ALL TABLES IN SCHEMA public TO {role}, public or the store's "
+                "schema)"), err
+
+
+def test_a_command_that_writes_the_store_with_a_read_only_role_is_refused_in_one_line(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Found by attack: serve and purge --dry-run (whose start upgrades the store) as a role
+    with SELECT only ended in a traceback, exit 1: "permission denied for table log_head"."""
+    from experiments import cli
+
+    _, roles = _store_and_roles(reader="SELECT ON ALL TABLES IN SCHEMA public")
+    url = roles["reader"]
+    port = free_port()
+    for command in (["serve", "--dataset", "synthetic", "--port", str(port), "--state-dir",
+                     str(tmp_path)], ["purge", "--before", "2026-01-01", "--dry-run"]):
+        assert cli.main([*command, "--db", url]) == 2, command
+        last = capsys.readouterr().err.rstrip().splitlines()[-1]  # (serve's progress before)
+        assert last.startswith(f"recbandits {command[0]}: cannot write the store "), last
+        assert "(permission denied for table log_head): this command writes it (and " \
+               "upgrades it at its start), which needs SELECT, INSERT, UPDATE and DELETE " \
+               "on every table of the store" in last and "sekret" not in last, last
+

@@ -126,7 +126,10 @@ class OlderStoreError(ValueError):
 
 
 class StoreAccessError(ValueError):
-    """A store opened to be read only cannot be read with the access the user has."""
+    """A store cannot be used with the access the user has: one opened to be read only
+    cannot be read (SQLite's file; a PostgreSQL role denied a table), or a PostgreSQL role
+    is denied a write that a command which writes the store makes (its upgrade at start too).
+    """
 
 
 class StoreBusyError(Exception):

@@ -64,6 +64,7 @@ from serving.store.base import (
     stored_feedback_row,
 )
 from serving.store.errors import (
+    StoreAccessError,
     StoreNotFoundError,
     check_url_port,
     register_driver_errors,
@@ -105,6 +106,10 @@ def _refused(exc: BaseException) -> str | None:
 
 
 register_driver_errors(psycopg.Error, psycopg.OperationalError, refused=_refused)
+
+#: PostgreSQL's SQLSTATE for a statement the role's privileges do not allow
+#: (``insufficient_privilege``): decided by the code, the server's words may be translated.
+_INSUFFICIENT_PRIVILEGE = "42501"
 
 _DECISION_COLUMNS = Store._DECISION_COLUMNS
 
@@ -371,7 +376,35 @@ class PostgreSQLStore(Store):
         read = sa.create_engine(self.url, pool_size=8, max_overflow=8, pool_pre_ping=True,
                                 connect_args=connect, pool_timeout=self.timeout_s,
                                 isolation_level="AUTOCOMMIT")
+        for engine in (write, read):
+            sa.event.listen(engine, "handle_error", self._access_denied)
         return write, read
+
+    def _access_denied(self, context: sa.engine.ExceptionContext) -> StoreAccessError | None:
+        """The one line for a statement the user's privileges do not allow (SQLSTATE
+        :data:`_INSUFFICIENT_PRIVILEGE`; the server's words name the table), raised by
+        SQLAlchemy in place of its error: what a command that only reads the store needs, or
+        one that writes it (and upgrades it at its start), and how to grant it. Found by
+        attack: a traceback, exit 1, from every command run by a role without them.
+        """
+        denied = context.original_exception
+        if getattr(denied, "sqlstate", None) != _INSUFFICIENT_PRIVILEGE:
+            return None
+        diag = getattr(denied, "diag", None)
+        reason = (getattr(diag, "message_primary", None) or str(denied)).strip()
+        user = self.url.username
+        role = context.dialect.identifier_preparer.quote(user) if user else "<user>"
+        if self.read_only:
+            return StoreAccessError(
+                f"cannot read the store {self.describe()} ({reason}): a command that reads "
+                f"it needs SELECT on every table of the store (GRANT SELECT ON ALL TABLES IN "
+                f"SCHEMA public TO {role}, public or the store's schema)")
+        return StoreAccessError(
+            f"cannot write the store {self.describe()} ({reason}): this command writes it "
+            "(and upgrades it at its start), which needs SELECT, INSERT, UPDATE and DELETE on "
+            f"every table of the store (GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN "
+            f"SCHEMA public TO {role}, public or the store's schema), USAGE on its sequences "
+            "and CREATE on the schema, or, for an upgrade, the tables' owner")
 
     def _raw_connect(self) -> Any:
         import psycopg
