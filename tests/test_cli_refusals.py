@@ -584,6 +584,9 @@ def test_redact_url_hides_every_spelling_of_a_password() -> None:
     assert redact_url("host=h password=sec dbname=db") == "host=h password=*** dbname=db"
     assert redact_url("postgresql://u@h/db?sslpassword=sec&x=1") == \
         "postgresql://u@h/db?sslpassword=***&x=1"
+    # found by attack: SQLAlchemy ends the password at its first "@", the rest was the host's
+    assert redact_url("postgresql+psycopg://u:sec@ret@h:1/db") == "postgresql+psycopg://u:***@h:1/db"
+    assert redact_url("postgresql+psycopg://u:s@e@c@h/db") == "postgresql+psycopg://u:***@h/db"
 
 
 def test_an_sqlite_url_naming_a_folder_is_refused_not_retried_as_an_outage(

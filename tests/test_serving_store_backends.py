@@ -510,3 +510,28 @@ def test_a_command_that_writes_the_store_with_a_read_only_role_is_refused_in_one
                "upgrades it at its start), which needs SELECT, INSERT, UPDATE and DELETE " \
                "on every table of the store" in last and "sekret" not in last, last
 
+
+def test_a_store_url_libpq_cannot_use_is_refused_at_once_with_its_password_hidden(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    """Found by attack: a password's '@' not written %40 made SQLAlchemy read the rest as the
+    host: "failed to resolve host 'wrong@127.0.0.1'" showed the password's end, exit 3, and
+    serve retried it."""
+    from experiments import cli
+
+    server = postgres()
+    host = f"127.0.0.1:{server.port}"
+    cases = {
+        f"postgresql+psycopg://recbandits:secret@part@{host}/postgres":
+            f"db: 'postgresql+psycopg://recbandits:***@{host}/postgres' has an '@' in its "
+            "password, where an '@' ends it: percent-encode it as %40"}
+    monkeypatch.setenv("RECBANDITS_STARTUP_TIMEOUT_S", "30")  # serve must not wait at all
+    for url, said in cases.items():
+        for command in (["models", "list"], ["credit"], ["serve", "--dataset", "synthetic",
+                                                         "--port", str(free_port()),
+                                                         "--state-dir", str(tmp_path)]):
+            assert cli.main([*command, "--db", url]) == 2, (url, command)
+            err = capsys.readouterr().err
+            last = err.rstrip().splitlines()[-1]
+            assert last.startswith(f"recbandits {command[0]}: {said}"), last
+            assert "secret" not in err and "part" not in err and "unavailable" not in err, err

@@ -29,12 +29,18 @@ def redact_url(url: object) -> str:
 
     The one place that hides a store's secret. Found by attack: ``postgres+psycopg://u:pw@...``
     (a misspelt scheme) and ``u:pw@host/db`` were echoed whole in their refusals, and
-    ``?password=pw`` was shown by ``rebuild-state``'s store line; by review: ``u:p/w@h/db``,
-    ``u:pa:ss@h/db`` and ``host=h password=x`` showed all or part of theirs.
+    ``?password=pw`` was shown by ``rebuild-state``'s store line, and ``u:pw@rest@h/db``
+    the password's part after its ``@``; by review: ``u:p/w@h/db``, ``u:pa:ss@h/db`` and
+    ``host=h password=x`` showed all or part of theirs.
     """
     text = str(url)
     try:
-        shown = sa.engine.make_url(text).render_as_string(hide_password=True)
+        parsed = sa.engine.make_url(text)
+        if parsed.password is not None and "@" in (parsed.host or ""):
+            # SQLAlchemy ends the password at its first "@": the rest of it was read as the
+            # host's start (found by attack: "u:secret@part@h" showed host 'part@h').
+            parsed = parsed.set(host=str(parsed.host).rsplit("@", 1)[1])
+        shown = parsed.render_as_string(hide_password=True)
     except (sa.exc.ArgumentError, ValueError, TypeError):
         shown = text
         if "@" in text:
@@ -93,13 +99,20 @@ def parse_url(url: str) -> sa.engine.URL:
     sqlalchemy.exc.ArgumentError
         ``url`` is no URL (the caller words it with the backends allowed).
     ValueError
-        Its port is not a port (:func:`check_url_port`).
+        Its port is not a port (:func:`check_url_port`), or its host holds an ``@`` (one of
+        the password's, not percent-encoded).
     """
     try:
         parsed = sa.engine.make_url(url)
     except ValueError:  # "host:notaport": int()'s words, in a traceback, before
         check_port_text(url)
         raise  # (no other ValueError of make_url is known)
+    if "@" in (parsed.host or ""):
+        # A password's "@" not written %40: SQLAlchemy ends the password at the first "@" and
+        # reads the rest as the host, which no server has (found by attack: "failed to resolve
+        # host 'part@h'", the password's end in it, exit 3, and serve retried it for 120 s).
+        raise ValueError(f"db: {redact_url(url)!r} has an '@' in its password, where an '@' ends "
+                         "it: percent-encode it as %40")
     if parsed.port is not None:  # every backend's: SQLite's ignores it, but 0 is no port
         # As written, by the one rule (found by attack: SQLAlchemy's int() took 5_432, +5432
         # and other scripts' digits, which a ?port= was refused for).
