@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from test_serving_support import free_port, postgres
 
 import serving
@@ -473,7 +474,7 @@ def test_a_role_that_may_not_read_the_store_is_refused_in_one_line_by_every_read
     PostgreSQL's SQLSTATE (42501), said with the table, the access needed and its grant."""
     from experiments import cli
 
-    _, roles = _store_and_roles(
+    store, roles = _store_and_roles(
         nothing="", some="SELECT ON decisions, feedback, outcomes")
     for name, url in roles.items():
         role = url.split("://", 1)[1].split(":", 1)[0]
@@ -490,6 +491,14 @@ def test_a_role_that_may_not_read_the_store_is_refused_in_one_line_by_every_read
                 "a command that reads it needs SELECT on every table of the store (GRANT "
                 f"SELECT ON ALL TABLES IN SCHEMA public TO {role}, public or the store's "
                 "schema)"), err
+    # A role denied the database itself (CONNECT): the server's refusal at connection.
+    owner = sa.create_engine(store, isolation_level="AUTOCOMMIT")
+    with owner.connect() as conn:
+        conn.exec_driver_sql(f"REVOKE CONNECT ON DATABASE {store.rsplit('/', 1)[1]} FROM PUBLIC")
+    owner.dispose()
+    assert cli.main(["models", "list", "--db", roles["nothing"]]) == 2
+    err = capsys.readouterr().err
+    assert "the store's server refused the connection (permission denied for database" in err
 
 
 def test_a_command_that_writes_the_store_with_a_read_only_role_is_refused_in_one_line(
@@ -516,7 +525,8 @@ def test_a_store_url_libpq_cannot_use_is_refused_at_once_with_its_password_hidde
         tmp_path: Path) -> None:
     """Found by attack: a password's '@' not written %40 made SQLAlchemy read the rest as the
     host: "failed to resolve host 'wrong@127.0.0.1'" showed the password's end, exit 3, and
-    serve retried it."""
+    serve retried it; ?sslmode=bogus ("invalid sslmode value") was an outage too, and an
+    option libpq does not know a traceback."""
     from experiments import cli
 
     server = postgres()
@@ -524,7 +534,12 @@ def test_a_store_url_libpq_cannot_use_is_refused_at_once_with_its_password_hidde
     cases = {
         f"postgresql+psycopg://recbandits:secret@part@{host}/postgres":
             f"db: 'postgresql+psycopg://recbandits:***@{host}/postgres' has an '@' in its "
-            "password, where an '@' ends it: percent-encode it as %40"}
+            "password, where an '@' ends it: percent-encode it as %40",
+        f"postgresql+psycopg://recbandits:secret@{host}/postgres?sslmode=bogus":
+            "libpq refused the URL's options (invalid sslmode value: \"bogus\"); check --db",
+        f"postgresql+psycopg://recbandits:secret@{host}/postgres?bogus=1":
+            "db: invalid URI query parameter: \"bogus\" in 'postgresql+psycopg://recbandits:"
+            f"***@{host}/postgres?bogus=1' (libpq's connection options are allowed)"}
     monkeypatch.setenv("RECBANDITS_STARTUP_TIMEOUT_S", "30")  # serve must not wait at all
     for url, said in cases.items():
         for command in (["models", "list"], ["credit"], ["serve", "--dataset", "synthetic",

@@ -120,10 +120,11 @@ def parse_url(url: str) -> sa.engine.URL:
     return parsed
 
 
-def refused_message(reason: str) -> str:
-    """The one text of a store server's refusal of the URL (:func:`refused_connection`)."""
-    return (f"the store's server refused the connection ({reason}); check --db or "
-            "RECBANDITS_DB")
+def refused_message(refusal: str) -> str:
+    """The one text of a refusal of the store URL (:func:`refused_connection`'s ``refusal``,
+    what refused it and why).
+    """
+    return f"{refusal}; check --db or RECBANDITS_DB"
 
 
 class StoreNotFoundError(ValueError):
@@ -222,7 +223,7 @@ _UNREADABLE_TESTS: list[Callable[[BaseException], bool]] = []
 
 
 #: Each backend's reading of a driver error in which the server refused the URL's user,
-#: password or database: the reason, or None.
+#: password or database, or the driver its options: what refused it and why, or None.
 _REFUSED_TESTS: list[Callable[[BaseException], str | None]] = []
 
 
@@ -236,8 +237,8 @@ def register_driver_errors(base: type[BaseException], operational: type[BaseExce
     if given, tells those that are (a driver that files other errors as operational too:
     SQLite's "no such column" is one); ``unreadable``, if given, tells a driver error saying
     the database is not one or is damaged (:func:`unreadable_database`); ``refused``, if
-    given, reads the server's refusal of the URL's user, password or database
-    (:func:`refused_connection`).
+    given, reads the server's refusal of the URL's user, password or database, or the
+    driver's of its options, as what refused it and why (:func:`refused_connection`).
     """
     if base not in _DRIVER_ERRORS:
         _DRIVER_ERRORS.append(base)
@@ -249,8 +250,9 @@ def register_driver_errors(base: type[BaseException], operational: type[BaseExce
 
 
 def refused_connection(exc: BaseException) -> str | None:
-    """The server's reason if ``exc``, or an error it was raised from, says the server
-    answered and refused the store URL's user, password or database; else None.
+    """What refused the store URL and why, if ``exc``, or an error it was raised from, says
+    the server answered and refused its user, password or database, or the driver refused
+    its options before trying any server; else None.
 
     A mistake in the URL, not an outage: a command says it in one line and exits 2, and
     ``serve`` stops at once, where both said "the store is unavailable ...; retry later"

@@ -67,6 +67,7 @@ from serving.store.errors import (
     StoreAccessError,
     StoreNotFoundError,
     check_url_port,
+    redact_url,
     register_driver_errors,
     store_timed_out,
     store_unavailable,
@@ -88,20 +89,32 @@ _T = TypeVar("_T")
 #: password or database. Read from the text: psycopg carries no SQLSTATE for a failed
 #: connection (a server set to another language than English is read as an outage).
 _REFUSAL = re.compile(r'authentication failed|^(role|database) ".*" does not exist|'
-                      r"no pg_hba\.conf entry")
+                      r"no pg_hba\.conf entry|^permission denied for database")
+
+
+#: psycopg's own words (never translated) for a connection libpq would not even start: the
+#: URL's options refused before any server was tried (``?sslmode=bogus``: "invalid sslmode
+#: value"), where a connection that was tried and failed is "connection failed: ...".
+_NOT_STARTED = "connection is bad: "
 
 
 def _refused(exc: BaseException) -> str | None:
-    """The server's FATAL line if ``exc`` is its refusal of the URL (:data:`_REFUSAL`), on
-    any of the addresses libpq tried (one line each).
+    """What refused the URL if ``exc`` says so: the server's FATAL line on any of the
+    addresses libpq tried (:data:`_REFUSAL`, one line each), or libpq's refusal of its options
+    before it tried any (:data:`_NOT_STARTED`; found by attack: ``?sslmode=bogus`` was "the
+    store is unavailable", exit 3, and ``serve`` retried it for 120 s).
     """
     if not isinstance(exc, psycopg.OperationalError):
         return None
-    for line in str(exc).splitlines():
+    text = str(exc)
+    if text.startswith(_NOT_STARTED):
+        said = text[len(_NOT_STARTED):].strip().splitlines()
+        return f"libpq refused the URL's options ({said[0] if said else text})"
+    for line in text.splitlines():
         if "FATAL:" in line:
             reason = line.split("FATAL:", 1)[1].strip()
             if _REFUSAL.search(reason):
-                return reason
+                return f"the store's server refused the connection ({reason})"
     return None
 
 
@@ -283,7 +296,9 @@ class PostgreSQLStore(Store):
         an outage. The port after the host is checked as written for every backend
         (:func:`~serving.store.errors.parse_url`); a ``?port=`` here, by the same rule
         (:func:`~serving.store.errors.check_url_port`), each of libpq's comma-separated list of
-        ports (one per host; an empty one is the default port).
+        ports (one per host; an empty one is the default port); libpq's parse of the URL
+        (an option it does not know). The values of its options are libpq's to check when it
+        connects: a refusal, not an outage (:func:`_refused`).
         """
         if url.drivername not in POSTGRESQL_DRIVERS:
             raise ValueError(f"db: the PostgreSQL driver must be psycopg "
@@ -293,6 +308,11 @@ class PostgreSQLStore(Store):
             for port in ports.split(","):
                 if port:
                     check_url_port(port, url)
+        try:  # libpq's parse of the URL, which knows its options (nothing is connected)
+            psycopg.conninfo.conninfo_to_dict(_url_conninfo(url))
+        except psycopg.ProgrammingError as exc:  # found by attack: ?bogus=1, a traceback
+            raise ValueError(f"db: {str(exc).strip()} in {redact_url(url)!r} (libpq's connection "
+                             "options are allowed)") from None
 
     def identity(self) -> str:
         """Host, port and database (libpq's defaults filled in, a ``?host=`` or ``?port=``
@@ -462,8 +482,13 @@ class PostgreSQLStore(Store):
                 cursor.close()
 
 
+def _url_conninfo(url: sa.engine.URL) -> str:
+    """``url`` as libpq's connection URI (the password in it)."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def _conninfo(store: PostgreSQLStore) -> str:
-    return store.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return _url_conninfo(store.url)
 
 
 async def _connect(store: PostgreSQLStore, options: str) -> Any:
