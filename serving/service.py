@@ -88,7 +88,7 @@ from serving.rules import RuleBook
 from serving.schemas import EventIn, FeedbackIn
 from serving.settings import Settings, say_seconds
 from serving.store import FeedbackResult, FeedbackWrite, Store
-from serving.store.errors import store_timed_out
+from serving.store.errors import StoreAccessError, store_timed_out
 from serving.store.types import (
     AddedItem,
     JsonObject,
@@ -645,6 +645,8 @@ class RecommendationService:
         """
         try:
             result = shadow.promote(self.settings, self.store)
+        except StoreAccessError:
+            raise  # the service's role denied a write: no refusal of the promotion (a 500)
         except ValueError as exc:
             raise PromotionRefusedError(str(exc)) from None
         self._refresh_after(f"policy {result.promotion.policy} was promoted")
@@ -1298,6 +1300,8 @@ class RecommendationService:
                                     f"got {unknown}")
         try:
             return self.store.add_item(item_id, title, list(dict.fromkeys(genres)), year)
+        except StoreAccessError:
+            raise  # the service's role denied the write: not an item that exists (a 500)
         except ValueError as exc:
             raise ItemExistsError(str(exc)) from None
 

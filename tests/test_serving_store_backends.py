@@ -520,6 +520,44 @@ def test_a_command_that_writes_the_store_with_a_read_only_role_is_refused_in_one
                "on every table of the store" in last and "sekret" not in last, last
 
 
+
+def test_an_added_item_a_role_may_not_write_is_no_409_item_exists() -> None:
+    """Found in review of the denial's StoreAccessError (a ValueError, as the store's "item
+    exists"): POST /admin/items must not answer it as the item being in the catalogue (409),
+    as before (a 500)."""
+    from types import SimpleNamespace
+
+    from serving.service import RecommendationService
+    from serving.store.errors import StoreAccessError
+
+    def denied(*_: object) -> None:
+        raise StoreAccessError("cannot write the store (permission denied for table items)")
+
+    service = SimpleNamespace(arm_set=SimpleNamespace(item_index={}, genre_names=("Drama",)),
+                              store=SimpleNamespace(add_item=denied))
+    with pytest.raises(StoreAccessError, match="permission denied for table items"):
+        RecommendationService._record_item(service, 90_001, "New", ["Drama"], None)  # type: ignore[arg-type]
+
+
+def test_a_promotion_a_role_may_not_write_is_no_409_refusal(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """As above for POST /admin/shadow/promote: shadow.promote's ValueErrors are refusals of
+    the promotion (409), the role's denied write is not."""
+    from types import SimpleNamespace
+
+    from serving import shadow
+    from serving.service import RecommendationService
+    from serving.store.errors import StoreAccessError
+
+    def denied(*_: object) -> None:
+        raise StoreAccessError("cannot write the store (permission denied for table "
+                               "policy_promotions)")
+
+    monkeypatch.setattr(shadow, "promote", denied)
+    service = SimpleNamespace(settings=None, store=None)
+    with pytest.raises(StoreAccessError, match="policy_promotions"):
+        RecommendationService.promote_shadow(service)  # type: ignore[arg-type]
+
 def test_a_store_url_libpq_cannot_use_is_refused_at_once_with_its_password_hidden(
         capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
         tmp_path: Path) -> None:
