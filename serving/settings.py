@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 from uvicorn.config import LOG_LEVELS
 
 from arms import registry
@@ -165,6 +173,42 @@ def http_url(host: str, port: int) -> str:
     banner said ``http://::1:8000``, found by attack).
     """
     return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+class JsonVariableError(ValueError):
+    """A ``RECBANDITS_*`` variable of a table setting (``policy_params``, ``arm_params``, ...)
+    whose value is not JSON: the message names the variable, its value and what it must be.
+    """
+
+
+class _Environment(EnvSettingsSource):
+    """The ``RECBANDITS_*`` variables, the settings' source below the keyword arguments (the
+    CLI's options, a settings file's values, Python's ``Settings(...)``).
+
+    A setting given above is taken whole, every setting alike: pydantic-settings deep-merges a
+    table found in both, so ``--shadow-policy-params '{}'`` kept the ``scale`` of
+    ``RECBANDITS_SHADOW_POLICY_PARAMS`` and was refused for ThompsonSampling (found by a README
+    check). A table variable that is not JSON is said by name and value (pydantic-settings
+    said 'error parsing value for field "policy_params" from source "EnvSettingsSource"').
+    """
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
+        try:
+            return super().decode_complex_value(field_name, field, value)
+        except ValueError as exc:  # json's own words give where the text goes wrong
+            raise JsonVariableError(
+                f"{self.env_prefix}{field_name.upper()}={value!r}: must be a JSON object "
+                f"(as '{{\"name\": value}}'; '{{}}' for none): {exc}") from None
+
+    def __call__(self) -> dict[str, Any]:
+        try:
+            values = super().__call__()
+        except SettingsError as exc:  # pydantic-settings wraps every error of a variable
+            if isinstance(exc.__cause__, JsonVariableError):
+                raise exc.__cause__ from None
+            raise
+        given = self.current_state  # what the sources above set (the keyword arguments)
+        return {name: value for name, value in values.items() if name not in given}
 
 
 class Settings(BaseSettings):
@@ -561,6 +605,18 @@ class Settings(BaseSettings):
     stream_queue: int = Field(32, ge=1)
     stream_poll_s: Finite = Field(0.05, gt=0, le=10)
     stream_heartbeat_s: Finite = Field(5.0, gt=0, le=300)
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The keyword arguments, then the ``RECBANDITS_*`` variables (:class:`_Environment`:
+        a setting given as a keyword replaces the variable whole); no ``.env`` file and no
+        secrets folder are read.
+        """
+        return init_settings, _Environment(settings_cls)
 
     @field_validator("log_level", mode="before")
     @classmethod

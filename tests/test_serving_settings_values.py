@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -171,3 +174,67 @@ def test_arm_params_are_keyed_by_registry_name_as_the_arms_are() -> None:
         Settings(arms=["autoencoder"], arm_params={"ease": {}, "autoencoder": {}})
     with pytest.raises(ValidationError, match=r"unknown arm 'svdd'; did you mean svd\?"):
         Settings(arms=["svd"], arm_params={"svdd": {}})
+
+
+#: Per table setting: a value in the environment, and another given above it (the CLI, a
+#: settings file, Python) with none of its keys, and with it its TOML line; other settings
+#: needed beside it.
+TABLES: dict[str, tuple[str, dict, str, dict]] = {
+    "policy_params": ('{"batch_size": 2}', {"propensity_grid": 64},
+                      "[policy_params]\npropensity_grid = 64\n", {}),
+    "shadow_policy_params": ('{"scale": 0.5}', {"ridge": 2.0},
+                             "[shadow_policy_params]\nridge = 2.0\n",
+                             {"shadow_policy": "LinTS"}),
+    "arm_params": ('{"popularity": {"half_life": 3600}, "svd": {"n_factors": 4}}',
+                   {"svd": {"n_epochs": 1}}, "[arm_params.svd]\nn_epochs = 1\n", {}),
+    "rules": ('{"click": {"reward": 0.5}, "like": {"precedence": 9}}', {"like": {"reward": 0.9}},
+              "[rules.like]\nreward = 0.9\n", {}),
+}
+
+
+def test_every_table_setting_is_checked_for_replacement() -> None:
+    assert set(TABLES) == {name for name, field in Settings.model_fields.items()
+                           if str(field.annotation).startswith("dict")}
+
+
+@pytest.mark.parametrize("name", sorted(TABLES))
+def test_a_table_given_above_the_environment_replaces_it_whole(
+        name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found by a README check: pydantic-settings merged the two, so `--shadow-policy-params
+    # '{}'` kept RECBANDITS_SHADOW_POLICY_PARAMS's scale and ThompsonSampling refused it.
+    env, given, toml, beside = TABLES[name]
+    monkeypatch.setenv(f"RECBANDITS_{name.upper()}", env)
+    assert getattr(Settings(**beside), name) == json.loads(env)  # the variable alone
+    assert getattr(Settings(**beside, **{name: given}), name) == given
+    assert getattr(Settings(**beside, **{name: {}}), name) == {}
+    path = tmp_path / "settings.toml"
+    path.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in beside.items()) + toml)
+    assert getattr(Settings.from_file(path), name) == given
+
+
+def test_shadow_policy_params_on_the_command_line_replace_the_variable(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECBANDITS_SHADOW_POLICY_PARAMS", '{"batch_size": 1}')
+    options = argparse.Namespace(shadow_policy="LinTS", shadow_policy_params='{"ridge": 2}')
+    assert cli._serving_settings(options).shadow_policy_params == {"ridge": 2}
+    monkeypatch.setenv("RECBANDITS_SHADOW_POLICY_PARAMS", '{"scale": 0.5}')
+    options = argparse.Namespace(shadow_policy="ThompsonSampling", shadow_policy_params="{}",
+                                 policy="UCB1")
+    settings = cli._serving_settings(options)
+    assert (settings.shadow_policy, settings.shadow_policy_params) == ("ThompsonSampling", {})
+
+
+@pytest.mark.parametrize("name", sorted(TABLES))
+@pytest.mark.parametrize("text", ["", "{scale", "nan"])
+def test_a_table_variable_that_is_not_json_is_named_with_its_value(
+        name: str, text: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # Found by a README check: RECBANDITS_POLICY_PARAMS= was 'error parsing value for field
+    # "policy_params" from source "EnvSettingsSource"', naming neither variable nor value.
+    variable = f"RECBANDITS_{name.upper()}"
+    monkeypatch.setenv(variable, text)
+    said = f"{variable}={text!r}: must be a JSON object"
+    with pytest.raises(ValueError, match="^" + re.escape(said)):
+        Settings(**TABLES[name][3])
+    assert cli.main(["credit", "--state-dir", "/nonexistent/recbandits"]) == 2
+    assert capsys.readouterr().err.startswith(f"recbandits credit: {said}")
