@@ -344,7 +344,8 @@ class HoldoutReport:
         ``policy.rate - holdout.rate`` and its 95% percentile bootstrap interval (the two
         groups resampled independently; NaN when a group has no decided outcome).
     baselines : list of str
-        The baselines the held-out decisions were served by.
+        The baseline of the configuration compared (``uniform`` or an arm), which serves the
+        held-out decisions, had it served any yet; empty when no decision had a holdout.
     without_holdout : int
         Policy decisions logged while no holdout ran (left out: another period).
     n_bootstrap, seed : int
@@ -440,7 +441,9 @@ def holdout_report(rows: Iterable[tuple[str, JsonObject | None, float | None]], 
     compared = by_configuration.pop(latest, [])
     served = [(arm, reward) for arm, held_out, reward in compared if not held_out]
     held = [(arm, reward) for arm, held_out, reward in compared if held_out]
-    baselines = {baseline} if held else set()
+    # The configuration's baseline, whether or not it served a request yet: the label of its
+    # group (a group with no decisions read "holdout (-)": found by a README check).
+    baselines = {baseline} if compared else set()
     rng = np.random.default_rng(seed)
     policy_rate, a = _group(served, n_bootstrap, rng)
     holdout_rate, b = _group(held, n_bootstrap, rng)

@@ -271,6 +271,20 @@ def test_a_group_with_no_decision_is_said_to_have_none() -> None:
         holdout_report([], n_bootstrap=100, seed=0))
 
 
+def test_a_holdout_group_with_no_decision_is_labelled_with_its_baseline() -> None:
+    """Found by a README check: the group that served nothing yet read ``holdout (-)``; its
+    baseline is the configuration's (``uniform``, or the arm the settings name)."""
+    for baseline in ("uniform", "popularity"):
+        rows = [(arm, {**policy, "holdout": {**policy["holdout"], "baseline": baseline}}, 1.0)
+                for arm, policy, _ in _rows(np.random.default_rng(4), 30, 0.25, 0.5, 0.5)
+                if not policy["holdout"]["held_out"]]
+        report = holdout_report(rows, n_bootstrap=100, seed=0)
+        assert report.baselines == [baseline] and report.holdout.decisions == 0
+        held = [line for line in format_report(report).splitlines()
+                if line.startswith("holdout")]
+        assert held[0].startswith(f"holdout ({baseline}) ") and held[0].endswith("no decisions")
+
+
 def test_an_equal_policy_has_its_difference_interval_covering_zero() -> None:
     rows = _rows(np.random.default_rng(2), 1200, 0.25, 0.35, 0.35)
     report = holdout_report(rows, n_bootstrap=500, seed=0)
