@@ -271,21 +271,23 @@ CREATE_STORE = frozenset({"serve"})
 
 
 def _missing_store(args: argparse.Namespace, settings: Settings) -> str | None:
-    """Why the store a command line names is not there, or None: a ``--state-dir`` that is
-    not a folder, or a ``--state-dir`` or ``--db`` where no store is (the store's own test:
-    opened without creating it; no connection is made). A store named on the command line
-    must exist; without either option a missing store (the default folder, nothing served
-    yet) is the command's "nothing to do".
+    """Why the store the settings name is not there, or None: a ``state_dir`` that is not a
+    folder, or a ``db`` or ``state_dir`` where no store is (the store's own test: opened
+    without creating it; no connection is made). A store given anywhere (an option, a
+    ``RECBANDITS_*`` variable, the settings file) must exist; only at the default place (none
+    given) is a missing store (nothing served yet) the command's "nothing to do".
     """
     from serving.store import open_store
-    from serving.store.errors import StoreNotFoundError, redact_url
+    from serving.store.errors import StoreNotFoundError
 
-    db, state_dir = getattr(args, "db", None), getattr(args, "state_dir", None)
+    state_dir = getattr(args, "state_dir", None)
     if isinstance(state_dir, str) and not os.path.isdir(state_dir):
         return f"--state-dir {state_dir!r}: no such folder"
-    if db is None and state_dir is None:
+    named = _store_named(args, settings)
+    if named is None:
         return None
-    named = f"--db {redact_url(db)!r}" if db is not None else f"--state-dir {state_dir!r}"
+    if not settings.db and not os.path.isdir(settings.resolved_state_dir()):
+        return f"{named}: no such folder"
     try:
         open_store(settings.resolved_db_url(), create=False).dispose()
     except StoreNotFoundError as exc:
@@ -293,6 +295,34 @@ def _missing_store(args: argparse.Namespace, settings: Settings) -> str | None:
     except (TypeError, ValueError) as exc:  # not a store's URL or driver
         return str(exc)
     return None  # (a file that is no database raises on: main's one refusal of it, or -v)
+
+
+def _store_named(args: argparse.Namespace, settings: Settings | None) -> str | None:
+    """Where the store a command reads was given, as its refusals name it: ``--db 'URL'``,
+    ``RECBANDITS_STATE_DIR='/x'``, ``state_dir '/x' in the settings file 'f.toml'``; None when
+    neither ``db`` nor ``state_dir`` was given anywhere (the default place). The one place that
+    tells a store the user named from the default one: a mistyped variable or settings file
+    was "nothing to do", exit 0, where the same path as an option was refused (found by a
+    README check).
+    """
+    from serving.settings import Settings
+    from serving.store.errors import redact_url
+
+    def said(name: str, value: object) -> str:
+        return repr(redact_url(str(value)) if name == "db" else str(value))
+
+    for name in ("db", "state_dir"):  # db first: the store's URL when both are given
+        option = getattr(args, name, None)
+        if option is not None:
+            return f"--{name.replace('_', '-')} {said(name, option)}"
+        value = None if settings is None else getattr(settings, name)
+        if not value:
+            continue
+        settings_file = getattr(args, "settings", None)
+        if settings_file and name in Settings.read_file(settings_file):
+            return f"{name} {said(name, value)} in the settings file {settings_file!r}"
+        return f"RECBANDITS_{name.upper()}={said(name, value)}"
+    return None
 
 
 def _ope_candidates(
@@ -366,15 +396,17 @@ def _ope_log(args: argparse.Namespace) -> int:
     # The service's settings (RECBANDITS_*): its store and the reward an undecided closed
     # decision gets. With --db given, broken settings only cost the default reward.
     default_reward = offpolicy.RULES.default_reward
+    settings: Settings | None = None
     try:  # --state-dir alone of the service's options: --seed here is the bootstrap's
-        settings = _serving_settings(argparse.Namespace(state_dir=args.state_dir))
+        settings = cast("Settings",
+                        _serving_settings(argparse.Namespace(state_dir=args.state_dir)))
     except ValidationError as exc:
         if url is None:
             print(f"recbandits ope: {settings_issues(exc)}", file=sys.stderr)
             return 2
     else:
-        url = url or settings.resolved_db_url()  # type: ignore[attr-defined]
-        default_reward = settings.default_reward  # type: ignore[attr-defined]
+        url = url or settings.resolved_db_url()
+        default_reward = settings.default_reward
     candidates = _ope_candidates(args)
     if candidates is None:
         return 2
@@ -391,7 +423,7 @@ def _ope_log(args: argparse.Namespace) -> int:
         )  # fmt: skip
         results = offpolicy.run(config)
     except StoreNotFoundError as exc:
-        return _ope_no_store(args, exc)
+        return _ope_no_store(args, settings, exc)
     except offpolicy.EmptyLogError as exc:
         return _ope_found_nothing(exc)
     except ValueError as exc:
@@ -409,20 +441,19 @@ def _ope_log(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ope_no_store(args: argparse.Namespace, exc: Exception) -> int:
+def _ope_no_store(args: argparse.Namespace, settings: Settings | None, exc: Exception) -> int:
     """Say that ``ope`` found no store; its exit status. The default store not made yet
     (nothing served): nothing to do, 0, as the other store readers say it (it was exit 2:
-    found by a README check). A store named by ``--db`` or ``--state-dir``: a refusal, 2,
-    named as every command names its ``--db``.
+    found by a README check). A store given by ``--db``, ``--state-dir`` or their
+    ``RECBANDITS_*`` variables (``settings``, None when they are invalid): a refusal, 2, named
+    as every command names it (:func:`_store_named`).
     """
     from serving.results import NothingToDo
-    from serving.store.errors import redact_url
 
-    if args.db is None and args.state_dir is None:
+    named = _store_named(args, settings)
+    if named is None:
         print(NothingToDo("evaluate", f"{exc} (nothing served yet; nothing written)"))
         return 0
-    named = (f"--db {redact_url(args.db)!r}" if args.db is not None else
-             f"--state-dir {args.state_dir!r}")
     print(f"recbandits ope: {named}: {exc}", file=sys.stderr)
     return 2
 

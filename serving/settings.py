@@ -848,6 +848,18 @@ class Settings(BaseSettings):
         ``ValueError`` naming the file when it cannot be read or parsed, and pydantic's
         ``ValidationError`` for an unknown or invalid value.
         """
+        return cls(**{**cls.read_file(path), **overrides})
+
+    @classmethod
+    def read_file(cls, path: str | Path) -> dict[str, Any]:
+        """The values of a TOML settings file, by setting (unchecked): what it sets.
+
+        Raises
+        ------
+        ValueError
+            The file cannot be read or parsed, or names an unknown setting; the message names
+            the file.
+        """
         try:
             with open(path, "rb") as handle:
                 values = tomllib.load(handle)
@@ -860,7 +872,7 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"settings file {str(path)!r}: unknown settings {unknown}; known: "
                              f"{sorted(cls.model_fields)}")
-        return cls(**{**values, **overrides})
+        return values
 
     def named_arms(self) -> bool:
         """Whether these settings name their arms (``--arms``, ``RECBANDITS_ARMS``, the settings

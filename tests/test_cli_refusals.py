@@ -360,6 +360,38 @@ def test_a_mistyped_store_path_is_refused_not_nothing_to_do(
     assert list(tmp_path.iterdir()) == []  # nothing created
 
 
+@pytest.mark.parametrize("command", [*STORE_READERS, ["ope"]])
+def test_a_mistyped_store_path_in_a_variable_or_settings_file_is_refused_naming_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        command: list[str]) -> None:
+    """Found by a README check: ``RECBANDITS_STATE_DIR=<typo> credit``, ``RECBANDITS_DB=<typo>
+    rebuild-state`` (and ``ope``) and a settings file's ``state_dir`` said "nothing to ...",
+    exit 0, where the same path as an option was refused: only the default place is."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "default"))
+    name = " ".join(command[:2] if command[0] == "shadow" else command[:1])
+    typo, db = tmp_path / "stat", f"sqlite:///{tmp_path / 'state' / 'recbandits.db'}"
+    folder = "no such folder" if name != "ope" else f"no SQLite file at '{typo / 'recbandits.db'}'"
+    cases = [("RECBANDITS_STATE_DIR", str(typo), f"RECBANDITS_STATE_DIR='{typo}': {folder}"),
+             ("RECBANDITS_DB", db, f"RECBANDITS_DB='{db}': no SQLite file at "
+                                   f"'{tmp_path / 'state' / 'recbandits.db'}'")]
+    arms = [] if name == "ope" else ["--arms", "popularity"]
+    for variable, value, message in cases:
+        with monkeypatch.context() as env:
+            env.setenv(variable, value)
+            assert cli.main([*command, *arms]) == 2, variable
+        assert capsys.readouterr() == ("", f"recbandits {name}: {message}\n")
+    if name != "ope":  # (ope reads no settings file)
+        settings = tmp_path / "s.toml"
+        settings.write_text(f'state_dir = "{typo}"\n')
+        monkeypatch.setenv("RECBANDITS_STATE_DIR", str(tmp_path))  # the file's is above it
+        assert cli.main([*command, *arms, "--settings", str(settings)]) == 2
+        assert capsys.readouterr() == ("", f"recbandits {name}: state_dir '{typo}' in the "
+                                           f"settings file '{settings}': no such folder\n")
+        settings.unlink()
+    assert list(tmp_path.iterdir()) == []  # nothing created
+
+
 @pytest.mark.parametrize("command", STORE_READERS)
 def test_a_store_named_where_none_is_is_refused_and_nothing_is_written(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
