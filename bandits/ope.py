@@ -259,6 +259,10 @@ MIN_BOOTSTRAP = 100
 #: by attack). The percentiles of 100,000 resamples move by less than their last digit
 #: printed.
 MAX_BOOTSTRAP = 100_000
+#: The bootstrap counts every command's ``--bootstrap`` takes, as its help and refusals say them.
+BOOTSTRAP_RANGE = f"0 (no interval) or {MIN_BOOTSTRAP} to {MAX_BOOTSTRAP:,}"
+#: What a report asked for no resamples says once: its "-" or "[–]" intervals, explained.
+NO_RESAMPLES = "no intervals: 0 bootstrap resamples asked (--bootstrap 0)"
 
 
 def check_n_bootstrap(n_bootstrap: Any, *, allow_zero: bool = True,
@@ -281,8 +285,7 @@ def check_n_bootstrap(n_bootstrap: Any, *, allow_zero: bool = True,
         Outside the allowed values (the message lists them, for a negative count too).
     """
     n = check_int(n_bootstrap, name, low=None)  # its type; the range below, said once
-    allowed = (("0 (no interval) or " if allow_zero else "")
-               + f"{MIN_BOOTSTRAP} to {MAX_BOOTSTRAP:,}")
+    allowed = BOOTSTRAP_RANGE if allow_zero else f"{MIN_BOOTSTRAP} to {MAX_BOOTSTRAP:,}"
     if n > MAX_BOOTSTRAP:
         raise ValueError(f"{name}={n} is more resamples than are kept; allowed: {allowed}")
     if n < 0:
@@ -304,11 +307,12 @@ def mean_interval(values: np.ndarray, n_bootstrap: int, rng: np.random.Generator
     """Percentile bootstrap interval of the mean of ``values`` (scipy's ``bootstrap``): the
     one interval of a rate the service's reports give (the holdout's, multileaving's credit).
 
-    NaN for fewer than :data:`MIN_OBSERVATIONS` values (one value says nothing of its
-    spread); the mean itself at both ends when every value is the same (every resample has
-    that mean; scipy would warn).
+    NaN without resamples (``n_bootstrap=0``, as :func:`percentile_interval`) and for fewer
+    than :data:`MIN_OBSERVATIONS` values (one value says nothing of its spread); the mean
+    itself at both ends when every value is the same (every resample has that mean; scipy
+    would warn).
     """
-    if values.size < MIN_OBSERVATIONS:
+    if n_bootstrap == 0 or values.size < MIN_OBSERVATIONS:
         return float("nan"), float("nan")
     if np.ptp(values) == 0:
         mean = float(values.mean())  # the rate as computed, to its last bit

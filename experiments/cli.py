@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, NoReturn, cast
 
 from arms.data.movielens import DATASETS, MOVIELENS_NAMES
 from arms.errors import DataFileError, DataUnavailableError
-from bandits.ope import DEFAULT_N_BOOTSTRAP
+from bandits.ope import BOOTSTRAP_RANGE, DEFAULT_N_BOOTSTRAP
 
 if TYPE_CHECKING:  # serving is imported lazily at run time (see the module docstring)
     from serving.offpolicy import EmptyLogError, LinearCandidate
@@ -163,7 +163,8 @@ def _add_replay(commands: argparse._SubParsersAction) -> None:
                      help="replay only the first N stream ratings (whole steps: a user's ratings "
                           "in one second are kept or left together)")
     sub.add_argument("--bootstrap", type=int, default=DEFAULT_N_BOOTSTRAP, metavar="B",
-                     help="bootstrap resamples of users (default %(default)s)")
+                     help=f"bootstrap resamples of users, {BOOTSTRAP_RANGE} (default "
+                     "%(default)s)")
     sub.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     sub.add_argument("--out", metavar="DIR", help="folder for summary.csv, differences.csv, "
                      "events.csv and config.json (default runs/replay-<timestamp>)")
@@ -537,7 +538,8 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
     def bootstrap_options(sub: argparse.ArgumentParser) -> None:
         # The report commands on the live log (credit, holdout); --seed is the store's.
         sub.add_argument("--bootstrap", type=int, default=DEFAULT_N_BOOTSTRAP, metavar="N",
-                         help="bootstrap resamples (default %(default)s)")
+                         help=f"bootstrap resamples, {BOOTSTRAP_RANGE} (default "
+                         "%(default)s)")
         sub.add_argument("--bootstrap-seed", type=int, default=0, metavar="S",
                          help="bootstrap seed (default 0)")
 
@@ -683,7 +685,8 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
     log.add_argument("--out", metavar="DIR", help="folder for ope.csv and summary.json, or "
                      "shadow.csv with --shadow (default runs/ope-<timestamp>)")
     ope.add_argument("--bootstrap", type=int, default=DEFAULT_N_BOOTSTRAP, metavar="N",
-                     help="bootstrap resamples (default %(default)s; 0: no intervals)")
+                     help=f"bootstrap resamples, {BOOTSTRAP_RANGE} (default "
+                     "%(default)s)")
     ope.add_argument("--seed", type=int, default=0, metavar="S", help="bootstrap seed")
     log.add_argument("--ts-prior", action="append", metavar="ALPHA,BETA",
                      help="Beta prior of a Thompson Sampling candidate (repeatable; default "

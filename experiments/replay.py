@@ -66,6 +66,7 @@ from bandits.ope import (
     DEFAULT_CONFIDENCE,
     DEFAULT_N_BOOTSTRAP,
     MIN_OBSERVATIONS,
+    NO_RESAMPLES,
     bootstrap_sums,
     check_n_bootstrap,
     percentile_interval,
@@ -114,8 +115,8 @@ class ReplayConfig:
     max_events : int or None, default None
         Replay only the first steps of the stream holding this many events (>= 1); None: all.
     n_bootstrap : int, default 1000
-        Bootstrap resamples of users (:data:`bandits.ope.MIN_BOOTSTRAP` to ``MAX_BOOTSTRAP``, 100
-        to 100,000).
+        Bootstrap resamples of users: 0 (no interval) or :data:`bandits.ope.MIN_BOOTSTRAP` to
+        ``MAX_BOOTSTRAP`` (100 to 100,000).
     seed : int, default 0
         Seed of the bootstrap (the replay itself draws nothing at random).
     cold_users : {"drop", "include"}, default "drop"
@@ -157,9 +158,8 @@ class ReplayConfig:
             raise ReplayConfigError(
                 "variants", f"variants must be among {list(VARIANTS)}, got {list(self.variants)}")
         # (max_events is None or an integer: found by review, True passed as 1 event)
-        try:  # the bandits' one rule: MIN_BOOTSTRAP to MAX_BOOTSTRAP (it took 10**8)
-            object.__setattr__(self, "n_bootstrap",
-                               check_n_bootstrap(self.n_bootstrap, allow_zero=False))
+        try:  # the bandits' one rule: 0 or MIN_BOOTSTRAP to MAX_BOOTSTRAP (it took 10**8)
+            object.__setattr__(self, "n_bootstrap", check_n_bootstrap(self.n_bootstrap))
         except (TypeError, ValueError) as exc:
             raise ReplayConfigError("n_bootstrap", str(exc)) from None
         for name, low in (("retrain_every", 1), ("k", 1), ("max_events", 1)):
@@ -568,7 +568,9 @@ def format_results(results: ReplayResults) -> str:
                 "below 0" if r["high"] < 0 else "no")
         lines.append(f"| {r['a']} - {r['b']} | {str(r['metric']).upper()}@{k} | "
                      f"{r['difference']:+.4f} {interval(r['low'], r['high'], '+')} | {mark} |")
-    if summary["hr_low"].isna().any():
+    if not results.config.n_bootstrap:
+        lines += ["", f"[–]: {NO_RESAMPLES}"]
+    elif summary["hr_low"].isna().any():
         lines += ["", f"[–]: no interval; the bootstrap over users needs at least "
                       f"{MIN_OBSERVATIONS} scored users"]
     c = results.counts

@@ -46,7 +46,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
-from bandits.ope import DEFAULT_N_BOOTSTRAP, MIN_OBSERVATIONS, mean_interval
+from bandits.ope import DEFAULT_N_BOOTSTRAP, MIN_OBSERVATIONS, NO_RESAMPLES, mean_interval
 from serving.errors import ArmNotServedError, check_bootstrap
 from serving.multileave import parse
 from serving.policy import PMF_CACHE_SIZE, draw_arm
@@ -414,15 +414,16 @@ def holdout_report(rows: Iterable[tuple[str, JsonObject | None, float | None]], 
         JSON and its decided reward (None: not decided yet). Decisions whose policy JSON has
         no ``holdout`` entry were logged while no holdout ran and are only counted.
     n_bootstrap : int, default 1000
-        Bootstrap resamples (>= 1) of each group's decided decisions.
+        Bootstrap resamples of each group's decided decisions: 0 (the rates without
+        intervals) or ``bandits.ope.MIN_BOOTSTRAP`` to ``MAX_BOOTSTRAP``.
     seed : int, default 0
         Seed of the bootstrap.
 
     Raises
     ------
     ValueError
-        ``n_bootstrap`` outside ``bandits.ope.MIN_BOOTSTRAP`` to ``MAX_BOOTSTRAP``
-        (``errors.check_bootstrap``).
+        ``n_bootstrap`` neither 0 nor within ``bandits.ope.MIN_BOOTSTRAP`` to
+        ``MAX_BOOTSTRAP`` (``errors.check_bootstrap``).
     """
     n_bootstrap = check_bootstrap(n_bootstrap)
     # Per configuration, in log order: (arm, held out?, reward)
@@ -448,7 +449,7 @@ def holdout_report(rows: Iterable[tuple[str, JsonObject | None, float | None]], 
     policy_rate, a = _group(served, n_bootstrap, rng)
     holdout_rate, b = _group(held, n_bootstrap, rng)
     low = high = float("nan")  # one outcome in a group says nothing of its spread (review)
-    if a.size >= MIN_OBSERVATIONS and b.size >= MIN_OBSERVATIONS:
+    if n_bootstrap and a.size >= MIN_OBSERVATIONS and b.size >= MIN_OBSERVATIONS:
         low = high = float(a.mean() - b.mean())
         if np.ptp(a) > 0 or np.ptp(b) > 0:
             ci = stats.bootstrap((a, b), _mean_difference, n_resamples=n_bootstrap,
@@ -487,13 +488,16 @@ def format_report(report: HoldoutReport) -> str:
         lines.append(f"difference (policy - holdout): none (the {' and the '.join(empty)} "
                      f"group{'s have' if len(empty) == 2 else ' has'} no decisions)")
     elif report.policy.decided and report.holdout.decided:
-        interval = ("- (a group has one decided reward)" if math.isnan(report.low) else
+        interval = ("-" if not report.n_bootstrap else
+                    "- (a group has one decided reward)" if math.isnan(report.low) else
                     f"[{report.low:+.4f}, {report.high:+.4f}] ({report.n_bootstrap} bootstrap "
                     f"resamples per group, seed {report.seed})")
         lines.append(f"difference (policy - holdout): {report.difference:+.4f}  95% interval "
                      f"{interval}")
     else:
         lines.append("difference (policy - holdout): none (a group has no decided reward yet)")
+    if not report.n_bootstrap:
+        lines.append(f"note: {NO_RESAMPLES}")
     n_open = report.policy.open + report.holdout.open
     if n_open:
         lines.append(f"note: {n_open} decision(s) have no decided reward yet (window open or "

@@ -41,7 +41,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from bandits.multileave import MultileaveThompsonSampling, draft_order, fill_slate
-from bandits.ope import DEFAULT_N_BOOTSTRAP, mean_interval
+from bandits.ope import DEFAULT_N_BOOTSTRAP, NO_RESAMPLES, mean_interval
 from serving.errors import check_bootstrap
 from serving.rules import Feedback, RuleBook
 
@@ -250,11 +250,14 @@ class CreditReport:
         (``wins / (wins + losses)``; NaN without a decisive comparison).
     n_decisions : int
         Multileaved decisions in the log.
+    n_bootstrap : int
+        The bootstrap resamples of the intervals (0: none).
     """
 
     arms: pd.DataFrame
     wins: pd.DataFrame
     n_decisions: int
+    n_bootstrap: int = DEFAULT_N_BOOTSTRAP
 
 
 def slate_clicks(closed: Iterable[tuple[str, float, int]],
@@ -324,14 +327,15 @@ def credit_report(decisions: Iterable[tuple[str, object]],
         Arm names, the report's order of those the log multileaved (others it multileaved are
         appended by name).
     n_bootstrap : int, default 1000
-        Bootstrap resamples of the decisions (>= 1).
+        Bootstrap resamples of the decisions: 0 (the rates without intervals) or
+        ``bandits.ope.MIN_BOOTSTRAP`` to ``MAX_BOOTSTRAP``.
     seed : int, default 0
 
     Raises
     ------
     ValueError
-        ``n_bootstrap`` outside ``bandits.ope.MIN_BOOTSTRAP`` to ``MAX_BOOTSTRAP``
-        (``errors.check_bootstrap``).
+        ``n_bootstrap`` neither 0 nor within ``bandits.ope.MIN_BOOTSTRAP`` to
+        ``MAX_BOOTSTRAP`` (``errors.check_bootstrap``).
     """
     n_bootstrap = check_bootstrap(n_bootstrap)
     sets = {e: tuple(parse(m)["arms"]) for e, m in decisions}  # type: ignore[index]
@@ -357,7 +361,7 @@ def credit_report(decisions: Iterable[tuple[str, object]],
                 if a in column and shown[i, column[a]]:
                     team_clicks[i, column[a]] = c
     arm_rows = _arm_rows(names, shown, reward, n_bootstrap, np.random.default_rng(seed))
-    return CreditReport(pd.DataFrame(arm_rows), _pairwise(names, team_clicks), n)
+    return CreditReport(pd.DataFrame(arm_rows), _pairwise(names, team_clicks), n, n_bootstrap)
 
 
 def _arm_rows(names: Sequence[str], shown: npt.NDArray[np.bool_],
@@ -411,6 +415,8 @@ def format_credit(report: CreditReport) -> str:
         rate = "-" if math.isnan(r["rate"]) else f"{r['rate']:.3f}"
         lines.append(f"{r['arm']:<14}{r['impressions']:>12}{r['decided']:>9}"
                      f"{r['credited']:>10g}{rate:>8}{interval:>18}")
+    if not report.n_bootstrap:
+        lines += ["", f"note: {NO_RESAMPLES}"]
     undecided = int((report.arms["impressions"] - report.arms["decided"]).sum())
     if undecided:
         # Under "earliest" a credited arm is decided at once, an uncredited one only when the

@@ -99,9 +99,9 @@ def test_a_slate_environment_is_refused_by_simulate(tmp_path: Path,
     # From 10 resamples an interval called a difference significant in 10% of seeds where
     # 1,000 never did; 10**8 ran for minutes (found by attack): the bandits' one range.
     (["replay", "--synthetic", "3000", "--bootstrap", "99"], "n_bootstrap=99 is too few "
-     "resamples for a percentile interval; allowed: 100 to 100,000"),
+     "resamples for a percentile interval; allowed: 0 (no interval) or 100 to 100,000"),
     (["replay", "--synthetic", "3000", "--bootstrap", "100000000"], "n_bootstrap=100000000 is "
-     "more resamples than are kept; allowed: 100 to 100,000"),
+     "more resamples than are kept; allowed: 0 (no interval) or 100 to 100,000"),
     (["replay", "--synthetic", "0"], "replay: --synthetic: n_ratings must be an integer from 1 "
      "to 100,000,000, got 0"),
     # No ceiling: these ran until killed (found by attack).

@@ -86,3 +86,7 @@ def test_the_command_lines_bootstrap_default_is_the_one_default(command):
                   if "--bootstrap" in action.option_strings)
     assert option.default == ope.DEFAULT_N_BOOTSTRAP
     assert f"default {ope.DEFAULT_N_BOOTSTRAP}" in option.help % {"default": option.default}
+    # Every --bootstrap takes 0 and says the one range (found by a README check: credit's and
+    # holdout's help gave none and refused 0, which ope took).
+    assert ope.BOOTSTRAP_RANGE == "0 (no interval) or 100 to 100,000"
+    assert ope.BOOTSTRAP_RANGE in option.help

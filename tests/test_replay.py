@@ -298,6 +298,21 @@ def test_a_k_beyond_the_catalogue_is_refused_before_any_fit(data, monkeypatch):
     assert refused.value.field == "k"
 
 
+def test_no_bootstrap_resamples_give_the_estimates_without_intervals(data):
+    """Found by a README check: ``--bootstrap 0`` was refused by replay, credit and holdout
+    where ``ope`` took it and the README said every command's ``--bootstrap`` did."""
+    config = dict(arms=("popularity",), variants=("frozen", "realtime"))
+    results = rp.run(_config(**config, n_bootstrap=0), dataset=data)
+    with_intervals = rp.run(_config(**config), dataset=data)
+    assert results.summary["hr"].tolist() == with_intervals.summary["hr"].tolist()
+    assert results.summary[["hr_low", "ndcg_high"]].astype(float).isna().all().all()
+    assert results.differences["low"].astype(float).isna().all()
+    text = rp.format_results(results)
+    assert "nan" not in text and "needs at least" not in text
+    assert text.count("[–]") == 2 * len(results.summary) + len(results.differences) + 1
+    assert "[–]: no intervals: 0 bootstrap resamples asked (--bootstrap 0)" in text
+
+
 def test_no_interval_is_said_and_a_cut_that_cannot_split_is_named(data):
     """Found by attack: one scored user printed "[nan, nan]" with no word of why; ratings all
     of one second were told to "raise" the cut."""

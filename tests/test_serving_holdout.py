@@ -23,7 +23,7 @@ from serving.commands import credit as credit_command
 from serving.commands import holdout as holdout_command
 from serving.commands import rebuild_state
 from serving.holdout import Holdout, format_report, holdout_report
-from serving.multileave import credit_report
+from serving.multileave import credit_report, format_credit
 from serving.results import CommandError, HoldoutResults, NothingToDo
 from serving.settings import Settings
 from serving.store.tables import decisions
@@ -189,7 +189,7 @@ def test_the_holdout_command_reports_both_groups_on_a_live_log(
     assert code == 0
     assert "difference (policy - holdout)" in capsys.readouterr().out
     with pytest.raises(ValueError, match="--bootstrap"):
-        holdout_command(settings, n_bootstrap=0)
+        holdout_command(settings, n_bootstrap=99)
     # numpy's "expected non-negative integer" named no option (found by attack)
     for command in ("holdout", "credit"):
         assert cli_main([command, "--state-dir", str(tmp_path / "state"), "--arms",
@@ -291,7 +291,7 @@ def test_an_equal_policy_has_its_difference_interval_covering_zero() -> None:
     assert report.low < 0 < report.high
     assert report.high - report.low < 0.15  # narrow enough to have told a 0.2 gap
     with pytest.raises(ValueError, match="n_bootstrap"):
-        holdout_report(rows, n_bootstrap=0)
+        holdout_report(rows, n_bootstrap=99)
 
 
 def test_the_bootstrap_count_is_refused_by_one_check_with_one_message(tmp_path: Path) -> None:
@@ -305,7 +305,7 @@ def test_the_bootstrap_count_is_refused_by_one_check_with_one_message(tmp_path: 
     for name, call in calls.items():
         # found by attack: 1 resample printed an interval without its estimate; 10**9 asked
         # for 22 GiB (the ceiling is bandits.ope's, as the floor)
-        for n in (0, 1, 99, 100_001):
+        for n in (1, 99, 100_001):
             with pytest.raises(ValueError) as refused:
                 call(n)
             messages[name, n] = str(refused.value)
@@ -314,10 +314,42 @@ def test_the_bootstrap_count_is_refused_by_one_check_with_one_message(tmp_path: 
             call(1.5)
     assert set(messages.values()) == {
         *(f"n_bootstrap (--bootstrap)={n} is too few resamples for a percentile interval; "
-          "allowed: 100 to 100,000" for n in (0, 1, 99)),
-        "n_bootstrap (--bootstrap)=100001 is more resamples than are kept; allowed: 100 to "
-        "100,000"}, messages
+          "allowed: 0 (no interval) or 100 to 100,000" for n in (1, 99)),
+        "n_bootstrap (--bootstrap)=100001 is more resamples than are kept; allowed: 0 (no "
+        "interval) or 100 to 100,000"}, messages
     assert not (tmp_path / "state").exists()
+
+
+def test_no_bootstrap_resamples_give_the_rates_without_intervals_as_ope_does(
+        tmp_path: Path) -> None:
+    """Found by a README check: ``holdout --bootstrap 0`` and ``credit --bootstrap 0`` were
+    refused ("allowed: 100 to 100,000") where ``ope`` took 0 and the README said every
+    command's ``--bootstrap`` did: one rule, 0 gives the rates and says there are no
+    intervals."""
+    rows = _rows(np.random.default_rng(1), 300, 0.25, 0.45, 0.25)
+    with_intervals = holdout_report(rows, n_bootstrap=100, seed=0)
+    report = holdout_report(rows, n_bootstrap=0, seed=0)
+    for group in ("policy", "holdout"):
+        assert getattr(report, group).rate == getattr(with_intervals, group).rate
+        assert np.isnan(getattr(report, group).low) and np.isnan(getattr(report, group).high)
+    assert report.difference == with_intervals.difference and np.isnan(report.low)
+    text = format_report(report).splitlines()
+    assert text[3] == f"difference (policy - holdout): {report.difference:+.4f}  95% interval -"
+    assert text[4] == "note: no intervals: 0 bootstrap resamples asked (--bootstrap 0)"
+    assert all(line.endswith(("  -", "-", ")")) for line in text[1:3]) and "nan" not in text
+    credited = credit_report([("e1", {"arms": ["svd", "popularity"]}),
+                              ("e2", {"arms": ["svd", "popularity"]})],
+                             [("e1", "svd", 1.0), ("e2", "svd", 0.0), ("e1", "popularity", 0.0),
+                              ("e2", "popularity", 0.0)], {}, ARMS, n_bootstrap=0)
+    assert credited.arms["rate"].tolist() == [0.5, 0.0] and credited.arms["low"].isna().all()
+    assert "note: no intervals: 0 bootstrap resamples asked (--bootstrap 0)" in format_credit(
+        credited)
+    settings = Settings(state_dir=tmp_path / "state", arms=ARMS)
+    assert holdout_command(settings, n_bootstrap=0).exit_code == 0  # nothing to compare
+    with pytest.MonkeyPatch.context() as env:  # the commands: nothing at the default place
+        env.setenv("XDG_STATE_HOME", str(tmp_path / "default"))
+        for command in ("credit", "holdout"):
+            assert cli_main([command, "--bootstrap", "0", "--arms", ",".join(ARMS)]) == 0
 
 
 def test_the_holdout_report_gives_one_outcome_no_interval_as_credit_does() -> None:
