@@ -1219,8 +1219,8 @@ def holdout(settings: Settings, *, n_bootstrap: int = DEFAULT_N_BOOTSTRAP, seed:
     Raises
     ------
     ValueError
-        ``n_bootstrap`` outside ``bandits.ope.MIN_BOOTSTRAP`` to ``MAX_BOOTSTRAP`` (checked
-        before the store is opened).
+        ``n_bootstrap`` neither 0 nor within ``bandits.ope.MIN_BOOTSTRAP`` to
+        ``MAX_BOOTSTRAP`` (checked before the store is opened).
     CommandError
         No decision of the log was logged with a holdout (exit status 2).
     """
@@ -1548,8 +1548,8 @@ def credit(settings: Settings, *, n_bootstrap: int = DEFAULT_N_BOOTSTRAP, seed: 
     Raises
     ------
     ValueError
-        ``n_bootstrap`` outside ``bandits.ope.MIN_BOOTSTRAP`` to ``MAX_BOOTSTRAP`` (checked
-        before the store is opened).
+        ``n_bootstrap`` neither 0 nor within ``bandits.ope.MIN_BOOTSTRAP`` to
+        ``MAX_BOOTSTRAP`` (checked before the store is opened).
     CommandError
         The log holds no multileaved decision (exit status 2).
     """
