@@ -255,7 +255,7 @@ def test_a_store_that_is_not_a_database_is_one_line(
     path = tmp_path / "notes.db"
     path.write_text("not a database at all, but long enough to have a header" * 4)
     err = refused(capsys, [command, "--db", f"sqlite:///{path}"])
-    assert "the store cannot be read: file is not a database" in err
+    assert f"the store cannot be read: '{path}' is not an SQLite database" in err
 
 
 @pytest.mark.parametrize("command", [["evaluate-arms", "--seeds", "1"],
@@ -415,7 +415,8 @@ def test_a_store_named_where_none_is_is_refused_and_nothing_is_written(
                                               f"'{empty_dir / 'recbandits.db'}'"),
             (["--db", f"sqlite:///{empty}"], f"--db 'sqlite:///{empty}': no store in the empty "
                                              f"file '{empty}'"),
-            (["--db", f"sqlite:///{junk}"], "the store cannot be read: file is not a database"),
+            (["--db", f"sqlite:///{junk}"],
+             f"the store cannot be read: '{junk}' is not an SQLite database"),
             (["--db", "postgresql+psycopg2://u@127.0.0.1:1/db"],
              "db: the PostgreSQL driver must be psycopg (postgresql+psycopg://...), got "
              "'postgresql+psycopg2'")]:
@@ -452,6 +453,27 @@ def test_serve_refused_for_its_data_writes_no_store(
         f"recbandits serve: the data folder {empty} (--data, RECBANDITS_DATA) holds no "
         "ml-100k files")
     assert not state.exists()
+
+
+@pytest.mark.parametrize("where", ["--db", "--state-dir"])
+def test_serve_on_a_store_file_that_is_no_database_writes_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        where: str) -> None:
+    """Found by a README check: ``serve`` refused a store file that is not a database (exit 2)
+    but left a 512 KiB ``-marks`` file beside it, and its message named no file. The file's
+    first bytes are looked at before the store is opened: one line naming it, nothing
+    written."""
+    state = tmp_path / "state"
+    state.mkdir()
+    junk = state / "recbandits.db"
+    junk.write_bytes(b"garbage\n")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    option = f"sqlite:///{junk}" if where == "--db" else str(state)
+    err = refused(capsys, ["serve", "--dataset", "synthetic", "--port", "1", where, option])
+    assert err == f"recbandits serve: the store cannot be read: '{junk}' is not an SQLite database"
+    assert [p.name for p in tmp_path.iterdir()] == ["state"]
+    assert [p.name for p in state.iterdir()] == ["recbandits.db"]
+    assert junk.read_bytes() == b"garbage\n"
 
 
 #: What each store reader says where no store has been made yet at the default place, and

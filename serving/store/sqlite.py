@@ -67,6 +67,27 @@ def _sqlite_error_is(exc: BaseException, codes: tuple[str, ...],
     return any(word in text for word in words)
 
 
+def _refuse_a_file_that_is_no_database(database: str) -> None:
+    """Raise SQLite's error for a file that is not a database, as a read of it would (its
+    result code, so that :func:`_sqlite_unreadable` reads it), naming the file, if
+    ``database`` is a file whose first bytes are not :data:`SQLITE_HEADER`. An empty or
+    missing file may become a store; one this user may not read is left to opening it.
+
+    Before a store is opened or made: ``serve`` made its marks file (512 KiB) beside a file
+    that was no database before SQLite refused it, and SQLite's "file is not a database"
+    named no file (found by a README check).
+    """
+    path = Path(database)
+    if not (path.is_file() and os.access(path, os.R_OK)):
+        return
+    with path.open("rb") as file:
+        head = file.read(len(SQLITE_HEADER))
+    if head and head != SQLITE_HEADER:
+        error = sqlite3.DatabaseError(f"{database!r} is not an SQLite database")
+        error.sqlite_errorname = "SQLITE_NOTADB"
+        raise error
+
+
 def _sqlite_outage(exc: BaseException) -> bool:
     """Whether SQLite's operational error ``exc`` means the store is locked or unavailable."""
     return _sqlite_error_is(exc, SQLITE_OUTAGES, _OUTAGE_WORDS)
@@ -297,8 +318,16 @@ class SQLiteStore(Store):
 
     @classmethod
     def check_url(cls, url: sa.engine.URL) -> None:
-        """The driver (the standard library's) and a file, not an in-memory database or a
-        folder (a look at the path: nothing is opened or made).
+        """The driver (the standard library's) and a file, not an in-memory database, a
+        folder or a file that is no database (a look at the path and the file's first bytes:
+        nothing is opened for writing or made).
+
+        Raises
+        ------
+        ValueError
+            Another driver, no file, a folder, or a query.
+        sqlite3.DatabaseError
+            A file that is not an SQLite database (:func:`_refuse_a_file_that_is_no_database`).
         """
         if url.drivername not in SQLITE_DRIVERS:
             raise ValueError(f"db: the SQLite driver must be the standard library's "
@@ -307,6 +336,7 @@ class SQLiteStore(Store):
             raise ValueError("db: an in-memory SQLite store cannot be shared; give a file")
         if Path(url.database).is_dir():  # SQLite's "unable to open": an outage, retried (review)
             raise ValueError(f"db: {url.database!r} is a folder, not an SQLite file")
+        _refuse_a_file_that_is_no_database(url.database)
         if url.query:  # found by attack: ?port=0 or ?mode=rw ignored, with SQLAlchemy's warning
             query = url.render_as_string().partition("?")[2]
             raise ValueError(f"db: an SQLite store's URL takes no query (the store sets its "
@@ -333,8 +363,7 @@ class SQLiteStore(Store):
             wal = Path(f"{database}-wal")
             if not head and not (wal.is_file() and wal.stat().st_size):
                 raise StoreNotFoundError(f"no store in the empty file {database!r}")
-            if head and head != SQLITE_HEADER:  # SQLite's own error, as a read would raise
-                raise sqlite3.DatabaseError("file is not a database")
+            # (a file that is no database: refused by check_url)
             if self.read_only:
                 self._check_read_only()
         Path(database).parent.mkdir(parents=True, exist_ok=True)
