@@ -227,11 +227,39 @@ def _serve(args: argparse.Namespace) -> int:
     settings = _settings_or_none(args, "serve")
     if settings is None:
         return 2
+    refused = _serve_folder_refusal(args, cast("Settings", settings))
+    if refused is not None:
+        print(f"recbandits serve: {refused}", file=sys.stderr)
+        return 2
     try:
         return commands.serve(settings)  # type: ignore[arg-type]
     except CommandError as exc:  # refused at start (another catalogue, arms missing): said
         print(f"recbandits serve: {exc}", file=sys.stderr)
         return exc.exit_code
+
+
+def _serve_folder_refusal(args: argparse.Namespace, settings: Settings) -> str | None:
+    """Why ``serve`` could not make its state folder, or the folder of its ``--db`` SQLite
+    file, or None: ``--out``'s rule (:func:`_out_refusal`), before the data is read. Found by
+    a README check: a ``--db`` file under a file ended in a 47-line traceback (exit 1), and a
+    ``--state-dir`` that was a file or lay under one said only "File exists" or "Not a
+    directory". Named as given: ``--state-dir``, ``--db``'s folder, else the settings' names.
+    """
+    from serving.store import database_file
+
+    given = args.state_dir is not None  # '' too: it served from the working folder
+    state_dir = args.state_dir if given else str(settings.resolved_state_dir())
+    named = "--state-dir" if given else "state_dir"
+    checks = [(named, state_dir)]
+    database = database_file(settings.db) if settings.db else None
+    if database is not None:  # (the default file lies in the state folder)
+        checks.append((f"{'--db' if args.db else 'db'}'s folder",
+                       os.path.dirname(os.path.abspath(database))))
+    for option, folder in checks:
+        refused = _out_refusal(folder)
+        if refused is not None:
+            return refused.replace("--out", option, 1)
+    return None
 
 
 def _run_serving(args: argparse.Namespace, command: str, function: str | None = None,

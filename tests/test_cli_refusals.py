@@ -455,6 +455,33 @@ def test_serve_refused_for_its_data_writes_no_store(
     assert not state.exists()
 
 
+@pytest.mark.parametrize(("options", "env", "said"), [
+    (["--db", "sqlite:///{afile}/x.db"], {}, "--db's folder '{afile}' is a file, not a folder"),
+    (["--db", "sqlite:///{afile}/sub/x.db"], {},
+     "--db's folder '{afile}/sub' lies under the file '{afile}'"),
+    (["--state-dir", "{afile}"], {}, "--state-dir '{afile}' is a file, not a folder"),
+    (["--state-dir", "{afile}/sub"], {}, "--state-dir '{afile}/sub' lies under the file '{afile}'"),
+    ([], {"RECBANDITS_STATE_DIR": "{afile}"}, "state_dir '{afile}' is a file, not a folder"),
+    ([], {"RECBANDITS_DB": "sqlite:///{afile}/x.db"},
+     "db's folder '{afile}' is a file, not a folder")])
+def test_serve_where_a_file_stands_for_its_folder_is_one_line_naming_the_option(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        options: list[str], env: dict[str, str], said: str) -> None:
+    """Found by a README check: a ``--db`` file under a file ended in a 47-line traceback
+    (``FileExistsError``, exit 1), and a ``--state-dir`` that was a file or lay under one said
+    only "File exists: ..." or "Not a directory: ...": now ``--out``'s rule and wording,
+    before the data is read, and nothing is made."""
+    afile = tmp_path / "afile"
+    afile.write_bytes(b"")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value.format(afile=afile))
+    err = refused(capsys, ["serve", "--dataset", "synthetic", "--port", "1",
+                           *(option.format(afile=afile) for option in options)])
+    assert err == f"recbandits serve: {said.format(afile=afile)}"
+    assert [p.name for p in tmp_path.iterdir()] == ["afile"] and afile.read_bytes() == b""
+
+
 @pytest.mark.parametrize("where", ["--db", "--state-dir"])
 def test_serve_on_a_store_file_that_is_no_database_writes_nothing(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
