@@ -539,7 +539,11 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
         sub.add_argument("--db", metavar="URL", help="SQLAlchemy URL of the store (default: "
                          "SQLite in WAL mode under the state folder; "
                          "postgresql+psycopg://user@host:port/db for several workers or hosts)")
-        sub.add_argument("--data", help="folder holding ml-100k/ (default: RECBANDITS_DATA)")
+        # The settings' data: RECBANDITS_DATA is then the one folder searched, unlike the lab's
+        # commands, which try the cache after it (arms.data.find_movielens with a data_dir).
+        sub.add_argument("--data", help="folder holding ml-100k/ (or --dataset's release, "
+                         "ml-1m/, ...; default: RECBANDITS_DATA, which must then hold it, else "
+                         "the user cache, else download)")
         sub.add_argument("--state-dir", help="folder for the SQLite file and the fitted arms "
                          "(default: $XDG_STATE_HOME/recbandits, else "
                          "~/.local/state/recbandits)")

@@ -355,6 +355,16 @@ def test_every_default_a_help_text_names_is_its_owners():
     assert checked >= 40  # every command's options were seen, not none
 
 
+def test_the_service_commands_data_help_says_where_the_data_is_looked_for():
+    """Found by a README check: serve's ``--data`` help said its default was RECBANDITS_DATA
+    alone; without it the MovieLens loader's search applies (the user cache, then a download),
+    and a RECBANDITS_DATA set is the one folder searched (the settings' ``data``)."""
+    for command in ("serve", "retrain"):
+        text = next(a.help for a in _subparser(command)._actions if a.dest == "data")
+        assert text.endswith("(or --dataset's release, ml-1m/, ...; default: RECBANDITS_DATA, "
+                             "which must then hold it, else the user cache, else download)"), text
+
+
 def test_rebuild_state_takes_the_services_host_and_port(monkeypatch):
     """Found by a README check: ``rebuild-state`` asked the worker at 127.0.0.1:8000 only (a
     service on another port was "not compared"); ``--host`` and ``--port`` name it, as serve's
