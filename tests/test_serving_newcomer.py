@@ -558,6 +558,22 @@ def test_readme_serve_example_works_when_pasted(served: tuple[str, Path, Path, s
     assert '"policy_version": 2' in run.stdout  # the retrain
 
 
+def test_readme_events_example_works_when_pasted(served: tuple[str, Path, Path, str]) -> None:
+    """Found by a README check: the ``POST /events`` example named item 302, which the
+    synthetic catalogue (items 1-300) lacks, so it was a 422 on the synthetic services the
+    README starts beside it; its items are in both catalogues now."""
+    base, _, _, _ = served
+    script = readme_block("events-example")
+    assert "localhost:8000" in script and "<" not in script  # no placeholder to fill in
+    script = script.replace("localhost:8000", base.removeprefix("http://"))
+    run = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    # Stored all three; the rating's reward is (4.5 - 1) / 4, a purchase's rating 5.
+    assert run.stdout.splitlines() == ["3", '["view",null,3]', '["rating",0.875,4.5]',
+                                       '["purchase",1,5]']
+
+
 # ---------------------------------------------------------------------------- the demo page
 @pytest.mark.slow
 def test_demo_page_offers_a_newcomer_a_genre_picker(tmp_path: Path) -> None:
