@@ -377,18 +377,24 @@ def _ope_candidates(
 
 
 def _ope_options_clash(args: argparse.Namespace) -> str | None:
-    """Why ``args`` mix the options of the two sources (the parser's two argument groups;
-    found by attack: ``--obd`` ignored ``--out`` and the exports, and wrote nothing), or of
-    the two exports; None if not.
+    """Why ``args`` mix the options of the two sources (the parser's argument groups;
+    found by attack: ``--obd`` ignored ``--out`` and the exports, and wrote nothing), give the
+    candidates' options with ``--shadow``, which replaces the candidates (found by a README
+    check: they were ignored), or mix the two exports; None if not.
     """
-    log_options, obd_options = args.ope_groups
-    given = [n for n in (obd_options if not args.obd else log_options)
-             if getattr(args, n) not in (None, False, [])]
-    flags = ", ".join(f"--{n.replace('_', '-')}" for n in given)
-    if given and args.obd:
+    log_options, obd_options, candidate_options = args.ope_groups
+
+    def given(options: tuple[str, ...]) -> str:
+        return ", ".join(f"--{n.replace('_', '-')}" for n in options
+                         if getattr(args, n) not in (None, False, []))
+
+    if args.obd and (flags := given(log_options)):
         return f"{flags}: for the service's log, not with --obd"
-    if given:
+    if not args.obd and (flags := given(obd_options)):
         return f"{flags}: only with --obd"
+    if getattr(args, "shadow", False) and (flags := given(candidate_options)):
+        return (f"{flags}: the candidates' options, not with --shadow (it evaluates the "
+                "logged shadow policy instead of the candidates)")
     from serving import offpolicy  # the run's own rule, said with the options' names
 
     clash = offpolicy.export_clash(
@@ -720,13 +726,16 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
                      help=f"bootstrap resamples, {BOOTSTRAP_RANGE} (default "
                      "%(default)s)")
     ope.add_argument("--seed", type=int, default=0, metavar="S", help="bootstrap seed")
-    log.add_argument("--ts-prior", action="append", metavar="ALPHA,BETA",
-                     help="Beta prior of a Thompson Sampling candidate (repeatable; default "
-                     "1,1 1,19 20,20)")
-    log.add_argument("--linear", action="append", metavar="NAME:KEY=VALUE,...",
-                     help="a contextual candidate, e.g. LinTS:scale=0.5,ridge=1 or "
-                     "LinUCB:alpha=1 (repeatable; default LinTS scale 1, 0.25 and 0.5 with "
-                     "ridge 10, LinUCB alpha 0.5 and 0)")
+    # The candidates are the log's too (refused with --obd), and --shadow replaces them.
+    candidates = ope.add_argument_group("the candidate policies (the service's log; not with "
+                                        "--shadow)")
+    candidates.add_argument("--ts-prior", action="append", metavar="ALPHA,BETA",
+                            help="Beta prior of a Thompson Sampling candidate (repeatable; "
+                            "default 1,1 1,19 20,20)")
+    candidates.add_argument("--linear", action="append", metavar="NAME:KEY=VALUE,...",
+                            help="a contextual candidate, e.g. LinTS:scale=0.5,ridge=1 or "
+                            "LinUCB:alpha=1 (repeatable; default LinTS scale 1, 0.25 and 0.5 "
+                            "with ridge 10, LinUCB alpha 0.5 and 0)")
     log.add_argument("--include-open", action="store_true",
                      help="also count decisions whose reward window (30 min by default) is "
                      "still open, with the feedback they have so far")
@@ -746,10 +755,12 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
                      "(default: the sample in RECBANDITS_DATA/obd)")
     obd.add_argument("--full", action="store_true", help="with --obd: the full dataset, "
                      "downloaded once into the user cache")
-    # Each group's options are refused with the other source (_ope_options_clash).
+    # Each group's options are refused with the other source, the candidates' with --shadow
+    # too (_ope_options_clash).
+    chosen = tuple(a.dest for a in candidates._group_actions)
     ope.set_defaults(handler=_ope,
-                     ope_groups=(tuple(a.dest for a in log._group_actions),
-                                 tuple(a.dest for a in obd._group_actions)))
+                     ope_groups=(tuple(a.dest for a in log._group_actions) + chosen,
+                                 tuple(a.dest for a in obd._group_actions), chosen))
 
 
 class _Parser(argparse.ArgumentParser):

@@ -136,6 +136,12 @@ def test_a_slate_environment_is_refused_by_simulate(tmp_path: Path,
      "one of ['ThompsonSampling',"),
     (["ope", "--obd", "--out", "runs/x"], "--out: for the service's log, not with --obd"),
     (["ope", "--campaign", "men"], "--campaign: only with --obd"),
+    # --shadow replaces the candidates: their options were ignored (found by a README check).
+    (["ope", "--shadow", "--ts-prior", "1,1", "--linear", "LinUCB:alpha=1"], "--ts-prior, "
+     "--linear: the candidates' options, not with --shadow (it evaluates the logged shadow "
+     "policy instead of the candidates)"),
+    (["ope", "--obd", "--linear", "LinUCB:alpha=1"], "--linear: for the service's log, not "
+     "with --obd"),
     (["ope", "--db", "sqlite:///x.db", "--ts-prior", "nan,1"], "ts_priors alpha (--ts-prior)=nan "
      "must be finite"),
     # The bandits' own ranges, checked by OPEConfig before the log is read (found by review:
