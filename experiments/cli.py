@@ -1033,7 +1033,10 @@ def _out_refusal(path: str | None, names: Sequence[str] = ()) -> str | None:
 def _file_refusal(option: str, path: str | None) -> str | None:
     """Why the file ``path`` (``--export-csv``, ``--export-obp``) could not be written, or
     None: checked before the run, as ``--out`` (they were found after it had written its
-    table, found by attack).
+    table, found by attack). An existing file is opened for appending, which changes nothing
+    in it: permission bits, an immutable file or a read-only mount refuse that as they refuse
+    the export (found by a README check: a file ``chattr +i`` failed the export after the run
+    had written its ``--out``; ``os.access`` lets root pass where the write fails).
     """
     if path is None:
         return None
@@ -1042,7 +1045,14 @@ def _file_refusal(option: str, path: str | None) -> str | None:
     if os.path.isdir(path):
         return f"{option} {path!r} is a folder, not a file"
     folder = _out_refusal(os.path.dirname(os.path.abspath(path)))
-    return None if folder is None else folder.replace("--out", option, 1)
+    if folder is not None:
+        return folder.replace("--out", option, 1)
+    if os.path.exists(path):
+        try:
+            open(path, "ab").close()
+        except OSError as exc:
+            return f"{option} {path!r} cannot be written ({exc.strerror or exc})"
+    return None
 
 
 def _input_refusal(exc: Exception, args: argparse.Namespace) -> str | None:

@@ -393,6 +393,38 @@ def test_cli_errors_are_clear(tmp_path: Path, service_log: dict) -> None:
         assert message in err.getvalue(), (argv, err.getvalue())
 
 
+def test_an_export_file_that_cannot_be_written_is_refused_before_the_run(
+        tmp_path: Path, service_log: dict) -> None:
+    """Found by a README check: an existing export file that cannot be written (``chattr +i``)
+    failed the export after the run had written ope.csv and summary.json to ``--out``.
+    Refused before anything is written, naming the option, as ``--out`` is."""
+    import os
+    import subprocess
+
+    locked = tmp_path / "locked.csv"
+    locked.write_text("keep me")
+    # Root writes any file whatever its mode: an immutable one, where the file system allows.
+    root = os.geteuid() == 0
+    if root and subprocess.run(["chattr", "+i", str(locked)], capture_output=True).returncode:
+        pytest.skip("chattr +i is not supported here")
+    if not root:
+        locked.chmod(0o444)
+    try:
+        for option in ("--export-csv", "--export-obp"):
+            err = io.StringIO()
+            with redirect_stdout(io.StringIO()), redirect_stderr(err):
+                assert cli_main(["ope", "--db", service_log["url"], "--include-open",
+                                 "--bootstrap", "0", "--out", str(tmp_path / "run"),
+                                 option, str(locked)]) == 2
+            assert err.getvalue().startswith(
+                f"recbandits ope: {option} '{locked}' cannot be written ("), err.getvalue()
+            assert not (tmp_path / "run").exists()
+    finally:
+        if root:
+            subprocess.run(["chattr", "-i", str(locked)], check=True)
+    assert locked.read_text() == "keep me"
+
+
 # ---------------------------------------------------------------------------- notebook
 NOTEBOOK = "03_serving_logs.ipynb"
 SMALL_NOTEBOOK = (
