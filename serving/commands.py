@@ -400,6 +400,8 @@ def _in_the_snapshot_order(settings: Settings, store: Store, *,
     """
     state = _snapshot_policy(store)
     if state is None:
+        if refuse_another_policy and store.has_log() and store.fold_snapshot() is not None:
+            settings = _refuse_another_than_the_latest_decision(settings, store)
         return settings
     order = list(state.get("arms", []))
     if order != settings.arms and sorted(order) == sorted(settings.arms):
@@ -426,6 +428,32 @@ def _refuse_what_the_snapshot_cannot_fold(settings: Settings, store: Store,
         store.dispose()
         raise CommandError(f"{exc} (serve it with the policy and arms of the purge; nothing "
                            "was fitted or served)", exit_code=2) from None
+
+
+def _refuse_another_than_the_latest_decision(settings: Settings, store: Store) -> Settings:
+    """``serve``'s check (:func:`_refuse_what_the_snapshot_cannot_fold`) against a fold
+    snapshot that records no policy (one that folded no outcome, stored by an older purge):
+    the store's record of its policy and arms is then the latest decision's, as a purge checks
+    them (:func:`_refuse_another_policy`). ``settings`` with the arms in the workers' order
+    when they are the same set (:func:`_workers_arm_order`).
+    """
+    order = _workers_arm_order(store)
+    if order != settings.arms and sorted(order) == sorted(settings.arms):
+        settings = settings.with_arms(order)
+    latest = store.latest_decision()
+    if latest is None:  # nothing recorded to compare with
+        return settings
+    current = shadow.effective(settings, store)  # a promotion names the live policy
+    try:  # (a contextual policy against a decision without a context: the name differs)
+        model = current.policy_model(_replayed_dimension(latest.n_features, current.policy,
+                                                         None))
+        _refuse_another_policy(model, latest, shadow.latest(store),
+                               doing="serve would serve",
+                               unchanged="nothing was fitted or served")
+    except CommandError:
+        store.dispose()
+        raise
+    return settings
 
 
 def settings_for_store(build: Callable[..., Settings]) -> Settings:
@@ -540,7 +568,7 @@ def _workers_arm_order(store: Store) -> list[str]:
 
 def _snapshot_policy(store: Store) -> JsonObject | None:
     """The policy state of the store's latest fold snapshot (its ``state_dict``), or None: no
-    log, never purged, or a snapshot that folded nothing.
+    log, never purged, or a snapshot that records none (:func:`_fold_policy`).
     """
     fold = store.fold_snapshot() if store.has_log() else None
     state = None if fold is None else fold.policy.get("state")
@@ -1780,8 +1808,13 @@ def _fold_policy(settings: Settings, store: Store, previous: FoldSnapshot | None
                  head: int, logged: int | None) -> tuple[JsonObject, int]:
     """The policy in force (``settings``, a promotion applied: :func:`serving.shadow.promoted`)
     folded over every outcome up to ``head`` (from ``previous``), as a fold snapshot stores it
-    (``{"state", "rewards"}``; state None: nothing folded yet), and how many outcomes this
-    fold read.
+    (``{"state", "rewards"}``), and how many outcomes this fold read.
+
+    A snapshot that folds nothing holds the fresh policy's state all the same: it names the
+    policy and arms the log folds further under, which ``serve`` holds every later start to
+    (:func:`_refuse_what_the_snapshot_cannot_fold`; with state None, found by a README check,
+    a start with another policy or arm set was let through). State None is left only for a
+    contextual policy whose dimension nothing logged says (no decision logged a context).
 
     A contextual policy's dimension is the one it folded with (``previous``), else ``logged``
     (:func:`_logged_dimension`): the feature set the service logs now, whose outcomes it folds.
@@ -1789,9 +1822,9 @@ def _fold_policy(settings: Settings, store: Store, previous: FoldSnapshot | None
     start = 0 if previous is None else previous.seq
     outcomes = [o for o in store.outcomes_after(start) if o.seq <= head]
     state = None if previous is None else previous.policy["state"]
-    if state is None and not outcomes:  # a switch changes nothing in a fresh policy
-        return {"state": None, "rewards": {}}, 0
     dimension = state["params"].get("n_features") if state is not None else logged
+    if state is None and dimension is None and registered_policies()[settings.policy].contextual:
+        return {"state": None, "rewards": {}}, 0  # no outcome either: none without a context
     switches = [w for w in store.switches_after(start) if w.seq <= head]
     model = settings.policy_model(dimension)
     policy, rewards = fold_policy(outcomes, model, previous, switches)
@@ -1831,7 +1864,9 @@ def _refuse_a_fold_unlike_the_workers(settings: Settings, store: Store,
 
 
 def _refuse_another_policy(model: PolicyModel, latest: LatestDecision | None,
-                           promotion: shadow.Promotion | None) -> None:
+                           promotion: shadow.Promotion | None, *,
+                           doing: str = "purge would fold",
+                           unchanged: str = "nothing was deleted") -> None:
     """Refuse (nothing deleted) to fold another policy than the one the latest decision was
     served by (``latest``: when, its policy, compared by
     :func:`serving.policy.policy_identity`, and its arms in the order of the workers'
@@ -1843,6 +1878,10 @@ def _refuse_another_policy(model: PolicyModel, latest: LatestDecision | None,
     service's ``--policy`` (or ``--settings``, or ``--arms`` in its order) deleted the log and
     left a snapshot no worker could restore (found in review: the running worker failed at
     its next refresh, a restarted one at its start).
+
+    ``doing`` and ``unchanged`` say what the command would do and what the refusal leaves as
+    it was (``serve`` checks a snapshot that records no policy this way too:
+    :func:`_refuse_another_than_the_latest_decision`).
 
     Raises
     ------
@@ -1856,9 +1895,9 @@ def _refuse_another_policy(model: PolicyModel, latest: LatestDecision | None,
     logged, arms = latest.policy, multileave.policy_arms(latest.pmf_keys)
     if arms and arms != model.arms:
         raise CommandError(
-            f"purge would fold a policy of the arms {model.arms}, but the latest decision was "
+            f"{doing} a policy of the arms {model.arms}, but the latest decision was "
             f"served by one of {arms}, in that order (run it with --arms {','.join(arms)}; "
-            "nothing was deleted)", exit_code=2)
+            f"{unchanged})", exit_code=2)
     if logged is None:  # a decision logged without its policy: nothing to compare
         return
     mine, served = model.identity(), policy_identity(logged.get("name"), logged.get("params"))
@@ -1869,11 +1908,11 @@ def _refuse_another_policy(model: PolicyModel, latest: LatestDecision | None,
         raise CommandError(
             f"the latest decision was served by {json.dumps(served)}, the policy promotion "
             f"#{promotion.id} replaced: the workers switch to {promotion.policy} within one "
-            "refresh interval; run it again then (nothing was deleted)", exit_code=1)
+            f"refresh interval; run it again then ({unchanged})", exit_code=1)
     raise CommandError(
-        f"purge would fold the policy {json.dumps(mine)}, but the latest decision was served "
+        f"{doing} the policy {json.dumps(mine)}, but the latest decision was served "
         f"by {json.dumps(served)}: workers cannot fold further from a snapshot of another "
-        "policy (run it with the service's --policy and --settings; nothing was deleted)",
+        f"policy (run it with the service's --policy and --settings; {unchanged})",
         exit_code=2)
 
 

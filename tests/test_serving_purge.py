@@ -40,7 +40,14 @@ from serving.replay import fold_policy
 from serving.results import CommandError, NothingToDo, PurgeResults, RebuildStateResults
 from serving.settings import Settings
 from serving.store import open_store
-from serving.store.tables import decisions, feedback, feedback_ratings, model_versions, outcomes
+from serving.store.tables import (
+    decisions,
+    feedback,
+    feedback_ratings,
+    fold_snapshots,
+    model_versions,
+    outcomes,
+)
 from serving.store.types import LogEvent, Outcome
 
 TOKEN = "t0ken"
@@ -1004,3 +1011,49 @@ def test_rebuild_state_says_when_the_settings_ask_other_live_hyper_parameters(
                          "with, asked): half_life=None, 3600.0"), line
     assert [str(c) for c in result.live if c.arm != "popularity"] == [
         str(c) for c in plain.live if c.arm != "popularity"]
+
+
+def test_serve_refuses_another_policy_or_arm_set_after_a_purge_that_folded_nothing(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
+    """Found by a README check: a purge that deleted feedback only stored a snapshot that
+    folded no outcome ("from the empty state: ... over 0 more outcomes"), with no policy state,
+    and ``serve`` with another policy or arm set was then not refused (one with other arms
+    published a version the running workers could not load). The snapshot records the
+    policy it was taken under even then, and serve refuses others (exit 2, nothing served)."""
+    from serving.commands import prepare
+
+    settings = make_settings(tmp_path)
+    with worker(settings, catalog, fitted) as running:
+        for user in range(1, 6):  # slates, and views of no slate: feedback without outcomes
+            assert running.get("/recommendations", params={"user_id": user}).status_code == 200
+            assert running.post("/events", json={"events": [{
+                "user_id": user, "item_id": 1, "type": "view",
+                "idempotency_key": f"v{user}"}]}).status_code == 201
+    report = run_purge(settings, catalog, time.time() + 4 * HOUR)
+    assert report.deleted["feedback"] > 0 and report.snapshot is not None
+    assert report.snapshot.n_outcomes == 0
+    for other in ({"policy": "EpsilonGreedy"}, {"arms": ["svd", "popularity"]}):
+        with pytest.raises(CommandError, match=(
+                r"^the fold snapshot's policy has (name|arms) .*nothing was fitted or "
+                r"served\)$")) as refused:
+            prepare(settings.model_copy(update=other), catalog=catalog)
+        assert refused.value.exit_code == 2
+    # An older purge stored no policy for such a snapshot: the latest decision's is the
+    # store's record then, compared as a purge compares it.
+    engine = sa.create_engine(settings.resolved_db_url())
+    with engine.begin() as conn:
+        conn.execute(sa.update(fold_snapshots).values(policy='{"state": null, "rewards": {}}'))
+    engine.dispose()
+    for other, said in (({"policy": "EpsilonGreedy"}, r'the policy \{"name": "EpsilonGreedy"'),
+                        ({"arms": ["svd", "popularity"]}, r"a policy of the arms \['svd', "
+                         r"'popularity'\], but the latest decision was served by one of "
+                         r"\['svd', 'cooccurrence', 'popularity'\]")):
+        with pytest.raises(CommandError, match=(
+                rf"^serve would serve {said}.*nothing was fitted or served\)$")) as refused:
+            prepare(settings.model_copy(update=other), catalog=catalog)
+        assert refused.value.exit_code == 2
+    assert len(read_table(settings.resolved_db_url(), model_versions)) == 1
+    reordered = settings.model_copy(update={"arms": ["popularity", "svd", "cooccurrence"]})
+    with TestClient(create_app(reordered, catalog=catalog)) as restarted:  # the service's own
+        assert restarted.get("/recommendations", params={"user_id": 1}).status_code == 200
+        assert restarted.app.state.service.settings.arms == ARMS  # in the workers' order

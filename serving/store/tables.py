@@ -287,7 +287,8 @@ fold_snapshots = sa.Table(
     sa.Column("cut", sa.Float(precision=53), nullable=False),
     sa.Column("created_at", sa.Float(precision=53), nullable=False),
     # JSON text (floats round-trip exactly through repr): {"state", "rewards": {arm: [n, sum]}},
-    # the policy's ``state_dict`` folded over the outcomes <= seq (null: none folded yet).
+    # the policy's ``state_dict`` folded over the outcomes <= seq (a fresh one's when none were;
+    # null: none folded, by a contextual policy of no known dimension or an older recbandits).
     sa.Column("policy", sa.Text, nullable=False),
     # JSON text {arm: n}: policy decisions deleted by this purge and every earlier one.
     sa.Column("pulls", sa.Text, nullable=False),

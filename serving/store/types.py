@@ -134,8 +134,8 @@ class FoldSnapshot:
     created_at : float
     policy : dict
         ``{"state", "rewards"}``: the policy's ``state_dict()`` folded over every outcome up
-        to ``seq`` (None: none folded yet), and the folded outcomes' ``[n, reward sum]`` per
-        arm.
+        to ``seq`` (None: none folded, and no policy recorded: ``recbandits purge``), and
+        the folded outcomes' ``[n, reward sum]`` per arm.
     pulls : dict of str to int
         Policy decisions per arm deleted by every purge so far.
     deleted : dict of str to int
