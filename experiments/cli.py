@@ -293,6 +293,27 @@ def _run_serving(args: argparse.Namespace, command: str, function: str | None = 
     return int(results.exit_code)
 
 
+#: What each ``models`` action uses of the lifecycle options (the parser's, which the
+#: command takes for all of its actions): a promotion and a rollback serve a version, whose
+#: carry-over applies; no action gates (a retrain's candidate is gated when it is fitted).
+MODELS_LIFECYCLE = {"list": (), "show": (), "promote": ("carry-over",),
+                    "rollback": ("carry-over",)}
+
+
+def _models(args: argparse.Namespace) -> int:
+    """``recbandits models``: the lifecycle options its action does not use are refused, one
+    line, exit 2 (found by a README check: ``models list --no-gate`` took and ignored them).
+    """
+    unused = [flag for dest, (flag, whose) in args.lifecycle.items()
+              if whose not in MODELS_LIFECYCLE[args.action] and getattr(args, dest) is not None]
+    if unused:
+        print(f"recbandits models: {', '.join(unused)}: not used by models {args.action} (the "
+              "gate options are retrain's and serve's; the carry-over ones apply to promote and "
+              "rollback)", file=sys.stderr)
+        return 2
+    return _run_serving(args, "models", action=args.action, version=args.version)
+
+
 #: The service's commands that create their store when it is missing (``serve``); every
 #: other service command reads an existing store and creates nothing (``retrain`` too: it
 #: built a whole store where a mistyped ``--state-dir`` named none, found by a README check).
@@ -380,7 +401,8 @@ def _ope_options_clash(args: argparse.Namespace) -> str | None:
     """Why ``args`` mix the options of the two sources (the parser's argument groups;
     found by attack: ``--obd`` ignored ``--out`` and the exports, and wrote nothing), give the
     candidates' options with ``--shadow``, which replaces the candidates (found by a README
-    check: they were ignored), or mix the two exports; None if not.
+    check: they were ignored), name the store twice (``--db`` and ``--state-dir``), or mix
+    the two exports; None if not.
     """
     log_options, obd_options, candidate_options = args.ope_groups
 
@@ -392,6 +414,9 @@ def _ope_options_clash(args: argparse.Namespace) -> str | None:
         return f"{flags}: for the service's log, not with --obd"
     if not args.obd and (flags := given(obd_options)):
         return f"{flags}: only with --obd"
+    if not args.obd and args.db is not None and args.state_dir is not None:
+        # Either names the store read (found by a README check: --state-dir was ignored).
+        return "--db, --state-dir: each names the store to read; give one"
     if getattr(args, "shadow", False) and (flags := given(candidate_options)):
         return (f"{flags}: the candidates' options, not with --shadow (it evaluates the "
                 "logged shadow policy instead of the candidates)")
@@ -581,7 +606,10 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
         sub.add_argument("--bootstrap-seed", type=int, default=0, metavar="S",
                          help="bootstrap seed (default 0)")
 
-    def lifecycle_options(sub: argparse.ArgumentParser) -> None:
+    def lifecycle_options(sub: argparse.ArgumentParser) -> dict[str, tuple[str, str]]:
+        # Returns each option's dest: (its flag, whose it is), for a command that takes them
+        # all but uses some (models: _lifecycle_options_unused).
+        given = {a.dest for a in sub._actions}
         sub.add_argument("--posterior-carryover", choices=("carry", "reset", "discount"),
                          help="what a refitted arm's policy statistics start from when a new "
                          "version is served (default carry; RECBANDITS_POSTERIOR_CARRYOVER)")
@@ -601,6 +629,8 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
                          help="least rating of a held-out event the gate counts as a hit "
                          "(default 4, so neither views nor dislikes; 1: every event; "
                          "RECBANDITS_GATE_RELEVANCE)")
+        return {a.dest: (a.option_strings[0], "carry-over" if "carryover" in a.dest
+                         else "gate") for a in sub._actions if a.dest not in given}
 
     serve = commands.add_parser("serve", help="run the recommendation service (FastAPI)")
     serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
@@ -654,9 +684,7 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
     models.add_argument("version", nargs="?", metavar="V",
                         help="the version (show, promote): plain digits, 1..2147483647")
     store_options(models)
-    lifecycle_options(models)
-    models.set_defaults(handler=lambda args: _run_serving(
-        args, "models", action=args.action, version=args.version))
+    models.set_defaults(handler=_models, lifecycle=lifecycle_options(models))
 
     credit = commands.add_parser(
         "credit", help="compare the arms of the log's multileaved slates: credited click rates "

@@ -1028,8 +1028,22 @@ def models(settings: Settings, action: str, version: int | str | None = None
         An unknown version, one that cannot be served, nothing to roll back to, no version
         yet to show, promote or roll back (exit code 1); ``version`` no version number, as
         ``02`` or ``abc`` (exit code 2, a bad value: it said 1, as for a refusal, found by
-        attack).
+        attack); settings that name other arms than the live version's (exit code 2, as
+        every command that reads the store refuses them: :func:`served_settings`; they were
+        ignored, found by a README check).
     """
+    if settings.named_arms():
+        try:
+            store = open_store(settings.resolved_db_url(), timeout_s=settings.store_timeout_s,
+                               create=False, read_only=action in ("list", "show"))
+        except StoreNotFoundError:
+            pass  # no versions: said below
+        else:
+            try:
+                served_settings(settings, store, f"models {action} was given",
+                                MODELS_OF_THE_STORE)
+            finally:
+                store.dispose()
     try:
         return versions.run(settings, action, version)
     except versions.NoVersionsError as exc:
@@ -1042,6 +1056,10 @@ def models(settings: Settings, action: str, version: int | str | None = None
         raise CommandError(exc.message, exit_code=2 if exc.status_code in (400, 422) else 1
                            ) from None
 
+
+#: Why ``models`` refuses other arms (:func:`served_settings`): it takes none of its own.
+MODELS_OF_THE_STORE = ("the versions are the store's, whatever arms the settings name (a "
+                       "promotion serves its version's own)", ", or without --arms")
 
 #: Why a command that reads the log must read it with the live arms (:func:`served_settings`).
 READ_WITH_OTHER_ARMS = ("the workers log and fold those", "")

@@ -142,6 +142,9 @@ def test_a_slate_environment_is_refused_by_simulate(tmp_path: Path,
      "policy instead of the candidates)"),
     (["ope", "--obd", "--linear", "LinUCB:alpha=1"], "--linear: for the service's log, not "
      "with --obd"),
+    # Both name the store: --state-dir was ignored (found by a README check).
+    (["ope", "--db", "sqlite:///x.db", "--state-dir", "."], "--db, --state-dir: each names the "
+     "store to read; give one"),
     (["ope", "--db", "sqlite:///x.db", "--ts-prior", "nan,1"], "ts_priors alpha (--ts-prior)=nan "
      "must be finite"),
     # The bandits' own ranges, checked by OPEConfig before the log is read (found by review:

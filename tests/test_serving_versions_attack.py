@@ -433,6 +433,36 @@ def test_the_cli_passes_the_version_as_written(tmp_path: Path, catalog: Dataset,
     assert '"version": 1' in capsys.readouterr().out
 
 
+def test_models_refuses_the_options_it_would_ignore(tmp_path: Path, catalog: Dataset,
+                                                    fitted: dict,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by a README check: ``models list --arms svd,popularity,random`` and the gate and
+    carry-over options of an action that uses none answered exit 0, ignoring them. Other arms
+    than the live version's are refused as credit and holdout refuse them, the lifecycle
+    options an action does not use by name; one line, exit 2."""
+    from experiments.cli import main
+
+    settings = make_settings(tmp_path, "sqlite")
+    with worker(settings, catalog, fitted):
+        pass  # version 1: svd, popularity
+    where = ["--state-dir", str(settings.state_dir), "--db", settings.db]
+    for argv, said in (
+            (["list", "--arms", "svd,popularity,random"], "models list was given the arms "
+             "['popularity', 'random', 'svd'], but the live version 1 serves ['popularity', "
+             "'svd']: the versions are the store's"),
+            (["show", "1", "--arms", "random"], "models show was given the arms ['random']"),
+            (["list", "--no-gate", "--posterior-carryover", "reset"], "--posterior-carryover, "
+             "--no-gate: not used by models list"),
+            (["promote", "1", "--gate-margin", "0.1"], "--gate-margin: not used by models "
+             "promote")):
+        assert main(["models", *argv, *where]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith(f"recbandits models: {said}") and err.count("\n") == 1, err
+    assert main(["models", "list", "--arms", "popularity,svd", *where]) == 0  # the live ones
+    assert "serving version 1" in capsys.readouterr().out
+    assert [v.version for v in versions.run(settings, "list").rows] == [1]
+
+
 # ----------------------------------------------------------- finding 4: the query parameters
 def test_side_effect_admin_routes_refuse_unknown_and_repeated_query_parameters(
         tmp_path: Path, catalog: Dataset, fitted: dict) -> None:
