@@ -445,13 +445,24 @@ def _gate(settings: Settings, train: Dataset, candidate: Spec, serving: Spec
     return report.decision == "promote", report.reason, gate, seconds
 
 
-def _moved_on(live: int | None, gated: int | None, done: str) -> ModelsError:
+#: What publishes a version of each kind, as a refusal names it.
+KIND_SAID = {"start": "a serve start", "retrain": "a retrain", "promote": "a promotion",
+             "rollback": "a rollback"}
+
+
+def _moved_on(store: Store, live: int | None, gated: int | None, done: str) -> ModelsError:
     """The refusal of a retrain whose arms were gated against version ``gated`` while
-    ``live`` is served (a promotion or rollback came first): 409, saying what was ``done``.
+    ``live`` is served: 409, naming the versions served since and what published each (it
+    said "a promotion or rollback came first" after another retrain; found by a README
+    check), and what was ``done``. A worker's retrain is gated against the version it loaded
+    at its last refresh, so the retry waits for its next one.
     """
+    since = [f"{r.version} ({KIND_SAID.get(r.kind, r.kind)})" for r in store.versions()
+             if gated is not None and r.version > gated and r.served_seq is not None]
+    moved = f"served since: {', '.join(since)}" if since else "the live version moved"
     return ModelsError(f"the live version is {live}, not version {gated} whose arms this "
-                       f"retrain is gated against (a promotion or rollback came first); {done}: "
-                       "retrain again against the arms served now")
+                       f"retrain is gated against ({moved}); {done}: retrain again against "
+                       "the arms served now (a worker loads them within one refresh interval)")
 
 
 def retrain(settings: Settings, store: Store, catalog: Dataset,
@@ -514,7 +525,7 @@ def retrain(settings: Settings, store: Store, catalog: Dataset,
     if expect_live is None and served is not None:
         expect_live = served.version
     if served is not None and served.version != expect_live:
-        raise _moved_on(served.version, expect_live, "nothing was fitted")
+        raise _moved_on(store, served.version, expect_live, "nothing was fitted")
     check_catalog(store, catalog_fingerprint(catalog), "this retrain's arms would be")
     check_arm_set(store, list(models), "this retrain would fit")
     log_seq = store.log_seq()
@@ -594,7 +605,7 @@ def retrain(settings: Settings, store: Store, catalog: Dataset,
                 # Nothing points at the folder: it would only take room.
                 shutil.rmtree(folder, ignore_errors=True)
                 now = store.policy_meta()
-                raise _moved_on(None if now is None else now.version, expect_live,
+                raise _moved_on(store, None if now is None else now.version, expect_live,
                                 "nothing was served or recorded") from None
     object.__setattr__(arm_set, "version", row.version)
     logger.info("retrained on %s: policy version %d", train, row.version)

@@ -353,8 +353,8 @@ def test_a_retrain_does_not_undo_a_rollback_made_during_its_fit(
         assert refused.status_code == 409, refused.text
         assert refused.json()["detail"] == (
             "the live version is 3, not version 2 whose arms this retrain is gated against "
-            "(a promotion or rollback came first); nothing was served or recorded: retrain "
-            "again against the arms served now")
+            "(served since: 3 (a rollback)); nothing was served or recorded: retrain again "
+            "against the arms served now (a worker loads them within one refresh interval)")
         assert done["rollback"].version == 3
         rows = service.store.versions()
         assert [(r.version, r.status, r.kind) for r in rows] == [

@@ -463,6 +463,28 @@ def test_models_refuses_the_options_it_would_ignore(tmp_path: Path, catalog: Dat
     assert [v.version for v in versions.run(settings, "list").rows] == [1]
 
 
+def test_a_workers_retrain_after_another_retrain_says_what_was_served_since(
+        tmp_path: Path, catalog: Dataset, fitted: dict,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a README check: ``POST /admin/retrain?candidate=true`` right after a CLI
+    retrain published a version said "a promotion or rollback came first". It names what
+    was served since the worker's version and what published it, and when to retry."""
+    settings = make_settings(tmp_path, "sqlite", gate_enabled=False,
+                             refresh_interval_s=3600.0)  # the worker stays on version 1
+    monkeypatch.setattr(commands, "load_catalog", lambda _: catalog)
+    with worker(settings, catalog, fitted) as client:
+        traffic(client, range(1, 21))
+        done = commands.retrain(settings)  # another host's recbandits retrain
+        assert not isinstance(done, NothingToDo) and done.version == 2
+        refused = client.post("/admin/retrain?candidate=true", headers=AUTH)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["detail"] == (
+            "the live version is 2, not version 1 whose arms this retrain is gated against "
+            "(served since: 2 (a retrain)); nothing was fitted: retrain again against the "
+            "arms served now (a worker loads them within one refresh interval)")
+        assert [v.version for v in client.app.state.service.store.versions()] == [1, 2]
+
+
 # ----------------------------------------------------------- finding 4: the query parameters
 def test_side_effect_admin_routes_refuse_unknown_and_repeated_query_parameters(
         tmp_path: Path, catalog: Dataset, fitted: dict) -> None:
