@@ -535,14 +535,21 @@ def test_serve_shows_its_progress_on_stderr(served: tuple[str, Path, Path, str])
     assert "recbandits: serving svd, popularity (policy version 1)" in out.read_text()
 
 
-def test_readme_serve_example_works_when_pasted(served: tuple[str, Path, Path, str]) -> None:
-    base, _, _, url = served
-    script = readme_block("serve-example")
+def run_readme_block(name: str, base: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
+    """The README's block ``name`` run by bash as written, against the service at ``base``
+    for ``localhost:8000``; it must succeed."""
+    script = readme_block(name)
     assert "localhost:8000" in script and "<" not in script  # no placeholder to fill in
     script = script.replace("localhost:8000", base.removeprefix("http://"))
     run = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], capture_output=True,
-                         text=True, timeout=300)
+                         text=True, timeout=timeout_s)
     assert run.returncode == 0, run.stderr
+    return run
+
+
+def test_readme_serve_example_works_when_pasted(served: tuple[str, Path, Path, str]) -> None:
+    base, _, _, url = served
+    run = run_readme_block("serve-example", base, timeout_s=300)
     # The like named the slate's event and its first movie, and rewarded the arm.
     decision = next(r for r in read_table(url, decisions) if r["user_id"] == 196)
     (liked,) = [r for r in read_table(url, feedback) if r["user_id"] == 196]
@@ -562,13 +569,7 @@ def test_readme_events_example_works_when_pasted(served: tuple[str, Path, Path, 
     """Found by a README check: the ``POST /events`` example named item 302, which the
     synthetic catalogue (items 1-300) lacks, so it was a 422 on the synthetic services the
     README starts beside it; its items are in both catalogues now."""
-    base, _, _, _ = served
-    script = readme_block("events-example")
-    assert "localhost:8000" in script and "<" not in script  # no placeholder to fill in
-    script = script.replace("localhost:8000", base.removeprefix("http://"))
-    run = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], capture_output=True,
-                         text=True, timeout=60)
-    assert run.returncode == 0, run.stderr
+    run = run_readme_block("events-example", served[0], timeout_s=60)
     # Stored all three; the rating's reward is (4.5 - 1) / 4, a purchase's rating 5.
     assert run.stdout.splitlines() == ["3", '["view",null,3]', '["rating",0.875,4.5]',
                                        '["purchase",1,5]']
