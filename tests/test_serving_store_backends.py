@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from test_serving_support import free_port, postgres
@@ -557,6 +558,26 @@ def test_a_promotion_a_role_may_not_write_is_no_409_refusal(
     service = SimpleNamespace(settings=None, store=None)
     with pytest.raises(StoreAccessError, match="policy_promotions"):
         RecommendationService.promote_shadow(service)  # type: ignore[arg-type]
+
+def test_a_local_server_whose_socket_is_missing_is_an_outage_not_a_refusal(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Found in review: psycopg says "connection is bad" whenever libpq fails at its first
+    step, a missing socket file too (a local server stopped or restarting); that was read as
+    libpq refusing the URL's options, exit 2, and serve gave up at once instead of waiting."""
+    from experiments import cli
+    from serving.store.errors import refused_connection
+
+    url = f"postgresql+psycopg://u@/db?host={tmp_path}"  # no server's socket in it
+    assert cli.main(["credit", "--db", url]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("recbandits credit: the store is unavailable (connection is bad: "
+                          "connection to server on socket"), err
+    assert err.rstrip().endswith("retry later"), err
+    with pytest.raises(psycopg.OperationalError) as refused:
+        psycopg.connect(f"host={tmp_path} dbname=db user=u sslmode=bogus")
+    assert refused_connection(refused.value) == (
+        "libpq refused the URL's options (invalid sslmode value: \"bogus\")")
+
 
 def test_a_store_url_libpq_cannot_use_is_refused_at_once_with_its_password_hidden(
         capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,

@@ -92,10 +92,14 @@ _REFUSAL = re.compile(r'authentication failed|^(role|database) ".*" does not exi
                       r"no pg_hba\.conf entry|^permission denied for database")
 
 
-#: psycopg's own words (never translated) for a connection libpq would not even start: the
-#: URL's options refused before any server was tried (``?sslmode=bogus``: "invalid sslmode
-#: value"), where a connection that was tried and failed is "connection failed: ...".
-_NOT_STARTED = "connection is bad: "
+#: psycopg's own words (never translated) for a connection libpq would not even start, then
+#: libpq's for options it refuses before any server is tried (``?sslmode=bogus``: "invalid
+#: sslmode value"; ``?host=a,b&port=1,2,3``: "could not match 3 port numbers to 2 hosts").
+#: libpq also fails at that first step on a socket file that is missing ("connection to
+#: server on socket ... failed: No such file or directory": a local server stopped or
+#: restarting), an outage, so the words after the prefix decide (found in review: that was
+#: refused, exit 2, and ``serve`` gave up at once).
+_NOT_STARTED = re.compile(r"^connection is bad: (?P<said>(invalid |could not match ).*)")
 
 
 def _refused(exc: BaseException) -> str | None:
@@ -107,9 +111,9 @@ def _refused(exc: BaseException) -> str | None:
     if not isinstance(exc, psycopg.OperationalError):
         return None
     text = str(exc)
-    if text.startswith(_NOT_STARTED):
-        said = text[len(_NOT_STARTED):].strip().splitlines()
-        return f"libpq refused the URL's options ({said[0] if said else text})"
+    options = _NOT_STARTED.match(text)
+    if options:
+        return f"libpq refused the URL's options ({options['said'].strip()})"
     for line in text.splitlines():
         if "FATAL:" in line:
             reason = line.split("FATAL:", 1)[1].strip()
