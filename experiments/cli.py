@@ -1075,7 +1075,9 @@ def _file_refusal(option: str, path: str | None) -> str | None:
     folder = _out_refusal(os.path.dirname(os.path.abspath(path)))
     if folder is not None:
         return folder.replace("--out", option, 1)
-    if os.path.exists(path):
+    # A regular file only: opening a FIFO for writing waits for a reader and then sends it
+    # an end of file (found in review: ope hung on one), and a device is left to the run.
+    if os.path.isfile(path):
         try:
             open(path, "ab").close()
         except OSError as exc:

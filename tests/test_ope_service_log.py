@@ -425,6 +425,25 @@ def test_an_export_file_that_cannot_be_written_is_refused_before_the_run(
     assert locked.read_text() == "keep me"
 
 
+def test_the_export_check_leaves_a_fifo_alone(tmp_path: Path) -> None:
+    """Found in review: the check opened an existing export path for appending, which on a
+    FIFO waits for a reader (ope hung) and then sends it an end of file; only a regular file
+    is opened."""
+    import os
+    import threading
+
+    from experiments.cli import _file_refusal
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    said: list[str | None] = []
+    check = threading.Thread(target=lambda: said.append(_file_refusal("--export-csv", str(fifo))),
+                             daemon=True)
+    check.start()
+    check.join(timeout=30)  # the old check never returned without a reader
+    assert not check.is_alive() and said == [None]
+
+
 # ---------------------------------------------------------------------------- notebook
 NOTEBOOK = "03_serving_logs.ipynb"
 SMALL_NOTEBOOK = (
