@@ -20,7 +20,8 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn, cast
 
-from arms.data.movielens import DATASETS, MOVIELENS_NAMES
+from arms.data.files import SYNTHETIC_READS_NO_DATA
+from arms.data.movielens import DATASETS, MOVIELENS_NAMES, SYNTHETIC
 from arms.errors import DataFileError, DataUnavailableError
 from bandits.ope import BOOTSTRAP_RANGE, DEFAULT_N_BOOTSTRAP
 
@@ -200,7 +201,10 @@ def _serving_settings(args: argparse.Namespace) -> object:
 
     # The live version's arms where the settings name none and the default list would not fit
     # their arm_params (serving.commands.settings_for_store).
-    return settings_for_store(build)
+    settings = settings_for_store(build)
+    if "data" in given and settings.dataset == SYNTHETIC:  # ignored once (a README check)
+        raise ValueError(f"--data: {SYNTHETIC_READS_NO_DATA}")
+    return settings
 
 
 def _settings_or_none(args: argparse.Namespace, command: str) -> object | None:

@@ -87,7 +87,7 @@ from arms.data import (
     random_split,
     temporal_split,
 )
-from arms.data.files import clear_run_files, write_whole
+from arms.data.files import SYNTHETIC_READS_NO_DATA, clear_run_files, write_whole
 from arms.data.synthetic import MAX_SYNTHETIC_SIZE
 from arms.metrics import POSITIVE_RATING, mae, ranking_metrics, rmse
 from experiments.config import MAX_WORKERS
@@ -619,6 +619,8 @@ def validate(config: EvaluateConfig) -> EvaluateConfig:
             check_int("synthetic", config.synthetic, low=1, high=MAX_SYNTHETIC_SIZE)
         except ValueError as exc:
             raise EvaluateConfigError("synthetic", str(exc)) from None
+        if config.data is not None:  # ignored in silence once (found by a README check)
+            raise EvaluateConfigError("data", SYNTHETIC_READS_NO_DATA)
     arms = None if config.arms is None else _canonical_arms(config.arms)
     bad = [p for p in config.protocols if p not in PROTOCOLS]
     if bad or not config.protocols:

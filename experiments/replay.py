@@ -58,7 +58,7 @@ from arms.base import Recommender, check_k, top_k
 from arms.cooccurrence import MIN_HALF_LIFE_S, time_order
 from arms.data import load_movielens, make_synthetic
 from arms.data.dataset import Dataset
-from arms.data.files import clear_run_files, write_whole
+from arms.data.files import SYNTHETIC_READS_NO_DATA, clear_run_files, write_whole
 from arms.data.synthetic import check_sizes
 from arms.errors import UnknownArmError
 from arms.registry import make_arm, resolve, resolve_names
@@ -195,6 +195,8 @@ class ReplayConfig:
         """
         if self.synthetic is None:
             return
+        if self.data is not None:  # ignored in silence once (found by a README check)
+            raise ReplayConfigError("data", SYNTHETIC_READS_NO_DATA)
         sizes = {name: param.default for name, param in
                  inspect.signature(make_synthetic).parameters.items()
                  if name in ("n_users", "n_items", "n_ratings")}

@@ -43,7 +43,7 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
-from arms.data.files import clear_run_files
+from arms.data.files import SYNTHETIC_READS_NO_DATA, clear_run_files, reads_no_data
 from arms.data.movielens import (
     DATASETS,
     MOVIELENS_ALIASES,
@@ -179,7 +179,8 @@ def env_kwargs(params: TomlTable, horizon: int) -> TomlTable:
     Raises
     ------
     ConfigError
-        An unknown dataset name.
+        An unknown dataset name, or a ``data_dir`` beside the synthetic dataset (which reads
+        none: :func:`arms.data.files.reads_no_data`).
     """
     kwargs = dict(params)
     dataset = kwargs.pop("dataset", None)
@@ -188,6 +189,8 @@ def env_kwargs(params: TomlTable, horizon: int) -> TomlTable:
         options = {k: v for k, v in dataset.items() if k != "name"}
         dataset = dataset.get("name")
     if dataset == SYNTHETIC:
+        if kwargs.get("data_dir") is not None:  # the env ignored it (found by a README check)
+            raise cfg.ConfigError(f"--data: {SYNTHETIC_READS_NO_DATA}")
         kwargs["dataset"] = _synthetic(tuple(sorted(options.items())))
     elif dataset in MOVIELENS_VARIANTS or dataset in MOVIELENS_ALIASES:
         # The alias is the release it names: "movielens" passed on as no dataset, which a
@@ -260,8 +263,8 @@ def probe_env(config: ExperimentConfig) -> EnvInfo:
                 marker in str(exc) for marker in ("keyword argument", " must be ")):
             raise
         if "keyword argument 'data_dir'" in str(exc):  # simulate --data (attack: Python's text)
-            raise cfg.ConfigError(f"--data: {config.env.id} reads no data files (its "
-                                  "[env.params] take no data_dir); leave --data out") from exc
+            raise cfg.ConfigError("--data: " + reads_no_data(
+                config.env.id, "its [env.params] take no data_dir")) from exc
         raise cfg.ConfigError(f"[env.params] of {config.env.id}: {exc}") from exc
     if not isinstance(env.single_action_space, gymnasium.spaces.Discrete):
         raise cfg.ConfigError(

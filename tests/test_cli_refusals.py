@@ -633,6 +633,39 @@ def test_simulate_takes_data_as_the_other_commands_do(tmp_path: Path) -> None:
     assert "not available" not in read.stderr
 
 
+SYNTHETIC_READS_NO_DATA = ("--data: the synthetic dataset reads no data files (its ratings "
+                           "are generated, not read); leave --data out")
+
+
+@pytest.mark.parametrize("argv", [
+    ["evaluate-arms", "--no-tune", "--seeds", "1", "--arms", "popularity", "--synthetic", "100"],
+    ["replay", "--synthetic", "2000", "-q"],
+    ["serve", "--dataset", "synthetic", "--port", "1"],
+])
+def test_data_beside_synthetic_data_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    """Found by a README check: every command but ``simulate fixed_ctr`` ran on synthetic
+    data with a ``--data`` it never read (replay wrote it into config.json as used); now each
+    refuses it in simulate's words (``arms.data.files.reads_no_data``), writing nothing."""
+    out = ["--state-dir", str(tmp_path / "state")] if argv[0] == "serve" else [
+        "--out", str(tmp_path / "run")]
+    err = refused(capsys, [*argv, *out, "--data", str(tmp_path / "nonexistent")])
+    assert err == f"recbandits {argv[0]}: {SYNTHETIC_READS_NO_DATA}"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_simulate_refuses_data_beside_synthetic_data() -> None:
+    """The same refusal where simulate builds the environment's arguments (its workers
+    probe the environment: ``simulate --dataset synthetic --data X`` exits 2 with it)."""
+    from experiments import config as cfg
+    from experiments import simulate
+
+    with pytest.raises(cfg.ConfigError) as excinfo:
+        simulate.env_kwargs({"dataset": "synthetic", "data_dir": "/nonexistent"}, 10)
+    assert str(excinfo.value) == SYNTHETIC_READS_NO_DATA
+    assert "data_dir" not in simulate.env_kwargs({"dataset": "synthetic"}, 10)
+
+
 BAD_STORE_URLS = [
     ("postgres+psycopg://u:SECRET1@127.0.0.1:19020/rb", "allowed backends: sqlite, postgresql"),
     ("u:SECRET2@127.0.0.1:19020/rb", "db must be an sqlite:// or postgresql:// URL"),

@@ -22,6 +22,34 @@ from arms.data.dataset import is_whole
 from arms.errors import DataFileError
 
 
+def reads_no_data(reader: str, why: str) -> str:
+    """The one refusal of a data folder (``--data``) given to what reads no data file: an
+    ignored option is refused, never dropped in silence (found by a README check: ``replay
+    --synthetic 2000 --data /nonexistent`` ran and wrote ``"data": "/nonexistent"`` into its
+    config). Every command says it after its own ``--data:``: simulate for an environment
+    that takes no ``data_dir`` and for the synthetic dataset, ``evaluate-arms`` and
+    ``replay`` with ``--synthetic``, the service's commands with ``--dataset synthetic``.
+
+    Parameters
+    ----------
+    reader : str
+        What was asked to read the folder (``"the synthetic dataset"``, an environment id).
+    why : str
+        Why it reads none, in a few words.
+
+    Returns
+    -------
+    str
+        ``"<reader> reads no data files (<why>); leave --data out"``.
+    """
+    return f"{reader} reads no data files ({why}); leave --data out"
+
+
+#: Why the synthetic dataset reads no data folder, as :func:`reads_no_data` says it.
+SYNTHETIC_READS_NO_DATA = reads_no_data("the synthetic dataset",
+                                        "its ratings are generated, not read")
+
+
 def clear_run_files(folder: Path, names: Iterable[str]) -> Path:
     """Make ``folder`` (and its parents) and remove the files ``names`` from it, before a run
     writes them: the folder then describes one run, not this run's files beside a previous
