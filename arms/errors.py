@@ -11,6 +11,13 @@ class DataUnavailableError(RuntimeError):
     """The MovieLens files are neither on disk nor downloadable."""
 
 
+class DataFolderError(DataUnavailableError):
+    """A data folder named by ``--data`` or ``RECBANDITS_DATA`` that does not exist or lacks
+    the dataset asked for: the one read when named, so never replaced by the cache, a download
+    or synthetic data (a user who names a folder means it).
+    """
+
+
 class DataFileError(ValueError):
     """A data file on disk that does not hold what its format says (a value that is not a
     number, a missing field, a bad code): the message names the file, and the line where known.

@@ -227,12 +227,12 @@ def probe_env(config: ExperimentConfig) -> EnvInfo:
     """Arm names and context size of the config's environment, with the data fallback applied.
 
     Where the environment needs MovieLens and it cannot be had, the synthetic dataset is used
-    instead and a one-line note says so; not when ``[env.params] data_dir`` names a folder
-    (``simulate --data``): its DataUnavailableError is raised, naming it.
+    instead and a one-line note says so; not when ``[env.params] data_dir`` (``simulate
+    --data``) or ``RECBANDITS_DATA`` names a folder: its DataFolderError is raised, naming it.
     """
     import gymnasium
 
-    from arms.errors import DataFileError, DataUnavailableError
+    from arms.errors import DataFileError, DataFolderError, DataUnavailableError
 
     params = dict(config.env.params)
     notes: list[str] = []
@@ -240,7 +240,7 @@ def probe_env(config: ExperimentConfig) -> EnvInfo:
         try:
             env = make_vector_env(config.env.id, params, 1, config.horizon)
         except DataUnavailableError as exc:
-            if params.get("data_dir") is not None:  # a folder given (--data): read, or refused
+            if isinstance(exc, DataFolderError):  # a folder named (--data, RECBANDITS_DATA)
                 raise
             wanted = movielens_variant(dataset_name(params) or "movielens")
             params["dataset"] = SYNTHETIC

@@ -18,7 +18,7 @@ from arms.data import Dataset, find_movielens, load_movielens, make_synthetic
 from arms.data import movielens as movielens_module
 from arms.data.movielens import ML100K_GENRES
 from arms.data.synthetic import RATING_SHARES
-from arms.errors import DataFileError, DataUnavailableError
+from arms.errors import DataFileError, DataFolderError, DataUnavailableError
 
 SHARED_ML100K = Path("/work/shared/data/ml-100k")
 
@@ -130,8 +130,37 @@ def test_lookup_order(
     assert find_movielens(download=False) == env_copy / "ml-100k"
     assert find_movielens(SHARED_ML100K, download=False) == SHARED_ML100K
     assert find_movielens(SHARED_ML100K.parent, download=False) == SHARED_ML100K
-    monkeypatch.setenv("RECBANDITS_DATA", str(tmp_path / "empty"))
     shutil.copytree(SHARED_ML100K, isolated_cache / "ml-100k")
+    monkeypatch.delenv("RECBANDITS_DATA")
+    assert find_movielens(download=False) == isolated_cache / "ml-100k"
+
+
+def test_a_data_variable_naming_no_copy_is_refused(
+    tmp_path: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by a README check: RECBANDITS_DATA naming no folder, or one without the release,
+    # was skipped in silence for the cache or a download (then advised "set RECBANDITS_DATA"
+    # although it was); it is held to --data's rule, with the cache holding a copy.
+    (isolated_cache / "ml-100k").mkdir(parents=True)
+    for name in ("u.data", "u.item", "u.user"):
+        (isolated_cache / "ml-100k" / name).write_text("")
+    missing, empty = tmp_path / "nonexistent", tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("RECBANDITS_DATA", str(missing))
+    with pytest.raises(DataFolderError) as excinfo:
+        find_movielens(download=False)
+    assert str(excinfo.value) == (f"the data folder {missing} (RECBANDITS_DATA; unset it to "
+                                  "use the user cache or the download) does not exist")
+    monkeypatch.setenv("RECBANDITS_DATA", str(empty))
+    with pytest.raises(DataFolderError) as excinfo:
+        find_movielens(download=False)
+    assert str(excinfo.value) == (
+        f"the data folder {empty} (RECBANDITS_DATA; unset it to use the user cache or the "
+        f"download) holds no ml-100k files (expected u.data, u.item, u.user in "
+        f"{empty / 'ml-100k'})")
+    with pytest.raises(DataFolderError, match=r"\(--data, RECBANDITS_DATA\) does not exist"):
+        find_movielens(missing, download=False)
+    monkeypatch.setenv("RECBANDITS_DATA", "")  # set empty: not set
     assert find_movielens(download=False) == isolated_cache / "ml-100k"
 
 

@@ -23,7 +23,7 @@ import pytest
 
 from arms.data import Dataset, find_movielens, load_movielens, make_synthetic
 from arms.data import movielens as ml
-from arms.errors import DataUnavailableError
+from arms.errors import DataFolderError, DataUnavailableError
 
 # ---------------------------------------------------------------------------- generated files
 ML1M_FILES = {
@@ -295,8 +295,12 @@ def test_lookup_order(
     monkeypatch.setenv("RECBANDITS_DATA", str(tmp_path / "env"))
     assert find_movielens(tmp_path / "arg", variant="ml-1m") == tmp_path / "arg" / "ml-1m"
     assert find_movielens(variant="ml-1m") == tmp_path / "env" / "ml-1m"
-    monkeypatch.setenv("RECBANDITS_DATA", str(tmp_path / "empty"))
+    monkeypatch.delenv("RECBANDITS_DATA")  # a folder it names is the one read (test_data.py)
     assert find_movielens(variant="ml-1m") == isolated_cache / "ml-1m"
+    monkeypatch.setenv("RECBANDITS_DATA", str(tmp_path / "arg"))  # ml-1m/, not ml-10m/
+    with pytest.raises(DataUnavailableError, match=r"the data folder .*arg \(RECBANDITS_DATA; "
+                       r"unset it .*\) holds no ml-10m files"):
+        find_movielens(variant="ml-10m")
 
 
 # ---------------------------------------------------------------------------- download
@@ -490,6 +494,23 @@ def test_simulate_names_the_release_it_could_not_find(
     with pytest.raises(cfg.ConfigError, match=r"dataset must be one of movielens, ml-100k, "
                        r"ml-1m, ml-10m, ml-20m, ml-25m, ml-32m, synthetic, got 'ml-2m'"):
         simulate.env_kwargs({"dataset": "ml-2m"}, 10)
+
+
+def test_simulate_reads_the_folder_the_variable_names_or_refuses(
+    tmp_path: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by a README check: RECBANDITS_DATA naming no folder fell back to synthetic data,
+    # exit 0, where --data naming it was refused; both are refused now (no fallback).
+    from experiments import config as cfg
+    from experiments import simulate
+
+    monkeypatch.setenv("RECBANDITS_DATA", str(tmp_path / "nonexistent"))
+    config = cfg.load("movielens")
+    params = {**config.env.params, "dataset": "ml-1m", "arms": ["popularity"]}
+    config = dataclasses.replace(config, env=dataclasses.replace(config.env, params=params))
+    with pytest.raises(DataFolderError, match=r"nonexistent \(RECBANDITS_DATA; unset it to "
+                       r"use the user cache or the download\) does not exist"):
+        simulate.probe_env(config)
 
 
 def test_evaluate_arms_on_a_release(

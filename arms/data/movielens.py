@@ -51,7 +51,12 @@ import pandas as pd
 from arms.data.dataset import RATING_SCALE, WHOLE_STARS, Dataset
 from arms.data.download import download_zip
 from arms.data.files import read_table, whole_numbers
-from arms.errors import DataFileError, DataUnavailableError, unknown_id_message
+from arms.errors import (
+    DataFileError,
+    DataFolderError,
+    DataUnavailableError,
+    unknown_id_message,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -229,7 +234,9 @@ def find_movielens(
     ----------
     data_dir : path, optional
         A folder holding the variant's folder (``ml-100k/``, ``ml-1m/``, ...) or that folder
-        itself. When given, it must hold the files: nothing else is searched.
+        itself. When given, it must hold the files: nothing else is searched. None: the folder
+        ``RECBANDITS_DATA`` names, held to the same rule where the variable is set (not
+        empty); else the user cache, else the download.
     variant : str, default "ml-100k"
         One of :data:`MOVIELENS_NAMES`.
     download : bool, default True
@@ -239,26 +246,30 @@ def find_movielens(
     ------
     TypeError, ValueError
         For a ``variant`` that is not one of :data:`MOVIELENS_NAMES`.
+    DataFolderError
+        (a DataUnavailableError) When ``data_dir``, or else ``RECBANDITS_DATA``, names a
+        folder that does not exist or lacks the variant's files: the folder named is the one
+        read, nothing else is searched.
     DataUnavailableError
         When no copy is found and the download is disabled or fails (including a checksum
         mismatch); the message says which option points at a local copy.
     """
     spec = movielens_variant(variant)
-    label = spec.name
-    if data_dir is not None:
-        found = _variant_folder(Path(data_dir), spec)
+    # A folder named, by the option or by the variable, is the one read: the variable was
+    # skipped in silence where it named no folder or one without the release, then the cache
+    # or a download was used, and the advice said to set it (found by a README check).
+    env_dir = os.environ.get("RECBANDITS_DATA") or None
+    named = data_dir if data_dir is not None else env_dir
+    if named is not None:
+        found = _variant_folder(Path(named), spec)
         if found is None:
-            raise DataUnavailableError(
-                f"the data folder {data_dir} (--data, RECBANDITS_DATA) holds no {label} files "
-                f"(expected {', '.join(spec.files)} in {Path(data_dir) / spec.folders[0]})"
-            )
+            source = "--data, RECBANDITS_DATA" if data_dir is not None else (
+                "RECBANDITS_DATA; unset it to use the user cache or the download")
+            holds = ("does not exist" if not Path(named).is_dir() else
+                     f"holds no {spec.name} files (expected {', '.join(spec.files)} in "
+                     f"{Path(named) / spec.folders[0]})")
+            raise DataFolderError(f"the data folder {named} ({source}) {holds}")
         return found
-    env_dir = os.environ.get("RECBANDITS_DATA")
-    if env_dir:
-        found = _variant_folder(Path(env_dir), spec)
-        if found is not None:
-            return found
-        logger.info("RECBANDITS_DATA=%s holds no %s folder; trying the cache", env_dir, label)
     found = _variant_folder(cache_dir(), spec)
     if found is not None:
         return found
