@@ -605,6 +605,12 @@ class CooccurrenceRecommender(Recommender):
     def _cold_scores(self) -> np.ndarray:
         return self.live_counts()
 
+    @property
+    def cold_start(self) -> str:
+        """What :meth:`_cold_scores` gives a user without training ratings, in words."""
+        return ("its time-decayed, rating-weighted training counts" if self.from_train else
+                "its time-decayed, rating-weighted counts of the events observed")
+
     def _score(self, users: np.ndarray) -> np.ndarray:
         return self._score_contexts(self.tail_[users], self.tail_ratings_[users])
 

@@ -130,6 +130,12 @@ class PopularityRecommender(Recommender):
         self.counts_, self.frame_, self.seed_pending_ = counts, frame, False
         self.clock_ += delta
 
+    @property
+    def cold_start(self) -> str:
+        """What :meth:`_cold_scores` gives a user without training ratings, in words."""
+        return ("the training popularity" if self.half_life is None
+                else "its time-decayed popularity")
+
     def _cold_scores(self) -> np.ndarray:
         if self.half_life is None:
             return self.counts_  # the training counts plus every event observed since

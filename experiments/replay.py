@@ -394,6 +394,12 @@ class _Variant:
                                block[3].astype(np.int64))  # fmt: skip
 
 
+def _variant_params(config: ReplayConfig, arm: str, variant: str) -> dict[str, Any]:
+    """The hyper-parameters of ``arm`` in ``variant``: the half-life rules, then the config's."""
+    half_life = float(config.half_life_days) * DAY
+    return {**_arm_params(arm, variant, half_life), **config.arm_params.get(arm, {})}
+
+
 def _arm_params(arm: str, variant: str, half_life: float) -> dict[str, Any]:
     """The config's half-life for the live arms; in real time, popularity is live popularity and
     co-occurrence starts empty (it learns from the stream only).
@@ -412,12 +418,11 @@ def build_variants(config: ReplayConfig, train: Dataset) -> list[_Variant]:
     The frozen, retrain (until its first refit) and real-time variants share one fitted arm
     where their hyper-parameters agree: neither ``score`` nor ``score_history`` changes it.
     """
-    half_life = float(config.half_life_days) * DAY
     fitted: dict[tuple[str, str, bool], Recommender] = {}
     variants = []
     for arm in config.arms:
         for variant in config.variants:
-            params = {**_arm_params(arm, variant, half_life), **config.arm_params.get(arm, {})}
+            params = _variant_params(config, arm, variant)
             # A variant that observes the stream changes its arm: it gets one of its own.
             observes = variant == "realtime" and resolve(arm).cls.learns_from_stream
             key = (arm, json.dumps(params, sort_keys=True), observes)
@@ -628,17 +633,42 @@ def run(config: ReplayConfig, *, out_dir: str | Path | None = None,
         raise ValueError("no stream rating belongs to a user with training ratings; lower cut "
                          "or raise max_events")
     summary, differences = summarise(events, config)
-    counts, notes = _accounting(stream, events, refits, config.cold_users)
+    counts, notes = _accounting(stream, events, refits, config.cold_users,
+                                frozen_cold_start(config))
     results = ReplayResults(config, summary, differences, events, counts, notes)
     if out_dir is not None:
         results.files = write(results, Path(out_dir))
     return results
 
 
+def frozen_cold_start(config: ReplayConfig) -> str:
+    """What the frozen arms give a user without training ratings, from each arm's own
+    :attr:`~arms.base.Recommender.cold_start` (its hyper-parameters in the frozen variant;
+    nothing is fitted): ``"the frozen sequential and autoencoder arms giving those users the
+    training popularity, and the frozen cooccurrence arm its ..."``; empty without the frozen
+    variant.
+    """
+    if "frozen" not in config.variants:
+        return ""
+    said: dict[str, list[str]] = {}
+    for arm in config.arms:
+        said.setdefault(make_arm(arm, **_variant_params(config, arm, "frozen")).cold_start,
+                        []).append(arm)
+    parts = []
+    for n, (gives, arms) in enumerate(said.items()):
+        names = arms[0] if len(arms) == 1 else f"{', '.join(arms[:-1])} and {arms[-1]}"
+        plural = "s" if len(arms) > 1 else ""
+        parts.append(f"the frozen {names} arm{plural} {'giving those users ' if n == 0 else ''}"
+                     f"{gives}")
+    return ", and ".join(parts)
+
+
 def _accounting(
-    stream: Stream, events: pd.DataFrame, refits: int, cold_users: str
+    stream: Stream, events: pd.DataFrame, refits: int, cold_users: str, cold_start: str
 ) -> tuple[dict[str, int], list[str]]:
-    """The counts of :class:`ReplayResults` and the notes on cold users and ties."""
+    """The counts of :class:`ReplayResults` and the notes on cold users and ties
+    (``cold_start``: :func:`frozen_cold_start`).
+    """
     warm_events = stream.warm[stream.users]
     step_sizes = np.diff(stream.step_starts)
     scored = events.loc[(events["arm"] == events["arm"].iloc[0])
@@ -659,8 +689,8 @@ def _accounting(
     else:
         cold = (f"{counts['cold_events']} of {counts['stream']} stream ratings "
                 f"({counts['cold_users']} users) belong to users with no rating before the cut; "
-                f"{cold_scored} of them (all but each such user's first step) are scored, the "
-                "frozen arms giving those users popularity.")
+                f"{cold_scored} of them (all but each such user's first step) are scored"
+                + (f", {cold_start}." if cold_start else "."))
     tied = (f"{counts['tied']} stream ratings share their second with another rating of the same "
             "user; each such group is scored against one slate before any of it is revealed.")
     return counts, [cold, tied]

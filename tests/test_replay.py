@@ -7,6 +7,8 @@ in pairs that share a second (ties), and the last users appear only after the cu
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,7 +16,7 @@ import scipy.sparse as sp
 
 from arms.data import make_synthetic
 from arms.metrics import hit_rate_at_k, ndcg_at_k
-from arms.registry import refuse_repeats
+from arms.registry import make_arm, refuse_repeats
 from bandits.ope import bootstrap_sums
 from experiments import cli
 from experiments import replay as rp
@@ -120,6 +122,26 @@ def test_cold_users_are_counted_and_dropped_or_scored(data, stream):
     assert included.counts["cold_scored"] == cold_events - first_steps
     assert included.counts["scored"] == dropped.counts["scored"] + cold_events - first_steps
     assert included.counts["tied"] == dropped.counts["tied"] > len(stream.users) * 0.8
+    assert included.notes[0].endswith(
+        "are scored, the frozen popularity arm giving those users the training popularity.")
+
+
+def test_the_cold_user_note_says_what_each_frozen_arm_gives(data):
+    """Found by a check: the note said "popularity" of every frozen arm, but co-occurrence
+    gives its decayed training counts; each arm says it beside its ``_cold_scores``."""
+    config = rp.ReplayConfig(synthetic={"n_ratings": 3000})
+    assert rp.frozen_cold_start(config) == (
+        "the frozen sequential, autoencoder and popularity arms giving those users the "
+        "training popularity, and the frozen cooccurrence arm its time-decayed, "
+        "rating-weighted training counts")
+    assert rp.frozen_cold_start(dataclasses.replace(config, variants=("realtime",))) == ""
+    # What the words say is what the fitted arms give an unknown user.
+    train = data.subset(data.ratings["user_index"].to_numpy() < N_USERS - N_COLD)
+    cold = N_USERS - 1
+    for arm in ("cooccurrence", "popularity"):
+        model = make_arm(arm, **rp._variant_params(config, arm, "frozen")).fit(train)
+        row = model.score(np.array([cold]))[0]
+        assert np.array_equal(row, model.popularity_) == (arm == "popularity"), arm
 
 
 def test_frozen_arms_are_not_updated_and_retrain_refits(data, monkeypatch):
