@@ -88,7 +88,7 @@ from arms.data import (
     temporal_split,
 )
 from arms.data.files import SYNTHETIC_READS_NO_DATA, clear_run_files, write_whole
-from arms.data.synthetic import MAX_SYNTHETIC_SIZE
+from arms.data.synthetic import MAX_SYNTHETIC_SIZE, n_ratings_bounds
 from arms.metrics import POSITIVE_RATING, mae, ranking_metrics, rmse
 from experiments.config import MAX_WORKERS
 
@@ -616,7 +616,11 @@ def validate(config: EvaluateConfig) -> EvaluateConfig:
             raise EvaluateConfigError(name, str(exc)) from None
     if config.synthetic is not None:
         try:
-            check_int("synthetic", config.synthetic, low=1, high=MAX_SYNTHETIC_SIZE)
+            # The real least, that of the smallest catalogue (one rating a user; a second
+            # message refused 10 after "from 1" allowed it, found by a README check); from it
+            # to the ceiling every size fits its catalogue (test_evaluate_arms.py).
+            least = n_ratings_bounds(SYNTHETIC_MIN_USERS, SYNTHETIC_MIN_ITEMS)[0]
+            check_int("synthetic", config.synthetic, low=least, high=MAX_SYNTHETIC_SIZE)
         except ValueError as exc:
             raise EvaluateConfigError("synthetic", str(exc)) from None
         if config.data is not None:  # ignored in silence once (found by a README check)
@@ -855,6 +859,10 @@ def write_results(results: EvaluateResults, out_dir: Path) -> dict[str, Path]:
     return files
 
 
+#: The smallest catalogue of :func:`synthetic_like_movielens`, users and items.
+SYNTHETIC_MIN_USERS, SYNTHETIC_MIN_ITEMS = 20, 50
+
+
 def synthetic_like_movielens(n_ratings: int, *, random_state: int = 0) -> Dataset:
     """A synthetic dataset of ``n_ratings`` shaped like MovieLens 100K scaled to that size.
 
@@ -867,6 +875,6 @@ def synthetic_like_movielens(n_ratings: int, *, random_state: int = 0) -> Datase
         If ``n_ratings`` is too small for that catalogue (see :func:`arms.data.make_synthetic`).
     """
     scale = n_ratings / 100_000
-    n_users = max(20, round(943 * scale))
-    n_items = max(50, round(1682 * np.sqrt(scale)))
+    n_users = max(SYNTHETIC_MIN_USERS, round(943 * scale))
+    n_items = max(SYNTHETIC_MIN_ITEMS, round(1682 * np.sqrt(scale)))
     return make_synthetic(n_users, n_items, n_ratings, random_state=random_state)

@@ -102,12 +102,18 @@ def test_a_slate_environment_is_refused_by_simulate(tmp_path: Path,
      "resamples for a percentile interval; allowed: 0 (no interval) or 100 to 100,000"),
     (["replay", "--synthetic", "3000", "--bootstrap", "100000000"], "n_bootstrap=100000000 is "
      "more resamples than are kept; allowed: 0 (no interval) or 100 to 100,000"),
-    (["replay", "--synthetic", "0"], "replay: --synthetic: n_ratings must be an integer from 1 "
-     "to 100,000,000, got 0"),
+    # One message with the real range: "from 1" was followed by a second message refusing
+    # 10 ("at least n_users (943)"; found by a README check).
+    (["replay", "--synthetic", "0"], "replay: --synthetic: n_ratings must be an integer from "
+     "943 to 793,063, got 0"),
+    (["replay", "--synthetic", "10"], "replay: --synthetic: n_ratings must be an integer from "
+     "943 to 793,063, got 10"),
+    (["evaluate-arms", "--synthetic", "10"], "evaluate-arms: --synthetic: synthetic must be an "
+     "integer from 20 to 100,000,000, got 10"),
     # No ceiling: these ran until killed (found by attack).
-    (["replay", "--synthetic", "10000000000"], "n_ratings must be an integer from 1 to "
-     "100,000,000, got 10000000000"),
-    (["evaluate-arms", "--synthetic", "10000000000"], "synthetic must be an integer from 1 to "
+    (["replay", "--synthetic", "10000000000"], "n_ratings must be an integer from 943 to "
+     "793,063, got 10000000000"),
+    (["evaluate-arms", "--synthetic", "10000000000"], "synthetic must be an integer from 20 to "
      "100,000,000, got 10000000000"),
     (["evaluate-arms", "--synthetic", "2000", "--seeds", "1000000"], "seeds must be an integer "
      "from 1 to 1,000, got 1000000"),

@@ -382,3 +382,24 @@ def test_movielens_autoencoder_tuned_on_validation_of_seed_0(movielens: Dataset)
     chosen = metrics.attrs["params"]["random_75_25"]["autoencoder"]
     assert chosen[0]["variant"] == "dlae"
     assert ndcg >= 0.478 and precision >= 0.4165, (ndcg, precision, chosen)
+
+
+def test_every_synthetic_size_the_option_takes_fits_its_catalogue() -> None:
+    """``--synthetic`` is checked against one range, the least the smallest catalogue takes
+    to the ceiling (found by a README check: "from 1 to 100,000,000", then a second message
+    refused 10); every size within it must fit the catalogue it gets."""
+    from arms.data.synthetic import MAX_SYNTHETIC_SIZE, n_ratings_bounds
+
+    least = evaluate_arms.SYNTHETIC_MIN_USERS
+    sizes = np.unique(np.concatenate([np.arange(least, 5000), np.geomspace(
+        least, MAX_SYNTHETIC_SIZE, 5000).astype(np.int64)]))
+    scale = sizes / 100_000
+    users = np.maximum(evaluate_arms.SYNTHETIC_MIN_USERS, np.round(943 * scale))
+    items = np.maximum(evaluate_arms.SYNTHETIC_MIN_ITEMS, np.round(1682 * np.sqrt(scale)))
+    bounds = np.array([n_ratings_bounds(int(u), int(i)) for u, i in zip(users, items,
+                                                                     strict=True)])
+    assert ((bounds[:, 0] <= sizes) & (sizes <= bounds[:, 1])).all()
+    assert evaluate_arms.synthetic_like_movielens(least).n_ratings == least
+    with pytest.raises(evaluate_arms.EvaluateConfigError, match=r"^synthetic must be an "
+                       r"integer from 20 to 100,000,000, got 19$"):
+        evaluate_arms.validate(evaluate_arms.EvaluateConfig(synthetic=least - 1))

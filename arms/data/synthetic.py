@@ -65,13 +65,22 @@ _MAX_DENSITY = 0.5
 MAX_SYNTHETIC_SIZE = 10**8
 
 
+def n_ratings_bounds(n_users: int, n_items: int) -> tuple[int, int]:
+    """The least and the most ratings :func:`make_synthetic` takes for ``n_users`` and
+    ``n_items``: one a user, and half of the (user, item) pairs but at most
+    :data:`MAX_SYNTHETIC_SIZE` (the one rule of :func:`check_sizes`, said as one range: a
+    second message once refused what the first range allowed, found by a README check).
+    """
+    return n_users, min(MAX_SYNTHETIC_SIZE, int(_MAX_DENSITY * n_users * n_items))
+
+
 def check_sizes(n_users: int, n_items: int, n_ratings: int, *,
                 names: tuple[str, str, str] = ("n_users", "n_items", "n_ratings")) -> None:
     """Refuse sizes :func:`make_synthetic` cannot honour: at least one user and two items, at
     least one rating a user, at most half of the (user, item) pairs (distinct pairs drawn in
-    reasonable time), none above :data:`MAX_SYNTHETIC_SIZE`. The one check, which the
-    service's settings run too, naming the sizes by ``names`` (theirs: ``synthetic_users``,
-    ...).
+    reasonable time), none above :data:`MAX_SYNTHETIC_SIZE`; the ratings' range
+    (:func:`n_ratings_bounds`) in one message. The one check, which the service's settings run
+    too, naming the sizes by ``names`` (theirs: ``synthetic_users``, ...).
 
     Raises
     ------
@@ -83,17 +92,8 @@ def check_sizes(n_users: int, n_items: int, n_ratings: int, *,
     users, items, ratings = names
     check_int(users, n_users, low=1, high=MAX_SYNTHETIC_SIZE)
     check_int(items, n_items, low=2, high=MAX_SYNTHETIC_SIZE)
-    check_int(ratings, n_ratings, low=1, high=MAX_SYNTHETIC_SIZE)
-    if n_ratings < n_users:
-        raise ValueError(
-            f"{ratings} must be at least {users} ({n_users}) so every user rates something, "
-            f"got {n_ratings}"
-        )
-    if n_ratings > _MAX_DENSITY * n_users * n_items:
-        raise ValueError(
-            f"{ratings} must be at most half of {users} * {items} "
-            f"({int(_MAX_DENSITY * n_users * n_items)}), got {n_ratings}"
-        )
+    low, high = n_ratings_bounds(n_users, n_items)
+    check_int(ratings, n_ratings, low=low, high=high)
 
 
 def make_synthetic(
