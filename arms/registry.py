@@ -191,10 +191,12 @@ def resolve_names(names: Sequence[str], *, field: str = "arms") -> tuple[str, ..
     UnknownArmError
         For an unknown name (a ValueError, with a suggestion).
     ValueError
+        If a name is empty (``--arms svd,``), as :func:`refuse_repeats` says it.
         If two of ``names`` are one arm (``popularity,popularity``, or an alias and its arm):
         found by attack, a pandas "Index contains duplicate entries" traceback at the end of
         ``evaluate-arms``, and ``replay`` ran one arm twice.
     """
+    _refuse_empty(names, field)  # before resolve(""): "unknown arm ''" hid the stray comma
     try:
         resolved = tuple(resolve(name).name for name in names)
     except UnknownArmError as exc:
@@ -216,13 +218,22 @@ def refuse_repeats(names: Sequence[str], *, field: str = "arms") -> None:
     Raises
     ------
     ValueError
-        No arm, or naming the arms given twice.
+        No arm, an empty name (``--arms svd,`` ran svd alone: found by a README check), or
+        naming the arms given twice.
     """
     if not names:
         raise ValueError(f"{field} must name at least one arm")
+    _refuse_empty(names, field)
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
         raise ValueError(f"{field} must name each arm once, got {twice} twice")
+
+
+def _refuse_empty(names: Sequence[str], field: str) -> None:
+    """Refuse an empty (or blank) name in ``names``, as the bandits' ``check_arm_names`` does."""
+    if any(isinstance(name, str) and not name.strip() for name in names):
+        raise ValueError(f"{field} contains an empty name; arm names must be non-empty, got "
+                         f"{list(names)}")
 
 
 def make_arm(name: str, *, random_state: int | None = None, **params: Any) -> Recommender:

@@ -32,11 +32,18 @@ if TYPE_CHECKING:  # serving is imported lazily at run time (see the module docs
 Handler = Callable[[argparse.Namespace], int]
 
 
+def _arm_names(text: str) -> tuple[str, ...]:
+    """The names of a comma-separated ``--arms``, each stripped; none for a blank value. An
+    empty one is kept for the registry to refuse (``svd,`` ran svd alone: found by a README
+    check; :func:`arms.registry.refuse_repeats`).
+    """
+    return () if not text.strip() else tuple(name.strip() for name in text.split(","))
+
+
 def _evaluate_arms(args: argparse.Namespace) -> int:
     from experiments import evaluate_arms as ev
 
-    names = [] if args.arms is None else [a.strip() for a in args.arms.split(",")]
-    arms = None if args.arms is None else tuple(a for a in names if a)
+    arms = None if args.arms is None else _arm_names(args.arms)
     config = ev.EvaluateConfig(
         data=args.data, dataset=args.dataset, synthetic=args.synthetic, arms=arms,
         seeds=args.seeds, tune=not args.no_tune, n_jobs=args.jobs, out_dir=args.out,
@@ -101,8 +108,8 @@ def _replay(args: argparse.Namespace) -> int:
 
     from experiments import replay
 
-    arms = tuple(a.strip() for a in (args.arms or "").split(",") if a.strip())
-    if args.arms is not None and not arms:  # as evaluate-arms: not the defaults in silence
+    arms = None if args.arms is None else _arm_names(args.arms)
+    if arms == ():  # as evaluate-arms: not the defaults in silence
         print("recbandits replay: --arms: name at least one arm", file=sys.stderr)
         return 2
     try:
@@ -111,7 +118,7 @@ def _replay(args: argparse.Namespace) -> int:
             half_life_days=args.half_life_days, max_events=args.max_events,
             n_bootstrap=args.bootstrap, seed=args.seed, cold_users=args.cold_users,
             synthetic=None if args.synthetic is None else {"n_ratings": args.synthetic},
-            arms=arms or replay.DEFAULT_ARMS,
+            arms=replay.DEFAULT_ARMS if arms is None else arms,
         )  # fmt: skip
     except replay.ReplayConfigError as exc:
         option = {"n_bootstrap": "bootstrap"}.get(exc.field, exc.field)

@@ -86,7 +86,13 @@ def test_a_slate_environment_is_refused_by_simulate(tmp_path: Path,
      "arms must name each arm once, got ['popularity'] twice"),
     (["replay", "--synthetic", "3000", "--arms", "popularity,popularity"],
      "arms must name each arm once, got ['popularity'] twice"),
-    (["replay", "--synthetic", "3000", "--arms", ","], "--arms: name at least one arm"),
+    (["replay", "--synthetic", "3000", "--arms", ""], "--arms: name at least one arm"),
+    # An empty name is refused, not dropped (found by a README check: "svd," ran svd alone);
+    # the registry's one rule of an arm list, as the bandits' arm names.
+    (["replay", "--synthetic", "3000", "--arms", ","], "replay: --arms: arms contains an empty "
+     "name; arm names must be non-empty, got ['', '']"),
+    (["evaluate-arms", "--synthetic", "2000", "--arms", "svd,"], "evaluate-arms: --arms: arms "
+     "contains an empty name; arm names must be non-empty, got ['svd', '']"),
     (["replay", "--synthetic", "3000", "--half-life-days", "inf"],
      "--half-life-days: half_life_days must be a number of days, at least 1.16e-05 (one "
      "second) and finite in seconds (below 2.08e+303), got inf"),

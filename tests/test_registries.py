@@ -135,6 +135,12 @@ def test_old_name_ease_resolves_with_a_future_warning():
             check_arms(empty)
     with pytest.raises(ValidationError, match="arms must name at least one arm"):
         Settings(arms="")
+    # An empty name is refused by the same rule, resolved or not (a README check: the
+    # commands dropped it, "svd," ran svd alone), in the bandits' words.
+    empty_name = r"^arms contains an empty name; arm names must be non-empty, got \['svd', ' '\]$"
+    for refuse in (registry.resolve_names, registry.refuse_repeats):
+        with pytest.raises(ValueError, match=empty_name):
+            refuse(["svd", " "])
 
 
 @pytest.mark.parametrize(
