@@ -209,11 +209,12 @@ def resolve_names(names: Sequence[str], *, field: str = "arms") -> tuple[str, ..
     return resolved
 
 
-def refuse_repeats(names: Sequence[str], *, field: str = "arms") -> None:
+def refuse_repeats(names: Sequence[str], *, field: str = "arms", kind: str = "arm") -> None:
     """Raise ``ValueError`` if ``names`` is empty or names an arm twice: the one rule (and
     message) of an arm list, for the service's settings, the environments, the gate and the
     lab's commands (``names``: resolved names, or labels of the caller's specs; ``field``: the
-    setting that names them, e.g. ``replay``'s ``arm_params``, said in the message).
+    setting that names them, e.g. ``replay``'s ``arm_params``, said in the message; ``kind``:
+    what they name, ``"policy"`` for ``simulate --policies``).
 
     Raises
     ------
@@ -222,17 +223,17 @@ def refuse_repeats(names: Sequence[str], *, field: str = "arms") -> None:
         naming the arms given twice.
     """
     if not names:
-        raise ValueError(f"{field} must name at least one arm")
-    _refuse_empty(names, field)
+        raise ValueError(f"{field} must name at least one {kind}")
+    _refuse_empty(names, field, kind)
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
-        raise ValueError(f"{field} must name each arm once, got {twice} twice")
+        raise ValueError(f"{field} must name each {kind} once, got {twice} twice")
 
 
-def _refuse_empty(names: Sequence[str], field: str) -> None:
+def _refuse_empty(names: Sequence[str], field: str, kind: str = "arm") -> None:
     """Refuse an empty (or blank) name in ``names``, as the bandits' ``check_arm_names`` does."""
     if any(isinstance(name, str) and not name.strip() for name in names):
-        raise ValueError(f"{field} contains an empty name; arm names must be non-empty, got "
+        raise ValueError(f"{field} contains an empty name; {kind} names must be non-empty, got "
                          f"{list(names)}")
 
 

@@ -47,6 +47,7 @@ import bandits
 from arms._validation import MAX_SEED, check_int, check_seed
 from arms.data.files import write_whole
 from arms.errors import unknown_id_message
+from arms.registry import refuse_repeats
 from bandits.errors import check_port
 
 #: A TOML table as :mod:`tomllib` reads it (``[env.params]``, a policy's ``params``): its values
@@ -612,13 +613,15 @@ def _select_policies(config: ExperimentConfig, names: Any) -> tuple[PolicyConfig
             continue
         match = [p for p in config.policies if name in (p.label, p.id)]
         if match:
-            chosen.extend(m for m in match if m not in chosen)
+            chosen.extend(match)  # a policy named twice is refused below, not run once
         elif name in POLICY_IDS:
             chosen.append(PolicyConfig(id=name, label=default_label(name)))
         else:
             raise ConfigError(unknown_policy_message(name, config.policy_labels))
-    if not chosen:
-        raise ConfigError("--policies: name at least one policy")
+    try:  # the registry's one rule of a list of names (UCB1 UCB1 ran UCB1 once: a README check)
+        refuse_repeats([p.label for p in chosen], field="--policies", kind="policy")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     return tuple(chosen)
 
 

@@ -142,6 +142,16 @@ def test_override_applies_and_validates():
     assert kept.description == config.description and kept.env == config.env
     with pytest.raises(ConfigError, match=r"--policies: unknown policy 'Thomson'"):
         cfg.override(config, policies=["Thomson"])
+    # A policy named twice, by one name or by its label and its id, is refused by the arms
+    # registry's one rule of a list of names (a README check: UCB1 UCB1 ran UCB1 once).
+    twice = r"^--policies must name each policy once, got \['UCB1'\] twice$"
+    for names in (["UCB1", "UCB1"], ["UCB1", "TS", "UCB1"]):
+        with pytest.raises(ConfigError, match=twice):
+            cfg.override(config, policies=names)
+    with pytest.raises(ConfigError, match=twice):  # the file's UCB1: it ran once
+        cfg.override(shipped, policies=["UCB1", "UCB1"])
+    with pytest.raises(ConfigError, match=r"got \['Thompson Sampling'\] twice"):
+        cfg.override(shipped, policies=["Thompson Sampling", "ThompsonSampling"])
     with pytest.raises(ConfigError, match="runs must be an integer from 1 to 1,000,000, got 0"):
         cfg.override(config, runs=0)
 
