@@ -25,6 +25,18 @@ class DataFileError(ValueError):
     """
 
 
+class RatingRowError(ValueError):
+    """A rating a :class:`~arms.data.Dataset` refuses, with its row's ``position`` in the
+    ratings frame and the ``detail`` said after the row (``"(user_id 1, item_id 2): rating
+    7.0; each must be ..."``), so a reader of a file can name the file's line instead.
+    """
+
+    def __init__(self, message: str, *, position: int, detail: str) -> None:
+        super().__init__(message)
+        self.position = position
+        self.detail = detail
+
+
 class NotFittedError(RuntimeError):
     """A recommender was used before ``fit``."""
 

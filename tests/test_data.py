@@ -492,15 +492,19 @@ def test_whole_numbers_written_as_decimals_load(tmp_path: Path) -> None:
     assert data.users.loc[2, "age"] == 56
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("1\t2\tnan\t876893171", r"rating nan; each must be a finite number within the rating scale"),
-    ("1\t2\t9\t876893171", r"rating 9\.0; each must be a finite number within the rating scale"),
-    ("1\t3\t4\t876893171", r"unknown item_id 3"),
+@pytest.mark.parametrize(("text", "where", "message"), [
+    ("1\t2\tnan\t876893171", "/u.data: line 2 ",
+     r"rating nan; each must be a finite number within the rating scale"),
+    ("1\t2\t9\t876893171", "/u.data: line 2 ",
+     r"rating 9\.0; each must be a finite number within the rating scale"),
+    ("1\t3\t4\t876893171", ": ", r"unknown item_id 3"),
 ])
-def test_a_rating_the_dataset_refuses_names_the_folder(tmp_path: Path, text: str, message: str
-                                                       ) -> None:
+def test_a_rating_the_dataset_refuses_names_the_folder(tmp_path: Path, text: str, where: str,
+                                                       message: str) -> None:
+    # A rating off the scale is named by its file and line (the one numbering of the file's
+    # messages), an id the catalogue lacks by the folder.
     folder = _tiny_copy(tmp_path, "ml-100k", "u.data", 2, text)
-    with pytest.raises(DataFileError, match=rf"^{re.escape(str(folder))}: .*{message}"):
+    with pytest.raises(DataFileError, match=rf"^{re.escape(str(folder) + where)}.*{message}"):
         load_movielens(tmp_path, download=False)
 
 
@@ -513,3 +517,26 @@ def test_clear_run_files_removes_only_the_names_given(tmp_path: Path) -> None:
         (folder / name).write_text(name)
     clear_run_files(folder, ["a.csv", "b.png", "absent.json"])
     assert [p.name for p in folder.iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.parametrize(("variant", "file", "line", "text", "blank"), [
+    ("ml-100k", "u.data", 2, "1\t2\t7\t876893171", False),
+    ("ml-100k", "u.data", 2, "1\t2\t7\t876893171", True),
+    ("ml-1m", "ratings.dat", 3, "2::1::9::978300762", True),
+    ("ml-20m", "ratings.csv", 3, "1,2,5.5,978300761", True),
+])
+def test_a_rating_off_the_scale_is_named_by_its_line(
+        tmp_path: Path, variant: str, file: str, line: int, text: str, blank: bool) -> None:
+    # Found by a README check: such a rating was "ratings row 1" of the frame, while a rating
+    # that is no number on the same line was "line 2": one numbering, the file's 1-based
+    # lines (blank lines, which pandas skips, counted).
+    folder = _tiny_copy(tmp_path, variant, file, line, text)
+    path = folder / file
+    if blank:
+        lines = path.read_text().splitlines()
+        path.write_text("\n".join([*lines[:line - 1], "", *lines[line - 1:]]) + "\n")
+    where = line + blank
+    with pytest.raises(DataFileError, match=rf"^{re.escape(str(path))}: line {where} \(user_id "
+                       r"\d+, item_id \d+\): rating \d+\.\d+; each must be a finite number "
+                       r"within the rating scale"):
+        load_movielens(tmp_path, variant=variant, download=False)

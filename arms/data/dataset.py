@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from arms.errors import unknown_id_message
+from arms.errors import RatingRowError, unknown_id_message
 
 RATING_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
 #: Half stars, 0.5-5 (MovieLens from 10M on): the default rating scale, lowest and highest
@@ -258,10 +258,13 @@ def _check_ratings(ratings: pd.DataFrame, scale: tuple[float, float] | None) -> 
 
 
 def _refuse(ratings: pd.DataFrame, row: int, column: str, allowed: str) -> NoReturn:
-    """Raise the ``ValueError`` naming row ``row`` (a position) of ``ratings`` and its value."""
+    """Raise the ``ValueError`` (a RatingRowError) naming row ``row`` (a position) of
+    ``ratings`` and its value.
+    """
     user, item, value = (_plain(ratings[c].iloc[row]) for c in ("user_id", "item_id", column))
-    raise ValueError(f"ratings row {_plain(ratings.index[row])!r} (user_id {user!r}, item_id "
-                     f"{item!r}): {column} {value!r}; each must be {allowed}")
+    detail = f"(user_id {user!r}, item_id {item!r}): {column} {value!r}; each must be {allowed}"
+    raise RatingRowError(f"ratings row {_plain(ratings.index[row])!r} {detail}", position=row,
+                         detail=detail)
 
 
 def _plain(value: object) -> object:

@@ -44,17 +44,19 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from arms.data.dataset import RATING_SCALE, WHOLE_STARS, Dataset
 from arms.data.download import download_zip
-from arms.data.files import read_table, whole_numbers
+from arms.data.files import line_of_row, read_table, whole_numbers
 from arms.errors import (
     DataFileError,
     DataFolderError,
     DataUnavailableError,
+    RatingRowError,
     unknown_id_message,
 )
 
@@ -333,6 +335,10 @@ def load_movielens(
     try:
         return Dataset.from_frames(ratings, items, users, genre_names, name=spec.name,
                                    rating_scale=spec.rating_scale)
+    except RatingRowError as exc:  # named by its line, as a value that is no number is
+        path = folder / spec.files[0]
+        line = line_of_row(path, exc.position, **_RATINGS_FILE_OPTIONS[spec.layout])
+        raise DataFileError(f"{path}: line {line} {exc.detail}") from exc
     except ValueError as exc:
         raise DataFileError(f"{folder}: {exc}") from exc
 
@@ -341,12 +347,19 @@ def load_movielens(
 _RATING_DTYPES = {"user_id": np.int64, "item_id": np.int64, "rating": np.float32,
                   "timestamp": np.int64}  # fmt: skip
 _RATING_NAMES = list(_RATING_DTYPES)
+#: How each layout's ratings file is split (besides its dtypes): what reads it and what names
+#: a rating's line in it (:func:`arms.data.files.line_of_row`) agree.
+_RATINGS_FILE_OPTIONS: dict[str, dict[str, Any]] = {
+    "100k": {"sep": "\t", "names": _RATING_NAMES},
+    "dat": {"sep": ":", "header": None, "usecols": [0, 2, 4, 6]},
+    "csv": {},
+}
 #: ratings, (items, genre names), users (None where the release has no users file)
 Frames = tuple[pd.DataFrame, tuple[pd.DataFrame, tuple[str, ...]], pd.DataFrame | None]
 
 
 def _read_100k(folder: Path, spec: MovieLensVariant) -> Frames:
-    ratings = read_table(folder / "u.data", sep="\t", names=_RATING_NAMES, dtype=_RATING_DTYPES)
+    ratings = read_table(folder / "u.data", dtype=_RATING_DTYPES, **_RATINGS_FILE_OPTIONS["100k"])
     item_columns = ["item_id", "title", "release_date", "video_release_date", "imdb_url",
                     *ML100K_GENRES]  # fmt: skip
     raw = read_table(folder / "u.item", sep="|", names=item_columns, encoding=spec.encodings[0],
@@ -371,7 +384,7 @@ def _read_dat(folder: Path, spec: MovieLensVariant) -> Frames:
     # "1::1193::5::978300760" split on single colons puts the fields in columns 0, 2, 4 and 6;
     # pandas' C parser takes one-character separators only, and the Python one is ~20x slower.
     ratings = read_table(
-        folder / "ratings.dat", sep=":", header=None, usecols=[0, 2, 4, 6],
+        folder / "ratings.dat", **_RATINGS_FILE_OPTIONS["dat"],
         dtype={0: np.int64, 2: np.int64, 4: np.float32, 6: np.int64},
         labels=dict(zip([0, 2, 4, 6], _RATING_NAMES, strict=True)),
     )  # fmt: skip
@@ -408,7 +421,7 @@ def _read_dat(folder: Path, spec: MovieLensVariant) -> Frames:
 
 def _read_csv(folder: Path, spec: MovieLensVariant) -> Frames:
     ratings = read_table(
-        folder / "ratings.csv",
+        folder / "ratings.csv", **_RATINGS_FILE_OPTIONS["csv"],
         dtype={"userId": np.int64, "movieId": np.int64, "rating": np.float32,
                "timestamp": np.int64},
     ).rename(columns={"userId": "user_id", "movieId": "item_id"})  # fmt: skip
