@@ -471,9 +471,10 @@ def _ope_log(args: argparse.Namespace) -> int:
     try:  # --state-dir alone of the service's options: --seed here is the bootstrap's
         settings = cast("Settings",
                         _serving_settings(argparse.Namespace(state_dir=args.state_dir)))
-    except ValidationError as exc:
+    except ValueError as exc:  # a setting's value, a variable that is not JSON included
         if url is None:
-            print(f"recbandits ope: {settings_issues(exc)}", file=sys.stderr)
+            said = settings_issues(exc) if isinstance(exc, ValidationError) else str(exc)
+            print(f"recbandits ope: {said}", file=sys.stderr)
             return 2
     else:
         url = url or settings.resolved_db_url()

@@ -15,7 +15,7 @@ import tomllib
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_origin
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -193,12 +193,20 @@ class _Environment(EnvSettingsSource):
     """
 
     def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
-        try:
-            return super().decode_complex_value(field_name, field, value)
-        except ValueError as exc:  # json's own words give where the text goes wrong
-            raise JsonVariableError(
+        def refused(why: str) -> JsonVariableError:
+            return JsonVariableError(
                 f"{self.env_prefix}{field_name.upper()}={value!r}: must be a JSON object "
-                f"(as '{{\"name\": value}}'; '{{}}' for none): {exc}") from None
+                f"(as '{{\"name\": value}}'; '{{}}' for none): {why}")
+
+        try:
+            decoded = super().decode_complex_value(field_name, field, value)
+        except ValueError as exc:  # json's own words give where the text goes wrong
+            raise refused(str(exc)) from None
+        if get_origin(field.annotation) is dict and not isinstance(decoded, dict):
+            # JSON but no object ('[1]'): said by the same rule (found in review: pydantic's
+            # "Input should be a valid dictionary" named neither the variable nor its value)
+            raise refused(f"got a JSON {type(decoded).__name__}")
+        return decoded
 
     def __call__(self) -> dict[str, Any]:
         try:
