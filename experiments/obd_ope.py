@@ -57,6 +57,7 @@ from bandits.ope import (
     DEFAULT_CONFIDENCE,
     DEFAULT_N_BOOTSTRAP,
     ESTIMATORS,
+    NO_RESAMPLES,
     PolicyReport,
     bootstrap_sums,
     check_n_bootstrap,
@@ -254,6 +255,8 @@ class OBDOPEResults:
                       f"{row.report.max_weight:,.3g}", ", ".join(row.report.flags)]
             lines.append("| " + " | ".join(cells) + " |")
         text = head + "\n".join(lines)
+        if not intervals:  # said as every command says it (found in review)
+            text += f"\n\nnote: {NO_RESAMPLES}"
         if any(row.resampled_error for row in self.rows):
             text += ("\n\nRelative error over bootstrap resamples of the log, mean ± sd (Open "
                      "Bandit Pipeline's protocol):\n\n| campaign | target ← log | action dist | "

@@ -87,6 +87,7 @@ from bandits.ope import (
     DEFAULT_MIN_PROPENSITY,
     DEFAULT_N_BOOTSTRAP,
     ESTIMATORS,
+    NO_RESAMPLES,
     PolicyReport,
     bootstrap_sums,
     check_n_bootstrap,
@@ -933,10 +934,11 @@ def evaluate_log(log: DecisionLog, *, n_bootstrap: int = DEFAULT_N_BOOTSTRAP, se
     return OPEResult(table, reports, messages, summary, notes)
 
 
-def format_table(table: pd.DataFrame, confidence: float = DEFAULT_CONFIDENCE) -> str:
+def format_table(table: pd.DataFrame, confidence: float | None = DEFAULT_CONFIDENCE) -> str:
     """The OPE table as fixed-width text: value [low, high] per estimator (the value alone
     when the table has no intervals: NaN bounds, :func:`bandits.ope.percentile_interval`),
-    ESS, flags; ``confidence`` names the intervals' level in the header.
+    ESS, flags; ``confidence`` names the intervals' level in the header, None (no bootstrap
+    resamples) adds the note every command gives then (:data:`bandits.ope.NO_RESAMPLES`).
     """
     estimators = [e for e in ("ips", "snips", "dr") if e in table]
     intervals = bool(estimators) and bool(table[[e + "_low" for e in estimators]].notna()
@@ -954,6 +956,8 @@ def format_table(table: pd.DataFrame, confidence: float = DEFAULT_CONFIDENCE) ->
         # A row without an ESS (a shadow comparison's difference) shows "-", not nan.
         ess = "-" if pd.isna(row["ess"]) else f"{row['ess']:.1f}"
         lines.append(f"{row['policy']:<{width}}{cells}{ess:>10}  {row['flags']}")
+    if confidence is None:  # said as credit, holdout and replay say it (found in review)
+        lines.append(f"note: {NO_RESAMPLES}")
     return "\n".join(lines)
 
 
@@ -1147,7 +1151,7 @@ def format_shadow(comparisons: Sequence[ShadowComparison]) -> str:
             f"shadow {said_policy(c.policy)}: {c.n} decisions carry its record; it "
             f"chose the served arm in {c.agreement:.1%} of them; least logged live propensity "
             f"{c.min_logged_propensity:.4f}{holdout}\n"
-            + format_table(c.table(), c.confidence or DEFAULT_CONFIDENCE))
+            + format_table(c.table(), c.confidence))
     return "\n\n".join(blocks)
 
 
@@ -1834,7 +1838,7 @@ def format_run(results: OPERun) -> str:
             + (f" ({excluded} left out)" if excluded else "")
             + f"; observed mean reward {s['observed_mean_reward']:.4f}",
             "plays by arm: " + ", ".join(f"{a} {n}" for a, n in s["plays_by_arm"].items()),
-            format_table(results.result.table, s["confidence"] or DEFAULT_CONFIDENCE),
+            format_table(results.result.table, s["confidence"]),
             f"table: {results.files['table']}",
         ]
     if "csv" in results.files:

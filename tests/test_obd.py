@@ -21,7 +21,7 @@ from arms.data.obd import (
     load_obd,
 )
 from arms.errors import DataFileError, DataUnavailableError
-from bandits.ope import effective_sample_size
+from bandits.ope import NO_RESAMPLES, effective_sample_size
 from experiments.obd_ope import (
     ESTIMATORS,
     OBDOPEConfig,
@@ -305,6 +305,7 @@ def test_run_and_cli_on_a_generated_tree(tmp_path: Path, capsys: pytest.CaptureF
     out = capsys.readouterr().out
     assert out.count("| men | ") == 4 and "[" not in out and "ground truth |" in out
     assert "Relative error over bootstrap resamples" not in out
+    assert f"\n\nnote: {NO_RESAMPLES}\n" in out  # as every command says it (review)
     assert main(["ope", "--obd", "--data", str(tmp_path), "--bootstrap", "-1"]) == 2
     assert "n_bootstrap" in capsys.readouterr().err
     with pytest.raises(ValueError, match="campaigns contains 'kids'"):

@@ -425,6 +425,19 @@ def test_an_export_file_that_cannot_be_written_is_refused_before_the_run(
     assert locked.read_text() == "keep me"
 
 
+def test_ope_without_resamples_says_so_in_a_note(tmp_path: Path, service_log: dict) -> None:
+    """Found in review: ``--bootstrap 0`` printed the estimates alone with no word, where
+    credit, holdout and replay add the note the README promises for every command."""
+    from bandits.ope import NO_RESAMPLES
+
+    out = io.StringIO()
+    with redirect_stdout(out), redirect_stderr(io.StringIO()):
+        assert cli_main(["ope", "--db", service_log["url"], "--include-open", "--bootstrap",
+                         "0", "--out", str(tmp_path / "run")]) == 0
+    lines = out.getvalue().splitlines()
+    assert f"note: {NO_RESAMPLES}" in lines and not any("CI]" in line for line in lines)
+
+
 def test_the_export_check_leaves_a_fifo_alone(tmp_path: Path) -> None:
     """Found in review: the check opened an existing export path for appending, which on a
     FIFO waits for a reader (ope hung) and then sends it an end of file; only a regular file
