@@ -265,12 +265,11 @@ BOOTSTRAP_RANGE = f"0 (no interval) or {MIN_BOOTSTRAP} to {MAX_BOOTSTRAP:,}"
 NO_RESAMPLES = "no intervals: 0 bootstrap resamples asked (--bootstrap 0)"
 
 
-def check_n_bootstrap(n_bootstrap: Any, *, allow_zero: bool = True,
-                      name: str = "n_bootstrap") -> int:
-    """``n_bootstrap`` as an int that is 0 (no interval; not with ``allow_zero`` False) or
-    from :data:`MIN_BOOTSTRAP` to :data:`MAX_BOOTSTRAP`: the one check of every bootstrap
-    count of this package and of its callers, ``name`` naming it in the messages (the
-    command line's ``n_bootstrap (--bootstrap)``).
+def check_n_bootstrap(n_bootstrap: Any, *, name: str = "n_bootstrap") -> int:
+    """``n_bootstrap`` as an int that is 0 (no interval) or from :data:`MIN_BOOTSTRAP` to
+    :data:`MAX_BOOTSTRAP` (:data:`BOOTSTRAP_RANGE`): the one check of every bootstrap count
+    of this package and of its callers, ``name`` naming it in the messages (the command
+    line's ``n_bootstrap (--bootstrap)``).
 
     Returns
     -------
@@ -285,12 +284,12 @@ def check_n_bootstrap(n_bootstrap: Any, *, allow_zero: bool = True,
         Outside the allowed values (the message lists them, for a negative count too).
     """
     n = check_int(n_bootstrap, name, low=None)  # its type; the range below, said once
-    allowed = BOOTSTRAP_RANGE if allow_zero else f"{MIN_BOOTSTRAP} to {MAX_BOOTSTRAP:,}"
+    allowed = BOOTSTRAP_RANGE
     if n > MAX_BOOTSTRAP:
         raise ValueError(f"{name}={n} is more resamples than are kept; allowed: {allowed}")
     if n < 0:
         raise ValueError(f"{name}={n} is no number of resamples; allowed: {allowed}")
-    if n < MIN_BOOTSTRAP and (n > 0 or not allow_zero):
+    if 0 < n < MIN_BOOTSTRAP:
         raise ValueError(f"{name}={n} is too few resamples for a percentile interval; "
                          f"allowed: {allowed}")
     return n
