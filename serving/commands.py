@@ -1664,6 +1664,8 @@ def shadow_promote(settings: Settings, *, service: httpx2.Client | None = None
                                "settings, or with POST /admin/shadow/promote on it")
         try:
             result = shadow.promote(settings, store)
+        except StoreAccessError:
+            raise  # the user's access, exit 2 as every command says it (found in review)
         except ValueError as exc:
             raise CommandError(str(exc), exit_code=1) from None
     return dataclasses.replace(result, checked=checked)
@@ -1814,6 +1816,8 @@ def purge(settings: Settings, before: str, *, dry_run: bool = False,
                     (FeedbackRow(int(q), None, int(u), int(m), float(t), ty, False, r, v)
                      for q, u, m, ty, v, r, t in rows), rules), now,
                 promotion=0 if promotion is None else promotion.id)
+        except StoreAccessError:
+            raise  # the user's access, exit 2 as every command says it (found in review)
         except ValueError as exc:
             raise CommandError(str(exc), exit_code=1) from exc
     return PurgeResults(source, cut, head, counts, deleted=dict(deleted),

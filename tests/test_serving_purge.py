@@ -1057,3 +1057,27 @@ def test_serve_refuses_another_policy_or_arm_set_after_a_purge_that_folded_nothi
     with TestClient(create_app(reordered, catalog=catalog)) as restarted:  # the service's own
         assert restarted.get("/recommendations", params={"user_id": 1}).status_code == 200
         assert restarted.app.state.service.settings.arms == ARMS  # in the workers' order
+
+
+def test_a_purge_the_store_denies_is_the_users_access_not_a_refused_purge(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: purge turned every ValueError of its write into a CommandError, exit
+    1, so a role denied DELETE (StoreAccessError, a ValueError) was not the one line, exit 2,
+    that every other command gives it."""
+    from serving.store.base import Store
+    from serving.store.errors import StoreAccessError
+
+    settings = make_settings(tmp_path)
+    with worker(settings, catalog, fitted) as running:
+        traffic(running, np.random.default_rng(3), 10)
+        settle_all(running)
+    before = counts(settings)
+
+    def denied(*_: object, **__: object) -> None:
+        raise StoreAccessError("cannot write the store (permission denied for table feedback)")
+
+    monkeypatch.setattr(Store, "purge", denied)
+    with pytest.raises(StoreAccessError, match="permission denied for table feedback"):
+        run_purge(settings, catalog, time.time() + 4 * HOUR)
+    assert counts(settings) == before
