@@ -17,7 +17,14 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, get_origin
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -636,9 +643,12 @@ class Settings(BaseSettings):
 
     @field_validator("arms", "cors_origins", "drift_windows", mode="before")
     @classmethod
-    def _split_arms(cls, value: object) -> object:
+    def _split_arms(cls, value: object, info: ValidationInfo) -> object:
         if isinstance(value, str):
-            value = [name.strip() for name in value.split(",") if name.strip()]
+            names = [name.strip() for name in value.split(",")] if value.strip() else []
+            # An empty arm name is kept for the registry to refuse, as the other commands'
+            # --arms are (serve --arms svd, served svd alone: found by a README check).
+            value = names if info.field_name == "arms" else [name for name in names if name]
         return value
 
     @field_validator("arms")

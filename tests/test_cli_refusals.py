@@ -93,6 +93,8 @@ def test_a_slate_environment_is_refused_by_simulate(tmp_path: Path,
      "name; arm names must be non-empty, got ['', '']"),
     (["evaluate-arms", "--synthetic", "2000", "--arms", "svd,"], "evaluate-arms: --arms: arms "
      "contains an empty name; arm names must be non-empty, got ['svd', '']"),
+    (["serve", "--dataset", "synthetic", "--port", "1", "--arms", "svd,"], "serve: arms: arms "
+     "contains an empty name; arm names must be non-empty, got ['svd', '']"),
     (["replay", "--synthetic", "3000", "--half-life-days", "inf"],
      "--half-life-days: half_life_days must be a number of days, at least 1.16e-05 (one "
      "second) and finite in seconds (below 2.08e+303), got inf"),
