@@ -32,6 +32,7 @@ import contextlib
 import functools
 import hashlib
 import logging
+import math
 import os
 import sys
 import threading
@@ -280,6 +281,9 @@ class RecommendationService:
         self._stopping = threading.Event()
         self._refresher: threading.Thread | None = None
         self.on_decision: Callable[[str], None] = lambda arm: None
+        # The DATE of the latest purge this worker's folds resumed from (-inf: none): an event
+        # stamped before it is refused (_event_time).
+        self.purged_before = -math.inf
         # Log positions of the last event and added item folded into the arm set.
         self.live_seq = 0
         self.items_seq = 0
@@ -689,6 +693,7 @@ class RecommendationService:
         fold = self.store.fold_snapshot(arms=bool(live))
         if fold is None:
             return
+        self.purged_before = max(self.purged_before, fold.cut)
         if fold.seq > self.snapshot.seq:
             # (The shadow restarts at the snapshot in refresh: _advance_shadow.)
             self.snapshot = self.policy_model.resume(fold.policy["state"], fold.seq,
@@ -1150,6 +1155,16 @@ class RecommendationService:
                 f"timestamp {_iso(timestamp, 'microseconds')} is older than the retention "
                 f"window of {say_seconds(self.settings.retention_s)}: the earliest accepted "
                 f"now is {_iso(earliest, 'microseconds')}")
+        if timestamp < self.purged_before:
+            # A purge run with a shorter retention than the service's deleted the raw events
+            # before its DATE, their idempotency keys with them, and folded them into its
+            # snapshot: a client's retry of one was stored anew and counted twice (found by
+            # attack). The events of that time are the snapshot's.
+            raise InvalidInputError(
+                f"timestamp {_iso(timestamp, 'microseconds')} is before "
+                f"{_iso(self.purged_before, 'microseconds')}, the DATE the log was purged "
+                "before (recbandits purge): the events of that time are folded into the "
+                "purge's snapshot, where another would be counted twice")
         return timestamp
 
     async def _event_write(self, user_id: int, movie_id: int, event_type: str,

@@ -1081,3 +1081,33 @@ def test_a_purge_the_store_denies_is_the_users_access_not_a_refused_purge(
     with pytest.raises(StoreAccessError, match="permission denied for table feedback"):
         run_purge(settings, catalog, time.time() + 4 * HOUR)
     assert counts(settings) == before
+
+
+def test_an_event_stamped_before_the_purge_date_is_refused_not_counted_twice(
+        tmp_path: Path, catalog: Dataset, fitted: dict[str, Recommender]) -> None:
+    """Found by attack: a purge run with a shorter retention than the service's deleted
+    keyed events, their keys with them, and folded them into its snapshot; a client's retry
+    of one was stored anew (201) and counted twice. An event stamped before the DATE of the
+    purge a worker's folds resumed from is refused, naming it."""
+    settings = make_settings(tmp_path)
+    user = int(catalog.user_ids[2])
+    with worker(settings, catalog, fitted) as running:
+        traffic(running, np.random.default_rng(5), 10)
+        settle_all(running)
+        stamped = iso(time.time() - 60)
+        event = {"user_id": user, "item_id": int(catalog.item_ids[4]), "type": "click",
+                 "idempotency_key": "retried", "timestamp": stamped}
+        assert running.post("/events", json={"events": [event]}).status_code == 201
+        cut = time.time() + 4 * HOUR
+        run_purge(settings, catalog, cut)
+        service = running.app.state.service
+        service.refresh()  # resumes from the snapshot
+        before = counts(settings)
+        retried = running.post("/events", json={"events": [event]})
+        assert retried.status_code == 422, retried.text
+        assert "the DATE the log was purged before (recbandits purge)" in retried.text
+        assert counts(settings) == before
+        check_replay(settings)
+    with worker(settings, catalog, fitted) as restarted:  # a worker that starts knows it too
+        again = restarted.post("/events", json={"events": [event]})
+        assert again.status_code == 422 and "purged before" in again.text, again.text
