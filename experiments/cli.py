@@ -620,7 +620,7 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
 
     def lifecycle_options(sub: argparse.ArgumentParser) -> dict[str, tuple[str, str]]:
         # Returns each option's dest: (its flag, whose it is), for a command that takes them
-        # all but uses some (models: _lifecycle_options_unused).
+        # all but uses some (models: _models, by MODELS_LIFECYCLE).
         given = {a.dest for a in sub._actions}
         sub.add_argument("--posterior-carryover", choices=("carry", "reset", "discount"),
                          help="what a refitted arm's policy statistics start from when a new "
