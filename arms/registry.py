@@ -182,6 +182,15 @@ def resolve(name: str) -> ArmEntry:
         ) from None
 
 
+def split_names(text: str) -> tuple[str, ...]:
+    """The names of a comma-separated list of arms (``--arms``, ``RECBANDITS_ARMS``), each
+    stripped; none for a blank text. An empty one is kept for :func:`resolve_names` to refuse
+    (``svd,`` ran svd alone: found by a README check): the one split of the lab's commands and
+    of the service's settings.
+    """
+    return () if not text.strip() else tuple(name.strip() for name in text.split(","))
+
+
 def resolve_names(names: Sequence[str], *, field: str = "arms") -> tuple[str, ...]:
     """The registry names of ``names`` (aliases resolved), each once (``field``: the setting
     that names them, as :func:`refuse_repeats` says it).

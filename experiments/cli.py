@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, NoReturn, cast
 from arms.data.files import SYNTHETIC_READS_NO_DATA
 from arms.data.movielens import DATASETS, MOVIELENS_NAMES, SYNTHETIC
 from arms.errors import DataFileError, DataUnavailableError
+from arms.registry import split_names
 from bandits.ope import BOOTSTRAP_RANGE, DEFAULT_N_BOOTSTRAP
 
 if TYPE_CHECKING:  # serving is imported lazily at run time (see the module docstring)
@@ -32,18 +33,10 @@ if TYPE_CHECKING:  # serving is imported lazily at run time (see the module docs
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _arm_names(text: str) -> tuple[str, ...]:
-    """The names of a comma-separated ``--arms``, each stripped; none for a blank value. An
-    empty one is kept for the registry to refuse (``svd,`` ran svd alone: found by a README
-    check; :func:`arms.registry.refuse_repeats`).
-    """
-    return () if not text.strip() else tuple(name.strip() for name in text.split(","))
-
-
 def _evaluate_arms(args: argparse.Namespace) -> int:
     from experiments import evaluate_arms as ev
 
-    arms = None if args.arms is None else _arm_names(args.arms)
+    arms = None if args.arms is None else split_names(args.arms)
     config = ev.EvaluateConfig(
         data=args.data, dataset=args.dataset, synthetic=args.synthetic, arms=arms,
         seeds=args.seeds, tune=not args.no_tune, n_jobs=args.jobs, out_dir=args.out,
@@ -108,7 +101,7 @@ def _replay(args: argparse.Namespace) -> int:
 
     from experiments import replay
 
-    arms = None if args.arms is None else _arm_names(args.arms)
+    arms = None if args.arms is None else split_names(args.arms)
     if arms == ():  # as evaluate-arms: not the defaults in silence
         print("recbandits replay: --arms: name at least one arm", file=sys.stderr)
         return 2

@@ -645,7 +645,7 @@ class Settings(BaseSettings):
     @classmethod
     def _split_arms(cls, value: object, info: ValidationInfo) -> object:
         if isinstance(value, str):
-            names = [name.strip() for name in value.split(",")] if value.strip() else []
+            names = list(registry.split_names(value))
             # An empty arm name is kept for the registry to refuse, as the other commands'
             # --arms are (serve --arms svd, served svd alone: found by a README check).
             value = names if info.field_name == "arms" else [name for name in names if name]
