@@ -27,11 +27,17 @@ throughput, the open-loop generator for latency at a fixed rate, CPU per request
 Usage::
 
     RECBANDITS_DATA=/work/shared/data .venv/bin/python bench/realtime_load.py [--seconds 8]
-        [--store sqlite|postgresql] [--connections 32] [--events-only]
+        [--store sqlite|postgresql] [--connections 32] [--events-only] [--pin]
 
 ``--events-only`` stops after step 2 (bare and ``POST /events`` figures only, ~1 minute): for
 comparing two trees' events path, run alternately (``PYTHONPATH`` picks the tree the service
 imports).
+
+``--pin`` puts the server (bare and service) on CPU 0 and wrk and the fixed-rate generator on
+CPU 1, as ``bench/serving_load.py --pin`` (PostgreSQL stays unpinned). It is not the default:
+on one core the worker's writer and refresher threads queue behind its event loop, and the
+steady state fell to 0.55 of bare, p99 365 ms at half its rate, against 0.59-0.76 and 42-92 ms
+unpinned in the same hour (README, "Service").
 
 Ends with ``name: value`` lines; ``cat /proc/loadavg`` is printed at the start and the end.
 """
@@ -143,12 +149,14 @@ async def warm_every_arm(base: str, n_users: int, n_arms: int, cap: int = 60
     return requests, sum(n_arms - len(arms) for arms in served.values())
 
 
-def real_time_service(state: Path, dataset: str, db: str, tmp: Path) -> Server:
-    """One worker of the configuration above on store ``db``, arms fitted in ``state``."""
+def real_time_service(state: Path, dataset: str, db: str, tmp: Path,
+                      cpus: str | None = None) -> Server:
+    """One worker of the configuration above on store ``db``, arms fitted in ``state`` (pinned
+    to ``cpus``, as ``--pin`` says)."""
     env = {"RECBANDITS_STATE_DIR": str(state), "RECBANDITS_DATASET": dataset,
            "RECBANDITS_DB": db, "RECBANDITS_SEED": "0", "RECBANDITS_POLICY": POLICY,
            "RECBANDITS_ARMS": ARMS}
-    return Server("serving.app:app_from_env", 1, env, tmp / "rt.log", "/health")
+    return Server("serving.app:app_from_env", 1, env, tmp / "rt.log", "/health", cpus)
 
 
 def shown_items(service: Server, n_users: int) -> list[int]:
@@ -165,7 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="movielens", choices=["movielens", "synthetic"])
     parser.add_argument("--events-only", action="store_true",
                         help="stop after the POST /events pass: bare and events figures only")
+    parser.add_argument("--pin", action="store_true",
+                        help="server (bare and service) on CPU 0, wrk and the fixed-rate "
+                             "generator on CPU 1 (bench/serving_load.py's --pin)")
     args = parser.parse_args(argv)
+    server_cpus, load_cpus = ("0", "1") if args.pin else (None, None)
     if wrk_missing():
         return 2
     print(f"load average at start: {load_average()}")
@@ -182,17 +194,18 @@ def main(argv: list[str] | None = None) -> int:
         else:
             db = f"sqlite:///{tmp / 'rt.db'}"
         seed_store(state, db, ARMS.split(","))
-        bare = Server("serving_load:bare_app", 1, {}, tmp / "bare.log", "/bare")
+        bare = Server("serving_load:bare_app", 1, {}, tmp / "bare.log", "/bare",
+                      server_cpus)
         try:
             cpu = bare.cpu_s()
-            b = wrk(bare.base, LUA_BARE, args.seconds, args.connections, tmp)
+            b = wrk(bare.base, LUA_BARE, args.seconds, args.connections, tmp, load_cpus)
             b["cpu_us"] = 1e6 * (bare.cpu_s() - cpu) / b["requests"]
             bh = {} if args.events_only else open_loop(
-                bare.base, b["rps"] / 2, args.seconds, n_users, 2, bare=True,
+                bare.base, b["rps"] / 2, args.seconds, n_users, 2, load_cpus, bare=True,
                 connections=args.connections)
         finally:
             bare.stop()
-        service = real_time_service(state, args.dataset, db, tmp)
+        service = real_time_service(state, args.dataset, db, tmp, server_cpus)
         try:
             items = shown_items(service, n_users)
             path = tmp / "events.jsonl"
@@ -213,18 +226,18 @@ def main(argv: list[str] | None = None) -> int:
                     results.update({"warm_up_requests": warm, "warm_up_pairs_never_served":
                                     cold})
                 cpu, db_cpu = service.cpu_s(), db_cpu_s(pg)
-                run = wrk(service.base, script, args.seconds, args.connections, tmp)
+                run = wrk(service.base, script, args.seconds, args.connections, tmp, load_cpus)
                 run["cpu_us"] = 1e6 * (service.cpu_s() - cpu) / run["requests"]
                 run["db_us"] = 1e6 * (db_cpu_s(pg) - db_cpu) / run["requests"]
                 measured[name] = run
             if args.events_only:
                 return _report_events(args.store, b, measured["events"])
-            h = open_loop(service.base, b["rps"] / 2, args.seconds, n_users, 2,
+            h = open_loop(service.base, b["rps"] / 2, args.seconds, n_users, 2, load_cpus,
                           connections=args.connections)
             pairs_path = tmp / "pairs.jsonl"
             pairs_path.write_text("\n".join(event_lines(items, n_users, 200_000, 4, "p")) + "\n")
             ryw = wrk(service.base, LUA_READ_YOUR_WRITES % {"path": pairs_path}, args.seconds,
-                      args.connections, tmp)
+                      args.connections, tmp, load_cpus)
         finally:
             service.stop()
     finally:
@@ -251,7 +264,9 @@ def main(argv: list[str] | None = None) -> int:
         h["non2xx"], "recommendations_errors_at_half_bare": h.get("errors", 0.0),
         "read_your_writes_non2xx": ryw["non2xx"],
     })
-    print(f"\nreal-time service: {args.store}, 1 worker, {POLICY} on user-v4, arms {ARMS}")
+    placement = "; server on CPU 0, wrk and generator on CPU 1" if args.pin else ""
+    print(f"\nreal-time service: {args.store}, 1 worker, {POLICY} on user-v4, arms {ARMS}"
+          f"{placement}")
     print(f"bare            {b['rps']:>8.0f} req/s   p99 at half rate {bh['p99']:.1f} ms")
     print(f"POST /events    {e['rps']:>8.0f} req/s   ratio {e['rps'] / b['rps']:.2f} "
           "(target >= 0.50)")
