@@ -169,7 +169,11 @@ def settings_issues(exc: ValidationError) -> str:
     for error in exc.errors(include_url=False):
         field = ".".join(str(part) for part in error["loc"]) or "settings"
         message = str(error["msg"]).removeprefix("Value error, ")
-        if error["type"] == "finite_number":  # pydantic's text names no value (review)
+        # pydantic's own texts ("Input should be less than 1") name no value (review; a
+        # README check): the value is added, unless the check is a model's own (value_error,
+        # which names it) or the input is the whole table (a missing field, a model's check).
+        if (error["type"] != "value_error"
+                and isinstance(error.get("input"), (bool, int, float, str))):
             message += f", got {error['input']!r}"
         issues.append(message if message.startswith(f"{field}: ") else f"{field}: {message}")
     return "; ".join(issues)
@@ -766,7 +770,10 @@ class Settings(BaseSettings):
         live arms instead (:func:`serving.commands.settings_for_store`).
         """
         try:
-            self.policy_model(n_features=1)
+            try:
+                self.policy_model(n_features=1)
+            except ValueError as exc:  # named as the shadow's are (its class kept)
+                raise type(exc)(f"policy_params: {exc}") from None
             self._check_shadow()
         except PerArmLengthError as exc:
             if self.named_arms():

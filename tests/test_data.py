@@ -160,6 +160,10 @@ def test_a_data_variable_naming_no_copy_is_refused(
         f"{empty / 'ml-100k'})")
     with pytest.raises(DataFolderError, match=r"\(--data, RECBANDITS_DATA\) does not exist"):
         find_movielens(missing, download=False)
+    a_file = tmp_path / "a-file"  # said "does not exist" (found by a README check)
+    a_file.write_text("")
+    with pytest.raises(DataFolderError, match=r"\(--data, RECBANDITS_DATA\) is not a folder"):
+        find_movielens(a_file, download=False)
     monkeypatch.setenv("RECBANDITS_DATA", "")  # set empty: not set
     assert find_movielens(download=False) == isolated_cache / "ml-100k"
 

@@ -39,7 +39,7 @@ def test_an_infinite_value_inside_a_table_is_said_by_its_own_rule() -> None:
     # union branches, none naming the value; their own checks say it in one.
     for values, said in (
             ({"policy_params": {"prior_alpha": [math.inf, 1.0, 1.0, 1.0]}},
-             "prior_alpha[0]=inf must be finite"),
+             "policy_params: prior_alpha[0]=inf must be finite"),
             ({"arms": ["svd", "popularity"], "arm_params": {"popularity": {"half_life": math.inf}}},
              "arm_params.popularity: half_life must be finite, got inf")):
         with pytest.raises(ValidationError) as refused:
@@ -243,3 +243,25 @@ def test_a_table_variable_that_is_not_json_is_named_with_its_value(
     # object ('[1]') was pydantic's "Input should be a valid dictionary", naming neither.
     assert cli.main(["ope", "--out", "/nonexistent/ope"]) == 2
     assert capsys.readouterr().err.startswith(f"recbandits ope: {said}")
+
+
+def test_a_refusal_by_pydantic_names_the_value_given() -> None:
+    # Found by a README check: RECBANDITS_HOLDOUT_SHARE=2 said "holdout_share: Input should be
+    # less than 1", naming neither the value nor, for a typo, what was typed.
+    for values, said in (
+            ({"holdout_share": 2}, "holdout_share: Input should be less than 1, got 2"),
+            ({"slate_mode": "abc"},
+             "slate_mode: Input should be 'single' or 'multileave', got 'abc'"),
+            ({"synthetic_users": "many"}, "synthetic_users: Input should be a valid integer, "
+             "unable to parse string as an integer, got 'many'")):
+        with pytest.raises(ValidationError) as refused:
+            Settings(**values)
+        assert settings_issues(refused.value) == said
+
+
+def test_a_refused_policy_parameter_is_named_as_a_policy_params_entry() -> None:
+    # Found by a README check: the shadow's said "shadow_policy_params: ...", the live
+    # policy's only "scale=nan must be finite", naming no setting.
+    with pytest.raises(ValidationError) as refused:
+        Settings(policy="LinTS", policy_params={"scale": math.nan})
+    assert settings_issues(refused.value) == "settings: policy_params: scale=nan must be finite"

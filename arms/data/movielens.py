@@ -267,7 +267,8 @@ def find_movielens(
         if found is None:
             source = "--data, RECBANDITS_DATA" if data_dir is not None else (
                 "RECBANDITS_DATA; unset it to use the user cache or the download")
-            holds = ("does not exist" if not Path(named).is_dir() else
+            holds = ("is not a folder" if Path(named).exists() and not Path(named).is_dir()
+                     else "does not exist" if not Path(named).is_dir() else
                      f"holds no {spec.name} files (expected {', '.join(spec.files)} in "
                      f"{Path(named) / spec.folders[0]})")
             raise DataFolderError(f"the data folder {named} ({source}) {holds}")
