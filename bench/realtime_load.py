@@ -7,8 +7,8 @@ scored by ``score_history``, co-occurrence and popularity fold the log) and LinT
 throughput, the open-loop generator for latency at a fixed rate, CPU per request):
 
 1. the bare endpoint: throughput and, at half its rate, p99 (the floor of this machine);
-2. ``POST /events``, one event per request (view, click, like, add to cart, purchase, rating,
-   dwell; distinct idempotency keys): throughput against bare (target >= 0.50);
+2. ``POST /events``, one event per request (every type of :class:`serving.rules.EventType`;
+   distinct idempotency keys): throughput against bare (target >= 0.50);
 3. ``GET /recommendations`` once every user has events (about ten each, from step 2), so every
    slate goes through the real-time path: a first pass (each user's slates scored from their
    events: mostly misses of the ranking cache), then, after a warm-up that asks each user
@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import random
 import shutil
 import sys
@@ -69,9 +70,11 @@ from serving_load import (
     wrk_missing,
 )
 
+from serving.rules import DEFAULT_RULES, EventType
+
 ARMS = "svd,sequential,autoencoder,cooccurrence,popularity"
 POLICY = "LinTS"
-TYPES = ("view", "click", "like", "add_to_cart", "purchase", "rating", "dwell")
+TYPES = tuple(EventType)  # every type, so a new one is loaded too
 
 LUA_EVENTS = """
 local lines = {}
@@ -107,6 +110,16 @@ request = function()
 end
 """
 
+def event_value(kind: str, rng: random.Random) -> float | None:
+    """A value an event of ``kind`` takes (None: it takes none): a whole number in the type's
+    range, at most two minutes above its low end (whole stars of a rating, a dwell's seconds).
+    """
+    spec = DEFAULT_RULES[kind].value
+    if spec is None:
+        return None
+    return float(rng.randint(math.ceil(spec.low), math.floor(min(spec.high, spec.low + 120))))
+
+
 def event_lines(items: list[int], n_users: int, n: int, seed: int, prefix: str) -> list[str]:
     """``n`` single-event bodies of random users, items and types (distinct keys)."""
     rng = random.Random(seed)
@@ -116,10 +129,9 @@ def event_lines(items: list[int], n_users: int, n: int, seed: int, prefix: str) 
         event: dict[str, object] = {"user_id": rng.randint(1, n_users),
                                     "item_id": rng.choice(items), "type": kind,
                                     "idempotency_key": f"{prefix}{i}"}
-        if kind == "rating":
-            event["value"] = float(rng.randint(1, 5))
-        elif kind == "dwell":
-            event["value"] = round(rng.uniform(0, 120), 1)
+        value = event_value(kind, rng)
+        if value is not None:
+            event["value"] = value
         lines.append(json.dumps({"events": [event]}))
     return lines
 

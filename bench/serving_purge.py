@@ -31,20 +31,29 @@ from pathlib import Path
 import numpy as np
 from host import load_average
 
+from serving.rules import DEFAULT_RULES, EventType
+
 REPO = Path(__file__).resolve().parent.parent
 ARMS = ["svd", "cooccurrence", "popularity"]
+KINDS = list(EventType)  # every type, so a new one's rows are purged too
+
+
+def typed(event: dict) -> dict:
+    """``event`` with the value its type takes, if it takes one (the low end of its range)."""
+    spec = DEFAULT_RULES[event["type"]].value
+    return event if spec is None else {**event, "value": spec.low}
 
 
 def traffic(client: object, rng: np.random.Generator, n: int) -> None:
-    """``n`` slates to random users, 0-2 events on each and one view of a random item."""
+    """``n`` slates to random users, 0-2 events of any type on each and one view of a random
+    item (a typed event's value: its range's low end)."""
     service = client.app.state.service  # type: ignore[attr-defined]
     users, items = service.catalog.user_ids[:50], service.catalog.item_ids
-    kinds = ["view", "click", "like", "dislike", "purchase", "add_to_cart"]
     for _ in range(n):
         shown = client.get("/recommendations", params={  # type: ignore[attr-defined]
             "user_id": int(rng.choice(users)), "k": 5}).json()
-        batch = [{"user_id": shown["user_id"], "item_id": item["movie_id"],
-                  "type": str(rng.choice(kinds)), "event_id": shown["event_id"]}
+        batch = [typed({"user_id": shown["user_id"], "item_id": item["movie_id"],
+                        "type": str(rng.choice(KINDS)), "event_id": shown["event_id"]})
                  for item in shown["items"][:int(rng.integers(0, 3))]]
         batch.append({"user_id": shown["user_id"], "item_id": int(rng.choice(items)),
                       "type": "view", "idempotency_key": f"v{rng.integers(10**12)}"})

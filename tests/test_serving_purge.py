@@ -38,6 +38,7 @@ from serving.live import arm_from_bytes, fold_live_arms
 from serving.multileave import policy_arms as multileave_arms
 from serving.replay import fold_policy
 from serving.results import CommandError, NothingToDo, PurgeResults, RebuildStateResults
+from serving.rules import DEFAULT_RULES, EventType
 from serving.settings import Settings
 from serving.store import open_store
 from serving.store.tables import (
@@ -54,8 +55,10 @@ TOKEN = "t0ken"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 ARMS = ["svd", "cooccurrence", "popularity"]
 LIVE = ("cooccurrence", "popularity")
-KINDS = ["view", "click", "like", "dislike", "purchase", "add_to_cart", "rating", "dwell"]
-VALUES = {"rating": 4.0, "dwell": 30.0}
+KINDS = [t.value for t in EventType]  # every type, so a new one's rows are purged too
+# A value each typed event takes: 3 above its range's low end, within it (a rating of 4 stars).
+VALUES = {t: min(rule.value.low + 3.0, rule.value.high) for t, rule in DEFAULT_RULES.items()
+          if rule.value is not None}
 HOUR = 3600.0
 
 

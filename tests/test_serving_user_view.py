@@ -21,7 +21,7 @@ from arms.data.dataset import Dataset
 from serving.armset import ArmSet
 from serving.features import BehaviourSpec, FeatureStore
 from serving.live import user_signals
-from serving.rules import RuleBook
+from serving.rules import EventType, RuleBook
 from serving.store.base import json_text
 from serving.store.types import UserEvent
 from serving.user_view import UserViews
@@ -41,7 +41,17 @@ class Universe:
 
 
 ARM_SET = cast(ArmSet, Universe({int(i): n for n, i in enumerate(CATALOG.item_ids)}))
-TYPES = ("view", "click", "like", "dislike", "add_to_cart", "purchase", "rating", "dwell")
+TYPES = tuple(EventType)  # every type, so a new one is exercised
+
+
+def values(kind: str) -> st.SearchStrategy[float | None]:
+    """What an event of ``kind`` carries: None, or a value in its range (at most 600 above its
+    low end: a dwell's seconds; a rating's stars, their ends and middle included)."""
+    spec = RULES.rule(kind).value
+    if spec is None:
+        return st.none()
+    return st.one_of(st.sampled_from([spec.low, (spec.low + spec.high) / 2, spec.high]),
+                     st.floats(spec.low, min(spec.high, spec.low + 600.0)))
 
 
 def store() -> FeatureStore:
@@ -61,8 +71,7 @@ def event_log(draw: st.DrawFn) -> list[UserEvent]:
     log, seq, t = [], 1, BASE - 100.0
     for _ in range(draw(st.integers(0, 12))):
         kind = draw(st.sampled_from(TYPES))
-        value = (draw(st.sampled_from([1.0, 3.0, 5.0])) if kind == "rating"
-                 else draw(st.floats(0.0, 600.0)) if kind == "dwell" else None)
+        value = draw(values(kind))
         t += draw(st.floats(-20.0, 40.0))
         log.append(UserEvent(seq, draw(st.sampled_from(ITEMS)), kind, value, t))
         seq += draw(st.integers(1, 3))
