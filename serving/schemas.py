@@ -369,6 +369,22 @@ class PolicyOut(BaseModel):
     arms: list[ArmPolicyOut]
 
 
+class DemoFactsOut(BaseModel):
+    """What the demo page says about the service it shows, read from the service, not written
+    into the page (the page said MovieLens's 943 users and the popularity list whatever the
+    dataset and ``cold_start_arm``: found by attack).
+    """
+
+    dataset: str = Field(description="The catalogue's dataset (the ``dataset`` setting)")
+    known_users: int = Field(description="Users the served arms know")
+    first_user: int | None = Field(description="Smallest id of a known user (None: none)")
+    last_user: int | None = Field(description="Largest id of a known user (None: none)")
+    cold_start_arm: str | None = Field(
+        description="The arm serving users the arms do not know, outside the policy (None: "
+        "a contextual policy chooses for them)")
+    max_k: int = Field(description="Longest slate ``GET /recommendations`` serves")
+
+
 class HealthOut(BaseModel):
     """``status`` for everyone; the rest only for a caller with the admin token."""
 

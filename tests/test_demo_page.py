@@ -24,6 +24,7 @@ from test_serving_support import ServiceProcess
 
 from serving.api.routes.demo import MEDIA_TYPES, STATIC_DIR
 from serving.app import create_app
+from serving.schemas import MAX_K
 from serving.settings import Settings
 from serving.store.tables import feedback
 
@@ -172,9 +173,11 @@ def _chromium() -> str:
     return path
 
 
-def _browser_and_server(tmp_path: Path) -> tuple[str, Any, ServiceProcess, str]:
+def _browser_and_server(tmp_path: Path, env: dict[str, str] | None = None
+                        ) -> tuple[str, Any, ServiceProcess, str]:
     """Chromium's path, Playwright's ``sync_playwright``, and ``recbandits serve`` on the demo's
-    synthetic arms with a SQLite store in ``tmp_path`` (its URL last)."""
+    synthetic arms (``ENV``, updated by ``env``) with a SQLite store in ``tmp_path`` (its URL
+    last)."""
     executable = _chromium()
     try:
         from playwright.sync_api import sync_playwright
@@ -183,7 +186,7 @@ def _browser_and_server(tmp_path: Path) -> tuple[str, Any, ServiceProcess, str]:
     url = f"sqlite:///{tmp_path / 'store.db'}"
     server = ServiceProcess(["--dataset", "synthetic", "--arms", ARMS, "--seed", "1",
                              "--state-dir", str(tmp_path / "state"), "--db", url],
-                            ENV, tmp_path / "server.log")
+                            {**ENV, **(env or {})}, tmp_path / "server.log")
     return executable, sync_playwright, server, url
 
 
@@ -810,3 +813,43 @@ def test_long_and_right_to_left_titles_and_the_arms_table_fit_a_320_px_phone(
     assert dropped[0]["top"] == dropped[1]["top"] and dropped[0]["left"] < dropped[1]["left"]
     assert overflow[0] <= overflow[1], f"page {overflow[0]} px wide in a {overflow[1]} px window"
     assert problems == [], problems
+
+
+@pytest.mark.slow
+def test_the_page_states_the_services_own_users_cold_start_arm_and_longest_slate(
+        tmp_path: Path) -> None:
+    # Found by attack: the page said "MovieLens users are 1 to 943", named popularity as the
+    # cold-start list and had max="100" written in, whatever the dataset and cold_start_arm.
+    executable, sync_playwright, server, _ = _browser_and_server(
+        tmp_path, {"RECBANDITS_SYNTHETIC_USERS": "60", "RECBANDITS_COLD_START_ARM": "random"})
+    try:
+        facts = httpx2.get(f"{server.base}/demo/facts").json()
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+            page, problems = _page(browser, 1280)
+            page.goto(f"{server.base}/?user=196", wait_until="domcontentloaded")
+            page.wait_for_selector("#recs[aria-busy='false'] li.movie")
+            page.wait_for_selector("#genre-form:not([hidden])")
+            seen = {"help": page.text_content("#user-help"),
+                    "max": page.get_attribute("#k", "max"),
+                    "served_by": page.text_content("#served-by"),
+                    "served_arm": page.text_content("#served-arm"),
+                    "genre_help": page.text_content("#genre-help"),
+                    "slate_arm": page.get_attribute("#recs", "data-arm")}
+            browser.close()
+    finally:
+        server.stop()
+
+    assert " ".join(seen["help"].split()) == (
+        "The arms know 60 users of the synthetic data (ids 1 to 60); any other id gets the "
+        "cold-start list (random, outside the policy)."), seen
+    assert "943" not in seen["help"] and "MovieLens" not in seen["help"]
+    assert seen["max"] == str(MAX_K)
+    assert seen["slate_arm"] == "random"  # user 196 is unknown: the cold-start arm served
+    assert "the random list served them outside the policy" in seen["served_by"], seen
+    assert seen["served_arm"] == "random (cold start, outside the policy)"
+    assert "so the list is random's" in seen["genre_help"]
+    assert not any("popular" in text for text in seen.values() if text), seen
+    assert problems == []
+    assert facts == {"dataset": "synthetic", "known_users": 60, "first_user": 1,
+                     "last_user": 60, "cold_start_arm": "random", "max_k": MAX_K}

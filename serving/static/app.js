@@ -13,6 +13,7 @@
     k: 10,
     slate: null,      // the last /recommendations body shown
     policy: null,     // the last /policy body shown
+    facts: null,      // GET /demo/facts: the dataset, known users, cold-start arm, max k
     busy: false,
   };
 
@@ -214,8 +215,8 @@
     $("heading-user").textContent = state.userText;
     const served = $("served-by");
     served.textContent = slate.cold_start
-      ? `User ${state.userText} is unknown to the arms: the popularity list served them outside `
-        + "the policy, so feedback here is stored but rewards no arm."
+      ? `User ${state.userText} is unknown to the arms: the ${slate.arm} list served them `
+        + "outside the policy, so feedback here is stored but rewards no arm."
       : slate.arm.includes("+")
         ? `Multileaved from ${slate.arm.split("+").join(" and ")} (this set chosen with `
           + `probability ${pct(slate.propensity)}): each movie names the arm it came from, `
@@ -459,7 +460,7 @@
       + "of serving your next list but does not decide it. ";
     const nextArms = next.arm.split("+");  // a multileaved list names its arms "a+b"
     if (next.cold_start) {
-      text += "This list is the cold-start popularity list, outside the policy.";
+      text += `This list is the cold-start ${next.arm} list, outside the policy.`;
     } else if (nextArms.length > 1) {
       text += `This time the draw multileaved ${nextArms.join(" and ")} (that set's chance: `
         + `${pct(next.propensity)})`
@@ -504,7 +505,10 @@
   function renderPolicy(policy, previous, servedArm) {
     const old = new Map(previous ? previous.arms.map((a) => [a.arm, a]) : []);
     const servedNode = $("served-arm");
-    servedNode.textContent = servedArm || "popularity (cold start, outside the policy)";
+    // A cold-start list names its arm (the cold_start_arm setting) in the slate itself.
+    const coldArm = state.slate && state.slate.cold_start ? state.slate.arm : null;
+    servedNode.textContent = servedArm
+      || (coldArm ? `${coldArm} (cold start, outside the policy)` : "—");
     servedNode.dataset.arm = servedArm || "";
     const served = servedArm && policy.arms.find((a) => a.arm === servedArm);
     $("served-propensity").textContent = state.slate && !state.slate.cold_start
@@ -575,14 +579,16 @@
   }
 
   // ------------------------------------------------------------------ a newcomer's genres
-  // A user the arms do not know gets the popularity list; PUT /users/{id}/preferences puts
-  // the genres they pick first. The picker shows only for such a user.
+  // A user the arms do not know gets the cold-start arm's list; PUT /users/{id}/preferences
+  // puts the genres they pick first. The picker shows only for such a user.
   async function showGenrePicker(slate) {
     const form = $("genre-form");
     if (!slate.cold_start) {
       form.hidden = true;
       return;
     }
+    $("genre-help").textContent = `The arms do not know this user yet, so the list is `
+      + `${slate.arm}'s; the genres you pick come first.`;
     const prefs = await api("GET", `/users/${state.userText}/preferences`);
     const chosen = new Set(prefs.genres);
     const options = $("genre-options");
@@ -618,7 +624,7 @@
       const { slate } = await loadRecommendations(null);
       setStatus(genres.length
         ? `Saved: ${genres.join(", ")}. The list now puts these genres first.`
-        : "Cleared your genres: the list is the most popular films.");
+        : `Cleared your genres: the list is ${slate.arm}'s again.`);
       if (!slate.cold_start) $("genre-form").hidden = true;
     } catch (err) {
       showError(err);
@@ -634,7 +640,10 @@
     const kText = $("k").value.trim();
     // Range checks are the API's (its 422 message is shown); here only the shape.
     if (!/^\d+$/.test(userText)) throw new Error("User id must be a whole number, e.g. 196.");
-    if (!/^\d+$/.test(kText)) throw new Error("Movies must be a whole number from 1 to 100.");
+    if (!/^\d+$/.test(kText)) {
+      const most = state.facts ? ` from 1 to ${state.facts.max_k}` : "";
+      throw new Error(`Movies must be a whole number${most}.`);
+    }
     return { userText: userText.replace(/^0+(?=\d)/, ""), k: kText.replace(/^0+(?=\d)/, "") };
   }
 
@@ -839,12 +848,35 @@
     });
   }
 
-  document.addEventListener("DOMContentLoaded", () => {
+  // What the page says about the service, from the service (GET /demo/facts), read once: the
+  // page had MovieLens's 943 users, the popularity list and a max of 100 written into it,
+  // whatever the dataset and the settings (found by attack).
+  async function loadFacts() {
+    let facts;
+    try {
+      facts = await api("GET", "/demo/facts");
+    } catch (err) {
+      showError(err, "the service's users and slate size were not loaded");
+      return;
+    }
+    state.facts = facts;
+    $("k").max = String(facts.max_k);
+    const users = facts.known_users === 0 ? "The arms know no user yet"
+      : `The arms know ${facts.known_users} users of the ${facts.dataset} data (ids `
+        + `${facts.first_user} to ${facts.last_user})`;
+    $("user-help").textContent = facts.cold_start_arm
+      ? `${users}; any other id gets the cold-start list (${facts.cold_start_arm}, outside the `
+        + "policy)."
+      : `${users}; the policy chooses an arm for any other id from its features.`;
+  }
+
+  document.addEventListener("DOMContentLoaded", async () => {
     const fromUrl = new URL(window.location.href).searchParams.get("user");
     if (fromUrl && /^\d+$/.test(fromUrl)) $("user-id").value = fromUrl;
     $("user-form").addEventListener("submit", onSubmit);
     $("genre-form").addEventListener("submit", onSaveGenres);
     $("recs").addEventListener("click", onListClick);
+    await loadFacts();
     onSubmit(null);
   });
 })();

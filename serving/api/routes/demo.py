@@ -10,6 +10,10 @@ headers (:data:`DEMO_HEADERS`) on whatever it answers (the file, a range of it, 
 (:data:`MEDIA_TYPES`), not the host's. The page itself is served only at ``/``: at
 ``/static/index.html`` it was served without its headers, so another site could frame it (found
 by attack).
+
+What the page says about the service (the dataset, the users the arms know, the cold-start
+arm, the longest slate) it reads once from ``GET /demo/facts`` (:func:`facts`), never written
+into the page.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import FileResponse, Response
 from starlette.staticfiles import NotModifiedResponse, PathLike, StaticFiles
 from starlette.types import Message, Receive, Scope, Send
+
+from serving.api.deps import ServiceDep
+from serving.schemas import MAX_K, DemoFactsOut
 
 STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
 
@@ -101,8 +108,23 @@ class DemoFiles(StaticFiles):
         return WithDemoHeaders(response)
 
 
+async def facts(service: ServiceDep) -> DemoFactsOut:
+    """The facts the page states: the dataset, the range of user ids the served arms know, the
+    cold-start arm (None when the policy is contextual) and :data:`~serving.schemas.MAX_K`.
+    """
+    users = service.arm_set.user_index
+    return DemoFactsOut(
+        dataset=service.settings.dataset, known_users=len(users),
+        first_user=min(users, default=None), last_user=max(users, default=None),
+        cold_start_arm=(None if service.policy_model.contextual
+                        else service.settings.cold_start_arm),
+        max_k=MAX_K)
+
+
 def mount(app: FastAPI) -> None:
-    """Add the demo page (``/``) and its assets (``/static/app.js``, ``/static/style.css``)."""
+    """Add the demo page (``/``), its assets (``/static/app.js``, ``/static/style.css``) and
+    the facts it states (``/demo/facts``).
+    """
     files = DemoFiles(directory=STATIC_DIR, check_dir=True)
 
     async def demo_page(request: Request) -> Response:
@@ -111,4 +133,7 @@ def mount(app: FastAPI) -> None:
 
     app.add_api_route("/", demo_page, methods=["GET", "HEAD"], include_in_schema=False,
                       tags=["demo"])
+    # Out of the API's schema, as the page: what the page needs, not a contract for clients.
+    app.add_api_route("/demo/facts", facts, methods=["GET"], response_model=DemoFactsOut,
+                      include_in_schema=False, tags=["demo"])
     app.mount("/static", files, name="static")
