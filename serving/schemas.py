@@ -94,7 +94,9 @@ QUERY_INT = BeforeValidator(_decimal)
 
 
 class RecommendationQuery(BaseModel):
-    """The query of ``GET /recommendations`` (unknown keys are ignored, as by FastAPI)."""
+    """The query of ``GET /recommendations`` (the route refuses any other key: its
+    ``PARAMETERS``).
+    """
 
     user_id: Annotated[int, Field(strict=True, ge=1, le=MAX_ID, description="Raw user id"),
                        QUERY_INT]

@@ -29,10 +29,13 @@ def test_the_split_query_equals_starlettes(parts: list[tuple[str, str, bool]]) -
     theirs = request.query_params
     names = [name for name, _ in theirs.multi_items()]
     repeated = sorted(n for n in ("k", "user_id") if names.count(n) > 1)
-    if repeated:
+    unknown = sorted(set(names) - {"k", "user_id"})
+    if repeated or unknown:
         with pytest.raises(RequestValidationError) as caught:
             _query(request)
         said = caught.value.errors()
+        assert [e["loc"] for e in said if e["type"] == "unknown_parameter"] == [
+            ("query", n) for n in unknown]
         assert [e["loc"] for e in said if e["type"] == "repeated_parameter"] == [
             ("query", n) for n in repeated]
         # Any other issue is of a parameter given once (or missing), said beside them.
@@ -56,12 +59,16 @@ def test_a_repeated_parameter_is_said_beside_the_other_parameters_issues() -> No
         (("query", "k"), "repeated_parameter"), (("query", "user_id"), "missing")]
 
 
-def test_a_repeated_parameter_is_refused_and_an_unknown_one_ignored() -> None:
+def test_a_repeated_or_unknown_parameter_is_refused_on_either_split() -> None:
     """Found by attack: ``?user_id=196&user_id=197`` was served (and a decision logged) for
-    user 197, Starlette's last value; ``?k=3&k=4`` gave 4 items."""
+    user 197, Starlette's last value; ``?k=3&k=4`` gave 4 items; ``?K=3`` (a typo) and a
+    cache-buster were ignored, the first serving the default k (the route logs a decision)."""
     for raw in (b"user_id=1&user_id=2", b"user_id=1&k=3&k=4", b"k=3&user_id=1&k=3",
-                b"user_id=%31&user_id=2"):
-        with pytest.raises(RequestValidationError):
+                b"user_id=%31&user_id=2", b"user_id=1&K=3", b"user_id=1&_=1&_=2",
+                b"user_id=1&%4B=3", b"user_id=1&k=3&x"):
+        with pytest.raises(RequestValidationError) as caught:
             _query(_request(raw))
-    # A repeated key the route does not take (a cache-buster) is ignored like any unknown one.
-    assert dict(_query(_request(b"user_id=1&_=1&_=2"))) == {"user_id": "1", "_": "2"}
+        assert {e["type"] for e in caught.value.errors()} <= {"unknown_parameter",
+                                                               "repeated_parameter"}, raw
+    # A trailing "&" names no parameter.
+    assert dict(_query(_request(b"user_id=1&k=3&"))) == {"user_id": "1", "k": "3"}

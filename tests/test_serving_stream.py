@@ -221,6 +221,21 @@ def test_ids_and_positions_of_a_stream_are_plain_decimal_digits(live: LiveServer
     reader.close()
 
 
+def test_a_stream_refuses_unknown_and_repeated_query_parameters(live: LiveServer) -> None:
+    # Each update logs a decision: ?K=3 (a typo) opened a stream of 10-item slates, and
+    # ?k=3&k=4 one of 4 (found by attack), as GET /recommendations did.
+    takes = "unknown query parameter; this route takes ['after', 'k']"
+    with httpx2.Client(base_url=live.base, timeout=30) as client:
+        for query, said in [("K=3", [(["query", "K"], "unknown_parameter", takes)]),
+                            ("k=3&k=4", [(["query", "k"], "repeated_parameter",
+                                          "given more than once; give it once")])]:
+            with client.stream("GET", f"/users/7/stream?{query}") as response:
+                assert response.status_code == 422, query
+                body = orjson.loads(response.read())
+            assert [(i["loc"], i["type"], i["msg"]) for i in body["detail"]] == said
+    assert getattr(live.app.state, "stream_hub", None) is None  # no stream was opened
+
+
 def test_a_reconnect_replays_what_it_missed_and_nothing_twice(live: LiveServer) -> None:
     url = live.app.state.settings.resolved_db_url()
     first = EventReader(live.base, 11)

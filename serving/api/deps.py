@@ -147,10 +147,36 @@ class JsonBody(Generic[M]):
         """The body of ``request`` as :attr:`model` (see the class); with :attr:`query`, its
         query's issues, the body's and the path's in one 422.
         """
-        if self.query is None and not self.path:
-            return await json_body(request, self.model)
-        return cast(M, await _one_422(request, self.query, self.path,
-                                      lambda: json_body(request, self.model)))
+        return await checked_body(request, self.model, query=self.query, path=self.path)
+
+
+async def checked_body(request: Request, model: type[M], *,
+                       query: Mapping[str, tuple[str, ...]] | None = None,
+                       path: PathChecks | None = None) -> M:
+    """The JSON body of ``request`` as ``model``, its issues in one 422 with the query's
+    (``query``: :func:`_query_issues`' ``allowed``; None: not checked) and the path's
+    (:data:`PathChecks`): :class:`JsonBody`'s rule, which the hot routes that write (``POST
+    /events``, ``POST /feedback``) call directly. An empty query has no issue: its check (and
+    Starlette's parse of it) is skipped, so the hot routes' usual request pays one test.
+    """
+    if (query is None or not request.scope["query_string"]) and not path:
+        return await json_body(request, model)
+    return cast(M, await _one_422(request, query, dict(path or {}),
+                                  lambda: json_body(request, model)))
+
+
+def strict_query(*taken: str) -> Any:
+    """The dependency of a GET route that writes (``GET /users/{id}/stream`` logs a decision
+    per update): a query parameter not in ``taken``, or one given twice, is refused (422
+    ``unknown_parameter``, ``repeated_parameter``: :func:`serving.api.validation.query_errors`,
+    as on the other routes that write). Its body is not read (a GET's has no meaning).
+    """
+    async def check(request: Request) -> None:  # async: see the module doc
+        if request.scope["query_string"]:
+            names = [k for k, _ in request.query_params.multi_items()]
+            if errors := query_errors(names, taken, strict=True):
+                raise RequestValidationError(errors)
+    return Depends(check)
 
 
 def bare(path: PathChecks | None = None, **allowed: tuple[str, ...]) -> Any:
@@ -180,10 +206,11 @@ def bare(path: PathChecks | None = None, **allowed: tuple[str, ...]) -> Any:
 def _query_issues(request: Request, allowed: Mapping[str, tuple[str, ...]]
                   ) -> list[dict[str, Any]]:
     """The 422 issues of the query of a side-effect route (the admin routes', ``PUT
-    /users/{id}/preferences``; none: an empty list): parameters it does not take, given
-    twice, or with a value outside ``allowed[name]`` (the route's parameters and the values
-    each may take; FastAPI parses them after). A typo (``?candidat=true``) or a contradiction
-    (``?candidate=true&candidate=false``) must not act as the default. One issue per
+    /users/{id}/preferences``, ``POST /events``, ``POST /feedback``; none: an empty list):
+    parameters it does not take, given twice, or with a value outside ``allowed[name]`` (the
+    route's parameters and the values each may take; FastAPI parses them after). A typo
+    (``?candidat=true``) or a contradiction (``?candidate=true&candidate=false``) must not act
+    as the default. One issue per
     parameter (:func:`serving.api.validation.query_errors`, the rule ``GET /recommendations``
     shares; a value outside ``allowed`` is ``enum``).
     """

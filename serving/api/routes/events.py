@@ -9,9 +9,9 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from serving.api.deps import checked_body
 from serving.api.openapi import DocumentedRoute, operation
 from serving.api.responses import json_response
-from serving.api.validation import json_body
 from serving.schemas import MAX_EVENTS, EventOut, EventsIn, EventsOut
 
 DESCRIPTION = f"""Store one event, or a batch of up to {MAX_EVENTS:,} (``{{"events": [...]}}``),
@@ -30,7 +30,8 @@ before (retries are safe: see ``idempotency_key``). A refused event refuses the 
 
 async def post_events(request: Request) -> Response:
     """``POST /events``: validate :class:`EventsIn`, store, answer :class:`EventsOut`."""
-    body = await json_body(request, EventsIn)
+    # No query parameter is taken: a typo (``?dry_run=1``) must not store as if it were absent.
+    body = await checked_body(request, EventsIn, query={})
     state = request.app.state
     results = await state.service.record_events(body.events)
     stored = 0
@@ -53,7 +54,8 @@ _OPENAPI, _MODELS = operation(
             409: "an event_id was served to another user",
             413: "request body too large",
             415: "the body is not application/json",
-            422: "malformed body; an unknown type or item, a value the type does not take, "
+            422: "malformed body or a query parameter; an unknown type or item, a value the "
+                 "type does not take, "
                  "an item not in the named slate, a timestamp in the future or past retention",
             503: "the store is unavailable (``Retry-After``)"})
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from serving.api.deps import checked_body
 from serving.api.openapi import DocumentedRoute, operation
 from serving.api.responses import json_response
-from serving.api.validation import json_body
 from serving.schemas import FeedbackIn, FeedbackOut
 
 DESCRIPTION = """Store the feedback and reward the arm of the decision that showed the movie.
@@ -26,7 +26,8 @@ async def post_feedback(request: Request) -> Response:
     The body is parsed by hand from ``request`` (JSON only: 415 otherwise) and validated as
     :class:`FeedbackIn`; the answer is :class:`FeedbackOut`.
     """
-    body = await json_body(request, FeedbackIn)
+    # No query parameter is taken: a typo (``?dry_run=1``) must not store as if it were absent.
+    body = await checked_body(request, FeedbackIn, query={})
     state = request.app.state
     result = await state.service.feedback(body)
     if result.created:
@@ -44,7 +45,8 @@ _OPENAPI, _MODELS = operation(
             409: "event_id was served to another user",
             413: "request body too large",
             415: "the body is not application/json",
-            422: "malformed body, unknown feedback_type or movie, movie not in slate",
+            422: "malformed body, unknown feedback_type or movie, movie not in slate, "
+                 "or a query parameter",
             503: "the store is unavailable (``Retry-After``)"})
 
 route = DocumentedRoute("/feedback", post_feedback, method="POST", openapi=_OPENAPI,

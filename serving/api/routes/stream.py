@@ -36,6 +36,7 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
+from serving.api.deps import strict_query
 from serving.api.routes.recommendations import FIELDS
 from serving.errors import ServingError
 from serving.schemas import MAX_ID, MAX_K, QUERY_INT, ErrorOut, PolicyOut
@@ -114,6 +115,8 @@ async def events(request: Request, streams: StreamHub, stream: Stream, k: int,
 @router.get(
     "/users/{user_id}/stream",
     response_class=StreamingResponse,
+    # Each update logs a decision: a typo (``?K=3``) must not serve the default k.
+    dependencies=[strict_query("k", "after")],
     responses={200: {"content": {"text/event-stream": {}},
                      "description": "``ready``, then an ``update`` event per feedback batch"},
                503: {"model": ErrorOut,
