@@ -919,7 +919,9 @@ class RecommendationService:
         """Pick an arm, take its top-``k`` for the user, log the decision; see the module doc."""
         model, snapshot, policy_json = self._live
         shadowing = self._shadow
-        now = time.time()
+        # On its microsecond (serving.retries.instant), as the API states it: an event stamped
+        # with the decision's time as shown was refused as made before it (found by attack).
+        now = instant(time.time())
         history, stated = await self._user_context(user_id, now)
         # The user's events within the retention window as every arm scores them now, the
         # items they exclude, the session's likes and dislikes, and the context: kept from
@@ -1110,16 +1112,23 @@ class RecommendationService:
         EventNotFoundError, EventConflictError, InvalidInputError
             As :meth:`feedback`.
         """
+        # Both times on their microsecond, the one rule of when (serving.retries.instant; a
+        # decision is stamped on it, a row from before is rounded here): an event stamped at a
+        # decision's time as the API shows it was refused, the decision's exact float later.
+        at = instant(at)
         if event_id is None:  # a decision made before the event, within the window
             return await self._read("latest_decision_showing", user_id, movie_id,
                                     at - self.settings.reward_window_s, at)
         decision = await self._read("decision", event_id)
         if decision is None:
             raise EventNotFoundError(f"event_id {event_id!r} is not in the decision log")
-        if at < decision["created_at"]:
+        made = instant(decision["created_at"])
+        if at < made:
+            # Shown to the microsecond, as the other timestamp checks (found by attack: cut to
+            # the second, both times read the same).
             raise InvalidInputError(
-                f"timestamp {_iso(at)} is before decision {event_id!r} was made "
-                f"({_iso(decision['created_at'])}): an event cannot answer a later slate")
+                f"timestamp {_iso(at, 'microseconds')} is before decision {event_id!r} was "
+                f"made ({_iso(made, 'microseconds')}): an event cannot answer a later slate")
         if decision["user_id"] != user_id:
             raise EventConflictError(
                 f"event_id {event_id!r} was served to another user, not user_id {user_id}")

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from fastapi.exceptions import RequestValidationError
 from fastapi.testclient import TestClient
 from test_serving_support import read_table, store_url
@@ -29,7 +30,7 @@ from serving.api.responses import json_response
 from serving.app import create_app
 from serving.commands import rebuild_state
 from serving.errors import IdempotencyConflictError
-from serving.retries import RetryCheck
+from serving.retries import RetryCheck, instant
 from serving.rules import DEFAULT_RULES, EventType, RuleBook
 from serving.schemas import EventIn, EventOut
 from serving.settings import Settings
@@ -464,6 +465,39 @@ def test_an_event_cannot_answer_a_slate_shown_after_it(client: TestClient,
     assert unnamed.json()["events"][0]["event_id"] is None
     assert unnamed.json()["events"][0]["policy_updated"] is False
     check_replay(settings)
+
+
+def test_an_event_before_its_decision_is_said_to_the_microsecond_and_one_instant_is_one(
+        client: TestClient, settings: Settings) -> None:
+    """Found by attack: the refusal cut both times to the second, so an event 0.3 s before its
+    decision read "timestamp 23:24:52 is before decision ... was made (23:24:52)"; and an
+    event stamped with the decision's time as the API states it (its microsecond) was refused
+    when the decision's stored float lay a fraction of a microsecond later."""
+    slate = recommend(client, 8)
+    item = slate["items"][0]["movie_id"]
+    made = client.app.state.service.store.decision(slate["event_id"])["created_at"]
+    assert made == instant(made)  # a decision is stamped on its microsecond
+    early = client.post("/events", json={"events": [
+        event(8, item, "click", event_id=slate["event_id"], timestamp=made - 0.3)]})
+    assert early.status_code == 422, early.text
+    said = re.findall(r"\d{4}-\d\d-\d\dT[\d:.]+\+00:00", early.json()["detail"])
+    assert said == [datetime.fromtimestamp(made - 0.3, UTC).isoformat(timespec="microseconds"),
+                    datetime.fromtimestamp(made, UTC).isoformat(timespec="microseconds")]
+    # A decision row stamped off its microsecond (as before this fix: the next float, ~0.24 us
+    # later than the microsecond the API shows for it) and an event stamped with that shown
+    # time are one instant: the event naming it answers it.
+    later = math.nextafter(made, math.inf)
+    engine = sa.create_engine(settings.resolved_db_url())
+    with engine.begin() as conn:
+        conn.execute(sa.update(decisions).where(decisions.c.event_id == slate["event_id"])
+                     .values(created_at=later))
+    engine.dispose()
+    shown = datetime.fromtimestamp(later, UTC).isoformat(timespec="microseconds")
+    assert instant(later) == made < later
+    named = client.post("/events", json={"events": [
+        event(8, item, "click", event_id=slate["event_id"], timestamp=shown)]})
+    assert named.status_code == 201, named.text
+    assert named.json()["events"][0]["event_id"] == slate["event_id"]
 
 
 def test_a_request_reads_a_bounded_history(settings: Settings, client: TestClient,
