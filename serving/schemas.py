@@ -154,22 +154,29 @@ class FeedbackIn(BaseModel):
 #: :func:`_printable` checks the rest of Unicode.
 PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
 #: Unicode categories refused anywhere in printable text: controls (C1 included), line and
-#: paragraph separators, surrogates and private use. Not "unassigned" (Cn): that depends on
-#: the Python's Unicode version (an emoji of Unicode 15 is unassigned in Python 3.11's 14).
-_UNPRINTABLE = frozenset({"Cc", "Zl", "Zp", "Cs", "Co"})
+#: paragraph separators, surrogates, private use, and unassigned code points with the
+#: non-characters (Cn: found by attack, ``"A\uffffB"`` and ``"A\u0378"`` were titles). Cn is
+#: per this Python's Unicode database (``unicodedata.unidata_version``): a character assigned
+#: by a later Unicode (an emoji of Unicode 15 under Python 3.11's 14.0) is refused until then.
+_UNPRINTABLE = frozenset({"Cc", "Zl", "Zp", "Cs", "Co", "Cn"})
 #: Refused anywhere: the bidi embeddings, overrides and isolates, which reorder the text shown
 #: after them ("evil\u202egnp.exe" shows as "evilexe.png"; the marks LRM and RLM stay allowed),
-#: the tag characters (hidden text after a title) and the interlinear annotation marks.
+#: the tag characters (hidden text after a title), the interlinear annotation marks, and the
+#: byte-order mark U+FEFF (a zero-width no-break space inside text: found by attack).
 _HIDING_CHARACTERS = frozenset(chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A),
-                                            *range(0xE0000, 0xE0080), *range(0xFFF9, 0xFFFC)))
-#: Letters and symbols that show as blank (Hangul fillers, the Braille blank): not visible.
-_BLANK_LOOKING = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+                                            *range(0xE0000, 0xE0080), *range(0xFFF9, 0xFFFC),
+                                            0xFEFF))
+#: Letters and symbols that show as blank (Hangul fillers, the Braille blank) or stand in for
+#: an object that is not there (U+FFFC: a title of it alone was taken, found by attack): not
+#: visible.
+_BLANK_LOOKING = frozenset("\u115f\u1160\u3164\uffa0\u2800\ufffc")
 
 
 def _printable(value: str) -> str:
     """Printable text (a title, a genre): none of :data:`_UNPRINTABLE` or
-    :data:`_HIDING_CHARACTERS`, and at least one letter, digit, punctuation mark or symbol, so a
-    text of zero-width spaces alone is refused as one of spaces is (found by attack:
+    :data:`_HIDING_CHARACTERS`, and at least one letter, digit, punctuation mark or symbol not
+    in :data:`_BLANK_LOOKING`, so a text of zero-width spaces alone is refused as one of spaces
+    is (found by attack:
     ``"\u200b\u200b"``, ``"a\u0085b\u2028c"`` and a bidi override were accepted as titles).
     """
     categories = [unicodedata.category(c) for c in value]
@@ -178,9 +185,10 @@ def _printable(value: str) -> str:
                        for c, cat in zip(value, categories, strict=True))):
         raise PydanticCustomError("printable_text", "Input should be printable text: no "
                                   "control, line or paragraph separator, bidi-override, tag, "
-                                  "annotation or private-use character, and at least one "
-                                  "letter, digit, punctuation mark or symbol that does not "
-                                  "show as blank")
+                                  "annotation, byte-order-mark, private-use, non-character or "
+                                  "unassigned character, and at least one letter, digit, "
+                                  "punctuation mark or symbol that does not show as blank or "
+                                  "stand in for an object")
     return value
 #: Most events in one ``POST /events`` request.
 MAX_EVENTS = 1000
@@ -452,7 +460,7 @@ class ItemIn(BaseModel):
     year: Annotated[int, Field(strict=True, ge=MIN_ITEM_YEAR), AfterValidator(_not_far_ahead)
                     ] | None = Field(default=None, description=(
                         f"Its release year: from {MIN_ITEM_YEAR} to {YEARS_AHEAD} years after "
-                        "the current one"))
+                        "the current one; omitted or null: unknown (stored as null)"))
 
 
 class ItemOut(BaseModel):
