@@ -319,6 +319,19 @@ def test_query_integers_are_plain_decimal_digits(
         assert service.calls[-1] == ("recommend", expected)
 
 
+def test_the_readme_states_the_id_range_the_routes_take(
+        app_and_service: tuple[TestClient, StubService]) -> None:
+    """The README said ids were integers, not up to which (a review finding): it states
+    ``MAX_ID``, and the routes take it and refuse the next."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert MAX_ID == 2**62
+    assert f"ids are whole numbers from 1 to 2^62\n({MAX_ID}, `serving.schemas.MAX_ID`" in readme
+    client, service = app_and_service
+    assert client.get(f"/recommendations?user_id={MAX_ID}").status_code == 200
+    assert_invalid(client.get(f"/recommendations?user_id={MAX_ID + 1}"), "query", "user_id")
+    assert service.calls == [("recommend", (MAX_ID, 10))]
+
+
 # ---------------------------------------------------------------------------- one 422 shape
 @pytest.mark.parametrize("value", ["abc", "0", "-1", "nan", str(MAX_ID + 1), "", "2.5", "-"])
 def test_fastapi_and_the_starlette_routes_give_the_same_422(client: TestClient,
