@@ -154,11 +154,16 @@ class FeedbackIn(BaseModel):
 #: :func:`_printable` checks the rest of Unicode.
 PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
 #: Unicode categories refused anywhere in printable text: controls (C1 included), line and
-#: paragraph separators, surrogates, private use, and unassigned code points with the
-#: non-characters (Cn: found by attack, ``"A\uffffB"`` and ``"A\u0378"`` were titles). Cn is
-#: per this Python's Unicode database (``unicodedata.unidata_version``): a character assigned
-#: by a later Unicode (an emoji of Unicode 15 under Python 3.11's 14.0) is refused until then.
-_UNPRINTABLE = frozenset({"Cc", "Zl", "Zp", "Cs", "Co", "Cn"})
+#: paragraph separators, surrogates and private use. Unassigned code points stay allowed: they
+#: are per this Python's Unicode database (14.0 on 3.11), so an emoji of a later Unicode would be
+#: refused (found by review); the non-characters, which no Unicode will assign, are refused by
+#: :data:`_NON_CHARACTERS`.
+_UNPRINTABLE = frozenset({"Cc", "Zl", "Zp", "Cs", "Co"})
+#: The 66 non-characters, U+FDD0-U+FDEF and the last two code points of every plane (found by
+#: attack: ``"A\uffffB"`` was a title): Unicode's own, the same whatever its version.
+_NON_CHARACTERS = frozenset([*map(chr, range(0xFDD0, 0xFDF0)),
+                             *(chr(plane + last) for plane in range(0, 0x110000, 0x10000)
+                               for last in (0xFFFE, 0xFFFF))])
 #: Refused anywhere: the bidi embeddings, overrides and isolates, which reorder the text shown
 #: after them ("evil\u202egnp.exe" shows as "evilexe.png"; the marks LRM and RLM stay allowed),
 #: the tag characters (hidden text after a title), the interlinear annotation marks, and the
@@ -180,13 +185,14 @@ def _printable(value: str) -> str:
     ``"\u200b\u200b"``, ``"a\u0085b\u2028c"`` and a bidi override were accepted as titles).
     """
     categories = [unicodedata.category(c) for c in value]
-    if (any(c in _UNPRINTABLE for c in categories) or any(c in _HIDING_CHARACTERS for c in value)
+    if (any(c in _UNPRINTABLE for c in categories)
+            or any(c in _HIDING_CHARACTERS or c in _NON_CHARACTERS for c in value)
             or not any(cat[0] in "LNPS" and c not in _BLANK_LOOKING
                        for c, cat in zip(value, categories, strict=True))):
         raise PydanticCustomError("printable_text", "Input should be printable text: no "
                                   "control, line or paragraph separator, bidi-override, tag, "
-                                  "annotation, byte-order-mark, private-use, non-character or "
-                                  "unassigned character, and at least one letter, digit, "
+                                  "annotation, byte-order-mark or private-use character or "
+                                  "non-character, and at least one letter, digit, "
                                   "punctuation mark or symbol that does not show as blank or "
                                   "stand in for an object")
     return value
