@@ -202,9 +202,10 @@ class Recommender(ABC):
         Parameters
         ----------
         feedback : pandas.DataFrame
-            Columns ``user_id`` and ``item_id`` (raw ids) and ``rating`` (a like is 5, a dislike
-            is 1). Rated items join the user's seen set, so they are not recommended again, and
-            the arm updates that user's scores in the direction of the rating.
+            Columns ``user_id`` and ``item_id`` (raw ids) and ``rating`` (whole stars, 1-5; the
+            service's rule book, ``serving.rules``, says what each event is worth). Rated items
+            join the user's seen set, so they are not recommended again, and the arm updates
+            that user's scores in the direction of the rating.
 
         Raises
         ------
@@ -221,7 +222,7 @@ class Recommender(ABC):
         low, high = WHOLE_STARS
         if not np.all(np.isfinite(ratings)) or ((ratings < low) | (ratings > high)).any():
             raise ValueError(f"feedback rating must be finite and within {low:g}-{high:g} "
-                             "(like 5, dislike 1)")
+                             "(stars)")
         if len(users) == 0:
             return self
         self._partial_fit(users, items, ratings)
@@ -296,7 +297,7 @@ class Recommender(ABC):
         item_indices : array-like of int, shape ``(n_events,)``
             The arm's item indices of the user's events since training, oldest first.
         ratings : array-like of float, shape ``(n_events,)``
-            Their implicit ratings, 1-5 (the service's rule book: like 5, dislike 1, ...).
+            Their implicit ratings, 1-5 (as the service's rule book, ``serving.rules``, gives them).
         validate : bool, default True
             Check the arguments (the raises below). False is for a caller that built them
             itself (``serving.armset``: an int user row or None, int64 item indices of this
@@ -631,7 +632,7 @@ class Recommender(ABC):
         low, high = WHOLE_STARS
         if ((values < low) | (values > high)).any():
             bad = values[(values < low) | (values > high)][0]
-            raise ValueError(f"ratings must be within {low:g}-{high:g} (like 5, dislike 1), got "
+            raise ValueError(f"ratings must be within {low:g}-{high:g} (stars), got "
                              f"{float(bad)!r}")
         return items, values
 

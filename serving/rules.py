@@ -298,6 +298,23 @@ DEFAULT_RULES: Mapping[str, FeedbackRule] = {
         value=ValueRange(0.0, MAX_DWELL_S, "seconds"), excludes=False, precedence=1.0),
 }
 
+def _worth_text(worth: Worth) -> str:
+    if worth is None:
+        return "none"
+    if isinstance(worth, Scale):
+        return f"{worth.at_low:g} at {worth.low:g} to {worth.at_high:g} at {worth.high:g}"
+    return f"{worth:g}"
+
+
+def ratings_text(event_types: Iterable[str],
+                 rules: Mapping[str, FeedbackRule] = DEFAULT_RULES) -> str:
+    """The rating each of ``event_types`` keeps for retraining under ``rules``, as help and
+    OpenAPI texts show it (``"like 5, dislike 1, click 4"``): texts are built from the rule
+    book, never quote it by hand, so they cannot disagree with it.
+    """
+    return ", ".join(f"{t} {_worth_text(rules[t].rating)}" for t in event_types)
+
+
 #: The keys a settings file may set for an event type (``[rules.<type>]`` in TOML).
 RULE_KEYS = ("reward", "rating", "session_sign", "excludes", "precedence")
 

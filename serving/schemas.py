@@ -20,7 +20,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from serving.rules import EventType, FeedbackType
+from serving.rules import EventType, FeedbackType, ratings_text
 
 #: Bounds shared by the routes and the models: ids fit a 63-bit integer, slates are 1..100 long.
 MAX_ID = 2**62
@@ -321,8 +321,8 @@ class FeedbackOut(BaseModel):
     arm: str | None = Field(description="Arm rewarded by this feedback, if any")
     reward: float | None
     policy_updated: bool = Field(description="Whether the feedback changed the policy's posterior")
-    rating: float | None = Field(description="Rating kept for retraining (the rule book's: "
-                                 "like 5, dislike 1, click none)")
+    rating: float | None = Field(description="Rating kept for retraining (the rule book's; by "
+                                 f"default {ratings_text(FeedbackType)})")
     note: str = Field(description="Why the policy was or was not updated")
     created_at: datetime
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -15,13 +16,14 @@ from pydantic import ValidationError
 from test_serving_support import read_table
 
 from arms.data import make_synthetic
+from arms.data.dataset import Dataset
 from experiments.cli import main as cli_main
 from serving.app import create_app
 from serving.commands import rebuild_state
 from serving.features import FeatureStore, UserFeatures
 from serving.policy import SERVABLE_POLICIES, PolicyModel, policy_identity
 from serving.results import NothingToDo
-from serving.rules import EventType, Feedback, FeedbackRule, RuleBook
+from serving.rules import DEFAULT_RULES, EventType, Feedback, FeedbackRule, FeedbackType, RuleBook
 from serving.settings import Settings
 from serving.store import Outcome, open_store
 from serving.store.tables import decisions
@@ -160,6 +162,23 @@ def test_the_readme_table_is_what_the_default_rule_book_gives() -> None:
                 assert got.reward == (None if reward == "none" else float(reward)), name
                 assert got.rating == float(rating), name
                 assert got.session_sign == steers[steer], name
+
+
+def test_the_api_text_states_the_ratings_the_rule_book_gives(
+        tmp_path: Path, serving_catalog: Dataset, serving_arms: dict) -> None:
+    """Every rating the OpenAPI texts name for a feedback type is the default rule book's
+    (found in review: ``FeedbackOut.rating`` said "click none" by hand where a click keeps 4)."""
+    settings = Settings(state_dir=tmp_path / "state", arms=["svd", "popularity"], seed=2)
+    with TestClient(create_app(settings, catalog=serving_catalog, arms=serving_arms)) as client:
+        spec = client.get("/openapi.json").json()
+    texts = [spec["components"]["schemas"]["FeedbackOut"]["properties"]["rating"]["description"],
+             spec["paths"]["/admin/retrain"]["post"]["description"]]
+    named = [(t, value) for text in texts for t, value in re.findall(
+        r"\b(view|click|like|dislike|add_to_cart|purchase)s?(?: as| is)? (none|[0-9.]+)", text)]
+    assert {t for t, _ in named} >= {t.value for t in FeedbackType}, texts
+    for event_type, value in named:
+        rating = DEFAULT_RULES[event_type].rating
+        assert value == ("none" if rating is None else f"{rating:g}"), (event_type, texts)
 
 
 def test_one_identity_says_whether_two_policies_are_the_same() -> None:

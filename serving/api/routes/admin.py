@@ -53,8 +53,9 @@ VersionPath = Annotated[str, Path(max_length=64, description="plain digits, 1..2
                                                                "query parameter, or a body"}},
              dependencies=[bare(candidate=("true", "false"))])
 async def retrain(service: ServiceDep, candidate: bool = False) -> RetrainOut:
-    """Fit a candidate arm set (likes as 5, dislikes as 1), gate it, and serve it as a new
-    policy version if the gate accepts it (``serving.versions``).
+    """Fit a candidate arm set (on the ratings the rule book, ``serving.rules``, keeps for
+    retraining), gate it, and serve it as a new policy version if the gate accepts it
+    (``serving.versions``).
 
     200 either way: ``status`` says ``live`` or ``rejected`` (nothing served changed), with
     the gate's metrics; ``?candidate=true`` saves an accepted candidate without serving it
