@@ -98,8 +98,8 @@ from bandits.ope import (
 )
 from bandits.thompson import check_beta_prior
 from serving.holdout import under_holdout
-from serving.policy import PolicyModel, check_policy_name, said_policy
-from serving.rules import RuleBook
+from serving.policy import PolicyModel, said_policy, with_shared_params
+from serving.rules import ALREADY_DECIDED, Feedback, RuleBook, decided_note
 from serving.store import open_store
 from serving.store.types import Outcome
 
@@ -1367,11 +1367,8 @@ def _simulation_model(policy: str, arms: list[str], users: FeatureUsers | None,
         An unknown policy or invalid parameters, a contextual policy without ``users``, or
         ``users`` with like rates for another number of arms than ``arms``.
     """
-    params = dict(policy_params or {})
-    if policy == "ThompsonSampling":
-        params = {"prior_alpha": prior_alpha, "prior_beta": prior_beta, **params}
-    if "propensity_grid" in registered_policies()[check_policy_name(policy)]._param_names():
-        params.setdefault("propensity_grid", propensity_grid)
+    params = with_shared_params(policy, policy_params, prior_alpha=prior_alpha,
+                                prior_beta=prior_beta, propensity_grid=propensity_grid)
     if registered_policies()[policy].contextual and users is None:
         raise ValueError(f"policy={policy!r} is contextual: respond must be FeatureUsers (users "
                          "with context vectors)")
@@ -1408,24 +1405,31 @@ def _rated(resp: Responses, j: int, slate: list[int]) -> list[tuple[int, str]]:
 
 
 def _feedback_rows(rated: list[tuple[int, str]], seqs: list[int], event: str, arm: str,
-                   user_id: int, created_at: float) -> list[dict[str, Any]]:
-    """The feedback rows of one decision: ``rated`` (the first ``len(seqs)``) at ``seqs``.
+                   user_id: int, created_at: float, deadline: float
+                   ) -> tuple[list[dict[str, Any]], tuple[float, int] | None]:
+    """The feedback rows of one decision: ``rated`` (the first ``len(seqs)``) at ``seqs``, and
+    the decision's outcome ``(reward, deciding feedback's seq)`` (None: none decides).
 
-    The first decides the outcome of decision ``event`` (served by ``arm`` to ``user_id``),
-    and is ``counted``; all are stamped ``created_at``.
+    The rule book decides the outcome of decision ``event`` (served by ``arm`` to ``user_id``,
+    window closing at ``deadline``) from them (:meth:`RuleBook.outcome`, as the service does);
+    the deciding row is ``counted``, each row carries the service's note; all are stamped
+    ``created_at``.
     """
+    pairs = list(zip(rated, seqs, strict=False))
+    decided = RULES.outcome([Feedback(seq, created_at, kind) for (_, kind), seq in pairs],
+                            deadline)
+    decider = None if decided is None or decided[1] is None else decided[1].seq
     rows = []
-    for n, ((movie, kind), seq) in enumerate(zip(rated, seqs, strict=False)):
-        decides = n == 0  # earliest: the first rewarded feedback decides
+    for (movie, kind), seq in pairs:
+        decides = seq == decider
         rows.append({
             "created_at": created_at, "user_id": user_id,
             "movie_id": int(movie), "feedback_type": kind, "event_id": event,
             "event_key": event, "arm": arm, "reward": RULES.reward(kind),
             "rating": RULES.rating(kind), "counted": decides, "seq": seq,
-            "note": (f"reward {RULES.reward(kind):g} given to arm {arm}" if decides else
-                     "the decision's reward was already decided"),
+            "note": decided_note(RULES.reward(kind) or 0.0, arm) if decides else ALREADY_DECIDED,
         })
-    return rows
+    return rows, None if decided is None or decider is None else (decided[0], decider)
 
 
 def simulate_service_log(url: str, arms: Sequence[str], respond: Respond | FeatureUsers,
@@ -1581,17 +1585,17 @@ def simulate_service_log(url: str, arms: Sequence[str], respond: Respond | Featu
                 })
                 fb_time = t + 0.1 * spacing_s
                 rated = _rated(resp, j, slate)
-                if rated:
-                    fb_seqs = [seq_of(i, 1, n) for n in range(min(len(rated), 255))]
-                    fb_rows.extend(_feedback_rows(rated, fb_seqs, event, arm,
-                                                  int(resp.user_ids[j]), fb_time))
-                    # earliest: the first (most rewarding) feedback decides
-                    reward = RULES.reward(rated[0][1])
+                fb_seqs = [seq_of(i, 1, n) for n in range(min(len(rated), 255))]
+                rows, decided = _feedback_rows(rated, fb_seqs, event, arm,
+                                               int(resp.user_ids[j]), fb_time, deadline)
+                fb_rows.extend(rows)
+                if decided is not None:
+                    reward, decider = decided
                     out_rows.append({"event_id": event, "seq": seq_of(i, 1, 255),
                                      "arm": arm, "reward": reward,
-                                     "decided_at": fb_time, "feedback_seq": fb_seqs[0]})
-                    obs.append((fb_time, Outcome(seq_of(i, 1, 255), event, arm,
-                                                 float(reward or 0.0), vector)))
+                                     "decided_at": fb_time, "feedback_seq": decider})
+                    obs.append((fb_time, Outcome(seq_of(i, 1, 255), event, arm, reward,
+                                                 vector)))
                 else:
                     seq = seq_of(i + settle_lag, 2)
                     out_rows.append({"event_id": event, "seq": seq,

@@ -199,6 +199,28 @@ def said_policy(policy: Mapping[str, object] | None) -> str:
     return f"{policy.get('name')} {json.dumps(policy.get('params', {}), sort_keys=True)}"
 
 
+def with_shared_params(name: str, own: Mapping[str, object] | None, *, prior_alpha: float,
+                       prior_beta: float, propensity_grid: int) -> dict[str, object]:
+    """Policy ``name``'s parameters: the service's shared ``prior_alpha``, ``prior_beta`` and
+    ``propensity_grid`` where its class takes them, then its ``own`` (which win).
+
+    The one rule of which policies get the shared parameters, for the served and shadow
+    policies (``Settings.policy_model``) and the simulated service log
+    (:func:`serving.offpolicy.simulate_service_log`); the simulation gave the priors to
+    ``ThompsonSampling`` only, so a discounted or sliding-window Thompson sampling ran there
+    with priors (1, 1) where the service used the configured ones.
+
+    Raises
+    ------
+    ValueError
+        An unknown policy (the message lists the allowed ones).
+    """
+    accepted = registered_policies()[check_policy_name(name)]._param_names()
+    shared = {"prior_alpha": prior_alpha, "prior_beta": prior_beta,
+              "propensity_grid": propensity_grid}
+    return {**{k: v for k, v in shared.items() if k in accepted}, **(own or {})}
+
+
 #: The policy parameters the service sets itself, with why (refused in settings' params).
 SET_BY_THE_SERVICE = {"n_features": "the service (the context's dimension, of its feature set)",
                       "random_state": "the service (its seed setting)"}
@@ -534,4 +556,5 @@ __all__ = [
     "PolicySnapshot",
     "carryover_gamma",
     "check_policy_name",
+    "with_shared_params",
 ]

@@ -388,6 +388,18 @@ def overridden_rules(overrides: Mapping[str, Mapping[str, object]],
     return rules
 
 
+def decided_note(reward: float, arm: str) -> str:
+    """The note of the feedback that decided its decision's ``reward`` for ``arm`` (the
+    service's, and the simulated log's, :func:`serving.offpolicy.simulate_service_log`).
+    """
+    return f"reward {reward:g} given to arm {arm}"
+
+
+#: The note of a rewarded feedback whose decision was decided before it arrived.
+ALREADY_DECIDED = ("the decision's reward was already decided by earlier feedback or by its "
+                   "window closing: stored, no arm updated")
+
+
 @dataclass(frozen=True)
 class Feedback:
     """One stored feedback as the rules see it.
@@ -669,6 +681,7 @@ class RuleBook:
 
 __all__ = [
     "AGGREGATIONS",
+    "ALREADY_DECIDED",
     "DEFAULT_RULES",
     "MAX_DWELL_S",
     "RULE_KEYS",
@@ -683,6 +696,8 @@ __all__ = [
     "RuleBook",
     "Scale",
     "ValueRange",
+    "decided_note",
     "fold_kept",
     "overridden_rules",
+    "ratings_text",
 ]

@@ -85,7 +85,8 @@ from serving.multileave import (
 from serving.policy import PolicyModel, PolicySnapshot, draw_arm
 from serving.retrain_trigger import HeldLease, hold_retrain_lease
 from serving.retries import RetryCheck, instant
-from serving.rules import RuleBook
+from serving.rules import ALREADY_DECIDED, RuleBook
+from serving.rules import decided_note as rules_decided_note
 from serving.schemas import EventIn, FeedbackIn
 from serving.settings import Settings, say_seconds
 from serving.store import FeedbackResult, FeedbackWrite, Store
@@ -1226,9 +1227,8 @@ class RecommendationService:
             else:
                 # The store inserts the decision's one outcome unless one exists already.
                 outcome = {"event_id": decision["event_id"], "arm": arm, "reward": reward}
-                decided_note = f"reward {reward:g} given to arm {arm}"
-                note = ("the decision's reward was already decided by earlier feedback or by "
-                        "its window closing: stored, no arm updated")
+                decided_note = rules_decided_note(reward, arm)
+                note = ALREADY_DECIDED
         decided_id = None if decision is None else decision["event_id"]
         values = {
             "created_at": at, "user_id": user_id, "movie_id": movie_id,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -31,16 +32,21 @@ import gymnasium
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 import envs  # noqa: F401 - registers the ids
 from arms.data import make_synthetic
+from bandits.base import registered_policies
 from experiments.cli import main as cli_main
 from serving import offpolicy
 from serving.app import create_app
 from serving.armset import fit_arms
 from serving.commands import rebuild_state
+from serving.policy import SERVABLE_POLICIES
+from serving.rules import ALREADY_DECIDED, decided_note
 from serving.settings import Settings
+from serving.store.tables import feedback
 
 ENV_ARMS = ("popularity", "sequential", "random")
 
@@ -520,3 +526,50 @@ def test_a_closed_undecided_decision_counts_as_the_services_default_reward(
     store.dispose()
     assert offpolicy.read_log(url, as_of=300.0).rewards.tolist() == [0.0]
     assert offpolicy.read_log(url, as_of=300.0, default_reward=0.25).rewards.tolist() == [0.25]
+
+
+def test_a_simulated_log_decides_and_notes_each_feedback_as_the_service(
+        service_log: dict, tmp_path: Path) -> None:
+    """The simulated log's feedback carries the notes the service writes, and the rule book
+    decides which one counts (found in review: ``simulate_service_log`` wrote its own "first
+    feedback decides" rule and its own, shorter, "already decided" note)."""
+    def notes(url: str) -> dict[bool, set[str]]:
+        engine = sa.create_engine(url)
+        with engine.connect() as conn:
+            rows = conn.execute(sa.select(feedback.c.counted, feedback.c.note)
+                                .where(feedback.c.reward.is_not(None))).all()
+        engine.dispose()
+        return {flag: {note for counted, note in rows if bool(counted) is flag}
+                for flag in (True, False)}
+
+    def respond(actions: np.ndarray, rng: np.random.Generator) -> offpolicy.Responses:
+        n = len(actions)  # one like and one dislike on every slate
+        return offpolicy.Responses(np.arange(1, n + 1), np.ones(n, np.int64),
+                                   np.ones(n, np.int64))
+
+    url = f"sqlite:///{tmp_path / 'simulated.db'}"
+    arms = service_log["arms"]
+    offpolicy.simulate_service_log(url, arms, respond, 40, seed=1)
+    simulated, served = notes(url), notes(service_log["url"])
+    assert simulated[False] == {ALREADY_DECIDED} and ALREADY_DECIDED in served[False]
+    # the like decides (the rewards' sort puts it first), noted as the service notes its own
+    assert simulated[True] == {decided_note(1.0, a) for a in arms}
+    assert {re.sub(r"arm \S+", "arm", n) for n in served[True]} == {
+        re.sub(r"arm \S+", "arm", decided_note(r, arms[0])) for r in (0.0, 1.0)}
+
+
+@pytest.mark.parametrize("policy", [name for name, cls in registered_policies().items()
+                                    if "prior_alpha" in cls._param_names()
+                                    and name in SERVABLE_POLICIES])
+def test_the_simulation_gives_every_beta_policy_the_services_parameters(
+        policy: str, tmp_path: Path) -> None:
+    """The shared priors reach every policy that takes them, in the service and in its
+    simulated log alike (found in review: the simulation gave them to ThompsonSampling only,
+    so a sliding-window Thompson sampling ran there with priors (1, 1))."""
+    settings = Settings(state_dir=tmp_path, arms=["popularity", "svd"], policy=policy,
+                        prior_alpha=5.0, prior_beta=2.0)
+    served = settings.policy_model(None)
+    simulated = offpolicy._simulation_model(policy, ["popularity", "svd"], None, None, 5.0, 2.0,
+                                            settings.propensity_grid)
+    assert simulated.identity() == served.identity()
+    assert served.identity()["params"]["prior_alpha"] in (5.0, [5.0, 5.0])

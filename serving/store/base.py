@@ -42,7 +42,7 @@ from serving.multileave import (
     group_feedback,
     parse,
 )
-from serving.rules import Feedback, KeptRating, RuleBook, fold_kept
+from serving.rules import Feedback, KeptRating, RuleBook, decided_note, fold_kept
 from serving.store.errors import (
     OlderStoreError,
     parse_url,
@@ -1585,8 +1585,8 @@ class Store(abc.ABC):
             event_id, seq, arm, reward, now, None if decider is None else decider.seq)).first()
         if inserted is not None and decider is not None:
             conn.exec_driver_sql(self._mark_counted_sql, (
-                f"reward {reward:g} given to arm {arm} ({rules.aggregation} of the "
-                "window's feedback)", decider.seq))
+                f"{decided_note(reward, arm)} ({rules.aggregation} of the window's feedback)",
+                decider.seq))
 
     # ------------------------------------------------------------------ the log as a whole
     @unavailable_on_db_error
