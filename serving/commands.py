@@ -28,7 +28,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -94,6 +93,7 @@ from serving.results import (
     SnapshotInfo,
 )
 from serving.retrain_trigger import hold_retrain_lease
+from serving.schemas import TimestampShapeError, read_timestamp
 from serving.settings import (
     Settings,
     arm_not_served,
@@ -1711,21 +1711,23 @@ def _against_the_service(settings: Settings, store: Store, service: httpx2.Clien
 
 
 def parse_date(text: str) -> float:
-    """An ISO 8601 date or date-time as Unix seconds (a time without a zone is UTC).
+    """An ISO date or RFC 3339 date-time as Unix seconds (a date alone, or a time without a
+    zone, is UTC), read by the API's reader (:func:`serving.schemas.read_timestamp`): a purge
+    deletes data, so ``+05:60`` (read as +06:00 before), a week date or ISO 8601's basic form
+    is refused, not guessed at.
 
     Raises
     ------
     ValueError
-        ``text`` is neither (the message shows the value and two accepted forms).
+        ``text`` is neither (the message shows the value, two accepted forms and, for a
+        date-time of the right shape but no instant, why).
     """
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
+        return read_timestamp(text, date_alone=True).timestamp()
+    except ValueError as exc:
+        why = "" if isinstance(exc, TimestampShapeError) else f" ({exc})"
         raise ValueError(f"--before must be an ISO date or date-time such as 2026-09-01 or "
-                         f"2026-09-01T12:00:00+00:00, got {text!r}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+                         f"2026-09-01T12:00:00+00:00, got {text!r}{why}") from None
 
 
 def purge(settings: Settings, before: str, *, dry_run: bool = False,

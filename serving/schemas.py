@@ -62,16 +62,49 @@ def _iso_text(value: object) -> object:
         raise PydanticCustomError("datetime_from_date_parsing", _TIMESTAMP_FORMS)
     if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
         return value
-    if not isinstance(value, str) or not _RFC_3339.fullmatch(value):
+    if not isinstance(value, str):
         raise PydanticCustomError("datetime_from_date_parsing", _TIMESTAMP_FORMS)
+    try:
+        return read_timestamp(value)
+    except TimestampShapeError:
+        raise PydanticCustomError("datetime_from_date_parsing", _TIMESTAMP_FORMS) from None
+    except ValueError as exc:
+        raise PydanticCustomError("datetime_from_date_parsing",
+                                  _TIMESTAMP_FORMS + ": {reason}", {"reason": str(exc)}) from None
+
+
+class TimestampShapeError(ValueError):
+    """Text not of the shape :func:`read_timestamp` takes."""
+
+
+def read_timestamp(text: str, *, date_alone: bool = False) -> datetime:
+    """The one reader of date-times given as text (the API's timestamps, ``recbandits purge
+    --before``): RFC 3339 (:data:`_RFC_3339`), as an aware datetime.
+
+    Parameters
+    ----------
+    text : str
+    date_alone : bool, default False
+        Also take a date alone (its midnight) and a date-time without a zone, both UTC (what
+        ``purge --before`` documents). The API's timestamps need the zone.
+
+    Raises
+    ------
+    TimestampShapeError
+        ``text`` is not of that shape (a week date, ISO 8601's basic form, a decimal comma).
+    ValueError
+        The shape, but no instant: a month 13, a leap second, an offset of 24 hours (the
+        message says which).
+    """
+    if not (_DATE_OR_RFC_3339 if date_alone else _RFC_3339).fullmatch(text):
+        raise TimestampShapeError(f"not an RFC 3339 date-time: {text!r}")
     try:  # fromisoformat keeps six decimals, as pydantic did
-        return datetime.fromisoformat(value.upper())
+        moment = datetime.fromisoformat(text.upper())
     except ValueError as exc:  # the shape, but no instant: a month 13, a leap second
         # (Python's words for +24:00 name its timedelta: found by attack.)
-        reason = ("the UTC offset must lie within -23:59 and +23:59" if "offset" in str(exc)
-                  else str(exc))
-        raise PydanticCustomError("datetime_from_date_parsing",
-                                  _TIMESTAMP_FORMS + ": {reason}", {"reason": reason}) from None
+        raise ValueError("the UTC offset must lie within -23:59 and +23:59" if "offset" in str(exc)
+                         else str(exc)) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 _TIMESTAMP_FORMS = ("Input should be ISO 8601 text with a UTC offset (RFC 3339: "
@@ -83,8 +116,11 @@ _TIMESTAMP_FORMS = ("Input should be ISO 8601 text with a UTC offset (RFC 3339: 
 #: and "+0000" passed a date-only check and pydantic's loose reading of the rest; then
 #: (re-attack) minutes without seconds, a decimal comma and full-width digits passed this one;
 #: an offset's minutes are 00-59 (review: "+05:60" was read as +06:00, "+00:99" as +01:39).
-_RFC_3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
-                       r"([Zz]|(?!-00:00)[+-][0-9]{2}:[0-5][0-9])")
+_DATE, _TIME = r"[0-9]{4}-[0-9]{2}-[0-9]{2}", r"[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+_OFFSET = r"([Zz]|(?!-00:00)[+-][0-9]{2}:[0-5][0-9])"
+_RFC_3339 = re.compile(_DATE + _TIME + _OFFSET)
+#: The same with the time, or only its zone (then UTC), left out: ``purge --before``'s DATE.
+_DATE_OR_RFC_3339 = re.compile(f"{_DATE}({_TIME}{_OFFSET}?)?")
 
 #: An id in a JSON body: a JSON integer only (``true``, ``1.0`` and ``"10"`` are refused).
 Id = Annotated[int, Field(strict=True, ge=1, le=MAX_ID)]

@@ -1114,3 +1114,33 @@ def test_an_event_stamped_before_the_purge_date_is_refused_not_counted_twice(
     with worker(settings, catalog, fitted) as restarted:  # a worker that starts knows it too
         again = restarted.post("/events", json={"events": [event]})
         assert again.status_code == 422 and "purged before" in again.text, again.text
+
+
+@pytest.mark.parametrize("given", ["2026-09-01T12:00:00+05:60", "2026-W36-1", "20260901",
+                                   "2026-09-01T12:00:00,5Z"])
+def test_before_takes_the_apis_date_times_only(tmp_path: Path, given: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Found in review: ``--before`` had its own reader (``datetime.fromisoformat``), which
+    read ``+05:60`` as +06:00 and took week dates, the basic form and a decimal comma, where
+    the API's refuses them; a purge deletes data. One line, exit 2, nothing deleted."""
+    with pytest.raises(ValueError, match=rf"^--before must be an ISO date or date-time .*, "
+                                         rf"got {re.escape(repr(given))}"):
+        parse_date(given)
+    settings = make_settings(tmp_path)
+    settings.state_dir.mkdir(parents=True)
+    store = open_store(settings.resolved_db_url())
+    store.create_schema(ARMS)
+    store.dispose()
+    assert main(["purge", "--before", given, "--db", settings.resolved_db_url(),
+                 "--state-dir", str(settings.state_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--before must be an ISO date or date-time" in err, err
+
+
+def test_before_keeps_what_purge_documents() -> None:
+    """A date alone is its midnight, a time without a zone is UTC, an offset is applied."""
+    midnight = datetime(2026, 9, 1, tzinfo=UTC).timestamp()
+    assert parse_date("2026-09-01") == midnight
+    assert parse_date("2026-09-01T12:00:00") == midnight + 12 * HOUR
+    assert parse_date("2026-09-01 12:00:00.5+02:00") == midnight + 10 * HOUR + 0.5
+    assert parse_date("2026-09-01t12:00:00z") == midnight + 12 * HOUR
