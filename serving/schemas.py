@@ -232,6 +232,20 @@ def _printable(value: str) -> str:
                                   "punctuation mark or symbol that does not show as blank or "
                                   "stand in for an object")
     return value
+
+
+#: Most genres one request names, and the longest genre name: one limit for an item's genres
+#: (``POST /admin/items``) and a user's stated ones (``PUT /users/{id}/preferences``).
+MAX_GENRES = 64
+MAX_GENRE_CHARS = 64
+#: A genre name in a request: printable (:func:`_printable`), at most :data:`MAX_GENRE_CHARS`.
+GenreName = Annotated[str, Field(max_length=MAX_GENRE_CHARS,
+                                 json_schema_extra={"pattern": PRINTABLE_PATTERN}),
+                      AfterValidator(_printable)]
+#: The genres a request names: at most :data:`MAX_GENRES`.
+GenreList = Annotated[list[GenreName], Field(max_length=MAX_GENRES)]
+
+
 #: Most events in one ``POST /events`` request.
 MAX_EVENTS = 1000
 IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
@@ -493,10 +507,8 @@ class ItemIn(BaseModel):
     title: Annotated[str, AfterValidator(_printable)] = Field(
         min_length=1, max_length=500, json_schema_extra={"pattern": PRINTABLE_PATTERN},
         description="Printable text, not only spaces")
-    genres: list[Annotated[str, Field(max_length=64,
-                                      json_schema_extra={"pattern": PRINTABLE_PATTERN}),
-                           AfterValidator(_printable)]] = Field(
-        default_factory=list, max_length=64,
+    genres: GenreList = Field(
+        default_factory=list,
         description="Genre names of the catalogue (``GET /users/{id}/preferences`` lists them); "
                     "one named twice counts once")
     year: Annotated[int, Field(strict=True, ge=MIN_ITEM_YEAR), AfterValidator(_not_far_ahead)

@@ -662,3 +662,22 @@ def test_an_old_state_folder_is_pointed_out(tmp_path: Path, serving_catalog: Dat
         prepare(settings.model_copy(update={"state_dir": old / "elsewhere"}),
                 catalog=serving_catalog).store.dispose()
     assert caplog.records == []
+
+
+def test_an_item_and_a_preference_take_genres_by_one_rule() -> None:
+    """``POST /admin/items`` and ``PUT /users/{id}/preferences`` bound genres alike (found in
+    review: each model wrote its limits, and only the item's refused unprintable names)."""
+    from pydantic import ValidationError
+
+    from serving.api.routes.preferences import PreferencesIn
+    from serving.schemas import MAX_GENRE_CHARS, MAX_GENRES, ItemIn
+
+    item = ItemIn.model_json_schema()["properties"]["genres"]
+    stated = PreferencesIn.model_json_schema()["properties"]["genres"]
+    assert {k: item[k] for k in ("items", "maxItems")} == {
+        k: stated[k] for k in ("items", "maxItems")}
+    assert (stated["maxItems"], stated["items"]["maxLength"]) == (MAX_GENRES, MAX_GENRE_CHARS)
+    with pytest.raises(ValidationError, match="printable text"):
+        PreferencesIn(genres=["Drama\u202e"])
+    with pytest.raises(ValidationError, match="at most 64 items"):
+        PreferencesIn(genres=["Drama"] * (MAX_GENRES + 1))

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from serving.api.deps import JsonBody, ServiceDep
 from serving.errors import InvalidInputError
-from serving.schemas import MAX_ID, QUERY_INT, ErrorOut
+from serving.schemas import MAX_ID, QUERY_INT, ErrorOut, GenreList
 
 router = APIRouter(tags=["users"])
 
@@ -31,9 +31,8 @@ class PreferencesIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    genres: list[Annotated[str, Field(max_length=64)]] = Field(
-        max_length=64, description="Genre names of the catalogue (``available`` in the GET "
-                                   "answer); an empty list clears the preference")
+    genres: GenreList = Field(description="Genre names of the catalogue (``available`` in the "
+                                          "GET answer); an empty list clears the preference")
 
 
 class PreferencesOut(BaseModel):
