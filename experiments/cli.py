@@ -641,7 +641,7 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
     serve.add_argument("--port", help="port (default 8000)")  # checked by the settings
     serve.add_argument("--workers", type=int, metavar="N",
-                       help="worker processes, 1 to 64 (default 1)")
+                       help="worker processes, in [1, 64] (default 1)")
     serve.add_argument("--slate-mode", choices=("single", "multileave"),
                        help="single (default): one arm ranks each slate; multileave: the team "
                        "draft of --multileave-arms arms, each event crediting its item's arm "
@@ -659,7 +659,7 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
                             "retrain (default off; RECBANDITS_RETRAIN_AFTER_EVENTS)")
     serve.add_argument("--holdout-share", type=float, metavar="S",
                        help="share of requests served by --holdout-baseline instead of the "
-                            "policy, 0 <= S < 1 (default 0; RECBANDITS_HOLDOUT_SHARE)")
+                            "policy, in [0, 1) (default 0; RECBANDITS_HOLDOUT_SHARE)")
     serve.add_argument("--holdout-baseline", metavar="ARM",
                        help="what serves the held-out requests: uniform (default) or an arm, "
                             "which refuses --exploration-floor (RECBANDITS_HOLDOUT_BASELINE)")
@@ -767,10 +767,11 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
                             "default 1,1 1,19 20,20)")
     candidates.add_argument("--linear", action="append", metavar="NAME:KEY=VALUE,...",
                             help="a contextual candidate, e.g. LinTS:scale=0.5,ridge=1 or "
-                            "LinUCB:alpha=1 (repeatable; default LinTS scale 1, 0.25 and 0.5 "
-                            "with ridge 10, LinUCB alpha 0.5 and 0)")
+                            "LinUCB:alpha=1 (repeatable; default LinTS:scale=1,ridge=1 "
+                            "LinTS:scale=0.25,ridge=1 LinTS:scale=0.5,ridge=10 "
+                            "LinUCB:alpha=0.5,ridge=1 LinUCB:alpha=0,ridge=1)")
     log.add_argument("--include-open", action="store_true",
-                     help="also count decisions whose reward window (30 min by default) is "
+                     help="also count decisions whose reward window (1800 s by default) is "
                      "still open, with the feedback they have so far")
     log.add_argument("--export-csv", metavar="PATH", help="also write the log as CSV")
     log.add_argument("--export-obp", metavar="PATH",

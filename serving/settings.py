@@ -406,8 +406,8 @@ class Settings(BaseSettings):
         How far in the future an event's ``timestamp`` may lie (clients' clocks drift; 422
         beyond; default 300).
     max_events_body_bytes : int
-        Largest ``POST /events`` body (a batch of up to 1,000 events; 413 beyond; default
-        1 MiB).
+        Largest ``POST /events`` body (a batch of up to ``schemas.MAX_EVENTS`` events; 413
+        beyond; default 1 MiB).
     session_strength : float
         Weight of the session adjustment in standard deviations of the arm's scores per unit of
         genre similarity (0 switches the adjustment off).

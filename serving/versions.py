@@ -76,8 +76,8 @@ from serving.store.types import JsonObject, ModelVersion
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MAX_VERSION", "ModelsError", "RetrainResult", "arm_spec", "carryover_of",
-           "catalog_fingerprint", "check_catalog", "data_span", "fit_candidate",
+__all__ = ["MAX_VERSION", "VERSION_RANGE", "ModelsError", "RetrainResult", "arm_spec",
+           "carryover_of", "catalog_fingerprint", "check_catalog", "data_span", "fit_candidate",
            "parse_version", "promote", "retrain", "rollback", "show", "store_catalog"]
 
 #: A candidate arm set as the gate takes it: ``{label: {"arm": registry name, param: value}}``.
@@ -257,6 +257,8 @@ def fit_candidate(spec: Mapping[str, Mapping[str, object]], train: Dataset,
 
 #: The largest version number: the versions table's column is 32-bit on PostgreSQL.
 MAX_VERSION = 2**31 - 1
+#: The versions as help and API texts say them.
+VERSION_RANGE = f"1..{MAX_VERSION}"
 
 #: A version as written in a path or on the command line: digits, no sign, leading zero or
 #: underscore (``int()`` would read ``"1_0"`` as 10 and ``"+2"``, ``"02"`` as 2).

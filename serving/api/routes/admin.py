@@ -39,7 +39,8 @@ _BARE = [bare()]
 #: A version in the path: text, so that :func:`serving.versions.parse_version` (the one check
 #: of the API and the CLI) refuses ``1_0``, ``+2`` or ``02`` with its 422 (``int`` takes them);
 #: bounded like every string the API accepts.
-VersionPath = Annotated[str, Path(max_length=64, description="plain digits, 1..2147483647")]
+VersionPath = Annotated[str, Path(max_length=64,
+                                  description=f"plain digits, {versions.VERSION_RANGE}")]
 
 
 @router.post("/retrain", response_model=RetrainOut,
@@ -81,7 +82,9 @@ async def models(service: ServiceDep) -> ModelsOut:
 @router.get("/models/{version}", response_model=ModelVersionOut,
             responses={**_AUTH, 404: {"model": ErrorOut, "description": "unknown version"}})
 async def model(version: VersionPath, service: ServiceDep) -> ModelVersionOut:
-    """One model version's row (``version``: plain digits, 1..2147483647; else 422)."""
+    """One model version's row (``version``: plain digits, 1..``versions.MAX_VERSION``; else
+    422).
+    """
     row = await service.in_thread(versions.show, service.store,
                                   versions.parse_version(version))
     return ModelVersionOut(**row.to_dict())
@@ -96,9 +99,9 @@ async def model(version: VersionPath, service: ServiceDep) -> ModelVersionOut:
                               "query parameter or a body"}},
              dependencies=[bare(path={"version": versions.parse_version})])
 async def promote(version: VersionPath, service: ServiceDep) -> ModelVersionOut:
-    """Serve the arms of ``version`` (plain digits, 1..2147483647; else 422) as a new version
-    (pointing at its folder); every worker loads them within one refresh interval while the
-    old arms keep serving.
+    """Serve the arms of ``version`` (plain digits, 1..``versions.MAX_VERSION``; else 422) as a
+    new version (pointing at its folder); every worker loads them within one refresh interval
+    while the old arms keep serving.
     """
     number = versions.parse_version(version)
     row = await run_in_threadpool(service.serve_version, number)
