@@ -927,6 +927,10 @@ class BatchedPolicy(FixedOnceBuilt, Policy):
     reward_high: ClassVar[float | None] = None
     #: Whether ``select``/``update`` need a context vector.
     contextual: ClassVar[bool] = False
+    #: Whether the model is a Beta posterior per arm (``successes``/``failures`` statistics,
+    #: ``prior_alpha``/``prior_beta`` per arm): the one answer to "is this a Beta policy?" for
+    #: the service's ``GET /policy``, multileaving and the lab's posterior figure.
+    beta_posterior: ClassVar[bool] = False
     #: Names of the statistics whose axis 1 is the arm axis.
     per_arm_stats: ClassVar[tuple[str, ...]] = ()
     #: Names of the statistics that count observations (restored within ``[0, MAX_COUNT]``).

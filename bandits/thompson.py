@@ -247,6 +247,7 @@ class _BetaPolicy(BatchedPolicy):
 
     reward_low = 0.0
     reward_high = 1.0
+    beta_posterior = True
     per_arm_stats = ("successes", "failures")
     count_stats = ("successes", "failures")
     propensity_method = "quadrature"

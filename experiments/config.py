@@ -74,6 +74,8 @@ HINDSIGHT_POLICY_ID = "BestArmInHindsight"
 POLICY_IDS = (*BANDIT_POLICY_IDS, HINDSIGHT_POLICY_ID)
 #: Policies that read the user context observation (``contextual`` in their class).
 CONTEXTUAL_POLICY_IDS = tuple(name for name, cls in BANDIT_POLICIES.items() if cls.contextual)
+#: Policies whose model is a Beta posterior per arm (``beta_posterior`` in their class).
+BETA_POLICY_IDS = tuple(name for name, cls in BANDIT_POLICIES.items() if cls.beta_posterior)
 EXECUTORS = ("local", "dask")
 ENV_NAMESPACE = "recbandits"
 

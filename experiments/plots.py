@@ -26,18 +26,12 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from arms.data.files import write_whole
-from experiments.config import HINDSIGHT_POLICY_ID
+from experiments.config import BETA_POLICY_IDS, HINDSIGHT_POLICY_ID
 from experiments.report import mean_ci
 from experiments.results import FIGURE_FILES, PolicyRuns, SimulationResults
 
 logger = logging.getLogger(__name__)
 
-#: Policies whose model is a Beta posterior per arm (their posteriors are the interesting ones).
-BETA_POLICY_IDS = (
-    "ThompsonSampling",
-    "DiscountedThompsonSampling",
-    "SlidingWindowThompsonSampling",
-)
 _DPI = 110
 
 

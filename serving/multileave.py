@@ -170,9 +170,9 @@ def multileave_view(snapshot: PolicySnapshot, m: int, propensity_grid: int) -> M
         The snapshot's policy keeps no Beta statistics (settings refuse such a policy first).
     """
     served = snapshot.policy
-    state = served.state_.stats
-    if "successes" not in state:
+    if not served.beta_posterior:
         raise ValueError(f"multileaving needs a Beta policy, got {type(served).__name__}")
+    state = served.state_.stats
     arms = list(served.arms)
     policy = MultileaveThompsonSampling(
         arms, m=m, slate_size=m, prior_alpha=list(map(float, served.arm_params_["prior_alpha"])),

@@ -504,7 +504,7 @@ class PolicyModel:
         else:
             pmf = snapshot.pmf if snapshot.pmf is not None else self.served(
                 policy.action_probabilities())
-            if "successes" in stats_:  # Beta policies: the posterior mean
+            if policy.beta_posterior:  # Beta policies: the posterior mean
                 alpha = policy.arm_params_["prior_alpha"] + stats_["successes"]
                 beta = policy.arm_params_["prior_beta"] + stats_["failures"]
                 expected = alpha / (alpha + beta)
@@ -520,7 +520,7 @@ class PolicyModel:
                 "expected_reward": float(expected[k]),
                 "selection_probability": float(pmf[k]),
             }
-            if "successes" in stats_:
+            if policy.beta_posterior:
                 a = float(policy.arm_params_["prior_alpha"][k] + stats_["successes"][k])
                 b = float(policy.arm_params_["prior_beta"][k] + stats_["failures"][k])
                 low, high = stats.beta.ppf([0.025, 0.975], a, b)

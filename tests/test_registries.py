@@ -276,3 +276,23 @@ def test_an_unknown_hyper_parameter_is_one_message_wherever_an_arm_or_policy_is_
     made = registry.make_arm("svd", random_state=1, n_factors=7)
     assert registry.resolve("svd").cls.as_saved(made.get_params()).get_params() == \
         made.get_params()
+
+
+def test_one_class_attribute_says_which_policies_are_beta_posteriors():
+    """``beta_posterior`` is the one answer to "is this a Beta policy?" (found in review:
+    a tuple of names in the plots, ``"successes" in state`` in the service, decided apart):
+    it is true exactly for the policies with Beta statistics and per-arm Beta priors."""
+    from bandits.base import registered_policies
+    from experiments import plots
+
+    beta = set()
+    for name, cls in registered_policies().items():
+        params = {"n_features": 2} if cls.contextual else {}
+        stats = cls(["a", "b"], **params).state_.stats
+        has_beta = {"successes", "failures"} <= set(stats) and {
+            "prior_alpha", "prior_beta"} <= set(cls._param_names())
+        assert cls.beta_posterior is has_beta, name
+        beta |= {name} if has_beta else set()
+    assert beta >= {"ThompsonSampling", "DiscountedThompsonSampling",
+                    "SlidingWindowThompsonSampling"}
+    assert set(plots.BETA_POLICY_IDS) == beta & set(cfg.BANDIT_POLICY_IDS)
