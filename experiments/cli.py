@@ -561,6 +561,9 @@ def _ope_obd(args: argparse.Namespace) -> int:
 
 
 def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
+    # The duration units of the help, from their one list (serving.durations: no web stack).
+    from serving.durations import units_said
+
     def running_service_options(parser: argparse.ArgumentParser, what: str) -> None:
         # --host and --port of the running service a command asks (rebuild-state compares
         # with it, shadow status / promote check against it), as serve takes them.
@@ -652,8 +655,9 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
                        help="least propensity of every arm, 0 to 1/len(arms): the policy mixed "
                             "with uniform (default 0; RECBANDITS_EXPLORATION_FLOOR)")
     serve.add_argument("--retrain-every", metavar="DURATION",
-                       help="retrain on its own this long after the last retrain: seconds or "
-                            "90s, 30m, 6h, 1d (default off; RECBANDITS_RETRAIN_EVERY)")
+                       help="retrain on its own this long after the last retrain: seconds, "
+                            f"or with a unit {units_said()} (as 6h; default off; "
+                            "RECBANDITS_RETRAIN_EVERY)")
     serve.add_argument("--retrain-after-events", type=int, metavar="N",
                        help="retrain on its own once N events were logged since the last "
                             "retrain (default off; RECBANDITS_RETRAIN_AFTER_EVENTS)")

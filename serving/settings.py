@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
-import re
 import tomllib
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
@@ -18,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, get_origin
 
 from pydantic import (
+    BeforeValidator,
     Field,
     SecretStr,
     ValidationError,
@@ -48,6 +47,7 @@ from bandits.ope import MAX_BOOTSTRAP, MIN_BOOTSTRAP
 from bandits.thompson import BETA_PRIOR_MAX, BETA_PRIOR_MIN
 from serving.armset import make_arm
 from serving.drift import DEFAULT_WINDOWS, DetectorName, DriftMonitor
+from serving.durations import MAX_DURATION_S, parse_duration
 from serving.errors import ArmNotServedError
 from serving.features import DEFAULT_DECAY_STEP_S, DEFAULT_HALF_LIFE_S
 from serving.holdout import Holdout, check_holdout
@@ -73,11 +73,6 @@ from serving.store.base import DEFAULT_TIMEOUT_S
 DEFAULT_ARMS = ("svd", "sequential", "autoencoder", "popularity")
 
 
-#: Seconds per unit of a duration setting (``"90s"``, ``"30m"``, ``"6h"``, ``"1d"``).
-DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0}
-_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([smhd]?)\s*")
-
-
 def say_seconds(seconds: float) -> str:
     """A duration as messages write it: ``7776000 s (90 days)``, the days when a day or more
     (the retention window was ``7.776e+06 s`` in an event's 422 and ``7776000 s, 90 days`` in
@@ -87,48 +82,24 @@ def say_seconds(seconds: float) -> str:
     return text + (f" ({seconds / 86_400:g} days)" if seconds >= 86_400 else "")
 
 
-def parse_duration(name: str, value: object) -> float | None:
-    """A duration setting in seconds: a positive number of seconds, or a string of one with
-    a unit of :data:`DURATION_UNITS` (``"6h"``); None, ``""`` or ``"off"`` for none.
-
-    Raises
-    ------
-    TypeError
-        ``value`` is neither a number, a string nor None.
-    ValueError
-        ``value`` is not a finite positive duration; the message names ``name``.
-    """
-    allowed = ("a positive number of seconds, or one with a unit s, m, h or d ('90s', '30m', "
-               "'6h', '1d'), or 'off'")
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "off")):
-        return None
-    if isinstance(value, str):
-        match = _DURATION.fullmatch(value.lower())
-        if match is None:
-            raise ValueError(f"{name} must be {allowed}, got {value!r}")
-        seconds = float(match.group(1)) * DURATION_UNITS[match.group(2) or "s"]
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        raise TypeError(f"{name} must be {allowed}, got {type(value).__name__} {value!r}")
-    if not (math.isfinite(seconds) and 0 < seconds <= MAX_DURATION_S):
-        raise ValueError(f"{name} must be {allowed}, at most 100 years, got {value!r}")
-    return seconds
-
-
-#: Longest duration a setting takes (100 years): the times it lets into the log (``retention_s``,
-#: ``clock_skew_s``) stay ones every fold and answer can hold (found by attack: with
-#: ``clock_skew_s=1e308`` an event stamped 1e300 was stored, then failed every fold and every
-#: later start of the service); none needs more.
-MAX_DURATION_S = 100 * 365.25 * 86_400
-
 #: A float setting: never infinite or NaN, which a bound such as gt=0 lets through (found by
 #: attack: RECBANDITS_RETENTION_S=inf fitted and saved the arms, then the workers failed to
 #: start). Per field, not for the model: the values of the tables (arm_params, policy_params,
 #: rules) are checked by their own rules, whose messages name the value (found in review).
 Finite = Annotated[float, Field(allow_inf_nan=False)]
-#: A duration setting in seconds: Finite, and at most MAX_DURATION_S.
-Duration = Annotated[float, Field(allow_inf_nan=False, le=MAX_DURATION_S)]
+
+
+def _duration(value: object, info: ValidationInfo) -> object:
+    """A duration setting's one rule (:func:`serving.durations.parse_duration`), by name."""
+    return parse_duration(str(info.field_name), value)
+
+
+#: A duration setting in seconds: a number, or text with a unit ("6h"; one rule for every
+#: duration: retention_s took no unit and read "1_000" as 1000 while retrain_every took units
+#: and refused "1_000", found in review); Finite, and at most MAX_DURATION_S (the le= is said
+#: by the rule's own words first, "at most 100 years").
+Duration = Annotated[float, Field(allow_inf_nan=False, le=MAX_DURATION_S),
+                     BeforeValidator(_duration)]
 
 #: Longest admin token: an ``Authorization`` header carrying a longer one is a wrong token.
 MAX_ADMIN_TOKEN_CHARS = 1000
@@ -236,6 +207,8 @@ class Settings(BaseSettings):
 
     Every field can be set by the environment variable ``RECBANDITS_<FIELD>`` (for example
     ``RECBANDITS_DB=postgresql+psycopg://...`` or ``RECBANDITS_ARMS=svd,popularity``).
+    A duration setting (a :data:`Duration`: ``retention_s``, ``retrain_every``, ...) takes
+    seconds or text with a unit, ``"90d"`` (:func:`serving.durations.parse_duration`).
 
     Attributes
     ----------
@@ -595,7 +568,7 @@ class Settings(BaseSettings):
     session_strength: Finite = Field(1.5, ge=0)
     admin_token: SecretStr | None = None
     seed: int | None = None
-    retrain_every: float | None = None
+    retrain_every: Duration | None = Field(None, gt=0)
     retrain_after_events: int | None = Field(None, ge=1)
     retrain_check_s: Finite = Field(10.0, gt=0, le=3600)
     retrain_lease_s: Finite = Field(600.0, ge=1, le=86_400)
@@ -687,7 +660,8 @@ class Settings(BaseSettings):
     @field_validator("retrain_every", mode="before")
     @classmethod
     def _parse_retrain_every(cls, value: object) -> object:
-        return parse_duration("retrain_every", value)
+        # "off" and "" mean none here; the rest is the Duration's rule.
+        return parse_duration("retrain_every", value, off=True)
 
     @field_validator("dataset")
     @classmethod

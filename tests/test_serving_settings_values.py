@@ -265,3 +265,43 @@ def test_a_refused_policy_parameter_is_named_as_a_policy_params_entry() -> None:
     with pytest.raises(ValidationError) as refused:
         Settings(policy="LinTS", policy_params={"scale": math.nan})
     assert settings_issues(refused.value) == "settings: policy_params: scale=nan must be finite"
+
+
+DURATION_SETTINGS = sorted([*DURATIONS, "retrain_every"])
+
+
+def test_every_duration_setting_takes_the_one_duration_rule(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found in review: retrain_every took "90d" and refused "1_000", while the 14 other
+    # duration settings refused "90d" ("Input should be a valid number") and read "1_000" as
+    # 1000.0 (pydantic's number parsing).
+    from serving.durations import DURATION_UNITS
+
+    assert {"retention_s", "clock_skew_s", "gate_holdout_s", "retrain_every",
+            "reward_window_s", "keep_alive_timeout_s"} <= set(DURATION_SETTINGS)
+    assert len(DURATION_SETTINGS) == 15
+    for name in DURATION_SETTINGS:
+        assert getattr(Settings(**{name: "90d"}), name) == 90 * 86_400.0
+        assert getattr(Settings(**{name: " 1.5m "}), name) == 90.0
+        assert getattr(Settings(**{name: "2e1"}), name) == 20.0  # to_env's form of a float
+        assert getattr(Settings(**{name: 7}), name) == 7.0
+        for unit, seconds in DURATION_UNITS.items():
+            assert getattr(Settings(**{name: f"2{unit}"}), name) == 2 * seconds
+        for text in ("1_000", "+5", "5w", "١٢"):
+            with pytest.raises(ValidationError) as refused:
+                Settings(**{name: text})
+            assert settings_issues(refused.value) == (
+                f"{name}: {name} must be a finite number of seconds in plain decimal digits, "
+                "or one with a unit s, m, h or d (as '90s' or '6h')"
+                + (", or 'off'" if name == "retrain_every" else "") + f", got {text!r}")
+        for value in ("36600d", 4e9):  # over MAX_DURATION_S, as text or as a number
+            with pytest.raises(ValidationError, match=f"{name} must be at most 100 years "
+                               r"\(3155760000 s\), got"):
+                Settings(**{name: value})
+    monkeypatch.setenv("RECBANDITS_RETENTION_S", "30d")
+    monkeypatch.setenv("RECBANDITS_RETRAIN_EVERY", "6h")
+    settings = Settings(refresh_interval_s=1e-5)
+    assert (settings.retention_s, settings.retrain_every) == (30 * 86_400.0, 21_600.0)
+    monkeypatch.setenv("RECBANDITS_REFRESH_INTERVAL_S",
+                       settings.to_env()["RECBANDITS_REFRESH_INTERVAL_S"])  # "1e-05"
+    assert Settings().refresh_interval_s == 1e-5
