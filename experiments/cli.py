@@ -10,7 +10,6 @@ import argparse
 import contextlib
 import dataclasses
 import importlib
-import json
 import logging
 import os
 import sys
@@ -178,7 +177,7 @@ def _serving_settings(args: argparse.Namespace) -> object:
     options given.
     """
     from serving.commands import settings_for_store
-    from serving.settings import Settings
+    from serving.settings import Settings, json_object
 
     names = ("host", "port", "workers", "db", "data", "state_dir", "arms", "dataset", "seed",
              "policy", "slate_mode", "multileave_arms", "exploration_floor", "retrain_every",
@@ -186,13 +185,9 @@ def _serving_settings(args: argparse.Namespace) -> object:
              "posterior_carryover", "carryover_discount", "gate_enabled", "gate_holdout",
              "gate_margin", "gate_relevance", "shadow_policy")
     given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
-    if getattr(args, "shadow_policy_params", None) is not None:
-        try:
-            given["shadow_policy_params"] = json.loads(args.shadow_policy_params)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"--shadow-policy-params must be a JSON object such as "
-                             f"'{{\"scale\": 0.5}}', got {args.shadow_policy_params!r}: "
-                             f"{exc}") from None
+    if getattr(args, "shadow_policy_params", None) is not None:  # the variable's rule
+        given["shadow_policy_params"] = json_object("--shadow-policy-params",
+                                                    args.shadow_policy_params)
     def build(**extra: object) -> Settings:
         values = {**given, **extra}
         if getattr(args, "settings", None):

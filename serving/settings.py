@@ -158,10 +158,42 @@ def http_url(host: str, port: int) -> str:
     return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
-class JsonVariableError(ValueError):
-    """A ``RECBANDITS_*`` variable of a table setting (``policy_params``, ``arm_params``, ...)
-    whose value is not JSON: the message names the variable, its value and what it must be.
+class JsonTableError(ValueError):
+    """A table setting (``policy_params``, ``arm_params``, ...) given as text, by a
+    ``RECBANDITS_*`` variable or a CLI option, that is not a JSON object: the message names
+    where it was given, its value and what it must be.
     """
+
+
+def json_object(source: str, text: str) -> dict[str, Any]:
+    """Table setting text as the dict it writes: the one rule and message of a table given as
+    text, wherever (``RECBANDITS_SHADOW_POLICY_PARAMS`` and ``--shadow-policy-params`` gave
+    two different messages for '[1]' and for '{bad', found in review).
+
+    Parameters
+    ----------
+    source : str
+        Where the text was given, as the refusal names it: the variable
+        (``RECBANDITS_POLICY_PARAMS``) or the option (``--shadow-policy-params``).
+    text : str
+        The JSON text.
+
+    Raises
+    ------
+    JsonTableError
+        ``text`` is not JSON, or JSON but no object (``'[1]'``).
+    """
+    def refused(why: str) -> JsonTableError:
+        return JsonTableError(f"{source}={text!r}: must be a JSON object (as "
+                              f"'{{\"name\": value}}'; '{{}}' for none): {why}")
+
+    try:
+        decoded = json.loads(text)
+    except ValueError as exc:  # json's own words give where the text goes wrong
+        raise refused(str(exc)) from None
+    if not isinstance(decoded, dict):
+        raise refused(f"got a JSON {type(decoded).__name__}")
+    return decoded
 
 
 class _Environment(EnvSettingsSource):
@@ -176,26 +208,15 @@ class _Environment(EnvSettingsSource):
     """
 
     def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
-        def refused(why: str) -> JsonVariableError:
-            return JsonVariableError(
-                f"{self.env_prefix}{field_name.upper()}={value!r}: must be a JSON object "
-                f"(as '{{\"name\": value}}'; '{{}}' for none): {why}")
-
-        try:
-            decoded = super().decode_complex_value(field_name, field, value)
-        except ValueError as exc:  # json's own words give where the text goes wrong
-            raise refused(str(exc)) from None
-        if get_origin(field.annotation) is dict and not isinstance(decoded, dict):
-            # JSON but no object ('[1]'): said by the same rule (found in review: pydantic's
-            # "Input should be a valid dictionary" named neither the variable nor its value)
-            raise refused(f"got a JSON {type(decoded).__name__}")
-        return decoded
+        if get_origin(field.annotation) is dict:  # a table: the rule of json_object
+            return json_object(f"{self.env_prefix}{field_name.upper()}", value)
+        return super().decode_complex_value(field_name, field, value)
 
     def __call__(self) -> dict[str, Any]:
         try:
             values = super().__call__()
         except SettingsError as exc:  # pydantic-settings wraps every error of a variable
-            if isinstance(exc.__cause__, JsonVariableError):
+            if isinstance(exc.__cause__, JsonTableError):
                 raise exc.__cause__ from None
             raise
         given = self.current_state  # what the sources above set (the keyword arguments)

@@ -245,6 +245,27 @@ def test_a_table_variable_that_is_not_json_is_named_with_its_value(
     assert capsys.readouterr().err.startswith(f"recbandits ope: {said}")
 
 
+@pytest.mark.parametrize("text", ["", "{scale", "nan", "[1]", "3", "null"])
+def test_a_table_option_is_refused_by_the_variables_rule_and_words(
+        text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # Found in review: --shadow-policy-params '[1]' was pydantic's "shadow_policy_params:
+    # Input should be a valid dictionary" and '{bad' another sentence than the variable's.
+    argv = ["shadow", "status", "--state-dir", str(tmp_path / "none"), "--shadow-policy",
+            "LinTS"]
+    assert cli.main([*argv, "--shadow-policy-params", text]) == 2
+    by_option = capsys.readouterr().err.strip()
+    monkeypatch.setenv("RECBANDITS_SHADOW_POLICY_PARAMS", text)
+    assert cli.main(argv) == 2
+    by_variable = capsys.readouterr().err.strip()
+    head = "recbandits shadow status: "
+    assert by_option.startswith(f"{head}--shadow-policy-params={text!r}: must be a JSON object")
+    assert by_variable.startswith(f"{head}RECBANDITS_SHADOW_POLICY_PARAMS={text!r}: ")
+    assert (by_option.removeprefix(f"{head}--shadow-policy-params=")
+            == by_variable.removeprefix(f"{head}RECBANDITS_SHADOW_POLICY_PARAMS="))
+    assert len(by_option.splitlines()) == 1
+
+
 def test_a_refusal_by_pydantic_names_the_value_given() -> None:
     # Found by a README check: RECBANDITS_HOLDOUT_SHARE=2 said "holdout_share: Input should be
     # less than 1", naming neither the value nor, for a typo, what was typed.

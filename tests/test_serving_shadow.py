@@ -217,7 +217,7 @@ def test_the_shadow_settings_come_from_file_env_and_flags(
     assert Settings(arms=ARMS).shadow_model(4).params == {"exploration": 1.5}
     assert cli_main(["shadow", "status", "--state-dir", str(tmp_path / "s"),
                      "--shadow-policy-params", "{scale"]) == 2
-    assert "--shadow-policy-params must be a JSON object" in capsys.readouterr().err
+    assert "--shadow-policy-params='{scale': must be a JSON object" in capsys.readouterr().err
     assert cli_main(["shadow", "promote", "--state-dir", str(tmp_path / "s"),
                      "--shadow-policy", "Nope"]) == 2
     assert "shadow_policy: policy must be one of" in capsys.readouterr().err
