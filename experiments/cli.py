@@ -23,6 +23,7 @@ from arms.data.files import SYNTHETIC_READS_NO_DATA
 from arms.data.movielens import DATASETS, MOVIELENS_NAMES, SYNTHETIC
 from arms.errors import DataFileError, DataUnavailableError
 from arms.registry import split_names
+from bandits.errors import integer_text, number_text
 from bandits.ope import BOOTSTRAP_RANGE, DEFAULT_N_BOOTSTRAP
 
 if TYPE_CHECKING:  # serving is imported lazily at run time (see the module docstring)
@@ -30,6 +31,24 @@ if TYPE_CHECKING:  # serving is imported lazily at run time (see the module docs
     from serving.settings import Settings
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+def _integer(text: str) -> int:
+    """An integer option's value by the project's one rule (:func:`bandits.errors.integer_text`:
+    plain decimal digits; ``--workers 1_6`` was 16 while ``--port 8_000`` was refused).
+    """
+    try:
+        return integer_text(text)
+    except ValueError as exc:  # argparse says "argument --workers: <this>", exit 2
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _number(text: str) -> float:
+    """A number option's value by the project's one rule (:func:`bandits.errors.number_text`)."""
+    try:
+        return number_text(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _evaluate_arms(args: argparse.Namespace) -> int:
@@ -146,26 +165,26 @@ def _add_replay(commands: argparse._SubParsersAction) -> None:
         "bootstrap intervals and paired differences")
     sub.add_argument("--data", help="folder holding ml-100k/ (default: RECBANDITS_DATA, the "
                      "user cache, else download)")
-    sub.add_argument("--synthetic", type=int, default=None, metavar="N_RATINGS",
+    sub.add_argument("--synthetic", type=_integer, default=None, metavar="N_RATINGS",
                      help="replay a synthetic dataset of N_RATINGS instead of MovieLens")
-    sub.add_argument("--cut", type=float, default=0.9, help="quantile of time where the stream "
+    sub.add_argument("--cut", type=_number, default=0.9, help="quantile of time where the stream "
                      "starts (default 0.9)")
     sub.add_argument("--arms", help="comma-separated arms (default: "
                      "sequential,autoencoder,cooccurrence,popularity)")
     sub.add_argument("--cold-users", choices=("drop", "include"), default="drop",
                      help="ratings of users with none before the cut: revealed but not scored "
                      "(drop, default), or scored from their second step on (include)")
-    sub.add_argument("--retrain-every", type=int, default=2000, metavar="N",
+    sub.add_argument("--retrain-every", type=_integer, default=2000, metavar="N",
                      help="stream ratings between refits of the retrain variant (default 2000)")
-    sub.add_argument("--half-life-days", type=float, default=7.0, metavar="D",
+    sub.add_argument("--half-life-days", type=_number, default=7.0, metavar="D",
                      help="half-life of live popularity and co-occurrence (default 7)")
-    sub.add_argument("--max-events", type=int, default=None, metavar="N",
+    sub.add_argument("--max-events", type=_integer, default=None, metavar="N",
                      help="replay only the first N stream ratings (whole steps: a user's ratings "
                           "in one second are kept or left together)")
-    sub.add_argument("--bootstrap", type=int, default=DEFAULT_N_BOOTSTRAP, metavar="B",
+    sub.add_argument("--bootstrap", type=_integer, default=DEFAULT_N_BOOTSTRAP, metavar="B",
                      help=f"bootstrap resamples of users, {BOOTSTRAP_RANGE} (default "
                      "%(default)s)")
-    sub.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    sub.add_argument("--seed", type=_integer, default=0, help="bootstrap seed (default 0)")
     sub.add_argument("--out", metavar="DIR", help="folder for summary.csv, differences.csv, "
                      "events.csv and config.json (default runs/replay-<timestamp>)")
     sub.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -380,13 +399,13 @@ def _ope_candidates(
     """The ``--ts-prior`` pairs and ``--linear`` candidates of ``args``; None (said) if invalid."""
     from serving import offpolicy
 
-    try:
-        priors = [tuple(float(x) for x in p.split(",")) for p in args.ts_prior or []]
+    try:  # the numbers' one rule ("1_0" was 10.0 here while --linear refused it)
+        priors = [tuple(number_text(x) for x in p.split(",")) for p in args.ts_prior or []]
     except ValueError:
         priors = [()]
     if any(len(p) != 2 for p in priors):  # the range is the bandits' (OPEConfig checks it)
-        print(f"recbandits ope: --ts-prior takes ALPHA,BETA, two numbers, got "
-              f"{args.ts_prior}", file=sys.stderr)
+        print(f"recbandits ope: --ts-prior takes ALPHA,BETA, two numbers in plain decimal "
+              f"digits, got {args.ts_prior}", file=sys.stderr)
         return None
     try:
         linear = tuple(offpolicy.LinearCandidate.parse(t) for t in args.linear or [])
@@ -587,7 +606,7 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
                          "are refused)")
         sub.add_argument("--dataset", choices=DATASETS,
                          help="what the arms are fit on (default: movielens)")
-        sub.add_argument("--seed", type=int, help="seed of arm fitting and arm selection")
+        sub.add_argument("--seed", type=_integer, help="seed of arm fitting and arm selection")
         sub.add_argument("--policy", help="the bandit policy: ThompsonSampling (default), "
                          "DiscountedThompsonSampling, EpsilonGreedy, KLUCB, LinTS, LinUCB, "
                          "SlidingWindowThompsonSampling or UCB1 (RECBANDITS_POLICY)")
@@ -603,10 +622,10 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
 
     def bootstrap_options(sub: argparse.ArgumentParser) -> None:
         # The report commands on the live log (credit, holdout); --seed is the store's.
-        sub.add_argument("--bootstrap", type=int, default=DEFAULT_N_BOOTSTRAP, metavar="N",
+        sub.add_argument("--bootstrap", type=_integer, default=DEFAULT_N_BOOTSTRAP, metavar="N",
                          help=f"bootstrap resamples, {BOOTSTRAP_RANGE} (default "
                          "%(default)s)")
-        sub.add_argument("--bootstrap-seed", type=int, default=0, metavar="S",
+        sub.add_argument("--bootstrap-seed", type=_integer, default=0, metavar="S",
                          help="bootstrap seed (default 0)")
 
     def lifecycle_options(sub: argparse.ArgumentParser) -> dict[str, tuple[str, str]]:
@@ -616,19 +635,19 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
         sub.add_argument("--posterior-carryover", choices=("carry", "reset", "discount"),
                          help="what a refitted arm's policy statistics start from when a new "
                          "version is served (default carry; RECBANDITS_POSTERIOR_CARRYOVER)")
-        sub.add_argument("--carryover-discount", type=float, metavar="GAMMA",
+        sub.add_argument("--carryover-discount", type=_number, metavar="GAMMA",
                          help="share of the evidence discount keeps, in (0, 1] (default 0.5; "
                          "RECBANDITS_CARRYOVER_DISCOUNT)")
         sub.add_argument("--no-gate", dest="gate_enabled", action="store_const", const=False,
                          help="serve a retrain's arms without the evaluation gate "
                          "(RECBANDITS_GATE_ENABLED=false)")
-        sub.add_argument("--gate-holdout", type=float, metavar="FRACTION",
+        sub.add_argument("--gate-holdout", type=_number, metavar="FRACTION",
                          help="most recent share of events the gate holds out (default 0.1; "
                          "RECBANDITS_GATE_HOLDOUT)")
-        sub.add_argument("--gate-margin", type=float, metavar="M",
+        sub.add_argument("--gate-margin", type=_number, metavar="M",
                          help="largest HR@10/NDCG@10 drop the gate allows (default 0.01; "
                          "RECBANDITS_GATE_MARGIN)")
-        sub.add_argument("--gate-relevance", type=float, metavar="RATING",
+        sub.add_argument("--gate-relevance", type=_number, metavar="RATING",
                          help="least rating of a held-out event the gate counts as a hit "
                          "(default 4, so neither views nor dislikes; 1: every event; "
                          "RECBANDITS_GATE_RELEVANCE)")
@@ -638,25 +657,25 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser("serve", help="run the recommendation service (FastAPI)")
     serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
     serve.add_argument("--port", help="port (default 8000)")  # checked by the settings
-    serve.add_argument("--workers", type=int, metavar="N",
+    serve.add_argument("--workers", type=_integer, metavar="N",
                        help="worker processes, in [1, 64] (default 1)")
     serve.add_argument("--slate-mode", choices=("single", "multileave"),
                        help="single (default): one arm ranks each slate; multileave: the team "
                        "draft of --multileave-arms arms, each event crediting its item's arm "
                        "(RECBANDITS_SLATE_MODE)")
-    serve.add_argument("--multileave-arms", type=int, metavar="M",
+    serve.add_argument("--multileave-arms", type=_integer, metavar="M",
                        help="arms per multileaved slate (default 2; RECBANDITS_MULTILEAVE_ARMS)")
-    serve.add_argument("--exploration-floor", type=float, metavar="P",
+    serve.add_argument("--exploration-floor", type=_number, metavar="P",
                        help="least propensity of every arm, 0 to 1/len(arms): the policy mixed "
                             "with uniform (default 0; RECBANDITS_EXPLORATION_FLOOR)")
     serve.add_argument("--retrain-every", metavar="DURATION",
                        help="retrain on its own this long after the last retrain: seconds, "
                             f"or with a unit {units_said()} (as 6h; default off; "
                             "RECBANDITS_RETRAIN_EVERY)")
-    serve.add_argument("--retrain-after-events", type=int, metavar="N",
+    serve.add_argument("--retrain-after-events", type=_integer, metavar="N",
                        help="retrain on its own once N events were logged since the last "
                             "retrain (default off; RECBANDITS_RETRAIN_AFTER_EVENTS)")
-    serve.add_argument("--holdout-share", type=float, metavar="S",
+    serve.add_argument("--holdout-share", type=_number, metavar="S",
                        help="share of requests served by --holdout-baseline instead of the "
                             "policy, in [0, 1) (default 0; RECBANDITS_HOLDOUT_SHARE)")
     serve.add_argument("--holdout-baseline", metavar="ARM",
@@ -754,10 +773,10 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
                      "read, as the other commands take it (default: the settings')")
     log.add_argument("--out", metavar="DIR", help="folder for ope.csv and summary.json, or "
                      "shadow.csv with --shadow (default runs/ope-<timestamp>)")
-    ope.add_argument("--bootstrap", type=int, default=DEFAULT_N_BOOTSTRAP, metavar="N",
+    ope.add_argument("--bootstrap", type=_integer, default=DEFAULT_N_BOOTSTRAP, metavar="N",
                      help=f"bootstrap resamples, {BOOTSTRAP_RANGE} (default "
                      "%(default)s)")
-    ope.add_argument("--seed", type=int, default=0, metavar="S", help="bootstrap seed")
+    ope.add_argument("--seed", type=_integer, default=0, metavar="S", help="bootstrap seed")
     # The candidates are the log's too (refused with --obd), and --shadow replaces them.
     candidates = ope.add_argument_group("the candidate policies (the service's log; not with "
                                         "--shadow)")
@@ -844,7 +863,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "RECBANDITS_DATA, the user cache, else download)")
     evaluate.add_argument("--out", default=None, help="folder for metrics.csv "
                           "(default: runs/evaluate-arms-<timestamp>)")
-    evaluate.add_argument("--seeds", type=int, default=3,
+    evaluate.add_argument("--seeds", type=_integer, default=3,
                           help="split seeds averaged for the random protocol (default 3)")
     evaluate.add_argument("--arms", default=None, help="comma-separated arms to evaluate "
                           "(default: svd,sequential,autoencoder,popularity,random; also: dae; "
@@ -855,9 +874,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--dataset", choices=MOVIELENS_NAMES, default="movielens",
                         help="MovieLens release (default movielens, i.e. ml-100k); ml-1m to "
                         "ml-32m are downloaded once into the user cache")
-    source.add_argument("--synthetic", type=int, default=None, metavar="N_RATINGS",
+    source.add_argument("--synthetic", type=_integer, default=None, metavar="N_RATINGS",
                         help="evaluate on a synthetic dataset of N_RATINGS instead of MovieLens")
-    evaluate.add_argument("--jobs", type=int, default=2,
+    evaluate.add_argument("--jobs", type=_integer, default=2,
                           help="worker processes fitting arms side by side (default 2)")
     evaluate.set_defaults(handler=_evaluate_arms)
 
@@ -876,9 +895,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "[env.params] dataset (movielens is ml-100k)")
     simulate.add_argument("--policies", nargs="+", metavar="POLICY",
                           help="labels or ids of the config's policies to run, or policy ids")
-    simulate.add_argument("--horizon", type=int, metavar="T", help="steps per run")
-    simulate.add_argument("--runs", type=int, metavar="R", help="runs per policy")
-    simulate.add_argument("--seed", type=int, metavar="S", help="root seed")
+    simulate.add_argument("--horizon", type=_integer, metavar="T", help="steps per run")
+    simulate.add_argument("--runs", type=_integer, metavar="R", help="runs per policy")
+    simulate.add_argument("--seed", type=_integer, metavar="S", help="root seed")
     simulate.add_argument("--out", metavar="DIR",
                           help="output folder (default runs/<config>-<timestamp>)")
     simulate.add_argument("--executor", choices=("local", "dask"),
@@ -886,7 +905,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--scheduler", metavar="ADDRESS",
                           help="Dask scheduler address, e.g. tcp://host:8786 (implies "
                           "--executor dask; without it dask starts a LocalCluster)")
-    simulate.add_argument("--workers", type=int, metavar="N",
+    simulate.add_argument("--workers", type=_integer, metavar="N",
                           help="worker processes (default: every core)")
     simulate.add_argument("--no-plots", action="store_true", help="write the tables only")
     simulate.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -81,6 +81,7 @@ from bandits.base import (
     argmax_set_probabilities,
     registered_policies,
 )
+from bandits.errors import integer_text, number_text
 from bandits.ope import (
     DEFAULT_CONFIDENCE,
     DEFAULT_MIN_ESS,
@@ -529,9 +530,11 @@ class LinearCandidate:
             try:
                 # An integer stays one: batch_size and propensity_grid are refused as floats
                 # ("got 512.0"), while the message listed them as allowed (found by attack).
-                if "_" in value:  # Python reads "1_0" as 10 (found by attack)
-                    raise ValueError(value)
-                number = int(value) if value.strip().lstrip("+-").isdigit() else float(value)
+                # The numbers' one rule (bandits.errors: Python reads "1_0" as 10, found by
+                # attack), an integer kept one.
+                value = value.strip()
+                number = (integer_text(value) if value.lstrip("-").isdigit()
+                          else number_text(value))
             except ValueError:
                 eq = ""
             if not eq:

@@ -42,7 +42,7 @@ from arms.data.synthetic import check_sizes
 from arms.gate import DEFAULT_MARGIN, MAX_MARGIN
 from arms.metrics import POSITIVE_RATING
 from bandits.base import registered_policies
-from bandits.errors import MAX_PROPENSITY_GRID, PerArmLengthError, check_port
+from bandits.errors import MAX_PROPENSITY_GRID, PerArmLengthError, check_port, integer_text
 from bandits.ope import MAX_BOOTSTRAP, MIN_BOOTSTRAP
 from bandits.thompson import BETA_PRIOR_MAX, BETA_PRIOR_MIN
 from serving.armset import make_arm
@@ -196,6 +196,12 @@ def json_object(source: str, text: str) -> dict[str, Any]:
     return decoded
 
 
+class IntegerVariableError(ValueError):
+    """A ``RECBANDITS_*`` variable of an integer setting whose value is not plain decimal
+    digits: the message names the variable and its value.
+    """
+
+
 class _Environment(EnvSettingsSource):
     """The ``RECBANDITS_*`` variables, the settings' source below the keyword arguments (the
     CLI's options, a settings file's values, Python's ``Settings(...)``).
@@ -220,7 +226,22 @@ class _Environment(EnvSettingsSource):
                 raise exc.__cause__ from None
             raise
         given = self.current_state  # what the sources above set (the keyword arguments)
-        return {name: value for name, value in values.items() if name not in given}
+        return {name: self._integer(name, value) for name, value in values.items()
+                if name not in given}
+
+    def _integer(self, name: str, value: Any) -> Any:
+        """An integer setting's variable read by the numbers' one rule
+        (:func:`bandits.errors.integer_text`: plain decimal digits), the refusal naming the
+        variable; pydantic's lax int read ``RECBANDITS_WORKERS=1_6`` as 16 (found in review).
+        """
+        if not (isinstance(value, str)
+                and self.settings_cls.model_fields[name].annotation in (int, int | None)):
+            return value
+        try:
+            return integer_text(value)
+        except ValueError as exc:
+            raise IntegerVariableError(f"{self.env_prefix}{name.upper()}={value!r}: {exc}"
+                                       ) from None
 
 
 class Settings(BaseSettings):

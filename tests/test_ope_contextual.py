@@ -180,7 +180,7 @@ def test_linear_candidate_parsing() -> None:
     assert cand.name == "LinUCB(alpha=2,ridge=5)" and cand.ridge == 5.0
     # An integer stays one: propensity_grid was refused as a float ("got 512.0"), while the
     # message for an unknown key listed it as allowed.
-    grid = offpolicy.LinearCandidate.parse("LinTS:propensity_grid=+512,scale=1e-1")
+    grid = offpolicy.LinearCandidate.parse("LinTS:propensity_grid=512,scale=1e-1")
     assert grid.params == (("propensity_grid", 512), ("scale", 0.1))
     assert type(grid.params[0][1]) is int
     for bad, message in (("LinXX:alpha=1", "'LinTS' or 'LinUCB'"),
@@ -190,6 +190,8 @@ def test_linear_candidate_parsing() -> None:
                          # the replay's refresh blocks set it (it was taken, to no effect)
                          ("LinTS:batch_size=2", r"'batch_size' is set by the evaluation"),
                          ("LinTS:scale=1_0", "KEY=NUMBER"),  # Python reads it as 10
+                         # the numbers' one rule: plain decimal digits (bandits.errors)
+                         ("LinTS:propensity_grid=+512", "KEY=NUMBER"),
                          ("LinTS:propensity_grid=1000000", r"propensity_grid=1000000 is outside "
                                                            r"the allowed range \[2, 8192\]")):
         with pytest.raises(ValueError, match=message):
