@@ -183,11 +183,13 @@ def check_per_arm(value: Any, name: str, n_arms: int, *, low: float, low_open: b
 #: No "_", "+", spaces, "inf" or other scripts' digits, all of which int() and float() take
 #: (found in review: ``serve --workers 1_6`` and ``RECBANDITS_WORKERS=1_6`` meant 16, while
 #: ``--port 8_000`` was refused).
+#: A number's digits without a sign: digits with an optional fraction, an optional exponent
+#: (also the number of a duration setting's text, serving.durations).
+DECIMAL_TEXT = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
 _INTEGER_TEXT = re.compile(r"-?[0-9]+")
 #: ("inf" and "nan" are read, for the range check that follows to refuse them by name: "must be
 #: finite".)
-_NUMBER_TEXT = re.compile(r"-?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
-                          r"|(?i:inf|infinity|nan))")
+_NUMBER_TEXT = re.compile(rf"-?(?:{DECIMAL_TEXT}|(?i:inf|infinity|nan))")
 #: Longest integer text read: int() refuses over 4,300 digits with its own error.
 MAX_INTEGER_DIGITS = 4000
 

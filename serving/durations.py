@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 
-from bandits.errors import short_repr
+from bandits.errors import DECIMAL_TEXT, short_repr
 
 #: Seconds per unit of a duration setting (``"90s"``, ``"30m"``, ``"6h"``, ``"1d"``).
 DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0}
@@ -22,9 +22,10 @@ _YEAR_S = 365.25 * 86_400
 #: later start of the service); none needs more.
 MAX_DURATION_S = 100 * _YEAR_S
 
-#: A duration as text: a number in plain decimal digits (a fraction and an exponent allowed, as
-#: ``Settings.to_env`` writes a float; no ``_``, sign or ``inf``), then a unit or none (seconds).
-_DURATION = re.compile(r"\s*((?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:e[-+]?[0-9]+)?)\s*(["
+#: A duration as text: a number in plain decimal digits (the numbers' rule, bandits.errors: a
+#: fraction and an exponent allowed, as ``Settings.to_env`` writes a float; no ``_``, sign or
+#: ``inf``), then a unit or none (seconds).
+_DURATION = re.compile(rf"\s*({DECIMAL_TEXT})\s*(["
                        + "".join(map(re.escape, DURATION_UNITS)) + r"]?)\s*")
 
 
