@@ -42,7 +42,13 @@ from arms.data.synthetic import check_sizes
 from arms.gate import DEFAULT_MARGIN, MAX_MARGIN
 from arms.metrics import POSITIVE_RATING
 from bandits.base import registered_policies
-from bandits.errors import MAX_PROPENSITY_GRID, PerArmLengthError, check_port, integer_text
+from bandits.errors import (
+    MAX_PROPENSITY_GRID,
+    PerArmLengthError,
+    check_port,
+    integer_text,
+    number_text,
+)
 from bandits.ope import MAX_BOOTSTRAP, MIN_BOOTSTRAP
 from bandits.thompson import BETA_PRIOR_MAX, BETA_PRIOR_MIN
 from serving.armset import make_arm
@@ -86,7 +92,11 @@ def say_seconds(seconds: float) -> str:
 #: attack: RECBANDITS_RETENTION_S=inf fitted and saved the arms, then the workers failed to
 #: start). Per field, not for the model: the values of the tables (arm_params, policy_params,
 #: rules) are checked by their own rules, whose messages name the value (found in review).
-Finite = Annotated[float, Field(allow_inf_nan=False)]
+Finite = Annotated[float, Field(allow_inf_nan=False), BeforeValidator(
+    # Text by the numbers' one rule (bandits.errors.number_text): pydantic's lax float read
+    # RECBANDITS_EXPLORATION_FLOOR=0_1 as 1.0 (found in review); "inf" still reaches the check
+    # above, which says "finite".
+    lambda value: number_text(value) if isinstance(value, str) else value)]
 
 
 def _duration(value: object, info: ValidationInfo) -> object:
@@ -669,6 +679,8 @@ class Settings(BaseSettings):
             # An empty arm name is kept for the registry to refuse, as the other commands'
             # --arms are (serve --arms svd, served svd alone: found by a README check).
             value = names if info.field_name == "arms" else [name for name in names if name]
+            if info.field_name == "drift_windows":  # sizes, by the numbers' one rule
+                value = [integer_text(name) for name in value]
         return value
 
     @field_validator("arms")

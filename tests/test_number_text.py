@@ -82,3 +82,30 @@ def test_the_ts_prior_takes_the_numbers_rule(capsys: pytest.CaptureFixture[str])
     assert capsys.readouterr().err.strip() == (
         "recbandits ope: --ts-prior takes ALPHA,BETA, two numbers in plain decimal digits, "
         "got ['1_0,1']")
+
+
+@pytest.mark.parametrize(("variable", "text", "said"), [
+    ("RECBANDITS_EXPLORATION_FLOOR", "0_1", "exploration_floor: must be a number"),
+    ("RECBANDITS_EXPLORATION_FLOOR", "+0.1", "exploration_floor: must be a number"),
+    ("RECBANDITS_DRIFT_THRESHOLD", "1_0", "drift_threshold: must be a number"),
+    ("RECBANDITS_DRIFT_WINDOWS", "100,1_000", "drift_windows: must be an integer")])
+def test_number_and_size_list_variables_take_plain_digits(
+        variable: str, text: str, said: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # pydantic's lax float read RECBANDITS_EXPLORATION_FLOOR=0_1 as 1.0, and "1_000" in a
+    # list of window sizes as 1000.
+    from pydantic import ValidationError
+
+    from serving.settings import settings_issues
+
+    monkeypatch.setenv(variable, text)
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    assert settings_issues(refused.value).startswith(said)
+    assert settings_issues(refused.value).endswith(f"in plain decimal digits, got "
+                                                   f"{text.split(',')[-1]!r}")
+    monkeypatch.setenv("RECBANDITS_EXPLORATION_FLOOR", "0.05")
+    monkeypatch.setenv("RECBANDITS_DRIFT_THRESHOLD", "10")
+    monkeypatch.setenv("RECBANDITS_DRIFT_WINDOWS", "10,20")
+    settings = Settings()
+    assert (settings.exploration_floor, settings.drift_threshold,
+            settings.drift_windows) == (0.05, 10.0, [10, 20])
