@@ -190,8 +190,8 @@ def test_rebuild_state_says_no_when_the_shadow_differs_from_its_fold(
     # The live policy's unknown keyword alone, and the keywords a user may give (found by a
     # README check: every parameter given was "invalid", n_features and the allowed among them).
     ({"policy": "LinTS", "policy_params": {"bogus": 1, "scale": 0.5}},
-     r"Value error, LinTS has no hyper-parameter 'bogus'; allowed: \['scale', 'ridge', "
-     r"'batch_size', 'propensity_grid'\] \[type"),
+     r"Value error, policy_params: LinTS has no hyper-parameter 'bogus'; allowed: "
+     r"\['scale', 'ridge', 'batch_size', 'propensity_grid'\] \[type"),
     ({"policy": "LinTS", "policy_params": {"scale": True}},
      r"LinTS: scale must be a real number, got True \(bool\)"),
 ])
