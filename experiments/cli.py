@@ -79,21 +79,22 @@ def _simulate(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     try:
-        config = cfg.load(args.config)
+        config = cfg.override(
+            cfg.load(args.config),
+            env_id=args.env, policies=args.policies, horizon=args.horizon, runs=args.runs,
+            seed=args.seed, workers=args.workers, scheduler=args.scheduler,
+            executor=args.executor or ("dask" if args.scheduler else None),
+        )
         # The env's dataset and data folder, as [env.params] dataset and data_dir in the file
         # (--data: the README's, missing here; found by a README check). A folder given is
-        # the one read: no fallback to synthetic data (simulate.probe_env).
+        # the one read: no fallback to synthetic data (simulate.probe_env). Merged after
+        # --env, which starts the new env's params empty: merged before, they were dropped
+        # and the run went on MovieLens 100K (found by attack).
         given = {"dataset": args.dataset,
                  "data_dir": None if args.data is None else os.path.abspath(args.data)}
         if any(v is not None for v in given.values()):
             params = {**config.env.params, **{k: v for k, v in given.items() if v is not None}}
             config = dataclasses.replace(config, env=dataclasses.replace(config.env, params=params))
-        config = cfg.override(
-            config,
-            env_id=args.env, policies=args.policies, horizon=args.horizon, runs=args.runs,
-            seed=args.seed, workers=args.workers, scheduler=args.scheduler,
-            executor=args.executor or ("dask" if args.scheduler else None),
-        )
         results = simulate.run(
             config, out_dir=args.out, progress=not args.quiet, plots=not args.no_plots,
             on_note=lambda note: print(f"recbandits: {note}", file=sys.stderr),

@@ -66,6 +66,22 @@ def test_an_env_param_of_the_wrong_type_is_one_line_naming_the_table(
     assert not (tmp_path / "run").exists()
 
 
+def test_dataset_options_apply_to_the_env_given_by_env(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--dataset`` and ``--data`` with ``--env``: applied to that env, not dropped with the
+    config's [env.params] (found by attack: the run went on MovieLens 100K, exit 0)."""
+    argv = ["simulate", "movielens", "--env", "recbandits/MovieLensSim-v0", "--runs", "2",
+            "--workers", "1", "--horizon", "20", "-q", "--no-plots", "--out", str(tmp_path / "run")]
+    missing = tmp_path / "no-such-folder"
+    err = refused(capsys, [*argv, "--data", str(missing)])
+    assert str(missing) in err and "does not exist" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    err = refused(capsys, [*argv, "--data", str(empty), "--dataset", "ml-1m"])
+    assert "holds no ml-1m files" in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_slate_environment_is_refused_by_simulate(tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     err = refused(capsys, ["simulate", "fixed_ctr", "--env", "recbandits/SyntheticSlate-v0",
