@@ -72,6 +72,7 @@ def _evaluate_arms(args: argparse.Namespace) -> int:
 def _simulate(args: argparse.Namespace) -> int:
     from experiments import config as cfg
     from experiments import simulate
+    from experiments.executors import WorkerLostError
     from experiments.report import markdown_table
 
     if args.data is not None and not args.data.strip():  # not the current folder (attack)
@@ -103,14 +104,27 @@ def _simulate(args: argparse.Namespace) -> int:
         _traceback_if_verbose(args)  # with what the environment raised
         print(f"recbandits simulate: {exc}", file=sys.stderr)
         return 2
+    except WorkerLostError as exc:  # before any task ran (the environment's probe)
+        _traceback_if_verbose(args)
+        print(f"recbandits simulate: {exc}; no run had started, nothing written",
+              file=sys.stderr)
+        return SIMULATE_CUT_SHORT
+    # Stopped early (Ctrl-C: 130, as main; a lost worker or scheduler: 1): one line saying
+    # why and what is reported, after the finished runs' table.
+    status = 0 if not results.interrupted else (
+        130 if results.stop_reason == simulate.CTRL_C else SIMULATE_CUT_SHORT)
     print(markdown_table(results.summary))
     for name, path in results.files.items():
         print(f"{name:16s} {path}")
     if results.interrupted:
-        print("recbandits: interrupted; the runs finished before Ctrl-C are reported above",
-              file=sys.stderr)
-        return 130
-    return 0
+        print(f"recbandits simulate: {results.stop_note}; the runs finished are reported "
+              "above", file=sys.stderr)
+    return status
+
+
+#: Exit status of ``simulate`` stopped by a lost worker process or Dask scheduler (its
+#: finished runs reported); Ctrl-C's is 130, as every command's.
+SIMULATE_CUT_SHORT = 1
 
 
 def _replay(args: argparse.Namespace) -> int:

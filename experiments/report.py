@@ -232,7 +232,8 @@ def summary_markdown(results: SimulationResults, summary: pd.DataFrame) -> str:
     if results.notes:
         lines += [f"- note: {note}" for note in results.notes]
     if results.interrupted:
-        lines.append("- **interrupted**: only the runs finished before Ctrl-C are reported")
+        lines.append(f"- **cut short**: {results.stop_note or 'interrupted'}; only the runs "
+                     "finished before are reported")
     lines += [
         "",
         markdown_table(summary),

@@ -131,7 +131,11 @@ class SimulationResults:
         the regret against the best fixed arm and the reward against the best arm in hindsight
         can disagree (explained in ``summary.md``).
     interrupted : bool
-        Whether Ctrl-C stopped the simulation early.
+        Whether Ctrl-C, or a worker or the scheduler lost, stopped the simulation early.
+    stop_reason, stop_note : str or None
+        Then what stopped it ("interrupted by Ctrl-C", "a local worker process was lost
+        (...)"), and that with what is reported ("...: reporting 2 of the 8 tasks"); None for
+        a whole run.
     steps, summary : pandas.DataFrame
         The tables of ``steps.csv`` and ``summary.csv``.
     """
@@ -144,6 +148,8 @@ class SimulationResults:
     notes: list[str] = field(default_factory=list)
     action_dependent: bool = False
     interrupted: bool = False
+    stop_reason: str | None = None
+    stop_note: str | None = None
     steps: Any = None
     summary: Any = None
 

@@ -2,9 +2,8 @@
 
 Read top to bottom, one experiment is:
 
-1. **Resolve the config**: a concrete seed (recorded), the output folder
-   ``runs/<config>-<timestamp>/`` and the resolved ``config.toml`` written first, so even an
-   interrupted run says exactly what it was.
+1. **Resolve the config**: a concrete seed (recorded in the resolved ``config.toml`` beside
+   the results, in the output folder ``runs/<config>-<timestamp>/``).
 2. **Probe the environment** once in this process: arm names, context size, and whether
    MovieLens can be had (if not, the synthetic dataset stands in, said in one line).
 3. **Plan tasks**: each policy's runs are cut into blocks of ``runs_per_task``. A task advances
@@ -16,8 +15,11 @@ Read top to bottom, one experiment is:
    ``(seed, policy label, block)``. Blocks are fixed by the config, never by where tasks execute,
    so the local executor, Dask, and any number of workers produce identical numbers.
 5. **Execute** the tasks on the chosen executor (joblib processes or Dask) with a tqdm bar;
-   Ctrl-C stops, keeps the finished tasks and reports them.
-6. **Aggregate and report**: ``steps.csv``, ``summary.csv``, ``summary.md`` and the plots.
+   Ctrl-C, or a worker or scheduler lost, stops, keeps the finished tasks and reports them.
+6. **Aggregate and report**: ``config.toml``, ``steps.csv``, ``summary.csv``, ``summary.md``
+   and the plots, written once the runs are over, each whole, then a previous run's files
+   that this one did not write removed: the folder holds the earlier run until this one
+   replaces it (a run stopped before any run finished writes nothing).
 
 The "best arm in hindsight" baseline is not a bandit: for each run it plays the fixed arm whose
 total expected reward over that run's users is highest, found by playing every arm on the same
@@ -55,7 +57,7 @@ from arms.data.movielens import (
 from experiments import config as cfg
 from experiments import report
 from experiments.config import HINDSIGHT_POLICY_ID, ExperimentConfig, PolicyConfig, TomlTable
-from experiments.executors import Executor, make_executor
+from experiments.executors import Executor, WorkerLostError, make_executor
 from experiments.results import FIGURE_FILES, PolicyRuns, SimulationResults
 
 if TYPE_CHECKING:  # annotations only: gymnasium and the data are imported where they are used
@@ -560,14 +562,15 @@ def _leading(tasks: list[Task], done: Collection[int]) -> list[int]:
     return kept
 
 
-def interrupted_note(tasks: list[Task], done: Collection[int]) -> str:
+def interrupted_note(tasks: list[Task], done: Collection[int], why: str = "interrupted") -> str:
     """What an interrupted run reports, as it reports it (:func:`_leading`): "reporting the
     2 of 12 tasks that finished" while the summary held one left the other unsaid (found by
-    attack).
+    attack). ``why`` heads it: "interrupted by Ctrl-C", "a local worker process was lost
+    (...)".
     """
     kept = len(_leading(tasks, done))
     left_out = len(done) - kept
-    return (f"interrupted: reporting {kept} of the {len(tasks)} tasks"
+    return (f"{why}: reporting {kept} of the {len(tasks)} tasks"
             + ("" if not left_out else
                f" ({left_out} more finished after an unfinished block of their policy, left "
                "out so that run r of every policy is the same users)"))
@@ -628,22 +631,32 @@ def _settle_config(config: ExperimentConfig, env: EnvInfo,
     return config
 
 
-#: Every file a run may write into its folder: a previous run's are removed first.
+#: What an interrupted run's note says stopped it on Ctrl-C (:func:`interrupted_note`).
+CTRL_C = "interrupted by Ctrl-C"
+
+#: Every file a run may write into its folder: a previous run's that this run did not write
+#: are removed once it has written its own (:func:`_write_run`).
 RUN_FILES = ("config.toml", *report.REPORT_FILES, *FIGURE_FILES)
 
 
-def _write_config(config: ExperimentConfig, env: EnvInfo, out_dir: Path | str | None) -> Path:
-    """Create the run's folder (``out_dir``, default :func:`default_out_dir`) and its config.toml.
-
-    The file records ``config`` with the creation time and ``env``'s notes; returns the folder,
-    cleared of a previous run's :data:`RUN_FILES` (:func:`arms.data.files.clear_run_files`).
+def _write_run(results: SimulationResults, out: Path, created: str, plots: bool) -> None:
+    """Write ``results`` into the folder ``out`` (made if missing): ``config.toml`` (the
+    config with the start time ``created`` and the notes), the reports and, with ``plots``,
+    the figures, each whole (:func:`arms.data.files.write_whole`); then remove the
+    :data:`RUN_FILES` of an earlier run that this one did not write. Write then replace: an
+    earlier run's results were deleted at the start, and a run stopped by a lost worker left
+    only its config.toml (found by attack).
     """
-    out = clear_run_files(Path(out_dir) if out_dir is not None else default_out_dir(config),
-                          RUN_FILES)
-    cfg.dump(config, out / "config.toml",
-             created=_dt.datetime.now().isoformat(timespec="seconds"),
-             notes=list(env.notes) or None)
-    return out
+    from experiments import plots as figures  # matplotlib: never imported by the workers
+
+    out.mkdir(parents=True, exist_ok=True)
+    results.out_dir = out
+    results.files = {"config.toml": cfg.dump(results.config, out / "config.toml",
+                                             created=created, notes=results.notes or None)}
+    results.files.update(report.write_reports(results, out))
+    if plots:
+        results.files.update(figures.write_plots(results, out))
+    clear_run_files(out, [name for name in RUN_FILES if name not in results.files])
 
 
 def run(
@@ -679,10 +692,15 @@ def run(
     Returns
     -------
     SimulationResults
-        With ``interrupted=True`` when Ctrl-C stopped it (finished runs are kept and reported).
+        With ``interrupted=True`` when Ctrl-C or a lost worker or scheduler stopped it (the
+        finished runs are kept and reported, ``stop_note`` says why; nothing is written when
+        none had finished).
 
     Raises
     ------
+    KeyboardInterrupt, WorkerLostError
+        When it was stopped before any task was planned (nothing ran).
+
     ConfigError
         An invalid config or an invalid policy parameter.
     """
@@ -693,8 +711,8 @@ def run(
 
     tasks: list[Task] = []
     done: dict[int, PolicyRuns] = {}
-    interrupted = False
-    out = None
+    stop_reason = stop_note = None
+    created = _dt.datetime.now().isoformat(timespec="seconds")
     bar = tqdm(total=len(config.policies) * config.runs, unit="run", disable=not progress,
                desc=config.name, dynamic_ncols=True)
     try:
@@ -710,21 +728,21 @@ def run(
             #    per process, where the tasks will need them (the data fallback applies there).
             env = executor.call(probe_env, config)
             config = _settle_config(config, env, on_note)
-            if write:
-                out = _write_config(config, env, out_dir)
 
-            # 3-5. tasks, executed where the config says, finished ones kept on Ctrl-C
+            # 3-5. tasks, executed where the config says, finished ones kept on Ctrl-C and
+            #      when a worker or the scheduler is lost (one path: what is kept is the same)
             tasks = plan_tasks(config, env)
             logger.info("running %d tasks on %s", len(tasks), executor.describe())
             for index, result in executor.imap_unordered(simulate_task, tasks):
                 done[index] = result
                 bar.update(result.n_runs)
                 bar.set_postfix_str(result.label, refresh=False)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, WorkerLostError) as exc:
         if not tasks:
             raise  # nothing ran yet: nothing to report
-        interrupted = True
-        logger.warning(interrupted_note(tasks, done))
+        stop_reason = CTRL_C if isinstance(exc, KeyboardInterrupt) else str(exc)
+        stop_note = interrupted_note(tasks, done, stop_reason)
+        logger.info(stop_note)  # said by the caller (the CLI's one line, summary.md)
     finally:
         bar.close()
 
@@ -735,17 +753,12 @@ def run(
         policies=_aggregate(config, tasks, done, len(env.arm_names)),
         notes=list(env.notes),
         action_dependent=env.action_dependent,
-        interrupted=interrupted,
+        interrupted=stop_note is not None,
+        stop_reason=stop_reason, stop_note=stop_note,
     )
-    # matplotlib is imported only when figures are drawn: workers running tasks never need it.
-    from experiments import plots as figures
-
     results.steps = report.steps_frame(results)
     results.summary = report.summary_frame(results)
-    if out is not None:
-        results.out_dir = out
-        results.files = {"config.toml": out / "config.toml"}
-        results.files.update(report.write_reports(results, out))
-        if plots and any(p.n_runs for p in results.policies):
-            results.files.update(figures.write_plots(results, out))
+    if write and any(p.n_runs for p in results.policies):  # empty tables replace nothing
+        _write_run(results, Path(out_dir) if out_dir is not None else default_out_dir(config),
+                   created, plots)
     return results

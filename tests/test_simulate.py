@@ -308,3 +308,66 @@ def test_an_interrupted_run_says_which_finished_blocks_it_leaves_out():
         "interrupted: reporting 3 of the 5 tasks (1 more finished after an unfinished block "
         "of their policy, left out so that run r of every policy is the same users)")
     assert simulate.interrupted_note(tasks, {0, 3}) == "interrupted: reporting 2 of the 5 tasks"
+
+
+def _lost(monkeypatch, when: int, error: BaseException) -> None:
+    """Make the ``when``-th task (1-based, in-process) raise ``error``, as an executor does
+    when a worker or the scheduler goes away (or Ctrl-C is pressed)."""
+    real = simulate.simulate_task
+    calls = {"n": 0}
+
+    def failing(task):
+        calls["n"] += 1
+        if calls["n"] == when:
+            raise error
+        return real(task)
+
+    monkeypatch.setattr(simulate, "simulate_task", failing)
+
+
+def test_a_lost_worker_reports_the_finished_runs_as_ctrl_c_does(small_config, monkeypatch,
+                                                                tmp_path, capsys):
+    """Found by attack: a worker killed mid-run was a 34-line traceback (exit 1), the finished
+    runs not reported, and the earlier run's tables in --out deleted. The one path of Ctrl-C
+    now: the leading finished blocks written and reported, one line saying why, exit 1."""
+    from experiments.executors import WorkerLostError
+
+    out = tmp_path / "run"
+    argv = ["simulate", str(small_config), "--workers", "1", "-q", "--out", str(out)]
+    assert main(argv) == 0  # an earlier run, with plots
+    capsys.readouterr()
+    _lost(monkeypatch, 4, WorkerLostError("a local worker process was lost (X: gone)"))
+    assert main([*argv, "--no-plots", "--seed", "3"]) == simulate_cut_short()
+    captured = capsys.readouterr()
+    assert captured.err.strip() == (
+        "recbandits simulate: a local worker process was lost (X: gone): reporting 3 of the 8 "
+        "tasks; the runs finished are reported above")
+    assert "| TS | 6 |" in captured.out and "| eps | 3 |" in captured.out
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary.policy.tolist() == ["TS", "eps"] and summary.runs.tolist() == [6, 3]
+    assert "- **cut short**: a local worker process was lost (X: gone): reporting 3 of the 8 " \
+        "tasks" in (out / "summary.md").read_text()
+    assert tomllib.loads((out / "config.toml").read_text())["seed"] == 3  # this run's
+    # The earlier run's figures are not this run's: removed once this run's files are written.
+    assert sorted(p.name for p in out.iterdir()) == ["config.toml", "steps.csv", "summary.csv",
+                                                     "summary.md"]
+
+
+def simulate_cut_short() -> int:
+    from experiments.cli import SIMULATE_CUT_SHORT
+
+    assert SIMULATE_CUT_SHORT not in (0, 2, 130)
+    return SIMULATE_CUT_SHORT
+
+
+def test_a_worker_process_that_dies_is_a_worker_lost_error():
+    """joblib's TerminatedWorkerError (a real worker ending itself: no timing involved) is
+    the executor's WorkerLostError, naming what was lost."""
+    import os
+
+    from experiments.executors import LocalExecutor, WorkerLostError
+
+    with pytest.raises(WorkerLostError, match=r"^a local worker process was lost "
+                       r"\(TerminatedWorkerError: ") as lost, LocalExecutor(workers=2) as ex:
+        list(ex.imap_unordered(os._exit, [3, 3]))
+    assert "\n" not in str(lost.value)

@@ -104,3 +104,47 @@ def test_two_local_clusters_at_once_take_no_fixed_port(cluster) -> None:
     assert not [w for w in caught if "already in use" in str(w.message)]
     port = cluster.client.cluster.scheduler.http_server.port
     assert port != 8787 and cluster.client.cluster.scheduler.http_server.address == "127.0.0.1"
+
+
+def test_a_lost_scheduler_is_a_worker_lost_error(monkeypatch):
+    """dask's errors when the scheduler goes away (CommClosedError, a cancelled future) are
+    the executor's WorkerLostError naming the scheduler; the pending tasks are cancelled as far
+    as a gone scheduler allows; an error of the task itself is raised as it is."""
+    import dask.distributed
+    from distributed.client import FutureCancelledError
+    from distributed.comm.core import CommClosedError
+
+    from experiments.executors import WorkerLostError
+
+    class Future:
+        def __init__(self, error):
+            self.error = error
+
+        def result(self):
+            raise self.error
+
+        def done(self):
+            return False
+
+    class Client:
+        def __init__(self, error):
+            self.error = error
+
+        def submit(self, *args, **kwargs):
+            return Future(self.error)
+
+        def cancel(self, futures):
+            raise CommClosedError("in <TCP (closed)>: Stream is closed")
+
+    monkeypatch.setattr(dask.distributed, "as_completed", iter)
+    executor = DaskExecutor.__new__(DaskExecutor)
+    executor.scheduler, executor._lost = "tcp://127.0.0.1:19766", False
+    for error in (CommClosedError("in <TCP (closed) ConnectionPool.gather>: Stream is closed"),
+                  FutureCancelledError("key", "lost")):
+        executor.client = Client(error)
+        with pytest.raises(WorkerLostError, match=r"^the Dask scheduler tcp://127.0.0.1:19766 "
+                           rf"was lost \({type(error).__name__}"):
+            list(executor.imap_unordered(abs, [1, 2]))
+    executor.client = Client(ZeroDivisionError("the task's own"))
+    with pytest.raises(ZeroDivisionError):
+        list(executor.imap_unordered(abs, [1]))
