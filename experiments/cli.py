@@ -110,9 +110,13 @@ def _simulate(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return SIMULATE_CUT_SHORT
     # Stopped early (Ctrl-C: 130, as main; a lost worker or scheduler: 1): one line saying
-    # why and what is reported, after the finished runs' table.
+    # why and what is reported, after the finished runs' table, or instead of an empty one.
     status = 0 if not results.interrupted else (
         130 if results.stop_reason == simulate.CTRL_C else SIMULATE_CUT_SHORT)
+    if results.interrupted and not any(p.n_runs for p in results.policies):
+        print(f"recbandits simulate: {results.stop_reason}: no run had finished; nothing "
+              "reported, nothing written", file=sys.stderr)
+        return status
     print(markdown_table(results.summary))
     for name, path in results.files.items():
         print(f"{name:16s} {path}")

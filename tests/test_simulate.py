@@ -360,6 +360,33 @@ def simulate_cut_short() -> int:
     return SIMULATE_CUT_SHORT
 
 
+@pytest.mark.parametrize("stop", ["ctrl-c", "lost"])
+def test_a_run_stopped_before_any_run_finished_says_so_and_keeps_the_earlier_files(
+        small_config, monkeypatch, tmp_path, capsys, stop):
+    """Found by attack: Ctrl-C before any run had finished printed a table of headers only,
+    wrote headers-only CSVs and said "the runs finished before Ctrl-C are reported above"."""
+    out = tmp_path / "run"
+    argv = ["simulate", str(small_config), "--workers", "1", "-q", "--no-plots", "--out",
+            str(out)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    if stop == "ctrl-c":
+        error: BaseException = KeyboardInterrupt()
+    else:
+        from experiments.executors import WorkerLostError
+
+        error = WorkerLostError("the Dask scheduler x was lost (Y)")
+    _lost(monkeypatch, 1, error)
+    assert main([*argv, "--seed", "3"]) == (130 if stop == "ctrl-c" else simulate_cut_short())
+    captured = capsys.readouterr()
+    why = "interrupted by Ctrl-C" if stop == "ctrl-c" else "the Dask scheduler x was lost (Y)"
+    assert captured.err.strip() == (f"recbandits simulate: {why}: no run had finished; nothing "
+                                    "reported, nothing written")
+    assert captured.out == ""
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def test_a_worker_process_that_dies_is_a_worker_lost_error():
     """joblib's TerminatedWorkerError (a real worker ending itself: no timing involved) is
     the executor's WorkerLostError, naming what was lost."""
