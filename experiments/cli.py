@@ -835,9 +835,12 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse's parser (and its sub-commands'), whose refusal of an option given no value
-    says how to give a value that starts with '-': argparse reads ``--ts-prior -1,1`` as two
-    options and said only "expected one argument" (found by attack).
+    """argparse's parser (and its sub-commands'), whose refusals are one line, as every other
+    refusal of bad input (README): ``recbandits simulate: argument --workers: invalid int
+    value: 'abc' (see recbandits simulate --help)``, exit 2, not argparse's usage block
+    before it (found by attack). Its refusal of an option given no value says how to give a
+    value that starts with '-': argparse reads ``--ts-prior -1,1`` as two options and said
+    only "expected one argument" (found by attack).
     """
 
     _argv: tuple[str, ...] = ()
@@ -850,9 +853,10 @@ class _Parser(argparse.ArgumentParser):
         return super().parse_known_args(args, namespace)
 
     def error(self, message: str) -> NoReturn:
-        """Exit 2 with ``message`` on stderr, as argparse, with the advice added where the
-        option was followed by a word starting with '-' (review: it was added to an option
-        that was only the last word, given no value at all).
+        """Exit 2 with ``message`` on stderr in one line naming the command and its
+        ``--help``, with the advice added where the option was followed by a word starting
+        with '-' (review: it was added to an option that was only the last word, given no
+        value at all).
         """
         if message.endswith("expected one argument"):
             option = message.removeprefix("argument ").split(":")[0].split("/")[-1]
@@ -860,7 +864,7 @@ class _Parser(argparse.ArgumentParser):
             if any(option.startswith(word) and len(word) > 2 and n + 1 < len(words)
                    and words[n + 1].startswith("-") for n, word in enumerate(words)):
                 message += f" (a value that starts with '-' is written {option}=VALUE)"
-        super().error(message)
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

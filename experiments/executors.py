@@ -169,9 +169,10 @@ class DaskExecutor(Executor):
             try:
                 self.client = Client(scheduler, timeout="20s")
             except OSError as exc:
+                said = str(exc).replace(scheduler, "it")  # the address named once (attack)
                 raise ConnectionError(
-                    f"--scheduler {scheduler}: cannot reach a Dask scheduler there ({exc}); start "
-                    "one with `dask scheduler` or omit --scheduler for a local cluster"
+                    f"cannot reach a Dask scheduler at {scheduler} ({said}); start one with "
+                    "`dask scheduler` or omit --scheduler for a local cluster"
                 ) from exc
 
     def imap_unordered(

@@ -630,8 +630,7 @@ def run(config: ReplayConfig, *, out_dir: str | Path | None = None,
                          f"cut {config.cut} leaves no rating before it; raise it")
     events, refits = replay(config, stream, data, on_step)
     if events.empty:
-        raise ValueError("no stream rating belongs to a user with training ratings; lower cut "
-                         "or raise max_events")
+        raise ValueError(_no_warm_rating(stream, data))
     summary, differences = summarise(events, config)
     counts, notes = _accounting(stream, events, refits, config.cold_users,
                                 frozen_cold_start(config))
@@ -639,6 +638,23 @@ def run(config: ReplayConfig, *, out_dir: str | Path | None = None,
     if out_dir is not None:
         results.files = write(results, Path(out_dir))
     return results
+
+
+def _no_warm_rating(stream: Stream, data: Dataset) -> str:
+    """Why no stream rating was scored, with what can help: a higher ``max_events`` where the
+    stream past it holds ratings of users with training ratings, else a higher cut (more users
+    rate before it). It advised "lower cut" (found by attack, at cut 1e-300: no lower cut
+    exists, and a lower one trains on fewer users still).
+    """
+    users = data.ratings["user_index"].to_numpy(np.int64)[~stream.in_train]
+    beyond = int(stream.warm[users].sum())  # in the whole stream: max_events left them out
+    warm = int(stream.warm.sum())
+    said = (f"no stream rating belongs to a user with training ratings ({warm} "
+            f"user{'' if warm == 1 else 's'} rated before the cut)")
+    if beyond:
+        return (f"{said}; raise max_events: {beyond} ratings of such users lie in the whole "
+                "stream")
+    return f"{said}; raise cut, so that more users rate before it"
 
 
 def frozen_cold_start(config: ReplayConfig) -> str:

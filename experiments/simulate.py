@@ -721,6 +721,8 @@ def run(
             try:
                 executor = make_executor(config.executor, workers=config.workers,
                                          scheduler=config.scheduler)
+            except ConnectionError as exc:  # it names the scheduler (once: found by attack)
+                raise cfg.ConfigError(str(exc)) from None
             except (ValueError, OSError) as exc:  # a scheduler that is no address, or is gone
                 raise cfg.ConfigError(f"scheduler {config.scheduler!r}: {exc}") from None
         with executor if own else contextlib.nullcontext(executor):

@@ -231,16 +231,40 @@ def test_a_value_starting_with_a_dash_is_refused_with_how_to_write_it(
         cli.main(["ope", "--ts-prior", "-1,1"])
     assert refusal.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
-        "recbandits ope: error: argument --ts-prior: expected one argument (a value that "
-        "starts with '-' is written --ts-prior=VALUE)")
+        "recbandits ope: argument --ts-prior: expected one argument (a value that "
+        "starts with '-' is written --ts-prior=VALUE) (see recbandits ope --help)")
     # An abbreviation says it too; an option given no value at all does not (review).
     with pytest.raises(SystemExit):
         cli.main(["ope", "--ts", "-1,1"])
-    assert capsys.readouterr().err.splitlines()[-1].endswith("--ts-prior=VALUE)")
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        "--ts-prior=VALUE) (see recbandits ope --help)")
     with pytest.raises(SystemExit):
         cli.main(["ope", "--out"])
     assert capsys.readouterr().err.splitlines()[-1] == (
-        "recbandits ope: error: argument --out: expected one argument")
+        "recbandits ope: argument --out: expected one argument (see recbandits ope --help)")
+
+
+@pytest.mark.parametrize(("argv", "line"), [
+    (["simulate", "--executor", "bogus"], "recbandits simulate: argument --executor: invalid "
+     "choice: 'bogus' (choose from 'local', 'dask') (see recbandits simulate --help)"),
+    (["simulate", "--workers", "abc"], "recbandits simulate: argument --workers: "),
+    (["evaluate-arms", "--seeds", "abc"], "recbandits evaluate-arms: argument --seeds: "),
+    (["replay", "--cold-users", "bogus"], "recbandits replay: argument --cold-users: invalid "
+     "choice: 'bogus' (choose from 'drop', 'include') (see recbandits replay --help)"),
+    (["shadow", "status", "--bogus"], "recbandits: unrecognized arguments: --bogus (see "
+     "recbandits --help)"),
+    (["bogus"], "recbandits: argument COMMAND: invalid choice: 'bogus'"),
+])
+def test_an_option_argparse_refuses_is_one_line_naming_the_command(
+        capsys: pytest.CaptureFixture[str], argv: list[str], line: str) -> None:
+    """Found by attack: argparse printed its 4- to 7-line usage block before the refusal,
+    where the README promises one line on stderr and exit 2."""
+    with pytest.raises(SystemExit) as refusal:
+        cli.main(argv)
+    assert refusal.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith(line), err
+    assert err.rstrip().endswith("--help)"), err
 
 
 def test_exports_to_one_file_or_to_a_folder_are_refused(

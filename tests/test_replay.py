@@ -420,3 +420,14 @@ def test_movielens_realtime_beats_frozen_and_cooccurrence_beats_live_popularity(
     diff = live.differences.set_index(["a", "b", "metric"])
     for metric in ("hr", "ndcg"):
         assert diff.loc[("cooccurrence/realtime", "popularity/realtime", metric), "low"] > 0
+
+
+def test_no_scored_rating_advises_what_can_help() -> None:
+    """Found by attack: at ``cut 1e-300`` it advised "lower cut", which no value can do; the
+    users with training ratings have ratings past --max-events, so raising it helps."""
+    config = rp.ReplayConfig(synthetic={"n_ratings": 20000}, cut=1e-300, max_events=100,
+                             arms=("popularity",))
+    with pytest.raises(ValueError, match=r"\(1 user rated before the cut\); raise max_events: "
+                       r"\d+ ratings of such users lie in the whole stream$") as said:
+        rp.run(config)
+    assert "lower" not in str(said.value)

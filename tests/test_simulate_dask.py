@@ -148,3 +148,22 @@ def test_a_lost_scheduler_is_a_worker_lost_error(monkeypatch):
     executor.client = Client(ZeroDivisionError("the task's own"))
     with pytest.raises(ZeroDivisionError):
         list(executor.imap_unordered(abs, [1]))
+
+
+def test_an_unreachable_scheduler_is_named_once(monkeypatch, capsys):
+    """Found by attack: "scheduler 'tcp://...': --scheduler tcp://...: cannot reach ..."."""
+    import dask.distributed
+
+    from experiments.cli import main
+
+    def unreachable(address, timeout):
+        raise OSError(f"Timed out trying to connect to {address} after 20 s")
+
+    monkeypatch.setattr(dask.distributed, "Client", unreachable)
+    address = "tcp://127.0.0.1:19766"
+    assert main(["simulate", "fixed_ctr", "--scheduler", address, "--runs", "2",
+                 "--horizon", "10", "-q", "--no-plots"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"recbandits simulate: cannot reach a Dask scheduler at {address} ("), err
+    assert err.count(address) == 1 and "(Timed out trying to connect to it after 20 s)" in err
+    assert "\n" not in err
