@@ -56,7 +56,7 @@ import pandas as pd
 from arms._validation import check_fraction, check_int, check_seed
 from arms.base import Recommender, check_k, top_k
 from arms.cooccurrence import MIN_HALF_LIFE_S, time_order
-from arms.data import load_movielens, make_synthetic
+from arms.data import find_movielens, load_movielens, make_synthetic
 from arms.data.dataset import Dataset
 from arms.data.files import SYNTHETIC_READS_NO_DATA, clear_run_files, write_whole
 from arms.data.synthetic import check_sizes
@@ -97,7 +97,8 @@ class ReplayConfig:
     Attributes
     ----------
     data : str or None, default None
-        Folder holding ``ml-100k/`` (None: ``RECBANDITS_DATA``, the user cache, else download).
+        Folder holding ``ml-100k/`` (None: ``RECBANDITS_DATA``, the user cache, else download);
+        the results' config (and ``config.json``) holds the ``ml-100k`` folder read.
     synthetic : mapping or None, default None
         Keyword arguments of :func:`arms.data.make_synthetic` to replay synthetic ratings
         instead of MovieLens 100K.
@@ -617,6 +618,10 @@ def run(config: ReplayConfig, *, out_dir: str | Path | None = None,
         If the cut leaves no training rating, or no step of a user with one.
     """
     data = load_data(config) if dataset is None else dataset
+    if dataset is None and config.synthetic is None:
+        # The folder read, which config.json records: "data": null said nothing where
+        # RECBANDITS_DATA, the cache or a download gave it (found by attack).
+        config = dataclasses.replace(config, data=str(find_movielens(config.data)))
     try:  # known once the data is: before anything is fitted
         check_k(config.k, data.n_items)
     except ValueError as exc:

@@ -1,4 +1,4 @@
-"""Tables of a simulation: ``steps.csv``, ``summary.csv`` and ``summary.md``.
+"""Tables of a simulation: ``steps.csv``, ``summary.csv``, ``runs.csv`` and ``summary.md``.
 
 Every interval is a 95% Student-t confidence interval of a mean over independent runs. The paired
 comparisons use the runs' common random numbers: run ``i`` of every policy sees the same users
@@ -36,6 +36,13 @@ SUMMARY_COLUMNS = (
     "best_arm_share", "oracle_arm_share",
     "vs_hindsight_diff", "vs_hindsight_ci_low", "vs_hindsight_ci_high", "vs_hindsight_p",
     "vs_random_diff", "vs_random_ci_low", "vs_random_ci_high", "vs_random_p",
+)  # fmt: skip
+#: Columns of ``runs.csv``: one row per policy and run, the final figures that summary.csv's
+#: means, intervals, shares and paired differences are computed from (found by attack: only
+#: the aggregates were written, so no interval could be recomputed).
+RUNS_COLUMNS = (
+    "policy", "policy_id", "run", "horizon", "cum_reward", "cum_regret", "cum_oracle_regret",
+    "best_arm", "best_arm_pulls", "oracle_arm_pulls",
 )  # fmt: skip
 RANDOM_POLICY_ID = "RandomPolicy"
 _FLOAT_FORMAT = "%.10g"
@@ -170,6 +177,26 @@ def summary_frame(results: SimulationResults) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
 
 
+def runs_frame(results: SimulationResults) -> pd.DataFrame:
+    """One row per policy and run (``run`` is the run's index, the same users for every
+    policy): the final cumulative reward and regrets, the run's best fixed arm, and the pulls
+    that :func:`summary_frame`'s shares count.
+    """
+    frames = [
+        pd.DataFrame({
+            "policy": runs.label, "policy_id": runs.policy_id, "run": runs.run_ids,
+            "horizon": int(runs.record_steps[-1]), "cum_reward": runs.cum_reward[:, -1],
+            "cum_regret": runs.cum_regret[:, -1],
+            "cum_oracle_regret": runs.cum_oracle_regret[:, -1], "best_arm": runs.best_arms,
+            "best_arm_pulls": runs.best_arm_pulls, "oracle_arm_pulls": runs.oracle_arm_pulls,
+        })
+        for runs in results.policies if runs.n_runs
+    ]
+    if not frames:
+        return pd.DataFrame(columns=list(RUNS_COLUMNS))
+    return pd.concat(frames, ignore_index=True).loc[:, list(RUNS_COLUMNS)]
+
+
 def _interval(mean: float, low: float, high: float, digits: int = 1) -> str:
     if np.isnan(mean):
         return "–"
@@ -285,11 +312,11 @@ def action_dependent_note(summary: pd.DataFrame) -> str:
 
 
 #: The tables :func:`write_reports` writes into a run's folder.
-REPORT_FILES = ("steps.csv", "summary.csv", "summary.md")
+REPORT_FILES = ("steps.csv", "summary.csv", "runs.csv", "summary.md")
 
 
 def write_reports(results: SimulationResults, out_dir: Path) -> dict[str, Path]:
-    """Write ``steps.csv``, ``summary.csv`` and ``summary.md`` into ``out_dir``.
+    """Write ``steps.csv``, ``summary.csv``, ``runs.csv`` and ``summary.md`` into ``out_dir``.
 
     Returns
     -------
@@ -300,7 +327,8 @@ def write_reports(results: SimulationResults, out_dir: Path) -> dict[str, Path]:
     steps = steps_frame(results)
     summary = summary_frame(results)
     paths = {name: out_dir / name for name in REPORT_FILES}
-    for frame, name in ((steps, "steps.csv"), (summary, "summary.csv")):
+    for frame, name in ((steps, "steps.csv"), (summary, "summary.csv"),
+                        (runs_frame(results), "runs.csv")):
         write_whole(paths[name], partial(frame.to_csv, index=False,
                                          float_format=_FLOAT_FORMAT, lineterminator="\n"))
     text = summary_markdown(results, summary)

@@ -137,7 +137,8 @@ class SimulationResults:
         (...)"), and that with what is reported ("...: reporting 2 of the 8 tasks"); None for
         a whole run.
     steps, summary : pandas.DataFrame
-        The tables of ``steps.csv`` and ``summary.csv``.
+        The tables of ``steps.csv`` and ``summary.csv`` (``runs.csv``'s is
+        :func:`experiments.report.runs_frame`).
     """
 
     config: ExperimentConfig

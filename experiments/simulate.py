@@ -16,10 +16,10 @@ Read top to bottom, one experiment is:
    so the local executor, Dask, and any number of workers produce identical numbers.
 5. **Execute** the tasks on the chosen executor (joblib processes or Dask) with a tqdm bar;
    Ctrl-C, or a worker or scheduler lost, stops, keeps the finished tasks and reports them.
-6. **Aggregate and report**: ``config.toml``, ``steps.csv``, ``summary.csv``, ``summary.md``
-   and the plots, written once the runs are over, each whole, then a previous run's files
-   that this one did not write removed: the folder holds the earlier run until this one
-   replaces it (a run stopped before any run finished writes nothing).
+6. **Aggregate and report**: ``config.toml``, ``steps.csv``, ``summary.csv``, ``runs.csv``,
+   ``summary.md`` and the plots, written once the runs are over, each whole, then a previous
+   run's files that this one did not write removed: the folder holds the earlier run until
+   this one replaces it (a run stopped before any run finished writes nothing).
 
 The "best arm in hindsight" baseline is not a bandit: for each run it plays the fixed arm whose
 total expected reward over that run's users is highest, found by playing every arm on the same

@@ -431,3 +431,17 @@ def test_no_scored_rating_advises_what_can_help() -> None:
                        r"\d+ ratings of such users lie in the whole stream$") as said:
         rp.run(config)
     assert "lower" not in str(said.value)
+
+
+def test_config_json_records_the_data_folder_read(movielens, tmp_path) -> None:
+    """Found by attack: ``"data": null`` when the data came from RECBANDITS_DATA (or the
+    cache): the folder actually read is recorded."""
+    import json
+
+    from arms.data import find_movielens
+
+    read = str(find_movielens(download=False))
+    results = rp.run(rp.ReplayConfig(arms=("popularity",), max_events=30, n_bootstrap=100),
+                     out_dir=tmp_path)
+    assert results.config.data == read
+    assert json.loads((tmp_path / "config.json").read_text())["config"]["data"] == read

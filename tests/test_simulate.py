@@ -66,7 +66,7 @@ def test_cli_end_to_end(small_config, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| TS | 6 |" in printed and str(out / "summary.csv") in printed
 
-    expected = {"config.toml", "steps.csv", "summary.csv", "summary.md", "regret.png",
+    expected = {"config.toml", "steps.csv", "summary.csv", "runs.csv", "summary.md", "regret.png",
                 "regret_logx.png", "arm_share.png", "click_rate.png", "posteriors.png"}
     assert {p.name for p in out.iterdir()} == expected == set(simulate.RUN_FILES)
     for name in expected:
@@ -107,8 +107,8 @@ def test_a_run_into_a_previous_runs_folder_leaves_none_of_its_files(small_config
                                                    "posteriors.png"}
     (out / "notes.txt").write_text("mine")
     assert main([*argv, "--no-plots", "--seed", "12"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["config.toml", "notes.txt", "steps.csv",
-                                                     "summary.csv", "summary.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.toml", "notes.txt", "runs.csv",
+                                                     "steps.csv", "summary.csv", "summary.md"]
     assert (out / "notes.txt").read_text() == "mine"
     assert tomllib.loads((out / "config.toml").read_text())["seed"] == 12
 
@@ -131,7 +131,7 @@ def test_same_seed_gives_identical_csvs(small_config, tmp_path):
         assert main(["simulate", str(small_config), "--out", str(tmp_path / name), "--seed", seed,
                      "--workers", "1", "--no-plots", "-q"]) == 0
     assert not list((tmp_path / "a").glob("*.png"))
-    for csv in ("steps.csv", "summary.csv"):
+    for csv in ("steps.csv", "summary.csv", "runs.csv"):
         assert (tmp_path / "a" / csv).read_bytes() == (tmp_path / "b" / csv).read_bytes()
         assert (tmp_path / "a" / csv).read_bytes() != (tmp_path / "c" / csv).read_bytes()
 
@@ -349,8 +349,8 @@ def test_a_lost_worker_reports_the_finished_runs_as_ctrl_c_does(small_config, mo
         "tasks" in (out / "summary.md").read_text()
     assert tomllib.loads((out / "config.toml").read_text())["seed"] == 3  # this run's
     # The earlier run's figures are not this run's: removed once this run's files are written.
-    assert sorted(p.name for p in out.iterdir()) == ["config.toml", "steps.csv", "summary.csv",
-                                                     "summary.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.toml", "runs.csv", "steps.csv",
+                                                     "summary.csv", "summary.md"]
 
 
 def simulate_cut_short() -> int:
@@ -398,3 +398,30 @@ def test_a_worker_process_that_dies_is_a_worker_lost_error():
                        r"\(TerminatedWorkerError: ") as lost, LocalExecutor(workers=2) as ex:
         list(ex.imap_unordered(os._exit, [3, 3]))
     assert "\n" not in str(lost.value)
+
+
+def test_summary_csv_is_recomputed_from_runs_csv(small_config, tmp_path):
+    """Found by attack: simulate wrote only means and intervals, so no user could recompute
+    them. runs.csv holds each policy's runs; summary.csv's figures follow from it."""
+    from scipy import stats
+
+    out = tmp_path / "out"
+    assert main(["simulate", str(small_config), "--out", str(out), "--workers", "1", "-q",
+                 "--no-plots", "--horizon", "60"]) == 0
+    runs = pd.read_csv(out / "runs.csv")
+    assert tuple(runs.columns) == report.RUNS_COLUMNS
+    summary = pd.read_csv(out / "summary.csv").set_index("policy")
+    assert sorted(runs.groupby("policy").run.apply(list).to_dict().items()) == [
+        (label, list(range(6))) for label in sorted(summary.index)]
+    for label, rows in runs.groupby("policy"):
+        row = summary.loc[label]
+        for column in ("cum_reward", "cum_regret", "cum_oracle_regret"):
+            values = rows[column].to_numpy()
+            half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(6)
+            np.testing.assert_allclose(
+                [row[f"{column}_mean"], row[f"{column}_ci_low"], row[f"{column}_ci_high"]],
+                [values.mean(), values.mean() - half, values.mean() + half], rtol=1e-8)
+        steps = rows.horizon * len(rows)
+        assert row.best_arm_share == pytest.approx(rows.best_arm_pulls.sum() / steps.iloc[0])
+        random = runs[runs.policy == "random"].cum_reward.to_numpy()
+        assert row.vs_random_diff == pytest.approx(np.mean(rows.cum_reward.to_numpy() - random))

@@ -121,7 +121,7 @@ def test_summary_without_baselines_leaves_comparisons_empty(results):
 
 def test_write_reports_and_plots(results, tmp_path):
     files = report.write_reports(results, tmp_path)
-    assert set(files) == {"steps.csv", "summary.csv", "summary.md"}
+    assert set(files) == {"steps.csv", "summary.csv", "runs.csv", "summary.md"}
     assert tuple(pd.read_csv(files["summary.csv"]).columns) == report.SUMMARY_COLUMNS
     text = files["summary.md"].read_text()
     assert "| TS | 6 |" in text and "recbandits/FixedCTR-v0" in text
