@@ -48,6 +48,7 @@ from bandits.errors import (
     check_port,
     integer_text,
     number_text,
+    short_repr,
 )
 from bandits.ope import MAX_BOOTSTRAP, MIN_BOOTSTRAP
 from bandits.thompson import BETA_PRIOR_MAX, BETA_PRIOR_MIN
@@ -57,6 +58,7 @@ from serving.durations import MAX_DURATION_S, parse_duration
 from serving.errors import ArmNotServedError
 from serving.features import DEFAULT_DECAY_STEP_S, DEFAULT_HALF_LIFE_S
 from serving.holdout import Holdout, check_holdout
+from serving.json_text import duplicate_key
 from serving.multileave import SlateMode
 from serving.policy import (
     DEFAULT_POLICY,
@@ -110,6 +112,26 @@ def _duration(value: object, info: ValidationInfo) -> object:
 #: by the rule's own words first, "at most 100 years").
 Duration = Annotated[float, Field(allow_inf_nan=False, le=MAX_DURATION_S),
                      BeforeValidator(_duration)]
+
+
+def _no_text(value: Any) -> Any:
+    """Refuse text where a table holds numbers (a number, true or false, a list of numbers):
+    pydantic's lax union read ``"1_0"`` as 10.0 and ``" 2"`` as 2.0 in ``policy_params``,
+    ``shadow_policy_params`` and ``rules`` (found by attack), where the numbers' rule refuses
+    them everywhere else. A table's numbers are JSON's or TOML's own, never text.
+    """
+    inner = value.values() if isinstance(value, dict) else value if isinstance(
+        value, list) else (value,)
+    if any(isinstance(item, str) for item in inner):
+        raise ValueError(f"must be a number, true or false, or a list or table of numbers, not "
+                         f"text: got {short_repr(value)}")
+    return value
+
+
+#: A value of a policy's hyper-parameter table (``policy_params``, ``shadow_policy_params``).
+ParamValue = Annotated[float | int | bool | list[float] | None, BeforeValidator(_no_text)]
+#: A value of a rule book entry (``rules``): a number, a flag or a table of numbers.
+RuleValue = Annotated[float | bool | dict[str, float], BeforeValidator(_no_text)]
 
 #: Longest admin token: an ``Authorization`` header carrying a longer one is a wrong token.
 MAX_ADMIN_TOKEN_CHARS = 1000
@@ -175,6 +197,12 @@ class JsonTableError(ValueError):
     """
 
 
+#: What a JSON value that is no object is, in JSON's words.
+_JSON_KINDS: dict[type, str] = {list: "a JSON array", str: "a JSON string", int: "a JSON number",
+                                float: "a JSON number", bool: "JSON true or false",
+                                type(None): "JSON null"}
+
+
 def json_object(source: str, text: str) -> dict[str, Any]:
     """Table setting text as the dict it writes: the one rule and message of a table given as
     text, wherever (``RECBANDITS_SHADOW_POLICY_PARAMS`` and ``--shadow-policy-params`` gave
@@ -191,7 +219,8 @@ def json_object(source: str, text: str) -> dict[str, Any]:
     Raises
     ------
     JsonTableError
-        ``text`` is not JSON, or JSON but no object (``'[1]'``).
+        ``text`` is not JSON, JSON but no object (``'[1]'``), or an object naming a key twice
+        (``'{"alpha": -2, "alpha": 1}'``, refused as the API refuses it).
     """
     def refused(why: str) -> JsonTableError:
         return JsonTableError(f"{source}={text!r}: must be a JSON object (as "
@@ -201,8 +230,11 @@ def json_object(source: str, text: str) -> dict[str, Any]:
         decoded = json.loads(text)
     except ValueError as exc:  # json's own words give where the text goes wrong
         raise refused(str(exc)) from None
-    if not isinstance(decoded, dict):
-        raise refused(f"got a JSON {type(decoded).__name__}")
+    if not isinstance(decoded, dict):  # said in JSON's words ("NoneType" was Python's)
+        raise refused(f"got {_JSON_KINDS.get(type(decoded), 'a JSON value')}")
+    repeated = duplicate_key(text)  # the API's rule: json.loads kept the last (found by attack)
+    if repeated is not None:
+        raise refused(f"the key {short_repr(repeated)} appears twice in one object")
     return decoded
 
 
@@ -577,8 +609,7 @@ class Settings(BaseSettings):
         default_factory=dict)
     cold_start_arm: str = "popularity"
     policy: str = DEFAULT_POLICY
-    policy_params: dict[str, float | int | bool | list[float] | None] = Field(
-        default_factory=dict)
+    policy_params: dict[str, ParamValue] = Field(default_factory=dict)
     slate_mode: SlateMode = "single"
     multileave_arms: int = Field(2, ge=2)
     # Every float setting is Finite (a Duration: also at most MAX_DURATION_S): see Finite.
@@ -600,14 +631,13 @@ class Settings(BaseSettings):
     gate_relevance: Finite = Field(POSITIVE_RATING, ge=RATING_SCALE[0], le=RATING_SCALE[1])
     gate_bootstrap: int = Field(200, ge=MIN_BOOTSTRAP, le=MAX_BOOTSTRAP)
     shadow_policy: str | None = None
-    shadow_policy_params: dict[str, float | int | bool | list[float] | None] = Field(
-        default_factory=dict)
+    shadow_policy_params: dict[str, ParamValue] = Field(default_factory=dict)
     # The range where Thompson Sampling's picks follow the propensities it logs (bandits).
     prior_alpha: Finite = Field(1.0, ge=BETA_PRIOR_MIN, le=BETA_PRIOR_MAX)
     prior_beta: Finite = Field(1.0, ge=BETA_PRIOR_MIN, le=BETA_PRIOR_MAX)
     aggregation: Aggregation = "earliest"
     default_reward: Finite = Field(DEFAULT_REWARD, ge=0, le=1)  # the rule book checks it too
-    rules: dict[str, dict[str, float | bool | dict[str, float]]] = Field(default_factory=dict)
+    rules: dict[str, dict[str, RuleValue]] = Field(default_factory=dict)
     reward_window_s: Duration = Field(1800.0, gt=0)
     settle_grace_s: Duration = Field(5.0, ge=0)
     session_window_s: Duration = Field(1800.0, ge=0)

@@ -326,3 +326,37 @@ def test_every_duration_setting_takes_the_one_duration_rule(
     monkeypatch.setenv("RECBANDITS_REFRESH_INTERVAL_S",
                        settings.to_env()["RECBANDITS_REFRESH_INTERVAL_S"])  # "1e-05"
     assert Settings().refresh_interval_s == 1e-5
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    ('{"alpha": -2, "alpha": 1}', "the key 'alpha' appears twice in one object"),
+    ('{"a": {"b": 1, "b": 2}}', "the key 'b' appears twice in one object"),
+    ("null", "got JSON null"), ("[1]", "got a JSON array"), ('"x"', "got a JSON string")])
+def test_a_table_text_naming_a_key_twice_or_no_object_is_said_in_jsons_words(
+        text: str, why: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found by attack: '{"alpha": -2, "alpha": 1}' was taken (the last key wins) where the API
+    # refuses a repeated key, and null was "got a JSON NoneType", Python's name.
+    monkeypatch.setenv("RECBANDITS_SHADOW_POLICY_PARAMS", text)
+    with pytest.raises(ValueError) as refused:
+        Settings(shadow_policy="LinUCB")
+    assert str(refused.value) == (f"RECBANDITS_SHADOW_POLICY_PARAMS={text!r}: must be a JSON "
+                                  f"object (as '{{\"name\": value}}'; '{{}}' for none): {why}")
+
+
+@pytest.mark.parametrize(("values", "said"), [
+    ({"policy": "LinTS", "policy_params": {"scale": "1_0"}}, "policy_params.scale: ... '1_0'"),
+    ({"policy": "LinTS", "shadow_policy": "LinUCB", "shadow_policy_params": {"alpha": " 2"}},
+     "shadow_policy_params.alpha: ... ' 2'"),
+    ({"rules": {"click": {"reward": "0_1"}}}, "rules.click.reward: ... '0_1'"),
+    ({"policy": "ThompsonSampling", "arms": ["svd", "popularity"],
+      "policy_params": {"prior_alpha": ["1", 2]}}, "policy_params.prior_alpha: ... ['1', 2]"),
+])
+def test_a_tables_numbers_are_numbers_never_text(values: dict, said: str) -> None:
+    # Found by attack: pydantic's lax union read "1_0" as 10.0 in policy_params, " 2" as 2.0,
+    # and a rule's reward "0_1" as 1.0, where the numbers' rule refuses such text elsewhere.
+    with pytest.raises(ValidationError) as refused:
+        Settings(**values)
+    where, _, value = said.partition(": ... ")
+    assert settings_issues(refused.value) == (
+        f"{where}: must be a number, true or false, or a list or table of numbers, not text: "
+        f"got {value}")
