@@ -179,15 +179,17 @@ def summary_frame(results: SimulationResults) -> pd.DataFrame:
 
 def runs_frame(results: SimulationResults) -> pd.DataFrame:
     """One row per policy and run (``run`` is the run's index, the same users for every
-    policy): the final cumulative reward and regrets, the run's best fixed arm, and the pulls
-    that :func:`summary_frame`'s shares count.
+    policy): the final cumulative reward and regrets, the run's best fixed arm by name (as
+    ``summary.md`` and the plots name arms; review: its index was written), and the pulls that
+    :func:`summary_frame`'s shares count.
     """
+    names = np.asarray(results.arm_names, dtype=object)
     frames = [
         pd.DataFrame({
             "policy": runs.label, "policy_id": runs.policy_id, "run": runs.run_ids,
             "horizon": int(runs.record_steps[-1]), "cum_reward": runs.cum_reward[:, -1],
             "cum_regret": runs.cum_regret[:, -1],
-            "cum_oracle_regret": runs.cum_oracle_regret[:, -1], "best_arm": runs.best_arms,
+            "cum_oracle_regret": runs.cum_oracle_regret[:, -1], "best_arm": names[runs.best_arms],
             "best_arm_pulls": runs.best_arm_pulls, "oracle_arm_pulls": runs.oracle_arm_pulls,
         })
         for runs in results.policies if runs.n_runs

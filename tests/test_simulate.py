@@ -425,3 +425,13 @@ def test_summary_csv_is_recomputed_from_runs_csv(small_config, tmp_path):
         assert row.best_arm_share == pytest.approx(rows.best_arm_pulls.sum() / steps.iloc[0])
         random = runs[runs.policy == "random"].cum_reward.to_numpy()
         assert row.vs_random_diff == pytest.approx(np.mean(rows.cum_reward.to_numpy() - random))
+
+
+def test_runs_csv_names_the_best_arm(small_config):
+    """Review: runs.csv's best_arm was the arm's index (1), while the README says the best
+    fixed arm and summary.md and the plots name arms."""
+    results = _run(small_config, horizon=40, runs=2, policies=["TS"])
+    runs = report.runs_frame(results)
+    expected = [results.arm_names[i] for i in results.policy("TS").best_arms]
+    assert runs.best_arm.tolist() == expected
+    assert set(expected) <= set(results.arm_names)
