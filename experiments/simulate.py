@@ -17,9 +17,10 @@ Read top to bottom, one experiment is:
 5. **Execute** the tasks on the chosen executor (joblib processes or Dask) with a tqdm bar;
    Ctrl-C, or a worker or scheduler lost, stops, keeps the finished tasks and reports them.
 6. **Aggregate and report**: ``config.toml``, ``steps.csv``, ``summary.csv``, ``runs.csv``,
-   ``summary.md`` and the plots, written once the runs are over, each whole, then a previous
-   run's files that this one did not write removed: the folder holds the earlier run until
-   this one replaces it (a run stopped before any run finished writes nothing).
+   ``summary.md`` and the plots, written once the runs are over into a folder beside the
+   output folder, then moved onto it together, a previous run's files that this one did not
+   write removed: the folder holds the earlier run until this one replaces it whole (a run
+   stopped before any run finished, or while its files were written, writes nothing).
 
 The "best arm in hindsight" baseline is not a bandit: for each run it plays the fixed arm whose
 total expected reward over that run's users is highest, found by playing every arm on the same
@@ -45,7 +46,7 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
-from arms.data.files import SYNTHETIC_READS_NO_DATA, clear_run_files, reads_no_data
+from arms.data.files import SYNTHETIC_READS_NO_DATA, reads_no_data, staged_run_folder
 from arms.data.movielens import (
     DATASETS,
     MOVIELENS_ALIASES,
@@ -642,21 +643,22 @@ RUN_FILES = ("config.toml", *report.REPORT_FILES, *FIGURE_FILES)
 def _write_run(results: SimulationResults, out: Path, created: str, plots: bool) -> None:
     """Write ``results`` into the folder ``out`` (made if missing): ``config.toml`` (the
     config with the start time ``created`` and the notes), the reports and, with ``plots``,
-    the figures, each whole (:func:`arms.data.files.write_whole`); then remove the
-    :data:`RUN_FILES` of an earlier run that this one did not write. Write then replace: an
-    earlier run's results were deleted at the start, and a run stopped by a lost worker left
-    only its config.toml (found by attack).
+    the figures, all into a folder beside ``out`` first, then moved onto ``out`` together and
+    the :data:`RUN_FILES` of an earlier run that this one did not write removed
+    (:func:`arms.data.files.staged_run_folder`): ``out`` holds the earlier run or this one,
+    never a mix (found by review: a Ctrl-C during the plots left the new tables beside the
+    earlier run's figures; before that, found by attack, the earlier run was deleted first).
     """
     from experiments import plots as figures  # matplotlib: never imported by the workers
 
-    out.mkdir(parents=True, exist_ok=True)
+    with staged_run_folder(out, RUN_FILES) as staging:
+        files = {"config.toml": cfg.dump(results.config, staging / "config.toml",
+                                         created=created, notes=results.notes or None)}
+        files.update(report.write_reports(results, staging))
+        if plots:
+            files.update(figures.write_plots(results, staging))
     results.out_dir = out
-    results.files = {"config.toml": cfg.dump(results.config, out / "config.toml",
-                                             created=created, notes=results.notes or None)}
-    results.files.update(report.write_reports(results, out))
-    if plots:
-        results.files.update(figures.write_plots(results, out))
-    clear_run_files(out, [name for name in RUN_FILES if name not in results.files])
+    results.files = {name: out / name for name in files}
 
 
 def run(

@@ -113,6 +113,61 @@ def test_a_run_into_a_previous_runs_folder_leaves_none_of_its_files(small_config
     assert tomllib.loads((out / "config.toml").read_text())["seed"] == 12
 
 
+def test_ctrl_c_while_writing_leaves_the_earlier_run_whole(small_config, tmp_path,
+                                                           monkeypatch):
+    """Found by review: the files were replaced one at a time as they were written, so a
+    Ctrl-C during the plots (seconds) left the new run's config and tables beside the earlier
+    run's figures. The earlier run's files must stay byte for byte, and nothing be left over."""
+    from experiments import plots
+
+    out = tmp_path / "out"
+    argv = ["simulate", str(small_config), "--out", str(out), "--workers", "1", "-q",
+            "--horizon", "40", "--runs", "2", "--policies", "TS", "random"]
+    assert main(argv) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real = plots.write_plots
+
+    def interrupted(results, out_dir):  # one figure written, then Ctrl-C
+        real(results, out_dir)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plots, "write_plots", interrupted)
+    assert main([*argv, "--seed", "12"]) == 130
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir() if p.name != small_config.name] == ["out"]
+    monkeypatch.setattr(plots, "write_plots", real)
+    assert main([*argv, "--seed", "12", "--no-plots"]) == 0  # and a finished run replaces it
+    assert tomllib.loads((out / "config.toml").read_text())["seed"] == 12
+    assert not list(out.glob("*.png"))
+
+
+def test_ctrl_c_during_the_swap_is_held_until_it_is_done(tmp_path, monkeypatch):
+    """The swap of a run's files is not cut half way: a SIGINT during it is raised after."""
+    import os
+    import signal
+
+    from arms.data import files
+
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("a.csv", "b.csv", "c.png"):
+        (out / name).write_text(f"old {name}")
+    real_replace = os.replace
+
+    def replace_then_ctrl_c(src, dst):  # Ctrl-C arrives after the first rename
+        real_replace(src, dst)
+        signal.raise_signal(signal.SIGINT)
+
+    names = ["a.csv", "b.csv", "c.png"]
+    with pytest.raises(KeyboardInterrupt), files.staged_run_folder(out, names) as new:
+        (new / "a.csv").write_text("new a.csv")
+        (new / "b.csv").write_text("new b.csv")
+        monkeypatch.setattr(files.os, "replace", replace_then_ctrl_c)
+    assert sorted((p.name, p.read_text()) for p in out.iterdir()) == [
+        ("a.csv", "new a.csv"), ("b.csv", "new b.csv")]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
 def test_learning_shows_in_the_numbers(small_config):
     results = _run(small_config, horizon=3000, runs=12, runs_per_task=12,
                    policies=["TS", "random"])

@@ -1,6 +1,7 @@
 """Reading the local data files, so that a malformed one names itself and its line; clearing
-a run folder of the files a previous run of the same command wrote there; and writing each
-file of a run whole or not at all (:func:`write_whole`).
+a run folder of the files a previous run of the same command wrote there; writing each
+file of a run whole or not at all (:func:`write_whole`), and a run's files all at once
+(:func:`staged_run_folder`).
 
 pandas reports a bad value in its own words, often without the file or the line (``invalid
 literal for int() with base 10: 'abc'``, ``Integer column has NA values in column 3``).
@@ -10,8 +11,13 @@ starts with the file's path and, where the line is known, ``line N:``.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Iterable, Mapping
+import shutil
+import signal
+import tempfile
+import threading
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -267,3 +273,61 @@ def _first_bad_row(frame: pd.DataFrame, dtype: Mapping[Any, Any], labels: Mappin
             noun = "a number" if numeric == "f" else "an integer"
             found = row, _problem(str(labels.get(column, column)), frame[column].iloc[row], noun)
     return found
+
+
+@contextlib.contextmanager
+def staged_run_folder(folder: Path, names: Collection[str]) -> Iterator[Path]:
+    """Yield an empty folder beside ``folder`` (same file system) to write a run's files
+    into; once the block ends normally, move each of them whose name is in ``names`` onto
+    ``folder`` (made if missing) and remove the ``names`` it did not write from ``folder``
+    (:func:`clear_run_files`): ``folder`` holds one run, the earlier or this one.
+
+    Found by review: a run replacing its files one at a time as it wrote them, a Ctrl-C
+    during its plots (seconds) left the new tables beside the earlier run's figures. Now an
+    exception in the block (Ctrl-C included) leaves ``folder`` as it was; the swap itself
+    is renames only, and a Ctrl-C during it is held until it is done (in the main thread,
+    where Python delivers signals), then raised.
+
+    Parameters
+    ----------
+    folder : pathlib.Path
+        The run's folder (``--out``); its parents are made.
+    names : collection of str
+        Every file name the command may write into it.
+
+    Yields
+    ------
+    pathlib.Path
+        The staging folder, removed when the block ends whatever happened.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
+    try:
+        yield staging
+        written = [name for name in names if (staging / name).is_file()]
+        folder.mkdir(exist_ok=True)
+        with _sigint_held():
+            for name in written:
+                os.replace(staging / name, folder / name)
+            clear_run_files(folder, [name for name in names if name not in written])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """Hold SIGINT (Ctrl-C) during the block and deliver it after, to the handler in force
+    before: a block of renames is not cut half way. Only the main thread can set a signal
+    handler (and only it receives one), so elsewhere the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            signal.raise_signal(signal.SIGINT)
