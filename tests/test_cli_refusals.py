@@ -798,7 +798,8 @@ def test_a_file_the_disk_cannot_hold_is_one_line_and_no_cut_off_file(tmp_path: P
     assert run.stderr.strip().splitlines()[-1] == (
         f"recbandits simulate: File too large: {out / 'steps.csv'}"), run.stderr
     assert "Traceback" not in run.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["config.toml"]  # no steps.csv, no partial
+    # Nothing: no config.toml alone, no partial file, no staging folder beside (review).
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_write_whole_leaves_the_file_whole_or_absent(tmp_path: Path) -> None:

@@ -298,12 +298,20 @@ def staged_run_folder(folder: Path, names: Collection[str]) -> Iterator[Path]:
     Yields
     ------
     pathlib.Path
-        The staging folder, removed when the block ends whatever happened.
+        The staging folder, removed when the block ends whatever happened. An ``OSError``
+        raised in the block naming a file of it is raised again naming that file in
+        ``folder``, where the user looks (the CLI says it in one line).
     """
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
     try:
-        yield staging
+        try:
+            yield staging
+        except OSError as exc:  # named where it was going (the user's --out), as write_whole
+            if exc.filename is None or Path(exc.filename).parent != staging:
+                raise
+            raise OSError(exc.errno, exc.strerror or str(exc),
+                          str(folder / Path(exc.filename).name)) from exc
         written = [name for name in names if (staging / name).is_file()]
         folder.mkdir(exist_ok=True)
         with _sigint_held():
