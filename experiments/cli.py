@@ -755,8 +755,9 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
         "purge", help="delete the raw log before DATE (older than the retention window), "
         "keeping a fold snapshot so that rebuild-state and every worker stay exact")
     purge.add_argument("--before", required=True, metavar="DATE",
-                       help="ISO date or date-time (UTC unless it says otherwise), at most now "
-                       "minus retention_s (90 days by default)")
+                       help="a date (2026-09-01) or date-time, its seconds and zone optional "
+                       "(2026-09-01T12:00, 2026-09-01T12:00:00+02:00; UTC unless it says "
+                       "otherwise), at most now minus retention_s (90 days by default)")
     purge.add_argument("--dry-run", action="store_true",
                        help="count what would be deleted; delete nothing")
     store_options(purge)
@@ -834,6 +835,24 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
                                  tuple(a.dest for a in obd._group_actions), chosen))
 
 
+class _Version(argparse.Action):
+    """``--version``: ``recbandits <version>`` (the installed package's,
+    :func:`experiments.config.package_version`, read only when asked), exit 0 (review: it was
+    refused as a missing COMMAND).
+    """
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help=cast("str | None", kwargs.get("help")))
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        from experiments.config import package_version
+
+        print(f"{parser.prog} {package_version()}")  # on stdout, as argparse's own version
+        parser.exit(0)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse's parser (and its sub-commands'), whose refusals are one line, as every other
     refusal of bad input (README): ``recbandits simulate: argument --workers: invalid int
@@ -851,6 +870,27 @@ class _Parser(argparse.ArgumentParser):
         """argparse's, keeping the words parsed (each sub-command's parser gets its own)."""
         self._argv = tuple(sys.argv[1:] if args is None else args)
         return super().parse_known_args(args, namespace)
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        """argparse's, with words no parser took refused by the sub-command given (review:
+        ``simulate fixed_ctr --bogus`` was refused as ``recbandits: ...`` pointing to
+        ``recbandits --help``, as argparse's parse_args refuses them on the top parser).
+        """
+        parsed, unrecognized = self.parse_known_args(args, namespace)
+        if unrecognized:
+            self._chosen(parsed).error(f"unrecognized arguments: {' '.join(unrecognized)}")
+        return parsed
+
+    def _chosen(self, parsed: argparse.Namespace) -> argparse.ArgumentParser:
+        """The deepest sub-command's parser that ``parsed`` names (this one when none)."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                name = getattr(parsed, action.dest, None)
+                chosen = action.choices.get(name) if name is not None else None
+                if chosen is not None:
+                    return chosen._chosen(parsed) if isinstance(chosen, _Parser) else chosen
+        return self
 
     def error(self, message: str) -> NoReturn:
         """Exit 2 with ``message`` on stderr in one line naming the command and its
@@ -877,6 +917,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="log at INFO level, and show the traceback of an input refused by "
                         "an error, or of missing data, before its one line (the exit status "
                         "stays 2; a refusal the command says itself has none)")
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     evaluate = commands.add_parser(

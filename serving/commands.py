@@ -1712,9 +1712,9 @@ def _against_the_service(settings: Settings, store: Store, service: httpx2.Clien
 
 def parse_date(text: str) -> float:
     """An ISO date or RFC 3339 date-time as Unix seconds (a date alone, or a time without a
-    zone, is UTC), read by the API's reader (:func:`serving.schemas.read_timestamp`): a purge
-    deletes data, so ``+05:60`` (read as +06:00 before), a week date or ISO 8601's basic form
-    is refused, not guessed at.
+    zone, is UTC; a time without seconds is taken), read by the API's reader
+    (:func:`serving.schemas.read_timestamp`): a purge deletes data, so ``+05:60`` (read as
+    +06:00 before), a week date or ISO 8601's basic form is refused, not guessed at.
 
     Raises
     ------
@@ -1726,8 +1726,9 @@ def parse_date(text: str) -> float:
         return read_timestamp(text, date_alone=True).timestamp()
     except ValueError as exc:
         why = "" if isinstance(exc, TimestampShapeError) else f" ({exc})"
-        raise ValueError(f"--before must be an ISO date or date-time such as 2026-09-01 or "
-                         f"2026-09-01T12:00:00+00:00, got {text!r}{why}") from None
+        raise ValueError(f"--before must be an ISO date or date-time such as 2026-09-01, "
+                         f"2026-09-01T12:00 or 2026-09-01T12:00:00+02:00, got {text!r}{why}"
+                         ) from None
 
 
 def purge(settings: Settings, before: str, *, dry_run: bool = False,

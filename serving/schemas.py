@@ -85,8 +85,8 @@ def read_timestamp(text: str, *, date_alone: bool = False) -> datetime:
     ----------
     text : str
     date_alone : bool, default False
-        Also take a date alone (its midnight) and a date-time without a zone, both UTC (what
-        ``purge --before`` documents). The API's timestamps need the zone.
+        Also take a date alone (its midnight), a date-time without a zone (UTC) and one
+        without seconds (what ``purge --before`` documents). The API's timestamps need both.
 
     Raises
     ------
@@ -116,11 +116,15 @@ _TIMESTAMP_FORMS = ("Input should be ISO 8601 text with a UTC offset (RFC 3339: 
 #: and "+0000" passed a date-only check and pydantic's loose reading of the rest; then
 #: (re-attack) minutes without seconds, a decimal comma and full-width digits passed this one;
 #: an offset's minutes are 00-59 (review: "+05:60" was read as +06:00, "+00:99" as +01:39).
-_DATE, _TIME = r"[0-9]{4}-[0-9]{2}-[0-9]{2}", r"[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+_DATE, _MINUTE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}", r"[Tt ][0-9]{2}:[0-9]{2}"
+_SECONDS = r":[0-9]{2}(\.[0-9]+)?"
+_TIME = _MINUTE + _SECONDS
 _OFFSET = r"([Zz]|(?!-00:00)[+-][0-9]{2}:[0-5][0-9])"
 _RFC_3339 = re.compile(_DATE + _TIME + _OFFSET)
-#: The same with the time, or only its zone (then UTC), left out: ``purge --before``'s DATE.
-_DATE_OR_RFC_3339 = re.compile(f"{_DATE}({_TIME}{_OFFSET}?)?")
+#: The same with the time, or only its zone (then UTC), or the time's seconds left out:
+#: ``purge --before``'s DATE (review: ``2026-09-01T12:00`` was refused though ISO 8601). The
+#: API's timestamps keep RFC 3339's seconds.
+_DATE_OR_RFC_3339 = re.compile(f"{_DATE}({_MINUTE}({_SECONDS})?{_OFFSET}?)?")
 
 #: An id in a JSON body: a JSON integer only (``true``, ``1.0`` and ``"10"`` are refused).
 Id = Annotated[int, Field(strict=True, ge=1, le=MAX_ID)]

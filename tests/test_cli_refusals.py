@@ -251,8 +251,11 @@ def test_a_value_starting_with_a_dash_is_refused_with_how_to_write_it(
     (["evaluate-arms", "--seeds", "abc"], "recbandits evaluate-arms: argument --seeds: "),
     (["replay", "--cold-users", "bogus"], "recbandits replay: argument --cold-users: invalid "
      "choice: 'bogus' (choose from 'drop', 'include') (see recbandits replay --help)"),
-    (["shadow", "status", "--bogus"], "recbandits: unrecognized arguments: --bogus (see "
-     "recbandits --help)"),
+    # Review: words no parser took were refused by the top command, pointing to its --help.
+    (["shadow", "status", "--bogus"], "recbandits shadow status: unrecognized arguments: "
+     "--bogus (see recbandits shadow status --help)"),
+    (["simulate", "fixed_ctr", "--bogus", "x"], "recbandits simulate: unrecognized arguments: "
+     "--bogus x (see recbandits simulate --help)"),
     (["bogus"], "recbandits: argument COMMAND: invalid choice: 'bogus'"),
 ])
 def test_an_option_argparse_refuses_is_one_line_naming_the_command(
@@ -265,6 +268,16 @@ def test_an_option_argparse_refuses_is_one_line_naming_the_command(
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and err.startswith(line), err
     assert err.rstrip().endswith("--help)"), err
+
+
+def test_version_is_printed(capsys: pytest.CaptureFixture[str]) -> None:
+    """Review: ``recbandits --version`` was refused as a missing COMMAND."""
+    from experiments.config import package_version
+
+    with pytest.raises(SystemExit) as printed:
+        cli.main(["--version"])
+    assert printed.value.code == 0
+    assert capsys.readouterr().out == f"recbandits {package_version()}\n"
 
 
 def test_exports_to_one_file_or_to_a_folder_are_refused(
