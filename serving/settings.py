@@ -255,6 +255,16 @@ class _Environment(EnvSettingsSource):
     said 'error parsing value for field "policy_params" from source "EnvSettingsSource"').
     """
 
+    def prepare_field_value(self, field_name: str, field: FieldInfo, value: Any,
+                            value_is_complex: bool) -> Any:
+        # A setting the sources above set (the keyword arguments) is not read here at all,
+        # before its variable is decoded: an invalid table variable refused
+        # Settings(policy_params={}) while an invalid integer variable under a keyword was
+        # ignored (found in review). None: no value from this source.
+        if field_name in self.current_state:
+            return None
+        return super().prepare_field_value(field_name, field, value, value_is_complex)
+
     def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
         if get_origin(field.annotation) is dict:  # a table: the rule of json_object
             return json_object(f"{self.env_prefix}{field_name.upper()}", value)
@@ -267,9 +277,7 @@ class _Environment(EnvSettingsSource):
             if isinstance(exc.__cause__, JsonTableError):
                 raise exc.__cause__ from None
             raise
-        given = self.current_state  # what the sources above set (the keyword arguments)
-        return {name: self._integer(name, value) for name, value in values.items()
-                if name not in given}
+        return {name: self._integer(name, value) for name, value in values.items()}
 
     def _integer(self, name: str, value: Any) -> Any:
         """An integer setting's variable read by the numbers' one rule

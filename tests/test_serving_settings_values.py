@@ -213,6 +213,22 @@ def test_a_table_given_above_the_environment_replaces_it_whole(
     assert getattr(Settings.from_file(path), name) == given
 
 
+@pytest.mark.parametrize("name", sorted(TABLES))
+def test_an_invalid_variable_under_a_setting_given_above_is_not_read(
+        name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found in review: RECBANDITS_POLICY_PARAMS='[1]' refused Settings(policy_params={})
+    # (the table was decoded before the keyword took its place), whereas an invalid integer
+    # or float variable under a keyword was ignored: one precedence for every kind.
+    beside = TABLES[name][3]
+    monkeypatch.setenv(f"RECBANDITS_{name.upper()}", "[1]")
+    monkeypatch.setenv("RECBANDITS_WORKERS", "1_6")
+    monkeypatch.setenv("RECBANDITS_EXPLORATION_FLOOR", "0_1")
+    settings = Settings(**beside, **{name: {}}, workers=2, exploration_floor=0.1)
+    assert (getattr(settings, name), settings.workers, settings.exploration_floor) == ({}, 2, 0.1)
+    with pytest.raises(ValueError, match=f"^RECBANDITS_{name.upper()}='\\[1\\]': must be a JSON"):
+        Settings(**beside, workers=2, exploration_floor=0.1)  # read when nothing above sets it
+
+
 def test_shadow_policy_params_on_the_command_line_replace_the_variable(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RECBANDITS_SHADOW_POLICY_PARAMS", '{"batch_size": 1}')
