@@ -820,8 +820,7 @@ def _serve_on(settings: Settings, sock: socket.socket) -> int:
         # `recbandits -v serve`: the workers' own info lines too (their loggers no longer
         # reach the root logger -v configures: serving.api.protocol.log_config).
         settings = settings.model_copy(update={"log_level": "info"})
-    env = settings.to_env()
-    os.environ.update(env)
+    settings.export_env(os.environ)
     metrics_dir = None
     try:
         if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

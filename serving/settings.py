@@ -10,7 +10,7 @@ import contextlib
 import json
 import os
 import tomllib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, get_origin
@@ -1066,7 +1066,10 @@ class Settings(BaseSettings):
         return f"sqlite:///{self.resolved_state_dir() / 'recbandits.db'}"
 
     def to_env(self) -> dict[str, str]:
-        """These settings as ``RECBANDITS_*`` variables, for worker processes to rebuild them."""
+        """These settings as ``RECBANDITS_*`` variables, for worker processes to rebuild them
+        (:meth:`export_env`). A setting that is None has no variable: the worker's is then
+        its default, None.
+        """
         env: dict[str, str] = {}
         for name, value in self.model_dump().items():
             if value is None:
@@ -1079,7 +1082,7 @@ class Settings(BaseSettings):
                 text = self.admin_token.get_secret_value() if self.admin_token else ""
             else:
                 text = str(value)
-            variable = f"RECBANDITS_{name.upper()}"
+            variable = _variable(name)
             # What an environment variable cannot carry, said here, naming the setting (found
             # by attack: a NUL was a traceback of os.environ; a 247 KB cors_origins left
             # `serve --workers 2` restarting workers that could not be started).
@@ -1091,3 +1094,30 @@ class Settings(BaseSettings):
                                  f"variable holds less than {MAX_VARIABLE_BYTES:,} bytes")
             env[variable] = text
         return env
+
+    def export_env(self, environ: MutableMapping[str, str]) -> None:
+        """Put these settings into ``environ`` (``serve``: ``os.environ``, which its workers
+        rebuild theirs from) as :meth:`to_env`'s variables, every setting's variable that
+        ``environ`` held removed first, in any case of its name (pydantic-settings reads
+        them so): the workers read exactly these settings.
+
+        A setting that is None has no variable, so ``environ``'s own came back in the
+        workers: ``admin_token = ""`` or ``retrain_every = "off"`` in the settings file (or
+        an option) under ``RECBANDITS_ADMIN_TOKEN=...`` served the admin routes with that
+        token (found in review).
+
+        Raises
+        ------
+        ValueError
+            A setting that a variable cannot carry (:meth:`to_env`); ``environ`` unchanged.
+        """
+        env = self.to_env()
+        variables = {_variable(name).lower() for name in type(self).model_fields}
+        for key in [key for key in environ if key.lower() in variables]:
+            del environ[key]
+        environ.update(env)
+
+
+def _variable(name: str) -> str:
+    """The ``RECBANDITS_*`` variable of setting ``name``."""
+    return f"{Settings.model_config['env_prefix']}{name.upper()}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 from pathlib import Path
 
@@ -376,3 +377,43 @@ def test_a_tables_numbers_are_numbers_never_text(values: dict, said: str) -> Non
     assert settings_issues(refused.value) == (
         f"{where}: must be a number, true or false, or a list or table of numbers, not text: "
         f"got {value}")
+
+
+def test_serve_hands_its_workers_a_setting_turned_off_above_the_variables(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Found in review: Settings.to_env writes no variable for a None setting, so the workers,
+    # which rebuild their settings from the environment, took RECBANDITS_ADMIN_TOKEN and
+    # RECBANDITS_RETRAIN_EVERY back: a settings file's admin_token = "" (admin off) served the
+    # admin routes with the variable's token. Options override the file, which overrides the
+    # variables, in the workers too.
+    import types
+
+    from test_serving_support import free_port
+
+    from serving import commands
+
+    environ = {"PATH": os.environ.get("PATH", ""), "RECBANDITS_ADMIN_TOKEN": "envtoken",
+               "RECBANDITS_RETRAIN_EVERY": "6h", "recbandits_seed": "7",
+               "RECBANDITS_DB": "sqlite:////nonexistent/other.db"}
+    monkeypatch.setattr(os, "environ", environ)  # serve exports the settings: into this copy
+    path = tmp_path / "off.toml"
+    path.write_text('admin_token = ""\nretrain_every = "off"\n')
+    settings = Settings.from_file(path, state_dir=tmp_path, port=free_port(), seed=None,
+                                  db=None)
+    assert (settings.admin_token, settings.retrain_every, settings.seed) == (None, None, None)
+    resources = types.SimpleNamespace(store=types.SimpleNamespace(dispose=lambda: None,
+                                                                  describe=lambda: "x"),
+                                      arm_set=types.SimpleNamespace(version=1),
+                                      settings=settings)
+    monkeypatch.setattr(commands, "load_catalog", lambda settings: None)
+    monkeypatch.setattr(commands, "until_the_store_answers", lambda settings, start: resources)
+    workers: list[Settings] = []
+    monkeypatch.setattr(commands, "_run_worker",  # what serving.app.app_from_env reads
+                        lambda config, sock: workers.append(Settings()) or 0)
+    assert commands.serve(settings) == 0
+    worker = workers[0]
+    assert (worker.admin_token, worker.retrain_every, worker.seed, worker.db) == (
+        None, None, None, None)
+    assert worker.resolved_db_url() == settings.resolved_db_url()
+    assert worker.model_dump() == settings.model_dump()
+    assert "PATH" in environ  # the other variables kept
