@@ -417,3 +417,36 @@ def test_serve_hands_its_workers_a_setting_turned_off_above_the_variables(
     assert worker.resolved_db_url() == settings.resolved_db_url()
     assert worker.model_dump() == settings.model_dump()
     assert "PATH" in environ  # the other variables kept
+
+
+def test_a_refused_value_is_said_once_bounded_and_never_a_secret(tmp_path: Path) -> None:
+    # Found in review: settings_issues said the admin token refused (admin_token = 123456789
+    # in a settings file), any value whole (workers = 'x' * 5000: 5,086 characters) and a
+    # table entry's value once a union branch (12,394 characters for 3,000).
+    from bandits.errors import short_repr
+
+    def issues(**values: object) -> str:
+        with pytest.raises(ValidationError) as refused:
+            Settings(**values)
+        return settings_issues(refused.value)
+
+    path = tmp_path / "settings.toml"
+    path.write_text("admin_token = 123456789\n")
+    with pytest.raises(ValidationError) as refused:
+        Settings.from_file(path)
+    assert settings_issues(refused.value) == "admin_token: Input should be a valid string"
+    assert issues(workers="x" * 5000) == ("workers: Input should be a valid integer, unable "
+                                          "to parse string as an integer, got "
+                                          + short_repr("x" * 5000))
+    said = issues(policy_params={"prior_alpha": "z" * 3000})
+    assert said == (f"policy_params.prior_alpha: got {short_repr('z' * 3000)}, which fits none "
+                    "of its types: float (Input should be a valid number, unable to parse "
+                    "string as a number), int (Input should be a valid integer, unable to parse "
+                    "string as an integer), bool (Input should be a valid boolean, unable to "
+                    "interpret input), list[float] (Input should be a valid list)")
+    # A store URL's password hidden before the value is cut (the cut kept none of it here).
+    for url in ("postgresql+psycopg://u:secretpw@h:5432/db", "u:secretpw@h/db?x=1" + "y" * 90):
+        said = issues(workers=url)
+        assert "secretpw" not in said and "u:***@h" in said and len(said) < 150
+    # The entries of a table refusing equal values are two issues, not branches of one.
+    assert issues(rules={"click": {"reward": {"low": "x", "high": "x"}}}).count(", got 'x'") == 2
