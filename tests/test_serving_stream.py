@@ -236,6 +236,20 @@ def test_a_stream_refuses_unknown_and_repeated_query_parameters(live: LiveServer
     assert getattr(live.app.state, "stream_hub", None) is None  # no stream was opened
 
 
+def test_a_stream_says_every_issue_of_its_query_and_path_in_one_422(live: LiveServer) -> None:
+    # The query check ran before FastAPI read the path and k: only x was said (review).
+    with httpx2.Client(base_url=live.base, timeout=30) as client:
+        for path, said in [("/users/5/stream?k=abc&x=1", [["query", "x"], ["query", "k"]]),
+                           ("/users/abc/stream?x=1", [["query", "x"], ["path", "user_id"]]),
+                           ("/users/0/stream?k=3&k=x&x=1",
+                            [["query", "x"], ["query", "k"], ["path", "user_id"]])]:
+            with client.stream("GET", path) as response:
+                assert response.status_code == 422, path
+                body = orjson.loads(response.read())
+            assert sorted(i["loc"] for i in body["detail"]) == sorted(said), path
+    assert getattr(live.app.state, "stream_hub", None) is None  # no stream was opened
+
+
 def test_a_reconnect_replays_what_it_missed_and_nothing_twice(live: LiveServer) -> None:
     url = live.app.state.settings.resolved_db_url()
     first = EventReader(live.base, 11)

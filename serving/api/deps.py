@@ -13,6 +13,7 @@ from typing import Annotated, Any, Generic, cast
 import pydantic
 import pydantic_core
 from fastapi import Depends, Header, Request
+from fastapi.dependencies.utils import request_params_to_args
 from fastapi.exceptions import RequestValidationError
 
 from bandits.errors import short_repr
@@ -170,11 +171,21 @@ def strict_query(*taken: str) -> Any:
     per update): a query parameter not in ``taken``, or one given twice, is refused (422
     ``unknown_parameter``, ``repeated_parameter``: :func:`serving.api.validation.query_errors`,
     as on the other routes that write). Its body is not read (a GET's has no meaning).
+
+    Those issues come with the route's path and query parameters' own (a repeated one's values
+    not read), in one 422 as ``GET /recommendations`` answers: this dependency runs before
+    FastAPI reads the parameters, so ``/users/abc/stream?x=1`` said only ``x`` (found in
+    review). The parameters are checked by the route's own declarations, not a copy of them.
     """
     async def check(request: Request) -> None:  # async: see the module doc
         if request.scope["query_string"]:
             names = [k for k, _ in request.query_params.multi_items()]
             if errors := query_errors(names, taken, strict=True):
+                repeated = {e["loc"][1] for e in errors if e["type"] == "repeated_parameter"}
+                dependant = request.scope["route"].dependant
+                errors += request_params_to_args(dependant.path_params, request.path_params)[1]
+                query = [f for f in dependant.query_params if f.alias not in repeated]
+                errors += request_params_to_args(query, request.query_params)[1]
                 raise RequestValidationError(errors)
     return Depends(check)
 
