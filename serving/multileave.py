@@ -18,8 +18,10 @@ log keeps one row per decision as for a single-arm slate; what differs is
   aggregation over the feedback on that arm's items (:func:`credited_feedback`), or the default
   reward when the window closes.
 
-The policy is Thompson Sampling's per-arm Beta statistics, the same fold of the outcomes as for
-single-arm slates (every (decision, arm) outcome is one Bernoulli observation of its arm), so
+The policy is a Beta policy's per-arm statistics (``beta_posterior``: Thompson Sampling or its
+discounted or sliding-window variant, which decay or window them per outcome), the same fold
+of the outcomes as for single-arm slates (every (decision, arm) outcome is one Bernoulli
+observation of its arm), so
 the state after a restart, on every worker and in ``rebuild-state`` is the fold of the log for
 mixed logs too. A request multileaves the ``m`` arms with the largest of one Beta sample each
 (:class:`bandits.multileave.MultileaveThompsonSampling` on those statistics).
@@ -161,7 +163,7 @@ class MultileaveView:
 
 
 def multileave_view(snapshot: PolicySnapshot, m: int, propensity_grid: int) -> MultileaveView:
-    """The multileaving policy on ``snapshot``'s Thompson Sampling statistics, choosing ``m``
+    """The multileaving policy on ``snapshot``'s Beta statistics, choosing ``m``
     arms, its set probabilities by quadrature on ``propensity_grid`` intervals.
 
     Raises

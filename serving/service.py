@@ -603,7 +603,7 @@ class RecommendationService:
         promotion = shadow.latest(self.store)
         if promotion is None or promotion.id == self._promotion_id:
             return
-        if self._multileave:  # its sets are drawn from Thompson Sampling's statistics
+        if self._multileave:  # its sets are drawn from the Beta policy's statistics
             if self._promotion_id != -promotion.id:
                 logger.error("promotion %d of %s is not followed: slate_mode 'multileave' "
                              "serves Thompson Sampling only", promotion.id, promotion.policy)

@@ -62,6 +62,7 @@ from serving.json_text import duplicate_key
 from serving.multileave import SlateMode
 from serving.policy import (
     DEFAULT_POLICY,
+    SERVABLE_POLICIES,
     SET_BY_THE_SERVICE,
     CarryoverMode,
     PolicyModel,
@@ -951,9 +952,13 @@ class Settings(BaseSettings):
             raise ValueError(f"multileave_arms={self.multileave_arms} is more than the "
                              f"{len(self.arms)} arms served ({self.arms}); allowed: 2 to "
                              f"{len(self.arms)}")
-        if self.policy != "ThompsonSampling":
-            raise ValueError(f"slate_mode 'multileave' chooses its arms by Thompson Sampling's "
-                             f"Beta statistics; policy must be 'ThompsonSampling', got "
+        # The policy's own question (multileave_view asks it too): every Beta policy keeps the
+        # per-arm statistics the multileaved sets are drawn from; the discounted and windowed
+        # ones fold each (decision, arm) outcome as one observation, as ThompsonSampling does.
+        if not registered_policies()[self.policy].beta_posterior:
+            beta = [n for n in SERVABLE_POLICIES if registered_policies()[n].beta_posterior]
+            raise ValueError(f"slate_mode 'multileave' draws its sets of arms from a Beta "
+                             f"posterior per arm; policy must be one of {beta}, got "
                              f"{self.policy!r}")
 
     @field_validator("cold_start_arm")

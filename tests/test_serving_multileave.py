@@ -223,6 +223,28 @@ def test_a_mixed_log_folds_across_restarts(settings: Settings, serving_catalog: 
         1 if r["multileave"] is None else 2 for r in rows)
 
 
+@pytest.mark.parametrize("policy", ["DiscountedThompsonSampling", "SlidingWindowThompsonSampling"])
+def test_every_beta_policy_multileaves_and_rebuilds_as_served(
+        policy: str, tmp_path: Path, serving_catalog: Dataset,
+        three_arms: dict[str, Recommender]) -> None:
+    # The settings refused them (policy != "ThompsonSampling") though multileave_view takes
+    # any Beta policy: two answers to one question (review).
+    settings = Settings(state_dir=tmp_path / "state", db=store_url("sqlite", tmp_path),
+                        arms=ARMS, seed=3, refresh_interval_s=0.05, sweep_interval_s=600,
+                        slate_mode="multileave", multileave_arms=2, propensity_grid=256,
+                        admin_token=ADMIN_TOKEN, policy=policy, policy_params={"discount": 0.9}
+                        if policy.startswith("Discounted") else {"window": 5})
+    rng = np.random.default_rng(1)
+    with _client(settings, serving_catalog, three_arms) as client:
+        for user in rng.integers(1, 60, size=10).tolist():
+            slate = recommend(client, user, k=4)
+            assert len(slate["arm"].split("+")) == 2
+            assert like(client, slate, int(rng.integers(1, 5))).status_code == 201
+        settle_past_the_window(client)
+        assert_workers_are_the_fold(client, settings.db, settings, workers=1)
+    assert " 0 undecided)" in assert_log_invariants(settings.db, settings)
+
+
 def test_credit_report_on_hand_made_outcomes() -> None:
     ml = {"a": ["svd", "popularity"], "b": ["svd", "popularity"], "c": ["popularity", "random"],
           "d": ["svd", "random"]}
@@ -354,7 +376,9 @@ def test_a_newcomer_is_served_outside_the_policy(client: TestClient) -> None:
 @pytest.mark.parametrize(("update", "message"), [
     ({"multileave_arms": 4}, r"multileave_arms=4 is more than the 3 arms served"),
     ({"multileave_arms": 1}, r"multileave_arms\n  Input should be greater than or equal to 2"),
-    ({"policy": "LinTS"}, r"policy must be 'ThompsonSampling', got 'LinTS'"),
+    ({"policy": "LinTS"}, r"a Beta posterior per arm; policy must be one of \['ThompsonSampling', "
+                          r"'DiscountedThompsonSampling', 'SlidingWindowThompsonSampling'\], "
+                          r"got 'LinTS'"),
     ({"slate_mode": "interleave"}, r"slate_mode\n  Input should be 'single' or 'multileave'"),
 ])
 def test_bad_multileave_settings_fail_at_start(update: dict, message: str) -> None:
