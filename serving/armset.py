@@ -545,6 +545,17 @@ class ArmSet:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @cached_property
+    def user_id_range(self) -> tuple[int, int] | None:
+        """The smallest and the largest id of :attr:`user_index` (None: no user), computed once
+        per arm set: ``GET /demo/facts`` took ~11 ms of the event loop per call for 330k users.
+        Not every id between them need be known (a retrain on new users leaves gaps).
+        """
+        if not self.user_index:
+            return None
+        ids = np.fromiter(self.user_index, dtype=np.int64, count=len(self.user_index))
+        return int(ids.min()), int(ids.max())
+
+    @cached_property
     def live_names(self) -> tuple[str, ...]:
         """The arms that learn from the stream (their state is a fold of the event log)."""
         return tuple(n for n in self.names if self.models[n].learns_from_stream)

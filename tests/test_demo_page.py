@@ -140,6 +140,28 @@ def _emoji(text: str) -> list[str]:
     return [c for c in text if any(lo <= ord(c) <= hi for lo, hi in blocks)]
 
 
+class CountedIds(dict):
+    """A user index that counts the passes over its ids."""
+
+    passes = 0
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        CountedIds.passes += 1
+        return super().__iter__()
+
+
+def test_the_demo_facts_read_the_user_ids_once_per_arm_set(plain_client: TestClient) -> None:
+    # Review: min and max over every known id on each call (~11 ms of the event loop for
+    # 330k users); now once per arm set, and a set with gaps is said as its range.
+    with plain_client as client:
+        arms = client.app.state.service.arm_set
+        ids = CountedIds({user: row for row, user in enumerate([3, 4, 90, 7])})
+        object.__setattr__(arms, "user_index", ids)
+        answers = [client.get("/demo/facts").json() for _ in range(3)]
+    assert CountedIds.passes == 1
+    assert {(a["known_users"], a["first_user"], a["last_user"]) for a in answers} == {(4, 3, 90)}
+
+
 def test_assets_hold_no_emoji() -> None:
     for path in STATIC_DIR.iterdir():
         assert _emoji(path.read_text(encoding="utf-8")) == [], path.name
@@ -841,8 +863,8 @@ def test_the_page_states_the_services_own_users_cold_start_arm_and_longest_slate
         server.stop()
 
     assert " ".join(seen["help"].split()) == (
-        "The arms know 60 users of the synthetic data (ids 1 to 60); any other id gets the "
-        "cold-start list (random, outside the policy)."), seen
+        "The arms know 60 users of the synthetic data, ids between 1 and 60; any other id gets "
+        "the cold-start list (random, outside the policy)."), seen
     assert "943" not in seen["help"] and "MovieLens" not in seen["help"]
     assert seen["max"] == str(MAX_K)
     assert seen["slate_arm"] == "random"  # user 196 is unknown: the cold-start arm served

@@ -862,8 +862,9 @@
     state.facts = facts;
     $("k").max = String(facts.max_k);
     const users = facts.known_users === 0 ? "The arms know no user yet"
-      : `The arms know ${facts.known_users} users of the ${facts.dataset} data (ids `
-        + `${facts.first_user} to ${facts.last_user})`;
+      // "between", not "1 to N": the known ids can have gaps (a retrain on new users).
+      : `The arms know ${facts.known_users} users of the ${facts.dataset} data, ids between `
+        + `${facts.first_user} and ${facts.last_user}`;
     $("user-help").textContent = facts.cold_start_arm
       ? `${users}; any other id gets the cold-start list (${facts.cold_start_arm}, outside the `
         + "policy)."

@@ -109,13 +109,15 @@ class DemoFiles(StaticFiles):
 
 
 async def facts(service: ServiceDep) -> DemoFactsOut:
-    """The facts the page states: the dataset, the range of user ids the served arms know, the
-    cold-start arm (None when the policy is contextual) and :data:`~serving.schemas.MAX_K`.
+    """The facts the page states: the dataset, how many users the served arms know and the
+    range of their ids (computed once per arm set), the cold-start arm (None when the policy is
+    contextual) and :data:`~serving.schemas.MAX_K`.
     """
-    users = service.arm_set.user_index
+    arms = service.arm_set
+    first, last = arms.user_id_range or (None, None)
     return DemoFactsOut(
-        dataset=service.settings.dataset, known_users=len(users),
-        first_user=min(users, default=None), last_user=max(users, default=None),
+        dataset=service.settings.dataset, known_users=len(arms.user_index),
+        first_user=first, last_user=last,
         cold_start_arm=(None if service.policy_model.contextual
                         else service.settings.cold_start_arm),
         max_k=MAX_K)
