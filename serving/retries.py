@@ -13,6 +13,7 @@ batch's keys before the write (``feedback_rows``), one indexed read per keyed ev
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -53,6 +54,48 @@ def instant(at: float) -> float:
         return datetime.fromtimestamp(at, UTC).timestamp()
     except (OverflowError, OSError, ValueError):
         return at
+
+
+def instant_range(low: float, high: float) -> tuple[float, float]:
+    """The widest range of Unix times whose :func:`instant` lies within ``[low, high]``: what
+    a search of a stored time (SQL, on its index) compares against, so that it answers as
+    comparing instants does. A row stamped before times were rounded lies up to half a
+    microsecond off the instant the API shows for it (found in review: an event without
+    ``event_id`` stamped with its decision's time as shown found no decision, one naming it
+    did). A bound that is not finite stays as it is.
+    """
+    return _instant_edge(low, -1.0), _instant_edge(high, 1.0)
+
+
+def _instant_edge(edge: float, outward: float) -> float:
+    """The float furthest from ``edge`` in the direction ``outward`` (-1 or 1) whose instant
+    is still on ``edge``'s side (``>= edge`` below, ``<= edge`` above): half a microsecond out,
+    then float steps, a few at Unix times of today (one step is 0.24 us there).
+    """
+    if not math.isfinite(edge):
+        return edge
+
+    def inside(x: float) -> bool:
+        return instant(x) >= edge if outward < 0 else instant(x) <= edge
+
+    x = edge + outward * 5e-7
+    for _ in range(_MAX_STEPS):
+        if inside(x):
+            break
+        x = math.nextafter(x, edge)
+    else:
+        return edge
+    for _ in range(_MAX_STEPS):
+        step = math.nextafter(x, outward * math.inf)
+        if not inside(step):
+            break
+        x = step
+    return x
+
+
+#: Float steps :func:`_instant_edge` takes at most either way (a few are enough from half a
+#: microsecond out; the bound only keeps a time no datetime holds from a long walk).
+_MAX_STEPS = 64
 
 
 def same_instant(a: float, b: float) -> bool:

@@ -84,7 +84,7 @@ from serving.multileave import (
 )
 from serving.policy import PolicyModel, PolicySnapshot, draw_arm
 from serving.retrain_trigger import HeldLease, hold_retrain_lease
-from serving.retries import RetryCheck, instant
+from serving.retries import RetryCheck, instant, instant_range
 from serving.rules import ALREADY_DECIDED, RuleBook
 from serving.rules import decided_note as rules_decided_note
 from serving.schemas import EventIn, FeedbackIn
@@ -1118,8 +1118,9 @@ class RecommendationService:
         # decision's time as the API shows it was refused, the decision's exact float later.
         at = instant(at)
         if event_id is None:  # a decision made before the event, within the window
-            return await self._read("latest_decision_showing", user_id, movie_id,
-                                    at - self.settings.reward_window_s, at)
+            # Its instant within them, as below (a stored time compared in SQL, on its index).
+            since, until = instant_range(at - self.settings.reward_window_s, at)
+            return await self._read("latest_decision_showing", user_id, movie_id, since, until)
         decision = await self._read("decision", event_id)
         if decision is None:
             raise EventNotFoundError(f"event_id {event_id!r} is not in the decision log")
@@ -1191,6 +1192,10 @@ class RecommendationService:
         InvalidInputError, EventNotFoundError, EventConflictError
             As :meth:`feedback`; also a value the type does not take.
         """
+        # Stored on its microsecond, as decisions are (serving.retries.instant): the exact
+        # float could lie up to 0.5 us before its decision's, so the log showed the event
+        # first and the off-policy counts took it as seen before (found in review).
+        at = instant(at)
         if not await self._known_item(movie_id):
             raise InvalidInputError(unknown_id_message(item_field, movie_id,
                                                        self.arm_set.item_ids[:500]))

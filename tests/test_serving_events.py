@@ -30,7 +30,7 @@ from serving.api.responses import json_response
 from serving.app import create_app
 from serving.commands import rebuild_state
 from serving.errors import IdempotencyConflictError
-from serving.retries import RetryCheck, instant
+from serving.retries import RetryCheck, instant, instant_range
 from serving.rules import DEFAULT_RULES, EventType, RuleBook
 from serving.schemas import EventIn, EventOut
 from serving.settings import Settings
@@ -498,6 +498,43 @@ def test_an_event_before_its_decision_is_said_to_the_microsecond_and_one_instant
         event(8, item, "click", event_id=slate["event_id"], timestamp=shown)]})
     assert named.status_code == 201, named.text
     assert named.json()["events"][0]["event_id"] == slate["event_id"]
+
+
+def test_one_instant_attributes_an_event_with_or_without_its_event_id(
+        client: TestClient, settings: Settings) -> None:
+    """Found in review: without ``event_id`` the decision was searched by its stored float, so
+    a row from before decisions were rounded, one float step after the microsecond the API
+    shows, was not found by an event stamped with that shown time (while one naming it was);
+    and the event row kept its unrounded time, up to 0.5 us before its decision's."""
+    slate = recommend(client, 9)
+    item = slate["items"][0]["movie_id"]
+    made = client.app.state.service.store.decision(slate["event_id"])["created_at"]
+    later = math.nextafter(made, math.inf)
+    engine = sa.create_engine(settings.resolved_db_url())
+    with engine.begin() as conn:
+        conn.execute(sa.update(decisions).where(decisions.c.event_id == slate["event_id"])
+                     .values(created_at=later))
+    engine.dispose()
+    shown = datetime.fromtimestamp(later, UTC).isoformat(timespec="microseconds")
+    unnamed = client.post("/events", json={"events": [event(9, item, "click",
+                                                            timestamp=shown)]})
+    assert unnamed.status_code == 201, unnamed.text
+    assert unnamed.json()["events"][0]["event_id"] == slate["event_id"]
+    # POST /feedback stamps the event with the server's clock: stored on its microsecond.
+    liked = client.post("/feedback", json={"user_id": 9, "movie_id": slate["items"][1]["movie_id"],
+                                           "feedback_type": "like"})
+    assert liked.status_code == 201, liked.text
+    stamps = [r["created_at"] for r in read_table(settings.db, feedback) if r["user_id"] == 9]
+    assert len(stamps) == 2 and all(t == instant(t) for t in stamps), stamps
+
+
+def test_instant_range_holds_exactly_the_floats_whose_instant_is_within() -> None:
+    at = instant(1796691118.4848843)
+    low, high = instant_range(at - 30.0, at)
+    assert instant(high) <= at < instant(math.nextafter(high, math.inf))
+    assert instant(math.nextafter(low, -math.inf)) < at - 30.0 <= instant(low)
+    assert high > at and low < at - 30.0  # an unrounded row half a microsecond off is in
+    assert instant_range(-math.inf, math.inf) == (-math.inf, math.inf)
 
 
 def test_a_request_reads_a_bounded_history(settings: Settings, client: TestClient,
