@@ -242,8 +242,10 @@ def test_a_stream_says_every_issue_of_its_query_and_path_in_one_422(live: LiveSe
         for path, said in [("/users/5/stream?k=abc&x=1", [["query", "x"], ["query", "k"]]),
                            ("/users/abc/stream?x=1", [["query", "x"], ["path", "user_id"]]),
                            ("/users/0/stream?k=3&k=x&x=1",
-                            [["query", "x"], ["query", "k"], ["path", "user_id"]])]:
-            with client.stream("GET", path) as response:
+                            [["query", "x"], ["query", "k"], ["path", "user_id"]]),
+                           ("/users/5/stream?x=1&", [["query", "x"], ["header", "last-event-id"]])]:
+            headers = {"Last-Event-ID": "abc"} if path.endswith("&") else {}
+            with client.stream("GET", path, headers=headers) as response:
                 assert response.status_code == 422, path
                 body = orjson.loads(response.read())
             assert sorted(i["loc"] for i in body["detail"]) == sorted(said), path

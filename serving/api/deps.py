@@ -172,10 +172,11 @@ def strict_query(*taken: str) -> Any:
     ``unknown_parameter``, ``repeated_parameter``: :func:`serving.api.validation.query_errors`,
     as on the other routes that write). Its body is not read (a GET's has no meaning).
 
-    Those issues come with the route's path and query parameters' own (a repeated one's values
-    not read), in one 422 as ``GET /recommendations`` answers: this dependency runs before
-    FastAPI reads the parameters, so ``/users/abc/stream?x=1`` said only ``x`` (found in
-    review). The parameters are checked by the route's own declarations, not a copy of them.
+    Those issues come with the route's path, query and header parameters' own (a repeated
+    one's values not read), in one 422 as ``GET /recommendations`` answers: this dependency
+    runs before FastAPI reads the parameters, so ``/users/abc/stream?x=1`` said only ``x``
+    (found in review). The parameters are checked by the route's own declarations, not a copy
+    of them.
     """
     async def check(request: Request) -> None:  # async: see the module doc
         if request.scope["query_string"]:
@@ -186,6 +187,7 @@ def strict_query(*taken: str) -> Any:
                 errors += request_params_to_args(dependant.path_params, request.path_params)[1]
                 query = [f for f in dependant.query_params if f.alias not in repeated]
                 errors += request_params_to_args(query, request.query_params)[1]
+                errors += request_params_to_args(dependant.header_params, request.headers)[1]
                 raise RequestValidationError(errors)
     return Depends(check)
 
