@@ -223,13 +223,14 @@ def test_a_mixed_log_folds_across_restarts(settings: Settings, serving_catalog: 
         1 if r["multileave"] is None else 2 for r in rows)
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 @pytest.mark.parametrize("policy", ["DiscountedThompsonSampling", "SlidingWindowThompsonSampling"])
 def test_every_beta_policy_multileaves_and_rebuilds_as_served(
-        policy: str, tmp_path: Path, serving_catalog: Dataset,
+        policy: str, backend: str, tmp_path: Path, serving_catalog: Dataset,
         three_arms: dict[str, Recommender]) -> None:
     # The settings refused them (policy != "ThompsonSampling") though multileave_view takes
     # any Beta policy: two answers to one question (review).
-    settings = Settings(state_dir=tmp_path / "state", db=store_url("sqlite", tmp_path),
+    settings = Settings(state_dir=tmp_path / "state", db=store_url(backend, tmp_path),
                         arms=ARMS, seed=3, refresh_interval_s=0.05, sweep_interval_s=600,
                         slate_mode="multileave", multileave_arms=2, propensity_grid=256,
                         admin_token=ADMIN_TOKEN, policy=policy, policy_params={"discount": 0.9}
