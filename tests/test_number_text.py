@@ -40,9 +40,9 @@ def test_an_integer_option_takes_plain_digits(text: str,
     with pytest.raises(SystemExit) as refusal:
         parser.parse_args(["serve", f"--workers={text}"])
     assert refusal.value.code == 2
-    assert capsys.readouterr().err.splitlines()[-1] == (
-        f"recbandits serve: error: argument --workers: must be an integer in plain decimal "
-        f"digits, got {text!r}")
+    assert capsys.readouterr().err.splitlines() == [
+        f"recbandits serve: argument --workers: must be an integer in plain decimal digits, "
+        f"got {text!r} (see recbandits serve --help)"]
 
 
 def test_a_number_option_takes_plain_digits(capsys: pytest.CaptureFixture[str]) -> None:
@@ -50,8 +50,9 @@ def test_a_number_option_takes_plain_digits(capsys: pytest.CaptureFixture[str]) 
     assert parser.parse_args(["serve", "--exploration-floor", "0.05"]).exploration_floor == 0.05
     with pytest.raises(SystemExit):
         parser.parse_args(["serve", "--exploration-floor", "0_05"])
-    assert capsys.readouterr().err.splitlines()[-1].endswith(
-        "argument --exploration-floor: must be a number in plain decimal digits, got '0_05'")
+    assert capsys.readouterr().err.splitlines() == [
+        "recbandits serve: argument --exploration-floor: must be a number in plain decimal "
+        "digits, got '0_05' (see recbandits serve --help)"]
 
 
 @pytest.mark.parametrize("text", ["1_6", "+2", "2.0", " 2"])
