@@ -23,7 +23,7 @@ from arms.data.files import SYNTHETIC_READS_NO_DATA
 from arms.data.movielens import DATASETS, MOVIELENS_NAMES, SYNTHETIC
 from arms.errors import DataFileError, DataUnavailableError
 from arms.registry import split_names
-from bandits.errors import integer_text, number_text
+from bandits.errors import check_port, integer_text, number_text
 from bandits.ope import BOOTSTRAP_RANGE, DEFAULT_N_BOOTSTRAP
 
 if TYPE_CHECKING:  # serving is imported lazily at run time (see the module docstring)
@@ -40,6 +40,16 @@ def _integer(text: str) -> int:
     try:
         return integer_text(text)
     except ValueError as exc:  # argparse says "argument --workers: <this>", exit 2
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _port(text: str) -> int:
+    """A ``--port`` by the port's one rule (:func:`bandits.errors.check_port`), refused by argparse
+    as ``argument --port: ...`` (the settings' refusal named ``port``, found in review).
+    """
+    try:
+        return check_port(text)
+    except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -602,7 +612,7 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
         # with it, shadow status / promote check against it), as serve takes them.
         parser.add_argument("--host", help=f"where the service to {what} listens (default "
                             "127.0.0.1; RECBANDITS_HOST; serve's --host)")
-        parser.add_argument("--port", help="its port (default 8000; "
+        parser.add_argument("--port", type=_port, help="its port (default 8000; "
                             "RECBANDITS_PORT; serve's --port)")
 
     def store_options(sub: argparse.ArgumentParser, *, serves: bool = False) -> None:
@@ -675,7 +685,7 @@ def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
 
     serve = commands.add_parser("serve", help="run the recommendation service (FastAPI)")
     serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", help="port (default 8000)")  # checked by the settings
+    serve.add_argument("--port", type=_port, help="port (default 8000)")
     serve.add_argument("--workers", type=_integer, metavar="N",
                        help="worker processes, in [1, 64] (default 1)")
     serve.add_argument("--slate-mode", choices=("single", "multileave"),

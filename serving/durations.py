@@ -24,9 +24,11 @@ MAX_DURATION_S = 100 * _YEAR_S
 
 #: A duration as text: a number in plain decimal digits (the numbers' rule, bandits.errors: a
 #: fraction and an exponent allowed, as ``Settings.to_env`` writes a float; no ``_``, sign or
-#: ``inf``), then a unit or none (seconds).
-_DURATION = re.compile(rf"\s*({DECIMAL_TEXT})\s*(["
-                       + "".join(map(re.escape, DURATION_UNITS)) + r"]?)\s*")
+#: ``inf``; a leading minus taken so that a negative duration is said to be out of range, as a
+#: negative number is), then a unit or none (seconds). No spaces, as no number takes any
+#: (" 90 d " was taken while RECBANDITS_WORKERS=" 2" was refused, found in review).
+_DURATION = re.compile(rf"(-?{DECIMAL_TEXT})(["
+                       + "".join(map(re.escape, DURATION_UNITS)) + r"]?)")
 
 
 def units_said() -> str:
@@ -46,17 +48,19 @@ def longest_said() -> str:
     return f"at most {MAX_DURATION_S / _YEAR_S:g} years ({MAX_DURATION_S:.0f} s)"
 
 
-def parse_duration(name: str, value: object, *, off: bool = False) -> object:
-    """Duration setting ``name`` in seconds: text of a number with a unit of
+def parse_duration(value: object, *, off: bool = False) -> object:
+    """A duration setting in seconds: text of a number with a unit of
     :data:`DURATION_UNITS` or none (seconds) as that many seconds; a number as given.
 
     A number's other checks (finite, the setting's own lower bound) are its type's (pydantic's,
     in :class:`serving.settings.Settings`); this rule refuses what would pass them wrongly.
 
+    The message names the value, not the setting: callers add that (a settings error's
+    ``retention_s:``, a variable's ``RECBANDITS_RETENTION_S='x':``), as for
+    :func:`bandits.errors.integer_text`.
+
     Parameters
     ----------
-    name : str
-        The setting, named by the refusal.
     value : object
         Text or a number; anything else is returned as given, for the type's refusal.
     off : bool, default False
@@ -67,28 +71,28 @@ def parse_duration(name: str, value: object, *, off: bool = False) -> object:
     ------
     ValueError
         Text that is no duration, a bool, or a finite duration over :data:`MAX_DURATION_S`;
-        the message names ``name`` and the value.
+        the message names the value.
     """
     allowed = duration_allowed() + (", or 'off'" if off else "")
     if off and (value is None or (isinstance(value, str)
-                                  and value.strip().lower() in ("", "off"))):
+                                  and value.lower() in ("", "off"))):
         return None
     if isinstance(value, bool):  # pydantic's lax float reads True as 1 s
-        raise ValueError(f"{name} must be {allowed}, got {short_repr(value)}")
+        raise ValueError(f"must be {allowed}, got {short_repr(value)}")
     if isinstance(value, str):
         match = _DURATION.fullmatch(value.lower())
         seconds = (math.inf if match is None
                    else float(match.group(1)) * DURATION_UNITS[match.group(2) or "s"])
         if not math.isfinite(seconds):  # as text: no duration ('6x', '1e999')
-            raise ValueError(f"{name} must be {allowed}, got {short_repr(value)}")
+            raise ValueError(f"must be {allowed}, got {short_repr(value)}")
     elif isinstance(value, int | float):
         if isinstance(value, float) and not math.isfinite(value):
             return value  # the type's own refusal: "Input should be a finite number"
         if value > MAX_DURATION_S:  # compared as given: float() of a huge int overflows
-            raise ValueError(f"{name} must be {longest_said()}, got {short_repr(value)}")
+            raise ValueError(f"must be {longest_said()}, got {short_repr(value)}")
         return float(value)
     else:
         return value
     if seconds > MAX_DURATION_S:
-        raise ValueError(f"{name} must be {longest_said()}, got {short_repr(value)}")
+        raise ValueError(f"must be {longest_said()}, got {short_repr(value)}")
     return seconds

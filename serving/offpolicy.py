@@ -527,19 +527,18 @@ class LinearCandidate:
         for item in filter(None, rest.split(",")):
             key, eq, value = item.partition("=")
             key = key.strip()
-            try:
-                # An integer stays one: batch_size and propensity_grid are refused as floats
-                # ("got 512.0"), while the message listed them as allowed (found by attack).
-                # The numbers' one rule (bandits.errors: Python reads "1_0" as 10, found by
-                # attack), an integer kept one.
-                value = value.strip()
-                number = (integer_text(value) if value.lstrip("-").isdigit()
-                          else number_text(value))
-            except ValueError:
-                eq = ""
             if not eq:
                 raise ValueError(f"linear candidate {text!r}: parameters are KEY=NUMBER, got "
                                  f"{item!r}")
+            try:
+                # An integer stays one: batch_size and propensity_grid are refused as floats
+                # ("got 512.0"), while the message listed them as allowed (found by attack).
+                # The numbers' one rule and its words (bandits.errors: Python reads "1_0" as
+                # 10, found by attack; " 1" was taken here alone, found in review).
+                number = (integer_text(value) if value.lstrip("-").isdigit()
+                          else number_text(value))
+            except ValueError as exc:
+                raise ValueError(f"linear candidate {text!r}: {key} {exc}") from None
             if key in params:  # one value was dropped without a word (found by attack)
                 raise ValueError(f"linear candidate {text!r}: {key} is given twice")
             params[key] = number

@@ -20,32 +20,27 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from bandits.errors import integer_text
 from serving.rules import EventType, FeedbackType, ratings_text
 
 #: Bounds shared by the routes and the models: ids fit a 63-bit integer, slates are 1..100 long.
 MAX_ID = 2**62
 MAX_K = 100
 EVENT_ID_PATTERN = r"^[0-9a-f]{32}$"
-#: Longest digit string a query integer may be (Python's int() refuses over 4,300 digits).
-_MAX_DIGITS = 4000
 
 
 def _decimal(value: object) -> object:
-    """A query-string integer: plain ASCII digits only, so ``"1_0"``, ``"+1"``, ``" 1"``,
-    ``"1.0"`` and ``"\u0661"`` (which ``int()`` or pydantic's lax mode would take) are
-    refused; non-strings pass on to the strict integer check (which refuses ``True``).
+    """A query-string integer by the numbers' one rule (:func:`bandits.errors.integer_text`:
+    plain ASCII digits, a leading minus so that "-1" is said to be out of range, at most
+    :data:`bandits.errors.MAX_INTEGER_DIGITS`), said in a 422's shape (``int_parsing``);
+    non-strings pass on to the strict integer check (which refuses ``True``).
     """
     if isinstance(value, str):
-        # A minus sign is taken, so that "-1" is said to be out of range, as FastAPI says it
-        # (it was "not plain decimal digits", found by attack); "+1" stays refused.
-        digits = value[1:] if value.startswith("-") else value
-        if not (digits.isascii() and digits.isdigit()):
-            raise PydanticCustomError("int_parsing", "Input should be a valid integer in plain "
-                                      "decimal digits")
-        if len(value) > _MAX_DIGITS:
-            raise PydanticCustomError("int_parsing_size", "Unable to parse input string as an "
-                                      "integer, exceeded maximum size")
-        return int(value)
+        try:
+            return integer_text(value)
+        except ValueError as exc:  # the rule's own words, in the 422's sentence
+            raise PydanticCustomError("int_parsing", "Input {why}",
+                                      {"why": str(exc)}) from None
     return value
 
 

@@ -10,7 +10,7 @@ import contextlib
 import json
 import os
 import tomllib
-from collections.abc import Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, get_args, get_origin
@@ -54,7 +54,7 @@ from bandits.ope import MAX_BOOTSTRAP, MIN_BOOTSTRAP
 from bandits.thompson import BETA_PRIOR_MAX, BETA_PRIOR_MIN
 from serving.armset import make_arm
 from serving.drift import DEFAULT_WINDOWS, DetectorName, DriftMonitor
-from serving.durations import MAX_DURATION_S, parse_duration
+from serving.durations import parse_duration
 from serving.errors import ArmNotServedError
 from serving.features import DEFAULT_DECAY_STEP_S, DEFAULT_HALF_LIFE_S
 from serving.holdout import Holdout, check_holdout
@@ -96,24 +96,78 @@ def say_seconds(seconds: float) -> str:
 #: attack: RECBANDITS_RETENTION_S=inf fitted and saved the arms, then the workers failed to
 #: start). Per field, not for the model: the values of the tables (arm_params, policy_params,
 #: rules) are checked by their own rules, whose messages name the value (found in review).
-Finite = Annotated[float, Field(allow_inf_nan=False), BeforeValidator(
-    # Text by the numbers' one rule (bandits.errors.number_text): pydantic's lax float read
-    # RECBANDITS_EXPLORATION_FLOOR=0_1 as 1.0 (found in review); "inf" still reaches the check
-    # above, which says "finite".
-    lambda value: number_text(value) if isinstance(value, str) else value)]
+def _number_rule(value: object) -> object:
+    """A float setting's text by the numbers' one rule (:func:`bandits.errors.number_text`):
+    pydantic's lax float read ``RECBANDITS_EXPLORATION_FLOOR=0_1`` as 1.0 (found in review);
+    "inf" still reaches the type's check, which says "finite".
+    """
+    return number_text(value) if isinstance(value, str) else value
 
 
-def _duration(value: object, info: ValidationInfo) -> object:
-    """A duration setting's one rule (:func:`serving.durations.parse_duration`), by name."""
-    return parse_duration(str(info.field_name), value)
+Finite = Annotated[float, Field(allow_inf_nan=False), BeforeValidator(_number_rule)]
+
+
+def _integer_rule(value: object) -> object:
+    """An integer setting's text by the numbers' one rule (:func:`bandits.errors.integer_text`),
+    whatever its source: pydantic's lax int read ``workers = "1_6"`` in a settings file and
+    ``RECBANDITS_WORKERS=1_6`` as 16 (found in review). An int given as an int is kept.
+    """
+    return integer_text(value) if isinstance(value, str) else value
+
+
+#: An integer setting (``port`` has its own rule, :func:`bandits.errors.check_port`).
+Integer = Annotated[int, BeforeValidator(_integer_rule)]
+
+
+def _duration_rule(value: object) -> object:
+    """A duration setting's one rule (:func:`serving.durations.parse_duration`)."""
+    return parse_duration(value)
 
 
 #: A duration setting in seconds: a number, or text with a unit ("6h"; one rule for every
 #: duration: retention_s took no unit and read "1_000" as 1000 while retrain_every took units
-#: and refused "1_000", found in review); Finite, and at most MAX_DURATION_S (the le= is said
-#: by the rule's own words first, "at most 100 years").
-Duration = Annotated[float, Field(allow_inf_nan=False, le=MAX_DURATION_S),
-                     BeforeValidator(_duration)]
+#: and refused "1_000", found in review; retrain_lease_s and seven more took none, found in
+#: review); Finite, and at most MAX_DURATION_S, which the rule itself checks ("at most 100
+#: years"; as an le= here it overrode a setting's own smaller le=, retrain_check_s's 3600).
+#: Every setting whose name ends in ``_s`` is one.
+Duration = Annotated[float, Field(allow_inf_nan=False), BeforeValidator(_duration_rule)]
+
+
+def _duration_or_off(value: object) -> object:
+    """``retrain_every``'s rule: a duration, or "off" and "" for none."""
+    return parse_duration(value, off=True)
+
+
+def _whole_seconds_rule(value: object) -> object:
+    """A duration in whole seconds (``worker_healthcheck_timeout_s``, an int for uvicorn): the
+    duration's rule, then a whole number of seconds as an int ("2m" is 120); a fraction is
+    left to the int type's refusal.
+    """
+    seconds = parse_duration(value)
+    return int(seconds) if isinstance(seconds, float) and seconds.is_integer() else seconds
+
+
+#: A duration setting in whole seconds: units taken, a fraction refused.
+WholeSeconds = Annotated[int, BeforeValidator(_whole_seconds_rule)]
+
+#: A duration that may be off (None; "off" and "" as text).
+OptionalDuration = Annotated[Duration | None, BeforeValidator(_duration_or_off)]
+
+#: The text rules of the number types, by which a ``RECBANDITS_*`` variable is read
+#: (:class:`_Environment`), its refusal naming the variable.
+_TEXT_RULES = (_integer_rule, _number_rule, _duration_rule, _duration_or_off,
+               _whole_seconds_rule)
+
+
+def _text_rule(field: FieldInfo) -> Callable[[object], object] | None:
+    """The text rule of a number setting's type (:data:`_TEXT_RULES`), None for another."""
+    validators = list(field.metadata)
+    for arg in get_args(field.annotation):  # Integer | None: the rule is inside the union
+        validators += getattr(arg, "__metadata__", ())
+    # The outermost first: retrain_every's "off" before the duration inside its union.
+    return next((v.func for v in validators
+                 if isinstance(v, BeforeValidator) and v.func in _TEXT_RULES), None)
+
 
 
 def _no_text(value: Any) -> Any:
@@ -288,10 +342,14 @@ def json_object(source: str, text: str) -> dict[str, Any]:
     return decoded
 
 
-class IntegerVariableError(ValueError):
-    """A ``RECBANDITS_*`` variable of an integer setting whose value is not plain decimal
-    digits: the message names the variable and its value.
+class NumberVariableError(ValueError):
+    """A ``RECBANDITS_*`` variable of a number setting (an integer, a float, a duration) whose
+    text its rule refuses: the message names the variable and its value.
     """
+
+
+#: (The name it had when only integer variables were checked.)
+IntegerVariableError = NumberVariableError
 
 
 class _Environment(EnvSettingsSource):
@@ -327,21 +385,21 @@ class _Environment(EnvSettingsSource):
             if isinstance(exc.__cause__, JsonTableError):
                 raise exc.__cause__ from None
             raise
-        return {name: self._integer(name, value) for name, value in values.items()}
+        return {name: self._number(name, value) for name, value in values.items()}
 
-    def _integer(self, name: str, value: Any) -> Any:
-        """An integer setting's variable read by the numbers' one rule
-        (:func:`bandits.errors.integer_text`: plain decimal digits), the refusal naming the
-        variable; pydantic's lax int read ``RECBANDITS_WORKERS=1_6`` as 16 (found in review).
+    def _number(self, name: str, value: Any) -> Any:
+        """A number setting's variable read by its type's text rule (:func:`_text_rule`), the
+        refusal naming the variable, for integers, floats and durations alike (the float and
+        duration ones named only the field, found in review).
         """
-        if not (isinstance(value, str)
-                and self.settings_cls.model_fields[name].annotation in (int, int | None)):
+        rule = _text_rule(self.settings_cls.model_fields[name])
+        if rule is None or not isinstance(value, str):
             return value
         try:
-            return integer_text(value)
+            return rule(value)
         except ValueError as exc:
-            raise IntegerVariableError(f"{self.env_prefix}{name.upper()}={value!r}: {exc}"
-                                       ) from None
+            raise NumberVariableError(f"{self.env_prefix}{name.upper()}={short_repr(value)}: "
+                                      f"{exc}") from None
 
 
 class Settings(BaseSettings):
@@ -654,14 +712,14 @@ class Settings(BaseSettings):
 
     data: Path | None = None
     dataset: str = "movielens"
-    synthetic_users: int = Field(200, ge=2)
-    synthetic_items: int = Field(300, ge=10)
-    synthetic_ratings: int = Field(6000, ge=10)
+    synthetic_users: Integer = Field(200, ge=2)
+    synthetic_items: Integer = Field(300, ge=10)
+    synthetic_ratings: Integer = Field(6000, ge=10)
     state_dir: Path | None = None
     db: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(8000)
-    workers: int = Field(1, ge=1, le=64)
+    workers: Integer = Field(1, ge=1, le=64)
     arms: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_ARMS))
     arm_params: dict[str, dict[str, float | int | bool | str | None]] = Field(
         default_factory=dict)
@@ -669,15 +727,16 @@ class Settings(BaseSettings):
     policy: str = DEFAULT_POLICY
     policy_params: dict[str, ParamValue] = Field(default_factory=dict)
     slate_mode: SlateMode = "single"
-    multileave_arms: int = Field(2, ge=2)
-    # Every float setting is Finite (a Duration: also at most MAX_DURATION_S): see Finite.
+    multileave_arms: Integer = Field(2, ge=2)
+    # Every float setting is Finite (a Duration, as every one in seconds: also at most
+    # MAX_DURATION_S): see Finite and Duration.
     exploration_floor: Finite = Field(0.0, ge=0.0, le=1.0)
     holdout_share: Finite = Field(0.0, ge=0.0, lt=1.0)
     holdout_baseline: str = "uniform"
     drift_detector: DetectorName = "PageHinkley"
     drift_threshold: Finite | None = Field(None, gt=0)
     drift_delta: Finite | None = Field(None, ge=0, lt=1)
-    drift_min_samples: int | None = Field(None, ge=1)
+    drift_min_samples: Integer | None = Field(None, ge=1)
     drift_windows: Annotated[list[int], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_WINDOWS))
     posterior_carryover: CarryoverMode = "carry"
@@ -687,7 +746,7 @@ class Settings(BaseSettings):
     gate_holdout_s: Duration | None = Field(None, gt=0)
     gate_margin: Finite = Field(DEFAULT_MARGIN, ge=0.0, le=MAX_MARGIN)
     gate_relevance: Finite = Field(POSITIVE_RATING, ge=RATING_SCALE[0], le=RATING_SCALE[1])
-    gate_bootstrap: int = Field(200, ge=MIN_BOOTSTRAP, le=MAX_BOOTSTRAP)
+    gate_bootstrap: Integer = Field(200, ge=MIN_BOOTSTRAP, le=MAX_BOOTSTRAP)
     shadow_policy: str | None = None
     shadow_policy_params: dict[str, ParamValue] = Field(default_factory=dict)
     # The range where Thompson Sampling's picks follow the propensities it logs (bandits).
@@ -703,41 +762,41 @@ class Settings(BaseSettings):
     clock_skew_s: Duration = Field(300.0, ge=0)
     feature_half_life_s: Duration = Field(DEFAULT_HALF_LIFE_S, gt=0)
     feature_decay_step_s: Duration = Field(DEFAULT_DECAY_STEP_S, ge=0)
-    history_limit: int = Field(1000, ge=1, le=100_000)
-    max_events_body_bytes: int = Field(1 << 20, ge=1024)
+    history_limit: Integer = Field(1000, ge=1, le=100_000)
+    max_events_body_bytes: Integer = Field(1 << 20, ge=1024)
     session_strength: Finite = Field(1.5, ge=0)
     admin_token: SecretStr | None = None
-    seed: int | None = None
-    retrain_every: Duration | None = Field(None, gt=0)
-    retrain_after_events: int | None = Field(None, ge=1)
-    retrain_check_s: Finite = Field(10.0, gt=0, le=3600)
-    retrain_lease_s: Finite = Field(600.0, ge=1, le=86_400)
+    seed: Integer | None = None
+    retrain_every: OptionalDuration = Field(None, gt=0)
+    retrain_after_events: Integer | None = Field(None, ge=1)
+    retrain_check_s: Duration = Field(10.0, gt=0, le=3600)
+    retrain_lease_s: Duration = Field(600.0, ge=1, le=86_400)
     refresh_interval_s: Duration = Field(0.2, gt=0)
     sweep_interval_s: Duration = Field(5.0, gt=0)
-    batch_max: int = Field(512, ge=1)
-    commit_linger_s: Finite = Field(0.001, ge=0.0, le=0.1)
-    switch_interval_s: Finite = Field(0.0005, gt=0, le=0.1)
-    gc_full_collection_every: int = Field(1000, ge=1, le=1_000_000)
+    batch_max: Integer = Field(512, ge=1)
+    commit_linger_s: Duration = Field(0.001, ge=0.0, le=0.1)
+    switch_interval_s: Duration = Field(0.0005, gt=0, le=0.1)
+    gc_full_collection_every: Integer = Field(1000, ge=1, le=1_000_000)
     stall_log_ms: Finite = Field(0.0, ge=0.0, le=60_000)
-    propensity_grid: int = Field(256, ge=2, le=MAX_PROPENSITY_GRID)
-    score_cache_size: int = Field(16_384, ge=0)
-    store_timeout_s: Finite = Field(DEFAULT_TIMEOUT_S, gt=0, le=600)
+    propensity_grid: Integer = Field(256, ge=2, le=MAX_PROPENSITY_GRID)
+    score_cache_size: Integer = Field(16_384, ge=0)
+    store_timeout_s: Duration = Field(DEFAULT_TIMEOUT_S, gt=0, le=600)
     startup_timeout_s: Duration = Field(120.0, ge=0)
-    max_body_bytes: int = Field(16_384, ge=256)
+    max_body_bytes: Integer = Field(16_384, ge=256)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: str = "warning"
-    worker_healthcheck_timeout_s: int = Field(60, ge=1, le=3600)
+    worker_healthcheck_timeout_s: WholeSeconds = Field(60, ge=1, le=3600)
     # The HTTP server's limits (serving.api.protocol), per worker.
-    max_header_bytes: int = Field(16_384, ge=1024)
+    max_header_bytes: Integer = Field(16_384, ge=1024)
     header_timeout_s: Duration = Field(10.0, gt=0)
     body_timeout_s: Duration = Field(10.0, gt=0)
     keep_alive_timeout_s: Duration = Field(5.0, gt=0)
-    max_concurrency: int = Field(256, ge=1)
+    max_concurrency: Integer = Field(256, ge=1)
     # The live push (serving.stream), per worker.
-    stream_max: int = Field(100, ge=0)
-    stream_queue: int = Field(32, ge=1)
-    stream_poll_s: Finite = Field(0.05, gt=0, le=10)
-    stream_heartbeat_s: Finite = Field(5.0, gt=0, le=300)
+    stream_max: Integer = Field(100, ge=0)
+    stream_queue: Integer = Field(32, ge=1)
+    stream_poll_s: Duration = Field(0.05, gt=0, le=10)
+    stream_heartbeat_s: Duration = Field(5.0, gt=0, le=300)
 
     @classmethod
     def settings_customise_sources(
@@ -763,12 +822,13 @@ class Settings(BaseSettings):
     @classmethod
     def _split_arms(cls, value: object, info: ValidationInfo) -> object:
         if isinstance(value, str):
+            if info.field_name == "drift_windows":  # sizes, by the numbers' one rule: unstripped,
+                # as no number takes spaces ("100, 1000" was taken, found in review)
+                return [integer_text(size) for size in value.split(",") if size]
             names = list(registry.split_names(value))
             # An empty arm name is kept for the registry to refuse, as the other commands'
             # --arms are (serve --arms svd, served svd alone: found by a README check).
             value = names if info.field_name == "arms" else [name for name in names if name]
-            if info.field_name == "drift_windows":  # sizes, by the numbers' one rule
-                value = [integer_text(name) for name in value]
         return value
 
     @field_validator("arms")
@@ -798,12 +858,6 @@ class Settings(BaseSettings):
         # an alias and its arm both named are one arm twice, the registry's refusal.
         names = registry.resolve_names(list(value), field="arm_params") if value else ()
         return dict(zip(names, value.values(), strict=True))
-
-    @field_validator("retrain_every", mode="before")
-    @classmethod
-    def _parse_retrain_every(cls, value: object) -> object:
-        # "off" and "" mean none here; the rest is the Duration's rule.
-        return parse_duration("retrain_every", value, off=True)
 
     @field_validator("dataset")
     @classmethod

@@ -9,9 +9,12 @@ LinTS:scale=1_0`` was refused).
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Annotated
 
 import pytest
 
+from bandits.errors import short_repr
 from experiments import cli
 from serving.settings import Settings
 
@@ -85,28 +88,117 @@ def test_the_ts_prior_takes_the_numbers_rule(capsys: pytest.CaptureFixture[str])
         "got ['1_0,1']")
 
 
-@pytest.mark.parametrize(("variable", "text", "said"), [
-    ("RECBANDITS_EXPLORATION_FLOOR", "0_1", "exploration_floor: must be a number"),
-    ("RECBANDITS_EXPLORATION_FLOOR", "+0.1", "exploration_floor: must be a number"),
-    ("RECBANDITS_DRIFT_THRESHOLD", "1_0", "drift_threshold: must be a number"),
-    ("RECBANDITS_DRIFT_WINDOWS", "100,1_000", "drift_windows: must be an integer")])
-def test_number_and_size_list_variables_take_plain_digits(
-        variable: str, text: str, said: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    # pydantic's lax float read RECBANDITS_EXPLORATION_FLOOR=0_1 as 1.0, and "1_000" in a
-    # list of window sizes as 1000.
+@pytest.mark.parametrize(("variable", "text"), [
+    ("RECBANDITS_EXPLORATION_FLOOR", "0_1"), ("RECBANDITS_EXPLORATION_FLOOR", "+0.1"),
+    ("RECBANDITS_EXPLORATION_FLOOR", " 0.1"), ("RECBANDITS_DRIFT_THRESHOLD", "1_0")])
+def test_a_float_variable_is_refused_by_name(variable: str, text: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # pydantic's lax float read RECBANDITS_EXPLORATION_FLOOR=0_1 as 1.0; then its refusal named
+    # the field alone, while an integer variable's named the variable (found in review).
+    monkeypatch.setenv(variable, text)
+    with pytest.raises(ValueError) as refused:
+        Settings()
+    assert str(refused.value) == (f"{variable}={text!r}: must be a number in plain decimal "
+                                  f"digits, got {text!r}")
+
+
+@pytest.mark.parametrize("text", ["100,1_000", "100, 1000", "100,1000 "])
+def test_a_size_list_variable_takes_plain_digits(text: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # "1_000" in a list of window sizes was 1000; "100, 1000" was taken while
+    # RECBANDITS_WORKERS=" 2" was refused (found in review): no number takes spaces.
     from pydantic import ValidationError
 
     from serving.settings import settings_issues
 
-    monkeypatch.setenv(variable, text)
+    monkeypatch.setenv("RECBANDITS_DRIFT_WINDOWS", text)
     with pytest.raises(ValidationError) as refused:
         Settings()
-    assert settings_issues(refused.value).startswith(said)
-    assert settings_issues(refused.value).endswith(f"in plain decimal digits, got "
-                                                   f"{text.split(',')[-1]!r}")
+    assert settings_issues(refused.value) == (
+        f"drift_windows: must be an integer in plain decimal digits, got "
+        f"{text.split(',')[-1]!r}")
     monkeypatch.setenv("RECBANDITS_EXPLORATION_FLOOR", "0.05")
     monkeypatch.setenv("RECBANDITS_DRIFT_THRESHOLD", "10")
     monkeypatch.setenv("RECBANDITS_DRIFT_WINDOWS", "10,20")
     settings = Settings()
     assert (settings.exploration_floor, settings.drift_threshold,
             settings.drift_windows) == (0.05, 10.0, [10, 20])
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("workers", "1_6"), ("workers", " 2"), ("seed", "1_6"), ("drift_min_samples", "1_0"),
+    ("gate_bootstrap", "+300")])
+def test_an_integer_setting_takes_plain_digits_from_a_settings_file(
+        name: str, text: str, tmp_path: Path) -> None:
+    # Found in review: the rule held for the variables alone; a settings file's
+    # workers = "1_6" gave 16 and " 2" gave 2 (pydantic's lax int).
+    from pydantic import ValidationError
+
+    from serving.settings import settings_issues
+
+    path = tmp_path / "settings.toml"
+    path.write_text(f"{name} = {text!r}\n".replace("'", '"'))
+    with pytest.raises(ValidationError) as refused:
+        Settings.from_file(path)
+    assert settings_issues(refused.value) == (
+        f"{name}: must be an integer in plain decimal digits, got {text!r}")
+    with pytest.raises(ValidationError):  # a keyword alike
+        Settings(**{name: text})
+    value = 2 if name == "workers" else 400  # one in the setting's range
+    path.write_text(f"{name} = {value}\n")  # an int is an int, and plain text is read
+    assert getattr(Settings.from_file(path), name) == value
+    assert getattr(Settings(**{name: str(value)}), name) == value
+
+
+@pytest.mark.parametrize(("linear", "said"), [
+    ("LinTS:scale=1_0", "scale must be a number in plain decimal digits, got '1_0'"),
+    ("LinTS:scale= 1", "scale must be a number in plain decimal digits, got ' 1'"),
+    ("LinTS:propensity_grid=5_12",
+     "propensity_grid must be a number in plain decimal digits, got '5_12'"),
+    ("LinTS:scale", "parameters are KEY=NUMBER, got 'scale'")])
+def test_a_linear_candidate_takes_the_numbers_rule(
+        linear: str, said: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # Found in review: "1_0" was refused as "parameters are KEY=NUMBER" where --ts-prior said
+    # "plain decimal digits", and " 1" was taken here alone.
+    def candidates(*linears: str) -> object:
+        return cli._ope_candidates(argparse.Namespace(ts_prior=None, linear=list(linears)))
+
+    assert candidates("LinTS:scale=0.5,propensity_grid=64") is not None
+    assert candidates(linear) is None
+    assert capsys.readouterr().err.strip() == (
+        f"recbandits ope: --linear: linear candidate {linear!r}: {said}")
+
+
+@pytest.mark.parametrize("command", ["serve", "rebuild-state"])
+def test_a_port_option_is_refused_naming_the_option(
+        command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # Found in review: "port: the port must be a number from 1 to 65,535, got '8_000'" named
+    # the setting, not the option given.
+    assert cli.build_parser().parse_args([command, "--port", "8001"]).port == 8001
+    with pytest.raises(SystemExit) as refusal:
+        cli.build_parser().parse_args([command, "--port", "8_000"])
+    assert refusal.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"recbandits {command}: argument --port: the port must be a number from 1 to 65,535, "
+        f"got '8_000' (see recbandits {command} --help)")
+
+
+def test_a_query_integer_is_said_by_the_numbers_rule() -> None:
+    # Found in review: serving.schemas kept its own copy of the rule (its own 4000-digit
+    # limit and words).
+    from pydantic import BaseModel, ValidationError
+
+    from bandits.errors import MAX_INTEGER_DIGITS
+    from serving.schemas import QUERY_INT
+
+    class Query(BaseModel):
+        k: Annotated[int, QUERY_INT]
+
+    assert Query(k="-3").k == -3
+    for text in ("1_0", " 1", "9" * (MAX_INTEGER_DIGITS + 1)):
+        with pytest.raises(ValidationError) as refused:
+            Query(k=text)
+        (error,) = refused.value.errors()
+        assert (error["type"], error["msg"]) == (
+            "int_parsing", f"Input must be an integer in plain decimal digits, got "
+            f"{short_repr(text)}")

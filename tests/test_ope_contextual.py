@@ -184,14 +184,15 @@ def test_linear_candidate_parsing() -> None:
     assert grid.params == (("propensity_grid", 512), ("scale", 0.1))
     assert type(grid.params[0][1]) is int
     for bad, message in (("LinXX:alpha=1", "'LinTS' or 'LinUCB'"),
-                         ("LinTS:scale", "KEY=NUMBER"), ("LinTS:scale=big", "KEY=NUMBER"),
+                         ("LinTS:scale", "KEY=NUMBER"),
+                         ("LinTS:scale=big", "scale must be a number in plain decimal digits"),
                          # one of the two values was dropped without a word
                          ("LinTS:scale=1,scale=2", "scale is given twice"),
                          # the replay's refresh blocks set it (it was taken, to no effect)
                          ("LinTS:batch_size=2", r"'batch_size' is set by the evaluation"),
-                         ("LinTS:scale=1_0", "KEY=NUMBER"),  # Python reads it as 10
+                         ("LinTS:scale=1_0", "scale must be a number in plain"),  # Python: 10
                          # the numbers' one rule: plain decimal digits (bandits.errors)
-                         ("LinTS:propensity_grid=+512", "KEY=NUMBER"),
+                         ("LinTS:propensity_grid=+512", "propensity_grid must be a number"),
                          ("LinTS:propensity_grid=1000000", r"propensity_grid=1000000 is outside "
                                                            r"the allowed range \[2, 8192\]")):
         with pytest.raises(ValueError, match=message):

@@ -204,7 +204,7 @@ TAKES_NONE = "unknown query parameter; this route takes none"
     # the value of a parameter given once is checked beside them (all at once)
     ("GET", "/recommendations", "user_id=41&k=abc&x=1",
      [("x", "unknown_parameter", RECOMMENDATION_PARAMETERS),
-      ("k", "int_parsing", "Input should be a valid integer in plain decimal digits")]),
+      ("k", "int_parsing", "Input must be an integer in plain decimal digits, got 'abc'")]),
     ("POST", "/events", "dry_run=1", [("dry_run", "unknown_parameter", TAKES_NONE)]),
     ("POST", "/events", "x=1&x=2", [("x", "unknown_parameter", TAKES_NONE)]),
     ("POST", "/feedback", "dry_run=1", [("dry_run", "unknown_parameter", TAKES_NONE)]),
@@ -343,7 +343,8 @@ def test_fastapi_and_the_starlette_routes_give_the_same_422(client: TestClient,
     if value in ("0", "-1", str(MAX_ID + 1)):  # the same pydantic error, word for word
         assert a == b
     else:  # not digits: refused by the stricter parser here, with its own words
-        assert a[0]["msg"] == "Input should be a valid integer in plain decimal digits"
+        # (bandits.errors.integer_text's words: one rule, one message)
+        assert a[0]["msg"] == f"Input must be an integer in plain decimal digits, got {value!r}"
     missing = (client.get("/recommendations"), client.get("/fastapi-probe"))
     assert missing[0].json() == missing[1].json() == {
         "detail": [{"loc": ["query", "user_id"], "msg": "Field required", "type": "missing"}],

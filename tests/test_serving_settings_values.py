@@ -10,10 +10,12 @@ import re
 from pathlib import Path
 
 import pytest
+from annotated_types import Le
 from pydantic import ValidationError
 
 from experiments import cli
-from serving.settings import MAX_DURATION_S, Settings, settings_issues
+from serving.durations import MAX_DURATION_S
+from serving.settings import Settings, settings_issues
 
 FLOAT_SETTINGS = sorted(name for name, field in Settings.model_fields.items()
                         if "float" in str(field.annotation)
@@ -56,9 +58,10 @@ def test_an_infinite_setting_from_the_environment_is_refused_by_name(
         monkeypatch: pytest.MonkeyPatch) -> None:
     for text in ("inf", "1e999", "Infinity"):
         monkeypatch.setenv("RECBANDITS_RETENTION_S", text)
-        with pytest.raises(ValidationError) as refused:
+        with pytest.raises(ValueError) as refused:  # the variable named (review)
             Settings()
-        assert "retention_s" in str(refused.value) and "finite" in str(refused.value)
+        assert str(refused.value).startswith(f"RECBANDITS_RETENTION_S={text!r}: must be a "
+                                             "finite number")
 
 
 def test_synthetic_sizes_the_generator_refuses_are_refused_with_the_settings(
@@ -79,16 +82,27 @@ def test_synthetic_sizes_the_generator_refuses_are_refused_with_the_settings(
     assert not state.exists()
 
 
-DURATIONS = sorted(name for name in FLOAT_SETTINGS if name.endswith("_s") and f"le={MAX_DURATION_S}"
-                   in str(Settings.model_fields[name].annotation)
-                   + str(Settings.model_fields[name].metadata))
+#: Every setting in seconds: each takes the one duration rule (found in review: eight of them,
+#: retrain_lease_s and store_timeout_s among them, took no unit).
+DURATIONS = sorted(name for name in Settings.model_fields if name.endswith("_s"))
+
+
+def own_upper_bound(name: str) -> float | None:
+    """The setting's own le= (below the durations' 100 years), None if it has none."""
+    return min((m.le for m in Settings.model_fields[name].metadata if isinstance(m, Le)),
+               default=None)
 
 
 def test_every_unbounded_duration_is_bounded_at_a_hundred_years() -> None:
     assert {"retention_s", "clock_skew_s", "reward_window_s", "refresh_interval_s",
             "gate_holdout_s"} <= set(DURATIONS)
     for name in DURATIONS:
-        assert getattr(Settings(**{name: MAX_DURATION_S}), name) == MAX_DURATION_S
+        upper = own_upper_bound(name)
+        if upper is None:
+            assert getattr(Settings(**{name: MAX_DURATION_S}), name) == MAX_DURATION_S
+        else:  # its own bound holds (a Duration's le= of 100 years overrode it, found in review)
+            with pytest.raises(ValidationError, match=f"less than or equal to {upper:g}"):
+                Settings(**{name: upper * 2})
         with pytest.raises(ValidationError, match=name):
             Settings(**{name: 1e12})
     with pytest.raises(ValidationError, match="at most 100 years"):
@@ -290,8 +304,8 @@ def test_a_refusal_by_pydantic_names_the_value_given() -> None:
             ({"holdout_share": 2}, "holdout_share: Input should be less than 1, got 2"),
             ({"slate_mode": "abc"},
              "slate_mode: Input should be 'single' or 'multileave', got 'abc'"),
-            ({"synthetic_users": "many"}, "synthetic_users: Input should be a valid integer, "
-             "unable to parse string as an integer, got 'many'")):
+            ({"synthetic_users": "many"}, "synthetic_users: must be an integer in plain decimal "
+             "digits, got 'many'")):
         with pytest.raises(ValidationError) as refused:
             Settings(**values)
         assert settings_issues(refused.value) == said
@@ -312,30 +326,54 @@ def test_every_duration_setting_takes_the_one_duration_rule(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # Found in review: retrain_every took "90d" and refused "1_000", while the 14 other
     # duration settings refused "90d" ("Input should be a valid number") and read "1_000" as
-    # 1000.0 (pydantic's number parsing).
+    # 1000.0 (pydantic's number parsing); then eight settings in seconds still took no unit
+    # (RECBANDITS_RETRAIN_LEASE_S=10m: "must be a number in plain decimal digits").
     from serving.durations import DURATION_UNITS
 
-    assert {"retention_s", "clock_skew_s", "gate_holdout_s", "retrain_every",
-            "reward_window_s", "keep_alive_timeout_s"} <= set(DURATION_SETTINGS)
-    assert len(DURATION_SETTINGS) == 15
+    assert {"retention_s", "clock_skew_s", "gate_holdout_s", "retrain_every", "reward_window_s",
+            "keep_alive_timeout_s", "retrain_lease_s", "retrain_check_s", "store_timeout_s",
+            "commit_linger_s", "switch_interval_s", "stream_poll_s", "stream_heartbeat_s",
+            "worker_healthcheck_timeout_s"} <= set(DURATION_SETTINGS)
+    assert len(DURATION_SETTINGS) == 23
     for name in DURATION_SETTINGS:
-        assert getattr(Settings(**{name: "90d"}), name) == 90 * 86_400.0
-        assert getattr(Settings(**{name: " 1.5m "}), name) == 90.0
-        assert getattr(Settings(**{name: "2e1"}), name) == 20.0  # to_env's form of a float
-        assert getattr(Settings(**{name: 7}), name) == 7.0
-        for unit, seconds in DURATION_UNITS.items():
-            assert getattr(Settings(**{name: f"2{unit}"}), name) == 2 * seconds
-        for text in ("1_000", "+5", "5w", "١٢"):
+        seconds = Settings.model_fields[name].default or 60  # one in the setting's range
+        upper = own_upper_bound(name)
+        if upper is None:
+            assert getattr(Settings(**{name: "90d"}), name) == 90 * 86_400.0
+        assert getattr(Settings(**{name: f"{seconds!r}s"}), name) == seconds
+        assert getattr(Settings(**{name: f"{seconds / 60!r}m"}), name) == pytest.approx(seconds)
+        if upper is None:
+            assert getattr(Settings(**{name: 7}), name) == 7.0
+            for unit, unit_s in DURATION_UNITS.items():
+                assert getattr(Settings(**{name: f"2{unit}"}), name) == 2 * unit_s
+        # No spaces, as no number takes any (" 1.5m " was taken, " 2" refused for workers)
+        for text in ("1_000", "+5", "5w", "١٢", " 1.5m ", "1.5 m", "5\n"):
+            said = ("must be a finite number of seconds in plain decimal digits, or one with a "
+                    "unit s, m, h or d (as '90s' or '6h')"
+                    + (", or 'off'" if name == "retrain_every" else "") + f", got {text!r}")
             with pytest.raises(ValidationError) as refused:
                 Settings(**{name: text})
-            assert settings_issues(refused.value) == (
-                f"{name}: {name} must be a finite number of seconds in plain decimal digits, "
-                "or one with a unit s, m, h or d (as '90s' or '6h')"
-                + (", or 'off'" if name == "retrain_every" else "") + f", got {text!r}")
+            assert settings_issues(refused.value) == f"{name}: {said}"  # named once
+            monkeypatch.setenv(f"RECBANDITS_{name.upper()}", text)  # the variable named
+            with pytest.raises(ValueError) as refused_variable:
+                Settings()
+            assert str(refused_variable.value) == f"RECBANDITS_{name.upper()}={text!r}: {said}"
+            monkeypatch.delenv(f"RECBANDITS_{name.upper()}")
         for value in ("36600d", 4e9):  # over MAX_DURATION_S, as text or as a number
-            with pytest.raises(ValidationError, match=f"{name} must be at most 100 years "
-                               r"\(3155760000 s\), got"):
+            with pytest.raises(ValidationError) as refused:
                 Settings(**{name: value})
+            assert settings_issues(refused.value).startswith(
+                f"{name}: must be at most 100 years (3155760000 s), got")
+        # A negative duration is out of range from every source (a variable's "-5" was "not
+        # plain decimal digits", a file's -5 "greater than 0": found in review)
+        for given in (-5, "-5", "-5m", None):
+            if given is None:
+                monkeypatch.setenv(f"RECBANDITS_{name.upper()}", "-5")
+            with pytest.raises(ValidationError) as refused:
+                Settings() if given is None else Settings(**{name: given})
+            assert settings_issues(refused.value).startswith(
+                f"{name}: Input should be greater than")
+        monkeypatch.delenv(f"RECBANDITS_{name.upper()}")
     monkeypatch.setenv("RECBANDITS_RETENTION_S", "30d")
     monkeypatch.setenv("RECBANDITS_RETRAIN_EVERY", "6h")
     settings = Settings(refresh_interval_s=1e-5)
