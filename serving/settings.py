@@ -348,10 +348,6 @@ class NumberVariableError(ValueError):
     """
 
 
-#: (The name it had when only integer variables were checked.)
-IntegerVariableError = NumberVariableError
-
-
 class _Environment(EnvSettingsSource):
     """The ``RECBANDITS_*`` variables, the settings' source below the keyword arguments (the
     CLI's options, a settings file's values, Python's ``Settings(...)``).
