@@ -119,6 +119,20 @@ def _integer_rule(value: object) -> object:
 Integer = Annotated[int, BeforeValidator(_integer_rule)]
 
 
+def _port_rule(value: object) -> int:
+    """The one rule of a port, as written (:func:`bandits.errors.check_port`; review: serve
+    said pydantic's bounds, 0 included, and read "+80", "8_000", 80.0 and true as ports, while
+    a store URL and --scheduler refused them). A whole number as JSON or TOML gives one; a
+    bool, float or other is refused by the rule's own message, as text.
+    """
+    plain = isinstance(value, int | str) and not isinstance(value, bool)
+    return check_port(value if plain else repr(value))
+
+
+#: The service's port (a variable's refusal names the variable, as for every number: review).
+Port = Annotated[int, BeforeValidator(_port_rule)]
+
+
 def _duration_rule(value: object) -> object:
     """A duration setting's one rule (:func:`serving.durations.parse_duration`)."""
     return parse_duration(value)
@@ -156,7 +170,7 @@ OptionalDuration = Annotated[Duration | None, BeforeValidator(_duration_or_off)]
 #: The text rules of the number types, by which a ``RECBANDITS_*`` variable is read
 #: (:class:`_Environment`), its refusal naming the variable.
 _TEXT_RULES = (_integer_rule, _number_rule, _duration_rule, _duration_or_off,
-               _whole_seconds_rule)
+               _whole_seconds_rule, _port_rule)
 
 
 def _text_rule(field: FieldInfo) -> Callable[[object], object] | None:
@@ -714,7 +728,7 @@ class Settings(BaseSettings):
     state_dir: Path | None = None
     db: str | None = None
     host: str = "127.0.0.1"
-    port: int = Field(8000)
+    port: Port = Field(8000)
     workers: Integer = Field(1, ge=1, le=64)
     arms: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_ARMS))
     arm_params: dict[str, dict[str, float | int | bool | str | None]] = Field(
@@ -833,17 +847,6 @@ class Settings(BaseSettings):
         # Canonical registry names (a deprecated alias warns), so the log and the saved arm
         # files always use one name per arm; an unknown name fails here, before any fitting.
         return list(registry.resolve_names(value))
-
-    @field_validator("port", mode="before")
-    @classmethod
-    def _check_port(cls, value: object) -> int:
-        # The one rule of a port, as written (bandits.errors.check_port; review: serve said
-        # pydantic's bounds, 0 included, and read "+80", "8_000", 80.0 and true as ports,
-        # while a store URL and --scheduler refused them). A whole number as JSON or TOML
-        # gives one, a bool does not.
-        # A bool, float or other is refused by the rule's own message, as text.
-        plain = isinstance(value, int | str) and not isinstance(value, bool)
-        return check_port(value if plain else repr(value))
 
     @field_validator("arm_params")
     @classmethod

@@ -183,6 +183,19 @@ def test_a_port_option_is_refused_naming_the_option(
         f"got '8_000' (see recbandits {command} --help)")
 
 
+def test_a_port_variable_is_refused_naming_the_variable(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    # Found in review: RECBANDITS_PORT=8_000 was said by the integer rule, the option by the
+    # port's; now the port's rule for both, each naming where it was given.
+    monkeypatch.setenv("RECBANDITS_PORT", "8_000")
+    with pytest.raises(ValueError) as refused:
+        Settings()
+    assert str(refused.value) == ("RECBANDITS_PORT='8_000': the port must be a number from 1 "
+                                  "to 65,535, got '8_000'")
+    monkeypatch.setenv("RECBANDITS_PORT", "8001")
+    assert Settings().port == 8001
+
+
 def test_a_query_integer_is_said_by_the_numbers_rule() -> None:
     # Found in review: serving.schemas kept its own copy of the rule (its own 4000-digit
     # limit and words).
