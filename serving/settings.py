@@ -260,6 +260,9 @@ def settings_issues(exc: ValidationError) -> str:
             message = str(error["msg"]).removeprefix("Value error, ")
             if shown is not None:
                 message += f", got {shown}"
+            elif isinstance(error.get("input"), str):  # a rule's own words quote the value:
+                value = error["input"]  # its password hidden as _refused_value hides it
+                message = message.replace(short_repr(value), short_repr(redact_url(value)))
         issues.append(message if message.startswith(f"{field}: ") else f"{field}: {message}")
     return "; ".join(issues)
 
