@@ -87,7 +87,7 @@ from arms.data import (
     random_split,
     temporal_split,
 )
-from arms.data.files import SYNTHETIC_READS_NO_DATA, clear_run_files, write_whole
+from arms.data.files import SYNTHETIC_READS_NO_DATA, staged_run_folder, write_whole
 from arms.data.synthetic import MAX_SYNTHETIC_SIZE, n_ratings_bounds
 from arms.metrics import POSITIVE_RATING, mae, ranking_metrics, rmse
 from experiments.config import MAX_WORKERS
@@ -830,11 +830,18 @@ def write_results(results: EvaluateResults, out_dir: Path) -> dict[str, Path]:
     """Write ``metrics.csv``, ``metrics_per_split.csv`` and ``params.json`` into ``out_dir``.
 
     ``params.json`` holds the config with the run's facts (dataset, wall time, versions), the
-    parameters each split was scored with and every validation score. A previous run's
-    files (:data:`RUN_FILES`) are removed first (:func:`arms.data.files.clear_run_files`).
+    parameters each split was scored with and every validation score. All are written into
+    a folder beside ``out_dir`` first, then moved onto it together
+    (:func:`arms.data.files.staged_run_folder`, simulate's rule: ``out_dir`` holds the earlier
+    run or this one, never a mix; a Ctrl-C or a full disk mid-write deleted the earlier run
+    first, found in review).
     """
-    clear_run_files(out_dir, RUN_FILES.values())
-    files = {key: out_dir / name for key, name in RUN_FILES.items()}
+    with staged_run_folder(out_dir, RUN_FILES.values()) as staging:
+        _write_files(results, {key: staging / name for key, name in RUN_FILES.items()})
+    return {key: out_dir / name for key, name in RUN_FILES.items()}
+
+
+def _write_files(results: EvaluateResults, files: dict[str, Path]) -> None:
     for frame, key in ((results.metrics, "metrics"), (results.per_split, "per_split")):
         write_whole(files[key], partial(frame.to_csv, index=False, float_format="%.6g"))
     config = {
@@ -856,7 +863,6 @@ def write_results(results: EvaluateResults, out_dir: Path) -> dict[str, Path]:
     }
     text = json.dumps(payload, indent=2, default=_json_default) + "\n"
     write_whole(files["params"], lambda p: p.write_text(text, encoding="utf-8"))
-    return files
 
 
 #: The smallest catalogue of :func:`synthetic_like_movielens`, users and items.

@@ -58,7 +58,7 @@ from arms.base import Recommender, check_k, top_k
 from arms.cooccurrence import MIN_HALF_LIFE_S, time_order
 from arms.data import find_movielens, load_movielens, make_synthetic
 from arms.data.dataset import Dataset
-from arms.data.files import SYNTHETIC_READS_NO_DATA, clear_run_files, write_whole
+from arms.data.files import SYNTHETIC_READS_NO_DATA, staged_run_folder, write_whole
 from arms.data.synthetic import check_sizes
 from arms.errors import UnknownArmError
 from arms.registry import make_arm, resolve, resolve_names
@@ -727,11 +727,17 @@ RUN_FILES = ("summary.csv", "differences.csv", "events.csv", "config.json")
 
 
 def write(results: ReplayResults, out_dir: Path) -> dict[str, Path]:
-    """Write the tables and the config to ``out_dir`` (a previous run's :data:`RUN_FILES`
-    removed first: :func:`arms.data.files.clear_run_files`); returns the paths by name.
+    """Write the tables and the config to ``out_dir``, all into a folder beside it first, then
+    moved onto it together (:func:`arms.data.files.staged_run_folder`, simulate's rule:
+    ``out_dir`` holds the earlier run or this one, never a mix; a Ctrl-C or a full disk
+    mid-write deleted the earlier run first, found in review); returns the paths by name.
     """
-    clear_run_files(out_dir, RUN_FILES)
-    files = {name: out_dir / name for name in RUN_FILES}
+    with staged_run_folder(out_dir, RUN_FILES) as staging:
+        _write_files(results, {name: staging / name for name in RUN_FILES})
+    return {name: out_dir / name for name in RUN_FILES}
+
+
+def _write_files(results: ReplayResults, files: dict[str, Path]) -> None:
     for frame, name in ((results.summary, "summary.csv"),
                         (results.differences, "differences.csv"), (results.events, "events.csv")):
         write_whole(files[name], partial(frame.to_csv, index=False))
@@ -742,4 +748,3 @@ def write(results: ReplayResults, out_dir: Path) -> dict[str, Path]:
                "written": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     text = json.dumps(payload, indent=2) + "\n"
     write_whole(files["config.json"], lambda p: p.write_text(text, encoding="utf-8"))
-    return files

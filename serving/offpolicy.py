@@ -73,7 +73,7 @@ import numpy as np
 import pandas as pd
 
 from arms._validation import check_seed
-from arms.data.files import clear_run_files, write_whole
+from arms.data.files import staged_run_folder, write_whole
 from bandits import ThompsonSampling
 from bandits.base import (
     BatchedPolicy,
@@ -1789,12 +1789,26 @@ def run(config: OPEConfig) -> OPERun:
     result = evaluate_log(log, n_bootstrap=config.n_bootstrap, seed=config.seed,
                           confidence=config.confidence, ts_priors=config.ts_priors,
                           linear=config.linear, segment_prefixes=config.segment_prefixes)
-    folder = clear_run_files(Path(config.out_dir), RUN_FILES.values())
-    files = {kind: folder / name for kind, name in out_files(shadow=False).items()}
-    write_whole(files["table"], lambda p: result.table.to_csv(p, index=False))
     text = json.dumps(result.summary, indent=2) + "\n"
-    write_whole(files["summary"], lambda p: p.write_text(text, encoding="utf-8"))
+    files = _write_run(config, False, {
+        "table": lambda p: result.table.to_csv(p, index=False),
+        "summary": lambda p: p.write_text(text, encoding="utf-8")})
     return OPERun(config, log, result, {**files, **_exports(config, log)})
+
+
+def _write_run(config: OPEConfig, shadow: bool,
+               writers: dict[str, Callable[[Path], object]]) -> dict[str, Path]:
+    """Write a run's files by kind into ``config.out_dir``, all into a folder beside it first,
+    then moved onto it together (:func:`arms.data.files.staged_run_folder`, the lab's rule:
+    the folder holds the earlier run or this one, never a mix; the earlier run's files were
+    removed first, found in review); their paths by kind.
+    """
+    names = out_files(shadow=shadow)
+    folder = Path(config.out_dir)
+    with staged_run_folder(folder, RUN_FILES.values()) as staging:
+        for kind, writer in writers.items():
+            write_whole(staging / names[kind], writer)
+    return {kind: folder / name for kind, name in names.items()}
 
 
 def _exports(config: OPEConfig, log: DecisionLog) -> dict[str, Path]:
@@ -1819,11 +1833,9 @@ def _run_shadow(config: OPEConfig, log: DecisionLog) -> OPERun:
     comparisons = evaluate_shadow(log, records, n_bootstrap=config.n_bootstrap,
                                   seed=config.seed, confidence=config.confidence,
                                   segment_prefixes=config.segment_prefixes)
-    folder = clear_run_files(Path(config.out_dir), RUN_FILES.values())
-    files = {kind: folder / name for kind, name in out_files(shadow=True).items()}
     table = pd.concat([c.table().assign(shadow=json.dumps(c.policy), decisions=c.n)
                        for c in comparisons])
-    write_whole(files["table"], lambda p: table.to_csv(p, index=False))
+    files = _write_run(config, True, {"table": lambda p: table.to_csv(p, index=False)})
     return OPERun(config, log, None, {**files, **_exports(config, log)}, comparisons)
 
 
