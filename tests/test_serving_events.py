@@ -486,18 +486,25 @@ def test_an_event_before_its_decision_is_said_to_the_microsecond_and_one_instant
     # A decision row stamped off its microsecond (as before this fix: the next float, ~0.24 us
     # later than the microsecond the API shows for it) and an event stamped with that shown
     # time are one instant: the event naming it answers it.
-    later = math.nextafter(made, math.inf)
-    engine = sa.create_engine(settings.resolved_db_url())
-    with engine.begin() as conn:
-        conn.execute(sa.update(decisions).where(decisions.c.event_id == slate["event_id"])
-                     .values(created_at=later))
-    engine.dispose()
-    shown = datetime.fromtimestamp(later, UTC).isoformat(timespec="microseconds")
+    later, shown = _stamp_off_its_microsecond(settings, slate["event_id"], made)
     assert instant(later) == made < later
     named = client.post("/events", json={"events": [
         event(8, item, "click", event_id=slate["event_id"], timestamp=shown)]})
     assert named.status_code == 201, named.text
     assert named.json()["events"][0]["event_id"] == slate["event_id"]
+
+
+def _stamp_off_its_microsecond(settings: Settings, event_id: str, made: float
+                               ) -> tuple[float, str]:
+    """Move decision ``event_id``'s row one float step after ``made`` (as rows were stored
+    before decisions were rounded); that time and the microsecond the API shows for it."""
+    later = math.nextafter(made, math.inf)
+    engine = sa.create_engine(settings.resolved_db_url())
+    with engine.begin() as conn:
+        conn.execute(sa.update(decisions).where(decisions.c.event_id == event_id)
+                     .values(created_at=later))
+    engine.dispose()
+    return later, datetime.fromtimestamp(later, UTC).isoformat(timespec="microseconds")
 
 
 def test_one_instant_attributes_an_event_with_or_without_its_event_id(
@@ -509,13 +516,7 @@ def test_one_instant_attributes_an_event_with_or_without_its_event_id(
     slate = recommend(client, 9)
     item = slate["items"][0]["movie_id"]
     made = client.app.state.service.store.decision(slate["event_id"])["created_at"]
-    later = math.nextafter(made, math.inf)
-    engine = sa.create_engine(settings.resolved_db_url())
-    with engine.begin() as conn:
-        conn.execute(sa.update(decisions).where(decisions.c.event_id == slate["event_id"])
-                     .values(created_at=later))
-    engine.dispose()
-    shown = datetime.fromtimestamp(later, UTC).isoformat(timespec="microseconds")
+    _, shown = _stamp_off_its_microsecond(settings, slate["event_id"], made)
     unnamed = client.post("/events", json={"events": [event(9, item, "click",
                                                             timestamp=shown)]})
     assert unnamed.status_code == 201, unnamed.text
