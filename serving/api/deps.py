@@ -181,7 +181,7 @@ def strict_query(*taken: str) -> Any:
     async def check(request: Request) -> None:  # async: see the module doc
         if request.scope["query_string"]:
             names = [k for k, _ in request.query_params.multi_items()]
-            if errors := query_errors(names, taken, strict=True):
+            if errors := query_errors(names, taken):
                 repeated = {e["loc"][1] for e in errors if e["type"] == "repeated_parameter"}
                 dependant = request.scope["route"].dependant
                 errors += request_params_to_args(dependant.path_params, request.path_params)[1]
@@ -228,7 +228,7 @@ def _query_issues(request: Request, allowed: Mapping[str, tuple[str, ...]]
     shares; a value outside ``allowed`` is ``enum``).
     """
     names = [k for k, _ in request.query_params.multi_items()]
-    errors = query_errors(names, allowed, strict=True)
+    errors = query_errors(names, allowed)
     # Every bad parameter at once (review): a value outside its set, unless the parameter
     # is unknown or repeated, said above.
     # The value shown cut to 40 characters: a 6,000-character one came back whole (attack).

@@ -205,15 +205,14 @@ def _text(value: Any, limit: int | None = None) -> Any:
     return value
 
 
-def query_errors(names: Sequence[str], taken: Collection[str], *,
-                 strict: bool = False) -> list[dict[str, Any]]:
+def query_errors(names: Sequence[str], taken: Collection[str]) -> list[dict[str, Any]]:
     """Refuse (422, as any invalid query) the parameters ``names`` of a query (in order, a
-    repeated one repeated) where a parameter of ``taken`` is given more than once, or, if
-    ``strict``, where a parameter is not in ``taken``. The one rule of the routes' queries: a
-    contradiction (``?user_id=1&user_id=2``, ``?candidate=true&candidate=false``) must not be
-    settled by taking the last value, and a side-effect route's typo (``?candidat=true``) must
-    not act as the default. A route that is not ``strict`` ignores other parameters (a
-    client's cache-buster), repeated or not.
+    repeated one repeated) where a parameter is not in ``taken`` or is given more than once.
+    The one rule of the queries of the routes that write (the read-only GETs do not call it):
+    a contradiction (``?user_id=1&user_id=2``, ``?candidate=true&candidate=false``) must not
+    be settled by taking the last value, and a typo (``?candidat=true``, ``?K=3``) must not
+    act as the default. A lenient form, for routes ignoring a cache-buster, lost its last
+    caller when every route that writes became strict.
 
     Returns
     -------
@@ -221,11 +220,10 @@ def query_errors(names: Sequence[str], taken: Collection[str], *,
         One 422 issue per offending parameter (``unknown_parameter`` or
         ``repeated_parameter``), for a ``RequestValidationError`` with the route's other issues.
     """
-    errors: list[dict[str, Any]] = []
-    if strict:
-        errors += [{"loc": ("query", name), "type": "unknown_parameter",
-                    "msg": f"unknown query parameter; this route takes {sorted(taken) or 'none'}"}
-                   for name in sorted(set(names) - set(taken))]
+    errors: list[dict[str, Any]] = [
+        {"loc": ("query", name), "type": "unknown_parameter",
+         "msg": f"unknown query parameter; this route takes {sorted(taken) or 'none'}"}
+        for name in sorted(set(names) - set(taken))]
     errors += [{"loc": ("query", name), "msg": "given more than once; give it once",
                 "type": "repeated_parameter"}
                for name in sorted(n for n in taken if names.count(n) > 1)]

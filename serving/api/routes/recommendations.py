@@ -53,7 +53,7 @@ def _query(request: Request) -> Mapping[str, str]:
     ------
     RequestValidationError
         A parameter the route does not take, or one given more than once
-        (:func:`serving.api.validation.query_errors`, strict): the request logs a decision.
+        (:func:`serving.api.validation.query_errors`): the request logs a decision.
     """
     raw: bytes = request.scope["query_string"]
     if raw.isascii() and b"%" not in raw and b"+" not in raw:
@@ -66,8 +66,7 @@ def _query(request: Request) -> Mapping[str, str]:
             params[key] = value.decode()
         else:
             return params
-    errors = query_errors([name for name, _ in request.query_params.multi_items()], PARAMETERS,
-                          strict=True)
+    errors = query_errors([name for name, _ in request.query_params.multi_items()], PARAMETERS)
     if errors:
         # The other parameters' issues too, all at once (found by attack: a bad k was said
         # only once the repeated user_id was mended); a repeated one's values are not read.
